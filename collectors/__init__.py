@@ -1,0 +1,55 @@
+"""Collectors: read what gateways and providers emit, turn it into canonical `UsageEvent`s.
+
+Public API (shared by every collector mode and by `tokenmeter price`):
+    DIALECTS[name].parse(record, mapping=None) -> list[UsageEvent]
+    detect_dialect(record) -> str
+    parse_record(record, dialect=None, mapping=None) -> list[UsageEvent]
+    AttributionMapping.from_dict(yaml_dict)
+    DialectError(reason, path, partial)  # `partial`: the good events of a partly broken batch
+A record is a JSON value (dict/array), JSON or SSE text, or bytes (JSON, SSE, or OTLP protobuf TracesData).
+An empty result means the record holds no LLM call (a non-AI route, a trace without GenAI spans): skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collectors.attribution import DEFAULT_SELECTORS, AttributionMapping
+from collectors.decode import decode
+from collectors.detect import detect_dialect
+from collectors.dialects import DIALECTS, Dialect
+from collectors.errors import DialectError
+from collectors.providers import guess_provider, normalize_provider
+from collectors.usage import anthropic_usage, gemini_usage, openai_usage, otel_usage
+from tokenmeter.events import UsageEvent
+
+
+def parse_record(record: Any, dialect: str | None = None,
+                 mapping: AttributionMapping | None = None) -> list[UsageEvent]:
+    """Events of one record in `dialect` (auto-detected when None)."""
+    record = decode(record)
+    if isinstance(record, list) and not record:
+        return []
+    name = dialect or detect_dialect(record)
+    try:
+        parser = DIALECTS[name]
+    except KeyError:
+        raise DialectError(f"unknown dialect {name!r} (known: {', '.join(DIALECTS)})") from None
+    return parser.parse(record, mapping)
+
+
+__all__ = [
+    "DEFAULT_SELECTORS",
+    "DIALECTS",
+    "AttributionMapping",
+    "Dialect",
+    "DialectError",
+    "anthropic_usage",
+    "detect_dialect",
+    "gemini_usage",
+    "guess_provider",
+    "normalize_provider",
+    "openai_usage",
+    "otel_usage",
+    "parse_record",
+]

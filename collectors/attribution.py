@@ -1,0 +1,223 @@
+"""Which header, field or attribute of a record names the team, project, feature, user, org, api key, route.
+
+A selector is `kind:key`, tried in order, first non-empty value wins:
+  header:x-team        request header (case-insensitive; where a dialect logs headers)
+  field:consumer.username   dotted path into the record (digits index arrays: consumer_groups.0.name)
+  attr:tokenmeter.team  OTel attribute, span first then resource;  span:KEY / resource:KEY for one of them
+  const:acme            a fixed value (e.g. every record of this source belongs to org acme)
+A bare selector without `kind:` is a field path.
+
+Per source, a mapping (YAML/dict) overrides the dialect defaults dimension by dimension:
+    team: [header:x-my-team, field:consumer_groups.0.name]
+    org: const:acme
+    project: null               # never attribute a project for this source
+    tags: {env: header:x-env}
+    provider: openai            # provider when a record names none (e.g. APISIX summaries)
+    inherit_defaults: true      # false: only the dimensions listed here
+Attribution carried by the record itself (canonical events, CloudEvents `data.attribution`, the `tokenmeter`
+wrapper of provider responses) always wins over selectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from collectors.coerce import dig
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS, Attribution
+
+SELECTOR_KINDS = ("header", "field", "attr", "span", "resource", "const")
+
+
+def _headers(dim: str, *aliases: str) -> list[str]:
+    """Our own `x-tokenmeter-<dim>` header first, then common short spellings."""
+    return [f"header:x-tokenmeter-{dim.replace('_', '-')}", *(f"header:{alias}" for alias in aliases)]
+
+
+# Authenticated identities (consumer, key owner) come before self-declared headers for user and api_key;
+# headers come first for team/project/feature, which gateways rarely know.
+DEFAULT_SELECTORS: dict[str, dict[str, list[str]]] = {
+    "canonical": {},
+    "kong": {
+        "org": _headers("org", "x-org"),  # not workspace_name: every OSS Kong is workspace "default"
+        "team": [*_headers("team", "x-team"), "field:consumer_groups.0.name"],
+        "project": [*_headers("project", "x-project"), "field:service.name"],
+        "user": ["field:consumer.username", "field:consumer.id", *_headers("user", "x-user-id")],
+        "api_key": ["field:authenticated_entity.id", *_headers("api_key")],
+        "feature": _headers("feature", "x-feature"),
+        "route": ["field:route.name", "field:route.id"],
+    },
+    "apisix": {
+        "org": _headers("org", "x-org"),
+        "team": [*_headers("team", "x-team"), "field:consumer.group_id"],
+        "project": [*_headers("project", "x-project"), "field:service_id"],
+        "user": ["field:consumer.username", *_headers("user", "x-user-id")],
+        "api_key": _headers("api_key"),
+        "feature": _headers("feature", "x-feature"),
+        "route": ["field:route_name", "field:route_id"],
+    },
+    "litellm": {
+        "org": ["field:metadata.user_api_key_org_id", "field:metadata.user_api_key_org_alias", *_headers("org")],
+        "team": ["field:metadata.user_api_key_team_id", "field:metadata.user_api_key_team_alias",
+                 "field:metadata.team_id", *_headers("team", "x-team")],
+        "project": ["field:metadata.user_api_key_project_id", *_headers("project", "x-project")],
+        "user": ["field:metadata.user_api_key_user_id", "field:end_user", "field:metadata.user_api_key_end_user_id",
+                 *_headers("user", "x-user-id")],
+        "api_key": ["field:metadata.user_api_key_hash", "field:metadata.user_api_key_alias"],
+        "feature": [*_headers("feature", "x-feature"), "field:metadata.spend_logs_metadata.feature",
+                    "field:metadata.requester_metadata.feature"],
+        "route": ["field:metadata.user_api_key_request_route"],
+    },
+    "otel": {
+        "org": ["attr:tokenmeter.org", "attr:org"],
+        "team": ["attr:tokenmeter.team", "attr:team"],
+        "project": ["attr:tokenmeter.project", "attr:project", "resource:service.name"],
+        "user": ["attr:tokenmeter.user", "attr:user.id", "attr:enduser.id"],
+        "api_key": ["attr:tokenmeter.api_key"],
+        "feature": ["attr:tokenmeter.feature", "attr:feature"],
+        "route": ["attr:tokenmeter.route", "attr:http.route"],
+    },
+    # CloudEvents extension attributes (lower-case alphanumerics) first, then fields of `data`.
+    "cloudevents": {
+        "org": ["field:org", "field:data.org"],
+        "team": ["field:team", "field:data.team"],
+        "project": ["field:project", "field:data.project", "field:source"],
+        "user": ["field:user", "field:data.user", "field:subject"],
+        "api_key": ["field:apikey", "field:data.api_key"],
+        "feature": ["field:feature", "field:data.feature"],
+        "route": ["field:route", "field:data.route"],
+    },
+    # Raw provider responses carry no attribution; only the `tokenmeter` wrapper field provides it.
+    "openai": {},
+    "anthropic": {},
+    "gemini": {},
+}
+
+
+class RecordView:
+    """What selectors can see of one record: its fields, request headers, OTel span/resource attributes."""
+
+    def __init__(self, record: Any, headers: Mapping[str, Any] | None = None,
+                 span_attrs: Mapping[str, Any] | None = None, resource_attrs: Mapping[str, Any] | None = None):
+        self.record = record
+        self.headers = {str(k).lower(): v for k, v in (headers or {}).items()} if isinstance(headers, Mapping) else {}
+        self.span_attrs = span_attrs or {}
+        self.resource_attrs = resource_attrs or {}
+
+    def lookup(self, selector: str) -> str | None:
+        kind, key = split_selector(selector)
+        if kind == "const":
+            value: Any = key
+        elif kind == "header":
+            value = self.headers.get(key.lower())
+            if isinstance(value, list):  # Kong logs repeated headers as arrays
+                value = value[0] if value else None
+        elif kind == "field":
+            value = dig(self.record, key)
+        elif kind == "span":
+            value = self.span_attrs.get(key)
+        elif kind == "resource":
+            value = self.resource_attrs.get(key)
+        else:  # attr
+            value = self.span_attrs.get(key)
+            if value is None:
+                value = self.resource_attrs.get(key)
+        return scalar_text(value)
+
+
+def scalar_text(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def split_selector(selector: str) -> tuple[str, str]:
+    kind, sep, key = selector.partition(":")
+    if sep and kind in SELECTOR_KINDS:
+        return kind, key
+    return "field", selector
+
+
+def _selector_list(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) and item.strip() for item in items):
+        raise ValueError(f"attribution mapping {where}: expected a selector string or a list of them")
+    for item in items:
+        kind, sep, key = item.partition(":")
+        if sep and kind not in SELECTOR_KINDS and "." not in kind:
+            raise ValueError(f"attribution mapping {where}: unknown selector kind {kind!r} in {item!r} "
+                             f"(use one of {', '.join(SELECTOR_KINDS)})")
+        if sep and kind in SELECTOR_KINDS and not key:
+            raise ValueError(f"attribution mapping {where}: selector {item!r} names no key")
+    return tuple(item.strip() for item in items)
+
+
+@dataclass(frozen=True)
+class AttributionMapping:
+    """Per-source overrides of the dialect defaults (see module doc for the YAML form)."""
+
+    dimensions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # () disables a dimension
+    tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    provider: str | None = None
+    inherit_defaults: bool = True
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "AttributionMapping":
+        data = dict(data or {})
+        dimensions: dict[str, tuple[str, ...]] = {}
+        for dim in ATTRIBUTION_DIMENSIONS:
+            if dim in data:
+                dimensions[dim] = _selector_list(data.pop(dim), dim)
+        raw_tags = data.pop("tags", None) or {}
+        if not isinstance(raw_tags, Mapping):
+            raise ValueError("attribution mapping tags: expected a mapping of tag name to selector(s)")
+        tags = {str(name): _selector_list(sels, f"tags.{name}") for name, sels in raw_tags.items()}
+        provider = data.pop("provider", None)
+        if provider is not None and (not isinstance(provider, str) or not provider.strip()):
+            raise ValueError("attribution mapping provider: expected a provider name")
+        inherit = data.pop("inherit_defaults", True)
+        if not isinstance(inherit, bool):
+            raise ValueError("attribution mapping inherit_defaults: expected true or false")
+        if data:
+            known = ", ".join([*ATTRIBUTION_DIMENSIONS, "tags", "provider", "inherit_defaults"])
+            raise ValueError(f"attribution mapping: unknown key(s) {', '.join(map(repr, data))} (known: {known})")
+        return cls(dimensions=dimensions, tags=tags, provider=provider, inherit_defaults=inherit)
+
+    def selectors(self, dialect: str) -> dict[str, tuple[str, ...]]:
+        """The effective selectors of every dimension for one dialect."""
+        base = DEFAULT_SELECTORS.get(dialect, {}) if self.inherit_defaults else {}
+        merged = {dim: tuple(base.get(dim, ())) for dim in ATTRIBUTION_DIMENSIONS}
+        merged.update(self.dimensions)
+        return merged
+
+    def resolve(self, dialect: str, view: RecordView, native: Mapping[str, Any] | Attribution | None = None,
+                auto_tags: Mapping[str, str] | None = None) -> Attribution:
+        """Attribution for one event: native values, then selectors; tags: automatic < mapped < native."""
+        if isinstance(native, Attribution):
+            native = native.model_dump()
+        native = native or {}
+        values: dict[str, Any] = {}
+        for dim, selectors in self.selectors(dialect).items():
+            value = scalar_text(native.get(dim))
+            for selector in selectors:
+                if value is not None:
+                    break
+                value = view.lookup(selector)
+            values[dim] = value
+        tags = {k: v for k, v in (auto_tags or {}).items() if v}
+        for name, selectors in self.tags.items():
+            for selector in selectors:
+                value = view.lookup(selector)
+                if value is not None:
+                    tags[name] = value
+                    break
+        native_tags = native.get("tags") or {}
+        if isinstance(native_tags, Mapping):
+            tags.update({str(k): str(v) for k, v in native_tags.items() if v is not None})
+        return Attribution(**values, tags=tags)
+
+
+DEFAULT_MAPPING = AttributionMapping()

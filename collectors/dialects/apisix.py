@@ -1,0 +1,78 @@
+"""Apache APISIX ai-proxy / ai-proxy-multi access-log entries (kafka-logger, http-logger, file-logger).
+
+- usage: `llm_summary.prompt_tokens` / `completion_tokens` (numbers or numeric strings); no cache detail is
+  logged, so cached tokens price as uncached input.
+- content: `llm_request.messages` and `llm_response_text.content` (logging.payloads), used only when the
+  summary has no token counts, or when a streamed answer has text but 0 completion tokens (not trusted).
+- model: llm_summary.model (the model actually sent), else request_model. provider: llm_summary.provider when
+  present, else the mapping's `provider`, else implied by the model name (gpt-* -> openai, claude* -> ...).
+- event_id: an `x-request-id` request header (request-id plugin) or `request_id`, else a hash of the entry.
+- ts: start_time (ms); latency_ms: latency; ttft_ms: llm_summary.duration; status: response.status >= 400.
+- An entry without `llm_summary` (a non-AI route sharing the logger) yields no event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collectors.attribution import AttributionMapping, RecordView
+from collectors.coerce import as_dict, dig, to_datetime, to_float, to_str
+from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
+from collectors.dialects.common import content_or_none, prompt_from_request, text_of
+from collectors.errors import DialectError, join_path
+from collectors.providers import guess_provider, normalize_provider
+from collectors.usage import openai_usage
+from tokenmeter.events import UsageEvent, derive_event_id
+
+NAME = "apisix"
+
+
+def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[UsageEvent]:
+    entry = require_object(entry, path, "APISIX log entry")
+    if entry.get("llm_summary") is None:
+        return []
+    summary_path = join_path(path, "llm_summary")
+    summary = as_dict(entry.get("llm_summary"), summary_path)
+    model = to_str(summary.get("model"), join_path(summary_path, "model")) or to_str(
+        summary.get("request_model"), join_path(summary_path, "request_model"))
+    if not model:
+        raise DialectError("missing model (llm_summary.model and llm_summary.request_model are both absent)",
+                           summary_path)
+    provider = normalize_provider(to_str(summary.get("provider"), join_path(summary_path, "provider"))
+                                  or mapping.provider) or guess_provider(model)
+    if not provider:
+        raise DialectError(f"no provider for model {model!r}: set `provider` in this source's mapping",
+                           summary_path)
+    ts = to_datetime(entry.get("start_time"), join_path(path, "start_time"))
+    if ts is None:
+        raise DialectError("missing start_time", path or None)
+
+    request = as_dict(entry.get("llm_request"), join_path(path, "llm_request"))
+    response_text = text_of(as_dict(entry.get("llm_response_text"), join_path(path, "llm_response_text"))
+                            .get("content")) or None
+    usage = openai_usage(summary, summary_path)
+    if usage is not None and usage.output_tokens == 0 and response_text:
+        usage = None  # a logged answer with zero completion tokens: the count was lost (streaming), count text
+    content = content_or_none(prompt_from_request(request), response_text) if usage is None else None
+
+    headers = as_dict(dig(entry, "request.headers"), join_path(path, "request.headers"))
+    view = RecordView(entry, headers=headers)
+    request_id = view.lookup("header:x-request-id") or to_str(entry.get("request_id"), join_path(path, "request_id"))
+    status_error = http_status_is_error(dig(entry, "response.status"))
+    return [make_event(
+        path,
+        event_id=request_id or derive_event_id(NAME, entry),
+        ts=ts,
+        source=NAME,
+        provider=provider,
+        model=model,
+        status="error" if status_error else "ok",
+        attribution=mapping.resolve(NAME, view),
+        usage=usage,
+        content=content,
+        latency_ms=to_float(entry.get("latency"), join_path(path, "latency")),
+        ttft_ms=to_float(summary.get("duration"), join_path(summary_path, "duration")),
+    )]
+
+
+DIALECT = Dialect(NAME, "Apache APISIX ai-proxy log entries with llm_summary", parse_entry)

@@ -1,0 +1,84 @@
+"""What every dialect shares: the Dialect shape, event construction, batch handling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from collectors.attribution import DEFAULT_MAPPING, AttributionMapping
+from collectors.decode import decode
+from collectors.errors import DialectError, join_path
+from tokenmeter.events import UsageEvent, describe_validation_error
+
+# parse_one(record, mapping, path) -> events of ONE log entry / response / envelope.
+ParseOne = Callable[[Any, AttributionMapping, str], list[UsageEvent]]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One input format. `parse` accepts a JSON value, JSON/SSE text or bytes; one record may hold many events."""
+
+    name: str
+    description: str
+    parse_one: ParseOne
+    arrays_are_batches: bool = True  # False for provider responses, where an array is one streamed response
+
+    def parse(self, record: Any, mapping: AttributionMapping | None = None) -> list[UsageEvent]:
+        record = decode(record)
+        mapping = mapping or DEFAULT_MAPPING
+        if isinstance(record, list) and self.arrays_are_batches:
+            return parse_batch(record, lambda item, path: self.parse_one(item, mapping, path))
+        return self.parse_one(record, mapping, "")
+
+
+def parse_batch(items: list[Any], parse_item: Callable[[Any, str], list[UsageEvent]],
+                prefix: str = "") -> list[UsageEvent]:
+    """Parse every entry; if some fail, raise one error listing them, carrying the good events in `partial`."""
+    events: list[UsageEvent] = []
+    failures: list[DialectError] = []
+    for index, item in enumerate(items):
+        path = join_path(prefix, f"[{index}]")
+        try:
+            events.extend(parse_item(item, path))
+        except DialectError as exc:
+            failures.append(exc if exc.path and exc.path.startswith(path) else exc.under(path))
+            events.extend(exc.partial)
+    if failures:
+        if len(failures) == 1 and len(items) == 1:
+            raise DialectError(failures[0].reason, failures[0].path, events)
+        detail = "; ".join(str(f) for f in failures[:5]) + ("; ..." if len(failures) > 5 else "")
+        raise DialectError(f"{len(failures)} of {len(items)} entries failed: {detail}", prefix or None, events)
+    return events
+
+
+def require_object(record: Any, path: str, what: str) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        got = "null" if record is None else type(record).__name__
+        raise DialectError(f"expected a {what} object, got {got}", path or None)
+    return record
+
+
+def make_event(path: str, **fields: Any) -> UsageEvent:
+    """Validate with the shared contract; a violation names the canonical field."""
+    try:
+        return UsageEvent(**fields)
+    except ValidationError as exc:
+        raise DialectError(f"invalid event: {describe_validation_error(exc)}", path or None) from None
+
+
+def now_utc() -> datetime:
+    """Fallback timestamp for records that carry none (raw Anthropic responses): the time we read them."""
+    return datetime.now(timezone.utc)
+
+
+def http_status_is_error(value: Any) -> bool | None:
+    """True for HTTP status >= 400 (int or numeric string), None when absent or unreadable."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(str(value).strip()) >= 400
+    except ValueError:
+        return None

@@ -1,0 +1,123 @@
+"""Small readers shared by the gateway dialects: chat content from logged payloads, operation names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tokenmeter.events import Content
+
+# Kong route types and LiteLLM call types, folded into the operation names OTel uses.
+_OPERATIONS = {
+    "llm/v1/chat": "chat",
+    "llm/v1/completions": "text_completion",
+    "llm/v1/embeddings": "embeddings",
+    "llm/v1/responses": "chat",
+    "completion": "chat",
+    "acompletion": "chat",
+    "chat": "chat",
+    "responses": "chat",
+    "aresponses": "chat",
+    "text_completion": "text_completion",
+    "atext_completion": "text_completion",
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "embeddings": "embeddings",
+    "image_generation": "image_generation",
+    "aimage_generation": "image_generation",
+    "transcription": "transcription",
+    "atranscription": "transcription",
+    "speech": "speech",
+    "aspeech": "speech",
+    "rerank": "rerank",
+    "arerank": "rerank",
+    "generate_content": "chat",
+}
+
+
+def normalize_operation(name: Any, default: str = "chat") -> str:
+    if not isinstance(name, str) or not name.strip():
+        return default
+    key = name.strip().lower()
+    return _OPERATIONS.get(key, key)
+
+
+def list_or_empty(value: Any) -> list[Any]:
+    """For best-effort reading (text to count): a wrong-typed container reads as empty, not as an error."""
+    return value if isinstance(value, list) else []
+
+
+def maybe_json(value: Any) -> Any:
+    """Logged payloads are often JSON encoded as a string; decode when it is, else return as is."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def prompt_from_request(request: Any) -> str | list[dict[str, Any]] | None:
+    """Chat messages (or a plain prompt / Responses `input`) of a logged request body."""
+    request = maybe_json(request)
+    if isinstance(request, str):
+        return request or None
+    if isinstance(request, list) and all(isinstance(m, dict) for m in request):
+        return request or None
+    if not isinstance(request, dict):
+        return None
+    for key in ("messages", "input", "prompt", "contents"):
+        value = request.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+            return value
+    return None
+
+
+def text_of(value: Any) -> str:
+    """Concatenated text of a message content: string, or a list of {type:text, text} parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(text_of(part) for part in value)
+    if isinstance(value, dict):
+        for key in ("text", "content", "output_text"):
+            if key in value:
+                return text_of(value[key])
+        if "parts" in value:
+            return text_of(value["parts"])
+    return ""
+
+
+def completion_from_response(response: Any) -> str | None:
+    """Assistant text of a logged response body (OpenAI chat/Responses, Anthropic, Gemini), or plain text."""
+    response = maybe_json(response)
+    if isinstance(response, str):
+        return response or None
+    if not isinstance(response, dict):
+        return None
+    parts: list[str] = []
+    for choice in list_or_empty(response.get("choices")):
+        if isinstance(choice, dict):
+            message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+            parts.append(text_of(message.get("content")) or text_of(choice.get("text")))
+    for item in list_or_empty(response.get("output")):  # Responses API
+        if isinstance(item, dict) and item.get("type") == "message":
+            parts.append(text_of(item.get("content")))
+    if response.get("type") == "message":  # Anthropic
+        parts.append(text_of(response.get("content")))
+    for candidate in list_or_empty(response.get("candidates")):  # Gemini
+        if isinstance(candidate, dict):
+            parts.append(text_of(candidate.get("content")))
+    if isinstance(response.get("content"), str):
+        parts.append(response["content"])
+    text = "".join(parts)
+    return text or None
+
+
+def content_or_none(prompt: Any, completion: Any) -> Content | None:
+    if not prompt and not completion:
+        return None
+    return Content(prompt=prompt or None, completion=completion or None)

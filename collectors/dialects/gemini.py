@@ -1,0 +1,59 @@
+"""Google Gemini `generateContent` responses (`usageMetadata`) and streams (a list of chunks).
+
+Usage conversion (see collectors.usage.gemini_usage): promptTokenCount already includes cached content;
+thoughtsTokenCount is billed as output but is not in candidatesTokenCount, so output = candidates + thoughts
+and reasoning = thoughts. model: modelVersion (or tokenmeter.model); event_id: responseId when present.
+provider: gemini unless the wrapper says otherwise (e.g. vertex_ai). Stream chunks repeat cumulative
+usageMetadata: the last chunk that has it wins. A stream whose last chunk has no finishReason was cut: its
+usage is not trusted and the streamed text is kept for counting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collectors.attribution import AttributionMapping
+from collectors.coerce import as_dict, to_str
+from collectors.dialects.base import Dialect
+from collectors.dialects.common import completion_from_response, list_or_empty
+from collectors.dialects.response_envelope import api_error, build_response_event, unwrap
+from collectors.errors import DialectError, join_path
+from collectors.usage import gemini_usage
+from tokenmeter.events import UsageEvent
+
+NAME = "gemini"
+
+
+def is_gemini_response(item: Any) -> bool:
+    return isinstance(item, dict) and ("usageMetadata" in item or ("candidates" in item and "modelVersion" in item))
+
+
+def _finished(chunk: dict[str, Any]) -> bool:
+    return any(isinstance(c, dict) and c.get("finishReason") for c in list_or_empty(chunk.get("candidates")))
+
+
+def parse_response(record: Any, mapping: AttributionMapping, path: str) -> list[UsageEvent]:
+    env = unwrap(record, path)
+    chunks = env.response if isinstance(env.response, list) else [env.response]
+    if not chunks:
+        raise DialectError("empty stream", env.path or None)
+    usage, model, response_id, text = None, None, None, []
+    for index, chunk in enumerate(chunks):
+        chunk_path = join_path(env.path, f"[{index}]") if isinstance(env.response, list) else env.path
+        chunk = as_dict(chunk, chunk_path, optional=False)
+        message = api_error(chunk)
+        if message:
+            raise DialectError(f"response is an API error, not a completed call: {message}", chunk_path or None)
+        if chunk.get("usageMetadata") is not None:
+            usage = gemini_usage(chunk["usageMetadata"], join_path(chunk_path, "usageMetadata"))
+        model = to_str(chunk.get("modelVersion"), join_path(chunk_path, "modelVersion")) or model
+        response_id = chunk.get("responseId") or response_id
+        text.append(completion_from_response(chunk) or "")
+    if isinstance(env.response, list) and not _finished(chunks[-1]):
+        usage = None  # cut stream: the counts stop short of what was billed
+    return [build_response_event(env, NAME, mapping, response_id=response_id, ts=None, provider=NAME,
+                                 model=model, completion="".join(text) or None, usage=usage)]
+
+
+DIALECT = Dialect(NAME, "Google Gemini generateContent responses (usageMetadata) and streams", parse_response,
+                  arrays_are_batches=False)

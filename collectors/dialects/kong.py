@@ -1,0 +1,156 @@
+"""Kong AI Gateway log entries (http-log, file-log, kafka-log; a kafka-log batch is a JSON array).
+
+Reads `ai.proxy` (3.8+) or the older `ai["ai-proxy"]` block; other plugin blocks under `ai` that carry their own
+`meta`+`usage` (an LLM called by ai-request-transformer, say) become extra events `<request id>:<plugin>`.
+- event_id: request.id (= x-kong-request-id), else a hash of the entry (derive_event_id).
+- ts: started_at (epoch ms). model: meta.response_model, else meta.request_model, else tried_targets.
+- provider: meta.provider_name (else tried_targets). status: error when upstream_status >= 400 (int or text).
+- usage: OpenAI-shaped, `prompt_token`/`completion_token` spellings too; latency_ms = meta.llm_latency,
+  ttft_ms = usage.time_to_first_token. Kong's own `usage.cost` is ignored (we price).
+- Streaming bug (Kong/kong#14535, #14768): with request_mode=stream Kong may log completion_tokens=0. Such
+  usage is NOT trusted: it is dropped (usage=None) so the worker counts the logged payload text instead
+  (log_payloads on); without payloads the event stays unmetered rather than priced as zero output.
+- Semantic cache hit (cache.cache_status=Hit): no upstream call; usage is zero and tagged cache_status.
+- An entry without an `ai` block (a non-AI route sharing the log) yields no event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collectors.attribution import AttributionMapping, RecordView
+from collectors.coerce import as_dict, as_list, dig, to_datetime, to_float, to_str
+from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
+from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
+    normalize_operation, prompt_from_request
+from collectors.errors import DialectError, join_path
+from collectors.providers import normalize_provider
+from collectors.usage import openai_usage
+from tokenmeter.events import Usage, UsageEvent, derive_event_id
+
+NAME = "kong"
+PRIMARY_BLOCKS = ("proxy", "ai-proxy", "ai-proxy-advanced")
+
+
+def _blocks(ai: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    ordered = [key for key in PRIMARY_BLOCKS if key in ai] + [key for key in ai if key not in PRIMARY_BLOCKS]
+    blocks = []
+    for key in ordered:
+        block = ai[key]
+        if isinstance(block, dict) and ("meta" in block or "usage" in block):
+            blocks.append((key, block))
+    if not blocks:
+        raise DialectError("no AI plugin block with meta/usage (expected ai.proxy or ai[\"ai-proxy\"])", path)
+    return blocks
+
+
+def _request_id(entry: dict[str, Any]) -> str | None:
+    for candidate in ("request.id", "response.headers.x-kong-request-id", "request.headers.x-kong-request-id"):
+        value = dig(entry, candidate)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, (str, int)) and str(value).strip():
+            return str(value).strip()
+    return None
+
+
+def _is_error(entry: dict[str, Any]) -> bool:
+    for candidate in ("upstream_status", "response.status"):
+        verdict = http_status_is_error(dig(entry, candidate))
+        if verdict is not None:
+            return verdict
+    return False
+
+
+def _model(meta: dict[str, Any], block: dict[str, Any], path: str) -> str:
+    for key in ("response_model", "request_model"):
+        model = to_str(meta.get(key), join_path(path, f"meta.{key}"))
+        if model:
+            return model
+    for target in reversed(as_list(block.get("tried_targets"), join_path(path, "tried_targets"))):
+        if isinstance(target, dict) and isinstance(target.get("model"), str) and target["model"].strip():
+            return target["model"].strip()
+    raise DialectError("missing model (meta.response_model and meta.request_model are both absent)", path)
+
+
+def _provider(meta: dict[str, Any], block: dict[str, Any], mapping: AttributionMapping, path: str) -> str:
+    name = to_str(meta.get("provider_name"), join_path(path, "meta.provider_name"))
+    if not name:
+        targets = [t for t in list_or_empty(block.get("tried_targets")) if isinstance(t, dict) and t.get("provider")]
+        name = to_str(targets[-1]["provider"], join_path(path, "tried_targets.provider")) if targets \
+            else mapping.provider
+    provider = normalize_provider(name)
+    if not provider:
+        raise DialectError("missing provider (meta.provider_name absent and no provider configured)", path)
+    return provider
+
+
+def _usage(block: dict[str, Any], meta: dict[str, Any], cache_hit: bool, path: str) -> Usage | None:
+    usage_path = join_path(path, "usage")
+    raw = as_dict(block.get("usage"), usage_path)
+    if cache_hit:
+        return Usage()
+    usage = openai_usage(raw, usage_path)
+    if usage is not None and meta.get("request_mode") == "stream" and usage.output_tokens == 0:
+        return None  # Kong/kong#14535: streamed completion_tokens=0 is a logging bug, not an empty answer
+    return usage
+
+
+def _operation(meta: dict[str, Any], block: dict[str, Any]) -> str:
+    if meta.get("operation_name"):
+        return normalize_operation(meta["operation_name"])
+    targets = [t for t in list_or_empty(block.get("tried_targets")) if isinstance(t, dict) and t.get("route_type")]
+    return normalize_operation(targets[-1]["route_type"]) if targets else "chat"
+
+
+def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[UsageEvent]:
+    entry = require_object(entry, path, "Kong log entry")
+    if entry.get("ai") is None:
+        return []
+    ai = as_dict(entry.get("ai"), join_path(path, "ai"))
+    request_id = _request_id(entry)
+    ts = to_datetime(entry.get("started_at"), join_path(path, "started_at"))
+    if ts is None:
+        raise DialectError("missing started_at", path or None)
+    headers = as_dict(dig(entry, "request.headers"), join_path(path, "request.headers"))
+    view = RecordView(entry, headers=headers)
+    status = "error" if _is_error(entry) else "ok"
+
+    events = []
+    for index, (key, block) in enumerate(_blocks(ai, join_path(path, "ai"))):
+        block_path = join_path(path, f"ai.{key}")
+        meta = as_dict(block.get("meta"), join_path(block_path, "meta"))
+        cache = as_dict(block.get("cache"), join_path(block_path, "cache"))
+        cache_status = to_str(cache.get("cache_status"), join_path(block_path, "cache.cache_status"))
+        usage = _usage(block, meta, (cache_status or "").lower() == "hit", block_path)
+        content = None
+        if usage is None:  # only then is the text needed, to count tokens
+            payload = as_dict(block.get("payload"), join_path(block_path, "payload"))
+            content = content_or_none(prompt_from_request(payload.get("request")),
+                                      completion_from_response(payload.get("response")))
+        base_id = request_id or derive_event_id(NAME, entry)
+        tags = {"cache_status": cache_status} if cache_status else {}
+        if index:
+            tags["kong_plugin"] = key
+        latency = to_float(meta.get("llm_latency"), join_path(block_path, "meta.llm_latency"))
+        raw_usage = as_dict(block.get("usage"), join_path(block_path, "usage"))
+        ttft = to_float(raw_usage.get("time_to_first_token"), join_path(block_path, "usage.time_to_first_token"))
+        events.append(make_event(
+            block_path,
+            event_id=base_id if index == 0 else f"{base_id}:{key}",
+            ts=ts,
+            source=NAME,
+            provider=_provider(meta, block, mapping, block_path),
+            model=_model(meta, block, block_path),
+            operation=_operation(meta, block),
+            status=status,
+            attribution=mapping.resolve(NAME, view, auto_tags=tags),
+            usage=usage,
+            content=content,
+            latency_ms=latency,
+            ttft_ms=ttft or None,
+        ))
+    return events
+
+
+DIALECT = Dialect(NAME, "Kong AI Gateway log entries (ai.proxy / ai[\"ai-proxy\"]), kafka-log arrays", parse_entry)

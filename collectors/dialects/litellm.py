@@ -1,0 +1,117 @@
+"""LiteLLM StandardLoggingPayload (callbacks, spend-log exports, its generic/kafka loggers).
+
+- event_id: `id`, else litellm_call_id / call_id, else a hash of the payload.
+- ts: startTime, epoch seconds (float) or "YYYY-MM-DD HH:MM:SS.ffffff" read as UTC.
+- model: response.model (the provider's dated snapshot) else `model`; provider: custom_llm_provider.
+- status: "failure" -> error (the call is counted as an error; its usage, usually zero, is kept as reported).
+- usage: response.usage, else metadata.usage_object / hidden_params.usage_object, else the top-level
+  prompt_tokens/completion_tokens. LiteLLM's usage is OpenAI-shaped and cache-inclusive (its Anthropic
+  transformation adds cache reads and writes into prompt_tokens), read by `openai_usage`.
+- cache_hit=true: answered from LiteLLM's cache, no provider call: usage is zero, tagged cache_hit.
+- latency_ms: endTime - startTime; ttft_ms: completionStartTime - startTime for streams.
+- tags: request_tags ("k:v" / "k=v" -> k: v, plain "x" -> x: "true") and end_user.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from collectors.attribution import AttributionMapping, RecordView
+from collectors.coerce import as_dict, as_list, to_datetime, to_str
+from collectors.dialects.base import Dialect, make_event, require_object
+from collectors.dialects.common import completion_from_response, content_or_none, normalize_operation, \
+    prompt_from_request
+from collectors.errors import DialectError, join_path
+from collectors.providers import guess_provider, normalize_provider
+from collectors.usage import openai_usage
+from tokenmeter.events import Usage, UsageEvent, derive_event_id
+
+NAME = "litellm"
+
+
+def _usage(payload: dict[str, Any], path: str) -> Usage | None:
+    response = payload.get("response")
+    if isinstance(response, dict) and isinstance(response.get("usage"), dict):
+        usage = openai_usage(response["usage"], join_path(path, "response.usage"))
+        if usage is not None:
+            return usage
+    for container in ("metadata", "hidden_params"):
+        holder = as_dict(payload.get(container), join_path(path, container))
+        if isinstance(holder.get("usage_object"), dict):
+            usage = openai_usage(holder["usage_object"], join_path(path, f"{container}.usage_object"))
+            if usage is not None:
+                return usage
+    return openai_usage({k: payload.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}, path)
+
+
+def _tags(payload: dict[str, Any], path: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for raw in as_list(payload.get("request_tags"), join_path(path, "request_tags")):
+        if not isinstance(raw, str) or not raw.strip():
+            continue
+        key, sep, value = raw.replace("=", ":", 1).partition(":") if ("=" in raw or ":" in raw) else (raw, "", "")
+        tags[key.strip()] = value.strip() if sep and value.strip() else "true"
+    end_user = payload.get("end_user")
+    if isinstance(end_user, str) and end_user.strip():
+        tags["end_user"] = end_user.strip()
+    if payload.get("cache_hit") is True:
+        tags["cache_hit"] = "true"
+    return tags
+
+
+def _millis_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None or end < start:
+        return None
+    return (end - start).total_seconds() * 1000.0
+
+
+def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[UsageEvent]:
+    payload = require_object(payload, path, "LiteLLM StandardLoggingPayload")
+    start = to_datetime(payload.get("startTime"), join_path(path, "startTime"))
+    if start is None:
+        raise DialectError("missing startTime", path or None)
+    end = to_datetime(payload.get("endTime"), join_path(path, "endTime"))
+    first_token = to_datetime(payload.get("completionStartTime"), join_path(path, "completionStartTime"))
+
+    response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
+    model = to_str(response.get("model"), join_path(path, "response.model")) or to_str(
+        payload.get("model"), join_path(path, "model"))
+    if not model:
+        raise DialectError("missing model (model and response.model are both absent)", path or None)
+    provider = normalize_provider(to_str(payload.get("custom_llm_provider"), join_path(path, "custom_llm_provider"))
+                                  or mapping.provider) or guess_provider(model)
+    if not provider:
+        raise DialectError("missing custom_llm_provider", path or None)
+
+    status = payload.get("status")
+    if status not in (None, "success", "failure"):
+        raise DialectError(f"expected 'success' or 'failure', got {status!r}", join_path(path, "status"))
+    usage = Usage() if payload.get("cache_hit") is True else _usage(payload, path)
+    content = None
+    if usage is None:
+        content = content_or_none(prompt_from_request({"messages": payload.get("messages")}),
+                                  completion_from_response(payload.get("response")))
+
+    event_id = next((str(payload[k]) for k in ("id", "litellm_call_id", "call_id")
+                     if isinstance(payload.get(k), (str, int)) and str(payload[k]).strip()), None)
+    metadata = as_dict(payload.get("metadata"), join_path(path, "metadata"))
+    view = RecordView(payload, headers=metadata.get("requester_custom_headers"))
+    return [make_event(
+        path,
+        event_id=event_id or derive_event_id(NAME, payload),
+        ts=start,
+        source=NAME,
+        provider=provider,
+        model=model,
+        operation=normalize_operation(payload.get("call_type")),
+        status="error" if status == "failure" else "ok",
+        attribution=mapping.resolve(NAME, view, auto_tags=_tags(payload, path)),
+        usage=usage,
+        content=content,
+        latency_ms=_millis_between(start, end),
+        ttft_ms=_millis_between(start, first_token) if payload.get("stream") else None,
+    )]
+
+
+DIALECT = Dialect(NAME, "LiteLLM StandardLoggingPayload", parse_payload)

@@ -1,0 +1,178 @@
+"""OpenTelemetry GenAI spans: OTLP/JSON (`{"resourceSpans": ...}`) or OTLP/protobuf TracesData bytes.
+
+One record (e.g. one message of the Collector's kafka exporter) holds many spans; each model-call span
+(one with `gen_ai.*` attributes) becomes an event. Spans without `gen_ai.*` attributes are skipped silently,
+so a record with no GenAI span yields [] (the caller counts it as skipped). `invoke_agent`, `create_agent`
+and `execute_tool` spans are skipped too: they wrap model calls that have spans of their own, and counting
+their (aggregated) usage as well would double count.
+- event_id: `<traceId>:<spanId>` (hex). ts: startTimeUnixNano; latency_ms: end - start.
+- model: gen_ai.response.model, else gen_ai.request.model. provider: gen_ai.provider.name, else the older
+  gen_ai.system, normalized (gcp.gemini -> gemini, aws.bedrock -> bedrock, ...).
+- usage: gen_ai.usage.* (both cache attribute spellings; ints as numbers or strings) via `otel_usage`.
+- status: error when span status code is ERROR (2) or `error.type` is set.
+- attribution: span attributes over resource attributes (defaults: tokenmeter.team/team, tokenmeter.project/
+  project then resource service.name, tokenmeter.user/user.id/enduser.id, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from collectors.attribution import AttributionMapping, RecordView
+from collectors.coerce import as_dict, as_list, to_datetime, to_float, to_int, to_str
+from collectors.dialects.base import Dialect, make_event, require_object
+from collectors.dialects.common import content_or_none, normalize_operation, text_of
+from collectors.errors import DialectError, join_path
+from collectors.providers import guess_provider, normalize_provider
+from collectors.usage import otel_usage
+from tokenmeter.events import UsageEvent, derive_event_id
+
+NAME = "otel"
+WRAPPER_OPERATIONS = frozenset({"invoke_agent", "create_agent", "execute_tool"})
+_ERROR_CODES = {2, "2", "STATUS_CODE_ERROR", "ERROR"}
+
+
+def any_value(value: Any, path: str) -> Any:
+    """Plain Python value of an OTLP AnyValue (`{"intValue": "12"}` -> 12)."""
+    value = as_dict(value, path)
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return to_int(value["intValue"], path, allow_negative=True)
+    if "doubleValue" in value:
+        return to_float(value["doubleValue"], path, allow_negative=True)
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "arrayValue" in value:
+        items = as_list(as_dict(value["arrayValue"], path).get("values"), path)
+        return [any_value(item, f"{path}[{i}]") for i, item in enumerate(items)]
+    if "kvlistValue" in value:
+        return attributes_of(as_dict(value["kvlistValue"], path).get("values"), path)
+    if "bytesValue" in value:
+        return value["bytesValue"]
+    return None
+
+
+def attributes_of(raw: Any, path: str) -> dict[str, Any]:
+    if isinstance(raw, dict):  # already plain key/value (some exporters flatten)
+        return raw
+    attributes: dict[str, Any] = {}
+    for index, item in enumerate(as_list(raw, path)):
+        item = as_dict(item, f"{path}[{index}]", optional=False)
+        key = item.get("key")
+        if not isinstance(key, str):
+            raise DialectError("attribute without a string key", f"{path}[{index}]")
+        attributes[key] = any_value(item.get("value"), f"{path}[{key}]")
+    return attributes
+
+
+def _is_genai(raw_attributes: Any, path: str) -> bool:
+    if isinstance(raw_attributes, dict):
+        return any(str(k).startswith("gen_ai.") for k in raw_attributes)
+    return any(isinstance(a, dict) and str(a.get("key", "")).startswith("gen_ai.")
+               for a in as_list(raw_attributes, path))
+
+
+def _messages(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value or None
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        return value or None
+    return None
+
+
+def _content(attrs: dict[str, Any]) -> Any:
+    prompt = _messages(attrs.get("gen_ai.input.messages")) or _messages(attrs.get("gen_ai.prompt"))
+    output = attrs.get("gen_ai.output.messages", attrs.get("gen_ai.completion"))
+    output = _messages(output) if isinstance(output, (str, list)) else None
+    completion = text_of(output) if isinstance(output, list) else output
+    return content_or_none(prompt, completion)
+
+
+def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: AttributionMapping,
+                path: str) -> UsageEvent | None:
+    attrs = attributes_of(span.get("attributes"), join_path(path, "attributes"))
+    operation = attrs.get("gen_ai.operation.name")
+    if isinstance(operation, str) and operation in WRAPPER_OPERATIONS:
+        return None
+    attr_path = join_path(path, "attributes")
+    model = to_str(attrs.get("gen_ai.response.model"), f"{attr_path}[gen_ai.response.model]") or to_str(
+        attrs.get("gen_ai.request.model"), f"{attr_path}[gen_ai.request.model]")
+    if not model:
+        raise DialectError("missing model (gen_ai.response.model and gen_ai.request.model are both absent)",
+                           attr_path)
+    provider_name = attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or mapping.provider
+    provider = normalize_provider(to_str(provider_name, f"{attr_path}[gen_ai.provider.name]")) or guess_provider(model)
+    if not provider:
+        raise DialectError("missing provider (gen_ai.provider.name and gen_ai.system are both absent)", attr_path)
+
+    start_ns = to_int(span.get("startTimeUnixNano"), join_path(path, "startTimeUnixNano"))
+    end_ns = to_int(span.get("endTimeUnixNano"), join_path(path, "endTimeUnixNano"))
+    if not start_ns:
+        raise DialectError("missing startTimeUnixNano", path)
+    usage = otel_usage(attrs, attr_path)
+    trace_id, span_id = span.get("traceId"), span.get("spanId")
+    if isinstance(trace_id, str) and isinstance(span_id, str) and trace_id and span_id:
+        event_id = f"{trace_id.lower()}:{span_id.lower()}"
+    else:
+        event_id = derive_event_id(NAME, span)
+    status = as_dict(span.get("status"), join_path(path, "status"))
+    code = status.get("code")
+    failed = (isinstance(code, (int, str)) and code in _ERROR_CODES) or attrs.get("error.type") is not None
+    tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
+    view = RecordView(span, span_attrs=attrs, resource_attrs=resource)
+    return make_event(
+        path,
+        event_id=event_id,
+        ts=to_datetime(start_ns, join_path(path, "startTimeUnixNano")),
+        source=NAME,
+        provider=provider,
+        model=model,
+        operation=normalize_operation(operation),
+        status="error" if failed else "ok",
+        attribution=mapping.resolve(NAME, view),
+        usage=usage,
+        content=_content(attrs) if usage is None else None,
+        latency_ms=(end_ns - start_ns) / 1e6 if end_ns and end_ns >= start_ns else None,
+        service_tier=tier if isinstance(tier, str) and tier else None,
+    )
+
+
+def parse_traces(record: Any, mapping: AttributionMapping, path: str) -> list[UsageEvent]:
+    record = require_object(record, path, "OTLP TracesData")
+    events: list[UsageEvent] = []
+    failures: list[DialectError] = []
+    spans_seen = 0
+    for i, resource_spans in enumerate(as_list(record.get("resourceSpans"), join_path(path, "resourceSpans"))):
+        rs_path = join_path(path, f"resourceSpans[{i}]")
+        resource_spans = as_dict(resource_spans, rs_path, optional=False)
+        resource = as_dict(resource_spans.get("resource"), join_path(rs_path, "resource"))
+        resource_attrs = attributes_of(resource.get("attributes"), join_path(rs_path, "resource.attributes"))
+        scope_key = "scopeSpans" if "scopeSpans" in resource_spans else "instrumentationLibrarySpans"
+        for j, scope_spans in enumerate(as_list(resource_spans.get(scope_key), join_path(rs_path, scope_key))):
+            ss_path = join_path(rs_path, f"{scope_key}[{j}]")
+            for k, span in enumerate(as_list(as_dict(scope_spans, ss_path).get("spans"), join_path(ss_path, "spans"))):
+                span_path = join_path(ss_path, f"spans[{k}]")
+                spans_seen += 1
+                try:
+                    span = as_dict(span, span_path, optional=False)
+                    if not _is_genai(span.get("attributes"), join_path(span_path, "attributes")):
+                        continue
+                    event = _span_event(span, resource_attrs, mapping, span_path)
+                except DialectError as exc:
+                    failures.append(exc)
+                    continue
+                if event is not None:
+                    events.append(event)
+    if failures:
+        detail = "; ".join(str(f) for f in failures[:5]) + ("; ..." if len(failures) > 5 else "")
+        raise DialectError(f"{len(failures)} of {spans_seen} spans failed: {detail}", path or None, events)
+    return events
+
+
+DIALECT = Dialect(NAME, "OpenTelemetry GenAI spans, OTLP/JSON or OTLP/protobuf TracesData", parse_traces)

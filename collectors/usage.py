@@ -1,0 +1,142 @@
+"""One converter per provider usage shape into the canonical `Usage` (OpenAI/OTel semantics).
+
+Canonical: `input_tokens` includes cache reads and writes; `output_tokens` includes reasoning. Each converter
+reads every spelling of a part from ONE place (first spelling present wins) so a cached token is never counted
+twice, and returns None when the object carries no token counts at all (then the worker counts text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from collectors.coerce import as_dict, first_present, to_tokens
+from collectors.errors import DialectError, join_path
+from tokenmeter.events import Usage, describe_validation_error
+
+
+def build_usage(path: str, **counts: int) -> Usage:
+    """Validate the parts-within-totals rule, reporting a violation against the source object's path."""
+    try:
+        return Usage(**counts)
+    except ValidationError as exc:
+        reason = describe_validation_error(exc).removeprefix("event: ")
+        raise DialectError(reason, path) from None
+
+
+def _count(usage: dict[str, Any], path: str, *keys: str) -> int:
+    key, value = first_present(usage, *keys)
+    return to_tokens(value, join_path(path, key)) if key else 0
+
+
+def _detail(usage: dict[str, Any], path: str, container: str, *keys: str) -> tuple[bool, int]:
+    details = as_dict(usage.get(container), join_path(path, container))
+    key, value = first_present(details, *keys)
+    if key is None:
+        return False, 0
+    return True, to_tokens(value, join_path(path, f"{container}.{key}"))
+
+
+def openai_usage(usage: Any, path: str = "usage") -> Usage | None:
+    """OpenAI-shaped usage: Chat Completions, Responses API, and the OpenAI-shaped usage Kong and LiteLLM log.
+
+    Chat: prompt_tokens (cache-inclusive), prompt_tokens_details.cached_tokens, completion_tokens (reasoning-
+    inclusive), completion_tokens_details.reasoning_tokens. Responses: input_tokens/output_tokens with
+    input_tokens_details/output_tokens_details. Also read: Kong's older `prompt_token`/`completion_token`;
+    LiteLLM's cache-inclusive prompt_tokens with `cache_read_input_tokens`/`cache_creation_input_tokens`,
+    `prompt_tokens_details.cache_creation_tokens` and `cache_creation_token_details.ephemeral_1h_input_tokens`;
+    DeepSeek's `prompt_cache_hit_tokens`.
+    """
+    usage = as_dict(usage, path)
+    token_keys = ("prompt_tokens", "prompt_token", "input_tokens", "completion_tokens", "completion_token",
+                  "output_tokens", "total_tokens")
+    if not any(usage.get(key) is not None for key in token_keys):
+        return None
+    input_tokens = _count(usage, path, "prompt_tokens", "prompt_token", "input_tokens")
+    output_tokens = _count(usage, path, "completion_tokens", "completion_token", "output_tokens")
+
+    found, cached = _detail(usage, path, "prompt_tokens_details", "cached_tokens")
+    if not found:
+        found, cached = _detail(usage, path, "input_tokens_details", "cached_tokens")
+    if not found:
+        cached = _count(usage, path, "cache_read_input_tokens", "prompt_cache_hit_tokens")
+
+    found, cache_write = _detail(usage, path, "prompt_tokens_details", "cache_creation_tokens", "cache_write_tokens")
+    if not found:
+        cache_write = _count(usage, path, "cache_creation_input_tokens")
+    _, cache_write_1h = _detail(usage, path, "cache_creation_token_details", "ephemeral_1h_input_tokens")
+
+    found, reasoning = _detail(usage, path, "completion_tokens_details", "reasoning_tokens")
+    if not found:
+        _, reasoning = _detail(usage, path, "output_tokens_details", "reasoning_tokens")
+    return build_usage(path, input_tokens=input_tokens, cached_input_tokens=cached, cache_write_tokens=cache_write,
+                       cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning)
+
+
+def anthropic_usage(usage: Any, path: str = "usage") -> Usage | None:
+    """Anthropic Messages usage. Its `input_tokens` EXCLUDES cache reads and writes, so canonical input is
+    input_tokens + cache_read_input_tokens + cache_creation_input_tokens. The 5m/1h split of writes comes from
+    `cache_creation.ephemeral_*_input_tokens` (summed only when the total is not given)."""
+    usage = as_dict(usage, path)
+    keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    if not any(usage.get(key) is not None for key in keys):
+        return None
+    uncached = _count(usage, path, "input_tokens")
+    cache_read = _count(usage, path, "cache_read_input_tokens")
+    has_5m, write_5m = _detail(usage, path, "cache_creation", "ephemeral_5m_input_tokens")
+    has_1h, write_1h = _detail(usage, path, "cache_creation", "ephemeral_1h_input_tokens")
+    if usage.get("cache_creation_input_tokens") is not None:
+        cache_write = _count(usage, path, "cache_creation_input_tokens")
+    else:
+        cache_write = write_5m + write_1h if (has_5m or has_1h) else 0
+    return build_usage(path, input_tokens=uncached + cache_read + cache_write, cached_input_tokens=cache_read,
+                       cache_write_tokens=cache_write, cache_write_1h_tokens=write_1h,
+                       output_tokens=_count(usage, path, "output_tokens"), reasoning_tokens=0)
+
+
+def gemini_usage(metadata: Any, path: str = "usageMetadata") -> Usage | None:
+    """Gemini usageMetadata. promptTokenCount includes cachedContentTokenCount; thoughtsTokenCount is billed
+    as output but NOT part of candidatesTokenCount, so output = candidates + thoughts and reasoning = thoughts.
+    toolUsePromptTokenCount (tool results fed back, billed as input) is outside promptTokenCount and added."""
+    metadata = as_dict(metadata, path)
+    keys = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "totalTokenCount")
+    if not any(metadata.get(key) is not None for key in keys):
+        return None
+    prompt = _count(metadata, path, "promptTokenCount")
+    tool_prompt = _count(metadata, path, "toolUsePromptTokenCount")
+    thoughts = _count(metadata, path, "thoughtsTokenCount")
+    return build_usage(path, input_tokens=prompt + tool_prompt,
+                       cached_input_tokens=_count(metadata, path, "cachedContentTokenCount"),
+                       output_tokens=_count(metadata, path, "candidatesTokenCount") + thoughts,
+                       reasoning_tokens=thoughts)
+
+
+OTEL_USAGE_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.usage.prompt_tokens",
+                   "gen_ai.usage.completion_tokens")
+
+
+def otel_usage(attributes: dict[str, Any], path: str = "attributes") -> Usage | None:
+    """OpenTelemetry GenAI span attributes (already decoded to plain values).
+
+    input_tokens SHOULD include cached tokens (semconv). Cache reads: `gen_ai.usage.cache_read.input_tokens`
+    or `gen_ai.usage.cache_read_input_tokens`; writes likewise with `cache_creation`. Some emitters copy
+    Anthropic's exclusive input; when cache parts exceed input that is the only consistent reading, so they
+    are added back. The 0.x `prompt_tokens`/`completion_tokens` names are read too.
+    """
+
+    def count(*keys: str) -> int:
+        key, value = first_present(attributes, *keys)
+        return to_tokens(value, f"{path}[{key}]") if key else 0
+
+    if not any(attributes.get(key) is not None for key in OTEL_USAGE_KEYS):
+        return None
+    input_tokens = count("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+    cache_read = count("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
+    cache_write = count("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens")
+    if cache_read + cache_write > input_tokens:
+        input_tokens += cache_read + cache_write
+    output_tokens = count("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+    reasoning = count("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
+    return build_usage(path, input_tokens=input_tokens, cached_input_tokens=cache_read,
+                       cache_write_tokens=cache_write, output_tokens=output_tokens, reasoning_tokens=reasoning)

@@ -1,0 +1,183 @@
+"""Which catalog entry prices a (provider, model) pair as gateways and SDKs spell them.
+
+Names are tried from most to least specific: the name as given, without provider/router prefixes or cloud
+resource paths, without the Bedrock region and vendor/version parts, then without snapshot suffixes (dates,
+`@version`, `-0613`). Each name is looked up exactly (ids and aliases) and then against `match` regexes.
+The first hit wins, so a specific entry (`gpt-4o-2024-05-13`, `us.anthropic...` regional price) beats the
+general one it would otherwise fall back to.
+
+Which providers are searched: the event's provider when the catalog has entries for it; else a provider
+named by a model prefix (`anthropic/claude-...`); else, for gateways and routers we do not price
+(`openrouter`, `litellm`, unknown), the model makers' own APIs (`first_party` blocks), and only when
+exactly one entry matches. Anything else is unpriced with a reason, never $0.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from .catalog import CatalogEntry, Claim
+from .schema import CatalogError
+
+# Spellings of providers in OTel (`gen_ai.provider.name` / `gen_ai.system`), LiteLLM, Kong and SDKs.
+PROVIDER_ALIASES = {
+    "openai": "openai", "openai_api": "openai", "text-completion-openai": "openai",
+    "azure": "azure", "azure_openai": "azure", "azure-openai": "azure", "azure.ai.openai": "azure",
+    "az.ai.openai": "azure", "azure_text": "azure",
+    "anthropic": "anthropic",
+    "bedrock": "bedrock", "aws.bedrock": "bedrock", "aws_bedrock": "bedrock", "amazon_bedrock": "bedrock",
+    "amazon-bedrock": "bedrock", "bedrock_converse": "bedrock", "bedrock-converse": "bedrock",
+    "vertex_ai": "vertex_ai", "vertex": "vertex_ai", "vertexai": "vertex_ai", "gcp.vertex_ai": "vertex_ai",
+    "google_vertex": "vertex_ai", "google-vertex": "vertex_ai", "vertex_ai_beta": "vertex_ai",
+    "gemini": "gemini", "gcp.gemini": "gemini", "google": "gemini", "google_ai_studio": "gemini",
+    "google-ai-studio": "gemini", "gcp.gen_ai": "gemini", "google_genai": "gemini",
+    "mistral": "mistral", "mistral_ai": "mistral", "mistralai": "mistral",
+    "deepseek": "deepseek",
+    "xai": "xai", "x_ai": "xai", "x-ai": "xai", "grok": "xai",
+    "together": "together", "together_ai": "together", "togetherai": "together",
+}
+# Prefixes that name a router, not who serves the model: stripped, never a provider hint.
+ROUTER_PREFIXES = {"openrouter", "litellm", "litellm_proxy", "portkey", "helicone", "kong", "cloudflare"}
+_BEDROCK_ID = re.compile(
+    r"^(?:(?P<region>us|eu|apac|jp|au|ca|us-gov|global)\.)?"
+    r"(?P<vendor>anthropic|amazon|meta|mistral|cohere|ai21|deepseek|openai|qwen|writer|twelvelabs|stability)\."
+    r"(?P<model>.+?)(?:-v\d+(?::\d+)?|:\d+)?$"
+)
+_SNAPSHOT_SUFFIXES = (
+    re.compile(r"@[a-z0-9._-]+$"),  # vertex claude-sonnet-4-5@20250929, @default
+    re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # gpt-4o-2024-08-06
+    re.compile(r"-\d{8}$"),  # claude-sonnet-4-5-20250929
+    re.compile(r"-0\d\d$"),  # gemini-2.0-flash-001
+    re.compile(r"-\d{4}$"),  # gpt-4-0613, grok-4-0709, mistral-large-2411
+)
+
+
+def canonical_provider(provider: str | None) -> str:
+    name = (provider or "").strip().lower()
+    return PROVIDER_ALIASES.get(name, name)
+
+
+def candidate_names(model: str) -> tuple[str | None, list[str]]:
+    """(provider named by the model string or None, names to try in order)."""
+    name = model.strip().lower()
+    names = [name]
+    hint: str | None = None
+    if name.startswith("arn:"):  # arn:aws:bedrock:us-east-1:123:inference-profile/us.anthropic.claude-...
+        name = name.rsplit("/", 1)[-1]
+        hint = "bedrock"
+        names.append(name)
+    if "models/" in name:  # projects/p/locations/l/publishers/google/models/gemini-2.5-pro, models/gemini-...
+        publisher = re.search(r"publishers/([^/]+)/", name)
+        if publisher:
+            hint = "vertex_ai"
+        name = name.rsplit("models/", 1)[-1]
+        names.append(name)
+    while "/" in name:
+        head, rest = name.split("/", 1)
+        if head in ROUTER_PREFIXES:
+            name = rest
+        elif canonical_provider(head) in set(PROVIDER_ALIASES.values()):
+            hint = hint or canonical_provider(head)
+            name = rest
+        else:
+            break
+        names.append(name)
+    bedrock = _BEDROCK_ID.match(name)
+    if bedrock:
+        if bedrock["region"]:
+            names.append(name.split(".", 1)[1])  # the profile without its region: same base price
+        name = bedrock["model"]
+        names.append(name)
+    changed = True
+    while changed:
+        changed = False
+        for suffix in _SNAPSHOT_SUFFIXES:
+            stripped = suffix.sub("", name)
+            if stripped != name and stripped:
+                name = stripped
+                names.append(name)
+                changed = True
+                break
+    return hint, list(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class Resolution:
+    entry: CatalogEntry | None
+    reason: str | None = None  # why there is no entry
+    matched_name: str | None = None
+
+
+class Resolver:
+    def __init__(self, entries: Mapping[str, CatalogEntry], claims: Iterable[Claim],
+                 azure_deployments: Mapping[str, str] | None = None):
+        self.entries = entries
+        self._names: dict[str, dict[str, tuple[int, str]]] = {}  # provider -> name -> (layer, key)
+        self._patterns: dict[str, list[tuple[int, re.Pattern[str], str]]] = {}
+        for claim in claims:
+            if claim.name is not None:
+                by_name = self._names.setdefault(claim.provider, {})
+                previous = by_name.get(claim.name)
+                if previous and previous[0] == claim.layer and previous[1] != claim.key:
+                    raise CatalogError(
+                        f"{claim.provider}: model name {claim.name!r} is claimed by both {previous[1]} and {claim.key}"
+                    )
+                if previous is None or claim.layer >= previous[0]:
+                    by_name[claim.name] = (claim.layer, claim.key)
+            else:
+                self._patterns.setdefault(claim.provider, []).append((claim.layer, claim.pattern, claim.key))
+        for patterns in self._patterns.values():
+            patterns.sort(key=lambda item: -item[0])  # later layers first; stable within a layer
+        self.providers = set(self._names) | set(self._patterns)
+        self.first_party = sorted({e.provider for e in entries.values() if e.first_party})
+        self.azure_deployments = {k.strip().lower(): v for k, v in (azure_deployments or {}).items()}
+
+    def _lookup(self, provider: str, name: str) -> str | None:
+        hit = self._names.get(provider, {}).get(name)
+        if hit:
+            return hit[1]
+        for _, pattern, key in self._patterns.get(provider, ()):
+            if pattern.fullmatch(name):
+                return key
+        return None
+
+    def _search(self, providers: list[str], names: list[str]) -> Resolution | None:
+        for name in names:
+            keys = {key for provider in providers if (key := self._lookup(provider, name))}
+            if len(keys) == 1:
+                return Resolution(self.entries[keys.pop()], matched_name=name)
+            if len(keys) > 1:
+                return Resolution(None, f"model name {name!r} is ambiguous: {', '.join(sorted(keys))}; "
+                                        "set the event's provider")
+        return None
+
+    def resolve(self, provider: str, model: str) -> Resolution:
+        canonical = canonical_provider(provider)
+        hint, names = candidate_names(model)
+        if canonical == "azure":
+            return self._resolve_azure(model, names)
+        if canonical in self.providers:
+            found = self._search([canonical], names)
+            return found or Resolution(None, f"unknown model {model!r} for provider {canonical!r} "
+                                             "(no catalog entry matches; add it to the overrides' custom_models "
+                                             "or import the LiteLLM cost map)")
+        if hint and hint in self.providers:
+            found = self._search([hint], names)
+            return found or Resolution(None, f"unknown model {model!r} for provider {hint!r} (from the model prefix)")
+        found = self._search(self.first_party, names)
+        return found or Resolution(None, f"unknown model {model!r}: provider {provider!r} has no catalog entries and "
+                                         "no model maker's price matches")
+
+    def _resolve_azure(self, model: str, names: list[str]) -> Resolution:
+        # Azure events name a deployment, which the operator chose; the mapping says which model it runs.
+        deployment = names[0].removeprefix("azure/")
+        mapped = self.azure_deployments.get(deployment)
+        if mapped:
+            names = candidate_names(mapped)[1] + names
+        found = self._search(["azure"], names)
+        if found:
+            return found
+        return Resolution(None, f"unknown Azure deployment or model {model!r}: map the deployment name to a model "
+                                "in azure_deployments")

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from collectors import DIALECTS, AttributionMapping, DialectError, parse_record
+
+kong = DIALECTS["kong"]
+
+
+def test_reference_entry(payload):
+    [event] = kong.parse(payload("kong_openai"))
+    assert event.event_id == "9ec9264afbbbad5fe5c64877d92eeb04"
+    assert event.ts == datetime(2026, 8, 19, 4, 20, 1, 719000, tzinfo=timezone.utc)
+    assert (event.source, event.provider, event.model, event.operation) == ("kong", "openai", "gpt-4o-2024-08-06",
+                                                                           "chat")
+    assert event.status == "ok"
+    assert event.usage.input_tokens == 13 and event.usage.output_tokens == 12
+    assert event.latency_ms == 972 and event.ttft_ms == 971
+    assert event.attribution.project == "ai-gateway"  # service.name
+    assert event.attribution.route == "openai-chat"
+    assert event.content is None
+
+
+def test_legacy_block_spellings_and_attribution(payload):
+    [event] = kong.parse(payload("kong_legacy"))
+    assert event.model == "gpt-3.5-turbo"  # no response_model: request_model
+    assert event.usage.input_tokens == 25 and event.usage.output_tokens == 12
+    assert event.event_id == "legacy-req-1"  # x-kong-request-id header when request.id is absent
+    assert event.status == "ok"  # upstream_status "200" as a string
+    a = event.attribution
+    assert (a.team, a.user, a.api_key, a.feature, a.project) == ("search", "alice", "cred-7", "autocomplete", "llm-svc")
+
+
+def test_cached_and_reasoning_details(payload):
+    entry = payload("kong_openai")
+    entry["ai"]["proxy"]["usage"].update(prompt_tokens_details={"cached_tokens": 8},
+                                         completion_tokens_details={"reasoning_tokens": 5})
+    [event] = kong.parse(entry)
+    assert event.usage.cached_input_tokens == 8 and event.usage.input_tokens == 13
+    assert event.usage.reasoning_tokens == 5 and event.usage.output_tokens == 12
+
+
+@pytest.mark.parametrize("status", [502, "502", "429"])
+def test_upstream_error_status(payload, status):
+    entry = payload("kong_openai")
+    entry["upstream_status"] = status
+    [event] = kong.parse(entry)
+    assert event.status == "error"
+
+
+def test_kafka_log_array_is_a_batch(payload):
+    first, second = payload("kong_openai"), payload("kong_openai")
+    second["request"]["id"] = "second"
+    events = parse_record(json.dumps([first, second]).encode())
+    assert [e.event_id for e in events] == ["9ec9264afbbbad5fe5c64877d92eeb04", "second"]
+
+
+def test_batch_with_a_broken_entry_keeps_the_good_ones(payload):
+    good, bad = payload("kong_openai"), payload("kong_openai")
+    bad["ai"]["proxy"]["usage"]["prompt_tokens"] = -3
+    with pytest.raises(DialectError) as info:
+        kong.parse([good, bad])
+    assert "[1].ai.proxy.usage.prompt_tokens" in str(info.value)
+    assert "negative" in str(info.value)
+    assert [e.event_id for e in info.value.partial] == ["9ec9264afbbbad5fe5c64877d92eeb04"]
+
+
+def test_stream_with_zero_completion_tokens_is_not_trusted(payload):
+    entry = payload("kong_openai")
+    proxy = entry["ai"]["proxy"]
+    proxy["meta"]["request_mode"] = "stream"
+    proxy["usage"].update(prompt_tokens=18, completion_tokens=0, total_tokens=18)
+    proxy["payload"] = {"request": json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "1+1?"}]}),
+                        "response": "The answer to 1 + 1 is 2."}
+    [event] = kong.parse(entry)
+    assert event.usage is None  # Kong/kong#14535: the worker counts the text instead
+    assert event.content.prompt == [{"role": "user", "content": "1+1?"}]
+    assert event.content.completion == "The answer to 1 + 1 is 2."
+
+
+def test_stream_with_real_completion_count_is_kept(payload):
+    entry = payload("kong_openai")
+    entry["ai"]["proxy"]["meta"]["request_mode"] = "stream"
+    [event] = kong.parse(entry)
+    assert event.usage.output_tokens == 12
+
+
+def test_semantic_cache_hit_has_zero_usage(payload):
+    entry = payload("kong_openai")
+    entry["ai"]["proxy"]["meta"]["request_mode"] = "stream"
+    entry["ai"]["proxy"]["usage"].update(prompt_tokens=0, completion_tokens=0)
+    entry["ai"]["proxy"]["cache"] = {"cache_status": "Hit"}
+    [event] = kong.parse(entry)
+    assert event.usage.total_tokens == 0
+    assert event.attribution.tags == {"cache_status": "Hit"}
+
+
+def test_no_request_id_gives_a_deterministic_id(payload):
+    entry = payload("kong_openai")
+    del entry["request"]["id"]
+    del entry["response"]["headers"]["x-kong-request-id"]
+    first, second = kong.parse(entry)[0].event_id, kong.parse(payload("kong_openai") | {
+        "request": entry["request"], "response": entry["response"]})[0].event_id
+    assert first == second and first.startswith("kong:")
+
+
+def test_string_token_counts(payload):
+    entry = payload("kong_openai")
+    entry["ai"]["proxy"]["usage"].update(prompt_tokens="13", completion_tokens="12")
+    [event] = kong.parse(entry)
+    assert event.usage.total_tokens == 25
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("prompt_tokens", "lots", "ai.proxy.usage.prompt_tokens: expected an integer"),
+    ("prompt_tokens", 1.5, "ai.proxy.usage.prompt_tokens: expected an integer"),
+    ("completion_tokens", -1, "ai.proxy.usage.completion_tokens: must not be negative"),
+])
+def test_bad_token_values_name_the_field(payload, field, value, message):
+    entry = payload("kong_openai")
+    entry["ai"]["proxy"]["usage"][field] = value
+    with pytest.raises(DialectError, match=message.replace(".", r"\.")):
+        kong.parse(entry)
+
+
+def test_missing_model_and_missing_block(payload):
+    entry = payload("kong_openai")
+    meta = entry["ai"]["proxy"]["meta"]
+    del meta["response_model"], meta["request_model"]
+    del entry["ai"]["proxy"]["tried_targets"]
+    with pytest.raises(DialectError, match=r"ai\.proxy: missing model"):
+        kong.parse(entry)
+    with pytest.raises(DialectError, match="no AI plugin block"):
+        kong.parse(payload("kong_openai") | {"ai": {"something": 1}})
+
+
+def test_entry_without_ai_block_is_skipped(payload):
+    entry = payload("kong_openai")
+    del entry["ai"]
+    assert kong.parse(entry) == []
+
+
+def test_mapping_overrides_defaults(payload):
+    mapping = AttributionMapping.from_dict({"team": "field:consumer_groups.0.name", "org": "const:acme",
+                                            "project": None, "tags": {"ws": "field:workspace_name"}})
+    [event] = kong.parse(payload("kong_legacy"), mapping)
+    a = event.attribution
+    assert (a.team, a.org, a.project, a.user) == ("gold", "acme", None, "alice")
+    [event] = kong.parse(payload("kong_openai"), mapping)
+    assert event.attribution.tags == {"ws": "default"}

@@ -1,0 +1,177 @@
+"""The canonical usage event (contract v1) and the priced event the worker adds to it.
+
+One JSON object per LLM call. Every entry point (Kafka topic, HTTP ingest, collectors, `tokenmeter price`)
+validates with these models, so a record is either a valid event or a clear, field-level error.
+
+Token semantics follow OpenAI and OpenTelemetry: `input_tokens` counts ALL input tokens, cache reads and
+cache writes included; `output_tokens` counts reasoning tokens too. Parsers of other conventions
+(Anthropic excludes cache tokens from input; Gemini keeps thoughts out of candidates) convert before
+building an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+from typing_extensions import Annotated
+
+CONTRACT_VERSION = 1
+
+# Money travels as a decimal string so no JSON parser turns it into a float on the way.
+DecimalString = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json")]
+
+ATTRIBUTION_DIMENSIONS = ("org", "team", "project", "user", "api_key", "feature", "route")
+
+
+class _Strict(BaseModel):
+    # Unknown fields are an error: a typo such as `input_token` must not silently price as zero.
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Attribution(_Strict):
+    org: str | None = None
+    team: str | None = None
+    project: str | None = None
+    user: str | None = None
+    api_key: str | None = None
+    feature: str | None = None
+    route: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class Usage(_Strict):
+    """Token counts of one call. Parts are included in their totals, never added on top."""
+
+    input_tokens: NonNegativeInt = 0
+    cached_input_tokens: NonNegativeInt = 0  # cache reads, part of input_tokens
+    cache_write_tokens: NonNegativeInt = 0  # part of input_tokens
+    cache_write_1h_tokens: NonNegativeInt = 0  # part of cache_write_tokens (1-hour TTL; the rest is 5-minute)
+    output_tokens: NonNegativeInt = 0  # reasoning included
+    reasoning_tokens: NonNegativeInt = 0  # part of output_tokens
+
+    @model_validator(mode="after")
+    def _parts_within_totals(self) -> "Usage":
+        problems = []
+        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
+            problems.append(
+                f"cached_input_tokens ({self.cached_input_tokens}) + cache_write_tokens "
+                f"({self.cache_write_tokens}) exceed input_tokens ({self.input_tokens}); "
+                "input_tokens must include cache reads and writes"
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            problems.append("cache_write_1h_tokens exceeds cache_write_tokens")
+        if self.reasoning_tokens > self.output_tokens:
+            problems.append(
+                f"reasoning_tokens ({self.reasoning_tokens}) exceed output_tokens ({self.output_tokens}); "
+                "output_tokens must include reasoning"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Content(_Strict):
+    """Text of the call, used only to count tokens when usage is missing. Never stored downstream."""
+
+    prompt: str | list[dict[str, Any]] | None = None  # plain text or chat messages
+    completion: str | None = None
+    tools: list[dict[str, Any]] | None = None  # tool/function definitions sent with the prompt
+
+
+class UsageEvent(_Strict):
+    event_id: str = Field(min_length=1, max_length=512)
+    ts: AwareDatetime
+    source: str = Field(min_length=1)
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    operation: str = "chat"
+    status: Literal["ok", "error"] = "ok"
+    attribution: Attribution = Field(default_factory=Attribution)
+    usage: Usage | None = None
+    content: Content | None = None
+    latency_ms: NonNegativeFloat | None = None
+    ttft_ms: NonNegativeFloat | None = None
+    batch: bool = False
+    service_tier: str | None = None
+
+
+class PriceRef(_Strict):
+    """Which catalog entry priced an event, so any cost can be explained and re-priced."""
+
+    entry: str
+    effective_from: str | None = None
+    catalog_version: str | None = None
+    override: str | None = None
+
+
+class PricedEvent(UsageEvent):
+    usage: Usage  # always present once metered
+    tokens_source: Literal["provider", "estimated"]
+    cost_usd: DecimalString
+    cost_breakdown: dict[str, DecimalString] = Field(default_factory=dict)
+    pricing_status: Literal["priced", "unpriced"]
+    unpriced_reason: str | None = None
+    price: PriceRef | None = None
+    priced_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"content"}, exclude_none=True)
+
+
+def partition_key(event: UsageEvent | dict[str, Any]) -> bytes:
+    """Kafka key: the most specific owner we know, so one team's events stay in order on one partition."""
+    attribution = event.attribution.model_dump() if isinstance(event, UsageEvent) else (event.get("attribution") or {})
+    for dim in ("team", "org", "project", "api_key", "user"):
+        value = attribution.get(dim)
+        if value:
+            return f"{dim}:{value}".encode()
+    return b"unattributed"
+
+
+def derive_event_id(source: str, *parts: Any) -> str:
+    """Deterministic id for records that carry none, so a replay of the same record deduplicates."""
+    digest = hashlib.sha256(orjson.dumps([source, *parts], option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"{source}:{digest[:32]}"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming every bad field, e.g. `usage.input_tokens: Input should be >= 0`."""
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "event"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+__all__ = [
+    "ATTRIBUTION_DIMENSIONS",
+    "CONTRACT_VERSION",
+    "Attribution",
+    "Content",
+    "PriceRef",
+    "PricedEvent",
+    "Usage",
+    "UsageEvent",
+    "derive_event_id",
+    "describe_validation_error",
+    "partition_key",
+]

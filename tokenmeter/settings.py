@@ -1,0 +1,115 @@
+"""One settings object for every stage: `TOKENMETER_*` environment variables, then an optional YAML file
+(`TOKENMETER_CONFIG`), then defaults. Invalid values are reported all at once, naming the variable."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "TOKENMETER_"
+
+
+class SettingsError(Exception):
+    """Raised with every problem of a configuration, one per line."""
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings]):
+        super().__init__(settings_cls)
+        path = os.environ.get(ENV_PREFIX + "CONFIG")
+        self._data: dict[str, Any] = {}
+        if path:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise SettingsError(f"TOKENMETER_CONFIG={path}: cannot read YAML: {exc}") from exc
+            if not isinstance(loaded, dict):
+                raise SettingsError(f"TOKENMETER_CONFIG={path}: expected a mapping at the top level")
+            self._data = {str(k).lower(): v for k, v in loaded.items()}
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - required by the base class
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    data_dir: Path = Field(Path("./.tokenmeter"), description="Where chDB, checkpoints and state live.")
+    host: str = Field("127.0.0.1", description="Address our servers bind to.")
+    embedded_broker_port: int = Field(9092, ge=1, le=65535, description="Port of the embedded broker.")
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: embedded broker.")
+    clickhouse_url: str | None = Field(None, description="ClickHouse server URL; unset: embedded chDB.")
+    dash_port: int = Field(8050, ge=1, le=65535, description="Dashboard port.")
+    api_port: int = Field(6066, ge=1, le=65535, description="Workers' HTTP API port (decisions, health).")
+    partitions: int = Field(4, ge=1, le=256, description="Partitions of topics the embedded broker creates.")
+    worker_batch_size: int = Field(10000, ge=1, description="Max Kafka messages per worker batch.")
+    worker_batch_seconds: float = Field(0.5, gt=0, description="Max wait to fill a worker batch.")
+    load_batch_rows: int = Field(20000, ge=1, description="Max rows per warehouse insert.")
+    load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
+    demo_events_per_s: float = Field(40.0, gt=0, description="Demo traffic rate (events per second).")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    # Derived values -------------------------------------------------------------------------------
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.host}:{self.embedded_broker_port}"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir.resolve() / "warehouse"
+
+    @cached_property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.dash_port}/"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning pydantic's report into one error listing every bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for item in exc.errors(include_url=False):
+            name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper()
+            lines.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def ensure_port_free(host: str, port: int, field_name: str) -> None:
+    """Fail early with the variable to change, instead of a bind error deep inside a library."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise SettingsError(
+                f"port {port} on {host} is already in use; set {env_name(field_name)} to a free port"
+            ) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

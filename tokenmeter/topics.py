@@ -1,0 +1,34 @@
+"""Kafka topic names and their layout: the wire contract between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+USAGE = "tokenmeter.usage"  # canonical events in; gateways and SDKs may produce here directly
+PRICED = "tokenmeter.priced"  # metered and priced events, read by the loader
+ALERTS = "tokenmeter.alerts"  # alert outbox
+ENFORCEMENT = "tokenmeter.enforcement"  # allow/throttle/block decisions keyed by scope (compacted)
+DEADLETTER = "tokenmeter.deadletter"  # records that could not be handled, with the reason
+PROVIDER_USAGE = "tokenmeter.provider-usage"  # provider-reported usage/cost for reconciliation
+BUDGETS = "tokenmeter.budgets"  # budget definitions keyed by name (compacted)
+ANOMALIES = "tokenmeter.anomalies"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    compacted: bool = False
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs() -> list[TopicSpec]:
+    return [
+        TopicSpec(USAGE),
+        TopicSpec(PRICED),
+        TopicSpec(ALERTS),
+        TopicSpec(ENFORCEMENT, compacted=True),
+        TopicSpec(DEADLETTER),
+        TopicSpec(PROVIDER_USAGE),
+        TopicSpec(BUDGETS, compacted=True),
+        TopicSpec(ANOMALIES),
+    ]
