@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
     demo_events_per_s: float = Field(40.0, gt=0, description="Demo traffic rate (events per second).")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    price_overrides: Path | None = Field(None, description="YAML of negotiated discounts and custom models.")
+    azure_deployments: dict[str, str] = Field(
+        default_factory=dict, description="Azure OpenAI deployment name -> model (JSON in the env variable)."
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

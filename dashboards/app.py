@@ -1,0 +1,107 @@
+"""The finance dashboard: a multi-page Dash app over the warehouse query layer.
+
+`create_app(settings)` builds the app (the warehouse opens on the first request); `run_dashboard(settings)`
+serves it on settings.host:settings.dash_port.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dash
+from dash import Dash, Input, Output, dcc, html
+
+from dashboards.formatting import describe_freshness
+from dashboards.handle import CONFIG_KEY, WarehouseHandle, WarehouseUnavailable
+
+HERE = Path(__file__).parent
+REFRESH_MS = 5000  # live demo: charts and freshness move every 5 s
+log = logging.getLogger(__name__)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def freshness_text(freshness: dict[str, Any]) -> tuple[str, str]:
+    """(text, level) from Warehouse.freshness(); level drives the dot colour."""
+    if not freshness.get("events"):
+        return describe_freshness(None).text, "empty"
+    status = describe_freshness(_as_datetime(freshness.get("last_event_ts")), datetime.now(timezone.utc))
+    return f"{status.text} · {int(freshness['events']):,} events", status.level
+
+
+def shell_layout() -> html.Div:
+    return html.Div(className="shell", children=[
+        html.Header(className="topbar", children=[
+            html.Div(className="brand", children=[html.Span("tokenmeter", className="brand-name"),
+                                                  html.Span("LLM spend", className="brand-sub")]),
+            html.Nav(className="nav", children=[
+                dcc.Link(page["name"], href=page["relative_path"], className="nav-link")
+                for page in dash.page_registry.values()
+            ]),
+            html.Div(id="freshness", className="freshness freshness-empty", children=[
+                html.Span(className="dot"), html.Span("connecting…", id="freshness-text"),
+            ]),
+        ]),
+        html.Main(dash.page_container, className="content"),
+        dcc.Interval(id="refresh", interval=REFRESH_MS, n_intervals=0),
+    ])
+
+
+def _register_shell_callbacks(app: Dash, handle: WarehouseHandle) -> None:
+    # Registered on this app (not module-level) because the shell module is imported once per process
+    # while each app needs its own copy.
+    @app.callback(
+        Output("freshness-text", "children"),
+        Output("freshness", "className"),
+        Input("refresh", "n_intervals"),
+    )
+    def refresh_freshness(_n_intervals):
+        try:
+            with handle.use() as warehouse:
+                text, level = freshness_text(warehouse.freshness())
+        except WarehouseUnavailable:
+            return "warehouse unavailable", "freshness freshness-red"
+        except Exception:  # noqa: BLE001
+            log.exception("freshness query failed")
+            return "freshness unknown", "freshness freshness-red"
+        return text, f"freshness freshness-{level}"
+
+
+def create_app(settings: Any, warehouse: Any = None) -> Dash:
+    """Build the dashboard. `warehouse`: an open Warehouse to share (tests, `tokenmeter up`); else opened lazily."""
+    app = Dash(
+        __name__,
+        use_pages=True,
+        pages_folder=str(HERE / "pages"),
+        assets_folder=str(HERE / "assets"),
+        title="tokenmeter",
+        update_title=None,  # no "Updating..." flicker in the tab every 5 s
+        suppress_callback_exceptions=True,  # page components exist only while their page is shown
+    )
+    handle = WarehouseHandle(settings, warehouse)
+    app.server.config[CONFIG_KEY] = handle
+    app.layout = shell_layout
+    _register_shell_callbacks(app, handle)
+    return app
+
+
+def run_dashboard(settings: Any) -> None:
+    """Serve on settings.host:settings.dash_port until interrupted (Flask's threaded server, no extra deps)."""
+    app = create_app(settings)
+    log.info("dashboard on %s", settings.dashboard_url)
+    try:
+        app.run(host=settings.host, port=settings.dash_port, debug=False, threaded=True)
+    finally:
+        app.server.config[CONFIG_KEY].close()

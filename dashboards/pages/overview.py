@@ -1,0 +1,171 @@
+"""Overview ("/"): KPI cards, cost and token charts, date and team filters kept in the URL."""
+
+from __future__ import annotations
+
+import logging
+
+import dash
+from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, dcc, html
+
+from dashboards import figures
+from dashboards.filters import Filters
+from dashboards.formatting import format_count, format_usd, format_usd_exact
+from dashboards.handle import WarehouseUnavailable, current_handle
+from dashboards.overview_data import OverviewData, build_overview
+from dashboards.panels import (
+    GRAPH_TYPE,
+    KPI_TYPE,
+    banner_content,
+    date_range_filter,
+    graph_card,
+    kpi_card,
+    status_banner,
+    team_filter,
+)
+
+dash.register_page(__name__, path="/", name="Overview", title="tokenmeter - spend overview", order=0)
+
+log = logging.getLogger(__name__)
+
+KPIS = {
+    "cost": "Total cost",
+    "events": "Events",
+    "input_tokens": "Input tokens",
+    "output_tokens": "Output tokens",
+    "unpriced": "Unpriced events",
+}
+PANELS = ("cost_by_team", "cost_by_model", "cost_over_time", "tokens_by_team")
+PANEL_TITLES = {"cost_by_team": "Cost by team", "cost_by_model": "Cost by model",
+                "cost_over_time": "Cost over time by team", "tokens_by_team": "Tokens by team"}
+
+
+def layout(start: str | None = None, end: str | None = None, team: str | list[str] | None = None, **_):
+    """Initial filter values come from the query string, so a shared link opens the same view."""
+    filters = Filters.from_inputs(start, end, team)
+    return html.Div(className="page", children=[
+        html.Div(className="filter-bar", children=[
+            date_range_filter("overview-dates", filters.start, filters.end),
+            team_filter("overview-teams", filters.teams),
+        ]),
+        status_banner("overview-status"),
+        html.Div(className="kpi-row", children=[kpi_card(name, title) for name, title in KPIS.items()]),
+        html.Div(className="graph-grid", children=[graph_card(panel) for panel in PANELS]),
+        dcc.Store(id="overview-url-sync"),
+    ])
+
+
+def kpi_texts(data: OverviewData) -> dict[str, tuple[str, str, str]]:
+    """name -> (value text, detail text, tooltip). Totals are formatted from Decimal, never from floats."""
+    k = data.kpis
+    if not k.events:
+        unpriced_detail = cost_detail = ""
+    elif k.unpriced_events:
+        unpriced_detail = f"{format_count(k.unpriced_tokens)} tokens with no price, not counted as $0"
+        cost_detail = "priced events only"
+    else:
+        unpriced_detail, cost_detail = "every event priced", "all events priced"
+    return {
+        "cost": (format_usd(k.cost_usd), cost_detail,
+                 format_usd_exact(k.cost_usd)),
+        "events": (format_count(k.events), "", f"{k.events:,}"),
+        "input_tokens": (format_count(k.input_tokens), "", f"{k.input_tokens:,}"),
+        "output_tokens": (format_count(k.output_tokens), "", f"{k.output_tokens:,}"),
+        "unpriced": (format_count(k.unpriced_events), unpriced_detail, f"{k.unpriced_events:,}"),
+    }
+
+
+def panel_figures(data: OverviewData | None) -> dict[str, object]:
+    if data is None or not data.has_data:
+        return {panel: figures.empty_figure(PANEL_TITLES[panel]) for panel in PANELS}
+    return {
+        "cost_by_team": figures.cost_by_team(data.by_team),
+        "cost_by_model": figures.cost_by_model(data.by_model),
+        "cost_over_time": figures.cost_over_time(data.over_time, data.bucket),
+        "tokens_by_team": figures.tokens_by_team(data.by_team),
+    }
+
+
+@callback(
+    Output({"type": KPI_TYPE, "name": ALL}, "children"),
+    Output({"type": KPI_TYPE, "name": ALL}, "title"),
+    Output({"type": "kpi-detail", "name": ALL}, "children"),
+    Output({"type": "kpi-card", "name": ALL}, "className"),
+    Output({"type": GRAPH_TYPE, "panel": ALL}, "figure"),
+    Output("overview-status", "children"),
+    Output("overview-status", "style"),
+    Output("overview-status", "className"),
+    Input("overview-dates", "start_date"),
+    Input("overview-dates", "end_date"),
+    Input("overview-teams", "value"),
+    Input("refresh", "n_intervals"),
+)
+def refresh_overview(start, end, teams, _n_intervals):
+    filters = Filters.from_inputs(start, end, teams)
+    data, message, level = None, None, "info"
+    try:
+        with current_handle().use() as warehouse:
+            data = build_overview(warehouse, filters)
+        if not data.has_data:
+            message = ("No events for these teams in this date range." if filters.teams
+                       else "No data yet, waiting for events. Charts fill in as soon as the loader writes usage.")
+    except WarehouseUnavailable as exc:
+        message, level = str(exc), "error"
+    except Exception as exc:  # noqa: BLE001 - keep the page alive, log the detail for operators
+        log.exception("overview query failed")
+        message, level = f"Query failed: {exc}", "error"
+
+    texts = kpi_texts(data) if data is not None else {name: ("-", "", "") for name in KPIS}
+    kpi_ids = [item["id"]["name"] for item in ctx.outputs_list[0]]
+    card_classes = []
+    for name in (item["id"]["name"] for item in ctx.outputs_list[3]):
+        warn = name == "unpriced" and data is not None and data.kpis.unpriced_events > 0
+        card_classes.append("kpi-card kpi-warn" if warn else "kpi-card")
+    figs = panel_figures(data)
+    return (
+        [texts[name][0] for name in kpi_ids],
+        [texts[name][2] for name in kpi_ids],
+        [texts[item["id"]["name"]][1] for item in ctx.outputs_list[2]],
+        card_classes,
+        [figs[item["id"]["panel"]] for item in ctx.outputs_list[4]],
+        *banner_content(message, level),
+    )
+
+
+@callback(
+    Output("overview-teams", "options"),
+    Input("overview-dates", "start_date"),
+    Input("overview-dates", "end_date"),
+    Input("refresh", "n_intervals"),
+    State("overview-teams", "value"),
+)
+def refresh_team_options(start, end, _n_intervals, selected):
+    filters = Filters.from_inputs(start, end, None)
+    try:
+        with current_handle().use() as warehouse:
+            teams = [t for t in warehouse.distinct_values("team", since=filters.since, until=filters.until) if t]
+    except Exception:  # noqa: BLE001 - the overview callback reports the error; keep the selection usable
+        teams = []
+    # A team chosen via a shared link stays selectable even if it has no events in the new range.
+    return [{"label": t, "value": t} for t in sorted(set(teams) | set(selected or []))]
+
+
+# The URL follows the filters without a navigation: replaceState does not re-run the page router.
+clientside_callback(
+    """
+    function(start, end, teams) {
+        const params = new URLSearchParams();
+        if (start) { params.set('start', String(start).slice(0, 10)); }
+        if (end) { params.set('end', String(end).slice(0, 10)); }
+        if (teams && teams.length) { params.set('team', teams.join(',')); }
+        const target = window.location.pathname + '?' + params.toString();
+        if (target !== window.location.pathname + window.location.search) {
+            window.history.replaceState(window.history.state, '', target);
+        }
+        return window.dash_clientside.no_update;
+    }
+    """,
+    Output("overview-url-sync", "data"),
+    Input("overview-dates", "start_date"),
+    Input("overview-dates", "end_date"),
+    Input("overview-teams", "value"),
+)

@@ -1,0 +1,164 @@
+"""The whole pipeline on embedded parts: events into `tokenmeter.usage` -> Faust worker -> loader -> chDB, read back
+with `tokenmeter report` while the stack runs (through the loader) and after it stopped (chDB directly).
+Totals must be exact although events are redelivered and duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams import load_book, price_event
+from tokenmeter import topics
+from tokenmeter.broker import embedded_broker
+from tokenmeter.events import UsageEvent, partition_key
+from tokenmeter.process import child_preexec
+from tokenmeter.settings import free_port, load_settings
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def stack_env(tmp_path):
+    with embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+                   TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_API_PORT=str(free_port()),
+                   TOKENMETER_LOG_LEVEL="warning", TOKENMETER_LOAD_FLUSH_SECONDS="0.3")
+        yield env
+
+
+@contextmanager
+def service(name: str, env: dict, log_dir: Path):
+    log = open(log_dir / f"{name}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tokenmeter", name], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=child_preexec)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def report(env: dict, *args: str) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "tokenmeter", "report", "--format", "json", *args], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def make_events(n: int) -> list[dict]:
+    now = datetime.now(timezone.utc).isoformat()
+    models = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-flash")]
+    events = []
+    for i in range(n):
+        provider, model = models[i % 3]
+        event = {"event_id": str(uuid.uuid4()), "ts": now, "source": "test", "provider": provider, "model": model,
+                 "attribution": {"org": "acme", "team": ["search", "support", "growth"][i % 3], "user": f"u{i % 5}"}}
+        if i % 10 == 0:  # streamed call without usage: the worker counts the text
+            event["content"] = {"prompt": [{"role": "user", "content": f"question number {i}"}], "completion": "an answer"}
+        else:
+            event["usage"] = {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 100 + i}
+        events.append(event)
+    events.append({**events[1], "event_id": str(uuid.uuid4()), "model": "no-such-model-xyz"})  # unpriced, visible
+    return events
+
+
+async def produce(bootstrap: str, batches: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key) for key, value in batches])
+    finally:
+        await producer.stop()
+
+
+async def deadletters(bootstrap: str, want: int, timeout: float = 60) -> list[dict]:
+    consumer = AIOKafkaConsumer(topics.DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"t-{uuid.uuid4()}")
+    await consumer.start()
+    found: list[dict] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(found) < want and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            found += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return found
+
+
+def expected_by_team(events: list[dict]) -> dict[str, tuple[int, Decimal]]:
+    book = load_book(load_settings())
+    totals: dict[str, tuple[int, Decimal]] = {}
+    for raw in events:
+        priced = price_event(UsageEvent.model_validate(raw), book)
+        count, cost = totals.get(priced.attribution.team, (0, Decimal(0)))
+        totals[priced.attribution.team] = (count + 1, cost + priced.cost_usd)
+    return totals
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def test_events_flow_to_the_warehouse_exactly_once(stack_env, tmp_path):
+    bootstrap = stack_env["TOKENMETER_KAFKA_BOOTSTRAP"]
+    events = make_events(300)
+    expected = expected_by_team(events)
+    by_key: dict[bytes, list[dict]] = {}
+    for event in events:
+        by_key.setdefault(partition_key(event), []).append(event)
+    batches = [(key, orjson.dumps(evs)) for key, evs in by_key.items()]
+    duplicates = [(partition_key(events[5]), orjson.dumps(events[:50]))]  # a collector replaying a batch
+    bad = [(b"team:search", b"{not json"), (b"team:search", orjson.dumps({"event_id": "x", "model": "gpt-4o"}))]
+
+    with service("worker", stack_env, tmp_path), service("load", stack_env, tmp_path) as loader:
+        asyncio.run(produce(bootstrap, batches + duplicates + bad))
+
+        def totals_match():
+            rows = report(stack_env, "--group-by", "team")
+            got = {r["team"]: (r["events"], Decimal(r["cost_usd"])) for r in rows}
+            return got if got == expected else None
+
+        wait_for(totals_match, 120, "exact totals in the warehouse while the stack runs")
+        letters = asyncio.run(deadletters(bootstrap, 2))
+        assert len(letters) == 2
+        assert any("not JSON" in d["reason"] for d in letters)
+        assert any("invalid event" in d["reason"] and "ts" in d["reason"] for d in letters)
+
+        # Redelivery after the fact: the same batch again changes nothing.
+        asyncio.run(produce(bootstrap, duplicates))
+        rows = report(stack_env, "--group-by", "pricing_status")
+        unpriced = [r for r in rows if r["pricing_status"] == "unpriced"]
+        assert unpriced and unpriced[0]["events"] == 1
+        assert loader.poll() is None
+
+    # The stack is down: report opens chDB directly and sees the same exact numbers.
+    rows = report(stack_env, "--group-by", "team")
+    assert {r["team"]: (r["events"], Decimal(r["cost_usd"])) for r in rows} == expected
+    assert sum(r["events"] for r in rows) == len(events)

@@ -1,0 +1,116 @@
+"""Single owner per chDB path: a subprocess owns a warehouse and this process reads it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tokenmeter.settings import Settings
+from warehouse import WarehouseError, WarehouseLocked, open_warehouse
+from warehouse.endpoint import ENDPOINT_FILE, check_select_only, read_live_endpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The owner: opens the warehouse as writer (which serves the endpoint), loads the events given on the
+# command line, says "ready", and closes cleanly when its stdin closes.
+OWNER = """
+import sys, json
+from tokenmeter.settings import Settings
+from warehouse import open_warehouse
+wh = open_warehouse(Settings(data_dir=sys.argv[1]), writer=True)
+print(wh.insert_priced(json.loads(sys.argv[2])), flush=True)
+sys.stdin.read()
+wh.close()
+"""
+
+
+@pytest.fixture
+def owner(tmp_path, make_event):
+    events = [make_event(f"r{i}", "remote-org", team=f"t{i % 2}", cost="0.000000000333") for i in range(30)]
+    events.append(make_event("r0", "remote-org"))  # a duplicate
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(tmp_path), json.dumps(events)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert process.stdout.readline().strip() == "30"
+        yield Settings(data_dir=tmp_path), process
+    finally:
+        if process.poll() is None:
+            process.stdin.close()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_reader_queries_the_owner_over_http(owner):
+    settings, process = owner
+    info = orjson.loads((settings.data_dir / ENDPOINT_FILE).read_bytes())
+    assert info["pid"] == process.pid and info["url"].startswith("http://127.0.0.1:")
+
+    reader = open_warehouse(settings)
+    try:
+        assert reader.kind == "remote"
+        result = reader.spend(["team"], filters={"org": ["remote-org"], "team": ["t1", "x' OR 1=1 --"]})
+        assert result.to_dicts()[0]["team"] == "t1"
+        assert result["events"].to_list() == [15]
+        assert result["cost_usd"].to_list() == [Decimal("0.000000004995")]
+        assert reader.freshness()["events"] == 30
+        assert reader.distinct_values("team") == ["t0", "t1"]
+        with pytest.raises(WarehouseError, match="read-only"):
+            reader.insert_priced([])  # nothing to insert is still a write attempt on a reader
+    finally:
+        reader.close()
+
+    with pytest.raises(WarehouseLocked, match="owned by another process"):
+        open_warehouse(settings, writer=True)
+
+
+def test_endpoint_accepts_only_single_selects(owner):
+    settings, _ = owner
+    url = read_live_endpoint(settings.data_dir)
+    for sql in ("DROP TABLE priced_events", "SELECT 1; DROP TABLE priced_events", "INSERT INTO priced_events SELECT *",
+                "SELECT 1 SETTINGS readonly=0", "SELECT * FROM url('http://127.0.0.1:1/', CSV, 'a String')",
+                "SELECT * FROM file('/etc/passwd', 'LineAsString')"):
+        response = httpx.post(f"{url}/query", json={"sql": sql, "params": {}}, timeout=30)
+        assert response.status_code == 400, sql
+        assert response.json()["error"]
+    # Still intact, and parameters still work over the wire.
+    response = httpx.post(f"{url}/query", json={"sql": "SELECT count() AS n FROM priced_events WHERE team = {t:String}",
+                                               "params": {"t": "t0"}}, timeout=30)
+    assert response.status_code == 200
+    assert httpx.get(f"{url}/health").json()["pid"] != os.getpid()
+
+
+def test_owner_removes_endpoint_on_close_and_stale_files_are_ignored(owner):
+    settings, process = owner
+    endpoint = settings.data_dir / ENDPOINT_FILE
+    assert read_live_endpoint(settings.data_dir)
+    process.stdin.close()
+    process.wait(timeout=20)
+    assert not endpoint.exists()
+    # A file left by a process that died (pid gone) is ignored.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    endpoint.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": dead.pid}))
+    assert read_live_endpoint(settings.data_dir) is None
+
+
+def test_select_only_check():
+    assert check_select_only("  select 1 ;\n").strip().startswith("select 1")
+    assert check_select_only("WITH x AS (SELECT 1) SELECT * FROM x").endswith("readonly = 1")
+    for sql in ("ALTER TABLE t DELETE WHERE 1", "SELECT 1;SELECT 2", "SELECT 1 FORMAT JSON", "OPTIMIZE TABLE t"):
+        with pytest.raises(WarehouseError):
+            check_select_only(sql)

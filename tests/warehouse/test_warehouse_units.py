@@ -1,0 +1,87 @@
+"""Pieces testable without chDB or a server: report rendering, parameter text, the ClickHouse backend's
+failure path (no modern ClickHouse server can run here), migration file parsing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import orjson
+import polars as pl
+import pytest
+
+from tokenmeter.settings import Settings, free_port
+from warehouse import WarehouseError, open_warehouse, render_report
+from warehouse.backends import ClickHouseBackend, _chdb_params, normalize_params, redact_url
+from warehouse.queries import spend_sql
+from warehouse.schema import event_to_row, load_migrations, split_statements
+
+
+@pytest.fixture
+def frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "team": ["search", ""],
+            "events": [3, 1],
+            "cost_usd": [Decimal("12.345678901234"), Decimal("0.000000000001")],
+        },
+        schema={"team": pl.String, "events": pl.UInt64, "cost_usd": pl.Decimal(38, 12)},
+    )
+
+
+def test_report_prints_money_exactly(frame):
+    table = render_report(frame, "table")
+    assert "12.345678901234" in table and "0.000000000001" in table and "(none)" in table
+    assert table.splitlines()[0].split() == ["team", "events", "cost_usd"]
+    rows = orjson.loads(render_report(frame, "json"))
+    assert rows[0] == {"team": "search", "events": 3, "cost_usd": "12.345678901234"}
+    csv = render_report(frame, "csv").splitlines()
+    assert csv == ["team,events,cost_usd", "search,3,12.345678901234", ",1,0.000000000001"]
+    assert "(no rows)" in render_report(frame.clear(), "table")
+    with pytest.raises(ValueError, match="format"):
+        render_report(frame, "xml")
+
+
+def test_report_json_times_are_iso():
+    df = pl.DataFrame({"bucket": [datetime(2025, 1, 1, tzinfo=timezone.utc)], "cost_usd": [Decimal("1.5")]})
+    assert orjson.loads(render_report(df, "json")) == [{"bucket": "2025-01-01T00:00:00+00:00", "cost_usd": "1.5"}]
+
+
+def test_parameter_text():
+    moment = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    assert normalize_params({"t": moment, "n": 5, "b": True}) == {"t": "2025-03-01 10:00:00.123", "n": 5, "b": "1"}
+    assert _chdb_params({"s": "a\\b\tc'd"}) == {"s": "a\\\\b\\tc\\'d"}
+
+
+def test_clickhouse_backend_reports_unreachable_server_clearly():
+    url = f"http://default:s3cret@127.0.0.1:{free_port()}/tokenmeter"
+    with pytest.raises(WarehouseError, match="TOKENMETER_CLICKHOUSE_URL") as info:
+        ClickHouseBackend(url, connect_timeout=2)
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(WarehouseError, match="cannot connect to ClickHouse"):
+        open_warehouse(Settings(clickhouse_url=url), writer=True)  # picks the server, never chDB
+    assert redact_url("https://u:p@h:8443/db") == "https://u:***@h:8443/db"
+
+
+def test_queries_bind_every_value():
+    sql, params = spend_sql(["team"], None, None, {"team": ["a'b", "c"], "org": "solo"})
+    assert "a'b" not in sql and "solo" not in sql
+    assert params == {"f_team_0": "a'b", "f_team_1": "c", "f_org_0": "solo"}
+    assert "FROM spend_hourly" in sql
+    raw_sql, _ = spend_sql(["route"], datetime(2025, 1, 1, 0, 30), None, None)
+    assert "FROM priced_events" in raw_sql
+
+
+def test_migration_files_parse():
+    migrations = load_migrations()
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    assert all(m.statements for m in migrations)
+    assert split_statements("-- c;\nCREATE A;\n\nCREATE B;") == ["CREATE A", "CREATE B"]
+
+
+def test_event_row_flattening(make_event):
+    row = event_to_row(make_event("e1", "o", route="/v1/chat"))
+    assert row["org"] == "o" and row["route"] == "/v1/chat" and row["project"] == ""
+    assert row["cost_usd"] == Decimal("0.000123000000") and row["tags"] == [("env", "test")]
+    assert row["price_entry"] == "openai/gpt-4o" and row["catalog_version"] == "t1"
+    assert row["ts"] == datetime(2025, 3, 1, 10, 15, 30, 250000, tzinfo=timezone.utc)

@@ -1,0 +1,3 @@
+"""tokenmeter's shared contract: the canonical event, topic names, settings and the CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from tokenmeter.cli import main
+
+main()

@@ -1,0 +1,198 @@
+"""`tokenmeter bench`: the same synthetic events through (a) raw aiokafka consume + JSON decode, (b) a naive Faust
+agent (one event at a time, one table write per event) and (c) tokenmeter's worker (micro-batches in, priced
+micro-batches out), in one run on a fresh embedded broker. Process start-up and group joins are excluded for all
+three: (a) and (b) are timed from the first event handled to the last; (c) from the moment the events are produced
+to a warmed-up worker until the last one is priced (so it includes producing them, which favours (a) and (b))."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tokenmeter import topics
+from tokenmeter.broker import embedded_broker
+from tokenmeter.events import partition_key
+from tokenmeter.process import child_preexec
+from tokenmeter.settings import Settings, free_port
+
+RAW_TOPIC = "bench.raw"
+NAIVE_TOPIC = "bench.naive"
+MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-flash")]
+
+
+def synthetic_events(n: int, seed: int = 7) -> list[dict]:
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc).isoformat()
+    out = []
+    for i in range(n):
+        provider, model = MODELS[i % len(MODELS)]
+        inp = rng.randint(100, 5000)
+        out.append({
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128))), "ts": now, "source": "bench", "provider": provider,
+            "model": model, "attribution": {"org": "acme", "team": f"team-{i % 12}", "user": f"user-{i % 97}"},
+            "usage": {"input_tokens": inp, "cached_input_tokens": inp // 4, "output_tokens": rng.randint(10, 800)},
+        })
+    return out
+
+
+async def _produce(bootstrap: str, events: list[dict]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
+    await producer.start()
+    try:
+        futures = []
+        for event in events:  # one event per message: what a gateway producing directly does
+            key = partition_key(event)
+            for topic in (RAW_TOPIC, NAIVE_TOPIC):
+                futures.append(await producer.send(topic, orjson.dumps(event), key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _raw_consume(bootstrap: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(RAW_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id="bench-raw", max_partition_fetch_bytes=8_000_000)
+    await consumer.start()
+    try:
+        seen, first = 0, None
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for messages in batch.values():
+                if first is None and messages:
+                    first = time.perf_counter()
+                for message in messages:
+                    orjson.loads(message.value)
+                    seen += 1
+        return seen / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+def _micro_batches(events: list[dict]) -> list[tuple[bytes, bytes]]:
+    """Events grouped by partition key, 500 per message: what tokenmeter's collectors produce."""
+    by_key: dict[bytes, list[dict]] = defaultdict(list)
+    for event in events:
+        by_key[partition_key(event)].append(event)
+    return [(key, orjson.dumps(evs[i:i + 500])) for key, evs in by_key.items() for i in range(0, len(evs), 500)]
+
+
+async def _pipeline(bootstrap: str, events: list[dict], timeout: float) -> float:
+    """Warm the running worker up with one event, then time producing all events until the last is priced."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
+    consumer = AIOKafkaConsumer(topics.PRICED, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id="bench-priced", max_partition_fetch_bytes=8_000_000)
+    await producer.start()
+    await consumer.start()
+    try:
+        async def priced_until(target: int, seen: int) -> int:
+            deadline = time.monotonic() + timeout
+            while seen < target:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker priced only {seen} of {target} events in {timeout:.0f} s")
+                batch = await consumer.getmany(timeout_ms=500)
+                seen += sum(len(orjson.loads(m.value)) for messages in batch.values() for m in messages)
+            return seen
+
+        warmup = dict(events[0], event_id="bench-warmup")
+        await producer.send_and_wait(topics.USAGE, orjson.dumps([warmup]), key=partition_key(warmup))
+        seen = await priced_until(1, 0)
+        started = time.perf_counter()
+        await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key) for key, value in _micro_batches(events)])
+        await priced_until(len(events) + 1, seen)
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _naive_main(bootstrap: str, n: int, result_path: str, api_port: int) -> None:
+    """A Faust agent written the obvious way: per event, decode and update a table."""
+    import faust
+
+    app = faust.App("bench-naive", broker=f"kafka://{bootstrap}", store="memory://", autodiscover=False,
+                    topic_partitions=4, web_port=api_port, broker_rebalance_timeout=3.0, broker_session_timeout=10.0,
+                    broker_heartbeat_interval=1.0, consumer_auto_offset_reset="earliest")
+    source = app.topic(NAIVE_TOPIC, value_serializer="raw", key_serializer="raw")
+    spend = app.Table("naive_spend", default=int, partitions=4)
+    state = {"seen": 0, "first": None}
+
+    @app.agent(source)
+    async def naive(stream):  # noqa: ANN001
+        async for value in stream:
+            event = orjson.loads(value)
+            if state["first"] is None:
+                state["first"] = time.perf_counter()
+            spend[event["attribution"]["team"]] += event["usage"]["input_tokens"]
+            state["seen"] += 1
+            if state["seen"] >= n:
+                rate = n / (time.perf_counter() - state["first"])
+                Path(result_path).write_text(json.dumps({"events_per_s": rate}))
+                os.kill(os.getpid(), 15)
+
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+def _run_child(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=child_preexec)
+
+
+def run_bench(n: int, as_json: bool, settings: Settings) -> dict:
+    events = synthetic_events(n)
+    results: dict = {"events": n}
+    say = (lambda msg: None) if as_json else (lambda msg: print(msg, flush=True))
+    with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
+        say(f"bench: {n} events on a fresh embedded broker at {bootstrap}")
+        asyncio.run(_produce(bootstrap, events))
+        results["raw_events_per_s"] = asyncio.run(_raw_consume(bootstrap, n))
+        say(f"(a) raw aiokafka consume + JSON decode: {results['raw_events_per_s']:,.0f} events/s")
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+                   TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning")
+        naive_result = Path(tmp) / "naive.json"
+        proc = _run_child([sys.executable, "-c", f"from tokenmeter.bench import _naive_main; "
+                           f"_naive_main({bootstrap!r}, {n}, {str(naive_result)!r}, {free_port()})"], env)
+        try:
+            deadline = time.monotonic() + max(120, n / 200)
+            while not naive_result.exists() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+            if not naive_result.exists():
+                raise RuntimeError("naive Faust agent did not finish")
+            results["naive_events_per_s"] = json.loads(naive_result.read_text())["events_per_s"]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        say(f"(b) naive Faust agent, a table write per event: {results['naive_events_per_s']:,.0f} events/s")
+
+        proc = _run_child([sys.executable, "-m", "tokenmeter", "worker"], env)
+        try:
+            results["pipeline_events_per_s"] = asyncio.run(_pipeline(bootstrap, events, timeout=max(180, n / 500)))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        say(f"(c) tokenmeter worker (validate, meter, price, aggregate, produce): "
+            f"{results['pipeline_events_per_s']:,.0f} events/s")
+    results["pipeline_vs_naive"] = results["pipeline_events_per_s"] / results["naive_events_per_s"]
+    results["pipeline_vs_raw"] = results["pipeline_events_per_s"] / results["raw_events_per_s"]
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    results["peak_rss_mb"] = round(peak_kb / 1024, 1)
+    if as_json:
+        print(json.dumps(results))
+    else:
+        say(f"ratios: c/b = {results['pipeline_vs_naive']:.1f}x, c/a = {results['pipeline_vs_raw']:.2f}x; "
+            f"peak RSS of any one process: {results['peak_rss_mb']} MB")
+    return results

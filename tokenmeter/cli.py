@@ -1,0 +1,182 @@
+"""The `tokenmeter` command line. Each command imports its stage lazily, so `tokenmeter report` does not pay for
+Faust and `tokenmeter worker` does not load chDB."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from tokenmeter.settings import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run_until_signal(make_coro) -> None:  # noqa: ANN001
+    """Run an async service until SIGINT/SIGTERM, then let it stop cleanly."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await make_coro(stop)
+
+    asyncio.run(main())
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 / RFC 3339 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """tokenmeter: streaming usage analytics and cost attribution for LLM traffic."""
+
+
+@main.command()
+def broker() -> None:
+    """Run the embedded Kafka-compatible broker (tansu) and create tokenmeter's topics."""
+    from tokenmeter.broker import embedded_broker
+    from tokenmeter.settings import ensure_port_free
+
+    s = _settings()
+    try:
+        ensure_port_free(s.host, s.embedded_broker_port, "embedded_broker_port")
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    with embedded_broker(s.host, s.embedded_broker_port, s.partitions) as bootstrap:
+        click.echo(f"broker ready on {bootstrap} (memory storage: a restart loses all topics). Ctrl-C stops it.")
+        stopped = []
+        signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
+        try:
+            while not stopped:
+                signal.pause() if hasattr(signal, "pause") else None
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+def worker() -> None:
+    """Run the Faust stream worker: validate, meter, price, aggregate."""
+    from streams import run_worker
+
+    s = _settings()
+    try:
+        run_worker(s)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+def load() -> None:
+    """Consume priced events and insert them into the warehouse (deduplicated on event_id)."""
+    from warehouse import run_loader
+
+    s = _settings()
+    _logging(s)
+    _run_until_signal(lambda stop: run_loader(s, stop=stop))
+
+
+@main.command()
+def dash() -> None:
+    """Serve the dashboard (default http://127.0.0.1:8050)."""
+    from dashboards import run_dashboard
+    from tokenmeter.settings import ensure_port_free
+
+    s = _settings()
+    try:
+        ensure_port_free(s.host, s.dash_port, "dash_port")
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    run_dashboard(s)
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="Also generate realistic gateway traffic.")
+def up(demo: bool) -> None:
+    """Start broker, worker, loader and dashboard (embedded unless configured otherwise); Ctrl-C stops all."""
+    from tokenmeter.supervisor import run_up
+
+    sys.exit(run_up(_settings(), demo))
+
+
+@main.command()
+@click.option("--events", type=int, default=None, help="Stop after this many events (default: run until stopped).")
+@click.option("--rate", type=float, default=None, help="Events per second (default TOKENMETER_DEMO_EVENTS_PER_S).")
+@click.option("--seed", type=int, default=None)
+def demo(events: int | None, rate: float | None, seed: int | None) -> None:
+    """Produce realistic demo traffic into tokenmeter.usage."""
+    from collectors.demo import generate
+
+    s = _settings()
+    _logging(s)
+    _run_until_signal(lambda stop: generate(s.bootstrap_servers, rate or s.demo_events_per_s, events, seed, stop))
+
+
+@main.command()
+@click.option("--group-by", "group_by", default="team", show_default=True, help="Comma-separated dimensions.")
+@click.option("--since", default=None, help="Start time (inclusive), RFC 3339 or a date.")
+@click.option("--until", default=None, help="End time (exclusive), RFC 3339 or a date.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def report(group_by: str, since: str | None, until: str | None, fmt: str) -> None:
+    """Cost and tokens grouped by dimensions; works while the stack runs and when it does not."""
+    from warehouse import DIMENSIONS, open_warehouse, render_report
+
+    dims = [d.strip() for d in group_by.split(",") if d.strip()]
+    unknown = [d for d in dims if d not in DIMENSIONS]
+    if unknown:
+        raise click.BadParameter(f"unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    s = _settings()
+    wh = open_warehouse(s)
+    try:
+        frame = wh.spend(dims, since=_parse_time(since), until=_parse_time(until))
+    finally:
+        wh.close()
+    click.echo(render_report(frame, fmt))
+
+
+@main.command()
+@click.option("--in", "source", type=click.File("rb"), default="-", help="JSON lines input (default stdin).")
+@click.option("--out", "target", type=click.File("w"), default="-", help="Priced JSON lines output (default stdout).")
+@click.option("--dialect", default=None, help="Input format; auto-detected per line when omitted.")
+def price(source, target, dialect: str | None) -> None:  # noqa: ANN001
+    """Price JSON lines (canonical events, provider responses, gateway logs): one priced event per input event."""
+    from tokenmeter.pricing_cli import price_lines
+
+    failed = price_lines(source, target, dialect, _settings())
+    if failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--events", type=int, default=50_000, show_default=True, help="Synthetic events per measurement.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(events: int, as_json: bool) -> None:
+    """Measure raw aiokafka, a naive per-event Faust agent and tokenmeter's worker, side by side."""
+    from tokenmeter.bench import run_bench
+
+    run_bench(events, as_json, _settings())
+
+
+if __name__ == "__main__":
+    main()

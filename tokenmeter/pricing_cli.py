@@ -1,0 +1,51 @@
+"""`tokenmeter price`: batch pricing of JSON lines with the same parsers and pricing code as the stream."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from typing import IO
+
+import orjson
+from pydantic import ValidationError
+
+from tokenmeter.events import describe_validation_error
+from tokenmeter.settings import Settings
+
+
+def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, settings: Settings,
+                errors: IO[str] = sys.stderr) -> int:
+    """Write one priced event per input event, in input order; return how many lines failed.
+
+    A line that cannot be read becomes an error record on `errors` (line number and reason) and the run goes on.
+    """
+    from collectors import DialectError, parse_record
+    from streams import load_book, price_event
+    from streams.metering import MeteringError
+
+    book = load_book(settings)
+    failed = 0
+    now = datetime.now(timezone.utc)
+    for number, raw in enumerate(source, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            events = parse_record(orjson.loads(line), dialect)
+            priced = [price_event(event, book, priced_at=now).to_json() for event in events]
+        except orjson.JSONDecodeError as exc:
+            reason = f"not JSON: {exc}"
+        except DialectError as exc:
+            reason = str(exc)
+        except ValidationError as exc:
+            reason = f"invalid event: {describe_validation_error(exc)}"
+        except MeteringError as exc:
+            reason = f"cannot meter: {exc}"
+        else:
+            for event in priced:
+                target.write(orjson.dumps(event).decode() + "\n")
+            continue
+        failed += 1
+        errors.write(orjson.dumps({"line": number, "error": reason}).decode() + "\n")
+    target.flush()
+    return failed

@@ -1,0 +1,30 @@
+"""Warehouse stage: ClickHouse schema (chDB embedded by default, a ClickHouse server with the same SQL),
+the Kafka loader with exact dedupe, and the spend query layer.
+
+Public API: `open_warehouse`, `Warehouse`, `run_loader`, `render_report`, `DIMENSIONS`.
+"""
+
+from __future__ import annotations
+
+from warehouse.backends import WarehouseError, WarehouseLocked
+from warehouse.queries import DIMENSIONS
+from warehouse.report import render_report
+from warehouse.store import Warehouse, open_warehouse
+
+
+async def run_loader(settings, stop=None, ready=None):
+    """Consume `tokenmeter.priced` into the warehouse until `stop` is set (see warehouse.loader)."""
+    from warehouse.loader import run_loader as run
+
+    return await run(settings, stop=stop, ready=ready)
+
+
+__all__ = [
+    "DIMENSIONS",
+    "Warehouse",
+    "WarehouseError",
+    "WarehouseLocked",
+    "open_warehouse",
+    "render_report",
+    "run_loader",
+]

@@ -1,0 +1,227 @@
+"""Three ways to run the same SQL: embedded chDB, a ClickHouse server, or the chDB owner over HTTP.
+
+Each backend offers `query_arrow(sql, params) -> pyarrow.Table`, `command(sql, params)`,
+`insert_arrow(table_name, arrow_table)` and `close()`. Parameters are always bound server-side with
+ClickHouse's `{name:Type}` syntax; nothing from a caller is ever formatted into SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse operation failed; the message says what to do."""
+
+
+class WarehouseLocked(WarehouseError):
+    """Another live process owns the embedded warehouse path."""
+
+
+class Backend(Protocol):
+    kind: str
+    writable: bool
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+
+    def insert_arrow(self, table_name: str, table: pa.Table) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def param_text(value: Any) -> Any:
+    """Python value -> the text ClickHouse parses for a `{name:Type}` parameter (times in UTC, ms)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return value
+
+
+def normalize_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: param_text(v) for k, v in (params or {}).items()}
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise WarehouseError(f"invalid table name {name!r}")
+    return name
+
+
+# chDB ------------------------------------------------------------------------------------------------
+
+# chDB's params are read in ClickHouse's escaped text format without escaping: do it here, so a value
+# with a backslash or tab arrives unchanged (clickhouse-connect does the same for the server backend).
+_CHDB_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b", "\f": "\\f", "'": "\\'"}
+)
+_LOCKED_MARKERS = ("Cannot lock file", "Another server instance", "Error initializing EmbeddedServer")
+
+
+def _chdb_params(params: dict[str, Any] | None) -> dict[str, str]:
+    return {k: str(v).translate(_CHDB_ESCAPES) for k, v in normalize_params(params).items()}
+
+
+class ChdbBackend:
+    """Embedded ClickHouse at a directory. chDB allows one open path per process and one process per path:
+    open it through `warehouse.open_warehouse`, which shares one instance per process."""
+
+    kind = "chdb"
+    writable = True
+
+    def __init__(self, path: Path | str):
+        from chdb import session  # imported lazily: ~1 s, and readers over HTTP never need it
+
+        self.path = Path(path).resolve()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()  # one chDB session, used by the loader and the endpoint's threads
+        self.insert_lock = self._lock  # the staging-table sequence of Warehouse.insert_rows runs under it too
+        try:
+            self._session = session.Session(str(self.path))
+        except Exception as exc:
+            text = str(exc)
+            if any(marker in text for marker in _LOCKED_MARKERS):
+                raise WarehouseLocked(f"warehouse {self.path} is open in another process ({text.strip()})") from None
+            raise WarehouseError(f"cannot open chDB at {self.path}: {text}") from None
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        with self._lock:
+            try:
+                result = self._session.query(sql, "ArrowStream", params=_chdb_params(params))
+            except Exception as exc:
+                raise WarehouseError(f"query failed: {exc}") from None
+            data = result.bytes()
+        return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            try:
+                self._session.query(sql, "CSV", params=_chdb_params(params))
+            except Exception as exc:
+                raise WarehouseError(f"statement failed: {exc}") from None
+
+    def insert_arrow(self, table_name: str, table: pa.Table) -> None:
+        columns = ", ".join(f"`{check_identifier(name)}`" for name in table.column_names)
+        arrow_rows = table  # chDB's Python() table function finds the Arrow table by this variable name
+        sql = f"INSERT INTO {check_identifier(table_name)} ({columns}) SELECT {columns} FROM Python(arrow_rows)"
+        with self._lock:
+            try:
+                self._session.query(sql)
+            except Exception as exc:
+                raise WarehouseError(f"insert into {table_name} failed: {exc}") from None
+        del arrow_rows
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+
+# ClickHouse server -------------------------------------------------------------------------------------
+
+
+class ClickHouseBackend:
+    """A ClickHouse server through clickhouse-connect (HTTP). Same SQL as chDB; kept thin on purpose."""
+
+    kind = "clickhouse"
+    writable = True
+
+    def __init__(self, url: str, connect_timeout: float = 10.0):
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        self.url = url
+        self._lock = threading.Lock()  # one HTTP session id: clickhouse-connect refuses concurrent queries on it
+        try:
+            self._client = clickhouse_connect.get_client(dsn=url, connect_timeout=connect_timeout)
+        except ClickHouseError as exc:
+            raise WarehouseError(
+                f"cannot connect to ClickHouse at {redact_url(url)} (TOKENMETER_CLICKHOUSE_URL): {exc}"
+            ) from None
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        with self._lock:
+            try:
+                return self._client.query_arrow(sql, parameters=normalize_params(params))
+            except Exception as exc:
+                raise WarehouseError(f"query failed: {exc}") from None
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            try:
+                self._client.command(sql, parameters=normalize_params(params) or None)
+            except Exception as exc:
+                raise WarehouseError(f"statement failed: {exc}") from None
+
+    def insert_arrow(self, table_name: str, table: pa.Table) -> None:
+        with self._lock:
+            try:
+                self._client.insert_arrow(check_identifier(table_name), table)
+            except Exception as exc:
+                raise WarehouseError(f"insert into {table_name} failed: {exc}") from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a DSN before it reaches a log or an error message."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# The owner's HTTP endpoint ------------------------------------------------------------------------------
+
+
+class RemoteBackend:
+    """Read-only client of the process that owns the chDB path (see warehouse.endpoint)."""
+
+    kind = "remote"
+    writable = False
+
+    def __init__(self, url: str, timeout: float = 60.0):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(timeout=timeout)
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        import httpx
+        import orjson
+
+        body = orjson.dumps({"sql": sql, "params": normalize_params(params)})
+        try:
+            response = self._client.post(
+                f"{self.url}/query", content=body, headers={"content-type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise WarehouseError(f"warehouse owner at {self.url} did not answer: {exc}") from None
+        if response.status_code != 200:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise WarehouseError(f"warehouse owner refused the query ({response.status_code}): {message}")
+        return pa.ipc.open_stream(pa.py_buffer(response.content)).read_all()
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        raise WarehouseError("the warehouse is owned by another process: this reader cannot change it")
+
+    def insert_arrow(self, table_name: str, table: pa.Table) -> None:
+        raise WarehouseError("the warehouse is owned by another process (the loader): inserts go through it")
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,160 @@
+"""The owner's query endpoint: chDB lets one process open a path, so that process serves reads to the others.
+
+The owner (the loader, or whoever opened the path directly) runs a small HTTP server on 127.0.0.1 in a
+daemon thread and writes `<data_dir>/warehouse.endpoint` = {"url", "pid"}. Readers POST
+{"sql", "params"} to /query and get an Arrow IPC stream. Only single SELECT statements are accepted, and
+they run with readonly=1 so even a crafted SELECT cannot change anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from warehouse.backends import Backend, WarehouseError
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_FILE = "warehouse.endpoint"
+MAX_BODY_BYTES = 1 << 20
+_READ_ONLY_START = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
+_TRAILING = re.compile(r"[\s;]+$")
+
+
+def check_select_only(sql: str) -> str:
+    """Accept one SELECT (or WITH ... SELECT) statement; returns it with readonly=1 enforced by ClickHouse."""
+    text = _TRAILING.sub("", sql)
+    if not _READ_ONLY_START.match(text):
+        raise WarehouseError("only SELECT statements are allowed on the warehouse endpoint")
+    if ";" in text:  # ';' inside a string literal is rejected too: our query layer never needs it
+        raise WarehouseError("only one statement per request is allowed on the warehouse endpoint")
+    if re.search(r"\bSETTINGS\b", text, re.IGNORECASE) or re.search(r"\bFORMAT\b", text, re.IGNORECASE):
+        raise WarehouseError("SETTINGS and FORMAT clauses are not allowed on the warehouse endpoint")
+    return f"{text}\nSETTINGS readonly = 1"
+
+
+def endpoint_path(data_dir: Path) -> Path:
+    return Path(data_dir).resolve() / ENDPOINT_FILE
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def read_live_endpoint(data_dir: Path) -> str | None:
+    """URL of a live owner of this data dir, or None (no file, unreadable, dead pid, or our own pid)."""
+    path = endpoint_path(data_dir)
+    try:
+        info = orjson.loads(path.read_bytes())
+        url, pid = str(info["url"]), int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid() or not pid_alive(pid):
+        return None  # stale: written by a process that is gone (or by an earlier life of this pid)
+    return url
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_EndpointHTTPServer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("endpoint: " + format, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, orjson.dumps({"error": message}), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if self.path == "/health":
+            self._send(200, orjson.dumps({"pid": os.getpid(), "path": self.server.label}), "application/json")
+        else:
+            self._error(404, "not found: use POST /query or GET /health")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        if self.path != "/query":
+            self._error(404, "not found: use POST /query")
+            return
+        try:
+            length = int(self.headers.get("content-length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY_BYTES:
+            self._error(400, f"body must have a content-length of at most {MAX_BODY_BYTES} bytes")
+            return
+        try:
+            request = orjson.loads(self.rfile.read(length))
+            sql, params = request["sql"], request.get("params") or {}
+            if not isinstance(sql, str) or not isinstance(params, dict):
+                raise TypeError("sql must be a string and params an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._error(400, f"expected JSON {{sql, params}}: {exc}")
+            return
+        try:
+            table = self.server.backend.query_arrow(check_select_only(sql), params)
+        except WarehouseError as exc:
+            self._error(400, str(exc))
+            return
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        self._send(200, sink.getvalue().to_pybytes(), "application/vnd.apache.arrow.stream")
+
+
+class _EndpointHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], backend: Backend, label: str):
+        super().__init__(address, _Handler)
+        self.backend = backend
+        self.label = label
+
+
+class QueryEndpoint:
+    """Serve `backend` read-only on 127.0.0.1:<free port> and advertise it in the data dir."""
+
+    def __init__(self, backend: Backend, data_dir: Path, host: str = "127.0.0.1"):
+        self._file = endpoint_path(data_dir)
+        self._server = _EndpointHTTPServer((host, 0), backend, str(getattr(backend, "path", "")))
+        port = self._server.server_address[1]
+        self.url = f"http://{host}:{port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="warehouse-endpoint", daemon=True)
+
+    def start(self) -> "QueryEndpoint":
+        self._thread.start()
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self._file.with_suffix(".tmp")
+        temporary.write_bytes(orjson.dumps({"url": self.url, "pid": os.getpid()}))
+        temporary.replace(self._file)  # atomic: a reader never sees half a file
+        log.info("warehouse query endpoint at %s (advertised in %s)", self.url, self._file)
+        return self
+
+    def stop(self) -> None:
+        try:
+            info = orjson.loads(self._file.read_bytes())
+            if info.get("pid") == os.getpid():  # never remove a file a newer owner wrote
+                self._file.unlink()
+        except (OSError, ValueError):
+            pass
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,249 @@
+"""Loader: `tokenmeter.priced` -> warehouse, at-least-once in, exact totals out.
+
+Per batch: fetch (up to `load_batch_rows` rows or `load_flush_seconds`), validate each event (bad ones go
+to the dead-letter topic with the reason), insert with the warehouse's dedupe, send the dead letters, and
+only then commit the offsets. A crash anywhere before the commit means redelivery, which the dedupe absorbs.
+While running, the loader owns the warehouse and serves its query endpoint to other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from tokenmeter import topics
+from warehouse.backends import WarehouseError
+from warehouse.schema import RowError, event_to_row
+from warehouse.store import Warehouse, open_warehouse
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "tokenmeter-loader"
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+@dataclass
+class LoaderStats:
+    batches: int = 0
+    rows_seen: int = 0
+    rows_inserted: int = 0
+    duplicates_skipped: int = 0
+    dead_letters: int = 0
+    commit_failures: int = 0
+    insert_seconds: list[float] = field(default_factory=list)  # recent insert latencies (bounded)
+    lag: int = 0
+
+    def record_insert(self, seconds: float) -> None:
+        self.insert_seconds.append(seconds)
+        del self.insert_seconds[:-200]
+
+    def insert_latency(self) -> dict[str, float]:
+        ordered = sorted(self.insert_seconds)
+        if not ordered:
+            return {}
+        return {"p50_ms": ordered[len(ordered) // 2] * 1000, "max_ms": ordered[-1] * 1000}
+
+
+@dataclass
+class _Batch:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
+
+
+def _dead_letter(reason: str, payload: Any, record: Any) -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "stage": "load",
+        "payload": payload,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+
+
+def parse_record(record: Any, batch: _Batch) -> None:
+    """Add one Kafka record (a PricedEvent object or a JSON array of them) to the batch; never raises."""
+    batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+    raw = record.value
+    try:
+        decoded = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError as exc:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+        batch.dead.append(_dead_letter(f"invalid JSON: {exc}", text[:10000], record))
+        return
+    items = decoded if isinstance(decoded, list) else [decoded]
+    for item in items:
+        try:
+            batch.rows.append(event_to_row(item))
+        except RowError as exc:
+            batch.dead.append(_dead_letter(str(exc), item, record))
+
+
+async def _fetch_batch(consumer: AIOKafkaConsumer, settings: Any, stop: asyncio.Event) -> _Batch:
+    batch = _Batch()
+    deadline = time.monotonic() + settings.load_flush_seconds
+    while not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        wanted = max(1, min(5000, settings.load_batch_rows - len(batch.rows)))  # a record holds >= 1 row
+        fetched = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000), max_records=wanted)
+        for records in fetched.values():
+            for record in records:
+                parse_record(record, batch)
+        if len(batch.rows) >= settings.load_batch_rows:
+            break
+    return batch
+
+
+async def _lag(consumer: AIOKafkaConsumer) -> int:
+    """Records not yet consumed, from the fetch responses' high watermark (the embedded broker's
+    ListOffsets under-reports the end of a partition, so end_offsets() is not used)."""
+    total = 0
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            total += max(0, highwater - await consumer.position(tp))
+    return total
+
+
+async def _flush(
+    batch: _Batch,
+    warehouse: Warehouse,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    stats: LoaderStats,
+    stop: asyncio.Event,
+) -> None:
+    if batch.rows:
+        started = time.perf_counter()
+        inserted = await _insert_with_retry(warehouse, batch.rows, stop)
+        if inserted is None:
+            return  # stopping before the insert succeeded: no commit, the batch is redelivered
+        stats.record_insert(time.perf_counter() - started)
+        stats.rows_inserted += inserted
+        stats.duplicates_skipped += len(batch.rows) - inserted
+    for letter in batch.dead:
+        await producer.send_and_wait(topics.DEADLETTER, orjson.dumps(letter, default=str))
+        stats.dead_letters += 1
+        log.warning("dead letter (%s[%s]@%s): %s", letter["topic"], letter["partition"], letter["offset"],
+                    letter["reason"])
+    if batch.offsets:
+        try:
+            await consumer.commit(batch.offsets)
+        except CommitFailedError as exc:
+            # Partitions were rebalanced away: the next owner re-reads them and the dedupe drops repeats.
+            stats.commit_failures += 1
+            log.warning("offset commit failed after a rebalance (rows are stored; redelivery is harmless): %s", exc)
+    stats.batches += 1
+    stats.rows_seen += len(batch.rows)
+
+
+async def _insert_with_retry(warehouse: Warehouse, rows: list[dict[str, Any]], stop: asyncio.Event) -> int | None:
+    """Insert, retrying with backoff while the warehouse fails (offsets stay uncommitted meanwhile)."""
+    delay = 0.5
+    while True:
+        try:
+            return await asyncio.to_thread(warehouse.insert_rows, rows)
+        except WarehouseError as exc:
+            log.error("warehouse insert of %d rows failed, retrying in %.1fs: %s", len(rows), delay, exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+            return None
+        except asyncio.TimeoutError:
+            delay = min(delay * 2, 30.0)
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> list[int]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    return installed
+
+
+async def run_loader(
+    settings: Any, stop: asyncio.Event | None = None, ready: Callable[[], Any] | None = None
+) -> LoaderStats:
+    """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given); returns the counters."""
+    own_stop = stop is None
+    stop = stop or asyncio.Event()
+    signals = _install_signal_handlers(stop) if own_stop else []
+    stats = LoaderStats()
+    warehouse = await asyncio.to_thread(open_warehouse, settings, True)
+    consumer = AIOKafkaConsumer(
+        topics.PRICED,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=GROUP_ID,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    try:
+        await consumer.start()
+        await producer.start()
+        log.info("loader consuming %s as group %s into %s", topics.PRICED, GROUP_ID, warehouse.kind)
+        if ready is not None:
+            ready()
+        window_started, window_rows = time.monotonic(), 0
+        while not stop.is_set():
+            batch = await _fetch_batch(consumer, settings, stop)
+            if batch.offsets:
+                await _flush(batch, warehouse, consumer, producer, stats, stop)
+                window_rows += len(batch.rows)
+            elapsed = time.monotonic() - window_started
+            if elapsed >= PROGRESS_EVERY_SECONDS:
+                stats.lag = await _lag(consumer)
+                log.info(
+                    "loader: %.0f rows/s, %d inserted, %d duplicates skipped, %d dead letters, lag %d, insert %s",
+                    window_rows / elapsed, stats.rows_inserted, stats.duplicates_skipped, stats.dead_letters,
+                    stats.lag, stats.insert_latency(),
+                )
+                window_started, window_rows = time.monotonic(), 0
+    except KafkaError as exc:
+        log.error("loader stopped by a Kafka error: %s", exc)
+        raise
+    finally:
+        await _stop_quietly(consumer.stop(), "consumer")
+        await _stop_quietly(producer.stop(), "producer")
+        await asyncio.to_thread(warehouse.close)
+        loop = asyncio.get_running_loop()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        log.info("loader stopped: %d rows inserted, %d duplicates skipped, %d dead letters",
+                 stats.rows_inserted, stats.duplicates_skipped, stats.dead_letters)
+    return stats
+
+
+async def _stop_quietly(awaitable: Any, what: str) -> None:
+    try:
+        await awaitable
+    except Exception as exc:  # shutting down: report, do not mask the original error
+        log.warning("error stopping the loader's %s: %s", what, exc)
+
+
+def main() -> None:
+    """`python -m warehouse.loader`: run the loader with the environment's settings until SIGTERM."""
+    from tokenmeter.settings import load_settings
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_loader(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""SQL for the query layer, built from whitelisted dimension names and bound parameters only.
+
+Dashboard queries read the hourly rollup (`spend_hourly`) when every dimension they group or filter by is
+in it and the time window falls on whole hours; otherwise they read `priced_events`. Both give the same
+numbers: the rollup is maintained from exactly the rows stored in the raw table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+from warehouse.backends import WarehouseError
+
+# Every dimension a caller may group or filter by (value = column in priced_events).
+DIMENSIONS: tuple[str, ...] = (
+    "org",
+    "team",
+    "project",
+    "user",
+    "api_key",
+    "feature",
+    "route",
+    "provider",
+    "model",
+    "pricing_status",
+    "source",
+    "operation",
+    "status",
+    "service_tier",
+    "tokens_source",
+)
+ROLLUP_DIMENSIONS = frozenset(
+    {"org", "team", "project", "user", "api_key", "feature", "provider", "model", "pricing_status"}
+)
+BUCKETS = {"hour": "toStartOfHour", "day": "toStartOfDay"}
+TOKEN_MEASURES = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
+def to_utc(value: datetime | date | str | None, name: str) -> datetime | None:
+    """Accept an aware/naive (= UTC) datetime, a date, or an ISO 8601 string; return an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise WarehouseError(f"{name}: {value!r} is not an ISO 8601 date or time") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise WarehouseError(f"{name}: expected a datetime, date or ISO string, got {type(value).__name__}")
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def check_dimensions(names: list[str] | tuple[str, ...], what: str) -> list[str]:
+    names = list(names)
+    for name in names:
+        if name not in DIMENSIONS:
+            raise WarehouseError(f"{what}: unknown dimension {name!r}; choose from {', '.join(DIMENSIONS)}")
+    if len(set(names)) != len(names):
+        raise WarehouseError(f"{what}: dimension listed twice in {names}")
+    return names
+
+
+def _on_the_hour(moment: datetime | None) -> bool:
+    return moment is None or (moment.minute, moment.second, moment.microsecond) == (0, 0, 0)
+
+
+@dataclass
+class Where:
+    """A WHERE clause and its parameters, built without ever putting a caller's value into the SQL."""
+
+    clauses: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def sql(self) -> str:
+        return ("WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
+
+
+@dataclass(frozen=True)
+class Source:
+    table: str
+    time_column: str
+    time_type: str
+    rollup: bool
+
+
+RAW = Source("priced_events", "ts", "DateTime64(3, 'UTC')", rollup=False)
+ROLLUP = Source("spend_hourly", "hour", "DateTime64(3, 'UTC')", rollup=True)
+
+
+def choose_source(dims: list[str], since: datetime | None, until: datetime | None) -> Source:
+    if set(dims) <= ROLLUP_DIMENSIONS and _on_the_hour(since) and _on_the_hour(until):
+        return ROLLUP
+    return RAW
+
+
+def build_where(
+    source: Source, since: datetime | None, until: datetime | None, filters: dict[str, list[str]] | None
+) -> Where:
+    where = Where()
+    if since is not None:
+        where.clauses.append(f"{source.time_column} >= {{since:{source.time_type}}}")
+        where.params["since"] = since
+    if until is not None:
+        where.clauses.append(f"{source.time_column} < {{until:{source.time_type}}}")
+        where.params["until"] = until
+    for dim, values in (filters or {}).items():
+        check_dimensions([dim], "filters")
+        if isinstance(values, str):
+            values = [values]
+        values = [str(v) for v in values]
+        if not values:
+            continue  # an empty selection means "no filter", as in a dashboard multi-select
+        names = [f"f_{dim}_{i}" for i in range(len(values))]
+        where.clauses.append(f"{dim} IN (" + ", ".join(f"{{{n}:String}}" for n in names) + ")")
+        where.params.update(zip(names, values))
+    return where
+
+
+def measures(source: Source) -> list[str]:
+    """Aggregates with the same names and types on both sources (UInt64 counts, Decimal(38,12) cost)."""
+    if source.rollup:
+        counts = ["sum(events) AS events", "sum(unpriced_events) AS unpriced_events"]
+    else:
+        counts = ["count() AS events", "countIf(pricing_status = 'unpriced') AS unpriced_events"]
+    tokens = [f"sum({name}) AS {name}" for name in TOKEN_MEASURES]
+    return counts + tokens + ["toDecimal128(sum(cost_usd), 12) AS cost_usd"]
+
+
+def spend_sql(
+    group_by: list[str], since: datetime | None, until: datetime | None, filters: dict[str, list[str]] | None
+) -> tuple[str, dict[str, Any]]:
+    dims = check_dimensions(group_by, "group_by")
+    source = choose_source(dims + list((filters or {}).keys()), since, until)
+    where = build_where(source, since, until, filters)
+    select = ", ".join(dims + measures(source))
+    group = f"GROUP BY {', '.join(dims)}" if dims else ""
+    order = "ORDER BY cost_usd DESC, events DESC" + (f", {', '.join(dims)}" if dims else "")
+    return f"SELECT {select} FROM {source.table} {where.sql()} {group} {order}", where.params
+
+
+def spend_over_time_sql(
+    bucket: str,
+    group_by: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    filters: dict[str, list[str]] | None,
+) -> tuple[str, dict[str, Any]]:
+    if bucket not in BUCKETS:
+        raise WarehouseError(f"bucket: {bucket!r} is not one of {', '.join(BUCKETS)}")
+    dims = check_dimensions([group_by] if group_by else [], "group_by")
+    source = choose_source(dims + list((filters or {}).keys()), since, until)
+    where = build_where(source, since, until, filters)
+    # DateTime64, not DateTime: chDB hands a DateTime to Arrow as a bare UInt32.
+    bucket_expr = f"toDateTime64({BUCKETS[bucket]}({source.time_column}), 0, 'UTC') AS bucket"
+    select = ", ".join([bucket_expr] + dims + measures(source))
+    keys = ", ".join(["bucket"] + dims)
+    return f"SELECT {select} FROM {source.table} {where.sql()} GROUP BY {keys} ORDER BY {keys}", where.params
+
+
+def distinct_values_sql(dim: str, since: datetime | None, until: datetime | None) -> tuple[str, dict[str, Any]]:
+    check_dimensions([dim], "dim")
+    source = choose_source([dim], since, until)
+    where = build_where(source, since, until, None)
+    return f"SELECT DISTINCT {dim} AS value FROM {source.table} {where.sql()} ORDER BY value", where.params
+
+
+FRESHNESS_SQL = (
+    "SELECT max(ts) AS last_event_ts, max(loaded_at) AS last_loaded_at, count() AS events FROM priced_events"
+)

@@ -1,0 +1,74 @@
+"""Render a query result for people (aligned table) or programs (JSON, CSV), with money printed exactly."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import polars as pl
+
+FORMATS = ("table", "json", "csv")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")  # exact: never through float
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return value
+
+
+def _is_numeric(dtype: pl.DataType) -> bool:
+    return dtype.is_numeric() or isinstance(dtype, pl.Decimal)
+
+
+def render_report(df: pl.DataFrame, fmt: str = "table") -> str:
+    """fmt: "table" (aligned, numbers right-aligned), "json" (array of objects, Decimals as strings) or "csv"."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    rows = df.rows()
+    if fmt == "json":
+        return orjson.dumps(
+            [{name: _json_value(value) for name, value in zip(df.columns, row)} for row in rows],
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(df.columns)
+        writer.writerows([[_text(v) for v in row] for row in rows])
+        return out.getvalue()
+    cells = [[_text(v) if v != "" else "(none)" for v in row] for row in rows]
+    widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(df.columns)]
+    right = [_is_numeric(dtype) for dtype in df.dtypes]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    lines = [line(list(df.columns)), line(["-" * w for w in widths])]
+    lines += [line(row) for row in cells]
+    if not rows:
+        lines.append("(no rows)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,282 @@
+"""`Warehouse`: exact, deduplicated inserts of priced events and the spend queries, over any backend.
+
+Dedupe protocol (at-least-once in, exactly-once totals out):
+1. the batch is deduplicated by event_id in Python (first copy wins);
+2. it is written to a staging table (Memory engine, emptied before and after);
+3. ONE statement moves to `priced_events` only the staged rows whose event_id is not stored yet
+   (anti-join limited to the batch's time range, so partition and primary-key pruning apply);
+4. the materialized view therefore only ever sees new rows, and the hourly rollup stays exact.
+Inside one process the sequence runs under a lock. Remaining race: two loaders writing the same event
+at the same moment (during a consumer-group rebalance, against a ClickHouse server) can both pass the
+anti-join; ReplacingMergeTree then collapses the raw copy on merge but the rollup keeps both. chDB has a
+single owner process, so it cannot happen there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from warehouse import queries
+from warehouse.backends import (
+    Backend,
+    ChdbBackend,
+    ClickHouseBackend,
+    RemoteBackend,
+    WarehouseError,
+    WarehouseLocked,
+)
+from warehouse.endpoint import QueryEndpoint, read_live_endpoint
+from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
+
+log = logging.getLogger(__name__)
+
+TimeArg = datetime | date | str | None
+_COLUMN_LIST = ", ".join(f"`{name}`" for name in COLUMNS)
+
+
+def _new_rows_predicate(staging: str) -> str:
+    return (
+        "event_id NOT IN (SELECT event_id FROM priced_events"
+        f" WHERE ts >= (SELECT min(ts) FROM {staging}) AND ts <= (SELECT max(ts) FROM {staging})"
+        f" AND event_id IN (SELECT event_id FROM {staging}))"
+    )
+
+
+class Warehouse:
+    """Queries return Polars DataFrames (Arrow underneath); cost columns are exact Decimal(38,12)."""
+
+    def __init__(self, backend: Backend, *, writer: bool = False, staging_table: str = "priced_events_staging",
+                 on_close: Any = None):
+        self.backend = backend
+        self.writer = writer
+        self._staging = staging_table
+        self._staging_ready = False
+        self._on_close = on_close
+        # chDB: the backend's re-entrant lock, shared by every Warehouse of this process on that path.
+        self._insert_lock = getattr(backend, "insert_lock", None) or threading.Lock()
+        self.last_insert_seconds: float | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.backend.kind
+
+    # Writing ---------------------------------------------------------------------------------------
+
+    def insert_priced(self, events: list[dict[str, Any]]) -> int:
+        """Store PricedEvent JSON dicts (as `PricedEvent.to_json()` makes them); returns rows newly stored.
+        Already-stored event_ids are skipped. Raises WarehouseError naming the first invalid event."""
+        rows = []
+        for index, item in enumerate(events):
+            try:
+                rows.append(event_to_row(item))
+            except RowError as exc:
+                event_id = item.get("event_id") if isinstance(item, dict) else None
+                raise WarehouseError(f"event {index} (event_id={event_id!r}): {exc}") from None
+        return self.insert_rows(rows)
+
+    def insert_rows(self, rows: list[dict[str, Any]]) -> int:
+        """Insert rows already validated by `schema.event_to_row`, with the dedupe protocol above."""
+        if not self.backend.writable:
+            raise WarehouseError("this warehouse handle is read-only (another process owns it)")
+        unique: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault(row["event_id"], row)
+        if not unique:
+            return 0
+        table = rows_to_arrow(list(unique.values()))
+        started = time.perf_counter()
+        with self._insert_lock:
+            self._ensure_staging()
+            staging = self._staging
+            self.backend.command(f"TRUNCATE TABLE {staging}")
+            self.backend.insert_arrow(staging, table)
+            predicate = _new_rows_predicate(staging)
+            counted = self.backend.query_arrow(f"SELECT count() AS n FROM {staging} WHERE {predicate}")
+            new_rows = int(counted.column("n")[0].as_py())
+            if new_rows:
+                self.backend.command(
+                    f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"
+                    f" WHERE {predicate} LIMIT 1 BY event_id"
+                )
+            self.backend.command(f"TRUNCATE TABLE {staging}")
+        self.last_insert_seconds = time.perf_counter() - started
+        return new_rows
+
+    def _ensure_staging(self) -> None:
+        if not self._staging_ready:
+            # Recreated on each open so it always matches the current priced_events schema.
+            self.backend.command(f"DROP TABLE IF EXISTS {self._staging}")
+            self.backend.command(f"CREATE TABLE {self._staging} AS priced_events ENGINE = Memory")
+            self._staging_ready = True
+
+    # Reading ---------------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run a parameterized SELECT (`{name:Type}` placeholders) and return a DataFrame."""
+        return pl.from_arrow(self.backend.query_arrow(sql, params))  # type: ignore[return-value]
+
+    def spend(
+        self,
+        group_by: list[str],
+        since: TimeArg = None,
+        until: TimeArg = None,
+        filters: dict[str, list[str]] | None = None,
+    ) -> pl.DataFrame:
+        """Spend per combination of `group_by` dimensions over [since, until). Columns: the dimensions,
+        events, unpriced_events, input/output/cached_input/cache_write/reasoning tokens, cost_usd."""
+        sql, params = queries.spend_sql(
+            list(group_by), queries.to_utc(since, "since"), queries.to_utc(until, "until"), filters
+        )
+        return self.query(sql, params)
+
+    def spend_over_time(
+        self,
+        bucket: str = "hour",
+        group_by: str | None = None,
+        since: TimeArg = None,
+        until: TimeArg = None,
+        filters: dict[str, list[str]] | None = None,
+    ) -> pl.DataFrame:
+        """Spend per time bucket ("hour" or "day", UTC), optionally split by one dimension."""
+        sql, params = queries.spend_over_time_sql(
+            bucket, group_by, queries.to_utc(since, "since"), queries.to_utc(until, "until"), filters
+        )
+        return self.query(sql, params)
+
+    def distinct_values(self, dim: str, since: TimeArg = None, until: TimeArg = None) -> list[str]:
+        sql, params = queries.distinct_values_sql(dim, queries.to_utc(since, "since"), queries.to_utc(until, "until"))
+        return [str(v) for v in self.backend.query_arrow(sql, params).column("value").to_pylist()]
+
+    def freshness(self) -> dict[str, Any]:
+        """{"last_event_ts", "last_loaded_at", "events"}; times are aware UTC datetimes, None when empty."""
+        row = self.backend.query_arrow(queries.FRESHNESS_SQL).to_pylist()[0]
+        events = int(row["events"])
+
+        def moment(value: datetime | None) -> datetime | None:
+            if events == 0 or value is None:
+                return None
+            return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+        return {
+            "last_event_ts": moment(row["last_event_ts"]),
+            "last_loaded_at": moment(row["last_loaded_at"]),
+            "events": events,
+        }
+
+    def close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+    def __enter__(self) -> "Warehouse":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# Opening: one chDB owner per path ---------------------------------------------------------------------
+
+
+class _OwnedPath:
+    """The chDB session this process holds, its query endpoint, and how many Warehouses use it."""
+
+    def __init__(self, backend: ChdbBackend, endpoint: QueryEndpoint | None):
+        self.backend = backend
+        self.endpoint = endpoint
+        self.users = 0
+
+
+_owned: dict[Path, _OwnedPath] = {}
+_owned_lock = threading.Lock()
+
+
+def _release(path: Path) -> None:
+    with _owned_lock:
+        owned = _owned.get(path)
+        if owned is None:
+            return
+        owned.users -= 1
+        if owned.users > 0:
+            return
+        del _owned[path]
+    if owned.endpoint is not None:
+        owned.endpoint.stop()
+    owned.backend.close()
+
+
+def _open_chdb(path: Path, data_dir: Path, serve: bool) -> Warehouse:
+    with _owned_lock:
+        owned = _owned.get(path)
+        if owned is None:
+            if _owned:
+                other = next(iter(_owned))
+                raise WarehouseError(
+                    f"this process already has the chDB warehouse {other} open; chDB allows one path per process"
+                )
+            backend = ChdbBackend(path)
+            try:
+                apply_migrations(backend)
+                endpoint = QueryEndpoint(backend, data_dir).start() if serve else None
+            except Exception:
+                backend.close()
+                raise
+            owned = _owned[path] = _OwnedPath(backend, endpoint)
+        owned.users += 1
+    return Warehouse(owned.backend, writer=True, on_close=lambda: _release(path))
+
+
+def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, wait_seconds: float = 10.0) -> Warehouse:
+    """The warehouse for `settings`: a ClickHouse server if `clickhouse_url` is set; otherwise chDB at
+    `settings.warehouse_path`, opened directly (and served to other processes) when no other live process
+    owns it, or read through the owner's HTTP endpoint when one does. writer=True refuses to read remotely."""
+    if settings.clickhouse_url:
+        backend = ClickHouseBackend(settings.clickhouse_url)
+        if writer:
+            apply_migrations(backend)
+        staging = f"priced_events_staging_{uuid.uuid4().hex[:12]}"  # per process: loaders may run side by side
+        warehouse = Warehouse(backend, writer=writer, staging_table=staging)
+        warehouse._on_close = lambda: _close_server_handle(warehouse)
+        return warehouse
+
+    path = Path(settings.warehouse_path).resolve()
+    data_dir = Path(settings.data_dir).resolve()
+    if path in _owned:
+        return _open_chdb(path, data_dir, serve)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        url = read_live_endpoint(data_dir)
+        if url is not None:
+            if writer:
+                raise WarehouseLocked(
+                    f"warehouse {path} is owned by another process (endpoint {url}); "
+                    "stop it before starting a writer (the loader must own the warehouse)"
+                )
+            return Warehouse(RemoteBackend(url))
+        try:
+            return _open_chdb(path, data_dir, serve)
+        except WarehouseLocked:
+            # Locked but not yet advertised: the owner is starting up. Poll for its endpoint file.
+            if time.monotonic() > deadline:
+                raise WarehouseLocked(
+                    f"warehouse {path} is locked by another process that advertises no query endpoint "
+                    f"in {data_dir}; is an old tokenmeter process still running?"
+                ) from None
+            time.sleep(0.1)
+
+
+def _close_server_handle(warehouse: Warehouse) -> None:
+    if warehouse._staging_ready:
+        try:
+            warehouse.backend.command(f"DROP TABLE IF EXISTS {warehouse._staging}")
+        except WarehouseError as exc:
+            log.warning("could not drop staging table %s: %s", warehouse._staging, exc)
+    warehouse.backend.close()
