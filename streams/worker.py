@@ -127,8 +127,10 @@ def _update_table(stream, table, events, aggregates: dict[tuple[int, str], Aggre
     """One table write per scope and hour per batch (not per event: that drops Faust to ~1k events/s).
 
     Faust writes a table change to the changelog partition of the *current event*, so set the current event to
-    one from the same input partition before writing its aggregates.
+    one from the same input partition before writing its aggregates. Faust's take buffer may be parked on the
+    next event meanwhile and reads `current_event` when it resumes: restore it afterwards, never leave None.
     """
+    previous = stream.current_event
     last_event_of_partition = {e.message.partition: e for e in events}
     by_partition: dict[int, list[tuple[str, Aggregate]]] = {}
     for (partition, key), delta in aggregates.items():
@@ -137,7 +139,7 @@ def _update_table(stream, table, events, aggregates: dict[tuple[int, str], Aggre
         stream._set_current_event(last_event_of_partition[partition])
         for key, delta in items:
             table[key] = Aggregate.from_json(table[key]).add(delta).to_json()
-    stream._set_current_event(None)
+    stream._set_current_event(previous)
 
 
 def run_worker(settings: Settings) -> None:

@@ -76,6 +76,19 @@ def broker() -> None:
 
 
 @main.command()
+def topics() -> None:
+    """Create tokenmeter's topics on the configured Kafka (idempotent); for production clusters."""
+    from tokenmeter.broker import BrokerError, ensure_topics
+
+    s = _settings()
+    try:
+        ensure_topics(s.bootstrap_servers, s.partitions, timeout=60)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"topics ready on {s.bootstrap_servers}")
+
+
+@main.command()
 def worker() -> None:
     """Run the Faust stream worker: validate, meter, price, aggregate."""
     from streams import run_worker
