@@ -191,5 +191,22 @@ def bench(events: int, as_json: bool) -> None:
     run_bench(events, as_json, _settings())
 
 
+def _register_stage_commands() -> None:
+    """Command groups owned by a stage (`tokenmeter collect ...`, `tokenmeter prices ...`) plug in here."""
+    import importlib
+
+    for module_name, attribute in (("collectors.cli", "collect"), ("streams.pricing.cli", "prices")):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        main.add_command(getattr(module, attribute))
+
+
+_register_stage_commands()
+
+
 if __name__ == "__main__":
     main()
