@@ -17,3 +17,19 @@ def kafka_bootstrap() -> str:
     log_path = os.path.join(tempfile.gettempdir(), f"tokenmeter-test-broker-{os.getpid()}.log")
     with embedded_broker("127.0.0.1", free_port(), partitions=4, log_path=log_path) as bootstrap:
         yield bootstrap
+
+
+def pytest_setup_options():
+    """Headless Chromium for dash_duo, whether or not `--headless` is passed (CI and laptops alike)."""
+    import shutil
+
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--no-first-run", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    chromium = os.environ.get("DASH_TEST_CHROMEPATH") or shutil.which("chromium")
+    if chromium:
+        options.binary_location = chromium
+    return options

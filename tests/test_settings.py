@@ -1,0 +1,51 @@
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from tokenmeter.cli import main
+from tokenmeter.settings import SettingsError, ensure_port_free, load_settings
+
+
+def test_defaults(monkeypatch):
+    for var in ("TOKENMETER_KAFKA_BOOTSTRAP", "TOKENMETER_CLICKHOUSE_URL", "TOKENMETER_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    s = load_settings()
+    assert s.embedded_broker and s.bootstrap_servers == "127.0.0.1:9092"
+    assert (s.dash_port, s.api_port, str(s.data_dir)) == (8050, 6066, ".tokenmeter")
+
+
+def test_every_bad_variable_is_reported_at_once(monkeypatch):
+    monkeypatch.setenv("TOKENMETER_DASH_PORT", "eighty")
+    monkeypatch.setenv("TOKENMETER_PARTITIONS", "0")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "TOKENMETER_DASH_PORT" in str(err.value) and "TOKENMETER_PARTITIONS" in str(err.value)
+
+
+def test_yaml_file_below_environment(monkeypatch, tmp_path):
+    config = tmp_path / "tokenmeter.yaml"
+    config.write_text("dash_port: 9000\napi_port: 9001\n")
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    monkeypatch.setenv("TOKENMETER_API_PORT", "7000")
+    s = load_settings()
+    assert (s.dash_port, s.api_port) == (9000, 7000)
+
+
+def test_port_in_use_names_the_variable():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SettingsError, match="TOKENMETER_DASH_PORT"):
+            ensure_port_free("127.0.0.1", port, "dash_port")
+
+
+def test_cli_reports_a_busy_dashboard_port(monkeypatch):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        monkeypatch.setenv("TOKENMETER_DASH_PORT", str(busy.getsockname()[1]))
+        result = CliRunner().invoke(main, ["dash"])
+    assert result.exit_code != 0
+    assert "TOKENMETER_DASH_PORT" in result.output

@@ -1,0 +1,66 @@
+"""`tokenmeter up --demo` as a new user runs it: within 60 s of the command the dashboard shows cost by team in a
+real browser, and SIGTERM stops every child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tokenmeter.settings import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+ROOT = Path(__file__).resolve().parents[1]
+
+COST_BY_TEAM = """
+const el = document.querySelector("[id='{\\"panel\\":\\"cost_by_team\\",\\"type\\":\\"overview-graph\\"}'] .js-plotly-plot");
+return el && el.data && el.data.length ? el.data.flatMap(t => (t.x || []).map((x, i) => [x, t.y[i]])) : [];
+"""
+
+
+def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
+    dash_port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path / "data"),
+               TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()), TOKENMETER_API_PORT=str(free_port()),
+               TOKENMETER_DASH_PORT=str(dash_port), TOKENMETER_DEMO_EVENTS_PER_S="20")
+    url = f"http://127.0.0.1:{dash_port}/"
+    log = open(tmp_path / "up.log", "w")
+    launched = time.monotonic()
+    up = subprocess.Popen([sys.executable, "-m", "tokenmeter", "up", "--demo"], env=env, stdout=log,
+                          stderr=subprocess.STDOUT, cwd=tmp_path)
+    children: list[psutil.Process] = []
+    try:
+        def started() -> bool:
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            return "Press Ctrl-C" in (tmp_path / "up.log").read_text()
+
+        WebDriverWait(None, 60, poll_frequency=0.5).until(lambda _: started())
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert {"broker", "worker", "load", "dash", "demo"} <= {c.cmdline()[-1] for c in children}
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+        dash_duo.driver.get(url)
+        remaining = max(1.0, 60 - (time.monotonic() - launched))
+        bars = WebDriverWait(dash_duo.driver, remaining, poll_frequency=1).until(
+            lambda d: [b for b in d.execute_script(COST_BY_TEAM) if b[1] and b[1] > 0])
+        teams = {team for team, _ in bars}
+        assert teams & {"search", "support-bot", "data-science", "growth", "platform"}
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(40)
+        finally:
+            if up.poll() is None:
+                up.kill()
+            log.close()
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"orphans after SIGTERM: {[p.cmdline() for p in alive]}"
+    assert up.returncode == 0
