@@ -1,0 +1,25 @@
+"""`tokenmeter bench` runs its three measurements and reports them (figures are not asserted: speed is measured
+by the benchmark, not by tests)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_json_reports_all_figures(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "tokenmeter", "bench", "--events", "400", "--json"], env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("raw_events_per_s", "naive_events_per_s", "pipeline_events_per_s", "peak_rss_mb",
+                "pipeline_vs_naive", "pipeline_vs_raw"):
+        assert figures[key] > 0, key
+    assert figures["events"] == 400
