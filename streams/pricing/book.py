@@ -91,6 +91,7 @@ class PriceBook:
         self.catalog_version = catalog_version
         self.overrides = overrides
         self._resolutions: dict[tuple[str, str], Resolution] = {}
+        self._refs: dict[tuple[str, int, str | None], PriceRef] = {}
 
     def resolve(self, provider: str, model: str) -> Resolution:
         key = (provider, model)
@@ -100,6 +101,20 @@ class PriceBook:
                 self._resolutions.clear()
             found = self._resolutions[key] = self.resolver.resolve(provider, model)
         return found
+
+    def _price_ref(self, entry_key: str, version: PriceVersion, override: str | None) -> PriceRef:
+        """One PriceRef per entry, version and override (not per event: building it was ~10% of the hot path).
+        Shared instances are never mutated."""
+        key = (entry_key, id(version), override)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._refs[key] = PriceRef.model_construct(
+                entry=entry_key,
+                effective_from=_iso(version.effective_from),
+                catalog_version=self.catalog_version,
+                override=override,
+            )
+        return ref
 
     def price(self, event: UsageEvent, usage: Usage) -> PriceResult:
         resolution = self.resolve(event.provider, event.model)
@@ -116,12 +131,7 @@ class PriceBook:
                 first = _iso(entry.versions[0].effective_from) if entry.versions else "never"
                 return unpriced(
                     f"no price for {entry.key} in force at {event.ts.isoformat()} (first price from {first})")
-        ref = PriceRef.model_construct(
-            entry=entry.key,
-            effective_from=_iso(version.effective_from),
-            catalog_version=self.catalog_version,
-            override=rule.name if rule else None,
-        )
+        ref = self._price_ref(entry.key, version, rule.name if rule else None)
         tier = service_tier_of(event)
         long_context = version.long_context_above is not None and usage.input_tokens > version.long_context_above
         prices = version.price_set(tier, long_context)
