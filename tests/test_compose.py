@@ -8,7 +8,7 @@ from tokenmeter.cli import main
 from tokenmeter.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-OUR_SERVICES = {"topics", "worker", "loader", "dashboard"}
+OUR_SERVICES = {"topics", "worker", "loader", "dashboard", "collector-http", "collector-otel-kafka"}
 
 
 def load_compose() -> dict:
@@ -24,12 +24,19 @@ def test_compose_has_production_services():
 
 def test_our_services_run_real_commands_with_known_settings():
     services = load_compose()["services"]
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    settings_vars = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     for name in OUR_SERVICES:
         service = services[name]
-        assert service["command"][0] in main.commands, f"{name}: unknown command {service['command']}"
+        command = main
+        for word in service["command"]:  # walk `collect http` down to the command that runs
+            if word.startswith("-") or not hasattr(command, "commands"):
+                break
+            assert word in command.commands, f"{name}: unknown command {service['command']}"
+            command = command.commands[word]
+        # A variable is either a setting or the env fallback of one of this command's own options.
+        option_vars = {p.envvar for p in command.params if getattr(p, "envvar", None)}
         env = service["environment"]
-        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - known
+        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - settings_vars - option_vars
         assert not unknown, f"{name}: variables the settings code does not read: {unknown}"
         # Production points at the real Kafka and ClickHouse, not the embedded defaults.
         assert env["TOKENMETER_KAFKA_BOOTSTRAP"] == "kafka:9092"

@@ -195,7 +195,11 @@ def _register_stage_commands() -> None:
     """Command groups owned by a stage (`tokenmeter collect ...`, `tokenmeter prices ...`) plug in here."""
     import importlib
 
-    for module_name, attribute in (("collectors.cli", "collect"), ("streams.pricing.cli", "prices")):
+    for module_name, attribute in (
+        ("collectors.cli", "collect"),
+        ("streams.pricing.cli", "prices"),
+        ("streams.budgets.cli", "budget"),
+    ):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

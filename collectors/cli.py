@@ -1,0 +1,163 @@
+"""`tokenmeter collect http|file|kafka`: run one collector mode until SIGTERM/SIGINT.
+
+Kafka, bind address and data dir come from tokenmeter's settings (TOKENMETER_KAFKA_BOOTSTRAP, TOKENMETER_HOST,
+TOKENMETER_DATA_DIR); mode options are CLI options with TOKENMETER_COLLECT_* environment fallbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import signal
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import click
+import yaml
+
+from tokenmeter.settings import Settings, SettingsError, load_settings
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'5MB' -> 5242880 (binary units; KB/KiB/K alike)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a size such as 5MB, 512KB or 1048576")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def _mapping(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from collectors import AttributionMapping
+
+    try:
+        return AttributionMapping.from_dict(yaml.safe_load(path.read_text()) or {})
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise click.ClickException(f"--mapping {path}: {exc}") from None
+
+
+def _dialect_choice() -> click.Choice:
+    from collectors import DIALECTS
+
+    return click.Choice(["auto", *DIALECTS])
+
+
+def run_until_signal(make: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await make(stop)
+
+    asyncio.run(main())
+
+
+mapping_option = click.option(
+    "--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="TOKENMETER_COLLECT_MAPPING",
+    help="Attribution mapping YAML (which record field is team/project/...).")
+
+
+@click.group("collect")
+def collect() -> None:
+    """Collect gateway logs and traces into canonical events on Kafka (tokenmeter.usage)."""
+
+
+@collect.command("http")
+@click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True,
+              envvar="TOKENMETER_COLLECT_PORT")
+@click.option("--api-key", "api_keys", multiple=True, envvar="TOKENMETER_COLLECT_API_KEYS",
+              help="Accepted API key (repeatable; env: whitespace-separated).")
+@click.option("--api-keys-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="TOKENMETER_COLLECT_API_KEYS_FILE", help="File of API keys, one per line (# comments).")
+@click.option("--max-body-bytes", default="5MB", show_default=True, envvar="TOKENMETER_COLLECT_MAX_BODY_BYTES")
+@click.option("--kafka-timeout", type=float, default=10.0, show_default=True,
+              envvar="TOKENMETER_COLLECT_KAFKA_TIMEOUT", help="Seconds to wait for Kafka before answering 503.")
+@mapping_option
+def http_command(port: int, api_keys: tuple[str, ...], api_keys_file: Path | None, max_body_bytes: str,
+                 kafka_timeout: float, mapping: Path | None) -> None:
+    """HTTP ingest: POST /v1/events, /v1/traces (OTLP), /v1/logs/{dialect}; GET /healthz, /metrics."""
+    from collectors.http_ingest import serve_http
+    from collectors.sink import KafkaSink
+
+    settings = _settings()
+    keys = [k for k in api_keys if k.strip()]
+    if api_keys_file:
+        keys += [line.strip() for line in api_keys_file.read_text().splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+    limit = parse_size(max_body_bytes)
+    resolved = _mapping(mapping)
+    run_until_signal(lambda stop: serve_http(
+        KafkaSink(settings.bootstrap_servers, "collect:http", timeout_s=kafka_timeout),
+        settings.host, port, keys, limit, resolved, stop))
+
+
+@collect.command("file")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dialect", type=_dialect_choice(), required=True, envvar="TOKENMETER_COLLECT_DIALECT")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), envvar="TOKENMETER_COLLECT_CHECKPOINT",
+              help="Checkpoint file (default: <data_dir>/collect-file/<hash of PATH>.json).")
+@click.option("--batch-lines", type=click.IntRange(1), default=2000, show_default=True,
+              envvar="TOKENMETER_COLLECT_BATCH_LINES", help="Lines per Kafka write + checkpoint.")
+@click.option("--poll-interval", type=float, default=0.25, show_default=True, envvar="TOKENMETER_COLLECT_POLL_INTERVAL")
+@click.option("--exit-at-eof", is_flag=True, help="Stop at the end of the file instead of following it (backfills).")
+@mapping_option
+def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines: int, poll_interval: float,
+                 exit_at_eof: bool, mapping: Path | None) -> None:
+    """Tail a JSON-lines log file (rotation-aware, checkpointed after Kafka acknowledged)."""
+    from collectors.file_tail import FileTailer
+    from collectors.sink import KafkaSink
+
+    settings = _settings()
+    path = path.absolute()
+    if checkpoint is None:
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        checkpoint = settings.data_dir / "collect-file" / f"{path.name}.{digest}.json"
+    resolved = _mapping(mapping)
+    sink = KafkaSink(settings.bootstrap_servers, "collect:file")
+    tailer = FileTailer(path, None if dialect == "auto" else dialect, checkpoint, sink, mapping=resolved,
+                        batch_lines=batch_lines, poll_interval=poll_interval, exit_at_eof=exit_at_eof)
+    run_until_signal(tailer.run)
+
+
+@collect.command("kafka")
+@click.option("--topic", required=True, envvar="TOKENMETER_COLLECT_TOPIC", help="Source topic (e.g. otlp_spans).")
+@click.option("--dialect", type=_dialect_choice(), required=True, envvar="TOKENMETER_COLLECT_DIALECT")
+@click.option("--group", default=None, envvar="TOKENMETER_COLLECT_GROUP",
+              help="Consumer group (default: tokenmeter-collect-<topic>).")
+@click.option("--source-bootstrap", default=None, envvar="TOKENMETER_COLLECT_SOURCE_BOOTSTRAP",
+              help="Kafka of the source topic, if not tokenmeter's own.")
+@click.option("--from-beginning", is_flag=True, help="Without committed offsets, start at the oldest record.")
+@click.option("--batch-records", type=click.IntRange(1), default=1000, show_default=True,
+              envvar="TOKENMETER_COLLECT_BATCH_RECORDS")
+@click.option("--exit-when-idle", type=float, default=None, help="Stop after this many seconds without records.")
+@mapping_option
+def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap: str | None, from_beginning: bool,
+                  batch_records: int, exit_when_idle: float | None, mapping: Path | None) -> None:
+    """Bridge a gateway's own topic (Kong kafka-log, OTel collector kafka exporter) into tokenmeter.usage."""
+    from collectors.kafka_bridge import KafkaBridge
+    from collectors.sink import KafkaSink
+
+    settings = _settings()
+    bridge = KafkaBridge(
+        source_bootstrap or settings.bootstrap_servers, topic, None if dialect == "auto" else dialect,
+        group or f"tokenmeter-collect-{topic}", KafkaSink(settings.bootstrap_servers, "collect:kafka"),
+        mapping=_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
+        exit_when_idle=exit_when_idle)
+    run_until_signal(bridge.run)

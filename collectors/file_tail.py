@@ -1,0 +1,249 @@
+"""`tokenmeter collect file`: follow a JSON-lines log (Kong file-log, LiteLLM, APISIX file-logger, ...).
+
+Progress is a checkpoint {inode, offset, line} written atomically (temp file + fsync + os.replace) only AFTER
+Kafka acknowledged the batch's events and dead letters. So a crash (even kill -9) never loses a line; at worst
+the one batch in flight when it died is sent again, and its events carry the same deterministic event ids.
+A clean stop (SIGTERM/SIGINT) finishes the batch in flight and checkpoints it: nothing is sent twice.
+
+Rotation: when PATH gets a new inode (logrotate's rename + create), the old file is read to its end first,
+then the new one from 0. If we were down during a rotation, the checkpointed inode is looked up among the
+files next to PATH (app.log.1, ...) and finished first. Truncation (copytruncate) restarts at 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from collectors import AttributionMapping, DialectError, parse_record
+from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
+from tokenmeter.events import UsageEvent
+
+log = logging.getLogger("tokenmeter.collect.file")
+
+
+@dataclass
+class Checkpoint:
+    inode: int | None = None
+    offset: int = 0
+    line: int = 0  # lines consumed in this inode, so dead letters can name the line number
+
+    @classmethod
+    def load(cls, path: Path) -> "Checkpoint":
+        try:
+            data = json.loads(path.read_text())
+            return cls(int(data["inode"]), int(data["offset"]), int(data.get("line", 0)))
+        except FileNotFoundError:
+            return cls()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"checkpoint {path} is unreadable ({exc}); fix or delete it to start over") from None
+
+    def save(self, path: Path, source: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as handle:
+            json.dump({"path": str(source), "inode": self.inode, "offset": self.offset, "line": self.line}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+
+
+@dataclass
+class OpenFile:
+    handle: IO[bytes]
+    name: Path
+    inode: int
+    offset: int
+    line: int
+    finishing: bool = False  # a rotated-away file: read to its end, then move on
+
+
+class FileTailer:
+    def __init__(self, path: Path, dialect: str | None, checkpoint_path: Path, sink: KafkaSink, *,
+                 mapping: AttributionMapping | None = None, batch_lines: int = 2000, poll_interval: float = 0.25,
+                 exit_at_eof: bool = False, log_every_s: float = 30.0):
+        self.path = path
+        self.dialect = dialect
+        self.label = dialect or "auto"
+        self.checkpoint_path = checkpoint_path
+        self.sink = sink
+        self.mapping = mapping
+        self.batch_lines = batch_lines
+        self.poll_interval = poll_interval
+        self.exit_at_eof = exit_at_eof
+        self.log_every_s = log_every_s
+        self.checkpoint = Checkpoint.load(checkpoint_path)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
+        current: OpenFile | None = self._open_rotated_leftover()
+        try:
+            while not stop.is_set():
+                if current is None:
+                    current = self._open_current()
+                    if current is None:
+                        if self.exit_at_eof:
+                            break
+                        await _sleep(stop, self.poll_interval)
+                        continue
+                lines = self._read_lines(current, final=False)
+                if lines:
+                    if not await self._ship(current, lines, stop):
+                        break
+                    continue
+                # At the end of the file: rotated, truncated, or just nothing new yet?
+                if current.finishing or self._rotated(current):
+                    lines = self._read_lines(current, final=True)  # the writer may have added a last line
+                    if lines:
+                        if not await self._ship(current, lines, stop):
+                            break
+                        continue
+                    log.info("finished %s (inode %s) at line %s", current.name, current.inode, current.line)
+                    current.handle.close()
+                    current = None
+                    continue
+                if self._truncated(current):
+                    log.warning("%s was truncated; reading it again from the start", self.path)
+                    current.offset = current.line = 0
+                    current.handle.seek(0)
+                    continue
+                if self.exit_at_eof:
+                    break
+                await _sleep(stop, self.poll_interval)
+        finally:
+            if current is not None:
+                current.handle.close()
+            stop.set()
+            await reporter
+            await self.sink.stop()
+
+    # Files -------------------------------------------------------------------------------------------
+    def _open_rotated_leftover(self) -> OpenFile | None:
+        """After downtime spanning a rotation, the checkpointed inode lives on under another name."""
+        cp = self.checkpoint
+        if cp.inode is None or _inode(self.path) == cp.inode:
+            return None
+        for entry in os.scandir(self.path.parent):
+            try:
+                if entry.is_file() and entry.inode() == cp.inode and entry.stat().st_size >= cp.offset:
+                    log.info("resuming rotated file %s at offset %s", entry.path, cp.offset)
+                    handle = open(entry.path, "rb")
+                    handle.seek(cp.offset)
+                    return OpenFile(handle, Path(entry.path), cp.inode, cp.offset, cp.line, finishing=True)
+            except OSError:
+                continue
+        log.warning("checkpointed inode %s of %s is gone; starting the current file at 0", cp.inode, self.path)
+        return None
+
+    def _open_current(self) -> OpenFile | None:
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            return None
+        stat = os.fstat(handle.fileno())
+        cp = self.checkpoint
+        if cp.inode == stat.st_ino and stat.st_size >= cp.offset:
+            offset, line = cp.offset, cp.line
+        else:
+            offset = line = 0
+        handle.seek(offset)
+        log.info("reading %s (inode %s) from offset %s", self.path, stat.st_ino, offset)
+        return OpenFile(handle, self.path, stat.st_ino, offset, line)
+
+    def _rotated(self, current: OpenFile) -> bool:
+        return _inode(self.path) != current.inode
+
+    def _truncated(self, current: OpenFile) -> bool:
+        return os.fstat(current.handle.fileno()).st_size < current.offset
+
+    def _read_lines(self, current: OpenFile, final: bool) -> list[tuple[int, bytes, int]]:
+        """Up to batch_lines complete lines as (line number, text, end offset); a partial last line waits
+        for its newline unless the file is final (rotated away)."""
+        out: list[tuple[int, bytes, int]] = []
+        position, number = current.offset, current.line
+        current.handle.seek(position)
+        while len(out) < self.batch_lines:
+            raw = current.handle.readline()
+            if not raw or (not raw.endswith(b"\n") and not final):
+                break
+            position += len(raw)
+            number += 1
+            out.append((number, raw, position))
+        return out
+
+    # Shipping ----------------------------------------------------------------------------------------
+    async def _ship(self, current: OpenFile, lines: list[tuple[int, bytes, int]], stop: asyncio.Event) -> bool:
+        """Parse, publish, dead-letter, then checkpoint. False when stopped before Kafka acknowledged."""
+        events: list[UsageEvent] = []
+        letters: list[dict[str, Any]] = []
+        counters = self.sink.counters
+        for number, raw, _ in lines:
+            if not raw.strip():
+                continue
+            counters.count(self.label, "read")
+            try:
+                found = parse_record(raw.decode("utf-8"), self.dialect, self.mapping)
+            except UnicodeDecodeError as exc:
+                letters.append(self._letter(f"line {number}: not UTF-8 text: {exc}", raw, current, number))
+                continue
+            except DialectError as exc:
+                letters.append(self._letter(f"line {number}: {exc}", raw, current, number))
+                events.extend(exc.partial)  # the good entries of a partly bad batch line still count
+                continue
+            if not found:
+                counters.count(self.label, "skipped")
+            events.extend(found)
+        if not await self._until_acknowledged(stop, events, letters):
+            return False
+        counters.count(self.label, "rejected", len(letters))
+        current.offset, current.line = lines[-1][2], lines[-1][0]
+        self.checkpoint = Checkpoint(current.inode, current.offset, current.line)
+        self.checkpoint.save(self.checkpoint_path, current.name)
+        return True
+
+    def _letter(self, reason: str, raw: bytes, current: OpenFile, number: int) -> dict[str, Any]:
+        return self.sink.letter(reason, raw.rstrip(b"\r\n"), file=str(current.name), inode=current.inode,
+                                line=number, dialect=self.label)
+
+    async def _until_acknowledged(self, stop: asyncio.Event, events: list[UsageEvent],
+                                  letters: list[dict[str, Any]]) -> bool:
+        delay = 0.5
+        published = False
+        while True:
+            try:
+                if not published:
+                    await self.sink.publish(events, self.label)
+                    published = True
+                await self.sink.dead_letter(letters)
+                return True
+            except SinkUnavailable as exc:
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                if await _sleep(stop, delay):
+                    return False
+                delay = min(delay * 2, 30.0)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep unless stopped; True when stop was requested."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False

@@ -1,0 +1,276 @@
+"""`tokenmeter collect http`: an HTTP ingest endpoint that writes canonical events to Kafka.
+
+Routes
+    POST /v1/events          canonical event (object), batch (array) or JSON lines (application/x-ndjson);
+                             CloudEvents (application/cloudevents+json, application/cloudevents-batch+json)
+    POST /v1/traces          OTLP/HTTP traces, JSON or application/x-protobuf (gzip is decoded by aiohttp)
+    POST /v1/logs/{dialect}  gateway log entries: kong, apisix, litellm, ... or `auto` (detected per record);
+                             an object, an array (a batch), or newline-separated objects (APISIX `new_line`)
+    GET  /healthz, GET /metrics (Prometheus text)
+
+Answers: 202 {"accepted": N, "skipped": M} once Kafka acknowledged every event (OTLP gets 200 and an empty
+ExportTraceServiceResponse in the request's encoding, as the OTLP spec asks); 400 {"error", "errors": [{index,
+path, reason}]} for bad input; 401 bad/missing key; 413 body too large; 503 + Retry-After when Kafka does not
+acknowledge. A request with any bad record is rejected WHOLE (nothing written): the sender fixes or drops the
+listed records and re-sends, and since event ids are deterministic a re-send never double counts.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from collectors import DIALECTS, AttributionMapping, DialectError, parse_record
+from collectors.decode import decode
+from collectors.sink import KafkaSink, SinkUnavailable
+from tokenmeter.events import UsageEvent
+
+log = logging.getLogger("tokenmeter.collect.http")
+
+RETRY_AFTER_S = "5"
+NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-lines", "application/x-jsonlines"}
+CLOUDEVENT_TYPES = {"application/cloudevents+json", "application/cloudevents-batch+json"}
+OPEN_PATHS = {"/healthz", "/metrics"}
+
+
+@dataclass
+class RecordError:
+    index: int
+    reason: str
+    path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "path": self.path, "reason": self.reason}
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, errors: list[RecordError] | None = None):
+        super().__init__(message)
+        self.errors = errors or []
+
+
+def split_records(body: bytes, content_type: str, dialect: str | None) -> list[Any]:
+    """The records of a body: JSON lines split per line; a JSON array split when the dialect batches."""
+    if not body.strip():
+        raise BadRequest("empty body")
+    if content_type in NDJSON_TYPES:
+        return _lines(body)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if body.count(b"\n") >= 1:  # newline-separated objects sent as application/json (APISIX new_line)
+            return _lines(body)
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    batches = dialect is None or DIALECTS[dialect].arrays_are_batches
+    if isinstance(value, list) and batches:
+        return value
+    return [value]
+
+
+def _lines(body: bytes) -> list[Any]:
+    records, errors = [], []
+    for number, line in enumerate(body.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            errors.append(RecordError(number, f"line {number + 1} is not valid JSON: {exc}"))
+    if errors:
+        raise BadRequest(f"{len(errors)} line(s) are not valid JSON", errors)
+    return records
+
+
+def parse_all(records: list[Any], dialect: str | None,
+              mapping: AttributionMapping | None) -> tuple[list[UsageEvent], int]:
+    """(events, records holding no LLM call), or BadRequest listing every failing record by index."""
+    events: list[UsageEvent] = []
+    errors: list[RecordError] = []
+    skipped = 0
+    for index, record in enumerate(records):
+        try:
+            found = parse_record(record, dialect, mapping)
+        except DialectError as exc:
+            errors.append(RecordError(index, exc.reason, exc.path))
+            continue
+        skipped += not found
+        events.extend(found)
+    if errors:
+        raise BadRequest(f"{len(errors)} of {len(records)} record(s) rejected; nothing was written", errors)
+    return events, skipped
+
+
+class IngestServer:
+    def __init__(self, sink: KafkaSink, api_keys: list[str], max_body_bytes: int,
+                 mapping: AttributionMapping | None = None):
+        self.sink = sink
+        self.api_keys = [k.encode() for k in api_keys if k]
+        self.max_body_bytes = max_body_bytes
+        self.mapping = mapping
+        self.requests: dict[tuple[str, int], int] = defaultdict(int)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body_bytes,
+                              middlewares=[self._count_requests, self._authenticate])
+        app.router.add_post("/v1/events", self.post_events)
+        app.router.add_post("/v1/traces", self.post_traces)
+        app.router.add_post("/v1/logs/{dialect}", self.post_logs)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    # Middlewares ---------------------------------------------------------------------------------
+    @web.middleware
+    async def _count_requests(self, request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "other"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self.requests[(route, exc.status)] += 1
+            raise
+        self.requests[(route, response.status)] += 1
+        return response
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+        if self.api_keys and request.path not in OPEN_PATHS and not self._key_ok(request):
+            return _json({"error": "missing or invalid API key (Authorization: Bearer <key> or x-api-key)"}, 401,
+                         headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    def _key_ok(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        given_bytes = given.encode()
+        # Compare with every key, no early exit, so timing does not reveal which key nearly matched.
+        matched = False
+        for key in self.api_keys:
+            matched |= hmac.compare_digest(given_bytes, key)
+        return matched and bool(given)
+
+    # Handlers -------------------------------------------------------------------------------------
+    async def post_events(self, request: web.Request) -> web.Response:
+        dialect = "cloudevents" if request.content_type in CLOUDEVENT_TYPES else "canonical"
+        return await self._ingest(request, dialect)
+
+    async def post_logs(self, request: web.Request) -> web.Response:
+        name = request.match_info["dialect"]
+        if name != "auto" and name not in DIALECTS:
+            return _json({"error": f"unknown dialect {name!r}", "known": ["auto", *DIALECTS]}, 404)
+        return await self._ingest(request, None if name == "auto" else name)
+
+    async def post_traces(self, request: web.Request) -> web.Response:
+        protobuf = request.content_type == "application/x-protobuf"
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            if protobuf:
+                try:
+                    record = decode(body) if body.strip() else {}
+                except DialectError as exc:
+                    raise BadRequest(f"not OTLP protobuf TracesData: {exc.reason}") from None
+                records = [record]
+            else:
+                records = split_records(body, request.content_type, "otel")
+            events, skipped = parse_all(records, "otel", self.mapping)
+        except BadRequest as exc:
+            return self._bad_request(exc, "otel", 1)
+        response = await self._publish(events, "otel", 1, skipped)
+        if response.status != 202:
+            return response
+        headers = {"X-Tokenmeter-Accepted": str(len(events))}
+        if protobuf:  # an empty ExportTraceServiceResponse: full success
+            return web.Response(body=b"", status=200, content_type="application/x-protobuf", headers=headers)
+        return _json({}, 200, headers=headers)
+
+    async def _ingest(self, request: web.Request, dialect: str | None) -> web.Response:
+        label = dialect or "auto"
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        records: list[Any] = []
+        try:
+            records = split_records(body, request.content_type, dialect)
+            events, skipped = parse_all(records, dialect, self.mapping)
+        except BadRequest as exc:
+            return self._bad_request(exc, label, max(len(records), 1))
+        return await self._publish(events, label, len(records), skipped)
+
+    async def _body(self, request: web.Request) -> bytes | web.Response:
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            return self._too_large()
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large()
+
+    def _too_large(self) -> web.Response:
+        return _json({"error": f"body exceeds the {self.max_body_bytes} byte limit; send smaller batches"}, 413)
+
+    def _bad_request(self, exc: BadRequest, dialect: str, records: int) -> web.Response:
+        self.sink.counters.count(dialect, "read", records)
+        self.sink.counters.count(dialect, "rejected", len(exc.errors) or records)
+        return _json({"error": str(exc), "errors": [e.to_json() for e in exc.errors[:100]],
+                      "error_count": len(exc.errors)}, 400)
+
+    async def _publish(self, events: list[UsageEvent], dialect: str, records: int, skipped: int) -> web.Response:
+        self.sink.counters.count(dialect, "read", records)
+        try:
+            await self.sink.publish(events, dialect)
+        except SinkUnavailable as exc:
+            log.warning("503: %s", exc)
+            return _json({"error": "event store unavailable, retry later", "detail": str(exc)}, 503,
+                         headers={"Retry-After": RETRY_AFTER_S})
+        self.sink.counters.count(dialect, "skipped", skipped)
+        return _json({"accepted": len(events), "skipped": skipped}, 202)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        c = self.sink.counters
+        return _json({"status": "ok", "read": c.read, "written": c.written, "rejected": c.rejected,
+                      "skipped": c.skipped}, 200)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        c = self.sink.counters
+        lines = ["# HELP tokenmeter_collect_http_requests_total HTTP requests by route and status.",
+                 "# TYPE tokenmeter_collect_http_requests_total counter"]
+        for (route, status), n in sorted(self.requests.items()):
+            lines.append(f'tokenmeter_collect_http_requests_total{{route="{route}",code="{status}"}} {n}')
+        for what, help_text in (("read", "records received"), ("written", "events accepted (Kafka acknowledged)"),
+                                ("rejected", "records rejected as bad input")):
+            name = f"tokenmeter_collect_records_{what}_total" if what != "written" else \
+                "tokenmeter_collect_events_accepted_total"
+            lines += [f"# HELP {name} {help_text.capitalize()}, by dialect.", f"# TYPE {name} counter"]
+            for dialect, counts in sorted(c.by_dialect.items()):
+                lines.append(f'{name}{{dialect="{dialect}"}} {counts.get(what, 0)}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+async def serve_http(sink: KafkaSink, host: str, port: int, api_keys: list[str], max_body_bytes: int,
+                     mapping: AttributionMapping | None, stop) -> None:  # noqa: ANN001 - asyncio.Event
+    if not api_keys:
+        log.warning("!!! NO API KEYS CONFIGURED: /v1/* accepts writes from anyone who can reach %s:%s. "
+                    "Use --api-key / --api-keys-file (TOKENMETER_COLLECT_API_KEYS) in production. !!!", host, port)
+    await sink.start()
+    server = IngestServer(sink, api_keys, max_body_bytes, mapping)
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("collect http listening on http://%s:%s (Kafka %s)", host, port, sink.bootstrap_servers)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await sink.stop()

@@ -1,0 +1,166 @@
+"""The Kafka writer every collector mode shares: canonical events as keyed micro-batches, plus dead letters.
+
+A message value is a JSON array of canonical events sharing one partition key (`partition_key`), at most
+`MAX_EVENTS_PER_MESSAGE` events and about `MAX_MESSAGE_BYTES` each: the worker's cost is per message, not per
+event. `publish` and `dead_letter` return only after the broker acknowledged every message, so a caller may
+then commit its own progress (HTTP 202, a file checkpoint, source offsets). Any failure to get that
+acknowledgement raises `SinkUnavailable`; nothing is then known to be written and the caller must retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from tokenmeter import topics
+from tokenmeter.events import UsageEvent, partition_key
+
+log = logging.getLogger("tokenmeter.collect")
+
+MAX_EVENTS_PER_MESSAGE = 500
+MAX_MESSAGE_BYTES = 900_000  # under Kafka's default 1 MB message.max.bytes, leaving room for framing
+
+
+class SinkUnavailable(Exception):
+    """The broker did not acknowledge (down, unreachable, timed out): retry later."""
+
+
+@dataclass
+class Counters:
+    read: int = 0  # records read from the source (lines, array entries, Kafka records)
+    written: int = 0  # canonical events acknowledged on the usage topic
+    rejected: int = 0  # records that could not become events (dead-lettered or refused)
+    skipped: int = 0  # records holding no LLM call (non-AI routes, non-GenAI spans)
+    by_dialect: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+
+    def count(self, dialect: str, what: str, n: int = 1) -> None:
+        setattr(self, what, getattr(self, what) + n)
+        self.by_dialect[dialect][what] += n
+
+    def summary(self) -> str:
+        return f"read={self.read} written={self.written} rejected={self.rejected} skipped={self.skipped}"
+
+
+def dead_letter_record(reason: str, payload: Any, stage: str, **context: Any) -> dict[str, Any]:
+    """Same shape as the worker's dead letters: {reason, stage, payload, at, ...context}."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        payload = bytes(payload).decode("utf-8", errors="replace")
+    return {"reason": reason, "stage": stage, "payload": payload, **context,
+            "at": datetime.now(timezone.utc).isoformat()}
+
+
+def encode_batches(events: Iterable[UsageEvent]) -> list[tuple[bytes, bytes]]:
+    """(key, value) messages: events grouped by partition key, chunked by count and size, order kept."""
+    groups: dict[bytes, list[bytes]] = defaultdict(list)
+    for event in events:
+        groups[partition_key(event)].append(orjson.dumps(event.model_dump(mode="json", exclude_none=True)))
+    messages: list[tuple[bytes, bytes]] = []
+    for key, encoded in groups.items():
+        chunk: list[bytes] = []
+        size = 2
+        for item in encoded:
+            if chunk and (len(chunk) >= MAX_EVENTS_PER_MESSAGE or size + len(item) + 1 > MAX_MESSAGE_BYTES):
+                messages.append((key, b"[" + b",".join(chunk) + b"]"))
+                chunk, size = [], 2
+            chunk.append(item)
+            size += len(item) + 1
+        if chunk:
+            messages.append((key, b"[" + b",".join(chunk) + b"]"))
+    return messages
+
+
+class KafkaSink:
+    """Lazily connected producer; a failed connection is retried on the next send (the broker may come back)."""
+
+    def __init__(self, bootstrap_servers: str, stage: str, *, topic: str = topics.USAGE,
+                 deadletter_topic: str = topics.DEADLETTER, timeout_s: float = 10.0):
+        self.bootstrap_servers = bootstrap_servers
+        self.stage = stage
+        self.topic = topic
+        self.deadletter_topic = deadletter_topic
+        self.timeout_s = timeout_s
+        self.counters = Counters()
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> bool:
+        """Connect now; False (logged) when the broker is unreachable, sends will retry."""
+        try:
+            await self._ensure_producer()
+            return True
+        except SinkUnavailable as exc:
+            log.warning("%s: broker %s not reachable yet: %s", self.stage, self.bootstrap_servers, exc)
+            return False
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is not None:
+                return self._producer
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=5,
+                max_request_size=1_048_576, request_timeout_ms=int(self.timeout_s * 1000),
+            )
+            try:
+                await asyncio.wait_for(producer.start(), self.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any start failure means "broker unavailable"
+                await _quiet_stop(producer)
+                raise SinkUnavailable(f"cannot connect to Kafka at {self.bootstrap_servers}: {exc!r}") from None
+            self._producer = producer
+            return producer
+
+    async def _send_all(self, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        if not messages:
+            return
+        producer = await self._ensure_producer()
+        try:
+            futures = [await producer.send(topic, value, key=key) for key, value in messages]
+            await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+        except Exception as exc:  # noqa: BLE001
+            # Drop the producer: after a timeout its state is unknown; the next send reconnects.
+            async with self._lock:
+                if self._producer is producer:
+                    self._producer = None
+            await _quiet_stop(producer)
+            raise SinkUnavailable(f"Kafka did not acknowledge {len(messages)} message(s) on {topic}: {exc!r}") from None
+
+    async def publish(self, events: list[UsageEvent], dialect: str = "?") -> int:
+        """Write events and wait for the acknowledgement; returns how many were written."""
+        await self._send_all(self.topic, encode_batches(events))
+        self.counters.count(dialect, "written", len(events))
+        return len(events)
+
+    async def dead_letter(self, letters: list[dict[str, Any]]) -> None:
+        await self._send_all(self.deadletter_topic, [(self.stage.encode(), orjson.dumps(d)) for d in letters])
+
+    def letter(self, reason: str, payload: Any, **context: Any) -> dict[str, Any]:
+        return dead_letter_record(reason, payload, self.stage, **context)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await _quiet_stop(producer)
+        log.info("%s: stopped; %s", self.stage, self.counters.summary())
+
+
+async def _quiet_stop(producer: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), 5)
+    except Exception:  # noqa: BLE001 - closing a broken producer must not mask the real error
+        pass
+
+
+async def log_counters_every(sink: KafkaSink, stop: asyncio.Event, interval_s: float = 30.0) -> None:
+    """Periodic progress line, so an operator sees a stuck or rejecting collector."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except asyncio.TimeoutError:
+            log.info("%s: %s", sink.stage, sink.counters.summary())

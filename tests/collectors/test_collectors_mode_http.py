@@ -1,0 +1,149 @@
+"""`tokenmeter collect http` end to end: a real server subprocess, real broker, payloads read back from Kafka."""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+
+import httpx
+import orjson
+import pytest
+from test_collectors_mode_support import (
+    canonical_event,
+    cli_env,
+    count_ids,
+    events_of,
+    start_cli,
+    stop_process,
+    wait_for,
+)
+
+from tokenmeter import topics
+from tokenmeter.settings import free_port
+
+KEY = "test-key-" + uuid.uuid4().hex
+
+
+def _serve(tmp_path, bootstrap: str, *extra: str) -> tuple[str, object]:
+    port = free_port()
+    proc = start_cli(["http", "--port", str(port), *extra], cli_env(bootstrap, tmp_path),
+                     tmp_path / f"http-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, (tmp_path / f"http-{port}.log").read_text()
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, 30, "collect http /healthz")
+    except BaseException:
+        stop_process(proc)
+        raise
+    return url, proc
+
+
+@pytest.fixture(scope="module")
+def server(kafka_bootstrap, tmp_path_factory):
+    url, proc = _serve(tmp_path_factory.mktemp("http"), kafka_bootstrap, "--api-key", "other-key",
+                       "--api-key", KEY, "--max-body-bytes", "64KB")
+    try:
+        yield url
+    finally:
+        assert stop_process(proc) == 0  # SIGTERM -> clean exit
+
+
+def _post(url: str, path: str, body, content_type: str = "application/json", key: str | None = KEY,
+          **headers: str) -> httpx.Response:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return httpx.post(url + path, content=data, headers={"content-type": content_type, **headers}, timeout=30)
+
+
+def test_real_payloads_round_trip_through_kafka(server, kafka_bootstrap, payload):
+    kong = payload("kong_openai")
+    kong["request"]["id"] = kong_id = uuid.uuid4().hex
+    otlp = payload("otlp_traces")
+    trace_id = uuid.uuid4().hex
+    otlp["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = trace_id
+    canonical = [canonical_event(f"http-{uuid.uuid4().hex}") for _ in range(3)]
+    ndjson = [canonical_event(f"http-nd-{uuid.uuid4().hex}", team="nd") for _ in range(2)]
+    cloudevent = payload("cloudevent_openmeter")
+    cloudevent["id"] = uuid.uuid4().hex
+
+    assert _post(server, "/v1/logs/kong", kong).json() == {"accepted": 1, "skipped": 0}
+    traces = _post(server, "/v1/traces", gzip.compress(orjson.dumps(otlp)), **{"content-encoding": "gzip"})
+    assert traces.status_code == 200 and traces.headers["X-Tokenmeter-Accepted"] == "1"
+    batch = _post(server, "/v1/events", canonical)
+    assert (batch.status_code, batch.json()["accepted"]) == (202, 3)
+    lines = b"\n".join(orjson.dumps(e) for e in ndjson) + b"\n"
+    assert _post(server, "/v1/events", lines, "application/x-ndjson", key=None, **{"x-api-key": KEY}).status_code == 202
+    assert _post(server, "/v1/events", cloudevent, "application/cloudevents+json").status_code == 202
+    assert _post(server, "/v1/events", canonical[0]).json()["accepted"] == 1  # single object; a re-send
+
+    ids = {kong_id, f"{trace_id}:eee19b7ec3c1b174", f"my-app:{cloudevent['id']}"} | {
+        e["event_id"] for e in canonical + ndjson}
+    counts = count_ids(kafka_bootstrap, topics.USAGE, ids)
+    assert set(counts) == ids
+    assert counts[canonical[0]["event_id"]] == 2 and sum(counts.values()) == len(ids) + 1
+
+
+def test_canonical_batch_is_one_keyed_micro_batch(server, kafka_bootstrap):
+    from test_collectors_mode_support import read_topic
+
+    team = f"team-{uuid.uuid4().hex}"
+    batch = [canonical_event(f"mb-{uuid.uuid4().hex}", team=team) for _ in range(5)]
+    assert _post(server, "/v1/events", batch).status_code == 202
+    values = read_topic(kafka_bootstrap, topics.USAGE,
+                        lambda vs: any(isinstance(v, list) and v and v[0].get("attribution", {}).get("team") == team
+                                       for v in vs))
+    [message] = [v for v in values if isinstance(v, list) and v[0].get("attribution", {}).get("team") == team]
+    assert [e["event_id"] for e in message] == [e["event_id"] for e in batch]
+    assert len(events_of([message])) == 5
+
+
+def test_bad_input_is_400_with_per_record_errors(server):
+    good = canonical_event(f"bad-{uuid.uuid4().hex}")
+    bad = canonical_event("x", usage={"input_tokens": -1})
+    response = _post(server, "/v1/events", [good, bad, {"event_id": "y"}])
+    assert response.status_code == 400
+    body = response.json()
+    assert "nothing was written" in body["error"]
+    assert [e["index"] for e in body["errors"]] == [1, 2]
+    assert "usage.input_tokens" in body["errors"][0]["reason"]
+
+    assert "not valid JSON" in _post(server, "/v1/events", b"{nope").json()["error"]
+    lines = _post(server, "/v1/events", b'{"a":1}\n{oops\n', "application/x-ndjson").json()
+    assert lines["errors"][0]["index"] == 1
+    assert _post(server, "/v1/logs/nosuch", {}).status_code == 404
+    assert _post(server, "/v1/traces", b"\x00\x01garbage", "application/x-protobuf").status_code == 400
+
+
+def test_auth_and_size_limit(server):
+    event = canonical_event(f"auth-{uuid.uuid4().hex}")
+    assert _post(server, "/v1/events", event, key=None).status_code == 401
+    assert _post(server, "/v1/events", event, key="wrong").status_code == 401
+    assert _post(server, "/v1/events", event, key="other-key").status_code == 202
+    huge = [canonical_event(f"big-{i}") for i in range(1000)]
+    assert _post(server, "/v1/events", huge).status_code == 413
+    assert httpx.get(server + "/healthz").status_code == 200  # health is open
+
+    metrics = httpx.get(server + "/metrics").text
+    assert 'tokenmeter_collect_events_accepted_total{dialect="canonical"}' in metrics
+    assert 'code="401"' in metrics and 'code="413"' in metrics
+
+
+def test_dead_broker_answers_503(tmp_path):
+    dead = f"127.0.0.1:{free_port()}"
+    url, proc = _serve(tmp_path, dead, "--kafka-timeout", "2")
+    try:
+        response = _post(url, "/v1/events", canonical_event(f"dead-{uuid.uuid4().hex}"), key=None)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()
+        assert "unavailable" in response.json()["error"]
+    finally:
+        stop_process(proc)
+    assert "NO API KEYS CONFIGURED" in (tmp_path / f"http-{url.rsplit(':', 1)[1]}.log").read_text()

@@ -1,0 +1,105 @@
+"""Helpers shared by the collector-mode tests (no tests here): run `tokenmeter` subprocesses, read topics back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+               TOKENMETER_DATA_DIR=str(data_dir), TOKENMETER_LOG_LEVEL="info")
+    env.update(extra)
+    return env
+
+
+def start_cli(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "tokenmeter", "collect", *args], env=env, cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
+def stop_process(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_topic(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout: float = 30.0,
+               settle: float = 0.0) -> list[Any]:
+    """Every decoded message value of `topic` from the start, until `done(values)` (then `settle` s more)."""
+
+    async def run() -> list[Any]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4().hex}",
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        values: list[Any] = []
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            settle_until = None
+            while loop.time() < deadline:
+                batch = await consumer.getmany(timeout_ms=300)
+                for messages in batch.values():
+                    values.extend(orjson.loads(m.value) for m in messages)
+                if settle_until is None and done(values):
+                    settle_until = loop.time() + settle
+                if settle_until is not None and loop.time() >= settle_until:
+                    break
+        finally:
+            await consumer.stop()
+        return values
+
+    return asyncio.run(run())
+
+
+def events_of(values: list[Any]) -> list[dict[str, Any]]:
+    """Flatten micro-batches (arrays) into events."""
+    events = []
+    for value in values:
+        events.extend(value if isinstance(value, list) else [value])
+    return events
+
+
+def count_ids(bootstrap: str, topic: str, ids: set[str], timeout: float = 30.0, settle: float = 0.0) -> Counter:
+    def found(values: list[Any]) -> bool:
+        return ids <= {e.get("event_id") for e in events_of(values)}
+
+    values = read_topic(bootstrap, topic, found, timeout, settle)
+    return Counter(e["event_id"] for e in events_of(values) if e.get("event_id") in ids)
+
+
+def canonical_event(event_id: str, team: str = "collect-test", **extra: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "ts": "2026-11-01T08:00:00Z", "source": "sdk", "provider": "openai",
+            "model": "gpt-4o", "attribution": {"team": team},
+            "usage": {"input_tokens": 100, "output_tokens": 20}, **extra}
