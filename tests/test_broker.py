@@ -26,3 +26,32 @@ def test_broker_has_topics_and_round_trips(kafka_bootstrap):
     listed, values = asyncio.run(run())
     assert {s.name for s in topics.topic_specs()} <= listed
     assert b'{"probe": 1}' in values
+
+
+def test_broker_command_serves_topics_and_stops_on_sigterm(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tokenmeter.settings import free_port
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+               TOKENMETER_EMBEDDED_BROKER_PORT=str(port))
+    log = tmp_path / "broker.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tokenmeter", "broker"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        WebDriverWait(None, 30, poll_frequency=0.2).until(lambda _: "broker ready" in log.read_text())
+        assert "Unable connect" not in log.read_text()  # readiness is checked before Kafka clients connect
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0  # the tansu child is gone too

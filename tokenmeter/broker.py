@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import time
 from contextlib import contextmanager
@@ -75,9 +76,21 @@ async def _create_topics(bootstrap: str, partitions: int) -> None:
         await admin.close()
 
 
+def _wait_for_listener(bootstrap: str, deadline: float) -> None:
+    """Wait until the first bootstrap address accepts TCP connections, so Kafka clients don't log refusals."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+
+
 def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> None:
     """Create tokenmeter's topics, retrying while the broker comes up (readiness check, not a sleep)."""
     deadline = time.monotonic() + timeout
+    _wait_for_listener(bootstrap, deadline)
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
