@@ -1,0 +1,65 @@
+"""The worker's per-batch step: validation, dead letters, pricing, per-partition hourly aggregates, chunking."""
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from streams import load_book, price_event, process_batch
+from streams.batch import MAX_EVENTS_PER_MESSAGE, RawRecord
+from tokenmeter.events import UsageEvent
+from tokenmeter.settings import load_settings
+
+
+@pytest.fixture(scope="module")
+def book():
+    return load_book(load_settings())
+
+
+def event(i: int, team: str = "search", hour: int = 10, **extra) -> dict:
+    return {"event_id": f"e{i}", "ts": f"2026-11-01T{hour:02d}:15:00Z", "source": "t", "provider": "openai",
+            "model": "gpt-4o", "attribution": {"team": team}, "usage": {"input_tokens": 1000, "output_tokens": 10},
+            **extra}
+
+
+def test_bad_records_become_dead_letters_with_reasons(book):
+    records = [
+        RawRecord(None, "tokenmeter.usage", 0, 1),
+        RawRecord(b"{nope", "tokenmeter.usage", 0, 2),
+        RawRecord(orjson.dumps([event(1), {**event(2), "ts": "yesterday"}]), "tokenmeter.usage", 1, 3),
+        RawRecord(orjson.dumps({**event(3), "usage": None}), "tokenmeter.usage", 1, 4),  # nothing to meter
+        RawRecord(orjson.dumps(5), "tokenmeter.usage", 1, 5),
+    ]
+    result = process_batch(records, book)
+    reasons = [d["reason"] for d in result.deadletters]
+    assert result.priced_count == 1 and len(reasons) == 5
+    assert "tombstone" in reasons[0] and reasons[1].startswith("not JSON")
+    assert reasons[2].startswith("invalid event: ts")
+    assert reasons[3].startswith("cannot meter")
+    assert reasons[4].startswith("invalid event")
+    assert result.deadletters[2]["payload"]["event_id"] == "e2"  # the original record travels with the reason
+    assert (result.deadletters[2]["partition"], result.deadletters[2]["offset"]) == (1, 3)
+
+
+def test_aggregates_per_input_partition_scope_and_hour_are_exact(book):
+    batch_a = [event(i, "search", 10) for i in range(3)] + [event(10, "search", 11)]
+    batch_b = [event(20, "ads", 10), event(21, "ads", 10, model="no-such-model")]
+    result = process_batch([RawRecord(orjson.dumps(batch_a), partition=0),
+                            RawRecord(orjson.dumps(batch_b), partition=2)], book)
+    one = price_event(UsageEvent.model_validate(event(0)), book).cost_usd
+    search_10 = result.aggregates[(0, "team:search|2026-11-01T10")]
+    assert (search_10.events, search_10.input_tokens, search_10.cost_usd) == (3, 3000, one * 3)
+    assert result.aggregates[(0, "team:search|2026-11-01T11")].events == 1
+    ads = result.aggregates[(2, "team:ads|2026-11-01T10")]
+    assert (ads.events, ads.unpriced_events, ads.cost_usd) == (2, 1, one)  # unpriced counted, never as money
+    assert result.unpriced_count == 1 and isinstance(ads.cost_usd, Decimal)
+
+
+def test_priced_output_is_keyed_and_chunked(book):
+    events = [event(i) for i in range(MAX_EVENTS_PER_MESSAGE + 7)] + [event(9999, "ads")]
+    result = process_batch([RawRecord(orjson.dumps(events), partition=0)], book)
+    messages = list(result.priced_messages())
+    sizes = sorted((key, len(orjson.loads(value))) for key, value in messages)
+    assert sizes == [(b"team:ads", 1), (b"team:search", 7), (b"team:search", MAX_EVENTS_PER_MESSAGE)]
+    first = orjson.loads(messages[0][1])[0]
+    assert first["tokens_source"] == "provider" and "content" not in first and isinstance(first["cost_usd"], str)
