@@ -161,3 +161,8 @@ def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap:
         mapping=_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
         exit_when_idle=exit_when_idle)
     run_until_signal(bridge.run)
+
+# Provider usage pollers add their commands to the same group (kept in their own package).
+from collectors.provider_usage.cli_commands import register as _register_provider_usage  # noqa: E402
+
+_register_provider_usage(collect)
