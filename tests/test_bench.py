@@ -20,6 +20,7 @@ def test_bench_json_reports_all_figures(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("raw_events_per_s", "naive_events_per_s", "pipeline_events_per_s", "peak_rss_mb",
-                "pipeline_vs_naive", "pipeline_vs_raw"):
+                "pipeline_vs_naive", "pipeline_vs_raw", "collector_min_vs_raw", "collector_min_vs_pipeline"):
         assert figures[key] > 0, key
+    assert set(figures["collectors_events_per_s"]) == {"kong", "apisix", "litellm", "otel"}
     assert figures["events"] == 400

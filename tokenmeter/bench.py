@@ -175,6 +175,15 @@ def run_bench(n: int, as_json: bool, settings: Settings) -> dict:
         results["raw_events_per_s"] = asyncio.run(_raw_consume(bootstrap, n))
         say(f"(a) raw aiokafka consume + JSON decode: {results['raw_events_per_s']:,.0f} events/s")
 
+        from collectors.bench import measure_collectors
+
+        # Collectors write to their own usage topic here: the worker measured in (c) reads tokenmeter.usage from
+        # the beginning and would otherwise price these events too.
+        results["collectors_events_per_s"] = measure_collectors(bootstrap, n, usage_topic="bench.collectors.usage")
+        for dialect, rate in results["collectors_events_per_s"].items():
+            say(f"(a') collector {dialect}: gateway topic -> usage topic (parse, validate, produce, acks=all): "
+                f"{rate:,.0f} events/s")
+
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning")
         naive_result = Path(tmp) / "naive.json"
@@ -202,11 +211,15 @@ def run_bench(n: int, as_json: bool, settings: Settings) -> dict:
             f"{results['pipeline_events_per_s']:,.0f} events/s")
     results["pipeline_vs_naive"] = results["pipeline_events_per_s"] / results["naive_events_per_s"]
     results["pipeline_vs_raw"] = results["pipeline_events_per_s"] / results["raw_events_per_s"]
+    slowest_collector = min(results["collectors_events_per_s"].values())
+    results["collector_min_vs_raw"] = slowest_collector / results["raw_events_per_s"]
+    results["collector_min_vs_pipeline"] = slowest_collector / results["pipeline_events_per_s"]
     peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     results["peak_rss_mb"] = round(peak_kb / 1024, 1)
     if as_json:
         print(json.dumps(results))
     else:
-        say(f"ratios: c/b = {results['pipeline_vs_naive']:.1f}x, c/a = {results['pipeline_vs_raw']:.2f}x; "
+        say(f"ratios: c/b = {results['pipeline_vs_naive']:.1f}x, c/a = {results['pipeline_vs_raw']:.2f}x, "
+            f"slowest collector / c = {results['collector_min_vs_pipeline']:.2f}x; "
             f"peak RSS of any one process: {results['peak_rss_mb']} MB")
     return results

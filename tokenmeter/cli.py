@@ -199,6 +199,7 @@ def _register_stage_commands() -> None:
         ("collectors.cli", "collect"),
         ("streams.pricing.cli", "prices"),
         ("streams.budgets.cli", "budget"),
+        ("tokenmeter.reprice_cli", "reprice"),
     ):
         try:
             module = importlib.import_module(module_name)

@@ -1,7 +1,8 @@
 """Warehouse stage: ClickHouse schema (chDB embedded by default, a ClickHouse server with the same SQL),
 the Kafka loader with exact dedupe, and the spend query layer.
 
-Public API: `open_warehouse`, `Warehouse`, `run_loader`, `render_report`, `DIMENSIONS`.
+Public API: `open_warehouse`, `Warehouse` (incl. `Warehouse.reprice`), `RepriceReport`, `run_loader`,
+`render_report`, `DIMENSIONS`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from warehouse.backends import WarehouseError, WarehouseLocked
 from warehouse.queries import DIMENSIONS
 from warehouse.report import render_report
+from warehouse.reprice import RepriceReport
 from warehouse.store import Warehouse, open_warehouse
 
 
@@ -21,6 +23,7 @@ async def run_loader(settings, stop=None, ready=None):
 
 __all__ = [
     "DIMENSIONS",
+    "RepriceReport",
     "Warehouse",
     "WarehouseError",
     "WarehouseLocked",

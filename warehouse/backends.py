@@ -16,6 +16,9 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 
+MAX_BODY_BYTES = 1 << 20  # largest request the owner's endpoint accepts
+
+
 class WarehouseError(RuntimeError):
     """A warehouse operation failed; the message says what to do."""
 
@@ -198,14 +201,13 @@ class RemoteBackend:
         self.url = url.rstrip("/")
         self._client = httpx.Client(timeout=timeout)
 
-    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+    def _post(self, path: str, payload: dict[str, Any], what: str) -> Any:
         import httpx
         import orjson
 
-        body = orjson.dumps({"sql": sql, "params": normalize_params(params)})
         try:
             response = self._client.post(
-                f"{self.url}/query", content=body, headers={"content-type": "application/json"}
+                f"{self.url}{path}", content=orjson.dumps(payload), headers={"content-type": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise WarehouseError(f"warehouse owner at {self.url} did not answer: {exc}") from None
@@ -214,8 +216,22 @@ class RemoteBackend:
                 message = response.json().get("error", response.text)
             except ValueError:
                 message = response.text
-            raise WarehouseError(f"warehouse owner refused the query ({response.status_code}): {message}")
+            raise WarehouseError(f"warehouse owner refused the {what} ({response.status_code}): {message}")
+        return response
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        response = self._post("/query", {"sql": sql, "params": normalize_params(params)}, "query")
         return pa.ipc.open_stream(pa.py_buffer(response.content)).read_all()
+
+    def apply_repriced_events(self, events: list[dict[str, Any]]) -> int:
+        """Send re-priced events to the owner, which replaces them under its insert lock (POST /reprice).
+        Split in halves until each request fits the endpoint's body limit (tags can make events large)."""
+        import orjson
+
+        if len(events) > 1 and len(orjson.dumps({"events": events})) > MAX_BODY_BYTES:
+            half = len(events) // 2
+            return self.apply_repriced_events(events[:half]) + self.apply_repriced_events(events[half:])
+        return int(self._post("/reprice", {"events": events}, "re-priced events").json()["applied"])
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         raise WarehouseError("the warehouse is owned by another process: this reader cannot change it")

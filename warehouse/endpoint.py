@@ -4,6 +4,10 @@ The owner (the loader, or whoever opened the path directly) runs a small HTTP se
 daemon thread and writes `<data_dir>/warehouse.endpoint` = {"url", "pid"}. Readers POST
 {"sql", "params"} to /query and get an Arrow IPC stream. Only single SELECT statements are accepted, and
 they run with readonly=1 so even a crafted SELECT cannot change anything.
+
+The one write: POST /reprice {"events": [re-priced PricedEvent JSON]} -> {"applied": n}. It only replaces
+the pricing of events already stored with identical usage and attribution (see warehouse.reprice), under
+the owner's insert lock, so it serializes with the loader. Pricing itself is done by the caller.
 """
 
 from __future__ import annotations
@@ -14,17 +18,16 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import pyarrow as pa
 
-from warehouse.backends import Backend, WarehouseError
+from warehouse.backends import MAX_BODY_BYTES, Backend, WarehouseError
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_FILE = "warehouse.endpoint"
-MAX_BODY_BYTES = 1 << 20
 _READ_ONLY_START = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 _TRAILING = re.compile(r"[\s;]+$")
 
@@ -91,19 +94,28 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, "not found: use POST /query or GET /health")
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        if self.path != "/query":
-            self._error(404, "not found: use POST /query")
-            return
+    def _read_body(self) -> bytes | None:
         try:
             length = int(self.headers.get("content-length", "0"))
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY_BYTES:
             self._error(400, f"body must have a content-length of at most {MAX_BODY_BYTES} bytes")
+            return None
+        return self.rfile.read(length)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        if self.path == "/reprice":
+            self._reprice()
+            return
+        if self.path != "/query":
+            self._error(404, "not found: use POST /query or POST /reprice")
+            return
+        body = self._read_body()
+        if body is None:
             return
         try:
-            request = orjson.loads(self.rfile.read(length))
+            request = orjson.loads(body)
             sql, params = request["sql"], request.get("params") or {}
             if not isinstance(sql, str) or not isinstance(params, dict):
                 raise TypeError("sql must be a string and params an object")
@@ -120,22 +132,47 @@ class _Handler(BaseHTTPRequestHandler):
             writer.write_table(table)
         self._send(200, sink.getvalue().to_pybytes(), "application/vnd.apache.arrow.stream")
 
+    def _reprice(self) -> None:
+        apply = self.server.apply_repriced
+        if apply is None:
+            self._error(404, "this warehouse owner does not accept re-priced events")
+            return
+        body = self._read_body()
+        if body is None:
+            return
+        try:
+            events = orjson.loads(body)["events"]
+            if not isinstance(events, list):
+                raise TypeError("events must be a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._error(400, f"expected JSON {{events: [...]}}: {exc}")
+            return
+        try:
+            applied = apply(events)
+        except WarehouseError as exc:
+            self._error(409, str(exc))
+            return
+        self._send(200, orjson.dumps({"applied": applied}), "application/json")
+
 
 class _EndpointHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], backend: Backend, label: str):
+    def __init__(self, address: tuple[str, int], backend: Backend, label: str,
+                 apply_repriced: Callable[[list[Any]], int] | None = None):
         super().__init__(address, _Handler)
         self.backend = backend
         self.label = label
+        self.apply_repriced = apply_repriced
 
 
 class QueryEndpoint:
     """Serve `backend` read-only on 127.0.0.1:<free port> and advertise it in the data dir."""
 
-    def __init__(self, backend: Backend, data_dir: Path, host: str = "127.0.0.1"):
+    def __init__(self, backend: Backend, data_dir: Path, host: str = "127.0.0.1",
+                 apply_repriced: Callable[[list[Any]], int] | None = None):
         self._file = endpoint_path(data_dir)
-        self._server = _EndpointHTTPServer((host, 0), backend, str(getattr(backend, "path", "")))
+        self._server = _EndpointHTTPServer((host, 0), backend, str(getattr(backend, "path", "")), apply_repriced)
         port = self._server.server_address[1]
         self.url = f"http://{host}:{port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="warehouse-endpoint", daemon=True)

@@ -123,10 +123,12 @@ def build_where(
 def measures(source: Source) -> list[str]:
     """Aggregates with the same names and types on both sources (UInt64 counts, Decimal(38,12) cost)."""
     if source.rollup:
-        counts = ["sum(events) AS events", "sum(unpriced_events) AS unpriced_events"]
+        # The rollup's counters are signed (re-pricing inserts negated rows, migration 0003): cast back.
+        counts = ["toUInt64(sum(events)) AS events", "toUInt64(sum(unpriced_events)) AS unpriced_events"]
+        tokens = [f"toUInt64(sum({name})) AS {name}" for name in TOKEN_MEASURES]
     else:
         counts = ["count() AS events", "countIf(pricing_status = 'unpriced') AS unpriced_events"]
-    tokens = [f"sum({name}) AS {name}" for name in TOKEN_MEASURES]
+        tokens = [f"sum({name}) AS {name}" for name in TOKEN_MEASURES]
     return counts + tokens + ["toDecimal128(sum(cost_usd), 12) AS cost_usd"]
 
 

@@ -34,6 +34,7 @@ from warehouse.backends import (
     WarehouseLocked,
 )
 from warehouse.endpoint import QueryEndpoint, read_live_endpoint
+from warehouse.reprice import RepriceFn, RepriceReport, plan_and_apply, replace_priced_rows
 from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Warehouse:
         self.writer = writer
         self._staging = staging_table
         self._staging_ready = False
+        self._reprice_staging_ready = False
         self._on_close = on_close
         # chDB: the backend's re-entrant lock, shared by every Warehouse of this process on that path.
         self._insert_lock = getattr(backend, "insert_lock", None) or threading.Lock()
@@ -116,6 +118,55 @@ class Warehouse:
             self.backend.command(f"DROP TABLE IF EXISTS {self._staging}")
             self.backend.command(f"CREATE TABLE {self._staging} AS priced_events ENGINE = Memory")
             self._staging_ready = True
+
+    # Re-pricing (see warehouse.reprice) -------------------------------------------------------------
+
+    def reprice(self, since: TimeArg, until: TimeArg = None, *, reprice_fn: RepriceFn,
+                dry_run: bool = False) -> RepriceReport:
+        """Price the stored events of [since, until) again with `reprice_fn` (the current book) and, unless
+        dry_run, replace the changed ones in the raw table and the rollup. Works on a reader too: the changed
+        rows then go to the owning process, which applies them under its insert lock."""
+        start = queries.to_utc(since, "since")
+        if start is None:
+            raise WarehouseError("since: required (re-pricing all history must be asked for explicitly)")
+        end = queries.to_utc(until, "until")
+        if end is not None and end <= start:
+            raise WarehouseError(f"until ({end.isoformat()}) must be after since ({start.isoformat()})")
+        if self.backend.writable:
+            apply = self.apply_repriced_events
+        else:
+            apply = getattr(self.backend, "apply_repriced_events", None)
+            if apply is None and not dry_run:
+                raise WarehouseError(f"a {self.kind} warehouse handle cannot re-price; open the owner")
+        return plan_and_apply(self, start, end, reprice_fn, dry_run, apply)
+
+    def apply_repriced_events(self, events: list[dict[str, Any]]) -> int:
+        """Replace stored events by re-priced PricedEvent JSON dicts (same event, new price); owner only.
+        Returns the rows replaced. Raises WarehouseError if an event is not stored as it is given."""
+        if not self.backend.writable:
+            raise WarehouseError("this warehouse handle is read-only (another process owns it)")
+        rows: dict[str, dict[str, Any]] = {}
+        for index, item in enumerate(events):
+            try:
+                row = event_to_row(item)
+            except RowError as exc:
+                raise WarehouseError(f"re-priced event {index}: {exc}") from None
+            rows.setdefault(row["event_id"], row)
+        if not rows:
+            return 0
+        table = rows_to_arrow(list(rows.values()))
+        staging = f"{self._staging}_reprice"
+        with self._insert_lock:
+            if not self._reprice_staging_ready:
+                self.backend.command(f"DROP TABLE IF EXISTS {staging}")
+                self.backend.command(f"CREATE TABLE {staging} AS priced_events ENGINE = Memory")
+                self._reprice_staging_ready = True
+            self.backend.command(f"TRUNCATE TABLE {staging}")
+            try:
+                self.backend.insert_arrow(staging, table)
+                return replace_priced_rows(self.backend, staging)
+            finally:
+                self.backend.command(f"TRUNCATE TABLE {staging}")
 
     # Reading ---------------------------------------------------------------------------------------
 
@@ -225,7 +276,12 @@ def _open_chdb(path: Path, data_dir: Path, serve: bool) -> Warehouse:
             backend = ChdbBackend(path)
             try:
                 apply_migrations(backend)
-                endpoint = QueryEndpoint(backend, data_dir).start() if serve else None
+                # The endpoint applies re-priced rows sent by readers (`tokenmeter reprice` while the loader runs).
+                repricer = Warehouse(backend, writer=True)
+                endpoint = (
+                    QueryEndpoint(backend, data_dir, apply_repriced=repricer.apply_repriced_events).start()
+                    if serve else None
+                )
             except Exception:
                 backend.close()
                 raise
@@ -274,9 +330,12 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
 
 
 def _close_server_handle(warehouse: Warehouse) -> None:
-    if warehouse._staging_ready:
+    staging_tables = [warehouse._staging] if warehouse._staging_ready else []
+    if warehouse._reprice_staging_ready:
+        staging_tables.append(f"{warehouse._staging}_reprice")
+    for table in staging_tables:
         try:
-            warehouse.backend.command(f"DROP TABLE IF EXISTS {warehouse._staging}")
+            warehouse.backend.command(f"DROP TABLE IF EXISTS {table}")
         except WarehouseError as exc:
-            log.warning("could not drop staging table %s: %s", warehouse._staging, exc)
+            log.warning("could not drop staging table %s: %s", table, exc)
     warehouse.backend.close()

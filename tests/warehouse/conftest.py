@@ -1,5 +1,6 @@
-"""Warehouse test fixtures. chDB allows one data path per process, so every in-process test shares ONE
-session-scoped warehouse and isolates itself with a unique `org`; other paths live in subprocesses."""
+"""Warehouse test fixtures. chDB allows one open data path per process, so the tests of a module share ONE
+warehouse (isolated by a unique `org` per test) and close it when the module ends, so that other test modules
+(the dashboard's, for one) can open their own path; other paths live in subprocesses."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import pytest
 from tokenmeter.settings import Settings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def warehouse_settings(tmp_path_factory) -> Settings:
     return Settings(data_dir=tmp_path_factory.mktemp("warehouse-data"), load_flush_seconds=0.2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def wh(warehouse_settings):
     from warehouse import open_warehouse
 

@@ -1,0 +1,319 @@
+"""Collector throughput for `tokenmeter bench`: events/s from a gateway's own Kafka topic to the usage topic.
+
+For each dialect, n gateway records in the shape the gateway really writes (Kong kafka-log JSON arrays of 50
+entries, as with `max_batch_size`; one APISIX kafka-logger entry per message; one LiteLLM StandardLoggingPayload
+per message; OTel Collector kafka exporter `otlp_proto` TracesData of 20 GenAI spans per record) are produced
+to a fresh 4-partition source topic, then the real `KafkaBridge` (the class `tokenmeter collect kafka` runs,
+in-process so no interpreter start-up is measured) converts them. The clock runs from the first fetched batch
+reaching the bridge to the broker acknowledging the n-th event, so the consumer-group join is excluded, and
+includes everything the bridge does per batch (decode, parse, validate, encode, produce with acks=all, commit
+of the batch before it). The only additions to the real classes are two timestamps.
+
+Correctness is checked, not assumed: every dialect must write exactly n events, none rejected or skipped, and
+reading the usage topic back must find each expected event id exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
+
+from collectors.kafka_bridge import KafkaBridge
+from collectors.sink import KafkaSink
+from tokenmeter import topics
+
+DIALECTS = ("kong", "apisix", "litellm", "otel")
+KONG_ENTRIES_PER_MESSAGE = 50
+OTEL_SPANS_PER_RECORD = 20
+SOURCE_PARTITIONS = 4
+MODELS = [("openai", "gpt-4o", "gpt-4o-2024-08-06"), ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+          ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+          ("gemini", "gemini-2.5-flash", "gemini-2.5-flash")]
+
+Record = bytes  # one Kafka message value, exactly as the gateway writes it
+
+
+class CollectorBenchError(RuntimeError):
+    """The bridge wrote a different number of events than it was given, or did not finish in time."""
+
+
+# --- gateway records ---------------------------------------------------------------------------------------
+
+
+def _kong_entry(rng: random.Random, i: int) -> tuple[str, dict[str, Any]]:
+    provider, model, snapshot = MODELS[i % len(MODELS)]
+    request_id = uuid.UUID(int=rng.getrandbits(128)).hex
+    prompt, completion = rng.randint(50, 6000), rng.randint(5, 900)
+    started = 1_787_113_201_719 + i * 37
+    entry = {
+        "workspace": "b4a1e9a2-6b4a-4e91-9c2e-3b6a9d8f1c72", "workspace_name": "default", "source": "upstream",
+        "upstream_uri": "/v1/chat/completions", "upstream_status": 200, "client_ip": f"10.0.{i % 250}.{i % 200}",
+        "started_at": started,
+        "request": {"id": request_id, "uri": "/v1/chat/completions", "method": "POST", "size": 300 + i % 700,
+                    "headers": {"host": "gateway.internal", "content-type": "application/json",
+                                "authorization": "REDACTED", "x-feature": f"feature-{i % 5}"}},
+        "response": {"status": 200, "size": 1800 + i % 400,
+                     "headers": {"x-kong-request-id": request_id, "x-kong-llm-model": f"{provider}/{model}"}},
+        "latencies": {"kong": 3, "proxy": 900 + i % 300, "request": 910 + i % 300, "receive": 3},
+        "service": {"id": "947a4e23-b483-5a65-8165-da9aed24565b", "name": f"svc-{i % 7}"},
+        "route": {"id": "8ae36805-da7a-55b9-b056-72bde6bb937d", "name": f"{provider}-chat"},
+        "consumer": {"id": str(uuid.UUID(int=i % 97 + 1)), "username": f"user-{i % 97}"},
+        "consumer_groups": [{"name": f"team-{i % 12}"}],
+        "ai": {"proxy": {
+            "tried_targets": [{"route_type": "llm/v1/chat", "provider": provider, "model": model}],
+            "meta": {"request_mode": "oneshot", "provider_name": provider, "request_model": model,
+                     "response_model": snapshot, "operation_name": "chat", "llm_latency": 880 + i % 300},
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                      "cost": 0, "time_per_token": 40, "time_to_first_token": 300 + i % 200}}},
+    }
+    return request_id, entry
+
+
+def _apisix_entry(rng: random.Random, i: int) -> tuple[str, dict[str, Any]]:
+    _, model, _ = MODELS[i % len(MODELS)]
+    request_id = str(uuid.UUID(int=rng.getrandbits(128)))
+    return request_id, {
+        "request_id": request_id, "request": {"uri": "/v1/chat/completions", "method": "POST", "size": 192 + i % 500},
+        "response": {"status": 200, "size": 804 + i % 300}, "route_id": f"ai-route-{i % 5}",
+        "consumer": {"username": f"user-{i % 97}", "group_id": f"team-{i % 12}"},
+        "client_ip": f"10.1.{i % 250}.{i % 200}", "start_time": 1_742_531_280_142 + i * 13, "latency": 900.0 + i % 2000,
+        "llm_summary": {"request_model": model, "model": model, "duration": 300 + i % 900,
+                        "prompt_tokens": rng.randint(20, 6000), "completion_tokens": rng.randint(5, 900),
+                        "upstream_response_time": 900 + i % 2000},
+    }
+
+
+def _litellm_entry(rng: random.Random, i: int) -> tuple[str, dict[str, Any]]:
+    provider, model, snapshot = MODELS[i % len(MODELS)]
+    call_id = f"chatcmpl-{uuid.UUID(int=rng.getrandbits(128))}"
+    prompt, completion = rng.randint(20, 6000), rng.randint(5, 900)
+    second = i % 50
+    return call_id, {
+        "id": call_id, "call_type": "acompletion", "stream": i % 3 == 0, "status": "success",
+        "custom_llm_provider": provider, "startTime": f"2025-01-24 09:20:{second:02d}.847371",
+        "endTime": f"2025-01-24 09:20:{second + 1:02d}.851954",
+        "completionStartTime": f"2025-01-24 09:20:{second:02d}.951954", "model": model,
+        "metadata": {"user_api_key_hash": f"{i % 31:064x}", "user_api_key_team_id": f"team-{i % 12}",
+                     "user_api_key_org_id": "acme", "user_api_key_user_id": f"user-{i % 97}"},
+        "response_cost": 0.000225, "total_tokens": prompt + completion, "prompt_tokens": prompt,
+        "completion_tokens": completion, "request_tags": [f"feature:feature-{i % 5}"], "end_user": "",
+        "cache_hit": None, "messages": [{"role": "user", "content": "Hello, world!"}],
+        "response": {"model": snapshot, "usage": {"completion_tokens": completion, "prompt_tokens": prompt,
+                                                  "total_tokens": prompt + completion}},
+        "hidden_params": {"api_base": "https://api.openai.com", "response_cost": 0.000225,
+                          "litellm_model_name": model},
+    }
+
+
+def _otel_record(rng: random.Random, first: int, count: int) -> tuple[list[str], bytes]:
+    """One OTel Collector kafka exporter message: protobuf TracesData, its default `otlp_proto` encoding."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
+
+    def attr(key: str, value: str | int) -> KeyValue:
+        any_value = AnyValue(int_value=value) if isinstance(value, int) else AnyValue(string_value=value)
+        return KeyValue(key=key, value=any_value)
+
+    ids, spans = [], []
+    trace_id = rng.getrandbits(128).to_bytes(16, "big")
+    for i in range(first, first + count):
+        provider, model, snapshot = MODELS[i % len(MODELS)]
+        span_id = rng.getrandbits(64).to_bytes(8, "big")
+        start = 1_730_419_200_000_000_000 + i * 1_000_000
+        ids.append(f"{trace_id.hex()}:{span_id.hex()}")
+        spans.append(Span(
+            trace_id=trace_id, span_id=span_id, name=f"chat {model}", kind=Span.SPAN_KIND_CLIENT,
+            start_time_unix_nano=start, end_time_unix_nano=start + 1_200_000_000,
+            attributes=[attr("gen_ai.operation.name", "chat"), attr("gen_ai.provider.name", provider),
+                        attr("gen_ai.request.model", model), attr("gen_ai.response.model", snapshot),
+                        attr("gen_ai.usage.input_tokens", rng.randint(20, 6000)),
+                        attr("gen_ai.usage.output_tokens", rng.randint(5, 900)),
+                        attr("tokenmeter.team", f"team-{i % 12}"), attr("user.id", f"user-{i % 97}")]))
+    resource = Resource(attributes=[attr("service.name", f"chat-api-{first % 7}")])
+    data = TracesData(resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(
+        scope=InstrumentationScope(name="opentelemetry.instrumentation.openai_v2"), spans=spans)])])
+    return ids, data.SerializeToString()
+
+
+def gateway_records(dialect: str, n: int, seed: int | str = 7) -> tuple[list[Record], list[str]]:
+    """(message values, the event id each of the n calls must become), as `dialect`'s gateway writes them."""
+    rng = random.Random(f"{seed}:{dialect}")
+    if dialect == "otel":
+        values, ids = [], []
+        for first in range(0, n, OTEL_SPANS_PER_RECORD):
+            span_ids, value = _otel_record(rng, first, min(OTEL_SPANS_PER_RECORD, n - first))
+            ids += span_ids
+            values.append(value)
+        return values, ids
+    make = {"kong": _kong_entry, "apisix": _apisix_entry, "litellm": _litellm_entry}.get(dialect)
+    if make is None:
+        raise ValueError(f"dialect {dialect!r} has no benchmark records (known: {', '.join(DIALECTS)})")
+    pairs = [make(rng, i) for i in range(n)]
+    ids = [event_id for event_id, _ in pairs]
+    entries = [entry for _, entry in pairs]
+    if dialect == "kong":  # kafka-log with max_batch_size > 1: a JSON array of entries per message
+        step = KONG_ENTRIES_PER_MESSAGE
+        return [orjson.dumps(entries[i:i + step]) for i in range(0, n, step)], ids
+    return [orjson.dumps(entry) for entry in entries], ids
+
+
+# --- the measured bridge ------------------------------------------------------------------------------------
+
+
+class _TimedSink(KafkaSink):
+    """The real sink; notes when the broker acknowledged the target-th event (or the events of the last record,
+    when some records gave no event: then the count check fails instead of waiting for the timeout)."""
+
+    def __init__(self, *args: Any, target: int, records: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.target = target
+        self.records = records
+        self.done_at: float | None = None
+        self.done = asyncio.Event()
+
+    async def publish(self, events: list[Any], dialect: str = "?") -> int:
+        written = await super().publish(events, dialect)
+        if self.done_at is None and (self.counters.written >= self.target or self.counters.read >= self.records):
+            self.done_at = time.perf_counter()
+            self.done.set()
+        return written
+
+
+class _TimedBridge(KafkaBridge):
+    """The real bridge; notes when the first fetched batch arrived (after the group join)."""
+
+    first_batch_at: float | None = None
+
+    def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
+        if self.first_batch_at is None:
+            self.first_batch_at = time.perf_counter()
+        return super()._convert(batch)
+
+
+async def _create_topic(bootstrap: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=SOURCE_PARTITIONS, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def _produce(bootstrap: str, topic: str, values: list[Record]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
+    await producer.start()
+    try:  # no key, as Kong's kafka-log and the OTel exporter (default) write: spread over the partitions
+        await asyncio.gather(*[await producer.send(topic, value) for value in values])
+    finally:
+        await producer.stop()
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        known = consumer.partitions_for_topic(topic) or range(SOURCE_PARTITIONS)  # just created: not in metadata yet
+        return await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(known)])
+    finally:
+        await consumer.stop()
+
+
+async def _ids_written(bootstrap: str, topic: str, start: dict[TopicPartition, int], expected: set[str],
+                       timeout: float) -> Counter[str]:
+    """Event ids written to the usage topic from `start` on (manually assigned: no group join). Reads until
+    every expected id was seen and a fetch comes back empty: everything was acknowledged before, so an empty
+    fetch means the end of the log, and a duplicate would have shown up. (Not bounded by end_offsets: the
+    embedded broker reports them per record batch, not per record.)"""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8_000_000)
+    await consumer.start()
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        ids: Counter[str] = Counter()
+        unseen = set(expected)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch and not unseen:
+                break
+            for messages in batch.values():
+                for message in messages:
+                    for event in orjson.loads(message.value):
+                        ids[event["event_id"]] += 1
+                        unseen.discard(event["event_id"])
+        return ids
+    finally:
+        await consumer.stop()
+
+
+async def _measure_one(bootstrap: str, dialect: str, n: int, usage_topic: str, seed: int) -> float:
+    run = uuid.uuid4().hex[:8]
+    values, expected_ids = gateway_records(dialect, n, f"{seed}:{run}")  # ids unique to this run
+    source = f"bench.collect.{dialect}.{run}"
+    await _create_topic(bootstrap, source)
+    await _produce(bootstrap, source, values)
+    before = await _end_offsets(bootstrap, usage_topic)
+
+    sink = _TimedSink(bootstrap, "collect:kafka", topic=usage_topic, target=n, records=len(values))
+    bridge = _TimedBridge(bootstrap, source, dialect, f"bench-collect-{dialect}-{run}", sink, from_beginning=True,
+                          log_every_s=3600)
+    stop = asyncio.Event()
+    running = asyncio.create_task(bridge.run(stop))
+    timeout = max(120.0, n / 100)
+    done_waiter = asyncio.create_task(sink.done.wait())
+    try:
+        finished, _ = await asyncio.wait({running, done_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if running in finished:
+            running.result()  # the bridge stopped by itself: surface its error
+            raise CollectorBenchError(f"{dialect}: the bridge stopped after {sink.counters.summary()}")
+        if not sink.done.is_set():
+            raise CollectorBenchError(f"{dialect}: not done after {timeout:.0f} s ({sink.counters.summary()})")
+    finally:
+        done_waiter.cancel()
+        stop.set()
+        await running  # the bridge stops its consumer and the sink's producer
+
+    counters = sink.counters
+    if (counters.written, counters.rejected, counters.skipped, counters.read) != (n, 0, 0, len(values)):
+        raise CollectorBenchError(f"{dialect}: {len(values)} records of {n} calls gave {counters.summary()}")
+    found = await _ids_written(bootstrap, usage_topic, before, set(expected_ids), timeout)
+    missing = [i for i in expected_ids if found[i] != 1]
+    if missing or len(set(expected_ids)) != n:
+        raise CollectorBenchError(f"{dialect}: {len(missing)} of {n} expected event ids not on {usage_topic} "
+                                  f"exactly once (first: {missing[:3]})")
+    assert bridge.first_batch_at is not None and sink.done_at is not None
+    return n / (sink.done_at - bridge.first_batch_at)
+
+
+def measure_collectors(bootstrap: str, n: int, dialects: tuple[str, ...] = DIALECTS, *,
+                       usage_topic: str = topics.USAGE, seed: int = 7) -> dict[str, float]:
+    """Events/s of the Kafka bridge per dialect, one dialect at a time (a fresh source topic and group each).
+
+    `usage_topic` is created (4 partitions) if missing; pass a topic of its own when something else, such as a
+    running worker, consumes tokenmeter.usage on the same broker. Raises CollectorBenchError unless every
+    dialect wrote exactly n events with the expected ids.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+
+    async def run() -> dict[str, float]:
+        await _create_topic(bootstrap, usage_topic)
+        return {dialect: await _measure_one(bootstrap, dialect, n, usage_topic, seed) for dialect in dialects}
+
+    return asyncio.run(run())

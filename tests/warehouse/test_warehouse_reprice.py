@@ -1,0 +1,225 @@
+"""Re-pricing history: a dated price change applies by event time, raw rows and the hourly rollup agree.
+
+Events are priced with an "old" catalog (one version) and stored; the "new" catalog adds a version effective
+mid-day and a model the old one lacked. Each test uses its own day, far from other tests' events, because
+every in-process test shares one chDB path (see conftest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from streams import price_event
+from streams.pricing import load_price_book
+from tokenmeter.events import Attribution, Usage, UsageEvent
+from tokenmeter.settings import Settings
+from warehouse import WarehouseError, open_warehouse
+
+REPO = Path(__file__).resolve().parents[2]
+
+OLD_CATALOG = """
+provider: acme
+first_party: true
+source: https://example.com/acme-pricing
+models:
+  meter-test:
+    versions:
+      - {effective_from: 2019-01-01, input: "1.00", output: "2.00"}
+"""
+# Same model with a price rise from noon on the test day, plus a model the old catalog did not know.
+NEW_CATALOG = """
+provider: acme
+first_party: true
+source: https://example.com/acme-pricing
+models:
+  meter-test:
+    versions:
+      - {{effective_from: 2019-01-01, input: "1.00", output: "2.00"}}
+      - {{effective_from: "{noon}", input: "3.00", output: "5.00"}}
+  meter-new:
+    versions:
+      - {{effective_from: 2019-01-01, input: "10.00", output: "0"}}
+"""
+
+
+def books(tmp_path: Path, day: datetime):
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    (old_dir / "acme.yaml").write_text(OLD_CATALOG)
+    (new_dir / "acme.yaml").write_text(NEW_CATALOG.format(noon=(day + timedelta(hours=12)).isoformat()))
+    return load_price_book(extra_paths=[old_dir]), load_price_book(extra_paths=[new_dir])
+
+
+def priced_events(org: str, day: datetime, book) -> list[dict]:
+    """(hour offset, model, input, output): old prices 1/2 USD per 1M, new from noon 3/5, meter-new 10/0."""
+    specs = [
+        ("before-noon", 10, "meter-test", 1000, 500),  # 0.002 -> 0.002 (old version still in force)
+        ("after-noon", 12.5, "meter-test", 1000, 500),  # 0.002 -> 0.0055
+        ("late", 23.9, "meter-test", 2000, 0),  # 0.002 -> 0.006
+        ("new-model", 13, "meter-new", 1000, 0),  # unpriced -> 0.01
+        ("next-day", 25, "meter-test", 1000, 500),  # outside [day, day+1): stays 0.002
+    ]
+    events = []
+    for name, hours, model, input_tokens, output_tokens in specs:
+        event = UsageEvent(
+            event_id=f"{org}-{name}", ts=day + timedelta(hours=hours), source="test", provider="acme", model=model,
+            attribution=Attribution(org=org, team="search", route="/v1/chat", tags={"env": "test"}),
+            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens), latency_ms=100.0,
+        )
+        events.append(price_event(event, book).to_json())
+    return events
+
+
+def totals(wh, org: str) -> dict:
+    """Raw table and rollup, read directly and through the query layer (which picks each by the window)."""
+    raw = wh.query(
+        "SELECT toDecimal128(sum(cost_usd), 12) AS cost, count() AS events,"
+        " countIf(pricing_status = 'unpriced') AS unpriced FROM priced_events WHERE org = {org:String}",
+        {"org": org},
+    ).to_dicts()[0]
+    rollup = wh.query(
+        "SELECT toDecimal128(sum(cost_usd), 12) AS cost, sum(events) AS events, sum(unpriced_events) AS unpriced,"
+        " sum(input_tokens) AS input_tokens FROM spend_hourly WHERE org = {org:String}",
+        {"org": org},
+    ).to_dicts()[0]
+    by_route = wh.spend(["route"], filters={"org": [org]})  # route is not in the rollup: raw table
+    by_team = wh.spend(["team"], filters={"org": [org]})  # whole hours, rollup dims: rollup
+    return {
+        "raw": (raw["cost"], raw["events"], raw["unpriced"]),
+        "rollup": (rollup["cost"], rollup["events"], rollup["unpriced"]),
+        "rollup_input_tokens": rollup["input_tokens"],
+        "query_raw": by_route["cost_usd"].to_list(),
+        "query_rollup": by_team["cost_usd"].to_list(),
+    }
+
+
+OLD_TOTAL = D("0.008")  # four priced events at 0.002, one unpriced
+NEW_TOTAL = D("0.0255")  # 0.002 + 0.0055 + 0.006 + 0.01, + 0.002 for the untouched next-day event
+
+
+def test_reprice_applies_dated_prices_to_raw_and_rollup(wh, org, tmp_path):
+    day = datetime(2019, 6, 1, tzinfo=timezone.utc)
+    old_book, new_book = books(tmp_path, day)
+    assert wh.insert_priced(priced_events(org, day, old_book)) == 5
+    before = totals(wh, org)
+    assert before["raw"] == before["rollup"] == (OLD_TOTAL, 5, 1)
+
+    def reprice_fn(event):
+        return price_event(event, new_book)
+
+    dry = wh.reprice(day, day + timedelta(days=1), reprice_fn=reprice_fn, dry_run=True)
+    assert (dry.events, dry.changed, dry.applied, dry.old_unpriced, dry.new_unpriced) == (4, 3, 0, 1, 0)
+    assert (dry.old_total, dry.new_total, dry.difference) == (D("0.006"), D("0.0235"), D("0.0175"))
+    assert totals(wh, org) == before  # a dry run writes nothing
+
+    report = wh.reprice(day.isoformat(), day + timedelta(days=1), reprice_fn=reprice_fn)
+    assert (report.events, report.changed, report.applied) == (4, 3, 3)
+    assert report.new_total == D("0.0235")
+    top = report.top_models()
+    assert [(m.model, m.changed, m.old_cost, m.new_cost) for m in top] == [
+        ("meter-new", 1, D(0), D("0.01")), ("meter-test", 2, D("0.006"), D("0.0135"))]
+    assert D(report.to_json()["difference_usd"]) == D("0.0175")
+
+    after = totals(wh, org)
+    assert after["raw"] == after["rollup"] == (NEW_TOTAL, 5, 0)
+    assert after["query_raw"] == after["query_rollup"] == [NEW_TOTAL]
+    assert after["rollup_input_tokens"] == before["rollup_input_tokens"] == 6000  # tokens never change
+    stored = wh.query(
+        "SELECT event_id, cost_usd, tokens_source, pricing_status, price_effective_from FROM priced_events"
+        " WHERE org = {org:String} ORDER BY event_id", {"org": org}).to_dicts()
+    by_id = {row["event_id"].removeprefix(f"{org}-"): row for row in stored}
+    assert by_id["after-noon"]["cost_usd"] == D("0.0055")
+    assert by_id["after-noon"]["price_effective_from"].startswith("2019-06-01T12:00")
+    assert by_id["next-day"]["cost_usd"] == D("0.002")
+    assert by_id["new-model"]["pricing_status"] == "priced"
+    assert {row["tokens_source"] for row in stored} == {"provider"}
+
+    again = wh.reprice(day, day + timedelta(days=1), reprice_fn=reprice_fn)
+    assert (again.changed, again.applied, again.old_total, again.new_total) == (0, 0, D("0.0235"), D("0.0235"))
+    assert totals(wh, org) == after
+
+
+def test_reprice_refuses_rows_that_change_more_than_the_price(wh, org, tmp_path, make_event):
+    wh.insert_priced([make_event("x1", org, ts="2019-07-01T10:00:00Z", cost="0.5")])
+    tampered = make_event("x1", org, ts="2019-07-01T10:00:00Z", cost="0.1", input_tokens=1)
+    with pytest.raises(WarehouseError, match="do not match a stored event"):
+        wh.apply_repriced_events([tampered])
+    with pytest.raises(WarehouseError, match="since"):
+        wh.reprice(None, reprice_fn=lambda event: None)
+    raw = wh.spend(["route"], filters={"org": [org]})
+    assert raw["cost_usd"].to_list() == [D("0.5")] == wh.spend(["team"], filters={"org": [org]})["cost_usd"].to_list()
+
+
+OWNER = """
+import sys, json
+from tokenmeter.settings import Settings
+from warehouse import open_warehouse
+wh = open_warehouse(Settings(data_dir=sys.argv[1]), writer=True)
+print(wh.insert_priced(json.loads(sys.argv[2])), flush=True)
+sys.stdin.read()
+wh.close()
+"""
+
+
+def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr("warehouse.backends.MAX_BODY_BYTES", 1500)  # forces the reader to split its requests
+    day = datetime(2019, 8, 1, tzinfo=timezone.utc)
+    old_book, new_book = books(tmp_path, day)
+    org = "remote-reprice"
+    data_dir = tmp_path / "data"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(data_dir), json.dumps(priced_events(org, day, old_book))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "5"
+        reader = open_warehouse(Settings(data_dir=data_dir))
+        try:
+            assert reader.kind == "remote"
+            report = reader.reprice(day, day + timedelta(days=1), reprice_fn=lambda e: price_event(e, new_book))
+            assert (report.changed, report.applied, report.new_total) == (3, 3, D("0.0235"))
+            after = totals(reader, org)
+            assert after["raw"] == after["rollup"] == (NEW_TOTAL, 5, 0)
+            assert reader.reprice(day, reprice_fn=lambda e: price_event(e, new_book)).changed == 1  # next day
+
+            # The command line prices with the bundled catalog, which knows no `acme`: every event turns
+            # unpriced (with a reason, never a silent $0) and the report shows it.
+            cli_env = dict(env, TOKENMETER_DATA_DIR=str(data_dir))
+            command = [sys.executable, "-c", "from tokenmeter.reprice_cli import reprice; reprice()",
+                       "--since", day.date().isoformat()]
+            dry = subprocess.run([*command, "--dry-run", "--format", "json"], capture_output=True, text=True,
+                                 env=cli_env, timeout=120)
+            assert dry.returncode == 0, dry.stderr
+            shown = json.loads(dry.stdout)
+            assert (shown["events"], shown["changed"], shown["applied"], shown["dry_run"]) == (5, 5, 0, True)
+            everything_repriced = NEW_TOTAL - D("0.002") + D("0.0055")  # the next-day event too, just above
+            assert (D(shown["old_total_usd"]), D(shown["new_total_usd"])) == (everything_repriced, 0)
+            assert totals(reader, org)["raw"] == (everything_repriced, 5, 0)
+            real = subprocess.run(command, capture_output=True, text=True, env=cli_env, timeout=120)
+            assert real.returncode == 0, real.stderr
+            assert "events changed    5 (5 event(s) rewritten)" in real.stdout
+            assert "meter-new" in real.stdout and "-0.010000000000" in real.stdout
+            assert "unpriced events   0 -> 5" in real.stdout
+            after = totals(reader, org)
+            assert after["raw"] == after["rollup"] == (0, 5, 5)
+            bad = subprocess.run([*command[:3], "--since", "yesterday"], capture_output=True, text=True,
+                                 env=cli_env, timeout=120)
+            assert bad.returncode == 2 and "--since" in bad.stderr
+        finally:
+            reader.close()
+    finally:
+        owner.stdin.close()
+        try:
+            owner.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            owner.kill()
+            owner.wait()

@@ -1,0 +1,93 @@
+"""`tokenmeter reprice`: price stored history again with the current price book (a price change applies by
+event time), and show the old and new totals.
+
+The pricing runs here, with the same book the worker uses (`streams.load_book`); the warehouse only stores.
+When the loader owns the embedded warehouse, the changed rows are sent to it and it applies them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import click
+import orjson
+
+from tokenmeter.settings import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _parse_time(value: str | None, option: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)",
+                                 param_hint=option) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _money(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def render_reprice(report, fmt: str, top: int = 10) -> str:  # noqa: ANN001 - warehouse.RepriceReport
+    if fmt == "json":
+        return orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode()
+    window = f"[{report.since.isoformat()}, {report.until.isoformat() if report.until else 'now'})"
+    action = "dry run: nothing written" if report.dry_run else f"{report.applied} event(s) rewritten"
+    lines = [
+        f"window            {window}",
+        f"events considered {report.events}",
+        f"events changed    {report.changed} ({action})",
+        f"old total USD     {_money(report.old_total)}",
+        f"new total USD     {_money(report.new_total)}",
+        f"difference USD    {_money(report.difference)}",
+        f"unpriced events   {report.old_unpriced} -> {report.new_unpriced}",
+    ]
+    models = report.top_models(top)
+    if models:
+        rows = [("provider", "model", "changed", "old USD", "new USD", "difference USD")]
+        rows += [(m.provider, m.model, str(m.changed), _money(m.old_cost), _money(m.new_cost), _money(m.difference))
+                 for m in models]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines.append("")
+        lines += ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                  for row in rows]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--since", required=True, help="Start of the events' time (inclusive), RFC 3339 or a date.")
+@click.option("--until", default=None, help="End of the events' time (exclusive); default: no end.")
+@click.option("--dry-run", is_flag=True, help="Show the difference without changing the warehouse.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def reprice(since: str, until: str | None, dry_run: bool, fmt: str) -> None:
+    """Re-price stored events with the current price book (prices in force at each event's time)."""
+    from streams import load_book, price_event
+    from warehouse import WarehouseError, open_warehouse
+
+    start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    settings = _settings()
+    try:
+        book = load_book(settings)
+    except ValueError as exc:  # a catalog or overrides file that does not parse
+        raise click.ClickException(f"cannot load the price book: {exc}") from None
+    priced_at = datetime.now(timezone.utc)
+    try:
+        warehouse = open_warehouse(settings)
+        try:
+            report = warehouse.reprice(start, end, reprice_fn=lambda event: price_event(event, book, priced_at),
+                                       dry_run=dry_run)
+        finally:
+            warehouse.close()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render_reprice(report, fmt))

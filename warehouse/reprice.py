@@ -1,0 +1,236 @@
+"""Re-pricing stored history with the current price book, so a price change applies by event time.
+
+Plan (any process, SELECT only): read the stored rows of [since, until) one UTC day at a time, rebuild each
+UsageEvent (tokens exactly as stored: never re-estimated), price it with the caller's `reprice_fn`, and
+diff. The warehouse never imports the pricing stage: the caller injects `reprice_fn(UsageEvent) -> PricedEvent`.
+
+Apply (only in the process that owns the data; a reader sends the changed rows to the owner's endpoint):
+for the changed events, under the insert lock,
+1. check every new row is a stored event with identical usage and attribution (only pricing may change);
+2. insert into `spend_hourly` the NEGATION of the stored rows' contribution (counters are signed, 0003);
+3. lightweight-DELETE the stored rows;
+4. insert the new rows: the materialized view adds their full contribution, so rollup = raw again.
+Steps 2-4 are not one transaction: a crash between them leaves the rollup off for those hours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from tokenmeter.events import Attribution, PricedEvent, Usage, UsageEvent, describe_validation_error
+from warehouse.backends import WarehouseError
+from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
+
+RepriceFn = Callable[[UsageEvent], PricedEvent]
+
+# What a re-price may change. catalog_version is left out on purpose: it is a digest of the whole catalog,
+# so comparing it would rewrite every row after any unrelated catalog edit.
+PRICING_COLUMNS = (
+    "cost_usd", "cost_breakdown", "pricing_status", "unpriced_reason",
+    "price_entry", "price_effective_from", "price_override",
+)
+# What a re-price must NOT change (checked by the owner before it replaces anything). Map `tags` is left
+# out: ClickHouse cannot compare it inside a tuple IN; it is copied from the stored row anyway.
+IDENTITY_COLUMNS = (
+    "event_id", "ts", "source", "provider", "model", "operation", "status", *ATTRIBUTION_COLUMNS,
+    *USAGE_COLUMNS, "batch", "service_tier", "tokens_source",
+)
+ROLLUP_KEYS = ("org", "team", "project", "user", "api_key", "feature", "provider", "model", "pricing_status")
+ROLLUP_TOKENS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+APPLY_BATCH = 500  # changed events per apply call (keeps the endpoint's request body under its limit)
+_COLUMN_LIST = ", ".join(f"`{name}`" for name in COLUMNS)
+
+
+@dataclass
+class ModelDiff:
+    provider: str
+    model: str
+    events: int = 0
+    changed: int = 0
+    old_cost: Decimal = Decimal(0)
+    new_cost: Decimal = Decimal(0)
+
+    @property
+    def difference(self) -> Decimal:
+        return self.new_cost - self.old_cost
+
+
+@dataclass
+class RepriceReport:
+    since: datetime
+    until: datetime | None
+    dry_run: bool
+    events: int = 0
+    changed: int = 0
+    old_total: Decimal = Decimal(0)
+    new_total: Decimal = Decimal(0)
+    applied: int = 0  # rows replaced in the warehouse (0 on a dry run)
+    old_unpriced: int = 0  # events without a price before and after: unpriced is never a silent $0
+    new_unpriced: int = 0
+    models: dict[tuple[str, str], ModelDiff] = field(default_factory=dict)
+
+    @property
+    def difference(self) -> Decimal:
+        return self.new_total - self.old_total
+
+    def top_models(self, limit: int | None = 10) -> list[ModelDiff]:
+        changed = [m for m in self.models.values() if m.changed]
+        changed.sort(key=lambda m: (-abs(m.difference), m.provider, m.model))
+        return changed[:limit] if limit else changed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat() if self.until else None,
+            "dry_run": self.dry_run,
+            "events": self.events,
+            "changed": self.changed,
+            "applied": self.applied,
+            "old_unpriced": self.old_unpriced,
+            "new_unpriced": self.new_unpriced,
+            "old_total_usd": format(self.old_total, "f"),
+            "new_total_usd": format(self.new_total, "f"),
+            "difference_usd": format(self.difference, "f"),
+            "models": [
+                {**{k: v for k, v in asdict(m).items() if k not in ("old_cost", "new_cost")},
+                 "old_cost_usd": format(m.old_cost, "f"), "new_cost_usd": format(m.new_cost, "f"),
+                 "difference_usd": format(m.difference, "f")}
+                for m in self.top_models(None)
+            ],
+        }
+
+
+def stored_row_to_event(row: dict[str, Any]) -> UsageEvent:
+    """The UsageEvent a stored row was priced from: usage as stored (never re-counted), '' back to None."""
+    try:
+        return UsageEvent(
+            event_id=row["event_id"],
+            ts=_aware(row["ts"]),
+            source=row["source"],
+            provider=row["provider"],
+            model=row["model"],
+            operation=row["operation"],
+            status=row["status"],
+            attribution=Attribution(**{dim: row[dim] or None for dim in ATTRIBUTION_COLUMNS}, tags=dict(row["tags"])),
+            usage=Usage(**{name: row[name] for name in USAGE_COLUMNS}),
+            latency_ms=row["latency_ms"],
+            ttft_ms=row["ttft_ms"],
+            batch=bool(row["batch"]),
+            service_tier=row["service_tier"] or None,
+        )
+    except ValidationError as exc:
+        raise WarehouseError(f"stored event {row['event_id']!r}: {describe_validation_error(exc)}") from None
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _pricing_of(row: dict[str, Any]) -> tuple[Any, ...]:
+    values = []
+    for name in PRICING_COLUMNS:
+        value = row[name]
+        values.append(dict(value) if name == "cost_breakdown" else value)  # Decimal compares by value
+    return tuple(values)
+
+
+def reprice_row(row: dict[str, Any], reprice_fn: RepriceFn) -> dict[str, Any]:
+    """The stored row priced again, as PricedEvent JSON (tokens_source kept: the tokens are the stored ones)."""
+    event = stored_row_to_event(row)
+    priced = reprice_fn(event).to_json()
+    priced["tokens_source"] = row["tokens_source"]
+    return priced
+
+
+def _day_windows(first: datetime, last: datetime, since: datetime, until: datetime | None):
+    day = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day <= last:
+        start, end = max(day, since), day + timedelta(days=1)
+        yield start, (min(end, until) if until else end)
+        day = end
+
+
+def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, reprice_fn: RepriceFn,
+                   dry_run: bool, apply: Callable[[list[dict[str, Any]]], int]) -> RepriceReport:
+    """Walk the window a day at a time: price, diff, and (unless dry_run) hand changed events to `apply`."""
+    report = RepriceReport(since=since, until=until, dry_run=dry_run)
+    where, params = "ts >= {since:DateTime64(3, 'UTC')}", {"since": since}
+    if until is not None:
+        where += " AND ts < {until:DateTime64(3, 'UTC')}"
+        params["until"] = until
+    bounds = warehouse.backend.query_arrow(
+        f"SELECT count() AS n, min(ts) AS first, max(ts) AS last FROM priced_events WHERE {where}", params
+    ).to_pylist()[0]
+    if not bounds["n"]:
+        return report
+    for start, end in _day_windows(_aware(bounds["first"]), _aware(bounds["last"]), since, until):
+        rows = warehouse.backend.query_arrow(
+            f"SELECT {_COLUMN_LIST} FROM priced_events"
+            " WHERE ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')} ORDER BY event_id",
+            {"start": start, "end": end},
+        ).to_pylist()
+        changes = []
+        for row in rows:
+            new = reprice_row(row, reprice_fn)
+            try:
+                new_row = event_to_row(new)
+            except RowError as exc:
+                raise WarehouseError(f"re-priced event {row['event_id']!r}: {exc}") from None
+            old_cost, new_cost = Decimal(row["cost_usd"]), Decimal(new_row["cost_usd"])
+            diff = report.models.setdefault((row["provider"], row["model"]), ModelDiff(row["provider"], row["model"]))
+            report.events += 1
+            diff.events += 1
+            report.old_unpriced += row["pricing_status"] == "unpriced"
+            report.new_unpriced += new_row["pricing_status"] == "unpriced"
+            report.old_total += old_cost
+            report.new_total += new_cost
+            diff.old_cost += old_cost
+            diff.new_cost += new_cost
+            if _pricing_of(row) != _pricing_of(new_row):
+                report.changed += 1
+                diff.changed += 1
+                changes.append(new)
+        if changes and not dry_run:
+            for i in range(0, len(changes), APPLY_BATCH):
+                report.applied += apply(changes[i:i + APPLY_BATCH])
+    return report
+
+
+# Owner side -------------------------------------------------------------------------------------------
+
+
+def _negation_sql(staging: str) -> str:
+    keys = ", ".join(ROLLUP_KEYS)
+    tokens = ", ".join(f"-toInt64(sum({name})) AS neg_{name}" for name in ROLLUP_TOKENS)
+    return (
+        f"INSERT INTO spend_hourly (hour, {keys}, events, unpriced_events, {', '.join(ROLLUP_TOKENS)}, cost_usd)"
+        f" SELECT toDateTime(toStartOfHour(ts), 'UTC') AS neg_hour, {keys},"
+        " -toInt64(count()) AS neg_events, -toInt64(countIf(pricing_status = 'unpriced')) AS neg_unpriced,"
+        f" {tokens}, -toDecimal128(sum(cost_usd), 12) AS neg_cost"
+        f" FROM priced_events WHERE (event_id, ts) IN (SELECT event_id, ts FROM {staging})"
+        f" GROUP BY neg_hour, {keys}"
+    )
+
+
+def replace_priced_rows(backend: Any, staging: str) -> int:
+    """Steps 1-4 of the module doc for the rows in `staging`; the caller holds the insert lock."""
+    identity = ", ".join(f"`{name}`" for name in IDENTITY_COLUMNS)
+    unmatched = backend.query_arrow(
+        f"SELECT count() AS n FROM {staging} WHERE ({identity}) NOT IN"
+        f" (SELECT {identity} FROM priced_events WHERE (event_id, ts) IN (SELECT event_id, ts FROM {staging}))"
+    ).column("n")[0].as_py()
+    if unmatched:
+        raise WarehouseError(
+            f"{unmatched} re-priced event(s) do not match a stored event (missing, or usage/attribution differ);"
+            " only prices may change: re-run the reprice"
+        )
+    counted = backend.query_arrow(f"SELECT count() AS n FROM {staging}").column("n")[0].as_py()
+    backend.command(_negation_sql(staging))
+    backend.command(f"DELETE FROM priced_events WHERE (event_id, ts) IN (SELECT event_id, ts FROM {staging})")
+    backend.command(f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}")
+    return int(counted)
