@@ -123,7 +123,7 @@ def build_where(
 def measures(source: Source) -> list[str]:
     """Aggregates with the same names and types on both sources (UInt64 counts, Decimal(38,12) cost)."""
     if source.rollup:
-        # The rollup's counters are signed (re-pricing inserts negated rows, migration 0003): cast back.
+        # The rollup's counters are Int64 since migration 0003 (they are never negative now): cast back.
         counts = ["toUInt64(sum(events)) AS events", "toUInt64(sum(unpriced_events)) AS unpriced_events"]
         tokens = [f"toUInt64(sum({name})) AS {name}" for name in TOKEN_MEASURES]
     else:

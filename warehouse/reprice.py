@@ -5,12 +5,20 @@ UsageEvent (tokens exactly as stored: never re-estimated), price it with the cal
 diff. The warehouse never imports the pricing stage: the caller injects `reprice_fn(UsageEvent) -> PricedEvent`.
 
 Apply (only in the process that owns the data; a reader sends the changed rows to the owner's endpoint):
-for the changed events, under the insert lock,
+for the changed events, under the insert lock (loader inserts wait for it),
 1. check every new row is a stored event with identical usage and attribution (only pricing may change);
-2. insert into `spend_hourly` the NEGATION of the stored rows' contribution (counters are signed, 0003);
-3. lightweight-DELETE the stored rows;
-4. insert the new rows: the materialized view adds their full contribution, so rollup = raw again.
-Steps 2-4 are not one transaction: a crash between them leaves the rollup off for those hours.
+2. record the affected hours in `rollup_rebuild_pending` (0004);
+3. INSERT the new rows with a `loaded_at` strictly newer than every stored copy of those events;
+4. for the pending hours, lightweight-DELETE every raw copy of an event older than its newest `loaded_at`;
+5. for the pending hours, DELETE the rollup rows and INSERT them again aggregated from the raw table
+   (the same aggregation as the materialized view);
+6. clear those hours from `rollup_rebuild_pending`.
+Why a crash anywhere is safe: the raw table never lacks an event (the new copy is written before the old one
+goes), and two copies differ in `loaded_at`, so "keep the newest copy" (step 4, also what the
+ReplacingMergeTree merge keeps) is unambiguous and idempotent. The rollup of an hour is only ever *derived*
+from raw by steps 4-5, which are idempotent, and the hour stays pending until they finish. A writer that opens
+the warehouse runs steps 4-6 for every pending hour (`heal_pending_hours`), so a crash at any point heals on
+the next start; re-running reprice heals too (it rebuilds all pending hours, not only its own).
 """
 
 from __future__ import annotations
@@ -204,25 +212,48 @@ def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, repr
 # Owner side -------------------------------------------------------------------------------------------
 
 
-def _negation_sql(staging: str) -> str:
+_PENDING_HOURS = "(SELECT hour FROM rollup_rebuild_pending)"
+
+
+def _rollup_rebuild_sql() -> str:
+    """The materialized view's aggregation (0002), over the raw rows of the pending hours."""
     keys = ", ".join(ROLLUP_KEYS)
-    tokens = ", ".join(f"-toInt64(sum({name})) AS neg_{name}" for name in ROLLUP_TOKENS)
+    tokens = ", ".join(f"sum({name}) AS {name}" for name in ROLLUP_TOKENS)
     return (
         f"INSERT INTO spend_hourly (hour, {keys}, events, unpriced_events, {', '.join(ROLLUP_TOKENS)}, cost_usd)"
-        f" SELECT toDateTime(toStartOfHour(ts), 'UTC') AS neg_hour, {keys},"
-        " -toInt64(count()) AS neg_events, -toInt64(countIf(pricing_status = 'unpriced')) AS neg_unpriced,"
-        f" {tokens}, -toDecimal128(sum(cost_usd), 12) AS neg_cost"
-        f" FROM priced_events WHERE (event_id, ts) IN (SELECT event_id, ts FROM {staging})"
-        f" GROUP BY neg_hour, {keys}"
+        f" SELECT toDateTime(toStartOfHour(ts), 'UTC') AS hour, {keys},"
+        " count() AS events, countIf(pricing_status = 'unpriced') AS unpriced_events,"
+        f" {tokens}, toDecimal128(sum(cost_usd), 12) AS cost_usd"
+        f" FROM priced_events WHERE toDateTime(toStartOfHour(ts), 'UTC') IN {_PENDING_HOURS}"
+        f" GROUP BY hour, {keys}"
     )
 
 
+def heal_pending_hours(backend: Any) -> int:
+    """Steps 4-6 of the module doc for every pending hour; idempotent. The caller holds the insert lock
+    (or is opening the warehouse, before any loader runs). Returns the hours rebuilt."""
+    pending = backend.query_arrow(
+        "SELECT count(DISTINCT hour) AS n FROM rollup_rebuild_pending").column("n")[0].as_py()
+    if not pending:
+        return 0
+    in_pending = f"toDateTime(toStartOfHour(ts), 'UTC') IN {_PENDING_HOURS}"
+    backend.command(
+        f"DELETE FROM priced_events WHERE {in_pending} AND (event_id, loaded_at) NOT IN"
+        f" (SELECT event_id, max(loaded_at) FROM priced_events WHERE {in_pending} GROUP BY event_id)"
+    )
+    backend.command(f"DELETE FROM spend_hourly WHERE hour IN {_PENDING_HOURS}")
+    backend.command(_rollup_rebuild_sql())
+    backend.command("TRUNCATE TABLE rollup_rebuild_pending")
+    return int(pending)
+
+
 def replace_priced_rows(backend: Any, staging: str) -> int:
-    """Steps 1-4 of the module doc for the rows in `staging`; the caller holds the insert lock."""
+    """Steps 1-6 of the module doc for the rows in `staging`; the caller holds the insert lock."""
     identity = ", ".join(f"`{name}`" for name in IDENTITY_COLUMNS)
+    in_staging = f"(event_id, ts) IN (SELECT event_id, ts FROM {staging})"
     unmatched = backend.query_arrow(
         f"SELECT count() AS n FROM {staging} WHERE ({identity}) NOT IN"
-        f" (SELECT {identity} FROM priced_events WHERE (event_id, ts) IN (SELECT event_id, ts FROM {staging}))"
+        f" (SELECT {identity} FROM priced_events WHERE {in_staging})"
     ).column("n")[0].as_py()
     if unmatched:
         raise WarehouseError(
@@ -230,7 +261,16 @@ def replace_priced_rows(backend: Any, staging: str) -> int:
             " only prices may change: re-run the reprice"
         )
     counted = backend.query_arrow(f"SELECT count() AS n FROM {staging}").column("n")[0].as_py()
-    backend.command(_negation_sql(staging))
-    backend.command(f"DELETE FROM priced_events WHERE (event_id, ts) IN (SELECT event_id, ts FROM {staging})")
-    backend.command(f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}")
+    backend.command(
+        f"INSERT INTO rollup_rebuild_pending (hour) SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC') FROM {staging}"
+    )
+    # Strictly newer than every stored copy, so "keep the newest copy" never keeps two.
+    version = (
+        "(SELECT greatest(now64(3), max(loaded_at) + toIntervalMillisecond(1))"
+        f" FROM priced_events WHERE {in_staging})"
+    )
+    backend.command(
+        f"INSERT INTO priced_events ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
+    )
+    heal_pending_hours(backend)
     return int(counted)

@@ -34,7 +34,7 @@ from warehouse.backends import (
     WarehouseLocked,
 )
 from warehouse.endpoint import QueryEndpoint, read_live_endpoint
-from warehouse.reprice import RepriceFn, RepriceReport, plan_and_apply, replace_priced_rows
+from warehouse.reprice import RepriceFn, RepriceReport, heal_pending_hours, plan_and_apply, replace_priced_rows
 from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,9 @@ class Warehouse:
             raise WarehouseError(f"until ({end.isoformat()}) must be after since ({start.isoformat()})")
         if self.backend.writable:
             apply = self.apply_repriced_events
+            if not dry_run:
+                with self._insert_lock:  # finish a re-price that stopped half-way, so the plan reads clean raw
+                    heal_pending_hours(self.backend)
         else:
             apply = getattr(self.backend, "apply_repriced_events", None)
             if apply is None and not dry_run:
@@ -276,6 +279,7 @@ def _open_chdb(path: Path, data_dir: Path, serve: bool) -> Warehouse:
             backend = ChdbBackend(path)
             try:
                 apply_migrations(backend)
+                heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
                 # The endpoint applies re-priced rows sent by readers (`tokenmeter reprice` while the loader runs).
                 repricer = Warehouse(backend, writer=True)
                 endpoint = (
@@ -301,6 +305,9 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
         staging = f"priced_events_staging_{uuid.uuid4().hex[:12]}"  # per process: loaders may run side by side
         warehouse = Warehouse(backend, writer=writer, staging_table=staging)
         warehouse._on_close = lambda: _close_server_handle(warehouse)
+        if writer:
+            with warehouse._insert_lock:
+                heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
         return warehouse
 
     path = Path(settings.warehouse_path).resolve()

@@ -223,3 +223,109 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
         except subprocess.TimeoutExpired:
             owner.kill()
             owner.wait()
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+# Every write of an apply, in order: the crash test stops right after each one in turn.
+APPLY_STATEMENTS = (
+    "INSERT INTO rollup_rebuild_pending", "INSERT INTO priced_events", "DELETE FROM priced_events",
+    "DELETE FROM spend_hourly", "INSERT INTO spend_hourly",
+)
+
+
+@pytest.mark.parametrize("heal", ["reopen", "rerun"])
+@pytest.mark.parametrize("crash_after", APPLY_STATEMENTS)
+def test_reprice_heals_after_a_crash_between_statements(wh, org, tmp_path, monkeypatch, crash_after, heal):
+    from warehouse.reprice import heal_pending_hours
+
+    day = datetime(2019, 6, 1, tzinfo=timezone.utc)
+    old_book, new_book = books(tmp_path, day)
+    assert wh.insert_priced(priced_events(org, day, old_book)) == 5
+    real_command = wh.backend.command
+
+    def crashing_command(sql, *args, **kwargs):
+        result = real_command(sql, *args, **kwargs)
+        if sql.startswith(crash_after):
+            raise SimulatedCrash(crash_after)
+        return result
+
+    monkeypatch.setattr(wh.backend, "command", crashing_command)
+    with pytest.raises(SimulatedCrash):
+        wh.reprice(day, day + timedelta(days=1), reprice_fn=lambda event: price_event(event, new_book))
+    monkeypatch.setattr(wh.backend, "command", real_command)
+
+    if heal == "reopen":
+        heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
+    else:
+        again = wh.reprice(day, day + timedelta(days=1), reprice_fn=lambda event: price_event(event, new_book))
+        stored = wh.query("SELECT uniqExact(event_id) AS n FROM priced_events WHERE ts >= {start:DateTime64(3, 'UTC')}"
+                          " AND ts < {end:DateTime64(3, 'UTC')}",
+                          {"start": day, "end": day + timedelta(days=1)}).to_dicts()[0]["n"]
+        assert again.events == stored  # healed before planning: the plan never sees a duplicate copy
+    # Healing never re-prices: a crash before the new rows were written leaves the old prices, consistently.
+    old_prices = heal == "reopen" and crash_after == APPLY_STATEMENTS[0]
+    total, unpriced = (OLD_TOTAL, 1) if old_prices else (NEW_TOTAL, 0)
+    after = totals(wh, org)
+    assert after["raw"] == after["rollup"] == (total, 5, unpriced)
+    assert after["query_raw"] == after["query_rollup"] == [total]
+    assert after["rollup_input_tokens"] == 6000
+    copies = wh.query("SELECT count() AS n, uniqExact(event_id) AS ids FROM priced_events WHERE org = {org:String}",
+                      {"org": org}).to_dicts()[0]
+    assert copies == {"n": 5, "ids": 5}
+    assert wh.query("SELECT count() AS n FROM rollup_rebuild_pending").to_dicts()[0]["n"] == 0
+
+
+KILLED_OWNER = """
+import json, os, sys
+from pathlib import Path
+from streams import price_event
+from streams.pricing import load_price_book
+from tokenmeter.settings import Settings
+from warehouse import open_warehouse
+data_dir, events, new_dir, since, until = sys.argv[1:]
+wh = open_warehouse(Settings(data_dir=data_dir), writer=True)
+assert wh.insert_priced(json.loads(events)) == 5
+real_command = wh.backend.command
+
+def command(sql, *args, **kwargs):
+    result = real_command(sql, *args, **kwargs)
+    if sql.startswith("INSERT INTO priced_events"):
+        os._exit(9)  # the process dies with both copies of the re-priced events in the raw table
+    return result
+
+wh.backend.command = command
+book = load_price_book(extra_paths=[Path(new_dir)])
+wh.reprice(since, until, reprice_fn=lambda event: price_event(event, book))
+"""
+
+REOPEN = """
+import json, sys
+from tokenmeter.settings import Settings
+from warehouse import open_warehouse
+wh = open_warehouse(Settings(data_dir=sys.argv[1]), writer=True, serve=False)
+raw = wh.query("SELECT toString(toDecimal128(sum(cost_usd), 12)) AS cost, count() AS n FROM priced_events").to_dicts()[0]
+rollup = wh.query("SELECT toString(toDecimal128(sum(cost_usd), 12)) AS cost, sum(events) AS n FROM spend_hourly").to_dicts()[0]
+print(json.dumps([raw["cost"], raw["n"], rollup["cost"], rollup["n"]]))
+wh.close()
+"""
+
+
+def test_a_killed_reprice_heals_when_the_owner_reopens(tmp_path):
+    day = datetime(2019, 9, 1, tzinfo=timezone.utc)
+    old_book, _ = books(tmp_path, day)
+    data_dir = tmp_path / "data"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_OWNER, str(data_dir), json.dumps(priced_events("killed", day, old_book)),
+         str(tmp_path / "new"), day.isoformat(), (day + timedelta(days=1)).isoformat()],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert killed.returncode == 9, killed.stderr
+    reopened = subprocess.run([sys.executable, "-c", REOPEN, str(data_dir)], capture_output=True, text=True,
+                              env=env, timeout=120)
+    assert reopened.returncode == 0, reopened.stderr
+    raw_cost, raw_events, rollup_cost, rollup_events = json.loads(reopened.stdout)
+    assert D(raw_cost) == D(rollup_cost) == NEW_TOTAL and raw_events == rollup_events == 5
