@@ -1,5 +1,11 @@
 """OTLP/protobuf `TracesData` (what the OpenTelemetry Collector's kafka exporter writes with its default
-`otlp_proto` encoding) read into the OTLP/JSON shape, so one code path handles both encodings."""
+`otlp_proto` encoding) read into the OTLP/JSON shape, so one code path handles both encodings.
+
+Spans and attributes are read field by field rather than with `json_format.MessageToDict`, which was about
+half of the parse time; the output is the same dict MessageToDict gives (camelCase keys, default values
+omitted, 64-bit ints as strings, enum names) except that ids are lower-case hex as in OTLP/JSON. The rare
+parts (span events, links, resource, scope) still go through MessageToDict.
+"""
 
 from __future__ import annotations
 
@@ -26,14 +32,105 @@ def traces_data_to_json(data: bytes) -> dict[str, Any]:
     if not message.resource_spans:
         # Arbitrary bytes can parse as a message made only of unknown fields: that is not a trace.
         raise DialectError("binary record is neither JSON nor OTLP protobuf TracesData (no resourceSpans)")
-    as_json = MessageToDict(message)
-    for resource_spans in as_json.get("resourceSpans", []):
-        for scope_spans in resource_spans.get("scopeSpans", []):
-            for span in scope_spans.get("spans", []):
-                _hex_ids(span)
-                for link in span.get("links", []):
-                    _hex_ids(link)
-    return as_json
+    resource_spans_list = []
+    for resource_spans in message.resource_spans:
+        rs: dict[str, Any] = {}
+        if resource_spans.HasField("resource"):
+            rs["resource"] = MessageToDict(resource_spans.resource)
+        scope_spans_list = []
+        for scope_spans in resource_spans.scope_spans:
+            ss: dict[str, Any] = {}
+            if scope_spans.HasField("scope"):
+                ss["scope"] = MessageToDict(scope_spans.scope)
+            if scope_spans.spans:
+                ss["spans"] = [_span(span, MessageToDict) for span in scope_spans.spans]
+            if scope_spans.schema_url:
+                ss["schemaUrl"] = scope_spans.schema_url
+            scope_spans_list.append(ss)
+        if scope_spans_list:
+            rs["scopeSpans"] = scope_spans_list
+        if resource_spans.schema_url:
+            rs["schemaUrl"] = resource_spans.schema_url
+        resource_spans_list.append(rs)
+    return {"resourceSpans": resource_spans_list}
+
+
+def _span(span: Any, message_to_dict: Any) -> dict[str, Any]:
+    """One Span as MessageToDict writes it (key order kept: field number order), ids as hex."""
+    out: dict[str, Any] = {}
+    if span.trace_id:
+        out["traceId"] = span.trace_id.hex()
+    if span.span_id:
+        out["spanId"] = span.span_id.hex()
+    if span.trace_state:
+        out["traceState"] = span.trace_state
+    if span.parent_span_id:
+        out["parentSpanId"] = span.parent_span_id.hex()
+    if span.name:
+        out["name"] = span.name
+    if span.kind:
+        out["kind"] = span.DESCRIPTOR.fields_by_name["kind"].enum_type.values_by_number[span.kind].name
+    if span.start_time_unix_nano:
+        out["startTimeUnixNano"] = str(span.start_time_unix_nano)
+    if span.end_time_unix_nano:
+        out["endTimeUnixNano"] = str(span.end_time_unix_nano)
+    if span.attributes:
+        out["attributes"] = _key_values(span.attributes)
+    if span.dropped_attributes_count:
+        out["droppedAttributesCount"] = span.dropped_attributes_count
+    if span.events:
+        out["events"] = [message_to_dict(event) for event in span.events]
+    if span.dropped_events_count:
+        out["droppedEventsCount"] = span.dropped_events_count
+    if span.links:
+        links = [message_to_dict(link) for link in span.links]
+        for link in links:
+            _hex_ids(link)
+        out["links"] = links
+    if span.dropped_links_count:
+        out["droppedLinksCount"] = span.dropped_links_count
+    if span.HasField("status"):
+        out["status"] = message_to_dict(span.status)
+    if span.flags:
+        out["flags"] = span.flags
+    return out
+
+
+def _key_values(items: Any) -> list[dict[str, Any]]:
+    result = []
+    for item in items:
+        kv: dict[str, Any] = {}
+        if item.key:
+            kv["key"] = item.key
+        if item.HasField("value"):
+            kv["value"] = _any_value(item.value)
+        result.append(kv)
+    return result
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return {"stringValue": value.string_value}
+    if kind == "int_value":
+        return {"intValue": str(value.int_value)}
+    if kind == "bool_value":
+        return {"boolValue": value.bool_value}
+    if kind == "double_value":
+        number = value.double_value
+        if number != number or number in (float("inf"), float("-inf")):
+            from google.protobuf.json_format import MessageToDict  # NaN/Infinity spelled as MessageToDict does
+            return MessageToDict(value)
+        return {"doubleValue": number}
+    if kind == "array_value":
+        values = value.array_value.values
+        return {"arrayValue": {"values": [_any_value(v) for v in values]} if values else {}}
+    if kind == "kvlist_value":
+        values = value.kvlist_value.values
+        return {"kvlistValue": {"values": _key_values(values)} if values else {}}
+    if kind == "bytes_value":
+        return {"bytesValue": base64.b64encode(value.bytes_value).decode("ascii")}
+    return {}
 
 
 def _hex_ids(obj: dict[str, Any]) -> None:
