@@ -86,9 +86,10 @@ class BatchResult:
                 yield key, orjson.dumps(events[start : start + MAX_EVENTS_PER_MESSAGE])
 
 
-def aggregate_key(event: UsageEvent) -> str:
+def aggregate_key(event: UsageEvent, key: bytes) -> str:
+    """`<partition key>|<UTC hour>`; the caller passes the partition key it already computed for the event."""
     hour = event.ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H")
-    return f"{partition_key(event).decode()}|{hour}"
+    return f"{key.decode()}|{hour}"
 
 
 def dead_letter(reason: str, payload: Any, record: RawRecord, stage: str = "worker") -> dict[str, Any]:
@@ -136,12 +137,13 @@ def process_batch(records: Iterable[RawRecord], book: PriceBook) -> BatchResult:
             except Exception as exc:  # a bug must not stop the stream: keep the record and the reason
                 result.deadletters.append(dead_letter(f"internal error: {type(exc).__name__}: {exc}", item, record))
                 continue
-            result.priced[partition_key(event)].append(priced.to_json())
+            key = partition_key(event)
+            result.priced[key].append(priced.to_json())
             unpriced = priced.pricing_status == "unpriced"
             result.priced_count += 1
             result.unpriced_count += unpriced
-            key = (record.partition, aggregate_key(event))
+            scope_hour = (record.partition, aggregate_key(event, key))
             delta = Aggregate(1, priced.usage.input_tokens, priced.usage.output_tokens, priced.cost_usd, int(unpriced))
-            current = result.aggregates.get(key)
-            result.aggregates[key] = current.add(delta) if current else delta
+            current = result.aggregates.get(scope_hour)
+            result.aggregates[scope_hour] = current.add(delta) if current else delta
     return result

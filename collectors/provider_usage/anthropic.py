@@ -90,22 +90,6 @@ class AnthropicUsage(ProviderSpec):
         return parse_rfc3339(bucket.get("starting_at"), f"{where}.starting_at"), \
             parse_rfc3339(bucket.get("ending_at"), f"{where}.ending_at")
 
-    def rows(self, kind: str, start: datetime, end: datetime, bucket: dict[str, Any], where: str,
-             fetched_at: str) -> list[dict[str, Any]]:
-        results = bucket.get("results")
-        if results is None:
-            return []
-        if not isinstance(results, list):
-            raise ProviderFormatError(f"{where}.results: expected a list, got {results!r:.80}")
-        records = []
-        for index, result in enumerate(results):
-            at = f"{where}.results[{index}]"
-            if not isinstance(result, dict):
-                raise ProviderFormatError(f"{at}: expected an object")
-            records.append(self._usage(result, at, start, end, fetched_at) if kind == "usage"
-                           else self._cost(result, at, start, end, fetched_at))
-        return records
-
     def _usage(self, result: dict[str, Any], at: str, start: datetime, end: datetime,
                fetched_at: str) -> dict[str, Any]:
         creation = result.get("cache_creation") or {}

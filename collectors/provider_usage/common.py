@@ -232,7 +232,8 @@ class Window:
 
 
 class ProviderSpec:
-    """Subclasses: name, key_env default, `kinds`, `path(kind)`, `params(kind, start)`, `bucket_bounds`, `rows`."""
+    """Subclasses: name, `kinds`, `path(kind)`, `params(kind, start)`, `bucket_bounds`, `_usage`, `_cost`, and
+    `results(bucket)` when a provider names a bucket's result list differently."""
 
     name: str
     kinds: tuple[str, ...] = ("usage", "cost")
@@ -247,8 +248,32 @@ class ProviderSpec:
     def bucket_bounds(self, bucket: dict[str, Any], where: str) -> tuple[datetime, datetime]:
         raise NotImplementedError
 
+    def results(self, bucket: dict[str, Any]) -> Any:
+        return bucket.get("results")
+
     def rows(self, kind: str, start: datetime, end: datetime, bucket: dict[str, Any], where: str,
              fetched_at: str) -> list[dict[str, Any]]:
+        """One record per result of a bucket, each checked to be an object (errors name the path)."""
+        results = self.results(bucket)
+        if results is None:
+            return []
+        if not isinstance(results, list):
+            raise ProviderFormatError(f"{where}.results: expected a list, got {results!r:.80}")
+        convert = self._usage if kind == "usage" else self._cost
+        records = []
+        for index, result in enumerate(results):
+            at = f"{where}.results[{index}]"
+            if not isinstance(result, dict):
+                raise ProviderFormatError(f"{at}: expected an object")
+            records.append(convert(result, at, start, end, fetched_at))
+        return records
+
+    def _usage(self, result: dict[str, Any], at: str, start: datetime, end: datetime,
+               fetched_at: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _cost(self, result: dict[str, Any], at: str, start: datetime, end: datetime,
+              fetched_at: str) -> dict[str, Any]:
         raise NotImplementedError
 
     async def fetch(self, client: AdminClient, kind: str, start: datetime, now: datetime) -> Window:

@@ -71,21 +71,8 @@ class OpenAIUsage(ProviderSpec):
         return from_unix(bucket.get("start_time"), f"{where}.start_time"), \
             from_unix(bucket.get("end_time"), f"{where}.end_time")
 
-    def rows(self, kind: str, start: datetime, end: datetime, bucket: dict[str, Any], where: str,
-             fetched_at: str) -> list[dict[str, Any]]:
-        results = bucket.get("results", bucket.get("result"))  # the docs show both spellings
-        if results is None:
-            return []
-        if not isinstance(results, list):
-            raise ProviderFormatError(f"{where}.results: expected a list, got {results!r:.80}")
-        records = []
-        for index, result in enumerate(results):
-            at = f"{where}.results[{index}]"
-            if not isinstance(result, dict):
-                raise ProviderFormatError(f"{at}: expected an object")
-            records.append(self._usage(result, at, start, end, fetched_at) if kind == "usage"
-                           else self._cost(result, at, start, end, fetched_at))
-        return records
+    def results(self, bucket: dict[str, Any]) -> Any:
+        return bucket.get("results", bucket.get("result"))  # the docs show both spellings
 
     def _usage(self, result: dict[str, Any], at: str, start: datetime, end: datetime,
                fetched_at: str) -> dict[str, Any]:
