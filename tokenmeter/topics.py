@@ -11,7 +11,10 @@ ENFORCEMENT = "tokenmeter.enforcement"  # allow/throttle/block decisions keyed b
 DEADLETTER = "tokenmeter.deadletter"  # records that could not be handled, with the reason
 PROVIDER_USAGE = "tokenmeter.provider-usage"  # provider-reported usage/cost for reconciliation
 BUDGETS = "tokenmeter.budgets"  # budget definitions keyed by name (compacted)
-ANOMALIES = "tokenmeter.anomalies"
+ANOMALIES = "tokenmeter.anomalies"  # detected spend anomalies (latest record per id wins)
+ALERT_DELIVERIES = "tokenmeter.alert-deliveries"  # delivery state per alert and route (compacted)
+BUDGET_SPEND = "tokenmeter.budget-spend"  # internal: per-budget spend entries, keyed by budget name
+ANOMALY_ACKS = "tokenmeter.anomaly-acks"  # acknowledge/mute of anomalies from the dashboard (compacted)
 
 
 @dataclass(frozen=True)
@@ -31,4 +34,7 @@ def topic_specs() -> list[TopicSpec]:
         TopicSpec(PROVIDER_USAGE),
         TopicSpec(BUDGETS, compacted=True),
         TopicSpec(ANOMALIES),
+        TopicSpec(ALERT_DELIVERIES, compacted=True),
+        TopicSpec(BUDGET_SPEND),
+        TopicSpec(ANOMALY_ACKS, compacted=True),
     ]
