@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "TOKENMETER_"
@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     azure_deployments: dict[str, str] = Field(
         default_factory=dict, description="Azure OpenAI deployment name -> model (JSON in the env variable)."
     )
+    # Alerts (budgets and anomalies) -----------------------------------------------------------------
+    pagerduty_url: str = Field("https://events.pagerduty.com/v2/enqueue", description="PagerDuty Events API v2 URL.")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for signing generic webhooks.")
+    alert_max_attempts: int = Field(8, ge=1, description="Delivery attempts per alert and route before giving up.")
+    alert_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay; doubles per attempt.")
+    alert_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")
+    anomaly_notify: list[str] = Field(default_factory=list, description="Routes for anomaly alerts (JSON list).")
+    # Enforcement -------------------------------------------------------------------------------------
+    decision_header_prefix: str = Field("x-tokenmeter-", description="Headers read by /v1/decision (prefix+dim).")
+    # Dashboard and warehouse -------------------------------------------------------------------------
+    dashboard_users_file: Path | None = Field(None, description="YAML of dashboard users, hashes and roles.")
+    dashboard_secret_key: SecretStr | None = Field(None, description="Signs dashboard sessions; random if unset.")
+    raw_retention_days: int = Field(400, ge=1, description="Days of raw priced events kept; rollups are kept.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
