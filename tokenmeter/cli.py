@@ -203,6 +203,7 @@ def _register_stage_commands() -> None:
         ("streams.alerts.cli", "alerts"),
         ("streams.anomalies.cli", "anomalies"),
         ("warehouse.export_cli", "export"),
+        ("dashboards.cli", "users"),
     ):
         try:
             module = importlib.import_module(module_name)

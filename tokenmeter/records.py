@@ -28,6 +28,10 @@ Enforcement record, topic `tokenmeter.enforcement` (compacted), key = `budget:<n
     metric, spend, limit, percent, period_key, period_start, period_end, projected, expected_breach_at,
     updated_at. A tombstone (null value) = budget deleted.
 
+Anomaly ack record, topic `tokenmeter.anomaly-acks` (compacted), key = `<anomaly id>`:
+    anomaly_id, kind, scope_dim, scope_value, action ("ack" | "mute" | "unmute"), by (user name), note,
+    mute_until (RFC 3339 or null; a mute silences notifications of that kind for that scope until then), at
+
 Anomaly record, topic `tokenmeter.anomalies`, key = `id` (latest record per id wins: an ongoing anomaly is
 re-published with a later `end` and `status`):
     id, kind, scope_dim, scope_value, severity, observed, expected, expected_low, expected_high (decimal
