@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     alert_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay; doubles per attempt.")
     alert_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")
     anomaly_notify: list[str] = Field(default_factory=list, description="Routes for anomaly alerts (JSON list).")
+    alert_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one delivery HTTP request.")
+    alert_max_in_flight: int = Field(16, ge=1, description="Delivery HTTP requests in flight at once.")
+    alerts_port: int | None = Field(None, ge=1, le=65535, description="Dispatcher /health + /metrics; unset: off.")
     # Enforcement -------------------------------------------------------------------------------------
     decision_header_prefix: str = Field("x-tokenmeter-", description="Headers read by /v1/decision (prefix+dim).")
     # Dashboard and warehouse -------------------------------------------------------------------------
