@@ -1,0 +1,116 @@
+"""Acknowledge / mute records on `tokenmeter.anomaly-acks` (contract in tokenmeter/records.py).
+
+The dashboard publishes them (`publish_ack_sync` from a Dash callback); the anomaly runner reads the topic and
+suppresses *notifications* (never detection) for a muted (kind, scope) until `mute_until`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from tokenmeter.records import RecordError, iso
+from tokenmeter.topics import ANOMALY_ACKS
+
+ACK_ACTIONS = ("ack", "mute", "unmute")
+ACK_FIELDS = ("anomaly_id", "kind", "scope_dim", "scope_value", "action", "by", "note", "mute_until", "at")
+
+
+def ack_record(**fields: Any) -> dict[str, Any]:
+    """Build an ack record, checking the contract; raises RecordError listing every problem."""
+    fields.setdefault("note", "")
+    fields.setdefault("mute_until", None)
+    fields.setdefault("at", datetime.now(timezone.utc))
+    problems = [f"missing {name}" for name in ACK_FIELDS if name not in fields]
+    extra = set(fields) - set(ACK_FIELDS)
+    if extra:
+        problems.append(f"unknown fields {sorted(extra)}")
+    if fields.get("action") not in ACK_ACTIONS:
+        problems.append(f"action must be one of {ACK_ACTIONS}, got {fields.get('action')!r}")
+    for name in ("anomaly_id", "kind", "scope_dim"):
+        if name in fields and (not isinstance(fields[name], str) or not fields[name]):
+            problems.append(f"{name} must be a non-empty string")
+    for name in ("at", "mute_until"):
+        value = fields.get(name)
+        if isinstance(value, datetime):
+            fields[name] = iso(value)
+        elif value is not None and parse_time(value) is None:
+            problems.append(f"{name} must be an RFC 3339 time, got {value!r}")
+    if fields.get("action") == "mute" and not fields.get("mute_until"):
+        problems.append("a mute needs mute_until")
+    if problems:
+        raise RecordError("anomaly ack record: " + "; ".join(problems))
+    return {name: fields[name] for name in ACK_FIELDS}
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+async def publish_ack(bootstrap: str, record: dict) -> None:
+    """Validate and write one ack record (key = anomaly id), waiting for Kafka's acknowledgement."""
+    record = ack_record(**record)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(ANOMALY_ACKS, key=record["anomaly_id"].encode(), value=orjson.dumps(record))
+    finally:
+        await producer.stop()
+
+
+def publish_ack_sync(bootstrap: str, record: dict) -> None:
+    """`publish_ack` for synchronous callers (Dash callbacks run in threads without an event loop)."""
+    asyncio.run(publish_ack(bootstrap, record))
+
+
+class MuteTable:
+    """Which (kind, scope_dim, scope_value) are muted until when, folded from ack records in topic order.
+
+    A mute applies to the kind and scope of the anomaly it names, so later anomalies of the same kind on the
+    same scope stay silent too until `mute_until`; `unmute` lifts it; `ack` only records that someone saw it.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, str, str], datetime] = {}
+        self.acked: dict[str, dict] = {}
+        self.rejected = 0
+
+    def apply(self, raw: bytes | dict | None) -> None:
+        if raw is None:  # tombstone of a compacted topic: nothing to fold
+            return
+        try:
+            record = orjson.loads(raw) if isinstance(raw, (bytes, str)) else raw
+            key = (str(record["kind"]), str(record["scope_dim"]), str(record.get("scope_value") or ""))
+            action = record["action"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.rejected += 1  # a bad ack must not stop the runner; counted and skipped
+            return
+        if action == "mute":
+            until = parse_time(record.get("mute_until"))
+            if until is None:
+                self.rejected += 1
+                return
+            self._until[key] = until
+        elif action == "unmute":
+            self._until.pop(key, None)
+        elif action == "ack":
+            self.acked[str(record.get("anomaly_id"))] = record
+        else:
+            self.rejected += 1
+
+    def muted(self, kind: str, scope_dim: str, scope_value: str, at: datetime) -> bool:
+        until = self._until.get((kind, scope_dim, scope_value))
+        return until is not None and at < until
+
+    def to_json(self) -> dict[str, str]:
+        return {"|".join(k): iso(v) for k, v in self._until.items()}
