@@ -1,0 +1,182 @@
+"""`tokenmeter alerts dispatch|test|list`: run the dispatcher, check a route with a sample alert, show recent
+alerts with their delivery state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+import orjson
+
+from tokenmeter.settings import Settings, SettingsError, load_settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def alerts() -> None:
+    """Deliver budget and anomaly alerts to Slack, PagerDuty and signed webhooks."""
+
+
+@alerts.command()
+def dispatch() -> None:
+    """Run the alert dispatcher until SIGINT/SIGTERM (its own process; never slows metering)."""
+    from .dispatcher import run_dispatcher
+
+    s = _settings()
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_dispatcher(s, stop)
+
+    asyncio.run(main())
+
+
+def sample_alert(anomaly: bool, resolve: bool, notify: list[str], dashboard_url: str) -> dict[str, Any]:
+    """A realistic alert with a fresh id (a test is never deduplicated against an earlier one)."""
+    from tokenmeter.records import alert_record, iso
+
+    now = iso(datetime.now(timezone.utc))
+    common = {"id": f"test-{uuid.uuid4().hex[:12]}", "action": "resolve" if resolve else "trigger",
+              "at": now, "notify": notify, "dashboard_url": dashboard_url}
+    if anomaly:
+        return alert_record(
+            **common, source="anomaly", kind="spend_spike", severity="warning", dedup_key="test-anomaly:team=search",
+            title="TEST: spend spike for team search", scope={"team": "search"},
+            summary="TEST alert from `tokenmeter alerts test`: spend is 4.1x the usual level for this hour.",
+            details={"anomaly_id": "test", "kind": "spend_spike", "observed": "12.400000", "expected": "3.000000",
+                     "expected_low": "2.100000", "expected_high": "3.900000", "unit": "usd_per_hour",
+                     "start": now, "end": now, "explanation": "Model gpt-4o calls from user ana tripled."})
+    return alert_record(
+        **common, source="budget", kind="threshold", severity="critical", dedup_key="test-budget:search:2026-11",
+        title="TEST: budget search reached 100% ($1,000.00 of $1,000.00)", scope={"team": "search"},
+        summary="TEST alert from `tokenmeter alerts test`: team search spent its monthly budget.",
+        details={"budget": "search", "period_key": "2026-11", "threshold": 100, "metric": "cost_usd",
+                 "spend": "1000.004200000000", "limit": "1000", "percent": "100.00", "period_start": now,
+                 "period_end": now, "projected": "1800.000000000000", "expected_breach_at": None,
+                 "budget_action": "block"})
+
+
+async def _send_test(settings: Settings, alert: dict[str, Any]) -> list[tuple[Any, Any, float]]:
+    import aiohttp
+
+    from .delivery import Sender
+    from .routes import parse_routes
+
+    routes, bad = parse_routes(alert["notify"])
+    if bad:
+        raise click.BadParameter("; ".join(reason for _, reason in bad), param_hint="--notify")
+    async with aiohttp.ClientSession() as session:
+        sender = Sender(settings, session)
+
+        async def one(route: Any) -> tuple[Any, Any, float]:
+            started = time.monotonic()
+            state = await sender.deliver(alert, route)
+            return route, state, time.monotonic() - started
+
+        return list(await asyncio.gather(*(one(r) for r in routes)))
+
+
+@alerts.command("test")
+@click.option("--notify", "notify", multiple=True, required=True,
+              help="slack=URL, pagerduty=ROUTING_KEY or webhook=URL (repeatable).")
+@click.option("--anomaly", is_flag=True, help="Send a sample anomaly alert instead of a budget alert.")
+@click.option("--resolve", is_flag=True, help="Send the resolve of the sample (PagerDuty closes the incident).")
+@click.option("--attempts", default=1, show_default=True, type=click.IntRange(1, 20),
+              help="Attempts per route, with the configured backoff between them.")
+def test_alert(notify: tuple[str, ...], anomaly: bool, resolve: bool, attempts: int) -> None:
+    """Send a sample alert directly to each route and print the outcome (exit 1 if any failed)."""
+    s = _settings()
+    s = s.model_copy(update={"alert_max_attempts": attempts})
+    alert = sample_alert(anomaly, resolve, list(notify), s.dashboard_url)
+    results = asyncio.run(_send_test(s, alert))
+    failed = False
+    for route, state, seconds in results:
+        status = f"HTTP {state.http_status}" if state.http_status else "no HTTP response"
+        line = f"{route.kind:<9} {route.masked}: {state.status} ({status}, {state.attempts} attempt(s), {seconds:.2f} s)"
+        if state.status != "delivered":
+            failed = True
+            line += f"\n          {state.last_error}"
+        click.echo(line)
+    if failed:
+        sys.exit(1)
+
+
+def recent_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` alerts (latest record per id) with their delivery states; notify lists masked."""
+    from tokenmeter.topics import ALERT_DELIVERIES, ALERTS
+
+    from .dispatcher import AlertInputError, parse_alert
+    from .routes import mask_notify
+    from .state import latest_deliveries, read_topic
+
+    async def read() -> tuple[list[Any], list[Any]]:
+        return (await read_topic(settings.bootstrap_servers, ALERTS),
+                await read_topic(settings.bootstrap_servers, ALERT_DELIVERIES))
+
+    alert_records, delivery_records = asyncio.run(read())
+    by_alert: dict[str, list[dict[str, Any]]] = {}
+    for key, value in latest_deliveries(delivery_records).items():
+        by_alert.setdefault(key.split("|", 1)[0], []).append({"route_id": key.split("|", 1)[-1], **value})
+    latest: dict[str, dict[str, Any]] = {}
+    for record in alert_records:
+        try:
+            alert = parse_alert(record.value)
+        except AlertInputError:
+            continue
+        latest[alert["id"]] = {**alert, "notify": mask_notify(alert["notify"]),
+                               "deliveries": sorted(by_alert.get(alert["id"], []), key=lambda d: d["route_id"])}
+    rows = sorted(latest.values(), key=lambda a: str(a.get("at") or ""), reverse=True)
+    return rows[:limit]
+
+
+def _delivery_summary(deliveries: list[dict[str, Any]]) -> str:
+    if not deliveries:
+        return "-"
+    parts = []
+    for d in deliveries:
+        extra = f" HTTP {d['http_status']}" if d.get("http_status") and d.get("status") != "delivered" else ""
+        parts.append(f"{d.get('route')}:{d.get('status')}x{d.get('attempts')}{extra}")
+    return ", ".join(parts)
+
+
+@alerts.command("list")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def list_alerts(limit: int, fmt: str) -> None:
+    """Recent alerts (newest first) and the delivery state of each route."""
+    from .state import TopicReadError
+
+    try:
+        rows = recent_alerts(_settings(), limit)
+    except TopicReadError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not rows:
+        click.echo("no alerts")
+        return
+    header = ("AT", "SOURCE", "KIND", "SEVERITY", "ACTION", "TITLE", "DELIVERIES")
+    table = [header] + [(str(a["at"]), a["source"], a["kind"], a["severity"], a["action"],
+                         a["title"] if len(a["title"]) <= 60 else a["title"][:59] + "…",
+                         _delivery_summary(a["deliveries"])) for a in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + str(row[-1]))

@@ -1,0 +1,184 @@
+"""What each sink receives for an alert record: a Slack Block Kit message, a PagerDuty Events API v2 event, or
+the record itself (generic webhooks, signed with HMAC-SHA256). Pure functions: no I/O, easy to test.
+
+Amounts are shown rounded for people (Slack); the exact decimal strings travel unchanged in PagerDuty
+`custom_details` and in the webhook body."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from tokenmeter.records import scope_label
+
+from .routes import mask_notify
+
+SLACK_HEADER_MAX = 150  # Block Kit limits, exceeding them gets 400 invalid_blocks
+SLACK_FIELD_MAX = 2000
+SLACK_TEXT_MAX = 3000
+PAGERDUTY_SUMMARY_MAX = 1024
+SEVERITY_EMOJI = {"info": ":information_source:", "warning": ":warning:", "error": ":red_circle:",
+                  "critical": ":rotating_light:"}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def show_amount(value: Any, metric: str = "cost_usd") -> str:
+    """`$1,234.57` (cents; 4 decimals below $1 so small spends do not read as $0.00), `12,345 tokens`."""
+    number = _decimal(value)
+    if number is None:
+        return "n/a" if value in (None, "") else str(value)
+    if metric == "tokens":
+        return f"{number.quantize(Decimal(1), ROUND_HALF_UP):,f} tokens"
+    step = Decimal("0.01") if abs(number) >= 1 or number == 0 else Decimal("0.0001")
+    return f"${number.quantize(step, ROUND_HALF_UP):,f}"
+
+
+def show_rate(value: Any, unit: str) -> str:
+    if unit.startswith("usd"):
+        suffix = {"usd_per_hour": "/h", "usd_per_day": "/day", "usd": ""}.get(unit, " " + unit[4:].replace("_", " "))
+        return show_amount(value) + suffix
+    number = _decimal(value)
+    text = f"{number.quantize(Decimal('0.01'), ROUND_HALF_UP):,f}" if number is not None else str(value)
+    return f"{text} {unit.replace('_per_', '/').replace('_', ' ')}".strip()
+
+
+def _percent(value: Any) -> str:
+    number = _decimal(value)
+    return f"{number.quantize(Decimal('0.1'), ROUND_HALF_UP)}%" if number is not None else "n/a"
+
+
+def budget_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
+    d = alert.get("details") or {}
+    metric = d.get("metric", "cost_usd")
+    threshold = d.get("threshold")
+    fields = [
+        ("Budget", str(d.get("budget", "n/a"))),
+        ("Scope", scope_label(alert.get("scope") or {})),
+        ("Spend", show_amount(d.get("spend"), metric)),
+        ("Limit", show_amount(d.get("limit"), metric)),
+        ("Percent of limit", _percent(d.get("percent"))),
+        ("Threshold", f"{threshold}%" if threshold is not None else alert.get("kind", "n/a")),
+    ]
+    if d.get("projected") is not None:
+        fields.append(("Forecast for the period", show_amount(d.get("projected"), metric)))
+    if d.get("expected_breach_at"):
+        fields.append(("Expected breach", str(d["expected_breach_at"])))
+    if d.get("period_start") or d.get("period_end"):
+        fields.append(("Period", f"{d.get('period_start', '?')} → {d.get('period_end', '?')}"))
+    if d.get("budget_action"):
+        fields.append(("Action at 100%", str(d["budget_action"])))
+    return fields
+
+
+def anomaly_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
+    d = alert.get("details") or {}
+    unit = str(d.get("unit", ""))
+    expected = show_rate(d.get("expected"), unit)
+    if d.get("expected_low") is not None and d.get("expected_high") is not None:
+        expected += f" (normal {show_rate(d['expected_low'], unit)} – {show_rate(d['expected_high'], unit)})"
+    fields = [
+        ("Kind", str(d.get("kind") or alert.get("kind", "n/a"))),
+        ("Scope", scope_label(alert.get("scope") or {})),
+        ("Observed", show_rate(d.get("observed"), unit)),
+        ("Expected", expected),
+    ]
+    if d.get("start") or d.get("end"):
+        fields.append(("Window", f"{d.get('start', '?')} → {d.get('end', '?')}"))
+    return fields
+
+
+def alert_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
+    return anomaly_fields(alert) if alert.get("source") == "anomaly" else budget_fields(alert)
+
+
+def fallback_text(alert: dict[str, Any]) -> str:
+    """One line for notifications and clients that cannot render blocks."""
+    state = "RESOLVED" if alert.get("action") == "resolve" else str(alert.get("severity", "")).upper()
+    return f"[{state}] {alert.get('title', '')}: {alert.get('summary', '')}".strip()
+
+
+def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
+    resolved = alert.get("action") == "resolve"
+    emoji = ":white_check_mark:" if resolved else SEVERITY_EMOJI.get(alert.get("severity", ""), "")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True,
+                                    "text": _cut(f"{emoji} {alert['title']}".strip(), SLACK_HEADER_MAX)}},
+    ]
+    if alert.get("summary"):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(alert["summary"], SLACK_TEXT_MAX)}})
+    fields = [{"type": "mrkdwn", "text": _cut(f"*{name}*\n{value}", SLACK_FIELD_MAX)}
+              for name, value in alert_fields(alert)]
+    for start in range(0, len(fields), 10):  # at most 10 fields per section
+        blocks.append({"type": "section", "fields": fields[start : start + 10]})
+    explanation = (alert.get("details") or {}).get("explanation")
+    if alert.get("source") == "anomaly" and explanation and explanation != alert.get("summary"):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": _cut(f"*Why*\n{explanation}", SLACK_TEXT_MAX)}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
+        f"tokenmeter {alert.get('source')} · {alert.get('kind')} · {alert.get('severity')} · "
+        f"{'resolved' if resolved else 'triggered'} · at {alert.get('at')} · alert `{alert.get('id')}`",
+        SLACK_TEXT_MAX)}]})
+    if str(alert.get("dashboard_url", "")).startswith(("http://", "https://")):
+        blocks.append({"type": "actions", "elements": [{
+            "type": "button", "action_id": "tokenmeter_open_dashboard", "url": alert["dashboard_url"],
+            "text": {"type": "plain_text", "text": "Open dashboard"}}]})
+    return {"text": _cut(fallback_text(alert), SLACK_TEXT_MAX), "blocks": blocks}
+
+
+def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
+    """Events API v2. A resolve carries only what PagerDuty reads for it: key, action and the trigger's dedup_key."""
+    event: dict[str, Any] = {"routing_key": routing_key, "event_action": alert["action"],
+                             "dedup_key": alert["dedup_key"]}
+    if alert["action"] == "resolve":
+        return event
+    details = alert.get("details") or {}
+    group = details.get("budget") or details.get("kind") or alert.get("kind")
+    event["payload"] = {
+        "summary": _cut(alert["title"], PAGERDUTY_SUMMARY_MAX),
+        "source": "tokenmeter",
+        "severity": alert["severity"],
+        "timestamp": alert.get("at"),
+        "component": scope_label(alert.get("scope") or {}),
+        "group": str(group),
+        "class": f"{alert.get('source')}.{alert.get('kind')}",
+        "custom_details": {"summary": alert.get("summary", ""), "alert_id": alert["id"],
+                           "scope": alert.get("scope") or {}, **details},
+    }
+    event["client"] = "tokenmeter"
+    if str(alert.get("dashboard_url", "")).startswith(("http://", "https://")):
+        event["client_url"] = alert["dashboard_url"]
+        event["links"] = [{"href": alert["dashboard_url"], "text": "tokenmeter dashboard"}]
+    return event
+
+
+def webhook_body(alert: dict[str, Any]) -> bytes:
+    """The alert record; its notify list is masked, since it holds other sinks' credentials."""
+    return orjson.dumps({**alert, "notify": mask_notify(alert.get("notify") or [])})
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: binding the timestamp lets receivers reject
+    replays of an old, validly signed request."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """The receiver's check (also used by the tests): constant-time compare."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
