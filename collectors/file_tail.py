@@ -1,9 +1,11 @@
 """`tokenmeter collect file`: follow a JSON-lines log (Kong file-log, LiteLLM, APISIX file-logger, ...).
 
 Progress is a checkpoint {inode, offset, line} written atomically (temp file + fsync + os.replace) only AFTER
-Kafka acknowledged the batch's events and dead letters. So a crash (even kill -9) never loses a line; at worst
-the one batch in flight when it died is sent again, and its events carry the same deterministic event ids.
-A clean stop (SIGTERM/SIGINT) finishes the batch in flight and checkpoints it: nothing is sent twice.
+Kafka acknowledged the batch's events and dead letters, so a crash (even kill -9) never loses a line. Before a
+batch is produced, the checkpoint also records it as *pending* (its byte range and the output topics' positions,
+see collectors.delivery). A restart that finds a pending batch reads exactly that byte range again, reads the
+topics back from the recorded positions and sends only what the killed run had not written: nothing is sent
+twice either. A clean stop (SIGTERM/SIGINT) finishes the batch in flight and checkpoints it.
 
 Rotation: when PATH gets a new inode (logrotate's rename + create), the old file is read to its end first,
 then the new one from 0. If we were down during a rotation, the checkpointed inode is looked up among the
@@ -21,7 +23,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from collectors import AttributionMapping, DialectError, parse_record
-from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
+from collectors.delivery import DeliveryGuard, Positions, deliver, fault_point
+from collectors.sink import KafkaSink, log_counters_every
 from tokenmeter.events import UsageEvent
 
 log = logging.getLogger("tokenmeter.collect.file")
@@ -32,12 +35,19 @@ class Checkpoint:
     inode: int | None = None
     offset: int = 0
     line: int = 0  # lines consumed in this inode, so dead letters can name the line number
+    # The batch being produced: {inode, start, end (byte offsets), positions {topic: {partition: offset}}}.
+    pending: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path) -> "Checkpoint":
         try:
             data = json.loads(path.read_text())
-            return cls(int(data["inode"]), int(data["offset"]), int(data.get("line", 0)))
+            pending = data.get("pending")
+            if pending is not None:
+                pending = {"inode": int(pending["inode"]), "start": int(pending["start"]), "end": int(pending["end"]),
+                           "positions": {t: {int(p): int(o) for p, o in parts.items()}
+                                         for t, parts in pending["positions"].items()}}
+            return cls(int(data["inode"]), int(data["offset"]), int(data.get("line", 0)), pending)
         except FileNotFoundError:
             return cls()
         except (ValueError, KeyError, TypeError) as exc:
@@ -47,7 +57,10 @@ class Checkpoint:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w") as handle:
-            json.dump({"path": str(source), "inode": self.inode, "offset": self.offset, "line": self.line}, handle)
+            record = {"path": str(source), "inode": self.inode, "offset": self.offset, "line": self.line}
+            if self.pending is not None:
+                record["pending"] = self.pending
+            json.dump(record, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -83,6 +96,7 @@ class FileTailer:
         self.exit_at_eof = exit_at_eof
         self.log_every_s = log_every_s
         self.checkpoint = Checkpoint.load(checkpoint_path)
+        self.guard = DeliveryGuard(sink)
 
     async def run(self, stop: asyncio.Event) -> None:
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
@@ -96,7 +110,7 @@ class FileTailer:
                             break
                         await _sleep(stop, self.poll_interval)
                         continue
-                lines = self._read_lines(current, final=False)
+                lines = self._read_lines(current, final=False, until=self._pending_end(current))
                 if lines:
                     if not await self._ship(current, lines, stop):
                         break
@@ -125,6 +139,7 @@ class FileTailer:
                 current.handle.close()
             stop.set()
             await reporter
+            await self.guard.stop()
             await self.sink.stop()
 
     # Files -------------------------------------------------------------------------------------------
@@ -166,15 +181,23 @@ class FileTailer:
     def _truncated(self, current: OpenFile) -> bool:
         return os.fstat(current.handle.fileno()).st_size < current.offset
 
-    def _read_lines(self, current: OpenFile, final: bool) -> list[tuple[int, bytes, int]]:
+    def _pending_end(self, current: OpenFile) -> int | None:
+        """The end of the pending batch of a killed run when `current` is where it started, else None."""
+        pending = self.checkpoint.pending
+        if pending and pending["inode"] == current.inode and pending["start"] == current.offset:
+            return pending["end"]
+        return None
+
+    def _read_lines(self, current: OpenFile, final: bool, until: int | None = None) -> list[tuple[int, bytes, int]]:
         """Up to batch_lines complete lines as (line number, text, end offset); a partial last line waits
-        for its newline unless the file is final (rotated away)."""
+        for its newline unless the file is final (rotated away). With `until`, exactly the lines up to that
+        offset (the pending batch of a killed run, whatever batch_lines is now)."""
         out: list[tuple[int, bytes, int]] = []
         position, number = current.offset, current.line
         current.handle.seek(position)
-        while len(out) < self.batch_lines:
+        while (len(out) < self.batch_lines) if until is None else (position < until):
             raw = current.handle.readline()
-            if not raw or (not raw.endswith(b"\n") and not final):
+            if not raw or (not raw.endswith(b"\n") and not final and until is None):
                 break
             position += len(raw)
             number += 1
@@ -203,34 +226,38 @@ class FileTailer:
             if not found:
                 counters.count(self.label, "skipped")
             events.extend(found)
-        if not await self._until_acknowledged(stop, events, letters):
-            return False
+        if events or letters:
+            pending = self.checkpoint.pending
+            resumed = (pending is not None and pending["inode"] == current.inode
+                       and pending["start"] == current.offset and pending["end"] == lines[-1][2])
+
+            def record_pending(positions: Positions) -> None:
+                self.checkpoint = Checkpoint(current.inode, current.offset, current.line, {
+                    "inode": current.inode, "start": current.offset, "end": lines[-1][2], "positions": positions})
+                self.checkpoint.save(self.checkpoint_path, current.name)
+
+            if resumed:
+                log.info("resuming the batch a previous run was producing (%s bytes %s-%s)",
+                         current.name, current.offset, lines[-1][2])
+            if not await deliver(self.sink, self.guard, events, letters, label=self.label, letter_key=_letter_key,
+                                 record_pending=record_pending, stopped=lambda s: _sleep(stop, s),
+                                 positions=pending["positions"] if resumed else None):
+                return False
+            fault_point("after-ack")
         counters.count(self.label, "rejected", len(letters))
         current.offset, current.line = lines[-1][2], lines[-1][0]
         self.checkpoint = Checkpoint(current.inode, current.offset, current.line)
         self.checkpoint.save(self.checkpoint_path, current.name)
+        fault_point("after-checkpoint")
         return True
 
     def _letter(self, reason: str, raw: bytes, current: OpenFile, number: int) -> dict[str, Any]:
         return self.sink.letter(reason, raw.rstrip(b"\r\n"), file=str(current.name), inode=current.inode,
                                 line=number, dialect=self.label)
 
-    async def _until_acknowledged(self, stop: asyncio.Event, events: list[UsageEvent],
-                                  letters: list[dict[str, Any]]) -> bool:
-        delay = 0.5
-        published = False
-        while True:
-            try:
-                if not published:
-                    await self.sink.publish(events, self.label)
-                    published = True
-                await self.sink.dead_letter(letters)
-                return True
-            except SinkUnavailable as exc:
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                if await _sleep(stop, delay):
-                    return False
-                delay = min(delay * 2, 30.0)
+
+def _letter_key(letter: dict[str, Any]) -> tuple[Any, Any]:
+    return letter.get("inode"), letter.get("line")
 
 
 def _inode(path: Path) -> int | None:

@@ -89,6 +89,11 @@ class KafkaSink:
         self.counters = Counters()
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._acked_ends: dict[tuple[str, int], int] = {}  # (topic, partition) -> just past our last ack
+
+    def acked_end(self, topic: str, partition: int) -> int:
+        """The offset after our last acknowledged message there (0 if none): a lower bound of the log end."""
+        return self._acked_ends.get((topic, partition), 0)
 
     async def start(self) -> bool:
         """Connect now; False (logged) when the broker is unreachable, sends will retry."""
@@ -121,7 +126,7 @@ class KafkaSink:
         producer = await self._ensure_producer()
         try:
             futures = [await producer.send(topic, value, key=key) for key, value in messages]
-            await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+            acks = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
         except Exception as exc:  # noqa: BLE001
             # Drop the producer: after a timeout its state is unknown; the next send reconnects.
             async with self._lock:
@@ -129,6 +134,9 @@ class KafkaSink:
                     self._producer = None
             await _quiet_stop(producer)
             raise SinkUnavailable(f"Kafka did not acknowledge {len(messages)} message(s) on {topic}: {exc!r}") from None
+        for ack in acks:
+            where = (ack.topic, ack.partition)
+            self._acked_ends[where] = max(self._acked_ends.get(where, 0), ack.offset + 1)
 
     async def publish(self, events: list[UsageEvent], dialect: str = "?") -> int:
         """Write events and wait for the acknowledgement; returns how many were written."""
