@@ -86,8 +86,10 @@ class _Job:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, alerts_topic: str = ALERTS, deliveries_topic: str = ALERT_DELIVERIES,
+                 group_id: str = GROUP_ID):
         self.settings = settings
+        self.alerts_topic, self.deliveries_topic, self.group_id = alerts_topic, deliveries_topic, group_id
         self.counters = Counters()
         self.tracker = OffsetTracker()
         self.deliveries: dict[str, dict[str, Any]] = {}  # `<alert id>|<route_id>` -> latest delivery record
@@ -106,11 +108,11 @@ class Dispatcher:
         if s.webhook_secret is None:
             log.warning("TOKENMETER_WEBHOOK_SECRET is not set: generic webhooks are sent UNSIGNED")
         self._stop = stop
-        self.deliveries = await load_delivery_state(s.bootstrap_servers, ALERT_DELIVERIES)
-        log.info("alert dispatcher: %d delivery states loaded from %s", len(self.deliveries), ALERT_DELIVERIES)
+        self.deliveries = await load_delivery_state(s.bootstrap_servers, self.deliveries_topic)
+        log.info("alert dispatcher: %d delivery states loaded from %s", len(self.deliveries), self.deliveries_topic)
         self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=2)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers, group_id=GROUP_ID, enable_auto_commit=False,
+            bootstrap_servers=s.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000)
         await self._producer.start()
@@ -118,7 +120,7 @@ class Dispatcher:
             await self._consumer.start()
             async with aiohttp.ClientSession() as session:
                 self._sender = Sender(s, session, self.counters)
-                self._consumer.subscribe([ALERTS], listener=_Rebalance(self))
+                self._consumer.subscribe([self.alerts_topic], listener=_Rebalance(self))
                 await self._consume(stop)
                 await self._drain()
         finally:
@@ -226,7 +228,7 @@ class Dispatcher:
         delay = 0.2
         while True:
             try:
-                await self._send(ALERT_DELIVERIES, state.key, record)
+                await self._send(self.deliveries_topic, state.key, record)
                 self.deliveries[state.key] = record
                 return
             except KafkaError as exc:
@@ -276,7 +278,7 @@ class Dispatcher:
         fresh = set(assigned) - self.assigned
         self.assigned |= set(assigned)
         if fresh and self.started:  # taking over partitions: learn what the previous owner delivered
-            loaded = await load_delivery_state(self.settings.bootstrap_servers, ALERT_DELIVERIES)
+            loaded = await load_delivery_state(self.settings.bootstrap_servers, self.deliveries_topic)
             ours = {key: value for key, value in self.deliveries.items() if key.split("|", 1)[0] in self.jobs}
             self.deliveries = {**loaded, **ours}
 
