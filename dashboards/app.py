@@ -14,8 +14,10 @@ from typing import Any
 import dash
 from dash import Dash, Input, Output, dcc, html
 
+from dashboards.access import scoped_warehouse
+from dashboards.auth import current_principal, install_auth
 from dashboards.formatting import describe_freshness
-from dashboards.handle import CONFIG_KEY, WarehouseHandle, WarehouseUnavailable
+from dashboards.handle import CONFIG_KEY, SETTINGS_KEY, WarehouseHandle, WarehouseUnavailable
 
 HERE = Path(__file__).parent
 REFRESH_MS = 5000  # live demo: charts and freshness move every 5 s
@@ -41,6 +43,23 @@ def freshness_text(freshness: dict[str, Any]) -> tuple[str, str]:
     return f"{status.text} · {int(freshness['events']):,} events", status.level
 
 
+def _visible(page: dict) -> bool:
+    """Pages marked finance_only (reconciliation: provider bills are not per team) are not linked for team users."""
+    principal = current_principal()
+    return not page.get("finance_only") or (principal is not None and principal.is_finance)
+
+
+def user_badge() -> html.Div:
+    principal = current_principal()
+    if principal is None:
+        return html.Div()
+    scope = "all teams" if principal.is_finance else f"team {principal.team}"
+    return html.Div(className="user-badge", children=[
+        html.Span(f"{principal.name} · {scope}", id="user-name"),
+        html.A("Sign out", href="/logout", className="nav-link", id="logout-link"),
+    ])
+
+
 def shell_layout() -> html.Div:
     return html.Div(className="shell", children=[
         html.Header(className="topbar", children=[
@@ -48,11 +67,12 @@ def shell_layout() -> html.Div:
                                                   html.Span("LLM spend", className="brand-sub")]),
             html.Nav(className="nav", children=[
                 dcc.Link(page["name"], href=page["relative_path"], className="nav-link")
-                for page in dash.page_registry.values()
+                for page in dash.page_registry.values() if _visible(page)
             ]),
             html.Div(id="freshness", className="freshness freshness-empty", children=[
                 html.Span(className="dot"), html.Span("connecting…", id="freshness-text"),
             ]),
+            user_badge(),
         ]),
         html.Main(dash.page_container, className="content"),
         dcc.Interval(id="refresh", interval=REFRESH_MS, n_intervals=0),
@@ -69,7 +89,7 @@ def _register_shell_callbacks(app: Dash, handle: WarehouseHandle) -> None:
     )
     def refresh_freshness(_n_intervals):
         try:
-            with handle.use() as warehouse:
+            with scoped_warehouse() as warehouse:
                 text, level = freshness_text(warehouse.freshness())
         except WarehouseUnavailable:
             return "warehouse unavailable", "freshness freshness-red"
@@ -92,6 +112,11 @@ def create_app(settings: Any, warehouse: Any = None) -> Dash:
     )
     handle = WarehouseHandle(settings, warehouse)
     app.server.config[CONFIG_KEY] = handle
+    app.server.config[SETTINGS_KEY] = settings
+    install_auth(app.server, settings)
+    from dashboards.api import api_blueprint  # imported here: the API imports page data modules
+
+    app.server.register_blueprint(api_blueprint)
     app.layout = shell_layout
     _register_shell_callbacks(app, handle)
     return app

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import flask
 
 CONFIG_KEY = "TOKENMETER_WAREHOUSE_HANDLE"
+SETTINGS_KEY = "TOKENMETER_SETTINGS"
 
 
 class WarehouseUnavailable(RuntimeError):
@@ -48,3 +49,8 @@ class WarehouseHandle:
 def current_handle() -> WarehouseHandle:
     """The handle of the app serving this request (callbacks run inside a Flask request)."""
     return flask.current_app.config[CONFIG_KEY]
+
+
+def current_settings() -> Any:
+    """The Settings the app was built with (bootstrap servers for acks, data dir)."""
+    return flask.current_app.config[SETTINGS_KEY]

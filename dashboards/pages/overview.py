@@ -10,8 +10,10 @@ from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, 
 from dashboards import figures
 from dashboards.filters import Filters
 from dashboards.formatting import format_count, format_usd, format_usd_exact
-from dashboards.handle import WarehouseUnavailable, current_handle
+from dashboards.access import AccessDenied, scoped_warehouse
+from dashboards.handle import WarehouseUnavailable
 from dashboards.overview_data import OverviewData, build_overview
+from dashboards.summary_data import Headline, Mover, headline, top_movers
 from dashboards.panels import (
     GRAPH_TYPE,
     KPI_TYPE,
@@ -28,7 +30,10 @@ dash.register_page(__name__, path="/", name="Overview", title="tokenmeter - spen
 log = logging.getLogger(__name__)
 
 KPIS = {
-    "cost": "Total cost",
+    "today": "Spend today (UTC)",
+    "month": "Month to date",
+    "budgets": "Budgets",
+    "cost": "Cost in range",
     "events": "Events",
     "input_tokens": "Input tokens",
     "output_tokens": "Output tokens",
@@ -50,11 +55,42 @@ def layout(start: str | None = None, end: str | None = None, team: str | list[st
         status_banner("overview-status"),
         html.Div(className="kpi-row", children=[kpi_card(name, title) for name, title in KPIS.items()]),
         html.Div(className="graph-grid", children=[graph_card(panel) for panel in PANELS]),
+        html.H3("Top movers (vs the previous period of the same length)", className="section-title"),
+        dcc.Loading(html.Div(className="table-card", children=html.Table(id="overview-movers", className="data-table"))),
         dcc.Store(id="overview-url-sync"),
     ])
 
 
-def kpi_texts(data: OverviewData) -> dict[str, tuple[str, str, str]]:
+def headline_texts(head: Headline | None) -> dict[str, tuple[str, str, str]]:
+    if head is None:
+        return {name: ("-", "", "") for name in ("today", "month", "budgets")}
+    if not head.budgets:
+        budgets = ("none", "no budget reported yet", "")
+    else:
+        worst = head.budgets[0]
+        budgets = (f"{len(head.at_risk)} of {len(head.budgets)} at risk" if head.at_risk else f"{len(head.budgets)} ok",
+                   f"worst: {worst.budget} {worst.percent}% ({worst.state})", "")
+    return {"today": (format_usd(head.today_usd), "", format_usd_exact(head.today_usd)),
+            "month": (format_usd(head.month_usd), "", format_usd_exact(head.month_usd)),
+            "budgets": budgets}
+
+
+def movers_rows(movers: list[Mover]) -> list:
+    header = html.Thead(html.Tr([html.Th(h) for h in ("Team", "Model", "Previous", "Now", "Change")]))
+    if not movers:
+        return [header, html.Tbody(html.Tr(html.Td("No change against the previous period.", colSpan=5)))]
+    body = []
+    for m in movers:
+        pct = f" ({m.change_percent:+}%)" if m.change_percent is not None else " (new)"
+        body.append(html.Tr(className="row-up" if m.change > 0 else "row-down", children=[
+            html.Td(m.team), html.Td(m.model), html.Td(format_usd(m.before), className="num"),
+            html.Td(format_usd(m.now), className="num"),
+            html.Td(("+" if m.change > 0 else "") + format_usd(m.change) + pct, className="num"),
+        ]))
+    return [header, html.Tbody(body)]
+
+
+def kpi_texts(data: OverviewData, head: Headline | None = None) -> dict[str, tuple[str, str, str]]:
     """name -> (value text, detail text, tooltip). Totals are formatted from Decimal, never from floats."""
     k = data.kpis
     if not k.events:
@@ -65,6 +101,7 @@ def kpi_texts(data: OverviewData) -> dict[str, tuple[str, str, str]]:
     else:
         unpriced_detail, cost_detail = "every event priced", "all events priced"
     return {
+        **headline_texts(head),
         "cost": (format_usd(k.cost_usd), cost_detail,
                  format_usd_exact(k.cost_usd)),
         "events": (format_count(k.events), "", f"{k.events:,}"),
@@ -101,20 +138,21 @@ def panel_figures(data: OverviewData | None) -> dict[str, object]:
 )
 def refresh_overview(start, end, teams, _n_intervals):
     filters = Filters.from_inputs(start, end, teams)
-    data, message, level = None, None, "info"
+    data, head, message, level = None, None, None, "info"
     try:
-        with current_handle().use() as warehouse:
+        with scoped_warehouse() as warehouse:
             data = build_overview(warehouse, filters)
+            head = headline(warehouse, filters)
         if not data.has_data:
             message = ("No events for these teams in this date range." if filters.teams
                        else "No data yet, waiting for events. Charts fill in as soon as the loader writes usage.")
-    except WarehouseUnavailable as exc:
+    except (WarehouseUnavailable, AccessDenied) as exc:
         message, level = str(exc), "error"
     except Exception as exc:  # noqa: BLE001 - keep the page alive, log the detail for operators
         log.exception("overview query failed")
         message, level = f"Query failed: {exc}", "error"
 
-    texts = kpi_texts(data) if data is not None else {name: ("-", "", "") for name in KPIS}
+    texts = kpi_texts(data, head) if data is not None else {name: ("-", "", "") for name in KPIS}
     kpi_ids = [item["id"]["name"] for item in ctx.outputs_list[0]]
     card_classes = []
     for name in (item["id"]["name"] for item in ctx.outputs_list[3]):
@@ -141,12 +179,29 @@ def refresh_overview(start, end, teams, _n_intervals):
 def refresh_team_options(start, end, _n_intervals, selected):
     filters = Filters.from_inputs(start, end, None)
     try:
-        with current_handle().use() as warehouse:
+        with scoped_warehouse() as warehouse:
             teams = [t for t in warehouse.distinct_values("team", since=filters.since, until=filters.until) if t]
     except Exception:  # noqa: BLE001 - the overview callback reports the error; keep the selection usable
         teams = []
     # A team chosen via a shared link stays selectable even if it has no events in the new range.
     return [{"label": t, "value": t} for t in sorted(set(teams) | set(selected or []))]
+
+
+@callback(
+    Output("overview-movers", "children"),
+    Input("overview-dates", "start_date"),
+    Input("overview-dates", "end_date"),
+    Input("overview-teams", "value"),
+    Input("refresh", "n_intervals"),
+)
+def refresh_movers(start, end, teams, _n_intervals):
+    filters = Filters.from_inputs(start, end, teams)
+    try:
+        with scoped_warehouse() as warehouse:
+            return movers_rows(top_movers(warehouse, filters))
+    except Exception as exc:  # noqa: BLE001 - the KPI callback shows the banner; keep this table readable
+        log.debug("top movers unavailable: %s", exc)
+        return movers_rows([])
 
 
 # The URL follows the filters without a navigation: replaceState does not re-run the page router.

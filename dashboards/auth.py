@@ -1,0 +1,125 @@
+"""Login for the dashboard: a Flask guard in front of every route, a plain login form, signed session cookies.
+
+Pages redirect to /login; Dash's JSON endpoints and the JSON API answer 401 instead. The JSON API also
+accepts HTTP Basic, for BI tools and scripts. The signed-in user is `flask.g.principal` (dashboards.users).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import secrets
+from typing import Any
+from urllib.parse import quote
+
+import flask
+
+from dashboards.users import Principal, UserStore, users_file_path
+
+log = logging.getLogger(__name__)
+
+USER_STORE_KEY = "TOKENMETER_USER_STORE"
+PUBLIC_PATHS = ("/login", "/logout", "/_favicon.ico")
+PUBLIC_PREFIXES = ("/assets/",)  # the stylesheet; no data
+# Dash's own JSON routes: a browser without a session gets a 401, not an HTML login page it cannot parse.
+JSON_PREFIXES = ("/api/", "/_dash-", "/_reload-hash")
+
+LOGIN_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>tokenmeter - sign in</title>
+<style>
+ body {{ font-family: -apple-system, "Segoe UI", Roboto, Arial, sans-serif; background: #f3f4f6; margin: 0; }}
+ form {{ max-width: 340px; margin: 12vh auto; background: #fff; padding: 28px; border-radius: 12px;
+        box-shadow: 0 1px 3px rgba(0,0,0,.1); display: flex; flex-direction: column; gap: 10px; }}
+ h1 {{ font-size: 20px; margin: 0 0 8px; }} label {{ font-size: 13px; color: #4b5563; }}
+ input {{ padding: 8px 10px; font-size: 15px; border: 1px solid #d1d5db; border-radius: 6px; }}
+ button {{ padding: 9px; font-size: 15px; background: #2563eb; color: #fff; border: 0; border-radius: 6px; }}
+ .error {{ color: #991b1b; background: #fee2e2; padding: 8px; border-radius: 6px; font-size: 14px; }}
+</style></head>
+<body><form method="post" action="/login?next={next_q}" id="login-form">
+<h1>tokenmeter</h1>{error}
+<label for="username">User</label><input id="username" name="username" autocomplete="username" autofocus>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password">
+<button id="login-submit" type="submit">Sign in</button>
+</form></body></html>"""
+
+
+def safe_next(target: str | None) -> str:
+    """Only local paths: a crafted ?next= must not send a signed-in user to another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _store() -> UserStore:
+    return flask.current_app.config[USER_STORE_KEY]
+
+
+def current_principal() -> Principal | None:
+    return getattr(flask.g, "principal", None)
+
+
+def _login_page(next_target: str, error: str | None = None, status: int = 200) -> flask.Response:
+    body = LOGIN_PAGE.format(
+        next_q=html.escape(quote(next_target, safe="/")),
+        error=f'<div class="error" id="login-error">{html.escape(error)}</div>' if error else "",
+    )
+    return flask.Response(body, status=status, mimetype="text/html")
+
+
+def _guard() -> Any:
+    path = flask.request.path
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        return None
+    store = _store()
+    principal = store.principal(flask.session.get("user"))
+    if principal is None and path.startswith("/api/"):
+        basic = flask.request.authorization
+        if basic is not None and basic.type == "basic" and basic.username:
+            principal = store.authenticate(basic.username, basic.password or "")
+    if principal is not None:
+        flask.g.principal = principal
+        return None
+    if path.startswith(JSON_PREFIXES):
+        response = flask.jsonify({"error": "login required"})
+        response.status_code = 401
+        if path.startswith("/api/"):
+            response.headers["WWW-Authenticate"] = 'Basic realm="tokenmeter"'
+        return response
+    target = flask.request.full_path.rstrip("?")
+    return flask.redirect("/login?next=" + quote(safe_next(target), safe="/"))
+
+
+def login() -> Any:
+    next_target = safe_next(flask.request.args.get("next"))
+    if flask.request.method == "GET":
+        return _login_page(next_target)
+    name = flask.request.form.get("username", "").strip()
+    principal = _store().authenticate(name, flask.request.form.get("password", ""))
+    if principal is None:
+        log.warning("dashboard login failed for user %r", name)  # the name only, never the password
+        return _login_page(next_target, "Wrong user name or password.", status=401)
+    flask.session.clear()
+    flask.session["user"] = principal.name
+    log.info("dashboard login: %s (%s)", principal.name, principal.role)
+    return flask.redirect(next_target)
+
+
+def logout() -> Any:
+    flask.session.clear()
+    return flask.redirect("/login")
+
+
+def install_auth(server: flask.Flask, settings: Any) -> None:
+    """Require a login on every route of `server` (the Dash app's Flask server)."""
+    secret = settings.dashboard_secret_key.get_secret_value() if settings.dashboard_secret_key else None
+    if not secret:
+        log.warning("TOKENMETER_DASHBOARD_SECRET_KEY is not set: sessions are signed with a random key and "
+                    "end when the dashboard restarts")
+        secret = secrets.token_hex(32)
+    server.secret_key = secret
+    server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    server.config[USER_STORE_KEY] = UserStore(users_file_path(settings))
+    server.before_request(_guard)
+    server.add_url_rule("/login", "tokenmeter_login", login, methods=["GET", "POST"])
+    server.add_url_rule("/logout", "tokenmeter_logout", logout, methods=["GET", "POST"])

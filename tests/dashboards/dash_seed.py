@@ -1,0 +1,126 @@
+"""Known data for dashboard tests: priced events of three teams, plus budget status, alerts, anomalies and
+provider-reported usage. The tables of other stages are created here with their documented columns when the
+warehouse's migrations do not have them yet (IF NOT EXISTS: the real migration wins when it exists)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from tokenmeter.events import PricedEvent
+
+# team -> costs of its priced events; 12 decimals so the exact total is not a 2-decimal number
+COSTS = {
+    "alpha": [Decimal("1.234567890123"), Decimal("0.000000000001")],
+    "beta": [Decimal("2.500000000000")],
+    "gamma": [Decimal("0.333333333333"), Decimal("0.333333333333"), Decimal("0.333333333334")],
+}
+TOTAL = sum((c for costs in COSTS.values() for c in costs), Decimal(0))
+USERS = {"alpha": ["ann", "al"], "beta": ["bea"], "gamma": ["gus", "gil", "gus"]}
+
+EXTRA_TABLES = {
+    "alerts": """CREATE TABLE IF NOT EXISTS alerts (id String, source LowCardinality(String),
+        kind LowCardinality(String), action LowCardinality(String), severity LowCardinality(String),
+        dedup_key String, title String, summary String, at DateTime64(3,'UTC'), scope Map(String,String),
+        budget String, details String, dashboard_url String, inserted_at DateTime64(3,'UTC'))
+        ENGINE = ReplacingMergeTree(inserted_at) ORDER BY id""",
+    "alert_deliveries": """CREATE TABLE IF NOT EXISTS alert_deliveries (alert_id String,
+        route LowCardinality(String), target String, status LowCardinality(String), attempts UInt32,
+        last_error String, http_status UInt16, at DateTime64(3,'UTC'))
+        ENGINE = ReplacingMergeTree(at) ORDER BY (alert_id, route)""",
+    "budget_status": """CREATE TABLE IF NOT EXISTS budget_status (budget String, scope Map(String,String),
+        action LowCardinality(String), reason String, until Nullable(DateTime64(3,'UTC')),
+        metric LowCardinality(String), spend Decimal(38,12), limit_amount Decimal(38,12), percent Decimal(18,2),
+        period_key String, period_start DateTime64(3,'UTC'), period_end DateTime64(3,'UTC'),
+        projected Nullable(Decimal(38,12)), expected_breach_at Nullable(DateTime64(3,'UTC')),
+        updated_at DateTime64(3,'UTC')) ENGINE = MergeTree ORDER BY (budget, updated_at)""",
+    "anomalies": """CREATE TABLE IF NOT EXISTS anomalies (id String, kind LowCardinality(String),
+        scope_dim LowCardinality(String), scope_value String, severity LowCardinality(String),
+        observed Decimal(38,12), expected Decimal(38,12), expected_low Decimal(38,12),
+        expected_high Decimal(38,12), unit String, start_at DateTime64(3,'UTC'), end_at DateTime64(3,'UTC'),
+        status LowCardinality(String), explanation String, detected_at DateTime64(3,'UTC'))
+        ENGINE = ReplacingMergeTree(detected_at) ORDER BY id""",
+    "anomaly_acks": """CREATE TABLE IF NOT EXISTS anomaly_acks (anomaly_id String, kind String, scope_dim String,
+        scope_value String, action LowCardinality(String), by String, note String,
+        mute_until Nullable(DateTime64(3,'UTC')), at DateTime64(3,'UTC'))
+        ENGINE = ReplacingMergeTree(at) ORDER BY anomaly_id""",
+    "provider_usage": """CREATE TABLE IF NOT EXISTS provider_usage (id String, provider LowCardinality(String),
+        kind LowCardinality(String), bucket_start DateTime64(3,'UTC'), bucket_end DateTime64(3,'UTC'),
+        model String, project_id String, input_tokens UInt64, output_tokens UInt64, cost_usd Decimal(38,12),
+        fetched_at DateTime64(3,'UTC'))
+        ENGINE = ReplacingMergeTree(fetched_at) ORDER BY id""",
+}
+
+
+def _breakdown(cost: Decimal) -> dict[str, Decimal]:
+    q = Decimal("0.000000000001")
+    uncached, cached = (cost / 2).quantize(q), (cost / 20).quantize(q)
+    return {"input": uncached, "cached_input": cached, "output": cost - uncached - cached}
+
+
+def priced_events(now: datetime) -> list[dict]:
+    events = []
+    for team, costs in COSTS.items():
+        for i, cost in enumerate(costs):
+            events.append(PricedEvent(
+                event_id=f"dash-test-{team}-{i}", ts=now - timedelta(minutes=5 + i), source="test",
+                provider="openai", model="gpt-4o-mini" if i % 2 == 0 else "gpt-4o",
+                attribution={"team": team, "user": USERS[team][i], "feature": f"{team}-chat",
+                             "tags": {"env": "prod" if i % 2 == 0 else "dev"}},
+                usage={"input_tokens": 1000 + i, "cached_input_tokens": 200, "output_tokens": 100},
+                tokens_source="provider", cost_usd=cost, pricing_status="priced", latency_ms=800 + i, ttft_ms=120,
+                cost_breakdown=_breakdown(cost),
+                price={"entry": "openai/gpt-4o-mini"},
+            ).to_json())
+    # Usage with no price: must show up as its own bucket, never as $0 of priced spend.
+    events.append(PricedEvent(
+        event_id="dash-test-gamma-unpriced", ts=now - timedelta(minutes=3), source="test", provider="acme",
+        model="mystery-1", attribution={"team": "gamma", "user": "gus"}, usage={"input_tokens": 500, "output_tokens": 50},
+        tokens_source="provider", cost_usd=Decimal(0), pricing_status="unpriced", unpriced_reason="no price",
+    ).to_json())
+    return events
+
+
+def _t(moment: datetime) -> str:
+    return "toDateTime64('" + moment.strftime("%Y-%m-%d %H:%M:%S") + "', 3, 'UTC')"
+
+
+def seed_other_tables(warehouse, now: datetime) -> None:
+    """Two budgets (alpha over 80 %, beta fine), their alerts, two anomalies, provider usage for today."""
+    backend = warehouse.backend
+    for ddl in EXTRA_TABLES.values():
+        backend.command(ddl)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    key = start.strftime("%Y-%m")
+    rows = []
+    for budget, team, limit, spends in (("alpha-monthly", "alpha", "1.5", ("0.3", "0.9", "1.234567890124")),
+                                        ("beta-monthly", "beta", "100", ("1.0", "2.5"))):
+        for i, spend in enumerate(spends):
+            at = now - timedelta(hours=3 * (len(spends) - i))
+            projected = Decimal(spend) * 2
+            pct = (Decimal(spend) * 100 / Decimal(limit)).quantize(Decimal("0.01"))
+            rows.append(f"('{budget}', map('team','{team}'), 'allow', '', NULL, 'cost_usd', {spend}, {limit}, {pct}, "
+                        f"'{key}', {_t(start)}, {_t(end)}, {projected}, NULL, {_t(at)})")
+    backend.command("INSERT INTO budget_status VALUES " + ", ".join(rows))
+    alerts = []
+    for i, (budget, team, pct) in enumerate((("alpha-monthly", "alpha", 50), ("alpha-monthly", "alpha", 80),
+                                             ("beta-monthly", "beta", 50))):
+        alerts.append(f"('alert-{i}', 'budget', 'threshold', 'trigger', 'warning', 'dk-{budget}', "
+                      f"'{budget} reached {pct}% of its limit', 'summary', {_t(now - timedelta(hours=2 - i * 0.5))}, "
+                      f"map('team','{team}'), '{budget}', '{{}}', '', {_t(now)})")
+    backend.command("INSERT INTO alerts VALUES " + ", ".join(alerts))
+    backend.command(f"INSERT INTO alert_deliveries VALUES ('alert-0', 'slack', 'https://hooks.slack.com/***', "
+                    f"'delivered', 1, '', 200, {_t(now)})")
+    anomalies = []
+    for anomaly_id, team, observed in (("anom-alpha", "alpha", "1.2"), ("anom-beta", "beta", "2.5")):
+        anomalies.append(f"('{anomaly_id}', 'spend_spike', 'team', '{team}', 'warning', {observed}, 0.2, 0.1, 0.3, "
+                         f"'usd_per_hour', {_t(now - timedelta(hours=1))}, {_t(now)}, 'open', "
+                         f"'{team} spent {observed} USD in an hour, 6x the usual', {_t(now)})")
+    backend.command("INSERT INTO anomalies VALUES " + ", ".join(anomalies))
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    backend.command(
+        "INSERT INTO provider_usage (id, provider, kind, bucket_start, bucket_end, model, cost_usd, fetched_at) VALUES "
+        f"('pu-1', 'openai', 'cost', {_t(today)}, {_t(today + timedelta(days=1))}, 'gpt-4o-mini', 3.000000000000, "
+        f"{_t(now)}), ('pu-2', 'openai', 'cost', {_t(today)}, {_t(today + timedelta(days=1))}, 'gpt-4o', "
+        f"0.333333333333, {_t(now)})")

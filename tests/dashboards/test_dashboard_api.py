@@ -1,0 +1,155 @@
+"""Login, roles and the JSON API over a real chDB warehouse, through Flask's test client (no browser).
+
+A team user must never see another team's numbers: every query is scoped in the data layer, and the API
+refuses to name another team."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from dashboards import create_app
+from dashboards.access import AccessDenied, ScopedWarehouse
+from dashboards.users import Principal, add_user, ensure_users_file, read_users, users_file_path
+from dash_seed import COSTS, TOTAL, priced_events, seed_other_tables
+from tokenmeter.settings import load_settings
+
+
+@pytest.fixture(scope="module")
+def app_and_warehouse(tmp_path_factory):
+    from warehouse import open_warehouse
+
+    data_dir = tmp_path_factory.mktemp("dash-api")
+    users_file = data_dir / "users.yaml"
+    add_user(users_file, "fin", "fin-pass", "finance")
+    add_user(users_file, "al", "al-pass", "team:alpha")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)
+    warehouse = open_warehouse(settings, writer=True, serve=False)
+    try:
+        now = datetime.now(timezone.utc)
+        warehouse.insert_priced(priced_events(now))
+        seed_other_tables(warehouse, now)
+        app = create_app(settings, warehouse=warehouse)
+        yield app, warehouse
+    finally:
+        warehouse.close()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+FIN = basic("fin", "fin-pass")
+ALPHA = basic("al", "al-pass")
+
+
+def test_everything_requires_a_login(app_and_warehouse):
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    page = client.get("/showback?team=alpha")
+    assert page.status_code == 302 and page.headers["Location"].startswith("/login?next=/showback")
+    assert client.get("/api/v1/spend").status_code == 401
+    assert client.get("/api/v1/spend").headers["WWW-Authenticate"].startswith("Basic")
+    assert client.post("/_dash-update-component", json={}).status_code == 401
+    assert client.get("/api/v1/spend", headers=basic("fin", "wrong")).status_code == 401
+    assert client.get("/login").status_code == 200
+    # A crafted next= never leaves the site.
+    response = client.post("/login?next=//evil.example/x", data={"username": "fin", "password": "fin-pass"})
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+
+
+def test_session_login_and_logout(app_and_warehouse, caplog):
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    bad = client.post("/login", data={"username": "fin", "password": "nope"})
+    assert bad.status_code == 401 and b"Wrong user name or password" in bad.data
+    ok = client.post("/login?next=/budgets", data={"username": "fin", "password": "fin-pass"})
+    assert ok.status_code == 302 and ok.headers["Location"] == "/budgets"
+    assert client.get("/api/v1/me").get_json() == {"user": "fin", "role": "finance", "team": None}
+    assert client.get("/").status_code == 200
+    client.get("/logout")
+    assert client.get("/api/v1/me").status_code == 401
+    logged = caplog.text
+    assert "fin-pass" not in logged and "nope" not in logged and "scrypt:" not in logged
+
+
+def test_finance_sees_every_team_with_exact_decimal_strings(app_and_warehouse):
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    body = client.get("/api/v1/spend?group_by=team", headers=FIN).get_json()
+    costs = {row["team"]: Decimal(row["cost_usd"]) for row in body["rows"]}
+    assert costs == {team: sum(c, Decimal(0)) for team, c in COSTS.items()}
+    overview = client.get("/api/v1/overview", headers=FIN).get_json()
+    assert Decimal(overview["kpis"]["cost_usd"]) == TOTAL and overview["kpis"]["unpriced_events"] == 1
+    assert isinstance(overview["kpis"]["cost_usd"], str)
+    assert Decimal(overview["today_usd"]) == TOTAL or overview["today_usd"]  # near midnight UTC: yesterday
+
+
+def test_team_user_sees_only_their_team(app_and_warehouse):
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    alpha_total = sum(COSTS["alpha"], Decimal(0))
+    rows = client.get("/api/v1/spend?group_by=team,user", headers=ALPHA).get_json()["rows"]
+    assert {r["team"] for r in rows} == {"alpha"}
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == alpha_total
+    # Grouping by something else still only sums alpha's events.
+    rows = client.get("/api/v1/spend?group_by=model", headers=ALPHA).get_json()["rows"]
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == alpha_total
+    assert client.get("/api/v1/spend?group_by=team&team=beta", headers=ALPHA).status_code == 403
+    overview = client.get("/api/v1/overview", headers=ALPHA).get_json()
+    assert Decimal(overview["kpis"]["cost_usd"]) == alpha_total
+    assert {t["team"] for t in overview["by_team"]} == {"alpha"}
+    assert {m["team"] for m in overview["top_movers"]} <= {"alpha"}
+    models = client.get("/api/v1/models", headers=ALPHA).get_json()
+    assert sum(Decimal(m["cost_usd"]) for m in models["models"]) == alpha_total
+    assert {b["budget"] for b in client.get("/api/v1/budgets", headers=ALPHA).get_json()["budgets"]} == {"alpha-monthly"}
+    assert client.get("/api/v1/budgets/beta-monthly", headers=ALPHA).status_code == 404
+    anomalies = client.get("/api/v1/anomalies", headers=ALPHA).get_json()["anomalies"]
+    assert [a["id"] for a in anomalies] == ["anom-alpha"]
+    assert client.get("/api/v1/reconciliation", headers=ALPHA).status_code == 403
+
+
+def test_scoped_warehouse_refuses_unscoped_sql(app_and_warehouse):
+    _, warehouse = app_and_warehouse
+    scoped = ScopedWarehouse(warehouse, Principal("al", "team:alpha"))
+    with pytest.raises(AccessDenied):
+        scoped.query("SELECT sum(cost_usd) FROM priced_events")
+    frame = scoped.query("SELECT count() AS n FROM priced_events WHERE " + scoped.team_condition())
+    assert frame["n"][0] == len(COSTS["alpha"])
+    assert scoped.distinct_values("team") == ["alpha"]
+
+
+def test_budgets_anomalies_and_reconciliation_for_finance(app_and_warehouse):
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    budgets = client.get("/api/v1/budgets", headers=FIN).get_json()["budgets"]
+    assert [b["budget"] for b in budgets] == ["alpha-monthly", "beta-monthly"]  # worst first
+    assert budgets[0]["state"] == "at risk" and budgets[0]["spend"] == "1.234567890124"
+    detail = client.get("/api/v1/budgets/alpha-monthly", headers=FIN).get_json()
+    assert len(detail["history"]) == 3 and len(detail["alerts"]) == 2
+    assert "slack: delivered" in {a["deliveries"] for a in detail["alerts"]}
+    recon = client.get("/api/v1/reconciliation", headers=FIN).get_json()
+    by_model = {r["model"]: r for r in recon["rows"]}
+    mini = by_model["gpt-4o-mini"]
+    assert Decimal(mini["ours_cost"]) == Decimal("4.401234556790") and mini["flagged"] is True
+    assert Decimal(by_model["gpt-4o"]["difference"]) == Decimal("0.000000000001")
+    assert by_model["gpt-4o"]["flagged"] is False
+
+
+def test_users_file_for_demo_and_first_start(tmp_path):
+    demo = load_settings(data_dir=tmp_path / "demo")
+    lines = ensure_users_file(demo, demo=True)
+    assert "finance / demo" in lines[0]
+    users = read_users(users_file_path(demo))
+    assert users["finance"]["role"] == "finance" and users["search"]["role"] == "team:search"
+    assert ensure_users_file(demo, demo=True) == lines  # re-printed on the next demo start, not rewritten
+
+    plain = load_settings(data_dir=tmp_path / "plain")
+    first = ensure_users_file(plain, demo=False)[0]
+    password = first.split("admin / ")[1].split()[0]
+    assert password not in users_file_path(plain).read_text()
+    assert oct(users_file_path(plain).stat().st_mode & 0o777) == "0o600"
+    assert "admin / " not in ensure_users_file(plain, demo=False)[0]  # printed once only
