@@ -56,6 +56,8 @@ def _store() -> UserStore:
 
 
 def current_principal() -> Principal | None:
+    if not flask.has_request_context():
+        return None  # Dash may build the layout once at start-up, outside any request
     return getattr(flask.g, "principal", None)
 
 

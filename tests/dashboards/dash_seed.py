@@ -124,3 +124,19 @@ def seed_other_tables(warehouse, now: datetime) -> None:
         f"('pu-1', 'openai', 'cost', {_t(today)}, {_t(today + timedelta(days=1))}, 'gpt-4o-mini', 3.000000000000, "
         f"{_t(now)}), ('pu-2', 'openai', 'cost', {_t(today)}, {_t(today + timedelta(days=1))}, 'gpt-4o', "
         f"0.333333333333, {_t(now)})")
+
+
+def browser_login(dash_duo, app, user: str, password: str) -> None:
+    """Start `app` in dash_duo's server thread and sign in through the real login form."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if not dash_duo.server.started:
+        dash_duo.server.start(app, start_timeout=10)
+    driver = dash_duo.driver
+    driver.get(dash_duo.server.url + "/login")
+    driver.find_element(By.ID, "username").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login-submit").click()
+    WebDriverWait(driver, 10).until(lambda d: "/login" not in d.current_url)
+    dash_duo.server_url = dash_duo.server.url  # now signed in: the Dash app loads

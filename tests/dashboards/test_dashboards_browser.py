@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
+from dash_seed import browser_login
 from dashboards import create_app
 from dashboards.formatting import format_usd, format_usd_exact
+from dashboards.users import add_user
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
 
@@ -54,7 +56,9 @@ def populated_warehouse(tmp_path_factory):
     """chDB allows one data path per process: one module-scoped warehouse, written here, read by the app."""
     from warehouse import open_warehouse
 
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("dash-warehouse"))
+    data_dir = tmp_path_factory.mktemp("dash-warehouse")
+    add_user(data_dir / "users.yaml", "fin", "fin-pass", "finance")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=data_dir / "users.yaml")
     warehouse = open_warehouse(settings, writer=True)
     try:
         warehouse.insert_priced(priced_events(datetime.now(timezone.utc)))
@@ -91,7 +95,7 @@ def _screenshot(dash_duo, name: str) -> None:
 
 def test_overview_shows_exact_totals_and_follows_the_team_filter(dash_duo, populated_warehouse):
     settings, warehouse = populated_warehouse
-    dash_duo.start_server(create_app(settings, warehouse=warehouse))
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
 
     dash_duo.wait_for_text_to_equal(_kpi("cost"), format_usd(TOTAL), timeout=20)
     assert dash_duo.find_element(_kpi("cost")).get_attribute("title") == format_usd_exact(TOTAL)

@@ -1,0 +1,162 @@
+"""Anomalies ("/anomalies"): a timeline, the scope's series against the expected band, and acknowledge / mute
+buttons that publish an ack record to `tokenmeter.anomaly-acks` (the anomaly runner silences notifications of a
+muted kind and scope until `mute_until`)."""
+
+from __future__ import annotations
+
+import logging
+
+import dash
+from dash import ALL, Input, Output, State, callback, ctx, dcc, html, no_update
+
+from dashboards.access import AccessDenied, scoped_warehouse
+from dashboards.acks import MUTE_HOURS, build_ack, publish_ack
+from dashboards.anomalies_data import get_anomaly, list_anomalies, scope_series
+from dashboards.auth import current_principal
+from dashboards.charts import anomaly_band, anomaly_timeline
+from dashboards.filters import Filters
+from dashboards.handle import WarehouseUnavailable, current_settings
+from dashboards.panels import banner_content, date_range_filter, status_banner
+from dashboards.tables import TableMissing
+
+dash.register_page(__name__, path="/anomalies", name="Anomalies", title="tokenmeter - anomalies", order=4)
+
+log = logging.getLogger(__name__)
+HEADERS = ("Start (UTC)", "Scope", "Kind", "Severity", "Observed", "Expected (band)", "Status", "What happened", "")
+
+
+def layout(start: str | None = None, end: str | None = None, anomaly: str | None = None, **_):
+    filters = Filters.from_inputs(start, end, None)
+    return html.Div(className="page", children=[
+        html.Div(className="filter-bar", children=[
+            date_range_filter("anomalies-dates", filters.start, filters.end),
+            html.Div(className="filter", children=[
+                html.Label("Expected band of", className="filter-label"),
+                dcc.Dropdown(id="anomalies-select", value=anomaly, style={"width": "360px"}, clearable=False,
+                             placeholder="pick an anomaly"),
+            ]),
+        ]),
+        status_banner("anomalies-status"),
+        html.Div(id="anomalies-ack-result", className="ack-result"),
+        html.Div(className="graph-grid", children=[
+            html.Div(className="graph-card", children=dcc.Graph(id="anomalies-timeline", style={"height": "320px"},
+                                                                 config={"displaylogo": False})),
+            html.Div(className="graph-card", children=dcc.Graph(id="anomalies-band", style={"height": "320px"},
+                                                                 config={"displaylogo": False})),
+        ]),
+        dcc.Loading(html.Div(className="table-card", style={"marginTop": "12px"},
+                             children=html.Table(id="anomalies-table", className="data-table"))),
+    ])
+
+
+def _ack_state(a: dict) -> str:
+    if a.get("ack_action") == "mute" and a.get("mute_until"):
+        return f"muted until {a['mute_until']:%Y-%m-%d %H:%M} by {a['ack_by']}"
+    if a.get("ack_action") == "ack":
+        return f"acknowledged by {a['ack_by']}"
+    return a["status"]
+
+
+def _buttons(anomaly_id: str) -> html.Td:
+    return html.Td(className="actions", children=[
+        html.Button(label, id={"type": "anomaly-action", "id": anomaly_id, "action": action}, n_clicks=0,
+                    className=f"btn btn-{action}")
+        for action, label in (("ack", "Acknowledge"), ("mute", f"Mute {MUTE_HOURS} h"), ("unmute", "Unmute"))
+    ])
+
+
+def table_rows(anomalies: list[dict]) -> list:
+    header = html.Thead(html.Tr([html.Th(h) for h in HEADERS]))
+    body = [html.Tr(className="row-warn" if a["severity"] in ("error", "critical") else "", children=[
+        html.Td(a["start_at"].strftime("%Y-%m-%d %H:%M")), html.Td(f"{a['scope_dim']}={a['scope_value']}"),
+        html.Td(a["kind"]), html.Td(a["severity"]), html.Td(f"{a['observed']:f} {a['unit']}", className="num"),
+        html.Td(f"{a['expected']:f} ({a['expected_low']:f} - {a['expected_high']:f})", className="num"),
+        html.Td(_ack_state(a)), html.Td(a["explanation"]), _buttons(a["id"]),
+    ]) for a in anomalies]
+    return [header, html.Tbody(body)]
+
+
+@callback(
+    Output("anomalies-table", "children"),
+    Output("anomalies-timeline", "figure"),
+    Output("anomalies-select", "options"),
+    Output("anomalies-select", "value"),
+    Output("anomalies-status", "children"),
+    Output("anomalies-status", "style"),
+    Output("anomalies-status", "className"),
+    Input("anomalies-dates", "start_date"),
+    Input("anomalies-dates", "end_date"),
+    Input("refresh", "n_intervals"),
+    Input("anomalies-timeline", "clickData"),
+    State("anomalies-select", "value"),
+)
+def refresh_anomalies(start, end, _n_intervals, click, selected):
+    filters = Filters.from_inputs(start, end, None)
+    if ctx.triggered_id == "anomalies-timeline" and click and click.get("points"):
+        selected = click["points"][0].get("customdata") or selected
+    try:
+        with scoped_warehouse() as wh:
+            anomalies = list_anomalies(wh, filters.since, filters.until)
+    except TableMissing:
+        anomalies, message, level = [], "No anomalies recorded yet (the anomaly detector has not run).", "info"
+    except (WarehouseUnavailable, AccessDenied) as exc:
+        anomalies, message, level = [], str(exc), "error"
+    except Exception as exc:  # noqa: BLE001
+        log.exception("anomaly query failed")
+        anomalies, message, level = [], f"Query failed: {exc}", "error"
+    else:
+        message, level = (None if anomalies else "No anomalies in this range."), "info"
+    ids = [a["id"] for a in anomalies]
+    if selected not in ids:
+        selected = ids[0] if ids else None
+    options = [{"label": f"{a['start_at']:%m-%d %H:%M} {a['scope_dim']}={a['scope_value']} {a['kind']}",
+                "value": a["id"]} for a in anomalies]
+    return (table_rows(anomalies), anomaly_timeline(anomalies), options, selected,
+            *banner_content(message, level))
+
+
+@callback(
+    Output("anomalies-band", "figure"),
+    Input("anomalies-select", "value"),
+)
+def refresh_band(anomaly_id):
+    if not anomaly_id:
+        return anomaly_band(None, None)
+    try:
+        with scoped_warehouse() as wh:
+            anomaly = get_anomaly(wh, anomaly_id)
+            series = scope_series(wh, anomaly) if anomaly else None
+    except Exception as exc:  # noqa: BLE001 - the list callback shows errors
+        log.debug("band unavailable: %s", exc)
+        return anomaly_band(None, None)
+    return anomaly_band(anomaly, series)
+
+
+@callback(
+    Output("anomalies-ack-result", "children"),
+    Output("anomalies-ack-result", "className"),
+    Input({"type": "anomaly-action", "id": ALL, "action": ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def act_on_anomaly(clicks):
+    trigger = ctx.triggered_id
+    if not isinstance(trigger, dict) or not any(clicks or []):
+        return no_update, no_update
+    if not ctx.triggered or not ctx.triggered[0].get("value"):
+        return no_update, no_update  # the buttons were re-rendered, nobody clicked
+    principal = current_principal()
+    try:
+        with scoped_warehouse() as wh:
+            anomaly = get_anomaly(wh, trigger["id"])  # scoped: a team user can only act on their team's
+        if anomaly is None:
+            raise AccessDenied(f"no anomaly {trigger['id']!r} visible to you")
+        record = build_ack(anomaly, trigger["action"], by=principal.name)
+        publish_ack(current_settings().bootstrap_servers, record)
+    except AccessDenied as exc:
+        return str(exc), "ack-result ack-error"
+    except Exception as exc:  # noqa: BLE001 - Kafka down: say so, keep the page alive
+        log.warning("anomaly ack not published: %s", exc)
+        return f"Could not record it (Kafka unavailable?): {exc}", "ack-result ack-error"
+    verb = {"ack": "Acknowledged", "mute": f"Muted for {MUTE_HOURS} h", "unmute": "Unmuted"}[trigger["action"]]
+    return (f"{verb}: {anomaly['kind']} on {anomaly['scope_dim']}={anomaly['scope_value']} (by {principal.name})",
+            "ack-result ack-ok")

@@ -1,0 +1,137 @@
+"""Budgets ("/budgets"): status of every budget you may see, the burn-down of one with its forecast line,
+and the history of its alerts (with how each notification route fared)."""
+
+from __future__ import annotations
+
+import logging
+
+import dash
+from dash import Input, Output, callback, clientside_callback, dcc, html
+
+from dashboards.access import AccessDenied, scoped_warehouse
+from dashboards.budgets_data import BudgetStatus, alert_history, budget_history, latest_statuses
+from dashboards.charts import burn_down
+from dashboards.figures import empty_figure
+from dashboards.formatting import format_count, format_usd
+from dashboards.handle import WarehouseUnavailable
+from dashboards.panels import banner_content, status_banner
+from dashboards.tables import TableMissing
+
+dash.register_page(__name__, path="/budgets", name="Budgets", title="tokenmeter - budgets", order=2)
+
+log = logging.getLogger(__name__)
+STATUS_HEADERS = ("Budget", "Scope", "State", "Used", "Limit", "%", "Forecast at period end", "Expected breach",
+                  "Enforcement", "Updated")
+ALERT_HEADERS = ("When (UTC)", "Budget", "Alert", "Severity", "Delivered")
+STATE_CLASS = {"over budget": "row-bad", "at risk": "row-warn", "ok": ""}
+
+
+def layout(budget: str | None = None, **_):
+    return html.Div(className="page", children=[
+        status_banner("budgets-status"),
+        dcc.Loading(html.Div(className="table-card", children=html.Table(id="budgets-table", className="data-table"))),
+        html.Div(className="filter-bar", style={"marginTop": "14px"}, children=[html.Div(className="filter", children=[
+            html.Label("Burn-down of", className="filter-label"),
+            dcc.Dropdown(id="budgets-select", value=budget, clearable=False, style={"width": "320px"},
+                         placeholder="pick a budget"),
+        ])]),
+        html.Div(className="graph-card", children=dcc.Graph(id="budgets-burndown", style={"height": "360px"},
+                                                             config={"displaylogo": False})),
+        html.H3("Alerts", className="section-title"),
+        html.Div(className="table-card", children=html.Table(id="budgets-alerts", className="data-table")),
+        dcc.Store(id="budgets-url-sync"),
+    ])
+
+
+def _amount(status: BudgetStatus, value) -> str:
+    if value is None:
+        return "-"
+    return format_usd(value) if status.metric == "cost_usd" else f"{format_count(int(value))} tokens"
+
+
+def status_rows(statuses: list[BudgetStatus]) -> list:
+    header = html.Thead(html.Tr([html.Th(h) for h in STATUS_HEADERS]))
+    body = [html.Tr(className=STATE_CLASS[s.state], children=[
+        html.Td(s.budget), html.Td(", ".join(f"{k}={v}" for k, v in sorted(s.scope.items())) or "all traffic"),
+        html.Td(s.state), html.Td(_amount(s, s.spend), className="num"), html.Td(_amount(s, s.limit), className="num"),
+        html.Td(f"{s.percent}%", className="num"), html.Td(_amount(s, s.projected), className="num"),
+        html.Td(s.expected_breach_at.strftime("%Y-%m-%d %H:%M") if s.expected_breach_at else "-"),
+        html.Td(s.action + (f" ({s.reason})" if s.reason else "")),
+        html.Td(s.updated_at.strftime("%Y-%m-%d %H:%M")),
+    ]) for s in statuses]
+    return [header, html.Tbody(body)]
+
+
+def alert_rows(alerts: list[dict]) -> list:
+    header = html.Thead(html.Tr([html.Th(h) for h in ALERT_HEADERS]))
+    body = [html.Tr([html.Td(a["at"].strftime("%Y-%m-%d %H:%M")), html.Td(a["budget"]),
+                     html.Td(f"{a['title']}" + (" (resolved)" if a["action"] == "resolve" else "")),
+                     html.Td(a["severity"]), html.Td(a["deliveries"] or "-")]) for a in alerts]
+    if not body:
+        body = [html.Tr(html.Td("No alerts yet.", colSpan=len(ALERT_HEADERS)))]
+    return [header, html.Tbody(body)]
+
+
+@callback(
+    Output("budgets-table", "children"),
+    Output("budgets-select", "options"),
+    Output("budgets-select", "value"),
+    Output("budgets-status", "children"),
+    Output("budgets-status", "style"),
+    Output("budgets-status", "className"),
+    Input("refresh", "n_intervals"),
+    Input("budgets-select", "value"),
+)
+def refresh_budgets(_n_intervals, selected):
+    try:
+        with scoped_warehouse() as wh:
+            statuses = latest_statuses(wh)
+    except TableMissing:
+        return status_rows([]), [], None, *banner_content(
+            "No budget status yet: define budgets with `tokenmeter budget set` and run the worker and loader.")
+    except (WarehouseUnavailable, AccessDenied) as exc:
+        return status_rows([]), [], None, *banner_content(str(exc), "error")
+    except Exception as exc:  # noqa: BLE001
+        log.exception("budget status query failed")
+        return status_rows([]), [], None, *banner_content(f"Query failed: {exc}", "error")
+    names = [s.budget for s in statuses]
+    if selected not in names:
+        selected = names[0] if names else None  # worst budget first
+    message = None if statuses else "No budget has reported status yet."
+    return status_rows(statuses), [{"label": n, "value": n} for n in names], selected, *banner_content(message)
+
+
+@callback(
+    Output("budgets-burndown", "figure"),
+    Output("budgets-alerts", "children"),
+    Input("budgets-select", "value"),
+    Input("refresh", "n_intervals"),
+)
+def refresh_burn_down(budget, _n_intervals):
+    try:
+        with scoped_warehouse() as wh:
+            history = budget_history(wh, budget) if budget else []
+            try:
+                alerts = alert_history(wh, budget)
+            except TableMissing:
+                alerts = []
+    except Exception as exc:  # noqa: BLE001 - the status callback reports errors in the banner
+        log.debug("burn-down unavailable: %s", exc)
+        return empty_figure("Burn-down", "No budget status yet"), alert_rows([])
+    return burn_down(history), alert_rows(alerts)
+
+
+clientside_callback(
+    """
+    function(budget) {
+        if (!budget) { return window.dash_clientside.no_update; }
+        const target = window.location.pathname + '?budget=' + encodeURIComponent(budget);
+        if (target !== window.location.pathname + window.location.search) {
+            window.history.replaceState(window.history.state, '', target);
+        }
+        return window.dash_clientside.no_update;
+    }
+    """,
+    Output("budgets-url-sync", "data"),
+    Input("budgets-select", "value"),
+)

@@ -1,0 +1,70 @@
+"""Chargeback export ("/export"): pick a month and a grouping, download CSV, Parquet or a FOCUS 1.x file.
+A team user's file only ever holds their own team."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import dash
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from dashboards.access import AccessDenied, scoped_warehouse
+from dashboards.export_data import FORMATS, GROUPINGS, ExportUnavailable, export_file, recent_months
+
+dash.register_page(__name__, path="/export", name="Export", title="tokenmeter - chargeback export", order=6)
+
+log = logging.getLogger(__name__)
+
+
+def layout(month: str | None = None, group_by: str | None = None, format: str | None = None, **_):  # noqa: A002
+    months = recent_months(datetime.now(timezone.utc).date())
+    return html.Div(className="page", children=[
+        html.P("A month of cost per group, for chargeback. FOCUS is the FinOps Open Cost and Usage "
+               "Specification (1.x columns such as BilledCost, EffectiveCost, ChargePeriodStart).", className="hint"),
+        html.Div(className="filter-bar", children=[
+            html.Div(className="filter", children=[
+                html.Label("Month (UTC)", className="filter-label"),
+                dcc.Dropdown(id="export-month", options=months, value=month if month in months else months[0],
+                             clearable=False, style={"width": "160px"}),
+            ]),
+            html.Div(className="filter", children=[
+                html.Label("Group by", className="filter-label"),
+                dcc.Dropdown(id="export-group", options=[{"label": g.replace("_", " "), "value": g} for g in GROUPINGS],
+                             value=group_by if group_by in GROUPINGS else "team", clearable=False,
+                             style={"width": "180px"}),
+            ]),
+            html.Div(className="filter", children=[
+                html.Label("Format", className="filter-label"),
+                dcc.RadioItems(id="export-format", value=format if format in FORMATS else "focus", inline=True,
+                               options=[{"label": f" {label}", "value": key} for key, (_, _, label) in FORMATS.items()],
+                               inputStyle={"marginLeft": "10px"}),
+            ]),
+            html.Button("Download", id="export-download-button", className="btn btn-primary", n_clicks=0),
+        ]),
+        dcc.Loading(html.Div(id="export-result", className="ack-result")),
+        dcc.Download(id="export-download"),
+    ])
+
+
+@callback(
+    Output("export-download", "data"),
+    Output("export-result", "children"),
+    Input("export-download-button", "n_clicks"),
+    State("export-month", "value"),
+    State("export-group", "value"),
+    State("export-format", "value"),
+    prevent_initial_call=True,
+)
+def download(n_clicks, month, group_by, fmt):
+    if not n_clicks:
+        return no_update, no_update
+    try:
+        with scoped_warehouse() as wh:
+            name, _mimetype, body = export_file(wh, month, fmt, group_by)
+    except (ExportUnavailable, AccessDenied, ValueError) as exc:
+        return no_update, str(exc)
+    except Exception as exc:  # noqa: BLE001
+        log.exception("export failed")
+        return no_update, f"Export failed: {exc}"
+    return dcc.send_bytes(body, name), f"{name}: {len(body):,} bytes"
