@@ -7,8 +7,9 @@
   and the start of the body: sending the same request again cannot succeed.
 Decisions use status codes and exception types only, never the text of an error.
 
-Concurrency: one global limit of requests in flight and a small limit per target, so a hanging endpoint can
-hold at most PER_TARGET_IN_FLIGHT slots and never starves other routes."""
+Concurrency: one global limit of requests in flight and a small limit per host, so a hanging host can hold at
+most PER_TARGET_IN_FLIGHT slots and never starves routes to other hosts (Slack and PagerDuty each count as
+one host: their rate limits make more parallel requests pointless anyway)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -151,7 +153,8 @@ class Sender:
             url, headers, body = self.request_for(route, alert)
         except (KeyError, TypeError, ValueError) as exc:  # a record the payload builder cannot render
             return Outcome(False, False, None, f"cannot build the {route.kind} payload: {exc!r}")
-        target_slot = self._per_target.setdefault(route.target, asyncio.Semaphore(PER_TARGET_IN_FLIGHT))
+        host = urlsplit(url).netloc.rpartition("@")[2]  # a dead host often serves many webhook URLs
+        target_slot = self._per_target.setdefault(host, asyncio.Semaphore(PER_TARGET_IN_FLIGHT))
         async with target_slot, self._slots:
             self.counters.in_flight += 1
             try:
