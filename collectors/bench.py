@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -271,8 +273,9 @@ async def _measure_one(bootstrap: str, dialect: str, n: int, usage_topic: str, s
     before = await _end_offsets(bootstrap, usage_topic)
 
     sink = _TimedSink(bootstrap, "collect:kafka", topic=usage_topic, target=n, records=len(values))
+    state_dir = tempfile.TemporaryDirectory(prefix="tokenmeter-bench-")  # the pending-batch record, as in production
     bridge = _TimedBridge(bootstrap, source, dialect, f"bench-collect-{dialect}-{run}", sink, from_beginning=True,
-                          log_every_s=3600)
+                          log_every_s=3600, state_path=Path(state_dir.name) / "state.json")
     stop = asyncio.Event()
     running = asyncio.create_task(bridge.run(stop))
     timeout = max(120.0, n / 100)
@@ -288,6 +291,7 @@ async def _measure_one(bootstrap: str, dialect: str, n: int, usage_topic: str, s
         done_waiter.cancel()
         stop.set()
         await running  # the bridge stops its consumer and the sink's producer
+        state_dir.cleanup()
 
     counters = sink.counters
     if (counters.written, counters.rejected, counters.skipped, counters.read) != (n, 0, 0, len(values)):

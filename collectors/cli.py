@@ -147,19 +147,26 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
 @click.option("--batch-records", type=click.IntRange(1), default=1000, show_default=True,
               envvar="TOKENMETER_COLLECT_BATCH_RECORDS")
 @click.option("--exit-when-idle", type=float, default=None, help="Stop after this many seconds without records.")
+@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), envvar="TOKENMETER_COLLECT_STATE_FILE",
+              help="Pending-batch record for exactly-once restarts (default: <data_dir>/collect-kafka/<group>.json).")
 @mapping_option
 def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap: str | None, from_beginning: bool,
-                  batch_records: int, exit_when_idle: float | None, mapping: Path | None) -> None:
+                  batch_records: int, exit_when_idle: float | None, state_file: Path | None,
+                  mapping: Path | None) -> None:
     """Bridge a gateway's own topic (Kong kafka-log, OTel collector kafka exporter) into tokenmeter.usage."""
     from collectors.kafka_bridge import KafkaBridge
     from collectors.sink import KafkaSink
 
     settings = _settings()
+    group = group or f"tokenmeter-collect-{topic}"
+    if state_file is None:
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{group}.{topic}")
+        state_file = settings.data_dir / "collect-kafka" / f"{safe}.json"
     bridge = KafkaBridge(
         source_bootstrap or settings.bootstrap_servers, topic, None if dialect == "auto" else dialect,
-        group or f"tokenmeter-collect-{topic}", KafkaSink(settings.bootstrap_servers, "collect:kafka"),
+        group, KafkaSink(settings.bootstrap_servers, "collect:kafka"),
         mapping=_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
-        exit_when_idle=exit_when_idle)
+        exit_when_idle=exit_when_idle, state_path=state_file)
     run_until_signal(bridge.run)
 
 # Provider usage pollers add their commands to the same group (kept in their own package).

@@ -25,6 +25,7 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Hashable
 
 import orjson
@@ -55,6 +56,26 @@ def fault_point(name: str) -> None:
     if _fault_hits[name] >= int(nth or 1):
         log.warning("fault injection: SIGKILL at %s", name)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_json_atomically(path: Path, record: Any) -> None:
+    """temp file + fsync + rename + fsync of the directory: after a crash the file is the old or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def positions_from_json(raw: dict[str, Any]) -> Positions:
+    return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in raw.items()}
 
 
 @dataclass

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from collectors import AttributionMapping, DialectError, parse_record
-from collectors.delivery import DeliveryGuard, Positions, deliver, fault_point
+from collectors.delivery import (
+    DeliveryGuard,
+    Positions,
+    deliver,
+    fault_point,
+    positions_from_json,
+    write_json_atomically,
+)
 from collectors.sink import KafkaSink, log_counters_every
 from tokenmeter.events import UsageEvent
 
@@ -45,8 +52,7 @@ class Checkpoint:
             pending = data.get("pending")
             if pending is not None:
                 pending = {"inode": int(pending["inode"]), "start": int(pending["start"]), "end": int(pending["end"]),
-                           "positions": {t: {int(p): int(o) for p, o in parts.items()}
-                                         for t, parts in pending["positions"].items()}}
+                           "positions": positions_from_json(pending["positions"])}
             return cls(int(data["inode"]), int(data["offset"]), int(data.get("line", 0)), pending)
         except FileNotFoundError:
             return cls()
@@ -54,21 +60,10 @@ class Checkpoint:
             raise SystemExit(f"checkpoint {path} is unreadable ({exc}); fix or delete it to start over") from None
 
     def save(self, path: Path, source: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as handle:
-            record = {"path": str(source), "inode": self.inode, "offset": self.offset, "line": self.line}
-            if self.pending is not None:
-                record["pending"] = self.pending
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        record: dict[str, Any] = {"path": str(source), "inode": self.inode, "offset": self.offset, "line": self.line}
+        if self.pending is not None:
+            record["pending"] = self.pending
+        write_json_atomically(path, record)
 
 
 @dataclass

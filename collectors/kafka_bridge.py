@@ -3,20 +3,35 @@
 Sources: Kong kafka-log (one entry, or a JSON array per message with max_batch_size > 1), APISIX kafka-logger,
 the OpenTelemetry Collector kafka exporter (topic `otlp_spans`, otlp_proto or otlp_json TracesData per record).
 Source offsets are committed only after Kafka acknowledged the events and dead letters of that fetch, so a
-crash replays (same deterministic event ids) rather than loses.
+crash never loses a record. Kafka transactions are not available (the embedded broker cannot do them), and the
+embedded broker drops offset-commit metadata, so each fetch is first recorded as *pending* in a local state file
+(source offset ranges + output positions, see collectors.delivery). A restart whose committed offsets are still
+inside a pending range reads the output back and does not send again what the killed run had written.
+Limit: if the group hands an in-doubt partition to ANOTHER bridge process (which has no state file), that one
+batch can be written twice, with the same event ids (the warehouse deduplicates on event_id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from collectors import AttributionMapping, DialectError, parse_record
-from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
+from collectors.delivery import (
+    DeliveryGuard,
+    Positions,
+    deliver,
+    fault_point,
+    positions_from_json,
+    write_json_atomically,
+)
+from collectors.sink import KafkaSink, log_counters_every
 from tokenmeter.events import UsageEvent
 
 log = logging.getLogger("tokenmeter.collect.kafka")
@@ -25,7 +40,8 @@ log = logging.getLogger("tokenmeter.collect.kafka")
 class KafkaBridge:
     def __init__(self, source_bootstrap: str, topic: str, dialect: str | None, group: str, sink: KafkaSink, *,
                  mapping: AttributionMapping | None = None, from_beginning: bool = False,
-                 batch_records: int = 1000, exit_when_idle: float | None = None, log_every_s: float = 30.0):
+                 batch_records: int = 1000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
+                 state_path: Path | None = None):
         self.source_bootstrap = source_bootstrap
         self.topic = topic
         self.dialect = dialect
@@ -37,6 +53,11 @@ class KafkaBridge:
         self.batch_records = batch_records
         self.exit_when_idle = exit_when_idle
         self.log_every_s = log_every_s
+        self.state_path = state_path  # None: no pending record, a kill -9 may resend one batch (same ids)
+        self.guard = DeliveryGuard(sink)
+        # A killed run's pending batch: {"ranges": {(topic, partition): [start, end)}, "positions": ...}
+        self.recovery: dict[str, Any] | None = self._load_state()
+        self._recovery_checked = False
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -58,57 +79,147 @@ class KafkaBridge:
                         break
                     continue
                 last_record = loop.time()
+                if not self._recovery_checked:
+                    await self._settle_recovery(consumer)
                 events, letters = self._convert(batch)
-                if not await self._until_acknowledged(stop, events, letters):
+                if not await self._deliver(stop, batch, events, letters):
                     break  # stopped while Kafka was down: offsets not committed, the batch is read again
+                fault_point("after-ack")
                 self.sink.counters.count(self.label, "rejected", len(letters))
-                await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batch.items()})
+                ends = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
+                await consumer.commit(ends)
+                fault_point("after-commit")
+                self._recovered(ends)
         finally:
             stop.set()
             await reporter
             await consumer.stop()
+            await self.guard.stop()
             await self.sink.stop()
+
+    # Pending batches -----------------------------------------------------------------------------------
+    def _load_state(self) -> dict[str, Any] | None:
+        if self.state_path is None:
+            return None
+        try:
+            raw = orjson.loads(self.state_path.read_bytes())
+            ranges = {(r["topic"], int(r["partition"])): (int(r["start"]), int(r["end"])) for r in raw["ranges"]}
+            return {"ranges": ranges, "positions": positions_from_json(raw["positions"])}
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"state file {self.state_path} is unreadable ({exc}); fix or delete it") from None
+
+    def _save_state(self, ranges: dict[tuple[str, int], tuple[int, int]], positions: Positions) -> None:
+        if self.state_path is not None:
+            write_json_atomically(self.state_path, {
+                "ranges": [{"topic": t, "partition": p, "start": a, "end": b} for (t, p), (a, b) in ranges.items()],
+                "positions": positions})
+
+    async def _settle_recovery(self, consumer: AIOKafkaConsumer) -> None:
+        """Drop in-doubt ranges already committed, or of partitions this process was not given."""
+        self._recovery_checked = True
+        if self.recovery is None:
+            return
+        assigned = consumer.assignment()
+        for (topic, partition), (_, end) in list(self.recovery["ranges"].items()):
+            tp = TopicPartition(topic, partition)
+            if tp not in assigned:
+                log.warning("in-doubt batch of %s went to another group member; it may be written twice", tp)
+            elif (await consumer.committed(tp) or 0) < end:
+                continue
+            del self.recovery["ranges"][(topic, partition)]
+        if not self.recovery["ranges"]:
+            self.recovery = None
+        else:
+            log.info("resuming the batch a previous run was producing: %s", self.recovery["ranges"])
+
+    def _recovered(self, ends: dict[TopicPartition, int]) -> None:
+        if self.recovery is None:
+            return
+        for tp, end in ends.items():
+            window = self.recovery["ranges"].get((tp.topic, tp.partition))
+            if window is not None and end >= window[1]:
+                del self.recovery["ranges"][(tp.topic, tp.partition)]
+        if not self.recovery["ranges"]:
+            self.recovery = None
+
+    async def _deliver(self, stop: asyncio.Event, batch: dict[TopicPartition, list[Any]], events: list[UsageEvent],
+                       letters: list[dict[str, Any]]) -> bool:
+        ranges = {(tp.topic, tp.partition): (messages[0].offset, messages[-1].offset + 1)
+                  for tp, messages in batch.items()}
+        positions, in_doubt, letter_in_doubt = None, None, None
+        if self.recovery is not None:
+            # Keep the killed run's (earlier) positions, so that a second kill still finds its writes.
+            old = self.recovery["ranges"]
+            doubtful_ids = self._doubtful_ids
+            positions = self.recovery["positions"]
+            for key, (start, end) in old.items():
+                if key in ranges:
+                    ranges[key] = (min(start, ranges[key][0]), max(end, ranges[key][1]))
+                else:
+                    ranges[key] = (start, end)
+            self._save_state(ranges, positions)
+            in_doubt = lambda e: e.event_id in doubtful_ids  # noqa: E731
+            letter_in_doubt = lambda d: _within(old, d)  # noqa: E731
+        return await deliver(self.sink, self.guard, events, letters, label=self.label, letter_key=_letter_key,
+                             record_pending=lambda found: self._save_state(ranges, found),
+                             stopped=lambda s: _sleep(stop, s), positions=positions,
+                             in_doubt=in_doubt, letter_in_doubt=letter_in_doubt)
 
     def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[UsageEvent], list[dict[str, Any]]]:
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
-        counters = self.sink.counters
+        self._doubtful_ids: set[str] = set()  # ids from records of a killed run's pending range
+        ranges = self.recovery["ranges"] if self.recovery is not None else {}
         for tp, messages in batch.items():
+            window = ranges.get((tp.topic, tp.partition))
             for message in messages:
-                counters.count(self.label, "read")
-                where = {"topic": tp.topic, "partition": tp.partition, "offset": message.offset,
-                         "dialect": self.label}
-                if message.value is None:
-                    letters.append(self.sink.letter("empty message (tombstone)", None, **where))
-                    continue
-                try:
-                    found = parse_record(message.value, self.dialect, self.mapping)
-                except DialectError as exc:
-                    letters.append(self.sink.letter(str(exc), _printable(message.value), **where))
-                    events.extend(exc.partial)  # the good entries of a partly bad batch still count
-                    continue
-                if not found:
-                    counters.count(self.label, "skipped")
-                events.extend(found)
+                if window is not None and window[0] <= message.offset < window[1]:
+                    mark_from = len(events)
+                else:
+                    mark_from = None
+                self._convert_one(tp, message, events, letters)
+                if mark_from is not None:
+                    self._doubtful_ids.update(e.event_id for e in events[mark_from:])
         return events, letters
 
-    async def _until_acknowledged(self, stop: asyncio.Event, events: list[UsageEvent],
-                                  letters: list[dict[str, Any]]) -> bool:
-        delay, published = 0.5, False
-        while True:
-            try:
-                if not published:
-                    await self.sink.publish(events, self.label)
-                    published = True
-                await self.sink.dead_letter(letters)
-                return True
-            except SinkUnavailable as exc:
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                    return False
-                except asyncio.TimeoutError:
-                    delay = min(delay * 2, 30.0)
+    def _convert_one(self, tp: TopicPartition, message: Any, events: list[UsageEvent],
+                     letters: list[dict[str, Any]]) -> None:
+        counters = self.sink.counters
+        counters.count(self.label, "read")
+        where = {"topic": tp.topic, "partition": tp.partition, "offset": message.offset,
+                 "dialect": self.label}
+        if message.value is None:
+            letters.append(self.sink.letter("empty message (tombstone)", None, **where))
+            return
+        try:
+            found = parse_record(message.value, self.dialect, self.mapping)
+        except DialectError as exc:
+            letters.append(self.sink.letter(str(exc), _printable(message.value), **where))
+            events.extend(exc.partial)  # the good entries of a partly bad batch still count
+            return
+        if not found:
+            counters.count(self.label, "skipped")
+        events.extend(found)
+
+
+def _letter_key(letter: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return letter.get("topic"), letter.get("partition"), letter.get("offset")
+
+
+def _within(ranges: dict[tuple[str, int], tuple[int, int]], letter: dict[str, Any]) -> bool:
+    window = ranges.get((letter.get("topic"), letter.get("partition")))
+    return window is not None and window[0] <= int(letter.get("offset", -1)) < window[1]
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep unless stopped; True when stop was requested."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False
 
 
 def _printable(value: bytes) -> str:
