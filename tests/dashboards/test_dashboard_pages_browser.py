@@ -1,0 +1,192 @@
+"""Every page in headless Chromium over a real chDB warehouse and the real broker: log in, change filters and
+see charts change, drill down, acknowledge an anomaly (an ack record on Kafka), download a FOCUS export, and a
+team user who only ever sees their own team."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dash_seed import COSTS, TOTAL, browser_login, priced_events, seed_other_tables
+from dashboards import create_app
+from dashboards.formatting import format_usd
+from dashboards.users import add_user
+from tokenmeter.settings import load_settings
+from tokenmeter.topics import ANOMALY_ACKS
+
+pytestmark = pytest.mark.browser
+SCREENSHOT_DIR = os.environ.get("TOKENMETER_SCREENSHOT_DIR")  # e.g. docs/screenshots
+NOW = datetime.now(timezone.utc)
+RANGE = f"start={(NOW - timedelta(days=1)).date()}&end={NOW.date()}"
+
+
+@pytest.fixture(scope="module")
+def app_settings(tmp_path_factory, kafka_bootstrap):
+    from warehouse import open_warehouse
+
+    data_dir = tmp_path_factory.mktemp("dash-pages")
+    users = data_dir / "users.yaml"
+    add_user(users, "fin", "fin-pass", "finance")
+    add_user(users, "al", "al-pass", "team:alpha")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=users, kafka_bootstrap=kafka_bootstrap,
+                             dashboard_secret_key="s" * 32)
+    warehouse = open_warehouse(settings, writer=True, serve=False)
+    try:
+        warehouse.insert_priced(priced_events(NOW))
+        seed_other_tables(warehouse, NOW)
+        yield settings, warehouse
+    finally:
+        warehouse.close()
+
+
+def _figure(dash_duo, graph_id: str) -> dict:
+    script = ("const el = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"
+              "return el && el.data ? {names: el.data.map(t => t.name),"
+              " title: (el.layout && el.layout.title && el.layout.title.text) || ''} : null;")
+    return dash_duo.driver.execute_script(script, graph_id) or {"names": [], "title": ""}
+
+
+def _wait(dash_duo, predicate, timeout: float = 20):
+    return WebDriverWait(dash_duo.driver, timeout, poll_frequency=0.2).until(lambda _: predicate())
+
+
+def _screenshot(dash_duo, name: str) -> None:
+    if SCREENSHOT_DIR:
+        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+        dash_duo.driver.set_window_size(1400, 1150)
+        time.sleep(0.5)  # let plotly finish its transition before the picture (docs only)
+        dash_duo.driver.save_screenshot(str(Path(SCREENSHOT_DIR) / f"{name}.png"))
+
+
+def _read_acks(bootstrap: str, anomaly_id: str, deadline_s: float = 15) -> list[dict]:
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list[dict]:
+        consumer = AIOKafkaConsumer(ANOMALY_ACKS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        found: list[dict] = []
+        try:
+            end = time.monotonic() + deadline_s
+            while time.monotonic() < end and not found:
+                batches = await consumer.getmany(timeout_ms=500)
+                found = [orjson.loads(m.value) for msgs in batches.values() for m in msgs
+                         if m.key == anomaly_id.encode()]
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(read())
+
+
+def test_finance_pages(dash_duo, app_settings):
+    settings, warehouse = app_settings
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    base = dash_duo.server.url
+    dash_duo.wait_for_contains_text("#user-name", "fin · all teams", timeout=20)
+    dash_duo.wait_for_text_to_equal("[id='{\"name\":\"cost\",\"type\":\"kpi\"}']", format_usd(TOTAL), timeout=20)
+    dash_duo.wait_for_contains_text("#overview-movers", "alpha")
+    _screenshot(dash_duo, "overview")
+
+    # Showback: split by team, then click alpha's bar to drill down to its users.
+    dash_duo.wait_for_page(url=f"{base}/showback?{RANGE}&by=team")
+    _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"alpha", "beta", "gamma"})
+    dash_duo.wait_for_contains_text("#showback-table", "gamma")
+    bars = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#showback-graph g.trace.bars")
+    alpha_trace = _figure(dash_duo, "showback-graph")["names"].index("alpha")
+    # Plotly listens on its drag layer above the bars: a real mouse click at the bar's centre.
+    ActionChains(dash_duo.driver).move_to_element(
+        bars[alpha_trace].find_elements(By.CSS_SELECTOR, "g.point path")[0]).click().perform()
+    _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"ann", "al"})
+    assert "team=alpha" in dash_duo.driver.current_url and "by=user" in dash_duo.driver.current_url
+    dash_duo.wait_for_contains_text("#showback-chips", "team = alpha")
+    # Measure: tokens instead of cost.
+    dash_duo.find_element("#showback-metric input[value='tokens']").click()
+    _wait(dash_duo, lambda: _figure(dash_duo, "showback-graph")["title"].startswith("Tokens"))
+    assert "metric=tokens" in dash_duo.driver.current_url
+    _screenshot(dash_duo, "showback")
+    dash_duo.find_element("#showback-chips button").click()  # remove the team filter again
+    _wait(dash_duo, lambda: "team=alpha" not in dash_duo.driver.current_url)
+
+    # Budgets: worst first, burn-down with a forecast line, alert history with delivery state.
+    dash_duo.wait_for_page(url=f"{base}/budgets")
+    dash_duo.wait_for_contains_text("#budgets-table", "alpha-monthly", timeout=20)
+    dash_duo.wait_for_contains_text("#budgets-table", "at risk")
+    _wait(dash_duo, lambda: {"remaining", "forecast"} <= set(_figure(dash_duo, "budgets-burndown")["names"]))
+    dash_duo.wait_for_contains_text("#budgets-alerts", "slack: delivered")
+    _screenshot(dash_duo, "budgets")
+
+    # Models: economics per model and output drivers.
+    dash_duo.wait_for_page(url=f"{base}/models?{RANGE}")
+    dash_duo.wait_for_contains_text("#models-table", "gpt-4o-mini", timeout=20)
+    dash_duo.wait_for_contains_text("#models-drivers", "chat")
+    _screenshot(dash_duo, "models")
+
+    # Reconciliation: the model whose provider bill differs is highlighted.
+    dash_duo.wait_for_page(url=f"{base}/reconciliation?{RANGE}")
+    dash_duo.wait_for_contains_text("#recon-table", "gpt-4o-mini", timeout=20)
+    flagged = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#recon-table tr.row-bad")
+    assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in flagged] == ["gpt-4o-mini"]
+    _screenshot(dash_duo, "reconciliation")
+
+    # Anomalies: acknowledge one; the ack record reaches Kafka.
+    dash_duo.wait_for_page(url=f"{base}/anomalies?{RANGE}")
+    dash_duo.wait_for_contains_text("#anomalies-table", "team=alpha", timeout=20)
+    _wait(dash_duo, lambda: "expected" in _figure(dash_duo, "anomalies-band")["names"])
+    _screenshot(dash_duo, "anomalies")
+    ack = "[id='" + json.dumps({"action": "ack", "id": "anom-alpha", "type": "anomaly-action"},
+                               separators=(",", ":")) + "']"
+    dash_duo.find_element(ack).click()
+    dash_duo.wait_for_contains_text("#anomalies-ack-result", "Acknowledged", timeout=20)
+    records = _read_acks(settings.bootstrap_servers, "anom-alpha")
+    assert records and records[0]["action"] == "ack" and records[0]["by"] == "fin"
+    assert records[0]["scope_dim"] == "team" and records[0]["scope_value"] == "alpha"
+
+    # Chargeback export: a FOCUS file whose total equals the warehouse report for the month.
+    pytest.importorskip("warehouse.export", reason="warehouse.export_month not built yet")
+    month = NOW.strftime("%Y-%m")
+    dash_duo.wait_for_page(url=f"{base}/export?month={month}&group_by=team&format=focus")
+    _screenshot(dash_duo, "export")
+    dash_duo.find_element("#export-download-button").click()
+    dash_duo.wait_for_contains_text("#export-result", "bytes", timeout=30)
+    download = Path(dash_duo.download_path)
+    files = _wait(dash_duo, lambda: [p for p in download.glob("*.csv") if p.stat().st_size], 20)
+    rows = list(csv.DictReader(io.StringIO(files[0].read_text())))
+    assert {"BilledCost", "EffectiveCost", "ChargePeriodStart", "ChargePeriodEnd"} <= set(rows[0])
+    month_start = NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    report = warehouse.spend([], since=month_start, until=(month_start + timedelta(days=32)).replace(day=1))
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == Decimal(report["cost_usd"][0])
+    assert dash_duo.get_logs() == []
+
+
+def test_team_user_sees_only_their_team(dash_duo, app_settings):
+    settings, warehouse = app_settings
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "al", "al-pass")
+    base = dash_duo.server.url
+    alpha = sum(COSTS["alpha"], Decimal(0))
+    dash_duo.wait_for_contains_text("#user-name", "team alpha", timeout=20)
+    dash_duo.wait_for_text_to_equal("[id='{\"name\":\"cost\",\"type\":\"kpi\"}']", format_usd(alpha), timeout=20)
+    assert "Reconciliation" not in dash_duo.find_element(".nav").text
+    # Asking for another team by URL shows nothing of it.
+    dash_duo.wait_for_page(url=f"{base}/showback?{RANGE}&by=team&team=beta")
+    dash_duo.wait_for_contains_text("#showback-status", "may only see team alpha", timeout=20)
+    dash_duo.wait_for_page(url=f"{base}/showback?{RANGE}&by=user")
+    _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"ann", "al"})
+    dash_duo.wait_for_page(url=f"{base}/anomalies?{RANGE}")
+    dash_duo.wait_for_contains_text("#anomalies-table", "team=alpha", timeout=20)
+    assert "team=beta" not in dash_duo.find_element("#anomalies-table").text
+    dash_duo.wait_for_page(url=f"{base}/reconciliation")
+    dash_duo.wait_for_contains_text("#recon-status", "finance only", timeout=20)
