@@ -76,6 +76,8 @@ class BatchResult:
     # (partition, aggregate key) -> Aggregate; keyed by partition so table writes land on the changelog
     # partition of the input they came from (Faust co-partitioning).
     aggregates: dict[tuple[int, str], Aggregate] = field(default_factory=dict)
+    # (usage partition, usage offset, priced event JSON) in input order: budgets route amounts by origin.
+    origins: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     events_in: int = 0
     priced_count: int = 0
     unpriced_count: int = 0
@@ -138,7 +140,9 @@ def process_batch(records: Iterable[RawRecord], book: PriceBook) -> BatchResult:
                 result.deadletters.append(dead_letter(f"internal error: {type(exc).__name__}: {exc}", item, record))
                 continue
             key = partition_key(event)
-            result.priced[key].append(priced.to_json())
+            priced_json = priced.to_json()
+            result.priced[key].append(priced_json)
+            result.origins.append((record.partition, record.offset, priced_json))
             unpriced = priced.pricing_status == "unpriced"
             result.priced_count += 1
             result.unpriced_count += unpriced

@@ -20,6 +20,7 @@ import orjson
 from aiohttp.web import Response
 
 from streams.batch import Aggregate, RawRecord, process_batch
+from streams.budgets.service import BudgetService
 from tokenmeter import topics
 from tokenmeter.settings import Settings
 
@@ -71,6 +72,9 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     deadletter = app.topic(
         topics.DEADLETTER, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+    budgets = BudgetService(app, settings)
+    budgets.install()
+    app.tokenmeter_budgets = budgets  # type: ignore[attr-defined]
     spend = app.Table("spend_by_scope_hour", default=dict, partitions=settings.partitions, key_type=str)
     stats = WorkerStats()
     app.tokenmeter_stats = stats  # type: ignore[attr-defined]
@@ -87,6 +91,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
                 futures.append(await priced.send(key=key, value=value))
             for letter in result.deadletters:
                 futures.append(await deadletter.send(key=b"worker", value=orjson.dumps(letter)))
+            futures += await budgets.send_spend(result.origins)
             # Outputs must be stored before the input offsets are acked (at-least-once).
             await asyncio.gather(*futures)
             _update_table(stream, spend, events, result.aggregates)
@@ -106,7 +111,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
 
     @app.page("/v1/stats")
     async def stats_page(web, request):  # noqa: ANN001
-        return web.json(stats.to_json())
+        return web.json(stats.to_json() | {"budgets": budgets.stats})
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001
@@ -116,6 +121,11 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             f'tokenmeter_worker_priced_total{{status="priced"}} {stats.priced - stats.unpriced}',
             f'tokenmeter_worker_priced_total{{status="unpriced"}} {stats.unpriced}',
             f"tokenmeter_worker_deadletter_total {stats.deadlettered}",
+            "# TYPE tokenmeter_budget_alerts_total counter",
+            f"tokenmeter_budget_alerts_total {budgets.stats['alerts']}",
+            "# TYPE tokenmeter_decision_requests_total counter",
+            f"tokenmeter_decision_requests_total {budgets.stats['decision_requests']}",
+            f"tokenmeter_budgets {budgets.stats['budgets']}",
         ]
         return Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

@@ -14,6 +14,7 @@ BUDGETS = "tokenmeter.budgets"  # budget definitions keyed by name (compacted)
 ANOMALIES = "tokenmeter.anomalies"  # detected spend anomalies (latest record per id wins)
 ALERT_DELIVERIES = "tokenmeter.alert-deliveries"  # delivery state per alert and route (compacted)
 BUDGET_SPEND = "tokenmeter.budget-spend"  # internal: per-budget spend entries, keyed by budget name
+BUDGET_STATE = "tokenmeter.budget-state"  # internal: each budget's evaluation state (compacted)
 ANOMALY_ACKS = "tokenmeter.anomaly-acks"  # acknowledge/mute of anomalies from the dashboard (compacted)
 
 
@@ -36,5 +37,6 @@ def topic_specs() -> list[TopicSpec]:
         TopicSpec(ANOMALIES),
         TopicSpec(ALERT_DELIVERIES, compacted=True),
         TopicSpec(BUDGET_SPEND),
+        TopicSpec(BUDGET_STATE, compacted=True),
         TopicSpec(ANOMALY_ACKS, compacted=True),
     ]

@@ -106,6 +106,12 @@ class Decision:
         return {"decision": self.decision, "reason": self.reason, "budget": self.budget, "until": _iso(self.until)}
 
 
+@dataclass
+class _Batch:
+    deltas: dict[tuple[str, str], Amount] = field(default_factory=dict)
+    touched: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+
 class BudgetLedger:
     def __init__(self, budgets: Iterable[Budget] | dict[str, Budget] = (), *, max_seen_ids: int = 200_000,
                  forecast_lookback: timedelta = HOUR, forecast_min_elapsed: timedelta = timedelta(minutes=10)):
@@ -160,8 +166,7 @@ class BudgetLedger:
 
     def apply(self, events: Iterable[Any]) -> list[Crossing]:
         """Add a batch of priced events (dicts or models); return the crossings it caused, each once."""
-        deltas: dict[tuple[str, str], Amount] = {}
-        touched: dict[tuple[str, str], datetime] = {}
+        batch = _Batch()
         for event in events:
             event_id = event.get("event_id") if isinstance(event, dict) else getattr(event, "event_id", None)
             if not self._first_time(event_id):
@@ -170,27 +175,47 @@ class BudgetLedger:
             self.stats["events"] += 1
             ts = _ts(event.get("ts") if isinstance(event, dict) else event.ts)
             for budget in self.budgets.values():
-                if not budget.matches(event):
-                    continue
-                key = hour_key(ts) if budget.rolling_hours is not None else period_window(budget, ts)[2]
-                if self._too_late(budget, key, ts):
-                    self.stats["late_ignored"] += 1
-                    continue
-                amount = budget.amount(event)
-                deltas[(budget.name, key)] = deltas.get((budget.name, key), 0) + amount
-                if budget.rolling_hours is None:
-                    minute = ts.strftime("%Y-%m-%dT%H:%M")
-                    burn = self.burn[budget.name][key]
-                    burn[minute] = burn.get(minute, 0) + amount
-                prev = touched.get((budget.name, key))
-                touched[(budget.name, key)] = ts if prev is None or ts > prev else prev
-                if budget.name not in self.newest or ts > self.newest[budget.name]:
-                    self.newest[budget.name] = ts
-        for (name, key), delta in deltas.items():
+                if budget.matches(event):
+                    self._add(batch, budget, ts, budget.amount(event))
+        return self._finish(batch)
+
+    def apply_amounts(self, name: str, items: Iterable[tuple[str | None, Any, Amount]]) -> list[Crossing]:
+        """Add `(event_id, ts, amount)` items already matched to budget `name` (the worker matches events to
+        budgets where they are priced and routes the amounts to the budget's owner). Duplicate ids count once
+        per budget; an unknown budget (deleted meanwhile) is ignored."""
+        budget = self.budgets.get(name)
+        if budget is None:
+            return []
+        batch = _Batch()
+        for event_id, ts, amount in items:
+            if not self._first_time(None if event_id is None else f"{name}|{event_id}"):
+                self.stats["duplicates"] += 1
+                continue
+            self.stats["events"] += 1
+            self._add(batch, budget, _ts(ts), amount)
+        return self._finish(batch)
+
+    def _add(self, batch: "_Batch", budget: Budget, ts: datetime, amount: Amount) -> None:
+        key = hour_key(ts) if budget.rolling_hours is not None else period_window(budget, ts)[2]
+        if self._too_late(budget, key, ts):
+            self.stats["late_ignored"] += 1
+            return
+        batch.deltas[(budget.name, key)] = batch.deltas.get((budget.name, key), 0) + amount
+        if budget.rolling_hours is None:
+            minute = ts.strftime("%Y-%m-%dT%H:%M")
+            burn = self.burn[budget.name][key]
+            burn[minute] = burn.get(minute, 0) + amount
+        prev = batch.touched.get((budget.name, key))
+        batch.touched[(budget.name, key)] = ts if prev is None or ts > prev else prev
+        if budget.name not in self.newest or ts > self.newest[budget.name]:
+            self.newest[budget.name] = ts
+
+    def _finish(self, batch: "_Batch") -> list[Crossing]:
+        for (name, key), delta in batch.deltas.items():
             self.spend[name][key] = self.spend[name].get(key, 0) + delta
         crossings: list[Crossing] = []
         rolling_done: set[str] = set()
-        for (name, key), at in sorted(touched.items()):
+        for (name, key), at in sorted(batch.touched.items()):
             budget = self.budgets[name]
             if budget.rolling_hours is not None:
                 if name not in rolling_done:  # one evaluation per rolling budget per batch
@@ -346,7 +371,7 @@ class BudgetLedger:
         return best
 
     # Persistence ------------------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, include_seen: bool = True) -> dict[str, Any]:
         """All state as a JSON-able dict (Decimal as strings, tokens as ints)."""
         return {
             "version": 1,
@@ -355,7 +380,7 @@ class BudgetLedger:
             "latched": {n: dict(p) for n, p in self.latched.items() if p},
             "burn": {n: {k: {m: _fmt(v) for m, v in b.items()} for k, b in p.items()} for n, p in self.burn.items()},
             "newest": {n: _iso(ts) for n, ts in self.newest.items()},
-            "seen_ids": list(self.seen),
+            "seen_ids": list(self.seen) if include_seen else [],
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -372,7 +397,7 @@ class BudgetLedger:
             for key, minutes in periods.items():
                 self.burn[name][key] = {m: _amount(v) for m, v in minutes.items()}
         self.newest = {n: _ts(v) for n, v in data["newest"].items()}
-        self.seen = OrderedDict((i, None) for i in data["seen_ids"][-self.max_seen_ids:])
+        self.seen = OrderedDict((i, None) for i in data.get("seen_ids", [])[-self.max_seen_ids:])
 
 
 def window_for_key(budget: Budget, key: str) -> tuple[datetime, datetime, str]:

@@ -1,0 +1,96 @@
+"""What gateways ask: may this caller spend now? Answered from the enforcement decisions every worker follows
+(`tokenmeter.enforcement`, compacted, one record per budget), in memory, in microseconds.
+
+A caller matches a decision when every dimension of the budget's scope equals the caller's attribute (tags as
+`tag:<key>`). The most severe matching decision wins (block > throttle > allow); a decision whose `until` has
+passed no longer applies (the period ended even if no event arrived to say so).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import orjson
+
+SEVERITY = {"allow": 0, "throttle": 1, "block": 2}
+QUERY_DIMENSIONS = ("org", "team", "project", "user", "api_key", "feature", "model", "provider", "route")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+class EnforcementView:
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self._until: dict[str, datetime | None] = {}
+
+    def update(self, budget: str, record: dict[str, Any] | None) -> None:
+        if record is None:
+            self.records.pop(budget, None)
+            self._until.pop(budget, None)
+            return
+        current = self.records.get(budget)
+        if current and current.get("updated_at", "") > record.get("updated_at", ""):
+            return  # an older record read after a newer local one
+        self.records[budget] = record
+        self._until[budget] = _parse_time(record.get("until"))
+
+    def update_raw(self, changed: Mapping[str, bytes | None]) -> None:
+        for key, value in changed.items():
+            budget = key[len("budget:"):] if key.startswith("budget:") else key
+            try:
+                self.update(budget, orjson.loads(value) if value is not None else None)
+            except orjson.JSONDecodeError:
+                continue
+
+    def decide(self, attributes: Mapping[str, str], now: datetime | None = None) -> dict[str, Any]:
+        now = now or datetime.now(timezone.utc)
+        best: dict[str, Any] | None = None
+        for budget, record in self.records.items():
+            action = record.get("action", "allow")
+            if action == "allow":
+                continue
+            until = self._until.get(budget)
+            if until is not None and until <= now:
+                continue
+            scope = record.get("scope") or {}
+            if any(attributes.get(dim) != value for dim, value in scope.items()):
+                continue
+            if best is None or SEVERITY[action] > SEVERITY[best["action"]] or (
+                    action == best["action"] and (record.get("until") or "") > (best.get("until") or "")):
+                best = record
+        if best is None:
+            return {"action": "allow"}
+        retry_after = None
+        until = self._until.get(best["budget"])
+        if until is not None:
+            retry_after = max(1, int((until - now).total_seconds()))
+        return {"action": best["action"], "reason": best.get("reason", ""), "budget": best["budget"],
+                "until": best.get("until"), "retry_after_s": retry_after, "spend": best.get("spend"),
+                "limit": best.get("limit"), "metric": best.get("metric")}
+
+
+def attributes_from_request(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str) -> dict[str, str]:
+    """Caller attributes from query parameters (`team=`, `tag:env=`) and headers (`x-tokenmeter-team`,
+    `x-tokenmeter-tag-env`); query parameters win, so a proxy can pin values it knows."""
+    out: dict[str, str] = {}
+    prefix = header_prefix.lower()
+    for name, value in headers.items():
+        lower = name.lower()
+        if not lower.startswith(prefix) or not value:
+            continue
+        dim = lower[len(prefix):].replace("-", "_")
+        if dim.startswith("tag_"):
+            out["tag:" + lower[len(prefix) + 4:]] = value
+        elif dim in QUERY_DIMENSIONS:
+            out[dim] = value
+    for name, value in query.items():
+        if value and (name in QUERY_DIMENSIONS or name.startswith("tag:")):
+            out[name] = value
+    return out
+
+
+def http_status(action: str) -> int:
+    return {"allow": 200, "throttle": 429, "block": 403}[action]

@@ -1,0 +1,121 @@
+"""Reading compacted topics (budgets, budget state, enforcement) with aiokafka, outside Faust's group.
+
+Every worker needs every budget definition and every enforcement decision, whatever partitions it owns, so
+these are read with manual assignment of all partitions. "Read to the end" uses the high watermark carried in
+fetch responses: the embedded broker under-reports `end_offsets()` (ListOffsets latest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger("tokenmeter.budgets")
+
+Records = dict[str, bytes | None]  # key -> latest value (None = tombstone)
+
+
+async def _assign_all(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> list[TopicPartition]:
+    deadline = time.monotonic() + timeout
+    while True:
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - assigned, not subscribed
+        partitions = cluster.partitions_for_topic(topic)
+        if partitions:
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            return tps
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topic {topic} does not exist (run `tokenmeter topics`)")
+        await asyncio.sleep(0.2)
+
+
+async def _drain(consumer: AIOKafkaConsumer, tps: list[TopicPartition], into: Records, timeout_ms: int) -> bool:
+    """One fetch round; True when every partition is at its high watermark."""
+    batches = await consumer.getmany(*tps, timeout_ms=timeout_ms)
+    for records in batches.values():
+        for record in records:
+            if record.key is not None:
+                into[record.key.decode()] = record.value
+    for tp in tps:
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True
+
+
+async def read_compacted(bootstrap: str, topic: str, timeout: float = 15.0) -> Records:
+    """Every key's latest value in a compacted topic, read to its end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = await _assign_all(consumer, topic, timeout)
+        out: Records = {}
+        deadline = time.monotonic() + timeout
+        while not await _drain(consumer, tps, out, 200):
+            if time.monotonic() > deadline:
+                raise KafkaError(f"could not read {topic} to its end within {timeout:.0f} s")
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Records, bool], Awaitable[None] | None],
+                           stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
+    """Read `topic` from the beginning and keep following it. `on_change(changed, caught_up)` gets each round's
+    changed keys; `ready` is set once the end was reached the first time. Survives broker hiccups."""
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                    auto_offset_reset="earliest")
+        try:
+            await consumer.start()
+            tps = await _assign_all(consumer, topic, 30.0)
+            caught_up = False
+            while not stop.is_set():
+                changed: Records = {}
+                at_end = await _drain(consumer, tps, changed, 500)
+                if changed or (at_end and not caught_up):
+                    caught_up = caught_up or at_end
+                    result = on_change(changed, caught_up)
+                    if asyncio.iscoroutine(result):
+                        await result
+                if caught_up and ready is not None and not ready.is_set():
+                    ready.set()
+        except (KafkaError, OSError) as exc:
+            log.warning("following %s failed (%r); retrying in 1 s", topic, exc)
+            await asyncio.sleep(1.0)
+        finally:
+            await consumer.stop()
+
+
+async def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
+                     timeout: float = 15.0) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of the messages at offsets [start, end) of one partition."""
+    if end <= start:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        out: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise KafkaError(f"could not read {topic}[{partition}] {start}..{end} within {timeout:.0f} s")
+            batches = await consumer.getmany(tp, timeout_ms=200)
+            for record in batches.get(tp, []):
+                if record.offset < end:
+                    out.append((record.key, record.value))
+        return out
+    finally:
+        await consumer.stop()

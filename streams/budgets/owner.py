@@ -1,0 +1,316 @@
+"""Owner side of budget evaluation: the worker that owns a budget's partition of `tokenmeter.budget-spend`
+keeps its ledger, turns crossings into alert records and publishes the budget's enforcement decision.
+
+State per budget (a record on the compacted topic `tokenmeter.budget-state`, written after every batch that
+touched the budget and acknowledged before the batch's input offsets are committed):
+- the ledger snapshot (spend per period, thresholds fired, burn rate minutes), without event ids;
+- `applied`: the highest usage offset applied per usage partition (exact dedupe of re-priced batches);
+- `unpriced`: events in the budget's scope that could not be priced, per period (reported in alerts);
+- `incident`: the period whose alerts are open (PagerDuty incident), resolved when a new period starts or
+  the limit is raised above spend.
+The state topic is read to its high watermark (not Faust's changelog recovery, which stops at the embedded
+broker's under-reported end offsets), so a restarted worker continues exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from tokenmeter.records import alert_record, iso, money, scope_label
+
+from .ledger import BudgetLedger, Crossing, window_for_key
+from .model import Budget
+
+log = logging.getLogger("tokenmeter.budgets")
+STATE_VERSION = 1
+REPUBLISH_SECONDS = 60.0  # an unchanged decision is re-published this often (freshness for gateways, history)
+
+
+def _definition_hash(budget: Budget) -> str:
+    return hashlib.sha256(repr(sorted(budget.to_json().items())).encode()).hexdigest()[:16]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Outcome:
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    enforcement: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)  # (budget, record|None)
+    states: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)  # (budget, state|None)
+
+    def extend(self, other: "Outcome") -> None:
+        self.alerts += other.alerts
+        self.enforcement += other.enforcement
+        self.states += other.states
+
+
+@dataclass
+class _BudgetRuntime:
+    budget: Budget
+    ledger: BudgetLedger
+    applied: dict[str, int] = field(default_factory=dict)
+    unpriced: dict[str, int] = field(default_factory=dict)
+    incident: str | None = None  # period key of the open incident
+    last_published: tuple[Any, ...] | None = None
+    last_published_at: float = 0.0
+    dirty: bool = False
+
+
+class BudgetOwner:
+    """Pure (no Kafka): feed it `tokenmeter.budget-spend` messages, get alerts, decisions and state records."""
+
+    def __init__(self, budgets: dict[str, Budget] | None = None, dashboard_url: str = ""):
+        self.definitions: dict[str, Budget] = dict(budgets or {})
+        self.dashboard_url = dashboard_url
+        self.runtimes: dict[str, _BudgetRuntime] = {}
+        self.stats = {"entries": 0, "skipped_redelivered": 0, "alerts": 0}
+
+    # Definitions and state ------------------------------------------------------------------------------
+    def set_definitions(self, budgets: dict[str, Budget], now: datetime | None = None) -> Outcome:
+        """New definitions from the budgets topic. A deleted budget's state is tombstoned; a raised limit that
+        puts spend back under it resolves the open incident."""
+        out = Outcome()
+        self.definitions = dict(budgets)
+        for name in list(self.runtimes):
+            rt = self.runtimes[name]
+            new = budgets.get(name)
+            if new is None:
+                del self.runtimes[name]
+                out.states.append((name, None))
+                out.enforcement.append((name, None))
+                continue
+            if new == rt.budget:
+                continue
+            old = rt.budget
+            rt.ledger.set_budgets([new])
+            if _definition_hash(old) != _definition_hash(new):
+                rt.budget = new
+                rt.dirty = True
+                rt.last_published = None
+                if rt.incident and new.limit > old.limit:
+                    spend, _, _, key = rt.ledger.current_spend(new, now or _now())
+                    if spend < new.limit:
+                        out.alerts.append(self._resolve(rt, f"limit raised to {money(new.limit)}", now))
+                out.extend(self._publish(rt, now or _now(), force=True))
+        return out
+
+    def restore(self, name: str, state: dict[str, Any] | None) -> None:
+        """Load a budget's state (from the state topic, or a warehouse rebuild); None starts it empty."""
+        budget = self.definitions.get(name)
+        if budget is None:
+            return
+        ledger = BudgetLedger([budget], max_seen_ids=100_000)
+        rt = _BudgetRuntime(budget, ledger)
+        if state and state.get("version") == STATE_VERSION:
+            if state.get("definition") and state["definition"] != _definition_hash(budget):
+                # Changed while we were away: keep spend if what is counted is unchanged (the ledger decides).
+                old = ledger.budgets[name]
+                ledger.restore(state["ledger"])
+                ledger.set_budgets([old])
+            else:
+                ledger.restore(state["ledger"])
+            rt.applied = {str(k): int(v) for k, v in state.get("applied", {}).items()}
+            rt.unpriced = {str(k): int(v) for k, v in state.get("unpriced", {}).items()}
+            rt.incident = state.get("incident")
+        self.runtimes[name] = rt
+
+    def remember(self, name: str, entries: list[list[Any]]) -> int:
+        """Mark entries' event ids as seen (they are already in the restored spend); returns how many."""
+        rt = self.runtimes.get(name)
+        if rt is None:
+            return 0
+        for entry in entries:
+            rt.ledger._first_time(f"{name}|{entry[2]}")  # noqa: SLF001 - same package
+        return len(entries)
+
+    def has(self, name: str) -> bool:
+        return name in self.runtimes
+
+    def forget_all(self) -> None:
+        """After a rebalance: another worker may have advanced a budget we owned; reload it from the topic."""
+        self.runtimes.clear()
+
+    def state_of(self, rt: _BudgetRuntime) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION, "budget": rt.budget.name, "definition": _definition_hash(rt.budget),
+            "ledger": rt.ledger.snapshot(include_seen=False), "applied": rt.applied, "unpriced": rt.unpriced,
+            "incident": rt.incident, "updated_at": iso(_now()),
+        }
+
+    # Feeding ----------------------------------------------------------------------------------------------
+    def process(self, messages: list[dict[str, Any]], now: datetime | None = None) -> Outcome:
+        """Apply a batch of budget-spend messages (decoded JSON) in order. Budgets must be restored first
+        (`has`/`restore`); messages for budgets not (or no longer) defined are dropped."""
+        now = now or _now()
+        by_budget: dict[str, list[list[Any]]] = {}
+        for message in messages:
+            name = message.get("budget")
+            if name not in self.runtimes:
+                continue
+            rt = self.runtimes[name]
+            fresh = by_budget.setdefault(name, [])
+            # Marks advance after each message, so a re-send later in this batch is skipped too. A usage record's
+            # entries never span two messages (see routing.spend_messages), so equal offsets mean "already applied".
+            for entry in message.get("entries", []):
+                partition, offset = str(entry[0]), int(entry[1])
+                if offset <= rt.applied.get(partition, -1):
+                    self.stats["skipped_redelivered"] += 1
+                    rt.ledger._first_time(f"{name}|{entry[2]}")  # noqa: SLF001 - counted already: keep its id seen
+                    continue
+                fresh.append(entry)
+            for entry in fresh:
+                partition, offset = str(entry[0]), int(entry[1])
+                if offset > rt.applied.get(partition, -1):
+                    rt.applied[partition] = offset
+        out = Outcome()
+        for name, entries in by_budget.items():
+            if entries:
+                out.extend(self._apply(self.runtimes[name], entries, now))
+        return out
+
+    def _apply(self, rt: _BudgetRuntime, entries: list[list[Any]], now: datetime) -> Outcome:
+        out = Outcome()
+        budget = rt.budget
+        self.stats["entries"] += len(entries)
+        items = []
+        for _partition, _offset, event_id, ts, amount, unpriced in entries:
+            items.append((event_id, ts, amount if isinstance(amount, int) else Decimal(amount)))
+            if unpriced:
+                key = _period_key(budget, ts)
+                rt.unpriced[key] = rt.unpriced.get(key, 0) + 1
+        crossings = rt.ledger.apply_amounts(budget.name, items)
+        current_key = _period_key(budget, now)
+        if rt.incident and rt.incident != current_key and budget.rolling_hours is None:
+            out.alerts.append(self._resolve(rt, "a new budget period started", now))
+        for crossing in crossings:
+            out.alerts.append(self._alert(rt, crossing))
+        rt.dirty = True
+        out.extend(self._publish(rt, now, force=bool(crossings)))
+        self.stats["alerts"] += len(out.alerts)
+        return out
+
+    def tick(self, now: datetime | None = None) -> Outcome:
+        """Time passing without events: decisions whose `until` passed, new periods, periodic re-publish."""
+        now = now or _now()
+        out = Outcome()
+        for rt in self.runtimes.values():
+            if rt.incident and rt.budget.rolling_hours is None and rt.incident != _period_key(rt.budget, now):
+                out.alerts.append(self._resolve(rt, "a new budget period started", now))
+                rt.dirty = True
+            out.extend(self._publish(rt, now))
+        return out
+
+    # Records ----------------------------------------------------------------------------------------------
+    def enforcement_record(self, rt: _BudgetRuntime, now: datetime) -> dict[str, Any]:
+        budget = rt.budget
+        decision = rt.ledger.decision(dict(budget.scope), at=now)
+        spend, start, end, key = rt.ledger.current_spend(budget, now)
+        limit = budget.limit
+        percent = (Decimal(spend) * 100 / Decimal(limit)).quantize(Decimal("0.01")) if limit else Decimal(0)
+        projected = expected = None
+        if budget.rolling_hours is None:
+            forecast = rt.ledger._forecast(budget, key, spend, start, end, now)  # noqa: SLF001 - same package
+            if forecast:
+                projected, expected = forecast
+        action = decision.decision if decision.budget == budget.name else "allow"
+        return {
+            "budget": budget.name, "scope": dict(budget.scope), "action": action,
+            "reason": decision.reason if action != "allow" else f"budget {budget.name!r} within its limit",
+            "until": iso(decision.until) if action != "allow" else None,
+            "metric": budget.metric, "spend": money(spend), "limit": money(limit), "percent": format(percent, "f"),
+            "period_key": key, "period_start": iso(start), "period_end": iso(end),
+            "projected": money(projected), "expected_breach_at": iso(expected),
+            "unpriced_events": rt.unpriced.get(key, 0), "budget_action": budget.action, "updated_at": iso(now),
+        }
+
+    def _publish(self, rt: _BudgetRuntime, now: datetime, force: bool = False) -> Outcome:
+        out = Outcome()
+        record = self.enforcement_record(rt, now)
+        signature = (record["action"], record["until"], record["period_key"], Decimal(record["percent"]).to_integral())
+        stale = now.timestamp() - rt.last_published_at >= REPUBLISH_SECONDS
+        if force or signature != rt.last_published or stale:
+            out.enforcement.append((rt.budget.name, record))
+            rt.last_published, rt.last_published_at = signature, now.timestamp()
+        if rt.dirty:
+            out.states.append((rt.budget.name, self.state_of(rt)))
+            rt.dirty = False
+        return out
+
+    def _dedup_key(self, budget: Budget, period_key: str) -> str:
+        return f"tokenmeter:budget:{budget.name}:{period_key}"
+
+    def _link(self, budget: Budget) -> str:
+        return f"{self.dashboard_url.rstrip('/')}/budgets?budget={budget.name}" if self.dashboard_url else ""
+
+    def _alert(self, rt: _BudgetRuntime, crossing: Crossing) -> dict[str, Any]:
+        budget = rt.budget
+        unit = "USD" if budget.metric == "cost_usd" else "tokens"
+        scope = scope_label(budget.scope)
+        spend, limit = _human(crossing.spend), _human(crossing.limit)
+        unpriced = rt.unpriced.get(crossing.period_key, 0)
+        if crossing.kind == "forecast":
+            severity = "warning"
+            title = f"Budget {budget.name} ({scope}) is forecast to exceed {limit} {unit}"
+            summary = (f"At the current burn rate, spend reaches the limit of {limit} {unit} around "
+                       f"{iso(crossing.expected_breach_at)} (projected {_human(crossing.projected)} {unit} by "
+                       f"{iso(crossing.period_end)}). Spent so far: {spend} {unit} ({crossing.percent}%).")
+        else:
+            threshold = crossing.threshold or 0
+            severity = "critical" if threshold >= 100 else "error" if threshold >= 80 else "warning"
+            title = f"Budget {budget.name} ({scope}) reached {threshold}%: {spend} of {limit} {unit}"
+            consequence = {"block": "Requests in this scope are now blocked until the period ends.",
+                           "throttle": "Requests in this scope are now throttled until the period ends."}
+            summary = (f"Spend in {crossing.period_key} is {spend} {unit}, {crossing.percent}% of the limit "
+                       f"{limit} {unit}. " + (consequence.get(crossing.action, "") if threshold >= 100 else ""))
+        if unpriced:
+            summary += f" {unpriced} event(s) in this scope could not be priced (unknown model) and are not in spend."
+        rt.incident = crossing.period_key
+        details = crossing.to_json() | {"budget_action": budget.action, "unpriced_events": unpriced}
+        return alert_record(
+            id=crossing.id, source="budget", kind=crossing.kind, action="trigger", severity=severity,
+            dedup_key=self._dedup_key(budget, crossing.period_key), title=title, summary=summary.strip(),
+            at=crossing.at, scope=dict(budget.scope), notify=list(budget.notify), details=details,
+            dashboard_url=self._link(budget),
+        )
+
+    def _resolve(self, rt: _BudgetRuntime, why: str, now: datetime | None) -> dict[str, Any]:
+        budget, period_key = rt.budget, rt.incident or ""
+        rt.incident = None
+        rt.dirty = True
+        alert_id = hashlib.sha256(f"{budget.name}|{period_key}|resolve|{money(budget.limit)}".encode()).hexdigest()
+        return alert_record(
+            id=alert_id, source="budget", kind="resolve", action="resolve", severity="info",
+            dedup_key=self._dedup_key(budget, period_key),
+            title=f"Budget {budget.name} ({scope_label(budget.scope)}): resolved, {why}",
+            summary=f"The alerts of {period_key} for budget {budget.name} are resolved: {why}.",
+            at=now or _now(), scope=dict(budget.scope), notify=list(budget.notify),
+            details={"budget": budget.name, "period_key": period_key, "reason": why, "limit": money(budget.limit)},
+            dashboard_url=self._link(budget),
+        )
+
+
+def _human(amount: Any) -> str:
+    """Amounts for people: USD to the cent, tokens as integers with separators (details keep exact values)."""
+    if amount is None:
+        return "?"
+    if isinstance(amount, int):
+        return f"{amount:,}"
+    return f"{Decimal(amount).quantize(Decimal('0.01')):,}"
+
+
+def _period_key(budget: Budget, ts: Any) -> str:
+    from .ledger import _ts
+    from .periods import hour_key, period_window
+
+    moment = _ts(ts)
+    return hour_key(moment) if budget.rolling_hours is not None else period_window(budget, moment)[2]
+
+
+__all__ = ["BudgetOwner", "Outcome", "window_for_key"]

@@ -1,0 +1,90 @@
+"""Worker side of budget evaluation: which budgets each priced event counts toward.
+
+A budget's scope can span every input partition (a per-model budget sees all teams), so the worker that prices
+an event cannot own the budget's total. It routes the amount instead: one message per budget per batch on
+`tokenmeter.budget-spend`, keyed by budget name, so one worker owns each budget (see `owner.py`).
+
+Each entry carries the usage record it came from (partition, offset). The owner keeps, per budget, the highest
+usage offset applied per usage partition: when the worker re-prices a batch after a crash (at-least-once), the
+re-sent entries carry offsets already applied and are skipped, exactly, without remembering event ids forever.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable
+
+import orjson
+
+from .model import Budget
+
+MAX_ENTRIES_PER_MESSAGE = 5000  # keeps messages far below Kafka's 1 MB default (~80 bytes per entry)
+
+
+def _amount_json(value: Any) -> Any:
+    return value if isinstance(value, int) else format(value, "f")
+
+
+class BudgetRouter:
+    """Matches priced events to budget definitions; definitions change at run time (`set_budgets`)."""
+
+    def __init__(self, budgets: Iterable[Budget] = ()):
+        self.budgets: dict[str, Budget] = {}
+        self.set_budgets(budgets)
+
+    def set_budgets(self, budgets: Iterable[Budget] | dict[str, Budget]) -> None:
+        self.budgets = dict(budgets) if isinstance(budgets, dict) else {b.name: b for b in budgets}
+        # Index by the scope's most selective plain dimension, so an event is checked only against budgets that
+        # can match it; budgets without a plain dimension (empty scope, tags only) are checked for every event.
+        self._by_dim: dict[tuple[str, str], list[Budget]] = defaultdict(list)
+        self._always: list[Budget] = []
+        for budget in self.budgets.values():
+            plain = sorted((k, v) for k, v in budget.scope.items() if not k.startswith("tag:"))
+            if plain:
+                self._by_dim[plain[0]].append(budget)
+            else:
+                self._always.append(budget)
+
+    def _candidates(self, event: dict[str, Any]) -> list[Budget]:
+        if not self.budgets:
+            return []
+        attribution = event.get("attribution") or {}
+        out = list(self._always)
+        for (dim, value), budgets in self._by_dim.items():
+            actual = event.get(dim) if dim in ("model", "provider") else attribution.get(dim)
+            if actual == value:
+                out += budgets
+        return out
+
+    def route(self, priced: Iterable[tuple[int, int, dict[str, Any]]]) -> dict[str, list[list[Any]]]:
+        """(usage partition, usage offset, priced event) -> {budget name: entries}.
+
+        entry = [partition, offset, event_id, ts, amount, unpriced]; amount is a decimal string (USD) or an int
+        (tokens); `unpriced` is 1 for events that could not be priced (counted in the alert, never as $0 silently).
+        """
+        out: dict[str, list[list[Any]]] = defaultdict(list)
+        for partition, offset, event in priced:
+            if event.get("status") == "error":
+                continue
+            for budget in self._candidates(event):
+                if budget.matches(event):
+                    unpriced = int(event.get("pricing_status") == "unpriced")
+                    out[budget.name].append([partition, offset, event["event_id"], event["ts"],
+                                             _amount_json(budget.amount(event)), unpriced])
+        return out
+
+
+def spend_messages(routed: dict[str, list[list[Any]]]) -> list[tuple[bytes, bytes]]:
+    """Kafka (key, value) pairs for `tokenmeter.budget-spend`. Chunks are cut only between usage records: the
+    owner's dedupe treats an offset it has applied as done, so one record's entries must travel together."""
+    messages = []
+    for name, entries in routed.items():
+        chunk: list[list[Any]] = []
+        for entry in entries:
+            if len(chunk) >= MAX_ENTRIES_PER_MESSAGE and (chunk[-1][0], chunk[-1][1]) != (entry[0], entry[1]):
+                messages.append((name.encode(), orjson.dumps({"budget": name, "entries": chunk})))
+                chunk = []
+            chunk.append(entry)
+        if chunk:
+            messages.append((name.encode(), orjson.dumps({"budget": name, "entries": chunk})))
+    return messages

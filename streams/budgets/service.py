@@ -1,0 +1,220 @@
+"""Budgets inside the Faust worker: definitions followed live, amounts routed per budget, one owner per budget
+evaluating thresholds and forecasts, alerts into the outbox, decisions to `tokenmeter.enforcement` and to the
+`/v1/decision` endpoint.
+
+    usage batch --(meter_and_price)--> priced + budget-spend entries (keyed by budget name)
+    budget-spend --(evaluate_budgets: owner of the budget's partition)--> alerts, enforcement, budget-state
+    enforcement --(every worker follows it)--> EnforcementView --> GET /v1/decision
+
+Outputs of each step are acknowledged by Kafka before its input offsets are committed (at-least-once); the
+owner's per-budget high marks of usage offsets make redelivered entries count once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+
+from tokenmeter import topics
+
+from .decisions import EnforcementView, attributes_from_request, http_status
+from .follow import follow_compacted, read_compacted, read_range
+from .model import Budget, BudgetError, parse_budget
+from .owner import BudgetOwner, Outcome
+from .routing import BudgetRouter, spend_messages
+
+log = logging.getLogger("tokenmeter.budgets")
+TICK_SECONDS = 5.0
+RECENT_MESSAGES = 2000  # budget-spend messages re-read per restored budget (~minutes of traffic at 5 batches/s)
+MIRROR_FILE = "budgets.json"
+
+
+def _raw_topic(app: faust.App, name: str) -> Any:
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def _write_mirror(data_dir: Path, budgets: dict[str, Budget]) -> None:
+    """The embedded broker forgets everything on restart; `tokenmeter up` re-publishes definitions from here."""
+    path = Path(data_dir).resolve() / MIRROR_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([b.to_json() for b in budgets.values()], indent=1))
+    os.replace(tmp, path)
+
+
+class BudgetService:
+    """Attach budgets to a worker app: `BudgetService(app, settings).install()`; `route(origins)` gives the
+    (key, value) messages the pricing agent must send (and await) before acking its batch."""
+
+    def __init__(self, app: faust.App, settings: Any):
+        self.app = app
+        self.settings = settings
+        self.router = BudgetRouter()
+        self.owner = BudgetOwner(dashboard_url=settings.dashboard_url)
+        self.view = EnforcementView()
+        self.budgets: dict[str, Budget] = {}
+        self.ready = asyncio.Event()
+        self.spend_topic = _raw_topic(app, topics.BUDGET_SPEND)
+        self.state_topic = _raw_topic(app, topics.BUDGET_STATE)
+        self.alerts_topic = _raw_topic(app, topics.ALERTS)
+        self.enforcement_topic = _raw_topic(app, topics.ENFORCEMENT)
+        self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
+                      "routed_entries": 0, "skipped_redelivered": 0}
+
+    # Pricing side -----------------------------------------------------------------------------------------
+    async def send_spend(self, origins: list[tuple[int, int, dict[str, Any]]]) -> list[Any]:
+        """Route a priced batch; returns the send futures (the caller awaits them with its other outputs)."""
+        if not self.ready.is_set():
+            await self.ready.wait()  # never price a batch before the definitions were read: its spend would be lost
+        routed = self.router.route(origins)
+        futures = []
+        for key, value in spend_messages(routed):
+            futures.append(await self.spend_topic.send(key=key, value=value))
+        self.stats["routed_entries"] += sum(len(v) for v in routed.values())
+        return futures
+
+    # Owner side ---------------------------------------------------------------------------------------------
+    async def _publish(self, outcome: Outcome) -> None:
+        futures = []
+        for alert in outcome.alerts:
+            futures.append(await self.alerts_topic.send(key=alert["id"].encode(), value=orjson.dumps(alert)))
+            log.info("budget alert: %s", alert["title"])
+        for name, record in outcome.enforcement:
+            value = orjson.dumps(record) if record is not None else None
+            futures.append(await self.enforcement_topic.send(key=f"budget:{name}".encode(), value=value))
+            self.view.update(name, record)  # this worker answers at once; others when they read the topic
+        for name, state in outcome.states:
+            value = orjson.dumps(state) if state is not None else None
+            futures.append(await self.state_topic.send(key=name.encode(), value=value))
+        if futures:
+            await asyncio.gather(*futures)
+        self.stats["alerts"] += len(outcome.alerts)
+        self.stats["decisions_published"] += len(outcome.enforcement)
+
+    async def _load_states(self, first_seen: dict[str, tuple[int, int]]) -> None:
+        """Restore budgets this worker does not hold yet: state from the state topic, and the event ids of the
+        budget's recent entries (the ledger's duplicate window) re-read from `tokenmeter.budget-spend` itself,
+        so a source replaying events across a worker restart still counts them once."""
+        missing = {n: at for n, at in first_seen.items() if n in self.budgets and not self.owner.has(n)}
+        if not missing:
+            return
+        raw = await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_STATE)
+        for name, (partition, offset) in missing.items():
+            value = raw.get(name)
+            self.owner.restore(name, orjson.loads(value) if value else None)
+            if value:
+                recent = await read_range(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
+                                          max(0, offset - RECENT_MESSAGES), offset)
+                ids = 0
+                for key, message in recent:
+                    if key == name.encode() and message:
+                        ids += self.owner.remember(name, orjson.loads(message).get("entries", []))
+                log.info("budget %r restored (%d recent event ids)", name, ids)
+
+    async def evaluate(self, stream: Any) -> None:
+        await self.ready.wait()  # amounts for a budget not yet read would be dropped
+        async for events in stream.take_events(10_000, within=0.2):
+            messages = []
+            for event in events:
+                try:
+                    messages.append(orjson.loads(event.message.value))
+                except (orjson.JSONDecodeError, TypeError):
+                    log.warning("unreadable budget-spend message at offset %s skipped", event.message.offset)
+            first_seen: dict[str, tuple[int, int]] = {}
+            for event, message in zip(events, messages):
+                if isinstance(message, dict):
+                    first_seen.setdefault(message.get("budget"), (event.message.partition, event.message.offset))
+            await self._load_states(first_seen)
+            before = self.owner.stats["skipped_redelivered"]
+            outcome = self.owner.process([m for m in messages if isinstance(m, dict)])
+            self.stats["skipped_redelivered"] += self.owner.stats["skipped_redelivered"] - before
+            await self._publish(outcome)
+
+    async def tick(self) -> None:
+        await self._publish(self.owner.tick())
+
+    # Definitions and decisions --------------------------------------------------------------------------
+    async def _on_budgets(self, changed: dict[str, bytes | None], caught_up: bool) -> None:
+        for name, value in changed.items():
+            if value is None:
+                self.budgets.pop(name, None)
+                continue
+            try:
+                self.budgets[name] = parse_budget(orjson.loads(value))
+            except (orjson.JSONDecodeError, BudgetError) as exc:
+                log.error("budget %r in %s is invalid and ignored: %s", name, topics.BUDGETS, exc)
+        self.router.set_budgets(self.budgets)
+        self.stats["budgets"] = len(self.budgets)
+        await self._publish(self.owner.set_definitions(self.budgets))
+        if changed:
+            log.info("budgets: %d defined (%s)", len(self.budgets), ", ".join(sorted(self.budgets)) or "none")
+            try:
+                _write_mirror(self.settings.data_dir, self.budgets)
+            except OSError as exc:
+                log.warning("cannot write the budget mirror file: %s", exc)
+
+    def decision_response(self, web: Any, request: Any) -> Any:
+        self.stats["decision_requests"] += 1
+        attrs = attributes_from_request(request.query, request.headers, self.settings.decision_header_prefix)
+        body = self.view.decide(attrs)
+        headers = {"Cache-Control": "no-store"}
+        if body.get("retry_after_s") and body["action"] == "throttle":
+            headers["Retry-After"] = str(body["retry_after_s"])
+        return web.json(body, status=http_status(body["action"]), headers=headers)
+
+    def install(self) -> None:
+        app, service = self.app, self
+
+        @app.task
+        async def follow_budgets() -> None:
+            await follow_compacted(service.settings.bootstrap_servers, topics.BUDGETS, service._on_budgets,
+                                   ready=service.ready)
+
+        @app.task
+        async def follow_enforcement() -> None:
+            await follow_compacted(service.settings.bootstrap_servers, topics.ENFORCEMENT,
+                                   lambda changed, _: service.view.update_raw(changed))
+
+        @app.agent(self.spend_topic)
+        async def evaluate_budgets(stream):  # noqa: ANN001
+            await service.evaluate(stream)
+
+        @app.timer(TICK_SECONDS)
+        async def budget_tick() -> None:
+            await service.tick()
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
+            service.owner.forget_all()  # partitions moved: reload owned budgets from the state topic
+
+        @app.page("/v1/decision")
+        async def decision(web, request):  # noqa: ANN001
+            return service.decision_response(web, request)
+
+        @app.page("/v1/budgets")
+        async def budgets_page(web, request):  # noqa: ANN001
+            return web.json({"budgets": [b.to_json() for b in service.budgets.values()],
+                             "decisions": list(service.view.records.values()), "stats": service.stats})
+
+
+def load_mirror(data_dir: Path) -> list[Budget]:
+    path = Path(data_dir).resolve() / MIRROR_FILE
+    if not path.exists():
+        return []
+    budgets = []
+    for item in json.loads(path.read_text()):
+        try:
+            budgets.append(parse_budget(item))
+        except BudgetError as exc:
+            log.warning("budget mirror: skipped an invalid budget: %s", exc)
+    return budgets
+
+
+__all__ = ["BudgetService", "load_mirror"]

@@ -1,0 +1,130 @@
+"""Routing priced events to budgets, the owner's exact dedupe, alert records, resolves, and decisions."""
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import orjson
+
+from streams.budgets import parse_budget
+from streams.budgets.decisions import EnforcementView, attributes_from_request, http_status
+from streams.budgets.owner import BudgetOwner
+from streams.budgets.routing import BudgetRouter, spend_messages
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def priced(event_id, cost, team="search", model="gpt-4o", status="ok", pricing_status="priced", ts=NOW, tags=None):
+    return {"event_id": event_id, "ts": ts.isoformat(), "model": model, "provider": "openai", "status": status,
+            "attribution": {"team": team, "user": "u1", "tags": tags or {}},
+            "usage": {"input_tokens": 100, "output_tokens": 50}, "cost_usd": str(cost), "pricing_status": pricing_status}
+
+
+def budgets(**extra):
+    data = {"name": "search", "scope": {"team": "search"}, "limit": "10", "action": "block",
+            "notify": ["slack=https://hooks.slack.com/services/T/B/x"]}
+    data.update(extra)
+    return {data["name"]: parse_budget(data)}
+
+
+def owner_with(defs, state=None):
+    owner = BudgetOwner(defs, dashboard_url="http://dash:8050/")
+    for name in defs:
+        owner.restore(name, state)
+    return owner
+
+
+def messages(router, origins):
+    return [orjson.loads(v) for _, v in spend_messages(router.route(origins))]
+
+
+def test_router_matches_scopes_skips_errors_and_keeps_record_entries_together():
+    defs = budgets() | budgets(name="gpt", scope={"model": "gpt-4o"}) | budgets(name="prod", scope={"tag:env": "prod"})
+    router = BudgetRouter(defs.values())
+    routed = router.route([(0, 5, priced("a", "1")), (0, 5, priced("b", "2", team="ads", tags={"env": "prod"})),
+                           (1, 7, priced("c", "3", status="error"))])
+    assert [e[2] for e in routed["search"]] == ["a"]
+    assert [e[2] for e in routed["gpt"]] == ["a", "b"]
+    assert [e[2] for e in routed["prod"]] == ["b"]
+    many = {"search": [[0, i // 3, f"e{i}", NOW.isoformat(), "1", 0] for i in range(12000)]}
+    chunks = [orjson.loads(v)["entries"] for _, v in spend_messages(many)]
+    assert sum(map(len, chunks)) == 12000
+    for left, right in zip(chunks, chunks[1:]):
+        assert left[-1][1] != right[0][1]  # a usage record never spans two messages
+
+
+def test_owner_counts_redelivered_entries_once_and_alerts_once():
+    defs = budgets()
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    batch = messages(router, [(0, 1, priced("a", "6")), (0, 2, priced("b", "1"))])
+    first = owner.process(batch, now=NOW)
+    assert [a["details"]["threshold"] for a in first.alerts] == [50]
+    alert = first.alerts[0]
+    assert alert["source"] == "budget" and alert["severity"] == "warning" and alert["action"] == "trigger"
+    assert alert["dedup_key"] == "tokenmeter:budget:search:month:2026-11@UTC"
+    assert alert["dashboard_url"] == "http://dash:8050/budgets?budget=search"
+    assert "7.00 of 10.00 USD" in alert["title"]
+    again = owner.process(batch, now=NOW)  # the worker re-priced the same records after a crash
+    assert again.alerts == [] and owner.stats["skipped_redelivered"] == 2
+    replay = owner.process(messages(router, [(0, 9, priced("a", "6"))]), now=NOW)  # same id, new record
+    assert replay.alerts == []
+    state = dict(first.states)["search"]
+    restarted = owner_with(defs, orjson.loads(orjson.dumps(state)))
+    assert restarted.process(batch, now=NOW).alerts == []  # restored high marks: still once
+    over = restarted.process(messages(router, [(0, 10, priced("c", "3.5"))]), now=NOW)
+    assert [a["details"]["threshold"] for a in over.alerts] == [80, 100]
+    assert over.alerts[-1]["severity"] == "critical"
+    record = dict(over.enforcement)["search"]
+    assert record["action"] == "block" and Decimal(record["spend"]) == Decimal("10.5")
+    assert record["until"] == "2026-12-01T00:00:00Z" and record["percent"] == "105.00"
+
+
+def test_unpriced_events_are_reported_in_alerts_and_decisions():
+    defs = budgets()
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    out = owner.process(messages(router, [(0, 1, priced("a", "0", pricing_status="unpriced", model="x")),
+                                          (0, 2, priced("b", "9"))]), now=NOW)
+    assert "1 event(s) in this scope could not be priced" in out.alerts[-1]["summary"]
+    assert out.alerts[-1]["details"]["unpriced_events"] == 1
+    assert dict(out.enforcement)["search"]["unpriced_events"] == 1
+
+
+def test_new_period_and_raised_limit_resolve_the_incident():
+    defs = budgets()
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    owner.process(messages(router, [(0, 1, priced("a", "12"))]), now=NOW)
+    resolved = owner.tick(now=datetime(2026, 12, 1, 0, 1, tzinfo=UTC))
+    assert [a["action"] for a in resolved.alerts] == ["resolve"]
+    assert resolved.alerts[0]["dedup_key"] == "tokenmeter:budget:search:month:2026-11@UTC"
+    assert dict(resolved.enforcement)["search"]["action"] == "allow"  # new period starts clean
+    assert owner.tick(now=datetime(2026, 12, 1, 0, 2, tzinfo=UTC)).alerts == []
+
+    owner2 = owner_with(defs)
+    owner2.process(messages(router, [(0, 1, priced("a", "12"))]), now=NOW)
+    raised = owner2.set_definitions(budgets(limit="50"), now=NOW)
+    assert [a["action"] for a in raised.alerts] == ["resolve"]
+    assert dict(raised.enforcement)["search"]["action"] == "allow"
+
+
+def test_enforcement_view_decides_most_severe_unexpired_match():
+    view = EnforcementView()
+    later = (NOW + timedelta(days=3)).isoformat().replace("+00:00", "Z")
+    view.update("a", {"budget": "a", "scope": {"team": "search"}, "action": "throttle", "until": later,
+                      "updated_at": "1"})
+    view.update("b", {"budget": "b", "scope": {"team": "search", "model": "gpt-4o"}, "action": "block",
+                      "until": later, "updated_at": "1"})
+    view.update("c", {"budget": "c", "scope": {"team": "ads"}, "action": "block",
+                      "until": (NOW - timedelta(seconds=1)).isoformat(), "updated_at": "1"})
+    assert view.decide({"team": "search"}, now=NOW)["action"] == "throttle"
+    assert view.decide({"team": "search", "model": "gpt-4o"}, now=NOW)["budget"] == "b"
+    assert view.decide({"team": "ads"}, now=NOW) == {"action": "allow"}  # expired
+    view.update("b", None)
+    assert view.decide({"team": "search", "model": "gpt-4o"}, now=NOW)["action"] == "throttle"
+    assert http_status("block") == 403 and http_status("throttle") == 429
+
+
+def test_request_attributes_from_query_and_headers():
+    attrs = attributes_from_request({"team": "search", "tag:env": "prod", "bogus": "x"},
+                                    {"X-Tokenmeter-User": "bob", "X-Tokenmeter-Tag-Tier": "gold",
+                                     "X-Tokenmeter-Team": "ignored-query-wins", "Host": "h"}, "x-tokenmeter-")
+    assert attrs == {"team": "search", "tag:env": "prod", "user": "bob", "tag:tier": "gold"}

@@ -1,0 +1,185 @@
+"""Budgets inside the real Faust worker against the real broker: thresholds alert once each, decisions reach
+`tokenmeter.enforcement` and `/v1/decision`, and a kill -9 + restart with redelivered and duplicated events
+neither refires an alert nor changes the exact spend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.budgets import parse_budget, write_budgets
+from streams.budgets.follow import read_compacted
+from tokenmeter import topics
+from tokenmeter.process import child_preexec
+from tokenmeter.settings import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "tokenmeter", "worker"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def wait_for(check, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def event(team: str, input_tokens: int, output_tokens: int, event_id: str | None = None) -> dict:
+    # gpt-4o: $2.50 / 1M input, $10 / 1M output -> 1M input + 100k output = $3.50
+    return {"event_id": event_id or str(uuid.uuid4()), "ts": datetime.now(timezone.utc).isoformat(),
+            "source": "test", "provider": "openai", "model": "gpt-4o", "attribution": {"team": team, "user": "u1"},
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
+
+
+async def produce(bootstrap: str, batches: list[list[dict]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for batch in batches:
+            key = f"team:{batch[0]['attribution']['team']}".encode()
+            await producer.send_and_wait(topics.USAGE, key=key, value=orjson.dumps(batch))
+    finally:
+        await producer.stop()
+
+
+def records(bootstrap: str, topic: str) -> dict:
+    return asyncio.run(read_compacted(bootstrap, topic))
+
+
+def alerts_of(bootstrap: str) -> list[dict]:
+    return [orjson.loads(v) for v in records(bootstrap, topics.ALERTS).values() if v]
+
+
+def count_alert_messages(bootstrap: str) -> int:
+    """Every message on the alerts topic (not only the latest per key): refires would show up here."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topics.ALERTS)  # noqa: SLF001
+            tps = [TopicPartition(topics.ALERTS, p) for p in parts]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            total = 0
+            while True:
+                batch = await consumer.getmany(*tps, timeout_ms=300)
+                total += sum(len(v) for v in batch.values())
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(consumer.highwater(tp) is not None and pos >= consumer.highwater(tp)
+                       for tp, pos in zip(tps, positions)):
+                    return total
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, tmp_path):
+    bootstrap = kafka_bootstrap
+    api_port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+               TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_API_PORT=str(api_port),
+               TOKENMETER_LOG_LEVEL="info", TOKENMETER_WORKER_BATCH_SECONDS="0.2")
+    name = f"search-{uuid.uuid4().hex[:6]}"
+    team = f"team-{uuid.uuid4().hex[:6]}"
+    write_budgets(bootstrap, [parse_budget({
+        "name": name, "scope": {"team": team}, "period": "month", "limit": "10", "action": "block",
+        "thresholds": [50, 80, 100], "notify": ["webhook=http://127.0.0.1:9/hook"]})])
+    decision_url = f"http://127.0.0.1:{api_port}/v1/decision"
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(env, log_path)
+    try:
+        wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/health"), what="worker health")
+        assert get(f"{decision_url}?team={team}") == (200, {"action": "allow"})
+
+        first = [event(team, 1_000_000, 100_000) for _ in range(2)]  # $7.00 -> 50% (70%)
+        asyncio.run(produce(bootstrap, [first]))
+        wait_for(lambda: {a["details"].get("threshold") for a in alerts_of(bootstrap)
+                          if a["details"].get("budget") == name} == {50}, what="the 50% alert")
+
+        second = [event(team, 1_000_000, 100_000)]  # $10.50 -> 80% and 100%, action block
+        asyncio.run(produce(bootstrap, [second]))
+        wait_for(lambda: {50, 80, 100} <= {a["details"].get("threshold") for a in alerts_of(bootstrap)
+                                           if a["details"].get("budget") == name}, what="80% and 100% alerts")
+        status, body = wait_for(lambda: (r := get(f"{decision_url}?team={team}"))[0] == 403 and r, what="block")
+        assert body["action"] == "block" and body["budget"] == name and body["until"]
+        assert get(f"{decision_url}?team=someone-else")[0] == 200
+        req = urllib.request.Request(decision_url, headers={"x-tokenmeter-team": team})
+        with pytest.raises(urllib.error.HTTPError) as blocked:
+            urllib.request.urlopen(req, timeout=2)
+        assert blocked.value.code == 403  # attribution from headers, as nginx auth_request / ext_authz send it
+
+        enforcement = orjson.loads(records(bootstrap, topics.ENFORCEMENT)[f"budget:{name}"])
+        assert enforcement["action"] == "block" and Decimal(enforcement["spend"]) == Decimal("10.5")
+        alert = next(a for a in alerts_of(bootstrap) if a["details"].get("threshold") == 100)
+        assert alert["severity"] == "critical" and alert["source"] == "budget" and alert["notify"]
+        messages_before = count_alert_messages(bootstrap)
+
+        # kill -9, then the same events again (a collector replay) plus a new one: spend counts the new one only.
+        stop(worker, signal.SIGKILL)
+        asyncio.run(produce(bootstrap, [first, second, [event(team, 100_000, 0)]]))  # +$0.25
+        worker = start_worker(env, log_path)
+        wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/health"), what="worker health after restart")
+
+        def spend_settled():
+            value = records(bootstrap, topics.ENFORCEMENT).get(f"budget:{name}")
+            return value and Decimal(orjson.loads(value)["spend"]) == Decimal("10.75")
+
+        wait_for(spend_settled, what="spend 10.75 after restart")
+        assert count_alert_messages(bootstrap) == messages_before  # nothing refired
+        assert get(f"{decision_url}?team={team}")[0] == 403
+    finally:
+        stop(worker)
+        print(log_path.read_text()[-3000:])
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
