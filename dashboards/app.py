@@ -124,6 +124,10 @@ def create_app(settings: Any, warehouse: Any = None) -> Dash:
 
 def run_dashboard(settings: Any) -> None:
     """Serve on settings.host:settings.dash_port until interrupted (Flask's threaded server, no extra deps)."""
+    from dashboards.users import ensure_users_file
+
+    for line in ensure_users_file(settings, demo=False):
+        print(line, flush=True)  # stdout, not the log: a generated password is shown once, to the operator
     app = create_app(settings)
     log.info("dashboard on %s", settings.dashboard_url)
     try:

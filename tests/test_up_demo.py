@@ -1,5 +1,5 @@
-"""`tokenmeter up --demo` as a new user runs it: within 60 s of the command the dashboard shows cost by team in a
-real browser, and SIGTERM stops every child process."""
+"""`tokenmeter up --demo` as a new user runs it: within 60 s of the command the dashboard, after the demo login
+that `up` prints, shows cost by team in a real browser, and SIGTERM stops every child process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tokenmeter.settings import free_port
@@ -47,7 +48,13 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
         assert {"broker", "worker", "load", "dash", "demo"} <= {c.cmdline()[-1] for c in children}
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
+        assert "dashboard login: finance / demo" in (tmp_path / "up.log").read_text()
+        # The dashboard asks for the demo login printed by `up`.
         dash_duo.driver.get(url)
+        WebDriverWait(dash_duo.driver, 10).until(lambda d: "/login" in d.current_url)
+        dash_duo.driver.find_element(By.ID, "username").send_keys("finance")
+        dash_duo.driver.find_element(By.ID, "password").send_keys("demo")
+        dash_duo.driver.find_element(By.ID, "login-submit").click()
         remaining = max(1.0, 60 - (time.monotonic() - launched))
         bars = WebDriverWait(dash_duo.driver, remaining, poll_frequency=1).until(
             lambda d: [b for b in d.execute_script(COST_BY_TEAM) if b[1] and b[1] > 0])

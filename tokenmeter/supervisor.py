@@ -124,12 +124,20 @@ class Supervisor:
         if not s.clickhouse_url:
             endpoint_file.unlink(missing_ok=True)
         step(3, f"loader into {warehouse}", lambda: self.wait_ready(self.spawn("loader", me + ["load"], loader_ready), 60))
+        from dashboards.users import UsersFileError, ensure_users_file  # the login is printed here, once
+
+        try:
+            dashboard_login = ensure_users_file(s, demo=self.demo)
+        except UsersFileError as exc:
+            raise SettingsError(str(exc)) from None
         step(4, f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(
             self.spawn("dashboard", me + ["dash"], _http_ok(s.dashboard_url)), 60))
         if self.demo:
             step(5, f"demo traffic (~{s.demo_events_per_s:g} events/s)", lambda: self.spawn("demo", me + ["demo"]))
         self.echo("")
         self.echo(f"tokenmeter is running. Dashboard: {s.dashboard_url}")
+        for line in dashboard_login:
+            self.echo(f"  {line}")
         self.echo(f"  send events to Kafka {s.bootstrap_servers} topic tokenmeter.usage")
         self.echo(f"  worker API: http://{s.host}:{s.api_port}/v1/stats   logs: {self.log_dir}")
         self.echo("  numbers on the command line: tokenmeter report --group-by team,model")

@@ -153,3 +153,19 @@ def test_users_file_for_demo_and_first_start(tmp_path):
     assert password not in users_file_path(plain).read_text()
     assert oct(users_file_path(plain).stat().st_mode & 0o777) == "0o600"
     assert "admin / " not in ensure_users_file(plain, demo=False)[0]  # printed once only
+
+
+def test_users_cli_adds_hashes_and_lists_roles(tmp_path):
+    from click.testing import CliRunner
+
+    from dashboards.cli import users
+
+    path = tmp_path / "users.yaml"
+    runner = CliRunner()
+    result = runner.invoke(users, ["add", "bob", "--role", "team:search", "--file", str(path)], input="pw1\npw1\n")
+    assert result.exit_code == 0, result.output
+    assert "pw1" not in path.read_text() and "scrypt:" in path.read_text()
+    bad = runner.invoke(users, ["add", "eve", "--role", "boss", "--file", str(path), "--password", "x"])
+    assert bad.exit_code != 0 and "finance" in bad.output
+    listed = runner.invoke(users, ["list", "--file", str(path)])
+    assert listed.output.strip() == "bob\tteam:search"
