@@ -125,6 +125,7 @@ class Dispatcher:
                 await self._drain()
         finally:
             await self._commit()
+            _leave_group_even_in_generation_zero(self._consumer)
             await self._consumer.stop()
             await self._producer.stop()
             log.info("alert dispatcher stopped: %s", self.counters.as_dict())
@@ -296,6 +297,16 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned):  # noqa: ANN001
         await self.dispatcher.on_assigned(set(assigned))
+
+
+def _leave_group_even_in_generation_zero(consumer: AIOKafkaConsumer) -> None:
+    """aiokafka sends LeaveGroup on stop only when the generation is > 0, but the embedded broker (tansu) starts
+    groups at generation 0: without a leave, the next dispatcher's join waits out the old member's session
+    (measured: 18.8 s instead of 5.7 s). The request carries only group and member id, so the generation we
+    report does not matter; it is read only by aiokafka's own leave check."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None and getattr(coordinator, "generation", None) == 0 and coordinator.member_id:
+        coordinator.generation = 1
 
 
 async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
