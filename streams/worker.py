@@ -156,6 +156,16 @@ def run_worker(settings: Settings) -> None:
     from tokenmeter.settings import ensure_port_free
 
     ensure_port_free(settings.host, settings.api_port, "api_port")
+    if settings.budgets_file:  # definitions from a file join the shared topic; `tokenmeter budget` edits them live
+        from streams.budgets import BudgetStoreError, parse_budget_file, write_budgets
+        from tokenmeter.settings import SettingsError
+
+        try:
+            budgets = parse_budget_file(settings.budgets_file)
+            write_budgets(settings.bootstrap_servers, budgets)
+        except BudgetStoreError as exc:
+            raise SettingsError(f"TOKENMETER_BUDGETS_FILE: {exc}") from None
+        log.info("applied %d budget(s) from %s", len(budgets), settings.budgets_file)
     app = create_worker_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     alert_max_in_flight: int = Field(16, ge=1, description="Delivery HTTP requests in flight at once.")
     alerts_port: int | None = Field(None, ge=1, le=65535, description="Dispatcher /health + /metrics; unset: off.")
     # Enforcement -------------------------------------------------------------------------------------
+    budgets_file: Path | None = Field(None, description="YAML of budgets applied to the budgets topic at worker start.")
     decision_header_prefix: str = Field("x-tokenmeter-", description="Headers read by /v1/decision (prefix+dim).")
     # Dashboard and warehouse -------------------------------------------------------------------------
     dashboard_users_file: Path | None = Field(None, description="YAML of dashboard users, hashes and roles.")

@@ -116,6 +116,7 @@ class Supervisor:
             step(1, f"embedded broker on {s.bootstrap_servers}", broker)
         else:
             step(1, f"topics on {s.bootstrap_servers}", lambda: ensure_topics(s.bootstrap_servers, s.partitions))
+        self.restore_budgets()
         step(2, f"worker (API http://{s.host}:{s.api_port})", lambda: self.wait_ready(
             self.spawn("worker", me + ["worker"], _http_ok(f"http://{s.host}:{s.api_port}/health")), 90))
         warehouse = s.clickhouse_url or str(s.warehouse_path)
@@ -132,6 +133,13 @@ class Supervisor:
             raise SettingsError(str(exc)) from None
         step(4, f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(
             self.spawn("dashboard", me + ["dash"], _http_ok(s.dashboard_url)), 60))
+        import importlib.util
+
+        for name, module, args in (("alerts", "streams.alerts.cli", ["alerts", "dispatch"]),  # own process: a dead
+                                   ("anomalies", "streams.anomalies.cli", ["anomalies", "run"])):  # endpoint never slows metering
+            if importlib.util.find_spec(module) is not None:
+                self.spawn(name, me + args)
+                self.echo(f"      {name} started (log {self.log_dir / (name + '.log')})")
         if self.demo:
             step(5, f"demo traffic (~{s.demo_events_per_s:g} events/s)", lambda: self.spawn("demo", me + ["demo"]))
         self.echo("")
@@ -142,6 +150,20 @@ class Supervisor:
         self.echo(f"  worker API: http://{s.host}:{s.api_port}/v1/stats   logs: {self.log_dir}")
         self.echo("  numbers on the command line: tokenmeter report --group-by team,model")
         self.echo("Press Ctrl-C to stop.")
+
+    def restore_budgets(self) -> None:
+        """The embedded broker keeps nothing across restarts: re-publish the budget definitions the worker
+        mirrored to the data directory, or the demo's budgets on a first demo run."""
+        from streams.budgets import write_budgets
+        from streams.budgets.service import demo_budgets, load_mirror
+
+        s = self.settings
+        budgets = load_mirror(s.data_dir) if s.embedded_broker else []
+        if not budgets and self.demo:
+            budgets = demo_budgets()
+        if budgets:
+            write_budgets(s.bootstrap_servers, budgets)
+            self.echo(f"      budgets: {', '.join(b.name for b in budgets)}")
 
     def watch(self) -> int:
         """Block until a signal or until a child dies; returns the exit code for `up`."""

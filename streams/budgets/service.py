@@ -204,6 +204,18 @@ class BudgetService:
                              "decisions": list(service.view.records.values()), "stats": service.stats})
 
 
+def demo_budgets() -> list[Budget]:
+    """Budgets for `tokenmeter up --demo`: one that the demo traffic crosses within minutes, one that blocks."""
+    return [
+        parse_budget({"name": "search-monthly", "scope": {"team": "search"}, "period": "month", "limit": "25",
+                      "thresholds": [50, 80, 100], "action": "alert"}),
+        parse_budget({"name": "growth-daily", "scope": {"team": "growth"}, "period": "day", "limit": "5",
+                      "thresholds": [50, 80, 100], "action": "block"}),
+        parse_budget({"name": "acme-tokens-daily", "scope": {"org": "acme"}, "period": "day", "metric": "tokens",
+                      "limit": 50_000_000, "action": "throttle"}),
+    ]
+
+
 def load_mirror(data_dir: Path) -> list[Budget]:
     path = Path(data_dir).resolve() / MIRROR_FILE
     if not path.exists():
@@ -217,4 +229,4 @@ def load_mirror(data_dir: Path) -> list[Budget]:
     return budgets
 
 
-__all__ = ["BudgetService", "load_mirror"]
+__all__ = ["BudgetService", "demo_budgets", "load_mirror"]
