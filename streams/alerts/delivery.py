@@ -148,14 +148,20 @@ class Sender:
             headers["X-Tokenmeter-Signature"] = sign(self._secret, timestamp, body)
         return route.target, headers, body
 
-    async def attempt(self, route: Route, alert: dict[str, Any]) -> Outcome:
+    async def attempt(self, route: Route, alert: dict[str, Any], stop: asyncio.Event | None = None) -> Outcome | None:
+        """One HTTP attempt; None if `stop` was set while waiting for a free slot (nothing was sent)."""
         try:
             url, headers, body = self.request_for(route, alert)
         except (KeyError, TypeError, ValueError) as exc:  # a record the payload builder cannot render
             return Outcome(False, False, None, f"cannot build the {route.kind} payload: {exc!r}")
         host = urlsplit(url).netloc.rpartition("@")[2]  # a dead host often serves many webhook URLs
         target_slot = self._per_target.setdefault(host, asyncio.Semaphore(PER_TARGET_IN_FLIGHT))
-        async with target_slot, self._slots:
+        if not await _acquire(target_slot, stop):
+            return None
+        if not await _acquire(self._slots, stop):
+            target_slot.release()
+            return None
+        try:
             self.counters.in_flight += 1
             try:
                 return await self._post(url, headers, body)
@@ -169,6 +175,9 @@ class Sender:
                 return Outcome(False, True, None, redact(f"{type(exc).__name__}: {exc}", [route])[:BODY_EXCERPT_CHARS])
             finally:
                 self.counters.in_flight -= 1
+        finally:
+            self._slots.release()
+            target_slot.release()
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Outcome:
         async with self.session.post(url, data=body, headers=headers, timeout=self._timeout) as resp:
@@ -197,7 +206,9 @@ class Sender:
                 state = DeliveryState(alert["id"], route, "failed", attempts,
                                       f"gave up after {attempts} attempts: {state.last_error}", state.http_status)
                 break
-            outcome = await self.attempt(route, alert)
+            outcome = await self.attempt(route, alert, stop)
+            if outcome is None:  # shutting down: nothing sent, the state stays open
+                return state
             attempts += 1
             if outcome.ok:
                 state = DeliveryState(alert["id"], route, "delivered", attempts, "", outcome.http_status)
@@ -241,3 +252,26 @@ async def _wait(stop: asyncio.Event | None, seconds: float) -> bool:
         return True
     except asyncio.TimeoutError:
         return False
+
+
+async def _acquire(semaphore: asyncio.Semaphore, stop: asyncio.Event | None) -> bool:
+    """Take a slot, giving up (False) when `stop` is set first: at shutdown no new request starts."""
+    if stop is None:
+        await semaphore.acquire()
+        return True
+    if stop.is_set():
+        return False
+    acquire = asyncio.ensure_future(semaphore.acquire())
+    stopped = asyncio.ensure_future(stop.wait())
+    got = False
+    try:
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        got = acquire.done() and not acquire.cancelled() and not stop.is_set()
+        return got
+    finally:
+        stopped.cancel()
+        if not got:
+            if acquire.done() and not acquire.cancelled():
+                semaphore.release()  # won the slot but we are stopping (or were cancelled): give it back
+            else:
+                acquire.cancel()
