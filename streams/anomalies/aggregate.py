@@ -1,0 +1,103 @@
+"""Fold priced events into fixed event-time buckets: the only per-event work of the anomaly engine.
+
+An event becomes one dictionary update keyed by (bucket, team, project, user, api_key, feature, model, error,
+unpriced); the fan-out to the six scopes happens once per key when the bucket closes. Money stays exact as
+integer pico-dollars (cost_usd carries 12 decimals).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+PICO = 10**12
+SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
+# Raw key positions: 0 bucket, 1..5 attribution dims, 6 model, 7 is_error, 8 is_unpriced
+REQ, TIN, TOUT, COST = 0, 1, 2, 3
+
+
+class BadEvent(ValueError):
+    """A priced event the engine cannot read (missing or malformed ts/cost); counted, never fatal."""
+
+
+def parse_pico(value) -> int:
+    """Decimal string -> integer pico-dollars, exactly (no float on the way)."""
+    if value is None:
+        return 0
+    text = value if isinstance(value, str) else format(value, "f")
+    negative = text.startswith("-")
+    whole, _, frac = text.lstrip("+-").partition(".")
+    if not whole.isdigit() and whole:
+        raise BadEvent(f"cost_usd {value!r} is not a decimal")
+    frac = (frac + "000000000000")[:12]
+    if not frac.isdigit():
+        raise BadEvent(f"cost_usd {value!r} is not a decimal")
+    amount = int(whole or "0") * PICO + int(frac)
+    return -amount if negative else amount
+
+
+def pico_to_str(amount: int) -> str:
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    return f"{sign}{amount // PICO}.{amount % PICO:012d}"
+
+
+def epoch_seconds(ts) -> float:
+    if isinstance(ts, datetime):
+        return (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).timestamp()
+    if not isinstance(ts, str):
+        raise BadEvent(f"ts {ts!r} is not a time")
+    try:
+        parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadEvent(f"ts {ts!r} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise BadEvent(f"ts {ts!r} has no offset")
+    return parsed.timestamp()
+
+
+class BucketAggregator:
+    """Open buckets of raw aggregates, plus a cache from a UTC minute prefix to its epoch second."""
+
+    def __init__(self, bucket_s: int):
+        self.bucket_s = bucket_s
+        self.open: dict[int, dict[tuple, list[int]]] = {}
+        self.unpriced_reasons: dict[str, str] = {}
+        self._minute: dict[str, int] = {}
+
+    def minute_of(self, ts) -> int:
+        """Epoch second of the UTC minute an event time falls in."""
+        # Fast path: UTC strings share a minute prefix with thousands of other events; parse each minute once.
+        if isinstance(ts, str) and len(ts) >= 17 and (ts[-1] == "Z" or ts.endswith("+00:00")):
+            prefix = ts[:16]
+            minute = self._minute.get(prefix)
+            if minute is None:
+                minute = int(epoch_seconds(prefix + ":00+00:00"))
+                if len(self._minute) > 20000:  # bounded: two weeks of distinct minutes
+                    self._minute.clear()
+                self._minute[prefix] = minute
+            return minute
+        seconds = int(epoch_seconds(ts))
+        return seconds - seconds % 60
+
+    def add(self, event: dict, bucket: int) -> None:
+        attribution = event.get("attribution") or {}
+        error = event.get("status") == "error"
+        unpriced = event.get("pricing_status") == "unpriced"
+        model = event.get("model") or ""
+        key = (bucket, attribution.get("team"), attribution.get("project"), attribution.get("user"),
+               attribution.get("api_key"), attribution.get("feature"), model, error, unpriced)
+        usage = event.get("usage") or {}
+        cost = event.get("cost_usd")
+        cost_pico = parse_pico(cost) if cost and cost != "0.000000000000" else 0
+        open_bucket = self.open.get(bucket)
+        if open_bucket is None:
+            open_bucket = self.open[bucket] = {}
+        agg = open_bucket.get(key)
+        if agg is None:
+            agg = open_bucket[key] = [0, 0, 0, 0]
+        agg[REQ] += 1
+        agg[TIN] += usage.get("input_tokens") or 0
+        agg[TOUT] += usage.get("output_tokens") or 0
+        agg[COST] += cost_pico
+        if unpriced and model not in self.unpriced_reasons:
+            self.unpriced_reasons[model] = str(event.get("unpriced_reason") or "no price for this model")

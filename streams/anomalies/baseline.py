@@ -1,0 +1,106 @@
+"""Robust, seasonality-aware baselines for one metric of one scope.
+
+Each slot keeps a level and a mean absolute deviation updated with a Huber-clipped EWMA: a sample far from the
+level moves it by at most `CLIP` deviations, so an anomaly barely leaks into its own baseline (the robust
+alternative to a median/MAD window, in constant memory). Slots, most specific first:
+
+    hour of week (168)  ->  hour of day on the same kind of day, weekday or weekend (2 x 24)  ->  global (1)
+
+`expected()` answers from the most specific slot that has seen enough samples (one full hour of 5-minute
+buckets for hour of week, two for the fallbacks), so the first week uses weekday/weekend hour-of-day shapes;
+volume metrics never fall back to the global level (it would flag every busy hour), ratios may.
+Baselines are statistics, so they are floats; observed money stays exact (integer pico-dollars) elsewhere.
+"""
+
+from __future__ import annotations
+
+HOW, DAYTYPE, GLOBAL = 0, 168, 216
+FULL_SIZE, DAILY_SIZE = 217, 97  # a daily baseline keeps quarter hours of the day (96) + global (1)
+MIN_SAMPLES = 12
+CLIP = 3.0
+# Per-slot learning rates: an hour-of-week slot sees 12 samples a week, so it must learn faster per sample
+# than the hour-of-day slots (12 a day) or the global one (288 a day).
+A_HOW, A_DAYTYPE, A_HOD, A_GLOBAL = 0.08, 0.04, 0.06, 0.005
+
+Slots = tuple[tuple[int, float], ...]  # (slot index, learning rate), most specific first, global last
+
+
+def full_slots(bucket_start: int) -> Slots:
+    """Hour of week, weekday/weekend hour of day, global, for a UTC epoch second."""
+    hour = bucket_start // 3600
+    hod = hour % 24
+    dow = (hour // 24 + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
+    return ((HOW + dow * 24 + hod, A_HOW), (DAYTYPE + (24 if dow >= 5 else 0) + hod, A_DAYTYPE), (GLOBAL, A_GLOBAL))
+
+
+def daily_slots(bucket_start: int) -> Slots:
+    """Quarter hour of the day and global: for ratios (tokens per request, error rate, cost per token) that follow
+    the traffic mix of the day but not its volume. Quarter hours, because a batch job ending at :45 changes a
+    team's mix within the hour."""
+    return (((bucket_start // 900) % 96, A_HOD), (96, 0.01))
+
+
+class Seasonal:
+    __slots__ = ("level", "dev", "n")
+
+    def __init__(self, size: int = FULL_SIZE, level=None, dev=None, n=None):
+        self.level = level or [0.0] * size
+        self.dev = dev or [0.0] * size
+        self.n = n or [0] * size
+
+    def expected(self, slots: Slots, min_samples: int = MIN_SAMPLES, allow_global: bool = True) -> tuple[float, float, int]:
+        """(level, mean absolute deviation, samples) to judge a value against, or samples 0 when none is mature.
+
+        Volume metrics (`allow_global=False`) take the highest mature seasonal level (hour of week, weekday or
+        weekend hour of day): a young hour-of-week slot learnt from a single week can hold that week's dip (an
+        outage, a team on another model), and the higher level only costs sensitivity, never a false alarm. They
+        never fall back to the global level, which averages day and night and would flag every busy hour.
+        Ratios take the most specific mature slot, then the global one (with twice the samples)."""
+        n, level, dev = self.n, self.level, self.dev
+        if not allow_global:
+            best = None
+            for index, _ in slots[:-1]:
+                if n[index] >= min_samples and (best is None or level[index] > level[best]):
+                    best = index
+            return (level[best], dev[best], n[best]) if best is not None else (0.0, 0.0, 0)
+        last = len(slots) - 1
+        for position, (index, _) in enumerate(slots):
+            if n[index] >= (min_samples if position < last else 2 * min_samples):
+                return level[index], dev[index], n[index]
+        return 0.0, 0.0, 0
+
+    def update(self, slots: Slots, x: float) -> None:
+        # Hot: called for every scope and every closed bucket, hence no helper calls and no min()/max().
+        level, dev, n = self.level, self.dev, self.n
+        for index, alpha in slots:
+            count = n[index]
+            if count >= MIN_SAMPLES:
+                lv, dv = level[index], dev[index]
+                bound = 0.05 * lv if lv > 0 else -0.05 * lv
+                if dv > bound:
+                    bound = dv
+                bound = CLIP * bound if bound > 1e-12 else 3e-12
+                d = x - lv
+                if d > bound:
+                    d = bound
+                elif d < -bound:
+                    d = -bound
+                rate = alpha if alpha * (count + 1) >= 1 else 1.0 / (count + 1)
+                level[index] = lv + rate * d
+                dev[index] = dv + rate * ((d if d >= 0 else -d) - dv)
+            elif count == 0:
+                level[index] = x
+                dev[index] = abs(x) * 0.25
+            else:  # young slot: a plain running mean, unclipped (there is no level to trust yet)
+                lv = level[index]
+                rate = 1.0 / (count + 1)
+                level[index] = lv + rate * (x - lv)
+                dev[index] += rate * (abs(x - lv) - dev[index])
+            n[index] = count + 1
+
+    def to_json(self) -> list:
+        return [[round(v, 9) for v in self.level], [round(v, 9) for v in self.dev], self.n]
+
+    @classmethod
+    def from_json(cls, data: list) -> "Seasonal":
+        return cls(len(data[2]), [float(v) for v in data[0]], [float(v) for v in data[1]], [int(v) for v in data[2]])

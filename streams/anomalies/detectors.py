@@ -1,0 +1,190 @@
+"""The eight detectors. Each looks at one closed bucket of one scope against that scope's baselines and returns
+a Verdict (or None when it has nothing to say, e.g. too few requests); the engine turns verdicts into anomaly
+lifecycles (open after a streak, extend, close when back to normal).
+
+Verdict states: "strong" opens at once, "anomalous" opens after `Config.open_after` buckets in a row,
+"elevated" keeps an open anomaly open without extending it (hysteresis, so it does not flap), "normal" counts
+towards closing it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .baseline import MIN_SAMPLES, Seasonal, Slots
+
+KINDS = ("spend_rate", "token_rate", "tokens_per_request", "request_burst", "new_model", "error_rate",
+         "model_shift", "unpriced_usage")
+# Which scopes each kind watches (a model scope cannot use a "new model"; bursts are a key's behaviour).
+KIND_DIMS = {
+    "spend_rate": ("team", "project", "user", "api_key", "feature", "model"),
+    "token_rate": ("team", "project", "user", "api_key", "feature", "model"),
+    # Not per model: a model's callers are unrelated teams, so a per-request jump there is a mix change.
+    "tokens_per_request": ("team", "project", "user", "api_key", "feature"),
+    "request_burst": ("api_key",),
+    "new_model": ("team", "project", "user", "api_key", "feature"),
+    "error_rate": ("team", "project", "user", "api_key", "feature", "model"),
+    "model_shift": ("team", "project", "user", "api_key", "feature"),
+    "unpriced_usage": ("model",),
+}
+
+
+@dataclass
+class Config:
+    bucket_s: int = 300
+    grace_s: int = 120  # how late an event may arrive before its bucket closes
+    open_after: int = 2  # anomalous buckets in a row before an anomaly opens ("strong" opens at once)
+    close_after: int = 3  # normal buckets in a row before it closes
+    # Cold start: a scope's first two days raise only absolute-floor kinds (bursts of a new key, unpriced usage).
+    # Two, because a scope's first UTC day can be its local weekend.
+    warmup_buckets: int = 576
+    max_scopes: int = 2000
+    idle_expire_s: int = 14 * 86400
+    z: float = 6.0
+    spend_ratio: float = 2.0
+    spend_min_delta_usd_per_hour: float = 2.0
+    token_ratio: float = 2.0
+    token_min_delta_per_hour: float = 300_000
+    tpr_ratio: float = 1.6
+    tpr_min_requests: int = 8
+    burst_ratio: float = 3.0
+    burst_min_delta_per_hour: float = 600
+    burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own
+    error_min_requests: int = 10  # in the judged window
+    error_min_errors: int = 5
+    error_window_requests: int = 30  # below this many calls in a bucket, judge the last three buckets together
+    error_min_increase: float = 0.15
+    shift_ratio: float = 2.5
+    shift_min_requests: int = 5
+    new_model_close_buckets: int = 3
+    costly_new_model_usd_per_hour: float = 5.0
+
+
+@dataclass
+class Verdict:
+    state: str
+    observed: float
+    expected: float
+    low: float
+    high: float
+    unit: str
+    explanation: str = ""
+    severity: str = "warning"
+    detail: str = ""  # e.g. the model of a new_model / model_shift anomaly
+
+
+def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
+                 counts: bool, unit: str, per_hour: float) -> Verdict | None:
+    """Observed bucket value against the seasonal level: a robust z-score AND a ratio AND an absolute floor, so
+    neither a noisy small scope nor a slightly-above-normal huge one raises anything."""
+    expected, dev, n = base.expected(slots, allow_global=False)
+    if n < MIN_SAMPLES:
+        return None
+    sigma = max(1.25 * dev, 0.1 * expected, math.sqrt(expected) if counts else 0.0, 1e-9)
+    high = max(expected + z * sigma, ratio * expected, expected + min_delta)
+    low = max(expected - z * sigma, 0.0)
+    if obs >= high:
+        strong = obs >= expected + 2 * z * sigma and obs >= 2 * ratio * expected and obs >= expected + 2 * min_delta
+        state = "strong" if strong else "anomalous"
+    elif obs >= max(expected + z * sigma / 2, (1 + ratio) / 2 * expected, expected + min_delta / 2):
+        state = "elevated"
+    else:
+        state = "normal"
+    return Verdict(state, obs * per_hour, expected * per_hour, low * per_hour, high * per_hour, unit)
+
+
+def ratio_verdict(obs: float, base: Seasonal, slots: Slots, *, ratio: float, z: float, unit: str) -> Verdict | None:
+    """A per-request or per-token ratio against its hour-of-day level."""
+    expected, dev, n = base.expected(slots)
+    if n < MIN_SAMPLES or expected <= 0:
+        return None
+    sigma = max(1.25 * dev, 0.05 * expected)
+    high = max(expected * ratio, expected + z * sigma)
+    low = max(expected - z * sigma, 0.0)
+    if obs >= high:
+        strong = obs >= expected * (2 * ratio - 1) and obs >= expected + 2 * z * sigma
+        state = "strong" if strong else "anomalous"
+    elif obs >= max(expected * (1 + ratio) / 2, expected + z * sigma / 2):
+        state = "elevated"
+    else:
+        state = "normal"
+    return Verdict(state, obs, expected, low, high, unit)
+
+
+def error_verdict(errors: int, requests: int, base: Seasonal, slots: Slots, cfg: Config) -> Verdict | None:
+    """Error share against its level, judged as a binomial count so a few errors in a quiet bucket are not news.
+    The caller passes counts of a short window (this bucket, or the last three when this one is quiet)."""
+    if requests < cfg.error_min_requests:
+        return None
+    expected, _, n = base.expected(slots)
+    if n < MIN_SAMPLES:
+        return None
+    p0 = min(max(expected, 0.005), 0.9)
+    obs = errors / requests
+    score = (errors - requests * p0) / math.sqrt(requests * p0 * (1 - p0))
+    threshold = max(3 * p0, p0 + cfg.error_min_increase)
+    if obs >= threshold and score >= cfg.z and errors >= cfg.error_min_errors:
+        state = "strong" if obs >= max(0.5, 2 * threshold) and score >= 2 * cfg.z else "anomalous"
+    elif obs >= (threshold + p0) / 2 and score >= cfg.z / 2:
+        state = "elevated"
+    else:
+        state = "normal"
+    return Verdict(state, obs, expected, 0.0, threshold, "error_ratio")
+
+
+# Severity per kind, as documented in docs/anomalies.md. Escalations depend on size, not on the kind alone.
+def severity(kind: str, v: Verdict) -> str:
+    ratio = v.observed / v.expected if v.expected > 0 else math.inf
+    excess = v.observed - v.expected
+    if kind == "spend_rate":
+        if excess >= 100:
+            return "critical"
+        return "error" if ratio >= 5 and excess >= 10 else "warning"
+    if kind == "request_burst":
+        return "critical" if ratio >= 10 and excess >= 36000 else "error"
+    if kind in ("token_rate", "tokens_per_request"):
+        return "error" if ratio >= 5 else "warning"
+    if kind == "error_rate":
+        return "error" if v.observed >= 0.5 else "warning"
+    if kind == "model_shift":
+        return "error" if ratio >= 10 else "warning"
+    if kind == "new_model":
+        return v.severity
+    return "warning"  # unpriced_usage
+
+
+def fmt_usd(x: float) -> str:
+    return f"${x:,.2f}" if x >= 1 else f"${x:.4f}"
+
+
+def fmt_n(x: float) -> str:
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2f}"
+
+
+def explain(kind: str, scope: str, v: Verdict) -> str:
+    ratio = f"{v.observed / v.expected:.1f}x" if v.expected > 0 and v.observed < 1000 * v.expected else "far above"
+    if kind == "spend_rate":
+        return (f"{scope} is spending {fmt_usd(v.observed)}/hour, {ratio} the {fmt_usd(v.expected)}/hour usual "
+                f"for this hour of the week (normal up to {fmt_usd(v.high)}/hour).")
+    if kind == "token_rate":
+        return (f"{scope} is using {fmt_n(v.observed)} tokens/hour, {ratio} the usual {fmt_n(v.expected)} "
+                f"for this hour of the week.")
+    if kind == "request_burst":
+        if v.expected <= 0:
+            return f"{scope} sent {fmt_n(v.observed)} requests/hour with no history: a new or leaked key?"
+        return (f"{scope} is sending {fmt_n(v.observed)} requests/hour, {ratio} its usual {fmt_n(v.expected)}: "
+                f"a loop, a new client or a leaked key?")
+    if kind == "tokens_per_request":
+        return (f"{scope}: {v.detail} tokens per request jumped to {fmt_n(v.observed)}, {ratio} the usual "
+                f"{fmt_n(v.expected)} (a changed prompt template or a runaway context?).")
+    if kind == "error_rate":
+        return (f"{scope}: {v.observed:.0%} of requests fail, usual is {v.expected:.1%} "
+                f"(alert above {v.high:.0%}).")
+    if kind == "model_shift":
+        return (f"{scope}: cost per 1k tokens rose to {fmt_usd(v.observed)}, {ratio} the usual "
+                f"{fmt_usd(v.expected)}; {v.detail}.")
+    if kind == "new_model":
+        return f"{scope} started using {v.detail}, never used by it before ({fmt_usd(v.observed)}/hour on it)."
+    return (f"{scope}: {fmt_n(v.observed)} tokens/hour on {v.detail} cannot be priced, so they are missing from "
+            f"cost figures; add the model to the price catalog or an override.")

@@ -1,0 +1,412 @@
+"""AnomalyEngine: priced events in, anomaly lifecycle updates out. Pure (no Kafka, no clock): driven by event time.
+
+Events are folded into fixed buckets (aggregate.py). A bucket closes once the event-time watermark passes its end
+plus `grace_s`; then every known scope gets one step: detectors judge the bucket against the scope's baselines
+(detectors.py), the baselines learn from it (baseline.py), and anomalies open, extend or close. State is bounded
+(at most `max_scopes`, idle scopes expire) and round-trips through JSON (`snapshot()` / `restore()`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+from .aggregate import COST, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent, BucketAggregator, pico_to_str
+from .baseline import DAILY_SIZE, FULL_SIZE, Seasonal, daily_slots, full_slots
+from .detectors import (KIND_DIMS, Config, Verdict, error_verdict, explain, rate_verdict, ratio_verdict, severity)
+
+SNAPSHOT_VERSION = 1
+UNITS = {"spend_rate": "usd_per_hour", "token_rate": "tokens_per_hour", "request_burst": "requests_per_hour",
+         "tokens_per_request": "tokens_per_request", "error_rate": "error_ratio", "model_shift": "usd_per_1k_tokens",
+         "new_model": "usd_per_hour", "unpriced_usage": "unpriced_tokens_per_hour"}
+# ScopeBucket positions: requests, errors, input tokens, output tokens (ok calls), cost pico, unpriced calls/tokens
+S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS = range(8)
+
+
+def iso_epoch(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class AnomalyUpdate:
+    action: str  # "open" (new anomaly: alert trigger), "update" (still ongoing, later end), "close" (resolve)
+    record: dict  # anomaly record per tokenmeter/records.py
+
+
+class ScopeState:
+    __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
+                 "tpr_in", "err", "cpt", "models", "streaks", "open", "recent")
+
+    def __init__(self, dim: str, value: str, first: int):
+        self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
+        self.spend, self.tokens = Seasonal(FULL_SIZE), Seasonal(FULL_SIZE)
+        self.requests = Seasonal(FULL_SIZE) if dim == "api_key" else None
+        self.tpr_out, self.tpr_in = Seasonal(DAILY_SIZE), Seasonal(DAILY_SIZE)
+        self.err, self.cpt = Seasonal(DAILY_SIZE), Seasonal(DAILY_SIZE)
+        self.models: dict[str, list] = {}  # model -> [first bucket, usual share of this scope's cost]
+        self.streaks: dict[str, list[int]] = {}  # kind key -> [anomalous buckets in a row, first of them]
+        self.open: dict[str, dict] = {}  # kind key -> open anomaly (record fields + private "_" fields)
+        self.recent = [0, 0, 0, 0]  # errors, requests of the previous two buckets (error window of quiet scopes)
+
+    def to_json(self) -> dict:
+        return {"dim": self.dim, "value": self.value, "first": self.first, "last_active": self.last_active,
+                "age": self.age, "models": self.models, "streaks": self.streaks, "open": self.open,
+                "recent": self.recent,
+                **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
+                "requests": self.requests.to_json() if self.requests else None}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ScopeState":
+        state = cls(data["dim"], data["value"], data["first"])
+        state.last_active, state.age = data["last_active"], data["age"]
+        state.models, state.streaks, state.open = data["models"], data["streaks"], data["open"]
+        state.recent = list(data["recent"])
+        for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):
+            setattr(state, name, Seasonal.from_json(data[name]))
+        state.requests = Seasonal.from_json(data["requests"]) if data.get("requests") else None
+        return state
+
+
+class AnomalyEngine:
+    def __init__(self, config: Config | None = None):
+        self.cfg = config or Config()
+        self.agg = BucketAggregator(self.cfg.bucket_s)
+        self.scopes: dict[tuple[str, str], ScopeState] = {}
+        self.next_close: int | None = None  # start of the oldest bucket not closed yet
+        self.watermark = 0  # latest event minute seen (epoch seconds)
+        self.stats = {"events": 0, "bad_events": 0, "late_events": 0, "future_events": 0, "buckets_closed": 0,
+                      "scopes_evicted": 0, "scopes_expired": 0, "anomalies_opened": 0, "anomalies_closed": 0}
+        self.last_error = ""
+        self._now = 0  # event time of the bucket close being processed
+        self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
+
+    # Input ---------------------------------------------------------------------------------------------------
+    def observe(self, priced_events: list[dict], now: float | None = None) -> list[AnomalyUpdate]:
+        agg, bucket_s, stats = self.agg, self.cfg.bucket_s, self.stats
+        limit = (now if now is not None else time.time()) + self.max_future_s
+        watermark, next_close = self.watermark, self.next_close
+        for event in priced_events:
+            try:
+                minute = agg.minute_of(event["ts"])
+                if minute > limit:
+                    stats["future_events"] += 1
+                    continue
+                bucket = minute - minute % bucket_s
+                if next_close is None:
+                    next_close = bucket
+                elif bucket < next_close:  # too late for its bucket: counted in the oldest open one
+                    stats["late_events"] += 1
+                    bucket = next_close
+                agg.add(event, bucket)
+            except (BadEvent, KeyError, TypeError, AttributeError, ValueError) as exc:
+                stats["bad_events"] += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                continue
+            if minute > watermark:
+                watermark = minute
+        stats["events"] += len(priced_events)
+        self.watermark, self.next_close = watermark, next_close
+        return self._close_ready()
+
+    def advance_to(self, epoch_s: float) -> list[AnomalyUpdate]:
+        """Move the watermark without events (quiet traffic, end of an evaluation) and close due buckets."""
+        if self.next_close is not None and epoch_s > self.watermark:
+            self.watermark = int(epoch_s)
+        return self._close_ready()
+
+    # Bucket close --------------------------------------------------------------------------------------------
+    def _close_ready(self) -> list[AnomalyUpdate]:
+        updates: list[AnomalyUpdate] = []
+        cfg = self.cfg
+        while self.next_close is not None and self.next_close + cfg.bucket_s + cfg.grace_s <= self.watermark + 60:
+            self._close(self.next_close, updates)
+            self.next_close += cfg.bucket_s
+        return updates
+
+    def _fan_out(self, raw: dict) -> dict[tuple[str, str], list]:
+        per_scope: dict[tuple[str, str], list] = {}
+        for key, agg in raw.items():
+            error, unpriced, model = key[7], key[8], key[6]
+            values = (*key[1:6], model)
+            for dim, value in zip(SCOPE_DIMS, values):
+                if not value:
+                    continue
+                sb = per_scope.get((dim, value))
+                if sb is None:
+                    sb = per_scope[(dim, value)] = [0, 0, 0, 0, 0, 0, 0, {}]
+                sb[S_REQ] += agg[REQ]
+                sb[S_COST] += agg[COST]
+                if error:
+                    sb[S_ERR] += agg[REQ]
+                else:
+                    sb[S_TIN] += agg[TIN]
+                    sb[S_TOUT] += agg[TOUT]
+                if unpriced:
+                    sb[S_UREQ] += agg[REQ]
+                    sb[S_UTOK] += agg[TIN] + agg[TOUT]
+                if dim != "model":
+                    m = sb[S_MODELS].get(model)
+                    if m is None:
+                        m = sb[S_MODELS][model] = [0, 0, 0]
+                    m[0] += agg[REQ]
+                    m[1] += agg[COST]
+                    m[2] += agg[TIN] + agg[TOUT]
+        return per_scope
+
+    def _close(self, bucket: int, updates: list[AnomalyUpdate]) -> None:
+        # Detection time in event time: the earliest moment this bucket could close, so figures do not depend
+        # on how events were batched.
+        self._now = bucket + self.cfg.bucket_s + self.cfg.grace_s
+        per_scope = self._fan_out(self.agg.open.pop(bucket, {}))
+        for key in per_scope:
+            if key not in self.scopes:
+                self._admit(key, bucket)
+        full, daily = full_slots(bucket), daily_slots(bucket)
+        for key, state in self.scopes.items():
+            sb = per_scope.get(key)
+            if sb is None and not state.open and not state.streaks:
+                # Quiet scope: only the rate baselines learn that this hour is quiet.
+                state.spend.update(full, 0.0)
+                state.tokens.update(full, 0.0)
+                if state.requests is not None:
+                    state.requests.update(full, 0.0)
+                state.age += 1
+                state.recent = [0, 0, state.recent[0], state.recent[1]]
+                continue
+            if sb is not None:
+                state.last_active = bucket
+            self._step(state, sb or [0, 0, 0, 0, 0, 0, 0, {}], bucket, full, daily, updates)
+            state.age += 1
+        self.stats["buckets_closed"] += 1
+        if self.stats["buckets_closed"] % 12 == 0:
+            self._expire(bucket, updates)
+
+    def _admit(self, key: tuple[str, str], bucket: int) -> None:
+        if len(self.scopes) >= self.cfg.max_scopes:  # bounded state: forget the scope idle the longest
+            victim = min((k for k, s in self.scopes.items() if not s.open), default=None,
+                         key=lambda k: self.scopes[k].last_active)
+            if victim is None:
+                return
+            del self.scopes[victim]
+            self.stats["scopes_evicted"] += 1
+        self.scopes[key] = ScopeState(key[0], key[1], bucket)
+
+    def _expire(self, bucket: int, updates: list[AnomalyUpdate]) -> None:
+        horizon = bucket - self.cfg.idle_expire_s
+        for key in [k for k, s in self.scopes.items() if s.last_active < horizon]:
+            state = self.scopes.pop(key)
+            for kind_key in list(state.open):
+                self._finish(state, kind_key, updates)
+            self.stats["scopes_expired"] += 1
+
+    # One scope, one bucket -----------------------------------------------------------------------------------
+    def _step(self, st: ScopeState, sb: list, bucket: int, full, daily, updates: list[AnomalyUpdate]) -> None:
+        cfg = self.cfg
+        per_hour = 3600 / cfg.bucket_s
+        warm = st.age >= cfg.warmup_buckets
+        dim = st.dim
+        cost_usd = sb[S_COST] / PICO
+        tokens = sb[S_TIN] + sb[S_TOUT]
+        ok = sb[S_REQ] - sb[S_ERR]
+        label = f"{dim} {st.value}"
+        track = self._track
+
+        if warm:
+            v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio,
+                             min_delta=cfg.spend_min_delta_usd_per_hour / per_hour, counts=False,
+                             unit="usd_per_hour", per_hour=per_hour)
+            track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
+            v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio,
+                             min_delta=cfg.token_min_delta_per_hour / per_hour, counts=True,
+                             unit="tokens_per_hour", per_hour=per_hour)
+            track(st, "token_rate", "token_rate", v, bucket, updates, label)
+            v = None
+            if ok >= cfg.tpr_min_requests and dim != "model":
+                v_out = ratio_verdict(sb[S_TOUT] / ok, st.tpr_out, daily, ratio=cfg.tpr_ratio, z=cfg.z,
+                                      unit="tokens_per_request")
+                v_in = ratio_verdict(sb[S_TIN] / ok, st.tpr_in, daily, ratio=cfg.tpr_ratio, z=cfg.z,
+                                     unit="tokens_per_request")
+                candidates = [(x.observed / x.expected, name, x) for name, x in (("output", v_out), ("input", v_in)) if x]
+                if candidates:
+                    _, v_detail, v = max(candidates, key=lambda c: c[0])
+                    v.detail = v_detail
+            track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
+            errors, requests = sb[S_ERR], sb[S_REQ]
+            if requests < cfg.error_window_requests:
+                errors += st.recent[0] + st.recent[2]
+                requests += st.recent[1] + st.recent[3]
+            track(st, "error_rate", "error_rate", error_verdict(errors, requests, st.err, daily, cfg),
+                  bucket, updates, label)
+            if dim != "model":
+                v = None
+                if ok >= cfg.shift_min_requests and tokens > 0 and sb[S_COST] > 0:
+                    v = ratio_verdict(cost_usd * 1000 / tokens, st.cpt, daily, ratio=cfg.shift_ratio, z=cfg.z,
+                                      unit="usd_per_1k_tokens")
+                    if v and v.state in ("strong", "anomalous"):
+                        v.detail = self._shift_detail(st, sb)
+                track(st, "model_shift", "model_shift", v, bucket, updates, label)
+
+        if dim == "api_key":
+            v = None
+            if warm:
+                v = rate_verdict(float(sb[S_REQ]), st.requests, full, z=cfg.z, ratio=cfg.burst_ratio,
+                                 min_delta=cfg.burst_min_delta_per_hour / per_hour, counts=True,
+                                 unit="requests_per_hour", per_hour=per_hour)
+            if v is None:  # cold key (or no baseline for this hour yet): only an absolute floor counts
+                rate = sb[S_REQ] * per_hour
+                v = Verdict("strong" if rate >= cfg.burst_floor_per_hour else "normal", rate, 0.0, 0.0,
+                            cfg.burst_floor_per_hour, "requests_per_hour")
+            track(st, "request_burst", "request_burst", v, bucket, updates, label)
+
+        if dim == "model":
+            v = None
+            if sb[S_UREQ] or "unpriced_usage" in st.open:
+                v = Verdict("strong" if sb[S_UREQ] else "normal", sb[S_UTOK] * per_hour, 0.0, 0.0, 0.0,
+                            "unpriced_tokens_per_hour")
+                reason = self.agg.unpriced_reasons.get(st.value, "no price")
+                v.detail = f"{st.value} ({sb[S_UREQ]} calls in 5 minutes; {reason})" if sb[S_UREQ] else st.value
+            track(st, "unpriced_usage", "unpriced_usage", v, bucket, updates, label)
+        else:
+            self._new_models(st, sb, bucket, warm, per_hour, updates, label)
+
+        # Learn from this bucket after judging it.
+        st.spend.update(full, cost_usd)
+        st.tokens.update(full, float(tokens))
+        if st.requests is not None:
+            st.requests.update(full, float(sb[S_REQ]))
+        if ok >= 3:
+            st.tpr_out.update(daily, sb[S_TOUT] / ok)
+            st.tpr_in.update(daily, sb[S_TIN] / ok)
+            if tokens > 0 and sb[S_COST] > 0:
+                st.cpt.update(daily, cost_usd * 1000 / tokens)
+        if sb[S_REQ] >= 5:
+            st.err.update(daily, sb[S_ERR] / sb[S_REQ])
+        st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
+        if sb[S_COST] > 0 and dim != "model":
+            for model, info in st.models.items():
+                m = sb[S_MODELS].get(model)
+                share = m[1] / sb[S_COST] if m else 0.0
+                info[1] += 0.02 * (share - info[1])
+
+    def _new_models(self, st, sb, bucket, warm, per_hour, updates, label) -> None:
+        cfg = self.cfg
+        for kind_key in [k for k in st.open if k.startswith("new_model:")]:
+            # A new model is news once: the anomaly closes after `close_after` buckets whatever happens next.
+            self._track(st, kind_key, "new_model", Verdict("normal", 0.0, 0.0, 0.0, 0.0, "usd_per_hour"),
+                        bucket, updates, label)
+        for model, (requests, cost, _tokens) in sb[S_MODELS].items():
+            if model in st.models:
+                continue
+            st.models[model] = [bucket, 0.0]
+            if not warm:
+                continue  # cold start: the first day's models are the scope's usual ones
+            rate = cost / PICO * per_hour
+            costly = rate >= cfg.costly_new_model_usd_per_hour
+            v = Verdict("strong", rate, 0.0, 0.0, 0.0, "usd_per_hour", severity="warning" if costly else "info")
+            v.detail = model
+            self._track(st, f"new_model:{model}", "new_model", v, bucket, updates, label,
+                        exact=pico_to_str(cost * int(per_hour)))
+
+    @staticmethod
+    def _shift_detail(st: ScopeState, sb: list) -> str:
+        best, best_gain, best_now, best_usual = "", -1.0, 0.0, 0.0
+        for model, (_req, cost, _tok) in sb[S_MODELS].items():
+            now = cost / sb[S_COST]
+            usual = st.models.get(model, [0, 0.0])[1]
+            if now - usual > best_gain:
+                best, best_gain, best_now, best_usual = model, now - usual, now, usual
+        return f"{best} now carries {best_now:.0%} of its cost (usually {best_usual:.0%})"
+
+    # Lifecycle -----------------------------------------------------------------------------------------------
+    def _track(self, st: ScopeState, kind_key: str, kind: str, v: Verdict | None, bucket: int,
+               updates: list[AnomalyUpdate], label: str, exact: str | None = None) -> None:
+        cfg = self.cfg
+        current = st.open.get(kind_key)
+        firing = v is not None and v.state in ("strong", "anomalous")
+        if current is not None:
+            if firing:
+                current["_normal"] = 0
+                current["end"] = iso_epoch(bucket + cfg.bucket_s)
+                if v.observed >= current["_peak"]:
+                    self._fill(current, kind, v, label, exact)
+                current["detected_at"] = iso_epoch(self._now)
+                updates.append(AnomalyUpdate("update", self._public(current)))
+            elif v is not None and v.state == "elevated":
+                current["_normal"] = 0
+            else:
+                current["_normal"] += 1
+                if current["_normal"] >= cfg.close_after:
+                    self._finish(st, kind_key, updates)
+            return
+        if not firing:
+            st.streaks.pop(kind_key, None)
+            return
+        streak = st.streaks.setdefault(kind_key, [0, bucket])
+        streak[0] += 1
+        if v.state != "strong" and streak[0] < cfg.open_after:
+            return
+        start = st.streaks.pop(kind_key)[1]
+        digest = hashlib.sha256(f"{kind_key}|{st.dim}={st.value}|{start}".encode()).hexdigest()[:32]
+        anomaly = {"id": f"anomaly-{digest}", "kind": kind, "scope_dim": st.dim, "scope_value": st.value,
+                   "start": iso_epoch(start), "end": iso_epoch(bucket + cfg.bucket_s), "status": "open",
+                   "detected_at": iso_epoch(self._now), "_normal": 0, "_peak": -1.0}
+        self._fill(anomaly, kind, v, label, exact)
+        st.open[kind_key] = anomaly
+        self.stats["anomalies_opened"] += 1
+        updates.append(AnomalyUpdate("open", self._public(anomaly)))
+
+    def _finish(self, st: ScopeState, kind_key: str, updates: list[AnomalyUpdate]) -> None:
+        anomaly = st.open.pop(kind_key)
+        anomaly["status"] = "closed"
+        anomaly["detected_at"] = iso_epoch(self._now)
+        self.stats["anomalies_closed"] += 1
+        updates.append(AnomalyUpdate("close", self._public(anomaly)))
+
+    @staticmethod
+    def _fill(anomaly: dict, kind: str, v: Verdict, label: str, exact: str | None) -> None:
+        anomaly["_peak"] = v.observed
+        anomaly["severity"] = severity(kind, v)
+        decimals = 12 if kind in ("spend_rate", "new_model", "model_shift") else 6
+        anomaly["observed"] = exact if exact is not None else f"{v.observed:.{decimals}f}"
+        anomaly["expected"] = f"{v.expected:.{decimals}f}"
+        anomaly["expected_low"] = f"{v.low:.{decimals}f}"
+        anomaly["expected_high"] = f"{v.high:.{decimals}f}"
+        anomaly["unit"] = UNITS[kind]
+        anomaly["explanation"] = explain(kind, label, v)
+        if v.detail:
+            anomaly["_detail"] = v.detail
+
+    @staticmethod
+    def _public(anomaly: dict) -> dict:
+        return {k: anomaly[k] for k in ("id", "kind", "scope_dim", "scope_value", "severity", "observed",
+                                        "expected", "expected_low", "expected_high", "unit", "start", "end",
+                                        "status", "explanation", "detected_at")}
+
+    # Introspection and persistence ---------------------------------------------------------------------------
+    def open_anomalies(self) -> list[dict]:
+        return [self._public(a) for s in self.scopes.values() for a in s.open.values()]
+
+    def snapshot(self) -> dict:
+        """JSON-ready state (money as integer pico-dollars or decimal strings, never floats)."""
+        return {"version": SNAPSHOT_VERSION, "config": asdict(self.cfg), "next_close": self.next_close,
+                "watermark": self.watermark, "stats": dict(self.stats),
+                "open_buckets": {str(b): [[list(k[1:]), v] for k, v in raw.items()] for b, raw in self.agg.open.items()},
+                "unpriced_reasons": self.agg.unpriced_reasons,
+                "scopes": [s.to_json() for s in self.scopes.values()]}
+
+    @classmethod
+    def restore(cls, data: dict) -> "AnomalyEngine":
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"anomaly engine snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
+        engine = cls(Config(**data["config"]))
+        engine.next_close, engine.watermark = data["next_close"], data["watermark"]
+        engine.stats.update(data["stats"])
+        for b, rows in data["open_buckets"].items():
+            engine.agg.open[int(b)] = {(int(b), *k): v for k, v in rows}
+        engine.agg.unpriced_reasons = dict(data["unpriced_reasons"])
+        for item in data["scopes"]:
+            state = ScopeState.from_json(item)
+            engine.scopes[(state.dim, state.value)] = state
+        return engine
