@@ -1,4 +1,5 @@
-"""Loader: `tokenmeter.priced` -> warehouse, at-least-once in, exact totals out.
+"""Loader: `tokenmeter.priced` and the record topics (alerts, deliveries, enforcement, anomalies, acks,
+provider usage; see warehouse.records_load) -> warehouse, at-least-once in, exact totals out.
 
 Per batch: fetch (up to `load_batch_rows` rows or `load_flush_seconds`), validate each event (bad ones go
 to the dead-letter topic with the reason), insert with the warehouse's dedupe, send the dead letters, and
@@ -21,6 +22,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from tokenmeter import topics
 from warehouse.backends import WarehouseError
+from warehouse.price_history import price_catalog_rows
+from warehouse.records_load import RECORD_TOPICS, RecordRowError, record_to_row
 from warehouse.schema import RowError, event_to_row
 from warehouse.store import Warehouse, open_warehouse
 
@@ -35,6 +38,7 @@ class LoaderStats:
     batches: int = 0
     rows_seen: int = 0
     rows_inserted: int = 0
+    records_inserted: int = 0  # rows of the record topics (alerts, enforcement, anomalies, ...)
     duplicates_skipped: int = 0
     dead_letters: int = 0
     commit_failures: int = 0
@@ -55,6 +59,7 @@ class LoaderStats:
 @dataclass
 class _Batch:
     rows: list[dict[str, Any]] = field(default_factory=list)
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # record topic -> table rows
     dead: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
 
@@ -71,9 +76,14 @@ def _dead_letter(reason: str, payload: Any, record: Any) -> dict[str, Any]:
 
 
 def parse_record(record: Any, batch: _Batch) -> None:
-    """Add one Kafka record (a PricedEvent object or a JSON array of them) to the batch; never raises."""
+    """Add one Kafka record (a PricedEvent object or a JSON array of them; or a record of a record topic) to
+    the batch; never raises."""
     batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
     raw = record.value
+    if record.topic != topics.PRICED:
+        if raw is not None:  # None: a tombstone on a compacted topic (a deleted budget): nothing to store
+            _parse_other(record, raw, batch)
+        return
     try:
         decoded = orjson.loads(raw) if raw is not None else None
     except orjson.JSONDecodeError as exc:
@@ -86,6 +96,19 @@ def parse_record(record: Any, batch: _Batch) -> None:
             batch.rows.append(event_to_row(item))
         except RowError as exc:
             batch.dead.append(_dead_letter(str(exc), item, record))
+
+
+def _parse_other(record: Any, raw: bytes, batch: _Batch) -> None:
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        batch.dead.append(_dead_letter(f"invalid JSON: {exc}", raw.decode("utf-8", "replace")[:10000], record))
+        return
+    for item in decoded if isinstance(decoded, list) else [decoded]:
+        try:
+            batch.records.setdefault(record.topic, []).append(record_to_row(record.topic, item)[1])
+        except RecordRowError as exc:
+            batch.dead.append(_dead_letter(f"{record.topic}: {exc}", item, record))
 
 
 async def _fetch_batch(consumer: AIOKafkaConsumer, settings: Any, stop: asyncio.Event) -> _Batch:
@@ -132,6 +155,12 @@ async def _flush(
         stats.record_insert(time.perf_counter() - started)
         stats.rows_inserted += inserted
         stats.duplicates_skipped += len(batch.rows) - inserted
+    for topic, rows in batch.records.items():
+        stored = await _retry(lambda rows=rows, topic=topic: warehouse.insert_records(topic, rows),
+                              f"{len(rows)} {topic} records", stop)
+        if stored is None:
+            return
+        stats.records_inserted += stored
     for letter in batch.dead:
         await producer.send_and_wait(topics.DEADLETTER, orjson.dumps(letter, default=str))
         stats.dead_letters += 1
@@ -149,13 +178,17 @@ async def _flush(
 
 
 async def _insert_with_retry(warehouse: Warehouse, rows: list[dict[str, Any]], stop: asyncio.Event) -> int | None:
+    return await _retry(lambda: warehouse.insert_rows(rows), f"{len(rows)} rows", stop)
+
+
+async def _retry(insert: Callable[[], int], what: str, stop: asyncio.Event) -> int | None:
     """Insert, retrying with backoff while the warehouse fails (offsets stay uncommitted meanwhile)."""
     delay = 0.5
     while True:
         try:
-            return await asyncio.to_thread(warehouse.insert_rows, rows)
+            return await asyncio.to_thread(insert)
         except WarehouseError as exc:
-            log.error("warehouse insert of %d rows failed, retrying in %.1fs: %s", len(rows), delay, exc)
+            log.error("warehouse insert of %s failed, retrying in %.1fs: %s", what, delay, exc)
         try:
             await asyncio.wait_for(stop.wait(), timeout=delay)
             return None
@@ -176,16 +209,25 @@ def _install_signal_handlers(stop: asyncio.Event) -> list[int]:
 
 
 async def run_loader(
-    settings: Any, stop: asyncio.Event | None = None, ready: Callable[[], Any] | None = None
+    settings: Any, stop: asyncio.Event | None = None, ready: Callable[[], Any] | None = None,
+    price_book: Any = None,
 ) -> LoaderStats:
-    """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given); returns the counters."""
+    """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given); returns the counters.
+    `price_book` (a streams.pricing PriceBook, optional): its entry versions go to price_catalog_history."""
     own_stop = stop is None
     stop = stop or asyncio.Event()
     signals = _install_signal_handlers(stop) if own_stop else []
     stats = LoaderStats()
     warehouse = await asyncio.to_thread(open_warehouse, settings, True)
+    if price_book is not None:
+        try:
+            written = await asyncio.to_thread(warehouse.record_price_catalog, price_catalog_rows(price_book))
+            log.info("price catalog %s: %d new entry versions recorded", price_book.catalog_version, written)
+        except WarehouseError as exc:  # history is for explanations: never stop loading over it
+            log.error("could not record the price catalog: %s", exc)
     consumer = AIOKafkaConsumer(
         topics.PRICED,
+        *RECORD_TOPICS,
         bootstrap_servers=settings.bootstrap_servers,
         group_id=GROUP_ID,
         enable_auto_commit=False,
@@ -196,7 +238,8 @@ async def run_loader(
     try:
         await consumer.start()
         await producer.start()
-        log.info("loader consuming %s as group %s into %s", topics.PRICED, GROUP_ID, warehouse.kind)
+        log.info("loader consuming %s and %d record topics as group %s into %s", topics.PRICED,
+                 len(RECORD_TOPICS), GROUP_ID, warehouse.kind)
         if ready is not None:
             ready()
         window_started, window_rows = time.monotonic(), 0

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from tokenmeter.events import Attribution, PricedEvent, Usage, UsageEvent, describe_validation_error
 from warehouse.backends import WarehouseError
+from warehouse.rollups import rebuild_statements
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
 
 RepriceFn = Callable[[UsageEvent], PricedEvent]
@@ -48,8 +49,6 @@ IDENTITY_COLUMNS = (
     "event_id", "ts", "source", "provider", "model", "operation", "status", *ATTRIBUTION_COLUMNS,
     *USAGE_COLUMNS, "batch", "service_tier", "tokens_source",
 )
-ROLLUP_KEYS = ("org", "team", "project", "user", "api_key", "feature", "provider", "model", "pricing_status")
-ROLLUP_TOKENS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 APPLY_BATCH = 500  # changed events per apply call (keeps the endpoint's request body under its limit)
 _COLUMN_LIST = ", ".join(f"`{name}`" for name in COLUMNS)
 
@@ -215,20 +214,6 @@ def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, repr
 _PENDING_HOURS = "(SELECT hour FROM rollup_rebuild_pending)"
 
 
-def _rollup_rebuild_sql() -> str:
-    """The materialized view's aggregation (0002), over the raw rows of the pending hours."""
-    keys = ", ".join(ROLLUP_KEYS)
-    tokens = ", ".join(f"sum({name}) AS {name}" for name in ROLLUP_TOKENS)
-    return (
-        f"INSERT INTO spend_hourly (hour, {keys}, events, unpriced_events, {', '.join(ROLLUP_TOKENS)}, cost_usd)"
-        f" SELECT toDateTime(toStartOfHour(ts), 'UTC') AS hour, {keys},"
-        " count() AS events, countIf(pricing_status = 'unpriced') AS unpriced_events,"
-        f" {tokens}, toDecimal128(sum(cost_usd), 12) AS cost_usd"
-        f" FROM priced_events WHERE toDateTime(toStartOfHour(ts), 'UTC') IN {_PENDING_HOURS}"
-        f" GROUP BY hour, {keys}"
-    )
-
-
 def heal_pending_hours(backend: Any) -> int:
     """Steps 4-6 of the module doc for every pending hour; idempotent. The caller holds the insert lock
     (or is opening the warehouse, before any loader runs). Returns the hours rebuilt."""
@@ -241,8 +226,8 @@ def heal_pending_hours(backend: Any) -> int:
         f"DELETE FROM priced_events WHERE {in_pending} AND (event_id, loaded_at) NOT IN"
         f" (SELECT event_id, max(loaded_at) FROM priced_events WHERE {in_pending} GROUP BY event_id)"
     )
-    backend.command(f"DELETE FROM spend_hourly WHERE hour IN {_PENDING_HOURS}")
-    backend.command(_rollup_rebuild_sql())
+    for statement in rebuild_statements(_PENDING_HOURS):  # every rollup of priced_events (warehouse.rollups)
+        backend.command(statement)
     backend.command("TRUNCATE TABLE rollup_rebuild_pending")
     return int(pending)
 

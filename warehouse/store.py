@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from warehouse.backends import (
     WarehouseLocked,
 )
 from warehouse.endpoint import QueryEndpoint, read_live_endpoint
+from warehouse.records_load import TABLES, rows_to_table
+from warehouse.retention import apply_retention
 from warehouse.reprice import RepriceFn, RepriceReport, heal_pending_hours, plan_and_apply, replace_priced_rows
 from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
 
@@ -55,8 +57,11 @@ class Warehouse:
     """Queries return Polars DataFrames (Arrow underneath); cost columns are exact Decimal(38,12)."""
 
     def __init__(self, backend: Backend, *, writer: bool = False, staging_table: str = "priced_events_staging",
-                 on_close: Any = None):
+                 on_close: Any = None, retention_days: int | None = None):
         self.backend = backend
+        # Events older than the raw retention are not stored: the TTL would drop the raw row while the rollups
+        # keep it, so a later redelivery could not be recognized as a duplicate and would count twice.
+        self.retention_days = retention_days
         self.writer = writer
         self._staging = staging_table
         self._staging_ready = False
@@ -91,6 +96,13 @@ class Warehouse:
         unique: dict[str, dict[str, Any]] = {}
         for row in rows:
             unique.setdefault(row["event_id"], row)
+        if self.retention_days:
+            horizon = datetime.now(timezone.utc) - timedelta(days=self.retention_days)
+            kept = {k: r for k, r in unique.items() if r["ts"] >= horizon}
+            if len(kept) < len(unique):
+                log.warning("%d event(s) older than the raw retention (%d days) skipped", len(unique) - len(kept),
+                            self.retention_days)
+            unique = kept
         if not unique:
             return 0
         table = rows_to_arrow(list(unique.values()))
@@ -118,6 +130,29 @@ class Warehouse:
             self.backend.command(f"DROP TABLE IF EXISTS {self._staging}")
             self.backend.command(f"CREATE TABLE {self._staging} AS priced_events ENGINE = Memory")
             self._staging_ready = True
+
+    def insert_records(self, topic: str, rows: list[dict[str, Any]]) -> int:
+        """Store rows built by `warehouse.records_load.record_to_row` for a record topic (alerts, deliveries,
+        enforcement, anomalies, acks, provider usage). Redelivered copies are folded by the tables' Replacing
+        engines and picked on read (latest version), so no dedupe happens here."""
+        if not self.backend.writable:
+            raise WarehouseError("this warehouse handle is read-only (another process owns it)")
+        if not rows:
+            return 0
+        table = rows_to_table(topic, rows)
+        with self._insert_lock:
+            self.backend.insert_arrow(TABLES[topic][0], table)
+        return len(rows)
+
+    def record_price_catalog(self, rows: list[dict[str, Any]]) -> int:
+        """Write catalog entry versions to `price_catalog_history` (rows from `price_catalog_rows(book)`), skipping
+        those already stored for the same catalog version; returns the rows written."""
+        from warehouse.price_history import new_price_rows
+
+        if not self.backend.writable:
+            raise WarehouseError("this warehouse handle is read-only (another process owns it)")
+        with self._insert_lock:
+            return new_price_rows(self.backend, rows)
 
     # Re-pricing (see warehouse.reprice) -------------------------------------------------------------
 
@@ -267,7 +302,7 @@ def _release(path: Path) -> None:
     owned.backend.close()
 
 
-def _open_chdb(path: Path, data_dir: Path, serve: bool) -> Warehouse:
+def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int) -> Warehouse:
     with _owned_lock:
         owned = _owned.get(path)
         if owned is None:
@@ -279,6 +314,7 @@ def _open_chdb(path: Path, data_dir: Path, serve: bool) -> Warehouse:
             backend = ChdbBackend(path)
             try:
                 apply_migrations(backend)
+                apply_retention(backend, retention_days)
                 heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
                 # The endpoint applies re-priced rows sent by readers (`tokenmeter reprice` while the loader runs).
                 repricer = Warehouse(backend, writer=True)
@@ -291,7 +327,7 @@ def _open_chdb(path: Path, data_dir: Path, serve: bool) -> Warehouse:
                 raise
             owned = _owned[path] = _OwnedPath(backend, endpoint)
         owned.users += 1
-    return Warehouse(owned.backend, writer=True, on_close=lambda: _release(path))
+    return Warehouse(owned.backend, writer=True, on_close=lambda: _release(path), retention_days=retention_days)
 
 
 def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, wait_seconds: float = 10.0) -> Warehouse:
@@ -302,8 +338,10 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
         backend = ClickHouseBackend(settings.clickhouse_url)
         if writer:
             apply_migrations(backend)
+            apply_retention(backend, getattr(settings, "raw_retention_days", 400))
         staging = f"priced_events_staging_{uuid.uuid4().hex[:12]}"  # per process: loaders may run side by side
-        warehouse = Warehouse(backend, writer=writer, staging_table=staging)
+        warehouse = Warehouse(backend, writer=writer, staging_table=staging,
+                              retention_days=getattr(settings, "raw_retention_days", None))
         warehouse._on_close = lambda: _close_server_handle(warehouse)
         if writer:
             with warehouse._insert_lock:
@@ -313,7 +351,7 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
     path = Path(settings.warehouse_path).resolve()
     data_dir = Path(settings.data_dir).resolve()
     if path in _owned:
-        return _open_chdb(path, data_dir, serve)
+        return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400))
     deadline = time.monotonic() + wait_seconds
     while True:
         url = read_live_endpoint(data_dir)
@@ -325,7 +363,7 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
                 )
             return Warehouse(RemoteBackend(url))
         try:
-            return _open_chdb(path, data_dir, serve)
+            return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400))
         except WarehouseLocked:
             # Locked but not yet advertised: the owner is starting up. Poll for its endpoint file.
             if time.monotonic() > deadline:

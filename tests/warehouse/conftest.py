@@ -15,7 +15,8 @@ from tokenmeter.settings import Settings
 
 @pytest.fixture(scope="module")
 def warehouse_settings(tmp_path_factory) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("warehouse-data"), load_flush_seconds=0.2)
+    return Settings(data_dir=tmp_path_factory.mktemp("warehouse-data"), load_flush_seconds=0.2,
+                    raw_retention_days=3650)  # the fixtures use 2025 dates
 
 
 @pytest.fixture(scope="module")

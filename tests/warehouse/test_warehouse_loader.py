@@ -147,7 +147,8 @@ def test_loader_process_owns_serves_and_stops_on_sigterm(tmp_path, kafka_bootstr
     SIGTERM stops it cleanly and removes the endpoint file. Runs after the test above: same consumer group."""
     org = "sigterm-org"
     env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(tmp_path),
-               TOKENMETER_KAFKA_BOOTSTRAP=kafka_bootstrap, TOKENMETER_LOAD_FLUSH_SECONDS="0.2")
+               TOKENMETER_KAFKA_BOOTSTRAP=kafka_bootstrap, TOKENMETER_LOAD_FLUSH_SECONDS="0.2",
+               TOKENMETER_RAW_RETENTION_DAYS="3650")  # make_event's 2025 dates are older than the default
     process = subprocess.Popen([sys.executable, "-m", "warehouse.loader"], env=env, stderr=subprocess.PIPE)
     endpoint = tmp_path / "warehouse.endpoint"
     try:

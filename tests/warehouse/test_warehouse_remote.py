@@ -25,7 +25,7 @@ OWNER = """
 import sys, json
 from tokenmeter.settings import Settings
 from warehouse import open_warehouse
-wh = open_warehouse(Settings(data_dir=sys.argv[1]), writer=True)
+wh = open_warehouse(Settings(data_dir=sys.argv[1], raw_retention_days=3650), writer=True)
 print(wh.insert_priced(json.loads(sys.argv[2])), flush=True)
 sys.stdin.read()
 wh.close()

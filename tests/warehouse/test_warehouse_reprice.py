@@ -162,7 +162,7 @@ OWNER = """
 import sys, json
 from tokenmeter.settings import Settings
 from warehouse import open_warehouse
-wh = open_warehouse(Settings(data_dir=sys.argv[1]), writer=True)
+wh = open_warehouse(Settings(data_dir=sys.argv[1], raw_retention_days=3650), writer=True)
 print(wh.insert_priced(json.loads(sys.argv[2])), flush=True)
 sys.stdin.read()
 wh.close()
@@ -286,7 +286,7 @@ from streams.pricing import load_price_book
 from tokenmeter.settings import Settings
 from warehouse import open_warehouse
 data_dir, events, new_dir, since, until = sys.argv[1:]
-wh = open_warehouse(Settings(data_dir=data_dir), writer=True)
+wh = open_warehouse(Settings(data_dir=data_dir, raw_retention_days=3650), writer=True)
 assert wh.insert_priced(json.loads(events)) == 5
 real_command = wh.backend.command
 
@@ -305,7 +305,7 @@ REOPEN = """
 import json, sys
 from tokenmeter.settings import Settings
 from warehouse import open_warehouse
-wh = open_warehouse(Settings(data_dir=sys.argv[1]), writer=True, serve=False)
+wh = open_warehouse(Settings(data_dir=sys.argv[1], raw_retention_days=3650), writer=True, serve=False)
 raw = wh.query("SELECT toString(toDecimal128(sum(cost_usd), 12)) AS cost, count() AS n FROM priced_events").to_dicts()[0]
 rollup = wh.query("SELECT toString(toDecimal128(sum(cost_usd), 12)) AS cost, sum(events) AS n FROM spend_hourly").to_dicts()[0]
 print(json.dumps([raw["cost"], raw["n"], rollup["cost"], rollup["n"]]))

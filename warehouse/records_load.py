@@ -1,0 +1,232 @@
+"""Record topics -> warehouse tables: validation and flattening of alerts, alert deliveries, enforcement
+records, anomalies, anomaly acks and provider usage (contracts: tokenmeter/records.py and
+collectors/provider_usage/common.py). A record that does not fit raises RecordRowError naming the field; the
+loader dead-letters it with that reason. Money and amounts are exact: a value with more decimals than its
+column holds is refused, never rounded (percentages and anomaly measures are rounded: they are not money).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any, Callable
+
+import orjson
+import pyarrow as pa
+
+from tokenmeter import topics
+
+UTC_MS = pa.timestamp("ms", tz="UTC")
+MONEY = pa.decimal128(38, 12)
+STR_MAP = pa.map_(pa.string(), pa.string())
+
+
+class RecordRowError(ValueError):
+    """A record that cannot be stored; the message names the field."""
+
+
+def _text(record: dict[str, Any], name: str, required: bool = False) -> str:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise RecordRowError(f"{name}: required")
+        return ""
+    if not isinstance(value, str):
+        raise RecordRowError(f"{name}: expected a string, got {type(value).__name__}")
+    if required and not value:
+        raise RecordRowError(f"{name}: must not be empty")
+    return value
+
+
+def _time(record: dict[str, Any], name: str, required: bool = True) -> datetime | None:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise RecordRowError(f"{name}: required (RFC 3339 time)")
+        return None
+    if not isinstance(value, str):
+        raise RecordRowError(f"{name}: expected an RFC 3339 time string, got {value!r:.60}")
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise RecordRowError(f"{name}: {value!r:.60} is not an RFC 3339 time") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _decimal(record: dict[str, Any], name: str, scale: int = 12, *, required: bool = True, rounded: bool = False,
+             digits: int = 38) -> Decimal | None:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise RecordRowError(f"{name}: required (decimal string)")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise RecordRowError(f"{name}: expected a decimal string, got {value!r:.60}")  # floats are refused
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise RecordRowError(f"{name}: {value!r:.60} is not a decimal number") from None
+    if not amount.is_finite():
+        raise RecordRowError(f"{name}: {value!r:.60} is not finite")
+    quantum = Decimal(1).scaleb(-scale)
+    exact = amount.quantize(quantum, rounding=ROUND_HALF_EVEN)
+    if exact != amount and not rounded:
+        raise RecordRowError(f"{name}: {value} has more than {scale} decimal places")
+    if abs(exact) >= Decimal(10) ** (digits - scale):
+        raise RecordRowError(f"{name}: {value} is too large")
+    return exact
+
+
+def _count(record: dict[str, Any], name: str, bits: int = 64) -> int:
+    value = record.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
+        raise RecordRowError(f"{name}: expected a non-negative integer, got {value!r:.60}")
+    return value
+
+
+def _scope(record: dict[str, Any], name: str = "scope") -> list[tuple[str, str]]:
+    value = record.get(name) or {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise RecordRowError(f"{name}: expected an object of strings, got {value!r:.80}")
+    return list(value.items())
+
+
+def alert_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    details = record.get("details") or {}
+    if not isinstance(details, dict):
+        raise RecordRowError("details: expected an object")
+    budget = details.get("budget")
+    return {
+        **{name: _text(record, name, required=name in ("id", "source", "action", "severity"))
+           for name in ("id", "source", "kind", "action", "severity", "dedup_key", "title", "summary", "dashboard_url")},
+        "at": _time(record, "at"), "scope": _scope(record), "budget": budget if isinstance(budget, str) else "",
+        "details": orjson.dumps(details, default=str).decode(), "inserted_at": now,
+    }
+
+
+def delivery_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        **{name: _text(record, name, required=name in ("alert_id", "route", "status"))
+           for name in ("alert_id", "route", "target", "status", "last_error")},
+        "attempts": _count(record, "attempts", 32), "http_status": _count(record, "http_status", 16),
+        "at": _time(record, "at"),
+    }
+
+
+def enforcement_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "budget": _text(record, "budget", required=True), "scope": _scope(record),
+        "action": _text(record, "action", required=True), "reason": _text(record, "reason"),
+        "until": _time(record, "until", required=False), "metric": _text(record, "metric", required=True),
+        "spend": _decimal(record, "spend"), "limit_amount": _decimal(record, "limit"),
+        "percent": _decimal(record, "percent", 2, rounded=True, digits=18),
+        "period_key": _text(record, "period_key"), "period_start": _time(record, "period_start"),
+        "period_end": _time(record, "period_end"), "projected": _decimal(record, "projected", required=False),
+        "expected_breach_at": _time(record, "expected_breach_at", required=False),
+        "updated_at": _time(record, "updated_at"),
+    }
+
+
+def anomaly_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        **{name: _text(record, name, required=name in ("id", "kind"))
+           for name in ("id", "kind", "scope_dim", "scope_value", "severity", "unit", "status", "explanation")},
+        **{name: _decimal(record, name, rounded=True) for name in ("observed", "expected", "expected_low",
+                                                                     "expected_high")},
+        "start_at": _time(record, "start"), "end_at": _time(record, "end"), "detected_at": _time(record, "detected_at"),
+    }
+
+
+def ack_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        **{name: _text(record, name, required=name in ("anomaly_id", "action"))
+           for name in ("anomaly_id", "kind", "scope_dim", "scope_value", "action", "by", "note")},
+        "mute_until": _time(record, "mute_until", required=False), "at": _time(record, "at"),
+    }
+
+
+_PROVIDER_TEXT = ("project_id", "workspace_id", "api_key_id", "user_id", "service_tier", "line_item", "token_type",
+                  "cost_type", "description")
+_PROVIDER_COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                    "output_tokens", "requests")
+
+
+def provider_usage_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    kind = _text(record, "kind", required=True)
+    if kind not in ("usage", "cost"):
+        raise RecordRowError(f"kind: expected usage or cost, got {kind!r}")
+    model = _text(record, "model")
+    line_item = _text(record, "line_item")
+    if not model and line_item:  # OpenAI cost line items read "<model>, input" / "<model>, output"
+        model = line_item.split(",")[0].strip()
+    batch = record.get("batch")
+    return {
+        "id": _text(record, "id", required=True), "provider": _text(record, "provider", required=True),
+        "kind": kind, "bucket_start": _time(record, "bucket_start"), "bucket_end": _time(record, "bucket_end"),
+        "bucket_width": _text(record, "bucket_width"), "model": model,
+        **{name: ("" if record.get(name) is None else str(record.get(name))) for name in _PROVIDER_TEXT},
+        "batch": "" if batch is None else ("true" if batch is True else "false" if batch is False else str(batch)),
+        "context_window": "" if record.get("context_window") is None else str(record["context_window"]),
+        **{name: _count(record, name) for name in _PROVIDER_COUNTS},
+        "cost_usd": _decimal(record, "cost_usd", required=False) or Decimal(0),
+        "group_fields": orjson.dumps(record.get("group") or {}, default=str).decode(),
+        "fetched_at": _time(record, "fetched_at"),
+    }
+
+
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema(list(fields))
+
+
+def _strings(*names: str) -> list[tuple[str, pa.DataType]]:
+    return [(name, pa.string()) for name in names]
+
+
+# topic -> (table, row builder, Arrow schema in table column names)
+TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]], pa.Schema]] = {
+    topics.ALERTS: ("alerts", alert_row, _schema(
+        *_strings("id", "source", "kind", "action", "severity", "dedup_key", "title", "summary"),
+        ("at", UTC_MS), ("scope", STR_MAP), *_strings("budget", "details", "dashboard_url"),
+        ("inserted_at", UTC_MS))),
+    topics.ALERT_DELIVERIES: ("alert_deliveries", delivery_row, _schema(
+        *_strings("alert_id", "route", "target", "status"), ("attempts", pa.uint32()),
+        ("last_error", pa.string()), ("http_status", pa.uint16()), ("at", UTC_MS))),
+    topics.ENFORCEMENT: ("budget_status", enforcement_row, _schema(
+        ("budget", pa.string()), ("scope", STR_MAP), *_strings("action", "reason"), ("until", UTC_MS),
+        ("metric", pa.string()), ("spend", MONEY), ("limit_amount", MONEY), ("percent", pa.decimal128(18, 2)),
+        ("period_key", pa.string()), ("period_start", UTC_MS), ("period_end", UTC_MS), ("projected", MONEY),
+        ("expected_breach_at", UTC_MS), ("updated_at", UTC_MS))),
+    topics.ANOMALIES: ("anomalies", anomaly_row, _schema(
+        *_strings("id", "kind", "scope_dim", "scope_value", "severity"),
+        *[(n, MONEY) for n in ("observed", "expected", "expected_low", "expected_high")], ("unit", pa.string()),
+        ("start_at", UTC_MS), ("end_at", UTC_MS), *_strings("status", "explanation"), ("detected_at", UTC_MS))),
+    topics.ANOMALY_ACKS: ("anomaly_acks", ack_row, _schema(
+        *_strings("anomaly_id", "kind", "scope_dim", "scope_value", "action", "by", "note"),
+        ("mute_until", UTC_MS), ("at", UTC_MS))),
+    topics.PROVIDER_USAGE: ("provider_usage", provider_usage_row, _schema(
+        *_strings("id", "provider", "kind"), ("bucket_start", UTC_MS), ("bucket_end", UTC_MS),
+        *_strings("bucket_width", "model", *_PROVIDER_TEXT[:5], "batch", "context_window"),
+        *[(n, pa.uint64()) for n in _PROVIDER_COUNTS], ("cost_usd", MONEY), *_strings(*_PROVIDER_TEXT[5:]),
+        ("group_fields", pa.string()), ("fetched_at", UTC_MS))),
+}
+RECORD_TOPICS = tuple(TABLES)
+
+
+def record_to_row(topic: str, item: Any, now: datetime | None = None) -> tuple[str, dict[str, Any]]:
+    """(table, row) for one decoded record of a record topic; raises RecordRowError."""
+    if not isinstance(item, dict):
+        raise RecordRowError(f"record: expected a JSON object, got {type(item).__name__}")
+    table, build, _ = TABLES[topic]
+    row = build(item, now or datetime.now(timezone.utc))
+    try:  # low-volume topics: checking the Arrow conversion per record keeps a bad one out of the batch insert
+        rows_to_table(topic, [row])
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise RecordRowError(f"does not fit table {table}: {exc}") from None
+    return table, row
+
+
+def rows_to_table(topic: str, rows: list[dict[str, Any]]) -> pa.Table:
+    schema = TABLES[topic][2]
+    return pa.Table.from_pydict({name: [row[name] for row in rows] for name in schema.names}, schema=schema)
