@@ -8,7 +8,7 @@ column holds is refused, never rounded (percentages and anomaly measures are rou
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Callable
 
 import orjson
@@ -69,7 +69,7 @@ def _decimal(record: dict[str, Any], name: str, scale: int = 12, *, required: bo
     if not amount.is_finite():
         raise RecordRowError(f"{name}: {value!r:.60} is not finite")
     quantum = Decimal(1).scaleb(-scale)
-    exact = amount.quantize(quantum, rounding=ROUND_HALF_EVEN)
+    exact = amount.quantize(quantum, rounding=ROUND_HALF_UP if rounded else ROUND_HALF_EVEN)
     if exact != amount and not rounded:
         raise RecordRowError(f"{name}: {value} has more than {scale} decimal places")
     if abs(exact) >= Decimal(10) ** (digits - scale):

@@ -1,0 +1,42 @@
+"""`tokenmeter export --month YYYY-MM --format focus|csv|parquet --out FILE [--group-by team,...] [--team T]`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("export")
+@click.option("--month", required=True, help="Billing month, YYYY-MM (UTC).")
+@click.option("--format", "fmt", type=click.Choice(["focus", "csv", "parquet"]), default="focus", show_default=True)
+@click.option("--out", "out", default="-", show_default=True, help="Output file ('-' = stdout).")
+@click.option("--group-by", "group_by", default="team", show_default=True,
+              help="Comma-separated dimensions (report dimensions or tag:<key>); '' for one total.")
+@click.option("--team", default=None, help="Only this team's usage.")
+def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> None:
+    """Chargeback for a month as FOCUS 1.x, CSV or Parquet; totals equal `tokenmeter report`."""
+    from tokenmeter.settings import SettingsError, load_settings
+    from warehouse import WarehouseError, open_warehouse
+    from warehouse.export import export_month
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    dims = [d.strip() for d in group_by.split(",") if d.strip()]
+    try:
+        wh = open_warehouse(settings)
+        try:
+            data = export_month(wh, month, fmt, dims, team=team)
+        finally:
+            wh.close()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        with open(out, "wb") as handle:
+            handle.write(data)
+        click.echo(f"wrote {len(data)} bytes to {out}", err=True)
