@@ -1,0 +1,82 @@
+"""Migrations (applied, idempotent), rollup rebuilds equal their materialized views, retention TTL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from warehouse.backends import WarehouseError
+from warehouse.retention import apply_retention, current_retention_days
+from warehouse.rollups import ROLLUPS, rebuild_statements
+from warehouse.schema import apply_migrations, load_migrations
+
+TABLES = ("priced_events", "spend_hourly", "spend_hourly_tags", "model_hourly", "alerts", "alert_deliveries",
+          "budget_status", "anomalies", "anomaly_acks", "provider_usage", "price_catalog_history",
+          "rollup_rebuild_pending", "schema_migrations")
+
+
+def test_migrations_applied_once_and_idempotent(wh):
+    names = set(wh.query("SELECT name FROM system.tables WHERE database = currentDatabase()")["name"].to_list())
+    assert set(TABLES) <= names
+    assert {"spend_hourly_mv", "spend_hourly_tags_mv", "model_hourly_mv"} <= names
+    versions = wh.query("SELECT version FROM schema_migrations ORDER BY version")["version"].to_list()
+    assert versions == [m.version for m in load_migrations()]
+    assert apply_migrations(wh.backend) == []  # nothing left to apply
+    for migration in load_migrations():  # every statement can run twice (a crash before recording the version)
+        for statement in migration.statements:
+            if not statement.lstrip().upper().startswith("INSERT"):
+                wh.backend.command(statement)
+
+KEYS = ("tag_key", "tag_value", "org", "team", "project", "user", "api_key", "feature", "provider", "model",
+        "pricing_status", "price_entry", "price_effective_from")
+
+
+def _rollup_rows(wh, table, org):
+    columns = [c for c in wh.query(f"SELECT * FROM {table} LIMIT 0").columns if c != "hour"]
+    keys = [c for c in columns if c in KEYS]
+    measures = [c for c in columns if c not in keys]
+    select = ", ".join(["hour"] + keys + [f"sum({m}) AS {m}" for m in measures])
+    group = ", ".join(["hour"] + keys)
+    return wh.query(f"SELECT {select} FROM {table} WHERE org = {{org:String}} GROUP BY {group} ORDER BY {group}",
+                    {"org": org}).rows()
+
+
+def test_rebuild_of_every_rollup_equals_its_view(wh, org, make_event):
+    events = []
+    for i in range(12):
+        event = make_event(f"{org}-{i}", org, team=f"t{i % 3}", cost=f"0.00{i + 1}", model=("gpt-4o", "o3")[i % 2],
+                           ts=f"2025-03-01T{10 + i % 2}:{i:02d}:00Z", priced=i != 5)
+        event["attribution"]["tags"] = {"env": ("prod", "dev")[i % 2], **({"pr": str(i)} if i % 4 == 0 else {})}
+        event["status"] = "error" if i == 7 else "ok"
+        event["ttft_ms"] = None if i % 3 else 20.0 + i
+        events.append(event)
+    wh.insert_priced(events)
+    by_view = {table: _rollup_rows(wh, table, org) for table in ROLLUPS}
+    assert all(by_view.values())
+    wh.backend.command("INSERT INTO rollup_rebuild_pending (hour) VALUES ('2025-03-01 10:00:00'), ('2025-03-01 11:00:00')")
+    from warehouse.reprice import heal_pending_hours
+
+    with wh._insert_lock:
+        assert heal_pending_hours(wh.backend) == 2
+    for table in ROLLUPS:
+        assert _rollup_rows(wh, table, org) == by_view[table], table
+    assert len(rebuild_statements("(SELECT 1)")) == 2 * len(ROLLUPS)
+
+
+def test_retention_ttl_is_set_idempotently_and_rollups_keep_history(wh, org, make_event):
+    assert current_retention_days(wh.backend) == 3650  # from the module's settings, applied on open
+    engine = wh.query("SELECT engine_full FROM system.tables WHERE name = 'priced_events'")["engine_full"][0]
+    assert "TTL toDateTime(ts) + toIntervalDay(3650)" in engine
+    assert apply_retention(wh.backend, 3650) is False  # unchanged: no ALTER
+    with pytest.raises(WarehouseError, match="RAW_RETENTION_DAYS"):
+        apply_retention(wh.backend, 40000)
+    # Older than the horizon: not stored at all, in the raw table or the rollups.
+    old = (datetime.now(timezone.utc) - timedelta(days=3651)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert wh.insert_priced([make_event(f"{org}-old", org, ts=old)]) == 0
+    assert wh.spend([], filters={"org": [org]})["events"][0] == 0
+    try:  # a changed setting is applied (a shorter one would expire this module's 2025 rows)
+        assert apply_retention(wh.backend, 3651) is True
+        assert current_retention_days(wh.backend) == 3651
+    finally:
+        apply_retention(wh.backend, 3650)
