@@ -142,7 +142,9 @@ class Dispatcher:
             elif paused and self.tracker.open_count() < MAX_OPEN_ALERTS // 2:
                 consumer.resume(*consumer.assignment())
                 paused = False
-            batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            batches = await _fetch_unless_stopped(consumer, stop)
+            if batches is None:
+                break
             self.started = True
             for records in batches.values():
                 for record in records:
@@ -297,6 +299,21 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned):  # noqa: ANN001
         await self.dispatcher.on_assigned(set(assigned))
+
+
+async def _fetch_unless_stopped(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> dict | None:
+    """getmany() can block for a whole group join (~5 s on the embedded broker); a stop must not wait for it."""
+    fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=200, max_records=500))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if fetch.done():
+        return fetch.result()  # records already fetched are handled even when stopping
+    fetch.cancel()
+    await asyncio.gather(fetch, return_exceptions=True)
+    return None
 
 
 def _leave_group_even_in_generation_zero(consumer: AIOKafkaConsumer) -> None:

@@ -1,0 +1,134 @@
+"""`tokenmeter alerts test|list|dispatch` and the dispatcher's /health and /metrics, on the real broker and
+real local HTTP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import aiohttp
+import orjson
+from click.testing import CliRunner
+from test_alerts_support import (SECRET, alert_settings, endpoint, make_alert, new_topics, produce,
+                                 running_dispatcher, threaded_endpoint)
+
+from streams.alerts.cli import alerts
+from streams.alerts.http_api import serve
+from streams.alerts.payloads import verify
+from tokenmeter import topics
+from tokenmeter.settings import free_port
+
+PD_KEY = "0123456789abcdef0123456789abcdef"
+
+
+def _env(bootstrap: str, **extra: str) -> dict[str, str]:
+    return {"TOKENMETER_KAFKA_BOOTSTRAP": bootstrap, "TOKENMETER_WEBHOOK_SECRET": SECRET,
+            "TOKENMETER_ALERT_BACKOFF_SECONDS": "0.05", **extra}
+
+
+def test_alerts_test_sends_a_sample_per_route_and_reports_failures():
+    with threaded_endpoint() as ep:
+        ep.script = [(404, "channel_not_found", {})]
+        env = _env("127.0.0.1:1", TOKENMETER_PAGERDUTY_URL=ep.url("/v2/enqueue"))
+        result = CliRunner().invoke(alerts, ["test", "--notify", f"slack={ep.url('/services/T/B/sekrit')}"], env=env)
+        assert result.exit_code == 1, result.output
+        assert "failed (HTTP 404" in result.output and "channel_not_found" in result.output
+        assert "sekrit" not in result.output
+        result = CliRunner().invoke(alerts, ["test", "--anomaly", "--notify", f"slack={ep.url('/services/T/B/sekrit')}",
+                                             "--notify", f"pagerduty={PD_KEY}", "--notify", f"webhook={ep.url('/in')}"],
+                                    env=env)
+        assert result.exit_code == 0, result.output
+        assert result.output.count("delivered") == 3 and PD_KEY not in result.output
+        hook = ep.on("/in")[0]
+        assert verify(SECRET, hook.headers["X-Tokenmeter-Timestamp"], hook.body, hook.headers["X-Tokenmeter-Signature"])
+        assert hook.json()["source"] == "anomaly" and ep.on("/v2/enqueue")[0].json()["routing_key"] == PD_KEY
+        bad = CliRunner().invoke(alerts, ["test", "--notify", "sms=123"], env=env)
+        assert bad.exit_code == 2 and "unknown route 'sms'" in bad.output
+
+
+def test_alerts_list_shows_alerts_with_delivery_state(kafka_bootstrap):
+    alert = make_alert(["slack=http://127.0.0.1:1/services/T/B/listsecret"], title=f"list test {uuid.uuid4().hex}")
+    state = {"alert_id": alert["id"], "route": "slack", "target": "http://127.0.0.1:1/services/***",
+             "status": "failed", "attempts": 3, "last_error": "HTTP 410: channel_is_archived", "http_status": 410,
+             "at": "2026-11-20T10:00:01Z"}
+
+    async def seed():
+        await produce(kafka_bootstrap, topics.ALERTS, [alert])
+        await produce(kafka_bootstrap, topics.ALERT_DELIVERIES, [])
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.ALERT_DELIVERIES, orjson.dumps(state), key=f"{alert['id']}|slack".encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(seed())
+    env = _env(kafka_bootstrap)
+    result = CliRunner().invoke(alerts, ["list", "--format", "json", "--limit", "10000"], env=env)
+    assert result.exit_code == 0, result.output
+    mine = [a for a in orjson.loads(result.output) if a["id"] == alert["id"]]
+    assert len(mine) == 1 and mine[0]["deliveries"][0]["status"] == "failed"
+    assert "listsecret" not in result.output
+    table = CliRunner().invoke(alerts, ["list", "--limit", "10000"], env=env)
+    assert table.exit_code == 0 and "slack:failedx3 HTTP 410" in table.output
+
+
+def test_health_and_metrics_endpoint(kafka_bootstrap):
+    async def run():
+        names = await new_topics(kafka_bootstrap)
+        async with endpoint() as ep:
+            await produce(kafka_bootstrap, names.alerts, [make_alert([f"webhook={ep.url()}"])])
+            port = free_port()
+            async with running_dispatcher(alert_settings(kafka_bootstrap), names) as dispatcher, \
+                    serve(dispatcher, "127.0.0.1", port), aiohttp.ClientSession() as http:
+                await ep.wait_for(1)
+                deadline = time.monotonic() + 10
+                while dispatcher.counters.delivered < 1 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                    health = await resp.json()
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    metrics = await resp.text()
+            assert health["status"] == "ok" and health["delivered"] == 1 and health["partitions"] == 2
+            assert "tokenmeter_alerts_delivered_total 1" in metrics and "tokenmeter_alerts_in_flight 0" in metrics
+
+    asyncio.run(run())
+
+
+def test_dispatch_command_stops_cleanly_on_sigterm(kafka_bootstrap, tmp_path):
+    """What `tokenmeter up` would spawn: `tokenmeter alerts dispatch`; SIGTERM ends it with exit code 0."""
+    port = free_port()
+    env = {**os.environ, **_env(kafka_bootstrap, TOKENMETER_ALERTS_PORT=str(port),
+                                TOKENMETER_DATA_DIR=str(tmp_path))}
+    log_path = tmp_path / "dispatch.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tokenmeter", "alerts", "dispatch"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log_path.read_text()
+        assert "alert dispatcher stopped" in log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
