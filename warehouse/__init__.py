@@ -14,11 +14,12 @@ from warehouse.reprice import RepriceReport
 from warehouse.store import Warehouse, open_warehouse
 
 
-async def run_loader(settings, stop=None, ready=None):
-    """Consume `tokenmeter.priced` into the warehouse until `stop` is set (see warehouse.loader)."""
+async def run_loader(settings, stop=None, ready=None, price_book=None):
+    """Consume `tokenmeter.priced` and the record topics into the warehouse until `stop` is set (see
+    warehouse.loader); `price_book` (optional) is recorded in price_catalog_history on start."""
     from warehouse.loader import run_loader as run
 
-    return await run(settings, stop=stop, ready=ready)
+    return await run(settings, stop=stop, ready=ready, price_book=price_book)
 
 
 __all__ = [

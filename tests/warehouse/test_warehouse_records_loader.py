@@ -1,0 +1,131 @@
+"""The loader's record topics on the real broker: each topic lands in its table, bad records are dead-lettered
+with the reason, tombstones are skipped, and the price catalog is recorded on start."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tokenmeter import topics
+from warehouse import run_loader
+
+WAIT_SECONDS = 60
+
+
+@pytest.fixture
+def loader_settings(warehouse_settings, kafka_bootstrap):
+    return warehouse_settings.model_copy(update={"kafka_bootstrap": kafka_bootstrap})
+
+
+def _records(tag: str) -> dict[str, list]:
+    at = "2025-03-01T11:00:00Z"
+    return {
+        topics.ALERTS: [{"id": f"al-{tag}", "source": "anomaly", "kind": "spend_spike", "action": "trigger",
+                         "severity": "error", "dedup_key": f"d-{tag}", "title": "t", "summary": "s", "at": at,
+                         "scope": {"team": "search"}, "notify": [], "details": {"anomaly_id": "x"},
+                         "dashboard_url": "http://x/"}],
+        topics.ALERT_DELIVERIES: [{"alert_id": f"al-{tag}", "route": "webhook", "target": "http://h/***",
+                                   "status": "delivered", "attempts": 1, "last_error": "", "http_status": 204, "at": at}],
+        topics.ENFORCEMENT: [{"budget": f"b-{tag}", "scope": {"team": "search"}, "action": "block", "reason": "over",
+                              "until": "2025-04-01T00:00:00Z", "metric": "tokens", "spend": 1200, "limit": 1000,
+                              "percent": "120", "period_key": "2025-03", "period_start": "2025-03-01T00:00:00Z",
+                              "period_end": "2025-04-01T00:00:00Z", "projected": None, "expected_breach_at": None,
+                              "updated_at": at},
+                             None,  # a tombstone: the budget was deleted
+                             {"budget": f"b-{tag}-bad", "spend": 0.1}],  # floats and missing fields are refused
+        topics.ANOMALIES: [[{"id": f"an-{tag}", "kind": "token_drift", "scope_dim": "model", "scope_value": "o3",
+                             "severity": "info", "observed": "1234.56789", "expected": "1000", "expected_low": "900",
+                             "expected_high": "1100", "unit": "tokens_per_request", "start": at, "end": at,
+                             "status": "open", "explanation": "x", "detected_at": at}]],  # a JSON array works too
+        topics.ANOMALY_ACKS: [{"anomaly_id": f"an-{tag}", "kind": "token_drift", "scope_dim": "model",
+                               "scope_value": "o3", "action": "ack", "by": "ann", "note": "", "mute_until": None,
+                               "at": at}],
+        topics.PROVIDER_USAGE: [{"id": f"pu-{tag}", "provider": "anthropic", "kind": "cost", "bucket_start": at,
+                                 "bucket_end": "2025-03-02T00:00:00Z", "bucket_width": "1d", "model": "claude-sonnet-4",
+                                 "workspace_id": None, "cost_usd": "12.345678", "token_type": "output_tokens",
+                                 "group": {"model": "claude-sonnet-4"}, "fetched_at": at}],
+    }
+
+
+async def _produce(bootstrap: str, records: dict[str, list]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for topic, values in records.items():
+            for value in values:
+                await producer.send_and_wait(topic, None if value is None else orjson.dumps(value), key=b"k")
+    finally:
+        await producer.stop()
+
+
+async def _dead_letters(bootstrap: str, marker: str) -> list[dict]:
+    consumer = AIOKafkaConsumer(topics.DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                found = [orjson.loads(r.value) for r in records if marker in r.value.decode("utf-8", "replace")]
+                if found:
+                    return found
+        return []
+    finally:
+        await consumer.stop()
+
+
+def test_record_topics_load_into_their_tables(loader_settings, wh):
+    from streams.pricing.book import load_price_book
+
+    tag = uuid.uuid4().hex[:10]
+    book = load_price_book()
+
+    def stored() -> dict[str, int]:
+        checks = {
+            "alerts": ("SELECT count() AS n FROM alerts WHERE id = {v:String}", f"al-{tag}"),
+            "alert_deliveries": ("SELECT count() AS n FROM alert_deliveries WHERE alert_id = {v:String}", f"al-{tag}"),
+            "budget_status": ("SELECT count() AS n FROM budget_status WHERE startsWith(budget, {v:String})", f"b-{tag}"),
+            "anomalies": ("SELECT count() AS n FROM anomalies WHERE id = {v:String}", f"an-{tag}"),
+            "anomaly_acks": ("SELECT count() AS n FROM anomaly_acks WHERE anomaly_id = {v:String}", f"an-{tag}"),
+            "provider_usage": ("SELECT count() AS n FROM provider_usage WHERE id = {v:String}", f"pu-{tag}"),
+        }
+        return {table: int(wh.query(sql, {"v": v})["n"][0]) for table, (sql, v) in checks.items()}
+
+    async def scenario():
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(run_loader(loader_settings, stop=stop, ready=ready.set, price_book=book))
+        try:
+            await asyncio.wait_for(ready.wait(), WAIT_SECONDS)
+            await _produce(loader_settings.bootstrap_servers, _records(tag))
+            deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+            while min((await asyncio.to_thread(stored)).values()) < 1:
+                assert asyncio.get_running_loop().time() < deadline, f"records not loaded: {stored()}"
+                await asyncio.sleep(0.1)
+            letters = await _dead_letters(loader_settings.bootstrap_servers, f"b-{tag}-bad")
+        finally:
+            stop.set()
+            stats = await asyncio.wait_for(task, WAIT_SECONDS)
+        return stats, letters
+
+    stats, letters = asyncio.run(scenario())
+    assert stored() == dict.fromkeys(stored(), 1)
+    assert stats.records_inserted >= 6
+    assert len(letters) == 1 and letters[0]["topic"] == topics.ENFORCEMENT and letters[0]["stage"] == "load"
+    assert "spend" in letters[0]["reason"] or "required" in letters[0]["reason"]
+
+    status = wh.query("SELECT * FROM budget_status WHERE budget = {b:String}", {"b": f"b-{tag}"}).row(0, named=True)
+    assert (status["spend"], status["limit_amount"], status["percent"]) == (Decimal(1200), Decimal(1000), Decimal(120))
+    assert status["action"] == "block" and status["until"].month == 4
+    anomaly = wh.query("SELECT observed FROM anomalies WHERE id = {i:String}", {"i": f"an-{tag}"})
+    assert anomaly["observed"][0] == Decimal("1234.56789")
+    usage = wh.query("SELECT * FROM provider_usage WHERE id = {i:String}", {"i": f"pu-{tag}"}).row(0, named=True)
+    assert usage["cost_usd"] == Decimal("12.345678") and usage["model"] == "claude-sonnet-4"
+    assert orjson.loads(usage["group_fields"]) == {"model": "claude-sonnet-4"}
+    versions = wh.query("SELECT count() AS n FROM price_catalog_history WHERE catalog_version = {v:String}",
+                        {"v": book.catalog_version})["n"][0]
+    assert versions == sum(len(entry.versions) for entry in book.entries.values())
