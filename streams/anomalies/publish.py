@@ -1,0 +1,41 @@
+"""Anomaly updates -> records: the anomaly record itself (`tokenmeter.anomalies`, key = id) and, when an anomaly
+opens or closes, an alert record (`tokenmeter.alerts`, source "anomaly") that the alert dispatcher delivers.
+
+One trigger per anomaly id and one resolve when it closes; both carry dedup_key = the anomaly id, so PagerDuty
+groups them and a redelivered record (same alert id) is delivered once. Updates of an ongoing anomaly are only
+re-published on `tokenmeter.anomalies` (later `end`), never re-alerted.
+"""
+
+from __future__ import annotations
+
+from tokenmeter.records import alert_record
+
+from .engine import AnomalyUpdate
+
+TITLES = {
+    "spend_rate": "Spend rate anomaly", "token_rate": "Token rate anomaly",
+    "tokens_per_request": "Tokens per request jumped", "request_burst": "Request burst from an API key",
+    "new_model": "New model in use", "error_rate": "Error rate spike", "model_shift": "Cost moved to a pricier model",
+    "unpriced_usage": "Unpriced usage",
+}
+
+
+def alert_for(update: AnomalyUpdate, notify: list[str], dashboard_url: str = "") -> dict | None:
+    """The alert record of an update (trigger on open, resolve on close), or None for an ongoing update."""
+    if update.action not in ("open", "close"):
+        return None
+    a = update.record
+    action = "trigger" if update.action == "open" else "resolve"
+    title = f"{TITLES.get(a['kind'], a['kind'])}: {a['scope_dim']}={a['scope_value']}"
+    if action == "resolve":
+        title = f"Resolved: {title}"
+    return alert_record(
+        id=f"{a['id']}:{action}", source="anomaly", kind=a["kind"], action=action, severity=a["severity"],
+        dedup_key=a["id"], title=title, summary=a["explanation"] if action == "trigger" else
+        f"Back to normal since {a['end']}. It was: {a['explanation']}",
+        at=a["detected_at"], scope={a["scope_dim"]: a["scope_value"]}, notify=list(notify),
+        details={"anomaly_id": a["id"], "observed": a["observed"], "expected": a["expected"],
+                 "expected_low": a["expected_low"], "expected_high": a["expected_high"], "unit": a["unit"],
+                 "start": a["start"], "end": a["end"], "status": a["status"]},
+        dashboard_url=f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}" if dashboard_url else "",
+    )

@@ -1,0 +1,190 @@
+"""`tokenmeter anomalies run`: the anomaly detector as a process role.
+
+One replica: the engine needs every partition of `tokenmeter.priced` (a team's scopes can span partitions), so the
+consumer assigns all of them itself (no group rebalance) and uses its group only to record offsets. Per batch:
+decode -> engine.observe -> anomaly records to `tokenmeter.anomalies` and alert records to `tokenmeter.alerts`
+-> wait for Kafka's acknowledgement -> commit the input offsets (at-least-once; anomaly and alert ids are stable,
+so a redelivered batch re-publishes the same ids, which consumers deduplicate).
+
+The engine state is saved to `<data_dir>/anomalies/engine.json` (atomic replace) with the input offsets it
+reflects; at start the runner restores it and seeks to those offsets, so the engine sees every event once even
+when the group's committed offsets are ahead of the last snapshot. Acks/mutes (`tokenmeter.anomaly-acks`) are
+read from the beginning and followed; a muted (kind, scope) gets no alerts (it is still detected and recorded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from tokenmeter.settings import Settings
+from tokenmeter.topics import ALERTS, ANOMALIES, ANOMALY_ACKS, DEADLETTER, PRICED
+
+from .acks import MuteTable
+from .engine import AnomalyEngine
+from .publish import alert_for
+
+log = logging.getLogger("tokenmeter.anomalies")
+GROUP_ID = "tokenmeter-anomalies"
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "anomalies" / "engine.json"
+
+
+def save_state(path: Path, engine: AnomalyEngine, offsets: dict[int, int]) -> None:
+    """Write engine + offsets atomically: a crash leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(orjson.dumps({"engine": engine.snapshot(), "offsets": {str(p): o for p, o in offsets.items()}}))
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> tuple[AnomalyEngine, dict[int, int]]:
+    """The saved engine and offsets, or a fresh engine when there is none or it cannot be read (logged)."""
+    if not path.exists():
+        return AnomalyEngine(), {}
+    try:
+        data = orjson.loads(path.read_bytes())
+        return AnomalyEngine.restore(data["engine"]), {int(p): int(o) for p, o in data["offsets"].items()}
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        log.error("cannot restore anomaly state from %s (%s); starting fresh", path, exc)
+        return AnomalyEngine(), {}
+
+
+def decode(value: bytes | None) -> list[dict]:
+    """A `tokenmeter.priced` message: one priced event or a JSON array of them."""
+    data = orjson.loads(value or b"null")
+    if isinstance(data, dict):
+        return [data]
+    if isinstance(data, list) and all(isinstance(item, dict) for item in data):
+        return data
+    raise ValueError(f"expected a priced event object or an array of them, got {type(data).__name__}")
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
+    deadline = time.monotonic() + timeout
+    while True:
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - metadata of a topic we assign
+        partitions = cluster.partitions_for_topic(topic)
+        if partitions:
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic} does not exist (run `tokenmeter topics`)")
+        await asyncio.sleep(0.5)
+
+
+class Detector:
+    def __init__(self, settings: Settings, group_id: str = GROUP_ID, snapshot_every_s: float = 30.0,
+                 max_records: int = 10000):
+        self.settings = settings
+        self.group_id = group_id
+        self.snapshot_every_s = snapshot_every_s
+        self.max_records = max_records
+        self.path = state_path(settings)
+        self.engine, self.offsets = load_state(self.path)
+        self.mutes = MuteTable()
+        self.counters = {"messages": 0, "bad_messages": 0, "anomaly_records": 0, "alerts": 0, "alerts_muted": 0}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        bootstrap = self.settings.bootstrap_servers
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=self.group_id, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", max_poll_records=self.max_records)
+        acks = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        started = []
+        try:
+            for client in (consumer, acks, producer):
+                await client.start()
+                started.append(client)
+            tps = await _partitions(consumer, PRICED)
+            consumer.assign(tps)
+            for tp in tps:
+                if tp.partition in self.offsets:
+                    consumer.seek(tp, self.offsets[tp.partition])
+                else:
+                    committed = await consumer.committed(tp)
+                    if committed is not None:
+                        consumer.seek(tp, committed)
+                    else:
+                        await consumer.seek_to_beginning(tp)
+            ack_tps = await _partitions(acks, ANOMALY_ACKS)
+            acks.assign(ack_tps)
+            await acks.seek_to_beginning(*ack_tps)
+            log.info("anomaly detector reading %s (%d partitions) from %s", PRICED, len(tps),
+                     "its saved state" if self.offsets else "committed offsets")
+            last_save = time.monotonic()
+            while not stop.is_set():
+                for records in (await acks.getmany(timeout_ms=0)).values():
+                    for record in records:
+                        self.mutes.apply(record.value)
+                batch = await consumer.getmany(*tps, timeout_ms=500, max_records=self.max_records)
+                await self._handle(batch, producer, consumer)
+                if time.monotonic() - last_save >= self.snapshot_every_s:
+                    save_state(self.path, self.engine, self.offsets)
+                    last_save = time.monotonic()
+            save_state(self.path, self.engine, self.offsets)
+        finally:
+            for client in reversed(started):
+                await client.stop()
+            log.info("anomaly detector stopped: %s, engine %s", self.counters, self.engine.stats)
+
+    async def _handle(self, batch: dict, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+        events: list[dict] = []
+        pending = []
+        for tp, records in batch.items():
+            for record in records:
+                self.counters["messages"] += 1
+                try:
+                    events.extend(decode(record.value))
+                except (orjson.JSONDecodeError, ValueError) as exc:
+                    # Bad input never stops the detector: dead-letter it with the reason, count it, go on.
+                    self.counters["bad_messages"] += 1
+                    pending.append(await producer.send(DEADLETTER, value=orjson.dumps({
+                        "reason": f"anomalies: {exc}", "stage": "anomalies", "topic": tp.topic,
+                        "partition": tp.partition, "offset": record.offset, "at": _now_iso(),
+                        "payload": (record.value or b"").decode("utf-8", "replace")})))
+        if events:
+            updates = self.engine.observe(events)
+        else:
+            # Quiet input: let wall-clock time close buckets (minus the grace), so an anomaly still resolves.
+            updates = self.engine.advance_to(time.time() - self.engine.cfg.grace_s)
+        now = datetime.now(timezone.utc)
+        for update in updates:
+            record = update.record
+            pending.append(await producer.send(ANOMALIES, key=record["id"].encode(), value=orjson.dumps(record)))
+            self.counters["anomaly_records"] += 1
+            alert = alert_for(update, self.settings.anomaly_notify, self.settings.dashboard_url)
+            if alert is None:
+                continue
+            if self.mutes.muted(record["kind"], record["scope_dim"], record["scope_value"], now):
+                self.counters["alerts_muted"] += 1
+                continue
+            pending.append(await producer.send(ALERTS, key=alert["id"].encode(), value=orjson.dumps(alert)))
+            self.counters["alerts"] += 1
+        if pending:
+            await asyncio.gather(*pending)  # every output acknowledged before the input is committed
+        if batch:
+            positions = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+            await consumer.commit(positions)
+            for tp, offset in positions.items():
+                self.offsets[tp.partition] = offset
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+async def run_anomaly_detector(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the detector until `stop` is set (for `tokenmeter up` / the supervisor, or the CLI)."""
+    await Detector(settings).run(stop)
