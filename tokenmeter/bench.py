@@ -165,7 +165,7 @@ def _run_child(args: list[str], env: dict) -> subprocess.Popen:
                             preexec_fn=child_preexec)
 
 
-def run_bench(n: int, as_json: bool, settings: Settings) -> dict:
+def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, budget_samples: int = 100) -> dict:
     events = synthetic_events(n)
     results: dict = {"events": n}
     say = (lambda msg: None) if as_json else (lambda msg: print(msg, flush=True))
@@ -204,11 +204,22 @@ def run_bench(n: int, as_json: bool, settings: Settings) -> dict:
         proc = _run_child([sys.executable, "-m", "tokenmeter", "worker"], env)
         try:
             results["pipeline_events_per_s"] = asyncio.run(_pipeline(bootstrap, events, timeout=max(180, n / 500)))
+            if budgets:
+                from tokenmeter.bench_alerts import measure_budgets
+
+                say("budgets: alert latency under load (event produced -> webhook received) and /v1/decision ...")
+                results.update(measure_budgets(bootstrap, env, int(env["TOKENMETER_API_PORT"]),
+                                               samples=budget_samples))
         finally:
             proc.terminate()
             proc.wait(30)
         say(f"(c) tokenmeter worker (validate, meter, price, aggregate, produce): "
             f"{results['pipeline_events_per_s']:,.0f} events/s")
+        if budgets:
+            say(f"alerts: p50 {results['alert_latency_p50_ms']:,.0f} ms, p99 {results['alert_latency_p99_ms']:,.0f} ms "
+                f"({results['alert_samples']} threshold crossings, with ~{results['alert_background_events']:,} "
+                f"background events); /v1/decision: p50 {results['decision_latency_p50_ms']:.2f} ms, "
+                f"p99 {results['decision_latency_p99_ms']:.2f} ms, {results['decision_requests_per_s']:,.0f} requests/s")
     results["pipeline_vs_naive"] = results["pipeline_events_per_s"] / results["naive_events_per_s"]
     results["pipeline_vs_raw"] = results["pipeline_events_per_s"] / results["raw_events_per_s"]
     slowest_collector = min(results["collectors_events_per_s"].values())

@@ -184,11 +184,13 @@ def price(source, target, dialect: str | None) -> None:  # noqa: ANN001
 @main.command()
 @click.option("--events", type=int, default=50_000, show_default=True, help="Synthetic events per measurement.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench(events: int, as_json: bool) -> None:
+@click.option("--alert-samples", type=int, default=100, show_default=True,
+              help="Budget threshold crossings timed end to end to a webhook (0: skip alerts and decisions).")
+def bench(events: int, as_json: bool, alert_samples: int) -> None:
     """Measure raw aiokafka, a naive per-event Faust agent and tokenmeter's worker, side by side."""
     from tokenmeter.bench import run_bench
 
-    run_bench(events, as_json, _settings())
+    run_bench(events, as_json, _settings(), budgets=alert_samples > 0, budget_samples=max(alert_samples, 2))
 
 
 def _register_stage_commands() -> None:

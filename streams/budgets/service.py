@@ -120,7 +120,7 @@ class BudgetService:
 
     async def evaluate(self, stream: Any) -> None:
         await self.ready.wait()  # amounts for a budget not yet read would be dropped
-        async for events in stream.take_events(10_000, within=0.2):
+        async for events in stream.take_events(10_000, within=0.1):
             messages = []
             for event in events:
                 try:
@@ -164,10 +164,13 @@ class BudgetService:
         self.stats["decision_requests"] += 1
         attrs = attributes_from_request(request.query, request.headers, self.settings.decision_header_prefix)
         body = self.view.decide(attrs)
-        headers = {"Cache-Control": "no-store"}
+        headers = {"Cache-Control": "no-store", "X-Tokenmeter-Action": body["action"]}
         if body.get("retry_after_s") and body["action"] == "throttle":
             headers["Retry-After"] = str(body["retry_after_s"])
-        return web.json(body, status=http_status(body["action"]), headers=headers)
+        status = http_status(body["action"])
+        if body["action"] == "throttle" and request.query.get("throttle_status") == "403":
+            status = 403  # nginx auth_request treats any status but 2xx/401/403 as an error (500)
+        return web.json(body, status=status, headers=headers)
 
     def install(self) -> None:
         app, service = self.app, self
@@ -196,6 +199,11 @@ class BudgetService:
 
         @app.page("/v1/decision")
         async def decision(web, request):  # noqa: ANN001
+            return service.decision_response(web, request)
+
+        @app.page("/v1/decision/{path:.*}")
+        async def decision_ext_authz(web, request, path):  # noqa: ANN001, ARG001
+            # Envoy's HTTP ext_authz appends the original request path to the configured prefix.
             return service.decision_response(web, request)
 
         @app.page("/v1/budgets")

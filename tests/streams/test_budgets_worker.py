@@ -183,3 +183,53 @@ def _ok(url: str) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+def test_overshoot_past_the_limit_is_small_for_a_gateway_that_asks_before_each_call(kafka_bootstrap, tmp_path):
+    """A gateway calls /v1/decision before every request and sends usage right after it: spend runs past the
+    limit only by what is in flight between the worker, the budget owner and the decision (stated in README)."""
+    bootstrap, api_port = kafka_bootstrap, free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+               TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_API_PORT=str(api_port),
+               TOKENMETER_LOG_LEVEL="warning")
+    name, team = f"over-{uuid.uuid4().hex[:6]}", f"team-{uuid.uuid4().hex[:6]}"
+    write_budgets(bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day", "limit": "2",
+                                            "action": "block"})])
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/health"), what="worker health")
+        per_event = Decimal("0.0125")  # gpt-4o: 5,000 input tokens at $2.50 / 1M
+        rate = 100  # requests per second through the "gateway"
+
+        # Warm up: one call through the whole path, so the worker has joined its group (Faust takes seconds).
+        asyncio.run(produce(bootstrap, [[event(team, 5000, 0)]]))
+        wait_for(lambda: get(f"http://127.0.0.1:{api_port}/v1/budgets")[1]["decisions"], what="first decision")
+
+        async def gateway() -> tuple[int, float]:
+            from aiohttp import ClientSession
+
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+            await producer.start()
+            sent, started = 0, time.monotonic()
+            try:
+                async with ClientSession() as session:
+                    while time.monotonic() - started < 60:
+                        async with session.get(f"http://127.0.0.1:{api_port}/v1/decision", params={"team": team}) as r:
+                            if r.status == 403:
+                                return sent, time.monotonic() - started
+                        await producer.send(topics.USAGE, orjson.dumps([event(team, 5000, 0)]),
+                                            key=f"team:{team}".encode())
+                        sent += 1
+                        await asyncio.sleep(1 / rate)
+            finally:
+                await producer.stop()
+            raise AssertionError("the gateway was never blocked")
+
+        sent, seconds = asyncio.run(gateway())
+        spend = (sent + 1) * per_event  # + the warm-up call
+        overshoot = spend - Decimal(2)
+        print(f"overshoot: {overshoot} USD past a 2 USD limit at ~{sent / seconds:.0f} requests/s "
+              f"({overshoot / per_event:.0f} requests, {float(overshoot / per_event) / (sent / seconds):.2f} s of traffic)")
+        assert Decimal(0) <= overshoot <= Decimal("2")  # < 2 s of traffic at this rate, even on a loaded machine
+    finally:
+        stop(worker)
