@@ -1,0 +1,92 @@
+"""Chargeback export: CSV, Parquet and FOCUS columns; totals equal `tokenmeter report` exactly (both CLIs run
+as separate processes reading through this process's warehouse endpoint)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from warehouse.backends import WarehouseError
+from warehouse.export import FOCUS_COLUMNS, export_month
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def month_data(wh, make_event):
+    """May 2025 of one org (inserted once: a second insert of the same event ids stores nothing)."""
+    events = []
+    for i in range(30):
+        event = make_event(f"export-{i}", "export-org", team=("search", "ads", "")[i % 3],
+                                  cost=f"0.{i + 1:06d}000001", ts=f"2025-05-{1 + i % 28:02d}T{i % 24:02d}:10:00Z",
+                                  model=("gpt-4o", "claude-sonnet-4")[i % 2],
+                                  provider=("openai", "anthropic")[i % 2], priced=i != 7)
+        event["attribution"]["tags"] = {"env": "prod"} if i % 4 else {}
+        events.append(event)
+    outside = make_event("export-june", "export-org", ts="2025-06-01T00:00:00Z", cost="9")
+    wh.insert_priced(events + [outside])
+    return events
+
+
+def _cli(settings, *args: str) -> bytes:
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(settings.data_dir))
+    result = subprocess.run([sys.executable, "-m", "tokenmeter", *args], env=env, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout
+
+
+def test_focus_totals_and_columns_equal_tokenmeter_report(warehouse_settings, wh, month_data, tmp_path):
+    report = orjson.loads(_cli(warehouse_settings, "report", "--group-by", "team", "--since", "2025-05-01",
+                               "--until", "2025-06-01", "--format", "json"))
+    out = tmp_path / "focus.csv"
+    _cli(warehouse_settings, "export", "--month", "2025-05", "--format", "focus", "--out", str(out),
+         "--group-by", "team,tag:env")
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert tuple(rows[0].keys()) == FOCUS_COLUMNS
+    expected = sum(Decimal(e["cost_usd"]) for e in month_data)
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == expected == sum(Decimal(r["cost_usd"]) for r in report)
+    for team in ("search", "ads", ""):
+        mine = sum(Decimal(r["BilledCost"]) for r in rows if orjson.loads(r["Tags"])["team"] == team)
+        assert mine == next(Decimal(r["cost_usd"]) for r in report if r["team"] == team)
+    assert sum(int(r["x_Events"]) for r in rows) == len(month_data)
+    assert sum(int(r["x_UnpricedEvents"]) for r in rows) == 1
+    for row in rows:
+        assert row["ChargeCategory"] == "Usage" and row["BillingCurrency"] == "USD"
+        assert row["ServiceCategory"] == "AI and Machine Learning" and row["ChargeFrequency"] == "Usage-Based"
+        assert row["BillingPeriodStart"] == "2025-05-01T00:00:00Z" and row["BillingPeriodEnd"] == "2025-06-01T00:00:00Z"
+        assert row["ChargePeriodStart"] < row["ChargePeriodEnd"] and row["ChargePeriodStart"].startswith("2025-05-")
+        assert row["BilledCost"] == row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"]
+        assert row["ServiceProviderName"] in ("openai", "anthropic") and row["ConsumedUnit"] == "Tokens"
+        assert int(row["ConsumedQuantity"]) == int(row["x_InputTokens"]) + int(row["x_OutputTokens"])
+        assert row["ResourceId"] == f"{row['ServiceProviderName']}/{row['ResourceName']}"
+        assert set(orjson.loads(row["Tags"])) == {"team", "env"} and row["SubAccountType"] == "team+tag:env"
+
+
+def test_csv_and_parquet_are_exact(wh, month_data):
+    text = export_month(wh, "2025-05", "csv", ["team"]).decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["billing_period", "team", "events", "unpriced_events", "input_tokens", "output_tokens",
+                             "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd"]
+    assert all(len(r["cost_usd"].split(".")[1]) == 12 for r in rows)  # exact decimal strings, never floats
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == sum(Decimal(e["cost_usd"]) for e in month_data)
+    table = pq.read_table(io.BytesIO(export_month(wh, "2025-05", "parquet", ["team", "model"])))
+    assert table.schema.field("cost_usd").type == pa.decimal128(38, 12)
+    assert sum(table.column("cost_usd").to_pylist()) == sum(Decimal(e["cost_usd"]) for e in month_data)
+    scoped = list(csv.DictReader(io.StringIO(export_month(wh, "2025-05", "csv", ["team"], team="ads").decode())))
+    assert [r["team"] for r in scoped] == ["ads"]
+    total = list(csv.DictReader(io.StringIO(export_month(wh, "2025-05", "csv", []).decode())))
+    assert len(total) == 1 and int(total[0]["events"]) == len(month_data)
+    with pytest.raises(WarehouseError, match="YYYY-MM"):
+        export_month(wh, "2025-13", "csv", [])
+    with pytest.raises(WarehouseError, match="format"):
+        export_month(wh, "2025-05", "xlsx", [])
