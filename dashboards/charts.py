@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from dashboards.budgets_data import BudgetStatus
-from dashboards.figures import PALETTE, _base_layout, empty_figure
+from dashboards.figures import PALETTE, _base_layout, empty_figure, team_colors
 from dashboards.formatting import format_count, format_usd, to_decimal
 
 MAX_SERIES = 12  # more groups than this become "other": a legend of 40 teams helps nobody
@@ -27,14 +27,15 @@ def showback_chart(series: pl.DataFrame, by: str, metric: str, mode: str, bucket
     frame = series.with_columns(pl.when(pl.col("value").is_in(keep)).then(pl.col("value"))
                                 .otherwise(pl.lit("other")).alias("value"))
     frame = frame.group_by(["bucket", "value"]).agg(pl.col(column).sum()).sort("bucket")
+    colors = team_colors(keep) if by == "team" else {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(keep)}
     fig = go.Figure()
-    for i, value in enumerate(keep + (["other"] if "other" in frame["value"].to_list() else [])):
+    for value in keep + (["other"] if "other" in frame["value"].to_list() else []):
         rows = frame.filter(pl.col("value") == value)
         amounts = rows[column].to_list()
         text = [format_usd(to_decimal(a)) if metric == "cost" else format_count(int(a)) for a in amounts]
         fig.add_trace(go.Bar(
             name=value, x=rows["bucket"].to_list(), y=[float(a) for a in amounts],
-            marker_color=PALETTE[i % len(PALETTE)], customdata=[value] * len(amounts), hovertext=text,
+            marker_color=colors.get(value, "#9ca3af"), customdata=[value] * len(amounts), hovertext=text,
             hovertemplate=f"{value}<br>%{{x}}<br>%{{hovertext}}<extra></extra>",
         ))
     tick = "%b %d" if bucket == "day" else None

@@ -1,5 +1,5 @@
 """Chargeback export: a month and a grouping as CSV, Parquet or a FOCUS 1.x CSV, built by the warehouse stage's
-documented `warehouse.export.export_month(warehouse, month, fmt, group_by, team=None) -> bytes`.
+documented `warehouse.export.export_month(warehouse, month, fmt, group_by: list[str], team=None) -> bytes`.
 
 A team user's export is always limited to their team (the `team` argument), whatever the page sent.
 """
@@ -44,7 +44,7 @@ def export_file(wh: Any, month: str, fmt: str, group_by: str) -> tuple[str, str,
         from warehouse.export import export_month
     except ImportError as exc:
         raise ExportUnavailable("chargeback export is not available in this build (warehouse.export missing)") from exc
-    body = export_month(wh.raw, month, fmt, dims if len(dims) > 1 else dims[0], team=wh.team)
+    body = export_month(wh.raw, month, fmt, dims, team=wh.team)
     ext, mimetype, _ = FORMATS[fmt]
     suffix = f"-{wh.team}" if wh.team else ""
     return f"tokenmeter-{month}-by-{'-'.join(dims)}{suffix}.{ext}", mimetype, body

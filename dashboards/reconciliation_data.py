@@ -27,7 +27,8 @@ THEIRS_SQL = (
     "SELECT toDate(bucket_start) AS day, provider, ifNull(model, '') AS model, "
     "toDecimal128(sumIf(ifNull(cost_usd, toDecimal128(0, 12)), kind = 'cost'), 12) AS provider_cost, "
     "toUInt64(sumIf(ifNull(input_tokens, 0), kind = 'usage')) AS provider_input_tokens, "
-    "toUInt64(sumIf(ifNull(output_tokens, 0), kind = 'usage')) AS provider_output_tokens "
+    "toUInt64(sumIf(ifNull(output_tokens, 0), kind = 'usage')) AS provider_output_tokens, "
+    "countIf(kind = 'usage') AS usage_rows "
     "FROM provider_usage FINAL "
     "WHERE bucket_start >= {since:DateTime64(3, 'UTC')} AND bucket_start < {until:DateTime64(3, 'UTC')} "
     "GROUP BY day, provider, model"
@@ -71,7 +72,9 @@ def reconcile(wh: Any, since: datetime, until: datetime) -> list[ReconRow]:
             ours_cost=dec(o["ours_cost"]) if o else Decimal(0),
             provider_cost=dec(t["provider_cost"]) if t else None,
             ours_tokens=int(o["ours_input_tokens"] + o["ours_output_tokens"]) if o else 0,
-            provider_tokens=int(t["provider_input_tokens"] + t["provider_output_tokens"]) if t else None,
+            # Cost-only reports carry no token counts: "-" rather than a misleading 0.
+            provider_tokens=(int(t["provider_input_tokens"] + t["provider_output_tokens"])
+                             if t and t["usage_rows"] else None),
         ))
     rows.sort(key=lambda r: (r.day, r.provider, r.model), reverse=True)
     return rows

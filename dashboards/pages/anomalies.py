@@ -15,6 +15,7 @@ from dashboards.anomalies_data import get_anomaly, list_anomalies, scope_series
 from dashboards.auth import current_principal
 from dashboards.charts import anomaly_band, anomaly_timeline
 from dashboards.filters import Filters
+from dashboards.formatting import format_usd
 from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, status_banner
 from dashboards.tables import TableMissing
@@ -49,6 +50,14 @@ def layout(start: str | None = None, end: str | None = None, anomaly: str | None
     ])
 
 
+def amount(value, unit: str) -> str:
+    """Money as dollars, other units without the warehouse's 12 trailing decimals."""
+    if unit.startswith("usd"):
+        return format_usd(value)
+    text = format(value.normalize(), "f") if value is not None else "-"
+    return f"{int(value):,}" if value is not None and value == value.to_integral_value() else text
+
+
 def _ack_state(a: dict) -> str:
     if a.get("ack_action") == "mute" and a.get("mute_until"):
         return f"muted until {a['mute_until']:%Y-%m-%d %H:%M} by {a['ack_by']}"
@@ -69,8 +78,10 @@ def table_rows(anomalies: list[dict]) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in HEADERS]))
     body = [html.Tr(className="row-warn" if a["severity"] in ("error", "critical") else "", children=[
         html.Td(a["start_at"].strftime("%Y-%m-%d %H:%M")), html.Td(f"{a['scope_dim']}={a['scope_value']}"),
-        html.Td(a["kind"]), html.Td(a["severity"]), html.Td(f"{a['observed']:f} {a['unit']}", className="num"),
-        html.Td(f"{a['expected']:f} ({a['expected_low']:f} - {a['expected_high']:f})", className="num"),
+        html.Td(a["kind"]), html.Td(a["severity"]),
+        html.Td(f"{amount(a['observed'], a['unit'])} {a['unit'].replace('_', ' ')}", className="num"),
+        html.Td(f"{amount(a['expected'], a['unit'])} ({amount(a['expected_low'], a['unit'])} - "
+                f"{amount(a['expected_high'], a['unit'])})", className="num"),
         html.Td(_ack_state(a)), html.Td(a["explanation"]), _buttons(a["id"]),
     ]) for a in anomalies]
     return [header, html.Tbody(body)]

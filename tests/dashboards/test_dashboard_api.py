@@ -6,6 +6,8 @@ refuses to name another team."""
 from __future__ import annotations
 
 import base64
+import csv
+import io
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -110,6 +112,12 @@ def test_team_user_sees_only_their_team(app_and_warehouse):
     anomalies = client.get("/api/v1/anomalies", headers=ALPHA).get_json()["anomalies"]
     assert [a["id"] for a in anomalies] == ["anom-alpha"]
     assert client.get("/api/v1/reconciliation", headers=ALPHA).status_code == 403
+    month = datetime.now(timezone.utc).strftime("%Y-%m")
+    focus = client.get(f"/api/v1/export?month={month}&format=focus&group_by=team,user", headers=ALPHA)
+    if focus.status_code != 501:  # 501: warehouse.export not in this build
+        rows = list(csv.DictReader(io.StringIO(focus.get_data(as_text=True))))
+        assert sum(Decimal(r["BilledCost"]) for r in rows) == alpha_total
+        assert "beta" not in focus.get_data(as_text=True) and "gamma" not in focus.get_data(as_text=True)
 
 
 def test_scoped_warehouse_refuses_unscoped_sql(app_and_warehouse):

@@ -25,6 +25,7 @@ from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
+from warehouse import render_report
 from tokenmeter.topics import ANOMALY_ACKS
 
 pytestmark = pytest.mark.browser
@@ -167,8 +168,10 @@ def test_finance_pages(dash_duo, app_settings):
     rows = list(csv.DictReader(io.StringIO(files[0].read_text())))
     assert {"BilledCost", "EffectiveCost", "ChargePeriodStart", "ChargePeriodEnd"} <= set(rows[0])
     month_start = NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    report = warehouse.spend([], since=month_start, until=(month_start + timedelta(days=32)).replace(day=1))
-    assert sum(Decimal(r["BilledCost"]) for r in rows) == Decimal(report["cost_usd"][0])
+    # The same call `tokenmeter report --format json --since <month> --until <next month>` makes.
+    report = json.loads(render_report(warehouse.spend(
+        ["team"], since=month_start, until=(month_start + timedelta(days=32)).replace(day=1)), "json"))
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == sum(Decimal(str(r["cost_usd"])) for r in report) == TOTAL
     assert dash_duo.get_logs() == []
 
 
