@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from collectors.coerce import dig
+from collectors.coerce import dig_steps
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS, Attribution
 
 SELECTOR_KINDS = ("header", "field", "attr", "span", "resource", "const")
@@ -105,15 +105,18 @@ class RecordView:
         self.resource_attrs = resource_attrs or {}
 
     def lookup(self, selector: str) -> str | None:
-        kind, key = split_selector(selector)
+        return self.lookup_split(*_compile(selector))
+
+    def lookup_split(self, kind: str, key: Any) -> str | None:
+        """`lookup` of a selector compiled by `_compile` (mappings compile theirs once, not per record)."""
         if kind == "const":
             value: Any = key
         elif kind == "header":
-            value = self.headers.get(key.lower())
+            value = self.headers.get(key)  # compiled lower-case
             if isinstance(value, list):  # Kong logs repeated headers as arrays
                 value = value[0] if value else None
         elif kind == "field":
-            value = dig(self.record, key)
+            value = dig_steps(self.record, key)  # compiled to its steps
         elif kind == "span":
             value = self.span_attrs.get(key)
         elif kind == "resource":
@@ -126,6 +129,9 @@ class RecordView:
 
 
 def scalar_text(value: Any) -> str | None:
+    if type(value) is str:  # the common case, first
+        value = value.strip()
+        return value or None
     if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
         return None
     text = str(value).strip()
@@ -137,6 +143,16 @@ def split_selector(selector: str) -> tuple[str, str]:
     if sep and kind in SELECTOR_KINDS:
         return kind, key
     return "field", selector
+
+
+def _compile(selector: str) -> tuple[str, Any]:
+    """(kind, key) ready for RecordView.lookup_split: header names lower-cased, field paths split."""
+    kind, key = split_selector(selector)
+    if kind == "header":
+        return kind, key.lower()
+    if kind == "field":
+        return kind, tuple(key.split("."))
+    return kind, key
 
 
 def _selector_list(value: Any, where: str) -> tuple[str, ...]:
@@ -163,6 +179,8 @@ class AttributionMapping:
     tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     provider: str | None = None
     inherit_defaults: bool = True
+    # dialect -> (dimension selectors, tag selectors), already split: resolve() runs once per event.
+    _plans: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "AttributionMapping":
@@ -199,18 +217,19 @@ class AttributionMapping:
         if isinstance(native, Attribution):
             native = native.model_dump()
         native = native or {}
+        dimension_plan, tag_plan = self._plan(dialect)
         values: dict[str, Any] = {}
-        for dim, selectors in self.selectors(dialect).items():
-            value = scalar_text(native.get(dim))
-            for selector in selectors:
+        for dim, selectors in dimension_plan:
+            value = scalar_text(native.get(dim)) if native else None
+            for kind, key in selectors:
                 if value is not None:
                     break
-                value = view.lookup(selector)
+                value = view.lookup_split(kind, key)
             values[dim] = value
         tags = {k: v for k, v in (auto_tags or {}).items() if v}
-        for name, selectors in self.tags.items():
-            for selector in selectors:
-                value = view.lookup(selector)
+        for name, selectors in tag_plan:
+            for kind, key in selectors:
+                value = view.lookup_split(kind, key)
                 if value is not None:
                     tags[name] = value
                     break
@@ -218,6 +237,15 @@ class AttributionMapping:
         if isinstance(native_tags, Mapping):
             tags.update({str(k): str(v) for k, v in native_tags.items() if v is not None})
         return Attribution(**values, tags=tags)
+
+
+    def _plan(self, dialect: str) -> tuple[tuple[tuple[str, tuple[tuple[str, Any], ...]], ...], ...]:
+        plan = self._plans.get(dialect)
+        if plan is None:
+            dims = tuple((dim, tuple(_compile(s) for s in sels)) for dim, sels in self.selectors(dialect).items())
+            tags = tuple((name, tuple(_compile(s) for s in sels)) for name, sels in self.tags.items())
+            plan = self._plans[dialect] = (dims, tags)
+        return plan
 
 
 DEFAULT_MAPPING = AttributionMapping()

@@ -143,8 +143,13 @@ def as_list(value: Any, path: str) -> list[Any]:
 
 def dig(record: Any, dotted: str) -> Any:
     """Value at `a.b.0.c` (digits index lists), or None when any step is missing."""
+    return dig_steps(record, dotted.split("."))
+
+
+def dig_steps(record: Any, steps: tuple[str, ...] | list[str]) -> Any:
+    """`dig` with the path already split (selectors are split once per mapping, not per record)."""
     current = record
-    for step in dotted.split("."):
+    for step in steps:
         if isinstance(current, dict):
             current = current.get(step)
         elif isinstance(current, list) and step.lstrip("-").isdigit():

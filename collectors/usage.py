@@ -31,7 +31,10 @@ def _count(usage: dict[str, Any], path: str, *keys: str) -> int:
 
 
 def _detail(usage: dict[str, Any], path: str, container: str, *keys: str) -> tuple[bool, int]:
-    details = as_dict(usage.get(container), join_path(path, container))
+    raw = usage.get(container)
+    if raw is None:  # usually absent: skip building the error path
+        return False, 0
+    details = as_dict(raw, join_path(path, container))
     key, value = first_present(details, *keys)
     if key is None:
         return False, 0
