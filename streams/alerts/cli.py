@@ -105,6 +105,8 @@ def test_alert(notify: tuple[str, ...], anomaly: bool, resolve: bool, attempts: 
     s = _settings()
     s = s.model_copy(update={"alert_max_attempts": attempts})
     alert = sample_alert(anomaly, resolve, list(notify), s.dashboard_url)
+    if s.webhook_secret is None and any(n.strip().lower().startswith("webhook=") for n in notify):
+        click.echo("note: TOKENMETER_WEBHOOK_SECRET is not set, webhooks are sent unsigned", err=True)
     results = asyncio.run(_send_test(s, alert))
     failed = False
     for route, state, seconds in results:

@@ -5,7 +5,6 @@ delivers exactly once afterwards. Each test uses its own topics and consumer gro
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
