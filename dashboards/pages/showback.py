@@ -5,6 +5,7 @@ The whole view lives in the URL, so it can be shared."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from urllib.parse import parse_qs
 
 import dash
@@ -20,6 +21,7 @@ from dashboards.showback_data import DRILL, GROUP_DIMS, ShowbackView, showback_s
 dash.register_page(__name__, path="/showback", name="Showback", title="tokenmeter - showback", order=1)
 
 log = logging.getLogger(__name__)
+FILTER_DROPDOWNS = ("team", "model", "provider")
 TAG_KEYS_SQL = ("SELECT DISTINCT arrayJoin(mapKeys(tags)) AS key FROM priced_events "
                 "WHERE ts >= now64(3) - INTERVAL 31 DAY AND {cond} ORDER BY key LIMIT 50")
 
@@ -31,6 +33,23 @@ def _tag_options() -> list[dict]:
     except Exception:  # noqa: BLE001 - tags are optional; the page works without them
         keys = []
     return [{"label": f"tag: {k}", "value": f"tag:{k}"} for k in keys]
+
+
+def _choices(dim: str, view: ShowbackView) -> list[str]:
+    try:
+        with scoped_warehouse() as wh:
+            values = wh.distinct_values(dim, since=view.filters.since, until=view.filters.until)
+    except Exception:  # noqa: BLE001 - the chart callback reports errors; an empty list still works
+        values = []
+    return sorted({v for v in values if v} | set(view.where.get(dim, [])))
+
+
+def filter_dropdown(dim: str, view: ShowbackView) -> html.Div:
+    return html.Div(className="filter", children=[
+        html.Label(dim.replace("_", " ").title() + "s", className="filter-label"),
+        dcc.Dropdown(id={"type": "showback-filter", "dim": dim}, options=_choices(dim, view),
+                     value=view.where.get(dim, []), multi=True, placeholder="all", style={"minWidth": "220px"}),
+    ])
 
 
 def layout(**query):
@@ -59,6 +78,7 @@ def layout(**query):
                                value=view.mode, inline=True, inputStyle={"marginLeft": "10px"}),
             ]),
         ]),
+        html.Div(className="filter-bar", children=[filter_dropdown(dim, view) for dim in FILTER_DROPDOWNS]),
         html.Div(id="showback-chips", className="chips"),
         status_banner("showback-status"),
         dcc.Store(id="showback-state", data=view.query_string()),
@@ -77,6 +97,7 @@ def _view(state: str | None) -> ShowbackView:
 @callback(
     Output("showback-state", "data"),
     Output("showback-by", "value"),
+    Output({"type": "showback-filter", "dim": ALL}, "value"),
     Input("showback-dates", "start_date"),
     Input("showback-dates", "end_date"),
     Input("showback-by", "value"),
@@ -84,25 +105,33 @@ def _view(state: str | None) -> ShowbackView:
     Input("showback-mode", "value"),
     Input("showback-graph", "clickData"),
     Input({"type": "showback-chip", "dim": ALL}, "n_clicks"),
+    Input({"type": "showback-filter", "dim": ALL}, "value"),
     State("showback-state", "data"),
 )
-def update_view(start, end, by, metric, mode, click, _chips, state):
-    """One callback owns the view (and the Split-by value, which a drill-down changes)."""
+def update_view(start, end, by, metric, mode, click, _chips, picked, state):
+    """One callback owns the view, and the controls a drill-down changes (Split by, the filter dropdowns)."""
     view = _view(state)
     trigger = ctx.triggered_id
-    if trigger == "showback-graph" and click and click.get("points"):
+    if isinstance(trigger, dict) and trigger.get("type") == "showback-filter":
+        where = {k: v for k, v in view.where.items() if k not in FILTER_DROPDOWNS}
+        for item, values in zip(ctx.inputs_list[-1], picked):
+            if values:
+                where[item["id"]["dim"]] = list(values)
+        view = replace(view, where=where)
+    elif trigger == "showback-graph" and click and click.get("points"):
         value = click["points"][0].get("customdata")
         if value and value != "other" and view.by in DRILL:
             view = view.drill(str(value))
     elif isinstance(trigger, dict) and trigger.get("type") == "showback-chip":
         if not any(_chips):
-            return no_update, no_update  # chips were (re)created, not clicked
+            return no_update, no_update, [no_update] * len(picked)  # chips were (re)created, not clicked
         view = view.without(trigger["dim"])
     else:
         fresh = ShowbackView.from_query({"start": start, "end": end, "by": by, "metric": metric, "mode": mode})
         view = ShowbackView(filters=fresh.filters, by=fresh.by, metric=fresh.metric, mode=fresh.mode,
                             where=view.where)
-    return view.query_string(), view.by
+    dropdowns = [view.where.get(item["id"]["dim"], []) for item in ctx.outputs_list[2]]
+    return view.query_string(), view.by, dropdowns
 
 
 def chips(view: ShowbackView) -> list:

@@ -31,6 +31,7 @@ from tokenmeter.topics import ANOMALY_ACKS
 pytestmark = pytest.mark.browser
 SCREENSHOT_DIR = os.environ.get("TOKENMETER_SCREENSHOT_DIR")  # e.g. docs/screenshots
 NOW = datetime.now(timezone.utc)
+TEAM_FILTER = "[id='" + json.dumps({"dim": "team", "type": "showback-filter"}, separators=(",", ":")) + "']"
 RANGE = f"start={(NOW - timedelta(days=1)).date()}&end={NOW.date()}"
 
 
@@ -114,6 +115,7 @@ def test_finance_pages(dash_duo, app_settings):
     _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"ann", "al"})
     assert "team=alpha" in dash_duo.driver.current_url and "by=user" in dash_duo.driver.current_url
     dash_duo.wait_for_contains_text("#showback-chips", "team = alpha")
+    dash_duo.wait_for_contains_text(TEAM_FILTER, "alpha")  # the filter dropdown follows the drill-down
     # Measure: tokens instead of cost.
     dash_duo.find_element("#showback-metric input[value='tokens']").click()
     _wait(dash_duo, lambda: _figure(dash_duo, "showback-graph")["title"].startswith("Tokens"))
@@ -121,6 +123,10 @@ def test_finance_pages(dash_duo, app_settings):
     _screenshot(dash_duo, "showback")
     dash_duo.find_element("#showback-chips button").click()  # remove the team filter again
     _wait(dash_duo, lambda: "team=alpha" not in dash_duo.driver.current_url)
+    # A filter picked in a dropdown narrows the chart and lands in the URL.
+    dash_duo.select_dcc_dropdown(TEAM_FILTER, value="beta")
+    _wait(dash_duo, lambda: "team=beta" in dash_duo.driver.current_url)
+    _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"bea"})
 
     # Budgets: worst first, burn-down with a forecast line, alert history with delivery state.
     dash_duo.wait_for_page(url=f"{base}/budgets")
