@@ -118,9 +118,7 @@ class Detector:
                         consumer.seek(tp, committed)
                     else:
                         await consumer.seek_to_beginning(tp)
-            ack_tps = await _partitions(acks, ANOMALY_ACKS)
-            acks.assign(ack_tps)
-            await acks.seek_to_beginning(*ack_tps)
+            await self._load_mutes(acks)
             log.info("anomaly detector reading %s (%d partitions) from %s", PRICED, len(tps),
                      "its saved state" if self.offsets else "committed offsets")
             last_save = time.monotonic()
@@ -138,6 +136,24 @@ class Detector:
             for client in reversed(started):
                 await client.stop()
             log.info("anomaly detector stopped: %s, engine %s", self.counters, self.engine.stats)
+
+    async def _load_mutes(self, acks: AIOKafkaConsumer, timeout: float = 15.0) -> None:
+        """Read the ack topic to its end before the first batch, so a standing mute holds from the start. The end
+        is the high watermark of fetch responses (the embedded broker under-reports ListOffsets)."""
+        tps = await _partitions(acks, ANOMALY_ACKS)
+        acks.assign(tps)
+        await acks.seek_to_beginning(*tps)
+        pending, deadline = set(tps), time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for records in (await acks.getmany(*tps, timeout_ms=200)).values():
+                for record in records:
+                    self.mutes.apply(record.value)
+            for tp in list(pending):
+                highwater = acks.highwater(tp)
+                if highwater is not None and await acks.position(tp) >= highwater:
+                    pending.discard(tp)
+        if pending:
+            log.warning("could not read %s to its end within %.0f s; mutes may apply late", ANOMALY_ACKS, timeout)
 
     async def _handle(self, batch: dict, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
         events: list[dict] = []
