@@ -73,8 +73,10 @@ def budget_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
         ("Spend", show_amount(d.get("spend"), metric)),
         ("Limit", show_amount(d.get("limit"), metric)),
         ("Percent of limit", _percent(d.get("percent"))),
-        ("Threshold", f"{threshold}%" if threshold is not None else alert.get("kind", "n/a")),
+        ("Threshold", f"{threshold}%" if threshold is not None else "forecast" if alert.get("kind") == "forecast" else "n/a"),
     ]
+    if d.get("reason"):
+        fields.append(("Reason", str(d["reason"])))
     if d.get("projected") is not None:
         fields.append(("Forecast for the period", show_amount(d.get("projected"), metric)))
     if d.get("expected_breach_at"):
@@ -83,7 +85,7 @@ def budget_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
         fields.append(("Period", f"{d.get('period_start', '?')} → {d.get('period_end', '?')}"))
     if d.get("budget_action"):
         fields.append(("Action at 100%", str(d["budget_action"])))
-    return fields
+    return [(name, value) for name, value in fields if value != "n/a"]  # e.g. a resolve has no spend
 
 
 def anomaly_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
