@@ -214,6 +214,10 @@ def _register_stage_commands() -> None:
                 raise
             continue
         main.add_command(getattr(module, attribute))
+    if "budget" in main.commands:  # joins warehouse and budgets, so it lives in the top-level package
+        from tokenmeter.budget_rebuild import rebuild_command
+
+        main.commands["budget"].add_command(rebuild_command)
 
 
 _register_stage_commands()

@@ -164,6 +164,14 @@ class Supervisor:
         if budgets:
             write_budgets(s.bootstrap_servers, budgets)
             self.echo(f"      budgets: {', '.join(b.name for b in budgets)}")
+        if budgets and s.embedded_broker and not s.clickhouse_url and s.warehouse_path.exists():
+            # Spend of the current periods from the warehouse, before the loader takes the chDB lock.
+            out = subprocess.run([sys.executable, "-m", "tokenmeter", "budget", "rebuild"], env=self.child_env(),
+                                 capture_output=True, text=True, timeout=120)
+            if out.returncode != 0:
+                raise SettingsError(f"budget rebuild from the warehouse failed:\n{out.stderr[-2000:]}")
+            for line in out.stdout.splitlines():
+                self.echo(f"      rebuilt from the warehouse: {line}")
 
     def watch(self) -> int:
         """Block until a signal or until a child dies; returns the exit code for `up`."""
