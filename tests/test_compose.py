@@ -8,7 +8,7 @@ from tokenmeter.cli import main
 from tokenmeter.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-OUR_SERVICES = {"topics", "worker", "loader", "dashboard", "collector-http", "collector-otel-kafka"}
+OUR_SERVICES = {"topics", "worker", "loader", "dashboard", "alerts", "anomalies", "collector-http", "collector-otel-kafka"}
 
 
 def load_compose() -> dict:
