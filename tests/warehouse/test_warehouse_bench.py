@@ -1,0 +1,29 @@
+"""bench_warehouse on a small generated month (own process: chDB allows one open path per process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = """
+import sys, orjson
+from warehouse.bench import bench_warehouse
+print(orjson.dumps(bench_warehouse(sys.argv[1], rows=30_000, load_rows=3_000, load_batch_rows=1_000, repeats=1)).decode())
+"""
+
+
+def test_bench_reports_query_latency_and_load_throughput(tmp_path):
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            capture_output=True, timeout=180)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    figures = orjson.loads(result.stdout)
+    assert figures["table_rows"]["priced_events"] == 30_000
+    assert figures["load_rows_stored"] == 3_000
+    assert figures["query_p95_ms"] >= figures["query_p50_ms"] > 0 and figures["load_rows_per_s"] > 0
+    assert {"cost_by_team", "cost_by_tag", "model_stats", "reconciliation"} <= set(figures["queries_p95_ms"])
+    assert not (tmp_path / "bench-warehouse").exists()  # removed afterwards
