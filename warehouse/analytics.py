@@ -227,7 +227,7 @@ def alerts_history(wh, *, since: Any = None, until: Any = None, source: str | No
         " AS deliveries,"
         " multiIf(countIf(status = 'failed') > 0, 'failed', countIf(status = 'retrying') > 0, 'retrying',"
         " 'delivered') AS delivery_state,"
-        " arrayStringConcat(groupArrayIf(last_error, status != 'delivered' AND last_error != ''), '; ') AS last_error"
+        " arrayStringConcat(groupArrayIf(last_error, status != 'delivered' AND last_error != ''), ' | ') AS last_error"
         " FROM alert_deliveries FINAL GROUP BY alert_id) AS d ON a.id = d.alert_id"
         " ORDER BY a.at DESC, a.id LIMIT {limit:UInt32}", params)
 

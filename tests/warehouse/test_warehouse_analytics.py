@@ -210,3 +210,33 @@ def test_reconciliation_and_model_stats(wh, org, data):
     raw = providers.model_stats(wh, filters={"org": [org]}, since="2025-03-01T00:00:00.5")
     assert raw.drop("top_features").sort("model").rows() == stats.drop("top_features").sort("model").rows()
     assert providers.model_stats(wh, filters={"org": [org]}, team="nobody").height == 0
+
+
+def test_every_query_runs_through_the_owner_endpoint(wh, org, data, warehouse_settings):
+    """The dashboard reads through the loader's endpoint (single SELECTs, readonly): same answers as direct."""
+    import orjson
+
+    from warehouse.backends import RemoteBackend
+    from warehouse.endpoint import endpoint_path
+    from warehouse.store import Warehouse
+
+    url = orjson.loads(endpoint_path(warehouse_settings.data_dir).read_bytes())["url"]
+    remote = Warehouse(RemoteBackend(url))
+    f = {"org": [org]}
+    calls = [
+        lambda w: showback(w, ["tag:env", "team"], bucket="week", filters=f),
+        lambda w: analytics.top_movers(w, "model", current_start="2025-03-02", current_end="2025-03-03", filters=f),
+        lambda w: analytics.unpriced_reasons(w, since="2025-03-01", until="2025-03-03"),
+        lambda w: analytics.budget_spend(w, {"org": org, "tag:env": "prod"}, "cost_usd", "2025-03-01", "2025-04-01"),
+        lambda w: analytics.budget_status(w),
+        lambda w: analytics.alerts_history(w, since="2025-03-01"),
+        lambda w: analytics.anomalies(w, since="2025-03-01"),
+        lambda w: providers.reconciliation(w, since="2025-03-01", until="2025-03-03"),
+        lambda w: providers.model_stats(w, filters=f),
+    ]
+    try:
+        for call in calls:
+            local, far = call(wh), call(remote)
+            assert (far.rows() if hasattr(far, "rows") else far) == (local.rows() if hasattr(local, "rows") else local)
+    finally:
+        remote.close()
