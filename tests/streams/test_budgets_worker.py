@@ -92,8 +92,9 @@ def alerts_of(bootstrap: str) -> list[dict]:
     return [orjson.loads(v) for v in records(bootstrap, topics.ALERTS).values() if v]
 
 
-def count_alert_messages(bootstrap: str) -> int:
-    """Every message on the alerts topic (not only the latest per key): refires would show up here."""
+def count_alert_messages(bootstrap: str, budget_prefix: str = "") -> int:
+    """Every message on the alerts topic (not only the latest per key) of budgets named `budget_prefix*`:
+    refires would show up here."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def run() -> int:
@@ -107,7 +108,8 @@ def count_alert_messages(bootstrap: str) -> int:
             total = 0
             while True:
                 batch = await consumer.getmany(*tps, timeout_ms=300)
-                total += sum(len(v) for v in batch.values())
+                total += sum(1 for v in batch.values() for m in v if m.value and orjson.loads(m.value)["details"]
+                             .get("budget", "").startswith(budget_prefix))
                 positions = [await consumer.position(tp) for tp in tps]
                 if all(consumer.highwater(tp) is not None and pos >= consumer.highwater(tp)
                        for tp, pos in zip(tps, positions)):
@@ -157,7 +159,7 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, tmp_path
         assert enforcement["action"] == "block" and Decimal(enforcement["spend"]) == Decimal("10.5")
         alert = next(a for a in alerts_of(bootstrap) if a["details"].get("threshold") == 100)
         assert alert["severity"] == "critical" and alert["source"] == "budget" and alert["notify"]
-        messages_before = count_alert_messages(bootstrap)
+        messages_before = count_alert_messages(bootstrap, name)
 
         # kill -9, then the same events again (a collector replay) plus a new one: spend counts the new one only.
         stop(worker, signal.SIGKILL)
@@ -170,7 +172,7 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, tmp_path
             return value and Decimal(orjson.loads(value)["spend"]) == Decimal("10.75")
 
         wait_for(spend_settled, what="spend 10.75 after restart")
-        assert count_alert_messages(bootstrap) == messages_before  # nothing refired
+        assert count_alert_messages(bootstrap, name) == messages_before == 3  # nothing refired
         assert get(f"{decision_url}?team={team}")[0] == 403
     finally:
         stop(worker)
@@ -233,3 +235,51 @@ def test_overshoot_past_the_limit_is_small_for_a_gateway_that_asks_before_each_c
         assert Decimal(0) <= overshoot <= Decimal("2")  # < 2 s of traffic at this rate, even on a loaded machine
     finally:
         stop(worker)
+
+
+def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp_path):
+    """Budgets are owned by partition of tokenmeter.budget-spend: with two workers each budget has one owner; when
+    one worker is killed the other takes its budgets over from the state topic, without refiring or losing spend."""
+    bootstrap = kafka_bootstrap
+    ports = [free_port(), free_port()]
+    base = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+                TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_LOG_LEVEL="info")
+    tag = uuid.uuid4().hex[:6]
+    teams = [f"multi-{tag}-{i}" for i in range(6)]
+    write_budgets(bootstrap, [parse_budget({"name": f"b-{t}", "scope": {"team": t}, "period": "month", "limit": "10",
+                                            "action": "block"}) for t in teams])
+    workers = [start_worker(dict(base, TOKENMETER_API_PORT=str(p)), tmp_path / f"worker{i}.log")
+               for i, p in enumerate(ports)]
+    try:
+        for port in ports:
+            wait_for(lambda: _ok(f"http://127.0.0.1:{port}/health"), what="worker health")
+        # $3.50 per event: 2 events = 70% (50% alert), then 2 more = 140% (80% and 100% alerts).
+        asyncio.run(produce(bootstrap, [[event(t, 1_000_000, 100_000) for _ in range(2)] for t in teams]))
+
+        def thresholds() -> dict[str, set]:
+            out: dict[str, set] = {}
+            for a in alerts_of(bootstrap):
+                if a["details"].get("budget", "").startswith(f"b-multi-{tag}"):
+                    out.setdefault(a["details"]["budget"], set()).add(a["details"].get("threshold"))
+            return out
+
+        wait_for(lambda: len(thresholds()) == len(teams), timeout=180, what="50% alerts of every budget")
+        stop(workers[0], signal.SIGKILL)  # its budgets move to the survivor after the session timeout
+        asyncio.run(produce(bootstrap, [[event(t, 1_000_000, 100_000) for _ in range(2)] for t in teams]))
+
+        def settled() -> bool:
+            raw = records(bootstrap, topics.ENFORCEMENT)
+            spends = [raw.get(f"budget:b-{t}") for t in teams]
+            return all(v and Decimal(orjson.loads(v)["spend"]) == Decimal(14) for v in spends)
+
+        wait_for(settled, timeout=180, what="spend 14.00 on every budget after the takeover")
+        assert all(v == {50, 80, 100} for v in thresholds().values())
+        assert count_alert_messages(bootstrap, f"b-multi-{tag}") == 3 * len(teams)  # not one refired
+        per_key = records(bootstrap, topics.ALERTS)
+        ours = [k for k, v in per_key.items() if v and orjson.loads(v)["details"].get("budget", "").startswith(f"b-multi-{tag}")]
+        assert len(ours) == 3 * len(teams)  # one alert id per budget and threshold
+        status, body = get(f"http://127.0.0.1:{ports[1]}/v1/decision?team={teams[0]}")
+        assert status == 403 and body["budget"] == f"b-{teams[0]}"
+    finally:
+        for worker in workers:
+            stop(worker)
