@@ -62,6 +62,10 @@ class Seasonal:
             for index, _ in slots[:-1]:
                 if n[index] >= min_samples and (best is None or level[index] > level[best]):
                     best = index
+            if best is None and len(slots) == 3 and slots[1][0] >= DAYTYPE + 24 and n[slots[1][0] - 24] >= min_samples:
+                # A young scope's first weekend: judge it against weekdays, which are busier for business
+                # traffic (so this can only miss, not invent, an anomaly). Never the other way round.
+                best = slots[1][0] - 24
             return (level[best], dev[best], n[best]) if best is not None else (0.0, 0.0, 0)
         last = len(slots) - 1
         for position, (index, _) in enumerate(slots):

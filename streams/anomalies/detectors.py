@@ -53,6 +53,7 @@ class Config:
     burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own
     error_min_requests: int = 10  # in the judged window
     error_min_errors: int = 5
+    error_p_value: float = 1e-7  # per scope and bucket: ~1 false alarm a month across 1,000 scopes
     error_window_requests: int = 30  # below this many calls in a bucket, judge the last three buckets together
     error_min_increase: float = 0.15
     shift_ratio: float = 2.5
@@ -112,21 +113,36 @@ def ratio_verdict(obs: float, base: Seasonal, slots: Slots, *, ratio: float, z: 
     return Verdict(state, obs, expected, low, high, unit)
 
 
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space (exact; a normal approximation is far too
+    optimistic for the handful of errors of a quiet scope)."""
+    if k <= 0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k, n + 1):
+        total += math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q)
+    return min(total, 1.0)
+
+
 def error_verdict(errors: int, requests: int, base: Seasonal, slots: Slots, cfg: Config) -> Verdict | None:
-    """Error share against its level, judged as a binomial count so a few errors in a quiet bucket are not news.
-    The caller passes counts of a short window (this bucket, or the last three when this one is quiet)."""
+    """Error share against its usual level, judged by the exact binomial tail so that a few errors in a quiet
+    bucket are not news. The caller passes counts of a short window (this bucket, or the last three when this
+    one is quiet)."""
     if requests < cfg.error_min_requests:
         return None
     expected, _, n = base.expected(slots)
     if n < MIN_SAMPLES:
         return None
-    p0 = min(max(expected, 0.005), 0.9)
+    overall = base.level[slots[-1][0]] if base.n[slots[-1][0]] >= MIN_SAMPLES else 0.0
+    p0 = min(max(expected, overall, 0.005), 0.9)  # the higher of this time of day and all day: never too low
     obs = errors / requests
-    score = (errors - requests * p0) / math.sqrt(requests * p0 * (1 - p0))
     threshold = max(3 * p0, p0 + cfg.error_min_increase)
-    if obs >= threshold and score >= cfg.z and errors >= cfg.error_min_errors:
-        state = "strong" if obs >= max(0.5, 2 * threshold) and score >= 2 * cfg.z else "anomalous"
-    elif obs >= (threshold + p0) / 2 and score >= cfg.z / 2:
+    tail = binomial_tail(errors, requests, p0) if obs >= threshold and errors >= cfg.error_min_errors else 1.0
+    if tail < cfg.error_p_value:
+        # The window already spans up to three buckets, so overwhelming evidence need not wait for a second one.
+        state = "strong" if obs >= max(0.5, 2 * threshold) or tail < cfg.error_p_value ** 1.5 else "anomalous"
+    elif obs >= (threshold + p0) / 2 and errors >= cfg.error_min_errors:
         state = "elevated"
     else:
         state = "normal"

@@ -2,9 +2,13 @@
 kind, events/s of `AnomalyEngine.observe`, and the cold start of a fresh team.
 
 Matching: a detection (one anomaly id) is a true positive when an injection overlaps it in time (the anomaly starts
-between one bucket before the onset and the injection's end), touched its scope, and lists its kind among the
+between one bucket before the onset and one bucket after the injection's end), touched its scope, and lists its kind among the
 kinds that injection legitimately causes. An injection of kind K is recalled when a detection of kind K on one of
-its scopes matches it; the delay is that detection's first `detected_at` minus the onset.
+its scopes matches it; the delay is that detection's first `detected_at` minus the observable onset (the time
+of the first call the injection changed: a key revoked at 3 a.m. is observable at its first failing call).
+Injections that changed fewer than `MIN_AFFECTED` calls (a revoked key nobody used) are not observable as
+anomalies: they are reported as `unobservable` and left out of recall (their detections still count for
+precision).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from .engine import AnomalyEngine
 from .synthetic import BUCKET, generate
 
 TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900}
+MIN_AFFECTED = 10
 
 
 def _epoch(text: str) -> float:
@@ -48,11 +53,12 @@ def run_month(seed: int, days: int, per_kind: int, config: Config | None = None)
 def score(detections: list[dict], labels: list[dict], facts: dict) -> dict:
     for lab in labels:
         lab["_scopes"] = {tuple(s) for s in lab["scopes"]}
-    per_kind = {k: {"tp": 0, "fp": 0, "delays": [], "injected": 0, "recalled": 0, "fp_examples": []} for k in KINDS}
+    per_kind = {k: {"tp": 0, "fp": 0, "delays": [], "injected": 0, "recalled": 0, "fp_examples": [],
+                    "unobservable": 0} for k in KINDS}
     for det in detections:
         start, scope = _epoch(det["start"]), (det["scope_dim"], det["scope_value"])
         hit = any(det["kind"] in lab["allowed"] and scope in lab["_scopes"]
-                  and lab["start"] - BUCKET <= start <= lab["end"] for lab in labels)
+                  and lab["start"] - BUCKET <= start <= lab["end"] + BUCKET for lab in labels)
         bucket = per_kind[det["kind"]]
         if hit:
             bucket["tp"] += 1
@@ -62,15 +68,18 @@ def score(detections: list[dict], labels: list[dict], facts: dict) -> dict:
                 bucket["fp_examples"].append(f"{det['start']} {det['scope_dim']}={det['scope_value']}: {det['explanation']}")
     for lab in labels:
         bucket = per_kind[lab["kind"]]
+        if lab["affected"] < MIN_AFFECTED:
+            bucket["unobservable"] += 1
+            continue
         bucket["injected"] += 1
         found = [_epoch(d["detected_at"]) for d in detections if d["kind"] == lab["kind"]
                  and (d["scope_dim"], d["scope_value"]) in lab["_scopes"]
-                 and lab["start"] - BUCKET <= _epoch(d["start"]) <= lab["end"]]
+                 and lab["start"] - BUCKET <= _epoch(d["start"]) <= lab["end"] + BUCKET]
         if not found and len(bucket["fp_examples"]) < 10:
             bucket["fp_examples"].append(f"MISSED {lab['description']} at {datetime.utcfromtimestamp(lab['start'])}")
         if found:
             bucket["recalled"] += 1
-            bucket["delays"].append(max(0.0, min(found) - lab["start"]))
+            bucket["delays"].append(max(0.0, min(found) - lab["first_affected"]))
     result = {}
     for kind, b in per_kind.items():
         detected = b["tp"] + b["fp"]
@@ -80,7 +89,8 @@ def score(detections: list[dict], labels: list[dict], facts: dict) -> dict:
             "median_delay_s": round(statistics.median(b["delays"])) if b["delays"] else None,
             "max_delay_s": round(max(b["delays"])) if b["delays"] else None,
             "injected": b["injected"], "recalled": b["recalled"], "detections": detected,
-            "false_positives": b["fp"], "false_positive_examples": b["fp_examples"],
+            "false_positives": b["fp"], "unobservable": b["unobservable"],
+            "false_positive_examples": b["fp_examples"],
         }
     return result
 
@@ -114,13 +124,14 @@ def evaluate(seed: int = 7, days: int = 30, per_kind: int = 6, config: Config | 
 
 
 def format_table(result: dict) -> str:
-    lines = [f"| kind | precision | recall | median delay | max delay | injected | detections |",
+    lines = ["| kind | precision | recall | median delay | max delay | injected (unobservable) | detections |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for kind, k in result["kinds"].items():
         delay = "n/a" if k["median_delay_s"] is None else f"{k['median_delay_s'] / 60:.1f} min"
         worst = "n/a" if k["max_delay_s"] is None else f"{k['max_delay_s'] / 60:.1f} min"
-        lines.append(f"| {kind} | {k['precision']:.2f} | {k['recall']:.2f} | {delay} | {worst} | {k['injected']} | "
-                     f"{k['detections']} |")
+        recall = "n/a" if k["recall"] is None else f"{k['recall']:.2f}"
+        injected = f"{k['injected']} ({k['unobservable']})" if k["unobservable"] else str(k["injected"])
+        lines.append(f"| {kind} | {k['precision']:.2f} | {recall} | {delay} | {worst} | {injected} | {k['detections']} |")
     cold = result["cold_start"]
     lines.append("")
     lines.append(f"seed {result['seed']}, {result['days']} days, {result['events']:,} events, {result['injections']} "

@@ -86,9 +86,12 @@ class Injection:
     scopes: set = field(default_factory=set)
     description: str = ""
 
+    record: dict = field(default_factory=dict)  # the label; `affected` and `first_affected` fill in as it runs
+
     def label(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "allowed": list(self.allowed),
-                "scopes": sorted(self.scopes), "description": self.description}
+                "scopes": sorted(self.scopes), "description": self.description, "affected": 0,
+                "first_affected": None}
 
 
 def diurnal(hour_local: float, weekend: bool) -> float:
@@ -260,10 +263,11 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 6) -> tuple[Iterator
                         model = choices(models, weights)[0]
                         tin = int(lognorm(math.log(c.tin), 0.6))
                         tout = int(lognorm(math.log(c.tout), 0.6))
-                        error_p, unpriced = c.error_p, False
+                        error_p, unpriced, touched, failing = c.error_p, False, [], None
                         for inj in live:
                             p = inj.params
                             if inj is extra:
+                                touched.append(inj)
                                 if inj.kind == "spend_rate":
                                     tin = int(tin * p["tin_mult"])
                                 else:
@@ -274,12 +278,20 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 6) -> tuple[Iterator
                             elif extra is None:
                                 if inj.kind == "tokens_per_request":
                                     tout = int(tout * p["tout_mult"])
+                                    touched.append(inj)
                                 elif inj.kind in ("new_model", "model_shift") and rand() < p["share"]:
                                     model = p.get("new_model") or p["model"]
+                                    touched.append(inj)
                                 elif inj.kind == "error_rate" and p.get("model", model) == model:
-                                    error_p = p["error_p"]
+                                    error_p, failing = p["error_p"], inj
                         counter += 1
                         error = rand() < error_p
+                        if error and failing is not None:
+                            touched.append(failing)
+                        for inj in touched:  # observable onset: the first call the injection changed
+                            inj.record["affected"] += 1
+                            if inj.record["first_affected"] is None:
+                                inj.record["first_affected"] = t
                         event = {"event_id": f"syn-{seed}-{counter}", "ts": f"{prefixes[offset // 60]}{offset % 60:02d}Z",
                                  "source": "synthetic", "provider": PROVIDER.get(model, "acme"), "model": model,
                                  "status": "error" if error else "ok", "attribution": c.attribution,
@@ -291,4 +303,6 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 6) -> tuple[Iterator
                         events.append(event)
             yield events
 
-    return batches(), [inj.label() for inj in injections], facts
+    for inj in injections:
+        inj.record = inj.label()
+    return batches(), [inj.record for inj in injections], facts
