@@ -9,7 +9,7 @@ import polars as pl
 
 from warehouse.backends import WarehouseError
 from warehouse.queries import to_utc
-from warehouse.showback import _on_the_hour, scoped_filters, showback
+from warehouse.showback import _on_the_day, _on_the_hour, scoped_filters, showback
 
 _MODEL_FILTERS = frozenset({"org", "team", "provider", "model"})
 
@@ -33,7 +33,10 @@ def reconciliation(wh, *, since: Any = None, until: Any = None, provider: str | 
     provider_input_tokens, provider_output_tokens from provider usage buckets). Days with data on either side.
     Model names are compared as stored: ours as the gateway logged them, the provider's as it reports them."""
     params: dict[str, Any] = {}
-    metered = _day_window(since, until, "hour", params)
+    start, end = to_utc(since, "since"), to_utc(until, "until")
+    daily = _on_the_day(start) and _on_the_day(end)
+    table, column = ("spend_daily", "day") if daily else ("spend_hourly", "hour")
+    metered = _day_window(since, until, column, params)
     reported = _day_window(since, until, "bucket_start", params)
     if provider is not None:
         metered.append("provider = {provider:String}")
@@ -51,10 +54,10 @@ def reconciliation(wh, *, since: Any = None, until: Any = None, provider: str | 
         " toUInt64(sum(m_in)) AS metered_input_tokens, toUInt64(sum(m_out)) AS metered_output_tokens,"
         " toUInt64(sum(p_in)) AS provider_input_tokens, toUInt64(sum(p_out)) AS provider_output_tokens"
         " FROM ("
-        "SELECT toDate(hour) AS day, toString(provider) AS provider, toString(model) AS model,"
+        f"SELECT toDate({column}) AS day, toString(provider) AS provider, toString(model) AS model,"
         f" toDecimal128(cost_usd, 12) AS m_cost, {zero} AS p_cost,"
         " toInt64(input_tokens) AS m_in, toInt64(output_tokens) AS m_out, toInt64(0) AS p_in, toInt64(0) AS p_out"
-        f" FROM spend_hourly {m_where}"
+        f" FROM {table} {m_where}"
         " UNION ALL "
         "SELECT toDate(bucket_start) AS day, toString(provider) AS provider, model,"
         f" {zero} AS m_cost, if(kind = 'cost', toDecimal128(cost_usd, 12), {zero}) AS p_cost,"

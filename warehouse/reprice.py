@@ -226,7 +226,7 @@ def heal_pending_hours(backend: Any) -> int:
         f"DELETE FROM priced_events WHERE {in_pending} AND (event_id, loaded_at) NOT IN"
         f" (SELECT event_id, max(loaded_at) FROM priced_events WHERE {in_pending} GROUP BY event_id)"
     )
-    for statement in rebuild_statements(_PENDING_HOURS):  # every rollup of priced_events (warehouse.rollups)
+    for statement in rebuild_statements():  # every rollup of priced_events (warehouse.rollups)
         backend.command(statement)
     backend.command("TRUNCATE TABLE rollup_rebuild_pending")
     return int(pending)

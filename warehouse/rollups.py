@@ -1,7 +1,10 @@
-"""The hourly rollups kept by materialized views on `priced_events`, and how to rebuild an hour of each from
-the raw table. The SELECTs here are the views' aggregations (migrations 0002 and 0006) over a WHERE on the
-hour; a re-price (warehouse.reprice) and the backfill of a new rollup rebuild pending hours with them.
-tests/warehouse/test_warehouse_rollups.py checks each rebuild gives exactly what its view wrote.
+"""The rollups kept by materialized views on `priced_events`, and how to rebuild them for some hours.
+
+Hourly rollups are rebuilt from the raw table with the views' aggregations (migrations 0002, 0006) over a WHERE
+on the hour; daily rollups (0007) are then re-summed from the rebuilt hourly ones for the days of those hours
+(the hourly rollups keep history after raw rows expire; an hour without raw rows is never rebuilt, so expired
+history is not wiped). A re-price (warehouse.reprice) and the backfill of a new rollup rebuild pending hours
+with them. tests/warehouse/test_warehouse_schema.py checks each rebuild gives exactly what its view wrote.
 """
 
 from __future__ import annotations
@@ -52,17 +55,38 @@ def _model_hourly(where: str) -> str:
     )
 
 
+def _daily(table: str, hourly: str, keys: tuple[str, ...], days: str) -> str:
+    names = ", ".join(keys)
+    return (
+        f"INSERT INTO {table} (day, {names}, {_SPEND_COLUMNS})"
+        f" SELECT toDateTime(toStartOfDay(hour), 'UTC') AS day, {names}, "
+        + ", ".join(f"sum({c}) AS {c}" for c in _SPEND_COLUMNS.split(", "))
+        + f" FROM {hourly} WHERE toDateTime(toStartOfDay(hour), 'UTC') IN {days} GROUP BY day, {names}"
+    )
+
+
 # table -> builder of "INSERT INTO table SELECT <the view's aggregation> FROM priced_events WHERE <where>"
 ROLLUPS = {
     "spend_hourly": _spend_hourly,
     "spend_hourly_tags": _spend_hourly_tags,
     "model_hourly": _model_hourly,
 }
+# daily table -> (hourly table it is summed from, its keys besides the time)
+DAILY_ROLLUPS = {
+    "spend_daily": ("spend_hourly", SPEND_KEYS),
+    "spend_daily_tags": ("spend_hourly_tags", ("tag_key", "tag_value", *SPEND_KEYS)),
+}
 
 
-def rebuild_statements(hours_subquery: str) -> list[str]:
-    """Statements that replace every rollup's rows of the hours in `hours_subquery` (a SELECT of `hour`)
-    by the aggregation of the raw rows of those hours. Idempotent; the caller holds the insert lock."""
-    where = f"{_HOUR} IN {hours_subquery}"
-    statements = [f"DELETE FROM {table} WHERE hour IN {hours_subquery}" for table in ROLLUPS]
-    return statements + [build(where) for build in ROLLUPS.values()]
+def rebuild_statements(pending_table: str = "rollup_rebuild_pending") -> list[str]:
+    """Statements that replace every rollup's rows of the hours listed in `pending_table` (and of their days)
+    by the aggregation of the raw rows. Idempotent; the caller holds the insert lock."""
+    pending = f"(SELECT hour FROM {pending_table})"
+    # Only hours that still have raw rows: rebuilding an expired hour would replace its history by nothing.
+    hours = f"(SELECT DISTINCT {_HOUR} FROM priced_events WHERE {_HOUR} IN {pending})"
+    days = f"(SELECT DISTINCT toDateTime(toStartOfDay(hour), 'UTC') FROM {pending_table})"
+    where = f"{_HOUR} IN {hours}"
+    statements = [f"DELETE FROM {table} WHERE hour IN {hours}" for table in ROLLUPS]
+    statements += [build(where) for build in ROLLUPS.values()]
+    statements += [f"DELETE FROM {table} WHERE day IN {days}" for table in DAILY_ROLLUPS]
+    return statements + [_daily(table, hourly, keys, days) for table, (hourly, keys) in DAILY_ROLLUPS.items()]

@@ -3,9 +3,11 @@ cheapest exact source. Values from callers are always bound parameters; tag keys
 (tag columns are aliased `tag_<i>` in SQL and renamed in the returned DataFrame).
 
 Sources, all exact and equal for the same question:
-- `spend_hourly` when every dimension is a rollup dimension and the window is on whole hours;
-- `spend_hourly_tags` when, in addition, ONE tag key is used: grouping by it adds the events without that tag
-  (value '') as the total of `spend_hourly` minus the tagged total, so the groups still add up to the total;
+- `spend_daily` when every dimension is a rollup dimension, the window is on whole UTC days and the bucket is
+  not "hour"; `spend_hourly` when the window is on whole hours;
+- `spend_daily_tags` / `spend_hourly_tags` when, in addition, ONE tag key is used: grouping by it adds the
+  events without that tag (value '') as the total of the untagged rollup minus the tagged total, so the groups
+  still add up to the total;
 - `priced_events` otherwise (tags read as `tags[key]`, '' when absent).
 """
 
@@ -79,21 +81,32 @@ class Plan:
         return ("WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
 
 
-def choose_table(dims: list[str], filters: dict[str, list[str]], since, until) -> str:
+def _on_the_day(moment: datetime | None) -> bool:
+    return moment is None or (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0)
+
+
+TAG_TABLES = {"spend_hourly_tags": "spend_hourly", "spend_daily_tags": "spend_daily"}  # -> untagged totals
+TIME_COLUMNS = {"priced_events": "ts", "spend_hourly": "hour", "spend_hourly_tags": "hour", "spend_daily": "day",
+                "spend_daily_tags": "day"}
+
+
+def choose_table(dims: list[str], filters: dict[str, list[str]], since, until, bucket: str | None = None) -> str:
+    """The smallest table that answers exactly: daily rollups for whole-day windows (unless bucketed by hour),
+    hourly rollups for whole-hour windows, the raw table otherwise."""
     names = set(dims) | set(filters)
     tags = {n for n in names if is_tag(n)}
     plain = names - tags
     if not (plain <= ROLLUP_DIMENSIONS and _on_the_hour(since) and _on_the_hour(until)):
         return "priced_events"
-    if not tags:
-        return "spend_hourly"
-    if len(tags) == 1 and all("" not in filters.get(t, ["x"]) for t in tags):
-        return "spend_hourly_tags"
-    return "priced_events"
+    if len(tags) > 1 or any("" in filters.get(t, ()) for t in tags):
+        return "priced_events"
+    daily = bucket != "hour" and _on_the_day(since) and _on_the_day(until)
+    base = "spend_daily" if daily else "spend_hourly"
+    return f"{base}_tags" if tags else base
 
 
 def make_plan(table: str, dims: list[str], filters: dict[str, list[str]], since, until, possible: bool) -> Plan:
-    plan = Plan(table, "ts" if table == "priced_events" else "hour", table != "priced_events")
+    plan = Plan(table, TIME_COLUMNS[table], table != "priced_events")
     if not possible:
         plan.clauses.append("0")
     if since is not None:
@@ -107,13 +120,13 @@ def make_plan(table: str, dims: list[str], filters: dict[str, list[str]], since,
     def expression(name: str) -> str:
         if not is_tag(name):
             return name
-        if table == "spend_hourly_tags":
+        if table in TAG_TABLES:
             return "tag_value"
         param = tag_keys.setdefault(name, f"tag_key_{len(tag_keys)}")
         plan.params[param] = name[len(TAG_PREFIX):]
         return f"tags[{{{param}:String}}]"
 
-    if table == "spend_hourly_tags":
+    if table in TAG_TABLES:
         key = next(n for n in list(dims) + list(filters) if is_tag(n))
         plan.clauses.append("tag_key = {tag_key:String}")
         plan.params["tag_key"] = key[len(TAG_PREFIX):]
@@ -141,7 +154,7 @@ def showback_sql(group_by: list[str], bucket: str | None, since, until, filters,
     dims = check_dims(group_by, "group_by")
     if bucket is not None and bucket not in BUCKETS:
         raise WarehouseError(f"bucket: {bucket!r} is not one of {', '.join(BUCKETS)}")
-    table = choose_table(dims, filters, since, until)
+    table = choose_table(dims, filters, since, until, bucket)
     plan = make_plan(table, dims, filters, since, until, possible)
     aliases = [f"d{i}" for i in range(len(dims))]
     keys = (["bucket"] if bucket else []) + aliases
@@ -155,11 +168,12 @@ def showback_sql(group_by: list[str], bucket: str | None, since, until, filters,
         return sql, plan.params, keys
     parts = [f"SELECT {', '.join(select_keys + _signed_measures())} FROM {table} {plan.where()} {group}"]
     tag_dims = [n for n in dims if is_tag(n)]
-    if table == "spend_hourly_tags" and tag_dims and tag_dims[0] not in filters:
-        # Untagged events: everything (spend_hourly) minus the tagged rows, under the value ''.
-        untagged = make_plan("spend_hourly", [n for n in dims if not is_tag(n)], filters, since, until, possible)
+    if table in TAG_TABLES and tag_dims and tag_dims[0] not in filters:
+        # Untagged events: everything (spend_hourly/daily) minus the tagged rows, under the value ''.
+        base = TAG_TABLES[table]
+        untagged = make_plan(base, [n for n in dims if not is_tag(n)], filters, since, until, possible)
         columns = bucket_expr + [f"{EMPTY if is_tag(n) else n} AS {a}" for n, a in zip(dims, aliases)]
-        parts.append(f"SELECT {', '.join(columns + _signed_measures())} FROM spend_hourly {untagged.where()} {group}")
+        parts.append(f"SELECT {', '.join(columns + _signed_measures())} FROM {base} {untagged.where()} {group}")
         parts.append(f"SELECT {', '.join(columns + _signed_measures('-'))} FROM {table} {plan.where()} {group}")
     outer = [f"toUInt64(sum(s_{c})) AS {c}" for c in COUNTS] + ["toDecimal128(sum(s_cost_usd), 12) AS cost_usd"]
     sql = (f"SELECT {', '.join(keys + outer)} FROM ({' UNION ALL '.join(parts)}) {group}"

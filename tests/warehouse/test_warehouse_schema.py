@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
 from warehouse.backends import WarehouseError
 from warehouse.retention import apply_retention, current_retention_days
-from warehouse.rollups import ROLLUPS, rebuild_statements
+from warehouse.rollups import DAILY_ROLLUPS, ROLLUPS, rebuild_statements
 from warehouse.schema import apply_migrations, load_migrations
 
-TABLES = ("priced_events", "spend_hourly", "spend_hourly_tags", "model_hourly", "alerts", "alert_deliveries",
+TABLES = ("priced_events", "spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily", "spend_daily_tags", "alerts", "alert_deliveries",
           "budget_status", "anomalies", "anomaly_acks", "provider_usage", "price_catalog_history",
           "rollup_rebuild_pending", "schema_migrations")
 
@@ -19,7 +20,7 @@ TABLES = ("priced_events", "spend_hourly", "spend_hourly_tags", "model_hourly", 
 def test_migrations_applied_once_and_idempotent(wh):
     names = set(wh.query("SELECT name FROM system.tables WHERE database = currentDatabase()")["name"].to_list())
     assert set(TABLES) <= names
-    assert {"spend_hourly_mv", "spend_hourly_tags_mv", "model_hourly_mv"} <= names
+    assert {"spend_hourly_mv", "spend_hourly_tags_mv", "model_hourly_mv", "spend_daily_mv", "spend_daily_tags_mv"} <= names
     versions = wh.query("SELECT version FROM schema_migrations ORDER BY version")["version"].to_list()
     assert versions == [m.version for m in load_migrations()]
     assert apply_migrations(wh.backend) == []  # nothing left to apply
@@ -33,11 +34,12 @@ KEYS = ("tag_key", "tag_value", "org", "team", "project", "user", "api_key", "fe
 
 
 def _rollup_rows(wh, table, org):
-    columns = [c for c in wh.query(f"SELECT * FROM {table} LIMIT 0").columns if c != "hour"]
+    time = "day" if table in DAILY_ROLLUPS else "hour"
+    columns = [c for c in wh.query(f"SELECT * FROM {table} LIMIT 0").columns if c != time]
     keys = [c for c in columns if c in KEYS]
     measures = [c for c in columns if c not in keys]
-    select = ", ".join(["hour"] + keys + [f"sum({m}) AS {m}" for m in measures])
-    group = ", ".join(["hour"] + keys)
+    select = ", ".join([time] + keys + [f"sum({m}) AS {m}" for m in measures])
+    group = ", ".join([time] + keys)
     return wh.query(f"SELECT {select} FROM {table} WHERE org = {{org:String}} GROUP BY {group} ORDER BY {group}",
                     {"org": org}).rows()
 
@@ -52,16 +54,24 @@ def test_rebuild_of_every_rollup_equals_its_view(wh, org, make_event):
         event["ttft_ms"] = None if i % 3 else 20.0 + i
         events.append(event)
     wh.insert_priced(events)
-    by_view = {table: _rollup_rows(wh, table, org) for table in ROLLUPS}
+    by_view = {table: _rollup_rows(wh, table, org) for table in [*ROLLUPS, *DAILY_ROLLUPS]}
     assert all(by_view.values())
     wh.backend.command("INSERT INTO rollup_rebuild_pending (hour) VALUES ('2025-03-01 10:00:00'), ('2025-03-01 11:00:00')")
     from warehouse.reprice import heal_pending_hours
 
     with wh._insert_lock:
         assert heal_pending_hours(wh.backend) == 2
-    for table in ROLLUPS:
+    for table in by_view:
         assert _rollup_rows(wh, table, org) == by_view[table], table
-    assert len(rebuild_statements("(SELECT 1)")) == 2 * len(ROLLUPS)
+    # An hour whose raw rows expired keeps its rollups (nothing to rebuild from), and its day is re-summed.
+    wh.backend.command("INSERT INTO spend_hourly (hour, org, team, events, cost_usd)"
+                       " VALUES ('2020-01-01 05:00:00', {o:String}, 'gone', 3, 1.5)", {"o": org})
+    wh.backend.command("INSERT INTO rollup_rebuild_pending (hour) VALUES ('2020-01-01 05:00:00')")
+    with wh._insert_lock:
+        heal_pending_hours(wh.backend)
+    kept = wh.spend(["team"], since="2020-01-01", until="2020-01-02", filters={"org": [org]})  # from spend_daily
+    assert kept.rows() == [("gone", 3, 0, 0, 0, 0, 0, 0, Decimal("1.5"))]
+    assert len(rebuild_statements()) == 2 * (len(ROLLUPS) + len(DAILY_ROLLUPS))
 
 
 def test_retention_ttl_is_set_idempotently_and_rollups_keep_history(wh, org, make_event):

@@ -67,7 +67,9 @@ def test_queries_bind_every_value():
     sql, params = spend_sql(["team"], None, None, {"team": ["a'b", "c"], "org": "solo"})
     assert "a'b" not in sql and "solo" not in sql
     assert params == {"f_team_0": "a'b", "f_team_1": "c", "f_org_0": "solo"}
-    assert "FROM spend_hourly" in sql
+    assert "FROM spend_daily" in sql  # no window: whole days
+    hourly_sql, _ = spend_sql(["team"], datetime(2025, 1, 1, 7), None, None)
+    assert "FROM spend_hourly" in hourly_sql
     raw_sql, _ = spend_sql(["route"], datetime(2025, 1, 1, 0, 30), None, None)
     assert "FROM priced_events" in raw_sql
 
