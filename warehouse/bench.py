@@ -26,8 +26,9 @@ MODELS = ("'openai','gpt-4o'", "'openai','gpt-4o-mini'", "'openai','o3'", "'open
           "'acme','acme-internal-llm-v2'")
 
 
-def _generate_sql(first: int, count: int, end: datetime, days: int) -> str:
-    """Rows first..first+count-1 of the synthetic month; every value derived from the row number."""
+def _generate_sql(first: int, count: int, total: int, end: datetime, days: int) -> str:
+    """Rows first..first+count-1 of `total` in a synthetic month, in time order as a loader would insert them;
+    every value derived from the row number."""
     pairs = ", ".join(f"({m})" for m in MODELS)
     seconds = days * 86400
     end_text = end.strftime("%Y-%m-%d %H:%M:%S")
@@ -39,7 +40,7 @@ INSERT INTO priced_events (event_id, ts, source, provider, model, operation, sta
     price_override, priced_at)
 SELECT
     concat('bench-', toString(n)) AS event_id,
-    toDateTime64('{end_text}', 3, 'UTC') - toIntervalMillisecond((cityHash64(n, 1) % {seconds * 1000}) + 1) AS ts,
+    toDateTime64('{end_text}', 3, 'UTC') - toIntervalMillisecond({seconds * 1000} - intDiv(n * {seconds * 1000}, {total})) AS ts,
     'bench' AS source,
     pm.1 AS provider, pm.2 AS model, 'chat' AS operation,
     if(cityHash64(n, 3) % 100 = 0, 'error', 'ok') AS status,
@@ -70,24 +71,27 @@ FROM (
 
 
 def _dashboard_queries(wh: Any, now: datetime) -> dict[str, Callable[[], Any]]:
-    """What the dashboard pages ask on a refresh, over the last 30 days / this month."""
+    """What the dashboard pages ask on a refresh: date ranges of whole UTC days (the last 30 and 7 days, up to
+    the end of today), the last 24 hours by hour, and the small record tables."""
     from warehouse import analytics, providers
     from warehouse.showback import showback
 
     hour = now.replace(minute=0, second=0, microsecond=0)
-    month_ago, week_ago, day_ago = hour - timedelta(days=30), hour - timedelta(days=7), hour - timedelta(days=1)
+    tomorrow = hour.replace(hour=0) + timedelta(days=1)
+    month_ago, week_ago, day_ago = tomorrow - timedelta(days=30), tomorrow - timedelta(days=7), hour - timedelta(days=1)
+    window = {"since": month_ago, "until": tomorrow}
     return {
-        "cost_by_team": lambda: wh.spend(["team"], since=month_ago),
-        "cost_by_model": lambda: wh.spend(["provider", "model"], since=month_ago),
-        "cost_over_time_by_team": lambda: showback(wh, ["team"], bucket="day", since=month_ago),
+        "cost_by_team_and_status": lambda: wh.spend(["team", "pricing_status"], **window),
+        "cost_by_model": lambda: wh.spend(["provider", "model"], **window),
+        "cost_over_time_by_team": lambda: wh.spend_over_time("day", "team", **window),
         "hourly_last_day": lambda: wh.spend_over_time("hour", "team", since=day_ago),
-        "cost_by_tag": lambda: showback(wh, ["tag:env"], since=month_ago),
-        "team_scoped_by_feature": lambda: showback(wh, ["feature"], bucket="day", since=month_ago, team="team-3"),
+        "cost_by_tag": lambda: showback(wh, ["tag:env"], bucket="day", **window),
+        "team_scoped_by_feature": lambda: showback(wh, ["feature"], bucket="day", team="team-3", **window),
         "today_and_mtd": lambda: analytics.spend_today_mtd(wh, now=now),
-        "top_movers": lambda: analytics.top_movers(wh, "team", current_start=week_ago, current_end=hour),
-        "unpriced_by_model": lambda: analytics.unpriced_by_model(wh, since=month_ago),
-        "model_stats": lambda: providers.model_stats(wh, since=week_ago),
-        "reconciliation": lambda: providers.reconciliation(wh, since=month_ago),
+        "top_movers": lambda: analytics.top_movers(wh, "team", current_start=week_ago, current_end=tomorrow),
+        "unpriced_by_model": lambda: analytics.unpriced_by_model(wh, **window),
+        "model_stats": lambda: providers.model_stats(wh, since=week_ago, until=tomorrow),
+        "reconciliation": lambda: providers.reconciliation(wh, **window),
         "budget_status": lambda: analytics.budget_status(wh),
         "alerts": lambda: analytics.alerts_history(wh, since=month_ago),
         "anomalies": lambda: analytics.anomalies(wh, since=month_ago),
@@ -142,11 +146,12 @@ def bench_warehouse(settings_or_tmpdir: Any = None, rows: int = 10_000_000, *, l
     try:
         started = time.perf_counter()
         for first in range(0, rows, CHUNK_ROWS):
-            wh.backend.command(_generate_sql(first, min(CHUNK_ROWS, rows - first), end, 30))
+            wh.backend.command(_generate_sql(first, min(CHUNK_ROWS, rows - first), rows, end, 30))
             say(f"generated {min(first + CHUNK_ROWS, rows):,} / {rows:,} events")
         generate_seconds = time.perf_counter() - started
         sizes = {t: int(wh.query(f"SELECT count() AS n FROM {t}")["n"][0])
-                 for t in ("priced_events", "spend_hourly", "spend_hourly_tags", "model_hourly")}
+                 for t in ("priced_events", "spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily",
+                           "spend_daily_tags")}
         per_query: dict[str, list[float]] = {}
         for name, run in _dashboard_queries(wh, now).items():
             run()  # warm-up: first use of a table and its marks

@@ -25,5 +25,5 @@ def test_bench_reports_query_latency_and_load_throughput(tmp_path):
     assert figures["table_rows"]["priced_events"] == 30_000
     assert figures["load_rows_stored"] == 3_000
     assert figures["query_p95_ms"] >= figures["query_p50_ms"] > 0 and figures["load_rows_per_s"] > 0
-    assert {"cost_by_team", "cost_by_tag", "model_stats", "reconciliation"} <= set(figures["queries_p95_ms"])
+    assert {"cost_by_team_and_status", "cost_by_tag", "model_stats", "reconciliation"} <= set(figures["queries_p95_ms"])
     assert not (tmp_path / "bench-warehouse").exists()  # removed afterwards
