@@ -141,11 +141,11 @@ def budget_spend(wh, scope: dict[str, str], metric: str, start: Any, end: Any) -
     clauses, params = [], {}
     _window(start, end, "ts", clauses, params)
     _scope_clauses(scope, clauses, params)
+    # FINAL collapses copies of an event (same sorting key, which ends in event_id) to the newest loaded_at,
+    # exactly as a merge will: a duplicate from a loader race or a re-price in progress never counts twice.
     row = wh.query(
-        "SELECT toDecimal128(sum(cost), 12) AS cost_usd, toUInt64(sum(tokens)) AS tokens FROM"
-        " (SELECT event_id, argMax(cost_usd, loaded_at) AS cost,"
-        " argMax(input_tokens + output_tokens, loaded_at) AS tokens"
-        f" FROM priced_events {_where(clauses)} GROUP BY event_id)", params).row(0, named=True)
+        "SELECT toDecimal128(sum(cost_usd), 12) AS cost_usd, toUInt64(sum(input_tokens + output_tokens)) AS tokens"
+        f" FROM priced_events FINAL {_where(clauses)}", params).row(0, named=True)
     if metric == "tokens":
         return int(row["tokens"] or 0)
     return row["cost_usd"] if row["cost_usd"] is not None else Decimal(0)
