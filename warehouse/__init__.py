@@ -2,7 +2,8 @@
 the Kafka loader with exact dedupe, and the spend query layer.
 
 Public API: `open_warehouse`, `Warehouse` (incl. `Warehouse.reprice`), `RepriceReport`, `run_loader`,
-`render_report`, `DIMENSIONS`.
+`render_report`, `DIMENSIONS`; query functions in `warehouse.showback`, `warehouse.analytics` and
+`warehouse.providers`, `warehouse.export.export_month`, `warehouse.bench.bench_warehouse` (docs/warehouse.md).
 """
 
 from __future__ import annotations
