@@ -6,7 +6,7 @@ Signatures and columns are documented in docs/warehouse.md.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +14,7 @@ import polars as pl
 
 from warehouse.backends import WarehouseError
 from warehouse.queries import to_utc
-from warehouse.showback import TAG_PREFIX, check_dims, is_tag, scoped_filters, showback
+from warehouse.showback import TAG_PREFIX, check_dims, is_tag, showback
 
 MONEY = pl.Decimal(38, 12)
 PERCENT = pl.Decimal(18, 2)

@@ -9,7 +9,7 @@ import polars as pl
 
 from warehouse.backends import WarehouseError
 from warehouse.queries import to_utc
-from warehouse.showback import _on_the_day, _on_the_hour, scoped_filters, showback
+from warehouse.showback import on_the_day, on_the_hour, scoped_filters, showback
 
 _MODEL_FILTERS = frozenset({"org", "team", "provider", "model"})
 
@@ -34,7 +34,7 @@ def reconciliation(wh, *, since: Any = None, until: Any = None, provider: str | 
     Model names are compared as stored: ours as the gateway logged them, the provider's as it reports them."""
     params: dict[str, Any] = {}
     start, end = to_utc(since, "since"), to_utc(until, "until")
-    daily = _on_the_day(start) and _on_the_day(end)
+    daily = on_the_day(start) and on_the_day(end)
     table, column = ("spend_daily", "day") if daily else ("spend_hourly", "hour")
     metered = _day_window(since, until, column, params)
     reported = _day_window(since, until, "bucket_start", params)
@@ -83,7 +83,7 @@ def model_stats(wh, *, since: Any = None, until: Any = None, filters: dict[str, 
         raise WarehouseError(f"filters: model stats filter by {', '.join(sorted(_MODEL_FILTERS))}, not {sorted(unknown)}")
     params: dict[str, Any] = {}
     start, end = to_utc(since, "since"), to_utc(until, "until")
-    rollup = _on_the_hour(start) and _on_the_hour(end)
+    rollup = on_the_hour(start) and on_the_hour(end)
     clauses = _day_window(start, end, "hour" if rollup else "ts", params)
     if not possible:
         clauses.append("0")

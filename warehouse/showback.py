@@ -62,7 +62,7 @@ def scoped_filters(filters: dict[str, Any] | None, team: str | None) -> tuple[di
     return clean, asked is None or team in asked
 
 
-def _on_the_hour(moment: datetime | None) -> bool:
+def on_the_hour(moment: datetime | None) -> bool:
     return moment is None or (moment.minute, moment.second, moment.microsecond) == (0, 0, 0)
 
 
@@ -81,7 +81,7 @@ class Plan:
         return ("WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
 
 
-def _on_the_day(moment: datetime | None) -> bool:
+def on_the_day(moment: datetime | None) -> bool:
     return moment is None or (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0)
 
 
@@ -96,11 +96,11 @@ def choose_table(dims: list[str], filters: dict[str, list[str]], since, until, b
     names = set(dims) | set(filters)
     tags = {n for n in names if is_tag(n)}
     plain = names - tags
-    if not (plain <= ROLLUP_DIMENSIONS and _on_the_hour(since) and _on_the_hour(until)):
+    if not (plain <= ROLLUP_DIMENSIONS and on_the_hour(since) and on_the_hour(until)):
         return "priced_events"
     if len(tags) > 1 or any("" in filters.get(t, ()) for t in tags):
         return "priced_events"
-    daily = bucket != "hour" and _on_the_day(since) and _on_the_day(until)
+    daily = bucket != "hour" and on_the_day(since) and on_the_day(until)
     base = "spend_daily" if daily else "spend_hourly"
     return f"{base}_tags" if tags else base
 
