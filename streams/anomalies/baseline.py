@@ -15,7 +15,7 @@ Baselines are statistics, so they are floats; observed money stays exact (intege
 from __future__ import annotations
 
 HOW, DAYTYPE, GLOBAL = 0, 168, 216
-FULL_SIZE, DAILY_SIZE = 217, 97  # a daily baseline keeps quarter hours of the day (96) + global (1)
+FULL_SIZE, DAILY_SIZE = 217, 121  # a daily baseline keeps quarter hours (96) + hours (24) of the day + global
 MIN_SAMPLES = 12
 CLIP = 3.0
 # Per-slot learning rates: an hour-of-week slot sees 12 samples a week, so it must learn faster per sample
@@ -34,10 +34,11 @@ def full_slots(bucket_start: int) -> Slots:
 
 
 def daily_slots(bucket_start: int) -> Slots:
-    """Quarter hour of the day and global: for ratios (tokens per request, error rate, cost per token) that follow
-    the traffic mix of the day but not its volume. Quarter hours, because a batch job ending at :45 changes a
-    team's mix within the hour."""
-    return (((bucket_start // 900) % 96, A_HOD), (96, 0.01))
+    """Quarter hour of the day, hour of the day, global: for ratios (tokens per request, error rate, cost per
+    token) that follow the traffic mix of the day but not its volume. Quarter hours, because a batch job ending
+    at :45 changes a team's mix within the hour; the hour slot answers while quarter hours are young."""
+    quarter = (bucket_start // 900) % 96
+    return ((quarter, A_HOD), (96 + quarter // 4, A_HOD / 2), (120, 0.01))
 
 
 class Seasonal:

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-HELD_OUT_SEED = 7  # the seed the README reports; the detectors were tuned on seeds 1-3
+HELD_OUT_SEED = 8  # the seed the README reports; the detectors were tuned on seeds 1-6 (7 was an earlier held-out run)
 
 
 @click.group("anomalies")
@@ -45,7 +45,7 @@ def run() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {kind: {precision, recall, median_delay_s, ...}}.")
 @click.option("--seed", default=HELD_OUT_SEED, show_default=True, help="Seed of the synthetic month.")
 @click.option("--days", default=30, show_default=True, type=click.IntRange(4, 120), help="Length of the month.")
-@click.option("--per-kind", default=6, show_default=True, type=click.IntRange(1, 50),
+@click.option("--per-kind", default=10, show_default=True, type=click.IntRange(1, 50),
               help="Injected anomalies of each kind.")
 def evaluate_cmd(as_json: bool, seed: int, days: int, per_kind: int) -> None:
     """Run the detectors on a labelled synthetic month and print precision, recall and delay per kind."""

@@ -43,9 +43,10 @@ class Config:
     idle_expire_s: int = 14 * 86400
     z: float = 6.0
     spend_ratio: float = 2.0
-    spend_min_delta_usd_per_hour: float = 2.0
+    spend_min_delta_usd_per_hour: float = 0.5
     token_ratio: float = 2.0
     token_min_delta_per_hour: float = 300_000
+    ratio_z: float = 5.0  # ratios (tokens per request, cost per token) are averages: less noisy than volumes
     tpr_ratio: float = 1.6
     tpr_min_requests: int = 8
     burst_ratio: float = 3.0
@@ -100,6 +101,9 @@ def ratio_verdict(obs: float, base: Seasonal, slots: Slots, *, ratio: float, z: 
     expected, dev, n = base.expected(slots)
     if n < MIN_SAMPLES or expected <= 0:
         return None
+    if base.n[slots[0][0]] < MIN_SAMPLES and base.n[slots[1][0]] < 2 * MIN_SAMPLES:
+        # The all-day level learnt its spread from busy hours; a quiet hour's average of a few calls is noisier.
+        z *= 1.5
     sigma = max(1.25 * dev, 0.05 * expected)
     high = max(expected * ratio, expected + z * sigma)
     low = max(expected - z * sigma, 0.0)

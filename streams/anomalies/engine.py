@@ -224,9 +224,9 @@ class AnomalyEngine:
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim != "model":
-                v_out = ratio_verdict(sb[S_TOUT] / ok, st.tpr_out, daily, ratio=cfg.tpr_ratio, z=cfg.z,
+                v_out = ratio_verdict(sb[S_TOUT] / ok, st.tpr_out, daily, ratio=cfg.tpr_ratio, z=cfg.ratio_z,
                                       unit="tokens_per_request")
-                v_in = ratio_verdict(sb[S_TIN] / ok, st.tpr_in, daily, ratio=cfg.tpr_ratio, z=cfg.z,
+                v_in = ratio_verdict(sb[S_TIN] / ok, st.tpr_in, daily, ratio=cfg.tpr_ratio, z=cfg.ratio_z,
                                      unit="tokens_per_request")
                 candidates = [(x.observed / x.expected, name, x) for name, x in (("output", v_out), ("input", v_in)) if x]
                 if candidates:
@@ -242,7 +242,7 @@ class AnomalyEngine:
             if dim != "model":
                 v = None
                 if ok >= cfg.shift_min_requests and tokens > 0 and sb[S_COST] > 0:
-                    v = ratio_verdict(cost_usd * 1000 / tokens, st.cpt, daily, ratio=cfg.shift_ratio, z=cfg.z,
+                    v = ratio_verdict(cost_usd * 1000 / tokens, st.cpt, daily, ratio=cfg.shift_ratio, z=cfg.ratio_z,
                                       unit="usd_per_1k_tokens")
                     if v and v.state in ("strong", "anomalous"):
                         v.detail = self._shift_detail(st, sb)

@@ -6,9 +6,10 @@ between one bucket before the onset and one bucket after the injection's end), t
 kinds that injection legitimately causes. An injection of kind K is recalled when a detection of kind K on one of
 its scopes matches it; the delay is that detection's first `detected_at` minus the observable onset (the time
 of the first call the injection changed: a key revoked at 3 a.m. is observable at its first failing call).
-Injections that changed fewer than `MIN_AFFECTED` calls (a revoked key nobody used) are not observable as
-anomalies: they are reported as `unobservable` and left out of recall (their detections still count for
-precision).
+An injection that changed fewer than `MIN_EVIDENCE` calls (one for new_model and unpriced_usage) in the first
+15 minutes after that onset (a model
+outage at night with one call every few minutes) cannot be detected within the 15-minute target by anyone: it
+is reported as `unobservable` and left out of recall (its detections still count for precision).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .engine import AnomalyEngine
 from .synthetic import BUCKET, generate
 
 TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900}
-MIN_AFFECTED = 10
+MIN_EVIDENCE = 5  # changed calls in the first 15 minutes; one suffices for a new or unpriced model
+MIN_EVIDENCE_KIND = {"new_model": 1, "unpriced_usage": 1}
 
 
 def _epoch(text: str) -> float:
@@ -68,7 +70,7 @@ def score(detections: list[dict], labels: list[dict], facts: dict) -> dict:
                 bucket["fp_examples"].append(f"{det['start']} {det['scope_dim']}={det['scope_value']}: {det['explanation']}")
     for lab in labels:
         bucket = per_kind[lab["kind"]]
-        if lab["affected"] < MIN_AFFECTED:
+        if lab["affected_first_15m"] < MIN_EVIDENCE_KIND.get(lab["kind"], MIN_EVIDENCE):
             bucket["unobservable"] += 1
             continue
         bucket["injected"] += 1
@@ -106,7 +108,7 @@ def cold_start(detections: list[dict], facts: dict) -> dict:
             "kinds": sorted({d["kind"] for d in hits})}
 
 
-def evaluate(seed: int = 7, days: int = 30, per_kind: int = 6, config: Config | None = None) -> dict:
+def evaluate(seed: int = 8, days: int = 30, per_kind: int = 10, config: Config | None = None) -> dict:
     t0 = time.perf_counter()
     detections, labels, facts, run = run_month(seed, days, per_kind, config)
     kinds = score(detections, labels, facts)

@@ -87,11 +87,19 @@ class Injection:
     description: str = ""
 
     record: dict = field(default_factory=dict)  # the label; `affected` and `first_affected` fill in as it runs
+    affected_at: list = field(default_factory=list)
+
+    def finish(self) -> None:
+        """Observable onset = the first changed call; evidence within 15 minutes of it = calls changed then."""
+        if self.affected_at:
+            first = min(self.affected_at)
+            self.record["first_affected"] = first
+            self.record["affected_first_15m"] = sum(1 for t in self.affected_at if t < first + 900)
 
     def label(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "allowed": list(self.allowed),
                 "scopes": sorted(self.scopes), "description": self.description, "affected": 0,
-                "first_affected": None}
+                "first_affected": None, "affected_first_15m": 0}
 
 
 def diurnal(hour_local: float, weekend: bool) -> float:
@@ -202,7 +210,25 @@ def plan_injections(rng: random.Random, clients: list[Client], start: int, days:
                                "request_burst"), {"extra_rps": rng.uniform(0.03, 0.1), "extra_model": unknown,
                                "tin": 1500, "tout": 400, "unpriced": True}, c.scopes() | {("model", unknown)},
                                f"{c.key} calls unpriced {unknown}"))
+    _separate(plans, start, days)
     return plans
+
+
+def _separate(plans: list[Injection], start: int, days: int) -> None:
+    """Two injections of one kind on shared scopes must not overlap (the second would land inside an anomaly
+    that is already open, and could not be told apart): move the later one by whole weeks (same weekday and
+    hour) until it is clear, or a week earlier."""
+    for i, inj in enumerate(plans):
+        for _ in range(8):
+            clash = any(o.kind == inj.kind and o.scopes & inj.scopes and o.start < inj.end + 3600
+                        and inj.start < o.end + 3600 for o in plans[:i])
+            if not clash:
+                break
+            step = 7 * 86400 if inj.end + 7 * 86400 < start + days * 86400 else -7 * 86400
+            if inj.start + step < start + 2 * 86400:
+                step = 86400
+            inj.start += step
+            inj.end += step
 
 
 def _cost(model: str, tin: int, tout: int) -> str:
@@ -211,7 +237,7 @@ def _cost(model: str, tin: int, tout: int) -> str:
     return f"{pico // 10**12}.{pico % 10**12:012d}"
 
 
-def generate(seed: int = 1, days: int = 30, per_kind: int = 6) -> tuple[Iterator[list[dict]], list[dict], dict]:
+def generate(seed: int = 1, days: int = 30, per_kind: int = 10) -> tuple[Iterator[list[dict]], list[dict], dict]:
     """(batches of priced events, one per 5 minutes, in time order; labels; facts about the month)."""
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
@@ -288,10 +314,10 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 6) -> tuple[Iterator
                         error = rand() < error_p
                         if error and failing is not None:
                             touched.append(failing)
-                        for inj in touched:  # observable onset: the first call the injection changed
+                        for inj in touched:  # when the injection changed a call (evidence for detection)
                             inj.record["affected"] += 1
-                            if inj.record["first_affected"] is None:
-                                inj.record["first_affected"] = t
+                            if len(inj.affected_at) < 5000:
+                                inj.affected_at.append(t)
                         event = {"event_id": f"syn-{seed}-{counter}", "ts": f"{prefixes[offset // 60]}{offset % 60:02d}Z",
                                  "source": "synthetic", "provider": PROVIDER.get(model, "acme"), "model": model,
                                  "status": "error" if error else "ok", "attribution": c.attribution,
@@ -302,6 +328,8 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 6) -> tuple[Iterator
                             event["unpriced_reason"] = f"unknown model {model}"
                         events.append(event)
             yield events
+        for inj in injections:
+            inj.finish()
 
     for inj in injections:
         inj.record = inj.label()

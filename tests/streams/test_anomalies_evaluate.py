@@ -37,7 +37,7 @@ def test_generator_is_deterministic_and_labelled():
 
 def test_scoring_counts_false_positives_and_misses():
     label = {"kind": "spend_rate", "start": 1000, "end": 4000, "allowed": ["spend_rate"], "scopes": [["team", "a"]],
-             "description": "x", "affected": 50, "first_affected": 1060}
+             "description": "x", "affected": 50, "first_affected": 1060, "affected_first_15m": 20}
     hit = {"kind": "spend_rate", "scope_dim": "team", "scope_value": "a", "start": "1970-01-01T00:20:00Z",
            "detected_at": "1970-01-01T00:27:00Z", "explanation": ""}
     stray = {**hit, "scope_value": "b"}
