@@ -223,7 +223,7 @@ class AnomalyEngine:
                              unit="tokens_per_hour", per_hour=per_hour)
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
-            if ok >= cfg.tpr_min_requests and dim != "model":
+            if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
                 v_out = ratio_verdict(sb[S_TOUT] / ok, st.tpr_out, daily, ratio=cfg.tpr_ratio, z=cfg.ratio_z,
                                       unit="tokens_per_request")
                 v_in = ratio_verdict(sb[S_TIN] / ok, st.tpr_in, daily, ratio=cfg.tpr_ratio, z=cfg.ratio_z,
@@ -239,7 +239,7 @@ class AnomalyEngine:
                 requests += st.recent[1] + st.recent[3]
             track(st, "error_rate", "error_rate", error_verdict(errors, requests, st.err, daily, cfg),
                   bucket, updates, label)
-            if dim != "model":
+            if dim in KIND_DIMS["model_shift"]:
                 v = None
                 if ok >= cfg.shift_min_requests and tokens > 0 and sb[S_COST] > 0:
                     v = ratio_verdict(cost_usd * 1000 / tokens, st.cpt, daily, ratio=cfg.shift_ratio, z=cfg.ratio_z,
@@ -248,7 +248,7 @@ class AnomalyEngine:
                         v.detail = self._shift_detail(st, sb)
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
-        if dim == "api_key":
+        if dim in KIND_DIMS["request_burst"]:
             v = None
             if warm:
                 v = rate_verdict(float(sb[S_REQ]), st.requests, full, z=cfg.z, ratio=cfg.burst_ratio,
@@ -260,7 +260,7 @@ class AnomalyEngine:
                             cfg.burst_floor_per_hour, "requests_per_hour")
             track(st, "request_burst", "request_burst", v, bucket, updates, label)
 
-        if dim == "model":
+        if dim in KIND_DIMS["unpriced_usage"]:
             v = None
             if sb[S_UREQ] or "unpriced_usage" in st.open:
                 v = Verdict("strong" if sb[S_UREQ] else "normal", sb[S_UTOK] * per_hour, 0.0, 0.0, 0.0,
@@ -268,7 +268,7 @@ class AnomalyEngine:
                 reason = self.agg.unpriced_reasons.get(st.value, "no price")
                 v.detail = f"{st.value} ({sb[S_UREQ]} calls in 5 minutes; {reason})" if sb[S_UREQ] else st.value
             track(st, "unpriced_usage", "unpriced_usage", v, bucket, updates, label)
-        else:
+        if dim in KIND_DIMS["new_model"]:
             self._new_models(st, sb, bucket, warm, per_hour, updates, label)
 
         # Learn from this bucket after judging it.
