@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from tokenmeter.settings import Settings
 from tokenmeter.topics import ALERTS, ANOMALIES, ANOMALY_ACKS, DEADLETTER, PRICED
@@ -33,6 +34,7 @@ from .publish import alert_for
 
 log = logging.getLogger("tokenmeter.anomalies")
 GROUP_ID = "tokenmeter-anomalies"
+STATS_LOG_SECONDS = 60.0
 
 
 def state_path(settings: Settings) -> Path:
@@ -93,7 +95,8 @@ class Detector:
         self.path = state_path(settings)
         self.engine, self.offsets = load_state(self.path)
         self.mutes = MuteTable()
-        self.counters = {"messages": 0, "bad_messages": 0, "anomaly_records": 0, "alerts": 0, "alerts_muted": 0}
+        self.counters = {"messages": 0, "bad_messages": 0, "anomaly_records": 0, "alerts": 0, "alerts_muted": 0,
+                         "send_retries": 0}
 
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.bootstrap_servers
@@ -121,13 +124,17 @@ class Detector:
             await self._load_mutes(acks)
             log.info("anomaly detector reading %s (%d partitions) from %s", PRICED, len(tps),
                      "its saved state" if self.offsets else "committed offsets")
-            last_save = time.monotonic()
+            last_save = last_log = time.monotonic()
             while not stop.is_set():
                 for records in (await acks.getmany(timeout_ms=0)).values():
                     for record in records:
                         self.mutes.apply(record.value)
                 batch = await consumer.getmany(*tps, timeout_ms=500, max_records=self.max_records)
-                await self._handle(batch, producer, consumer)
+                await self._handle(batch, producer, consumer, stop)
+                if time.monotonic() - last_log >= STATS_LOG_SECONDS:
+                    log.info("anomaly detector: %s; engine %s%s", self.counters, self.engine.stats,
+                             f"; last bad event: {self.engine.last_error}" if self.engine.last_error else "")
+                    last_log = time.monotonic()
                 if time.monotonic() - last_save >= self.snapshot_every_s:
                     save_state(self.path, self.engine, self.offsets)
                     last_save = time.monotonic()
@@ -155,9 +162,10 @@ class Detector:
         if pending:
             log.warning("could not read %s to its end within %.0f s; mutes may apply late", ANOMALY_ACKS, timeout)
 
-    async def _handle(self, batch: dict, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+    async def _handle(self, batch: dict, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
+                      stop: asyncio.Event) -> None:
         events: list[dict] = []
-        pending = []
+        outputs: list[tuple[str, bytes | None, bytes]] = []  # (topic, key, value)
         for tp, records in batch.items():
             for record in records:
                 self.counters["messages"] += 1
@@ -166,7 +174,7 @@ class Detector:
                 except (orjson.JSONDecodeError, ValueError) as exc:
                     # Bad input never stops the detector: dead-letter it with the reason, count it, go on.
                     self.counters["bad_messages"] += 1
-                    pending.append(await producer.send(DEADLETTER, value=orjson.dumps({
+                    outputs.append((DEADLETTER, None, orjson.dumps({
                         "reason": f"anomalies: {exc}", "stage": "anomalies", "topic": tp.topic,
                         "partition": tp.partition, "offset": record.offset, "at": _now_iso(),
                         "payload": (record.value or b"").decode("utf-8", "replace")})))
@@ -178,7 +186,7 @@ class Detector:
         now = datetime.now(timezone.utc)
         for update in updates:
             record = update.record
-            pending.append(await producer.send(ANOMALIES, key=record["id"].encode(), value=orjson.dumps(record)))
+            outputs.append((ANOMALIES, record["id"].encode(), orjson.dumps(record)))
             self.counters["anomaly_records"] += 1
             alert = alert_for(update, self.settings.anomaly_notify, self.settings.dashboard_url)
             if alert is None:
@@ -186,15 +194,33 @@ class Detector:
             if self.mutes.muted(record["kind"], record["scope_dim"], record["scope_value"], now):
                 self.counters["alerts_muted"] += 1
                 continue
-            pending.append(await producer.send(ALERTS, key=alert["id"].encode(), value=orjson.dumps(alert)))
+            outputs.append((ALERTS, alert["id"].encode(), orjson.dumps(alert)))
             self.counters["alerts"] += 1
-        if pending:
-            await asyncio.gather(*pending)  # every output acknowledged before the input is committed
+        if outputs:
+            await self._send_all(producer, outputs, stop)
         if batch:
             positions = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
             await consumer.commit(positions)
             for tp, offset in positions.items():
                 self.offsets[tp.partition] = offset
+
+    async def _send_all(self, producer: AIOKafkaProducer, outputs: list, stop: asyncio.Event) -> None:
+        """Send and await every output. The engine has already folded this batch, so on a Kafka error the same
+        records are sent again (their ids make duplicates harmless) until they are acknowledged; the input is
+        committed only after that. If stopped meanwhile, the batch is neither committed nor saved as done."""
+        delay = 0.5
+        while True:
+            try:
+                futures = [await producer.send(topic, key=key, value=value) for topic, key, value in outputs]
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                self.counters["send_retries"] += 1
+                log.warning("could not publish %d anomaly records (%r); retrying in %.1f s", len(outputs), exc, delay)
+                if stop.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
 
 def _now_iso() -> str:
