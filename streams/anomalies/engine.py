@@ -75,6 +75,7 @@ class AnomalyEngine:
         self.agg = BucketAggregator(self.cfg.bucket_s)
         self.scopes: dict[tuple[str, str], ScopeState] = {}
         self.next_close: int | None = None  # start of the oldest bucket not closed yet
+        self.started: int = 0  # the first bucket this engine closed (its own warm-up)
         self.watermark = 0  # latest event minute seen (epoch seconds)
         self.stats = {"events": 0, "bad_events": 0, "late_events": 0, "future_events": 0, "buckets_closed": 0,
                       "scopes_evicted": 0, "scopes_expired": 0, "anomalies_opened": 0, "anomalies_closed": 0}
@@ -159,6 +160,8 @@ class AnomalyEngine:
         # Detection time in event time: the earliest moment this bucket could close, so figures do not depend
         # on how events were batched.
         self._now = bucket + self.cfg.bucket_s + self.cfg.grace_s
+        if not self.stats["buckets_closed"]:
+            self.started = bucket
         per_scope = self._fan_out(self.agg.open.pop(bucket, {}))
         for key in per_scope:
             if key not in self.scopes:
@@ -254,7 +257,9 @@ class AnomalyEngine:
                 v = rate_verdict(float(sb[S_REQ]), st.requests, full, z=cfg.z, ratio=cfg.burst_ratio,
                                  min_delta=cfg.burst_min_delta_per_hour / per_hour, counts=True,
                                  unit="requests_per_hour", per_hour=per_hour)
-            if v is None:  # cold key (or no baseline for this hour yet): only an absolute floor counts
+            if v is None and bucket - self.started >= cfg.warmup_buckets * cfg.bucket_s:
+                # A key without history, appearing after the detector knows the usual keys: only an absolute
+                # floor counts. (When the detector itself is new, every key is new: none is suspicious.)
                 rate = sb[S_REQ] * per_hour
                 v = Verdict("strong" if rate >= cfg.burst_floor_per_hour else "normal", rate, 0.0, 0.0,
                             cfg.burst_floor_per_hour, "requests_per_hour")
@@ -391,7 +396,7 @@ class AnomalyEngine:
     def snapshot(self) -> dict:
         """JSON-ready state (money as integer pico-dollars or decimal strings, never floats)."""
         return {"version": SNAPSHOT_VERSION, "config": asdict(self.cfg), "next_close": self.next_close,
-                "watermark": self.watermark, "stats": dict(self.stats),
+                "watermark": self.watermark, "started": self.started, "stats": dict(self.stats),
                 "open_buckets": {str(b): [[list(k[1:]), v] for k, v in raw.items()] for b, raw in self.agg.open.items()},
                 "unpriced_reasons": self.agg.unpriced_reasons,
                 "scopes": [s.to_json() for s in self.scopes.values()]}
@@ -401,7 +406,7 @@ class AnomalyEngine:
         if data.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"anomaly engine snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
         engine = cls(Config(**data["config"]))
-        engine.next_close, engine.watermark = data["next_close"], data["watermark"]
+        engine.next_close, engine.watermark, engine.started = data["next_close"], data["watermark"], data["started"]
         engine.stats.update(data["stats"])
         for b, rows in data["open_buckets"].items():
             engine.agg.open[int(b)] = {(int(b), *k): v for k, v in rows}

@@ -234,3 +234,11 @@ def test_snapshot_restore_round_trip():
 def test_restore_rejects_unknown_version():
     with pytest.raises(ValueError):
         AnomalyEngine.restore({"version": 99})
+
+
+def test_young_detector_does_not_flag_every_key_as_a_burst():
+    """At the first start (a demo, a fresh deployment) every key is new and busy: none is a 'leaked key'."""
+    engine = AnomalyEngine()
+    batches = [[event(b + i % 300, f"key{k}", tin=100, tout=20, n=i) for k in range(4) for i in range(900)]
+               for b in range(MONDAY, MONDAY + 3600, 300)]
+    assert not opened(feed(engine, batches), "request_burst")
