@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_json_reports_all_figures(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "tokenmeter", "bench", "--events", "400", "--json"], env=env,
-                         capture_output=True, text=True, timeout=240)
+    out = subprocess.run([sys.executable, "-m", "tokenmeter", "bench", "--events", "400", "--json",
+                          "--alert-samples", "5", "--warehouse-rows", "20000"], env=env,
+                         capture_output=True, text=True, timeout=420)
     assert out.returncode == 0, out.stderr[-2000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("raw_events_per_s", "naive_events_per_s", "pipeline_events_per_s", "peak_rss_mb",
@@ -24,3 +25,5 @@ def test_bench_json_reports_all_figures(tmp_path):
         assert figures[key] > 0, key
     assert set(figures["collectors_events_per_s"]) == {"kong", "apisix", "litellm", "otel"}
     assert figures["events"] == 400
+    for key in ("alert_latency_p99_ms", "decision_latency_p99_ms", "query_p95_ms", "load_rows_per_s"):
+        assert figures[key] > 0, key

@@ -145,7 +145,13 @@ def test_events_flow_to_the_warehouse_exactly_once(stack_env, tmp_path):
             got = {r["team"]: (r["events"], Decimal(r["cost_usd"])) for r in rows}
             return got if got == expected else None
 
-        wait_for(totals_match, 120, "exact totals in the warehouse while the stack runs")
+        try:
+            wait_for(totals_match, 240, "exact totals in the warehouse while the stack runs")
+        except AssertionError:
+            for name in ("worker", "load"):  # say why, not only that it timed out
+                print(f"--- {name}.log ---\n" + (tmp_path / f"{name}.log").read_text(errors="replace")[-4000:])
+            print("--- report ---", report(stack_env, "--group-by", "team"), "--- expected ---", expected)
+            raise
         letters = asyncio.run(deadletters(bootstrap, 2))
         assert len(letters) == 2
         assert any("not JSON" in d["reason"] for d in letters)

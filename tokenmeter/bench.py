@@ -165,7 +165,8 @@ def _run_child(args: list[str], env: dict) -> subprocess.Popen:
                             preexec_fn=child_preexec)
 
 
-def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, budget_samples: int = 100) -> dict:
+def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, budget_samples: int = 100,
+              warehouse_rows: int = 10_000_000) -> dict:
     events = synthetic_events(n)
     results: dict = {"events": n}
     say = (lambda msg: None) if as_json else (lambda msg: print(msg, flush=True))
@@ -220,6 +221,19 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
                 f"({results['alert_samples']} threshold crossings, with ~{results['alert_background_events']:,} "
                 f"background events); /v1/decision: p50 {results['decision_latency_p50_ms']:.2f} ms, "
                 f"p99 {results['decision_latency_p99_ms']:.2f} ms, {results['decision_requests_per_s']:,.0f} requests/s")
+    if warehouse_rows:
+        # Its own process: chDB allows one open data path per process.
+        say(f"warehouse: {warehouse_rows:,} generated events in chDB, the dashboard's queries, loader inserts ...")
+        out = subprocess.run([sys.executable, "-m", "warehouse.bench", str(warehouse_rows)], capture_output=True,
+                             text=True, timeout=3600, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        if out.returncode != 0:
+            raise RuntimeError(f"warehouse bench failed:\n{out.stderr[-2000:]}")
+        figures = json.loads(out.stdout)
+        results.update({"warehouse_rows": warehouse_rows, "query_p50_ms": figures["query_p50_ms"],
+                        "query_p95_ms": figures["query_p95_ms"], "queries_p95_ms": figures["queries_p95_ms"],
+                        "load_rows_per_s": figures["load_rows_per_s"]})
+        say(f"warehouse on {warehouse_rows:,} events: dashboard queries p50 {figures['query_p50_ms']} ms, "
+            f"p95 {figures['query_p95_ms']} ms; loader inserts {figures['load_rows_per_s']:,} rows/s")
     results["pipeline_vs_naive"] = results["pipeline_events_per_s"] / results["naive_events_per_s"]
     results["pipeline_vs_raw"] = results["pipeline_events_per_s"] / results["raw_events_per_s"]
     slowest_collector = min(results["collectors_events_per_s"].values())

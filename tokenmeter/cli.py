@@ -103,11 +103,13 @@ def worker() -> None:
 @main.command()
 def load() -> None:
     """Consume priced events and insert them into the warehouse (deduplicated on event_id)."""
+    from streams import load_book
     from warehouse import run_loader
 
     s = _settings()
     _logging(s)
-    _run_until_signal(lambda stop: run_loader(s, stop=stop))
+    book = load_book(s)  # the loader records the catalog's history (cache savings use list prices)
+    _run_until_signal(lambda stop: run_loader(s, stop=stop, price_book=book))
 
 
 @main.command()
@@ -186,11 +188,15 @@ def price(source, target, dialect: str | None) -> None:  # noqa: ANN001
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--alert-samples", type=int, default=100, show_default=True,
               help="Budget threshold crossings timed end to end to a webhook (0: skip alerts and decisions).")
-def bench(events: int, as_json: bool, alert_samples: int) -> None:
-    """Measure raw aiokafka, a naive per-event Faust agent and tokenmeter's worker, side by side."""
+@click.option("--warehouse-rows", type=int, default=10_000_000, show_default=True,
+              help="Events generated in chDB for the dashboard-query and loader figures (0: skip).")
+def bench(events: int, as_json: bool, alert_samples: int, warehouse_rows: int) -> None:
+    """Measure raw aiokafka, a naive per-event Faust agent and tokenmeter's worker side by side, budget alert and
+    decision latency, and the warehouse's query latency and insert rate."""
     from tokenmeter.bench import run_bench
 
-    run_bench(events, as_json, _settings(), budgets=alert_samples > 0, budget_samples=max(alert_samples, 2))
+    run_bench(events, as_json, _settings(), budgets=alert_samples > 0, budget_samples=max(alert_samples, 2),
+              warehouse_rows=warehouse_rows)
 
 
 def _register_stage_commands() -> None:

@@ -64,8 +64,8 @@ class BudgetRouter:
         """
         out: dict[str, list[list[Any]]] = defaultdict(list)
         for partition, offset, event in priced:
-            if event.get("status") == "error":
-                continue
+            # Failed calls count what they cost (usually nothing; tokens billed before a failure are real spend),
+            # exactly as the warehouse totals that rebuild a budget do.
             for budget in self._candidates(event):
                 if budget.matches(event):
                     unpriced = int(event.get("pricing_status") == "unpriced")

@@ -38,13 +38,13 @@ def messages(router, origins):
     return [orjson.loads(v) for _, v in spend_messages(router.route(origins))]
 
 
-def test_router_matches_scopes_skips_errors_and_keeps_record_entries_together():
+def test_router_matches_scopes_and_keeps_record_entries_together():
     defs = budgets() | budgets(name="gpt", scope={"model": "gpt-4o"}) | budgets(name="prod", scope={"tag:env": "prod"})
     router = BudgetRouter(defs.values())
     routed = router.route([(0, 5, priced("a", "1")), (0, 5, priced("b", "2", team="ads", tags={"env": "prod"})),
                            (1, 7, priced("c", "3", status="error"))])
-    assert [e[2] for e in routed["search"]] == ["a"]
-    assert [e[2] for e in routed["gpt"]] == ["a", "b"]
+    assert [e[2] for e in routed["search"]] == ["a", "c"]  # a failed call counts what it cost
+    assert [e[2] for e in routed["gpt"]] == ["a", "b", "c"]
     assert [e[2] for e in routed["prod"]] == ["b"]
     many = {"search": [[0, i // 3, f"e{i}", NOW.isoformat(), "1", 0] for i in range(12000)]}
     chunks = [orjson.loads(v)["entries"] for _, v in spend_messages(many)]
