@@ -7,15 +7,18 @@ suppresses *notifications* (never detection) for a muted (kind, scope) until `mu
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tokenmeter.records import RecordError, iso
 from tokenmeter.topics import ANOMALY_ACKS
 
+log = logging.getLogger("tokenmeter.anomalies")
 ACK_ACTIONS = ("ack", "mute", "unmute")
 ACK_FIELDS = ("anomaly_id", "kind", "scope_dim", "scope_value", "action", "by", "note", "mute_until", "at")
 
@@ -114,3 +117,49 @@ class MuteTable:
 
     def to_json(self) -> dict[str, str]:
         return {"|".join(k): iso(v) for k, v in self._until.items()}
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
+    """Partitions of a topic we assign rather than subscribe to (asks the cluster; waits for it to exist)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
+        partitions = cluster.partitions_for_topic(topic)
+        if partitions:
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic} does not exist (run `tokenmeter topics`)")
+        await asyncio.sleep(0.5)
+
+
+async def follow_acks(consumer: AIOKafkaConsumer, table: MuteTable, timeout: float = 15.0) -> None:
+    """Assign `consumer` (started, no group) to the ack topic and fold it into `table` up to its end. The end is
+    the high watermark of fetch responses (the embedded broker under-reports ListOffsets). The consumer stays
+    assigned, so a caller can keep folding new records with `getmany`."""
+    tps = await topic_partitions(consumer, ANOMALY_ACKS)
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    pending, deadline = set(tps), time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for records in (await consumer.getmany(*tps, timeout_ms=200)).values():
+            for record in records:
+                table.apply(record.value)
+        for tp in list(pending):
+            highwater = consumer.highwater(tp)
+            if highwater is not None and await consumer.position(tp) >= highwater:
+                pending.discard(tp)
+    if pending:
+        log.warning("could not read %s to its end within %.0f s; mutes may apply late", ANOMALY_ACKS, timeout)
+
+
+async def read_mutes(bootstrap: str, timeout: float = 15.0) -> MuteTable:
+    """The current mutes and acks, read once from the topic (for tools and tests)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        table = MuteTable()
+        await follow_acks(consumer, table, timeout)
+        return table
+    finally:
+        await consumer.stop()

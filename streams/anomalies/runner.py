@@ -22,13 +22,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from tokenmeter.settings import Settings
-from tokenmeter.topics import ALERTS, ANOMALIES, ANOMALY_ACKS, DEADLETTER, PRICED
+from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 
-from .acks import MuteTable
+from .acks import MuteTable, follow_acks, topic_partitions
 from .engine import AnomalyEngine
 from .publish import alert_for
 
@@ -73,18 +73,6 @@ def decode(value: bytes | None) -> list[dict]:
     raise ValueError(f"expected a priced event object or an array of them, got {type(data).__name__}")
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
-    deadline = time.monotonic() + timeout
-    while True:
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - metadata of a topic we assign
-        partitions = cluster.partitions_for_topic(topic)
-        if partitions:
-            return [TopicPartition(topic, p) for p in sorted(partitions)]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic} does not exist (run `tokenmeter topics`)")
-        await asyncio.sleep(0.5)
-
-
 class Detector:
     def __init__(self, settings: Settings, group_id: str = GROUP_ID, snapshot_every_s: float = 30.0,
                  max_records: int = 10000):
@@ -110,7 +98,7 @@ class Detector:
             for client in (consumer, acks, producer):
                 await client.start()
                 started.append(client)
-            tps = await _partitions(consumer, PRICED)
+            tps = await topic_partitions(consumer, PRICED)
             consumer.assign(tps)
             for tp in tps:
                 if tp.partition in self.offsets:
@@ -121,7 +109,7 @@ class Detector:
                         consumer.seek(tp, committed)
                     else:
                         await consumer.seek_to_beginning(tp)
-            await self._load_mutes(acks)
+            await follow_acks(acks, self.mutes)  # standing mutes hold from the first batch
             log.info("anomaly detector reading %s (%d partitions) from %s", PRICED, len(tps),
                      "its saved state" if self.offsets else "committed offsets")
             last_save = last_log = time.monotonic()
@@ -143,24 +131,6 @@ class Detector:
             for client in reversed(started):
                 await client.stop()
             log.info("anomaly detector stopped: %s, engine %s", self.counters, self.engine.stats)
-
-    async def _load_mutes(self, acks: AIOKafkaConsumer, timeout: float = 15.0) -> None:
-        """Read the ack topic to its end before the first batch, so a standing mute holds from the start. The end
-        is the high watermark of fetch responses (the embedded broker under-reports ListOffsets)."""
-        tps = await _partitions(acks, ANOMALY_ACKS)
-        acks.assign(tps)
-        await acks.seek_to_beginning(*tps)
-        pending, deadline = set(tps), time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for records in (await acks.getmany(*tps, timeout_ms=200)).values():
-                for record in records:
-                    self.mutes.apply(record.value)
-            for tp in list(pending):
-                highwater = acks.highwater(tp)
-                if highwater is not None and await acks.position(tp) >= highwater:
-                    pending.discard(tp)
-        if pending:
-            log.warning("could not read %s to its end within %.0f s; mutes may apply late", ANOMALY_ACKS, timeout)
 
     async def _handle(self, batch: dict, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
                       stop: asyncio.Event) -> None:

@@ -139,3 +139,37 @@ def test_muted_scope_is_detected_but_not_alerted(kafka_bootstrap, tmp_path):
             assert detector.counters["alerts_muted"] >= 2
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_ack_records_round_trip(kafka_bootstrap):
+    from streams.anomalies.acks import read_mutes
+    from tokenmeter.records import RecordError
+
+    scope = f"team-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(timezone.utc)
+
+    async def scenario():
+        base = {"anomaly_id": "anomaly-x", "kind": "spend_rate", "scope_dim": "team", "scope_value": scope, "by": "bob"}
+        await publish_ack(kafka_bootstrap, {**base, "action": "mute", "mute_until": now + timedelta(hours=2)})
+        table = await read_mutes(kafka_bootstrap)
+        assert table.muted("spend_rate", "team", scope, now) and not table.muted("token_rate", "team", scope, now)
+        assert not table.muted("spend_rate", "team", scope, now + timedelta(hours=3))
+        await publish_ack(kafka_bootstrap, {**base, "action": "unmute"})
+        assert not (await read_mutes(kafka_bootstrap)).muted("spend_rate", "team", scope, now)
+        with pytest.raises(RecordError, match="mute needs mute_until"):
+            await publish_ack(kafka_bootstrap, {**base, "action": "mute"})
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_publish_ack_sync_for_dash_callbacks(kafka_bootstrap):
+    from streams.anomalies.acks import publish_ack_sync, read_mutes
+
+    scope = f"key-{uuid.uuid4().hex[:6]}"
+    until = datetime.now(timezone.utc) + timedelta(hours=1)
+    publish_ack_sync(kafka_bootstrap, {"anomaly_id": "anomaly-y", "kind": "request_burst", "scope_dim": "api_key",
+                                       "scope_value": scope, "action": "mute", "by": "carol", "mute_until": until})
+    table = asyncio.run(read_mutes(kafka_bootstrap))
+    assert table.muted("request_burst", "api_key", scope, datetime.now(timezone.utc))
