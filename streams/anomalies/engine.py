@@ -21,6 +21,12 @@ SNAPSHOT_VERSION = 1
 UNITS = {"spend_rate": "usd_per_hour", "token_rate": "tokens_per_hour", "request_burst": "requests_per_hour",
          "tokens_per_request": "tokens_per_request", "error_rate": "error_ratio", "model_shift": "usd_per_1k_tokens",
          "new_model": "usd_per_hour", "unpriced_usage": "unpriced_tokens_per_hour"}
+# One incident shows on several scopes (a key's loop is also its user's, team's and model's spend anomaly). A broader
+# scope's anomaly is recorded but not alerted when an open anomaly of the same kind on a narrower scope that shares
+# its traffic explains it (for volumes: at least half of its excess).
+SPECIFICITY = {"api_key": 0, "user": 1, "feature": 2, "project": 3, "team": 4, "model": 5}
+RAW_INDEX = {"team": 1, "project": 2, "user": 3, "api_key": 4, "feature": 5, "model": 6}  # positions in a raw key
+VOLUME_KINDS = ("spend_rate", "token_rate", "request_burst", "unpriced_usage")
 # ScopeBucket positions: requests, errors, input tokens, output tokens (ok calls), cost pico, unpriced calls/tokens
 S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS = range(8)
 
@@ -33,6 +39,7 @@ def iso_epoch(seconds: float) -> str:
 class AnomalyUpdate:
     action: str  # "open" (new anomaly: alert trigger), "update" (still ongoing, later end), "close" (resolve)
     record: dict  # anomaly record per tokenmeter/records.py
+    notify: bool = True  # False: explained by a narrower anomaly of the same kind, recorded but not alerted
 
 
 class ScopeState:
@@ -78,9 +85,11 @@ class AnomalyEngine:
         self.started: int = 0  # the first bucket this engine closed (its own warm-up)
         self.watermark = 0  # latest event minute seen (epoch seconds)
         self.stats = {"events": 0, "bad_events": 0, "late_events": 0, "future_events": 0, "buckets_closed": 0,
-                      "scopes_evicted": 0, "scopes_expired": 0, "anomalies_opened": 0, "anomalies_closed": 0}
+                      "scopes_evicted": 0, "scopes_expired": 0, "anomalies_opened": 0, "anomalies_closed": 0,
+                      "anomalies_explained": 0}
         self.last_error = ""
         self._now = 0  # event time of the bucket close being processed
+        self._opened: list = []  # anomalies opened by the bucket close being processed
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
 
     # Input ---------------------------------------------------------------------------------------------------
@@ -162,7 +171,9 @@ class AnomalyEngine:
         self._now = bucket + self.cfg.bucket_s + self.cfg.grace_s
         if not self.stats["buckets_closed"]:
             self.started = bucket
-        per_scope = self._fan_out(self.agg.open.pop(bucket, {}))
+        raw = self.agg.open.pop(bucket, {})
+        per_scope = self._fan_out(raw)
+        self._opened: list = []
         for key in per_scope:
             if key not in self.scopes:
                 self._admit(key, bucket)
@@ -182,6 +193,8 @@ class AnomalyEngine:
                 state.last_active = bucket
             self._step(state, sb or [0, 0, 0, 0, 0, 0, 0, {}], bucket, full, daily, updates)
             state.age += 1
+        if self._opened:
+            self._explain(raw)
         self.stats["buckets_closed"] += 1
         if self.stats["buckets_closed"] % 12 == 0:
             self._expire(bucket, updates)
@@ -360,18 +373,44 @@ class AnomalyEngine:
         self._fill(anomaly, kind, v, label, exact)
         st.open[kind_key] = anomaly
         self.stats["anomalies_opened"] += 1
-        updates.append(AnomalyUpdate("open", self._public(anomaly)))
+        update = AnomalyUpdate("open", self._public(anomaly))
+        updates.append(update)
+        self._opened.append((st, kind_key, anomaly, update))
 
     def _finish(self, st: ScopeState, kind_key: str, updates: list[AnomalyUpdate]) -> None:
         anomaly = st.open.pop(kind_key)
         anomaly["status"] = "closed"
         anomaly["detected_at"] = iso_epoch(self._now)
         self.stats["anomalies_closed"] += 1
-        updates.append(AnomalyUpdate("close", self._public(anomaly)))
+        updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by")))
+
+    def _explain(self, raw: dict) -> None:
+        """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
+        for st, kind_key, anomaly, update in self._opened:
+            rank = SPECIFICITY[st.dim]
+            if rank == 0:
+                continue
+            index = RAW_INDEX[st.dim]
+            related = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
+                       if key[i] and SPECIFICITY[d] < rank}
+            best = None
+            for dim, value in related:
+                other_state = self.scopes.get((dim, value))
+                other = other_state.open.get(kind_key) if other_state else None
+                if other is None or (anomaly["kind"] in VOLUME_KINDS and other["_excess"] < 0.5 * anomaly["_excess"]):
+                    continue
+                if best is None or SPECIFICITY[dim] < SPECIFICITY[best[0]]:
+                    best = (dim, value)
+            if best is not None:
+                anomaly["_explained_by"] = f"{best[0]} {best[1]}"
+                update.notify = False
+                update.record = self._public(anomaly)
+                self.stats["anomalies_explained"] += 1
 
     @staticmethod
     def _fill(anomaly: dict, kind: str, v: Verdict, label: str, exact: str | None) -> None:
         anomaly["_peak"] = v.observed
+        anomaly["_excess"] = v.observed - v.expected
         anomaly["severity"] = severity(kind, v)
         decimals = 12 if kind in ("spend_rate", "new_model", "model_shift") else 6
         anomaly["observed"] = exact if exact is not None else f"{v.observed:.{decimals}f}"
@@ -385,9 +424,12 @@ class AnomalyEngine:
 
     @staticmethod
     def _public(anomaly: dict) -> dict:
-        return {k: anomaly[k] for k in ("id", "kind", "scope_dim", "scope_value", "severity", "observed",
-                                        "expected", "expected_low", "expected_high", "unit", "start", "end",
-                                        "status", "explanation", "detected_at")}
+        record = {k: anomaly[k] for k in ("id", "kind", "scope_dim", "scope_value", "severity", "observed",
+                                          "expected", "expected_low", "expected_high", "unit", "start", "end",
+                                          "status", "explanation", "detected_at")}
+        if anomaly.get("_explained_by"):
+            record["explanation"] += f" Part of the anomaly of {anomaly['_explained_by']} (alerted there)."
+        return record
 
     # Introspection and persistence ---------------------------------------------------------------------------
     def open_anomalies(self) -> list[dict]:

@@ -3,7 +3,8 @@ opens or closes, an alert record (`tokenmeter.alerts`, source "anomaly") that th
 
 One trigger per anomaly id and one resolve when it closes; both carry dedup_key = the anomaly id, so PagerDuty
 groups them and a redelivered record (same alert id) is delivered once. Updates of an ongoing anomaly are only
-re-published on `tokenmeter.anomalies` (later `end`), never re-alerted.
+re-published on `tokenmeter.anomalies` (later `end`), never re-alerted. An anomaly explained by a narrower one of
+the same kind (the team's spend spike that is one key's loop) is recorded but alerted only on the narrower scope.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ TITLES = {
 
 def alert_for(update: AnomalyUpdate, notify: list[str], dashboard_url: str = "") -> dict | None:
     """The alert record of an update (trigger on open, resolve on close), or None for an ongoing update."""
-    if update.action not in ("open", "close"):
+    if update.action not in ("open", "close") or not update.notify:
         return None
     a = update.record
     action = "trigger" if update.action == "open" else "resolve"

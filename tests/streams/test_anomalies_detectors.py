@@ -242,3 +242,20 @@ def test_young_detector_does_not_flag_every_key_as_a_burst():
     batches = [[event(b + i % 300, f"key{k}", tin=100, tout=20, n=i) for k in range(4) for i in range(900)]
                for b in range(MONDAY, MONDAY + 3600, 300)]
     assert not opened(feed(engine, batches), "request_burst")
+
+
+def test_one_incident_is_alerted_on_its_narrowest_scope():
+    engine = warm_engine()
+    t0 = HISTORY_END + 3 * 3600
+    updates = feed(engine, traffic(HISTORY_END, t0, seed=5))
+    for b in range(t0, t0 + 3600, 300):
+        updates += engine.observe([event(b + i * 2, "k1", model="gpt-4o", tin=3000, n=i) for i in range(120)], now=2e9)
+    updates += feed(engine, traffic(t0 + 3600, t0 + 3 * 3600, seed=6))
+    spend = [u for u in updates if u.action == "open" and u.record["kind"] == "spend_rate"]
+    assert len(spend) >= 3  # the key, its user, team, project, feature, model: all recorded
+    alerted = [u.record["scope_dim"] for u in spend if u.notify]
+    assert alerted == ["api_key"]
+    quiet = [u for u in spend if not u.notify]
+    assert all("Part of the anomaly of api_key k1" in u.record["explanation"] for u in quiet)
+    closes = [u for u in updates if u.action == "close" and u.record["kind"] == "spend_rate"]
+    assert [u.record["scope_dim"] for u in closes if u.notify] == ["api_key"]  # no resolve for the quiet ones
