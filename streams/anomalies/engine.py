@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from .aggregate import COST, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent, BucketAggregator, pico_to_str
-from .baseline import DAILY_SIZE, FULL_SIZE, Seasonal, daily_slots, full_slots
+from .baseline import daily_slots, full_slots
 from .detectors import (KIND_DIMS, Config, Verdict, error_verdict, explain, rate_verdict, ratio_verdict, severity)
+from .scope_state import ScopeState
 
 SNAPSHOT_VERSION = 1
 UNITS = {"spend_rate": "usd_per_hour", "token_rate": "tokens_per_hour", "request_burst": "requests_per_hour",
@@ -40,40 +41,6 @@ class AnomalyUpdate:
     action: str  # "open" (new anomaly: alert trigger), "update" (still ongoing, later end), "close" (resolve)
     record: dict  # anomaly record per tokenmeter/records.py
     notify: bool = True  # False: explained by a narrower anomaly of the same kind, recorded but not alerted
-
-
-class ScopeState:
-    __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
-                 "tpr_in", "err", "cpt", "models", "streaks", "open", "recent")
-
-    def __init__(self, dim: str, value: str, first: int):
-        self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
-        self.spend, self.tokens = Seasonal(FULL_SIZE), Seasonal(FULL_SIZE)
-        self.requests = Seasonal(FULL_SIZE) if dim == "api_key" else None
-        self.tpr_out, self.tpr_in = Seasonal(DAILY_SIZE), Seasonal(DAILY_SIZE)
-        self.err, self.cpt = Seasonal(DAILY_SIZE), Seasonal(DAILY_SIZE)
-        self.models: dict[str, list] = {}  # model -> [first bucket, usual share of this scope's cost]
-        self.streaks: dict[str, list[int]] = {}  # kind key -> [anomalous buckets in a row, first of them]
-        self.open: dict[str, dict] = {}  # kind key -> open anomaly (record fields + private "_" fields)
-        self.recent = [0, 0, 0, 0]  # errors, requests of the previous two buckets (error window of quiet scopes)
-
-    def to_json(self) -> dict:
-        return {"dim": self.dim, "value": self.value, "first": self.first, "last_active": self.last_active,
-                "age": self.age, "models": self.models, "streaks": self.streaks, "open": self.open,
-                "recent": self.recent,
-                **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
-                "requests": self.requests.to_json() if self.requests else None}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ScopeState":
-        state = cls(data["dim"], data["value"], data["first"])
-        state.last_active, state.age = data["last_active"], data["age"]
-        state.models, state.streaks, state.open = data["models"], data["streaks"], data["open"]
-        state.recent = list(data["recent"])
-        for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):
-            setattr(state, name, Seasonal.from_json(data[name]))
-        state.requests = Seasonal.from_json(data["requests"]) if data.get("requests") else None
-        return state
 
 
 class AnomalyEngine:
