@@ -87,7 +87,7 @@ async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[
         for name, state in states:
             await producer.send_and_wait(topics.BUDGET_STATE, orjson.dumps(state), key=name.encode())
         for alert in alerts:
-            await producer.send_and_wait(topics.ALERTS, orjson.dumps(alert), key=alert["id"].encode())
+            await producer.send_and_wait(topics.ALERTS, orjson.dumps(alert), key=alert["dedup_key"].encode())
     finally:
         await producer.stop()
 

@@ -2,7 +2,8 @@
 decisions and anomalies. Plain JSON objects (orjson); money and amounts are decimal strings, times RFC 3339 UTC.
 Each builder validates the shape it is given so a producer bug fails at the producer, not in a dispatcher.
 
-Alert record, topic `tokenmeter.alerts`, Kafka key = `id`:
+Alert record, topic `tokenmeter.alerts`, Kafka key = `dedup_key` (a condition's trigger, escalations and resolve
+share a partition, so they stay in order; the dispatcher also delivers them in that order):
     id            stable idempotency key (a redelivered or re-fired alert has the same id; deliver once per id)
     source        "budget" | "anomaly"
     kind          budget: "threshold" | "forecast" | "resolve"; anomaly: the detector's kind

@@ -94,6 +94,7 @@ class Dispatcher:
         self.tracker = OffsetTracker()
         self.deliveries: dict[str, dict[str, Any]] = {}  # `<alert id>|<route_id>` -> latest delivery record
         self.jobs: dict[str, _Job] = {}  # alert id -> job in progress
+        self.chains: dict[str, asyncio.Task] = {}  # dedup_key -> the newest job of that condition
         self.tasks: set[asyncio.Task] = set()
         self.assigned: set[TopicPartition] = set()
         self.started = False
@@ -194,13 +195,22 @@ class Dispatcher:
             return
         job = _Job(alert, [(tp, record.offset)])
         self.jobs[alert["id"]] = job
-        task = asyncio.create_task(self._run_job(job, todo, invalid), name=f"alert {alert['id']}")
+        # Alerts of one condition (same dedup_key: a trigger, its escalations, its resolve) are delivered in outbox
+        # order, so a PagerDuty resolve never overtakes the trigger that is still being retried.
+        chain_key = alert.get("dedup_key") or alert["id"]
+        before = self.chains.get(chain_key)
+        task = asyncio.create_task(self._run_job(job, todo, invalid, before), name=f"alert {alert['id']}")
+        self.chains[chain_key] = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda t, k=chain_key: self.chains.pop(k, None) if self.chains.get(k) is t else None)
 
-    async def _run_job(self, job: _Job, routes: list[Route], invalid: list[DeliveryState]) -> None:
+    async def _run_job(self, job: _Job, routes: list[Route], invalid: list[DeliveryState],
+                       before: asyncio.Task | None = None) -> None:
         final = True
         try:
+            if before is not None and not before.done():
+                await asyncio.wait([before])
             for state in invalid:
                 self.counters.failed += 1
                 log.error("alert %s: route %s cannot be delivered: %s", state.alert_id, state.route.kind, state.last_error)

@@ -164,7 +164,7 @@ class Detector:
             if self.mutes.muted(record["kind"], record["scope_dim"], record["scope_value"], now):
                 self.counters["alerts_muted"] += 1
                 continue
-            outputs.append((ALERTS, alert["id"].encode(), orjson.dumps(alert)))
+            outputs.append((ALERTS, alert["dedup_key"].encode(), orjson.dumps(alert)))
             self.counters["alerts"] += 1
         if outputs:
             await self._send_all(producer, outputs, stop)

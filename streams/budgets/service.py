@@ -84,7 +84,7 @@ class BudgetService:
     async def _publish(self, outcome: Outcome) -> None:
         futures = []
         for alert in outcome.alerts:
-            futures.append(await self.alerts_topic.send(key=alert["id"].encode(), value=orjson.dumps(alert)))
+            futures.append(await self.alerts_topic.send(key=alert["dedup_key"].encode(), value=orjson.dumps(alert)))
             log.info("budget alert: %s", alert["title"])
         for name, record in outcome.enforcement:
             value = orjson.dumps(record) if record is not None else None
