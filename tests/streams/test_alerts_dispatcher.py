@@ -171,3 +171,22 @@ def test_unreadable_records_are_dead_lettered_and_do_not_block(kafka_bootstrap):
             assert any("not JSON" in x["reason"] for x in mine) and any("missing" in x["reason"] for x in mine)
 
     asyncio.run(run())
+
+
+def test_resolve_waits_for_its_trigger_being_retried(kafka_bootstrap):
+    """A trigger that needs retries and its resolve (same dedup_key) reach PagerDuty in outbox order."""
+    async def run():
+        names = await new_topics(kafka_bootstrap)
+        async with endpoint() as ep:
+            ep.script = [(500, "busy", {}), (500, "busy", {})]  # the trigger fails twice, then succeeds
+            settings = alert_settings(kafka_bootstrap, pagerduty_url=ep.url("/v2/enqueue"))
+            trigger = make_alert([f"pagerduty={PD_KEY}"], severity="critical")
+            resolve = make_alert([f"pagerduty={PD_KEY}"], action="resolve", kind="resolve", severity="info",
+                                 dedup_key=trigger["dedup_key"])
+            await produce(kafka_bootstrap, names.alerts, [trigger, resolve])
+            async with running_dispatcher(settings, names):
+                seen = await ep.wait_for(4, "/v2/enqueue")
+            actions = [s.json()["event_action"] for s in seen]
+            assert actions == ["trigger", "trigger", "trigger", "resolve"]
+
+    asyncio.run(run())
