@@ -96,7 +96,7 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     """Rebuild and publish; returns one line per budget for people. Budgets with state on the topic are left
     alone unless only_missing=False (their live state is newer than the warehouse)."""
     from streams.budgets import load_budgets
-    from streams.budgets.follow import read_compacted
+    from streams.topic_reader import read_compacted
     from tokenmeter import topics
     from warehouse.store import open_warehouse
 

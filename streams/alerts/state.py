@@ -6,59 +6,16 @@ record wins). It is read to its end at start; the end is the high watermark carr
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.topic_reader import TopicReadError, TopicRecord, read_topic
 
 from .delivery import FINAL_STATUSES
 
-
-class TopicReadError(Exception):
-    """A topic could not be read to its end; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class TopicRecord:
-    partition: int
-    offset: int
-    key: str | None
-    value: bytes | None
-
-
-async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[TopicRecord]:
-    """Every record of `topic` from the beginning to its current end, partition by partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000))
-    await consumer.start()
-    out: list[TopicRecord] = []
-    try:
-        # Metadata of a topic we assign rather than subscribe to: ask the cluster for all topics.
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
-        partitions = cluster.partitions_for_topic(topic)
-        if not partitions:
-            raise TopicReadError(f"topic {topic} does not exist on {bootstrap} (run `tokenmeter topics`)")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        pending = set(tps)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise TopicReadError(f"could not read {topic} to its end within {timeout:.0f} s on {bootstrap}")
-            batches = await consumer.getmany(*pending, timeout_ms=200)
-            for records in batches.values():
-                out.extend(TopicRecord(r.partition, r.offset, r.key.decode() if r.key is not None else None, r.value)
-                           for r in records)
-            for tp in list(pending):
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) >= highwater:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
-    return out
+__all__ = ["TopicReadError", "TopicRecord", "read_topic", "latest_deliveries", "load_delivery_state", "is_final",
+           "OffsetTracker"]
 
 
 def latest_deliveries(records: list[TopicRecord]) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ import orjson
 from tokenmeter import topics
 
 from .decisions import EnforcementView, attributes_from_request, http_status
-from .follow import follow_compacted, read_compacted, read_range
+from streams.topic_reader import follow_compacted, read_compacted, read_range
 from .model import Budget, BudgetError, parse_budget
 from .owner import BudgetOwner, Outcome
 from .routing import BudgetRouter, spend_messages

@@ -2,22 +2,22 @@
 tombstone (null value) = deleted. Every worker reads the topic to its end at start, so the topic is the
 single source of truth; YAML files are an input format for `budget apply`.
 
-The end of the topic is taken from the high watermark carried in fetch responses (`consumer.highwater`),
-not from `end_offsets()`: the embedded broker under-reports ListOffsets(latest) (see environment.md).
+Reading goes through `streams.topic_reader` (to the high watermark of fetch responses: the embedded broker
+under-reports `end_offsets()`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streams.topic_reader import TopicReadError, read_compacted
 from tokenmeter.topics import BUDGETS
 
 from .model import Budget, BudgetError, parse_budget
@@ -28,34 +28,10 @@ class BudgetStoreError(Exception):
 
 
 async def _load(bootstrap: str, timeout: float) -> dict[str, Budget]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000))
-    await consumer.start()
     try:
-        # Metadata of a topic we assign rather than subscribe to: ask the cluster for all topics.
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
-        partitions = cluster.partitions_for_topic(BUDGETS)
-        if not partitions:
-            raise BudgetStoreError(f"topic {BUDGETS} does not exist on {bootstrap} (run `tokenmeter topics`)")
-        tps = [TopicPartition(BUDGETS, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        raw: dict[str, bytes | None] = {}
-        pending = set(tps)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise BudgetStoreError(f"could not read {BUDGETS} to its end within {timeout:.0f} s on {bootstrap}")
-            batches = await consumer.getmany(*tps, timeout_ms=200)
-            for records in batches.values():
-                for record in records:  # later records win; a tombstone deletes
-                    raw[record.key.decode()] = record.value
-            for tp in list(pending):
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) >= highwater:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
+        raw = await read_compacted(bootstrap, BUDGETS, timeout)
+    except TopicReadError as exc:
+        raise BudgetStoreError(str(exc)) from None
     budgets = {}
     for name, value in raw.items():
         if value is None:

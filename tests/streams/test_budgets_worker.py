@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.budgets import parse_budget, write_budgets
-from streams.budgets.follow import read_compacted
+from streams.topic_reader import read_compacted
 from tokenmeter import topics
 from tokenmeter.process import child_preexec
 from tokenmeter.settings import free_port

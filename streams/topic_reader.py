@@ -1,8 +1,9 @@
-"""Reading compacted topics (budgets, budget state, enforcement) with aiokafka, outside Faust's group.
+"""Reading topics outside a consumer group: a whole topic to its end, a compacted topic's latest value per key,
+one partition's offset range, or following a compacted topic live (budgets, enforcement decisions, delivery
+state, budget state: every process needs every partition of these, whatever group partitions it owns).
 
-Every worker needs every budget definition and every enforcement decision, whatever partitions it owns, so
-these are read with manual assignment of all partitions. "Read to the end" uses the high watermark carried in
-fetch responses: the embedded broker under-reports `end_offsets()` (ListOffsets latest).
+"The end" is the high watermark carried in fetch responses, never `end_offsets()`: the embedded broker
+under-reports ListOffsets(latest) (environment.md), which would stop a read short of the newest records.
 """
 
 from __future__ import annotations
@@ -10,12 +11,59 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-log = logging.getLogger("tokenmeter.budgets")
+
+class TopicReadError(Exception):
+    """A topic could not be read to its end; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes | None
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[TopicRecord]:
+    """Every record of `topic` from the beginning to its current end, partition by partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000))
+    await consumer.start()
+    out: list[TopicRecord] = []
+    try:
+        # Metadata of a topic we assign rather than subscribe to: ask the cluster for all topics.
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            raise TopicReadError(f"topic {topic} does not exist on {bootstrap} (run `tokenmeter topics`)")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        pending = set(tps)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise TopicReadError(f"could not read {topic} to its end within {timeout:.0f} s on {bootstrap}")
+            batches = await consumer.getmany(*pending, timeout_ms=200)
+            for records in batches.values():
+                out.extend(TopicRecord(r.partition, r.offset, r.key.decode() if r.key is not None else None, r.value)
+                           for r in records)
+            for tp in list(pending):
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) >= highwater:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+log = logging.getLogger("tokenmeter.topics")
 
 Records = dict[str, bytes | None]  # key -> latest value (None = tombstone)
 
@@ -49,21 +97,13 @@ async def _drain(consumer: AIOKafkaConsumer, tps: list[TopicPartition], into: Re
     return True
 
 
-async def read_compacted(bootstrap: str, topic: str, timeout: float = 15.0) -> Records:
-    """Every key's latest value in a compacted topic, read to its end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        tps = await _assign_all(consumer, topic, timeout)
-        out: Records = {}
-        deadline = time.monotonic() + timeout
-        while not await _drain(consumer, tps, out, 200):
-            if time.monotonic() > deadline:
-                raise KafkaError(f"could not read {topic} to its end within {timeout:.0f} s")
-        return out
-    finally:
-        await consumer.stop()
+async def read_compacted(bootstrap: str, topic: str, timeout: float = 30.0) -> Records:
+    """Every key's latest value in a compacted topic, read to its end (None = tombstone)."""
+    out: Records = {}
+    for record in await read_topic(bootstrap, topic, timeout):  # one key lives in one partition: order holds
+        if record.key is not None:
+            out[record.key] = record.value
+    return out
 
 
 async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Records, bool], Awaitable[None] | None],
