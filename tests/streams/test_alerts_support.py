@@ -167,7 +167,7 @@ async def produce(bootstrap: str, topic: str, values: list[Any]) -> None:
     try:
         for value in values:
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
-            key = value["dedup_key"].encode() if isinstance(value, dict) else b"junk"  # as producers key them
+            key = str(value.get("dedup_key") or value.get("id")).encode() if isinstance(value, dict) else b"junk"  # as producers key them
             await producer.send_and_wait(topic, raw, key=key)
     finally:
         await producer.stop()
