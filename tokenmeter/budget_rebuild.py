@@ -71,7 +71,7 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
                 crossings = ledger.rebuild_from_totals(budget.name, key, total)
             rt.incident = key if ledger.fired[budget.name][key] - {"forecast"} else None
         for crossing in crossings:
-            alerts.append(owner._alert(rt, crossing))  # noqa: SLF001 - reached, never alerted: alert now
+            alerts.append(owner.alert_for(rt, crossing))  # reached, never alerted: alert now
         states.append((budget.name, owner.state_of(rt)))
     return states, alerts
 

@@ -179,6 +179,10 @@ class BudgetLedger:
                     self._add(batch, budget, ts, budget.amount(event))
         return self._finish(batch)
 
+    def mark_seen(self, name: str, event_id: str) -> None:
+        """Remember that `event_id` already counts toward budget `name` (restored or redelivered elsewhere)."""
+        self._first_time(f"{name}|{event_id}")
+
     def apply_amounts(self, name: str, items: Iterable[tuple[str | None, Any, Amount]]) -> list[Crossing]:
         """Add `(event_id, ts, amount)` items already matched to budget `name` (the worker matches events to
         budgets where they are priced and routes the amounts to the budget's owner). Duplicate ids count once

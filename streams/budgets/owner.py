@@ -23,16 +23,13 @@ from typing import Any
 
 from tokenmeter.records import alert_record, iso, money, scope_label
 
-from .ledger import BudgetLedger, Crossing, window_for_key
-from .model import Budget
+from .ledger import BudgetLedger, Crossing, _ts, window_for_key
+from .model import Budget, BudgetError, parse_budget
+from .periods import hour_key, period_window
 
 log = logging.getLogger("tokenmeter.budgets")
 STATE_VERSION = 1
 REPUBLISH_SECONDS = 60.0  # an unchanged decision is re-published this often (freshness for gateways, history)
-
-
-def _definition_hash(budget: Budget) -> str:
-    return hashlib.sha256(repr(sorted(budget.to_json().items())).encode()).hexdigest()[:16]
 
 
 def _now() -> datetime:
@@ -88,17 +85,15 @@ class BudgetOwner:
                 continue
             if new == rt.budget:
                 continue
-            old = rt.budget
-            rt.ledger.set_budgets([new])
-            if _definition_hash(old) != _definition_hash(new):
-                rt.budget = new
-                rt.dirty = True
-                rt.last_published = None
-                if rt.incident and new.limit > old.limit:
-                    spend, _, _, key = rt.ledger.current_spend(new, now or _now())
-                    if spend < new.limit:
-                        out.alerts.append(self._resolve(rt, f"limit raised to {money(new.limit)}", now))
-                out.extend(self._publish(rt, now or _now(), force=True))
+            old, rt.budget = rt.budget, new
+            rt.ledger.set_budgets([new])  # keeps spend if what is counted is unchanged; re-arms thresholds
+            rt.dirty = True
+            rt.last_published = None
+            if rt.incident and new.limit > old.limit:
+                spend, _, _, key = rt.ledger.current_spend(new, now or _now())
+                if spend < new.limit:
+                    out.alerts.append(self._resolve(rt, f"limit raised to {money(new.limit)}", now))
+            out.extend(self._publish(rt, now or _now(), force=True))
         return out
 
     def restore(self, name: str, state: dict[str, Any] | None) -> None:
@@ -106,16 +101,17 @@ class BudgetOwner:
         budget = self.definitions.get(name)
         if budget is None:
             return
-        ledger = BudgetLedger([budget], max_seen_ids=100_000)
-        rt = _BudgetRuntime(budget, ledger)
+        rt = _BudgetRuntime(budget, BudgetLedger([budget], max_seen_ids=100_000))
         if state and state.get("version") == STATE_VERSION:
-            if state.get("definition") and state["definition"] != _definition_hash(budget):
-                # Changed while we were away: keep spend if what is counted is unchanged (the ledger decides).
-                old = ledger.budgets[name]
-                ledger.restore(state["ledger"])
-                ledger.set_budgets([old])
-            else:
-                ledger.restore(state["ledger"])
+            # The state was written under the definition it stores; if that changed meanwhile, the ledger's own
+            # rule applies (spend kept when scope, metric, period and zone are unchanged; thresholds re-armed).
+            try:
+                written_under = parse_budget(state["definition"])
+            except (BudgetError, KeyError, TypeError):
+                written_under = budget
+            rt.ledger = BudgetLedger([written_under], max_seen_ids=100_000)
+            rt.ledger.restore(state["ledger"])
+            rt.ledger.set_budgets([budget])
             rt.applied = {str(k): int(v) for k, v in state.get("applied", {}).items()}
             rt.unpriced = {str(k): int(v) for k, v in state.get("unpriced", {}).items()}
             rt.incident = state.get("incident")
@@ -127,7 +123,7 @@ class BudgetOwner:
         if rt is None:
             return 0
         for entry in entries:
-            rt.ledger._first_time(f"{name}|{entry[2]}")  # noqa: SLF001 - same package
+            rt.ledger.mark_seen(name, entry[2])
         return len(entries)
 
     def has(self, name: str) -> bool:
@@ -139,7 +135,7 @@ class BudgetOwner:
 
     def state_of(self, rt: _BudgetRuntime) -> dict[str, Any]:
         return {
-            "version": STATE_VERSION, "budget": rt.budget.name, "definition": _definition_hash(rt.budget),
+            "version": STATE_VERSION, "budget": rt.budget.name, "definition": rt.budget.to_json(),
             "ledger": rt.ledger.snapshot(include_seen=False), "applied": rt.applied, "unpriced": rt.unpriced,
             "incident": rt.incident, "updated_at": iso(_now()),
         }
@@ -158,17 +154,16 @@ class BudgetOwner:
             fresh = by_budget.setdefault(name, [])
             # Marks advance after each message, so a re-send later in this batch is skipped too. A usage record's
             # entries never span two messages (see routing.spend_messages), so equal offsets mean "already applied".
+            marks: dict[str, int] = {}
             for entry in message.get("entries", []):
                 partition, offset = str(entry[0]), int(entry[1])
                 if offset <= rt.applied.get(partition, -1):
                     self.stats["skipped_redelivered"] += 1
-                    rt.ledger._first_time(f"{name}|{entry[2]}")  # noqa: SLF001 - counted already: keep its id seen
+                    rt.ledger.mark_seen(name, entry[2])  # counted already: a replay of its id must not count
                     continue
                 fresh.append(entry)
-            for entry in fresh:
-                partition, offset = str(entry[0]), int(entry[1])
-                if offset > rt.applied.get(partition, -1):
-                    rt.applied[partition] = offset
+                marks[partition] = max(offset, marks.get(partition, -1))
+            rt.applied.update(marks)
         out = Outcome()
         for name, entries in by_budget.items():
             if entries:
@@ -190,7 +185,7 @@ class BudgetOwner:
         if rt.incident and rt.incident != current_key and budget.rolling_hours is None:
             out.alerts.append(self._resolve(rt, "a new budget period started", now))
         for crossing in crossings:
-            out.alerts.append(self._alert(rt, crossing))
+            out.alerts.append(self.alert_for(rt, crossing))
         rt.dirty = True
         out.extend(self._publish(rt, now, force=bool(crossings)))
         self.stats["alerts"] += len(out.alerts)
@@ -249,7 +244,7 @@ class BudgetOwner:
     def _link(self, budget: Budget) -> str:
         return f"{self.dashboard_url.rstrip('/')}/budgets?budget={budget.name}" if self.dashboard_url else ""
 
-    def _alert(self, rt: _BudgetRuntime, crossing: Crossing) -> dict[str, Any]:
+    def alert_for(self, rt: _BudgetRuntime, crossing: Crossing) -> dict[str, Any]:
         budget = rt.budget
         unit = "USD" if budget.metric == "cost_usd" else "tokens"
         scope = scope_label(budget.scope)
@@ -306,9 +301,6 @@ def _human(amount: Any) -> str:
 
 
 def _period_key(budget: Budget, ts: Any) -> str:
-    from .ledger import _ts
-    from .periods import hour_key, period_window
-
     moment = _ts(ts)
     return hour_key(moment) if budget.rolling_hours is not None else period_window(budget, moment)[2]
 

@@ -34,26 +34,26 @@ class BudgetRouter:
 
     def set_budgets(self, budgets: Iterable[Budget] | dict[str, Budget]) -> None:
         self.budgets = dict(budgets) if isinstance(budgets, dict) else {b.name: b for b in budgets}
-        # Index by the scope's most selective plain dimension, so an event is checked only against budgets that
-        # can match it; budgets without a plain dimension (empty scope, tags only) are checked for every event.
-        self._by_dim: dict[tuple[str, str], list[Budget]] = defaultdict(list)
+        # Index by one plain dimension of the scope (dim -> value -> budgets), so an event costs one dict lookup per
+        # indexed dimension whatever the number of budgets; budgets without a plain dimension (empty scope, tags
+        # only) are checked for every event. `matches` still checks the whole scope.
+        self._index: dict[str, dict[str, list[Budget]]] = defaultdict(lambda: defaultdict(list))
         self._always: list[Budget] = []
         for budget in self.budgets.values():
             plain = sorted((k, v) for k, v in budget.scope.items() if not k.startswith("tag:"))
             if plain:
-                self._by_dim[plain[0]].append(budget)
+                dim, value = plain[0]
+                self._index[dim][value].append(budget)
             else:
                 self._always.append(budget)
 
     def _candidates(self, event: dict[str, Any]) -> list[Budget]:
-        if not self.budgets:
-            return []
         attribution = event.get("attribution") or {}
         out = list(self._always)
-        for (dim, value), budgets in self._by_dim.items():
+        for dim, by_value in self._index.items():
             actual = event.get(dim) if dim in ("model", "provider") else attribution.get(dim)
-            if actual == value:
-                out += budgets
+            if actual is not None:
+                out += by_value.get(actual, ())
         return out
 
     def route(self, priced: Iterable[tuple[int, int, dict[str, Any]]]) -> dict[str, list[list[Any]]]:
@@ -63,6 +63,8 @@ class BudgetRouter:
         (tokens); `unpriced` is 1 for events that could not be priced (counted in the alert, never as $0 silently).
         """
         out: dict[str, list[list[Any]]] = defaultdict(list)
+        if not self.budgets:
+            return out
         for partition, offset, event in priced:
             # Failed calls count what they cost (usually nothing; tokens billed before a failure are real spend),
             # exactly as the warehouse totals that rebuild a budget do.

@@ -122,18 +122,20 @@ class BudgetService:
         await self.ready.wait()  # amounts for a budget not yet read would be dropped
         async for events in stream.take_events(10_000, within=0.1):
             messages = []
+            first_seen: dict[str, tuple[int, int]] = {}  # budget -> where its first message of this batch is
             for event in events:
                 try:
-                    messages.append(orjson.loads(event.message.value))
+                    message = orjson.loads(event.message.value)
                 except (orjson.JSONDecodeError, TypeError):
+                    message = None
+                if not isinstance(message, dict):
                     log.warning("unreadable budget-spend message at offset %s skipped", event.message.offset)
-            first_seen: dict[str, tuple[int, int]] = {}
-            for event, message in zip(events, messages):
-                if isinstance(message, dict):
-                    first_seen.setdefault(message.get("budget"), (event.message.partition, event.message.offset))
+                    continue
+                messages.append(message)
+                first_seen.setdefault(message.get("budget"), (event.message.partition, event.message.offset))
             await self._load_states(first_seen)
             before = self.owner.stats["skipped_redelivered"]
-            outcome = self.owner.process([m for m in messages if isinstance(m, dict)])
+            outcome = self.owner.process(messages)
             self.stats["skipped_redelivered"] += self.owner.stats["skipped_redelivered"] - before
             await self._publish(outcome)
 

@@ -128,3 +128,20 @@ def test_request_attributes_from_query_and_headers():
                                     {"X-Tokenmeter-User": "bob", "X-Tokenmeter-Tag-Tier": "gold",
                                      "X-Tokenmeter-Team": "ignored-query-wins", "Host": "h"}, "x-tokenmeter-")
     assert attrs == {"team": "search", "tag:env": "prod", "user": "bob", "tag:tier": "gold"}
+
+
+def test_restore_under_a_changed_definition_follows_the_ledgers_rule():
+    defs = budgets()
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    out = owner.process(messages(router, [(0, 1, priced("a", "9"))]), now=NOW)  # 90%: 50 and 80 fired
+    state = orjson.loads(orjson.dumps(dict(out.states)["search"]))
+
+    raised = owner_with(budgets(limit="20"), state)  # limit changed while the owner was away: spend kept,
+    rt = raised.runtimes["search"]                    # thresholds re-armed against the new limit
+    assert rt.ledger.current_spend(rt.budget, NOW)[0] == Decimal(9) and rt.applied == {"0": 1}
+    again = raised.process(messages(router, [(0, 2, priced("b", "2"))]), now=NOW)
+    assert [a["details"]["threshold"] for a in again.alerts] == [50]  # 11 of 20
+
+    moved = owner_with(budgets(scope={"team": "ads"}), state)  # what is counted changed: spend starts over
+    rt = moved.runtimes["search"]
+    assert rt.ledger.current_spend(rt.budget, NOW)[0] == 0
