@@ -120,34 +120,71 @@ def make_event(rng: random.Random, caller: Caller, now: datetime) -> dict[str, A
     return event
 
 
+async def _blocked_teams(session: Any, decision_url: str, teams: set[str]) -> set[str]:
+    """Ask the decision endpoint once per team, as a gateway would before each call; unreachable = allow."""
+    import aiohttp
+
+    blocked = set()
+    for team in teams:
+        try:
+            async with session.get(decision_url, params={"team": team},
+                                   timeout=aiohttp.ClientTimeout(total=0.5)) as resp:
+                if resp.status in (403, 429):
+                    blocked.add(team)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            continue
+    return blocked
+
+
 async def generate(bootstrap: str, events_per_s: float, total: int | None = None, seed: int | None = None,
-                   stop: asyncio.Event | None = None) -> int:
-    """Produce demo events until `total` is reached or `stop` is set; returns how many were sent."""
+                   stop: asyncio.Event | None = None, decision_url: str | None = None) -> int:
+    """Produce demo events until `total` is reached or `stop` is set; returns how many were sent. With
+    `decision_url` the demo behaves like a gateway that obeys budgets: calls of blocked or throttled teams are
+    refused (not sent), so the dashboard shows a block actually stopping spend."""
+    import aiohttp
+
     rng = random.Random(seed)
     people = callers()
+    teams = {p.team for p in people}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, compression_type=None)
+    session = aiohttp.ClientSession() if decision_url else None
     await producer.start()
-    sent = 0
+    sent = refused = attempted = 0  # attempted: calls the demo's clients made, refused ones included
+    blocked: set[str] = set()
     tick = 0.5
     try:
-        while (total is None or sent < total) and not (stop and stop.is_set()):
+        while (total is None or attempted < total) and not (stop and stop.is_set()):
             started = time.monotonic()
             count = max(1, int(rng.gauss(events_per_s * tick, events_per_s * tick * 0.2)))
             if rng.random() < 0.05:  # a burst: one agent loop hammering a model
                 count *= 8
             if total is not None:
-                count = min(count, total - sent)
+                count = min(count, total - attempted)
             now = datetime.now(timezone.utc)
+            if session is not None:
+                newly = await _blocked_teams(session, decision_url, teams)
+                if newly != blocked:
+                    log.info("demo gateway: refusing calls of %s (budget decisions)", ", ".join(sorted(newly)) or "nobody")
+                blocked = newly
             batches: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
             for _ in range(count):
-                event = make_event(rng, rng.choice(people), now)
+                caller = rng.choice(people)
+                if caller.team in blocked:
+                    refused += 1
+                    continue
+                event = make_event(rng, caller, now)
                 batches[partition_key(event)].append(event)
             await asyncio.gather(
                 *[await producer.send(topics.USAGE, orjson.dumps(evs), key=key) for key, evs in batches.items()]
             )
-            sent += count
-            if total is None or sent < total:
+            attempted += count
+            sent += sum(len(evs) for evs in batches.values())
+            if total is None or attempted < total:
                 await asyncio.sleep(max(0.0, tick - (time.monotonic() - started)))
     finally:
         await producer.stop()
+        if session is not None:
+            await session.close()
+        if refused:
+            log.info("demo gateway: %d calls refused by budget decisions", refused)
     return sent

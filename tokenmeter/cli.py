@@ -145,7 +145,9 @@ def demo(events: int | None, rate: float | None, seed: int | None) -> None:
 
     s = _settings()
     _logging(s)
-    _run_until_signal(lambda stop: generate(s.bootstrap_servers, rate or s.demo_events_per_s, events, seed, stop))
+    decisions = f"http://{s.host}:{s.api_port}/v1/decision"  # obey budgets like a gateway (fails open)
+    _run_until_signal(lambda stop: generate(s.bootstrap_servers, rate or s.demo_events_per_s, events, seed, stop,
+                                            decision_url=decisions))
 
 
 @main.command()

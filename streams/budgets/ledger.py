@@ -54,6 +54,15 @@ def _fmt(amount: Amount) -> str | int:
     return amount if isinstance(amount, int) else format(amount, "f")
 
 
+def human_amount(amount: Any) -> str:
+    """Amounts for people: USD to the cent, tokens as integers with separators (records keep exact values)."""
+    if amount is None:
+        return "?"
+    if isinstance(amount, int):
+        return f"{amount:,}"
+    return f"{Decimal(amount).quantize(Decimal('0.01')):,}"
+
+
 def _amount(value: Any) -> Amount:
     return value if isinstance(value, int) else Decimal(str(value))
 
@@ -366,7 +375,7 @@ class BudgetLedger:
                 continue
             until = self._rolling_until(budget, at, spend) if budget.rolling_hours is not None else end
             unit = "USD" if budget.metric == "cost_usd" else "tokens"
-            reason = (f"budget {budget.name!r} at {_fmt(spend)} of {_fmt(budget.limit)} {unit} "
+            reason = (f"budget {budget.name!r} at {human_amount(spend)} of {human_amount(budget.limit)} {unit} "
                       f"for {key}: {budget.action} until {_iso(until)}")
             candidate = Decision(budget.action, reason, budget.name, until)  # type: ignore[arg-type]
             if SEVERITY[candidate.decision] > SEVERITY[best.decision] or (

@@ -23,7 +23,7 @@ from typing import Any
 
 from tokenmeter.records import alert_record, iso, money, scope_label
 
-from .ledger import BudgetLedger, Crossing, _ts, window_for_key
+from .ledger import BudgetLedger, Crossing, _ts, human_amount, window_for_key
 from .model import Budget, BudgetError, parse_budget
 from .periods import hour_key, period_window
 
@@ -248,13 +248,13 @@ class BudgetOwner:
         budget = rt.budget
         unit = "USD" if budget.metric == "cost_usd" else "tokens"
         scope = scope_label(budget.scope)
-        spend, limit = _human(crossing.spend), _human(crossing.limit)
+        spend, limit = human_amount(crossing.spend), human_amount(crossing.limit)
         unpriced = rt.unpriced.get(crossing.period_key, 0)
         if crossing.kind == "forecast":
             severity = "warning"
             title = f"Budget {budget.name} ({scope}) is forecast to exceed {limit} {unit}"
             summary = (f"At the current burn rate, spend reaches the limit of {limit} {unit} around "
-                       f"{iso(crossing.expected_breach_at)} (projected {_human(crossing.projected)} {unit} by "
+                       f"{iso(crossing.expected_breach_at)} (projected {human_amount(crossing.projected)} {unit} by "
                        f"{iso(crossing.period_end)}). Spent so far: {spend} {unit} ({crossing.percent}%).")
         else:
             threshold = crossing.threshold or 0
@@ -289,15 +289,6 @@ class BudgetOwner:
             details={"budget": budget.name, "period_key": period_key, "reason": why, "limit": money(budget.limit)},
             dashboard_url=self._link(budget),
         )
-
-
-def _human(amount: Any) -> str:
-    """Amounts for people: USD to the cent, tokens as integers with separators (details keep exact values)."""
-    if amount is None:
-        return "?"
-    if isinstance(amount, int):
-        return f"{amount:,}"
-    return f"{Decimal(amount).quantize(Decimal('0.01')):,}"
 
 
 def _period_key(budget: Budget, ts: Any) -> str:
