@@ -218,7 +218,7 @@ async def run_loader(
     stop = stop or asyncio.Event()
     signals = _install_signal_handlers(stop) if own_stop else []
     stats = LoaderStats()
-    warehouse = await asyncio.to_thread(open_warehouse, settings, True)
+    warehouse = await asyncio.to_thread(open_warehouse, settings, True, wait_seconds=60.0)
     if price_book is not None:
         try:
             written = await asyncio.to_thread(warehouse.record_price_catalog, price_catalog_rows(price_book))

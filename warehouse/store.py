@@ -356,12 +356,17 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
     while True:
         url = read_live_endpoint(data_dir)
         if url is not None:
-            if writer:
+            if not writer:
+                return Warehouse(RemoteBackend(url))
+            # A reader that found no owner opened chDB itself (`tokenmeter report` while the loader starts):
+            # it lets go within seconds, so the writer waits for it instead of dying.
+            if time.monotonic() > deadline:
                 raise WarehouseLocked(
-                    f"warehouse {path} is owned by another process (endpoint {url}); "
-                    "stop it before starting a writer (the loader must own the warehouse)"
+                    f"warehouse {path} is owned by another process (endpoint {url}) for more than "
+                    f"{wait_seconds:.0f} s; stop it before starting a writer (the loader must own the warehouse)"
                 )
-            return Warehouse(RemoteBackend(url))
+            time.sleep(0.2)
+            continue
         try:
             return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400))
         except WarehouseLocked:

@@ -74,7 +74,22 @@ def test_reader_queries_the_owner_over_http(owner):
         reader.close()
 
     with pytest.raises(WarehouseLocked, match="owned by another process"):
-        open_warehouse(settings, writer=True)
+        open_warehouse(settings, writer=True, wait_seconds=0.5)
+
+
+def test_writer_waits_for_a_short_lived_owner_to_let_go(owner):
+    """`tokenmeter report` run while the loader starts can own chDB for a moment: the loader waits, not dies."""
+    settings, process = owner
+    assert read_live_endpoint(settings.data_dir)
+    import threading
+
+    threading.Timer(1.0, process.stdin.close).start()  # the "report" finishes a second later
+    writer = open_warehouse(settings, writer=True, wait_seconds=30)
+    try:
+        assert writer.kind == "chdb" and process.wait(20) == 0  # it let go, then the writer got the lock
+        assert writer.spend(["team"], filters={"org": ["remote-org"]})["events"].sum() == 30
+    finally:
+        writer.close()
 
 
 def test_endpoint_accepts_only_single_selects(owner):
