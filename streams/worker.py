@@ -63,11 +63,38 @@ def _shorten_fetch_wait() -> None:
     AIOKafkaConsumerThread._tokenmeter_patched = True
 
 
+def _rewind_uncommitted_partitions() -> None:
+    """When flow stops (rebalance, table recovery) Faust drops the records it had fetched and relies on seeking
+    every partition back to its committed offset. aiokafka's `seek_to_committed` skips partitions whose committed
+    offset is None or 0, so the first records of a partition the group never committed were lost for good: a new
+    team's first events, a budget's first spend (seen with two workers joining; tests/streams/test_worker_rewind.py).
+    Rewind such stream partitions to their beginning, which is what auto_offset_reset=earliest means. Changelog
+    partitions (acks disabled) are left to Faust's recovery."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread, "_tokenmeter_rewinds", False):
+        return
+    original = AIOKafkaConsumerThread.seek_to_committed
+
+    async def seek_to_committed(self):  # noqa: ANN001, ANN202
+        committed = await original(self)
+        acking = self.app.topics.acks_enabled_for
+        uncommitted = [tp for tp, offset in committed.items() if not offset and acking(tp.topic)]
+        if uncommitted:
+            log.debug("rewinding partitions without a committed offset to their beginning: %s", uncommitted)
+            await self.call_thread(self._ensure_consumer().seek_to_beginning, *uncommitted)
+        return committed
+
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
+    AIOKafkaConsumerThread._tokenmeter_rewinds = True
+
+
 def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-worker") -> faust.App:
     from streams import load_book
 
     book = book or load_book(settings)
     _shorten_fetch_wait()
+    _rewind_uncommitted_partitions()
     app = faust.App(
         app_id,
         broker=f"kafka://{settings.bootstrap_servers}",

@@ -266,7 +266,11 @@ def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp
                     out.setdefault(a["details"]["budget"], set()).add(a["details"].get("threshold"))
             return out
 
-        wait_for(lambda: len(thresholds()) == len(teams), timeout=180, what="50% alerts of every budget")
+        try:
+            wait_for(lambda: len(thresholds()) == len(teams), timeout=180, what="50% alerts of every budget")
+        except AssertionError:
+            print(_diagnose(bootstrap, f"multi-{tag}", ports))
+            raise
         stop(workers[0], signal.SIGKILL)  # its budgets move to the survivor after the session timeout
         asyncio.run(produce(bootstrap, [[event(t, 1_000_000, 100_000) for _ in range(2)] for t in teams]))
 
@@ -285,3 +289,37 @@ def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp
     finally:
         for worker in workers:
             stop(worker)
+
+
+def _diagnose(bootstrap: str, prefix: str, ports: list[int]) -> str:
+    """What a failed multi-worker run needs explained: where each team's usage and each budget's spend landed,
+    the group's committed usage offsets and each worker's budget stats."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.topic_reader import read_topic
+
+    lines = []
+    for rec in asyncio.run(read_topic(bootstrap, topics.USAGE)):
+        if rec.value and prefix.encode() in rec.value:
+            lines.append(f"usage p{rec.partition}@{rec.offset} key={rec.key}")
+    for rec in asyncio.run(read_topic(bootstrap, topics.BUDGET_SPEND)):
+        if rec.key and prefix in rec.key:
+            lines.append(f"budget-spend p{rec.partition}@{rec.offset} key={rec.key} {rec.value[:300]!r}")
+
+    async def committed() -> dict:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id="tokenmeter-worker",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return {f"{t}/{p}": await consumer.committed(TopicPartition(t, p))
+                    for t in (topics.USAGE, topics.BUDGET_SPEND) for p in range(4)}
+        finally:
+            await consumer.stop()
+
+    lines.append(f"committed: {asyncio.run(committed())}")
+    for port in ports:
+        try:
+            lines.append(f"worker :{port} stats {get(f'http://127.0.0.1:{port}/v1/budgets')[1]['stats']}")
+        except OSError as exc:
+            lines.append(f"worker :{port} unreachable: {exc}")
+    return "\n".join(lines)
