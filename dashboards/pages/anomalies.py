@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 HEADERS = ("Start (UTC)", "Scope", "Kind", "Severity", "Observed", "Expected (band)", "Status", "What happened", "")
 
 
-def layout(start: str | None = None, end: str | None = None, anomaly: str | None = None, **_):
+def layout(start: str | None = None, end: str | None = None, anomaly: str | None = None, id: str | None = None,  # noqa: A002
+           **_):
+    # Alerts link here as /anomalies?id=<anomaly id> (streams/anomalies/publish.py): preselect that anomaly.
+    anomaly = anomaly or id
     filters = Filters.from_inputs(start, end, None)
     return html.Div(className="page", children=[
         html.Div(className="filter-bar", children=[

@@ -66,7 +66,7 @@ def alert_rows(alerts: list[dict]) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in ALERT_HEADERS]))
     body = [html.Tr([html.Td(a["at"].strftime("%Y-%m-%d %H:%M")), html.Td(a["budget"]),
                      html.Td(f"{a['title']}" + (" (resolved)" if a["action"] == "resolve" else "")),
-                     html.Td(a["severity"]), html.Td(a["deliveries"] or "-")]) for a in alerts]
+                     html.Td(a["severity"]), html.Td(a["deliveries"] or "none recorded (no route, or the alert dispatcher is not running)")]) for a in alerts]
     if not body:
         body = [html.Tr(html.Td("No alerts yet.", colSpan=len(ALERT_HEADERS)))]
     return [header, html.Tbody(body)]

@@ -51,6 +51,7 @@ class Counters:
     in_flight: int = 0
     invalid: int = 0  # alert records that could not be read (dead-lettered)
     duplicates: int = 0  # alert records (or routes) skipped because they were already delivered or failed
+    unrouted: int = 0  # alerts with no route (no `notify`; anomalies: no anomaly_notify): recorded, sent nowhere
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

@@ -191,6 +191,11 @@ class Dispatcher:
         if not todo and not invalid:
             if routes:
                 self.counters.duplicates += 1
+            else:
+                self.counters.unrouted += 1
+                log.warning("alert %s (%s) has no route: set `notify` on its budget (anomalies: "
+                            "TOKENMETER_ANOMALY_NOTIFY); it is kept on %s and in the warehouse", alert["id"],
+                            alert.get("title", ""), ALERTS)
             self.tracker.finished(tp, record.offset)
             return
         job = _Job(alert, [(tp, record.offset)])

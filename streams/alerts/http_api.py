@@ -13,6 +13,7 @@ METRICS = (  # counter name, help, counter attribute / health key, type
     ("tokenmeter_alerts_retried_total", "Failed attempts that were scheduled for a retry.", "retried", "counter"),
     ("tokenmeter_alerts_invalid_total", "Unreadable alert records, dead-lettered.", "invalid", "counter"),
     ("tokenmeter_alerts_duplicates_total", "Alert records skipped as already handled.", "duplicates", "counter"),
+    ("tokenmeter_alerts_unrouted_total", "Alerts with no route (no notify), kept but sent nowhere.", "unrouted", "counter"),
     ("tokenmeter_alerts_in_flight", "Delivery HTTP requests in flight.", "in_flight", "gauge"),
     ("tokenmeter_alerts_open", "Outbox records whose deliveries are not final yet.", "open_alerts", "gauge"),
 )

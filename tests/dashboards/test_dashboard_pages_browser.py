@@ -149,9 +149,10 @@ def test_finance_pages(dash_duo, app_settings):
     assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in flagged] == ["gpt-4o-mini"]
     _screenshot(dash_duo, "reconciliation")
 
-    # Anomalies: acknowledge one; the ack record reaches Kafka.
-    dash_duo.wait_for_page(url=f"{base}/anomalies?{RANGE}")
+    # Anomalies: an alert's link (?id=) preselects its anomaly; acknowledge one; the ack record reaches Kafka.
+    dash_duo.wait_for_page(url=f"{base}/anomalies?{RANGE}&id=anom-beta")
     dash_duo.wait_for_contains_text("#anomalies-table", "team=alpha", timeout=20)
+    dash_duo.wait_for_contains_text("#anomalies-select", "team=beta", timeout=20)  # not the default (alpha)
     _wait(dash_duo, lambda: "expected" in _figure(dash_duo, "anomalies-band")["names"])
     _screenshot(dash_duo, "anomalies")
     ack = "[id='" + json.dumps({"action": "ack", "id": "anom-alpha", "type": "anomaly-action"},

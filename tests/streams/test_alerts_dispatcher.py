@@ -157,11 +157,13 @@ def test_unreadable_records_are_dead_lettered_and_do_not_block(kafka_bootstrap):
         names = await new_topics(kafka_bootstrap)
         async with endpoint() as ep:
             good = make_alert([f"webhook={ep.url('/ok')}", "sms=+4912345"])
-            await produce(kafka_bootstrap, names.alerts, [b"{not json", {"id": "half", "source": "budget"}, good])
+            routeless = make_alert([])  # kept and counted, sent nowhere
+            await produce(kafka_bootstrap, names.alerts,
+                          [b"{not json", {"id": "half", "source": "budget"}, good, routeless])
             async with running_dispatcher(alert_settings(kafka_bootstrap), names) as dispatcher:
                 await ep.wait_for(1, "/ok")
-                await wait_until(lambda: _committed_is(kafka_bootstrap, names, 3), what="all offsets committed")
-                assert dispatcher.counters.invalid == 2
+                await wait_until(lambda: _committed_is(kafka_bootstrap, names, 4), what="all offsets committed")
+                assert dispatcher.counters.invalid == 2 and dispatcher.counters.unrouted == 1
             states = await deliveries(kafka_bootstrap, names.deliveries)
             bad_route = [s for k, s in states.items() if k.startswith(good["id"] + "|invalid:")]
             assert bad_route and bad_route[0]["status"] == "failed" and "unknown route 'sms'" in bad_route[0]["last_error"]
