@@ -146,6 +146,7 @@ class BudgetOwner:
         (`has`/`restore`); messages for budgets not (or no longer) defined are dropped."""
         now = now or _now()
         by_budget: dict[str, list[list[Any]]] = {}
+        redelivered: dict[str, list[str]] = {}
         for message in messages:
             name = message.get("budget")
             if name not in self.runtimes:
@@ -159,7 +160,7 @@ class BudgetOwner:
                 partition, offset = str(entry[0]), int(entry[1])
                 if offset <= rt.applied.get(partition, -1):
                     self.stats["skipped_redelivered"] += 1
-                    rt.ledger.mark_seen(name, entry[2])  # counted already: a replay of its id must not count
+                    redelivered.setdefault(name, []).append(entry[2])
                     continue
                 fresh.append(entry)
                 marks[partition] = max(offset, marks.get(partition, -1))
@@ -168,6 +169,11 @@ class BudgetOwner:
         for name, entries in by_budget.items():
             if entries:
                 out.extend(self._apply(self.runtimes[name], entries, now))
+        # Counted already (earlier, or by its first copy in this very batch): a later replay of the id must not
+        # count. Marked only after applying, or a re-send in the same batch would hide its own first copy.
+        for name, event_ids in redelivered.items():
+            for event_id in event_ids:
+                self.runtimes[name].ledger.mark_seen(name, event_id)
         return out
 
     def _apply(self, rt: _BudgetRuntime, entries: list[list[Any]], now: datetime) -> Outcome:

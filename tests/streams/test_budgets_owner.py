@@ -79,6 +79,19 @@ def test_owner_counts_redelivered_entries_once_and_alerts_once():
     assert record["until"] == "2026-12-01T00:00:00Z" and record["percent"] == "105.00"
 
 
+def test_a_resend_in_the_same_batch_does_not_hide_its_first_copy():
+    """The router re-sends a batch after a rebalance: both copies can reach the owner in one batch. The first copy
+    counts; the second is skipped (found with two workers: spend stayed 0 and the 50% alert never fired)."""
+    defs = budgets()
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    once = messages(router, [(3, 0, priced("a", "3.5")), (3, 0, priced("b", "3.5"))])
+    out = owner.process(once + once, now=NOW)
+    assert [a["details"]["threshold"] for a in out.alerts] == [50]
+    assert Decimal(dict(out.enforcement)["search"]["spend"]) == Decimal("7")
+    assert owner.stats["skipped_redelivered"] == 2
+    assert owner.process(messages(router, [(3, 4, priced("a", "3.5"))]), now=NOW).alerts == []  # id replayed
+
+
 def test_unpriced_events_are_reported_in_alerts_and_decisions():
     defs = budgets()
     router, owner = BudgetRouter(defs.values()), owner_with(defs)
