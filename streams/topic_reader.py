@@ -138,6 +138,13 @@ async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Reco
 async def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
                      timeout: float = 15.0) -> list[tuple[bytes | None, bytes | None]]:
     """(key, value) of the messages at offsets [start, end) of one partition."""
+    return [(r.key.encode("utf-8", "surrogateescape") if r.key is not None else None, r.value)
+            for r in await read_records(bootstrap, topic, partition, start, end, timeout)]
+
+
+async def read_records(bootstrap: str, topic: str, partition: int, start: int, end: int,
+                       timeout: float = 15.0) -> list[TopicRecord]:
+    """The records at offsets [start, end) of one partition (fewer if some were deleted or are control records)."""
     if end <= start:
         return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
@@ -147,7 +154,7 @@ async def read_range(bootstrap: str, topic: str, partition: int, start: int, end
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, start)
-        out: list[tuple[bytes | None, bytes | None]] = []
+        out: list[TopicRecord] = []
         deadline = time.monotonic() + timeout
         while await consumer.position(tp) < end:
             if time.monotonic() > deadline:
@@ -155,7 +162,8 @@ async def read_range(bootstrap: str, topic: str, partition: int, start: int, end
             batches = await consumer.getmany(tp, timeout_ms=200)
             for record in batches.get(tp, []):
                 if record.offset < end:
-                    out.append((record.key, record.value))
+                    key = record.key.decode("utf-8", "surrogateescape") if record.key is not None else None
+                    out.append(TopicRecord(record.partition, record.offset, key, record.value))
         return out
     finally:
         await consumer.stop()

@@ -21,6 +21,7 @@ from aiohttp.web import Response
 
 from streams.batch import Aggregate, RawRecord, process_batch
 from streams.budgets.service import BudgetService
+from streams.gaps import SEEK_POSITIONS, OffsetGaps
 from tokenmeter import topics
 from tokenmeter.settings import Settings
 
@@ -35,6 +36,7 @@ class WorkerStats:
         self.priced = 0
         self.unpriced = 0
         self.deadlettered = 0
+        self.refetched = 0  # usage records the consumer skipped around a rebalance, re-read (streams/gaps.py)
         self.last_batch_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -80,13 +82,56 @@ def _rewind_uncommitted_partitions() -> None:
         committed = await original(self)
         acking = self.app.topics.acks_enabled_for
         uncommitted = [tp for tp, offset in committed.items() if not offset and acking(tp.topic)]
+        for tp, offset in committed.items():  # where each partition's records must resume (streams/gaps.py)
+            if offset:
+                SEEK_POSITIONS[(tp.topic, tp.partition)] = offset
+            else:
+                SEEK_POSITIONS.pop((tp.topic, tp.partition), None)
         if uncommitted:
             log.debug("rewinding partitions without a committed offset to their beginning: %s", uncommitted)
-            await self.call_thread(self._ensure_consumer().seek_to_beginning, *uncommitted)
+            consumer = self._ensure_consumer()
+            await self.call_thread(consumer.seek_to_beginning, *uncommitted)
+            for tp in uncommitted:
+                SEEK_POSITIONS[(tp.topic, tp.partition)] = await self.call_thread(consumer.position, tp)
         return committed
 
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
     AIOKafkaConsumerThread._tokenmeter_rewinds = True
+
+
+def _seek_back_records_cleared_on_resume(app: faust.App) -> None:
+    """Faust's recovery seeks the stream partitions to their committed offsets, then resumes flow control, and
+    resuming clears every agent queue (mode's FlowControlEvent.resume). Records the consumer delivered in between
+    were dropped while Faust's read offset had moved past them, so they were never processed and later committed
+    past as a "gap". Before the queues are cleared, note the lowest queued offset of each partition still
+    assigned, and seek back there afterwards: those records are delivered again instead of lost. (Records of
+    revoked partitions are cleared by Faust's own `flow_control.clear()` at revocation, not here.)"""
+    flow = app.flow_control
+    original = flow.resume
+
+    def resume() -> None:
+        lowest: dict[Any, int] = {}
+        try:
+            consumer = app.consumer
+            assigned = consumer.assignment()
+            acking = app.topics.acks_enabled_for
+            for queue in list(flow._queues):  # noqa: SLF001 - the queues resume() is about to clear
+                for item in list(getattr(queue, "_queue", ())):
+                    message = getattr(item, "message", None)
+                    tp = getattr(message, "tp", None)
+                    if tp is not None and tp in assigned and acking(tp.topic):
+                        lowest[tp] = min(lowest.get(tp, message.offset), message.offset)
+        except Exception as exc:  # noqa: BLE001 - never break Faust's recovery; the gap guard still applies
+            log.warning("could not inspect queued records before flow resumed: %r", exc)
+        original()
+        for tp, offset in sorted(lowest.items()):
+            log.warning("%s[%d]: records from offset %d were still queued when flow resumed; re-reading them",
+                        tp.topic, tp.partition, offset)
+            app.consumer._thread.seek(tp, offset)  # noqa: SLF001 - what Faust's own Consumer.seek does
+            app.consumer._read_offset[tp] = offset or None  # noqa: SLF001
+            SEEK_POSITIONS[(tp.topic, tp.partition)] = offset
+
+    flow.resume = resume
 
 
 def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-worker") -> faust.App:
@@ -117,6 +162,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
     )
+    _seek_back_records_cleared_on_resume(app)
     usage = app.topic(topics.USAGE, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     priced = app.topic(topics.PRICED, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(
@@ -129,12 +175,23 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     stats = WorkerStats()
     app.tokenmeter_stats = stats  # type: ignore[attr-defined]
 
+    usage_gaps = OffsetGaps(topics.USAGE)
+
+    @app.on_partitions_assigned.connect
+    async def usage_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        usage_gaps.forget()
+
     @app.agent(usage)
     async def meter_and_price(stream):  # noqa: ANN001 - Faust's stream type
         async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
             records = [
                 RawRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events
             ]
+            skipped = await usage_gaps.missing_records(
+                settings.bootstrap_servers, [(r.partition, r.offset) for r in records])
+            if skipped:  # processed with this batch, so their outputs are stored before it is acked
+                records = [RawRecord(r.value, topics.USAGE, r.partition, r.offset) for r in skipped] + records
+                stats.refetched += len(skipped)
             result = process_batch(records, book)
             futures = []
             for key, value in result.priced_messages():
@@ -171,6 +228,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             f'tokenmeter_worker_priced_total{{status="priced"}} {stats.priced - stats.unpriced}',
             f'tokenmeter_worker_priced_total{{status="unpriced"}} {stats.unpriced}',
             f"tokenmeter_worker_deadletter_total {stats.deadlettered}",
+            "# TYPE tokenmeter_worker_refetched_total counter",
+            f"tokenmeter_worker_refetched_total {stats.refetched + budgets.stats['refetched']}",
             "# TYPE tokenmeter_budget_alerts_total counter",
             f"tokenmeter_budget_alerts_total {budgets.stats['alerts']}",
             "# TYPE tokenmeter_decision_requests_total counter",

@@ -25,6 +25,7 @@ import orjson
 from tokenmeter import topics
 
 from .decisions import EnforcementView, attributes_from_request, http_status
+from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_range
 from .model import Budget, BudgetError, parse_budget
 from .owner import BudgetOwner, Outcome
@@ -65,8 +66,9 @@ class BudgetService:
         self.state_topic = _raw_topic(app, topics.BUDGET_STATE)
         self.alerts_topic = _raw_topic(app, topics.ALERTS)
         self.enforcement_topic = _raw_topic(app, topics.ENFORCEMENT)
+        self.gaps = OffsetGaps(topics.BUDGET_SPEND)
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
-                      "routed_entries": 0, "skipped_redelivered": 0}
+                      "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
 
     # Pricing side -----------------------------------------------------------------------------------------
     async def send_spend(self, origins: list[tuple[int, int, dict[str, Any]]]) -> list[Any]:
@@ -121,18 +123,23 @@ class BudgetService:
     async def evaluate(self, stream: Any) -> None:
         await self.ready.wait()  # amounts for a budget not yet read would be dropped
         async for events in stream.take_events(10_000, within=0.1):
+            batch = [(e.message.partition, e.message.offset, e.message.value) for e in events]
+            skipped = await self.gaps.missing_records(self.settings.bootstrap_servers, [(p, o) for p, o, _ in batch])
+            if skipped:  # spend the consumer skipped around a rebalance: applied first, before the batch is acked
+                batch = [(r.partition, r.offset, r.value) for r in skipped] + batch
+                self.stats["refetched"] += len(skipped)
             messages = []
             first_seen: dict[str, tuple[int, int]] = {}  # budget -> where its first message of this batch is
-            for event in events:
+            for partition, offset, value in batch:
                 try:
-                    message = orjson.loads(event.message.value)
+                    message = orjson.loads(value)
                 except (orjson.JSONDecodeError, TypeError):
                     message = None
                 if not isinstance(message, dict):
-                    log.warning("unreadable budget-spend message at offset %s skipped", event.message.offset)
+                    log.warning("unreadable budget-spend message at offset %s skipped", offset)
                     continue
                 messages.append(message)
-                first_seen.setdefault(message.get("budget"), (event.message.partition, event.message.offset))
+                first_seen.setdefault(message.get("budget"), (partition, offset))
             await self._load_states(first_seen)
             before = self.owner.stats["skipped_redelivered"]
             outcome = self.owner.process(messages)
@@ -198,6 +205,7 @@ class BudgetService:
         @app.on_partitions_assigned.connect
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
             service.owner.forget_all()  # partitions moved: reload owned budgets from the state topic
+            service.gaps.forget()
 
         @app.page("/v1/decision")
         async def decision(web, request):  # noqa: ANN001

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+from streams.gaps import SEEK_POSITIONS
 from streams.worker import _rewind_uncommitted_partitions
 
 
@@ -62,6 +63,10 @@ async def _scenario(bootstrap: str, acking: bool) -> dict[int, int]:
             seen += sum(len(v) for v in (await consumer.getmany(*tps, timeout_ms=1000)).values())
         assert [await consumer.position(tp) for tp in tps] == [3, 3]
         await AIOKafkaConsumerThread.seek_to_committed(_ConsumerThreadStandIn(consumer, {topic} if acking else set()))
+        # the gap guard (streams/gaps.py) expects each partition's records to resume where it was seeked to
+        expected = {1: 2} | ({0: 0} if acking else {})
+        assert {p: SEEK_POSITIONS.get((topic, p)) for p in expected} == expected
+        assert (topic, 0) in SEEK_POSITIONS or not acking
         return {tp.partition: await consumer.position(tp) for tp in tps}
     finally:
         await consumer.stop()
