@@ -146,13 +146,14 @@ class BudgetOwner:
         (`has`/`restore`); messages for budgets not (or no longer) defined are dropped."""
         now = now or _now()
         by_budget: dict[str, list[list[Any]]] = {}
-        redelivered: dict[str, list[str]] = {}
+        pending: dict[str, set[str]] = {}  # ids of fresh entries of this batch, applied after the loop
         for message in messages:
             name = message.get("budget")
             if name not in self.runtimes:
                 continue
             rt = self.runtimes[name]
             fresh = by_budget.setdefault(name, [])
+            ids = pending.setdefault(name, set())
             # Marks advance after each message, so a re-send later in this batch is skipped too. A usage record's
             # entries never span two messages (see routing.spend_messages), so equal offsets mean "already applied".
             marks: dict[str, int] = {}
@@ -160,20 +161,19 @@ class BudgetOwner:
                 partition, offset = str(entry[0]), int(entry[1])
                 if offset <= rt.applied.get(partition, -1):
                     self.stats["skipped_redelivered"] += 1
-                    redelivered.setdefault(name, []).append(entry[2])
+                    # Counted already: a replay of its id (a new usage record) must not count. Unless its first
+                    # copy is in this very batch, not applied yet: marking it now would hide that copy too.
+                    if entry[2] not in ids:
+                        rt.ledger.mark_seen(name, entry[2])
                     continue
                 fresh.append(entry)
+                ids.add(entry[2])
                 marks[partition] = max(offset, marks.get(partition, -1))
             rt.applied.update(marks)
         out = Outcome()
         for name, entries in by_budget.items():
             if entries:
                 out.extend(self._apply(self.runtimes[name], entries, now))
-        # Counted already (earlier, or by its first copy in this very batch): a later replay of the id must not
-        # count. Marked only after applying, or a re-send in the same batch would hide its own first copy.
-        for name, event_ids in redelivered.items():
-            for event_id in event_ids:
-                self.runtimes[name].ledger.mark_seen(name, event_id)
         return out
 
     def _apply(self, rt: _BudgetRuntime, entries: list[list[Any]], now: datetime) -> Outcome:

@@ -90,6 +90,10 @@ def test_a_resend_in_the_same_batch_does_not_hide_its_first_copy():
     assert Decimal(dict(out.enforcement)["search"]["spend"]) == Decimal("7")
     assert owner.stats["skipped_redelivered"] == 2
     assert owner.process(messages(router, [(3, 4, priced("a", "3.5"))]), now=NOW).alerts == []  # id replayed
+    # a re-send skipped by its offset, then the same id in a new usage record, in one batch: neither counts
+    both = owner.process(once + messages(router, [(3, 7, priced("b", "3.5"))]), now=NOW)
+    assert both.alerts == [] and Decimal(owner.runtimes["search"].ledger.snapshot()["spend"]["search"]
+                                        ["month:2026-11@UTC"]) == Decimal("7")
 
 
 def test_unpriced_events_are_reported_in_alerts_and_decisions():
