@@ -1,4 +1,4 @@
-"""The worker's fix for a Faust + aiokafka record loss, against the real broker.
+"""The worker's fixes for Faust + aiokafka record losses around a rebalance (the first two against the real broker).
 
 Faust drops records it fetched when flow stops (a rebalance, table recovery) and seeks every partition back to its
 committed offset; aiokafka skips partitions with no committed offset, so their first records were lost (two workers
@@ -84,3 +84,30 @@ def test_partition_without_committed_offset_is_rewound_to_its_beginning(kafka_bo
 def test_changelog_like_partitions_are_left_alone(kafka_bootstrap):
     # acks disabled (Faust's table changelogs): recovery owns their positions
     assert asyncio.run(_scenario(kafka_bootstrap, acking=False)) == {0: 3, 1: 2}
+
+
+def test_records_still_queued_when_flow_resumes_are_read_again(monkeypatch):
+    """Faust's recovery seeks back, then resumes flow control, which clears the agents' queues. The worker notes the
+    lowest queued offset per assigned stream partition first and seeks back there, so those records come again."""
+    from faust.types import TP
+
+    from streams.worker import create_worker_app
+    from tokenmeter import topics
+    from tokenmeter.settings import Settings
+
+    app = create_worker_app(Settings())
+    usage, changelog, revoked = TP(topics.USAGE, 2), TP("tokenmeter-worker-x-changelog", 0), TP(topics.USAGE, 3)
+    seeks = []
+    consumer = app.consumer
+    monkeypatch.setattr(consumer, "assignment", lambda: {usage, changelog})
+    monkeypatch.setattr(consumer, "_thread", SimpleNamespace(seek=lambda tp, offset: seeks.append((tp, offset))))
+    # a started worker acks its agents' topics (the conductor fills this when it subscribes); changelogs are not acked
+    monkeypatch.setattr(app.topics, "acks_enabled_for", lambda topic: topic == topics.USAGE)
+    queue = app.FlowControlQueue(maxsize=100, clear_on_resume=True)  # like an agent's channel queue
+    for tp, offset in ((usage, 7), (usage, 5), (changelog, 3), (revoked, 9)):
+        queue.put_nowait(SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset)))
+    app.flow_control.resume()
+    assert queue.qsize() == 0  # Faust's clearing still happens
+    assert seeks == [(usage, 5)]  # not the changelog (acks off), not a partition no longer assigned
+    assert consumer._read_offset[usage] == 5 and SEEK_POSITIONS[(topics.USAGE, 2)] == 5
+    SEEK_POSITIONS.pop((topics.USAGE, 2), None)
