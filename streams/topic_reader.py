@@ -30,6 +30,11 @@ class TopicRecord:
     value: bytes | None
 
 
+def _topic_record(record) -> TopicRecord:  # noqa: ANN001 - aiokafka's ConsumerRecord
+    key = record.key.decode(errors="replace") if record.key is not None else None  # keys are ours: UTF-8 text
+    return TopicRecord(record.partition, record.offset, key, record.value)
+
+
 async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[TopicRecord]:
     """Every record of `topic` from the beginning to its current end, partition by partition."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
@@ -52,8 +57,7 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[
                 raise TopicReadError(f"could not read {topic} to its end within {timeout:.0f} s on {bootstrap}")
             batches = await consumer.getmany(*pending, timeout_ms=200)
             for records in batches.values():
-                out.extend(TopicRecord(r.partition, r.offset, r.key.decode() if r.key is not None else None, r.value)
-                           for r in records)
+                out.extend(map(_topic_record, records))
             for tp in list(pending):
                 highwater = consumer.highwater(tp)
                 if highwater is not None and await consumer.position(tp) >= highwater:
@@ -68,19 +72,25 @@ log = logging.getLogger("tokenmeter.topics")
 Records = dict[str, bytes | None]  # key -> latest value (None = tombstone)
 
 
-async def _assign_all(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> list[TopicPartition]:
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
+    """Partitions of a topic a consumer assigns rather than subscribes to (asks the cluster; waits for the topic
+    to exist, e.g. while `tokenmeter topics` is still creating it)."""
     deadline = time.monotonic() + timeout
     while True:
         cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - assigned, not subscribed
         partitions = cluster.partitions_for_topic(topic)
         if partitions:
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            return tps
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
         if time.monotonic() > deadline:
             raise KafkaError(f"topic {topic} does not exist (run `tokenmeter topics`)")
         await asyncio.sleep(0.2)
+
+
+async def _assign_all(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> list[TopicPartition]:
+    tps = await topic_partitions(consumer, topic, timeout)
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return tps
 
 
 async def _drain(consumer: AIOKafkaConsumer, tps: list[TopicPartition], into: Records, timeout_ms: int) -> bool:
@@ -135,13 +145,6 @@ async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Reco
             await consumer.stop()
 
 
-async def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
-                     timeout: float = 15.0) -> list[tuple[bytes | None, bytes | None]]:
-    """(key, value) of the messages at offsets [start, end) of one partition."""
-    return [(r.key.encode("utf-8", "surrogateescape") if r.key is not None else None, r.value)
-            for r in await read_records(bootstrap, topic, partition, start, end, timeout)]
-
-
 async def read_records(bootstrap: str, topic: str, partition: int, start: int, end: int,
                        timeout: float = 15.0) -> list[TopicRecord]:
     """The records at offsets [start, end) of one partition (fewer if some were deleted or are control records)."""
@@ -162,8 +165,7 @@ async def read_records(bootstrap: str, topic: str, partition: int, start: int, e
             batches = await consumer.getmany(tp, timeout_ms=200)
             for record in batches.get(tp, []):
                 if record.offset < end:
-                    key = record.key.decode("utf-8", "surrogateescape") if record.key is not None else None
-                    out.append(TopicRecord(record.partition, record.offset, key, record.value))
+                    out.append(_topic_record(record))
         return out
     finally:
         await consumer.stop()

@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.topic_reader import topic_partitions
 from tokenmeter.records import RecordError, iso
 from tokenmeter.topics import ANOMALY_ACKS
 
@@ -117,19 +118,6 @@ class MuteTable:
 
     def to_json(self) -> dict[str, str]:
         return {"|".join(k): iso(v) for k, v in self._until.items()}
-
-
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
-    """Partitions of a topic we assign rather than subscribe to (asks the cluster; waits for it to exist)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
-        partitions = cluster.partitions_for_topic(topic)
-        if partitions:
-            return [TopicPartition(topic, p) for p in sorted(partitions)]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic} does not exist (run `tokenmeter topics`)")
-        await asyncio.sleep(0.5)
 
 
 async def follow_acks(consumer: AIOKafkaConsumer, table: MuteTable, timeout: float = 15.0) -> None:

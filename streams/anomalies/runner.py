@@ -25,10 +25,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streams.topic_reader import topic_partitions
 from tokenmeter.settings import Settings
 from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 
-from .acks import MuteTable, follow_acks, topic_partitions
+from .acks import MuteTable, follow_acks
 from .engine import AnomalyEngine
 from .publish import alert_for
 

@@ -26,7 +26,7 @@ from tokenmeter import topics
 
 from .decisions import EnforcementView, attributes_from_request, http_status
 from streams.gaps import OffsetGaps
-from streams.topic_reader import follow_compacted, read_compacted, read_range
+from streams.topic_reader import follow_compacted, read_compacted, read_records
 from .model import Budget, BudgetError, parse_budget
 from .owner import BudgetOwner, Outcome
 from .routing import BudgetRouter, spend_messages
@@ -112,12 +112,12 @@ class BudgetService:
             value = raw.get(name)
             self.owner.restore(name, orjson.loads(value) if value else None)
             if value:
-                recent = await read_range(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
-                                          max(0, offset - RECENT_MESSAGES), offset)
+                recent = await read_records(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
+                                            max(0, offset - RECENT_MESSAGES), offset)
                 ids = 0
-                for key, message in recent:
-                    if key == name.encode() and message:
-                        ids += self.owner.remember(name, orjson.loads(message).get("entries", []))
+                for record in recent:
+                    if record.key == name and record.value:
+                        ids += self.owner.remember(name, orjson.loads(record.value).get("entries", []))
                 log.info("budget %r restored (%d recent event ids)", name, ids)
 
     async def evaluate(self, stream: Any) -> None:

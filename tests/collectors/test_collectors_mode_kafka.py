@@ -7,9 +7,9 @@ import asyncio
 import uuid
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from kafka_support import create_topic, produce_values
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 from test_collectors_mode_support import cli_env, count_ids, read_topic, start_cli, stop_process
@@ -19,19 +19,8 @@ from tokenmeter import topics
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     async def run() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-        finally:
-            await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
-        try:
-            for i, value in enumerate(values):
-                await producer.send_and_wait(topic, value, key=str(i).encode())
-        finally:
-            await producer.stop()
+        await create_topic(bootstrap, topic, partitions=2)
+        await produce_values(bootstrap, topic, values, keyed=True)
 
     asyncio.run(run())
 

@@ -10,8 +10,7 @@ import uuid
 from collections import Counter
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kafka_support import create_topic, produce_values
 from test_collectors_mode_support import cli_env, events_of, read_to_end, start_cli, stop_process
 
 from tokenmeter import topics
@@ -21,19 +20,8 @@ def _produce_one_partition(bootstrap: str, topic: str, values: list[bytes]) -> N
     """One partition, so the bridge's batches (--batch-records) are predictable offset ranges."""
 
     async def run() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        finally:
-            await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
-        try:
-            for value in values:
-                await producer.send_and_wait(topic, value)
-        finally:
-            await producer.stop()
+        await create_topic(bootstrap, topic, partitions=1)
+        await produce_values(bootstrap, topic, values)
 
     asyncio.run(run())
 

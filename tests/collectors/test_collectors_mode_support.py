@@ -15,6 +15,8 @@ from typing import Any, Callable
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from streams import topic_reader
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -86,35 +88,8 @@ def read_topic(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], ti
 def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
     """Every decoded value of every partition of `topic`, up to the high watermark of each (so a duplicate
     sitting late in some partition is seen, unlike read_topic, which stops as soon as `done` holds)."""
-
-    async def run() -> list[Any]:
-        from aiokafka.structs import TopicPartition
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        values: list[Any] = []
-        try:
-            cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
-            tps = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            pending = set(tps)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while pending:
-                assert loop.time() < deadline, f"could not read {topic} to its end"
-                batch = await consumer.getmany(*pending, timeout_ms=200)
-                for messages in batch.values():
-                    values.extend(orjson.loads(m.value) for m in messages if m.value is not None)
-                for tp in list(pending):
-                    highwater = consumer.highwater(tp)
-                    if highwater is not None and await consumer.position(tp) >= highwater:
-                        pending.discard(tp)
-        finally:
-            await consumer.stop()
-        return values
-
-    return asyncio.run(run())
+    records = asyncio.run(topic_reader.read_topic(bootstrap, topic, timeout))
+    return [orjson.loads(r.value) for r in records if r.value is not None]
 
 
 def events_of(values: list[Any]) -> list[dict[str, Any]]:

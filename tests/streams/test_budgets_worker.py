@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.budgets import parse_budget, write_budgets
-from streams.topic_reader import read_compacted
+from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
 from tokenmeter.process import child_preexec
 from tokenmeter.settings import free_port
@@ -90,37 +90,12 @@ def records(bootstrap: str, topic: str) -> dict:
 
 def alerts_of(bootstrap: str) -> list[dict]:
     """Every alert message on the outbox (keys are dedup keys: several alerts share one)."""
-    return all_alerts(bootstrap)
+    return [orjson.loads(r.value) for r in asyncio.run(read_topic(bootstrap, topics.ALERTS)) if r.value]
 
 
 def count_alert_messages(bootstrap: str, budget_prefix: str = "") -> int:
     """Every message on the alerts topic of budgets named `budget_prefix*`: refires would show up here."""
-    return sum(1 for a in all_alerts(bootstrap) if a["details"].get("budget", "").startswith(budget_prefix))
-
-
-def all_alerts(bootstrap: str) -> list[dict]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def run() -> list[dict]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topics.ALERTS)  # noqa: SLF001
-            tps = [TopicPartition(topics.ALERTS, p) for p in parts]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            found: list[dict] = []
-            while True:
-                batch = await consumer.getmany(*tps, timeout_ms=300)
-                found += [orjson.loads(m.value) for v in batch.values() for m in v if m.value]
-                positions = [await consumer.position(tp) for tp in tps]
-                if all(consumer.highwater(tp) is not None and pos >= consumer.highwater(tp)
-                       for tp, pos in zip(tps, positions)):
-                    return found
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(run())
+    return sum(1 for a in alerts_of(bootstrap) if a["details"].get("budget", "").startswith(budget_prefix))
 
 
 def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, tmp_path):
@@ -282,7 +257,7 @@ def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp
         wait_for(settled, timeout=180, what="spend 14.00 on every budget after the takeover")
         assert all(v == {50, 80, 100} for v in thresholds().values())
         assert count_alert_messages(bootstrap, f"b-multi-{tag}") == 3 * len(teams)  # not one refired
-        ours = {a["id"] for a in all_alerts(bootstrap) if a["details"].get("budget", "").startswith(f"b-multi-{tag}")}
+        ours = {a["id"] for a in alerts_of(bootstrap) if a["details"].get("budget", "").startswith(f"b-multi-{tag}")}
         assert len(ours) == 3 * len(teams)  # one alert id per budget and threshold
         status, body = get(f"http://127.0.0.1:{ports[1]}/v1/decision?team={teams[0]}")
         assert status == 403 and body["budget"] == f"b-{teams[0]}"
@@ -295,8 +270,6 @@ def _diagnose(bootstrap: str, prefix: str, ports: list[int]) -> str:
     """What a failed multi-worker run needs explained: where each team's usage and each budget's spend landed,
     the group's committed usage offsets and each worker's budget stats."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from streams.topic_reader import read_topic
 
     lines = []
     for rec in asyncio.run(read_topic(bootstrap, topics.USAGE)):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kafka_support import create_topic, produce_values
 
 from streams.gaps import SEEK_POSITIONS, OffsetGaps
 
@@ -29,19 +28,8 @@ def test_missing_records_are_read_from_the_broker(kafka_bootstrap):
     topic = f"gaps-{uuid.uuid4().hex[:8]}"
 
     async def run():
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        finally:
-            await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-        await producer.start()
-        try:
-            for i in range(5):
-                await producer.send_and_wait(topic, b"v%d" % i, key=b"k", partition=0)
-        finally:
-            await producer.stop()
+        await create_topic(kafka_bootstrap, topic, partitions=1)
+        await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(5)], partition=0)
         gaps = OffsetGaps(topic)
         SEEK_POSITIONS[(topic, 0)] = 1
         try:
