@@ -13,13 +13,11 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Iterable
 
-import orjson
 from aiokafka import AIOKafkaProducer
 
-from tokenmeter import topics
+from tokenmeter import deadletters, topics
 from tokenmeter.events import UsageEvent, partition_key
 
 log = logging.getLogger("tokenmeter.collect")
@@ -49,11 +47,8 @@ class Counters:
 
 
 def dead_letter_record(reason: str, payload: Any, stage: str, **context: Any) -> dict[str, Any]:
-    """Same shape as the worker's dead letters: {reason, stage, payload, at, ...context}."""
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        payload = bytes(payload).decode("utf-8", errors="replace")
-    return {"reason": reason, "stage": stage, "payload": payload, **context,
-            "at": datetime.now(timezone.utc).isoformat()}
+    """The shared dead-letter shape (tokenmeter.deadletters): always fits a Kafka message."""
+    return deadletters.dead_letter(reason, payload, stage, **context)
 
 
 def encode_batches(events: Iterable[UsageEvent]) -> list[tuple[bytes, bytes]]:
@@ -146,7 +141,7 @@ class KafkaSink:
         return len(events)
 
     async def dead_letter(self, letters: list[dict[str, Any]]) -> None:
-        await self._send_all(self.deadletter_topic, [(self.stage.encode(), orjson.dumps(d)) for d in letters])
+        await self._send_all(self.deadletter_topic, [(self.stage.encode(), deadletters.encode(d)) for d in letters])
 
     def letter(self, reason: str, payload: Any, **context: Any) -> dict[str, Any]:
         return dead_letter_record(reason, payload, self.stage, **context)

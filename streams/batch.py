@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from streams.enrich import price_event
 from streams.metering import MeteringError
 from streams.pricing import PriceBook
+from tokenmeter import deadletters
 from tokenmeter.events import UsageEvent, describe_validation_error, partition_key
 
 MAX_EVENTS_PER_MESSAGE = 500  # keeps priced messages well under Kafka's 1 MB default
@@ -95,17 +96,8 @@ def aggregate_key(event: UsageEvent, key: bytes) -> str:
 
 
 def dead_letter(reason: str, payload: Any, record: RawRecord, stage: str = "worker") -> dict[str, Any]:
-    if isinstance(payload, (bytes, bytearray)):
-        payload = payload.decode("utf-8", errors="replace")
-    return {
-        "reason": reason,
-        "stage": stage,
-        "payload": payload,
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "at": datetime.now(timezone.utc).isoformat(),
-    }
+    return deadletters.dead_letter(reason, payload, stage, topic=record.topic, partition=record.partition,
+                                   offset=record.offset)
 
 
 def _decode(record: RawRecord) -> list[Any]:

@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from tokenmeter import topics
+from tokenmeter import deadletters, topics
 from warehouse.backends import WarehouseError
 from warehouse.price_history import price_catalog_rows
 from warehouse.records_load import RECORD_TOPICS, RecordRowError, record_to_row
@@ -65,14 +65,8 @@ class _Batch:
 
 
 def _dead_letter(reason: str, payload: Any, record: Any) -> dict[str, Any]:
-    return {
-        "reason": reason,
-        "stage": "load",
-        "payload": payload,
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-    }
+    return deadletters.dead_letter(reason, payload, "load", topic=record.topic, partition=record.partition,
+                                   offset=record.offset)
 
 
 def parse_record(record: Any, batch: _Batch) -> None:
@@ -162,7 +156,7 @@ async def _flush(
             return
         stats.records_inserted += stored
     for letter in batch.dead:
-        await producer.send_and_wait(topics.DEADLETTER, orjson.dumps(letter, default=str))
+        await producer.send_and_wait(topics.DEADLETTER, deadletters.encode(letter))
         stats.dead_letters += 1
         log.warning("dead letter (%s[%s]@%s): %s", letter["topic"], letter["partition"], letter["offset"],
                     letter["reason"])

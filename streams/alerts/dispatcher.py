@@ -22,7 +22,6 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -30,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from tokenmeter import deadletters
 from tokenmeter.records import RecordError, alert_record
 from tokenmeter.settings import Settings
 from tokenmeter.topics import ALERT_DELIVERIES, ALERTS, DEADLETTER
@@ -262,13 +262,11 @@ class Dispatcher:
 
     async def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
         assert self._producer is not None
-        await self._producer.send_and_wait(topic, key=key.encode(), value=orjson.dumps(value))
+        await self._producer.send_and_wait(topic, key=key.encode(), value=deadletters.encode(value))
 
     async def _dead_letter(self, reason: str, record: Any) -> None:
-        payload = record.value.decode("utf-8", "replace") if record.value is not None else None
-        letter = {"reason": reason, "stage": "alerts", "payload": payload, "topic": record.topic,
-                  "partition": record.partition, "offset": record.offset,
-                  "at": datetime.now(timezone.utc).isoformat()}
+        letter = deadletters.dead_letter(reason, record.value, "alerts", topic=record.topic,
+                                         partition=record.partition, offset=record.offset)
         try:
             await self._send(DEADLETTER, f"{record.topic}|{record.partition}|{record.offset}", letter)
         except KafkaError as exc:  # the reason is in the log already; do not block the outbox on it

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from streams.topic_reader import topic_partitions
 from tokenmeter.settings import Settings
+from tokenmeter import deadletters
 from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 
 from .acks import MuteTable, follow_acks
@@ -145,10 +146,9 @@ class Detector:
                 except (orjson.JSONDecodeError, ValueError) as exc:
                     # Bad input never stops the detector: dead-letter it with the reason, count it, go on.
                     self.counters["bad_messages"] += 1
-                    outputs.append((DEADLETTER, None, orjson.dumps({
-                        "reason": f"anomalies: {exc}", "stage": "anomalies", "topic": tp.topic,
-                        "partition": tp.partition, "offset": record.offset, "at": _now_iso(),
-                        "payload": (record.value or b"").decode("utf-8", "replace")})))
+                    outputs.append((DEADLETTER, None, deadletters.encode(deadletters.dead_letter(
+                        f"anomalies: {exc}", record.value, "anomalies", topic=tp.topic, partition=tp.partition,
+                        offset=record.offset))))
         if events:
             updates = self.engine.observe(events)
         else:
@@ -192,10 +192,6 @@ class Detector:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 async def run_anomaly_detector(settings: Settings, stop: asyncio.Event) -> None:

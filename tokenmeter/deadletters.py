@@ -1,0 +1,89 @@
+"""The dead-letter record: one shape and one builder for every stage (collectors, worker, loader, alerts,
+anomalies).
+
+A dead letter must always be deliverable, whatever it carries: the payload that could not be handled may be
+5 MB of garbage, a 300-deep nested array orjson refuses to encode, or bytes that are not UTF-8. So the builder
+keeps the payload only up to `MAX_PAYLOAD_CHARS` characters of its text, and always records the original
+size in bytes and its SHA-256, so an operator can match the letter to the record in the source topic or
+log. An encoded letter is at most a few tens of KB, far under Kafka's 1 MB default message limit.
+
+Shape (JSON): {reason, stage, payload, payload_bytes, payload_sha256, payload_truncated, at, ...context}
+where context is where the input came from (topic/partition/offset for a Kafka record; file/line, peer ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import reprlib
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+MAX_PAYLOAD_CHARS = 16_384  # enough to read a bad event; small enough that any letter fits a Kafka message
+MAX_REASON_CHARS = 2_000  # exception texts can quote the whole input
+MAX_CONTEXT_CHARS = 1_000  # per context value
+
+_deep_repr = reprlib.Repr()
+_deep_repr.maxlevel = 20
+_deep_repr.maxstring = _deep_repr.maxother = 200
+_deep_repr.maxlist = _deep_repr.maxdict = _deep_repr.maxtuple = 50
+
+
+def payload_bytes(payload: Any) -> bytes:
+    """The payload as bytes: raw bytes as they came, text as UTF-8, anything else as its JSON (or, when it
+    cannot be encoded as JSON at all, e.g. nested deeper than orjson allows, a bounded repr)."""
+    if payload is None:
+        return b""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8", "surrogatepass")
+    try:
+        return orjson.dumps(payload, default=str)
+    except (TypeError, orjson.JSONEncodeError, RecursionError):
+        return _deep_repr.repr(payload).encode()
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def dead_letter(reason: str, payload: Any, stage: str, **context: Any) -> dict[str, Any]:
+    """A dead-letter record that always encodes (see `encode`) and always fits a Kafka message."""
+    raw = payload_bytes(payload)
+    text = raw.decode("utf-8", "replace")
+    truncated = len(text) > MAX_PAYLOAD_CHARS
+    # A small JSON value is kept as structure (easier to read and to replay); anything else as its text, cut.
+    kept: Any = payload if (isinstance(payload, (dict, list)) and not truncated and _encodes(payload)) \
+        else text[:MAX_PAYLOAD_CHARS]
+    letter: dict[str, Any] = {
+        "reason": _clip(str(reason), MAX_REASON_CHARS),
+        "stage": stage,
+        "payload": kept,
+        "payload_bytes": len(raw),
+        "payload_sha256": hashlib.sha256(raw).hexdigest(),
+        "payload_truncated": truncated,
+    }
+    for key, value in context.items():
+        letter[key] = _clip(value, MAX_CONTEXT_CHARS) if isinstance(value, str) else value
+    letter["at"] = datetime.now(timezone.utc).isoformat()
+    return letter
+
+
+def _encodes(payload: Any) -> bool:
+    try:
+        orjson.dumps(payload, default=str)
+        return True
+    except (TypeError, orjson.JSONEncodeError, RecursionError):
+        return False
+
+
+def encode(letter: dict[str, Any]) -> bytes:
+    """JSON bytes of a letter built by `dead_letter`; never raises (values orjson cannot encode become text)."""
+    try:
+        return orjson.dumps(letter, default=str)
+    except (TypeError, orjson.JSONEncodeError, RecursionError):
+        safe = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else _deep_repr.repr(v))
+                for k, v in letter.items()}
+        return orjson.dumps(safe)
