@@ -46,7 +46,8 @@ def openai_usage(usage: Any, path: str = "usage") -> Usage | None:
 
     Chat: prompt_tokens (cache-inclusive), prompt_tokens_details.cached_tokens, completion_tokens (reasoning-
     inclusive), completion_tokens_details.reasoning_tokens. Responses: input_tokens/output_tokens with
-    input_tokens_details (cached_tokens, cache_write_tokens)/output_tokens_details. Also read: Kong's older `prompt_token`/`completion_token`;
+    input_tokens_details (cached_tokens, cache_write_tokens)/output_tokens_details. Also read: Kong's older
+    `prompt_token`/`completion_token`;
     LiteLLM's cache-inclusive prompt_tokens with `cache_read_input_tokens`/`cache_creation_input_tokens`,
     `prompt_tokens_details.cache_creation_tokens` and `cache_creation_token_details.ephemeral_1h_input_tokens`;
     DeepSeek's `prompt_cache_hit_tokens`.
