@@ -12,7 +12,11 @@ Docs often print a gateway log entry with its envelope elided (`...`); such a ca
 
 Provider responses carry no timestamp of their own (Anthropic, Gemini), so a case may give `ts:`; the payload
 is then sent in the documented wrapper `{"tokenmeter": {"ts": ...}, "response": <payload>}` so the price in
-force on that date applies, whatever day the test runs.
+force on that date applies, whatever day the test runs. `tokenmeter:` adds other documented wrapper fields (e.g.
+`provider: vertex_ai` for a Gemini response captured from Vertex AI).
+
+An expected event with `unpriced:` must come out unpriced with a reason containing that text (cost 0), e.g. a
+Bedrock application inference profile, whose ARN does not name the model.
 
 `xfail:` marks a known defect being fixed elsewhere (strict: the mark must be removed once the fix lands).
 """
@@ -51,9 +55,10 @@ def _record(case: dict[str, Any]) -> Any:
     raw = (HERE / "payloads" / case["payload"]).read_text()
     if "add_fields" in case:  # the source elides the log envelope ("..."); the case says what it supplies
         return decode(raw) | case["add_fields"]
-    if "ts" not in case:
-        return raw
-    return {"tokenmeter": {"ts": str(case["ts"])}, "response": decode(raw)}
+    meta = dict(case.get("tokenmeter") or {})
+    if "ts" in case:
+        meta["ts"] = str(case["ts"])
+    return {"tokenmeter": meta, "response": decode(raw)} if meta else raw
 
 
 def _expected_usage(expected: dict[str, int]) -> dict[str, int]:
@@ -100,5 +105,8 @@ def test_payload_meters_and_prices_exactly(case, book):
         priced = price_event(event, book)
         got = {field: getattr(priced.usage, field) for field in USAGE_FIELDS.values()}
         assert got == _expected_usage(expected["usage"])
+        if "unpriced" in expected:
+            assert priced.pricing_status == "unpriced" and expected["unpriced"] in (priced.unpriced_reason or "")
+            continue
         assert priced.pricing_status == "priced", priced.unpriced_reason
         assert priced.cost_usd == Decimal(str(expected["cost_usd"])), dict(priced.cost_breakdown)
