@@ -173,7 +173,7 @@ def test_azure_deployments_are_mapped_by_configuration():
 
 def test_unknown_models_are_unpriced_with_a_reason_never_zero(book):
     usage = Usage(input_tokens=1_000, output_tokens=1_000)
-    for provider, model in [("openai", "gpt-9-ultra"), ("groq", "llama-3.3-70b-versatile"), ("anthropic", "gpt-4o")]:
+    for provider, model in [("openai", "gpt-9-ultra"), ("cerebras", "llama-3.3-70b"), ("anthropic", "gpt-4o")]:
         result = price(book, provider, model, usage)
         assert result.status == "unpriced"
         assert model in result.reason
