@@ -143,3 +143,34 @@ def otel_usage(attributes: dict[str, Any], path: str = "attributes") -> Usage | 
     reasoning = count("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
     return build_usage(path, input_tokens=input_tokens, cached_input_tokens=cache_read,
                        cache_write_tokens=cache_write, output_tokens=output_tokens, reasoning_tokens=reasoning)
+
+
+# APISIX builds llm_summary from the CLIENT protocol's usage (apisix/plugins/ai-providers/base.lua). These
+# providers are reached through the Anthropic Messages protocol whenever the summary carries cache detail
+# (Anthropic's OpenAI-compatible endpoint reports no cache tokens).
+APISIX_EXCLUSIVE_PROVIDERS = frozenset({"anthropic"})
+
+
+def apisix_usage(summary: dict[str, Any], path: str, provider: str, request_uri: str | None) -> Usage | None:
+    """APISIX ai-proxy `llm_summary` (prompt_tokens, completion_tokens; since apache/apisix df0a284, 2026-06,
+    also cache_read_input_tokens, cache_creation_input_tokens, reasoning_tokens).
+
+    `prompt_tokens` is the client protocol's input count: Anthropic Messages' `input_tokens` (cache reads and
+    writes EXCLUDED, ai-protocols/anthropic-messages.lua) or OpenAI Chat's `prompt_tokens` (cache INCLUDED,
+    ai-protocols/openai-chat.lua). Exclusive when the upstream provider is Anthropic, when the client called an
+    Anthropic Messages path (`.../messages`), or when the cache parts exceed prompt_tokens (the only consistent
+    reading); otherwise inclusive.
+    """
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    if not any(summary.get(key) is not None for key in keys):
+        return None
+    prompt = _count(summary, path, "prompt_tokens")
+    cache_read = _count(summary, path, "cache_read_input_tokens")
+    cache_write = _count(summary, path, "cache_creation_input_tokens")
+    uri_path = (request_uri or "").split("?", 1)[0].rstrip("/")
+    exclusive = (provider in APISIX_EXCLUSIVE_PROVIDERS or uri_path.endswith("/messages")
+                 or cache_read + cache_write > prompt)
+    return build_usage(path, input_tokens=prompt + cache_read + cache_write if exclusive else prompt,
+                       cached_input_tokens=cache_read, cache_write_tokens=cache_write,
+                       output_tokens=_count(summary, path, "completion_tokens"),
+                       reasoning_tokens=_count(summary, path, "reasoning_tokens"))

@@ -112,6 +112,10 @@ class UsageEvent(_Strict):
     ttft_ms: NonNegativeFloat | None = None
     batch: bool = False
     service_tier: str | None = None
+    # Set by a collector when the source format is ambiguous and the usage was read under an assumption (e.g.
+    # `litellm-cache-writes-in-prompt`): the event is metered with the best rule and this says which, so such
+    # events are counted, stored and reportable instead of silently trusted.
+    usage_assumption: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class PriceRef(_Strict):
