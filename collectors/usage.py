@@ -42,6 +42,11 @@ def _detail(usage: dict[str, Any], path: str, container: str, *keys: str) -> tup
 
 
 def openai_usage(usage: Any, path: str = "usage") -> Usage | None:
+    counts = openai_counts(usage, path)
+    return build_usage(path, **counts) if counts is not None else None
+
+
+def openai_counts(usage: Any, path: str = "usage") -> dict[str, int] | None:
     """OpenAI-shaped usage: Chat Completions, Responses API, and the OpenAI-shaped usage Kong and LiteLLM log.
 
     Chat: prompt_tokens (cache-inclusive), prompt_tokens_details.cached_tokens, completion_tokens (reasoning-
@@ -73,8 +78,8 @@ def openai_usage(usage: Any, path: str = "usage") -> Usage | None:
     found, reasoning = _detail(usage, path, "completion_tokens_details", "reasoning_tokens")
     if not found:
         _, reasoning = _detail(usage, path, "output_tokens_details", "reasoning_tokens")
-    return build_usage(path, input_tokens=input_tokens, cached_input_tokens=cached, cache_write_tokens=cache_write,
-                       cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning)
+    return dict(input_tokens=input_tokens, cached_input_tokens=cached, cache_write_tokens=cache_write,
+                cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning)
 
 
 def anthropic_usage(usage: Any, path: str = "usage") -> Usage | None:
