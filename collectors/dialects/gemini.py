@@ -19,7 +19,7 @@ from collectors.dialects.base import Dialect
 from collectors.dialects.common import completion_from_response, list_or_empty
 from collectors.dialects.response_envelope import api_error, build_response_event, unwrap
 from collectors.errors import DialectError, join_path
-from collectors.usage import gemini_grounding_requests, gemini_usage
+from collectors.usage import build_usage, gemini_grounding_requests, gemini_usage
 from tokenmeter.events import UsageEvent
 
 NAME = "gemini"
@@ -54,7 +54,7 @@ def parse_response(record: Any, mapping: AttributionMapping, path: str) -> list[
     if isinstance(env.response, list) and not _finished(chunks[-1]):
         usage = None  # cut stream: the counts stop short of what was billed
     if usage is not None and grounding:
-        usage = usage.model_copy(update={"tool_requests": grounding})
+        usage = build_usage(env.path, **(usage.model_dump() | {"tool_requests": grounding}))  # validated, bounded
     return [build_response_event(env, NAME, mapping, response_id=response_id, ts=None, provider=NAME,
                                  model=model, completion="".join(text) or None, usage=usage)]
 

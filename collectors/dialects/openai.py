@@ -18,7 +18,7 @@ from collectors.dialects.base import Dialect, parse_batch
 from collectors.dialects.common import completion_from_response, list_or_empty
 from collectors.dialects.response_envelope import Envelope, api_error, build_response_event, unwrap
 from collectors.errors import DialectError, join_path
-from collectors.usage import openai_usage, responses_tool_requests
+from collectors.usage import build_usage, openai_usage, responses_tool_requests
 from tokenmeter.events import UsageEvent
 
 NAME = "openai"
@@ -55,7 +55,8 @@ def _responses(env: Envelope, response: dict[str, Any], mapping: AttributionMapp
     usage = openai_usage(response.get("usage"), join_path(path, "usage")) if trust_usage else None
     tools = responses_tool_requests(response.get("output")) if usage is not None else None
     if tools:  # per-call tool fees: web_search_call, file_search_call, code interpreter containers
-        usage = usage.model_copy(update={"tool_requests": {**(usage.tool_requests or {}), **tools}})
+        merged = usage.model_dump() | {"tool_requests": {**(usage.tool_requests or {}), **tools}}
+        usage = build_usage(join_path(path, "output"), **merged)  # validated: counts are bounded
     return build_response_event(
         env, NAME, mapping, response_id=response.get("id"),
         ts=to_datetime(response.get("created_at"), join_path(path, "created_at")), provider=NAME,

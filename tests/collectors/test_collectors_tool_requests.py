@@ -93,3 +93,20 @@ def test_a_tool_fee_the_catalog_lacks_is_unpriced_not_zero(payload, book):
     event = event.model_copy(update={"ts": datetime(2025, 1, 1, tzinfo=timezone.utc), "model": "claude-3-5-haiku"})
     priced = price_event(event, book)  # web search launched 2025-05-07: no fee in force yet
     assert priced.pricing_status == "unpriced" and "no web_search fee" in priced.unpriced_reason
+
+
+def test_hostile_tool_counts_are_refused_with_the_field_named(sourced, payload):
+    from collectors import DialectError
+
+    response, _ = sourced("openai_responses_web_search")
+    response["output"] = [{"type": "web_search_call", "id": f"ws_{i}", "status": "completed"}
+                          for i in range(100_001)]
+    with pytest.raises(DialectError, match="tool_requests.web_search"):
+        parse_record(response)
+    message = payload("anthropic_message")
+    message["usage"]["server_tool_use"] = {"web_search_requests": "many"}
+    with pytest.raises(DialectError, match="server_tool_use.web_search_requests"):
+        DIALECTS["anthropic"].parse(message)
+    message["usage"]["server_tool_use"] = {"web_search_requests": 10**12}
+    with pytest.raises(DialectError, match="less than or equal to 100000"):
+        DIALECTS["anthropic"].parse(message)
