@@ -41,7 +41,28 @@ def _detail(usage: dict[str, Any], path: str, container: str, *keys: str) -> tup
     return True, to_tokens(value, join_path(path, f"{container}.{key}"))
 
 
+# Anthropic usage.server_tool_use counters -> canonical tool request kinds (also in LiteLLM's usage for Anthropic).
+_SERVER_TOOL_USE = (("web_search_requests", "web_search"), ("web_fetch_requests", "web_fetch"))
+
+
+def server_tool_requests(usage: dict[str, Any], path: str) -> dict[str, int] | None:
+    """`server_tool_use` {web_search_requests, web_fetch_requests} as tool request counts (None when absent or 0).
+    Code execution is billed by container time, not per request, and is not read."""
+    raw = usage.get("server_tool_use")
+    if raw is None:
+        return None
+    where = join_path(path, "server_tool_use")
+    tools = as_dict(raw, where)
+    counts = {kind: to_tokens(tools.get(key), join_path(where, key)) for key, kind in _SERVER_TOOL_USE}
+    return {kind: n for kind, n in counts.items() if n} or None
+
+
 def openai_usage(usage: Any, path: str = "usage") -> Usage | None:
+    counts = openai_counts(usage, path)
+    return build_usage(path, **counts) if counts is not None else None
+
+
+def openai_counts(usage: Any, path: str = "usage") -> dict[str, int] | None:
     """OpenAI-shaped usage: Chat Completions, Responses API, and the OpenAI-shaped usage Kong and LiteLLM log.
 
     Chat: prompt_tokens (cache-inclusive), prompt_tokens_details.cached_tokens, completion_tokens (reasoning-
@@ -76,14 +97,16 @@ def openai_usage(usage: Any, path: str = "usage") -> Usage | None:
     found, reasoning = _detail(usage, path, "completion_tokens_details", "reasoning_tokens")
     if not found:
         _, reasoning = _detail(usage, path, "output_tokens_details", "reasoning_tokens")
-    return build_usage(path, input_tokens=input_tokens, cached_input_tokens=cached, cache_write_tokens=cache_write,
-                       cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning)
+    return dict(input_tokens=input_tokens, cached_input_tokens=cached, cache_write_tokens=cache_write,
+                cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning,
+                tool_requests=server_tool_requests(usage, path))
 
 
 def anthropic_usage(usage: Any, path: str = "usage") -> Usage | None:
     """Anthropic Messages usage. Its `input_tokens` EXCLUDES cache reads and writes, so canonical input is
     input_tokens + cache_read_input_tokens + cache_creation_input_tokens. The 5m/1h split of writes comes from
-    `cache_creation.ephemeral_*_input_tokens` (summed only when the total is not given)."""
+    `cache_creation.ephemeral_*_input_tokens` (summed only when the total is not given). `server_tool_use`
+    web search / web fetch requests become tool_requests (billed per request)."""
     usage = as_dict(usage, path)
     keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
     if not any(usage.get(key) is not None for key in keys):
@@ -98,7 +121,8 @@ def anthropic_usage(usage: Any, path: str = "usage") -> Usage | None:
         cache_write = write_5m + write_1h if (has_5m or has_1h) else 0
     return build_usage(path, input_tokens=uncached + cache_read + cache_write, cached_input_tokens=cache_read,
                        cache_write_tokens=cache_write, cache_write_1h_tokens=write_1h,
-                       output_tokens=_count(usage, path, "output_tokens"), reasoning_tokens=0)
+                       output_tokens=_count(usage, path, "output_tokens"), reasoning_tokens=0,
+                       tool_requests=server_tool_requests(usage, path))
 
 
 def gemini_usage(metadata: Any, path: str = "usageMetadata") -> Usage | None:
@@ -146,3 +170,74 @@ def otel_usage(attributes: dict[str, Any], path: str = "attributes") -> Usage | 
     reasoning = count("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
     return build_usage(path, input_tokens=input_tokens, cached_input_tokens=cache_read,
                        cache_write_tokens=cache_write, output_tokens=output_tokens, reasoning_tokens=reasoning)
+
+
+# APISIX builds llm_summary from the CLIENT protocol's usage (apisix/plugins/ai-providers/base.lua). These
+# providers are reached through the Anthropic Messages protocol whenever the summary carries cache detail
+# (Anthropic's OpenAI-compatible endpoint reports no cache tokens).
+APISIX_EXCLUSIVE_PROVIDERS = frozenset({"anthropic"})
+
+
+def apisix_usage(summary: dict[str, Any], path: str, provider: str, request_uri: str | None) -> Usage | None:
+    """APISIX ai-proxy `llm_summary` (prompt_tokens, completion_tokens; since apache/apisix df0a284, 2026-06,
+    also cache_read_input_tokens, cache_creation_input_tokens, reasoning_tokens).
+
+    `prompt_tokens` is the client protocol's input count: Anthropic Messages' `input_tokens` (cache reads and
+    writes EXCLUDED, ai-protocols/anthropic-messages.lua) or OpenAI Chat's `prompt_tokens` (cache INCLUDED,
+    ai-protocols/openai-chat.lua). Exclusive when the upstream provider is Anthropic, when the client called an
+    Anthropic Messages path (`.../messages`), or when the cache parts exceed prompt_tokens (the only consistent
+    reading); otherwise inclusive.
+    """
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    if not any(summary.get(key) is not None for key in keys):
+        return None
+    prompt = _count(summary, path, "prompt_tokens")
+    cache_read = _count(summary, path, "cache_read_input_tokens")
+    cache_write = _count(summary, path, "cache_creation_input_tokens")
+    uri_path = (request_uri or "").split("?", 1)[0].rstrip("/")
+    exclusive = (provider in APISIX_EXCLUSIVE_PROVIDERS or uri_path.endswith("/messages")
+                 or cache_read + cache_write > prompt)
+    return build_usage(path, input_tokens=prompt + cache_read + cache_write if exclusive else prompt,
+                       cached_input_tokens=cache_read, cache_write_tokens=cache_write,
+                       output_tokens=_count(summary, path, "completion_tokens"),
+                       reasoning_tokens=_count(summary, path, "reasoning_tokens"))
+
+
+def gemini_grounding_requests(candidates: Any) -> dict[str, int] | None:
+    """Gemini grounding with Google Search: one grounded prompt when a candidate's groundingMetadata lists search
+    queries, and the number of those queries (Gemini 2.x bills per grounded prompt, Gemini 3 per query; the
+    catalog prices each kind per model)."""
+    queries = 0
+    for candidate in candidates if isinstance(candidates, list) else ():
+        metadata = candidate.get("groundingMetadata") if isinstance(candidate, dict) else None
+        found = metadata.get("webSearchQueries") if isinstance(metadata, dict) else None
+        if isinstance(found, list):
+            queries = max(queries, sum(1 for q in found if isinstance(q, str) and q.strip()))
+    return {"grounding_prompts": 1, "grounding_queries": queries} if queries else None
+
+
+_RESPONSES_TOOL_ITEMS = {"web_search_call": "web_search", "file_search_call": "file_search"}
+
+
+def responses_tool_requests(output: Any) -> dict[str, int] | None:
+    """OpenAI Responses `output` items billed per call: web_search_call (search actions; a page open or find in
+    page is not a search), file_search_call, and code interpreter containers (distinct container_id of
+    code_interpreter_call items, $0.03 each)."""
+    counts: dict[str, int] = {}
+    containers: set[str] = set()
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = _RESPONSES_TOOL_ITEMS.get(item.get("type"))
+        if kind == "web_search":
+            action = item.get("action")
+            if isinstance(action, dict) and action.get("type") not in (None, "search"):
+                continue
+        if kind:
+            counts[kind] = counts.get(kind, 0) + 1
+        elif item.get("type") == "code_interpreter_call":
+            container = item.get("container_id")
+            containers.add(container if isinstance(container, str) and container else f"item:{item.get('id')}")
+    if containers:
+        counts["code_interpreter"] = len(containers)
+    return counts or None

@@ -82,6 +82,7 @@ class BatchResult:
     events_in: int = 0
     priced_count: int = 0
     unpriced_count: int = 0
+    assumed_count: int = 0  # events whose usage a collector read under an assumption (usage_assumption)
 
     def priced_messages(self) -> Iterable[tuple[bytes, bytes]]:
         for key, events in self.priced.items():
@@ -138,6 +139,7 @@ def process_batch(records: Iterable[RawRecord], book: PriceBook) -> BatchResult:
             unpriced = priced.pricing_status == "unpriced"
             result.priced_count += 1
             result.unpriced_count += unpriced
+            result.assumed_count += event.usage_assumption is not None
             scope_hour = (record.partition, aggregate_key(event, key))
             delta = Aggregate(1, priced.usage.input_tokens, priced.usage.output_tokens, priced.cost_usd, int(unpriced))
             current = result.aggregates.get(scope_hour)

@@ -36,6 +36,7 @@ class WorkerStats:
         self.priced = 0
         self.unpriced = 0
         self.deadlettered = 0
+        self.usage_assumed = 0  # priced events whose usage a collector read under an assumption
         self.refetched = 0  # usage records the consumer skipped around a rebalance, re-read (streams/gaps.py)
         self.last_batch_at: float | None = None
 
@@ -207,6 +208,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             stats.priced += result.priced_count
             stats.unpriced += result.unpriced_count
             stats.deadlettered += len(result.deadletters)
+            stats.usage_assumed += result.assumed_count
             stats.last_batch_at = time.time()
             if result.deadletters:
                 log.warning("dead-lettered %d record(s); first reason: %s", len(result.deadletters),
@@ -228,6 +230,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             f'tokenmeter_worker_priced_total{{status="priced"}} {stats.priced - stats.unpriced}',
             f'tokenmeter_worker_priced_total{{status="unpriced"}} {stats.unpriced}',
             f"tokenmeter_worker_deadletter_total {stats.deadlettered}",
+            "# TYPE tokenmeter_worker_usage_assumed_total counter",
+            f"tokenmeter_worker_usage_assumed_total {stats.usage_assumed}",
             "# TYPE tokenmeter_worker_refetched_total counter",
             f"tokenmeter_worker_refetched_total {stats.refetched + budgets.stats['refetched']}",
             "# TYPE tokenmeter_budget_alerts_total counter",

@@ -155,7 +155,9 @@ def demo(events: int | None, rate: float | None, seed: int | None) -> None:
 @click.option("--since", default=None, help="Start time (inclusive), RFC 3339 or a date.")
 @click.option("--until", default=None, help="End time (exclusive), RFC 3339 or a date.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def report(group_by: str, since: str | None, until: str | None, fmt: str) -> None:
+@click.option("--cost-lines", is_flag=True,
+              help="One row per cost line per group: token parts, request fee, server-side tool fees (web_search, ...).")
+def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_lines: bool = False) -> None:
     """Cost and tokens grouped by dimensions; works while the stack runs and when it does not."""
     from warehouse import DIMENSIONS, open_warehouse, render_report
 
@@ -166,7 +168,8 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str) -> Non
     s = _settings()
     wh = open_warehouse(s)
     try:
-        frame = wh.spend(dims, since=_parse_time(since), until=_parse_time(until))
+        query = wh.cost_lines if cost_lines else wh.spend
+        frame = query(dims, since=_parse_time(since), until=_parse_time(until))
     finally:
         wh.close()
     click.echo(render_report(frame, fmt))

@@ -37,6 +37,17 @@ DecimalString = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), ret
 
 ATTRIBUTION_DIMENSIONS = ("org", "team", "project", "user", "api_key", "feature", "route")
 
+# Server-side tool requests providers bill per request alongside tokens (a closed set: an unknown kind is an
+# error, not an unpriced fee). web_search: Anthropic web search, OpenAI web_search_call; web_fetch: Anthropic
+# web fetch; file_search: OpenAI file_search_call; code_interpreter: OpenAI code interpreter containers;
+# grounding_prompts / grounding_queries: Gemini grounding with Google Search (billed per grounded prompt on
+# Gemini 2.x, per search query on Gemini 3).
+TOOL_REQUEST_KINDS = ("web_search", "web_fetch", "file_search", "code_interpreter", "grounding_prompts",
+                      "grounding_queries")
+ToolRequestKind = Literal["web_search", "web_fetch", "file_search", "code_interpreter", "grounding_prompts",
+                          "grounding_queries"]
+MAX_TOOL_REQUESTS = 100_000  # per kind and call; far above any real call, low enough to stop a typo's millions
+
 
 class _Strict(BaseModel):
     # Unknown fields are an error: a typo such as `input_token` must not silently price as zero.
@@ -63,6 +74,8 @@ class Usage(_Strict):
     cache_write_1h_tokens: NonNegativeInt = 0  # part of cache_write_tokens (1-hour TTL; the rest is 5-minute)
     output_tokens: NonNegativeInt = 0  # reasoning included
     reasoning_tokens: NonNegativeInt = 0  # part of output_tokens
+    # Billable server-side tool requests of the call by kind (not tokens; priced per request). None when none.
+    tool_requests: dict[ToolRequestKind, Annotated[int, Field(ge=0, le=MAX_TOOL_REQUESTS)]] | None = None
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> "Usage":
@@ -82,6 +95,8 @@ class Usage(_Strict):
             )
         if problems:
             raise ValueError("; ".join(problems))
+        if self.tool_requests is not None:  # one spelling of "none": no zero counts, no empty map
+            self.tool_requests = {k: v for k, v in self.tool_requests.items() if v} or None
         return self
 
     @property
@@ -112,6 +127,10 @@ class UsageEvent(_Strict):
     ttft_ms: NonNegativeFloat | None = None
     batch: bool = False
     service_tier: str | None = None
+    # Set by a collector when the source format is ambiguous and the usage was read under an assumption (e.g.
+    # `litellm-cache-writes-in-prompt`): the event is metered with the best rule and this says which, so such
+    # events are counted, stored and reportable instead of silently trusted.
+    usage_assumption: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class PriceRef(_Strict):
@@ -164,6 +183,8 @@ def describe_validation_error(error: ValidationError) -> str:
 
 __all__ = [
     "ATTRIBUTION_DIMENSIONS",
+    "MAX_TOOL_REQUESTS",
+    "TOOL_REQUEST_KINDS",
     "CONTRACT_VERSION",
     "Attribution",
     "Content",

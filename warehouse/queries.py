@@ -31,6 +31,7 @@ DIMENSIONS: tuple[str, ...] = (
     "status",
     "service_tier",
     "tokens_source",
+    "usage_assumption",  # why a collector's usage rests on an assumption ('' when it does not)
 )
 ROLLUP_DIMENSIONS = frozenset(
     {"org", "team", "project", "user", "api_key", "feature", "provider", "model", "pricing_status"}
@@ -150,6 +151,21 @@ def spend_sql(
     group = f"GROUP BY {', '.join(dims)}" if dims else ""
     order = "ORDER BY cost_usd DESC, events DESC" + (f", {', '.join(dims)}" if dims else "")
     return f"SELECT {select} FROM {source.table} {where.sql()} {group} {order}", where.params
+
+
+def cost_lines_sql(
+    group_by: list[str], since: datetime | None, until: datetime | None, filters: dict[str, list[str]] | None
+) -> tuple[str, dict[str, Any]]:
+    """Cost per breakdown line (input, cached_input, ..., request, and one line per tool fee kind such as
+    web_search) per group, from the raw table: events having the line, tool requests of that kind, cost."""
+    dims = check_dimensions(group_by, "group_by")
+    where = build_where(RAW, since, until, filters)
+    select = ", ".join(dims + [
+        "line AS cost_line", "count() AS events", "sum(tool_requests[line]) AS requests",
+        "toDecimal128(sum(amount), 12) AS cost_usd"])
+    keys = ", ".join(dims + ["cost_line"])
+    return (f"SELECT {select} FROM priced_events ARRAY JOIN mapKeys(cost_breakdown) AS line, "
+            f"mapValues(cost_breakdown) AS amount {where.sql()} GROUP BY {keys} ORDER BY {keys}", where.params)
 
 
 def spend_over_time_sql(

@@ -124,14 +124,23 @@ def stored_row_to_event(row: dict[str, Any]) -> UsageEvent:
             operation=row["operation"],
             status=row["status"],
             attribution=Attribution(**{dim: row[dim] or None for dim in ATTRIBUTION_COLUMNS}, tags=dict(row["tags"])),
-            usage=Usage(**{name: row[name] for name in USAGE_COLUMNS}),
+            usage=Usage(**{name: row[name] for name in USAGE_COLUMNS}, tool_requests=_tool_requests(row)),
             latency_ms=row["latency_ms"],
             ttft_ms=row["ttft_ms"],
             batch=bool(row["batch"]),
             service_tier=row["service_tier"] or None,
+            usage_assumption=row.get("usage_assumption") or None,
         )
     except ValidationError as exc:
         raise WarehouseError(f"stored event {row['event_id']!r}: {describe_validation_error(exc)}") from None
+
+
+def _tool_requests(row: dict[str, Any]) -> dict[str, int] | None:
+    """Stored Map(String, UInt64) as Arrow gives it (a list of key/value dicts or pairs), or a dict."""
+    raw = row.get("tool_requests") or {}
+    if isinstance(raw, list):
+        raw = dict((item["key"], item["value"]) if isinstance(item, dict) else tuple(item) for item in raw)
+    return dict(raw) or None
 
 
 def _aware(value: datetime) -> datetime:

@@ -66,6 +66,8 @@ ARROW_SCHEMA = pa.schema(
         ("catalog_version", pa.string()),
         ("price_override", pa.string()),
         ("priced_at", UTC_MS),
+        ("tool_requests", pa.map_(pa.string(), pa.uint64())),  # migration 0008
+        ("usage_assumption", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(ARROW_SCHEMA.names)
@@ -140,6 +142,8 @@ def event_to_row(item: Any) -> dict[str, Any]:
         "catalog_version": (price.catalog_version or "") if price else "",
         "price_override": (price.override or "") if price else "",
         "priced_at": _utc(event.priced_at),
+        "tool_requests": list((usage.tool_requests or {}).items()),
+        "usage_assumption": event.usage_assumption or "",
     }
     for name in USAGE_COLUMNS:
         if row[name] >= 2**64:

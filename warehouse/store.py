@@ -226,6 +226,20 @@ class Warehouse:
         )
         return self.query(sql, params)
 
+    def cost_lines(
+        self,
+        group_by: list[str],
+        since: TimeArg = None,
+        until: TimeArg = None,
+        filters: dict[str, list[str]] | None = None,
+    ) -> pl.DataFrame:
+        """Cost per breakdown line (tokens, request fee, server-side tool fees) per group: the dimensions,
+        cost_line, events, requests (tool requests of a fee line's kind), cost_usd."""
+        sql, params = queries.cost_lines_sql(
+            list(group_by), queries.to_utc(since, "since"), queries.to_utc(until, "until"), filters
+        )
+        return self.query(sql, params)
+
     def spend_over_time(
         self,
         bucket: str = "hour",

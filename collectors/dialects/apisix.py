@@ -1,7 +1,11 @@
 """Apache APISIX ai-proxy / ai-proxy-multi access-log entries (kafka-logger, http-logger, file-logger).
 
-- usage: `llm_summary.prompt_tokens` / `completion_tokens` (numbers or numeric strings); no cache detail is
-  logged, so cached tokens price as uncached input.
+- usage: `llm_summary.prompt_tokens` / `completion_tokens` (numbers or numeric strings); since APISIX added
+  them (apache/apisix df0a284, 2026-06) also `cache_read_input_tokens`, `cache_creation_input_tokens` and
+  `reasoning_tokens`. APISIX fills the summary from the CLIENT protocol's usage: Anthropic Messages'
+  `input_tokens` EXCLUDES cache tokens, OpenAI Chat's `prompt_tokens` INCLUDES them; see
+  collectors.usage.apisix_usage for how the two are told apart. Older versions log no cache detail, so
+  cached tokens then price as uncached input.
 - content: `llm_request.messages` and `llm_response_text.content` (logging.payloads), used only when the
   summary has no token counts, or when a streamed answer has text but 0 completion tokens (not trusted).
 - model: llm_summary.model (the model actually sent), else request_model. provider: llm_summary.provider when
@@ -21,7 +25,7 @@ from collectors.dialects.base import Dialect, http_status_is_error, make_event, 
 from collectors.dialects.common import content_or_none, prompt_from_request, text_of
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
-from collectors.usage import openai_usage
+from collectors.usage import apisix_usage
 from tokenmeter.events import UsageEvent, derive_event_id
 
 NAME = "apisix"
@@ -50,7 +54,8 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
     request = as_dict(entry.get("llm_request"), join_path(path, "llm_request"))
     response_text = text_of(as_dict(entry.get("llm_response_text"), join_path(path, "llm_response_text"))
                             .get("content")) or None
-    usage = openai_usage(summary, summary_path)
+    request_uri = to_str(dig(entry, "request.uri"), join_path(path, "request.uri"))
+    usage = apisix_usage(summary, summary_path, provider, request_uri)
     if usage is not None and usage.output_tokens == 0 and response_text:
         usage = None  # a logged answer with zero completion tokens: the count was lost (streaming), count text
     content = content_or_none(prompt_from_request(request), response_text) if usage is None else None

@@ -5,7 +5,8 @@ thoughtsTokenCount is billed as output but is not in candidatesTokenCount, so ou
 and reasoning = thoughts. model: modelVersion (or tokenmeter.model); event_id: responseId when present.
 provider: gemini unless the wrapper says otherwise (e.g. vertex_ai). Stream chunks repeat cumulative
 usageMetadata: the last chunk that has it wins. A stream whose last chunk has no finishReason was cut: its
-usage is not trusted and the streamed text is kept for counting.
+usage is not trusted and the streamed text is kept for counting. Grounding with Google Search:
+candidates[].groundingMetadata.webSearchQueries -> tool_requests grounding_prompts (1) and grounding_queries.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collectors.dialects.base import Dialect
 from collectors.dialects.common import completion_from_response, list_or_empty
 from collectors.dialects.response_envelope import api_error, build_response_event, unwrap
 from collectors.errors import DialectError, join_path
-from collectors.usage import gemini_usage
+from collectors.usage import build_usage, gemini_grounding_requests, gemini_usage
 from tokenmeter.events import UsageEvent
 
 NAME = "gemini"
@@ -37,7 +38,7 @@ def parse_response(record: Any, mapping: AttributionMapping, path: str) -> list[
     chunks = env.response if isinstance(env.response, list) else [env.response]
     if not chunks:
         raise DialectError("empty stream", env.path or None)
-    usage, model, response_id, text = None, None, None, []
+    usage, model, response_id, text, grounding = None, None, None, [], None
     for index, chunk in enumerate(chunks):
         chunk_path = join_path(env.path, f"[{index}]") if isinstance(env.response, list) else env.path
         chunk = as_dict(chunk, chunk_path, optional=False)
@@ -46,11 +47,14 @@ def parse_response(record: Any, mapping: AttributionMapping, path: str) -> list[
             raise DialectError(f"response is an API error, not a completed call: {message}", chunk_path or None)
         if chunk.get("usageMetadata") is not None:
             usage = gemini_usage(chunk["usageMetadata"], join_path(chunk_path, "usageMetadata"))
+        grounding = gemini_grounding_requests(chunk.get("candidates")) or grounding
         model = to_str(chunk.get("modelVersion"), join_path(chunk_path, "modelVersion")) or model
         response_id = chunk.get("responseId") or response_id
         text.append(completion_from_response(chunk) or "")
     if isinstance(env.response, list) and not _finished(chunks[-1]):
         usage = None  # cut stream: the counts stop short of what was billed
+    if usage is not None and grounding:
+        usage = build_usage(env.path, **(usage.model_dump() | {"tool_requests": grounding}))  # validated, bounded
     return [build_response_event(env, NAME, mapping, response_id=response_id, ts=None, provider=NAME,
                                  model=model, completion="".join(text) or None, usage=usage)]
 

@@ -14,10 +14,15 @@ the missing block); other plugin blocks under `ai` that carry their own
   (log_payloads on); without payloads the event stays unmetered rather than priced as zero output.
 - Semantic cache hit (cache.cache_status=Hit): no upstream call; usage is zero and tagged cache_status.
 - An entry without an `ai` block (a non-AI route sharing the log) yields no event.
+- Known gaps (Kong/kong 22246ef, 2026-07): for Anthropic Kong logs prompt_tokens = input_tokens, without the
+  cache reads and writes (not logged at all); for Gemini completion_tokens = candidatesTokenCount, without the
+  thinking tokens Gemini bills as output. What is not logged cannot be metered: such events are metered as
+  logged and marked `usage_assumption` (their cost is a lower bound), see `_known_gap`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
@@ -111,6 +116,20 @@ def _provider(meta: dict[str, Any], block: dict[str, Any], mapping: AttributionM
     return provider
 
 
+_GEMINI_THINKING = re.compile(r"(?:.*/)?gemini-(?:2\.5|[3-9])")
+
+
+def _known_gap(provider: str, model: str, usage: Usage | None) -> str | None:
+    """A marker when Kong's log of this provider leaves billed tokens out (see the module docstring)."""
+    if usage is None:
+        return None
+    if provider == "anthropic" and not (usage.cached_input_tokens or usage.cache_write_tokens):
+        return "kong-anthropic-input-excludes-cache-tokens"
+    if provider in ("gemini", "vertex_ai") and _GEMINI_THINKING.match(model.lower()) and not usage.reasoning_tokens:
+        return "kong-gemini-output-excludes-thinking-tokens"
+    return None
+
+
 def _usage(block: dict[str, Any], meta: dict[str, Any], cache_hit: bool, path: str) -> Usage | None:
     usage_path = join_path(path, "usage")
     raw = as_dict(block.get("usage"), usage_path)
@@ -161,13 +180,14 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
         latency = to_float(meta.get("llm_latency"), join_path(block_path, "meta.llm_latency"))
         raw_usage = as_dict(block.get("usage"), join_path(block_path, "usage"))
         ttft = to_float(raw_usage.get("time_to_first_token"), join_path(block_path, "usage.time_to_first_token"))
+        provider, model = _provider(meta, block, mapping, block_path), _model(meta, block, block_path)
         events.append(make_event(
             block_path,
             event_id=base_id if index == 0 else f"{base_id}:{key}",
             ts=ts,
             source=NAME,
-            provider=_provider(meta, block, mapping, block_path),
-            model=_model(meta, block, block_path),
+            provider=provider,
+            model=model,
             operation=_operation(meta, block),
             status=status,
             attribution=mapping.resolve(NAME, view, auto_tags=tags),
@@ -175,6 +195,7 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
             content=content,
             latency_ms=latency,
             ttft_ms=ttft or None,
+            usage_assumption=_known_gap(provider, model, usage),
         ))
     return events
 

@@ -5,8 +5,10 @@
 - model: response.model (the provider's dated snapshot) else `model`; provider: custom_llm_provider.
 - status: "failure" -> error (the call is counted as an error; its usage, usually zero, is kept as reported).
 - usage: response.usage, else metadata.usage_object / hidden_params.usage_object, else the top-level
-  prompt_tokens/completion_tokens. LiteLLM's usage is OpenAI-shaped and cache-inclusive (its Anthropic
-  transformation adds cache reads and writes into prompt_tokens), read by `openai_usage`.
+  prompt_tokens/completion_tokens, read by `openai_usage`. LiteLLM's usage is OpenAI-shaped, but for Anthropic
+  cache WRITES it changed: 1.72.x adds only cache reads to prompt_tokens, 1.110.x reads and writes. See
+  `litellm_cache`: the payload's response_cost decides; an undecidable payload is metered with the current
+  rule and marked with `usage_assumption`.
 - cache_hit=true: answered from LiteLLM's cache, no provider call: usage is zero, tagged cache_hit.
 - latency_ms: endTime - startTime; ttft_ms: completionStartTime - startTime for streams.
 - tags: request_tags ("k:v" / "k=v" -> k: v, plain "x" -> x: "true") and end_user.
@@ -20,29 +22,34 @@ from typing import Any
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, to_datetime, to_str
 from collectors.dialects.base import Dialect, make_event, require_object
+from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
 from collectors.dialects.common import completion_from_response, content_or_none, normalize_operation, \
     prompt_from_request
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
-from collectors.usage import openai_usage
+from collectors.usage import build_usage, openai_counts
 from tokenmeter.events import Usage, UsageEvent, derive_event_id
 
 NAME = "litellm"
 
 
-def _usage(payload: dict[str, Any], path: str) -> Usage | None:
+def _usage(payload: dict[str, Any], path: str) -> tuple[Usage | None, str | None]:
+    """Usage and, when the payload's cache-write convention could not be settled, the assumption made."""
+    sources: list[tuple[Any, str]] = []
     response = payload.get("response")
     if isinstance(response, dict) and isinstance(response.get("usage"), dict):
-        usage = openai_usage(response["usage"], join_path(path, "response.usage"))
-        if usage is not None:
-            return usage
+        sources.append((response["usage"], join_path(path, "response.usage")))
     for container in ("metadata", "hidden_params"):
         holder = as_dict(payload.get(container), join_path(path, container))
         if isinstance(holder.get("usage_object"), dict):
-            usage = openai_usage(holder["usage_object"], join_path(path, f"{container}.usage_object"))
-            if usage is not None:
-                return usage
-    return openai_usage({k: payload.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}, path)
+            sources.append((holder["usage_object"], join_path(path, f"{container}.usage_object")))
+    sources.append(({k: payload.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}, path))
+    for raw, where in sources:
+        counts = openai_counts(raw, where)
+        if counts is not None:
+            counts, assumption = resolve_cache_convention(counts, payload)
+            return build_usage(where, **counts), assumption
+    return None, None
 
 
 def _tags(payload: dict[str, Any], path: str) -> dict[str, str]:
@@ -87,7 +94,7 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
     status = payload.get("status")
     if status not in (None, "success", "failure"):
         raise DialectError(f"expected 'success' or 'failure', got {status!r}", join_path(path, "status"))
-    usage = Usage() if payload.get("cache_hit") is True else _usage(payload, path)
+    usage, assumption = (Usage(), None) if payload.get("cache_hit") is True else _usage(payload, path)
     content = None
     if usage is None:
         content = content_or_none(prompt_from_request({"messages": payload.get("messages")}),
@@ -111,7 +118,10 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
         content=content,
         latency_ms=_millis_between(start, end),
         ttft_ms=_millis_between(start, first_token) if payload.get("stream") else None,
+        usage_assumption=assumption,
     )]
 
+
+__all__ = ["ASSUMED_CACHE_WRITES_IN_PROMPT", "DIALECT", "parse_payload"]
 
 DIALECT = Dialect(NAME, "LiteLLM StandardLoggingPayload", parse_payload)

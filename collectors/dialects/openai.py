@@ -3,7 +3,9 @@ embeddings (`object: list`), and streams: a chunk list (`chat.completion.chunk`)
 
 A chat stream's usage is the extra last chunk (`choices: []`, sent with stream_options.include_usage); when
 it never came (option off, stream cut) usage is None and the streamed text is kept as content for counting.
-A Responses stream's usage is in `response.completed` (or `.incomplete`/`.failed`).
+A Responses stream's usage is in `response.completed` (or `.incomplete`/`.failed`). Responses output items
+web_search_call / file_search_call / code_interpreter_call (distinct containers) become tool_requests. Chat
+Completions search models (gpt-4o-search-preview) bill a search per call that the response does not show.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collectors.dialects.base import Dialect, parse_batch
 from collectors.dialects.common import completion_from_response, list_or_empty
 from collectors.dialects.response_envelope import Envelope, api_error, build_response_event, unwrap
 from collectors.errors import DialectError, join_path
-from collectors.usage import openai_usage
+from collectors.usage import build_usage, openai_usage, responses_tool_requests
 from tokenmeter.events import UsageEvent
 
 NAME = "openai"
@@ -51,6 +53,10 @@ def _chat(env: Envelope, response: dict[str, Any], mapping: AttributionMapping) 
 def _responses(env: Envelope, response: dict[str, Any], mapping: AttributionMapping, path: str,
                streamed_text: str | None = None, trust_usage: bool = True) -> UsageEvent:
     usage = openai_usage(response.get("usage"), join_path(path, "usage")) if trust_usage else None
+    tools = responses_tool_requests(response.get("output")) if usage is not None else None
+    if tools:  # per-call tool fees: web_search_call, file_search_call, code interpreter containers
+        merged = usage.model_dump() | {"tool_requests": {**(usage.tool_requests or {}), **tools}}
+        usage = build_usage(join_path(path, "output"), **merged)  # validated: counts are bounded
     return build_response_event(
         env, NAME, mapping, response_id=response.get("id"),
         ts=to_datetime(response.get("created_at"), join_path(path, "created_at")), provider=NAME,

@@ -12,7 +12,7 @@ from typing import Iterable, Literal, Mapping
 
 import orjson
 
-from tokenmeter.events import PriceRef, Usage, UsageEvent
+from tokenmeter.events import TOOL_REQUEST_KINDS, PriceRef, Usage, UsageEvent
 
 from .catalog import BUNDLED_CATALOG_DIR, CatalogBuilder, CatalogEntry, catalog_files
 from .overrides import Overrides, load_overrides
@@ -24,7 +24,9 @@ from .schema import PriceSet, PriceVersion
 # breakdown always adds up to its total.
 COST_QUANTUM = Decimal("1e-12")
 ZERO = Decimal(0)
-BREAKDOWN_PARTS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning", "request")
+# Token parts, the flat per-request price, then one line per server-side tool request kind (its fee).
+BREAKDOWN_PARTS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning", "request",
+                   *TOOL_REQUEST_KINDS)
 # Names providers use for the ordinary tier.
 STANDARD_TIERS = frozenset({"", "default", "auto", "standard", "on_demand", "on-demand", "standard_only"})
 _MAX_RESOLUTION_CACHE = 100_000
@@ -80,6 +82,23 @@ def cost_lines(usage: Usage, prices: PriceSet, factor: Decimal | None, bill_requ
     if bill_request and prices.request:
         amount = prices.request * factor if factor is not None else prices.request
         lines["request"] = amount.quantize(COST_QUANTUM, ROUND_HALF_EVEN)
+    return lines
+
+
+def fee_lines(usage: Usage, entry: CatalogEntry, ts: datetime, factor: Decimal | None) -> dict[str, Decimal] | str:
+    """One cost line per tool request kind: requests x (USD per 1,000 / 1,000), times a negotiated factor,
+    rounded once like every other line. A kind the catalog has no fee for is a reason string: the caller
+    prices the event as unpriced rather than leave a billed fee at $0."""
+    lines: dict[str, Decimal] = {}
+    for kind, count in (usage.tool_requests or {}).items():
+        fee = entry.fee_at(kind, ts)
+        if fee is None:
+            return f"no {kind} fee in force at {ts.isoformat()} ({count} request(s))"
+        amount = count * fee.per_request
+        if factor is not None:
+            amount *= factor
+        if amount:
+            lines[kind] = amount.quantize(COST_QUANTUM, ROUND_HALF_EVEN)
     return lines
 
 
@@ -140,6 +159,11 @@ class PriceBook:
             return unpriced(f"{entry.key}: {prices} ({asked})", ref)
         factor = rule.factor if rule is not None else None
         lines = cost_lines(usage, prices, factor, bill_request=event.status == "ok")
+        if usage.tool_requests:
+            fees = fee_lines(usage, entry, event.ts, factor)
+            if isinstance(fees, str):
+                return unpriced(f"{entry.key}: {fees}", ref)
+            lines.update(fees)
         return PriceResult(sum(lines.values(), ZERO), lines, "priced", None, ref)
 
 

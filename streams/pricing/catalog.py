@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from .schema import (
     CatalogError,
     EntrySpec,
+    FeeVersion,
     PriceVersion,
     ProviderBlockSpec,
     derive_version,
@@ -40,10 +41,19 @@ class CatalogEntry:
     versions: list[PriceVersion] = field(default_factory=list)  # sorted by effective_from
     notes: str | None = None
     origins: list[str] = field(default_factory=list)  # files that contributed, for explanations
+    fees: dict[str, list[FeeVersion]] = field(default_factory=dict)  # per tool kind, sorted by effective_from
 
     @property
     def key(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def fee_at(self, kind: str, ts: datetime) -> FeeVersion | None:
+        """The fee for one request of `kind` at `ts`: the latest model-specific fee in force, else the latest
+        provider-wide one; None when the catalog has no fee for it (the caller must not price it as $0)."""
+        in_force = [v for v in self.fees.get(kind, ()) if v.effective_from <= ts]
+        specific = [v for v in in_force if v.patterns]
+        chosen = specific or in_force
+        return chosen[-1] if chosen else None
 
     def version_at(self, ts: datetime) -> PriceVersion | None:
         starts = [v.effective_from for v in self.versions]
@@ -103,6 +113,10 @@ def parse_blocks(data: Any, origin: str) -> list[tuple[str, ProviderBlockSpec]]:
                     raise CatalogError(f"{origin}: {name}/{model}: versions.{i}.effective_from is required")
                 if not (version.source or spec.source or block.source):
                     raise CatalogError(f"{origin}: {name}/{model}: versions.{i}: give a source (URL) for the price")
+        for kind, fee_versions in block.fees.items():
+            for i, fee in enumerate(fee_versions):
+                if not (fee.source or block.source):
+                    raise CatalogError(f"{origin}: {name}: fees.{kind}.{i}: give a source (URL) for the fee")
         blocks.append((name.strip().lower(), block))
     return blocks
 
@@ -135,6 +149,8 @@ class CatalogBuilder:
     def __init__(self) -> None:
         self._contributions: dict[str, list[_Contribution]] = {}
         self._order: list[str] = []
+        # provider -> kind -> (effective_from, patterns) -> fee; a later layer replaces the same key.
+        self._fees: dict[str, dict[str, dict[tuple[datetime, tuple[str, ...]], FeeVersion]]] = {}
         self._layer = -1
         self.digest = hashlib.sha256()
 
@@ -147,6 +163,13 @@ class CatalogBuilder:
         name = Path(origin).name
         self.digest.update(name.encode() + b"\0" + (raw if raw is not None else repr(data).encode()) + b"\0")
         for provider, block in parse_blocks(data, origin):
+            for kind, fee_versions in block.fees.items():
+                by_key = self._fees.setdefault(provider, {}).setdefault(kind, {})
+                for fee in fee_versions:
+                    patterns = tuple(fee.models or ())
+                    by_key[(fee.effective_from, patterns)] = FeeVersion(
+                        fee.effective_from, fee.per_1000, tuple(re.compile(p, re.IGNORECASE) for p in patterns),
+                        fee.source or block.source, fee.notes)
             for model, spec in block.models.items():
                 key = f"{provider}/{model.strip().lower()}"
                 if key not in self._contributions:
@@ -198,6 +221,11 @@ class CatalogBuilder:
 
         for key in self._order:
             build_entry(key)
+        for entry in entries.values():
+            for kind, by_key in self._fees.get(entry.provider, {}).items():
+                applying = [v for v in by_key.values() if v.applies_to(entry.model)]
+                if applying:
+                    entry.fees[kind] = sorted(applying, key=lambda v: (v.effective_from, bool(v.patterns)))
         claims = []
         for key in self._order:
             provider, model = key.split("/", 1)

@@ -194,6 +194,35 @@ def show_command(model: str, provider: str, at: str | None) -> None:
         click.echo(f"  overrides file in use: {book.overrides.origin} (per-organization rules may change this price)")
 
 
+# coverage ----------------------------------------------------------------------------------------------
+
+@prices.command("coverage")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per provider plus the totals.")
+def coverage_command(as_json: bool) -> None:
+    """Per provider: models in the catalog, the dates their prices span, and the share with a first-party source.
+
+    A model counts as first-party when every one of its price versions is (not marked "unverified" or
+    "third-party" in its notes, and not imported from LiteLLM's map).
+    """
+    from .coverage import coverage, totals
+
+    rows = coverage(_book(_settings(), with_overrides=False).entries.values())
+    total = totals(rows)
+    if as_json:
+        click.echo(orjson.dumps({"providers": [r.as_dict() for r in rows], "total": total.as_dict()},
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    headers = ("provider", "models", "versions", "first price", "last change", "first-party models", "versions")
+    cells = [(r.provider, str(r.models), str(r.versions), r.first_from or "-", r.last_change or "-",
+              f"{r.first_party_models} ({r.first_party_share * 100:.0f}%)", str(r.first_party_versions))
+             for r in [*rows, total]]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    numeric = {1, 2, 5, 6}
+    for line in (headers, *cells):
+        click.echo("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+
+
 # accuracy ----------------------------------------------------------------------------------------------
 
 @prices.command("accuracy")

@@ -37,6 +37,11 @@ PROVIDER_ALIASES = {
     "deepseek": "deepseek",
     "xai": "xai", "x_ai": "xai", "x-ai": "xai", "grok": "xai",
     "together": "together", "together_ai": "together", "togetherai": "together",
+    "cohere": "cohere", "cohere_chat": "cohere", "cohere_v2": "cohere",
+    "groq": "groq", "groqcloud": "groq",
+    "fireworks": "fireworks", "fireworks_ai": "fireworks", "fireworks-ai": "fireworks", "fireworksai": "fireworks",
+    "dashscope": "dashscope", "alibaba": "dashscope", "alibaba_cloud": "dashscope", "alibaba-cloud": "dashscope",
+    "aliyun": "dashscope", "qwen": "dashscope", "bailian": "dashscope",
 }
 # Prefixes that name a router, not who serves the model: stripped, never a provider hint.
 ROUTER_PREFIXES = {"openrouter", "litellm", "litellm_proxy", "portkey", "helicone", "kong", "cloudflare"}

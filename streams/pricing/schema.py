@@ -12,10 +12,13 @@ from typing import Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from typing_extensions import Annotated
 
+from tokenmeter.events import ToolRequestKind
+
 # Per-1M-token price fields, in the order a breakdown lists them.
 TOKEN_FIELDS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning")
 SERVICE_TIERS = ("batch", "flex", "priority")
 MILLION = Decimal(1_000_000)
+THOUSAND = Decimal(1_000)
 
 
 class CatalogError(ValueError):
@@ -155,14 +158,55 @@ class EntrySpec(_Spec):
         return self
 
 
+class FeeVersionSpec(_Spec):
+    """A per-request fee (server-side tool use) in force from `effective_from`: USD per 1,000 requests.
+    `models` (full-match regexes over lower-cased catalog model names) limits it to some models; a matching
+    model-specific fee wins over the provider-wide one in force at the same time."""
+
+    effective_from: UtcDatetime
+    per_1000: Price
+    models: list[str] | None = None
+    source: str | None = None
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _patterns(self) -> "FeeVersionSpec":
+        for pattern in self.models or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad models regex {pattern!r}: {exc}") from None
+        return self
+
+
 class ProviderBlockSpec(_Spec):
     provider: str | None = None
     first_party: bool = False  # the model maker's own API: used when an event's provider is not in the catalog
     source: str | None = None
-    models: dict[str, EntrySpec]
+    models: dict[str, EntrySpec] = Field(default_factory=dict)
+    # Per-request fees by tool request kind (tokenmeter.events.TOOL_REQUEST_KINDS).
+    fees: dict[ToolRequestKind, list[FeeVersionSpec]] = Field(default_factory=dict)
 
 
 # Runtime objects ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeeVersion:
+    """USD per single request of one tool kind, from `effective_from` on (per_1000 / 1000, kept exact)."""
+
+    effective_from: datetime
+    per_1000: Decimal
+    patterns: tuple[re.Pattern[str], ...] = ()  # empty: every model of the provider
+    source: str | None = None
+    notes: str | None = None
+
+    @property
+    def per_request(self) -> Decimal:
+        return self.per_1000 / THOUSAND
+
+    def applies_to(self, model: str) -> bool:
+        return not self.patterns or any(p.fullmatch(model) for p in self.patterns)
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,22 @@ def payload() -> Callable[[str], Any]:
         raise FileNotFoundError(name)
 
     return load
+
+
+SOURCED = PAYLOADS / "sourced"
+
+
+@pytest.fixture
+def sourced() -> Callable[[str], Any]:
+    """sourced("apisix_anthropic_cache_summary") -> (payload, provenance) of payloads/sourced/<name>.json.
+
+    Each file holds a payload copied from a public repository (or built from one exactly as the named source
+    code builds it) and its provenance: repository, path, commit, and how it was derived."""
+
+    def load(name: str) -> tuple[Any, dict[str, Any]]:
+        document = json.loads((SOURCED / f"{name}.json").read_text())
+        provenance = document["provenance"]
+        assert provenance.get("repository") and provenance.get("path") and provenance.get("commit"), name
+        return copy.deepcopy(document["payload"]), provenance
+
+    return load

@@ -47,10 +47,10 @@ def test_content_is_counted_then_dropped(book):
 
 
 def test_unpriced_events_keep_their_reason(book):
-    event = UsageEvent(event_id="c", ts=TS, source="otel", provider="groq", model="llama-3.3-70b-versatile",
+    event = UsageEvent(event_id="c", ts=TS, source="otel", provider="cerebras", model="llama-3.3-70b",
                        usage=Usage(input_tokens=10, output_tokens=5))
     wire = price_event(event, book).to_json()
-    assert wire["pricing_status"] == "unpriced" and "llama-3.3-70b-versatile" in wire["unpriced_reason"]
+    assert wire["pricing_status"] == "unpriced" and "llama-3.3-70b" in wire["unpriced_reason"]
     assert "price" not in wire
 
 
@@ -58,3 +58,19 @@ def test_metering_errors_reach_the_caller(book):
     event = UsageEvent(event_id="d", ts=TS, source="litellm", provider="openai", model="gpt-4o")
     with pytest.raises(MeteringError, match="neither usage nor content"):
         price_event(event, book)
+
+
+def test_usage_assumption_is_carried_to_the_priced_event_and_counted(book):
+    import orjson
+
+    from streams.batch import RawRecord, process_batch
+
+    event = UsageEvent(event_id="assumed-1", ts=TS, source="litellm", provider="anthropic", model="claude-sonnet-4",
+                       usage=Usage(input_tokens=5000, cache_write_tokens=1163, output_tokens=235),
+                       usage_assumption="litellm-cache-writes-assumed-in-prompt-tokens")
+    priced = price_event(event, book, priced_at=TS)
+    assert priced.to_json()["usage_assumption"] == "litellm-cache-writes-assumed-in-prompt-tokens"
+    plain = event.model_copy(update={"event_id": "plain-1", "usage_assumption": None})
+    records = [RawRecord(orjson.dumps([event.model_dump(mode="json"), plain.model_dump(mode="json")]))]
+    result = process_batch(records, book)
+    assert (result.priced_count, result.assumed_count) == (2, 1)

@@ -173,7 +173,7 @@ def test_azure_deployments_are_mapped_by_configuration():
 
 def test_unknown_models_are_unpriced_with_a_reason_never_zero(book):
     usage = Usage(input_tokens=1_000, output_tokens=1_000)
-    for provider, model in [("openai", "gpt-9-ultra"), ("groq", "llama-3.3-70b-versatile"), ("anthropic", "gpt-4o")]:
+    for provider, model in [("openai", "gpt-9-ultra"), ("cerebras", "llama-3.3-70b"), ("anthropic", "gpt-4o")]:
         result = price(book, provider, model, usage)
         assert result.status == "unpriced"
         assert model in result.reason
@@ -300,3 +300,81 @@ def test_catalog_version_ignores_where_the_catalog_lives(tmp_path):
     for path in Path(BUNDLED_CATALOG_DIR).glob("*.yaml"):
         (copy / path.name).write_bytes(path.read_bytes())
     assert load_price_book(catalog_dir=copy).catalog_version == load_price_book().catalog_version
+
+
+# Per-request tool fees (issue 12 item 4) -------------------------------------------------------------------
+
+FEES = """
+provider: x
+source: https://example.com/pricing
+models:
+  fast: {versions: [{effective_from: 2025-01-01, input: "1", output: "2"}]}
+  fast-mini: {versions: [{effective_from: 2025-01-01, input: "1", output: "2"}]}
+fees:
+  web_search:
+    - {effective_from: 2025-01-01, per_1000: "10.00"}
+    - {effective_from: 2025-06-01, per_1000: "7.00"}
+    - {effective_from: 2025-03-01, per_1000: "0.333", models: ["fast-mini"]}
+"""
+
+
+def test_tool_fees_per_1000_requests_dated_model_specific_rounded_once(tmp_path):
+    (tmp_path / "x.yaml").write_text(FEES)
+    book = load_price_book(extra_paths=[tmp_path / "x.yaml"])
+    usage = Usage(input_tokens=1_000, output_tokens=100, tool_requests={"web_search": 3})
+    early = book.price(event("x", "fast", ts=datetime(2025, 2, 1, tzinfo=timezone.utc)), usage)
+    assert early.breakdown["web_search"] == D("0.03")
+    assert early.cost_usd == D("0.001") + D("0.0002") + D("0.03") == sum(early.breakdown.values())
+    later = book.price(event("x", "fast", ts=datetime(2025, 7, 1, tzinfo=timezone.utc)), usage)
+    assert later.breakdown["web_search"] == D("0.021")
+    mini = book.price(event("x", "fast-mini", ts=datetime(2025, 7, 1, tzinfo=timezone.utc)), usage)
+    assert mini.breakdown["web_search"] == D("0.000999000000")  # the model's own fee wins over the newer generic
+    before_specific = book.price(event("x", "fast-mini", ts=datetime(2025, 2, 1, tzinfo=timezone.utc)), usage)
+    assert before_specific.breakdown["web_search"] == D("0.03")
+    undated = book.price(event("x", "fast", ts=datetime(2024, 6, 1, tzinfo=timezone.utc)), usage)
+    assert undated.status == "unpriced"  # the model has no price then either
+
+
+def test_tool_fees_take_the_negotiated_factor_and_unknown_fees_are_unpriced(tmp_path):
+    (tmp_path / "x.yaml").write_text(FEES)
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("negotiated: [{name: acme-x, org: acme, providers: [x], discount_percent: '50'}]\n")
+    book = load_price_book(extra_paths=[tmp_path / "x.yaml"], overrides_path=overrides)
+    usage = Usage(input_tokens=1_000, tool_requests={"web_search": 1, "file_search": 2})
+    result = book.price(event("x", "fast", attribution=Attribution(org="acme")), usage)
+    assert result.status == "unpriced" and "no file_search fee" in result.reason
+    discounted = book.price(event("x", "fast", attribution=Attribution(org="acme")),
+                            Usage(input_tokens=1_000, tool_requests={"web_search": 1}))
+    assert discounted.breakdown["web_search"] == D("0.0035")  # $7 per 1,000, half off
+
+
+@pytest.mark.parametrize("fees_yaml, message", [
+    ("{web_search: [{effective_from: 2025-01-01, per_1000: 10.5}]}", "quoted decimal strings"),
+    ("{web_searches: [{effective_from: 2025-01-01, per_1000: '1'}]}", "web_searches"),
+    ("{web_search: [{per_1000: '1'}]}", "effective_from"),
+    ("{web_search: [{effective_from: 2025-01-01, per_1000: '1', models: ['(']}]}", "bad models regex"),
+])
+def test_bad_fee_entries_name_the_problem(tmp_path, fees_yaml, message):
+    (tmp_path / "x.yaml").write_text(f"provider: x\nsource: https://example.com\nfees: {fees_yaml}\n")
+    with pytest.raises(CatalogError, match=message):
+        load_price_book(extra_paths=[tmp_path / "x.yaml"])
+
+
+def test_a_fee_needs_a_source(tmp_path):
+    (tmp_path / "x.yaml").write_text("provider: x\nfees: {web_search: [{effective_from: 2025-01-01, per_1000: '1'}]}\n")
+    with pytest.raises(CatalogError, match="give a source"):
+        load_price_book(extra_paths=[tmp_path / "x.yaml"])
+
+
+def test_bundled_fees_every_kind_priced_for_its_provider(book):
+    now = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    expected = {("anthropic", "claude-sonnet-4-5", "web_search"): D("10.00"),
+                ("anthropic", "claude-sonnet-4-5", "web_fetch"): D("0"),
+                ("openai", "gpt-5", "web_search"): D("10.00"), ("openai", "gpt-4o", "web_search"): D("25.00"),
+                ("openai", "gpt-5", "file_search"): D("2.50"), ("openai", "gpt-5", "code_interpreter"): D("30.00"),
+                ("gemini", "gemini-2.5-flash", "grounding_prompts"): D("35.00"),
+                ("gemini", "gemini-3-pro-preview", "grounding_queries"): D("14.00")}
+    for (provider, model, kind), per_1000 in expected.items():
+        entry = book.resolve(provider, model).entry
+        fee = entry.fee_at(kind, now)
+        assert fee is not None and fee.per_1000 == per_1000 and fee.source.startswith("https://"), (model, kind)
