@@ -21,6 +21,8 @@ from tokenmeter.settings import Settings
 from warehouse import open_warehouse, run_loader
 from warehouse.endpoint import read_live_endpoint
 
+pytestmark = pytest.mark.slow  # starts several processes: scheduled first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 WAIT_SECONDS = 60

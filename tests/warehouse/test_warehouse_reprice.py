@@ -22,6 +22,8 @@ from tokenmeter.events import Attribution, Usage, UsageEvent
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
 
+pytestmark = pytest.mark.slow  # starts several processes: scheduled first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 OLD_CATALOG = """
