@@ -126,6 +126,16 @@ class BudgetOwner:
             rt.ledger.mark_seen(name, entry[2])
         return len(entries)
 
+    def republish(self, name: str, now: datetime | None = None) -> Outcome:
+        """The budget's decision as its state says now, published whether or not it changed (after a restore)."""
+        rt = self.runtimes.get(name)
+        return self._publish(rt, now or _now(), force=True) if rt is not None else Outcome()
+
+    def applied_offset(self, name: str, partition: Any) -> int:
+        """Highest usage offset applied for `partition` (-1: none), for the budget's restored state."""
+        rt = self.runtimes.get(name)
+        return rt.applied.get(str(partition), -1) if rt is not None else -1
+
     def has(self, name: str) -> bool:
         return name in self.runtimes
 
