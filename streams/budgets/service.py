@@ -74,6 +74,7 @@ class BudgetService:
         self._owner_lock = asyncio.Lock()  # the evaluate agent, the owned-budget loader and the tick share the owner
         self._load_wanted = asyncio.Event()
         self._ids_pending: set[str] = set()  # restored budgets whose recent event ids are not remembered yet
+        self._partitions_checked = False
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
                       "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
 
@@ -137,10 +138,29 @@ class BudgetService:
             if value:
                 log.info("budget %r restored (%d recent event ids)", name, ids)
 
+    async def _spend_partition_count(self) -> int:
+        from aiokafka import AIOKafkaConsumer
+
+        from streams.topic_reader import topic_partitions
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None)
+        await consumer.start()
+        try:
+            return len(await topic_partitions(consumer, topics.BUDGET_SPEND))
+        finally:
+            await consumer.stop()
+
     async def load_owned(self) -> None:
         """Restore every budget of this worker's budget-spend partitions from the state topic and publish its
         decision, before the worker answers decisions (streams/budgets/readiness.py)."""
         generation = self.readiness.generation
+        if not self._partitions_checked:  # the topic's real partition count decides who owns what
+            count = await retry_until_done("budget_owner", self.health, self._spend_partition_count,
+                                           "reading the budget-spend partition count")
+            if count != self.readiness.partitions:
+                log.warning("%s has %d partitions (settings say %d): ownership follows the topic",
+                            topics.BUDGET_SPEND, count, self.readiness.partitions)
+            self.readiness.partitions, self._partitions_checked = count, True
         async with self._owner_lock:
             names = [n for n in self.budgets if self.readiness.owns(n) and not self.owner.has(n)]
             if names:
