@@ -107,6 +107,13 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
 
     @app.agent(usage)
     async def meter_and_price(stream):  # noqa: ANN001 - Faust's stream type
+        try:
+            await _meter_and_price(stream)
+        except Exception as exc:  # outside any batch step (Faust's machinery): shown until a batch succeeds again
+            health.failed("meter_and_price", exc, 1)
+            raise
+
+    async def _meter_and_price(stream) -> None:  # noqa: ANN001
         async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
             records = [
                 RawRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events
