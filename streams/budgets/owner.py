@@ -126,6 +126,23 @@ class BudgetOwner:
             rt.ledger.mark_seen(name, entry[2])
         return len(entries)
 
+    def rebuild(self, name: str, now: datetime, fired: dict[str, set[str]], period_total: Any = 0,
+                hour_totals: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A budget's state rebuilt from warehouse totals (`tokenmeter budget rebuild`): the current period's exact
+        spend (`period_total`; a rolling budget: `hour_totals` by hour key), `fired` thresholds per period key
+        (alerts already recorded). Returns the state record and the alerts reached but never sent."""
+        self.restore(name, None)
+        rt = self.runtimes[name]
+        if rt.budget.rolling_hours is not None:
+            every = {t for keys in fired.values() for t in keys}
+            crossings = rt.ledger.restore_rolling(name, hour_totals or {}, every, now)
+        else:
+            key = period_window(rt.budget, now)[2]
+            crossings = rt.ledger.restore_calendar(name, key, period_total, fired.get(key, set()))
+            rt.incident = key if fired.get(key, set()) - {"forecast"} else None
+        alerts = [self.alert_for(rt, crossing) for crossing in crossings]  # reached, never alerted: alert now
+        return self.state_of(rt), alerts
+
     def republish(self, name: str, now: datetime | None = None) -> Outcome:
         """The budget's decision as its state says now, published whether or not it changed (after a restore)."""
         rt = self.runtimes.get(name)
