@@ -57,3 +57,20 @@ def test_priced_output_is_keyed_and_chunked(book):
     assert sizes == [(b"team:ads", 1), (b"team:search", 7), (b"team:search", MAX_EVENTS_PER_MESSAGE)]
     first = orjson.loads(messages[0][1])[0]
     assert first["tokens_source"] == "provider" and "content" not in first and isinstance(first["cost_usd"], str)
+
+
+def test_limits_give_dead_letters_not_unsendable_messages(book):
+    from streams.batch import MAX_EVENTS_PER_RECORD, MAX_MESSAGE_BYTES, MAX_PRICED_EVENT_BYTES
+
+    huge_tag = {"team": "search", "tags": {"blob": "x" * (MAX_PRICED_EVENT_BYTES + 1)}}
+    too_many = [event(i) for i in range(MAX_EVENTS_PER_RECORD + 1)]
+    wide = [{**event(i), "attribution": {"team": "search", "tags": {"note": "y" * 20_000}}} for i in range(100)]
+    result = process_batch([RawRecord(orjson.dumps([event(1), {**event(2), "attribution": huge_tag}]), "u", 0, 1),
+                            RawRecord(orjson.dumps(too_many), "u", 0, 2),
+                            RawRecord(orjson.dumps(wide), "u", 0, 3)], book)
+    reasons = [d["reason"] for d in result.deadletters]
+    assert reasons[0].startswith("event too large") and "too many events in one message: 10001" in reasons[1]
+    assert len(reasons) == 2 and result.priced_count == 1 + 100  # the record's other event and the wide ones
+    messages = list(result.priced_messages())
+    assert max(len(value) for _, value in messages) <= MAX_MESSAGE_BYTES  # 100 x 20 KB: cut by size, not count
+    assert sum(len(orjson.loads(value)) for _, value in messages) == 101
