@@ -108,14 +108,16 @@ class BudgetService:
         self.stats["alerts"] += len(outcome.alerts)
         self.stats["decisions_published"] += len(outcome.enforcement)
 
-    async def _load_states(self, first_seen: dict[str, tuple[int, int]]) -> None:
+    async def _load_states(self, first_seen: dict[str, tuple[int, int]]) -> list[str]:
         """Restore budgets this worker does not hold yet: state from the state topic, and the event ids of the
         budget's recent entries (the ledger's duplicate window) re-read from `tokenmeter.budget-spend` itself,
-        so a source replaying events across a worker restart still counts them once."""
+        so a source replaying events across a worker restart still counts them once. Returns the budgets
+        restored here (their decisions are published again)."""
         missing = {n: at for n, at in first_seen.items()
                    if n in self.budgets and (not self.owner.has(n) or n in self._ids_pending)}
+        restored: list[str] = []
         if not missing:
-            return
+            return restored
         raw = await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_STATE)
         recent: dict[str, list] = {}
         for name, (partition, offset) in missing.items():  # read everything first: a failed read restores nothing
@@ -126,6 +128,7 @@ class BudgetService:
             value = raw.get(name)
             if not self.owner.has(name):
                 self.owner.restore(name, orjson.loads(value) if value else None)
+                restored.append(name)
             self._ids_pending.discard(name)
             ids = 0
             for record in recent.get(name, []):
@@ -137,6 +140,7 @@ class BudgetService:
                                                       if int(e[1]) <= self.owner.applied_offset(name, e[0])])
             if value:
                 log.info("budget %r restored (%d recent event ids)", name, ids)
+        return restored
 
     async def _spend_partition_count(self) -> int:
         from aiokafka import AIOKafkaConsumer
@@ -202,10 +206,13 @@ class BudgetService:
                 messages.append(message)
                 first_seen.setdefault(message.get("budget"), (partition, offset))
             async with self._owner_lock:
-                await retry_until_done("evaluate_budgets", self.health, lambda: self._load_states(first_seen),
-                                       "restoring budget state")
+                restored = await retry_until_done("evaluate_budgets", self.health,
+                                                  lambda: self._load_states(first_seen), "restoring budget state")
+                outcome = Outcome()
+                for name in restored:  # decided from its state even if every entry turns out redelivered
+                    outcome.extend(self.owner.republish(name))
                 before = self.owner.stats["skipped_redelivered"]
-                outcome = self.owner.process(messages)  # once: a retry only publishes again
+                outcome.extend(self.owner.process(messages))  # once: a retry only publishes again
                 self.stats["skipped_redelivered"] += self.owner.stats["skipped_redelivered"] - before
                 await retry_until_done("evaluate_budgets", self.health, lambda: self._publish(outcome),
                                        "publishing alerts, decisions and state")
