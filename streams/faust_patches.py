@@ -26,6 +26,9 @@ resumes from kafka before seeking to committed offsets" with its fix #217, and #
 of order issue after rebalance" (fix #223): the older rebalance races of the same family. streams/gaps.py is the
 safety net behind all three: any offset jump in what an agent receives is re-read from the broker.
 
+No private Faust stream API is used any more: the live table `spend_by_scope_hour`, written through
+`Stream._set_current_event`, was read by nothing and is gone (the warehouse serves per-scope spend).
+
 To upgrade one of the three packages: re-read the patched code (the names in `PATCHED_ATTRIBUTES`), re-run
 tests/streams/test_worker_rewind.py and the two-worker budget test, then update `WRITTEN_FOR` and the pins in
 pyproject.toml together.
