@@ -67,7 +67,7 @@ class BudgetOwner:
         self.definitions: dict[str, Budget] = dict(budgets or {})
         self.dashboard_url = dashboard_url
         self.runtimes: dict[str, _BudgetRuntime] = {}
-        self.stats = {"entries": 0, "skipped_redelivered": 0, "alerts": 0}
+        self.stats = {"entries": 0, "skipped_redelivered": 0, "alerts": 0, "malformed": 0}
 
     # Definitions and state ------------------------------------------------------------------------------
     def set_definitions(self, budgets: dict[str, Budget], now: datetime | None = None) -> Outcome:
@@ -176,7 +176,11 @@ class BudgetOwner:
         pending: dict[str, set[str]] = {}  # ids of fresh entries of this batch, applied after the loop
         for message in messages:
             name = message.get("budget")
-            if name not in self.runtimes:
+            if not isinstance(name, str) or name not in self.runtimes:
+                continue
+            if not _well_formed(message.get("entries")):  # anyone can write to the topic: never crash on it
+                self.stats["malformed"] += 1
+                log.warning("malformed budget-spend message for budget %r skipped", name)
                 continue
             rt = self.runtimes[name]
             fresh = by_budget.setdefault(name, [])
@@ -322,6 +326,24 @@ class BudgetOwner:
             details={"budget": budget.name, "period_key": period_key, "reason": why, "limit": money(budget.limit)},
             dashboard_url=self._link(budget),
         )
+
+
+def _well_formed(entries: Any) -> bool:
+    """[[usage partition, usage offset, event_id, ts, amount, unpriced], ...] as routing.py writes them."""
+    if not isinstance(entries, list):
+        return False
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 6 and isinstance(entry[1], int)
+                and isinstance(entry[2], str) and isinstance(entry[3], str)):
+            return False
+        amount = entry[4]
+        try:
+            _ts(entry[3])
+            if not isinstance(amount, int) and not (isinstance(amount, str) and Decimal(amount).is_finite()):
+                return False
+        except (ValueError, ArithmeticError):
+            return False
+    return True
 
 
 def _period_key(budget: Budget, ts: Any) -> str:
