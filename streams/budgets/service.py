@@ -297,7 +297,11 @@ class BudgetService:
 
         @app.agent(self.spend_topic)
         async def evaluate_budgets(stream):  # noqa: ANN001
-            await service.evaluate(stream)
+            try:
+                await service.evaluate(stream)
+            except Exception as exc:  # outside a batch step: shown on /health until a batch succeeds again
+                service.health.failed("evaluate_budgets", exc, 1)
+                raise
 
         @app.timer(TICK_SECONDS)
         async def budget_tick() -> None:
