@@ -161,8 +161,17 @@ def recent_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` alerts (latest record per id) with their delivery states; notify lists masked. Read from
     the warehouse (history across restarts of the embedded broker, which forgets its topics) and the alerts topic
     (alerts not loaded yet, and the freshest delivery states), the topic's copy winning."""
+    from aiokafka.errors import KafkaError
+
+    from .state import TopicReadError
+
     rows = {a["id"]: a for a in warehouse_alerts(settings, limit)}
-    rows.update({a["id"]: a for a in topic_alerts(settings)})
+    try:
+        rows.update({a["id"]: a for a in topic_alerts(settings)})
+    except (TopicReadError, KafkaError, OSError) as exc:
+        if not rows:
+            raise TopicReadError(f"cannot read the alerts topic on {settings.bootstrap_servers}: {exc}") from None
+        click.echo(f"note: the broker is unreachable ({exc}); showing the warehouse's alerts only", err=True)
     return sorted(rows.values(), key=lambda a: str(a.get("at") or ""), reverse=True)[:limit]
 
 
