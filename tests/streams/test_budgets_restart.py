@@ -146,7 +146,7 @@ def test_a_rebuilt_blocking_budget_never_answers_allow_after_start_or_rebalance(
                                             env=env_for(kafka_bootstrap, data_dir, ports[i]), stdout=log,
                                             stderr=subprocess.STDOUT, preexec_fn=child_preexec))
         ask_until_blocked(1)
-        deadline = time.monotonic() + 8  # both keep blocking through the rebalance the join caused
+        deadline = time.monotonic() + 3  # both keep blocking after the rebalance the join caused
         while time.monotonic() < deadline:
             for i in (0, 1):
                 status, body = ask(i)
