@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     # Enforcement -------------------------------------------------------------------------------------
     budgets_file: Path | None = Field(None, description="YAML of budgets applied to the budgets topic at worker start.")
     decision_header_prefix: str = Field("x-tokenmeter-", description="Headers read by /v1/decision (prefix+dim).")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the worker API's admin routes; unset: <data_dir>/admin.token (0600).")
     # Dashboard and warehouse -------------------------------------------------------------------------
     dashboard_users_file: Path | None = Field(None, description="YAML of dashboard users, hashes and roles.")
     dashboard_secret_key: SecretStr | None = Field(None, description="Signs dashboard sessions; random if unset.")

@@ -20,6 +20,11 @@ def _bootstrap() -> str:
         raise click.ClickException(str(exc)) from None
 
 
+def _data_dir() -> Any:
+    """Where notify secrets are stored (0600): the dispatcher must share this data directory."""
+    return load_settings().data_dir
+
+
 def _parse_scope(value: str | None) -> dict[str, str]:
     """`team=search,user=ana,tag:env=prod` -> mapping; dimension names are checked by the model."""
     scope: dict[str, str] = {}
@@ -70,7 +75,7 @@ def set_budget(name: str, scope: str | None, period: str, tz: str, limit_usd: st
         data["thresholds"] = parsed_thresholds
     try:
         new = parse_budget(data)
-        write_budgets(_bootstrap(), [new])
+        write_budgets(_bootstrap(), [new], _data_dir())
     except (BudgetError, BudgetStoreError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"budget {name!r} saved")
@@ -122,7 +127,7 @@ def apply(file: str) -> None:
     """Create or replace every budget of a YAML FILE (a list of budgets); nothing is written if any is invalid."""
     try:
         budgets = parse_budget_file(file)
-        write_budgets(_bootstrap(), budgets)
+        write_budgets(_bootstrap(), budgets, _data_dir())
     except BudgetStoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{len(budgets)} budget(s) applied: {', '.join(b.name for b in budgets)}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,11 @@ from tokenmeter import topics
 from .decisions import EnforcementView, attributes_from_request, http_status
 from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_records
+from streams.alerts.route_secrets import write_private
+from streams.alerts.routes import mask_notify
+from .admin import admin_token, bearer_ok
 from .model import Budget, BudgetError, parse_budget
+from .store import BudgetStoreError, protect_budget
 from .owner import BudgetOwner, Outcome
 from .routing import BudgetRouter, spend_messages
 
@@ -42,12 +45,15 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 
 
 def _write_mirror(data_dir: Path, budgets: dict[str, Budget]) -> None:
-    """The embedded broker forgets everything on restart; `tokenmeter up` re-publishes definitions from here."""
+    """The embedded broker forgets everything on restart; `tokenmeter up` re-publishes definitions from here.
+    Owner-only (0600), and notify routes in it are masked references (secrets: route-secrets.json)."""
     path = Path(data_dir).resolve() / MIRROR_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([b.to_json() for b in budgets.values()], indent=1))
-    os.replace(tmp, path)
+    write_private(path, json.dumps([b.to_json() for b in budgets.values()], indent=1))
+
+
+def public_budget(budget: Budget) -> dict[str, Any]:
+    """A budget as the API shows it: notify entries masked (references already are; plain ones get masked)."""
+    return {**budget.to_json(), "notify": mask_notify(list(budget.notify))}
 
 
 class BudgetService:
@@ -66,6 +72,8 @@ class BudgetService:
         self.state_topic = _raw_topic(app, topics.BUDGET_STATE)
         self.alerts_topic = _raw_topic(app, topics.ALERTS)
         self.enforcement_topic = _raw_topic(app, topics.ENFORCEMENT)
+        self.budgets_topic = _raw_topic(app, topics.BUDGETS)
+        self._admin_token: str | None = None
         self.gaps = OffsetGaps(topics.BUDGET_SPEND)
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
                       "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
@@ -156,9 +164,11 @@ class BudgetService:
                 self.budgets.pop(name, None)
                 continue
             try:
-                self.budgets[name] = parse_budget(orjson.loads(value))
+                budget = parse_budget(orjson.loads(value))
             except (orjson.JSONDecodeError, BudgetError) as exc:
                 log.error("budget %r in %s is invalid and ignored: %s", name, topics.BUDGETS, exc)
+                continue
+            self.budgets[name] = self._protected(budget)
         self.router.set_budgets(self.budgets)
         self.stats["budgets"] = len(self.budgets)
         await self._publish(self.owner.set_definitions(self.budgets))
@@ -168,6 +178,63 @@ class BudgetService:
                 _write_mirror(self.settings.data_dir, self.budgets)
             except OSError as exc:
                 log.warning("cannot write the budget mirror file: %s", exc)
+
+    def _protected(self, budget: Budget) -> Budget:
+        """A definition written to the topic with plain notify secrets (by hand, or before secrets had their
+        store): secrets go to the store here, so alert records, the API and the mirror only see references."""
+        try:
+            protected = protect_budget(budget, self.settings.data_dir)
+        except BudgetStoreError as exc:
+            log.error("%s; its routes are shown masked but alerts carry them", exc)
+            return budget
+        if protected is not budget:
+            log.warning("budget %r has plain notify secrets in %s: moved to the route secret store; re-apply it "
+                        "(`tokenmeter budget apply`) so the topic holds references only", budget.name, topics.BUDGETS)
+        return protected
+
+    # Admin routes (Authorization: Bearer <admin token>) ----------------------------------------------------
+    def _unauthorized(self, web: Any, request: Any) -> Any | None:
+        if self._admin_token is None:
+            self._admin_token = admin_token(self.settings)
+        if bearer_ok(request.headers.get("Authorization"), self._admin_token):
+            return None
+        return web.json({"error": "admin route: send 'Authorization: Bearer <token>' (TOKENMETER_ADMIN_TOKEN or "
+                                  "the file admin.token in the data directory)"}, status=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="tokenmeter-admin"'})
+
+    async def put_budget(self, web: Any, request: Any, name: str) -> Any:
+        refused = self._unauthorized(web, request)
+        if refused is not None:
+            return refused
+        try:
+            data = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return web.json({"error": f"body is not JSON: {exc}"}, status=400)
+        if not isinstance(data, dict):
+            return web.json({"error": "body must be a budget object"}, status=400)
+        data = {**data, "name": data.get("name", name)}
+        if data["name"] != name:
+            return web.json({"error": f"name {data['name']!r} in the body differs from {name!r} in the path"},
+                            status=400)
+        try:
+            budget = protect_budget(parse_budget(data), self.settings.data_dir)
+        except BudgetError as exc:
+            return web.json({"error": str(exc), "problems": exc.problems}, status=400)
+        except BudgetStoreError as exc:
+            return web.json({"error": str(exc)}, status=500)
+        await (await self.budgets_topic.send(key=name.encode(), value=orjson.dumps(budget.to_json())))
+        log.info("budget %r saved through the admin API", name)
+        return web.json({"budget": public_budget(budget)})
+
+    async def delete_budget(self, web: Any, request: Any, name: str) -> Any:
+        refused = self._unauthorized(web, request)
+        if refused is not None:
+            return refused
+        if name not in self.budgets:
+            return web.json({"error": f"no budget named {name!r}"}, status=404)
+        await (await self.budgets_topic.send(key=name.encode(), value=None))
+        log.info("budget %r deleted through the admin API", name)
+        return web.json({"deleted": name})
 
     def decision_response(self, web: Any, request: Any) -> Any:
         self.stats["decision_requests"] += 1
@@ -183,6 +250,10 @@ class BudgetService:
 
     def install(self) -> None:
         app, service = self.app, self
+        try:
+            self._admin_token = admin_token(self.settings)  # generated (0600) at the first start
+        except OSError as exc:
+            log.error("no admin token (admin routes answer 401 until it can be read): %s", exc)
 
         @app.task
         async def follow_budgets() -> None:
@@ -216,9 +287,20 @@ class BudgetService:
             # Envoy's HTTP ext_authz appends the original request path to the configured prefix.
             return service.decision_response(web, request)
 
+        class BudgetAdmin(faust.web.View):
+            """PUT (create/replace, JSON budget body) and DELETE /v1/budgets/{name}: admin token required."""
+
+            async def put(self, request, name):  # noqa: ANN001
+                return await service.put_budget(self, request, name)
+
+            async def delete(self, request, name):  # noqa: ANN001
+                return await service.delete_budget(self, request, name)
+
+        app.page("/v1/budgets/{name}")(BudgetAdmin)
+
         @app.page("/v1/budgets")
         async def budgets_page(web, request):  # noqa: ANN001
-            return web.json({"budgets": [b.to_json() for b in service.budgets.values()],
+            return web.json({"budgets": [public_budget(b) for b in service.budgets.values()],
                              "decisions": list(service.view.records.values()), "stats": service.stats})
 
 
