@@ -99,7 +99,10 @@ def list_budgets(fmt: str) -> None:
         raise click.ClickException(str(exc)) from None
     ordered = [budgets[n] for n in sorted(budgets)]
     if fmt == "json":
-        click.echo(orjson.dumps([b.to_json() for b in ordered], option=orjson.OPT_INDENT_2).decode())
+        from streams.alerts.routes import mask_notify  # references are masked already; plain legacy entries too
+
+        shown = [{**b.to_json(), "notify": mask_notify(list(b.notify))} for b in ordered]
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
     rows = [["name", "scope", "period", "limit", "thresholds", "action", "routes"]] + [_row(b) for b in ordered]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
