@@ -113,7 +113,15 @@ def test_route_secrets_never_leave_their_store_and_still_deliver(kafka_bootstrap
                 status, body = await asyncio.to_thread(request, "PUT", f"{base}/v1/budgets/{name}-2", new,
                                                        token_file.read_text().strip())
                 assert status == 200 and PD_KEY.encode() not in body, body
+                token = token_file.read_text().strip()
+                await asyncio.to_thread(wait_for, lambda: f"{name}-2".encode() in request(
+                    "GET", f"{base}/v1/budgets")[1], 30, "the budget saved through the API")
+                put_records = [r for r in await read_topic(kafka_bootstrap, topics.BUDGETS) if r.key == f"{name}-2"]
+                assert put_records and all(PD_KEY.encode() not in r.value for r in put_records)
                 assert (await asyncio.to_thread(request, "DELETE", f"{base}/v1/budgets/{name}-2"))[0] == 401
+                assert (await asyncio.to_thread(request, "DELETE", f"{base}/v1/budgets/{name}-2", None, token))[0] == 200
+                bad = await asyncio.to_thread(request, "PUT", f"{base}/v1/budgets/{name}-3", {"limit": "x"}, token)
+                assert bad[0] == 400 and b"limit" in bad[1]
             finally:
                 stop(worker)
             log_text = (tmp_path / "worker.log").read_text(errors="replace")
