@@ -10,7 +10,7 @@ import orjson
 from tokenmeter.settings import SettingsError, load_settings
 
 from .model import BudgetError, parse_budget
-from .store import BudgetStoreError, delete_budget, load_budgets, parse_budget_file, write_budgets
+from .store import BudgetStoreError, delete_budget, load_budgets, parse_budget_file, public_budget, write_budgets
 
 
 def _bootstrap() -> str:
@@ -99,9 +99,7 @@ def list_budgets(fmt: str) -> None:
         raise click.ClickException(str(exc)) from None
     ordered = [budgets[n] for n in sorted(budgets)]
     if fmt == "json":
-        from streams.alerts.routes import mask_notify  # references are masked already; plain legacy entries too
-
-        shown = [{**b.to_json(), "notify": mask_notify(list(b.notify))} for b in ordered]
+        shown = [public_budget(b) for b in ordered]  # routes masked (plain legacy entries too)
         click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
     rows = [["name", "scope", "period", "limit", "thresholds", "action", "routes"]] + [_row(b) for b in ordered]

@@ -27,10 +27,9 @@ from .decisions import EnforcementView, attributes_from_request, http_status
 from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_records
 from streams.alerts.route_secrets import write_private
-from streams.alerts.routes import mask_notify
-from .admin import admin_token, bearer_ok
+from .admin import install_admin_routes
 from .model import Budget, BudgetError, parse_budget
-from .store import BudgetStoreError, protect_budget
+from .store import BudgetStoreError, protect_budget, public_budget
 from .owner import BudgetOwner, Outcome
 from .routing import BudgetRouter, spend_messages
 
@@ -51,11 +50,6 @@ def _write_mirror(data_dir: Path, budgets: dict[str, Budget]) -> None:
     write_private(path, json.dumps([b.to_json() for b in budgets.values()], indent=1))
 
 
-def public_budget(budget: Budget) -> dict[str, Any]:
-    """A budget as the API shows it: notify entries masked (references already are; plain ones get masked)."""
-    return {**budget.to_json(), "notify": mask_notify(list(budget.notify))}
-
-
 class BudgetService:
     """Attach budgets to a worker app: `BudgetService(app, settings).install()`; `route(origins)` gives the
     (key, value) messages the pricing agent must send (and await) before acking its batch."""
@@ -73,7 +67,6 @@ class BudgetService:
         self.alerts_topic = _raw_topic(app, topics.ALERTS)
         self.enforcement_topic = _raw_topic(app, topics.ENFORCEMENT)
         self.budgets_topic = _raw_topic(app, topics.BUDGETS)
-        self._admin_token: str | None = None
         self.gaps = OffsetGaps(topics.BUDGET_SPEND)
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
                       "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
@@ -192,50 +185,6 @@ class BudgetService:
                         "(`tokenmeter budget apply`) so the topic holds references only", budget.name, topics.BUDGETS)
         return protected
 
-    # Admin routes (Authorization: Bearer <admin token>) ----------------------------------------------------
-    def _unauthorized(self, web: Any, request: Any) -> Any | None:
-        if self._admin_token is None:
-            self._admin_token = admin_token(self.settings)
-        if bearer_ok(request.headers.get("Authorization"), self._admin_token):
-            return None
-        return web.json({"error": "admin route: send 'Authorization: Bearer <token>' (TOKENMETER_ADMIN_TOKEN or "
-                                  "the file admin.token in the data directory)"}, status=401,
-                        headers={"WWW-Authenticate": 'Bearer realm="tokenmeter-admin"'})
-
-    async def put_budget(self, web: Any, request: Any, name: str) -> Any:
-        refused = self._unauthorized(web, request)
-        if refused is not None:
-            return refused
-        try:
-            data = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            return web.json({"error": f"body is not JSON: {exc}"}, status=400)
-        if not isinstance(data, dict):
-            return web.json({"error": "body must be a budget object"}, status=400)
-        data = {**data, "name": data.get("name", name)}
-        if data["name"] != name:
-            return web.json({"error": f"name {data['name']!r} in the body differs from {name!r} in the path"},
-                            status=400)
-        try:
-            budget = protect_budget(parse_budget(data), self.settings.data_dir)
-        except BudgetError as exc:
-            return web.json({"error": str(exc), "problems": exc.problems}, status=400)
-        except BudgetStoreError as exc:
-            return web.json({"error": str(exc)}, status=500)
-        await (await self.budgets_topic.send(key=name.encode(), value=orjson.dumps(budget.to_json())))
-        log.info("budget %r saved through the admin API", name)
-        return web.json({"budget": public_budget(budget)})
-
-    async def delete_budget(self, web: Any, request: Any, name: str) -> Any:
-        refused = self._unauthorized(web, request)
-        if refused is not None:
-            return refused
-        if name not in self.budgets:
-            return web.json({"error": f"no budget named {name!r}"}, status=404)
-        await (await self.budgets_topic.send(key=name.encode(), value=None))
-        log.info("budget %r deleted through the admin API", name)
-        return web.json({"deleted": name})
-
     def decision_response(self, web: Any, request: Any) -> Any:
         self.stats["decision_requests"] += 1
         attrs = attributes_from_request(request.query, request.headers, self.settings.decision_header_prefix)
@@ -250,10 +199,7 @@ class BudgetService:
 
     def install(self) -> None:
         app, service = self.app, self
-        try:
-            self._admin_token = admin_token(self.settings)  # generated (0600) at the first start
-        except OSError as exc:
-            log.error("no admin token (admin routes answer 401 until it can be read): %s", exc)
+        install_admin_routes(app, service)  # PUT/DELETE /v1/budgets/{name}, admin token generated at first start
 
         @app.task
         async def follow_budgets() -> None:
@@ -286,17 +232,6 @@ class BudgetService:
         async def decision_ext_authz(web, request, path):  # noqa: ANN001, ARG001
             # Envoy's HTTP ext_authz appends the original request path to the configured prefix.
             return service.decision_response(web, request)
-
-        class BudgetAdmin(faust.web.View):
-            """PUT (create/replace, JSON budget body) and DELETE /v1/budgets/{name}: admin token required."""
-
-            async def put(self, request, name):  # noqa: ANN001
-                return await service.put_budget(self, request, name)
-
-            async def delete(self, request, name):  # noqa: ANN001
-                return await service.delete_budget(self, request, name)
-
-        app.page("/v1/budgets/{name}")(BudgetAdmin)
 
         @app.page("/v1/budgets")
         async def budgets_page(web, request):  # noqa: ANN001

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streams.alerts.route_secrets import RouteSecrets
+from streams.alerts.routes import mask_notify
 from streams.topic_reader import TopicReadError, read_compacted
 from tokenmeter.topics import BUDGETS
 
@@ -73,6 +74,11 @@ def protect_budget(budget: Budget, data_dir: Path | str) -> Budget:
     return budget if notify == budget.notify else budget.model_copy(update={"notify": notify})
 
 
+def public_budget(budget: Budget) -> dict[str, Any]:
+    """A budget as it may be shown (API, CLI): notify entries masked (references already are; plain ones too)."""
+    return {**budget.to_json(), "notify": mask_notify(list(budget.notify))}
+
+
 def write_budgets(bootstrap: str, budgets: list[Budget], data_dir: Path | str | None = None) -> None:
     """Write definitions to the topic; notify secrets go to the route store of `data_dir` (default: the
     settings' data dir), the topic gets masked references only."""
@@ -121,4 +127,5 @@ def parse_budget_file(path: str | Path) -> list[Budget]:
     return budgets
 
 
-__all__ = ["BudgetStoreError", "delete_budget", "load_budgets", "parse_budget_file", "protect_budget", "write_budgets"]
+__all__ = ["BudgetStoreError", "delete_budget", "load_budgets", "parse_budget_file", "protect_budget", "public_budget",
+           "write_budgets"]
