@@ -51,3 +51,18 @@ def test_budgets_accept_references_and_never_echo_a_secret_in_errors(tmp_path):
         parse_budget({"name": "b", "scope": {}, "limit": "1", "notify": ["pagerduty=S3cr3tPagerDutyRoutingKey01234567",
                                                             "webhook=ftp://user:pw@h/x/secretpath"]})
     assert "S3cr3t" not in str(err.value) and "secretpath" not in str(err.value) and "pw" not in str(err.value)
+
+
+def test_payloads_to_third_parties_never_carry_other_routes_secrets():
+    """An alert record with plain routes (written before the store existed) still sends none of them on: not in
+    the webhook body, not in PagerDuty's custom_details (budget details repeat the notify list)."""
+    import orjson
+
+    from streams.alerts.payloads import pagerduty_event, webhook_body
+
+    plain = [SLACK, PD]
+    alert = {"id": "a1", "source": "budget", "kind": "threshold", "action": "trigger", "severity": "error",
+             "dedup_key": "budget:x", "title": "t", "summary": "s", "at": "2026-11-20T10:00:00Z", "scope": {},
+             "notify": plain, "details": {"budget": "x", "notify": plain}}
+    body = webhook_body(alert).decode() + orjson.dumps(pagerduty_event(alert, "routing-key-of-this-route")).decode()
+    assert "slacksecret" not in body and "S3cr3tPagerDutyRoutingKey0123456" not in body
