@@ -60,6 +60,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         web_host=settings.host,
+        web_bind=settings.host,  # Faust binds 0.0.0.0 unless told: the API listens where TOKENMETER_HOST says
         web_port=settings.api_port,
         web_in_thread=False,
         producer_linger_ms=5,

@@ -57,14 +57,28 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_text(text: str) -> str:
+    """A text cell a spreadsheet will not run: a leading = + - @ tab or CR gets a ' in front (OWASP CSV
+    injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text. Only for text values: numbers
+    (int, Decimal) are written as they are and stay numbers."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, Decimal):
         return format(value, "f")  # exact, never through float
+    if isinstance(value, (int, float)):
+        return str(value)
     if isinstance(value, datetime):
         return _iso(value)
-    return str(value)
+    return safe_text(str(value))
 
 
 def _csv(columns: list[str], rows: list[list[Any]]) -> bytes:

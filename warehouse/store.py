@@ -33,10 +33,11 @@ from warehouse.backends import (
     WarehouseError,
     WarehouseLocked,
 )
-from warehouse.endpoint import QueryEndpoint, read_live_endpoint
+from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
-from warehouse.reprice import RepriceFn, RepriceReport, heal_pending_hours, plan_and_apply, replace_priced_rows
+from warehouse.reprice import (RepriceFn, RepriceReport, heal_pending_hours, owner_reprice_fn, plan_and_apply,
+                               replace_priced_rows, reprice_named_events)
 from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ def _release(path: Path) -> None:
     owned.backend.close()
 
 
-def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int) -> Warehouse:
+def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int, settings: Any = None) -> Warehouse:
     with _owned_lock:
         owned = _owned.get(path)
         if owned is None:
@@ -332,8 +333,14 @@ def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int) -> 
                 heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
                 # The endpoint applies re-priced rows sent by readers (`tokenmeter reprice` while the loader runs).
                 repricer = Warehouse(backend, writer=True)
+                pricing_settings = settings
+
+                def apply_repriced(keys: list[dict[str, str]]) -> int:  # priced here, never by the caller
+                    return reprice_named_events(repricer, keys, owner_reprice_fn(pricing_settings))
+
                 endpoint = (
-                    QueryEndpoint(backend, data_dir, apply_repriced=repricer.apply_repriced_events).start()
+                    QueryEndpoint(backend, data_dir, apply_repriced=apply_repriced if settings is not None else None
+                                  ).start()
                     if serve else None
                 )
             except Exception:
@@ -365,13 +372,13 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
     path = Path(settings.warehouse_path).resolve()
     data_dir = Path(settings.data_dir).resolve()
     if path in _owned:
-        return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400))
+        return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400), settings)
     deadline = time.monotonic() + wait_seconds
     while True:
         url = read_live_endpoint(data_dir)
         if url is not None:
             if not writer:
-                return Warehouse(RemoteBackend(url))
+                return Warehouse(RemoteBackend(url, secret=read_endpoint_secret(data_dir)))
             # A reader that found no owner opened chDB itself (`tokenmeter report` while the loader starts):
             # it lets go within seconds, so the writer waits for it instead of dying.
             if time.monotonic() > deadline:
@@ -382,7 +389,7 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
             time.sleep(0.2)
             continue
         try:
-            return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400))
+            return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400), settings)
         except WarehouseLocked:
             # Locked but not yet advertised: the owner is starting up. Poll for its endpoint file.
             if time.monotonic() > deadline:

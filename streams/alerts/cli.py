@@ -77,9 +77,12 @@ async def _send_test(settings: Settings, alert: dict[str, Any]) -> list[tuple[An
     import aiohttp
 
     from .delivery import Sender
+    from .route_secrets import RouteSecrets
     from .routes import parse_routes
 
-    routes, bad = parse_routes(alert["notify"])
+    # A stored route can be tested by its reference (`budget list --format json` shows them): the real
+    # target is read from the route secret store of the data dir, as the dispatcher does.
+    routes, bad = parse_routes(alert["notify"], RouteSecrets(settings.data_dir).resolve)
     if bad:
         raise click.BadParameter("; ".join(reason for _, reason in bad), param_hint="--notify")
     async with aiohttp.ClientSession() as session:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,10 @@ from .decisions import EnforcementView, attributes_from_request, http_status
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_records
+from streams.alerts.route_secrets import write_private
+from .admin import install_admin_routes
 from .model import Budget, BudgetError, parse_budget
+from .store import BudgetStoreError, protect_budget, public_budget
 from .owner import BudgetOwner, Outcome
 from .readiness import Readiness
 from .routing import BudgetRouter, spend_messages
@@ -44,12 +46,10 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 
 
 def _write_mirror(data_dir: Path, budgets: dict[str, Budget]) -> None:
-    """The embedded broker forgets everything on restart; `tokenmeter up` re-publishes definitions from here."""
+    """The embedded broker forgets everything on restart; `tokenmeter up` re-publishes definitions from here.
+    Owner-only (0600), and notify routes in it are masked references (secrets: route-secrets.json)."""
     path = Path(data_dir).resolve() / MIRROR_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([b.to_json() for b in budgets.values()], indent=1))
-    os.replace(tmp, path)
+    write_private(path, json.dumps([b.to_json() for b in budgets.values()], indent=1))
 
 
 class BudgetService:
@@ -68,6 +68,7 @@ class BudgetService:
         self.state_topic = _raw_topic(app, topics.BUDGET_STATE)
         self.alerts_topic = _raw_topic(app, topics.ALERTS)
         self.enforcement_topic = _raw_topic(app, topics.ENFORCEMENT)
+        self.budgets_topic = _raw_topic(app, topics.BUDGETS)
         self.gaps = OffsetGaps(topics.BUDGET_SPEND)
         self.readiness = Readiness(settings.partitions)
         self.health = AgentHealth()  # the worker passes its own (served on /health)
@@ -229,9 +230,11 @@ class BudgetService:
                 self.budgets.pop(name, None)
                 continue
             try:
-                self.budgets[name] = parse_budget(orjson.loads(value))
+                budget = parse_budget(orjson.loads(value))
             except (orjson.JSONDecodeError, BudgetError) as exc:
                 log.error("budget %r in %s is invalid and ignored: %s", name, topics.BUDGETS, exc)
+                continue
+            self.budgets[name] = self._protected(budget)
         self.router.set_budgets(self.budgets)
         self.stats["budgets"] = len(self.budgets)
         async with self._owner_lock:
@@ -255,6 +258,19 @@ class BudgetService:
                         status=503, headers={"Retry-After": "1", "Cache-Control": "no-store",
                                              "X-Tokenmeter-Action": "unavailable"})
 
+    def _protected(self, budget: Budget) -> Budget:
+        """A definition written to the topic with plain notify secrets (by hand, or before secrets had their
+        store): secrets go to the store here, so alert records, the API and the mirror only see references."""
+        try:
+            protected = protect_budget(budget, self.settings.data_dir)
+        except BudgetStoreError as exc:
+            log.error("%s; its routes are shown masked but alerts carry them", exc)
+            return budget
+        if protected is not budget:
+            log.warning("budget %r has plain notify secrets in %s: moved to the route secret store; re-apply it "
+                        "(`tokenmeter budget apply`) so the topic holds references only", budget.name, topics.BUDGETS)
+        return protected
+
     def decision_response(self, web: Any, request: Any) -> Any:
         self.stats["decision_requests"] += 1
         why = self.not_ready()
@@ -273,6 +289,7 @@ class BudgetService:
 
     def install(self) -> None:
         app, service = self.app, self
+        install_admin_routes(app, service)  # PUT/DELETE /v1/budgets/{name}, admin token generated at first start
 
         @app.task
         async def follow_budgets() -> None:
@@ -331,7 +348,7 @@ class BudgetService:
 
         @app.page("/v1/budgets")
         async def budgets_page(web, request):  # noqa: ANN001
-            return web.json({"budgets": [b.to_json() for b in service.budgets.values()],
+            return web.json({"budgets": [public_budget(b) for b in service.budgets.values()],
                              "decisions": list(service.view.records.values()), "stats": service.stats})
 
 

@@ -184,6 +184,11 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
     )
     try:
         assert owner.stdout.readline().strip() == "5"
+        # The owner prices with its own catalog (never a cost sent by the reader): the new prices are an import
+        # in its data dir, which both sides read.
+        owner_catalog = data_dir / "pricing" / "acme.yaml"
+        owner_catalog.parent.mkdir(parents=True, exist_ok=True)
+        owner_catalog.write_text(NEW_CATALOG.format(noon=(day + timedelta(hours=12)).isoformat()))
         reader = open_warehouse(Settings(data_dir=data_dir))
         try:
             assert reader.kind == "remote"
@@ -195,6 +200,7 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
 
             # The command line prices with the bundled catalog, which knows no `acme`: every event turns
             # unpriced (with a reason, never a silent $0) and the report shows it.
+            owner_catalog.unlink()
             cli_env = dict(env, TOKENMETER_DATA_DIR=str(data_dir))
             command = [sys.executable, "-c", "from tokenmeter.reprice_cli import reprice; reprice()",
                        "--since", day.date().isoformat()]
