@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     # Dashboard and warehouse -------------------------------------------------------------------------
     dashboard_users_file: Path | None = Field(None, description="YAML of dashboard users, hashes and roles.")
     dashboard_secret_key: SecretStr | None = Field(None, description="Signs dashboard sessions; random if unset.")
+    cost_centers_file: Path | None = Field(None, description="YAML: team/project/tag -> cost center, GL account, owner.")
+    allocation_file: Path | None = Field(None, description="YAML of shared-cost allocation rules; unset: the cost-centers file's.")
     raw_retention_days: int = Field(400, ge=1, description="Days of raw priced events kept; rollups are kept.")
 
     @classmethod
