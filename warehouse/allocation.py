@@ -134,7 +134,8 @@ def parse_allocation(data: Any, source: str = "allocation") -> list[AllocationRu
         if not isinstance(to, list) or not all(_text(t) for t in to):
             errors.append(f"{where}: `to` must be a list of team names")
             to = []
-        receivers = [team for team, _ in shares] if basis == "fixed" else [str(t) for t in to]
+        receivers = ([str(t) for t in raw_shares] if basis == "fixed" and isinstance(raw_shares, dict)
+                     else [str(t) for t in to])
         remainder = _text(item.get("remainder_to"))
         if item.get("remainder_to") is not None and (remainder is None or (receivers and remainder not in receivers)):
             errors.append(f"{where}: `remainder_to` {item.get('remainder_to')!r} is not one of the receivers")

@@ -169,15 +169,19 @@ def _row(charge: dict[str, Any], config: FinanceConfig, dims: list[str], start, 
         "x_CostCenter": center, "x_GlAccount": account, "x_CostCenterOwner": owner, "x_TokenKind": part,
         "x_Events": charge["events"], "x_UnpricedEvents": charge["unpriced_events"], "x_AllocatedFromTeam": None,
     }
+    if part == UNITEMIZED:  # cost without a priced line: no SKU price, no quantity (spec: ConsumedQuantity)
+        row.update({"ChargeCategory": "Adjustment", "SkuPriceId": None, "SkuPriceDetails": None,
+                    "PricingCurrency": None})
     if "origin_team" in charge:
         basis = next(r for r in config.allocation if r.name == charge["rule"]).basis
         usage_unit = {"cost": "USD", "tokens": "Tokens", "fixed": "Shares"}[basis]
         row.update({
             "AllocatedMethodId": charge["rule"],
             "AllocatedMethodDetails": _json({"Elements": [{
-                "AllocatedRatio": charge["ratio"], "UsageUnit": usage_unit,
-                "UsageQuantity": charge["basis_quantity"]}], "x_Basis": basis,
-                "x_OriginCost": charge["origin_cost"]}),
+                # Numeric per the spec (JSON numbers); the money itself stays exact in BilledCost.
+                "AllocatedRatio": float(charge["ratio"]), "UsageUnit": usage_unit,
+                "UsageQuantity": float(charge["basis_quantity"])}], "x_Basis": basis,
+                "x_OriginCost": format(charge["origin_cost"], "f")}),
             "AllocatedResourceId": f"team/{charge['team']}", "AllocatedResourceName": charge["team"],
             "AllocatedTags": _json({"team": charge["team"], "x_CostCenter": center}),
             "x_AllocatedFromTeam": charge["origin_team"],
