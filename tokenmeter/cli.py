@@ -216,6 +216,7 @@ def _register_stage_commands() -> None:
         ("streams.alerts.cli", "alerts"),
         ("streams.anomalies.cli", "anomalies"),
         ("warehouse.export_cli", "export"),
+        ("warehouse.finance_cli", "showback"),
         ("dashboards.cli", "users"),
     ):
         try:

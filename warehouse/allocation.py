@@ -79,7 +79,7 @@ def parse_allocation(data: Any, source: str = "allocation") -> list[AllocationRu
     rules: list[AllocationRule] = []
     names: set[str] = set()
     for index, item in enumerate(data):
-        where = f"{source}: allocation[{index}]"
+        where = f"allocation[{index}]"
         if not isinstance(item, dict):
             errors.append(f"{where}: must be a mapping with name, scope and basis")
             continue

@@ -81,7 +81,7 @@ def parse_cost_centers(data: Any, source: str = "cost centers") -> CostCenterMap
         raise WarehouseError(f"{source}: `cost_centers` must be a list of rules, got {type(data).__name__}")
     seen: dict[tuple[str, str], int] = {}
     for index, item in enumerate(data):
-        where = f"{source}: cost_centers[{index}]"
+        where = f"cost_centers[{index}]"
         if not isinstance(item, dict):
             errors.append(f"{where}: must be a mapping with match, cost_center, gl_account, owner")
             continue

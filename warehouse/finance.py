@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from warehouse.allocation import Allocated, AllocationRule, allocate, parse_allocation
+from warehouse.backends import WarehouseError
 from warehouse.charges import charges
 from warehouse.cost_centers import CostCenterMap, parse_cost_centers, read_yaml
 
@@ -45,9 +46,19 @@ def load_finance(cost_centers_file: Path | str | None, allocation_file: Path | s
     cost-centers file's `allocation` list. Each file's errors are all reported at once."""
     centers = read_yaml(cost_centers_file) if cost_centers_file else {}
     rules_source = read_yaml(allocation_file) if allocation_file else centers
-    return FinanceConfig(
-        parse_cost_centers(centers.get("cost_centers"), str(cost_centers_file)),
-        tuple(parse_allocation(rules_source.get("allocation"), str(allocation_file or cost_centers_file))))
+    errors: list[str] = []
+    mapping, rules = CostCenterMap(), []
+    try:
+        mapping = parse_cost_centers(centers.get("cost_centers"), str(cost_centers_file))
+    except WarehouseError as exc:
+        errors.append(str(exc))
+    try:
+        rules = parse_allocation(rules_source.get("allocation"), str(allocation_file or cost_centers_file))
+    except WarehouseError as exc:
+        errors.append(str(exc))
+    if errors:  # both files' (or sections') problems at once
+        raise WarehouseError("\n".join(errors))
+    return FinanceConfig(mapping, tuple(rules))
 
 
 def finance_from_settings(settings) -> FinanceConfig:

@@ -43,7 +43,7 @@ def test_every_mapping_error_is_reported_at_once():
         ], "f.yaml")
     message = str(caught.value)
     assert message.startswith("6 error(s) in f.yaml")
-    for needle in ("cost_centers[0]: `cost_center`", "cost_centers[1]: match key 'colour'",
+    for needle in ("- cost_centers[0]: `cost_center`", "cost_centers[1]: match key 'colour'",
                    "cost_centers[2]: `match` must have exactly one", "cost_centers[3]: unknown key(s) extra",
                    "cost_centers[3]: `cost_center` may not be 'unmapped'", "cost_centers[4]: must be a mapping"):
         assert needle in message
@@ -147,3 +147,30 @@ def test_bad_finance_file_is_a_clear_error(tmp_path):
         load_finance(path)
     with pytest.raises(WarehouseError, match="cannot read"):
         load_finance(tmp_path / "missing.yaml")
+
+
+def test_showback_cli_and_its_errors(warehouse_settings, wh, august, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import orjson
+
+    from tests.warehouse.test_warehouse_focus import REPO
+
+    path = tmp_path / "finance.yaml"
+    path.write_text(FINANCE)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir),
+               TOKENMETER_COST_CENTERS_FILE=str(path))
+    command = [sys.executable, "-m", "tokenmeter", "showback", "--month", "2025-08", "--format", "json"]
+    result = subprocess.run(command, env=env, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    rows = {r["team"]: r for r in orjson.loads(result.stdout)}
+    assert rows["web"]["allocated_usd"] == "0.333333333368" and rows["platform"]["total_usd"] == "0.000000000000"
+    table = subprocess.run(command[:-2] + ["--by", "cost_center"], env=env, capture_output=True, timeout=120)
+    assert b"unmapped" in table.stdout and b"direct_usd" in table.stdout
+    path.write_text("cost_centers:\n  - match: {teem: x}\n  - {}\nallocation:\n  - name: a\n    basis: nope\n")
+    bad = subprocess.run(command, env=env, capture_output=True, timeout=120)
+    assert bad.returncode != 0 and b"Traceback" not in bad.stderr
+    assert b"8 error(s)" in bad.stderr and b"2 error(s)" in bad.stderr  # cost centers and allocation, at once
+    assert b"match key 'teem'" in bad.stderr and b"`basis` must be one of" in bad.stderr
