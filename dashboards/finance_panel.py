@@ -49,3 +49,14 @@ def finance_table(frame) -> list:
                                                          _money(sum(frame["total_usd"]))]))
     return [html.H3("Cost centers and shared-cost allocation"),
             html.Table(id="showback-finance-table", className="data-table", children=[header, html.Tbody(body)])]
+
+
+def app_finance() -> FinanceConfig | None:
+    """The finance config of the app serving this request (None outside one, or when not configured)."""
+    import flask
+
+    from dashboards.handle import current_settings
+
+    if not flask.has_app_context():
+        return None
+    return finance_config(current_settings())

@@ -87,3 +87,22 @@ def test_team_user_sees_only_their_row_and_bad_files_show_errors(dash_duo, finan
         assert "match key 'colour'" in _table_text(dash_duo) and "cost_centers[1]" in _table_text(dash_duo)
     finally:
         mapping.write_text(FINANCE)
+
+
+def test_dashboard_focus_export_carries_cost_centers_and_allocation(finance_app):
+    import csv
+    import io
+    from decimal import Decimal
+
+    import base64
+
+    settings, warehouse, _ = finance_app
+    client = create_app(settings, warehouse=warehouse).server.test_client()
+    auth = {"Authorization": "Basic " + base64.b64encode(b"fin:fin-pass").decode()}
+    month = NOW.strftime("%Y-%m")
+    response = client.get(f"/api/v1/export?month={month}&format=focus&group_by=team", headers=auth)
+    assert response.status_code == 200, response.data[:300]
+    rows = list(csv.DictReader(io.StringIO(response.data.decode())))
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == TOTAL
+    assert {r["AllocatedMethodId"] for r in rows} == {"", "gamma-platform"}
+    assert {r["x_CostCenter"] for r in rows if r["AllocatedResourceName"] == "alpha"} == {"CC-ALPHA"}
