@@ -14,6 +14,7 @@ import polars as pl
 from warehouse.allocation import Allocated, AllocationRule, allocate, parse_allocation
 from warehouse.backends import WarehouseError
 from warehouse.charges import charges
+from warehouse.showback import showback
 from warehouse.cost_centers import CostCenterMap, parse_cost_centers, read_yaml
 
 GROUPS = ("team", "cost_center")
@@ -69,7 +70,22 @@ def allocated_charges(wh, config: FinanceConfig, since: datetime, until: datetim
                       by_day: bool = True) -> Allocated:
     """The window's charges (all teams: shares depend on everybody's usage) after allocation."""
     dims = config.dimensions + [d for d in extra_dims if d not in config.dimensions]
-    return allocate(charges(wh, dims, since, until, by_day=by_day), list(config.allocation))
+    rows = charges(wh, dims, since, until, by_day=by_day)
+    check_complete(wh, rows, since, until)
+    return allocate(rows, list(config.allocation))
+
+
+def check_complete(wh, rows: list[dict[str, Any]], since: datetime, until: datetime) -> None:
+    """Charges come from the raw events (they hold the per-part lines); the rollups keep every event forever.
+    If the two disagree, raw events are gone (retention) and a per-SKU file would silently miss spend."""
+    raw = sum((r["cost"] for r in rows), Decimal(0))
+    rolled = showback(wh, [], since=since, until=until)
+    total = rolled["cost_usd"][0] if rolled.height else Decimal(0)
+    if raw != total:
+        raise WarehouseError(
+            f"{since:%Y-%m-%d}..{until:%Y-%m-%d}: the raw events add up to {raw} USD but the rollups (and "
+            f"`tokenmeter report`) to {total} USD: raw events of this window were removed by retention "
+            "(TOKENMETER_RAW_RETENTION_DAYS) or are still being loaded; per-SKU and allocated views need them")
 
 
 def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime, *, by: str = "team",

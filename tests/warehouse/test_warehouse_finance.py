@@ -174,3 +174,19 @@ def test_showback_cli_and_its_errors(warehouse_settings, wh, august, tmp_path):
     assert bad.returncode != 0 and b"Traceback" not in bad.stderr
     assert b"8 error(s)" in bad.stderr and b"2 error(s)" in bad.stderr  # cost centers and allocation, at once
     assert b"match key 'teem'" in bad.stderr and b"`basis` must be one of" in bad.stderr
+
+
+def test_missing_raw_events_are_an_error_not_a_smaller_bill(wh, make_event):
+    from warehouse.focus import focus_rows
+
+    events = [make_event(f"gone-{i}", "gone-org", team="t", cost="0.5", ts=f"2025-10-0{1 + i}T09:00:00Z")
+              for i in range(2)]
+    wh.insert_priced(events)
+    window = (datetime(2025, 10, 1, tzinfo=timezone.utc), datetime(2025, 11, 1, tzinfo=timezone.utc))
+    assert sum(r["BilledCost"] for r in focus_rows(wh, load_finance(None), *window, ["team"])) == Decimal(1)
+    # What the raw-retention TTL does to old events (the rollups keep them).
+    wh.backend.command("ALTER TABLE priced_events DELETE WHERE event_id = 'gone-0' SETTINGS mutations_sync = 2")
+    with pytest.raises(WarehouseError, match="removed by retention"):
+        focus_rows(wh, load_finance(None), *window, ["team"])
+    with pytest.raises(WarehouseError, match="0.5.* but the rollups .* 1"):
+        finance_showback(wh, load_finance(None), *window)
