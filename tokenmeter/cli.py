@@ -217,6 +217,7 @@ def _register_stage_commands() -> None:
         ("streams.anomalies.cli", "anomalies"),
         ("warehouse.export_cli", "export"),
         ("warehouse.finance_cli", "showback"),
+        ("warehouse.finance_cli", "close"),
         ("dashboards.cli", "users"),
     ):
         try:

@@ -46,14 +46,18 @@ def _parts_array() -> str:
 
 
 def charges(wh, dims: list[str], since: datetime, until: datetime, *, by_day: bool = True,
-            filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
-    """Rows {day?, provider, model, *dims, part, quantity, cost (Decimal), events, unpriced_events} over
-    [since, until), ordered; rows with nothing in them are left out."""
+            filters: dict[str, list[str]] | None = None, with_tags: bool = False) -> list[dict[str, Any]]:
+    """Rows {day?, provider, model, *dims, [tags_json], part, quantity, cost (Decimal), events,
+    unpriced_events} over [since, until), ordered; rows with nothing in them are left out. with_tags adds the
+    whole tag map as JSON (`tags_json`), for month-close snapshots that any later grouping can be cut from."""
     dims = check_dims([d for d in dims if d not in ("provider", "model")], "group_by")
     plan = make_plan("priced_events", dims, dict(filters or {}), since, until, True)
     keys = (["toDateTime64(toStartOfDay(ts), 0, 'UTC') AS day"] if by_day else []) + [
         "provider", "model"] + [f"{expr} AS d{i}" for i, expr in enumerate(plan.dims.values())]
     names = (["day"] if by_day else []) + ["provider", "model"] + [f"d{i}" for i in range(len(dims))]
+    if with_tags:
+        keys.append("toJSONString(tags) AS tags_json")
+        names.append("tags_json")
     sql = (f"SELECT {', '.join(keys)}, p.1 AS part, sum(p.2) AS quantity, toDecimal128(sum(p.3), 12) AS cost, "
            f"sum(p.4) AS events, sum(p.5) AS unpriced_events "
            f"FROM priced_events ARRAY JOIN {_parts_array()} AS p {plan.where()} "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from warehouse.backends import WarehouseError
 from warehouse.finance import FinanceConfig, finance_month_frame
 from warehouse.focus import FOCUS_COLUMNS, FOCUS_VERSION  # noqa: F401  (re-exported)
 from warehouse.focus import focus_rows as build_focus_rows
+from warehouse.month_close import closed_months
 from warehouse.showback import check_dims, showback
 
 FORMATS = ("focus", "csv", "parquet")
@@ -73,14 +75,14 @@ def month_frame(wh, month: str, group_by: list[str], team: str | None = None) ->
 
 
 def focus_rows(wh, month: str, group_by: list[str], team: str | None = None,
-               finance: FinanceConfig | None = None) -> list[dict[str, Any]]:
+               finance: FinanceConfig | None = None, closes: Path | None = None) -> list[dict[str, Any]]:
     """FOCUS 1.3 rows (dicts keyed by FOCUS_COLUMNS) for the month: per day, group, provider, model and SKU."""
     start, end = month_bounds(month)
-    return build_focus_rows(wh, finance or FinanceConfig(), start, end, group_by, team)
+    return build_focus_rows(wh, finance or FinanceConfig(), start, end, group_by, team, closes)
 
 
 def export_month(warehouse, month: str, fmt: str, group_by: list[str], team: str | None = None,
-                 finance: FinanceConfig | None = None) -> bytes:
+                 finance: FinanceConfig | None = None, closes: Path | None = None) -> bytes:
     """The month's chargeback as bytes: fmt "focus" (FOCUS 1.3 CSV), "csv" or "parquet"; `team` limits it to
     one team (team-scoped users); `finance` (cost centers, allocation) adds cost-center columns and
     direct / allocated / total cost to CSV and Parquet and Allocated* / x_CostCenter columns to FOCUS."""
@@ -88,13 +90,14 @@ def export_month(warehouse, month: str, fmt: str, group_by: list[str], team: str
         raise WarehouseError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
     group_by = [g.strip() for g in group_by if g and g.strip()]
     if fmt == "focus":
-        rows = focus_rows(warehouse, month, group_by, team, finance)
+        rows = focus_rows(warehouse, month, group_by, team, finance, closes)
         return _csv(list(FOCUS_COLUMNS), [[row[c] for c in FOCUS_COLUMNS] for row in rows])
-    if finance is None:
+    if finance is None and not closed_months(closes):
         frame = month_frame(warehouse, month, group_by, team)
-    else:  # cost center, GL account, owner, direct / allocated / total per group
-        frame = finance_month_frame(warehouse, finance, *month_bounds(month), check_dims(group_by, "group_by"),
-                                    team).select(pl.lit(month.strip()).alias("billing_period"), pl.all())
+    else:  # cost center, GL account, owner, direct / allocated / total per group; closed months frozen
+        frame = finance_month_frame(warehouse, finance or FinanceConfig(), *month_bounds(month),
+                                    check_dims(group_by, "group_by"), team, closes
+                                    ).select(pl.lit(month.strip()).alias("billing_period"), pl.all())
     if fmt == "csv":
         return _csv(frame.columns, [list(r) for r in frame.iter_rows()])
     out = io.BytesIO()

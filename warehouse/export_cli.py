@@ -24,6 +24,7 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
     from warehouse.export import export_month
     from warehouse.finance import finance_from_settings
     from warehouse.focus import focus_metadata
+    from warehouse.month_close import closes_dir
 
     try:
         settings = load_settings()
@@ -35,7 +36,8 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
         configured = settings.cost_centers_file or settings.allocation_file
         wh = open_warehouse(settings)
         try:
-            data = export_month(wh, month, fmt, dims, team=team, finance=finance if configured else None)
+            data = export_month(wh, month, fmt, dims, team=team, finance=finance if configured else None,
+                                closes=closes_dir(settings))
         finally:
             wh.close()
     except WarehouseError as exc:

@@ -14,6 +14,7 @@ import polars as pl
 from warehouse.allocation import Allocated, AllocationRule, allocate, parse_allocation
 from warehouse.backends import WarehouseError
 from warehouse.charges import charges
+from warehouse.month_close import closed_months, month_charges, whole_month
 from warehouse.showback import showback
 from warehouse.cost_centers import CostCenterMap, parse_cost_centers, read_yaml
 
@@ -67,11 +68,19 @@ def finance_from_settings(settings) -> FinanceConfig:
 
 
 def allocated_charges(wh, config: FinanceConfig, since: datetime, until: datetime, extra_dims: list[str] = (),
-                      by_day: bool = True) -> Allocated:
-    """The window's charges (all teams: shares depend on everybody's usage) after allocation."""
+                      by_day: bool = True, closes: Path | None = None) -> Allocated:
+    """The window's charges (all teams: shares depend on everybody's usage) after allocation. With `closes`
+    (the month-close directory) a whole month is read as warehouse.month_close.month_charges: frozen when
+    closed, plus corrections of closed months when it is their first open month."""
     dims = config.dimensions + [d for d in extra_dims if d not in config.dimensions]
-    rows = charges(wh, dims, since, until, by_day=by_day)
-    check_complete(wh, rows, since, until)
+    month = whole_month(since, until) if closes is not None else None
+    if month is None:
+        rows = charges(wh, dims, since, until, by_day=by_day)
+        check_complete(wh, rows, since, until)
+    else:
+        rows = month_charges(wh, closes, month, since, until, dims, by_day)
+        if month not in closed_months(closes):
+            check_complete(wh, [r for r in rows if not r["corrects"]], since, until)
     return allocate(rows, list(config.allocation))
 
 
@@ -89,7 +98,7 @@ def check_complete(wh, rows: list[dict[str, Any]], since: datetime, until: datet
 
 
 def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime, *, by: str = "team",
-                     team: str | None = None) -> pl.DataFrame:
+                     team: str | None = None, closes: Path | None = None) -> pl.DataFrame:
     """One row per `by` ("team" or "cost_center") with cost_center, gl_account, owner, direct_usd,
     allocated_usd, total_usd (exact Decimals); `team` limits it to one team's rows (team-scoped users).
     Untagged usage is team "" and unmapped spend the cost center "unmapped", both visible rows.
@@ -97,7 +106,7 @@ def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime
     if by not in GROUPS:
         raise ValueError(f"by: {by!r} is not one of {', '.join(GROUPS)}")
     totals: dict[tuple, list[Decimal]] = {}
-    for charge in allocated_charges(wh, config, since, until).charges:
+    for charge in allocated_charges(wh, config, since, until, closes=closes).charges:
         if team is not None and charge["team"] != team:
             continue
         center, account, owner = config.cost_center_of(charge)
@@ -121,12 +130,13 @@ COUNT_COLUMNS = ("events", "unpriced_events", "input_tokens", "output_tokens", "
 
 
 def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datetime, group_by: list[str],
-                        team: str | None = None) -> pl.DataFrame:
+                        team: str | None = None, closes: Path | None = None) -> pl.DataFrame:
     """The CSV/Parquet export with finance applied: one row per group_by values, cost center, GL account and
     owner, with the report's counts (input_tokens includes cached and cache-write tokens, output_tokens the
     reasoning ones, as everywhere else) and direct_usd, allocated_usd, cost_usd (= total)."""
     totals: dict[tuple, list] = {}
-    for charge in allocated_charges(wh, config, since, until, extra_dims=group_by, by_day=False).charges:
+    for charge in allocated_charges(wh, config, since, until, extra_dims=group_by, by_day=False,
+                                    closes=closes).charges:
         if team is not None and charge["team"] != team:
             continue
         center = config.cost_center_of(charge)

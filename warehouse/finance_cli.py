@@ -19,6 +19,7 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
     from warehouse import WarehouseError, open_warehouse
     from warehouse.export import month_bounds
     from warehouse.finance import finance_from_settings, finance_showback
+    from warehouse.month_close import closes_dir
     from warehouse.report import render_report
 
     try:
@@ -30,9 +31,45 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
         start, end = month_bounds(month)
         wh = open_warehouse(settings)
         try:
-            frame = finance_showback(wh, config, start, end, by=by, team=team)
+            frame = finance_showback(wh, config, start, end, by=by, team=team, closes=closes_dir(settings))
         finally:
             wh.close()
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(render_report(frame, fmt), nl=False)
+
+
+@click.command("close")
+@click.option("--month", default=None, help="Month to close, YYYY-MM (UTC); it must have ended.")
+@click.option("--list", "show", is_flag=True, help="List closed months instead.")
+@click.option("--by", "closed_by", default="", help="Who closes it (recorded in close.json).")
+def close(month: str | None, show: bool, closed_by: str) -> None:
+    """Lock a month: its charges are frozen (exports of it stay byte-for-byte the same) and later events,
+    re-prices or corrections for it are booked as correction lines in the first open month."""
+    from tokenmeter.settings import SettingsError, load_settings
+    from warehouse import WarehouseError, open_warehouse
+    from warehouse.month_close import close_month, closed_months, closes_dir
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    directory = closes_dir(settings)
+    if show or not month:
+        if not show:
+            raise click.ClickException("give --month YYYY-MM (or --list)")
+        for name, info in closed_months(directory).items():
+            click.echo(f"{name}  closed {info['closed_at']}  total {info['total_usd']} USD  "
+                       f"{info['events']} events  {info['closed_by']}".rstrip())
+        return
+    try:
+        wh = open_warehouse(settings)
+        try:
+            info = close_month(wh, directory, month, closed_by=closed_by)
+        finally:
+            wh.close()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"closed {info['month']}: {info['total_usd']} USD, {info['events']} events, "
+               f"{info['charges']} charges" + (f"; booked corrections for {', '.join(info['corrections_booked'])}"
+                                               if info["corrections_booked"] else ""))

@@ -54,7 +54,7 @@ COLUMN_TYPES: dict[str, str] = {
     "SkuMeter": STRING, "SkuPriceDetails": JSON, "SkuPriceId": STRING, "SubAccountId": STRING,
     "SubAccountName": STRING, "SubAccountType": STRING, "Tags": JSON,
     "x_CostCenter": STRING, "x_GlAccount": STRING, "x_CostCenterOwner": STRING, "x_TokenKind": STRING,
-    "x_Events": DECIMAL, "x_UnpricedEvents": DECIMAL, "x_AllocatedFromTeam": STRING,
+    "x_Events": DECIMAL, "x_UnpricedEvents": DECIMAL, "x_AllocatedFromTeam": STRING, "x_CorrectsMonth": STRING,
 }
 FOCUS_COLUMNS = tuple(COLUMN_TYPES)
 
@@ -118,10 +118,11 @@ def _json(value: dict[str, Any] | None) -> str | None:
 
 
 def focus_rows(wh, config: FinanceConfig, start: datetime, end: datetime, group_by: list[str],
-               team: str | None = None) -> list[dict[str, Any]]:
-    """FOCUS 1.3 rows (dicts keyed by FOCUS_COLUMNS) of [start, end) = one billing period."""
+               team: str | None = None, closes=None) -> list[dict[str, Any]]:
+    """FOCUS 1.3 rows (dicts keyed by FOCUS_COLUMNS) of [start, end) = one billing period; `closes`: the
+    month-close directory (closed months frozen, corrections in the first open month)."""
     dims = check_dims(list(group_by), "group_by")
-    allocated = allocated_charges(wh, config, start, end, extra_dims=dims)
+    allocated = allocated_charges(wh, config, start, end, extra_dims=dims, closes=closes)
     rows = []
     for charge in allocated.charges:
         if charge.get("moved_out"):
@@ -130,7 +131,7 @@ def focus_rows(wh, config: FinanceConfig, start: datetime, end: datetime, group_
             continue
         rows.append(_row(charge, config, dims, start, end))
     rows.sort(key=lambda r: (r["ChargePeriodStart"], r["SubAccountId"] or "", r["SkuId"],
-                             r["AllocatedResourceId"] or ""))
+                             r["AllocatedResourceId"] or "", r["x_CorrectsMonth"] or ""))
     return rows
 
 
@@ -168,7 +169,11 @@ def _row(charge: dict[str, Any], config: FinanceConfig, dims: list[str], start, 
         "SubAccountType": "+".join(dims) or None, "Tags": _json(group) if group else None,
         "x_CostCenter": center, "x_GlAccount": account, "x_CostCenterOwner": owner, "x_TokenKind": part,
         "x_Events": charge["events"], "x_UnpricedEvents": charge["unpriced_events"], "x_AllocatedFromTeam": None,
+        "x_CorrectsMonth": charge.get("corrects") or None,
     }
+    if charge.get("corrects"):  # a late change to a closed month, booked in this (open) billing period
+        row["ChargeClass"] = "Correction"
+        row["ChargeDescription"] = f"Correction for closed month {charge['corrects']}: {row['ChargeDescription']}"
     if part == UNITEMIZED:  # cost without a priced line: no SKU price, no quantity (spec: ConsumedQuantity)
         row.update({"ChargeCategory": "Adjustment", "SkuPriceId": None, "SkuPriceDetails": None,
                     "PricingCurrency": None})

@@ -126,11 +126,19 @@ def _check_spec_rules(rows: list[dict[str, str]], columns: list[str]) -> None:
         for name, allowed in ALLOWED.items():
             assert row[name] in allowed, f"{name}={row[name]!r} not an allowed value"
         assert re.fullmatch(r"[A-Z]{3}", row["BillingCurrency"])  # billingcurrency.md: ISO 4217
-        # chargeperiodstart.md / chargeperiodend.md: inclusive start, exclusive end, within the billing period.
-        assert row["BillingPeriodStart"] <= row["ChargePeriodStart"] < row["ChargePeriodEnd"] <= row["BillingPeriodEnd"]
+        # chargeperiodstart.md / chargeperiodend.md: inclusive start, exclusive end; within the billing period,
+        # except a correction of a closed period (appendix correction_handling_examples/closed_billing_period).
+        assert row["ChargePeriodStart"] < row["ChargePeriodEnd"]
+        if row["ChargeClass"] != "Correction":
+            assert row["BillingPeriodStart"] <= row["ChargePeriodStart"] < row["ChargePeriodEnd"] <= row["BillingPeriodEnd"]
+        else:
+            assert row["ChargePeriodEnd"] <= row["BillingPeriodStart"]
         usage = row["ChargeCategory"] == "Usage" and row["ChargeClass"] != "Correction"
         # consumedquantity.md: null when SkuPriceId null or not Usage; not null for Usage (not Correction).
-        assert (row["ConsumedQuantity"] != "") == (usage and row["SkuPriceId"] != "")
+        if row["SkuPriceId"] == "" or row["ChargeCategory"] != "Usage":
+            assert row["ConsumedQuantity"] == ""
+        elif row["ChargeClass"] != "Correction":  # MAY be null for a correction
+            assert row["ConsumedQuantity"] != ""
         assert (row["ConsumedUnit"] != "") == (row["ConsumedQuantity"] != "")  # consumedunit.md
         # pricingquantity.md / pricingunit.md: not null for Usage or Purchase not Correction; null if no SkuPriceId.
         if usage:
