@@ -25,7 +25,7 @@ def finance_config(settings: Any) -> FinanceConfig | None:
 
 def finance_rows(scoped: Any, config: FinanceConfig, since: datetime, until: datetime):
     """Rows for the scoped user (finance: all teams; a team user: their team only)."""
-    return finance_showback(scoped._warehouse, config, since, until, team=scoped.team)
+    return finance_showback(scoped._warehouse, config, since, until, team=scoped.team, closes=app_closes())
 
 
 def _money(amount) -> html.Td:
@@ -60,3 +60,33 @@ def app_finance() -> FinanceConfig | None:
     if not flask.has_app_context():
         return None
     return finance_config(current_settings())
+
+
+def app_closes():
+    """The month-close directory of the app serving this request (None outside one)."""
+    import flask
+
+    from dashboards.handle import current_settings
+    from warehouse.month_close import closes_dir
+
+    return closes_dir(current_settings()) if flask.has_app_context() else None
+
+
+def month_options(months: list[str]) -> list[dict[str, str]]:
+    """Dropdown options with closed months marked "(closed)"."""
+    from warehouse.month_close import closed_months
+
+    closed = closed_months(app_closes())
+    return [{"label": f"{m} (closed {closed[m]['closed_at'][:10]})" if m in closed else m, "value": m}
+            for m in months]
+
+
+def closed_note(since: datetime, until: datetime) -> list:
+    from warehouse.month_close import closed_months, whole_month
+
+    month = whole_month(since, until)
+    info = closed_months(app_closes()).get(month or "")
+    if not info:
+        return []
+    return [html.P(f"{month} is closed ({info['closed_at']}): these numbers are frozen; later changes are "
+                   "corrections in the first open month.", className="hint closed-month", id="closed-month-note")]

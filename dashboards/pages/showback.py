@@ -14,7 +14,7 @@ from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, 
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.charts import showback_chart
 from dashboards.formatting import format_count, format_usd, format_usd_exact, to_decimal
-from dashboards.finance_panel import HINT, finance_config, finance_rows, finance_table
+from dashboards.finance_panel import HINT, closed_note, finance_config, finance_rows, finance_table
 from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, status_banner
 from dashboards.showback_data import DRILL, GROUP_DIMS, ShowbackView, showback_series, showback_totals
@@ -191,9 +191,10 @@ def _finance(wh, view: ShowbackView) -> list:
         config = finance_config(current_settings())
     except WarehouseError as exc:
         return [html.Pre(str(exc), className="banner error", id="showback-finance-error")]
+    note = closed_note(view.filters.since, view.filters.until)
     if config is None:
-        return [html.P(HINT, className="hint")]
-    return finance_table(finance_rows(wh, config, view.filters.since, view.filters.until))
+        return note + [html.P(HINT, className="hint")]
+    return note + finance_table(finance_rows(wh, config, view.filters.since, view.filters.until))
 
 
 def series_empty():

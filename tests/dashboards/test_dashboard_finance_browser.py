@@ -106,3 +106,20 @@ def test_dashboard_focus_export_carries_cost_centers_and_allocation(finance_app)
     assert sum(Decimal(r["BilledCost"]) for r in rows) == TOTAL
     assert {r["AllocatedMethodId"] for r in rows} == {"", "gamma-platform"}
     assert {r["x_CostCenter"] for r in rows if r["AllocatedResourceName"] == "alpha"} == {"CC-ALPHA"}
+
+
+def test_closed_months_are_marked(dash_duo, finance_app):
+    from warehouse.month_close import close_month, closes_dir
+
+    settings, warehouse, _ = finance_app
+    first = NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    previous_end = first - timedelta(days=1)
+    previous = previous_end.strftime("%Y-%m")
+    close_month(warehouse, closes_dir(settings), previous, closed_by="test")
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/export")
+    dash_duo.find_element("#export-month").click()
+    dash_duo.wait_for_contains_text("body", f"{previous} (closed", timeout=20)  # the open options menu
+    start = previous_end.replace(day=1).date()
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/showback?start={start}&end={previous_end.date()}&by=team")
+    dash_duo.wait_for_contains_text("#closed-month-note", f"{previous} is closed", timeout=20)
