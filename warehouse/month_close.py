@@ -117,15 +117,25 @@ def _corrections(wh, directory: Path, month: str, closed: dict[str, Any]) -> lis
     return out
 
 
-def _month_rows(wh, directory: Path | None, month: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _frozen_and_corrections(wh, directory: Path | None, month: str, start: datetime,
+                            end: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the snapshot if `month` is closed else [], the corrections it carries or will carry)."""
     closed = closed_months(directory)
     if month in closed:
-        return _snapshot(directory, month)
-    rows = [dict(r, corrects="") for r in _live(wh, start, end)]
+        return _snapshot(directory, month), []
+    corrections = []
     for earlier in sorted(closed):
         if earlier < month and first_open_after(earlier, closed) == month:
-            rows += _corrections(wh, directory, earlier, closed)
-    return rows
+            corrections += _corrections(wh, directory, earlier, closed)
+    return [], corrections
+
+
+def _month_rows(wh, directory: Path | None, month: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The finest-grain rows of a month: its snapshot if closed, else live charges plus corrections."""
+    if month in closed_months(directory):
+        return _snapshot(directory, month)
+    _, corrections = _frozen_and_corrections(wh, directory, month, start, end)
+    return [dict(r, corrects="") for r in _live(wh, start, end)] + corrections
 
 
 def whole_month(since: datetime, until: datetime) -> str | None:
@@ -138,8 +148,17 @@ def month_charges(wh, directory: Path | None, month: str, start: datetime, end: 
                   by_day: bool = True) -> list[dict[str, Any]]:
     """The month's charges (live or frozen, plus corrections) grouped by day?, provider, model, `dims`, part,
     corrects (the month a correction is for, '' otherwise); the same shape as `charges`."""
+    if month in closed_months(directory):
+        frozen, live = _snapshot(directory, month), []
+    else:
+        _, frozen = _frozen_and_corrections(wh, directory, month, start, end)  # corrections only
+        live = [dict(r, corrects="") for r in charges(wh, dims, start, end, by_day=by_day)]
+    unknown = [d for d in dims if not (is_tag(d) or d in GRAIN)]
+    if frozen and unknown:
+        raise WarehouseError(f"closed months keep {', '.join(GRAIN)} and tags; cannot group or allocate "
+                             f"{month} by {', '.join(unknown)}")
     sums: dict[tuple, list] = {}
-    for row in _month_rows(wh, directory, month, start, end):
+    for row in frozen:
         tags = orjson.loads(row.get("tags_json") or "{}")
         values = tuple((tags.get(d[len(TAG_PREFIX):], "") if is_tag(d) else str(row.get(d) or "")) for d in dims)
         day = _key(row)[0]
@@ -150,8 +169,8 @@ def month_charges(wh, directory: Path | None, month: str, start: datetime, end: 
         total[2] += int(row["events"])
         total[3] += int(row["unpriced_events"])
     names = (["day"] if by_day else []) + ["provider", "model", *dims, "part", "corrects"]
-    return [dict(zip(names, key), quantity=q, cost=c, events=e, unpriced_events=u)
-            for key, (q, c, e, u) in sorted(sums.items(), key=lambda item: tuple(map(str, item[0])))]
+    return live + [dict(zip(names, key), quantity=q, cost=c, events=e, unpriced_events=u)
+                   for key, (q, c, e, u) in sorted(sums.items(), key=lambda item: tuple(map(str, item[0])))]
 
 
 def close_month(wh, directory: Path, month: str, *, closed_by: str = "",

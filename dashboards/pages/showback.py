@@ -194,7 +194,11 @@ def _finance(wh, view: ShowbackView) -> list:
     note = closed_note(view.filters.since, view.filters.until)
     if config is None:
         return note + [html.P(HINT, className="hint")]
-    return note + finance_table(finance_rows(wh, config, view.filters.since, view.filters.until))
+    try:
+        rows = finance_rows(wh, config, view.filters.since, view.filters.until)
+    except WarehouseError as exc:  # e.g. raw events of the range gone: say so, keep the rest of the page
+        return note + [html.Pre(str(exc), className="banner error", id="showback-finance-error")]
+    return note + finance_table(rows)
 
 
 def series_empty():

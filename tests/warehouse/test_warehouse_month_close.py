@@ -85,6 +85,9 @@ def test_closed_month_is_frozen_and_late_changes_are_corrections(warehouse_setti
 
     with pytest.raises(WarehouseError, match="already closed; later changes go to 2026-01"):
         close_month(wh, closes, "2025-11")
+    with pytest.raises(WarehouseError, match="cannot group or allocate 2025-11 by route"):
+        export_month(wh, "2025-11", "focus", ["route"], closes=closes)
+    assert _rows(export_month(wh, "2026-02", "focus", ["route"], closes=closes)) == []  # open, no corrections
     with pytest.raises(WarehouseError, match="has not ended yet"):
         close_month(wh, closes, "2099-01")
     assert set(closed_months(closes)) == {"2025-11", "2025-12"}
