@@ -15,6 +15,8 @@ from dashboards.formatting import format_usd
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
 
+pytestmark = pytest.mark.browser
+
 NOW = datetime.now(timezone.utc)
 RANGE = f"start={(NOW - timedelta(days=1)).date()}&end={NOW.date()}"
 FINANCE = """
