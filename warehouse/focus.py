@@ -35,6 +35,7 @@ from warehouse.finance import FinanceConfig, allocated_charges
 from warehouse.showback import TAG_PREFIX, check_dims, is_tag
 
 FOCUS_VERSION = "1.3"
+DATASET_INSTANCE_ID = "5b0f0a53-6c1e-5d0e-9a57-746f6b656e6d"  # fixed: the same dataset instance in every export
 MILLION = Decimal(1_000_000)
 STRING, DECIMAL, DATETIME, JSON = "String", "Decimal", "Date/Time", "JSON"
 # Column -> FOCUS data type, in file order; x_ columns last.
@@ -204,8 +205,12 @@ def focus_metadata(columns: tuple[str, ...] = FOCUS_COLUMNS, *, created: datetim
     schema_id = hashlib.sha256(orjson.dumps([FOCUS_VERSION, definitions])).hexdigest()[:32]
     return {
         "DataGenerator": {"DataGenerator": "tokenmeter"},
+        # 1.3: every dataset instance the generator delivers, tied to its FOCUS dataset (metadata/dataset_instance).
+        "DatasetInstance": [{"DatasetInstanceId": DATASET_INSTANCE_ID, "FocusDatasetId": "CostAndUsage",
+                             "DatasetInstanceName": "tokenmeter cost and usage, daily charges per SKU"}],
         "Schemas": [{
             "SchemaId": schema_id, "FocusVersion": FOCUS_VERSION, "DataGeneratorVersion": generator_version,
+            "DatasetInstanceId": DATASET_INSTANCE_ID,
             "CreationDate": (created or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "ColumnDefinition": definitions,
         }],

@@ -180,6 +180,10 @@ def test_focus_13_export_follows_the_spec_and_equals_the_report(warehouse_settin
     # metadata/schema/focus_version.md: FocusVersion in the Schema metadata, a String, "1.3".
     meta = orjson.loads(Path(f"{out}.metadata.json").read_bytes())
     assert meta["Schemas"][0]["FocusVersion"] == "1.3"
+    # metadata/dataset_instance (1.3): DatasetInstance objects with DatasetInstanceId and FocusDatasetId.
+    instance = meta["DatasetInstance"][0]
+    assert instance["DatasetInstanceId"] and instance["FocusDatasetId"] == "CostAndUsage"
+    assert meta["Schemas"][0]["DatasetInstanceId"] == instance["DatasetInstanceId"]
     assert [c["ColumnName"] for c in meta["Schemas"][0]["ColumnDefinition"]] == list(FOCUS_COLUMNS)
 
     report = orjson.loads(_cli(warehouse_settings, finance, "report", "--group-by", "org", "--since", "2025-07-01",
