@@ -216,6 +216,8 @@ def _register_stage_commands() -> None:
         ("streams.alerts.cli", "alerts"),
         ("streams.anomalies.cli", "anomalies"),
         ("warehouse.export_cli", "export"),
+        ("warehouse.finance_cli", "showback"),
+        ("warehouse.finance_cli", "close"),
         ("dashboards.cli", "users"),
     ):
         try:

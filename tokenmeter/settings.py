@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     dashboard_login_ip_max_failures: int = Field(20, ge=1, description="Failed sign-ins per client IP before a lock-out.")
     dashboard_lockout_seconds: float = Field(
         300.0, gt=0, description="Lock-out after too many failed sign-ins (also the window they are counted in).")
+    cost_centers_file: Path | None = Field(None, description="YAML: team/project/tag -> cost center, GL account, owner.")
+    allocation_file: Path | None = Field(None, description="YAML of shared-cost allocation rules; unset: the cost-centers file's.")
     raw_retention_days: int = Field(400, ge=1, description="Days of raw priced events kept; rollups are kept.")
     # HTTP collector ---------------------------------------------------------------------------------
     collect_body_timeout_seconds: float = Field(

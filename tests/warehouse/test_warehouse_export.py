@@ -66,9 +66,11 @@ def test_focus_totals_and_columns_equal_tokenmeter_report(warehouse_settings, wh
         assert row["BillingPeriodStart"] == "2025-05-01T00:00:00Z" and row["BillingPeriodEnd"] == "2025-06-01T00:00:00Z"
         assert row["ChargePeriodStart"] < row["ChargePeriodEnd"] and row["ChargePeriodStart"].startswith("2025-05-")
         assert row["BilledCost"] == row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"]
-        assert row["ServiceProviderName"] in ("openai", "anthropic") and row["ConsumedUnit"] == "Tokens"
-        assert int(row["ConsumedQuantity"]) == int(row["x_InputTokens"]) + int(row["x_OutputTokens"])
-        assert row["ResourceId"] == f"{row['ServiceProviderName']}/{row['ResourceName']}"
+        assert row["ServiceProviderName"] in ("OpenAI", "Anthropic") and row["HostProviderName"] == row["ServiceProviderName"]
+        if row["ConsumedUnit"]:
+            assert row["ConsumedUnit"] == "Tokens" and row["PricingUnit"] == "1000000 Tokens"
+            assert Decimal(row["PricingQuantity"]) * 1_000_000 == Decimal(row["ConsumedQuantity"])
+        assert row["ResourceId"] == f"{row['ResourceId'].split('/')[0]}/{row['ResourceName']}"
         assert set(orjson.loads(row["Tags"])) == {"team", "env"} and row["SubAccountType"] == "team+tag:env"
 
 
