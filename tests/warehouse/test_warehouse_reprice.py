@@ -87,7 +87,7 @@ def totals(wh, org: str) -> dict:
     ).to_dicts()[0]
     rollup = wh.query(
         "SELECT toDecimal128(sum(cost_usd), 12) AS cost, sum(events) AS events, sum(unpriced_events) AS unpriced,"
-        " sum(input_tokens) AS input_tokens FROM spend_hourly WHERE org = {org:String}",
+        " toInt64(sum(input_tokens)) AS input_tokens FROM spend_hourly WHERE org = {org:String}",
         {"org": org},
     ).to_dicts()[0]
     by_route = wh.spend(["route"], filters={"org": [org]})  # route is not in the rollup: raw table

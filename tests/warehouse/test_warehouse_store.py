@@ -68,7 +68,7 @@ def test_rollup_equals_raw(wh, org, make_event):
         f"SELECT toStartOfHour(ts) AS hour, team, model, {measures} FROM priced_events WHERE org = {{o:String}}"
         " GROUP BY hour, team, model ORDER BY hour, team, model", {"o": org})
     rolled = wh.query(
-        "SELECT hour, team, model, sum(events) AS events, sum(input_tokens) AS input_tokens,"
+        "SELECT hour, team, model, sum(events) AS events, toInt64(sum(input_tokens)) AS input_tokens,"
         " sum(cost_usd) AS cost_usd FROM spend_hourly WHERE org = {o:String}"
         " GROUP BY hour, team, model ORDER BY hour, team, model", {"o": org})
     assert raw["events"].to_list() == rolled["events"].to_list()
@@ -201,3 +201,32 @@ def test_one_batch_spanning_more_than_100_months_is_stored(wh, org, make_event, 
     daily = wh.query("SELECT sum(events) AS n FROM spend_daily WHERE org = {o:String}", {"o": org})["n"][0]
     hourly = wh.query("SELECT sum(events) AS n FROM spend_hourly WHERE org = {o:String}", {"o": org})["n"][0]
     assert raw == daily == hourly == 119
+
+
+def test_token_sums_never_wrap(wh, org, make_event):
+    """input_tokens 2^64-1 plus 1,000 reported 999 (UInt64 sum). The contract now refuses counts above 10^12;
+    a row stored before that (built here past the validation) must still never be summed with wrap-around: the
+    rollups hold Int128 sums, and readers either return the exact UInt64 total or fail loudly."""
+    from warehouse.schema import event_to_row
+    from warehouse.showback import showback
+
+    big = event_to_row(make_event(f"{org}-big", org, ts="2025-07-01T10:00:00Z"))
+    big["input_tokens"], big["cached_input_tokens"] = 2**64 - 1, 0
+    small = event_to_row(make_event(f"{org}-small", org, ts="2025-07-01T10:30:00Z", input_tokens=1000))
+    assert wh.insert_rows([big]) == 1 and wh.insert_rows([small]) == 1
+    for table in ("spend_hourly", "spend_daily", "spend_hourly_tags", "spend_daily_tags", "model_hourly"):
+        total = wh.query(f"SELECT toString(sum(input_tokens)) AS n FROM {table} WHERE org = {{o:String}}", {"o": org})
+        assert total["n"].to_list() == [str(2**64 - 1 + 1000)], table
+    windows = [("2025-07-01", "2025-07-02"), ("2025-07-01T10:00:00Z", "2025-07-01T11:00:00Z"),  # daily, hourly
+               ("2025-07-01T09:59:00Z", "2025-07-01T11:00:00Z")]  # raw
+    for since, until in windows:
+        with pytest.raises(WarehouseError, match="UInt64"):
+            wh.spend([], since=since, until=until, filters={"org": [org]})
+        with pytest.raises(WarehouseError, match="UInt64"):
+            showback(wh, ["team"], since=since, until=until, filters={"org": [org]})
+        with pytest.raises(WarehouseError, match="UInt64"):
+            showback(wh, ["tag:env"], since=since, until=until, filters={"org": [org]})
+    # Below 2^64 the total is exact, whatever the rollup row sums (> 2^63 wrapped the Int64 rollups).
+    wh.backend.command("DELETE FROM priced_events WHERE event_id = {e:String}", {"e": f"{org}-small"})
+    for since, until in windows[2:]:
+        assert wh.spend([], since=since, until=until, filters={"org": [org]})["input_tokens"].to_list() == [2**64 - 1]
