@@ -154,13 +154,15 @@ async def _flush(
 ) -> None:
     if batch.rows:
         started = time.perf_counter()
+        letters_before = len(batch.dead)
         inserted = await _retry(lambda: _store(warehouse, topics.PRICED, batch.rows, batch), f"{len(batch.rows)} rows",
                                 stop)
         if inserted is None:
             return  # stopping before the insert succeeded: no commit, the batch is redelivered
         stats.record_insert(time.perf_counter() - started)
         stats.rows_inserted += inserted
-        stats.duplicates_skipped += len(batch.rows) - inserted
+        refused = len(batch.dead) - letters_before  # expired or refused rows: dead letters, not duplicates
+        stats.duplicates_skipped += len(batch.rows) - inserted - refused
     for topic, entries in batch.records.items():
         stored = await _retry(lambda entries=entries, topic=topic: _store(warehouse, topic, entries, batch),
                               f"{len(entries)} {topic} records", stop)
