@@ -70,3 +70,27 @@ def test_every_hostile_field_of_a_priced_event_is_stored_or_dead_lettered(wh, or
     reasons = " | ".join(letter["reason"] for letter in batch.dead)
     for field in ("usage.input_tokens", "cost_usd", "ts", "invalid JSON"):
         assert field in reasons
+
+
+def test_rows_the_warehouse_refuses_are_found_by_halving_and_dead_lettered(wh, org, make_event, monkeypatch):
+    """A row the table cannot hold while the warehouse answers would be retried forever; the loader halves the
+    batch down to the refused rows and dead-letters only them (the fault is injected into the real warehouse)."""
+    from warehouse.backends import WarehouseError
+    from warehouse.loader import _store
+
+    events = [make_event(f"{org}-{i}", org, team="poison" if i in (3, 17) else "ok") for i in range(40)]
+    batch = _Batch()
+    for offset, event in enumerate(events):
+        parse_record(_record(json.dumps(event).encode(), offset), batch)
+    real_insert = wh.insert_rows
+
+    def refusing(rows):
+        if any(row["team"] == "poison" for row in rows):
+            raise WarehouseError("statement failed: Code: 27. Cannot parse input")
+        return real_insert(rows)
+
+    monkeypatch.setattr(wh, "insert_rows", refusing)
+    assert _store(wh, topics.PRICED, batch.rows, batch) == 38
+    assert sorted(letter["payload"]["event_id"] for letter in batch.dead) == [f"{org}-17", f"{org}-3"]
+    assert all("refused by the warehouse" in letter["reason"] for letter in batch.dead)
+    assert wh.spend([], filters={"org": [org]})["events"].to_list() == [38]
