@@ -136,6 +136,15 @@ def up(demo: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status file as JSON.")
+def status(as_json: bool) -> None:
+    """What `tokenmeter up` is running: each child's state and restarts, broker restarts and what they lost."""
+    from tokenmeter.supervisor import print_status
+
+    sys.exit(print_status(_settings(), as_json, click.echo))
+
+
+@main.command()
 @click.option("--events", type=int, default=None, help="Stop after this many events (default: run until stopped).")
 @click.option("--rate", type=float, default=None, help="Events per second (default TOKENMETER_DEMO_EVENTS_PER_S).")
 @click.option("--seed", type=int, default=None)
