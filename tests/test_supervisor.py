@@ -183,3 +183,44 @@ def test_sigkilled_up_takes_every_child_with_it_at_once(tmp_path):
         with socket.socket() as sock:  # a new `up` can take the broker port at once
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", int(env["TOKENMETER_EMBEDDED_BROKER_PORT"])))
+
+
+def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(tmp_path):
+    with running_up(tmp_path) as (up, env, log_path):
+        bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
+        before = make_events(60, "before")
+        asyncio.run(produce(bootstrap, before))
+        wait_for(lambda: report_by_team(env) == expected_by_team(before), 120, "the first events loaded", every=1)
+        status_path = tmp_path / "data" / "supervisor.json"
+        wait_for(lambda: (sample := json.loads(status_path.read_text()).get("backlog")) and
+                 sample["backlog"][topics.USAGE] == sample["backlog"][topics.PRICED] == 0, 60,
+                 "a sample showing every acknowledged record committed by its consumer")
+        broker = child(up, "broker")
+        broker.kill()
+        wait_for(lambda: (c := child(up, "broker")) is not None and c.pid != broker.pid, 60, "a new broker")
+        text = log_path.read_text()
+        assert "BROKER CRASHED" in text and "acknowledged usage records not yet metered" in text
+        wait_for(lambda: child(up, "worker") is not None and child(up, "load") is not None, 60, "children back")
+        after = make_events(60, "after")
+        asyncio.run(produce(bootstrap, after))  # topics were recreated: producing works at once
+        wait_for(lambda: report_by_team(env) == expected_by_team(before + after), 180,
+                 "events sent after the broker restart loaded", every=1)
+        status = json.loads(status_path.read_text())
+        assert status["broker_restarts"] == 1 and status["broker_losses"][0]["at_risk_records"] == 0
+        out = subprocess.run([sys.executable, "-m", "tokenmeter", "status"], env=env, capture_output=True, text=True,
+                             timeout=30)
+        assert "broker crash at" in out.stdout and "broker restarts: 1" in out.stdout, out.stdout
+
+
+def test_back_off_doubles_up_to_its_cap_and_starts_over_after_a_stable_run():
+    from tokenmeter.supervisor import BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S, Child
+
+    child = Child("worker", ["x"], Path("/dev/null"))
+    delays = []
+    for _ in range(10):
+        child.started_at = 100.0
+        delays.append(child.schedule_restart(101.0))
+    assert delays[:3] == [BACKOFF_FIRST_S, BACKOFF_FIRST_S * 2, BACKOFF_FIRST_S * 4]
+    assert max(delays) == BACKOFF_MAX_S == delays[-1]
+    child.started_at = 0.0
+    assert child.schedule_restart(STABLE_AFTER_S + 1) == BACKOFF_FIRST_S
