@@ -141,7 +141,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
                 killed_at = time.time()
                 try:
-                    took = await asyncio.to_thread(stack.kill, victim)
+                    killed_at, took = await asyncio.to_thread(stack.kill, victim)
                     kills.append({"cycle": cycle + 1, "victim": victim, "at": killed_at, "back_after_s": round(took, 1)})
                     echo(f"  cycle {cycle + 1}: SIGKILL {victim:<15} back after {took:5.1f} s "
                          f"({len(ledger.acked)} events acknowledged so far)")
@@ -188,7 +188,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
             "logs": str(log_dir)}
 
 
-async def _settle(env: dict, ledger: Ledger, echo: Callable[[str], None], quiet_s: float = 25,
+async def _settle(env: dict, ledger: Ledger, echo: Callable[[str], None], quiet_s: float = 15,
                   limit_s: float = 300) -> dict[str, tuple[int, Decimal]]:
     """Wait until the warehouse holds exactly what was acknowledged, or stops changing for `quiet_s`."""
     expected = await asyncio.to_thread(_price_all, list(ledger.acked.values()))

@@ -33,6 +33,7 @@ class Stack:
     up_runs: int = 0
     collectors: dict[str, subprocess.Popen] = field(default_factory=dict)
     orphans_after_up_kill: list[str] = field(default_factory=list)
+    killed_at: float = 0.0
 
     # -- processes --------------------------------------------------------------------------------------
     def _popen(self, args: list[str], log_name: str) -> subprocess.Popen:
@@ -99,33 +100,45 @@ class Stack:
         return found
 
     # -- chaos ------------------------------------------------------------------------------------------
-    def kill(self, victim: str, timeout: float = 120) -> float:
-        """SIGKILL one component and wait until it runs again; returns seconds until it did."""
+    def kill(self, victim: str, timeout: float = 120) -> tuple[float, float]:
+        """SIGKILL one component (once it is running) and wait until it runs again; returns (unix time of the
+        kill, seconds until it was back)."""
+        if victim in UP_CHILDREN:  # e.g. just restarted by `up` after a broker restart: wait for it first
+            deadline = time.monotonic() + timeout
+            while self.child_of_up(victim) is None and time.monotonic() < deadline:
+                time.sleep(0.2)
         t0 = time.monotonic()
+        self.killed_at = time.time()
         if victim == "up":
             family = psutil.Process(self.up.pid).children(recursive=True)
             self.up.kill()
             self.up.wait()
+            self.killed_at = time.time()  # its broker dies with it (PDEATHSIG) from here on
             gone, alive = psutil.wait_procs(family, timeout=3)
             self.orphans_after_up_kill += [" ".join(p.cmdline()[-3:]) for p in alive if _alive(p)]
             for proc in alive:
                 proc.kill()
             self.start_up(timeout)
-            return time.monotonic() - t0
+            return self.killed_at, time.monotonic() - t0
         if victim in COLLECTORS:
             proc = self.collectors[victim]
             proc.kill()
             proc.wait()
             self.start_collector(victim)
-            return time.monotonic() - t0
+            return self.killed_at, time.monotonic() - t0
         target = self.child_of_up(victim)
         if target is None:
             raise RuntimeError(f"no running {victim} under `up` to kill")
         target.kill()
+        try:
+            target.wait(10)  # gone (reaped by `up`), so nothing is acknowledged by it after killed_at
+        except psutil.TimeoutExpired:
+            pass
+        self.killed_at = time.time()
         while time.monotonic() - t0 < timeout:
             again = self.child_of_up(victim)
             if again is not None and again.pid != target.pid:
-                return time.monotonic() - t0
+                return self.killed_at, time.monotonic() - t0
             if self.up.poll() is not None:
                 raise RuntimeError(f"`up` exited after {victim} was killed:\n{self.up_text()[-3000:]}")
             time.sleep(0.2)
