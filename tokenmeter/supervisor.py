@@ -304,17 +304,12 @@ class Supervisor:
         self.echo(f"!!! {describe_backlog(sample)}.")
         self.echo("!!! The warehouse stays exact for what was loaded; re-send the lost range from its source if you "
                   "can. Restarting the broker, recreating topics and budgets, reconnecting the children.")
-        for child in self.children:
+        for child in self.children:  # SIGKILL: a graceful stop would only wait on the dead broker (Faust: seconds)
             if child.uses_kafka and child.alive():
-                child.proc.terminate()
+                child.proc.kill()
         for child in self.children:
             if child.uses_kafka and child.proc is not None:
-                try:
-                    child.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    child.proc.kill()
-                    child.proc.wait()
-            if child.uses_kafka:
+                child.proc.wait()
                 child.restart_at = None
         delay = broker.schedule_restart(now)
         self.echo(f"broker restarting in {delay:.1f} s (restart #{broker.restarts + 1})")
