@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import aiohttp
 import yaml
@@ -117,7 +117,6 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
     left: list[str] = []
-    status: dict[str, Any] = {}
     try:
         echo(f"soak {ledger.run_id}: {minutes:g} min, {cycles} cycles, seed {seed}, logs {log_dir}")
         up_s = await asyncio.to_thread(stack.start_up)
@@ -157,19 +156,21 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         stored = await _settle(env, ledger, stack, gateway_log, base / "tail-checkpoint.json", echo)
         spend = {f"budget-{t}": stored.get(t, (0, Decimal(0)))[1] for t in limits} if stored else {}
         over = [f"budget-{t}" for t, limit in limits.items() if spend.get(f"budget-{t}", Decimal(0)) >= limit]
-        answers = await _decisions(api_port, over)
         await _wait_alerts(receiver, {f"budget-{t}": l for t, l in limits.items()}, spend)
+        echo("  restarting `up` without traffic: decisions must come from the state rebuilt from the warehouse")
+        restart_s = await asyncio.to_thread(stack.restart_up)
+        answers = await _decisions(api_port, over)
+        echo(f"  `up` back after {restart_s:.1f} s; asked /v1/decision for {len(over)} budget(s) past their limit")
         checks_out.append(checks.alerts_check({f"budget-{t}": l for t, l in limits.items()}, THRESHOLDS, spend,
                                               receiver.deliveries))
         checks_out.append(checks.decisions_check(answers))
-        status = stack.status()
     finally:
         stop.set()
         for task in tasks:
             task.cancel()
         left = await asyncio.to_thread(stack.stop)
         await receiver.stop()
-    checks_out.insert(0, _totals(data_dir, ledger, kills, status))
+    checks_out.insert(0, _totals(data_dir, ledger, kills, stack.run_statuses))
     checks_out.append(checks.loss_reports_check(sum(k["victim"] == "broker" for k in kills),
                                                 sum(k["victim"] == "up" for k in kills), stack.up_text()))
     checks_out.append(checks.children_check(stack.orphans_after_up_kill, left))
@@ -182,9 +183,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     return {"run_id": ledger.run_id, "seed": seed, "minutes": minutes, "cycles": cycles,
             "seconds": round(time.monotonic() - started, 1), "ok": all(c.ok for c in checks_out),
             "events_acknowledged": len(ledger.acked), "by_source": ledger.sent, "duplicates_sent": ledger.duplicates,
-            "hostile_sent": ledger.hostile, "kills": kills, "supervisor": {
-                "children": {c["name"]: c["restarts"] for c in status.get("children", [])},
-                "broker_restarts": status.get("broker_restarts")},
+            "hostile_sent": ledger.hostile, "kills": kills, "supervisor": _restarts(stack.run_statuses),
             "checks": [{"name": c.name, "ok": c.ok, "summary": c.summary, "details": c.details} for c in checks_out],
             "logs": str(log_dir)}
 
@@ -253,7 +252,7 @@ async def _wait_alerts(receiver: Receiver, limits: dict[str, Decimal], spend: di
         await asyncio.sleep(0.5)
 
 
-def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], status: dict) -> checks.Check:
+def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[dict]) -> checks.Check:
     """Per event, from the warehouse opened directly once the stack is down."""
     from warehouse import open_warehouse
 
@@ -275,10 +274,12 @@ def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], status: dict) -> 
     expected = _price_all([e for i, e in ledger.acked.items() if i not in set(explained)])
     stored = {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in by_team
               if str(r["team"]).startswith("soak-")}
-    at_risk = [loss.get("at_risk_records") for loss in status.get("broker_losses", [])]
-    previous = (status.get("previous_run") or {}).get("backlog_sample")
-    if previous:
-        at_risk.append(sum(previous["backlog"].values()))
+    at_risk = []
+    for status in statuses:  # every `up` run: its broker crashes, and the killed run before it
+        at_risk += [loss.get("at_risk_records") for loss in status.get("broker_losses", [])]
+        previous = (status.get("previous_run") or {}).get("backlog_sample")
+        if previous:
+            at_risk.append(sum(previous["backlog"].values()))
     reported = sum(a for a in at_risk if a is not None) if at_risk else None
     check = checks.totals_check(expected, stored, lost, explained, duplicated, extra, reported)
     raw = {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in raw_by_team}
@@ -295,6 +296,16 @@ def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], status: dict) -> 
     check.details["duplicated"] = {i: {"extra_copies": n, "ts_shifted_copy_sent": i in ledger.shifted}
                                    for i, n in check.details["duplicated"].items()}
     return check
+
+
+def _restarts(statuses: list[dict]) -> dict:
+    """Restarts `up` made, summed over its runs."""
+    children: dict[str, int] = {}
+    for status in statuses:
+        for child in status.get("children", []):
+            children[child["name"]] = children.get(child["name"], 0) + child["restarts"]
+    return {"up_runs": len(statuses), "children": children,
+            "broker_restarts": sum(s.get("broker_restarts", 0) for s in statuses)}
 
 
 def _explain(event_id: str, ledger: Ledger, kills: list[dict]) -> dict:

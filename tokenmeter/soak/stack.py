@@ -34,6 +34,7 @@ class Stack:
     collectors: dict[str, subprocess.Popen] = field(default_factory=dict)
     orphans_after_up_kill: list[str] = field(default_factory=list)
     killed_at: float = 0.0
+    run_statuses: list[dict] = field(default_factory=list)  # each `up` run's last status, taken before it ends
 
     # -- processes --------------------------------------------------------------------------------------
     def _popen(self, args: list[str], log_name: str) -> subprocess.Popen:
@@ -110,6 +111,7 @@ class Stack:
         t0 = time.monotonic()
         self.killed_at = time.time()
         if victim == "up":
+            self.run_statuses.append(self.status())
             family = psutil.Process(self.up.pid).children(recursive=True)
             self.up.kill()
             self.up.wait()
@@ -144,6 +146,19 @@ class Stack:
             time.sleep(0.2)
         raise RuntimeError(f"{victim} not restarted by `up` within {timeout:.0f} s")
 
+    def restart_up(self) -> float:
+        """A clean restart (SIGTERM, wait, start); returns seconds until `up` runs again."""
+        t0 = time.monotonic()
+        self.run_statuses.append(self.status())
+        self.up.send_signal(signal.SIGTERM)
+        try:
+            self.up.wait(60)
+        except subprocess.TimeoutExpired:
+            self.up.kill()
+            self.up.wait()
+        self.start_up()
+        return time.monotonic() - t0
+
     def status(self) -> dict:
         try:
             return json.loads((self.data_dir / "supervisor.json").read_text())
@@ -157,6 +172,7 @@ class Stack:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         if self.up is not None and self.up.poll() is None:
+            self.run_statuses.append(self.status())
             self.up.send_signal(signal.SIGTERM)
             try:
                 self.up.wait(60)
