@@ -299,6 +299,8 @@ class Supervisor:
         loss = {"at": _iso(time.time()), "exit_code": code, "backlog_sample": sample,
                 "at_risk_records": sum(sample["backlog"].values()) if sample else None}
         self.broker_losses.append(loss)
+        if self.watcher:
+            self.watcher.latest = None  # describes the dead broker: never report it for a later crash
         self.echo(f"!!! BROKER CRASHED (exit code {code}). The embedded broker keeps everything in memory: every "
                   f"record it held is gone.")
         self.echo(f"!!! {describe_backlog(sample)}.")
