@@ -34,6 +34,9 @@ KIND_DIMS = {
 class Config:
     bucket_s: int = 300
     grace_s: int = 120  # how late an event may arrive before its bucket closes
+    # A wall-clock advance (quiet input) is refused when the newest event is older than this: that input is
+    # history being read (backfill, replay, a consumer catching up), not live traffic gone quiet.
+    live_lag_s: int = 7200
     open_after: int = 2  # anomalous buckets in a row before an anomaly opens ("strong" opens at once)
     close_after: int = 3  # normal buckets in a row before it closes
     # Cold start: a scope's first two days raise only absolute-floor kinds (bursts of a new key, unpriced usage).

@@ -50,20 +50,27 @@ class AnomalyEngine:
         self.scopes: dict[tuple[str, str], ScopeState] = {}
         self.next_close: int | None = None  # start of the oldest bucket not closed yet
         self.started: int = 0  # the first bucket this engine closed (its own warm-up)
-        self.watermark = 0  # latest event minute seen (epoch seconds)
+        self.watermark = 0  # event-time watermark (epoch seconds): buckets ending before it (minus grace) close
+        # Per input (a Kafka partition): the latest event minute it delivered. The watermark is the minimum over the
+        # inputs that still hold unread records (`set_behind`), as in Flink / Kafka Streams: one partition read
+        # faster than another must not make the other's history late. Caught-up inputs are idle and do not hold it.
+        self.sources: dict[int, int] = {}
+        self.behind: set[int] | None = None  # None: every input seen so far holds the watermark
         self.stats = {"events": 0, "bad_events": 0, "late_events": 0, "future_events": 0, "buckets_closed": 0,
                       "scopes_evicted": 0, "scopes_expired": 0, "anomalies_opened": 0, "anomalies_closed": 0,
-                      "anomalies_explained": 0}
+                      "anomalies_explained": 0, "advances_refused": 0}
         self.last_error = ""
         self._now = 0  # event time of the bucket close being processed
         self._opened: list = []  # anomalies opened by the bucket close being processed
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
 
     # Input ---------------------------------------------------------------------------------------------------
-    def observe(self, priced_events: list[dict], now: float | None = None) -> list[AnomalyUpdate]:
+    def observe(self, priced_events: list[dict], now: float | None = None, source: int = 0) -> list[AnomalyUpdate]:
+        """Fold events of one input (`source`, e.g. a partition; events of one input arrive in about event-time
+        order) and close the buckets the watermark has passed."""
         agg, bucket_s, stats = self.agg, self.cfg.bucket_s, self.stats
         limit = (now if now is not None else time.time()) + self.max_future_s
-        watermark, next_close = self.watermark, self.next_close
+        watermark, next_close = self.sources.get(source, 0), self.next_close
         for event in priced_events:
             try:
                 minute = agg.minute_of(event["ts"])
@@ -71,8 +78,8 @@ class AnomalyEngine:
                     stats["future_events"] += 1
                     continue
                 bucket = minute - minute % bucket_s
-                if next_close is None:
-                    next_close = bucket
+                if next_close is None or (bucket < next_close and not stats["buckets_closed"]):
+                    next_close = bucket  # nothing closed yet: an earlier event (another input) is not late
                 elif bucket < next_close:  # too late for its bucket: counted in the oldest open one
                     stats["late_events"] += 1
                     bucket = next_close
@@ -84,13 +91,41 @@ class AnomalyEngine:
             if minute > watermark:
                 watermark = minute
         stats["events"] += len(priced_events)
-        self.watermark, self.next_close = watermark, next_close
+        if watermark:
+            self.sources[source] = watermark
+        self.next_close = next_close
+        self._combine()
         return self._close_ready()
 
+    def set_behind(self, sources) -> list[AnomalyUpdate]:
+        """The inputs that still hold unread records (a partition below its high watermark). Only they hold the
+        watermark back; a caught-up input is idle (it may stay silent for hours) and must not stall the others."""
+        self.behind = {int(s) for s in sources}
+        self._combine()
+        return self._close_ready()
+
+    def _combine(self) -> None:
+        holders = self.sources.keys() if self.behind is None else self.behind
+        if holders:
+            if any(s not in self.sources for s in holders):
+                return  # an input with unread records has delivered nothing yet: it may hold the oldest events
+            candidate = min(self.sources[s] for s in holders)
+        else:
+            candidate = max(self.sources.values(), default=0)
+        if candidate > self.watermark:
+            self.watermark = candidate
+
     def advance_to(self, epoch_s: float) -> list[AnomalyUpdate]:
-        """Move the watermark without events (quiet traffic, end of an evaluation) and close due buckets."""
+        """Move the watermark without events to a wall-clock time (quiet live traffic, so an anomaly still resolves;
+        the end of an evaluation) and close due buckets. Refused when the newest event time is more than
+        `Config.live_lag_s` behind `epoch_s`: then the input is history being read (a backfill, a replay), and
+        jumping to the wall clock would close every bucket in between and make the rest of that history late.
+        Callers reading several inputs advance only once every input has caught up (the runner does)."""
         if self.next_close is not None and epoch_s > self.watermark:
-            self.watermark = int(epoch_s)
+            if epoch_s - self.watermark > self.cfg.live_lag_s:
+                self.stats["advances_refused"] += 1
+            else:
+                self.watermark = int(epoch_s)
         return self._close_ready()
 
     # Bucket close --------------------------------------------------------------------------------------------
@@ -406,6 +441,7 @@ class AnomalyEngine:
         """JSON-ready state (money as integer pico-dollars or decimal strings, never floats)."""
         return {"version": SNAPSHOT_VERSION, "config": asdict(self.cfg), "next_close": self.next_close,
                 "watermark": self.watermark, "started": self.started, "stats": dict(self.stats),
+                "sources": {str(k): v for k, v in self.sources.items()},
                 "open_buckets": {str(b): [[list(k[1:]), v] for k, v in raw.items()] for b, raw in self.agg.open.items()},
                 "unpriced_reasons": self.agg.unpriced_reasons,
                 "scopes": [s.to_json() for s in self.scopes.values()]}
@@ -417,6 +453,7 @@ class AnomalyEngine:
         engine = cls(Config(**data["config"]))
         engine.next_close, engine.watermark, engine.started = data["next_close"], data["watermark"], data["started"]
         engine.stats.update(data["stats"])
+        engine.sources = {int(k): int(v) for k, v in data.get("sources", {}).items()}
         for b, rows in data["open_buckets"].items():
             engine.agg.open[int(b)] = {(int(b), *k): v for k, v in rows}
         engine.agg.unpriced_reasons = dict(data["unpriced_reasons"])
