@@ -63,6 +63,15 @@ class Config:
     shift_ratio: float = 2.5
     shift_min_requests: int = 5
     new_model_close_buckets: int = 3
+    new_model_min_calls: int = 3  # calls of a never-used model (within an hour) before it is news
+    new_model_window_buckets: int = 12
+    # Evidence (issue #17): volumes are judged without the bucket's largest call, with at least `volume_min_calls`
+    # calls, and the excess must exceed `typical_calls` of this scope's usual calls; opening at once ("strong")
+    # needs `strong_min_calls` calls, otherwise two anomalous buckets in a row.
+    volume_min_calls: int = 4
+    strong_min_calls: int = 10
+    typical_calls: float = 8.0
+    shift_min_model_calls: int = 3  # calls on the model that took over the cost
     costly_new_model_usd_per_hour: float = 5.0
 
 
@@ -80,17 +89,22 @@ class Verdict:
 
 
 def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
-                 counts: bool, unit: str, per_hour: float) -> Verdict | None:
-    """Observed bucket value against the seasonal level: a robust z-score AND a ratio AND an absolute floor, so
-    neither a noisy small scope nor a slightly-above-normal huge one raises anything."""
+                 counts: bool, unit: str, per_hour: float, trimmed: float | None = None, calls: int | None = None,
+                 min_calls: int = 0, strong_calls: int = 0) -> Verdict | None:
+    """Observed bucket value against the seasonal level: a robust z-score AND a ratio AND a floor, so neither a
+    noisy small scope nor a slightly-above-normal huge one raises anything. With `trimmed` (the value without the
+    bucket's largest call) and `calls`, the evidence must not rest on one call: the trimmed value must clear the
+    thresholds, with at least `min_calls` calls (`strong_calls` to open at once)."""
     expected, dev, n = base.expected(slots, allow_global=False)
     if n < MIN_SAMPLES:
         return None
     sigma = max(1.25 * dev, 0.1 * expected, math.sqrt(expected) if counts else 0.0, 1e-9)
     high = max(expected + z * sigma, ratio * expected, expected + min_delta)
     low = max(expected - z * sigma, 0.0)
-    if obs >= high:
-        strong = obs >= expected + 2 * z * sigma and obs >= 2 * ratio * expected and obs >= expected + 2 * min_delta
+    judged = obs if trimmed is None else trimmed
+    if judged >= high and (calls is None or calls >= min_calls):
+        strong = (judged >= expected + 2 * z * sigma and judged >= 2 * ratio * expected
+                  and judged >= expected + 2 * min_delta and (calls is None or calls >= strong_calls))
         state = "strong" if strong else "anomalous"
     elif obs >= max(expected + z * sigma / 2, (1 + ratio) / 2 * expected, expected + min_delta / 2):
         state = "elevated"

@@ -13,7 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from .aggregate import COST, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent, BucketAggregator, pico_to_str
+from .aggregate import (COST, MAXCOST, MAXIN, MAXOUT, MAXTOK, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent,
+                        BucketAggregator, pico_to_str)
 from .baseline import daily_slots, full_slots
 from .detectors import (KIND_DIMS, Config, Verdict, error_verdict, explain, rate_verdict, ratio_verdict, severity)
 from .scope_state import ScopeState
@@ -29,7 +30,12 @@ SPECIFICITY = {"api_key": 0, "user": 1, "feature": 2, "project": 3, "team": 4, "
 RAW_INDEX = {"team": 1, "project": 2, "user": 3, "api_key": 4, "feature": 5, "model": 6}  # positions in a raw key
 VOLUME_KINDS = ("spend_rate", "token_rate", "request_burst", "unpriced_usage")
 # ScopeBucket positions: requests, errors, input tokens, output tokens (ok calls), cost pico, unpriced calls/tokens
-S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS = range(8)
+# and the largest single call's cost, input, output and total tokens (ok calls) in the bucket.
+S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK = range(12)
+
+
+def empty_bucket() -> list:
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0]
 
 
 def iso_epoch(seconds: float) -> str:
@@ -58,7 +64,7 @@ class AnomalyEngine:
         self.behind: set[int] | None = None  # None: every input seen so far holds the watermark
         self.stats = {"events": 0, "bad_events": 0, "late_events": 0, "future_events": 0, "buckets_closed": 0,
                       "scopes_evicted": 0, "scopes_expired": 0, "anomalies_opened": 0, "anomalies_closed": 0,
-                      "anomalies_explained": 0, "advances_refused": 0}
+                      "anomalies_explained": 0, "advances_refused": 0, "duplicate_events": 0}
         self.last_error = ""
         self._now = 0  # event time of the bucket close being processed
         self._opened: list = []  # anomalies opened by the bucket close being processed
@@ -147,14 +153,22 @@ class AnomalyEngine:
                     continue
                 sb = per_scope.get((dim, value))
                 if sb is None:
-                    sb = per_scope[(dim, value)] = [0, 0, 0, 0, 0, 0, 0, {}]
+                    sb = per_scope[(dim, value)] = empty_bucket()
                 sb[S_REQ] += agg[REQ]
                 sb[S_COST] += agg[COST]
+                if agg[MAXCOST] > sb[S_MAXCOST]:
+                    sb[S_MAXCOST] = agg[MAXCOST]
                 if error:
                     sb[S_ERR] += agg[REQ]
                 else:
                     sb[S_TIN] += agg[TIN]
                     sb[S_TOUT] += agg[TOUT]
+                    if agg[MAXIN] > sb[S_MAXIN]:
+                        sb[S_MAXIN] = agg[MAXIN]
+                    if agg[MAXOUT] > sb[S_MAXOUT]:
+                        sb[S_MAXOUT] = agg[MAXOUT]
+                    if agg[MAXTOK] > sb[S_MAXTOK]:
+                        sb[S_MAXTOK] = agg[MAXTOK]
                 if unpriced:
                     sb[S_UREQ] += agg[REQ]
                     sb[S_UTOK] += agg[TIN] + agg[TOUT]
@@ -174,6 +188,8 @@ class AnomalyEngine:
         if not self.stats["buckets_closed"]:
             self.started = bucket
         raw = self.agg.open.pop(bucket, {})
+        self.agg.seen.pop(bucket, None)
+        self.stats["duplicate_events"] = self.agg.duplicates
         per_scope = self._fan_out(raw)
         self._opened: list = []
         for key in per_scope:
@@ -193,7 +209,7 @@ class AnomalyEngine:
                 continue
             if sb is not None:
                 state.last_active = bucket
-            self._step(state, sb or [0, 0, 0, 0, 0, 0, 0, {}], bucket, full, daily, updates)
+            self._step(state, sb or empty_bucket(), bucket, full, daily, updates)
             state.age += 1
         if self._opened:
             self._explain(raw)
@@ -231,21 +247,28 @@ class AnomalyEngine:
         label = f"{dim} {st.value}"
         track = self._track
 
+        # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
+        # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
+        trim_cost = (sb[S_COST] - sb[S_MAXCOST]) / PICO
+        trim_tokens = float(tokens - sb[S_MAXTOK])
         if warm:
-            v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio,
-                             min_delta=cfg.spend_min_delta_usd_per_hour / per_hour, counts=False,
-                             unit="usd_per_hour", per_hour=per_hour)
+            floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost)
+            v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
+                             unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
+                             min_calls=cfg.volume_min_calls, strong_calls=cfg.strong_min_calls)
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
-            v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio,
-                             min_delta=cfg.token_min_delta_per_hour / per_hour, counts=True,
-                             unit="tokens_per_hour", per_hour=per_hour)
+            floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens)
+            v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
+                             counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
+                             min_calls=cfg.volume_min_calls, strong_calls=cfg.strong_min_calls)
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
-                v_out = ratio_verdict(sb[S_TOUT] / ok, st.tpr_out, daily, ratio=cfg.tpr_ratio, z=cfg.ratio_z,
-                                      unit="tokens_per_request")
-                v_in = ratio_verdict(sb[S_TIN] / ok, st.tpr_in, daily, ratio=cfg.tpr_ratio, z=cfg.ratio_z,
-                                     unit="tokens_per_request")
+                # Means without the largest call: one 120k-token document is not a changed template.
+                v_out = ratio_verdict((sb[S_TOUT] - sb[S_MAXOUT]) / (ok - 1), st.tpr_out, daily, ratio=cfg.tpr_ratio,
+                                      z=cfg.ratio_z, unit="tokens_per_request")
+                v_in = ratio_verdict((sb[S_TIN] - sb[S_MAXIN]) / (ok - 1), st.tpr_in, daily, ratio=cfg.tpr_ratio,
+                                     z=cfg.ratio_z, unit="tokens_per_request")
                 candidates = [(x.observed / x.expected, name, x) for name, x in (("output", v_out), ("input", v_in)) if x]
                 if candidates:
                     _, v_detail, v = max(candidates, key=lambda c: c[0])
@@ -263,7 +286,9 @@ class AnomalyEngine:
                     v = ratio_verdict(cost_usd * 1000 / tokens, st.cpt, daily, ratio=cfg.shift_ratio, z=cfg.ratio_z,
                                       unit="usd_per_1k_tokens")
                     if v and v.state in ("strong", "anomalous"):
-                        v.detail = self._shift_detail(st, sb)
+                        v.detail, calls = self._shift_detail(st, sb)
+                        if calls < cfg.shift_min_model_calls:  # one premium call is not a shift
+                            v.state = "elevated"
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
         if dim in KIND_DIMS["request_burst"]:
@@ -297,13 +322,15 @@ class AnomalyEngine:
         if st.requests is not None:
             st.requests.update(full, float(sb[S_REQ]))
         if ok >= 3:
-            st.tpr_out.update(daily, sb[S_TOUT] / ok)
-            st.tpr_in.update(daily, sb[S_TIN] / ok)
+            st.tpr_out.update(daily, (sb[S_TOUT] - sb[S_MAXOUT]) / (ok - 1))
+            st.tpr_in.update(daily, (sb[S_TIN] - sb[S_MAXIN]) / (ok - 1))
             if tokens > 0 and sb[S_COST] > 0:
                 st.cpt.update(daily, cost_usd * 1000 / tokens)
         if sb[S_REQ] >= 5:
             st.err.update(daily, sb[S_ERR] / sb[S_REQ])
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
+        if ok:
+            st.learn_call_size(cost_usd / ok, tokens / ok)
         if sb[S_COST] > 0 and dim != "model":
             for model, info in st.models.items():
                 m = sb[S_MODELS].get(model)
@@ -316,9 +343,20 @@ class AnomalyEngine:
             # A new model is news once: the anomaly closes after `close_after` buckets whatever happens next.
             self._track(st, kind_key, "new_model", Verdict("normal", 0.0, 0.0, 0.0, 0.0, "usd_per_hour"),
                         bucket, updates, label)
+        window = cfg.new_model_window_buckets * cfg.bucket_s
+        for model in [m for m, (first, _c, _p) in st.pending.items() if bucket - first >= window]:
+            del st.pending[model]  # a few calls in an hour: an occasional model, now a usual one (no news)
         for model, (requests, cost, _tokens) in sb[S_MODELS].items():
             if model in st.models:
                 continue
+            if warm:
+                # One call of a model is not news (a rare premium call); `new_model_min_calls` within an hour are.
+                first, calls, spent = st.pending.get(model, (bucket, 0, 0))
+                calls, spent = calls + requests, spent + cost
+                if calls < cfg.new_model_min_calls:
+                    st.pending[model] = [first, calls, spent]
+                    continue
+                st.pending.pop(model, None)
             st.models[model] = [bucket, 0.0]
             if not warm:
                 continue  # cold start: the first day's models are the scope's usual ones
@@ -331,13 +369,13 @@ class AnomalyEngine:
 
     @staticmethod
     def _shift_detail(st: ScopeState, sb: list) -> str:
-        best, best_gain, best_now, best_usual = "", -1.0, 0.0, 0.0
-        for model, (_req, cost, _tok) in sb[S_MODELS].items():
+        best, best_gain, best_now, best_usual, best_calls = "", -1.0, 0.0, 0.0, 0
+        for model, (calls, cost, _tok) in sb[S_MODELS].items():
             now = cost / sb[S_COST]
             usual = st.models.get(model, [0, 0.0])[1]
             if now - usual > best_gain:
-                best, best_gain, best_now, best_usual = model, now - usual, now, usual
-        return f"{best} now carries {best_now:.0%} of its cost (usually {best_usual:.0%})"
+                best, best_gain, best_now, best_usual, best_calls = model, now - usual, now, usual, calls
+        return f"{best} now carries {best_now:.0%} of its cost (usually {best_usual:.0%})", best_calls
 
     # Lifecycle -----------------------------------------------------------------------------------------------
     def _track(self, st: ScopeState, kind_key: str, kind: str, v: Verdict | None, bucket: int,
@@ -453,9 +491,10 @@ class AnomalyEngine:
         engine = cls(Config(**data["config"]))
         engine.next_close, engine.watermark, engine.started = data["next_close"], data["watermark"], data["started"]
         engine.stats.update(data["stats"])
+        engine.agg.duplicates = engine.stats.get("duplicate_events", 0)
         engine.sources = {int(k): int(v) for k, v in data.get("sources", {}).items()}
         for b, rows in data["open_buckets"].items():
-            engine.agg.open[int(b)] = {(int(b), *k): v for k, v in rows}
+            engine.agg.open[int(b)] = {(int(b), *k): (v + [0] * 8)[:8] for k, v in rows}
         engine.agg.unpriced_reasons = dict(data["unpriced_reasons"])
         for item in data["scopes"]:
             state = ScopeState.from_json(item)
