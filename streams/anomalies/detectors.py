@@ -38,6 +38,7 @@ class Config:
     # history being read (backfill, replay, a consumer catching up), not live traffic gone quiet.
     live_lag_s: int = 7200
     open_after: int = 2  # anomalous buckets in a row before an anomaly opens ("strong" opens at once)
+    sustained_after: int = 3  # the same for spend and token volumes: a long session is not a deviation
     close_after: int = 3  # normal buckets in a row before it closes
     # Cold start: a scope's first two days raise only absolute-floor kinds (bursts of a new key, unpriced usage).
     # Two, because a scope's first UTC day can be its local weekend.
@@ -65,6 +66,7 @@ class Config:
     new_model_close_buckets: int = 3
     new_model_min_calls: int = 3  # calls of a never-used model (within an hour) before it is news
     new_model_window_buckets: int = 12
+    new_model_min_buckets: int = 2  # ... in at least two buckets (one session on another model is not news)
     # Evidence (issue #17): volumes are judged without the bucket's largest call, with at least `volume_min_calls`
     # calls, and the excess must exceed `typical_calls` of this scope's usual calls; opening at once ("strong")
     # needs `strong_min_calls` calls, otherwise two anomalous buckets in a row.

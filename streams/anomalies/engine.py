@@ -34,6 +34,10 @@ VOLUME_KINDS = ("spend_rate", "token_rate", "request_burst", "unpriced_usage")
 S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK = range(12)
 
 
+BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
+SUSTAINED_KINDS = ("spend_rate", "token_rate")
+
+
 def empty_bucket() -> list:
     return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0]
 
@@ -251,16 +255,19 @@ class AnomalyEngine:
         # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
         trim_cost = (sb[S_COST] - sb[S_MAXCOST]) / PICO
         trim_tokens = float(tokens - sb[S_MAXTOK])
+        busy_cost, busy_tokens = st.busy_high(0), st.busy_high(1)
+        # Opening at once needs more calls than this scope's busy buckets hold (a loop, not a long session).
+        strong_calls = max(cfg.strong_min_calls, 2 * st.busy_high(2))
         if warm:
-            floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost)
+            floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost, busy_cost)
             v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
                              unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
-                             min_calls=cfg.volume_min_calls, strong_calls=cfg.strong_min_calls)
+                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls)
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
-            floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens)
+            floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
             v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
                              counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
-                             min_calls=cfg.volume_min_calls, strong_calls=cfg.strong_min_calls)
+                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls)
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
@@ -331,6 +338,9 @@ class AnomalyEngine:
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
         if ok:
             st.learn_call_size(cost_usd / ok, tokens / ok)
+            st.busy.update(BUSY_COST, cost_usd)
+            st.busy.update(BUSY_TOKENS, float(tokens))
+            st.busy.update(BUSY_CALLS, float(sb[S_REQ]))
         if sb[S_COST] > 0 and dim != "model":
             for model, info in st.models.items():
                 m = sb[S_MODELS].get(model)
@@ -344,17 +354,17 @@ class AnomalyEngine:
             self._track(st, kind_key, "new_model", Verdict("normal", 0.0, 0.0, 0.0, 0.0, "usd_per_hour"),
                         bucket, updates, label)
         window = cfg.new_model_window_buckets * cfg.bucket_s
-        for model in [m for m, (first, _c, _p) in st.pending.items() if bucket - first >= window]:
+        for model in [m for m, info in st.pending.items() if bucket - info[0] >= window]:
             del st.pending[model]  # a few calls in an hour: an occasional model, now a usual one (no news)
         for model, (requests, cost, _tokens) in sb[S_MODELS].items():
             if model in st.models:
                 continue
             if warm:
                 # One call of a model is not news (a rare premium call); `new_model_min_calls` within an hour are.
-                first, calls, spent = st.pending.get(model, (bucket, 0, 0))
-                calls, spent = calls + requests, spent + cost
-                if calls < cfg.new_model_min_calls:
-                    st.pending[model] = [first, calls, spent]
+                first, calls, spent, buckets = (st.pending.get(model) or [bucket, 0, 0, 0])[:4]
+                calls, spent, buckets = calls + requests, spent + cost, buckets + 1
+                if calls < cfg.new_model_min_calls or buckets < cfg.new_model_min_buckets:
+                    st.pending[model] = [first, calls, spent, buckets]
                     continue
                 st.pending.pop(model, None)
             st.models[model] = [bucket, 0.0]
@@ -403,7 +413,7 @@ class AnomalyEngine:
             return
         streak = st.streaks.setdefault(kind_key, [0, bucket])
         streak[0] += 1
-        if v.state != "strong" and streak[0] < cfg.open_after:
+        if v.state != "strong" and streak[0] < (cfg.sustained_after if kind in SUSTAINED_KINDS else cfg.open_after):
             return
         start = st.streaks.pop(kind_key)[1]
         digest = hashlib.sha256(f"{kind_key}|{st.dim}={st.value}|{start}".encode()).hexdigest()[:32]

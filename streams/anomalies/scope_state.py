@@ -7,7 +7,8 @@ from .baseline import DAILY_SIZE, FULL_SIZE, Seasonal
 
 class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
-                 "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending")
+                 "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
+                 "busy")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -22,7 +23,16 @@ class ScopeState:
         # Typical size of one call (USD, tokens): a slow mean of per-call averages of active buckets, each step
         # clipped to 4x / 0.25x, so a bucket must exceed what several typical calls of *this* scope would add.
         self.call_cost, self.call_tokens = 0.0, 0.0
-        self.pending: dict[str, list] = {}  # new model -> [first bucket, calls, cost pico] until it is news
+        self.pending: dict[str, list] = {}  # new model -> [first bucket, calls, cost pico, buckets] until news
+        # Spend and tokens of this scope's *active* buckets (level and deviation, slots 0 and 1): how big a busy
+        # bucket usually is. Sessions make quiet scopes bursty: a 15-call agent run is this key's normal, not news.
+        self.busy = Seasonal(3)  # slot 2: calls of an active bucket
+
+    def busy_high(self, slot: int) -> float:
+        """What a busy bucket of this scope reaches (level + 3 deviations of its active buckets), 0 while young."""
+        if self.busy.n[slot] < 12:
+            return 0.0
+        return self.busy.level[slot] + 3 * self.busy.dev[slot]
 
     def learn_call_size(self, cost: float, tokens: float) -> None:
         self.call_cost = _clipped_mean(self.call_cost, cost)
@@ -32,6 +42,7 @@ class ScopeState:
         return {"dim": self.dim, "value": self.value, "first": self.first, "last_active": self.last_active,
                 "age": self.age, "models": self.models, "streaks": self.streaks, "open": self.open,
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
+                "busy": self.busy.to_json(),
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -43,6 +54,8 @@ class ScopeState:
         state.recent = list(data["recent"])
         state.call_cost, state.call_tokens = data.get("call_size", [0.0, 0.0])
         state.pending = data.get("pending", {})
+        if data.get("busy"):
+            state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):
             setattr(state, name, Seasonal.from_json(data[name]))
         state.requests = Seasonal.from_json(data["requests"]) if data.get("requests") else None

@@ -39,8 +39,9 @@ class Key:
         self.offset_h = rng.choice((-8, -5, 0, 1, 2, 5.5, 9))
         main, second = rng.sample(MAIN, 2)
         self.models = {main: 0.8, second: 0.2}
-        if rng.random() < 1 / 3:
-            self.models = {main: 0.78, second: 0.2, rng.choice(PREMIUM): rng.uniform(0.01, 0.03)}
+        self.premium, self.premium_p = None, 0.0
+        if rng.random() < 1 / 3:  # a hard question now and then goes to a premium model: one call, not a session
+            self.premium, self.premium_p = rng.choice(PREMIUM), rng.uniform(0.01, 0.03)
         self.chain = rng.uniform(1.0, 6.0)  # mean calls per session
         self.tin, self.tout = math.exp(rng.uniform(math.log(300), math.log(6000))), rng.uniform(80, 900)
         self.error_p = rng.uniform(0.01, 0.04)
@@ -70,7 +71,7 @@ def _calls(rng: random.Random, key: Key, start: int, end: int, tag: str) -> list
             return out
         if rng.random() * 1.3 > key.shape_at(t):
             continue
-        calls = 1 + int(rng.expovariate(1 / max(key.chain - 1, 0.01))) if key.chain > 1 else 1
+        calls = min(1 + int(rng.expovariate(1 / max(key.chain - 1, 0.01))), 30) if key.chain > 1 else 1
         when, context = t, 1.0
         model = rng.choices(names, weights)[0]
         for _ in range(calls):
@@ -83,14 +84,15 @@ def _calls(rng: random.Random, key: Key, start: int, end: int, tag: str) -> list
             tout = min(int(rng.lognormvariate(math.log(key.tout), 0.8)), 8_000)
             error = rng.random() < key.error_p
             n += 1
-            out.append((when, priced_event(f"sp-{tag}-{n}", when, key.attribution, model, tin, tout, error)))
+            called = key.premium if key.premium and rng.random() < key.premium_p else model
+            out.append((when, priced_event(f"sp-{tag}-{n}", when, key.attribution, called, tin, tout, error)))
             if error:  # the client retries once
                 when += rng.uniform(1, 6)
                 n += 1
                 out.append((when, priced_event(f"sp-{tag}-{n}", when, key.attribution, model, tin, tout,
                                                rng.random() < 0.3)))
             when += rng.uniform(2, 40)
-            context *= 1.15
+            context = min(context * 1.15, 3.0)  # an agent's context grows, up to the window it keeps
 
 
 def generate(seed: int = 1, days: int = 30, per_kind: int = 10) -> tuple[Iterator[list[dict]], list[dict], dict]:
@@ -99,7 +101,7 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 10) -> tuple[Iterato
     start = int(START.timestamp())
     end = start + days * 86400
     keys = [Key(rng, i) for i in range(60)]
-    actors = [Actor(k.attribution, k.models, k.tin, k.tout, k.rate) for k in keys]
+    actors = [Actor(k.attribution, k.models, k.tin, k.tout, k.rate) for k in keys]  # premium calls: not a usual mix
     incidents = plan(rng, actors, start, days, per_kind) if per_kind else []
     facts = {"start": start, "end": end, "clients": len(keys), "injections": len(incidents), "fresh": []}
     streams = [_calls(random.Random(seed * 1000 + i), k, start, end, f"{seed}-{i}") for i, k in enumerate(keys)]
