@@ -72,7 +72,8 @@ class Config:
     # needs `strong_min_calls` calls, otherwise two anomalous buckets in a row.
     volume_min_calls: int = 4
     strong_min_calls: int = 10
-    typical_calls: float = 8.0
+    typical_calls: float = 12.0
+    strong_busy_multiple: float = 8.0  # with >= strong_min_calls calls, an excess this many busy buckets opens at once
     shift_min_model_calls: int = 3  # calls on the model that took over the cost
     costly_new_model_usd_per_hour: float = 5.0
 
@@ -92,11 +93,12 @@ class Verdict:
 
 def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
                  counts: bool, unit: str, per_hour: float, trimmed: float | None = None, calls: int | None = None,
-                 min_calls: int = 0, strong_calls: int = 0) -> Verdict | None:
+                 min_calls: int = 0, strong_calls: int = 0, strong_volume: float = math.inf) -> Verdict | None:
     """Observed bucket value against the seasonal level: a robust z-score AND a ratio AND a floor, so neither a
     noisy small scope nor a slightly-above-normal huge one raises anything. With `trimmed` (the value without the
     bucket's largest call) and `calls`, the evidence must not rest on one call: the trimmed value must clear the
-    thresholds, with at least `min_calls` calls (`strong_calls` to open at once)."""
+    thresholds, with at least `min_calls` calls; opening at once ("strong") also needs `strong_calls` calls, or
+    an excess of `strong_volume` (several times what a busy bucket of this scope reaches)."""
     expected, dev, n = base.expected(slots, allow_global=False)
     if n < MIN_SAMPLES:
         return None
@@ -106,7 +108,8 @@ def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: f
     judged = obs if trimmed is None else trimmed
     if judged >= high and (calls is None or calls >= min_calls):
         strong = (judged >= expected + 2 * z * sigma and judged >= 2 * ratio * expected
-                  and judged >= expected + 2 * min_delta and (calls is None or calls >= strong_calls))
+                  and judged >= expected + 2 * min_delta
+                  and (calls is None or calls >= strong_calls or judged >= expected + strong_volume))
         state = "strong" if strong else "anomalous"
     elif obs >= max(expected + z * sigma / 2, (1 + ratio) / 2 * expected, expected + min_delta / 2):
         state = "elevated"

@@ -262,12 +262,14 @@ class AnomalyEngine:
             floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost, busy_cost)
             v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
                              unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
-                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls)
+                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
+                             strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
             v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
                              counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
-                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls)
+                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
+                             strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
@@ -338,14 +340,22 @@ class AnomalyEngine:
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
         if ok:
             st.learn_call_size(cost_usd / ok, tokens / ok)
-            st.busy.update(BUSY_COST, cost_usd)
-            st.busy.update(BUSY_TOKENS, float(tokens))
-            st.busy.update(BUSY_CALLS, float(sb[S_REQ]))
+            if not any(k in st.open for k in SUSTAINED_KINDS):  # not from an open anomaly
+                st.busy.update(BUSY_COST, trim_cost)
+                st.busy.update(BUSY_TOKENS, trim_tokens)
+                st.busy.update(BUSY_CALLS, float(sb[S_REQ]))
         if sb[S_COST] > 0 and dim != "model":
             for model, info in st.models.items():
                 m = sb[S_MODELS].get(model)
                 share = m[1] / sb[S_COST] if m else 0.0
                 info[1] += 0.02 * (share - info[1])
+
+    def _strong_volume(self, busy_high: float, calls: int) -> float:
+        """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a
+        token explosion) must not wait for the sustained rule; needs `strong_min_calls` calls all the same."""
+        if not busy_high or calls < self.cfg.strong_min_calls:
+            return float("inf")
+        return self.cfg.strong_busy_multiple * busy_high
 
     def _new_models(self, st, sb, bucket, warm, per_hour, updates, label) -> None:
         cfg = self.cfg
@@ -440,7 +450,7 @@ class AnomalyEngine:
             rank = SPECIFICITY[st.dim]
             if rank == 0:
                 continue
-            index = RAW_INDEX[st.dim]
+            index = RAW_INDEX[st.dim]  # noqa: the key's own position in a raw aggregate key
             related = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
                        if key[i] and SPECIFICITY[d] < rank}
             best = None
@@ -451,11 +461,33 @@ class AnomalyEngine:
                     continue
                 if best is None or SPECIFICITY[dim] < SPECIFICITY[best[0]]:
                     best = (dim, value)
+            if best is None and anomaly["kind"] in SUSTAINED_KINDS:
+                best = self._one_quiet_key(st, anomaly["kind"], kind_key, raw, index)
+                if best is not None:
+                    anomaly["_quiet_key"] = True
             if best is not None:
                 anomaly["_explained_by"] = f"{best[0]} {best[1]}"
                 update.notify = False
                 update.record = self._public(anomaly)
                 self.stats["anomalies_explained"] += 1
+
+    def _one_quiet_key(self, st: ScopeState, kind: str, kind_key: str, raw: dict, index: int):
+        """A broad scope's volume spike that is mostly one API key's traffic, while that key itself is within its
+        own (bursty) range: the key's usual busy stretch, not news for the team or the model. Recorded, not
+        alerted. (A key that is itself anomalous explains it through the rule above.)"""
+        volume: dict[str, int] = {}
+        for key, agg in raw.items():
+            if key[index] == st.value and key[4]:
+                amount = agg[COST] if kind == "spend_rate" else (0 if key[7] else agg[TIN] + agg[TOUT])
+                volume[key[4]] = volume.get(key[4], 0) + amount
+        total = sum(volume.values())
+        if not total:
+            return None
+        top, amount = max(volume.items(), key=lambda item: item[1])
+        other = self.scopes.get(("api_key", top))
+        if amount >= 0.5 * total and other is not None and kind_key not in other.open:
+            return ("api_key", top)
+        return None
 
     @staticmethod
     def _fill(anomaly: dict, kind: str, v: Verdict, label: str, exact: str | None) -> None:
@@ -477,7 +509,10 @@ class AnomalyEngine:
         record = {k: anomaly[k] for k in ("id", "kind", "scope_dim", "scope_value", "severity", "observed",
                                           "expected", "expected_low", "expected_high", "unit", "start", "end",
                                           "status", "explanation", "detected_at")}
-        if anomaly.get("_explained_by"):
+        if anomaly.get("_quiet_key"):
+            record["explanation"] += (f" Mostly the traffic of {anomaly['_explained_by']}, within that key's own usual "
+                                      f"range (not alerted).")
+        elif anomaly.get("_explained_by"):
             record["explanation"] += f" Part of the anomaly of {anomaly['_explained_by']} (alerted there)."
         return record
 
