@@ -1,7 +1,8 @@
 """AnomalyEngine: priced events in, anomaly lifecycle updates out. Pure (no Kafka, no clock): driven by event time.
 
 Events are folded into fixed buckets (aggregate.py). A bucket closes once the event-time watermark passes its end
-plus `grace_s`; then every known scope gets one step: detectors judge the bucket against the scope's baselines
+plus `grace_s`; the watermark is the minimum latest event time over the inputs (partitions) that still hold unread
+records (`observe(..., source=p)`, `set_behind`), and a wall-clock `advance_to` is refused over history; then every known scope gets one step: detectors judge the bucket against the scope's baselines
 (detectors.py), the baselines learn from it (baseline.py), and anomalies open, extend or close. State is bounded
 (at most `max_scopes`, idle scopes expire) and round-trips through JSON (`snapshot()` / `restore()`).
 """
