@@ -120,6 +120,7 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
         by_feature.setdefault(a.attribution["feature"], []).append(a)
         by_team.setdefault(a.attribution["team"], []).append(a)
     used_models = {m for a in actors for m in a.models}
+    new_pairs: set[tuple[str, str]] = set()
     for n in range(per_kind):
         a = rng.choice(actors)
         t0 = rng.randrange(lo, hi, 60)
@@ -147,9 +148,13 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
                               ("request_burst", "spend_rate", "token_rate", "tokens_per_request"),
                               {"extra_rps": rng.uniform(1, 3), "extra_model": min(a.models, key=lambda m: sum(PRICES[m])),
                                "tin": 150, "tout": 40}, a.scopes(), f"leaked key {a.key}"))
-        a = rng.choice(actors)
-        fresh = sorted(m for m in PRICES if m not in used_models and m not in PREMIUM)
+        for _ in range(50):  # a model already brought to this key by an earlier incident is not new any more
+            a = rng.choice(actors)
+            fresh = sorted(m for m in PRICES if m not in used_models and m not in PREMIUM and (a.key, m) not in new_pairs)
+            if fresh:
+                break
         model = rng.choice(fresh or ["deepseek-chat"])
+        new_pairs.add((a.key, model))
         t0 = _busy_time(rng, [a], lo, hi, 3)
         plans.append(Incident("new_model", t0, t0 + rng.randrange(60, 180) * 60, [a],
                               ("new_model", "model_shift", "spend_rate", "token_rate"), {"new_model": model, "share": 0.5,
