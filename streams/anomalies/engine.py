@@ -211,6 +211,8 @@ class AnomalyEngine:
                     state.requests.update(full, 0.0)
                 state.age += 1
                 state.recent = [0, 0, state.recent[0], state.recent[1]]
+                if state.recent_cost[0][0]:
+                    state.recent_cost = [[0, 0, 0, {}], state.recent_cost[0]]
                 continue
             if sb is not None:
                 state.last_active = bucket
@@ -292,12 +294,19 @@ class AnomalyEngine:
                   bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
                 v = None
-                if ok >= cfg.shift_min_requests and tokens > 0 and sb[S_COST] > 0:
-                    v = ratio_verdict(cost_usd * 1000 / tokens, st.cpt, daily, ratio=cfg.shift_ratio, z=cfg.ratio_z,
-                                      unit="usd_per_1k_tokens")
+                # A quiet scope's last three buckets are judged together (like error shares).
+                w_ok, w_cost, w_tokens, windowed = ok, sb[S_COST], tokens, ok < cfg.shift_min_requests
+                if windowed and ok:
+                    for r_ok, r_cost, r_tokens, _ in st.recent_cost:
+                        w_ok, w_cost, w_tokens = w_ok + r_ok, w_cost + r_cost, w_tokens + r_tokens
+                if w_ok >= cfg.shift_min_requests and w_tokens > 0 and sb[S_COST] > 0:
+                    v = ratio_verdict(w_cost / PICO * 1000 / w_tokens, st.cpt, daily, ratio=cfg.shift_ratio,
+                                      z=cfg.ratio_z, unit="usd_per_1k_tokens")
                     if v and v.state in ("strong", "anomalous"):
-                        v.detail, calls = self._shift_detail(st, sb)
-                        if calls < cfg.shift_min_model_calls:  # one premium call is not a shift
+                        v.detail, model, calls = self._shift_detail(st, sb)
+                        if windowed:
+                            calls += sum(r[3].get(model, 0) for r in st.recent_cost)
+                        if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
                             v.state = "elevated"
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
@@ -339,6 +348,8 @@ class AnomalyEngine:
         if sb[S_REQ] >= 5:
             st.err.update(daily, sb[S_ERR] / sb[S_REQ])
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
+        if dim in KIND_DIMS["model_shift"]:
+            st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}], st.recent_cost[0]]
         if ok:
             st.learn_call_size(cost_usd / ok, tokens / ok)
             if not any(k in st.open for k in SUSTAINED_KINDS):  # not from an open anomaly
@@ -396,7 +407,7 @@ class AnomalyEngine:
             usual = st.models.get(model, [0, 0.0])[1]
             if now - usual > best_gain:
                 best, best_gain, best_now, best_usual, best_calls = model, now - usual, now, usual, calls
-        return f"{best} now carries {best_now:.0%} of its cost (usually {best_usual:.0%})", best_calls
+        return f"{best} now carries {best_now:.0%} of its cost (usually {best_usual:.0%})", best, best_calls
 
     # Lifecycle -----------------------------------------------------------------------------------------------
     def _track(self, st: ScopeState, kind_key: str, kind: str, v: Verdict | None, bucket: int,

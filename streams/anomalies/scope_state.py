@@ -8,7 +8,7 @@ from .baseline import DAILY_SIZE, FULL_SIZE, Seasonal
 class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
-                 "busy")
+                 "busy", "recent_cost")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -27,6 +27,8 @@ class ScopeState:
         # Spend and tokens of this scope's *active* buckets (level and deviation, slots 0 and 1): how big a busy
         # bucket usually is. Sessions make quiet scopes bursty: a 15-call agent run is this key's normal, not news.
         self.busy = Seasonal(3)  # slot 2: calls of an active bucket
+        # ok calls, cost pico, tokens, calls per model of the last two buckets (cost-per-token window of quiet scopes)
+        self.recent_cost: list = [[0, 0, 0, {}], [0, 0, 0, {}]]
 
     def busy_high(self, slot: int) -> float:
         """What a busy bucket of this scope reaches (level + 3 deviations of its active buckets), 0 while young."""
@@ -42,7 +44,7 @@ class ScopeState:
         return {"dim": self.dim, "value": self.value, "first": self.first, "last_active": self.last_active,
                 "age": self.age, "models": self.models, "streaks": self.streaks, "open": self.open,
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
-                "busy": self.busy.to_json(),
+                "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -54,6 +56,7 @@ class ScopeState:
         state.recent = list(data["recent"])
         state.call_cost, state.call_tokens = data.get("call_size", [0.0, 0.0])
         state.pending = data.get("pending", {})
+        state.recent_cost = data.get("recent_cost", state.recent_cost)
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):
