@@ -121,6 +121,7 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
         by_team.setdefault(a.attribution["team"], []).append(a)
     used_models = {m for a in actors for m in a.models}
     new_pairs: set[tuple[str, str]] = set()
+    cheap = min(PRICES, key=lambda m: sum(PRICES[m]))
     for n in range(per_kind):
         a = rng.choice(actors)
         t0 = rng.randrange(lo, hi, 60)
@@ -131,7 +132,6 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
                               f"runaway agent loop on {a.key}"))
         a = rng.choice(actors)
         t0 = rng.randrange(lo, hi, 60)
-        cheap = min(PRICES, key=lambda m: sum(PRICES[m]))
         plans.append(Incident("token_rate", t0, t0 + rng.randrange(30, 90) * 60, [a],
                               ("token_rate", "spend_rate", "request_burst", "tokens_per_request", "new_model",
                                "model_shift"), {"extra_rps": 0.05, "extra_model": cheap, "tin": 90_000, "tout": 200},
@@ -150,7 +150,8 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
                                "tin": 150, "tout": 40}, a.scopes(), f"leaked key {a.key}"))
         for _ in range(50):  # a model already brought to this key by an earlier incident is not new any more
             a = rng.choice(actors)
-            fresh = sorted(m for m in PRICES if m not in used_models and m not in PREMIUM and (a.key, m) not in new_pairs)
+            fresh = sorted(m for m in PRICES if m not in used_models and m not in PREMIUM and m != cheap
+                           and (a.key, m) not in new_pairs)  # the token explosions' model is not new either
             if fresh:
                 break
         model = rng.choice(fresh or ["deepseek-chat"])
