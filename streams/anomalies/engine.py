@@ -285,6 +285,8 @@ class AnomalyEngine:
                 if candidates:
                     _, v_detail, v = max(candidates, key=lambda c: c[0])
                     v.detail = v_detail
+                    if v.state == "strong" and ok < 2 * cfg.tpr_min_requests:
+                        v.state = "anomalous"  # a few calls (one long session) must hold for a second bucket
             track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
             errors, requests = sb[S_ERR], sb[S_REQ]
             if requests < cfg.error_window_requests:
