@@ -464,7 +464,7 @@ class AnomalyEngine:
             rank = SPECIFICITY[st.dim]
             if rank == 0:
                 continue
-            index = RAW_INDEX[st.dim]  # noqa: the key's own position in a raw aggregate key
+            index = RAW_INDEX[st.dim]  # this scope's position in a raw aggregate key
             related = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
                        if key[i] and SPECIFICITY[d] < rank}
             best = None
