@@ -49,7 +49,7 @@ def epoch_seconds(ts) -> float:
     if not isinstance(ts, str):
         raise BadEvent(f"ts {ts!r} is not a time")
     try:
-        parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(ts)
     except ValueError:
         raise BadEvent(f"ts {ts!r} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:

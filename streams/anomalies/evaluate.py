@@ -37,7 +37,7 @@ MIN_EVIDENCE_KIND = {"new_model": 1, "unpriced_usage": 1}
 
 
 def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text).timestamp()
 
 
 def run_month(seed: int, days: int, per_kind: int, config: Config | None = None, family: str = "synthetic",
