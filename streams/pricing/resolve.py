@@ -165,6 +165,8 @@ class Resolver:
             return self._resolve_azure(model, names)
         if canonical in self.providers:
             found = self._search([canonical], names)
+            if not found and (why := _not_token_billed(canonical, names)):
+                return Resolution(None, why)
             return found or Resolution(None, f"unknown model {model!r} for provider {canonical!r} "
                                              "(no catalog entry matches; add it to the overrides' custom_models "
                                              "or import the LiteLLM cost map)")
@@ -186,3 +188,18 @@ class Resolver:
             return found
         return Resolution(None, f"unknown Azure deployment or model {model!r}: map the deployment name to a model "
                                 "in azure_deployments")
+
+
+# Models a provider billed by something logs do not carry: unpriced with this reason, never priced at token rates.
+_NOT_TOKEN_BILLED = (
+    ("vertex_ai", re.compile(r"gemini-1\.[05]-(pro|flash|ultra)(-vision)?(-\d{3}|-latest|-preview.*)?"),
+     "Vertex AI billed Gemini 1.0/1.5 per 1,000 characters, which usage logs do not carry; not priced at token "
+     "rates (vertex_ai_2024.yaml)"),
+)
+
+
+def _not_token_billed(provider: str, names: list[str]) -> str | None:
+    for billed_provider, pattern, reason in _NOT_TOKEN_BILLED:
+        if provider == billed_provider and any(pattern.fullmatch(name) for name in names):
+            return reason
+    return None
