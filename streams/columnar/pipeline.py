@@ -1,0 +1,186 @@
+"""`process_batch_columnar`: the worker's batch step on columns. Returns exactly what
+`streams.batch.process_batch` returns (same priced JSON, dead letters, aggregates, counters, order).
+
+decode (orjson per message) -> validate as columns (rows it cannot prove valid take today's per-row path) ->
+meter (provider usage) -> price (as-of join on the compiled catalog, integer pico-dollars) -> assemble the
+priced events -> aggregate per scope and hour. See docs/worker-columnar.md.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable
+
+import polars as pl
+
+from streams.batch import BatchResult, RawRecord
+from streams.pricing import PriceBook
+
+from .aggregate import aggregate
+from .decode import decode_records
+from .fallback import process_row
+from .meter import TOKEN_PARTS, usage_frame
+from .price import FALLBACK, PRICED, price_frame, price_table, unpriced_reason
+from .validate import USAGE_PARTS, Columns, split
+
+PICO = Decimal(10) ** 12
+LINE_PARTS = (*TOKEN_PARTS, "request")
+KEY_DIMENSIONS = ("team", "org", "project", "api_key", "user")  # tokenmeter.events.partition_key
+
+
+def _money_text(pico: pl.Expr) -> pl.Expr:
+    """format(Decimal(pico) * 1e-12, "f") for a quantized amount: 12 decimal places."""
+    return pl.concat_str((pico // 10**12).cast(pl.String), pl.lit("."),
+                         (pico % 10**12).cast(pl.String).str.zfill(12))
+
+
+def _pydantic_datetime(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _scope_keys(columns: Columns) -> pl.Series:
+    attribution = columns.attribution
+    frame = pl.DataFrame({dim: [a.get(dim) for a in attribution] for dim in KEY_DIMENSIONS},
+                         schema={dim: pl.String for dim in KEY_DIMENSIONS})
+    chosen = pl.coalesce([pl.when(pl.col(dim).str.len_bytes() > 0).then(pl.concat_str(pl.lit(f"{dim}:"), dim))
+                          for dim in KEY_DIMENSIONS] + [pl.lit("unattributed")])
+    return frame.select(chosen.alias("key")).to_series()
+
+
+def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: datetime | None = None) -> BatchResult:
+    """Validate, meter, price and aggregate on columns; never raises on bad input (it becomes a dead letter)."""
+    now = now or datetime.now(timezone.utc)
+    decoded = decode_records(records)
+    items = decoded.items
+    records_list = decoded.records
+    record_of = decoded.record_of
+    outcomes: list[tuple | None] = [None] * len(items)
+
+    columns, fallback_rows = split(items)
+    if columns.rows:
+        _price_columns(columns, book, now, outcomes, fallback_rows, records_list, record_of)
+    for i in fallback_rows:
+        outcomes[i] = process_row(items[i], records_list[record_of[i]], book, now)
+    return _assemble(decoded, outcomes)
+
+
+def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: list, fallback_rows: list[int],
+                   records: list[RawRecord], record_of: list[int]) -> None:
+    table = price_table(book)
+    usage = usage_frame(columns.usage)
+    frame = usage.with_columns(
+        pl.Series("provider", columns.provider, dtype=pl.String),
+        pl.Series("model", columns.model, dtype=pl.String),
+        pl.Series("org", [a.get("org") for a in columns.attribution], dtype=pl.String),
+        columns.ts_us.alias("ts_us"),
+        pl.Series("batch", columns.batch, dtype=pl.Boolean),
+        pl.Series("service_tier", columns.service_tier, dtype=pl.String),
+        pl.Series("status_ok", [s == "ok" for s in columns.status], dtype=pl.Boolean),
+    )
+    priced = price_frame(table, frame)
+    money = priced.select(
+        pl.when(pl.col("has_lines")).then(_money_text(pl.col("cost_pico"))).otherwise(pl.lit("0")).alias("cost"),
+        *[_money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS],
+    )
+    outcome = priced.get_column("outcome").to_list()
+    cost_text = money.get_column("cost").to_list()
+    cost_pico = priced.get_column("cost_pico").to_list()
+    has_lines = priced.get_column("has_lines").to_list()
+    line_text = [money.get_column(part).to_list() for part in LINE_PARTS]
+    scope = _scope_keys(columns)
+    agg_key = pl.select(pl.concat_str(pl.lit(scope), pl.lit("|"), pl.lit(columns.hour))).to_series().to_list()
+    scope = scope.to_list()
+    key_bytes: dict[str, bytes] = {}
+    priced_at = _pydantic_datetime(now)
+    entry_id = priced.get_column("entry_id").to_list()
+    vid = priced.get_column("vid").to_list()
+    tier = priced.get_column("tier").to_list()
+    long_context = priced.get_column("long").to_list()
+
+    c = columns
+    for j, row in enumerate(c.rows):
+        kind = outcome[j]
+        if kind == FALLBACK:
+            fallback_rows.append(row)
+            continue
+        u = c.usage[j]
+        event = {"event_id": c.event_id[j], "ts": c.ts[j], "source": c.source[j], "provider": c.provider[j],
+                 "model": c.model[j], "operation": c.operation[j], "status": c.status[j],
+                 "attribution": c.attribution[j], "usage": dict(zip(USAGE_PARTS, u))}
+        if c.latency_ms[j] is not None:
+            event["latency_ms"] = c.latency_ms[j]
+        if c.ttft_ms[j] is not None:
+            event["ttft_ms"] = c.ttft_ms[j]
+        event["batch"] = c.batch[j]
+        if c.service_tier[j] is not None:
+            event["service_tier"] = c.service_tier[j]
+        if c.usage_assumption[j] is not None:
+            event["usage_assumption"] = c.usage_assumption[j]
+        event["tokens_source"] = "provider"
+        if kind == PRICED:
+            event["cost_usd"] = cost_text[j]
+            event["cost_breakdown"] = {p: t[j] for p, t in zip(LINE_PARTS, line_text) if t[j] is not None}
+            event["pricing_status"] = "priced"
+            event["price"] = dict(table.refs[vid[j]])
+            pico, quantized = cost_pico[j], has_lines[j]
+        else:
+            reason, ref = unpriced_reason(table, c.provider[j], c.model[j], entry_id[j], vid[j], tier[j],
+                                          long_context[j], c.ts[j], c.service_tier[j])
+            event["cost_usd"] = "0"
+            event["cost_breakdown"] = {}
+            event["pricing_status"] = "unpriced"
+            event["unpriced_reason"] = reason
+            if ref is not None:
+                event["price"] = dict(ref)
+            pico, quantized = 0, False
+        event["priced_at"] = priced_at
+        key = key_bytes.get(scope[j])
+        if key is None:
+            key = key_bytes[scope[j]] = scope[j].encode()
+        outcomes[row] = ("priced", key, event, agg_key[j], u[0], u[4], (pico, quantized), kind != PRICED,
+                         c.usage_assumption[j] is not None)
+    fallback_rows.sort()
+
+
+def _assemble(decoded, outcomes: list[tuple]) -> BatchResult:
+    result = BatchResult()
+    result.events_in = len(outcomes)
+    letters = decoded.letters
+    records, record_of = decoded.records, decoded.record_of
+    next_letter = 0
+    priced = result.priced
+    origins = result.origins
+    partitions, keys, inputs, outputs, picos, quantized, unpriced = [], [], [], [], [], [], []
+    for i, outcome in enumerate(outcomes):
+        while next_letter < len(letters) and letters[next_letter][0] <= i:
+            result.deadletters.append(letters[next_letter][1])
+            next_letter += 1
+        if outcome[0] == "letter":
+            result.deadletters.append(outcome[1])
+            continue
+        _, key, event, agg_key, input_tokens, output_tokens, cost, is_unpriced, assumed = outcome
+        record = records[record_of[i]]
+        priced[key].append(event)
+        origins.append((record.partition, record.offset, event))
+        result.unpriced_count += is_unpriced
+        result.assumed_count += assumed
+        partitions.append(record.partition)
+        keys.append(agg_key)
+        inputs.append(input_tokens)
+        outputs.append(output_tokens)
+        if isinstance(cost, Decimal):  # from the per-row path
+            picos.append(int(cost * PICO))
+            quantized.append(cost.as_tuple().exponent < 0)
+        else:
+            picos.append(cost[0])
+            quantized.append(cost[1])
+        unpriced.append(is_unpriced)
+    result.deadletters.extend(letter for _, letter in letters[next_letter:])
+    result.priced_count = len(origins)
+    result.aggregates = aggregate(partitions, keys, inputs, outputs, picos, quantized, unpriced)
+    return result
+
+
+__all__ = ["process_batch_columnar"]

@@ -1,0 +1,187 @@
+"""Validate and normalise event items as columns, without pydantic.
+
+The columnar path takes only rows it can prove `UsageEvent.model_validate` accepts and whose normalised form
+(defaults filled, `exclude_none`, the timestamp as pydantic writes it) it reproduces exactly. Every other row
+(wrong type, unknown field, bad timestamp, parts exceeding totals, text to count, tool requests ...) goes to the
+per-row fallback, which is today's code: its dead-letter reason is pydantic's own text, byte for byte.
+
+Conservative on purpose: a row taken here that pydantic would reject or normalise differently breaks
+equivalence, while a row sent to the fallback only costs time. The equivalence test holds both paths together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS, UsageEvent
+
+TOP_KEYS = frozenset(UsageEvent.model_fields)
+ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
+USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
+               "reasoning_tokens")
+USAGE_KEYS = frozenset((*USAGE_PARTS, "tool_requests"))
+MAX_TOKENS = 10**15  # far above any call; larger counts take the exact per-row path
+MAX_EXACT_FLOAT_INT = 2**53
+# The form pydantic writes back unchanged: seconds, 6 or no fraction digits, Z or a non-zero offset < 24 h, a
+# four-digit year from 1000 (Python's strftime does not pad smaller years; both paths must agree on the hour key).
+CANONICAL_TS = (r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
+MAX_TS_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: later UTC times leave Python's datetime range
+
+
+@dataclass
+class Columns:
+    """The rows taken by the columnar path: `rows` are their item indices; one list per field."""
+
+    rows: list[int]
+    event_id: list[str]
+    ts: list[str]
+    source: list[str]
+    provider: list[str]
+    model: list[str]
+    operation: list[str]
+    status: list[str]
+    attribution: list[dict[str, Any]]  # normalised: dims without None in model order, then tags
+    usage: list[tuple[int, int, int, int, int, int]]
+    latency_ms: list[float | None]
+    ttft_ms: list[float | None]
+    batch: list[bool]
+    service_tier: list[str | None]
+    usage_assumption: list[str | None]
+    ts_us: pl.Series  # epoch microseconds, UTC
+    hour: pl.Series  # "%Y-%m-%dT%H" of the UTC time
+
+
+_keys_ok_cache: dict[tuple, bool] = {}
+
+
+def _keys_ok(item: dict) -> bool:
+    shape = tuple(item)
+    ok = _keys_ok_cache.get(shape)
+    if ok is None:
+        if len(_keys_ok_cache) > 10_000:
+            _keys_ok_cache.clear()
+        ok = _keys_ok_cache[shape] = TOP_KEYS.issuperset(shape)
+    return ok
+
+
+def _name(value: Any) -> bool:
+    return type(value) is str and len(value) > 0
+
+
+def _optional_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _float_ok(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return value >= 0 and math.isfinite(value)
+    if kind is int:
+        return 0 <= value <= MAX_EXACT_FLOAT_INT
+    return value is None
+
+
+def _attribution(value: Any) -> dict[str, Any] | None:
+    """The attribution as pydantic dumps it with exclude_none, or None when the row must take the fallback."""
+    if type(value) is not dict or not ATTRIBUTION_KEYS.issuperset(value):
+        return None
+    out = {}
+    for dim in ATTRIBUTION_DIMENSIONS:
+        v = value.get(dim)
+        if v is not None:
+            if type(v) is not str:
+                return None
+            out[dim] = v
+    tags = value.get("tags", {})
+    if type(tags) is not dict:
+        return None
+    for k, v in tags.items():
+        if type(v) is not str:  # keys of a JSON object are always strings
+            return None
+    out["tags"] = dict(tags)
+    return out
+
+
+_NO_ATTRIBUTION: dict = {}
+
+
+def _usage(value: Any) -> tuple[int, int, int, int, int, int] | None:
+    if type(value) is not dict or not USAGE_KEYS.issuperset(value) or value.get("tool_requests") is not None:
+        return None
+    get = value.get
+    parts = (get("input_tokens", 0), get("cached_input_tokens", 0), get("cache_write_tokens", 0),
+             get("cache_write_1h_tokens", 0), get("output_tokens", 0), get("reasoning_tokens", 0))
+    for v in parts:
+        if type(v) is not int or not 0 <= v <= MAX_TOKENS:
+            return None
+    inp, cached, write, write_1h, out, reasoning = parts
+    if cached + write > inp or write_1h > write or reasoning > out:
+        return None  # pydantic's model validator words this error; the fallback gives its exact text
+    return parts
+
+
+def split(items: list[Any]) -> tuple[Columns, list[int]]:
+    """(columns of the rows the columnar path takes, item indices of the rows for the per-row fallback)."""
+    candidates = [i for i, item in enumerate(items) if type(item) is dict and _keys_ok(item)]
+    dicts = [items[i] for i in candidates]
+    get = dict.get
+    event_id = [get(d, "event_id") for d in dicts]
+    ts = [get(d, "ts") for d in dicts]
+    source = [get(d, "source") for d in dicts]
+    provider = [get(d, "provider") for d in dicts]
+    model = [get(d, "model") for d in dicts]
+    operation = [get(d, "operation", "chat") for d in dicts]
+    status = [get(d, "status", "ok") for d in dicts]
+    attribution = [_attribution(get(d, "attribution", _NO_ATTRIBUTION)) for d in dicts]
+    usage = [_usage(get(d, "usage")) for d in dicts]
+    latency = [get(d, "latency_ms") for d in dicts]
+    ttft = [get(d, "ttft_ms") for d in dicts]
+    batch = [get(d, "batch", False) for d in dicts]
+    tier = [get(d, "service_tier") for d in dicts]
+    assumption = [get(d, "usage_assumption") for d in dicts]
+    content = [get(d, "content") for d in dicts]
+
+    ts_ok = [type(v) is str for v in ts]
+    ts_series = pl.Series("ts", [v if ok else None for v, ok in zip(ts, ts_ok)], dtype=pl.String)
+    canonical = ts_series.str.contains(CANONICAL_TS) & ~ts_series.str.contains(r"\.000000")
+    parsed = ts_series.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    epoch = parsed.dt.epoch("us")
+    ts_good = (canonical.fill_null(False) & epoch.is_not_null() & (epoch <= MAX_TS_US)).fill_null(False).to_list()
+
+    good = [
+        ts_g and type(e) is str and 0 < len(e) <= 512 and _name(s) and _name(p) and _name(m)
+        and type(op) is str and (st == "ok" or st == "error") and type(st) is str
+        and a is not None and u is not None and c is None and _float_ok(lat) and _float_ok(tt)
+        and type(b) is bool and _optional_str(t)
+        and (ua is None or (type(ua) is str and 0 < len(ua) <= 200))
+        for ts_g, e, s, p, m, op, st, a, u, c, lat, tt, b, t, ua in zip(
+            ts_good, event_id, source, provider, model, operation, status, attribution, usage, content, latency,
+            ttft, batch, tier, assumption)
+    ]
+    keep = [j for j, g in enumerate(good) if g]
+    fallback_set = set(range(len(items))).difference(candidates[j] for j in keep)
+    take = pl.Series(keep, dtype=pl.UInt32)
+
+    def pick(column: list) -> list:
+        return [column[j] for j in keep]
+
+    def as_float(column: list) -> list:
+        return [None if v is None else float(v) for v in pick(column)]
+
+    hour = parsed.gather(take).dt.strftime("%Y-%m-%dT%H")
+    columns = Columns(
+        rows=[candidates[j] for j in keep], event_id=pick(event_id), ts=pick(ts), source=pick(source),
+        provider=pick(provider), model=pick(model), operation=pick(operation), status=pick(status),
+        attribution=pick(attribution), usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
+        batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
+        ts_us=epoch.gather(take), hour=hour,
+    )
+    return columns, sorted(fallback_set)
+
+
+__all__ = ["Columns", "USAGE_PARTS", "split"]
