@@ -26,7 +26,8 @@ USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cac
 USAGE_KEYS = frozenset((*USAGE_PARTS, "tool_requests"))
 MAX_TOKENS = 10**15  # far above any call; larger counts take the exact per-row path
 MAX_EXACT_FLOAT_INT = 2**53
-# The form pydantic writes back unchanged: seconds, 6 or no fraction digits, Z or a non-zero offset < 24 h, a
+# The form pydantic writes back unchanged: seconds, 6 or no fraction digits (not .000000), Z or a non-zero
+# offset < 24 h (pydantic writes +00:00 as Z), a
 # four-digit year from 1000 (Python's strftime does not pad smaller years; both paths must agree on the hour key).
 CANONICAL_TS = (r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
@@ -148,7 +149,8 @@ def split(items: list[Any]) -> tuple[Columns, list[int]]:
 
     ts_ok = [type(v) is str for v in ts]
     ts_series = pl.Series("ts", [v if ok else None for v, ok in zip(ts, ts_ok)], dtype=pl.String)
-    canonical = ts_series.str.contains(CANONICAL_TS) & ~ts_series.str.contains(r"\.000000")
+    canonical = (ts_series.str.contains(CANONICAL_TS) & ~ts_series.str.contains(r"\.000000")
+                 & ~ts_series.str.ends_with("+00:00") & ~ts_series.str.ends_with("-00:00"))
     parsed = ts_series.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
     epoch = parsed.dt.epoch("us")
     ts_good = (canonical.fill_null(False) & epoch.is_not_null() & (epoch <= MAX_TS_US)).fill_null(False).to_list()
