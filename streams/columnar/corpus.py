@@ -26,7 +26,7 @@ PROVIDER_SPELLINGS = {
 ROUTERS = ["openrouter", "litellm", "kong", "unknown-gateway"]
 UNKNOWN_MODELS = ["my-finetune-v2", "gpt-17-ultra", "claude-nonexistent-9", "llama-internal", "x" * 300]
 TIERS = [None, None, None, "default", "auto", "standard", "on_demand", "flex", "priority", "Priority ", "scale", ""]
-ASSUMPTIONS = [None] * 12 + ["litellm-cache-writes-in-prompt", "litellm-cache-writes-in-prompt", "a" * 201, ""]
+ASSUMPTIONS = [None] * 40 + ["litellm-cache-writes-in-prompt"] * 8 + ["a" * 201, ""]
 TOOL_KINDS = ["web_search", "web_fetch", "file_search", "code_interpreter", "grounding_prompts", "grounding_queries"]
 PROMPTS = ["Hello there", "Summarise this contract in three bullet points.", "def f(x):\n    return x * 2",
            "Bonjour, ça va ? 日本語のテキスト", ""]

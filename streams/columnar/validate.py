@@ -12,6 +12,7 @@ equivalence, while a row sent to the fallback only costs time. The equivalence t
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,9 @@ MAX_EXACT_FLOAT_INT = 2**53
 # The form pydantic writes back unchanged: seconds, 6 or no fraction digits (not .000000), Z or a non-zero
 # offset < 24 h (pydantic writes +00:00 as Z), a
 # four-digit year from 1000 (Python's strftime does not pad smaller years; both paths must agree on the hour key).
-CANONICAL_TS = (r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+CANONICAL_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+# Also taken, and rewritten the way pydantic writes them: 1-6 fraction digits, +00:00 / -00:00 offsets.
+PARSEABLE_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
 MAX_TS_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: later UTC times leave Python's datetime range
 
@@ -111,6 +114,11 @@ def _attribution(value: Any) -> dict[str, Any] | None:
 _NO_ATTRIBUTION: dict = {}
 
 
+def _pydantic_text(ts: str) -> str:
+    """How pydantic writes back a parseable but non-canonical timestamp (e.g. `.5` -> `.500000`, +00:00 -> Z)."""
+    return datetime.fromisoformat(ts).isoformat().replace("+00:00", "Z")
+
+
 def _usage(value: Any) -> tuple[int, int, int, int, int, int] | None:
     if type(value) is not dict or not USAGE_KEYS.issuperset(value) or value.get("tool_requests") is not None:
         return None
@@ -150,10 +158,12 @@ def split(items: list[Any]) -> tuple[Columns, list[int]]:
     ts_ok = [type(v) is str for v in ts]
     ts_series = pl.Series("ts", [v if ok else None for v, ok in zip(ts, ts_ok)], dtype=pl.String)
     canonical = (ts_series.str.contains(CANONICAL_TS) & ~ts_series.str.contains(r"\.000000")
-                 & ~ts_series.str.ends_with("+00:00") & ~ts_series.str.ends_with("-00:00"))
+                 & ~ts_series.str.ends_with("+00:00") & ~ts_series.str.ends_with("-00:00")).fill_null(False)
+    parseable = ts_series.str.contains(PARSEABLE_TS).fill_null(False)
     parsed = ts_series.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
     epoch = parsed.dt.epoch("us")
-    ts_good = (canonical.fill_null(False) & epoch.is_not_null() & (epoch <= MAX_TS_US)).fill_null(False).to_list()
+    ts_good = (parseable & epoch.is_not_null() & (epoch <= MAX_TS_US)).fill_null(False).to_list()
+    ts_canonical = canonical.to_list()
 
     good = [
         ts_g and type(e) is str and 0 < len(e) <= 512 and _name(s) and _name(p) and _name(m)
@@ -177,7 +187,8 @@ def split(items: list[Any]) -> tuple[Columns, list[int]]:
 
     hour = parsed.gather(take).dt.strftime("%Y-%m-%dT%H")
     columns = Columns(
-        rows=[candidates[j] for j in keep], event_id=pick(event_id), ts=pick(ts), source=pick(source),
+        rows=[candidates[j] for j in keep], event_id=pick(event_id),
+        ts=[ts[j] if ts_canonical[j] else _pydantic_text(ts[j]) for j in keep], source=pick(source),
         provider=pick(provider), model=pick(model), operation=pick(operation), status=pick(status),
         attribution=pick(attribution), usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
         batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
