@@ -8,7 +8,7 @@ priced events -> aggregate per scope and hour. See docs/worker-columnar.md.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import gc
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable
@@ -23,7 +23,7 @@ from .decode import decode_records
 from .fallback import process_row
 from .meter import TOKEN_PARTS, usage_frame
 from .price import FALLBACK, PRICED, price_frame, price_table, unpriced_reason
-from .validate import USAGE_PARTS, Columns, split
+from .validate import Columns, split
 
 PICO = Decimal(10) ** 12
 LINE_PARTS = (*TOKEN_PARTS, "request")
@@ -51,7 +51,19 @@ def _scope_keys(columns: Columns) -> pl.Series:
 
 def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: datetime | None = None) -> BatchResult:
     """Validate, meter, price and aggregate on columns; never raises on bad input (it becomes a dead letter)."""
-    now = now or datetime.now(timezone.utc)
+    # A batch builds hundreds of thousands of small acyclic objects that all stay alive until the batch is sent;
+    # the cyclic GC would rescan them again and again while they pile up (measured: ~30% of the batch time).
+    # Nothing here makes reference cycles, so collection waits until the batch is done.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _process(records, book, now or datetime.now(timezone.utc))
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> BatchResult:
     decoded = decode_records(records)
     items = decoded.items
     records_list = decoded.records
@@ -108,7 +120,9 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         u = c.usage[j]
         event = {"event_id": c.event_id[j], "ts": c.ts[j], "source": c.source[j], "provider": c.provider[j],
                  "model": c.model[j], "operation": c.operation[j], "status": c.status[j],
-                 "attribution": c.attribution[j], "usage": dict(zip(USAGE_PARTS, u))}
+                 "attribution": c.attribution[j],
+                 "usage": {"input_tokens": u[0], "cached_input_tokens": u[1], "cache_write_tokens": u[2],
+                           "cache_write_1h_tokens": u[3], "output_tokens": u[4], "reasoning_tokens": u[5]}}
         if c.latency_ms[j] is not None:
             event["latency_ms"] = c.latency_ms[j]
         if c.ttft_ms[j] is not None:
