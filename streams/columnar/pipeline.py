@@ -27,7 +27,6 @@ from .validate import Columns, split
 
 PICO = Decimal(10) ** 12
 LINE_PARTS = (*TOKEN_PARTS, "request")
-KEY_DIMENSIONS = ("team", "org", "project", "api_key", "user")  # tokenmeter.events.partition_key
 
 
 def _money_text(pico: pl.Expr) -> pl.Expr:
@@ -38,15 +37,6 @@ def _money_text(pico: pl.Expr) -> pl.Expr:
 
 def _pydantic_datetime(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def _scope_keys(columns: Columns) -> pl.Series:
-    attribution = columns.attribution
-    frame = pl.DataFrame({dim: [a.get(dim) for a in attribution] for dim in KEY_DIMENSIONS},
-                         schema={dim: pl.String for dim in KEY_DIMENSIONS})
-    chosen = pl.coalesce([pl.when(pl.col(dim).str.len_bytes() > 0).then(pl.concat_str(pl.lit(f"{dim}:"), dim))
-                          for dim in KEY_DIMENSIONS] + [pl.lit("unattributed")])
-    return frame.select(chosen.alias("key")).to_series()
 
 
 def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: datetime | None = None) -> BatchResult:
@@ -101,9 +91,9 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     cost_pico = priced.get_column("cost_pico").to_list()
     has_lines = priced.get_column("has_lines").to_list()
     line_text = [money.get_column(part).to_list() for part in LINE_PARTS]
-    scope = _scope_keys(columns)
-    agg_key = pl.select(pl.concat_str(pl.lit(scope), pl.lit("|"), pl.lit(columns.hour))).to_series().to_list()
-    scope = scope.to_list()
+    scope = columns.scope
+    agg_key = pl.select(pl.concat_str(pl.lit(pl.Series(scope, dtype=pl.String)), pl.lit("|"),
+                                      pl.lit(columns.hour))).to_series().to_list()
     key_bytes: dict[str, bytes] = {}
     priced_at = _pydantic_datetime(now)
     entry_id = priced.get_column("entry_id").to_list()

@@ -50,6 +50,7 @@ class Columns:
     operation: list[str]
     status: list[str]
     attribution: list[dict[str, Any]]  # normalised: dims without None in model order, then tags
+    scope: list[str]  # partition key text (tokenmeter.events.partition_key)
     usage: list[tuple[int, int, int, int, int, int]]
     latency_ms: list[float | None]
     ttft_ms: list[float | None]
@@ -90,9 +91,13 @@ def _float_ok(value: Any) -> bool:
     return value is None
 
 
-def _attribution(value: Any) -> dict[str, Any] | None:
-    """The attribution as pydantic dumps it with exclude_none, or None when the row must take the fallback."""
-    if type(value) is not dict or not ATTRIBUTION_KEYS.issuperset(value):
+KEY_DIMENSIONS = ("team", "org", "project", "api_key", "user")  # tokenmeter.events.partition_key's order
+
+
+def _normalise_attribution(value: dict) -> tuple[dict[str, Any], str] | None:
+    """(the attribution as pydantic dumps it with exclude_none, tags excluded; the partition key's text), or None
+    when the row must take the fallback."""
+    if not ATTRIBUTION_KEYS.issuperset(value):
         return None
     out = {}
     for dim in ATTRIBUTION_DIMENSIONS:
@@ -101,14 +106,42 @@ def _attribution(value: Any) -> dict[str, Any] | None:
             if type(v) is not str:
                 return None
             out[dim] = v
-    tags = value.get("tags", {})
+    scope = next((f"{dim}:{out[dim]}" for dim in KEY_DIMENSIONS if out.get(dim)), "unattributed")
+    return out, scope
+
+
+_attribution_cache: dict[tuple, tuple[dict[str, Any], str] | None] = {}
+
+
+def _attribution(value: Any) -> tuple[dict[str, Any], str] | None:
+    """(normalised attribution, partition key text) or None for the fallback. Attributions repeat (one per team,
+    user, key), so the normalised form of tag-less ones is cached by their items; each event gets its own dict."""
+    if type(value) is not dict:
+        return None
+    tags = value.get("tags")
+    if tags is None and "tags" not in value:
+        try:
+            shape = tuple(value.items())
+            found = _attribution_cache.get(shape)
+        except TypeError:  # an unhashable value (list, dict): not a valid dimension anyway
+            return None
+        if found is None:
+            found = _normalise_attribution(value)
+            if len(_attribution_cache) > 50_000:
+                _attribution_cache.clear()
+            _attribution_cache[shape] = found
+            if found is None:
+                return None
+        return {**found[0], "tags": {}}, found[1]
     if type(tags) is not dict:
         return None
-    for k, v in tags.items():
+    for v in tags.values():
         if type(v) is not str:  # keys of a JSON object are always strings
             return None
-    out["tags"] = dict(tags)
-    return out
+    found = _normalise_attribution(value)
+    if found is None:
+        return None
+    return {**found[0], "tags": dict(tags)}, found[1]
 
 
 _NO_ATTRIBUTION: dict = {}
@@ -166,7 +199,8 @@ def split(items: list[Any]) -> tuple[Columns, list[int]]:
     ts_canonical = canonical.to_list()
 
     good = [
-        ts_g and type(e) is str and 0 < len(e) <= 512 and _name(s) and _name(p) and _name(m)
+        ts_g and type(e) is str and 0 < len(e) <= 512 and type(s) is str and s != "" and type(p) is str
+        and p != "" and type(m) is str and m != ""
         and type(op) is str and (st == "ok" or st == "error") and type(st) is str
         and a is not None and u is not None and c is None and _float_ok(lat) and _float_ok(tt)
         and type(b) is bool and _optional_str(t)
@@ -190,7 +224,7 @@ def split(items: list[Any]) -> tuple[Columns, list[int]]:
         rows=[candidates[j] for j in keep], event_id=pick(event_id),
         ts=[ts[j] if ts_canonical[j] else _pydantic_text(ts[j]) for j in keep], source=pick(source),
         provider=pick(provider), model=pick(model), operation=pick(operation), status=pick(status),
-        attribution=pick(attribution), usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
+        attribution=[attribution[j][0] for j in keep], scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
         batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
         ts_us=epoch.gather(take), hour=hour,
     )
