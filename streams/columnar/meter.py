@@ -15,11 +15,10 @@ TOKEN_PARTS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "out
 def usage_frame(usage: list[tuple[int, int, int, int, int, int]]) -> pl.DataFrame:
     """Provider usage as columns, plus the token count of each cost part: uncached input = input - cache reads -
     cache writes; 5-minute writes = writes - 1-hour writes; visible output = output - reasoning."""
-    frame = pl.DataFrame(usage, schema=["input_tokens", "cached_input_tokens", "cache_write_tokens",
-                                        "cache_write_1h_tokens", "output_tokens", "reasoning_tokens"],
-                         orient="row", schema_overrides={c: pl.Int64 for c in (
-                             "input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
-                             "output_tokens", "reasoning_tokens")})
+    names = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
+             "reasoning_tokens")
+    parts = list(zip(*usage)) if usage else [()] * len(names)
+    frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Int64) for name, values in zip(names, parts)})
     return frame.with_columns(
         (pl.col("input_tokens") - pl.col("cached_input_tokens") - pl.col("cache_write_tokens")).alias("t_input"),
         pl.col("cached_input_tokens").alias("t_cached_input"),

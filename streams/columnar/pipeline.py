@@ -102,49 +102,51 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     long_context = priced.get_column("long").to_list()
 
     c = columns
-    for j, row in enumerate(c.rows):
-        kind = outcome[j]
+    refs = table.refs
+    for (j, row, kind, event_id, ts, source, provider, model, operation, status, attribution, u, latency, ttft, batch,
+         service_tier, assumption, cost, lines, version, scope_text, hour_key, pico, quantized) in zip(
+            range(len(c.rows)), c.rows, outcome, c.event_id, c.ts, c.source, c.provider, c.model, c.operation,
+            c.status, c.attribution, c.usage, c.latency_ms, c.ttft_ms, c.batch, c.service_tier, c.usage_assumption,
+            cost_text, zip(*line_text), vid, scope, agg_key, cost_pico, has_lines):
         if kind == FALLBACK:
             fallback_rows.append(row)
             continue
-        u = c.usage[j]
-        event = {"event_id": c.event_id[j], "ts": c.ts[j], "source": c.source[j], "provider": c.provider[j],
-                 "model": c.model[j], "operation": c.operation[j], "status": c.status[j],
-                 "attribution": c.attribution[j],
+        # Field order and exclude_none as PricedEvent.model_dump(mode="json", exclude_none=True) writes them.
+        event = {"event_id": event_id, "ts": ts, "source": source, "provider": provider, "model": model,
+                 "operation": operation, "status": status, "attribution": attribution,
                  "usage": {"input_tokens": u[0], "cached_input_tokens": u[1], "cache_write_tokens": u[2],
                            "cache_write_1h_tokens": u[3], "output_tokens": u[4], "reasoning_tokens": u[5]}}
-        if c.latency_ms[j] is not None:
-            event["latency_ms"] = c.latency_ms[j]
-        if c.ttft_ms[j] is not None:
-            event["ttft_ms"] = c.ttft_ms[j]
-        event["batch"] = c.batch[j]
-        if c.service_tier[j] is not None:
-            event["service_tier"] = c.service_tier[j]
-        if c.usage_assumption[j] is not None:
-            event["usage_assumption"] = c.usage_assumption[j]
+        if latency is not None:
+            event["latency_ms"] = latency
+        if ttft is not None:
+            event["ttft_ms"] = ttft
+        event["batch"] = batch
+        if service_tier is not None:
+            event["service_tier"] = service_tier
+        if assumption is not None:
+            event["usage_assumption"] = assumption
         event["tokens_source"] = "provider"
         if kind == PRICED:
-            event["cost_usd"] = cost_text[j]
-            event["cost_breakdown"] = {p: t[j] for p, t in zip(LINE_PARTS, line_text) if t[j] is not None}
+            event["cost_usd"] = cost
+            event["cost_breakdown"] = {p: t for p, t in zip(LINE_PARTS, lines) if t is not None}
             event["pricing_status"] = "priced"
-            event["price"] = dict(table.refs[vid[j]])
-            pico, quantized = cost_pico[j], has_lines[j]
+            event["price"] = refs[version].copy()
         else:
-            reason, ref = unpriced_reason(table, c.provider[j], c.model[j], entry_id[j], vid[j], tier[j],
-                                          long_context[j], c.ts[j], c.service_tier[j])
+            reason, ref = unpriced_reason(table, provider, model, entry_id[j], version, tier[j], long_context[j], ts,
+                                          service_tier)
             event["cost_usd"] = "0"
             event["cost_breakdown"] = {}
             event["pricing_status"] = "unpriced"
             event["unpriced_reason"] = reason
             if ref is not None:
-                event["price"] = dict(ref)
+                event["price"] = ref.copy()
             pico, quantized = 0, False
         event["priced_at"] = priced_at
-        key = key_bytes.get(scope[j])
+        key = key_bytes.get(scope_text)
         if key is None:
-            key = key_bytes[scope[j]] = scope[j].encode()
-        outcomes[row] = ("priced", key, event, agg_key[j], u[0], u[4], (pico, quantized), kind != PRICED,
-                         c.usage_assumption[j] is not None)
+            key = key_bytes[scope_text] = scope_text.encode()
+        outcomes[row] = ("priced", key, event, hour_key, u[0], u[4], (pico, quantized), kind != PRICED,
+                         assumption is not None)
     fallback_rows.sort()
 
 
