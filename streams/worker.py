@@ -21,6 +21,7 @@ from aiohttp.web import Response
 
 from streams.batch import Aggregate, RawRecord, process_batch
 from streams.budgets.service import BudgetService
+from streams.columnar import process_batch_columnar
 from streams.gaps import SEEK_POSITIONS, OffsetGaps
 from tokenmeter import topics
 from tokenmeter.settings import Settings
@@ -177,6 +178,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     app.tokenmeter_stats = stats  # type: ignore[attr-defined]
 
     usage_gaps = OffsetGaps(topics.USAGE)
+    batch_step = process_batch_columnar if settings.worker_columnar else process_batch  # same output (issue 14)
 
     @app.on_partitions_assigned.connect
     async def usage_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
@@ -193,7 +195,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             if skipped:  # processed with this batch, so their outputs are stored before it is acked
                 records = [RawRecord(r.value, topics.USAGE, r.partition, r.offset) for r in skipped] + records
                 stats.refetched += len(skipped)
-            result = process_batch(records, book)
+            result = batch_step(records, book)
             futures = []
             for key, value in result.priced_messages():
                 futures.append(await priced.send(key=key, value=value))

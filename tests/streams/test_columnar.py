@@ -114,3 +114,11 @@ def test_empty_and_all_bad_batches(book):
     for records in ([], [RawRecord(None)], [RawRecord(orjson.dumps([]))]):
         a, b = process_batch(records, book), process_batch_columnar(records, book, now=now)
         assert fingerprint(a) == fingerprint(b)
+
+
+def test_worker_takes_the_columnar_path_unless_told_otherwise(monkeypatch):
+    from tokenmeter.settings import load_settings
+
+    assert load_settings().worker_columnar is True
+    monkeypatch.setenv("TOKENMETER_WORKER_COLUMNAR", "false")
+    assert load_settings().worker_columnar is False
