@@ -213,20 +213,22 @@ def split(items: list[Any]) -> tuple[Columns, list[int]]:
     fallback_set = set(range(len(items))).difference(candidates[j] for j in keep)
     take = pl.Series(keep, dtype=pl.UInt32)
 
+    everything = len(keep) == len(dicts)  # the common case: no copies
+
     def pick(column: list) -> list:
-        return [column[j] for j in keep]
+        return column if everything else [column[j] for j in keep]
 
     def as_float(column: list) -> list:
         return [None if v is None else float(v) for v in pick(column)]
 
-    hour = parsed.gather(take).dt.strftime("%Y-%m-%dT%H")
+    hour = (parsed if everything else parsed.gather(take)).dt.strftime("%Y-%m-%dT%H")
     columns = Columns(
         rows=[candidates[j] for j in keep], event_id=pick(event_id),
         ts=[ts[j] if ts_canonical[j] else _pydantic_text(ts[j]) for j in keep], source=pick(source),
         provider=pick(provider), model=pick(model), operation=pick(operation), status=pick(status),
         attribution=[attribution[j][0] for j in keep], scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
         batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
-        ts_us=epoch.gather(take), hour=hour,
+        ts_us=epoch if everything else epoch.gather(take), hour=hour,
     )
     return columns, sorted(fallback_set)
 
