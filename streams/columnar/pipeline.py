@@ -17,12 +17,13 @@ import polars as pl
 
 from streams.batch import BatchResult, RawRecord
 from streams.pricing import PriceBook
+from streams.pricing.book import fee_lines
 
 from .aggregate import aggregate
 from .decode import decode_records
 from .fallback import process_row
 from .meter import TOKEN_PARTS, usage_frame
-from .price import FALLBACK, PRICED, price_frame, price_table, unpriced_reason
+from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
 from .validate import Columns, split
 
 PICO = Decimal(10) ** 12
@@ -116,6 +117,12 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
                  "operation": operation, "status": status, "attribution": attribution,
                  "usage": {"input_tokens": u[0], "cached_input_tokens": u[1], "cache_write_tokens": u[2],
                            "cache_write_1h_tokens": u[3], "output_tokens": u[4], "reasoning_tokens": u[5]}}
+        tools, fee_reason = u[6], None
+        if tools is not None:
+            event["usage"]["tool_requests"] = dict(tools)
+            if kind == PRICED:  # per-request fees: today's fee_lines on these rows, added to the token lines
+                kind, cost, lines, pico, quantized, fee_reason = _with_fees(
+                    table, entry_id[j], ts, tools, cost, lines, pico, quantized)
         if latency is not None:
             event["latency_ms"] = latency
         if ttft is not None:
@@ -128,12 +135,16 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         event["tokens_source"] = "provider"
         if kind == PRICED:
             event["cost_usd"] = cost
-            event["cost_breakdown"] = {p: t for p, t in zip(LINE_PARTS, lines) if t is not None}
+            event["cost_breakdown"] = (lines if type(lines) is dict
+                                       else {p: t for p, t in zip(LINE_PARTS, lines) if t is not None})
             event["pricing_status"] = "priced"
             event["price"] = refs[version].copy()
         else:
-            reason, ref = unpriced_reason(table, provider, model, entry_id[j], version, tier[j], long_context[j], ts,
-                                          service_tier)
+            if fee_reason is not None:
+                reason, ref = fee_reason, refs[version]
+            else:
+                reason, ref = unpriced_reason(table, provider, model, entry_id[j], version, tier[j], long_context[j],
+                                              ts, service_tier)
             event["cost_usd"] = "0"
             event["cost_breakdown"] = {}
             event["pricing_status"] = "unpriced"
@@ -148,6 +159,31 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         outcomes[row] = ("priced", key, event, hour_key, u[0], u[4], (pico, quantized), kind != PRICED,
                          assumption is not None)
     fallback_rows.sort()
+
+
+class _ToolUsage:
+    """What `fee_lines` reads of a Usage."""
+
+    __slots__ = ("tool_requests",)
+
+    def __init__(self, tool_requests: dict[str, int]):
+        self.tool_requests = tool_requests
+
+
+def _with_fees(table, entry_id: int, ts: str, tools: dict[str, int], cost: str, lines: tuple, pico: int,
+               quantized: bool) -> tuple:
+    """(kind, cost text, breakdown, pico, quantized, unpriced reason) once the fee lines joined the token lines."""
+    entry = table.entries[entry_id]
+    fees = fee_lines(_ToolUsage(tools), entry, datetime.fromisoformat(ts), None)
+    if isinstance(fees, str):
+        return UNPRICED, "0", {}, 0, False, f"{entry.key}: {fees}"
+    breakdown = {p: t for p, t in zip(LINE_PARTS, lines) if t is not None}
+    for kind, amount in fees.items():
+        breakdown[kind] = format(amount, "f")
+        pico += int(amount * PICO)
+    quantized = quantized or bool(fees)
+    text = f"{pico // 10**12}.{pico % 10**12:012d}" if quantized else "0"
+    return PRICED, text, breakdown, pico, quantized, None
 
 
 def _assemble(decoded, outcomes: list[tuple]) -> BatchResult:

@@ -8,8 +8,8 @@ over `10**e` pico-dollars (exact: a catalog price is a finite decimal), a line i
 whose product could exceed 2**59 take the per-row path, so the Decimal product there is exact too) divided by
 `10**e` with half-even rounding done on integers, and the total is the integer sum. Same numbers, no floats.
 
-What is not vectorised (it takes the per-row fallback, i.e. today's code): rows a negotiated rule may apply to
-(`overrides`), rows with tool requests (per-request fees). Unpriced reasons are the book's exact texts.
+Rows a negotiated rule may apply to (`overrides`) take the per-row fallback (today's code). Per-request tool fees
+are added per row by the pipeline with today's `fee_lines`. Unpriced reasons are the book's exact texts.
 """
 
 from __future__ import annotations

@@ -18,13 +18,14 @@ from typing import Any
 
 import polars as pl
 
-from tokenmeter.events import ATTRIBUTION_DIMENSIONS, UsageEvent
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS, MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, UsageEvent
 
 TOP_KEYS = frozenset(UsageEvent.model_fields)
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
 USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
                "reasoning_tokens")
 USAGE_KEYS = frozenset((*USAGE_PARTS, "tool_requests"))
+TOOL_KINDS = frozenset(TOOL_REQUEST_KINDS)
 MAX_TOKENS = 10**15  # far above any call; larger counts take the exact per-row path
 MAX_EXACT_FLOAT_INT = 2**53
 # The form pydantic writes back unchanged: seconds, 6 or no fraction digits (not .000000), Z or a non-zero
@@ -51,7 +52,7 @@ class Columns:
     status: list[str]
     attribution: list[dict[str, Any]]  # normalised: dims without None in model order, then tags
     scope: list[str]  # partition key text (tokenmeter.events.partition_key)
-    usage: list[tuple[int, int, int, int, int, int]]
+    usage: list[tuple]  # input, cached, cache write, 1h cache write, output, reasoning, tool requests (or None)
     latency_ms: list[float | None]
     ttft_ms: list[float | None]
     batch: list[bool]
@@ -152,10 +153,27 @@ def _pydantic_text(ts: str) -> str:
     return datetime.fromisoformat(ts).isoformat().replace("+00:00", "Z")
 
 
-def _usage(value: Any) -> tuple[int, int, int, int, int, int] | None:
-    if type(value) is not dict or not USAGE_KEYS.issuperset(value) or value.get("tool_requests") is not None:
+def _tool_requests(value: Any) -> dict[str, int] | None | bool:
+    """Tool request counts as the Usage validator leaves them (zero counts dropped; none left: None), or False
+    for the fallback (unknown kind, not an int, out of range)."""
+    if value is None:
+        return None
+    if type(value) is not dict:
+        return False
+    for kind, count in value.items():
+        if kind not in TOOL_KINDS or type(count) is not int or not 0 <= count <= MAX_TOOL_REQUESTS:
+            return False
+    return {kind: count for kind, count in value.items() if count} or None
+
+
+def _usage(value: Any) -> tuple | None:
+    """(the six parts, then the tool requests or None), or None for the fallback."""
+    if type(value) is not dict or not USAGE_KEYS.issuperset(value):
         return None
     get = value.get
+    tools = _tool_requests(get("tool_requests"))
+    if tools is False:
+        return None
     parts = (get("input_tokens", 0), get("cached_input_tokens", 0), get("cache_write_tokens", 0),
              get("cache_write_1h_tokens", 0), get("output_tokens", 0), get("reasoning_tokens", 0))
     for v in parts:
@@ -164,7 +182,7 @@ def _usage(value: Any) -> tuple[int, int, int, int, int, int] | None:
     inp, cached, write, write_1h, out, reasoning = parts
     if cached + write > inp or write_1h > write or reasoning > out:
         return None  # pydantic's model validator words this error; the fallback gives its exact text
-    return parts
+    return (*parts, tools)
 
 
 def split(items: list[Any]) -> tuple[Columns, list[int]]:

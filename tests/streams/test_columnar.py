@@ -122,3 +122,18 @@ def test_worker_takes_the_columnar_path_unless_told_otherwise(monkeypatch):
     assert load_settings().worker_columnar is True
     monkeypatch.setenv("TOKENMETER_WORKER_COLUMNAR", "false")
     assert load_settings().worker_columnar is False
+
+
+@pytest.mark.parametrize("tools, ts", [
+    ({"web_search": 3}, "2026-11-01T10:15:00Z"),  # $10 / 1,000 searches
+    ({"web_fetch": 2, "web_search": 0}, "2026-11-01T10:15:00Z"),  # a $0 fee: no line; the zero count is dropped
+    ({"web_search": 0}, "2026-11-01T10:15:00Z"),  # nothing left: tool_requests absent
+    ({"grounding_queries": 1}, "2026-11-01T10:15:00Z"),  # no such fee for anthropic: unpriced, with the reason
+    ({"web_search": 1}, "2025-01-01T00:00:00+02:00"),  # before the tool existed
+    ({"web_search": 100_001}, "2026-11-01T10:15:00Z"),  # over the bound: dead letter naming the field
+])
+def test_tool_request_fees_match_todays_lines(book, tools, ts):
+    ev = event(1, provider="anthropic", model="claude-sonnet-4-5", ts=ts,
+               usage={"input_tokens": 1000, "output_tokens": 10, "tool_requests": tools})
+    records = [RawRecord(orjson.dumps([ev, event(2)]), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []
