@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Iterable
 
 import polars as pl
 

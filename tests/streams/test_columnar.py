@@ -1,7 +1,7 @@
 """The columnar batch path (streams/columnar) gives byte-identical results to today's `process_batch`: priced
 events, dead letters (same reasons, same order), aggregates, budget origins and counters."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import orjson
@@ -63,8 +63,7 @@ def test_negotiated_rules_and_custom_models_are_byte_identical(tmp_path):
 def test_as_of_join_takes_the_version_in_force_to_the_microsecond(book):
     entry = book.entries["openai/gpt-4o"]
     start = entry.versions[-1].effective_from.astimezone(timezone.utc)
-    just_before = (start.replace(microsecond=0) if start.microsecond else start) - __import__("datetime").timedelta(
-        microseconds=1)
+    just_before = start - timedelta(microseconds=1)
     events = [event(1, ts=start.isoformat().replace("+00:00", "Z")),
               event(2, ts=just_before.isoformat().replace("+00:00", "Z")),
               event(3, ts="1999-01-01T00:00:00Z")]  # before any price: unpriced with the book's reason
