@@ -136,3 +136,13 @@ def test_tool_request_fees_match_todays_lines(book, tools, ts):
                usage={"input_tokens": 1000, "output_tokens": 10, "tool_requests": tools})
     records = [RawRecord(orjson.dumps([ev, event(2)]), "tokenmeter.usage", 0, 1)]
     assert compare_batch(records, book) == []
+
+
+def test_the_comparison_sees_one_pico_dollar(book):
+    records = [RawRecord(orjson.dumps([event(1), event(2)]), "tokenmeter.usage", 0, 1)]
+    old = process_batch(records, book)
+    new = process_batch_columnar(records, book, now=datetime.fromisoformat(old.origins[0][2]["priced_at"]))
+    assert fingerprint(old) == fingerprint(new)
+    cost = Decimal(new.priced[b"team:search"][1]["cost_usd"]) + Decimal("1e-12")
+    new.priced[b"team:search"][1]["cost_usd"] = format(cost, "f")
+    assert fingerprint(old) != fingerprint(new)
