@@ -105,7 +105,7 @@ def http_command(port: int, api_keys: tuple[str, ...], api_keys_file: Path | Non
     resolved = _mapping(mapping)
     run_until_signal(lambda stop: serve_http(
         KafkaSink(settings.bootstrap_servers, "collect:http", timeout_s=kafka_timeout),
-        settings.host, port, keys, limit, resolved, stop))
+        settings.host, port, keys, limit, resolved, stop, settings.collect_body_timeout_seconds))
 
 
 @collect.command("file")

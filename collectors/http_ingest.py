@@ -10,13 +10,17 @@ Routes
 
 Answers: 202 {"accepted": N, "skipped": M} once Kafka acknowledged every event (OTLP gets 200 and an empty
 ExportTraceServiceResponse in the request's encoding, as the OTLP spec asks); 400 {"error", "errors": [{index,
-path, reason}]} for bad input; 401 bad/missing key; 413 body too large; 503 + Retry-After when Kafka does not
+path, reason}]} for bad input; 401 bad/missing key; 408 when the body does not arrive within
+TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS (the connection is closed: a slow client cannot hold it); 413 body too
+large (--max-body-bytes / TOKENMETER_COLLECT_MAX_BODY_BYTES); 415 a Content-Type the route does not read
+(JSON, JSON lines, CloudEvents, OTLP protobuf: see ROUTE_TYPES); 503 + Retry-After when Kafka does not
 acknowledge. A request with any bad record is rejected WHOLE (nothing written): the sender fixes or drops the
 listed records and re-sends, and since event ids are deterministic a re-send never double counts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections import defaultdict
@@ -37,6 +41,13 @@ RETRY_AFTER_S = "5"
 NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-lines", "application/x-jsonlines"}
 CLOUDEVENT_TYPES = {"application/cloudevents+json", "application/cloudevents-batch+json"}
 OPEN_PATHS = {"/healthz", "/metrics"}
+JSON_TYPES = {"application/json"} | NDJSON_TYPES
+ROUTE_TYPES = {  # Content-Types each route reads; anything else (text/plain, forms, none) is 415
+    "/v1/events": JSON_TYPES | CLOUDEVENT_TYPES,
+    "/v1/traces": {"application/json", "application/x-protobuf"},
+    "/v1/logs/{dialect}": JSON_TYPES,
+}
+DEFAULT_BODY_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -108,8 +119,9 @@ def parse_all(records: list[Any], dialect: str | None,
 
 class IngestServer:
     def __init__(self, sink: KafkaSink, api_keys: list[str], max_body_bytes: int,
-                 mapping: AttributionMapping | None = None):
+                 mapping: AttributionMapping | None = None, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S):
         self.sink = sink
+        self.body_timeout_s = body_timeout_s
         self.api_keys = [k.encode() for k in api_keys if k]
         self.max_body_bytes = max_body_bytes
         self.mapping = mapping
@@ -117,7 +129,7 @@ class IngestServer:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes,
-                              middlewares=[self._count_requests, self._authenticate])
+                              middlewares=[self._count_requests, self._authenticate, self._check_content_type])
         app.router.add_post("/v1/events", self.post_events)
         app.router.add_post("/v1/traces", self.post_traces)
         app.router.add_post("/v1/logs/{dialect}", self.post_logs)
@@ -142,6 +154,19 @@ class IngestServer:
         if self.api_keys and request.path not in OPEN_PATHS and not self._key_ok(request):
             return _json({"error": "missing or invalid API key (Authorization: Bearer <key> or x-api-key)"}, 401,
                          headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    @web.middleware
+    async def _check_content_type(self, request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+        resource = request.match_info.route.resource
+        accepted = ROUTE_TYPES.get(resource.canonical if resource else "")
+        if accepted and request.method == "POST" and request.content_type not in accepted:
+            given = request.headers.get("Content-Type") or "none"
+            response = _json({"error": f"Content-Type {given!r} is not read here; send one of "
+                                       f"{', '.join(sorted(accepted))}", "accepted": sorted(accepted)}, 415,
+                             headers={"Accept-Post": ", ".join(sorted(accepted))})
+            response.force_close()  # the body was not read
+            return response
         return await handler(request)
 
     def _key_ok(self, request: web.Request) -> bool:
@@ -207,9 +232,20 @@ class IngestServer:
         if request.content_length is not None and request.content_length > self.max_body_bytes:
             return self._too_large()
         try:
-            return await request.read()
+            return await asyncio.wait_for(request.read(), self.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             return self._too_large()
+        except asyncio.TimeoutError:
+            log.warning("408: body from %s not complete within %g s", request.remote, self.body_timeout_s)
+            response = _json({"error": f"request body not received within {self.body_timeout_s:g} s"}, 408)
+            response.force_close()
+            # Answer now and close: aiohttp would otherwise keep reading the rest of the body ("lingering
+            # close", 10 s) before closing, and a slow client would hold the connection all that time.
+            await response.prepare(request)
+            await response.write_eof()
+            if request.protocol is not None:
+                request.protocol.force_close()  # the answer is flushed before the socket closes
+            return response
 
     def _too_large(self) -> web.Response:
         return _json({"error": f"body exceeds the {self.max_body_bytes} byte limit; send smaller batches"}, 413)
@@ -258,12 +294,13 @@ def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> web.
 
 
 async def serve_http(sink: KafkaSink, host: str, port: int, api_keys: list[str], max_body_bytes: int,
-                     mapping: AttributionMapping | None, stop) -> None:  # noqa: ANN001 - asyncio.Event
+                     mapping: AttributionMapping | None, stop,  # noqa: ANN001 - asyncio.Event
+                     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
     if not api_keys:
         log.warning("!!! NO API KEYS CONFIGURED: /v1/* accepts writes from anyone who can reach %s:%s. "
                     "Use --api-key / --api-keys-file (TOKENMETER_COLLECT_API_KEYS) in production. !!!", host, port)
     await sink.start()
-    server = IngestServer(sink, api_keys, max_body_bytes, mapping)
+    server = IngestServer(sink, api_keys, max_body_bytes, mapping, body_timeout_s)
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

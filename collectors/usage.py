@@ -67,7 +67,8 @@ def openai_counts(usage: Any, path: str = "usage") -> dict[str, int] | None:
 
     Chat: prompt_tokens (cache-inclusive), prompt_tokens_details.cached_tokens, completion_tokens (reasoning-
     inclusive), completion_tokens_details.reasoning_tokens. Responses: input_tokens/output_tokens with
-    input_tokens_details/output_tokens_details. Also read: Kong's older `prompt_token`/`completion_token`;
+    input_tokens_details (cached_tokens, cache_write_tokens)/output_tokens_details. Also read: Kong's older
+    `prompt_token`/`completion_token`;
     LiteLLM's cache-inclusive prompt_tokens with `cache_read_input_tokens`/`cache_creation_input_tokens`,
     `prompt_tokens_details.cache_creation_tokens` and `cache_creation_token_details.ephemeral_1h_input_tokens`;
     DeepSeek's `prompt_cache_hit_tokens`.
@@ -87,6 +88,8 @@ def openai_counts(usage: Any, path: str = "usage") -> dict[str, int] | None:
         cached = _count(usage, path, "cache_read_input_tokens", "prompt_cache_hit_tokens")
 
     found, cache_write = _detail(usage, path, "prompt_tokens_details", "cache_creation_tokens", "cache_write_tokens")
+    if not found:
+        found, cache_write = _detail(usage, path, "input_tokens_details", "cache_write_tokens")
     if not found:
         cache_write = _count(usage, path, "cache_creation_input_tokens")
     _, cache_write_1h = _detail(usage, path, "cache_creation_token_details", "ephemeral_1h_input_tokens")

@@ -15,7 +15,7 @@ import dash
 from dash import Dash, Input, Output, dcc, html
 
 from dashboards.access import scoped_warehouse
-from dashboards.auth import current_principal, install_auth
+from dashboards.auth import csrf_token, current_principal, install_auth
 from dashboards.formatting import describe_freshness
 from dashboards.handle import CONFIG_KEY, SETTINGS_KEY, WarehouseHandle, WarehouseUnavailable
 
@@ -56,7 +56,10 @@ def user_badge() -> html.Div:
     scope = "all teams" if principal.is_finance else f"team {principal.team}"
     return html.Div(className="user-badge", children=[
         html.Span(f"{principal.name} · {scope}", id="user-name"),
-        html.A("Sign out", href="/logout", className="nav-link", id="logout-link"),
+        html.Form(method="POST", action="/logout", className="logout-form", children=[  # never a GET link
+            dcc.Input(type="hidden", name="csrf", value=csrf_token()),
+            html.Button("Sign out", type="submit", className="nav-link", id="logout-link"),
+        ]),
     ])
 
 

@@ -2,6 +2,11 @@
 
 Pages redirect to /login; Dash's JSON endpoints and the JSON API answer 401 instead. The JSON API also
 accepts HTTP Basic, for BI tools and scripts. The signed-in user is `flask.g.principal` (dashboards.users).
+
+The cookie (HttpOnly, SameSite=Lax, Secure with TOKENMETER_DASHBOARD_SECURE_COOKIES) only names a server-side
+session (dashboards.auth_state), so logout (POST /logout with the session's CSRF token) ends it for good.
+Failed sign-ins (form and Basic) are throttled per user name and per client IP, with a temporary lock-out:
+429 + Retry-After, and the page says how long to wait.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from urllib.parse import quote
 
 import flask
 
+from dashboards.auth_state import LoginThrottle, SessionRegistry, describe_wait
 from dashboards.users import Principal, UserStore, users_file_path
 
 log = logging.getLogger(__name__)
 
 USER_STORE_KEY = "TOKENMETER_USER_STORE"
+SESSIONS_KEY = "TOKENMETER_SESSIONS"
+THROTTLE_KEY = "TOKENMETER_LOGIN_THROTTLE"
 PUBLIC_PATHS = ("/login", "/logout", "/_favicon.ico")
 PUBLIC_PREFIXES = ("/assets/",)  # the stylesheet; no data
 # Dash's own JSON routes: a browser without a session gets a 401, not an HTML login page it cannot parse.
@@ -55,6 +63,42 @@ def _store() -> UserStore:
     return flask.current_app.config[USER_STORE_KEY]
 
 
+def _sessions() -> SessionRegistry:
+    return flask.current_app.config[SESSIONS_KEY]
+
+
+def _throttle() -> LoginThrottle:
+    return flask.current_app.config[THROTTLE_KEY]
+
+
+def _client_ip() -> str:
+    return flask.request.remote_addr or "unknown"  # X-Forwarded-For is not trusted: any client can set it
+
+
+def _authenticate(name: str, password: str) -> tuple[Principal | None, int]:
+    """(principal, 0) on success; (None, 0) for a wrong password; (None, seconds) while locked out, without
+    even checking the password (so a correct guess during the lock-out teaches the attacker nothing)."""
+    throttle, ip = _throttle(), _client_ip()
+    wait = throttle.retry_after(name, ip)
+    if wait:
+        return None, wait
+    principal = _store().authenticate(name, password)
+    if principal is None:
+        throttle.failed(name, ip)
+        log.warning("dashboard login failed for user %r from %s", name, ip)  # the name only, never the password
+        return None, throttle.retry_after(name, ip)
+    throttle.succeeded(name)
+    return principal, 0
+
+
+def csrf_token() -> str:
+    """The signed-in session's CSRF token (for the logout form); "" outside a session."""
+    if not flask.has_request_context():
+        return ""
+    session = _sessions().get(flask.session.get("sid"))
+    return session.csrf if session else ""
+
+
 def current_principal() -> Principal | None:
     if not flask.has_request_context():
         return None  # Dash may build the layout once at start-up, outside any request
@@ -74,11 +118,18 @@ def _guard() -> Any:
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return None
     store = _store()
-    principal = store.principal(flask.session.get("user"))
+    session = _sessions().get(flask.session.get("sid"))
+    principal = store.principal(session.user) if session else None
     if principal is None and path.startswith("/api/"):
         basic = flask.request.authorization
         if basic is not None and basic.type == "basic" and basic.username:
-            principal = store.authenticate(basic.username, basic.password or "")
+            principal, wait = _authenticate(basic.username, basic.password or "")
+            if wait:
+                response = flask.jsonify({"error": f"too many failed sign-ins: try again in {describe_wait(wait)}",
+                                          "retry_after_s": wait})
+                response.status_code = 429
+                response.headers["Retry-After"] = str(wait)
+                return response
     if principal is not None:
         flask.g.principal = principal
         return None
@@ -97,19 +148,38 @@ def login() -> Any:
     if flask.request.method == "GET":
         return _login_page(next_target)
     name = flask.request.form.get("username", "").strip()
-    principal = _store().authenticate(name, flask.request.form.get("password", ""))
+    principal, wait = _authenticate(name, flask.request.form.get("password", ""))
+    if wait:
+        response = _login_page(next_target, f"Too many failed sign-ins. Try again in {describe_wait(wait)}.",
+                               status=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
     if principal is None:
-        log.warning("dashboard login failed for user %r", name)  # the name only, never the password
         return _login_page(next_target, "Wrong user name or password.", status=401)
+    _sessions().end(flask.session.get("sid"))  # a session id never outlives a new sign-in (fixation)
     flask.session.clear()
-    flask.session["user"] = principal.name
+    sid, _ = _sessions().create(principal.name)
+    flask.session["sid"] = sid
     log.info("dashboard login: %s (%s)", principal.name, principal.role)
     return flask.redirect(next_target)
 
 
 def logout() -> Any:
+    """POST only, with the session's CSRF token (the page's Sign-out form sends it): a link or a form on
+    another site cannot sign a user out. The server-side session ends, so a copied cookie is worthless."""
+    session = _sessions().get(flask.session.get("sid"))
+    if session is not None:
+        given = flask.request.form.get("csrf", "")
+        if not given or not secrets.compare_digest(given, session.csrf):
+            return flask.Response("logout needs the CSRF token of your session", status=400, mimetype="text/plain")
+        _sessions().end(flask.session.get("sid"))
     flask.session.clear()
     return flask.redirect("/login")
+
+
+def _logout_needs_post() -> Any:
+    return flask.Response("sign out with POST (the Sign out button)", status=405, mimetype="text/plain",
+                          headers={"Allow": "POST"})
 
 
 def install_auth(server: flask.Flask, settings: Any) -> None:
@@ -120,8 +190,17 @@ def install_auth(server: flask.Flask, settings: Any) -> None:
                     "end when the dashboard restarts")
         secret = secrets.token_hex(32)
     server.secret_key = secret
-    server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                         SESSION_COOKIE_SECURE=bool(settings.dashboard_secure_cookies))
+    if not settings.dashboard_secure_cookies:
+        log.info("session cookies are not marked Secure; behind HTTPS set TOKENMETER_DASHBOARD_SECURE_COOKIES=true")
     server.config[USER_STORE_KEY] = UserStore(users_file_path(settings))
+    server.config[SESSIONS_KEY] = SessionRegistry(settings.dashboard_session_hours * 3600)
+    server.config[THROTTLE_KEY] = LoginThrottle(settings.dashboard_login_max_failures,
+                                                settings.dashboard_login_ip_max_failures,
+                                                settings.dashboard_lockout_seconds)
     server.before_request(_guard)
     server.add_url_rule("/login", "tokenmeter_login", login, methods=["GET", "POST"])
-    server.add_url_rule("/logout", "tokenmeter_logout", logout, methods=["GET", "POST"])
+    server.add_url_rule("/logout", "tokenmeter_logout", logout, methods=["POST"])
+    # Without this, Dash's catch-all page route would answer a GET /logout with the app (and no logout).
+    server.add_url_rule("/logout", "tokenmeter_logout_get", _logout_needs_post, methods=["GET"])

@@ -44,7 +44,10 @@ def export_file(wh: Any, month: str, fmt: str, group_by: str) -> tuple[str, str,
         from warehouse.export import export_month
     except ImportError as exc:
         raise ExportUnavailable("chargeback export is not available in this build (warehouse.export missing)") from exc
-    body = export_month(wh.raw, month, fmt, dims, team=wh.team)
+    from dashboards.finance_panel import app_closes, app_finance
+
+    body = export_month(wh.raw, month, fmt, dims, team=wh.team, finance=app_finance(),  # cost centers, allocation
+                        closes=app_closes())  # closed months frozen, corrections in the first open month
     ext, mimetype, _ = FORMATS[fmt]
     suffix = f"-{wh.team}" if wh.team else ""
     return f"tokenmeter-{month}-by-{'-'.join(dims)}{suffix}.{ext}", mimetype, body

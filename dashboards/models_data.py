@@ -16,13 +16,15 @@ from dashboards.tables import dec
 
 MODEL_SQL = (
     "SELECT provider, model, count() AS events, countIf(pricing_status = 'unpriced') AS unpriced_events, "
-    "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
-    "sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, "
+    # Token sums in Int128, returned through accurateCast: a UInt64 sum wraps silently (issue 11).
+    "accurateCast(sum(toInt128(input_tokens)), 'UInt64') AS input_tokens, accurateCast(sum(toInt128(output_tokens)), 'UInt64') AS output_tokens, "
+    "accurateCast(sum(toInt128(cached_input_tokens)), 'UInt64') AS cached_input_tokens, "
+    "accurateCast(sum(toInt128(cache_write_tokens)), 'UInt64') AS cache_write_tokens, "
     "toDecimal128(sum(cost_usd), 12) AS cost_usd, "
     "toDecimal128(sum(cost_breakdown['input']), 12) AS input_cost, "
     "toDecimal128(sum(cost_breakdown['cached_input']), 12) AS cached_input_cost, "
-    "sumIf(priced_events.input_tokens - priced_events.cached_input_tokens - priced_events.cache_write_tokens, "
-    "cost_breakdown['input'] > 0) AS uncached_input, "
+    "accurateCast(sumIf(toInt128(priced_events.input_tokens) - priced_events.cached_input_tokens"
+    " - priced_events.cache_write_tokens, cost_breakdown['input'] > 0), 'UInt64') AS uncached_input, "
     "avgOrNull(priced_events.latency_ms) AS avg_latency_ms, "
     "quantileOrNull(0.95)(priced_events.latency_ms) AS p95_latency_ms, avgOrNull(priced_events.ttft_ms) AS avg_ttft_ms "
     "FROM priced_events WHERE ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')} "

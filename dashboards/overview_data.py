@@ -51,7 +51,7 @@ def label_missing(frame: pl.DataFrame, dim: str, label: str = NO_TEAM_LABEL) -> 
 
 
 def _int_sum(frame: pl.DataFrame, column: str) -> int:
-    return int(frame[column].cast(pl.Int64).sum() or 0) if frame.height else 0
+    return int(frame[column].cast(pl.Int128).sum() or 0) if frame.height else 0  # Int64 sums wrap silently
 
 
 def _decimal_sum(frame: pl.DataFrame, column: str = "cost_usd") -> Decimal:

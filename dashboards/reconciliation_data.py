@@ -19,15 +19,16 @@ FLAG_RATIO = Decimal("0.02")
 
 OURS_SQL = (
     "SELECT toDate(hour) AS day, provider, model, toDecimal128(sum(cost_usd), 12) AS ours_cost, "
-    "toUInt64(sum(input_tokens)) AS ours_input_tokens, toUInt64(sum(output_tokens)) AS ours_output_tokens "
+    "accurateCast(sum(input_tokens), 'UInt64') AS ours_input_tokens, "  # Int128 rollup sums: never wrap
+    "accurateCast(sum(output_tokens), 'UInt64') AS ours_output_tokens "
     "FROM spend_hourly WHERE hour >= {since:DateTime64(3, 'UTC')} AND hour < {until:DateTime64(3, 'UTC')} "
     "GROUP BY day, provider, model"
 )
 THEIRS_SQL = (
     "SELECT toDate(bucket_start) AS day, provider, ifNull(model, '') AS model, "
     "toDecimal128(sumIf(ifNull(cost_usd, toDecimal128(0, 12)), kind = 'cost'), 12) AS provider_cost, "
-    "toUInt64(sumIf(ifNull(input_tokens, 0), kind = 'usage')) AS provider_input_tokens, "
-    "toUInt64(sumIf(ifNull(output_tokens, 0), kind = 'usage')) AS provider_output_tokens, "
+    "accurateCast(sumIf(toInt128(ifNull(input_tokens, 0)), kind = 'usage'), 'UInt64') AS provider_input_tokens, "
+    "accurateCast(sumIf(toInt128(ifNull(output_tokens, 0)), kind = 'usage'), 'UInt64') AS provider_output_tokens, "
     "countIf(kind = 'usage') AS usage_rows "
     "FROM provider_usage FINAL "
     "WHERE bucket_start >= {since:DateTime64(3, 'UTC')} AND bucket_start < {until:DateTime64(3, 'UTC')} "

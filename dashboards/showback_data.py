@@ -79,7 +79,8 @@ def _tag_series(wh: Any, view: ShowbackView) -> pl.DataFrame:
         params.update(zip(names, values))
     bucket = "toStartOfHour" if view.filters.bucket == "hour" else "toStartOfDay"
     sql = (f"SELECT toDateTime64({bucket}(ts), 0, 'UTC') AS bucket, tags[{{tag_key:String}}] AS value, "
-           "count() AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
+           "count() AS events, accurateCast(sum(toInt128(input_tokens)), 'UInt64') AS input_tokens, "
+           "accurateCast(sum(toInt128(output_tokens)), 'UInt64') AS output_tokens, "
            "toDecimal128(sum(cost_usd), 12) AS cost_usd FROM priced_events WHERE " + " AND ".join(clauses)
            + " GROUP BY bucket, value ORDER BY bucket, value")
     return wh.query(sql, params)
@@ -102,7 +103,8 @@ def showback_totals(wh: Any, view: ShowbackView) -> pl.DataFrame:
     series = showback_series(wh, view)
     if not series.height:
         return series.select("value", "events", "tokens", "cost_usd")
-    return (series.group_by("value").agg(pl.col("events").sum(), pl.col("input_tokens").sum(),
-                                         pl.col("output_tokens").sum(), pl.col("tokens").sum(),
+    return (series.group_by("value").agg(pl.col("events").sum(), pl.col("input_tokens").cast(pl.Int128).sum(),
+                                         pl.col("output_tokens").cast(pl.Int128).sum(),
+                                         pl.col("tokens").cast(pl.Int128).sum(),  # Int64 sums wrap silently
                                          pl.col("cost_usd").sum())
             .sort(["cost_usd", "tokens", "value"], descending=[True, True, False]))

@@ -1,11 +1,11 @@
-"""Stream processing stage: metering, pricing and aggregation in a Faust worker.
+"""Stream processing stage: metering and pricing in a Faust worker.
 
 Public API: `create_worker_app`, `run_worker`, `process_batch`, `price_event`, `load_book`.
 """
 
 from __future__ import annotations
 
-from streams.batch import Aggregate, BatchResult, RawRecord, process_batch
+from streams.batch import BatchResult, RawRecord, process_batch
 from streams.enrich import price_event
 
 
@@ -33,7 +33,6 @@ def run_worker(settings) -> None:
 
 
 __all__ = [
-    "Aggregate",
     "BatchResult",
     "RawRecord",
     "create_worker_app",

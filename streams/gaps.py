@@ -35,33 +35,45 @@ class OffsetGaps:
     def __init__(self, topic: str):
         self.topic = topic
         self.expected: dict[int, int] = {}  # partition -> next offset
+        self._pending: dict[int, int] = {}
+        self._generation = 0  # bumped by forget(): a read that spans a rebalance must not restore old offsets
         self.refetched = 0
 
     def forget(self) -> None:
         """Partitions were (re)assigned: the next record of each starts from the seek position again."""
         self.expected.clear()
+        self._generation += 1
 
-    def find(self, positions: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
-        """(partition, offset) of a batch in arrival order -> [(partition, start, end)] ranges never received."""
+    def find(self, positions: Iterable[tuple[int, int]], commit: bool = True) -> list[tuple[int, int, int]]:
+        """(partition, offset) of a batch in arrival order -> [(partition, start, end)] ranges never received.
+        With commit=False the expected offsets are not advanced (see `missing_records`)."""
         gaps = []
+        expected_now = dict(self.expected)
         for partition, offset in positions:
-            expected = self.expected.get(partition)
+            expected = expected_now.get(partition)
             if expected is None:
                 expected = SEEK_POSITIONS.get((self.topic, partition))
             if expected is not None and offset > expected:
                 gaps.append((partition, expected, offset))
             if expected is None or offset >= expected:
-                self.expected[partition] = offset + 1
+                expected_now[partition] = offset + 1
+        if commit:
+            self.expected = expected_now
+        self._pending = expected_now
         return gaps
 
     async def missing_records(self, bootstrap: str, positions: Iterable[tuple[int, int]]) -> list[TopicRecord]:
         """The records of this batch's gaps, read from the broker (empty when nothing was skipped)."""
         out: list[TopicRecord] = []
-        for partition, start, end in self.find(positions):
+        gaps, generation = self.find(positions, commit=False), self._generation
+        for partition, start, end in gaps:
             records = await read_records(bootstrap, self.topic, partition, start, end)
             log.warning("%s[%d]: offsets %d..%d were skipped by the consumer; re-read %d record(s)",
                         self.topic, partition, start, end - 1, len(records))
             out += records
+        # Only once every gap was read: a failed read leaves the batch's gaps to be found again on its retry.
+        if generation == self._generation:
+            self.expected = self._pending
         self.refetched += len(out)
         return out
 

@@ -33,3 +33,10 @@ def pytest_setup_options():
     if chromium:
         options.binary_location = chromium
     return options
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files that start several processes (marked `slow`) run first: under pytest-xdist (`scripts/test` runs
+    files on several workers) a long file that starts last would stretch the whole run. The sort is stable, so
+    tests keep their order within a file."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)

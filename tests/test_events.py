@@ -51,3 +51,33 @@ def test_partition_key_prefers_team_and_ids_are_deterministic():
     assert partition_key(BASE) == b"unattributed"
     assert derive_event_id("kong", {"a": 1, "b": 2}) == derive_event_id("kong", {"b": 2, "a": 1})
     assert derive_event_id("kong", 1) != derive_event_id("apisix", 1)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"ts": "1970-01-01T00:00:00Z"}, "ts"),  # far past: used to be skipped by the loader with a log line
+    ({"ts": "2019-12-31T23:59:59Z"}, "ts"),
+    ({"ts": "2035-05-01T00:00:00Z"}, "ts"),  # far future: made every warehouse insert of its batch fail
+    ({"ts": "9999-12-31T00:00:00Z"}, "ts"),  # used to be dropped by the raw table's TTL but kept in the rollups
+    ({"usage": {"input_tokens": 2**64 - 1}}, "usage.input_tokens"),  # used to wrap the warehouse's sums
+    ({"usage": {"input_tokens": 10**12 + 1}}, "usage.input_tokens"),
+    ({"usage": {"output_tokens": 10**13}}, "usage.output_tokens"),
+    ({"usage": {"input_tokens": 10**12, "cached_input_tokens": 10**12 + 1}}, "usage.cached_input_tokens"),
+])
+def test_far_dated_events_and_absurd_token_counts_are_invalid(change, field):
+    with pytest.raises(ValidationError) as err:
+        UsageEvent.model_validate({**BASE, **change})
+    assert describe_validation_error(err.value).startswith(field)
+
+
+def test_accepted_range_edges():
+    from datetime import timedelta
+
+    from tokenmeter.events import EARLIEST_EVENT_TS, MAX_TOKENS
+
+    now = datetime.now(timezone.utc)
+    for ts in (EARLIEST_EVENT_TS, now, now + timedelta(hours=23)):
+        assert UsageEvent.model_validate({**BASE, "ts": ts.isoformat()}).ts == ts
+    usage = {"input_tokens": MAX_TOKENS, "output_tokens": MAX_TOKENS, "reasoning_tokens": MAX_TOKENS}
+    assert UsageEvent.model_validate({**BASE, "usage": usage}).usage.total_tokens == 2 * 10**12
+    with pytest.raises(ValidationError, match="future"):
+        UsageEvent.model_validate({**BASE, "ts": (now + timedelta(hours=25)).isoformat()})

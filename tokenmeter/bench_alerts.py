@@ -56,7 +56,7 @@ async def _background_load(bootstrap: str, rate: float, stop: asyncio.Event) -> 
 
 async def _alert_latency(bootstrap: str, dispatcher_env: dict, samples: int, load_rate: float) -> dict:
     from streams.budgets import parse_budget
-    from streams.budgets.store import _write  # same writer as `tokenmeter budget set`
+    from streams.budgets.store import _write, protect_budget  # same writer as `tokenmeter budget set`
 
     received: dict[str, float] = {}
     arrived = asyncio.Event()
@@ -78,6 +78,8 @@ async def _alert_latency(bootstrap: str, dispatcher_env: dict, samples: int, loa
     budgets = [parse_budget({"name": f"bench-lat-{i}", "scope": {"team": f"bench-lat-{i}"}, "period": "day",
                              "limit": "0.000001", "thresholds": [100], "action": "block",
                              "notify": [f"webhook=http://127.0.0.1:{port}/hook"]}) for i in range(samples)]
+    data_dir = dispatcher_env.get("TOKENMETER_DATA_DIR", ".tokenmeter")  # the route secrets, as `budget set` does
+    budgets = [protect_budget(b, data_dir) for b in budgets]
     await _write(bootstrap, [(b.name, orjson.dumps(b.to_json())) for b in budgets])
     dispatcher = subprocess.Popen([sys.executable, "-m", "tokenmeter", "alerts", "dispatch"], env=dispatcher_env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)

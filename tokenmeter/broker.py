@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from tokenmeter.process import child_preexec
+from tokenmeter import topics
 from tokenmeter.topics import topic_specs
 
 log = logging.getLogger(__name__)
@@ -118,3 +119,66 @@ def embedded_broker(host: str, port: int, partitions: int, log_path: str | None 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# -- what a broker loss would cost ----------------------------------------------------------------------------
+# (topic, consumer group that must have read it before its records are safe elsewhere, what that group does)
+BACKLOG_STAGES = (
+    (topics.USAGE, "tokenmeter-worker", "acknowledged usage records not yet metered by the worker"),
+    (topics.PRICED, "tokenmeter-loader", "priced records not yet loaded into the warehouse"),
+    (topics.ALERTS, "tokenmeter-alerts", "alerts not yet dispatched"),
+)
+
+
+async def unconsumed_backlog(bootstrap: str, partitions: int) -> dict[str, int]:
+    """Per stage topic: records the broker acknowledged (end offset) minus those its consumer group committed,
+    i.e. what exists only in the broker right now. The embedded broker's ListOffsets under-reports the end a
+    little (environment.md), so this is a lower bound, "as far as knowable"."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                request_timeout_ms=3000)
+    await admin.start()
+    await consumer.start()
+    try:
+        backlog: dict[str, int] = {}
+        for topic, group, _ in BACKLOG_STAGES:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            ends = await consumer.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            backlog[topic] = sum(max(0, ends[tp] - (committed[tp].offset if tp in committed and
+                                                     committed[tp].offset >= 0 else 0)) for tp in tps)
+        return backlog
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+class BacklogWatcher:
+    """Samples `unconsumed_backlog` every few seconds in a daemon thread, so that when the broker dies (taking
+    its memory-only data with it) the supervisor can say what was at risk at the last sample."""
+
+    def __init__(self, bootstrap: str, partitions: int, every_s: float = 2.0):
+        import threading
+
+        self.bootstrap, self.partitions, self.every_s = bootstrap, partitions, every_s
+        self.latest: dict | None = None  # {"at": unix time, "backlog": {topic: records}}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backlog-watcher", daemon=True)
+
+    def start(self) -> "BacklogWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                backlog = asyncio.run(asyncio.wait_for(unconsumed_backlog(self.bootstrap, self.partitions), 10))
+                self.latest = {"at": time.time(), "backlog": backlog}
+            except Exception as exc:  # broker down or restarting: keep the last good sample
+                log.debug("backlog sample failed: %r", exc)
+            self._stop.wait(self.every_s)

@@ -5,7 +5,8 @@ while the warehouse, deduplicated on `event_id`, still holds every loaded event.
 exact spend for its current period (hour buckets for rolling windows) from the warehouse, marks the thresholds
 whose alerts the warehouse already recorded as fired (so nothing alerts twice), and publishes the state for the
 budget owners. `tokenmeter up` runs it on every start of an embedded stack, before the worker and the loader.
-It lives here, not in a stage, because it joins two stages (warehouse reads, budget state).
+It lives here, not in a stage, because it joins two stages: the warehouse's totals go in through the budget
+owner's public `BudgetOwner.rebuild`, which alone knows the ledger's state.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _fired(wh: Any, name: str) -> dict[str, set[str]]:
 
 
 def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> tuple[list[tuple[str, dict]], list[dict]]:
-    """(budget name, state record) per budget, and alert records for thresholds reached but never alerted."""
+    """(budget name, state record) per budget, and alert records for thresholds reached but never alerted. The
+    warehouse supplies the totals; the budget owner (`BudgetOwner.rebuild`) turns them into state."""
     from streams.budgets.owner import BudgetOwner
     from streams.budgets.periods import HOUR, hour_floor, hour_key, period_window
     from warehouse.analytics import budget_spend
@@ -46,33 +48,19 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
     owner = BudgetOwner({b.name: b for b in budgets})
     states, alerts = [], []
     for budget in budgets:
-        owner.restore(budget.name, None)
-        rt = owner.runtimes[budget.name]
-        ledger = rt.ledger
         fired = _fired(wh, budget.name)
-        crossings = []
         if budget.rolling_hours is not None:
             end = hour_floor(now) + HOUR
-            for back in range(budget.rolling_hours + 1, 0, -1):
-                start = end - back * HOUR
-                total = budget_spend(wh, dict(budget.scope), budget.metric, start, start + HOUR)
-                if total:
-                    ledger.spend[budget.name][hour_key(start)] = total
-            if ledger.spend.get(budget.name):
-                ledger.newest[budget.name] = now
-                ledger.latched[budget.name] = {t: "rebuilt" for keys in fired.values() for t in keys if t != "forecast"}
-                crossings = ledger.rebuild_from_totals(budget.name, hour_key(now), ledger.spend[budget.name].get(
-                    hour_key(now), 0))
+            hours = [end - back * HOUR for back in range(budget.rolling_hours + 1, 0, -1)]
+            totals = {hour_key(start): budget_spend(wh, dict(budget.scope), budget.metric, start, start + HOUR)
+                      for start in hours}
+            state, new_alerts = owner.rebuild(budget.name, now, fired, hour_totals=totals)
         else:
-            start, end, key = period_window(budget, now)
+            start, end, _ = period_window(budget, now)
             total = budget_spend(wh, dict(budget.scope), budget.metric, start, end)
-            ledger.fired[budget.name][key] = set(fired.get(key, set()))
-            if total:
-                crossings = ledger.rebuild_from_totals(budget.name, key, total)
-            rt.incident = key if ledger.fired[budget.name][key] - {"forecast"} else None
-        for crossing in crossings:
-            alerts.append(owner.alert_for(rt, crossing))  # reached, never alerted: alert now
-        states.append((budget.name, owner.state_of(rt)))
+            state, new_alerts = owner.rebuild(budget.name, now, fired, period_total=total)
+        states.append((budget.name, state))
+        alerts += new_alerts
     return states, alerts
 
 
@@ -120,7 +108,11 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
 @click.option("--all", "rebuild_all", is_flag=True, help="Also budgets that have live state (replaces it).")
 def rebuild_command(rebuild_all: bool) -> None:
     """Rebuild budget spend for the current periods from the warehouse (after the embedded broker lost it)."""
-    from tokenmeter.cli import _settings
+    from tokenmeter.settings import SettingsError, load_settings
 
-    lines = rebuild(_settings(), only_missing=not rebuild_all)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    lines = rebuild(settings, only_missing=not rebuild_all)
     click.echo("\n".join(lines) if lines else "every budget already has state; nothing rebuilt (use --all)")

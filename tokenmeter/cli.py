@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 
@@ -136,6 +137,15 @@ def up(demo: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status file as JSON.")
+def status(as_json: bool) -> None:
+    """What `tokenmeter up` is running: each child's state and restarts, broker restarts and what they lost."""
+    from tokenmeter.supervisor import print_status
+
+    sys.exit(print_status(_settings(), as_json, click.echo))
+
+
+@main.command()
 @click.option("--events", type=int, default=None, help="Stop after this many events (default: run until stopped).")
 @click.option("--rate", type=float, default=None, help="Events per second (default TOKENMETER_DEMO_EVENTS_PER_S).")
 @click.option("--seed", type=int, default=None)
@@ -204,6 +214,25 @@ def bench(events: int, as_json: bool, alert_samples: int, warehouse_rows: int) -
               warehouse_rows=warehouse_rows)
 
 
+@main.command()
+@click.option("--minutes", type=float, default=5.0, show_default=True, help="How long traffic and kills run.")
+@click.option("--cycles", type=click.IntRange(1), default=None, help="Kill cycles (default: 2 per minute).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--seed", type=int, default=None, help="Seed of the kill plan and traffic (printed).")
+@click.option("--rate", type=float, default=24.0, show_default=True, help="Events per second over all senders.")
+@click.option("--shifted-duplicates/--no-shifted-duplicates", default=True, show_default=True,
+              help="Also re-send some events with a later ts (dedupe must not depend on ts).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the run's data and logs here (default: a temporary directory, removed).")
+def soak(minutes: float, cycles: int | None, as_json: bool, seed: int | None, rate: float,
+         shifted_duplicates: bool, data_dir: Path | None) -> None:
+    """Chaos soak: the whole stack under steady traffic and random SIGKILLs of every component, then exactness,
+    alert, decision and process checks; exits 1 if one fails (docs/soak.md)."""
+    from tokenmeter.soak import soak_main
+
+    sys.exit(soak_main(minutes, cycles, as_json, seed, rate, shifted_duplicates, data_dir))
+
+
 def _register_stage_commands() -> None:
     """Command groups owned by a stage (`tokenmeter collect ...`, `tokenmeter prices ...`) plug in here."""
     import importlib
@@ -216,6 +245,8 @@ def _register_stage_commands() -> None:
         ("streams.alerts.cli", "alerts"),
         ("streams.anomalies.cli", "anomalies"),
         ("warehouse.export_cli", "export"),
+        ("warehouse.finance_cli", "showback"),
+        ("warehouse.finance_cli", "close"),
         ("dashboards.cli", "users"),
     ):
         try:

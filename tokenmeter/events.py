@@ -12,7 +12,8 @@ building an event.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import os
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -23,9 +24,9 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PlainSerializer,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from typing_extensions import Annotated
@@ -48,6 +49,36 @@ ToolRequestKind = Literal["web_search", "web_fetch", "file_search", "code_interp
                           "grounding_queries"]
 MAX_TOOL_REQUESTS = 100_000  # per kind and call; far above any real call, low enough to stop a typo's millions
 
+# Accepted event times. Older or later events are invalid (a dead letter with the reason at every stage), not
+# stored and later deleted by a TTL: the warehouse partitions by month of `ts` (an INSERT may touch at most 100
+# partitions) and its TTL arithmetic overflows past 2106. 2020-01-01 predates every LLM API's usage logs, so a
+# backfill of old logs still fits; one day of future covers clock skew between gateways. Both can be changed
+# per deployment (every process of it must agree): TOKENMETER_EARLIEST_EVENT_TS (RFC 3339) and
+# TOKENMETER_MAX_EVENT_FUTURE_SECONDS.
+EARLIEST_EVENT_TS = datetime.fromisoformat(
+    os.environ.get("TOKENMETER_EARLIEST_EVENT_TS", "2020-01-01T00:00:00+00:00").replace("Z", "+00:00"))
+if EARLIEST_EVENT_TS.tzinfo is None:
+    EARLIEST_EVENT_TS = EARLIEST_EVENT_TS.replace(tzinfo=timezone.utc)
+MAX_EVENT_FUTURE = timedelta(seconds=float(os.environ.get("TOKENMETER_MAX_EVENT_FUTURE_SECONDS", 86400)))
+
+# Largest token count of one field of one call: 10^12 is 10^5 times the largest context window offered today
+# (10M tokens), so no real call comes near it, and sums of such counts cannot overflow the warehouse's
+# 128-bit sums. A larger value (2^64-1 from a broken gateway) is a dead letter, never summed.
+MAX_TOKENS = 10**12
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+
+
+def check_event_time(ts: datetime, now: datetime | None = None) -> datetime:
+    """Raise ValueError when `ts` is outside the accepted range [EARLIEST_EVENT_TS, now + MAX_EVENT_FUTURE]."""
+    if ts < EARLIEST_EVENT_TS:
+        raise ValueError(f"event time {ts.isoformat()} is before {EARLIEST_EVENT_TS.isoformat()}, the earliest "
+                         "accepted (TOKENMETER_EARLIEST_EVENT_TS)")
+    latest = (now or datetime.now(timezone.utc)) + MAX_EVENT_FUTURE
+    if ts > latest:
+        raise ValueError(f"event time {ts.isoformat()} is more than {MAX_EVENT_FUTURE} in the future (latest "
+                         f"accepted now: {latest.isoformat(timespec='seconds')}; TOKENMETER_MAX_EVENT_FUTURE_SECONDS)")
+    return ts
+
 
 class _Strict(BaseModel):
     # Unknown fields are an error: a typo such as `input_token` must not silently price as zero.
@@ -68,12 +99,12 @@ class Attribution(_Strict):
 class Usage(_Strict):
     """Token counts of one call. Parts are included in their totals, never added on top."""
 
-    input_tokens: NonNegativeInt = 0
-    cached_input_tokens: NonNegativeInt = 0  # cache reads, part of input_tokens
-    cache_write_tokens: NonNegativeInt = 0  # part of input_tokens
-    cache_write_1h_tokens: NonNegativeInt = 0  # part of cache_write_tokens (1-hour TTL; the rest is 5-minute)
-    output_tokens: NonNegativeInt = 0  # reasoning included
-    reasoning_tokens: NonNegativeInt = 0  # part of output_tokens
+    input_tokens: TokenCount = 0
+    cached_input_tokens: TokenCount = 0  # cache reads, part of input_tokens
+    cache_write_tokens: TokenCount = 0  # part of input_tokens
+    cache_write_1h_tokens: TokenCount = 0  # part of cache_write_tokens (1-hour TTL; the rest is 5-minute)
+    output_tokens: TokenCount = 0  # reasoning included
+    reasoning_tokens: TokenCount = 0  # part of output_tokens
     # Billable server-side tool requests of the call by kind (not tokens; priced per request). None when none.
     tool_requests: dict[ToolRequestKind, Annotated[int, Field(ge=0, le=MAX_TOOL_REQUESTS)]] | None = None
 
@@ -132,6 +163,11 @@ class UsageEvent(_Strict):
     # events are counted, stored and reportable instead of silently trusted.
     usage_assumption: str | None = Field(default=None, min_length=1, max_length=200)
 
+    @field_validator("ts")
+    @classmethod
+    def _ts_in_accepted_range(cls, ts: datetime) -> datetime:
+        return check_event_time(ts)
+
 
 class PriceRef(_Strict):
     """Which catalog entry priced an event, so any cost can be explained and re-priced."""
@@ -186,12 +222,16 @@ __all__ = [
     "MAX_TOOL_REQUESTS",
     "TOOL_REQUEST_KINDS",
     "CONTRACT_VERSION",
+    "EARLIEST_EVENT_TS",
+    "MAX_EVENT_FUTURE",
+    "MAX_TOKENS",
     "Attribution",
     "Content",
     "PriceRef",
     "PricedEvent",
     "Usage",
     "UsageEvent",
+    "check_event_time",
     "derive_event_id",
     "describe_validation_error",
     "partition_key",

@@ -14,7 +14,8 @@ share a partition, so they stay in order; the dispatcher also delivers them in t
     summary       a few sentences, plain words
     at            when the condition was observed (event time)
     scope         {dimension: value} the alert is about (team, user, model, `tag:<k>`, ...)
-    notify        ["slack=URL", "pagerduty=ROUTING_KEY", "webhook=URL", ...]
+    notify        ["slack=URL", "pagerduty=ROUTING_KEY", "webhook=URL", ...]; budget alerts carry references
+                  `<kind>=<masked target>#secret=r-<hex>` whose secret only the dispatcher reads (docs/security.md)
     details       source-specific JSON (budget: budget, period_key, threshold, metric, spend, limit, percent,
                   period_start, period_end, projected, expected_breach_at, budget_action; anomaly: anomaly_id,
                   observed, expected, start, end, ...)

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=256, description="Partitions of topics the embedded broker creates.")
     worker_batch_size: int = Field(10000, ge=1, description="Max Kafka messages per worker batch.")
     worker_batch_seconds: float = Field(0.2, gt=0, description="Max wait to fill a worker batch.")
-    worker_columnar: bool = Field(True, description="Price batches on the columnar path (streams/columnar); "
+    worker_columnar: bool = Field(False, description="Price batches on the columnar path (streams/columnar); "
                                   "false: the per-event path (streams/batch.py). Both give identical output.")
     load_batch_rows: int = Field(20000, ge=1, description="Max rows per warehouse insert.")
     load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
@@ -77,10 +77,23 @@ class Settings(BaseSettings):
     # Enforcement -------------------------------------------------------------------------------------
     budgets_file: Path | None = Field(None, description="YAML of budgets applied to the budgets topic at worker start.")
     decision_header_prefix: str = Field("x-tokenmeter-", description="Headers read by /v1/decision (prefix+dim).")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the worker API's admin routes; unset: <data_dir>/admin.token (0600).")
     # Dashboard and warehouse -------------------------------------------------------------------------
     dashboard_users_file: Path | None = Field(None, description="YAML of dashboard users, hashes and roles.")
     dashboard_secret_key: SecretStr | None = Field(None, description="Signs dashboard sessions; random if unset.")
+    dashboard_secure_cookies: bool = Field(False, description="Mark the session cookie Secure (dashboard behind HTTPS).")
+    dashboard_session_hours: float = Field(12.0, gt=0, description="A dashboard session ends this long after sign-in.")
+    dashboard_login_max_failures: int = Field(5, ge=1, description="Failed sign-ins per user name before a lock-out.")
+    dashboard_login_ip_max_failures: int = Field(20, ge=1, description="Failed sign-ins per client IP before a lock-out.")
+    dashboard_lockout_seconds: float = Field(
+        300.0, gt=0, description="Lock-out after too many failed sign-ins (also the window they are counted in).")
+    cost_centers_file: Path | None = Field(None, description="YAML: team/project/tag -> cost center, GL account, owner.")
+    allocation_file: Path | None = Field(None, description="YAML of shared-cost allocation rules; unset: the cost-centers file's.")
     raw_retention_days: int = Field(400, ge=1, description="Days of raw priced events kept; rollups are kept.")
+    # HTTP collector ---------------------------------------------------------------------------------
+    collect_body_timeout_seconds: float = Field(
+        10.0, gt=0, description="HTTP collector: a request body must arrive within this; slower clients get 408.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

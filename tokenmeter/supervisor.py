@@ -1,9 +1,15 @@
 """`tokenmeter up`: start broker, worker, loader, dashboard (and demo traffic) as child processes, show progress,
-and stop every child on Ctrl-C or SIGTERM. Children also get PDEATHSIG, so even a SIGKILLed `up` leaves no
-orphan broker."""
+keep them running, and stop every child on Ctrl-C or SIGTERM.
+
+A crashed child is restarted with exponential back-off (counted, logged, in `<data_dir>/supervisor.json`, shown by
+`tokenmeter status`) while the memory-only embedded broker keeps running, so nothing it acknowledged is lost. A
+crashed broker is restarted too, loudly, with what its loss may have cost (the records it had acknowledged that
+no consumer had committed yet, at the last sample); its topics and the budgets are recreated and the children
+that talk to Kafka restarted. Children get PDEATHSIG=SIGKILL, so even a SIGKILLed `up` leaves no orphan."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,21 +17,70 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from tokenmeter.broker import ensure_topics, start_broker
+from tokenmeter.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topics, start_broker
 from tokenmeter.process import child_preexec
 from tokenmeter.settings import Settings, SettingsError, ensure_port_free
+
+
+
+BACKOFF_FIRST_S = 0.5  # first restart delay after a crash; doubles per crash ...
+BACKOFF_MAX_S = 30.0  # ... up to this
+STABLE_AFTER_S = 60.0  # a child that ran this long before crashing starts over at the first delay
+STATUS_FILE = "supervisor.json"
 
 
 @dataclass
 class Child:
     name: str
-    proc: subprocess.Popen
+    args: list[str] | None  # None: the embedded broker (tansu, started by tokenmeter.broker)
     log_path: Path
     ready: Callable[[], bool] = field(default=lambda: True)
+    uses_kafka: bool = True  # restarted with the broker, which forgets consumer groups and topics
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff_s: float = BACKOFF_FIRST_S
+    restart_at: float | None = None  # monotonic time of a scheduled restart
+    last_exit_code: int | None = None
+    last_exit_at: float | None = None  # unix time
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def schedule_restart(self, now: float) -> float:
+        """Exponential back-off, capped; a child that had been up for a while starts over at the first delay."""
+        if now - self.started_at >= STABLE_AFTER_S:
+            self.backoff_s = BACKOFF_FIRST_S
+        delay = self.backoff_s
+        self.backoff_s = min(self.backoff_s * 2, BACKOFF_MAX_S)
+        self.restart_at = now + delay
+        return delay
+
+    def status(self, now: float) -> dict:
+        state = "running" if self.alive() else ("backoff" if self.restart_at is not None else "stopped")
+        return {"name": self.name, "pid": self.proc.pid if self.alive() else None, "state": state,
+                "restarts": self.restarts, "last_exit_code": self.last_exit_code,
+                "last_exit_at": _iso(self.last_exit_at), "uptime_s": round(now - self.started_at, 1)
+                if self.alive() else None, "next_restart_in_s": round(max(0.0, self.restart_at - now), 1)
+                if self.restart_at is not None else None, "log": str(self.log_path)}
+
+
+def _iso(unix: float | None) -> str | None:
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds") if unix else None
+
+
+def describe_backlog(sample: dict | None) -> str:
+    """One sentence on what only the broker held at its last sample (see tokenmeter.broker.BACKLOG_STAGES)."""
+    if not sample:
+        return "no sample of the broker's backlog was taken, so the loss cannot be sized"
+    parts = [f"{sample['backlog'].get(topic, 0)} {what}" for topic, _, what in BACKLOG_STAGES]
+    age = time.time() - sample["at"]
+    return (f"at the last sample ({age:.0f} s earlier) the broker alone held " + "; ".join(parts)
+            + ". Records acknowledged after that sample are gone too and cannot be counted")
 
 def _http_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
@@ -52,7 +107,14 @@ class Supervisor:
         self.echo = echo
         self.children: list[Child] = []
         self.log_dir = settings.data_dir.resolve() / "logs"
+        self.status_path = settings.data_dir.resolve() / STATUS_FILE
         self.stopping = False
+        self.state = "starting"
+        self.broker_restarts = 0
+        self.broker_losses: list[dict] = []  # one entry per broker crash: what may have been lost
+        self.previous_run: dict | None = None  # an earlier `up` that did not stop cleanly
+        self.watcher: BacklogWatcher | None = None
+        self._status_written = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -69,15 +131,27 @@ class Supervisor:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def spawn(self, name: str, args: list[str], ready: Callable[[], bool] = lambda: True) -> Child:
-        log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(
-                args, env=self.child_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=child_preexec,
-            )
-        child = Child(name, proc, log_path, ready)
+    def child(self, name: str) -> Child | None:
+        return next((c for c in self.children if c.name == name), None)
+
+    def launch(self, child: Child) -> None:
+        s = self.settings
+        if child.args is None:
+            child.proc = start_broker(s.host, s.embedded_broker_port, str(child.log_path))
+        else:
+            with open(child.log_path, "ab") as out:
+                child.proc = subprocess.Popen(
+                    child.args, env=self.child_env(), stdout=out, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
+                )
+        child.started_at = time.monotonic()
+        child.restart_at = None
+
+    def spawn(self, name: str, args: list[str] | None, ready: Callable[[], bool] = lambda: True,
+              uses_kafka: bool = True) -> Child:
+        child = Child(name, args, self.log_dir / f"{name}.log", ready, uses_kafka)
         self.children.append(child)
+        self.launch(child)
         return child
 
     def wait_ready(self, child: Child, timeout: float) -> None:
@@ -97,6 +171,8 @@ class Supervisor:
         s = self.settings
         self.preflight()
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.report_unclean_previous_run()
+        self.write_status(force=True)
         me = [sys.executable, "-m", "tokenmeter"]
         steps = ["broker", "worker", "loader", "dashboard"] + (["demo traffic"] if self.demo else [])
         total = len(steps)
@@ -109,9 +185,11 @@ class Supervisor:
 
         if s.embedded_broker:
             def broker() -> None:
-                proc = start_broker(s.host, s.embedded_broker_port, str(self.log_dir / "broker.log"))
-                self.children.append(Child("broker", proc, self.log_dir / "broker.log"))
+                proc = self.spawn("broker", None, uses_kafka=False).proc
                 ensure_topics(s.bootstrap_servers, s.partitions)
+                if proc.poll() is not None:
+                    raise SettingsError(f"embedded broker exited with code {proc.returncode}; see "
+                                        f"{self.log_dir / 'broker.log'}")
 
             step(1, f"embedded broker on {s.bootstrap_servers}", broker)
         else:
@@ -131,8 +209,8 @@ class Supervisor:
             dashboard_login = ensure_users_file(s, demo=self.demo)
         except UsersFileError as exc:
             raise SettingsError(str(exc)) from None
-        step(4, f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(
-            self.spawn("dashboard", me + ["dash"], _http_ok(s.dashboard_url)), 60))
+        step(4, f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(  # its Kafka clients reconnect alone
+            self.spawn("dashboard", me + ["dash"], _http_ok(s.dashboard_url), uses_kafka=False), 60))
         import importlib.util
 
         for name, module, args in (("alerts", "streams.alerts.cli", ["alerts", "dispatch"]),  # own process: a dead
@@ -142,6 +220,10 @@ class Supervisor:
                 self.echo(f"      {name} started (log {self.log_dir / (name + '.log')})")
         if self.demo:
             step(5, f"demo traffic (~{s.demo_events_per_s:g} events/s)", lambda: self.spawn("demo", me + ["demo"]))
+        if s.embedded_broker:
+            self.watcher = BacklogWatcher(s.bootstrap_servers, s.partitions).start()
+        self.state = "running"
+        self.write_status(force=True)
         self.echo("")
         self.echo(f"tokenmeter is running. Dashboard: {s.dashboard_url}")
         for line in dashboard_login:
@@ -149,6 +231,7 @@ class Supervisor:
         self.echo(f"  send events to Kafka {s.bootstrap_servers} topic tokenmeter.usage")
         self.echo(f"  worker API: http://{s.host}:{s.api_port}/v1/stats   logs: {self.log_dir}")
         self.echo("  numbers on the command line: tokenmeter report --group-by team,model")
+        self.echo("  children, restarts and broker losses: tokenmeter status")
         self.echo("Press Ctrl-C to stop.")
 
     def restore_budgets(self) -> None:
@@ -167,35 +250,161 @@ class Supervisor:
         if budgets and s.embedded_broker and not s.clickhouse_url and s.warehouse_path.exists():
             # Spend of the current periods from the warehouse, before the loader takes the chDB lock.
             out = subprocess.run([sys.executable, "-m", "tokenmeter", "budget", "rebuild"], env=self.child_env(),
-                                 capture_output=True, text=True, timeout=120)
+                                 capture_output=True, text=True, timeout=120, preexec_fn=child_preexec)
             if out.returncode != 0:
                 raise SettingsError(f"budget rebuild from the warehouse failed:\n{out.stderr[-2000:]}")
             for line in out.stdout.splitlines():
                 self.echo(f"      rebuilt from the warehouse: {line}")
 
+    # -- keeping children alive ------------------------------------------------------------------------
     def watch(self) -> int:
-        """Block until a signal or until a child dies; returns the exit code for `up`."""
+        """Restart crashed children until a signal; returns the exit code for `up` (0: stopped on request)."""
         while not self.stopping:
-            for child in self.children:
-                if child.proc.poll() is not None:
-                    self.echo(f"{child.name} exited with code {child.proc.returncode}; last log lines:\n"
-                              f"{_tail(child.log_path)}")
-                    return 1
-            time.sleep(0.5)
+            self.tend()
+            time.sleep(0.2)
         return 0
+
+    def tend(self) -> None:
+        now = time.monotonic()
+        broker = self.child("broker")
+        if broker is not None and not broker.alive() and broker.restart_at is None:
+            self.broker_crashed(broker, now)
+        if broker is not None and broker.restart_at is not None:
+            if now >= broker.restart_at:
+                self.restart_broker(broker)
+            self.write_status()
+            return  # the others wait for the broker
+        for child in self.children:
+            if self.stopping:  # Ctrl-C reaches the children too: do not restart what is being stopped
+                return
+            if child.restart_at is None and not child.alive():
+                code = child.proc.returncode
+                child.last_exit_code, child.last_exit_at = code, time.time()
+                uptime = now - child.started_at
+                delay = child.schedule_restart(now)
+                self.echo(f"{child.name} exited with code {code} after {uptime:.1f} s; restarting in {delay:.1f} s "
+                          f"(restart #{child.restarts + 1}); last log lines ({child.log_path}):\n{_tail(child.log_path)}")
+            elif child.restart_at is not None and now >= child.restart_at:
+                child.restarts += 1
+                self.launch(child)
+                self.echo(f"{child.name} restarted (pid {child.proc.pid}, restart #{child.restarts})")
+        self.write_status()
+
+    def broker_crashed(self, broker: Child, now: float) -> None:
+        """Say loudly what the memory-only broker took with it, stop the children that talk to Kafka (their
+        groups, offsets and topics are gone) and schedule the broker's restart."""
+        code = broker.proc.returncode if broker.proc is not None else None
+        broker.last_exit_code, broker.last_exit_at = code, time.time()
+        sample = self.watcher.latest if self.watcher else None
+        loss = {"at": _iso(time.time()), "exit_code": code, "backlog_sample": sample,
+                "at_risk_records": sum(sample["backlog"].values()) if sample else None}
+        self.broker_losses.append(loss)
+        if self.watcher:
+            self.watcher.latest = None  # describes the dead broker: never report it for a later crash
+        self.echo(f"!!! BROKER CRASHED (exit code {code}). The embedded broker keeps everything in memory: every "
+                  f"record it held is gone.")
+        self.echo(f"!!! {describe_backlog(sample)}.")
+        self.echo("!!! The warehouse stays exact for what was loaded; re-send the lost range from its source if you "
+                  "can. Restarting the broker, recreating topics and budgets, reconnecting the children.")
+        for child in self.children:  # SIGKILL: a graceful stop would only wait on the dead broker (Faust: seconds)
+            if child.uses_kafka and child.alive():
+                child.proc.kill()
+        for child in self.children:
+            if child.uses_kafka and child.proc is not None:
+                child.proc.wait()
+                child.restart_at = None
+        delay = broker.schedule_restart(now)
+        self.echo(f"broker restarting in {delay:.1f} s (restart #{broker.restarts + 1})")
+
+    def restart_broker(self, broker: Child) -> None:
+        s = self.settings
+        broker.restarts += 1
+        self.broker_restarts += 1
+        try:
+            self.launch(broker)
+            ensure_topics(s.bootstrap_servers, s.partitions)
+            self.restore_budgets()
+        except (BrokerError, SettingsError, OSError, subprocess.SubprocessError) as exc:
+            if broker.alive():
+                broker.proc.kill()
+                broker.proc.wait()
+            delay = broker.schedule_restart(time.monotonic())
+            self.echo(f"broker restart failed ({exc}); trying again in {delay:.1f} s")
+            return
+        self.echo(f"broker restarted (pid {broker.proc.pid}, restart #{broker.restarts}); topics recreated")
+        for child in self.children:
+            if child.uses_kafka and not child.alive():
+                child.restarts += 1
+                self.launch(child)
+                self.echo(f"{child.name} restarted after the broker (pid {child.proc.pid})")
+
+    # -- status ----------------------------------------------------------------------------------------
+    def report_unclean_previous_run(self) -> None:
+        """A previous `up` that was killed left its status file in state "running": its broker died with it, so
+        say what was at risk then (this run starts with an empty broker)."""
+        try:
+            previous = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return
+        if previous.get("state") not in ("starting", "running") or _pid_alive(previous.get("pid")):
+            return
+        self.previous_run = {"pid": previous.get("pid"), "last_update": previous.get("updated_at"),
+                             "backlog_sample": previous.get("backlog")}
+        self.echo(f"!!! the previous `tokenmeter up` (pid {previous.get('pid')}) did not stop cleanly (last seen "
+                  f"{previous.get('updated_at')}); its memory-only broker died with it.")
+        if self.settings.embedded_broker:
+            self.echo(f"!!! {describe_backlog(previous.get('backlog'))}.")
+
+    def write_status(self, force: bool = False) -> None:
+        """`<data_dir>/supervisor.json`, about once a second: what `tokenmeter status` prints."""
+        now = time.monotonic()
+        if not force and now - self._status_written < 1.0:
+            return
+        self._status_written = now
+        status = {"pid": os.getpid(), "state": self.state, "updated_at": _iso(time.time()),
+                  "bootstrap": self.settings.bootstrap_servers,
+                  "children": [c.status(now) for c in self.children],
+                  "broker_restarts": self.broker_restarts, "broker_losses": self.broker_losses,
+                  "backlog": self.watcher.latest if self.watcher else None, "previous_run": self.previous_run}
+        tmp = self.status_path.with_suffix(".json.tmp")
+        try:
+            tmp.write_text(json.dumps(status, indent=1))
+            os.replace(tmp, self.status_path)
+        except OSError:
+            pass
 
     def stop(self) -> None:
         self.stopping = True
+        if self.watcher:
+            self.watcher.stop()
         for child in reversed(self.children):
-            if child.proc.poll() is None:
+            if child.alive():
                 child.proc.terminate()
         deadline = time.monotonic() + 15
         for child in reversed(self.children):
+            if child.proc is None:
+                continue
             try:
                 child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait()
+            child.restart_at = None
+        self.state = "stopped"
+        if self.status_path.parent.exists():
+            self.write_status(force=True)
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_up(settings: Settings, demo: bool) -> int:
@@ -209,10 +418,38 @@ def run_up(settings: Settings, demo: bool) -> int:
     try:
         supervisor.start()
         code = supervisor.watch()
-    except SettingsError as exc:
+    except (SettingsError, BrokerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     finally:
         print("stopping ...", file=sys.stderr)
         supervisor.stop()
     return code
+
+
+def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None]) -> int:
+    """`tokenmeter status`: 0 when an `up` is running with every child up, 1 otherwise."""
+    path = settings.data_dir.resolve() / STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        echo(f"no `tokenmeter up` has run with data dir {settings.data_dir.resolve()} ({path} missing)")
+        return 1
+    alive = status.get("state") in ("starting", "running") and _pid_alive(status.get("pid"))
+    if status.get("state") in ("starting", "running") and not alive:
+        status["state"] = "dead (killed without stopping its children? they die with it)"
+    if as_json:
+        echo(json.dumps(status, indent=1))
+    else:
+        echo(f"up: {status['state']} (pid {status.get('pid')}, updated {status.get('updated_at')}), "
+             f"broker restarts: {status.get('broker_restarts', 0)}")
+        for c in status.get("children", []):
+            extra = f", last exit {c['last_exit_code']} at {c['last_exit_at']}" if c.get("last_exit_at") else ""
+            wait = f", restart in {c['next_restart_in_s']} s" if c.get("next_restart_in_s") is not None else ""
+            echo(f"  {c['name']:<10} {c['state']:<8} pid {c['pid'] or '-':<8} restarts {c['restarts']}{extra}{wait}")
+        for loss in status.get("broker_losses", []):
+            echo(f"  broker crash at {loss['at']}: {describe_backlog(loss.get('backlog_sample'))}")
+        if status.get("previous_run"):
+            echo(f"  the run before did not stop cleanly: {describe_backlog(status['previous_run'].get('backlog_sample'))}")
+    running = alive and all(c["state"] == "running" for c in status.get("children", []))
+    return 0 if running else 1

@@ -144,7 +144,7 @@ def budget_spend(wh, scope: dict[str, str], metric: str, start: Any, end: Any) -
     # FINAL collapses copies of an event (same sorting key, which ends in event_id) to the newest loaded_at,
     # exactly as a merge will: a duplicate from a loader race or a re-price in progress never counts twice.
     row = wh.query(
-        "SELECT toDecimal128(sum(cost_usd), 12) AS cost_usd, toUInt64(sum(input_tokens + output_tokens)) AS tokens"
+        "SELECT toDecimal128(sum(cost_usd), 12) AS cost_usd, accurateCast(sum(toInt128(input_tokens) + output_tokens), 'UInt64') AS tokens"
         f" FROM priced_events FINAL {_where(clauses)}", params).row(0, named=True)
     if metric == "tokens":
         return int(row["tokens"] or 0)

@@ -195,11 +195,13 @@ class RemoteBackend:
     kind = "remote"
     writable = False
 
-    def __init__(self, url: str, timeout: float = 60.0):
+    def __init__(self, url: str, timeout: float = 60.0, secret: str | None = None):
         import httpx
 
         self.url = url.rstrip("/")
-        self._client = httpx.Client(timeout=timeout)
+        # The owner's secret (warehouse.endpoint.secret, 0600): without it every request gets 401.
+        headers = {"authorization": f"Bearer {secret}"} if secret else {}
+        self._client = httpx.Client(timeout=timeout, headers=headers)
 
     def _post(self, path: str, payload: dict[str, Any], what: str) -> Any:
         import httpx
@@ -224,14 +226,16 @@ class RemoteBackend:
         return pa.ipc.open_stream(pa.py_buffer(response.content)).read_all()
 
     def apply_repriced_events(self, events: list[dict[str, Any]]) -> int:
-        """Send re-priced events to the owner, which replaces them under its insert lock (POST /reprice).
-        Split in halves until each request fits the endpoint's body limit (tags can make events large)."""
+        """Ask the owner to re-price these stored events (POST /reprice). Only their keys (event_id, ts) are
+        sent: the owner prices them with its own catalog and replaces those that changed, under its insert lock;
+        it never takes a cost from us. Split in halves until each request fits the endpoint's body limit."""
         import orjson
 
-        if len(events) > 1 and len(orjson.dumps({"events": events})) > MAX_BODY_BYTES:
+        keys = [{"event_id": str(e["event_id"]), "ts": str(e["ts"])} for e in events]
+        if len(keys) > 1 and len(orjson.dumps({"events": keys})) > MAX_BODY_BYTES:
             half = len(events) // 2
             return self.apply_repriced_events(events[:half]) + self.apply_repriced_events(events[half:])
-        return int(self._post("/reprice", {"events": events}, "re-priced events").json()["applied"])
+        return int(self._post("/reprice", {"events": keys}, "re-priced events").json()["applied"])
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         raise WarehouseError("the warehouse is owned by another process: this reader cannot change it")

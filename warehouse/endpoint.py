@@ -1,20 +1,28 @@
 """The owner's query endpoint: chDB lets one process open a path, so that process serves reads to the others.
 
 The owner (the loader, or whoever opened the path directly) runs a small HTTP server on 127.0.0.1 in a
-daemon thread and writes `<data_dir>/warehouse.endpoint` = {"url", "pid"}. Readers POST
-{"sql", "params"} to /query and get an Arrow IPC stream. Only single SELECT statements are accepted, and
-they run with readonly=1 so even a crafted SELECT cannot change anything.
+daemon thread and writes `<data_dir>/warehouse.endpoint` = {"url", "pid"} and, next to it,
+`<data_dir>/warehouse.endpoint.secret` (a fresh random token per owner start); both files are mode 0600, so
+only the data dir's owner can use the endpoint. Every request must carry `Authorization: Bearer <secret>`
+(401 otherwise). The documented operations, and nothing else:
 
-The one write: POST /reprice {"events": [re-priced PricedEvent JSON]} -> {"applied": n}. It only replaces
-the pricing of events already stored with identical usage and attribution (see warehouse.reprice), under
-the owner's insert lock, so it serializes with the loader. Pricing itself is done by the caller.
+- GET /health -> {"pid", "path"}.
+- POST /query {"sql", "params"} -> an Arrow IPC stream. This is the owner's own read path (the dashboard and
+  the CLI of the same user): one SELECT statement, run with readonly=1, so even a crafted SELECT cannot change
+  anything. A holder of the secret can read the data dir's files anyway; team scoping is applied above this
+  (dashboard users never reach the endpoint themselves).
+- POST /reprice {"events": [{"event_id", "ts"}, ...]} -> {"applied": n}. The caller only NAMES stored events;
+  the owner prices them again itself, with the current catalog of its own settings (never a cost, a price or
+  a priced event from the caller), and replaces those whose pricing changed, under the owner's insert lock.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +36,8 @@ from warehouse.backends import MAX_BODY_BYTES, Backend, WarehouseError
 log = logging.getLogger(__name__)
 
 ENDPOINT_FILE = "warehouse.endpoint"
+SECRET_SUFFIX = ".secret"
+REPRICE_KEYS = {"event_id", "ts"}
 _READ_ONLY_START = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 _TRAILING = re.compile(r"[\s;]+$")
 
@@ -46,6 +56,30 @@ def check_select_only(sql: str) -> str:
 
 def endpoint_path(data_dir: Path) -> Path:
     return Path(data_dir).resolve() / ENDPOINT_FILE
+
+
+def secret_path(data_dir: Path) -> Path:
+    return endpoint_path(data_dir).with_name(ENDPOINT_FILE + SECRET_SUFFIX)
+
+
+def read_endpoint_secret(data_dir: Path) -> str | None:
+    """The live owner's secret (None if the file is missing or unreadable: e.g. another user's data dir)."""
+    try:
+        return secret_path(data_dir).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Atomic write, mode 0600 from the first byte (a reader never sees half a file, nor a readable one)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    temporary.replace(path)
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,7 +122,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._send(status, orjson.dumps({"error": message}), "application/json")
 
+    def _authorized(self) -> bool:
+        header = self.headers.get("authorization", "")
+        given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if given and hmac.compare_digest(given.encode(), self.server.secret.encode()):
+            return True
+        self.close_connection = True  # the body (if any) was not read
+        self._send(401, orjson.dumps({"error": "send 'Authorization: Bearer <secret>' (the secret is in the file "
+                                               f"{ENDPOINT_FILE}{SECRET_SUFFIX} of the data directory)"}),
+                   "application/json")
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if not self._authorized():
+            return
         if self.path == "/health":
             self._send(200, orjson.dumps({"pid": os.getpid(), "path": self.server.label}), "application/json")
         else:
@@ -105,6 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        if not self._authorized():
+            return
         if self.path == "/reprice":
             self._reprice()
             return
@@ -144,8 +193,13 @@ class _Handler(BaseHTTPRequestHandler):
             events = orjson.loads(body)["events"]
             if not isinstance(events, list):
                 raise TypeError("events must be a list")
+            for item in events:
+                if not isinstance(item, dict) or set(item) != REPRICE_KEYS or not all(
+                        isinstance(item[k], str) and item[k] for k in REPRICE_KEYS):
+                    raise TypeError("each event is {event_id, ts} and nothing else: the owner prices stored events "
+                                    "itself, costs and prices are never taken from a caller")
         except (ValueError, KeyError, TypeError) as exc:
-            self._error(400, f"expected JSON {{events: [...]}}: {exc}")
+            self._error(400, f"expected JSON {{events: [{{event_id, ts}}, ...]}}: {exc}")
             return
         try:
             applied = apply(events)
@@ -164,14 +218,17 @@ class _EndpointHTTPServer(ThreadingHTTPServer):
         self.backend = backend
         self.label = label
         self.apply_repriced = apply_repriced
+        self.secret = secrets.token_urlsafe(32)
 
 
 class QueryEndpoint:
-    """Serve `backend` read-only on 127.0.0.1:<free port> and advertise it in the data dir."""
+    """Serve `backend` read-only on 127.0.0.1:<free port> and advertise it in the data dir (URL and secret files,
+    both 0600). `apply_repriced(keys)` re-prices the named stored events with the owner's own catalog."""
 
     def __init__(self, backend: Backend, data_dir: Path, host: str = "127.0.0.1",
-                 apply_repriced: Callable[[list[Any]], int] | None = None):
+                 apply_repriced: Callable[[list[dict[str, str]]], int] | None = None):
         self._file = endpoint_path(data_dir)
+        self._secret_file = secret_path(data_dir)
         self._server = _EndpointHTTPServer((host, 0), backend, str(getattr(backend, "path", "")), apply_repriced)
         port = self._server.server_address[1]
         self.url = f"http://{host}:{port}"
@@ -180,9 +237,8 @@ class QueryEndpoint:
     def start(self) -> "QueryEndpoint":
         self._thread.start()
         self._file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._file.with_suffix(".tmp")
-        temporary.write_bytes(orjson.dumps({"url": self.url, "pid": os.getpid()}))
-        temporary.replace(self._file)  # atomic: a reader never sees half a file
+        _write_private(self._secret_file, self._server.secret.encode())  # before the URL: readers need both
+        _write_private(self._file, orjson.dumps({"url": self.url, "pid": os.getpid()}))
         log.info("warehouse query endpoint at %s (advertised in %s)", self.url, self._file)
         return self
 
@@ -191,6 +247,7 @@ class QueryEndpoint:
             info = orjson.loads(self._file.read_bytes())
             if info.get("pid") == os.getpid():  # never remove a file a newer owner wrote
                 self._file.unlink()
+                self._secret_file.unlink(missing_ok=True)
         except (OSError, ValueError):
             pass
         self._server.shutdown()

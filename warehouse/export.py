@@ -1,4 +1,5 @@
-"""Chargeback export of one month: CSV, Parquet or a FOCUS 1.x cost-and-usage file (CSV).
+"""Chargeback export of one month: CSV, Parquet or a FOCUS 1.3 cost-and-usage file (CSV; rows and metadata
+built in warehouse.focus, with cost centers and shared-cost allocation from warehouse.finance).
 
 CSV and Parquet: one row per group (the `group_by` dimensions, any of the report dimensions or `tag:<key>`)
 with events, tokens and cost for the month; money as exact decimal strings in CSV and decimal128(38,12) in
@@ -13,34 +14,25 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import polars as pl
 import pyarrow.parquet as pq
 
 from warehouse.backends import WarehouseError
-from warehouse.showback import TAG_PREFIX, check_dims, is_tag, showback
+from warehouse.finance import FinanceConfig, finance_month_frame
+from warehouse.focus import FOCUS_COLUMNS, FOCUS_VERSION  # noqa: F401  (re-exported)
+from warehouse.focus import focus_rows as build_focus_rows
+from warehouse.month_close import closed_months
+from warehouse.showback import check_dims, showback
 
 FORMATS = ("focus", "csv", "parquet")
-FOCUS_VERSION = "1.2"
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 MEASURES = ("events", "unpriced_events", "input_tokens", "output_tokens", "cached_input_tokens",
             "cache_write_tokens", "reasoning_tokens", "cost_usd")
-FOCUS_COLUMNS = (
-    "BilledCost", "BillingAccountId", "BillingAccountName", "BillingAccountType", "BillingCurrency",
-    "BillingPeriodStart", "BillingPeriodEnd", "ChargeCategory", "ChargeClass", "ChargeDescription",
-    "ChargeFrequency", "ChargePeriodStart", "ChargePeriodEnd", "ConsumedQuantity", "ConsumedUnit",
-    "ContractedCost", "ContractedUnitPrice", "EffectiveCost", "HostProviderName", "InvoiceIssuerName", "ListCost",
-    "ListUnitPrice", "PricingCategory", "PricingCurrency", "PricingQuantity", "PricingUnit", "ProviderName",
-    "PublisherName", "RegionId", "RegionName", "ResourceId", "ResourceName", "ResourceType", "ServiceCategory",
-    "ServiceName", "ServiceProviderName", "ServiceSubcategory", "SkuId", "SkuPriceId", "SubAccountId",
-    "SubAccountName", "SubAccountType", "Tags",
-    "x_Events", "x_UnpricedEvents", "x_InputTokens", "x_OutputTokens", "x_CachedInputTokens",
-    "x_CacheWriteTokens", "x_ReasoningTokens",
-)
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
@@ -57,14 +49,28 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_text(text: str) -> str:
+    """A text cell a spreadsheet will not run: a leading = + - @ tab or CR gets a ' in front (OWASP CSV
+    injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text. Only for text values: numbers
+    (int, Decimal) are written as they are and stay numbers."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, Decimal):
         return format(value, "f")  # exact, never through float
+    if isinstance(value, (int, float)):
+        return str(value)
     if isinstance(value, datetime):
         return _iso(value)
-    return str(value)
+    return safe_text(str(value))
 
 
 def _csv(columns: list[str], rows: list[list[Any]]) -> bytes:
@@ -82,54 +88,30 @@ def month_frame(wh, month: str, group_by: list[str], team: str | None = None) ->
     return frame.select(pl.lit(month.strip()).alias("billing_period"), *group_by, *MEASURES)
 
 
-def focus_rows(wh, month: str, group_by: list[str], team: str | None = None) -> list[dict[str, Any]]:
-    """FOCUS rows (dicts keyed by FOCUS_COLUMNS) for the month: per day, group, provider and model."""
+def focus_rows(wh, month: str, group_by: list[str], team: str | None = None,
+               finance: FinanceConfig | None = None, closes: Path | None = None) -> list[dict[str, Any]]:
+    """FOCUS 1.3 rows (dicts keyed by FOCUS_COLUMNS) for the month: per day, group, provider, model and SKU."""
     start, end = month_bounds(month)
-    dims = check_dims(list(group_by), "group_by")
-    keys = dims + [d for d in ("provider", "model") if d not in dims]
-    frame = showback(wh, keys, bucket="day", since=start, until=end, team=team)
-    rows = []
-    for row in frame.iter_rows(named=True):
-        group = {(d[len(TAG_PREFIX):] if is_tag(d) else d): row[d] for d in dims}
-        label = ",".join(f"{k}={v}" for k, v in group.items())
-        provider, model = row["provider"], row["model"]
-        tokens = int(row["input_tokens"]) + int(row["output_tokens"])
-        cost = row["cost_usd"]
-        day = row["bucket"].astimezone(timezone.utc) if row["bucket"].tzinfo else row["bucket"].replace(tzinfo=timezone.utc)
-        rows.append({
-            "BilledCost": cost, "BillingAccountId": "tokenmeter", "BillingAccountName": "tokenmeter showback",
-            "BillingAccountType": "Showback", "BillingCurrency": "USD",
-            "BillingPeriodStart": start, "BillingPeriodEnd": end, "ChargeCategory": "Usage", "ChargeClass": None,
-            "ChargeDescription": f"{model} tokens ({provider})" + (f" for {label}" if label else ""),
-            "ChargeFrequency": "Usage-Based", "ChargePeriodStart": day, "ChargePeriodEnd": day + timedelta(days=1),
-            "ConsumedQuantity": tokens, "ConsumedUnit": "Tokens", "ContractedCost": cost, "ContractedUnitPrice": None,
-            "EffectiveCost": cost, "HostProviderName": provider, "InvoiceIssuerName": provider, "ListCost": cost,
-            "ListUnitPrice": None, "PricingCategory": "Standard", "PricingCurrency": "USD",
-            "PricingQuantity": tokens, "PricingUnit": "Tokens", "ProviderName": provider, "PublisherName": provider,
-            "RegionId": None, "RegionName": None, "ResourceId": f"{provider}/{model}", "ResourceName": model,
-            "ResourceType": "Model", "ServiceCategory": "AI and Machine Learning", "ServiceName": provider,
-            "ServiceProviderName": provider, "ServiceSubcategory": "Generative AI", "SkuId": f"{provider}/{model}",
-            "SkuPriceId": None, "SubAccountId": label or None, "SubAccountName": label or None,
-            "SubAccountType": "+".join(dims) or None,
-            "Tags": orjson.dumps(group).decode() if group else None,
-            "x_Events": row["events"], "x_UnpricedEvents": row["unpriced_events"],
-            "x_InputTokens": row["input_tokens"], "x_OutputTokens": row["output_tokens"],
-            "x_CachedInputTokens": row["cached_input_tokens"], "x_CacheWriteTokens": row["cache_write_tokens"],
-            "x_ReasoningTokens": row["reasoning_tokens"],
-        })
-    return rows
+    return build_focus_rows(wh, finance or FinanceConfig(), start, end, group_by, team, closes)
 
 
-def export_month(warehouse, month: str, fmt: str, group_by: list[str], team: str | None = None) -> bytes:
-    """The month's chargeback as bytes: fmt "focus" (FOCUS 1.x CSV), "csv" or "parquet"; `team` limits it to
-    one team (team-scoped users)."""
+def export_month(warehouse, month: str, fmt: str, group_by: list[str], team: str | None = None,
+                 finance: FinanceConfig | None = None, closes: Path | None = None) -> bytes:
+    """The month's chargeback as bytes: fmt "focus" (FOCUS 1.3 CSV), "csv" or "parquet"; `team` limits it to
+    one team (team-scoped users); `finance` (cost centers, allocation) adds cost-center columns and
+    direct / allocated / total cost to CSV and Parquet and Allocated* / x_CostCenter columns to FOCUS."""
     if fmt not in FORMATS:
         raise WarehouseError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
     group_by = [g.strip() for g in group_by if g and g.strip()]
     if fmt == "focus":
-        rows = focus_rows(warehouse, month, group_by, team)
+        rows = focus_rows(warehouse, month, group_by, team, finance, closes)
         return _csv(list(FOCUS_COLUMNS), [[row[c] for c in FOCUS_COLUMNS] for row in rows])
-    frame = month_frame(warehouse, month, group_by, team)
+    if finance is None and not closed_months(closes):
+        frame = month_frame(warehouse, month, group_by, team)
+    else:  # cost center, GL account, owner, direct / allocated / total per group; closed months frozen
+        frame = finance_month_frame(warehouse, finance or FinanceConfig(), *month_bounds(month),
+                                    check_dims(group_by, "group_by"), team, closes
+                                    ).select(pl.lit(month.strip()).alias("billing_period"), pl.all())
     if fmt == "csv":
         return _csv(frame.columns, [list(r) for r in frame.iter_rows()])
     out = io.BytesIO()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+import orjson
 
 
 @click.command("export")
@@ -15,10 +16,15 @@ import click
               help="Comma-separated dimensions (report dimensions or tag:<key>); '' for one total.")
 @click.option("--team", default=None, help="Only this team's usage.")
 def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> None:
-    """Chargeback for a month as FOCUS 1.x, CSV or Parquet; totals equal `tokenmeter report`."""
+    """Chargeback for a month as FOCUS 1.3, CSV or Parquet; totals equal `tokenmeter report`. FOCUS to a file
+    also writes FILE.metadata.json (FocusVersion, column definitions). With TOKENMETER_COST_CENTERS_FILE /
+    TOKENMETER_ALLOCATION_FILE set, cost centers and shared-cost allocation are applied."""
     from tokenmeter.settings import SettingsError, load_settings
     from warehouse import WarehouseError, open_warehouse
     from warehouse.export import export_month
+    from warehouse.finance import finance_from_settings
+    from warehouse.focus import focus_metadata
+    from warehouse.month_close import closes_dir
 
     try:
         settings = load_settings()
@@ -26,9 +32,12 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
         raise click.ClickException(str(exc)) from None
     dims = [d.strip() for d in group_by.split(",") if d.strip()]
     try:
+        finance = finance_from_settings(settings)
+        configured = settings.cost_centers_file or settings.allocation_file
         wh = open_warehouse(settings)
         try:
-            data = export_month(wh, month, fmt, dims, team=team)
+            data = export_month(wh, month, fmt, dims, team=team, finance=finance if configured else None,
+                                closes=closes_dir(settings))
         finally:
             wh.close()
     except WarehouseError as exc:
@@ -40,3 +49,14 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
         with open(out, "wb") as handle:
             handle.write(data)
         click.echo(f"wrote {len(data)} bytes to {out}", err=True)
+        if fmt == "focus":  # FOCUS metadata (FocusVersion, column definitions) next to the data, as the spec asks
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                generator = version("tokenmeter")
+            except PackageNotFoundError:
+                generator = ""
+            meta = f"{out}.metadata.json"
+            with open(meta, "wb") as handle:
+                handle.write(orjson.dumps(focus_metadata(generator_version=generator), option=orjson.OPT_INDENT_2))
+            click.echo(f"wrote FOCUS {focus_metadata()['Schemas'][0]['FocusVersion']} metadata to {meta}", err=True)

@@ -14,9 +14,11 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import orjson
+import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
@@ -58,8 +60,9 @@ class LoaderStats:
 
 @dataclass
 class _Batch:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # record topic -> table rows
+    rows: list[tuple[dict[str, Any], Any, Any]] = field(default_factory=list)  # (row, decoded event, Kafka record)
+    # record topic -> (table row, decoded record, Kafka record): the last two to dead-letter a row the table refuses
+    records: dict[str, list[tuple[dict[str, Any], Any, Any]]] = field(default_factory=dict)
     dead: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
 
@@ -87,9 +90,12 @@ def parse_record(record: Any, batch: _Batch) -> None:
     items = decoded if isinstance(decoded, list) else [decoded]
     for item in items:
         try:
-            batch.rows.append(event_to_row(item))
+            batch.rows.append((event_to_row(item), item, record))
         except RowError as exc:
             batch.dead.append(_dead_letter(str(exc), item, record))
+        except Exception as exc:  # hostile input must never stop the loader: it is this record's problem
+            batch.dead.append(_dead_letter(f"cannot be stored: {type(exc).__name__}: {str(exc)[:500]}", item,
+                                           record))
 
 
 def _parse_other(record: Any, raw: bytes, batch: _Batch) -> None:
@@ -100,9 +106,14 @@ def _parse_other(record: Any, raw: bytes, batch: _Batch) -> None:
         return
     for item in decoded if isinstance(decoded, list) else [decoded]:
         try:
-            batch.records.setdefault(record.topic, []).append(record_to_row(record.topic, item)[1])
+            row = record_to_row(record.topic, item)[1]
         except RecordRowError as exc:
             batch.dead.append(_dead_letter(f"{record.topic}: {exc}", item, record))
+        except Exception as exc:  # never raised by design; a bug here must still not crash-loop the loader
+            batch.dead.append(_dead_letter(f"{record.topic}: cannot be stored: {type(exc).__name__}: "
+                                           f"{str(exc)[:500]}", item, record))
+        else:
+            batch.records.setdefault(record.topic, []).append((row, item, record))
 
 
 async def _fetch_batch(consumer: AIOKafkaConsumer, settings: Any, stop: asyncio.Event) -> _Batch:
@@ -143,19 +154,22 @@ async def _flush(
 ) -> None:
     if batch.rows:
         started = time.perf_counter()
-        inserted = await _insert_with_retry(warehouse, batch.rows, stop)
+        letters_before = len(batch.dead)
+        inserted = await _retry(lambda: _store(warehouse, topics.PRICED, batch.rows, batch), f"{len(batch.rows)} rows",
+                                stop)
         if inserted is None:
             return  # stopping before the insert succeeded: no commit, the batch is redelivered
         stats.record_insert(time.perf_counter() - started)
         stats.rows_inserted += inserted
-        stats.duplicates_skipped += len(batch.rows) - inserted
-    for topic, rows in batch.records.items():
-        stored = await _retry(lambda rows=rows, topic=topic: warehouse.insert_records(topic, rows),
-                              f"{len(rows)} {topic} records", stop)
+        refused = len(batch.dead) - letters_before  # expired or refused rows: dead letters, not duplicates
+        stats.duplicates_skipped += len(batch.rows) - inserted - refused
+    for topic, entries in batch.records.items():
+        stored = await _retry(lambda entries=entries, topic=topic: _store(warehouse, topic, entries, batch),
+                              f"{len(entries)} {topic} records", stop)
         if stored is None:
             return
         stats.records_inserted += stored
-    for letter in batch.dead:
+    for letter in batch.dead:  # after the inserts: they may add letters for rows the warehouse refused
         await producer.send_and_wait(topics.DEADLETTER, deadletters.encode(letter))
         stats.dead_letters += 1
         log.warning("dead letter (%s[%s]@%s): %s", letter["topic"], letter["partition"], letter["offset"],
@@ -171,10 +185,6 @@ async def _flush(
     stats.rows_seen += len(batch.rows)
 
 
-async def _insert_with_retry(warehouse: Warehouse, rows: list[dict[str, Any]], stop: asyncio.Event) -> int | None:
-    return await _retry(lambda: warehouse.insert_rows(rows), f"{len(rows)} rows", stop)
-
-
 async def _retry(insert: Callable[[], int], what: str, stop: asyncio.Event) -> int | None:
     """Insert, retrying with backoff while the warehouse fails (offsets stay uncommitted meanwhile)."""
     delay = 0.5
@@ -188,6 +198,54 @@ async def _retry(insert: Callable[[], int], what: str, stop: asyncio.Event) -> i
             return None
         except asyncio.TimeoutError:
             delay = min(delay * 2, 30.0)
+
+
+_REFUSALS = (WarehouseError, pa.ArrowException, ValueError, TypeError, OverflowError)
+
+
+def _store_halving(insert: Callable[[list[Any]], int], entries: list[Any], refused: Callable[[Any, str], None],
+                   warehouse: Warehouse) -> int:
+    """Insert `entries`; if the warehouse refuses them while it answers `SELECT 1`, find the refused entries by
+    halving and hand each to `refused` (a row the warehouse cannot hold would otherwise be retried forever).
+    A warehouse that does not answer raises WarehouseError, and the caller retries the whole batch (the
+    dedupe and the Replacing tables absorb the halves already stored)."""
+    try:
+        return insert(entries)
+    except _REFUSALS as exc:
+        warehouse.query("SELECT 1")  # raises WarehouseError when the warehouse itself is down
+        if len(entries) == 1:
+            refused(entries[0], f"refused by the warehouse: {type(exc).__name__}: {str(exc)[:500]}")
+            return 0
+    middle = len(entries) // 2
+    return (_store_halving(insert, entries[:middle], refused, warehouse)
+            + _store_halving(insert, entries[middle:], refused, warehouse))
+
+
+def _store(warehouse: Warehouse, topic: str, entries: list[tuple[dict[str, Any], Any, Any]], batch: _Batch) -> int:
+    """Store (row, decoded item, Kafka record) entries of `topic` (PRICED or a record topic); dead letters for
+    refused rows join the batch only once the whole attempt succeeded (a retried attempt would repeat them)."""
+    letters: list[dict[str, Any]] = []
+
+    def insert(part: list[tuple[dict[str, Any], Any, Any]]) -> int:
+        rows = [row for row, _, _ in part]
+        return warehouse.insert_rows(rows) if topic == topics.PRICED else warehouse.insert_records(topic, rows)
+
+    def refused(entry: tuple[dict[str, Any], Any, Any], reason: str) -> None:
+        _, item, record = entry
+        letters.append(_dead_letter(reason if topic == topics.PRICED else f"{topic}: {reason}", item, record))
+
+    if topic == topics.PRICED and warehouse.retention_days:
+        # The raw row would expire at once while the rollups kept it; Warehouse.insert_rows would skip it.
+        horizon = datetime.now(timezone.utc) - timedelta(days=warehouse.retention_days)
+        expired = [entry for entry in entries if entry[0]["ts"] < horizon]
+        for entry in expired:
+            refused(entry, f"ts: {entry[0]['ts'].isoformat()} is older than the raw retention "
+                           f"({warehouse.retention_days} days, TOKENMETER_RAW_RETENTION_DAYS)")
+        if expired:
+            entries = [entry for entry in entries if entry[0]["ts"] >= horizon]
+    stored = _store_halving(insert, entries, refused, warehouse) if entries else 0
+    batch.dead.extend(letters)
+    return stored
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> list[int]:

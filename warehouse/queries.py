@@ -40,6 +40,13 @@ BUCKETS = {"hour": "toStartOfHour", "day": "toStartOfDay"}
 TOKEN_MEASURES = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
+def token_sum(expression: str) -> str:
+    """SQL summing token counts without wrap-around: ClickHouse's sum() of UInt64 is UInt64 and wraps silently
+    (2^64-1 + 1000 gave 999); summed as Int128 it cannot (10^12 per field x 2^64 events < 2^127), and the result
+    comes back as UInt64 through accurateCast, which raises instead of wrapping beyond 1.8e19."""
+    return f"accurateCast(sum(toInt128({expression})), 'UInt64')"
+
+
 def to_utc(value: datetime | date | str | None, name: str) -> datetime | None:
     """Accept an aware/naive (= UTC) datetime, a date, or an ISO 8601 string; return an aware UTC datetime."""
     if value is None:
@@ -134,10 +141,9 @@ def measures(source: Source) -> list[str]:
     if source.rollup:
         # The rollup's counters are Int64 since migration 0003 (they are never negative now): cast back.
         counts = ["toUInt64(sum(events)) AS events", "toUInt64(sum(unpriced_events)) AS unpriced_events"]
-        tokens = [f"toUInt64(sum({name})) AS {name}" for name in TOKEN_MEASURES]
     else:
         counts = ["count() AS events", "countIf(pricing_status = 'unpriced') AS unpriced_events"]
-        tokens = [f"sum({name}) AS {name}" for name in TOKEN_MEASURES]
+    tokens = [f"{token_sum(name)} AS {name}" for name in TOKEN_MEASURES]
     return counts + tokens + ["toDecimal128(sum(cost_usd), 12) AS cost_usd"]
 
 

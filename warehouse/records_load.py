@@ -8,7 +8,7 @@ column holds is refused, never rounded (percentages and anomaly measures are rou
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import Any, Callable
 
 import orjson
@@ -23,6 +23,12 @@ STR_MAP = pa.map_(pa.string(), pa.string())
 
 class RecordRowError(ValueError):
     """A record that cannot be stored; the message names the field."""
+
+
+# DateTime64 columns hold 1900-01-01 .. 2299-12-31; a time outside would be clamped silently, so it is refused.
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(2299, 12, 31, tzinfo=timezone.utc)
+MAX_NUMBER_CHARS = 100  # a decimal string longer than this cannot fit Decimal(38, s) anyway
 
 
 def _text(record: dict[str, Any], name: str, required: bool = False) -> str:
@@ -45,12 +51,18 @@ def _time(record: dict[str, Any], name: str, required: bool = True) -> datetime 
             raise RecordRowError(f"{name}: required (RFC 3339 time)")
         return None
     if not isinstance(value, str):
-        raise RecordRowError(f"{name}: expected an RFC 3339 time string, got {value!r:.60}")
+        raise RecordRowError(f"{name}: expected an RFC 3339 time string, got {_short(value)}")
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise RecordRowError(f"{name}: {value!r:.60} is not an RFC 3339 time") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    try:
+        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise RecordRowError(f"{name}: {value!r:.60} is out of range") from None
+    if not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise RecordRowError(f"{name}: {value!r:.60} is outside {EARLIEST_TIME.year}..{LATEST_TIME.year}")
+    return moment
 
 
 def _decimal(record: dict[str, Any], name: str, scale: int = 12, *, required: bool = True, rounded: bool = False,
@@ -61,19 +73,27 @@ def _decimal(record: dict[str, Any], name: str, scale: int = 12, *, required: bo
             raise RecordRowError(f"{name}: required (decimal string)")
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-        raise RecordRowError(f"{name}: expected a decimal string, got {value!r:.60}")  # floats are refused
+        raise RecordRowError(f"{name}: expected a decimal string, got {_short(value)}")  # floats are refused
+    text = str(value).strip() if isinstance(value, str) else None
+    if text is not None and len(text) > MAX_NUMBER_CHARS:
+        raise RecordRowError(f"{name}: {value!r:.60} is too long for a number ({len(text)} characters)")
     try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
+        amount = Decimal(text if text is not None else value)
+    except (InvalidOperation, ValueError):
         raise RecordRowError(f"{name}: {value!r:.60} is not a decimal number") from None
     if not amount.is_finite():
         raise RecordRowError(f"{name}: {value!r:.60} is not finite")
-    quantum = Decimal(1).scaleb(-scale)
-    exact = amount.quantize(quantum, rounding=ROUND_HALF_UP if rounded else ROUND_HALF_EVEN)
+    # Size first, then quantize in a context wide enough for any value that fits the column: the default
+    # 28-digit context raised InvalidOperation on e.g. 221360928884514619392 quantized to 12 places.
+    if abs(amount) >= Decimal(10) ** (digits - scale):
+        raise RecordRowError(f"{name}: {value!r:.60} is too large for Decimal({digits}, {scale})")
+    with localcontext() as context:
+        context.prec = digits + 2
+        exact = amount.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP if rounded else ROUND_HALF_EVEN)
     if exact != amount and not rounded:
-        raise RecordRowError(f"{name}: {value} has more than {scale} decimal places")
-    if abs(exact) >= Decimal(10) ** (digits - scale):
-        raise RecordRowError(f"{name}: {value} is too large")
+        raise RecordRowError(f"{name}: {value!r:.60} has more than {scale} decimal places")
+    if abs(exact) >= Decimal(10) ** (digits - scale):  # rounded up to the limit
+        raise RecordRowError(f"{name}: {value!r:.60} is too large for Decimal({digits}, {scale})")
     return exact
 
 
@@ -82,15 +102,39 @@ def _count(record: dict[str, Any], name: str, bits: int = 64) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
-        raise RecordRowError(f"{name}: expected a non-negative integer, got {value!r:.60}")
+        raise RecordRowError(f"{name}: expected a non-negative integer below 2^{bits}, got {_short(value)}")
     return value
 
 
 def _scope(record: dict[str, Any], name: str = "scope") -> list[tuple[str, str]]:
     value = record.get(name) or {}
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise RecordRowError(f"{name}: expected an object of strings, got {value!r:.80}")
+        raise RecordRowError(f"{name}: expected an object of strings, got {_short(value)}")
     return list(value.items())
+
+
+def _short(value: Any) -> str:
+    """A bounded description of a hostile value (repr of a 300-deep list would recurse, of 5 MB would flood)."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'} of {len(value)} items"
+    return f"{str(value)[:80]!r}"
+
+
+def _json_text(record: dict[str, Any], name: str, value: Any) -> str:
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError, RecursionError) as exc:
+        raise RecordRowError(f"{name}: cannot be stored as JSON ({exc})") from None
+
+
+def _plain(record: dict[str, Any], name: str) -> str:
+    """A scalar provider field as text ('' when absent); objects and arrays are refused."""
+    value = record.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        raise RecordRowError(f"{name}: expected a scalar, got {_short(value)}")
+    return "true" if value is True else "false" if value is False else str(value)
 
 
 def alert_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -98,11 +142,15 @@ def alert_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     if not isinstance(details, dict):
         raise RecordRowError("details: expected an object")
     budget = details.get("budget")
+    if isinstance(details.get("notify"), list):  # records written before routes had their secret store
+        from streams.alerts.routes import mask_notify
+
+        details = {**details, "notify": mask_notify([str(n) for n in details["notify"]])}
     return {
         **{name: _text(record, name, required=name in ("id", "source", "action", "severity"))
            for name in ("id", "source", "kind", "action", "severity", "dedup_key", "title", "summary", "dashboard_url")},
         "at": _time(record, "at"), "scope": _scope(record), "budget": budget if isinstance(budget, str) else "",
-        "details": orjson.dumps(details, default=str).decode(), "inserted_at": now,
+        "details": _json_text(record, "details", details), "inserted_at": now,
     }
 
 
@@ -156,22 +204,21 @@ _PROVIDER_COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens",
 def provider_usage_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     kind = _text(record, "kind", required=True)
     if kind not in ("usage", "cost"):
-        raise RecordRowError(f"kind: expected usage or cost, got {kind!r}")
+        raise RecordRowError(f"kind: expected usage or cost, got {kind!r:.60}")
     model = _text(record, "model")
     line_item = _text(record, "line_item")
     if not model and line_item:  # OpenAI cost line items read "<model>, input" / "<model>, output"
         model = line_item.split(",")[0].strip()
-    batch = record.get("batch")
     return {
         "id": _text(record, "id", required=True), "provider": _text(record, "provider", required=True),
         "kind": kind, "bucket_start": _time(record, "bucket_start"), "bucket_end": _time(record, "bucket_end"),
         "bucket_width": _text(record, "bucket_width"), "model": model,
-        **{name: ("" if record.get(name) is None else str(record.get(name))) for name in _PROVIDER_TEXT},
-        "batch": "" if batch is None else ("true" if batch is True else "false" if batch is False else str(batch)),
-        "context_window": "" if record.get("context_window") is None else str(record["context_window"]),
+        **{name: _plain(record, name) for name in _PROVIDER_TEXT},
+        "batch": _plain(record, "batch"),
+        "context_window": _plain(record, "context_window"),
         **{name: _count(record, name) for name in _PROVIDER_COUNTS},
         "cost_usd": _decimal(record, "cost_usd", required=False) or Decimal(0),
-        "group_fields": orjson.dumps(record.get("group") or {}, default=str).decode(),
+        "group_fields": _json_text(record, "group", record.get("group") or {}),
         "fetched_at": _time(record, "fetched_at"),
     }
 
@@ -219,10 +266,15 @@ def record_to_row(topic: str, item: Any, now: datetime | None = None) -> tuple[s
     if not isinstance(item, dict):
         raise RecordRowError(f"record: expected a JSON object, got {type(item).__name__}")
     table, build, _ = TABLES[topic]
-    row = build(item, now or datetime.now(timezone.utc))
+    try:
+        row = build(item, now or datetime.now(timezone.utc))
+    except RecordRowError:
+        raise
+    except Exception as exc:  # any other failure on hostile input is this record's problem, never the loader's
+        raise RecordRowError(f"cannot be stored ({type(exc).__name__}: {str(exc)[:200]})") from None
     try:  # low-volume topics: checking the Arrow conversion per record keeps a bad one out of the batch insert
         rows_to_table(topic, [row])
-    except (pa.ArrowException, ValueError, TypeError) as exc:
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
         raise RecordRowError(f"does not fit table {table}: {exc}") from None
     return table, row
 

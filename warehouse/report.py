@@ -58,7 +58,9 @@ def render_report(df: pl.DataFrame, fmt: str = "table") -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(df.columns)
-        writer.writerows([[_text(v) for v in row] for row in rows])
+        from warehouse.export import safe_text  # text cells that would run as a spreadsheet formula get a '
+
+        writer.writerows([[safe_text(v) if isinstance(v, str) else _text(v) for v in row] for row in rows])
         return out.getvalue()
     cells = [[_text(v) if v != "" else "(none)" for v in row] for row in rows]
     widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(df.columns)]

@@ -220,6 +220,50 @@ def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, repr
 # Owner side -------------------------------------------------------------------------------------------
 
 
+def owner_reprice_fn(settings: Any) -> RepriceFn:
+    """The owner's own pricing for a reader's re-price request: the catalog of its settings as it is on disk now
+    (bundled + `<data_dir>/pricing` imports + overrides). Loaded per request, so a catalog edit counts at once.
+    The only place the warehouse reaches into the pricing stage, and only in the owner serving a reader."""
+    from streams import load_book, price_event
+
+    book = load_book(settings)
+    priced_at = datetime.now(timezone.utc)
+    return lambda event: price_event(event, book, priced_at)
+
+
+def reprice_named_events(warehouse: Any, keys: list[dict[str, str]], reprice_fn: RepriceFn) -> int:
+    """Owner side of POST /reprice: the caller names stored events ({event_id, ts}); their rows are read here,
+    priced with `reprice_fn` (the owner's catalog) and those whose pricing changed are replaced. A caller can
+    therefore only ask for the owner's own prices to be applied, never set a cost. Returns rows replaced."""
+    wanted: dict[str, datetime] = {}
+    for key in keys:
+        try:
+            wanted[str(key["event_id"])] = _aware(datetime.fromisoformat(str(key["ts"]).replace("Z", "+00:00")))
+        except (KeyError, ValueError) as exc:
+            raise WarehouseError(f"re-price request: bad event key {key!r:.120}: {exc}") from None
+    if not wanted:
+        return 0
+    times = sorted(wanted.values())
+    params: dict[str, Any] = {f"id{i}": event_id for i, event_id in enumerate(wanted)}
+    ids = ", ".join(f"{{{name}:String}}" for name in params)
+    rows = warehouse.backend.query_arrow(
+        f"SELECT {_COLUMN_LIST} FROM priced_events WHERE event_id IN ({ids})"
+        " AND ts >= {first:DateTime64(3, 'UTC')} AND ts <= {last:DateTime64(3, 'UTC')}"
+        " ORDER BY event_id, loaded_at DESC LIMIT 1 BY event_id",
+        {**params, "first": times[0], "last": times[-1]},
+    ).to_pylist()
+    changes = []
+    for row in rows:
+        new = reprice_row(row, reprice_fn)
+        try:
+            new_row = event_to_row(new)
+        except RowError as exc:
+            raise WarehouseError(f"re-priced event {row['event_id']!r}: {exc}") from None
+        if _pricing_of(row) != _pricing_of(new_row):
+            changes.append(new)
+    return warehouse.apply_repriced_events(changes) if changes else 0
+
+
 _PENDING_HOURS = "(SELECT hour FROM rollup_rebuild_pending)"
 
 

@@ -1,5 +1,5 @@
-"""Retention of raw priced events (`Settings.raw_retention_days`) as a TTL on `priced_events`; the rollups
-have none, so dashboards keep their history after raw rows expire. Applied on every writer open, and only
+"""Retention of raw priced events (`Settings.raw_retention_days`) as a TTL on `priced_events` (and a prune of
+the dedupe keys of expired events); the rollups have none, so dashboards keep their history after raw rows expire. Applied on every writer open, and only
 changed when the configured days differ from the table's TTL (so reopening never re-materializes it)."""
 
 from __future__ import annotations
@@ -29,7 +29,17 @@ def apply_retention(backend: Any, days: int) -> bool:
     days = int(days)
     if not 1 <= days <= MAX_DAYS:
         raise WarehouseError(f"TOKENMETER_RAW_RETENTION_DAYS must be between 1 and {MAX_DAYS}, got {days}")
+    prune_event_ids(backend, days)
     if current_retention_days(backend) == days:
         return False
     backend.command(f"ALTER TABLE priced_events MODIFY TTL toDateTime(ts) + INTERVAL {days} DAY")
     return True
+
+
+def prune_event_ids(backend: Any, days: int) -> None:
+    """Forget the dedupe keys (migration 0009) of events older than the horizon: their raw rows have expired, and
+    the loader refuses (dead-letters) such events anyway, so the key can no longer stop anything. Keeping them
+    would only cost disk; done on every writer open."""
+    backend.command(
+        f"ALTER TABLE priced_event_ids DELETE WHERE ts < now64(3) - INTERVAL {int(days)} DAY"
+    )

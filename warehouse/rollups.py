@@ -14,7 +14,7 @@ TOKENS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_t
 _HOUR = "toDateTime(toStartOfHour(ts), 'UTC')"
 _SPEND_MEASURES = (
     "toInt64(count()) AS events, toInt64(countIf(pricing_status = 'unpriced')) AS unpriced_events, "
-    + ", ".join(f"toInt64(sum({t})) AS {t}" for t in TOKENS)
+    + ", ".join(f"sum(toInt128({t})) AS {t}" for t in TOKENS)  # Int128 columns since migration 0010
     + ", toDecimal128(sum(cost_usd), 12) AS cost_usd"
 )
 _SPEND_COLUMNS = "events, unpriced_events, " + ", ".join(TOKENS) + ", cost_usd"
@@ -47,7 +47,7 @@ def _model_hourly(where: str) -> str:
         " latency_ms_sum, latency_count, ttft_ms_sum, ttft_count)"
         f" SELECT {_HOUR} AS hour, {keys}, toInt64(count()) AS requests,"
         " toInt64(countIf(status = 'error')) AS errors, "
-        + ", ".join(f"toInt64(sum({t})) AS {t}" for t in TOKENS)
+        + ", ".join(f"sum(toInt128({t})) AS {t}" for t in TOKENS)
         + ", toDecimal128(sum(cost_usd), 12) AS cost_usd,"
         " sum(ifNull(latency_ms, 0)) AS latency_ms_sum, toInt64(count(latency_ms)) AS latency_count,"
         " sum(ifNull(ttft_ms, 0)) AS ttft_ms_sum, toInt64(count(ttft_ms)) AS ttft_count"

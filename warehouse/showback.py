@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from warehouse.backends import WarehouseError
-from warehouse.queries import DIMENSIONS, ROLLUP_DIMENSIONS, TOKEN_MEASURES, to_utc
+from warehouse.queries import DIMENSIONS, ROLLUP_DIMENSIONS, TOKEN_MEASURES, to_utc, token_sum
 
 TAG_PREFIX = "tag:"
 BUCKETS = {"hour": "toStartOfHour", "day": "toStartOfDay", "week": "toMonday", "month": "toStartOfMonth"}
@@ -141,12 +141,13 @@ def make_plan(table: str, dims: list[str], filters: dict[str, list[str]], since,
 
 def _raw_measures() -> list[str]:
     return (["count() AS events", "countIf(pricing_status = 'unpriced') AS unpriced_events"]
-            + [f"sum({t}) AS {t}" for t in TOKEN_MEASURES] + ["toDecimal128(sum(cost_usd), 12) AS cost_usd"])
+            + [f"{token_sum(t)} AS {t}" for t in TOKEN_MEASURES] + ["toDecimal128(sum(cost_usd), 12) AS cost_usd"])
 
 
 def _signed_measures(sign: str = "") -> list[str]:
     # Prefixed names: the outer query's `sum(events) AS events` must not see its own alias.
-    return [f"{sign}sum({c}) AS s_{c}" for c in COUNTS] + [f"{sign}sum(cost_usd) AS s_cost_usd"]
+    # Int128 sums (token counters are Int128 since migration 0010): no wrap-around, even negated.
+    return [f"{sign}sum(toInt128({c})) AS s_{c}" for c in COUNTS] + [f"{sign}sum(cost_usd) AS s_cost_usd"]
 
 
 def showback_sql(group_by: list[str], bucket: str | None, since, until, filters, possible) -> tuple[str, dict, list]:
@@ -175,7 +176,7 @@ def showback_sql(group_by: list[str], bucket: str | None, since, until, filters,
         columns = bucket_expr + [f"{EMPTY if is_tag(n) else n} AS {a}" for n, a in zip(dims, aliases)]
         parts.append(f"SELECT {', '.join(columns + _signed_measures())} FROM {base} {untagged.where()} {group}")
         parts.append(f"SELECT {', '.join(columns + _signed_measures('-'))} FROM {table} {plan.where()} {group}")
-    outer = [f"toUInt64(sum(s_{c})) AS {c}" for c in COUNTS] + ["toDecimal128(sum(s_cost_usd), 12) AS cost_usd"]
+    outer = [f"accurateCast(sum(s_{c}), 'UInt64') AS {c}" for c in COUNTS] + ["toDecimal128(sum(s_cost_usd), 12) AS cost_usd"]
     sql = (f"SELECT {', '.join(keys + outer)} FROM ({' UNION ALL '.join(parts)}) {group}"
            f" HAVING sum(s_events) != 0 {order}")
     return sql, plan.params, keys

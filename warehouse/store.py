@@ -1,11 +1,13 @@
 """`Warehouse`: exact, deduplicated inserts of priced events and the spend queries, over any backend.
 
-Dedupe protocol (at-least-once in, exactly-once totals out):
+Dedupe protocol (at-least-once in, exactly-once totals out); event_id alone decides, whatever the ts:
 1. the batch is deduplicated by event_id in Python (first copy wins);
-2. it is written to a staging table (Memory engine, emptied before and after);
-3. ONE statement moves to `priced_events` only the staged rows whose event_id is not stored yet
-   (anti-join limited to the batch's time range, so partition and primary-key pruning apply);
-4. the materialized view therefore only ever sees new rows, and the hourly rollup stays exact.
+2. it is split by month of ts into inserts of at most `MAX_MONTHS_PER_INSERT` partitions (ClickHouse refuses
+   an INSERT touching more than 100), each going through steps 3-5;
+3. it is written to a staging table (Memory engine, emptied before and after);
+4. ONE statement moves to `priced_events` only the staged rows whose event_id is not in `priced_event_ids`
+   (migration 0009: every stored id, kept by a view on priced_events, looked up by key);
+5. the materialized views therefore only ever see new rows, and the rollups stay exact.
 Inside one process the sequence runs under a lock. Remaining race: two loaders writing the same event
 at the same moment (during a consumer-group rebalance, against a ClickHouse server) can both pass the
 anti-join; ReplacingMergeTree then collapses the raw copy on merge but the rollup keeps both. chDB has a
@@ -33,10 +35,11 @@ from warehouse.backends import (
     WarehouseError,
     WarehouseLocked,
 )
-from warehouse.endpoint import QueryEndpoint, read_live_endpoint
+from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
-from warehouse.reprice import RepriceFn, RepriceReport, heal_pending_hours, plan_and_apply, replace_priced_rows
+from warehouse.reprice import (RepriceFn, RepriceReport, heal_pending_hours, owner_reprice_fn, plan_and_apply,
+                               replace_priced_rows, reprice_named_events)
 from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
 
 log = logging.getLogger(__name__)
@@ -45,12 +48,25 @@ TimeArg = datetime | date | str | None
 _COLUMN_LIST = ", ".join(f"`{name}`" for name in COLUMNS)
 
 
+# Months (= partitions of priced_events and of every rollup) one INSERT may touch; ClickHouse's limit is 100.
+MAX_MONTHS_PER_INSERT = 50
+
+
 def _new_rows_predicate(staging: str) -> str:
     return (
-        "event_id NOT IN (SELECT event_id FROM priced_events"
-        f" WHERE ts >= (SELECT min(ts) FROM {staging}) AND ts <= (SELECT max(ts) FROM {staging})"
-        f" AND event_id IN (SELECT event_id FROM {staging}))"
+        "event_id NOT IN (SELECT event_id FROM priced_event_ids"
+        f" WHERE event_id IN (SELECT event_id FROM {staging}))"
     )
+
+
+def _by_partition(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows in chunks that each touch at most MAX_MONTHS_PER_INSERT months of ts."""
+    months: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        months.setdefault((row["ts"].year, row["ts"].month), []).append(row)
+    ordered = sorted(months)
+    return [[row for month in ordered[i:i + MAX_MONTHS_PER_INSERT] for row in months[month]]
+            for i in range(0, len(ordered), MAX_MONTHS_PER_INSERT)]
 
 
 class Warehouse:
@@ -105,23 +121,29 @@ class Warehouse:
             unique = kept
         if not unique:
             return 0
-        table = rows_to_arrow(list(unique.values()))
         started = time.perf_counter()
+        new_rows = 0
         with self._insert_lock:
             self._ensure_staging()
-            staging = self._staging
-            self.backend.command(f"TRUNCATE TABLE {staging}")
-            self.backend.insert_arrow(staging, table)
-            predicate = _new_rows_predicate(staging)
-            counted = self.backend.query_arrow(f"SELECT count() AS n FROM {staging} WHERE {predicate}")
-            new_rows = int(counted.column("n")[0].as_py())
-            if new_rows:
-                self.backend.command(
-                    f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"
-                    f" WHERE {predicate} LIMIT 1 BY event_id"
-                )
-            self.backend.command(f"TRUNCATE TABLE {staging}")
+            for chunk in _by_partition(list(unique.values())):
+                new_rows += self._insert_new(rows_to_arrow(chunk))
         self.last_insert_seconds = time.perf_counter() - started
+        return new_rows
+
+    def _insert_new(self, table: Any) -> int:
+        """Steps 3-5 of the protocol for rows of at most MAX_MONTHS_PER_INSERT months; the caller holds the lock."""
+        staging = self._staging
+        self.backend.command(f"TRUNCATE TABLE {staging}")
+        self.backend.insert_arrow(staging, table)
+        predicate = _new_rows_predicate(staging)
+        counted = self.backend.query_arrow(f"SELECT count() AS n FROM {staging} WHERE {predicate}")
+        new_rows = int(counted.column("n")[0].as_py())
+        if new_rows:
+            self.backend.command(
+                f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"
+                f" WHERE {predicate} LIMIT 1 BY event_id"
+            )
+        self.backend.command(f"TRUNCATE TABLE {staging}")
         return new_rows
 
     def _ensure_staging(self) -> None:
@@ -316,7 +338,7 @@ def _release(path: Path) -> None:
     owned.backend.close()
 
 
-def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int) -> Warehouse:
+def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int, settings: Any = None) -> Warehouse:
     with _owned_lock:
         owned = _owned.get(path)
         if owned is None:
@@ -332,8 +354,14 @@ def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int) -> 
                 heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
                 # The endpoint applies re-priced rows sent by readers (`tokenmeter reprice` while the loader runs).
                 repricer = Warehouse(backend, writer=True)
+                pricing_settings = settings
+
+                def apply_repriced(keys: list[dict[str, str]]) -> int:  # priced here, never by the caller
+                    return reprice_named_events(repricer, keys, owner_reprice_fn(pricing_settings))
+
                 endpoint = (
-                    QueryEndpoint(backend, data_dir, apply_repriced=repricer.apply_repriced_events).start()
+                    QueryEndpoint(backend, data_dir, apply_repriced=apply_repriced if settings is not None else None
+                                  ).start()
                     if serve else None
                 )
             except Exception:
@@ -365,13 +393,13 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
     path = Path(settings.warehouse_path).resolve()
     data_dir = Path(settings.data_dir).resolve()
     if path in _owned:
-        return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400))
+        return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400), settings)
     deadline = time.monotonic() + wait_seconds
     while True:
         url = read_live_endpoint(data_dir)
         if url is not None:
             if not writer:
-                return Warehouse(RemoteBackend(url))
+                return Warehouse(RemoteBackend(url, secret=read_endpoint_secret(data_dir)))
             # A reader that found no owner opened chDB itself (`tokenmeter report` while the loader starts):
             # it lets go within seconds, so the writer waits for it instead of dying.
             if time.monotonic() > deadline:
@@ -382,7 +410,7 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
             time.sleep(0.2)
             continue
         try:
-            return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400))
+            return _open_chdb(path, data_dir, serve, getattr(settings, "raw_retention_days", 400), settings)
         except WarehouseLocked:
             # Locked but not yet advertised: the owner is starting up. Poll for its endpoint file.
             if time.monotonic() > deadline:

@@ -1,6 +1,8 @@
 """Kong AI Gateway log entries (http-log, file-log, kafka-log; a kafka-log batch is a JSON array).
 
-Reads `ai.proxy` (3.8+) or the older `ai["ai-proxy"]` block; other plugin blocks under `ai` that carry their own
+Reads `ai.proxy` (3.8+) or the older `ai["ai-proxy"]` block, or `meta`+`usage` directly under `ai` as some of
+Kong's docs print it (only when both are there and no plugin block is beside them; else dead-lettered naming
+the missing block); other plugin blocks under `ai` that carry their own
 `meta`+`usage` (an LLM called by ai-request-transformer, say) become extra events `<request id>:<plugin>`.
 - event_id: request.id (= x-kong-request-id), else a hash of the entry (derive_event_id).
 - ts: started_at (epoch ms). model: meta.response_model, else meta.request_model, else tried_targets.
@@ -37,7 +39,31 @@ NAME = "kong"
 PRIMARY_BLOCKS = ("proxy", "ai-proxy", "ai-proxy-advanced")
 
 
+ABBREVIATED_PARTS = ("meta", "usage")
+
+
+def _abbreviated_block(ai: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """Kong's docs print some entries with `meta`/`usage` directly under `ai`, the plugin level left out.
+    Read as the proxy block only when that is the one reading: both parts there, no plugin block beside."""
+    present = [part for part in ABBREVIATED_PARTS if isinstance(ai.get(part), dict)]
+    if not present:
+        return None
+    plugins = [key for key, block in ai.items() if key not in ABBREVIATED_PARTS and isinstance(block, dict)
+               and ("meta" in block or "usage" in block)]
+    if plugins:
+        raise DialectError(f"ambiguous ai block: ai.{present[0]} directly under ai beside plugin block(s) "
+                           f"{', '.join(plugins)}", path)
+    missing = [part for part in ABBREVIATED_PARTS if part not in present]
+    if missing:
+        raise DialectError(f"abbreviated ai block (no plugin level) has no ai.{missing[0]}: cannot tell "
+                           f"{'model and provider' if missing[0] == 'meta' else 'token usage'}", path)
+    return [("proxy", ai)]
+
+
 def _blocks(ai: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    abbreviated = _abbreviated_block(ai, path)
+    if abbreviated:
+        return abbreviated
     ordered = [key for key in PRIMARY_BLOCKS if key in ai] + [key for key in ai if key not in PRIMARY_BLOCKS]
     blocks = []
     for key in ordered:

@@ -10,6 +10,7 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboards.access import AccessDenied, scoped_warehouse
+from dashboards.finance_panel import month_options
 from dashboards.export_data import FORMATS, GROUPINGS, ExportUnavailable, export_file, recent_months
 
 dash.register_page(__name__, path="/export", name="Export", title="tokenmeter - chargeback export", order=6)
@@ -25,8 +26,9 @@ def layout(month: str | None = None, group_by: str | None = None, format: str | 
         html.Div(className="filter-bar", children=[
             html.Div(className="filter", children=[
                 html.Label("Month (UTC)", className="filter-label"),
-                dcc.Dropdown(id="export-month", options=months, value=month if month in months else months[0],
-                             clearable=False, style={"width": "160px"}),
+                dcc.Dropdown(id="export-month", options=month_options(months),
+                             value=month if month in months else months[0], clearable=False,
+                             style={"width": "240px"}),
             ]),
             html.Div(className="filter", children=[
                 html.Label("Group by", className="filter-label"),

@@ -14,9 +14,11 @@ from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, 
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.charts import showback_chart
 from dashboards.formatting import format_count, format_usd, format_usd_exact, to_decimal
-from dashboards.handle import WarehouseUnavailable
+from dashboards.finance_panel import HINT, closed_note, finance_config, finance_rows, finance_table
+from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, status_banner
 from dashboards.showback_data import DRILL, GROUP_DIMS, ShowbackView, showback_series, showback_totals
+from warehouse.backends import WarehouseError
 
 dash.register_page(__name__, path="/showback", name="Showback", title="tokenmeter - showback", order=1)
 
@@ -87,6 +89,7 @@ def layout(**query):
             id="showback-graph", config={"displaylogo": False}, style={"height": "380px"}))),
         html.P("Click a bar to drill down: team, then its users, then their models.", className="hint"),
         html.Div(className="table-card", children=html.Table(id="showback-table", className="data-table")),
+        html.Div(id="showback-finance", className="table-card"),
     ])
 
 
@@ -160,6 +163,7 @@ def table(frame, view: ShowbackView) -> list:
     Output("showback-status", "children"),
     Output("showback-status", "style"),
     Output("showback-status", "className"),
+    Output("showback-finance", "children"),
     Input("showback-state", "data"),
     Input("refresh", "n_intervals"),
 )
@@ -169,15 +173,32 @@ def render(state, _n_intervals):
         with scoped_warehouse() as wh:
             series = showback_series(wh, view)
             totals = showback_totals(wh, view)
+            finance = _finance(wh, view)
     except (WarehouseUnavailable, AccessDenied) as exc:
         return showback_chart(series_empty(), view.by, view.metric, view.mode, view.filters.bucket), [], \
-            chips(view), *banner_content(str(exc), "error")
+            chips(view), *banner_content(str(exc), "error"), []
     except Exception as exc:  # noqa: BLE001
         log.exception("showback query failed")
-        return no_update, no_update, chips(view), *banner_content(f"Query failed: {exc}", "error")
+        return no_update, no_update, chips(view), *banner_content(f"Query failed: {exc}", "error"), no_update
     figure = showback_chart(series, view.by, view.metric, view.mode, view.filters.bucket)
     message = None if series.height else "No usage for this selection."
-    return figure, table(totals, view), chips(view), *banner_content(message)
+    return figure, table(totals, view), chips(view), *banner_content(message), finance
+
+
+def _finance(wh, view: ShowbackView) -> list:
+    """Cost centers with direct / allocated / total for the range (a bad mapping file is shown, not raised)."""
+    try:
+        config = finance_config(current_settings())
+    except WarehouseError as exc:
+        return [html.Pre(str(exc), className="banner error", id="showback-finance-error")]
+    note = closed_note(view.filters.since, view.filters.until)
+    if config is None:
+        return note + [html.P(HINT, className="hint")]
+    try:
+        rows = finance_rows(wh, config, view.filters.since, view.filters.until)
+    except WarehouseError as exc:  # e.g. raw events of the range gone: say so, keep the rest of the page
+        return note + [html.Pre(str(exc), className="banner error", id="showback-finance-error")]
+    return note + finance_table(rows)
 
 
 def series_empty():

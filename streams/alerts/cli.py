@@ -77,9 +77,12 @@ async def _send_test(settings: Settings, alert: dict[str, Any]) -> list[tuple[An
     import aiohttp
 
     from .delivery import Sender
+    from .route_secrets import RouteSecrets
     from .routes import parse_routes
 
-    routes, bad = parse_routes(alert["notify"])
+    # A stored route can be tested by its reference (`budget list --format json` shows them): the real
+    # target is read from the route secret store of the data dir, as the dispatcher does.
+    routes, bad = parse_routes(alert["notify"], RouteSecrets(settings.data_dir).resolve)
     if bad:
         raise click.BadParameter("; ".join(reason for _, reason in bad), param_hint="--notify")
     async with aiohttp.ClientSession() as session:
@@ -120,8 +123,63 @@ def test_alert(notify: tuple[str, ...], anomaly: bool, resolve: bool, attempts: 
         sys.exit(1)
 
 
+def _parse_deliveries(text: str | None) -> list[dict[str, Any]]:
+    """The warehouse's "route:status(attempts), ..." summary as delivery dicts."""
+    out = []
+    for part in filter(None, (text or "").split(", ")):
+        route, _, rest = part.partition(":")
+        status, _, attempts = rest.partition("(")
+        out.append({"route_id": route, "route": route, "status": status,
+                    "attempts": int(attempts.rstrip(")") or 0)})
+    return out
+
+
+def warehouse_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    """The newest alerts the warehouse holds (it outlives the embedded broker's topics); [] when there is no
+    warehouse yet. Read through the loader's endpoint when the loader owns it."""
+    from pathlib import Path
+
+    from warehouse.analytics import alerts_history
+    from warehouse.store import open_warehouse, read_live_endpoint
+
+    if not settings.clickhouse_url and not Path(settings.warehouse_path).exists() \
+            and read_live_endpoint(Path(settings.data_dir).resolve()) is None:
+        return []
+    with open_warehouse(settings, serve=False) as wh:
+        frame = alerts_history(wh, limit=limit)
+    rows = []
+    for row in frame.to_dicts():
+        at = row.get("at")
+        rows.append({
+            "id": row["id"], "source": row["source"], "kind": row["kind"], "action": row["action"],
+            "severity": row["severity"], "dedup_key": row["dedup_key"], "title": row["title"],
+            "summary": row["summary"], "at": at.isoformat() if hasattr(at, "isoformat") else str(at),
+            "scope": dict(row.get("scope") or {}), "details": orjson.loads(row["details"] or "{}"),
+            "dashboard_url": row.get("dashboard_url", ""), "notify": [],
+            "deliveries": _parse_deliveries(row.get("deliveries")), "stored_in": "warehouse"})
+    return rows
+
+
 def recent_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` alerts (latest record per id) with their delivery states; notify lists masked."""
+    """The newest `limit` alerts (latest record per id) with their delivery states; notify lists masked. Read from
+    the warehouse (history across restarts of the embedded broker, which forgets its topics) and the alerts topic
+    (alerts not loaded yet, and the freshest delivery states), the topic's copy winning."""
+    from aiokafka.errors import KafkaError
+
+    from .state import TopicReadError
+
+    rows = {a["id"]: a for a in warehouse_alerts(settings, limit)}
+    try:
+        rows.update({a["id"]: a for a in topic_alerts(settings)})
+    except (TopicReadError, KafkaError, OSError) as exc:
+        if not rows:
+            raise TopicReadError(f"cannot read the alerts topic on {settings.bootstrap_servers}: {exc}") from None
+        click.echo(f"note: the broker is unreachable ({exc}); showing the warehouse's alerts only", err=True)
+    return sorted(rows.values(), key=lambda a: str(a.get("at") or ""), reverse=True)[:limit]
+
+
+def topic_alerts(settings: Settings) -> list[dict[str, Any]]:
+    """Alerts on the alerts topic (latest record per id) with their delivery states."""
     from tokenmeter.topics import ALERT_DELIVERIES, ALERTS
 
     from .dispatcher import AlertInputError, parse_alert
@@ -144,8 +202,7 @@ def recent_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
             continue
         latest[alert["id"]] = {**alert, "notify": mask_notify(alert["notify"]),
                                "deliveries": sorted(by_alert.get(alert["id"], []), key=lambda d: d["route_id"])}
-    rows = sorted(latest.values(), key=lambda a: str(a.get("at") or ""), reverse=True)
-    return rows[:limit]
+    return list(latest.values())
 
 
 def _delivery_summary(deliveries: list[dict[str, Any]]) -> str:
@@ -162,12 +219,14 @@ def _delivery_summary(deliveries: list[dict[str, Any]]) -> str:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_alerts(limit: int, fmt: str) -> None:
-    """Recent alerts (newest first) and the delivery state of each route."""
+    """Recent alerts (newest first) and the delivery state of each route, from the warehouse and the outbox."""
+    from warehouse.store import WarehouseError
+
     from .state import TopicReadError
 
     try:
         rows = recent_alerts(_settings(), limit)
-    except TopicReadError as exc:
+    except (TopicReadError, WarehouseError) as exc:
         raise click.ClickException(str(exc)) from None
     if fmt == "json":
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())

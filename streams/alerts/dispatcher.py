@@ -35,6 +35,7 @@ from tokenmeter.settings import Settings
 from tokenmeter.topics import ALERT_DELIVERIES, ALERTS, DEADLETTER
 
 from .delivery import Counters, DeliveryState, Sender
+from .route_secrets import RouteSecrets
 from .routes import Route, parse_routes
 from .state import OffsetTracker, is_final, load_delivery_state
 
@@ -68,12 +69,23 @@ def parse_alert(value: bytes | None) -> dict[str, Any]:
         raise AlertInputError(str(exc)) from None
 
 
+_route_secrets: dict[str, RouteSecrets] = {}
+
+
+def _secrets(settings: Settings) -> RouteSecrets:
+    """The route secret store of the settings' data dir (one per dir: it caches the file until it changes)."""
+    key = str(settings.data_dir)
+    if key not in _route_secrets:
+        _route_secrets[key] = RouteSecrets(settings.data_dir)
+    return _route_secrets[key]
+
+
 def routes_for(alert: dict[str, Any], settings: Settings) -> tuple[list[Route], list[DeliveryState]]:
     """Deliverable routes, and a failed state for each notify entry that cannot be delivered to."""
     notify = alert["notify"]
     if not notify and alert["source"] == "anomaly":
         notify = list(settings.anomaly_notify)
-    routes, bad = parse_routes(notify)
+    routes, bad = parse_routes(notify, _secrets(settings).resolve)
     failed = [DeliveryState(alert["id"], Route(kind, "", "invalid:" + hashlib.sha256(reason.encode()).hexdigest()[:8]),
                             "failed", 0, reason) for kind, reason in bad]
     return routes, failed

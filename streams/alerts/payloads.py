@@ -149,7 +149,7 @@ def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
                              "dedup_key": alert["dedup_key"]}
     if alert["action"] == "resolve":
         return event
-    details = alert.get("details") or {}
+    details = _masked_details(alert)
     group = details.get("budget") or details.get("kind") or alert.get("kind")
     event["payload"] = {
         "summary": _cut(alert["title"], PAGERDUTY_SUMMARY_MAX),
@@ -169,9 +169,17 @@ def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
     return event
 
 
+def _masked_details(alert: dict[str, Any]) -> dict[str, Any]:
+    """The alert's details with any notify list in them masked (budget details repeat the budget's routes)."""
+    details = alert.get("details") or {}
+    if isinstance(details, dict) and isinstance(details.get("notify"), list):
+        return {**details, "notify": mask_notify([str(n) for n in details["notify"]])}
+    return details
+
+
 def webhook_body(alert: dict[str, Any]) -> bytes:
-    """The alert record; its notify list is masked, since it holds other sinks' credentials."""
-    return orjson.dumps({**alert, "notify": mask_notify(alert.get("notify") or [])})
+    """The alert record; its notify lists are masked, since they name other sinks' credentials."""
+    return orjson.dumps({**alert, "notify": mask_notify(alert.get("notify") or []), "details": _masked_details(alert)})
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -4,10 +4,16 @@ delivery records: a Slack webhook URL's path and a PagerDuty routing key are cre
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 ROUTE_KINDS = ("slack", "pagerduty", "webhook")
+# A notify entry whose secret lives in the route store (streams.alerts.route_secrets):
+# `<kind>=<masked target>#secret=r-<16 hex>`. It is safe to show as it is.
+REF_MARK = "#secret="
+REF_PATTERN = re.compile(r"^r-[0-9a-f]{16}$")
 
 
 class RouteError(ValueError):
@@ -36,14 +42,38 @@ def _check(kind: str, target: str) -> None:
             raise RouteError(f"{kind} target must be an http(s) URL, got {mask_target(kind, target)!r}")
 
 
-def parse_routes(notify: list[str]) -> tuple[list[Route], list[tuple[str, str]]]:
+def split_reference(entry: str) -> tuple[str, str, str] | None:
+    """(kind, masked target, ref) of a reference entry; None for a plain `kind=target` entry."""
+    head, mark, ref = str(entry).rpartition(REF_MARK)
+    if not mark or not REF_PATTERN.match(ref):
+        return None
+    kind, sep, masked = head.partition("=")
+    kind = kind.strip().lower()
+    if not sep or kind not in ROUTE_KINDS:
+        return None
+    return kind, masked, ref
+
+
+def parse_routes(notify: list[str], resolve: Callable[[str], str] | None = None
+                 ) -> tuple[list[Route], list[tuple[str, str]]]:
     """Routes of a notify list in order, and the entries that cannot be delivered as (entry label, reason).
+    `resolve` turns a reference entry into its real `kind=target` (the dispatcher reads the route store);
+    without it, or when it raises ValueError, a reference is an entry that cannot be delivered.
 
     Duplicate entries collapse into one route (one delivery per alert and route). The delivery record key is
     `<alert id>|<route_id>`; route_id is the plain kind unless the same kind appears with several targets."""
     pairs: list[tuple[str, str]] = []
     bad: list[tuple[str, str]] = []
     for entry in notify:
+        reference = split_reference(entry)
+        if reference is not None:
+            try:
+                if resolve is None:
+                    raise ValueError(f"{reference[0]} route {reference[2]} needs the route secret store")
+                entry = resolve(entry)
+            except ValueError as exc:
+                bad.append((reference[0], str(exc)))
+                continue
         kind, _, target = str(entry).partition("=")
         kind, target = kind.strip().lower(), target.strip()
         try:
@@ -64,8 +94,8 @@ def parse_routes(notify: list[str]) -> tuple[list[Route], list[tuple[str, str]]]
 
 
 def mask_target(kind: str, target: str) -> str:
-    """Slack: host and first path segment only; PagerDuty: last 4 characters of the key; webhooks: no userinfo,
-    no query values (tokens often hide there), path kept (it tells receivers apart)."""
+    """Slack and webhooks: host and first path segment only (tokens hide in paths: Slack, Discord, Teams), no
+    userinfo, query names without values; PagerDuty: last 4 characters of the key."""
     if kind == "pagerduty":
         return "****" + target[-4:] if len(target) > 8 else "****"
     try:
@@ -75,11 +105,12 @@ def mask_target(kind: str, target: str) -> str:
     except ValueError:
         return "<invalid url>"
     netloc = f"{host}:{port}" if port else host
+    segments = [p for p in parts.path.split("/") if p]
     if kind == "slack":
-        first = parts.path.strip("/").split("/")[0] if parts.path.strip("/") else ""
-        return urlunsplit((parts.scheme, netloc, f"/{first}/***" if first else "/***", "", ""))
+        return urlunsplit((parts.scheme, netloc, f"/{segments[0]}/***" if segments else "/***", "", ""))
+    path = "/" + segments[0] + ("/***" if len(segments) > 1 else "") if segments else parts.path
     query = "&".join(f"{kv.partition('=')[0]}=***" for kv in parts.query.split("&") if kv) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
 def redact(text: str, routes: list[Route] | tuple[Route, ...]) -> str:
@@ -94,6 +125,9 @@ def mask_notify(notify: list[str]) -> list[str]:
     """A notify list safe to show or to send to a third party (webhook bodies, `alerts list`)."""
     out = []
     for entry in notify:
+        if split_reference(entry) is not None:  # masked already; the ref is no secret
+            out.append(str(entry))
+            continue
         kind, sep, target = str(entry).partition("=")
         out.append(f"{kind}={mask_target(kind.strip().lower(), target.strip())}" if sep else "***")
     return out

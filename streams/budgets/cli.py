@@ -10,7 +10,7 @@ import orjson
 from tokenmeter.settings import SettingsError, load_settings
 
 from .model import BudgetError, parse_budget
-from .store import BudgetStoreError, delete_budget, load_budgets, parse_budget_file, write_budgets
+from .store import BudgetStoreError, delete_budget, load_budgets, parse_budget_file, public_budget, write_budgets
 
 
 def _bootstrap() -> str:
@@ -18,6 +18,11 @@ def _bootstrap() -> str:
         return load_settings().bootstrap_servers
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _data_dir() -> Any:
+    """Where notify secrets are stored (0600): the dispatcher must share this data directory."""
+    return load_settings().data_dir
 
 
 def _parse_scope(value: str | None) -> dict[str, str]:
@@ -70,7 +75,7 @@ def set_budget(name: str, scope: str | None, period: str, tz: str, limit_usd: st
         data["thresholds"] = parsed_thresholds
     try:
         new = parse_budget(data)
-        write_budgets(_bootstrap(), [new])
+        write_budgets(_bootstrap(), [new], _data_dir())
     except (BudgetError, BudgetStoreError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"budget {name!r} saved")
@@ -94,7 +99,8 @@ def list_budgets(fmt: str) -> None:
         raise click.ClickException(str(exc)) from None
     ordered = [budgets[n] for n in sorted(budgets)]
     if fmt == "json":
-        click.echo(orjson.dumps([b.to_json() for b in ordered], option=orjson.OPT_INDENT_2).decode())
+        shown = [public_budget(b) for b in ordered]  # routes masked (plain legacy entries too)
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
     rows = [["name", "scope", "period", "limit", "thresholds", "action", "routes"]] + [_row(b) for b in ordered]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -122,7 +128,7 @@ def apply(file: str) -> None:
     """Create or replace every budget of a YAML FILE (a list of budgets); nothing is written if any is invalid."""
     try:
         budgets = parse_budget_file(file)
-        write_budgets(_bootstrap(), budgets)
+        write_budgets(_bootstrap(), budgets, _data_dir())
     except BudgetStoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{len(budgets)} budget(s) applied: {', '.join(b.name for b in budgets)}")

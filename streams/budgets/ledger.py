@@ -345,6 +345,24 @@ class BudgetLedger:
         self.newest.setdefault(budget_name, at)
         return self._evaluate_calendar(budget, period_key, at)
 
+    def restore_calendar(self, budget_name: str, period_key: str, total: Amount, fired: set[str]) -> list[Crossing]:
+        """A calendar budget's period rebuilt from the warehouse: its exact spend, and the thresholds whose alerts
+        were already recorded (they stay quiet); returns the crossings reached but never alerted."""
+        self.fired[budget_name][period_key] = set(fired)
+        return self.rebuild_from_totals(budget_name, period_key, total) if total else []
+
+    def restore_rolling(self, budget_name: str, hour_totals: dict[str, Amount], fired: set[str],
+                        now: datetime) -> list[Crossing]:
+        """A rolling budget rebuilt from the warehouse: spend per `hour_key`, thresholds already alerted latched."""
+        for key, total in hour_totals.items():
+            if total:
+                self.spend[budget_name][key] = total
+        if not self.spend.get(budget_name):
+            return []
+        self.newest[budget_name] = now
+        self.latched[budget_name] = {t: "rebuilt" for t in fired if t != "forecast"}
+        return self.rebuild_from_totals(budget_name, hour_key(now), self.spend[budget_name].get(hour_key(now), 0))
+
     def current_spend(self, budget: Budget, at: datetime) -> tuple[Amount, datetime, datetime, str]:
         if budget.rolling_hours is not None:
             return self._window_total(budget, at)

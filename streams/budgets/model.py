@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 from typing_extensions import Annotated
 
+from streams.alerts.routes import mask_notify, mask_target, split_reference
+
 SCOPE_DIMENSIONS = ("org", "team", "project", "user", "api_key", "feature", "model", "provider")
 ATTRIBUTION_SCOPE = ("org", "team", "project", "user", "api_key", "feature")
 METRICS = ("cost_usd", "tokens")
@@ -193,14 +195,17 @@ def _problems_notify(notify: Any) -> list[str]:
     problems = []
     for route in notify:
         kind, _, target = route.partition("=") if isinstance(route, str) else ("", "", "")
+        if kind in NOTIFY_KINDS and split_reference(route) is not None:
+            continue  # a reference to the route secret store (streams.alerts.route_secrets): checked when stored
         if kind not in NOTIFY_KINDS or not target:
-            problems.append(f"notify: {route!r} is not slack=URL, pagerduty=ROUTING_KEY or webhook=URL")
+            shown = mask_notify([route])[0] if isinstance(route, str) else repr(route)  # never echo a secret
+            problems.append(f"notify: {shown!r} is not slack=URL, pagerduty=ROUTING_KEY or webhook=URL")
         elif kind in ("slack", "webhook"):
             url = urlparse(target)
             if url.scheme not in ("http", "https") or not url.netloc:
-                problems.append(f"notify: {kind} target {target!r} is not an http(s) URL")
+                problems.append(f"notify: {kind} target {mask_target(kind, target)!r} is not an http(s) URL")
         elif not PAGERDUTY_KEY.match(target):
-            problems.append(f"notify: pagerduty routing key must be 32 letters/digits, got {target!r}")
+            problems.append(f"notify: pagerduty routing key must be 32 letters/digits, got {len(target)} characters")
     return problems
 
 

@@ -67,7 +67,7 @@ class BudgetOwner:
         self.definitions: dict[str, Budget] = dict(budgets or {})
         self.dashboard_url = dashboard_url
         self.runtimes: dict[str, _BudgetRuntime] = {}
-        self.stats = {"entries": 0, "skipped_redelivered": 0, "alerts": 0}
+        self.stats = {"entries": 0, "skipped_redelivered": 0, "alerts": 0, "malformed": 0}
 
     # Definitions and state ------------------------------------------------------------------------------
     def set_definitions(self, budgets: dict[str, Budget], now: datetime | None = None) -> Outcome:
@@ -126,6 +126,33 @@ class BudgetOwner:
             rt.ledger.mark_seen(name, entry[2])
         return len(entries)
 
+    def rebuild(self, name: str, now: datetime, fired: dict[str, set[str]], period_total: Any = 0,
+                hour_totals: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A budget's state rebuilt from warehouse totals (`tokenmeter budget rebuild`): the current period's exact
+        spend (`period_total`; a rolling budget: `hour_totals` by hour key), `fired` thresholds per period key
+        (alerts already recorded). Returns the state record and the alerts reached but never sent."""
+        self.restore(name, None)
+        rt = self.runtimes[name]
+        if rt.budget.rolling_hours is not None:
+            every = {t for keys in fired.values() for t in keys}
+            crossings = rt.ledger.restore_rolling(name, hour_totals or {}, every, now)
+        else:
+            key = period_window(rt.budget, now)[2]
+            crossings = rt.ledger.restore_calendar(name, key, period_total, fired.get(key, set()))
+            rt.incident = key if fired.get(key, set()) - {"forecast"} else None
+        alerts = [self.alert_for(rt, crossing) for crossing in crossings]  # reached, never alerted: alert now
+        return self.state_of(rt), alerts
+
+    def republish(self, name: str, now: datetime | None = None) -> Outcome:
+        """The budget's decision as its state says now, published whether or not it changed (after a restore)."""
+        rt = self.runtimes.get(name)
+        return self._publish(rt, now or _now(), force=True) if rt is not None else Outcome()
+
+    def applied_offset(self, name: str, partition: Any) -> int:
+        """Highest usage offset applied for `partition` (-1: none), for the budget's restored state."""
+        rt = self.runtimes.get(name)
+        return rt.applied.get(str(partition), -1) if rt is not None else -1
+
     def has(self, name: str) -> bool:
         return name in self.runtimes
 
@@ -149,7 +176,11 @@ class BudgetOwner:
         pending: dict[str, set[str]] = {}  # ids of fresh entries of this batch, applied after the loop
         for message in messages:
             name = message.get("budget")
-            if name not in self.runtimes:
+            if not isinstance(name, str) or name not in self.runtimes:
+                continue
+            if not _well_formed(message.get("entries")):  # anyone can write to the topic: never crash on it
+                self.stats["malformed"] += 1
+                log.warning("malformed budget-spend message for budget %r skipped", name)
                 continue
             rt = self.runtimes[name]
             fresh = by_budget.setdefault(name, [])
@@ -295,6 +326,24 @@ class BudgetOwner:
             details={"budget": budget.name, "period_key": period_key, "reason": why, "limit": money(budget.limit)},
             dashboard_url=self._link(budget),
         )
+
+
+def _well_formed(entries: Any) -> bool:
+    """[[usage partition, usage offset, event_id, ts, amount, unpriced], ...] as routing.py writes them."""
+    if not isinstance(entries, list):
+        return False
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 6 and isinstance(entry[1], int)
+                and isinstance(entry[2], str) and isinstance(entry[3], str)):
+            return False
+        amount = entry[4]
+        try:
+            _ts(entry[3])
+            if not isinstance(amount, int) and not (isinstance(amount, str) and Decimal(amount).is_finite()):
+                return False
+        except (ValueError, ArithmeticError):
+            return False
+    return True
 
 
 def _period_key(budget: Budget, ts: Any) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,15 @@ import orjson
 from tokenmeter import topics
 
 from .decisions import EnforcementView, attributes_from_request, http_status
+from streams.agent_health import AgentHealth, retry_until_done
 from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_records
+from streams.alerts.route_secrets import write_private
+from .admin import install_admin_routes
 from .model import Budget, BudgetError, parse_budget
+from .store import BudgetStoreError, protect_budget, public_budget
 from .owner import BudgetOwner, Outcome
+from .readiness import Readiness
 from .routing import BudgetRouter, spend_messages
 
 log = logging.getLogger("tokenmeter.budgets")
@@ -42,12 +46,10 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 
 
 def _write_mirror(data_dir: Path, budgets: dict[str, Budget]) -> None:
-    """The embedded broker forgets everything on restart; `tokenmeter up` re-publishes definitions from here."""
+    """The embedded broker forgets everything on restart; `tokenmeter up` re-publishes definitions from here.
+    Owner-only (0600), and notify routes in it are masked references (secrets: route-secrets.json)."""
     path = Path(data_dir).resolve() / MIRROR_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([b.to_json() for b in budgets.values()], indent=1))
-    os.replace(tmp, path)
+    write_private(path, json.dumps([b.to_json() for b in budgets.values()], indent=1))
 
 
 class BudgetService:
@@ -66,7 +68,14 @@ class BudgetService:
         self.state_topic = _raw_topic(app, topics.BUDGET_STATE)
         self.alerts_topic = _raw_topic(app, topics.ALERTS)
         self.enforcement_topic = _raw_topic(app, topics.ENFORCEMENT)
+        self.budgets_topic = _raw_topic(app, topics.BUDGETS)
         self.gaps = OffsetGaps(topics.BUDGET_SPEND)
+        self.readiness = Readiness(settings.partitions)
+        self.health = AgentHealth()  # the worker passes its own (served on /health)
+        self._owner_lock = asyncio.Lock()  # the evaluate agent, the owned-budget loader and the tick share the owner
+        self._load_wanted = asyncio.Event()
+        self._ids_pending: set[str] = set()  # restored budgets whose recent event ids are not remembered yet
+        self._partitions_checked = False
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
                       "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
 
@@ -100,31 +109,88 @@ class BudgetService:
         self.stats["alerts"] += len(outcome.alerts)
         self.stats["decisions_published"] += len(outcome.enforcement)
 
-    async def _load_states(self, first_seen: dict[str, tuple[int, int]]) -> None:
+    async def _load_states(self, first_seen: dict[str, tuple[int, int]]) -> list[str]:
         """Restore budgets this worker does not hold yet: state from the state topic, and the event ids of the
         budget's recent entries (the ledger's duplicate window) re-read from `tokenmeter.budget-spend` itself,
-        so a source replaying events across a worker restart still counts them once."""
-        missing = {n: at for n, at in first_seen.items() if n in self.budgets and not self.owner.has(n)}
+        so a source replaying events across a worker restart still counts them once. Returns the budgets
+        restored here (their decisions are published again)."""
+        missing = {n: at for n, at in first_seen.items()
+                   if n in self.budgets and (not self.owner.has(n) or n in self._ids_pending)}
+        restored: list[str] = []
         if not missing:
-            return
+            return restored
         raw = await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_STATE)
-        for name, (partition, offset) in missing.items():
+        recent: dict[str, list] = {}
+        for name, (partition, offset) in missing.items():  # read everything first: a failed read restores nothing
+            if raw.get(name):
+                recent[name] = await read_records(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
+                                                  max(0, offset - RECENT_MESSAGES), offset)
+        for name in missing:
             value = raw.get(name)
-            self.owner.restore(name, orjson.loads(value) if value else None)
+            if not self.owner.has(name):
+                self.owner.restore(name, orjson.loads(value) if value else None)
+                restored.append(name)
+            self._ids_pending.discard(name)
+            ids = 0
+            for record in recent.get(name, []):
+                if record.key == name and record.value:
+                    entries = orjson.loads(record.value).get("entries", [])
+                    # only entries the restored state already counts (a loader-restored budget's later entries
+                    # are still to be applied)
+                    ids += self.owner.remember(name, [e for e in entries
+                                                      if int(e[1]) <= self.owner.applied_offset(name, e[0])])
             if value:
-                recent = await read_records(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
-                                            max(0, offset - RECENT_MESSAGES), offset)
-                ids = 0
-                for record in recent:
-                    if record.key == name and record.value:
-                        ids += self.owner.remember(name, orjson.loads(record.value).get("entries", []))
                 log.info("budget %r restored (%d recent event ids)", name, ids)
+        return restored
+
+    async def _spend_partition_count(self) -> int:
+        from aiokafka import AIOKafkaConsumer
+
+        from streams.topic_reader import topic_partitions
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None)
+        await consumer.start()
+        try:
+            return len(await topic_partitions(consumer, topics.BUDGET_SPEND))
+        finally:
+            await consumer.stop()
+
+    async def load_owned(self) -> None:
+        """Restore every budget of this worker's budget-spend partitions from the state topic and publish its
+        decision, before the worker answers decisions (streams/budgets/readiness.py)."""
+        generation = self.readiness.generation
+        if not self._partitions_checked:  # the topic's real partition count decides who owns what
+            count = await retry_until_done("budget_owner", self.health, self._spend_partition_count,
+                                           "reading the budget-spend partition count")
+            if count != self.readiness.partitions:
+                log.warning("%s has %d partitions (settings say %d): ownership follows the topic",
+                            topics.BUDGET_SPEND, count, self.readiness.partitions)
+            self.readiness.partitions, self._partitions_checked = count, True
+        async with self._owner_lock:
+            names = [n for n in self.budgets if self.readiness.owns(n) and not self.owner.has(n)]
+            if names:
+                raw = await retry_until_done("budget_owner", self.health, lambda: read_compacted(
+                    self.settings.bootstrap_servers, topics.BUDGET_STATE), "reading budget state")
+                outcome = Outcome()
+                for name in names:
+                    value = raw.get(name)
+                    self.owner.restore(name, orjson.loads(value) if value else None)
+                    if value:
+                        self._ids_pending.add(name)
+                    outcome.extend(self.owner.republish(name))
+                await retry_until_done("budget_owner", self.health, lambda: self._publish(outcome),
+                                       "publishing restored decisions")
+                log.info("budgets owned here restored and decided: %s", ", ".join(sorted(names)))
+        if generation == self.readiness.generation:
+            self.readiness.loaded_generation = generation
 
     async def evaluate(self, stream: Any) -> None:
         await self.ready.wait()  # amounts for a budget not yet read would be dropped
         async for events in stream.take_events(10_000, within=0.1):
             batch = [(e.message.partition, e.message.offset, e.message.value) for e in events]
-            skipped = await self.gaps.missing_records(self.settings.bootstrap_servers, [(p, o) for p, o, _ in batch])
+            positions = [(p, o) for p, o, _ in batch]
+            skipped = await retry_until_done("evaluate_budgets", self.health, lambda: self.gaps.missing_records(
+                self.settings.bootstrap_servers, positions), "re-reading skipped spend")
             if skipped:  # spend the consumer skipped around a rebalance: applied first, before the batch is acked
                 batch = [(r.partition, r.offset, r.value) for r in skipped] + batch
                 self.stats["refetched"] += len(skipped)
@@ -140,14 +206,22 @@ class BudgetService:
                     continue
                 messages.append(message)
                 first_seen.setdefault(message.get("budget"), (partition, offset))
-            await self._load_states(first_seen)
-            before = self.owner.stats["skipped_redelivered"]
-            outcome = self.owner.process(messages)
-            self.stats["skipped_redelivered"] += self.owner.stats["skipped_redelivered"] - before
-            await self._publish(outcome)
+            async with self._owner_lock:
+                restored = await retry_until_done("evaluate_budgets", self.health,
+                                                  lambda: self._load_states(first_seen), "restoring budget state")
+                outcome = Outcome()
+                for name in restored:  # decided from its state even if every entry turns out redelivered
+                    outcome.extend(self.owner.republish(name))
+                before = self.owner.stats["skipped_redelivered"]
+                outcome.extend(self.owner.process(messages))  # once: a retry only publishes again
+                self.stats["skipped_redelivered"] += self.owner.stats["skipped_redelivered"] - before
+                await retry_until_done("evaluate_budgets", self.health, lambda: self._publish(outcome),
+                                       "publishing alerts, decisions and state")
 
     async def tick(self) -> None:
-        await self._publish(self.owner.tick())
+        async with self._owner_lock:
+            outcome = self.owner.tick()
+            await retry_until_done("budget_tick", self.health, lambda: self._publish(outcome), "publishing")
 
     # Definitions and decisions --------------------------------------------------------------------------
     async def _on_budgets(self, changed: dict[str, bytes | None], caught_up: bool) -> None:
@@ -156,12 +230,18 @@ class BudgetService:
                 self.budgets.pop(name, None)
                 continue
             try:
-                self.budgets[name] = parse_budget(orjson.loads(value))
+                budget = parse_budget(orjson.loads(value))
             except (orjson.JSONDecodeError, BudgetError) as exc:
                 log.error("budget %r in %s is invalid and ignored: %s", name, topics.BUDGETS, exc)
+                continue
+            self.budgets[name] = self._protected(budget)
         self.router.set_budgets(self.budgets)
         self.stats["budgets"] = len(self.budgets)
-        await self._publish(self.owner.set_definitions(self.budgets))
+        async with self._owner_lock:
+            outcome = self.owner.set_definitions(self.budgets)
+            await retry_until_done("budget_definitions", self.health, lambda: self._publish(outcome), "publishing")
+        self.readiness.definitions_read = self.readiness.definitions_read or caught_up
+        self._load_wanted.set()  # budgets defined meanwhile in this worker's partitions get their decision
         if changed:
             log.info("budgets: %d defined (%s)", len(self.budgets), ", ".join(sorted(self.budgets)) or "none")
             try:
@@ -169,8 +249,34 @@ class BudgetService:
             except OSError as exc:
                 log.warning("cannot write the budget mirror file: %s", exc)
 
+    def not_ready(self) -> str | None:
+        return self.readiness.why_not(self.budgets, self.view.records)
+
+    def not_ready_response(self, web: Any, why: str) -> Any:
+        """503 + Retry-After: decisions are not derived from the current state yet (docs/budgets.md)."""
+        return web.json({"action": "unavailable", "ready": False, "reason": f"not ready: {why}", "retry_after_s": 1},
+                        status=503, headers={"Retry-After": "1", "Cache-Control": "no-store",
+                                             "X-Tokenmeter-Action": "unavailable"})
+
+    def _protected(self, budget: Budget) -> Budget:
+        """A definition written to the topic with plain notify secrets (by hand, or before secrets had their
+        store): secrets go to the store here, so alert records, the API and the mirror only see references."""
+        try:
+            protected = protect_budget(budget, self.settings.data_dir)
+        except BudgetStoreError as exc:
+            log.error("%s; its routes are shown masked but alerts carry them", exc)
+            return budget
+        if protected is not budget:
+            log.warning("budget %r has plain notify secrets in %s: moved to the route secret store; re-apply it "
+                        "(`tokenmeter budget apply`) so the topic holds references only", budget.name, topics.BUDGETS)
+        return protected
+
     def decision_response(self, web: Any, request: Any) -> Any:
         self.stats["decision_requests"] += 1
+        why = self.not_ready()
+        if why is not None:
+            self.stats["not_ready_answers"] = self.stats.get("not_ready_answers", 0) + 1
+            return self.not_ready_response(web, why)
         attrs = attributes_from_request(request.query, request.headers, self.settings.decision_header_prefix)
         body = self.view.decide(attrs)
         headers = {"Cache-Control": "no-store", "X-Tokenmeter-Action": body["action"]}
@@ -183,6 +289,7 @@ class BudgetService:
 
     def install(self) -> None:
         app, service = self.app, self
+        install_admin_routes(app, service)  # PUT/DELETE /v1/budgets/{name}, admin token generated at first start
 
         @app.task
         async def follow_budgets() -> None:
@@ -191,12 +298,27 @@ class BudgetService:
 
         @app.task
         async def follow_enforcement() -> None:
-            await follow_compacted(service.settings.bootstrap_servers, topics.ENFORCEMENT,
-                                   lambda changed, _: service.view.update_raw(changed))
+            def on_change(changed: dict[str, bytes | None], caught_up: bool) -> None:
+                service.view.update_raw(changed)
+                service.readiness.enforcement_read = service.readiness.enforcement_read or caught_up
+
+            await follow_compacted(service.settings.bootstrap_servers, topics.ENFORCEMENT, on_change)
+
+        @app.task
+        async def load_owned_budgets() -> None:
+            await service.ready.wait()
+            while True:
+                await service._load_wanted.wait()
+                service._load_wanted.clear()
+                await service.load_owned()
 
         @app.agent(self.spend_topic)
         async def evaluate_budgets(stream):  # noqa: ANN001
-            await service.evaluate(stream)
+            try:
+                await service.evaluate(stream)
+            except Exception as exc:  # outside a batch step: shown on /health until a batch succeeds again
+                service.health.failed("evaluate_budgets", exc, 1)
+                raise
 
         @app.timer(TICK_SECONDS)
         async def budget_tick() -> None:
@@ -206,10 +328,18 @@ class BudgetService:
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
             service.owner.forget_all()  # partitions moved: reload owned budgets from the state topic
             service.gaps.forget()
+            service._ids_pending.clear()
+            service.readiness.assign(tp.partition for tp in assigned if tp.topic == topics.BUDGET_SPEND)
+            service._load_wanted.set()  # decisions derived again before the worker answers (readiness.py)
 
         @app.page("/v1/decision")
         async def decision(web, request):  # noqa: ANN001
             return service.decision_response(web, request)
+
+        @app.page("/ready")
+        async def ready(web, request):  # noqa: ANN001
+            why = service.not_ready()
+            return web.json({"ready": True}) if why is None else service.not_ready_response(web, why)
 
         @app.page("/v1/decision/{path:.*}")
         async def decision_ext_authz(web, request, path):  # noqa: ANN001, ARG001
@@ -218,7 +348,7 @@ class BudgetService:
 
         @app.page("/v1/budgets")
         async def budgets_page(web, request):  # noqa: ANN001
-            return web.json({"budgets": [b.to_json() for b in service.budgets.values()],
+            return web.json({"budgets": [public_budget(b) for b in service.budgets.values()],
                              "decisions": list(service.view.records.values()), "stats": service.stats})
 
 

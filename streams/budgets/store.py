@@ -17,6 +17,8 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streams.alerts.route_secrets import RouteSecrets
+from streams.alerts.routes import mask_notify
 from streams.topic_reader import TopicReadError, read_compacted
 from tokenmeter.topics import BUDGETS
 
@@ -62,7 +64,29 @@ async def _write(bootstrap: str, records: list[tuple[str, bytes | None]]) -> Non
         await producer.stop()
 
 
-def write_budgets(bootstrap: str, budgets: list[Budget]) -> None:
+def protect_budget(budget: Budget, data_dir: Path | str) -> Budget:
+    """The budget with its notify secrets moved to the route secret store of `data_dir` (0600) and replaced by
+    masked references: the only form that may leave this process (topic, mirror file, API, alerts)."""
+    try:
+        notify = RouteSecrets(data_dir).protect(budget.notify)
+    except OSError as exc:
+        raise BudgetStoreError(f"cannot store the notify secrets of budget {budget.name!r} in {data_dir}: {exc}") from None
+    return budget if notify == budget.notify else budget.model_copy(update={"notify": notify})
+
+
+def public_budget(budget: Budget) -> dict[str, Any]:
+    """A budget as it may be shown (API, CLI): notify entries masked (references already are; plain ones too)."""
+    return {**budget.to_json(), "notify": mask_notify(list(budget.notify))}
+
+
+def write_budgets(bootstrap: str, budgets: list[Budget], data_dir: Path | str | None = None) -> None:
+    """Write definitions to the topic; notify secrets go to the route store of `data_dir` (default: the
+    settings' data dir), the topic gets masked references only."""
+    if data_dir is None:
+        from tokenmeter.settings import load_settings
+
+        data_dir = load_settings().data_dir
+    budgets = [protect_budget(b, data_dir) for b in budgets]
     try:
         asyncio.run(_write(bootstrap, [(b.name, orjson.dumps(b.to_json())) for b in budgets]))
     except KafkaError as exc:
@@ -103,4 +127,5 @@ def parse_budget_file(path: str | Path) -> list[Budget]:
     return budgets
 
 
-__all__ = ["BudgetStoreError", "delete_budget", "load_budgets", "parse_budget_file", "write_budgets"]
+__all__ = ["BudgetStoreError", "delete_budget", "load_budgets", "parse_budget_file", "protect_budget", "public_budget",
+           "write_budgets"]

@@ -2,7 +2,8 @@
 
 A record is one canonical event (a JSON object) or a micro-batch (a JSON array of them). Records that are not
 JSON, or are tombstones, become dead letters at once, with exactly the reasons of `streams.batch`. Each dead
-letter remembers how many items came before it, so the final result keeps today's order of dead letters.
+letter remembers how many items came before it, so the final result keeps today's order of dead letters. A
+micro-batch of more than `MAX_EVENTS_PER_RECORD` events is one dead letter, as in `streams.batch`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from streams.batch import RawRecord, dead_letter
+from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord, dead_letter
 
 
 @dataclass
@@ -31,13 +32,17 @@ def decode_records(records: Iterable[RawRecord]) -> Decoded:
     for index, record in enumerate(records):
         decoded.records.append(record)
         if record.value is None:
-            reason = "not JSON: empty message (tombstone) on the usage topic"
+            reason = "empty message (tombstone) on the usage topic"
             decoded.letters.append((len(items), dead_letter(reason, record.value, record)))
             continue
         try:
             data = orjson.loads(record.value)
         except orjson.JSONDecodeError as exc:
             decoded.letters.append((len(items), dead_letter(f"not JSON: {exc}", record.value, record)))
+            continue
+        if isinstance(data, list) and len(data) > MAX_EVENTS_PER_RECORD:
+            reason = f"too many events in one message: {len(data)}, at most {MAX_EVENTS_PER_RECORD}"
+            decoded.letters.append((len(items), dead_letter(reason, record.value, record)))
             continue
         if isinstance(data, list):
             items.extend(data)

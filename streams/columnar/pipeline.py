@@ -1,9 +1,10 @@
 """`process_batch_columnar`: the worker's batch step on columns. Returns exactly what
-`streams.batch.process_batch` returns (same priced JSON, dead letters, aggregates, counters, order).
+`streams.batch.process_batch` returns (same encoded priced events, dead letters, budget origins, counters, order).
 
 decode (orjson per message) -> validate as columns (rows it cannot prove valid take today's per-row path) ->
 meter (provider usage) -> price (as-of join on the compiled catalog, integer pico-dollars) -> assemble the
-priced events -> aggregate per scope and hour. See docs/worker-columnar.md.
+priced events -> encode each (orjson), a priced event over MAX_PRICED_EVENT_BYTES becoming today's dead letter.
+See docs/worker-columnar.md.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterable
 
+import orjson
 import polars as pl
 
-from streams.batch import BatchResult, RawRecord
+from streams.batch import MAX_PRICED_EVENT_BYTES, BatchResult, RawRecord, dead_letter
 from streams.pricing import PriceBook
 from streams.pricing.book import fee_lines
 
-from .aggregate import aggregate
 from .decode import decode_records
 from .fallback import process_row
 from .meter import TOKEN_PARTS, usage_frame
@@ -41,7 +42,7 @@ def _pydantic_datetime(moment: datetime) -> str:
 
 
 def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: datetime | None = None) -> BatchResult:
-    """Validate, meter, price and aggregate on columns; never raises on bad input (it becomes a dead letter)."""
+    """Validate, meter and price on columns; never raises on bad input (it becomes a dead letter)."""
     # A batch builds hundreds of thousands of small acyclic objects that all stay alive until the batch is sent;
     # the cyclic GC would rescan them again and again while they pile up (measured: ~30% of the batch time).
     # Nothing here makes reference cycles, so collection waits until the batch is done.
@@ -61,12 +62,12 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> Ba
     record_of = decoded.record_of
     outcomes: list[tuple | None] = [None] * len(items)
 
-    columns, fallback_rows = split(items)
+    columns, fallback_rows = split(items, now)
     if columns.rows:
         _price_columns(columns, book, now, outcomes, fallback_rows, records_list, record_of)
     for i in fallback_rows:
         outcomes[i] = process_row(items[i], records_list[record_of[i]], book, now)
-    return _assemble(decoded, outcomes)
+    return _assemble(decoded, outcomes, book, now)
 
 
 def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: list, fallback_rows: list[int],
@@ -93,8 +94,6 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     has_lines = priced.get_column("has_lines").to_list()
     line_text = [money.get_column(part).to_list() for part in LINE_PARTS]
     scope = columns.scope
-    agg_key = pl.select(pl.concat_str(pl.lit(pl.Series(scope, dtype=pl.String)), pl.lit("|"),
-                                      pl.lit(columns.hour))).to_series().to_list()
     key_bytes: dict[str, bytes] = {}
     priced_at = _pydantic_datetime(now)
     entry_id = priced.get_column("entry_id").to_list()
@@ -105,10 +104,10 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     c = columns
     refs = table.refs
     for (j, row, kind, event_id, ts, source, provider, model, operation, status, attribution, u, latency, ttft, batch,
-         service_tier, assumption, cost, lines, version, scope_text, hour_key, pico, quantized) in zip(
+         service_tier, assumption, cost, lines, version, scope_text, pico, quantized) in zip(
             range(len(c.rows)), c.rows, outcome, c.event_id, c.ts, c.source, c.provider, c.model, c.operation,
             c.status, c.attribution, c.usage, c.latency_ms, c.ttft_ms, c.batch, c.service_tier, c.usage_assumption,
-            cost_text, zip(*line_text), vid, scope, agg_key, cost_pico, has_lines):
+            cost_text, zip(*line_text), vid, scope, cost_pico, has_lines):
         if kind == FALLBACK:
             fallback_rows.append(row)
             continue
@@ -151,13 +150,11 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
             event["unpriced_reason"] = reason
             if ref is not None:
                 event["price"] = ref.copy()
-            pico, quantized = 0, False
         event["priced_at"] = priced_at
         key = key_bytes.get(scope_text)
         if key is None:
             key = key_bytes[scope_text] = scope_text.encode()
-        outcomes[row] = ("priced", key, event, hour_key, u[0], u[4], (pico, quantized), kind != PRICED,
-                         assumption is not None)
+        outcomes[row] = ("priced", key, event, kind != PRICED, assumption is not None)
     fallback_rows.sort()
 
 
@@ -186,42 +183,45 @@ def _with_fees(table, entry_id: int, ts: str, tools: dict[str, int], cost: str, 
     return PRICED, text, breakdown, pico, quantized, None
 
 
-def _assemble(decoded, outcomes: list[tuple]) -> BatchResult:
+def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) -> BatchResult:
+    """The BatchResult in input order, each priced event encoded once; one too large to send is a dead letter."""
     result = BatchResult()
     result.events_in = len(outcomes)
     letters = decoded.letters
-    records, record_of = decoded.records, decoded.record_of
+    items, records, record_of = decoded.items, decoded.records, decoded.record_of
     next_letter = 0
     priced = result.priced
     origins = result.origins
-    partitions, keys, inputs, outputs, picos, quantized, unpriced = [], [], [], [], [], [], []
+    deadletters = result.deadletters
+    dumps = orjson.dumps
     for i, outcome in enumerate(outcomes):
         while next_letter < len(letters) and letters[next_letter][0] <= i:
-            result.deadletters.append(letters[next_letter][1])
+            deadletters.append(letters[next_letter][1])
             next_letter += 1
-        if outcome[0] == "letter":
-            result.deadletters.append(outcome[1])
-            continue
-        _, key, event, agg_key, input_tokens, output_tokens, cost, is_unpriced, assumed = outcome
         record = records[record_of[i]]
-        priced[key].append(event)
+        if outcome[0] == "priced":  # a columnar row: encode it as `_price_item` does
+            try:
+                encoded = dumps(outcome[2])
+            except Exception:  # noqa: BLE001 - cannot happen for a validated row; today's path words whatever it is
+                outcome = process_row(items[i], record, book, now)
+            else:
+                if len(encoded) > MAX_PRICED_EVENT_BYTES:
+                    deadletters.append(dead_letter(
+                        f"event too large: {len(encoded)} bytes priced, at most {MAX_PRICED_EVENT_BYTES}", items[i],
+                        record))
+                    continue
+                _, key, event, is_unpriced, assumed = outcome
+        if outcome[0] == "letter":
+            deadletters.append(outcome[1])
+            continue
+        if outcome[0] == "encoded":  # from the per-row path
+            _, key, event, encoded, is_unpriced, assumed = outcome
+        priced[key].append(encoded)
         origins.append((record.partition, record.offset, event))
         result.unpriced_count += is_unpriced
         result.assumed_count += assumed
-        partitions.append(record.partition)
-        keys.append(agg_key)
-        inputs.append(input_tokens)
-        outputs.append(output_tokens)
-        if isinstance(cost, Decimal):  # from the per-row path
-            picos.append(int(cost * PICO))
-            quantized.append(cost.as_tuple().exponent < 0)
-        else:
-            picos.append(cost[0])
-            quantized.append(cost[1])
-        unpriced.append(is_unpriced)
-    result.deadletters.extend(letter for _, letter in letters[next_letter:])
+    deadletters.extend(letter for _, letter in letters[next_letter:])
     result.priced_count = len(origins)
-    result.aggregates = aggregate(partitions, keys, inputs, outputs, picos, quantized, unpriced)
     return result
 
 

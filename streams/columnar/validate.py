@@ -2,7 +2,8 @@
 
 The columnar path takes only rows it can prove `UsageEvent.model_validate` accepts and whose normalised form
 (defaults filled, `exclude_none`, the timestamp as pydantic writes it) it reproduces exactly. Every other row
-(wrong type, unknown field, bad timestamp, parts exceeding totals, text to count, tool requests ...) goes to the
+(wrong type, unknown field, bad or out-of-range timestamp, token counts over MAX_TOKENS, parts exceeding
+totals, text to count ...) goes to the
 per-row fallback, which is today's code: its dead-letter reason is pydantic's own text, byte for byte.
 
 Conservative on purpose: a row taken here that pydantic would reject or normalise differently breaks
@@ -12,13 +13,14 @@ equivalence, while a row sent to the fallback only costs time. The equivalence t
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
-from tokenmeter.events import ATTRIBUTION_DIMENSIONS, MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, UsageEvent
+from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
+                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, UsageEvent)
 
 TOP_KEYS = frozenset(UsageEvent.model_fields)
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
@@ -26,16 +28,25 @@ USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cac
                "reasoning_tokens")
 USAGE_KEYS = frozenset((*USAGE_PARTS, "tool_requests"))
 TOOL_KINDS = frozenset(TOOL_REQUEST_KINDS)
-MAX_TOKENS = 10**15  # far above any call; larger counts take the exact per-row path
 MAX_EXACT_FLOAT_INT = 2**53
 # The form pydantic writes back unchanged: seconds, 6 or no fraction digits (not .000000), Z or a non-zero
 # offset < 24 h (pydantic writes +00:00 as Z), a
-# four-digit year from 1000 (Python's strftime does not pad smaller years; both paths must agree on the hour key).
+# four-digit year from 1000.
 CANONICAL_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
 # Also taken, and rewritten the way pydantic writes them: 1-6 fraction digits, +00:00 / -00:00 offsets.
 PARSEABLE_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
-MAX_TS_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: later UTC times leave Python's datetime range
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+# The accepted event times (tokenmeter.events.check_event_time): from EARLIEST_EVENT_TS on, and at most
+# MAX_EVENT_FUTURE after the validator's clock. The validator reads the clock itself, at or after the batch's
+# `now`, so a row no later than now + MAX_EVENT_FUTURE is valid there too; a later row takes the per-row path,
+# whose reason (and clock) is today's.
+EARLIEST_TS_US = (EARLIEST_EVENT_TS - _EPOCH) // _US
+
+
+def _latest_ts_us(now: datetime) -> int:
+    return (now + MAX_EVENT_FUTURE - _EPOCH) // _US
 
 
 @dataclass
@@ -59,7 +70,6 @@ class Columns:
     service_tier: list[str | None]
     usage_assumption: list[str | None]
     ts_us: pl.Series  # epoch microseconds, UTC
-    hour: pl.Series  # "%Y-%m-%dT%H" of the UTC time
 
 
 _keys_ok_cache: dict[tuple, bool] = {}
@@ -185,7 +195,7 @@ def _usage(value: Any) -> tuple | None:
     return (*parts, tools)
 
 
-def split(items: list[Any]) -> tuple[Columns, list[int]]:
+def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
     """(columns of the rows the columnar path takes, item indices of the rows for the per-row fallback)."""
     candidates = [i for i, item in enumerate(items) if type(item) is dict and _keys_ok(item)]
     dicts = [items[i] for i in candidates]
@@ -213,7 +223,8 @@ def split(items: list[Any]) -> tuple[Columns, list[int]]:
     parseable = ts_series.str.contains(PARSEABLE_TS).fill_null(False)
     parsed = ts_series.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
     epoch = parsed.dt.epoch("us")
-    ts_good = (parseable & epoch.is_not_null() & (epoch <= MAX_TS_US)).fill_null(False).to_list()
+    in_range = (epoch >= EARLIEST_TS_US) & (epoch <= _latest_ts_us(now))
+    ts_good = (parseable & epoch.is_not_null() & in_range).fill_null(False).to_list()
     ts_canonical = canonical.to_list()
 
     good = [
@@ -239,14 +250,13 @@ def split(items: list[Any]) -> tuple[Columns, list[int]]:
     def as_float(column: list) -> list:
         return [None if v is None else float(v) for v in pick(column)]
 
-    hour = (parsed if everything else parsed.gather(take)).dt.strftime("%Y-%m-%dT%H")
     columns = Columns(
         rows=[candidates[j] for j in keep], event_id=pick(event_id),
         ts=[ts[j] if ts_canonical[j] else _pydantic_text(ts[j]) for j in keep], source=pick(source),
         provider=pick(provider), model=pick(model), operation=pick(operation), status=pick(status),
         attribution=[attribution[j][0] for j in keep], scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
         batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
-        ts_us=epoch if everything else epoch.gather(take), hour=hour,
+        ts_us=epoch if everything else epoch.gather(take),
     )
     return columns, sorted(fallback_set)
 

@@ -12,6 +12,8 @@ from collectors import parse_record
 from collectors.bench import DIALECTS, KONG_ENTRIES_PER_MESSAGE, OTEL_SPANS_PER_RECORD, CollectorBenchError, \
     gateway_records, measure_collectors
 
+pytestmark = pytest.mark.slow  # starts several processes: scheduled first (tests/conftest.py)
+
 
 def test_gateway_records_have_the_gateways_shape_and_distinct_ids():
     kong, kong_ids = gateway_records("kong", 120)

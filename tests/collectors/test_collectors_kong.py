@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -151,3 +152,30 @@ def test_mapping_overrides_defaults(payload):
     assert (a.team, a.org, a.project, a.user) == ("gold", "acme", None, "alice")
     [event] = kong.parse(payload("kong_openai"), mapping)
     assert event.attribution.tags == {"ws": "default"}
+
+
+def test_abbreviated_ai_block_is_read_when_unambiguous(payload):
+    """Kong's docs print some entries with `meta`/`usage` directly under `ai` (the plugin level left out).
+    With both present and no plugin blocks beside them, there is one reading: it is the proxy block."""
+    entry = payload("kong_openai")
+    entry["ai"] = entry["ai"]["proxy"]
+    [event] = kong.parse(entry)
+    [full] = kong.parse(payload("kong_openai"))
+    assert (event.model, event.provider, event.usage) == (full.model, full.provider, full.usage)
+    assert event.event_id == full.event_id
+
+
+@pytest.mark.parametrize("ai, missing", [
+    ({"usage": {"prompt_tokens": 3, "completion_tokens": 1}}, "ai.meta"),
+    ({"meta": {"request_model": "gpt-4o", "provider_name": "openai"}}, "ai.usage"),
+])
+def test_abbreviated_ai_block_missing_half_is_dead_lettered_naming_it(payload, ai, missing):
+    with pytest.raises(DialectError, match="abbreviated ai block.*no " + re.escape(missing)):
+        kong.parse(payload("kong_openai") | {"ai": ai})
+
+
+def test_abbreviated_ai_block_beside_plugin_blocks_is_ambiguous(payload):
+    entry = payload("kong_openai")
+    entry["ai"]["meta"] = dict(entry["ai"]["proxy"]["meta"])
+    with pytest.raises(DialectError, match="ambiguous"):
+        kong.parse(entry)

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 
 import orjson
+import pytest
 from test_collectors_mode_support import (
     canonical_event,
     cli_env,
@@ -22,6 +23,8 @@ from test_collectors_mode_support import (
 )
 
 from tokenmeter import topics
+
+pytestmark = pytest.mark.slow  # starts several processes: scheduled first (tests/conftest.py)
 
 
 def _append(path, events) -> list[str]:

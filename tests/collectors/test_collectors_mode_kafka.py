@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from kafka_support import create_topic, produce_values
@@ -15,6 +16,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from test_collectors_mode_support import cli_env, count_ids, read_topic, start_cli, stop_process
 
 from tokenmeter import topics
+
+pytestmark = pytest.mark.slow  # starts several processes: scheduled first (tests/conftest.py)
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:

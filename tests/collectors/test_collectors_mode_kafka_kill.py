@@ -10,10 +10,13 @@ import uuid
 from collections import Counter
 
 import orjson
+import pytest
 from kafka_support import create_topic, produce_values
 from test_collectors_mode_support import cli_env, events_of, read_to_end, start_cli, stop_process
 
 from tokenmeter import topics
+
+pytestmark = pytest.mark.slow  # starts several processes: scheduled first (tests/conftest.py)
 
 
 def _produce_one_partition(bootstrap: str, topic: str, values: list[bytes]) -> None:

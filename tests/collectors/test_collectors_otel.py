@@ -125,3 +125,18 @@ def test_mapping_for_otel(payload):
 def test_garbage_bytes_are_rejected():
     with pytest.raises(DialectError, match="neither JSON nor OTLP protobuf"):
         parse_record(b"\xff\xfe\x00garbage")
+
+
+def test_span_times_are_always_read_as_unix_nanoseconds():
+    """OTLP times are nanoseconds whatever their size: a test clock's 1_000_000_000 ns is 1 s after the epoch,
+    not 1e9 seconds (2001-09-09) as a unit-guessing epoch reader would take it."""
+    traces = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "00000000000000000000000000000001", "spanId": "0000000000000001", "name": "chat gpt-4o",
+        "startTimeUnixNano": "1000000000", "endTimeUnixNano": "2000000000",
+        "attributes": [{"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+                       {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
+                       {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "3"}},
+                       {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "1"}}]}]}]}]}
+    [event] = parse_record(traces)
+    assert event.ts == datetime(1970, 1, 1, 0, 0, 1, tzinfo=timezone.utc)
+    assert event.latency_ms == 1000.0

@@ -158,3 +158,15 @@ def test_openai_embeddings_response():
                 "model": "text-embedding-3-small", "usage": {"prompt_tokens": 8, "total_tokens": 8}}
     [event] = parse_record(response)
     assert (event.operation, event.usage.input_tokens, event.usage.output_tokens) == ("embeddings", 8, 0)
+
+
+def test_responses_api_cache_writes_are_read_from_input_tokens_details():
+    """The Responses API reports prompt-cache writes in `input_tokens_details.cache_write_tokens` (as Chat
+    Completions does in `prompt_tokens_details`); models that bill writes above input must see them."""
+    response = {"id": "resp_026af6d2", "object": "response", "created_at": 1784092257, "status": "completed",
+                "model": "gpt-5.6-sol", "output": [],
+                "usage": {"input_tokens": 4020, "input_tokens_details": {"cache_write_tokens": 4012, "cached_tokens": 0},
+                          "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 4025}}
+    [event] = parse_record(response)
+    u = event.usage
+    assert (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens) == (4020, 0, 4012, 5)

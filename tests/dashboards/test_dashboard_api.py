@@ -72,7 +72,9 @@ def test_session_login_and_logout(app_and_warehouse, caplog):
     assert ok.status_code == 302 and ok.headers["Location"] == "/budgets"
     assert client.get("/api/v1/me").get_json() == {"user": "fin", "role": "finance", "team": None}
     assert client.get("/").status_code == 200
-    client.get("/logout")
+    from test_dashboard_login_security import csrf_of
+
+    client.post("/logout", data={"csrf": csrf_of(client)})  # POST with the session's token (issue 11 item 10)
     assert client.get("/api/v1/me").status_code == 401
     logged = caplog.text
     assert "fin-pass" not in logged and "nope" not in logged and "scrypt:" not in logged

@@ -127,3 +127,15 @@ def test_overview_shows_exact_totals_and_follows_the_team_filter(dash_duo, popul
     dash_duo.wait_for_contains_text("#models-table", "mystery-1")
     _screenshot(dash_duo, "models")
     assert dash_duo.get_logs() == []
+
+
+def test_sign_out_button_posts_with_its_token_and_ends_the_session(dash_duo, populated_warehouse):
+    """Issue 11 item 10: logout is a POST form with the session's CSRF token (GET /logout is refused); the real
+    button in Chromium signs out, and the app then asks for a login again."""
+    settings, warehouse = populated_warehouse
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    driver = dash_duo.driver
+    dash_duo.wait_for_element("#logout-link").click()
+    WebDriverWait(driver, 10).until(lambda d: "/login" in d.current_url)
+    driver.get(dash_duo.server.url + "/budgets")
+    WebDriverWait(driver, 10).until(lambda d: "/login?next=/budgets" in d.current_url)

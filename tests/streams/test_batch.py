@@ -1,4 +1,4 @@
-"""The worker's per-batch step: validation, dead letters, pricing, per-partition hourly aggregates, chunking."""
+"""The worker's per-batch step: validation, dead letters, pricing, chunking."""
 
 from decimal import Decimal
 
@@ -41,18 +41,12 @@ def test_bad_records_become_dead_letters_with_reasons(book):
     assert (result.deadletters[2]["partition"], result.deadletters[2]["offset"]) == (1, 3)
 
 
-def test_aggregates_per_input_partition_scope_and_hour_are_exact(book):
-    batch_a = [event(i, "search", 10) for i in range(3)] + [event(10, "search", 11)]
-    batch_b = [event(20, "ads", 10), event(21, "ads", 10, model="no-such-model")]
-    result = process_batch([RawRecord(orjson.dumps(batch_a), partition=0),
-                            RawRecord(orjson.dumps(batch_b), partition=2)], book)
+def test_unpriced_events_are_counted_never_as_money(book):
+    batch = [event(20, "ads", 10), event(21, "ads", 10, model="no-such-model")]
+    result = process_batch([RawRecord(orjson.dumps(batch), partition=2)], book)
     one = price_event(UsageEvent.model_validate(event(0)), book).cost_usd
-    search_10 = result.aggregates[(0, "team:search|2026-11-01T10")]
-    assert (search_10.events, search_10.input_tokens, search_10.cost_usd) == (3, 3000, one * 3)
-    assert result.aggregates[(0, "team:search|2026-11-01T11")].events == 1
-    ads = result.aggregates[(2, "team:ads|2026-11-01T10")]
-    assert (ads.events, ads.unpriced_events, ads.cost_usd) == (2, 1, one)  # unpriced counted, never as money
-    assert result.unpriced_count == 1 and isinstance(ads.cost_usd, Decimal)
+    costs = [Decimal(orjson.loads(v)[i]["cost_usd"]) for _, v in result.priced_messages() for i in range(2)]
+    assert result.priced_count == 2 and result.unpriced_count == 1 and costs == [one, Decimal(0)]
 
 
 def test_priced_output_is_keyed_and_chunked(book):
@@ -63,3 +57,20 @@ def test_priced_output_is_keyed_and_chunked(book):
     assert sizes == [(b"team:ads", 1), (b"team:search", 7), (b"team:search", MAX_EVENTS_PER_MESSAGE)]
     first = orjson.loads(messages[0][1])[0]
     assert first["tokens_source"] == "provider" and "content" not in first and isinstance(first["cost_usd"], str)
+
+
+def test_limits_give_dead_letters_not_unsendable_messages(book):
+    from streams.batch import MAX_EVENTS_PER_RECORD, MAX_MESSAGE_BYTES, MAX_PRICED_EVENT_BYTES
+
+    huge_tag = {"team": "search", "tags": {"blob": "x" * (MAX_PRICED_EVENT_BYTES + 1)}}
+    too_many = [event(i) for i in range(MAX_EVENTS_PER_RECORD + 1)]
+    wide = [{**event(i), "attribution": {"team": "search", "tags": {"note": "y" * 20_000}}} for i in range(100)]
+    result = process_batch([RawRecord(orjson.dumps([event(1), {**event(2), "attribution": huge_tag}]), "u", 0, 1),
+                            RawRecord(orjson.dumps(too_many), "u", 0, 2),
+                            RawRecord(orjson.dumps(wide), "u", 0, 3)], book)
+    reasons = [d["reason"] for d in result.deadletters]
+    assert reasons[0].startswith("event too large") and "too many events in one message: 10001" in reasons[1]
+    assert len(reasons) == 2 and result.priced_count == 1 + 100  # the record's other event and the wide ones
+    messages = list(result.priced_messages())
+    assert max(len(value) for _, value in messages) <= MAX_MESSAGE_BYTES  # 100 x 20 KB: cut by size, not count
+    assert sum(len(orjson.loads(value)) for _, value in messages) == 101

@@ -162,3 +162,18 @@ def test_restore_under_a_changed_definition_follows_the_ledgers_rule():
     moved = owner_with(budgets(scope={"team": "ads"}), state)  # what is counted changed: spend starts over
     rt = moved.runtimes["search"]
     assert rt.ledger.current_spend(rt.budget, NOW)[0] == 0
+
+
+def test_malformed_spend_messages_are_skipped_and_counted_never_crash_the_owner():
+    defs = budgets()
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    good = messages(router, [(0, 1, priced("a", "11"))])
+    hostile = [{"budget": "search", "entries": "nope"}, {"budget": "search", "entries": [[0, "x", "b", 1, "1", 0]]},
+               {"budget": "search", "entries": [[0, 2, "c", "not a time", "1", 0]]},
+               {"budget": "search", "entries": [[0, 3, "d", NOW.isoformat(), "NaN", 0]]},
+               {"budget": "search", "entries": [[0, 4, "e", NOW.isoformat(), [1], 0]]},
+               {"budget": "search", "entries": [[0, 5]]}, {"budget": ["search"]}]
+    out = owner.process(hostile + good, now=NOW)
+    assert owner.stats["malformed"] == 6  # the unhashable budget name is no budget of ours: ignored
+    (_, record), = out.enforcement
+    assert record["action"] == "block" and Decimal(record["spend"]) == Decimal(11)

@@ -114,6 +114,7 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, tmp_path
     worker = start_worker(env, log_path)
     try:
         wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/health"), what="worker health")
+        wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/ready"), what="decisions ready")  # 503 before
         assert get(f"{decision_url}?team={team}") == (200, {"action": "allow"})
 
         first = [event(team, 1_000_000, 100_000) for _ in range(2)]  # $7.00 -> 50% (70%)
@@ -259,7 +260,8 @@ def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp
         assert count_alert_messages(bootstrap, f"b-multi-{tag}") == 3 * len(teams)  # not one refired
         ours = {a["id"] for a in alerts_of(bootstrap) if a["details"].get("budget", "").startswith(f"b-multi-{tag}")}
         assert len(ours) == 3 * len(teams)  # one alert id per budget and threshold
-        status, body = get(f"http://127.0.0.1:{ports[1]}/v1/decision?team={teams[0]}")
+        status, body = wait_for(lambda: (r := get(f"http://127.0.0.1:{ports[1]}/v1/decision?team={teams[0]}"))[0]
+                                != 503 and r, what="the survivor ready after the takeover")
         assert status == 403 and body["budget"] == f"b-{teams[0]}"
     finally:
         for worker in workers:

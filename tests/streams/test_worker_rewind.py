@@ -1,4 +1,4 @@
-"""The worker's fixes for Faust + aiokafka record losses around a rebalance (the first two against the real broker).
+"""The worker's fixes (streams/faust_patches.py) for Faust + aiokafka record losses around a rebalance (the first two against the real broker).
 
 Faust seeks every partition back to its committed offset after a rebalance, but aiokafka skips partitions with no
 committed offset, so their first records were lost: the worker rewinds those stream partitions to their beginning.
@@ -18,7 +18,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from kafka_support import create_topic, produce_values
 
 from streams.gaps import SEEK_POSITIONS
-from streams.worker import _rewind_uncommitted_partitions
+from streams.faust_patches import _rewind_uncommitted_partitions
 
 
 class _ConsumerThreadStandIn:

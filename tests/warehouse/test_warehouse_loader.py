@@ -21,6 +21,8 @@ from tokenmeter.settings import Settings
 from warehouse import open_warehouse, run_loader
 from warehouse.endpoint import read_live_endpoint
 
+pytestmark = pytest.mark.slow  # starts several processes: scheduled first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 WAIT_SECONDS = 60
@@ -140,6 +142,48 @@ def test_loader_end_to_end_exact_totals_dead_letters_and_restart(loader_settings
         assert letter["partition"] >= 0 and letter["offset"] >= 0
     bad = next(letter for letter in letters if "usage.output_tokens" in letter["reason"])
     assert bad["payload"]["event_id"] == f"{org}-bad"
+
+
+def test_loader_counts_a_re_sent_id_once_and_dead_letters_far_dated_and_absurd_events(loader_settings, wh, org,
+                                                                                        make_event):
+    """Issue 11 items 1, 2 and 5 through the loader: an id re-sent the next day is counted once; a message whose
+    events span 2027..2035 no longer blocks every insert (its far-future events are dead letters with the reason,
+    the valid one lands); ts 9999 (was: dropped from raw by the TTL, kept in the rollups) and 1970 (was: skipped
+    with a log line) are dead letters; input_tokens 2^64-1 (was: summed with wrap-around) is a dead letter."""
+    bootstrap = loader_settings.bootstrap_servers
+    first = make_event(f"{org}-a", org, ts="2025-06-01T10:00:00Z", cost="0.000002000000")
+    resent = make_event(f"{org}-a", org, ts="2025-06-02T10:00:00Z", cost="0.000002000000")
+    spanning = [make_event(f"{org}-span-{y}", org, ts=f"{y}-05-01T00:00:00Z") for y in range(2027, 2036)]
+    spanning.append(make_event(f"{org}-b", org, ts="2025-06-03T10:00:00Z", cost="0.000003000000"))
+    far = [make_event(f"{org}-9999", org, ts="9999-12-31T00:00:00Z"),
+           make_event(f"{org}-1970", org, ts="1970-01-01T00:00:00Z")]
+    huge = make_event(f"{org}-huge", org, input_tokens=2**64 - 1)
+    huge["usage"]["cached_input_tokens"] = 0
+    more = make_event(f"{org}-c", org, input_tokens=1000)
+
+    async def produce():
+        await _produce(bootstrap, [first])
+        await _produce(bootstrap, [resent])  # the same id, another day
+        await _produce(bootstrap, [spanning, far, [huge, more]])
+
+    async def scenario():
+        stats = await _run_until_drained(loader_settings, wh, org, make_event, "far", produce)
+        return stats, await _dead_letters(bootstrap, org)
+
+    stats, letters = asyncio.run(scenario())
+    totals = wh.spend([], filters={"org": [org], "team": ["search"]})
+    assert totals["events"].to_list() == [3]  # a, b, c
+    assert totals["cost_usd"].to_list() == [Decimal("0.000002") + Decimal("0.000003") + Decimal("0.000123")]
+    assert totals["input_tokens"].to_list() == [200 + 1000]
+    rolled = wh.query("SELECT toInt64(sum(events)) AS n FROM spend_daily WHERE org = {o:String} AND team = 'search'",
+                      {"o": org})
+    assert rolled["n"].to_list() == [3]  # the rollups agree with the raw table
+    by_id = {letter["payload"]["event_id"]: letter["reason"] for letter in letters
+             if isinstance(letter.get("payload"), dict)}
+    assert all("future" in by_id[f"{org}-span-{y}"] for y in range(2027, 2036))
+    assert "future" in by_id[f"{org}-9999"] and "before 2020-01-01" in by_id[f"{org}-1970"]
+    assert "usage.input_tokens" in by_id[f"{org}-huge"]
+    assert stats.dead_letters >= 11 and stats.duplicates_skipped >= 1
 
 
 def test_loader_process_owns_serves_and_stops_on_sigterm(tmp_path, kafka_bootstrap, make_event):

@@ -4,6 +4,7 @@ with the reason, tombstones are skipped, and the price catalog is recorded on st
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from decimal import Decimal
 
@@ -58,23 +59,25 @@ async def _produce(bootstrap: str, records: dict[str, list]) -> None:
     try:
         for topic, values in records.items():
             for value in values:
-                await producer.send_and_wait(topic, None if value is None else orjson.dumps(value), key=b"k")
+                payload = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
+                await producer.send_and_wait(topic, payload, key=b"k")
     finally:
         await producer.stop()
 
 
-async def _dead_letters(bootstrap: str, marker: str) -> list[dict]:
+async def _dead_letters(bootstrap: str, marker: str, at_least: int = 1) -> list[dict]:
     consumer = AIOKafkaConsumer(topics.DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     await consumer.start()
     try:
         deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+        found: list[dict] = []
         while asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=300)).values():
-                found = [orjson.loads(r.value) for r in records if marker in r.value.decode("utf-8", "replace")]
-                if found:
-                    return found
-        return []
+                found += [orjson.loads(r.value) for r in records if marker in r.value.decode("utf-8", "replace")]
+            if len(found) >= at_least:
+                return found
+        return found
     finally:
         await consumer.stop()
 
@@ -129,3 +132,91 @@ def test_record_topics_load_into_their_tables(loader_settings, wh):
     versions = wh.query("SELECT count() AS n FROM price_catalog_history WHERE catalog_version = {v:String}",
                         {"v": book.catalog_version})["n"][0]
     assert versions == sum(len(entry.versions) for entry in book.entries.values())
+
+
+def _deep(depth: int = 300) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HOSTILE_VALUES = [
+    221360928884514619392, "221360928884514619392", 2**64, -(2**63) - 1, "1e39", "1E+999999", "-1e-999999",
+    "NaN", "Infinity", "-Infinity", "sNaN", 1e308, float("nan"), float("inf"), True, [], {}, [1, "a"],
+    {"a": {"b": 1}}, _deep(), {"x": _deep()}, "x" * 300_000, "9" * 5000, "9999-12-31T23:59:59Z",
+    "0001-01-01T00:00:00Z", "1899-12-31T23:59:59Z", "2025-03-01T11:00:00+14:00", "", "\u0000\ud7ff", -1,
+]
+
+
+@pytest.mark.parametrize("topic", list(_records("x")))
+def test_every_hostile_field_value_is_stored_or_refused_with_a_reason(wh, topic):
+    """Each field of each record topic, set to each hostile value: record_to_row either gives a row the real
+    table stores, or raises RecordRowError (the loader's dead letter); nothing else (the loader used to die on
+    decimal.InvalidOperation for an anomaly's `observed` of 221360928884514619392)."""
+    from warehouse.records_load import RecordRowError, record_to_row
+
+    valid = next(r for r in _records("h") [topic] if isinstance(r, dict) and len(r) > 3) \
+        if topic != topics.ANOMALIES else _records("h")[topic][0][0]
+    rows, refused = [], 0
+    for name in list(valid):
+        for value in HOSTILE_VALUES:
+            record = {**valid, name: value, "id": f"h-{uuid.uuid4().hex[:8]}"} if "id" in valid \
+                else {**valid, name: value}
+            try:
+                rows.append(record_to_row(topic, record)[1])
+            except RecordRowError as exc:
+                assert str(exc) and len(str(exc)) < 2000
+                refused += 1
+    assert refused > len(valid)  # most hostile values are refused
+    assert wh.insert_records(topic, rows) == len(rows)  # the accepted ones really fit the table
+
+
+def test_loader_dead_letters_unstorable_records_and_keeps_loading(loader_settings, wh):
+    """The issue's record (anomaly `observed` 221360928884514619392) and other hostile ones between valid
+    records: the loader dead-letters them, counts them, and keeps loading (it used to crash, and crash again on
+    every restart)."""
+    tag = uuid.uuid4().hex[:10]
+    good = _records(tag)[topics.ANOMALIES][0][0]
+    hostile = [
+        {**good, "id": f"an-{tag}-huge", "observed": "221360928884514619392"},
+        json.dumps({**good, "id": f"an-{tag}-huge-number", "observed": 221360928884514619392}).encode(),
+        {**good, "id": f"an-{tag}-nan", "expected": "NaN"},
+        {**good, "id": f"an-{tag}-deep", "scope_value": _deep(200)},
+        {**good, "id": f"an-{tag}-far", "detected_at": "9999-12-31T00:00:00Z"},
+    ]
+    alert = _records(tag)[topics.ALERTS][0]
+    bad_alert = json.dumps({**alert, "id": f"al-{tag}-deep", "details": {"d": _deep(300)}}).encode()
+
+    async def scenario():
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(run_loader(loader_settings, stop=stop, ready=ready.set))
+        try:
+            await asyncio.wait_for(ready.wait(), WAIT_SECONDS)
+            await _produce(loader_settings.bootstrap_servers,
+                           {topics.ANOMALIES: [*hostile, good], topics.ALERTS: [bad_alert, alert]})
+            deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+            while True:
+                assert not task.done(), f"the loader stopped: {task.exception()!r}"
+                found = await asyncio.to_thread(
+                    wh.query, "SELECT (SELECT count() FROM anomalies WHERE id = {a:String})"
+                    " + (SELECT count() FROM alerts WHERE id = {b:String}) AS n", {"a": f"an-{tag}", "b": f"al-{tag}"})
+                if found["n"][0] == 2:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "valid records after hostile ones not loaded"
+                await asyncio.sleep(0.1)
+            letters = await _dead_letters(loader_settings.bootstrap_servers, tag, at_least=5)
+        finally:
+            stop.set()
+            stats = await asyncio.wait_for(task, WAIT_SECONDS)
+        return stats, letters
+
+    stats, letters = asyncio.run(scenario())
+    assert stats.dead_letters == 5  # the number 221360928884514619392 came as a float; details 300 deep
+    reasons = " | ".join(letter["reason"] for letter in letters)
+    assert "observed" in reasons and "details" in reasons and all(letter["stage"] == "load" for letter in letters)
+    stored = wh.query("SELECT id, observed FROM anomalies WHERE startsWith(id, {p:String}) ORDER BY id",
+                      {"p": f"an-{tag}"})
+    # The decimal string fits Decimal(38, 12) and is stored exactly (it raised InvalidOperation before).
+    assert stored.rows() == [(f"an-{tag}", Decimal("1234.56789")),
+                             (f"an-{tag}-huge", Decimal("221360928884514619392"))]

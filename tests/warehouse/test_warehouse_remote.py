@@ -15,7 +15,7 @@ import pytest
 
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, WarehouseLocked, open_warehouse
-from warehouse.endpoint import ENDPOINT_FILE, check_select_only, read_live_endpoint
+from warehouse.endpoint import ENDPOINT_FILE, check_select_only, read_endpoint_secret, read_live_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,6 +30,10 @@ print(wh.insert_priced(json.loads(sys.argv[2])), flush=True)
 sys.stdin.read()
 wh.close()
 """
+
+
+def auth(settings) -> dict:
+    return {"authorization": f"Bearer {read_endpoint_secret(settings.data_dir)}"}
 
 
 @pytest.fixture
@@ -98,14 +102,61 @@ def test_endpoint_accepts_only_single_selects(owner):
     for sql in ("DROP TABLE priced_events", "SELECT 1; DROP TABLE priced_events", "INSERT INTO priced_events SELECT *",
                 "SELECT 1 SETTINGS readonly=0", "SELECT * FROM url('http://127.0.0.1:1/', CSV, 'a String')",
                 "SELECT * FROM file('/etc/passwd', 'LineAsString')"):
-        response = httpx.post(f"{url}/query", json={"sql": sql, "params": {}}, timeout=30)
+        response = httpx.post(f"{url}/query", json={"sql": sql, "params": {}}, headers=auth(settings), timeout=30)
         assert response.status_code == 400, sql
         assert response.json()["error"]
     # Still intact, and parameters still work over the wire.
     response = httpx.post(f"{url}/query", json={"sql": "SELECT count() AS n FROM priced_events WHERE team = {t:String}",
-                                               "params": {"t": "t0"}}, timeout=30)
+                                               "params": {"t": "t0"}}, headers=auth(settings), timeout=30)
     assert response.status_code == 200
-    assert httpx.get(f"{url}/health").json()["pid"] != os.getpid()
+    assert httpx.get(f"{url}/health", headers=auth(settings)).json()["pid"] != os.getpid()
+
+
+def test_endpoint_files_are_private_and_every_request_needs_the_secret(owner):
+    """Issue 11 item 9: any local user could read the world-readable URL file and query every team's data."""
+    settings, _ = owner
+    url_file = settings.data_dir / ENDPOINT_FILE
+    secret_file = settings.data_dir / (ENDPOINT_FILE + ".secret")
+    assert secret_file.exists(), "no secret next to the URL file"
+    assert oct(url_file.stat().st_mode & 0o777) == oct(0o600) and oct(secret_file.stat().st_mode & 0o777) == oct(0o600)
+    url = read_live_endpoint(settings.data_dir)
+    query = {"sql": "SELECT team, sum(cost_usd) AS c FROM priced_events GROUP BY team", "params": {}}
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic " + "x" * 20}):
+        assert httpx.post(f"{url}/query", json=query, headers=headers, timeout=30).status_code == 401
+        assert httpx.get(f"{url}/health", headers=headers, timeout=30).status_code == 401
+        assert httpx.post(f"{url}/reprice", json={"events": []}, headers=headers, timeout=30).status_code == 401
+    assert httpx.post(f"{url}/query", json=query, headers=auth(settings), timeout=30).status_code == 200
+
+
+def test_reprice_never_takes_a_cost_from_the_caller(owner, make_event):
+    """Issue 11 item 9: `POST /reprice` with a priced event rewrote a team's total to the caller's cost."""
+    settings, _ = owner
+    reader = open_warehouse(settings)
+    try:
+        before = reader.spend(["team"], filters={"org": ["remote-org"]})["cost_usd"].to_list()
+        forged = make_event("r1", "remote-org", team="t1", cost="0.000000000001")
+        url = read_live_endpoint(settings.data_dir)
+        response = httpx.post(f"{url}/reprice", json={"events": [forged]}, headers=auth(settings), timeout=30)
+        assert response.status_code == 400 and "never taken from a caller" in response.json()["error"]
+        # Naming a stored event is allowed: the owner prices it with its own catalog (the bundled catalog prices
+        # the test model differently from the made-up cost, so it changes, to the catalog's price, not ours).
+        named = {"event_id": forged["event_id"], "ts": forged["ts"], "cost_usd": "0"}
+        assert httpx.post(f"{url}/reprice", json={"events": [named]}, headers=auth(settings),
+                          timeout=30).status_code == 400
+        assert reader.spend(["team"], filters={"org": ["remote-org"]})["cost_usd"].to_list() == before
+        # Naming stored events is the documented request: the owner prices them with its own catalog.
+        from warehouse.reprice import owner_reprice_fn, stored_row_to_event
+
+        row = reader.query("SELECT * FROM priced_events WHERE event_id = 'r1'").to_dicts()[0]
+        expected = Decimal(str(owner_reprice_fn(settings)(stored_row_to_event(row)).cost_usd))
+        assert expected != Decimal("0.000000000333")
+        response = httpx.post(f"{url}/reprice", json={"events": [{"event_id": "r1", "ts": forged["ts"]}]},
+                              headers=auth(settings), timeout=30)
+        assert response.status_code == 200 and response.json() == {"applied": 1}
+        after = reader.query("SELECT cost_usd FROM priced_events FINAL WHERE event_id = 'r1'").to_dicts()
+        assert [Decimal(str(r["cost_usd"])) for r in after] == [expected]
+    finally:
+        reader.close()
 
 
 def test_owner_removes_endpoint_on_close_and_stale_files_are_ignored(owner):

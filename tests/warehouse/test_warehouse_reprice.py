@@ -22,6 +22,8 @@ from tokenmeter.events import Attribution, Usage, UsageEvent
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
 
+pytestmark = pytest.mark.slow  # starts several processes: scheduled first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 OLD_CATALOG = """
@@ -31,7 +33,7 @@ source: https://example.com/acme-pricing
 models:
   meter-test:
     versions:
-      - {effective_from: 2019-01-01, input: "1.00", output: "2.00"}
+      - {effective_from: 2021-01-01, input: "1.00", output: "2.00"}
 """
 # Same model with a price rise from noon on the test day, plus a model the old catalog did not know.
 NEW_CATALOG = """
@@ -41,11 +43,11 @@ source: https://example.com/acme-pricing
 models:
   meter-test:
     versions:
-      - {{effective_from: 2019-01-01, input: "1.00", output: "2.00"}}
+      - {{effective_from: 2021-01-01, input: "1.00", output: "2.00"}}
       - {{effective_from: "{noon}", input: "3.00", output: "5.00"}}
   meter-new:
     versions:
-      - {{effective_from: 2019-01-01, input: "10.00", output: "0"}}
+      - {{effective_from: 2021-01-01, input: "10.00", output: "0"}}
 """
 
 
@@ -87,7 +89,7 @@ def totals(wh, org: str) -> dict:
     ).to_dicts()[0]
     rollup = wh.query(
         "SELECT toDecimal128(sum(cost_usd), 12) AS cost, sum(events) AS events, sum(unpriced_events) AS unpriced,"
-        " sum(input_tokens) AS input_tokens FROM spend_hourly WHERE org = {org:String}",
+        " toInt64(sum(input_tokens)) AS input_tokens FROM spend_hourly WHERE org = {org:String}",
         {"org": org},
     ).to_dicts()[0]
     by_route = wh.spend(["route"], filters={"org": [org]})  # route is not in the rollup: raw table
@@ -106,7 +108,7 @@ NEW_TOTAL = D("0.0255")  # 0.002 + 0.0055 + 0.006 + 0.01, + 0.002 for the untouc
 
 
 def test_reprice_applies_dated_prices_to_raw_and_rollup(wh, org, tmp_path):
-    day = datetime(2019, 6, 1, tzinfo=timezone.utc)
+    day = datetime(2021, 6, 1, tzinfo=timezone.utc)
     old_book, new_book = books(tmp_path, day)
     assert wh.insert_priced(priced_events(org, day, old_book)) == 5
     before = totals(wh, org)
@@ -137,7 +139,7 @@ def test_reprice_applies_dated_prices_to_raw_and_rollup(wh, org, tmp_path):
         " WHERE org = {org:String} ORDER BY event_id", {"org": org}).to_dicts()
     by_id = {row["event_id"].removeprefix(f"{org}-"): row for row in stored}
     assert by_id["after-noon"]["cost_usd"] == D("0.0055")
-    assert by_id["after-noon"]["price_effective_from"].startswith("2019-06-01T12:00")
+    assert by_id["after-noon"]["price_effective_from"].startswith("2021-06-01T12:00")
     assert by_id["next-day"]["cost_usd"] == D("0.002")
     assert by_id["new-model"]["pricing_status"] == "priced"
     assert {row["tokens_source"] for row in stored} == {"provider"}
@@ -148,8 +150,8 @@ def test_reprice_applies_dated_prices_to_raw_and_rollup(wh, org, tmp_path):
 
 
 def test_reprice_refuses_rows_that_change_more_than_the_price(wh, org, tmp_path, make_event):
-    wh.insert_priced([make_event("x1", org, ts="2019-07-01T10:00:00Z", cost="0.5")])
-    tampered = make_event("x1", org, ts="2019-07-01T10:00:00Z", cost="0.1", input_tokens=1)
+    wh.insert_priced([make_event("x1", org, ts="2021-07-01T10:00:00Z", cost="0.5")])
+    tampered = make_event("x1", org, ts="2021-07-01T10:00:00Z", cost="0.1", input_tokens=1)
     with pytest.raises(WarehouseError, match="do not match a stored event"):
         wh.apply_repriced_events([tampered])
     with pytest.raises(WarehouseError, match="since"):
@@ -171,7 +173,7 @@ wh.close()
 
 def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
     monkeypatch.setattr("warehouse.backends.MAX_BODY_BYTES", 1500)  # forces the reader to split its requests
-    day = datetime(2019, 8, 1, tzinfo=timezone.utc)
+    day = datetime(2021, 8, 1, tzinfo=timezone.utc)
     old_book, new_book = books(tmp_path, day)
     org = "remote-reprice"
     data_dir = tmp_path / "data"
@@ -182,6 +184,11 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
     )
     try:
         assert owner.stdout.readline().strip() == "5"
+        # The owner prices with its own catalog (never a cost sent by the reader): the new prices are an import
+        # in its data dir, which both sides read.
+        owner_catalog = data_dir / "pricing" / "acme.yaml"
+        owner_catalog.parent.mkdir(parents=True, exist_ok=True)
+        owner_catalog.write_text(NEW_CATALOG.format(noon=(day + timedelta(hours=12)).isoformat()))
         reader = open_warehouse(Settings(data_dir=data_dir))
         try:
             assert reader.kind == "remote"
@@ -193,6 +200,7 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
 
             # The command line prices with the bundled catalog, which knows no `acme`: every event turns
             # unpriced (with a reason, never a silent $0) and the report shows it.
+            owner_catalog.unlink()
             cli_env = dict(env, TOKENMETER_DATA_DIR=str(data_dir))
             command = [sys.executable, "-c", "from tokenmeter.reprice_cli import reprice; reprice()",
                        "--since", day.date().isoformat()]
@@ -241,7 +249,7 @@ APPLY_STATEMENTS = (
 def test_reprice_heals_after_a_crash_between_statements(wh, org, tmp_path, monkeypatch, crash_after, heal):
     from warehouse.reprice import heal_pending_hours
 
-    day = datetime(2019, 6, 1, tzinfo=timezone.utc)
+    day = datetime(2021, 6, 1, tzinfo=timezone.utc)
     old_book, new_book = books(tmp_path, day)
     assert wh.insert_priced(priced_events(org, day, old_book)) == 5
     real_command = wh.backend.command
@@ -314,7 +322,7 @@ wh.close()
 
 
 def test_a_killed_reprice_heals_when_the_owner_reopens(tmp_path):
-    day = datetime(2019, 9, 1, tzinfo=timezone.utc)
+    day = datetime(2021, 9, 1, tzinfo=timezone.utc)
     old_book, _ = books(tmp_path, day)
     data_dir = tmp_path / "data"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))

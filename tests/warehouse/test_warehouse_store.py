@@ -68,7 +68,7 @@ def test_rollup_equals_raw(wh, org, make_event):
         f"SELECT toStartOfHour(ts) AS hour, team, model, {measures} FROM priced_events WHERE org = {{o:String}}"
         " GROUP BY hour, team, model ORDER BY hour, team, model", {"o": org})
     rolled = wh.query(
-        "SELECT hour, team, model, sum(events) AS events, sum(input_tokens) AS input_tokens,"
+        "SELECT hour, team, model, sum(events) AS events, toInt64(sum(input_tokens)) AS input_tokens,"
         " sum(cost_usd) AS cost_usd FROM spend_hourly WHERE org = {o:String}"
         " GROUP BY hour, team, model ORDER BY hour, team, model", {"o": org})
     assert raw["events"].to_list() == rolled["events"].to_list()
@@ -151,9 +151,82 @@ def test_invalid_events_are_refused_with_the_field_named(wh, org, make_event):
 
 
 def test_freshness_and_distinct_values(wh, org, make_event):
-    wh.insert_priced([make_event(f"{org}-f", org, ts="2030-01-02T03:04:05.678Z", team="fresh-team")])
+    from datetime import timedelta
+
+    # The latest event time the contract accepts (a day ahead at most), so it is the newest in the table.
+    soon = (datetime.now(timezone.utc) + timedelta(hours=20)).replace(minute=4, second=5, microsecond=678000)
+    hour = soon.replace(minute=0, second=0, microsecond=0)
+    wh.insert_priced([make_event(f"{org}-f", org, ts=soon.isoformat(), team="fresh-team")])
     fresh = wh.freshness()
-    assert fresh["last_event_ts"] == datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    assert fresh["last_event_ts"] == soon
     assert fresh["last_loaded_at"] is not None and fresh["events"] >= 1
-    assert wh.distinct_values("team", since="2030-01-01") == ["fresh-team"]
-    assert wh.distinct_values("org", since="2030-01-02T03:00:00Z", until="2030-01-02T04:00:00Z") == [org]
+    assert wh.distinct_values("team", since=hour) == ["fresh-team"]
+    assert wh.distinct_values("org", since=hour, until=hour + timedelta(hours=1)) == [org]
+
+
+def test_an_id_re_sent_with_another_ts_is_stored_and_counted_once(wh, org, make_event):
+    """event_id alone decides, whatever the ts: the anti-join used to look only inside the batch's [min ts, max ts],
+    so the same id re-sent the next day (or next month: another partition) was stored and reported twice."""
+    first = make_event(f"{org}-1", org, ts="2025-05-10T10:00:00Z", input_tokens=100)
+    assert wh.insert_priced([first, make_event(f"{org}-2", org, ts="2025-05-10T11:00:00Z")]) == 2
+    next_day = make_event(f"{org}-1", org, ts="2025-05-11T10:00:00Z", input_tokens=100)
+    next_month = make_event(f"{org}-1", org, ts="2025-06-20T08:00:00Z", input_tokens=100)
+    assert wh.insert_priced([next_day]) == 0
+    assert wh.insert_priced([next_month, make_event(f"{org}-3", org, ts="2025-06-20T09:00:00Z")]) == 1
+    # Raw table, hourly and daily rollups (the dashboard's date ranges read spend_daily) all count it once.
+    raw = wh.query("SELECT count() AS n, uniqExact(event_id) AS ids FROM priced_events WHERE org = {o:String}",
+                   {"o": org})
+    assert raw.row(0) == (3, 3)
+    for since, until in (("2025-05-01", "2025-07-01"), ("2025-05-10T00:00:00Z", "2025-06-21T00:00:00Z"),
+                         ("2025-05-10T09:30:00Z", "2025-06-21T00:00:00Z")):  # daily, hourly, raw
+        total = wh.spend([], since=since, until=until, filters={"org": [org]})
+        assert total["events"].to_list() == [3] and total["input_tokens"].to_list() == [300]
+    stored = wh.query("SELECT ts FROM priced_events WHERE event_id = {e:String}", {"e": f"{org}-1"})
+    assert stored["ts"].to_list() == [datetime(2025, 5, 10, 10, tzinfo=timezone.utc)]  # the first copy wins
+
+
+def test_one_batch_spanning_more_than_100_months_is_stored(wh, org, make_event, monkeypatch):
+    """ClickHouse refuses an INSERT touching more than 100 partitions (months); such a batch used to fail on every
+    retry, and nothing later landed. The contract allows at most ~7 years today; an earlier
+    TOKENMETER_EARLIEST_EVENT_TS (a backfill) allows more, so inserts are split by month."""
+    import tokenmeter.events
+
+    monkeypatch.setattr(tokenmeter.events, "EARLIEST_EVENT_TS", datetime(2010, 1, 1, tzinfo=timezone.utc))
+    months = [(2017 + i // 12, 1 + i % 12) for i in range(119)]  # 2017-01 .. 2026-11 (the module keeps 3650 days)
+    events = [make_event(f"{org}-{y}-{m}", org, ts=f"{y}-{m:02d}-15T12:00:00Z", cost="0.000001000000")
+              for y, m in months]
+    assert wh.insert_priced(events) == 119
+    assert wh.insert_priced(events) == 0  # and redelivered: still once
+    raw = wh.query("SELECT count() AS n FROM priced_events WHERE org = {o:String}", {"o": org})["n"][0]
+    daily = wh.query("SELECT sum(events) AS n FROM spend_daily WHERE org = {o:String}", {"o": org})["n"][0]
+    hourly = wh.query("SELECT sum(events) AS n FROM spend_hourly WHERE org = {o:String}", {"o": org})["n"][0]
+    assert raw == daily == hourly == 119
+
+
+def test_token_sums_never_wrap(wh, org, make_event):
+    """input_tokens 2^64-1 plus 1,000 reported 999 (UInt64 sum). The contract now refuses counts above 10^12;
+    a row stored before that (built here past the validation) must still never be summed with wrap-around: the
+    rollups hold Int128 sums, and readers either return the exact UInt64 total or fail loudly."""
+    from warehouse.schema import event_to_row
+    from warehouse.showback import showback
+
+    big = event_to_row(make_event(f"{org}-big", org, ts="2025-07-01T10:00:00Z"))
+    big["input_tokens"], big["cached_input_tokens"] = 2**64 - 1, 0
+    small = event_to_row(make_event(f"{org}-small", org, ts="2025-07-01T10:30:00Z", input_tokens=1000))
+    assert wh.insert_rows([big]) == 1 and wh.insert_rows([small]) == 1
+    for table in ("spend_hourly", "spend_daily", "spend_hourly_tags", "spend_daily_tags", "model_hourly"):
+        total = wh.query(f"SELECT toString(sum(input_tokens)) AS n FROM {table} WHERE org = {{o:String}}", {"o": org})
+        assert total["n"].to_list() == [str(2**64 - 1 + 1000)], table
+    windows = [("2025-07-01", "2025-07-02"), ("2025-07-01T10:00:00Z", "2025-07-01T11:00:00Z"),  # daily, hourly
+               ("2025-07-01T09:59:00Z", "2025-07-01T11:00:00Z")]  # raw
+    for since, until in windows:
+        with pytest.raises(WarehouseError, match="UInt64"):
+            wh.spend([], since=since, until=until, filters={"org": [org]})
+        with pytest.raises(WarehouseError, match="UInt64"):
+            showback(wh, ["team"], since=since, until=until, filters={"org": [org]})
+        with pytest.raises(WarehouseError, match="UInt64"):
+            showback(wh, ["tag:env"], since=since, until=until, filters={"org": [org]})
+    # Below 2^64 the total is exact, whatever the rollup row sums (> 2^63 wrapped the Int64 rollups).
+    wh.backend.command("DELETE FROM priced_events WHERE event_id = {e:String}", {"e": f"{org}-small"})
+    for since, until in windows[2:]:
+        assert wh.spend([], since=since, until=until, filters={"org": [org]})["input_tokens"].to_list() == [2**64 - 1]

@@ -1,0 +1,92 @@
+"""The showback page's finance table: per team, its cost center, GL account and owner with direct, allocated
+and total cost for the selected range (warehouse.finance, the same numbers as `tokenmeter showback` and the
+exports). Shares depend on every team's usage, so they are computed over all teams and then cut down to the
+signed-in user's team."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from dash import html
+
+from dashboards.formatting import format_usd, format_usd_exact
+from warehouse.finance import FinanceConfig, finance_from_settings, finance_showback
+
+HINT = ("No cost centers or allocation rules configured: set TOKENMETER_COST_CENTERS_FILE "
+        "(and optionally TOKENMETER_ALLOCATION_FILE); see docs/finance.md.")
+
+
+def finance_config(settings: Any) -> FinanceConfig | None:
+    if not (getattr(settings, "cost_centers_file", None) or getattr(settings, "allocation_file", None)):
+        return None
+    return finance_from_settings(settings)
+
+
+def finance_rows(scoped: Any, config: FinanceConfig, since: datetime, until: datetime):
+    """Rows for the scoped user (finance: all teams; a team user: their team only)."""
+    return finance_showback(scoped._warehouse, config, since, until, team=scoped.team, closes=app_closes())
+
+
+def _money(amount) -> html.Td:
+    return html.Td(format_usd(amount), title=format_usd_exact(amount), className="num")
+
+
+def finance_table(frame) -> list:
+    header = html.Thead(html.Tr([html.Th(h) for h in ("Team", "Cost center", "GL account", "Owner", "Direct",
+                                                      "Allocated", "Total")]))
+    body = []
+    for row in frame.iter_rows(named=True):
+        unmapped = row["cost_center"] == "unmapped"
+        body.append(html.Tr(className="unmapped" if unmapped else None, children=[
+            html.Td(row["team"] or "(untagged)"), html.Td(row["cost_center"]), html.Td(row["gl_account"]),
+            html.Td(row["owner"]), _money(row["direct_usd"]), _money(row["allocated_usd"]),
+            _money(row["total_usd"])]))
+    if frame.height:
+        body.append(html.Tr(className="total", children=[html.Td("Total"), html.Td(""), html.Td(""), html.Td(""),
+                                                         _money(sum(frame["direct_usd"])),
+                                                         _money(sum(frame["allocated_usd"])),
+                                                         _money(sum(frame["total_usd"]))]))
+    return [html.H3("Cost centers and shared-cost allocation"),
+            html.Table(id="showback-finance-table", className="data-table", children=[header, html.Tbody(body)])]
+
+
+def app_finance() -> FinanceConfig | None:
+    """The finance config of the app serving this request (None outside one, or when not configured)."""
+    import flask
+
+    from dashboards.handle import current_settings
+
+    if not flask.has_app_context():
+        return None
+    return finance_config(current_settings())
+
+
+def app_closes():
+    """The month-close directory of the app serving this request (None outside one)."""
+    import flask
+
+    from dashboards.handle import current_settings
+    from warehouse.month_close import closes_dir
+
+    return closes_dir(current_settings()) if flask.has_app_context() else None
+
+
+def month_options(months: list[str]) -> list[dict[str, str]]:
+    """Dropdown options with closed months marked "(closed)"."""
+    from warehouse.month_close import closed_months
+
+    closed = closed_months(app_closes())
+    return [{"label": f"{m} (closed {closed[m]['closed_at'][:10]})" if m in closed else m, "value": m}
+            for m in months]
+
+
+def closed_note(since: datetime, until: datetime) -> list:
+    from warehouse.month_close import closed_months, whole_month
+
+    month = whole_month(since, until)
+    info = closed_months(app_closes()).get(month or "")
+    if not info:
+        return []
+    return [html.P(f"{month} is closed ({info['closed_at']}): these numbers are frozen; later changes are "
+                   "corrections in the first open month.", className="hint closed-month", id="closed-month-note")]

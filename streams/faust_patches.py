@@ -1,0 +1,213 @@
+"""Every change tokenmeter makes to Faust's (and aiokafka's) behaviour, in one place, for the exact versions it was
+written against. `apply(app)` refuses to run (`FaustPatchError`, a clear message, the worker does not start) when
+faust-streaming, mode-streaming or aiokafka is not the pinned version, or when an attribute a patch replaces or
+reads is missing: a silently inactive patch would mean silently lost records.
+
+Why each patch exists (the record losses were reproduced with two workers joining one group, and once with one
+worker restarting; tests/streams/test_worker_rewind.py):
+
+1. Fetch wait. Faust hard-codes `fetch_max_wait_ms=1500` in `AIOKafkaConsumerThread._create_worker_consumer`. The
+   embedded broker answers a waiting fetch only when that wait ends, not when data arrives (~380 ms per hop at
+   1500, ~15 ms at 100), and a budget alert crosses three consumer hops. The patch sets 100 ms on the consumer
+   Faust builds, before it starts.
+2. Rewind of never-committed partitions. When flow stops (rebalance, recovery) Faust drops what it had fetched
+   and seeks every partition back to its committed offset; aiokafka's `seek_to_committed` skips partitions whose
+   committed offset is None or 0, so the first records of a partition the group never committed were lost (a
+   new team's first events, a budget's first spend). The patch rewinds such stream partitions (acks enabled; not
+   table changelogs) to their beginning, which is what auto_offset_reset=earliest means.
+3. Seek back on flow resume. Recovery seeks the stream partitions, then `flow_control.resume()` clears every
+   agent queue: records delivered in between were dropped while Faust's read offset had moved past them, and
+   later committed past as a gap. The patch notes the lowest queued offset of each still-assigned stream
+   partition before the queues are cleared and seeks back there afterwards.
+
+Upstream: faust-streaming issue #596 "A race condition in recovery causes unrecoverable gaps in acked offsets and
+consequently blocks committing" (open; the clearing of queues on resume, patch 3); #216 "Recovery without tables
+resumes from kafka before seeking to committed offsets" with its fix #217, and #221 "Prefetched events cause out
+of order issue after rebalance" (fix #223): the older rebalance races of the same family. streams/gaps.py is the
+safety net behind all three: any offset jump in what an agent receives is re-read from the broker.
+
+No private Faust stream API is used any more: the live table `spend_by_scope_hour`, written through
+`Stream._set_current_event`, was read by nothing and is gone (the warehouse serves per-scope spend).
+
+To upgrade one of the three packages: re-read the patched code (the names in `PATCHED_ATTRIBUTES`), re-run
+tests/streams/test_worker_rewind.py and the two-worker budget test, then update `WRITTEN_FOR` and the pins in
+pyproject.toml together.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from importlib import metadata
+from typing import Any
+
+from streams.gaps import SEEK_POSITIONS
+from tokenmeter.settings import SettingsError
+
+log = logging.getLogger("tokenmeter.worker")
+
+WRITTEN_FOR = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+FETCH_MAX_WAIT_MS = 100
+
+# (module, class, attribute) each patch replaces or reads; checked before anything is patched. The ones a patch
+# replaces must be defined by that very class (not inherited: patching an abstract base method would be void).
+REPLACED_ATTRIBUTES = [
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "seek_to_committed"),
+    ("mode.utils.queues", "FlowControlEvent", "resume"),
+]
+PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "call_thread"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "seek"),
+    ("faust.transport.consumer", "Consumer", "_read_offset"),
+    ("mode.utils.queues", "FlowControlEvent", "_queues"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "seek_to_beginning"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "position"),
+]
+
+
+class FaustPatchError(SettingsError):
+    """The installed Faust stack is not the one the worker's patches were written for."""
+
+
+def _installed(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _has_attribute(module_name: str, class_name: str, attribute: str, own: bool = False) -> bool:
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        return False
+    if own:
+        return attribute in vars(cls)
+    if hasattr(cls, attribute):
+        return True
+    # instance attributes (set in __init__ or declared as annotations) count too
+    annotations: dict[str, Any] = {}
+    for klass in inspect.getmro(cls):
+        annotations.update(getattr(klass, "__annotations__", {}))
+    if attribute in annotations:
+        return True
+    try:
+        return f"self.{attribute} " in inspect.getsource(cls.__init__) or \
+            f"self.{attribute}:" in inspect.getsource(cls.__init__)
+    except (OSError, TypeError):
+        return False
+
+
+def check() -> None:
+    """Raise FaustPatchError naming every mismatch (versions first, then missing attributes)."""
+    problems = []
+    for package, wanted in WRITTEN_FOR.items():
+        found = _installed(package)
+        if found != wanted:
+            problems.append(f"{package} is {found or 'not installed'}, the patches were written for {wanted}")
+    if not problems:
+        for module_name, class_name, attribute in PATCHED_ATTRIBUTES:
+            own = (module_name, class_name, attribute) in REPLACED_ATTRIBUTES
+            if not _has_attribute(module_name, class_name, attribute, own):
+                problems.append(f"{module_name}.{class_name}.{attribute} is missing (a patch replaces or reads it)")
+    if problems:
+        raise FaustPatchError(
+            "the worker's Faust patches (streams/faust_patches.py) cannot be applied safely:\n  "
+            + "\n  ".join(problems)
+            + "\nInstall the pinned versions (pip install -e .), or re-check the patches against the new versions "
+              "and update WRITTEN_FOR (see the module docstring).")
+
+
+def _shorten_fetch_wait() -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread, "_tokenmeter_patched", False):
+        return
+    original = AIOKafkaConsumerThread._create_worker_consumer
+
+    def create(self, transport):  # noqa: ANN001
+        consumer = original(self, transport)
+        if not hasattr(consumer, "_fetch_max_wait_ms"):
+            raise FaustPatchError("aiokafka's consumer has no _fetch_max_wait_ms: the fetch-wait patch is void")
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 - read by consumer.start()
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = create
+    AIOKafkaConsumerThread._tokenmeter_patched = True
+
+
+def _rewind_uncommitted_partitions() -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread, "_tokenmeter_rewinds", False):
+        return
+    original = AIOKafkaConsumerThread.seek_to_committed
+
+    async def seek_to_committed(self):  # noqa: ANN001, ANN202
+        committed = await original(self)
+        acking = self.app.topics.acks_enabled_for
+        uncommitted = [tp for tp, offset in committed.items() if not offset and acking(tp.topic)]
+        for tp, offset in committed.items():  # where each partition's records must resume (streams/gaps.py)
+            if offset:
+                SEEK_POSITIONS[(tp.topic, tp.partition)] = offset
+            else:
+                SEEK_POSITIONS.pop((tp.topic, tp.partition), None)
+        if uncommitted:
+            log.debug("rewinding partitions without a committed offset to their beginning: %s", uncommitted)
+            consumer = self._ensure_consumer()
+            await self.call_thread(consumer.seek_to_beginning, *uncommitted)
+            for tp in uncommitted:
+                SEEK_POSITIONS[(tp.topic, tp.partition)] = await self.call_thread(consumer.position, tp)
+        return committed
+
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
+    AIOKafkaConsumerThread._tokenmeter_rewinds = True
+
+
+def _seek_back_records_cleared_on_resume(app: Any) -> None:
+    """(Records of revoked partitions are cleared by Faust's own `flow_control.clear()` at revocation, not here.)"""
+    flow = app.flow_control
+    original = flow.resume
+
+    def resume() -> None:
+        lowest: dict[Any, int] = {}
+        try:
+            consumer = app.consumer
+            assigned = consumer.assignment()
+            acking = app.topics.acks_enabled_for
+            for queue in list(flow._queues):  # noqa: SLF001 - the queues resume() is about to clear
+                for item in list(getattr(queue, "_queue", ())):
+                    message = getattr(item, "message", None)
+                    tp = getattr(message, "tp", None)
+                    if tp is not None and tp in assigned and acking(tp.topic):
+                        lowest[tp] = min(lowest.get(tp, message.offset), message.offset)
+        except Exception as exc:  # noqa: BLE001 - never break Faust's recovery; the gap guard still applies
+            log.warning("could not inspect queued records before flow resumed: %r", exc)
+        original()
+        for tp, offset in sorted(lowest.items()):
+            log.warning("%s[%d]: records from offset %d were still queued when flow resumed; re-reading them",
+                        tp.topic, tp.partition, offset)
+            app.consumer._thread.seek(tp, offset)  # noqa: SLF001 - what Faust's own Consumer.seek does
+            app.consumer._read_offset[tp] = offset or None  # noqa: SLF001
+            SEEK_POSITIONS[(tp.topic, tp.partition)] = offset
+
+    flow.resume = resume
+
+
+def patch_classes() -> None:
+    """The class-level patches (1 and 2); checked first. Idempotent."""
+    check()
+    _shorten_fetch_wait()
+    _rewind_uncommitted_partitions()
+
+
+def patch_app(app: Any) -> None:
+    """The per-app patch (3), for an app built after `patch_classes()`."""
+    _seek_back_records_cleared_on_resume(app)
+
+
+__all__ = ["FETCH_MAX_WAIT_MS", "FaustPatchError", "WRITTEN_FOR", "check", "patch_app", "patch_classes"]

@@ -1,0 +1,83 @@
+"""Issue 11 item 10, HTTP collector: a body that does not arrive in time gets 408 and its connection closed
+(500 slow connections were held for 30 s), a Content-Type the route does not read gets 415 (text/plain was
+accepted). A real `tokenmeter collect http` subprocess and raw sockets."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import httpx
+import orjson
+import pytest
+from test_collectors_mode_support import canonical_event, cli_env, start_cli, stop_process, wait_for
+
+from tokenmeter.settings import free_port
+
+BODY_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def server(kafka_bootstrap, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("http-hardening")
+    port = free_port()
+    env = cli_env(kafka_bootstrap, tmp, TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT_S))
+    proc = start_cli(["http", "--port", str(port), "--max-body-bytes", "64KB"], env, tmp / "http.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, (tmp / "http.log").read_text()
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, 30, "collect http /healthz")
+        yield port
+    finally:
+        assert stop_process(proc) == 0
+
+
+def slow_client(port: int) -> socket.socket:
+    """Headers promise 1000 bytes of body; only 10 are sent, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n[{\"event_i")
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):  # ends when the server closes the connection
+        data += chunk
+    return data
+
+
+def test_slow_bodies_get_408_and_their_connections_closed(server):
+    started = time.monotonic()
+    clients = [slow_client(server) for _ in range(50)]
+    try:
+        answers = [read_all(sock) for sock in clients]  # socket timeout 10 s: the old server never answered
+    finally:
+        for sock in clients:
+            sock.close()
+    elapsed = time.monotonic() - started
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0][:200]
+    assert b"not received within 1 s" in answers[0]
+    assert elapsed < 8, elapsed  # all answered about BODY_TIMEOUT_S after they stalled
+    event = canonical_event(f"after-slow-{uuid.uuid4().hex}")
+    ok = httpx.post(f"http://127.0.0.1:{server}/v1/events", content=orjson.dumps(event),
+                    headers={"content-type": "application/json"}, timeout=30)
+    assert ok.status_code == 202  # the server is still serving
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/logs/kong", "/v1/traces"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_wrong_content_type_is_415(server, path, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    body = orjson.dumps(canonical_event(f"ct-{uuid.uuid4().hex}"))
+    response = httpx.post(f"http://127.0.0.1:{server}{path}", content=body, headers=headers, timeout=30)
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["accepted"]

@@ -1,0 +1,52 @@
+"""The worker's Faust patches refuse to run on versions or classes they were not written for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams import faust_patches
+from streams.faust_patches import FaustPatchError
+from tokenmeter.settings import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_installed_stack_is_the_one_the_patches_were_written_for():
+    faust_patches.check()
+    pins = (ROOT / "pyproject.toml").read_text()
+    for package, version in faust_patches.WRITTEN_FOR.items():
+        assert f'"{package}=={version}"' in pins  # pinned exactly, together with the patches
+
+
+def test_a_different_version_is_refused_with_a_clear_message(monkeypatch):
+    real = faust_patches._installed
+    monkeypatch.setattr(faust_patches, "_installed", lambda p: "0.14.1" if p == "aiokafka" else real(p))
+    with pytest.raises(FaustPatchError) as refused:
+        faust_patches.patch_classes()
+    assert "aiokafka is 0.14.1, the patches were written for 0.14.0" in str(refused.value)
+    assert "streams/faust_patches.py" in str(refused.value)
+
+
+def test_a_missing_patched_attribute_is_refused(monkeypatch):
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    monkeypatch.delattr(AIOKafkaConsumerThread, "seek_to_committed")
+    with pytest.raises(FaustPatchError, match="AIOKafkaConsumerThread.seek_to_committed is missing"):
+        faust_patches.check()
+
+
+def test_the_worker_command_refuses_to_start_on_another_version(tmp_path):
+    """The real CLI: a clear error and exit status 1 before anything starts (sitecustomize fakes the version)."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import importlib.metadata as m\n_real = m.version\n"
+        "m.version = lambda p: '0.16.0' if p == 'faust-streaming' else _real(p)\n")
+    out = subprocess.run([sys.executable, "-m", "tokenmeter", "worker"], capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin",
+                              "TOKENMETER_KAFKA_BOOTSTRAP": "127.0.0.1:9", "TOKENMETER_API_PORT": str(free_port()),
+                              "TOKENMETER_DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 1, out.stderr
+    assert "faust-streaming is 0.16.0, the patches were written for 0.15.3" in out.stderr

@@ -1,0 +1,226 @@
+"""`tokenmeter up` as a supervisor, with real processes: a SIGKILLed child (worker, loader, alert dispatcher) is
+restarted with back-off while the embedded broker keeps running, so nothing acknowledged is lost and warehouse
+totals stay exact; a SIGKILLed `up` takes every child with it at once (the broker port is free again)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams import load_book, price_event
+from tokenmeter import topics
+from tokenmeter.events import UsageEvent
+from tokenmeter.settings import free_port, load_settings
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+@contextmanager
+def running_up(tmp_path: Path):
+    """`tokenmeter up` on free ports in tmp_path; yields (process, env, log path); always stops it."""
+    broker_port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path / "data"),
+               TOKENMETER_EMBEDDED_BROKER_PORT=str(broker_port), TOKENMETER_API_PORT=str(free_port()),
+               TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning",
+               TOKENMETER_LOAD_FLUSH_SECONDS="0.3")
+    log_path = tmp_path / "up.log"
+    log = open(log_path, "w")
+    up = subprocess.Popen([sys.executable, "-m", "tokenmeter", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                          cwd=tmp_path)
+    family: list[psutil.Process] = []
+    try:
+        def started() -> bool:
+            assert up.poll() is None, log_path.read_text()
+            return "Press Ctrl-C" in log_path.read_text()
+
+        wait_for(started, 120, "`up` to be ready", every=0.5)
+        family = psutil.Process(up.pid).children(recursive=True)
+        yield up, env, log_path
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+            try:
+                up.wait(40)
+            except subprocess.TimeoutExpired:
+                up.kill()
+        log.close()
+        for proc in family + _children_by_env(env):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+def _children_by_env(env: dict) -> list[psutil.Process]:
+    """Processes of this test's stack, found by their data dir (they outlive a dead `up` when hygiene fails)."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("TOKENMETER_DATA_DIR") == env["TOKENMETER_DATA_DIR"]:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def child(up: subprocess.Popen, role: str) -> psutil.Process | None:
+    """The live child of `up` whose command line ends with `role` (worker, load, dispatch, dash, broker)."""
+    for proc in psutil.Process(up.pid).children():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.cmdline()[-1:] == [role]:
+                return proc
+        except psutil.Error:
+            continue
+    return None
+
+
+def make_events(n: int, tag: str) -> list[dict]:
+    now = datetime.now(timezone.utc).isoformat()
+    models = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-flash")]
+    return [{"event_id": f"{tag}-{i}-{uuid.uuid4().hex[:8]}", "ts": now, "source": "test", "provider": models[i % 3][0],
+             "model": models[i % 3][1], "attribution": {"org": "acme", "team": ["search", "support"][i % 2]},
+             "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 300, "output_tokens": 100 + i}}
+            for i in range(n)]
+
+
+async def produce(bootstrap: str, events: list[dict]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topics.USAGE, orjson.dumps([e]), key=e["attribution"]["team"].encode())
+                   for e in events]
+        await asyncio.gather(*futures)  # every event acknowledged by the broker
+    finally:
+        await producer.stop()
+
+
+def expected_by_team(events: list[dict]) -> dict[str, tuple[int, Decimal]]:
+    book = load_book(load_settings())
+    totals: dict[str, tuple[int, Decimal]] = {}
+    for raw in events:
+        priced = price_event(UsageEvent.model_validate(raw), book)
+        count, cost = totals.get(priced.attribution.team, (0, Decimal(0)))
+        totals[priced.attribution.team] = (count + 1, cost + priced.cost_usd)
+    return totals
+
+
+def report_by_team(env: dict) -> dict[str, tuple[int, Decimal]]:
+    out = subprocess.run([sys.executable, "-m", "tokenmeter", "report", "--format", "json", "--group-by", "team"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return {"error": out.stderr[-500:]}  # type: ignore[dict-item]
+    return {r["team"]: (r["events"], Decimal(r["cost_usd"])) for r in json.loads(out.stdout)}
+
+
+def test_sigkilled_children_are_restarted_and_totals_stay_exact(tmp_path):
+    with running_up(tmp_path) as (up, env, log_path):
+        bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
+        broker = child(up, "broker")
+        sent: list[dict] = []
+        for round_, role in enumerate(("worker", "load", "dispatch")):
+            batch = make_events(150, f"{role}{round_}")
+            asyncio.run(produce(bootstrap, batch))
+            sent += batch
+            victim = wait_for(lambda: child(up, role), 30, f"a running {role}")
+            victim.kill()  # SIGKILL, mid-traffic
+            wait_for(lambda: up.poll() is None and (c := child(up, role)) is not None and c.pid != victim.pid
+                     or up.poll() is not None and pytest.fail(f"`up` exited:\n{log_path.read_text()[-3000:]}"),
+                     60, f"{role} restarted by `up`")
+            assert up.poll() is None, log_path.read_text()
+        asyncio.run(produce(bootstrap, more := make_events(100, "after")))
+        sent += more
+        expected = expected_by_team(sent)
+        try:
+            wait_for(lambda: report_by_team(env) == expected, 180, "exact totals after the restarts", every=1)
+        except AssertionError:
+            print(log_path.read_text()[-6000:])
+            raise
+        assert child(up, "broker").pid == broker.pid  # the broker (and its data) were never restarted
+        text = log_path.read_text()
+        assert "worker exited" in text and "restarting" in text
+        status = json.loads((tmp_path / "data" / "supervisor.json").read_text())
+        restarts = {c["name"]: c["restarts"] for c in status["children"]}
+        assert restarts["worker"] >= 1 and restarts["loader"] >= 1 and restarts["alerts"] >= 1
+        assert restarts["broker"] == 0
+
+
+def test_sigkilled_up_takes_every_child_with_it_at_once(tmp_path):
+    with running_up(tmp_path) as (up, env, log_path):
+        family = psutil.Process(up.pid).children(recursive=True)
+        assert {"broker", "worker", "load", "dash"} <= {p.cmdline()[-1] for p in family}
+        up.kill()
+        up.wait(5)
+        gone, alive = psutil.wait_procs(family, timeout=2.0)
+        assert not alive, f"children alive 2 s after `up` was SIGKILLed: {[p.cmdline() for p in alive]}"
+        with socket.socket() as sock:  # a new `up` can take the broker port at once
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", int(env["TOKENMETER_EMBEDDED_BROKER_PORT"])))
+
+
+def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(tmp_path):
+    with running_up(tmp_path) as (up, env, log_path):
+        bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
+        before = make_events(60, "before")
+        asyncio.run(produce(bootstrap, before))
+        wait_for(lambda: report_by_team(env) == expected_by_team(before), 120, "the first events loaded", every=1)
+        status_path = tmp_path / "data" / "supervisor.json"
+        wait_for(lambda: (sample := json.loads(status_path.read_text()).get("backlog")) and
+                 sample["backlog"][topics.USAGE] == sample["backlog"][topics.PRICED] == 0, 60,
+                 "a sample showing every acknowledged record committed by its consumer")
+        broker = child(up, "broker")
+        broker.kill()
+        wait_for(lambda: (c := child(up, "broker")) is not None and c.pid != broker.pid, 60, "a new broker")
+        text = log_path.read_text()
+        assert "BROKER CRASHED" in text and "acknowledged usage records not yet metered" in text
+        wait_for(lambda: child(up, "worker") is not None and child(up, "load") is not None, 60, "children back")
+        after = make_events(60, "after")
+        asyncio.run(produce(bootstrap, after))  # topics were recreated: producing works at once
+        wait_for(lambda: report_by_team(env) == expected_by_team(before + after), 180,
+                 "events sent after the broker restart loaded", every=1)
+        status = json.loads(status_path.read_text())
+        assert status["broker_restarts"] == 1 and status["broker_losses"][0]["at_risk_records"] == 0
+        out = subprocess.run([sys.executable, "-m", "tokenmeter", "status"], env=env, capture_output=True, text=True,
+                             timeout=30)
+        assert "broker crash at" in out.stdout and "broker restarts: 1" in out.stdout, out.stdout
+
+
+def test_back_off_doubles_up_to_its_cap_and_starts_over_after_a_stable_run():
+    from tokenmeter.supervisor import BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S, Child
+
+    child = Child("worker", ["x"], Path("/dev/null"))
+    delays = []
+    for _ in range(10):
+        child.started_at = 100.0
+        delays.append(child.schedule_restart(101.0))
+    assert delays[:3] == [BACKOFF_FIRST_S, BACKOFF_FIRST_S * 2, BACKOFF_FIRST_S * 4]
+    assert max(delays) == BACKOFF_MAX_S == delays[-1]
+    child.started_at = 0.0
+    assert child.schedule_restart(STABLE_AFTER_S + 1) == BACKOFF_FIRST_S

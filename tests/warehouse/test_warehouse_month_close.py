@@ -1,0 +1,99 @@
+"""Month close on a real chDB warehouse: a closed month's exports stay byte-for-byte the same after late events
+and re-prices; those become FOCUS corrections in the first open month (and only once, even after that month is
+closed too); closing twice or closing an unfinished month is refused; the CLI closes and lists."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.warehouse.test_warehouse_focus import _check_spec_rules
+from warehouse.backends import WarehouseError
+from warehouse.export import export_month
+from warehouse.finance import finance_showback, load_finance
+from warehouse.month_close import close_month, closed_months
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _rows(data: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+def _total(rows, **where) -> Decimal:
+    return sum((Decimal(r["BilledCost"]) for r in rows if all(r[k] == v for k, v in where.items())), Decimal(0))
+
+
+def test_closed_month_is_frozen_and_late_changes_are_corrections(warehouse_settings, wh, make_event, tmp_path):
+    closes = tmp_path / "closes"
+    november = [make_event(f"nov-{i}", "close-org", team=("a", "b")[i % 2], cost="0.100000000001",
+                           ts=f"2025-11-{10 + i}T08:00:00Z") for i in range(4)]
+    wh.insert_priced(november)
+    before = export_month(wh, "2025-11", "focus", ["team"], closes=closes)
+    csv_before = export_month(wh, "2025-11", "csv", ["team"], closes=closes)
+
+    # Close through the CLI (a separate process reading through this process's warehouse endpoint).
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir))
+    run = subprocess.run([sys.executable, "-m", "tokenmeter", "close", "--month", "2025-11", "--by", "cfo"],
+                         env=env, capture_output=True, timeout=120)
+    assert run.returncode == 0 and b"closed 2025-11: 0.400000000004 USD, 4 events" in run.stdout, run.stderr
+    cli_closes = Path(warehouse_settings.data_dir).resolve() / "closes"
+    listed = subprocess.run([sys.executable, "-m", "tokenmeter", "close", "--list"], env=env,
+                            capture_output=True, timeout=120)
+    assert b"2025-11  closed" in listed.stdout and b"cfo" in listed.stdout
+    closes = cli_closes
+
+    # Late event and a re-price for November, after the close.
+    wh.insert_priced([make_event("nov-late", "close-org", team="a", cost="0.05", ts="2025-11-29T23:59:59Z")])
+    repriced = dict(november[1], cost_usd="0.300000000000", cost_breakdown={"input": "0.300000000000"})
+    assert wh.apply_repriced_events([repriced]) == 1
+
+    assert export_month(wh, "2025-11", "focus", ["team"], closes=closes) == before  # byte for byte
+    assert export_month(wh, "2025-11", "csv", ["team"], closes=closes) != b""  # finance columns once closed
+    assert Decimal(next(r for r in _rows(csv_before))["cost_usd"]) > 0
+
+    december = _rows(export_month(wh, "2025-12", "focus", ["team"], closes=closes))
+    _check_spec_rules(december, list(december[0]))
+    corrections = [r for r in december if r["ChargeClass"] == "Correction"]
+    assert {r["x_CorrectsMonth"] for r in corrections} == {"2025-11"}
+    assert all(r["ChargePeriodStart"].startswith("2025-11-") for r in corrections)
+    late = Decimal("0.05") + (Decimal("0.3") - Decimal("0.100000000001"))
+    assert _total(corrections) == late
+    assert _total(corrections, **{"SubAccountId": "team=a"}) == Decimal("0.05")
+    # closed numbers + corrections = the live (re-priced) truth
+    live = sum(Decimal(e["cost_usd"]) for e in november) + late
+    assert _total(_rows(before)) + _total(corrections) == live
+    showback = finance_showback(wh, load_finance(None), *_bounds("2025-12"), closes=closes)
+    assert sum(showback["total_usd"]) == late
+
+    # Closing December books the corrections there; later November changes go to January, never twice.
+    info = close_month(wh, closes, "2025-12")
+    assert info["corrections_booked"] == ["2025-11"] and Decimal(info["total_usd"]) == late
+    january = _rows(export_month(wh, "2026-01", "focus", ["team"], closes=closes))
+    assert not [r for r in january if r["ChargeClass"] == "Correction"]
+    wh.insert_priced([make_event("nov-later", "close-org", team="b", cost="0.02", ts="2025-11-15T00:00:00Z")])
+    january = _rows(export_month(wh, "2026-01", "focus", ["team"], closes=closes))
+    assert _total(january, ChargeClass="Correction") == Decimal("0.02")
+    assert {r["x_CorrectsMonth"] for r in january if r["ChargeClass"]} == {"2025-11"}
+
+    with pytest.raises(WarehouseError, match="already closed; later changes go to 2026-01"):
+        close_month(wh, closes, "2025-11")
+    with pytest.raises(WarehouseError, match="cannot group or allocate 2025-11 by route"):
+        export_month(wh, "2025-11", "focus", ["route"], closes=closes)
+    assert _rows(export_month(wh, "2026-02", "focus", ["route"], closes=closes)) == []  # open, no corrections
+    with pytest.raises(WarehouseError, match="has not ended yet"):
+        close_month(wh, closes, "2099-01")
+    assert set(closed_months(closes)) == {"2025-11", "2025-12"}
+
+
+def _bounds(month: str):
+    from warehouse.export import month_bounds
+
+    return month_bounds(month)

@@ -1,0 +1,162 @@
+"""Finance view of spend: cost centers / GL accounts and shared-cost allocation applied to the charges of a
+window, for showback (direct, allocated and total side by side), the dashboard and every export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from warehouse.allocation import Allocated, AllocationRule, allocate, parse_allocation
+from warehouse.backends import WarehouseError
+from warehouse.charges import charges
+from warehouse.month_close import closed_months, month_charges, whole_month
+from warehouse.showback import showback
+from warehouse.cost_centers import CostCenterMap, parse_cost_centers, read_yaml
+
+GROUPS = ("team", "cost_center")
+MONEY = pl.Decimal(38, 12)
+
+
+@dataclass(frozen=True)
+class FinanceConfig:
+    cost_centers: CostCenterMap = field(default_factory=CostCenterMap)
+    allocation: tuple[AllocationRule, ...] = ()
+
+    @property
+    def dimensions(self) -> list[str]:
+        """Dimensions the charges need: team, then whatever cost-center and allocation rules look at."""
+        dims = ["team"]
+        for name in self.cost_centers.dimensions + [d for r in self.allocation for d in r.dimensions]:
+            if name not in dims:
+                dims.append(name)
+        return dims
+
+    def cost_center_of(self, charge: dict[str, Any]) -> tuple[str, str, str]:
+        """An allocated share is mapped by its receiving team only (it has no project or tags of its own)."""
+        if "origin_team" in charge:
+            return self.cost_centers.lookup({"team": charge["team"]})
+        return self.cost_centers.lookup(charge)
+
+
+def load_finance(cost_centers_file: Path | str | None, allocation_file: Path | str | None = None) -> FinanceConfig:
+    """Cost centers from `cost_centers_file`; allocation rules from `allocation_file`, else from the
+    cost-centers file's `allocation` list. Each file's errors are all reported at once."""
+    centers = read_yaml(cost_centers_file) if cost_centers_file else {}
+    rules_source = read_yaml(allocation_file) if allocation_file else centers
+    errors: list[str] = []
+    mapping, rules = CostCenterMap(), []
+    try:
+        mapping = parse_cost_centers(centers.get("cost_centers"), str(cost_centers_file))
+    except WarehouseError as exc:
+        errors.append(str(exc))
+    try:
+        rules = parse_allocation(rules_source.get("allocation"), str(allocation_file or cost_centers_file))
+    except WarehouseError as exc:
+        errors.append(str(exc))
+    if errors:  # both files' (or sections') problems at once
+        raise WarehouseError("\n".join(errors))
+    return FinanceConfig(mapping, tuple(rules))
+
+
+def finance_from_settings(settings) -> FinanceConfig:
+    return load_finance(getattr(settings, "cost_centers_file", None), getattr(settings, "allocation_file", None))
+
+
+def allocated_charges(wh, config: FinanceConfig, since: datetime, until: datetime, extra_dims: list[str] = (),
+                      by_day: bool = True, closes: Path | None = None) -> Allocated:
+    """The window's charges (all teams: shares depend on everybody's usage) after allocation. With `closes`
+    (the month-close directory) a whole month is read as warehouse.month_close.month_charges: frozen when
+    closed, plus corrections of closed months when it is their first open month."""
+    dims = config.dimensions + [d for d in extra_dims if d not in config.dimensions]
+    month = whole_month(since, until) if closes is not None else None
+    if month is None:
+        rows = charges(wh, dims, since, until, by_day=by_day)
+        check_complete(wh, rows, since, until)
+    else:
+        rows = month_charges(wh, closes, month, since, until, dims, by_day)
+        if month not in closed_months(closes):
+            check_complete(wh, [r for r in rows if not r["corrects"]], since, until)
+    return allocate(rows, list(config.allocation))
+
+
+def check_complete(wh, rows: list[dict[str, Any]], since: datetime, until: datetime) -> None:
+    """Charges come from the raw events (they hold the per-part lines); the rollups keep every event forever.
+    If the two disagree, raw events are gone (retention) and a per-SKU file would silently miss spend."""
+    raw = sum((r["cost"] for r in rows), Decimal(0))
+    rolled = showback(wh, [], since=since, until=until)
+    total = rolled["cost_usd"][0] if rolled.height else Decimal(0)
+    if raw != total:
+        raise WarehouseError(
+            f"{since:%Y-%m-%d}..{until:%Y-%m-%d}: the raw events add up to {raw} USD but the rollups (and "
+            f"`tokenmeter report`) to {total} USD: raw events of this window were removed by retention "
+            "(TOKENMETER_RAW_RETENTION_DAYS) or are still being loaded; per-SKU and allocated views need them")
+
+
+def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime, *, by: str = "team",
+                     team: str | None = None, closes: Path | None = None) -> pl.DataFrame:
+    """One row per `by` ("team" or "cost_center") with cost_center, gl_account, owner, direct_usd,
+    allocated_usd, total_usd (exact Decimals); `team` limits it to one team's rows (team-scoped users).
+    Untagged usage is team "" and unmapped spend the cost center "unmapped", both visible rows.
+    The same charges (day x provider x model x part) as the FOCUS export, so both agree to the last digit."""
+    if by not in GROUPS:
+        raise ValueError(f"by: {by!r} is not one of {', '.join(GROUPS)}")
+    totals: dict[tuple, list[Decimal]] = {}
+    for charge in allocated_charges(wh, config, since, until, closes=closes).charges:
+        if team is not None and charge["team"] != team:
+            continue
+        center, account, owner = config.cost_center_of(charge)
+        key = (charge["team"], center, account, owner) if by == "team" else (center, account, owner)
+        sums = totals.setdefault(key, [Decimal(0), Decimal(0)])
+        sums[0] += charge["direct"]
+        sums[1] += charge["allocated"]
+    names = (["team"] if by == "team" else []) + ["cost_center", "gl_account", "owner"]
+    rows = [list(key) + [d, a, d + a] for key, (d, a) in totals.items()]
+    rows.sort(key=lambda r: (-r[-1], r[0]))
+    schema = {n: pl.String for n in names} | {"direct_usd": MONEY, "allocated_usd": MONEY, "total_usd": MONEY}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+
+
+PART_TOKENS = {"input": "input_tokens", "cached_input": "cached_input_tokens", "cache_write_5m": "cache_write_tokens",
+               "cache_write_1h": "cache_write_tokens", "output": "output_tokens", "reasoning": "reasoning_tokens"}
+COUNT_COLUMNS = ("events", "unpriced_events", "input_tokens", "output_tokens", "cached_input_tokens",
+                 "cache_write_tokens", "reasoning_tokens")
+
+
+def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datetime, group_by: list[str],
+                        team: str | None = None, closes: Path | None = None) -> pl.DataFrame:
+    """The CSV/Parquet export with finance applied: one row per group_by values, cost center, GL account and
+    owner, with the report's counts (input_tokens includes cached and cache-write tokens, output_tokens the
+    reasoning ones, as everywhere else) and direct_usd, allocated_usd, cost_usd (= total)."""
+    totals: dict[tuple, list] = {}
+    for charge in allocated_charges(wh, config, since, until, extra_dims=group_by, by_day=False,
+                                    closes=closes).charges:
+        if team is not None and charge["team"] != team:
+            continue
+        center = config.cost_center_of(charge)
+        key = tuple(str(charge.get(d) or "") for d in group_by) + center
+        sums = totals.setdefault(key, [0] * len(COUNT_COLUMNS) + [Decimal(0), Decimal(0)])
+        if "origin_team" not in charge:
+            # Usage counts stay with the team that consumed it; only money moves.
+            sums[0] += charge["events"]
+            sums[1] += charge["unpriced_events"]
+            column = PART_TOKENS.get(charge["part"])
+            if column:
+                sums[COUNT_COLUMNS.index(column)] += charge["quantity"]
+                if column in ("cached_input_tokens", "cache_write_tokens"):
+                    sums[COUNT_COLUMNS.index("input_tokens")] += charge["quantity"]
+                if column == "reasoning_tokens":
+                    sums[COUNT_COLUMNS.index("output_tokens")] += charge["quantity"]
+        sums[-2] += charge["direct"]
+        sums[-1] += charge["allocated"]
+    names = list(group_by) + ["cost_center", "gl_account", "owner"]
+    rows = [list(k) + v[:-2] + [v[-2], v[-1], v[-2] + v[-1]] for k, v in sorted(totals.items())]
+    schema = ({n: pl.String for n in names} | {c: pl.UInt64 for c in COUNT_COLUMNS}
+              | {"direct_usd": MONEY, "allocated_usd": MONEY, "cost_usd": MONEY})
+    return pl.DataFrame(rows, schema=schema, orient="row")

@@ -1,0 +1,75 @@
+"""`tokenmeter showback --month YYYY-MM [--by team|cost_center] [--format table|json|csv] [--team T]`: the
+month's spend per team or cost center with direct, allocated and total cost side by side."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("showback")
+@click.option("--month", required=True, help="Billing month, YYYY-MM (UTC).")
+@click.option("--by", type=click.Choice(["team", "cost_center"]), default="team", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--team", default=None, help="Only this team's rows.")
+def showback(month: str, by: str, fmt: str, team: str | None) -> None:
+    """Direct, allocated and total cost per team or cost center, with GL account and owner (from
+    TOKENMETER_COST_CENTERS_FILE; allocation rules from it or TOKENMETER_ALLOCATION_FILE). Unmapped spend is
+    the row "unmapped"; untagged usage is team "" ("(none)" in the table)."""
+    from tokenmeter.settings import SettingsError, load_settings
+    from warehouse import WarehouseError, open_warehouse
+    from warehouse.export import month_bounds
+    from warehouse.finance import finance_from_settings, finance_showback
+    from warehouse.month_close import closes_dir
+    from warehouse.report import render_report
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        config = finance_from_settings(settings)
+        start, end = month_bounds(month)
+        wh = open_warehouse(settings)
+        try:
+            frame = finance_showback(wh, config, start, end, by=by, team=team, closes=closes_dir(settings))
+        finally:
+            wh.close()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render_report(frame, fmt), nl=False)
+
+
+@click.command("close")
+@click.option("--month", default=None, help="Month to close, YYYY-MM (UTC); it must have ended.")
+@click.option("--list", "show", is_flag=True, help="List closed months instead.")
+@click.option("--by", "closed_by", default="", help="Who closes it (recorded in close.json).")
+def close(month: str | None, show: bool, closed_by: str) -> None:
+    """Lock a month: its charges are frozen (exports of it stay byte-for-byte the same) and later events,
+    re-prices or corrections for it are booked as correction lines in the first open month."""
+    from tokenmeter.settings import SettingsError, load_settings
+    from warehouse import WarehouseError, open_warehouse
+    from warehouse.month_close import close_month, closed_months, closes_dir
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    directory = closes_dir(settings)
+    if show or not month:
+        if not show:
+            raise click.ClickException("give --month YYYY-MM (or --list)")
+        for name, info in closed_months(directory).items():
+            click.echo(f"{name}  closed {info['closed_at']}  total {info['total_usd']} USD  "
+                       f"{info['events']} events  {info['closed_by']}".rstrip())
+        return
+    try:
+        wh = open_warehouse(settings)
+        try:
+            info = close_month(wh, directory, month, closed_by=closed_by)
+        finally:
+            wh.close()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"closed {info['month']}: {info['total_usd']} USD, {info['events']} events, "
+               f"{info['charges']} charges" + (f"; booked corrections for {', '.join(info['corrections_booked'])}"
+                                               if info["corrections_booked"] else ""))

@@ -1,0 +1,208 @@
+"""Month close: `tokenmeter close --month 2026-11` freezes a month's charges; later events, re-prices and
+provider corrections for it become correction lines in the first open month after it.
+
+A close writes `<data_dir>/closes/<month>/charges.parquet` (every charge of the month at the finest grain:
+day, provider, model, org, team, project, user, api_key, feature, the whole tag map, priced part; plus the
+corrections of earlier closed months booked into it) and `close.json` (who, when, totals, the snapshot's
+sha256). Files, not warehouse tables, so closing works while `tokenmeter up` owns the warehouse.
+
+Reading a month (`month_charges`):
+- a closed month is its snapshot, cut to the asked grouping: its exports are byte-for-byte the same forever;
+- an open month is its live charges plus, for every closed month whose first open month it is, a correction
+  per charge: live - snapshot - corrections already booked in later closed months (non-zero only). Corrections
+  keep their original day (FOCUS ChargeClass "Correction", ChargePeriod in the corrected month).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from warehouse.backends import WarehouseError
+from warehouse.charges import charges
+from warehouse.showback import TAG_PREFIX, is_tag
+
+GRAIN = ("org", "team", "project", "user", "api_key", "feature")
+KEY = ("day", "provider", "model", *GRAIN, "tags_json", "part")
+MONEY = pa.decimal128(38, 12)
+SCHEMA = pa.schema([("day", pa.timestamp("s", tz="UTC")), ("provider", pa.string()), ("model", pa.string()),
+                    *[(d, pa.string()) for d in GRAIN], ("tags_json", pa.string()), ("part", pa.string()),
+                    ("quantity", pa.int64()), ("cost", MONEY), ("events", pa.int64()),
+                    ("unpriced_events", pa.int64()), ("corrects", pa.string())])
+
+
+def closes_dir(settings: Any) -> Path:
+    return Path(settings.data_dir).resolve() / "closes"
+
+
+def month_of(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def next_month(month: str) -> str:
+    year, number = int(month[:4]), int(month[5:])
+    return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
+
+
+def closed_months(directory: Path | None) -> dict[str, dict[str, Any]]:
+    """month -> its close.json, for every closed month."""
+    if directory is None or not directory.is_dir():
+        return {}
+    found = {}
+    for path in sorted(directory.glob("*/close.json")):
+        found[path.parent.name] = orjson.loads(path.read_bytes())
+    return found
+
+
+def first_open_after(month: str, closed: dict[str, Any]) -> str:
+    candidate = next_month(month)
+    while candidate in closed:
+        candidate = next_month(candidate)
+    return candidate
+
+
+def _snapshot(directory: Path, month: str) -> list[dict[str, Any]]:
+    table = pq.read_table(directory / month / "charges.parquet")
+    return table.to_pylist()
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    day = row["day"]
+    day = day.astimezone(timezone.utc) if day.tzinfo else day.replace(tzinfo=timezone.utc)
+    return (day, row["provider"], row["model"], *[str(row.get(d) or "") for d in GRAIN],
+            row.get("tags_json") or "{}", row["part"])
+
+
+def _live(wh, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    return charges(wh, list(GRAIN), start, end, by_day=True, with_tags=True)
+
+
+def _corrections(wh, directory: Path, month: str, closed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pending corrections of closed month `month`: live - snapshot - corrections booked since, per charge."""
+    start = datetime(int(month[:4]), int(month[5:]), 1, tzinfo=timezone.utc)
+    end = (start + timedelta(days=32)).replace(day=1)
+    balance: dict[tuple, list] = {}
+
+    def add(row: dict[str, Any], sign: int) -> None:
+        sums = balance.setdefault(_key(row), [0, Decimal(0), 0, 0])
+        sums[0] += sign * int(row["quantity"])
+        sums[1] += sign * Decimal(row["cost"])
+        sums[2] += sign * int(row["events"])
+        sums[3] += sign * int(row["unpriced_events"])
+
+    for row in _live(wh, start, end):
+        add(row, 1)
+    for row in _snapshot(directory, month):
+        if not row["corrects"]:
+            add(row, -1)
+    for later in closed:
+        if later > month:
+            for row in _snapshot(directory, later):
+                if row["corrects"] == month:
+                    add(row, -1)
+    out = []
+    for key, (quantity, cost, events, unpriced) in sorted(balance.items()):
+        if quantity or cost or events or unpriced:
+            row = dict(zip(KEY, key))
+            row.update(quantity=quantity, cost=cost, events=events, unpriced_events=unpriced, corrects=month)
+            out.append(row)
+    return out
+
+
+def _frozen_and_corrections(wh, directory: Path | None, month: str, start: datetime,
+                            end: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the snapshot if `month` is closed else [], the corrections it carries or will carry)."""
+    closed = closed_months(directory)
+    if month in closed:
+        return _snapshot(directory, month), []
+    corrections = []
+    for earlier in sorted(closed):
+        if earlier < month and first_open_after(earlier, closed) == month:
+            corrections += _corrections(wh, directory, earlier, closed)
+    return [], corrections
+
+
+def _month_rows(wh, directory: Path | None, month: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The finest-grain rows of a month: its snapshot if closed, else live charges plus corrections."""
+    if month in closed_months(directory):
+        return _snapshot(directory, month)
+    _, corrections = _frozen_and_corrections(wh, directory, month, start, end)
+    return [dict(r, corrects="") for r in _live(wh, start, end)] + corrections
+
+
+def whole_month(since: datetime, until: datetime) -> str | None:
+    if (since.day, since.hour, since.minute, since.second, since.microsecond) != (1, 0, 0, 0, 0):
+        return None
+    return month_of(since) if (since + timedelta(days=32)).replace(day=1) == until else None
+
+
+def month_charges(wh, directory: Path | None, month: str, start: datetime, end: datetime, dims: list[str],
+                  by_day: bool = True) -> list[dict[str, Any]]:
+    """The month's charges (live or frozen, plus corrections) grouped by day?, provider, model, `dims`, part,
+    corrects (the month a correction is for, '' otherwise); the same shape as `charges`."""
+    if month in closed_months(directory):
+        frozen, live = _snapshot(directory, month), []
+    else:
+        _, frozen = _frozen_and_corrections(wh, directory, month, start, end)  # corrections only
+        live = [dict(r, corrects="") for r in charges(wh, dims, start, end, by_day=by_day)]
+    unknown = [d for d in dims if not (is_tag(d) or d in GRAIN)]
+    if frozen and unknown:
+        raise WarehouseError(f"closed months keep {', '.join(GRAIN)} and tags; cannot group or allocate "
+                             f"{month} by {', '.join(unknown)}")
+    sums: dict[tuple, list] = {}
+    for row in frozen:
+        tags = orjson.loads(row.get("tags_json") or "{}")
+        values = tuple((tags.get(d[len(TAG_PREFIX):], "") if is_tag(d) else str(row.get(d) or "")) for d in dims)
+        day = _key(row)[0]
+        key = ((day,) if by_day else ()) + (row["provider"], row["model"]) + values + (row["part"], row["corrects"])
+        total = sums.setdefault(key, [0, Decimal(0), 0, 0])
+        total[0] += int(row["quantity"])
+        total[1] += Decimal(row["cost"])
+        total[2] += int(row["events"])
+        total[3] += int(row["unpriced_events"])
+    names = (["day"] if by_day else []) + ["provider", "model", *dims, "part", "corrects"]
+    return live + [dict(zip(names, key), quantity=q, cost=c, events=e, unpriced_events=u)
+                   for key, (q, c, e, u) in sorted(sums.items(), key=lambda item: tuple(map(str, item[0])))]
+
+
+def close_month(wh, directory: Path, month: str, *, closed_by: str = "",
+                now: datetime | None = None) -> dict[str, Any]:
+    """Freeze `month` (its live charges plus the corrections of earlier closed months it is the first open
+    month of). Refuses a month that is already closed or has not ended."""
+    from warehouse.export import month_bounds
+
+    start, end = month_bounds(month)
+    month = month.strip()
+    now = now or datetime.now(timezone.utc)
+    if end > now:
+        raise WarehouseError(f"month {month} has not ended yet (it ends {end:%Y-%m-%d} UTC); close it after that")
+    if month in closed_months(directory):
+        raise WarehouseError(f"month {month} is already closed; later changes go to "
+                             f"{first_open_after(month, closed_months(directory))} as corrections")
+    rows = _month_rows(wh, directory, month, start, end)
+    target = directory / month
+    target.mkdir(parents=True, exist_ok=True)
+    columns = {name: [row.get(name) for row in rows] for name in SCHEMA.names}
+    columns["day"] = [_key(row)[0] for row in rows]
+    columns["tags_json"] = [row.get("tags_json") or "{}" for row in rows]
+    columns["cost"] = [Decimal(c) for c in columns["cost"]]
+    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    temporary = target / "charges.parquet.tmp"
+    pq.write_table(table, temporary)
+    os.replace(temporary, target / "charges.parquet")
+    info = {"month": month, "closed_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "closed_by": closed_by,
+            "total_usd": format(sum((Decimal(c) for c in columns["cost"]), Decimal(0)), "f"),
+            "events": sum(int(e) for e in columns["events"]), "charges": len(rows),
+            "corrections_booked": sorted({r["corrects"] for r in rows if r["corrects"]}),
+            "sha256": hashlib.sha256((target / "charges.parquet").read_bytes()).hexdigest()}
+    (target / "close.json.tmp").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+    os.replace(target / "close.json.tmp", target / "close.json")  # the close exists once this file does
+    return info
