@@ -3,19 +3,23 @@
 Covers what reaches the worker as canonical events from every dialect (provider spellings of OTel, LiteLLM, Kong,
 Bedrock, Vertex, Azure, routers; catalog ids, aliases and snapshot names), every usage kind (cache reads, 5-minute
 and 1-hour cache writes, reasoning, long context, tool requests, usage counted from text), service tiers,
-batch, unknown models, status error, attributions of every shape, far-dated and oddly written timestamps,
-duplicates, and invalid rows and records of many kinds. Deterministic for a seed.
+batch, unknown models, status error, attributions of every shape, far-dated and oddly written timestamps (and
+times at the edges of the accepted range, relative to the wall clock), token counts around MAX_TOKENS, priced
+events over MAX_PRICED_EVENT_BYTES, micro-batches over MAX_EVENTS_PER_RECORD, usage assumptions, duplicates, and
+invalid rows and records of many kinds. Deterministic for a seed, except the times relative to the clock.
 """
 
 from __future__ import annotations
 
 import random
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 import orjson
 
-from streams.batch import RawRecord
+from streams.batch import MAX_EVENTS_PER_RECORD, MAX_PRICED_EVENT_BYTES, RawRecord
 from streams.pricing import PriceBook
+from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
 
 PROVIDER_SPELLINGS = {
     "openai": ["openai", "openai_api"], "azure": ["azure", "azure_openai", "az.ai.openai"],
@@ -51,6 +55,32 @@ class Corpus:
         self.previous: list[dict[str, Any]] = []
 
     def ts(self) -> Any:
+        if self.rng.random() < 0.02:
+            return self._edge_ts()
+        text = self._ts()
+        if isinstance(text, str):
+            # Not within minutes of the latest accepted time: the validator reads the clock per event, so such
+            # a row may be valid on one path and late on the other, run a second later (edge rows: _edge_ts).
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                return text
+            if moment.tzinfo is not None and abs(
+                    moment - (datetime.now(timezone.utc) + MAX_EVENT_FUTURE)) < timedelta(minutes=10):
+                return (moment + timedelta(hours=1)).isoformat()
+        return text
+
+    def _edge_ts(self) -> str:
+        """A time at an edge of the accepted range [EARLIEST_EVENT_TS, now + MAX_EVENT_FUTURE]."""
+        rng = self.rng
+        latest = datetime.now(timezone.utc) + MAX_EVENT_FUTURE
+        moment = rng.choice([EARLIEST_EVENT_TS, EARLIEST_EVENT_TS - timedelta(microseconds=1),
+                             EARLIEST_EVENT_TS + timedelta(seconds=1), latest - timedelta(minutes=5),
+                             latest + timedelta(minutes=5), latest + timedelta(days=400)])
+        text = moment.astimezone(timezone.utc).isoformat()
+        return text.replace("+00:00", rng.choice(["Z", "+00:00"]))
+
+    def _ts(self) -> Any:
         rng = self.rng
         year = rng.choices([2026, 2025, 2024, 2023, 1999, 2099, 9999, 1001], [50, 20, 10, 5, 2, 2, 1, 1])[0]
         month, day = rng.randint(1, 12), rng.randint(1, 28)
@@ -98,7 +128,12 @@ class Corpus:
             usage = dict(reversed(list(usage.items())))
         if kind < 0.015:  # hostile and odd values
             field = rng.choice(list(usage))
-            usage[field] = rng.choice([-1, "12", 3.0, True, None, 2**64 - 1, [1], 2**63, 10**15 + 1])
+            usage[field] = rng.choice([-1, "12", 3.0, True, None, 2**64 - 1, [1], 2**63, 10**15 + 1, MAX_TOKENS + 1])
+        elif kind < 0.018:  # at the bound: valid (and a price times it leaves int64: the per-row path)
+            usage = {"input_tokens": MAX_TOKENS, "cached_input_tokens": rng.choice([0, MAX_TOKENS]),
+                     "output_tokens": rng.choice([0, 1, MAX_TOKENS]), "reasoning_tokens": 0}
+        elif kind < 0.019:
+            usage = {"input_tokens": rng.choice([MAX_TOKENS + 1, 2**64 - 1]), "output_tokens": 5}
         elif kind < 0.02:
             usage["input_token"] = 5  # a typo must not price as zero
         elif kind < 0.03 and out:
@@ -190,6 +225,11 @@ class Corpus:
             event["model"] = rng.choice(["", 7])
         elif damage < 0.032:
             return rng.choice([5, "text", None, [], [1, 2], True])
+        elif damage < 0.0321:  # valid, but its priced JSON would not fit a message: a dead letter
+            tags = {"blob": "x" * rng.choice([MAX_PRICED_EVENT_BYTES - 2000, MAX_PRICED_EVENT_BYTES + 10])}
+            event["attribution"] = {"team": "big", "tags": tags}
+            event["ts"] = "2026-11-01T10:00:00Z"
+            event["usage"] = {"input_tokens": 10, "output_tokens": 1}
         if rng.random() < 0.2:
             event = dict(reversed(list(event.items())))
         if len(self.previous) < 1000:
@@ -213,6 +253,10 @@ class Corpus:
             if kind < 0.004:
                 yield RawRecord(rng.choice([b"{nope", b"\xff\xfe", b"", b"[1,", b"nan"]), "tokenmeter.usage",
                                 partition, offset)
+                continue
+            if kind < 0.0042:  # a micro-batch over the limit: one dead letter for the record
+                yield RawRecord(orjson.dumps([{}] * (MAX_EVENTS_PER_RECORD + 1)), "tokenmeter.usage", partition,
+                                offset)
                 continue
             if kind < 0.3:
                 value = orjson.dumps(self.event())
