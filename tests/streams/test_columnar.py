@@ -149,3 +149,35 @@ def test_the_comparison_sees_one_pico_dollar(book):
     changed["cost_usd"] = format(Decimal(changed["cost_usd"]) + Decimal("1e-12"), "f")
     new.priced[b"team:search"][1] = orjson.dumps(changed)
     assert fingerprint(old) != fingerprint(new)
+
+
+def _edges_of_the_contract() -> list[dict]:
+    from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
+
+    def at(moment: datetime) -> str:
+        return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+    latest = datetime.now(timezone.utc) + MAX_EVENT_FUTURE
+    times = [EARLIEST_EVENT_TS - timedelta(microseconds=1), EARLIEST_EVENT_TS, latest - timedelta(minutes=5),
+             latest + timedelta(minutes=5), datetime(2099, 1, 1, tzinfo=timezone.utc)]
+    usages = [{"input_tokens": MAX_TOKENS, "output_tokens": 1}, {"input_tokens": MAX_TOKENS + 1},
+              {"input_tokens": 1000, "output_tokens": MAX_TOKENS}, {"output_tokens": 2**64 - 1}]
+    return ([event(i, ts=at(t)) for i, t in enumerate(times)]
+            + [event(10 + i, usage=u, model=m) for i, u in enumerate(usages) for m in ("gpt-4o", "gpt-4o-mini")]
+            + [event(30, usage_assumption="cache writes assumed in prompt"),
+               event(31, attribution={"team": "big", "tags": {"blob": "x" * 300_000}})])
+
+
+def test_edges_of_the_event_contract_match_todays_path(book):
+    """Accepted ts range (both ends), MAX_TOKENS, usage assumptions and a priced event too large to send: every
+    row the columnar path takes must be one today's path accepts with the same output, or take the per-row path."""
+    records = [RawRecord(orjson.dumps(_edges_of_the_contract()), "tokenmeter.usage", 0, 1),
+               RawRecord(orjson.dumps([{}] * 10_001), "tokenmeter.usage", 0, 2), RawRecord(None, "tokenmeter.usage", 0, 3)]
+    assert compare_batch(records, book) == []
+    result = process_batch_columnar(records, book)
+    assert result.assumed_count == 1
+    reasons = [d["reason"] for d in result.deadletters]
+    assert sum("event time" in r for r in reasons) == 3 and sum("less than or equal to 1000000000000" in r
+                                                                 for r in reasons) == 4
+    assert any(r.startswith("event too large") for r in reasons)
+    assert any(r.startswith("too many events in one message") for r in reasons)
