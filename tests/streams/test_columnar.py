@@ -116,9 +116,11 @@ def test_empty_and_all_bad_batches(book):
         assert fingerprint(a) == fingerprint(b)
 
 
-def test_worker_path_switch(monkeypatch):
+def test_worker_takes_the_columnar_path_unless_told_otherwise(monkeypatch):
     from tokenmeter.settings import load_settings
 
+    monkeypatch.delenv("TOKENMETER_WORKER_COLUMNAR", raising=False)
+    assert load_settings().worker_columnar is True
     monkeypatch.setenv("TOKENMETER_WORKER_COLUMNAR", "false")
     assert load_settings().worker_columnar is False
     monkeypatch.setenv("TOKENMETER_WORKER_COLUMNAR", "true")
