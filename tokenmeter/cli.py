@@ -43,7 +43,7 @@ def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 / RFC 3339 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

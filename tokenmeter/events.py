@@ -56,7 +56,7 @@ MAX_TOOL_REQUESTS = 100_000  # per kind and call; far above any real call, low e
 # per deployment (every process of it must agree): TOKENMETER_EARLIEST_EVENT_TS (RFC 3339) and
 # TOKENMETER_MAX_EVENT_FUTURE_SECONDS.
 EARLIEST_EVENT_TS = datetime.fromisoformat(
-    os.environ.get("TOKENMETER_EARLIEST_EVENT_TS", "2020-01-01T00:00:00+00:00").replace("Z", "+00:00"))
+    os.environ.get("TOKENMETER_EARLIEST_EVENT_TS", "2020-01-01T00:00:00+00:00"))
 if EARLIEST_EVENT_TS.tzinfo is None:
     EARLIEST_EVENT_TS = EARLIEST_EVENT_TS.replace(tzinfo=timezone.utc)
 MAX_EVENT_FUTURE = timedelta(seconds=float(os.environ.get("TOKENMETER_MAX_EVENT_FUTURE_SECONDS", 86400)))

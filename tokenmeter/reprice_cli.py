@@ -27,7 +27,7 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)",
                                  param_hint=option) from None

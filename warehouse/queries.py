@@ -53,7 +53,7 @@ def to_utc(value: datetime | date | str | None, name: str) -> datetime | None:
         return None
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            value = datetime.fromisoformat(value.strip())
         except ValueError:
             raise WarehouseError(f"{name}: {value!r} is not an ISO 8601 date or time") from None
     if isinstance(value, date) and not isinstance(value, datetime):

@@ -53,7 +53,7 @@ def _time(record: dict[str, Any], name: str, required: bool = True) -> datetime 
     if not isinstance(value, str):
         raise RecordRowError(f"{name}: expected an RFC 3339 time string, got {_short(value)}")
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise RecordRowError(f"{name}: {value!r:.60} is not an RFC 3339 time") from None
     try:

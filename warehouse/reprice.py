@@ -238,7 +238,7 @@ def reprice_named_events(warehouse: Any, keys: list[dict[str, str]], reprice_fn:
     wanted: dict[str, datetime] = {}
     for key in keys:
         try:
-            wanted[str(key["event_id"])] = _aware(datetime.fromisoformat(str(key["ts"]).replace("Z", "+00:00")))
+            wanted[str(key["event_id"])] = _aware(datetime.fromisoformat(str(key["ts"])))
         except (KeyError, ValueError) as exc:
             raise WarehouseError(f"re-price request: bad event key {key!r:.120}: {exc}") from None
     if not wanted:

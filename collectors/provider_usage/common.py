@@ -58,7 +58,7 @@ def parse_rfc3339(value: Any, where: str) -> datetime:
     if not isinstance(value, str):
         raise ProviderFormatError(f"{where}: expected an RFC 3339 timestamp, got {value!r}")
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value)
     except ValueError:
         raise ProviderFormatError(f"{where}: expected an RFC 3339 timestamp, got {value!r}") from None
     if moment.tzinfo is None:
@@ -83,7 +83,7 @@ def parse_since(text: str, now: datetime) -> datetime:
     if text[:-1].isdigit() and text[-1:] in ("d", "h"):
         return now - (timedelta(days=int(text[:-1])) if text[-1] == "d" else timedelta(hours=int(text[:-1])))
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"--since {text!r}: expected e.g. 7d, 24h, 2026-11-01 or 2026-11-01T00:00:00Z") from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 PICO = 10**12
 SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
 # Raw key positions: 0 bucket, 1..5 attribution dims, 6 model, 7 is_error, 8 is_unpriced
-REQ, TIN, TOUT, COST = 0, 1, 2, 3
+# Aggregate positions: calls, input/output tokens, cost, and the largest single call's cost, input, output and
+# total tokens (so a detector can ask whether a bucket is anomalous without its largest call: evidence, not one call)
+REQ, TIN, TOUT, COST, MAXCOST, MAXIN, MAXOUT, MAXTOK = range(8)
 
 
 class BadEvent(ValueError):
@@ -47,7 +49,7 @@ def epoch_seconds(ts) -> float:
     if not isinstance(ts, str):
         raise BadEvent(f"ts {ts!r} is not a time")
     try:
-        parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(ts)
     except ValueError:
         raise BadEvent(f"ts {ts!r} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:
@@ -61,6 +63,9 @@ class BucketAggregator:
     def __init__(self, bucket_s: int):
         self.bucket_s = bucket_s
         self.open: dict[int, dict[tuple, list[int]]] = {}
+        # event ids per open bucket: an event delivered twice (at-least-once upstream) is counted once
+        self.seen: dict[int, set] = {}
+        self.duplicates = 0
         self.unpriced_reasons: dict[str, str] = {}
         self._minute: dict[str, int] = {}
 
@@ -80,6 +85,15 @@ class BucketAggregator:
         return seconds - seconds % 60
 
     def add(self, event: dict, bucket: int) -> None:
+        event_id = event.get("event_id")
+        if event_id is not None:
+            seen = self.seen.get(bucket)
+            if seen is None:
+                seen = self.seen[bucket] = set()
+            if event_id in seen:
+                self.duplicates += 1
+                return
+            seen.add(event_id)
         attribution = event.get("attribution") or {}
         error = event.get("status") == "error"
         unpriced = event.get("pricing_status") == "unpriced"
@@ -94,10 +108,20 @@ class BucketAggregator:
             open_bucket = self.open[bucket] = {}
         agg = open_bucket.get(key)
         if agg is None:
-            agg = open_bucket[key] = [0, 0, 0, 0]
+            agg = open_bucket[key] = [0, 0, 0, 0, 0, 0, 0, 0]
+        tin = usage.get("input_tokens") or 0
+        tout = usage.get("output_tokens") or 0
         agg[REQ] += 1
-        agg[TIN] += usage.get("input_tokens") or 0
-        agg[TOUT] += usage.get("output_tokens") or 0
+        agg[TIN] += tin
+        agg[TOUT] += tout
         agg[COST] += cost_pico
+        if cost_pico > agg[MAXCOST]:
+            agg[MAXCOST] = cost_pico
+        if tin > agg[MAXIN]:
+            agg[MAXIN] = tin
+        if tout > agg[MAXOUT]:
+            agg[MAXOUT] = tout
+        if tin + tout > agg[MAXTOK]:
+            agg[MAXTOK] = tin + tout
         if unpriced and model not in self.unpriced_reasons:
             self.unpriced_reasons[model] = str(event.get("unpriced_reason") or "no price for this model")

@@ -41,13 +41,22 @@ def daily_slots(bucket_start: int) -> Slots:
     return ((quarter, A_HOD), (96 + quarter // 4, A_HOD / 2), (120, 0.01))
 
 
-class Seasonal:
-    __slots__ = ("level", "dev", "n")
+SCALE_RATE = 0.02
+SCALE_FLOOR = 0.25  # a slot's deviation never counts as less than this share of the metric's typical size
 
-    def __init__(self, size: int = FULL_SIZE, level=None, dev=None, n=None):
+
+class Seasonal:
+    """Slots of one metric, plus `scale`: the typical size of its non-zero samples (all slots together), which
+    floors every slot's deviation. Without it a slot that has seen only zeros (a key absent on its first Monday,
+    a quiet night) has level 0 and deviation 0, and Huber clipping would let no later sample move it."""
+
+    __slots__ = ("level", "dev", "n", "scale")
+
+    def __init__(self, size: int = FULL_SIZE, level=None, dev=None, n=None, scale: float = 0.0):
         self.level = level or [0.0] * size
         self.dev = dev or [0.0] * size
         self.n = n or [0] * size
+        self.scale = scale
 
     def expected(self, slots: Slots, min_samples: int = MIN_SAMPLES, allow_global: bool = True) -> tuple[float, float, int]:
         """(level, mean absolute deviation, samples) to judge a value against, or samples 0 when none is mature.
@@ -77,6 +86,17 @@ class Seasonal:
     def update(self, slots: Slots, x: float) -> None:
         # Hot: called for every scope and every closed bucket, hence no helper calls and no min()/max().
         level, dev, n = self.level, self.dev, self.n
+        if x != 0.0:
+            size = x if x > 0 else -x
+            scale = self.scale
+            if scale <= 0.0:
+                scale = size
+            elif size > 4 * scale:  # clipped like the levels: a spike barely moves the typical size
+                scale += SCALE_RATE * 3 * scale
+            else:
+                scale += SCALE_RATE * (size - scale)
+            self.scale = scale
+        floor = SCALE_FLOOR * self.scale
         for index, alpha in slots:
             count = n[index]
             if count >= MIN_SAMPLES:
@@ -84,6 +104,8 @@ class Seasonal:
                 bound = 0.05 * lv if lv > 0 else -0.05 * lv
                 if dv > bound:
                     bound = dv
+                if floor > bound:
+                    bound = floor
                 bound = CLIP * bound if bound > 1e-12 else 3e-12
                 d = x - lv
                 if d > bound:
@@ -104,8 +126,10 @@ class Seasonal:
             n[index] = count + 1
 
     def to_json(self) -> list:
-        return [[round(v, 9) for v in self.level], [round(v, 9) for v in self.dev], self.n]
+        return [[round(v, 9) for v in self.level], [round(v, 9) for v in self.dev], self.n, round(self.scale, 9)]
 
     @classmethod
     def from_json(cls, data: list) -> "Seasonal":
-        return cls(len(data[2]), [float(v) for v in data[0]], [float(v) for v in data[1]], [int(v) for v in data[2]])
+        scale = float(data[3]) if len(data) > 3 else max((abs(v) for v in data[0]), default=0.0)
+        return cls(len(data[2]), [float(v) for v in data[0]], [float(v) for v in data[1]], [int(v) for v in data[2]],
+                   scale)

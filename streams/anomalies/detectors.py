@@ -34,7 +34,11 @@ KIND_DIMS = {
 class Config:
     bucket_s: int = 300
     grace_s: int = 120  # how late an event may arrive before its bucket closes
+    # A wall-clock advance (quiet input) is refused when the newest event is older than this: that input is
+    # history being read (backfill, replay, a consumer catching up), not live traffic gone quiet.
+    live_lag_s: int = 7200
     open_after: int = 2  # anomalous buckets in a row before an anomaly opens ("strong" opens at once)
+    sustained_after: int = 3  # the same for spend and token volumes: a long session is not a deviation
     close_after: int = 3  # normal buckets in a row before it closes
     # Cold start: a scope's first two days raise only absolute-floor kinds (bursts of a new key, unpriced usage).
     # Two, because a scope's first UTC day can be its local weekend.
@@ -60,6 +64,17 @@ class Config:
     shift_ratio: float = 2.5
     shift_min_requests: int = 5
     new_model_close_buckets: int = 3
+    new_model_min_calls: int = 3  # calls of a never-used model (within an hour) before it is news
+    new_model_window_buckets: int = 12
+    new_model_min_buckets: int = 2  # ... in at least two buckets (one session on another model is not news)
+    # Evidence (issue #17): volumes are judged without the bucket's largest call, with at least `volume_min_calls`
+    # calls, and the excess must exceed `typical_calls` of this scope's usual calls; opening at once ("strong")
+    # needs `strong_min_calls` calls, otherwise two anomalous buckets in a row.
+    volume_min_calls: int = 4
+    strong_min_calls: int = 10
+    typical_calls: float = 12.0
+    strong_busy_multiple: float = 8.0  # with >= strong_min_calls calls, an excess this many busy buckets opens at once
+    shift_min_model_calls: int = 3  # calls on the model that took over the cost
     costly_new_model_usd_per_hour: float = 5.0
 
 
@@ -77,17 +92,24 @@ class Verdict:
 
 
 def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
-                 counts: bool, unit: str, per_hour: float) -> Verdict | None:
-    """Observed bucket value against the seasonal level: a robust z-score AND a ratio AND an absolute floor, so
-    neither a noisy small scope nor a slightly-above-normal huge one raises anything."""
+                 counts: bool, unit: str, per_hour: float, trimmed: float | None = None, calls: int | None = None,
+                 min_calls: int = 0, strong_calls: int = 0, strong_volume: float = math.inf) -> Verdict | None:
+    """Observed bucket value against the seasonal level: a robust z-score AND a ratio AND a floor, so neither a
+    noisy small scope nor a slightly-above-normal huge one raises anything. With `trimmed` (the value without the
+    bucket's largest call) and `calls`, the evidence must not rest on one call: the trimmed value must clear the
+    thresholds, with at least `min_calls` calls; opening at once ("strong") also needs `strong_calls` calls, or
+    an excess of `strong_volume` (several times what a busy bucket of this scope reaches)."""
     expected, dev, n = base.expected(slots, allow_global=False)
     if n < MIN_SAMPLES:
         return None
     sigma = max(1.25 * dev, 0.1 * expected, math.sqrt(expected) if counts else 0.0, 1e-9)
     high = max(expected + z * sigma, ratio * expected, expected + min_delta)
     low = max(expected - z * sigma, 0.0)
-    if obs >= high:
-        strong = obs >= expected + 2 * z * sigma and obs >= 2 * ratio * expected and obs >= expected + 2 * min_delta
+    judged = obs if trimmed is None else trimmed
+    if judged >= high and (calls is None or calls >= min_calls):
+        strong = (judged >= expected + 2 * z * sigma and judged >= 2 * ratio * expected
+                  and judged >= expected + 2 * min_delta
+                  and (calls is None or calls >= strong_calls or judged >= expected + strong_volume))
         state = "strong" if strong else "anomalous"
     elif obs >= max(expected + z * sigma / 2, (1 + ratio) / 2 * expected, expected + min_delta / 2):
         state = "elevated"

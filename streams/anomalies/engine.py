@@ -1,7 +1,8 @@
 """AnomalyEngine: priced events in, anomaly lifecycle updates out. Pure (no Kafka, no clock): driven by event time.
 
 Events are folded into fixed buckets (aggregate.py). A bucket closes once the event-time watermark passes its end
-plus `grace_s`; then every known scope gets one step: detectors judge the bucket against the scope's baselines
+plus `grace_s`; the watermark is the minimum latest event time over the inputs (partitions) that still hold unread
+records (`observe(..., source=p)`, `set_behind`), and a wall-clock `advance_to` is refused over history; then every known scope gets one step: detectors judge the bucket against the scope's baselines
 (detectors.py), the baselines learn from it (baseline.py), and anomalies open, extend or close. State is bounded
 (at most `max_scopes`, idle scopes expire) and round-trips through JSON (`snapshot()` / `restore()`).
 """
@@ -13,7 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from .aggregate import COST, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent, BucketAggregator, pico_to_str
+from .aggregate import (COST, MAXCOST, MAXIN, MAXOUT, MAXTOK, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent,
+                        BucketAggregator, pico_to_str)
 from .baseline import daily_slots, full_slots
 from .detectors import (KIND_DIMS, Config, Verdict, error_verdict, explain, rate_verdict, ratio_verdict, severity)
 from .scope_state import ScopeState
@@ -29,7 +31,16 @@ SPECIFICITY = {"api_key": 0, "user": 1, "feature": 2, "project": 3, "team": 4, "
 RAW_INDEX = {"team": 1, "project": 2, "user": 3, "api_key": 4, "feature": 5, "model": 6}  # positions in a raw key
 VOLUME_KINDS = ("spend_rate", "token_rate", "request_burst", "unpriced_usage")
 # ScopeBucket positions: requests, errors, input tokens, output tokens (ok calls), cost pico, unpriced calls/tokens
-S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS = range(8)
+# and the largest single call's cost, input, output and total tokens (ok calls) in the bucket.
+S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK = range(12)
+
+
+BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
+SUSTAINED_KINDS = ("spend_rate", "token_rate")
+
+
+def empty_bucket() -> list:
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0]
 
 
 def iso_epoch(seconds: float) -> str:
@@ -50,20 +61,27 @@ class AnomalyEngine:
         self.scopes: dict[tuple[str, str], ScopeState] = {}
         self.next_close: int | None = None  # start of the oldest bucket not closed yet
         self.started: int = 0  # the first bucket this engine closed (its own warm-up)
-        self.watermark = 0  # latest event minute seen (epoch seconds)
+        self.watermark = 0  # event-time watermark (epoch seconds): buckets ending before it (minus grace) close
+        # Per input (a Kafka partition): the latest event minute it delivered. The watermark is the minimum over the
+        # inputs that still hold unread records (`set_behind`), as in Flink / Kafka Streams: one partition read
+        # faster than another must not make the other's history late. Caught-up inputs are idle and do not hold it.
+        self.sources: dict[int, int] = {}
+        self.behind: set[int] | None = None  # None: every input seen so far holds the watermark
         self.stats = {"events": 0, "bad_events": 0, "late_events": 0, "future_events": 0, "buckets_closed": 0,
                       "scopes_evicted": 0, "scopes_expired": 0, "anomalies_opened": 0, "anomalies_closed": 0,
-                      "anomalies_explained": 0}
+                      "anomalies_explained": 0, "advances_refused": 0, "duplicate_events": 0}
         self.last_error = ""
         self._now = 0  # event time of the bucket close being processed
         self._opened: list = []  # anomalies opened by the bucket close being processed
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
 
     # Input ---------------------------------------------------------------------------------------------------
-    def observe(self, priced_events: list[dict], now: float | None = None) -> list[AnomalyUpdate]:
+    def observe(self, priced_events: list[dict], now: float | None = None, source: int = 0) -> list[AnomalyUpdate]:
+        """Fold events of one input (`source`, e.g. a partition; events of one input arrive in about event-time
+        order) and close the buckets the watermark has passed."""
         agg, bucket_s, stats = self.agg, self.cfg.bucket_s, self.stats
         limit = (now if now is not None else time.time()) + self.max_future_s
-        watermark, next_close = self.watermark, self.next_close
+        watermark, next_close = self.sources.get(source, 0), self.next_close
         for event in priced_events:
             try:
                 minute = agg.minute_of(event["ts"])
@@ -71,8 +89,8 @@ class AnomalyEngine:
                     stats["future_events"] += 1
                     continue
                 bucket = minute - minute % bucket_s
-                if next_close is None:
-                    next_close = bucket
+                if next_close is None or (bucket < next_close and not stats["buckets_closed"]):
+                    next_close = bucket  # nothing closed yet: an earlier event (another input) is not late
                 elif bucket < next_close:  # too late for its bucket: counted in the oldest open one
                     stats["late_events"] += 1
                     bucket = next_close
@@ -84,13 +102,41 @@ class AnomalyEngine:
             if minute > watermark:
                 watermark = minute
         stats["events"] += len(priced_events)
-        self.watermark, self.next_close = watermark, next_close
+        if watermark:
+            self.sources[source] = watermark
+        self.next_close = next_close
+        self._combine()
         return self._close_ready()
 
+    def set_behind(self, sources) -> list[AnomalyUpdate]:
+        """The inputs that still hold unread records (a partition below its high watermark). Only they hold the
+        watermark back; a caught-up input is idle (it may stay silent for hours) and must not stall the others."""
+        self.behind = {int(s) for s in sources}
+        self._combine()
+        return self._close_ready()
+
+    def _combine(self) -> None:
+        holders = self.sources.keys() if self.behind is None else self.behind
+        if holders:
+            if any(s not in self.sources for s in holders):
+                return  # an input with unread records has delivered nothing yet: it may hold the oldest events
+            candidate = min(self.sources[s] for s in holders)
+        else:
+            candidate = max(self.sources.values(), default=0)
+        if candidate > self.watermark:
+            self.watermark = candidate
+
     def advance_to(self, epoch_s: float) -> list[AnomalyUpdate]:
-        """Move the watermark without events (quiet traffic, end of an evaluation) and close due buckets."""
+        """Move the watermark without events to a wall-clock time (quiet live traffic, so an anomaly still resolves;
+        the end of an evaluation) and close due buckets. Refused when the newest event time is more than
+        `Config.live_lag_s` behind `epoch_s`: then the input is history being read (a backfill, a replay), and
+        jumping to the wall clock would close every bucket in between and make the rest of that history late.
+        Callers reading several inputs advance only once every input has caught up (the runner does)."""
         if self.next_close is not None and epoch_s > self.watermark:
-            self.watermark = int(epoch_s)
+            if epoch_s - self.watermark > self.cfg.live_lag_s:
+                self.stats["advances_refused"] += 1
+            else:
+                self.watermark = int(epoch_s)
         return self._close_ready()
 
     # Bucket close --------------------------------------------------------------------------------------------
@@ -112,14 +158,22 @@ class AnomalyEngine:
                     continue
                 sb = per_scope.get((dim, value))
                 if sb is None:
-                    sb = per_scope[(dim, value)] = [0, 0, 0, 0, 0, 0, 0, {}]
+                    sb = per_scope[(dim, value)] = empty_bucket()
                 sb[S_REQ] += agg[REQ]
                 sb[S_COST] += agg[COST]
+                if agg[MAXCOST] > sb[S_MAXCOST]:
+                    sb[S_MAXCOST] = agg[MAXCOST]
                 if error:
                     sb[S_ERR] += agg[REQ]
                 else:
                     sb[S_TIN] += agg[TIN]
                     sb[S_TOUT] += agg[TOUT]
+                    if agg[MAXIN] > sb[S_MAXIN]:
+                        sb[S_MAXIN] = agg[MAXIN]
+                    if agg[MAXOUT] > sb[S_MAXOUT]:
+                        sb[S_MAXOUT] = agg[MAXOUT]
+                    if agg[MAXTOK] > sb[S_MAXTOK]:
+                        sb[S_MAXTOK] = agg[MAXTOK]
                 if unpriced:
                     sb[S_UREQ] += agg[REQ]
                     sb[S_UTOK] += agg[TIN] + agg[TOUT]
@@ -139,6 +193,8 @@ class AnomalyEngine:
         if not self.stats["buckets_closed"]:
             self.started = bucket
         raw = self.agg.open.pop(bucket, {})
+        self.agg.seen.pop(bucket, None)
+        self.stats["duplicate_events"] = self.agg.duplicates
         per_scope = self._fan_out(raw)
         self._opened: list = []
         for key in per_scope:
@@ -155,10 +211,12 @@ class AnomalyEngine:
                     state.requests.update(full, 0.0)
                 state.age += 1
                 state.recent = [0, 0, state.recent[0], state.recent[1]]
+                if state.recent_cost[0][0]:
+                    state.recent_cost = [[0, 0, 0, {}], state.recent_cost[0]]
                 continue
             if sb is not None:
                 state.last_active = bucket
-            self._step(state, sb or [0, 0, 0, 0, 0, 0, 0, {}], bucket, full, daily, updates)
+            self._step(state, sb or empty_bucket(), bucket, full, daily, updates)
             state.age += 1
         if self._opened:
             self._explain(raw)
@@ -196,25 +254,39 @@ class AnomalyEngine:
         label = f"{dim} {st.value}"
         track = self._track
 
+        # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
+        # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
+        trim_cost = (sb[S_COST] - sb[S_MAXCOST]) / PICO
+        trim_tokens = float(tokens - sb[S_MAXTOK])
+        busy_cost, busy_tokens = st.busy_high(0), st.busy_high(1)
+        # Opening at once needs more calls than this scope's busy buckets hold (a loop, not a long session).
+        strong_calls = max(cfg.strong_min_calls, 2 * st.busy_high(2))
         if warm:
-            v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio,
-                             min_delta=cfg.spend_min_delta_usd_per_hour / per_hour, counts=False,
-                             unit="usd_per_hour", per_hour=per_hour)
+            floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost, busy_cost)
+            v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
+                             unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
+                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
+                             strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
-            v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio,
-                             min_delta=cfg.token_min_delta_per_hour / per_hour, counts=True,
-                             unit="tokens_per_hour", per_hour=per_hour)
+            floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
+            v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
+                             counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
+                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
+                             strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
-                v_out = ratio_verdict(sb[S_TOUT] / ok, st.tpr_out, daily, ratio=cfg.tpr_ratio, z=cfg.ratio_z,
-                                      unit="tokens_per_request")
-                v_in = ratio_verdict(sb[S_TIN] / ok, st.tpr_in, daily, ratio=cfg.tpr_ratio, z=cfg.ratio_z,
-                                     unit="tokens_per_request")
+                # Means without the largest call: one 120k-token document is not a changed template.
+                v_out = ratio_verdict((sb[S_TOUT] - sb[S_MAXOUT]) / (ok - 1), st.tpr_out, daily, ratio=cfg.tpr_ratio,
+                                      z=cfg.ratio_z, unit="tokens_per_request")
+                v_in = ratio_verdict((sb[S_TIN] - sb[S_MAXIN]) / (ok - 1), st.tpr_in, daily, ratio=cfg.tpr_ratio,
+                                     z=cfg.ratio_z, unit="tokens_per_request")
                 candidates = [(x.observed / x.expected, name, x) for name, x in (("output", v_out), ("input", v_in)) if x]
                 if candidates:
                     _, v_detail, v = max(candidates, key=lambda c: c[0])
                     v.detail = v_detail
+                    if v.state == "strong" and ok < 2 * cfg.tpr_min_requests:
+                        v.state = "anomalous"  # a few calls (one long session) must hold for a second bucket
             track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
             errors, requests = sb[S_ERR], sb[S_REQ]
             if requests < cfg.error_window_requests:
@@ -224,11 +296,20 @@ class AnomalyEngine:
                   bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
                 v = None
-                if ok >= cfg.shift_min_requests and tokens > 0 and sb[S_COST] > 0:
-                    v = ratio_verdict(cost_usd * 1000 / tokens, st.cpt, daily, ratio=cfg.shift_ratio, z=cfg.ratio_z,
-                                      unit="usd_per_1k_tokens")
+                # A quiet scope's last three buckets are judged together (like error shares).
+                w_ok, w_cost, w_tokens, windowed = ok, sb[S_COST], tokens, ok < cfg.shift_min_requests
+                if windowed and ok:
+                    for r_ok, r_cost, r_tokens, _ in st.recent_cost:
+                        w_ok, w_cost, w_tokens = w_ok + r_ok, w_cost + r_cost, w_tokens + r_tokens
+                if w_ok >= cfg.shift_min_requests and w_tokens > 0 and sb[S_COST] > 0:
+                    v = ratio_verdict(w_cost / PICO * 1000 / w_tokens, st.cpt, daily, ratio=cfg.shift_ratio,
+                                      z=cfg.ratio_z, unit="usd_per_1k_tokens")
                     if v and v.state in ("strong", "anomalous"):
-                        v.detail = self._shift_detail(st, sb)
+                        v.detail, model, calls = self._shift_detail(st, sb)
+                        if windowed:
+                            calls += sum(r[3].get(model, 0) for r in st.recent_cost)
+                        if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
+                            v.state = "elevated"
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
         if dim in KIND_DIMS["request_burst"]:
@@ -262,18 +343,33 @@ class AnomalyEngine:
         if st.requests is not None:
             st.requests.update(full, float(sb[S_REQ]))
         if ok >= 3:
-            st.tpr_out.update(daily, sb[S_TOUT] / ok)
-            st.tpr_in.update(daily, sb[S_TIN] / ok)
+            st.tpr_out.update(daily, (sb[S_TOUT] - sb[S_MAXOUT]) / (ok - 1))
+            st.tpr_in.update(daily, (sb[S_TIN] - sb[S_MAXIN]) / (ok - 1))
             if tokens > 0 and sb[S_COST] > 0:
                 st.cpt.update(daily, cost_usd * 1000 / tokens)
         if sb[S_REQ] >= 5:
             st.err.update(daily, sb[S_ERR] / sb[S_REQ])
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
+        if dim in KIND_DIMS["model_shift"]:
+            st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}], st.recent_cost[0]]
+        if ok:
+            st.learn_call_size(cost_usd / ok, tokens / ok)
+            if not any(k in st.open for k in SUSTAINED_KINDS):  # not from an open anomaly
+                st.busy.update(BUSY_COST, trim_cost)
+                st.busy.update(BUSY_TOKENS, trim_tokens)
+                st.busy.update(BUSY_CALLS, float(sb[S_REQ]))
         if sb[S_COST] > 0 and dim != "model":
             for model, info in st.models.items():
                 m = sb[S_MODELS].get(model)
                 share = m[1] / sb[S_COST] if m else 0.0
                 info[1] += 0.02 * (share - info[1])
+
+    def _strong_volume(self, busy_high: float, calls: int) -> float:
+        """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a
+        token explosion) must not wait for the sustained rule; needs `strong_min_calls` calls all the same."""
+        if not busy_high or calls < self.cfg.strong_min_calls:
+            return float("inf")
+        return self.cfg.strong_busy_multiple * busy_high
 
     def _new_models(self, st, sb, bucket, warm, per_hour, updates, label) -> None:
         cfg = self.cfg
@@ -281,9 +377,20 @@ class AnomalyEngine:
             # A new model is news once: the anomaly closes after `close_after` buckets whatever happens next.
             self._track(st, kind_key, "new_model", Verdict("normal", 0.0, 0.0, 0.0, 0.0, "usd_per_hour"),
                         bucket, updates, label)
+        window = cfg.new_model_window_buckets * cfg.bucket_s
+        for model in [m for m, info in st.pending.items() if bucket - info[0] >= window]:
+            del st.pending[model]  # a few calls in an hour: an occasional model, now a usual one (no news)
         for model, (requests, cost, _tokens) in sb[S_MODELS].items():
             if model in st.models:
                 continue
+            if warm:
+                # One call of a model is not news (a rare premium call); `new_model_min_calls` within an hour are.
+                first, calls, spent, buckets = (st.pending.get(model) or [bucket, 0, 0, 0])[:4]
+                calls, spent, buckets = calls + requests, spent + cost, buckets + 1
+                if calls < cfg.new_model_min_calls or buckets < cfg.new_model_min_buckets:
+                    st.pending[model] = [first, calls, spent, buckets]
+                    continue
+                st.pending.pop(model, None)
             st.models[model] = [bucket, 0.0]
             if not warm:
                 continue  # cold start: the first day's models are the scope's usual ones
@@ -296,13 +403,13 @@ class AnomalyEngine:
 
     @staticmethod
     def _shift_detail(st: ScopeState, sb: list) -> str:
-        best, best_gain, best_now, best_usual = "", -1.0, 0.0, 0.0
-        for model, (_req, cost, _tok) in sb[S_MODELS].items():
+        best, best_gain, best_now, best_usual, best_calls = "", -1.0, 0.0, 0.0, 0
+        for model, (calls, cost, _tok) in sb[S_MODELS].items():
             now = cost / sb[S_COST]
             usual = st.models.get(model, [0, 0.0])[1]
             if now - usual > best_gain:
-                best, best_gain, best_now, best_usual = model, now - usual, now, usual
-        return f"{best} now carries {best_now:.0%} of its cost (usually {best_usual:.0%})"
+                best, best_gain, best_now, best_usual, best_calls = model, now - usual, now, usual, calls
+        return f"{best} now carries {best_now:.0%} of its cost (usually {best_usual:.0%})", best, best_calls
 
     # Lifecycle -----------------------------------------------------------------------------------------------
     def _track(self, st: ScopeState, kind_key: str, kind: str, v: Verdict | None, bucket: int,
@@ -330,7 +437,7 @@ class AnomalyEngine:
             return
         streak = st.streaks.setdefault(kind_key, [0, bucket])
         streak[0] += 1
-        if v.state != "strong" and streak[0] < cfg.open_after:
+        if v.state != "strong" and streak[0] < (cfg.sustained_after if kind in SUSTAINED_KINDS else cfg.open_after):
             return
         start = st.streaks.pop(kind_key)[1]
         digest = hashlib.sha256(f"{kind_key}|{st.dim}={st.value}|{start}".encode()).hexdigest()[:32]
@@ -357,7 +464,7 @@ class AnomalyEngine:
             rank = SPECIFICITY[st.dim]
             if rank == 0:
                 continue
-            index = RAW_INDEX[st.dim]
+            index = RAW_INDEX[st.dim]  # this scope's position in a raw aggregate key
             related = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
                        if key[i] and SPECIFICITY[d] < rank}
             best = None
@@ -368,11 +475,33 @@ class AnomalyEngine:
                     continue
                 if best is None or SPECIFICITY[dim] < SPECIFICITY[best[0]]:
                     best = (dim, value)
+            if best is None and anomaly["kind"] in SUSTAINED_KINDS:
+                best = self._one_quiet_key(st, anomaly["kind"], kind_key, raw, index)
+                if best is not None:
+                    anomaly["_quiet_key"] = True
             if best is not None:
                 anomaly["_explained_by"] = f"{best[0]} {best[1]}"
                 update.notify = False
                 update.record = self._public(anomaly)
                 self.stats["anomalies_explained"] += 1
+
+    def _one_quiet_key(self, st: ScopeState, kind: str, kind_key: str, raw: dict, index: int):
+        """A broad scope's volume spike that is mostly one API key's traffic, while that key itself is within its
+        own (bursty) range: the key's usual busy stretch, not news for the team or the model. Recorded, not
+        alerted. (A key that is itself anomalous explains it through the rule above.)"""
+        volume: dict[str, int] = {}
+        for key, agg in raw.items():
+            if key[index] == st.value and key[4]:
+                amount = agg[COST] if kind == "spend_rate" else (0 if key[7] else agg[TIN] + agg[TOUT])
+                volume[key[4]] = volume.get(key[4], 0) + amount
+        total = sum(volume.values())
+        if not total:
+            return None
+        top, amount = max(volume.items(), key=lambda item: item[1])
+        other = self.scopes.get(("api_key", top))
+        if amount >= 0.5 * total and other is not None and kind_key not in other.open:
+            return ("api_key", top)
+        return None
 
     @staticmethod
     def _fill(anomaly: dict, kind: str, v: Verdict, label: str, exact: str | None) -> None:
@@ -394,7 +523,10 @@ class AnomalyEngine:
         record = {k: anomaly[k] for k in ("id", "kind", "scope_dim", "scope_value", "severity", "observed",
                                           "expected", "expected_low", "expected_high", "unit", "start", "end",
                                           "status", "explanation", "detected_at")}
-        if anomaly.get("_explained_by"):
+        if anomaly.get("_quiet_key"):
+            record["explanation"] += (f" Mostly the traffic of {anomaly['_explained_by']}, within that key's own usual "
+                                      f"range (not alerted).")
+        elif anomaly.get("_explained_by"):
             record["explanation"] += f" Part of the anomaly of {anomaly['_explained_by']} (alerted there)."
         return record
 
@@ -406,6 +538,7 @@ class AnomalyEngine:
         """JSON-ready state (money as integer pico-dollars or decimal strings, never floats)."""
         return {"version": SNAPSHOT_VERSION, "config": asdict(self.cfg), "next_close": self.next_close,
                 "watermark": self.watermark, "started": self.started, "stats": dict(self.stats),
+                "sources": {str(k): v for k, v in self.sources.items()},
                 "open_buckets": {str(b): [[list(k[1:]), v] for k, v in raw.items()] for b, raw in self.agg.open.items()},
                 "unpriced_reasons": self.agg.unpriced_reasons,
                 "scopes": [s.to_json() for s in self.scopes.values()]}
@@ -417,8 +550,10 @@ class AnomalyEngine:
         engine = cls(Config(**data["config"]))
         engine.next_close, engine.watermark, engine.started = data["next_close"], data["watermark"], data["started"]
         engine.stats.update(data["stats"])
+        engine.agg.duplicates = engine.stats.get("duplicate_events", 0)
+        engine.sources = {int(k): int(v) for k, v in data.get("sources", {}).items()}
         for b, rows in data["open_buckets"].items():
-            engine.agg.open[int(b)] = {(int(b), *k): v for k, v in rows}
+            engine.agg.open[int(b)] = {(int(b), *k): (v + [0] * 8)[:8] for k, v in rows}
         engine.agg.unpriced_reasons = dict(data["unpriced_reasons"])
         for item in data["scopes"]:
             state = ScopeState.from_json(item)

@@ -10,6 +10,12 @@ An injection that changed fewer than `MIN_EVIDENCE` calls (one for new_model and
 15 minutes after that onset (a model
 outage at night with one call every few minutes) cannot be detected within the 15-minute target by anyone: it
 is reported as `unobservable` and left out of recall (its detections still count for precision).
+
+Families: the project's own month (synthetic.py) and two independently shaped ones, `sparse` (sparse.py: quiet
+keys, heavy-tailed token sizes, rare premium calls) and `office` (office.py: three time zones, a nightly batch job,
+weekly and monthly reporting runs, benign surprises), whose incidents come from incidents.py. Each family is also
+run without any incident (`quiet_days`, after the same warm-up) to count the alerts nobody wanted: false alerts per
+100 active scope-days (a scope is active on a day when it made at least one call).
 """
 
 from __future__ import annotations
@@ -20,37 +26,53 @@ from datetime import datetime
 
 from .detectors import KINDS, Config
 from .engine import AnomalyEngine
-from .synthetic import BUCKET, generate
+from . import office, sparse, synthetic
+from .aggregate import SCOPE_DIMS
+from .synthetic import BUCKET
 
-TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900}
+FAMILIES = {"synthetic": synthetic.generate, "sparse": sparse.generate, "office": office.generate}
+TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900, "false_alerts_per_100_scope_days": 1.0}
 MIN_EVIDENCE = 5  # changed calls in the first 15 minutes; one suffices for a new or unpriced model
 MIN_EVIDENCE_KIND = {"new_model": 1, "unpriced_usage": 1}
 
 
 def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text).timestamp()
 
 
-def run_month(seed: int, days: int, per_kind: int, config: Config | None = None):
-    batches, labels, facts = generate(seed, days, per_kind)
+def run_month(seed: int, days: int, per_kind: int, config: Config | None = None, family: str = "synthetic",
+              count_scopes: bool = False):
+    batches, labels, facts = FAMILIES[family](seed, days, per_kind)
     engine = AnomalyEngine(config)
     first: dict[str, dict] = {}
     last: dict[str, dict] = {}
     spent, events, alerts = 0.0, 0, 0
+    alerted: list[dict] = []
+    active_days: set = set()  # (day, dim, value) with at least one call
     for batch in batches:
         events += len(batch)
+        if count_scopes:
+            for e in batch:
+                day, a = e["ts"][:10], e["attribution"]
+                for dim in SCOPE_DIMS:
+                    value = e["model"] if dim == "model" else a.get(dim)
+                    if value:
+                        active_days.add((day, dim, value))
         t0 = time.perf_counter()
         updates = engine.observe(batch, now=facts["end"])
         spent += time.perf_counter() - t0
         for u in updates:
             first.setdefault(u.record["id"], u.record)
             last[u.record["id"]] = u.record
-            alerts += u.action == "open" and u.notify
+            if u.action == "open" and u.notify:
+                alerts += 1
+                alerted.append(u.record)
     for u in engine.advance_to(facts["end"] + 3600):
         first.setdefault(u.record["id"], u.record)
         last[u.record["id"]] = u.record
     detections = [{**first[i], "end": last[i]["end"], "status": last[i]["status"]} for i in first]
-    return detections, labels, facts, {"events": events, "observe_s": spent, "engine": engine, "alerts": alerts}
+    return detections, labels, facts, {"events": events, "observe_s": spent, "engine": engine, "alerts": alerts,
+                                       "alerted": alerted, "active_scope_days": len(active_days)}
 
 
 def score(detections: list[dict], labels: list[dict], facts: dict) -> dict:
@@ -109,34 +131,64 @@ def cold_start(detections: list[dict], facts: dict) -> dict:
             "kinds": sorted({d["kind"] for d in hits})}
 
 
-def evaluate(seed: int = 8, days: int = 30, per_kind: int = 10, config: Config | None = None) -> dict:
+def quiet_run(seed: int, days: int, config: Config | None = None, family: str = "synthetic") -> dict:
+    """The family without incidents: every alert is a false one. Per kind and overall, per 100 active scope-days."""
+    _, _, _, run = run_month(seed, days, 0, config, family, count_scopes=True)
+    per_kind = {k: 0 for k in KINDS}
+    for record in run["alerted"]:
+        per_kind[record["kind"]] += 1
+    scope_days = run["active_scope_days"] or 1
+    return {"days": days, "events": run["events"], "active_scope_days": run["active_scope_days"],
+            "false_alerts": len(run["alerted"]),
+            "per_100_scope_days": round(100 * len(run["alerted"]) / scope_days, 3),
+            "per_kind_per_100_scope_days": {k: round(100 * v / scope_days, 3) for k, v in per_kind.items()},
+            "examples": [f"{r['start']} {r['kind']} {r['scope_dim']}={r['scope_value']}: {r['explanation']}"
+                         for r in run["alerted"][:10]]}
+
+
+def evaluate(seed: int = 8, days: int = 30, per_kind: int = 10, config: Config | None = None,
+             family: str = "synthetic", quiet_days: int = 0) -> dict:
     t0 = time.perf_counter()
-    detections, labels, facts, run = run_month(seed, days, per_kind, config)
+    detections, labels, facts, run = run_month(seed, days, per_kind, config, family)
     kinds = score(detections, labels, facts)
     engine = run["engine"]
+    quiet = quiet_run(seed, quiet_days, config, family) if quiet_days else None
+    if quiet:
+        for kind, figures in kinds.items():
+            figures["false_alerts_per_100_scope_days"] = quiet["per_kind_per_100_scope_days"][kind]
     return {
-        "seed": seed, "days": days, "events": run["events"], "injections": len(labels),
+        "family": family, "seed": seed, "days": days, "events": run["events"], "injections": len(labels),
         "observe_events_per_s": round(run["events"] / run["observe_s"]) if run["observe_s"] else None,
         "wall_s": round(time.perf_counter() - t0, 1), "anomalies": len(detections), "alerts": run["alerts"],
         "scopes": len(engine.scopes), "cold_start": cold_start(detections, facts), "kinds": kinds,
+        "quiet": quiet,
         "targets_met": all((k["recall"] is None or k["recall"] >= TARGETS["recall"])
                            and k["precision"] >= TARGETS["precision"]
                            and (k["median_delay_s"] is None or k["median_delay_s"] <= TARGETS["median_delay_s"])
-                           for k in kinds.values()),
+                           for k in kinds.values())
+                       and (quiet is None or quiet["per_100_scope_days"] <= TARGETS["false_alerts_per_100_scope_days"]),
     }
 
 
 def format_table(result: dict) -> str:
-    lines = ["| kind | precision | recall | median delay | max delay | injected (unobservable) | detections |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    quiet = result.get("quiet")
+    lines = [f"family {result.get('family', 'synthetic')}:",
+             "| kind | precision | recall | median delay | max delay | injected (unobservable) | detections |"
+             + (" false alerts / 100 scope-days |" if quiet else ""),
+             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if quiet else "")]
     for kind, k in result["kinds"].items():
         delay = "n/a" if k["median_delay_s"] is None else f"{k['median_delay_s'] / 60:.1f} min"
         worst = "n/a" if k["max_delay_s"] is None else f"{k['max_delay_s'] / 60:.1f} min"
         recall = "n/a" if k["recall"] is None else f"{k['recall']:.2f}"
         injected = f"{k['injected']} ({k['unobservable']})" if k["unobservable"] else str(k["injected"])
-        lines.append(f"| {kind} | {k['precision']:.2f} | {recall} | {delay} | {worst} | {injected} | {k['detections']} |")
+        fa = f" {k['false_alerts_per_100_scope_days']:.2f} |" if quiet else ""
+        lines.append(f"| {kind} | {k['precision']:.2f} | {recall} | {delay} | {worst} | {injected} | {k['detections']} |{fa}")
     cold = result["cold_start"]
     lines.append("")
+    if quiet:
+        lines.append(f"incident-free run: {quiet['days']} days, {quiet['events']:,} events, "
+                     f"{quiet['active_scope_days']:,} active scope-days, {quiet['false_alerts']} alerts = "
+                     f"{quiet['per_100_scope_days']:.2f} per 100 active scope-days")
     lines.append(f"seed {result['seed']}, {result['days']} days, {result['events']:,} events, {result['injections']} "
                  f"injected anomalies, {result['anomalies']} detected ({result.get('alerts', 0)} alerted, the rest explained "
                  f"by a narrower scope); observe(): {result['observe_events_per_s']:,} "

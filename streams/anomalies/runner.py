@@ -4,7 +4,9 @@ One replica: the engine needs every partition of `tokenmeter.priced` (a team's s
 consumer assigns all of them itself (no group rebalance) and uses its group only to record offsets. Per batch:
 decode -> engine.observe -> anomaly records to `tokenmeter.anomalies` and alert records to `tokenmeter.alerts`
 -> wait for Kafka's acknowledgement -> commit the input offsets (at-least-once; anomaly and alert ids are stable,
-so a redelivered batch re-publishes the same ids, which consumers deduplicate).
+so a redelivered batch re-publishes the same ids, which consumers deduplicate). Event time is tracked per partition:
+only partitions with unread records hold the watermark, and the wall clock closes buckets only once every partition
+is read to its end (so a backfill of weeks, on any number of partitions, builds the baselines instead of being late).
 
 The engine state is saved to `<data_dir>/anomalies/engine.json` (atomic replace) with the input offsets it
 reflects; at start the runner restores it and seeks to those offsets, so the engine sees every event once even
@@ -120,7 +122,7 @@ class Detector:
                     for record in records:
                         self.mutes.apply(record.value)
                 batch = await consumer.getmany(*tps, timeout_ms=500, max_records=self.max_records)
-                await self._handle(batch, producer, consumer, stop)
+                await self._handle(batch, producer, consumer, stop, tps)
                 if time.monotonic() - last_log >= STATS_LOG_SECONDS:
                     log.info("anomaly detector: %s; engine %s%s", self.counters, self.engine.stats,
                              f"; last bad event: {self.engine.last_error}" if self.engine.last_error else "")
@@ -134,11 +136,22 @@ class Detector:
                 await client.stop()
             log.info("anomaly detector stopped: %s, engine %s", self.counters, self.engine.stats)
 
+    async def _behind(self, consumer: AIOKafkaConsumer, tps: list) -> set[int]:
+        """Partitions with records not yet returned: position below the high watermark of the last fetch (the
+        fetch's high watermark is exact on the embedded broker; ListOffsets is not). Unknown = behind."""
+        behind = set()
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            if highwater is None or await consumer.position(tp) < highwater:
+                behind.add(tp.partition)
+        return behind
+
     async def _handle(self, batch: dict, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
-                      stop: asyncio.Event) -> None:
-        events: list[dict] = []
+                      stop: asyncio.Event, tps: list | None = None) -> None:
+        per_partition: dict[int, list[dict]] = {}
         outputs: list[tuple[str, bytes | None, bytes]] = []  # (topic, key, value)
         for tp, records in batch.items():
+            events = per_partition.setdefault(tp.partition, [])
             for record in records:
                 self.counters["messages"] += 1
                 try:
@@ -149,11 +162,20 @@ class Detector:
                     outputs.append((DEADLETTER, None, deadletters.encode(deadletters.dead_letter(
                         f"anomalies: {exc}", record.value, "anomalies", topic=tp.topic, partition=tp.partition,
                         offset=record.offset))))
-        if events:
-            updates = self.engine.observe(events)
-        else:
-            # Quiet input: let wall-clock time close buckets (minus the grace), so an anomaly still resolves.
-            updates = self.engine.advance_to(time.time() - self.engine.cfg.grace_s)
+        # Per-partition watermark: only partitions that still hold unread records hold back event time.
+        # A partition this batch read to its end still holds the watermark until all of this batch is folded, so
+        # another partition's older events of the same batch are not late.
+        behind = await self._behind(consumer, tps or list(batch))
+        delivered = {p for p, events in per_partition.items() if events}
+        updates = self.engine.set_behind(behind | delivered)
+        for partition in delivered:
+            updates += self.engine.observe(per_partition[partition], source=partition)
+        updates += self.engine.set_behind(behind)
+        if not any(per_partition.values()) and not behind:
+            # Quiet input, every partition read to its end: let wall-clock time close buckets (minus the grace),
+            # so an anomaly still resolves. Never while history is still being read (that would make it late);
+            # the engine also refuses when its newest event is far behind the wall clock (a finished backfill).
+            updates += self.engine.advance_to(time.time() - self.engine.cfg.grace_s)
         now = datetime.now(timezone.utc)
         for update in updates:
             record = update.record

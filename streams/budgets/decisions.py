@@ -18,7 +18,7 @@ QUERY_DIMENSIONS = ("org", "team", "project", "user", "api_key", "feature", "mod
 
 
 def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    return datetime.fromisoformat(value) if value else None
 
 
 class EnforcementView:

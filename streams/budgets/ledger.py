@@ -43,7 +43,7 @@ def crossing_id(budget: str, period_key: str, threshold: int | str) -> str:
 def _ts(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.fromisoformat(str(value)).astimezone(timezone.utc)
 
 
 def _iso(ts: datetime | None) -> str | None:

@@ -42,7 +42,7 @@ def _parse_time(value: str | None) -> datetime:
     if not value:
         return datetime.now(timezone.utc)
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2025-11-01 or 2025-11-01T08:00Z)",
                                  param_hint="--at") from None

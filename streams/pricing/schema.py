@@ -53,7 +53,7 @@ def _to_utc(value: Any) -> datetime:
     if isinstance(value, date):
         return datetime.combine(value, time(0), tzinfo=timezone.utc)
     if isinstance(value, str):
-        text = value.strip().replace("Z", "+00:00")
+        text = value.strip()
         parsed = datetime.fromisoformat(text)
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     raise ValueError(f"expected a date like 2025-01-31, got {value!r}")

@@ -92,9 +92,9 @@ class FakeAdminApi:
             start = int(query["start_time"][0])
             matching = [b for b in self.buckets[path] if b["start_time"] >= start]
         else:
-            start_at = datetime.fromisoformat(query["starting_at"][0].replace("Z", "+00:00"))
+            start_at = datetime.fromisoformat(query["starting_at"][0])
             matching = [b for b in self.buckets[path]
-                        if datetime.fromisoformat(b["starting_at"].replace("Z", "+00:00")) >= start_at]
+                        if datetime.fromisoformat(b["starting_at"]) >= start_at]
         offset = int(base64.b64decode(query["page"][0][5:])) if "page" in query else 0
         size = min(int(query.get("limit", ["7"])[0]), PAGE_SIZE)
         page = matching[offset:offset + size]

@@ -1,4 +1,5 @@
-"""Smoke test of `tokenmeter anomalies evaluate` on a short synthetic month (the full month runs in the README)."""
+"""Smoke test of `tokenmeter anomalies evaluate` on short runs of every traffic family (the full figures are in
+docs/anomalies.md), and the scoring itself."""
 
 from __future__ import annotations
 
@@ -6,23 +7,46 @@ import json
 
 from click.testing import CliRunner
 
+from streams.anomalies import office, sparse
 from streams.anomalies.cli import anomalies
 from streams.anomalies.detectors import KINDS
-from streams.anomalies.evaluate import format_table, score
+from streams.anomalies.evaluate import format_table, quiet_run, score
 from streams.anomalies.synthetic import generate
 
 
-def test_evaluate_json_has_every_kind():
-    result = CliRunner().invoke(anomalies, ["evaluate", "--json", "--days", "4", "--per-kind", "1",
-                                                            "--seed", "3"])
+def test_evaluate_json_has_every_family_and_kind():
+    result = CliRunner().invoke(anomalies, ["evaluate", "--json", "--days", "4", "--per-kind", "1", "--seed", "3",
+                                            "--family", "sparse", "--quiet-days", "3"])
     assert result.exit_code in (0, 1), result.output  # 1 = targets missed on this tiny sample; not an error
     out = json.loads(result.stdout)
-    assert set(out) == set(KINDS)
-    for figures in out.values():
-        assert {"precision", "recall", "median_delay_s", "injected", "detections"} <= set(figures)
+    assert set(out) == {"sparse"} and set(out["sparse"]) == set(KINDS)
+    for figures in out["sparse"].values():
+        assert {"precision", "recall", "median_delay_s", "injected", "detections",
+                "false_alerts_per_100_scope_days"} <= set(figures)
         assert 0 <= figures["precision"] <= 1
-    summary = json.loads(result.stderr)
-    assert summary["events"] > 10_000 and summary["cold_start"]["anomalies_first_day"] == 0
+    summary = json.loads(result.stderr)["sparse"]
+    assert summary["events"] > 1_000 and summary["quiet"]["active_scope_days"] > 100
+
+
+def test_families_are_deterministic_labelled_and_differently_shaped():
+    for module in (sparse, office):
+        a, labels_a, facts = module.generate(seed=5, days=4, per_kind=1)
+        b, labels_b, _ = module.generate(seed=5, days=4, per_kind=1)
+        first_a, first_b = next(a), next(b)
+        assert first_a == first_b and labels_a == labels_b
+        assert {lab["kind"] for lab in labels_a} == set(KINDS)
+        assert all(facts["start"] + 3 * 86400 - 86400 <= lab["start"] < facts["end"] for lab in labels_a)
+    events = [e for batch in sparse.generate(seed=2, days=3, per_kind=0)[0] for e in batch]
+    sizes = sorted(e["usage"]["input_tokens"] for e in events if e["status"] == "ok")
+    assert sizes[-1] >= 100_000 and sizes[-1] > 30 * sizes[len(sizes) // 2]  # heavy tail: up to 120k input
+    assert any(e["model"] in ("claude-opus-4", "o1") for e in events)  # rare premium calls
+    assert all(e["cost_usd"].count(".") == 1 and len(e["cost_usd"].split(".")[1]) == 12 for e in events)
+
+
+def test_quiet_run_counts_false_alerts_per_scope_day():
+    result = quiet_run(seed=4, days=3, family="office")
+    assert result["active_scope_days"] > 50 and result["events"] > 10_000
+    assert result["per_100_scope_days"] == round(100 * result["false_alerts"] / result["active_scope_days"], 3)
 
 
 def test_generator_is_deterministic_and_labelled():
