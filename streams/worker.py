@@ -22,6 +22,7 @@ from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.batch import RawRecord, process_batch
 from streams.budgets.service import BudgetService
+from streams.columnar import process_batch_columnar
 from streams.gaps import OffsetGaps
 from tokenmeter import deadletters, topics
 from tokenmeter.settings import Settings
@@ -89,13 +90,14 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     app.tokenmeter_stats = stats  # type: ignore[attr-defined]
 
     usage_gaps = OffsetGaps(topics.USAGE)
+    batch_step = process_batch_columnar if settings.worker_columnar else process_batch  # same output (issue 14)
 
     @app.on_partitions_assigned.connect
     async def usage_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
         usage_gaps.forget()
 
     async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
-        result = process_batch(records, book)  # pure: a retry prices the same records again
+        result = batch_step(records, book)  # pure: a retry prices the same records again
         futures = []
         for key, value in result.priced_messages():
             futures.append(await priced.send(key=key, value=value))

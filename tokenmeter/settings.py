@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=256, description="Partitions of topics the embedded broker creates.")
     worker_batch_size: int = Field(10000, ge=1, description="Max Kafka messages per worker batch.")
     worker_batch_seconds: float = Field(0.2, gt=0, description="Max wait to fill a worker batch.")
+    worker_columnar: bool = Field(True, description="Price batches on the columnar path (streams/columnar); "
+                                  "false: the per-event path (streams/batch.py). Both give identical output.")
     load_batch_rows: int = Field(20000, ge=1, description="Max rows per warehouse insert.")
     load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
     demo_events_per_s: float = Field(40.0, gt=0, description="Demo traffic rate (events per second).")

@@ -1,0 +1,269 @@
+"""A randomised corpus of usage records for the equivalence test of the columnar path.
+
+Covers what reaches the worker as canonical events from every dialect (provider spellings of OTel, LiteLLM, Kong,
+Bedrock, Vertex, Azure, routers; catalog ids, aliases and snapshot names), every usage kind (cache reads, 5-minute
+and 1-hour cache writes, reasoning, long context, tool requests, usage counted from text), service tiers,
+batch, unknown models, status error, attributions of every shape, far-dated and oddly written timestamps (and
+times at the edges of the accepted range, relative to the wall clock), token counts around MAX_TOKENS, priced
+events over MAX_PRICED_EVENT_BYTES, micro-batches over MAX_EVENTS_PER_RECORD, usage assumptions, duplicates, and
+invalid rows and records of many kinds. Deterministic for a seed, except the times relative to the clock.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import orjson
+
+from streams.batch import MAX_EVENTS_PER_RECORD, MAX_PRICED_EVENT_BYTES, RawRecord
+from streams.pricing import PriceBook
+from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
+
+PROVIDER_SPELLINGS = {
+    "openai": ["openai", "openai_api"], "azure": ["azure", "azure_openai", "az.ai.openai"],
+    "anthropic": ["anthropic"], "bedrock": ["bedrock", "aws.bedrock", "bedrock_converse"],
+    "vertex_ai": ["vertex_ai", "gcp.vertex_ai"], "gemini": ["gemini", "gcp.gemini", "google"],
+    "mistral": ["mistral", "mistralai"], "deepseek": ["deepseek"], "xai": ["xai", "grok"],
+}
+ROUTERS = ["openrouter", "litellm", "kong", "unknown-gateway"]
+UNKNOWN_MODELS = ["my-finetune-v2", "gpt-17-ultra", "claude-nonexistent-9", "llama-internal", "x" * 300]
+TIERS = [None, None, None, "default", "auto", "standard", "on_demand", "flex", "priority", "Priority ", "scale", ""]
+ASSUMPTIONS = [None] * 40 + ["litellm-cache-writes-in-prompt"] * 8 + ["a" * 201, ""]
+TOOL_KINDS = ["web_search", "web_fetch", "file_search", "code_interpreter", "grounding_prompts", "grounding_queries"]
+PROMPTS = ["Hello there", "Summarise this contract in three bullet points.", "def f(x):\n    return x * 2",
+           "Bonjour, ça va ? 日本語のテキスト", ""]
+
+
+def catalog_names(book: PriceBook) -> list[tuple[str, str]]:
+    names = []
+    for entry in book.entries.values():
+        spellings = PROVIDER_SPELLINGS.get(entry.provider, [entry.provider])
+        names.append((spellings[0], entry.model))
+        for alias in entry.aliases[:2]:
+            names.append((spellings[-1], alias))
+        names.append((spellings[-1], entry.model.upper()))
+    return names
+
+
+class Corpus:
+    def __init__(self, book: PriceBook, seed: int = 14):
+        self.rng = random.Random(seed)
+        self.names = catalog_names(book)
+        self.serial = 0
+        self.previous: list[dict[str, Any]] = []
+
+    def ts(self) -> Any:
+        if self.rng.random() < 0.02:
+            return self._edge_ts()
+        text = self._ts()
+        if isinstance(text, str):
+            # Not within minutes of the latest accepted time: the validator reads the clock per event, so such
+            # a row may be valid on one path and late on the other, run a second later (edge rows: _edge_ts).
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                return text
+            if moment.tzinfo is not None and abs(
+                    moment - (datetime.now(timezone.utc) + MAX_EVENT_FUTURE)) < timedelta(minutes=10):
+                return (moment + timedelta(hours=1)).isoformat()
+        return text
+
+    def _edge_ts(self) -> str:
+        """A time at an edge of the accepted range [EARLIEST_EVENT_TS, now + MAX_EVENT_FUTURE]."""
+        rng = self.rng
+        latest = datetime.now(timezone.utc) + MAX_EVENT_FUTURE
+        moment = rng.choice([EARLIEST_EVENT_TS, EARLIEST_EVENT_TS - timedelta(microseconds=1),
+                             EARLIEST_EVENT_TS + timedelta(seconds=1), latest - timedelta(minutes=5),
+                             latest + timedelta(minutes=5), latest + timedelta(days=400)])
+        text = moment.astimezone(timezone.utc).isoformat()
+        return text.replace("+00:00", rng.choice(["Z", "+00:00"]))
+
+    def _ts(self) -> Any:
+        rng = self.rng
+        year = rng.choices([2026, 2025, 2024, 2023, 1999, 2099, 9999, 1001], [50, 20, 10, 5, 2, 2, 1, 1])[0]
+        month, day = rng.randint(1, 12), rng.randint(1, 28)
+        hour, minute, second = rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59)
+        base = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+        fraction = rng.choice(["", "", f".{rng.randint(0, 999999):06d}", ".000000", ".5", f".{rng.randint(0, 999)}"])
+        offset = rng.choice(["Z", "Z", "Z", "+00:00", "+02:00", "-05:30", "+14:00", "-00:00", "+23:59"])
+        kind = rng.random()
+        if kind < 0.96:
+            return base + fraction + offset
+        if kind < 0.97:
+            return base.replace("T", " ") + offset
+        if kind < 0.975:
+            return f"{year:04d}-{month:02d}-{day:02d}"
+        if kind < 0.98:
+            return rng.randint(1_600_000_000, 1_800_000_000)
+        if kind < 0.985:
+            return f"{year:04d}-02-30T10:00:00Z"
+        if kind < 0.99:
+            return base  # naive: not an AwareDatetime
+        return rng.choice(["yesterday", "", None, 12.5, "2026-13-01T00:00:00Z", "2026-01-01T24:00:00Z"])
+
+    def usage(self) -> Any:
+        rng = self.rng
+        kind = rng.random()
+        inp = rng.choice([0, rng.randint(1, 2000), rng.randint(2000, 150_000), rng.randint(200_001, 1_500_000)])
+        out = rng.choice([0, rng.randint(1, 500), rng.randint(500, 60_000)])
+        usage: dict[str, Any] = {"input_tokens": inp, "output_tokens": out}
+        if rng.random() < 0.4 and inp:
+            usage["cached_input_tokens"] = rng.randint(0, inp // 2)
+        if rng.random() < 0.3 and inp:
+            write = rng.randint(0, inp // 3)
+            usage["cache_write_tokens"] = write
+            if rng.random() < 0.5:
+                usage["cache_write_1h_tokens"] = rng.randint(0, write)
+        if rng.random() < 0.3 and out:
+            usage["reasoning_tokens"] = rng.randint(0, out)
+        if rng.random() < 0.05:
+            usage["tool_requests"] = {rng.choice(TOOL_KINDS): rng.choice([0, 1, 3, 100_001])}
+        if rng.random() < 0.02:
+            usage["tool_requests"] = rng.choice([None, {}])
+        if rng.random() < 0.3:  # keys in another order than the model's
+            usage = dict(reversed(list(usage.items())))
+        if kind < 0.015:  # hostile and odd values
+            field = rng.choice(list(usage))
+            usage[field] = rng.choice([-1, "12", 3.0, True, None, 2**64 - 1, [1], 2**63, 10**15 + 1, MAX_TOKENS + 1])
+        elif kind < 0.018:  # at the bound: valid (and a price times it leaves int64: the per-row path)
+            usage = {"input_tokens": MAX_TOKENS, "cached_input_tokens": rng.choice([0, MAX_TOKENS]),
+                     "output_tokens": rng.choice([0, 1, MAX_TOKENS]), "reasoning_tokens": 0}
+        elif kind < 0.019:
+            usage = {"input_tokens": rng.choice([MAX_TOKENS + 1, 2**64 - 1]), "output_tokens": 5}
+        elif kind < 0.02:
+            usage["input_token"] = 5  # a typo must not price as zero
+        elif kind < 0.03 and out:
+            usage["reasoning_tokens"] = out + 1
+        elif kind < 0.035:
+            usage["cached_input_tokens"] = inp + 5
+        return usage
+
+    def attribution(self) -> Any:
+        rng = self.rng
+        kind = rng.random()
+        if kind < 0.01:
+            return None if rng.random() < 0.5 else rng.choice(["team-a", 5, []])
+        if kind < 0.1:
+            return {}
+        attribution: dict[str, Any] = {}
+        for dim, values in (("org", ["acme", "globex", "", None]), ("team", [f"team-{i}" for i in range(8)] + ["", None]),
+                            ("project", ["p1", "p2", None]), ("user", [f"u{i}" for i in range(30)] + [None]),
+                            ("api_key", ["key-1", None]), ("feature", ["chat", None]), ("route", ["/v1/chat", None])):
+            if rng.random() < 0.6:
+                attribution[dim] = rng.choice(values)
+        if rng.random() < 0.2:
+            attribution["tags"] = {"env": rng.choice(["prod", "dev"]), "region": "eu"}
+        if rng.random() < 0.01:
+            attribution["tags"] = {"env": 5}
+        if rng.random() < 0.01:
+            attribution["department"] = "finance"
+        if rng.random() < 0.3:
+            attribution = dict(reversed(list(attribution.items())))
+        return attribution
+
+    def model(self) -> tuple[str, str]:
+        rng = self.rng
+        kind = rng.random()
+        if kind < 0.75:
+            return rng.choice(self.names)
+        provider, model = rng.choice(self.names)
+        if kind < 0.85:
+            return rng.choice(ROUTERS), f"{provider}/{model}"
+        if kind < 0.9:
+            return provider, model + rng.choice(["-2025-01-01", "@default", "-20250929"])
+        return rng.choice([provider, "unknown"]), rng.choice(UNKNOWN_MODELS)
+
+    def event(self) -> Any:
+        rng = self.rng
+        self.serial += 1
+        if self.previous and rng.random() < 0.03:
+            return rng.choice(self.previous)  # a duplicate (redelivery, replayed file)
+        provider, model = self.model()
+        event: dict[str, Any] = {"event_id": f"ev-{self.serial}", "ts": self.ts(), "source": rng.choice(
+            ["litellm", "kong", "otel", "openai-sdk", "bedrock-logs", "file"]), "provider": provider, "model": model}
+        if rng.random() < 0.3:
+            event["operation"] = rng.choice(["chat", "embeddings", "responses"])
+        if rng.random() < 0.15:
+            event["status"] = rng.choice(["ok", "error", "error", "failed"])
+        attribution = self.attribution()
+        if attribution != {} or rng.random() < 0.5:
+            event["attribution"] = attribution
+        kind = rng.random()
+        if kind < 0.85:
+            event["usage"] = self.usage()
+        elif kind < 0.93:
+            event["content"] = {"prompt": rng.choice(PROMPTS + [[{"role": "user", "content": rng.choice(PROMPTS)}]]),
+                                "completion": rng.choice(PROMPTS + [None])}
+            if rng.random() < 0.3:
+                event["usage"] = None
+        elif kind < 0.97:
+            event["usage"] = None
+        if rng.random() < 0.5:
+            event["latency_ms"] = rng.choice([rng.randint(1, 30_000), rng.random() * 1000, 0, None] * 5 + [-1, "fast"])
+        if rng.random() < 0.3:
+            event["ttft_ms"] = rng.choice([rng.randint(1, 3000), rng.random() * 100, None])
+        if rng.random() < 0.15:
+            event["batch"] = rng.choice([True] * 8 + [False] * 3 + ["yes", 1])
+        tier = rng.choice(TIERS)
+        if tier is not None or rng.random() < 0.05:
+            event["service_tier"] = tier
+        assumption = rng.choice(ASSUMPTIONS)
+        if assumption is not None:
+            event["usage_assumption"] = assumption
+        damage = rng.random()
+        if damage < 0.01:
+            event["event_id"] = rng.choice(["", "x" * 513, 42, None])
+        elif damage < 0.02:
+            del event[rng.choice(["event_id", "ts", "source", "provider", "model"])]
+        elif damage < 0.025:
+            event["unexpected_field"] = 1
+        elif damage < 0.03:
+            event["model"] = rng.choice(["", 7])
+        elif damage < 0.032:
+            return rng.choice([5, "text", None, [], [1, 2], True])
+        elif damage < 0.0321:  # valid, but its priced JSON would not fit a message: a dead letter
+            tags = {"blob": "x" * rng.choice([MAX_PRICED_EVENT_BYTES - 2000, MAX_PRICED_EVENT_BYTES + 10])}
+            event["attribution"] = {"team": "big", "tags": tags}
+            event["ts"] = "2026-11-01T10:00:00Z"
+            event["usage"] = {"input_tokens": 10, "output_tokens": 1}
+        if rng.random() < 0.2:
+            event = dict(reversed(list(event.items())))
+        if len(self.previous) < 1000:
+            self.previous.append(event)
+        elif rng.random() < 0.01:
+            self.previous[rng.randrange(1000)] = event
+        return event
+
+    def records(self, n_events: int, partitions: int = 4) -> Iterator[RawRecord]:
+        """Kafka records carrying about `n_events` events: micro-batches, single events, and bad records."""
+        rng = self.rng
+        produced = 0
+        offset = 0
+        while produced < n_events:
+            offset += 1
+            partition = rng.randrange(partitions)
+            kind = rng.random()
+            if kind < 0.002:
+                yield RawRecord(None, "tokenmeter.usage", partition, offset)
+                continue
+            if kind < 0.004:
+                yield RawRecord(rng.choice([b"{nope", b"\xff\xfe", b"", b"[1,", b"nan"]), "tokenmeter.usage",
+                                partition, offset)
+                continue
+            if kind < 0.0042:  # a micro-batch over the limit: one dead letter for the record
+                yield RawRecord(orjson.dumps([{}] * (MAX_EVENTS_PER_RECORD + 1)), "tokenmeter.usage", partition,
+                                offset)
+                continue
+            if kind < 0.3:
+                value = orjson.dumps(self.event())
+                produced += 1
+            else:
+                size = min(rng.randint(1, 500), n_events - produced)
+                value = orjson.dumps([self.event() for _ in range(size)])
+                produced += size
+            yield RawRecord(value, "tokenmeter.usage", partition, offset)
+
+
+__all__ = ["Corpus"]

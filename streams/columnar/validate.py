@@ -1,0 +1,264 @@
+"""Validate and normalise event items as columns, without pydantic.
+
+The columnar path takes only rows it can prove `UsageEvent.model_validate` accepts and whose normalised form
+(defaults filled, `exclude_none`, the timestamp as pydantic writes it) it reproduces exactly. Every other row
+(wrong type, unknown field, bad or out-of-range timestamp, token counts over MAX_TOKENS, parts exceeding
+totals, text to count ...) goes to the
+per-row fallback, which is today's code: its dead-letter reason is pydantic's own text, byte for byte.
+
+Conservative on purpose: a row taken here that pydantic would reject or normalise differently breaks
+equivalence, while a row sent to the fallback only costs time. The equivalence test holds both paths together.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
+                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, UsageEvent)
+
+TOP_KEYS = frozenset(UsageEvent.model_fields)
+ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
+USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
+               "reasoning_tokens")
+USAGE_KEYS = frozenset((*USAGE_PARTS, "tool_requests"))
+TOOL_KINDS = frozenset(TOOL_REQUEST_KINDS)
+MAX_EXACT_FLOAT_INT = 2**53
+# The form pydantic writes back unchanged: seconds, 6 or no fraction digits (not .000000), Z or a non-zero
+# offset < 24 h (pydantic writes +00:00 as Z), a
+# four-digit year from 1000.
+CANONICAL_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+# Also taken, and rewritten the way pydantic writes them: 1-6 fraction digits, +00:00 / -00:00 offsets.
+PARSEABLE_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+# The accepted event times (tokenmeter.events.check_event_time): from EARLIEST_EVENT_TS on, and at most
+# MAX_EVENT_FUTURE after the validator's clock. The validator reads the clock itself, at or after the batch's
+# `now`, so a row no later than now + MAX_EVENT_FUTURE is valid there too; a later row takes the per-row path,
+# whose reason (and clock) is today's.
+EARLIEST_TS_US = (EARLIEST_EVENT_TS - _EPOCH) // _US
+
+
+def _latest_ts_us(now: datetime) -> int:
+    return (now + MAX_EVENT_FUTURE - _EPOCH) // _US
+
+
+@dataclass
+class Columns:
+    """The rows taken by the columnar path: `rows` are their item indices; one list per field."""
+
+    rows: list[int]
+    event_id: list[str]
+    ts: list[str]
+    source: list[str]
+    provider: list[str]
+    model: list[str]
+    operation: list[str]
+    status: list[str]
+    attribution: list[dict[str, Any]]  # normalised: dims without None in model order, then tags
+    scope: list[str]  # partition key text (tokenmeter.events.partition_key)
+    usage: list[tuple]  # input, cached, cache write, 1h cache write, output, reasoning, tool requests (or None)
+    latency_ms: list[float | None]
+    ttft_ms: list[float | None]
+    batch: list[bool]
+    service_tier: list[str | None]
+    usage_assumption: list[str | None]
+    ts_us: pl.Series  # epoch microseconds, UTC
+
+
+_keys_ok_cache: dict[tuple, bool] = {}
+
+
+def _keys_ok(item: dict) -> bool:
+    shape = tuple(item)
+    ok = _keys_ok_cache.get(shape)
+    if ok is None:
+        if len(_keys_ok_cache) > 10_000:
+            _keys_ok_cache.clear()
+        ok = _keys_ok_cache[shape] = TOP_KEYS.issuperset(shape)
+    return ok
+
+
+def _name(value: Any) -> bool:
+    return type(value) is str and len(value) > 0
+
+
+def _optional_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _float_ok(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return value >= 0 and math.isfinite(value)
+    if kind is int:
+        return 0 <= value <= MAX_EXACT_FLOAT_INT
+    return value is None
+
+
+KEY_DIMENSIONS = ("team", "org", "project", "api_key", "user")  # tokenmeter.events.partition_key's order
+
+
+def _normalise_attribution(value: dict) -> tuple[dict[str, Any], str] | None:
+    """(the attribution as pydantic dumps it with exclude_none, tags excluded; the partition key's text), or None
+    when the row must take the fallback."""
+    if not ATTRIBUTION_KEYS.issuperset(value):
+        return None
+    out = {}
+    for dim in ATTRIBUTION_DIMENSIONS:
+        v = value.get(dim)
+        if v is not None:
+            if type(v) is not str:
+                return None
+            out[dim] = v
+    scope = next((f"{dim}:{out[dim]}" for dim in KEY_DIMENSIONS if out.get(dim)), "unattributed")
+    return out, scope
+
+
+_attribution_cache: dict[tuple, tuple[dict[str, Any], str] | None] = {}
+
+
+def _attribution(value: Any) -> tuple[dict[str, Any], str] | None:
+    """(normalised attribution, partition key text) or None for the fallback. Attributions repeat (one per team,
+    user, key), so the normalised form of tag-less ones is cached by their items; each event gets its own dict."""
+    if type(value) is not dict:
+        return None
+    tags = value.get("tags")
+    if tags is None and "tags" not in value:
+        try:
+            shape = tuple(value.items())
+            found = _attribution_cache.get(shape)
+        except TypeError:  # an unhashable value (list, dict): not a valid dimension anyway
+            return None
+        if found is None:
+            found = _normalise_attribution(value)
+            if len(_attribution_cache) > 50_000:
+                _attribution_cache.clear()
+            _attribution_cache[shape] = found
+            if found is None:
+                return None
+        return {**found[0], "tags": {}}, found[1]
+    if type(tags) is not dict:
+        return None
+    for v in tags.values():
+        if type(v) is not str:  # keys of a JSON object are always strings
+            return None
+    found = _normalise_attribution(value)
+    if found is None:
+        return None
+    return {**found[0], "tags": dict(tags)}, found[1]
+
+
+_NO_ATTRIBUTION: dict = {}
+
+
+def _pydantic_text(ts: str) -> str:
+    """How pydantic writes back a parseable but non-canonical timestamp (e.g. `.5` -> `.500000`, +00:00 -> Z)."""
+    return datetime.fromisoformat(ts).isoformat().replace("+00:00", "Z")
+
+
+def _tool_requests(value: Any) -> dict[str, int] | None | bool:
+    """Tool request counts as the Usage validator leaves them (zero counts dropped; none left: None), or False
+    for the fallback (unknown kind, not an int, out of range)."""
+    if value is None:
+        return None
+    if type(value) is not dict:
+        return False
+    for kind, count in value.items():
+        if kind not in TOOL_KINDS or type(count) is not int or not 0 <= count <= MAX_TOOL_REQUESTS:
+            return False
+    return {kind: count for kind, count in value.items() if count} or None
+
+
+def _usage(value: Any) -> tuple | None:
+    """(the six parts, then the tool requests or None), or None for the fallback."""
+    if type(value) is not dict or not USAGE_KEYS.issuperset(value):
+        return None
+    get = value.get
+    tools = _tool_requests(get("tool_requests"))
+    if tools is False:
+        return None
+    parts = (get("input_tokens", 0), get("cached_input_tokens", 0), get("cache_write_tokens", 0),
+             get("cache_write_1h_tokens", 0), get("output_tokens", 0), get("reasoning_tokens", 0))
+    for v in parts:
+        if type(v) is not int or not 0 <= v <= MAX_TOKENS:
+            return None
+    inp, cached, write, write_1h, out, reasoning = parts
+    if cached + write > inp or write_1h > write or reasoning > out:
+        return None  # pydantic's model validator words this error; the fallback gives its exact text
+    return (*parts, tools)
+
+
+def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
+    """(columns of the rows the columnar path takes, item indices of the rows for the per-row fallback)."""
+    candidates = [i for i, item in enumerate(items) if type(item) is dict and _keys_ok(item)]
+    dicts = [items[i] for i in candidates]
+    get = dict.get
+    event_id = [get(d, "event_id") for d in dicts]
+    ts = [get(d, "ts") for d in dicts]
+    source = [get(d, "source") for d in dicts]
+    provider = [get(d, "provider") for d in dicts]
+    model = [get(d, "model") for d in dicts]
+    operation = [get(d, "operation", "chat") for d in dicts]
+    status = [get(d, "status", "ok") for d in dicts]
+    attribution = [_attribution(get(d, "attribution", _NO_ATTRIBUTION)) for d in dicts]
+    usage = [_usage(get(d, "usage")) for d in dicts]
+    latency = [get(d, "latency_ms") for d in dicts]
+    ttft = [get(d, "ttft_ms") for d in dicts]
+    batch = [get(d, "batch", False) for d in dicts]
+    tier = [get(d, "service_tier") for d in dicts]
+    assumption = [get(d, "usage_assumption") for d in dicts]
+    content = [get(d, "content") for d in dicts]
+
+    ts_ok = [type(v) is str for v in ts]
+    ts_series = pl.Series("ts", [v if ok else None for v, ok in zip(ts, ts_ok)], dtype=pl.String)
+    canonical = (ts_series.str.contains(CANONICAL_TS) & ~ts_series.str.contains(r"\.000000")
+                 & ~ts_series.str.ends_with("+00:00") & ~ts_series.str.ends_with("-00:00")).fill_null(False)
+    parseable = ts_series.str.contains(PARSEABLE_TS).fill_null(False)
+    parsed = ts_series.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    epoch = parsed.dt.epoch("us")
+    in_range = (epoch >= EARLIEST_TS_US) & (epoch <= _latest_ts_us(now))
+    ts_good = (parseable & epoch.is_not_null() & in_range).fill_null(False).to_list()
+    ts_canonical = canonical.to_list()
+
+    good = [
+        ts_g and type(e) is str and 0 < len(e) <= 512 and type(s) is str and s != "" and type(p) is str
+        and p != "" and type(m) is str and m != ""
+        and type(op) is str and (st == "ok" or st == "error") and type(st) is str
+        and a is not None and u is not None and c is None and _float_ok(lat) and _float_ok(tt)
+        and type(b) is bool and _optional_str(t)
+        and (ua is None or (type(ua) is str and 0 < len(ua) <= 200))
+        for ts_g, e, s, p, m, op, st, a, u, c, lat, tt, b, t, ua in zip(
+            ts_good, event_id, source, provider, model, operation, status, attribution, usage, content, latency,
+            ttft, batch, tier, assumption)
+    ]
+    keep = [j for j, g in enumerate(good) if g]
+    fallback_set = set(range(len(items))).difference(candidates[j] for j in keep)
+    take = pl.Series(keep, dtype=pl.UInt32)
+
+    everything = len(keep) == len(dicts)  # the common case: no copies
+
+    def pick(column: list) -> list:
+        return column if everything else [column[j] for j in keep]
+
+    def as_float(column: list) -> list:
+        return [None if v is None else float(v) for v in pick(column)]
+
+    columns = Columns(
+        rows=[candidates[j] for j in keep], event_id=pick(event_id),
+        ts=[ts[j] if ts_canonical[j] else _pydantic_text(ts[j]) for j in keep], source=pick(source),
+        provider=pick(provider), model=pick(model), operation=pick(operation), status=pick(status),
+        attribution=[attribution[j][0] for j in keep], scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
+        batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
+        ts_us=epoch if everything else epoch.gather(take),
+    )
+    return columns, sorted(fallback_set)
+
+
+__all__ = ["Columns", "USAGE_PARTS", "split"]

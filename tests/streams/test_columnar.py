@@ -1,0 +1,185 @@
+"""The columnar batch path (streams/columnar) gives byte-identical results to today's `process_batch`: priced
+events, dead letters (same reasons, same order), budget origins and counters."""
+
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import orjson
+import polars as pl
+import pytest
+
+from streams.batch import RawRecord, process_batch
+from streams.columnar import process_batch_columnar
+from streams.columnar.equivalence import compare_batch, fingerprint, run
+from streams.columnar.price import _round_half_even, price_table
+from streams.pricing import load_price_book
+
+OVERRIDES = """
+custom_models:
+  self-hosted:
+    source: internal GPU cost model
+    models:
+      llama-3.1-8b-internal:
+        aliases: [llama-internal]
+        versions:
+          - {effective_from: 2025-01-01, input: "0.05", output: "0.10", request: "0.0001"}
+negotiated:
+  - name: acme-all
+    org: acme
+    discount_percent: "10"
+  - name: everyone-openai-2025
+    providers: [openai]
+    effective_from: 2025-01-01
+    effective_until: 2026-01-01
+    discount_percent: "12.5"
+"""
+
+
+@pytest.fixture(scope="module")
+def book():
+    return load_price_book()
+
+
+def event(i: int, **extra) -> dict:
+    return {"event_id": f"e{i}", "ts": "2026-11-01T10:15:00Z", "source": "t", "provider": "openai", "model": "gpt-4o",
+            "attribution": {"team": "search"}, "usage": {"input_tokens": 1000, "output_tokens": 10}, **extra}
+
+
+def test_randomised_corpus_is_byte_identical(book):
+    """~20,000 events of every shape the worker sees (see streams/columnar/corpus.py), in 10,000-event batches."""
+    totals = run(20_000, book, batch_events=10_000, seed=14)
+    assert totals["mismatched_batches"] == 0, totals["problems"]
+    assert totals["events"] >= 20_000 and totals["priced"] > 3000 and totals["unpriced"] > 3000
+    assert totals["deadletters"] > 1000
+
+
+def test_negotiated_rules_and_custom_models_are_byte_identical(tmp_path):
+    path = tmp_path / "overrides.yaml"
+    path.write_text(OVERRIDES)
+    totals = run(5_000, load_price_book(overrides_path=path), batch_events=2_500, seed=3)
+    assert totals["mismatched_batches"] == 0, totals["problems"]
+
+
+def test_as_of_join_takes_the_version_in_force_to_the_microsecond(book):
+    entry = book.entries["openai/gpt-4o"]
+    start = entry.versions[-1].effective_from.astimezone(timezone.utc)
+    just_before = start - timedelta(microseconds=1)
+    events = [event(1, ts=start.isoformat().replace("+00:00", "Z")),
+              event(2, ts=just_before.isoformat().replace("+00:00", "Z")),
+              event(3, ts="2020-01-01T00:00:00Z")]  # the earliest accepted time, before any price: unpriced
+    records = [RawRecord(orjson.dumps(events), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []
+    priced = orjson.loads(process_batch_columnar(records, book).priced[b"team:search"][2])
+    assert priced["pricing_status"] == "unpriced" and "in force at 2020-01-01T00:00:00+00:00" in priced[
+        "unpriced_reason"]
+
+
+@pytest.mark.parametrize("ts", ["2026-11-01T10:15:00.5Z", "2026-11-01T10:15:00+00:00", "2026-11-01T10:15:00.000000Z",
+                                "2026-11-01T23:15:00-05:30", "2026-11-01T10:15:00.123-00:00", "2026-11-01 10:15:00Z",
+                                "2026-11-01", 1762000000, "2026-02-30T00:00:00Z"])
+def test_timestamps_are_written_back_like_pydantic(book, ts):
+    records = [RawRecord(orjson.dumps([event(1, ts=ts)]), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []
+
+
+def test_integer_half_even_rounding_matches_decimal_quantize():
+    numerators = [0, 1, 4, 5, 6, 15, 25, 35, 12345, 12355, 10**17 + 5, 7656250]
+    for divisor in (1, 10, 100, 1000, 10**6):
+        got = pl.select(_round_half_even(pl.lit(pl.Series(numerators, dtype=pl.Int64)), pl.lit(divisor))).to_series()
+        want = [int((Decimal(n) / divisor).quantize(Decimal(1), ROUND_HALF_EVEN)) for n in numerators]
+        assert got.to_list() == want
+
+
+def test_dead_letters_keep_their_order_between_record_and_event_failures(book):
+    records = [
+        RawRecord(orjson.dumps([event(1), {**event(2), "ts": "yesterday"}]), "tokenmeter.usage", 0, 1),
+        RawRecord(None, "tokenmeter.usage", 0, 2),
+        RawRecord(b"{nope", "tokenmeter.usage", 1, 3),
+        RawRecord(orjson.dumps({**event(3), "usage": None}), "tokenmeter.usage", 1, 4),
+        RawRecord(orjson.dumps(5), "tokenmeter.usage", 1, 5),
+        RawRecord(orjson.dumps(event(4)), "tokenmeter.usage", 1, 6),
+    ]
+    assert compare_batch(records, book) == []
+    reasons = [d["reason"] for d in process_batch_columnar(records, book).deadletters]
+    assert [r.split(":")[0] for r in reasons] == [
+        "invalid event", "empty message (tombstone) on the usage topic", "not JSON", "cannot meter", "invalid event"]
+
+
+def test_compiled_table_is_built_once_per_book(book):
+    assert price_table(book) is price_table(book)
+
+
+def test_empty_and_all_bad_batches(book):
+    now = datetime.now(timezone.utc)
+    for records in ([], [RawRecord(None)], [RawRecord(orjson.dumps([]))]):
+        a, b = process_batch(records, book), process_batch_columnar(records, book, now=now)
+        assert fingerprint(a) == fingerprint(b)
+
+
+def test_worker_takes_the_columnar_path_unless_told_otherwise(monkeypatch):
+    from tokenmeter.settings import load_settings
+
+    monkeypatch.delenv("TOKENMETER_WORKER_COLUMNAR", raising=False)
+    assert load_settings().worker_columnar is True
+    monkeypatch.setenv("TOKENMETER_WORKER_COLUMNAR", "false")
+    assert load_settings().worker_columnar is False
+    monkeypatch.setenv("TOKENMETER_WORKER_COLUMNAR", "true")
+    assert load_settings().worker_columnar is True
+
+
+@pytest.mark.parametrize("tools, ts", [
+    ({"web_search": 3}, "2026-11-01T10:15:00Z"),  # $10 / 1,000 searches
+    ({"web_fetch": 2, "web_search": 0}, "2026-11-01T10:15:00Z"),  # a $0 fee: no line; the zero count is dropped
+    ({"web_search": 0}, "2026-11-01T10:15:00Z"),  # nothing left: tool_requests absent
+    ({"grounding_queries": 1}, "2026-11-01T10:15:00Z"),  # no such fee for anthropic: unpriced, with the reason
+    ({"web_search": 1}, "2025-01-01T00:00:00+02:00"),  # before the tool existed
+    ({"web_search": 100_001}, "2026-11-01T10:15:00Z"),  # over the bound: dead letter naming the field
+])
+def test_tool_request_fees_match_todays_lines(book, tools, ts):
+    ev = event(1, provider="anthropic", model="claude-sonnet-4-5", ts=ts,
+               usage={"input_tokens": 1000, "output_tokens": 10, "tool_requests": tools})
+    records = [RawRecord(orjson.dumps([ev, event(2)]), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []
+
+
+def test_the_comparison_sees_one_pico_dollar(book):
+    records = [RawRecord(orjson.dumps([event(1), event(2)]), "tokenmeter.usage", 0, 1)]
+    old = process_batch(records, book)
+    new = process_batch_columnar(records, book, now=datetime.fromisoformat(old.origins[0][2]["priced_at"]))
+    assert fingerprint(old) == fingerprint(new)
+    changed = orjson.loads(new.priced[b"team:search"][1])
+    changed["cost_usd"] = format(Decimal(changed["cost_usd"]) + Decimal("1e-12"), "f")
+    new.priced[b"team:search"][1] = orjson.dumps(changed)
+    assert fingerprint(old) != fingerprint(new)
+
+
+def _edges_of_the_contract() -> list[dict]:
+    from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
+
+    def at(moment: datetime) -> str:
+        return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+    latest = datetime.now(timezone.utc) + MAX_EVENT_FUTURE
+    times = [EARLIEST_EVENT_TS - timedelta(microseconds=1), EARLIEST_EVENT_TS, latest - timedelta(minutes=5),
+             latest + timedelta(minutes=5), datetime(2099, 1, 1, tzinfo=timezone.utc)]
+    usages = [{"input_tokens": MAX_TOKENS, "output_tokens": 1}, {"input_tokens": MAX_TOKENS + 1},
+              {"input_tokens": 1000, "output_tokens": MAX_TOKENS}, {"output_tokens": 2**64 - 1}]
+    return ([event(i, ts=at(t)) for i, t in enumerate(times)]
+            + [event(10 + i, usage=u, model=m) for i, u in enumerate(usages) for m in ("gpt-4o", "gpt-4o-mini")]
+            + [event(30, usage_assumption="cache writes assumed in prompt"),
+               event(31, attribution={"team": "big", "tags": {"blob": "x" * 300_000}})])
+
+
+def test_edges_of_the_event_contract_match_todays_path(book):
+    """Accepted ts range (both ends), MAX_TOKENS, usage assumptions and a priced event too large to send: every
+    row the columnar path takes must be one today's path accepts with the same output, or take the per-row path."""
+    records = [RawRecord(orjson.dumps(_edges_of_the_contract()), "tokenmeter.usage", 0, 1),
+               RawRecord(orjson.dumps([{}] * 10_001), "tokenmeter.usage", 0, 2), RawRecord(None, "tokenmeter.usage", 0, 3)]
+    assert compare_batch(records, book) == []
+    result = process_batch_columnar(records, book)
+    assert result.assumed_count == 1
+    reasons = [d["reason"] for d in result.deadletters]
+    assert sum("event time" in r for r in reasons) == 3 and sum("less than or equal to 1000000000000" in r
+                                                                 for r in reasons) == 4
+    assert any(r.startswith("event too large") for r in reasons)
+    assert any(r.startswith("too many events in one message") for r in reasons)
