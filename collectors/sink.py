@@ -17,13 +17,12 @@ from typing import Any, Iterable
 
 from aiokafka import AIOKafkaProducer
 
-from tokenmeter import deadletters, topics
+from tokenmeter import deadletters, microbatch, topics
+from tokenmeter.microbatch import MAX_EVENTS_PER_MESSAGE, MAX_MESSAGE_BYTES  # noqa: F401 - documented here
 from tokenmeter.events import UsageEvent, partition_key
 
 log = logging.getLogger("tokenmeter.collect")
 
-MAX_EVENTS_PER_MESSAGE = 500
-MAX_MESSAGE_BYTES = 900_000  # under Kafka's default 1 MB message.max.bytes, leaving room for framing
 
 
 class SinkUnavailable(Exception):
@@ -57,19 +56,7 @@ def encode_batches(events: Iterable[UsageEvent]) -> list[tuple[bytes, bytes]]:
     for event in events:
         # pydantic-core writes the same bytes as orjson.dumps(model_dump(mode="json")) in one step, ~2x faster
         groups[partition_key(event)].append(event.model_dump_json(exclude_none=True).encode())
-    messages: list[tuple[bytes, bytes]] = []
-    for key, encoded in groups.items():
-        chunk: list[bytes] = []
-        size = 2
-        for item in encoded:
-            if chunk and (len(chunk) >= MAX_EVENTS_PER_MESSAGE or size + len(item) + 1 > MAX_MESSAGE_BYTES):
-                messages.append((key, b"[" + b",".join(chunk) + b"]"))
-                chunk, size = [], 2
-            chunk.append(item)
-            size += len(item) + 1
-        if chunk:
-            messages.append((key, b"[" + b",".join(chunk) + b"]"))
-    return messages
+    return [(key, value) for key, encoded in groups.items() for value in microbatch.frame(encoded)]
 
 
 class KafkaSink:

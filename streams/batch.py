@@ -18,12 +18,12 @@ from pydantic import ValidationError
 from streams.enrich import price_event
 from streams.metering import MeteringError
 from streams.pricing import PriceBook
-from tokenmeter import deadletters
+from tokenmeter import deadletters, microbatch
+from tokenmeter.microbatch import MAX_EVENTS_PER_MESSAGE, MAX_EVENTS_PER_RECORD, MAX_MESSAGE_BYTES  # noqa: F401
 from tokenmeter.events import UsageEvent, describe_validation_error, partition_key
 
-MAX_EVENTS_PER_MESSAGE = 500  # per priced message
-MAX_MESSAGE_BYTES = 900_000  # priced messages stay under Kafka's 1 MB default whatever the events carry
-MAX_EVENTS_PER_RECORD = 10_000  # a larger micro-batch is one dead letter (its letters alone could flood the topic)
+# Priced messages are framed like the usage topic's (tokenmeter.microbatch); a larger incoming micro-batch is one
+# dead letter.
 MAX_PRICED_EVENT_BYTES = 256 * 1024  # one priced event larger than this becomes a dead letter (it could not be sent)
 
 
@@ -50,16 +50,8 @@ class BatchResult:
     def priced_messages(self) -> Iterable[tuple[bytes, bytes]]:
         """(key, JSON array) messages of at most MAX_EVENTS_PER_MESSAGE events and about MAX_MESSAGE_BYTES."""
         for key, events in self.priced.items():
-            chunk: list[bytes] = []
-            size = 2
-            for encoded in events:
-                if chunk and (len(chunk) >= MAX_EVENTS_PER_MESSAGE or size + len(encoded) + 1 > MAX_MESSAGE_BYTES):
-                    yield key, b"[" + b",".join(chunk) + b"]"
-                    chunk, size = [], 2
-                chunk.append(encoded)
-                size += len(encoded) + 1
-            if chunk:
-                yield key, b"[" + b",".join(chunk) + b"]"
+            for value in microbatch.frame(events):
+                yield key, value
 
 
 def dead_letter(reason: str, payload: Any, record: RawRecord, stage: str = "worker") -> dict[str, Any]:
@@ -70,10 +62,7 @@ def dead_letter(reason: str, payload: Any, record: RawRecord, stage: str = "work
 def _decode(record: RawRecord) -> list[Any]:
     if record.value is None:
         raise ValueError("empty message (tombstone) on the usage topic")
-    data = orjson.loads(record.value)
-    if isinstance(data, list) and len(data) > MAX_EVENTS_PER_RECORD:
-        raise ValueError(f"too many events in one message: {len(data)}, at most {MAX_EVENTS_PER_RECORD}")
-    return data if isinstance(data, list) else [data]
+    return microbatch.unframe(orjson.loads(record.value))
 
 
 def process_batch(records: Iterable[RawRecord], book: PriceBook) -> BatchResult:
