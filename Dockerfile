@@ -3,6 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY tokenmeter tokenmeter
+COPY app app
 COPY collectors collectors
 COPY streams streams
 COPY warehouse warehouse

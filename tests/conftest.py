@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from tokenmeter.broker import embedded_broker
+from app.broker import embedded_broker
 from tokenmeter.settings import free_port
 
 

@@ -45,7 +45,7 @@ def test_broker_command_serves_topics_and_stops_on_sigterm(tmp_path):
                TOKENMETER_EMBEDDED_BROKER_PORT=str(port))
     log = tmp_path / "broker.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tokenmeter", "broker"], env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "app", "broker"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
         WebDriverWait(None, 30, poll_frequency=0.2).until(lambda _: "broker ready" in log.read_text())

@@ -11,7 +11,7 @@ import pytest
 
 from streams.budgets import parse_budget
 from tokenmeter import topics
-from tokenmeter.budget_rebuild import rebuild_states
+from streams.budgets.rebuild import rebuild_states
 from tokenmeter.settings import Settings
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

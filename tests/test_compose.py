@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenmeter.cli import main
+from app.cli import main
 from tokenmeter.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]

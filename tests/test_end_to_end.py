@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams import load_book, price_event
 from tokenmeter import topics
-from tokenmeter.broker import embedded_broker
+from app.broker import embedded_broker
 from tokenmeter.events import UsageEvent, partition_key
-from tokenmeter.process import child_preexec
+from app.process import child_preexec
 from tokenmeter.settings import free_port, load_settings
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def stack_env(tmp_path):
 @contextmanager
 def service(name: str, env: dict, log_dir: Path):
     log = open(log_dir / f"{name}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tokenmeter", name], env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-m", "app", name], env=env, stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=child_preexec)
     try:
         yield proc
@@ -58,7 +58,7 @@ def service(name: str, env: dict, log_dir: Path):
 
 
 def report(env: dict, *args: str) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "tokenmeter", "report", "--format", "json", *args], env=env,
+    out = subprocess.run([sys.executable, "-m", "app", "report", "--format", "json", *args], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

@@ -3,7 +3,7 @@ import socket
 import pytest
 from click.testing import CliRunner
 
-from tokenmeter.cli import main
+from app.cli import main
 from tokenmeter.settings import SettingsError, ensure_port_free, load_settings
 
 

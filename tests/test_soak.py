@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_three_cycle_soak_passes_every_check(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "tokenmeter", "soak", "--minutes", "0.5", "--cycles", "3", "--json",
+    out = subprocess.run([sys.executable, "-m", "app", "soak", "--minutes", "0.5", "--cycles", "3", "--json",
                           "--data-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=280)
     result = json.loads(out.stdout)
     failed = [f"{c['name']}: {c['summary']} {json.dumps(c['details'])[:800]}" for c in result["checks"] if not c["ok"]]

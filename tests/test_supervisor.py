@@ -53,7 +53,7 @@ def running_up(tmp_path: Path):
                TOKENMETER_LOAD_FLUSH_SECONDS="0.3")
     log_path = tmp_path / "up.log"
     log = open(log_path, "w")
-    up = subprocess.Popen([sys.executable, "-m", "tokenmeter", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
+    up = subprocess.Popen([sys.executable, "-m", "app", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
                           cwd=tmp_path)
     family: list[psutil.Process] = []
     try:
@@ -133,7 +133,7 @@ def expected_by_team(events: list[dict]) -> dict[str, tuple[int, Decimal]]:
 
 
 def report_by_team(env: dict) -> dict[str, tuple[int, Decimal]]:
-    out = subprocess.run([sys.executable, "-m", "tokenmeter", "report", "--format", "json", "--group-by", "team"],
+    out = subprocess.run([sys.executable, "-m", "app", "report", "--format", "json", "--group-by", "team"],
                          env=env, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         return {"error": out.stderr[-500:]}  # type: ignore[dict-item]
@@ -207,13 +207,13 @@ def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(tmp_pa
                  "events sent after the broker restart loaded", every=1)
         status = json.loads(status_path.read_text())
         assert status["broker_restarts"] == 1 and status["broker_losses"][0]["at_risk_records"] == 0
-        out = subprocess.run([sys.executable, "-m", "tokenmeter", "status"], env=env, capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-m", "app", "status"], env=env, capture_output=True, text=True,
                              timeout=30)
         assert "broker crash at" in out.stdout and "broker restarts: 1" in out.stdout, out.stdout
 
 
 def test_back_off_doubles_up_to_its_cap_and_starts_over_after_a_stable_run():
-    from tokenmeter.supervisor import BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S, Child
+    from app.supervisor import BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S, Child
 
     child = Child("worker", ["x"], Path("/dev/null"))
     delays = []

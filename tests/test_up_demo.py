@@ -35,7 +35,7 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
     url = f"http://127.0.0.1:{dash_port}/"
     log = open(tmp_path / "up.log", "w")
     launched = time.monotonic()
-    up = subprocess.Popen([sys.executable, "-m", "tokenmeter", "up", "--demo"], env=env, stdout=log,
+    up = subprocess.Popen([sys.executable, "-m", "app", "up", "--demo"], env=env, stdout=log,
                           stderr=subprocess.STDOUT, cwd=tmp_path)
     children: list[psutil.Process] = []
     try:

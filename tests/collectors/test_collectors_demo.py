@@ -11,7 +11,7 @@ from test_collectors_mode_support import events_of, read_to_end
 
 from collectors.demo import callers, generate
 from tokenmeter import topics
-from tokenmeter.broker import embedded_broker
+from app.broker import embedded_broker
 from tokenmeter.settings import free_port
 
 

@@ -30,7 +30,7 @@ def cli_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
 def start_cli(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     log = open(log_path, "ab")
     try:
-        return subprocess.Popen([sys.executable, "-m", "tokenmeter", "collect", *args], env=env, cwd=REPO,
+        return subprocess.Popen([sys.executable, "-m", "app", "collect", *args], env=env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()

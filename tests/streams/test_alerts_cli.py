@@ -109,7 +109,7 @@ def test_dispatch_command_stops_cleanly_on_sigterm(kafka_bootstrap, tmp_path):
                                 TOKENMETER_DATA_DIR=str(tmp_path))}
     log_path = tmp_path / "dispatch.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tokenmeter", "alerts", "dispatch"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "app", "alerts", "dispatch"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

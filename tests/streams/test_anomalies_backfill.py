@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from streams.anomalies.baseline import MIN_SAMPLES
 from streams.anomalies.runner import Detector
 from tests.streams.anomaly_traffic import MONDAY, traffic
-from tokenmeter.broker import embedded_broker
+from app.broker import embedded_broker
 from tokenmeter.settings import free_port, load_settings
 from tokenmeter.topics import PRICED
 

@@ -70,7 +70,7 @@ def test_route_secrets_never_leave_their_store_and_still_deliver(kafka_bootstrap
             env.pop("TOKENMETER_ADMIN_TOKEN", None)
             name, team = f"sec-{uuid.uuid4().hex[:6]}", f"team-{uuid.uuid4().hex[:6]}"
             set_budget = subprocess.run(
-                [sys.executable, "-m", "tokenmeter", "budget", "set", name, "--scope", f"team={team}",
+                [sys.executable, "-m", "app", "budget", "set", name, "--scope", f"team={team}",
                  "--limit-usd", "1", "--thresholds", "50", "--notify", f"slack={ep.url('/services/' + slack_secret)}",
                  "--notify", f"pagerduty={PD_KEY}", "--notify", f"webhook={ep.url('/hook/' + hook_secret)}?k=v"],
                 env=env, capture_output=True, text=True, timeout=60)

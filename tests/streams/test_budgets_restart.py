@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from streams.budgets import parse_budget, write_budgets
-from tokenmeter.process import child_preexec
+from app.process import child_preexec
 from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow
@@ -106,7 +106,7 @@ def rebuilt(kafka_bootstrap, tmp_path_factory):
         {"dir": str(data_dir), "events": events, "alerts": alerts}), text=True, check=True, timeout=120,
         env=env_for(kafka_bootstrap, data_dir))
     write_budgets(kafka_bootstrap, [budget])
-    out = subprocess.run([sys.executable, "-m", "tokenmeter", "budget", "rebuild"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "app", "budget", "rebuild"], capture_output=True, text=True,
                          timeout=120, env=env_for(kafka_bootstrap, data_dir))
     assert out.returncode == 0 and "5.08" in out.stdout, out.stderr
     return data_dir, team, budget, alerts
@@ -142,7 +142,7 @@ def test_a_rebuilt_blocking_budget_never_answers_allow_after_start_or_rebalance(
             if i == 1:  # the second worker joins: a rebalance, while the first keeps answering
                 body = ask_until_blocked(0)
                 assert body["budget"] == budget.name and body["spend"].startswith("5.08")
-            workers.append(subprocess.Popen([sys.executable, "-m", "tokenmeter", "worker"],
+            workers.append(subprocess.Popen([sys.executable, "-m", "app", "worker"],
                                             env=env_for(kafka_bootstrap, data_dir, ports[i]), stdout=log,
                                             stderr=subprocess.STDOUT, preexec_fn=child_preexec))
         ask_until_blocked(1)
@@ -162,11 +162,11 @@ def test_a_rebuilt_blocking_budget_never_answers_allow_after_start_or_rebalance(
 
 def test_alerts_list_shows_the_alerts_the_warehouse_holds(kafka_bootstrap, rebuilt):
     data_dir, team, budget, alerts = rebuilt
-    out = subprocess.run([sys.executable, "-m", "tokenmeter", "alerts", "list", "--format", "json", "--limit",
+    out = subprocess.run([sys.executable, "-m", "app", "alerts", "list", "--format", "json", "--limit",
                           "1000"], capture_output=True, text=True, timeout=120, env=env_for(kafka_bootstrap, data_dir))
     assert out.returncode == 0, out.stderr
     ids = {row["id"] for row in json.loads(out.stdout)}
     assert {a["id"] for a in alerts} <= ids  # not on the broker any more: read from the warehouse
-    table = subprocess.run([sys.executable, "-m", "tokenmeter", "alerts", "list"], capture_output=True, text=True,
+    table = subprocess.run([sys.executable, "-m", "app", "alerts", "list"], capture_output=True, text=True,
                            timeout=120, env=env_for(kafka_bootstrap, data_dir))
     assert f"Budget {budget.name} reached 100%" in table.stdout

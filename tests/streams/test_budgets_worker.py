@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from streams.budgets import parse_budget, write_budgets
 from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
-from tokenmeter.process import child_preexec
+from app.process import child_preexec
 from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "tokenmeter", "worker"], env=env, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, preexec_fn=child_preexec)
 
 

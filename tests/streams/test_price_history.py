@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from streams.pricing import PriceBook, load_price_book
 from streams.pricing.coverage import coverage
-from tokenmeter.cli import main
+from app.cli import main
 from tokenmeter.events import Usage, UsageEvent
 
 D = Decimal

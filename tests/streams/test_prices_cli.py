@@ -10,7 +10,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from tokenmeter.cli import main
+from app.cli import main
 
 # A few entries in model_prices_and_context_window.json's own format (per-token floats, as LiteLLM writes them).
 COST_MAP = """{

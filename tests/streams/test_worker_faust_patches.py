@@ -44,7 +44,7 @@ def test_the_worker_command_refuses_to_start_on_another_version(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(
         "import importlib.metadata as m\n_real = m.version\n"
         "m.version = lambda p: '0.16.0' if p == 'faust-streaming' else _real(p)\n")
-    out = subprocess.run([sys.executable, "-m", "tokenmeter", "worker"], capture_output=True, text=True, timeout=60,
+    out = subprocess.run([sys.executable, "-m", "app", "worker"], capture_output=True, text=True, timeout=60,
                          env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin",
                               "TOKENMETER_KAFKA_BOOTSTRAP": "127.0.0.1:9", "TOKENMETER_API_PORT": str(free_port()),
                               "TOKENMETER_DATA_DIR": str(tmp_path / "data")})

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.topic_reader import read_topic
 from tokenmeter import topics
-from tokenmeter.process import child_preexec
+from app.process import child_preexec
 from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow
@@ -100,7 +100,7 @@ def start_worker(bootstrap: str, tmp_path: Path, port: int, extra_path: str = ""
                TOKENMETER_KAFKA_BOOTSTRAP=bootstrap, TOKENMETER_DATA_DIR=str(tmp_path / "data"),
                TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="warning", TOKENMETER_WORKER_BATCH_SECONDS="0.2")
     log = open(tmp_path / "worker.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "tokenmeter", "worker"], env=env, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, preexec_fn=child_preexec)
 
 

@@ -40,7 +40,7 @@ def month_data(wh, make_event):
 
 def _cli(settings, *args: str) -> bytes:
     env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(settings.data_dir))
-    result = subprocess.run([sys.executable, "-m", "tokenmeter", *args], env=env, capture_output=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "app", *args], env=env, capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout
 

@@ -162,7 +162,7 @@ def test_showback_cli_and_its_errors(warehouse_settings, wh, august, tmp_path):
     path.write_text(FINANCE)
     env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir),
                TOKENMETER_COST_CENTERS_FILE=str(path))
-    command = [sys.executable, "-m", "tokenmeter", "showback", "--month", "2025-08", "--format", "json"]
+    command = [sys.executable, "-m", "app", "showback", "--month", "2025-08", "--format", "json"]
     result = subprocess.run(command, env=env, capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr.decode()
     rows = {r["team"]: r for r in orjson.loads(result.stdout)}

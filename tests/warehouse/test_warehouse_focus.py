@@ -106,7 +106,7 @@ def july(wh):
 def _cli(settings, finance_file: Path, *args: str) -> bytes:
     env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(settings.data_dir),
                TOKENMETER_COST_CENTERS_FILE=str(finance_file))
-    result = subprocess.run([sys.executable, "-m", "tokenmeter", *args], env=env, capture_output=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "app", *args], env=env, capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout
 

@@ -41,11 +41,11 @@ def test_closed_month_is_frozen_and_late_changes_are_corrections(warehouse_setti
 
     # Close through the CLI (a separate process reading through this process's warehouse endpoint).
     env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir))
-    run = subprocess.run([sys.executable, "-m", "tokenmeter", "close", "--month", "2025-11", "--by", "cfo"],
+    run = subprocess.run([sys.executable, "-m", "app", "close", "--month", "2025-11", "--by", "cfo"],
                          env=env, capture_output=True, timeout=120)
     assert run.returncode == 0 and b"closed 2025-11: 0.400000000004 USD, 4 events" in run.stdout, run.stderr
     cli_closes = Path(warehouse_settings.data_dir).resolve() / "closes"
-    listed = subprocess.run([sys.executable, "-m", "tokenmeter", "close", "--list"], env=env,
+    listed = subprocess.run([sys.executable, "-m", "app", "close", "--list"], env=env,
                             capture_output=True, timeout=120)
     assert b"2025-11  closed" in listed.stdout and b"cfo" in listed.stdout
     closes = cli_closes

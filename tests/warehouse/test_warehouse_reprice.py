@@ -202,7 +202,7 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
             # unpriced (with a reason, never a silent $0) and the report shows it.
             owner_catalog.unlink()
             cli_env = dict(env, TOKENMETER_DATA_DIR=str(data_dir))
-            command = [sys.executable, "-c", "from tokenmeter.reprice_cli import reprice; reprice()",
+            command = [sys.executable, "-c", "from app.reprice_cli import reprice; reprice()",
                        "--since", day.date().isoformat()]
             dry = subprocess.run([*command, "--dry-run", "--format", "json"], capture_output=True, text=True,
                                  env=cli_env, timeout=120)

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from tokenmeter import topics
 
-log = logging.getLogger("tokenmeter.soak")
+log = logging.getLogger("app.soak")
 
 TEAMS = ("soak-a", "soak-b", "soak-c", "soak-d")  # a-c have budgets, d has none
 MODELS = (("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-flash"))

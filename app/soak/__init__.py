@@ -25,10 +25,10 @@ import yaml
 
 from tokenmeter import topics
 from tokenmeter.settings import free_port, load_settings
-from tokenmeter.soak import checks
-from tokenmeter.soak.receiver import ROUTES, Receiver
-from tokenmeter.soak.stack import Stack
-from tokenmeter.soak.traffic import TEAMS, Ledger, direct_producer, file_writer, http_sender
+from app.soak import checks
+from app.soak.receiver import ROUTES, Receiver
+from app.soak.stack import Stack
+from app.soak.traffic import TEAMS, Ledger, direct_producer, file_writer, http_sender
 
 VICTIMS = ("worker", "loader", "alerts", "anomalies", "dashboard", "collector-http", "collector-file", "broker", "up")
 BROKER_LOSING = ("broker", "up")
@@ -72,7 +72,7 @@ def _budgets(ledger: Ledger, seconds: float, rate: float, receiver: Receiver) ->
 
 
 def _report(env: dict) -> dict[str, tuple[int, Decimal]] | None:
-    out = subprocess.run([sys.executable, "-m", "tokenmeter", "report", "--format", "json", "--group-by", "team"],
+    out = subprocess.run([sys.executable, "-m", "app", "report", "--format", "json", "--group-by", "team"],
                          env=env, capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         return None

@@ -20,7 +20,7 @@ from aiohttp import ClientSession, web
 from aiokafka import AIOKafkaProducer
 
 from tokenmeter import topics
-from tokenmeter.process import child_preexec
+from app.process import child_preexec
 from tokenmeter.settings import free_port
 
 
@@ -81,7 +81,7 @@ async def _alert_latency(bootstrap: str, dispatcher_env: dict, samples: int, loa
     data_dir = dispatcher_env.get("TOKENMETER_DATA_DIR", ".tokenmeter")  # the route secrets, as `budget set` does
     budgets = [protect_budget(b, data_dir) for b in budgets]
     await _write(bootstrap, [(b.name, orjson.dumps(b.to_json())) for b in budgets])
-    dispatcher = subprocess.Popen([sys.executable, "-m", "tokenmeter", "alerts", "dispatch"], env=dispatcher_env,
+    dispatcher = subprocess.Popen([sys.executable, "-m", "app", "alerts", "dispatch"], env=dispatcher_env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
     stop = asyncio.Event()
     load = asyncio.create_task(_background_load(bootstrap, load_rate, stop))

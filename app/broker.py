@@ -18,7 +18,7 @@ from typing import Iterator
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from tokenmeter.process import child_preexec
+from app.process import child_preexec
 from tokenmeter import topics
 from tokenmeter.topics import topic_specs
 

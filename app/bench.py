@@ -25,9 +25,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tokenmeter import topics
-from tokenmeter.broker import embedded_broker
+from app.broker import embedded_broker
 from tokenmeter.events import partition_key
-from tokenmeter.process import child_preexec
+from app.process import child_preexec
 from tokenmeter.settings import Settings, free_port
 
 RAW_TOPIC = "bench.raw"
@@ -188,7 +188,7 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning")
         naive_result = Path(tmp) / "naive.json"
-        proc = _run_child([sys.executable, "-c", f"from tokenmeter.bench import _naive_main; "
+        proc = _run_child([sys.executable, "-c", f"from app.bench import _naive_main; "
                            f"_naive_main({bootstrap!r}, {n}, {str(naive_result)!r}, {free_port()})"], env)
         try:
             deadline = time.monotonic() + max(120, n / 200)
@@ -202,11 +202,11 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
             proc.wait(30)
         say(f"(b) naive Faust agent, same work one event at a time, a table write per event: {results['naive_events_per_s']:,.0f} events/s")
 
-        proc = _run_child([sys.executable, "-m", "tokenmeter", "worker"], env)
+        proc = _run_child([sys.executable, "-m", "app", "worker"], env)
         try:
             results["pipeline_events_per_s"] = asyncio.run(_pipeline(bootstrap, events, timeout=max(180, n / 500)))
             if budgets:
-                from tokenmeter.bench_alerts import measure_budgets
+                from app.bench_alerts import measure_budgets
 
                 say("budgets: alert latency under load (event produced -> webhook received) and /v1/decision ...")
                 results.update(measure_budgets(bootstrap, env, int(env["TOKENMETER_API_PORT"]),

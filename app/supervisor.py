@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from tokenmeter.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topics, start_broker
-from tokenmeter.process import child_preexec
+from app.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topics, start_broker
+from app.process import child_preexec
 from tokenmeter.settings import Settings, SettingsError, ensure_port_free
 
 
@@ -36,7 +36,7 @@ STATUS_FILE = "supervisor.json"
 @dataclass
 class Child:
     name: str
-    args: list[str] | None  # None: the embedded broker (tansu, started by tokenmeter.broker)
+    args: list[str] | None  # None: the embedded broker (tansu, started by app.broker)
     log_path: Path
     ready: Callable[[], bool] = field(default=lambda: True)
     uses_kafka: bool = True  # restarted with the broker, which forgets consumer groups and topics
@@ -74,7 +74,7 @@ def _iso(unix: float | None) -> str | None:
 
 
 def describe_backlog(sample: dict | None) -> str:
-    """One sentence on what only the broker held at its last sample (see tokenmeter.broker.BACKLOG_STAGES)."""
+    """One sentence on what only the broker held at its last sample (see app.broker.BACKLOG_STAGES)."""
     if not sample:
         return "no sample of the broker's backlog was taken, so the loss cannot be sized"
     parts = [f"{sample['backlog'].get(topic, 0)} {what}" for topic, _, what in BACKLOG_STAGES]
@@ -173,7 +173,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.report_unclean_previous_run()
         self.write_status(force=True)
-        me = [sys.executable, "-m", "tokenmeter"]
+        me = [sys.executable, "-m", "app"]
         steps = ["broker", "worker", "loader", "dashboard"] + (["demo traffic"] if self.demo else [])
         total = len(steps)
 
@@ -249,7 +249,7 @@ class Supervisor:
             self.echo(f"      budgets: {', '.join(b.name for b in budgets)}")
         if budgets and s.embedded_broker and not s.clickhouse_url and s.warehouse_path.exists():
             # Spend of the current periods from the warehouse, before the loader takes the chDB lock.
-            out = subprocess.run([sys.executable, "-m", "tokenmeter", "budget", "rebuild"], env=self.child_env(),
+            out = subprocess.run([sys.executable, "-m", "app", "budget", "rebuild"], env=self.child_env(),
                                  capture_output=True, text=True, timeout=120, preexec_fn=child_preexec)
             if out.returncode != 0:
                 raise SettingsError(f"budget rebuild from the warehouse failed:\n{out.stderr[-2000:]}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from tokenmeter.soak.receiver import ROUTES, Delivery
+from app.soak.receiver import ROUTES, Delivery
 
 TWELVE = Decimal("0.000000000001")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from tokenmeter.process import child_preexec
+from app.process import child_preexec
 
 UP_CHILDREN = {  # victim name -> the tail of its command line under `up`
     "worker": ["worker"], "loader": ["load"], "alerts": ["alerts", "dispatch"], "anomalies": ["anomalies", "run"],
@@ -39,7 +39,7 @@ class Stack:
     # -- processes --------------------------------------------------------------------------------------
     def _popen(self, args: list[str], log_name: str) -> subprocess.Popen:
         with open(self.log_dir / log_name, "ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "tokenmeter", *args], env=self.env, stdout=out,
+            return subprocess.Popen([sys.executable, "-m", "app", *args], env=self.env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
 
     @property

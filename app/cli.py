@@ -57,7 +57,7 @@ def main() -> None:
 @main.command()
 def broker() -> None:
     """Run the embedded Kafka-compatible broker (tansu) and create tokenmeter's topics."""
-    from tokenmeter.broker import embedded_broker
+    from app.broker import embedded_broker
     from tokenmeter.settings import ensure_port_free
 
     s = _settings()
@@ -79,7 +79,7 @@ def broker() -> None:
 @main.command()
 def topics() -> None:
     """Create tokenmeter's topics on the configured Kafka (idempotent); for production clusters."""
-    from tokenmeter.broker import BrokerError, ensure_topics
+    from app.broker import BrokerError, ensure_topics
 
     s = _settings()
     try:
@@ -131,7 +131,7 @@ def dash() -> None:
 @click.option("--demo", is_flag=True, help="Also generate realistic gateway traffic.")
 def up(demo: bool) -> None:
     """Start broker, worker, loader and dashboard (embedded unless configured otherwise); Ctrl-C stops all."""
-    from tokenmeter.supervisor import run_up
+    from app.supervisor import run_up
 
     sys.exit(run_up(_settings(), demo))
 
@@ -140,7 +140,7 @@ def up(demo: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status file as JSON.")
 def status(as_json: bool) -> None:
     """What `tokenmeter up` is running: each child's state and restarts, broker restarts and what they lost."""
-    from tokenmeter.supervisor import print_status
+    from app.supervisor import print_status
 
     sys.exit(print_status(_settings(), as_json, click.echo))
 
@@ -191,7 +191,7 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
 @click.option("--dialect", default=None, help="Input format; auto-detected per line when omitted.")
 def price(source, target, dialect: str | None) -> None:  # noqa: ANN001
     """Price JSON lines (canonical events, provider responses, gateway logs): one priced event per input event."""
-    from tokenmeter.pricing_cli import price_lines
+    from app.pricing_cli import price_lines
 
     failed = price_lines(source, target, dialect, _settings())
     if failed:
@@ -208,7 +208,7 @@ def price(source, target, dialect: str | None) -> None:  # noqa: ANN001
 def bench(events: int, as_json: bool, alert_samples: int, warehouse_rows: int) -> None:
     """Measure raw aiokafka, a naive per-event Faust agent and tokenmeter's worker side by side, budget alert and
     decision latency, and the warehouse's query latency and insert rate."""
-    from tokenmeter.bench import run_bench
+    from app.bench import run_bench
 
     run_bench(events, as_json, _settings(), budgets=alert_samples > 0, budget_samples=max(alert_samples, 2),
               warehouse_rows=warehouse_rows)
@@ -228,7 +228,7 @@ def soak(minutes: float, cycles: int | None, as_json: bool, seed: int | None, ra
          shifted_duplicates: bool, data_dir: Path | None) -> None:
     """Chaos soak: the whole stack under steady traffic and random SIGKILLs of every component, then exactness,
     alert, decision and process checks; exits 1 if one fails (docs/soak.md)."""
-    from tokenmeter.soak import soak_main
+    from app.soak import soak_main
 
     sys.exit(soak_main(minutes, cycles, as_json, seed, rate, shifted_duplicates, data_dir))
 
@@ -241,7 +241,7 @@ def _register_stage_commands() -> None:
         ("collectors.cli", "collect"),
         ("streams.pricing.cli", "prices"),
         ("streams.budgets.cli", "budget"),
-        ("tokenmeter.reprice_cli", "reprice"),
+        ("app.reprice_cli", "reprice"),
         ("streams.alerts.cli", "alerts"),
         ("streams.anomalies.cli", "anomalies"),
         ("warehouse.export_cli", "export"),
@@ -257,7 +257,7 @@ def _register_stage_commands() -> None:
             continue
         main.add_command(getattr(module, attribute))
     if "budget" in main.commands:  # joins warehouse and budgets, so it lives in the top-level package
-        from tokenmeter.budget_rebuild import rebuild_command
+        from streams.budgets.rebuild import rebuild_command
 
         main.commands["budget"].add_command(rebuild_command)
 

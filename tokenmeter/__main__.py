@@ -1,3 +1,0 @@
-from tokenmeter.cli import main
-
-main()
