@@ -64,9 +64,14 @@ def parse_alert(value: bytes | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise AlertInputError(f"expected a JSON object, got {type(data).__name__}")
     try:
-        return alert_record(**data)
+        alert = alert_record(**data)
     except RecordError as exc:
         raise AlertInputError(str(exc)) from None
+    try:  # orjson reads JSON 1,024 levels deep but writes only 254: such a record could not be sent or shown
+        orjson.dumps(alert, default=str)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise AlertInputError(f"cannot be re-encoded: {exc}") from None
+    return alert
 
 
 _route_secrets: dict[str, RouteSecrets] = {}

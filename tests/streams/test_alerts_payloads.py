@@ -131,3 +131,19 @@ def test_backoff_doubles_with_jitter_up_to_the_cap():
 def test_amounts_are_rounded_for_people_only():
     assert show_amount("1234.5678") == "$1,234.57" and show_amount("0.00421") == "$0.0042"
     assert show_amount(1500000, "tokens") == "1,500,000 tokens" and show_amount(None) == "n/a"
+
+
+def test_an_alert_record_too_deep_to_re_encode_is_refused_not_shown_or_sent():
+    """Seen in the suite: a hostile alert with details nested 300 deep crashed `tokenmeter alerts list --format
+    json` (orjson writes at most 254 levels); it is now an unreadable record (dead-lettered by the dispatcher)."""
+    import orjson
+    import pytest
+
+    from streams.alerts.dispatcher import AlertInputError, parse_alert
+
+    record = {"id": "deep-1", "source": "budget", "kind": "threshold", "severity": "warning", "action": "trigger",
+              "title": "t", "summary": "s", "at": "2026-12-01T00:00:00Z", "dedup_key": "deep-1", "notify": [],
+              "details": {"x": "DEEP"}}
+    value = orjson.dumps(record).replace(b'"DEEP"', b"[" * 300 + b"]" * 300)  # orjson reads it, cannot write it
+    with pytest.raises(AlertInputError, match="re-encoded"):
+        parse_alert(value)
