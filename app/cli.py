@@ -3,8 +3,6 @@ Faust and `tokenmeter worker` does not load chDB."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import signal
 import sys
 from datetime import datetime, timezone
@@ -12,31 +10,12 @@ from pathlib import Path
 
 import click
 
-from tokenmeter.settings import Settings, SettingsError, load_settings
+from tokenmeter.cli_support import cli_settings, configure_logging, run_service
+from tokenmeter.settings import Settings, SettingsError
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def _run_until_signal(make_coro) -> None:  # noqa: ANN001
-    """Run an async service until SIGINT/SIGTERM, then let it stop cleanly."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await make_coro(stop)
-
-    asyncio.run(main())
+    return cli_settings()
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -108,9 +87,9 @@ def load() -> None:
     from warehouse import run_loader
 
     s = _settings()
-    _logging(s)
+    configure_logging(s)
     book = load_book(s)  # the loader records the catalog's history (cache savings use list prices)
-    _run_until_signal(lambda stop: run_loader(s, stop=stop, price_book=book))
+    run_service(lambda stop: run_loader(s, stop=stop, price_book=book))
 
 
 @main.command()
@@ -154,9 +133,9 @@ def demo(events: int | None, rate: float | None, seed: int | None) -> None:
     from collectors.demo import generate
 
     s = _settings()
-    _logging(s)
+    configure_logging(s)
     decisions = f"http://{s.host}:{s.api_port}/v1/decision"  # obey budgets like a gateway (fails open)
-    _run_until_signal(lambda stop: generate(s.bootstrap_servers, rate or s.demo_events_per_s, events, seed, stop,
+    run_service(lambda stop: generate(s.bootstrap_servers, rate or s.demo_events_per_s, events, seed, stop,
                                             decision_url=decisions))
 
 

@@ -13,14 +13,12 @@ from decimal import Decimal
 import click
 import orjson
 
-from tokenmeter.settings import Settings, SettingsError, load_settings
+from tokenmeter.cli_support import cli_settings
+from tokenmeter.settings import Settings
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return cli_settings()
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:

@@ -6,18 +6,16 @@ TOKENMETER_DATA_DIR); mode options are CLI options with TOKENMETER_COLLECT_* env
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 import re
-import signal
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import click
 import yaml
 
-from tokenmeter.settings import Settings, SettingsError, load_settings
+from tokenmeter.cli_support import cli_settings, configure_logging, run_service
+from tokenmeter.settings import Settings
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -33,11 +31,8 @@ def parse_size(text: str) -> int:
 
 
 def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = cli_settings()
+    configure_logging(settings)
     return settings
 
 
@@ -56,17 +51,6 @@ def _dialect_choice() -> click.Choice:
     from collectors import DIALECTS
 
     return click.Choice(["auto", *DIALECTS])
-
-
-def run_until_signal(make: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await make(stop)
-
-    asyncio.run(main())
 
 
 mapping_option = click.option(
@@ -103,7 +87,7 @@ def http_command(port: int, api_keys: tuple[str, ...], api_keys_file: Path | Non
                  if line.strip() and not line.lstrip().startswith("#")]
     limit = parse_size(max_body_bytes)
     resolved = _mapping(mapping)
-    run_until_signal(lambda stop: serve_http(
+    run_service(lambda stop: serve_http(
         KafkaSink(settings.bootstrap_servers, "collect:http", timeout_s=kafka_timeout),
         settings.host, port, keys, limit, resolved, stop, settings.collect_body_timeout_seconds))
 
@@ -133,7 +117,7 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
     sink = KafkaSink(settings.bootstrap_servers, "collect:file")
     tailer = FileTailer(path, None if dialect == "auto" else dialect, checkpoint, sink, mapping=resolved,
                         batch_lines=batch_lines, poll_interval=poll_interval, exit_at_eof=exit_at_eof)
-    run_until_signal(tailer.run)
+    run_service(tailer.run)
 
 
 @collect.command("kafka")
@@ -167,7 +151,7 @@ def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap:
         group, KafkaSink(settings.bootstrap_servers, "collect:kafka"),
         mapping=_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
         exit_when_idle=exit_when_idle, state_path=state_file)
-    run_until_signal(bridge.run)
+    run_service(bridge.run)
 
 # Provider usage pollers add their commands to the same group (kept in their own package).
 from collectors.provider_usage.cli_commands import register as _register_provider_usage  # noqa: E402

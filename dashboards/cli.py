@@ -12,12 +12,9 @@ from dashboards.users import UsersFileError, add_user, check_role, read_users, u
 def _path(file: str | None) -> Path:
     if file:
         return Path(file)
-    from tokenmeter.settings import SettingsError, load_settings
+    from tokenmeter.cli_support import cli_settings
 
-    try:
-        return users_file_path(load_settings())
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return users_file_path(cli_settings())
 
 
 @click.group()

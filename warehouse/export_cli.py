@@ -19,17 +19,14 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
     """Chargeback for a month as FOCUS 1.3, CSV or Parquet; totals equal `tokenmeter report`. FOCUS to a file
     also writes FILE.metadata.json (FocusVersion, column definitions). With TOKENMETER_COST_CENTERS_FILE /
     TOKENMETER_ALLOCATION_FILE set, cost centers and shared-cost allocation are applied."""
-    from tokenmeter.settings import SettingsError, load_settings
+    from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
     from warehouse.export import export_month
     from warehouse.finance import finance_from_settings
     from warehouse.focus import focus_metadata
     from warehouse.month_close import closes_dir
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = cli_settings()
     dims = [d.strip() for d in group_by.split(",") if d.strip()]
     try:
         finance = finance_from_settings(settings)

@@ -15,17 +15,14 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
     """Direct, allocated and total cost per team or cost center, with GL account and owner (from
     TOKENMETER_COST_CENTERS_FILE; allocation rules from it or TOKENMETER_ALLOCATION_FILE). Unmapped spend is
     the row "unmapped"; untagged usage is team "" ("(none)" in the table)."""
-    from tokenmeter.settings import SettingsError, load_settings
+    from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
     from warehouse.export import month_bounds
     from warehouse.finance import finance_from_settings, finance_showback
     from warehouse.month_close import closes_dir
     from warehouse.report import render_report
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = cli_settings()
     try:
         config = finance_from_settings(settings)
         start, end = month_bounds(month)
@@ -46,14 +43,11 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
 def close(month: str | None, show: bool, closed_by: str) -> None:
     """Lock a month: its charges are frozen (exports of it stay byte-for-byte the same) and later events,
     re-prices or corrections for it are booked as correction lines in the first open month."""
-    from tokenmeter.settings import SettingsError, load_settings
+    from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
     from warehouse.month_close import close_month, closed_months, closes_dir
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = cli_settings()
     directory = closes_dir(settings)
     if show or not month:
         if not show:

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +23,7 @@ from collectors.provider_usage.common import (
     parse_since,
     run_poller,
 )
-from tokenmeter.settings import SettingsError, load_settings
+from tokenmeter.cli_support import cli_settings, configure_logging, run_service
 
 
 def read_admin_key(key_env: str, key_file: Path | None) -> tuple[str, str]:
@@ -47,11 +45,8 @@ def read_admin_key(key_env: str, key_file: Path | None) -> tuple[str, str]:
 
 def _run(spec: ProviderSpec, make_client: Callable[[str, str, str], AdminClient], base_url: str, key_env: str,
          key_file: Path | None, since: str, once: bool, interval: float) -> None:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = cli_settings()
+    configure_logging(settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise at info
     key, key_source = read_admin_key(key_env, key_file)
     now = datetime.now(timezone.utc)
@@ -63,16 +58,9 @@ def _run(spec: ProviderSpec, make_client: Callable[[str, str, str], AdminClient]
         raise click.ClickException(str(exc)) from None
     publisher = Publisher(settings.bootstrap_servers)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_poller(spec, make_client(base_url, key, key_source), publisher, state, start, once=once,
-                         interval_s=interval, stop=stop)
-
     try:
-        asyncio.run(main())
+        run_service(lambda stop: run_poller(spec, make_client(base_url, key, key_source), publisher, state, start,
+                                            once=once, interval_s=interval, stop=stop))
     except AuthError as exc:
         raise click.ClickException(str(exc)) from None
     except ProviderApiError as exc:

@@ -4,8 +4,6 @@ alerts with their delivery state."""
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 import sys
 import time
 import uuid
@@ -15,14 +13,12 @@ from typing import Any
 import click
 import orjson
 
-from tokenmeter.settings import Settings, SettingsError, load_settings
+from tokenmeter.cli_support import cli_settings, configure_logging, run_service
+from tokenmeter.settings import Settings
 
 
 def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return cli_settings(**overrides)
 
 
 @click.group()
@@ -36,16 +32,8 @@ def dispatch() -> None:
     from .dispatcher import run_dispatcher
 
     s = _settings()
-    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_dispatcher(s, stop)
-
-    asyncio.run(main())
+    configure_logging(s)
+    run_service(lambda stop: run_dispatcher(s, stop))
 
 
 def sample_alert(anomaly: bool, resolve: bool, notify: list[str], dashboard_url: str) -> dict[str, Any]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import signal
 import sys
 
 import click
@@ -21,24 +18,13 @@ def anomalies() -> None:
 @anomalies.command("run")
 def run() -> None:
     """Run the anomaly detector (one replica: it reads every partition of tokenmeter.priced)."""
-    from tokenmeter.settings import SettingsError, load_settings
+    from tokenmeter.cli_support import cli_settings, configure_logging, run_service
 
     from .runner import run_anomaly_detector
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_anomaly_detector(settings, stop)
-
-    asyncio.run(main())
+    settings = cli_settings()
+    configure_logging(settings)
+    run_service(lambda stop: run_anomaly_detector(settings, stop))
 
 
 @anomalies.command("evaluate")

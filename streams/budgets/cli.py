@@ -7,17 +7,15 @@ from typing import Any
 import click
 import orjson
 
-from tokenmeter.settings import SettingsError, load_settings
+from tokenmeter.cli_support import cli_settings
+from tokenmeter.settings import load_settings
 
 from .model import BudgetError, parse_budget
 from .store import BudgetStoreError, delete_budget, load_budgets, parse_budget_file, public_budget, write_budgets
 
 
 def _bootstrap() -> str:
-    try:
-        return load_settings().bootstrap_servers
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return cli_settings().bootstrap_servers
 
 
 def _data_dir() -> Any:

@@ -108,11 +108,8 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
 @click.option("--all", "rebuild_all", is_flag=True, help="Also budgets that have live state (replaces it).")
 def rebuild_command(rebuild_all: bool) -> None:
     """Rebuild budget spend for the current periods from the warehouse (after the embedded broker lost it)."""
-    from tokenmeter.settings import SettingsError, load_settings
+    from tokenmeter.cli_support import cli_settings
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = cli_settings()
     lines = rebuild(settings, only_missing=not rebuild_all)
     click.echo("\n".join(lines) if lines else "every budget already has state; nothing rebuilt (use --all)")

@@ -10,7 +10,8 @@ from typing import Any
 import click
 import orjson
 
-from tokenmeter.settings import Settings, SettingsError, load_settings
+from tokenmeter.cli_support import cli_settings
+from tokenmeter.settings import Settings
 
 from .book import PriceBook, load_price_book
 from .resolve import candidate_names, canonical_provider
@@ -20,10 +21,7 @@ _LIST_PRICES = ("input", "cached_input", "output")
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return cli_settings()
 
 
 def _book(settings: Settings, with_overrides: bool = True) -> PriceBook:

@@ -1,0 +1,56 @@
+"""What every command line wrapper needs, written once: the invocation's Settings, and running a service until
+SIGINT/SIGTERM. Stage CLIs (collectors, streams, warehouse, dashboards) and the app shell all use it.
+
+Settings are loaded once per invocation and kept on the root click context, so a command reads the environment
+and the YAML file once and reports every invalid value together. Long-running services configure logging from
+them (`configure_logging`); one-shot commands keep stderr quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any, Awaitable, Callable
+
+import click
+
+from tokenmeter.settings import Settings, SettingsError, load_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def cli_settings(**overrides: Any) -> Settings:
+    """The invocation's Settings (a clear click error when invalid). With `overrides` (command options that
+    change a setting), a fresh Settings validated with them."""
+    try:
+        if overrides:
+            return load_settings(**overrides)
+        ctx = click.get_current_context(silent=True)
+        root = ctx.find_root() if ctx is not None else None
+        if root is not None and isinstance(root.obj, Settings):
+            return root.obj
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if root is not None and root.obj is None:
+        root.obj = settings
+    return settings
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+
+
+def run_service(make: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `make(stop)` until it returns; SIGINT and SIGTERM set `stop`, so the service ends cleanly (flushes,
+    commits) instead of dying mid-batch."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await make(stop)
+
+    asyncio.run(main())
