@@ -116,6 +116,7 @@ class Supervisor:
         self.previous_run: dict | None = None  # an earlier `up` that did not stop cleanly
         self.watcher: BacklogWatcher | None = None
         self.gate: BrokerGate | None = None  # the public broker port, open only while the broker has its topics
+        self.broker_private_port = 0  # where the embedded broker really listens (the gate forwards to it)
         self._status_written = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
