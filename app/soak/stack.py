@@ -35,9 +35,12 @@ class Stack:
     orphans_after_up_kill: list[str] = field(default_factory=list)
     killed_at: float = 0.0
     run_statuses: list[dict] = field(default_factory=list)  # each `up` run's last status, taken before it ends
+    stopping: bool = False  # set by stop(): a kill still running in a thread (time budget) starts nothing new
 
     # -- processes --------------------------------------------------------------------------------------
     def _popen(self, args: list[str], log_name: str) -> subprocess.Popen:
+        if self.stopping:
+            raise RuntimeError("the soak is stopping the stack: not starting " + " ".join(args))
         with open(self.log_dir / log_name, "ab") as out:
             return subprocess.Popen([sys.executable, "-m", "app", *args], env=self.env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
@@ -168,6 +171,7 @@ class Stack:
     # -- stop -------------------------------------------------------------------------------------------
     def stop(self) -> list[str]:
         """SIGTERM collectors and `up`; returns what is still running 5 s after `up` exited (should be nothing)."""
+        self.stopping = True
         for proc in self.collectors.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

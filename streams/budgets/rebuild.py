@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 import click
 import orjson
 
 log = logging.getLogger("tokenmeter.budgets")
+
+REPLAY_DAYS = 7  # budget alerts younger than this with a route not finally delivered go back to the outbox
 
 
 def _fired(wh: Any, name: str) -> dict[str, set[str]]:
@@ -64,7 +66,69 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
     return states, alerts
 
 
-async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[dict]) -> None:
+def _alert_record(row: dict[str, Any], notify: list[str]) -> dict[str, Any]:
+    from tokenmeter.records import alert_record
+
+    at = row["at"]
+    return alert_record(
+        id=row["id"], source=row["source"], kind=row["kind"], action=row["action"], severity=row["severity"],
+        dedup_key=row["dedup_key"], title=row["title"], summary=row["summary"],
+        at=at if isinstance(at, datetime) else str(at), scope=dict(row.get("scope") or {}), notify=notify,
+        details=json.loads(row.get("details") or "{}"), dashboard_url=row.get("dashboard_url") or "")
+
+
+def replay_alerts(wh: Any, budgets: list[Any], resolve: Callable[[str], str] | None = None,
+                  now: datetime | None = None) -> tuple[list[dict], list[tuple[str, dict]]]:
+    """After a broker loss the outbox (`tokenmeter.alerts`) and the delivery states (`tokenmeter.alert-deliveries`)
+    are gone, while the warehouse has both as loaded. Returns the budget alerts (of the last REPLAY_DAYS) that have
+    a route without a final delivery in the warehouse, to go back to the outbox with the budget's current routes,
+    and the known final delivery states of those alerts as (`<alert id>|<route_id>`, record), so the dispatcher
+    delivers each (alert, route) once. A delivery row names its route by kind and masked target only; when two
+    routes of one alert look the same that way, neither counts as delivered (a redelivery with the same alert id,
+    which receivers drop, rather than a lost alert)."""
+    from streams.alerts.routes import parse_routes
+
+    now = now or datetime.now(timezone.utc)
+    by_name = {b.name: b for b in budgets}
+    if not by_name:
+        return [], []
+    rows: list[dict] = []
+    known: dict[tuple[str, str, str], dict] = {}
+    for name in sorted(by_name):
+        params = {"name": name, "since": now - timedelta(days=REPLAY_DAYS)}
+        where = ("source = 'budget' AND action = 'trigger' AND budget = {name:String} "
+                 "AND at >= {since:DateTime64(3, 'UTC')}")
+        rows += wh.query("SELECT id, source, kind, action, severity, dedup_key, title, summary, at, scope, budget, "
+                         f"details, dashboard_url FROM alerts FINAL WHERE {where} ORDER BY at", params).to_dicts()
+        for d in wh.query(  # no FINAL: two routes of one kind share its (alert_id, route) key; the target tells
+                "SELECT alert_id, route, target, argMax(status, at) AS status, argMax(attempts, at) AS attempts, "
+                "argMax(last_error, at) AS last_error, argMax(http_status, at) AS http_status, max(at) AS last_at "
+                f"FROM alert_deliveries WHERE alert_id IN (SELECT id FROM alerts WHERE {where}) "
+                "GROUP BY alert_id, route, target", params).to_dicts():
+            known[(d["alert_id"], d["route"], d["target"])] = d
+    alerts, states = [], []
+    for row in rows:
+        notify = list(by_name[row["budget"]].notify)
+        routes, _ = parse_routes(notify, resolve)
+        looks = [(r.kind, r.masked) for r in routes]
+        final: list[tuple[str, dict]] = []
+        for route in routes:
+            state = known.get((row["id"], route.kind, route.masked))
+            if state and state["status"] in ("delivered", "failed") and looks.count((route.kind, route.masked)) == 1:
+                at = state["last_at"]
+                final.append((f"{row['id']}|{route.route_id}", {
+                    "alert_id": row["id"], "route": route.kind, "target": route.masked, "status": state["status"],
+                    "attempts": int(state["attempts"]), "last_error": state["last_error"] or "",
+                    "http_status": int(state["http_status"] or 0),
+                    "at": at.isoformat() if isinstance(at, datetime) else str(at)}))
+        if len(final) < len(routes):
+            alerts.append(_alert_record(row, notify))
+            states += final
+    return alerts, states
+
+
+async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[dict],
+                   deliveries: list[tuple[str, dict]] = ()) -> None:
     from aiokafka import AIOKafkaProducer
 
     from tokenmeter import topics
@@ -74,6 +138,8 @@ async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[
     try:
         for name, state in states:
             await producer.send_and_wait(topics.BUDGET_STATE, orjson.dumps(state), key=name.encode())
+        for key, delivery in deliveries:  # before the alerts: the dispatcher must know what went out already
+            await producer.send_and_wait(topics.ALERT_DELIVERIES, orjson.dumps(delivery), key=key.encode())
         for alert in alerts:
             await producer.send_and_wait(topics.ALERTS, orjson.dumps(alert), key=alert["dedup_key"].encode())
     finally:
@@ -94,13 +160,19 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
         budgets = [b for b in budgets if not existing.get(b.name)]
     if not budgets:
         return []
+    from streams.alerts.route_secrets import RouteSecrets
+
     with open_warehouse(settings, serve=False) as wh:
         states, alerts = rebuild_states(wh, budgets)
-    asyncio.run(_publish(settings.bootstrap_servers, states, alerts))
+        replayed, deliveries = replay_alerts(wh, budgets, RouteSecrets(settings.data_dir).resolve)
+    asyncio.run(_publish(settings.bootstrap_servers, states, replayed + alerts, deliveries))
     lines = []
     for name, state in states:
         spend = state["ledger"]["spend"].get(name, {})
         lines.append(f"{name}: " + (", ".join(f"{k} = {v}" for k, v in sorted(spend.items())[-3:]) or "no spend"))
+    if replayed:
+        lines.append(f"{len(replayed)} alert(s) not yet delivered on every route back in the outbox "
+                     f"({len(deliveries)} delivery state(s) restored)")
     return lines
 
 
