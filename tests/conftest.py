@@ -19,6 +19,16 @@ def kafka_bootstrap() -> str:
         yield bootstrap
 
 
+@pytest.fixture(scope="module")
+def own_broker() -> str:
+    """A broker for one test file alone. Files that produce hostile records (non-JSON, non-UTF-8, 300-deep) to
+    tokenmeter's real topics override `kafka_bootstrap` with it, so the session broker's topics, which other
+    files read back whole, only ever hold what those files expect."""
+    log_path = os.path.join(tempfile.gettempdir(), f"tokenmeter-test-broker-{os.getpid()}-own.log")
+    with embedded_broker("127.0.0.1", free_port(), partitions=4, log_path=log_path) as bootstrap:
+        yield bootstrap
+
+
 def pytest_setup_options():
     """Headless Chromium for dash_duo, whether or not `--headless` is passed (CI and laptops alike)."""
     import shutil

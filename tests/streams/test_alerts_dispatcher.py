@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from test_alerts_support import (SECRET, alert_settings, deliveries, endpoint, make_alert, new_topics, produce,
                                  running_dispatcher, wait_until)
@@ -25,6 +26,12 @@ async def _committed(bootstrap: str, topic: str, group: str) -> int:
         return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in (0, 1)])
     finally:
         await consumer.stop()
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """This file produces hostile records to tokenmeter's topics: they stay on a broker of its own."""
+    return own_broker
 
 
 def test_routes_get_their_shapes_and_states_are_recorded_masked(kafka_bootstrap):

@@ -58,6 +58,12 @@ async def wait_for(bootstrap: str, topic: str, done, timeout: float = 60.0) -> l
         await consumer.stop()
 
 
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """This file produces hostile records to tokenmeter's topics: they stay on a broker of its own."""
+    return own_broker
+
+
 def unpriced_batches(model: str, minutes_ago: int, buckets: int = 3) -> list[bytes]:
     start = int((datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).timestamp()) // 300 * 300
     return [orjson.dumps([event(b + i * 20, "k-" + model, team="runner-test", model=model, pricing="unpriced", n=i)

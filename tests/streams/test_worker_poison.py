@@ -30,6 +30,12 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """This file produces hostile records to tokenmeter's topics: they stay on a broker of its own."""
+    return own_broker
+
+
 def event(team: str, n: int, **extra) -> dict:
     return {"event_id": f"{team}-{n}", "ts": datetime.now(timezone.utc).isoformat(), "source": "test",
             "provider": "openai", "model": "gpt-4o", "attribution": {"team": team},
