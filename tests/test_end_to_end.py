@@ -20,12 +20,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams import load_book, price_event
-from tokenmeter import topics
 from app.broker import embedded_broker
-from tokenmeter.events import UsageEvent, partition_key
 from app.process import child_preexec
-from tokenmeter.settings import free_port, load_settings
+from app.soak import expected_by_team
+from tokenmeter import topics
+from tokenmeter.events import partition_key
+from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,16 +103,6 @@ async def deadletters(bootstrap: str, want: int, timeout: float = 60) -> list[di
     finally:
         await consumer.stop()
     return found
-
-
-def expected_by_team(events: list[dict]) -> dict[str, tuple[int, Decimal]]:
-    book = load_book(load_settings())
-    totals: dict[str, tuple[int, Decimal]] = {}
-    for raw in events:
-        priced = price_event(UsageEvent.model_validate(raw), book)
-        count, cost = totals.get(priced.attribution.team, (0, Decimal(0)))
-        totals[priced.attribution.team] = (count + 1, cost + priced.cost_usd)
-    return totals
 
 
 def wait_for(predicate, timeout: float, what: str):

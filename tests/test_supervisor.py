@@ -23,10 +23,10 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams import load_book, price_event
+from app.soak import expected_by_team
+
 from tokenmeter import topics
-from tokenmeter.events import UsageEvent
-from tokenmeter.settings import free_port, load_settings
+from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,16 +120,6 @@ async def produce(bootstrap: str, events: list[dict]) -> None:
         await asyncio.gather(*futures)  # every event acknowledged by the broker
     finally:
         await producer.stop()
-
-
-def expected_by_team(events: list[dict]) -> dict[str, tuple[int, Decimal]]:
-    book = load_book(load_settings())
-    totals: dict[str, tuple[int, Decimal]] = {}
-    for raw in events:
-        priced = price_event(UsageEvent.model_validate(raw), book)
-        count, cost = totals.get(priced.attribution.team, (0, Decimal(0)))
-        totals[priced.attribution.team] = (count + 1, cost + priced.cost_usd)
-    return totals
 
 
 def report_by_team(env: dict) -> dict[str, tuple[int, Decimal]]:

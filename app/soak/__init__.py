@@ -56,7 +56,9 @@ def time_budget(traffic_s: float) -> float:
     return traffic_s * 1.5 + 180
 
 
-def _price_all(events: list[dict]) -> dict[str, tuple[int, Decimal]]:
+def expected_by_team(events: list[dict]) -> dict[str, tuple[int, Decimal]]:
+    """(events, cost) per team of canonical events, priced by the worker's own path with the current settings:
+    what the warehouse must hold for them (the soak's and the stack tests' oracle)."""
     from streams import load_book, price_event
     from tokenmeter.events import UsageEvent
 
@@ -73,7 +75,7 @@ def _budgets(ledger: Ledger, seconds: float, rate: float, receiver: Receiver) ->
     """Limits sized from the planned traffic, so a budget crosses 100% early, one late and one only 50%."""
     sample = [ledger.new_event("plan") for _ in range(400)]
     ledger.seq = 0
-    count, cost = map(sum, zip(*_price_all(sample).values()))
+    count, cost = map(sum, zip(*expected_by_team(sample).values()))
     per_team = cost / count * Decimal(rate * seconds) / len(TEAMS)
     return {team: (per_team * share).quantize(Decimal("0.01")) for team, share in LIMIT_SHARES.items()}
 
@@ -221,7 +223,7 @@ async def _settle(env: dict, ledger: Ledger, stack: Stack, gateway_log: Path, ch
     """Wait until the warehouse holds exactly what was acknowledged, or until the pipeline is drained: the file
     tailer at the end of its file, then a backlog sample of `up` (taken after that) with nothing acknowledged
     left uncommitted by the worker and the loader, and the report unchanged since the previous poll."""
-    expected = await asyncio.to_thread(_price_all, list(ledger.acked.values()))
+    expected = await asyncio.to_thread(expected_by_team, list(ledger.acked.values()))
     deadline = time.monotonic() + limit_s
     size = gateway_log.stat().st_size if gateway_log.exists() else 0
     while time.monotonic() < deadline:
@@ -299,7 +301,7 @@ def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[di
     lost = sorted(set(ledger.acked) - set(stored_ids))
     loss_times = [k["at"] for k in kills if k["victim"] in BROKER_LOSING]
     explained = [i for i in lost if loss_times and ledger.acked_at[i] <= max(loss_times)]
-    expected = _price_all([e for i, e in ledger.acked.items() if i not in set(explained)])
+    expected = expected_by_team([e for i, e in ledger.acked.items() if i not in set(explained)])
     stored = {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in by_team
               if str(r["team"]).startswith("soak-")}
     at_risk = []
