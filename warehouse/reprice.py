@@ -163,6 +163,15 @@ def reprice_row(row: dict[str, Any], reprice_fn: RepriceFn) -> dict[str, Any]:
     return priced
 
 
+def _repriced(row: dict[str, Any], reprice_fn: RepriceFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(PricedEvent JSON, its warehouse row) of a stored row priced again; WarehouseError if it cannot be stored."""
+    new = reprice_row(row, reprice_fn)
+    try:
+        return new, event_to_row(new)
+    except RowError as exc:
+        raise WarehouseError(f"re-priced event {row['event_id']!r}: {exc}") from None
+
+
 def _day_windows(first: datetime, last: datetime, since: datetime, until: datetime | None):
     day = first.replace(hour=0, minute=0, second=0, microsecond=0)
     while day <= last:
@@ -192,11 +201,7 @@ def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, repr
         ).to_pylist()
         changes = []
         for row in rows:
-            new = reprice_row(row, reprice_fn)
-            try:
-                new_row = event_to_row(new)
-            except RowError as exc:
-                raise WarehouseError(f"re-priced event {row['event_id']!r}: {exc}") from None
+            new, new_row = _repriced(row, reprice_fn)
             old_cost, new_cost = Decimal(row["cost_usd"]), Decimal(new_row["cost_usd"])
             diff = report.models.setdefault((row["provider"], row["model"]), ModelDiff(row["provider"], row["model"]))
             report.events += 1
@@ -254,11 +259,7 @@ def reprice_named_events(warehouse: Any, keys: list[dict[str, str]], reprice_fn:
     ).to_pylist()
     changes = []
     for row in rows:
-        new = reprice_row(row, reprice_fn)
-        try:
-            new_row = event_to_row(new)
-        except RowError as exc:
-            raise WarehouseError(f"re-priced event {row['event_id']!r}: {exc}") from None
+        new, new_row = _repriced(row, reprice_fn)
         if _pricing_of(row) != _pricing_of(new_row):
             changes.append(new)
     return warehouse.apply_repriced_events(changes) if changes else 0
