@@ -1,0 +1,135 @@
+"""Price history of the models real 2024-2025 logs name on the clouds and behind gateways (issue 12, item 5, gaps
+1-3): Bedrock's non-Anthropic models, Gemini 2.x preview names (Gemini API and Vertex), Alibaba's Qwen. Each case is
+priced at the price of its day, and names whose price could not be sourced stay unpriced with a reason, never $0."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from streams.pricing import PriceBook, load_price_book
+from tokenmeter.events import Usage, UsageEvent
+
+D = Decimal
+K = Usage(input_tokens=1_000, output_tokens=1_000)
+
+
+@pytest.fixture(scope="module")
+def book() -> PriceBook:
+    return load_price_book()
+
+
+def cost(book: PriceBook, provider: str, model: str, day: str, usage: Usage = K):
+    ts = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    return book.price(UsageEvent(event_id="e", ts=ts, source="test", provider=provider, model=model), usage)
+
+
+# (provider as logged, model as logged, event day, expected USD for 1,000 input + 1,000 output tokens)
+CLOUD_HISTORY = [
+    # Bedrock Llama 3 70B in mid-2024: $2.65 / $3.50
+    ("bedrock", "meta.llama3-70b-instruct-v1:0", "2024-06-15", "0.00615"),
+    ("bedrock", "meta.llama3-8b-instruct-v1:0", "2024-06-15", "0.0009"),
+    # Llama 3.1 70B: $0.99 from its launch, $0.72 after the December 2024 cut; profiles and ARNs price the same
+    ("bedrock", "meta.llama3-1-70b-instruct-v1:0", "2024-08-01", "0.00198"),
+    ("bedrock_converse", "us.meta.llama3-1-70b-instruct-v1:0", "2025-03-01", "0.00144"),
+    ("aws.bedrock", "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-2-90b-instruct-v1:0",
+     "2024-11-01", "0.004"),
+    ("aws.bedrock", "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-2-90b-instruct-v1:0",
+     "2025-01-15", "0.00144"),
+    ("bedrock", "meta.llama3-1-405b-instruct-v1:0", "2024-09-01", "0.02132"),  # $5.32 / $16.00
+    ("bedrock", "meta.llama2-70b-chat-v1", "2024-05-01", "0.00451"),  # $1.95 / $2.56
+    ("bedrock", "mistral.mixtral-8x7b-instruct-v0:1", "2024-06-01", "0.00115"),  # $0.45 / $0.70
+    ("bedrock", "mistral.mistral-7b-instruct-v0:2", "2024-06-01", "0.00035"),
+    ("bedrock", "mistral.mistral-large-2402-v1:0", "2024-12-15", "0.032"),  # $8 / $24
+    ("bedrock", "amazon.titan-text-express-v1", "2024-09-01", "0.0008"),  # $0.20 / $0.60
+    ("bedrock", "amazon.titan-text-premier-v1:0", "2025-01-10", "0.002"),  # $0.50 / $1.50
+    ("bedrock", "cohere.command-r-plus-v1:0", "2024-09-01", "0.018"),  # $3 / $15
+    ("bedrock", "ai21.jamba-1-5-mini-v1:0", "2025-03-01", "0.0006"),
+    # Gemini 2.x previews: 2.0 Flash-Lite preview, 2.5 Flash-Lite preview (API and Vertex ids)
+    ("gemini", "gemini-2.0-flash-lite-preview-02-05", "2025-02-20", "0.000375"),
+    ("vertex_ai", "gemini-2.0-flash-lite-preview-02-05", "2025-02-20", "0.000375"),
+    ("gemini", "models/gemini-2.5-flash-lite-preview-06-17", "2025-06-20", "0.0005"),
+    # Qwen (Model Studio international): qwen-max $10 / $30 in 2024, $1.60 / $6.40 after the Qwen2.5-Max cut
+    ("dashscope", "qwen-max", "2024-12-10", "0.04"),
+    ("dashscope", "qwen-max", "2025-03-01", "0.008"),
+    ("alibaba", "qwen-plus", "2024-12-10", "0.012"),
+    ("qwen", "qwen-turbo", "2025-02-15", "0.00025"),
+    ("dashscope", "qwen-max-2024-09-19", "2025-03-01", "0.04"),  # pinned snapshot keeps its own price
+    ("dashscope", "qwq-plus", "2025-11-01", "0.0032"),
+]
+
+
+@pytest.mark.parametrize("provider, model, day, expected", CLOUD_HISTORY)
+def test_cloud_and_gateway_models_price_their_day(book, provider, model, day, expected):
+    result = cost(book, provider, model, day)
+    assert result.status == "priced", result.reason
+    assert result.cost_usd == D(expected)
+
+
+def test_titan_embeddings_v1_and_v2_are_told_apart(book):
+    # the resolver strips `-v1` / `-v2:0` alike; v2 costs a fifth of v1
+    usage = Usage(input_tokens=1_000_000, output_tokens=0)
+    assert cost(book, "bedrock", "amazon.titan-embed-text-v1", "2025-01-10", usage).cost_usd == D("0.10")
+    assert cost(book, "bedrock", "amazon.titan-embed-text-v2:0", "2025-01-10", usage).cost_usd == D("0.02")
+
+
+def test_gemini_2_5_pro_preview_long_prompts_pay_the_above_200k_rate(book):
+    usage = Usage(input_tokens=250_000, output_tokens=1_000)
+    # $2.50 input / $15.00 output for the whole call above 200k prompt tokens
+    for provider, model in (("gemini", "gemini-2.5-pro-preview-03-25"), ("gemini", "gemini-2.5-pro-preview-05-06"),
+                            ("vertex_ai", "gemini-2.5-pro-preview-05-06")):
+        result = cost(book, provider, model, "2025-05-10", usage)
+        assert result.status == "priced", result.reason
+        assert result.cost_usd == D("0.64"), model
+    short = cost(book, "gemini", "gemini-2.5-pro-preview-03-25", "2025-04-10", Usage(input_tokens=100_000,
+                                                                                        output_tokens=1_000))
+    assert short.cost_usd == D("0.135")  # $1.25 / $10.00
+
+
+def test_gemini_2_5_flash_preview_prices_thinking_apart(book):
+    # $0.15 input, $0.60 visible output, $3.50 thinking output (the preview's separate thinking price)
+    usage = Usage(input_tokens=1_000, output_tokens=1_000, reasoning_tokens=500)
+    for provider, model in (("gemini", "gemini-2.5-flash-preview-04-17"), ("gemini", "gemini-2.5-flash-preview-05-20"),
+                            ("vertex_ai", "gemini-2.5-flash-preview-05-20")):
+        result = cost(book, provider, model, "2025-06-01", usage)
+        assert result.status == "priced", result.reason
+        assert result.cost_usd == D("0.0022"), model
+
+
+def test_qwen3_era_thinking_output_of_qwen_plus(book):
+    usage = Usage(input_tokens=1_000, output_tokens=1_000, reasoning_tokens=600)
+    # before Qwen3 (2025-04-28) qwen-plus had no thinking price: all output at $1.20
+    assert cost(book, "dashscope", "qwen-plus", "2025-03-01", usage).cost_usd == D("0.0016")
+    # from 2025-04-28: thinking tokens at $4.00
+    assert cost(book, "dashscope", "qwen-plus", "2025-06-01", usage).cost_usd == D("0.00328")
+
+
+def test_qwen_flash_long_inputs_pay_the_above_256k_rate(book):
+    usage = Usage(input_tokens=300_000, output_tokens=1_000)
+    assert cost(book, "dashscope", "qwen-flash", "2025-09-01", usage).cost_usd == D("0.077")  # $0.25 / $2.00
+
+
+@pytest.mark.parametrize("provider, model, day", [
+    ("gemini", "gemini-2.0-flash-exp", "2025-01-10"),  # free experimental: no paid price, never $0 here
+    ("gemini", "gemini-2.5-pro-exp-03-25", "2025-04-01"),
+    ("dashscope", "qwen3-max", "2025-10-01"),  # three input-length tiers: not expressible, not priced
+    ("bedrock", "amazon.titan-text-express-v1", "2024-05-01"),  # before the first dated price found
+    ("bedrock", "meta.llama3-70b-instruct-v1:0", "2024-03-01"),  # before Llama 3 existed
+])
+def test_names_without_a_sourced_price_stay_unpriced(book, provider, model, day):
+    result = cost(book, provider, model, day)
+    assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
+
+
+ADDED_FILES = ("bedrock_2024.yaml", "gemini_previews.yaml", "vertex_ai_previews.yaml", "dashscope.yaml")
+
+
+def test_every_added_version_names_its_source(book):
+    added = [e for e in book.entries.values() if any(o.endswith(ADDED_FILES) for o in e.origins)]
+    assert len(added) >= 40
+    for entry in added:
+        for version in entry.versions:
+            assert version.source, entry.key
+            assert version.notes or entry.notes, f"{entry.key} {version.effective_from}: no note saying its source"
