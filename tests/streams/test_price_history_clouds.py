@@ -47,6 +47,13 @@ CLOUD_HISTORY = [
     ("bedrock", "amazon.titan-text-premier-v1:0", "2025-01-10", "0.002"),  # $0.50 / $1.50
     ("bedrock", "cohere.command-r-plus-v1:0", "2024-09-01", "0.018"),  # $3 / $15
     ("bedrock", "ai21.jamba-1-5-mini-v1:0", "2025-03-01", "0.0006"),
+    # Vertex Model Garden partner models billed per token
+    ("vertex_ai", "vertex_ai/meta/llama-4-scout-17b-16e-instruct-maas", "2025-07-01", "0.00095"),  # $0.25 / $0.70
+    ("vertex_ai", "projects/p/locations/us-east5/publishers/meta/models/llama-4-maverick-17b-128e-instruct-maas",
+     "2025-07-01", "0.0015"),
+    ("vertex_ai", "mistral-large@2407", "2024-12-01", "0.012"),  # $3 / $9, then $2 / $6
+    ("vertex_ai", "mistral-large@2407", "2025-03-01", "0.008"),
+    ("vertex_ai", "jamba-1.5-large@001", "2025-01-01", "0.01"),
     # Gemini 2.x previews: 2.0 Flash-Lite preview, 2.5 Flash-Lite preview (API and Vertex ids)
     ("gemini", "gemini-2.0-flash-lite-preview-02-05", "2025-02-20", "0.000375"),
     ("vertex_ai", "gemini-2.0-flash-lite-preview-02-05", "2025-02-20", "0.000375"),
@@ -117,13 +124,15 @@ def test_qwen_flash_long_inputs_pay_the_above_256k_rate(book):
     ("dashscope", "qwen3-max", "2025-10-01"),  # three input-length tiers: not expressible, not priced
     ("bedrock", "amazon.titan-text-express-v1", "2024-05-01"),  # before the first dated price found
     ("bedrock", "meta.llama3-70b-instruct-v1:0", "2024-03-01"),  # before Llama 3 existed
+    ("vertex_ai", "meta/llama-3.1-70b-instruct-maas", "2025-01-01"),  # free Preview on Vertex: not priced at $0
 ])
 def test_names_without_a_sourced_price_stay_unpriced(book, provider, model, day):
     result = cost(book, provider, model, day)
     assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
 
 
-ADDED_FILES = ("bedrock_2024.yaml", "gemini_previews.yaml", "vertex_ai_previews.yaml", "dashscope.yaml")
+ADDED_FILES = ("bedrock_2024.yaml", "gemini_previews.yaml", "vertex_ai_previews.yaml", "vertex_ai_model_garden.yaml",
+               "dashscope.yaml")
 
 
 def test_every_added_version_names_its_source(book):
