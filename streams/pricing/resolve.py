@@ -190,11 +190,20 @@ class Resolver:
                                 "in azure_deployments")
 
 
+_FREE_GEMINI_EXPERIMENTS = re.compile(r"gemini-(2\.0-flash-exp|2\.0-flash-thinking-exp(-\d{2}-\d{2}|-\d{4})?|"
+                                      r"2\.0-pro-exp-02-05|2\.5-pro-exp-03-25|exp-\d{4})")
+_FREE_GEMINI_REASON = ("free experimental Gemini model without a paid price; the bundled catalog prices nothing at $0 "
+                       "(declare it in the overrides' custom_models to count such calls as $0; gemini_previews.yaml)")
 # Models a provider billed by something logs do not carry: unpriced with this reason, never priced at token rates.
 _NOT_TOKEN_BILLED = (
     ("vertex_ai", re.compile(r"gemini-1\.[05]-(pro|flash|ultra)(-vision)?(-\d{3}|-latest|-preview.*)?"),
      "Vertex AI billed Gemini 1.0/1.5 per 1,000 characters, which usage logs do not carry; not priced at token "
      "rates (vertex_ai_2024.yaml)"),
+    ("vertex_ai", re.compile(r"(text-embedding-00[45]|text-multilingual-embedding-002|textembedding-gecko"
+                             r"(-multilingual)?)(@\d+)?"),
+     "Vertex AI bills its text embeddings per 1,000 input characters, which usage logs do not carry; not priced at "
+     "token rates (vertex_ai_previews.yaml)"),
+    *((provider, _FREE_GEMINI_EXPERIMENTS, _FREE_GEMINI_REASON) for provider in ("gemini", "vertex_ai")),
 )
 
 

@@ -142,3 +142,16 @@ def test_every_added_version_names_its_source(book):
         for version in entry.versions:
             assert version.source, entry.key
             assert version.notes or entry.notes, f"{entry.key} {version.effective_from}: no note saying its source"
+
+
+@pytest.mark.parametrize("provider, model, why", [
+    ("gemini", "gemini-2.0-flash-thinking-exp-01-21", "free experimental"),
+    ("vertex_ai", "gemini-2.0-flash-exp", "free experimental"),
+    ("google", "models/gemini-exp-1206", "free experimental"),
+    ("vertex_ai", "text-embedding-005", "per 1,000 input characters"),
+    ("vertex_ai", "textembedding-gecko@003", "per 1,000 input characters"),
+])
+def test_unpriced_names_say_why(book, provider, model, why):
+    result = cost(book, provider, model, "2025-03-01")
+    assert result.status == "unpriced" and result.cost_usd == 0
+    assert why in result.reason
