@@ -47,6 +47,10 @@ CLOUD_HISTORY = [
     ("bedrock", "amazon.titan-text-premier-v1:0", "2025-01-10", "0.002"),  # $0.50 / $1.50
     ("bedrock", "cohere.command-r-plus-v1:0", "2024-09-01", "0.018"),  # $3 / $15
     ("bedrock", "ai21.jamba-1-5-mini-v1:0", "2025-03-01", "0.0006"),
+    # models added to Bedrock in 2025 (from the first dated source)
+    ("bedrock", "openai.gpt-oss-120b-1:0", "2025-12-01", "0.00075"),  # $0.15 / $0.60
+    ("bedrock", "us.deepseek.r1-v1:0", "2025-12-01", "0.00675"),  # $1.35 / $5.40
+    ("bedrock", "qwen.qwen3-235b-a22b-2507-v1:0", "2025-12-01", "0.0011"),  # $0.22 / $0.88
     # Vertex Model Garden partner models billed per token
     ("vertex_ai", "vertex_ai/meta/llama-4-scout-17b-16e-instruct-maas", "2025-07-01", "0.00095"),  # $0.25 / $0.70
     ("vertex_ai", "projects/p/locations/us-east5/publishers/meta/models/llama-4-maverick-17b-128e-instruct-maas",
@@ -131,7 +135,7 @@ def test_names_without_a_sourced_price_stay_unpriced(book, provider, model, day)
     assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
 
 
-ADDED_FILES = ("bedrock_2024.yaml", "gemini_previews.yaml", "vertex_ai_previews.yaml", "vertex_ai_model_garden.yaml",
+ADDED_FILES = ("bedrock_2024.yaml", "bedrock_2025.yaml", "gemini_previews.yaml", "vertex_ai_previews.yaml", "vertex_ai_model_garden.yaml",
                "dashscope.yaml")
 
 
