@@ -135,8 +135,8 @@ def test_names_without_a_sourced_price_stay_unpriced(book, provider, model, day)
     assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
 
 
-ADDED_FILES = ("bedrock_2024.yaml", "bedrock_2025.yaml", "gemini_previews.yaml", "vertex_ai_previews.yaml", "vertex_ai_model_garden.yaml",
-               "dashscope.yaml")
+ADDED_FILES = ("bedrock_2024.yaml", "bedrock_2025.yaml", "gemini_previews.yaml", "vertex_ai_previews.yaml",
+               "vertex_ai_model_garden.yaml", "dashscope.yaml")
 
 
 def test_every_added_version_names_its_source(book):
