@@ -159,3 +159,15 @@ def test_unpriced_names_say_why(book, provider, model, why):
     result = cost(book, provider, model, "2025-03-01")
     assert result.status == "unpriced" and result.cost_usd == 0
     assert why in result.reason
+
+
+def test_mistral_prices_of_february_2024_from_its_own_docs(book):
+    # Mistral's docs table of 2024-02-26 (first USD prices): Large $8 / $24, open-mistral-7b $0.25, Medium $2.7 / $8.1
+    assert cost(book, "mistral", "mistral-large-2402", "2024-03-01").cost_usd == D("0.032")
+    assert cost(book, "mistral", "open-mistral-7b", "2024-03-01").cost_usd == D("0.0005")
+    assert cost(book, "mistral", "mistral-medium", "2024-03-01").cost_usd == D("0.0108")
+    # before it Mistral priced mistral-tiny in EUR (0.14 / 0.42): not priced in USD at the later rate
+    early = cost(book, "mistral", "mistral-tiny", "2024-01-15")
+    assert early.status == "unpriced" and early.cost_usd == 0
+    rows = {e.key: e for e in book.entries.values()}
+    assert "unverified" not in (rows["mistral/mistral-large-2402"].versions[0].notes or "")
