@@ -44,7 +44,7 @@ def _amount(value: Any, path: str) -> Decimal | None:
 
 def reported_cost(usage: Any, path: str = "usage") -> Decimal | None:
     """The USD an OpenRouter call cost, from its usage object; None when the usage reports no cost."""
-    if not isinstance(usage, dict) or usage.get("cost") is None:
+    if not is_openrouter_usage(usage) or usage.get("cost") is None:
         return None
     cost = _amount(usage["cost"], join_path(path, "cost"))
     if usage.get("is_byok") is True:
@@ -57,12 +57,28 @@ def reported_cost(usage: Any, path: str = "usage") -> Decimal | None:
     return cost
 
 
+# OpenTelemetry spans of OpenRouter calls (its Broadcast feature exports OTLP/JSON "using the GenAI conventions for
+# model, token usage and cost"; the cost attribute's name is not documented, these are the spellings in use).
+OTEL_COST_ATTRIBUTES = ("gen_ai.usage.cost", "gen_ai.usage.total_cost")
+
+
+def reported_cost_attribute(attributes: dict[str, Any], path: str) -> Decimal | None:
+    """The cost an OpenRouter span reports (only read for provider openrouter: other emitters put their own
+    catalog's estimate in the same attribute, which is not a bill)."""
+    for key in OTEL_COST_ATTRIBUTES:
+        if attributes.get(key) is not None:
+            return _amount(attributes[key], f"{path}[{key}]")
+    return None
+
+
 def is_openrouter_usage(usage: Any) -> bool:
-    return isinstance(usage, dict) and ("cost" in usage or "is_byok" in usage)
+    """OpenRouter's usage: `cost` with `is_byok` or `cost_details` (LiteLLM adds a bare `cost` of its own
+    computation to streamed usage, which is not a provider's bill)."""
+    return isinstance(usage, dict) and "cost" in usage and ("is_byok" in usage or "cost_details" in usage)
 
 
 def is_openrouter_response(response: Any) -> bool:
-    """An OpenRouter response or stream chunk: a `gen-` id with an upstream `provider`, or a usage with `cost`."""
+    """An OpenRouter response or stream chunk: a `gen-` id with an upstream `provider`, or OpenRouter's usage."""
     if not isinstance(response, dict):
         return False
     if is_openrouter_usage(response.get("usage")):
@@ -71,4 +87,5 @@ def is_openrouter_response(response: Any) -> bool:
     return isinstance(response_id, str) and response_id.startswith("gen-") and isinstance(response.get("provider"), str)
 
 
-__all__ = ["PROVIDER", "is_openrouter_response", "is_openrouter_usage", "reported_cost"]
+__all__ = ["OTEL_COST_ATTRIBUTES", "PROVIDER", "is_openrouter_response", "is_openrouter_usage", "reported_cost",
+           "reported_cost_attribute"]

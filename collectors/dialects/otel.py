@@ -9,6 +9,9 @@ their (aggregated) usage as well would double count.
 - model: gen_ai.response.model, else gen_ai.request.model. provider: gen_ai.provider.name, else the older
   gen_ai.system, normalized (gcp.gemini -> gemini, aws.bedrock -> bedrock, ...).
 - usage: gen_ai.usage.* (both cache attribute spellings; ints as numbers or strings) via `otel_usage`.
+- reported cost: for provider `openrouter` only, `gen_ai.usage.cost` (or `gen_ai.usage.total_cost`) is OpenRouter's
+  charge and becomes reported_cost_usd (see `openrouter`); other emitters' cost attributes are their own estimates
+  and are not read.
 - status: error when span status code is ERROR (2) or `error.type` is set.
 - attribution: span attributes over resource attributes (defaults: tokenmeter.team/team, tokenmeter.project/
   project then resource service.name, tokenmeter.user/user.id/enduser.id, ...).
@@ -25,6 +28,7 @@ from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, to_float, to_int, to_str
 from collectors.dialects.base import Dialect, make_event, require_object
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
+from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import otel_usage
@@ -153,6 +157,7 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
         content=_content(attrs) if usage is None else None,
         latency_ms=(end_ns - start_ns) / 1e6 if end_ns and end_ns >= start_ns else None,
         service_tier=tier if isinstance(tier, str) and tier else None,
+        reported_cost_usd=reported_cost_attribute(attrs, attr_path) if provider == OPENROUTER else None,
     )
 
 
