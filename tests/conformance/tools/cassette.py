@@ -2,14 +2,15 @@
 
 usage: cassette.py <repo dir> <rev> <cassette path> <interaction index> > payload.json
 JSON bodies (`parsed_body`) and SSE bodies (`body.string`) are both handled; free text is left out (see reduce.py),
-OpenRouter's `provider` (the upstream that served the call) is kept."""
+OpenRouter's `provider` (the upstream that served the call), Vertex's `createTime` and Anthropic's role and
+stop_reason are kept."""
 import json, sys
 
 import yaml
 
 import reduce
 
-reduce.KEEP = (*reduce.KEEP, "provider")
+reduce.KEEP = (*reduce.KEEP, "provider", "createTime", "role", "stop_reason")
 
 
 def response_of(repo, rev, path, index):
