@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from streams.metering import meter
 from streams.pricing import PriceBook
+from streams.pricing.reported import with_reported_cost
 from tokenmeter.events import PricedEvent, UsageEvent
 
 _CARRIED_FIELDS = tuple(name for name in UsageEvent.model_fields if name not in ("usage", "content"))
@@ -19,6 +20,9 @@ _CARRIED_FIELDS = tuple(name for name in UsageEvent.model_fields if name not in 
 def price_event(event: UsageEvent, book: PriceBook, priced_at: datetime | None = None) -> PricedEvent:
     usage, tokens_source = meter(event)
     result = book.price(event, usage)
+    check = None
+    if event.reported_cost_usd is not None:  # the provider said what it billed: that is the cost of record
+        result, check = with_reported_cost(result, event.reported_cost_usd)
     fields = {name: getattr(event, name) for name in _CARRIED_FIELDS}
     return PricedEvent.model_construct(
         **fields,
@@ -31,6 +35,7 @@ def price_event(event: UsageEvent, book: PriceBook, priced_at: datetime | None =
         unpriced_reason=result.reason,
         price=result.ref,
         priced_at=priced_at or datetime.now(timezone.utc),
+        **({"reported_cost_check": check} if check else {}),
     )
 
 

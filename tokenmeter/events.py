@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
 import orjson
@@ -66,6 +66,13 @@ MAX_EVENT_FUTURE = timedelta(seconds=float(os.environ.get("TOKENMETER_MAX_EVENT_
 # 128-bit sums. A larger value (2^64-1 from a broken gateway) is a dead letter, never summed.
 MAX_TOKENS = 10**12
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+
+
+# A cost a provider or router reported for one call (OpenRouter's usage.cost): at most this much, kept to 12
+# decimal places (pico-dollars, the warehouse's scale; the reported figure is a JSON float, so digits beyond
+# that are float noise, not money).
+MAX_REPORTED_COST_USD = Decimal(1_000_000)
+REPORTED_COST_QUANTUM = Decimal("1e-12")
 
 
 def check_event_time(ts: datetime, now: datetime | None = None) -> datetime:
@@ -162,11 +169,24 @@ class UsageEvent(_Strict):
     # `litellm-cache-writes-in-prompt`): the event is metered with the best rule and this says which, so such
     # events are counted, stored and reportable instead of silently trusted.
     usage_assumption: str | None = Field(default=None, min_length=1, max_length=200)
+    # The cost the event's provider reported for this call in USD, when it reports one (OpenRouter's usage.cost,
+    # plus the upstream's cost for bring-your-own-key calls). The worker takes it as the cost of record and
+    # checks it against the catalog (PricedEvent.reported_cost_check, breakdown line `reported_difference`).
+    reported_cost_usd: DecimalString | None = None
 
     @field_validator("ts")
     @classmethod
     def _ts_in_accepted_range(cls, ts: datetime) -> datetime:
         return check_event_time(ts)
+
+    @field_validator("reported_cost_usd")
+    @classmethod
+    def _reported_cost_is_money(cls, value: Decimal | None) -> Decimal | None:
+        if value is None:
+            return None
+        if not value.is_finite() or value < 0 or value >= MAX_REPORTED_COST_USD:
+            raise ValueError(f"must be a finite amount >= 0 and below {MAX_REPORTED_COST_USD} USD, got {value}")
+        return value.quantize(REPORTED_COST_QUANTUM, ROUND_HALF_EVEN)  # the scale of every other cost
 
 
 class PriceRef(_Strict):
@@ -187,6 +207,9 @@ class PricedEvent(UsageEvent):
     unpriced_reason: str | None = None
     price: PriceRef | None = None
     priced_at: datetime | None = None
+    # Only for events with reported_cost_usd: how the reported cost compares with the catalog's price of the same
+    # usage ("matches", "differs by ...", or "not checked: <why the catalog cannot price it>").
+    reported_cost_check: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"content"}, exclude_none=True)
@@ -224,6 +247,7 @@ __all__ = [
     "CONTRACT_VERSION",
     "EARLIEST_EVENT_TS",
     "MAX_EVENT_FUTURE",
+    "MAX_REPORTED_COST_USD",
     "MAX_TOKENS",
     "Attribution",
     "Content",

@@ -130,9 +130,21 @@ def stored_row_to_event(row: dict[str, Any]) -> UsageEvent:
             batch=bool(row["batch"]),
             service_tier=row["service_tier"] or None,
             usage_assumption=row.get("usage_assumption") or None,
+            reported_cost_usd=_reported_cost(row),
         )
     except ValidationError as exc:
         raise WarehouseError(f"stored event {row['event_id']!r}: {describe_validation_error(exc)}") from None
+
+
+# Breakdown lines of an event whose provider reported its cost (streams/pricing/reported.py): the stored cost is
+# that reported cost, so a re-price keeps it as the cost of record and only re-checks it against the catalog.
+REPORTED_COST_LINES = ("reported", "reported_difference")
+
+
+def _reported_cost(row: dict[str, Any]) -> Decimal | None:
+    raw = row.get("cost_breakdown") or {}
+    keys = {item["key"] if isinstance(item, dict) else item[0] for item in raw} if isinstance(raw, list) else set(raw)
+    return Decimal(row["cost_usd"]) if keys.intersection(REPORTED_COST_LINES) else None
 
 
 def _tool_requests(row: dict[str, Any]) -> dict[str, int] | None:

@@ -5,6 +5,10 @@ cache_creation.ephemeral_1h_input_tokens -> cache_write_1h_tokens. usage.service
 call. Streams: `message_start` carries message.usage (input side); each `message_delta` carries CUMULATIVE
 usage, so the last one wins (fields it repeats replace those of message_start, never added). A stream
 without any message_delta was cut: its usage is not trusted, the streamed text is kept for counting.
+Versions covered: Messages API 2023-06-01 responses and streams, 5-minute and 1-hour cache writes, web search and
+web fetch requests (server_tool_use); also Bedrock InvokeModel bodies (same shape: give tokenmeter.provider and
+the profile as tokenmeter.model). Cannot carry: a time (read time unless the wrapper gives ts), code execution
+container hours, the provider when it is not Anthropic.
 """
 
 from __future__ import annotations

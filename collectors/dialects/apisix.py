@@ -13,6 +13,8 @@
 - event_id: an `x-request-id` request header (request-id plugin) or `request_id`, else a hash of the entry.
 - ts: start_time (ms); latency_ms: latency; ttft_ms: llm_summary.duration; status: response.status >= 400.
 - An entry without `llm_summary` (a non-AI route sharing the logger) yields no event.
+Versions covered: llm_summary before the cache fields (2025-09) and after (df0a284, 2026-06). Cannot carry: a
+cost, server-side tool fees, the 5m/1h split of cache writes; before 2026-06 cache and reasoning detail.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Attribution in the event wins; a source's mapping only fills dimensions the event leaves empty (e.g. a
 `const:` org for everything an internal SDK sends).
+Versions covered: contract v1, including `reported_cost_usd` (a cost the provider billed, taken as the cost of
+record). Carries everything the contract has; nothing is inferred.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ ts: `time`, else the event body's `ts`, else the time of reading. `data` (or bas
 provider: data.provider, else the mapping's `provider`, else implied by the model name.
 Attribution defaults: extension attributes team/project/feature/org/user/apikey/route, then data.<dim>;
 user falls back to `subject` (OpenMeter's metered entity), project to `source`.
+Versions covered: CloudEvents 1.0 structured mode (single and batch). Cannot carry: in OpenMeter-style bodies the
+cache and reasoning split (and a body without `type` cannot tell input from output: dead-lettered).
 """
 
 from __future__ import annotations

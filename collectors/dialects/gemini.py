@@ -7,6 +7,10 @@ provider: gemini unless the wrapper says otherwise (e.g. vertex_ai). Stream chun
 usageMetadata: the last chunk that has it wins. A stream whose last chunk has no finishReason was cut: its
 usage is not trusted and the streamed text is kept for counting. Grounding with Google Search:
 candidates[].groundingMetadata.webSearchQueries -> tool_requests grounding_prompts (1) and grounding_queries.
+Vertex AI responses also carry `createTime` (the event time when no wrapper ts is given) and
+`usageMetadata.trafficType`: ON_DEMAND is the standard rate; ON_DEMAND_FLEX / ON_DEMAND_PRIORITY (Flex and Priority
+PayGo) become service_tier flex / priority and PROVISIONED_THROUGHPUT provisioned_throughput, so a call billed at
+another rate is never priced at the standard one (a tier the catalog lacks is unpriced with that reason).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from collectors.attribution import AttributionMapping
-from collectors.coerce import as_dict, to_str
+from collectors.coerce import as_dict, to_datetime, to_str
 from collectors.dialects.base import Dialect
 from collectors.dialects.common import completion_from_response, list_or_empty
 from collectors.dialects.response_envelope import api_error, build_response_event, unwrap
@@ -23,6 +27,17 @@ from collectors.usage import build_usage, gemini_grounding_requests, gemini_usag
 from tokenmeter.events import UsageEvent
 
 NAME = "gemini"
+# Vertex AI usageMetadata.trafficType -> service tier (None: the standard on-demand rate).
+_TRAFFIC_TIERS = {"ON_DEMAND": None, "ON_DEMAND_FLEX": "flex", "ON_DEMAND_PRIORITY": "priority",
+                  "PROVISIONED_THROUGHPUT": "provisioned_throughput", "TRAFFIC_TYPE_UNSPECIFIED": None}
+
+
+def _tier(metadata: Any) -> str | None:
+    traffic = metadata.get("trafficType") if isinstance(metadata, dict) else None
+    if not isinstance(traffic, str) or not traffic.strip():
+        return None
+    key = traffic.strip().upper()
+    return _TRAFFIC_TIERS[key] if key in _TRAFFIC_TIERS else key.lower()
 
 
 def is_gemini_response(item: Any) -> bool:
@@ -38,7 +53,7 @@ def parse_response(record: Any, mapping: AttributionMapping, path: str) -> list[
     chunks = env.response if isinstance(env.response, list) else [env.response]
     if not chunks:
         raise DialectError("empty stream", env.path or None)
-    usage, model, response_id, text, grounding = None, None, None, [], None
+    usage, model, response_id, text, grounding, tier, created = None, None, None, [], None, None, None
     for index, chunk in enumerate(chunks):
         chunk_path = join_path(env.path, f"[{index}]") if isinstance(env.response, list) else env.path
         chunk = as_dict(chunk, chunk_path, optional=False)
@@ -47,6 +62,8 @@ def parse_response(record: Any, mapping: AttributionMapping, path: str) -> list[
             raise DialectError(f"response is an API error, not a completed call: {message}", chunk_path or None)
         if chunk.get("usageMetadata") is not None:
             usage = gemini_usage(chunk["usageMetadata"], join_path(chunk_path, "usageMetadata"))
+            tier = _tier(chunk["usageMetadata"]) or tier
+        created = created or to_datetime(chunk.get("createTime"), join_path(chunk_path, "createTime"))
         grounding = gemini_grounding_requests(chunk.get("candidates")) or grounding
         model = to_str(chunk.get("modelVersion"), join_path(chunk_path, "modelVersion")) or model
         response_id = chunk.get("responseId") or response_id
@@ -55,8 +72,8 @@ def parse_response(record: Any, mapping: AttributionMapping, path: str) -> list[
         usage = None  # cut stream: the counts stop short of what was billed
     if usage is not None and grounding:
         usage = build_usage(env.path, **(usage.model_dump() | {"tool_requests": grounding}))  # validated, bounded
-    return [build_response_event(env, NAME, mapping, response_id=response_id, ts=None, provider=NAME,
-                                 model=model, completion="".join(text) or None, usage=usage)]
+    return [build_response_event(env, NAME, mapping, response_id=response_id, ts=created, provider=NAME,
+                                 model=model, completion="".join(text) or None, usage=usage, service_tier=tier)]
 
 
 DIALECT = Dialect(NAME, "Google Gemini generateContent responses (usageMetadata) and streams", parse_response,

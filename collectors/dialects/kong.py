@@ -18,6 +18,9 @@ the missing block); other plugin blocks under `ai` that carry their own
   cache reads and writes (not logged at all); for Gemini completion_tokens = candidatesTokenCount, without the
   thinking tokens Gemini bills as output. What is not logged cannot be metered: such events are metered as
   logged and marked `usage_assumption` (their cost is a lower bound), see `_known_gap`.
+Versions covered: Kong Gateway 3.x AI Gateway (`ai.proxy` 3.8+, `ai["ai-proxy"]` and `prompt_token` spellings of
+3.6-3.8, abbreviated docs shapes) and the AI Gateway v2 (2.0.x) log format. Cannot carry: Anthropic cache tokens,
+Gemini thinking tokens (above), server-side tool fees, a cost we could use (Kong's is its own estimate).
 """
 
 from __future__ import annotations

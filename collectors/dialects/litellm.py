@@ -9,6 +9,9 @@
   cache WRITES it changed: 1.72.x adds only cache reads to prompt_tokens, 1.110.x reads and writes. See
   `litellm_cache`: the payload's response_cost decides; an undecidable payload is metered with the current
   rule and marked with `usage_assumption`.
+- OpenRouter (custom_llm_provider openrouter): LiteLLM keeps OpenRouter's usage.cost in response.usage (1.72.3 and
+  1.110.2 alike); that is the event's reported_cost_usd (with a bring-your-own-key call's upstream cost added, see
+  `openrouter`). LiteLLM's own response_cost is not used: for a BYOK call it is 0.0, not what was billed.
 - cache_hit=true: answered from LiteLLM's cache, no provider call: usage is zero, tagged cache_hit.
 - latency_ms: endTime - startTime; ttft_ms: completionStartTime - startTime for streams.
 - tags: request_tags ("k:v" / "k=v" -> k: v, plain "x" -> x: "true") and end_user.
@@ -17,11 +20,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, to_datetime, to_str
 from collectors.dialects.base import Dialect, make_event, require_object
+from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
 from collectors.dialects.common import completion_from_response, content_or_none, normalize_operation, \
     prompt_from_request
@@ -33,8 +38,9 @@ from tokenmeter.events import Usage, UsageEvent, derive_event_id
 NAME = "litellm"
 
 
-def _usage(payload: dict[str, Any], path: str) -> tuple[Usage | None, str | None]:
-    """Usage and, when the payload's cache-write convention could not be settled, the assumption made."""
+def _usage(payload: dict[str, Any], path: str) -> tuple[Usage | None, str | None, Decimal | None]:
+    """Usage, the assumption made when the payload's cache-write convention could not be settled, and the cost
+    the provider reported in that usage (OpenRouter's usage.cost)."""
     sources: list[tuple[Any, str]] = []
     response = payload.get("response")
     if isinstance(response, dict) and isinstance(response.get("usage"), dict):
@@ -48,8 +54,8 @@ def _usage(payload: dict[str, Any], path: str) -> tuple[Usage | None, str | None
         counts = openai_counts(raw, where)
         if counts is not None:
             counts, assumption = resolve_cache_convention(counts, payload)
-            return build_usage(where, **counts), assumption
-    return None, None
+            return build_usage(where, **counts), assumption, reported_cost(raw, where)
+    return None, None, None
 
 
 def _tags(payload: dict[str, Any], path: str) -> dict[str, str]:
@@ -94,7 +100,9 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
     status = payload.get("status")
     if status not in (None, "success", "failure"):
         raise DialectError(f"expected 'success' or 'failure', got {status!r}", join_path(path, "status"))
-    usage, assumption = (Usage(), None) if payload.get("cache_hit") is True else _usage(payload, path)
+    usage, assumption, cost = (Usage(), None, None) if payload.get("cache_hit") is True else _usage(payload, path)
+    if provider != OPENROUTER:
+        cost = None  # LiteLLM adds its own computed `cost` to streamed usage: not a provider's bill
     content = None
     if usage is None:
         content = content_or_none(prompt_from_request({"messages": payload.get("messages")}),
@@ -119,6 +127,7 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
         latency_ms=_millis_between(start, end),
         ttft_ms=_millis_between(start, first_token) if payload.get("stream") else None,
         usage_assumption=assumption,
+        reported_cost_usd=cost,
     )]
 
 

@@ -3,7 +3,9 @@
 LiteLLM's OpenAI-shaped usage for Anthropic changed meaning over versions:
 - 1.72.x: `prompt_tokens` = input_tokens + cache READS (writes outside it);
 - 1.110.x: `prompt_tokens` = input_tokens + cache reads + cache WRITES (OpenAI semantics);
-- Anthropic's own convention (cache excluded) appears in pass-through / `anthropic_messages` logging.
+- Anthropic's own convention (cache excluded) appears in pass-through / `anthropic_messages` logging (litellm PR
+  #23342); a chat completion call (`call_type` completion/acompletion) never logs it: LiteLLM's Anthropic
+  transformation adds the cache reads to prompt_tokens in every version, so that reading is not tried for them.
 The payload names no version, so each reading is tried: a reading whose uncached input would be negative is
 impossible; among the possible ones, the payload's own `response_cost` (checked against the per-token prices
 LiteLLM logged in `model_map_information`) picks the one LiteLLM billed. If readings that lead to different
@@ -18,6 +20,8 @@ from typing import Any
 ASSUMED_CACHE_WRITES_IN_PROMPT = "litellm-cache-writes-assumed-in-prompt-tokens"
 # (name, are cache reads inside prompt_tokens, are cache writes inside prompt_tokens), best rule first.
 _READINGS = (("writes-inside", True, True), ("reads-only", True, False), ("exclusive", False, False))
+# Call types of LiteLLM's OpenAI-shaped chat path, whose prompt_tokens always include cache reads.
+_CHAT_CALL_TYPES = frozenset({"completion", "acompletion"})
 _PRICE_KEYS = ("input_cost_per_token", "cache_read_input_token_cost", "cache_creation_input_token_cost",
                "output_cost_per_token")
 
@@ -67,7 +71,10 @@ def resolve_cache_convention(counts: dict[str, int], payload: dict[str, Any]) ->
         return counts, None  # reads are inside prompt_tokens in every version: nothing to decide
     prompt, reads = counts["input_tokens"], counts["cached_input_tokens"]
     candidates: list[dict[str, int]] = []
+    chat = payload.get("call_type") in _CHAT_CALL_TYPES
     for _name, reads_inside, writes_inside in _READINGS:
+        if chat and not reads_inside:
+            continue
         uncached = prompt - (reads if reads_inside else 0) - (writes if writes_inside else 0)
         if uncached < 0:
             continue

@@ -6,6 +6,9 @@ it never came (option off, stream cut) usage is None and the streamed text is ke
 A Responses stream's usage is in `response.completed` (or `.incomplete`/`.failed`). Responses output items
 web_search_call / file_search_call / code_interpreter_call (distinct containers) become tool_requests. Chat
 Completions search models (gpt-4o-search-preview) bill a search per call that the response does not show.
+
+OpenRouter's responses are this shape too (a `gen-` id, an upstream `provider`, `usage.cost`): they become events
+of provider `openrouter` carrying the reported cost (see `openrouter`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collectors.attribution import AttributionMapping
 from collectors.coerce import as_dict, to_datetime, to_str
 from collectors.dialects.base import Dialect, parse_batch
 from collectors.dialects.common import completion_from_response, list_or_empty
+from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_response, reported_cost
 from collectors.dialects.response_envelope import Envelope, api_error, build_response_event, unwrap
 from collectors.errors import DialectError, join_path
 from collectors.usage import build_usage, openai_usage, responses_tool_requests
@@ -38,6 +42,10 @@ def _tier(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _provider(*responses: Any) -> str:
+    return OPENROUTER if any(is_openrouter_response(r) for r in responses) else NAME
+
+
 def _chat(env: Envelope, response: dict[str, Any], mapping: AttributionMapping) -> UsageEvent:
     usage = openai_usage(response.get("usage"), join_path(env.path, "usage"))
     tier = _tier(response.get("service_tier"))
@@ -45,9 +53,10 @@ def _chat(env: Envelope, response: dict[str, Any], mapping: AttributionMapping) 
         "text_completion" if response.get("object") == "text_completion" else "chat")
     return build_response_event(
         env, NAME, mapping, response_id=response.get("id"),
-        ts=to_datetime(response.get("created"), join_path(env.path, "created")), provider=NAME,
+        ts=to_datetime(response.get("created"), join_path(env.path, "created")), provider=_provider(response),
         model=to_str(response.get("model"), join_path(env.path, "model")),
-        completion=completion_from_response(response), usage=usage, operation=operation, service_tier=tier)
+        completion=completion_from_response(response), usage=usage, operation=operation, service_tier=tier,
+        reported_cost_usd=reported_cost(response.get("usage"), join_path(env.path, "usage")))
 
 
 def _responses(env: Envelope, response: dict[str, Any], mapping: AttributionMapping, path: str,
@@ -59,16 +68,17 @@ def _responses(env: Envelope, response: dict[str, Any], mapping: AttributionMapp
         usage = build_usage(join_path(path, "output"), **merged)  # validated: counts are bounded
     return build_response_event(
         env, NAME, mapping, response_id=response.get("id"),
-        ts=to_datetime(response.get("created_at"), join_path(path, "created_at")), provider=NAME,
+        ts=to_datetime(response.get("created_at"), join_path(path, "created_at")), provider=_provider(response),
         model=to_str(response.get("model"), join_path(path, "model")),
         completion=completion_from_response(response) or streamed_text, usage=usage,
         status="error" if response.get("status") == "failed" or response.get("error") else "ok",
-        service_tier=_tier(response.get("service_tier")))
+        service_tier=_tier(response.get("service_tier")),
+        reported_cost_usd=reported_cost(response.get("usage"), join_path(path, "usage")) if trust_usage else None)
 
 
 def _chat_stream(env: Envelope, chunks: list[Any], mapping: AttributionMapping) -> UsageEvent:
     first = chunks[0]
-    usage = None
+    usage, cost = None, None
     text: list[str] = []
     tier = None
     for index, chunk in enumerate(chunks):
@@ -76,6 +86,7 @@ def _chat_stream(env: Envelope, chunks: list[Any], mapping: AttributionMapping) 
             raise DialectError("expected a chat.completion.chunk", join_path(env.path, f"[{index}]"))
         if chunk.get("usage") is not None:  # only the final extra chunk has it; a later one would win
             usage = openai_usage(chunk["usage"], join_path(env.path, f"[{index}].usage"))
+            cost = reported_cost(chunk["usage"], join_path(env.path, f"[{index}].usage"))
         tier = _tier(chunk.get("service_tier")) or tier
         for choice in list_or_empty(chunk.get("choices")):
             delta = choice.get("delta") if isinstance(choice, dict) else None
@@ -84,8 +95,8 @@ def _chat_stream(env: Envelope, chunks: list[Any], mapping: AttributionMapping) 
     model = next((c.get("model") for c in chunks if isinstance(c.get("model"), str) and c.get("model")), None)
     return build_response_event(
         env, NAME, mapping, response_id=first.get("id"),
-        ts=to_datetime(first.get("created"), join_path(env.path, "[0].created")), provider=NAME, model=model,
-        completion="".join(text) or None, usage=usage, service_tier=tier)
+        ts=to_datetime(first.get("created"), join_path(env.path, "[0].created")), provider=_provider(*chunks),
+        model=model, completion="".join(text) or None, usage=usage, service_tier=tier, reported_cost_usd=cost)
 
 
 def _responses_stream(env: Envelope, events: list[Any], mapping: AttributionMapping) -> UsageEvent:

@@ -5,10 +5,16 @@ One record (e.g. one message of the Collector's kafka exporter) holds many spans
 so a record with no GenAI span yields [] (the caller counts it as skipped). `invoke_agent`, `create_agent`
 and `execute_tool` spans are skipped too: they wrap model calls that have spans of their own, and counting
 their (aggregated) usage as well would double count.
-- event_id: `<traceId>:<spanId>` (hex). ts: startTimeUnixNano; latency_ms: end - start.
+- OpenInference `LLM`/`EMBEDDING` spans (Envoy AI Gateway, Phoenix instrumentations) are read too, their
+  `llm.*` attributes translated to the GenAI names (`openinference`); other OpenInference kinds are skipped.
+- event_id: `<traceId>:<spanId>` (hex; base64 ids, as Go's protojson writes them, are turned into hex).
+  ts: startTimeUnixNano; latency_ms: end - start.
 - model: gen_ai.response.model, else gen_ai.request.model. provider: gen_ai.provider.name, else the older
   gen_ai.system, normalized (gcp.gemini -> gemini, aws.bedrock -> bedrock, ...).
 - usage: gen_ai.usage.* (both cache attribute spellings; ints as numbers or strings) via `otel_usage`.
+- reported cost: for provider `openrouter` only, `gen_ai.usage.cost` (or `gen_ai.usage.total_cost`) is OpenRouter's
+  charge and becomes reported_cost_usd (see `openrouter`); other emitters' cost attributes are their own estimates
+  and are not read.
 - status: error when span status code is ERROR (2) or `error.type` is set.
 - attribution: span attributes over resource attributes (defaults: tokenmeter.team/team, tokenmeter.project/
   project then resource service.name, tokenmeter.user/user.id/enduser.id, ...).
@@ -16,6 +22,8 @@ their (aggregated) usage as well would double count.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -25,6 +33,8 @@ from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, to_float, to_int, to_str
 from collectors.dialects.base import Dialect, make_event, require_object
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
+from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
+from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import otel_usage
@@ -82,10 +92,22 @@ def _from_unix_nanos(nanos: int, path: str) -> datetime:
 
 
 def _is_genai(raw_attributes: Any, path: str) -> bool:
+    """A GenAI span, or an OpenInference span (its kind decides later whether it is metered)."""
     if isinstance(raw_attributes, dict):
-        return any(str(k).startswith("gen_ai.") for k in raw_attributes)
-    return any(isinstance(a, dict) and str(a.get("key", "")).startswith("gen_ai.")
-               for a in as_list(raw_attributes, path))
+        return any(str(k).startswith("gen_ai.") or k == OPENINFERENCE_KIND for k in raw_attributes)
+    keys = (a.get("key") for a in as_list(raw_attributes, path) if isinstance(a, dict))
+    return any(str(k).startswith("gen_ai.") or k == OPENINFERENCE_KIND for k in keys)
+
+
+def _hex_id(value: str) -> str:
+    """OTLP/JSON ids are hex; Go's protojson (Envoy AI Gateway's recorded spans) writes them base64."""
+    lowered = value.lower()
+    if all(c in "0123456789abcdef" for c in lowered):
+        return lowered
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return value  # neither: kept as sent (case preserved), still unique per span
 
 
 def _messages(value: Any) -> Any:
@@ -110,6 +132,10 @@ def _content(attrs: dict[str, Any]) -> Any:
 def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: AttributionMapping,
                 path: str) -> UsageEvent | None:
     attrs = attributes_of(span.get("attributes"), join_path(path, "attributes"))
+    if OPENINFERENCE_KIND in attrs and not any(key.startswith("gen_ai.") for key in attrs):
+        if not is_metered_span(attrs):
+            return None  # a chain/tool/agent span: the LLM spans under it carry the usage
+        attrs = as_genai(attrs)
     operation = attrs.get("gen_ai.operation.name")
     if isinstance(operation, str) and operation in WRAPPER_OPERATIONS:
         return None
@@ -131,7 +157,7 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
     usage = otel_usage(attrs, attr_path)
     trace_id, span_id = span.get("traceId"), span.get("spanId")
     if isinstance(trace_id, str) and isinstance(span_id, str) and trace_id and span_id:
-        event_id = f"{trace_id.lower()}:{span_id.lower()}"
+        event_id = f"{_hex_id(trace_id)}:{_hex_id(span_id)}"
     else:
         event_id = derive_event_id(NAME, span)
     status = as_dict(span.get("status"), join_path(path, "status"))
@@ -153,6 +179,7 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
         content=_content(attrs) if usage is None else None,
         latency_ms=(end_ns - start_ns) / 1e6 if end_ns and end_ns >= start_ns else None,
         service_tier=tier if isinstance(tier, str) and tier else None,
+        reported_cost_usd=reported_cost_attribute(attrs, attr_path) if provider == OPENROUTER else None,
     )
 
 

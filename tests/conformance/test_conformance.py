@@ -15,6 +15,13 @@ is then sent in the documented wrapper `{"tokenmeter": {"ts": ...}, "response": 
 force on that date applies, whatever day the test runs. `tokenmeter:` adds other documented wrapper fields (e.g.
 `provider: vertex_ai` for a Gemini response captured from Vertex AI).
 
+`assumption:` is the usage_assumption the event must carry (a log that leaves billed tokens out, a LiteLLM payload
+whose cache convention cannot be settled); without it the event must carry none.
+
+An event whose provider reports its cost (OpenRouter's usage.cost) gives `reported_cost_usd:` (the amount the
+payload reports, the cost of record), `breakdown:` (every cost line, including `reported_difference` or
+`reported`) and `check:` (text the event's reported_cost_check contains).
+
 An expected event with `unpriced:` must come out unpriced with a reason containing that text (cost 0), e.g. a
 Bedrock application inference profile, whose ARN does not name the model.
 
@@ -102,6 +109,7 @@ def test_payload_meters_and_prices_exactly(case, book):
             assert event.model == expected["model"]
         if "provider" in expected:
             assert event.provider == expected["provider"]
+        assert event.usage_assumption == expected.get("assumption"), "usage read under an assumption (or not)"
         priced = price_event(event, book)
         got = {field: getattr(priced.usage, field) for field in USAGE_FIELDS.values()}
         assert got == _expected_usage(expected["usage"])
@@ -110,3 +118,11 @@ def test_payload_meters_and_prices_exactly(case, book):
             continue
         assert priced.pricing_status == "priced", priced.unpriced_reason
         assert priced.cost_usd == Decimal(str(expected["cost_usd"])), dict(priced.cost_breakdown)
+        reported = expected.get("reported_cost_usd")
+        assert event.reported_cost_usd == (None if reported is None else Decimal(str(reported)))
+        if "breakdown" in expected:
+            assert dict(priced.cost_breakdown) == {k: Decimal(str(v)) for k, v in expected["breakdown"].items()}
+        if "check" in expected:
+            assert expected["check"] in (priced.reported_cost_check or "")
+        else:
+            assert priced.reported_cost_check is None
