@@ -204,8 +204,9 @@ class Resolver:
             return found or Resolution(None, f"unknown model {model!r} for provider {hint!r} (from the model prefix)")
         found = self._search(self.first_party, names)
         if not found and (author := _author(names)) in _OPEN_WEIGHT_AUTHORS:
-            return Resolution(None, f"open-weight model {model!r} (author {author!r}) has no model maker's API price, and "
-                                    "its hosts price it differently: set the event's provider to the host that served it")
+            return Resolution(None, f"open-weight model {model!r} (author {author!r}) has no model maker's API price, "
+                                    "and its hosts price it differently: set the event's provider to the host that "
+                                    "served it")
         return found or Resolution(None, f"unknown model {model!r}: provider {provider!r} has no catalog entries and "
                                          "no model maker's price matches")
 
