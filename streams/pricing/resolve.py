@@ -1,15 +1,17 @@
 """Which catalog entry prices a (provider, model) pair as gateways and SDKs spell them.
 
 Names are tried from most to least specific: the name as given, without provider/router prefixes or cloud
-resource paths, without the Bedrock region and vendor/version parts, then without snapshot suffixes (dates,
-`@version`, `-0613`). Each name is looked up exactly (ids and aliases) and then against `match` regexes.
+resource paths, without an OpenRouter variant suffix (`:nitro`) and in Anthropic's spelling of OpenRouter's Claude
+names (`claude-3.7-sonnet`, `claude-4.5-sonnet-20250929`), without the Bedrock region and vendor/version parts, then
+without snapshot suffixes (dates, `@version`, `-0613`). Each name is looked up exactly (ids and aliases) and then against `match` regexes.
 The first hit wins, so a specific entry (`gpt-4o-2024-05-13`, `us.anthropic...` regional price) beats the
 general one it would otherwise fall back to.
 
 Which providers are searched: the event's provider when the catalog has entries for it; else a provider
 named by a model prefix (`anthropic/claude-...`); else, for gateways and routers we do not price
 (`openrouter`, `litellm`, unknown), the model makers' own APIs (`first_party` blocks), and only when
-exactly one entry matches. Anything else is unpriced with a reason, never $0.
+exactly one entry matches. Anything else is unpriced with a reason, never $0: OpenRouter's `:free` variant and
+open-weight authors (`meta-llama/...`) get a reason of their own.
 """
 
 from __future__ import annotations
