@@ -1,15 +1,17 @@
 """Which catalog entry prices a (provider, model) pair as gateways and SDKs spell them.
 
 Names are tried from most to least specific: the name as given, without provider/router prefixes or cloud
-resource paths, without the Bedrock region and vendor/version parts, then without snapshot suffixes (dates,
-`@version`, `-0613`). Each name is looked up exactly (ids and aliases) and then against `match` regexes.
+resource paths, without an OpenRouter variant suffix (`:nitro`) and in Anthropic's spelling of OpenRouter's Claude
+names (`claude-3.7-sonnet`, `claude-4.5-sonnet-20250929`), without the Bedrock region and vendor/version parts, then
+without snapshot suffixes (dates, `@version`, `-0613`). Each name is looked up exactly (ids and aliases) and then against `match` regexes.
 The first hit wins, so a specific entry (`gpt-4o-2024-05-13`, `us.anthropic...` regional price) beats the
 general one it would otherwise fall back to.
 
 Which providers are searched: the event's provider when the catalog has entries for it; else a provider
 named by a model prefix (`anthropic/claude-...`); else, for gateways and routers we do not price
 (`openrouter`, `litellm`, unknown), the model makers' own APIs (`first_party` blocks), and only when
-exactly one entry matches. Anything else is unpriced with a reason, never $0.
+exactly one entry matches. Anything else is unpriced with a reason, never $0: OpenRouter's `:free` variant and
+open-weight authors (`meta-llama/...`) get a reason of their own.
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ _SNAPSHOT_SUFFIXES = (
     re.compile(r"-0\d\d$"),  # gemini-2.0-flash-001
     re.compile(r"-\d{4}$"),  # gpt-4-0613, grok-4-0709, mistral-large-2411
 )
+# OpenRouter's variant suffixes (https://openrouter.ai/docs/guides/routing/model-variants/overview.md): routing
+# variants change only how a request is routed, and `:thinking` / `:beta` (self-moderated) are the same model at
+# the same list price, so the base model's price is the check. `:free` is billed $0 by OpenRouter (no list price is
+# a check for it); `:extended` and others have prices of their own, so they stay unknown.
+_SAME_PRICE_VARIANTS = re.compile(r":(nitro|floor|exacto|online|thinking|beta)$")
+_FREE_VARIANT = re.compile(r":free$")
+_FREE_VARIANT_REASON = ("OpenRouter's :free variant is billed $0 by OpenRouter, so the model maker's list price is no "
+                        "check for it; OpenRouter's reported cost is the cost of record")
+# OpenRouter spells Claude versions with a dot (`claude-3.7-sonnet`, `claude-sonnet-4.5`) and answers with a dated
+# canonical slug that puts the version first (`claude-4.5-sonnet-20250929`, `claude-4-sonnet-20250522`); Anthropic's
+# ids use dashes and, from Claude 4 on, the family first (`claude-sonnet-4-5-20250929`).
+_DOTTED_VERSION = re.compile(r"(?<=\d)\.(?=\d)")
+_VERSION_FIRST_CLAUDE = re.compile(r"^claude-(?P<version>[4-9](?:-\d)?)-(?P<family>opus|sonnet|haiku)(?P<rest>-.*)?$")
+# Authors on OpenRouter whose models are open weights with no API of the author's own in the catalog: hosts price them
+# differently, so the catalog has no single list price to check a routed call against.
+_OPEN_WEIGHT_AUTHORS = {"meta-llama", "meta", "nousresearch", "microsoft", "nvidia", "allenai", "thedrummer",
+                        "gryphe", "sao10k", "cognitivecomputations", "liquid"}
 
 
 def canonical_provider(provider: str | None) -> str:
@@ -89,6 +108,16 @@ def candidate_names(model: str) -> tuple[str | None, list[str]]:
         else:
             break
         names.append(name)
+    if variant := _SAME_PRICE_VARIANTS.search(name):
+        name = name[:variant.start()]
+        names.append(name)
+    if name.startswith("claude-"):
+        respelled = _DOTTED_VERSION.sub("-", name)
+        if version_first := _VERSION_FIRST_CLAUDE.match(respelled):
+            respelled = f"claude-{version_first['family']}-{version_first['version']}{version_first['rest'] or ''}"
+        if respelled != name:
+            name = respelled
+            names.append(name)
     bedrock = _BEDROCK_ID.match(name)
     if bedrock:
         if bedrock["region"]:
@@ -161,6 +190,8 @@ class Resolver:
     def resolve(self, provider: str, model: str) -> Resolution:
         canonical = canonical_provider(provider)
         hint, names = candidate_names(model)
+        if any(_FREE_VARIANT.search(name) for name in names):
+            return Resolution(None, _FREE_VARIANT_REASON)
         if canonical == "azure":
             return self._resolve_azure(model, names)
         if canonical in self.providers:
@@ -174,6 +205,10 @@ class Resolver:
             found = self._search([hint], names)
             return found or Resolution(None, f"unknown model {model!r} for provider {hint!r} (from the model prefix)")
         found = self._search(self.first_party, names)
+        if not found and (author := _author(names)) in _OPEN_WEIGHT_AUTHORS:
+            return Resolution(None, f"open-weight model {model!r} (author {author!r}) has no model maker's API price, "
+                                    "and its hosts price it differently: set the event's provider to the host that "
+                                    "served it")
         return found or Resolution(None, f"unknown model {model!r}: provider {provider!r} has no catalog entries and "
                                          "no model maker's price matches")
 
@@ -205,6 +240,15 @@ _NOT_TOKEN_BILLED = (
      "token rates (vertex_ai_previews.yaml)"),
     *((provider, _FREE_GEMINI_EXPERIMENTS, _FREE_GEMINI_REASON) for provider in ("gemini", "vertex_ai")),
 )
+
+
+def _author(names: list[str]) -> str | None:
+    """The `<author>/` part of an OpenRouter-style id once router prefixes are gone (`meta-llama`), if any."""
+    for name in names:
+        head, slash, _ = name.partition("/")
+        if slash and head not in ROUTER_PREFIXES:
+            return head
+    return None
 
 
 def _not_token_billed(provider: str, names: list[str]) -> str | None:
