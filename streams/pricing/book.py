@@ -1,5 +1,20 @@
 """The price book: resolve an event's model, pick the price version in force at the event's time, the
-service tier and context tier of the call, apply a negotiated rule, and cost every usage part exactly."""
+service tier and context tier of the call, apply a negotiated rule, and cost every usage part exactly.
+
+Input-length tiers: a version may give several strictly rising thresholds (`input_tiers`; `long_context` is the
+one-threshold form). The WHOLE call, every part of it, is priced at the tier of the highest threshold its
+`input_tokens` exceed (strictly: a call of exactly the threshold stays below it), as Alibaba Model Studio and
+Google bill. Thresholds are written in tokens as the provider's billing page defines them ("32K" on Alibaba's
+pages is 32,768 tokens: 32K = 32 x 1,024, see docs/pricing.md).
+
+Thinking-mode output: a price block may give `thinking_output` instead of `reasoning`. When a call has
+`reasoning_tokens > 0`, ALL its output tokens, visible and reasoning, are priced at `thinking_output` (the
+`output` and `reasoning` lines both at that rate), as Alibaba bills Qwen3 hybrid models (qwen-plus, qwen-turbo,
+qwen-flash, open-weight Qwen3) and Google billed the Gemini 2.5 Flash preview. Its limit: usage logs do not
+carry the request's `enable_thinking` / thinking budget, so "reasoning tokens > 0" is the rule; a thinking call
+that emitted no reasoning tokens (or whose gateway dropped the count) is priced at the non-thinking `output`
+rate. Both rules combine: the thinking rate of the call's input tier applies.
+"""
 
 from __future__ import annotations
 
@@ -152,8 +167,7 @@ class PriceBook:
                     f"no price for {entry.key} in force at {event.ts.isoformat()} (first price from {first})")
         ref = self._price_ref(entry.key, version, rule.name if rule else None)
         tier = service_tier_of(event)
-        long_context = version.long_context_above is not None and usage.input_tokens > version.long_context_above
-        prices = version.price_set(tier, long_context)
+        prices = version.price_set(tier, version.input_tier_for(usage.input_tokens), usage.reasoning_tokens > 0)
         if isinstance(prices, str):
             asked = f"service_tier {event.service_tier!r}" if tier != "batch" else "batch"
             return unpriced(f"{entry.key}: {prices} ({asked})", ref)

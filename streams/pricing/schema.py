@@ -4,6 +4,7 @@ the price book computes with (plain classes, resolved once at load)."""
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
@@ -16,6 +17,8 @@ from tokenmeter.events import ToolRequestKind
 
 # Per-1M-token price fields, in the order a breakdown lists them.
 TOKEN_FIELDS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+# Every price a block may give: the token parts, and the thinking-mode output price (see PriceVersion).
+PRICE_FIELDS = (*TOKEN_FIELDS, "thinking_output")
 SERVICE_TIERS = ("batch", "flex", "priority")
 MILLION = Decimal(1_000_000)
 THOUSAND = Decimal(1_000)
@@ -73,58 +76,124 @@ class TokenPricesSpec(_Spec):
     cache_write_1h: Price | None = None
     output: Price | None = None
     reasoning: Price | None = None
+    # Thinking mode: every output token (visible and reasoning) of a call with reasoning tokens costs this.
+    thinking_output: Price | None = None
 
     def given(self) -> dict[str, Decimal]:
-        return {name: getattr(self, name) for name in TOKEN_FIELDS if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in PRICE_FIELDS if getattr(self, name) is not None}
+
+    @model_validator(mode="after")
+    def _one_thinking_rule(self) -> "TokenPricesSpec":
+        if self.reasoning is not None and self.thinking_output is not None:
+            raise ValueError("give reasoning (a price per reasoning token) or thinking_output (all output of a "
+                             "thinking call), not both")
+        return self
 
 
 class LongContextSpec(TokenPricesSpec):
     above_input_tokens: int = Field(gt=0)
 
 
+class InputTierSpec(LongContextSpec):
+    """One input-length tier: the whole call costs these prices when its input tokens exceed the threshold."""
+
+
+def _check_thresholds(tiers: list[InputTierSpec], where: str) -> list[str]:
+    thresholds = [t.above_input_tokens for t in tiers]
+    if not thresholds:
+        return [f"{where} is empty (leave it out for one price at every input length)"]
+    if any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+        return [f"{where} thresholds must rise strictly, got {thresholds}"]
+    return []
+
+
+def _check_block(base: set[str], block: dict[str, Decimal], where: str) -> list[str]:
+    problems = []
+    if missing := base - set(block):
+        problems.append(f"{where} lacks {sorted(missing)} (give every price the base gives)")
+    if "thinking_output" in block and "thinking_output" not in base:
+        problems.append(f"{where} gives thinking_output but the base version does not")
+    return problems
+
+
 class TierSpec(TokenPricesSpec):
-    """A service tier: `multiplier` of the standard prices, or explicit prices (with their own long_context)."""
+    """A service tier: `multiplier` of the standard prices, or explicit prices (with their own long_context or
+    input_tiers, one per threshold of the version, same thresholds)."""
 
     multiplier: Price | None = None
     long_context: TokenPricesSpec | None = None
+    input_tiers: list[InputTierSpec] | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> "TierSpec":
-        if self.multiplier is not None and (self.given() or self.long_context):
+        if self.multiplier is not None and (self.given() or self.long_context or self.input_tiers):
             raise ValueError("give either multiplier or explicit prices, not both")
         if self.multiplier is None and not self.given():
             raise ValueError("give a multiplier or explicit prices")
+        if self.long_context is not None and self.input_tiers is not None:
+            raise ValueError("give long_context or input_tiers, not both")
         return self
+
+    def input_blocks(self) -> list[TokenPricesSpec] | None:
+        if self.input_tiers is not None:
+            return list(self.input_tiers)
+        return [self.long_context] if self.long_context is not None else None
 
 
 class VersionSpec(TokenPricesSpec):
     effective_from: UtcDatetime | None = None
     request: Price | None = None  # USD per request
-    long_context: LongContextSpec | None = None
+    long_context: LongContextSpec | None = None  # one threshold (the same as a one-element input_tiers)
+    input_tiers: list[InputTierSpec] | None = None  # several thresholds, strictly rising
     batch: TierSpec | None = None
     flex: TierSpec | None = None
     priority: TierSpec | None = None
     source: str | None = None
     notes: str | None = None
 
+    def thresholds(self) -> list[InputTierSpec]:
+        if self.input_tiers is not None:
+            return list(self.input_tiers)
+        return [self.long_context] if self.long_context is not None else []
+
     @model_validator(mode="after")
     def _complete(self) -> "VersionSpec":
         if self.input is None or self.output is None:
             raise ValueError("input and output prices are required (write \"0\" for a free part)")
+        if self.long_context is not None and self.input_tiers is not None:
+            raise ValueError("give long_context (one threshold) or input_tiers, not both")
         base = set(self.given())
         problems = []
-        if self.long_context and (missing := base - set(self.long_context.given())):
-            problems.append(f"long_context lacks {sorted(missing)} (give every price the base gives)")
+        if self.input_tiers is not None:
+            problems += _check_thresholds(self.input_tiers, "input_tiers")
+        name = "long_context" if self.long_context is not None else "input_tiers"
+        tiers = self.thresholds()
+        for i, spec in enumerate(tiers):
+            where = name if name == "long_context" else f"input_tiers[{i}] (above {spec.above_input_tokens})"
+            problems += _check_block(base, spec.given(), where)
         for tier in SERVICE_TIERS:
             spec: TierSpec | None = getattr(self, tier)
             if spec is None or spec.multiplier is not None:
                 continue
-            if missing := base - set(spec.given()):
-                problems.append(f"{tier} lacks {sorted(missing)}")
-            if self.long_context and spec.long_context is None:
-                problems.append(f"{tier} needs its own long_context prices (or use a multiplier)")
-            elif self.long_context and (missing := base - set(spec.long_context.given())):
-                problems.append(f"{tier}.long_context lacks {sorted(missing)}")
+            problems += _check_block(base, spec.given(), tier)
+            blocks = spec.input_blocks()
+            if tiers and blocks is None:
+                problems.append(f"{tier} needs its own {name} prices (or use a multiplier)")
+                continue
+            if not tiers and blocks is not None:
+                problems.append(f"{tier} gives input-length prices but the version has no threshold")
+                continue
+            if not tiers:
+                continue
+            if len(blocks) != len(tiers):
+                problems.append(f"{tier}.input_tiers needs {len(tiers)} tiers, one per threshold of the version")
+                continue
+            for i, (block, version_tier) in enumerate(zip(blocks, tiers)):
+                where = f"{tier}.long_context" if spec.long_context is not None else f"{tier}.input_tiers[{i}]"
+                if isinstance(block, InputTierSpec) and block.above_input_tokens != version_tier.above_input_tokens:
+                    problems.append(f"{where} threshold {block.above_input_tokens} differs from the version's "
+                                    f"{version_tier.above_input_tokens}")
+                problems += _check_block(base, block.given(), where)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -217,10 +286,14 @@ class PriceSet:
     request: Decimal
 
 
-def fill_defaults(given: dict[str, Decimal]) -> dict[str, Decimal]:
+def fill_defaults(given: dict[str, Decimal], thinking: bool = False) -> dict[str, Decimal]:
     """Missing parts cost what they would without the feature: no cache discount means cache reads and
-    writes cost the input price; no separate reasoning price means reasoning costs the output price."""
+    writes cost the input price; no separate reasoning price means reasoning costs the output price.
+    A block with a `thinking_output` price prices a thinking call's output and reasoning at that rate."""
     filled = dict(given)
+    thinking_output = filled.pop("thinking_output", None)
+    if thinking and thinking_output is not None:
+        filled["output"] = filled["reasoning"] = thinking_output
     filled.setdefault("cached_input", filled["input"])
     filled.setdefault("cache_write_5m", filled["input"])
     filled.setdefault("cache_write_1h", filled["cache_write_5m"])
@@ -232,59 +305,104 @@ def fill_defaults(given: dict[str, Decimal]) -> dict[str, Decimal]:
 class Tier:
     multiplier: Decimal | None
     prices: dict[str, Decimal]
-    long_context: dict[str, Decimal] | None
+    input_tiers: tuple[dict[str, Decimal], ...] = ()  # explicit prices: one per threshold of the version
+
+    @property
+    def long_context(self) -> dict[str, Decimal] | None:
+        """The explicit prices above the first threshold (the one-threshold `long_context` form), or None."""
+        return self.input_tiers[0] if self.input_tiers else None
 
 
 @dataclass
 class PriceVersion:
+    """One effective-dated price version.
+
+    `input_tiers` holds (threshold, prices) with strictly rising thresholds: a call whose input tokens exceed a
+    threshold is priced whole at that tier's prices (the highest threshold exceeded wins); index 0 of
+    `price_set` is the base prices, index i the i-th threshold. A price block may give `thinking_output`: a
+    call with reasoning tokens is then priced with output and reasoning both at that rate.
+    """
+
     effective_from: datetime
     prices: dict[str, Decimal]  # as given (input and output at least)
     request: Decimal | None = None
-    long_context_above: int | None = None
-    long_context: dict[str, Decimal] | None = None
+    input_tiers: tuple[tuple[int, dict[str, Decimal]], ...] = ()
     tiers: dict[str, Tier] = field(default_factory=dict)
     source: str | None = None
     notes: str | None = None
-    _cache: dict[tuple[str, bool], PriceSet | str] = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[tuple[str, int, bool], PriceSet | str] = field(default_factory=dict, repr=False, compare=False)
 
-    def price_set(self, tier: str, long_context: bool) -> PriceSet | str:
-        """Prices for `tier` ('standard', 'batch', 'flex', 'priority'); a reason string if there are none."""
-        key = (tier, long_context)
+    @property
+    def thresholds(self) -> tuple[int, ...]:
+        return tuple(above for above, _ in self.input_tiers)
+
+    @property
+    def long_context_above(self) -> int | None:
+        """The first input-length threshold (the one-threshold `long_context` form), or None."""
+        return self.input_tiers[0][0] if self.input_tiers else None
+
+    @property
+    def long_context(self) -> dict[str, Decimal] | None:
+        return self.input_tiers[0][1] if self.input_tiers else None
+
+    @property
+    def prices_thinking(self) -> bool:
+        """Whether the version has a thinking-mode output price (validation puts it in every block if any)."""
+        return "thinking_output" in self.prices
+
+    def input_tier_for(self, input_tokens: int) -> int:
+        """0 for the base prices, i when the input exceeds the i-th threshold but not the next one."""
+        return bisect_left(self.thresholds, input_tokens) if self.input_tiers else 0
+
+    def price_set(self, tier: str, input_tier: int = 0, thinking: bool = False) -> PriceSet | str:
+        """Prices for `tier` ('standard', 'batch', 'flex', 'priority') at input tier `input_tier` (0: base; a bool
+        works for one threshold), for a thinking call or not; a reason string if there are none."""
+        key = (tier, int(input_tier), thinking and self.prices_thinking)
         cached = self._cache.get(key)
         if cached is None:
-            cached = self._cache[key] = self._compute(tier, long_context)
+            cached = self._cache[key] = self._compute(*key)
         return cached
 
-    def _compute(self, tier: str, long_context: bool) -> PriceSet | str:
-        base = self.long_context if long_context else self.prices
-        if base is None:  # callers only ask for long context when a threshold exists
-            return "no long-context prices"
+    def _compute(self, tier: str, input_tier: int, thinking: bool) -> PriceSet | str:
+        if input_tier > len(self.input_tiers):  # callers only ask for tiers that exist
+            return f"no input tier {input_tier}"
+        base = self.input_tiers[input_tier - 1][1] if input_tier else self.prices
         request = self.request or Decimal(0)
         if tier == "standard":
-            return _per_token(fill_defaults(base), request)
+            return _per_token(fill_defaults(base, thinking), request)
         spec = self.tiers.get(tier)
         if spec is None:
             return f"no {tier} price"
         if spec.multiplier is not None:
-            return _per_token({k: v * spec.multiplier for k, v in fill_defaults(base).items()}, request)
-        prices = spec.long_context if long_context else spec.prices
-        if prices is None:
-            return f"no {tier} price above {self.long_context_above} input tokens"
-        return _per_token(fill_defaults(prices), request)
+            return _per_token({k: v * spec.multiplier for k, v in fill_defaults(base, thinking).items()}, request)
+        if not input_tier:
+            return _per_token(fill_defaults(spec.prices, thinking), request)
+        if input_tier > len(spec.input_tiers):
+            return f"no {tier} price above {self.input_tiers[input_tier - 1][0]} input tokens"
+        return _per_token(fill_defaults(spec.input_tiers[input_tier - 1], thinking), request)
+
+    def _prefix(self, input_tier: int) -> str:
+        if not input_tier:
+            return ""
+        return "long_context." if len(self.input_tiers) == 1 else f"above_{self.input_tiers[input_tier - 1][0]}."
 
     def flatten(self) -> dict[str, Decimal]:
-        """Every effective per-1M price, keyed like `batch.long_context.input`, for diffs."""
+        """Every effective per-1M price, keyed like `batch.long_context.input` (several thresholds:
+        `batch.above_32000.input`; thinking price: `thinking_output`), for diffs."""
         flat: dict[str, Decimal] = {}
         for tier in ("standard", *SERVICE_TIERS):
-            for long_context in (False, True) if self.long_context else (False,):
-                priced = self.price_set(tier, long_context)
+            for input_tier in range(len(self.input_tiers) + 1):
+                priced = self.price_set(tier, input_tier)
                 if isinstance(priced, str):
                     continue
-                prefix = ("" if tier == "standard" else f"{tier}.") + ("long_context." if long_context else "")
+                prefix = ("" if tier == "standard" else f"{tier}.") + self._prefix(input_tier)
                 for name, value in priced.per_token.items():
                     flat[prefix + name] = (value * MILLION).normalize()
-        if self.long_context_above:
-            flat["long_context.above_input_tokens"] = Decimal(self.long_context_above)
+                thinking = self.price_set(tier, input_tier, thinking=True)
+                if self.prices_thinking and not isinstance(thinking, str):
+                    flat[prefix + "thinking_output"] = (thinking.per_token["output"] * MILLION).normalize()
+        if len(self.input_tiers) == 1:
+            flat["long_context.above_input_tokens"] = Decimal(self.input_tiers[0][0])
         if self.request:
             flat["request"] = self.request
         return flat
@@ -308,14 +426,13 @@ def version_from_spec(spec: VersionSpec, default_source: str | None) -> PriceVer
             tiers[name] = Tier(
                 multiplier=tier.multiplier,
                 prices=tier.given(),
-                long_context=tier.long_context.given() if tier.long_context else None,
+                input_tiers=tuple(block.given() for block in tier.input_blocks() or ()),
             )
     return PriceVersion(
         effective_from=spec.effective_from,
         prices=spec.given(),
         request=spec.request,
-        long_context_above=spec.long_context.above_input_tokens if spec.long_context else None,
-        long_context=spec.long_context.given() if spec.long_context else None,
+        input_tiers=tuple((t.above_input_tokens, t.given()) for t in spec.thresholds()),
         tiers=tiers,
         source=spec.source or default_source,
         notes=spec.notes,
@@ -331,9 +448,9 @@ def derive_version(base: PriceVersion, multiplier: Decimal | None, tiers: list[s
         effective_from=base.effective_from,
         prices=_scaled(base.prices, multiplier),
         request=base.request,
-        long_context_above=base.long_context_above,
-        long_context=_scaled(base.long_context, multiplier),
-        tiers={k: Tier(t.multiplier, _scaled(t.prices, multiplier), _scaled(t.long_context, multiplier))
+        input_tiers=tuple((above, _scaled(prices, multiplier)) for above, prices in base.input_tiers),
+        tiers={k: Tier(t.multiplier, _scaled(t.prices, multiplier),
+                       tuple(_scaled(p, multiplier) for p in t.input_tiers))
                for k, t in kept.items()},
         source=source or base.source,
         notes=notes or base.notes,
