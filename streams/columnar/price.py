@@ -8,6 +8,12 @@ over `10**e` pico-dollars (exact: a catalog price is a finite decimal), a line i
 whose product could exceed 2**59 take the per-row path, so the Decimal product there is exact too) divided by
 `10**e` with half-even rounding done on integers, and the total is the integer sum. Same numbers, no floats.
 
+Input-length tiers and thinking prices (see `streams.pricing.book`): each version row of the as-of join carries its
+thresholds (`th_1` .. `th_K`, null past its own) and whether it has a thinking price; a row's input tier (column
+`long`, an integer: 0 base, i above the i-th threshold) is the count of thresholds its input exceeds, and its
+thinking flag is `reasoning_tokens > 0` on such a version. The price set is the book's for (version, service tier,
+input tier, thinking), compiled once.
+
 Rows a negotiated rule may apply to (`overrides`) take the per-row fallback (today's code). Per-request tool fees
 are added per row by the pipeline with today's `fee_lines`. Unpriced reasons are the book's exact texts.
 """
@@ -77,28 +83,34 @@ class PriceTable:
     version_frame: pl.DataFrame | None = None
     refs: list[dict[str, Any]] = field(default_factory=list)  # per version: the PriceRef as JSON
     _entry_ids: dict[str, int] = field(default_factory=dict)
-    _combos: dict[tuple[int, str, bool], int | str] = field(default_factory=dict)
+    _combos: dict[tuple[int, str, int, bool], int | str] = field(default_factory=dict)
     sets: list[CompiledSet] = field(default_factory=list)
+    threshold_count: int = 0  # the most input-length thresholds any version has
 
     @classmethod
     def compile(cls, book: PriceBook) -> "PriceTable":
         table = cls(book)
-        entry_ids, starts, vids, long_above = [], [], [], []
+        entry_ids, starts, vids, thresholds, thinks = [], [], [], [], []
         for entry in book.entries.values():
             table._entry_ids[entry.key] = len(table.entries)
             for version in entry.versions:
                 entry_ids.append(len(table.entries))
                 starts.append(_epoch_us(version.effective_from))
                 vids.append(len(table.versions))
-                long_above.append(version.long_context_above)
+                thresholds.append(version.thresholds)
+                thinks.append(version.prices_thinking)
                 table.versions.append((entry, version))
                 ref = {"entry": entry.key, "effective_from": _iso(version.effective_from),
                        "catalog_version": book.catalog_version}
                 table.refs.append({k: v for k, v in ref.items() if v is not None})
             table.entries.append(entry)
+        table.threshold_count = max((len(t) for t in thresholds), default=0)
+        columns: dict[str, list] = {"entry_id": entry_ids, "from_us": starts, "vid": vids, "thinks": thinks}
+        for k in range(table.threshold_count):
+            columns[f"th_{k + 1}"] = [t[k] if k < len(t) else None for t in thresholds]
         table.version_frame = pl.DataFrame(
-            {"entry_id": entry_ids, "from_us": starts, "vid": vids, "long_above": long_above},
-            schema={"entry_id": pl.Int64, "from_us": pl.Int64, "vid": pl.Int64, "long_above": pl.Int64},
+            columns, schema={"entry_id": pl.Int64, "from_us": pl.Int64, "vid": pl.Int64, "thinks": pl.Boolean,
+                             **{f"th_{k + 1}": pl.Int64 for k in range(table.threshold_count)}},
         ).sort("from_us")
         # an empty set at index 0 stands for "no set" in gathers
         table.sets.append(CompiledSet((0,) * 6, (1,) * 6, (LINE_LIMIT,) * 6, 0, False))
@@ -108,12 +120,12 @@ class PriceTable:
         entry = self.book.resolve(provider, model).entry
         return -1 if entry is None else self._entry_ids[entry.key]
 
-    def combo(self, vid: int, tier: str, long_context: bool) -> int | str:
+    def combo(self, vid: int, tier: str, input_tier: int, thinking: bool = False) -> int | str:
         """Index of the compiled price set, or the book's reason why there is none."""
-        key = (vid, tier, long_context)
+        key = (vid, tier, int(input_tier), thinking)
         found = self._combos.get(key)
         if found is None:
-            prices = self.versions[vid][1].price_set(tier, long_context)
+            prices = self.versions[vid][1].price_set(tier, input_tier, thinking)
             if isinstance(prices, str):
                 found = prices
             else:
@@ -200,20 +212,23 @@ def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
               .join_asof(table.version_frame, left_on="ts_us", right_on="from_us", by="entry_id", strategy="backward",
                          check_sortedness=False)
               .sort("_row"))
+    exceeded = [(pl.col(f"th_{k + 1}").is_not_null() & (pl.col("input_tokens") > pl.col(f"th_{k + 1}")))
+                .fill_null(False).cast(pl.Int64) for k in range(table.threshold_count)]
     joined = joined.with_columns(
-        long=(pl.col("long_above").is_not_null() & (pl.col("input_tokens") > pl.col("long_above"))).fill_null(False))
+        long=pl.sum_horizontal(exceeded) if exceeded else pl.lit(0, dtype=pl.Int64),
+        thinking=(pl.col("thinks") & (pl.col("t_reasoning") > 0)).fill_null(False))
 
     has_version = joined.get_column("vid").is_not_null()
-    combo_frame = joined.filter(has_version).select("vid", "tier", "long").unique()
+    combo_frame = joined.filter(has_version).select("vid", "tier", "long", "thinking").unique()
     combo_sids = {}
-    for vid, tier, long_context in combo_frame.iter_rows():
-        found = table.combo(vid, tier, long_context)
-        combo_sids[(vid, tier, long_context)] = found if isinstance(found, int) else -1
+    for vid, tier, input_tier, thinking in combo_frame.iter_rows():
+        found = table.combo(vid, tier, input_tier, thinking)
+        combo_sids[(vid, tier, input_tier, thinking)] = found if isinstance(found, int) else -1
     if combo_sids:
         keys = list(combo_sids)
         combo_key = joined.select(pl.concat_str(pl.col("vid").cast(pl.String), "tier", pl.col("long").cast(pl.String),
-                                                separator="\x1f")).to_series()
-        sid = combo_key.replace_strict([f"{v}\x1f{t}\x1f{str(lc).lower()}" for v, t, lc in keys],
+                                                pl.col("thinking").cast(pl.String), separator="\x1f")).to_series()
+        sid = combo_key.replace_strict([f"{v}\x1f{t}\x1f{i}\x1f{str(th).lower()}" for v, t, i, th in keys],
                                        [combo_sids[k] for k in keys], default=None, return_dtype=pl.Int64)
     else:
         sid = pl.Series("sid", [None] * joined.height, dtype=pl.Int64)
@@ -250,8 +265,9 @@ def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def unpriced_reason(table: PriceTable, provider: str, model: str, entry_id: int, vid: int | None, tier: str,
-                    long_context: bool, ts: str, service_tier: str | None) -> tuple[str, dict[str, Any] | None]:
-    """The book's exact reason (and PriceRef, if it has one) for an unpriced row."""
+                    input_tier: int, ts: str, service_tier: str | None) -> tuple[str, dict[str, Any] | None]:
+    """The book's exact reason (and PriceRef, if it has one) for an unpriced row; `input_tier` is the row's `long`
+    column. Whether a call thinks never changes the reason (a service tier lacks prices for both or neither)."""
     if entry_id < 0:
         resolution = table.book.resolve(provider, model)
         return resolution.reason or "unknown model", None
@@ -260,7 +276,7 @@ def unpriced_reason(table: PriceTable, provider: str, model: str, entry_id: int,
         first = _iso(entry.versions[0].effective_from) if entry.versions else "never"
         when = datetime.fromisoformat(ts).isoformat()
         return f"no price for {entry.key} in force at {when} (first price from {first})", None
-    reason = table.combo(vid, tier, long_context)
+    reason = table.combo(vid, tier, input_tier)
     asked = f"service_tier {service_tier!r}" if tier != "batch" else "batch"
     return f"{entry.key}: {reason} ({asked})", table.refs[vid]
 
