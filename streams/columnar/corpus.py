@@ -53,6 +53,7 @@ class Corpus:
         self.names = catalog_names(book)
         self.serial = 0
         self.previous: list[dict[str, Any]] = []
+        self.tiered = tiered_versions(book)
 
     def ts(self) -> Any:
         if self.rng.random() < 0.02:
@@ -264,6 +265,39 @@ class Corpus:
                 value = orjson.dumps([self.event() for _ in range(size)])
                 produced += size
             yield RawRecord(value, "tokenmeter.usage", partition, offset)
+        # Rows at every input-length threshold of every tiered version, thinking and not (input tiers and thinking
+        # prices are rare in the catalog, so random rows seldom sit on an edge).
+        edges = self.tier_edge_events()
+        for start in range(0, len(edges), 500):
+            offset += 1
+            yield RawRecord(orjson.dumps(edges[start:start + 500]), "tokenmeter.usage", 0, offset)
+
+    def tier_edge_events(self) -> list[dict[str, Any]]:
+        rng = self.rng
+        events = []
+        for provider, model, start, thresholds in self.tiered:
+            day = max(start, EARLIEST_EVENT_TS) + timedelta(days=rng.randint(0, 30), seconds=rng.randint(0, 86399))
+            for tokens in [rng.randint(1, 5000)] + [t + d for t in thresholds for d in (-1, 0, 1)]:
+                for reasoning in (0, 1, rng.randint(2, 900)):
+                    self.serial += 1
+                    usage = {"input_tokens": tokens, "cached_input_tokens": rng.randint(0, tokens // 2),
+                             "output_tokens": 1000, "reasoning_tokens": reasoning}
+                    event = {"event_id": f"ev-{self.serial}", "ts": day.isoformat(), "source": "litellm",
+                             "provider": provider, "model": model, "attribution": self.attribution(), "usage": usage}
+                    tier = rng.choice([None, None, "flex", "priority", "batch"])
+                    if tier == "batch":
+                        event["batch"] = True
+                    elif tier is not None:
+                        event["service_tier"] = tier
+                    events.append(event)
+        return events
+
+
+def tiered_versions(book: PriceBook) -> list[tuple[str, str, datetime, tuple[int, ...]]]:
+    """(provider, model, effective_from, thresholds) of every version with input tiers or a thinking price."""
+    return [(entry.provider, entry.model, version.effective_from, version.thresholds)
+            for entry in book.entries.values() for version in entry.versions
+            if version.input_tiers or version.prices_thinking]
 
 
 __all__ = ["Corpus"]
