@@ -225,3 +225,12 @@ def test_columnar_path_prices_tiers_and_thinking_byte_identically(book, lab):
         records = [RawRecord(orjson.dumps(events[k:k + 500]), "tokenmeter.usage", 0, k)
                    for k in range(0, len(events), 500)]
         assert compare_batch(records, b) == []
+
+
+@pytest.mark.parametrize("input_tokens, expected", [
+    (260_000, D("0.013")),      # 256K = 262,144 tokens: 260,000 is still the first tier ($0.05)
+    (262_144, D("0.0131072")),
+    (262_145, D("0.06553625")),  # above 256K: the whole call at $0.25
+])
+def test_qwen_flash_256k_is_262144_tokens(book, input_tokens, expected):
+    assert price(book, "dashscope", "qwen-flash", Usage(input_tokens=input_tokens)).cost_usd == expected
