@@ -100,21 +100,21 @@ def test_gemini_2_5_pro_preview_long_prompts_pay_the_above_200k_rate(book):
 
 
 def test_gemini_2_5_flash_preview_prices_thinking_apart(book):
-    # $0.15 input, $0.60 visible output, $3.50 thinking output (the preview's separate thinking price)
+    # $0.15 input; a thinking call (reasoning tokens > 0) pays $3.50 on ALL its output, visible and thinking
     usage = Usage(input_tokens=1_000, output_tokens=1_000, reasoning_tokens=500)
     for provider, model in (("gemini", "gemini-2.5-flash-preview-04-17"), ("gemini", "gemini-2.5-flash-preview-05-20"),
                             ("vertex_ai", "gemini-2.5-flash-preview-05-20")):
         result = cost(book, provider, model, "2025-06-01", usage)
         assert result.status == "priced", result.reason
-        assert result.cost_usd == D("0.0022"), model
+        assert result.cost_usd == D("0.00365"), model
 
 
 def test_qwen3_era_thinking_output_of_qwen_plus(book):
     usage = Usage(input_tokens=1_000, output_tokens=1_000, reasoning_tokens=600)
     # before Qwen3 (2025-04-28) qwen-plus had no thinking price: all output at $1.20
     assert cost(book, "dashscope", "qwen-plus", "2025-03-01", usage).cost_usd == D("0.0016")
-    # from 2025-04-28: thinking tokens at $4.00
-    assert cost(book, "dashscope", "qwen-plus", "2025-06-01", usage).cost_usd == D("0.00328")
+    # from 2025-04-28: a thinking call pays $4.00 on all its output
+    assert cost(book, "dashscope", "qwen-plus", "2025-06-01", usage).cost_usd == D("0.0044")
 
 
 def test_qwen_flash_long_inputs_pay_the_above_256k_rate(book):
@@ -125,7 +125,7 @@ def test_qwen_flash_long_inputs_pay_the_above_256k_rate(book):
 @pytest.mark.parametrize("provider, model, day", [
     ("gemini", "gemini-2.0-flash-exp", "2025-01-10"),  # free experimental: no paid price, never $0 here
     ("gemini", "gemini-2.5-pro-exp-03-25", "2025-04-01"),
-    ("dashscope", "qwen3-max", "2025-10-01"),  # three input-length tiers: not expressible, not priced
+    ("dashscope", "qwen3-235b-a22b", "2025-10-01"),  # no international price found
     ("bedrock", "amazon.titan-text-express-v1", "2024-05-01"),  # before the first dated price found
     ("bedrock", "meta.llama3-70b-instruct-v1:0", "2024-03-01"),  # before Llama 3 existed
     ("vertex_ai", "meta/llama-3.1-70b-instruct-maas", "2025-01-01"),  # free Preview on Vertex: not priced at $0
