@@ -183,8 +183,13 @@ def show_command(model: str, provider: str, at: str | None) -> None:
         click.echo(f"    {name:<40} {_money(value)}{unit}")
     tiers = ", ".join(version.tiers) if version.tiers else "standard only"
     click.echo(f"  service tiers: {tiers}")
-    if version.long_context_above:
+    if len(version.input_tiers) == 1:
         click.echo(f"  long context: whole call at long_context prices above {version.long_context_above} input tokens")
+    elif version.input_tiers:
+        bounds = ", ".join(str(t) for t in version.thresholds)
+        click.echo(f"  input tiers: whole call at the above_<n> prices of the highest threshold its input exceeds ({bounds})")
+    if version.prices_thinking:
+        click.echo("  thinking: a call with reasoning tokens pays thinking_output on all its output")
     click.echo(f"  source: {version.source or '-'}")
     if version.notes:
         click.echo(f"  notes: {version.notes}")
