@@ -23,6 +23,9 @@ models:
         reasoning: "10.00"           # reasoning tokens     (default: output)
         request: "0.01"              # optional USD per successful request
         long_context: {above_input_tokens: 200000, input: "5.00", output: "15.00", ...}  # whole call
+        # or, several thresholds (strictly rising; whole call at the highest one its input exceeds):
+        # input_tiers: [{above_input_tokens: 32768, input: "2.40", output: "12.00"}, {above_input_tokens: ...}]
+        # thinking_output: "3.50"    # instead of reasoning: ALL output of a call with reasoning tokens at this rate
         batch: {multiplier: "0.5"}   # batch / flex / priority: a multiplier or explicit prices
         priority: {input: "4.25", cached_input: "2.125", output: "17.00"}
         source: https://...          # where the numbers come from (required here or above)
