@@ -153,12 +153,22 @@ def _compare(entry: CatalogEntry, candidates: list[_Candidate], since: str,
     since_ts = datetime.fromisoformat(since).replace(tzinfo=timezone.utc)
     version = entry.version_at(since_ts)
     ours = version.flatten() if version else {}
-    differing = [(c, _describe(ours, c.stated)) for c in sorted(candidates, key=lambda c: c.rank)]
+    thinking = version is not None and version.prices_thinking
+    differing = [(c, _describe(ours, _as_thinking(c.stated) if thinking else c.stated))
+                 for c in sorted(candidates, key=lambda c: c.rank)]
     differing = [(c, changes) for c, changes in differing if changes]
     if len(differing) < len(candidates):
         report.unchanged.append(entry.key)
         report.conflicts.extend(f"{entry.key}: map entry {c.map_key} disagrees ({'; '.join(ch)}); catalog kept"
                                 for c, ch in differing)
+        return None
+    if version is not None and (thinking or len(version.input_tiers) > 1):
+        # The map's flat keys state one threshold and a per-reasoning-token price: merging would drop the
+        # catalog's other input tiers or its thinking-mode price (all output of a thinking call), so keep it.
+        what = "thinking-mode output price" if thinking else "input tiers"
+        report.unchanged.append(entry.key)
+        report.conflicts.extend(f"{entry.key}: map entry {c.map_key} disagrees ({'; '.join(ch)}); catalog kept "
+                                f"(the map cannot state its {what})" for c, ch in differing)
         return None
     best, changes = differing[0]
     report.conflicts.extend(f"{entry.key}: map entry {c.map_key} disagrees with {best.map_key}; used {best.map_key}"
@@ -174,6 +184,12 @@ def _compare(entry: CatalogEntry, candidates: list[_Candidate], since: str,
     check_version(merged, best.map_key)
     return ImportedEntry(entry.provider, entry.model, {"mode": best.spec["mode"], "versions": [merged]}, "changed",
                          changes, best.stated)
+
+
+def _as_thinking(stated: dict[str, Decimal]) -> dict[str, Decimal]:
+    """LiteLLM's per-reasoning-token price read as a thinking-mode output price (its only spelling of one)."""
+    return {k.replace("reasoning", "thinking_output") if k.rsplit(".", 1)[-1] == "reasoning" else k: v
+            for k, v in stated.items()}
 
 
 def write_import(entries: list[ImportedEntry], data_dir: Path) -> Path:

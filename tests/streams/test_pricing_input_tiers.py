@@ -234,3 +234,34 @@ def test_columnar_path_prices_tiers_and_thinking_byte_identically(book, lab):
 ])
 def test_qwen_flash_256k_is_262144_tokens(book, input_tokens, expected):
     assert price(book, "dashscope", "qwen-flash", Usage(input_tokens=input_tokens)).cost_usd == expected
+
+
+# LiteLLM import ------------------------------------------------------------------------------------------
+
+def test_litellm_import_neither_undoes_thinking_prices_nor_drops_input_tiers(tmp_path):
+    """LiteLLM's flat keys state a thinking price per reasoning token and at most one threshold: an import must not
+    replace a thinking_output or several input tiers by what the map can state (that re-opens the under-pricing)."""
+    from streams.pricing import import_litellm_cost_map
+
+    cost_map = tmp_path / "map.json"
+    cost_map.write_text("""{
+      "dashscope/qwen-plus": {"input_cost_per_token": 4e-07, "output_cost_per_token": 1.2e-06,
+                              "output_cost_per_reasoning_token": 4e-06, "litellm_provider": "dashscope",
+                              "mode": "chat"},
+      "dashscope/qwen-turbo": {"input_cost_per_token": 5e-08, "output_cost_per_token": 2e-07,
+                               "output_cost_per_reasoning_token": 6e-07, "litellm_provider": "dashscope",
+                               "mode": "chat"},
+      "dashscope/qwen3-max": {"input_cost_per_token": 1.1e-06, "output_cost_per_token": 6e-06,
+                              "litellm_provider": "dashscope", "mode": "chat"}
+    }""")
+    data_dir = tmp_path / "data"
+    _, report = import_litellm_cost_map(cost_map, data_dir, effective_from=datetime(2026, 6, 1).date())
+    assert "dashscope/qwen-plus" in report.unchanged  # its per-reasoning-token $4.00 is our thinking_output
+    assert "dashscope/qwen-turbo" not in report.changed and "dashscope/qwen3-max" not in report.changed
+    assert any("dashscope/qwen-turbo" in c and "thinking" in c for c in report.conflicts)
+    assert any("dashscope/qwen3-max" in c and "input tiers" in c for c in report.conflicts)
+    book = load_price_book(data_dir=data_dir)
+    late = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    usage = Usage(input_tokens=100_000, output_tokens=1_000, reasoning_tokens=10)
+    assert price(book, "dashscope", "qwen3-max", usage, ts=late).cost_usd == D("0.252")
+    assert price(book, "dashscope", "qwen-turbo", usage, ts=late).cost_usd == D("0.005") + D("0.0005")
