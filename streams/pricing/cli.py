@@ -187,7 +187,8 @@ def show_command(model: str, provider: str, at: str | None) -> None:
         click.echo(f"  long context: whole call at long_context prices above {version.long_context_above} input tokens")
     elif version.input_tiers:
         bounds = ", ".join(str(t) for t in version.thresholds)
-        click.echo(f"  input tiers: whole call at the above_<n> prices of the highest threshold its input exceeds ({bounds})")
+        click.echo(f"  input tiers: whole call at the above_<n> prices of the highest threshold its input "
+                   f"exceeds ({bounds})")
     if version.prices_thinking:
         click.echo("  thinking: a call with reasoning tokens pays thinking_output on all its output")
     click.echo(f"  source: {version.source or '-'}")
