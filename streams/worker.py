@@ -21,6 +21,7 @@ from aiohttp.web import Response
 from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.batch import RawRecord, process_batch
+from streams.budgets.reservations import ReservationService
 from streams.budgets.service import BudgetService
 from streams.columnar import process_batch_columnar
 from streams.gaps import OffsetGaps
@@ -82,6 +83,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     )
     budgets = BudgetService(app, settings)
     budgets.install()
+    budgets.reservations = ReservationService(budgets, book)  # POST /v1/reservations (issue 15)
+    budgets.reservations.install()
     app.tokenmeter_budgets = budgets  # type: ignore[attr-defined]
     stats = WorkerStats()
     health = AgentHealth()
