@@ -174,6 +174,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             "# TYPE tokenmeter_decision_requests_total counter",
             f"tokenmeter_decision_requests_total {budgets.stats['decision_requests']}",
             f"tokenmeter_budgets {budgets.stats['budgets']}",
+            *budgets.reservations.metrics_lines(),
         ]
         return Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

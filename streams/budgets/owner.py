@@ -356,6 +356,7 @@ class BudgetOwner:
         decision = rt.ledger.decision(dict(budget.scope), at=now)
         spend, start, end, key = rt.ledger.current_spend(budget, now)
         limit = budget.limit
+        held = self.held(budget.name)
         percent = (Decimal(spend) * 100 / Decimal(limit)).quantize(Decimal("0.01")) if limit else Decimal(0)
         projected = expected = None
         if budget.rolling_hours is None:
@@ -371,12 +372,17 @@ class BudgetOwner:
             "period_key": key, "period_start": iso(start), "period_end": iso(end),
             "projected": money(projected), "expected_breach_at": iso(expected),
             "unpriced_events": rt.unpriced.get(key, 0), "budget_action": budget.action, "updated_at": iso(now),
+            # reservations (issue 15): held by open holds, what is left, holds that expired unsettled
+            "held": money(held), "headroom": money(limit - spend - held), "open_reservations": len(rt.holds),
+            "reservations_expired": rt.reservations["expired"],
         }
 
     def _publish(self, rt: _BudgetRuntime, now: datetime, force: bool = False) -> Outcome:
         out = Outcome()
         record = self.enforcement_record(rt, now)
-        signature = (record["action"], record["until"], record["period_key"], Decimal(record["percent"]).to_integral())
+        held_percent = (Decimal(record["held"]) * 100 / Decimal(rt.budget.limit)).to_integral() if rt.budget.limit else 0
+        signature = (record["action"], record["until"], record["period_key"], Decimal(record["percent"]).to_integral(),
+                     held_percent, record["reservations_expired"])
         stale = now.timestamp() - rt.last_published_at >= REPUBLISH_SECONDS
         if force or signature != rt.last_published or stale:
             out.enforcement.append((rt.budget.name, record))

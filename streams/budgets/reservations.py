@@ -351,6 +351,22 @@ class ReservationService:
                                "reservation_id": reservation_id}, 404)
         return _json(web, {"reservation_id": reservation_id, "holds": unique}, 200)
 
+    def metrics_lines(self) -> list[str]:
+        """Prometheus lines: reservations answered here, and the holds of the budgets owned here by outcome."""
+        totals = dict.fromkeys(("admitted", "refused", "settled", "released", "expired"), 0)
+        open_holds = 0
+        for rt in self.service.owner.runtimes.values():
+            open_holds += len(rt.holds)
+            for key in totals:
+                totals[key] += rt.reservations.get(key, 0)
+        lines = ["# TYPE tokenmeter_reservation_requests_total counter"]
+        lines += [f'tokenmeter_reservation_requests_total{{result="{k}"}} {self.stats[k]}'
+                  for k in ("admitted", "refused", "not_ready", "bad_requests")]
+        lines.append("# TYPE tokenmeter_reservation_holds_total counter")
+        lines += [f'tokenmeter_reservation_holds_total{{outcome="{k}"}} {v}' for k, v in totals.items()]
+        lines.append(f"tokenmeter_reservation_holds_open {open_holds}")
+        return lines
+
     def budgets_here(self) -> list[dict[str, Any]]:
         owner = self.service.owner
         return [owner.headroom(name) for name in sorted(self.service.budgets) if owner.has(name)]
