@@ -17,6 +17,7 @@ BUDGET_SPEND = "tokenmeter.budget-spend"  # internal: per-budget spend entries, 
 BUDGET_STATE = "tokenmeter.budget-state"  # internal: each budget's evaluation state (compacted)
 ANOMALY_ACKS = "tokenmeter.anomaly-acks"  # acknowledge/mute of anomalies from the dashboard (compacted)
 BUDGET_HOLDS = "tokenmeter.budget-holds"  # internal: open reservation holds keyed by budget|reservation (compacted)
+BUDGET_OWNERS = "tokenmeter.budget-owners"  # internal: URL of the worker owning each budget-spend partition (compacted)
 
 
 @dataclass(frozen=True)
@@ -41,4 +42,5 @@ def topic_specs() -> list[TopicSpec]:
         TopicSpec(BUDGET_STATE, compacted=True),
         TopicSpec(ANOMALY_ACKS, compacted=True),
         TopicSpec(BUDGET_HOLDS, compacted=True),
+        TopicSpec(BUDGET_OWNERS, compacted=True),
     ]

@@ -85,6 +85,7 @@ class ReservationService:
         self._producer_lock = asyncio.Lock()
         self._inflight: set[asyncio.Future] = set()
         self._session: aiohttp.ClientSession | None = None
+        self.owner_urls: dict[int, str] = {}  # budget-spend partition -> URL of its owner (announce / on_owners)
         self.latencies: list[float] = []
         self.stats = {"reservations": 0, "admitted": 0, "refused": 0, "forwarded": 0, "released": 0,
                       "not_ready": 0, "bad_requests": 0}
@@ -165,12 +166,32 @@ class ReservationService:
 
     # Coordinator -------------------------------------------------------------------------------------------
     def _owner_urls(self) -> dict[int, str]:
-        distribution = self.service.app.assignor.external_topic_distribution or {}
-        out: dict[int, str] = {}
-        for url, by_topic in distribution.items():
-            for partition in by_topic.get(topics.BUDGET_SPEND, ()):
-                out[int(partition)] = str(url)
-        return out
+        return self.owner_urls
+
+    async def announce(self) -> None:
+        """Tell every worker that this one decides the budgets of its budget-spend partitions now (after their
+        state and holds are loaded). Faust assigns agent topics round-robin without publishing the members'
+        URLs, so the owners' addresses travel on the compacted topic `tokenmeter.budget-owners`."""
+        assigned = self.service.readiness.assigned or set()
+        me = str(self.service.app.conf.canonical_url)
+        producer = await self.producer()
+        sends = [await producer.send(topics.BUDGET_OWNERS, key=f"partition:{p}".encode(), value=orjson.dumps(
+            {"partition": p, "url": me, "generation": self.service.readiness.generation,
+             "at": iso(datetime.now(timezone.utc))})) for p in sorted(assigned)]
+        await asyncio.gather(*sends)
+        for p in assigned:
+            self.owner_urls[p] = me
+        log.info("announced as the owner of budget-spend partitions %s at %s", sorted(assigned), me)
+
+    def on_owners(self, changed: dict[str, bytes | None], caught_up: bool) -> None:  # noqa: ARG002
+        for key, value in changed.items():
+            try:
+                record = orjson.loads(value) if value else None
+                partition = int(key.removeprefix("partition:"))
+            except (orjson.JSONDecodeError, ValueError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("url"), str):
+                self.owner_urls[partition] = record["url"]
 
     def _is_me(self, url: str) -> bool:
         return url.rstrip("/") == str(self.service.app.conf.canonical_url).rstrip("/")
@@ -382,7 +403,9 @@ class ReservationService:
                 return await svc.reserve(self, request)
 
             async def get(self, request):  # noqa: ANN001
-                return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats}, 200)
+                return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats,
+                                    "me": str(svc.service.app.conf.canonical_url),
+                                    "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
 
         class Reservation(faust.web.View):
             async def get(self, request, reservation_id):  # noqa: ANN001
@@ -416,6 +439,12 @@ class ReservationService:
         app.page("/v1/reservations/_hold")(OwnerHold)
         app.page("/v1/reservations/_hold/{reservation_id}")(OwnerHoldOne)
         app.page("/v1/reservations/{reservation_id}")(Reservation)
+
+        @app.task
+        async def follow_owners() -> None:
+            from streams.topic_reader import follow_compacted
+
+            await follow_compacted(svc.settings.bootstrap_servers, topics.BUDGET_OWNERS, svc.on_owners)
 
         @app.on_partitions_revoked.connect
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:  # noqa: ARG001

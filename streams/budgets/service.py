@@ -203,6 +203,8 @@ class BudgetService:
                 log.info("budgets owned here restored and decided: %s", ", ".join(sorted(names)))
         if generation == self.readiness.generation:
             self.readiness.loaded_generation = generation
+            if self.reservations is not None:  # other workers forward this worker's budgets' reservations here
+                await retry_until_done("budget_owner", self.health, self.reservations.announce, "announcing owner")
 
     async def evaluate(self, stream: Any) -> None:
         await self.ready.wait()  # amounts for a budget not yet read would be dropped
