@@ -67,6 +67,7 @@ class _BudgetRuntime:
     holds: dict[str, Hold] = field(default_factory=dict)  # reservation id -> open hold (reservations.py)
     by_request: dict[str, str] = field(default_factory=dict)  # gateway request id -> reservation id
     reservations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESERVATION_COUNTS, 0))
+    held_total: Decimal | int = 0  # sum of the open holds' amounts (kept, not summed per admission)
 
 
 class BudgetOwner:
@@ -130,6 +131,8 @@ class BudgetOwner:
         for record in holds or ():
             hold = hold_from_json(record)
             if hold is not None and hold.budget == name:
+                if hold.reservation_id not in rt.holds:
+                    rt.held_total += hold.amount
                 rt.holds[hold.reservation_id] = hold
                 rt.by_request[hold.request_id] = hold.reservation_id
         self.runtimes[name] = rt
@@ -237,6 +240,7 @@ class BudgetOwner:
     # Reservations (holds) ---------------------------------------------------------------------------------
     def _drop_hold(self, rt: _BudgetRuntime, reservation_id: str, why: str) -> Hold:
         hold = rt.holds.pop(reservation_id)
+        rt.held_total -= hold.amount
         if rt.by_request.get(hold.request_id) == reservation_id:
             del rt.by_request[hold.request_id]
         rt.reservations[why] += 1
@@ -244,8 +248,7 @@ class BudgetOwner:
 
     def held(self, name: str) -> Decimal | int:
         rt = self.runtimes[name]
-        zero: Decimal | int = 0 if rt.budget.metric == "tokens" else Decimal(0)
-        return sum((h.amount for h in rt.holds.values()), zero)
+        return rt.held_total if rt.holds else (0 if rt.budget.metric == "tokens" else Decimal(0))
 
     def headroom(self, name: str, now: datetime | None = None) -> dict[str, Any]:
         """Committed spend, held by open reservations and what is left, for the API and the dashboard."""
@@ -293,6 +296,9 @@ class BudgetOwner:
         for name, amount in wanted.items():
             rt = self.runtimes[name]
             hold = Hold(reservation_id, name, request_id, amount, now, expires_at)
+            if reservation_id in rt.holds:  # the same reservation asked twice (a retried forward): held once
+                rt.held_total -= rt.holds[reservation_id].amount
+            rt.held_total += amount
             rt.holds[reservation_id] = hold
             rt.by_request[request_id] = reservation_id
             rt.reservations["admitted"] += 1

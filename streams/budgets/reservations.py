@@ -258,8 +258,8 @@ class ReservationService:
             return await self._reserve(web, request)
         finally:
             self.latencies.append(time.perf_counter() - started)
-            if len(self.latencies) > 100_000:
-                del self.latencies[:50_000]
+            if len(self.latencies) > 20_000:
+                del self.latencies[:10_000]
 
     async def _reserve(self, web: Any, request: Any) -> Any:
         self.stats["reservations"] += 1
@@ -388,6 +388,15 @@ class ReservationService:
         lines.append(f"tokenmeter_reservation_holds_open {open_holds}")
         return lines
 
+    def latency_ms(self) -> dict[str, float | None]:
+        """Server-side time of the last (up to 10,000-20,000) reservations, from request to answer."""
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return {"p50": None, "p99": None, "samples": 0}
+        return {"p50": round(ordered[len(ordered) // 2] * 1000, 3),
+                "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3),
+                "samples": len(ordered)}
+
     def budgets_here(self) -> list[dict[str, Any]]:
         owner = self.service.owner
         return [owner.headroom(name) for name in sorted(self.service.budgets) if owner.has(name)]
@@ -403,7 +412,7 @@ class ReservationService:
                 return await svc.reserve(self, request)
 
             async def get(self, request):  # noqa: ANN001
-                return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats,
+                return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats, "latency_ms": svc.latency_ms(),
                                     "me": str(svc.service.app.conf.canonical_url),
                                     "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
 
