@@ -73,6 +73,27 @@ def new_reservation_id(partitions: list[int]) -> str:
     return f"{ID_PREFIX}{uuid.uuid4().hex}_p{'.'.join(str(p) for p in sorted(set(partitions)))}"
 
 
+def provider_request(body: dict[str, Any], headers: Any, path: str, header_prefix: str) -> dict[str, Any]:
+    """A reservation from the provider request itself, as Envoy's ext_authz forwards it (`with_request_body`):
+    OpenAI chat completions / responses / completions and Anthropic messages. The provider comes from the
+    `<prefix>provider` header, else the path (`/v1/messages` is Anthropic), else openai; the request id from
+    `x-request-id` (Envoy sets one on every request); the output bound from max_completion_tokens,
+    max_output_tokens or max_tokens; attribution from the `<prefix>*` headers as for /v1/decision."""
+    provider = headers.get(f"{header_prefix}provider") or ("anthropic" if path.rstrip("/").endswith("messages")
+                                                           and "chat" not in path else "openai")
+    prompt: Any = body.get("messages")
+    if prompt is not None and isinstance(body.get("system"), str):  # Anthropic's system prompt sits beside
+        prompt = [{"role": "system", "content": body["system"]}, *prompt]
+    if prompt is None:
+        prompt = body.get("input", body.get("prompt"))
+    if isinstance(prompt, list) and not all(isinstance(item, dict) for item in prompt):
+        prompt = " ".join(str(item) for item in prompt)
+    max_output = next((body[k] for k in ("max_completion_tokens", "max_output_tokens", "max_tokens")
+                       if body.get(k) is not None), None)
+    return {"provider": provider, "model": body.get("model"), "prompt": prompt, "max_output_tokens": max_output,
+            "service_tier": body.get("service_tier"), "request_id": headers.get("x-request-id")}
+
+
 class ReservationService:
     """Mounted on the worker beside BudgetService (`service`), sharing its owner, readiness and definitions."""
 
@@ -252,16 +273,16 @@ class ReservationService:
                 "prompt_tokens": prompt_tokens, "max_output_tokens": max_output, "estimated": estimated,
                 "service_tier": tier}
 
-    async def reserve(self, web: Any, request: Any) -> Any:
+    async def reserve(self, web: Any, request: Any, path: str | None = None) -> Any:
         started = time.perf_counter()
         try:
-            return await self._reserve(web, request)
+            return await self._reserve(web, request, path)
         finally:
             self.latencies.append(time.perf_counter() - started)
             if len(self.latencies) > 20_000:
                 del self.latencies[:10_000]
 
-    async def _reserve(self, web: Any, request: Any) -> Any:
+    async def _reserve(self, web: Any, request: Any, ext_authz_path: str | None = None) -> Any:
         self.stats["reservations"] += 1
         why = self.service.not_ready()
         if why is not None:
@@ -272,6 +293,8 @@ class ReservationService:
             body = orjson.loads(raw) if raw else {}
             if not isinstance(body, dict):
                 raise ReservationError(400, "body must be a JSON object")
+            if ext_authz_path is not None:  # Envoy ext_authz: the provider's own request body
+                body = provider_request(body, request.headers, ext_authz_path, self.settings.decision_header_prefix)
             call = self.parse(body, request.query, request.headers)
             case = worst_case(self.book, call["provider"], call["model"], call["prompt_tokens"],
                               call["max_output_tokens"], org=call["attributes"].get("org"),
@@ -317,6 +340,9 @@ class ReservationService:
             self.stats["not_ready"] += 1
             return self.service.not_ready_response(web, answer.get("error", f"owner answered {status}"))
         self.stats["admitted"] += 1
+        if ext_authz_path is not None:  # ext_authz admits on 200 only; the id goes upstream as a header
+            return _json(web, {"reservation_id": reservation_id, "request_id": call["request_id"]}, 200,
+                         **{"X-Tokenmeter-Action": "allow", "X-Tokenmeter-Reservation": reservation_id})
         return _json(web, {
             "reservation_id": reservation_id, "request_id": call["request_id"], "expires_at": iso(expires_at),
             "held": {"cost_usd": money(case.cost_usd), "tokens": case.tokens}, "holds": holds,
@@ -444,7 +470,12 @@ class ReservationService:
                 return _json(self, {"released": [{"budget": h.budget, "amount": money(h.amount)} for h in dropped]},
                              200)
 
+        class ExtAuthz(faust.web.View):  # Envoy ext_authz (HTTP service, with_request_body): prefix + path
+            async def post(self, request, path):  # noqa: ANN001
+                return await svc.reserve(self, request, "/" + path)
+
         app.page("/v1/reservations")(Reservations)
+        app.page("/v1/reservations/ext_authz/{path:.*}")(ExtAuthz)
         app.page("/v1/reservations/_hold")(OwnerHold)
         app.page("/v1/reservations/_hold/{reservation_id}")(OwnerHoldOne)
         app.page("/v1/reservations/{reservation_id}")(Reservation)

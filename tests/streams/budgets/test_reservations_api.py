@@ -95,3 +95,23 @@ def reservation_worker(kafka_bootstrap, tmp_path_factory):
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(worker)
+
+
+def test_envoy_ext_authz_reserves_from_the_provider_request_body(reservation_worker):
+    """Envoy's HTTP ext_authz with `with_request_body` posts the provider request to prefix + path; 200 admits."""
+    import urllib.request
+
+    openai_body = {"model": "gpt-4o-mini", "max_completion_tokens": 300,
+                   "messages": [{"role": "user", "content": "How much did we spend?"}]}
+    url = f"{reservation_worker}/v1/reservations/ext_authz/v1/chat/completions"
+    request = urllib.request.Request(url, data=__import__("orjson").dumps(openai_body), method="POST", headers={
+        "content-type": "application/json", "x-request-id": "envoy-1", "x-tokenmeter-team": "ext"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200 and resp.headers["X-Tokenmeter-Reservation"].startswith("rsv_")
+    anthropic_body = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "system": "Be brief.",
+                      "messages": [{"role": "user", "content": "Hello"}]}
+    status, answer = call("POST", f"{reservation_worker}/v1/reservations/ext_authz/v1/messages", anthropic_body,
+                          {"x-request-id": "envoy-2"})
+    assert status == 200 and answer["request_id"] == "envoy-2"
+    status, answer = call("POST", url, openai_body)  # no x-request-id: nothing could settle it
+    assert status == 400 and "request_id" in answer["error"]
