@@ -101,7 +101,8 @@ class ReservationService:
         self.service = service
         self.book = book
         self.settings = service.settings
-        self.revoked = False  # partitions being revoked: this worker must not admit until its next assignment loads
+        self.revoked = False  # set when partitions are revoked, cleared by announce() after the next load
+        self._revoked_in_generation = 0
         self._producer: Any = None
         self._producer_lock = asyncio.Lock()
         self._inflight: set[asyncio.Future] = set()
@@ -202,6 +203,8 @@ class ReservationService:
         await asyncio.gather(*sends)
         for p in assigned:
             self.owner_urls[p] = me
+        if self.revoked and self.service.readiness.generation > self._revoked_in_generation:
+            self.revoked = False  # a NEW assignment's budgets and holds are loaded: admit again (not before)
         log.info("announced as the owner of budget-spend partitions %s at %s", sorted(assigned), me)
 
     def on_owners(self, changed: dict[str, bytes | None], caught_up: bool) -> None:  # noqa: ARG002
@@ -489,11 +492,8 @@ class ReservationService:
         @app.on_partitions_revoked.connect
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:  # noqa: ARG001
             svc.revoked = True  # no admission until the next assignment's budgets are loaded
+            svc._revoked_in_generation = svc.service.readiness.generation
             await svc.settle_writes()  # holds admitted so far are on the topic before the new owner reads it
-
-        @app.on_partitions_assigned.connect
-        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
-            svc.revoked = False  # readiness.generation moved: admission waits for load_owned
 
 
 __all__ = ["ReservationService", "new_reservation_id", "reservation_partitions"]
