@@ -386,7 +386,7 @@ class BudgetOwner:
     def _publish(self, rt: _BudgetRuntime, now: datetime, force: bool = False) -> Outcome:
         out = Outcome()
         record = self.enforcement_record(rt, now)
-        held_percent = (Decimal(record["held"]) * 100 / Decimal(rt.budget.limit)).to_integral() if rt.budget.limit else 0
+        held_percent = (Decimal(record["held"]) * 100 / Decimal(rt.budget.limit)).to_integral()  # limits are > 0
         signature = (record["action"], record["until"], record["period_key"], Decimal(record["percent"]).to_integral(),
                      held_percent, record["reservations_expired"])
         stale = now.timestamp() - rt.last_published_at >= REPUBLISH_SECONDS

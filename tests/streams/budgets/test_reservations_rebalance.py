@@ -58,7 +58,9 @@ def test_holds_survive_the_owner_being_killed(kafka_bootstrap, tmp_path):
         assert status == 403 and Decimal(refusal["held"]) == Decimal("0.9"), refusal  # every hold came along
         assert owner_index() == survivor
         asyncio.run(send_usage(kafka_bootstrap, [usage_event(team, 40_000, 0, event_id="r0")]))  # $0.10 real
-        view = lambda: {b["budget"]: b for b in call("GET", f"{urls[survivor]}/v1/reservations")[1]["budgets"]}[name]  # noqa: E731
+
+        def view() -> dict:
+            return {b["budget"]: b for b in call("GET", f"{urls[survivor]}/v1/reservations")[1]["budgets"]}[name]
         wait_for(lambda: view()["settled"] >= 1, what="settlement at the new owner")
         assert (Decimal(view()["committed"]), Decimal(view()["held"])) == (Decimal("0.1"), Decimal("0.6"))
         assert call("POST", f"{urls[survivor]}/v1/reservations", body("r5"))[0] == 201  # $0.30 fits again
