@@ -489,6 +489,11 @@ class ReservationService:
 
             await follow_compacted(svc.settings.bootstrap_servers, topics.BUDGET_OWNERS, svc.on_owners)
 
+        @app.on_before_shutdown.connect
+        async def close(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
+            await svc.settle_writes()
+            await svc.stop()
+
         @app.on_partitions_revoked.connect
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:  # noqa: ARG001
             svc.revoked = True  # no admission until the next assignment's budgets are loaded
