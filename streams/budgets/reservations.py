@@ -311,7 +311,7 @@ class ReservationService:
         except WorstCaseError as exc:
             self.stats["bad_requests"] += 1
             return _json(web, {"error": exc.reason}, exc.status)
-        budgets = [b for b in self.service.budgets.values() if b.matches(call["attributes"])]
+        budgets = [b for b in self.service.budgets.values() if self._matches(b, call["attributes"], case.entry)]
         wanted = {b.name: (case.tokens if b.metric == "tokens" else case.cost_usd) for b in budgets}
         partitions = self.service.readiness.partitions
         groups: dict[int, dict[str, Decimal | int]] = {}
@@ -352,6 +352,18 @@ class ReservationService:
             "worst_case": {"entry": case.entry, "rule": case.rule, "prompt_tokens": case.prompt_tokens,
                            "prompt_counted": call["estimated"], "max_output_tokens": case.max_output_tokens},
         }, 201, **{"X-Tokenmeter-Action": "allow", "Location": f"/v1/reservations/{reservation_id}"})
+
+    def _matches(self, budget: Any, attributes: dict[str, str], entry: str) -> bool:
+        """The budget's scope matches the call. A `model` scope also matches when it names the same catalog entry
+        as the reserved model (an alias or dated snapshot the usage log may carry, e.g. claude-sonnet-4-5 and
+        claude-sonnet-4-5-20250929): such a budget is held, never skipped, whichever name the log uses."""
+        if budget.matches(attributes):
+            return True
+        scoped = budget.scope.get("model")
+        if scoped is None or scoped == attributes.get("model"):
+            return False
+        resolved = self.book.resolve(attributes.get("provider", ""), scoped).entry
+        return resolved is not None and resolved.key == entry and budget.matches({**attributes, "model": scoped})
 
     async def _release_partitions(self, reservation_id: str, partitions: list[int]) -> list[dict[str, Any]]:
         released: list[dict[str, Any]] = []

@@ -115,3 +115,18 @@ def test_envoy_ext_authz_reserves_from_the_provider_request_body(reservation_wor
     assert status == 200 and answer["request_id"] == "envoy-2"
     status, answer = call("POST", url, openai_body)  # no x-request-id: nothing could settle it
     assert status == 400 and "request_id" in answer["error"]
+
+
+def test_a_model_budget_holds_a_reservation_that_names_an_alias_of_its_model(kafka_bootstrap, reservation_worker):
+    """The usage log may carry the dated name (claude-sonnet-4-5-20250929) of the model a gateway reserves by its
+    alias (claude-sonnet-4-5): a budget on either name is held, never skipped."""
+    name = f"snap-{uuid.uuid4().hex[:6]}"
+    write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"model": "claude-sonnet-4-5-20250929"},
+                                                  "period": "day", "limit": "1000", "action": "block"})])
+    body = {"provider": "anthropic", "model": "claude-sonnet-4-5", "prompt_tokens": 1000, "max_output_tokens": 100,
+            "request_id": f"alias-{uuid.uuid4().hex}"}
+    status, answer = wait_for(lambda: (lambda r: r if r[0] == 201 and r[1]["holds"] else None)(
+        call("POST", f"{reservation_worker}/v1/reservations", body)), what="a hold on the snapshot's budget")
+    assert [h["budget"] for h in answer["holds"]] == [name]
+    other = {**body, "model": "claude-haiku-4-5", "request_id": f"alias-{uuid.uuid4().hex}"}
+    assert call("POST", f"{reservation_worker}/v1/reservations", other)[1]["holds"] == []
