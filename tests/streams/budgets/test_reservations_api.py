@@ -130,3 +130,33 @@ def test_a_model_budget_holds_a_reservation_that_names_an_alias_of_its_model(kaf
     assert [h["budget"] for h in answer["holds"]] == [name]
     other = {**body, "model": "claude-haiku-4-5", "request_id": f"alias-{uuid.uuid4().hex}"}
     assert call("POST", f"{reservation_worker}/v1/reservations", other)[1]["holds"] == []
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"not json", 400),
+    (b"[1, 2, 3]", 400),
+    (b'{"provider": "openai", "model": "gpt-4o", "attribution": "team-a", "prompt_tokens": 1, '
+     b'"max_output_tokens": 1, "request_id": "x"}', 400),
+    (b'{"provider": "openai", "model": "gpt-4o", "prompt": {"role": "user"}, "max_output_tokens": 1, '
+     b'"request_id": "x"}', 400),
+    (b'{"provider": "openai", "model": "gpt-4o", "prompt": ' + b"[" * 300 + b"]" * 300 + b', "max_output_tokens": 1, '
+     b'"request_id": "x"}', 400),
+    (b'{"provider": "openai", "model": "gpt-4o", "prompt": "' + b"a" * 2_000_000 + b'", "max_output_tokens": 1, '
+     b'"request_id": "x"}', 413),
+])
+def test_hostile_bodies_get_a_clear_status_and_the_worker_keeps_answering(reservation_worker, raw, status):
+    import urllib.error
+    import urllib.request
+
+    for path in ("/v1/reservations", "/v1/reservations/_hold"):
+        request = urllib.request.Request(reservation_worker + path, data=raw, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                got = resp.status
+        except urllib.error.HTTPError as err:
+            got = err.code
+        except (ConnectionError, urllib.error.URLError):
+            got = 413  # aiohttp may close the connection on a body over its limit
+        assert got == status or (path.endswith("_hold") and got in (400, 413)), (path, got)
+    assert ready(int(reservation_worker.rsplit(":", 1)[1]))
