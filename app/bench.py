@@ -211,6 +211,12 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
                 say("budgets: alert latency under load (event produced -> webhook received) and /v1/decision ...")
                 results.update(measure_budgets(bootstrap, env, int(env["TOKENMETER_API_PORT"]),
                                                samples=budget_samples))
+                from app.bench_reserve import measure_reservations
+
+                say("reservations: POST /v1/reservations at 2,000/s offered (open loop), then 8 clients ...")
+                small = budget_samples < 50  # a quick run (tests): a shorter reservation bench too
+                results.update(measure_reservations(bootstrap, int(env["TOKENMETER_API_PORT"]),
+                                                    seconds=1.0 if small else 5.0, requests=800 if small else 8000))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -221,6 +227,11 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
                 f"({results['alert_samples']} threshold crossings, with ~{results['alert_background_events']:,} "
                 f"background events); /v1/decision: p50 {results['decision_latency_p50_ms']:.2f} ms, "
                 f"p99 {results['decision_latency_p99_ms']:.2f} ms, {results['decision_requests_per_s']:,.0f} requests/s")
+            say(f"/v1/reservations (hold written and acknowledged): p50 {results['reserve_latency_p50_ms']:.2f} ms, "
+                f"p99 {results['reserve_latency_p99_ms']:.2f} ms at {results['reserve_offered_per_s']:,.0f}/s offered "
+                f"(worker side p50 {results['reserve_server_latency_p50_ms']} ms, "
+                f"p99 {results['reserve_server_latency_p99_ms']} ms); 8 clients: "
+                f"{results['reserve_requests_per_s']:,.0f} reservations/s")
     if warehouse_rows:
         # Its own process: chDB allows one open data path per process.
         say(f"warehouse: {warehouse_rows:,} generated events in chDB, the dashboard's queries, loader inserts ...")

@@ -44,6 +44,11 @@ class BudgetStatus:
     projected: Decimal | None
     expected_breach_at: datetime | None
     updated_at: datetime
+    # reservations (issue 15): None / 0 for records written before them
+    held: Decimal | None = None
+    headroom: Decimal | None = None
+    open_reservations: int = 0
+    reservations_expired: int = 0
 
     @property
     def state(self) -> str:
@@ -62,6 +67,9 @@ def _status(row: dict[str, Any]) -> BudgetStatus:
         percent=dec(row["percent"]), period_key=row["period_key"], period_start=utc(row["period_start"]),
         period_end=utc(row["period_end"]), projected=dec(row["projected"]),
         expected_breach_at=utc(row["expected_breach_at"]), updated_at=utc(row["updated_at"]),
+        held=dec(row.get("held")), headroom=dec(row.get("headroom")),
+        open_reservations=int(row.get("open_reservations") or 0),
+        reservations_expired=int(row.get("reservations_expired") or 0),
     )
 
 
@@ -71,7 +79,8 @@ def budget_condition(wh: Any) -> str:
 
 def latest_statuses(wh: Any) -> list[BudgetStatus]:
     """The newest record of every budget, worst first (over, at risk, ok), then by percent used."""
-    sql = (f"SELECT {STATUS_COLUMNS} FROM budget_status WHERE {budget_condition(wh)} "
+    # every column: a warehouse migrated before the reservation columns (0012) still answers
+    sql = (f"SELECT * FROM budget_status WHERE {budget_condition(wh)} "
            "ORDER BY budget, updated_at DESC LIMIT 1 BY budget")
     rows = [_status(r) for r in run(wh.query, sql).iter_rows(named=True)]
     order = {"over budget": 0, "at risk": 1, "ok": 2}

@@ -21,6 +21,7 @@ from aiohttp.web import Response
 from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.batch import RawRecord, process_batch
+from streams.budgets.reservations import ReservationService
 from streams.budgets.service import BudgetService
 from streams.columnar import process_batch_columnar
 from streams.gaps import OffsetGaps
@@ -82,6 +83,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     )
     budgets = BudgetService(app, settings)
     budgets.install()
+    budgets.reservations = ReservationService(budgets, book)  # POST /v1/reservations (issue 15)
+    budgets.reservations.install()
     app.tokenmeter_budgets = budgets  # type: ignore[attr-defined]
     stats = WorkerStats()
     health = AgentHealth()
@@ -171,6 +174,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             "# TYPE tokenmeter_decision_requests_total counter",
             f"tokenmeter_decision_requests_total {budgets.stats['decision_requests']}",
             f"tokenmeter_budgets {budgets.stats['budgets']}",
+            *budgets.reservations.metrics_lines(),
         ]
         return Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
@@ -193,5 +197,13 @@ def run_worker(settings: Settings) -> None:
             raise SettingsError(f"TOKENMETER_BUDGETS_FILE: {exc}") from None
         log.info("applied %d budget(s) from %s", len(budgets), settings.budgets_file)
     app = create_worker_app(settings)
+    faust_worker(app, settings).execute_from_commandline()
+
+
+def faust_worker(app: faust.App, settings: Settings) -> faust.Worker:
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    # Faust's terminal spinner sets the root logger to DEBUG (to spin on every record) whenever the level is
+    # WARNING or above: every debug call of Faust and aiokafka then built a LogRecord that the handler dropped
+    # (~60 us per Kafka send, on every reservation). Services have no terminal to spin on.
+    worker.spinner = None
+    return worker

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     decision_header_prefix: str = Field("x-tokenmeter-", description="Headers read by /v1/decision (prefix+dim).")
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the worker API's admin routes; unset: <data_dir>/admin.token (0600).")
+    reservation_ttl_seconds: float = Field(
+        900.0, gt=0, le=86400, description="An unsettled reservation's hold expires after this (longer than your "
+        "longest call plus the usage pipeline's delay).")
     # Dashboard and warehouse -------------------------------------------------------------------------
     dashboard_users_file: Path | None = Field(None, description="YAML of dashboard users, hashes and roles.")
     dashboard_secret_key: SecretStr | None = Field(None, description="Signs dashboard sessions; random if unset.")

@@ -16,6 +16,8 @@ ALERT_DELIVERIES = "tokenmeter.alert-deliveries"  # delivery state per alert and
 BUDGET_SPEND = "tokenmeter.budget-spend"  # internal: per-budget spend entries, keyed by budget name
 BUDGET_STATE = "tokenmeter.budget-state"  # internal: each budget's evaluation state (compacted)
 ANOMALY_ACKS = "tokenmeter.anomaly-acks"  # acknowledge/mute of anomalies from the dashboard (compacted)
+BUDGET_HOLDS = "tokenmeter.budget-holds"  # internal: open reservation holds keyed by budget|reservation (compacted)
+BUDGET_OWNERS = "tokenmeter.budget-owners"  # internal: URL of the worker owning each budget-spend partition (compacted)
 
 
 @dataclass(frozen=True)
@@ -39,4 +41,6 @@ def topic_specs() -> list[TopicSpec]:
         TopicSpec(BUDGET_SPEND),
         TopicSpec(BUDGET_STATE, compacted=True),
         TopicSpec(ANOMALY_ACKS, compacted=True),
+        TopicSpec(BUDGET_HOLDS, compacted=True),
+        TopicSpec(BUDGET_OWNERS, compacted=True),
     ]

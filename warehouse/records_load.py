@@ -174,6 +174,10 @@ def enforcement_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
         "period_end": _time(record, "period_end"), "projected": _decimal(record, "projected", required=False),
         "expected_breach_at": _time(record, "expected_breach_at", required=False),
         "updated_at": _time(record, "updated_at"),
+        # reservations (issue 15; absent from records written before them)
+        "held": _decimal(record, "held", required=False), "headroom": _decimal(record, "headroom", required=False),
+        "open_reservations": _count(record, "open_reservations", 32),
+        "reservations_expired": _count(record, "reservations_expired"),
     }
 
 
@@ -244,7 +248,8 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
         ("budget", pa.string()), ("scope", STR_MAP), *_strings("action", "reason"), ("until", UTC_MS),
         ("metric", pa.string()), ("spend", MONEY), ("limit_amount", MONEY), ("percent", pa.decimal128(18, 2)),
         ("period_key", pa.string()), ("period_start", UTC_MS), ("period_end", UTC_MS), ("projected", MONEY),
-        ("expected_breach_at", UTC_MS), ("updated_at", UTC_MS))),
+        ("expected_breach_at", UTC_MS), ("updated_at", UTC_MS), ("held", MONEY), ("headroom", MONEY),
+        ("open_reservations", pa.uint32()), ("reservations_expired", pa.uint64()))),
     topics.ANOMALIES: ("anomalies", anomaly_row, _schema(
         *_strings("id", "kind", "scope_dim", "scope_value", "severity"),
         *[(n, MONEY) for n in ("observed", "expected", "expected_low", "expected_high")], ("unit", pa.string()),

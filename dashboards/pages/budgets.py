@@ -20,8 +20,8 @@ from dashboards.tables import TableMissing
 dash.register_page(__name__, path="/budgets", name="Budgets", title="tokenmeter - budgets", order=2)
 
 log = logging.getLogger(__name__)
-STATUS_HEADERS = ("Budget", "Scope", "State", "Used", "Limit", "%", "Forecast at period end", "Expected breach",
-                  "Enforcement", "Updated")
+STATUS_HEADERS = ("Budget", "Scope", "State", "Committed", "Held", "Headroom", "Limit", "%", "Expired holds",
+                  "Forecast at period end", "Expected breach", "Enforcement", "Updated")
 ALERT_HEADERS = ("When (UTC)", "Budget", "Alert", "Severity", "Delivered")
 STATE_CLASS = {"over budget": "row-bad", "at risk": "row-warn", "ok": ""}
 
@@ -53,8 +53,15 @@ def status_rows(statuses: list[BudgetStatus]) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in STATUS_HEADERS]))
     body = [html.Tr(className=STATE_CLASS[s.state], children=[
         html.Td(s.budget), html.Td(", ".join(f"{k}={v}" for k, v in sorted(s.scope.items())) or "all traffic"),
-        html.Td(s.state), html.Td(_amount(s, s.spend), className="num"), html.Td(_amount(s, s.limit), className="num"),
-        html.Td(f"{s.percent}%", className="num"), html.Td(_amount(s, s.projected), className="num"),
+        html.Td(s.state), html.Td(_amount(s, s.spend), className="num"),
+        html.Td(_amount(s, s.held) + (f" ({s.open_reservations} open)" if s.open_reservations else ""),
+                className="num", title="worst cases of open reservations (POST /v1/reservations)"),
+        html.Td(_amount(s, s.headroom), className="num", title="limit - committed - held"),
+        html.Td(_amount(s, s.limit), className="num"),
+        html.Td(f"{s.percent}%", className="num"),
+        html.Td(format_count(s.reservations_expired), className="num",
+                title="reservations whose usage never came within TOKENMETER_RESERVATION_TTL_SECONDS"),
+        html.Td(_amount(s, s.projected), className="num"),
         html.Td(s.expected_breach_at.strftime("%Y-%m-%d %H:%M") if s.expected_breach_at else "-"),
         html.Td(s.action + (f" ({s.reason})" if s.reason else "")),
         html.Td(s.updated_at.strftime("%Y-%m-%d %H:%M")),

@@ -23,12 +23,14 @@ from typing import Any
 
 from tokenmeter.records import alert_record, iso, money, scope_label
 
+from .holds import Hold, hold_from_json
 from .ledger import BudgetLedger, Crossing, _ts, human_amount, window_for_key
 from .model import Budget, BudgetError, parse_budget
 from .periods import hour_key, period_window
 
 log = logging.getLogger("tokenmeter.budgets")
 STATE_VERSION = 1
+RESERVATION_COUNTS = ("admitted", "refused", "settled", "released", "expired")
 REPUBLISH_SECONDS = 60.0  # an unchanged decision is re-published this often (freshness for gateways, history)
 
 
@@ -41,11 +43,15 @@ class Outcome:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     enforcement: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)  # (budget, record|None)
     states: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)  # (budget, state|None)
+    # holds settled or expired: tombstones for tokenmeter.budget-holds, written AFTER the states (a settled hold's
+    # spend must be stored before its hold disappears, or a crash between would under-count)
+    holds: list[Hold] = field(default_factory=list)
 
     def extend(self, other: "Outcome") -> None:
         self.alerts += other.alerts
         self.enforcement += other.enforcement
         self.states += other.states
+        self.holds += other.holds
 
 
 @dataclass
@@ -58,6 +64,10 @@ class _BudgetRuntime:
     last_published: tuple[Any, ...] | None = None
     last_published_at: float = 0.0
     dirty: bool = False
+    holds: dict[str, Hold] = field(default_factory=dict)  # reservation id -> open hold (reservations.py)
+    by_request: dict[str, str] = field(default_factory=dict)  # gateway request id -> reservation id
+    reservations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESERVATION_COUNTS, 0))
+    held_total: Decimal | int = 0  # sum of the open holds' amounts (kept, not summed per admission)
 
 
 class BudgetOwner:
@@ -96,8 +106,9 @@ class BudgetOwner:
             out.extend(self._publish(rt, now or _now(), force=True))
         return out
 
-    def restore(self, name: str, state: dict[str, Any] | None) -> None:
-        """Load a budget's state (from the state topic, or a warehouse rebuild); None starts it empty."""
+    def restore(self, name: str, state: dict[str, Any] | None, holds: list[dict[str, Any]] | None = None) -> None:
+        """Load a budget's state (from the state topic, or a warehouse rebuild) and its open holds (records of
+        `tokenmeter.budget-holds`); None starts it empty."""
         budget = self.definitions.get(name)
         if budget is None:
             return
@@ -115,6 +126,15 @@ class BudgetOwner:
             rt.applied = {str(k): int(v) for k, v in state.get("applied", {}).items()}
             rt.unpriced = {str(k): int(v) for k, v in state.get("unpriced", {}).items()}
             rt.incident = state.get("incident")
+            counts = state.get("reservations") or {}
+            rt.reservations.update({k: int(counts[k]) for k in RESERVATION_COUNTS if isinstance(counts.get(k), int)})
+        for record in holds or ():
+            hold = hold_from_json(record)
+            if hold is not None and hold.budget == name:
+                if hold.reservation_id not in rt.holds:
+                    rt.held_total += hold.amount
+                rt.holds[hold.reservation_id] = hold
+                rt.by_request[hold.request_id] = hold.reservation_id
         self.runtimes[name] = rt
 
     def remember(self, name: str, entries: list[list[Any]]) -> int:
@@ -164,7 +184,7 @@ class BudgetOwner:
         return {
             "version": STATE_VERSION, "budget": rt.budget.name, "definition": rt.budget.to_json(),
             "ledger": rt.ledger.snapshot(include_seen=False), "applied": rt.applied, "unpriced": rt.unpriced,
-            "incident": rt.incident, "updated_at": iso(_now()),
+            "incident": rt.incident, "reservations": dict(rt.reservations), "updated_at": iso(_now()),
         }
 
     # Feeding ----------------------------------------------------------------------------------------------
@@ -174,6 +194,7 @@ class BudgetOwner:
         now = now or _now()
         by_budget: dict[str, list[list[Any]]] = {}
         pending: dict[str, set[str]] = {}  # ids of fresh entries of this batch, applied after the loop
+        settling: dict[str, list[str]] = {}  # budget -> request ids of this batch's usage (reservations settle)
         for message in messages:
             name = message.get("budget")
             if not isinstance(name, str) or name not in self.runtimes:
@@ -188,6 +209,9 @@ class BudgetOwner:
             # Marks advance after each message, so a re-send later in this batch is skipped too. A usage record's
             # entries never span two messages (see routing.spend_messages), so equal offsets mean "already applied".
             marks: dict[str, int] = {}
+            if rt.by_request:
+                settling.setdefault(name, []).extend(
+                    rid for entry in message["entries"] for rid in (entry[2], *entry[6:7]) if rid)
             for entry in message.get("entries", []):
                 partition, offset = str(entry[0]), int(entry[1])
                 if offset <= rt.applied.get(partition, -1):
@@ -205,6 +229,98 @@ class BudgetOwner:
         for name, entries in by_budget.items():
             if entries:
                 out.extend(self._apply(self.runtimes[name], entries, now))
+        for name, request_ids in settling.items():  # the real cost is in spend now: the worst case is let go
+            rt = self.runtimes[name]
+            for request_id in request_ids:
+                reservation_id = rt.by_request.get(request_id)
+                if reservation_id is not None:
+                    out.holds.append(self._drop_hold(rt, reservation_id, "settled"))
+        return out
+
+    # Reservations (holds) ---------------------------------------------------------------------------------
+    def _drop_hold(self, rt: _BudgetRuntime, reservation_id: str, why: str) -> Hold:
+        hold = rt.holds.pop(reservation_id)
+        rt.held_total -= hold.amount
+        if rt.by_request.get(hold.request_id) == reservation_id:
+            del rt.by_request[hold.request_id]
+        rt.reservations[why] += 1
+        return hold
+
+    def held(self, name: str) -> Decimal | int:
+        rt = self.runtimes[name]
+        return rt.held_total if rt.holds else (0 if rt.budget.metric == "tokens" else Decimal(0))
+
+    def headroom(self, name: str, now: datetime | None = None) -> dict[str, Any]:
+        """Committed spend, held by open reservations and what is left, for the API and the dashboard."""
+        rt = self.runtimes[name]
+        spend, _start, end, key = rt.ledger.current_spend(rt.budget, now or _now())
+        held = self.held(name)
+        return {"budget": name, "metric": rt.budget.metric, "limit": money(rt.budget.limit), "committed": money(spend),
+                "held": money(held), "headroom": money(rt.budget.limit - spend - held), "period_key": key,
+                "period_end": iso(end), "open_reservations": len(rt.holds), **rt.reservations}
+
+    def admit(self, wanted: dict[str, Decimal | int], reservation_id: str, request_id: str, expires_at: datetime,
+              now: datetime | None = None) -> tuple[list[Hold], dict[str, Any] | None]:
+        """Hold `wanted[budget]` on every budget, all or none: committed spend + open holds + this amount must stay
+        within the limit of each enforcing (block / throttle) budget; alert-only budgets hold but never refuse.
+        Returns the holds placed, or ([], the refusal body shaped like /v1/decision's)."""
+        now = now or _now()
+        refusal: dict[str, Any] | None = None
+        for name in sorted(wanted):
+            rt = self.runtimes[name]
+            budget = rt.budget
+            if budget.action == "alert":
+                continue
+            spend, _start, end, key = rt.ledger.current_spend(budget, now)
+            held = self.held(name)
+            if spend + held + wanted[name] <= budget.limit:
+                continue
+            headroom = budget.limit - spend - held
+            unit = "USD" if budget.metric == "cost_usd" else "tokens"
+            spent_out = spend >= budget.limit  # nothing comes back before the period ends
+            reason = (f"budget {name!r}: committed {human_amount(spend)} + held {human_amount(held)} + this call's "
+                      f"worst case {human_amount(wanted[name])} exceeds the limit {human_amount(budget.limit)} {unit} "
+                      f"for {key}")
+            candidate = {"action": budget.action, "reason": reason, "budget": name,
+                         "until": iso(end) if spent_out else None,
+                         "retry_after_s": max(1, int((end - now).total_seconds())) if spent_out else 1,
+                         "spend": money(spend), "limit": money(budget.limit), "metric": budget.metric,
+                         "held": money(held), "headroom": money(headroom), "worst_case": money(wanted[name])}
+            if refusal is None or (refusal["action"] == "throttle" and budget.action == "block"):
+                refusal = candidate
+        if refusal is not None:
+            for name in wanted:
+                self.runtimes[name].reservations["refused"] += 1
+            return [], refusal
+        placed = []
+        for name, amount in wanted.items():
+            rt = self.runtimes[name]
+            hold = Hold(reservation_id, name, request_id, amount, now, expires_at)
+            if reservation_id in rt.holds:  # the same reservation asked twice (a retried forward): held once
+                rt.held_total -= rt.holds[reservation_id].amount
+            rt.held_total += amount
+            rt.holds[reservation_id] = hold
+            rt.by_request[request_id] = reservation_id
+            rt.reservations["admitted"] += 1
+            placed.append(hold)
+        return placed, None
+
+    def release(self, reservation_id: str, why: str = "released") -> list[Hold]:
+        """Drop a reservation's holds on the budgets of this owner (DELETE, or a refusal elsewhere)."""
+        return [self._drop_hold(rt, reservation_id, why) for rt in self.runtimes.values()
+                if reservation_id in rt.holds]
+
+    def holds_of(self, reservation_id: str) -> list[Hold]:
+        return [rt.holds[reservation_id] for rt in self.runtimes.values() if reservation_id in rt.holds]
+
+    def expire(self, now: datetime | None = None) -> Outcome:
+        """Holds past their expiry (no usage came to settle them): dropped, counted, persisted."""
+        now = now or _now()
+        out = Outcome()
+        for rt in self.runtimes.values():
+            for reservation_id in [r for r, h in rt.holds.items() if h.expires_at <= now]:
+                out.holds.append(self._drop_hold(rt, reservation_id, "expired"))
+                rt.dirty = True
         return out
 
     def _apply(self, rt: _BudgetRuntime, entries: list[list[Any]], now: datetime) -> Outcome:
@@ -212,7 +328,7 @@ class BudgetOwner:
         budget = rt.budget
         self.stats["entries"] += len(entries)
         items = []
-        for _partition, _offset, event_id, ts, amount, unpriced in entries:
+        for _partition, _offset, event_id, ts, amount, unpriced, *_request_id in entries:
             items.append((event_id, ts, amount if isinstance(amount, int) else Decimal(amount)))
             if unpriced:
                 key = _period_key(budget, ts)
@@ -232,6 +348,7 @@ class BudgetOwner:
         """Time passing without events: decisions whose `until` passed, new periods, periodic re-publish."""
         now = now or _now()
         out = Outcome()
+        out.extend(self.expire(now))
         for rt in self.runtimes.values():
             if rt.incident and rt.budget.rolling_hours is None and rt.incident != _period_key(rt.budget, now):
                 out.alerts.append(self._resolve(rt, "a new budget period started", now))
@@ -245,6 +362,7 @@ class BudgetOwner:
         decision = rt.ledger.decision(dict(budget.scope), at=now)
         spend, start, end, key = rt.ledger.current_spend(budget, now)
         limit = budget.limit
+        held = self.held(budget.name)
         percent = (Decimal(spend) * 100 / Decimal(limit)).quantize(Decimal("0.01")) if limit else Decimal(0)
         projected = expected = None
         if budget.rolling_hours is None:
@@ -260,12 +378,17 @@ class BudgetOwner:
             "period_key": key, "period_start": iso(start), "period_end": iso(end),
             "projected": money(projected), "expected_breach_at": iso(expected),
             "unpriced_events": rt.unpriced.get(key, 0), "budget_action": budget.action, "updated_at": iso(now),
+            # reservations (issue 15): held by open holds, what is left, holds that expired unsettled
+            "held": money(held), "headroom": money(limit - spend - held), "open_reservations": len(rt.holds),
+            "reservations_expired": rt.reservations["expired"],
         }
 
     def _publish(self, rt: _BudgetRuntime, now: datetime, force: bool = False) -> Outcome:
         out = Outcome()
         record = self.enforcement_record(rt, now)
-        signature = (record["action"], record["until"], record["period_key"], Decimal(record["percent"]).to_integral())
+        held_percent = (Decimal(record["held"]) * 100 / Decimal(rt.budget.limit)).to_integral()  # limits are > 0
+        signature = (record["action"], record["until"], record["period_key"], Decimal(record["percent"]).to_integral(),
+                     held_percent, record["reservations_expired"])
         stale = now.timestamp() - rt.last_published_at >= REPUBLISH_SECONDS
         if force or signature != rt.last_published or stale:
             out.enforcement.append((rt.budget.name, record))
@@ -329,12 +452,14 @@ class BudgetOwner:
 
 
 def _well_formed(entries: Any) -> bool:
-    """[[usage partition, usage offset, event_id, ts, amount, unpriced], ...] as routing.py writes them."""
+    """[[usage partition, usage offset, event_id, ts, amount, unpriced(, request id)], ...] as routing.py writes
+    them."""
     if not isinstance(entries, list):
         return False
     for entry in entries:
-        if not (isinstance(entry, list) and len(entry) == 6 and isinstance(entry[1], int)
-                and isinstance(entry[2], str) and isinstance(entry[3], str)):
+        if not (isinstance(entry, list) and len(entry) in (6, 7) and isinstance(entry[1], int)
+                and isinstance(entry[2], str) and isinstance(entry[3], str)
+                and (len(entry) == 6 or entry[6] is None or isinstance(entry[6], str))):
             return False
         amount = entry[4]
         try:

@@ -15,11 +15,13 @@ fail closed or open. Ready means, in this order:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterable
 
 from aiokafka.partitioner import murmur2
 
 
+@lru_cache(maxsize=65_536)  # pure; asked for on every reservation and decision of ownership
 def spend_partition(budget: str, partitions: int) -> int:
     """The `tokenmeter.budget-spend` partition a budget's messages land in: they are keyed by budget name and
     sent through Faust's producer, which uses aiokafka's default partitioner (murmur2 of the key)."""

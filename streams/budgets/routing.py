@@ -59,8 +59,9 @@ class BudgetRouter:
     def route(self, priced: Iterable[tuple[int, int, dict[str, Any]]]) -> dict[str, list[list[Any]]]:
         """(usage partition, usage offset, priced event) -> {budget name: entries}.
 
-        entry = [partition, offset, event_id, ts, amount, unpriced]; amount is a decimal string (USD) or an int
-        (tokens); `unpriced` is 1 for events that could not be priced (counted in the alert, never as $0 silently).
+        entry = [partition, offset, event_id, ts, amount, unpriced(, request id)]; amount is a decimal string (USD)
+        or an int (tokens); `unpriced` is 1 for events that could not be priced (counted in the alert, never as $0
+        silently); the request id only when the event carries one besides its event_id (`settlement_id`).
         """
         out: dict[str, list[list[Any]]] = defaultdict(list)
         if not self.budgets:
@@ -71,9 +72,22 @@ class BudgetRouter:
             for budget in self._candidates(event):
                 if budget.matches(event):
                     unpriced = int(event.get("pricing_status") == "unpriced")
-                    out[budget.name].append([partition, offset, event["event_id"], event["ts"],
-                                             _amount_json(budget.amount(event)), unpriced])
+                    entry = [partition, offset, event["event_id"], event["ts"], _amount_json(budget.amount(event)),
+                             unpriced]
+                    request_id = settlement_id(event)
+                    if request_id:
+                        entry.append(request_id)
+                    out[budget.name].append(entry)
         return out
+
+
+def settlement_id(event: dict[str, Any]) -> str | None:
+    """A gateway request id the event carries besides its event_id (which the Kong, APISIX and LiteLLM dialects
+    already take from the request id): the tag `request_id`, for sources whose event ids are their own. The owner
+    settles a reservation whose request id equals either (owner.py, docs/budgets.md)."""
+    tags = (event.get("attribution") or {}).get("tags") or {}
+    value = tags.get("request_id") if isinstance(tags, dict) else None
+    return value if isinstance(value, str) and value and value != event.get("event_id") else None
 
 
 def spend_messages(routed: dict[str, list[list[Any]]]) -> list[tuple[bytes, bytes]]:

@@ -76,6 +76,7 @@ class BudgetService:
         self._load_wanted = asyncio.Event()
         self._ids_pending: set[str] = set()  # restored budgets whose recent event ids are not remembered yet
         self._partitions_checked = False
+        self.reservations: Any = None  # ReservationService (reservations.py) when mounted: holds are state too
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
                       "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
 
@@ -106,8 +107,25 @@ class BudgetService:
             futures.append(await self.state_topic.send(key=name.encode(), value=value))
         if futures:
             await asyncio.gather(*futures)
+        if outcome.holds and self.reservations is not None:  # after the state that holds their settled spend
+            await self.reservations.write_holds(outcome.holds, tombstone=True)
         self.stats["alerts"] += len(outcome.alerts)
         self.stats["decisions_published"] += len(outcome.enforcement)
+
+    async def _read_holds(self) -> dict[str, list[dict[str, Any]]]:
+        """Open holds per budget from `tokenmeter.budget-holds`, after this worker's own writes in flight."""
+        if self.reservations is None:
+            return {}
+        await self.reservations.settle_writes()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for value in (await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_HOLDS)).values():
+            try:
+                record = orjson.loads(value) if value else None
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("budget"), str):
+                out.setdefault(record["budget"], []).append(record)
+        return out
 
     async def _load_states(self, first_seen: dict[str, tuple[int, int]]) -> list[str]:
         """Restore budgets this worker does not hold yet: state from the state topic, and the event ids of the
@@ -120,6 +138,7 @@ class BudgetService:
         if not missing:
             return restored
         raw = await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_STATE)
+        holds = await self._read_holds()
         recent: dict[str, list] = {}
         for name, (partition, offset) in missing.items():  # read everything first: a failed read restores nothing
             if raw.get(name):
@@ -128,7 +147,7 @@ class BudgetService:
         for name in missing:
             value = raw.get(name)
             if not self.owner.has(name):
-                self.owner.restore(name, orjson.loads(value) if value else None)
+                self.owner.restore(name, orjson.loads(value) if value else None, holds.get(name))
                 restored.append(name)
             self._ids_pending.discard(name)
             ids = 0
@@ -171,10 +190,11 @@ class BudgetService:
             if names:
                 raw = await retry_until_done("budget_owner", self.health, lambda: read_compacted(
                     self.settings.bootstrap_servers, topics.BUDGET_STATE), "reading budget state")
+                holds = await retry_until_done("budget_owner", self.health, self._read_holds, "reading holds")
                 outcome = Outcome()
                 for name in names:
                     value = raw.get(name)
-                    self.owner.restore(name, orjson.loads(value) if value else None)
+                    self.owner.restore(name, orjson.loads(value) if value else None, holds.get(name))
                     if value:
                         self._ids_pending.add(name)
                     outcome.extend(self.owner.republish(name))
@@ -183,6 +203,8 @@ class BudgetService:
                 log.info("budgets owned here restored and decided: %s", ", ".join(sorted(names)))
         if generation == self.readiness.generation:
             self.readiness.loaded_generation = generation
+            if self.reservations is not None:  # other workers forward this worker's budgets' reservations here
+                await retry_until_done("budget_owner", self.health, self.reservations.announce, "announcing owner")
 
     async def evaluate(self, stream: Any) -> None:
         await self.ready.wait()  # amounts for a budget not yet read would be dropped

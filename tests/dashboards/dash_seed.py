@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from tokenmeter.events import PricedEvent
+from dashboards.budgets_data import STATUS_COLUMNS  # named columns: the table may have more
 
 # team -> costs of its priced events; 12 decimals so the exact total is not a 2-decimal number
 COSTS = {
@@ -102,7 +103,7 @@ def seed_other_tables(warehouse, now: datetime) -> None:
             pct = (Decimal(spend) * 100 / Decimal(limit)).quantize(Decimal("0.01"))
             rows.append(f"('{budget}', map('team','{team}'), 'allow', '', NULL, 'cost_usd', {spend}, {limit}, {pct}, "
                         f"'{key}', {_t(start)}, {_t(end)}, {projected}, NULL, {_t(at)})")
-    backend.command("INSERT INTO budget_status VALUES " + ", ".join(rows))
+    backend.command(f"INSERT INTO budget_status ({STATUS_COLUMNS}) VALUES " + ", ".join(rows))
     alerts = []
     for i, (budget, team, pct) in enumerate((("alpha-monthly", "alpha", 50), ("alpha-monthly", "alpha", 80),
                                              ("beta-monthly", "beta", 50))):

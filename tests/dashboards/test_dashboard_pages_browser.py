@@ -132,6 +132,7 @@ def test_finance_pages(dash_duo, app_settings):
     dash_duo.wait_for_page(url=f"{base}/budgets")
     dash_duo.wait_for_contains_text("#budgets-table", "alpha-monthly", timeout=20)
     dash_duo.wait_for_contains_text("#budgets-table", "at risk")
+    dash_duo.wait_for_contains_text("#budgets-table", "Headroom")  # reservations' columns (issue 15)
     _wait(dash_duo, lambda: {"remaining", "forecast"} <= set(_figure(dash_duo, "budgets-burndown")["names"]))
     dash_duo.wait_for_contains_text("#budgets-alerts", "slack: delivered")
     _screenshot(dash_duo, "budgets")

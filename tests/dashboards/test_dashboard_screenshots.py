@@ -17,6 +17,7 @@ from dashboards import create_app
 from dashboards.users import add_user
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
+from dashboards.budgets_data import STATUS_COLUMNS  # named columns: the table may have more
 
 SCREENSHOT_DIR = os.environ.get("TOKENMETER_SCREENSHOT_DIR")
 pytestmark = [pytest.mark.browser,
@@ -90,7 +91,7 @@ def seed_records(warehouse, now: datetime) -> None:
             pct = (spend * 100 / Decimal(limit)).quantize(Decimal("0.01"))
             rows.append(f"('{team}-monthly', map('team','{team}'), 'allow', '', NULL, 'cost_usd', {spend}, {limit}, "
                         f"{pct}, '{start:%Y-%m}', {_t(start)}, {_t(end)}, {projected}, NULL, {_t(at)})")
-    backend.command("INSERT INTO budget_status VALUES " + ", ".join(rows))
+    backend.command(f"INSERT INTO budget_status ({STATUS_COLUMNS}) VALUES " + ", ".join(rows))
     alerts = [f"('a{i}', 'budget', 'threshold', 'trigger', '{sev}', 'dk{i}', '{name} reached {pct}% of its limit', "
               f"'', {_t(now - timedelta(hours=30 - i * 6))}, map('team','{team}'), '{name}', '{{}}', '', {_t(now)})"
               for i, (name, team, pct, sev) in enumerate((("search-monthly", "search", 50, "info"),

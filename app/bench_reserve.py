@@ -1,0 +1,161 @@
+"""Bench figures for admission by reservation (issue 15): `POST /v1/reservations` latency at an offered rate of
+2,000 reservations/s (open loop: requests are sent on schedule whether or not earlier ones were answered, so a
+slow answer cannot hide behind a slower client), and the throughput of 8 concurrent clients (closed loop).
+
+Each reservation prices its worst case, matches the bench budget, is decided by the budget's owner and its hold is
+written to `tokenmeter.budget-holds` and acknowledged before the answer: the figures include that write.
+
+Standalone: `python -m app.bench_reserve` starts its own embedded broker and worker and prints JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+from aiohttp import ClientSession
+
+from app.bench_alerts import _percentile
+
+BENCH_TEAM = "bench-reserve"
+
+
+def _body(i: int) -> dict:
+    return {"provider": "openai", "model": "gpt-4o-mini", "attribution": {"org": "bench", "team": BENCH_TEAM},
+            "prompt_tokens": 1000 + i % 500, "max_output_tokens": 256, "request_id": f"bench-{uuid.uuid4().hex}"}
+
+
+async def _wait_admitting(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.post(url, json=_body(0)) as resp:
+                    if resp.status == 201:
+                        return
+            except OSError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the worker never admitted a bench reservation")
+
+
+async def _open_loop(url: str, rate: float, seconds: float, connections: int = 64) -> tuple[list[float], int, float]:
+    """Requests leave on schedule (the i-th at start + i / rate) over `connections` keep-alive connections; a
+    request's latency runs from its scheduled time, so waiting for a free connection counts (open loop). A
+    minimal HTTP/1.1 client: aiohttp's own cost per request would cap what one Python process can offer."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    queue: asyncio.Queue = asyncio.Queue()
+    latencies: list[float] = []
+    failures = 0
+
+    def request_bytes(i: int) -> bytes:
+        body = json.dumps(_body(i)).encode()
+        return (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async def connection() -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                due, payload = item
+                writer.write(payload)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:")))
+                await reader.readexactly(length)
+                latencies.append((time.perf_counter() - due) * 1000)
+                if not head.startswith(b"HTTP/1.1 201"):
+                    failures += 1
+        finally:
+            writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    payloads = [request_bytes(i) for i in range(int(rate * seconds))]  # built before the clock starts
+    started = time.perf_counter()
+    sent = 0
+    while sent < len(payloads):  # in 2 ms ticks
+        due_now = min(len(payloads), int((time.perf_counter() - started) * rate) + 1)
+        while sent < due_now:
+            queue.put_nowait((started + sent / rate, payloads[sent]))
+            sent += 1
+        await asyncio.sleep(0.002)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    achieved = len(payloads) / (time.perf_counter() - started)
+    return latencies, failures, achieved
+
+
+async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
+    async with ClientSession() as session:
+        async def client(n: int) -> None:
+            for i in range(n):
+                async with session.post(url, json=_body(i)) as resp:
+                    await resp.read()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[client(requests // clients) for _ in range(clients)])
+        return (requests // clients * clients) / (time.perf_counter() - t0)
+
+
+def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
+                         requests: int = 8000) -> dict:
+    """Against a started worker: defines the bench budget (a limit no bench reaches), then measures."""
+    from streams.budgets import parse_budget, write_budgets
+
+    write_budgets(bootstrap, [parse_budget({"name": "bench-reserve", "scope": {"team": BENCH_TEAM}, "period": "month",
+                                            "limit": "1000000000", "action": "block"})])
+    url = f"http://127.0.0.1:{api_port}/v1/reservations"
+    asyncio.run(_wait_admitting(url))
+    asyncio.run(_closed_loop(url, 800))  # warm-up: connections, the hold producer, the tokenizer caches
+    latencies, failures, achieved = asyncio.run(_open_loop(url, rate, seconds))
+    server = _server_latency(url)  # the worker's own time per reservation, without the client's
+    throughput = asyncio.run(_closed_loop(url, requests))
+    return {"reserve_latency_p50_ms": round(statistics.median(latencies), 3),
+            "reserve_latency_p99_ms": round(_percentile(latencies, 99), 3),
+            "reserve_server_latency_p50_ms": server["p50"], "reserve_server_latency_p99_ms": server["p99"],
+            "reserve_offered_per_s": round(achieved, 1), "reserve_failures": failures,
+            "reserve_requests_per_s": round(throughput, 1)}
+
+
+def _server_latency(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())["latency_ms"]
+
+
+def main() -> None:
+    import subprocess
+
+    from app.broker import embedded_broker
+    from app.process import child_preexec
+    from tokenmeter.settings import free_port
+
+    with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
+        port = free_port()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+                   TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="warning")
+        proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
+        try:
+            print(json.dumps(measure_reservations(bootstrap, port)))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

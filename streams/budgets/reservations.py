@@ -1,0 +1,516 @@
+"""Admission by reservation: `POST /v1/reservations` holds a call's worst-case cost on every budget whose scope
+matches, decided by each budget's one owner, before the call is made (docs/budgets.md, issue 15).
+
+    gateway --POST /v1/reservations--> any worker (the coordinator)
+        prices the worst case (worst_case.py), finds the matching budgets, groups them by owner
+        --(local call, or POST /v1/reservations/_hold to the owning worker)--> owner.admit: all or none
+           hold records written to tokenmeter.budget-holds and acknowledged, then 201
+        a refusal anywhere: the holds placed on other owners are released, 403 / 429 like /v1/decision
+    usage with the same request id --(pricing worker, budget-spend)--> owner: spend committed, hold dropped
+
+Why the coordinator forwards instead of answering 307/421 with the owner's address: a call can match budgets of
+several owners (a per-team and a per-model budget), which no single redirect can name, and the gateways' HTTP
+clients (Kong's resty.http, APISIX's, Envoy's ext_authz, httpx by default) do not follow redirects of a POST. So
+any worker answers every reservation in one round trip for the gateway; the extra hop between workers is
+internal. The owner's address comes from Faust's assignor (each worker publishes its URL in the group metadata).
+
+A reservation id names the `budget-spend` partitions that hold it (`rsv_<hex>_p<partitions>`), so GET and
+DELETE reach the right owners even after a rebalance moved those partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tokenmeter import topics
+from tokenmeter.records import iso, money
+
+from .decisions import attributes_from_request
+from .holds import Hold
+from .readiness import spend_partition
+from .worst_case import WorstCaseError, count_prompt_tokens, worst_case
+
+log = logging.getLogger("tokenmeter.reservations")
+FORWARD_TIMEOUT_S = 2.0
+ID_PREFIX = "rsv_"
+MAX_ID = 200  # request ids, reservation ids
+
+
+class ReservationError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(web: Any, body: dict[str, Any], status: int, **headers: str) -> Any:
+    return web.json(body, status=status, headers={"Cache-Control": "no-store", **headers})
+
+
+def reservation_partitions(reservation_id: str) -> list[int] | None:
+    """The budget-spend partitions named in a reservation id; None when the id is not one of ours."""
+    if not reservation_id.startswith(ID_PREFIX) or len(reservation_id) > MAX_ID:
+        return None
+    _, _, tail = reservation_id.rpartition("_p")
+    if tail == "":
+        return []
+    try:
+        return sorted({int(p) for p in tail.split(".")})
+    except ValueError:
+        return None
+
+
+def new_reservation_id(partitions: list[int]) -> str:
+    return f"{ID_PREFIX}{uuid.uuid4().hex}_p{'.'.join(str(p) for p in sorted(set(partitions)))}"
+
+
+def provider_request(body: dict[str, Any], headers: Any, path: str, header_prefix: str) -> dict[str, Any]:
+    """A reservation from the provider request itself, as Envoy's ext_authz forwards it (`with_request_body`):
+    OpenAI chat completions / responses / completions and Anthropic messages. The provider comes from the
+    `<prefix>provider` header, else the path (`/v1/messages` is Anthropic), else openai; the request id from
+    `x-request-id` (Envoy sets one on every request); the output bound from max_completion_tokens,
+    max_output_tokens or max_tokens; attribution from the `<prefix>*` headers as for /v1/decision."""
+    provider = headers.get(f"{header_prefix}provider") or ("anthropic" if path.rstrip("/").endswith("messages")
+                                                           and "chat" not in path else "openai")
+    prompt: Any = body.get("messages")
+    if prompt is not None and isinstance(body.get("system"), str):  # Anthropic's system prompt sits beside
+        prompt = [{"role": "system", "content": body["system"]}, *prompt]
+    if prompt is None:
+        prompt = body.get("input", body.get("prompt"))
+    if isinstance(prompt, list) and not all(isinstance(item, dict) for item in prompt):
+        prompt = " ".join(str(item) for item in prompt)
+    max_output = next((body[k] for k in ("max_completion_tokens", "max_output_tokens", "max_tokens")
+                       if body.get(k) is not None), None)
+    return {"provider": provider, "model": body.get("model"), "prompt": prompt, "max_output_tokens": max_output,
+            "service_tier": body.get("service_tier"), "request_id": headers.get("x-request-id")}
+
+
+class ReservationService:
+    """Mounted on the worker beside BudgetService (`service`), sharing its owner, readiness and definitions."""
+
+    def __init__(self, service: Any, book: Any):
+        self.service = service
+        self.book = book
+        self.settings = service.settings
+        self.revoked = False  # set when partitions are revoked, cleared by announce() after the next load
+        self._revoked_in_generation = 0
+        self._producer: Any = None
+        self._producer_lock = asyncio.Lock()
+        self._inflight: set[asyncio.Future] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self.owner_urls: dict[int, str] = {}  # budget-spend partition -> URL of its owner (announce / on_owners)
+        self.latencies: list[float] = []
+        self.stats = {"reservations": 0, "admitted": 0, "refused": 0, "forwarded": 0, "released": 0,
+                      "not_ready": 0, "bad_requests": 0}
+
+    # Persistence of holds -------------------------------------------------------------------------------
+    async def producer(self) -> Any:
+        """A producer of its own with no linger: a reservation waits for its hold's acknowledgement."""
+        if self._producer is None:
+            async with self._producer_lock:
+                if self._producer is None:
+                    from aiokafka import AIOKafkaProducer
+
+                    producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, linger_ms=0,
+                                                acks="all", enable_idempotence=False)
+                    await producer.start()
+                    self._producer = producer
+        return self._producer
+
+    async def write_holds(self, holds: list[Hold], tombstone: bool = False) -> None:
+        if not holds:
+            return
+        producer = await self.producer()
+        sends = [await producer.send(topics.BUDGET_HOLDS, key=h.key,
+                                     value=None if tombstone else orjson.dumps(h.to_json())) for h in holds]
+        batch = asyncio.ensure_future(asyncio.gather(*sends))
+        self._inflight.add(batch)
+        try:
+            await batch
+        finally:
+            self._inflight.discard(batch)
+
+    async def settle_writes(self) -> None:
+        """Wait for hold records in flight: a restore must read every hold admitted before it."""
+        if self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    # Owner side ---------------------------------------------------------------------------------------------
+    def _not_owner(self, names: list[str]) -> str | None:
+        readiness, owner = self.service.readiness, self.service.owner
+        why = self.service.not_ready()
+        if why is not None:
+            return why
+        if self.revoked or readiness.loaded_generation != readiness.generation:
+            return "budget ownership is moving (rebalance)"
+        for name in names:
+            if not readiness.owns(name) or not owner.has(name):
+                return f"budget {name!r} is not owned here (yet)"
+        return None
+
+    async def hold_here(self, wanted: dict[str, Decimal | int], reservation_id: str, request_id: str,
+                        expires_at: datetime) -> tuple[int, dict[str, Any]]:
+        """Admit on budgets this worker owns: 201 with the holds, 403/429 refusal, 421 when not the owner."""
+        why = self._not_owner(list(wanted))
+        if why is not None:
+            return 421, {"error": f"not the owner: {why}"}
+        placed, refusal = self.service.owner.admit(wanted, reservation_id, request_id, expires_at)
+        if refusal is not None:
+            return (403 if refusal["action"] == "block" else 429), refusal
+        try:
+            await self.write_holds(placed)
+        except Exception as exc:  # noqa: BLE001 - a hold that is not stored must not be admitted
+            self.service.owner.release(reservation_id, "released")
+            log.warning("reservation %s: hold not stored (%s), refused", reservation_id, exc)
+            return 503, {"error": f"hold not stored: {exc}"}
+        return 201, {"holds": [{"budget": h.budget, "amount": money(h.amount)} for h in placed]}
+
+    async def release_here(self, reservation_id: str, why: str = "released") -> list[Hold]:
+        dropped = self.service.owner.release(reservation_id, why)
+        if dropped:
+            await self.write_holds(dropped, tombstone=True)
+        return dropped
+
+    # Coordinator -------------------------------------------------------------------------------------------
+    def _owner_urls(self) -> dict[int, str]:
+        return self.owner_urls
+
+    async def announce(self) -> None:
+        """Tell every worker that this one decides the budgets of its budget-spend partitions now (after their
+        state and holds are loaded). Faust assigns agent topics round-robin without publishing the members'
+        URLs, so the owners' addresses travel on the compacted topic `tokenmeter.budget-owners`."""
+        assigned = self.service.readiness.assigned or set()
+        me = str(self.service.app.conf.canonical_url)
+        producer = await self.producer()
+        sends = [await producer.send(topics.BUDGET_OWNERS, key=f"partition:{p}".encode(), value=orjson.dumps(
+            {"partition": p, "url": me, "generation": self.service.readiness.generation,
+             "at": iso(datetime.now(timezone.utc))})) for p in sorted(assigned)]
+        await asyncio.gather(*sends)
+        for p in assigned:
+            self.owner_urls[p] = me
+        if self.revoked and self.service.readiness.generation > self._revoked_in_generation:
+            self.revoked = False  # a NEW assignment's budgets and holds are loaded: admit again (not before)
+        log.info("announced as the owner of budget-spend partitions %s at %s", sorted(assigned), me)
+
+    def on_owners(self, changed: dict[str, bytes | None], caught_up: bool) -> None:  # noqa: ARG002
+        for key, value in changed.items():
+            try:
+                record = orjson.loads(value) if value else None
+                partition = int(key.removeprefix("partition:"))
+            except (orjson.JSONDecodeError, ValueError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("url"), str):
+                self.owner_urls[partition] = record["url"]
+
+    def _is_me(self, url: str) -> bool:
+        return url.rstrip("/") == str(self.service.app.conf.canonical_url).rstrip("/")
+
+    async def _session_get(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
+        return self._session
+
+    async def _call_owner(self, partition: int, method: str, path: str, payload: dict[str, Any] | None,
+                          local: Any) -> tuple[int, dict[str, Any]]:
+        url = self._owner_urls().get(partition)
+        if url is None or self._is_me(url):
+            return await local()
+        self.stats["forwarded"] += 1
+        try:
+            session = await self._session_get()
+            async with session.request(method, url.rstrip("/") + path, data=orjson.dumps(payload or {}),
+                                       headers={"Content-Type": "application/json"}) as response:
+                return response.status, orjson.loads(await response.read())
+        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
+            return 421, {"error": f"owner of partition {partition} at {url} unreachable: {exc}"}
+
+    def parse(self, body: dict[str, Any], query: Any, headers: Any) -> dict[str, Any]:
+        attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix)
+        attribution = body.get("attribution") or {}
+        if not isinstance(attribution, dict):
+            raise ReservationError(400, "attribution must be an object (team, user, ..., tags)")
+        for key, value in attribution.items():
+            if key == "tags" and isinstance(value, dict):
+                attrs.update({f"tag:{k}": str(v) for k, v in value.items() if v is not None})
+            elif isinstance(value, str) and value:
+                attrs.setdefault(key, value)
+        provider, model = body.get("provider"), body.get("model")
+        if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
+            raise ReservationError(400, "provider and model are required strings")
+        request_id = body.get("request_id") or headers.get("x-request-id")
+        if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_ID:
+            raise ReservationError(400, "request_id is required (the gateway's request id its usage log carries, "
+                                        f"at most {MAX_ID} characters)")
+        prompt_tokens, estimated = body.get("prompt_tokens"), False
+        if prompt_tokens is None:
+            if body.get("prompt") is None:
+                raise ReservationError(400, "give prompt_tokens, or prompt (text or chat messages) to count")
+            try:
+                prompt_tokens, estimated = count_prompt_tokens(body["prompt"], model), True
+            except WorstCaseError as exc:
+                raise ReservationError(exc.status, exc.reason) from None
+        max_output = body.get("max_output_tokens")
+        for name, value in (("prompt_tokens", prompt_tokens), ("max_output_tokens", max_output)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ReservationError(400, f"{name} must be a whole number")
+        tier = body.get("service_tier")
+        if tier is not None and not isinstance(tier, str):
+            raise ReservationError(400, "service_tier must be a string")
+        attrs["model"], attrs["provider"] = model, provider
+        return {"attributes": attrs, "provider": provider, "model": model, "request_id": request_id,
+                "prompt_tokens": prompt_tokens, "max_output_tokens": max_output, "estimated": estimated,
+                "service_tier": tier}
+
+    async def reserve(self, web: Any, request: Any, path: str | None = None) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._reserve(web, request, path)
+        finally:
+            self.latencies.append(time.perf_counter() - started)
+            if len(self.latencies) > 20_000:
+                del self.latencies[:10_000]
+
+    async def _reserve(self, web: Any, request: Any, ext_authz_path: str | None = None) -> Any:
+        self.stats["reservations"] += 1
+        why = self.service.not_ready()
+        if why is not None:
+            self.stats["not_ready"] += 1
+            return self.service.not_ready_response(web, why)
+        try:
+            raw = await request.read()
+            body = orjson.loads(raw) if raw else {}
+            if not isinstance(body, dict):
+                raise ReservationError(400, "body must be a JSON object")
+            if ext_authz_path is not None:  # Envoy ext_authz: the provider's own request body
+                body = provider_request(body, request.headers, ext_authz_path, self.settings.decision_header_prefix)
+            call = self.parse(body, request.query, request.headers)
+            case = worst_case(self.book, call["provider"], call["model"], call["prompt_tokens"],
+                              call["max_output_tokens"], org=call["attributes"].get("org"),
+                              service_tier=call["service_tier"], prompt_estimated=call["estimated"])
+        except orjson.JSONDecodeError as exc:
+            self.stats["bad_requests"] += 1
+            return _json(web, {"error": f"body is not JSON: {exc}"}, 400)
+        except ReservationError as exc:
+            self.stats["bad_requests"] += 1
+            return _json(web, {"error": exc.message}, exc.status)
+        except WorstCaseError as exc:
+            self.stats["bad_requests"] += 1
+            return _json(web, {"error": exc.reason}, exc.status)
+        budgets = [b for b in self.service.budgets.values() if self._matches(b, call["attributes"], case.entry)]
+        wanted = {b.name: (case.tokens if b.metric == "tokens" else case.cost_usd) for b in budgets}
+        partitions = self.service.readiness.partitions
+        groups: dict[int, dict[str, Decimal | int]] = {}
+        for name, amount in wanted.items():
+            groups.setdefault(spend_partition(name, partitions), {})[name] = amount
+        reservation_id = new_reservation_id(list(groups))
+        expires_at = datetime.now(timezone.utc) + timedelta(seconds=self.settings.reservation_ttl_seconds)
+        placed: list[int] = []
+        holds: list[dict[str, Any]] = []
+        for partition in sorted(groups):
+            group = groups[partition]
+            payload = {"reservation_id": reservation_id, "request_id": call["request_id"],
+                       "expires_at": iso(expires_at), "wanted": {k: money(v) for k, v in group.items()}}
+            status, answer = await self._call_owner(
+                partition, "POST", "/v1/reservations/_hold", payload,
+                lambda group=group: self.hold_here(group, reservation_id, call["request_id"], expires_at))
+            if status == 201:
+                placed.append(partition)
+                holds += answer.get("holds", [])
+                continue
+            await self._release_partitions(reservation_id, placed)
+            if status in (403, 429):
+                self.stats["refused"] += 1
+                answer["reservation_id"] = None
+                headers = {"X-Tokenmeter-Action": answer.get("action", "block")}
+                if status == 429:
+                    headers["Retry-After"] = str(answer.get("retry_after_s") or 1)
+                return _json(web, answer, status, **headers)
+            self.stats["not_ready"] += 1
+            return self.service.not_ready_response(web, answer.get("error", f"owner answered {status}"))
+        self.stats["admitted"] += 1
+        if ext_authz_path is not None:  # ext_authz admits on 200 only; the id goes upstream as a header
+            return _json(web, {"reservation_id": reservation_id, "request_id": call["request_id"]}, 200,
+                         **{"X-Tokenmeter-Action": "allow", "X-Tokenmeter-Reservation": reservation_id})
+        return _json(web, {
+            "reservation_id": reservation_id, "request_id": call["request_id"], "expires_at": iso(expires_at),
+            "held": {"cost_usd": money(case.cost_usd), "tokens": case.tokens}, "holds": holds,
+            "worst_case": {"entry": case.entry, "rule": case.rule, "prompt_tokens": case.prompt_tokens,
+                           "prompt_counted": call["estimated"], "max_output_tokens": case.max_output_tokens},
+        }, 201, **{"X-Tokenmeter-Action": "allow", "Location": f"/v1/reservations/{reservation_id}"})
+
+    def _matches(self, budget: Any, attributes: dict[str, str], entry: str) -> bool:
+        """The budget's scope matches the call. A `model` scope also matches when it names the same catalog entry
+        as the reserved model (an alias or dated snapshot the usage log may carry, e.g. claude-sonnet-4-5 and
+        claude-sonnet-4-5-20250929): such a budget is held, never skipped, whichever name the log uses."""
+        if budget.matches(attributes):
+            return True
+        scoped = budget.scope.get("model")
+        if scoped is None or scoped == attributes.get("model"):
+            return False
+        resolved = self.book.resolve(attributes.get("provider", ""), scoped).entry
+        return resolved is not None and resolved.key == entry and budget.matches({**attributes, "model": scoped})
+
+    async def _release_partitions(self, reservation_id: str, partitions: list[int]) -> list[dict[str, Any]]:
+        released: list[dict[str, Any]] = []
+        for partition in partitions:
+            async def local() -> tuple[int, dict[str, Any]]:
+                dropped = await self.release_here(reservation_id)
+                return 200, {"released": [{"budget": h.budget, "amount": money(h.amount)} for h in dropped]}
+
+            status, answer = await self._call_owner(partition, "DELETE", f"/v1/reservations/_hold/{reservation_id}",
+                                                    None, local)
+            if status == 200:
+                released += answer.get("released", [])
+            else:  # the hold stays until its TTL: conservative (it can only refuse more, never admit more)
+                log.warning("reservation %s: release on partition %d failed: %s", reservation_id, partition, answer)
+        return released
+
+    async def delete(self, web: Any, reservation_id: str) -> Any:
+        partitions = reservation_partitions(reservation_id)
+        if partitions is None:
+            return _json(web, {"error": f"{reservation_id!r} is not a reservation id"}, 404)
+        released = await self._release_partitions(reservation_id, partitions)
+        self.stats["released"] += bool(released)
+        if not released:
+            return _json(web, {"error": "no open hold (settled, expired, released or unknown)",
+                               "reservation_id": reservation_id}, 404)
+        return _json(web, {"reservation_id": reservation_id, "released": released}, 200)
+
+    async def inspect(self, web: Any, reservation_id: str) -> Any:
+        partitions = reservation_partitions(reservation_id)
+        if partitions is None:
+            return _json(web, {"error": f"{reservation_id!r} is not a reservation id"}, 404)
+        holds: list[dict[str, Any]] = []
+        for partition in partitions:
+            async def local() -> tuple[int, dict[str, Any]]:
+                return 200, {"holds": [h.to_json() for h in self.service.owner.holds_of(reservation_id)]}
+
+            status, answer = await self._call_owner(partition, "GET", f"/v1/reservations/_hold/{reservation_id}",
+                                                    None, local)
+            holds += answer.get("holds", []) if status == 200 else []
+        seen, unique = set(), []
+        for hold in holds:
+            if hold["budget"] not in seen:
+                seen.add(hold["budget"])
+                unique.append(hold)
+        if not unique:
+            return _json(web, {"error": "no open hold (settled, expired, released or unknown)",
+                               "reservation_id": reservation_id}, 404)
+        return _json(web, {"reservation_id": reservation_id, "holds": unique}, 200)
+
+    def metrics_lines(self) -> list[str]:
+        """Prometheus lines: reservations answered here, and the holds of the budgets owned here by outcome."""
+        totals = dict.fromkeys(("admitted", "refused", "settled", "released", "expired"), 0)
+        open_holds = 0
+        for rt in self.service.owner.runtimes.values():
+            open_holds += len(rt.holds)
+            for key in totals:
+                totals[key] += rt.reservations.get(key, 0)
+        lines = ["# TYPE tokenmeter_reservation_requests_total counter"]
+        lines += [f'tokenmeter_reservation_requests_total{{result="{k}"}} {self.stats[k]}'
+                  for k in ("admitted", "refused", "not_ready", "bad_requests")]
+        lines.append("# TYPE tokenmeter_reservation_holds_total counter")
+        lines += [f'tokenmeter_reservation_holds_total{{outcome="{k}"}} {v}' for k, v in totals.items()]
+        lines.append(f"tokenmeter_reservation_holds_open {open_holds}")
+        return lines
+
+    def latency_ms(self) -> dict[str, float | None]:
+        """Server-side time of the last (up to 10,000-20,000) reservations, from request to answer."""
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return {"p50": None, "p99": None, "samples": 0}
+        return {"p50": round(ordered[len(ordered) // 2] * 1000, 3),
+                "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3),
+                "samples": len(ordered)}
+
+    def budgets_here(self) -> list[dict[str, Any]]:
+        owner = self.service.owner
+        return [owner.headroom(name) for name in sorted(self.service.budgets) if owner.has(name)]
+
+    # Routes --------------------------------------------------------------------------------------------
+    def install(self) -> None:
+        import faust
+
+        app, svc = self.service.app, self
+
+        class Reservations(faust.web.View):
+            async def post(self, request):  # noqa: ANN001
+                return await svc.reserve(self, request)
+
+            async def get(self, request):  # noqa: ANN001
+                return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats, "latency_ms": svc.latency_ms(),
+                                    "me": str(svc.service.app.conf.canonical_url),
+                                    "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
+
+        class Reservation(faust.web.View):
+            async def get(self, request, reservation_id):  # noqa: ANN001
+                return await svc.inspect(self, reservation_id)
+
+            async def delete(self, request, reservation_id):  # noqa: ANN001
+                return await svc.delete(self, reservation_id)
+
+        class OwnerHold(faust.web.View):  # worker to worker: the owner's side
+            async def post(self, request):  # noqa: ANN001
+                try:
+                    data = orjson.loads(await request.read())
+                    wanted = {str(k): (v if isinstance(v, int) else Decimal(str(v))) for k, v in data["wanted"].items()}
+                    expires_at = datetime.fromisoformat(data["expires_at"])
+                    status, body = await svc.hold_here(wanted, str(data["reservation_id"]), str(data["request_id"]),
+                                                       expires_at)
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                    status, body = 400, {"error": f"bad hold request: {exc}"}
+                return _json(self, body, status)
+
+        class OwnerHoldOne(faust.web.View):
+            async def get(self, request, reservation_id):  # noqa: ANN001
+                return _json(self, {"holds": [h.to_json() for h in svc.service.owner.holds_of(reservation_id)]}, 200)
+
+            async def delete(self, request, reservation_id):  # noqa: ANN001
+                dropped = await svc.release_here(reservation_id)
+                return _json(self, {"released": [{"budget": h.budget, "amount": money(h.amount)} for h in dropped]},
+                             200)
+
+        class ExtAuthz(faust.web.View):  # Envoy ext_authz (HTTP service, with_request_body): prefix + path
+            async def post(self, request, path):  # noqa: ANN001
+                return await svc.reserve(self, request, "/" + path)
+
+        app.page("/v1/reservations")(Reservations)
+        app.page("/v1/reservations/ext_authz/{path:.*}")(ExtAuthz)
+        app.page("/v1/reservations/_hold")(OwnerHold)
+        app.page("/v1/reservations/_hold/{reservation_id}")(OwnerHoldOne)
+        app.page("/v1/reservations/{reservation_id}")(Reservation)
+
+        @app.task
+        async def follow_owners() -> None:
+            from streams.topic_reader import follow_compacted
+
+            await follow_compacted(svc.settings.bootstrap_servers, topics.BUDGET_OWNERS, svc.on_owners)
+
+        @app.on_before_shutdown.connect
+        async def close(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
+            await svc.settle_writes()
+            await svc.stop()
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:  # noqa: ARG001
+            svc.revoked = True  # no admission until the next assignment's budgets are loaded
+            svc._revoked_in_generation = svc.service.readiness.generation
+            await svc.settle_writes()  # holds admitted so far are on the topic before the new owner reads it
+
+
+__all__ = ["ReservationService", "new_reservation_id", "reservation_partitions"]

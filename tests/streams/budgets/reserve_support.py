@@ -1,0 +1,94 @@
+"""Helpers of the reservation tests: real workers (subprocesses) on a real broker, HTTP calls, usage events."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from app.process import child_preexec
+from tokenmeter import topics
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def worker_env(bootstrap: str, data_dir: Path, api_port: int, **extra: str) -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+                TOKENMETER_DATA_DIR=str(data_dir), TOKENMETER_API_PORT=str(api_port), TOKENMETER_LOG_LEVEL="info",
+                **extra)
+
+
+def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def call(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, {}
+
+
+def wait_for(check, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ready(port: int) -> bool:
+    return call("GET", f"http://127.0.0.1:{port}/ready")[0] == 200
+
+
+def usage_event(team: str, input_tokens: int, output_tokens: int, event_id: str | None = None,
+                tags: dict | None = None) -> dict:
+    return {"event_id": event_id or str(uuid.uuid4()), "ts": datetime.now(timezone.utc).isoformat(),
+            "source": "test", "provider": "openai", "model": "gpt-4o", "service_tier": "default",
+            "attribution": {"team": team, "user": "u1", "tags": tags or {}},
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
+
+
+async def send_usage(bootstrap: str, events: list[dict], producer: AIOKafkaProducer | None = None) -> None:
+    own = producer is None
+    if own:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(topics.USAGE, key=f"team:{event['attribution']['team']}".encode(),
+                                         value=orjson.dumps([event]))
+    finally:
+        if own:
+            await producer.stop()

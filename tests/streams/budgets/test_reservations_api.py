@@ -1,0 +1,162 @@
+"""POST/GET/DELETE /v1/reservations on a real worker and broker: admission against committed spend and open holds,
+settlement by the usage's request id, refusals shaped like /v1/decision, bad input, and holds that survive a
+kill -9 of the owner (no double admission after the restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env
+from streams.budgets import parse_budget, write_budgets
+from tokenmeter.settings import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def reservation(team: str, request_id: str, prompt_tokens: int = 100_000, max_output: int = 0) -> dict:
+    # gpt-4o, tier default: $2.50 / 1M input -> 100k prompt tokens = $0.25 worst case with no output
+    return {"provider": "openai", "model": "gpt-4o", "service_tier": "default", "attribution": {"team": team},
+            "prompt_tokens": prompt_tokens, "max_output_tokens": max_output, "request_id": request_id}
+
+
+def test_reserve_settle_release_refuse_and_survive_a_kill(kafka_bootstrap, tmp_path):
+    port = free_port()
+    env = worker_env(kafka_bootstrap, tmp_path / "data", port, TOKENMETER_RESERVATION_TTL_SECONDS="600")
+    team, name = f"rsv-{uuid.uuid4().hex[:6]}", f"rsv-{uuid.uuid4().hex[:6]}"
+    write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
+                                                  "limit": "1", "action": "block"})])
+    url = f"http://127.0.0.1:{port}/v1/reservations"
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: ready(port), what="worker ready")
+        status, first = wait_for(lambda: (lambda r: r if r[0] == 201 else None)(
+            call("POST", url, reservation(team, "req-1"))), what="first reservation")
+        assert first["held"] == {"cost_usd": "0.250000000000", "tokens": 100_000}
+        assert [h["budget"] for h in first["holds"]] == [name] and first["expires_at"]
+        assert call("GET", f"{url}/{first['reservation_id']}")[1]["holds"][0]["request_id"] == "req-1"
+        for i in (2, 3, 4):
+            assert call("POST", url, reservation(team, f"req-{i}"))[0] == 201  # 4 x 0.25 = the whole $1
+        status, refusal = call("POST", url, reservation(team, "req-5"))
+        assert status == 403 and refusal["budget"] == name and refusal["action"] == "block"
+        assert (refusal["held"], refusal["headroom"], refusal["worst_case"]) == ("1.000000000000", "0.000000000000",
+                                                                                 "0.250000000000")
+        # the call of req-1 cost less than its worst case: settlement frees the difference
+        asyncio.run(send_usage(kafka_bootstrap, [usage_event(team, 20_000, 0, event_id="req-1")]))  # $0.05
+        budgets = lambda: {b["budget"]: b for b in call("GET", url)[1]["budgets"]}  # noqa: E731
+        wait_for(lambda: budgets()[name]["settled"] == 1, what="settlement")
+        view = budgets()[name]
+        assert (Decimal(view["committed"]), Decimal(view["held"])) == (Decimal("0.05"), Decimal("0.75"))
+        status, again = call("POST", url, reservation(team, "req-6", prompt_tokens=70_000))  # $0.175 <= $0.20 left
+        assert status == 201
+        assert call("DELETE", f"{url}/{again['reservation_id']}")[0] == 200
+        assert call("DELETE", f"{url}/{again['reservation_id']}")[0] == 404
+        assert call("GET", f"{url}/{again['reservation_id']}")[0] == 404
+        # kill -9 the owner: the three open holds come back, nothing more is admitted than before
+        stop(worker, signal.SIGKILL)
+        worker = start_worker(env, tmp_path / "worker.log")
+        wait_for(lambda: ready(port), what="worker ready after kill")
+        status, refusal = wait_for(lambda: (lambda r: r if r[0] in (201, 403) else None)(
+            call("POST", url, reservation(team, "req-7", prompt_tokens=90_000))), what="answer after restart")
+        assert status == 403 and Decimal(refusal["held"]) == Decimal("0.75"), refusal
+        assert Decimal(refusal["spend"]) == Decimal("0.05")
+    finally:
+        stop(worker)
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"model": "gpt-4o", "prompt_tokens": 1, "max_output_tokens": 1, "request_id": "x"}, 400, "provider and model"),
+    ({"provider": "openai", "model": "gpt-4o", "max_output_tokens": 1, "request_id": "x"}, 400, "prompt_tokens"),
+    ({"provider": "openai", "model": "gpt-4o", "prompt_tokens": 1, "max_output_tokens": 1}, 400, "request_id"),
+    ({"provider": "openai", "model": "gpt-4o", "prompt_tokens": 1, "request_id": "x"}, 400, "max_output_tokens"),
+    ({"provider": "openai", "model": "gpt-4o", "prompt_tokens": "1", "max_output_tokens": 1, "request_id": "x"},
+     400, "whole number"),
+    ({"provider": "openai", "model": "no-such-model", "prompt_tokens": 1, "max_output_tokens": 1, "request_id": "x"},
+     422, "cannot price"),
+    ({"provider": "openai", "model": "gpt-4o", "prompt": "hello there", "max_output_tokens": 1,
+      "request_id": "r" * 201}, 400, "request_id"),
+])
+def test_bad_reservations_get_a_clear_error(reservation_worker, body, status, message):
+    got, answer = call("POST", f"{reservation_worker}/v1/reservations", body)
+    assert got == status and message in answer["error"], answer
+
+
+@pytest.fixture(scope="module")
+def reservation_worker(kafka_bootstrap, tmp_path_factory):
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("reserve-bad")
+    worker = start_worker(worker_env(kafka_bootstrap, tmp / "data", port), tmp / "worker.log")
+    try:
+        wait_for(lambda: ready(port), what="worker ready")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(worker)
+
+
+def test_envoy_ext_authz_reserves_from_the_provider_request_body(reservation_worker):
+    """Envoy's HTTP ext_authz with `with_request_body` posts the provider request to prefix + path; 200 admits."""
+    import urllib.request
+
+    openai_body = {"model": "gpt-4o-mini", "max_completion_tokens": 300,
+                   "messages": [{"role": "user", "content": "How much did we spend?"}]}
+    url = f"{reservation_worker}/v1/reservations/ext_authz/v1/chat/completions"
+    request = urllib.request.Request(url, data=__import__("orjson").dumps(openai_body), method="POST", headers={
+        "content-type": "application/json", "x-request-id": "envoy-1", "x-tokenmeter-team": "ext"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200 and resp.headers["X-Tokenmeter-Reservation"].startswith("rsv_")
+    anthropic_body = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "system": "Be brief.",
+                      "messages": [{"role": "user", "content": "Hello"}]}
+    status, answer = call("POST", f"{reservation_worker}/v1/reservations/ext_authz/v1/messages", anthropic_body,
+                          {"x-request-id": "envoy-2"})
+    assert status == 200 and answer["request_id"] == "envoy-2"
+    status, answer = call("POST", url, openai_body)  # no x-request-id: nothing could settle it
+    assert status == 400 and "request_id" in answer["error"]
+
+
+def test_a_model_budget_holds_a_reservation_that_names_an_alias_of_its_model(kafka_bootstrap, reservation_worker):
+    """The usage log may carry the dated name (claude-sonnet-4-5-20250929) of the model a gateway reserves by its
+    alias (claude-sonnet-4-5): a budget on either name is held, never skipped."""
+    name = f"snap-{uuid.uuid4().hex[:6]}"
+    write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"model": "claude-sonnet-4-5-20250929"},
+                                                  "period": "day", "limit": "1000", "action": "block"})])
+    body = {"provider": "anthropic", "model": "claude-sonnet-4-5", "prompt_tokens": 1000, "max_output_tokens": 100,
+            "request_id": f"alias-{uuid.uuid4().hex}"}
+    status, answer = wait_for(lambda: (lambda r: r if r[0] == 201 and r[1]["holds"] else None)(
+        call("POST", f"{reservation_worker}/v1/reservations", body)), what="a hold on the snapshot's budget")
+    assert [h["budget"] for h in answer["holds"]] == [name]
+    other = {**body, "model": "claude-haiku-4-5", "request_id": f"alias-{uuid.uuid4().hex}"}
+    assert call("POST", f"{reservation_worker}/v1/reservations", other)[1]["holds"] == []
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"not json", 400),
+    (b"[1, 2, 3]", 400),
+    (b'{"provider": "openai", "model": "gpt-4o", "attribution": "team-a", "prompt_tokens": 1, '
+     b'"max_output_tokens": 1, "request_id": "x"}', 400),
+    (b'{"provider": "openai", "model": "gpt-4o", "prompt": {"role": "user"}, "max_output_tokens": 1, '
+     b'"request_id": "x"}', 400),
+    (b'{"provider": "openai", "model": "gpt-4o", "prompt": ' + b"[" * 300 + b"]" * 300 + b', "max_output_tokens": 1, '
+     b'"request_id": "x"}', 400),
+    (b'{"provider": "openai", "model": "gpt-4o", "prompt": "' + b"a" * 2_000_000 + b'", "max_output_tokens": 1, '
+     b'"request_id": "x"}', 413),
+])
+def test_hostile_bodies_get_a_clear_status_and_the_worker_keeps_answering(reservation_worker, raw, status):
+    import urllib.error
+    import urllib.request
+
+    for path in ("/v1/reservations", "/v1/reservations/_hold"):
+        request = urllib.request.Request(reservation_worker + path, data=raw, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                got = resp.status
+        except urllib.error.HTTPError as err:
+            got = err.code
+        except (ConnectionError, urllib.error.URLError):
+            got = 413  # aiohttp may close the connection on a body over its limit
+        assert got == status or (path.endswith("_hold") and got in (400, 413)), (path, got)
+    assert ready(int(reservation_worker.rsplit(":", 1)[1]))

@@ -1,0 +1,81 @@
+"""Held, headroom, open and expired holds travel from the owner's enforcement record to the warehouse row and the
+dashboard's Budgets table; records written before reservations still load and show '-'."""
+
+from datetime import datetime, timezone
+from decimal import Decimal as D
+
+import pytest
+from dash import html
+
+from dashboards.budgets_data import _status
+from streams.budgets import parse_budget
+from streams.budgets.owner import BudgetOwner
+from warehouse.records_load import enforcement_row
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def page():
+    """The Budgets page module; dash wants an app with pages before a page module is imported."""
+    import importlib
+    import sys
+
+    import dash
+
+    if "dashboards.pages.budgets" not in sys.modules:
+        dash.Dash(__name__, use_pages=True, pages_folder="")
+    return importlib.import_module("dashboards.pages.budgets")
+
+
+def _texts(component) -> list[str]:
+    out = []
+    children = getattr(component, "children", None)
+    if isinstance(children, str):
+        out.append(children)
+    elif isinstance(children, (list, tuple)):
+        for child in children:
+            out += _texts(child)
+    elif children is not None:
+        out += _texts(children)
+    return out
+
+
+def record_with_holds() -> dict:
+    budget = parse_budget({"name": "search", "scope": {"team": "search"}, "limit": "10", "action": "block"})
+    owner = BudgetOwner({"search": budget})
+    owner.restore("search", None)
+    owner.admit({"search": D("2.5")}, "r1", "q1", NOW.replace(hour=13), NOW)
+    owner.admit({"search": D("1.5")}, "r2", "q2", NOW.replace(hour=12, minute=1), NOW)
+    owner.tick(NOW.replace(hour=12, minute=2))  # r2 expires unsettled
+    return owner.enforcement_record(owner.runtimes["search"], NOW.replace(hour=12, minute=2))
+
+
+def test_the_enforcement_record_carries_held_headroom_and_expired_holds():
+    record = record_with_holds()
+    assert (record["held"], record["headroom"], record["open_reservations"], record["reservations_expired"]) == \
+        ("2.5", "7.5", 1, 1)
+
+
+def test_warehouse_row_and_dashboard_show_them(page):
+    STATUS_HEADERS, status_rows = page.STATUS_HEADERS, page.status_rows
+    row = enforcement_row(record_with_holds(), NOW)
+    assert (row["held"], row["headroom"], row["open_reservations"], row["reservations_expired"]) == \
+        (D("2.5"), D("7.5"), 1, 1)
+    status = _status({**row, "scope": {"team": "search"}})
+    table = status_rows([status])
+    cells = _texts(table[1])
+    assert "$2.50 (1 open)" in cells and "$7.50" in cells and "1" in cells
+    assert {"Committed", "Held", "Headroom", "Expired holds"} <= set(STATUS_HEADERS)
+    assert len(table[1].children[0].children) == len(STATUS_HEADERS)
+
+
+def test_records_from_before_reservations_still_load_and_show_a_dash(page):
+    status_rows = page.status_rows
+    old = {k: v for k, v in record_with_holds().items()
+           if k not in ("held", "headroom", "open_reservations", "reservations_expired")}
+    row = enforcement_row(old, NOW)
+    assert (row["held"], row["headroom"], row["open_reservations"], row["reservations_expired"]) == (None, None, 0, 0)
+    cells = _texts(status_rows([_status({**row, "scope": {}})])[1])
+    assert cells.count("-") >= 2
+    assert isinstance(status_rows([])[0], html.Thead)

@@ -1,0 +1,79 @@
+"""The worst-case price a reservation holds: the dearest rule that could apply, from the real catalog."""
+
+from datetime import datetime, timezone
+from decimal import Decimal as D
+
+import pytest
+
+from streams.budgets.worst_case import WorstCaseError, count_prompt_tokens, worst_case
+from streams.pricing import load_price_book
+
+AT = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def book():
+    return load_price_book()
+
+
+def test_no_tier_named_takes_the_dearest_non_batch_tier(book):
+    # gpt-4o: standard 2.50/10.00, priority 4.25/17.00 per 1M; `auto` may serve priority
+    case = worst_case(book, "openai", "gpt-4o", 1_000_000, 1_000_000, at=AT)
+    assert (case.cost_usd, case.rule, case.tokens) == (D("21.25"), "priority", 2_000_000)
+    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 1_000_000, at=AT, service_tier="auto").cost_usd == D("21.25")
+    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 1_000_000, at=AT, service_tier="default").cost_usd == \
+        D("12.5")
+    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 1_000_000, at=AT, service_tier="batch").cost_usd == \
+        D("6.25")
+
+
+def test_prompt_tokens_take_the_dearest_input_price_cache_writes_included(book):
+    # claude-sonnet-4-5: input 3.00, 1h cache write 6.00, output 15.00
+    case = worst_case(book, "anthropic", "claude-sonnet-4-5", 100_000, 100_000, at=AT)
+    assert case.cost_usd == D("2.1")  # 100k x 6.00 + 100k x 15.00 per 1M
+    assert case.entry == "anthropic/claude-sonnet-4-5"
+
+
+def test_long_context_prices_above_the_threshold_and_near_it_when_estimated(book):
+    above = worst_case(book, "anthropic", "claude-sonnet-4-5", 200_001, 0, at=AT)
+    assert above.cost_usd == D("2.400012")  # 200,001 x 12.00 (1h write, long context) / 1M
+    assert "long context" in above.rule
+    counted = worst_case(book, "anthropic", "claude-sonnet-4-5", 190_000, 0, at=AT, prompt_estimated=True)
+    given = worst_case(book, "anthropic", "claude-sonnet-4-5", 190_000, 0, at=AT)
+    assert (counted.cost_usd, given.cost_usd) == (D("2.28"), D("1.14"))
+
+
+def test_a_negotiated_discount_applies_like_the_worker_applies_it(tmp_path):
+    path = tmp_path / "overrides.yaml"
+    path.write_text("negotiated: [{name: acme-all, org: acme, discount_percent: '10'}]\n")
+    discounted = load_price_book(overrides_path=path)
+    plain = worst_case(discounted, "openai", "gpt-4o", 1_000_000, 0, at=AT, org="globex", service_tier="default")
+    acme = worst_case(discounted, "openai", "gpt-4o", 1_000_000, 0, at=AT, org="acme", service_tier="default")
+    assert (plain.cost_usd, acme.cost_usd) == (D("2.5"), D("2.25"))
+
+
+def test_never_below_the_real_bill_and_rounded_up(book):
+    case = worst_case(book, "openai", "gpt-4o-mini", 1, 1, at=AT)
+    assert case.cost_usd > 0 and case.cost_usd == case.cost_usd.quantize(D("1e-12"))
+
+
+@pytest.mark.parametrize("args, message, status", [
+    (("openai", "no-such-model-xyz", 10, 10), "cannot price openai/no-such-model-xyz", 422),
+    (("openai", "gpt-4o", 10, None), "max_output_tokens is required", 400),
+    (("openai", "gpt-4o", -1, 10), "prompt_tokens must be >= 0", 400),
+    (("openai", "gpt-4o", 10, -5), "max_output_tokens must be >= 0", 400),
+])
+def test_what_cannot_be_priced_in_advance_is_refused_with_a_reason(book, args, message, status):
+    with pytest.raises(WorstCaseError, match=message) as info:
+        worst_case(book, *args, at=AT)
+    assert info.value.status == status
+
+
+def test_prompt_text_is_counted_with_the_metering_code():
+    from streams.metering.counting import count_message_tokens
+
+    messages = [{"role": "user", "content": "Say hello to the budget owner, please."}]
+    assert count_prompt_tokens(messages, "gpt-4o") == count_message_tokens(messages, "gpt-4o") > 5
+    assert count_prompt_tokens("hello world", "gpt-4o") == 2
+    with pytest.raises(WorstCaseError):
+        count_prompt_tokens({"bad": 1}, "gpt-4o")
