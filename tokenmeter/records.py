@@ -21,8 +21,9 @@ share a partition, so they stay in order; the dispatcher also delivers them in t
                   observed, expected, start, end, ...)
     dashboard_url link for people, may be ""
 
-Alert delivery record, topic `tokenmeter.alert-deliveries` (compacted), key = `<alert id>|<route>`:
-    alert_id, route ("slack" | "pagerduty" | "webhook"), target (URL or key with secrets masked),
+Alert delivery record, topic `tokenmeter.alert-deliveries` (compacted), key = `<alert id>|<route_id>`:
+    alert_id, route ("slack" | "pagerduty" | "webhook"), route_id (the kind, or `<kind>:<target hash>` when an
+    alert has several routes of one kind; older records lack it), target (URL or key with secrets masked),
     status ("delivered" | "failed" | "retrying"), attempts, last_error, http_status, at
 
 Enforcement record, topic `tokenmeter.enforcement` (compacted), key = `budget:<name>`:

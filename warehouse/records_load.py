@@ -160,6 +160,8 @@ def delivery_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
            for name in ("alert_id", "route", "target", "status", "last_error")},
         "attempts": _count(record, "attempts", 32), "http_status": _count(record, "http_status", 16),
         "at": _time(record, "at"),
+        # which route of the alert (several of one kind differ here); records written before it: the kind
+        "route_id": _text(record, "route_id") or _text(record, "route", required=True),
     }
 
 
@@ -239,7 +241,7 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
         ("inserted_at", UTC_MS))),
     topics.ALERT_DELIVERIES: ("alert_deliveries", delivery_row, _schema(
         *_strings("alert_id", "route", "target", "status"), ("attempts", pa.uint32()),
-        ("last_error", pa.string()), ("http_status", pa.uint16()), ("at", UTC_MS))),
+        ("last_error", pa.string()), ("http_status", pa.uint16()), ("at", UTC_MS), ("route_id", pa.string()))),
     topics.ENFORCEMENT: ("budget_status", enforcement_row, _schema(
         ("budget", pa.string()), ("scope", STR_MAP), *_strings("action", "reason"), ("until", UTC_MS),
         ("metric", pa.string()), ("spend", MONEY), ("limit_amount", MONEY), ("percent", pa.decimal128(18, 2)),
