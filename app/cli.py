@@ -226,6 +226,7 @@ def _register_stage_commands() -> None:
         ("warehouse.export_cli", "export"),
         ("warehouse.finance_cli", "showback"),
         ("warehouse.finance_cli", "close"),
+        ("warehouse.drift_cli", "drift"),
         ("dashboards.cli", "users"),
     ):
         try:

@@ -5,7 +5,7 @@ Each builder validates the shape it is given so a producer bug fails at the prod
 Alert record, topic `tokenmeter.alerts`, Kafka key = `dedup_key` (a condition's trigger, escalations and resolve
 share a partition, so they stay in order; the dispatcher also delivers them in that order):
     id            stable idempotency key (a redelivered or re-fired alert has the same id; deliver once per id)
-    source        "budget" | "anomaly"
+    source        "budget" | "anomaly" | "drift" (provider bill vs metered) | "completeness" (a source stale/dropping)
     kind          budget: "threshold" | "forecast" | "resolve"; anomaly: the detector's kind
     action        "trigger" | "resolve"   (PagerDuty event_action; Slack/webhook show it)
     severity      "info" | "warning" | "error" | "critical"   (PagerDuty severities)
@@ -49,7 +49,7 @@ from decimal import Decimal
 from typing import Any
 
 SEVERITIES = ("info", "warning", "error", "critical")
-ALERT_SOURCES = ("budget", "anomaly")
+ALERT_SOURCES = ("budget", "anomaly", "drift", "completeness")
 ALERT_ACTIONS = ("trigger", "resolve")
 ENFORCEMENT_ACTIONS = ("allow", "throttle", "block")
 ALERT_FIELDS = ("id", "source", "kind", "action", "severity", "dedup_key", "title", "summary", "at", "scope",

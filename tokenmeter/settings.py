@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from functools import cached_property
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,10 @@ class Settings(BaseSettings):
     cost_centers_file: Path | None = Field(None, description="YAML: team/project/tag -> cost center, GL account, owner.")
     allocation_file: Path | None = Field(None, description="YAML of shared-cost allocation rules; unset: the cost-centers file's.")
     raw_retention_days: int = Field(400, ge=1, description="Days of raw priced events kept; rollups are kept.")
+    # Finance alerts (cost drift, source completeness): routed by the alert dispatcher like budget alerts -------
+    finance_notify: list[str] = Field(default_factory=list, description="Routes for drift and completeness alerts (JSON list).")
+    drift_threshold_pct: Decimal = Field(Decimal(5), ge=0, description="Drift alert: gap above this % of the provider's cost...")
+    drift_min_usd: Decimal = Field(Decimal(1), ge=0, description="...and above this many USD (per day, provider and model).")
     # HTTP collector ---------------------------------------------------------------------------------
     collect_body_timeout_seconds: float = Field(
         10.0, gt=0, description="HTTP collector: a request body must arrive within this; slower clients get 408.")
