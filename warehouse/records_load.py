@@ -239,7 +239,7 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
         *_strings("id", "source", "kind", "action", "severity", "dedup_key", "title", "summary"),
         ("at", UTC_MS), ("scope", STR_MAP), *_strings("budget", "details", "dashboard_url"),
         ("inserted_at", UTC_MS))),
-    topics.ALERT_DELIVERIES: ("alert_deliveries", delivery_row, _schema(
+    topics.ALERT_DELIVERIES: ("alert_route_deliveries", delivery_row, _schema(  # view -> alert_deliveries
         *_strings("alert_id", "route", "target", "status"), ("attempts", pa.uint32()),
         ("last_error", pa.string()), ("http_status", pa.uint16()), ("at", UTC_MS), ("route_id", pa.string()))),
     topics.ENFORCEMENT: ("budget_status", enforcement_row, _schema(
