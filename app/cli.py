@@ -227,6 +227,7 @@ def _register_stage_commands() -> None:
         ("warehouse.finance_cli", "showback"),
         ("warehouse.finance_cli", "close"),
         ("warehouse.drift_cli", "drift"),
+        ("warehouse.completeness_cli", "completeness"),
         ("dashboards.cli", "users"),
     ):
         try:
