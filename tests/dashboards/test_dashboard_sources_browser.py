@@ -1,0 +1,75 @@
+"""Overview's source health in a real browser (issue 16, completeness): a gateway that stopped sending shows as
+stale and highlighted, a steady one as ok, with events in the last hour against their usual level; a team user
+does not see the section (sources are nobody's team)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from dash_seed import browser_login
+from dashboards import create_app
+from dashboards.users import add_user
+from tokenmeter.settings import load_settings
+
+pytestmark = pytest.mark.browser
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def steady(source: str, per_hour: int, days: int, silent_for: timedelta = timedelta(0)) -> list[dict]:
+    step, out = timedelta(minutes=60 / per_hour), []
+    ts = NOW - silent_for - step / 2
+    while ts >= NOW - timedelta(days=days):
+        out.append({"event_id": f"{source}-{len(out)}", "ts": ts.isoformat(), "source": source, "provider": "openai",
+                    "model": "gpt-4o", "status": "ok", "attribution": {"team": "alpha", "tags": {}},
+                    "usage": {"input_tokens": 10, "output_tokens": 1}, "tokens_source": "provider",
+                    "cost_usd": "0.001", "cost_breakdown": {"input": "0.001"}, "pricing_status": "priced",
+                    "price": {"entry": "openai/gpt-4o"}, "priced_at": ts.isoformat()})
+        ts -= step
+    return out
+
+
+@pytest.fixture(scope="module")
+def sources_app(tmp_path_factory, kafka_bootstrap):
+    from warehouse import open_warehouse
+
+    data_dir = tmp_path_factory.mktemp("dash-sources")
+    users = data_dir / "users.yaml"
+    add_user(users, "fin", "fin-pass", "finance")
+    add_user(users, "al", "al-pass", "team:alpha")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=users, kafka_bootstrap=kafka_bootstrap,
+                             dashboard_secret_key="s" * 32)
+    warehouse = open_warehouse(settings, writer=True, serve=False)
+    try:
+        warehouse.insert_priced(steady("kong", 4, 8) + steady("litellm", 4, 8, silent_for=timedelta(hours=3)))
+        yield settings, warehouse
+    finally:
+        warehouse.close()
+
+
+def _rows(dash_duo) -> dict[str, list[str]]:
+    rows = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#overview-sources tbody tr")
+    return {cells[0]: cells for cells in ([td.text for td in r.find_elements(By.TAG_NAME, "td")] for r in rows)
+            if cells}
+
+
+def test_overview_shows_a_stale_source(dash_duo, sources_app):
+    settings, warehouse = sources_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
+    dash_duo.wait_for_contains_text("#overview-sources", "litellm", timeout=20)
+    rows = _rows(dash_duo)
+    assert rows["litellm"][1] == "stale" and rows["litellm"][3:5] == ["0", "4"]
+    assert rows["kong"][1] == "ok" and rows["kong"][3:5] == ["4", "4"]
+    flagged = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#overview-sources tr.row-bad")
+    assert [r.find_element(By.TAG_NAME, "td").text for r in flagged] == ["litellm"]  # problems first, highlighted
+
+
+def test_team_user_does_not_see_sources(dash_duo, sources_app):
+    settings, warehouse = sources_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "al", "al-pass")
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
+    dash_duo.wait_for_contains_text("#overview-movers", "", timeout=20)
+    dash_duo.wait_for_style_to_equal("#overview-sources-card", "display", "none", timeout=20)
