@@ -228,6 +228,7 @@ def _register_stage_commands() -> None:
         ("warehouse.finance_cli", "close"),
         ("warehouse.drift_cli", "drift"),
         ("warehouse.completeness_cli", "completeness"),
+        ("warehouse.finance_watch", "finance_watch"),
         ("dashboards.cli", "users"),
     ):
         try:

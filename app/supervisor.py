@@ -222,7 +222,8 @@ class Supervisor:
         import importlib.util
 
         for name, module, args in (("alerts", "streams.alerts.cli", ["alerts", "dispatch"]),  # own process: a dead
-                                   ("anomalies", "streams.anomalies.cli", ["anomalies", "run"])):  # endpoint never slows metering
+                                   ("anomalies", "streams.anomalies.cli", ["anomalies", "run"]),  # endpoint never slows metering
+                                   ("finance", "warehouse.finance_watch", ["finance-watch"])):  # drift, completeness
             if importlib.util.find_spec(module) is not None:
                 self.spawn(name, me + args)
                 self.echo(f"      {name} started (log {self.log_dir / (name + '.log')})")
