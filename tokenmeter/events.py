@@ -85,6 +85,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class Correlation(_Strict):
+    """Ids that name the same LLM call in other sources (a gateway log, an OTel span, an SDK event), so the
+    warehouse counts the call once (warehouse/dedup.py): the provider's response id (`chatcmpl-...`, `msg_...`),
+    a request id the gateway logs and the client knows (`x-request-id`), and the W3C trace and span id of the
+    client span that made the call."""
+
+    response_id: str | None = Field(default=None, min_length=1, max_length=256)
+    request_id: str | None = Field(default=None, min_length=1, max_length=256)
+    trace_id: str | None = Field(default=None, min_length=1, max_length=64)
+    span_id: str | None = Field(default=None, min_length=1, max_length=32)
+
+
 class Attribution(_Strict):
     org: str | None = None
     team: str | None = None
@@ -162,6 +174,7 @@ class UsageEvent(_Strict):
     # `litellm-cache-writes-in-prompt`): the event is metered with the best rule and this says which, so such
     # events are counted, stored and reportable instead of silently trusted.
     usage_assumption: str | None = Field(default=None, min_length=1, max_length=200)
+    correlation: Correlation | None = None  # cross-source dedup keys (optional)
 
     @field_validator("ts")
     @classmethod

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from tokenmeter.events import Attribution, PricedEvent, Usage, UsageEvent, describe_validation_error
+from tokenmeter.events import Attribution, Correlation, PricedEvent, Usage, UsageEvent, describe_validation_error
 from warehouse.backends import WarehouseError
 from warehouse.rollups import rebuild_statements
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
@@ -130,9 +130,17 @@ def stored_row_to_event(row: dict[str, Any]) -> UsageEvent:
             batch=bool(row["batch"]),
             service_tier=row["service_tier"] or None,
             usage_assumption=row.get("usage_assumption") or None,
+            correlation=_correlation(row),
         )
     except ValidationError as exc:
         raise WarehouseError(f"stored event {row['event_id']!r}: {describe_validation_error(exc)}") from None
+
+
+def _correlation(row: dict[str, Any]) -> Correlation | None:
+    raw = row.get("correlation") or {}
+    if isinstance(raw, list):
+        raw = dict((item["key"], item["value"]) if isinstance(item, dict) else tuple(item) for item in raw)
+    return Correlation(**raw) if raw else None
 
 
 def _tool_requests(row: dict[str, Any]) -> dict[str, int] | None:

@@ -22,7 +22,7 @@ import polars as pl
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, UsageEvent)
 
-TOP_KEYS = frozenset(UsageEvent.model_fields)
+TOP_KEYS = frozenset(UsageEvent.model_fields) - {"correlation"}  # events with correlation ids take the row path
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
 USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
                "reasoning_tokens")
