@@ -229,6 +229,7 @@ def _register_stage_commands() -> None:
         ("warehouse.drift_cli", "drift"),
         ("warehouse.completeness_cli", "completeness"),
         ("warehouse.finance_watch", "finance_watch"),
+        ("warehouse.dedup_cli", "dedup"),
         ("dashboards.cli", "users"),
     ):
         try:

@@ -52,23 +52,27 @@ def split_duplicates(rows: list[dict[str, Any]], stored: dict[str, tuple[str, st
     keep, duplicates, bridged = [], [], []
     for row in rows:
         keys = row.get("call_keys") or []
-        winner = next(((key, owners[key]) for key in keys if key in owners and owners[key][0] != row["event_id"]),
-                      None)
+        mine = (row["event_id"], row["source"])  # a redelivery of a stored event owns its keys already
+        winner = next(((key, owners[key]) for key in keys if key in owners and owners[key] != mine), None)
         if winner is None:
             keep.append(row)
             for key in keys:
                 owners.setdefault(key, (row["event_id"], row["source"]))
             continue
         key, (winner_id, winner_source) = winner
-        duplicates.append({"ts": row["ts"], "duplicate_event_id": row["event_id"], "duplicate_source": row["source"],
-                           "winner_event_id": winner_id, "winner_source": winner_source, "matched_key": key,
-                           "provider": row["provider"], "model": row["model"],
-                           "duplicate_cost_usd": row["cost_usd"]})
+        duplicates.append(duplicate_record(row, winner_id, winner_source, key))
         for other in keys:
             if other not in owners:
                 owners[other] = (winner_id, winner_source)
                 bridged.append({"key": other, "event_id": winner_id, "source": winner_source, "ts": row["ts"]})
     return keep, duplicates, bridged
+
+
+def duplicate_record(row: dict[str, Any], winner_id: str, winner_source: str, key: str) -> dict[str, Any]:
+    """A `cross_source_duplicates` row: `row` was not counted because `winner_id` (from `winner_source`) was."""
+    return {"ts": row["ts"], "duplicate_event_id": row["event_id"], "duplicate_source": row["source"],
+            "winner_event_id": winner_id, "winner_source": winner_source, "matched_key": key,
+            "provider": row["provider"], "model": row["model"], "duplicate_cost_usd": row["cost_usd"]}
 
 
 DUPLICATE_COLUMNS = ("ts", "duplicate_event_id", "duplicate_source", "winner_event_id", "winner_source",

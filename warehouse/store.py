@@ -36,7 +36,7 @@ from warehouse.backends import (
     WarehouseError,
     WarehouseLocked,
 )
-from warehouse.dedup import DUPLICATE_COLUMNS, split_duplicates
+from warehouse.dedup import DUPLICATE_COLUMNS, duplicate_record, split_duplicates
 from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
@@ -117,9 +117,9 @@ class Warehouse:
         """Insert rows already validated by `schema.event_to_row`, with the dedupe protocol above."""
         if not self.backend.writable:
             raise WarehouseError("this warehouse handle is read-only (another process owns it)")
-        unique: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            unique.setdefault(row["event_id"], row)
+        unique: dict[Any, dict[str, Any]] = {}
+        for row in rows:  # correlated rows by (event_id, source): two sources may both use the response id as id
+            unique.setdefault((row["event_id"], row["source"]) if row.get("call_keys") else row["event_id"], row)
         if self.retention_days:
             horizon = datetime.now(timezone.utc) - timedelta(days=self.retention_days)
             kept = {k: r for k, r in unique.items() if r["ts"] >= horizon}
@@ -134,6 +134,12 @@ class Warehouse:
         with self._insert_lock:
             self._ensure_staging()
             keep, duplicates, bridged = self._cross_source_split(list(unique.values()))
+            by_id: dict[str, dict[str, Any]] = {}
+            for row in keep:  # one event_id kept twice (two sources, no key in common): one row, one duplicate
+                first = by_id.setdefault(row["event_id"], row)
+                if first is not row:
+                    duplicates.append(duplicate_record(row, first["event_id"], first["source"], "event_id"))
+            keep = list(by_id.values())
             for chunk in _by_partition(keep):
                 new_rows += self._insert_new(rows_to_arrow(chunk))
             if bridged:  # after the winners: a crash in between finds the same on redelivery

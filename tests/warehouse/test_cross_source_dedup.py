@@ -40,10 +40,15 @@ def one_call(team: str, response: str) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def wh(tmp_path_factory):
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("dedup")
+
+
+@pytest.fixture(scope="module")
+def wh(data_dir):
     from warehouse import open_warehouse
 
-    warehouse = open_warehouse(Settings(data_dir=tmp_path_factory.mktemp("dedup")), writer=True, serve=False)
+    warehouse = open_warehouse(Settings(data_dir=data_dir), writer=True)  # served: the CLI test reads through it
     yield warehouse
     warehouse.close()
 
@@ -123,3 +128,46 @@ def test_hostile_correlation_ids_are_refused_or_stored_verbatim(wh):
         wh.insert_priced([priced(f"long-{team}", "kong", "1", {"request_id": "x" * 300}, team)])
     with pytest.raises(WarehouseError, match="correlation"):
         wh.insert_priced([priced(f"extra-{team}", "kong", "1", {"session": "s"}, team)])
+
+
+def test_real_payloads_of_one_call_through_the_collectors_count_once(wh, data_dir):
+    """Real transcribed payloads (tests/conformance/payloads: an OpenAI SDK chat completion, a LiteLLM
+    StandardLoggingPayload, an OpenLIT OTel span), given the one response id of a single call (each source
+    carries it: LiteLLM's `id`, the span's `gen_ai.response.id`, the SDK response's `id`), parsed by the
+    collectors, priced by the worker's code, loaded: one row, two duplicates recorded with the gateway as winner;
+    `tokenmeter dedup` reports them per source pair."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from collectors import parse_record
+    from streams.enrich import price_event
+    from streams.pricing import load_price_book
+
+    payloads = Path(__file__).resolve().parents[1] / "conformance" / "payloads"
+    sdk = json.loads((payloads / "openai" / "chat_gpt41_nano.json").read_text())
+    gateway = json.loads((payloads / "litellm" / "v1_110_2_openai_cached.json").read_text())
+    span = json.loads((payloads / "otel" / "openlit_gen_ai_system_openai.json").read_text())
+    call_id = sdk["id"]
+    gateway["id"] = call_id
+    attrs = span["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
+    next(a for a in attrs if a["key"] == "gen_ai.response.id")["value"]["stringValue"] = call_id
+    book = load_price_book()
+    priced_events = [price_event(event, book).to_json() for record in (gateway, span, sdk)
+                     for event in parse_record(record)]
+    assert [e["source"] for e in priced_events] == ["litellm", "otel", "openai"]
+    for event in priced_events:  # one call, one moment (the transcriptions are from different days)
+        event["ts"] = NOW.isoformat()
+    assert wh.insert_priced(priced_events) == 1
+    assert wh.insert_priced(priced_events[::-1]) == 0  # replayed in another order: nothing new
+    stored = wh.query("SELECT source, event_id FROM priced_events WHERE has(call_keys, {k:String})",
+                      {"k": f"response:openai:{call_id}"}).rows()
+    assert stored == [("litellm", call_id)]
+    out = subprocess.run([sys.executable, "-m", "app", "dedup", "--format", "json"], capture_output=True, text=True,
+                         env={"TOKENMETER_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pairs = {(r["winner_source"], r["duplicate_source"]): r["duplicates"] for r in json.loads(out.stdout)}
+    assert pairs[("litellm", "otel")] == 1 and pairs[("litellm", "openai")] == 1
+    assert pairs[("otel", "litellm")] == 1  # the first test's call: the span won there
+    assert ("openai", "litellm") not in pairs  # the SDK event shares LiteLLM's id (the response id): not a winner

@@ -4,7 +4,7 @@
 -- stored with the row. `call_keys` maps each key to the event stored for the call, written by a view on
 -- priced_events, so a row and its keys are written by the same INSERT (like priced_event_ids, 0009). The loader
 -- stores an event only if none of its keys belongs to another stored event; a skipped one is recorded in
--- `cross_source_duplicates` (keyed by its event_id: a redelivery is one row) with the event that won.
+-- `cross_source_duplicates` (keyed by its event_id and source: a redelivery is one row) with the event that won.
 ALTER TABLE priced_events ADD COLUMN IF NOT EXISTS correlation Map(String, String);
 
 ALTER TABLE priced_events ADD COLUMN IF NOT EXISTS call_keys Array(String);
@@ -37,4 +37,4 @@ CREATE TABLE IF NOT EXISTS cross_source_duplicates
 )
 ENGINE = ReplacingMergeTree(recorded_at)
 PARTITION BY toYYYYMM(ts)
-ORDER BY duplicate_event_id;
+ORDER BY (duplicate_event_id, duplicate_source);
