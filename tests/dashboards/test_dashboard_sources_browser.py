@@ -1,6 +1,7 @@
-"""Overview's source health in a real browser (issue 16, completeness): a gateway that stopped sending shows as
-stale and highlighted, a steady one as ok, with events in the last hour against their usual level; a team user
-does not see the section (sources are nobody's team)."""
+"""Finance checks in a real browser (issue 16). Overview's source health: a gateway that stopped sending shows
+as stale and highlighted, a steady one as ok, with events in the last hour against their usual level; a team
+user does not see the section (sources are nobody's team). Reconciliation: calls seen by two sources, counted
+once, per source pair."""
 
 from __future__ import annotations
 
@@ -44,6 +45,11 @@ def sources_app(tmp_path_factory, kafka_bootstrap):
     warehouse = open_warehouse(settings, writer=True, serve=False)
     try:
         warehouse.insert_priced(steady("kong", 4, 8) + steady("litellm", 4, 8, silent_for=timedelta(hours=3)))
+        call = {"ts": (NOW - timedelta(minutes=30)).isoformat(), "correlation": {"response_id": "chatcmpl-1"}}
+        gateway, span = steady("gateway", 1, 1)[0] | call, steady("otel", 1, 1)[0] | call
+        span["correlation"] = {**call["correlation"], "trace_id": "5b8efff798038103d269b633813fc60c",
+                               "span_id": "eee19b7ec3c1b174"}
+        assert warehouse.insert_priced([gateway, span]) == 1  # one call, two sources
         yield settings, warehouse
     finally:
         warehouse.close()
@@ -73,3 +79,14 @@ def test_team_user_does_not_see_sources(dash_duo, sources_app):
     dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
     dash_duo.wait_for_contains_text("#overview-movers", "", timeout=20)
     dash_duo.wait_for_style_to_equal("#overview-sources-card", "display", "none", timeout=20)
+
+
+def test_reconciliation_shows_calls_seen_by_two_sources(dash_duo, sources_app):
+    settings, warehouse = sources_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    start = (NOW - timedelta(days=1)).date()
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/reconciliation?start={start}&end={NOW.date()}")
+    dash_duo.wait_for_contains_text("#dedup-table", "gateway", timeout=20)
+    rows = [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
+            for r in dash_duo.driver.find_elements(By.CSS_SELECTOR, "#dedup-table tbody tr")]
+    assert rows == [["gateway", "otel", "1", "$0.0010", "1", "0", "0"]]
