@@ -230,6 +230,7 @@ def _register_stage_commands() -> None:
         ("warehouse.completeness_cli", "completeness"),
         ("warehouse.finance_watch", "finance_watch"),
         ("warehouse.dedup_cli", "dedup"),
+        ("warehouse.demo_history", "demo_history"),
         ("dashboards.cli", "users"),
     ):
         try:
