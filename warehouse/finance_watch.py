@@ -77,4 +77,5 @@ def finance_watch(interval: float) -> None:
 
     settings = cli_settings()
     configure_logging(settings)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per warehouse query otherwise
     run_service(lambda stop: watch(settings, stop, interval))
