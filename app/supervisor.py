@@ -198,7 +198,7 @@ class Supervisor:
         history = None
         if self.demo and not s.clickhouse_url:  # 30 days of back-filled history, written while the broker and
             # the worker start; the loader (the warehouse's owner) starts after it (warehouse/demo_history.py)
-            history = subprocess.Popen(me + ["demo-history"], env=self.child_env(),
+            history = subprocess.Popen(me + ["demo-history", "--publish"], env=self.child_env(),
                                        stdout=open(self.log_dir / "demo-history.log", "w"), stderr=subprocess.STDOUT)
 
         if s.embedded_broker:

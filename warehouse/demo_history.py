@@ -208,9 +208,50 @@ def provider_reports(priced: list[dict[str, Any]], now: datetime) -> list[dict[s
     return records
 
 
-def write_history(settings: Any, now: datetime | None = None) -> dict[str, Any]:
+async def _publish_priced(bootstrap: str, priced: list[dict[str, Any]], wait_seconds: float = 30.0) -> int:
+    """The history on `tokenmeter.priced` too, in time order, framed as the worker frames it: the anomaly detector
+    reads that topic (a backfill builds its baselines and finds the injections); the loader meets ids it has."""
+    import asyncio
+    import time
+
+    import orjson
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from tokenmeter import microbatch, topics
+    from tokenmeter.events import partition_key
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+        try:
+            await producer.start()
+            break
+        except KafkaError:
+            await producer.stop()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        sent = 0
+        for i in range(0, len(priced), 500):  # an hour or so at a time, keys in order within each chunk
+            groups: dict[bytes, list[bytes]] = {}
+            for event in priced[i:i + 500]:
+                groups.setdefault(partition_key(event), []).append(orjson.dumps(event))
+            for key, encoded in groups.items():
+                for value in microbatch.frame(encoded):
+                    await producer.send(topics.PRICED, value, key=key)
+            await producer.flush()
+            sent += len(priced[i:i + 500])
+        return sent
+    finally:
+        await producer.stop()
+
+
+def write_history(settings: Any, now: datetime | None = None, publish: bool = False) -> dict[str, Any]:
     """Write the month into an empty warehouse (nothing when it has events already); close the previous month
-    when it ended inside the history. Returns what was written."""
+    when it ended inside the history; with `publish`, also put it on the priced topic for the anomaly detector.
+    Returns what was written."""
     from tokenmeter import topics
     from warehouse.month_close import close_month, closed_months, closes_dir
     from warehouse.records_load import record_to_row
@@ -232,13 +273,23 @@ def write_history(settings: Any, now: datetime | None = None) -> dict[str, Any]:
         closed = None
         if first_of_month - now + timedelta(days=DAYS) > timedelta(0) and previous not in closed_months(closes_dir(settings)):
             closed = close_month(wh, closes_dir(settings), previous, closed_by="demo", now=now)["month"]
-        return {"events": stored, "sent": len(priced), "provider_reports": len(reports), "closed": closed}
     finally:
         wh.close()
+    published = 0
+    if publish:
+        import asyncio
+
+        try:
+            published = asyncio.run(_publish_priced(settings.bootstrap_servers, priced))
+        except Exception as exc:  # noqa: BLE001 - the month is in the warehouse; only the detector misses it
+            log.warning("demo history not published to the priced topic: %s", exc)
+    return {"events": stored, "sent": len(priced), "provider_reports": len(reports), "closed": closed,
+            "published": published}
 
 
 @click.command("demo-history")
-def demo_history() -> None:
+@click.option("--publish", is_flag=True, help="Also put the history on tokenmeter.priced (for the anomaly detector).")
+def demo_history(publish: bool) -> None:
     """Back-fill 30 days of demo history into an empty warehouse (run by `tokenmeter up --demo` before the
     loader starts; the loader must not be running)."""
     from tokenmeter.cli_support import cli_settings
@@ -246,7 +297,7 @@ def demo_history() -> None:
 
     settings = cli_settings()
     try:
-        result = write_history(settings)
+        result = write_history(settings, publish=publish)
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
     if result.get("skipped"):
@@ -254,4 +305,5 @@ def demo_history() -> None:
         return
     click.echo(f"demo history: {result['events']} events over {DAYS} days ({result['sent'] - result['events']} "
                f"seen twice, counted once), {result['provider_reports']} provider report rows"
-               + (f", month {result['closed']} closed" if result["closed"] else ""))
+               + (f", month {result['closed']} closed" if result["closed"] else "")
+               + (f", {result['published']} on the priced topic" if result["published"] else ""))
