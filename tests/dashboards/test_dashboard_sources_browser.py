@@ -6,6 +6,7 @@ once, per source pair."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -50,6 +51,16 @@ def sources_app(tmp_path_factory, kafka_bootstrap):
         span["correlation"] = {**call["correlation"], "trace_id": "5b8efff798038103d269b633813fc60c",
                                "span_id": "eee19b7ec3c1b174"}
         assert warehouse.insert_priced([gateway, span]) == 1  # one call, two sources
+        from tokenmeter import topics
+        from warehouse.completeness import SourceHealth, completeness_alert
+        from warehouse.records_load import record_to_row
+
+        stale = completeness_alert(SourceHealth("litellm", "events", NOW - timedelta(hours=3), 0, Decimal(4), 0,
+                                                "stale"), NOW - timedelta(minutes=5), ["webhook=http://127.0.0.1:9/x"])
+        warehouse.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, stale)[1]])
+        delivered = {"alert_id": stale["id"], "route": "webhook", "route_id": "webhook", "target": "http://127.0.0.1:9/***",
+                     "status": "delivered", "attempts": 1, "last_error": "", "http_status": 200, "at": NOW.isoformat()}
+        warehouse.insert_records(topics.ALERT_DELIVERIES, [record_to_row(topics.ALERT_DELIVERIES, delivered)[1]])
         yield settings, warehouse
     finally:
         warehouse.close()
@@ -65,7 +76,7 @@ def test_overview_shows_a_stale_source(dash_duo, sources_app):
     settings, warehouse = sources_app
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
     dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
-    dash_duo.wait_for_contains_text("#overview-sources", "litellm", timeout=20)
+    dash_duo.wait_for_contains_text("#overview-sources", "litellm", timeout=40)
     rows = _rows(dash_duo)
     assert rows["litellm"][1] == "stale" and rows["litellm"][3:5] == ["0", "4"]
     assert rows["kong"][1] == "ok" and rows["kong"][3:5] == ["4", "4"]
@@ -77,8 +88,8 @@ def test_team_user_does_not_see_sources(dash_duo, sources_app):
     settings, warehouse = sources_app
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "al", "al-pass")
     dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
-    dash_duo.wait_for_contains_text("#overview-movers", "", timeout=20)
-    dash_duo.wait_for_style_to_equal("#overview-sources-card", "display", "none", timeout=20)
+    dash_duo.wait_for_contains_text("#overview-movers", "", timeout=40)
+    dash_duo.wait_for_style_to_equal("#overview-sources-card", "display", "none", timeout=40)
 
 
 def test_reconciliation_shows_calls_seen_by_two_sources(dash_duo, sources_app):
@@ -86,7 +97,18 @@ def test_reconciliation_shows_calls_seen_by_two_sources(dash_duo, sources_app):
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
     start = (NOW - timedelta(days=1)).date()
     dash_duo.wait_for_page(url=f"{dash_duo.server.url}/reconciliation?start={start}&end={NOW.date()}")
-    dash_duo.wait_for_contains_text("#dedup-table", "gateway", timeout=20)
+    dash_duo.wait_for_contains_text("#dedup-table", "gateway", timeout=40)
     rows = [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
             for r in dash_duo.driver.find_elements(By.CSS_SELECTOR, "#dedup-table tbody tr")]
     assert rows == [["gateway", "otel", "1", "$0.0010", "1", "0", "0"]]
+
+
+def test_alert_inbox_lists_finance_alerts_with_their_delivery(dash_duo, sources_app):
+    settings, warehouse = sources_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/alerts")
+    dash_duo.wait_for_contains_text("#alerts-table", "Source litellm is stale", timeout=40)
+    row = dash_duo.driver.find_element(By.CSS_SELECTOR, "#alerts-table tbody tr[data-source='completeness']")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:4] == ["completeness", "source_stale", "error"] and "webhook:delivered(1)" in cells[5]
+    assert "usually 4" in cells[4]
