@@ -33,10 +33,37 @@ def check_once(settings: Any, now: datetime | None = None) -> list[dict]:
     try:
         rows, totals = drift(wh, *complete_days(DRIFT_DAYS, now.date()), limits)
         health = source_health(wh, now, Limits.from_settings(settings))
+        alerts = drift_alerts(rows, totals, limits, notify, url)
+        alerts += [completeness_alert(h, now, notify, settings.dashboard_url) for h in health if h.problem]
+        done = settled(wh, [a["id"] for a in alerts], _route_ids(settings))
     finally:
         wh.close()
-    alerts = drift_alerts(rows, totals, limits, notify, url)
-    return alerts + [completeness_alert(h, now, notify, settings.dashboard_url) for h in health if h.problem]
+    return [a for a in alerts if a["id"] not in done]
+
+
+def _route_ids(settings: Any) -> list[str]:
+    from streams.alerts.route_secrets import RouteSecrets
+    from streams.alerts.routes import parse_routes
+
+    routes, _ = parse_routes(list(settings.finance_notify), RouteSecrets(settings.data_dir).resolve)
+    return [r.route_id for r in routes]
+
+
+def settled(wh: Any, alert_ids: list[str], route_ids: list[str]) -> set[str]:
+    """Alerts the warehouse shows as handled: recorded, and (with routes) a final delivery state on every route.
+    They are not published again after a restart: the embedded broker forgets delivery states, the warehouse
+    does not, so a restarted stack would otherwise send each finance alert once more."""
+    if not alert_ids:
+        return set()
+    params = {f"a{i}": alert_id for i, alert_id in enumerate(alert_ids)}
+    among = "(" + ", ".join(f"{{{name}:String}}" for name in params) + ")"
+    known = set(wh.query(f"SELECT DISTINCT id FROM alerts WHERE id IN {among}", params)["id"].to_list())
+    if not route_ids or not known:
+        return known
+    final = wh.query("SELECT alert_id, groupUniqArray(route_id) AS routes FROM alert_route_deliveries FINAL"
+                     f" WHERE alert_id IN {among} AND status IN ('delivered', 'failed') GROUP BY alert_id", params)
+    return {a for a, routes in zip(final["alert_id"].to_list(), final["routes"].to_list())
+            if a in known and set(route_ids) <= set(routes)}
 
 
 def _served(settings: Any) -> bool:

@@ -146,3 +146,29 @@ def test_cli_reports_drift_as_json(data_dir):
     bad = subprocess.run([sys.executable, "-m", "app", "drift", "--since", "yesterday"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
+
+
+def test_alerts_the_warehouse_shows_delivered_are_not_sent_again(data_dir):
+    """After a restart the embedded broker has no delivery states; the watch asks the warehouse instead."""
+    from streams.alerts.delivery import DeliveryState
+    from streams.alerts.routes import parse_routes
+    from warehouse import open_warehouse
+    from warehouse.drift import Thresholds, drift, drift_alerts
+    from warehouse.finance_watch import settled
+    from warehouse.records_load import record_to_row
+
+    routes, _ = parse_routes(["webhook=http://127.0.0.1:9/a/one", "webhook=http://127.0.0.1:9/a/two"])
+    wh = open_warehouse(Settings(data_dir=data_dir), writer=True, serve=False)
+    try:
+        rows, totals = drift(wh, DAY, DAY + timedelta(days=1), Thresholds())
+        first, second, *_ = drift_alerts(rows, totals, Thresholds())
+        ids, route_ids = [first["id"], second["id"]], [r.route_id for r in routes]
+        assert settled(wh, ids, route_ids) == set()  # never recorded: send
+        wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, a)[1] for a in (first, second)])
+        assert settled(wh, ids, []) == set(ids)  # recorded, no route to deliver to: done
+        states = [DeliveryState(first["id"], r, "delivered", 1, "", 200).record() for r in routes]
+        states.append(DeliveryState(second["id"], routes[0], "failed", 8, "HTTP 500", 500).record())
+        wh.insert_records(topics.ALERT_DELIVERIES, [record_to_row(topics.ALERT_DELIVERIES, s)[1] for s in states])
+        assert settled(wh, ids, route_ids) == {first["id"]}  # the second never reached its second route
+    finally:
+        wh.close()
