@@ -226,6 +226,11 @@ def _register_stage_commands() -> None:
         ("warehouse.export_cli", "export"),
         ("warehouse.finance_cli", "showback"),
         ("warehouse.finance_cli", "close"),
+        ("warehouse.drift_cli", "drift"),
+        ("warehouse.completeness_cli", "completeness"),
+        ("warehouse.finance_watch", "finance_watch"),
+        ("warehouse.dedup_cli", "dedup"),
+        ("warehouse.demo_history", "demo_history"),
         ("dashboards.cli", "users"),
     ):
         try:

@@ -132,6 +132,10 @@ class Supervisor:
         env["TOKENMETER_KAFKA_BOOTSTRAP"] = self.settings.bootstrap_servers
         env["TOKENMETER_DATA_DIR"] = str(self.settings.data_dir.resolve())
         env["PYTHONUNBUFFERED"] = "1"
+        if self.demo and "TOKENMETER_DRIFT_MIN_USD" not in env and self.settings.drift_min_usd == 1:
+            from warehouse.demo_history import DEMO_DRIFT_MIN_USD  # the demo spends a few USD a day
+
+            env["TOKENMETER_DRIFT_MIN_USD"] = DEMO_DRIFT_MIN_USD
         return env
 
     def child(self, name: str) -> Child | None:
@@ -191,6 +195,12 @@ class Supervisor:
             action()
             self.echo(f"[{i}/{total}] {what} ready in {time.monotonic() - t0:.1f} s")
 
+        history = None
+        if self.demo and not s.clickhouse_url:  # 30 days of back-filled history, written while the broker and
+            # the worker start; the loader (the warehouse's owner) starts after it (warehouse/demo_history.py)
+            history = subprocess.Popen(me + ["demo-history", "--publish"], env=self.child_env(),
+                                       stdout=open(self.log_dir / "demo-history.log", "w"), stderr=subprocess.STDOUT)
+
         if s.embedded_broker:
             def broker() -> None:
                 proc = self.spawn("broker", None, uses_kafka=False).proc
@@ -210,6 +220,14 @@ class Supervisor:
         loader_ready = (lambda: True) if s.clickhouse_url else endpoint_file.exists
         if not s.clickhouse_url:
             endpoint_file.unlink(missing_ok=True)
+        if history is not None:
+            try:
+                code = history.wait(120)
+            except subprocess.TimeoutExpired:
+                history.kill()
+                code = history.wait()
+            self.echo(f"      demo history: {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
+                      if code == 0 else f"      demo history failed (exit {code}); see {self.log_dir / 'demo-history.log'}")
         step(3, f"loader into {warehouse}", lambda: self.wait_ready(self.spawn("loader", me + ["load"], loader_ready), 60))
         from dashboards.users import UsersFileError, ensure_users_file  # the login is printed here, once
 
@@ -222,7 +240,8 @@ class Supervisor:
         import importlib.util
 
         for name, module, args in (("alerts", "streams.alerts.cli", ["alerts", "dispatch"]),  # own process: a dead
-                                   ("anomalies", "streams.anomalies.cli", ["anomalies", "run"])):  # endpoint never slows metering
+                                   ("anomalies", "streams.anomalies.cli", ["anomalies", "run"]),  # endpoint never slows metering
+                                   ("finance", "warehouse.finance_watch", ["finance-watch"])):  # drift, completeness
             if importlib.util.find_spec(module) is not None:
                 self.spawn(name, me + args)
                 self.echo(f"      {name} started (log {self.log_dir / (name + '.log')})")

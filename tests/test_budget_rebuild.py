@@ -112,3 +112,43 @@ def test_alerts_not_delivered_on_every_route_go_back_to_the_outbox_with_known_st
     assert [a["id"] for a in replayed] == [alerts[50]["id"]]  # 50 % reached only the first route
     assert replayed[0]["notify"] == notify and replayed[0]["details"]["threshold"] == 50
     assert [(k, s["status"]) for k, s in states] == [(f"{alerts[50]['id']}|{routes[0].route_id}", "delivered")]
+
+
+def test_two_routes_of_one_kind_delivered_are_not_replayed(wh):
+    """Issue 16 follow-up: two webhooks (same masked look) both delivered must not go back to the outbox on every
+    restart (the 30-minute soak saw 86 same-id repeats); one delivered, one not: only the missing one is open."""
+    from streams.alerts.delivery import DeliveryState
+    from streams.alerts.routes import parse_routes
+    from streams.budgets.periods import period_window
+    from streams.budgets.rebuild import replay_alerts
+    from warehouse.records_load import record_to_row
+
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    notify = ["webhook=http://127.0.0.1:9/hooks/one", "webhook=http://127.0.0.1:9/hooks/two"]
+    budget = parse_budget({"name": f"b-{team}", "scope": {"team": team}, "period": "month", "limit": "10",
+                           "action": "block", "notify": notify})
+    key = period_window(budget, NOW)[2]
+    alerts = {t: {"id": f"{team}-a{t}", "source": "budget", "kind": "threshold", "action": "trigger",
+                  "severity": "warning", "dedup_key": f"tokenmeter:budget:{budget.name}:{key}", "title": f"{t}%",
+                  "summary": "s", "at": (NOW - timedelta(minutes=t)).isoformat(), "scope": {"team": team},
+                  "notify": [], "details": {"budget": budget.name, "period_key": key, "threshold": t},
+                  "dashboard_url": ""} for t in (50, 80)}
+    wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, a)[1] for a in alerts.values()])
+    routes, _ = parse_routes(notify)
+    assert len(routes) == 2 and routes[0].masked == routes[1].masked  # indistinguishable by kind and mask
+
+    def delivery(alert_id: str, route, status: str, seconds_ago: int = 0) -> dict:
+        at = (NOW - timedelta(seconds=seconds_ago)).isoformat()
+        return DeliveryState(alert_id, route, status, 1, "", 200, at).record()  # what the dispatcher publishes
+
+    rows = [delivery(alerts[80]["id"], r, "delivered") for r in routes]  # 80 %: out on both webhooks
+    rows += [delivery(alerts[50]["id"], routes[1], "delivered", 5),  # 50 %: only the second one
+             delivery(alerts[50]["id"], routes[0], "retrying")]
+    wh.insert_records(topics.ALERT_DELIVERIES, [record_to_row(topics.ALERT_DELIVERIES, d)[1] for d in rows])
+    for table in ("alert_deliveries", "alert_route_deliveries"):  # merged as the warehouse does in the background
+        wh.backend.command(f"OPTIMIZE TABLE {table} FINAL")
+
+    for _restart in range(3):  # every restart gives the same answer: nothing delivered goes out again
+        replayed, states = replay_alerts(wh, [budget], now=NOW)
+        assert [a["id"] for a in replayed] == [alerts[50]["id"]]
+        assert [(k, s["status"]) for k, s in states] == [(f"{alerts[50]['id']}|{routes[1].route_id}", "delivered")]

@@ -92,6 +92,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class Correlation(_Strict):
+    """Ids that name the same LLM call in other sources (a gateway log, an OTel span, an SDK event), so the
+    warehouse counts the call once (warehouse/dedup.py): the provider's response id (`chatcmpl-...`, `msg_...`),
+    a request id the gateway logs and the client knows (`x-request-id`), and the W3C trace and span id of the
+    client span that made the call."""
+
+    response_id: str | None = Field(default=None, min_length=1, max_length=256)
+    request_id: str | None = Field(default=None, min_length=1, max_length=256)
+    trace_id: str | None = Field(default=None, min_length=1, max_length=64)
+    span_id: str | None = Field(default=None, min_length=1, max_length=32)
+
+
 class Attribution(_Strict):
     org: str | None = None
     team: str | None = None
@@ -173,6 +185,7 @@ class UsageEvent(_Strict):
     # plus the upstream's cost for bring-your-own-key calls). The worker takes it as the cost of record and
     # checks it against the catalog (PricedEvent.reported_cost_check, breakdown line `reported_difference`).
     reported_cost_usd: DecimalString | None = None
+    correlation: Correlation | None = None  # cross-source dedup keys (optional)
 
     @field_validator("ts")
     @classmethod

@@ -5,7 +5,7 @@ Each builder validates the shape it is given so a producer bug fails at the prod
 Alert record, topic `tokenmeter.alerts`, Kafka key = `dedup_key` (a condition's trigger, escalations and resolve
 share a partition, so they stay in order; the dispatcher also delivers them in that order):
     id            stable idempotency key (a redelivered or re-fired alert has the same id; deliver once per id)
-    source        "budget" | "anomaly"
+    source        "budget" | "anomaly" | "drift" (provider bill vs metered) | "completeness" (a source stale/dropping)
     kind          budget: "threshold" | "forecast" | "resolve"; anomaly: the detector's kind
     action        "trigger" | "resolve"   (PagerDuty event_action; Slack/webhook show it)
     severity      "info" | "warning" | "error" | "critical"   (PagerDuty severities)
@@ -21,8 +21,9 @@ share a partition, so they stay in order; the dispatcher also delivers them in t
                   observed, expected, start, end, ...)
     dashboard_url link for people, may be ""
 
-Alert delivery record, topic `tokenmeter.alert-deliveries` (compacted), key = `<alert id>|<route>`:
-    alert_id, route ("slack" | "pagerduty" | "webhook"), target (URL or key with secrets masked),
+Alert delivery record, topic `tokenmeter.alert-deliveries` (compacted), key = `<alert id>|<route_id>`:
+    alert_id, route ("slack" | "pagerduty" | "webhook"), route_id (the kind, or `<kind>:<target hash>` when an
+    alert has several routes of one kind; older records lack it), target (URL or key with secrets masked),
     status ("delivered" | "failed" | "retrying"), attempts, last_error, http_status, at
 
 Enforcement record, topic `tokenmeter.enforcement` (compacted), key = `budget:<name>`:
@@ -48,7 +49,7 @@ from decimal import Decimal
 from typing import Any
 
 SEVERITIES = ("info", "warning", "error", "critical")
-ALERT_SOURCES = ("budget", "anomaly")
+ALERT_SOURCES = ("budget", "anomaly", "drift", "completeness")
 ALERT_ACTIONS = ("trigger", "resolve")
 ENFORCEMENT_ACTIONS = ("allow", "throttle", "block")
 ALERT_FIELDS = ("id", "source", "kind", "action", "severity", "dedup_key", "title", "summary", "at", "scope",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from functools import cached_property
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,14 @@ class Settings(BaseSettings):
     cost_centers_file: Path | None = Field(None, description="YAML: team/project/tag -> cost center, GL account, owner.")
     allocation_file: Path | None = Field(None, description="YAML of shared-cost allocation rules; unset: the cost-centers file's.")
     raw_retention_days: int = Field(400, ge=1, description="Days of raw priced events kept; rollups are kept.")
+    # Finance alerts (cost drift, source completeness): routed by the alert dispatcher like budget alerts -------
+    finance_notify: list[str] = Field(default_factory=list, description="Routes for drift and completeness alerts (JSON list).")
+    drift_threshold_pct: Decimal = Field(Decimal(5), ge=0, description="Drift alert: gap above this % of the provider's cost...")
+    drift_min_usd: Decimal = Field(Decimal(1), ge=0, description="...and above this many USD (per day, provider and model).")
+    completeness_stale_minutes: int = Field(60, ge=1, description="A source that usually sends is stale after this long silent.")
+    completeness_drop_ratio: Decimal = Field(Decimal("0.5"), gt=0, le=1, description="Dropping: below this share of its usual hourly events...")
+    completeness_min_per_hour: int = Field(10, ge=1, description="...when it usually sends at least this many per hour.")
+    completeness_poller_stale_hours: float = Field(26.0, gt=0, description="A provider usage poller is stale after this long without a fetch.")
     # HTTP collector ---------------------------------------------------------------------------------
     collect_body_timeout_seconds: float = Field(
         10.0, gt=0, description="HTTP collector: a request body must arrive within this; slower clients get 408.")

@@ -160,6 +160,8 @@ def delivery_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
            for name in ("alert_id", "route", "target", "status", "last_error")},
         "attempts": _count(record, "attempts", 32), "http_status": _count(record, "http_status", 16),
         "at": _time(record, "at"),
+        # which route of the alert (several of one kind differ here); records written before it: the kind
+        "route_id": _text(record, "route_id") or _text(record, "route", required=True),
     }
 
 
@@ -227,6 +229,27 @@ def provider_usage_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
+def deadletter_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A dead letter (tokenmeter/deadletters.py shape) never fails to store: a letter about a letter that could
+    not be stored would loop. Unreadable fields become "" / 0 / the load time."""
+    def text(name: str, limit: int = 200) -> str:
+        value = record.get(name)
+        return value[:limit] if isinstance(value, str) else ""
+
+    def number(name: str) -> int:
+        value = record.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63 else -1
+
+    try:
+        at = _time(record, "at") or now
+    except RecordRowError:
+        at = now
+    stage = text("stage") or "unknown"
+    return {"at": at, "stage": stage, "source": text("dialect") or text("source") or stage,
+            "reason": text("reason", 1000), "topic": text("topic"), "partition": number("partition"),
+            "offset": number("offset"), "payload_sha256": text("payload_sha256", 64), "loaded_at": now}
+
+
 def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
     return pa.schema(list(fields))
 
@@ -241,9 +264,9 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
         *_strings("id", "source", "kind", "action", "severity", "dedup_key", "title", "summary"),
         ("at", UTC_MS), ("scope", STR_MAP), *_strings("budget", "details", "dashboard_url"),
         ("inserted_at", UTC_MS))),
-    topics.ALERT_DELIVERIES: ("alert_deliveries", delivery_row, _schema(
+    topics.ALERT_DELIVERIES: ("alert_route_deliveries", delivery_row, _schema(  # view -> alert_deliveries
         *_strings("alert_id", "route", "target", "status"), ("attempts", pa.uint32()),
-        ("last_error", pa.string()), ("http_status", pa.uint16()), ("at", UTC_MS))),
+        ("last_error", pa.string()), ("http_status", pa.uint16()), ("at", UTC_MS), ("route_id", pa.string()))),
     topics.ENFORCEMENT: ("budget_status", enforcement_row, _schema(
         ("budget", pa.string()), ("scope", STR_MAP), *_strings("action", "reason"), ("until", UTC_MS),
         ("metric", pa.string()), ("spend", MONEY), ("limit_amount", MONEY), ("percent", pa.decimal128(18, 2)),
@@ -262,6 +285,9 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
         *_strings("bucket_width", "model", *_PROVIDER_TEXT[:5], "batch", "context_window"),
         *[(n, pa.uint64()) for n in _PROVIDER_COUNTS], ("cost_usd", MONEY), *_strings(*_PROVIDER_TEXT[5:]),
         ("group_fields", pa.string()), ("fetched_at", UTC_MS))),
+    topics.DEADLETTER: ("dead_letters", deadletter_row, _schema(
+        ("at", UTC_MS), *_strings("stage", "source", "reason", "topic"), ("partition", pa.int64()),
+        ("offset", pa.int64()), ("payload_sha256", pa.string()), ("loaded_at", UTC_MS))),
 }
 RECORD_TOPICS = tuple(TABLES)
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from tokenmeter.events import Attribution, PricedEvent, Usage, UsageEvent, describe_validation_error
+from tokenmeter.events import Attribution, Correlation, PricedEvent, Usage, UsageEvent, describe_validation_error
 from warehouse.backends import WarehouseError
 from warehouse.rollups import rebuild_statements
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
@@ -131,6 +131,7 @@ def stored_row_to_event(row: dict[str, Any]) -> UsageEvent:
             service_tier=row["service_tier"] or None,
             usage_assumption=row.get("usage_assumption") or None,
             reported_cost_usd=_reported_cost(row),
+            correlation=_correlation(row),
         )
     except ValidationError as exc:
         raise WarehouseError(f"stored event {row['event_id']!r}: {describe_validation_error(exc)}") from None
@@ -145,6 +146,13 @@ def _reported_cost(row: dict[str, Any]) -> Decimal | None:
     raw = row.get("cost_breakdown") or {}
     keys = {item["key"] if isinstance(item, dict) else item[0] for item in raw} if isinstance(raw, list) else set(raw)
     return Decimal(row["cost_usd"]) if keys.intersection(REPORTED_COST_LINES) else None
+
+
+def _correlation(row: dict[str, Any]) -> Correlation | None:
+    raw = row.get("correlation") or {}
+    if isinstance(raw, list):
+        raw = dict((item["key"], item["value"]) if isinstance(item, dict) else tuple(item) for item in raw)
+    return Correlation(**raw) if raw else None
 
 
 def _tool_requests(row: dict[str, Any]) -> dict[str, int] | None:

@@ -43,3 +43,5 @@ def prune_event_ids(backend: Any, days: int) -> None:
     backend.command(
         f"ALTER TABLE priced_event_ids DELETE WHERE ts < now64(3) - INTERVAL {int(days)} DAY"
     )
+    # the call keys of cross-source dedup (migration 0013), for the same reason
+    backend.command(f"ALTER TABLE call_keys DELETE WHERE ts < now64(3) - INTERVAL {int(days)} DAY")

@@ -18,6 +18,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from tokenmeter.events import PricedEvent, describe_validation_error
+from warehouse.dedup import call_keys
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -68,6 +69,8 @@ ARROW_SCHEMA = pa.schema(
         ("priced_at", UTC_MS),
         ("tool_requests", pa.map_(pa.string(), pa.uint64())),  # migration 0008
         ("usage_assumption", pa.string()),
+        ("correlation", pa.map_(pa.string(), pa.string())),  # migration 0013: cross-source dedup
+        ("call_keys", pa.list_(pa.string())),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(ARROW_SCHEMA.names)
@@ -117,6 +120,7 @@ def event_to_row(item: Any) -> dict[str, Any]:
     except ValidationError as exc:
         raise RowError(describe_validation_error(exc)) from None
     attribution, usage, price = event.attribution, event.usage, event.price
+    correlation = event.correlation.model_dump(exclude_none=True) if event.correlation else {}
     row: dict[str, Any] = {
         "event_id": event.event_id,
         "ts": _utc(event.ts),
@@ -144,6 +148,8 @@ def event_to_row(item: Any) -> dict[str, Any]:
         "priced_at": _utc(event.priced_at),
         "tool_requests": list((usage.tool_requests or {}).items()),
         "usage_assumption": event.usage_assumption or "",
+        "correlation": list(correlation.items()),
+        "call_keys": call_keys(event.provider, correlation),
     }
     for name in USAGE_COLUMNS:
         if row[name] >= 2**64:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from warehouse import queries
 from warehouse.backends import (
@@ -35,6 +36,7 @@ from warehouse.backends import (
     WarehouseError,
     WarehouseLocked,
 )
+from warehouse.dedup import DUPLICATE_COLUMNS, duplicate_record, split_duplicates
 from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
@@ -46,6 +48,12 @@ log = logging.getLogger(__name__)
 
 TimeArg = datetime | date | str | None
 _COLUMN_LIST = ", ".join(f"`{name}`" for name in COLUMNS)
+DUPLICATE_SCHEMA = pa.schema([("ts", pa.timestamp("ms", tz="UTC")), ("duplicate_event_id", pa.string()),
+                              ("duplicate_source", pa.string()), ("winner_event_id", pa.string()),
+                              ("winner_source", pa.string()), ("matched_key", pa.string()), ("provider", pa.string()),
+                              ("model", pa.string()), ("duplicate_cost_usd", pa.decimal128(38, 12))])
+BRIDGED_SCHEMA = pa.schema([("key", pa.string()), ("event_id", pa.string()), ("source", pa.string()),
+                            ("ts", pa.timestamp("ms", tz="UTC"))])
 
 
 # Months (= partitions of priced_events and of every rollup) one INSERT may touch; ClickHouse's limit is 100.
@@ -109,9 +117,9 @@ class Warehouse:
         """Insert rows already validated by `schema.event_to_row`, with the dedupe protocol above."""
         if not self.backend.writable:
             raise WarehouseError("this warehouse handle is read-only (another process owns it)")
-        unique: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            unique.setdefault(row["event_id"], row)
+        unique: dict[Any, dict[str, Any]] = {}
+        for row in rows:  # correlated rows by (event_id, source): two sources may both use the response id as id
+            unique.setdefault((row["event_id"], row["source"]) if row.get("call_keys") else row["event_id"], row)
         if self.retention_days:
             horizon = datetime.now(timezone.utc) - timedelta(days=self.retention_days)
             kept = {k: r for k, r in unique.items() if r["ts"] >= horizon}
@@ -125,10 +133,42 @@ class Warehouse:
         new_rows = 0
         with self._insert_lock:
             self._ensure_staging()
-            for chunk in _by_partition(list(unique.values())):
+            keep, duplicates, bridged = self._cross_source_split(list(unique.values()))
+            by_id: dict[str, dict[str, Any]] = {}
+            for row in keep:  # one event_id kept twice (two sources, no key in common): one row, one duplicate
+                first = by_id.setdefault(row["event_id"], row)
+                if first is not row:
+                    duplicates.append(duplicate_record(row, first["event_id"], first["source"], "event_id"))
+            keep = list(by_id.values())
+            for chunk in _by_partition(keep):
                 new_rows += self._insert_new(rows_to_arrow(chunk))
+            if bridged:  # after the winners: a crash in between finds the same on redelivery
+                self.backend.insert_arrow("call_keys", pa.Table.from_pylist(bridged, BRIDGED_SCHEMA))
+            if duplicates:
+                self.backend.insert_arrow("cross_source_duplicates", pa.Table.from_pylist(
+                    [{name: row[name] for name in DUPLICATE_COLUMNS} for row in duplicates], DUPLICATE_SCHEMA))
+                log.info("%d event(s) already counted from another source (cross-source duplicates)",
+                         len(duplicates))
         self.last_insert_seconds = time.perf_counter() - started
         return new_rows
+
+    def _cross_source_split(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                      list[dict[str, Any]]]:
+        """(rows to store, cross-source duplicates) against the stored call keys (warehouse/dedup.py); the caller
+        holds the insert lock, so no other insert of this process can store a call's key in between."""
+        keys = sorted({key for row in rows for key in row.get("call_keys") or ()})
+        if not keys:
+            return rows, [], []
+        table = f"{self._staging}_keys"
+        self.backend.command(f"CREATE TABLE IF NOT EXISTS {table} (key String) ENGINE = Memory")
+        self.backend.command(f"TRUNCATE TABLE {table}")
+        try:  # through a table, not a parameter: ids come from outside and may hold any character
+            self.backend.insert_arrow(table, pa.table({"key": pa.array(keys, pa.string())}))
+            found = self.backend.query_arrow(
+                f"SELECT key, event_id, source FROM call_keys WHERE key IN (SELECT key FROM {table})").to_pylist()
+        finally:
+            self.backend.command(f"TRUNCATE TABLE {table}")
+        return split_duplicates(rows, {r["key"]: (r["event_id"], r["source"]) for r in found})
 
     def _insert_new(self, table: Any) -> int:
         """Steps 3-5 of the protocol for rows of at most MAX_MONTHS_PER_INSERT months; the caller holds the lock."""
@@ -429,7 +469,7 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
 
 
 def _close_server_handle(warehouse: Warehouse) -> None:
-    staging_tables = [warehouse._staging] if warehouse._staging_ready else []
+    staging_tables = [warehouse._staging, f"{warehouse._staging}_keys"] if warehouse._staging_ready else []
     if warehouse._reprice_staging_ready:
         staging_tables.append(f"{warehouse._staging}_reprice")
     for table in staging_tables:

@@ -69,6 +69,15 @@ def make_event(path: str, **fields: Any) -> UsageEvent:
         raise DialectError(f"invalid event: {describe_validation_error(exc)}", path or None) from None
 
 
+def correlation_of(**ids: Any) -> dict[str, str] | None:
+    """The event's `correlation` (cross-source dedup, tokenmeter.events.Correlation) from the ids a source has:
+    non-empty strings only, too long ones left out (an id is a key, never worth refusing the event over)."""
+    limits = {"response_id": 256, "request_id": 256, "trace_id": 64, "span_id": 32}
+    kept = {name: value.strip() for name, value in ids.items()
+            if isinstance(value, str) and value.strip() and len(value.strip()) <= limits[name]}
+    return kept or None
+
+
 def now_utc() -> datetime:
     """Fallback timestamp for records that carry none (raw Anthropic responses): the time we read them."""
     return datetime.now(timezone.utc)

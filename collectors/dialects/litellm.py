@@ -25,7 +25,7 @@ from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, to_datetime, to_str
-from collectors.dialects.base import Dialect, make_event, require_object
+from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
 from collectors.dialects.common import completion_from_response, content_or_none, normalize_operation, \
@@ -128,6 +128,8 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
         ttft_ms=_millis_between(start, first_token) if payload.get("stream") else None,
         usage_assumption=assumption,
         reported_cost_usd=cost,
+        # LiteLLM's `id` is the provider's response id (chatcmpl-..., msg_...): the same call in an SDK event
+        correlation=correlation_of(response_id=payload.get("id")),
     )]
 
 

@@ -31,7 +31,7 @@ import orjson
 
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, to_float, to_int, to_str
-from collectors.dialects.base import Dialect, make_event, require_object
+from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
@@ -180,6 +180,8 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
         latency_ms=(end_ns - start_ns) / 1e6 if end_ns and end_ns >= start_ns else None,
         service_tier=tier if isinstance(tier, str) and tier else None,
         reported_cost_usd=reported_cost_attribute(attrs, attr_path) if provider == OPENROUTER else None,
+        correlation=correlation_of(response_id=attrs.get("gen_ai.response.id"), trace_id=trace_id,
+                                   span_id=span_id),  # the same call in a gateway log or an SDK event
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, to_datetime, to_str
 from collectors.decode import decode
-from collectors.dialects.base import make_event, now_utc
+from collectors.dialects.base import correlation_of, make_event, now_utc
 from collectors.dialects.common import content_or_none, prompt_from_request
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
@@ -87,6 +87,9 @@ def build_response_event(env: Envelope, dialect: str, mapping: AttributionMappin
         provider=normalize_provider(to_str(meta.get("provider"), join_path(meta_path, "provider"))) or provider,
         model=model,
         attribution=mapping.resolve(dialect, RecordView(env.record), native=native),
+        correlation=correlation_of(  # the same call in a gateway log or an OTel span
+            response_id=str(response_id) if isinstance(response_id, (str, int)) else None,
+            request_id=meta.get("request_id"), trace_id=meta.get("trace_id"), span_id=meta.get("span_id")),
         **fields,
     )
 

@@ -1,4 +1,6 @@
-"""Overview ("/"): KPI cards, cost and token charts, date and team filters kept in the URL."""
+"""Overview ("/"): KPI cards, cost and token charts, date and team filters kept in the URL, and (finance) the
+health of every source: last event, events in the last hour against its usual level, dead letters, and whether
+it is stale, dropping or rejecting (warehouse/completeness.py)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,10 @@ def layout(start: str | None = None, end: str | None = None, team: str | list[st
         html.Div(className="graph-grid", children=[graph_card(panel) for panel in PANELS]),
         html.H3("Top movers (vs the previous period of the same length)", className="section-title"),
         dcc.Loading(html.Div(className="table-card", children=html.Table(id="overview-movers", className="data-table"))),
+        html.Div(id="overview-sources-card", children=[
+            html.H3("Sources (last hour against the same hour on the previous 7 days)", className="section-title"),
+            html.Div(className="table-card", children=html.Table(id="overview-sources", className="data-table")),
+        ]),
         dcc.Store(id="overview-url-sync"),
     ])
 
@@ -202,6 +208,48 @@ def refresh_movers(start, end, teams, _n_intervals):
     except Exception as exc:  # noqa: BLE001 - the KPI callback shows the banner; keep this table readable
         log.debug("top movers unavailable: %s", exc)
         return movers_rows([])
+
+
+SOURCE_HEADERS = ("Source", "Status", "Last event (UTC)", "Events, last hour", "Usual", "Dead letters, last hour")
+
+
+def sources_rows(rows: list) -> list:
+    from warehouse.completeness import PROBLEMS
+
+    header = html.Thead(html.Tr([html.Th(h) for h in SOURCE_HEADERS]))
+    if not rows:
+        return [header, html.Tbody(html.Tr(html.Td("No source has sent anything in the last 8 days.", colSpan=6)))]
+    body = []
+    for h in rows:
+        body.append(html.Tr(className="row-bad" if h.problem else "", **{"data-status": h.status}, children=[
+            html.Td(h.source), html.Td(h.status, title=PROBLEMS.get(h.status, "")),
+            html.Td(h.last_event.strftime("%Y-%m-%d %H:%M") if h.last_event else "never"),
+            html.Td(format_count(h.last_hour), className="num"),
+            html.Td("-" if h.usual is None else f"{h.usual.normalize():f}", className="num"),
+            html.Td(format_count(h.deadletters_last_hour), className="num"),
+        ]))
+    return [header, html.Tbody(body)]
+
+
+@callback(
+    Output("overview-sources", "children"),
+    Output("overview-sources-card", "style"),
+    Input("refresh", "n_intervals"),
+)
+def refresh_sources(_n_intervals):
+    """Sources are not any one team's: finance sees them, team users do not see the section."""
+    from dashboards.handle import current_settings
+    from warehouse.completeness import Limits, source_health
+
+    try:
+        with scoped_warehouse() as warehouse:
+            if warehouse.team is not None:
+                return [], {"display": "none"}
+            rows = source_health(warehouse, limits=Limits.from_settings(current_settings()))
+    except Exception as exc:  # noqa: BLE001 - the KPI callback shows the banner; keep the page readable
+        log.debug("source health unavailable: %s", exc)
+        return sources_rows([]), {}
+    return sources_rows(rows), {}
 
 
 # The URL follows the filters without a navigation: replaceState does not re-run the page router.

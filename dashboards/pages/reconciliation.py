@@ -1,6 +1,7 @@
 """Reconciliation ("/reconciliation", finance only): our metered cost against the provider-reported cost per day
-and model, with differences above 2 % highlighted. Provider reports come from `tokenmeter collect
-openai-usage` / `anthropic-usage`."""
+and model, with differences above 2 % highlighted, and the drift check (warehouse/drift.py): each provider's
+coverage (the share of its bill metered traffic explains) and every gap past the drift thresholds with its
+likely cause. Provider reports come from `tokenmeter collect openai-usage` / `anthropic-usage`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.charts import reconciliation_chart
 from dashboards.filters import Filters
 from dashboards.formatting import format_count, format_usd, format_usd_exact
-from dashboards.handle import WarehouseUnavailable
+from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, status_banner
 from dashboards.reconciliation_data import FLAG_RATIO, ReconRow, reconcile, totals
 from dashboards.tables import TableMissing
@@ -24,6 +25,7 @@ dash.register_page(__name__, path="/reconciliation", name="Reconciliation", titl
 log = logging.getLogger(__name__)
 HEADERS = ("Day", "Provider", "Model", "Metered", "Provider-reported", "Difference", "Metered tokens",
            "Provider tokens")
+DRIFT_HEADERS = ("Day", "Provider", "Model", "Provider-reported", "Metered", "Gap", "Coverage", "Likely cause")
 
 
 def layout(start: str | None = None, end: str | None = None, **_):
@@ -34,9 +36,84 @@ def layout(start: str | None = None, end: str | None = None, **_):
         html.Div(id="recon-summary", className="recon-summary"),
         html.Div(className="graph-card", children=dcc.Graph(id="recon-chart", style={"height": "320px"},
                                                              config={"displaylogo": False})),
+        html.H3("Drift: provider bill vs metered", style={"marginTop": "16px"}),
+        html.Div(id="drift-summary", className="recon-summary"),
+        html.Div(className="table-card", children=html.Table(id="drift-table", className="data-table")),
         dcc.Loading(html.Div(className="table-card", style={"marginTop": "12px"},
                              children=html.Table(id="recon-table", className="data-table"))),
+        html.H3("Calls seen by two sources (counted once)", style={"marginTop": "16px"}),
+        html.Div(className="table-card", children=html.Table(id="dedup-table", className="data-table")),
     ])
+
+
+DEDUP_HEADERS = ("Counted from", "Also seen by", "Calls", "Cost not counted twice", "By response id",
+                 "By request id", "By trace")
+
+
+def dedup_rows(rows: list[dict]) -> list:
+    header = html.Thead(html.Tr([html.Th(h) for h in DEDUP_HEADERS]))
+    if not rows:
+        return [header, html.Tbody(html.Tr(html.Td("No call was seen by two sources in this range.", colSpan=7)))]
+    return [header, html.Tbody([html.Tr([
+        html.Td(r["winner_source"]), html.Td(r["duplicate_source"]), html.Td(format_count(r["duplicates"]), className="num"),
+        html.Td(format_usd(r["duplicate_cost_usd"]), title=format_usd_exact(r["duplicate_cost_usd"]), className="num"),
+        html.Td(format_count(r["by_response_id"]), className="num"),
+        html.Td(format_count(r["by_request_id"]), className="num"), html.Td(format_count(r["by_trace"]), className="num"),
+    ]) for r in rows])]
+
+
+def dedup_view(wh, filters: Filters) -> list:
+    from warehouse.dedup import duplicates_by_source_pair
+
+    try:
+        frame = duplicates_by_source_pair(wh, since=filters.since, until=filters.until)
+    except Exception as exc:  # noqa: BLE001 - a warehouse from before migration 0013: nothing to show
+        log.debug("cross-source duplicates unavailable: %s", exc)
+        return dedup_rows([])
+    return dedup_rows(list(frame.iter_rows(named=True)))
+
+
+def drift_rows(rows: list) -> list:
+    """The drifting rows (model rows and provider totals), largest gap first."""
+    from warehouse.drift import CAUSES
+
+    header = html.Thead(html.Tr([html.Th(h) for h in DRIFT_HEADERS]))
+    body = []
+    for r in sorted(rows, key=lambda r: (-abs(r.gap), r.day, r.provider, r.model)):
+        pct = f" ({r.gap_pct} %)" if r.gap_pct is not None else ""
+        body.append(html.Tr(className="row-bad", **{"data-cause": r.cause}, children=[
+            html.Td(r.day.isoformat()), html.Td(r.provider), html.Td(r.model or "(all models)"),
+            html.Td(format_usd(r.reported_cost), title=format_usd_exact(r.reported_cost), className="num"),
+            html.Td(format_usd(r.metered_cost), title=format_usd_exact(r.metered_cost), className="num"),
+            html.Td(format_usd(r.gap) + pct, title=format_usd_exact(r.gap), className="num diff"),
+            html.Td("-" if r.coverage_pct is None else f"{r.coverage_pct} %", className="num"),
+            html.Td(r.cause.replace("_", " "), title=CAUSES[r.cause]),
+        ]))
+    return [header, html.Tbody(body)]
+
+
+def drift_view(wh, filters: Filters) -> tuple[list, str]:
+    """(drift table, summary: coverage per provider over the range and the thresholds)."""
+    from decimal import Decimal
+
+    from warehouse.drift import Thresholds, drift, drift_alerts
+
+    limits = Thresholds.from_settings(current_settings())
+    rows, totals = drift(wh, filters.since.date(), filters.until.date(), limits)  # whole UTC days
+    alerted = {a["dedup_key"] for a in drift_alerts(rows, totals, limits)}
+    shown = [r for r in rows + totals
+             if f"tokenmeter:drift:{r.provider}:{r.model or '*'}:{r.day.isoformat()}" in alerted]
+    coverage = []
+    for provider in sorted({t.provider for t in totals}):
+        part = [t for t in totals if t.provider == provider]
+        billed = sum((t.reported_cost for t in part), Decimal(0))
+        explained = sum((t.explained for t in part), Decimal(0))
+        share = f"{(explained * 100 / billed).quantize(Decimal('0.1'))} %" if billed > 0 else "n/a"
+        coverage.append(f"{provider}: {share} of {format_usd(billed)} billed")
+    summary = ("Coverage (share of each provider's bill explained by metered traffic) — " + "; ".join(coverage)
+               + f". {len(shown)} gap(s) above {limits.pct} % and {format_usd(limits.min_usd)}."
+               if coverage else "No provider cost reports in this range.")
+    return drift_rows(shown), summary
 
 
 def table_rows(rows: list[ReconRow]) -> list:
@@ -58,6 +135,9 @@ def table_rows(rows: list[ReconRow]) -> list:
 
 
 @callback(
+    Output("dedup-table", "children"),
+    Output("drift-table", "children"),
+    Output("drift-summary", "children"),
     Output("recon-table", "children"),
     Output("recon-chart", "figure"),
     Output("recon-summary", "children"),
@@ -70,21 +150,25 @@ def table_rows(rows: list[ReconRow]) -> list:
 )
 def refresh_reconciliation(start, end, _n_intervals):
     filters = Filters.from_inputs(start, end, None)
+    empty = (dedup_rows([]), drift_rows([]), "")
     try:
         with scoped_warehouse() as wh:
             rows = reconcile(wh, filters.since, filters.until)
+            drift_table, drift_summary = drift_view(wh, filters)
+            dedup_table = dedup_view(wh, filters)
     except TableMissing:
-        return table_rows([]), reconciliation_chart([]), "", *banner_content(
+        return *empty, table_rows([]), reconciliation_chart([]), "", *banner_content(
             "No provider usage yet: run `tokenmeter collect openai-usage` or `anthropic-usage`.")
     except (WarehouseUnavailable, AccessDenied) as exc:
-        return table_rows([]), reconciliation_chart([]), "", *banner_content(str(exc), "error")
+        return *empty, table_rows([]), reconciliation_chart([]), "", *banner_content(str(exc), "error")
     except Exception as exc:  # noqa: BLE001
         log.exception("reconciliation query failed")
-        return table_rows([]), reconciliation_chart([]), "", *banner_content(f"Query failed: {exc}", "error")
+        return *empty, table_rows([]), reconciliation_chart([]), "", *banner_content(f"Query failed: {exc}", "error")
     ours, theirs = totals(rows)
     flagged = sum(1 for r in rows if r.flagged)
     summary = (f"On days and models the providers reported: metered {format_usd(ours)}, provider-reported "
                f"{format_usd(theirs)}, difference {format_usd(ours - theirs)}. {flagged} row(s) differ by more "
                f"than {FLAG_RATIO * 100:.0f} %.")
     message = None if rows else "Nothing to compare in this range."
-    return table_rows(rows), reconciliation_chart(rows), summary, *banner_content(message)
+    return (dedup_table, drift_table, drift_summary, table_rows(rows), reconciliation_chart(rows), summary,
+            *banner_content(message))

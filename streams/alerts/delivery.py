@@ -88,7 +88,8 @@ class DeliveryState:
 
     def record(self) -> dict[str, Any]:
         """The `tokenmeter.alert-deliveries` record (contract in tokenmeter/records.py); target masked."""
-        return {"alert_id": self.alert_id, "route": self.route.kind, "target": self.route.masked,
+        return {"alert_id": self.alert_id, "route": self.route.kind, "route_id": self.route.route_id,
+                "target": self.route.masked,
                 "status": self.status, "attempts": self.attempts, "last_error": self.last_error,
                 "http_status": self.http_status, "at": self.at}
 

@@ -90,6 +90,8 @@ def routes_for(alert: dict[str, Any], settings: Settings) -> tuple[list[Route], 
     notify = alert["notify"]
     if not notify and alert["source"] == "anomaly":
         notify = list(settings.anomaly_notify)
+    elif not notify and alert["source"] in ("drift", "completeness"):  # finance alerts: one route list
+        notify = list(settings.finance_notify)
     routes, bad = parse_routes(notify, _secrets(settings).resolve)
     failed = [DeliveryState(alert["id"], Route(kind, "", "invalid:" + hashlib.sha256(reason.encode()).hexdigest()[:8]),
                             "failed", 0, reason) for kind, reason in bad]

@@ -105,8 +105,37 @@ def anomaly_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
     return fields
 
 
+def drift_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
+    d = alert.get("details") or {}
+    pct = f" ({d['gap_pct']} %)" if d.get("gap_pct") is not None else ""
+    fields = [
+        ("Day", str(d.get("day", "n/a"))),
+        ("Scope", scope_label(alert.get("scope") or {})),
+        ("Provider-reported", show_amount(d.get("reported_cost"), "cost_usd")),
+        ("Metered", show_amount(d.get("metered_cost"), "cost_usd")),
+        ("Gap", show_amount(d.get("gap"), "cost_usd") + pct),
+        ("Coverage of the bill", f"{d['coverage_pct']} %" if d.get("coverage_pct") is not None else "n/a"),
+        ("Likely cause", str(d.get("cause_detail") or d.get("cause") or "n/a")),
+    ]
+    return [(name, value) for name, value in fields if value != "n/a"]
+
+
+def completeness_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
+    d = alert.get("details") or {}
+    fields = [
+        ("Source", str(d.get("source", "n/a"))),
+        ("Problem", str(d.get("problem", "n/a"))),
+        ("Last event", str(d.get("last_event_at") or "never")),
+        ("Events in the last hour", str(d.get("events_last_hour", "n/a"))),
+        ("Usual events per hour", str(d.get("usual_per_hour", "n/a"))),
+        ("Dead letters in the last hour", str(d.get("deadletters_last_hour", "n/a"))),
+    ]
+    return [(name, value) for name, value in fields if value != "n/a"]
+
+
 def alert_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
-    return anomaly_fields(alert) if alert.get("source") == "anomaly" else budget_fields(alert)
+    by_source = {"anomaly": anomaly_fields, "drift": drift_fields, "completeness": completeness_fields}
+    return by_source.get(str(alert.get("source")), budget_fields)(alert)
 
 
 def fallback_text(alert: dict[str, Any]) -> str:

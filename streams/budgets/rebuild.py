@@ -83,9 +83,8 @@ def replay_alerts(wh: Any, budgets: list[Any], resolve: Callable[[str], str] | N
     are gone, while the warehouse has both as loaded. Returns the budget alerts (of the last REPLAY_DAYS) that have
     a route without a final delivery in the warehouse, to go back to the outbox with the budget's current routes,
     and the known final delivery states of those alerts as (`<alert id>|<route_id>`, record), so the dispatcher
-    delivers each (alert, route) once. A delivery row names its route by kind and masked target only; when two
-    routes of one alert look the same that way, neither counts as delivered (a redelivery with the same alert id,
-    which receivers drop, rather than a lost alert)."""
+    delivers each (alert, route) once. Delivery states are read per route id (`alert_route_deliveries`), so two
+    routes of one kind (two webhooks) are told apart."""
     from streams.alerts.routes import parse_routes
 
     now = now or datetime.now(timezone.utc)
@@ -93,33 +92,33 @@ def replay_alerts(wh: Any, budgets: list[Any], resolve: Callable[[str], str] | N
     if not by_name:
         return [], []
     rows: list[dict] = []
-    known: dict[tuple[str, str, str], dict] = {}
+    known: dict[tuple[str, str], dict] = {}
     for name in sorted(by_name):
         params = {"name": name, "since": now - timedelta(days=REPLAY_DAYS)}
         where = ("source = 'budget' AND action = 'trigger' AND budget = {name:String} "
                  "AND at >= {since:DateTime64(3, 'UTC')}")
         rows += wh.query("SELECT id, source, kind, action, severity, dedup_key, title, summary, at, scope, budget, "
                          f"details, dashboard_url FROM alerts FINAL WHERE {where} ORDER BY at", params).to_dicts()
-        for d in wh.query(  # no FINAL: two routes of one kind share its (alert_id, route) key; the target tells
-                "SELECT alert_id, route, target, argMax(status, at) AS status, argMax(attempts, at) AS attempts, "
+        for d in wh.query(
+                "SELECT alert_id, route_id, argMax(route, at) AS route, argMax(target, at) AS target, "
+                "argMax(status, at) AS status, argMax(attempts, at) AS attempts, "
                 "argMax(last_error, at) AS last_error, argMax(http_status, at) AS http_status, max(at) AS last_at "
-                f"FROM alert_deliveries WHERE alert_id IN (SELECT id FROM alerts WHERE {where}) "
-                "GROUP BY alert_id, route, target", params).to_dicts():
-            known[(d["alert_id"], d["route"], d["target"])] = d
+                f"FROM alert_route_deliveries WHERE alert_id IN (SELECT id FROM alerts WHERE {where}) "
+                "GROUP BY alert_id, route_id", params).to_dicts():
+            known[(d["alert_id"], d["route_id"])] = d
     alerts, states = [], []
     for row in rows:
         notify = list(by_name[row["budget"]].notify)
         routes, _ = parse_routes(notify, resolve)
-        looks = [(r.kind, r.masked) for r in routes]
         final: list[tuple[str, dict]] = []
         for route in routes:
-            state = known.get((row["id"], route.kind, route.masked))
-            if state and state["status"] in ("delivered", "failed") and looks.count((route.kind, route.masked)) == 1:
+            state = known.get((row["id"], route.route_id))
+            if state and state["status"] in ("delivered", "failed") and state["route"] == route.kind:
                 at = state["last_at"]
                 final.append((f"{row['id']}|{route.route_id}", {
-                    "alert_id": row["id"], "route": route.kind, "target": route.masked, "status": state["status"],
-                    "attempts": int(state["attempts"]), "last_error": state["last_error"] or "",
-                    "http_status": int(state["http_status"] or 0),
+                    "alert_id": row["id"], "route": route.kind, "route_id": route.route_id, "target": route.masked,
+                    "status": state["status"], "attempts": int(state["attempts"]),
+                    "last_error": state["last_error"] or "", "http_status": int(state["http_status"] or 0),
                     "at": at.isoformat() if isinstance(at, datetime) else str(at)}))
         if len(final) < len(routes):
             alerts.append(_alert_record(row, notify))

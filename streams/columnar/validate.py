@@ -22,9 +22,9 @@ import polars as pl
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, UsageEvent)
 
-# A provider-reported cost (reported_cost_usd) is priced by the per-event path (streams/pricing/reported.py):
-# a row carrying the key is not a columnar candidate.
-TOP_KEYS = frozenset(UsageEvent.model_fields) - {"reported_cost_usd"}
+# A provider-reported cost (reported_cost_usd) is priced by the per-event path (streams/pricing/reported.py),
+# and events with correlation ids (cross-source dedup) take the row path: such rows are not columnar candidates.
+TOP_KEYS = frozenset(UsageEvent.model_fields) - {"reported_cost_usd", "correlation"}
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
 USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
                "reasoning_tokens")

@@ -148,6 +148,11 @@ def test_finance_pages(dash_duo, app_settings):
     dash_duo.wait_for_contains_text("#recon-table", "gpt-4o-mini", timeout=20)
     flagged = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#recon-table tr.row-bad")
     assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in flagged] == ["gpt-4o-mini"]
+    # Drift: coverage of the provider's bill, and the gap past the thresholds with its likely cause
+    dash_duo.wait_for_contains_text("#drift-summary", "openai: 100.0 % of $3.33 billed", timeout=20)
+    drift_rows = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#drift-table tbody tr")
+    assert [[td.text for td in row.find_elements(By.TAG_NAME, "td")][2:] for row in drift_rows] == [
+        ["gpt-4o-mini", "$3.00", "$4.40", "-$1.40 (-46.71 %)", "100.00 %", "unknown"]]
     _screenshot(dash_duo, "reconciliation")
 
     # Anomalies: an alert's link (?id=) preselects its anomaly; acknowledge one; the ack record reaches Kafka.

@@ -1,0 +1,114 @@
+"""Finance checks in a real browser (issue 16). Overview's source health: a gateway that stopped sending shows
+as stale and highlighted, a steady one as ok, with events in the last hour against their usual level; a team
+user does not see the section (sources are nobody's team). Reconciliation: calls seen by two sources, counted
+once, per source pair."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from dash_seed import browser_login
+from dashboards import create_app
+from dashboards.users import add_user
+from tokenmeter.settings import load_settings
+
+pytestmark = pytest.mark.browser
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def steady(source: str, per_hour: int, days: int, silent_for: timedelta = timedelta(0)) -> list[dict]:
+    step, out = timedelta(minutes=60 / per_hour), []
+    ts = NOW - silent_for - step / 2
+    while ts >= NOW - timedelta(days=days):
+        out.append({"event_id": f"{source}-{len(out)}", "ts": ts.isoformat(), "source": source, "provider": "openai",
+                    "model": "gpt-4o", "status": "ok", "attribution": {"team": "alpha", "tags": {}},
+                    "usage": {"input_tokens": 10, "output_tokens": 1}, "tokens_source": "provider",
+                    "cost_usd": "0.001", "cost_breakdown": {"input": "0.001"}, "pricing_status": "priced",
+                    "price": {"entry": "openai/gpt-4o"}, "priced_at": ts.isoformat()})
+        ts -= step
+    return out
+
+
+@pytest.fixture(scope="module")
+def sources_app(tmp_path_factory, kafka_bootstrap):
+    from warehouse import open_warehouse
+
+    data_dir = tmp_path_factory.mktemp("dash-sources")
+    users = data_dir / "users.yaml"
+    add_user(users, "fin", "fin-pass", "finance")
+    add_user(users, "al", "al-pass", "team:alpha")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=users, kafka_bootstrap=kafka_bootstrap,
+                             dashboard_secret_key="s" * 32)
+    warehouse = open_warehouse(settings, writer=True, serve=False)
+    try:
+        warehouse.insert_priced(steady("kong", 4, 8) + steady("litellm", 4, 8, silent_for=timedelta(hours=3)))
+        call = {"ts": (NOW - timedelta(minutes=30)).isoformat(), "correlation": {"response_id": "chatcmpl-1"}}
+        gateway, span = steady("gateway", 1, 1)[0] | call, steady("otel", 1, 1)[0] | call
+        span["correlation"] = {**call["correlation"], "trace_id": "5b8efff798038103d269b633813fc60c",
+                               "span_id": "eee19b7ec3c1b174"}
+        assert warehouse.insert_priced([gateway, span]) == 1  # one call, two sources
+        from tokenmeter import topics
+        from warehouse.completeness import SourceHealth, completeness_alert
+        from warehouse.records_load import record_to_row
+
+        stale = completeness_alert(SourceHealth("litellm", "events", NOW - timedelta(hours=3), 0, Decimal(4), 0,
+                                                "stale"), NOW - timedelta(minutes=5), ["webhook=http://127.0.0.1:9/x"])
+        warehouse.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, stale)[1]])
+        delivered = {"alert_id": stale["id"], "route": "webhook", "route_id": "webhook", "target": "http://127.0.0.1:9/***",
+                     "status": "delivered", "attempts": 1, "last_error": "", "http_status": 200, "at": NOW.isoformat()}
+        warehouse.insert_records(topics.ALERT_DELIVERIES, [record_to_row(topics.ALERT_DELIVERIES, delivered)[1]])
+        yield settings, warehouse
+    finally:
+        warehouse.close()
+
+
+def _rows(dash_duo) -> dict[str, list[str]]:
+    rows = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#overview-sources tbody tr")
+    return {cells[0]: cells for cells in ([td.text for td in r.find_elements(By.TAG_NAME, "td")] for r in rows)
+            if cells}
+
+
+def test_overview_shows_a_stale_source(dash_duo, sources_app):
+    settings, warehouse = sources_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
+    dash_duo.wait_for_contains_text("#overview-sources", "litellm", timeout=40)
+    rows = _rows(dash_duo)
+    assert rows["litellm"][1] == "stale" and rows["litellm"][3:5] == ["0", "4"]
+    assert rows["kong"][1] == "ok" and rows["kong"][3:5] == ["4", "4"]
+    flagged = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#overview-sources tr.row-bad")
+    assert [r.find_element(By.TAG_NAME, "td").text for r in flagged] == ["litellm"]  # problems first, highlighted
+
+
+def test_team_user_does_not_see_sources(dash_duo, sources_app):
+    settings, warehouse = sources_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "al", "al-pass")
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
+    dash_duo.wait_for_contains_text("#overview-movers", "", timeout=40)
+    dash_duo.wait_for_style_to_equal("#overview-sources-card", "display", "none", timeout=40)
+
+
+def test_reconciliation_shows_calls_seen_by_two_sources(dash_duo, sources_app):
+    settings, warehouse = sources_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    start = (NOW - timedelta(days=1)).date()
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/reconciliation?start={start}&end={NOW.date()}")
+    dash_duo.wait_for_contains_text("#dedup-table", "gateway", timeout=40)
+    rows = [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
+            for r in dash_duo.driver.find_elements(By.CSS_SELECTOR, "#dedup-table tbody tr")]
+    assert rows == [["gateway", "otel", "1", "$0.0010", "1", "0", "0"]]
+
+
+def test_alert_inbox_lists_finance_alerts_with_their_delivery(dash_duo, sources_app):
+    settings, warehouse = sources_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/alerts")
+    dash_duo.wait_for_contains_text("#alerts-table", "Source litellm is stale", timeout=40)
+    row = dash_duo.driver.find_element(By.CSS_SELECTOR, "#alerts-table tbody tr[data-source='completeness']")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:4] == ["completeness", "source_stale", "error"] and "webhook:delivered(1)" in cells[5]
+    assert "usually 4" in cells[4]

@@ -1,0 +1,124 @@
+"""Completeness (issue 16) on a real chDB warehouse: per source the last event, events in the last hour against
+the same hour on previous days, dead letters per hour; stale, dropping and rejecting sources, a source quiet at
+this hour every day that is fine, a new source still learning, and stale provider pollers; their alerts; the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from tokenmeter import topics
+from tokenmeter.settings import Settings
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+DAYS = 8
+
+
+def event(source: str, i: int, ts: datetime, tag: str = "") -> dict:
+    return {"event_id": f"{source}{tag}-{i}", "ts": ts.isoformat(), "source": source, "provider": "openai",
+            "model": "gpt-4o", "status": "ok", "attribution": {"team": "search", "tags": {}},
+            "usage": {"input_tokens": 10, "output_tokens": 1}, "tokens_source": "provider", "cost_usd": "0.001",
+            "cost_breakdown": {"input": "0.001"}, "pricing_status": "priced",
+            "price": {"entry": "openai/gpt-4o", "effective_from": "2024-08-06", "catalog_version": "t"},
+            "priced_at": ts.isoformat()}
+
+
+def steady(source: str, per_hour: int, since: timedelta, until: timedelta = timedelta(0),
+           hours_of_day: set[int] | None = None, tag: str = "") -> list[dict]:
+    """per_hour events evenly spread over [NOW - since, NOW - until), optionally only in some hours of the day."""
+    step = timedelta(minutes=60 / per_hour)
+    out, ts, i = [], NOW - until - step / 2, 0
+    while ts >= NOW - since:
+        if hours_of_day is None or ts.hour in hours_of_day:
+            out.append(event(source, i, ts, tag))
+        ts -= step
+        i += 1
+    return out
+
+
+def letter(source: str, i: int) -> dict:
+    return {"reason": "line 3: not JSON", "stage": "collect:file", "dialect": source, "payload": "garbage",
+            "payload_bytes": 7, "payload_sha256": f"{i:064x}", "payload_truncated": False, "file": "/var/log/x",
+            "line": i, "at": (NOW - timedelta(minutes=5 + i)).isoformat()}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from warehouse import open_warehouse
+    from warehouse.records_load import record_to_row
+
+    directory = tmp_path_factory.mktemp("completeness")
+    wh = open_warehouse(Settings(data_dir=directory), writer=True, serve=False)
+    try:
+        quiet_hours = {(NOW.hour + h) % 24 for h in range(9, 15)}  # sends only around the opposite hours
+        events = (steady("kong", 6, timedelta(days=DAYS))
+                  + steady("litellm", 6, timedelta(days=DAYS), until=timedelta(hours=2))  # silent for 2 h
+                  + steady("otel", 12, timedelta(days=DAYS), until=timedelta(hours=1))
+                  + steady("otel", 2, timedelta(hours=1), tag="-tail")  # its last hour: 2 instead of 12
+                  + steady("apisix", 6, timedelta(days=DAYS))
+                  + steady("nightly", 6, timedelta(days=DAYS), hours_of_day=quiet_hours)
+                  + steady("new-gateway", 6, timedelta(hours=3)))
+        assert wh.insert_priced(events) == len(events)
+        letters = [letter("apisix", i) for i in range(8)]
+        rows = [record_to_row(topics.DEADLETTER, item)[1] for item in letters + letters]  # read twice: once
+        rows.append(record_to_row(topics.DEADLETTER, {"reason": "x", "at": "not a time", "partition": "p"})[1])  # stored
+        wh.insert_records(topics.DEADLETTER, rows)
+        polls = [{"id": f"{p}-1", "provider": p, "kind": "cost", "bucket_start": (NOW - timedelta(days=2)).isoformat(),
+                  "bucket_end": (NOW - timedelta(days=1)).isoformat(), "cost_usd": "1",
+                  "fetched_at": (NOW - age).isoformat()}
+                 for p, age in (("openai", timedelta(hours=30)), ("anthropic", timedelta(hours=1)))]
+        wh.insert_records(topics.PROVIDER_USAGE, [record_to_row(topics.PROVIDER_USAGE, p)[1] for p in polls])
+    finally:
+        wh.close()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def health(data_dir):
+    from warehouse import open_warehouse
+    from warehouse.completeness import Limits, source_health
+
+    wh = open_warehouse(Settings(data_dir=data_dir), serve=False)
+    try:
+        return {h.source: h for h in source_health(wh, NOW, Limits(min_per_hour=5))}
+    finally:
+        wh.close()
+
+
+def test_each_source_gets_its_status(health):
+    assert {s: h.status for s, h in health.items()} == {
+        "kong": "ok", "litellm": "stale", "otel": "dropping", "apisix": "rejecting", "nightly": "ok",
+        "new-gateway": "learning", "poller:openai": "stale", "poller:anthropic": "ok"}
+    assert health["kong"].usual == Decimal(6) and health["kong"].last_hour == 6
+    assert health["otel"].usual == Decimal(12) and health["otel"].last_hour == 2
+    assert health["apisix"].deadletters_last_hour == 8  # a letter loaded twice counts once
+    assert health["nightly"].usual == 0 and health["nightly"].last_hour == 0  # quiet at this hour every day
+    assert NOW - health["litellm"].last_event > timedelta(hours=2)
+    assert list(health)[:5] == ["apisix", "litellm", "otel", "poller:openai", "kong"]  # problems first
+
+
+def test_alerts_once_per_outage(health):
+    from warehouse.completeness import completeness_alert
+
+    stale = completeness_alert(health["litellm"], NOW, ["webhook=http://127.0.0.1:9/x"])
+    later = completeness_alert(health["litellm"], NOW + timedelta(minutes=10))
+    assert stale["id"] == later["id"]  # the next check, same outage: same id, delivered once
+    assert stale["source"] == "completeness" and stale["kind"] == "source_stale" and stale["severity"] == "error"
+    assert stale["details"]["usual_per_hour"] == "6" and stale["details"]["events_last_hour"] == 0
+    dropping = completeness_alert(health["otel"], NOW)
+    assert dropping["kind"] == "source_dropping" and "usually 12" in dropping["summary"]
+
+
+def test_cli_lists_sources_and_problems(data_dir):
+    env = {"TOKENMETER_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin", "TOKENMETER_COMPLETENESS_MIN_PER_HOUR": "5"}
+    out = subprocess.run([sys.executable, "-m", "app", "completeness", "--format", "json", "--at", NOW.isoformat()],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {r["source"]: r for r in json.loads(out.stdout)}
+    assert rows["otel"]["status"] == "dropping" and rows["otel"]["usual_per_hour"] == "12"
+    assert rows["apisix"]["deadletters_last_hour"] == 8

@@ -1,0 +1,72 @@
+"""`tokenmeter demo-history` (issue 16: a demo with a past): 30 days with weekday and hour seasonality, one
+injection of each anomaly kind, provider reports with a small drift whose causes the drift check names, calls
+seen twice counted once, the previous month closed, and nothing written twice."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from tokenmeter.settings import Settings
+
+NOW = datetime(2026, 12, 4, 21, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    from warehouse.demo_history import write_history
+    from warehouse import open_warehouse
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("demo-history"))
+    result = write_history(settings, now=NOW)
+    again = write_history(settings, now=NOW)
+    wh = open_warehouse(settings, serve=False)
+    yield result, again, wh, settings
+    wh.close()
+
+
+def test_a_month_with_seasonality(written):
+    result, again, wh, _ = written
+    assert result["events"] > 5000 and again["events"] == 0  # a second start writes nothing
+    days = wh.query("SELECT toDate(ts) AS d, toDayOfWeek(ts) AS w, count() AS n FROM priced_events GROUP BY d, w")
+    assert days.height == 31  # 30 x 24 hours up to this hour: two partial days at the ends
+    weekday = days.filter(days["w"] <= 5)["n"].median()
+    weekend = days.filter(days["w"] >= 6)["n"].median()
+    assert weekend < weekday * 0.6
+    hours = wh.query("SELECT toHour(ts) AS h, count() AS n FROM priced_events WHERE toDayOfWeek(ts) <= 5"
+                     " AND source = 'demo' GROUP BY h ORDER BY h")
+    by_hour = dict(zip(hours["h"].to_list(), hours["n"].to_list()))
+    assert by_hour[15] > 3 * by_hour[4]  # afternoon peak, quiet night
+    unpriced = wh.query("SELECT count() AS n FROM priced_events WHERE pricing_status = 'unpriced'")["n"][0]
+    assert unpriced > 0  # the unpriced_usage injection
+    shift = wh.query("SELECT count() AS n FROM priced_events WHERE team = 'support-bot' AND model = 'gpt-5'")
+    assert shift["n"][0] > 20  # model_shift
+
+
+def test_provider_reports_drift_with_the_right_causes(written):
+    from warehouse.drift import Thresholds, drift
+
+    _, _, wh, _ = written
+    from warehouse.demo_history import DEMO_DRIFT_MIN_USD
+
+    limits = Thresholds(Decimal(5), Decimal(DEMO_DRIFT_MIN_USD))  # as `up --demo` runs it
+    rows, totals = drift(wh, (NOW - timedelta(days=31)).date(), NOW.date(), limits)
+    causes = sorted((r.day.isoformat(), r.model, r.cause) for r in rows if r.cause)
+    assert [c[1:] for c in causes] == [("claude-sonnet-4-5-20250929", "price_change")] * 3 + [
+        ("claude-sonnet-4-5-20250929", "missing_source")]  # the rest: within 0.8 %
+    default = drift(wh, (NOW - timedelta(days=31)).date(), NOW.date())[0]
+    assert [r.cause for r in default if r.cause] == ["missing_source"]  # 1.50 USD passes the default 1 USD too
+    low = sorted((t.day.isoformat(), t.provider) for t in totals if t.coverage_pct < 99)
+    assert low == [(c[0], "anthropic") for c in causes]  # coverage of every other bill: 99 % or more
+
+
+def test_calls_seen_twice_count_once_and_the_previous_month_is_closed(written):
+    from warehouse.dedup import duplicates_by_source_pair
+    from warehouse.month_close import closed_months, closes_dir
+
+    result, _, wh, settings = written
+    pairs = duplicates_by_source_pair(wh)
+    assert pairs.rows()[0][:3] == ("demo", "otel", result["sent"] - result["events"])
+    assert result["closed"] == "2026-11" and "2026-11" in closed_months(closes_dir(settings))

@@ -1,0 +1,309 @@
+"""`tokenmeter demo-history`: 30 days of back-filled history for `tokenmeter up --demo`, so every page has a
+month of content at first start. Written straight into the warehouse (before the loader starts), seeded, so two
+runs give the same month.
+
+- Traffic of the live demo's callers and models (collectors/demo.py), priced by the worker's own code, with
+  weekday and hour-of-day seasonality (quiet nights and weekends, a lunch dip) and a nightly batch job.
+- One injected anomaly of each kind the detector knows: a runaway agent loop (spend_rate), a bulk job on a cheap
+  model (token_rate), a prompt template that doubles its output (tokens_per_request), a leaked key firing cheap
+  calls (request_burst), a user trying a model the team never used (new_model), a provider outage
+  (error_rate), a team moving to a pricier model (model_shift) and a model missing from the catalog
+  (unpriced_usage).
+- Provider cost and usage reports (what `tokenmeter collect openai-usage` / `anthropic-usage` store) per day
+  and model with a small drift: most days within 0.8 %, one model billed 25 % more for three days (a price
+  change) and one day with 1.50 USD of calls no collector saw (a missing source).
+- Calls seen twice (a gateway log and an OTel span with the same response id) during an OTel pilot in the first
+  three weeks: cross-source dedup counts them once.
+- The previous month closed (`tokenmeter close`), when it ended inside the history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import click
+
+log = logging.getLogger("tokenmeter.demo")
+
+DAYS = 30
+BASE_PER_HOUR = 36  # calls per weekday peak hour across all callers
+SEED = 16
+
+
+def _season(ts: datetime) -> float:
+    """Relative traffic at this hour: working hours high, a lunch dip, nights and weekends low."""
+    hour = ts.hour + ts.minute / 60
+    day = 0.15 + 0.85 * math.exp(-((hour - 14.5) / 4.2) ** 2)
+    if 12 <= hour < 13:
+        day *= 0.7
+    return day * (0.3 if ts.weekday() >= 5 else 1.0)
+
+
+def _injections(start: datetime) -> list[dict[str, Any]]:
+    def at(day: int, hour: int) -> datetime:
+        return start + timedelta(days=day, hours=hour)
+
+    return [
+        {"kind": "spend_rate", "from": at(24, 15), "hours": 2, "team": "growth", "user": "hal", "extra": 40,
+         "input_mult": 6, "model": "gpt-5"},
+        {"kind": "token_rate", "from": at(21, 10), "hours": 1, "team": "data-science", "user": "fay", "extra": 60,
+         "input_mult": 20, "model": "gpt-4o-mini"},
+        {"kind": "tokens_per_request", "from": at(17, 9), "hours": 5, "team": "support-bot", "feature": "summarize",
+         "output_mult": 3},
+        {"kind": "request_burst", "from": at(26, 20), "hours": 1, "team": "platform", "user": "kai",
+         "api_key": "sk-glo-plat-leaked", "extra": 120, "model": "gpt-4o-mini", "tiny": True},
+        {"kind": "new_model", "from": at(14, 11), "hours": 3, "team": "search", "user": "chen", "extra": 6,
+         "model": "gemini-2.5-pro"},
+        {"kind": "error_rate", "from": at(19, 13), "hours": 1, "provider": "anthropic", "error_share": 0.5},
+        {"kind": "model_shift", "from": at(11, 9), "hours": 6, "team": "support-bot", "shift_to": "gpt-5"},
+        {"kind": "unpriced_usage", "from": at(8, 16), "hours": 2, "team": "platform", "user": "lu", "extra": 10,
+         "model": "acme-internal-llm-v2"},
+    ]
+
+
+def _model(name: str) -> tuple:
+    from collectors.demo import MODELS
+
+    return next(m for m in MODELS if m[1] == name)
+
+
+def history_events(now: datetime | None = None, days: int = DAYS, seed: int = SEED) -> list[dict[str, Any]]:
+    """UsageEvent dicts of the back-filled month (not yet priced), in time order."""
+    from collectors.demo import FEATURES, MODELS, callers
+
+    rng = random.Random(seed)
+    now = (now or datetime.now(timezone.utc)).replace(minute=0, second=0, microsecond=0)
+    start = now - timedelta(days=days)
+    people = callers()
+    injections = _injections(start)
+    events: list[dict[str, Any]] = []
+
+    def event(ts: datetime, caller: Any, model: tuple, *, feature: str | None = None, key: str | None = None,
+              input_mult: float = 1, output_mult: float = 1, tiny: bool = False, error: bool = False) -> dict:
+        provider, name, _, typical_in, typical_out, reasoning = model
+        embeddings = name.startswith("text-embedding")
+        tin = 20 if tiny else max(1, int(rng.lognormvariate(0, 0.6) * typical_in * input_mult))
+        tout = 0 if embeddings else (5 if tiny else max(1, int(rng.lognormvariate(0, 0.5) * typical_out * output_mult)))
+        usage: dict[str, int] = {"input_tokens": tin, "output_tokens": tout}
+        if error:
+            usage = {"input_tokens": 0, "output_tokens": 0}
+        elif rng.random() < 0.35:
+            usage["cached_input_tokens"] = int(tin * rng.uniform(0.3, 0.9))
+        if reasoning and not error:
+            usage["reasoning_tokens"] = int(tout * reasoning)
+        n = len(events)
+        return {"event_id": f"hist-{seed}-{n}", "ts": ts.isoformat(), "source": "demo", "provider": provider,
+                "model": name, "operation": "embeddings" if embeddings else "chat",
+                "status": "error" if error else "ok",
+                "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
+                                "user": caller.user, "api_key": key or caller.api_key,
+                                "feature": feature or rng.choice(FEATURES), "tags": {"env": "prod"}},
+                "usage": usage, "latency_ms": round(rng.uniform(200, 4000), 1)}
+
+    weights = [m[2] for m in MODELS if m[0] != "acme-hosted"]
+    priced_models = [m for m in MODELS if m[0] != "acme-hosted"]
+    hour = start
+    while hour < now:
+        live = [i for i in injections if i["from"] <= hour < i["from"] + timedelta(hours=i["hours"])]
+        count = int(rng.gauss(BASE_PER_HOUR * _season(hour), 2) + 0.5)
+        if hour.hour == 2:  # the nightly batch job of data-science: every day, 02:00-03:00 UTC
+            count += 25
+        for _ in range(max(count, 0)):
+            ts = hour + timedelta(seconds=rng.randrange(3600))
+            caller = rng.choice(people)
+            model = rng.choices(priced_models, weights)[0]
+            if hour.hour == 2 and rng.random() < 0.5:
+                caller = next(c for c in people if c.team == "data-science")
+                model = _model("text-embedding-3-small")
+            feature, output_mult, error = None, 1.0, rng.random() < 0.02
+            for inj in live:
+                if inj["kind"] == "tokens_per_request" and caller.team == inj["team"]:
+                    feature, output_mult = inj["feature"], inj["output_mult"]
+                if inj["kind"] == "model_shift" and caller.team == inj["team"]:
+                    model = _model(inj["shift_to"])
+                if inj["kind"] == "error_rate" and model[0] == inj["provider"]:
+                    error = rng.random() < inj["error_share"]
+            events.append(event(ts, caller, model, feature=feature, output_mult=output_mult, error=error))
+        for inj in live:  # extra traffic of the injections that add calls
+            if "extra" not in inj:
+                continue
+            caller = next(c for c in people if c.team == inj["team"] and c.user == inj["user"])
+            for _ in range(inj["extra"]):
+                ts = hour + timedelta(seconds=rng.randrange(3600))
+                events.append(event(ts, caller, _model(inj["model"]), key=inj.get("api_key"),
+                                    input_mult=inj.get("input_mult", 1), tiny=inj.get("tiny", False)))
+        hour += timedelta(hours=1)
+    events.sort(key=lambda e: e["ts"])
+    spans_until = (now - timedelta(days=9)).isoformat()  # an OTel pilot that ended: not a stale source today
+    for i, item in enumerate(events):  # every 40th call also arrives as an OTel span of the same response
+        if i % 40 == 0 and item["status"] == "ok" and item["ts"] < spans_until:
+            item["correlation"] = {"response_id": f"chatcmpl-hist-{seed}-{i}"}
+    return events
+
+
+def priced_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Priced by the worker's code (streams.enrich.price_event) with the shipped catalog; the OTel copies of
+    correlated calls added after their gateway log."""
+    from streams.enrich import price_event
+    from streams.pricing import load_price_book
+    from tokenmeter.events import UsageEvent
+
+    book = load_price_book()
+    out = []
+    for item in events:
+        priced = price_event(UsageEvent.model_validate(item), book).to_json()
+        out.append(priced)
+        if item.get("correlation"):
+            out.append({**priced, "event_id": f"{item['event_id']}-span", "source": "otel"})
+    return out
+
+
+PRICE_CHANGE_MODEL = "claude-sonnet-4-5-20250929"  # billed 25 % more for three days: a price change
+MISSING_SOURCE_MODEL = "claude-sonnet-4-5-20250929"  # one day: 1.50 USD of calls no collector saw
+MISSING_USD = Decimal("1.50")
+DEMO_DRIFT_MIN_USD = "0.10"  # the demo's spend is a few USD a day: `up --demo` sets this floor unless set
+
+
+def provider_reports(priced: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """Daily provider cost and usage records (provider_usage contract) for openai and anthropic, from the metered
+    traffic with a small drift: within 0.8 % most days, one model billed 25 % more for three days (a price
+    change: same tokens), and one day with 1.50 USD of that model's calls that no collector saw (more tokens)."""
+    rng = random.Random(SEED)
+    totals: dict[tuple[str, str, str], list] = {}
+    for e in priced:
+        if e["provider"] not in ("openai", "anthropic") or e["pricing_status"] != "priced" or e["source"] == "otel":
+            continue
+        key = (e["ts"][:10], e["provider"], e["model"])
+        cost, tokens = totals.setdefault(key, [Decimal(0), 0])
+        totals[key] = [cost + Decimal(e["cost_usd"]),
+                       tokens + e["usage"].get("input_tokens", 0) + e["usage"].get("output_tokens", 0)]
+    today = now.date().isoformat()
+    days = sorted({k[0] for k in totals if k[0] < today})
+    price_change = set(days[-9:-6])
+    missing_day = days[-4] if len(days) >= 4 else None
+    records = []
+    for (day, provider, model), (cost, tokens) in sorted(totals.items()):
+        if day >= today:
+            continue  # today's report is not final
+        billed = cost * (Decimal(1) + Decimal(rng.randint(-80, 80)) / 10000)
+        billed_tokens = tokens
+        if model == PRICE_CHANGE_MODEL and day in price_change:
+            billed = cost * Decimal("1.25")
+        if model == MISSING_SOURCE_MODEL and day == missing_day and cost:
+            billed = cost + MISSING_USD
+            billed_tokens = int(tokens * (cost + MISSING_USD) / cost)
+        start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+        common = {"provider": provider, "model": model, "bucket_start": start.isoformat(),
+                  "bucket_end": (start + timedelta(days=1)).isoformat(), "bucket_width": "1d",
+                  "fetched_at": now.isoformat()}
+        records.append({**common, "id": f"demo-cost-{provider}-{model}-{day}", "kind": "cost",
+                        "cost_usd": f"{billed.quantize(Decimal('0.000001'))}"})
+        records.append({**common, "id": f"demo-usage-{provider}-{model}-{day}", "kind": "usage",
+                        "input_tokens": billed_tokens, "output_tokens": 0})
+    return records
+
+
+async def _publish_priced(bootstrap: str, priced: list[dict[str, Any]], wait_seconds: float = 30.0) -> int:
+    """The history on `tokenmeter.priced` too, in time order, framed as the worker frames it: the anomaly detector
+    reads that topic (a backfill builds its baselines and finds the injections); the loader meets ids it has."""
+    import asyncio
+    import time
+
+    import orjson
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from tokenmeter import microbatch, topics
+    from tokenmeter.events import partition_key
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+        try:
+            await producer.start()
+            break
+        except KafkaError:
+            await producer.stop()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        sent = 0
+        for i in range(0, len(priced), 500):  # an hour or so at a time, keys in order within each chunk
+            groups: dict[bytes, list[bytes]] = {}
+            for event in priced[i:i + 500]:
+                groups.setdefault(partition_key(event), []).append(orjson.dumps(event))
+            for key, encoded in groups.items():
+                for value in microbatch.frame(encoded):
+                    await producer.send(topics.PRICED, value, key=key)
+            await producer.flush()
+            sent += len(priced[i:i + 500])
+        return sent
+    finally:
+        await producer.stop()
+
+
+def write_history(settings: Any, now: datetime | None = None, publish: bool = False) -> dict[str, Any]:
+    """Write the month into an empty warehouse (nothing when it has events already); close the previous month
+    when it ended inside the history; with `publish`, also put it on the priced topic for the anomaly detector.
+    Returns what was written."""
+    from tokenmeter import topics
+    from warehouse.month_close import close_month, closed_months, closes_dir
+    from warehouse.records_load import record_to_row
+    from warehouse.store import open_warehouse
+
+    now = now or datetime.now(timezone.utc)
+    wh = open_warehouse(settings, writer=True, serve=False)
+    try:
+        if int(wh.query("SELECT count() AS n FROM priced_events")["n"][0]):
+            return {"events": 0, "skipped": "the warehouse has events already"}
+        priced = priced_history(history_events(now))
+        stored = 0
+        for i in range(0, len(priced), 5000):
+            stored += wh.insert_priced(priced[i:i + 5000])
+        reports = provider_reports(priced, now)
+        wh.insert_records(topics.PROVIDER_USAGE, [record_to_row(topics.PROVIDER_USAGE, r)[1] for r in reports])
+        first_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        previous = (first_of_month - timedelta(days=1)).strftime("%Y-%m")
+        closed = None
+        if first_of_month - now + timedelta(days=DAYS) > timedelta(0) and previous not in closed_months(closes_dir(settings)):
+            closed = close_month(wh, closes_dir(settings), previous, closed_by="demo", now=now)["month"]
+    finally:
+        wh.close()
+    published = 0
+    if publish:
+        import asyncio
+
+        try:
+            published = asyncio.run(_publish_priced(settings.bootstrap_servers, priced))
+        except Exception as exc:  # noqa: BLE001 - the month is in the warehouse; only the detector misses it
+            log.warning("demo history not published to the priced topic: %s", exc)
+    return {"events": stored, "sent": len(priced), "provider_reports": len(reports), "closed": closed,
+            "published": published}
+
+
+@click.command("demo-history")
+@click.option("--publish", is_flag=True, help="Also put the history on tokenmeter.priced (for the anomaly detector).")
+def demo_history(publish: bool) -> None:
+    """Back-fill 30 days of demo history into an empty warehouse (run by `tokenmeter up --demo` before the
+    loader starts; the loader must not be running)."""
+    from tokenmeter.cli_support import cli_settings
+    from warehouse import WarehouseError
+
+    settings = cli_settings()
+    try:
+        result = write_history(settings, publish=publish)
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.get("skipped"):
+        click.echo(f"demo history: {result['skipped']}; nothing written")
+        return
+    click.echo(f"demo history: {result['events']} events over {DAYS} days ({result['sent'] - result['events']} "
+               f"seen twice, counted once), {result['provider_reports']} provider report rows"
+               + (f", month {result['closed']} closed" if result["closed"] else "")
+               + (f", {result['published']} on the priced topic" if result["published"] else ""))
