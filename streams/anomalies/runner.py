@@ -102,7 +102,7 @@ class Detector:
             for client in (consumer, acks, producer):
                 await client.start()
                 started.append(client)
-            tps = await topic_partitions(consumer, PRICED)
+            tps = await topic_partitions(bootstrap, PRICED)
             consumer.assign(tps)
             for tp in tps:
                 if tp.partition in self.offsets:
@@ -113,7 +113,7 @@ class Detector:
                         consumer.seek(tp, committed)
                     else:
                         await consumer.seek_to_beginning(tp)
-            await follow_acks(acks, self.mutes)  # standing mutes hold from the first batch
+            await follow_acks(bootstrap, acks, self.mutes)  # standing mutes hold from the first batch
             log.info("anomaly detector reading %s (%d partitions) from %s", PRICED, len(tps),
                      "its saved state" if self.offsets else "committed offsets")
             last_save = last_log = time.monotonic()
