@@ -158,7 +158,11 @@ class CommitLoop:
 
     # Lifecycle ---------------------------------------------------------------------------------------------
     async def __aenter__(self) -> "CommitLoop":
-        await self.consumer.start()
+        try:
+            await self.consumer.start()
+        except BaseException:
+            await self.consumer.stop()  # close what a half-done start opened
+            raise
         if self.topics:
             self.consumer.subscribe(self.topics, listener=_Listener(self))
         return self
