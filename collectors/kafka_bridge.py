@@ -3,8 +3,9 @@
 Sources: Kong kafka-log (one entry, or a JSON array per message with max_batch_size > 1), APISIX kafka-logger,
 the OpenTelemetry Collector kafka exporter (topic `otlp_spans`, otlp_proto or otlp_json TracesData per record).
 Source offsets are committed only after Kafka acknowledged the events and dead letters of that fetch (the shared
-commit loop, tokenmeter/commitloop.py, writes the protocol), so a crash never loses a record. Kafka transactions are not available (the embedded broker cannot do them), and the
-embedded broker drops offset-commit metadata, so each fetch is first recorded as *pending* in a local state file
+commit loop, tokenmeter/commitloop.py, writes the protocol), so a crash never loses a record. Kafka transactions
+are not available (the embedded broker cannot do them), and the embedded broker drops offset-commit metadata, so
+each fetch is first recorded as *pending* in a local state file
 (source offset ranges + output positions, see collectors.delivery). A restart whose committed offsets are still
 inside a pending range reads the output back and does not send again what the killed run had written.
 Limit: if the group hands an in-doubt partition to ANOTHER bridge process (which has no state file), that one

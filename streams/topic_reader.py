@@ -75,7 +75,8 @@ log = logging.getLogger("tokenmeter.topics")
 Records = dict[str, bytes | None]  # key -> latest value (None = tombstone)
 
 
-async def _assign_all(consumer: AIOKafkaConsumer, bootstrap: str, topic: str, timeout: float) -> list[TopicPartition]:
+async def _assign_all(consumer: AIOKafkaConsumer, bootstrap: str, topic: str,
+                      timeout: float) -> list[TopicPartition]:
     tps = await topic_partitions(bootstrap, topic, timeout=timeout)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
