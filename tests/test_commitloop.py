@@ -5,6 +5,7 @@ middle of a batch commits no offsets of partitions no longer owned. Each test us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -205,3 +206,38 @@ def test_a_revoke_mid_batch_commits_nothing_for_partitions_no_longer_owned(kafka
             await second.__aexit__(None, None, None)
 
     asyncio.run(scenario())
+
+
+def test_an_output_never_acknowledged_leaves_the_batch_uncommitted(kafka_bootstrap):
+    """Outputs go to another cluster (as the Kafka bridge's do) whose broker dies after the record is handed to the
+    producer: the acknowledgement fails, and the input batch stays uncommitted."""
+    from app.broker import embedded_broker
+    from tokenmeter.settings import free_port
+
+    async def scenario(output_bootstrap: str, kill_output_broker) -> None:
+        topic = await _topic_with_records(kafka_bootstrap, 4)
+        group = f"g-{topic}"
+        producer = AIOKafkaProducer(bootstrap_servers=output_bootstrap, request_timeout_ms=1000, linger_ms=50)
+        await producer.start()
+        handed_over = []
+
+        async def send_then_lose_the_broker(batch):
+            if not len(batch):
+                return None
+            await batch.send("tokenmeter.usage", b"an output whose acknowledgement never comes")
+            handed_over.append(True)  # send() returned: the record waits in the producer for its ack
+            kill_output_broker()
+            return None
+
+        try:
+            async with _Assigned(kafka_bootstrap, group, topic, producer=producer) as loop:
+                with pytest.raises(KafkaError):
+                    await asyncio.wait_for(loop.run(send_then_lose_the_broker, asyncio.Event()), 60)
+                assert handed_over and loop.stats.commits == 0 and loop.stats.failed_batches == 1
+        finally:
+            await asyncio.wait_for(producer.stop(), 30)
+        assert set((await _committed(kafka_bootstrap, topic, group)).values()) == {None}
+
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(embedded_broker("127.0.0.1", free_port(), partitions=1))
+        asyncio.run(scenario(output, stack.close))
