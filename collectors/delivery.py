@@ -34,6 +34,7 @@ from aiokafka.structs import TopicPartition
 
 from collectors.sink import KafkaSink, SinkUnavailable
 from tokenmeter.events import UsageEvent
+from tokenmeter.kafka_topics import TopicMissing, topic_partitions
 
 log = logging.getLogger("tokenmeter.collect.delivery")
 
@@ -111,22 +112,23 @@ class DeliveryGuard:
             self._consumer = consumer
         return self._consumer
 
-    async def _topic_partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    async def _topic_partitions(self) -> list[TopicPartition]:
         missing = [t for t in self.topics if not self._partitions.get(t)]
-        if missing:
-            cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - topics we never subscribe to
-            for topic in missing:
-                partitions = cluster.partitions_for_topic(topic)
-                if not partitions:
-                    raise SinkUnavailable(f"topic {topic} does not exist yet on {self.sink.bootstrap_servers}")
-                self._partitions[topic] = sorted(partitions)
+        if missing:  # topics we never subscribe to: asked of the cluster (tokenmeter.kafka_topics says why)
+            try:
+                found = await topic_partitions(self.sink.bootstrap_servers, *dict.fromkeys(missing),
+                                               timeout=self.timeout_s, wait=False)
+            except TopicMissing as exc:
+                raise SinkUnavailable(f"{exc}; not there yet") from None
+            for tp in found:
+                self._partitions.setdefault(tp.topic, []).append(tp.partition)
         return [TopicPartition(t, p) for t in self.topics for p in self._partitions[t]]
 
     async def positions(self) -> Positions:
         """Per output partition, an offset at or below where the next message will be written."""
         try:
             consumer = await self._client()
-            tps = await self._topic_partitions(consumer)
+            tps = await self._topic_partitions()
             ends = await asyncio.wait_for(consumer.end_offsets(tps), self.timeout_s)
         except SinkUnavailable:
             await self._reset()

@@ -2,9 +2,10 @@
 
 Sources: Kong kafka-log (one entry, or a JSON array per message with max_batch_size > 1), APISIX kafka-logger,
 the OpenTelemetry Collector kafka exporter (topic `otlp_spans`, otlp_proto or otlp_json TracesData per record).
-Source offsets are committed only after Kafka acknowledged the events and dead letters of that fetch, so a
-crash never loses a record. Kafka transactions are not available (the embedded broker cannot do them), and the
-embedded broker drops offset-commit metadata, so each fetch is first recorded as *pending* in a local state file
+Source offsets are committed only after Kafka acknowledged the events and dead letters of that fetch (the shared
+commit loop, tokenmeter/commitloop.py, writes the protocol), so a crash never loses a record. Kafka transactions
+are not available (the embedded broker cannot do them), and the embedded broker drops offset-commit metadata, so
+each fetch is first recorded as *pending* in a local state file
 (source offset ranges + output positions, see collectors.delivery). A restart whose committed offsets are still
 inside a pending range reads the output back and does not send again what the killed run had written.
 Limit: if the group hands an in-doubt partition to ANOTHER bridge process (which has no state file), that one
@@ -32,6 +33,7 @@ from collectors.delivery import (
     write_json_atomically,
 )
 from collectors.sink import KafkaSink, log_counters_every
+from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from tokenmeter.events import UsageEvent
 
 log = logging.getLogger("tokenmeter.collect.kafka")
@@ -61,41 +63,47 @@ class KafkaBridge:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            self.topic, bootstrap_servers=self.source_bootstrap, group_id=self.group, enable_auto_commit=False,
+            bootstrap_servers=self.source_bootstrap, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
             max_partition_fetch_bytes=4 * 1024 * 1024)
-        await consumer.start()
+        # The shared loop (tokenmeter/commitloop.py has the protocol); the source offsets it commits after each
+        # batch's events and dead letters are acknowledged.
+        loop = CommitLoop(consumer, topics=[self.topic], name=f"bridge {self.topic}", max_records=self.batch_records,
+                          fetch_timeout_ms=500, on_committed=self._committed)
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
-        log.info("bridging %s (%s, group %s) -> %s", self.topic, self.label, self.group, self.sink.topic)
-        loop = asyncio.get_running_loop()
-        last_record = loop.time()
+        self._last_record = asyncio.get_running_loop().time()
         try:
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_records)
-                if not batch:
-                    if not consumer.assignment():
-                        last_record = loop.time()  # still joining the group: not idle yet
-                    elif self.exit_when_idle is not None and loop.time() - last_record >= self.exit_when_idle:
-                        break
-                    continue
-                last_record = loop.time()
-                if not self._recovery_checked:
-                    await self._settle_recovery(consumer)
-                events, letters = self._convert(batch)
-                if not await self._deliver(stop, batch, events, letters):
-                    break  # stopped while Kafka was down: offsets not committed, the batch is read again
-                fault_point("after-ack")
-                self.sink.counters.count(self.label, "rejected", len(letters))
-                ends = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
-                await consumer.commit(ends)
-                fault_point("after-commit")
-                self._recovered(ends)
+            async with loop:
+                log.info("bridging %s (%s, group %s) -> %s", self.topic, self.label, self.group, self.sink.topic)
+                await loop.run(lambda batch: self._process(batch, consumer, stop), stop)
         finally:
             stop.set()
             await reporter
-            await consumer.stop()
             await self.guard.stop()
             await self.sink.stop()
+
+    async def _process(self, batch: Batch, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> Offsets | None:
+        """One batch of the commit loop: convert, deliver exactly once; the loop then commits the source."""
+        now = asyncio.get_running_loop().time()
+        if not len(batch):
+            if not consumer.assignment():
+                self._last_record = now  # still joining the group: not idle yet
+            elif self.exit_when_idle is not None and now - self._last_record >= self.exit_when_idle:
+                stop.set()
+            return {}
+        self._last_record = now
+        if not self._recovery_checked:
+            await self._settle_recovery(consumer)
+        events, letters = self._convert(batch.records)
+        if not await self._deliver(stop, batch.records, events, letters):
+            return {}  # stopped while Kafka was down: offsets not committed, the batch is read again
+        fault_point("after-ack")
+        self.sink.counters.count(self.label, "rejected", len(letters))
+        return None
+
+    def _committed(self, ends: Offsets) -> None:
+        fault_point("after-commit")
+        self._recovered(ends)
 
     # Pending batches -----------------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any] | None:

@@ -17,6 +17,11 @@ from typing import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from tokenmeter.kafka_topics import TopicMissing, topic_partitions
+
+__all__ = ["TopicReadError", "TopicRecord", "TopicMissing", "topic_partitions", "read_topic", "read_compacted",
+           "follow_compacted", "read_records"]
+
 
 class TopicReadError(Exception):
     """A topic could not be read to its end; the message says which and why."""
@@ -39,15 +44,13 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[
     """Every record of `topic` from the beginning to its current end, partition by partition."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                 auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000))
+    try:
+        tps = await topic_partitions(bootstrap, topic, timeout=timeout, wait=False)
+    except TopicMissing as exc:
+        raise TopicReadError(str(exc)) from None
     await consumer.start()
     out: list[TopicRecord] = []
     try:
-        # Metadata of a topic we assign rather than subscribe to: ask the cluster for all topics.
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
-        partitions = cluster.partitions_for_topic(topic)
-        if not partitions:
-            raise TopicReadError(f"topic {topic} does not exist on {bootstrap} (run `tokenmeter topics`)")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         pending = set(tps)
@@ -72,22 +75,9 @@ log = logging.getLogger("tokenmeter.topics")
 Records = dict[str, bytes | None]  # key -> latest value (None = tombstone)
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
-    """Partitions of a topic a consumer assigns rather than subscribes to (asks the cluster; waits for the topic
-    to exist, e.g. while `tokenmeter topics` is still creating it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - assigned, not subscribed
-        partitions = cluster.partitions_for_topic(topic)
-        if partitions:
-            return [TopicPartition(topic, p) for p in sorted(partitions)]
-        if time.monotonic() > deadline:
-            raise KafkaError(f"topic {topic} does not exist (run `tokenmeter topics`)")
-        await asyncio.sleep(0.2)
-
-
-async def _assign_all(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> list[TopicPartition]:
-    tps = await topic_partitions(consumer, topic, timeout)
+async def _assign_all(consumer: AIOKafkaConsumer, bootstrap: str, topic: str,
+                      timeout: float) -> list[TopicPartition]:
+    tps = await topic_partitions(bootstrap, topic, timeout=timeout)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     return tps
@@ -126,7 +116,7 @@ async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Reco
                                     auto_offset_reset="earliest")
         try:
             await consumer.start()
-            tps = await _assign_all(consumer, topic, 30.0)
+            tps = await _assign_all(consumer, bootstrap, topic, 30.0)
             caught_up = False
             while not stop.is_set():
                 changed: Records = {}

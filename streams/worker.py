@@ -3,7 +3,9 @@ budgets (streams/budgets/service.py). docs/worker.md describes it for operators.
 
 Delivery is at-least-once: a batch's priced messages and dead letters are acknowledged by the broker BEFORE the
 batch's input offsets are acked (take_events acks after the loop body returns), so a crash re-sends, never
-loses. Duplicates are removed downstream on `event_id` (the warehouse). Bad input never raises (process_batch
+loses. This is the protocol written in tokenmeter/commitloop.py, with Faust as its second driver: Faust owns
+the consumer (in its own thread, with its own rebalance handling), so the agents cannot run on the shared loop,
+and price_and_send awaits every produced record itself before the body returns. Duplicates are removed downstream on `event_id` (the warehouse). Bad input never raises (process_batch
 turns it into dead letters); a failing send is retried, unacked, with the agent reported failing on /health
 (streams/agent_health.py). Faust's own record losses around rebalances are patched in streams/faust_patches.py.
 """

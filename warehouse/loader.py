@@ -1,9 +1,10 @@
 """Loader: `tokenmeter.priced` and the record topics (alerts, deliveries, enforcement, anomalies, acks,
 provider usage; see warehouse.records_load) -> warehouse, at-least-once in, exact totals out.
 
-Per batch: fetch (up to `load_batch_rows` rows or `load_flush_seconds`), validate each event (bad ones go
-to the dead-letter topic with the reason), insert with the warehouse's dedupe, send the dead letters, and
-only then commit the offsets. A crash anywhere before the commit means redelivery, which the dedupe absorbs.
+Per batch, on the shared commit loop (tokenmeter/commitloop.py writes the protocol): fetch (up to
+`load_batch_rows` rows or `load_flush_seconds`), validate each event (bad ones go to the dead-letter topic with the
+reason), insert with the warehouse's dedupe, send the dead letters, and only once they are acknowledged commit the
+offsets. A crash anywhere before the commit means redelivery, which the dedupe absorbs.
 While running, the loader owns the warehouse and serves its query endpoint to other processes.
 """
 
@@ -19,10 +20,11 @@ from typing import Any, Callable
 
 import orjson
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from tokenmeter import deadletters, topics
+from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from warehouse.backends import WarehouseError
 from warehouse.price_history import price_catalog_rows
 from warehouse.records_load import RECORD_TOPICS, RecordRowError, record_to_row
@@ -64,7 +66,6 @@ class _Batch:
     # record topic -> (table row, decoded record, Kafka record): the last two to dead-letter a row the table refuses
     records: dict[str, list[tuple[dict[str, Any], Any, Any]]] = field(default_factory=dict)
     dead: list[dict[str, Any]] = field(default_factory=list)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
 
 
 def _dead_letter(reason: str, payload: Any, record: Any) -> dict[str, Any]:
@@ -75,7 +76,6 @@ def _dead_letter(reason: str, payload: Any, record: Any) -> dict[str, Any]:
 def parse_record(record: Any, batch: _Batch) -> None:
     """Add one Kafka record (a PricedEvent object or a JSON array of them; or a record of a record topic) to
     the batch; never raises."""
-    batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
     raw = record.value
     if record.topic != topics.PRICED:
         if raw is not None:  # None: a tombstone on a compacted topic (a deleted budget): nothing to store
@@ -116,21 +116,13 @@ def _parse_other(record: Any, raw: bytes, batch: _Batch) -> None:
             batch.records.setdefault(record.topic, []).append((row, item, record))
 
 
-async def _fetch_batch(consumer: AIOKafkaConsumer, settings: Any, stop: asyncio.Event) -> _Batch:
-    batch = _Batch()
-    deadline = time.monotonic() + settings.load_flush_seconds
-    while not stop.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        wanted = max(1, min(5000, settings.load_batch_rows - len(batch.rows)))  # a record holds >= 1 row
-        fetched = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000), max_records=wanted)
-        for records in fetched.values():
-            for record in records:
-                parse_record(record, batch)
-        if len(batch.rows) >= settings.load_batch_rows:
-            break
-    return batch
+def _accept(window: Batch, records: list[Any]) -> int:
+    """The commit loop's `accept`: parse records as they arrive; the window is measured in rows."""
+    batch: _Batch = window.state
+    before = len(batch.rows)
+    for record in records:
+        parse_record(record, batch)
+    return len(batch.rows) - before
 
 
 async def _lag(consumer: AIOKafkaConsumer) -> int:
@@ -147,18 +139,18 @@ async def _lag(consumer: AIOKafkaConsumer) -> int:
 async def _flush(
     batch: _Batch,
     warehouse: Warehouse,
-    consumer: AIOKafkaConsumer,
-    producer: AIOKafkaProducer,
+    window: Batch,
     stats: LoaderStats,
     stop: asyncio.Event,
-) -> None:
+) -> bool:
+    """Store the batch and send its dead letters through the commit loop's batch; False when stopped first."""
     if batch.rows:
         started = time.perf_counter()
         letters_before = len(batch.dead)
         inserted = await _retry(lambda: _store(warehouse, topics.PRICED, batch.rows, batch), f"{len(batch.rows)} rows",
                                 stop)
         if inserted is None:
-            return  # stopping before the insert succeeded: no commit, the batch is redelivered
+            return False  # stopping before the insert succeeded: no commit, the batch is redelivered
         stats.record_insert(time.perf_counter() - started)
         stats.rows_inserted += inserted
         refused = len(batch.dead) - letters_before  # expired or refused rows: dead letters, not duplicates
@@ -167,22 +159,16 @@ async def _flush(
         stored = await _retry(lambda entries=entries, topic=topic: _store(warehouse, topic, entries, batch),
                               f"{len(entries)} {topic} records", stop)
         if stored is None:
-            return
+            return False
         stats.records_inserted += stored
     for letter in batch.dead:  # after the inserts: they may add letters for rows the warehouse refused
-        await producer.send_and_wait(topics.DEADLETTER, deadletters.encode(letter))
+        await window.send(topics.DEADLETTER, deadletters.encode(letter))  # acked before the loop commits
         stats.dead_letters += 1
         log.warning("dead letter (%s[%s]@%s): %s", letter["topic"], letter["partition"], letter["offset"],
                     letter["reason"])
-    if batch.offsets:
-        try:
-            await consumer.commit(batch.offsets)
-        except CommitFailedError as exc:
-            # Partitions were rebalanced away: the next owner re-reads them and the dedupe drops repeats.
-            stats.commit_failures += 1
-            log.warning("offset commit failed after a rebalance (rows are stored; redelivery is harmless): %s", exc)
     stats.batches += 1
     stats.rows_seen += len(batch.rows)
+    return True
 
 
 async def _retry(insert: Callable[[], int], what: str, stop: asyncio.Event) -> int | None:
@@ -278,8 +264,6 @@ async def run_loader(
         except WarehouseError as exc:  # history is for explanations: never stop loading over it
             log.error("could not record the price catalog: %s", exc)
     consumer = AIOKafkaConsumer(
-        topics.PRICED,
-        *RECORD_TOPICS,
         bootstrap_servers=settings.bootstrap_servers,
         group_id=GROUP_ID,
         enable_auto_commit=False,
@@ -287,33 +271,40 @@ async def run_loader(
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    # The shared loop (tokenmeter/commitloop.py has the protocol): a window of up to `load_batch_rows` rows or
+    # `load_flush_seconds`, stored and its dead letters acknowledged before its offsets are committed.
+    commit_loop = CommitLoop(consumer, topics=[topics.PRICED, *RECORD_TOPICS], producer=producer, name="loader",
+                             max_records=5000, fetch_timeout_ms=500, window_s=settings.load_flush_seconds,
+                             max_size=settings.load_batch_rows, start_batch=_Batch, accept=_accept)
+    progress = {"started": time.monotonic(), "rows": 0}
+
+    async def process(window: Batch) -> Offsets | None:
+        if len(window):
+            if not await _flush(window.state, warehouse, window, stats, stop):
+                return {}  # stopped before the rows were stored: nothing committed
+            progress["rows"] += len(window.state.rows)
+        elapsed = time.monotonic() - progress["started"]
+        if elapsed >= PROGRESS_EVERY_SECONDS:
+            stats.lag, stats.commit_failures = await _lag(consumer), commit_loop.stats.commit_failures
+            log.info("loader: %.0f rows/s, %d inserted, %d duplicates skipped, %d dead letters, lag %d, insert %s",
+                     progress["rows"] / elapsed, stats.rows_inserted, stats.duplicates_skipped, stats.dead_letters,
+                     stats.lag, stats.insert_latency())
+            progress.update(started=time.monotonic(), rows=0)
+        return None
+
     try:
-        await consumer.start()
         await producer.start()
-        log.info("loader consuming %s and %d record topics as group %s into %s", topics.PRICED,
-                 len(RECORD_TOPICS), GROUP_ID, warehouse.kind)
-        if ready is not None:
-            ready()
-        window_started, window_rows = time.monotonic(), 0
-        while not stop.is_set():
-            batch = await _fetch_batch(consumer, settings, stop)
-            if batch.offsets:
-                await _flush(batch, warehouse, consumer, producer, stats, stop)
-                window_rows += len(batch.rows)
-            elapsed = time.monotonic() - window_started
-            if elapsed >= PROGRESS_EVERY_SECONDS:
-                stats.lag = await _lag(consumer)
-                log.info(
-                    "loader: %.0f rows/s, %d inserted, %d duplicates skipped, %d dead letters, lag %d, insert %s",
-                    window_rows / elapsed, stats.rows_inserted, stats.duplicates_skipped, stats.dead_letters,
-                    stats.lag, stats.insert_latency(),
-                )
-                window_started, window_rows = time.monotonic(), 0
+        async with commit_loop:
+            log.info("loader consuming %s and %d record topics as group %s into %s", topics.PRICED,
+                     len(RECORD_TOPICS), GROUP_ID, warehouse.kind)
+            if ready is not None:
+                ready()
+            await commit_loop.run(process, stop)
     except KafkaError as exc:
         log.error("loader stopped by a Kafka error: %s", exc)
         raise
     finally:
-        await _stop_quietly(consumer.stop(), "consumer")
+        stats.commit_failures = commit_loop.stats.commit_failures
         await _stop_quietly(producer.stop(), "producer")
         await asyncio.to_thread(warehouse.close)
         loop = asyncio.get_running_loop()

@@ -7,7 +7,8 @@ Exactly one delivery per (alert id, route), across duplicate records and restart
   `tokenmeter.alert-deliveries`; at start that topic is read to its end, and routes already delivered or
   failed are skipped;
 - an outbox offset is committed only when every alert up to it has all its deliveries final, so an alert still
-  retrying when the process stops is read again after a restart and continues with its recorded attempts.
+  retrying when the process stops is read again after a restart and continues with its recorded attempts (the
+  shared commit loop, tokenmeter/commitloop.py, runs the consumer; its docstring writes the protocol).
 The one remaining window is a crash (kill -9) between an endpoint's 2xx and the acknowledgement of the
 "delivered" record: that delivery is repeated, with the same PagerDuty dedup_key and X-Tokenmeter-Alert-Id, so
 receivers can drop it.
@@ -26,10 +27,11 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from tokenmeter import deadletters
+from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from tokenmeter.records import RecordError, alert_record
 from tokenmeter.settings import Settings
 from tokenmeter.topics import ALERT_DELIVERIES, ALERTS, DEADLETTER
@@ -118,7 +120,8 @@ class Dispatcher:
         self.assigned: set[TopicPartition] = set()
         self.started = False
         self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._loop: CommitLoop | None = None
+        self._next_stats = 0.0
         self._sender: Sender | None = None
         self._stop = asyncio.Event()
 
@@ -131,49 +134,45 @@ class Dispatcher:
         self.deliveries = await load_delivery_state(s.bootstrap_servers, self.deliveries_topic)
         log.info("alert dispatcher: %d delivery states loaded from %s", len(self.deliveries), self.deliveries_topic)
         self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=2)
-        self._consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=100)  # the embedded broker answers a waiting fetch only at its deadline
+        # The shared loop (tokenmeter/commitloop.py has the protocol). Alerts finish when their deliveries are
+        # final, after their batch: each round commits what the OffsetTracker says is final, and a revocation
+        # commits the revoked partitions' final offsets while they are still ours.
+        self._loop = CommitLoop(consumer, topics=[self.alerts_topic], name="alert dispatcher", max_records=500,
+                                fetch_timeout_ms=200, hold=self._hold, on_assigned=self.on_assigned,
+                                on_revoked=self.on_revoked, on_committed=self._committed)
         await self._producer.start()
         try:
-            await self._consumer.start()
-            async with aiohttp.ClientSession() as session:
-                self._sender = Sender(s, session, self.counters)
-                self._consumer.subscribe([self.alerts_topic], listener=_Rebalance(self))
-                await self._consume(stop)
-                await self._drain()
+            async with self._loop:
+                try:
+                    async with aiohttp.ClientSession() as session:
+                        self._sender = Sender(s, session, self.counters)
+                        self._next_stats = time.monotonic() + STATS_LOG_SECONDS
+                        await self._loop.run(self._process, stop)
+                        await self._drain()
+                finally:
+                    await self._commit()
         finally:
-            await self._commit()
-            _leave_group_even_in_generation_zero(self._consumer)
-            await self._consumer.stop()
             await self._producer.stop()
             log.info("alert dispatcher stopped: %s", self.counters.as_dict())
 
-    async def _consume(self, stop: asyncio.Event) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        paused = False
-        next_stats = time.monotonic() + STATS_LOG_SECONDS
-        while not stop.is_set():
-            if not paused and self.tracker.open_count() >= MAX_OPEN_ALERTS:
-                consumer.pause(*consumer.assignment())
-                paused = True
-            elif paused and self.tracker.open_count() < MAX_OPEN_ALERTS // 2:
-                consumer.resume(*consumer.assignment())
-                paused = False
-            batches = await _fetch_unless_stopped(consumer, stop)
-            if batches is None:
-                break
-            self.started = True
-            for records in batches.values():
-                for record in records:
-                    await self._handle(record)
-            await self._commit()
-            if time.monotonic() >= next_stats:
-                log.info("alert dispatcher: %s, open alerts %d", self.counters.as_dict(), self.tracker.open_count())
-                next_stats = time.monotonic() + STATS_LOG_SECONDS
+    def _hold(self, held: bool) -> bool:
+        """Stop fetching while MAX_OPEN_ALERTS outbox records are unfinished; resume below half of it."""
+        return self.tracker.open_count() >= (MAX_OPEN_ALERTS // 2 if held else MAX_OPEN_ALERTS)
+
+    async def _process(self, batch: Batch) -> Offsets:
+        """One round of the commit loop: start the deliveries of new alerts; commit what is final by now."""
+        self.started = True
+        for record in batch:
+            await self._handle(record)
+        if time.monotonic() >= self._next_stats:
+            log.info("alert dispatcher: %s, open alerts %d", self.counters.as_dict(), self.tracker.open_count())
+            self._next_stats = time.monotonic() + STATS_LOG_SECONDS
+        return self._committable()
 
     async def _drain(self) -> None:
         """After stop: retry waits end at once; requests already on the wire finish and record their state."""
@@ -292,23 +291,23 @@ class Dispatcher:
             log.error("could not dead-letter alerts %d/%d: %r", record.partition, record.offset, exc)
 
     # Offsets and rebalances --------------------------------------------------------------------------------
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        if self._consumer is None:
-            return
-        offsets = {tp: o for tp, o in self.tracker.to_commit().items()
-                   if tp in self.assigned and (only is None or tp in only)}
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-            self.tracker.committed(offsets)
-        except KafkaError as exc:  # a rebalance in progress: the next owner re-reads those alerts
-            log.warning("alert dispatcher: commit failed: %r", exc)
+    def _committable(self, only: set[TopicPartition] | None = None) -> Offsets:
+        return {tp: o for tp, o in self.tracker.to_commit().items()
+                if tp in self.assigned and (only is None or tp in only)}
 
-    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._commit(set(revoked))
+    async def _commit(self) -> None:
+        if self._loop is not None:
+            await self._loop.commit(self._committable())
+
+    def _committed(self, offsets: Offsets) -> None:
+        self.tracker.committed({tp: o for tp, o in offsets.items() if tp in self.assigned})
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> Offsets:
+        """The final offsets of the revoked partitions (the loop commits them while they are still ours)."""
+        final = self._committable(set(revoked))
         self.tracker.forget(revoked)
         self.assigned -= set(revoked)
+        return final
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         fresh = set(assigned) - self.assigned
@@ -321,42 +320,6 @@ class Dispatcher:
     def health(self) -> dict[str, Any]:
         return {"status": "ok" if self.started else "starting", **self.counters.as_dict(),
                 "open_alerts": self.tracker.open_count(), "partitions": len(self.assigned)}
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, dispatcher: Dispatcher):
-        self.dispatcher = dispatcher
-
-    async def on_partitions_revoked(self, revoked):  # noqa: ANN001
-        await self.dispatcher.on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned):  # noqa: ANN001
-        await self.dispatcher.on_assigned(set(assigned))
-
-
-async def _fetch_unless_stopped(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> dict | None:
-    """getmany() can block for a whole group join (~5 s on the embedded broker); a stop must not wait for it."""
-    fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=200, max_records=500))
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if fetch.done():
-        return fetch.result()  # records already fetched are handled even when stopping
-    fetch.cancel()
-    await asyncio.gather(fetch, return_exceptions=True)
-    return None
-
-
-def _leave_group_even_in_generation_zero(consumer: AIOKafkaConsumer) -> None:
-    """aiokafka sends LeaveGroup on stop only when the generation is > 0, but the embedded broker (tansu) starts
-    groups at generation 0: without a leave, the next dispatcher's join waits out the old member's session
-    (measured: 18.8 s instead of 5.7 s). The request carries only group and member id, so the generation we
-    report does not matter; it is read only by aiokafka's own leave check."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is not None and getattr(coordinator, "generation", None) == 0 and coordinator.member_id:
-        coordinator.generation = 1
 
 
 async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:

@@ -120,11 +120,11 @@ class MuteTable:
         return {"|".join(k): iso(v) for k, v in self._until.items()}
 
 
-async def follow_acks(consumer: AIOKafkaConsumer, table: MuteTable, timeout: float = 15.0) -> None:
+async def follow_acks(bootstrap: str, consumer: AIOKafkaConsumer, table: MuteTable, timeout: float = 15.0) -> None:
     """Assign `consumer` (started, no group) to the ack topic and fold it into `table` up to its end. The end is
     the high watermark of fetch responses (the embedded broker under-reports ListOffsets). The consumer stays
     assigned, so a caller can keep folding new records with `getmany`."""
-    tps = await topic_partitions(consumer, ANOMALY_ACKS)
+    tps = await topic_partitions(bootstrap, ANOMALY_ACKS)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     pending, deadline = set(tps), time.monotonic() + timeout
@@ -147,7 +147,7 @@ async def read_mutes(bootstrap: str, timeout: float = 15.0) -> MuteTable:
     await consumer.start()
     try:
         table = MuteTable()
-        await follow_acks(consumer, table, timeout)
+        await follow_acks(bootstrap, consumer, table, timeout)
         return table
     finally:
         await consumer.stop()

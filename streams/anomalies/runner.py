@@ -1,10 +1,11 @@
 """`tokenmeter anomalies run`: the anomaly detector as a process role.
 
 One replica: the engine needs every partition of `tokenmeter.priced` (a team's scopes can span partitions), so the
-consumer assigns all of them itself (no group rebalance) and uses its group only to record offsets. Per batch:
-decode -> engine.observe -> anomaly records to `tokenmeter.anomalies` and alert records to `tokenmeter.alerts`
--> wait for Kafka's acknowledgement -> commit the input offsets (at-least-once; anomaly and alert ids are stable,
-so a redelivered batch re-publishes the same ids, which consumers deduplicate). Event time is tracked per partition:
+consumer assigns all of them itself (no group rebalance) and uses its group only to record offsets. Batches run on
+the shared commit loop (tokenmeter/commitloop.py writes the protocol): decode -> engine.observe -> anomaly records
+to `tokenmeter.anomalies` and alert records to `tokenmeter.alerts` -> every one acknowledged -> the input offsets
+committed (at-least-once; anomaly and alert ids are stable, so a redelivered batch re-publishes the same ids, which
+consumers deduplicate). Event time is tracked per partition:
 only partitions with unread records hold the watermark, and the wall clock closes buckets only once every partition
 is read to its end (so a backfill of weeks, on any number of partitions, builds the baselines instead of being late).
 
@@ -27,9 +28,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.topic_reader import topic_partitions
-from tokenmeter.settings import Settings
 from tokenmeter import deadletters
+from tokenmeter.commitloop import Batch, CommitLoop
+from tokenmeter.kafka_topics import topic_partitions
+from tokenmeter.settings import Settings
 from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 
 from .acks import MuteTable, follow_acks
@@ -97,44 +99,51 @@ class Detector:
         acks = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        # The shared loop (tokenmeter/commitloop.py has the protocol); partitions assigned here, not subscribed.
+        loop = CommitLoop(consumer, producer=producer, name="anomaly detector", max_records=self.max_records,
+                          fetch_timeout_ms=500)
         started = []
         try:
-            for client in (consumer, acks, producer):
+            for client in (acks, producer):
                 await client.start()
                 started.append(client)
-            tps = await topic_partitions(consumer, PRICED)
-            consumer.assign(tps)
-            for tp in tps:
-                if tp.partition in self.offsets:
-                    consumer.seek(tp, self.offsets[tp.partition])
-                else:
-                    committed = await consumer.committed(tp)
-                    if committed is not None:
-                        consumer.seek(tp, committed)
+            async with loop:
+                tps = await topic_partitions(bootstrap, PRICED)
+                consumer.assign(tps)
+                for tp in tps:
+                    if tp.partition in self.offsets:
+                        consumer.seek(tp, self.offsets[tp.partition])
                     else:
-                        await consumer.seek_to_beginning(tp)
-            await follow_acks(acks, self.mutes)  # standing mutes hold from the first batch
-            log.info("anomaly detector reading %s (%d partitions) from %s", PRICED, len(tps),
-                     "its saved state" if self.offsets else "committed offsets")
-            last_save = last_log = time.monotonic()
-            while not stop.is_set():
-                for records in (await acks.getmany(timeout_ms=0)).values():
-                    for record in records:
-                        self.mutes.apply(record.value)
-                batch = await consumer.getmany(*tps, timeout_ms=500, max_records=self.max_records)
-                await self._handle(batch, producer, consumer, stop, tps)
-                if time.monotonic() - last_log >= STATS_LOG_SECONDS:
-                    log.info("anomaly detector: %s; engine %s%s", self.counters, self.engine.stats,
-                             f"; last bad event: {self.engine.last_error}" if self.engine.last_error else "")
-                    last_log = time.monotonic()
-                if time.monotonic() - last_save >= self.snapshot_every_s:
-                    save_state(self.path, self.engine, self.offsets)
-                    last_save = time.monotonic()
+                        committed = await consumer.committed(tp)
+                        if committed is not None:
+                            consumer.seek(tp, committed)
+                        else:
+                            await consumer.seek_to_beginning(tp)
+                await follow_acks(bootstrap, acks, self.mutes)  # standing mutes hold from the first batch
+                log.info("anomaly detector reading %s (%d partitions) from %s", PRICED, len(tps),
+                         "its saved state" if self.offsets else "committed offsets")
+                self._last_save = self._last_log = time.monotonic()
+                await loop.run(lambda batch: self._process(batch, acks, consumer, stop, tps), stop)
             save_state(self.path, self.engine, self.offsets)
         finally:
             for client in reversed(started):
                 await client.stop()
             log.info("anomaly detector stopped: %s, engine %s", self.counters, self.engine.stats)
+
+    async def _process(self, batch: Batch, acks: AIOKafkaConsumer, consumer: AIOKafkaConsumer, stop: asyncio.Event,
+                       tps: list) -> None:
+        """One batch of the commit loop: follow mutes, detect, publish and await acks; the loop then commits."""
+        for records in (await acks.getmany(timeout_ms=0)).values():
+            for record in records:
+                self.mutes.apply(record.value)
+        await self._handle(batch, consumer, stop, tps)
+        if time.monotonic() - self._last_log >= STATS_LOG_SECONDS:
+            log.info("anomaly detector: %s; engine %s%s", self.counters, self.engine.stats,
+                     f"; last bad event: {self.engine.last_error}" if self.engine.last_error else "")
+            self._last_log = time.monotonic()
+        if time.monotonic() - self._last_save >= self.snapshot_every_s:
+            save_state(self.path, self.engine, self.offsets)
+            self._last_save = time.monotonic()
 
     async def _behind(self, consumer: AIOKafkaConsumer, tps: list) -> set[int]:
         """Partitions with records not yet returned: position below the high watermark of the last fetch (the
@@ -146,11 +155,11 @@ class Detector:
                 behind.add(tp.partition)
         return behind
 
-    async def _handle(self, batch: dict, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
-                      stop: asyncio.Event, tps: list | None = None) -> None:
+    async def _handle(self, batch: Batch, consumer: AIOKafkaConsumer, stop: asyncio.Event,
+                      tps: list | None = None) -> None:
         per_partition: dict[int, list[dict]] = {}
         outputs: list[tuple[str, bytes | None, bytes]] = []  # (topic, key, value)
-        for tp, records in batch.items():
+        for tp, records in batch.records.items():
             events = per_partition.setdefault(tp.partition, [])
             for record in records:
                 self.counters["messages"] += 1
@@ -165,7 +174,7 @@ class Detector:
         # Per-partition watermark: only partitions that still hold unread records hold back event time.
         # A partition this batch read to its end still holds the watermark until all of this batch is folded, so
         # another partition's older events of the same batch are not late.
-        behind = await self._behind(consumer, tps or list(batch))
+        behind = await self._behind(consumer, tps or list(batch.records))
         delivered = {p for p, events in per_partition.items() if events}
         updates = self.engine.set_behind(behind | delivered)
         for partition in delivered:
@@ -190,22 +199,20 @@ class Detector:
             outputs.append((ALERTS, alert["dedup_key"].encode(), orjson.dumps(alert)))
             self.counters["alerts"] += 1
         if outputs:
-            await self._send_all(producer, outputs, stop)
-        if batch:
-            positions = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-            await consumer.commit(positions)
-            for tp, offset in positions.items():
-                self.offsets[tp.partition] = offset
+            await self._send_all(batch, outputs, stop)
+        # The engine has folded these offsets, whatever becomes of the commit (the snapshot records them).
+        self.offsets.update({tp.partition: offset for tp, offset in batch.next_offsets().items()})
 
-    async def _send_all(self, producer: AIOKafkaProducer, outputs: list, stop: asyncio.Event) -> None:
+    async def _send_all(self, batch: Batch, outputs: list, stop: asyncio.Event) -> None:
         """Send and await every output. The engine has already folded this batch, so on a Kafka error the same
-        records are sent again (their ids make duplicates harmless) until they are acknowledged; the input is
-        committed only after that. If stopped meanwhile, the batch is neither committed nor saved as done."""
+        records are sent again (their ids make duplicates harmless) until they are acknowledged; the loop commits
+        the input only after that. If stopped meanwhile, the error ends the run: nothing committed or saved."""
         delay = 0.5
         while True:
             try:
-                futures = [await producer.send(topic, key=key, value=value) for topic, key, value in outputs]
-                await asyncio.gather(*futures)
+                for topic, key, value in outputs:
+                    await batch.send(topic, value, key=key)
+                await batch.acked()
                 return
             except KafkaError as exc:
                 self.counters["send_retries"] += 1

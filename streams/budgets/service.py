@@ -163,16 +163,9 @@ class BudgetService:
         return restored
 
     async def _spend_partition_count(self) -> int:
-        from aiokafka import AIOKafkaConsumer
+        from tokenmeter.kafka_topics import topic_partitions
 
-        from streams.topic_reader import topic_partitions
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None)
-        await consumer.start()
-        try:
-            return len(await topic_partitions(consumer, topics.BUDGET_SPEND))
-        finally:
-            await consumer.stop()
+        return len(await topic_partitions(self.settings.bootstrap_servers, topics.BUDGET_SPEND))
 
     async def load_owned(self) -> None:
         """Restore every budget of this worker's budget-spend partitions from the state topic and publish its

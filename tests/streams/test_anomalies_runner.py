@@ -10,11 +10,12 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.anomalies.acks import publish_ack
 from streams.anomalies.runner import Detector, state_path
 from tests.streams.anomaly_traffic import event
+from tokenmeter.kafka_topics import topic_partitions
 from tokenmeter.settings import load_settings
 from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 
@@ -36,8 +37,7 @@ async def wait_for(bootstrap: str, topic: str, done, timeout: float = 60.0) -> l
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic)  # noqa: SLF001
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await topic_partitions(bootstrap, topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen: list[dict] = []
