@@ -124,6 +124,16 @@ def status(as_json: bool) -> None:
     sys.exit(print_status(_settings(), as_json, click.echo))
 
 
+@main.command("demo-inbox")
+def demo_inbox() -> None:
+    """The demo's local alert inbox: a webhook receiver that stores alerts in <data_dir>/demo-inbox.jsonl."""
+    from collectors.demo_inbox import serve
+
+    s = _settings()
+    configure_logging(s)
+    run_service(lambda stop: serve(s, stop))
+
+
 @main.command()
 @click.option("--events", type=int, default=None, help="Stop after this many events (default: run until stopped).")
 @click.option("--rate", type=float, default=None, help="Events per second (default TOKENMETER_DEMO_EVENTS_PER_S).")

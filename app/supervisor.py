@@ -126,6 +126,8 @@ class Supervisor:
             ensure_port_free(s.host, s.embedded_broker_port, "embedded_broker_port")
         ensure_port_free(s.host, s.api_port, "api_port")
         ensure_port_free(s.host, s.dash_port, "dash_port")
+        if self.demo:
+            ensure_port_free(s.host, s.demo_inbox_port, "demo_inbox_port")
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -136,6 +138,14 @@ class Supervisor:
             from warehouse.demo_history import DEMO_DRIFT_MIN_USD  # the demo spends a few USD a day
 
             env["TOKENMETER_DRIFT_MIN_USD"] = DEMO_DRIFT_MIN_USD
+        if self.demo:  # every alert of the demo goes to its local inbox, unless the user routes it elsewhere
+            from collectors.demo_inbox import inbox_url
+
+            route = json.dumps([f"webhook={inbox_url(self.settings)}"])
+            for name, routes in (("TOKENMETER_ANOMALY_NOTIFY", self.settings.anomaly_notify),
+                                 ("TOKENMETER_FINANCE_NOTIFY", self.settings.finance_notify)):
+                if name not in env and not routes:
+                    env[name] = route
         return env
 
     def child(self, name: str) -> Child | None:
@@ -239,6 +249,13 @@ class Supervisor:
             self.spawn("dashboard", me + ["dash"], _http_ok(s.dashboard_url), uses_kafka=False), 60))
         import importlib.util
 
+        if self.demo:  # before the alert dispatcher: the demo's alerts are routed to this local inbox
+            from collectors.demo_inbox import inbox_url
+
+            self.wait_ready(self.spawn("inbox", me + ["demo-inbox"], _http_ok(f"http://{s.host}:{s.demo_inbox_port}/"),
+                                       uses_kafka=False), 30)
+            self.echo(f"      alert inbox on {inbox_url(s)} (alerts also in "
+                      f"{s.data_dir.resolve() / 'demo-inbox.jsonl'})")
         for name, module, args in (("alerts", "streams.alerts.cli", ["alerts", "dispatch"]),  # own process: a dead
                                    ("anomalies", "streams.anomalies.cli", ["anomalies", "run"]),  # endpoint never slows metering
                                    ("finance", "warehouse.finance_watch", ["finance-watch"])):  # drift, completeness
@@ -278,7 +295,9 @@ class Supervisor:
         s = self.settings
         budgets = load_mirror(s.data_dir) if s.embedded_broker else []
         if not budgets and self.demo:
-            budgets = demo_budgets()
+            from collectors.demo_inbox import inbox_url
+
+            budgets = [b.model_copy(update={"notify": (f"webhook={inbox_url(s)}",)}) for b in demo_budgets()]
         if budgets:
             write_budgets(s.bootstrap_servers, budgets)
             self.echo(f"      budgets: {', '.join(b.name for b in budgets)}")

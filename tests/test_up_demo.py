@@ -3,8 +3,10 @@ that `up` prints, shows cost by team in a real browser, and SIGTERM stops every 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -31,7 +33,8 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
     dash_port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path / "data"),
                TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()), TOKENMETER_API_PORT=str(free_port()),
-               TOKENMETER_DASH_PORT=str(dash_port), TOKENMETER_DEMO_EVENTS_PER_S="20")
+               TOKENMETER_DASH_PORT=str(dash_port), TOKENMETER_DEMO_EVENTS_PER_S="20",
+               TOKENMETER_DEMO_INBOX_PORT=str(free_port()))
     url = f"http://127.0.0.1:{dash_port}/"
     log = open(tmp_path / "up.log", "w")
     launched = time.monotonic()
@@ -45,7 +48,11 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
 
         WebDriverWait(None, 60, poll_frequency=0.5).until(lambda _: started())
         children = psutil.Process(up.pid).children(recursive=True)
-        assert {"broker", "worker", "load", "dash", "demo"} <= {c.cmdline()[-1] for c in children}
+        assert {"broker", "worker", "load", "dash", "demo", "demo-inbox"} <= {c.cmdline()[-1] for c in children}
+        inbox = re.search(r"alert inbox on (http://[^ ]+)/inbox", (tmp_path / "up.log").read_text())
+        assert inbox, "up --demo names its local alert inbox"
+        with urllib.request.urlopen(inbox[1] + "/", timeout=5) as response:  # the inbox answers
+            assert "received" in json.loads(response.read())
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
         assert "dashboard login: finance / demo" in (tmp_path / "up.log").read_text()

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     load_batch_rows: int = Field(20000, ge=1, description="Max rows per warehouse insert.")
     load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
     demo_events_per_s: float = Field(40.0, gt=0, description="Demo traffic rate (events per second).")
+    demo_inbox_port: int = Field(8025, ge=1, le=65535, description="Port of the demo's local alert inbox.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     price_overrides: Path | None = Field(None, description="YAML of negotiated discounts and custom models.")
     azure_deployments: dict[str, str] = Field(
