@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import polars as pl
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
@@ -62,6 +63,7 @@ class Columns:
     operation: list[str]
     status: list[str]
     attribution: list[dict[str, Any]]  # normalised: dims without None in model order, then tags
+    attribution_json: list[str]  # the same, as orjson writes it
     scope: list[str]  # partition key text (tokenmeter.events.partition_key)
     usage: list[tuple]  # input, cached, cache write, 1h cache write, output, reasoning, tool requests (or None)
     latency_ms: list[float | None]
@@ -121,12 +123,13 @@ def _normalise_attribution(value: dict) -> tuple[dict[str, Any], str] | None:
     return out, scope
 
 
-_attribution_cache: dict[tuple, tuple[dict[str, Any], str] | None] = {}
+_attribution_cache: dict[tuple, tuple[dict[str, Any], str, str] | None] = {}
 
 
-def _attribution(value: Any) -> tuple[dict[str, Any], str] | None:
-    """(normalised attribution, partition key text) or None for the fallback. Attributions repeat (one per team,
-    user, key), so the normalised form of tag-less ones is cached by their items; each event gets its own dict."""
+def _attribution(value: Any) -> tuple[dict[str, Any], str, str] | None:
+    """(normalised attribution, partition key text, its JSON text) or None for the fallback. Attributions repeat
+    (one per team, user, key), so the normalised form of tag-less ones is cached by their items; each event gets
+    its own dict."""
     if type(value) is not dict:
         return None
     tags = value.get("tags")
@@ -138,12 +141,14 @@ def _attribution(value: Any) -> tuple[dict[str, Any], str] | None:
             return None
         if found is None:
             found = _normalise_attribution(value)
+            if found is not None:
+                found = (found[0], found[1], orjson.dumps({**found[0], "tags": {}}).decode())
             if len(_attribution_cache) > 50_000:
                 _attribution_cache.clear()
             _attribution_cache[shape] = found
             if found is None:
                 return None
-        return {**found[0], "tags": {}}, found[1]
+        return {**found[0], "tags": {}}, found[1], found[2]
     if type(tags) is not dict:
         return None
     for v in tags.values():
@@ -152,7 +157,8 @@ def _attribution(value: Any) -> tuple[dict[str, Any], str] | None:
     found = _normalise_attribution(value)
     if found is None:
         return None
-    return {**found[0], "tags": dict(tags)}, found[1]
+    normalised = {**found[0], "tags": dict(tags)}
+    return normalised, found[1], orjson.dumps(normalised).decode()
 
 
 _NO_ATTRIBUTION: dict = {}
@@ -254,7 +260,8 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
         rows=[candidates[j] for j in keep], event_id=pick(event_id),
         ts=[ts[j] if ts_canonical[j] else _pydantic_text(ts[j]) for j in keep], source=pick(source),
         provider=pick(provider), model=pick(model), operation=pick(operation), status=pick(status),
-        attribution=[attribution[j][0] for j in keep], scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
+        attribution=[attribution[j][0] for j in keep], attribution_json=[attribution[j][2] for j in keep],
+        scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
         batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
         ts_us=epoch if everything else epoch.gather(take),
     )
