@@ -38,8 +38,8 @@ from warehouse.backends import (
 from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
-from warehouse.reprice import (RepriceFn, RepriceReport, heal_pending_hours, owner_reprice_fn, plan_and_apply,
-                               replace_priced_rows, reprice_named_events)
+from warehouse.reprice import (APPLY_BATCH, OWNER_APPLY_BATCH, RepriceFn, RepriceReport, heal_pending_hours,
+                               owner_reprice_fn, plan_and_apply, replace_priced_rows, reprice_named_events)
 from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,9 @@ class Warehouse:
         end = queries.to_utc(until, "until")
         if end is not None and end <= start:
             raise WarehouseError(f"until ({end.isoformat()}) must be after since ({start.isoformat()})")
+        apply_batch = APPLY_BATCH
         if self.backend.writable:
-            apply = self.apply_repriced_events
+            apply, apply_batch = self.apply_repriced_events, OWNER_APPLY_BATCH
             if not dry_run:
                 with self._insert_lock:  # finish a re-price that stopped half-way, so the plan reads clean raw
                     heal_pending_hours(self.backend)
@@ -205,7 +206,7 @@ class Warehouse:
             apply = getattr(self.backend, "apply_repriced_events", None)
             if apply is None and not dry_run:
                 raise WarehouseError(f"a {self.kind} warehouse handle cannot re-price; open the owner")
-        return plan_and_apply(self, start, end, reprice_fn, dry_run, apply)
+        return plan_and_apply(self, start, end, reprice_fn, dry_run, apply, apply_batch)
 
     def apply_repriced_events(self, events: list[dict[str, Any]]) -> int:
         """Replace stored events by re-priced PricedEvent JSON dicts (same event, new price); owner only.
