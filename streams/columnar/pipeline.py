@@ -26,7 +26,7 @@ from .fallback import process_row
 from .encode import USAGE_FIELDS, LazyOrigins, encode_priced, fast_mask
 from .meter import TOKEN_PARTS, usage_frame
 from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
-from .validate import Columns, split
+from .validate import Columns, attribution_of, split
 
 PICO = Decimal(10) ** 12
 LINE_PARTS = (*TOKEN_PARTS, "request")
@@ -78,7 +78,7 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     frame = usage.with_columns(
         pl.Series("provider", columns.provider, dtype=pl.String),
         pl.Series("model", columns.model, dtype=pl.String),
-        pl.Series("org", [a.get("org") for a in columns.attribution], dtype=pl.String),
+        pl.Series("org", [a[0].get("org") for a in columns.attribution], dtype=pl.String),
         columns.ts_us.alias("ts_us"),
         pl.Series("batch", columns.batch, dtype=pl.Boolean),
         pl.Series("service_tier", columns.service_tier, dtype=pl.String),
@@ -142,7 +142,7 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
             continue
         # Field order and exclude_none as PricedEvent.model_dump(mode="json", exclude_none=True) writes them.
         event = {"event_id": event_id, "ts": ts, "source": source, "provider": provider, "model": model,
-                 "operation": operation, "status": status, "attribution": attribution,
+                 "operation": operation, "status": status, "attribution": attribution_of(attribution),
                  "usage": {"input_tokens": u[0], "cached_input_tokens": u[1], "cache_write_tokens": u[2],
                            "cache_write_1h_tokens": u[3], "output_tokens": u[4], "reasoning_tokens": u[5]}}
         tools, fee_reason = u[6], None
