@@ -354,3 +354,35 @@ def test_the_owner_applies_a_multi_day_reprice_in_one_pass(wh, org, tmp_path, mo
     assert calls == [report.changed]
     after = totals(wh, org)
     assert after["raw"] == after["rollup"] and after["raw"][1] == 5
+
+
+def test_the_columnar_batch_reprices_each_stored_row_exactly_as_the_per_row_path(wh, org):
+    """`tokenmeter reprice` prices a day at once on the worker's columnar path (app.reprice_cli.
+    columnar_reprice_batch): for every stored shape (tags, tool requests, tiers, batch, missing latencies, usage
+    assumptions, unknown models, errors) the new PricedEvent JSON equals reprice_row's."""
+    import itertools
+
+    import orjson
+
+    from app.reprice_cli import columnar_reprice_batch
+    from streams.batch import process_batch
+    from streams.columnar.corpus import Corpus
+    from warehouse.reprice import _COLUMN_LIST, reprice_row
+
+    book = load_price_book()
+    records = list(itertools.islice(Corpus(book, 9).records(3000), 150))
+    events = [orjson.loads(e) for values in process_batch(records, book).priced.values() for e in values]
+    events = [e for e in events if len(e["cost_usd"].split(".")[0]) <= 6]  # what Decimal(18,12) can store
+    day = datetime(2026, 6, 8, tzinfo=timezone.utc)
+    for i, event in enumerate(events):  # this test's own day and org, so no other test's window sees them
+        event["ts"] = (day + timedelta(seconds=i)).isoformat()
+        event["attribution"]["org"] = org
+        event["event_id"] = f"{org}-{event['event_id']}"
+    events = list({e["event_id"]: e for e in reversed(events)}.values())  # the corpus repeats some ids
+    assert wh.insert_priced(events) == len(events) > 500
+    rows = wh.backend.query_arrow(f"SELECT {_COLUMN_LIST} FROM priced_events WHERE org = {{org:String}}"
+                                  " ORDER BY event_id", {"org": org}).to_pylist()
+    now = datetime.now(timezone.utc)
+    expected = [reprice_row(row, lambda event: price_event(event, book, now)) for row in rows]
+    assert columnar_reprice_batch(book, now)(rows) == expected
+    assert {e["pricing_status"] for e in expected} == {"priced", "unpriced"}
