@@ -367,7 +367,7 @@ def test_the_columnar_batch_reprices_each_stored_row_exactly_as_the_per_row_path
     from app.reprice_cli import columnar_reprice_batch
     from streams.batch import process_batch
     from streams.columnar.corpus import Corpus
-    from warehouse.reprice import _COLUMN_LIST, reprice_row
+    from warehouse.reprice import _COLUMN_LIST, arrow_rows, reprice_row
 
     book = load_price_book()
     records = list(itertools.islice(Corpus(book, 9).records(3000), 150))
@@ -380,8 +380,10 @@ def test_the_columnar_batch_reprices_each_stored_row_exactly_as_the_per_row_path
         event["event_id"] = f"{org}-{event['event_id']}"
     events = list({e["event_id"]: e for e in reversed(events)}.values())  # the corpus repeats some ids
     assert wh.insert_priced(events) == len(events) > 500
-    rows = wh.backend.query_arrow(f"SELECT {_COLUMN_LIST} FROM priced_events WHERE org = {{org:String}}"
-                                  " ORDER BY event_id", {"org": org}).to_pylist()
+    table = wh.backend.query_arrow(f"SELECT {_COLUMN_LIST} FROM priced_events WHERE org = {{org:String}}"
+                                   " ORDER BY event_id", {"org": org})
+    rows = table.to_pylist()
+    assert arrow_rows(table) == rows and arrow_rows(table.slice(7, 50)) == rows[7:57]  # the plan's faster reader
     now = datetime.now(timezone.utc)
     expected = [reprice_row(row, lambda event: price_event(event, book, now)) for row in rows]
     assert columnar_reprice_batch(book, now)(rows) == expected
