@@ -151,6 +151,22 @@ def _attribution(value: Any) -> tuple | None:
         return found
     if type(tags) is not dict:
         return None
+    rest = value.copy()
+    del rest["tags"]
+    try:  # tagged attributions repeat too (one per team and environment): cached by dims and tags
+        shape = (tuple(rest.items()), tuple(tags.items()))
+        found = _attribution_cache.get(shape)
+    except TypeError:  # an unhashable value: not a valid dimension or tag anyway
+        return None
+    if found is None and shape not in _attribution_cache:
+        found = _tagged_attribution(value, tags)
+        if len(_attribution_cache) > 50_000:
+            _attribution_cache.clear()
+        _attribution_cache[shape] = found
+    return found
+
+
+def _tagged_attribution(value: dict, tags: dict) -> tuple | None:
     for v in tags.values():
         if type(v) is not str:  # keys of a JSON object are always strings
             return None
