@@ -3,7 +3,8 @@ built with one polars string concatenation per batch instead of a dict and an or
 
 It takes only the rows whose text it reproduces exactly and leaves every other row to the per-row dict path
 (`pipeline.py`), which encodes with orjson as today:
-- priced rows without tool requests (unpriced rows carry a per-row reason; fee rows per-row fee lines);
+- priced rows without tool requests (fee rows carry per-row fee lines), and unpriced rows whose model has no
+  catalog entry (their reason is the resolver's, one per (provider, model): `reason_json`);
 - strings that need no JSON escaping (orjson escapes only `"`, `\\` and control characters < 0x20 and writes
   everything else, non-ASCII too, as it is);
 - latencies (floats) that are integral, non-negative and < 1e15, which orjson writes as `<integer>.0`, and
@@ -66,8 +67,9 @@ def fast_mask(frame: pl.DataFrame, fast_outcome: pl.Expr) -> pl.Series:
 
 def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.Series:
     """The encoded priced event (Binary) of each row of `frame` (fast rows only), which holds the columns of
-    `fast_mask` plus attribution_json, batch, vid, cost (text), the usage fields and line texts named by
-    LINE_PARTS (null when the breakdown has no such line)."""
+    `fast_mask` plus attribution_json, batch, vid, cost (text), the usage fields, line texts named by
+    LINE_PARTS (null when the breakdown has no such line) and reason_json (the unpriced reason as JSON text,
+    null for priced rows)."""
     breakdown = pl.concat_str([pl.concat_str(pl.lit(f'"{part}":"'), pl.col(part), pl.lit('"'))
                                for part in LINE_PARTS], separator=",", ignore_nulls=True)
     usage = pl.concat_str([pl.concat_str(pl.lit(f'"{name}":'), pl.col(name).cast(pl.String))
@@ -90,8 +92,10 @@ def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.
         _optional("usage_assumption", _quoted("usage_assumption")),
         pl.lit(',"tokens_source":"provider","cost_usd":"'), pl.col("cost"),
         pl.lit('","cost_breakdown":{'), breakdown,
-        pl.lit('},"pricing_status":"priced","price":'),
-        pl.lit(ref_text).gather(pl.col("vid")),
+        pl.lit('},"pricing_status":'),
+        pl.when(pl.col("reason_json").is_null())
+        .then(pl.concat_str(pl.lit('"priced","price":'), pl.lit(ref_text).gather(pl.col("vid"))))
+        .otherwise(pl.concat_str(pl.lit('"unpriced","unpriced_reason":'), pl.col("reason_json"))),
         pl.lit(f',"priced_at":"{priced_at}"}}'),
     ], ignore_nulls=True)
     return frame.select(text.cast(pl.Binary).alias("encoded")).to_series()

@@ -105,15 +105,29 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         pl.Series("has_tools", [u[6] is not None for u in c.usage], dtype=pl.Boolean),
         pl.Series("attribution_json", c.attribution_json, dtype=pl.String),
     )
-    fast = fast_mask(text_frame, priced.get_column("outcome") == PRICED)
+    # Unpriced because no catalog entry: the resolver's reason, once per (provider, model), as JSON text.
+    no_entry = (priced.get_column("outcome") == UNPRICED) & (priced.get_column("entry_id") < 0)
+    pairs = priced.filter(no_entry).select("provider", "model").unique()
+    reasons = {(p, m): orjson.dumps(unpriced_reason(table, p, m, -1, None, "", False, "", None)[0]).decode()
+               for p, m in pairs.iter_rows()}
+    reason_json = pl.Series("reason_json", [None] * len(c.rows), dtype=pl.String)
+    if reasons:
+        reason_json = priced.select(
+            pl.when(no_entry).then(pl.concat_str("provider", "model", separator="\x1f"))
+            .replace_strict([f"{p}\x1f{m}" for p, m in reasons], list(reasons.values()), default=None,
+                            return_dtype=pl.String).alias("reason_json")).to_series()
+    text_frame = text_frame.with_columns(reason_json)
+    fast = fast_mask(text_frame, (priced.get_column("outcome") == PRICED) | no_entry)
     fast_list = fast.to_list()
     encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).to_list())
-    for row, is_fast, scope_text, assumption in zip(c.rows, fast_list, c.scope, c.usage_assumption):
+    unpriced_list = no_entry.to_list()
+    for row, is_fast, scope_text, assumption, unpriced in zip(c.rows, fast_list, c.scope, c.usage_assumption,
+                                                              unpriced_list):
         if is_fast:
             key = key_bytes.get(scope_text)
             if key is None:
                 key = key_bytes[scope_text] = scope_text.encode()
-            outcomes[row] = ("json", key, next(encoded_fast), False, assumption is not None)
+            outcomes[row] = ("json", key, next(encoded_fast), unpriced, assumption is not None)
     slow = [j for j, is_fast in enumerate(fast_list) if not is_fast]
     if not slow:
         fallback_rows.sort()
