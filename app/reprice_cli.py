@@ -83,9 +83,34 @@ def reprice(since: str, until: str | None, dry_run: bool, fmt: str) -> None:
         warehouse = open_warehouse(settings)
         try:
             report = warehouse.reprice(start, end, reprice_fn=lambda event: price_event(event, book, priced_at),
-                                       dry_run=dry_run)
+                                       dry_run=dry_run, reprice_batch=columnar_reprice_batch(book, priced_at))
         finally:
             warehouse.close()
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(render_reprice(report, fmt))
+
+
+def columnar_reprice_batch(book, priced_at: datetime):  # noqa: ANN001, ANN201 - PriceBook -> RepriceBatchFn
+    """A day of stored rows priced at once on the worker's columnar path (streams.columnar): each row's new
+    PricedEvent JSON, exactly what `warehouse.reprice.reprice_row` gives (the columnar path is byte-identical to
+    `price_event`; tokens_source is the stored one). None when any row does not price there (a stored row the
+    contract now refuses): the day then takes the per-row path, whose error names the event."""
+    from streams.batch import RawRecord
+    from streams.columnar import process_batch_columnar
+    from tokenmeter.microbatch import MAX_EVENTS_PER_RECORD
+    from warehouse.reprice import stored_event_json
+
+    def reprice_batch(rows: list[dict]) -> list[dict] | None:
+        events = [stored_event_json(row) for row in rows]
+        records = [RawRecord(orjson.dumps(events[i:i + MAX_EVENTS_PER_RECORD]), "reprice", 0, i)
+                   for i in range(0, len(events), MAX_EVENTS_PER_RECORD)]
+        result = process_batch_columnar(records, book, now=priced_at)
+        if result.deadletters or result.priced_count != len(rows):
+            return None
+        priced = [event for _, _, event in result.origins]
+        for row, event in zip(rows, priced):
+            event["tokens_source"] = row["tokens_source"]
+        return priced
+
+    return reprice_batch

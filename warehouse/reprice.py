@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
+import pyarrow as pa
 from pydantic import ValidationError
 
 from tokenmeter.events import Attribution, Correlation, PricedEvent, Usage, UsageEvent, describe_validation_error
@@ -36,6 +37,9 @@ from warehouse.rollups import rebuild_statements
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
 
 RepriceFn = Callable[[UsageEvent], PricedEvent]
+# Prices a day of stored rows at once (the caller's columnar path): returns each row's new PricedEvent JSON in
+# order, exactly what `reprice_row` gives for it, or None when it cannot (the rows then take `reprice_fn`).
+RepriceBatchFn = Callable[[list[dict[str, Any]]], "list[dict[str, Any]] | None"]
 
 # What a re-price may change. catalog_version is left out on purpose: it is a digest of the whole catalog,
 # so comparing it would rewrite every row after any unrelated catalog edit.
@@ -49,7 +53,11 @@ IDENTITY_COLUMNS = (
     "event_id", "ts", "source", "provider", "model", "operation", "status", *ATTRIBUTION_COLUMNS,
     *USAGE_COLUMNS, "batch", "service_tier", "tokens_source",
 )
-APPLY_BATCH = 500  # changed events per apply call (keeps the endpoint's request body under its limit)
+APPLY_BATCH = 500  # changed events per apply call to the owner's endpoint (keeps its request body under its limit)
+# Changed events per apply call in the owning process. Each call deletes old copies and rebuilds the rollups of
+# the hours it touches, a pass whose cost hardly depends on its size (measured: ~3 s on a 20,000-event month in
+# chDB), so the owner gathers changes across days instead of paying that pass per day or per 500 events.
+OWNER_APPLY_BATCH = 200_000
 _COLUMN_LIST = ", ".join(f"`{name}`" for name in COLUMNS)
 
 
@@ -155,6 +163,59 @@ def _correlation(row: dict[str, Any]) -> Correlation | None:
     return Correlation(**raw) if raw else None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
+def _column_values(column: pa.ChunkedArray) -> list[Any]:
+    """`column.to_pylist()`, faster for the types that dominate a day of rows: UTC millisecond timestamps
+    (pyarrow builds each aware datetime slowly: ~12 µs) and maps (lists of (key, value) pairs)."""
+    kind = column.type
+    if pa.types.is_timestamp(kind) and kind.unit == "ms" and kind.tz == "UTC":
+        return [None if v is None else _EPOCH + v * _MS for v in column.cast(pa.int64()).to_pylist()]
+    if pa.types.is_map(kind) and column.null_count == 0:
+        maps = column.combine_chunks()
+        offsets = maps.offsets.to_pylist()
+        pairs = list(zip(_column_values(pa.chunked_array([maps.keys])), _column_values(pa.chunked_array([maps.items]))))
+        return [pairs[start:end] for start, end in zip(offsets, offsets[1:])]
+    return column.to_pylist()
+
+
+def arrow_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """`table.to_pylist()` (one dict per row), built column by column: ~3x faster on priced_events rows."""
+    names = table.column_names
+    columns = [_column_values(table.column(name)) for name in names]
+    return [dict(zip(names, values)) for values in zip(*columns)]
+
+
+def stored_event_json(row: dict[str, Any]) -> dict[str, Any]:
+    """The canonical event JSON of a stored row: validates into exactly `stored_row_to_event(row)` (for a
+    caller's batch pricer, `RepriceBatchFn`)."""
+    attribution: dict[str, Any] = {dim: row[dim] for dim in ATTRIBUTION_COLUMNS if row[dim]}
+    attribution["tags"] = dict(row["tags"])
+    usage: dict[str, Any] = {name: row[name] for name in USAGE_COLUMNS}
+    tools = _tool_requests(row)
+    if tools is not None:
+        usage["tool_requests"] = tools
+    event = {"event_id": row["event_id"], "ts": _aware(row["ts"]).isoformat(), "source": row["source"],
+             "provider": row["provider"], "model": row["model"], "operation": row["operation"],
+             "status": row["status"], "attribution": attribution, "usage": usage, "batch": bool(row["batch"])}
+    for name in ("latency_ms", "ttft_ms"):
+        if row[name] is not None:
+            event[name] = row[name]
+    if row["service_tier"]:
+        event["service_tier"] = row["service_tier"]
+    if row.get("usage_assumption"):
+        event["usage_assumption"] = row["usage_assumption"]
+    reported = _reported_cost(row)
+    if reported is not None:
+        event["reported_cost_usd"] = str(reported)
+    correlation = _correlation(row)
+    if correlation is not None:
+        event["correlation"] = correlation.model_dump(exclude_none=True)
+    return event
+
+
 def _tool_requests(row: dict[str, Any]) -> dict[str, int] | None:
     """Stored Map(String, UInt64) as Arrow gives it (a list of key/value dicts or pairs), or a dict."""
     raw = row.get("tool_requests") or {}
@@ -183,9 +244,12 @@ def reprice_row(row: dict[str, Any], reprice_fn: RepriceFn) -> dict[str, Any]:
     return priced
 
 
-def _repriced(row: dict[str, Any], reprice_fn: RepriceFn) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(PricedEvent JSON, its warehouse row) of a stored row priced again; WarehouseError if it cannot be stored."""
-    new = reprice_row(row, reprice_fn)
+def _repriced(row: dict[str, Any], reprice_fn: RepriceFn,
+              new: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(PricedEvent JSON, its warehouse row) of a stored row priced again (or already priced: `new`);
+    WarehouseError if it cannot be stored."""
+    if new is None:
+        new = reprice_row(row, reprice_fn)
     try:
         return new, event_to_row(new)
     except RowError as exc:
@@ -201,9 +265,12 @@ def _day_windows(first: datetime, last: datetime, since: datetime, until: dateti
 
 
 def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, reprice_fn: RepriceFn,
-                   dry_run: bool, apply: Callable[[list[dict[str, Any]]], int]) -> RepriceReport:
-    """Walk the window a day at a time: price, diff, and (unless dry_run) hand changed events to `apply`."""
+                   dry_run: bool, apply: Callable[[list[dict[str, Any]]], int],
+                   apply_batch: int = APPLY_BATCH, reprice_batch: RepriceBatchFn | None = None) -> RepriceReport:
+    """Walk the window a day at a time: price, diff, and (unless dry_run) hand changed events to `apply`, in
+    calls of at most `apply_batch` events gathered across days."""
     report = RepriceReport(since=since, until=until, dry_run=dry_run)
+    changes: list[dict[str, Any]] = []
     where, params = "ts >= {since:DateTime64(3, 'UTC')}", {"since": since}
     if until is not None:
         where += " AND ts < {until:DateTime64(3, 'UTC')}"
@@ -214,14 +281,14 @@ def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, repr
     if not bounds["n"]:
         return report
     for start, end in _day_windows(_aware(bounds["first"]), _aware(bounds["last"]), since, until):
-        rows = warehouse.backend.query_arrow(
+        rows = arrow_rows(warehouse.backend.query_arrow(
             f"SELECT {_COLUMN_LIST} FROM priced_events"
             " WHERE ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')} ORDER BY event_id",
             {"start": start, "end": end},
-        ).to_pylist()
-        changes = []
-        for row in rows:
-            new, new_row = _repriced(row, reprice_fn)
+        ))
+        priced = reprice_batch(rows) if reprice_batch is not None and rows else None
+        for row, given in zip(rows, priced or [None] * len(rows)):
+            new, new_row = _repriced(row, reprice_fn, given)
             old_cost, new_cost = Decimal(row["cost_usd"]), Decimal(new_row["cost_usd"])
             diff = report.models.setdefault((row["provider"], row["model"]), ModelDiff(row["provider"], row["model"]))
             report.events += 1
@@ -236,9 +303,12 @@ def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, repr
                 report.changed += 1
                 diff.changed += 1
                 changes.append(new)
-        if changes and not dry_run:
-            for i in range(0, len(changes), APPLY_BATCH):
-                report.applied += apply(changes[i:i + APPLY_BATCH])
+                if len(changes) >= apply_batch:
+                    if not dry_run:
+                        report.applied += apply(changes)
+                    changes = []
+    if changes and not dry_run:
+        report.applied += apply(changes)
     return report
 
 

@@ -40,8 +40,8 @@ from warehouse.dedup import DUPLICATE_COLUMNS, duplicate_record, split_duplicate
 from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
-from warehouse.reprice import (RepriceFn, RepriceReport, heal_pending_hours, owner_reprice_fn, plan_and_apply,
-                               replace_priced_rows, reprice_named_events)
+from warehouse.reprice import (APPLY_BATCH, OWNER_APPLY_BATCH, RepriceBatchFn, RepriceFn, RepriceReport, heal_pending_hours,
+                               owner_reprice_fn, plan_and_apply, replace_priced_rows, reprice_named_events)
 from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
 
 log = logging.getLogger(__name__)
@@ -226,18 +226,20 @@ class Warehouse:
     # Re-pricing (see warehouse.reprice) -------------------------------------------------------------
 
     def reprice(self, since: TimeArg, until: TimeArg = None, *, reprice_fn: RepriceFn,
-                dry_run: bool = False) -> RepriceReport:
+                dry_run: bool = False, reprice_batch: RepriceBatchFn | None = None) -> RepriceReport:
         """Price the stored events of [since, until) again with `reprice_fn` (the current book) and, unless
         dry_run, replace the changed ones in the raw table and the rollup. Works on a reader too: the changed
-        rows then go to the owning process, which applies them under its insert lock."""
+        rows then go to the owning process, which applies them under its insert lock. `reprice_batch` (optional)
+        prices a day's rows at once (the columnar path), each row exactly as `reprice_fn` would."""
         start = queries.to_utc(since, "since")
         if start is None:
             raise WarehouseError("since: required (re-pricing all history must be asked for explicitly)")
         end = queries.to_utc(until, "until")
         if end is not None and end <= start:
             raise WarehouseError(f"until ({end.isoformat()}) must be after since ({start.isoformat()})")
+        apply_batch = APPLY_BATCH
         if self.backend.writable:
-            apply = self.apply_repriced_events
+            apply, apply_batch = self.apply_repriced_events, OWNER_APPLY_BATCH
             if not dry_run:
                 with self._insert_lock:  # finish a re-price that stopped half-way, so the plan reads clean raw
                     heal_pending_hours(self.backend)
@@ -245,7 +247,7 @@ class Warehouse:
             apply = getattr(self.backend, "apply_repriced_events", None)
             if apply is None and not dry_run:
                 raise WarehouseError(f"a {self.kind} warehouse handle cannot re-price; open the owner")
-        return plan_and_apply(self, start, end, reprice_fn, dry_run, apply)
+        return plan_and_apply(self, start, end, reprice_fn, dry_run, apply, apply_batch, reprice_batch)
 
     def apply_repriced_events(self, events: list[dict[str, Any]]) -> int:
         """Replace stored events by re-priced PricedEvent JSON dicts (same event, new price); owner only.

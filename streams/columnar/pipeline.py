@@ -23,9 +23,10 @@ from streams.pricing.book import fee_lines
 
 from .decode import decode_records
 from .fallback import process_row
+from .encode import USAGE_FIELDS, LazyOrigins, encode_priced, fast_mask
 from .meter import TOKEN_PARTS, usage_frame
 from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
-from .validate import Columns, split
+from .validate import Columns, attribution_of, split
 
 PICO = Decimal(10) ** 12
 LINE_PARTS = (*TOKEN_PARTS, "request")
@@ -77,7 +78,7 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     frame = usage.with_columns(
         pl.Series("provider", columns.provider, dtype=pl.String),
         pl.Series("model", columns.model, dtype=pl.String),
-        pl.Series("org", [a.get("org") for a in columns.attribution], dtype=pl.String),
+        pl.Series("org", [a[0].get("org") for a in columns.attribution], dtype=pl.String),
         columns.ts_us.alias("ts_us"),
         pl.Series("batch", columns.batch, dtype=pl.Boolean),
         pl.Series("service_tier", columns.service_tier, dtype=pl.String),
@@ -88,32 +89,74 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         pl.when(pl.col("has_lines")).then(_money_text(pl.col("cost_pico"))).otherwise(pl.lit("0")).alias("cost"),
         *[_money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS],
     )
+    key_bytes: dict[str, bytes] = {}
+    priced_at = _pydantic_datetime(now)
+    refs = table.refs
+    c = columns
+
+    # Rows whose JSON the encoder writes from columns (see encode.py); the others build their dict below.
+    text_frame = priced.select("provider", "model", "batch", "service_tier", "vid", *USAGE_FIELDS).with_columns(
+        money.get_column("cost"), *[money.get_column(part) for part in LINE_PARTS],
+        pl.Series("event_id", c.event_id, dtype=pl.String), pl.Series("ts", c.ts, dtype=pl.String),
+        pl.Series("source", c.source, dtype=pl.String), pl.Series("operation", c.operation, dtype=pl.String),
+        pl.Series("status", c.status, dtype=pl.String),
+        pl.Series("usage_assumption", c.usage_assumption, dtype=pl.String),
+        pl.Series("latency_ms", c.latency_ms, dtype=pl.Float64), pl.Series("ttft_ms", c.ttft_ms, dtype=pl.Float64),
+        pl.Series("has_tools", [u[6] is not None for u in c.usage], dtype=pl.Boolean),
+        pl.Series("attribution_json", c.attribution_json, dtype=pl.String),
+    )
+    # Unpriced because no catalog entry: the resolver's reason, once per (provider, model), as JSON text.
+    no_entry = (priced.get_column("outcome") == UNPRICED) & (priced.get_column("entry_id") < 0)
+    pairs = priced.filter(no_entry).select("provider", "model").unique()
+    reasons = {(p, m): orjson.dumps(unpriced_reason(table, p, m, -1, None, "", False, "", None)[0]).decode()
+               for p, m in pairs.iter_rows()}
+    reason_json = pl.Series("reason_json", [None] * len(c.rows), dtype=pl.String)
+    if reasons:
+        reason_json = priced.select(
+            pl.when(no_entry).then(pl.concat_str("provider", "model", separator="\x1f"))
+            .replace_strict([f"{p}\x1f{m}" for p, m in reasons], list(reasons.values()), default=None,
+                            return_dtype=pl.String).alias("reason_json")).to_series()
+    text_frame = text_frame.with_columns(reason_json)
+    fast = fast_mask(text_frame, (priced.get_column("outcome") == PRICED) | no_entry)
+    fast_list = fast.to_list()
+    encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).to_list())
+    unpriced_list = no_entry.to_list()
+    for row, is_fast, scope_text, assumption, unpriced in zip(c.rows, fast_list, c.scope, c.usage_assumption,
+                                                              unpriced_list):
+        if is_fast:
+            key = key_bytes.get(scope_text)
+            if key is None:
+                key = key_bytes[scope_text] = scope_text.encode()
+            outcomes[row] = ("json", key, next(encoded_fast), unpriced, assumption is not None)
+    slow = [j for j, is_fast in enumerate(fast_list) if not is_fast]
+    if not slow:
+        fallback_rows.sort()
+        return
     outcome = priced.get_column("outcome").to_list()
     cost_text = money.get_column("cost").to_list()
     cost_pico = priced.get_column("cost_pico").to_list()
     has_lines = priced.get_column("has_lines").to_list()
     line_text = [money.get_column(part).to_list() for part in LINE_PARTS]
     scope = columns.scope
-    key_bytes: dict[str, bytes] = {}
-    priced_at = _pydantic_datetime(now)
     entry_id = priced.get_column("entry_id").to_list()
     vid = priced.get_column("vid").to_list()
     tier = priced.get_column("tier").to_list()
     long_context = priced.get_column("long").to_list()
+    lines_of = list(zip(*line_text))
 
-    c = columns
     refs = table.refs
-    for (j, row, kind, event_id, ts, source, provider, model, operation, status, attribution, u, latency, ttft, batch,
-         service_tier, assumption, cost, lines, version, scope_text, pico, quantized) in zip(
-            range(len(c.rows)), c.rows, outcome, c.event_id, c.ts, c.source, c.provider, c.model, c.operation,
-            c.status, c.attribution, c.usage, c.latency_ms, c.ttft_ms, c.batch, c.service_tier, c.usage_assumption,
-            cost_text, zip(*line_text), vid, scope, cost_pico, has_lines):
+    for j in slow:
+        (row, kind, event_id, ts, source, provider, model, operation, status, attribution, u, latency, ttft, batch,
+         service_tier, assumption, cost, lines, version, scope_text, pico, quantized) = (
+            c.rows[j], outcome[j], c.event_id[j], c.ts[j], c.source[j], c.provider[j], c.model[j], c.operation[j],
+            c.status[j], c.attribution[j], c.usage[j], c.latency_ms[j], c.ttft_ms[j], c.batch[j], c.service_tier[j],
+            c.usage_assumption[j], cost_text[j], lines_of[j], vid[j], scope[j], cost_pico[j], has_lines[j])
         if kind == FALLBACK:
             fallback_rows.append(row)
             continue
         # Field order and exclude_none as PricedEvent.model_dump(mode="json", exclude_none=True) writes them.
         event = {"event_id": event_id, "ts": ts, "source": source, "provider": provider, "model": model,
-                 "operation": operation, "status": status, "attribution": attribution,
+                 "operation": operation, "status": status, "attribution": attribution_of(attribution),
                  "usage": {"input_tokens": u[0], "cached_input_tokens": u[1], "cache_write_tokens": u[2],
                            "cache_write_1h_tokens": u[3], "output_tokens": u[4], "reasoning_tokens": u[5]}}
         tools, fee_reason = u[6], None
@@ -158,6 +201,14 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     fallback_rows.sort()
 
 
+def _ref_json(table) -> list[bytes]:
+    """Each version's PriceRef as orjson writes it, once per compiled table."""
+    found = getattr(table, "ref_json", None)
+    if found is None or len(found) != len(table.refs):
+        found = table.ref_json = [orjson.dumps(ref) for ref in table.refs]
+    return found
+
+
 class _ToolUsage:
     """What `fee_lines` reads of a Usage."""
 
@@ -187,40 +238,47 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
     """The BatchResult in input order, each priced event encoded once; one too large to send is a dead letter."""
     result = BatchResult()
     result.events_in = len(outcomes)
+    result.origins = origins = LazyOrigins()  # events written from columns are decoded only if read
     letters = decoded.letters
     items, records, record_of = decoded.items, decoded.records, decoded.record_of
     next_letter = 0
     priced = result.priced
-    origins = result.origins
     deadletters = result.deadletters
     dumps = orjson.dumps
+    unpriced_count = assumed_count = 0
     for i, outcome in enumerate(outcomes):
         while next_letter < len(letters) and letters[next_letter][0] <= i:
             deadletters.append(letters[next_letter][1])
             next_letter += 1
         record = records[record_of[i]]
-        if outcome[0] == "priced":  # a columnar row: encode it as `_price_item` does
+        kind = outcome[0]
+        if kind == "json":  # written from columns (encode.py)
+            _, key, encoded, is_unpriced, assumed = outcome
+            event = encoded
+        elif kind == "priced":  # a columnar row built as a dict: encode it as `_price_item` does
             try:
                 encoded = dumps(outcome[2])
             except Exception:  # noqa: BLE001 - cannot happen for a validated row; today's path words whatever it is
                 outcome = process_row(items[i], record, book, now)
+                kind = outcome[0]
             else:
-                if len(encoded) > MAX_PRICED_EVENT_BYTES:
-                    deadletters.append(dead_letter(
-                        f"event too large: {len(encoded)} bytes priced, at most {MAX_PRICED_EVENT_BYTES}", items[i],
-                        record))
-                    continue
                 _, key, event, is_unpriced, assumed = outcome
-        if outcome[0] == "letter":
+        if kind == "letter":
             deadletters.append(outcome[1])
             continue
-        if outcome[0] == "encoded":  # from the per-row path
+        if kind == "encoded":  # from the per-row path
             _, key, event, encoded, is_unpriced, assumed = outcome
+        elif len(encoded) > MAX_PRICED_EVENT_BYTES:
+            deadletters.append(dead_letter(
+                f"event too large: {len(encoded)} bytes priced, at most {MAX_PRICED_EVENT_BYTES}", items[i], record))
+            continue
         priced[key].append(encoded)
         origins.append((record.partition, record.offset, event))
-        result.unpriced_count += is_unpriced
-        result.assumed_count += assumed
+        unpriced_count += is_unpriced
+        assumed_count += assumed
     deadletters.extend(letter for _, letter in letters[next_letter:])
+    result.unpriced_count = unpriced_count
+    result.assumed_count = assumed_count
     result.priced_count = len(origins)
     return result
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
+from itertools import repeat
+from operator import add, gt, itemgetter
 from typing import Any
 
+import orjson
 import polars as pl
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
@@ -63,7 +66,8 @@ class Columns:
     model: list[str]
     operation: list[str]
     status: list[str]
-    attribution: list[dict[str, Any]]  # normalised: dims without None in model order, then tags
+    attribution: list[tuple]  # `_attribution`'s results: shared dims dict (without None, model order), ...
+    attribution_json: list[str]  # the same, as orjson writes it
     scope: list[str]  # partition key text (tokenmeter.events.partition_key)
     usage: list[tuple]  # input, cached, cache write, 1h cache write, output, reasoning, tool requests (or None)
     latency_ms: list[float | None]
@@ -123,12 +127,13 @@ def _normalise_attribution(value: dict) -> tuple[dict[str, Any], str] | None:
     return out, scope
 
 
-_attribution_cache: dict[tuple, tuple[dict[str, Any], str] | None] = {}
+_attribution_cache: dict[tuple, tuple[dict[str, Any], str, str] | None] = {}
 
 
-def _attribution(value: Any) -> tuple[dict[str, Any], str] | None:
-    """(normalised attribution, partition key text) or None for the fallback. Attributions repeat (one per team,
-    user, key), so the normalised form of tag-less ones is cached by their items; each event gets its own dict."""
+def _attribution(value: Any) -> tuple | None:
+    """(normalised dimensions, partition key text, the attribution's JSON text[, tags]) or None for the fallback.
+    Attributions repeat (one per team, user, key), so tag-less ones are cached by their items and shared: the
+    dimensions dict is never changed (`attribution_of` builds an event's own attribution)."""
     if type(value) is not dict:
         return None
     tags = value.get("tags")
@@ -140,21 +145,43 @@ def _attribution(value: Any) -> tuple[dict[str, Any], str] | None:
             return None
         if found is None:
             found = _normalise_attribution(value)
+            if found is not None:
+                found = (found[0], found[1], orjson.dumps({**found[0], "tags": {}}).decode())
             if len(_attribution_cache) > 50_000:
                 _attribution_cache.clear()
             _attribution_cache[shape] = found
-            if found is None:
-                return None
-        return {**found[0], "tags": {}}, found[1]
+        return found
     if type(tags) is not dict:
         return None
+    rest = value.copy()
+    del rest["tags"]
+    try:  # tagged attributions repeat too (one per team and environment): cached by dims and tags
+        shape = (tuple(rest.items()), tuple(tags.items()))
+        found = _attribution_cache.get(shape)
+    except TypeError:  # an unhashable value: not a valid dimension or tag anyway
+        return None
+    if found is None and shape not in _attribution_cache:
+        found = _tagged_attribution(value, tags)
+        if len(_attribution_cache) > 50_000:
+            _attribution_cache.clear()
+        _attribution_cache[shape] = found
+    return found
+
+
+def _tagged_attribution(value: dict, tags: dict) -> tuple | None:
     for v in tags.values():
         if type(v) is not str:  # keys of a JSON object are always strings
             return None
     found = _normalise_attribution(value)
     if found is None:
         return None
-    return {**found[0], "tags": dict(tags)}, found[1]
+    tags = dict(tags)
+    return found[0], found[1], orjson.dumps({**found[0], "tags": tags}).decode(), tags
+
+
+def attribution_of(found: tuple) -> dict[str, Any]:
+    """An event's own attribution dict (as pydantic dumps it) from `_attribution`'s result."""
+    return {**found[0], "tags": dict(found[3]) if len(found) > 3 else {}}
 
 
 _NO_ATTRIBUTION: dict = {}
@@ -197,26 +224,128 @@ def _usage(value: Any) -> tuple | None:
     return (*parts, tools)
 
 
+FIELDS = ("event_id", "ts", "source", "provider", "model", "operation", "status", "attribution", "usage",
+          "latency_ms", "ttft_ms", "batch", "service_tier", "usage_assumption", "content")
+_NONE = type(None)
+
+
+def _columns_of(dicts: list[dict], shape: tuple) -> dict[str, Any]:
+    """One tuple per field of dicts that all have the keys `shape` (in that order), read in C (itemgetter, zip);
+    a field the shape lacks gets its default."""
+    n = len(dicts)
+    if len(shape) > 1:
+        got = dict(zip(shape, zip(*map(itemgetter(*shape), dicts))))
+    elif shape:
+        got = {shape[0]: tuple(map(itemgetter(shape[0]), dicts))}
+    else:
+        got = {}
+    defaults = {"operation": "chat", "status": "ok", "attribution": _NO_ATTRIBUTION, "batch": False}
+    return {name: got[name] if name in got else (defaults.get(name),) * n for name in FIELDS}
+
+
+def _types(column: tuple) -> set:
+    return set(map(type, column))
+
+
+def _scalars_ok(col: dict[str, Any], n: int) -> bool:
+    """Whether every row of a shape group passes the scalar checks, decided per column in C; when not, the
+    caller checks row by row."""
+    event_id = col["event_id"]
+    return (_types(event_id) == {str} and min(map(len, event_id)) > 0 and max(map(len, event_id)) <= 512
+            and _types(col["source"]) == {str} and "" not in col["source"]
+            and _types(col["provider"]) == {str} and "" not in col["provider"]
+            and _types(col["model"]) == {str} and "" not in col["model"]
+            and _types(col["operation"]) == {str}
+            and _types(col["status"]) == {str} and set(col["status"]) <= {"ok", "error"}
+            and col["content"].count(None) == n
+            and _types(col["batch"]) == {bool}
+            and _types(col["service_tier"]) <= {str, _NONE}
+            and (_types(col["latency_ms"]) == {_NONE} or all(map(_float_ok, col["latency_ms"])))
+            and (_types(col["ttft_ms"]) == {_NONE} or all(map(_float_ok, col["ttft_ms"])))
+            and (_types(col["usage_assumption"]) == {_NONE}
+                 or all(ua is None or (type(ua) is str and 0 < len(ua) <= 200) for ua in col["usage_assumption"])))
+
+
+def _scalar_ok(e, s, p, m, op, st, c, lat, tt, b, t, ua) -> bool:
+    return (type(e) is str and 0 < len(e) <= 512 and type(s) is str and s != "" and type(p) is str
+            and p != "" and type(m) is str and m != "" and type(op) is str and (st == "ok" or st == "error")
+            and type(st) is str and c is None and _float_ok(lat) and _float_ok(tt) and type(b) is bool
+            and _optional_str(t) and (ua is None or (type(ua) is str and 0 < len(ua) <= 200)))
+
+
+def _usage_column(column: tuple) -> list[tuple | None]:
+    """`_usage` of every row; rows of one usage shape without tool requests are checked per column in C."""
+    out: list[tuple | None] = [None] * len(column)
+    shapes: dict[tuple, list[int]] = {}
+    for j, u in enumerate(column):
+        if type(u) is dict:
+            shapes.setdefault(tuple(u), []).append(j)
+    for shape, rows in shapes.items():
+        if "tool_requests" in shape or not USAGE_KEYS.issuperset(shape):
+            for j in rows:
+                out[j] = _usage(column[j])
+            continue
+        cols = _usage_parts(shape, [column[j] for j in rows])
+        if cols is None:
+            for j in rows:
+                out[j] = _usage(column[j])
+            continue
+        for j, parts in zip(rows, zip(*cols, repeat(None, len(rows)))):
+            out[j] = parts
+    return out
+
+
+def _usage_parts(shape: tuple, dicts: list[dict]) -> list[tuple] | None:
+    """The six parts as columns when every row is valid (ints within range, parts within totals), else None."""
+    n = len(dicts)
+    if len(shape) > 1:
+        got = dict(zip(shape, zip(*map(itemgetter(*shape), dicts))))
+    elif shape:
+        got = {shape[0]: tuple(map(itemgetter(shape[0]), dicts))}
+    else:
+        got = {}
+    zeros = (0,) * n
+    cols = [got.get(name, zeros) for name in USAGE_PARTS]
+    for name in shape:
+        values = got[name]
+        if _types(values) != {int} or min(values) < 0 or max(values) > MAX_TOKENS:
+            return None
+    inp, cached, write, write_1h, out, reasoning = cols
+    if (any(map(gt, map(add, cached, write), inp)) or any(map(gt, write_1h, write))
+            or any(map(gt, reasoning, out))):
+        return None
+    return cols
+
+
 def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
-    """(columns of the rows the columnar path takes, item indices of the rows for the per-row fallback)."""
-    candidates = [i for i, item in enumerate(items) if type(item) is dict and _keys_ok(item)]
-    dicts = [items[i] for i in candidates]
-    get = dict.get
-    event_id = [get(d, "event_id") for d in dicts]
-    ts = [get(d, "ts") for d in dicts]
-    source = [get(d, "source") for d in dicts]
-    provider = [get(d, "provider") for d in dicts]
-    model = [get(d, "model") for d in dicts]
-    operation = [get(d, "operation", "chat") for d in dicts]
-    status = [get(d, "status", "ok") for d in dicts]
-    attribution = [_attribution(get(d, "attribution", _NO_ATTRIBUTION)) for d in dicts]
-    usage = [_usage(get(d, "usage")) for d in dicts]
-    latency = [get(d, "latency_ms") for d in dicts]
-    ttft = [get(d, "ttft_ms") for d in dicts]
-    batch = [get(d, "batch", False) for d in dicts]
-    tier = [get(d, "service_tier") for d in dicts]
-    assumption = [get(d, "usage_assumption") for d in dicts]
-    content = [get(d, "content") for d in dicts]
+    """(columns of the rows the columnar path takes, item indices of the rows for the per-row fallback).
+    Rows are grouped by their key order (collectors write one shape), and each group is read column by column."""
+    groups: dict[tuple, list[int]] = {}
+    for i, item in enumerate(items):
+        if type(item) is dict:
+            groups.setdefault(tuple(item), []).append(i)
+    candidates: list[int] = []
+    merged: dict[str, list] = {name: [] for name in FIELDS}
+    scalar_ok: list[bool] = []
+    for shape, rows in groups.items():
+        if not TOP_KEYS.issuperset(shape):
+            continue
+        dicts = [items[i] for i in rows]
+        col = _columns_of(dicts, shape)
+        candidates.extend(rows)
+        for name in FIELDS:
+            merged[name].extend(col[name])
+        if _scalars_ok(col, len(rows)):
+            scalar_ok.extend(repeat(True, len(rows)))
+        else:
+            scalar_ok.extend(map(_scalar_ok, col["event_id"], col["source"], col["provider"], col["model"],
+                                 col["operation"], col["status"], col["content"], col["latency_ms"], col["ttft_ms"],
+                                 col["batch"], col["service_tier"], col["usage_assumption"]))
+    event_id, ts, source, provider, model = (merged[n] for n in ("event_id", "ts", "source", "provider", "model"))
+    operation, status, latency, ttft = merged["operation"], merged["status"], merged["latency_ms"], merged["ttft_ms"]
+    batch, tier, assumption = merged["batch"], merged["service_tier"], merged["usage_assumption"]
+    attribution = list(map(_attribution, merged["attribution"]))
+    usage = _usage_column(merged["usage"])
 
     ts_ok = [type(v) is str for v in ts]
     ts_series = pl.Series("ts", [v if ok else None for v, ok in zip(ts, ts_ok)], dtype=pl.String)
@@ -229,22 +358,13 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
     ts_good = (parseable & epoch.is_not_null() & in_range).fill_null(False).to_list()
     ts_canonical = canonical.to_list()
 
-    good = [
-        ts_g and type(e) is str and 0 < len(e) <= 512 and type(s) is str and s != "" and type(p) is str
-        and p != "" and type(m) is str and m != ""
-        and type(op) is str and (st == "ok" or st == "error") and type(st) is str
-        and a is not None and u is not None and c is None and _float_ok(lat) and _float_ok(tt)
-        and type(b) is bool and _optional_str(t)
-        and (ua is None or (type(ua) is str and 0 < len(ua) <= 200))
-        for ts_g, e, s, p, m, op, st, a, u, c, lat, tt, b, t, ua in zip(
-            ts_good, event_id, source, provider, model, operation, status, attribution, usage, content, latency,
-            ttft, batch, tier, assumption)
-    ]
+    good = [ts_g and ok and a is not None and u is not None
+            for ts_g, ok, a, u in zip(ts_good, scalar_ok, attribution, usage)]
     keep = [j for j, g in enumerate(good) if g]
     fallback_set = set(range(len(items))).difference(candidates[j] for j in keep)
     take = pl.Series(keep, dtype=pl.UInt32)
 
-    everything = len(keep) == len(dicts)  # the common case: no copies
+    everything = len(keep) == len(candidates)  # the common case: no copies
 
     def pick(column: list) -> list:
         return column if everything else [column[j] for j in keep]
@@ -256,11 +376,12 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
         rows=[candidates[j] for j in keep], event_id=pick(event_id),
         ts=[ts[j] if ts_canonical[j] else _pydantic_text(ts[j]) for j in keep], source=pick(source),
         provider=pick(provider), model=pick(model), operation=pick(operation), status=pick(status),
-        attribution=[attribution[j][0] for j in keep], scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
+        attribution=[attribution[j] for j in keep], attribution_json=[attribution[j][2] for j in keep],
+        scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
         batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
         ts_us=epoch if everything else epoch.gather(take),
     )
     return columns, sorted(fallback_set)
 
 
-__all__ = ["Columns", "USAGE_PARTS", "split"]
+__all__ = ["Columns", "USAGE_PARTS", "attribution_of", "split"]

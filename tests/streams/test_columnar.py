@@ -183,3 +183,17 @@ def test_edges_of_the_event_contract_match_todays_path(book):
                                                                  for r in reasons) == 4
     assert any(r.startswith("event too large") for r in reasons)
     assert any(r.startswith("too many events in one message") for r in reasons)
+
+
+@pytest.mark.parametrize("extra", [
+    {"event_id": 'quote"and\\backslash'}, {"event_id": "tab\there\x01"}, {"source": "ünïcødé ☃ \u2028"},
+    {"model": "gpt-4o\n"}, {"latency_ms": -0.0}, {"latency_ms": 0}, {"latency_ms": 1e16}, {"latency_ms": 1e15},
+    {"latency_ms": 999999999999999.0}, {"latency_ms": 12.5}, {"ttft_ms": 1e-7}, {"ttft_ms": 2**53},
+    {"usage_assumption": 'a "quoted" rule'}, {"service_tier": "flex\\"}, {"operation": "emb\x1fed"},
+    {"attribution": {"team": 'sea"rch', "tags": {"k\n": "v\\"}}}, {"provider": "openrouter", "model": "no/such"},
+    {"provider": "unknown\"", "model": "x"},
+])
+def test_priced_json_from_columns_matches_orjson_at_its_edges(book, extra):
+    """encode.py writes the JSON text itself: escapes, float forms and unpriced reasons must be orjson's."""
+    records = [RawRecord(orjson.dumps([event(i, **extra) for i in range(3)]), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []

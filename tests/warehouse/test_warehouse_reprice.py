@@ -337,3 +337,54 @@ def test_a_killed_reprice_heals_when_the_owner_reopens(tmp_path):
     assert reopened.returncode == 0, reopened.stderr
     raw_cost, raw_events, rollup_cost, rollup_events = json.loads(reopened.stdout)
     assert D(raw_cost) == D(rollup_cost) == NEW_TOTAL and raw_events == rollup_events == 5
+
+
+def test_the_owner_applies_a_multi_day_reprice_in_one_pass(wh, org, tmp_path, monkeypatch):
+    """Each apply deletes old copies and rebuilds the rollups of its hours, a pass costing seconds whatever its
+    size: the owner gathers the changes of many days into one call (a 20,000-event month took 161 s when it
+    applied per day, 6 s now)."""
+    day = datetime(2020, 11, 4, tzinfo=timezone.utc)
+    old_book, new_book = books(tmp_path, day)
+    assert wh.insert_priced(priced_events(org, day, old_book)) == 5
+    calls = []
+    apply = wh.apply_repriced_events
+    monkeypatch.setattr(wh, "apply_repriced_events", lambda events: calls.append(len(events)) or apply(events))
+    report = wh.reprice(day, day + timedelta(days=2), reprice_fn=lambda event: price_event(event, new_book))
+    assert report.events == 5 and report.changed == report.applied >= 4  # the next-day event changes too
+    assert calls == [report.changed]
+    after = totals(wh, org)
+    assert after["raw"] == after["rollup"] and after["raw"][1] == 5
+
+
+def test_the_columnar_batch_reprices_each_stored_row_exactly_as_the_per_row_path(wh, org):
+    """`tokenmeter reprice` prices a day at once on the worker's columnar path (app.reprice_cli.
+    columnar_reprice_batch): for every stored shape (tags, tool requests, tiers, batch, missing latencies, usage
+    assumptions, unknown models, errors) the new PricedEvent JSON equals reprice_row's."""
+    import itertools
+
+    import orjson
+
+    from app.reprice_cli import columnar_reprice_batch
+    from streams.batch import process_batch
+    from streams.columnar.corpus import Corpus
+    from warehouse.reprice import _COLUMN_LIST, arrow_rows, reprice_row
+
+    book = load_price_book()
+    records = list(itertools.islice(Corpus(book, 9).records(3000), 150))
+    events = [orjson.loads(e) for values in process_batch(records, book).priced.values() for e in values]
+    events = [e for e in events if len(e["cost_usd"].split(".")[0]) <= 6]  # what Decimal(18,12) can store
+    day = datetime(2026, 6, 8, tzinfo=timezone.utc)
+    for i, event in enumerate(events):  # this test's own day and org, so no other test's window sees them
+        event["ts"] = (day + timedelta(seconds=i)).isoformat()
+        event["attribution"]["org"] = org
+        event["event_id"] = f"{org}-{event['event_id']}"
+    events = list({e["event_id"]: e for e in reversed(events)}.values())  # the corpus repeats some ids
+    assert wh.insert_priced(events) == len(events) > 500
+    table = wh.backend.query_arrow(f"SELECT {_COLUMN_LIST} FROM priced_events WHERE org = {{org:String}}"
+                                   " ORDER BY event_id", {"org": org})
+    rows = table.to_pylist()
+    assert arrow_rows(table) == rows and arrow_rows(table.slice(7, 50)) == rows[7:57]  # the plan's faster reader
+    now = datetime.now(timezone.utc)
+    expected = [reprice_row(row, lambda event: price_event(event, book, now)) for row in rows]
+    assert columnar_reprice_batch(book, now)(rows) == expected
+    assert {e["pricing_status"] for e in expected} == {"priced", "unpriced"}

@@ -1,0 +1,139 @@
+"""Write priced events as JSON straight from columns: the bytes `orjson.dumps(PricedEvent.to_json())` writes,
+built with one polars string concatenation per batch instead of a dict and an orjson call per event.
+
+It takes only the rows whose text it reproduces exactly and leaves every other row to the per-row dict path
+(`pipeline.py`), which encodes with orjson as today:
+- priced rows without tool requests (fee rows carry per-row fee lines), and unpriced rows whose model has no
+  catalog entry (their reason is the resolver's, one per (provider, model): `reason_json`);
+- strings that need no JSON escaping (orjson escapes only `"`, `\\` and control characters < 0x20 and writes
+  everything else, non-ASCII too, as it is);
+- latencies (floats) that are integral, non-negative and < 1e15, which orjson writes as `<integer>.0`, and
+  not -0.0.
+Attribution objects come pre-encoded with orjson (validate.py caches them per shape). The equivalence test
+(`streams.columnar.equivalence`) compares these bytes with today's path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import polars as pl
+
+from .meter import TOKEN_PARTS
+
+LINE_PARTS = (*TOKEN_PARTS, "request")
+MAX_INTEGRAL_FLOAT = 1e15  # orjson writes an integral float below this as "<digits>.0"; from 1e16 on as 1e+16
+NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                "output_tokens", "reasoning_tokens")
+
+
+def _plain(column: str) -> pl.Expr:
+    """True where a string (or null) is written by orjson as `"` + itself + `"`."""
+    return pl.col(column).str.contains(NEEDS_ESCAPE).fill_null(False).not_()
+
+
+def _float_ok(column: str) -> pl.Expr:
+    value = pl.col(column)
+    integral = (value == value.floor()) & (value >= 0) & (value < MAX_INTEGRAL_FLOAT)
+    negative_zero = (value == 0) & ((1.0 / value) < 0)
+    return value.is_null() | (integral & ~negative_zero).fill_null(False)
+
+
+def _float_text(column: str) -> pl.Expr:
+    return pl.concat_str(pl.col(column).cast(pl.Int64).cast(pl.String), pl.lit(".0"))
+
+
+def _optional(name: str, value: pl.Expr) -> pl.Expr:
+    """`,"name":value` or null (then left out)."""
+    return pl.concat_str(pl.lit(f',"{name}":'), value)
+
+
+def _quoted(column: str) -> pl.Expr:
+    return pl.concat_str(pl.lit('"'), pl.col(column), pl.lit('"'))
+
+
+def fast_mask(frame: pl.DataFrame, fast_outcome: pl.Expr) -> pl.Series:
+    """Rows this module writes: `frame` holds the string columns event_id, ts, source, provider, model,
+    operation, status, service_tier, usage_assumption, the floats latency_ms, ttft_ms and `has_tools`."""
+    return frame.select(
+        (fast_outcome & ~pl.col("has_tools")
+         & _plain("event_id") & _plain("ts") & _plain("source") & _plain("provider") & _plain("model")
+         & _plain("operation") & _plain("status") & _plain("service_tier") & _plain("usage_assumption")
+         & _float_ok("latency_ms") & _float_ok("ttft_ms")).alias("fast")).to_series()
+
+
+def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.Series:
+    """The encoded priced event (Binary) of each row of `frame` (fast rows only), which holds the columns of
+    `fast_mask` plus attribution_json, batch, vid, cost (text), the usage fields, line texts named by
+    LINE_PARTS (null when the breakdown has no such line) and reason_json (the unpriced reason as JSON text,
+    null for priced rows)."""
+    breakdown = pl.concat_str([pl.concat_str(pl.lit(f'"{part}":"'), pl.col(part), pl.lit('"'))
+                               for part in LINE_PARTS], separator=",", ignore_nulls=True)
+    usage = pl.concat_str([pl.concat_str(pl.lit(f'"{name}":'), pl.col(name).cast(pl.String))
+                           for name in USAGE_FIELDS], separator=",")
+    ref_text = pl.Series("ref", [r.decode() for r in refs], dtype=pl.String)
+    text = pl.concat_str([
+        pl.lit('{"event_id":'), _quoted("event_id"),
+        pl.lit(',"ts":'), _quoted("ts"),
+        pl.lit(',"source":'), _quoted("source"),
+        pl.lit(',"provider":'), _quoted("provider"),
+        pl.lit(',"model":'), _quoted("model"),
+        pl.lit(',"operation":'), _quoted("operation"),
+        pl.lit(',"status":'), _quoted("status"),
+        pl.lit(',"attribution":'), pl.col("attribution_json"),
+        pl.lit(',"usage":{'), usage, pl.lit("}"),
+        _optional("latency_ms", _float_text("latency_ms")),
+        _optional("ttft_ms", _float_text("ttft_ms")),
+        pl.lit(',"batch":'), pl.when(pl.col("batch")).then(pl.lit("true")).otherwise(pl.lit("false")),
+        _optional("service_tier", _quoted("service_tier")),
+        _optional("usage_assumption", _quoted("usage_assumption")),
+        pl.lit(',"tokens_source":"provider","cost_usd":"'), pl.col("cost"),
+        pl.lit('","cost_breakdown":{'), breakdown,
+        pl.lit('},"pricing_status":'),
+        pl.when(pl.col("reason_json").is_null())
+        .then(pl.concat_str(pl.lit('"priced","price":'), pl.lit(ref_text).gather(pl.col("vid"))))
+        .otherwise(pl.concat_str(pl.lit('"unpriced","unpriced_reason":'), pl.col("reason_json"))),
+        pl.lit(f',"priced_at":"{priced_at}"}}'),
+    ], ignore_nulls=True)
+    return frame.select(text.cast(pl.Binary).alias("encoded")).to_series()
+
+
+class LazyOrigins(Sequence):
+    """BatchResult.origins whose events may be held as their encoded JSON: each is decoded (orjson, which gives
+    back the very dict it was written from) only when read. Budgets read origins only when a budget exists."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[int, int, Any]] = []
+
+    def append(self, entry: tuple[int, int, Any]) -> None:
+        self._entries.append(entry)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        partition, offset, event = self._entries[index]
+        if type(event) is bytes:
+            event = orjson.loads(event)
+            self._entries[index] = (partition, offset, event)
+        return partition, offset, event
+
+    def __iter__(self):
+        for i in range(len(self._entries)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"LazyOrigins({len(self)} events)"
+
+
+__all__ = ["LazyOrigins", "encode_priced", "fast_mask"]
