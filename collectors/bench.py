@@ -7,7 +7,9 @@ to a fresh 4-partition source topic, then the real `KafkaBridge` (the class `tok
 in-process so no interpreter start-up is measured) converts them. The clock runs from the first fetched batch
 reaching the bridge to the broker acknowledging the n-th event, so the consumer-group join is excluded, and
 includes everything the bridge does per batch (decode, parse, validate, encode, produce with acks=all, commit
-of the batch before it). The only additions to the real classes are two timestamps.
+of the batch before it). The only additions to the real classes are two timestamps and a door: all bridges
+start together (so their group joins overlap) and each holds its first fetched batch until its turn, so only one
+dialect converts at a time.
 
 Correctness is checked, not assumed: every dialect must write exactly n events, none rejected or skipped, and
 reading the usage topic back must find each expected event id exactly once.
