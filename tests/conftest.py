@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from app.broker import embedded_broker
+from suite_order import pytest_collection_modifyitems, pytest_configure  # noqa: F401 - hooks: slow files first
 from tokenmeter.settings import free_port
 
 
@@ -43,10 +44,3 @@ def pytest_setup_options():
     if chromium:
         options.binary_location = chromium
     return options
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files that start several processes (marked `slow`) run first: under pytest-xdist (`scripts/test` runs
-    files on several workers) a long file that starts last would stretch the whole run. The sort is stable, so
-    tests keep their order within a file."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
