@@ -41,8 +41,9 @@ class KafkaBridge:
     def __init__(self, source_bootstrap: str, topic: str, dialect: str | None, group: str, sink: KafkaSink, *,
                  mapping: AttributionMapping | None = None, from_beginning: bool = False,
                  batch_records: int = 1000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
-                 state_path: Path | None = None):
+                 state_path: Path | None = None, group_timeouts: dict[str, int] | None = None):
         self.source_bootstrap = source_bootstrap
+        self.group_timeouts = group_timeouts or {}  # Settings.group_timeouts; empty: aiokafka's defaults
         self.topic = topic
         self.dialect = dialect
         self.label = dialect or "auto"
@@ -63,7 +64,7 @@ class KafkaBridge:
         consumer = AIOKafkaConsumer(
             self.topic, bootstrap_servers=self.source_bootstrap, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
-            max_partition_fetch_bytes=4 * 1024 * 1024)
+            max_partition_fetch_bytes=4 * 1024 * 1024, **self.group_timeouts)
         await consumer.start()
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
         log.info("bridging %s (%s, group %s) -> %s", self.topic, self.label, self.group, self.sink.topic)
