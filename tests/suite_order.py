@@ -14,5 +14,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Slow files first. The sort is stable, so tests keep their order within a file."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
+    """Slow files first, the longest of them (`pytest.mark.slow(seconds=...)`, a rough figure from a quiet
+    machine) before the rest. The sort is stable, so tests keep their order within a file."""
+    def key(item) -> tuple[int, float]:
+        slow = item.get_closest_marker("slow")
+        return (0, -float(slow.kwargs.get("seconds", 0))) if slow else (1, 0.0)
+
+    items.sort(key=key)

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 USES_OUR_ORDER = "from suite_order import pytest_collection_modifyitems, pytest_configure  # noqa: F401\n"
 
 
-def _file_logging_its_name(name: str, tests: int, slow: bool) -> str:
-    mark = "import pytest\npytestmark = pytest.mark.slow\n" if slow else ""
+def _file_logging_its_name(name: str, tests: int, slow: bool, seconds: float | None = None) -> str:
+    mark = ("import pytest\npytestmark = pytest.mark.slow" + (f"(seconds={seconds})" if seconds else "") + "\n"
+            if slow else "")
     body = "".join(f"def test_{i}():\n    _log()\n\n" for i in range(tests))
     return (f"import os\n{mark}\ndef _log():\n"
             f"    with open(os.environ['ORDER_LOG'], 'a') as f:\n        f.write({name!r} + '\\n')\n\n{body}")
@@ -28,10 +29,11 @@ def test_slow_files_are_handed_to_xdist_workers_first(tmp_path):
     (tmp_path / "test_many_quick.py").write_text(_file_logging_its_name("many_quick", 6, slow=False))
     (tmp_path / "test_few_quick.py").write_text(_file_logging_its_name("few_quick", 3, slow=False))
     (tmp_path / "test_one_slow.py").write_text(_file_logging_its_name("one_slow", 1, slow=True))
+    (tmp_path / "test_one_slowest.py").write_text(_file_logging_its_name("one_slowest", 1, slow=True, seconds=90))
     log = tmp_path / "order.log"
     env = dict(os.environ, ORDER_LOG=str(log), PYTHONPATH=str(ROOT / "tests"))
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "1", "--dist", "loadfile", "-p", "no:cacheprovider",
                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     order = list(dict.fromkeys(log.read_text().split()))
-    assert order[0] == "one_slow", order
+    assert order[:2] == ["one_slowest", "one_slow"], order
