@@ -98,12 +98,17 @@ def _micro_batches(events: list[dict]) -> list[tuple[bytes, bytes]]:
 
 async def _pipeline(bootstrap: str, events: list[dict], timeout: float) -> float:
     """Warm the running worker up with one event, then time producing all events until the last is priced."""
+    from aiokafka import TopicPartition
+
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
-    consumer = AIOKafkaConsumer(topics.PRICED, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id="bench-priced", max_partition_fetch_bytes=8_000_000)
+    # Assigned, not a consumer group: nothing to wait for (the embedded broker holds a new group's join ~5 s).
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=8_000_000)
     await producer.start()
     await consumer.start()
     try:
+        await consumer.topics()  # loads metadata, so the next line knows the partitions
+        consumer.assign([TopicPartition(topics.PRICED, p) for p in consumer.partitions_for_topic(topics.PRICED) or ()])
         async def priced_until(target: int, seen: int) -> int:
             deadline = time.monotonic() + timeout
             while seen < target:
@@ -134,10 +139,13 @@ def _naive_main(bootstrap: str, n: int, result_path: str, api_port: int) -> None
     from tokenmeter.events import UsageEvent
     from tokenmeter.settings import load_settings
 
-    book = load_book(load_settings())
+    settings = load_settings()
+    book = load_book(settings)
     app = faust.App("bench-naive", broker=f"kafka://{bootstrap}", store="memory://", autodiscover=False,
-                    topic_partitions=4, web_port=api_port, broker_rebalance_timeout=3.0, broker_session_timeout=10.0,
-                    broker_heartbeat_interval=1.0, consumer_auto_offset_reset="earliest")
+                    topic_partitions=4, web_port=api_port, broker_rebalance_timeout=3.0,  # as the worker's
+                    broker_session_timeout=settings.kafka_session_timeout_seconds,
+                    broker_heartbeat_interval=settings.group_timeouts["heartbeat_interval_ms"] / 1000,
+                    consumer_auto_offset_reset="earliest")
     source = app.topic(NAIVE_TOPIC, value_serializer="raw", key_serializer="raw")
     priced_topic = app.topic(NAIVE_TOPIC + ".priced", value_serializer="raw", key_serializer="raw")
     spend = app.Table("naive_spend", default=int, partitions=4)
