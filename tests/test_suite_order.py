@@ -31,9 +31,11 @@ def test_slow_files_are_handed_to_xdist_workers_first(tmp_path):
     (tmp_path / "test_one_slow.py").write_text(_file_logging_its_name("one_slow", 1, slow=True))
     (tmp_path / "test_one_slowest.py").write_text(_file_logging_its_name("one_slowest", 1, slow=True, seconds=90))
     log = tmp_path / "order.log"
-    env = dict(os.environ, ORDER_LOG=str(log), PYTHONPATH=str(ROOT / "tests"))
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "1", "--dist", "loadfile", "-p", "no:cacheprovider",
-                          str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    # Only xdist as a plugin (dash's, loaded by default, costs seconds of imports in both processes).
+    env = dict(os.environ, ORDER_LOG=str(log), PYTHONPATH=str(ROOT / "tests"), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "xdist.plugin", "-n", "1", "--dist", "loadfile",
+                          "-p", "no:cacheprovider", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     order = list(dict.fromkeys(log.read_text().split()))
     assert order[:2] == ["one_slowest", "one_slow"], order
