@@ -98,12 +98,17 @@ def _micro_batches(events: list[dict]) -> list[tuple[bytes, bytes]]:
 
 async def _pipeline(bootstrap: str, events: list[dict], timeout: float) -> float:
     """Warm the running worker up with one event, then time producing all events until the last is priced."""
+    from aiokafka import TopicPartition
+
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
-    consumer = AIOKafkaConsumer(topics.PRICED, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id="bench-priced", max_partition_fetch_bytes=8_000_000)
+    # Assigned, not a consumer group: nothing to wait for (the embedded broker holds a new group's join ~5 s).
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=8_000_000)
     await producer.start()
     await consumer.start()
     try:
+        await consumer.topics()  # loads metadata, so the next line knows the partitions
+        consumer.assign([TopicPartition(topics.PRICED, p) for p in consumer.partitions_for_topic(topics.PRICED) or ()])
         async def priced_until(target: int, seen: int) -> int:
             deadline = time.monotonic() + timeout
             while seen < target:
@@ -134,10 +139,13 @@ def _naive_main(bootstrap: str, n: int, result_path: str, api_port: int) -> None
     from tokenmeter.events import UsageEvent
     from tokenmeter.settings import load_settings
 
-    book = load_book(load_settings())
+    settings = load_settings()
+    book = load_book(settings)
     app = faust.App("bench-naive", broker=f"kafka://{bootstrap}", store="memory://", autodiscover=False,
-                    topic_partitions=4, web_port=api_port, broker_rebalance_timeout=3.0, broker_session_timeout=10.0,
-                    broker_heartbeat_interval=1.0, consumer_auto_offset_reset="earliest")
+                    topic_partitions=4, web_port=api_port, broker_rebalance_timeout=3.0,  # as the worker's
+                    broker_session_timeout=settings.kafka_session_timeout_seconds,
+                    broker_heartbeat_interval=settings.group_timeouts["heartbeat_interval_ms"] / 1000,
+                    consumer_auto_offset_reset="earliest")
     source = app.topic(NAIVE_TOPIC, value_serializer="raw", key_serializer="raw")
     priced_topic = app.topic(NAIVE_TOPIC + ".priced", value_serializer="raw", key_serializer="raw")
     spend = app.Table("naive_spend", default=int, partitions=4)
@@ -234,8 +242,12 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
                 f"{results['reserve_requests_per_s']:,.0f} reservations/s")
     if warehouse_rows:
         # Its own process: chDB allows one open data path per process.
-        say(f"warehouse: {warehouse_rows:,} generated events in chDB, the dashboard's queries, loader inserts ...")
-        out = subprocess.run([sys.executable, "-m", "warehouse.bench", str(warehouse_rows)], capture_output=True,
+        # The loader is timed on as many rows as the warehouse holds, at most 200,000 (a small run stays small).
+        load_rows = min(warehouse_rows, 200_000)
+        say(f"warehouse: {warehouse_rows:,} generated events in chDB, the dashboard's queries, {load_rows:,} loader "
+            f"inserts ...")
+        out = subprocess.run([sys.executable, "-m", "warehouse.bench", str(warehouse_rows), str(load_rows)],
+                             capture_output=True,
                              text=True, timeout=3600, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
         if out.returncode != 0:
             raise RuntimeError(f"warehouse bench failed:\n{out.stderr[-2000:]}")

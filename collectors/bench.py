@@ -7,7 +7,9 @@ to a fresh 4-partition source topic, then the real `KafkaBridge` (the class `tok
 in-process so no interpreter start-up is measured) converts them. The clock runs from the first fetched batch
 reaching the bridge to the broker acknowledging the n-th event, so the consumer-group join is excluded, and
 includes everything the bridge does per batch (decode, parse, validate, encode, produce with acks=all, commit
-of the batch before it). The only additions to the real classes are two timestamps.
+of the batch before it). The only additions to the real classes are two timestamps and a door: all bridges
+start together (so their group joins overlap) and each holds its first fetched batch until its turn, so only one
+dialect converts at a time.
 
 Correctness is checked, not assumed: every dialect must write exactly n events, none rejected or skipped, and
 reading the usage topic back must find each expected event id exactly once.
@@ -193,14 +195,25 @@ class _TimedSink(KafkaSink):
 
 
 class _TimedBridge(KafkaBridge):
-    """The real bridge; notes when the first fetched batch arrived (after the group join)."""
+    """The real bridge, held at the door: it joins its group and fetches its first batch, then waits for its
+    turn (`go`) before converting anything, and notes when its turn began. So the four bridges' group joins
+    (~5 s each on the embedded broker, which holds a new group's JoinGroup for half the session timeout) overlap,
+    while their conversions still run one dialect at a time."""
 
-    first_batch_at: float | None = None
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.at_door = asyncio.Event()  # joined, first batch fetched
+        self.go = asyncio.Event()
+        self.abandoned = False  # the measurement ended before this bridge's turn
+        self.first_batch_at: float | None = None
 
-    def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
-        if self.first_batch_at is None:
-            self.first_batch_at = time.perf_counter()
-        return super()._convert(batch)
+    async def _settle_recovery(self, consumer: AIOKafkaConsumer) -> None:  # called once, with the first batch
+        self.at_door.set()
+        await self.go.wait()
+        if self.abandoned:
+            raise CollectorBenchError(f"{self.label}: abandoned before its turn")
+        self.first_batch_at = time.perf_counter()
+        await super()._settle_recovery(consumer)
 
 
 async def _create_topic(bootstrap: str, name: str) -> None:
@@ -264,45 +277,79 @@ async def _ids_written(bootstrap: str, topic: str, start: dict[TopicPartition, i
         await consumer.stop()
 
 
-async def _measure_one(bootstrap: str, dialect: str, n: int, usage_topic: str, seed: int) -> float:
-    run = uuid.uuid4().hex[:8]
-    values, expected_ids = gateway_records(dialect, n, f"{seed}:{run}")  # ids unique to this run
-    source = f"bench.collect.{dialect}.{run}"
-    await _create_topic(bootstrap, source)
-    await _produce(bootstrap, source, values)
-    before = await _end_offsets(bootstrap, usage_topic)
+class _DialectRun:
+    """One dialect's measurement: its records on a source topic of their own, its bridge and its sink."""
 
-    sink = _TimedSink(bootstrap, "collect:kafka", topic=usage_topic, target=n, records=len(values))
-    state_dir = tempfile.TemporaryDirectory(prefix="tokenmeter-bench-")  # the pending-batch record, as in production
-    bridge = _TimedBridge(bootstrap, source, dialect, f"bench-collect-{dialect}-{run}", sink, from_beginning=True,
-                          log_every_s=3600, state_path=Path(state_dir.name) / "state.json")
-    stop = asyncio.Event()
-    running = asyncio.create_task(bridge.run(stop))
-    timeout = max(120.0, n / 100)
-    done_waiter = asyncio.create_task(sink.done.wait())
-    try:
-        finished, _ = await asyncio.wait({running, done_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if running in finished:
-            running.result()  # the bridge stopped by itself: surface its error
-            raise CollectorBenchError(f"{dialect}: the bridge stopped after {sink.counters.summary()}")
-        if not sink.done.is_set():
-            raise CollectorBenchError(f"{dialect}: not done after {timeout:.0f} s ({sink.counters.summary()})")
-    finally:
-        done_waiter.cancel()
-        stop.set()
-        await running  # the bridge stops its consumer and the sink's producer
-        state_dir.cleanup()
+    def __init__(self, bootstrap: str, dialect: str, n: int, usage_topic: str, seed: int):
+        self.bootstrap, self.dialect, self.n, self.usage_topic = bootstrap, dialect, n, usage_topic
+        self.run_id = uuid.uuid4().hex[:8]
+        self.values, self.expected_ids = gateway_records(dialect, n, f"{seed}:{self.run_id}")  # ids of this run
+        self.source = f"bench.collect.{dialect}.{self.run_id}"
+        self.timeout = max(120.0, n / 100)
+        self.sink = _TimedSink(bootstrap, "collect:kafka", topic=usage_topic, target=n, records=len(self.values))
+        self.state_dir = tempfile.TemporaryDirectory(prefix="tokenmeter-bench-")  # the pending-batch record
+        self.bridge = _TimedBridge(bootstrap, self.source, dialect, f"bench-collect-{dialect}-{self.run_id}",
+                                   self.sink, from_beginning=True, log_every_s=3600,
+                                   state_path=Path(self.state_dir.name) / "state.json")
+        self.stop = asyncio.Event()
+        self.running: asyncio.Task | None = None
 
-    counters = sink.counters
-    if (counters.written, counters.rejected, counters.skipped, counters.read) != (n, 0, 0, len(values)):
-        raise CollectorBenchError(f"{dialect}: {len(values)} records of {n} calls gave {counters.summary()}")
-    found = await _ids_written(bootstrap, usage_topic, before, set(expected_ids), timeout)
-    missing = [i for i in expected_ids if found[i] != 1]
-    if missing or len(set(expected_ids)) != n:
-        raise CollectorBenchError(f"{dialect}: {len(missing)} of {n} expected event ids not on {usage_topic} "
-                                  f"exactly once (first: {missing[:3]})")
-    assert bridge.first_batch_at is not None and sink.done_at is not None
-    return n / (sink.done_at - bridge.first_batch_at)
+    async def start(self) -> None:
+        """Its records all on the source topic, then its bridge started (it joins, fetches, waits at the door)."""
+        await _create_topic(self.bootstrap, self.source)
+        await _produce(self.bootstrap, self.source, self.values)
+        self.running = asyncio.create_task(self.bridge.run(self.stop))
+
+    async def at_door(self) -> None:
+        door = asyncio.create_task(self.bridge.at_door.wait())
+        try:
+            await self._until(door, f"no first batch within {self.timeout:.0f} s")
+        finally:
+            door.cancel()
+
+    async def measure(self) -> float:
+        before = await _end_offsets(self.bootstrap, self.usage_topic)
+        self.bridge.go.set()
+        done = asyncio.create_task(self.sink.done.wait())
+        try:
+            await self._until(done, f"not done after {self.timeout:.0f} s")
+        finally:
+            done.cancel()
+            await self.close()
+        counters = self.sink.counters
+        if (counters.written, counters.rejected, counters.skipped, counters.read) != (self.n, 0, 0, len(self.values)):
+            raise CollectorBenchError(f"{self.dialect}: {len(self.values)} records of {self.n} calls gave "
+                                      f"{counters.summary()}")
+        found = await _ids_written(self.bootstrap, self.usage_topic, before, set(self.expected_ids), self.timeout)
+        missing = [i for i in self.expected_ids if found[i] != 1]
+        if missing or len(set(self.expected_ids)) != self.n:
+            raise CollectorBenchError(f"{self.dialect}: {len(missing)} of {self.n} expected event ids not on "
+                                      f"{self.usage_topic} exactly once (first: {missing[:3]})")
+        assert self.bridge.first_batch_at is not None and self.sink.done_at is not None
+        return self.n / (self.sink.done_at - self.bridge.first_batch_at)
+
+    async def _until(self, waiter: asyncio.Task, timeout_message: str) -> None:
+        assert self.running is not None
+        finished, _ = await asyncio.wait({self.running, waiter}, timeout=self.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        if self.running in finished:
+            self.running.result()  # the bridge stopped by itself: surface its error
+            raise CollectorBenchError(f"{self.dialect}: the bridge stopped after {self.sink.counters.summary()}")
+        if waiter not in finished:
+            raise CollectorBenchError(f"{self.dialect}: {timeout_message} ({self.sink.counters.summary()})")
+
+    async def close(self) -> None:
+        self.stop.set()
+        if not self.bridge.go.is_set():
+            self.bridge.abandoned = True
+            self.bridge.go.set()  # out of the door, into the error: the bridge then stops
+        if self.running is not None:
+            try:
+                await self.running  # the bridge stops its consumer and the sink's producer
+            except Exception:  # noqa: BLE001 - its failure was reported (or another one is on its way)
+                pass
+            self.running = None
+        self.state_dir.cleanup()
 
 
 def measure_collectors(bootstrap: str, n: int, dialects: tuple[str, ...] = DIALECTS, *,
@@ -318,6 +365,15 @@ def measure_collectors(bootstrap: str, n: int, dialects: tuple[str, ...] = DIALE
 
     async def run() -> dict[str, float]:
         await _create_topic(bootstrap, usage_topic)
-        return {dialect: await _measure_one(bootstrap, dialect, n, usage_topic, seed) for dialect in dialects}
+        runs = [_DialectRun(bootstrap, dialect, n, usage_topic, seed) for dialect in dialects]
+        try:
+            for one in runs:
+                await one.start()
+            for one in runs:  # all joined (their joins overlapped) and idle at the door
+                await one.at_door()
+            return {one.dialect: await one.measure() for one in runs}  # one at a time
+        finally:
+            for one in runs:
+                await one.close()
 
     return asyncio.run(run())

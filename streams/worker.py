@@ -74,8 +74,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         broker_commit_interval=1.0,
         # tansu holds a JoinGroup for the whole rebalance timeout; Faust's default made every start wait 30 s.
         broker_rebalance_timeout=3.0,
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=settings.group_timeouts["heartbeat_interval_ms"] / 1000,
     )
     faust_patches.patch_app(app)
     usage = app.topic(topics.USAGE, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")

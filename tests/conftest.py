@@ -8,7 +8,14 @@ import tempfile
 import pytest
 
 from app.broker import embedded_broker
+from suite_order import pytest_collection_modifyitems, pytest_configure  # noqa: F401 - hooks: slow files first
 from tokenmeter.settings import free_port
+
+# Consumer groups of every service the tests start (in-process or as children, which inherit the environment):
+# the embedded broker holds a new group's first JoinGroup for half the session timeout (5 s at the default 10 s)
+# and a rejoin after a restart for about twice it (~18 s), so a shorter session makes every start and restart
+# quicker. 4 s still leaves the 1 s heartbeats room on a loaded 2-core machine.
+os.environ.setdefault("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", "4")
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +50,3 @@ def pytest_setup_options():
     if chromium:
         options.binary_location = chromium
     return options
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files that start several processes (marked `slow`) run first: under pytest-xdist (`scripts/test` runs
-    files on several workers) a long file that starts last would stretch the whole run. The sort is stable, so
-    tests keep their order within a file."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.broker import embedded_broker
 from app.process import child_preexec
@@ -27,7 +27,7 @@ from tokenmeter import topics
 from tokenmeter.events import partition_key
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=35)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -91,11 +91,14 @@ async def produce(bootstrap: str, batches: list[tuple[bytes, bytes]]) -> None:
 
 
 async def deadletters(bootstrap: str, want: int, timeout: float = 60) -> list[dict]:
-    consumer = AIOKafkaConsumer(topics.DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=f"t-{uuid.uuid4()}")
+    # Assigned, not a fresh consumer group: the embedded broker holds a new group's JoinGroup ~5 s.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     found: list[dict] = []
     try:
+        await consumer.topics()  # loads the metadata, so the partitions are known
+        consumer.assign([TopicPartition(topics.DEADLETTER, p)
+                         for p in sorted(consumer.partitions_for_topic(topics.DEADLETTER) or ())])
         deadline = time.monotonic() + timeout
         while len(found) < want and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)

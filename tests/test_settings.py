@@ -49,3 +49,15 @@ def test_cli_reports_a_busy_dashboard_port(monkeypatch):
         result = CliRunner().invoke(main, ["dash"])
     assert result.exit_code != 0
     assert "TOKENMETER_DASH_PORT" in result.output
+
+
+def test_consumer_group_timeouts(monkeypatch):
+    """Every service's consumer group uses one session timeout: 10 s by default (the tests run with 4 s, see
+    tests/conftest.py); the heartbeat stays well inside it."""
+    monkeypatch.delenv("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", raising=False)
+    assert load_settings().group_timeouts == {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 1000}
+    monkeypatch.setenv("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", "1.5")
+    assert load_settings().group_timeouts == {"session_timeout_ms": 1500, "heartbeat_interval_ms": 500}
+    monkeypatch.setenv("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", "0.5")
+    with pytest.raises(SettingsError, match="TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS"):
+        load_settings()

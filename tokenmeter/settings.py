@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address our servers bind to.")
     embedded_broker_port: int = Field(9092, ge=1, le=65535, description="Port of the embedded broker.")
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: embedded broker.")
+    kafka_session_timeout_seconds: float = Field(
+        10.0, ge=1, le=300, description="Consumer groups: a member silent this long is dropped. The embedded broker "
+        "holds a new group's first JoinGroup for half of it, and a rejoin for about twice it.")
     clickhouse_url: str | None = Field(None, description="ClickHouse server URL; unset: embedded chDB.")
     dash_port: int = Field(8050, ge=1, le=65535, description="Dashboard port.")
     api_port: int = Field(6066, ge=1, le=65535, description="Workers' HTTP API port (decisions, health).")
@@ -120,6 +123,12 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.host}:{self.embedded_broker_port}"
+
+    @property
+    def group_timeouts(self) -> dict[str, int]:
+        """aiokafka consumer-group arguments: the session timeout, and a heartbeat well inside it."""
+        session_ms = round(self.kafka_session_timeout_seconds * 1000)
+        return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": min(1000, session_ms // 3)}
 
     @property
     def warehouse_path(self) -> Path:

@@ -188,13 +188,15 @@ def bench_warehouse(settings_or_tmpdir: Any = None, rows: int = 10_000_000, *, l
 
 
 def main() -> None:
-    """`python -m warehouse.bench [ROWS]`: print the figures as JSON."""
+    """`python -m warehouse.bench [ROWS [LOAD_ROWS]]`: print the figures as JSON (LOAD_ROWS: rows of the timed
+    loader inserts, default 200,000)."""
     import sys
 
     import orjson
 
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
-    result = bench_warehouse(None, rows, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    load_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
+    result = bench_warehouse(None, rows, load_rows=load_rows, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from tokenmeter.timefmt import iso_utc
 from warehouse.backends import WarehouseError
 from warehouse.finance import FinanceConfig, finance_month_frame
 from warehouse.focus import FOCUS_COLUMNS, FOCUS_VERSION  # noqa: F401  (re-exported)
@@ -45,10 +46,6 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -69,7 +66,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, datetime):
-        return _iso(value)
+        return iso_utc(value, "seconds")
     return safe_text(str(value))
 
 

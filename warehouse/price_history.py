@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tokenmeter.timefmt import iso_effective  # the text priced events store in price.effective_from
 from warehouse.backends import WarehouseError
 
 PRICE = pa.decimal128(18, 9)
@@ -25,13 +26,6 @@ SCHEMA = pa.schema(
        ("loaded_at", pa.timestamp("ms", tz="UTC"))]
 )
 _NINE = Decimal("1e-9")
-
-
-def _iso(moment: Any) -> str:
-    """The same text the pricing stage stores in priced events' `price.effective_from`."""
-    if isinstance(moment, datetime):
-        return moment.date().isoformat() if moment.time() == datetime.min.time() else moment.isoformat()
-    return str(moment)
 
 
 def _price(value: Any, where: str) -> Decimal:
@@ -48,7 +42,7 @@ def price_catalog_rows(book: Any) -> list[dict[str, Any]]:
     for key, entry in sorted(book.entries.items()):
         for version in entry.versions:
             row: dict[str, Any] = {"entry": key, "provider": entry.provider, "model": entry.model,
-                                   "effective_from": _iso(version.effective_from), "other_prices": {},
+                                   "effective_from": iso_effective(version.effective_from), "other_prices": {},
                                    "source": version.source or "", "catalog_version": book.catalog_version}
             for name, value in (version.prices or {}).items():
                 column = NAMED.get(name)

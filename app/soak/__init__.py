@@ -10,8 +10,6 @@ import math
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -80,13 +78,26 @@ def _budgets(ledger: Ledger, seconds: float, rate: float, receiver: Receiver) ->
     return {team: (per_team * share).quantize(Decimal("0.01")) for team, share in LIMIT_SHARES.items()}
 
 
-def _report(env: dict) -> dict[str, tuple[int, Decimal]] | None:
-    out = subprocess.run([sys.executable, "-m", "app", "report", "--format", "json", "--group-by", "team"],
-                         env=env, capture_output=True, text=True, timeout=120)
-    if out.returncode != 0:
+def _report(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
+    """(events, cost) per soak team, as `tokenmeter report --group-by team` gives them while the stack runs: asked
+    of the loader, which owns the warehouse, over its HTTP endpoint, in-process (a `report` child per poll cost
+    seconds of interpreter start-up). None while no loader serves it: this process never opens chDB itself,
+    which would take the warehouse from a restarting loader."""
+    from warehouse import Warehouse
+    from warehouse.backends import RemoteBackend
+    from warehouse.endpoint import read_endpoint_secret, read_live_endpoint
+
+    url = read_live_endpoint(data_dir)
+    if url is None:
         return None
-    return {r["team"]: (r["events"], Decimal(r["cost_usd"])) for r in json.loads(out.stdout)
-            if str(r["team"]).startswith("soak-")}
+    wh = Warehouse(RemoteBackend(url, timeout=30, secret=read_endpoint_secret(data_dir)))
+    try:
+        rows = wh.spend(["team"]).to_dicts()
+    except Exception:  # noqa: BLE001 - the loader was killed or restarted mid-question: ask again
+        return None
+    finally:
+        wh.close()
+    return {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in rows if str(r["team"]).startswith("soak-")}
 
 
 async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float, shifted: bool,
@@ -172,7 +183,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         echo(f"  traffic stopped: {len(ledger.acked)} events acknowledged ({ledger.sent}), {ledger.duplicates} "
              f"duplicates, {ledger.hostile} hostile records, {ledger.retries} retries; waiting for the warehouse")
         phase[0] = "waiting for the warehouse to hold what was acknowledged (drain)"
-        stored = await _settle(env, ledger, stack, gateway_log, base / "tail-checkpoint.json", echo,
+        stored = await _settle(data_dir, ledger, stack, gateway_log, base / "tail-checkpoint.json", echo,
                               limit_s=min(300.0, max(20.0, deadline - time.monotonic() - 90)))
         spend = {f"budget-{t}": stored.get(t, (0, Decimal(0)))[1] for t in limits} if stored else {}
         over = [f"budget-{t}" for t, limit in limits.items() if spend.get(f"budget-{t}", Decimal(0)) >= limit]
@@ -218,7 +229,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
             "logs": str(log_dir)}
 
 
-async def _settle(env: dict, ledger: Ledger, stack: Stack, gateway_log: Path, checkpoint: Path,
+async def _settle(data_dir: Path, ledger: Ledger, stack: Stack, gateway_log: Path, checkpoint: Path,
                   echo: Callable[[str], None], limit_s: float = 300) -> dict[str, tuple[int, Decimal]]:
     """Wait until the warehouse holds exactly what was acknowledged, or until the pipeline is drained: the file
     tailer at the end of its file, then a backlog sample of `up` (taken after that) with nothing acknowledged
@@ -236,7 +247,7 @@ async def _settle(env: dict, ledger: Ledger, stack: Stack, gateway_log: Path, ch
     tailed_at = time.time()
     last = None
     while time.monotonic() < deadline:
-        got = await asyncio.to_thread(_report, env)
+        got = await asyncio.to_thread(_report, data_dir)
         if got == expected:
             return got
         sample = stack.status().get("backlog") or {}
@@ -246,7 +257,7 @@ async def _settle(env: dict, ledger: Ledger, stack: Stack, gateway_log: Path, ch
             echo("  pipeline drained (nothing acknowledged left uncommitted); checking what the warehouse holds")
             return got
         last = got
-        await asyncio.sleep(2)
+        await asyncio.sleep(1)
     echo(f"  pipeline not drained after {limit_s:.0f} s; checking what the warehouse holds")
     return last or {}
 

@@ -136,7 +136,7 @@ class Dispatcher:
         self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=2)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+            auto_offset_reset="earliest", **s.group_timeouts,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=100)  # the embedded broker answers a waiting fetch only at its deadline
         # The shared loop (tokenmeter/commitloop.py has the protocol). Alerts finish when their deliveries are

@@ -95,7 +95,8 @@ class Detector:
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.bootstrap_servers
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=self.group_id, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", max_poll_records=self.max_records)
+                                    auto_offset_reset="earliest", max_poll_records=self.max_records,
+                                    **self.settings.group_timeouts)
         acks = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)

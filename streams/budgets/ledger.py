@@ -28,6 +28,8 @@ from decimal import Decimal
 from typing import Any, Iterable, Literal
 from zoneinfo import ZoneInfo
 
+from tokenmeter.timefmt import iso_utc
+
 from .model import Budget
 from .periods import HOUR, calendar_window, hour_from_key, hour_key, period_window, rolling_window
 
@@ -44,10 +46,6 @@ def _ts(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc)
     return datetime.fromisoformat(str(value)).astimezone(timezone.utc)
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if ts else None
 
 
 def _fmt(amount: Amount) -> str | int:
@@ -97,10 +95,10 @@ class Crossing:
             "id": self.id, "budget": self.budget, "period_key": self.period_key, "kind": self.kind,
             "threshold": self.threshold, "metric": self.metric, "spend": _fmt(self.spend),
             "limit": _fmt(self.limit), "percent": format(self.percent, "f"),
-            "period_start": _iso(self.period_start), "period_end": _iso(self.period_end), "at": _iso(self.at),
+            "period_start": iso_utc(self.period_start), "period_end": iso_utc(self.period_end), "at": iso_utc(self.at),
             "action": self.action, "scope": dict(self.scope), "notify": list(self.notify),
             "projected": None if self.projected is None else _fmt(self.projected),
-            "expected_breach_at": _iso(self.expected_breach_at),
+            "expected_breach_at": iso_utc(self.expected_breach_at),
         }
 
 
@@ -112,7 +110,7 @@ class Decision:
     until: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"decision": self.decision, "reason": self.reason, "budget": self.budget, "until": _iso(self.until)}
+        return {"decision": self.decision, "reason": self.reason, "budget": self.budget, "until": iso_utc(self.until)}
 
 
 @dataclass
@@ -394,7 +392,7 @@ class BudgetLedger:
             until = self._rolling_until(budget, at, spend) if budget.rolling_hours is not None else end
             unit = "USD" if budget.metric == "cost_usd" else "tokens"
             reason = (f"budget {budget.name!r} at {human_amount(spend)} of {human_amount(budget.limit)} {unit} "
-                      f"for {key}: {budget.action} until {_iso(until)}")
+                      f"for {key}: {budget.action} until {iso_utc(until)}")
             candidate = Decision(budget.action, reason, budget.name, until)  # type: ignore[arg-type]
             if SEVERITY[candidate.decision] > SEVERITY[best.decision] or (
                     candidate.decision == best.decision and best.until and until > best.until):
@@ -410,7 +408,7 @@ class BudgetLedger:
             "fired": {n: {k: sorted(s) for k, s in p.items() if s} for n, p in self.fired.items()},
             "latched": {n: dict(p) for n, p in self.latched.items() if p},
             "burn": {n: {k: {m: _fmt(v) for m, v in b.items()} for k, b in p.items()} for n, p in self.burn.items()},
-            "newest": {n: _iso(ts) for n, ts in self.newest.items()},
+            "newest": {n: iso_utc(ts) for n, ts in self.newest.items()},
             "seen_ids": list(self.seen) if include_seen else [],
         }
 

@@ -30,9 +30,9 @@ from typing import Any
 import polars as pl
 
 from streams.pricing import COST_QUANTUM, PriceBook, service_tier_of
-from streams.pricing.book import _iso
 from streams.pricing.catalog import CatalogEntry
 from streams.pricing.schema import PriceSet, PriceVersion
+from tokenmeter.timefmt import iso_effective
 
 from .meter import TOKEN_PARTS
 
@@ -100,7 +100,7 @@ class PriceTable:
                 thresholds.append(version.thresholds)
                 thinks.append(version.prices_thinking)
                 table.versions.append((entry, version))
-                ref = {"entry": entry.key, "effective_from": _iso(version.effective_from),
+                ref = {"entry": entry.key, "effective_from": iso_effective(version.effective_from),
                        "catalog_version": book.catalog_version}
                 table.refs.append({k: v for k, v in ref.items() if v is not None})
             table.entries.append(entry)
@@ -273,7 +273,7 @@ def unpriced_reason(table: PriceTable, provider: str, model: str, entry_id: int,
         return resolution.reason or "unknown model", None
     entry = table.entries[entry_id]
     if vid is None:
-        first = _iso(entry.versions[0].effective_from) if entry.versions else "never"
+        first = iso_effective(entry.versions[0].effective_from) if entry.versions else "never"
         when = datetime.fromisoformat(ts).isoformat()
         return f"no price for {entry.key} in force at {when} (first price from {first})", None
     reason = table.combo(vid, tier, input_tier)

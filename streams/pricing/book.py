@@ -28,6 +28,7 @@ from typing import Iterable, Literal, Mapping
 import orjson
 
 from tokenmeter.events import TOOL_REQUEST_KINDS, PriceRef, Usage, UsageEvent
+from tokenmeter.timefmt import iso_effective
 
 from .catalog import BUNDLED_CATALOG_DIR, CatalogBuilder, CatalogEntry, catalog_files
 from .overrides import Overrides, load_overrides
@@ -66,12 +67,6 @@ def service_tier_of(event: UsageEvent) -> str:
         return "batch"  # the Batch API has one price whatever service_tier says
     tier = (event.service_tier or "").strip().lower()
     return "standard" if tier in STANDARD_TIERS else tier
-
-
-def _iso(ts: datetime | None) -> str | None:
-    if ts is None:
-        return None
-    return ts.date().isoformat() if ts.time() == datetime.min.time() else ts.isoformat()
 
 
 def cost_lines(usage: Usage, prices: PriceSet, factor: Decimal | None, bill_request: bool) -> dict[str, Decimal]:
@@ -144,7 +139,7 @@ class PriceBook:
         if ref is None:
             ref = self._refs[key] = PriceRef.model_construct(
                 entry=entry_key,
-                effective_from=_iso(version.effective_from),
+                effective_from=iso_effective(version.effective_from),
                 catalog_version=self.catalog_version,
                 override=override,
             )
@@ -162,7 +157,7 @@ class PriceBook:
         else:
             version = entry.version_at(event.ts)
             if version is None:
-                first = _iso(entry.versions[0].effective_from) if entry.versions else "never"
+                first = iso_effective(entry.versions[0].effective_from) if entry.versions else "never"
                 return unpriced(
                     f"no price for {entry.key} in force at {event.ts.isoformat()} (first price from {first})")
         ref = self._price_ref(entry.key, version, rule.name if rule else None)

@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
 from streams import topic_reader
 
@@ -62,11 +62,16 @@ def read_topic(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], ti
     """Every decoded message value of `topic` from the start, until `done(values)` (then `settle` s more)."""
 
     async def run() -> list[Any]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4().hex}",
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        # Assigned, not subscribed: a consumer group would first wait out the broker's JoinGroup hold (~5 s).
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
         await consumer.start()
         values: list[Any] = []
         try:
+            await consumer.topics()  # loads the metadata, so the partitions are known
+            partitions = consumer.partitions_for_topic(topic)
+            assert partitions, f"topic {topic} does not exist on {bootstrap}"
+            consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             settle_until = None
