@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import signal
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
-from tokenmeter.cli_support import cli_settings, configure_logging, run_service
+from tokenmeter.cli_support import cli_settings, configure_logging, run_service, time_option
 from tokenmeter.settings import Settings, SettingsError
 
 
 def _settings() -> Settings:
     return cli_settings()
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 / RFC 3339 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,11 +153,12 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
     unknown = [d for d in dims if d not in DIMENSIONS]
     if unknown:
         raise click.BadParameter(f"unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    start, end = time_option(since, "--since"), time_option(until, "--until")  # before opening the warehouse
     s = _settings()
     wh = open_warehouse(s)
     try:
         query = wh.cost_lines if cost_lines else wh.spend
-        frame = query(dims, since=_parse_time(since), until=_parse_time(until))
+        frame = query(dims, since=start, until=end)
     finally:
         wh.close()
     click.echo(render_report(frame, fmt))
