@@ -3,7 +3,6 @@ Faust and `tokenmeter worker` does not load chDB."""
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -35,13 +34,7 @@ def broker() -> None:
         raise click.ClickException(str(exc)) from None
     with embedded_broker(s.host, s.embedded_broker_port, s.partitions) as bootstrap:
         click.echo(f"broker ready on {bootstrap} (memory storage: a restart loses all topics). Ctrl-C stops it.")
-        stopped = []
-        signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
-        try:
-            while not stopped:
-                signal.pause() if hasattr(signal, "pause") else None
-        except KeyboardInterrupt:
-            pass
+        run_service(lambda stop: stop.wait())  # until SIGTERM/SIGINT
 
 
 @main.command()
