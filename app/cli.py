@@ -16,7 +16,18 @@ def _settings() -> Settings:
     return cli_settings()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Settings a command cannot use (an invalid value, a port already taken, a budgets file it cannot read) end
+    every command the same way, caught here once: a clear error and exit status 1, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """tokenmeter: streaming usage analytics and cost attribution for LLM traffic."""
 
@@ -28,10 +39,7 @@ def broker() -> None:
     from tokenmeter.settings import ensure_port_free
 
     s = _settings()
-    try:
-        ensure_port_free(s.host, s.embedded_broker_port, "embedded_broker_port")
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    ensure_port_free(s.host, s.embedded_broker_port, "embedded_broker_port")
     with embedded_broker(s.host, s.embedded_broker_port, s.partitions) as bootstrap:
         click.echo(f"broker ready on {bootstrap} (memory storage: a restart loses all topics). Ctrl-C stops it.")
         run_service(lambda stop: stop.wait())  # until SIGTERM/SIGINT
@@ -55,11 +63,7 @@ def worker() -> None:
     """Run the Faust stream worker: validate, meter, price, aggregate."""
     from streams import run_worker
 
-    s = _settings()
-    try:
-        run_worker(s)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_worker(_settings())
 
 
 @main.command()
@@ -81,10 +85,7 @@ def dash() -> None:
     from tokenmeter.settings import ensure_port_free
 
     s = _settings()
-    try:
-        ensure_port_free(s.host, s.dash_port, "dash_port")
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    ensure_port_free(s.host, s.dash_port, "dash_port")
     run_dashboard(s)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timezone
 
 import click
@@ -29,3 +30,21 @@ def test_every_cli_names_the_option_whose_time_it_cannot_read(args, option, tmp_
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert f"Invalid value for {option}:" in result.output and "is not an ISO 8601" in result.output
+
+
+@pytest.mark.parametrize("command, variable", [("dash", "TOKENMETER_DASH_PORT"),
+                                               ("worker", "TOKENMETER_API_PORT"),
+                                               ("broker", "TOKENMETER_EMBEDDED_BROKER_PORT")])
+def test_a_port_taken_is_one_clear_error_for_every_command(command, variable, tmp_path, monkeypatch):
+    """The root command turns any SettingsError into `Error: ...` and exit 1 (no per-command except blocks)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("TOKENMETER_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("TOKENMETER_HOST", "127.0.0.1")
+        port = taken.getsockname()[1]
+        monkeypatch.setenv(variable, str(port))
+        result = CliRunner().invoke(main, [command])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and "Traceback" not in result.output
+    assert str(port) in result.output
