@@ -3,14 +3,12 @@ Faust and `tokenmeter worker` does not load chDB."""
 
 from __future__ import annotations
 
-import signal
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
-from tokenmeter.cli_support import cli_settings, configure_logging, run_service
+from tokenmeter.cli_support import cli_settings, configure_logging, run_service, time_option
 from tokenmeter.settings import Settings, SettingsError
 
 
@@ -18,17 +16,18 @@ def _settings() -> Settings:
     return cli_settings()
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 / RFC 3339 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+class _Commands(click.Group):
+    """Settings a command cannot use (an invalid value, a port already taken, a budgets file it cannot read) end
+    every command the same way, caught here once: a clear error and exit status 1, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """tokenmeter: streaming usage analytics and cost attribution for LLM traffic."""
 
@@ -40,19 +39,10 @@ def broker() -> None:
     from tokenmeter.settings import ensure_port_free
 
     s = _settings()
-    try:
-        ensure_port_free(s.host, s.embedded_broker_port, "embedded_broker_port")
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    ensure_port_free(s.host, s.embedded_broker_port, "embedded_broker_port")
     with embedded_broker(s.host, s.embedded_broker_port, s.partitions) as bootstrap:
         click.echo(f"broker ready on {bootstrap} (memory storage: a restart loses all topics). Ctrl-C stops it.")
-        stopped = []
-        signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
-        try:
-            while not stopped:
-                signal.pause() if hasattr(signal, "pause") else None
-        except KeyboardInterrupt:
-            pass
+        run_service(lambda stop: stop.wait())  # until SIGTERM/SIGINT
 
 
 @main.command()
@@ -73,11 +63,7 @@ def worker() -> None:
     """Run the Faust stream worker: validate, meter, price, aggregate."""
     from streams import run_worker
 
-    s = _settings()
-    try:
-        run_worker(s)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_worker(_settings())
 
 
 @main.command()
@@ -99,10 +85,7 @@ def dash() -> None:
     from tokenmeter.settings import ensure_port_free
 
     s = _settings()
-    try:
-        ensure_port_free(s.host, s.dash_port, "dash_port")
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    ensure_port_free(s.host, s.dash_port, "dash_port")
     run_dashboard(s)
 
 
@@ -164,11 +147,12 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
     unknown = [d for d in dims if d not in DIMENSIONS]
     if unknown:
         raise click.BadParameter(f"unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    start, end = time_option(since, "--since"), time_option(until, "--until")  # before opening the warehouse
     s = _settings()
     wh = open_warehouse(s)
     try:
         query = wh.cost_lines if cost_lines else wh.spend
-        frame = query(dims, since=_parse_time(since), until=_parse_time(until))
+        frame = query(dims, since=start, until=end)
     finally:
         wh.close()
     click.echo(render_report(frame, fmt))

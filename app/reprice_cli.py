@@ -13,23 +13,12 @@ from decimal import Decimal
 import click
 import orjson
 
-from tokenmeter.cli_support import cli_settings
+from tokenmeter.cli_support import cli_settings, time_option
 from tokenmeter.settings import Settings
 
 
 def _settings() -> Settings:
     return cli_settings()
-
-
-def _parse_time(value: str | None, option: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)",
-                                 param_hint=option) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _money(value: Decimal) -> str:
@@ -72,7 +61,7 @@ def reprice(since: str, until: str | None, dry_run: bool, fmt: str) -> None:
     from streams import load_book, price_event
     from warehouse import WarehouseError, open_warehouse
 
-    start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    start, end = time_option(since, "--since"), time_option(until, "--until")
     settings = _settings()
     try:
         book = load_book(settings)

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from aiokafka.structs import TopicPartition
 
 from collectors.sink import KafkaSink, SinkUnavailable
 from tokenmeter.events import UsageEvent
-from tokenmeter.kafka_topics import TopicMissing, topic_partitions
+from tokenmeter.kafka_topics import ReadIncomplete, TopicMissing, read_to_end, topic_partitions
 
 log = logging.getLogger("tokenmeter.collect.delivery")
 
@@ -149,23 +148,12 @@ class DeliveryGuard:
         written = Written()
         try:
             await asyncio.wait_for(consumer.start(), self.timeout_s)
-            tps = [TopicPartition(t, int(p)) for t, parts in positions.items() for p in parts]
-            consumer.assign(tps)
-            for tp in tps:
-                consumer.seek(tp, int(positions[tp.topic][tp.partition]))
-            pending = set(tps)
-            deadline = time.monotonic() + self.timeout_s
-            while pending:
-                if time.monotonic() > deadline:
-                    raise SinkUnavailable(f"could not read back {sorted(map(str, pending))} in {self.timeout_s:.0f}s")
-                batches = await consumer.getmany(*pending, timeout_ms=200)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._collect(written, tp.topic, record.value, letter_key)
-                for tp in list(pending):
-                    highwater = consumer.highwater(tp)  # exact, unlike end_offsets() on the embedded broker
-                    if highwater is not None and await consumer.position(tp) >= highwater:
-                        pending.discard(tp)
+            start = {TopicPartition(t, int(p)): int(offset) for t, parts in positions.items()
+                     for p, offset in parts.items()}
+            await read_to_end(consumer, start, lambda rec: self._collect(written, rec.topic, rec.value, letter_key),
+                              timeout=self.timeout_s, start=start)
+        except ReadIncomplete as exc:
+            raise SinkUnavailable(f"could not read back the output topics: {exc}") from None
         except SinkUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001

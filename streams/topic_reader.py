@@ -2,22 +2,21 @@
 one partition's offset range, or following a compacted topic live (budgets, enforcement decisions, delivery
 state, budget state: every process needs every partition of these, whatever group partitions it owns).
 
-"The end" is the high watermark carried in fetch responses, never `end_offsets()`: the embedded broker
-under-reports ListOffsets(latest) (environment.md), which would stop a read short of the newest records.
+"The end" is each partition's high watermark as the first fetch response reports it, never `end_offsets()` (the
+embedded broker under-reports it); the loop is `tokenmeter.kafka_topics.read_to_end`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from tokenmeter.kafka_topics import TopicMissing, topic_partitions
+from tokenmeter.kafka_topics import ReadIncomplete, TopicMissing, partitions_behind, read_to_end, topic_partitions
 
 __all__ = ["TopicReadError", "TopicRecord", "TopicMissing", "topic_partitions", "read_topic", "read_compacted",
            "follow_compacted", "read_records"]
@@ -41,30 +40,19 @@ def _topic_record(record) -> TopicRecord:  # noqa: ANN001 - aiokafka's ConsumerR
 
 
 async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[TopicRecord]:
-    """Every record of `topic` from the beginning to its current end, partition by partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000))
+    """Every record of `topic` from the beginning to its end as the read starts, partition by partition."""
     try:
         tps = await topic_partitions(bootstrap, topic, timeout=timeout, wait=False)
     except TopicMissing as exc:
         raise TopicReadError(str(exc)) from None
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000))
     await consumer.start()
     out: list[TopicRecord] = []
     try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        pending = set(tps)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise TopicReadError(f"could not read {topic} to its end within {timeout:.0f} s on {bootstrap}")
-            batches = await consumer.getmany(*pending, timeout_ms=200)
-            for records in batches.values():
-                out.extend(map(_topic_record, records))
-            for tp in list(pending):
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) >= highwater:
-                    pending.discard(tp)
+        await read_to_end(consumer, tps, lambda record: out.append(_topic_record(record)), timeout=timeout)
+    except ReadIncomplete as exc:
+        raise TopicReadError(f"{topic} on {bootstrap}: {exc}") from None
     finally:
         await consumer.stop()
     return out
@@ -73,28 +61,6 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[
 log = logging.getLogger("tokenmeter.topics")
 
 Records = dict[str, bytes | None]  # key -> latest value (None = tombstone)
-
-
-async def _assign_all(consumer: AIOKafkaConsumer, bootstrap: str, topic: str,
-                      timeout: float) -> list[TopicPartition]:
-    tps = await topic_partitions(bootstrap, topic, timeout=timeout)
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    return tps
-
-
-async def _drain(consumer: AIOKafkaConsumer, tps: list[TopicPartition], into: Records, timeout_ms: int) -> bool:
-    """One fetch round; True when every partition is at its high watermark."""
-    batches = await consumer.getmany(*tps, timeout_ms=timeout_ms)
-    for records in batches.values():
-        for record in records:
-            if record.key is not None:
-                into[record.key.decode()] = record.value
-    for tp in tps:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True
 
 
 async def read_compacted(bootstrap: str, topic: str, timeout: float = 30.0) -> Records:
@@ -116,11 +82,17 @@ async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Reco
                                     auto_offset_reset="earliest")
         try:
             await consumer.start()
-            tps = await _assign_all(consumer, bootstrap, topic, 30.0)
-            caught_up = False
+            tps = await topic_partitions(bootstrap, topic, timeout=30.0)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            caught_up, ends = False, {}
             while not stop.is_set():
                 changed: Records = {}
-                at_end = await _drain(consumer, tps, changed, 500)
+                for records in (await consumer.getmany(*tps, timeout_ms=500)).values():
+                    for record in records:
+                        if record.key is not None:
+                            changed[record.key.decode()] = record.value
+                at_end = caught_up or not await partitions_behind(consumer, tps, ends)
                 if changed or (at_end and not caught_up):
                     caught_up = caught_up or at_end
                     result = on_change(changed, caught_up)
@@ -140,22 +112,18 @@ async def read_records(bootstrap: str, topic: str, partition: int, start: int, e
     """The records at offsets [start, end) of one partition (fewer if some were deleted or are control records)."""
     if end <= start:
         return []
+    tp = TopicPartition(topic, partition)
+
+    def keep(record) -> None:  # noqa: ANN001 - aiokafka's ConsumerRecord
+        if record.offset < end:
+            out.append(_topic_record(record))
+
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                 auto_offset_reset="earliest")
     await consumer.start()
+    out: list[TopicRecord] = []
     try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        out: list[TopicRecord] = []
-        deadline = time.monotonic() + timeout
-        while await consumer.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise KafkaError(f"could not read {topic}[{partition}] {start}..{end} within {timeout:.0f} s")
-            batches = await consumer.getmany(tp, timeout_ms=200)
-            for record in batches.get(tp, []):
-                if record.offset < end:
-                    out.append(_topic_record(record))
-        return out
+        await read_to_end(consumer, [tp], keep, timeout=timeout, start={tp: start}, end={tp: end})
     finally:
         await consumer.stop()
+    return out

@@ -5,14 +5,14 @@ Delivery is at-least-once: a batch's priced messages and dead letters are acknow
 batch's input offsets are acked (take_events acks after the loop body returns), so a crash re-sends, never
 loses. This is the protocol written in tokenmeter/commitloop.py, with Faust as its second driver: Faust owns
 the consumer (in its own thread, with its own rebalance handling), so the agents cannot run on the shared loop,
-and price_and_send awaits every produced record itself before the body returns. Duplicates are removed downstream on `event_id` (the warehouse). Bad input never raises (process_batch
-turns it into dead letters); a failing send is retried, unacked, with the agent reported failing on /health
+and price_and_send awaits every produced record (`commitloop.await_acks`) before the body returns. Duplicates are
+removed downstream on `event_id` (the warehouse). Bad input never raises (process_batch turns it into dead
+letters); a failing send is retried, unacked, with the agent reported failing on /health
 (streams/agent_health.py). Faust's own record losses around rebalances are patched in streams/faust_patches.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -28,6 +28,7 @@ from streams.budgets.service import BudgetService
 from streams.columnar import process_batch_columnar
 from streams.gaps import OffsetGaps
 from tokenmeter import deadletters, topics
+from tokenmeter.commitloop import await_acks
 from tokenmeter.settings import Settings
 
 log = logging.getLogger("tokenmeter.worker")
@@ -111,7 +112,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         futures += await budgets.send_spend(result.origins)
         # Outputs must be stored before the input offsets are acked (at-least-once): a failure here raises, and
         # retry_until_done sends the batch again instead of letting Faust ack it.
-        await asyncio.gather(*futures)
+        await await_acks(futures)
         return result
 
     @app.agent(usage)

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from tokenmeter.commitloop import CommitLoop
+from tokenmeter.commitloop import CommitLoop, await_acks
 
 PARTITIONS = 4
 
@@ -241,3 +241,23 @@ def test_an_output_never_acknowledged_leaves_the_batch_uncommitted(kafka_bootstr
     with contextlib.ExitStack() as stack:
         output = stack.enter_context(embedded_broker("127.0.0.1", free_port(), partitions=1))
         asyncio.run(scenario(output, stack.close))
+
+
+def test_await_acks_waits_for_every_output_before_raising_the_first_refusal():
+    """Step 3 for both drivers (the Faust worker's batch too): a refusal is raised only once every other send has
+    its answer, so a retry never starts while outputs of the failed attempt are still in flight."""
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        refused, in_flight = loop.create_future(), loop.create_future()
+        refused.set_exception(KafkaError("refused"))
+        waiting = asyncio.create_task(await_acks([refused, in_flight]))
+        for _ in range(20):  # event-loop turns enough for the refusal to reach await_acks
+            await asyncio.sleep(0)
+        assert not waiting.done()  # the other output has no answer yet
+        in_flight.set_result("stored")
+        with pytest.raises(KafkaError, match="refused"):
+            await waiting
+        await await_acks([])  # nothing sent: nothing to wait for
+
+    asyncio.run(scenario())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import click
@@ -54,3 +55,16 @@ def run_service(make: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         await make(stop)
 
     asyncio.run(main())
+
+
+def time_option(value: str | None, option: str) -> datetime | None:
+    """A command line time: ISO 8601 / RFC 3339 (`Z` and offsets as Python 3.11 reads them; a date alone is its
+    midnight; no offset means UTC). None when not given; a clear click error naming `option` when unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 / RFC 3339 time (e.g. 2026-11-01 or "
+                                 "2026-11-01T08:00Z)", param_hint=option) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

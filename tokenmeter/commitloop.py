@@ -37,9 +37,10 @@ THE PROTOCOL (role modules refer here; docs/commit-loop.md is the operator's ver
    it is processed and acknowledged, and the next commit covers it; at worst a restart repeats a batch.
 
 The Faust worker (streams/worker.py) follows the same protocol with a second driver: Faust owns its consumer and
-acks offsets after the `take_events` body returns, so the body awaits every produced record's future before
-returning (steps 3-4). Faust cannot share this loop: its consumer runs in Faust's own thread with its own
-rebalance handling (patched in streams/faust_patches.py). One protocol, two drivers.
+acks offsets after the `take_events` body returns, so the body awaits every produced record's future with
+`await_acks` (the same step 3 as `Batch.acked`) before returning (steps 3-4). Faust cannot share this loop: its
+consumer runs in Faust's own thread with its own rebalance handling (patched in streams/faust_patches.py). One
+protocol, two drivers.
 """
 
 from __future__ import annotations
@@ -95,12 +96,18 @@ class Batch:
     async def acked(self) -> None:
         """Wait for every output sent so far; raises the first refusal (then nothing may be committed)."""
         acks, self._acks = self._acks, []
-        if not acks:
-            return
-        results = await asyncio.gather(*acks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await await_acks(acks)
+
+
+async def await_acks(acks: Sequence[Awaitable[Any]]) -> None:
+    """Step 3 of the protocol, for both drivers: wait until the broker has answered for EVERY output sent (aiokafka
+    or Faust send futures), then raise the first refusal, so no retry starts while outputs are still in flight
+    and no refusal goes unretrieved. Nothing may be committed or acked when this raises."""
+    if not acks:
+        return
+    for result in await asyncio.gather(*acks, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Partitions of topics a client assigns rather than subscribes to, through public aiokafka API only.
+"""Partitions of topics a client assigns rather than subscribes to, through public aiokafka API only, and reading
+them to their end (`read_to_end`: the one read-to-the-high-watermark loop).
 
 Why the admin client: a consumer's own metadata (`AIOKafkaConsumer.partitions_for_topic`) is the view it took at
 start (or of the topics it subscribed to); a topic created after that stays unknown to it until the next periodic
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable, Iterable, Mapping
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
@@ -48,3 +50,54 @@ async def topic_partitions(bootstrap: str, *topics: str, timeout: float = 30.0,
         if not wait or time.monotonic() > deadline:
             raise TopicMissing(f"topic {', '.join(missing)} does not exist on {bootstrap} (run `tokenmeter topics`)")
         await asyncio.sleep(0.2)
+
+
+class ReadIncomplete(KafkaError):
+    """Some partitions were not read to their end within the timeout; the message names them and how far."""
+
+
+async def partitions_behind(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
+                            ends: dict[TopicPartition, int]) -> list[TopicPartition]:
+    """The partitions whose position is short of their end. A partition without an entry in `ends` takes the first
+    high watermark a fetch response reports for it (none yet: it is behind). That watermark, never
+    `end_offsets()`: the embedded broker under-reports ListOffsets(latest) (environment.md), which would stop a
+    read short of the newest records."""
+    behind = []
+    for tp in partitions:
+        if tp not in ends:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                behind.append(tp)
+                continue
+            ends[tp] = highwater
+        if await consumer.position(tp) < ends[tp]:
+            behind.append(tp)
+    return behind
+
+
+async def read_to_end(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
+                      on_record: Callable[[ConsumerRecord], None], *, timeout: float,
+                      start: Mapping[TopicPartition, int] | None = None,
+                      end: Mapping[TopicPartition, int] | None = None) -> None:
+    """Assign `partitions` to `consumer` (started, no group), seek each to `start` (default: the beginning) and
+    pass every fetched record to `on_record` until each partition's position reaches its end: `end[tp]` if given,
+    else the partition's high watermark as the first fetch sees it (records written later do not prolong the
+    read). Raises ReadIncomplete after `timeout` seconds. The consumer stays assigned: a caller can keep
+    following the partitions with `getmany`."""
+    tps = list(partitions)
+    consumer.assign(tps)
+    if start is None:
+        await consumer.seek_to_beginning(*tps)
+    else:
+        for tp in tps:
+            consumer.seek(tp, start[tp])
+    ends = dict(end or {})
+    pending, deadline = tps, time.monotonic() + timeout
+    while pending := await partitions_behind(consumer, pending, ends):
+        if time.monotonic() > deadline:
+            short = ", ".join([f"{tp.topic}[{tp.partition}] at {await consumer.position(tp)} of "
+                               f"{ends.get(tp, 'an end no fetch reported')}" for tp in pending])
+            raise ReadIncomplete(f"could not read to the end within {timeout:.0f} s: {short}")
+        for records in (await consumer.getmany(*pending, timeout_ms=200)).values():
+            for record in records:
+                on_record(record)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -234,27 +233,14 @@ def _store(warehouse: Warehouse, topic: str, entries: list[tuple[dict[str, Any],
     return stored
 
 
-def _install_signal_handlers(stop: asyncio.Event) -> list[int]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            pass
-    return installed
-
-
 async def run_loader(
     settings: Any, stop: asyncio.Event | None = None, ready: Callable[[], Any] | None = None,
     price_book: Any = None,
 ) -> LoaderStats:
-    """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given); returns the counters.
+    """Run until `stop` is set (without one, until cancelled; `tokenmeter.cli_support.run_service` sets it on
+    SIGTERM/SIGINT); returns the counters.
     `price_book` (a streams.pricing PriceBook, optional): its entry versions go to price_catalog_history."""
-    own_stop = stop is None
     stop = stop or asyncio.Event()
-    signals = _install_signal_handlers(stop) if own_stop else []
     stats = LoaderStats()
     warehouse = await asyncio.to_thread(open_warehouse, settings, True, wait_seconds=60.0)
     if price_book is not None:
@@ -308,9 +294,6 @@ async def run_loader(
         stats.commit_failures = commit_loop.stats.commit_failures
         await _stop_quietly(producer.stop(), "producer")
         await asyncio.to_thread(warehouse.close)
-        loop = asyncio.get_running_loop()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
         log.info("loader stopped: %d rows inserted, %d duplicates skipped, %d dead letters",
                  stats.rows_inserted, stats.duplicates_skipped, stats.dead_letters)
     return stats
@@ -325,11 +308,12 @@ async def _stop_quietly(awaitable: Any, what: str) -> None:
 
 def main() -> None:
     """`python -m warehouse.loader`: run the loader with the environment's settings until SIGTERM."""
+    from tokenmeter.cli_support import configure_logging, run_service
     from tokenmeter.settings import load_settings
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_loader(settings))
+    configure_logging(settings)
+    run_service(lambda stop: run_loader(settings, stop=stop))
 
 
 if __name__ == "__main__":

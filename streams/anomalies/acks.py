@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.topic_reader import topic_partitions
+from tokenmeter.kafka_topics import ReadIncomplete, read_to_end, topic_partitions
 from tokenmeter.records import RecordError, iso
 from tokenmeter.topics import ANOMALY_ACKS
 
@@ -122,22 +121,13 @@ class MuteTable:
 
 async def follow_acks(bootstrap: str, consumer: AIOKafkaConsumer, table: MuteTable, timeout: float = 15.0) -> None:
     """Assign `consumer` (started, no group) to the ack topic and fold it into `table` up to its end. The end is
-    the high watermark of fetch responses (the embedded broker under-reports ListOffsets). The consumer stays
-    assigned, so a caller can keep folding new records with `getmany`."""
+    each partition's end as the read starts (`read_to_end`). The consumer stays assigned, so a caller can keep
+    folding new records with `getmany`."""
     tps = await topic_partitions(bootstrap, ANOMALY_ACKS)
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    pending, deadline = set(tps), time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for records in (await consumer.getmany(*tps, timeout_ms=200)).values():
-            for record in records:
-                table.apply(record.value)
-        for tp in list(pending):
-            highwater = consumer.highwater(tp)
-            if highwater is not None and await consumer.position(tp) >= highwater:
-                pending.discard(tp)
-    if pending:
-        log.warning("could not read %s to its end within %.0f s; mutes may apply late", ANOMALY_ACKS, timeout)
+    try:
+        await read_to_end(consumer, tps, lambda record: table.apply(record.value), timeout=timeout)
+    except ReadIncomplete as exc:
+        log.warning("%s; mutes may apply late", exc)
 
 
 async def read_mutes(bootstrap: str, timeout: float = 15.0) -> MuteTable:

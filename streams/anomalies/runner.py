@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 
 from tokenmeter import deadletters
 from tokenmeter.commitloop import Batch, CommitLoop
-from tokenmeter.kafka_topics import topic_partitions
+from tokenmeter.kafka_topics import partitions_behind, topic_partitions
 from tokenmeter.settings import Settings
 from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 
@@ -147,14 +147,9 @@ class Detector:
             self._last_save = time.monotonic()
 
     async def _behind(self, consumer: AIOKafkaConsumer, tps: list) -> set[int]:
-        """Partitions with records not yet returned: position below the high watermark of the last fetch (the
-        fetch's high watermark is exact on the embedded broker; ListOffsets is not). Unknown = behind."""
-        behind = set()
-        for tp in tps:
-            highwater = consumer.highwater(tp)
-            if highwater is None or await consumer.position(tp) < highwater:
-                behind.add(tp.partition)
-        return behind
+        """Partitions with records not yet returned: position below the high watermark of the last fetch (no
+        remembered ends: a live follower). Unknown = behind."""
+        return {tp.partition for tp in await partitions_behind(consumer, tps, {})}
 
     async def _handle(self, batch: Batch, consumer: AIOKafkaConsumer, stop: asyncio.Event,
                       tps: list | None = None) -> None:

@@ -8,7 +8,6 @@ import click
 import orjson
 
 from tokenmeter.cli_support import cli_settings
-from tokenmeter.settings import load_settings
 
 from .model import BudgetError, parse_budget
 from .store import BudgetStoreError, delete_budget, load_budgets, parse_budget_file, public_budget, write_budgets
@@ -20,7 +19,7 @@ def _bootstrap() -> str:
 
 def _data_dir() -> Any:
     """Where notify secrets are stored (0600): the dispatcher must share this data directory."""
-    return load_settings().data_dir
+    return cli_settings().data_dir
 
 
 def _parse_scope(value: str | None) -> dict[str, str]:

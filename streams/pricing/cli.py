@@ -10,7 +10,7 @@ from typing import Any
 import click
 import orjson
 
-from tokenmeter.cli_support import cli_settings
+from tokenmeter.cli_support import cli_settings, time_option
 from tokenmeter.settings import Settings
 
 from .book import PriceBook, load_price_book
@@ -34,17 +34,6 @@ def _book(settings: Settings, with_overrides: bool = True) -> PriceBook:
         return load_price_book(data_dir=settings.data_dir)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _parse_time(value: str | None) -> datetime:
-    if not value:
-        return datetime.now(timezone.utc)
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2025-11-01 or 2025-11-01T08:00Z)",
-                                 param_hint="--at") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _money(value: Decimal) -> str:
@@ -153,7 +142,7 @@ def list_command(provider: str | None, fmt: str) -> None:
 @click.option("--at", "at", default=None, help="Event time, ISO 8601 (default: now).")
 def show_command(model: str, provider: str, at: str | None) -> None:
     """How MODEL resolves to a catalog entry and which prices apply, or why it is unpriced (exit 1)."""
-    when = _parse_time(at)
+    when = time_option(at, "--at") or datetime.now(timezone.utc)
     book = _book(_settings())
     _, names = candidate_names(model)
     resolution = book.resolve(provider, model)
