@@ -53,6 +53,10 @@ class Config:
     ratio_z: float = 5.0  # ratios (tokens per request, cost per token) are averages: less noisy than volumes
     tpr_ratio: float = 1.6
     tpr_min_requests: int = 8
+    # Tokens per request on quiet scopes: a CUSUM over calls of log output, standardized per key (docs: "arithmetic").
+    tpr_cusum_k: float = 0.5  # reference shift, in the key's standard deviations (half a 2.5x shift at sd 0.8)
+    tpr_cusum_h: float = 8.0  # decision threshold: ~20,000 calls between chance alarms on an unchanged key
+    tpr_key_min_calls: int = 30  # calls a key needs behind it before its distribution is trusted
     burst_ratio: float = 3.0
     burst_min_delta_per_hour: float = 600
     burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own

@@ -10,11 +10,12 @@ records (`observe(..., source=p)`, `set_behind`), and a wall-clock `advance_to` 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from .aggregate import (COST, MAXCOST, MAXIN, MAXOUT, MAXTOK, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent,
+from .aggregate import (AGG_SIZE, COST, LOGOUT, LOGSQ, MAXCOST, MAXIN, MAXOUT, MAXTOK, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent,
                         BucketAggregator, pico_to_str)
 from .baseline import daily_slots, full_slots
 from .detectors import (KIND_DIMS, Config, Verdict, error_verdict, explain, rate_verdict, ratio_verdict, severity)
@@ -33,6 +34,10 @@ VOLUME_KINDS = ("spend_rate", "token_rate", "request_burst", "unpriced_usage")
 # ScopeBucket positions: requests, errors, input tokens, output tokens (ok calls), cost pico, unpriced calls/tokens
 # and the largest single call's cost, input, output and total tokens (ok calls) in the bucket.
 S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK = range(12)
+# ... then the per-call log output statistics: sum and sum of squares of log(1 + output tokens) of ok calls (to learn a
+# key's own distribution), and, over the calls of keys that have one, the sum of standardized scores (each call against
+# its own key's distribution), their count, and the sum of the log values and of the keys' means (for the record).
+S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
 
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
@@ -40,7 +45,7 @@ SUSTAINED_KINDS = ("spend_rate", "token_rate")
 
 
 def empty_bucket() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0]
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0]
 
 
 def iso_epoch(seconds: float) -> str:
@@ -150,9 +155,16 @@ class AnomalyEngine:
 
     def _fan_out(self, raw: dict) -> dict[tuple[str, str], list]:
         per_scope: dict[tuple[str, str], list] = {}
+        scopes = self.scopes
         for key, agg in raw.items():
             error, unpriced, model = key[7], key[8], key[6]
             values = (*key[1:6], model)
+            # Each call's log output against its own key's distribution (a feature's keys differ in size).
+            zsum = zn = 0
+            owner = None if error or not key[4] else scopes.get(("api_key", key[4]))
+            if owner is not None and owner.out_log[0] >= self.cfg.tpr_key_min_calls:
+                zn, mu, sd = agg[REQ], owner.out_log[1], owner.out_sd()
+                zsum = (agg[LOGOUT] - zn * mu) / sd
             for dim, value in zip(SCOPE_DIMS, values):
                 if not value:
                     continue
@@ -174,6 +186,13 @@ class AnomalyEngine:
                         sb[S_MAXOUT] = agg[MAXOUT]
                     if agg[MAXTOK] > sb[S_MAXTOK]:
                         sb[S_MAXTOK] = agg[MAXTOK]
+                    sb[S_LSUM] += agg[LOGOUT]
+                    sb[S_LSQ] += agg[LOGSQ]
+                    if zn:
+                        sb[S_ZSUM] += zsum
+                        sb[S_ZN] += zn
+                        sb[S_LSTD] += agg[LOGOUT]
+                        sb[S_MUSUM] += zn * mu
                 if unpriced:
                     sb[S_UREQ] += agg[REQ]
                     sb[S_UTOK] += agg[TIN] + agg[TOUT]
@@ -287,7 +306,12 @@ class AnomalyEngine:
                     v.detail = v_detail
                     if v.state == "strong" and ok < 2 * cfg.tpr_min_requests:
                         v.state = "anomalous"  # a few calls (one long session) must hold for a second bucket
+            if dim in KIND_DIMS["tokens_per_request"]:
+                v = self._output_shift(st, sb, v)
+            was_open = "tokens_per_request" in st.open
             track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
+            if was_open and "tokens_per_request" not in st.open:
+                st.cusum = 0.0  # closed: the evidence is spent
             errors, requests = sb[S_ERR], sb[S_REQ]
             if requests < cfg.error_window_requests:
                 errors += st.recent[0] + st.recent[2]
@@ -352,6 +376,10 @@ class AnomalyEngine:
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
         if dim in KIND_DIMS["model_shift"]:
             st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}], st.recent_cost[0]]
+        if ok and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
+            # Not from a loop, a leak or an explosion (their calls are not this key's own); during a template change
+            # it learns slowly (bounded steps), so a change that stays becomes the key's new normal.
+            st.learn_out_log(ok, sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls)
         if ok:
             st.learn_call_size(cost_usd / ok, tokens / ok)
             if not any(k in st.open for k in SUSTAINED_KINDS):  # not from an open anomaly
@@ -363,6 +391,34 @@ class AnomalyEngine:
                 m = sb[S_MODELS].get(model)
                 share = m[1] / sb[S_COST] if m else 0.0
                 info[1] += 0.02 * (share - info[1])
+
+    def _output_shift(self, st: ScopeState, sb: list, v: Verdict | None) -> Verdict | None:
+        """Tokens per request on scopes too quiet for a per-bucket mean: a CUSUM over calls of the standardized log
+        output (each call against its own key's usual distribution), so a few calls per bucket add up. Per bucket
+        S = max(0, S + sum(z) - k * n), the bucket's contribution clipped to 3 sqrt(n) (one huge answer is not a
+        template). S >= h with new evidence in this bucket opens; the anomaly stays open while S >= h / 2 (calls
+        back to normal pull S down by k each), and its close resets S."""
+        cfg, n = self.cfg, sb[S_ZN]
+        step = 0.0
+        if n:
+            step = sb[S_ZSUM] - cfg.tpr_cusum_k * n
+            bound = 3.0 * math.sqrt(n)
+            step = bound if step > bound else (-bound if step < -bound else step)
+            st.cusum = min(max(0.0, st.cusum + step), 2 * cfg.tpr_cusum_h)
+        if v is not None and v.state in ("strong", "anomalous"):
+            return v
+        if st.cusum >= cfg.tpr_cusum_h and step > 0:
+            state = "strong"
+        elif st.cusum >= cfg.tpr_cusum_h / 2 and ("tokens_per_request" in st.open or step > 0):
+            state = "elevated"
+        else:
+            return v
+        if not n:
+            return Verdict(state, 0.0, 0.0, 0.0, 0.0, "tokens_per_request")
+        observed, expected = math.exp(sb[S_LSTD] / n) - 1, math.exp(sb[S_MUSUM] / n) - 1
+        shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
+        shift.detail = "output"
+        return shift
 
     def _strong_volume(self, busy_high: float, calls: int) -> float:
         """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a
@@ -553,7 +609,7 @@ class AnomalyEngine:
         engine.agg.duplicates = engine.stats.get("duplicate_events", 0)
         engine.sources = {int(k): int(v) for k, v in data.get("sources", {}).items()}
         for b, rows in data["open_buckets"].items():
-            engine.agg.open[int(b)] = {(int(b), *k): (v + [0] * 8)[:8] for k, v in rows}
+            engine.agg.open[int(b)] = {(int(b), *k): (v + [0] * AGG_SIZE)[:AGG_SIZE] for k, v in rows}
         engine.agg.unpriced_reasons = dict(data["unpriced_reasons"])
         for item in data["scopes"]:
             state = ScopeState.from_json(item)

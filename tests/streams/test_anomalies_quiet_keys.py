@@ -1,0 +1,77 @@
+"""Targets on quiet keys (issue 17 follow-up): a template change that makes the outputs of a key calling every few
+minutes 2.5x longer is found although no 5-minute bucket holds enough calls for a mean, and heavy-tailed sizes
+(one long answer) alone are not."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import orjson
+
+from streams.anomalies.engine import AnomalyEngine
+from tests.streams.anomaly_traffic import MONDAY, traffic
+
+DAY = 86400
+HISTORY_END = MONDAY + 3 * DAY
+_cache: dict[str, bytes] = {}
+
+
+def heavy_tailed(seed: int, factor=lambda t: 1.0):
+    """Output sizes log-normal with sigma 0.8 (real answers vary a lot), times `factor(t)`."""
+    rng = random.Random(seed)
+
+    def modify(e, t):
+        if e["status"] == "ok":
+            tout = int(rng.lognormvariate(math.log(300), 0.8) * factor(t))
+            e["usage"]["output_tokens"] = tout
+            pico = e["usage"]["input_tokens"] * 150_000 + tout * 600_000
+            e["cost_usd"] = f"{pico // 10**12}.{pico % 10**12:012d}"
+        return e
+    return modify
+
+
+def quiet_engine() -> AnomalyEngine:
+    """Three days of one key making about one call per 5 minutes at its busiest."""
+    if "quiet" not in _cache:
+        engine = AnomalyEngine()
+        for batch in traffic(MONDAY, HISTORY_END, peak=1.0, keys=("quiet",), models=(("gpt-4o-mini", 1.0),),
+                             modify=heavy_tailed(3)):
+            engine.observe(batch, now=2e9)
+        _cache["quiet"] = orjson.dumps(engine.snapshot())
+    return AnomalyEngine.restore(orjson.loads(_cache["quiet"]))
+
+
+def alerts_on_day_four(factor) -> list[dict]:
+    engine, updates = quiet_engine(), []
+    end = HISTORY_END + DAY
+    for batch in traffic(HISTORY_END, end, peak=1.0, keys=("quiet",), seed=11, models=(("gpt-4o-mini", 1.0),),
+                         modify=heavy_tailed(12, factor)):
+        updates += engine.observe(batch, now=2e9)
+    updates += engine.advance_to(end + 900)
+    return [u.record for u in updates if u.action == "open" and u.notify]
+
+
+def test_longer_outputs_on_a_key_calling_every_few_minutes_are_found():
+    onset, until = HISTORY_END + 11 * 3600, HISTORY_END + 15 * 3600  # a template change from 11:00 to 15:00
+    alerts = alerts_on_day_four(lambda t: 2.5 if onset <= t < until else 1.0)
+    found = [a for a in alerts if a["kind"] == "tokens_per_request"]
+    assert [(a["scope_dim"], a["scope_value"]) for a in found] == [("api_key", "quiet")], alerts
+    assert onset <= _epoch(found[0]["start"]) < until
+    assert "output tokens per request" in found[0]["explanation"]
+
+
+def test_the_same_key_unchanged_raises_nothing():
+    assert alerts_on_day_four(lambda t: 1.0) == []
+
+
+def test_one_very_long_answer_is_not_a_template_change():
+    t_long = HISTORY_END + 13 * 3600
+    alerts = alerts_on_day_four(lambda t: 25.0 if t_long <= t < t_long + 300 else 1.0)
+    assert [a for a in alerts if a["kind"] == "tokens_per_request"] == []
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
