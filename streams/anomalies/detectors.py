@@ -60,6 +60,7 @@ class Config:
     burst_ratio: float = 3.0
     burst_min_delta_per_hour: float = 600
     burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own
+    burst_busy_multiple: float = 1.5  # a burst exceeds what this key's busy buckets hold (a batch job an hour late)
     error_min_requests: int = 10  # in the judged window
     error_min_errors: int = 5
     error_p_value: float = 1e-7  # per scope and bucket: ~1 false alarm a month across 1,000 scopes

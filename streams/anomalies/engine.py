@@ -42,6 +42,7 @@ S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
 SUSTAINED_KINDS = ("spend_rate", "token_rate")
+OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), for the tokens-per-request CUSUM
 
 
 def empty_bucket() -> list:
@@ -342,6 +343,15 @@ class AnomalyEngine:
                 v = rate_verdict(float(sb[S_REQ]), st.requests, full, z=cfg.z, ratio=cfg.burst_ratio,
                                  min_delta=cfg.burst_min_delta_per_hour / per_hour, counts=True,
                                  unit="requests_per_hour", per_hour=per_hour)
+                busy_calls = st.busy_high(2)
+                if v is None and busy_calls:
+                    # A key with history at an hour it was never seen in (its nightly job moved by daylight saving
+                    # or running late) is judged against its own busy buckets, not as a key without history.
+                    rate, high = sb[S_REQ] * per_hour, max(cfg.burst_floor_per_hour, cfg.burst_ratio * busy_calls * per_hour)
+                    v = Verdict("strong" if rate >= high else "normal", rate, busy_calls * per_hour, 0.0, high,
+                                "requests_per_hour")
+                elif v is not None and v.state in ("strong", "anomalous") and sb[S_REQ] < cfg.burst_busy_multiple * busy_calls:
+                    v.state = "elevated"  # no more calls than this key's busy buckets hold: its own job, an hour late
             if v is None and bucket - self.started >= cfg.warmup_buckets * cfg.bucket_s:
                 # A key without history, appearing after the detector knows the usual keys: only an absolute
                 # floor counts. (When the detector itself is new, every key is new: none is suspicious.)
@@ -382,6 +392,8 @@ class AnomalyEngine:
             st.learn_out_log(ok, sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls)
         if ok:
             st.learn_call_size(cost_usd / ok, tokens / ok)
+            gap = (bucket - st.out_rate[0]) / OUT_RATE_TAU_S
+            st.out_rate = [bucket, st.out_rate[1] * math.exp(-gap) + ok]
             if not any(k in st.open for k in SUSTAINED_KINDS):  # not from an open anomaly
                 st.busy.update(BUSY_COST, trim_cost)
                 st.busy.update(BUSY_TOKENS, trim_tokens)
@@ -400,16 +412,19 @@ class AnomalyEngine:
         back to normal pull S down by k each), and its close resets S."""
         cfg, n = self.cfg, sb[S_ZN]
         step = 0.0
+        # The threshold grows with the scope's volume, so chance alarms are bounded per day, not per call: the
+        # CUSUM's in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100).
+        h = cfg.tpr_cusum_h + math.log(max(1.0, st.out_rate[1] * 86400 / OUT_RATE_TAU_S / 100))
         if n:
             step = sb[S_ZSUM] - cfg.tpr_cusum_k * n
             bound = 3.0 * math.sqrt(n)
             step = bound if step > bound else (-bound if step < -bound else step)
-            st.cusum = min(max(0.0, st.cusum + step), 2 * cfg.tpr_cusum_h)
+            st.cusum = min(max(0.0, st.cusum + step), 2 * h)
         if v is not None and v.state in ("strong", "anomalous"):
             return v
-        if st.cusum >= cfg.tpr_cusum_h and step > 0:
+        if st.cusum >= h and step > 0:
             state = "strong"
-        elif st.cusum >= cfg.tpr_cusum_h / 2 and ("tokens_per_request" in st.open or step > 0):
+        elif st.cusum >= h / 2 and ("tokens_per_request" in st.open or step > 0):
             state = "elevated"
         else:
             return v

@@ -13,7 +13,7 @@ MAX_BUCKET_WEIGHT = 0.05
 class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
-                 "busy", "recent_cost", "out_log", "cusum")
+                 "busy", "recent_cost", "out_log", "cusum", "out_rate")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -38,6 +38,7 @@ class ScopeState:
         # per call), and every tokens-per-request scope's CUSUM of calls standardized against their keys' own.
         self.out_log: list = [0, 0.0, 0.0]
         self.cusum = 0.0
+        self.out_rate = [first, 0.0]  # [last active bucket, ok calls with exponential decay over 2 days]
 
     def out_sd(self) -> float:
         """Spread of log output per call, floored at log(1.6): a shift smaller than that is not a changed template."""
@@ -79,7 +80,7 @@ class ScopeState:
                 "age": self.age, "models": self.models, "streaks": self.streaks, "open": self.open,
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
-                "out_log": self.out_log, "cusum": self.cusum,
+                "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -94,6 +95,7 @@ class ScopeState:
         state.recent_cost = data.get("recent_cost", state.recent_cost)
         state.out_log = list(data.get("out_log", state.out_log))
         state.cusum = float(data.get("cusum", 0.0))
+        state.out_rate = list(data.get("out_rate", [state.first, 0.0]))
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):

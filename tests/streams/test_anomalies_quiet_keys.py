@@ -75,3 +75,39 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def nightly_job(day_start: int, start_min: int, seed: int, rate_per_s: float = 1.0, n0: int = 0) -> list[list[dict]]:
+    """A batch job: `rate_per_s` calls from 01:30 (+ `start_min`) for 40 minutes, one batch per 5 minutes."""
+    from tests.streams.anomaly_traffic import event
+
+    rng, batches = random.Random(seed), []
+    for b in range(day_start, day_start + DAY, 300):
+        offset = b - day_start - start_min * 60
+        running = 90 * 60 <= offset < 130 * 60
+        batches.append([event(b + rng.randrange(300), "etl", team="data", tin=1200, tout=150, n=n0 + i)
+                        for i in range(int(300 * rate_per_s))] if running else [])
+    return batches
+
+
+def test_a_batch_job_an_hour_late_is_not_a_burst_but_a_leak_on_its_key_is():
+    engine = AnomalyEngine()
+    for day in range(3):
+        for batch in nightly_job(MONDAY + day * DAY, 0, seed=day):
+            engine.observe(batch, now=2e9)
+    updates = []
+    for batch in nightly_job(HISTORY_END, 60, seed=9):  # the job runs an hour late: an hour the key was never seen in
+        updates += engine.observe(batch, now=2e9)
+    bursts = [u.record for u in updates if u.action == "open" and u.record["kind"] == "request_burst"]
+    assert bursts == []
+    late_day = HISTORY_END + DAY
+    for batch in nightly_job(late_day, 0, seed=10):
+        updates += engine.observe(batch, now=2e9)
+    from tests.streams.anomaly_traffic import event
+    leak = [[event(late_day + 12 * 3600 + b * 300 + i % 300, "etl", team="data", tin=150, tout=40, n=10_000 + i)
+             for i in range(900)] for b in range(6)]  # a new client at 3 calls/s at noon
+    for batch in leak:
+        updates += engine.observe(batch, now=2e9)
+    updates += engine.advance_to(late_day + 13 * 3600)
+    bursts = [u.record for u in updates if u.action == "open" and u.record["kind"] == "request_burst"]
+    assert [b["start"][11:16] for b in bursts] == ["12:00"]
