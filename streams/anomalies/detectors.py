@@ -78,8 +78,10 @@ class Config:
     volume_min_calls: int = 4
     strong_min_calls: int = 10
     typical_calls: float = 12.0
+    strong_busy_calls: float = 4.0  # ... and opening at once needs this many times the calls of a busy bucket (a loop)
     strong_busy_multiple: float = 8.0  # with >= strong_min_calls calls, an excess this many busy buckets opens at once
     shift_min_model_calls: int = 3  # calls on the model that took over the cost
+    shift_routine_share: float = 0.05  # a model that carries a whole bucket this often is part of the usual mix
     costly_new_model_usd_per_hour: float = 5.0
 
 
@@ -94,6 +96,7 @@ class Verdict:
     explanation: str = ""
     severity: str = "warning"
     detail: str = ""  # e.g. the model of a new_model / model_shift anomaly
+    after: int = 0  # anomalous buckets in a row before it opens (0: the kind's default)
 
 
 def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
@@ -112,10 +115,20 @@ def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: f
     low = max(expected - z * sigma, 0.0)
     judged = obs if trimmed is None else trimmed
     if judged >= high and (calls is None or calls >= min_calls):
-        strong = (judged >= expected + 2 * z * sigma and judged >= 2 * ratio * expected
-                  and judged >= expected + 2 * min_delta
-                  and (calls is None or calls >= strong_calls or judged >= expected + strong_volume))
-        state = "strong" if strong else "anomalous"
+        big = (judged >= expected + 2 * z * sigma and judged >= 2 * ratio * expected
+               and judged >= expected + 2 * min_delta)
+        many, huge = calls is None or calls >= strong_calls, judged >= expected + strong_volume
+        if big and many and (huge or calls is None):
+            state = "strong"
+        elif big and (many or huge):
+            # Loop-sized in calls, or a volume no busy stretch reaches, but not both: one long session with a few
+            # 100k-token documents looks like either for one bucket. Two buckets in a row (a loop, a token
+            # explosion last) instead of the sustained rule's three.
+            verdict = Verdict("anomalous", obs * per_hour, expected * per_hour, low * per_hour, high * per_hour, unit)
+            verdict.after = 2
+            return verdict
+        else:
+            state = "anomalous"
     elif obs >= max(expected + z * sigma / 2, (1 + ratio) / 2 * expected, expected + min_delta / 2):
         state = "elevated"
     else:

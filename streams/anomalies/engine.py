@@ -280,7 +280,7 @@ class AnomalyEngine:
         trim_tokens = float(tokens - sb[S_MAXTOK])
         busy_cost, busy_tokens = st.busy_high(0), st.busy_high(1)
         # Opening at once needs more calls than this scope's busy buckets hold (a loop, not a long session).
-        strong_calls = max(cfg.strong_min_calls, 2 * st.busy_high(2))
+        strong_calls = max(cfg.strong_min_calls, cfg.strong_busy_calls * st.busy_high(2))
         if warm:
             floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost, busy_cost)
             v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
@@ -305,8 +305,10 @@ class AnomalyEngine:
                 if candidates:
                     _, v_detail, v = max(candidates, key=lambda c: c[0])
                     v.detail = v_detail
-                    if v.state == "strong" and ok < 2 * cfg.tpr_min_requests:
-                        v.state = "anomalous"  # a few calls (one long session) must hold for a second bucket
+                    if v.state == "strong" and (ok < 2 * cfg.tpr_min_requests or v_detail == "input"):
+                        # A few calls (one long session) must hold for a second bucket; so must longer prompts, whose
+                        # sizes are heavy-tailed (a session with two 100k-token documents is not a template).
+                        v.state = "anomalous"
             if dim in KIND_DIMS["tokens_per_request"]:
                 v = self._output_shift(st, sb, v)
             was_open = "tokens_per_request" in st.open
@@ -334,6 +336,10 @@ class AnomalyEngine:
                         if windowed:
                             calls += sum(r[3].get(model, 0) for r in st.recent_cost)
                         if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
+                            v.state = "elevated"
+                        elif (st.models.get(model) or [0, 0.0, 0.0])[2:3] >= [cfg.shift_routine_share]:
+                            # A session on a model this scope routinely runs whole sessions on (its second model,
+                            # 20 % of its sessions) is its usual mix, not a shift.
                             v.state = "elevated"
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
@@ -403,6 +409,10 @@ class AnomalyEngine:
                 m = sb[S_MODELS].get(model)
                 share = m[1] / sb[S_COST] if m else 0.0
                 info[1] += 0.02 * (share - info[1])
+                if "model_shift" not in st.open:  # how often this model carries (nearly) all of a bucket's cost
+                    if len(info) < 3:
+                        info.append(0.0)
+                    info[2] += 0.02 * ((1.0 if share >= 0.8 else 0.0) - info[2])
 
     def _output_shift(self, st: ScopeState, sb: list, v: Verdict | None) -> Verdict | None:
         """Tokens per request on scopes too quiet for a per-bucket mean: a CUSUM over calls of the standardized log
@@ -462,7 +472,7 @@ class AnomalyEngine:
                     st.pending[model] = [first, calls, spent, buckets]
                     continue
                 st.pending.pop(model, None)
-            st.models[model] = [bucket, 0.0]
+            st.models[model] = [bucket, 0.0, 0.0]
             if not warm:
                 continue  # cold start: the first day's models are the scope's usual ones
             rate = cost / PICO * per_hour
@@ -508,7 +518,8 @@ class AnomalyEngine:
             return
         streak = st.streaks.setdefault(kind_key, [0, bucket])
         streak[0] += 1
-        if v.state != "strong" and streak[0] < (cfg.sustained_after if kind in SUSTAINED_KINDS else cfg.open_after):
+        needed = v.after or (cfg.sustained_after if kind in SUSTAINED_KINDS else cfg.open_after)
+        if v.state != "strong" and streak[0] < needed:
             return
         start = st.streaks.pop(kind_key)[1]
         digest = hashlib.sha256(f"{kind_key}|{st.dim}={st.value}|{start}".encode()).hexdigest()[:32]

@@ -111,3 +111,43 @@ def test_a_batch_job_an_hour_late_is_not_a_burst_but_a_leak_on_its_key_is():
     updates += engine.advance_to(late_day + 13 * 3600)
     bursts = [u.record for u in updates if u.action == "open" and u.record["kind"] == "request_burst"]
     assert [b["start"][11:16] for b in bursts] == ["12:00"]
+
+
+def sessions_on_two_models(seed: int):
+    """A key that runs each 5-minute session on its main model, one session in five on a 16x pricier one."""
+    rng = random.Random(seed)
+    chosen: dict[int, str] = {}
+
+    def modify(e, t):
+        bucket = t - t % 300
+        if bucket not in chosen:
+            chosen[bucket] = "gpt-4o" if rng.random() < 0.2 else "gpt-4o-mini"
+        e["model"] = chosen[bucket]
+        if e["status"] == "ok":
+            pin, pout = (2_500_000, 10_000_000) if e["model"] == "gpt-4o" else (150_000, 600_000)
+            pico = e["usage"]["input_tokens"] * pin + e["usage"]["output_tokens"] * pout
+            e["cost_usd"] = f"{pico // 10**12}.{pico % 10**12:012d}"
+        return e
+    return modify
+
+
+def test_a_session_on_the_keys_usual_second_model_is_not_a_model_shift():
+    engine, updates = AnomalyEngine(), []
+    for batch in traffic(MONDAY, MONDAY + 5 * DAY, peak=4.0, keys=("two",), modify=sessions_on_two_models(4)):
+        updates += engine.observe(batch, now=2e9)
+    shifts = [u.record for u in updates if u.action == "open" and u.notify and u.record["kind"] == "model_shift"]
+    assert shifts == []
+
+
+def test_one_session_with_a_few_huge_documents_is_not_a_token_rate_anomaly():
+    from tests.streams.anomaly_traffic import event
+
+    t = HISTORY_END + 13 * 3600
+    session = [event(t + 10 * i, "quiet", tin=120_000 if i in (3, 7, 9) else 1500, tout=300, n=5000 + i)
+               for i in range(11)]
+    engine, updates = quiet_engine(), []
+    for i, batch in enumerate(traffic(HISTORY_END, HISTORY_END + DAY, peak=1.0, keys=("quiet",), seed=11,
+                                      models=(("gpt-4o-mini", 1.0),), modify=heavy_tailed(12))):
+        updates += engine.observe(batch + (session if i == 13 * 12 else []), now=2e9)
+    updates += engine.advance_to(HISTORY_END + DAY + 900)
+    assert [u.record["kind"] for u in updates if u.action == "open" and u.notify] == []
