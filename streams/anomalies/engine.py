@@ -162,7 +162,8 @@ class AnomalyEngine:
             values = (*key[1:6], model)
             # Each call's log output against its own key's distribution (a feature's keys differ in size).
             zsum = zn = 0
-            owner = None if error or not key[4] else scopes.get(("api_key", key[4]))
+            # (Calls of a model nobody priced are their own anomaly, with no known size: not judged here.)
+            owner = None if error or unpriced or not key[4] else scopes.get(("api_key", key[4]))
             if owner is not None and owner.out_log[0] >= self.cfg.tpr_key_min_calls:
                 zn, mu, sd = agg[REQ], owner.out_log[1], owner.out_sd()
                 zsum = (agg[LOGOUT] - zn * mu) / sd
@@ -306,9 +307,12 @@ class AnomalyEngine:
                     _, v_detail, v = max(candidates, key=lambda c: c[0])
                     v.detail = v_detail
                     if v.state == "strong" and (ok < 2 * cfg.tpr_min_requests or v_detail == "input"):
-                        # A few calls (one long session) must hold for a second bucket; so must longer prompts, whose
-                        # sizes are heavy-tailed (a session with two 100k-token documents is not a template).
+                        # A few calls (one long session) must hold for a second bucket.
                         v.state = "anomalous"
+                    if v_detail == "input" and v.state == "anomalous":
+                        # Prompts are heavy-tailed and an agent's context grows along its session (a session with
+                        # two 100k-token documents is not a template): longer prompts must last 15 minutes.
+                        v.after = cfg.sustained_after
             if dim in KIND_DIMS["tokens_per_request"]:
                 v = self._output_shift(st, sb, v)
             was_open = "tokens_per_request" in st.open

@@ -151,3 +151,17 @@ def test_one_session_with_a_few_huge_documents_is_not_a_token_rate_anomaly():
         updates += engine.observe(batch + (session if i == 13 * 12 else []), now=2e9)
     updates += engine.advance_to(HISTORY_END + DAY + 900)
     assert [u.record["kind"] for u in updates if u.action == "open" and u.notify] == []
+
+
+def test_calls_of_an_unpriced_model_are_its_own_anomaly_not_longer_outputs():
+    from tests.streams.anomaly_traffic import event
+
+    start = HISTORY_END + 11 * 3600
+    unpriced = {132 + b: [event(start + b * 300 + 60 * i, "quiet", model="acme-internal-llm", tin=1500, tout=3000,
+                                pricing="unpriced", n=7000 + 10 * b + i) for i in range(3)] for b in range(18)}
+    engine, updates = quiet_engine(), []
+    for i, batch in enumerate(traffic(HISTORY_END, HISTORY_END + DAY, peak=1.0, keys=("quiet",), seed=11,
+                                      models=(("gpt-4o-mini", 1.0),), modify=heavy_tailed(12))):
+        updates += engine.observe(batch + unpriced.get(i, []), now=2e9)
+    kinds = {u.record["kind"] for u in updates if u.action == "open" and u.notify}
+    assert "unpriced_usage" in kinds and "tokens_per_request" not in kinds
