@@ -342,8 +342,8 @@ class AnomalyEngine:
                         if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
                             v.state = "elevated"
                         elif (st.models.get(model) or [0, 0.0, 0.0])[2:3] >= [cfg.shift_routine_share]:
-                            # A session on a model this scope routinely runs whole sessions on (its second model,
-                            # 20 % of its sessions) is its usual mix, not a shift.
+                            # A session on a model that usually takes a good share of this scope's calls (its
+                            # second model, one session in five) is its usual mix, not a shift.
                             v.state = "elevated"
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
@@ -413,10 +413,12 @@ class AnomalyEngine:
                 m = sb[S_MODELS].get(model)
                 share = m[1] / sb[S_COST] if m else 0.0
                 info[1] += 0.02 * (share - info[1])
-                if "model_shift" not in st.open:  # how often this model carries (nearly) all of a bucket's cost
+                # Its usual share of this scope's calls: a second model that runs one session in five is part of the
+                # mix (~20 %), a premium model called now and then is not (1-3 %), whatever share of cost it takes.
+                if "model_shift" not in st.open:
                     if len(info) < 3:
                         info.append(0.0)
-                    info[2] += 0.02 * ((1.0 if share >= 0.8 else 0.0) - info[2])
+                    info[2] += 0.02 * ((m[0] / sb[S_REQ] if m else 0.0) - info[2])
 
     def _output_shift(self, st: ScopeState, sb: list, v: Verdict | None) -> Verdict | None:
         """Tokens per request on scopes too quiet for a per-bucket mean: a CUSUM over calls of the standardized log

@@ -165,3 +165,4 @@ def test_calls_of_an_unpriced_model_are_its_own_anomaly_not_longer_outputs():
         updates += engine.observe(batch + unpriced.get(i, []), now=2e9)
     kinds = {u.record["kind"] for u in updates if u.action == "open" and u.notify}
     assert "unpriced_usage" in kinds and "tokens_per_request" not in kinds
+
