@@ -8,13 +8,17 @@ integer pico-dollars (cost_usd carries 12 decimals).
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from math import log1p
 
 PICO = 10**12
 SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
 # Raw key positions: 0 bucket, 1..5 attribution dims, 6 model, 7 is_error, 8 is_unpriced
 # Aggregate positions: calls, input/output tokens, cost, and the largest single call's cost, input, output and
-# total tokens (so a detector can ask whether a bucket is anomalous without its largest call: evidence, not one call)
-REQ, TIN, TOUT, COST, MAXCOST, MAXIN, MAXOUT, MAXTOK = range(8)
+# total tokens (so a detector can ask whether a bucket is anomalous without its largest call: evidence, not one call),
+# and the sum and sum of squares of log(1 + output tokens) of its calls (floats: statistics for the per-call test of
+# tokens per request on quiet keys, where heavy-tailed sizes hide a shift of the plain mean)
+REQ, TIN, TOUT, COST, MAXCOST, MAXIN, MAXOUT, MAXTOK, LOGOUT, LOGSQ = range(10)
+AGG_SIZE = 10
 
 
 class BadEvent(ValueError):
@@ -108,7 +112,7 @@ class BucketAggregator:
             open_bucket = self.open[bucket] = {}
         agg = open_bucket.get(key)
         if agg is None:
-            agg = open_bucket[key] = [0, 0, 0, 0, 0, 0, 0, 0]
+            agg = open_bucket[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0]
         tin = usage.get("input_tokens") or 0
         tout = usage.get("output_tokens") or 0
         agg[REQ] += 1
@@ -123,5 +127,9 @@ class BucketAggregator:
             agg[MAXOUT] = tout
         if tin + tout > agg[MAXTOK]:
             agg[MAXTOK] = tin + tout
+        if tout > 0:
+            lo = log1p(tout)
+            agg[LOGOUT] += lo
+            agg[LOGSQ] += lo * lo
         if unpriced and model not in self.unpriced_reasons:
             self.unpriced_reasons[model] = str(event.get("unpriced_reason") or "no price for this model")

@@ -53,9 +53,14 @@ class Config:
     ratio_z: float = 5.0  # ratios (tokens per request, cost per token) are averages: less noisy than volumes
     tpr_ratio: float = 1.6
     tpr_min_requests: int = 8
+    # Tokens per request on quiet scopes: a CUSUM over calls of log output, standardized per key (docs: "arithmetic").
+    tpr_cusum_k: float = 0.5  # reference shift, in the key's standard deviations (half a 2.5x shift at sd 0.8)
+    tpr_cusum_h: float = 8.0  # decision threshold: ~20,000 calls between chance alarms on an unchanged key
+    tpr_key_min_calls: int = 30  # calls a key needs behind it before its distribution is trusted
     burst_ratio: float = 3.0
     burst_min_delta_per_hour: float = 600
     burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own
+    burst_busy_multiple: float = 1.5  # a burst exceeds what this key's busy buckets hold (a batch job an hour late)
     error_min_requests: int = 10  # in the judged window
     error_min_errors: int = 5
     error_p_value: float = 1e-7  # per scope and bucket: ~1 false alarm a month across 1,000 scopes
@@ -73,8 +78,10 @@ class Config:
     volume_min_calls: int = 4
     strong_min_calls: int = 10
     typical_calls: float = 12.0
+    strong_busy_calls: float = 4.0  # ... and opening at once needs this many times the calls of a busy bucket (a loop)
     strong_busy_multiple: float = 8.0  # with >= strong_min_calls calls, an excess this many busy buckets opens at once
     shift_min_model_calls: int = 3  # calls on the model that took over the cost
+    shift_routine_share: float = 0.1  # a model with this usual share of a scope's calls is part of its mix
     costly_new_model_usd_per_hour: float = 5.0
 
 
@@ -89,6 +96,7 @@ class Verdict:
     explanation: str = ""
     severity: str = "warning"
     detail: str = ""  # e.g. the model of a new_model / model_shift anomaly
+    after: int = 0  # anomalous buckets in a row before it opens (0: the kind's default)
 
 
 def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
@@ -107,10 +115,20 @@ def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: f
     low = max(expected - z * sigma, 0.0)
     judged = obs if trimmed is None else trimmed
     if judged >= high and (calls is None or calls >= min_calls):
-        strong = (judged >= expected + 2 * z * sigma and judged >= 2 * ratio * expected
-                  and judged >= expected + 2 * min_delta
-                  and (calls is None or calls >= strong_calls or judged >= expected + strong_volume))
-        state = "strong" if strong else "anomalous"
+        big = (judged >= expected + 2 * z * sigma and judged >= 2 * ratio * expected
+               and judged >= expected + 2 * min_delta)
+        many, huge = calls is None or calls >= strong_calls, judged >= expected + strong_volume
+        if big and many and (huge or calls is None):
+            state = "strong"
+        elif big and (many or huge):
+            # Loop-sized in calls, or a volume no busy stretch reaches, but not both: one long session with a few
+            # 100k-token documents looks like either for one bucket. Two buckets in a row (a loop, a token
+            # explosion last) instead of the sustained rule's three.
+            verdict = Verdict("anomalous", obs * per_hour, expected * per_hour, low * per_hour, high * per_hour, unit)
+            verdict.after = 2
+            return verdict
+        else:
+            state = "anomalous"
     elif obs >= max(expected + z * sigma / 2, (1 + ratio) / 2 * expected, expected + min_delta / 2):
         state = "elevated"
     else:

@@ -10,11 +10,12 @@ records (`observe(..., source=p)`, `set_behind`), and a wall-clock `advance_to` 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from .aggregate import (COST, MAXCOST, MAXIN, MAXOUT, MAXTOK, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent,
+from .aggregate import (AGG_SIZE, COST, LOGOUT, LOGSQ, MAXCOST, MAXIN, MAXOUT, MAXTOK, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent,
                         BucketAggregator, pico_to_str)
 from .baseline import daily_slots, full_slots
 from .detectors import (KIND_DIMS, Config, Verdict, error_verdict, explain, rate_verdict, ratio_verdict, severity)
@@ -33,14 +34,19 @@ VOLUME_KINDS = ("spend_rate", "token_rate", "request_burst", "unpriced_usage")
 # ScopeBucket positions: requests, errors, input tokens, output tokens (ok calls), cost pico, unpriced calls/tokens
 # and the largest single call's cost, input, output and total tokens (ok calls) in the bucket.
 S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK = range(12)
+# ... then the per-call log output statistics: sum and sum of squares of log(1 + output tokens) of ok calls (to learn a
+# key's own distribution), and, over the calls of keys that have one, the sum of standardized scores (each call against
+# its own key's distribution), their count, and the sum of the log values and of the keys' means (for the record).
+S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
 
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
 SUSTAINED_KINDS = ("spend_rate", "token_rate")
+OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), for the tokens-per-request CUSUM
 
 
 def empty_bucket() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0]
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0]
 
 
 def iso_epoch(seconds: float) -> str:
@@ -150,9 +156,17 @@ class AnomalyEngine:
 
     def _fan_out(self, raw: dict) -> dict[tuple[str, str], list]:
         per_scope: dict[tuple[str, str], list] = {}
+        scopes = self.scopes
         for key, agg in raw.items():
             error, unpriced, model = key[7], key[8], key[6]
             values = (*key[1:6], model)
+            # Each call's log output against its own key's distribution (a feature's keys differ in size).
+            zsum = zn = 0
+            # (Calls of a model nobody priced are their own anomaly, with no known size: not judged here.)
+            owner = None if error or unpriced or not key[4] else scopes.get(("api_key", key[4]))
+            if owner is not None and owner.out_log[0] >= self.cfg.tpr_key_min_calls:
+                zn, mu, sd = agg[REQ], owner.out_log[1], owner.out_sd()
+                zsum = (agg[LOGOUT] - zn * mu) / sd
             for dim, value in zip(SCOPE_DIMS, values):
                 if not value:
                     continue
@@ -174,6 +188,13 @@ class AnomalyEngine:
                         sb[S_MAXOUT] = agg[MAXOUT]
                     if agg[MAXTOK] > sb[S_MAXTOK]:
                         sb[S_MAXTOK] = agg[MAXTOK]
+                    sb[S_LSUM] += agg[LOGOUT]
+                    sb[S_LSQ] += agg[LOGSQ]
+                    if zn:
+                        sb[S_ZSUM] += zsum
+                        sb[S_ZN] += zn
+                        sb[S_LSTD] += agg[LOGOUT]
+                        sb[S_MUSUM] += zn * mu
                 if unpriced:
                     sb[S_UREQ] += agg[REQ]
                     sb[S_UTOK] += agg[TIN] + agg[TOUT]
@@ -260,7 +281,7 @@ class AnomalyEngine:
         trim_tokens = float(tokens - sb[S_MAXTOK])
         busy_cost, busy_tokens = st.busy_high(0), st.busy_high(1)
         # Opening at once needs more calls than this scope's busy buckets hold (a loop, not a long session).
-        strong_calls = max(cfg.strong_min_calls, 2 * st.busy_high(2))
+        strong_calls = max(cfg.strong_min_calls, cfg.strong_busy_calls * st.busy_high(2))
         if warm:
             floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost, busy_cost)
             v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
@@ -285,9 +306,19 @@ class AnomalyEngine:
                 if candidates:
                     _, v_detail, v = max(candidates, key=lambda c: c[0])
                     v.detail = v_detail
-                    if v.state == "strong" and ok < 2 * cfg.tpr_min_requests:
-                        v.state = "anomalous"  # a few calls (one long session) must hold for a second bucket
+                    if v.state == "strong" and (ok < 2 * cfg.tpr_min_requests or v_detail == "input"):
+                        # A few calls (one long session) must hold for a second bucket.
+                        v.state = "anomalous"
+                    if v_detail == "input" and v.state == "anomalous":
+                        # Prompts are heavy-tailed and an agent's context grows along its session (a session with
+                        # two 100k-token documents is not a template): longer prompts must last 15 minutes.
+                        v.after = cfg.sustained_after
+            if dim in KIND_DIMS["tokens_per_request"]:
+                v = self._output_shift(st, sb, v)
+            was_open = "tokens_per_request" in st.open
             track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
+            if was_open and "tokens_per_request" not in st.open:
+                st.cusum = 0.0  # closed: the evidence is spent
             errors, requests = sb[S_ERR], sb[S_REQ]
             if requests < cfg.error_window_requests:
                 errors += st.recent[0] + st.recent[2]
@@ -310,6 +341,10 @@ class AnomalyEngine:
                             calls += sum(r[3].get(model, 0) for r in st.recent_cost)
                         if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
                             v.state = "elevated"
+                        elif (st.models.get(model) or [0, 0.0, 0.0])[2:3] >= [cfg.shift_routine_share]:
+                            # A session on a model that usually takes a good share of this scope's calls (its
+                            # second model, one session in five) is its usual mix, not a shift.
+                            v.state = "elevated"
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
         if dim in KIND_DIMS["request_burst"]:
@@ -318,6 +353,15 @@ class AnomalyEngine:
                 v = rate_verdict(float(sb[S_REQ]), st.requests, full, z=cfg.z, ratio=cfg.burst_ratio,
                                  min_delta=cfg.burst_min_delta_per_hour / per_hour, counts=True,
                                  unit="requests_per_hour", per_hour=per_hour)
+                busy_calls = st.busy_high(2)
+                if v is None and busy_calls:
+                    # A key with history at an hour it was never seen in (its nightly job moved by daylight saving
+                    # or running late) is judged against its own busy buckets, not as a key without history.
+                    rate, high = sb[S_REQ] * per_hour, max(cfg.burst_floor_per_hour, cfg.burst_ratio * busy_calls * per_hour)
+                    v = Verdict("strong" if rate >= high else "normal", rate, busy_calls * per_hour, 0.0, high,
+                                "requests_per_hour")
+                elif v is not None and v.state in ("strong", "anomalous") and sb[S_REQ] < cfg.burst_busy_multiple * busy_calls:
+                    v.state = "elevated"  # no more calls than this key's busy buckets hold: its own job, an hour late
             if v is None and bucket - self.started >= cfg.warmup_buckets * cfg.bucket_s:
                 # A key without history, appearing after the detector knows the usual keys: only an absolute
                 # floor counts. (When the detector itself is new, every key is new: none is suspicious.)
@@ -352,8 +396,14 @@ class AnomalyEngine:
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
         if dim in KIND_DIMS["model_shift"]:
             st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}], st.recent_cost[0]]
+        if ok and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
+            # Not from a loop, a leak or an explosion (their calls are not this key's own); during a template change
+            # it learns slowly (bounded steps), so a change that stays becomes the key's new normal.
+            st.learn_out_log(ok, sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls)
         if ok:
             st.learn_call_size(cost_usd / ok, tokens / ok)
+            gap = (bucket - st.out_rate[0]) / OUT_RATE_TAU_S
+            st.out_rate = [bucket, st.out_rate[1] * math.exp(-gap) + ok]
             if not any(k in st.open for k in SUSTAINED_KINDS):  # not from an open anomaly
                 st.busy.update(BUSY_COST, trim_cost)
                 st.busy.update(BUSY_TOKENS, trim_tokens)
@@ -363,6 +413,43 @@ class AnomalyEngine:
                 m = sb[S_MODELS].get(model)
                 share = m[1] / sb[S_COST] if m else 0.0
                 info[1] += 0.02 * (share - info[1])
+                # Its usual share of this scope's calls: a second model that runs one session in five is part of the
+                # mix (~20 %), a premium model called now and then is not (1-3 %), whatever share of cost it takes.
+                if "model_shift" not in st.open:
+                    if len(info) < 3:
+                        info.append(0.0)
+                    info[2] += 0.02 * ((m[0] / sb[S_REQ] if m else 0.0) - info[2])
+
+    def _output_shift(self, st: ScopeState, sb: list, v: Verdict | None) -> Verdict | None:
+        """Tokens per request on scopes too quiet for a per-bucket mean: a CUSUM over calls of the standardized log
+        output (each call against its own key's usual distribution), so a few calls per bucket add up. Per bucket
+        S = max(0, S + sum(z) - k * n), the bucket's contribution clipped to 3 sqrt(n) (one huge answer is not a
+        template). S >= h with new evidence in this bucket opens; the anomaly stays open while S >= h / 2 (calls
+        back to normal pull S down by k each), and its close resets S."""
+        cfg, n = self.cfg, sb[S_ZN]
+        step = 0.0
+        # The threshold grows with the scope's volume, so chance alarms are bounded per day, not per call: the
+        # CUSUM's in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100).
+        h = cfg.tpr_cusum_h + math.log(max(1.0, st.out_rate[1] * 86400 / OUT_RATE_TAU_S / 100))
+        if n:
+            step = sb[S_ZSUM] - cfg.tpr_cusum_k * n
+            bound = 3.0 * math.sqrt(n)
+            step = bound if step > bound else (-bound if step < -bound else step)
+            st.cusum = min(max(0.0, st.cusum + step), 2 * h)
+        if v is not None and v.state in ("strong", "anomalous"):
+            return v
+        if st.cusum >= h and step > 0:
+            state = "strong"
+        elif st.cusum >= h / 2 and ("tokens_per_request" in st.open or step > 0):
+            state = "elevated"
+        else:
+            return v
+        if not n:
+            return Verdict(state, 0.0, 0.0, 0.0, 0.0, "tokens_per_request")
+        observed, expected = math.exp(sb[S_LSTD] / n) - 1, math.exp(sb[S_MUSUM] / n) - 1
+        shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
+        shift.detail = "output"
+        return shift
 
     def _strong_volume(self, busy_high: float, calls: int) -> float:
         """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a
@@ -391,7 +478,7 @@ class AnomalyEngine:
                     st.pending[model] = [first, calls, spent, buckets]
                     continue
                 st.pending.pop(model, None)
-            st.models[model] = [bucket, 0.0]
+            st.models[model] = [bucket, 0.0, 0.0]
             if not warm:
                 continue  # cold start: the first day's models are the scope's usual ones
             rate = cost / PICO * per_hour
@@ -437,7 +524,8 @@ class AnomalyEngine:
             return
         streak = st.streaks.setdefault(kind_key, [0, bucket])
         streak[0] += 1
-        if v.state != "strong" and streak[0] < (cfg.sustained_after if kind in SUSTAINED_KINDS else cfg.open_after):
+        needed = v.after or (cfg.sustained_after if kind in SUSTAINED_KINDS else cfg.open_after)
+        if v.state != "strong" and streak[0] < needed:
             return
         start = st.streaks.pop(kind_key)[1]
         digest = hashlib.sha256(f"{kind_key}|{st.dim}={st.value}|{start}".encode()).hexdigest()[:32]
@@ -553,7 +641,7 @@ class AnomalyEngine:
         engine.agg.duplicates = engine.stats.get("duplicate_events", 0)
         engine.sources = {int(k): int(v) for k, v in data.get("sources", {}).items()}
         for b, rows in data["open_buckets"].items():
-            engine.agg.open[int(b)] = {(int(b), *k): (v + [0] * 8)[:8] for k, v in rows}
+            engine.agg.open[int(b)] = {(int(b), *k): (v + [0] * AGG_SIZE)[:AGG_SIZE] for k, v in rows}
         engine.agg.unpriced_reasons = dict(data["unpriced_reasons"])
         for item in data["scopes"]:
             state = ScopeState.from_json(item)

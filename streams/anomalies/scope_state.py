@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 from .baseline import DAILY_SIZE, FULL_SIZE, Seasonal
+
+OUT_SD_FLOOR = math.log(1.6)
+MAX_BUCKET_WEIGHT = 0.05
 
 
 class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
-                 "busy", "recent_cost")
+                 "busy", "recent_cost", "out_log", "cusum", "out_rate")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -29,6 +34,36 @@ class ScopeState:
         self.busy = Seasonal(3)  # slot 2: calls of an active bucket
         # ok calls, cost pico, tokens, calls per model of the last two buckets (cost-per-token window of quiet scopes)
         self.recent_cost: list = [[0, 0, 0, {}], [0, 0, 0, {}]]
+        # An API key's own distribution of log(1 + output tokens) per call: [calls learnt, mean, variance] (slow,
+        # per call), and every tokens-per-request scope's CUSUM of calls standardized against their keys' own.
+        self.out_log: list = [0, 0.0, 0.0]
+        self.cusum = 0.0
+        self.out_rate = [first, 0.0]  # [last active bucket, ok calls with exponential decay over 2 days]
+
+    def out_sd(self) -> float:
+        """Spread of log output per call, floored at log(1.6): a shift smaller than that is not a changed template."""
+        return max(math.sqrt(self.out_log[2]), OUT_SD_FLOOR)
+
+    def learn_out_log(self, calls: int, log_sum: float, log_sq: float, young: int, rate: float = 0.01) -> None:
+        """Fold one bucket's ok calls in: a running mean while young, then a slow per-call EWMA whose step per
+        bucket is bounded (at most `MAX_BUCKET_WEIGHT`, the bucket's mean clipped to one deviation), so a burst of
+        thousands of odd calls (a leaked key's client) barely moves it, and a lasting change is learnt within a
+        few hundred calls."""
+        seen, mu, var = self.out_log
+        mean = log_sum / calls
+        if not seen:
+            self.out_log = [calls, mean, max(log_sq / calls - mean * mean, 0.0)]
+            return
+        if seen < young:
+            weight = calls / (seen + calls)
+        else:
+            weight = min(calls * rate, MAX_BUCKET_WEIGHT)
+            sd = self.out_sd()
+            mean = min(max(mean, mu - sd), mu + sd)
+        spread = max(log_sq / calls - 2 * mu * (log_sum / calls) + mu * mu, 0.0)  # mean squared deviation from mu
+        if seen >= young:
+            spread = min(spread, 4 * max(var, OUT_SD_FLOOR ** 2))
+        self.out_log = [seen + calls, mu + weight * (mean - mu), var + weight * (spread - var)]
 
     def busy_high(self, slot: int) -> float:
         """What a busy bucket of this scope reaches (level + 3 deviations of its active buckets), 0 while young."""
@@ -45,6 +80,7 @@ class ScopeState:
                 "age": self.age, "models": self.models, "streaks": self.streaks, "open": self.open,
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
+                "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -57,6 +93,9 @@ class ScopeState:
         state.call_cost, state.call_tokens = data.get("call_size", [0.0, 0.0])
         state.pending = data.get("pending", {})
         state.recent_cost = data.get("recent_cost", state.recent_cost)
+        state.out_log = list(data.get("out_log", state.out_log))
+        state.cusum = float(data.get("cusum", 0.0))
+        state.out_rate = list(data.get("out_rate", [state.first, 0.0]))
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):

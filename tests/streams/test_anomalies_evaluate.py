@@ -72,3 +72,16 @@ def test_scoring_counts_false_positives_and_misses():
                                                                                           "kinds": []},
                                                          "seed": 1, "days": 1, "events": 1, "injections": 1,
                                                          "anomalies": 2, "observe_events_per_s": 1, "targets_met": False})
+
+
+def test_precision_is_reported_on_every_record_and_on_the_alerts_alone():
+    """A broad-scope record that is not alerted counts against `precision` (the dashboard shows it) but not against
+    `alert_precision` (on-call never saw it); both are reported, the target is judged on the alerts."""
+    label = {"kind": "spend_rate", "start": 1000, "end": 4000, "allowed": ["spend_rate"], "scopes": [["team", "a"]],
+             "description": "x", "affected": 50, "first_affected": 1060, "affected_first_15m": 20}
+    hit = {"id": "a1", "kind": "spend_rate", "scope_dim": "team", "scope_value": "a", "start": "1970-01-01T00:20:00Z",
+           "detected_at": "1970-01-01T00:27:00Z", "explanation": ""}
+    recorded_only = {**hit, "id": "a2", "scope_value": "b"}
+    paged_stray = {**hit, "id": "a3", "scope_value": "c"}
+    result = score([hit, recorded_only, paged_stray], [label], {}, alerted={"a1", "a3"})["spend_rate"]
+    assert result["precision"] == 0.333 and result["alert_precision"] == 0.5 and result["alerts"] == 2
