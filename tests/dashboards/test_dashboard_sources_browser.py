@@ -66,10 +66,14 @@ def sources_app(tmp_path_factory, kafka_bootstrap):
         warehouse.close()
 
 
+# Read in one script run: the table may be re-rendered by a callback between finding a row and reading it
+# (a StaleElementReferenceException in a loaded CI run).
+ROWS_SCRIPT = """return Array.from(document.querySelectorAll('#overview-sources tbody tr'))
+    .map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()));"""
+
+
 def _rows(dash_duo) -> dict[str, list[str]]:
-    rows = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#overview-sources tbody tr")
-    return {cells[0]: cells for cells in ([td.text for td in r.find_elements(By.TAG_NAME, "td")] for r in rows)
-            if cells}
+    return {cells[0]: cells for cells in dash_duo.driver.execute_script(ROWS_SCRIPT) if cells}
 
 
 def test_overview_shows_a_stale_source(dash_duo, sources_app):
@@ -80,8 +84,10 @@ def test_overview_shows_a_stale_source(dash_duo, sources_app):
     rows = _rows(dash_duo)
     assert rows["litellm"][1] == "stale" and rows["litellm"][3:5] == ["0", "4"]
     assert rows["kong"][1] == "ok" and rows["kong"][3:5] == ["4", "4"]
-    flagged = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#overview-sources tr.row-bad")
-    assert [r.find_element(By.TAG_NAME, "td").text for r in flagged] == ["litellm"]  # problems first, highlighted
+    flagged = dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#overview-sources tr.row-bad'))"
+        ".map(tr => tr.querySelector('td').innerText.trim());")
+    assert flagged == ["litellm"]  # problems first, highlighted
 
 
 def test_team_user_does_not_see_sources(dash_duo, sources_app):
@@ -98,8 +104,9 @@ def test_reconciliation_shows_calls_seen_by_two_sources(dash_duo, sources_app):
     start = (NOW - timedelta(days=1)).date()
     dash_duo.wait_for_page(url=f"{dash_duo.server.url}/reconciliation?start={start}&end={NOW.date()}")
     dash_duo.wait_for_contains_text("#dedup-table", "gateway", timeout=40)
-    rows = [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
-            for r in dash_duo.driver.find_elements(By.CSS_SELECTOR, "#dedup-table tbody tr")]
+    rows = dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#dedup-table tbody tr'))"
+        ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()));")
     assert rows == [["gateway", "otel", "1", "$0.0010", "1", "0", "0"]]
 
 
