@@ -4,7 +4,8 @@ One record (e.g. one message of the Collector's kafka exporter) holds many spans
 (one with `gen_ai.*` attributes) becomes an event. Spans without `gen_ai.*` attributes are skipped silently,
 so a record with no GenAI span yields [] (the caller counts it as skipped). `invoke_agent`, `create_agent`
 and `execute_tool` spans are skipped too: they wrap model calls that have spans of their own, and counting
-their (aggregated) usage as well would double count.
+their (aggregated) usage as well would double count. So is the AI SDK 7 (`@ai-sdk/otel`) `agent_step` span,
+which groups one step's chat and tool spans and carries no model of its own.
 - OpenInference `LLM`/`EMBEDDING` spans (Envoy AI Gateway, Phoenix instrumentations) are read too, their
   `llm.*` attributes translated to the GenAI names (`openinference`); other OpenInference kinds are skipped.
 - event_id: `<traceId>:<spanId>` (hex; base64 ids, as Go's protojson writes them, are turned into hex).
@@ -41,7 +42,7 @@ from collectors.usage import otel_usage
 from tokenmeter.events import UsageEvent, derive_event_id
 
 NAME = "otel"
-WRAPPER_OPERATIONS = frozenset({"invoke_agent", "create_agent", "execute_tool"})
+WRAPPER_OPERATIONS = frozenset({"invoke_agent", "create_agent", "execute_tool", "agent_step"})
 _ERROR_CODES = {2, "2", "STATUS_CODE_ERROR", "ERROR"}
 
 

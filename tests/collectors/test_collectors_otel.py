@@ -66,6 +66,16 @@ def test_non_genai_and_agent_spans_are_skipped(payload):
     assert otel.parse(record) == []  # no model-call span: nothing to count, caller counts it skipped
 
 
+def test_ai_sdk_step_span_is_skipped_not_refused(payload):
+    # AI SDK 7 (@ai-sdk/otel) groups each step's chat and tool spans under a span that carries only
+    # gen_ai.operation.name=agent_step: no model, no usage. It used to fail the whole trace (missing model).
+    record = payload("otlp_traces")
+    spans = record["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans.append({"traceId": "aa", "spanId": "dd", "name": "step 1", "startTimeUnixNano": "1730419200000000000",
+                  "attributes": [attr("gen_ai.operation.name", "agent_step")]})
+    assert len(otel.parse(record)) == 1
+
+
 def test_bad_span_is_reported_and_good_spans_kept(payload):
     record = payload("otlp_traces")
     spans = record["resourceSpans"][0]["scopeSpans"][0]["spans"]
