@@ -250,7 +250,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     return {"run_id": ledger.run_id, "seed": seed, "minutes": minutes, "cycles": cycles,
             "seconds": round(time.monotonic() - started, 1), "ok": all(c.ok for c in checks_out),
             "events_acknowledged": len(ledger.acked), "by_source": ledger.sent, "duplicates_sent": ledger.duplicates,
-            "hostile_sent": ledger.hostile, "reservations": reserve_log.counts(), "kills": kills, "supervisor": _restarts(stack.run_statuses),
+            "hostile_sent": ledger.hostile, "reservations": {**reserve_log.counts(), "unavailable_why": reserve_log.unavailable_why}, "kills": kills, "supervisor": _restarts(stack.run_statuses),
             "checks": [{"name": c.name, "ok": c.ok, "summary": c.summary, "details": c.details} for c in checks_out],
             "logs": str(log_dir)}
 

@@ -115,17 +115,17 @@ def reservation_check(limit: Decimal, real_spend: Decimal, committed: Decimal | 
     summary = (f"{counts.get('admitted', 0)} calls admitted ({counts.get('billed', 0)} billed, "
                f"{counts.get('released', 0)} released, {counts.get('abandoned', 0)} abandoned), "
                f"{counts.get('refused', 0)} refused, {counts.get('unavailable', 0)} unavailable; real spend "
-               f"${real_spend.quantize(TWELVE)} = {percent}% of the ${limit} limit, committed in the warehouse "
-               f"${committed.quantize(TWELVE) if committed is not None else 'n/a'}")
+               f"${real_spend.quantize(TWELVE):f} = {percent}% of the ${limit} limit, committed in the warehouse "
+               f"${format(committed.quantize(TWELVE), 'f') if committed is not None else 'n/a'}")
     problems = []
     if real_spend > limit:
         over = real_spend - limit
         if over <= allowance:
-            summary += (f"; past the limit by ${over.quantize(TWELVE)}, within what {losses} broker loss(es) explain "
-                        f"(${in_flight_at_losses.quantize(TWELVE)} of calls in flight across them, "
-                        f"${lost_usage.quantize(TWELVE)} of usage lost with the broker)")
+            summary += (f"; past the limit by ${over.quantize(TWELVE):f}, within what {losses} broker loss(es) explain "
+                        f"(${in_flight_at_losses.quantize(TWELVE):f} of calls in flight across them, "
+                        f"${lost_usage.quantize(TWELVE):f} of usage lost with the broker)")
         else:
-            problems.append(f"PAST THE LIMIT by ${over.quantize(TWELVE)}, more than the ${allowance.quantize(TWELVE)} "
+            problems.append(f"PAST THE LIMIT by ${over.quantize(TWELVE):f}, more than the ${allowance.quantize(TWELVE):f} "
                             f"broker losses explain")
     elif losses:
         summary += f" (never past it, across {losses} broker loss(es))"

@@ -51,6 +51,7 @@ class ReserveLog:
     calls: dict[str, Call] = field(default_factory=dict)
     refused: int = 0
     unavailable: int = 0  # 503 or unreachable: no call made (fail closed)
+    unavailable_why: dict[str, int] = field(default_factory=dict)  # "503: not ready: ..." / "unreachable" -> count
     bad: list[str] = field(default_factory=list)  # unexpected answers (a 4xx other than 403/429)
     last_reserved_at: float = 0.0
 
@@ -88,8 +89,8 @@ async def reserving_client(api_url: str, bootstrap: str, ledger: Ledger, book: R
                     async with session.post(f"{api_url}/v1/reservations", json=body) as resp:
                         answer = await resp.json(content_type=None)
                         status = resp.status
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
-                    status, answer = 0, None
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                    status, answer = 0, type(exc).__name__
                 if status in (403, 429):
                     book.refused += 1
                     await _pause(stop, 1 / rate)
@@ -98,6 +99,9 @@ async def reserving_client(api_url: str, bootstrap: str, ledger: Ledger, book: R
                     if status not in (0, 503):
                         book.bad.append(f"{status}: {str(answer)[:200]}")
                     book.unavailable += 1
+                    why = f"{status}: {str((answer or {}).get('reason', ''))[:60]}" if isinstance(answer, dict) \
+                        else f"unreachable ({answer})"
+                    book.unavailable_why[why] = book.unavailable_why.get(why, 0) + 1
                     await _pause(stop, 0.5)
                     continue
                 now = time.time()
