@@ -11,8 +11,9 @@ COUNTS = {"admitted": 40, "billed": 36, "released": 3, "abandoned": 1, "refused"
 HOLDS = {"budget": "budget-soak-r", "open_reservations": 0, "expired": 1, "settled": 36}
 
 
-def check(real, in_flight=D(0), lost=D(0), losses=0, holds=HOLDS, bad=()):
-    return reservation_check(D("1.00"), D(real), D(real), COUNTS, in_flight, lost, losses, holds, list(bad))
+def check(real, in_flight=D(0), lost=D(0), losses=0, holds=HOLDS, bad=(), committed=None):
+    return reservation_check(D("1.00"), D(real), D(committed or real) - lost, COUNTS, in_flight, lost, losses, holds,
+                             list(bad))
 
 
 def test_within_the_limit_passes_and_says_how_close():
@@ -39,3 +40,10 @@ def test_a_hold_open_after_the_ttl_is_a_leak():
 
 def test_an_unexpected_answer_to_a_reservation_fails():
     assert not check("0.5", bad=["400: {'error': 'max_output_tokens is required'}"]).ok
+
+
+def test_committed_spend_past_the_limit_fails_even_when_the_bill_is_explained():
+    # usage lost with the broker is not in the warehouse: what it holds may pass the limit only by calls in flight
+    assert check("1.05", lost=D("0.05"), losses=1).ok  # committed 1.00
+    result = check("1.05", lost=D("0.05"), losses=1, committed="1.10")  # committed 1.05
+    assert not result.ok and "COMMITTED PAST THE LIMIT by $0.050000000000" in result.summary

@@ -107,7 +107,7 @@ def reservation_check(limit: Decimal, real_spend: Decimal, committed: Decimal | 
                       in_flight_at_losses: Decimal, lost_usage: Decimal, losses: int, holds: dict | None,
                       bad_answers: list[str]) -> Check:
     """A gateway that reserves never pushes its budget past the limit: what the provider would bill for every call
-    it made stays within the limit. The one allowance is what the memory-only broker takes when it dies (a `broker`
+    it made stays within the limit, and so does the spend committed in the warehouse. The one allowance is what the memory-only broker takes when it dies (a `broker`
     or `up` kill, docs/budgets.md "Limits of the guarantee"): the holds of the calls in flight across it, and the
     usage it had acknowledged and lost; with no such kill the allowance is 0. No hold may outlive the TTL."""
     allowance = in_flight_at_losses + lost_usage
@@ -131,6 +131,8 @@ def reservation_check(limit: Decimal, real_spend: Decimal, committed: Decimal | 
         summary += f" (never past it, across {losses} broker loss(es))"
     else:
         summary += " (never past it)"
+    if committed is not None and committed > limit + in_flight_at_losses:  # lost usage never reaches the warehouse
+        problems.append(f"COMMITTED PAST THE LIMIT by ${(committed - limit).quantize(TWELVE):f}")
     if holds is None:
         problems.append("the worker's reservation state could not be read after the TTL")
     else:
