@@ -164,8 +164,9 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         echo(f"soak {ledger.run_id}: {minutes:g} min, {cycles} cycles, seed {seed}, logs {log_dir}, "
              f"time budget {budget_s:.0f} s")
         up_s = await asyncio.to_thread(stack.start_up)
-        echo(f"  `tokenmeter up` running after {up_s:.1f} s; budgets {', '.join(f'{t} ${l}' for t, l in limits.items())}"
-             f", hard budget {RESERVE_TEAM} ${reserve_limit} (reserving gateway)")
+        echo(f"  `tokenmeter up` running after {up_s:.1f} s; budgets "
+             f"{', '.join(f'{t} ${l}' for t, l in limits.items())}, "
+             f"hard budget {RESERVE_TEAM} ${reserve_limit} (reserving gateway)")
         phase[0] = "under traffic and kills"
         for name in ("collector-http", "collector-file"):
             stack.start_collector(name)
@@ -250,7 +251,9 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     return {"run_id": ledger.run_id, "seed": seed, "minutes": minutes, "cycles": cycles,
             "seconds": round(time.monotonic() - started, 1), "ok": all(c.ok for c in checks_out),
             "events_acknowledged": len(ledger.acked), "by_source": ledger.sent, "duplicates_sent": ledger.duplicates,
-            "hostile_sent": ledger.hostile, "reservations": {**reserve_log.counts(), "unavailable_why": reserve_log.unavailable_why}, "kills": kills, "supervisor": _restarts(stack.run_statuses),
+            "hostile_sent": ledger.hostile,
+            "reservations": {**reserve_log.counts(), "unavailable_why": reserve_log.unavailable_why},
+            "kills": kills, "supervisor": _restarts(stack.run_statuses),
             "checks": [{"name": c.name, "ok": c.ok, "summary": c.summary, "details": c.details} for c in checks_out],
             "logs": str(log_dir)}
 

@@ -107,9 +107,10 @@ def reservation_check(limit: Decimal, real_spend: Decimal, committed: Decimal | 
                       in_flight_at_losses: Decimal, lost_usage: Decimal, losses: int, holds: dict | None,
                       bad_answers: list[str]) -> Check:
     """A gateway that reserves never pushes its budget past the limit: what the provider would bill for every call
-    it made stays within the limit, and so does the spend committed in the warehouse. The one allowance is what the memory-only broker takes when it dies (a `broker`
-    or `up` kill, docs/budgets.md "Limits of the guarantee"): the holds of the calls in flight across it, and the
-    usage it had acknowledged and lost; with no such kill the allowance is 0. No hold may outlive the TTL."""
+    it made stays within the limit, and so does the spend committed in the warehouse. The one allowance is what
+    the memory-only broker takes when it dies (a `broker` or `up` kill, docs/budgets.md "Limits of the guarantee"):
+    the holds of the calls in flight across it, and the usage it had acknowledged and lost (which never reaches
+    the warehouse); with no such kill the allowance is 0. No hold may outlive the TTL."""
     allowance = in_flight_at_losses + lost_usage
     percent = (real_spend * 100 / limit).quantize(Decimal("0.1")) if limit else Decimal(0)
     summary = (f"{counts.get('admitted', 0)} calls admitted ({counts.get('billed', 0)} billed, "
@@ -125,8 +126,8 @@ def reservation_check(limit: Decimal, real_spend: Decimal, committed: Decimal | 
                         f"(${in_flight_at_losses.quantize(TWELVE):f} of calls in flight across them, "
                         f"${lost_usage.quantize(TWELVE):f} of usage lost with the broker)")
         else:
-            problems.append(f"PAST THE LIMIT by ${over.quantize(TWELVE):f}, more than the ${allowance.quantize(TWELVE):f} "
-                            f"broker losses explain")
+            problems.append(f"PAST THE LIMIT by ${over.quantize(TWELVE):f}, more than the "
+                            f"${allowance.quantize(TWELVE):f} broker losses explain")
     elif losses:
         summary += f" (never past it, across {losses} broker loss(es))"
     else:
