@@ -30,3 +30,6 @@ def test_three_cycle_soak_passes_every_check(tmp_path):
     assert {k["victim"] for k in result["kills"]} == {"worker", "loader", "alerts", "anomalies", "dashboard",
                                                       "collector-http", "collector-file", "broker", "up"}
     assert result["events_acknowledged"] > 200
+    # the reserving gateway reached its hard budget (refused at the limit) and the verdict on it was taken
+    assert any(c["name"] == "reserving gateway never past its limit" for c in result["checks"])
+    assert result["reservations"]["billed"] > 0 and result["reservations"]["refused"] > 0, result["reservations"]

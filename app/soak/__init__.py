@@ -25,6 +25,8 @@ from tokenmeter import topics
 from tokenmeter.settings import free_port, load_settings
 from app.soak import checks
 from app.soak.receiver import ROUTES, Receiver
+from app.soak.reserving import RESERVATION_TTL_S, RESERVE_BUDGET, RESERVE_TEAM, ReserveLog, new_call_event, \
+    reserving_client
 from app.soak.stack import Stack
 from app.soak.traffic import TEAMS, Ledger, direct_producer, file_writer, http_sender
 
@@ -32,6 +34,8 @@ VICTIMS = ("worker", "loader", "alerts", "anomalies", "dashboard", "collector-ht
 BROKER_LOSING = ("broker", "up")
 THRESHOLDS = (50, 80, 100)
 LIMIT_SHARES = {"soak-a": Decimal("0.35"), "soak-b": Decimal("0.8"), "soak-c": Decimal("1.7")}  # of planned spend
+RESERVE_SHARE = 0.125  # of --rate: reservations per second asked by the reserving gateway (3 replicas)
+RESERVE_LIMIT_SHARE = Decimal("0.12")  # of its planned spend: reached early even when kills keep the worker away
 
 
 def run_soak(minutes: float, cycles: int, seed: int | None = None, base_dir: Path | None = None,
@@ -78,6 +82,25 @@ def _budgets(ledger: Ledger, seconds: float, rate: float, receiver: Receiver) ->
     return {team: (per_team * share).quantize(Decimal("0.01")) for team, share in LIMIT_SHARES.items()}
 
 
+def _reserve_limit(ledger: Ledger, seconds: float, rate: float) -> Decimal:
+    """The hard budget of the reserving gateway, sized so its traffic reaches the limit early in the run."""
+    sample = [new_call_event(ledger, f"plan-{i}", ledger.rng.randint(200, 2000),
+                             ledger.rng.randint(0, ledger.rng.randint(100, 1000))) for i in range(200)]
+    ledger.seq = 0
+    count, cost = expected_by_team(sample)[RESERVE_TEAM]
+    planned = cost / count * Decimal(rate * RESERVE_SHARE * seconds)
+    return max(Decimal("0.05"), (planned * RESERVE_LIMIT_SHARE).quantize(Decimal("0.01")))
+
+
+def _costs(events: list[dict]) -> dict[str, Decimal]:
+    """Each event's real cost, priced by the worker's own path (what the provider bills for the call)."""
+    from streams import load_book, price_event
+    from tokenmeter.events import UsageEvent
+
+    book = load_book(load_settings())
+    return {e["event_id"]: price_event(UsageEvent.model_validate(e), book).cost_usd for e in events}
+
+
 def _report(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
     """(events, cost) per soak team, as `tokenmeter report --group-by team` gives them while the stack runs: asked
     of the loader, which owns the warehouse, over its HTTP endpoint, in-process (a `report` child per poll cost
@@ -111,17 +134,22 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     await receiver.start(free_port())
     seconds = minutes * 60
     limits = _budgets(ledger, seconds, rate, receiver)
+    reserve_limit = _reserve_limit(ledger, seconds, rate)
+    reserve_log = ReserveLog()
     budgets_file = base / "budgets.yaml"
     budgets_file.write_text(yaml.safe_dump({"budgets": [
-        {"name": f"budget-{team}", "scope": {"team": team}, "period": "month", "limit": str(limit),
-         "thresholds": list(THRESHOLDS), "action": "block", "notify": [f"webhook={receiver.url(r)}" for r in ROUTES]}
-        for team, limit in limits.items()]}))
+        *({"name": f"budget-{team}", "scope": {"team": team}, "period": "month", "limit": str(limit),
+           "thresholds": list(THRESHOLDS), "action": "block", "notify": [f"webhook={receiver.url(r)}" for r in ROUTES]}
+          for team, limit in limits.items()),
+        {"name": RESERVE_BUDGET, "scope": {"team": RESERVE_TEAM}, "period": "month", "limit": str(reserve_limit),
+         "action": "block"}]}))
     api_port, http_port = free_port(), free_port()
     env = dict(os.environ, TOKENMETER_DATA_DIR=str(data_dir), TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()),
                TOKENMETER_API_PORT=str(api_port), TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_HOST="127.0.0.1",
                TOKENMETER_LOG_LEVEL="warning", TOKENMETER_LOAD_FLUSH_SECONDS="0.3",
                TOKENMETER_BUDGETS_FILE=str(budgets_file), TOKENMETER_ALERT_BACKOFF_SECONDS="0.2",
                TOKENMETER_ALERT_BACKOFF_MAX_SECONDS="2", TOKENMETER_WEBHOOK_SECRET="soak-secret",
+               TOKENMETER_RESERVATION_TTL_SECONDS=str(RESERVATION_TTL_S),
                PYTHONUNBUFFERED="1")
     package_root = str(Path(__file__).resolve().parents[2])  # children run this very tokenmeter
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
@@ -137,6 +165,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
     left: list[str] = []
+    holds_state: list[dict | None] = [None]  # the reserving budget's holds once the TTL has passed
     phase = ["starting `up`"]  # what the soak is waiting for, named when the time budget runs out
     budget_s = time_budget(seconds)
     deadline = time.monotonic() + budget_s
@@ -146,7 +175,9 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         echo(f"soak {ledger.run_id}: {minutes:g} min, {cycles} cycles, seed {seed}, logs {log_dir}, "
              f"time budget {budget_s:.0f} s")
         up_s = await asyncio.to_thread(stack.start_up)
-        echo(f"  `tokenmeter up` running after {up_s:.1f} s; budgets {', '.join(f'{t} ${l}' for t, l in limits.items())}")
+        echo(f"  `tokenmeter up` running after {up_s:.1f} s; budgets "
+             f"{', '.join(f'{t} ${l}' for t, l in limits.items())}, "
+             f"hard budget {RESERVE_TEAM} ${reserve_limit} (reserving gateway)")
         phase[0] = "under traffic and kills"
         for name in ("collector-http", "collector-file"):
             stack.start_collector(name)
@@ -154,7 +185,9 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         tasks = [asyncio.create_task(direct_producer(bootstrap, ledger, stop, rate * 0.4, 0.08, 0.03, shifted)),
                  asyncio.create_task(http_sender(f"http://127.0.0.1:{http_port}/v1/events", ledger, stop,
                                                  rate * 0.35, 0.03)),
-                 asyncio.create_task(file_writer(gateway_log, ledger, stop, rate * 0.25))]
+                 asyncio.create_task(file_writer(gateway_log, ledger, stop, rate * 0.25)),
+                 *(asyncio.create_task(reserving_client(f"http://127.0.0.1:{api_port}", bootstrap, ledger, reserve_log,
+                                                        stop, rate * RESERVE_SHARE / 3, f"g{i}")) for i in range(3))]
         per_cycle = max(1, math.ceil(len(VICTIMS) / cycles))
         plan = list(VICTIMS)
         rng.shuffle(plan)
@@ -189,6 +222,8 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         over = [f"budget-{t}" for t, limit in limits.items() if spend.get(f"budget-{t}", Decimal(0)) >= limit]
         phase[0] = "waiting for alert deliveries"
         await _wait_alerts(receiver, {f"budget-{t}": l for t, l in limits.items()}, spend)
+        phase[0] = "waiting for the reservation TTL to pass (no hold may outlive it)"
+        holds_state[0] = await _holds_after_ttl(api_port, reserve_log.last_reserved_at)
         echo("  restarting `up` without traffic: decisions must come from the state rebuilt from the warehouse")
         phase[0] = "restarting `up` cleanly"
         restart_s = await asyncio.to_thread(stack.restart_up)
@@ -211,7 +246,10 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
             task.cancel()
         left = await asyncio.to_thread(stack.stop)
         await receiver.stop()
-    checks_out.insert(0, _totals(data_dir, ledger, kills, stack.run_statuses))
+    lost_explained: list[str] = []
+    checks_out.insert(0, _totals(data_dir, ledger, kills, stack.run_statuses, lost_explained))
+    checks_out.append(_reservation_check(ledger, reserve_log, reserve_limit, kills, lost_explained, holds_state[0],
+                                         data_dir))
     checks_out.append(checks.loss_reports_check(sum(k["victim"] == "broker" for k in kills),
                                                 sum(k["victim"] == "up" for k in kills), stack.up_text()))
     checks_out.append(checks.children_check(stack.orphans_after_up_kill, left))
@@ -224,7 +262,9 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     return {"run_id": ledger.run_id, "seed": seed, "minutes": minutes, "cycles": cycles,
             "seconds": round(time.monotonic() - started, 1), "ok": all(c.ok for c in checks_out),
             "events_acknowledged": len(ledger.acked), "by_source": ledger.sent, "duplicates_sent": ledger.duplicates,
-            "hostile_sent": ledger.hostile, "kills": kills, "supervisor": _restarts(stack.run_statuses),
+            "hostile_sent": ledger.hostile,
+            "reservations": {**reserve_log.counts(), "unavailable_why": reserve_log.unavailable_why},
+            "kills": kills, "supervisor": _restarts(stack.run_statuses),
             "checks": [{"name": c.name, "ok": c.ok, "summary": c.summary, "details": c.details} for c in checks_out],
             "logs": str(log_dir)}
 
@@ -293,7 +333,8 @@ async def _wait_alerts(receiver: Receiver, limits: dict[str, Decimal], spend: di
         await asyncio.sleep(0.5)
 
 
-def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[dict]) -> checks.Check:
+def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[dict],
+            lost_explained: list[str] | None = None) -> checks.Check:
     """Per event, from the warehouse opened directly once the stack is down."""
     from warehouse import open_warehouse
 
@@ -312,6 +353,8 @@ def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[di
     lost = sorted(set(ledger.acked) - set(stored_ids))
     loss_times = [k["at"] for k in kills if k["victim"] in BROKER_LOSING]
     explained = [i for i in lost if loss_times and ledger.acked_at[i] <= max(loss_times)]
+    if lost_explained is not None:
+        lost_explained.extend(explained)
     expected = expected_by_team([e for i, e in ledger.acked.items() if i not in set(explained)])
     stored = {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in by_team
               if str(r["team"]).startswith("soak-")}
@@ -337,6 +380,50 @@ def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[di
     check.details["duplicated"] = {i: {"extra_copies": n, "ts_shifted_copy_sent": i in ledger.shifted}
                                    for i, n in check.details["duplicated"].items()}
     return check
+
+
+async def _holds_after_ttl(api_port: int, last_reserved_at: float, timeout: float = 30) -> dict | None:
+    """The reserving budget's record from `GET /v1/reservations` once every hold's TTL (and the owner's expiry
+    tick) has passed since the last reservation: open holds must be 0. None when the worker never answered."""
+    from streams.budgets.service import TICK_SECONDS
+
+    await asyncio.sleep(max(0.0, last_reserved_at + RESERVATION_TTL_S + 2 * TICK_SECONDS - time.time()))
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"http://127.0.0.1:{api_port}/v1/reservations") as resp:
+                    if resp.status == 200:
+                        body = await resp.json(content_type=None)
+                        record = next((b for b in body.get("budgets", []) if b.get("budget") == RESERVE_BUDGET), None)
+                        if record is not None:
+                            return record
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                pass
+            await asyncio.sleep(1)
+    return None
+
+
+def _reservation_check(ledger: Ledger, log: ReserveLog, limit: Decimal, kills: list[dict], lost_explained: list[str],
+                       holds: dict | None, data_dir: Path) -> checks.Check:
+    """What the provider would bill for the reserving gateway's calls against its limit (checks.reservation_check):
+    the allowance is the calls in flight across a broker loss and the usage lost with it (0 without one)."""
+    from warehouse import open_warehouse
+
+    billed = {c.request_id: c for c in log.calls.values() if c.outcome == "billed"}
+    cost = _costs([ledger.acked[i] for i in billed if i in ledger.acked])
+    losses = [k["at"] for k in kills if k["victim"] in BROKER_LOSING and "error" not in k]
+    in_flight = sum((cost.get(i, Decimal(0)) for i, c in billed.items()
+                     if any(c.reserved_at <= t <= (c.usage_acked_at or float("inf")) for t in losses)), Decimal(0))
+    lost_usage = sum((cost[i] for i in lost_explained if i in cost), Decimal(0))
+    wh = open_warehouse(load_settings(data_dir=data_dir), serve=False)
+    try:
+        rows = wh.spend(["team"]).to_dicts()
+    finally:
+        wh.close()
+    committed = next((Decimal(str(r["cost_usd"])) for r in rows if r["team"] == RESERVE_TEAM), Decimal(0))
+    return checks.reservation_check(limit, sum(cost.values(), Decimal(0)), committed, log.counts(), in_flight,
+                                    lost_usage, len(losses), holds, log.bad)
 
 
 def _restarts(statuses: list[dict]) -> dict:

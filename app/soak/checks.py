@@ -101,3 +101,49 @@ def loss_reports_check(broker_kills: int, up_kills: int, up_log: str) -> Check:
     ok = crashes >= broker_kills and unclean >= up_kills
     return Check("broker losses reported", ok, f"{broker_kills} broker kill(s): {crashes} reported; {up_kills} `up` "
                  f"kill(s): {unclean} reported on the next start")
+
+
+def reservation_check(limit: Decimal, real_spend: Decimal, committed: Decimal | None, counts: dict[str, int],
+                      in_flight_at_losses: Decimal, lost_usage: Decimal, losses: int, holds: dict | None,
+                      bad_answers: list[str]) -> Check:
+    """A gateway that reserves never pushes its budget past the limit: what the provider would bill for every call
+    it made stays within the limit, and so does the spend committed in the warehouse. The one allowance is what
+    the memory-only broker takes when it dies (a `broker` or `up` kill, docs/budgets.md "Limits of the guarantee"):
+    the holds of the calls in flight across it, and the usage it had acknowledged and lost (which never reaches
+    the warehouse); with no such kill the allowance is 0. No hold may outlive the TTL."""
+    allowance = in_flight_at_losses + lost_usage
+    percent = (real_spend * 100 / limit).quantize(Decimal("0.1")) if limit else Decimal(0)
+    summary = (f"{counts.get('admitted', 0)} calls admitted ({counts.get('billed', 0)} billed, "
+               f"{counts.get('released', 0)} released, {counts.get('abandoned', 0)} abandoned), "
+               f"{counts.get('refused', 0)} refused, {counts.get('unavailable', 0)} unavailable; real spend "
+               f"${real_spend.quantize(TWELVE):f} = {percent}% of the ${limit} limit, committed in the warehouse "
+               f"${format(committed.quantize(TWELVE), 'f') if committed is not None else 'n/a'}")
+    problems = []
+    if real_spend > limit:
+        over = real_spend - limit
+        if over <= allowance:
+            summary += (f"; past the limit by ${over.quantize(TWELVE):f}, within what {losses} broker loss(es) explain "
+                        f"(${in_flight_at_losses.quantize(TWELVE):f} of calls in flight across them, "
+                        f"${lost_usage.quantize(TWELVE):f} of usage lost with the broker)")
+        else:
+            problems.append(f"PAST THE LIMIT by ${over.quantize(TWELVE):f}, more than the "
+                            f"${allowance.quantize(TWELVE):f} broker losses explain")
+    elif losses:
+        summary += f" (never past it, across {losses} broker loss(es))"
+    else:
+        summary += " (never past it)"
+    if committed is not None and committed > limit + in_flight_at_losses:  # lost usage never reaches the warehouse
+        problems.append(f"COMMITTED PAST THE LIMIT by ${(committed - limit).quantize(TWELVE):f}")
+    if holds is None:
+        problems.append("the worker's reservation state could not be read after the TTL")
+    else:
+        summary += (f"; after the TTL: {holds.get('open_reservations')} open holds, {holds.get('expired', 0)} expired, "
+                    f"{holds.get('settled', 0)} settled")
+        if holds.get("open_reservations"):
+            problems.append(f"{holds['open_reservations']} hold(s) still open after the TTL (leaked)")
+    if bad_answers:
+        problems.append(f"{len(bad_answers)} unexpected answers: {bad_answers[:3]}")
+    if problems:
+        summary += "; " + "; ".join(problems)
+    return Check("reserving gateway never past its limit", not problems, summary,
+                 {"problems": problems, "allowance": str(allowance), "holds": holds})

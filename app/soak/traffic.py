@@ -47,7 +47,7 @@ class Ledger:
     run_id: str
     acked: dict[str, dict] = field(default_factory=dict)
     acked_at: dict[str, float] = field(default_factory=dict)  # unix time of the first acknowledgement
-    sent: dict[str, int] = field(default_factory=lambda: {"direct": 0, "http": 0, "file": 0})
+    sent: dict[str, int] = field(default_factory=lambda: {"direct": 0, "http": 0, "file": 0, "reserve": 0})
     duplicates: int = 0
     shifted: set[str] = field(default_factory=set)  # ids re-sent with a later ts
     hostile: int = 0

@@ -58,7 +58,7 @@ def _tiers_for(service_tier: str | None, version: Any) -> list[str]:
 
 
 def output_limit(entry: Any) -> int | None:
-    """The model's output limit when the catalog entry carries one (a future catalog field; None today)."""
+    """The model's documented output limit when the catalog entry carries one (`max_output_tokens`), else None."""
     value = getattr(entry, "max_output_tokens", None)
     return int(value) if isinstance(value, int) and value > 0 else None
 

@@ -42,6 +42,7 @@ class CatalogEntry:
     notes: str | None = None
     origins: list[str] = field(default_factory=list)  # files that contributed, for explanations
     fees: dict[str, list[FeeVersion]] = field(default_factory=dict)  # per tool kind, sorted by effective_from
+    max_output_tokens: int | None = None  # the documented output limit of one call, when the catalog gives it
 
     @property
     def key(self) -> str:
@@ -206,8 +207,10 @@ class CatalogBuilder:
                 entry.mode = spec.mode
                 entry.notes = spec.notes or entry.notes
                 entry.aliases.extend(a.strip().lower() for a in spec.aliases if a.strip().lower() not in entry.aliases)
+                entry.max_output_tokens = spec.max_output_tokens or entry.max_output_tokens
                 if spec.based_on:
                     base = build_entry(spec.based_on.strip().lower())
+                    entry.max_output_tokens = entry.max_output_tokens or base.max_output_tokens
                     for version in base.versions:
                         derived = derive_version(version, spec.multiplier, spec.tiers,
                                                  spec.source or c.default_source, spec.notes)

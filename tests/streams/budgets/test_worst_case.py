@@ -59,7 +59,7 @@ def test_never_below_the_real_bill_and_rounded_up(book):
 
 @pytest.mark.parametrize("args, message, status", [
     (("openai", "no-such-model-xyz", 10, 10), "cannot price openai/no-such-model-xyz", 422),
-    (("openai", "gpt-4o", 10, None), "max_output_tokens is required", 400),
+    (("openai", "gpt-6-sol", 10, None), "max_output_tokens is required", 400),
     (("openai", "gpt-4o", -1, 10), "prompt_tokens must be >= 0", 400),
     (("openai", "gpt-4o", 10, -5), "max_output_tokens must be >= 0", 400),
 ])
@@ -77,3 +77,32 @@ def test_prompt_text_is_counted_with_the_metering_code():
     assert count_prompt_tokens("hello world", "gpt-4o") == 2
     with pytest.raises(WorstCaseError):
         count_prompt_tokens({"bad": 1}, "gpt-4o")
+
+
+@pytest.mark.parametrize("provider, model, limit", [
+    ("openai", "gpt-4o", 16_384), ("openai", "gpt-5", 128_000), ("openai", "gpt-4.1-mini", 32_768),
+    ("openai", "o3", 100_000), ("anthropic", "claude-sonnet-4-5-20250929", 64_000),
+    ("anthropic", "claude-3-7-sonnet", 128_000), ("gemini", "gemini-2.5-pro", 65_536),
+    ("azure", "gpt-5", 128_000),  # based_on openai/gpt-5: the limit carries over
+])
+def test_without_max_output_tokens_the_catalogs_output_limit_is_held(book, provider, model, limit):
+    case = worst_case(book, provider, model, 1_000, None, at=AT)
+    assert (case.max_output_tokens, case.tokens) == (limit, 1_000 + limit)
+    assert case.cost_usd == worst_case(book, provider, model, 1_000, limit, at=AT).cost_usd
+
+
+def test_a_model_without_a_known_output_limit_is_refused_not_guessed(book):
+    with pytest.raises(WorstCaseError, match="max_output_tokens is required: the catalog has no output limit for "
+                                            "openai/gpt-6-sol") as info:
+        worst_case(book, "openai", "gpt-6-sol", 1_000, None, at=AT)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "'65536'", "1.5", "true"])
+def test_the_catalog_refuses_an_output_limit_that_is_not_a_positive_integer(tmp_path, value):
+    from streams.pricing.schema import CatalogError
+
+    (tmp_path / "x.yaml").write_text(f"provider: x\nmodels:\n  m:\n    max_output_tokens: {value}\n"
+                                     "    versions: [{effective_from: 2025-01-01, input: '1', output: '2'}]\n")
+    with pytest.raises(CatalogError, match="max_output_tokens"):
+        load_price_book(extra_paths=[tmp_path / "x.yaml"])
