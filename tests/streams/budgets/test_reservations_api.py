@@ -35,7 +35,7 @@ def test_reserve_settle_release_refuse_and_survive_a_kill(kafka_bootstrap, tmp_p
     try:
         wait_for(lambda: ready(port), what="worker ready")
         status, first = wait_for(lambda: (lambda r: r if r[0] == 201 else None)(
-            call("POST", url, reservation(team, "req-1"))), what="first reservation")
+            call("POST", url, reservation(team, "req-1"))), timeout=120, what="first reservation")
         assert first["held"] == {"cost_usd": "0.250000000000", "tokens": 100_000}
         assert [h["budget"] for h in first["holds"]] == [name] and first["expires_at"]
         assert call("GET", f"{url}/{first['reservation_id']}")[1]["holds"][0]["request_id"] == "req-1"

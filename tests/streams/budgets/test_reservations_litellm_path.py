@@ -100,7 +100,7 @@ def test_litellm_style_guard_reserves_and_the_logged_payload_settles(kafka_boots
         # gpt-4o, no tier named: worst case at priority prices ($4.25 / $17.00 per 1M), 2,000 output tokens max
         data = {"model": "gpt-4o", "messages": messages, "max_tokens": 2000, "litellm_call_id": str(uuid.uuid4())}
         data = wait_for(lambda: _try(lambda: asyncio.run(guard.async_pre_call_hook(team, dict(data)))),
-                        what="first reservation")
+                        timeout=120, what="first reservation")
         assert Decimal(view()["held"]) > Decimal("0.034")  # 2,000 x $17 / 1M + the counted prompt
         with pytest.raises(Refused) as refused:  # the second concurrent call would pass the $0.05 limit
             asyncio.run(guard.async_pre_call_hook(team, {**data, "litellm_call_id": str(uuid.uuid4()),
