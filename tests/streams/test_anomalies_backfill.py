@@ -89,10 +89,12 @@ def test_backfill_on_four_partitions_builds_baselines(tmp_path):
     stats = detector.engine.stats
     assert stats["events"] == total and stats["bad_events"] == 0
     assert stats["late_events"] <= total * 0.01, stats
-    assert stats["buckets_closed"] >= 4 * 288 - 2, stats
+    # The watermark is the minimum over the keys that delivered last: the last bucket or two of the history stay
+    # open until later events come (a quiet wall clock does not close history).
+    assert stats["buckets_closed"] >= 4 * 288 - 4, stats
     assert stats["anomalies_opened"] == 0, stats
     for key in KEYS:
         state = detector.engine.scopes[("api_key", key)]
-        assert state.age >= 4 * 288 - 2
+        assert state.age >= 4 * 288 - 4
         assert max(state.spend.n[168:216]) >= MIN_SAMPLES  # weekday hour-of-day slots learnt
         assert max(state.spend.level[168:216]) > 0
