@@ -37,7 +37,7 @@ from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 from .acks import MuteTable, follow_acks
 from .engine import AnomalyEngine
 from .publish import alert_for
-from .substreams import IDLE_AFTER_S, Substreams, substream_id
+from .substreams import IDLE_AFTER_S, TRAIL_SOURCE, Substreams, substream_id
 
 log = logging.getLogger("tokenmeter.anomalies")
 GROUP_ID = "tokenmeter-anomalies"
@@ -191,16 +191,17 @@ class Detector:
         partitions = [tp.partition for tp in (tps or list(batch.records))]
         behind = await self._behind(consumer, tps or list(batch.records))
         self.inputs.delivered({p: substreams.items() for p, substreams in delivered.items()})
-        updates = self.engine.set_behind(self.inputs.holders(partitions, behind))
+        sources = self.engine.sources
+        updates = self.engine.set_behind(self.inputs.holders(partitions, behind) | {TRAIL_SOURCE})
         for sid, events in per_substream.items():
             late = self.engine.stats["late_events"]
             updates += self.engine.observe(events, source=sid)
             if self.engine.stats["late_events"] > late:
                 self._late(sid, self.engine.stats["late_events"] - late)
-        newest = max(self.engine.sources.values(), default=0)
+        newest = max((t for s, t in sources.items() if s != TRAIL_SOURCE), default=0)
         live = not behind and bool(newest) and time.time() - newest <= self.engine.cfg.live_lag_s
-        updates += self.engine.set_behind(self.inputs.holders(partitions, behind, known=self.engine.sources,
-                                                              live=live))
+        holders = self.inputs.holders(partitions, behind, known=sources, live=live)
+        updates += self.engine.set_behind(self.inputs.trailed(holders, sources))
         if not per_substream and not behind:
             # Quiet input, every partition read to its end: let wall-clock time close buckets (minus the grace),
             # so an anomaly still resolves. Never while history is still being read (that would make it late);

@@ -16,7 +16,11 @@ The rules follow Flink's per-partition watermarks (the output watermark is the m
 - a partition that has delivered nothing since the start holds the watermark while it has unread records, or
   until the input has made `idle_after_s` of progress without it, or until the input is live (every partition
   read to its end, the newest event recent): an unused partition must not stall detection;
-- a substream that delivered only unreadable events holds nothing (bad input never stalls detection).
+- a substream that delivered only unreadable events holds nothing (bad input never stalls detection);
+- the engine gets the watermark computed `TRAIL_S` seconds (wall clock) earlier: a key seen for the first time
+  cannot hold a watermark before it arrives, and the worker writes a batch key after key (a key's first records
+  come after other keys' hours of the same batch). Keys appearing within `TRAIL_S` of the others are on time. This
+  is Flink's bounded out-of-orderness in processing time; live detection is delayed by those seconds only.
 
 What no watermark can repair: one key's whole history produced after another key's on the same partition (a loop
 over log files). The second key's events arrive behind the watermark and are counted late; the runner names the key.
@@ -26,9 +30,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from typing import Callable, Iterable
 
 IDLE_AFTER_S = 30.0
+TRAIL_S = 10.0  # the watermark given to the engine is the one computed this many (wall) seconds ago
+TRAIL_SOURCE = -1_000_000  # the engine source that carries the trailed watermark (never a partition or a key)
 MAX_STEP_S = 10.0  # a longer gap between two batches counts as this much progress: a pause idles nobody
 FORGET_AFTER_S = 3600.0  # a substream silent this long (wall time) is forgotten (bounded state: keys come and go)
 
@@ -45,9 +52,13 @@ def partition_holder(partition: int) -> int:
 
 
 class Substreams:
-    def __init__(self, idle_after_s: float = IDLE_AFTER_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, idle_after_s: float = IDLE_AFTER_S, clock: Callable[[], float] = time.monotonic,
+                 trail_s: float = TRAIL_S):
         self.idle_after_s = idle_after_s
+        self.trail_s = trail_s
         self.clock = clock
+        self._candidates: deque[tuple[float, int]] = deque()  # (wall time, watermark candidate)
+        self._trailed: int | None = None
         self.progress = 0.0  # seconds during which the input delivered records
         self.partition_progress: dict[int, float] = {}
         self._last_tick: dict[int | None, float] = {}
@@ -93,6 +104,25 @@ class Substreams:
             if not idle:
                 out.add(sid)
         return out
+
+    def trailed(self, holders: set[int], sources: dict) -> set[int]:
+        """Record the watermark the holders allow now and put the one allowed `trail_s` ago into `sources` as the
+        trail source; returns the holders with the trail source added (so the engine takes the lower of the two)."""
+        now = self.clock()
+        real = {s: t for s, t in sources.items() if s != TRAIL_SOURCE}
+        if not holders:
+            candidate = max(real.values(), default=None)
+        elif all(s in real for s in holders):
+            candidate = min(real[s] for s in holders)
+        else:
+            candidate = None  # an input with unread records has delivered nothing yet
+        if candidate is not None:
+            self._candidates.append((now, candidate))
+        while self._candidates and self._candidates[0][0] <= now - self.trail_s:
+            self._trailed = self._candidates.popleft()[1]
+        if self._trailed is not None:
+            sources[TRAIL_SOURCE] = self._trailed
+        return holders | {TRAIL_SOURCE}
 
     def forget_silent(self, sources: dict) -> int:
         """Drop substreams silent for FORGET_AFTER_S (also from the engine's `sources`); returns how many."""

@@ -79,7 +79,12 @@ def test_backfill_on_four_partitions_builds_baselines(tmp_path):
                 deadline = time.monotonic() + 120
                 while detector.engine.stats["events"] < total and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
-                await asyncio.sleep(1.0)  # a few idle polls after the backfill: they must not close history
+                # Idle polls after the backfill: the watermark trails by a few seconds (new keys), then closes the
+                # history's buckets; the wall clock must not (it is far ahead of the history).
+                deadline = time.monotonic() + 30
+                while detector.engine.stats["buckets_closed"] < 4 * 288 - 4 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.3)
+                await asyncio.sleep(1.0)
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 30)
