@@ -191,6 +191,7 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
     items, records, record_of = decoded.items, decoded.records, decoded.record_of
     next_letter = 0
     priced = result.priced
+    keys_in_order = result.keys_in_order
     origins = result.origins
     deadletters = result.deadletters
     dumps = orjson.dumps
@@ -217,6 +218,7 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
         if outcome[0] == "encoded":  # from the per-row path
             _, key, event, encoded, is_unpriced, assumed = outcome
         priced[key].append(encoded)
+        keys_in_order.append(key)
         origins.append((record.partition, record.offset, event))
         result.unpriced_count += is_unpriced
         result.assumed_count += assumed
