@@ -5,9 +5,10 @@ consumer assigns all of them itself (no group rebalance) and uses its group only
 the shared commit loop (tokenmeter/commitloop.py writes the protocol): decode -> engine.observe -> anomaly records
 to `tokenmeter.anomalies` and alert records to `tokenmeter.alerts` -> every one acknowledged -> the input offsets
 committed (at-least-once; anomaly and alert ids are stable, so a redelivered batch re-publishes the same ids, which
-consumers deduplicate). Event time is tracked per partition:
-only partitions with unread records hold the watermark, and the wall clock closes buckets only once every partition
-is read to its end (so a backfill of weeks, on any number of partitions, builds the baselines instead of being late).
+consumers deduplicate). Event time is tracked per (partition, message key) substream (substreams.py: Kafka and the
+worker keep order per key, not per partition), idle substreams stop holding the watermark, and the wall clock closes
+buckets only once every partition is read to its end (so a backfill of weeks, on any number of partitions, builds
+the baselines instead of being late).
 
 The engine state is saved to `<data_dir>/anomalies/engine.json` (atomic replace) with the input offsets it
 reflects; at start the runner restores it and seeks to those offsets, so the engine sees every event once even
