@@ -7,7 +7,7 @@ Kafka message because the per-message path, not the CPU, limits a Faust worker).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -61,10 +61,8 @@ class BatchResult:
             order = [key for key, events in self.priced.items() for _ in events]
         taken = dict.fromkeys(self.priced, 0)
         for start in range(0, len(order), PRICED_SEGMENT_EVENTS):
-            counts: dict[bytes, int] = {}
-            for key in order[start:start + PRICED_SEGMENT_EVENTS]:
-                counts[key] = counts.get(key, 0) + 1
-            for key, count in counts.items():
+            # Counter counts in C and keeps the keys in the order they first appear in the segment
+            for key, count in Counter(order[start:start + PRICED_SEGMENT_EVENTS]).items():
                 first = taken[key]
                 taken[key] = first + count
                 for value in microbatch.frame(self.priced[key][first:first + count]):
