@@ -5,20 +5,21 @@ only absorb when each key's block is read within seconds. Both batch paths (per 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import orjson
 import pytest
 
 from streams import load_book
-from streams.batch import RawRecord, process_batch
+from streams.batch import PRICED_SEGMENT_EVENTS, RawRecord, process_batch
 from streams.columnar import process_batch_columnar
 from tests.streams.anomaly_traffic import MONDAY
 from tokenmeter.settings import load_settings
 
-PRICED_SEGMENT_EVENTS = 5000  # streams.batch.PRICED_SEGMENT_EVENTS
 
-
-def usage(team: str, t: int, n: int) -> dict:
-    return {"event_id": f"{team}-{n}", "ts": f"{t}", "source": "test", "provider": "openai", "model": "gpt-4o-mini",
+def usage(team: str, n: int) -> dict:
+    return {"event_id": f"{team}-{n}", "ts": datetime.fromtimestamp(MONDAY + n * 10, timezone.utc).isoformat(),
+            "source": "test", "provider": "openai", "model": "gpt-4o-mini",
             "attribution": {"team": team}, "usage": {"input_tokens": 100, "output_tokens": 10}}
 
 
@@ -29,15 +30,11 @@ def book():
 
 @pytest.mark.parametrize("step", [process_batch, process_batch_columnar])
 def test_priced_messages_keep_cross_key_order_within_a_segment(book, step):
-    from datetime import datetime, timezone
-
     events = 3 * PRICED_SEGMENT_EVENTS
     records = []
     for i in range(0, events, 100):  # usage messages of 100 events, teams alternating, in event-time order
         team = "a" if (i // 100) % 2 == 0 else "b"
-        chunk = [usage(team, 0, n) for n in range(i, i + 100)]
-        for n, e in enumerate(chunk, start=i):
-            e["ts"] = datetime.fromtimestamp(MONDAY + n * 10, timezone.utc).isoformat()
+        chunk = [usage(team, n) for n in range(i, i + 100)]
         records.append(RawRecord(orjson.dumps(chunk), "tokenmeter.usage", 0, len(records)))
     result = step(records, book)
     assert result.priced_count == events
