@@ -7,7 +7,7 @@ Kafka message because the per-message path, not the CPU, limits a Faust worker).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -25,6 +25,10 @@ from tokenmeter.events import UsageEvent, describe_validation_error, partition_k
 # Priced messages are framed like the usage topic's (tokenmeter.microbatch); a larger incoming micro-batch is one
 # dead letter.
 MAX_PRICED_EVENT_BYTES = 256 * 1024  # one priced event larger than this becomes a dead letter (it could not be sent)
+# Priced messages are grouped by key within segments of this many events of the batch, in input order, not across
+# the whole batch: a backfill's batch spans days, and one key's whole span written before another key's same span
+# made the anomaly detector's history late (issue #17). A segment keeps the messages full.
+PRICED_SEGMENT_EVENTS = 5000
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,23 @@ class BatchResult:
     priced_count: int = 0
     unpriced_count: int = 0
     assumed_count: int = 0  # events whose usage a collector read under an assumption (usage_assumption)
+    keys_in_order: list[bytes] = field(default_factory=list)  # the key of every priced event, in input order
 
     def priced_messages(self) -> Iterable[tuple[bytes, bytes]]:
-        """(key, JSON array) messages of at most MAX_EVENTS_PER_MESSAGE events and about MAX_MESSAGE_BYTES."""
-        for key, events in self.priced.items():
-            for value in microbatch.frame(events):
-                yield key, value
+        """(key, JSON array) messages of at most MAX_EVENTS_PER_MESSAGE events and about MAX_MESSAGE_BYTES, grouped
+        by key within each PRICED_SEGMENT_EVENTS of the input (so a key's order, and the input's order across keys
+        up to a segment, are kept)."""
+        order = self.keys_in_order
+        if len(order) != sum(map(len, self.priced.values())):  # not recorded: group over the whole batch
+            order = [key for key, events in self.priced.items() for _ in events]
+        taken = dict.fromkeys(self.priced, 0)
+        for start in range(0, len(order), PRICED_SEGMENT_EVENTS):
+            # Counter counts in C and keeps the keys in the order they first appear in the segment
+            for key, count in Counter(order[start:start + PRICED_SEGMENT_EVENTS]).items():
+                first = taken[key]
+                taken[key] = first + count
+                for value in microbatch.frame(self.priced[key][first:first + count]):
+                    yield key, value
 
 
 def dead_letter(reason: str, payload: Any, record: RawRecord, stage: str = "worker") -> dict[str, Any]:
@@ -102,6 +117,7 @@ def _price_item(item: Any, record: RawRecord, book: PriceBook, now: datetime, re
         return dead_letter(f"event too large: {len(encoded)} bytes priced, at most {MAX_PRICED_EVENT_BYTES}", item,
                            record)
     result.priced[key].append(encoded)
+    result.keys_in_order.append(key)
     result.origins.append((record.partition, record.offset, priced_json))
     result.priced_count += 1
     result.unpriced_count += priced.pricing_status == "unpriced"

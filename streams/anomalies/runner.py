@@ -5,9 +5,10 @@ consumer assigns all of them itself (no group rebalance) and uses its group only
 the shared commit loop (tokenmeter/commitloop.py writes the protocol): decode -> engine.observe -> anomaly records
 to `tokenmeter.anomalies` and alert records to `tokenmeter.alerts` -> every one acknowledged -> the input offsets
 committed (at-least-once; anomaly and alert ids are stable, so a redelivered batch re-publishes the same ids, which
-consumers deduplicate). Event time is tracked per partition:
-only partitions with unread records hold the watermark, and the wall clock closes buckets only once every partition
-is read to its end (so a backfill of weeks, on any number of partitions, builds the baselines instead of being late).
+consumers deduplicate). Event time is tracked per (partition, message key) substream (substreams.py: Kafka and the
+worker keep order per key, not per partition), idle substreams stop holding the watermark, and the wall clock closes
+buckets only once every partition is read to its end (so a backfill of weeks, on any number of partitions, builds
+the baselines instead of being late).
 
 The engine state is saved to `<data_dir>/anomalies/engine.json` (atomic replace) with the input offsets it
 reflects; at start the runner restores it and seeks to those offsets, so the engine sees every event once even
@@ -37,10 +38,12 @@ from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 from .acks import MuteTable, follow_acks
 from .engine import AnomalyEngine
 from .publish import alert_for
+from .substreams import IDLE_AFTER_S, TRAIL_SOURCE, Substreams, substream_id
 
 log = logging.getLogger("tokenmeter.anomalies")
 GROUP_ID = "tokenmeter-anomalies"
 STATS_LOG_SECONDS = 60.0
+LATE_KEYS_KEPT = 100  # keys named in the late-event counts (bounded)
 
 
 def state_path(settings: Settings) -> Path:
@@ -81,13 +84,18 @@ def decode(value: bytes | None) -> list[dict]:
 
 class Detector:
     def __init__(self, settings: Settings, group_id: str = GROUP_ID, snapshot_every_s: float = 30.0,
-                 max_records: int = 10000):
+                 max_records: int = 10000, idle_after_s: float = IDLE_AFTER_S):
         self.settings = settings
         self.group_id = group_id
         self.snapshot_every_s = snapshot_every_s
         self.max_records = max_records
         self.path = state_path(settings)
         self.engine, self.offsets = load_state(self.path)
+        # Substreams are learnt again as they deliver (a saved engine may carry other ids, or partition numbers);
+        # until each partition has delivered, it holds the watermark (substreams.py). The watermark itself stays.
+        self.engine.sources.clear()
+        self.inputs = Substreams(idle_after_s)
+        self.late_keys: dict[str, int] = {}  # key -> events that arrived behind the watermark
         self.mutes = MuteTable()
         self.counters = {"messages": 0, "bad_messages": 0, "anomaly_records": 0, "alerts": 0, "alerts_muted": 0,
                          "send_retries": 0}
@@ -139,7 +147,10 @@ class Detector:
                 self.mutes.apply(record.value)
         await self._handle(batch, consumer, stop, tps)
         if time.monotonic() - self._last_log >= STATS_LOG_SECONDS:
-            log.info("anomaly detector: %s; engine %s%s", self.counters, self.engine.stats,
+            self.inputs.forget_silent(self.engine.sources)
+            late = sorted(self.late_keys.items(), key=lambda item: -item[1])[:5]
+            log.info("anomaly detector: %s; engine %s; event time %s%s%s", self.counters, self.engine.stats,
+                     iso_or_none(self.engine.watermark), f"; late events by key: {dict(late)}" if late else "",
                      f"; last bad event: {self.engine.last_error}" if self.engine.last_error else "")
             self._last_log = time.monotonic()
         if time.monotonic() - self._last_save >= self.snapshot_every_s:
@@ -153,30 +164,42 @@ class Detector:
 
     async def _handle(self, batch: Batch, consumer: AIOKafkaConsumer, stop: asyncio.Event,
                       tps: list | None = None) -> None:
-        per_partition: dict[int, list[dict]] = {}
+        per_substream: dict[int, list[dict]] = {}
+        delivered: dict[int, dict[int, str]] = {}  # partition -> {substream id: key text}
         outputs: list[tuple[str, bytes | None, bytes]] = []  # (topic, key, value)
         for tp, records in batch.records.items():
-            events = per_partition.setdefault(tp.partition, [])
             for record in records:
                 self.counters["messages"] += 1
                 try:
-                    events.extend(decode(record.value))
+                    events = decode(record.value)
                 except (orjson.JSONDecodeError, ValueError) as exc:
                     # Bad input never stops the detector: dead-letter it with the reason, count it, go on.
                     self.counters["bad_messages"] += 1
                     outputs.append((DEADLETTER, None, deadletters.encode(deadletters.dead_letter(
                         f"anomalies: {exc}", record.value, "anomalies", topic=tp.topic, partition=tp.partition,
                         offset=record.offset))))
-        # Per-partition watermark: only partitions that still hold unread records hold back event time.
-        # A partition this batch read to its end still holds the watermark until all of this batch is folded, so
-        # another partition's older events of the same batch are not late.
+                    continue
+                if events:
+                    sid = substream_id(tp.partition, record.key)
+                    per_substream.setdefault(sid, []).extend(events)
+                    delivered.setdefault(tp.partition, {})[sid] = (record.key or b"").decode(errors="replace")
+        # Event time per (partition, key) substream (substreams.py): Kafka and the worker keep a key's records in
+        # order, not a partition's. The substreams of this batch hold the watermark until all of it is folded.
+        partitions = [tp.partition for tp in (tps or list(batch.records))]
         behind = await self._behind(consumer, tps or list(batch.records))
-        delivered = {p for p, events in per_partition.items() if events}
-        updates = self.engine.set_behind(behind | delivered)
-        for partition in delivered:
-            updates += self.engine.observe(per_partition[partition], source=partition)
-        updates += self.engine.set_behind(behind)
-        if not any(per_partition.values()) and not behind:
+        self.inputs.delivered({p: substreams.items() for p, substreams in delivered.items()})
+        sources = self.engine.sources
+        updates = self.engine.set_behind(self.inputs.holders(partitions, behind) | {TRAIL_SOURCE})
+        for sid, events in per_substream.items():
+            late = self.engine.stats["late_events"]
+            updates += self.engine.observe(events, source=sid)
+            if self.engine.stats["late_events"] > late:
+                self._late(sid, self.engine.stats["late_events"] - late)
+        newest = max((t for s, t in sources.items() if s != TRAIL_SOURCE), default=0)
+        live = not behind and bool(newest) and time.time() - newest <= self.engine.cfg.live_lag_s
+        holders = self.inputs.holders(partitions, behind, known=sources, live=live)
+        updates += self.engine.set_behind(self.inputs.trailed(holders, sources))
+        if not per_substream and not behind:
             # Quiet input, every partition read to its end: let wall-clock time close buckets (minus the grace),
             # so an anomaly still resolves. Never while history is still being read (that would make it late);
             # the engine also refuses when its newest event is far behind the wall clock (a finished backfill).
@@ -199,6 +222,20 @@ class Detector:
         # The engine has folded these offsets, whatever becomes of the commit (the snapshot records them).
         self.offsets.update({tp.partition: offset for tp, offset in batch.next_offsets().items()})
 
+    def _late(self, sid: int, count: int) -> None:
+        """Events of one key arrived behind the watermark: count them per key and say, once per key, why."""
+        name = self.inputs.names.get(sid, "?")
+        if name not in self.late_keys and len(self.late_keys) >= LATE_KEYS_KEPT:
+            name = "(other keys)"
+        first = name not in self.late_keys
+        self.late_keys[name] = self.late_keys.get(name, 0) + count
+        if first:
+            log.warning("%d event(s) of key %r arrived behind the detector's event time (%s) and were counted in the "
+                        "oldest open bucket. A backfill must be produced in event-time order per key, all keys at "
+                        "once (merged, or files replayed concurrently), not one key's history after another's on "
+                        "the same partition: see docs/anomalies.md, Backfill", count, name,
+                        iso_or_none(self.engine.watermark))
+
     async def _send_all(self, batch: Batch, outputs: list, stop: asyncio.Event) -> None:
         """Send and await every output. The engine has already folded this batch, so on a Kafka error the same
         records are sent again (their ids make duplicates harmless) until they are acknowledged; the loop commits
@@ -217,6 +254,10 @@ class Detector:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+
+def iso_or_none(epoch_s: int) -> str | None:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat().replace("+00:00", "Z") if epoch_s else None
 
 
 async def run_anomaly_detector(settings: Settings, stop: asyncio.Event) -> None:

@@ -243,6 +243,7 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
     items, records, record_of = decoded.items, decoded.records, decoded.record_of
     next_letter = 0
     priced = result.priced
+    keys_in_order = result.keys_in_order
     deadletters = result.deadletters
     dumps = orjson.dumps
     unpriced_count = assumed_count = 0
@@ -273,6 +274,7 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
                 f"event too large: {len(encoded)} bytes priced, at most {MAX_PRICED_EVENT_BYTES}", items[i], record))
             continue
         priced[key].append(encoded)
+        keys_in_order.append(key)
         origins.append((record.partition, record.offset, event))
         unpriced_count += is_unpriced
         assumed_count += assumed
