@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 import polars as pl
 
+from tokenmeter.events import Correlation
+
 from .meter import TOKEN_PARTS
 
 LINE_PARTS = (*TOKEN_PARTS, "request")
@@ -28,6 +30,30 @@ MAX_INTEGRAL_FLOAT = 1e15  # orjson writes an integral float below this as "<dig
 NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
                 "output_tokens", "reasoning_tokens")
+# The correlation's ids in model order (tokenmeter.events.Correlation, validate.py's tuples), as string columns
+# named "correlation_<id>".
+CORRELATION_FIELDS = tuple(Correlation.model_fields)
+
+
+def correlation_columns(correlation: list[tuple | None]) -> list[pl.Series]:
+    """`has_correlation` and one string column per id from validate.py's correlation tuples (None: no correlation,
+    written as no key; a tuple of nulls is an empty object, `"correlation":{}`, as pydantic dumps it)."""
+    n = len(correlation)
+    names = [f"correlation_{name}" for name in CORRELATION_FIELDS]
+    if correlation.count(None) == n:
+        return ([pl.Series("has_correlation", [False] * n, dtype=pl.Boolean)]
+                + [pl.Series(name, [None] * n, dtype=pl.String) for name in names])
+    absent = (None,) * len(CORRELATION_FIELDS)
+    ids = zip(*(absent if c is None else c for c in correlation))
+    return ([pl.Series("has_correlation", [c is not None for c in correlation], dtype=pl.Boolean)]
+            + [pl.Series(name, values, dtype=pl.String) for name, values in zip(names, ids)])
+
+
+def _correlation_text() -> pl.Expr:
+    """`{"response_id":"...",...}` with the present ids in model order where a row has a correlation, else null."""
+    ids = pl.concat_str([pl.concat_str(pl.lit(f'"{name}":'), _quoted(f"correlation_{name}"))
+                         for name in CORRELATION_FIELDS], separator=",", ignore_nulls=True)
+    return pl.when(pl.col("has_correlation")).then(pl.concat_str(pl.lit("{"), ids, pl.lit("}")))
 
 
 def _plain(column: str) -> pl.Expr:
@@ -57,12 +83,14 @@ def _quoted(column: str) -> pl.Expr:
 
 def fast_mask(frame: pl.DataFrame, fast_outcome: pl.Expr) -> pl.Series:
     """Rows this module writes: `frame` holds the string columns event_id, ts, source, provider, model,
-    operation, status, service_tier, usage_assumption, the floats latency_ms, ttft_ms and `has_tools`."""
+    operation, status, service_tier, usage_assumption, those of `correlation_columns`, the floats latency_ms,
+    ttft_ms and `has_tools`."""
     return frame.select(
         (fast_outcome & ~pl.col("has_tools")
          & _plain("event_id") & _plain("ts") & _plain("source") & _plain("provider") & _plain("model")
          & _plain("operation") & _plain("status") & _plain("service_tier") & _plain("usage_assumption")
-         & _float_ok("latency_ms") & _float_ok("ttft_ms")).alias("fast")).to_series()
+         & _float_ok("latency_ms") & _float_ok("ttft_ms")
+         & pl.all_horizontal([_plain(f"correlation_{name}") for name in CORRELATION_FIELDS])).alias("fast")).to_series()
 
 
 def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.Series:
@@ -90,6 +118,7 @@ def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.
         pl.lit(',"batch":'), pl.when(pl.col("batch")).then(pl.lit("true")).otherwise(pl.lit("false")),
         _optional("service_tier", _quoted("service_tier")),
         _optional("usage_assumption", _quoted("usage_assumption")),
+        _optional("correlation", _correlation_text()),
         pl.lit(',"tokens_source":"provider","cost_usd":"'), pl.col("cost"),
         pl.lit('","cost_breakdown":{'), breakdown,
         pl.lit('},"pricing_status":'),
@@ -136,4 +165,4 @@ class LazyOrigins(Sequence):
         return f"LazyOrigins({len(self)} events)"
 
 
-__all__ = ["LazyOrigins", "encode_priced", "fast_mask"]
+__all__ = ["CORRELATION_FIELDS", "LazyOrigins", "correlation_columns", "encode_priced", "fast_mask"]

@@ -23,7 +23,7 @@ from streams.pricing.book import fee_lines
 
 from .decode import decode_records
 from .fallback import process_row
-from .encode import USAGE_FIELDS, LazyOrigins, encode_priced, fast_mask
+from .encode import CORRELATION_FIELDS, USAGE_FIELDS, LazyOrigins, correlation_columns, encode_priced, fast_mask
 from .meter import TOKEN_PARTS, usage_frame
 from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
 from .validate import Columns, attribution_of, split
@@ -104,6 +104,7 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         pl.Series("latency_ms", c.latency_ms, dtype=pl.Float64), pl.Series("ttft_ms", c.ttft_ms, dtype=pl.Float64),
         pl.Series("has_tools", [u[6] is not None for u in c.usage], dtype=pl.Boolean),
         pl.Series("attribution_json", c.attribution_json, dtype=pl.String),
+        *correlation_columns(c.correlation),
     )
     # Unpriced because no catalog entry: the resolver's reason, once per (provider, model), as JSON text.
     no_entry = (priced.get_column("outcome") == UNPRICED) & (priced.get_column("entry_id") < 0)
@@ -147,10 +148,11 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     refs = table.refs
     for j in slow:
         (row, kind, event_id, ts, source, provider, model, operation, status, attribution, u, latency, ttft, batch,
-         service_tier, assumption, cost, lines, version, scope_text, pico, quantized) = (
+         service_tier, assumption, correlation, cost, lines, version, scope_text, pico, quantized) = (
             c.rows[j], outcome[j], c.event_id[j], c.ts[j], c.source[j], c.provider[j], c.model[j], c.operation[j],
             c.status[j], c.attribution[j], c.usage[j], c.latency_ms[j], c.ttft_ms[j], c.batch[j], c.service_tier[j],
-            c.usage_assumption[j], cost_text[j], lines_of[j], vid[j], scope[j], cost_pico[j], has_lines[j])
+            c.usage_assumption[j], c.correlation[j], cost_text[j], lines_of[j], vid[j], scope[j], cost_pico[j],
+            has_lines[j])
         if kind == FALLBACK:
             fallback_rows.append(row)
             continue
@@ -174,6 +176,8 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
             event["service_tier"] = service_tier
         if assumption is not None:
             event["usage_assumption"] = assumption
+        if correlation is not None:  # the ids present, in model order (exclude_none); {} when none is
+            event["correlation"] = {name: v for name, v in zip(CORRELATION_FIELDS, correlation) if v is not None}
         event["tokens_source"] = "provider"
         if kind == PRICED:
             event["cost_usd"] = cost

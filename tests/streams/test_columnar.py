@@ -197,3 +197,48 @@ def test_priced_json_from_columns_matches_orjson_at_its_edges(book, extra):
     """encode.py writes the JSON text itself: escapes, float forms and unpriced reasons must be orjson's."""
     records = [RawRecord(orjson.dumps([event(i, **extra) for i in range(3)]), "tokenmeter.usage", 0, 1)]
     assert compare_batch(records, book) == []
+
+
+CORRELATIONS = [
+    {"response_id": "chatcmpl-AbC123", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"},
+    {"span_id": "00f067aa0ba902b7", "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"},  # keys not in model order
+    {"response_id": "msg_01XFDUDYJgAACzvnptvVoYEL"}, {}, None, {"response_id": None, "trace_id": "t"},
+    {"request_id": "x" * 256}, {"trace_id": "é" * 64}, {"span_id": "☃" * 32}, {"response_id": "ünïcødé \u2028"},
+]
+HOSTILE_CORRELATIONS = [
+    {"request_id": "x" * 257}, {"trace_id": "é" * 65}, {"span_id": "s" * 33}, {"response_id": ""},
+    {"trace_id": 5}, {"span_id": ["a"]}, {"response_id": True}, {"request_id": {"id": "x"}}, {"other_id": "x"},
+    {"response_id": "r", "extra": None}, [], "chatcmpl-1", 7, {"response_id": 'q"uote'},
+    {"trace_id": "back\\slash"}, {"span_id": "tab\there\x01"},
+]
+
+
+@pytest.mark.parametrize("correlation", CORRELATIONS + HOSTILE_CORRELATIONS)
+def test_correlation_matches_todays_path(book, correlation):
+    """Cross-source ids (OTel spans, LiteLLM payloads): the same priced JSON, or the same dead letter, as today."""
+    rows = [event(i, correlation=correlation) for i in range(3)] + [event(9)]
+    rows[1]["service_tier"] = "flex"  # unpriced with a per-row reason: the dict path
+    rows[2]["usage"]["tool_requests"] = {"web_search": 1}  # fee lines: the dict path
+    records = [RawRecord(orjson.dumps(rows), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []
+
+
+def test_valid_correlations_stay_on_the_columnar_path(book, monkeypatch):
+    """Events with correlation ids are validated as columns and their priced JSON written from columns; only
+    invalid ones take the per-row path (it words their dead letter)."""
+    from streams.columnar.validate import split
+
+    rows = [event(i, correlation=c) for i, c in enumerate(CORRELATIONS)]
+    bad = [event(100 + i, correlation=c) for i, c in enumerate(HOSTILE_CORRELATIONS[:13])]
+    columns, fallback = split(rows + bad, datetime.now(timezone.utc))
+    assert columns.rows == list(range(len(rows)))
+    assert fallback == list(range(len(rows), len(rows) + len(bad)))
+    assert columns.correlation[3] == (None, None, None, None) and columns.correlation[4] is None
+    assert columns.correlation[1] == (None, "req_011CSHoEeqs5C35K2UUqR7Fy", None, "00f067aa0ba902b7")
+
+    records = [RawRecord(orjson.dumps(rows), "tokenmeter.usage", 0, 1)]
+    process_batch_columnar(records, book)  # the catalog's texts are encoded once per compiled table
+    dumps, calls = orjson.dumps, []
+    monkeypatch.setattr(orjson, "dumps", lambda *args, **kwargs: calls.append(args) or dumps(*args, **kwargs))
+    result = process_batch_columnar(records, book)
+    assert result.priced_count == len(rows) and calls == []  # written from columns: no dict, no orjson per event
