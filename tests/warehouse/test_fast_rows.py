@@ -77,6 +77,10 @@ MUTATIONS = {
               {"entry": "a"}],
     "priced_at": ["2026-01-01T00:00:00", "yesterday", 0, "2026-01-01T00:00:00.1234567", None],
     "content": [{"prompt": "hi"}, None],
+    "correlation": [None, {}, {"response_id": None}, {"span_id": "00f067aa0ba902b7", "trace_id": "4bf92f35" * 4},
+                    {"response_id": " chatcmpl-1 ", "request_id": "REQ-1"}, {"trace_id": "0" * 32, "span_id": "1"},
+                    {"request_id": "x" * 256}, {"request_id": "x" * 257}, {"span_id": "é" * 32}, {"span_id": "é" * 33},
+                    {"trace_id": ""}, {"trace_id": 5}, {"response_id": True}, {"other": "x"}, [], "chatcmpl-1"],
     "bogus": [1],
 }
 
