@@ -37,12 +37,11 @@ CORRELATION_FIELDS = tuple(Correlation.model_fields)
 
 def correlation_columns(correlation: list[tuple | None]) -> list[pl.Series]:
     """`has_correlation` and one string column per id from validate.py's correlation tuples (None: no correlation,
-    written as no key; a tuple of nulls is an empty object, `"correlation":{}`, as pydantic dumps it)."""
-    n = len(correlation)
+    written as no key; a tuple of nulls is an empty object, `"correlation":{}`, as pydantic dumps it); no columns
+    when no row has a correlation (then `fast_mask` and `encode_priced` leave it out)."""
     names = [f"correlation_{name}" for name in CORRELATION_FIELDS]
-    if correlation.count(None) == n:
-        return ([pl.Series("has_correlation", [False] * n, dtype=pl.Boolean)]
-                + [pl.Series(name, [None] * n, dtype=pl.String) for name in names])
+    if correlation.count(None) == len(correlation):
+        return []
     absent = (None,) * len(CORRELATION_FIELDS)
     ids = zip(*(absent if c is None else c for c in correlation))
     return ([pl.Series("has_correlation", [c is not None for c in correlation], dtype=pl.Boolean)]
@@ -85,12 +84,13 @@ def fast_mask(frame: pl.DataFrame, fast_outcome: pl.Expr) -> pl.Series:
     """Rows this module writes: `frame` holds the string columns event_id, ts, source, provider, model,
     operation, status, service_tier, usage_assumption, those of `correlation_columns`, the floats latency_ms,
     ttft_ms and `has_tools`."""
-    return frame.select(
-        (fast_outcome & ~pl.col("has_tools")
-         & _plain("event_id") & _plain("ts") & _plain("source") & _plain("provider") & _plain("model")
-         & _plain("operation") & _plain("status") & _plain("service_tier") & _plain("usage_assumption")
-         & _float_ok("latency_ms") & _float_ok("ttft_ms")
-         & pl.all_horizontal([_plain(f"correlation_{name}") for name in CORRELATION_FIELDS])).alias("fast")).to_series()
+    fast = (fast_outcome & ~pl.col("has_tools")
+            & _plain("event_id") & _plain("ts") & _plain("source") & _plain("provider") & _plain("model")
+            & _plain("operation") & _plain("status") & _plain("service_tier") & _plain("usage_assumption")
+            & _float_ok("latency_ms") & _float_ok("ttft_ms"))
+    if "has_correlation" in frame.columns:
+        fast = fast & pl.all_horizontal([_plain(f"correlation_{name}") for name in CORRELATION_FIELDS])
+    return frame.select(fast.alias("fast")).to_series()
 
 
 def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.Series:
@@ -118,7 +118,7 @@ def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.
         pl.lit(',"batch":'), pl.when(pl.col("batch")).then(pl.lit("true")).otherwise(pl.lit("false")),
         _optional("service_tier", _quoted("service_tier")),
         _optional("usage_assumption", _quoted("usage_assumption")),
-        _optional("correlation", _correlation_text()),
+        *([_optional("correlation", _correlation_text())] if "has_correlation" in frame.columns else []),
         pl.lit(',"tokens_source":"provider","cost_usd":"'), pl.col("cost"),
         pl.lit('","cost_breakdown":{'), breakdown,
         pl.lit('},"pricing_status":'),

@@ -259,45 +259,49 @@ def _correlation(value: Any) -> tuple | None | bool:
     return tuple(ids)
 
 
-def _correlation_column(column: tuple | list) -> list[tuple | None | bool]:
+def _correlation_column(column: list) -> list[tuple | None | bool]:
     """`_correlation` of every row; rows of one key shape are checked per column in C (collectors write one or two
     shapes: OTel's response, trace and span ids, LiteLLM's response id)."""
-    out: list[tuple | None | bool] = [None] * len(column)
-    if column.count(None) == len(column) or CORRELATION_IDS is None:
-        return out if CORRELATION_IDS is not None else [None if v is None else False for v in column]
+    n = len(column)
+    if column.count(None) == n:
+        return [None] * n
+    if CORRELATION_IDS is None:
+        return [None if v is None else False for v in column]
+    out: list[tuple | None | bool] = [None] * n
     shapes: dict[tuple, list[int]] = {}
     for j, value in enumerate(column):
-        if type(value) is dict:
-            shapes.setdefault(tuple(value), []).append(j)
-        elif value is not None:
-            out[j] = False
-    for shape, rows in shapes.items():
-        if not CORRELATION_KEYS.issuperset(shape):
-            for j in rows:
-                out[j] = False
-            continue
-        got = {name: [column[j][name] for j in rows] for name in shape}
-        ok = True
-        for name, low, high in CORRELATION_IDS:
-            values = got.get(name)
-            if values is None:
-                continue
-            kinds = _types(values)
-            if kinds == {str}:
-                lengths = list(map(len, values))
-                ok = min(lengths) >= low and max(lengths) <= high
+        if value is not None:
+            if type(value) is dict:
+                shapes.setdefault(tuple(value), []).append(j)
             else:
-                ok = False
-            if not ok:
-                break
-        if not ok:
+                out[j] = False
+    for shape, rows in shapes.items():
+        ids = _correlation_ids(shape, [column[j] for j in rows])
+        if ids is None:
             for j in rows:
                 out[j] = _correlation(column[j])
-            continue
-        absent = (None,) * len(rows)
-        for j, ids in zip(rows, zip(*(got.get(name, absent) for name, _, _ in CORRELATION_IDS))):
-            out[j] = ids
+        else:
+            for j, row_ids in zip(rows, ids):
+                out[j] = row_ids
     return out
+
+
+def _correlation_ids(shape: tuple, dicts: list[dict]) -> Any:
+    """The id tuples (model order) of correlations that all have the keys `shape`, when every one is valid; else
+    None (then each row is checked on its own)."""
+    if not shape:
+        return repeat((None,) * len(CORRELATION_IDS), len(dicts))
+    if not CORRELATION_KEYS.issuperset(shape):
+        return None
+    got = dict(zip(shape, zip(*map(itemgetter(*shape), dicts)))) if len(shape) > 1 else {
+        shape[0]: tuple(map(itemgetter(shape[0]), dicts))}
+    for name, low, high in CORRELATION_IDS:
+        values = got.get(name)
+        if values is not None and (_types(values) != {str} or min(map(len, values)) < low
+                                   or max(map(len, values)) > high):
+            return None
+    absent = (None,) * len(dicts)  # a tuple, not an iterator: several ids may be absent
+    return zip(*(got.get(name, absent) for name, _, _ in CORRELATION_IDS))
 
 
 FIELDS = ("event_id", "ts", "source", "provider", "model", "operation", "status", "attribution", "usage",
