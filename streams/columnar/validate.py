@@ -13,6 +13,8 @@ equivalence, while a row sent to the fallback only costs time. The equivalence t
 from __future__ import annotations
 
 import math
+import re
+from decimal import ROUND_HALF_EVEN, Decimal
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from itertools import repeat
@@ -25,9 +27,12 @@ import polars as pl
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, Correlation, UsageEvent)
 
-# A provider-reported cost (reported_cost_usd) is priced by the per-event path (streams/pricing/reported.py): such
-# rows are not columnar candidates.
-TOP_KEYS = frozenset(UsageEvent.model_fields) - {"reported_cost_usd"}
+TOP_KEYS = frozenset(UsageEvent.model_fields)
+# A provider-reported cost taken here: plain decimal text below MAX_REPORTED_COST_USD (10^6) with at most 12
+# decimals and no leading zeros, which Decimal reads exactly and the field validator's quantize only pads. Other
+# values (JSON numbers, exponents, more decimals, signs, spaces) take the per-row path.
+REPORTED_COST = re.compile(r"(0|[1-9]\d{0,5})(\.\d{1,12})?")
+_PICO = Decimal("1e-12")
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
 USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
                "reasoning_tokens")
@@ -94,6 +99,7 @@ class Columns:
     service_tier: list[str | None]
     usage_assumption: list[str | None]
     correlation: list[tuple | None]  # the ids in model order (None where absent), or None: no correlation
+    reported_cost: list[Decimal | None]  # reported_cost_usd as the field validator leaves it (quantized to 1e-12)
     ts_us: pl.Series  # epoch microseconds, UTC
 
 
@@ -243,6 +249,15 @@ def _usage(value: Any) -> tuple | None:
     return (*parts, tools)
 
 
+def _reported_cost(value: Any) -> Decimal | None | bool:
+    """reported_cost_usd as UsageEvent leaves it, None when absent or null, False for the per-row path."""
+    if value is None:
+        return None
+    if type(value) is not str or REPORTED_COST.fullmatch(value) is None:
+        return False
+    return Decimal(value).quantize(_PICO, ROUND_HALF_EVEN)
+
+
 def _correlation(value: Any) -> tuple | None | bool:
     """The ids of one correlation in model order (None where absent or null), None for no correlation, or False
     for the fallback (not an object, an unknown key, an id not a string or of a length out of bounds)."""
@@ -305,7 +320,8 @@ def _correlation_ids(shape: tuple, dicts: list[dict]) -> Any:
 
 
 FIELDS = ("event_id", "ts", "source", "provider", "model", "operation", "status", "attribution", "usage",
-          "latency_ms", "ttft_ms", "batch", "service_tier", "usage_assumption", "content", "correlation")
+          "latency_ms", "ttft_ms", "batch", "service_tier", "usage_assumption", "content", "correlation",
+          "reported_cost_usd")
 _NONE = type(None)
 
 
@@ -427,6 +443,9 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
     attribution = list(map(_attribution, merged["attribution"]))
     usage = _usage_column(merged["usage"])
     correlation = _correlation_column(merged["correlation"])
+    reported = merged["reported_cost_usd"]
+    reported = ([None] * len(reported) if reported.count(None) == len(reported)
+                else list(map(_reported_cost, reported)))
 
     ts_ok = [type(v) is str for v in ts]
     ts_series = pl.Series("ts", [v if ok else None for v, ok in zip(ts, ts_ok)], dtype=pl.String)
@@ -439,8 +458,8 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
     ts_good = (parseable & epoch.is_not_null() & in_range).fill_null(False).to_list()
     ts_canonical = canonical.to_list()
 
-    good = [ts_g and ok and a is not None and u is not None and k is not False
-            for ts_g, ok, a, u, k in zip(ts_good, scalar_ok, attribution, usage, correlation)]
+    good = [ts_g and ok and a is not None and u is not None and k is not False and r is not False
+            for ts_g, ok, a, u, k, r in zip(ts_good, scalar_ok, attribution, usage, correlation, reported)]
     keep = [j for j, g in enumerate(good) if g]
     fallback_set = set(range(len(items))).difference(candidates[j] for j in keep)
     take = pl.Series(keep, dtype=pl.UInt32)
@@ -460,7 +479,7 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
         attribution=[attribution[j] for j in keep], attribution_json=[attribution[j][2] for j in keep],
         scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
         batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
-        correlation=pick(correlation), ts_us=epoch if everything else epoch.gather(take),
+        correlation=pick(correlation), reported_cost=pick(reported), ts_us=epoch if everything else epoch.gather(take),
     )
     return columns, sorted(fallback_set)
 

@@ -242,3 +242,33 @@ def test_valid_correlations_stay_on_the_columnar_path(book, monkeypatch):
     monkeypatch.setattr(orjson, "dumps", lambda *args, **kwargs: calls.append(args) or dumps(*args, **kwargs))
     result = process_batch_columnar(records, book)
     assert result.priced_count == len(rows) and calls == []  # written from columns: no dict, no orjson per event
+
+
+REPORTED_COSTS = ["0.0035", "0.0026", "0", "0.000000000001", "999999.999999999999", "12.5", "0.000123456789"]
+REPORTED_COSTS_PER_ROW = ["0.00012345678901", "-0.1", "1000000", "1e-3", " 0.1", "0.1234567890123", "NaN", "Infinity", "00.5", "",
+                          "٣", 0.0035, 1, True, None, [], {"usd": 1}]
+
+
+@pytest.mark.parametrize("reported", REPORTED_COSTS + REPORTED_COSTS_PER_ROW)
+def test_reported_cost_matches_todays_path(book, reported):
+    """OpenRouter's reported cost: the cost of record, checked against the catalog (streams/pricing/reported.py),
+    with the same lines, note and status as today, whether the catalog prices the row or not."""
+    rows = [event(i, reported_cost_usd=reported, correlation={"response_id": f"gen-{i}"}) for i in range(6)]
+    rows[1]["service_tier"] = "flex"  # unpriced by the catalog, with a price reference
+    rows[2]["usage"]["tool_requests"] = {"web_search": 2}  # fee lines
+    rows[2]["provider"], rows[2]["model"] = "anthropic", "claude-sonnet-4-5"
+    rows[3]["model"] = "no-such-model"  # no catalog entry
+    rows[4]["usage"] = {"output_tokens": 0}  # priced without lines: cost "0"
+    rows[5]["ts"] = "2021-01-01T00:00:00Z"  # before any gpt-4o price
+    records = [RawRecord(orjson.dumps(rows + [event(9)]), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []
+
+
+def test_reported_costs_stay_on_the_columnar_path(book):
+    from streams.columnar.validate import split
+
+    rows = [event(i, reported_cost_usd=r) for i, r in enumerate(REPORTED_COSTS)]
+    bad = [event(100 + i, reported_cost_usd=r) for i, r in enumerate(REPORTED_COSTS_PER_ROW) if r is not None]
+    columns, fallback = split(rows + bad, datetime.now(timezone.utc))
+    assert columns.rows == list(range(len(rows))) and len(fallback) == len(bad)
+    assert columns.reported_cost[0] == Decimal("0.003500000000")
