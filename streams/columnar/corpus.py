@@ -74,6 +74,7 @@ class Corpus:
         self.tiered = tiered_versions(book)
         # Correlation ids draw from their own stream, so every other field of the corpus is what it was before.
         self.ids = random.Random(seed * 7919 + 1)
+        self.costs = random.Random(seed * 7919 + 2)  # reported costs: their own stream too
 
     def ts(self) -> Any:
         if self.rng.random() < 0.02:
@@ -254,6 +255,9 @@ class Corpus:
         correlation = self.correlation()
         if correlation is not _ABSENT:
             event["correlation"] = correlation
+        reported = self.reported_cost()
+        if reported is not _ABSENT:
+            event["reported_cost_usd"] = reported
         if rng.random() < 0.2:
             event = dict(reversed(list(event.items())))
         if len(self.previous) < 1000:
@@ -290,6 +294,18 @@ class Corpus:
             {name: True}, {name: ["a"]}, {name: {"id": "x"}}, {"correlation_id": "x"}, {"response_id": "r", "extra": None},
             [], "chatcmpl-1", 7, {name: f'q"{unique}'}, {name: f"back\\{unique}"}, {name: f"tab\t{unique}\x01"},
             {name: f"line\u2028{unique}"}])
+
+    def reported_cost(self) -> Any:
+        """A provider-reported cost (OpenRouter's usage.cost, as collectors write it: decimal text), at its bounds,
+        in forms the columnar path leaves to the per-row path, and hostile; _ABSENT for no key (most events)."""
+        rng = self.costs
+        kind = rng.random()
+        if kind < 0.96:
+            return _ABSENT
+        if kind < 0.985:
+            return f"{rng.random() * rng.choice([0.001, 0.1, 10]):.{rng.randint(1, 12)}f}"
+        return rng.choice(["0", "0.000000000001", "999999.999999999999", None, "1000000", "-0.1", "1e-3", "00.5",
+                           " 0.1", "0.1234567890123", "NaN", "", 0.0035, 2, True, [], {"usd": 1}])
 
     def records(self, n_events: int, partitions: int = 4) -> Iterator[RawRecord]:
         """Kafka records carrying about `n_events` events: micro-batches, single events, and bad records."""
