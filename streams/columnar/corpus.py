@@ -4,10 +4,10 @@ Covers what reaches the worker as canonical events from every dialect (provider 
 Bedrock, Vertex, Azure, routers; catalog ids, aliases and snapshot names), every usage kind (cache reads, 5-minute
 and 1-hour cache writes, reasoning, long context, tool requests, usage counted from text), service tiers,
 batch, unknown models, status error, attributions of every shape, correlation ids (valid, at their bounds and
-hostile), far-dated and oddly written timestamps (and times at the edges of the accepted range, relative to the
-wall clock), token counts around MAX_TOKENS, priced
-events over MAX_PRICED_EVENT_BYTES, micro-batches over MAX_EVENTS_PER_RECORD, usage assumptions, duplicates, and
-invalid rows and records of many kinds. Deterministic for a seed, except the times relative to the clock.
+hostile), reported costs, far-dated and oddly written timestamps (and times at the edges of the accepted range,
+relative to the wall clock), token counts around MAX_TOKENS, priced events over MAX_PRICED_EVENT_BYTES,
+micro-batches over MAX_EVENTS_PER_RECORD, usage assumptions, duplicates, and invalid rows and records of many
+kinds. Deterministic for a seed, except the times relative to the clock.
 """
 
 from __future__ import annotations
