@@ -272,3 +272,30 @@ def test_reported_costs_stay_on_the_columnar_path(book):
     columns, fallback = split(rows + bad, datetime.now(timezone.utc))
     assert columns.rows == list(range(len(rows))) and len(fallback) == len(bad)
     assert columns.reported_cost[0] == Decimal("0.003500000000")
+
+
+FLOAT_EDGES = [1234.567, 0.1 + 0.2, 1 / 3, 1e-4, 9.9999e-5, 1e-7, 5e-324, 999999999999999.9, 1e15 - 0.5, 1e15,
+               123456789.12345678, 0.5, 2.5e-4]
+
+
+@pytest.mark.parametrize("value", FLOAT_EDGES)
+def test_non_integral_latencies_match_orjson(book, value):
+    records = [RawRecord(orjson.dumps([event(1, latency_ms=value, ttft_ms=value / 7), event(2)]), "tokenmeter.usage",
+                         0, 1)]
+    assert compare_batch(records, book) == []
+
+
+def test_otel_latencies_are_written_from_columns(book, monkeypatch):
+    """OTel latencies are (end - start) / 1e6 in ms, rarely integral: written from columns like orjson writes them
+    (polars' Float64 text is orjson's shortest round-trip text in [1e-4, 1e15)), not through a dict per event."""
+    import random
+
+    rng = random.Random(5)
+    values = ([rng.randint(1, 10**12) / 1e6 for _ in range(3000)] + [10 ** rng.uniform(-3.5, 14.9)
+                                                                    for _ in range(3000)])
+    rows = [event(i, latency_ms=v, ttft_ms=rng.choice([None, v / 3])) for i, v in enumerate(values)]
+    records = [RawRecord(orjson.dumps(rows[i:i + 500]), "tokenmeter.usage", 0, i) for i in range(0, len(rows), 500)]
+    assert compare_batch(records, book) == []
+    dumps, calls = orjson.dumps, []
+    monkeypatch.setattr(orjson, "dumps", lambda *args, **kwargs: calls.append(args) or dumps(*args, **kwargs))
+    assert process_batch_columnar(records, book).priced_count == len(rows) and calls == []
