@@ -30,8 +30,8 @@ MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude
 
 
 def traffic(n: int, seed: int = 7, correlated: float = 0.0, reported: float = 0.0) -> list[dict]:
-    """`correlated`: the share of events carrying cross-source ids as the OTel (response, trace and span id) and
-    LiteLLM (response id) collectors write them; `reported`: the share with a provider-reported cost (OpenRouter's
+    """`correlated`: the share of events carrying cross-source ids as the OTel (response, trace and span id, with
+    a span's fractional latency) and LiteLLM (response id) collectors write them; `reported`: the share with a provider-reported cost (OpenRouter's
     usage.cost, as decimal text)."""
     rng = random.Random(seed)
     ids = random.Random(seed + 1)  # its own stream: the rest of the traffic is the same whatever `correlated` is
@@ -60,6 +60,8 @@ def traffic(n: int, seed: int = 7, correlated: float = 0.0, reported: float = 0.
             event["correlation"] = ({"response_id": response_id} if i % 2 else
                                     {"response_id": response_id, "trace_id": f"{ids.getrandbits(128):032x}",
                                      "span_id": f"{ids.getrandbits(64):016x}"})
+            if not i % 2:  # an OTel span's latency: (end - start) nanoseconds / 1e6, rarely integral
+                event["latency_ms"] = ids.randrange(10**8, 10**10) / 1e6
         if reported and ids.random() < reported:
             event["reported_cost_usd"] = f"{ids.random() * 0.05:.{ids.randint(4, 10)}f}"
         events.append(event)
