@@ -21,8 +21,10 @@ from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EV
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, Correlation, PricedEvent)
 from warehouse.dedup import call_keys
 
-# An event with a provider-reported cost takes the pydantic path (validated_row).
-PRICED_KEYS = frozenset(PricedEvent.model_fields) - {"content", "reported_cost_usd", "reported_cost_check"}
+PRICED_KEYS = frozenset(PricedEvent.model_fields) - {"content"}
+# A provider-reported cost taken here (the row has no column of its own: the cost and lines carry it): decimal
+# text below MAX_REPORTED_COST_USD with at most 12 decimals, as the worker writes it; any other form, pydantic.
+_REPORTED_COST = re.compile(r"(0|[1-9]\d{0,5})(\.\d{1,12})?")
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
 USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
                "reasoning_tokens")
@@ -34,6 +36,7 @@ _AWARE_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\
 _NAIVE_OR_AWARE_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 # Decimal(18,12) without rounding: at most 6 integer digits and 12 decimals (schema._cost's limits).
 _MONEY = re.compile(r"\d{1,6}(\.\d{1,12})?")
+_SIGNED_MONEY = re.compile(r"-?\d{1,6}(\.\d{1,12})?")  # a breakdown line: reported_difference has either sign
 _UTC = timezone.utc
 
 
@@ -49,8 +52,8 @@ def _time(value: Any, pattern: re.Pattern) -> datetime | None:
     return moment.astimezone(_UTC)
 
 
-def _money(value: Any) -> Decimal | None:
-    if type(value) is not str or _MONEY.fullmatch(value) is None:
+def _money(value: Any, pattern: re.Pattern = _MONEY) -> Decimal | None:
+    if type(value) is not str or pattern.fullmatch(value) is None:
         return None
     return Decimal(value)
 
@@ -178,7 +181,7 @@ def fast_row(item: Any, now: datetime | None = None) -> dict[str, Any] | None:
         return None
     breakdown = []
     for part, text in breakdown_in.items():
-        amount = _money(text)
+        amount = _money(text, _SIGNED_MONEY)
         if amount is None or type(part) is not str:
             return None
         breakdown.append((part, amount))
@@ -200,6 +203,10 @@ def fast_row(item: Any, now: datetime | None = None) -> dict[str, Any] | None:
             return None
     correlation = _correlation(get("correlation"))
     if correlation is None:
+        return None
+    reported, check = get("reported_cost_usd"), get("reported_cost_check")
+    if not ((reported is None or (type(reported) is str and _REPORTED_COST.fullmatch(reported) is not None))
+            and (check is None or type(check) is str)):
         return None
     dims, tags = attribution
     parts, tools = usage
