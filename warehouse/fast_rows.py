@@ -18,10 +18,13 @@ from decimal import Decimal
 from typing import Any
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
-                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, PricedEvent)
+                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, Correlation, PricedEvent)
+from warehouse.dedup import call_keys
 
-# An event with a provider-reported cost or cross-source correlation ids takes the pydantic path (validated_row).
-PRICED_KEYS = frozenset(PricedEvent.model_fields) - {"content", "reported_cost_usd", "reported_cost_check", "correlation"}
+PRICED_KEYS = frozenset(PricedEvent.model_fields) - {"content"}
+# A provider-reported cost taken here (the row has no column of its own: the cost and lines carry it): decimal
+# text below MAX_REPORTED_COST_USD with at most 12 decimals, as the worker writes it; any other form, pydantic.
+_REPORTED_COST = re.compile(r"(0|[1-9]\d{0,5})(\.\d{1,12})?")
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
 USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
                "reasoning_tokens")
@@ -33,6 +36,7 @@ _AWARE_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\
 _NAIVE_OR_AWARE_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 # Decimal(18,12) without rounding: at most 6 integer digits and 12 decimals (schema._cost's limits).
 _MONEY = re.compile(r"\d{1,6}(\.\d{1,12})?")
+_SIGNED_MONEY = re.compile(r"-?\d{1,6}(\.\d{1,12})?")  # a breakdown line: reported_difference has either sign
 _UTC = timezone.utc
 
 
@@ -48,8 +52,8 @@ def _time(value: Any, pattern: re.Pattern) -> datetime | None:
     return moment.astimezone(_UTC)
 
 
-def _money(value: Any) -> Decimal | None:
-    if type(value) is not str or _MONEY.fullmatch(value) is None:
+def _money(value: Any, pattern: re.Pattern = _MONEY) -> Decimal | None:
+    if type(value) is not str or pattern.fullmatch(value) is None:
         return None
     return Decimal(value)
 
@@ -109,6 +113,39 @@ def _attribution(value: Any) -> tuple[list[str], list[tuple[str, str]]] | None:
     return dims, list(tags.items())
 
 
+def _correlation_bounds() -> tuple[tuple[str, int, int], ...] | None:
+    """Correlation's ids in model order with their length bounds, from the model; None (pydantic decides every
+    correlation) if one is not an optional string."""
+    bounds = []
+    for name, info in Correlation.model_fields.items():
+        if info.annotation != (str | None):
+            return None
+        low = max((getattr(m, "min_length", 0) or 0 for m in info.metadata), default=0)
+        high = min((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), default=2**62)
+        bounds.append((name, low, high))
+    return tuple(bounds)
+
+
+CORRELATION_IDS = _correlation_bounds()
+CORRELATION_KEYS = frozenset(name for name, _, _ in CORRELATION_IDS or ())
+
+
+def _correlation(value: Any) -> list[tuple[str, str]] | None:
+    """The correlation column (ids present, model order) of a correlation object or null; None for pydantic."""
+    if value is None:
+        return []
+    if type(value) is not dict or CORRELATION_IDS is None or not CORRELATION_KEYS.issuperset(value):
+        return None
+    ids = []
+    for name, low, high in CORRELATION_IDS:
+        v = value.get(name)
+        if v is not None:
+            if type(v) is not str or not low <= len(v) <= high:
+                return None
+            ids.append((name, v))
+    return ids
+
+
 def fast_row(item: Any, now: datetime | None = None) -> dict[str, Any] | None:
     """The `priced_events` row of a PricedEvent JSON dict, or None when pydantic must decide."""
     if type(item) is not dict or not PRICED_KEYS.issuperset(item):
@@ -144,7 +181,7 @@ def fast_row(item: Any, now: datetime | None = None) -> dict[str, Any] | None:
         return None
     breakdown = []
     for part, text in breakdown_in.items():
-        amount = _money(text)
+        amount = _money(text, _SIGNED_MONEY)
         if amount is None or type(part) is not str:
             return None
         breakdown.append((part, amount))
@@ -164,6 +201,13 @@ def fast_row(item: Any, now: datetime | None = None) -> dict[str, Any] | None:
         priced_at = _time(priced_at_text, _NAIVE_OR_AWARE_TS)
         if priced_at is None:
             return None
+    correlation = _correlation(get("correlation"))
+    if correlation is None:
+        return None
+    reported, check = get("reported_cost_usd"), get("reported_cost_check")
+    if not ((reported is None or (type(reported) is str and _REPORTED_COST.fullmatch(reported) is not None))
+            and (check is None or type(check) is str)):
+        return None
     dims, tags = attribution
     parts, tools = usage
     return {
@@ -179,7 +223,7 @@ def fast_row(item: Any, now: datetime | None = None) -> dict[str, Any] | None:
         "price_entry": price_values[0], "price_effective_from": price_values[1],
         "catalog_version": price_values[2], "price_override": price_values[3],
         "priced_at": priced_at, "tool_requests": tools, "usage_assumption": assumption or "",
-        "correlation": [], "call_keys": [],
+        "correlation": correlation, "call_keys": call_keys(provider, dict(correlation)) if correlation else [],
     }
 
 

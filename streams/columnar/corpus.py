@@ -3,10 +3,11 @@
 Covers what reaches the worker as canonical events from every dialect (provider spellings of OTel, LiteLLM, Kong,
 Bedrock, Vertex, Azure, routers; catalog ids, aliases and snapshot names), every usage kind (cache reads, 5-minute
 and 1-hour cache writes, reasoning, long context, tool requests, usage counted from text), service tiers,
-batch, unknown models, status error, attributions of every shape, far-dated and oddly written timestamps (and
-times at the edges of the accepted range, relative to the wall clock), token counts around MAX_TOKENS, priced
-events over MAX_PRICED_EVENT_BYTES, micro-batches over MAX_EVENTS_PER_RECORD, usage assumptions, duplicates, and
-invalid rows and records of many kinds. Deterministic for a seed, except the times relative to the clock.
+batch, unknown models, status error, attributions of every shape, correlation ids (valid, at their bounds and
+hostile), reported costs, far-dated and oddly written timestamps (and times at the edges of the accepted range,
+relative to the wall clock), token counts around MAX_TOKENS, priced events over MAX_PRICED_EVENT_BYTES,
+micro-batches over MAX_EVENTS_PER_RECORD, usage assumptions, duplicates, and invalid rows and records of many
+kinds. Deterministic for a seed, except the times relative to the clock.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class Corpus:
         self.serial = 0
         self.previous: list[dict[str, Any]] = []
         self.tiered = tiered_versions(book)
+        # Correlation ids draw from their own stream, so every other field of the corpus is what it was before.
+        self.ids = random.Random(seed * 7919 + 1)
+        self.costs = random.Random(seed * 7919 + 2)  # reported costs: their own stream too
 
     def ts(self) -> Any:
         if self.rng.random() < 0.02:
@@ -248,6 +252,12 @@ class Corpus:
             event["attribution"] = {"team": "big", "tags": tags}
             event["ts"] = "2026-11-01T10:00:00Z"
             event["usage"] = {"input_tokens": 10, "output_tokens": 1}
+        correlation = self.correlation()
+        if correlation is not _ABSENT:
+            event["correlation"] = correlation
+        reported = self.reported_cost()
+        if reported is not _ABSENT:
+            event["reported_cost_usd"] = reported
         if rng.random() < 0.2:
             event = dict(reversed(list(event.items())))
         if len(self.previous) < 1000:
@@ -255,6 +265,47 @@ class Corpus:
         elif rng.random() < 0.01:
             self.previous[rng.randrange(1000)] = event
         return event
+
+    def correlation(self) -> Any:
+        """Cross-source ids as the OTel (response, trace, span id) and LiteLLM (response id) collectors write them,
+        ids at their length bounds (in characters, non-ASCII too), and hostile ones; _ABSENT for no key. Ids that
+        make a call key are unique per event (the warehouse stores one event per call key: tests load the corpus)."""
+        rng = self.ids
+        unique = f"{self.serial}-{rng.getrandbits(32):08x}"
+        kind = rng.random()
+        if kind < 0.6:
+            return _ABSENT
+        if kind < 0.75:
+            return {"response_id": f"chatcmpl-{rng.getrandbits(96):024x}", "trace_id": f"{rng.getrandbits(128):032x}",
+                    "span_id": f"{rng.getrandbits(64):016x}"}
+        if kind < 0.85:
+            return {"response_id": rng.choice(["chatcmpl-", "msg_", "gen-", "resp_"]) + f"{rng.getrandbits(80):020x}"}
+        if kind < 0.88:
+            return {"request_id": f"req_{rng.getrandbits(64):016x}", "span_id": f"{rng.getrandbits(64):016x}"}
+        if kind < 0.9:  # null, empty, null ids, a span id without its trace (no call key): valid
+            return rng.choice([None, {}, {"response_id": None}, {"trace_id": None, "span_id": "s"}, {"trace_id": "é"}])
+        if kind < 0.95:  # at the upper bounds, counted in characters (non-ASCII too): valid
+            pad = rng.choice(["x", "é", "☃", "𝄞"])
+            ids = {name: unique.ljust(limit, pad) for name, limit in CORRELATION_LIMITS.items() if rng.random() < 0.6}
+            return dict(reversed(list(ids.items()))) if rng.random() < 0.5 else ids
+        name, limit = rng.choice(list(CORRELATION_LIMITS.items()))
+        return rng.choice([  # hostile (a dead letter naming the id), or text orjson escapes (valid)
+            {name: unique.ljust(limit + 1, "x")}, {name: unique.ljust(limit + 1, "é")}, {name: ""}, {name: 5},
+            {name: True}, {name: ["a"]}, {name: {"id": "x"}}, {"correlation_id": "x"}, {"response_id": "r", "extra": None},
+            [], "chatcmpl-1", 7, {name: f'q"{unique}'}, {name: f"back\\{unique}"}, {name: f"tab\t{unique}\x01"},
+            {name: f"line\u2028{unique}"}])
+
+    def reported_cost(self) -> Any:
+        """A provider-reported cost (OpenRouter's usage.cost, as collectors write it: decimal text), at its bounds,
+        in forms the columnar path leaves to the per-row path, and hostile; _ABSENT for no key (most events)."""
+        rng = self.costs
+        kind = rng.random()
+        if kind < 0.96:
+            return _ABSENT
+        if kind < 0.985:
+            return f"{rng.random() * rng.choice([0.001, 0.1, 10]):.{rng.randint(1, 12)}f}"
+        return rng.choice(["0", "0.000000000001", "999999.999999999999", None, "1000000", "-0.1", "1e-3", "00.5",
+                           " 0.1", "0.1234567890123", "NaN", "", 0.0035, 2, True, [], {"usd": 1}])
 
     def records(self, n_events: int, partitions: int = 4) -> Iterator[RawRecord]:
         """Kafka records carrying about `n_events` events: micro-batches, single events, and bad records."""
@@ -310,6 +361,10 @@ class Corpus:
                         event["service_tier"] = tier
                     events.append(event)
         return events
+
+
+_ABSENT = object()  # no correlation key at all (None is a correlation of null)
+CORRELATION_LIMITS = {"response_id": 256, "request_id": 256, "trace_id": 64, "span_id": 32}
 
 
 def tiered_versions(book: PriceBook) -> list[tuple[str, str, datetime, tuple[int, ...]]]:

@@ -8,7 +8,8 @@ It takes only the rows whose text it reproduces exactly and leaves every other r
 - strings that need no JSON escaping (orjson escapes only `"`, `\\` and control characters < 0x20 and writes
   everything else, non-ASCII too, as it is);
 - latencies (floats) that are integral, non-negative and < 1e15, which orjson writes as `<integer>.0`, and
-  not -0.0.
+  not -0.0, or non-integral in [1e-4, 1e15) (OTel's (end - start) / 1e6), where polars' cast writes orjson's
+  shortest round-trip text.
 Attribution objects come pre-encoded with orjson (validate.py caches them per shape). The equivalence test
 (`streams.columnar.equivalence`) compares these bytes with today's path.
 """
@@ -21,13 +22,39 @@ from typing import Any
 import orjson
 import polars as pl
 
+from tokenmeter.events import Correlation
+
 from .meter import TOKEN_PARTS
 
 LINE_PARTS = (*TOKEN_PARTS, "request")
 MAX_INTEGRAL_FLOAT = 1e15  # orjson writes an integral float below this as "<digits>.0"; from 1e16 on as 1e+16
+MIN_PLAIN_FLOAT = 1e-4  # below it orjson may write an exponent (1e-7)
 NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
                 "output_tokens", "reasoning_tokens")
+# The correlation's ids in model order (tokenmeter.events.Correlation, validate.py's tuples), as string columns
+# named "correlation_<id>".
+CORRELATION_FIELDS = tuple(Correlation.model_fields)
+
+
+def correlation_columns(correlation: list[tuple | None]) -> list[pl.Series]:
+    """`has_correlation` and one string column per id from validate.py's correlation tuples (None: no correlation,
+    written as no key; a tuple of nulls is an empty object, `"correlation":{}`, as pydantic dumps it); no columns
+    when no row has a correlation (then `fast_mask` and `encode_priced` leave it out)."""
+    names = [f"correlation_{name}" for name in CORRELATION_FIELDS]
+    if correlation.count(None) == len(correlation):
+        return []
+    absent = (None,) * len(CORRELATION_FIELDS)
+    ids = zip(*(absent if c is None else c for c in correlation))
+    return ([pl.Series("has_correlation", [c is not None for c in correlation], dtype=pl.Boolean)]
+            + [pl.Series(name, values, dtype=pl.String) for name, values in zip(names, ids)])
+
+
+def _correlation_text() -> pl.Expr:
+    """`{"response_id":"...",...}` with the present ids in model order where a row has a correlation, else null."""
+    ids = pl.concat_str([pl.concat_str(pl.lit(f'"{name}":'), _quoted(f"correlation_{name}"))
+                         for name in CORRELATION_FIELDS], separator=",", ignore_nulls=True)
+    return pl.when(pl.col("has_correlation")).then(pl.concat_str(pl.lit("{"), ids, pl.lit("}")))
 
 
 def _plain(column: str) -> pl.Expr:
@@ -36,14 +63,22 @@ def _plain(column: str) -> pl.Expr:
 
 
 def _float_ok(column: str) -> pl.Expr:
+    """Floats this module writes as orjson does: integral ones (via Int64) and non-integral ones in
+    [MIN_PLAIN_FLOAT, MAX_INTEGRAL_FLOAT), where orjson writes the shortest round-trip digits in plain notation and
+    polars' Float64 -> String cast writes the same text (checked on 4,000,000 random doubles over the whole range
+    and the edges with polars 2.1; tests/streams/test_columnar.py keeps ~6,000 and the edges); never -0.0."""
     value = pl.col(column)
     integral = (value == value.floor()) & (value >= 0) & (value < MAX_INTEGRAL_FLOAT)
     negative_zero = (value == 0) & ((1.0 / value) < 0)
-    return value.is_null() | (integral & ~negative_zero).fill_null(False)
+    plain = (value >= MIN_PLAIN_FLOAT) & (value < MAX_INTEGRAL_FLOAT)
+    return value.is_null() | ((integral & ~negative_zero) | plain).fill_null(False)
 
 
 def _float_text(column: str) -> pl.Expr:
-    return pl.concat_str(pl.col(column).cast(pl.Int64).cast(pl.String), pl.lit(".0"))
+    value = pl.col(column)
+    return (pl.when(value == value.floor())
+            .then(pl.concat_str(value.cast(pl.Int64).cast(pl.String), pl.lit(".0")))
+            .otherwise(value.cast(pl.String)))
 
 
 def _optional(name: str, value: pl.Expr) -> pl.Expr:
@@ -57,12 +92,15 @@ def _quoted(column: str) -> pl.Expr:
 
 def fast_mask(frame: pl.DataFrame, fast_outcome: pl.Expr) -> pl.Series:
     """Rows this module writes: `frame` holds the string columns event_id, ts, source, provider, model,
-    operation, status, service_tier, usage_assumption, the floats latency_ms, ttft_ms and `has_tools`."""
-    return frame.select(
-        (fast_outcome & ~pl.col("has_tools")
-         & _plain("event_id") & _plain("ts") & _plain("source") & _plain("provider") & _plain("model")
-         & _plain("operation") & _plain("status") & _plain("service_tier") & _plain("usage_assumption")
-         & _float_ok("latency_ms") & _float_ok("ttft_ms")).alias("fast")).to_series()
+    operation, status, service_tier, usage_assumption, those of `correlation_columns`, the floats latency_ms,
+    ttft_ms and `has_tools`."""
+    fast = (fast_outcome & ~pl.col("has_tools")
+            & _plain("event_id") & _plain("ts") & _plain("source") & _plain("provider") & _plain("model")
+            & _plain("operation") & _plain("status") & _plain("service_tier") & _plain("usage_assumption")
+            & _float_ok("latency_ms") & _float_ok("ttft_ms"))
+    if "has_correlation" in frame.columns:
+        fast = fast & pl.all_horizontal([_plain(f"correlation_{name}") for name in CORRELATION_FIELDS])
+    return frame.select(fast.alias("fast")).to_series()
 
 
 def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.Series:
@@ -90,6 +128,7 @@ def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.
         pl.lit(',"batch":'), pl.when(pl.col("batch")).then(pl.lit("true")).otherwise(pl.lit("false")),
         _optional("service_tier", _quoted("service_tier")),
         _optional("usage_assumption", _quoted("usage_assumption")),
+        *([_optional("correlation", _correlation_text())] if "has_correlation" in frame.columns else []),
         pl.lit(',"tokens_source":"provider","cost_usd":"'), pl.col("cost"),
         pl.lit('","cost_breakdown":{'), breakdown,
         pl.lit('},"pricing_status":'),
@@ -136,4 +175,4 @@ class LazyOrigins(Sequence):
         return f"LazyOrigins({len(self)} events)"
 
 
-__all__ = ["LazyOrigins", "encode_priced", "fast_mask"]
+__all__ = ["CORRELATION_FIELDS", "LazyOrigins", "correlation_columns", "encode_priced", "fast_mask"]

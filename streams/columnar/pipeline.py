@@ -19,11 +19,12 @@ import polars as pl
 
 from streams.batch import MAX_PRICED_EVENT_BYTES, BatchResult, RawRecord, dead_letter
 from streams.pricing import PriceBook
-from streams.pricing.book import fee_lines
+from streams.pricing.book import PriceResult, fee_lines
+from streams.pricing.reported import with_reported_cost
 
 from .decode import decode_records
 from .fallback import process_row
-from .encode import USAGE_FIELDS, LazyOrigins, encode_priced, fast_mask
+from .encode import CORRELATION_FIELDS, USAGE_FIELDS, LazyOrigins, correlation_columns, encode_priced, fast_mask
 from .meter import TOKEN_PARTS, usage_frame
 from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
 from .validate import Columns, attribution_of, split
@@ -104,6 +105,7 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         pl.Series("latency_ms", c.latency_ms, dtype=pl.Float64), pl.Series("ttft_ms", c.ttft_ms, dtype=pl.Float64),
         pl.Series("has_tools", [u[6] is not None for u in c.usage], dtype=pl.Boolean),
         pl.Series("attribution_json", c.attribution_json, dtype=pl.String),
+        *correlation_columns(c.correlation),
     )
     # Unpriced because no catalog entry: the resolver's reason, once per (provider, model), as JSON text.
     no_entry = (priced.get_column("outcome") == UNPRICED) & (priced.get_column("entry_id") < 0)
@@ -117,7 +119,10 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
             .replace_strict([f"{p}\x1f{m}" for p, m in reasons], list(reasons.values()), default=None,
                             return_dtype=pl.String).alias("reason_json")).to_series()
     text_frame = text_frame.with_columns(reason_json)
-    fast = fast_mask(text_frame, (priced.get_column("outcome") == PRICED) | no_entry)
+    fast_outcome = (priced.get_column("outcome") == PRICED) | no_entry
+    if c.reported_cost.count(None) != len(c.reported_cost):  # reported costs are applied on the dict path
+        fast_outcome = fast_outcome & pl.Series([r is None for r in c.reported_cost], dtype=pl.Boolean)
+    fast = fast_mask(text_frame, fast_outcome)
     fast_list = fast.to_list()
     encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).to_list())
     unpriced_list = no_entry.to_list()
@@ -147,10 +152,11 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     refs = table.refs
     for j in slow:
         (row, kind, event_id, ts, source, provider, model, operation, status, attribution, u, latency, ttft, batch,
-         service_tier, assumption, cost, lines, version, scope_text, pico, quantized) = (
+         service_tier, assumption, correlation, reported, cost, lines, version, scope_text, pico, quantized) = (
             c.rows[j], outcome[j], c.event_id[j], c.ts[j], c.source[j], c.provider[j], c.model[j], c.operation[j],
             c.status[j], c.attribution[j], c.usage[j], c.latency_ms[j], c.ttft_ms[j], c.batch[j], c.service_tier[j],
-            c.usage_assumption[j], cost_text[j], lines_of[j], vid[j], scope[j], cost_pico[j], has_lines[j])
+            c.usage_assumption[j], c.correlation[j], c.reported_cost[j], cost_text[j], lines_of[j], vid[j], scope[j],
+            cost_pico[j], has_lines[j])
         if kind == FALLBACK:
             fallback_rows.append(row)
             continue
@@ -174,6 +180,10 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
             event["service_tier"] = service_tier
         if assumption is not None:
             event["usage_assumption"] = assumption
+        if reported is not None:
+            event["reported_cost_usd"] = format(reported, "f")
+        if correlation is not None:  # the ids present, in model order (exclude_none); {} when none is
+            event["correlation"] = {name: v for name, v in zip(CORRELATION_FIELDS, correlation) if v is not None}
         event["tokens_source"] = "provider"
         if kind == PRICED:
             event["cost_usd"] = cost
@@ -193,11 +203,14 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
             event["unpriced_reason"] = reason
             if ref is not None:
                 event["price"] = ref.copy()
+        check = None if reported is None else _with_reported_cost(event, reported)
         event["priced_at"] = priced_at
+        if check is not None:
+            event["reported_cost_check"] = check
         key = key_bytes.get(scope_text)
         if key is None:
             key = key_bytes[scope_text] = scope_text.encode()
-        outcomes[row] = ("priced", key, event, kind != PRICED, assumption is not None)
+        outcomes[row] = ("priced", key, event, event["pricing_status"] != "priced", assumption is not None)
     fallback_rows.sort()
 
 
@@ -207,6 +220,31 @@ def _ref_json(table) -> list[bytes]:
     if found is None or len(found) != len(table.refs):
         found = table.ref_json = [orjson.dumps(ref) for ref in table.refs]
     return found
+
+
+class _Ref:
+    """What `with_reported_cost` reads of a PriceRef."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: str):
+        self.entry = entry
+
+
+def _with_reported_cost(event: dict, reported: Decimal) -> str:
+    """Today's reported-cost rule (streams.pricing.reported) on an event dict priced from the catalog: the cost,
+    breakdown and status become the reported ones in place (keys keep their places); returns the check note."""
+    ref = event.get("price")
+    catalog = PriceResult(Decimal(event["cost_usd"]), {k: Decimal(v) for k, v in event["cost_breakdown"].items()},
+                          event["pricing_status"], event.get("unpriced_reason"),
+                          None if ref is None else _Ref(ref["entry"]))  # type: ignore[arg-type]
+    result, check = with_reported_cost(catalog, reported)
+    event["cost_usd"] = format(result.cost_usd, "f")
+    event["cost_breakdown"] = {k: format(v, "f") for k, v in result.breakdown.items()}
+    event["pricing_status"] = result.status
+    if result.reason is None:
+        event.pop("unpriced_reason", None)
+    return check
 
 
 class _ToolUsage:

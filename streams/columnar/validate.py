@@ -13,6 +13,8 @@ equivalence, while a row sent to the fallback only costs time. The equivalence t
 from __future__ import annotations
 
 import math
+import re
+from decimal import ROUND_HALF_EVEN, Decimal
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from itertools import repeat
@@ -23,16 +25,37 @@ import orjson
 import polars as pl
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
-                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, UsageEvent)
+                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, Correlation, UsageEvent)
 
-# A provider-reported cost (reported_cost_usd) is priced by the per-event path (streams/pricing/reported.py),
-# and events with correlation ids (cross-source dedup) take the row path: such rows are not columnar candidates.
-TOP_KEYS = frozenset(UsageEvent.model_fields) - {"reported_cost_usd", "correlation"}
+TOP_KEYS = frozenset(UsageEvent.model_fields)
+# A provider-reported cost taken here: plain decimal text below MAX_REPORTED_COST_USD (10^6) with at most 12
+# decimals and no leading zeros, which Decimal reads exactly and the field validator's quantize only pads. Other
+# values (JSON numbers, exponents, more decimals, signs, spaces) take the per-row path.
+REPORTED_COST = re.compile(r"(0|[1-9]\d{0,5})(\.\d{1,12})?")
+_PICO = Decimal("1e-12")
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
 USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
                "reasoning_tokens")
 USAGE_KEYS = frozenset((*USAGE_PARTS, "tool_requests"))
 TOOL_KINDS = frozenset(TOOL_REQUEST_KINDS)
+
+
+def _string_bounds() -> tuple[tuple[str, int, int], ...] | None:
+    """Correlation's ids in model order with their length bounds, read from the model so a change of the contract
+    changes them here; None (every row with a correlation takes the per-row path) if one is not an optional str."""
+    bounds = []
+    for name, info in Correlation.model_fields.items():
+        if info.annotation != (str | None):
+            return None
+        low = max((getattr(m, "min_length", 0) or 0 for m in info.metadata), default=0)
+        high = min((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None),
+                   default=None)
+        bounds.append((name, low, high if high is not None else 2**62))
+    return tuple(bounds)
+
+
+CORRELATION_IDS = _string_bounds()
+CORRELATION_KEYS = frozenset(name for name, _, _ in CORRELATION_IDS or ())
 MAX_EXACT_FLOAT_INT = 2**53
 # The form pydantic writes back unchanged: seconds, 6 or no fraction digits (not .000000), Z or a non-zero
 # offset < 24 h (pydantic writes +00:00 as Z), a
@@ -75,6 +98,8 @@ class Columns:
     batch: list[bool]
     service_tier: list[str | None]
     usage_assumption: list[str | None]
+    correlation: list[tuple | None]  # the ids in model order (None where absent), or None: no correlation
+    reported_cost: list[Decimal | None]  # reported_cost_usd as the field validator leaves it (quantized to 1e-12)
     ts_us: pl.Series  # epoch microseconds, UTC
 
 
@@ -224,8 +249,79 @@ def _usage(value: Any) -> tuple | None:
     return (*parts, tools)
 
 
+def _reported_cost(value: Any) -> Decimal | None | bool:
+    """reported_cost_usd as UsageEvent leaves it, None when absent or null, False for the per-row path."""
+    if value is None:
+        return None
+    if type(value) is not str or REPORTED_COST.fullmatch(value) is None:
+        return False
+    return Decimal(value).quantize(_PICO, ROUND_HALF_EVEN)
+
+
+def _correlation(value: Any) -> tuple | None | bool:
+    """The ids of one correlation in model order (None where absent or null), None for no correlation, or False
+    for the fallback (not an object, an unknown key, an id not a string or of a length out of bounds)."""
+    if value is None:
+        return None
+    if type(value) is not dict or CORRELATION_IDS is None or not CORRELATION_KEYS.issuperset(value):
+        return False
+    ids = []
+    for name, low, high in CORRELATION_IDS:
+        v = value.get(name)
+        if v is not None and (type(v) is not str or not low <= len(v) <= high):
+            return False
+        ids.append(v)
+    return tuple(ids)
+
+
+def _correlation_column(column: list) -> list[tuple | None | bool]:
+    """`_correlation` of every row; rows of one key shape are checked per column in C (collectors write one or two
+    shapes: OTel's response, trace and span ids, LiteLLM's response id)."""
+    n = len(column)
+    if column.count(None) == n:
+        return [None] * n
+    if CORRELATION_IDS is None:
+        return [None if v is None else False for v in column]
+    out: list[tuple | None | bool] = [None] * n
+    shapes: dict[tuple, list[int]] = {}
+    for j, value in enumerate(column):
+        if value is not None:
+            if type(value) is dict:
+                shapes.setdefault(tuple(value), []).append(j)
+            else:
+                out[j] = False
+    for shape, rows in shapes.items():
+        ids = _correlation_ids(shape, [column[j] for j in rows])
+        if ids is None:
+            for j in rows:
+                out[j] = _correlation(column[j])
+        else:
+            for j, row_ids in zip(rows, ids):
+                out[j] = row_ids
+    return out
+
+
+def _correlation_ids(shape: tuple, dicts: list[dict]) -> Any:
+    """The id tuples (model order) of correlations that all have the keys `shape`, when every one is valid; else
+    None (then each row is checked on its own)."""
+    if not shape:
+        return repeat((None,) * len(CORRELATION_IDS), len(dicts))
+    if not CORRELATION_KEYS.issuperset(shape):
+        return None
+    got = dict(zip(shape, zip(*map(itemgetter(*shape), dicts)))) if len(shape) > 1 else {
+        shape[0]: tuple(map(itemgetter(shape[0]), dicts))}
+    for name, low, high in CORRELATION_IDS:
+        values = got.get(name)
+        if values is not None and (_types(values) != {str} or min(map(len, values)) < low
+                                   or max(map(len, values)) > high):
+            return None
+    absent = (None,) * len(dicts)  # a tuple, not an iterator: several ids may be absent
+    return zip(*(got.get(name, absent) for name, _, _ in CORRELATION_IDS))
+
+
 FIELDS = ("event_id", "ts", "source", "provider", "model", "operation", "status", "attribution", "usage",
-          "latency_ms", "ttft_ms", "batch", "service_tier", "usage_assumption", "content")
+          "latency_ms", "ttft_ms", "batch", "service_tier", "usage_assumption", "content", "correlation",
+          "reported_cost_usd")
 _NONE = type(None)
 
 
@@ -346,6 +442,10 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
     batch, tier, assumption = merged["batch"], merged["service_tier"], merged["usage_assumption"]
     attribution = list(map(_attribution, merged["attribution"]))
     usage = _usage_column(merged["usage"])
+    correlation = _correlation_column(merged["correlation"])
+    reported = merged["reported_cost_usd"]
+    reported = ([None] * len(reported) if reported.count(None) == len(reported)
+                else list(map(_reported_cost, reported)))
 
     ts_ok = [type(v) is str for v in ts]
     ts_series = pl.Series("ts", [v if ok else None for v, ok in zip(ts, ts_ok)], dtype=pl.String)
@@ -358,8 +458,8 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
     ts_good = (parseable & epoch.is_not_null() & in_range).fill_null(False).to_list()
     ts_canonical = canonical.to_list()
 
-    good = [ts_g and ok and a is not None and u is not None
-            for ts_g, ok, a, u in zip(ts_good, scalar_ok, attribution, usage)]
+    good = [ts_g and ok and a is not None and u is not None and k is not False and r is not False
+            for ts_g, ok, a, u, k, r in zip(ts_good, scalar_ok, attribution, usage, correlation, reported)]
     keep = [j for j, g in enumerate(good) if g]
     fallback_set = set(range(len(items))).difference(candidates[j] for j in keep)
     take = pl.Series(keep, dtype=pl.UInt32)
@@ -379,7 +479,7 @@ def split(items: list[Any], now: datetime) -> tuple[Columns, list[int]]:
         attribution=[attribution[j] for j in keep], attribution_json=[attribution[j][2] for j in keep],
         scope=[attribution[j][1] for j in keep], usage=pick(usage), latency_ms=as_float(latency), ttft_ms=as_float(ttft),
         batch=pick(batch), service_tier=pick(tier), usage_assumption=pick(assumption),
-        ts_us=epoch if everything else epoch.gather(take),
+        correlation=pick(correlation), reported_cost=pick(reported), ts_us=epoch if everything else epoch.gather(take),
     )
     return columns, sorted(fallback_set)
 

@@ -197,3 +197,105 @@ def test_priced_json_from_columns_matches_orjson_at_its_edges(book, extra):
     """encode.py writes the JSON text itself: escapes, float forms and unpriced reasons must be orjson's."""
     records = [RawRecord(orjson.dumps([event(i, **extra) for i in range(3)]), "tokenmeter.usage", 0, 1)]
     assert compare_batch(records, book) == []
+
+
+CORRELATIONS = [
+    {"response_id": "chatcmpl-AbC123", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"},
+    {"span_id": "00f067aa0ba902b7", "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"},  # keys not in model order
+    {"response_id": "msg_01XFDUDYJgAACzvnptvVoYEL"}, {}, None, {"response_id": None, "trace_id": "t"},
+    {"request_id": "x" * 256}, {"trace_id": "é" * 64}, {"span_id": "☃" * 32}, {"response_id": "ünïcødé \u2028"},
+]
+HOSTILE_CORRELATIONS = [
+    {"request_id": "x" * 257}, {"trace_id": "é" * 65}, {"span_id": "s" * 33}, {"response_id": ""},
+    {"trace_id": 5}, {"span_id": ["a"]}, {"response_id": True}, {"request_id": {"id": "x"}}, {"other_id": "x"},
+    {"response_id": "r", "extra": None}, [], "chatcmpl-1", 7, {"response_id": 'q"uote'},
+    {"trace_id": "back\\slash"}, {"span_id": "tab\there\x01"},
+]
+
+
+@pytest.mark.parametrize("correlation", CORRELATIONS + HOSTILE_CORRELATIONS)
+def test_correlation_matches_todays_path(book, correlation):
+    """Cross-source ids (OTel spans, LiteLLM payloads): the same priced JSON, or the same dead letter, as today."""
+    rows = [event(i, correlation=correlation) for i in range(3)] + [event(9)]
+    rows[1]["service_tier"] = "flex"  # unpriced with a per-row reason: the dict path
+    rows[2]["usage"]["tool_requests"] = {"web_search": 1}  # fee lines: the dict path
+    records = [RawRecord(orjson.dumps(rows), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []
+
+
+def test_valid_correlations_stay_on_the_columnar_path(book, monkeypatch):
+    """Events with correlation ids are validated as columns and their priced JSON written from columns; only
+    invalid ones take the per-row path (it words their dead letter)."""
+    from streams.columnar.validate import split
+
+    rows = [event(i, correlation=c) for i, c in enumerate(CORRELATIONS)]
+    bad = [event(100 + i, correlation=c) for i, c in enumerate(HOSTILE_CORRELATIONS[:13])]
+    columns, fallback = split(rows + bad, datetime.now(timezone.utc))
+    assert columns.rows == list(range(len(rows)))
+    assert fallback == list(range(len(rows), len(rows) + len(bad)))
+    assert columns.correlation[3] == (None, None, None, None) and columns.correlation[4] is None
+    assert columns.correlation[1] == (None, "req_011CSHoEeqs5C35K2UUqR7Fy", None, "00f067aa0ba902b7")
+
+    records = [RawRecord(orjson.dumps(rows), "tokenmeter.usage", 0, 1)]
+    process_batch_columnar(records, book)  # the catalog's texts are encoded once per compiled table
+    dumps, calls = orjson.dumps, []
+    monkeypatch.setattr(orjson, "dumps", lambda *args, **kwargs: calls.append(args) or dumps(*args, **kwargs))
+    result = process_batch_columnar(records, book)
+    assert result.priced_count == len(rows) and calls == []  # written from columns: no dict, no orjson per event
+
+
+REPORTED_COSTS = ["0.0035", "0.0026", "0", "0.000000000001", "999999.999999999999", "12.5", "0.000123456789"]
+REPORTED_COSTS_PER_ROW = ["0.00012345678901", "-0.1", "1000000", "1e-3", " 0.1", "0.1234567890123", "NaN", "Infinity", "00.5", "",
+                          "٣", 0.0035, 1, True, None, [], {"usd": 1}]
+
+
+@pytest.mark.parametrize("reported", REPORTED_COSTS + REPORTED_COSTS_PER_ROW)
+def test_reported_cost_matches_todays_path(book, reported):
+    """OpenRouter's reported cost: the cost of record, checked against the catalog (streams/pricing/reported.py),
+    with the same lines, note and status as today, whether the catalog prices the row or not."""
+    rows = [event(i, reported_cost_usd=reported, correlation={"response_id": f"gen-{i}"}) for i in range(6)]
+    rows[1]["service_tier"] = "flex"  # unpriced by the catalog, with a price reference
+    rows[2]["usage"]["tool_requests"] = {"web_search": 2}  # fee lines
+    rows[2]["provider"], rows[2]["model"] = "anthropic", "claude-sonnet-4-5"
+    rows[3]["model"] = "no-such-model"  # no catalog entry
+    rows[4]["usage"] = {"output_tokens": 0}  # priced without lines: cost "0"
+    rows[5]["ts"] = "2021-01-01T00:00:00Z"  # before any gpt-4o price
+    records = [RawRecord(orjson.dumps(rows + [event(9)]), "tokenmeter.usage", 0, 1)]
+    assert compare_batch(records, book) == []
+
+
+def test_reported_costs_stay_on_the_columnar_path(book):
+    from streams.columnar.validate import split
+
+    rows = [event(i, reported_cost_usd=r) for i, r in enumerate(REPORTED_COSTS)]
+    bad = [event(100 + i, reported_cost_usd=r) for i, r in enumerate(REPORTED_COSTS_PER_ROW) if r is not None]
+    columns, fallback = split(rows + bad, datetime.now(timezone.utc))
+    assert columns.rows == list(range(len(rows))) and len(fallback) == len(bad)
+    assert columns.reported_cost[0] == Decimal("0.003500000000")
+
+
+FLOAT_EDGES = [1234.567, 0.1 + 0.2, 1 / 3, 1e-4, 9.9999e-5, 1e-7, 5e-324, 999999999999999.9, 1e15 - 0.5, 1e15,
+               123456789.12345678, 0.5, 2.5e-4]
+
+
+@pytest.mark.parametrize("value", FLOAT_EDGES)
+def test_non_integral_latencies_match_orjson(book, value):
+    records = [RawRecord(orjson.dumps([event(1, latency_ms=value, ttft_ms=value / 7), event(2)]), "tokenmeter.usage",
+                         0, 1)]
+    assert compare_batch(records, book) == []
+
+
+def test_otel_latencies_are_written_from_columns(book, monkeypatch):
+    """OTel latencies are (end - start) / 1e6 in ms, rarely integral: written from columns like orjson writes them
+    (polars' Float64 text is orjson's shortest round-trip text in [1e-4, 1e15)), not through a dict per event."""
+    import random
+
+    rng = random.Random(5)
+    values = ([rng.randint(1, 10**12) / 1e6 for _ in range(3000)] + [10 ** rng.uniform(-3.5, 14.9)
+                                                                    for _ in range(3000)])
+    rows = [event(i, latency_ms=v, ttft_ms=rng.choice([None, v / 3])) for i, v in enumerate(values)]
+    records = [RawRecord(orjson.dumps(rows[i:i + 500]), "tokenmeter.usage", 0, i) for i in range(0, len(rows), 500)]
+    assert compare_batch(records, book) == []
+    dumps, calls = orjson.dumps, []
+    monkeypatch.setattr(orjson, "dumps", lambda *args, **kwargs: calls.append(args) or dumps(*args, **kwargs))
+    assert process_batch_columnar(records, book).priced_count == len(rows) and calls == []

@@ -70,13 +70,22 @@ MUTATIONS = {
     "tokens_source": ["guess", None, "estimated"],
     "cost_usd": ["1e-5", "-0.1", "1234567.0", "0.1234567890123", "NaN", "1.", ".5", 0.5, 1, " 1", "٣",
                  "999999.999999999999", "0", None],
-    "cost_breakdown": [None, [], {"input": "x"}, {"input": 0.1}, {"input": "0.1", "output": "1e3"}, {}],
+    "cost_breakdown": [None, [], {"input": "x"}, {"input": 0.1}, {"input": "0.1", "output": "1e3"}, {},
+                       {"reported_difference": "-0.004012000000"}, {"reported_difference": "-0"}, {"x": "--1"},
+                       {"x": "-1000000"}, {"x": "+1"}, {"x": "-0.0000000000001"}],
     "pricing_status": ["free", None, "unpriced"],
     "unpriced_reason": [5, "", "no price"],
     "price": [{}, {"entry": 5}, {"entry": "a", "bogus": 1}, {"entry": "a", "override": 3}, [], "x",
               {"entry": "a"}],
     "priced_at": ["2026-01-01T00:00:00", "yesterday", 0, "2026-01-01T00:00:00.1234567", None],
     "content": [{"prompt": "hi"}, None],
+    "reported_cost_usd": ["0.003500000000", "0", "999999.999999999999", "1000000", "-0.1", "1e-3", "00.5", " 0.1",
+                          "0.1234567890123", "NaN", "", 0.0035, 2, True, [], None],
+    "reported_cost_check": ["matches the catalog (openai/gpt-4o)", "", 5, None, ["x"]],
+    "correlation": [None, {}, {"response_id": None}, {"span_id": "00f067aa0ba902b7", "trace_id": "4bf92f35" * 4},
+                    {"response_id": " chatcmpl-1 ", "request_id": "REQ-1"}, {"trace_id": "0" * 32, "span_id": "1"},
+                    {"request_id": "x" * 256}, {"request_id": "x" * 257}, {"span_id": "é" * 32}, {"span_id": "é" * 33},
+                    {"trace_id": ""}, {"trace_id": 5}, {"response_id": True}, {"other": "x"}, [], "chatcmpl-1"],
     "bogus": [1],
 }
 
@@ -97,3 +106,13 @@ def test_hostile_variants_match_pydantic_row_or_error(priced):
     assert checked > 350
     for item in ([], "x", None, 5, {"event_id": "only"}):
         assert outcome(event_to_row, item) == outcome(validated_row, item)
+
+
+def test_events_with_correlation_ids_or_a_reported_cost_take_the_fast_path(priced):
+    """OTel/LiteLLM events (correlation ids) and OpenRouter events (reported cost) as the worker writes them."""
+    correlated = [e for e in priced if e.get("correlation") is not None]
+    reported = [e for e in priced if "reported_cost_usd" in e]
+    assert len(correlated) > 100 and len(reported) > 10
+    for item in correlated + reported:
+        row = fast_row(item)
+        assert row is not None and row == validated_row(item), item["event_id"]
