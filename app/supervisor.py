@@ -223,8 +223,11 @@ class Supervisor:
         else:
             step(1, f"topics on {s.bootstrap_servers}", lambda: ensure_topics(s.bootstrap_servers, s.partitions))
         self.restore_budgets()
-        step(2, f"worker (API http://{s.host}:{s.api_port})", lambda: self.wait_ready(
-            self.spawn("worker", me + ["worker"], _http_ok(f"http://{s.host}:{s.api_port}/health")), 90))
+        # The worker and the loader start together (each spends seconds importing and joining its group); their
+        # readiness is still awaited and reported one after the other.
+        t0 = time.monotonic()
+        self.echo(f"[2/{total}] starting worker (API http://{s.host}:{s.api_port}) ...")
+        worker = self.spawn("worker", me + ["worker"], _http_ok(f"http://{s.host}:{s.api_port}/health"))
         warehouse = s.clickhouse_url or str(s.warehouse_path)
         endpoint_file = s.data_dir.resolve() / "warehouse.endpoint"
         loader_ready = (lambda: True) if s.clickhouse_url else endpoint_file.exists
@@ -238,22 +241,31 @@ class Supervisor:
                 code = history.wait()
             self.echo(f"      demo history: {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
                       if code == 0 else f"      demo history failed (exit {code}); see {self.log_dir / 'demo-history.log'}")
-        step(3, f"loader into {warehouse}", lambda: self.wait_ready(self.spawn("loader", me + ["load"], loader_ready), 60))
+        self.echo(f"[3/{total}] starting loader into {warehouse} ...")
+        loader = self.spawn("loader", me + ["load"], loader_ready)
+        self.wait_ready(worker, 90)
+        self.echo(f"[2/{total}] worker ready in {time.monotonic() - t0:.1f} s")
+        self.wait_ready(loader, 60)
+        self.echo(f"[3/{total}] loader ready in {time.monotonic() - t0:.1f} s")
         from dashboards.users import UsersFileError, ensure_users_file  # the login is printed here, once
 
         try:
             dashboard_login = ensure_users_file(s, demo=self.demo)
         except UsersFileError as exc:
             raise SettingsError(str(exc)) from None
+        inbox = None
+        if self.demo:  # before the alert dispatcher: the demo's alerts are routed to this local inbox; it starts
+            # with the dashboard (neither needs the other)
+            inbox = self.spawn("inbox", me + ["demo-inbox"], _http_ok(f"http://{s.host}:{s.demo_inbox_port}/"),
+                               uses_kafka=False)
         step(4, f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(  # its Kafka clients reconnect alone
             self.spawn("dashboard", me + ["dash"], _http_ok(s.dashboard_url), uses_kafka=False), 60))
         import importlib.util
 
-        if self.demo:  # before the alert dispatcher: the demo's alerts are routed to this local inbox
+        if inbox is not None:
             from collectors.demo_inbox import inbox_url
 
-            self.wait_ready(self.spawn("inbox", me + ["demo-inbox"], _http_ok(f"http://{s.host}:{s.demo_inbox_port}/"),
-                                       uses_kafka=False), 30)
+            self.wait_ready(inbox, 30)
             self.echo(f"      alert inbox on {inbox_url(s)} (alerts also in "
                       f"{s.data_dir.resolve() / 'demo-inbox.jsonl'})")
         for name, module, args in (("alerts", "streams.alerts.cli", ["alerts", "dispatch"]),  # own process: a dead

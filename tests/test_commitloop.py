@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 
@@ -16,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from tokenmeter.commitloop import CommitLoop, await_acks
 
+pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
 PARTITIONS = 4
 
 
@@ -38,8 +40,11 @@ async def _topic_with_records(bootstrap: str, count: int) -> str:
 
 
 def _consumer(bootstrap: str, group: str, **options) -> AIOKafkaConsumer:
+    # the run's session timeout (4 s, tests/conftest.py), not aiokafka's 10 s: the embedded broker answers a join
+    # after half of it and the revoke test's rebalance after about twice it (docs/testing.md)
+    session_ms = round(float(os.environ.get("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", "10")) * 1000)
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                            auto_offset_reset="earliest", session_timeout_ms=10_000, heartbeat_interval_ms=300,
+                            auto_offset_reset="earliest", session_timeout_ms=session_ms, heartbeat_interval_ms=300,
                             fetch_max_wait_ms=100, **options)
 
 

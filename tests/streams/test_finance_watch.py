@@ -17,6 +17,8 @@ import pytest
 from tokenmeter import topics
 from tokenmeter.settings import Settings
 
+pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 DAY = NOW.date() - timedelta(days=2)
 
