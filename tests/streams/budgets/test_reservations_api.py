@@ -84,7 +84,7 @@ def test_reserve_settle_release_refuse_and_survive_a_kill(kafka_bootstrap, modul
     ({"model": "gpt-4o", "prompt_tokens": 1, "max_output_tokens": 1, "request_id": "x"}, 400, "provider and model"),
     ({"provider": "openai", "model": "gpt-4o", "max_output_tokens": 1, "request_id": "x"}, 400, "prompt_tokens"),
     ({"provider": "openai", "model": "gpt-4o", "prompt_tokens": 1, "max_output_tokens": 1}, 400, "request_id"),
-    ({"provider": "openai", "model": "gpt-4o", "prompt_tokens": 1, "request_id": "x"}, 400, "max_output_tokens"),
+    ({"provider": "openai", "model": "gpt-6-sol", "prompt_tokens": 1, "request_id": "x"}, 400, "max_output_tokens"),
     ({"provider": "openai", "model": "gpt-4o", "prompt_tokens": "1", "max_output_tokens": 1, "request_id": "x"},
      400, "whole number"),
     ({"provider": "openai", "model": "no-such-model", "prompt_tokens": 1, "max_output_tokens": 1, "request_id": "x"},
