@@ -63,7 +63,7 @@ def test_showback_shows_cost_centers_and_allocation(dash_duo, finance_app):
     settings, warehouse, mapping = finance_app
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
     dash_duo.wait_for_page(url=f"{dash_duo.server.url}/showback?{RANGE}&by=team")
-    dash_duo.wait_for_contains_text("#showback-finance-table", "CC-ALPHA", timeout=20)
+    dash_duo.wait_for_contains_text("#showback-finance-table", "CC-ALPHA", timeout=40)
     text = _table_text(dash_duo)
     for needle in ("Direct", "Allocated", "Total", "unmapped", "alpha-lead@example.com", "gamma", "beta"):
         assert needle in text
@@ -78,7 +78,7 @@ def test_team_user_sees_only_their_row_and_bad_files_show_errors(dash_duo, finan
     settings, warehouse, mapping = finance_app
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "al", "al-pass")
     dash_duo.wait_for_page(url=f"{dash_duo.server.url}/showback?{RANGE}&by=team")
-    dash_duo.wait_for_contains_text("#showback-finance-table", "CC-ALPHA", timeout=20)
+    dash_duo.wait_for_contains_text("#showback-finance-table", "CC-ALPHA", timeout=40)
     text = _table_text(dash_duo)
     assert "beta" not in text and "gamma" not in text
     mapping.write_text("cost_centers:\n  - match: {colour: red}\n  - {}\n")

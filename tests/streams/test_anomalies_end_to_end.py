@@ -29,6 +29,14 @@ async def until(check, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """A broker of its own: the detector reads `tokenmeter.priced` from its beginning, and the session broker's
+    topic holds other files' records (other keys, other event times) that decide its watermark. In one clean-clone
+    run the alert did not come within 90 s on the shared broker (passed on the same code in the run before)."""
+    return own_broker
+
+
 @pytest.mark.timeout(150)
 def test_injected_anomaly_reaches_webhook_and_dashboard(kafka_bootstrap, tmp_path):
     from dashboards.access import ScopedWarehouse
