@@ -8,8 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,30 +20,18 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from process_support import start_worker, stop, wait_for
 from streams.budgets import parse_budget, write_budgets
 from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
-from app.process import child_preexec
 from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow(seconds=45)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, preexec_fn=child_preexec)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def get(url: str) -> tuple[int, dict]:
@@ -56,14 +42,6 @@ def get(url: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def wait_for(check, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def event(team: str, input_tokens: int, output_tokens: int, event_id: str | None = None) -> dict:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -17,7 +13,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.process import child_preexec
+from process_support import start_worker, stop, wait_for  # noqa: F401 - the reservation tests import them from here
 from tokenmeter import topics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -29,20 +25,8 @@ def worker_env(bootstrap: str, data_dir: Path, api_port: int, **extra: str) -> d
                 **extra)
 
 
-def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, preexec_fn=child_preexec)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def call(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
@@ -58,14 +42,6 @@ def call(method: str, url: str, body: dict | None = None, headers: dict | None =
         return 0, {}
 
 
-def wait_for(check, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def ready(port: int) -> bool:

@@ -1,0 +1,39 @@
+"""Child processes in tests: start a tokenmeter worker, stop a process (always, even when a test fails), wait for a
+readiness condition by polling (never a fixed sleep). Shared by the budget, reservation and worker test files."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.process import child_preexec
+
+
+def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(check, timeout: float = 60.0, what: str = "condition", interval: float = 0.1):
+    """The first truthy value of `check()`, polled every `interval` seconds; AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
