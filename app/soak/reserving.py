@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from tokenmeter import topics
-from app.soak.traffic import Ledger, _pause
+from app.soak.traffic import Ledger, _pause, drop_producer
 
 log = logging.getLogger("app.soak")
 
@@ -150,10 +150,5 @@ async def _send_until_acked(producer: AIOKafkaProducer | None, bootstrap: str, e
         except Exception as exc:  # broker down or restarting: the same event with a fresh client
             ledger.retries += 1
             log.debug("reserving client: %r", exc)
-            if producer is not None:
-                try:
-                    await asyncio.wait_for(producer.stop(), 5)
-                except Exception:
-                    pass
-                producer = None
+            producer = await drop_producer(producer)
             await asyncio.sleep(0.5)

@@ -114,12 +114,7 @@ async def direct_producer(bootstrap: str, ledger: Ledger, stop: asyncio.Event, r
         except Exception as exc:  # broker down or restarting: retry the same event with a fresh client
             ledger.retries += 1
             log.debug("direct producer: %r", exc)
-            if producer is not None:
-                try:
-                    await asyncio.wait_for(producer.stop(), 5)
-                except Exception:
-                    pass
-                producer = None
+            producer = await drop_producer(producer)
             await _pause(stop, 0.5)
             continue
         await _pause(stop, 1 / rate)
@@ -166,6 +161,17 @@ async def file_writer(path: Path, ledger: Ledger, stop: asyncio.Event, rate: flo
             out.flush()
             ledger.ack(events, "file")
             await _pause(stop, 2 / rate)
+
+
+async def drop_producer(producer: AIOKafkaProducer | None) -> None:
+    """Stop a client whose broker went away (bounded: a dead broker must not hang the soak); the caller retries
+    with a fresh one."""
+    if producer is not None:
+        try:
+            await asyncio.wait_for(producer.stop(), 5)
+        except Exception:  # noqa: BLE001 - it is being thrown away either way
+            pass
+    return None
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

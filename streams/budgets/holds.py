@@ -9,9 +9,11 @@ newly assigned owner reads every hold it admitted back and never admits twice ag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+from tokenmeter.timefmt import iso_utc
 
 Amount = Decimal | int
 
@@ -32,15 +34,11 @@ class Hold:
     def to_json(self) -> dict[str, Any]:
         return {"reservation_id": self.reservation_id, "budget": self.budget, "request_id": self.request_id,
                 "amount": self.amount if isinstance(self.amount, int) else format(self.amount, "f"),
-                "created_at": _iso(self.created_at), "expires_at": _iso(self.expires_at)}
+                "created_at": iso_utc(self.created_at), "expires_at": iso_utc(self.expires_at)}
 
 
 def hold_key(budget: str, reservation_id: str) -> bytes:
     return f"{budget}|{reservation_id}".encode()
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def hold_from_json(data: Any) -> Hold | None:
