@@ -79,23 +79,12 @@ def test_alerts_not_delivered_on_every_route_go_back_to_the_outbox_with_known_st
     """The broker died with an alert in the outbox (already loaded into the warehouse) not yet delivered: the
     rebuild must not only keep the threshold quiet but put the alert back, with what went out already."""
     from streams.alerts.routes import parse_routes
-    from streams.budgets.periods import period_window
     from streams.budgets.rebuild import replay_alerts
     from warehouse.records_load import record_to_row
 
-    team = f"t-{uuid.uuid4().hex[:6]}"
-    # two kinds: the warehouse keys a delivery row by (alert id, route kind), so two routes of one kind share a row
-    # (then the alert is replayed: a redelivery with the same id, see replay_alerts)
+    # two kinds of route: a webhook and Slack
     notify = ["webhook=http://127.0.0.1:9/hook-one/x", "slack=https://hooks.slack.com/services/T0/B0/secret"]
-    budget = parse_budget({"name": f"b-{team}", "scope": {"team": team}, "period": "month", "limit": "10",
-                           "action": "block", "notify": notify})
-    key = period_window(budget, NOW)[2]
-    alerts = {t: {"id": f"{team}-a{t}", "source": "budget", "kind": "threshold", "action": "trigger",
-                  "severity": "warning", "dedup_key": f"tokenmeter:budget:{budget.name}:{key}", "title": f"{t}%",
-                  "summary": "s", "at": (NOW - timedelta(minutes=t)).isoformat(), "scope": {"team": team},
-                  "notify": [], "details": {"budget": budget.name, "period_key": key, "threshold": t},
-                  "dashboard_url": ""} for t in (50, 80)}
-    wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, a)[1] for a in alerts.values()])
+    budget, alerts = _budget_with_alerts(wh, notify)
     routes, _ = parse_routes(notify)
     assert len(routes) == 2 and routes[0].masked != routes[1].masked
 
@@ -119,21 +108,11 @@ def test_two_routes_of_one_kind_delivered_are_not_replayed(wh):
     restart (the 30-minute soak saw 86 same-id repeats); one delivered, one not: only the missing one is open."""
     from streams.alerts.delivery import DeliveryState
     from streams.alerts.routes import parse_routes
-    from streams.budgets.periods import period_window
     from streams.budgets.rebuild import replay_alerts
     from warehouse.records_load import record_to_row
 
-    team = f"t-{uuid.uuid4().hex[:6]}"
     notify = ["webhook=http://127.0.0.1:9/hooks/one", "webhook=http://127.0.0.1:9/hooks/two"]
-    budget = parse_budget({"name": f"b-{team}", "scope": {"team": team}, "period": "month", "limit": "10",
-                           "action": "block", "notify": notify})
-    key = period_window(budget, NOW)[2]
-    alerts = {t: {"id": f"{team}-a{t}", "source": "budget", "kind": "threshold", "action": "trigger",
-                  "severity": "warning", "dedup_key": f"tokenmeter:budget:{budget.name}:{key}", "title": f"{t}%",
-                  "summary": "s", "at": (NOW - timedelta(minutes=t)).isoformat(), "scope": {"team": team},
-                  "notify": [], "details": {"budget": budget.name, "period_key": key, "threshold": t},
-                  "dashboard_url": ""} for t in (50, 80)}
-    wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, a)[1] for a in alerts.values()])
+    budget, alerts = _budget_with_alerts(wh, notify)
     routes, _ = parse_routes(notify)
     assert len(routes) == 2 and routes[0].masked == routes[1].masked  # indistinguishable by kind and mask
 
@@ -152,3 +131,22 @@ def test_two_routes_of_one_kind_delivered_are_not_replayed(wh):
         replayed, states = replay_alerts(wh, [budget], now=NOW)
         assert [a["id"] for a in replayed] == [alerts[50]["id"]]
         assert [(k, s["status"]) for k, s in states] == [(f"{alerts[50]['id']}|{routes[1].route_id}", "delivered")]
+
+
+def _budget_with_alerts(wh, notify: list[str]):
+    """A month budget of a fresh team with `notify` routes, and its 50 % and 80 % threshold alerts stored in the
+    warehouse (what the rebuild replays from)."""
+    from streams.budgets.periods import period_window
+    from warehouse.records_load import record_to_row
+
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    budget = parse_budget({"name": f"b-{team}", "scope": {"team": team}, "period": "month", "limit": "10",
+                           "action": "block", "notify": notify})
+    key = period_window(budget, NOW)[2]
+    alerts = {t: {"id": f"{team}-a{t}", "source": "budget", "kind": "threshold", "action": "trigger",
+                  "severity": "warning", "dedup_key": f"tokenmeter:budget:{budget.name}:{key}", "title": f"{t}%",
+                  "summary": "s", "at": (NOW - timedelta(minutes=t)).isoformat(), "scope": {"team": team},
+                  "notify": [], "details": {"budget": budget.name, "period_key": key, "threshold": t},
+                  "dashboard_url": ""} for t in (50, 80)}
+    wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, a)[1] for a in alerts.values()])
+    return budget, alerts
