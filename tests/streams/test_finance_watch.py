@@ -14,6 +14,7 @@ from datetime import datetime, time as day_time, timedelta, timezone
 
 import pytest
 
+from process_support import stop
 from tokenmeter import topics
 from tokenmeter.settings import Settings
 
@@ -56,16 +57,6 @@ def _seed(wh) -> None:
     wh.insert_records(topics.PROVIDER_USAGE, [record_to_row(topics.PROVIDER_USAGE, r)[1] for r in records])
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def test_drift_and_stale_source_alert_once_through_the_dispatcher(tmp_path, kafka_bootstrap):
     from test_alerts_support import threaded_endpoint
 
@@ -92,7 +83,7 @@ def test_drift_and_stale_source_alert_once_through_the_dispatcher(tmp_path, kafk
             bodies = [s.json() for s in ep.on("/finance")]
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
         wh.close()
     assert sorted(b["source"] for b in bodies) == ["completeness", "drift"]
     drift = next(b for b in bodies if b["source"] == "drift")
