@@ -59,12 +59,19 @@ def _breakdown(cost: Decimal) -> dict[str, Decimal]:
     return {"input": uncached, "cached_input": cached, "output": cost - uncached - cached}
 
 
+def event_moment(now: datetime, minutes_ago: int) -> datetime:
+    """`minutes_ago` before `now`, but never before the start of `now`'s UTC day: a test run just after midnight
+    would otherwise put some events on yesterday (or last month) while provider usage, budgets and "today" are
+    seeded for today, and the reconciliation would compare different days (a CI run at 00:02 UTC failed so)."""
+    return max(now - timedelta(minutes=minutes_ago), now.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
 def priced_events(now: datetime) -> list[dict]:
     events = []
     for team, costs in COSTS.items():
         for i, cost in enumerate(costs):
             events.append(PricedEvent(
-                event_id=f"dash-test-{team}-{i}", ts=now - timedelta(minutes=5 + i), source="test",
+                event_id=f"dash-test-{team}-{i}", ts=event_moment(now, 5 + i), source="test",
                 provider="openai", model="gpt-4o-mini" if i % 2 == 0 else "gpt-4o",
                 attribution={"team": team, "user": USERS[team][i], "feature": f"{team}-chat",
                              "tags": {"env": "prod" if i % 2 == 0 else "dev"}},
@@ -75,7 +82,7 @@ def priced_events(now: datetime) -> list[dict]:
             ).to_json())
     # Usage with no price: must show up as its own bucket, never as $0 of priced spend.
     events.append(PricedEvent(
-        event_id="dash-test-gamma-unpriced", ts=now - timedelta(minutes=3), source="test", provider="acme",
+        event_id="dash-test-gamma-unpriced", ts=event_moment(now, 3), source="test", provider="acme",
         model="mystery-1", attribution={"team": "gamma", "user": "gus"}, usage={"input_tokens": 500, "output_tokens": 50},
         tokens_source="provider", cost_usd=Decimal(0), pricing_status="unpriced", unpriced_reason="no price",
     ).to_json())

@@ -17,6 +17,7 @@ from dashboards import create_app
 from dashboards.access import AccessDenied, ScopedWarehouse
 from dashboards.users import Principal, add_user, ensure_users_file, read_users, users_file_path
 from dash_seed import COSTS, TOTAL, priced_events, seed_other_tables
+from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
 
 
@@ -89,7 +90,7 @@ def test_finance_sees_every_team_with_exact_decimal_strings(app_and_warehouse):
     overview = client.get("/api/v1/overview", headers=FIN).get_json()
     assert Decimal(overview["kpis"]["cost_usd"]) == TOTAL and overview["kpis"]["unpriced_events"] == 1
     assert isinstance(overview["kpis"]["cost_usd"], str)
-    assert Decimal(overview["today_usd"]) == TOTAL or overview["today_usd"]  # near midnight UTC: yesterday
+    assert Decimal(overview["today_usd"]) == TOTAL
 
 
 def test_team_user_sees_only_their_team(app_and_warehouse):
@@ -147,6 +148,14 @@ def test_budgets_anomalies_and_reconciliation_for_finance(app_and_warehouse):
     assert Decimal(mini["ours_cost"]) == Decimal("4.401234556790") and mini["flagged"] is True
     assert Decimal(by_model["gpt-4o"]["difference"]) == Decimal("0.000000000001")
     assert by_model["gpt-4o"]["flagged"] is False
+
+
+def test_seed_just_after_midnight_stays_on_one_day():
+    """The seed's events, provider usage and "today" must share one UTC day even at 00:02 (CI failed there once:
+    reconciliation compared yesterday's events with today's bill)."""
+    just_after = datetime(2026, 12, 1, 0, 2, tzinfo=timezone.utc)
+    days = {PricedEvent.model_validate(raw).ts.date() for raw in priced_events(just_after)}
+    assert days == {just_after.date()}
 
 
 def test_users_file_for_demo_and_first_start(tmp_path):
