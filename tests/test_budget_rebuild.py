@@ -14,7 +14,14 @@ from tokenmeter import topics
 from streams.budgets.rebuild import rebuild_states
 from tokenmeter.settings import Settings
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+def clear_of_month_start(now: datetime) -> datetime:
+    """The tests place events up to 6 hours before NOW and expect them in NOW's monthly period: in the first hours
+    of a UTC month they would fall in the previous one. Then NOW moves into the month (still within the one day
+    ahead the contract accepts)."""
+    return max(now, now.replace(day=1, hour=6, minute=0, second=0))
+
+
+NOW = clear_of_month_start(datetime.now(timezone.utc).replace(microsecond=0))
 
 
 @pytest.fixture(scope="module")
