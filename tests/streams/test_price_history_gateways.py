@@ -37,6 +37,10 @@ FIRST_PARTY_2025 = [
     ("mistral", "devstral-medium-2507", "2025-08-01", "2.40"),  # $0.40 / $2
     ("mistral", "ministral-3b-latest", "2025-06-01", "0.08"),  # alias of ministral-3b-2410: $0.04
     ("mistral", "ministral-3b-latest", "2025-12-15", "0.20"),  # moved to Ministral 3 3B on 2025-12-02: $0.10
+    ("mistral", "devstral-small-latest", "2025-08-01", "0.40"),  # alias of devstral-small-2507 until 2025-12-09
+    ("mistral", "devstral-small-latest", "2026-01-10", "0.40"),  # then Devstral Small 2, same price
+    ("mistral", "devstral-medium-latest", "2025-08-01", "2.40"),  # alias of devstral-medium-2507: $0.40 / $2
+    ("mistral", "devstral-medium-latest", "2026-01-10", "2.40"),  # then Devstral 2, same price
     ("xai", "grok-3-fast", "2025-05-01", "30.00"),  # $5 / $25
     ("xai", "grok-3-fast-latest", "2025-05-01", "30.00"),
     ("xai", "grok-3-mini-fast", "2025-05-01", "4.60"),  # $0.60 / $4
