@@ -41,6 +41,9 @@ FIRST_PARTY_2025 = [
     ("mistral", "devstral-small-latest", "2026-01-10", "0.40"),  # then Devstral Small 2, same price
     ("mistral", "devstral-medium-latest", "2025-08-01", "2.40"),  # alias of devstral-medium-2507: $0.40 / $2
     ("mistral", "devstral-medium-latest", "2026-01-10", "2.40"),  # then Devstral 2, same price
+    ("mistral", "mistral-large-latest", "2025-06-01", "8.00"),  # alias of mistral-large-2411: $2 / $6
+    ("mistral", "mistral-large-latest", "2025-11-01", "2.40"),  # served Medium 3.1 ($0.40 / $2) until 2025-12-02
+    ("mistral", "mistral-large-latest", "2025-12-15", "2.00"),  # then Large 3: $0.50 / $1.50
     ("xai", "grok-3-fast", "2025-05-01", "30.00"),  # $5 / $25
     ("xai", "grok-3-fast-latest", "2025-05-01", "30.00"),
     ("xai", "grok-3-mini-fast", "2025-05-01", "4.60"),  # $0.60 / $4
