@@ -111,3 +111,10 @@ def test_qwen3_max_cache_reads_and_writes_follow_alibabas_context_cache_rule(boo
     long_reads = Usage(input_tokens=100_000, cached_input_tokens=50_000, output_tokens=0)
     # above 32K: $2.40 input, cached $0.48
     assert cost(book, "dashscope", "qwen3-max", "2025-10-01", long_reads).cost_usd == D("0.144")
+
+
+def test_qwen_flash_cache_reads_at_twenty_percent_on_both_sides_of_256k(book):
+    usage = Usage(input_tokens=10_000, cached_input_tokens=5_000, output_tokens=0)
+    assert cost(book, "dashscope", "qwen-flash", "2025-09-01", usage).cost_usd == D("0.0003")  # 5k*0.05 + 5k*0.01
+    long = Usage(input_tokens=300_000, cached_input_tokens=200_000, output_tokens=0)
+    assert cost(book, "dashscope", "qwen-flash", "2025-09-01", long).cost_usd == D("0.035")  # 100k*0.25 + 200k*0.05
