@@ -86,7 +86,7 @@ def test_mistral_models_without_a_published_price_stay_unpriced(book, provider, 
 @pytest.mark.parametrize("key", [
     "xai/grok-beta", "xai/grok-2-1212", "xai/grok-3-fast", "xai/grok-3-mini-fast",
     "mistral/mistral-small-2501", "mistral/pixtral-large-2411", "mistral/ministral-3b-2512",
-    "mistral/ministral-3b-2410", "mistral/pixtral-12b-2409",
+    "mistral/ministral-3b-2410", "mistral/pixtral-12b-2409", "deepseek/deepseek-chat", "deepseek/deepseek-coder",
 ])
 def test_versions_read_on_the_providers_own_pages_count_as_first_party(book, key):
     entry = book.entries[key]
