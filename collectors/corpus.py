@@ -63,7 +63,7 @@ def mutate(rng: random.Random, value: Any, times: int = 1) -> Any:
             keys = list(target)
             roll = rng.random()
             if not keys or roll < 0.1:
-                target[rng.choice(_NEW_KEYS)] = rng.choice(_HOSTILE_VALUES)
+                target[rng.choice(_NEW_KEYS)] = copy.deepcopy(rng.choice(_HOSTILE_VALUES))
             elif roll < 0.3:
                 del target[rng.choice(keys)]
             else:
