@@ -21,9 +21,11 @@ def to_int(value: Any, path: str, *, allow_negative: bool = False) -> int | None
     """An integer from an int, an integral float or a numeric string; None stays None (field absent)."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if type(value) is str and value.isdecimal() and value.isascii():  # OTLP's int64 text: what the regex takes
+        number = int(value)
+    elif isinstance(value, bool):
         raise DialectError(f"expected an integer, got boolean {value!r}", path)
-    if isinstance(value, int):
+    elif isinstance(value, int):
         number = value
     elif isinstance(value, float):
         if not math.isfinite(value) or value != int(value):

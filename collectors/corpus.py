@@ -26,6 +26,20 @@ DIALECTS = ("kong", "otel", "canonical")
 _HOSTILE_VALUES: list[Any] = [None, "", "  ", " 42 ", "x", "-1", "1e3", "12.0", 0, -1, -0.5, 1.5, 10**13, 2**70,
                               True, False, [], {}, [1, 2], {"a": 1}, "9" * 40, "ünïcødé", "a\"b\\c\n",
                               1e300, "NaN", "2025-13-45T99:00:00Z", "1730419200000", 1730419200, 32503680000000]
+# A source's attribution mapping of every selector kind, per dialect (the equivalence runs each corpus with the
+# dialect's defaults and with this).
+MAPPINGS: dict[str, dict[str, Any]] = {
+    "kong": {"team": ["header:X-Tokenmeter-Team", "field:consumer_groups.0.name", "field:service.name"],
+             "org": "const:acme", "project": None, "user": ["field:consumer", "field:consumer.username"],
+             "feature": ["header:x-feature", "field:request.headers.x-feature"],
+             "tags": {"env": "header:x-env", "route": "field:route.id", "ip": "client_ip", "first": "field:ai.-1"},
+             "provider": "openai"},
+    "otel": {"team": ["span:tokenmeter.team", "resource:service.name"], "org": ["const:acme"],
+             "user": ["attr:user.id", "field:name"], "tags": {"model": "attr:gen_ai.request.model",
+                                                             "span": "field:spanId", "kind": "field:kind"},
+             "inherit_defaults": False},
+    "canonical": {"org": "const:acme", "team": "field:attribution.user", "tags": {"src": "field:source"}},
+}
 _NEW_KEYS = ["extra", "gen_ai.usage.cost", "cache", "prompt_tokens", "x-tokenmeter-team", "tool_requests"]
 
 

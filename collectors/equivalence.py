@@ -34,15 +34,17 @@ _RUNNER = r'''
 import sys, orjson
 from collections import namedtuple
 from aiokafka.structs import TopicPartition
+from collectors import AttributionMapping
 from collectors.kafka_bridge import KafkaBridge
 from collectors.sink import KafkaSink, encode_batches
 
 Message = namedtuple("Message", "offset value")
 
 
-def bridge_output(values, dialect, chunk):
+def bridge_output(values, dialect, chunk, mapping=None):
     sink = KafkaSink("127.0.0.1:9", "collect-kafka")
-    bridge = KafkaBridge("127.0.0.1:9", "source", dialect, "group", sink)
+    mapping = AttributionMapping.from_dict(mapping) if mapping else None
+    bridge = KafkaBridge("127.0.0.1:9", "source", dialect, "group", sink, mapping=mapping)
     tp = TopicPartition("source", 0)
     messages, letters = [], []
     for start in range(0, len(values), chunk):
@@ -59,9 +61,9 @@ def bridge_output(values, dialect, chunk):
 
 
 if __name__ == "__main__":
-    source, dialect, chunk, target = sys.argv[1:5]
+    source, dialect, chunk, target, mapping = sys.argv[1:6]
     values = [None if v is None else bytes.fromhex(v) for v in orjson.loads(open(source, "rb").read())]
-    open(target, "wb").write(orjson.dumps(bridge_output(values, dialect, int(chunk))))
+    open(target, "wb").write(orjson.dumps(bridge_output(values, dialect, int(chunk), orjson.loads(mapping))))
 '''
 
 Message = namedtuple("Message", "offset value")
@@ -73,14 +75,17 @@ def _runner() -> dict[str, Any]:
     return namespace
 
 
-def batch_output(values: list[bytes | None], dialect: str, chunk: int = 1000) -> dict[str, Any]:
-    """The Kafka bridge's output for `values` fetched in batches of `chunk` records."""
-    return _runner()["bridge_output"](values, dialect, chunk)
+def batch_output(values: list[bytes | None], dialect: str, chunk: int = 1000,
+                 mapping: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Kafka bridge's output for `values` fetched in batches of `chunk` records (`mapping`: a source's
+    attribution mapping, as in its YAML)."""
+    return _runner()["bridge_output"](values, dialect, chunk, mapping)
 
 
-def per_record_output(values: list[bytes | None], dialect: str) -> dict[str, Any]:
+def per_record_output(values: list[bytes | None], dialect: str,
+                      mapping: dict[str, Any] | None = None) -> dict[str, Any]:
     """The same values, each converted on its own (one-record fetches)."""
-    return batch_output(values, dialect, chunk=1)
+    return batch_output(values, dialect, 1, mapping)
 
 
 # A far-dated event's reason names the validator's clock (to the second): the one part that may differ by run.
@@ -103,10 +108,11 @@ def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     return None
 
 
-def compare_with_records(values: list[bytes | None], dialect: str, chunk: int = 1000) -> str | None:
+def compare_with_records(values: list[bytes | None], dialect: str, chunk: int = 1000,
+                         mapping: dict[str, Any] | None = None) -> str | None:
     """None when the batch path and the per-record path wrote the same bytes, else the first difference.
     Messages are compared as the events they carry (one-record fetches frame them differently)."""
-    old, new = per_record_output(values, dialect), batch_output(values, dialect, chunk)
+    old, new = per_record_output(values, dialect, mapping), batch_output(values, dialect, chunk, mapping)
     for out in (old, new):
         out["messages"] = sorted(_split(out["messages"]))  # grouped by key per fetch: order differs
     return _first_difference(old, new)
@@ -116,7 +122,8 @@ def _split(messages: list[list[str]]) -> list[tuple[str, bytes]]:
     return [(key, orjson.dumps(event)) for key, value in messages for event in orjson.loads(value)]
 
 
-def ref_output(ref: str, values: list[bytes | None], dialect: str, chunk: int, repo: Path) -> dict[str, Any]:
+def ref_output(ref: str, values: list[bytes | None], dialect: str, chunk: int, repo: Path,
+               mapping: dict[str, Any] | None = None) -> dict[str, Any]:
     """The bridge's output at git commit `ref`, run in a subprocess from a `git archive` of it."""
     with tempfile.TemporaryDirectory(prefix="collectors-equivalence-") as tmp:
         tree = Path(tmp) / "tree"
@@ -126,15 +133,16 @@ def ref_output(ref: str, values: list[bytes | None], dialect: str, chunk: int, r
         (Path(tmp) / "values.json").write_bytes(orjson.dumps([None if v is None else v.hex() for v in values]))
         (Path(tmp) / "runner.py").write_text(_RUNNER)
         subprocess.run([sys.executable, str(Path(tmp) / "runner.py"), str(Path(tmp) / "values.json"), dialect,
-                        str(chunk), str(Path(tmp) / "out.json")], cwd=tree, check=True,
+                        str(chunk), str(Path(tmp) / "out.json"), orjson.dumps(mapping).decode()], cwd=tree, check=True,
                        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})
         return orjson.loads((Path(tmp) / "out.json").read_bytes())
 
 
 def compare_with_ref(ref: str, values: list[bytes | None], dialect: str, chunk: int = 1000,
-                     repo: Path | None = None) -> str | None:
+                     repo: Path | None = None, mapping: dict[str, Any] | None = None) -> str | None:
     repo = repo or Path(__file__).resolve().parent.parent
-    return _first_difference(ref_output(ref, values, dialect, chunk, repo), batch_output(values, dialect, chunk))
+    return _first_difference(ref_output(ref, values, dialect, chunk, repo, mapping),
+                             batch_output(values, dialect, chunk, mapping))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,17 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for dialect in args.dialects.split(","):
         values = corpus.records(dialect, args.events, args.seed)
-        started = time.perf_counter()
-        if args.against:
-            difference = compare_with_ref(args.against, values, dialect)
-        else:
-            difference = compare_with_records(values, dialect)
-        out = batch_output(values, dialect)
-        events = sum(len(orjson.loads(v)) for _, v in out["messages"])
-        print(f"{dialect}: {len(values)} records, {events} events, {len(out['letters'])} dead letters: "
-              f"{'IDENTICAL' if difference is None else 'DIFFERENT ' + difference} "
-              f"({time.perf_counter() - started:.1f} s)", flush=True)
-        failed |= difference is not None
+        for mapping in (None, corpus.MAPPINGS[dialect]):
+            started = time.perf_counter()
+            if args.against:
+                difference = compare_with_ref(args.against, values, dialect, mapping=mapping)
+            else:
+                difference = compare_with_records(values, dialect, mapping=mapping)
+            out = batch_output(values, dialect, mapping=mapping)
+            events = sum(len(orjson.loads(v)) for _, v in out["messages"])
+            print(f"{dialect} ({'a custom' if mapping else 'the default'} mapping): {len(values)} records, {events} "
+                  f"events, {len(out['letters'])} dead letters: "
+                  f"{'IDENTICAL' if difference is None else 'DIFFERENT ' + difference} "
+                  f"({time.perf_counter() - started:.1f} s)", flush=True)
+            failed |= difference is not None
     return 1 if failed else 0
 
 

@@ -72,11 +72,16 @@ def attributes_of(raw: Any, path: str) -> dict[str, Any]:
         return raw
     attributes: dict[str, Any] = {}
     for index, item in enumerate(as_list(raw, path)):
-        item = as_dict(item, f"{path}[{index}]", optional=False)
+        if type(item) is not dict:
+            item = as_dict(item, f"{path}[{index}]", optional=False)
         key = item.get("key")
         if not isinstance(key, str):
             raise DialectError("attribute without a string key", f"{path}[{index}]")
-        attributes[key] = any_value(item.get("value"), f"{path}[{key}]")
+        value = item.get("value")
+        if type(value) is dict and "stringValue" in value:  # the common case, as any_value reads it
+            attributes[key] = value["stringValue"]
+        else:  # the error path is only built here: a span has many attributes
+            attributes[key] = any_value(value, f"{path}[{key}]")
     return attributes
 
 
