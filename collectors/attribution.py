@@ -100,7 +100,8 @@ class RecordView:
     def __init__(self, record: Any, headers: Mapping[str, Any] | None = None,
                  span_attrs: Mapping[str, Any] | None = None, resource_attrs: Mapping[str, Any] | None = None):
         self.record = record
-        self.headers = {str(k).lower(): v for k, v in (headers or {}).items()} if isinstance(headers, Mapping) else {}
+        self.headers = {str(k).lower(): v for k, v in headers.items()} \
+            if headers and (type(headers) is dict or isinstance(headers, Mapping)) else {}
         self.span_attrs = span_attrs or {}
         self.resource_attrs = resource_attrs or {}
 
@@ -234,8 +235,8 @@ class AttributionMapping:
                 if value is not None:
                     tags[name] = value
                     break
-        native_tags = native.get("tags") or {}
-        if isinstance(native_tags, Mapping):
+        native_tags = native.get("tags") if native else None
+        if native_tags and isinstance(native_tags, Mapping):
             tags.update({str(k): str(v) for k, v in native_tags.items() if v is not None})
         return Attribution(**values, tags=tags)
 
@@ -256,6 +257,8 @@ def _getter(selector: str) -> Callable[[RecordView], str | None]:
     if kind == "header":
         def header(view: RecordView) -> str | None:
             value = view.headers.get(key)
+            if value is None:  # the common case: most selectors' headers are not sent
+                return None
             if type(value) is str:
                 value = value.strip()
                 return value or None
