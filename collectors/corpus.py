@@ -306,6 +306,6 @@ def records(dialect: str, n: int, seed: int | str = 0) -> list[bytes | None]:
     rng = random.Random(f"{seed}:{dialect}")
     make = {"kong": kong_records, "otel": otel_records, "canonical": canonical_records}[dialect]
     out = make(rng, n)
-    for _ in range(max(1, len(out) // 50)):
-        out.insert(rng.randrange(len(out) + 1), rng.choice(_BROKEN))
+    for broken in [*_BROKEN, *(rng.choice(_BROKEN) for _ in range(len(out) // 50))]:  # each kind at least once
+        out.insert(rng.randrange(len(out) + 1), broken)
     return out
