@@ -277,6 +277,18 @@ def _getter(selector: str) -> Callable[[RecordView], str | None]:
                 return value or None
             return scalar_text(value)
         return field
+    if kind == "span":
+        return lambda view: scalar_text(view.span_attrs.get(key))
+    if kind == "resource":
+        return lambda view: scalar_text(view.resource_attrs.get(key))
+    if kind == "attr":
+        def attribute(view: RecordView) -> str | None:  # span first, then resource
+            value = view.span_attrs.get(key)
+            return scalar_text(value if value is not None else view.resource_attrs.get(key))
+        return attribute
+    if kind == "const":
+        text = scalar_text(key)
+        return lambda view: text
     return lambda view: view.lookup_split(kind, key)
 
 
