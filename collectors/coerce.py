@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from collectors.errors import DialectError
+from collectors.errors import DialectError, join_path
 
 _INT_TEXT = re.compile(r"^\s*[+-]?\d+(\.0*)?\s*$")
 
@@ -171,3 +171,29 @@ def first_present(record: dict[str, Any], *keys: str) -> tuple[str | None, Any]:
         if value is not None:
             return key, value
     return None, None
+
+
+# Field readers for the hot paths of the parsers: the value of `record[key]` converted as the helper above would,
+# with the error path (`path` + `name`) built only when the value is not of the common type. A record's dozen
+# fields would otherwise each build a path string that is almost never shown.
+
+def dict_field(record: dict[str, Any], key: str, path: str, name: str | None = None) -> dict[str, Any]:
+    """`as_dict(record.get(key), join_path(path, name or key))`."""
+    value = record.get(key)
+    return value if type(value) is dict else as_dict(value, join_path(path, name or key))
+
+
+def str_field(record: dict[str, Any], key: str, path: str, name: str | None = None) -> str | None:
+    """`to_str(record.get(key), join_path(path, name or key))`."""
+    value = record.get(key)
+    if type(value) is str:
+        return value.strip() or None
+    return None if value is None else to_str(value, join_path(path, name or key))
+
+
+def float_field(record: dict[str, Any], key: str, path: str, name: str | None = None) -> float | None:
+    """`to_float(record.get(key), join_path(path, name or key))`."""
+    value = record.get(key)
+    if (type(value) is int or (type(value) is float and math.isfinite(value))) and value >= 0:
+        return float(value)
+    return None if value is None else to_float(value, join_path(path, name or key))
