@@ -284,7 +284,14 @@ def _getter(selector: str) -> Callable[[RecordView], str | None]:
     if kind == "attr":
         def attribute(view: RecordView) -> str | None:  # span first, then resource
             value = view.span_attrs.get(key)
-            return scalar_text(value if value is not None else view.resource_attrs.get(key))
+            if value is None:
+                value = view.resource_attrs.get(key)
+                if value is None:
+                    return None
+            if type(value) is str:
+                value = value.strip()
+                return value or None
+            return scalar_text(value)
         return attribute
     if kind == "const":
         text = scalar_text(key)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -105,10 +106,13 @@ def _is_genai(raw_attributes: Any, path: str) -> bool:
     return any(str(k).startswith("gen_ai.") or k == OPENINFERENCE_KIND for k in keys)
 
 
+_HEX = re.compile(r"[0-9a-f]*")
+
+
 def _hex_id(value: str) -> str:
     """OTLP/JSON ids are hex; Go's protojson (Envoy AI Gateway's recorded spans) writes them base64."""
     lowered = value.lower()
-    if all(c in "0123456789abcdef" for c in lowered):
+    if _HEX.fullmatch(lowered):
         return lowered
     try:
         return base64.b64decode(value, validate=True).hex()
