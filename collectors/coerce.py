@@ -197,3 +197,13 @@ def float_field(record: dict[str, Any], key: str, path: str, name: str | None = 
     if (type(value) is int or (type(value) is float and math.isfinite(value))) and value >= 0:
         return float(value)
     return None if value is None else to_float(value, join_path(path, name or key))
+
+
+def int_field(record: dict[str, Any], key: str, path: str, name: str | None = None) -> int | None:
+    """`to_int(record.get(key), join_path(path, name or key))` (non-negative)."""
+    value = record.get(key)
+    if type(value) is str and value.isdecimal() and value.isascii():
+        return int(value)
+    if type(value) is int and value >= 0:
+        return value
+    return None if value is None else to_int(value, join_path(path, name or key))
