@@ -29,7 +29,7 @@ import re
 from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
-from collectors.coerce import as_dict, as_list, dict_field, dig, float_field, str_field, to_datetime, to_str
+from collectors.coerce import as_dict, as_list, dict_field, dig_steps, float_field, str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
 from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request
@@ -78,9 +78,15 @@ def _blocks(ai: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
     return blocks
 
 
+_REQUEST_ID_PATHS = (("request", "id"), ("response", "headers", "x-kong-request-id"),
+                     ("request", "headers", "x-kong-request-id"))
+_STATUS_PATHS = (("upstream_status",), ("response", "status"))
+_REQUEST_HEADERS = ("request", "headers")
+
+
 def _request_id(entry: dict[str, Any]) -> str | None:
-    for candidate in ("request.id", "response.headers.x-kong-request-id", "request.headers.x-kong-request-id"):
-        value = dig(entry, candidate)
+    for candidate in _REQUEST_ID_PATHS:
+        value = dig_steps(entry, candidate)
         if isinstance(value, list):
             value = value[0] if value else None
         if isinstance(value, (str, int)) and str(value).strip():
@@ -89,8 +95,8 @@ def _request_id(entry: dict[str, Any]) -> str | None:
 
 
 def _is_error(entry: dict[str, Any]) -> bool:
-    for candidate in ("upstream_status", "response.status"):
-        verdict = http_status_is_error(dig(entry, candidate))
+    for candidate in _STATUS_PATHS:
+        verdict = http_status_is_error(dig_steps(entry, candidate))
         if verdict is not None:
             return verdict
     return False
@@ -160,7 +166,9 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
     ts = to_datetime(entry.get("started_at"), join_path(path, "started_at"))
     if ts is None:
         raise DialectError("missing started_at", path or None)
-    headers = as_dict(dig(entry, "request.headers"), join_path(path, "request.headers"))
+    headers = dig_steps(entry, _REQUEST_HEADERS)
+    if type(headers) is not dict:
+        headers = as_dict(headers, join_path(path, "request.headers"))
     view = RecordView(entry, headers=headers)
     status = "error" if _is_error(entry) else "ok"
 
