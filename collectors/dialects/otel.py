@@ -98,11 +98,13 @@ def _from_unix_nanos(nanos: int, path: str) -> datetime:
         raise DialectError(f"timestamp out of range: {nanos} ns", join_path(path, "startTimeUnixNano")) from None
 
 
-def _is_genai(raw_attributes: Any, path: str) -> bool:
+def _is_genai(raw_attributes: Any, span_path: str) -> bool:
     """A GenAI span, or an OpenInference span (its kind decides later whether it is metered)."""
     if isinstance(raw_attributes, dict):
         return any(str(k).startswith("gen_ai.") or k == OPENINFERENCE_KIND for k in raw_attributes)
-    keys = (a.get("key") for a in as_list(raw_attributes, path) if isinstance(a, dict))
+    items = raw_attributes if type(raw_attributes) is list \
+        else as_list(raw_attributes, join_path(span_path, "attributes"))
+    keys = (a.get("key") for a in items if isinstance(a, dict))
     return any(str(k).startswith("gen_ai.") or k == OPENINFERENCE_KIND for k in keys)
 
 
@@ -215,7 +217,7 @@ def parse_traces(record: Any, mapping: AttributionMapping, path: str) -> list[Us
                 spans_seen += 1
                 try:
                     span = as_dict(span, span_path, optional=False)
-                    if not _is_genai(span.get("attributes"), join_path(span_path, "attributes")):
+                    if not _is_genai(span.get("attributes"), span_path):
                         continue
                     event = _span_event(span, resource_attrs, mapping, span_path)
                 except DialectError as exc:
