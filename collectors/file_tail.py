@@ -245,7 +245,7 @@ class FileTailer:
                                  positions=pending["positions"] if resumed else None):
                 return False
             fault_point("after-ack")
-        counters.count(self.label, "rejected", len(letters))
+        self.sink.counters.count(self.label, "rejected", len(letters))
         current.offset, current.line = lines[-1][2], lines[-1][0]
         self.checkpoint = Checkpoint(current.inode, current.offset, current.line)
         self.checkpoint.save(self.checkpoint_path, current.name)
