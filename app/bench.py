@@ -188,10 +188,13 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
 
         # Collectors write to their own usage topic here: the worker measured in (c) reads tokenmeter.usage from
         # the beginning and would otherwise price these events too.
-        results["collectors_events_per_s"] = measure_collectors(bootstrap, n, usage_topic="bench.collectors.usage")
+        cpu_rates: dict[str, float] = {}
+        results["collectors_events_per_s"] = measure_collectors(bootstrap, n, usage_topic="bench.collectors.usage",
+                                                                cpu_rates=cpu_rates)
+        results["collectors_cpu_events_per_s"] = cpu_rates
         for dialect, rate in results["collectors_events_per_s"].items():
             say(f"(a') collector {dialect}: gateway topic -> usage topic (parse, validate, produce, acks=all): "
-                f"{rate:,.0f} events/s")
+                f"{rate:,.0f} events/s ({cpu_rates[dialect]:,.0f} per CPU second of the collector)")
 
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning")

@@ -185,12 +185,14 @@ class _TimedSink(KafkaSink):
         self.target = target
         self.records = records
         self.done_at: float | None = None
+        self.done_cpu: float | None = None  # this process's CPU clock then (the bridge runs in-process)
         self.done = asyncio.Event()
 
     async def publish(self, events: list[Any], dialect: str = "?") -> int:
         written = await super().publish(events, dialect)
         if self.done_at is None and (self.counters.written >= self.target or self.counters.read >= self.records):
             self.done_at = time.perf_counter()
+            self.done_cpu = time.process_time()
             self.done.set()
         return written
 
@@ -207,6 +209,7 @@ class _TimedBridge(KafkaBridge):
         self.go = asyncio.Event()
         self.abandoned = False  # the measurement ended before this bridge's turn
         self.first_batch_at: float | None = None
+        self.first_batch_cpu: float | None = None
 
     async def _settle_recovery(self, consumer: AIOKafkaConsumer) -> None:  # called once, with the first batch
         self.at_door.set()
@@ -214,6 +217,7 @@ class _TimedBridge(KafkaBridge):
         if self.abandoned:
             raise CollectorBenchError(f"{self.label}: abandoned before its turn")
         self.first_batch_at = time.perf_counter()
+        self.first_batch_cpu = time.process_time()
         await super()._settle_recovery(consumer)
 
 
@@ -282,6 +286,7 @@ class _DialectRun:
                                    state_path=Path(self.state_dir.name) / "state.json")
         self.stop = asyncio.Event()
         self.running: asyncio.Task | None = None
+        self.cpu_rate: float | None = None
 
     async def start(self) -> None:
         """Its records all on the source topic, then its bridge started (it joins, fetches, waits at the door)."""
@@ -315,6 +320,8 @@ class _DialectRun:
             raise CollectorBenchError(f"{self.dialect}: {len(missing)} of {self.n} expected event ids not on "
                                       f"{self.usage_topic} exactly once (first: {missing[:3]})")
         assert self.bridge.first_batch_at is not None and self.sink.done_at is not None
+        assert self.bridge.first_batch_cpu is not None and self.sink.done_cpu is not None
+        self.cpu_rate = self.n / max(self.sink.done_cpu - self.bridge.first_batch_cpu, 1e-9)
         return self.n / (self.sink.done_at - self.bridge.first_batch_at)
 
     async def _until(self, waiter: asyncio.Task, timeout_message: str) -> None:
@@ -342,12 +349,15 @@ class _DialectRun:
 
 
 def measure_collectors(bootstrap: str, n: int, dialects: tuple[str, ...] = DIALECTS, *,
-                       usage_topic: str = topics.USAGE, seed: int = 7) -> dict[str, float]:
+                       usage_topic: str = topics.USAGE, seed: int = 7,
+                       cpu_rates: dict[str, float] | None = None) -> dict[str, float]:
     """Events/s of the Kafka bridge per dialect, one dialect at a time (a fresh source topic and group each).
 
     `usage_topic` is created (4 partitions) if missing; pass a topic of its own when something else, such as a
     running worker, consumes tokenmeter.usage on the same broker. Raises CollectorBenchError unless every
-    dialect wrote exactly n events with the expected ids.
+    dialect wrote exactly n events with the expected ids. `cpu_rates`, when given, receives each dialect's events
+    per CPU second of this process over the same window (the bridge's own work; the broker is another process):
+    steadier than the wall rate on a shared machine.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -360,7 +370,10 @@ def measure_collectors(bootstrap: str, n: int, dialects: tuple[str, ...] = DIALE
                 await one.start()
             for one in runs:  # all joined (their joins overlapped) and idle at the door
                 await one.at_door()
-            return {one.dialect: await one.measure() for one in runs}  # one at a time
+            rates = {one.dialect: await one.measure() for one in runs}  # one at a time
+            if cpu_rates is not None:
+                cpu_rates.update({one.dialect: one.cpu_rate for one in runs})
+            return rates
         finally:
             for one in runs:
                 await one.close()

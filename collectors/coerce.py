@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from collectors.errors import DialectError
+from collectors.errors import DialectError, join_path
 
 _INT_TEXT = re.compile(r"^\s*[+-]?\d+(\.0*)?\s*$")
 
@@ -21,9 +21,11 @@ def to_int(value: Any, path: str, *, allow_negative: bool = False) -> int | None
     """An integer from an int, an integral float or a numeric string; None stays None (field absent)."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if type(value) is str and value.isdecimal() and value.isascii():  # OTLP's int64 text: what the regex takes
+        number = int(value)
+    elif isinstance(value, bool):
         raise DialectError(f"expected an integer, got boolean {value!r}", path)
-    if isinstance(value, int):
+    elif isinstance(value, int):
         number = value
     elif isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
@@ -169,3 +171,39 @@ def first_present(record: dict[str, Any], *keys: str) -> tuple[str | None, Any]:
         if value is not None:
             return key, value
     return None, None
+
+
+# Field readers for the hot paths of the parsers: the value of `record[key]` converted as the helper above would,
+# with the error path (`path` + `name`) built only when the value is not of the common type. A record's dozen
+# fields would otherwise each build a path string that is almost never shown.
+
+def dict_field(record: dict[str, Any], key: str, path: str, name: str | None = None) -> dict[str, Any]:
+    """`as_dict(record.get(key), join_path(path, name or key))`."""
+    value = record.get(key)
+    return value if type(value) is dict else as_dict(value, join_path(path, name or key))
+
+
+def str_field(record: dict[str, Any], key: str, path: str, name: str | None = None) -> str | None:
+    """`to_str(record.get(key), join_path(path, name or key))`."""
+    value = record.get(key)
+    if type(value) is str:
+        return value.strip() or None
+    return None if value is None else to_str(value, join_path(path, name or key))
+
+
+def float_field(record: dict[str, Any], key: str, path: str, name: str | None = None) -> float | None:
+    """`to_float(record.get(key), join_path(path, name or key))`."""
+    value = record.get(key)
+    if (type(value) is int or (type(value) is float and math.isfinite(value))) and value >= 0:
+        return float(value)
+    return None if value is None else to_float(value, join_path(path, name or key))
+
+
+def int_field(record: dict[str, Any], key: str, path: str, name: str | None = None) -> int | None:
+    """`to_int(record.get(key), join_path(path, name or key))` (non-negative)."""
+    value = record.get(key)
+    if type(value) is str and value.isdecimal() and value.isascii():
+        return int(value)
+    if type(value) is int and value >= 0:
+        return value
+    return None if value is None else to_int(value, join_path(path, name or key))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from collectors import AttributionMapping, DialectError, parse_record
+from collectors.batch import collection_paused
 from collectors.delivery import (
     DeliveryGuard,
     Positions,
@@ -199,11 +200,8 @@ class FileTailer:
             out.append((number, raw, position))
         return out
 
-    # Shipping ----------------------------------------------------------------------------------------
-    async def _ship(self, current: OpenFile, lines: list[tuple[int, bytes, int]], stop: asyncio.Event) -> bool:
-        """Parse, publish, dead-letter, then checkpoint. False when stopped before Kafka acknowledged."""
-        events: list[UsageEvent] = []
-        letters: list[dict[str, Any]] = []
+    def _convert(self, current: OpenFile, lines: list[tuple[int, bytes, int]], events: list[UsageEvent],
+                 letters: list[dict[str, Any]]) -> None:
         counters = self.sink.counters
         for number, raw, _ in lines:
             if not raw.strip():
@@ -221,6 +219,14 @@ class FileTailer:
             if not found:
                 counters.count(self.label, "skipped")
             events.extend(found)
+
+    # Shipping ----------------------------------------------------------------------------------------
+    async def _ship(self, current: OpenFile, lines: list[tuple[int, bytes, int]], stop: asyncio.Event) -> bool:
+        """Parse, publish, dead-letter, then checkpoint. False when stopped before Kafka acknowledged."""
+        events: list[UsageEvent] = []
+        letters: list[dict[str, Any]] = []
+        with collection_paused():
+            self._convert(current, lines, events, letters)
         if events or letters:
             pending = self.checkpoint.pending
             resumed = (pending is not None and pending["inode"] == current.inode
@@ -239,7 +245,7 @@ class FileTailer:
                                  positions=pending["positions"] if resumed else None):
                 return False
             fault_point("after-ack")
-        counters.count(self.label, "rejected", len(letters))
+        self.sink.counters.count(self.label, "rejected", len(letters))
         current.offset, current.line = lines[-1][2], lines[-1][0]
         self.checkpoint = Checkpoint(current.inode, current.offset, current.line)
         self.checkpoint.save(self.checkpoint_path, current.name)

@@ -31,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from collectors import DIALECTS, AttributionMapping, DialectError, parse_record
+from collectors.batch import collection_paused
 from collectors.decode import decode
 from collectors.sink import KafkaSink, SinkUnavailable
 from tokenmeter.events import UsageEvent
@@ -104,14 +105,15 @@ def parse_all(records: list[Any], dialect: str | None,
     events: list[UsageEvent] = []
     errors: list[RecordError] = []
     skipped = 0
-    for index, record in enumerate(records):
-        try:
-            found = parse_record(record, dialect, mapping)
-        except DialectError as exc:
-            errors.append(RecordError(index, exc.reason, exc.path))
-            continue
-        skipped += not found
-        events.extend(found)
+    with collection_paused():
+        for index, record in enumerate(records):
+            try:
+                found = parse_record(record, dialect, mapping)
+            except DialectError as exc:
+                errors.append(RecordError(index, exc.reason, exc.path))
+                continue
+            skipped += not found
+            events.extend(found)
     if errors:
         raise BadRequest(f"{len(errors)} of {len(records)} record(s) rejected; nothing was written", errors)
     return events, skipped

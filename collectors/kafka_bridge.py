@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from collectors import AttributionMapping, DialectError, parse_record
+from collectors.batch import collection_paused
 from collectors.delivery import (
     DeliveryGuard,
     Positions,
@@ -181,6 +182,12 @@ class KafkaBridge:
         letters: list[dict[str, Any]] = []
         self._doubtful_ids: set[str] = set()  # ids from records of a killed run's pending range
         ranges = self.recovery["ranges"] if self.recovery is not None else {}
+        with collection_paused():
+            self._convert_all(batch, ranges, events, letters)
+        return events, letters
+
+    def _convert_all(self, batch: dict[TopicPartition, list[Any]], ranges: dict[tuple[str, int], tuple[int, int]],
+                     events: list[UsageEvent], letters: list[dict[str, Any]]) -> None:
         for tp, messages in batch.items():
             window = ranges.get((tp.topic, tp.partition))
             for message in messages:
@@ -191,7 +198,6 @@ class KafkaBridge:
                 self._convert_one(tp, message, events, letters)
                 if mark_from is not None:
                     self._doubtful_ids.update(e.event_id for e in events[mark_from:])
-        return events, letters
 
     def _convert_one(self, tp: TopicPartition, message: Any, events: list[UsageEvent],
                      letters: list[dict[str, Any]]) -> None:

@@ -230,12 +230,22 @@ class PricedEvent(UsageEvent):
 
 def partition_key(event: UsageEvent | dict[str, Any]) -> bytes:
     """Kafka key: the most specific owner we know, so one team's events stay in order on one partition."""
-    attribution = event.attribution.model_dump() if isinstance(event, UsageEvent) else (event.get("attribution") or {})
-    for dim in ("team", "org", "project", "api_key", "user"):
+    if isinstance(event, UsageEvent):  # read off the model: a model_dump per event was half this function's cost
+        attribution = event.attribution
+        for dim in PARTITION_DIMENSIONS:
+            value = getattr(attribution, dim)
+            if value:
+                return f"{dim}:{value}".encode()
+        return b"unattributed"
+    attribution = event.get("attribution") or {}
+    for dim in PARTITION_DIMENSIONS:
         value = attribution.get(dim)
         if value:
             return f"{dim}:{value}".encode()
     return b"unattributed"
+
+
+PARTITION_DIMENSIONS = ("team", "org", "project", "api_key", "user")  # most specific owner first
 
 
 def derive_event_id(source: str, *parts: Any) -> str:

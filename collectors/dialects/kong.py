@@ -29,7 +29,7 @@ import re
 from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
-from collectors.coerce import as_dict, as_list, dig, to_datetime, to_float, to_str
+from collectors.coerce import as_dict, as_list, dict_field, dig_steps, float_field, str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
 from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request
@@ -78,9 +78,15 @@ def _blocks(ai: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
     return blocks
 
 
+_REQUEST_ID_PATHS = (("request", "id"), ("response", "headers", "x-kong-request-id"),
+                     ("request", "headers", "x-kong-request-id"))
+_STATUS_PATHS = (("upstream_status",), ("response", "status"))
+_REQUEST_HEADERS = ("request", "headers")
+
+
 def _request_id(entry: dict[str, Any]) -> str | None:
-    for candidate in ("request.id", "response.headers.x-kong-request-id", "request.headers.x-kong-request-id"):
-        value = dig(entry, candidate)
+    for candidate in _REQUEST_ID_PATHS:
+        value = dig_steps(entry, candidate)
         if isinstance(value, list):
             value = value[0] if value else None
         if isinstance(value, (str, int)) and str(value).strip():
@@ -89,8 +95,8 @@ def _request_id(entry: dict[str, Any]) -> str | None:
 
 
 def _is_error(entry: dict[str, Any]) -> bool:
-    for candidate in ("upstream_status", "response.status"):
-        verdict = http_status_is_error(dig(entry, candidate))
+    for candidate in _STATUS_PATHS:
+        verdict = http_status_is_error(dig_steps(entry, candidate))
         if verdict is not None:
             return verdict
     return False
@@ -98,7 +104,7 @@ def _is_error(entry: dict[str, Any]) -> bool:
 
 def _model(meta: dict[str, Any], block: dict[str, Any], path: str) -> str:
     for key in ("response_model", "request_model"):
-        model = to_str(meta.get(key), join_path(path, f"meta.{key}"))
+        model = str_field(meta, key, path, f"meta.{key}")
         if model:
             return model
     for target in reversed(as_list(block.get("tried_targets"), join_path(path, "tried_targets"))):
@@ -108,7 +114,7 @@ def _model(meta: dict[str, Any], block: dict[str, Any], path: str) -> str:
 
 
 def _provider(meta: dict[str, Any], block: dict[str, Any], mapping: AttributionMapping, path: str) -> str:
-    name = to_str(meta.get("provider_name"), join_path(path, "meta.provider_name"))
+    name = str_field(meta, "provider_name", path, "meta.provider_name")
     if not name:
         targets = [t for t in list_or_empty(block.get("tried_targets")) if isinstance(t, dict) and t.get("provider")]
         name = to_str(targets[-1]["provider"], join_path(path, "tried_targets.provider")) if targets \
@@ -155,21 +161,23 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
     entry = require_object(entry, path, "Kong log entry")
     if entry.get("ai") is None:
         return []
-    ai = as_dict(entry.get("ai"), join_path(path, "ai"))
+    ai = dict_field(entry, "ai", path)
     request_id = _request_id(entry)
     ts = to_datetime(entry.get("started_at"), join_path(path, "started_at"))
     if ts is None:
         raise DialectError("missing started_at", path or None)
-    headers = as_dict(dig(entry, "request.headers"), join_path(path, "request.headers"))
+    headers = dig_steps(entry, _REQUEST_HEADERS)
+    if type(headers) is not dict:
+        headers = as_dict(headers, join_path(path, "request.headers"))
     view = RecordView(entry, headers=headers)
     status = "error" if _is_error(entry) else "ok"
 
     events = []
     for index, (key, block) in enumerate(_blocks(ai, join_path(path, "ai"))):
         block_path = join_path(path, f"ai.{key}")
-        meta = as_dict(block.get("meta"), join_path(block_path, "meta"))
-        cache = as_dict(block.get("cache"), join_path(block_path, "cache"))
-        cache_status = to_str(cache.get("cache_status"), join_path(block_path, "cache.cache_status"))
+        meta = dict_field(block, "meta", block_path)
+        cache = dict_field(block, "cache", block_path)
+        cache_status = str_field(cache, "cache_status", block_path, "cache.cache_status")
         usage = _usage(block, meta, (cache_status or "").lower() == "hit", block_path)
         content = None
         if usage is None:  # only then is the text needed, to count tokens
@@ -180,9 +188,9 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
         tags = {"cache_status": cache_status} if cache_status else {}
         if index:
             tags["kong_plugin"] = key
-        latency = to_float(meta.get("llm_latency"), join_path(block_path, "meta.llm_latency"))
-        raw_usage = as_dict(block.get("usage"), join_path(block_path, "usage"))
-        ttft = to_float(raw_usage.get("time_to_first_token"), join_path(block_path, "usage.time_to_first_token"))
+        latency = float_field(meta, "llm_latency", block_path, "meta.llm_latency")
+        raw_usage = dict_field(block, "usage", block_path)
+        ttft = float_field(raw_usage, "time_to_first_token", block_path, "usage.time_to_first_token")
         provider, model = _provider(meta, block, mapping, block_path), _model(meta, block, block_path)
         events.append(make_event(
             block_path,

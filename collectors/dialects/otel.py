@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 
 from collectors.attribution import AttributionMapping, RecordView
-from collectors.coerce import as_dict, as_list, to_float, to_int, to_str
+from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
@@ -72,11 +73,16 @@ def attributes_of(raw: Any, path: str) -> dict[str, Any]:
         return raw
     attributes: dict[str, Any] = {}
     for index, item in enumerate(as_list(raw, path)):
-        item = as_dict(item, f"{path}[{index}]", optional=False)
+        if type(item) is not dict:
+            item = as_dict(item, f"{path}[{index}]", optional=False)
         key = item.get("key")
         if not isinstance(key, str):
             raise DialectError("attribute without a string key", f"{path}[{index}]")
-        attributes[key] = any_value(item.get("value"), f"{path}[{key}]")
+        value = item.get("value")
+        if type(value) is dict and "stringValue" in value:  # the common case, as any_value reads it
+            attributes[key] = value["stringValue"]
+        else:  # the error path is only built here: a span has many attributes
+            attributes[key] = any_value(value, f"{path}[{key}]")
     return attributes
 
 
@@ -85,25 +91,30 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 def _from_unix_nanos(nanos: int, path: str) -> datetime:
     """OTLP times are always nanoseconds; a generic epoch reader guesses the unit from the size and takes a
-    test clock's small values (1_000_000_000 ns) for seconds."""
+    test clock's small values (1_000_000_000 ns) for seconds. `path`: the span's."""
     try:
         return _EPOCH + timedelta(microseconds=nanos // 1000)
     except OverflowError:
-        raise DialectError(f"timestamp out of range: {nanos} ns", path) from None
+        raise DialectError(f"timestamp out of range: {nanos} ns", join_path(path, "startTimeUnixNano")) from None
 
 
-def _is_genai(raw_attributes: Any, path: str) -> bool:
+def _is_genai(raw_attributes: Any, span_path: str) -> bool:
     """A GenAI span, or an OpenInference span (its kind decides later whether it is metered)."""
     if isinstance(raw_attributes, dict):
         return any(str(k).startswith("gen_ai.") or k == OPENINFERENCE_KIND for k in raw_attributes)
-    keys = (a.get("key") for a in as_list(raw_attributes, path) if isinstance(a, dict))
+    items = raw_attributes if type(raw_attributes) is list \
+        else as_list(raw_attributes, join_path(span_path, "attributes"))
+    keys = (a.get("key") for a in items if isinstance(a, dict))
     return any(str(k).startswith("gen_ai.") or k == OPENINFERENCE_KIND for k in keys)
+
+
+_HEX = re.compile(r"[0-9a-f]*")
 
 
 def _hex_id(value: str) -> str:
     """OTLP/JSON ids are hex; Go's protojson (Envoy AI Gateway's recorded spans) writes them base64."""
     lowered = value.lower()
-    if all(c in "0123456789abcdef" for c in lowered):
+    if _HEX.fullmatch(lowered):
         return lowered
     try:
         return base64.b64decode(value, validate=True).hex()
@@ -132,7 +143,8 @@ def _content(attrs: dict[str, Any]) -> Any:
 
 def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: AttributionMapping,
                 path: str) -> UsageEvent | None:
-    attrs = attributes_of(span.get("attributes"), join_path(path, "attributes"))
+    attr_path = join_path(path, "attributes")
+    attrs = attributes_of(span.get("attributes"), attr_path)
     if OPENINFERENCE_KIND in attrs and not any(key.startswith("gen_ai.") for key in attrs):
         if not is_metered_span(attrs):
             return None  # a chain/tool/agent span: the LLM spans under it carry the usage
@@ -140,19 +152,20 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
     operation = attrs.get("gen_ai.operation.name")
     if isinstance(operation, str) and operation in WRAPPER_OPERATIONS:
         return None
-    attr_path = join_path(path, "attributes")
-    model = to_str(attrs.get("gen_ai.response.model"), f"{attr_path}[gen_ai.response.model]") or to_str(
-        attrs.get("gen_ai.request.model"), f"{attr_path}[gen_ai.request.model]")
+    model = str_field(attrs, "gen_ai.response.model", attr_path, "[gen_ai.response.model]") or str_field(
+        attrs, "gen_ai.request.model", attr_path, "[gen_ai.request.model]")
     if not model:
         raise DialectError("missing model (gen_ai.response.model and gen_ai.request.model are both absent)",
                            attr_path)
     provider_name = attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or mapping.provider
-    provider = normalize_provider(to_str(provider_name, f"{attr_path}[gen_ai.provider.name]")) or guess_provider(model)
+    provider_text = (provider_name.strip() or None) if type(provider_name) is str \
+        else to_str(provider_name, f"{attr_path}[gen_ai.provider.name]")
+    provider = normalize_provider(provider_text) or guess_provider(model)
     if not provider:
         raise DialectError("missing provider (gen_ai.provider.name and gen_ai.system are both absent)", attr_path)
 
-    start_ns = to_int(span.get("startTimeUnixNano"), join_path(path, "startTimeUnixNano"))
-    end_ns = to_int(span.get("endTimeUnixNano"), join_path(path, "endTimeUnixNano"))
+    start_ns = int_field(span, "startTimeUnixNano", path)
+    end_ns = int_field(span, "endTimeUnixNano", path)
     if not start_ns:
         raise DialectError("missing startTimeUnixNano", path)
     usage = otel_usage(attrs, attr_path)
@@ -161,7 +174,7 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
         event_id = f"{_hex_id(trace_id)}:{_hex_id(span_id)}"
     else:
         event_id = derive_event_id(NAME, span)
-    status = as_dict(span.get("status"), join_path(path, "status"))
+    status = dict_field(span, "status", path)
     code = status.get("code")
     failed = (isinstance(code, (int, str)) and code in _ERROR_CODES) or attrs.get("error.type") is not None
     tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
@@ -169,7 +182,7 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
     return make_event(
         path,
         event_id=event_id,
-        ts=_from_unix_nanos(start_ns, join_path(path, "startTimeUnixNano")),
+        ts=_from_unix_nanos(start_ns, path),
         source=NAME,
         provider=provider,
         model=model,
@@ -204,7 +217,7 @@ def parse_traces(record: Any, mapping: AttributionMapping, path: str) -> list[Us
                 spans_seen += 1
                 try:
                     span = as_dict(span, span_path, optional=False)
-                    if not _is_genai(span.get("attributes"), join_path(span_path, "attributes")):
+                    if not _is_genai(span.get("attributes"), span_path):
                         continue
                     event = _span_event(span, resource_attrs, mapping, span_path)
                 except DialectError as exc:

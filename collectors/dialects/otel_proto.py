@@ -98,13 +98,21 @@ def _span(span: Any, message_to_dict: Any) -> dict[str, Any]:
 
 def _key_values(items: Any) -> list[dict[str, Any]]:
     result = []
+    append = result.append
     for item in items:
         kv: dict[str, Any] = {}
         if item.key:
             kv["key"] = item.key
         if item.HasField("value"):
-            kv["value"] = _any_value(item.value)
-        result.append(kv)
+            value = item.value
+            kind = value.WhichOneof("value")
+            if kind == "string_value":  # most attributes: read here rather than in _any_value
+                kv["value"] = {"stringValue": value.string_value}
+            elif kind == "int_value":
+                kv["value"] = {"intValue": str(value.int_value)}
+            else:
+                kv["value"] = _any_value(value)
+        append(kv)
     return result
 
 

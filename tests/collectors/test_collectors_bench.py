@@ -33,9 +33,11 @@ def test_gateway_records_have_the_gateways_shape_and_distinct_ids():
 def test_every_dialect_bridged_exactly_with_a_positive_rate(kafka_bootstrap):
     # A usage topic of its own: workers other tests run on this broker never see these events.
     usage_topic = f"bench.collectors.usage.{uuid.uuid4().hex[:8]}"
-    rates = measure_collectors(kafka_bootstrap, 300, usage_topic=usage_topic)
-    assert set(rates) == set(DIALECTS)
+    cpu_rates: dict[str, float] = {}
+    rates = measure_collectors(kafka_bootstrap, 300, usage_topic=usage_topic, cpu_rates=cpu_rates)
+    assert set(rates) == set(DIALECTS) == set(cpu_rates)
     assert all(rate > 0 for rate in rates.values()), rates
+    assert all(rate > 0 for rate in cpu_rates.values()), cpu_rates
 
 
 def test_bad_n_is_refused():
