@@ -73,7 +73,7 @@ class SourcePreference:
             name = str(entry).strip().lower() if entry is not None else ""
             if not name:
                 raise ValueError(f"dedup source preference: entry {index} is empty")
-            for source in SOURCE_GROUPS.get(name, (name,)):
+            for source in (name, *SOURCE_GROUPS.get(name, ())):  # a source may also be named like a group
                 ranks.setdefault(source, index)
         self.order = [str(entry).strip().lower() for entry in order]
         self._ranks = ranks
