@@ -63,7 +63,8 @@ def test_screenshots_of_a_first_demo_start(dash_duo, tmp_path):
     try:
         def history_loaded(_) -> bool:
             assert up.poll() is None, log_path.read_text()
-            return bool(re.search(r"demo history: \d+ events", log_path.read_text()))
+            text = log_path.read_text()  # the history is written, and every part has started
+            return bool(re.search(r"demo history: \d+ events", text)) and "Press Ctrl-C" in text
 
         WebDriverWait(None, 300, poll_frequency=1).until(history_loaded)
         driver.set_window_size(1400, 1200)
@@ -83,12 +84,13 @@ def test_screenshots_of_a_first_demo_start(dash_duo, tmp_path):
         time.sleep(2)  # plotly's transitions; pictures only
         driver.save_screenshot(str(out / "demo-anomalies.png"))
 
-        _until(driver, base + "/reconciliation", lambda d: any(
+        _until(driver, base + "/reconciliation" + month, lambda d: any(
             "price" in row.lower() for row in _rows(d, "#drift-table")), 300, "the drift rows")
         time.sleep(2)
         driver.save_screenshot(str(out / "demo-reconciliation-drift.png"))
 
-        _until(driver, base + "/", lambda d: len(_rows(d, "#overview-sources")) >= 2, 300, "the sources")
+        _until(driver, base + "/", lambda d: len(_rows(d, "#overview-sources")) >= 2
+               and len(_rows(d, "#overview-movers")) >= 1, 300, "the sources and the top movers")
         time.sleep(2)
         driver.save_screenshot(str(out / "demo-overview.png"))
         driver.execute_script("document.getElementById('overview-sources-card').scrollIntoView();")
