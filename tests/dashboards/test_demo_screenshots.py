@@ -83,6 +83,9 @@ def test_screenshots_of_a_first_demo_start(dash_duo, tmp_path):
                "the history's anomalies")
         time.sleep(2)  # plotly's transitions; pictures only
         driver.save_screenshot(str(out / "demo-anomalies.png"))
+        alerted = [row.split("\t")[2] for row in _rows(driver, "#anomalies-table")
+                   if "Part of the anomaly" not in row and "not alerted" not in row]
+        print(f"anomalies alerted in the demo's month: {len(alerted)}: {sorted(alerted)}")  # the figure for docs
 
         _until(driver, base + "/reconciliation" + month, lambda d: any(
             "price" in row.lower() for row in _rows(d, "#drift-table")), 300, "the drift rows")
