@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     cost_centers_file: Path | None = Field(None, description="YAML: team/project/tag -> cost center, GL account, owner.")
     allocation_file: Path | None = Field(None, description="YAML of shared-cost allocation rules; unset: the cost-centers file's.")
     raw_retention_days: int = Field(400, ge=1, description="Days of raw priced events kept; rollups are kept.")
+    dedup_source_preference: list[str] = Field(
+        default_factory=lambda: ["gateway", "otel", "sdk"], min_length=1,
+        description="Cross-source dedup: which copy of a call is counted, best first (JSON list of sources or the "
+        "groups gateway, otel, sdk); unlisted sources rank last.")
     # Finance alerts (cost drift, source completeness): routed by the alert dispatcher like budget alerts -------
     finance_notify: list[str] = Field(default_factory=list, description="Routes for drift and completeness alerts (JSON list).")
     drift_threshold_pct: Decimal = Field(Decimal(5), ge=0, description="Drift alert: gap above this % of the provider's cost...")

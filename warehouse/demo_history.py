@@ -3,12 +3,17 @@ month of content at first start. Written straight into the warehouse (before the
 runs give the same month.
 
 - Traffic of the live demo's callers and models (collectors/demo.py), priced by the worker's own code, with
-  weekday and hour-of-day seasonality (quiet nights and weekends, a lunch dip) and a nightly batch job.
-- One injected anomaly of each kind the detector knows: a runaway agent loop (spend_rate), a bulk job on a cheap
-  model (token_rate), a prompt template that doubles its output (tokens_per_request), a leaked key firing cheap
-  calls (request_burst), a user trying a model the team never used (new_model), a provider outage
-  (error_rate), a team moving to a pricier model (model_shift) and a model missing from the catalog
-  (unpriced_usage).
+  weekday and hour-of-day seasonality (quiet nights and weekends, a lunch dip), a nightly embeddings batch job on
+  its own service key, and a support bot (a service key on a small model, busy all day).
+- One injected anomaly of each kind the detector knows, each shaped to be that kind only: a runaway agent loop
+  (spend_rate), a bulk job on a cheap model (token_rate), the bot's summary template asking for three times the
+  text (tokens_per_request), a leaked key firing tiny calls (request_burst), a user trying a model nobody used
+  (new_model), a provider outage the bot retries into (error_rate), the bot's prompts sent to a pricier model for
+  half an hour (model_shift) and a model missing from the catalog (unpriced_usage). The detector reading the
+  history alerts once per kind (tests/warehouse/test_demo_history.py counts them); the unpriced model is a new
+  model too. The shapes that made it noisy before (31 alerts in a live demo): the batch job on a person's key (her
+  usual output per call ~10 tokens, so her chats were "jumps"), every caller drawing every model at random (a rare
+  model's first cluster weeks in was a "new model"), injections too thin or at night to be seen.
 - Provider cost and usage reports (what `tokenmeter collect openai-usage` / `anthropic-usage` store) per day
   and model with a small drift: most days within 0.8 %, one model billed 25 % more for three days (a price
   change) and one day with 1.50 USD of calls no collector saw (a missing source).
@@ -45,38 +50,65 @@ def _season(ts: datetime) -> float:
 
 
 def _injections(start: datetime) -> list[dict[str, Any]]:
+    """One injection of each kind the detector knows, each on a weekday afternoon (UTC) when its scope is busy,
+    the bot's three at least three days apart (a weekend moves one by two days at most), the loop on claude-sonnet
+    before the provider's price change of that model (days -9 to -7: its 25 % would make the loop's day a big
+    drift), and shaped so that it
+    is *only* that kind: a loop repeats the usual calls (more spend, same calls), a model
+    shift sends the same prompts to a pricier model the team already uses now and then (not a new model), a new
+    model gets prompts of the usual size (not longer answers)."""
     def at(day: int, hour: int) -> datetime:
-        return start + timedelta(days=day, hours=hour)
+        moment = start.replace(hour=0) + timedelta(days=day)
+        while moment.weekday() >= 5:  # the detector's weekend levels are lower: keep every injection on a weekday
+            moment += timedelta(days=1)
+        return moment + timedelta(hours=hour)
 
     return [
-        {"kind": "spend_rate", "from": at(24, 15), "hours": 2, "team": "growth", "user": "hal", "extra": 40,
-         "input_mult": 6, "model": "gpt-5"},
-        {"kind": "token_rate", "from": at(21, 10), "hours": 1, "team": "data-science", "user": "fay", "extra": 60,
-         "input_mult": 20, "model": "gpt-4o-mini"},
-        {"kind": "tokens_per_request", "from": at(17, 9), "hours": 5, "team": "support-bot", "feature": "summarize",
-         "output_mult": 3},
-        {"kind": "request_burst", "from": at(26, 20), "hours": 1, "team": "platform", "user": "kai",
-         "api_key": "sk-glo-plat-leaked", "extra": 120, "model": "gpt-4o-mini", "tiny": True},
-        {"kind": "new_model", "from": at(14, 11), "hours": 3, "team": "search", "user": "chen", "extra": 6,
-         "model": "gemini-2.5-pro"},
-        {"kind": "error_rate", "from": at(19, 13), "hours": 1, "provider": "anthropic", "error_share": 0.5},
-        {"kind": "model_shift", "from": at(11, 9), "hours": 6, "team": "support-bot", "shift_to": "gpt-5"},
-        {"kind": "unpriced_usage", "from": at(8, 16), "hours": 2, "team": "platform", "user": "lu", "extra": 10,
-         "model": "acme-internal-llm-v2"},
+        {"kind": "model_shift", "from": at(11, 13), "hours": 0.5, "caller": "bot", "shift_to": SHIFT_MODEL},
+        {"kind": "unpriced_usage", "from": at(12, 14), "hours": 2, "team": "platform", "user": "lu", "extra": 36,
+         "model": "acme-internal-llm-v2", "feature": "classify"},
+        {"kind": "new_model", "from": at(14, 13), "hours": 2, "team": "search", "user": "chen", "extra": 8,
+         "model": "gpt-4.1", "feature": "rag-answer"},
+        {"kind": "tokens_per_request", "from": at(15, 13), "hours": 4, "caller": "bot", "output_mult": 3},
+        {"kind": "error_rate", "from": at(19, 14), "hours": 1, "provider": "openai", "error_share": 0.9,
+         "retries": 2},
+        {"kind": "token_rate", "from": at(21, 10), "hours": 1, "team": "data-science", "user": "fay", "extra": 480,
+         "model": "gpt-4o-mini", "feature": "classify"},
+        {"kind": "spend_rate", "from": at(17, 14), "hours": 2, "team": "growth", "user": "hal", "extra": 300,
+         "model": SHIFT_MODEL, "feature": "agent-loop", "sizes_of": "loop"},
+        {"kind": "request_burst", "from": at(26, 15), "hours": 1, "team": "platform", "user": "kai", "extra": 700,
+         "model": "gpt-4o-mini", "tiny": True},
     ]
+
+
+# The support bot: a service key answering customers all day on a small model, summarizing tickets; a hard
+# ticket now and then (1 %) goes to a bigger model. The tokens_per_request and model_shift injections happen to its traffic.
+BOT_MODEL = ("openai", "gpt-4o-mini", 0, 900, 200, 0.0)
+SHIFT_MODEL = "claude-sonnet-4-5-20250929"
+BOT_PER_HOUR = 36
+BOT_FEATURE = "ticket-summary"  # the bot's alone: its scope is the bot's traffic, so one alert per bot anomaly
+# The loop's calls (on claude-sonnet, a model the caller uses): short prompts, answers of the caller's usual
+# length (~320 tokens): more spend, the same tokens per call, fewer tokens per hour than a token_rate anomaly.
+LOOP_SIZES = (400, 300, 0.0)
 
 
 def _model(name: str) -> tuple:
     from collectors.demo import MODELS
 
-    return next(m for m in MODELS if m[1] == name)
+    extra = {"gpt-4.1": ("openai", "gpt-4.1", 0, 1800, 350, 0.0)}  # the new model: prompts of the usual size
+    return extra.get(name) or next(m for m in MODELS if m[1] == name)
 
 
 def history_events(now: datetime | None = None, days: int = DAYS, seed: int = SEED) -> list[dict[str, Any]]:
     """UsageEvent dicts of the back-filled month (not yet priced), in time order."""
-    from collectors.demo import FEATURES, MODELS, callers
+    from collectors.demo import FEATURES, MODELS, Caller, callers
 
     rng = random.Random(seed)
+    # The nightly batch job runs under a service key of its own, as batch jobs do. On a person's key (it was
+    # fay's) its thousands of embedding calls (no output tokens) made her usual output per request ~10 tokens,
+    # so each of her daytime chats was a tokens_per_request anomaly: 7 alerts of the demo's month, and noise.
+    batch_job = Caller("acme", "data-science", "etl", "sk-acm-data-batch", "embeddings-nightly")
+    bot = Caller("acme", "support-bot", "bot", "sk-acm-supp-bot", "support-bot-service")
     now = (now or datetime.now(timezone.utc)).replace(minute=0, second=0, microsecond=0)
     start = now - timedelta(days=days)
     people = callers()
@@ -107,35 +139,59 @@ def history_events(now: datetime | None = None, days: int = DAYS, seed: int = SE
 
     weights = [m[2] for m in MODELS if m[0] != "acme-hosted"]
     priced_models = [m for m in MODELS if m[0] != "acme-hosted"]
+    # A scope's usual models are the ones it used before (the detector learns them in its first days). Drawn at
+    # random, a caller's rare models (3-4 % of its calls) first came in a cluster weeks later: a new_model
+    # alert for a model the caller had merely not drawn yet. So on the first day every caller uses every model
+    # of the month once, on every feature in turn, as a longer past would have shown (~170 calls).
+    first_day = start + timedelta(hours=1)
+    for i, caller in enumerate(people):
+        for j, model in enumerate(priced_models):  # every model on every feature too: (i + j) covers them
+            ts = first_day + timedelta(seconds=rng.randrange(20 * 3600))
+            events.append(event(ts, caller, model, feature=FEATURES[(i + j) % len(FEATURES)]))
+    for model in (BOT_MODEL, _model(SHIFT_MODEL)):
+        events.append(event(first_day + timedelta(seconds=rng.randrange(20 * 3600)), bot, model, feature=BOT_FEATURE))
     hour = start
     while hour < now:
         live = [i for i in injections if i["from"] <= hour < i["from"] + timedelta(hours=i["hours"])]
+        outage = next((i for i in live if i["kind"] == "error_rate"), None)
         count = int(rng.gauss(BASE_PER_HOUR * _season(hour), 2) + 0.5)
         if hour.hour == 2:  # the nightly batch job of data-science: every day, 02:00-03:00 UTC
             count += 25
         for _ in range(max(count, 0)):
             ts = hour + timedelta(seconds=rng.randrange(3600))
-            caller = rng.choice(people)
+            caller, feature = rng.choice(people), None
             model = rng.choices(priced_models, weights)[0]
             if hour.hour == 2 and rng.random() < 0.5:
-                caller = next(c for c in people if c.team == "data-science")
-                model = _model("text-embedding-3-small")
-            feature, output_mult, error = None, 1.0, rng.random() < 0.02
+                caller, model, feature = batch_job, _model("text-embedding-3-small"), "embed-batch"
+            error = rng.random() < (outage["error_share"] if outage and model[0] == outage["provider"] else 0.02)
+            events.append(event(ts, caller, model, feature=feature, error=error))
+        for _ in range(max(0, int(rng.gauss(BOT_PER_HOUR * (0.1 + 0.9 * _season(hour)), 1.5) + 0.5))):
+            ts = hour + timedelta(seconds=rng.randrange(3600))
+            model, output_mult = BOT_MODEL, 1.0
+            if rng.random() < 0.01:
+                model = _model(SHIFT_MODEL)
             for inj in live:
-                if inj["kind"] == "tokens_per_request" and caller.team == inj["team"]:
-                    feature, output_mult = inj["feature"], inj["output_mult"]
-                if inj["kind"] == "model_shift" and caller.team == inj["team"]:
-                    model = _model(inj["shift_to"])
-                if inj["kind"] == "error_rate" and model[0] == inj["provider"]:
-                    error = rng.random() < inj["error_share"]
-            events.append(event(ts, caller, model, feature=feature, output_mult=output_mult, error=error))
+                if inj["kind"] == "model_shift" and ts < inj["from"] + timedelta(hours=inj["hours"]):
+                    # the same prompts, sent to the pricier model; half an hour: longer, and the detector learns
+                    # the new model's share as the scope's mix, closes and opens again (two alerts for one shift)
+                    model = (*_model(inj["shift_to"])[:3], *BOT_MODEL[3:])
+                if inj["kind"] == "tokens_per_request" and model == BOT_MODEL:  # its template now asks for 3x
+                    output_mult = inj["output_mult"]
+            error = rng.random() < (outage["error_share"] if outage and model[0] == outage["provider"] else 0.01)
+            events.append(event(ts, bot, model, feature=BOT_FEATURE, output_mult=output_mult, error=error))
+            for retry in range(outage["retries"] if outage and error else 0):  # the bot retries a failed call
+                events.append(event(ts + timedelta(seconds=2 + 3 * retry), bot, model, feature=BOT_FEATURE,
+                                    error=rng.random() < outage["error_share"]))
         for inj in live:  # extra traffic of the injections that add calls
             if "extra" not in inj:
                 continue
             caller = next(c for c in people if c.team == inj["team"] and c.user == inj["user"])
             for _ in range(inj["extra"]):
                 ts = hour + timedelta(seconds=rng.randrange(3600))
-                events.append(event(ts, caller, _model(inj["model"]), key=inj.get("api_key"),
+                model = _model(inj["model"])
+                if inj.get("sizes_of") == "loop":
+                    model = (*model[:3], *LOOP_SIZES)
+                events.append(event(ts, caller, model, feature=inj.get("feature"), key=inj.get("api_key"),
                                     input_mult=inj.get("input_mult", 1), tiny=inj.get("tiny", False)))
         hour += timedelta(hours=1)
     events.sort(key=lambda e: e["ts"])

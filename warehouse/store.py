@@ -36,7 +36,8 @@ from warehouse.backends import (
     WarehouseError,
     WarehouseLocked,
 )
-from warehouse.dedup import DUPLICATE_COLUMNS, duplicate_record, split_duplicates
+from warehouse import dedup
+from warehouse.dedup import DUPLICATE_COLUMNS, BatchPlan, SourcePreference, duplicate_record, plan_batch
 from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
@@ -51,7 +52,9 @@ _COLUMN_LIST = ", ".join(f"`{name}`" for name in COLUMNS)
 DUPLICATE_SCHEMA = pa.schema([("ts", pa.timestamp("ms", tz="UTC")), ("duplicate_event_id", pa.string()),
                               ("duplicate_source", pa.string()), ("winner_event_id", pa.string()),
                               ("winner_source", pa.string()), ("matched_key", pa.string()), ("provider", pa.string()),
-                              ("model", pa.string()), ("duplicate_cost_usd", pa.decimal128(38, 12))])
+                              ("model", pa.string()), ("duplicate_cost_usd", pa.decimal128(38, 12)),
+                              ("replaced", pa.uint8())])
+DEMOTION_SCHEMA = pa.schema([("event_id", pa.string()), ("source", pa.string()), ("ts", pa.timestamp("ms", tz="UTC"))])
 BRIDGED_SCHEMA = pa.schema([("key", pa.string()), ("event_id", pa.string()), ("source", pa.string()),
                             ("ts", pa.timestamp("ms", tz="UTC"))])
 
@@ -81,8 +84,11 @@ class Warehouse:
     """Queries return Polars DataFrames (Arrow underneath); cost columns are exact Decimal(38,12)."""
 
     def __init__(self, backend: Backend, *, writer: bool = False, staging_table: str = "priced_events_staging",
-                 on_close: Any = None, retention_days: int | None = None):
+                 on_close: Any = None, retention_days: int | None = None,
+                 source_preference: SourcePreference | None = None):
         self.backend = backend
+        # Which copy of a call seen by several sources is counted (warehouse/dedup.py).
+        self.source_preference = source_preference or SourcePreference()
         # Events older than the raw retention are not stored: the TTL would drop the raw row while the rollups
         # keep it, so a later redelivery could not be recognized as a duplicate and would count twice.
         self.retention_days = retention_days
@@ -133,49 +139,162 @@ class Warehouse:
         new_rows = 0
         with self._insert_lock:
             self._ensure_staging()
-            keep, duplicates, bridged = self._cross_source_split(list(unique.values()))
+            plan = self._cross_source_plan(list(unique.values()))
+            duplicates = self._duplicate_records(plan)
+            demoted = [record for record in duplicates if record["replaced"]]
+            if demoted:  # the intent first: a crash from here on heals on open (dedup.remove_demoted)
+                self.backend.insert_arrow("cross_source_demotions_pending", pa.Table.from_pylist(
+                    [{"event_id": r["duplicate_event_id"], "source": r["duplicate_source"], "ts": r["ts"]}
+                     for r in demoted], DEMOTION_SCHEMA))
+                self._write_duplicates(demoted)
             by_id: dict[str, dict[str, Any]] = {}
-            for row in keep:  # one event_id kept twice (two sources, no key in common): one row, one duplicate
+            for row in plan.keep:  # one event_id kept twice (two sources, no key in common): one row, one duplicate
                 first = by_id.setdefault(row["event_id"], row)
                 if first is not row:
                     duplicates.append(duplicate_record(row, first["event_id"], first["source"], "event_id"))
             keep = list(by_id.values())
-            for chunk in _by_partition(keep):
+            forced = self._taking_over_an_id(plan, keep)
+            for chunk in _by_partition([row for row in keep if row["event_id"] not in forced]):
                 new_rows += self._insert_new(rows_to_arrow(chunk))
-            if bridged:  # after the winners: a crash in between finds the same on redelivery
-                self.backend.insert_arrow("call_keys", pa.Table.from_pylist(bridged, BRIDGED_SCHEMA))
-            if duplicates:
-                self.backend.insert_arrow("cross_source_duplicates", pa.Table.from_pylist(
-                    [{name: row[name] for name in DUPLICATE_COLUMNS} for row in duplicates], DUPLICATE_SCHEMA))
-                log.info("%d event(s) already counted from another source (cross-source duplicates)",
-                         len(duplicates))
+            for chunk in _by_partition([row for row in keep if row["event_id"] in forced]):
+                new_rows += self._insert_new(rows_to_arrow(chunk), anti_join=False)
+            if plan.key_owners:  # after the winners: a crash in between finds the same on redelivery
+                self.backend.insert_arrow("call_keys", pa.Table.from_pylist(
+                    [{"key": key, "event_id": owner[0], "source": owner[1], "ts": ts}
+                     for key, (owner, ts) in plan.key_owners.items()], BRIDGED_SCHEMA))
+            others = [record for record in duplicates if not record["replaced"]]
+            if others:
+                self._write_duplicates(others)
+                log.info("%d event(s) already counted from another source (cross-source duplicates)", len(others))
+            if demoted:
+                dedup.remove_demoted(self.backend)
+                log.info("%d stored event(s) replaced by a preferred copy of the same call", len(demoted))
         self.last_insert_seconds = time.perf_counter() - started
         return new_rows
 
-    def _cross_source_split(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                                      list[dict[str, Any]]]:
-        """(rows to store, cross-source duplicates) against the stored call keys (warehouse/dedup.py); the caller
+    def _with_ids(self, name: str, columns: dict[str, list[str]], sql: str) -> list[dict[str, Any]]:
+        """Run `sql` with {ids} standing for a Memory table holding `columns`: ids come from outside and may hold
+        any character, so they go through a table, never into the SQL text."""
+        table = f"{self._staging}_{name}"
+        names = ", ".join(f"{column} String" for column in columns)
+        self.backend.command(f"CREATE TABLE IF NOT EXISTS {table} ({names}) ENGINE = Memory")
+        self.backend.command(f"TRUNCATE TABLE {table}")
+        try:
+            self.backend.insert_arrow(table, pa.table({c: pa.array(v, pa.string()) for c, v in columns.items()}))
+            return self.backend.query_arrow(sql.format(ids=table)).to_pylist()
+        finally:
+            self.backend.command(f"TRUNCATE TABLE {table}")
+
+    def _redirects(self, identities: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+        """Recorded loser -> its recorded winner, for `identities` and the winners they lead to."""
+        redirects: dict[tuple[str, str], tuple[str, str]] = {}
+        asked: set[tuple[str, str]] = set()
+        todo = set(identities)
+        for _ in range(8):  # a chain is as long as the times a call's winner was replaced: a few sources at most
+            todo -= asked
+            if not todo:
+                break
+            asked |= todo
+            found = self._with_ids("ids", {"event_id": [i[0] for i in todo], "source": [i[1] for i in todo]},
+                                   "SELECT duplicate_event_id, duplicate_source, winner_event_id, winner_source"
+                                   " FROM cross_source_duplicates FINAL WHERE (duplicate_event_id, duplicate_source)"
+                                   " IN (SELECT event_id, source FROM {ids})")
+            todo = set()
+            for r in found:
+                winner = (r["winner_event_id"], r["winner_source"])
+                redirects[(r["duplicate_event_id"], r["duplicate_source"])] = winner
+                todo.add(winner)
+        return redirects
+
+    def _cross_source_plan(self, rows: list[dict[str, Any]]) -> BatchPlan:
+        """The batch planned against the stored call keys and recorded losers (warehouse/dedup.py); the caller
         holds the insert lock, so no other insert of this process can store a call's key in between."""
         keys = sorted({key for row in rows for key in row.get("call_keys") or ()})
         if not keys:
-            return rows, [], []
-        table = f"{self._staging}_keys"
-        self.backend.command(f"CREATE TABLE IF NOT EXISTS {table} (key String) ENGINE = Memory")
-        self.backend.command(f"TRUNCATE TABLE {table}")
-        try:  # through a table, not a parameter: ids come from outside and may hold any character
-            self.backend.insert_arrow(table, pa.table({"key": pa.array(keys, pa.string())}))
-            found = self.backend.query_arrow(
-                f"SELECT key, event_id, source FROM call_keys WHERE key IN (SELECT key FROM {table})").to_pylist()
-        finally:
-            self.backend.command(f"TRUNCATE TABLE {table}")
-        return split_duplicates(rows, {r["key"]: (r["event_id"], r["source"]) for r in found})
+            plan = BatchPlan()
+            plan.keep = rows
+            return plan
+        found = self._with_ids("keys", {"key": keys},
+                               "SELECT key, event_id, source FROM call_keys WHERE key IN (SELECT key FROM {ids})")
+        stored = {r["key"]: (r["event_id"], r["source"]) for r in found}
+        correlated = {(row["event_id"], row["source"]) for row in rows if row.get("call_keys")}
+        redirects = self._redirects(set(stored.values()) | correlated)
+        plan = plan_batch([row for row in rows if row.get("call_keys")], stored, redirects, self.source_preference)
+        plan.keep = [row for row in rows if not row.get("call_keys")] + plan.keep
+        plan.stored_rows = self._stored_rows(plan.demoted)
+        for identity in plan.demoted:  # the loser's own keys (and copies it had won) now lead to its winner
+            row = plan.stored_rows[identity]
+            for key in row["call_keys"] or ():
+                if key not in plan.key_owners and stored.get(key) != plan.top(identity):
+                    plan.key_owners[key] = (plan.top(identity), row["ts"])
+        return plan
 
-    def _insert_new(self, table: Any) -> int:
-        """Steps 3-5 of the protocol for rows of at most MAX_MONTHS_PER_INSERT months; the caller holds the lock."""
+    def _stored_rows(self, identities: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The stored rows (what a duplicate record needs, and the keys) of events about to be replaced."""
+        if not identities:
+            return {}
+        columns = "event_id, source, ts, provider, model, cost_usd, call_keys"
+        ids = {"event_id": [i[0] for i in identities], "source": [i[1] for i in identities]}
+        # Their hours first (priced_event_ids holds each id's ts): the raw table is ordered by hour, not by id.
+        rows = self._with_ids("ids", ids,
+                              f"SELECT {columns} FROM priced_events WHERE toStartOfHour(ts) IN (SELECT toStartOfHour(ts)"
+                              " FROM priced_event_ids WHERE event_id IN (SELECT event_id FROM {ids}))"
+                              " AND (event_id, source) IN (SELECT event_id, source FROM {ids})")
+        found = {(r["event_id"], r["source"]): r for r in rows}
+        if len(found) < len(set(identities)):
+            rows = self._with_ids("ids", ids, f"SELECT {columns} FROM priced_events"
+                                  " WHERE (event_id, source) IN (SELECT event_id, source FROM {ids})")
+            found = {(r["event_id"], r["source"]): r for r in rows}
+        missing = [i for i in identities if i not in found]
+        if missing:
+            raise WarehouseError(f"cross-source dedup: stored event {missing[0]} to replace is not in priced_events")
+        return found
+
+    def _duplicate_records(self, plan: BatchPlan) -> list[dict[str, Any]]:
+        """The `cross_source_duplicates` rows of a plan: its losers, and earlier losers whose winner lost now."""
+        records = []
+        demoted = set(plan.demoted)
+        for loser, (winner, key) in plan.losers.items():
+            row = plan.stored_rows[loser] if loser in demoted else plan.rows[loser]
+            records.append(duplicate_record(row, winner[0], winner[1], key, replaced=loser in demoted))
+        if demoted:  # copies the replaced events had beaten: recorded again with the call's new winner
+            earlier = self._with_ids(
+                "ids", {"event_id": [i[0] for i in demoted], "source": [i[1] for i in demoted]},
+                f"SELECT {', '.join(DUPLICATE_COLUMNS)} FROM cross_source_duplicates FINAL"
+                " WHERE (winner_event_id, winner_source) IN (SELECT event_id, source FROM {ids})")
+            for record in earlier:
+                if (record["duplicate_event_id"], record["duplicate_source"]) in plan.losers:
+                    continue
+                winner = plan.top((record["winner_event_id"], record["winner_source"]))
+                records.append(dict(record, winner_event_id=winner[0], winner_source=winner[1]))
+        return records
+
+    def _write_duplicates(self, records: list[dict[str, Any]]) -> None:
+        self.backend.insert_arrow("cross_source_duplicates", pa.Table.from_pylist(
+            [{name: record[name] for name in DUPLICATE_COLUMNS} for record in records], DUPLICATE_SCHEMA))
+
+    def _taking_over_an_id(self, plan: BatchPlan, keep: list[dict[str, Any]]) -> set[str]:
+        """Event ids of kept rows that a replaced (or already recorded) loser of another source holds in
+        priced_event_ids (LiteLLM and the SDK both use the response id as event_id): the anti-join would skip
+        them, so they are inserted without it, unless that very (event_id, source) is stored already."""
+        losers = {identity[0] for identity in plan.losers}
+        candidates = {row["event_id"] for row in keep if row.get("call_keys") and row["event_id"] in losers}
+        if not candidates:
+            return set()
+        ids = sorted(candidates)
+        sources = {row["event_id"]: row["source"] for row in keep if row["event_id"] in candidates}
+        present = self._with_ids("event_ids", {"event_id": ids},
+                                 "SELECT event_id, source FROM priced_events WHERE event_id IN (SELECT event_id FROM {ids})")
+        stored_as_is = {r["event_id"] for r in present if sources.get(r["event_id"]) == r["source"]}
+        return candidates - stored_as_is
+
+    def _insert_new(self, table: Any, anti_join: bool = True) -> int:
+        """Steps 3-5 of the protocol for rows of at most MAX_MONTHS_PER_INSERT months; the caller holds the lock.
+        anti_join=False: rows taking over an event_id a replaced copy held (see _taking_over_an_id)."""
         staging = self._staging
         self.backend.command(f"TRUNCATE TABLE {staging}")
         self.backend.insert_arrow(staging, table)
-        predicate = _new_rows_predicate(staging)
+        predicate = _new_rows_predicate(staging) if anti_join else "1"
         counted = self.backend.query_arrow(f"SELECT count() AS n FROM {staging} WHERE {predicate}")
         new_rows = int(counted.column("n")[0].as_py())
         if new_rows:
@@ -400,6 +519,7 @@ def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int, set
             try:
                 apply_migrations(backend)
                 apply_retention(backend, retention_days)
+                heal_cross_source_demotions(backend)  # a replaced copy whose removal a crash interrupted
                 heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
                 # The endpoint applies re-priced rows sent by readers (`tokenmeter reprice` while the loader runs).
                 repricer = Warehouse(backend, writer=True)
@@ -418,7 +538,8 @@ def _open_chdb(path: Path, data_dir: Path, serve: bool, retention_days: int, set
                 raise
             owned = _owned[path] = _OwnedPath(backend, endpoint)
         owned.users += 1
-    return Warehouse(owned.backend, writer=True, on_close=lambda: _release(path), retention_days=retention_days)
+    return Warehouse(owned.backend, writer=True, on_close=lambda: _release(path), retention_days=retention_days,
+                     source_preference=_source_preference(settings))
 
 
 def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, wait_seconds: float = 10.0) -> Warehouse:
@@ -432,10 +553,12 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
             apply_retention(backend, getattr(settings, "raw_retention_days", 400))
         staging = f"priced_events_staging_{uuid.uuid4().hex[:12]}"  # per process: loaders may run side by side
         warehouse = Warehouse(backend, writer=writer, staging_table=staging,
-                              retention_days=getattr(settings, "raw_retention_days", None))
+                              retention_days=getattr(settings, "raw_retention_days", None),
+                              source_preference=_source_preference(settings))
         warehouse._on_close = lambda: _close_server_handle(warehouse)
         if writer:
             with warehouse._insert_lock:
+                heal_cross_source_demotions(backend)  # a replaced copy whose removal a crash interrupted
                 heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
         return warehouse
 
@@ -470,8 +593,19 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
             time.sleep(0.1)
 
 
+def heal_cross_source_demotions(backend: Any) -> int:
+    """Finish replacements of stored copies by preferred ones that a crash interrupted (warehouse/dedup.py)."""
+    return dedup.remove_demoted(backend)
+
+
+def _source_preference(settings: Any) -> SourcePreference:
+    order = getattr(settings, "dedup_source_preference", None)
+    return SourcePreference(order) if order else SourcePreference()
+
+
 def _close_server_handle(warehouse: Warehouse) -> None:
-    staging_tables = [warehouse._staging, f"{warehouse._staging}_keys"] if warehouse._staging_ready else []
+    staging_tables = ([warehouse._staging, *(f"{warehouse._staging}_{name}" for name in ("keys", "ids", "event_ids"))]
+                      if warehouse._staging_ready else [])
     if warehouse._reprice_staging_ready:
         staging_tables.append(f"{warehouse._staging}_reprice")
     for table in staging_tables:

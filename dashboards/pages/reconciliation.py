@@ -47,18 +47,20 @@ def layout(start: str | None = None, end: str | None = None, **_):
 
 
 DEDUP_HEADERS = ("Counted from", "Also seen by", "Calls", "Cost not counted twice", "By response id",
-                 "By request id", "By trace")
+                 "By request id", "By trace", "Counted, then replaced")
 
 
 def dedup_rows(rows: list[dict]) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in DEDUP_HEADERS]))
     if not rows:
-        return [header, html.Tbody(html.Tr(html.Td("No call was seen by two sources in this range.", colSpan=7)))]
+        return [header, html.Tbody(html.Tr(html.Td("No call was seen by two sources in this range.", colSpan=len(DEDUP_HEADERS))))]
     return [header, html.Tbody([html.Tr([
         html.Td(r["winner_source"]), html.Td(r["duplicate_source"]), html.Td(format_count(r["duplicates"]), className="num"),
         html.Td(format_usd(r["duplicate_cost_usd"]), title=format_usd_exact(r["duplicate_cost_usd"]), className="num"),
         html.Td(format_count(r["by_response_id"]), className="num"),
         html.Td(format_count(r["by_request_id"]), className="num"), html.Td(format_count(r["by_trace"]), className="num"),
+        html.Td(format_count(r.get("replaced") or 0), className="num",
+                title="copies counted first and taken out of the totals when the preferred copy arrived"),
     ]) for r in rows])]
 
 

@@ -107,7 +107,7 @@ def test_reconciliation_shows_calls_seen_by_two_sources(dash_duo, sources_app):
     rows = dash_duo.driver.execute_script(
         "return Array.from(document.querySelectorAll('#dedup-table tbody tr'))"
         ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()));")
-    assert rows == [["gateway", "otel", "1", "$0.0010", "1", "0", "0"]]
+    assert rows == [["gateway", "otel", "1", "$0.0010", "1", "0", "0", "0"]]
 
 
 def test_alert_inbox_lists_finance_alerts_with_their_delivery(dash_duo, sources_app):

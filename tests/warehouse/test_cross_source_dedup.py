@@ -1,6 +1,8 @@
 """Cross-source dedup (issue 16) on a real chDB warehouse: one call seen by a gateway log, an OTel span and an
-SDK event is stored and counted once, whichever order and however often they arrive; the winner is recorded and
-duplicates are reported per source pair; totals (raw and rollups) stay exact; a re-price keeps the ids."""
+SDK event is stored and counted once, whichever order and however often they arrive; the copy counted is the
+preferred source's (gateway > OTel > SDK by default, a setting), a stored copy that loses is taken out of the
+totals (closed months: a correction); the winner is recorded and duplicates are reported per source pair; totals
+(raw and rollups) stay exact; a re-price keeps the ids."""
 
 from __future__ import annotations
 
@@ -65,21 +67,21 @@ def test_one_call_from_three_sources_counts_once_in_any_order_and_redelivered(wh
 
     team = f"t{uuid.uuid4().hex[:6]}"
     call = one_call(team, f"chatcmpl-{team}")
-    assert wh.insert_priced([call["otel"]]) == 1  # the span arrives first: it wins
-    assert wh.insert_priced([call["litellm"], call["sdk"], call["otel"]]) == 0
+    assert wh.insert_priced([call["otel"]]) == 1  # the span arrives first: counted, for now
+    assert wh.insert_priced([call["litellm"], call["sdk"], call["otel"]]) == 1  # the gateway log replaces it
     assert wh.insert_priced([call["sdk"], call["litellm"]]) == 0  # redelivered: still once
     assert _team_totals(wh, team) == (1, Decimal("0.0035"), 1, Decimal("0.0035"))
     stored = wh.query("SELECT source, call_keys FROM priced_events WHERE team = {t:String}", {"t": team}).row(0)
-    assert stored[0] == "otel" and stored[1] == [f"response:openai:chatcmpl-{team}", f"span:{TRACE}:{SPAN}"]
-    dups = wh.query("SELECT duplicate_source, winner_source, matched_key FROM cross_source_duplicates FINAL"
-                    " WHERE winner_event_id = {w:String} ORDER BY duplicate_source", {"w": call["otel"]["event_id"]})
-    assert dups.rows() == [("litellm", "otel", f"response:openai:chatcmpl-{team}"),
-                           ("openai", "otel", f"response:openai:chatcmpl-{team}")]
+    assert stored[0] == "litellm" and stored[1] == [f"response:openai:chatcmpl-{team}"]
+    dups = wh.query("SELECT duplicate_source, winner_source, matched_key, replaced FROM cross_source_duplicates FINAL"
+                    " WHERE winner_event_id = {w:String} ORDER BY duplicate_source", {"w": call["litellm"]["event_id"]})
+    assert dups.rows() == [("openai", "litellm", f"response:openai:chatcmpl-{team}", 0),
+                           ("otel", "litellm", f"response:openai:chatcmpl-{team}", 1)]
     pairs = {(r["winner_source"], r["duplicate_source"]): r for r in duplicates_by_source_pair(wh).iter_rows(named=True)}
-    assert pairs[("otel", "litellm")]["duplicates"] >= 1 and pairs[("otel", "openai")]["by_response_id"] >= 1
+    assert pairs[("litellm", "otel")]["duplicates"] >= 1 and pairs[("litellm", "openai")]["by_response_id"] >= 1
 
 
-def test_same_batch_keeps_the_first_and_bridges_request_ids(wh):
+def test_same_batch_keeps_the_preferred_and_bridges_request_ids(wh):
     team = f"t{uuid.uuid4().hex[:6]}"
     response, request = f"msg_{team}", f"req-{team}"
     gateway = priced(f"kong-{team}", "kong", "0.5", {"request_id": request, "response_id": response}, team)
@@ -87,13 +89,15 @@ def test_same_batch_keeps_the_first_and_bridges_request_ids(wh):
     sdk = priced(f"sdk-{team}", "anthropic-sdk", "0.5", {"response_id": response}, team) | {"provider": "anthropic"}
     proxy = priced(f"proxy-{team}", "apisix", "0.5", {"request_id": request.upper()}, team)  # ids are case-blind
     other = priced(f"other-{team}", "kong", "0.25", {"request_id": f"req2-{team}"}, team)
-    assert wh.insert_priced([sdk, gateway, other]) == 2  # in one batch: the SDK event first, the log is its copy
-    assert wh.insert_priced([proxy]) == 0  # linked through the gateway log's request id, bridged to the SDK event
+    assert wh.insert_priced([sdk, gateway, other]) == 2  # in one batch: the gateway log wins over the SDK event
+    # The proxy log is linked through the gateway log's request id; both are gateways (same rank): the tie goes
+    # to the source name, so apisix replaces kong, whichever arrived first.
+    assert wh.insert_priced([proxy]) == 1
     assert _team_totals(wh, team) == (2, Decimal("0.75"), 2, Decimal("0.75"))
     winners = wh.query("SELECT duplicate_event_id, winner_event_id FROM cross_source_duplicates FINAL"
-                       " WHERE winner_source = 'anthropic-sdk' AND winner_event_id = {w:String}"
-                       " ORDER BY duplicate_event_id", {"w": sdk["event_id"]})
-    assert winners["duplicate_event_id"].to_list() == [gateway["event_id"], proxy["event_id"]]
+                       " WHERE winner_source = 'apisix' AND winner_event_id = {w:String}"
+                       " ORDER BY duplicate_event_id", {"w": proxy["event_id"]})
+    assert winners["duplicate_event_id"].to_list() == [gateway["event_id"], sdk["event_id"]]
 
 
 def test_events_without_correlation_and_lone_trace_ids_are_never_merged(wh):
@@ -168,6 +172,160 @@ def test_real_payloads_of_one_call_through_the_collectors_count_once(wh, data_di
                          env={"TOKENMETER_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert out.returncode == 0, out.stderr
     pairs = {(r["winner_source"], r["duplicate_source"]): r["duplicates"] for r in json.loads(out.stdout)}
-    assert pairs[("litellm", "otel")] == 1 and pairs[("litellm", "openai")] == 1
-    assert pairs[("otel", "litellm")] == 1  # the first test's call: the span won there
+    assert pairs[("litellm", "otel")] == 2 and pairs[("litellm", "openai")] == 2  # this call and the first test's
+    assert ("otel", "litellm") not in pairs  # the first test's call: the span was counted, then replaced
     assert ("openai", "litellm") not in pairs  # the SDK event shares LiteLLM's id (the response id): not a winner
+
+
+# Source preference (issue 16 follow-up): the preferred copy wins whatever the arrival order, and a copy that
+# links two stored events takes the loser's cost out of the totals. -------------------------------------------
+
+COSTS = {"litellm": "0.004000000000", "otel": "0.003500000000", "openai": "0.003000000000"}
+
+
+def linked_call(team: str, ts: datetime = NOW) -> dict[str, dict]:
+    """One call seen three times: the SDK event knows only the response id, the OTel span only the request id,
+    and the gateway log (LiteLLM) both, so only the gateway log links the other two. Costs differ by copy, so
+    the totals show which copy was counted."""
+    response, request = f"chatcmpl-{team}", f"req-{team}"
+    copies = {
+        "litellm": priced(f"gw-{team}", "litellm", COSTS["litellm"], {"response_id": response, "request_id": request},
+                          team),
+        "otel": priced(f"span-{team}", "otel", COSTS["otel"], {"request_id": request}, team),
+        "openai": priced(f"sdk-{team}", "openai", COSTS["openai"], {"response_id": response}, team),
+    }
+    for copy in copies.values():
+        copy["ts"] = copy["priced_at"] = ts.isoformat()
+    return copies
+
+
+def _all_rollups(wh, team: str) -> dict[str, tuple[int, Decimal]]:
+    out = {}
+    for table, events in (("spend_hourly", "events"), ("spend_daily", "events"), ("model_hourly", "requests"),
+                          ("spend_hourly_tags", "events"), ("spend_daily_tags", "events")):
+        row = wh.query(f"SELECT sum({events}) AS n, sum(cost_usd) AS c FROM {table} WHERE team = {{t:String}}",
+                       {"t": team}).row(0)
+        out[table] = (int(row[0] or 0), row[1] or Decimal(0))
+    return out
+
+
+def _assert_counted_once_as(wh, team: str, source: str) -> None:
+    stored = wh.query("SELECT source, cost_usd FROM priced_events WHERE team = {t:String}", {"t": team}).rows()
+    assert stored == [(source, Decimal(COSTS[source]))], stored
+    for table, totals in _all_rollups(wh, team).items():
+        if table.endswith("_tags"):
+            continue  # the test events carry no tags
+        assert totals == (1, Decimal(COSTS[source])), (table, totals)
+    dups = wh.query("SELECT duplicate_source, winner_source FROM cross_source_duplicates FINAL"
+                    " WHERE winner_event_id LIKE {p:String} OR duplicate_event_id LIKE {p:String}"
+                    " ORDER BY duplicate_source", {"p": f"%-{team}"}).rows()
+    assert dups == sorted((s, source) for s in COSTS if s != source), dups
+
+
+ORDERS = list(__import__("itertools").permutations(["litellm", "otel", "openai"]))
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["-".join(o) for o in ORDERS])
+def test_every_arrival_order_counts_the_call_once_from_the_preferred_source(wh, order):
+    """One insert per copy (three loader batches), in each of the six orders: the gateway log is counted, once,
+    in the raw table and every rollup; the other two are recorded as its duplicates."""
+    team = f"o{uuid.uuid4().hex[:6]}"
+    call = linked_call(team)
+    for source in order:
+        wh.insert_priced([call[source]])
+    _assert_counted_once_as(wh, team, "litellm")
+    for source in order[::-1]:  # redelivered after the replacement: nothing changes
+        wh.insert_priced([call[source]])
+    wh.insert_priced([call[s] for s in order])
+    _assert_counted_once_as(wh, team, "litellm")
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["-".join(o) for o in ORDERS])
+def test_every_order_inside_one_batch_counts_the_preferred_copy(wh, order):
+    team = f"b{uuid.uuid4().hex[:6]}"
+    call = linked_call(team)
+    wh.insert_priced([call[s] for s in order])
+    _assert_counted_once_as(wh, team, "litellm")
+
+
+def test_the_preference_is_a_setting(wh, monkeypatch):
+    """TOKENMETER_DEDUP_SOURCE_PREFERENCE names sources (or the groups gateway, otel, sdk) best first."""
+    from warehouse.dedup import SourcePreference
+
+    monkeypatch.setenv("TOKENMETER_DEDUP_SOURCE_PREFERENCE", '["sdk", "otel"]')
+    settings = Settings()
+    assert settings.dedup_source_preference == ["sdk", "otel"]
+    monkeypatch.setattr(wh, "source_preference", SourcePreference(settings.dedup_source_preference))
+    team = f"p{uuid.uuid4().hex[:6]}"
+    call = linked_call(team)
+    for source in ("litellm", "otel", "openai"):
+        wh.insert_priced([call[source]])
+    _assert_counted_once_as(wh, team, "openai")  # the gateway is not listed: it ranks after every listed source
+    with pytest.raises(ValueError, match="empty"):
+        SourcePreference(["otel", " "])
+
+
+def test_a_late_preferred_copy_of_a_closed_month_becomes_a_correction(wh, tmp_path):
+    """The SDK event of a call is in a closed month; the gateway log arrives after the close. The closed month's
+    numbers do not move; the first open month carries the difference as a correction, and closed + corrections
+    equal the live total (the gateway log's cost, once)."""
+    from warehouse.export import month_bounds
+    from warehouse.month_close import close_month, month_charges, month_of, next_month
+
+    this_month = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    closed_month = month_of(this_month - timedelta(days=1))
+    team = f"c{uuid.uuid4().hex[:6]}"
+    call = linked_call(team, ts=this_month - timedelta(days=3))
+    wh.insert_priced([call["openai"]])
+    closes = tmp_path / "closes"
+    close_month(wh, closes, closed_month)
+
+    def team_cost(month: str, corrects: str) -> Decimal:
+        rows = month_charges(wh, closes, month, *month_bounds(month), ["team"])
+        return sum((Decimal(r["cost"]) for r in rows if r["team"] == team and r["corrects"] == corrects), Decimal(0))
+
+    assert team_cost(closed_month, "") == Decimal(COSTS["openai"])
+    wh.insert_priced([call["otel"], call["litellm"]])
+    open_month = next_month(closed_month)
+    assert team_cost(closed_month, "") == Decimal(COSTS["openai"])  # frozen
+    correction = team_cost(open_month, closed_month)
+    assert correction == Decimal(COSTS["litellm"]) - Decimal(COSTS["openai"])
+    assert team_cost(closed_month, "") + correction == _all_rollups(wh, team)["spend_daily"][1] == Decimal(
+        COSTS["litellm"])
+
+
+def test_a_crash_before_the_loser_is_removed_heals_on_open(wh, monkeypatch):
+    """The replacement writes its intent (the loser to remove) before the winner; a crash after the winner is
+    stored and before the loser is deleted leaves both in the raw table; opening the warehouse (the same heal
+    step) removes the loser, and the redelivered batch changes nothing."""
+    from warehouse import dedup
+    from warehouse.store import heal_cross_source_demotions
+
+    team = f"k{uuid.uuid4().hex[:6]}"
+    call = linked_call(team)
+    wh.insert_priced([call["openai"]])
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(dedup, "remove_demoted", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        wh.insert_priced([call["litellm"]])
+    monkeypatch.undo()
+    assert wh.query("SELECT count() AS n FROM priced_events WHERE team = {t:String}", {"t": team})["n"][0] == 2
+    with wh._insert_lock:
+        heal_cross_source_demotions(wh.backend)
+    wh.insert_priced([call["litellm"], call["openai"], call["otel"]])  # the redelivery
+    _assert_counted_once_as(wh, team, "litellm")
+
+
+def test_the_report_counts_copies_taken_back(wh):
+    from warehouse.dedup import duplicates_by_source_pair
+
+    team = f"r{uuid.uuid4().hex[:6]}"
+    call = linked_call(team)
+    wh.insert_priced([call["openai"]])
+    wh.insert_priced([call["otel"]])  # no key in common with the SDK event yet: counted too, for now
+    wh.insert_priced([call["litellm"]])  # links both: both copies are taken back
+    pairs = {(r["winner_source"], r["duplicate_source"]): r for r in duplicates_by_source_pair(wh).iter_rows(named=True)}
+    assert pairs[("litellm", "openai")]["replaced"] >= 1 and pairs[("litellm", "otel")]["replaced"] >= 1
