@@ -90,6 +90,13 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """A broker of this file's own: `alerts list` shows the newest 20 alerts of the broker and the warehouse, and
+    on the session broker other files' newer budget alerts pushed this file's out of the table."""
+    return own_broker
+
+
+@pytest.fixture(scope="module")
 def rebuilt(kafka_bootstrap, tmp_path_factory):
     """A warehouse holding a team's spend 5.08 this month and its 100% alert; the budget defined on the broker and
     its state rebuilt from the warehouse by the real CLI, as `tokenmeter up` does on start."""
