@@ -24,7 +24,7 @@ from streams.budgets import parse_budget, write_budgets
 from app.process import child_preexec
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=45)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=30)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
