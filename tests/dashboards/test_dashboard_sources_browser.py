@@ -37,6 +37,9 @@ def steady(source: str, per_hour: int, days: int, silent_for: timedelta = timede
 def sources_app(tmp_path_factory, kafka_bootstrap):
     from warehouse import open_warehouse
 
+    global NOW  # the time of seeding, not of collection: a loaded xdist run may start this file many minutes
+    NOW = datetime.now(timezone.utc).replace(microsecond=0)  # later, and "the last hour" had lost kong's events
+
     data_dir = tmp_path_factory.mktemp("dash-sources")
     users = data_dir / "users.yaml"
     add_user(users, "fin", "fin-pass", "finance")
