@@ -18,13 +18,28 @@ def _settings() -> Settings:
 
 class _Commands(click.Group):
     """Settings a command cannot use (an invalid value, a port already taken, a budgets file it cannot read) end
-    every command the same way, caught here once: a clear error and exit status 1, no traceback."""
+    every command the same way, caught here once: a clear error and exit status 1, no traceback.
+
+    A stage's commands (`_STAGE_COMMANDS`) are imported when they are asked for, not when the CLI starts: importing
+    every stage (Dash, chDB, polars, pyarrow, Faust) cost each `tokenmeter` process about a CPU-second, paid by
+    every child `up` starts and every `report`."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except SettingsError as exc:
             raise click.ClickException(str(exc)) from None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _STAGE_COMMANDS:
+            _load_stage_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for name in _STAGE_COMMANDS:  # `--help` lists them all, so it imports them all
+            if name not in self.commands:
+                _load_stage_command(name)
+        return super().list_commands(ctx)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -206,41 +221,46 @@ def soak(minutes: float, cycles: int | None, as_json: bool, seed: int | None, ra
     sys.exit(soak_main(minutes, cycles, as_json, seed, rate, shifted_duplicates, data_dir))
 
 
-def _register_stage_commands() -> None:
-    """Command groups owned by a stage (`tokenmeter collect ...`, `tokenmeter prices ...`) plug in here."""
+# Command groups owned by a stage (`tokenmeter collect ...`, `tokenmeter prices ...`): (module, attribute); the
+# command's name is the attribute's with "-" for "_" (tests/test_cli_support.py checks it).
+_STAGE_MODULES = (
+    ("collectors.cli", "collect"),
+    ("streams.pricing.cli", "prices"),
+    ("streams.budgets.cli", "budget"),
+    ("app.reprice_cli", "reprice"),
+    ("streams.alerts.cli", "alerts"),
+    ("streams.anomalies.cli", "anomalies"),
+    ("warehouse.export_cli", "export"),
+    ("warehouse.finance_cli", "showback"),
+    ("warehouse.finance_cli", "close"),
+    ("warehouse.drift_cli", "drift"),
+    ("warehouse.completeness_cli", "completeness"),
+    ("warehouse.finance_watch", "finance_watch"),
+    ("warehouse.dedup_cli", "dedup"),
+    ("warehouse.demo_history", "demo_history"),
+    ("dashboards.cli", "users"),
+)
+_STAGE_COMMANDS = {attribute.replace("_", "-"): (module, attribute) for module, attribute in _STAGE_MODULES}
+
+
+def _load_stage_command(name: str) -> None:
+    """Import the stage module of command `name` and add its command to `main` (nothing when that stage is not
+    installed)."""
     import importlib
 
-    for module_name, attribute in (
-        ("collectors.cli", "collect"),
-        ("streams.pricing.cli", "prices"),
-        ("streams.budgets.cli", "budget"),
-        ("app.reprice_cli", "reprice"),
-        ("streams.alerts.cli", "alerts"),
-        ("streams.anomalies.cli", "anomalies"),
-        ("warehouse.export_cli", "export"),
-        ("warehouse.finance_cli", "showback"),
-        ("warehouse.finance_cli", "close"),
-        ("warehouse.drift_cli", "drift"),
-        ("warehouse.completeness_cli", "completeness"),
-        ("warehouse.finance_watch", "finance_watch"),
-        ("warehouse.dedup_cli", "dedup"),
-        ("warehouse.demo_history", "demo_history"),
-        ("dashboards.cli", "users"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not (exc.name and module_name.startswith(exc.name)):  # a stage not built yet, not a broken import
-                raise
-            continue
-        main.add_command(getattr(module, attribute))
-    if "budget" in main.commands:  # joins warehouse and budgets, so it lives in the top-level package
+    module_name, attribute = _STAGE_COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if not (exc.name and module_name.startswith(exc.name)):  # a stage not built yet, not a broken import
+            raise
+        return
+    command = getattr(module, attribute)
+    main.add_command(command, name)
+    if name == "budget":  # joins warehouse and budgets, so it lives in the top-level package
         from streams.budgets.rebuild import rebuild_command
 
-        main.commands["budget"].add_command(rebuild_command)
-
-
-_register_stage_commands()
+        command.add_command(rebuild_command)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.broker import embedded_broker
 from app.process import child_preexec
 from app.soak import expected_by_team
+from process_support import warehouse_totals
 from tokenmeter import topics
 from tokenmeter.events import partition_key
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=35)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -139,7 +140,9 @@ def test_events_flow_to_the_warehouse_exactly_once(stack_env, tmp_path):
             return got if got == expected else None
 
         try:
-            wait_for(totals_match, 240, "exact totals in the warehouse while the stack runs")
+            wait_for(lambda: warehouse_totals(tmp_path / "data") == expected, 240,
+                     "exact totals in the warehouse while the stack runs")
+            assert totals_match(), "the loader serves the exact totals, `tokenmeter report` must say the same"
         except AssertionError:
             for name in ("worker", "load"):  # say why, not only that it timed out
                 print(f"--- {name}.log ---\n" + (tmp_path / f"{name}.log").read_text(errors="replace")[-4000:])

@@ -24,11 +24,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from app.soak import expected_by_team
+from process_support import warehouse_totals
 
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=100)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=70)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -122,6 +123,11 @@ async def produce(bootstrap: str, events: list[dict]) -> None:
         await producer.stop()
 
 
+def served_by_team(env: dict) -> dict[str, tuple[int, Decimal]] | None:
+    """What the running loader serves, asked from this process: cheap enough to poll (tests/process_support.py)."""
+    return warehouse_totals(Path(env["TOKENMETER_DATA_DIR"]))
+
+
 def report_by_team(env: dict) -> dict[str, tuple[int, Decimal]]:
     out = subprocess.run([sys.executable, "-m", "app", "report", "--format", "json", "--group-by", "team"],
                          env=env, capture_output=True, text=True, timeout=60)
@@ -149,7 +155,8 @@ def test_sigkilled_children_are_restarted_and_totals_stay_exact(tmp_path):
         sent += more
         expected = expected_by_team(sent)
         try:
-            wait_for(lambda: report_by_team(env) == expected, 180, "exact totals after the restarts", every=1)
+            wait_for(lambda: served_by_team(env) == expected, 180, "exact totals after the restarts", every=0.5)
+            assert report_by_team(env) == expected  # and `tokenmeter report` says so
         except AssertionError:
             print(log_path.read_text()[-6000:])
             raise
@@ -180,7 +187,8 @@ def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(tmp_pa
         bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
         before = make_events(60, "before")
         asyncio.run(produce(bootstrap, before))
-        wait_for(lambda: report_by_team(env) == expected_by_team(before), 120, "the first events loaded", every=1)
+        wait_for(lambda: served_by_team(env) == expected_by_team(before), 120, "the first events loaded", every=0.5)
+        assert report_by_team(env) == expected_by_team(before)
         status_path = tmp_path / "data" / "supervisor.json"
         wait_for(lambda: (sample := json.loads(status_path.read_text()).get("backlog")) and
                  sample["backlog"][topics.USAGE] == sample["backlog"][topics.PRICED] == 0, 60,
@@ -193,8 +201,9 @@ def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(tmp_pa
         wait_for(lambda: child(up, "worker") is not None and child(up, "load") is not None, 60, "children back")
         after = make_events(60, "after")
         asyncio.run(produce(bootstrap, after))  # topics were recreated: producing works at once
-        wait_for(lambda: report_by_team(env) == expected_by_team(before + after), 180,
-                 "events sent after the broker restart loaded", every=1)
+        wait_for(lambda: served_by_team(env) == expected_by_team(before + after), 180,
+                 "events sent after the broker restart loaded", every=0.5)
+        assert report_by_team(env) == expected_by_team(before + after)
         status = json.loads(status_path.read_text())
         assert status["broker_restarts"] == 1 and status["broker_losses"][0]["at_risk_records"] == 0
         out = subprocess.run([sys.executable, "-m", "app", "status"], env=env, capture_output=True, text=True,

@@ -20,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tokenmeter.settings import free_port
 
-pytestmark = [pytest.mark.slow(seconds=30), pytest.mark.browser]  # seconds: see tests/suite_order.py
+pytestmark = [pytest.mark.slow(seconds=40), pytest.mark.browser]  # seconds: see tests/suite_order.py
 ROOT = Path(__file__).resolve().parents[1]
 
 COST_BY_TEAM = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from streams.anomalies import office, sparse
@@ -12,6 +13,8 @@ from streams.anomalies.cli import anomalies
 from streams.anomalies.detectors import KINDS
 from streams.anomalies.evaluate import format_table, quiet_run, score
 from streams.anomalies.synthetic import generate
+
+pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def test_evaluate_json_has_every_family_and_kind():

@@ -24,7 +24,7 @@ from streams.budgets import parse_budget, write_budgets
 from app.process import child_preexec
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=45)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=30)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -87,6 +87,13 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """A broker of this file's own: `alerts list` shows the newest 20 alerts of the broker and the warehouse, and
+    on the session broker other files' newer budget alerts pushed this file's out of the table."""
+    return own_broker
 
 
 @pytest.fixture(scope="module")

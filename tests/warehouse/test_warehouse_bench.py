@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
+
+pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
