@@ -137,6 +137,26 @@ class BudgetOwner:
                 rt.by_request[hold.request_id] = hold.reservation_id
         self.runtimes[name] = rt
 
+    def settle_counted(self, name: str, entries: list[list[Any]]) -> list[Hold]:
+        """Restored holds whose usage the restored spend already counts (an entry at or below the applied mark that
+        carries the hold's request id): settled now, returned for their tombstones. Such a hold is on the topic
+        without its tombstone when the owner died between storing the settled spend and the tombstone, or when a
+        hold record landed after the owner that committed its usage had read the topic; restored as open, it would
+        hold its worst case again on top of the real cost until its TTL. Counted as settled here: the state stored
+        with the spend was taken before its batch settled anything (process), so it does not count it yet."""
+        rt = self.runtimes.get(name)
+        dropped: list[Hold] = []
+        if rt is None or not rt.by_request:
+            return dropped
+        for entry in entries:
+            if int(entry[1]) > rt.applied.get(str(entry[0]), -1):
+                continue  # not counted yet: its batch settles the hold when it is applied (process)
+            for request_id in (entry[2], *entry[6:7]):
+                reservation_id = rt.by_request.get(request_id) if request_id else None
+                if reservation_id is not None:
+                    dropped.append(self._drop_hold(rt, reservation_id, "settled"))
+        return dropped
+
     def remember(self, name: str, entries: list[list[Any]]) -> int:
         """Mark entries' event ids as seen (they are already in the restored spend); returns how many."""
         rt = self.runtimes.get(name)

@@ -127,17 +127,24 @@ class ReservationService:
         return self._producer
 
     async def write_holds(self, holds: list[Hold], tombstone: bool = False) -> None:
+        """Write hold records (or their tombstones) and wait for the acknowledgements. The write counts as in flight
+        from the call on, before its first await: a restore (`settle_writes`) that starts while the producer is
+        still being started or the records are being queued must wait for them too, or it reads the topic without
+        them (a hold admitted but not restored, or a released one restored)."""
         if not holds:
             return
-        producer = await self.producer()
-        sends = [await producer.send(topics.BUDGET_HOLDS, key=h.key,
-                                     value=None if tombstone else orjson.dumps(h.to_json())) for h in holds]
-        batch = asyncio.ensure_future(asyncio.gather(*sends))
+        batch = asyncio.ensure_future(self._send_holds(holds, tombstone))
         self._inflight.add(batch)
         try:
             await batch
         finally:
             self._inflight.discard(batch)
+
+    async def _send_holds(self, holds: list[Hold], tombstone: bool) -> None:
+        producer = await self.producer()
+        sends = [await producer.send(topics.BUDGET_HOLDS, key=h.key,
+                                     value=None if tombstone else orjson.dumps(h.to_json())) for h in holds]
+        await asyncio.gather(*sends)
 
     async def settle_writes(self) -> None:
         """Wait for hold records in flight: a restore must read every hold admitted before it."""
