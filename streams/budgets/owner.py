@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -148,13 +148,13 @@ class BudgetOwner:
         dropped: list[Hold] = []
         if rt is None or not rt.by_request:
             return dropped
-        for entry in entries:
-            if int(entry[1]) > rt.applied.get(str(entry[0]), -1):
-                continue  # not counted yet: its batch settles the hold when it is applied (process)
-            for request_id in (entry[2], *entry[6:7]):
-                reservation_id = rt.by_request.get(request_id) if request_id else None
-                if reservation_id is not None:
-                    dropped.append(self._drop_hold(rt, reservation_id, "settled"))
+        amounts: dict[str, Any] = {}
+        # not counted yet: such an entry's batch settles its hold when it is applied (process)
+        _add_amounts(amounts, [e for e in entries if int(e[1]) <= rt.applied.get(str(e[0]), -1)])
+        for request_id, amount in amounts.items():
+            reservation_id = rt.by_request.get(request_id)
+            if reservation_id is not None:
+                dropped.append(self._drop_hold(rt, reservation_id, "settled", amount))
         return dropped
 
     def remember(self, name: str, entries: list[list[Any]]) -> int:
@@ -214,7 +214,7 @@ class BudgetOwner:
         now = now or _now()
         by_budget: dict[str, list[list[Any]]] = {}
         pending: dict[str, set[str]] = {}  # ids of fresh entries of this batch, applied after the loop
-        settling: dict[str, list[str]] = {}  # budget -> request ids of this batch's usage (reservations settle)
+        settling: dict[str, dict[str, Any]] = {}  # budget -> request id -> real amount of this batch's usage
         for message in messages:
             name = message.get("budget")
             if not isinstance(name, str) or name not in self.runtimes:
@@ -230,8 +230,7 @@ class BudgetOwner:
             # entries never span two messages (see routing.spend_messages), so equal offsets mean "already applied".
             marks: dict[str, int] = {}
             if rt.by_request:
-                settling.setdefault(name, []).extend(
-                    rid for entry in message["entries"] for rid in (entry[2], *entry[6:7]) if rid)
+                _add_amounts(settling.setdefault(name, {}), message["entries"])
             for entry in message.get("entries", []):
                 partition, offset = str(entry[0]), int(entry[1])
                 if offset <= rt.applied.get(partition, -1):
@@ -251,20 +250,20 @@ class BudgetOwner:
                 out.extend(self._apply(self.runtimes[name], entries, now))
         for name, request_ids in settling.items():  # the real cost is in spend now: the worst case is let go
             rt = self.runtimes[name]
-            for request_id in request_ids:
+            for request_id, amount in request_ids.items():
                 reservation_id = rt.by_request.get(request_id)
                 if reservation_id is not None:
-                    out.holds.append(self._drop_hold(rt, reservation_id, "settled"))
+                    out.holds.append(self._drop_hold(rt, reservation_id, "settled", amount))
         return out
 
     # Reservations (holds) ---------------------------------------------------------------------------------
-    def _drop_hold(self, rt: _BudgetRuntime, reservation_id: str, why: str) -> Hold:
+    def _drop_hold(self, rt: _BudgetRuntime, reservation_id: str, why: str, settled_amount: Any = None) -> Hold:
         hold = rt.holds.pop(reservation_id)
         rt.held_total -= hold.amount
         if rt.by_request.get(hold.request_id) == reservation_id:
             del rt.by_request[hold.request_id]
         rt.reservations[why] += 1
-        return hold
+        return replace(hold, ended=why, settled_amount=settled_amount)
 
     def held(self, name: str) -> Decimal | int:
         rt = self.runtimes[name]
@@ -277,7 +276,8 @@ class BudgetOwner:
         held = self.held(name)
         return {"budget": name, "metric": rt.budget.metric, "limit": money(rt.budget.limit), "committed": money(spend),
                 "held": money(held), "headroom": money(rt.budget.limit - spend - held), "period_key": key,
-                "period_end": iso(end), "open_reservations": len(rt.holds), **rt.reservations}
+                "period_end": iso(end), "open_reservations": len(rt.holds),
+                "carried": sum(1 for h in rt.holds.values() if h.carried), **rt.reservations}
 
     def admit(self, wanted: dict[str, Decimal | int], reservation_id: str, request_id: str, expires_at: datetime,
               now: datetime | None = None) -> tuple[list[Hold], dict[str, Any] | None]:
@@ -489,6 +489,16 @@ def _well_formed(entries: Any) -> bool:
         except (ValueError, ArithmeticError):
             return False
     return True
+
+
+def _add_amounts(into: dict[str, Any], entries: list[list[Any]]) -> None:
+    """Request id (the entry's event id, and its request_id tag) -> the sum of the entries' amounts: what the
+    call's usage committed, for the settled hold's log record. Amounts are tokens (int) or decimal USD text."""
+    for entry in entries:
+        amount = entry[4] if isinstance(entry[4], int) else Decimal(entry[4])
+        for request_id in {entry[2], *entry[6:7]}:
+            if request_id:
+                into[request_id] = into.get(request_id, 0) + amount
 
 
 def _period_key(budget: Budget, ts: Any) -> str:

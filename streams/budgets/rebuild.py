@@ -66,6 +66,66 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
     return states, alerts
 
 
+ID_CHUNK = 500  # request ids per warehouse lookup (one String parameter each)
+
+
+def _in_list(prefix: str, values: list[str], params: dict[str, Any]) -> str:
+    names = [f"{prefix}{i}" for i in range(len(values))]
+    params.update(zip(names, values))
+    return "(" + ", ".join(f"{{{n}:String}}" for n in names) + ")"
+
+
+def _usage_stored(wh: Any, request_ids: list[str], since: datetime) -> set[str]:
+    """The request ids that a priced event in the warehouse carries (as its event_id or its request_id tag)."""
+    found: set[str] = set()
+    for at in range(0, len(request_ids), ID_CHUNK):
+        chunk = request_ids[at:at + ID_CHUNK]
+        params: dict[str, Any] = {"since": since}
+        ids = _in_list("r", chunk, params)
+        frame = wh.query("SELECT event_id, tags['request_id'] AS tagged FROM priced_events "
+                         "WHERE ts >= {since:DateTime64(3, 'UTC')} "
+                         f"AND (event_id IN {ids} OR tags['request_id'] IN {ids})", params)
+        for row in frame.to_dicts() if frame.height else []:
+            found.update(v for v in (row["event_id"], row["tagged"]) if v)
+    return found & set(request_ids)
+
+
+def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None) -> list[Any]:
+    """Holds to hold again after a broker loss (the holds topic went with the broker): every hold admitted in a
+    budget's current period (`budget_holds`, loaded from tokenmeter.budget-hold-log) that was not released and
+    did not expire unsettled, and whose usage never reached `priced_events`. Such usage was acknowledged and then
+    lost with the broker (the rebuilt spend does not know it), or is still on its way (the call was in flight).
+    A settled one holds the real amount its usage committed, an open one its worst case; both until the period
+    ends, or until their usage arrives and settles them (then the real cost counts, not both)."""
+    from streams.budgets.holds import Hold
+    from streams.budgets.periods import period_window
+
+    now = now or datetime.now(timezone.utc)
+    out: list[Hold] = []
+    for budget in budgets:
+        start, end, _ = period_window(budget, now)
+        params = {"name": budget.name, "start": start, "end": end}
+        frame = wh.query(
+            "SELECT reservation_id, any(request_id) AS rid, groupUniqArray(status) AS statuses, "
+            "max(amount) AS held, max(settled_amount) AS settled, min(created_at) AS admitted "
+            "FROM budget_holds WHERE budget = {name:String} AND created_at >= {start:DateTime64(3, 'UTC')} "
+            "AND created_at < {end:DateTime64(3, 'UTC')} GROUP BY reservation_id ORDER BY admitted", params)
+        rows = [r for r in (frame.to_dicts() if frame.height else [])
+                if "released" not in r["statuses"] and ("settled" in r["statuses"] or "expired" not in r["statuses"])]
+        if not rows:
+            continue
+        stored = _usage_stored(wh, sorted({r["rid"] for r in rows}), start - timedelta(days=1))
+        for row in rows:
+            if row["rid"] in stored:
+                continue
+            amount = row["settled"] if "settled" in row["statuses"] and row["settled"] is not None else row["held"]
+            amount = int(amount) if budget.metric == "tokens" else amount
+            created = row["admitted"]
+            created = created.replace(tzinfo=timezone.utc) if created.tzinfo is None else created
+            out.append(Hold(row["reservation_id"], budget.name, row["rid"], amount, created, end, carried=True))
+    return out
+
+
 def _alert_record(row: dict[str, Any], notify: list[str]) -> dict[str, Any]:
     from tokenmeter.records import alert_record
 
@@ -127,7 +187,7 @@ def replay_alerts(wh: Any, budgets: list[Any], resolve: Callable[[str], str] | N
 
 
 async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[dict],
-                   deliveries: list[tuple[str, dict]] = ()) -> None:
+                   deliveries: list[tuple[str, dict]] = (), holds: list[Any] = ()) -> None:
     from aiokafka import AIOKafkaProducer
 
     from tokenmeter import topics
@@ -135,6 +195,8 @@ async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
+        for hold in holds:  # before the states: an owner restoring a state reads the holds with it
+            await producer.send_and_wait(topics.BUDGET_HOLDS, orjson.dumps(hold.to_json()), key=hold.key)
         for name, state in states:
             await producer.send_and_wait(topics.BUDGET_STATE, orjson.dumps(state), key=name.encode())
         for key, delivery in deliveries:  # before the alerts: the dispatcher must know what went out already
@@ -164,11 +226,16 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     with open_warehouse(settings, serve=False) as wh:
         states, alerts = rebuild_states(wh, budgets)
         replayed, deliveries = replay_alerts(wh, budgets, RouteSecrets(settings.data_dir).resolve)
-    asyncio.run(_publish(settings.bootstrap_servers, states, replayed + alerts, deliveries))
+        holds = carried_holds(wh, budgets)
+    asyncio.run(_publish(settings.bootstrap_servers, states, replayed + alerts, deliveries, holds))
     lines = []
     for name, state in states:
         spend = state["ledger"]["spend"].get(name, {})
         lines.append(f"{name}: " + (", ".join(f"{k} = {v}" for k, v in sorted(spend.items())[-3:]) or "no spend"))
+    for name in sorted({h.budget for h in holds}):
+        mine = [h for h in holds if h.budget == name]
+        lines.append(f"{name}: {len(mine)} hold(s) admitted before and not in the warehouse's usage held again "
+                     f"({sum(h.amount for h in mine)})")
     if replayed:
         lines.append(f"{len(replayed)} alert(s) not yet delivered on every route back in the outbox "
                      f"({len(deliveries)} delivery state(s) restored)")

@@ -35,7 +35,7 @@ from tokenmeter import topics
 from tokenmeter.records import iso, money
 
 from .decisions import attributes_from_request
-from .holds import Hold
+from .holds import Hold, hold_log_record
 from .readiness import spend_partition
 from .worst_case import WorstCaseError, count_prompt_tokens, worst_case
 
@@ -54,6 +54,12 @@ class ReservationError(Exception):
 
 def _json(web: Any, body: dict[str, Any], status: int, **headers: str) -> Any:
     return web.json(body, status=status, headers={"Cache-Control": "no-store", **headers})
+
+
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a hold's log record was not stored (%s): a broker loss before its usage is loaded would not "
+                    "hold it again", future.exception())
 
 
 def reservation_partitions(reservation_id: str) -> list[int] | None:
@@ -144,6 +150,11 @@ class ReservationService:
         producer = await self.producer()
         sends = [await producer.send(topics.BUDGET_HOLDS, key=h.key,
                                      value=None if tombstone else orjson.dumps(h.to_json())) for h in holds]
+        for hold in holds:  # the warehouse's copy (budget_holds): not waited for, a reservation waits for its hold
+            if not hold.carried or tombstone:  # a carried hold's admission is in the warehouse already
+                logged = await producer.send(topics.BUDGET_HOLD_LOG, key=hold.key,
+                                             value=orjson.dumps(hold_log_record(hold)))
+                logged.add_done_callback(_log_failure)
         await asyncio.gather(*sends)
 
     async def settle_writes(self) -> None:
