@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Callable
 
 import click
@@ -90,13 +91,43 @@ def _usage_stored(wh: Any, request_ids: list[str], since: datetime) -> set[str]:
     return found & set(request_ids)
 
 
-def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None) -> list[Any]:
+def _fold(into: dict[str, dict[str, Any]], reservation_id: str, request_id: str, statuses: Any, held: Any,
+          settled: Any, admitted: datetime) -> None:
+    seen = into.setdefault(reservation_id, {"rid": request_id, "statuses": set(), "held": held, "settled": None,
+                                            "admitted": admitted})
+    seen["statuses"].update(statuses)
+    seen["held"] = max(seen["held"], held)
+    if settled is not None:
+        seen["settled"] = settled if seen["settled"] is None else max(seen["settled"], settled)
+
+
+def _journal_steps(journal: list[dict[str, Any]], name: str, start: datetime, end: datetime) -> list[tuple]:
+    out = []
+    for record in journal:
+        if record.get("budget") != name:
+            continue
+        try:
+            admitted = datetime.fromisoformat(record["created_at"])
+            held = Decimal(str(record["amount"]))
+            settled = Decimal(str(record["settled_amount"])) if record.get("settled_amount") is not None else None
+            step = (str(record["reservation_id"]), str(record["request_id"]), [str(record["status"])], held,
+                    settled, admitted)
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            continue  # a torn or foreign line
+        if start <= admitted < end:
+            out.append(step)
+    return out
+
+
+def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None,
+                  journal: list[dict[str, Any]] = ()) -> list[Any]:
     """Holds to hold again after a broker loss (the holds topic went with the broker): every hold admitted in a
-    budget's current period (`budget_holds`, loaded from tokenmeter.budget-hold-log) that was not released and
-    did not expire unsettled, and whose usage never reached `priced_events`. Such usage was acknowledged and then
-    lost with the broker (the rebuilt spend does not know it), or is still on its way (the call was in flight).
-    A settled one holds the real amount its usage committed, an open one its worst case; both until the period
-    ends, or until their usage arrives and settles them (then the real cost counts, not both)."""
+    budget's current period (`budget_holds`, loaded from tokenmeter.budget-hold-log, and the `journal` of the
+    last hours, which has what the loader had not stored yet) that was not released and did not expire unsettled,
+    and whose usage never reached `priced_events`. Such usage was acknowledged and then lost with the broker (the
+    rebuilt spend does not know it), or is still on its way (the call was in flight). A settled one holds the real
+    amount its usage committed, an open one its worst case; both until the period ends, or until their usage
+    arrives and settles them (then the real cost counts, not both)."""
     from streams.budgets.holds import Hold
     from streams.budgets.periods import period_window
 
@@ -109,20 +140,25 @@ def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None) -> l
             "SELECT reservation_id, any(request_id) AS rid, groupUniqArray(status) AS statuses, "
             "max(amount) AS held, max(settled_amount) AS settled, min(created_at) AS admitted "
             "FROM budget_holds WHERE budget = {name:String} AND created_at >= {start:DateTime64(3, 'UTC')} "
-            "AND created_at < {end:DateTime64(3, 'UTC')} GROUP BY reservation_id ORDER BY admitted", params)
-        rows = [r for r in (frame.to_dicts() if frame.height else [])
-                if "released" not in r["statuses"] and ("settled" in r["statuses"] or "expired" not in r["statuses"])]
+            "AND created_at < {end:DateTime64(3, 'UTC')} GROUP BY reservation_id", params)
+        steps: dict[str, dict[str, Any]] = {}
+        for row in frame.to_dicts() if frame.height else []:
+            admitted = row["admitted"]
+            admitted = admitted.replace(tzinfo=timezone.utc) if admitted.tzinfo is None else admitted
+            _fold(steps, row["reservation_id"], row["rid"], row["statuses"], row["held"], row["settled"], admitted)
+        for step in _journal_steps(list(journal), budget.name, start, end):
+            _fold(steps, *step)
+        rows = {rsv: s for rsv, s in steps.items() if "released" not in s["statuses"]
+                and ("settled" in s["statuses"] or "expired" not in s["statuses"])}
         if not rows:
             continue
-        stored = _usage_stored(wh, sorted({r["rid"] for r in rows}), start - timedelta(days=1))
-        for row in rows:
-            if row["rid"] in stored:
+        stored = _usage_stored(wh, sorted({s["rid"] for s in rows.values()}), start - timedelta(days=1))
+        for reservation_id, seen in sorted(rows.items(), key=lambda item: item[1]["admitted"]):
+            if seen["rid"] in stored:
                 continue
-            amount = row["settled"] if "settled" in row["statuses"] and row["settled"] is not None else row["held"]
+            amount = seen["settled"] if "settled" in seen["statuses"] and seen["settled"] is not None else seen["held"]
             amount = int(amount) if budget.metric == "tokens" else amount
-            created = row["admitted"]
-            created = created.replace(tzinfo=timezone.utc) if created.tzinfo is None else created
-            out.append(Hold(row["reservation_id"], budget.name, row["rid"], amount, created, end, carried=True))
+            out.append(Hold(reservation_id, budget.name, seen["rid"], amount, seen["admitted"], end, carried=True))
     return out
 
 
@@ -211,6 +247,7 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     """Rebuild and publish; returns one line per budget for people. Budgets with state on the topic are left
     alone unless only_missing=False (their live state is newer than the warehouse)."""
     from streams.budgets import load_budgets
+    from streams.budgets.journal import read_journal
     from streams.topic_reader import read_compacted
     from tokenmeter import topics
     from warehouse.store import open_warehouse
@@ -226,7 +263,7 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     with open_warehouse(settings, serve=False) as wh:
         states, alerts = rebuild_states(wh, budgets)
         replayed, deliveries = replay_alerts(wh, budgets, RouteSecrets(settings.data_dir).resolve)
-        holds = carried_holds(wh, budgets)
+        holds = carried_holds(wh, budgets, journal=read_journal(settings.data_dir))
     asyncio.run(_publish(settings.bootstrap_servers, states, replayed + alerts, deliveries, holds))
     lines = []
     for name, state in states:

@@ -36,6 +36,7 @@ from tokenmeter.records import iso, money
 
 from .decisions import attributes_from_request
 from .holds import Hold, hold_log_record
+from .journal import HoldJournal
 from .readiness import spend_partition
 from .worst_case import WorstCaseError, count_prompt_tokens, worst_case
 
@@ -112,6 +113,7 @@ class ReservationService:
         self._producer: Any = None
         self._producer_lock = asyncio.Lock()
         self._inflight: set[asyncio.Future] = set()
+        self.journal = HoldJournal(self.settings.data_dir)
         self._session: aiohttp.ClientSession | None = None
         self.owner_urls: dict[int, str] = {}  # budget-spend partition -> URL of its owner (announce / on_owners)
         self.latencies: list[float] = []
@@ -139,22 +141,23 @@ class ReservationService:
         them (a hold admitted but not restored, or a released one restored)."""
         if not holds:
             return
-        batch = asyncio.ensure_future(self._send_holds(holds, tombstone))
+        logged = [(h, hold_log_record(h)) for h in holds if tombstone or not h.carried]  # a carried hold's admission
+        if logged:  # is in the warehouse already
+            self.journal.append(record for _, record in logged)  # before the answer: survives a broker loss
+        batch = asyncio.ensure_future(self._send_holds(holds, tombstone, logged))
         self._inflight.add(batch)
         try:
             await batch
         finally:
             self._inflight.discard(batch)
 
-    async def _send_holds(self, holds: list[Hold], tombstone: bool) -> None:
+    async def _send_holds(self, holds: list[Hold], tombstone: bool, logged: list[tuple[Hold, dict]]) -> None:
         producer = await self.producer()
         sends = [await producer.send(topics.BUDGET_HOLDS, key=h.key,
                                      value=None if tombstone else orjson.dumps(h.to_json())) for h in holds]
-        for hold in holds:  # the warehouse's copy (budget_holds): not waited for, a reservation waits for its hold
-            if not hold.carried or tombstone:  # a carried hold's admission is in the warehouse already
-                logged = await producer.send(topics.BUDGET_HOLD_LOG, key=hold.key,
-                                             value=orjson.dumps(hold_log_record(hold)))
-                logged.add_done_callback(_log_failure)
+        for hold, record in logged:  # the warehouse's copy (budget_holds): not waited for (the journal has it)
+            sent = await producer.send(topics.BUDGET_HOLD_LOG, key=hold.key, value=orjson.dumps(record))
+            sent.add_done_callback(_log_failure)
         await asyncio.gather(*sends)
 
     async def settle_writes(self) -> None:
@@ -167,6 +170,7 @@ class ReservationService:
             await self._session.close()
         if self._producer is not None:
             await self._producer.stop()
+        self.journal.close()
 
     # Owner side ---------------------------------------------------------------------------------------------
     def _not_owner(self, names: list[str]) -> str | None:

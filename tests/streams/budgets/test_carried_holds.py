@@ -67,9 +67,16 @@ def test_admitted_holds_whose_usage_the_warehouse_lacks_are_held_again(wh):
     wh.insert_priced([priced(settled_in_wh.request_id, team, "0.1"),
                       priced(f"evt-{team}", team, "0.1", tags={"request_id": tagged_in_wh.request_id})])
 
-    carried = {h.reservation_id: h for h in carried_holds(wh, [usd, tokens], now=NOW)}
+    # the journal has what the loader had not stored when the broker died (and a torn last line)
+    journal_only = hold("i", D("0.15"))
+    released_late = hold("j", D("0.4"))
+    log(wh, released_late)
+    journal = [hold_log_record(journal_only, NOW), hold_log_record(replace(released_late, ended="released"), NOW),
+               {"budget": usd.name, "reservation_id": "torn"}]
+    carried = {h.reservation_id: h for h in carried_holds(wh, [usd, tokens], now=NOW, journal=journal)}
     assert sorted(carried) == sorted([open_lost.reservation_id, settled_lost.reservation_id,
-                                      tokens_open.reservation_id])
+                                      tokens_open.reservation_id, journal_only.reservation_id])
+    assert carried[journal_only.reservation_id].amount == D("0.15")
     assert carried[open_lost.reservation_id].amount == D("0.3")
     assert carried[settled_lost.reservation_id].amount == D("0.05")
     assert carried[tokens_open.reservation_id].amount == 5_000 and isinstance(
@@ -88,3 +95,18 @@ def test_hold_log_records_that_do_not_fit_are_refused_with_the_field():
         record_to_row(topics.BUDGET_HOLD_LOG, good | {"amount": 1.5})
     with pytest.raises(RecordRowError, match="request_id"):
         record_to_row(topics.BUDGET_HOLD_LOG, good | {"request_id": ""})
+
+
+def test_the_journal_keeps_each_log_record_across_a_restart_and_skips_torn_lines(tmp_path):
+    from streams.budgets.journal import HoldJournal, read_journal
+
+    first = HoldJournal(tmp_path)
+    records = [hold_log_record(Hold(f"rsv_{i}_p0", "b", f"r{i}", D("0.5"), NOW, NOW), NOW) for i in range(3)]
+    first.append(records[:2])
+    first.close()
+    with open(next((tmp_path / "hold-journal").glob("*.jsonl")), "ab") as torn:
+        torn.write(b'{"budget": "b", "reserv')  # a process killed mid-line
+    second = HoldJournal(tmp_path)  # a restarted worker appends, never truncates
+    second.append(records[2:])
+    second.close()
+    assert sorted(r["reservation_id"] for r in read_journal(tmp_path)) == ["rsv_0_p0", "rsv_1_p0", "rsv_2_p0"]
