@@ -126,8 +126,9 @@ def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None,
     last hours, which has what the loader had not stored yet) that was not released and did not expire unsettled,
     and whose usage never reached `priced_events`. Such usage was acknowledged and then lost with the broker (the
     rebuilt spend does not know it), or is still on its way (the call was in flight). A settled one holds the real
-    amount its usage committed, an open one its worst case; both until the period ends, or until their usage
-    arrives and settles them (then the real cost counts, not both)."""
+    amount its usage committed, an open one its worst case; both until the period ends (a rolling budget: its
+    window's length after the admission), or until their usage arrives and settles them (then the real cost
+    counts, not both)."""
     from streams.budgets.holds import Hold
     from streams.budgets.periods import period_window
 
@@ -158,7 +159,9 @@ def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None,
                 continue
             amount = seen["settled"] if "settled" in seen["statuses"] and seen["settled"] is not None else seen["held"]
             amount = int(amount) if budget.metric == "tokens" else amount
-            out.append(Hold(reservation_id, budget.name, seen["rid"], amount, seen["admitted"], end, carried=True))
+            # a rolling window counts the lost usage for its length after the call, a calendar period to its end
+            until = end if budget.rolling_hours is None else seen["admitted"] + timedelta(hours=budget.rolling_hours)
+            out.append(Hold(reservation_id, budget.name, seen["rid"], amount, seen["admitted"], until, carried=True))
     return out
 
 

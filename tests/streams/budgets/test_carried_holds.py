@@ -87,6 +87,16 @@ def test_admitted_holds_whose_usage_the_warehouse_lacks_are_held_again(wh):
         assert hold_from_json(hold_again.to_json()) == hold_again  # the record the owner restores
 
 
+def test_a_rolling_budget_holds_a_carried_hold_for_its_window_after_the_admission(wh):
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    rolling = parse_budget({"name": f"roll-{team}", "scope": {"team": team}, "period": "rolling:24h",
+                            "limit": "1", "action": "block"})
+    admitted = NOW - timedelta(hours=3)
+    log(wh, Hold(f"rsv_r_{team}_p0", rolling.name, f"req-r-{team}", D("0.2"), admitted, admitted))
+    carried, = carried_holds(wh, [rolling], now=NOW)
+    assert carried.expires_at == admitted + timedelta(hours=24) and carried.amount == D("0.2")
+
+
 def test_hold_log_records_that_do_not_fit_are_refused_with_the_field():
     good = hold_log_record(Hold("rsv_x_p0", "b", "r", D("1"), NOW, NOW))
     with pytest.raises(RecordRowError, match="status"):
