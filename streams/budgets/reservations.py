@@ -197,7 +197,8 @@ class ReservationService:
         try:
             await self.write_holds(placed)
         except Exception as exc:  # noqa: BLE001 - a hold that is not stored must not be admitted
-            self.service.owner.release(reservation_id, "released")
+            dropped = self.service.owner.release(reservation_id, "released")
+            self.journal.append(hold_log_record(h) for h in dropped)  # its `held` line is there: never carried
             log.warning("reservation %s: hold not stored (%s), refused", reservation_id, exc)
             return 503, {"error": f"hold not stored: {exc}"}
         return 201, {"holds": [{"budget": h.budget, "amount": money(h.amount)} for h in placed]}
