@@ -18,7 +18,7 @@ BUDGET_STATE = "tokenmeter.budget-state"  # internal: each budget's evaluation s
 ANOMALY_ACKS = "tokenmeter.anomaly-acks"  # acknowledge/mute of anomalies from the dashboard (compacted)
 BUDGET_HOLDS = "tokenmeter.budget-holds"  # internal: open reservation holds keyed by budget|reservation (compacted)
 BUDGET_OWNERS = "tokenmeter.budget-owners"  # internal: URL of the worker owning each budget-spend partition (compacted)
-BUDGET_HOLD_LOG = "tokenmeter.budget-hold-log"  # each hold's admission and end (settled/released/expired), to the warehouse
+BUDGET_HOLD_LOG = "tokenmeter.budget-hold-log"  # hold admitted / settled / released / expired, to the warehouse
 
 
 @dataclass(frozen=True)

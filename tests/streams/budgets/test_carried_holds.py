@@ -51,8 +51,9 @@ def test_admitted_holds_whose_usage_the_warehouse_lacks_are_held_again(wh):
                         "action": "block"})
     tokens = parse_budget({"name": f"tok-{team}", "scope": {"team": team}, "period": "day", "metric": "tokens",
                            "limit": 100_000, "action": "block"})
-    hold = lambda rid, amount, name=usd.name, at=NOW: Hold(f"rsv_{rid}_p0", name, f"req-{rid}-{team}", amount,  # noqa: E731
-                                                         at, at + timedelta(seconds=30))
+    def hold(rid: str, amount, name: str = usd.name, at: datetime = NOW) -> Hold:
+        return Hold(f"rsv_{rid}_p0", name, f"req-{rid}-{team}", amount, at, at + timedelta(seconds=30))
+
     settled_in_wh = hold("a", D("0.2"))  # usage loaded: its real cost is in the rebuilt spend already
     tagged_in_wh = hold("b", D("0.2"))  # usage loaded, its request id in the request_id tag
     open_lost = hold("c", D("0.3"))  # open at the loss: usage lost or still on its way -> worst case

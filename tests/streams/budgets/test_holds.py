@@ -135,5 +135,6 @@ def test_a_restored_hold_whose_usage_the_restored_spend_counts_is_settled_not_he
     settled = second.settle_counted("search", entries)
     assert [h.reservation_id for h in settled] == ["r1"]  # only the counted one: req-2 settles when applied
     view = second.headroom("search", NOW)
-    assert (view["committed"], view["held"], view["settled"]) == ("1", "1", 1)  # the state was stored before its batch settled
+    # settled counted: the state was stored before its batch settled anything
+    assert (view["committed"], view["held"], view["settled"]) == ("1", "1", 1)
     assert second.settle_counted("search", entries) == []
