@@ -28,6 +28,19 @@ def reservation(team: str, request_id: str, prompt_tokens: int) -> dict:
             "prompt_tokens": prompt_tokens, "max_output_tokens": 0, "request_id": request_id}
 
 
+def _stored_steps(settings, reservation_id: str) -> list[str]:
+    """The steps of a hold's life in the warehouse, read through the loader (the chDB's owner)."""
+    from warehouse import open_warehouse
+
+    wh = open_warehouse(settings, serve=False)
+    try:
+        frame = wh.query("SELECT DISTINCT status FROM budget_holds WHERE reservation_id = {r:String}",
+                         {"r": reservation_id})
+        return sorted(frame["status"].to_list()) if frame.height else []
+    finally:
+        wh.close()
+
+
 def test_a_hold_whose_usage_the_broker_lost_is_held_again_until_its_usage_arrives(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENMETER_RESERVATION_TTL_SECONDS", "600")
     monkeypatch.setenv("TOKENMETER_API_PORT", str(free_port()))  # the children take their settings from the env
@@ -51,6 +64,8 @@ def test_a_hold_whose_usage_the_broker_lost_is_held_again_until_its_usage_arrive
             call("POST", url, reservation(team, "req-1", 100_000))), what="the reservation")
         assert first["held"]["cost_usd"] == "0.250000000000"
         wait_for(lambda: settings.warehouse_path.exists(), what="the loader's warehouse")
+        wait_for(lambda: _stored_steps(settings, first["reservation_id"]) == ["held"], timeout=60,
+                 what="the hold's log record in the warehouse (tokenmeter.budget-hold-log -> budget_holds)")
         # The call's usage ($0.05) is acknowledged by the broker while no worker prices it, then the broker dies.
         worker.proc.kill()
         worker.proc.wait()
