@@ -47,3 +47,10 @@ def test_committed_spend_past_the_limit_fails_even_when_the_bill_is_explained():
     assert check("1.05", lost=D("0.05"), losses=1).ok  # committed 1.00
     result = check("1.05", lost=D("0.05"), losses=1, committed="1.10")  # committed 1.05
     assert not result.ok and "COMMITTED PAST THE LIMIT by $0.050000000000" in result.summary
+
+
+def test_holds_carried_across_a_broker_loss_are_no_leak_but_are_shown():
+    result = check("0.5", losses=1, holds={**HOLDS, "open_reservations": 3, "carried": 2})
+    assert not result.ok and "1 hold(s) still open after the TTL (leaked)" in result.summary
+    result = check("0.5", losses=1, holds={**HOLDS, "open_reservations": 2, "carried": 2})
+    assert result.ok and "2 open holds (2 carried across a broker loss)" in result.summary

@@ -18,6 +18,7 @@ BUDGET_STATE = "tokenmeter.budget-state"  # internal: each budget's evaluation s
 ANOMALY_ACKS = "tokenmeter.anomaly-acks"  # acknowledge/mute of anomalies from the dashboard (compacted)
 BUDGET_HOLDS = "tokenmeter.budget-holds"  # internal: open reservation holds keyed by budget|reservation (compacted)
 BUDGET_OWNERS = "tokenmeter.budget-owners"  # internal: URL of the worker owning each budget-spend partition (compacted)
+BUDGET_HOLD_LOG = "tokenmeter.budget-hold-log"  # hold admitted / settled / released / expired, to the warehouse
 
 
 @dataclass(frozen=True)
@@ -43,4 +44,5 @@ def topic_specs() -> list[TopicSpec]:
         TopicSpec(ANOMALY_ACKS, compacted=True),
         TopicSpec(BUDGET_HOLDS, compacted=True),
         TopicSpec(BUDGET_OWNERS, compacted=True),
+        TopicSpec(BUDGET_HOLD_LOG),
     ]

@@ -250,6 +250,24 @@ def deadletter_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
             "offset": number("offset"), "payload_sha256": text("payload_sha256", 64), "loaded_at": now}
 
 
+HOLD_STATUSES = ("held", "settled", "released", "expired")
+
+
+def hold_log_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A step of a reservation hold's life (streams/budgets/holds.py `hold_log_record`)."""
+    status = _text(record, "status", required=True)
+    if status not in HOLD_STATUSES:
+        raise RecordRowError(f"status: expected one of {', '.join(HOLD_STATUSES)}, got {status!r:.60}")
+    metric = _text(record, "metric") or "cost_usd"
+    if metric not in ("cost_usd", "tokens"):
+        raise RecordRowError(f"metric: expected cost_usd or tokens, got {metric!r:.60}")
+    return {**{name: _text(record, name, required=True) for name in ("reservation_id", "budget", "request_id")},
+            "status": status, "metric": metric, "amount": _decimal(record, "amount"),
+            "settled_amount": _decimal(record, "settled_amount", required=False),
+            "created_at": _time(record, "created_at"), "expires_at": _time(record, "expires_at"),
+            "at": _time(record, "at")}
+
+
 def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
     return pa.schema(list(fields))
 
@@ -285,6 +303,9 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
         *_strings("bucket_width", "model", *_PROVIDER_TEXT[:5], "batch", "context_window"),
         *[(n, pa.uint64()) for n in _PROVIDER_COUNTS], ("cost_usd", MONEY), *_strings(*_PROVIDER_TEXT[5:]),
         ("group_fields", pa.string()), ("fetched_at", UTC_MS))),
+    topics.BUDGET_HOLD_LOG: ("budget_holds", hold_log_row, _schema(
+        *_strings("reservation_id", "budget", "request_id", "status", "metric"), ("amount", MONEY),
+        ("settled_amount", MONEY), ("created_at", UTC_MS), ("expires_at", UTC_MS), ("at", UTC_MS))),
     topics.DEADLETTER: ("dead_letters", deadletter_row, _schema(
         ("at", UTC_MS), *_strings("stage", "source", "reason", "topic"), ("partition", pa.int64()),
         ("offset", pa.int64()), ("payload_sha256", pa.string()), ("loaded_at", UTC_MS))),

@@ -8,8 +8,8 @@ newly assigned owner reads every hold it admitted back and never admits twice ag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,12 @@ class Hold:
     amount: Amount  # USD (Decimal) or tokens (int), the budget's metric
     created_at: datetime
     expires_at: datetime
+    # held again by `tokenmeter budget rebuild` after a broker loss: its usage had not reached the warehouse
+    carried: bool = False
+    # how the hold ended, when it did (owner._drop_hold): settled / released / expired, and the real amount the
+    # settling usage committed; not part of the hold record, only of its log record (hold_log_record)
+    ended: str = field(default="", compare=False)
+    settled_amount: "Amount | None" = field(default=None, compare=False)
 
     @property
     def key(self) -> bytes:
@@ -34,7 +40,8 @@ class Hold:
     def to_json(self) -> dict[str, Any]:
         return {"reservation_id": self.reservation_id, "budget": self.budget, "request_id": self.request_id,
                 "amount": self.amount if isinstance(self.amount, int) else format(self.amount, "f"),
-                "created_at": iso_utc(self.created_at), "expires_at": iso_utc(self.expires_at)}
+                "created_at": iso_utc(self.created_at), "expires_at": iso_utc(self.expires_at),
+                **({"carried": True} if self.carried else {})}
 
 
 def hold_key(budget: str, reservation_id: str) -> bytes:
@@ -47,9 +54,27 @@ def hold_from_json(data: Any) -> Hold | None:
         amount = data["amount"]
         return Hold(str(data["reservation_id"]), str(data["budget"]), str(data["request_id"]),
                     amount if isinstance(amount, int) and not isinstance(amount, bool) else Decimal(str(amount)),
-                    datetime.fromisoformat(data["created_at"]), datetime.fromisoformat(data["expires_at"]))
+                    datetime.fromisoformat(data["created_at"]), datetime.fromisoformat(data["expires_at"]),
+                    carried=data.get("carried") is True)
     except (KeyError, TypeError, ValueError, ArithmeticError):
         return None
 
 
-__all__ = ["Hold", "hold_from_json", "hold_key"]
+def _amount_text(amount: Amount) -> Any:
+    return amount if isinstance(amount, int) else format(amount, "f")
+
+
+def hold_log_record(hold: Hold, at: datetime | None = None) -> dict[str, Any]:
+    """The step of the hold's life for `tokenmeter.budget-hold-log` (loaded into the warehouse's `budget_holds`):
+    `held` for a hold just admitted, else how it ended. The warehouse keeps it when the broker does not: the
+    rebuild after a broker loss holds again what was admitted but whose usage never reached the warehouse."""
+    record = {"reservation_id": hold.reservation_id, "budget": hold.budget, "request_id": hold.request_id,
+              "status": hold.ended or "held", "metric": "tokens" if isinstance(hold.amount, int) else "cost_usd",
+              "amount": _amount_text(hold.amount), "created_at": iso_utc(hold.created_at),
+              "expires_at": iso_utc(hold.expires_at), "at": iso_utc(at or datetime.now(timezone.utc))}
+    if hold.settled_amount is not None:
+        record["settled_amount"] = _amount_text(hold.settled_amount)
+    return record
+
+
+__all__ = ["Hold", "hold_from_json", "hold_key", "hold_log_record"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -137,6 +137,26 @@ class BudgetOwner:
                 rt.by_request[hold.request_id] = hold.reservation_id
         self.runtimes[name] = rt
 
+    def settle_counted(self, name: str, entries: list[list[Any]]) -> list[Hold]:
+        """Restored holds whose usage the restored spend already counts (an entry at or below the applied mark that
+        carries the hold's request id): settled now, returned for their tombstones. Such a hold is on the topic
+        without its tombstone when the owner died between storing the settled spend and the tombstone, or when a
+        hold record landed after the owner that committed its usage had read the topic; restored as open, it would
+        hold its worst case again on top of the real cost until its TTL. Counted as settled here: the state stored
+        with the spend was taken before its batch settled anything (process), so it does not count it yet."""
+        rt = self.runtimes.get(name)
+        dropped: list[Hold] = []
+        if rt is None or not rt.by_request:
+            return dropped
+        amounts: dict[str, Any] = {}
+        # not counted yet: such an entry's batch settles its hold when it is applied (process)
+        _add_amounts(amounts, [e for e in entries if int(e[1]) <= rt.applied.get(str(e[0]), -1)])
+        for request_id, amount in amounts.items():
+            reservation_id = rt.by_request.get(request_id)
+            if reservation_id is not None:
+                dropped.append(self._drop_hold(rt, reservation_id, "settled", amount))
+        return dropped
+
     def remember(self, name: str, entries: list[list[Any]]) -> int:
         """Mark entries' event ids as seen (they are already in the restored spend); returns how many."""
         rt = self.runtimes.get(name)
@@ -194,7 +214,7 @@ class BudgetOwner:
         now = now or _now()
         by_budget: dict[str, list[list[Any]]] = {}
         pending: dict[str, set[str]] = {}  # ids of fresh entries of this batch, applied after the loop
-        settling: dict[str, list[str]] = {}  # budget -> request ids of this batch's usage (reservations settle)
+        settling: dict[str, dict[str, Any]] = {}  # budget -> request id -> real amount of this batch's usage
         for message in messages:
             name = message.get("budget")
             if not isinstance(name, str) or name not in self.runtimes:
@@ -210,8 +230,7 @@ class BudgetOwner:
             # entries never span two messages (see routing.spend_messages), so equal offsets mean "already applied".
             marks: dict[str, int] = {}
             if rt.by_request:
-                settling.setdefault(name, []).extend(
-                    rid for entry in message["entries"] for rid in (entry[2], *entry[6:7]) if rid)
+                _add_amounts(settling.setdefault(name, {}), message["entries"])
             for entry in message.get("entries", []):
                 partition, offset = str(entry[0]), int(entry[1])
                 if offset <= rt.applied.get(partition, -1):
@@ -231,20 +250,20 @@ class BudgetOwner:
                 out.extend(self._apply(self.runtimes[name], entries, now))
         for name, request_ids in settling.items():  # the real cost is in spend now: the worst case is let go
             rt = self.runtimes[name]
-            for request_id in request_ids:
+            for request_id, amount in request_ids.items():
                 reservation_id = rt.by_request.get(request_id)
                 if reservation_id is not None:
-                    out.holds.append(self._drop_hold(rt, reservation_id, "settled"))
+                    out.holds.append(self._drop_hold(rt, reservation_id, "settled", amount))
         return out
 
     # Reservations (holds) ---------------------------------------------------------------------------------
-    def _drop_hold(self, rt: _BudgetRuntime, reservation_id: str, why: str) -> Hold:
+    def _drop_hold(self, rt: _BudgetRuntime, reservation_id: str, why: str, settled_amount: Any = None) -> Hold:
         hold = rt.holds.pop(reservation_id)
         rt.held_total -= hold.amount
         if rt.by_request.get(hold.request_id) == reservation_id:
             del rt.by_request[hold.request_id]
         rt.reservations[why] += 1
-        return hold
+        return replace(hold, ended=why, settled_amount=settled_amount)
 
     def held(self, name: str) -> Decimal | int:
         rt = self.runtimes[name]
@@ -257,7 +276,8 @@ class BudgetOwner:
         held = self.held(name)
         return {"budget": name, "metric": rt.budget.metric, "limit": money(rt.budget.limit), "committed": money(spend),
                 "held": money(held), "headroom": money(rt.budget.limit - spend - held), "period_key": key,
-                "period_end": iso(end), "open_reservations": len(rt.holds), **rt.reservations}
+                "period_end": iso(end), "open_reservations": len(rt.holds),
+                "carried": sum(1 for h in rt.holds.values() if h.carried), **rt.reservations}
 
     def admit(self, wanted: dict[str, Decimal | int], reservation_id: str, request_id: str, expires_at: datetime,
               now: datetime | None = None) -> tuple[list[Hold], dict[str, Any] | None]:
@@ -469,6 +489,16 @@ def _well_formed(entries: Any) -> bool:
         except (ValueError, ArithmeticError):
             return False
     return True
+
+
+def _add_amounts(into: dict[str, Any], entries: list[list[Any]]) -> None:
+    """Request id (the entry's event id, and its request_id tag) -> the sum of the entries' amounts: what the
+    call's usage committed, for the settled hold's log record. Amounts are tokens (int) or decimal USD text."""
+    for entry in entries:
+        amount = entry[4] if isinstance(entry[4], int) else Decimal(entry[4])
+        for request_id in {entry[2], *entry[6:7]}:
+            if request_id:
+                into[request_id] = into.get(request_id, 0) + amount
 
 
 def _period_key(budget: Budget, ts: Any) -> str:

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Callable
 
 import click
@@ -64,6 +65,104 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
         states.append((budget.name, state))
         alerts += new_alerts
     return states, alerts
+
+
+ID_CHUNK = 500  # request ids per warehouse lookup (one String parameter each)
+
+
+def _in_list(prefix: str, values: list[str], params: dict[str, Any]) -> str:
+    names = [f"{prefix}{i}" for i in range(len(values))]
+    params.update(zip(names, values))
+    return "(" + ", ".join(f"{{{n}:String}}" for n in names) + ")"
+
+
+def _usage_stored(wh: Any, request_ids: list[str], since: datetime) -> set[str]:
+    """The request ids that a priced event in the warehouse carries (as its event_id or its request_id tag)."""
+    found: set[str] = set()
+    for at in range(0, len(request_ids), ID_CHUNK):
+        chunk = request_ids[at:at + ID_CHUNK]
+        params: dict[str, Any] = {"since": since}
+        ids = _in_list("r", chunk, params)
+        frame = wh.query("SELECT event_id, tags['request_id'] AS tagged FROM priced_events "
+                         "WHERE ts >= {since:DateTime64(3, 'UTC')} "
+                         f"AND (event_id IN {ids} OR tags['request_id'] IN {ids})", params)
+        for row in frame.to_dicts() if frame.height else []:
+            found.update(v for v in (row["event_id"], row["tagged"]) if v)
+    return found & set(request_ids)
+
+
+def _fold(into: dict[str, dict[str, Any]], reservation_id: str, request_id: str, statuses: Any, held: Any,
+          settled: Any, admitted: datetime) -> None:
+    seen = into.setdefault(reservation_id, {"rid": request_id, "statuses": set(), "held": held, "settled": None,
+                                            "admitted": admitted})
+    seen["statuses"].update(statuses)
+    seen["held"] = max(seen["held"], held)
+    if settled is not None:
+        seen["settled"] = settled if seen["settled"] is None else max(seen["settled"], settled)
+
+
+def _journal_steps(journal: list[dict[str, Any]], name: str, start: datetime, end: datetime) -> list[tuple]:
+    out = []
+    for record in journal:
+        if record.get("budget") != name:
+            continue
+        try:
+            admitted = datetime.fromisoformat(record["created_at"])
+            held = Decimal(str(record["amount"]))
+            settled = Decimal(str(record["settled_amount"])) if record.get("settled_amount") is not None else None
+            step = (str(record["reservation_id"]), str(record["request_id"]), [str(record["status"])], held,
+                    settled, admitted)
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            continue  # a torn or foreign line
+        if start <= admitted < end:
+            out.append(step)
+    return out
+
+
+def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None,
+                  journal: list[dict[str, Any]] = ()) -> list[Any]:
+    """Holds to hold again after a broker loss (the holds topic went with the broker): every hold admitted in a
+    budget's current period (`budget_holds`, loaded from tokenmeter.budget-hold-log, and the `journal` of the
+    last hours, which has what the loader had not stored yet) that was not released and did not expire unsettled,
+    and whose usage never reached `priced_events`. Such usage was acknowledged and then lost with the broker (the
+    rebuilt spend does not know it), or is still on its way (the call was in flight). A settled one holds the real
+    amount its usage committed, an open one its worst case; both until the period ends (a rolling budget: its
+    window's length after the admission), or until their usage arrives and settles them (then the real cost
+    counts, not both)."""
+    from streams.budgets.holds import Hold
+    from streams.budgets.periods import period_window
+
+    now = now or datetime.now(timezone.utc)
+    out: list[Hold] = []
+    for budget in budgets:
+        start, end, _ = period_window(budget, now)
+        params = {"name": budget.name, "start": start, "end": end}
+        frame = wh.query(
+            "SELECT reservation_id, any(request_id) AS rid, groupUniqArray(status) AS statuses, "
+            "max(amount) AS held, max(settled_amount) AS settled, min(created_at) AS admitted "
+            "FROM budget_holds WHERE budget = {name:String} AND created_at >= {start:DateTime64(3, 'UTC')} "
+            "AND created_at < {end:DateTime64(3, 'UTC')} GROUP BY reservation_id", params)
+        steps: dict[str, dict[str, Any]] = {}
+        for row in frame.to_dicts() if frame.height else []:
+            admitted = row["admitted"]
+            admitted = admitted.replace(tzinfo=timezone.utc) if admitted.tzinfo is None else admitted
+            _fold(steps, row["reservation_id"], row["rid"], row["statuses"], row["held"], row["settled"], admitted)
+        for step in _journal_steps(list(journal), budget.name, start, end):
+            _fold(steps, *step)
+        rows = {rsv: s for rsv, s in steps.items() if "released" not in s["statuses"]
+                and ("settled" in s["statuses"] or "expired" not in s["statuses"])}
+        if not rows:
+            continue
+        stored = _usage_stored(wh, sorted({s["rid"] for s in rows.values()}), start - timedelta(days=1))
+        for reservation_id, seen in sorted(rows.items(), key=lambda item: item[1]["admitted"]):
+            if seen["rid"] in stored:
+                continue
+            amount = seen["settled"] if "settled" in seen["statuses"] and seen["settled"] is not None else seen["held"]
+            amount = int(amount) if budget.metric == "tokens" else amount
+            # a rolling window counts the lost usage for its length after the call, a calendar period to its end
+            until = end if budget.rolling_hours is None else seen["admitted"] + timedelta(hours=budget.rolling_hours)
+            out.append(Hold(reservation_id, budget.name, seen["rid"], amount, seen["admitted"], until, carried=True))
+    return out
 
 
 def _alert_record(row: dict[str, Any], notify: list[str]) -> dict[str, Any]:
@@ -127,7 +226,7 @@ def replay_alerts(wh: Any, budgets: list[Any], resolve: Callable[[str], str] | N
 
 
 async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[dict],
-                   deliveries: list[tuple[str, dict]] = ()) -> None:
+                   deliveries: list[tuple[str, dict]] = (), holds: list[Any] = ()) -> None:
     from aiokafka import AIOKafkaProducer
 
     from tokenmeter import topics
@@ -135,6 +234,8 @@ async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
+        for hold in holds:  # before the states: an owner restoring a state reads the holds with it
+            await producer.send_and_wait(topics.BUDGET_HOLDS, orjson.dumps(hold.to_json()), key=hold.key)
         for name, state in states:
             await producer.send_and_wait(topics.BUDGET_STATE, orjson.dumps(state), key=name.encode())
         for key, delivery in deliveries:  # before the alerts: the dispatcher must know what went out already
@@ -149,6 +250,7 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     """Rebuild and publish; returns one line per budget for people. Budgets with state on the topic are left
     alone unless only_missing=False (their live state is newer than the warehouse)."""
     from streams.budgets import load_budgets
+    from streams.budgets.journal import read_journal
     from streams.topic_reader import read_compacted
     from tokenmeter import topics
     from warehouse.store import open_warehouse
@@ -164,11 +266,16 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     with open_warehouse(settings, serve=False) as wh:
         states, alerts = rebuild_states(wh, budgets)
         replayed, deliveries = replay_alerts(wh, budgets, RouteSecrets(settings.data_dir).resolve)
-    asyncio.run(_publish(settings.bootstrap_servers, states, replayed + alerts, deliveries))
+        holds = carried_holds(wh, budgets, journal=read_journal(settings.data_dir))
+    asyncio.run(_publish(settings.bootstrap_servers, states, replayed + alerts, deliveries, holds))
     lines = []
     for name, state in states:
         spend = state["ledger"]["spend"].get(name, {})
         lines.append(f"{name}: " + (", ".join(f"{k} = {v}" for k, v in sorted(spend.items())[-3:]) or "no spend"))
+    for name in sorted({h.budget for h in holds}):
+        mine = [h for h in holds if h.budget == name]
+        lines.append(f"{name}: {len(mine)} hold(s) admitted before and not in the warehouse's usage held again "
+                     f"({sum(h.amount for h in mine)})")
     if replayed:
         lines.append(f"{len(replayed)} alert(s) not yet delivered on every route back in the outbox "
                      f"({len(deliveries)} delivery state(s) restored)")

@@ -31,8 +31,9 @@ from streams.alerts.route_secrets import write_private
 from .admin import install_admin_routes
 from .model import Budget, BudgetError, parse_budget
 from .store import BudgetStoreError, protect_budget, public_budget
-from .owner import BudgetOwner, Outcome
-from .readiness import Readiness
+from .owner import BudgetOwner, Outcome, _well_formed
+from .readiness import Readiness, spend_partition
+from .recent import recent_records
 from .routing import BudgetRouter, spend_messages
 
 log = logging.getLogger("tokenmeter.budgets")
@@ -127,16 +128,33 @@ class BudgetService:
                 out.setdefault(record["budget"], []).append(record)
         return out
 
-    async def _load_states(self, first_seen: dict[str, tuple[int, int]]) -> list[str]:
+    async def _counted_entries(self, names: list[str]) -> dict[str, list[list[Any]]]:
+        """The entries of the recent `tokenmeter.budget-spend` messages of those of `names` that have open holds
+        restored (their usage may already be counted: owner.settle_counted), one read per partition."""
+        with_holds = [n for n in names if self.owner.has(n) and self.owner.runtimes[n].holds]
+        by_partition: dict[int, set[str]] = {}
+        for name in with_holds:
+            by_partition.setdefault(spend_partition(name, self.readiness.partitions), set()).add(name)
+        out: dict[str, list[list[Any]]] = {}
+        for partition, wanted in sorted(by_partition.items()):
+            for record in await recent_records(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
+                                               RECENT_MESSAGES):
+                if record.key in wanted and record.value:
+                    out.setdefault(record.key, []).extend(_entries(record.value))
+        return out
+
+    async def _load_states(self, first_seen: dict[str, tuple[int, int]]) -> tuple[list[str], list[Any]]:
         """Restore budgets this worker does not hold yet: state from the state topic, and the event ids of the
         budget's recent entries (the ledger's duplicate window) re-read from `tokenmeter.budget-spend` itself,
         so a source replaying events across a worker restart still counts them once. Returns the budgets
-        restored here (their decisions are published again)."""
+        restored here (their decisions are published again) and the restored holds whose usage those entries
+        show counted already (settled: their tombstones are written with the batch's outputs)."""
         missing = {n: at for n, at in first_seen.items()
                    if n in self.budgets and (not self.owner.has(n) or n in self._ids_pending)}
         restored: list[str] = []
+        settled: list[Any] = []
         if not missing:
-            return restored
+            return restored, settled
         raw = await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_STATE)
         holds = await self._read_holds()
         recent: dict[str, list] = {}
@@ -151,16 +169,18 @@ class BudgetService:
                 restored.append(name)
             self._ids_pending.discard(name)
             ids = 0
+            counted: list[list[Any]] = []
             for record in recent.get(name, []):
                 if record.key == name and record.value:
-                    entries = orjson.loads(record.value).get("entries", [])
+                    entries = _entries(record.value)
                     # only entries the restored state already counts (a loader-restored budget's later entries
                     # are still to be applied)
-                    ids += self.owner.remember(name, [e for e in entries
-                                                      if int(e[1]) <= self.owner.applied_offset(name, e[0])])
+                    counted += [e for e in entries if int(e[1]) <= self.owner.applied_offset(name, e[0])]
+            ids += self.owner.remember(name, counted)
+            settled += self.owner.settle_counted(name, counted)
             if value:
                 log.info("budget %r restored (%d recent event ids)", name, ids)
-        return restored
+        return restored, settled
 
     async def _spend_partition_count(self) -> int:
         from tokenmeter.kafka_topics import topic_partitions
@@ -190,6 +210,13 @@ class BudgetService:
                     self.owner.restore(name, orjson.loads(value) if value else None, holds.get(name))
                     if value:
                         self._ids_pending.add(name)
+                # A restored hold whose usage the restored spend counts already is settled before any admission
+                # (owner.settle_counted): else a kill between spend and tombstone brings a settled hold back.
+                counted = await retry_until_done("budget_owner", self.health, lambda: self._counted_entries(names),
+                                                 "reading recent budget spend")
+                for name, entries in counted.items():
+                    outcome.holds += self.owner.settle_counted(name, entries)
+                for name in names:
                     outcome.extend(self.owner.republish(name))
                 await retry_until_done("budget_owner", self.health, lambda: self._publish(outcome),
                                        "publishing restored decisions")
@@ -222,9 +249,10 @@ class BudgetService:
                 messages.append(message)
                 first_seen.setdefault(message.get("budget"), (partition, offset))
             async with self._owner_lock:
-                restored = await retry_until_done("evaluate_budgets", self.health,
-                                                  lambda: self._load_states(first_seen), "restoring budget state")
-                outcome = Outcome()
+                restored, settled = await retry_until_done("evaluate_budgets", self.health,
+                                                           lambda: self._load_states(first_seen),
+                                                           "restoring budget state")
+                outcome = Outcome(holds=settled)
                 for name in restored:  # decided from its state even if every entry turns out redelivered
                     outcome.extend(self.owner.republish(name))
                 before = self.owner.stats["skipped_redelivered"]
@@ -365,6 +393,16 @@ class BudgetService:
         async def budgets_page(web, request):  # noqa: ANN001
             return web.json({"budgets": [public_budget(b) for b in service.budgets.values()],
                              "decisions": list(service.view.records.values()), "stats": service.stats})
+
+
+def _entries(value: bytes) -> list[list[Any]]:
+    """The entries of a budget-spend message; [] for one that is not ours (anyone can write to a topic)."""
+    try:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return []
+    entries = message.get("entries") if isinstance(message, dict) else None
+    return entries if _well_formed(entries) else []
 
 
 def demo_budgets() -> list[Budget]:

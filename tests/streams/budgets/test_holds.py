@@ -115,3 +115,26 @@ def test_entries_without_a_request_id_keep_their_old_shape_and_hostile_ones_are_
     bad = {"budget": "search", "entries": [[0, 3, "c", NOW.isoformat(), "1", 0, {"x": 1}]]}
     owner.process([bad], now=NOW)
     assert owner.stats["malformed"] == 1
+
+
+def test_a_restored_hold_whose_usage_the_restored_spend_counts_is_settled_not_held_again():
+    """The record sequence a kill -9 between the settled spend and the tombstone leaves (or a hold record that landed
+    after the owner that committed its usage had read the topic): state with the usage applied, hold record open."""
+    budgets = defs()
+    first = owner_with(budgets)
+    placed, _ = first.admit({"search": D("8")}, "r1", "req-1", LATER, NOW)
+    first.admit({"search": D("1")}, "r2", "req-2", LATER, NOW)
+    messages = usage_messages(budgets, [(0, 1, priced("req-1", "1")), (0, 5, priced("e-later", "0.5", tags={
+        "request_id": "req-2"}))])
+    out = first.process([messages[0] | {"entries": messages[0]["entries"][:1]}], now=NOW)
+    state = dict(out.states)["search"]  # stored; the tombstone of r1 never written
+    records = [h.to_json() for h in placed] + [first.holds_of("r2")[0].to_json()]
+    second = owner_with(budgets, state={"search": state}, holds=records)
+    assert second.held("search") == D("9")  # both read back as open
+    entries = messages[0]["entries"]  # req-1 at usage offset 1 (applied), req-2's usage at offset 5 (not yet)
+    settled = second.settle_counted("search", entries)
+    assert [h.reservation_id for h in settled] == ["r1"]  # only the counted one: req-2 settles when applied
+    view = second.headroom("search", NOW)
+    # settled counted: the state was stored before its batch settled anything
+    assert (view["committed"], view["held"], view["settled"]) == ("1", "1", 1)
+    assert second.settle_counted("search", entries) == []

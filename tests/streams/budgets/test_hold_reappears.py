@@ -1,0 +1,113 @@
+"""A settled hold must not come back after a kill -9 of its owner (issue 15: "a settled hold once reappeared").
+
+The race: a hold record can be on `tokenmeter.budget-holds` without its tombstone although the call's usage is
+already counted, e.g. the old owner's hold write landed after the new owner had read the topic (so the new owner
+committed the usage without knowing the hold, and wrote no tombstone), or the owner was killed between storing the
+settled spend and writing the tombstone while its consumer group had already committed past the usage. A restart
+then read the hold back as open: its worst case was held again, on top of the committed real cost, until its TTL.
+This test leaves exactly that on the topics with a real worker (hold record written late, usage committed and the
+group's offsets past it), kills the worker with SIGKILL and checks the restarted owner does not hold it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env
+from streams.budgets import parse_budget, write_budgets
+from streams.budgets.holds import Hold
+from streams.budgets.readiness import spend_partition
+from streams.budgets.reservations import new_reservation_id
+from streams.topic_reader import read_compacted, read_topic
+from tokenmeter import topics
+from tokenmeter.settings import free_port
+
+pytestmark = pytest.mark.slow(seconds=20)
+PARTITIONS = 4  # the test brokers' partition count (tests/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """A broker of its own: the test writes a hold record by hand and depends on its worker group's offsets."""
+    return own_broker
+
+
+async def _write_hold(bootstrap: str, hold: Hold) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.BUDGET_HOLDS, orjson.dumps(hold.to_json()), key=hold.key)
+    finally:
+        await producer.stop()
+
+
+async def _committed_past(bootstrap: str, positions: dict[TopicPartition, int]) -> bool:
+    """The worker group committed beyond every given offset (nothing of them is redelivered after a kill)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets("tokenmeter-worker", partitions=list(positions))
+    finally:
+        await admin.close()
+    return all(tp in committed and committed[tp].offset > offset for tp, offset in positions.items())
+
+
+async def _offsets_of(bootstrap: str, budget: str, event_id: str) -> dict[TopicPartition, int]:
+    """Where the usage record of `event_id` and the budget's spend message for it are."""
+    out: dict[TopicPartition, int] = {}
+    for record in await read_topic(bootstrap, topics.USAGE):
+        if record.value and event_id.encode() in record.value:
+            out[TopicPartition(topics.USAGE, record.partition)] = record.offset
+    for record in await read_topic(bootstrap, topics.BUDGET_SPEND):
+        if record.key == budget and record.value and event_id.encode() in record.value:
+            out[TopicPartition(topics.BUDGET_SPEND, record.partition)] = record.offset
+    return out
+
+
+def test_a_hold_whose_usage_is_counted_is_not_restored_after_a_kill(kafka_bootstrap, tmp_path):
+    team, name = f"late-{uuid.uuid4().hex[:6]}", f"late-{uuid.uuid4().hex[:6]}"
+    write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
+                                                  "limit": "1", "action": "block"})], data_dir=tmp_path)
+    port = free_port()
+    env = worker_env(kafka_bootstrap, tmp_path / "data", port, TOKENMETER_RESERVATION_TTL_SECONDS="600")
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log)
+    url = f"http://127.0.0.1:{port}/v1/reservations"
+    budgets = lambda: {b["budget"]: b for b in call("GET", url)[1].get("budgets", [])}  # noqa: E731
+    try:
+        wait_for(lambda: ready(port) and name in budgets(), timeout=120, what="the budget loaded by its owner")
+        # The hold the old owner acknowledged after this owner had read the topic: $0.25 for request req-late.
+        now = datetime.now(timezone.utc)
+        hold = Hold(new_reservation_id([spend_partition(name, PARTITIONS)]), name, "req-late", Decimal("0.25"), now,
+                    now + timedelta(seconds=600))
+        asyncio.run(_write_hold(kafka_bootstrap, hold))
+        # The call's usage ($0.05) arrives and is committed by this owner, which has no hold to settle.
+        asyncio.run(send_usage(kafka_bootstrap, [usage_event(team, 20_000, 0, event_id="req-late")]))
+        wait_for(lambda: Decimal(budgets().get(name, {}).get("committed", "0")) == Decimal("0.05"),
+                 what="the usage committed")
+        positions = wait_for(lambda: (lambda o: o if len(o) == 2 else None)(
+            asyncio.run(_offsets_of(kafka_bootstrap, name, "req-late"))), what="the usage and spend records")
+        wait_for(lambda: asyncio.run(_committed_past(kafka_bootstrap, positions)), what="the group's offsets")
+        stop(proc, signal.SIGKILL)
+        proc = start_worker(env, log)
+        wait_for(lambda: ready(port) and name in budgets(), timeout=120, what="the budget restored after the kill")
+        view = budgets()[name]
+        assert (Decimal(view["committed"]), Decimal(view["held"]), view["open_reservations"]) == (
+            Decimal("0.05"), Decimal("0"), 0), view
+        status, answer = call("POST", url, {"provider": "openai", "model": "gpt-4o", "service_tier": "default",
+                                            "attribution": {"team": team}, "prompt_tokens": 380_000,
+                                            "max_output_tokens": 0, "request_id": "req-next"})
+        assert status == 201, answer  # $0.95 worst case fits the $0.95 left: the settled hold holds nothing
+        stored = asyncio.run(read_compacted(kafka_bootstrap, topics.BUDGET_HOLDS))
+        assert stored.get(hold.key.decode(), b"") is None  # tombstoned: the next restart does not read it either
+    finally:
+        stop(proc)
