@@ -15,8 +15,10 @@ tests/warehouse/test_arrow_rows.py holds this and `rows_to_arrow(event_to_row(..
 
 from __future__ import annotations
 
+import gc
 from datetime import datetime, timezone
 from itertools import accumulate, chain, compress
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,8 @@ _MONEY = r"^\d{1,6}(\.\d{1,12})?$"
 _SIGNED_MONEY = r"^-?\d{1,6}(\.\d{1,12})?$"
 _REPORTED_COST = r"^(0|[1-9]\d{0,5})(\.\d{1,12})?$"
 _ABSENT = object()
+_EMPTY: dict[str, Any] = {}  # shared, never changed: a missing map
+_NO_PRICE = {"entry": ""}  # "price": null: every price column ""
 
 
 def _all_types(column: list[Any], allowed: frozenset[type]) -> np.ndarray | None:
@@ -55,26 +59,34 @@ def _and(ok: np.ndarray, mask: np.ndarray | None) -> None:
 
 
 def _strings(column: list[Any], ok: np.ndarray, *, nonempty: bool = False, max_len: int | None = None,
-             optional: bool = False) -> None:
-    """Values must be str (or None when optional), non-empty / at most max_len characters when asked."""
+             optional: bool = False) -> list[Any]:
+    """Values must be str (or None when optional), non-empty / at most max_len characters when asked. Returns the
+    column with None in place of the values of other types (rows that fail), ready for `pa.array`."""
     allowed = frozenset((str, type(None))) if optional else frozenset((str,))
     mask = _all_types(column, allowed)
-    _and(ok, mask)
+    if mask is not None:
+        ok &= mask
+        column = [v if type(v) is str else None for v in column]
     if nonempty or max_len is not None:
-        lengths = np.fromiter((len(v) if type(v) is str else -1 for v in column), np.int64, len(column))
+        if mask is None and not optional:
+            lengths = np.fromiter(map(len, column), np.int64, len(column))
+        else:
+            lengths = np.fromiter((len(v) if v is not None else -1 for v in column), np.int64, len(column))
         if not optional:
             ok &= lengths >= 0
         if nonempty:
             ok &= (lengths != 0)
         if max_len is not None:
             ok &= lengths <= max_len
+    return column
 
 
-def _one_of(column: list[Any], values: frozenset[str], ok: np.ndarray) -> None:
-    """Values must be one of these strings (exact type str)."""
-    _and(ok, _all_types(column, frozenset((str,))))
-    if not all(type(v) is str and v in values for v in column):
-        ok &= np.fromiter((type(v) is str and v in values for v in column), bool, len(column))
+def _one_of(column: list[Any], values: frozenset[str], ok: np.ndarray) -> list[Any]:
+    """Values must be one of these strings (exact type str); returns the column ready for `pa.array`."""
+    column = _strings(column, ok)
+    if not set(column) <= values:
+        ok &= np.fromiter((v in values for v in column), bool, len(column))
+    return column
 
 
 def _text_array(column: list[Any], ok: np.ndarray) -> pa.Array:
@@ -92,18 +104,39 @@ def _digits(parts: pa.Array, name: str, valid: np.ndarray) -> np.ndarray:
     return pc.cast(pc.if_else(pc.equal(text, ""), "0", text), pa.int64()).to_numpy(zero_copy_only=False)
 
 
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's algorithm), vectorised."""
+    year = year - (month <= 2)
+    era = np.floor_divide(year, 400)
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
+
+
 def _epoch_us(array: pa.Array, pattern: str) -> tuple[np.ndarray, np.ndarray]:
-    """(valid mask, µs since the epoch) of ISO times matching `pattern` whose seconds are a real calendar time
-    (no offset: UTC)."""
+    """(valid mask, µs since the epoch) of ISO times matching `pattern` that name a real calendar time (no
+    offset: UTC); what `datetime.fromisoformat` accepts among the matching texts (seconds 0-59, real days)."""
     parts = pc.extract_regex(array, pattern)
-    matched = pc.is_valid(parts).to_numpy(zero_copy_only=False)
-    seconds_text = pc.struct_field(parts, "sec")
-    seconds = pc.strptime(seconds_text, format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
-    round_trip = pc.equal(pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%S"), seconds_text)
-    valid = matched & pc.fill_null(round_trip, False).to_numpy(zero_copy_only=False)
+    valid = pc.is_valid(parts).to_numpy(zero_copy_only=False)
+    seconds_text = pc.if_else(pa.array(valid), pc.struct_field(parts, "sec"), "1970-01-01T00:00:00")
+
+    def field(start: int, stop: int) -> np.ndarray:
+        return pc.cast(pc.utf8_slice_codeunits(seconds_text, start, stop), pa.int64()).to_numpy(zero_copy_only=False)
+
+    year, month, day, hour, minute, second = (field(0, 4), field(5, 7), field(8, 10), field(11, 13), field(14, 16),
+                                              field(17, 19))
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    good_month = (month >= 1) & (month <= 12)
+    month_days = _MONTH_DAYS[np.where(good_month, month, 1)] + ((month == 2) & leap)
+    valid &= (year >= 1) & good_month & (day >= 1) & (day <= month_days) & (hour <= 23) & (minute <= 59) & (
+        second <= 59)
     frac = pc.utf8_rpad(pc.fill_null(pc.struct_field(parts, "frac"), ""), 6, "0")
     micros = pc.cast(pc.if_else(pa.array(valid), frac, "0"), pa.int64()).to_numpy(zero_copy_only=False)
-    whole = pc.fill_null(pc.cast(seconds, pa.int64()), 0).to_numpy(zero_copy_only=False)
+    whole = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
     sign = np.where(pc.fill_null(pc.struct_field(parts, "sign"), "").to_numpy(zero_copy_only=False) == "-", -1, 1)
     offset = sign * (_digits(parts, "oh", valid) * 3600 + _digits(parts, "om", valid) * 60)
     return valid, np.where(valid, (whole - offset) * 1_000_000 + micros, 0)
@@ -140,7 +173,7 @@ def _dicts(column: list[Any], ok: np.ndarray, keys: frozenset[str] | None) -> li
     mask = _all_types(column, frozenset((dict,)))
     _and(ok, mask)
     if mask is not None:
-        column = [v if type(v) is dict else {} for v in column]
+        column = [v if type(v) is dict else _EMPTY for v in column]
     if keys is not None and not all(map(keys.issuperset, column)):
         ok &= np.fromiter(map(keys.issuperset, column), bool, len(column))
     return column
@@ -155,26 +188,76 @@ def _str_maps(column: list[dict[str, Any]], ok: np.ndarray) -> None:
                           len(column))
 
 
+MAX_SHAPES = 16  # key orders read by transposition; a batch with more is read key by key
+
+
+def _columns(dicts: list[dict[str, Any]], defaults: dict[str, Any]) -> dict[str, list[Any]]:
+    """{name: [d.get(name, default) for d in dicts]} for each name of `defaults`, read in C: the dicts are grouped
+    by key order (writers use one or a few), each group's values taken by one itemgetter call per dict and
+    transposed by zip, and the groups' columns put back in input order by one more itemgetter call."""
+    n = len(dicts)
+    shapes = list(map(tuple, dicts))
+    distinct = set(shapes)
+    if len(distinct) > MAX_SHAPES:
+        return {name: [d.get(name, default) for d in dicts] for name, default in defaults.items()}
+    if len(distinct) == 1:
+        groups = [(shapes[0] if n else (), dicts)]
+        order = None
+    else:
+        positions = {shape: [] for shape in distinct}
+        for position, shape in enumerate(shapes):
+            positions[shape].append(position)
+        groups = [(shape, [dicts[i] for i in members]) for shape, members in positions.items()]
+        order = list(chain.from_iterable(positions.values()))
+    parts: dict[str, list[Any]] = {name: [] for name in defaults}
+    for shape, members in groups:
+        if not shape:
+            transposed = {}
+        elif len(shape) == 1:
+            transposed = {shape[0]: list(map(itemgetter(shape[0]), members))}
+        else:
+            transposed = dict(zip(shape, zip(*map(itemgetter(*shape), members))))
+        for name, default in defaults.items():
+            values = transposed.get(name)
+            parts[name].extend(values if values is not None else [default] * len(members))
+    if order is None or n < 2:
+        return parts
+    inverse = np.empty(n, np.int64)
+    inverse[np.array(order, np.int64)] = np.arange(n)
+    back = itemgetter(*inverse.tolist())
+    return {name: list(back(column)) for name, column in parts.items()}
+
+
 def rows_to_table(items: list[Any], now: datetime | None = None) -> tuple[pa.Table, list[int], list[int]]:
-    """(table of the rows taken, in input order; their indices in `items`; the indices left to `event_to_row`)."""
+    """(table of the rows taken, in input order; their indices in `items`; the indices left to `event_to_row`).
+    The cyclic GC is paused meanwhile: the columns are acyclic lists and tuples that live until the table is
+    built, and the GC would rescan them (and the decoded batch) again and again (as in streams/columnar)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _rows_to_table(items, now)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _rows_to_table(items: list[Any], now: datetime | None) -> tuple[pa.Table, list[int], list[int]]:
     candidates = [i for i, item in enumerate(items)
                   if type(item) is dict and PRICED_KEYS.issuperset(item) and item.get("correlation") is None]
     rows = [items[i] for i in candidates]
     n = len(rows)
     ok = np.ones(n, bool)
 
-    def value(key: str, default: Any = None) -> list[Any]:
-        return [r.get(key, default) for r in rows]
+    top = _columns(rows, {**dict.fromkeys(PRICED_KEYS), "operation": "chat", "status": "ok", "attribution": {},
+                          "batch": False, "cost_breakdown": {}})
 
-    event_id = value("event_id")
-    _strings(event_id, ok, nonempty=True, max_len=512)
-    source, provider, model = value("source"), value("provider"), value("model")
-    for column in (source, provider, model):
-        _strings(column, ok, nonempty=True)
-    operation = value("operation", "chat")
-    _strings(operation, ok)
-    status = value("status", "ok")
-    _one_of(status, frozenset(("ok", "error")), ok)
+    def value(key: str, default: Any = None) -> list[Any]:
+        return top[key]
+
+    event_id = _strings(value("event_id"), ok, nonempty=True, max_len=512)
+    source, provider, model = (_strings(value(key), ok, nonempty=True) for key in ("source", "provider", "model"))
+    operation = _strings(value("operation"), ok)
+    status = _one_of(value("status"), frozenset(("ok", "error")), ok)
     ts_text = value("ts")
     _and(ok, _all_types(ts_text, frozenset((str,))))
     ts_valid, ts_us = _epoch_us(_text_array(ts_text, ok), _TS)
@@ -183,21 +266,19 @@ def rows_to_table(items: list[Any], now: datetime | None = None) -> tuple[pa.Tab
     ok &= (ts_us >= _micros(EARLIEST_EVENT_TS)) & (ts_us <= _micros(latest))
 
     attribution = _dicts(value("attribution", {}), ok, ATTRIBUTION_KEYS)
-    dims = {}
-    for dim in ATTRIBUTION_COLUMNS:
-        column = [a.get(dim) for a in attribution]
-        _strings(column, ok, optional=True)
-        dims[dim] = [v if type(v) is str else "" for v in column]  # None and "" are both "" (fast_row: v or "")
-    tags_in = [a.get("tags", _ABSENT) for a in attribution]
+    nested = _columns(attribution, {**dict.fromkeys(ATTRIBUTION_COLUMNS), "tags": _ABSENT})
+    dims = {dim: _strings(nested[dim], ok, optional=True) for dim in ATTRIBUTION_COLUMNS}  # None -> "" on build
+    tags_in = nested["tags"]
     if any(v is None for v in tags_in):  # "tags": null is pydantic's to judge
         ok &= np.fromiter((v is not None for v in tags_in), bool, n)
-    tags = _dicts([{} if v is _ABSENT else v for v in tags_in], ok, None)
+    tags = _dicts([_EMPTY if v is _ABSENT else v for v in tags_in], ok, None)
     _str_maps(tags, ok)
 
     usage = _dicts(value("usage"), ok, USAGE_KEYS)
+    nested = _columns(usage, {**dict.fromkeys(USAGE_PARTS, 0), "tool_requests": None})
     parts = {}
     for name in USAGE_PARTS:
-        column = [u.get(name, 0) for u in usage]
+        column = nested[name]
         mask = _all_types(column, frozenset((int,)))
         _and(ok, mask)
         if mask is not None:
@@ -209,30 +290,25 @@ def rows_to_table(items: list[Any], now: datetime | None = None) -> tuple[pa.Tab
     ok &= parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"]
     ok &= parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"]
     ok &= parts["reasoning_tokens"] <= parts["output_tokens"]
-    tools_in = [u.get("tool_requests") for u in usage]
-    tools = _dicts([{} if v is None else v for v in tools_in], ok, TOOL_KINDS)
+    tools_in = nested["tool_requests"]
+    tools = _dicts([_EMPTY if v is None else v for v in tools_in], ok, TOOL_KINDS)
     tool_counts = list(chain.from_iterable(map(dict.values, tools)))
     if tool_counts and not (set(map(type, tool_counts)) <= {int} and min(tool_counts) >= 0
                             and max(tool_counts) <= MAX_TOOL_REQUESTS):
         ok &= np.fromiter((all(type(c) is int and 0 <= c <= MAX_TOOL_REQUESTS for c in t.values()) for t in tools),
                           bool, n)
     if tool_counts:
-        tools = [{k: c for k, c in t.items() if c} if ok[i] else {} for i, t in enumerate(tools)]
+        tools = [{k: c for k, c in t.items() if c} if ok[i] else _EMPTY for i, t in enumerate(tools)]
 
     latency = _latency(value("latency_ms"), ok)
     ttft = _latency(value("ttft_ms"), ok)
     batch = value("batch", False)
     _and(ok, _all_types(batch, frozenset((bool,))))
-    service_tier = value("service_tier")
-    _strings(service_tier, ok, optional=True)
-    assumption = value("usage_assumption")
-    _strings(assumption, ok, nonempty=True, max_len=200, optional=True)
-    tokens_source = value("tokens_source")
-    _one_of(tokens_source, frozenset(("provider", "estimated")), ok)
-    pricing_status = value("pricing_status")
-    _one_of(pricing_status, frozenset(("priced", "unpriced")), ok)
-    reason = value("unpriced_reason")
-    _strings(reason, ok, optional=True)
+    service_tier = _strings(value("service_tier"), ok, optional=True)
+    assumption = _strings(value("usage_assumption"), ok, nonempty=True, max_len=200, optional=True)
+    tokens_source = _one_of(value("tokens_source"), frozenset(("provider", "estimated")), ok)
+    pricing_status = _one_of(value("pricing_status"), frozenset(("priced", "unpriced")), ok)
+    reason = _strings(value("unpriced_reason"), ok, optional=True)
 
     cost_text = value("cost_usd")
     _and(ok, _all_types(cost_text, frozenset((str,))))
@@ -258,17 +334,14 @@ def rows_to_table(items: list[Any], now: datetime | None = None) -> tuple[pa.Tab
     price_kinds = set(map(type, price))
     if not price_kinds <= {dict, type(None)}:
         ok &= np.fromiter((type(p) in (dict, type(None)) for p in price), bool, n)
-    price = [p if type(p) is dict else None for p in price]
-    if not all(p is None or PRICE_KEYS.issuperset(p) for p in price):
-        ok &= np.fromiter((p is None or PRICE_KEYS.issuperset(p) for p in price), bool, n)
-    entry = [p.get("entry") if p is not None else "" for p in price]
-    _strings(entry, ok)
-    price_columns = {}
-    for name, key in (("price_effective_from", "effective_from"), ("catalog_version", "catalog_version"),
-                      ("price_override", "override")):
-        column = [p.get(key) if p is not None else None for p in price]
-        _strings(column, ok, optional=True)
-        price_columns[name] = [v if type(v) is str else "" for v in column]
+    price = [p if type(p) is dict else _NO_PRICE for p in price]
+    if not all(map(PRICE_KEYS.issuperset, price)):
+        ok &= np.fromiter(map(PRICE_KEYS.issuperset, price), bool, n)
+    nested = _columns(price, dict.fromkeys(PRICE_KEYS))
+    entry = _strings(nested["entry"], ok)
+    price_columns = {name: _strings(nested[key], ok, optional=True)
+                     for name, key in (("price_effective_from", "effective_from"),
+                                       ("catalog_version", "catalog_version"), ("price_override", "override"))}
 
     priced_at_text = value("priced_at")
     _strings(priced_at_text, ok, optional=True)
@@ -294,8 +367,10 @@ def rows_to_table(items: list[Any], now: datetime | None = None) -> tuple[pa.Tab
         return ARROW_SCHEMA.empty_table(), [], left
     take = pa.array(np.flatnonzero(ok))
 
-    def strings(column: list[Any]) -> pa.Array:
-        return pa.array(list(compress(column, keep)), pa.string())
+    keep_mask = pa.array(ok)
+
+    def strings(column: list[Any]) -> pa.Array:  # None (fast_row: `v or ""`) -> ""
+        return pc.fill_null(pa.array(column, pa.string()).filter(keep_mask), "")
 
     def maps(column: list[dict[str, Any]], value_type: pa.DataType) -> pa.Array:
         return _map_array(list(compress(column, keep)), value_type)
@@ -313,19 +388,19 @@ def rows_to_table(items: list[Any], now: datetime | None = None) -> tuple[pa.Tab
         **{name: pa.array(parts[name][ok].astype(np.uint64), pa.uint64()) for name in USAGE_PARTS},
         "latency_ms": latency.take(take), "ttft_ms": ttft.take(take),
         "batch": pa.array(list(compress(batch, keep)), pa.bool_()),
-        "service_tier": strings([v or "" for v in service_tier]),
+        "service_tier": strings(service_tier),
         "tokens_source": strings(tokens_source),
         "cost_usd": pc.cast(pc.filter(cost_array, pa.array(ok)), COST_TYPE),
         "cost_breakdown": _map_array(kept_breakdown, COST_TYPE, lines),
         "pricing_status": strings(pricing_status),
-        "unpriced_reason": strings([v or "" for v in reason]),
+        "unpriced_reason": strings(reason),
         "price_entry": strings(entry),
         **{name: strings(price_columns[name]) for name in ("price_effective_from", "catalog_version",
                                                            "price_override")},
         "priced_at": pa.array(at_us[ok] // 1000, pa.int64(), mask=~priced_present[ok]).cast(
             ARROW_SCHEMA.field("priced_at").type),
         "tool_requests": maps(tools, pa.uint64()),
-        "usage_assumption": strings([v or "" for v in assumption]),
+        "usage_assumption": strings(assumption),
         "correlation": pa.array([[]] * len(taken), ARROW_SCHEMA.field("correlation").type),
         "call_keys": pa.array([[]] * len(taken), ARROW_SCHEMA.field("call_keys").type),
     }

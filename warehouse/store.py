@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from warehouse import queries
 from warehouse.backends import (
@@ -149,6 +150,46 @@ class Warehouse:
                     [{name: row[name] for name in DUPLICATE_COLUMNS} for row in duplicates], DUPLICATE_SCHEMA))
                 log.info("%d event(s) already counted from another source (cross-source duplicates)",
                          len(duplicates))
+        self.last_insert_seconds = time.perf_counter() - started
+        return new_rows
+
+    def insert_table(self, table: pa.Table) -> int:
+        """Insert a `priced_events` Arrow table (schema.ARROW_SCHEMA, e.g. from `arrow_rows.build_batch`) with the
+        dedupe protocol above, without a Python object per row: first copy of an event_id wins, events older than
+        the raw retention are skipped, months are split as in `insert_rows`. A table holding rows with call keys
+        (cross-source dedup) takes `insert_rows`, whose split works on dict rows."""
+        if not self.backend.writable:
+            raise WarehouseError("this warehouse handle is read-only (another process owns it)")
+        if table.num_rows == 0:
+            return 0
+        if pc.any(pc.greater(pc.list_value_length(table.column("call_keys")), 0)).as_py():
+            return self.insert_rows(table.to_pylist())
+        frame = pl.from_arrow(table.select(["event_id", "ts"]))
+        keep = frame.select(pl.col("event_id").is_first_distinct()).to_series()
+        if self.retention_days:
+            horizon = datetime.now(timezone.utc) - timedelta(days=self.retention_days)
+            young = frame.select(pl.col("ts") >= horizon).to_series()
+            expired = int((keep & ~young).sum())
+            if expired:
+                log.warning("%d event(s) older than the raw retention (%d days) skipped", expired,
+                            self.retention_days)
+            keep = keep & young
+        if not keep.all():
+            table = table.filter(keep.to_arrow())
+        if table.num_rows == 0:
+            return 0
+        started = time.perf_counter()
+        new_rows = 0
+        months = pc.add(pc.multiply(pc.year(table.column("ts")), 12), pc.month(table.column("ts")))
+        distinct = sorted(pc.unique(months).to_pylist())
+        with self._insert_lock:
+            self._ensure_staging()
+            if len(distinct) <= MAX_MONTHS_PER_INSERT:
+                new_rows += self._insert_new(table)
+            else:
+                for i in range(0, len(distinct), MAX_MONTHS_PER_INSERT):
+                    chunk = pa.array(distinct[i:i + MAX_MONTHS_PER_INSERT], months.type)
+                    new_rows += self._insert_new(table.filter(pc.is_in(months, value_set=chunk)))
         self.last_insert_seconds = time.perf_counter() - started
         return new_rows
 
