@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from warehouse import queries
+from warehouse.arrow_rows import build_batch
 from warehouse.backends import (
     Backend,
     ChdbBackend,
@@ -104,15 +105,17 @@ class Warehouse:
 
     def insert_priced(self, events: list[dict[str, Any]]) -> int:
         """Store PricedEvent JSON dicts (as `PricedEvent.to_json()` makes them); returns rows newly stored.
-        Already-stored event_ids are skipped. Raises WarehouseError naming the first invalid event."""
-        rows = []
-        for index, item in enumerate(events):
-            try:
-                rows.append(event_to_row(item))
-            except RowError as exc:
-                event_id = item.get("event_id") if isinstance(item, dict) else None
-                raise WarehouseError(f"event {index} (event_id={event_id!r}): {exc}") from None
-        return self.insert_rows(rows)
+        Already-stored event_ids are skipped. Raises WarehouseError naming the first invalid event.
+        The rows are built column by column (warehouse.arrow_rows) and inserted as one Arrow table."""
+        table, _, errors = build_batch(events)
+        if errors:
+            index, exc = errors[0]
+            if not isinstance(exc, RowError):
+                raise exc
+            item = events[index]
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            raise WarehouseError(f"event {index} (event_id={event_id!r}): {exc}") from None
+        return self.insert_table(table)
 
     def insert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Insert rows already validated by `schema.event_to_row`, with the dedupe protocol above."""
