@@ -119,7 +119,18 @@ _MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.i
 
 def _epoch_us(array: pa.Array, pattern: str) -> tuple[np.ndarray, np.ndarray]:
     """(valid mask, µs since the epoch) of ISO times matching `pattern` that name a real calendar time (no
-    offset: UTC); what `datetime.fromisoformat` accepts among the matching texts (seconds 0-59, real days)."""
+    offset: UTC); what `datetime.fromisoformat` accepts among the matching texts (seconds 0-59, real days).
+    A column of few distinct texts (priced_at: one per worker batch) is parsed once per text."""
+    distinct = pc.unique(array)
+    if len(distinct) * 4 < len(array):
+        valid, micros = _parse_times(distinct, pattern)
+        positions = pc.fill_null(pc.index_in(array, value_set=distinct), 0).to_numpy(zero_copy_only=False)
+        present = pc.is_valid(array).to_numpy(zero_copy_only=False)
+        return valid[positions] & present, micros[positions]
+    return _parse_times(array, pattern)
+
+
+def _parse_times(array: pa.Array, pattern: str) -> tuple[np.ndarray, np.ndarray]:
     parts = pc.extract_regex(array, pattern)
     valid = pc.is_valid(parts).to_numpy(zero_copy_only=False)
     seconds_text = pc.if_else(pa.array(valid), pc.struct_field(parts, "sec"), "1970-01-01T00:00:00")
