@@ -44,7 +44,7 @@ from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
 from warehouse.reprice import (APPLY_BATCH, OWNER_APPLY_BATCH, RepriceBatchFn, RepriceFn, RepriceReport, heal_pending_hours,
                                owner_reprice_fn, plan_and_apply, replace_priced_rows, reprice_named_events)
-from warehouse.schema import COLUMNS, RowError, apply_migrations, event_to_row, rows_to_arrow
+from warehouse.schema import COLUMNS, RowError, apply_migrations, rows_to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -298,16 +298,17 @@ class Warehouse:
         Returns the rows replaced. Raises WarehouseError if an event is not stored as it is given."""
         if not self.backend.writable:
             raise WarehouseError("this warehouse handle is read-only (another process owns it)")
-        rows: dict[str, dict[str, Any]] = {}
-        for index, item in enumerate(events):
-            try:
-                row = event_to_row(item)
-            except RowError as exc:
-                raise WarehouseError(f"re-priced event {index}: {exc}") from None
-            rows.setdefault(row["event_id"], row)
-        if not rows:
+        table, _, errors = build_batch(events)  # column by column (warehouse.arrow_rows), no dict per row
+        if errors:
+            index, exc = errors[0]
+            if not isinstance(exc, RowError):
+                raise exc
+            raise WarehouseError(f"re-priced event {index}: {exc}") from None
+        if table.num_rows == 0:
             return 0
-        table = rows_to_arrow(list(rows.values()))
+        first = pl.from_arrow(table.select(["event_id"])).select(pl.col("event_id").is_first_distinct()).to_series()
+        if not first.all():
+            table = table.filter(first.to_arrow())
         staging = f"{self._staging}_reprice"
         with self._insert_lock:
             if not self._reprice_staging_ready:
