@@ -373,14 +373,16 @@ def reprice_named_events(warehouse: Any, keys: list[dict[str, str]], reprice_fn:
     return warehouse.apply_repriced_events(changes) if changes else 0
 
 
-_PENDING_HOURS = "(SELECT hour FROM rollup_rebuild_pending)"
+# Pending hours: a re-price's (0004) and the loader's insert markers (0015).
+PENDING_TABLES = ("rollup_rebuild_pending", "rollup_insert_pending")
+_PENDING = "(" + " UNION ALL ".join(f"SELECT hour FROM {table}" for table in PENDING_TABLES) + ")"
+_PENDING_HOURS = f"(SELECT hour FROM {_PENDING})"
 
 
 def heal_pending_hours(backend: Any) -> int:
-    """Steps 4-6 of the module doc for every pending hour; idempotent. The caller holds the insert lock
-    (or is opening the warehouse, before any loader runs). Returns the hours rebuilt."""
-    pending = backend.query_arrow(
-        "SELECT count(DISTINCT hour) AS n FROM rollup_rebuild_pending").column("n")[0].as_py()
+    """Steps 4-6 of the module doc for every pending hour (of a re-price or of a loader insert); idempotent. The
+    caller holds the insert lock (or is opening the warehouse, before any loader runs). Returns the hours rebuilt."""
+    pending = backend.query_arrow(f"SELECT count(DISTINCT hour) AS n FROM {_PENDING}").column("n")[0].as_py()
     if not pending:
         return 0
     in_pending = f"toDateTime(toStartOfHour(ts), 'UTC') IN {_PENDING_HOURS}"
@@ -388,9 +390,10 @@ def heal_pending_hours(backend: Any) -> int:
         f"DELETE FROM priced_events WHERE {in_pending} AND (event_id, loaded_at) NOT IN"
         f" (SELECT event_id, max(loaded_at) FROM priced_events WHERE {in_pending} GROUP BY event_id)"
     )
-    for statement in rebuild_statements():  # every rollup of priced_events (warehouse.rollups)
+    for statement in rebuild_statements(_PENDING):  # every rollup of priced_events (warehouse.rollups)
         backend.command(statement)
-    backend.command("TRUNCATE TABLE rollup_rebuild_pending")
+    for table in PENDING_TABLES:
+        backend.command(f"TRUNCATE TABLE {table}")
     return int(pending)
 
 

@@ -228,12 +228,12 @@ class Warehouse:
             # per team under raw after loader SIGKILLs. So the hours are marked first (0004) and unmarked after;
             # a warehouse opened with marked hours rebuilds their rollups from raw (heal_pending_hours).
             hours = f"SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC') FROM {staging}"
-            self.backend.command(f"INSERT INTO rollup_rebuild_pending (hour) {hours}")
+            self.backend.command(f"INSERT INTO rollup_insert_pending (hour) {hours}")
             self.backend.command(
                 f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"
                 f" WHERE {predicate} LIMIT 1 BY event_id"
             )
-            self.backend.command(f"DELETE FROM rollup_rebuild_pending WHERE hour IN ({hours})")
+            self.backend.command(f"DELETE FROM rollup_insert_pending WHERE hour IN ({hours})")
         self.backend.command(f"TRUNCATE TABLE {staging}")
         return new_rows
 

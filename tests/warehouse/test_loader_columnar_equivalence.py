@@ -16,7 +16,8 @@ from warehouse.loader import _Batch, _store, _store_priced, build_priced
 from warehouse.schema import RowError, event_to_row
 
 TABLES = ("priced_events", "priced_event_ids", "spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily",
-          "spend_daily_tags", "call_keys", "cross_source_duplicates", "rollup_rebuild_pending")
+          "spend_daily_tags", "call_keys", "cross_source_duplicates", "rollup_rebuild_pending",
+          "rollup_insert_pending")
 
 
 def _record(offset: int) -> SimpleNamespace:
@@ -49,7 +50,7 @@ def _contents(wh) -> dict[str, list]:
         columns = [row["name"] for row in wh.backend.query_arrow(
             "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String}"
             " AND default_expression NOT LIKE '%now%' ORDER BY position", {"t": table}).to_pylist()]
-        if not table.startswith(("priced_event_ids", "call_keys")):
+        if not table.startswith(("priced_event_ids", "call_keys", "rollup_insert_pending")):
             wh.backend.command(f"OPTIMIZE TABLE {table} FINAL")
         listed = ", ".join(f"`{c}`" for c in columns)
         rows = wh.backend.query_arrow(f"SELECT {listed} FROM {table}").to_pylist()
