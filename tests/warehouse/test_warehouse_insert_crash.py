@@ -28,7 +28,7 @@ def test_rollup_heals_after_a_kill_inside_the_raw_insert(wh, org, make_event, mo
 
     def killed_inside_insert(sql, *args, **kwargs):
         result = real_command(sql, *args, **kwargs)
-        if sql.startswith("INSERT INTO priced_events"):
+        if sql.startswith("INSERT INTO priced_events ("):  # the raw insert, not the staging tables
             # the state a SIGKILL inside the statement leaves: raw rows stored, their rollup rows not
             real_command(f"DELETE FROM spend_hourly WHERE org = '{org}'")
             raise KilledInsideInsert()
