@@ -1,12 +1,14 @@
 """`Warehouse`: exact, deduplicated inserts of priced events and the spend queries, over any backend.
 
 Dedupe protocol (at-least-once in, exactly-once totals out); event_id alone decides, whatever the ts:
-1. the batch is deduplicated by event_id in Python (first copy wins);
+1. the batch is deduplicated by event_id (first copy wins; in Python for dict rows, on columns for an Arrow
+   table: `insert_table`);
 2. it is split by month of ts into inserts of at most `MAX_MONTHS_PER_INSERT` partitions (ClickHouse refuses
    an INSERT touching more than 100), each going through steps 3-5;
 3. it is written to a staging table (Memory engine, emptied before and after);
-4. ONE statement moves to `priced_events` only the staged rows whose event_id is not in `priced_event_ids`
-   (migration 0009: every stored id, kept by a view on priced_events, looked up by key);
+4. the staged rows whose event_id is not in `priced_event_ids` (migration 0009: every stored id, kept by a view
+   on priced_events, looked up by key) are copied to a second Memory table `<staging>_new`, counted there, and
+   ONE statement moves them to `priced_events` (its hours marked in `rollup_insert_pending` around it);
 5. the materialized views therefore only ever see new rows, and the rollups stay exact.
 Inside one process the sequence runs under a lock. Remaining race: two loaders writing the same event
 at the same moment (during a consumer-group rebalance, against a ClickHouse server) can both pass the
