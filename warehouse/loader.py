@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from tokenmeter import deadletters, topics
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
+from warehouse.arrow_rows import build_batch
 from warehouse.backends import WarehouseError
 from warehouse.price_history import price_catalog_rows
 from warehouse.records_load import RECORD_TOPICS, RecordRowError, record_to_row
@@ -61,7 +64,11 @@ class LoaderStats:
 
 @dataclass
 class _Batch:
-    rows: list[tuple[dict[str, Any], Any, Any]] = field(default_factory=list)  # (row, decoded event, Kafka record)
+    # Priced events as decoded, with their Kafka record; `build_priced` turns them into `table` (one row per
+    # storable item, input order) and `sources` (each table row's (decoded event, Kafka record)) plus dead letters.
+    items: list[tuple[Any, Any]] = field(default_factory=list)
+    table: pa.Table | None = None
+    sources: list[tuple[Any, Any]] = field(default_factory=list)
     # record topic -> (table row, decoded record, Kafka record): the last two to dead-letter a row the table refuses
     records: dict[str, list[tuple[dict[str, Any], Any, Any]]] = field(default_factory=dict)
     dead: list[dict[str, Any]] = field(default_factory=list)
@@ -86,15 +93,28 @@ def parse_record(record: Any, batch: _Batch) -> None:
         text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
         batch.dead.append(_dead_letter(f"invalid JSON: {exc}", text[:10000], record))
         return
-    items = decoded if isinstance(decoded, list) else [decoded]
-    for item in items:
-        try:
-            batch.rows.append((event_to_row(item), item, record))
-        except RowError as exc:
-            batch.dead.append(_dead_letter(str(exc), item, record))
-        except Exception as exc:  # hostile input must never stop the loader: it is this record's problem
-            batch.dead.append(_dead_letter(f"cannot be stored: {type(exc).__name__}: {str(exc)[:500]}", item,
-                                           record))
+    for item in decoded if isinstance(decoded, list) else [decoded]:
+        batch.items.append((item, record))
+
+
+def _row_error_reason(exc: Exception) -> str:
+    if isinstance(exc, RowError):
+        return str(exc)
+    # hostile input must never stop the loader: it is this record's problem
+    return f"cannot be stored: {type(exc).__name__}: {str(exc)[:500]}"
+
+
+def build_priced(batch: _Batch) -> None:
+    """The batch's priced events as one Arrow table, column by column (warehouse.arrow_rows; the rows it cannot
+    prove take `event_to_row` one by one); events that cannot be stored become dead letters with the reason."""
+    if not batch.items:
+        return
+    table, indices, errors = build_batch([item for item, _ in batch.items])
+    for index, exc in errors:
+        item, record = batch.items[index]
+        batch.dead.append(_dead_letter(_row_error_reason(exc), item, record))
+    batch.table, batch.sources = table, [batch.items[i] for i in indices]
+    batch.items = []
 
 
 def _parse_other(record: Any, raw: bytes, batch: _Batch) -> None:
@@ -118,10 +138,10 @@ def _parse_other(record: Any, raw: bytes, batch: _Batch) -> None:
 def _accept(window: Batch, records: list[Any]) -> int:
     """The commit loop's `accept`: parse records as they arrive; the window is measured in rows."""
     batch: _Batch = window.state
-    before = len(batch.rows)
+    before = len(batch.items)
     for record in records:
         parse_record(record, batch)
-    return len(batch.rows) - before
+    return len(batch.items) - before
 
 
 async def _lag(consumer: AIOKafkaConsumer) -> int:
@@ -143,17 +163,18 @@ async def _flush(
     stop: asyncio.Event,
 ) -> bool:
     """Store the batch and send its dead letters through the commit loop's batch; False when stopped first."""
-    if batch.rows:
+    if batch.items:
+        await asyncio.to_thread(build_priced, batch)
+    if batch.sources:
         started = time.perf_counter()
         letters_before = len(batch.dead)
-        inserted = await _retry(lambda: _store(warehouse, topics.PRICED, batch.rows, batch), f"{len(batch.rows)} rows",
-                                stop)
+        inserted = await _retry(lambda: _store_priced(warehouse, batch), f"{len(batch.sources)} rows", stop)
         if inserted is None:
-            return False  # stopping before the insert succeeded: no commit, the batch is redelivered
+            return False  # stopped before the insert succeeded: no commit, the batch is redelivered
         stats.record_insert(time.perf_counter() - started)
         stats.rows_inserted += inserted
         refused = len(batch.dead) - letters_before  # expired or refused rows: dead letters, not duplicates
-        stats.duplicates_skipped += len(batch.rows) - inserted - refused
+        stats.duplicates_skipped += len(batch.sources) - inserted - refused
     for topic, entries in batch.records.items():
         stored = await _retry(lambda entries=entries, topic=topic: _store(warehouse, topic, entries, batch),
                               f"{len(entries)} {topic} records", stop)
@@ -166,7 +187,7 @@ async def _flush(
         log.warning("dead letter (%s[%s]@%s): %s", letter["topic"], letter["partition"], letter["offset"],
                     letter["reason"])
     stats.batches += 1
-    stats.rows_seen += len(batch.rows)
+    stats.rows_seen += len(batch.sources)
     return True
 
 
@@ -233,6 +254,56 @@ def _store(warehouse: Warehouse, topic: str, entries: list[tuple[dict[str, Any],
     return stored
 
 
+class _TableEntries:
+    """A priced table with each row's (decoded event, Kafka record), sliced together by `_store_halving`."""
+
+    def __init__(self, table: pa.Table, sources: list[tuple[Any, Any]]):
+        self.table, self.sources = table, sources
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(len(self.sources))
+            return _TableEntries(self.table.slice(start, stop - start), self.sources[index])
+        return self.sources[index]
+
+
+def _store_priced(warehouse: Warehouse, batch: _Batch) -> int:
+    """Store the batch's priced table (`build_priced`); rows the warehouse refuses, and rows older than the raw
+    retention, become dead letters (joining the batch only once the whole attempt succeeded)."""
+    letters: list[dict[str, Any]] = []
+    table, sources = batch.table, batch.sources
+
+    def refused(entry: tuple[Any, Any], reason: str) -> None:
+        item, record = entry
+        letters.append(_dead_letter(reason, item, record))
+
+    if warehouse.retention_days and table is not None and table.num_rows:
+        # The raw row would expire at once while the rollups kept it; Warehouse.insert_table would skip it.
+        horizon = datetime.now(timezone.utc) - timedelta(days=warehouse.retention_days)
+        # The table holds ts in ms: rows within a ms of the horizon are decided on their exact ts.
+        limit = pa.scalar(horizon + timedelta(milliseconds=1), table.schema.field("ts").type)
+        candidates = np.flatnonzero(pc.less(table.column("ts"), limit).to_numpy(zero_copy_only=False))
+        expired = []
+        for index in candidates.tolist():
+            ts = event_to_row(sources[index][0])["ts"]
+            if ts < horizon:
+                expired.append(index)
+                refused(sources[index], f"ts: {ts.isoformat()} is older than the raw retention "
+                                        f"({warehouse.retention_days} days, TOKENMETER_RAW_RETENTION_DAYS)")
+        if expired:
+            keep = np.ones(len(sources), bool)
+            keep[expired] = False
+            table = table.filter(pa.array(keep))
+            sources = [source for source, kept in zip(sources, keep.tolist()) if kept]
+    stored = (_store_halving(lambda part: warehouse.insert_table(part.table), _TableEntries(table, sources),
+                             refused, warehouse) if sources else 0)
+    batch.dead.extend(letters)
+    return stored
+
+
 async def run_loader(
     settings: Any, stop: asyncio.Event | None = None, ready: Callable[[], Any] | None = None,
     price_book: Any = None,
@@ -269,7 +340,7 @@ async def run_loader(
         if len(window):
             if not await _flush(window.state, warehouse, window, stats, stop):
                 return {}  # stopped before the rows were stored: nothing committed
-            progress["rows"] += len(window.state.rows)
+            progress["rows"] += len(window.state.sources)
         elapsed = time.monotonic() - progress["started"]
         if elapsed >= PROGRESS_EVERY_SECONDS:
             stats.lag, stats.commit_failures = await _lag(consumer), commit_loop.stats.commit_failures

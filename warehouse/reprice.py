@@ -32,6 +32,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from tokenmeter.events import Attribution, Correlation, PricedEvent, Usage, UsageEvent, describe_validation_error
+from warehouse.arrow_rows import build_batch
 from warehouse.backends import WarehouseError
 from warehouse.rollups import rebuild_statements
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
@@ -256,6 +257,19 @@ def _repriced(row: dict[str, Any], reprice_fn: RepriceFn,
         raise WarehouseError(f"re-priced event {row['event_id']!r}: {exc}") from None
 
 
+def _priced_rows(rows: list[dict[str, Any]], priced: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The warehouse columns the diff reads (event_id, cost_usd and PRICING_COLUMNS) of each re-priced event, built
+    as columns (warehouse.arrow_rows) instead of a full row per event; WarehouseError names the first event that
+    cannot be stored, as `_repriced` does."""
+    table, indices, errors = build_batch(priced)
+    if errors:
+        index, exc = errors[0]
+        if isinstance(exc, RowError):
+            raise WarehouseError(f"re-priced event {rows[index]['event_id']!r}: {exc}") from None
+        raise exc
+    return arrow_rows(table.select(["event_id", *PRICING_COLUMNS]))
+
+
 def _day_windows(first: datetime, last: datetime, since: datetime, until: datetime | None):
     day = first.replace(hour=0, minute=0, second=0, microsecond=0)
     while day <= last:
@@ -287,8 +301,12 @@ def plan_and_apply(warehouse: Any, since: datetime, until: datetime | None, repr
             {"start": start, "end": end},
         ))
         priced = reprice_batch(rows) if reprice_batch is not None and rows else None
-        for row, given in zip(rows, priced or [None] * len(rows)):
-            new, new_row = _repriced(row, reprice_fn, given)
+        new_rows = _priced_rows(rows, priced) if priced is not None else None
+        for index, row in enumerate(rows):
+            if new_rows is None:
+                new, new_row = _repriced(row, reprice_fn)
+            else:
+                new, new_row = priced[index], new_rows[index]
             old_cost, new_cost = Decimal(row["cost_usd"]), Decimal(new_row["cost_usd"])
             diff = report.models.setdefault((row["provider"], row["model"]), ModelDiff(row["provider"], row["model"]))
             report.events += 1
@@ -355,14 +373,16 @@ def reprice_named_events(warehouse: Any, keys: list[dict[str, str]], reprice_fn:
     return warehouse.apply_repriced_events(changes) if changes else 0
 
 
-_PENDING_HOURS = "(SELECT hour FROM rollup_rebuild_pending)"
+# Pending hours: a re-price's (0004) and the loader's insert markers (0017).
+PENDING_TABLES = ("rollup_rebuild_pending", "rollup_insert_pending")
+_PENDING = "(" + " UNION ALL ".join(f"SELECT hour FROM {table}" for table in PENDING_TABLES) + ")"
+_PENDING_HOURS = f"(SELECT hour FROM {_PENDING})"
 
 
 def heal_pending_hours(backend: Any) -> int:
-    """Steps 4-6 of the module doc for every pending hour; idempotent. The caller holds the insert lock
-    (or is opening the warehouse, before any loader runs). Returns the hours rebuilt."""
-    pending = backend.query_arrow(
-        "SELECT count(DISTINCT hour) AS n FROM rollup_rebuild_pending").column("n")[0].as_py()
+    """Steps 4-6 of the module doc for every pending hour (of a re-price or of a loader insert); idempotent. The
+    caller holds the insert lock (or is opening the warehouse, before any loader runs). Returns the hours rebuilt."""
+    pending = backend.query_arrow(f"SELECT count(DISTINCT hour) AS n FROM {_PENDING}").column("n")[0].as_py()
     if not pending:
         return 0
     in_pending = f"toDateTime(toStartOfHour(ts), 'UTC') IN {_PENDING_HOURS}"
@@ -370,9 +390,10 @@ def heal_pending_hours(backend: Any) -> int:
         f"DELETE FROM priced_events WHERE {in_pending} AND (event_id, loaded_at) NOT IN"
         f" (SELECT event_id, max(loaded_at) FROM priced_events WHERE {in_pending} GROUP BY event_id)"
     )
-    for statement in rebuild_statements():  # every rollup of priced_events (warehouse.rollups)
+    for statement in rebuild_statements(_PENDING):  # every rollup of priced_events (warehouse.rollups)
         backend.command(statement)
-    backend.command("TRUNCATE TABLE rollup_rebuild_pending")
+    for table in PENDING_TABLES:
+        backend.command(f"TRUNCATE TABLE {table}")
     return int(pending)
 
 

@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 from tokenmeter import topics
-from warehouse.loader import _Batch, parse_record
+from warehouse.loader import _Batch, build_priced, parse_record
 
 
 def _deep(depth: int = 300) -> list:
@@ -63,10 +63,11 @@ def test_every_hostile_field_of_a_priced_event_is_stored_or_dead_lettered(wh, or
             sent += 1
     parse_record(_record(b"[" * 5000 + b"]" * 5000, sent), batch)  # deeper than the JSON parser allows
     parse_record(_record(b"\xff\xfe not utf-8", sent + 1), batch)
-    assert len(batch.rows) + len(batch.dead) >= sent + 2
+    build_priced(batch)
+    assert len(batch.sources) + len(batch.dead) >= sent + 2
     assert all(letter["reason"] and letter["stage"] == "load" for letter in batch.dead)
-    rows = [row for row, _, _ in batch.rows]
-    assert wh.insert_rows(rows) == len({row["event_id"] for row in rows})  # what passed really fits the table
+    stored = wh.insert_table(batch.table)  # what passed really fits the table
+    assert stored == len({event_id for event_id in batch.table.column("event_id").to_pylist()})
     reasons = " | ".join(letter["reason"] for letter in batch.dead)
     for field in ("usage.input_tokens", "cost_usd", "ts", "invalid JSON"):
         assert field in reasons
@@ -76,21 +77,22 @@ def test_rows_the_warehouse_refuses_are_found_by_halving_and_dead_lettered(wh, o
     """A row the table cannot hold while the warehouse answers would be retried forever; the loader halves the
     batch down to the refused rows and dead-letters only them (the fault is injected into the real warehouse)."""
     from warehouse.backends import WarehouseError
-    from warehouse.loader import _store
+    from warehouse.loader import _store_priced
 
     events = [make_event(f"{org}-{i}", org, team="poison" if i in (3, 17) else "ok") for i in range(40)]
     batch = _Batch()
     for offset, event in enumerate(events):
         parse_record(_record(json.dumps(event).encode(), offset), batch)
-    real_insert = wh.insert_rows
+    real_insert = wh.insert_table
 
-    def refusing(rows):
-        if any(row["team"] == "poison" for row in rows):
+    def refusing(table):
+        if "poison" in table.column("team").to_pylist():
             raise WarehouseError("statement failed: Code: 27. Cannot parse input")
-        return real_insert(rows)
+        return real_insert(table)
 
-    monkeypatch.setattr(wh, "insert_rows", refusing)
-    assert _store(wh, topics.PRICED, batch.rows, batch) == 38
+    monkeypatch.setattr(wh, "insert_table", refusing)
+    build_priced(batch)
+    assert _store_priced(wh, batch) == 38
     assert sorted(letter["payload"]["event_id"] for letter in batch.dead) == [f"{org}-17", f"{org}-3"]
     assert all("refused by the warehouse" in letter["reason"] for letter in batch.dead)
     assert wh.spend([], filters={"org": [org]})["events"].to_list() == [38]

@@ -28,7 +28,7 @@ def test_rollup_heals_after_a_kill_inside_the_raw_insert(wh, org, make_event, mo
 
     def killed_inside_insert(sql, *args, **kwargs):
         result = real_command(sql, *args, **kwargs)
-        if sql.startswith("INSERT INTO priced_events"):
+        if sql.startswith("INSERT INTO priced_events ("):  # the raw insert, not the staging tables
             # the state a SIGKILL inside the statement leaves: raw rows stored, their rollup rows not
             real_command(f"DELETE FROM spend_hourly WHERE org = '{org}'")
             raise KilledInsideInsert()
@@ -40,8 +40,11 @@ def test_rollup_heals_after_a_kill_inside_the_raw_insert(wh, org, make_event, mo
     except KilledInsideInsert:
         pass
     monkeypatch.setattr(wh.backend, "command", real_command)
+    # the marker the kill left (0017: the loader's own key-value marker table)
+    assert wh.query("SELECT count() AS n FROM rollup_insert_pending").to_dicts()[0]["n"] == 1
     heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
     assert wh.insert_priced(events) == 0  # the replay of the batch: every id is stored already
     raw, rollup = _totals(wh, org)
     assert raw == (6, Decimal("0.0006")) and rollup == raw
     assert wh.query("SELECT count() AS n FROM rollup_rebuild_pending").to_dicts()[0]["n"] == 0
+    assert wh.query("SELECT count() AS n FROM rollup_insert_pending").to_dicts()[0]["n"] == 0
