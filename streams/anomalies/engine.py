@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from .aggregate import (AGG_SIZE, COST, LOGOUT, LOGSQ, MAXCOST, MAXIN, MAXOUT, MAXTOK, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent,
                         BucketAggregator, pico_to_str)
 from .baseline import daily_slots, full_slots
-from .detectors import (KIND_DIMS, Config, Verdict, error_verdict, explain, rate_verdict, ratio_verdict, severity)
+from .detectors import (KIND_DIMS, Config, Verdict, binomial_tail, error_verdict, explain, rate_verdict, ratio_verdict,
+                        severity)
 from .scope_state import ScopeState
 
 SNAPSHOT_VERSION = 1
@@ -38,6 +39,10 @@ S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS, S_MAXCOST, S_MAXI
 # key's own distribution), and, over the calls of keys that have one, the sum of standardized scores (each call against
 # its own key's distribution), their count, and the sum of the log values and of the keys' means (for the record).
 S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
+# ... then the calls of keys past their warm-up (judged for model shifts), those on a model their own key rarely uses
+# (< `shift_routine_share` of its calls, or never), the cost and tokens of those, and the calls expected on such models
+# (each call weighted by its key's usual share of its rare models).
+S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP = range(18, 23)
 
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
@@ -46,7 +51,7 @@ OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), f
 
 
 def empty_bucket() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0]
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0]
 
 
 def iso_epoch(seconds: float) -> str:
@@ -157,6 +162,7 @@ class AnomalyEngine:
     def _fan_out(self, raw: dict) -> dict[tuple[str, str], list]:
         per_scope: dict[tuple[str, str], list] = {}
         scopes = self.scopes
+        rare_shares: dict[str, float] = {}  # api key -> usual share of its calls on models it rarely uses
         for key, agg in raw.items():
             error, unpriced, model = key[7], key[8], key[6]
             values = (*key[1:6], model)
@@ -167,6 +173,17 @@ class AnomalyEngine:
             if owner is not None and owner.out_log[0] >= self.cfg.tpr_key_min_calls:
                 zn, mu, sd = agg[REQ], owner.out_log[1], owner.out_sd()
                 zsum = (agg[LOGOUT] - zn * mu) / sd
+            known = rare = 0
+            rare_p = 0.0
+            if owner is not None and owner.age >= self.cfg.warmup_buckets:
+                # A call on a model its own key rarely uses (a team's share of a key's second model says nothing).
+                known, routine = agg[REQ], self.cfg.shift_routine_share
+                usual = owner.models.get(model)
+                rare = known if usual is None or len(usual) < 3 or usual[2] < routine else 0
+                rare_p = rare_shares.get(key[4], -1.0)
+                if rare_p < 0:
+                    rare_p = rare_shares[key[4]] = sum(i[2] for i in owner.models.values() if len(i) > 2 and i[2] < routine)
+                rare_p *= known
             for dim, value in zip(SCOPE_DIMS, values):
                 if not value:
                     continue
@@ -190,6 +207,13 @@ class AnomalyEngine:
                         sb[S_MAXTOK] = agg[MAXTOK]
                     sb[S_LSUM] += agg[LOGOUT]
                     sb[S_LSQ] += agg[LOGSQ]
+                    if known:
+                        sb[S_KNOWN] += known
+                        sb[S_RP] += rare_p
+                        if rare:
+                            sb[S_RARE] += rare
+                            sb[S_RCOST] += agg[COST]
+                            sb[S_RTOK] += agg[TIN] + agg[TOUT]
                     if zn:
                         sb[S_ZSUM] += zsum
                         sb[S_ZN] += zn
@@ -274,6 +298,7 @@ class AnomalyEngine:
         ok = sb[S_REQ] - sb[S_ERR]
         label = f"{dim} {st.value}"
         track = self._track
+        quiet_volume = True  # spend and tokens not firing: the bucket may teach what a busy bucket is
 
         # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
         # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
@@ -288,12 +313,15 @@ class AnomalyEngine:
                              unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
+            v = self._beyond_busy(v, st, trim_cost, sb[S_REQ], floor, per_hour)
+            quiet_volume = v is None or v.state not in ("strong", "anomalous")
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
             v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
                              counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
+            quiet_volume = quiet_volume and (v is None or v.state not in ("strong", "anomalous"))
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
@@ -345,6 +373,8 @@ class AnomalyEngine:
                             # A session on a model that usually takes a good share of this scope's calls (its
                             # second model, one session in five) is its usual mix, not a shift.
                             v.state = "elevated"
+                if v is None or v.state not in ("strong", "anomalous"):
+                    v = self._rare_model_takeover(st, sb, daily) or v
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
         if dim in KIND_DIMS["request_burst"]:
@@ -404,7 +434,10 @@ class AnomalyEngine:
             st.learn_call_size(cost_usd / ok, tokens / ok)
             gap = (bucket - st.out_rate[0]) / OUT_RATE_TAU_S
             st.out_rate = [bucket, st.out_rate[1] * math.exp(-gap) + ok]
-            if not any(k in st.open for k in SUSTAINED_KINDS):  # not from an open anomaly
+            # Not from an open anomaly, nor (keys) from a bucket judged anomalous: a loop that has not opened yet (its
+            # first buckets in the sustained rule) must not teach the key that loops are busy (sk-sparse-01: 16 -> 70
+            # calls). Broad scopes keep learning such buckets: their busy buckets are many keys' sessions together.
+            if (quiet_volume or dim != "api_key") and not any(k in st.open for k in SUSTAINED_KINDS):
                 st.busy.update(BUSY_COST, trim_cost)
                 st.busy.update(BUSY_TOKENS, trim_tokens)
                 st.busy.update(BUSY_CALLS, float(sb[S_REQ]))
@@ -450,6 +483,56 @@ class AnomalyEngine:
         shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
         shift.detail = "output"
         return shift
+
+    def _beyond_busy(self, v: Verdict | None, st: ScopeState, trimmed: float, calls: int, floor: float,
+                     per_hour: float) -> Verdict | None:
+        """Spend beyond what this scope's busy buckets reach, in money and in calls. A key that works in sessions has
+        a spend deviation as large as its level, so a loop at 7x its level stays below `z` robust deviations; but no
+        session of it brings twice a busy bucket's calls and 1.5x its spend (without the largest call), with at least
+        `strong_min_calls` calls. Anomalous, so it opens only when it lasts 15 minutes (the sustained rule). Only for
+        API keys (sessions are a key's behaviour; a model's or a team's busy buckets mix unrelated sources, and a
+        nightly job is beyond them every night) and only above the elevated level of the seasonal rule."""
+        cfg = self.cfg
+        if v is None or v.state != "elevated" or st.dim != "api_key":
+            return v
+        busy_cost, busy_calls = st.busy_high(0), st.busy_high(2)
+        if not busy_cost or not busy_calls or calls < max(cfg.strong_min_calls, cfg.busy_excess_calls * busy_calls):
+            return v
+        expected = v.expected / per_hour
+        if trimmed < max(cfg.busy_excess_volume * busy_cost, cfg.spend_ratio * expected, expected + floor):
+            return v
+        v.state = "anomalous"
+        return v
+
+    def _rare_model_takeover(self, st: ScopeState, sb: list, daily) -> Verdict | None:
+        """Calls moved to models their own keys rarely use (< `shift_routine_share` of the key's calls, or never), at
+        least `shift_ratio` times pricier per token than the bucket's other calls, carrying most of its cost, and
+        more of them than the keys' usual share of such models allows (binomial tail < `error_p_value`, as for error
+        shares). A count of calls, not the bucket's cost per token: that ratio of a few heavy-tailed calls has a
+        deviation as large as its level (a 120k-token prompt on a cheap model hides the premium calls beside it), and
+        a team's own earlier premium sessions inflate it (sparse seed 8: research on o1, office seed 8: the nightly
+        job's 300 calls a bucket moved to claude-opus-4, both never above 5 deviations)."""
+        cfg = self.cfg
+        rare, known, rare_cost, rare_tokens = sb[S_RARE], sb[S_KNOWN], sb[S_RCOST], sb[S_RTOK]
+        if rare < cfg.shift_min_model_calls or not rare_tokens or rare_cost * 2 < sb[S_COST]:
+            return None
+        rare_cpt = rare_cost / PICO * 1000 / rare_tokens
+        other_cost, other_tokens = sb[S_COST] - rare_cost, sb[S_TIN] + sb[S_TOUT] - rare_tokens
+        expected = other_cost / PICO * 1000 / other_tokens if other_cost > 0 and other_tokens > 0 else 0.0
+        if not expected:
+            expected, _, n = st.cpt.expected(daily)
+            if n < 12 or expected <= 0:
+                return None
+        if rare_cpt < cfg.shift_ratio * expected:
+            return None  # moved to a rarely used model, but not to a pricier one: no cost news
+        tail = binomial_tail(rare, known, min(max(sb[S_RP] / known, 0.01), 0.5))
+        if tail >= cfg.error_p_value:
+            return None
+        strong = tail < cfg.error_p_value ** 1.5 and rare >= 2 * cfg.shift_min_model_calls
+        v = Verdict("strong" if strong else "anomalous", sb[S_COST] / PICO * 1000 / max(sb[S_TIN] + sb[S_TOUT], 1),
+                    expected, 0.0, cfg.shift_ratio * expected, "usd_per_1k_tokens")
+        v.detail = self._shift_detail(st, sb)[0] + f"; {rare} of {known} calls on models their keys rarely use"
+        return v
 
     def _strong_volume(self, busy_high: float, calls: int) -> float:
         """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a
