@@ -42,7 +42,7 @@ S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
 # ... then the calls of keys past their warm-up (judged for model shifts), those on a model their own key rarely uses
 # (< `shift_routine_share` of its calls, or never), the cost and tokens of those, and the calls expected on such models
 # (each call weighted by its key's usual share of its rare models).
-S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP = range(18, 23)
+S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP, S_RKEYS = range(18, 24)
 
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
@@ -51,7 +51,7 @@ OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), f
 
 
 def empty_bucket() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0]
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None]
 
 
 def iso_epoch(seconds: float) -> str:
@@ -214,6 +214,9 @@ class AnomalyEngine:
                             sb[S_RARE] += rare
                             sb[S_RCOST] += agg[COST]
                             sb[S_RTOK] += agg[TIN] + agg[TOUT]
+                            if sb[S_RKEYS] is None:
+                                sb[S_RKEYS] = set()
+                            sb[S_RKEYS].add(key[4])
                     if zn:
                         sb[S_ZSUM] += zsum
                         sb[S_ZN] += zn
@@ -298,7 +301,9 @@ class AnomalyEngine:
         ok = sb[S_REQ] - sb[S_ERR]
         label = f"{dim} {st.value}"
         track = self._track
-        quiet_volume = True  # spend and tokens not firing: the bucket may teach what a busy bucket is
+        # False when spend or tokens are anomalous for a second bucket in a row (a loop in the making): then the bucket
+        # does not teach what a busy bucket is. One anomalous bucket (a session) still does.
+        quiet_volume = True
 
         # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
         # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
@@ -314,14 +319,15 @@ class AnomalyEngine:
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
             v = self._beyond_busy(v, st, trim_cost, sb[S_REQ], floor, per_hour)
-            quiet_volume = v is None or v.state not in ("strong", "anomalous")
+            quiet_volume = not (v is not None and v.state in ("strong", "anomalous") and "spend_rate" in st.streaks)
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
             v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
                              counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
-            quiet_volume = quiet_volume and (v is None or v.state not in ("strong", "anomalous"))
+            quiet_volume = quiet_volume and not (v is not None and v.state in ("strong", "anomalous")
+                                                 and "token_rate" in st.streaks)
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
@@ -358,7 +364,7 @@ class AnomalyEngine:
                 # A quiet scope's last three buckets are judged together (like error shares).
                 w_ok, w_cost, w_tokens, windowed = ok, sb[S_COST], tokens, ok < cfg.shift_min_requests
                 if windowed and ok:
-                    for r_ok, r_cost, r_tokens, _ in st.recent_cost:
+                    for r_ok, r_cost, r_tokens, *_ in st.recent_cost:
                         w_ok, w_cost, w_tokens = w_ok + r_ok, w_cost + r_cost, w_tokens + r_tokens
                 if w_ok >= cfg.shift_min_requests and w_tokens > 0 and sb[S_COST] > 0:
                     v = ratio_verdict(w_cost / PICO * 1000 / w_tokens, st.cpt, daily, ratio=cfg.shift_ratio,
@@ -425,7 +431,8 @@ class AnomalyEngine:
             st.err.update(daily, sb[S_ERR] / sb[S_REQ])
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
         if dim in KIND_DIMS["model_shift"]:
-            st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}], st.recent_cost[0]]
+            st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}, sb[S_RARE], sb[S_KNOWN],
+                               sb[S_RP], sb[S_RCOST], sb[S_RTOK], sorted(sb[S_RKEYS] or ())], st.recent_cost[0]]
         if ok and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
             # Not from a loop, a leak or an explosion (their calls are not this key's own); during a template change
             # it learns slowly (bounded steps), so a change that stays becomes the key's new normal.
@@ -434,13 +441,23 @@ class AnomalyEngine:
             st.learn_call_size(cost_usd / ok, tokens / ok)
             gap = (bucket - st.out_rate[0]) / OUT_RATE_TAU_S
             st.out_rate = [bucket, st.out_rate[1] * math.exp(-gap) + ok]
-            # Not from an open anomaly, nor (keys) from a bucket judged anomalous: a loop that has not opened yet (its
-            # first buckets in the sustained rule) must not teach the key that loops are busy (sk-sparse-01: 16 -> 70
-            # calls). Broad scopes keep learning such buckets: their busy buckets are many keys' sessions together.
-            if (quiet_volume or dim != "api_key") and not any(k in st.open for k in SUSTAINED_KINDS):
-                st.busy.update(BUSY_COST, trim_cost)
-                st.busy.update(BUSY_TOKENS, trim_tokens)
-                st.busy.update(BUSY_CALLS, float(sb[S_REQ]))
+            # What a busy bucket is: not learnt from an open anomaly. A key's bucket is learnt one bucket late, once the
+            # next one shows it was not the start of a loop (anomalous twice in a row): learnt at once, a loop's first
+            # bucket raised the bar for its second (sk-sparse-01's busy calls went 16 -> 70 during two loops), and not
+            # learning every anomalous bucket left a bursty key's busy bucket at a third of its size (sk-sparse-38 on
+            # sparse seed 1, whose sessions then alerted). Broad scopes learn at once: their busy buckets are many keys'
+            # sessions together.
+            sample = (trim_cost, trim_tokens, float(sb[S_REQ]))
+            calm = not any(k in st.open for k in SUSTAINED_KINDS)
+            if dim == "api_key":
+                pending, st.busy_pending = st.busy_pending, None
+                if quiet_volume:
+                    if pending:
+                        self._learn_busy(st, pending)
+                    if calm:
+                        st.busy_pending = list(sample)
+            elif calm:
+                self._learn_busy(st, sample)
         if sb[S_COST] > 0 and dim != "model":
             for model, info in st.models.items():
                 m = sb[S_MODELS].get(model)
@@ -484,6 +501,12 @@ class AnomalyEngine:
         shift.detail = "output"
         return shift
 
+    @staticmethod
+    def _learn_busy(st: ScopeState, sample) -> None:
+        st.busy.update(BUSY_COST, sample[0])
+        st.busy.update(BUSY_TOKENS, sample[1])
+        st.busy.update(BUSY_CALLS, sample[2])
+
     def _beyond_busy(self, v: Verdict | None, st: ScopeState, trimmed: float, calls: int, floor: float,
                      per_hour: float) -> Verdict | None:
         """Spend beyond what this scope's busy buckets reach, in money and in calls. A key that works in sessions has
@@ -513,11 +536,25 @@ class AnomalyEngine:
         a team's own earlier premium sessions inflate it (sparse seed 8: research on o1, office seed 8: the nightly
         job's 300 calls a bucket moved to claude-opus-4, both never above 5 deviations)."""
         cfg = self.cfg
-        rare, known, rare_cost, rare_tokens = sb[S_RARE], sb[S_KNOWN], sb[S_RCOST], sb[S_RTOK]
-        if rare < cfg.shift_min_model_calls or not rare_tokens or rare_cost * 2 < sb[S_COST]:
+        if not sb[S_RARE]:
+            return None  # no new evidence in this bucket
+        # The last three buckets together (a quiet team's move shows a few calls per bucket, key after key).
+        rare, known, rare_p, rare_cost, rare_tokens = sb[S_RARE], sb[S_KNOWN], sb[S_RP], sb[S_RCOST], sb[S_RTOK]
+        cost, tokens, keys = sb[S_COST], sb[S_TIN] + sb[S_TOUT], set(sb[S_RKEYS] or ())
+        for r in st.recent_cost:
+            if len(r) > 9:
+                rare, known, rare_p, rare_cost, rare_tokens = (rare + r[4], known + r[5], rare_p + r[6], rare_cost + r[7],
+                                                                rare_tokens + r[8])
+                cost, tokens = cost + r[1], tokens + r[2]
+                keys.update(r[9])
+        if rare < cfg.shift_min_model_calls or not rare_tokens or rare_cost * 2 < cost:
+            return None
+        if len(keys) < 2 and rare < cfg.shift_session_calls:
+            # A session's calls share one model (they are not independent draws): one key's session on a model it
+            # rarely or never used is not a shift; several keys moving, or more calls than a session holds, are.
             return None
         rare_cpt = rare_cost / PICO * 1000 / rare_tokens
-        other_cost, other_tokens = sb[S_COST] - rare_cost, sb[S_TIN] + sb[S_TOUT] - rare_tokens
+        other_cost, other_tokens = cost - rare_cost, tokens - rare_tokens
         expected = other_cost / PICO * 1000 / other_tokens if other_cost > 0 and other_tokens > 0 else 0.0
         if not expected:
             expected, _, n = st.cpt.expected(daily)
@@ -525,13 +562,13 @@ class AnomalyEngine:
                 return None
         if rare_cpt < cfg.shift_ratio * expected:
             return None  # moved to a rarely used model, but not to a pricier one: no cost news
-        tail = binomial_tail(rare, known, min(max(sb[S_RP] / known, 0.01), 0.5))
-        if tail >= cfg.error_p_value:
+        if binomial_tail(rare, known, min(max(rare_p / known, 0.01), 0.5)) >= cfg.error_p_value:
             return None
-        strong = tail < cfg.error_p_value ** 1.5 and rare >= 2 * cfg.shift_min_model_calls
-        v = Verdict("strong" if strong else "anomalous", sb[S_COST] / PICO * 1000 / max(sb[S_TIN] + sb[S_TOUT], 1),
-                    expected, 0.0, cfg.shift_ratio * expected, "usd_per_1k_tokens")
-        v.detail = self._shift_detail(st, sb)[0] + f"; {rare} of {known} calls on models their keys rarely use"
+        # Strong: the window already spans 15 minutes (as for error shares).
+        v = Verdict("strong", cost / PICO * 1000 / max(tokens, 1), expected, 0.0, cfg.shift_ratio * expected,
+                    "usd_per_1k_tokens")
+        v.detail = (self._shift_detail(st, sb)[0] + f"; {rare} of {known} calls in 15 minutes on models their keys "
+                    f"rarely use")
         return v
 
     def _strong_volume(self, busy_high: float, calls: int) -> float:
