@@ -207,16 +207,21 @@ class AnomalyEngine:
                         sb[S_MAXTOK] = agg[MAXTOK]
                     sb[S_LSUM] += agg[LOGOUT]
                     sb[S_LSQ] += agg[LOGSQ]
-                    if known:
+                    if known and dim != "model":
                         sb[S_KNOWN] += known
                         sb[S_RP] += rare_p
+                        if sb[S_RKEYS] is None:
+                            sb[S_RKEYS] = {}
+                        per_key = sb[S_RKEYS].get(key[4])
+                        if per_key is None:
+                            per_key = sb[S_RKEYS][key[4]] = [0, 0, 0.0]
+                        per_key[1] += known
+                        per_key[2] += rare_p
                         if rare:
                             sb[S_RARE] += rare
                             sb[S_RCOST] += agg[COST]
                             sb[S_RTOK] += agg[TIN] + agg[TOUT]
-                            if sb[S_RKEYS] is None:
-                                sb[S_RKEYS] = set()
-                            sb[S_RKEYS].add(key[4])
+                            per_key[0] += rare
                     if zn:
                         sb[S_ZSUM] += zsum
                         sb[S_ZN] += zn
@@ -432,7 +437,7 @@ class AnomalyEngine:
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
         if dim in KIND_DIMS["model_shift"]:
             st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}, sb[S_RARE], sb[S_KNOWN],
-                               sb[S_RP], sb[S_RCOST], sb[S_RTOK], sorted(sb[S_RKEYS] or ())], st.recent_cost[0]]
+                               sb[S_RP], sb[S_RCOST], sb[S_RTOK], sb[S_RKEYS] or {}], st.recent_cost[0]]
         if ok and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
             # Not from a loop, a leak or an explosion (their calls are not this key's own); during a template change
             # it learns slowly (bounded steps), so a change that stays becomes the key's new normal.
@@ -540,19 +545,26 @@ class AnomalyEngine:
             return None  # no new evidence in this bucket
         # The last three buckets together (a quiet team's move shows a few calls per bucket, key after key).
         rare, known, rare_p, rare_cost, rare_tokens = sb[S_RARE], sb[S_KNOWN], sb[S_RP], sb[S_RCOST], sb[S_RTOK]
-        cost, tokens, keys = sb[S_COST], sb[S_TIN] + sb[S_TOUT], set(sb[S_RKEYS] or ())
+        cost, tokens = sb[S_COST], sb[S_TIN] + sb[S_TOUT]
+        keys = {k: list(v) for k, v in (sb[S_RKEYS] or {}).items()}  # api key -> [rare calls, calls, expected rare]
         for r in st.recent_cost:
             if len(r) > 9:
                 rare, known, rare_p, rare_cost, rare_tokens = (rare + r[4], known + r[5], rare_p + r[6], rare_cost + r[7],
                                                                 rare_tokens + r[8])
                 cost, tokens = cost + r[1], tokens + r[2]
-                keys.update(r[9])
+                for k, (r_rare, r_known, r_p) in r[9].items():
+                    mine = keys.setdefault(k, [0, 0, 0.0])
+                    mine[0], mine[1], mine[2] = mine[0] + r_rare, mine[1] + r_known, mine[2] + r_p
         if rare < cfg.shift_min_model_calls or not rare_tokens or rare_cost * 2 < cost:
             return None
-        if len(keys) < 2 and rare < cfg.shift_session_calls:
-            # A session's calls share one model (they are not independent draws): one key's session on a model it
-            # rarely or never used is not a shift; several keys moving, or more calls than a session holds, are.
-            return None
+        if rare < cfg.shift_session_calls:
+            # A session's calls share one model (they are not independent draws): the evidence must not rest on one
+            # key's session. Without the key with the most such calls, the rest must still be improbable; or there
+            # are more calls than a session holds.
+            top = max(keys.values(), key=lambda v: v[0])
+            rare, known, rare_p = rare - top[0], known - top[1], rare_p - top[2]
+            if rare < cfg.shift_min_model_calls:
+                return None
         rare_cpt = rare_cost / PICO * 1000 / rare_tokens
         other_cost, other_tokens = cost - rare_cost, tokens - rare_tokens
         expected = other_cost / PICO * 1000 / other_tokens if other_cost > 0 and other_tokens > 0 else 0.0

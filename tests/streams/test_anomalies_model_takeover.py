@@ -85,3 +85,18 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_one_keys_session_on_a_model_it_never_used_is_no_model_shift():
+    """Sparse seed 1 without incidents: a key's first session on its second model (9 calls in 4 minutes) was "9 of 9
+    calls on models their keys rarely use", a binomial tail of 1e-18, but a session's calls share one model."""
+    from tests.streams.anomaly_traffic import event
+
+    t = HISTORY_END + 2 * DAY + 14 * 3600 + 20
+    session = [event(t + 25 * i, "k1", model="gpt-4o", tin=4000, tout=500, n=7000 + i) for i in range(9)]
+    engine, updates = history(), []
+    for i, batch in enumerate(traffic(HISTORY_END, HISTORY_END + 3 * DAY, peak=3.0, keys=KEYS, seed=14, models=MODELS,
+                                      modify=heavy_tailed(14))):
+        updates += engine.observe(batch + (session if i == (2 * 24 + 14) * 12 else []), now=2e9)
+    shifts = [u.record for u in updates if u.action == "open" and u.notify and u.record["kind"] == "model_shift"]
+    assert shifts == []
