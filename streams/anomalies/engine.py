@@ -384,6 +384,11 @@ class AnomalyEngine:
                             # A session on a model that usually takes a good share of this scope's calls (its
                             # second model, one session in five) is its usual mix, not a shift.
                             v.state = "elevated"
+                        elif sb[S_KNOWN] and sb[S_RARE] + sum(len(r) > 9 and r[4] for r in st.recent_cost
+                                                              if windowed) < cfg.shift_min_model_calls:
+                            # The same for a broad scope: the calls that took over the cost are on models their own
+                            # keys use routinely (one key's second model is 2-10 % of its feature's calls).
+                            v.state = "elevated"
                 if v is None or v.state not in ("strong", "anomalous"):
                     v = self._rare_model_takeover(st, sb, daily) or v
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
