@@ -80,8 +80,12 @@ class Config:
     typical_calls: float = 12.0
     strong_busy_calls: float = 4.0  # ... and opening at once needs this many times the calls of a busy bucket (a loop)
     strong_busy_multiple: float = 8.0  # with >= strong_min_calls calls, an excess this many busy buckets opens at once
+    # Spend of a bursty scope (sessions): 15 minutes with this many times a busy bucket's calls and spend is a loop.
+    busy_excess_calls: float = 2.0
+    busy_excess_volume: float = 1.5
     shift_min_model_calls: int = 3  # calls on the model that took over the cost
-    shift_routine_share: float = 0.1  # a model with this usual share of a scope's calls is part of its mix
+    shift_routine_share: float = 0.1
+    shift_session_calls: int = 30  # calls on rarely used models one key's session does not reach in 5 minutes  # a model with this usual share of a scope's calls is part of its mix
     costly_new_model_usd_per_hour: float = 5.0
 
 

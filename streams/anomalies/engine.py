@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from .aggregate import (AGG_SIZE, COST, LOGOUT, LOGSQ, MAXCOST, MAXIN, MAXOUT, MAXTOK, PICO, REQ, SCOPE_DIMS, TIN, TOUT, BadEvent,
                         BucketAggregator, pico_to_str)
 from .baseline import daily_slots, full_slots
-from .detectors import (KIND_DIMS, Config, Verdict, error_verdict, explain, rate_verdict, ratio_verdict, severity)
+from .detectors import (KIND_DIMS, Config, Verdict, binomial_tail, error_verdict, explain, rate_verdict, ratio_verdict,
+                        severity)
 from .scope_state import ScopeState
 
 SNAPSHOT_VERSION = 1
@@ -38,6 +39,10 @@ S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS, S_MAXCOST, S_MAXI
 # key's own distribution), and, over the calls of keys that have one, the sum of standardized scores (each call against
 # its own key's distribution), their count, and the sum of the log values and of the keys' means (for the record).
 S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
+# ... then the calls of keys past their warm-up (judged for model shifts), those on a model their own key rarely uses
+# (< `shift_routine_share` of its calls, or never), the cost and tokens of those, and the calls expected on such models
+# (each call weighted by its key's usual share of its rare models).
+S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP, S_RKEYS = range(18, 24)
 
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
@@ -46,7 +51,7 @@ OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), f
 
 
 def empty_bucket() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0]
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None]
 
 
 def iso_epoch(seconds: float) -> str:
@@ -157,6 +162,7 @@ class AnomalyEngine:
     def _fan_out(self, raw: dict) -> dict[tuple[str, str], list]:
         per_scope: dict[tuple[str, str], list] = {}
         scopes = self.scopes
+        rare_shares: dict[str, float] = {}  # api key -> usual share of its calls on models it rarely uses
         for key, agg in raw.items():
             error, unpriced, model = key[7], key[8], key[6]
             values = (*key[1:6], model)
@@ -167,6 +173,17 @@ class AnomalyEngine:
             if owner is not None and owner.out_log[0] >= self.cfg.tpr_key_min_calls:
                 zn, mu, sd = agg[REQ], owner.out_log[1], owner.out_sd()
                 zsum = (agg[LOGOUT] - zn * mu) / sd
+            known = rare = 0
+            rare_p = 0.0
+            if owner is not None and owner.age >= self.cfg.warmup_buckets:
+                # A call on a model its own key rarely uses (a team's share of a key's second model says nothing).
+                known, routine = agg[REQ], self.cfg.shift_routine_share
+                usual = owner.models.get(model)
+                rare = known if usual is None or len(usual) < 3 or usual[2] < routine else 0
+                rare_p = rare_shares.get(key[4], -1.0)
+                if rare_p < 0:
+                    rare_p = rare_shares[key[4]] = sum(i[2] for i in owner.models.values() if len(i) > 2 and i[2] < routine)
+                rare_p *= known
             for dim, value in zip(SCOPE_DIMS, values):
                 if not value:
                     continue
@@ -190,6 +207,21 @@ class AnomalyEngine:
                         sb[S_MAXTOK] = agg[MAXTOK]
                     sb[S_LSUM] += agg[LOGOUT]
                     sb[S_LSQ] += agg[LOGSQ]
+                    if known and dim != "model":
+                        sb[S_KNOWN] += known
+                        sb[S_RP] += rare_p
+                        if sb[S_RKEYS] is None:
+                            sb[S_RKEYS] = {}
+                        per_key = sb[S_RKEYS].get(key[4])
+                        if per_key is None:
+                            per_key = sb[S_RKEYS][key[4]] = [0, 0, 0.0]
+                        per_key[1] += known
+                        per_key[2] += rare_p
+                        if rare:
+                            sb[S_RARE] += rare
+                            sb[S_RCOST] += agg[COST]
+                            sb[S_RTOK] += agg[TIN] + agg[TOUT]
+                            per_key[0] += rare
                     if zn:
                         sb[S_ZSUM] += zsum
                         sb[S_ZN] += zn
@@ -274,6 +306,9 @@ class AnomalyEngine:
         ok = sb[S_REQ] - sb[S_ERR]
         label = f"{dim} {st.value}"
         track = self._track
+        # False when spend or tokens are anomalous for a second bucket in a row (a loop in the making): then the bucket
+        # does not teach what a busy bucket is. One anomalous bucket (a session) still does.
+        quiet_volume = True
 
         # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
         # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
@@ -288,12 +323,16 @@ class AnomalyEngine:
                              unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
+            v = self._beyond_busy(v, st, trim_cost, sb[S_REQ], floor, per_hour)
+            quiet_volume = not (v is not None and v.state in ("strong", "anomalous") and "spend_rate" in st.streaks)
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
             v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
                              counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
+            quiet_volume = quiet_volume and not (v is not None and v.state in ("strong", "anomalous")
+                                                 and "token_rate" in st.streaks)
             track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
@@ -330,7 +369,7 @@ class AnomalyEngine:
                 # A quiet scope's last three buckets are judged together (like error shares).
                 w_ok, w_cost, w_tokens, windowed = ok, sb[S_COST], tokens, ok < cfg.shift_min_requests
                 if windowed and ok:
-                    for r_ok, r_cost, r_tokens, _ in st.recent_cost:
+                    for r_ok, r_cost, r_tokens, *_ in st.recent_cost:
                         w_ok, w_cost, w_tokens = w_ok + r_ok, w_cost + r_cost, w_tokens + r_tokens
                 if w_ok >= cfg.shift_min_requests and w_tokens > 0 and sb[S_COST] > 0:
                     v = ratio_verdict(w_cost / PICO * 1000 / w_tokens, st.cpt, daily, ratio=cfg.shift_ratio,
@@ -345,6 +384,13 @@ class AnomalyEngine:
                             # A session on a model that usually takes a good share of this scope's calls (its
                             # second model, one session in five) is its usual mix, not a shift.
                             v.state = "elevated"
+                        elif sb[S_KNOWN] and sb[S_RARE] + sum(len(r) > 9 and r[4] for r in st.recent_cost
+                                                              if windowed) < cfg.shift_min_model_calls:
+                            # The same for a broad scope: the calls that took over the cost are on models their own
+                            # keys use routinely (one key's second model is 2-10 % of its feature's calls).
+                            v.state = "elevated"
+                if v is None or v.state not in ("strong", "anomalous"):
+                    v = self._rare_model_takeover(st, sb, daily) or v
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
         if dim in KIND_DIMS["request_burst"]:
@@ -395,7 +441,8 @@ class AnomalyEngine:
             st.err.update(daily, sb[S_ERR] / sb[S_REQ])
         st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
         if dim in KIND_DIMS["model_shift"]:
-            st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}], st.recent_cost[0]]
+            st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}, sb[S_RARE], sb[S_KNOWN],
+                               sb[S_RP], sb[S_RCOST], sb[S_RTOK], sb[S_RKEYS] or {}], st.recent_cost[0]]
         if ok and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
             # Not from a loop, a leak or an explosion (their calls are not this key's own); during a template change
             # it learns slowly (bounded steps), so a change that stays becomes the key's new normal.
@@ -404,10 +451,23 @@ class AnomalyEngine:
             st.learn_call_size(cost_usd / ok, tokens / ok)
             gap = (bucket - st.out_rate[0]) / OUT_RATE_TAU_S
             st.out_rate = [bucket, st.out_rate[1] * math.exp(-gap) + ok]
-            if not any(k in st.open for k in SUSTAINED_KINDS):  # not from an open anomaly
-                st.busy.update(BUSY_COST, trim_cost)
-                st.busy.update(BUSY_TOKENS, trim_tokens)
-                st.busy.update(BUSY_CALLS, float(sb[S_REQ]))
+            # What a busy bucket is: not learnt from an open anomaly. A key's bucket is learnt one bucket late, once the
+            # next one shows it was not the start of a loop (anomalous twice in a row): learnt at once, a loop's first
+            # bucket raised the bar for its second (sk-sparse-01's busy calls went 16 -> 70 during two loops), and not
+            # learning every anomalous bucket left a bursty key's busy bucket at a third of its size (sk-sparse-38 on
+            # sparse seed 1, whose sessions then alerted). Broad scopes learn at once: their busy buckets are many keys'
+            # sessions together.
+            sample = (trim_cost, trim_tokens, float(sb[S_REQ]))
+            calm = not any(k in st.open for k in SUSTAINED_KINDS)
+            if dim == "api_key":
+                pending, st.busy_pending = st.busy_pending, None
+                if quiet_volume:
+                    if pending:
+                        self._learn_busy(st, pending)
+                    if calm:
+                        st.busy_pending = list(sample)
+            elif calm:
+                self._learn_busy(st, sample)
         if sb[S_COST] > 0 and dim != "model":
             for model, info in st.models.items():
                 m = sb[S_MODELS].get(model)
@@ -450,6 +510,83 @@ class AnomalyEngine:
         shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
         shift.detail = "output"
         return shift
+
+    @staticmethod
+    def _learn_busy(st: ScopeState, sample) -> None:
+        st.busy.update(BUSY_COST, sample[0])
+        st.busy.update(BUSY_TOKENS, sample[1])
+        st.busy.update(BUSY_CALLS, sample[2])
+
+    def _beyond_busy(self, v: Verdict | None, st: ScopeState, trimmed: float, calls: int, floor: float,
+                     per_hour: float) -> Verdict | None:
+        """Spend beyond what this scope's busy buckets reach, in money and in calls. A key that works in sessions has
+        a spend deviation as large as its level, so a loop at 7x its level stays below `z` robust deviations; but no
+        session of it brings twice a busy bucket's calls and 1.5x its spend (without the largest call), with at least
+        `strong_min_calls` calls. Anomalous, so it opens only when it lasts 15 minutes (the sustained rule). Only for
+        API keys (sessions are a key's behaviour; a model's or a team's busy buckets mix unrelated sources, and a
+        nightly job is beyond them every night) and only above the elevated level of the seasonal rule."""
+        cfg = self.cfg
+        if v is None or v.state != "elevated" or st.dim != "api_key":
+            return v
+        busy_cost, busy_calls = st.busy_high(0), st.busy_high(2)
+        if not busy_cost or not busy_calls or calls < max(cfg.strong_min_calls, cfg.busy_excess_calls * busy_calls):
+            return v
+        expected = v.expected / per_hour
+        if trimmed < max(cfg.busy_excess_volume * busy_cost, cfg.spend_ratio * expected, expected + floor):
+            return v
+        v.state = "anomalous"
+        return v
+
+    def _rare_model_takeover(self, st: ScopeState, sb: list, daily) -> Verdict | None:
+        """Calls moved to models their own keys rarely use (< `shift_routine_share` of the key's calls, or never), at
+        least `shift_ratio` times pricier per token than the bucket's other calls, carrying most of its cost, and
+        more of them than the keys' usual share of such models allows (binomial tail < `error_p_value`, as for error
+        shares). A count of calls, not the bucket's cost per token: that ratio of a few heavy-tailed calls has a
+        deviation as large as its level (a 120k-token prompt on a cheap model hides the premium calls beside it), and
+        a team's own earlier premium sessions inflate it (sparse seed 8: research on o1, office seed 8: the nightly
+        job's 300 calls a bucket moved to claude-opus-4, both never above 5 deviations)."""
+        cfg = self.cfg
+        if not sb[S_RARE]:
+            return None  # no new evidence in this bucket
+        # The last three buckets together (a quiet team's move shows a few calls per bucket, key after key).
+        rare, known, rare_p, rare_cost, rare_tokens = sb[S_RARE], sb[S_KNOWN], sb[S_RP], sb[S_RCOST], sb[S_RTOK]
+        cost, tokens = sb[S_COST], sb[S_TIN] + sb[S_TOUT]
+        keys = {k: list(v) for k, v in (sb[S_RKEYS] or {}).items()}  # api key -> [rare calls, calls, expected rare]
+        for r in st.recent_cost:
+            if len(r) > 9:
+                rare, known, rare_p, rare_cost, rare_tokens = (rare + r[4], known + r[5], rare_p + r[6], rare_cost + r[7],
+                                                                rare_tokens + r[8])
+                cost, tokens = cost + r[1], tokens + r[2]
+                for k, (r_rare, r_known, r_p) in r[9].items():
+                    mine = keys.setdefault(k, [0, 0, 0.0])
+                    mine[0], mine[1], mine[2] = mine[0] + r_rare, mine[1] + r_known, mine[2] + r_p
+        if rare < cfg.shift_min_model_calls or not rare_tokens or rare_cost * 2 < cost:
+            return None
+        if rare < cfg.shift_session_calls:
+            # A session's calls share one model (they are not independent draws): the evidence must not rest on one
+            # key's session. Without the key with the most such calls, the rest must still be improbable; or there
+            # are more calls than a session holds.
+            top = max(keys.values(), key=lambda v: v[0])
+            rare, known, rare_p = rare - top[0], known - top[1], rare_p - top[2]
+            if rare < cfg.shift_min_model_calls:
+                return None
+        rare_cpt = rare_cost / PICO * 1000 / rare_tokens
+        other_cost, other_tokens = cost - rare_cost, tokens - rare_tokens
+        expected = other_cost / PICO * 1000 / other_tokens if other_cost > 0 and other_tokens > 0 else 0.0
+        if not expected:
+            expected, _, n = st.cpt.expected(daily)
+            if n < 12 or expected <= 0:
+                return None
+        if rare_cpt < cfg.shift_ratio * expected:
+            return None  # moved to a rarely used model, but not to a pricier one: no cost news
+        if binomial_tail(rare, known, min(max(rare_p / known, 0.01), 0.5)) >= cfg.error_p_value:
+            return None
+        # Strong: the window already spans 15 minutes (as for error shares).
+        v = Verdict("strong", cost / PICO * 1000 / max(tokens, 1), expected, 0.0, cfg.shift_ratio * expected,
+                    "usd_per_1k_tokens")
+        v.detail = (self._shift_detail(st, sb)[0] + f"; {rare} of {known} calls in 15 minutes on models their keys "
+                    f"rarely use")
+        return v
 
     def _strong_volume(self, busy_high: float, calls: int) -> float:
         """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a

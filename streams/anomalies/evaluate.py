@@ -20,6 +20,7 @@ run without any incident (`quiet_days`, after the same warm-up) to count the ale
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from datetime import datetime
@@ -34,6 +35,58 @@ FAMILIES = {"synthetic": synthetic.generate, "sparse": sparse.generate, "office"
 TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900, "false_alerts_per_100_scope_days": 1.0}
 MIN_EVIDENCE = 5  # changed calls in the first 15 minutes; one suffices for a new or unpriced model
 MIN_EVIDENCE_KIND = {"new_model": 1, "unpriced_usage": 1}
+# Detectability of a tokens-per-request change: the false-alert budget (1 per 100 active scope-days) spent on one scope
+# means one chance alarm per BUDGET_DAYS days of its calls.
+BUDGET_DAYS = 100
+
+
+class OutputSpread:
+    """Per API key: calls, sum and sum of squares of log(1 + output tokens) of its ok calls before the first
+    tokens-per-request change that touches it (its own clean distribution), and the time they span."""
+
+    def __init__(self, labels: list[dict], start: float):
+        self.cutoff: dict[str, str] = {}
+        for lab in labels:
+            if lab["kind"] == "tokens_per_request":
+                cut = datetime.utcfromtimestamp(lab["start"]).strftime("%Y-%m-%dT%H:%M:%SZ")
+                for dim, value in lab["scopes"]:
+                    if dim == "api_key" and (value not in self.cutoff or cut < self.cutoff[value]):
+                        self.cutoff[value] = cut
+        self.stats: dict[str, list] = {k: [0, 0.0, 0.0] for k in self.cutoff}
+        self.start = start
+
+    def add(self, batch: list[dict]) -> None:
+        cutoff, stats = self.cutoff, self.stats
+        for e in batch:
+            key = e["attribution"].get("api_key")
+            # The family's own calls only (not a loop's or a leaked client's, whose sizes are the incident's).
+            if key in cutoff and e["status"] == "ok" and e["ts"] < cutoff[key] and e.get("source") != "incident":
+                x = math.log1p(e["usage"].get("output_tokens") or 0)
+                s = stats[key]
+                s[0] += 1
+                s[1] += x
+                s[2] += x * x
+
+    def detectability(self, lab: dict) -> dict | None:
+        """The calls an optimal sequential test needs to find this change at the false-alert budget: a CUSUM of the
+        exact log-likelihood ratio for the known shift (mean of log output moved by ln(multiplier), each key against its
+        own spread sigma) alarms by chance about once per e^A calls and needs about A / KL changed calls, KL = delta^2
+        / 2, delta = ln(multiplier) / sigma (Lorden 1971; no test does better for a given chance-alarm rate). With one
+        chance alarm per BUDGET_DAYS days of the scope's calls, A = ln(calls per day x BUDGET_DAYS)."""
+        mult = lab.get("output_multiplier")
+        keys = [v for d, v in lab["scopes"] if d == "api_key" and v in self.stats and self.stats[v][0] >= 2]
+        if not mult or not keys:
+            return None
+        calls = sum(self.stats[k][0] for k in keys)
+        pooled = sum(s[2] - s[1] * s[1] / s[0] for s in (self.stats[k] for k in keys)) / max(calls - len(keys), 1)
+        sigma = math.sqrt(max(pooled, 1e-6))
+        days = max((lab["start"] - self.start) / 86400, 1.0)
+        per_day = calls / days
+        delta = math.log(mult) / sigma
+        needed = math.ceil(math.log(max(per_day * BUDGET_DAYS, math.e)) / (delta * delta / 2))
+        return {"sigma": round(sigma, 3), "shift_sd": round(delta, 3), "calls_per_day": round(per_day, 1),
+                "calls_needed": needed, "changed_first_15m": lab["affected_first_15m"], "changed": lab["affected"],
+                "detectable_in_15m": lab["affected_first_15m"] >= needed, "detectable": lab["affected"] >= needed}
 
 
 def _epoch(text: str) -> float:
@@ -49,8 +102,11 @@ def run_month(seed: int, days: int, per_kind: int, config: Config | None = None,
     spent, events, alerts = 0.0, 0, 0
     alerted: list[dict] = []
     active_days: set = set()  # (day, dim, value) with at least one call
+    spread = OutputSpread(labels, facts["start"])
     for batch in batches:
         events += len(batch)
+        if spread.cutoff:
+            spread.add(batch)
         if count_scopes:
             for e in batch:
                 day, a = e["ts"][:10], e["attribution"]
@@ -71,6 +127,9 @@ def run_month(seed: int, days: int, per_kind: int, config: Config | None = None,
         first.setdefault(u.record["id"], u.record)
         last[u.record["id"]] = u.record
     detections = [{**first[i], "end": last[i]["end"], "status": last[i]["status"]} for i in first]
+    for lab in labels:
+        if lab["kind"] == "tokens_per_request":
+            lab["detectability"] = spread.detectability(lab)
     return detections, labels, facts, {"events": events, "observe_s": spent, "engine": engine, "alerts": alerts,
                                        "alerted": alerted, "active_scope_days": len(active_days)}
 
@@ -82,7 +141,7 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
     for lab in labels:
         lab["_scopes"] = {tuple(s) for s in lab["scopes"]}
     per_kind = {k: {"tp": 0, "fp": 0, "alert_tp": 0, "alerts": 0, "delays": [], "injected": 0, "recalled": 0, "fp_examples": [],
-                    "unobservable": 0} for k in KINDS}
+                    "unobservable": 0, "detectability": []} for k in KINDS}
     for det in detections:
         start, scope = _epoch(det["start"]), (det["scope_dim"], det["scope_value"])
         hit = any(det["kind"] in lab["allowed"] and scope in lab["_scopes"]
@@ -102,6 +161,7 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
         if lab["affected_first_15m"] < MIN_EVIDENCE_KIND.get(lab["kind"], MIN_EVIDENCE):
             bucket["unobservable"] += 1
             continue
+        odds = lab.get("detectability")
         bucket["injected"] += 1
         found = [_epoch(d["detected_at"]) for d in detections if d["kind"] == lab["kind"]
                  and (d["scope_dim"], d["scope_value"]) in lab["_scopes"]
@@ -111,6 +171,9 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
         if found:
             bucket["recalled"] += 1
             bucket["delays"].append(max(0.0, min(found) - lab["first_affected"]))
+        if odds:
+            bucket["detectability"].append({**odds, "description": lab["description"], "found": bool(found),
+                                            "delay_s": round(min(found) - lab["first_affected"]) if found else None})
     result = {}
     for kind, b in per_kind.items():
         detected = b["tp"] + b["fp"]
@@ -124,6 +187,12 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
             "false_positives": b["fp"], "unobservable": b["unobservable"],
             "false_positive_examples": b["fp_examples"],
         }
+        if b["detectability"]:
+            odds = b["detectability"]
+            result[kind]["detectability"] = {
+                "injections": odds, "detectable_in_15m": sum(o["detectable_in_15m"] for o in odds),
+                "detectable": sum(o["detectable"] for o in odds),
+                "recalled_of_detectable": sum(o["found"] for o in odds if o["detectable"])}
     return result
 
 
@@ -192,6 +261,19 @@ def format_table(result: dict) -> str:
         lines.append(f"| {kind} | {k['precision']:.2f} | {recall} | {delay} | {worst} | {injected} | {k['detections']} | "
                      f"{k.get('alerts', 0)} | {k.get('alert_precision', k['precision']):.2f} |{fa}")
     cold = result["cold_start"]
+    for kind, k in result["kinds"].items():
+        odds = k.get("detectability")
+        if odds:
+            lines.append("")
+            lines.append(f"{kind}, detectability at the false-alert budget (changed calls an optimal sequential test "
+                         f"needs, vs the calls each change touched; counted in recall all the same): "
+                         f"{odds['detectable_in_15m']} of {len(odds['injections'])} detectable within 15 minutes, "
+                         f"{odds['detectable']} at all, {odds['recalled_of_detectable']} of those found")
+            for o in odds["injections"]:
+                found = f"found after {o['delay_s'] / 60:.0f} min" if o["found"] else "missed"
+                lines.append(f"- {o['description']}: needs ~{o['calls_needed']} changed calls (shift "
+                             f"{o['shift_sd']:.2f} sd per call, {o['calls_per_day']:.0f} calls/day); changed "
+                             f"{o['changed_first_15m']} in its first 15 min, {o['changed']} in all; {found}")
     lines.append("")
     if quiet:
         lines.append(f"incident-free run: {quiet['days']} days, {quiet['events']:,} events, "

@@ -82,7 +82,7 @@ class Incident:
     def label(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "allowed": list(self.allowed),
                 "scopes": sorted(self.scopes), "description": self.description, "affected": 0,
-                "first_affected": None, "affected_first_15m": 0}
+                "first_affected": None, "affected_first_15m": 0, "output_multiplier": self.params.get("tout_mult")}
 
     def touched(self, t: float) -> None:
         self.record["affected"] += 1

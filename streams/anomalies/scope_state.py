@@ -13,7 +13,7 @@ MAX_BUCKET_WEIGHT = 0.05
 class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
-                 "busy", "recent_cost", "out_log", "cusum", "out_rate")
+                 "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -32,6 +32,7 @@ class ScopeState:
         # Spend and tokens of this scope's *active* buckets (level and deviation, slots 0 and 1): how big a busy
         # bucket usually is. Sessions make quiet scopes bursty: a 15-call agent run is this key's normal, not news.
         self.busy = Seasonal(3)  # slot 2: calls of an active bucket
+        self.busy_pending = None  # an API key's last active bucket (cost, tokens, calls), learnt once the next is seen
         # ok calls, cost pico, tokens, calls per model of the last two buckets (cost-per-token window of quiet scopes)
         self.recent_cost: list = [[0, 0, 0, {}], [0, 0, 0, {}]]
         # An API key's own distribution of log(1 + output tokens) per call: [calls learnt, mean, variance] (slow,
@@ -80,7 +81,7 @@ class ScopeState:
                 "age": self.age, "models": self.models, "streaks": self.streaks, "open": self.open,
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
-                "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate,
+                "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate, "busy_pending": self.busy_pending,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -96,6 +97,7 @@ class ScopeState:
         state.out_log = list(data.get("out_log", state.out_log))
         state.cusum = float(data.get("cusum", 0.0))
         state.out_rate = list(data.get("out_rate", [state.first, 0.0]))
+        state.busy_pending = data.get("busy_pending")
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):

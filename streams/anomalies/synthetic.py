@@ -99,7 +99,7 @@ class Injection:
     def label(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "allowed": list(self.allowed),
                 "scopes": sorted(self.scopes), "description": self.description, "affected": 0,
-                "first_affected": None, "affected_first_15m": 0}
+                "first_affected": None, "affected_first_15m": 0, "output_multiplier": self.params.get("tout_mult")}
 
 
 def diurnal(hour_local: float, weekend: bool) -> float:

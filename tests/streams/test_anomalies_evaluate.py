@@ -88,3 +88,32 @@ def test_precision_is_reported_on_every_record_and_on_the_alerts_alone():
     paged_stray = {**hit, "id": "a3", "scope_value": "c"}
     result = score([hit, recorded_only, paged_stray], [label], {}, alerted={"a1", "a3"})["spend_rate"]
     assert result["precision"] == 0.333 and result["alert_precision"] == 0.5 and result["alerts"] == 2
+
+
+def test_detectability_of_a_template_change_is_the_calls_an_optimal_test_needs_at_the_budget():
+    """Output log-normal with sigma 0.8, 100 calls a day, a 2.5x change: delta = ln 2.5 / 0.8 = 1.15 sd per call,
+    KL = delta^2 / 2 = 0.66, one chance alarm per 100 days of calls = e^A with A = ln(10,000) = 9.2: ~14 calls."""
+    import math
+    import random
+
+    from streams.anomalies.evaluate import OutputSpread
+
+    start, rng = 1_700_000_000, random.Random(4)
+    label = {"kind": "tokens_per_request", "start": start + 10 * 86400, "scopes": [["api_key", "k1"], ["team", "t"]],
+             "output_multiplier": 2.5, "affected_first_15m": 6, "affected": 20, "description": "template change"}
+    spread = OutputSpread([label], start)
+    batch = [{"ts": _iso(start + i * 864), "status": "ok", "attribution": {"api_key": "k1"},
+              "usage": {"output_tokens": int(rng.lognormvariate(math.log(300), 0.8))}} for i in range(1000)]
+    batch.append({**batch[0], "source": "incident", "usage": {"output_tokens": 40}})  # a leaked client's: not counted
+    batch.append({**batch[0], "ts": _iso(label["start"] + 60), "usage": {"output_tokens": 900}})  # during the change
+    spread.add(batch)
+    odds = spread.detectability(label)
+    assert abs(odds["sigma"] - 0.8) < 0.06 and abs(odds["calls_per_day"] - 100) < 1
+    assert 12 <= odds["calls_needed"] <= 17, odds
+    assert odds["detectable_in_15m"] is False and odds["detectable"] is True
+
+
+def _iso(t: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
