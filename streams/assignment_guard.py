@@ -91,12 +91,15 @@ class SourceAssignment:
 
 async def request_rejoin_if_topics_exist(consumer: Any, source_topics: Iterable[str]) -> bool:
     """Run in Faust's consumer thread (aiokafka's consumer lives on that loop): refresh the metadata; when a source
-    topic has partitions, ask the group coordinator to rebalance. True when asked."""
+    topic has partitions, leave the group and join again as a new member. True when done."""
     client = consumer._client  # noqa: SLF001 - aiokafka's own client and coordinator, no public API for a rejoin
     await client.force_metadata_update()
     if not any(client.cluster.partitions_for_topic(t) for t in source_topics):
         return False
-    consumer._coordinator.request_rejoin()  # noqa: SLF001
+    # A plain re-join is no rebalance: a member re-joining a stable group with unchanged metadata gets the current
+    # generation and assignment back (Kafka's rule; tansu does the same, measured). Leaving first makes it a new
+    # member, which the coordinator must rebalance for. (Its acked offsets were committed on revocation.)
+    await consumer._coordinator._maybe_leave_group()  # noqa: SLF001 - resets the member id and requests the join
     return True
 
 
