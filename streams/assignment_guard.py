@@ -99,7 +99,18 @@ async def request_rejoin_if_topics_exist(consumer: Any, source_topics: Iterable[
     # A plain re-join is no rebalance: a member re-joining a stable group with unchanged metadata gets the current
     # generation and assignment back (Kafka's rule; tansu does the same, measured). Leaving first makes it a new
     # member, which the coordinator must rebalance for. (Its acked offsets were committed on revocation.)
-    await consumer._coordinator._maybe_leave_group()  # noqa: SLF001 - resets the member id and requests the join
+    # aiokafka's own `_maybe_leave_group` sends no LeaveGroup in generation 0, which is tansu's first generation: the
+    # old member would linger in the group (and be assigned partitions) until its session timed out.
+    from aiokafka.errors import KafkaError
+    from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
+
+    coordinator = consumer._coordinator  # noqa: SLF001
+    if coordinator.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID:
+        try:
+            await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))  # noqa: SLF001
+        except KafkaError as exc:
+            log.warning("LeaveGroup before re-joining failed (%r); joining as a new member anyway", exc)
+    coordinator.reset_generation()  # a new member id, and the join is requested
     return True
 
 
