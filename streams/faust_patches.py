@@ -64,6 +64,12 @@ PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
     ("mode.utils.queues", "FlowControlEvent", "_queues"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "seek_to_beginning"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "position"),
+    # read by streams/assignment_guard.py to leave and re-join a group whose assignment gave it no source partition
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_client"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_coordinator"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_send_req"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "reset_generation"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "member_id"),
 ]
 
 

@@ -22,6 +22,7 @@ from aiohttp.web import Response
 
 from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
+from streams.assignment_guard import SourceAssignment, request_rejoin_if_topics_exist
 from streams.batch import RawRecord, process_batch
 from streams.budgets.reservations import ReservationService
 from streams.budgets.service import BudgetService
@@ -98,9 +99,19 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     usage_gaps = OffsetGaps(topics.USAGE)
     batch_step = process_batch_columnar if settings.worker_columnar else process_batch  # same output (issue 14)
 
+    # a member holding no usage or budget-spend partition processes nothing: /health says so, and it re-joins
+    sources = SourceAssignment((topics.USAGE, topics.BUDGET_SPEND))
+    app.tokenmeter_sources = sources  # type: ignore[attr-defined]
+
+    async def rejoin() -> bool:
+        thread = app.consumer._thread  # noqa: SLF001 - Faust's consumer thread owns aiokafka's consumer
+        return await thread.call_thread(request_rejoin_if_topics_exist, thread._ensure_consumer(),  # noqa: SLF001
+                                        sources.source_topics)
+
     @app.on_partitions_assigned.connect
     async def usage_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
         usage_gaps.forget()
+        sources.on_assigned(assigned, rejoin)
 
     async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
         result = batch_step(records, book)  # pure: a retry prices the same records again
@@ -148,14 +159,20 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
 
     @app.page("/health")
     async def health_page(web, request):  # noqa: ANN001
-        """200 while every agent works; 503 naming the failing agents (their batches are retried, not acked)."""
-        if health.ok:
-            return web.json({"status": "ok", "app": app_id})
-        return web.json({"status": "failing", "app": app_id, "failing": health.failing}, status=503)
+        """200 while every agent works and the worker holds a source partition; 503 naming the failing agents
+        (their batches are retried, not acked), or `idle` with the reason when it holds no source partition."""
+        if not health.ok:
+            return web.json({"status": "failing", "app": app_id, "failing": health.failing}, status=503)
+        idle = sources.problem()
+        if idle is not None:
+            return web.json({"status": "idle", "app": app_id, "reason": idle, "assignment": sources.to_json()},
+                            status=503)
+        return web.json({"status": "ok", "app": app_id})
 
     @app.page("/v1/stats")
     async def stats_page(web, request):  # noqa: ANN001
-        return web.json(stats.to_json() | {"budgets": budgets.stats, "failing": health.failing})
+        return web.json(stats.to_json() | {"budgets": budgets.stats, "failing": health.failing,
+                                            "assignment": sources.to_json()})
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001
@@ -170,6 +187,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             "# TYPE tokenmeter_worker_agent_errors_total counter",
             f"tokenmeter_worker_agent_errors_total {health.errors_total}",
             f"tokenmeter_worker_agents_failing {len(health.failing)}",
+            "# TYPE tokenmeter_worker_source_partitions gauge",
+            *(f'tokenmeter_worker_source_partitions{{topic="{t}"}} {len(p)}' for t, p in sources.held().items()),
             "# TYPE tokenmeter_worker_refetched_total counter",
             f"tokenmeter_worker_refetched_total {stats.refetched + budgets.stats['refetched']}",
             "# TYPE tokenmeter_budget_alerts_total counter",
