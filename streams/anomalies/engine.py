@@ -231,7 +231,7 @@ class AnomalyEngine:
                 if state.requests is not None:
                     state.requests.update(full, 0.0)
                 state.age += 1
-                state.recent = [0, 0, state.recent[0], state.recent[1]]
+                # (`recent` keeps the last buckets *with calls*: an empty bucket holds no evidence on error shares.)
                 if state.recent_cost[0][0]:
                     state.recent_cost = [[0, 0, 0, {}], state.recent_cost[0]]
                 continue
@@ -321,8 +321,15 @@ class AnomalyEngine:
                 st.cusum = 0.0  # closed: the evidence is spent
             errors, requests = sb[S_ERR], sb[S_REQ]
             if requests < cfg.error_window_requests:
-                errors += st.recent[0] + st.recent[2]
-                requests += st.recent[1] + st.recent[3]
+                # A quiet scope: this bucket and its two previous buckets with calls, within `error_window_s`
+                # (a key calling every few minutes puts a storm's five failures into four buckets, one empty).
+                recent, horizon = st.recent, bucket - cfg.error_window_s
+                if recent[4] >= horizon:
+                    errors += recent[0]
+                    requests += recent[1]
+                if recent[5] >= horizon:
+                    errors += recent[2]
+                    requests += recent[3]
             track(st, "error_rate", "error_rate", error_verdict(errors, requests, st.err, daily, cfg),
                   bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
@@ -393,7 +400,8 @@ class AnomalyEngine:
                 st.cpt.update(daily, cost_usd * 1000 / tokens)
         if sb[S_REQ] >= 5:
             st.err.update(daily, sb[S_ERR] / sb[S_REQ])
-        st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
+        if sb[S_REQ]:
+            st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1], bucket, st.recent[4]]
         if dim in KIND_DIMS["model_shift"]:
             st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}], st.recent_cost[0]]
         if ok and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
