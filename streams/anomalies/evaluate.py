@@ -34,6 +34,9 @@ FAMILIES = {"synthetic": synthetic.generate, "sparse": sparse.generate, "office"
 TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900, "false_alerts_per_100_scope_days": 1.0}
 MIN_EVIDENCE = 5  # changed calls in the first 15 minutes; one suffices for a new or unpriced model
 MIN_EVIDENCE_KIND = {"new_model": 1, "unpriced_usage": 1}
+# What a kind's rule needs before it may speak, as (changed calls within an hour, what). A missed injection below it is
+# still counted as missed (recall is not shrunk); the report says how many misses never reached it, and by how much.
+RULE_EVIDENCE = {"new_model": (Config.new_model_min_calls, "calls of the new model within an hour")}
 
 
 def _epoch(text: str) -> float:
@@ -82,7 +85,7 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
     for lab in labels:
         lab["_scopes"] = {tuple(s) for s in lab["scopes"]}
     per_kind = {k: {"tp": 0, "fp": 0, "alert_tp": 0, "alerts": 0, "delays": [], "injected": 0, "recalled": 0, "fp_examples": [],
-                    "unobservable": 0} for k in KINDS}
+                    "unobservable": 0, "below_rule": []} for k in KINDS}
     for det in detections:
         start, scope = _epoch(det["start"]), (det["scope_dim"], det["scope_value"])
         hit = any(det["kind"] in lab["allowed"] and scope in lab["_scopes"]
@@ -106,8 +109,13 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
         found = [_epoch(d["detected_at"]) for d in detections if d["kind"] == lab["kind"]
                  and (d["scope_dim"], d["scope_value"]) in lab["_scopes"]
                  and lab["start"] - BUCKET <= _epoch(d["start"]) <= lab["end"] + BUCKET]
+        busiest = lab.get("affected_busiest_hour", 0)
+        if not found and lab["kind"] in RULE_EVIDENCE and busiest < RULE_EVIDENCE[lab["kind"]][0]:
+            bucket["below_rule"].append(busiest)
         if not found and len(bucket["fp_examples"]) < 10:
-            bucket["fp_examples"].append(f"MISSED {lab['description']} at {datetime.utcfromtimestamp(lab['start'])}")
+            bucket["fp_examples"].append(f"MISSED {lab['description']} at {datetime.utcfromtimestamp(lab['start'])} "
+                                         f"({lab['affected']} changed calls, {lab['affected_first_15m']} in its first "
+                                         f"15 minutes, at most {busiest} within an hour)")
         if found:
             bucket["recalled"] += 1
             bucket["delays"].append(max(0.0, min(found) - lab["first_affected"]))
@@ -123,6 +131,8 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
             "injected": b["injected"], "recalled": b["recalled"], "detections": detected,
             "false_positives": b["fp"], "unobservable": b["unobservable"],
             "false_positive_examples": b["fp_examples"],
+            # Misses that never gave the rule its evidence (RULE_EVIDENCE): their busiest hour's changed calls.
+            "missed_below_rule_evidence": sorted(b["below_rule"]),
         }
     return result
 
@@ -193,6 +203,12 @@ def format_table(result: dict) -> str:
                      f"{k.get('alerts', 0)} | {k.get('alert_precision', k['precision']):.2f} |{fa}")
     cold = result["cold_start"]
     lines.append("")
+    for kind, k in result["kinds"].items():
+        below = k.get("missed_below_rule_evidence")
+        if below:
+            needed, what = RULE_EVIDENCE[kind]
+            lines.append(f"{kind}: {len(below)} of {k['injected'] - k['recalled']} misses never reached the rule's "
+                         f"evidence (>= {needed} {what}; they had {', '.join(map(str, below))}); counted as missed")
     if quiet:
         lines.append(f"incident-free run: {quiet['days']} days, {quiet['events']:,} events, "
                      f"{quiet['active_scope_days']:,} active scope-days, {quiet['false_alerts']} alerts = "
