@@ -76,3 +76,14 @@ def test_sporadic_failures_and_retries_on_a_quiet_key_stay_quiet():
              failed(STORM + 420, 3), failed(STORM + 425, 4), ok(STORM + 700, 3), ok(STORM + 1000, 4)]
     calls += [failed(STORM + 2520, 5), failed(STORM + 2524, 6), failed(STORM + 2530, 7), ok(STORM + 2700, 5)]
     assert run(calls) == []
+
+
+def test_a_snapshot_from_before_the_window_change_restores():
+    """Saved engines keep working: a scope saved with the old four-number error window restores, with no bucket
+    start, so nothing of it joins a window."""
+    snapshot = warm_key().snapshot()
+    for scope in snapshot["scopes"]:
+        scope["recent"] = scope["recent"][:4]
+    engine = AnomalyEngine.restore(orjson.loads(orjson.dumps(snapshot)))
+    assert engine.scopes[("api_key", "k1")].recent[4:] == [-1, -1]
+    assert run([]) == []
