@@ -75,6 +75,9 @@ class Config:
     new_model_min_calls: int = 3  # calls of a never-used model (within an hour) before it is news
     new_model_window_buckets: int = 12
     new_model_min_buckets: int = 2  # ... in at least two buckets (one session on another model is not news)
+    # A narrower scope starting on a model that takes this share of its team's calls: the team's usual mix, recorded
+    # but not alerted. (A model an earlier incident brought to the team, now a trace of 2-3 %, is still news.)
+    new_model_team_share: float = 0.05
     # Evidence (issue #17): volumes are judged without the bucket's largest call, with at least `volume_min_calls`
     # calls, and the excess must exceed `typical_calls` of this scope's usual calls; opening at once ("strong")
     # needs `strong_min_calls` calls, otherwise two anomalous buckets in a row.
