@@ -61,10 +61,13 @@ class Config:
     burst_min_delta_per_hour: float = 600
     burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own
     burst_busy_multiple: float = 1.5  # a burst exceeds what this key's busy buckets hold (a batch job an hour late)
-    error_min_requests: int = 10  # in the judged window
+    # Calls in the judged window: as few as the errors needed. A quiet key calling every few minutes has 5-9 calls in
+    # 15 minutes; the binomial tail (error_p_value) is what tells 5 failures of 5 from chance, not a call count.
+    error_min_requests: int = 5
     error_min_errors: int = 5
     error_p_value: float = 1e-7  # per scope and bucket: ~1 false alarm a month across 1,000 scopes
     error_window_requests: int = 30  # below this many calls in a bucket, judge the last three buckets together
+    error_window_s: int = 1800  # ... the last three with calls, none older than this (a quiet scope skips empty ones)
     error_min_increase: float = 0.15
     shift_ratio: float = 2.5
     shift_min_requests: int = 5
@@ -72,6 +75,9 @@ class Config:
     new_model_min_calls: int = 3  # calls of a never-used model (within an hour) before it is news
     new_model_window_buckets: int = 12
     new_model_min_buckets: int = 2  # ... in at least two buckets (one session on another model is not news)
+    # A narrower scope starting on a model that takes this share of its team's calls: the team's usual mix, recorded
+    # but not alerted. (A model an earlier incident brought to the team, now a trace of 2-3 %, is still news.)
+    new_model_team_share: float = 0.05
     # Evidence (issue #17): volumes are judged without the bucket's largest call, with at least `volume_min_calls`
     # calls, and the excess must exceed `typical_calls` of this scope's usual calls; opening at once ("strong")
     # needs `strong_min_calls` calls, otherwise two anomalous buckets in a row.

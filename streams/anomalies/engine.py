@@ -263,7 +263,7 @@ class AnomalyEngine:
                 if state.requests is not None:
                     state.requests.update(full, 0.0)
                 state.age += 1
-                state.recent = [0, 0, state.recent[0], state.recent[1]]
+                # (`recent` keeps the last buckets *with calls*: an empty bucket holds no evidence on error shares.)
                 if state.recent_cost[0][0]:
                     state.recent_cost = [[0, 0, 0, {}], state.recent_cost[0]]
                 continue
@@ -360,8 +360,15 @@ class AnomalyEngine:
                 st.cusum = 0.0  # closed: the evidence is spent
             errors, requests = sb[S_ERR], sb[S_REQ]
             if requests < cfg.error_window_requests:
-                errors += st.recent[0] + st.recent[2]
-                requests += st.recent[1] + st.recent[3]
+                # A quiet scope: this bucket and its two previous buckets with calls, within `error_window_s`
+                # (a key calling every few minutes puts a storm's five failures into four buckets, one empty).
+                recent, horizon = st.recent, bucket - cfg.error_window_s
+                if recent[4] >= horizon:
+                    errors += recent[0]
+                    requests += recent[1]
+                if recent[5] >= horizon:
+                    errors += recent[2]
+                    requests += recent[3]
             track(st, "error_rate", "error_rate", error_verdict(errors, requests, st.err, daily, cfg),
                   bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
@@ -439,7 +446,8 @@ class AnomalyEngine:
                 st.cpt.update(daily, cost_usd * 1000 / tokens)
         if sb[S_REQ] >= 5:
             st.err.update(daily, sb[S_ERR] / sb[S_REQ])
-        st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1]]
+        if sb[S_REQ]:
+            st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1], bucket, st.recent[4]]
         if dim in KIND_DIMS["model_shift"]:
             st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}, sb[S_RARE], sb[S_KNOWN],
                                sb[S_RP], sb[S_RCOST], sb[S_RTOK], sb[S_RKEYS] or {}], st.recent_cost[0]]
@@ -686,6 +694,14 @@ class AnomalyEngine:
     def _explain(self, raw: dict) -> None:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
         for st, kind_key, anomaly, update in self._opened:
+            if anomaly["kind"] == "new_model" and st.dim != "team":
+                team = self._team_uses(st, kind_key.split(":", 1)[1], raw)
+                if team is not None:
+                    anomaly["_explained_by"], anomaly["_team_model"] = f"team {team}", True
+                    update.notify = False
+                    update.record = self._public(anomaly)
+                    self.stats["anomalies_explained"] += 1
+                    continue
             rank = SPECIFICITY[st.dim]
             if rank == 0:
                 continue
@@ -709,6 +725,21 @@ class AnomalyEngine:
                 update.notify = False
                 update.record = self._public(anomaly)
                 self.stats["anomalies_explained"] += 1
+
+    def _team_uses(self, st: ScopeState, model: str, raw: dict) -> str | None:
+        """The team of this scope's traffic in this bucket when `model` is part of that team's usual mix (used before
+        this bucket, and at least `new_model_team_share` of the team's calls): a key calling its team's usual model
+        for the first time (a quiet key's mix shows up slowly) is recorded, not alerted. On the sparse family's
+        incident-free days that was 7 of 8 new_model alerts. None when the model is new to any team of the scope,
+        or only a trace in its mix (then it is news, alerted on the narrowest scope)."""
+        index, bucket = RAW_INDEX[st.dim], self._now - self.cfg.bucket_s - self.cfg.grace_s
+        teams = {key[1] for key in raw if key[index] == st.value}
+        for team in teams:
+            known = self.scopes.get(("team", team))
+            info = known.models.get(model) if known is not None else None  # [first bucket, cost share, call share]
+            if info is None or info[0] >= bucket or info[2:3] < [self.cfg.new_model_team_share]:
+                return None  # new to the team, or only a trace of it (an earlier incident's, an occasional call)
+        return ", ".join(sorted(teams)) or None
 
     def _one_quiet_key(self, st: ScopeState, kind: str, kind_key: str, raw: dict, index: int):
         """A broad scope's volume spike that is mostly one API key's traffic, while that key itself is within its
@@ -748,7 +779,9 @@ class AnomalyEngine:
         record = {k: anomaly[k] for k in ("id", "kind", "scope_dim", "scope_value", "severity", "observed",
                                           "expected", "expected_low", "expected_high", "unit", "start", "end",
                                           "status", "explanation", "detected_at")}
-        if anomaly.get("_quiet_key"):
+        if anomaly.get("_team_model"):
+            record["explanation"] += f" Already used by {anomaly['_explained_by']} (not alerted)."
+        elif anomaly.get("_quiet_key"):
             record["explanation"] += (f" Mostly the traffic of {anomaly['_explained_by']}, within that key's own usual "
                                       f"range (not alerted).")
         elif anomaly.get("_explained_by"):

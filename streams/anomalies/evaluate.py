@@ -87,6 +87,9 @@ class OutputSpread:
         return {"sigma": round(sigma, 3), "shift_sd": round(delta, 3), "calls_per_day": round(per_day, 1),
                 "calls_needed": needed, "changed_first_15m": lab["affected_first_15m"], "changed": lab["affected"],
                 "detectable_in_15m": lab["affected_first_15m"] >= needed, "detectable": lab["affected"] >= needed}
+# What a kind's rule needs before it may speak, as (changed calls within an hour, what). A missed injection below it is
+# still counted as missed (recall is not shrunk); the report says how many misses never reached it, and by how much.
+RULE_EVIDENCE = {"new_model": (Config.new_model_min_calls, "calls of the new model within an hour")}
 
 
 def _epoch(text: str) -> float:
@@ -141,7 +144,7 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
     for lab in labels:
         lab["_scopes"] = {tuple(s) for s in lab["scopes"]}
     per_kind = {k: {"tp": 0, "fp": 0, "alert_tp": 0, "alerts": 0, "delays": [], "injected": 0, "recalled": 0, "fp_examples": [],
-                    "unobservable": 0, "detectability": []} for k in KINDS}
+                    "unobservable": 0, "detectability": [], "below_rule": []} for k in KINDS}
     for det in detections:
         start, scope = _epoch(det["start"]), (det["scope_dim"], det["scope_value"])
         hit = any(det["kind"] in lab["allowed"] and scope in lab["_scopes"]
@@ -166,8 +169,13 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
         found = [_epoch(d["detected_at"]) for d in detections if d["kind"] == lab["kind"]
                  and (d["scope_dim"], d["scope_value"]) in lab["_scopes"]
                  and lab["start"] - BUCKET <= _epoch(d["start"]) <= lab["end"] + BUCKET]
+        busiest = lab.get("affected_busiest_hour", 0)
+        if not found and lab["kind"] in RULE_EVIDENCE and busiest < RULE_EVIDENCE[lab["kind"]][0]:
+            bucket["below_rule"].append(busiest)
         if not found and len(bucket["fp_examples"]) < 10:
-            bucket["fp_examples"].append(f"MISSED {lab['description']} at {datetime.utcfromtimestamp(lab['start'])}")
+            bucket["fp_examples"].append(f"MISSED {lab['description']} at {datetime.utcfromtimestamp(lab['start'])} "
+                                         f"({lab['affected']} changed calls, {lab['affected_first_15m']} in its first "
+                                         f"15 minutes, at most {busiest} within an hour)")
         if found:
             bucket["recalled"] += 1
             bucket["delays"].append(max(0.0, min(found) - lab["first_affected"]))
@@ -186,6 +194,8 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
             "injected": b["injected"], "recalled": b["recalled"], "detections": detected,
             "false_positives": b["fp"], "unobservable": b["unobservable"],
             "false_positive_examples": b["fp_examples"],
+            # Misses that never gave the rule its evidence (RULE_EVIDENCE): their busiest hour's changed calls.
+            "missed_below_rule_evidence": sorted(b["below_rule"]),
         }
         if b["detectability"]:
             odds = b["detectability"]
@@ -275,6 +285,12 @@ def format_table(result: dict) -> str:
                              f"{o['shift_sd']:.2f} sd per call, {o['calls_per_day']:.0f} calls/day); changed "
                              f"{o['changed_first_15m']} in its first 15 min, {o['changed']} in all; {found}")
     lines.append("")
+    for kind, k in result["kinds"].items():
+        below = k.get("missed_below_rule_evidence")
+        if below:
+            needed, what = RULE_EVIDENCE[kind]
+            lines.append(f"{kind}: {len(below)} of {k['injected'] - k['recalled']} misses never reached the rule's "
+                         f"evidence (>= {needed} {what}; they had {', '.join(map(str, below))}); counted as missed")
     if quiet:
         lines.append(f"incident-free run: {quiet['days']} days, {quiet['events']:,} events, "
                      f"{quiet['active_scope_days']:,} active scope-days, {quiet['false_alerts']} alerts = "

@@ -94,6 +94,17 @@ class Incident:
             first = min(self.affected_at)
             self.record["first_affected"] = first
             self.record["affected_first_15m"] = sum(1 for t in self.affected_at if t < first + 900)
+            self.record["affected_busiest_hour"] = busiest_hour(self.affected_at)
+
+
+def busiest_hour(times: list[float]) -> int:
+    """The most changed calls within any 60 minutes (what a rule that gathers an hour of evidence can see)."""
+    ordered, most, lo = sorted(times), 0, 0
+    for hi, t in enumerate(ordered):
+        while ordered[lo] <= t - 3600:
+            lo += 1
+        most = max(most, hi - lo + 1)
+    return most
 
 
 def _busy_time(rng: random.Random, actors: list[Actor], lo: int, hi: int, min_calls_per_bucket: float) -> int:

@@ -197,6 +197,8 @@ class Detector:
                 self._late(sid, self.engine.stats["late_events"] - late)
         newest = max((t for s, t in sources.items() if s != TRAIL_SOURCE), default=0)
         live = not behind and bool(newest) and time.time() - newest <= self.engine.cfg.live_lag_s
+        if live:
+            self.inputs.live_tick()  # quiet live input: keys that delivered long ago stop holding (liveness)
         holders = self.inputs.holders(partitions, behind, known=sources, live=live)
         updates += self.engine.set_behind(self.inputs.trailed(holders, sources))
         if not per_substream and not behind:

@@ -24,7 +24,9 @@ class ScopeState:
         self.models: dict[str, list] = {}  # model -> [first bucket, usual share of this scope's cost]
         self.streaks: dict[str, list[int]] = {}  # kind key -> [anomalous buckets in a row, first of them]
         self.open: dict[str, dict] = {}  # kind key -> open anomaly (record fields + private "_" fields)
-        self.recent = [0, 0, 0, 0]  # errors, requests of the previous two buckets (error window of quiet scopes)
+        # Errors and requests of the previous two buckets with calls, then their bucket starts (error window of quiet
+        # scopes; an empty bucket is skipped, a bucket older than `Config.error_window_s` is left out).
+        self.recent = [0, 0, 0, 0, -1, -1]
         # Typical size of one call (USD, tokens): a slow mean of per-call averages of active buckets, each step
         # clipped to 4x / 0.25x, so a bucket must exceed what several typical calls of *this* scope would add.
         self.call_cost, self.call_tokens = 0.0, 0.0
@@ -90,7 +92,7 @@ class ScopeState:
         state = cls(data["dim"], data["value"], data["first"])
         state.last_active, state.age = data["last_active"], data["age"]
         state.models, state.streaks, state.open = data["models"], data["streaks"], data["open"]
-        state.recent = list(data["recent"])
+        state.recent = (list(data["recent"]) + [-1, -1])[:6]  # snapshots before the bucket starts: never in a window
         state.call_cost, state.call_tokens = data.get("call_size", [0.0, 0.0])
         state.pending = data.get("pending", {})
         state.recent_cost = data.get("recent_cost", state.recent_cost)

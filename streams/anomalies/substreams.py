@@ -16,6 +16,9 @@ The rules follow Flink's per-partition watermarks (the output watermark is the m
 - a partition that has delivered nothing since the start holds the watermark while it has unread records, or
   until the input has made `idle_after_s` of progress without it, or until the input is live (every partition
   read to its end, the newest event recent): an unused partition must not stall detection;
+- while the input is live (every partition read to its end, the newest event recent), wall time counts as progress
+  (`live_tick`): quiet live input is the present, not a paused backfill, so keys that delivered long ago (another
+  producer's old records on a shared topic, a partition's one old record) stop holding after `idle_after_s`;
 - a substream that delivered only unreadable events holds nothing (bad input never stalls detection);
 - the engine gets the watermark computed `TRAIL_S` seconds (wall clock) earlier: a key seen for the first time
   cannot hold a watermark before it arrives, and the worker writes a batch key after key (a key's first records
@@ -85,6 +88,15 @@ class Substreams:
             for sid, name in substreams:
                 self.seen[sid] = (partition, self.progress, progress, now)
                 self.names[sid] = name
+
+    def live_tick(self) -> None:
+        """The input is live: every partition is read to its end and the newest event is recent (the runner's
+        `live`). Then wall time is progress too, as in Flink's `withIdleness` (processing time): the present being
+        quiet is not a paused backfill. Without it, keys that delivered long ago (another producer's old records on
+        a shared topic, a key gone quiet, a partition's one old record) held the watermark for as long as nothing
+        new arrived, and the wall clock may not close buckets behind a watermark that is history (`live_lag_s`):
+        live detection stalled until new traffic came. Now they stop holding after `idle_after_s` of quiet."""
+        self.progress += self._step(None, self.clock())
 
     def holders(self, partitions: Iterable[int], behind: set[int], known=None, live: bool = False) -> set[int]:
         """The ids that hold the watermark now. `behind`: partitions with unread records. `known`: the engine's

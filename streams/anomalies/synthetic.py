@@ -30,6 +30,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .incidents import busiest_hour
+
 BUCKET = 300
 START = datetime(2026, 9, 7, tzinfo=timezone.utc)  # a Monday; the month ends well before "now"
 PRICES = {  # USD per 1M input / output tokens, as integer pico-dollars per token
@@ -95,6 +97,7 @@ class Injection:
             first = min(self.affected_at)
             self.record["first_affected"] = first
             self.record["affected_first_15m"] = sum(1 for t in self.affected_at if t < first + 900)
+            self.record["affected_busiest_hour"] = busiest_hour(self.affected_at)
 
     def label(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "allowed": list(self.allowed),
