@@ -89,29 +89,4 @@ class SourceAssignment:
         log.error("%s; not re-joining again (other members may legitimately hold every partition)", self.problem())
 
 
-async def request_rejoin_if_topics_exist(consumer: Any, source_topics: Iterable[str]) -> bool:
-    """Run in Faust's consumer thread (aiokafka's consumer lives on that loop): refresh the metadata; when a source
-    topic has partitions, leave the group and join again as a new member. True when done."""
-    client = consumer._client  # noqa: SLF001 - aiokafka's own client and coordinator, no public API for a rejoin
-    await client.force_metadata_update()
-    if not any(client.cluster.partitions_for_topic(t) for t in source_topics):
-        return False
-    # A plain re-join is no rebalance: a member re-joining a stable group with unchanged metadata gets the current
-    # generation and assignment back (Kafka's rule; tansu does the same, measured). Leaving first makes it a new
-    # member, which the coordinator must rebalance for. (Its acked offsets were committed on revocation.)
-    # aiokafka's own `_maybe_leave_group` sends no LeaveGroup in generation 0, which is tansu's first generation: the
-    # old member would linger in the group (and be assigned partitions) until its session timed out.
-    from aiokafka.errors import KafkaError
-    from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
-
-    coordinator = consumer._coordinator  # noqa: SLF001
-    if coordinator.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID:
-        try:
-            await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))  # noqa: SLF001
-        except KafkaError as exc:
-            log.warning("LeaveGroup before re-joining failed (%r); joining as a new member anyway", exc)
-    coordinator.reset_generation()  # a new member id, and the join is requested
-    return True
-
-
-__all__ = ["REJOIN_DELAYS_S", "SourceAssignment", "request_rejoin_if_topics_exist"]
+__all__ = ["REJOIN_DELAYS_S", "SourceAssignment"]

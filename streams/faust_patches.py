@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
@@ -64,7 +65,8 @@ PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
     ("mode.utils.queues", "FlowControlEvent", "_queues"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "seek_to_beginning"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "position"),
-    # read by streams/assignment_guard.py to leave and re-join a group whose assignment gave it no source partition
+    # read by request_rejoin_if_topics_exist (below) to leave and re-join a group whose assignment gave it no
+    # source partition (streams/assignment_guard.py decides when)
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_client"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_coordinator"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_send_req"),
@@ -216,4 +218,35 @@ def patch_app(app: Any) -> None:
     _seek_back_records_cleared_on_resume(app)
 
 
-__all__ = ["FETCH_MAX_WAIT_MS", "FaustPatchError", "WRITTEN_FOR", "check", "patch_app", "patch_classes"]
+
+
+# The re-join of streams/assignment_guard.py: aiokafka has no public API to leave and re-join a group, so it reads
+# the consumer's private client and coordinator here, where every private attribute is named in PATCHED_ATTRIBUTES
+# and checked against the pinned versions before the worker starts.
+async def request_rejoin_if_topics_exist(consumer: Any, source_topics: Iterable[str]) -> bool:
+    """Run in Faust's consumer thread (aiokafka's consumer lives on that loop): refresh the metadata; when a source
+    topic has partitions, leave the group and join again as a new member. True when done."""
+    client = consumer._client  # noqa: SLF001 - aiokafka's own client and coordinator, no public API for a rejoin
+    await client.force_metadata_update()
+    if not any(client.cluster.partitions_for_topic(t) for t in source_topics):
+        return False
+    # A plain re-join is no rebalance: a member re-joining a stable group with unchanged metadata gets the current
+    # generation and assignment back (Kafka's rule; tansu does the same, measured). Leaving first makes it a new
+    # member, which the coordinator must rebalance for. (Its acked offsets were committed on revocation.)
+    # aiokafka's own `_maybe_leave_group` sends no LeaveGroup in generation 0, which is tansu's first generation: the
+    # old member would linger in the group (and be assigned partitions) until its session timed out.
+    from aiokafka.errors import KafkaError
+    from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
+
+    coordinator = consumer._coordinator  # noqa: SLF001
+    if coordinator.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID:
+        try:
+            await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))  # noqa: SLF001
+        except KafkaError as exc:
+            log.warning("LeaveGroup before re-joining failed (%r); joining as a new member anyway", exc)
+    coordinator.reset_generation()  # a new member id, and the join is requested
+    return True
+
+
+__all__ = ["FETCH_MAX_WAIT_MS", "FaustPatchError", "WRITTEN_FOR", "check", "patch_app", "patch_classes",
+           "request_rejoin_if_topics_exist"]

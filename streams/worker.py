@@ -22,7 +22,7 @@ from aiohttp.web import Response
 
 from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
-from streams.assignment_guard import SourceAssignment, request_rejoin_if_topics_exist
+from streams.assignment_guard import SourceAssignment
 from streams.batch import RawRecord, process_batch
 from streams.budgets.reservations import ReservationService
 from streams.budgets.service import BudgetService
@@ -105,7 +105,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
 
     async def rejoin() -> bool:
         thread = app.consumer._thread  # noqa: SLF001 - Faust's consumer thread owns aiokafka's consumer
-        return await thread.call_thread(request_rejoin_if_topics_exist, thread._ensure_consumer(),  # noqa: SLF001
+        return await thread.call_thread(faust_patches.request_rejoin_if_topics_exist, thread._ensure_consumer(),  # noqa: SLF001
                                         sources.source_topics)
 
     @app.on_partitions_assigned.connect

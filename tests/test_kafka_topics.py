@@ -75,7 +75,10 @@ def test_no_stage_reaches_into_aiokafkas_private_client():
     private = re.compile(r"\b(consumer|producer|self\._consumer|client)\._client\b")
     offenders = [f"{path.relative_to(ROOT)}:{n}" for package in ("tokenmeter", "collectors", "streams", "warehouse",
                                                                   "dashboards", "app", "tests")
-                 for path in (ROOT / package).rglob("*.py") if path.name != "test_kafka_topics.py"
+                 for path in (ROOT / package).rglob("*.py")
+                 # faust_patches.py: the one module allowed private internals of the pinned Faust/aiokafka stack, each
+                 # named in its PATCHED_ATTRIBUTES and checked against the versions before the worker starts.
+                 if path.name not in ("test_kafka_topics.py", "faust_patches.py")
                  for n, line in enumerate(path.read_text().splitlines(), 1) if private.search(line)]
     assert not offenders, offenders
 
