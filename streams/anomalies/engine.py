@@ -47,6 +47,10 @@ S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP, S_RKEYS = range(18, 24)
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
 SUSTAINED_KINDS = ("spend_rate", "token_rate")
+# Kinds whose anomaly on a narrower scope, opening after an alerted one of the same kind on a broader scope sharing its
+# traffic, is recorded, not alerted: an error share is not additive, so a key's storm seen first on its team is one
+# incident. (Volume kinds are not: a second key's loop under a team that is already spending is news.)
+LATER_NARROWER_EXPLAINED = ("error_rate",)
 OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), for the tokens-per-request CUSUM
 
 
@@ -702,6 +706,14 @@ class AnomalyEngine:
                     update.record = self._public(anomaly)
                     self.stats["anomalies_explained"] += 1
                     continue
+            if anomaly["kind"] in LATER_NARROWER_EXPLAINED:
+                broader = self._alerted_broader(st, kind_key, raw)
+                if broader is not None:
+                    anomaly["_explained_by"] = f"{broader[0]} {broader[1]}"
+                    update.notify = False
+                    update.record = self._public(anomaly)
+                    self.stats["anomalies_explained"] += 1
+                    continue
             rank = SPECIFICITY[st.dim]
             if rank == 0:
                 continue
@@ -725,6 +737,22 @@ class AnomalyEngine:
                 update.notify = False
                 update.record = self._public(anomaly)
                 self.stats["anomalies_explained"] += 1
+
+    def _alerted_broader(self, st: ScopeState, kind_key: str, raw: dict) -> tuple[str, str] | None:
+        """A broader scope sharing this scope's traffic in this bucket whose anomaly of the same kind opened in an
+        EARLIER bucket and was alerted: the narrower one opening later is the same incident (the demo's key storm
+        alerted on its team at 14:07 and again on the key at 14:12). Same-bucket openings are left to the
+        narrower-first rule below, so the two rules never silence each other."""
+        rank, index = SPECIFICITY[st.dim], RAW_INDEX[st.dim]
+        this_bucket = {id(anomaly) for _, _, anomaly, _ in self._opened}
+        broader = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
+                   if key[i] and SPECIFICITY[d] > rank}
+        for dim, value in sorted(broader, key=lambda scope: SPECIFICITY[scope[0]]):
+            other_state = self.scopes.get((dim, value))
+            other = other_state.open.get(kind_key) if other_state else None
+            if other is not None and id(other) not in this_bucket and not other.get("_explained_by"):
+                return dim, value
+        return None
 
     def _team_uses(self, st: ScopeState, model: str, raw: dict) -> str | None:
         """The team of this scope's traffic in this bucket when `model` is part of that team's usual mix (used before
