@@ -272,9 +272,6 @@ def _getter(selector: str) -> Callable[[RecordView], str | None]:
             value = view.record.get(first) if isinstance(view.record, dict) else None
             if nested:
                 value = value.get(second) if isinstance(value, dict) else None
-            if type(value) is str:
-                value = value.strip()
-                return value or None
             return scalar_text(value)
         return field
     if kind == "span":
@@ -286,11 +283,6 @@ def _getter(selector: str) -> Callable[[RecordView], str | None]:
             value = view.span_attrs.get(key)
             if value is None:
                 value = view.resource_attrs.get(key)
-                if value is None:
-                    return None
-            if type(value) is str:
-                value = value.strip()
-                return value or None
             return scalar_text(value)
         return attribute
     if kind == "const":

@@ -41,21 +41,8 @@ def wait_for(check, timeout: float = 60.0, what: str = "condition", interval: fl
 
 
 def warehouse_totals(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
-    """(events, cost) per team as the running loader serves them, asked over its HTTP endpoint from this process;
-    None while no loader serves. Tests poll this and then check `tokenmeter report` once: a `report` child per
-    poll costs about a CPU-second of interpreter start-up and imports."""
-    from warehouse import Warehouse
-    from warehouse.backends import RemoteBackend
-    from warehouse.endpoint import read_endpoint_secret, read_live_endpoint
+    """(events, cost) per team as the running loader serves them (warehouse.endpoint.live_team_totals); None while no
+    loader serves. Tests poll this and then check `tokenmeter report` once."""
+    from warehouse.endpoint import live_team_totals
 
-    url = read_live_endpoint(data_dir)
-    if url is None:
-        return None
-    wh = Warehouse(RemoteBackend(url, timeout=30, secret=read_endpoint_secret(data_dir)))
-    try:
-        rows = wh.spend(["team"]).to_dicts()
-    except Exception:  # noqa: BLE001 - the loader stopped or restarted mid-question: ask again
-        return None
-    finally:
-        wh.close()
-    return {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in rows}
+    return live_team_totals(data_dir)

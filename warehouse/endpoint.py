@@ -252,3 +252,26 @@ class QueryEndpoint:
             pass
         self._server.shutdown()
         self._server.server_close()
+
+
+def live_team_totals(data_dir: Path) -> dict[str, tuple[int, Any]] | None:
+    """(events, cost as Decimal) per team, as `tokenmeter report --group-by team` gives them while a loader runs:
+    asked of the loader, which owns the warehouse, over its HTTP endpoint, in-process (a `report` child per poll
+    costs about a CPU-second of interpreter start-up). None while no loader serves: the caller never opens chDB
+    itself, which would take the warehouse from a restarting loader."""
+    from decimal import Decimal
+
+    from warehouse.backends import RemoteBackend
+    from warehouse.store import Warehouse
+
+    url = read_live_endpoint(data_dir)
+    if url is None:
+        return None
+    wh = Warehouse(RemoteBackend(url, timeout=30, secret=read_endpoint_secret(data_dir)))
+    try:
+        rows = wh.spend(["team"]).to_dicts()
+    except Exception:  # noqa: BLE001 - the loader stopped or restarted mid-question: the caller asks again
+        return None
+    finally:
+        wh.close()
+    return {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in rows}

@@ -102,25 +102,12 @@ def _costs(events: list[dict]) -> dict[str, Decimal]:
 
 
 def _report(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
-    """(events, cost) per soak team, as `tokenmeter report --group-by team` gives them while the stack runs: asked
-    of the loader, which owns the warehouse, over its HTTP endpoint, in-process (a `report` child per poll cost
-    seconds of interpreter start-up). None while no loader serves it: this process never opens chDB itself,
-    which would take the warehouse from a restarting loader."""
-    from warehouse import Warehouse
-    from warehouse.backends import RemoteBackend
-    from warehouse.endpoint import read_endpoint_secret, read_live_endpoint
+    """(events, cost) per soak team while the stack runs (warehouse.endpoint.live_team_totals); None while no loader
+    serves it."""
+    from warehouse.endpoint import live_team_totals
 
-    url = read_live_endpoint(data_dir)
-    if url is None:
-        return None
-    wh = Warehouse(RemoteBackend(url, timeout=30, secret=read_endpoint_secret(data_dir)))
-    try:
-        rows = wh.spend(["team"]).to_dicts()
-    except Exception:  # noqa: BLE001 - the loader was killed or restarted mid-question: ask again
-        return None
-    finally:
-        wh.close()
-    return {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in rows if str(r["team"]).startswith("soak-")}
+    totals = live_team_totals(data_dir)
+    return None if totals is None else {team: t for team, t in totals.items() if str(team).startswith("soak-")}
 
 
 async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float, shifted: bool,

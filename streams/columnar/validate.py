@@ -325,16 +325,20 @@ FIELDS = ("event_id", "ts", "source", "provider", "model", "operation", "status"
 _NONE = type(None)
 
 
+def _by_key(dicts: list[dict], shape: tuple) -> dict[str, tuple]:
+    """One tuple per key of `shape` over dicts that all have those keys, read in C (itemgetter, zip)."""
+    if len(shape) > 1:
+        return dict(zip(shape, zip(*map(itemgetter(*shape), dicts))))
+    if shape:
+        return {shape[0]: tuple(map(itemgetter(shape[0]), dicts))}
+    return {}
+
+
 def _columns_of(dicts: list[dict], shape: tuple) -> dict[str, Any]:
     """One tuple per field of dicts that all have the keys `shape` (in that order), read in C (itemgetter, zip);
     a field the shape lacks gets its default."""
     n = len(dicts)
-    if len(shape) > 1:
-        got = dict(zip(shape, zip(*map(itemgetter(*shape), dicts))))
-    elif shape:
-        got = {shape[0]: tuple(map(itemgetter(shape[0]), dicts))}
-    else:
-        got = {}
+    got = _by_key(dicts, shape)
     defaults = {"operation": "chat", "status": "ok", "attribution": _NO_ATTRIBUTION, "batch": False}
     return {name: got[name] if name in got else (defaults.get(name),) * n for name in FIELDS}
 
@@ -394,12 +398,7 @@ def _usage_column(column: tuple) -> list[tuple | None]:
 def _usage_parts(shape: tuple, dicts: list[dict]) -> list[tuple] | None:
     """The six parts as columns when every row is valid (ints within range, parts within totals), else None."""
     n = len(dicts)
-    if len(shape) > 1:
-        got = dict(zip(shape, zip(*map(itemgetter(*shape), dicts))))
-    elif shape:
-        got = {shape[0]: tuple(map(itemgetter(shape[0]), dicts))}
-    else:
-        got = {}
+    got = _by_key(dicts, shape)
     zeros = (0,) * n
     cols = [got.get(name, zeros) for name in USAGE_PARTS]
     for name in shape:
