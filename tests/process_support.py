@@ -32,12 +32,13 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 def wait_for(check, timeout: float = 60.0, what: str = "condition", interval: float = 0.1):
     """The first truthy value of `check()`, polled every `interval` seconds; AssertionError naming `what`."""
     deadline = time.monotonic() + timeout
+    value = None
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {value!r}")
 
 
 def warehouse_totals(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:

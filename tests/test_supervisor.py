@@ -24,24 +24,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from app.soak import expected_by_team
-from process_support import warehouse_totals
+from process_support import wait_for, warehouse_totals
 
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow(seconds=70)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 @contextmanager
@@ -62,7 +51,7 @@ def running_up(tmp_path: Path):
             assert up.poll() is None, log_path.read_text()
             return "Press Ctrl-C" in log_path.read_text()
 
-        wait_for(started, 120, "`up` to be ready", every=0.5)
+        wait_for(started, 120, "`up` to be ready", interval=0.5)
         family = psutil.Process(up.pid).children(recursive=True)
         yield up, env, log_path
     finally:
@@ -155,7 +144,7 @@ def test_sigkilled_children_are_restarted_and_totals_stay_exact(tmp_path):
         sent += more
         expected = expected_by_team(sent)
         try:
-            wait_for(lambda: served_by_team(env) == expected, 180, "exact totals after the restarts", every=0.5)
+            wait_for(lambda: served_by_team(env) == expected, 180, "exact totals after the restarts", interval=0.5)
             assert report_by_team(env) == expected  # and `tokenmeter report` says so
         except AssertionError:
             print(log_path.read_text()[-6000:])
@@ -187,7 +176,7 @@ def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(tmp_pa
         bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
         before = make_events(60, "before")
         asyncio.run(produce(bootstrap, before))
-        wait_for(lambda: served_by_team(env) == expected_by_team(before), 120, "the first events loaded", every=0.5)
+        wait_for(lambda: served_by_team(env) == expected_by_team(before), 120, "the first events loaded", interval=0.5)
         assert report_by_team(env) == expected_by_team(before)
         status_path = tmp_path / "data" / "supervisor.json"
         wait_for(lambda: (sample := json.loads(status_path.read_text()).get("backlog")) and
@@ -202,7 +191,7 @@ def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(tmp_pa
         after = make_events(60, "after")
         asyncio.run(produce(bootstrap, after))  # topics were recreated: producing works at once
         wait_for(lambda: served_by_team(env) == expected_by_team(before + after), 180,
-                 "events sent after the broker restart loaded", every=0.5)
+                 "events sent after the broker restart loaded", interval=0.5)
         assert report_by_team(env) == expected_by_team(before + after)
         status = json.loads(status_path.read_text())
         assert status["broker_restarts"] == 1 and status["broker_losses"][0]["at_risk_records"] == 0
