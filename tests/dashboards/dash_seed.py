@@ -148,3 +148,14 @@ def browser_login(dash_duo, app, user: str, password: str) -> None:
     driver.find_element(By.ID, "login-submit").click()
     WebDriverWait(driver, 10).until(lambda d: "/login" not in d.current_url)
     dash_duo.server_url = dash_duo.server.url  # now signed in: the Dash app loads
+
+
+_ROWS_SCRIPT = ("return Array.from(document.querySelectorAll(arguments[0]))"
+                ".map(tr => Array.from(tr.querySelectorAll('td, th')).map(td => td.innerText.trim()));")
+
+
+def table_rows(dash_duo, selector: str) -> list[list[str]]:
+    """The cell texts of every row matching `selector`, read in ONE script call. Dash re-renders a table while
+    its callbacks settle; row elements fetched first and read one by one may be replaced in between (a
+    StaleElementReferenceException, seen in CI), while one script reads a single consistent DOM."""
+    return dash_duo.driver.execute_script(_ROWS_SCRIPT, selector)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import TOTAL, browser_login, priced_events
+from dash_seed import TOTAL, browser_login, priced_events, table_rows
 from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
@@ -67,11 +67,10 @@ def test_showback_shows_cost_centers_and_allocation(dash_duo, finance_app):
     text = _table_text(dash_duo)
     for needle in ("Direct", "Allocated", "Total", "unmapped", "alpha-lead@example.com", "gamma", "beta"):
         assert needle in text
-    total_row = dash_duo.find_element("#showback-finance-table tr.total").text
+    (total_row,) = table_rows(dash_duo, "#showback-finance-table tr.total")
     assert format_usd(TOTAL) in total_row  # direct = total: allocation only moves money
-    gamma = next(r.text for r in dash_duo.driver.find_elements("css selector", "#showback-finance-table tr")
-                 if r.text.startswith("gamma"))
-    assert gamma.endswith(format_usd(0 * TOTAL))  # gamma's spend went to alpha and beta
+    (gamma,) = [row for row in table_rows(dash_duo, "#showback-finance-table tr") if row and row[0] == "gamma"]
+    assert gamma[-1] == format_usd(0 * TOTAL)  # gamma's spend went to alpha and beta
 
 
 def test_team_user_sees_only_their_row_and_bad_files_show_errors(dash_duo, finance_app):

@@ -20,7 +20,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import COSTS, TOTAL, browser_login, priced_events, seed_other_tables
+from dash_seed import COSTS, TOTAL, browser_login, priced_events, seed_other_tables, table_rows
 from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
@@ -146,12 +146,10 @@ def test_finance_pages(dash_duo, app_settings):
     # Reconciliation: the model whose provider bill differs is highlighted.
     dash_duo.wait_for_page(url=f"{base}/reconciliation?{RANGE}")
     dash_duo.wait_for_contains_text("#recon-table", "gpt-4o-mini", timeout=20)
-    flagged = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#recon-table tr.row-bad")
-    assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in flagged] == ["gpt-4o-mini"]
+    assert [row[2] for row in table_rows(dash_duo, "#recon-table tr.row-bad")] == ["gpt-4o-mini"]
     # Drift: coverage of the provider's bill, and the gap past the thresholds with its likely cause
     dash_duo.wait_for_contains_text("#drift-summary", "openai: 100.0 % of $3.33 billed", timeout=20)
-    drift_rows = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#drift-table tbody tr")
-    assert [[td.text for td in row.find_elements(By.TAG_NAME, "td")][2:] for row in drift_rows] == [
+    assert [row[2:] for row in table_rows(dash_duo, "#drift-table tbody tr")] == [
         ["gpt-4o-mini", "$3.00", "$4.40", "-$1.40 (-46.71 %)", "100.00 %", "unknown"]]
     _screenshot(dash_duo, "reconciliation")
 

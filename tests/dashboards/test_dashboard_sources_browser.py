@@ -9,9 +9,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from selenium.webdriver.common.by import By
 
-from dash_seed import browser_login
+from dash_seed import browser_login, table_rows
 from dashboards import create_app
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
@@ -118,7 +117,6 @@ def test_alert_inbox_lists_finance_alerts_with_their_delivery(dash_duo, sources_
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
     dash_duo.wait_for_page(url=f"{dash_duo.server.url}/alerts")
     dash_duo.wait_for_contains_text("#alerts-table", "Source litellm is stale", timeout=40)
-    row = dash_duo.driver.find_element(By.CSS_SELECTOR, "#alerts-table tbody tr[data-source='completeness']")
-    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    (cells,) = table_rows(dash_duo, "#alerts-table tbody tr[data-source='completeness']")
     assert cells[1:4] == ["completeness", "source_stale", "error"] and "webhook:delivered(1)" in cells[5]
     assert "usually 4" in cells[4]
