@@ -1,0 +1,62 @@
+"""Catalog versions whose price was read in the provider's own material (issue 12, item 5): each counts as
+first-party in `tokenmeter prices coverage`, prices its day exactly, and models whose maker published no price stay
+unpriced with a reason (sources: the versions' notes)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from streams.pricing import PriceBook, load_price_book
+from streams.pricing.coverage import version_is_first_party
+from tokenmeter.events import Usage, UsageEvent
+
+D = Decimal
+M = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+
+
+@pytest.fixture(scope="module")
+def book() -> PriceBook:
+    return load_price_book()
+
+
+def cost(book: PriceBook, provider: str, model: str, day: str, usage: Usage = M):
+    ts = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    return book.price(UsageEvent(event_id="e", ts=ts, source="test", provider=provider, model=model), usage)
+
+
+# (provider, model as logged, event day, expected USD for 1M input + 1M output tokens)
+PRICED = [
+    ("cohere", "command-r7b-12-2024", "2025-01-15", "0.1875"),  # $0.0375 / $0.15 (Cohere's model page)
+    ("cohere", "command-r7b", "2025-06-01", "0.1875"),
+    ("cohere", "command-a-03-2025", "2025-04-01", "12.50"),  # $2.50 / $10.00
+    ("cohere", "command-a", "2025-04-01", "12.50"),
+]
+
+
+@pytest.mark.parametrize("provider, model, day, expected", PRICED)
+def test_first_party_versions_price_their_day(book, provider, model, day, expected):
+    result = cost(book, provider, model, day)
+    assert result.status == "priced", result.reason
+    assert result.cost_usd == D(expected)
+
+
+@pytest.mark.parametrize("key", [
+    "cohere/command-r7b-12-2024", "cohere/command-a-03-2025",
+    "cohere/command-r-08-2024", "cohere/command-r-plus-08-2024",
+])
+def test_versions_read_in_the_providers_own_material_count_as_first_party(book, key):
+    entry = book.entries[key]
+    assert entry.versions and all(version_is_first_party(entry, v) for v in entry.versions), key
+
+
+@pytest.mark.parametrize("provider, model, day", [
+    # Cohere showed $2.50 / $10 on these pages for one week, then removed the prices (d0ac1872): not used
+    ("cohere", "command-a-vision-07-2025", "2025-09-01"),
+    ("cohere", "command-a-reasoning-08-2025", "2025-09-01"),
+])
+def test_models_without_a_standing_published_price_stay_unpriced(book, provider, model, day):
+    result = cost(book, provider, model, day)
+    assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
