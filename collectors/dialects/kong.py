@@ -13,6 +13,10 @@ the missing block); other plugin blocks under `ai` that carry their own
   usage is NOT trusted: it is dropped (usage=None) so the worker counts the logged payload text instead
   (log_payloads on); without payloads the event stays unmetered rather than priced as zero output.
 - Semantic cache hit (cache.cache_status=Hit): no upstream call; usage is zero and tagged cache_status.
+- AI RAG Injector (`<block>.rag-inject`, 3.10+ and v2): its query embedding is a call the embeddings provider
+  bills (`embeddings_tokens` / `embeddings_provider` / `embeddings_model`); it becomes its own event
+  `<request id>:rag-inject` (operation embeddings), also on a cache hit. The semantic cache's own embedding logs
+  no token count and cannot be metered.
 - An entry without an `ai` block (a non-AI route sharing the log) yields no event.
 - Known gaps (Kong/kong 22246ef, 2026-07): for Anthropic Kong logs prompt_tokens = input_tokens, without the
   cache reads and writes (not logged at all); for Gemini completion_tokens = candidatesTokenCount, without the
@@ -29,7 +33,8 @@ import re
 from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
-from collectors.coerce import as_dict, as_list, dict_field, dig_steps, float_field, str_field, to_datetime, to_str
+from collectors.coerce import as_dict, as_list, dict_field, dig_steps, float_field, int_field, str_field, to_datetime, \
+    to_str
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
 from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request
@@ -157,6 +162,27 @@ def _operation(meta: dict[str, Any], block: dict[str, Any]) -> str:
     return normalize_operation(targets[-1]["route_type"]) if targets else "chat"
 
 
+RAG_INJECT = "rag-inject"
+
+
+def _rag_embedding(block: dict[str, Any], mapping: AttributionMapping, path: str) -> dict[str, Any] | None:
+    """The RAG injector's embedding call as event fields, or None when it logged no embedding tokens."""
+    rag_path = join_path(path, RAG_INJECT)
+    rag = as_dict(block.get(RAG_INJECT), rag_path)
+    tokens = int_field(rag, "embeddings_tokens", rag_path)
+    if not tokens:
+        return None
+    model = str_field(rag, "embeddings_model", rag_path)
+    if not model:
+        raise DialectError("missing embeddings_model beside embeddings_tokens", rag_path)
+    provider = normalize_provider(str_field(rag, "embeddings_provider", rag_path) or mapping.provider)
+    if not provider:
+        raise DialectError("missing embeddings_provider beside embeddings_tokens", rag_path)
+    return {"provider": provider, "model": model, "operation": "embeddings",
+            "usage": Usage(input_tokens=tokens, output_tokens=0),
+            "latency_ms": float_field(rag, "embeddings_latency", rag_path)}
+
+
 def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[UsageEvent]:
     entry = require_object(entry, path, "Kong log entry")
     if entry.get("ai") is None:
@@ -208,6 +234,12 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
             ttft_ms=ttft or None,
             usage_assumption=_known_gap(provider, model, usage),
         ))
+        embedding = _rag_embedding(block, mapping, block_path)
+        if embedding:
+            tags = {**tags, "kong_plugin": RAG_INJECT}
+            events.append(make_event(
+                join_path(block_path, RAG_INJECT), event_id=f"{base_id}:{RAG_INJECT}", ts=ts, source=NAME,
+                status=status, attribution=mapping.resolve(NAME, view, auto_tags=tags), **embedding))
     return events
 
 
