@@ -33,6 +33,9 @@ PRICED = [
     ("cohere", "command-r7b", "2025-06-01", "0.1875"),
     ("cohere", "command-a-03-2025", "2025-04-01", "12.50"),  # $2.50 / $10.00
     ("cohere", "command-a", "2025-04-01", "12.50"),
+    # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
+    ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
+    ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
 ]
 
 
@@ -60,3 +63,9 @@ def test_versions_read_in_the_providers_own_material_count_as_first_party(book, 
 def test_models_without_a_standing_published_price_stay_unpriced(book, provider, model, day):
     result = cost(book, provider, model, day)
     assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
+
+
+@pytest.mark.parametrize("key", ["groq/llama3-groq-70b-8192-tool-use-preview", "groq/llama-3.3-70b-versatile"])
+def test_prices_known_only_from_third_party_copies_are_not_counted_first_party(book, key):
+    entry = book.entries[key]
+    assert entry.versions and not any(version_is_first_party(entry, v) for v in entry.versions), key
