@@ -33,6 +33,10 @@ PRICED = [
     ("cohere", "command-r7b", "2025-06-01", "0.1875"),
     ("cohere", "command-a-03-2025", "2025-04-01", "12.50"),  # $2.50 / $10.00
     ("cohere", "command-a", "2025-04-01", "12.50"),
+    # Cohere's API names the Aya Expanse models c4ai-aya-expanse-* (its model page aya-expanse.mdx)
+    ("cohere", "c4ai-aya-expanse-32b", "2025-01-15", "2.00"),
+    ("cohere", "c4ai-aya-expanse-8b", "2025-01-15", "2.00"),
+    ("cohere", "embed-english-v2.0", "2024-03-01", "0.10"),  # input-only embedding: 1M x $0.10
     # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
     ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
     ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
@@ -40,7 +44,7 @@ PRICED = [
 
 
 @pytest.mark.parametrize("provider, model, day, expected", PRICED)
-def test_first_party_versions_price_their_day(book, provider, model, day, expected):
+def test_catalog_versions_price_their_day(book, provider, model, day, expected):
     result = cost(book, provider, model, day)
     assert result.status == "priced", result.reason
     assert result.cost_usd == D(expected)
