@@ -15,6 +15,10 @@
 - cache_hit=true: answered from LiteLLM's cache, no provider call: usage is zero, tagged cache_hit.
 - latency_ms: endTime - startTime; ttft_ms: completionStartTime - startTime for streams.
 - tags: request_tags ("k:v" / "k=v" -> k: v, plain "x" -> x: "true") and end_user.
+- SpendLogs rows (the proxy's LiteLLM_SpendLogs table, its /spend/logs API, the GCS Pub/Sub logger) carry the same
+  fields with the JSON columns (metadata, request_tags, messages, response) serialized as strings, the id as
+  `request_id` and cache_hit as "True"/"False"/"None": read as the payload they were made from. Their `spend` is
+  LiteLLM's own estimate and is not used.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collectors.coerce import as_dict, as_list, to_datetime, to_str
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
-from collectors.dialects.common import completion_from_response, content_or_none, normalize_operation, \
+from collectors.dialects.common import completion_from_response, content_or_none, maybe_json, normalize_operation, \
     prompt_from_request
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
@@ -79,8 +83,23 @@ def _millis_between(start: datetime | None, end: datetime | None) -> float | Non
     return (end - start).total_seconds() * 1000.0
 
 
+SPEND_LOG_JSON_COLUMNS = ("metadata", "request_tags", "messages", "response")
+
+
+def _as_payload(row: dict[str, Any]) -> dict[str, Any]:
+    """A SpendLogs row read as the StandardLoggingPayload it was made from (its JSON columns are strings)."""
+    if not any(isinstance(row.get(key), str) for key in (*SPEND_LOG_JSON_COLUMNS, "cache_hit")):
+        return row
+    payload = dict(row)
+    for key in SPEND_LOG_JSON_COLUMNS:
+        payload[key] = maybe_json(row.get(key))
+    if isinstance(row.get("cache_hit"), str):
+        payload["cache_hit"] = row["cache_hit"].strip().lower() == "true"
+    return payload
+
+
 def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[UsageEvent]:
-    payload = require_object(payload, path, "LiteLLM StandardLoggingPayload")
+    payload = _as_payload(require_object(payload, path, "LiteLLM StandardLoggingPayload"))
     start = to_datetime(payload.get("startTime"), join_path(path, "startTime"))
     if start is None:
         raise DialectError("missing startTime", path or None)
@@ -108,7 +127,7 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
         content = content_or_none(prompt_from_request({"messages": payload.get("messages")}),
                                   completion_from_response(payload.get("response")))
 
-    event_id = next((str(payload[k]) for k in ("id", "litellm_call_id", "call_id")
+    event_id = next((str(payload[k]) for k in ("id", "request_id", "litellm_call_id", "call_id")
                      if isinstance(payload.get(k), (str, int)) and str(payload[k]).strip()), None)
     metadata = as_dict(payload.get("metadata"), join_path(path, "metadata"))
     view = RecordView(payload, headers=metadata.get("requester_custom_headers"))
@@ -129,7 +148,7 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
         usage_assumption=assumption,
         reported_cost_usd=cost,
         # LiteLLM's `id` is the provider's response id (chatcmpl-..., msg_...): the same call in an SDK event
-        correlation=correlation_of(response_id=payload.get("id")),
+        correlation=correlation_of(response_id=payload.get("id") or payload.get("request_id")),
     )]
 
 
