@@ -18,7 +18,7 @@
 - SpendLogs rows (the proxy's LiteLLM_SpendLogs table, its /spend/logs API, the GCS Pub/Sub logger) carry the same
   fields with the JSON columns (metadata, request_tags, messages, response) serialized as strings, the id as
   `request_id` and cache_hit as "True"/"False"/"None": read as the payload they were made from. Their `spend` is
-  LiteLLM's own estimate and is not used.
+  LiteLLM's own estimate, never the cost; like response_cost it only settles the cache-write convention.
 """
 
 from __future__ import annotations
@@ -95,6 +95,11 @@ def _as_payload(row: dict[str, Any]) -> dict[str, Any]:
         payload[key] = maybe_json(row.get(key))
     if isinstance(row.get("cache_hit"), str):
         payload["cache_hit"] = row["cache_hit"].strip().lower() == "true"
+    metadata = payload.get("metadata")
+    if "model_map_information" not in payload and isinstance(metadata, dict):
+        payload["model_map_information"] = metadata.get("model_map_information")
+    if "response_cost" not in payload and "spend" in row:
+        payload["response_cost"] = row["spend"]  # only to settle the cache convention (litellm_cache), never a cost
     return payload
 
 

@@ -54,3 +54,19 @@ def test_a_metadata_string_that_is_not_a_json_object_is_refused_naming_it(bad):
     with pytest.raises(DialectError) as refused:
         litellm.parse(_row(metadata=bad))
     assert "metadata" in str(refused.value)
+
+
+def test_the_rows_spend_settles_the_anthropic_cache_write_convention():
+    """A row names no LiteLLM version; like a payload's response_cost, its `spend` (checked against the prices LiteLLM
+    logged in metadata.model_map_information) tells whether prompt_tokens held the cache writes (1.110.x) or not
+    (1.72.x). Here 2000 prompt tokens and 1000 cache writes: only 'writes outside' gives the logged spend."""
+    prices = {"input_cost_per_token": 3e-06, "cache_creation_input_token_cost": 3.75e-06,
+              "cache_read_input_token_cost": 3e-07, "output_cost_per_token": 1.5e-05}
+    metadata = {"usage_object": {"prompt_tokens": 2000, "completion_tokens": 10, "total_tokens": 2010,
+                                 "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 0},
+                "model_map_information": {"model_map_key": "claude-sonnet-4-20250514", "model_map_value": prices}}
+    row = _row(model="claude-sonnet-4-20250514", custom_llm_provider="anthropic", metadata=json.dumps(metadata),
+               prompt_tokens=2000, completion_tokens=10, total_tokens=2010, spend=0.0099)
+    [event] = litellm.parse(row)
+    assert (event.usage.input_tokens, event.usage.cache_write_tokens) == (3000, 1000)
+    assert event.usage_assumption is None
