@@ -88,7 +88,7 @@ SPEND_LOG_JSON_COLUMNS = ("metadata", "request_tags", "messages", "response")
 
 def _as_payload(row: dict[str, Any]) -> dict[str, Any]:
     """A SpendLogs row read as the StandardLoggingPayload it was made from (its JSON columns are strings)."""
-    if not any(isinstance(row.get(key), str) for key in (*SPEND_LOG_JSON_COLUMNS, "cache_hit")):
+    if "spend" not in row and not any(isinstance(row.get(key), str) for key in (*SPEND_LOG_JSON_COLUMNS, "cache_hit")):
         return row
     payload = dict(row)
     for key in SPEND_LOG_JSON_COLUMNS:
