@@ -37,6 +37,10 @@ PRICED = [
     ("cohere", "c4ai-aya-expanse-32b", "2025-01-15", "2.00"),
     ("cohere", "c4ai-aya-expanse-8b", "2025-01-15", "2.00"),
     ("cohere", "embed-english-v2.0", "2024-03-01", "0.10"),  # input-only embedding: 1M x $0.10
+    # Fireworks' first-party 2024 size tiers: firefunction-v2 is a Llama 3 70B fine-tune ($0.90), gemma2-9b-it $0.20
+    ("fireworks", "accounts/fireworks/models/firefunction-v2", "2024-08-01", "1.80"),
+    ("fireworks", "accounts/fireworks/models/gemma2-9b-it", "2024-08-01", "0.40"),
+    ("fireworks", "accounts/fireworks/models/deepseek-coder-v2-lite-instruct", "2024-08-01", "1.00"),
     # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
     ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
     ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
