@@ -125,7 +125,7 @@ def test_qwen_flash_long_inputs_pay_the_above_256k_rate(book):
 @pytest.mark.parametrize("provider, model, day", [
     ("gemini", "gemini-2.0-flash-exp", "2025-01-10"),  # free experimental: no paid price, never $0 here
     ("gemini", "gemini-2.5-pro-exp-03-25", "2025-04-01"),
-    ("dashscope", "qwen3-235b-a22b", "2025-10-01"),  # no international price found
+    ("dashscope", "qwen3-235b-a22b", "2025-10-01"),  # before its first dated international price (2025-10-14)
     ("bedrock", "amazon.titan-text-express-v1", "2024-05-01"),  # before the first dated price found
     ("bedrock", "meta.llama3-70b-instruct-v1:0", "2024-03-01"),  # before Llama 3 existed
     ("vertex_ai", "meta/llama-3.1-70b-instruct-maas", "2025-01-01"),  # free Preview on Vertex: not priced at $0

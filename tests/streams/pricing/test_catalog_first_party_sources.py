@@ -41,6 +41,12 @@ PRICED = [
     ("fireworks", "accounts/fireworks/models/firefunction-v2", "2024-08-01", "1.80"),
     ("fireworks", "accounts/fireworks/models/gemma2-9b-it", "2024-08-01", "0.40"),
     ("fireworks", "accounts/fireworks/models/deepseek-coder-v2-lite-instruct", "2024-08-01", "1.00"),
+    # Alibaba Model Studio international open-weight prices, third-party copy (models.dev 0c53491b, 2025-10-14)
+    ("dashscope", "qwen3-235b-a22b", "2025-11-01", "3.50"),  # $0.70 / $2.80 (non-thinking call)
+    ("dashscope", "qwen3-8b", "2025-11-01", "0.88"),  # $0.18 / $0.70
+    ("dashscope", "qwen2.5-72b-instruct", "2025-11-01", "7.00"),  # $1.40 / $5.60
+    ("dashscope", "qwen2.5-7b-instruct", "2025-11-01", "0.875"),  # $0.175 / $0.70
+    ("dashscope", "qwen3-next-80b-a3b-thinking", "2025-11-01", "6.50"),  # $0.50 / $6.00
     # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
     ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
     ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
@@ -73,7 +79,19 @@ def test_models_without_a_standing_published_price_stay_unpriced(book, provider,
     assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
 
 
-@pytest.mark.parametrize("key", ["groq/llama3-groq-70b-8192-tool-use-preview", "groq/llama-3.3-70b-versatile"])
+@pytest.mark.parametrize("key", ["groq/llama3-groq-70b-8192-tool-use-preview", "groq/llama-3.3-70b-versatile",
+                                 "dashscope/qwen3-235b-a22b", "dashscope/qwen2.5-72b-instruct"])
 def test_prices_known_only_from_third_party_copies_are_not_counted_first_party(book, key):
     entry = book.entries[key]
     assert entry.versions and not any(version_is_first_party(entry, v) for v in entry.versions), key
+
+
+def test_a_qwen3_thinking_call_pays_the_thinking_rate_on_all_its_output(book):
+    """Alibaba bills a hybrid Qwen3 call's output by its mode: with reasoning tokens, all output at the thinking rate."""
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, reasoning_tokens=400_000)
+    assert cost(book, "dashscope", "qwen3-235b-a22b", "2025-11-01", usage).cost_usd == D("9.10")  # 0.70 + 8.40
+
+
+def test_open_weight_qwen_before_its_first_dated_price_stays_unpriced(book):
+    result = cost(book, "dashscope", "qwen3-235b-a22b", "2025-10-01")
+    assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
