@@ -47,6 +47,10 @@ PRICED = [
     ("dashscope", "qwen2.5-72b-instruct", "2025-11-01", "7.00"),  # $1.40 / $5.60
     ("dashscope", "qwen2.5-7b-instruct", "2025-11-01", "0.875"),  # $0.175 / $0.70
     ("dashscope", "qwen3-next-80b-a3b-thinking", "2025-11-01", "6.50"),  # $0.50 / $6.00
+    # Groq models of 2025 from models.dev's Groq table (a4047f40, 2025-06-12), third-party
+    ("groq", "qwen-qwq-32b", "2025-07-01", "0.68"),  # $0.29 / $0.39
+    ("groq", "mistral-saba-24b", "2025-07-01", "1.58"),  # $0.79 / $0.79
+    ("groq", "meta-llama/llama-guard-4-12b", "2025-07-01", "0.40"),  # $0.20 / $0.20
     # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
     ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
     ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
