@@ -51,6 +51,10 @@ PRICED = [
     ("groq", "qwen-qwq-32b", "2025-07-01", "0.68"),  # $0.29 / $0.39
     ("groq", "mistral-saba-24b", "2025-07-01", "1.58"),  # $0.79 / $0.79
     ("groq", "meta-llama/llama-guard-4-12b", "2025-07-01", "0.40"),  # $0.20 / $0.20
+    # Together models from models.dev's first Together table (7637e225, 2025-07-25), third-party
+    ("together", "deepseek-ai/DeepSeek-R1", "2025-08-01", "10.00"),  # $3 / $7
+    ("together", "deepseek-ai/DeepSeek-V3", "2025-08-01", "2.50"),  # $1.25 / $1.25
+    ("together", "moonshotai/Kimi-K2-Instruct", "2025-08-01", "4.00"),  # $1 / $3
     # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
     ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
     ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
