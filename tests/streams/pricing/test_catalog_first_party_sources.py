@@ -55,6 +55,10 @@ PRICED = [
     ("together", "deepseek-ai/DeepSeek-R1", "2025-08-01", "10.00"),  # $3 / $7
     ("together", "deepseek-ai/DeepSeek-V3", "2025-08-01", "2.50"),  # $1.25 / $1.25
     ("together", "moonshotai/Kimi-K2-Instruct", "2025-08-01", "4.00"),  # $1 / $3
+    # Fireworks models of 2025 from models.dev's Fireworks tables (third-party, each from the day it appears)
+    ("fireworks", "accounts/fireworks/models/kimi-k2-instruct", "2025-08-01", "4.00"),  # $1 / $3
+    ("fireworks", "accounts/fireworks/models/gpt-oss-120b", "2025-08-10", "0.75"),  # $0.15 / $0.60
+    ("fireworks", "accounts/fireworks/models/glm-4p5", "2025-09-10", "2.74"),  # $0.55 / $2.19
     # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
     ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
     ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
