@@ -88,8 +88,8 @@ SPEND_LOG_JSON_COLUMNS = ("metadata", "request_tags", "messages", "response")
 
 def _as_payload(row: dict[str, Any]) -> dict[str, Any]:
     """A SpendLogs row read as the StandardLoggingPayload it was made from (its JSON columns are strings)."""
-    if "spend" not in row and not any(isinstance(row.get(key), str) for key in (*SPEND_LOG_JSON_COLUMNS, "cache_hit")):
-        return row
+    if "spend" not in row and "request_id" not in row:
+        return row  # a StandardLoggingPayload: its `messages` may be a plain prompt string, never decoded here
     payload = dict(row)
     for key in SPEND_LOG_JSON_COLUMNS:
         payload[key] = maybe_json(row.get(key))
