@@ -107,3 +107,22 @@ def test_a_qwen3_thinking_call_pays_the_thinking_rate_on_all_its_output(book):
 def test_open_weight_qwen_before_its_first_dated_price_stays_unpriced(book):
     result = cost(book, "dashscope", "qwen3-235b-a22b", "2025-10-01")
     assert result.status == "unpriced" and result.cost_usd == 0 and result.reason
+
+
+GATEWAY_PROVIDER_FILES = ("cohere.yaml", "groq.yaml", "fireworks.yaml", "together.yaml", "together_2024.yaml",
+                          "dashscope.yaml")
+# How a note says its price was only copied (a first-party note may name copies that agree, e.g. "genai-prices agree")
+THIRD_PARTY_SOURCES = ("models.dev", "aisudoapp", "third-party copy", "as listed by", "as quoted", "(pydantic/genai-prices)")
+
+
+def test_every_version_of_the_gateway_providers_says_where_its_price_comes_from(book):
+    """Each version names its source; one read only in a third-party copy (LiteLLM, pydantic/genai-prices, models.dev,
+    a dated copy of a pricing page) is never counted first-party, whatever else its note says."""
+    entries = [e for e in book.entries.values() if any(o.endswith(GATEWAY_PROVIDER_FILES) for o in e.origins)]
+    assert len(entries) >= 90
+    for entry in entries:
+        for version in entry.versions:
+            note = (version.notes or entry.notes or "").lower()
+            assert version.source and note, f"{entry.key} {version.effective_from}: no source note"
+            if any(marker in note for marker in THIRD_PARTY_SOURCES):
+                assert not version_is_first_party(entry, version), f"{entry.key} {version.effective_from}"
