@@ -281,6 +281,52 @@ def provider_reports(priced: list[dict[str, Any]], now: datetime) -> list[dict[s
     return records
 
 
+# The demo's cost centers and shared-cost allocation (docs/finance.md, "Configuration"): `up --demo` writes it to
+# <data_dir>/demo-finance.yaml and points TOKENMETER_COST_CENTERS_FILE at it unless a finance file is set, so
+# showback, exports and the dashboard show cost centers and the platform team's spend allocated to its users.
+DEMO_FINANCE_YAML = """\
+# The tokenmeter demo's finance mapping, written by `tokenmeter up --demo` (edit it, or set
+# TOKENMETER_COST_CENTERS_FILE to your own file). docs/finance.md describes the format.
+cost_centers:
+  - match: {team: search}
+    cost_center: CC-1100
+    gl_account: "6400"
+    owner: search-lead@example.com
+  - match: {team: growth}
+    cost_center: CC-1200
+    gl_account: "6400"
+    owner: growth-lead@example.com
+  - match: {team: data-science}
+    cost_center: CC-1300
+    gl_account: "6420"
+    owner: data-lead@example.com
+  - match: {team: support-bot}
+    cost_center: CC-2100
+    gl_account: "6410"
+    owner: support-ops@example.com
+  - match: {team: platform}
+    cost_center: CC-9000
+    gl_account: "6490"
+    owner: platform-finance@example.com
+
+allocation:
+  - name: platform-shared          # the platform team's spend, shared by the teams using the platform
+    scope: {team: platform}
+    basis: cost
+"""
+
+
+def demo_finance_file(data_dir: Any) -> Any:
+    """<data_dir>/demo-finance.yaml, written when missing (a file the user edited is kept); returns its path."""
+    from pathlib import Path
+
+    path = Path(data_dir) / "demo-finance.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(DEMO_FINANCE_YAML)
+    return path
+
+
 async def _publish_priced(bootstrap: str, priced: list[dict[str, Any]], wait_seconds: float = 30.0) -> int:
     """The history on `tokenmeter.priced` too, in time order, framed as the worker frames it: the anomaly detector
     reads that topic (a backfill builds its baselines and finds the injections); the loader meets ids it has."""

@@ -143,3 +143,32 @@ def test_the_same_weekday_and_hour_get_the_same_calls_whatever_the_start_minute(
     hour = "2026-11-12T14"  # inside both months
     assert [e for e in early if e["ts"].startswith(hour)] == [e for e in late if e["ts"].startswith(hour)]
     assert len([e for e in early if e["ts"].startswith(hour)]) > 20
+
+
+def test_the_demo_maps_cost_centers_and_allocates_the_platform_teams_spend(written, tmp_path, monkeypatch):
+    """`up --demo` gives its children TOKENMETER_COST_CENTERS_FILE=<data_dir>/demo-finance.yaml (unless a finance
+    file is set): the README's month-close walk-through (`showback --month <closed month> --by cost_center`) then
+    shows cost centers and the platform team's spend allocated to the others. Before: one `unmapped` row, nothing
+    allocated."""
+    import json
+
+    from click.testing import CliRunner
+
+    from app.supervisor import Supervisor
+    from warehouse.finance_cli import showback
+
+    _, _, _, settings = written
+    for name in ("TOKENMETER_COST_CENTERS_FILE", "TOKENMETER_ALLOCATION_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = Supervisor(settings, demo=True).child_env()
+    path = env["TOKENMETER_COST_CENTERS_FILE"]
+    assert path == str(settings.data_dir.resolve() / "demo-finance.yaml")
+    mine = Settings(data_dir=tmp_path, cost_centers_file=tmp_path / "mine.yaml")
+    assert "TOKENMETER_COST_CENTERS_FILE" not in Supervisor(mine, demo=True).child_env()  # the user's file wins
+    out = CliRunner().invoke(showback, ["--month", "2026-11", "--by", "cost_center", "--format", "json"],
+                             env={"TOKENMETER_DATA_DIR": str(settings.data_dir), "TOKENMETER_COST_CENTERS_FILE": path})
+    assert out.exit_code == 0, out.output
+    rows = {r["cost_center"]: r for r in json.loads(out.output)}
+    assert "unmapped" not in rows and {"CC-1100", "CC-9000"} <= set(rows)
+    assert Decimal(rows["CC-9000"]["total_usd"]) == 0 and Decimal(rows["CC-1100"]["allocated_usd"]) > 0
+    assert sum(Decimal(r["allocated_usd"]) for r in rows.values()) == 0  # moved, not made up
