@@ -269,7 +269,7 @@ def reapply(wh: Any, since: datetime, until: datetime | None = None, *, dry_run:
     delivered again (`Warehouse.insert_rows`), where it wins and the counted one is replaced (raw row out, rollups
     of its hours rebuilt; a closed month's difference becomes a correction in the first open month). Idempotent:
     a second run finds nothing to do. Owner only (the loader's warehouse handle, or the warehouse with the loader
-    stopped)."""
+    stopped); a dry run reads only, so it also works on a reader (through the loader's query endpoint)."""
     preference: SourcePreference = wh.source_preference
     report = ReapplyReport(preference.order, dry_run)
     window, params = "ts >= {since:DateTime64(3, 'UTC')}", {"since": since}
@@ -280,8 +280,15 @@ def reapply(wh: Any, since: datetime, until: datetime | None = None, *, dry_run:
                        f" FROM cross_source_duplicates FINAL WHERE {window}", params).rows()
     report.losers = len(records)
     redirects = {(r[0], r[1]): (r[2], r[3]) for r in records}
+    # Winners recorded as losers outside the window (replaced later) lead to the call's counted copy. (A replaced
+    # winner's losers are recorded again with the new winner, so one step is enough but for crashed replacements.)
+    for r in wh.query("SELECT duplicate_event_id, duplicate_source, winner_event_id, winner_source"
+                      " FROM cross_source_duplicates FINAL WHERE (duplicate_event_id, duplicate_source) IN"
+                      " (SELECT winner_event_id, winner_source FROM cross_source_duplicates FINAL"
+                      f" WHERE {window})", params).rows():
+        redirects.setdefault((r[0], r[1]), (r[2], r[3]))
     outside = {winner for winner in redirects.values() if winner not in redirects}
-    if outside:  # winners recorded as losers outside the window (replaced later): follow them to the call's top
+    if outside and wh.backend.writable:
         redirects.update(wh._redirects(outside))
 
     def top(identity: Identity) -> Identity:
@@ -303,18 +310,19 @@ def reapply(wh: Any, since: datetime, until: datetime | None = None, *, dry_run:
     report.events_after, report.cost_after = report.events_before, report.cost_before
     if not candidates:
         return report
+    kept = set(wh.query(f"SELECT event_id, source FROM cross_source_copies FINAL WHERE {window}", params).rows())
+    report.missing_rows = len([c for c in candidates if c not in kept])
+    if report.missing_rows:
+        log.warning("dedup reapply: %d outranking copies have no kept row (recorded before migration 0018) and "
+                    "stay losers", report.missing_rows)
+    if dry_run or report.missing_rows == len(candidates):
+        return report
     from warehouse.schema import COLUMNS
 
     columns = ", ".join(f"`{name}`" for name in COLUMNS)
     rows = wh._with_ids("ids", {"event_id": [c[0] for c in candidates], "source": [c[1] for c in candidates]},
                         f"SELECT {columns} FROM cross_source_copies FINAL"
                         " WHERE (event_id, source) IN (SELECT event_id, source FROM {ids})")
-    report.missing_rows = len(candidates) - len(rows)
-    if report.missing_rows:
-        log.warning("dedup reapply: %d outranking copies have no kept row (recorded before migration 0018) and "
-                    "stay losers", report.missing_rows)
-    if dry_run or not rows:
-        return report
     rows.sort(key=lambda row: tops[(row["event_id"], row["source"])])  # a call's copies in one batch
     for i in range(0, len(rows), batch):
         report.revived += wh.insert_rows(rows[i:i + batch])

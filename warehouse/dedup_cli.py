@@ -59,26 +59,30 @@ def reapply(since: str, until: str | None, dry_run: bool, fmt: str) -> None:
     """Re-decide, under the current TOKENMETER_DEDUP_SOURCE_PREFERENCE, which copy of each call seen by several
     sources is counted, for copies recorded as losers from --from on: a kept copy that now ranks above the
     counted one is counted instead (the old one taken out, rollups rebuilt; a closed month's difference becomes a
-    correction in the first open month, never a rewrite). It writes to the warehouse: stop the loader (`tokenmeter
-    down`) first when the embedded warehouse is used."""
+    correction in the first open month, never a rewrite). It writes to the warehouse: stop `tokenmeter up` first
+    when the embedded warehouse is used (--dry-run reads only, and works while it runs)."""
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
     from warehouse.backends import WarehouseLocked
+    from warehouse.dedup import SourcePreference
     from warehouse.dedup import reapply as reapply_preference
 
     start, end = _day(since, "--from"), _day(until, "--until")
     if end is not None and end <= start:
         raise click.BadParameter("must be after --from", param_hint="--until")
     settings = cli_settings()
-    try:
-        wh = open_warehouse(settings, writer=True, serve=False)
+    try:  # a dry run only reads: through the loader's query endpoint while the stack runs
+        wh = open_warehouse(settings, writer=not dry_run, serve=False)
     except WarehouseLocked as exc:
-        raise click.ClickException(f"{exc}. `dedup reapply` writes to the warehouse: run it with the stack stopped "
-                                   "(`tokenmeter down`), then start it again") from None
+        raise click.ClickException(f"{exc}. `dedup reapply` writes to the warehouse: stop `tokenmeter up` "
+                                   "(Ctrl-C), run it, start `up` again (`--dry-run` works while it runs)") from None
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
     try:
+        wh.source_preference = SourcePreference(settings.dedup_source_preference)  # a reader's handle has none
         report = reapply_preference(wh, start, end, dry_run=dry_run)
+    except ValueError as exc:
+        raise click.ClickException(f"TOKENMETER_DEDUP_SOURCE_PREFERENCE: {exc}") from None
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

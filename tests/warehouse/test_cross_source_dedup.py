@@ -420,8 +420,9 @@ def test_reapply_in_a_closed_month_books_a_correction_in_the_first_open_month(wh
 
 
 def test_dedup_reapply_command(wh, data_dir, monkeypatch):
-    """`tokenmeter dedup reapply --from DATE` under TOKENMETER_DEDUP_SOURCE_PREFERENCE (in this process: the test
-    owns the warehouse, as the command must); `tokenmeter dedup` still reports the pairs."""
+    """`tokenmeter dedup reapply --from DATE` under TOKENMETER_DEDUP_SOURCE_PREFERENCE: a dry run from another
+    process reads through the owner's endpoint; the run itself in this process (the test owns the warehouse, as
+    the command must); `tokenmeter dedup` still reports the pairs."""
     import json
 
     from click.testing import CliRunner
@@ -433,6 +434,14 @@ def test_dedup_reapply_command(wh, data_dir, monkeypatch):
     wh.insert_priced([call["otel"], call["litellm"], call["openai"]])
     env = {"TOKENMETER_DATA_DIR": str(data_dir), "TOKENMETER_DEDUP_SOURCE_PREFERENCE": json.dumps(OTEL_FIRST)}
     day = NOW.date().isoformat()
+    import subprocess
+    import sys
+
+    reader = subprocess.run([sys.executable, "-m", "app", "dedup", "reapply", "--from", day, "--dry-run", "--format",
+                             "json"], capture_output=True, text=True, timeout=120,
+                            env={**env, "PATH": "/usr/bin:/bin"})  # another process: reads through the endpoint
+    assert reader.returncode == 0, reader.stderr
+    assert json.loads(reader.stdout)["outranking"] >= 1 and json.loads(reader.stdout)["dry_run"]
     dry = CliRunner().invoke(dedup, ["reapply", "--from", day, "--dry-run"], env=env)
     assert dry.exit_code == 0, dry.output
     assert "otel > gateway > sdk" in dry.output and "dry run" in dry.output
