@@ -244,7 +244,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 history.kill()
                 code = history.wait()
-            self.echo(f"      demo history: {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
+            self.echo(f"      {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
                       if code == 0 else f"      demo history failed (exit {code}); see {self.log_dir / 'demo-history.log'}")
         self.echo(f"[3/{total}] starting loader into {warehouse} ...")
         loader = self.spawn("loader", me + ["load"], loader_ready)
