@@ -454,3 +454,29 @@ def test_dedup_reapply_command(wh, data_dir, monkeypatch):
     assert bad.exit_code == 2 and "--from" in bad.output
     pairs = CliRunner().invoke(dedup, ["--format", "json", "--days", "2"], env=env)
     assert pairs.exit_code == 0 and json.loads(pairs.output), pairs.output
+
+
+def test_a_changed_preference_between_copies_sharing_their_event_id(wh, monkeypatch):
+    """LiteLLM and the SDK both use the provider's response id as their event_id: under sdk first, the SDK event
+    (same event_id as the counted gateway log) is counted instead, once; back to the default, the gateway log
+    (whose id the SDK event now holds in the key table) is counted again."""
+    from warehouse.dedup import SourcePreference
+
+    team = f"s{uuid.uuid4().hex[:6]}"
+    response = f"chatcmpl-{team}"
+    gateway = priced(response, "litellm", "0.004", {"response_id": response}, team)
+    sdk = priced(response, "openai", "0.003", {"response_id": response}, team)
+
+    def counted() -> list[tuple]:
+        raw = wh.query("SELECT source, cost_usd FROM priced_events WHERE team = {t:String}", {"t": team}).rows()
+        assert _team_totals(wh, team)[2:] == (len(raw), sum((r[1] for r in raw), Decimal(0)))  # rollup = raw
+        return raw
+
+    wh.insert_priced([sdk, gateway])
+    assert counted() == [("litellm", Decimal("0.004"))]
+    monkeypatch.setattr(wh, "source_preference", SourcePreference(["sdk", "gateway"]))
+    wh.insert_priced([sdk])
+    assert counted() == [("openai", Decimal("0.003"))]
+    monkeypatch.undo()
+    wh.insert_priced([gateway, sdk])
+    assert counted() == [("litellm", Decimal("0.004"))]
