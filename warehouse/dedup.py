@@ -242,8 +242,6 @@ def duplicates_by_source_pair(wh: Any, since: datetime | None = None, until: dat
         params)
 
 
-
-
 class ReapplyReport:
     """What `reapply` found and did over [since, until): copies that outrank their call's counted copy under the
     current preference (`outranking`), those counted now (`revived`: their winners taken out), those that could not
