@@ -138,6 +138,11 @@ class Supervisor:
             from warehouse.demo_history import DEMO_DRIFT_MIN_USD  # the demo spends a few USD a day
 
             env["TOKENMETER_DRIFT_MIN_USD"] = DEMO_DRIFT_MIN_USD
+        if (self.demo and "TOKENMETER_COST_CENTERS_FILE" not in env and "TOKENMETER_ALLOCATION_FILE" not in env
+                and not self.settings.cost_centers_file and not self.settings.allocation_file):
+            from warehouse.demo_history import demo_finance_file  # the demo's cost centers and allocation rule
+
+            env["TOKENMETER_COST_CENTERS_FILE"] = str(demo_finance_file(self.settings.data_dir.resolve()))
         if self.demo:  # every alert of the demo goes to its local inbox, unless the user routes it elsewhere
             from collectors.demo_inbox import inbox_url
 
@@ -239,7 +244,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 history.kill()
                 code = history.wait()
-            self.echo(f"      demo history: {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
+            self.echo(f"      {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
                       if code == 0 else f"      demo history failed (exit {code}); see {self.log_dir / 'demo-history.log'}")
         self.echo(f"[3/{total}] starting loader into {warehouse} ...")
         loader = self.spawn("loader", me + ["load"], loader_ready)

@@ -19,17 +19,24 @@ that owns it) and the recorded losers (`cross_source_duplicates`):
   stored and the stored loser is *replaced*: recorded with `replaced` = 1 and its row deleted, the rollups of its
   hours rebuilt (an intent log, `cross_source_demotions_pending`, makes that crash-safe; migration 0016). A closed
   month's snapshot does not move: the difference is a correction in the first open month (month close rule).
-A recorded loser stays a loser when it is delivered again (a preference changed later applies to new copies
-only). Limit: run one loader per warehouse (two loaders could both store a call's copies).
+Every copy not counted keeps its full row in `cross_source_copies` (migration 0018), so a changed preference can
+still count it: a recorded loser delivered again that now ranks above its call's winner is *revived* (stored, its
+loser record deleted, the winner replaced as above), and `tokenmeter dedup reapply --from <date>` (`reapply`)
+re-decides the stored calls by delivering again the kept copies that now outrank their winner. Under an unchanged
+preference a recorded loser never outranks its winner, so it stays a loser. Limit: run one loader per warehouse
+(two loaders could both store a call's copies).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import polars as pl
+
+log = logging.getLogger(__name__)
 
 
 def call_keys(provider: str, correlation: dict[str, str] | None) -> list[str]:
@@ -94,14 +101,19 @@ class BatchPlan:
         self.rows: dict[Identity, dict[str, Any]] = {}  # the batch's rows by identity
         self.top: Any = None  # identity -> the final winner of its call
         self.stored_rows: dict[Identity, dict[str, Any]] = {}  # the demoted events' stored rows
+        self.revived: set[Identity] = set()  # recorded losers counted now: their loser records go
 
 
 def plan_batch(rows: list[dict[str, Any]], stored: dict[str, Identity], redirects: dict[Identity, Identity],
-               preference: SourcePreference) -> BatchPlan:
+               preference: SourcePreference, pinned: frozenset[Identity] | set[Identity] = frozenset()) -> BatchPlan:
     """Plan a batch against the warehouse. `stored`: key -> the event that owns it in `call_keys`;
-    `redirects`: recorded loser -> its recorded winner (cross_source_duplicates), for every identity involved.
-    Rows are taken in order; each joins the calls of the owners of its keys; the best copy of the call wins."""
+    `redirects`: recorded loser -> its recorded winner (cross_source_duplicates), for every identity involved;
+    `pinned`: recorded losers that shared only an event_id with their winner (never revived: no key joins them).
+    Rows are taken in order; each joins the calls of the owners of its keys; the best copy of the call wins. A
+    recorded loser delivered again that outranks its call's winner under `preference` (the preference changed since
+    it lost) is judged like a new copy: it wins, and the winner it beats is replaced."""
     plan = BatchPlan()
+    redirects = dict(redirects)  # revived losers are taken out of this copy
     beaten: dict[Identity, Identity] = {}
     matched: dict[Identity, str] = {}
 
@@ -127,7 +139,11 @@ def plan_batch(rows: list[dict[str, Any]], stored: dict[str, Identity], redirect
         plan.rows.setdefault(me, row)
         for key in keys:
             key_ts.setdefault(key, row["ts"])
-        if top(me) != me:  # a recorded loser delivered again stays one
+        if (me in redirects and me not in pinned and top(me) != me
+                and preference.rank(me) < preference.rank(top(me))):
+            del redirects[me]  # the preference changed since it lost: judged again, as a new copy
+            plan.revived.add(me)
+        if top(me) != me:  # a recorded loser delivered again stays one (under the preference it lost by)
             winner = top(me)
             beaten.setdefault(me, winner)
             matched.setdefault(me, next((k for k in keys if k in owners and top(owners[k]) == winner),
@@ -151,6 +167,7 @@ def plan_batch(rows: list[dict[str, Any]], stored: dict[str, Identity], redirect
     for identity, row in plan.rows.items():
         if identity not in beaten:
             plan.keep.append(row)
+    plan.revived -= set(beaten)  # revived, then beaten by a better copy of the batch: recorded again as a loser
     for loser in beaten:
         plan.losers[loser] = (top(loser), matched[loser])
         if loser in stored_events and loser not in redirects:
@@ -191,9 +208,13 @@ def remove_demoted(backend: Any) -> int:
         return 0
     hours = "SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC') FROM cross_source_demotions_pending"
     backend.command(f"INSERT INTO rollup_rebuild_pending (hour) {hours}")
-    backend.command(
-        f"DELETE FROM priced_events WHERE toDateTime(toStartOfHour(ts), 'UTC') IN ({hours})"
-        " AND (event_id, source) IN (SELECT event_id, source FROM cross_source_demotions_pending)")
+    losers = (f"toDateTime(toStartOfHour(ts), 'UTC') IN ({hours})"
+              " AND (event_id, source) IN (SELECT event_id, source FROM cross_source_demotions_pending)")
+    from warehouse.schema import COLUMNS  # here: schema imports this module
+
+    columns = ", ".join(f"`{name}`" for name in COLUMNS)  # kept before the delete: a later preference may count it
+    backend.command(f"INSERT INTO cross_source_copies ({columns}) SELECT {columns} FROM priced_events WHERE {losers}")
+    backend.command(f"DELETE FROM priced_events WHERE {losers}")
     heal_pending_hours(backend)
     backend.command("TRUNCATE TABLE cross_source_demotions_pending")
     return int(pending)
@@ -221,3 +242,87 @@ def duplicates_by_source_pair(wh: Any, since: datetime | None = None, until: dat
         params)
 
 
+class ReapplyReport:
+    """What `reapply` found and did over [since, until): copies that outrank their call's counted copy under the
+    current preference (`outranking`), those counted now (`revived`: their winners taken out), those that could not
+    be (no kept row: recorded before migration 0018), and the window's events and cost before and after."""
+
+    def __init__(self, preference: list[str], dry_run: bool):
+        self.preference, self.dry_run = preference, dry_run
+        self.losers = self.outranking = self.revived = self.missing_rows = 0
+        self.events_before = self.events_after = 0
+        self.cost_before = self.cost_after = Decimal(0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"preference": self.preference, "dry_run": self.dry_run, "recorded_losers": self.losers,
+                "outranking": self.outranking, "revived": self.revived, "missing_rows": self.missing_rows,
+                "events_before": self.events_before, "events_after": self.events_after,
+                "cost_before_usd": str(self.cost_before), "cost_after_usd": str(self.cost_after)}
+
+
+def reapply(wh: Any, since: datetime, until: datetime | None = None, *, dry_run: bool = False,
+            batch: int = 2000) -> ReapplyReport:
+    """Re-decide the calls whose copies were recorded as losers in [since, until) under the warehouse's current
+    preference (`Warehouse.source_preference`): each kept copy that now outranks its call's counted copy is
+    delivered again (`Warehouse.insert_rows`), where it wins and the counted one is replaced (raw row out, rollups
+    of its hours rebuilt; a closed month's difference becomes a correction in the first open month). Idempotent:
+    a second run finds nothing to do. Owner only (the loader's warehouse handle, or the warehouse with the loader
+    stopped); a dry run reads only, so it also works on a reader (through the loader's query endpoint)."""
+    preference: SourcePreference = wh.source_preference
+    report = ReapplyReport(preference.order, dry_run)
+    window, params = "ts >= {since:DateTime64(3, 'UTC')}", {"since": since}
+    if until is not None:
+        window += " AND ts < {until:DateTime64(3, 'UTC')}"
+        params["until"] = until
+    records = wh.query("SELECT duplicate_event_id, duplicate_source, winner_event_id, winner_source, matched_key"
+                       f" FROM cross_source_duplicates FINAL WHERE {window}", params).rows()
+    report.losers = len(records)
+    redirects = {(r[0], r[1]): (r[2], r[3]) for r in records}
+    # Winners recorded as losers outside the window (replaced later) lead to the call's counted copy. (A replaced
+    # winner's losers are recorded again with the new winner, so one step is enough but for crashed replacements.)
+    for r in wh.query("SELECT duplicate_event_id, duplicate_source, winner_event_id, winner_source"
+                      " FROM cross_source_duplicates FINAL WHERE (duplicate_event_id, duplicate_source) IN"
+                      " (SELECT winner_event_id, winner_source FROM cross_source_duplicates FINAL"
+                      f" WHERE {window})", params).rows():
+        redirects.setdefault((r[0], r[1]), (r[2], r[3]))
+    outside = {winner for winner in redirects.values() if winner not in redirects}
+    if outside and wh.backend.writable:
+        redirects.update(wh._redirects(outside))
+
+    def top(identity: Identity) -> Identity:
+        seen = {identity}
+        while identity in redirects and redirects[identity] not in seen:
+            identity = redirects[identity]
+            seen.add(identity)
+        return identity
+
+    tops = {(r[0], r[1]): top((r[0], r[1])) for r in records if r[4] != "event_id"}
+    candidates = [loser for loser, winner in tops.items() if preference.rank(loser) < preference.rank(winner)]
+    report.outranking = len(candidates)
+
+    def totals() -> tuple[int, Decimal]:
+        row = wh.query(f"SELECT count() AS n, sum(cost_usd) AS c FROM priced_events WHERE {window}", params).row(0)
+        return int(row[0]), Decimal(row[1] or 0)
+
+    report.events_before, report.cost_before = totals()
+    report.events_after, report.cost_after = report.events_before, report.cost_before
+    if not candidates:
+        return report
+    kept = set(wh.query(f"SELECT event_id, source FROM cross_source_copies FINAL WHERE {window}", params).rows())
+    report.missing_rows = len([c for c in candidates if c not in kept])
+    if report.missing_rows:
+        log.warning("dedup reapply: %d outranking copies have no kept row (recorded before migration 0018) and "
+                    "stay losers", report.missing_rows)
+    if dry_run or report.missing_rows == len(candidates):
+        return report
+    from warehouse.schema import COLUMNS
+
+    columns = ", ".join(f"`{name}`" for name in COLUMNS)
+    rows = wh._with_ids("ids", {"event_id": [c[0] for c in candidates], "source": [c[1] for c in candidates]},
+                        f"SELECT {columns} FROM cross_source_copies FINAL"
+                        " WHERE (event_id, source) IN (SELECT event_id, source FROM {ids})")
+    rows.sort(key=lambda row: tops[(row["event_id"], row["source"])])  # a call's copies in one batch
+    for i in range(0, len(rows), batch):
+        report.revived += wh.insert_rows(rows[i:i + batch])
+    report.events_after, report.cost_after = totals()
+    return report

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import zlib
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -49,35 +50,46 @@ def _season(ts: datetime) -> float:
     return day * (0.3 if ts.weekday() >= 5 else 1.0)
 
 
-def _injections(start: datetime) -> list[dict[str, Any]]:
-    """One injection of each kind the detector knows, each on a weekday afternoon (UTC) when its scope is busy,
-    the bot's three at least three days apart (a weekend moves one by two days at most), the loop on claude-sonnet
-    before the provider's price change of that model (days -9 to -7: its 25 % would make the loop's day a big
-    drift), and shaped so that it
-    is *only* that kind: a loop repeats the usual calls (more spend, same calls), a model
-    shift sends the same prompts to a pricier model the team already uses now and then (not a new model), a new
-    model gets prompts of the usual size (not longer answers)."""
+# The generator's calendar: a reference week grid, not the start minute. The month is drawn on weeks that begin on
+# a Monday 00:00 UTC (`_reference_monday`): each hour's traffic is drawn from its own random stream, seeded by the
+# hour's place on that grid, so the same weekday and hour always get the same calls, and the injections sit on
+# fixed weekdays and hours of it. Before, the month was drawn from its first hour on with one stream: every start
+# time drew other calls and moved the injections to other hours of the week (9-10 alerts over 8 start times, once
+# the model shift missed). Now a start time only decides where the 30 days begin on the grid (0-7 days into it).
+ANCHOR_MONDAY = datetime(2024, 1, 1, tzinfo=timezone.utc)  # a Monday
+
+
+def _reference_monday(start: datetime) -> datetime:
+    """The Monday 00:00 UTC at or before `start`: day 0 of the generator's calendar."""
+    return ANCHOR_MONDAY + timedelta(weeks=(start - ANCHOR_MONDAY) // timedelta(weeks=1))
+
+
+def _injections(monday: datetime) -> list[dict[str, Any]]:
+    """One injection of each kind the detector knows, on fixed weekday afternoons (UTC) of the calendar that begins
+    on `monday`: days 14-28, so inside the month whatever its start (it begins 0-7 days after `monday`) and after at
+    least a week of usual traffic; the bot's three at least three days apart; the loop on claude-sonnet at least 13
+    days before the end (before the provider's price change of that model, days -9 to -7: its 25 % would make the
+    loop's day a big drift). Each is shaped so that it is *only* that kind: a loop repeats the usual calls (more
+    spend, same calls), a model shift sends the same prompts to a pricier model the team already uses now and then
+    (not a new model), a new model gets prompts of the usual size (not longer answers)."""
     def at(day: int, hour: int) -> datetime:
-        moment = start.replace(hour=0) + timedelta(days=day)
-        while moment.weekday() >= 5:  # the detector's weekend levels are lower: keep every injection on a weekday
-            moment += timedelta(days=1)
-        return moment + timedelta(hours=hour)
+        return monday + timedelta(days=day, hours=hour)
 
     return [
-        {"kind": "model_shift", "from": at(11, 13), "hours": 0.5, "caller": "bot", "shift_to": SHIFT_MODEL},
-        {"kind": "unpriced_usage", "from": at(12, 14), "hours": 2, "team": "platform", "user": "lu", "extra": 36,
-         "model": "acme-internal-llm-v2", "feature": "classify"},
-        {"kind": "new_model", "from": at(14, 13), "hours": 2, "team": "search", "user": "chen", "extra": 8,
-         "model": "gpt-4.1", "feature": "rag-answer"},
-        {"kind": "tokens_per_request", "from": at(15, 13), "hours": 4, "caller": "bot", "output_mult": 3},
-        {"kind": "error_rate", "from": at(19, 14), "hours": 1, "provider": "openai", "error_share": 0.9,
-         "retries": 2},
-        {"kind": "token_rate", "from": at(21, 10), "hours": 1, "team": "data-science", "user": "fay", "extra": 480,
-         "model": "gpt-4o-mini", "feature": "classify"},
+        {"kind": "unpriced_usage", "from": at(14, 14), "hours": 2, "team": "platform", "user": "lu", "extra": 36,
+         "model": "acme-internal-llm-v2", "feature": "classify"},  # Monday
+        {"kind": "new_model", "from": at(15, 13), "hours": 2, "team": "search", "user": "chen", "extra": 8,
+         "model": "gpt-4.1", "feature": "rag-answer"},  # Tuesday
+        {"kind": "model_shift", "from": at(16, 13), "hours": 0.5, "caller": "bot", "shift_to": SHIFT_MODEL},
         {"kind": "spend_rate", "from": at(17, 14), "hours": 2, "team": "growth", "user": "hal", "extra": 300,
-         "model": SHIFT_MODEL, "feature": "agent-loop", "sizes_of": "loop"},
-        {"kind": "request_burst", "from": at(26, 15), "hours": 1, "team": "platform", "user": "kai", "extra": 700,
-         "model": "gpt-4o-mini", "tiny": True},
+         "model": SHIFT_MODEL, "feature": "agent-loop", "sizes_of": "loop"},  # Thursday
+        {"kind": "tokens_per_request", "from": at(21, 13), "hours": 4, "caller": "bot", "output_mult": 3},  # Monday
+        {"kind": "token_rate", "from": at(22, 10), "hours": 1, "team": "data-science", "user": "fay", "extra": 480,
+         "model": "gpt-4o-mini", "feature": "classify"},  # Tuesday
+        {"kind": "error_rate", "from": at(24, 14), "hours": 1, "provider": "openai", "error_share": 0.9,
+         "retries": 2},  # Thursday
+        {"kind": "request_burst", "from": at(28, 15), "hours": 1, "team": "platform", "user": "kai", "extra": 700,
+         "model": "gpt-4o-mini", "tiny": True},  # Monday
     ]
 
 
@@ -103,7 +115,7 @@ def history_events(now: datetime | None = None, days: int = DAYS, seed: int = SE
     """UsageEvent dicts of the back-filled month (not yet priced), in time order."""
     from collectors.demo import FEATURES, MODELS, Caller, callers
 
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # the first day's calls; each hour of the calendar then draws from its own stream
     # The nightly batch job runs under a service key of its own, as batch jobs do. On a person's key (it was
     # fay's) its thousands of embedding calls (no output tokens) made her usual output per request ~10 tokens,
     # so each of her daytime chats was a tokens_per_request anomaly: 7 alerts of the demo's month, and noise.
@@ -112,8 +124,10 @@ def history_events(now: datetime | None = None, days: int = DAYS, seed: int = SE
     now = (now or datetime.now(timezone.utc)).replace(minute=0, second=0, microsecond=0)
     start = now - timedelta(days=days)
     people = callers()
-    injections = _injections(start)
+    monday = _reference_monday(start)
+    injections = _injections(monday)
     events: list[dict[str, Any]] = []
+    ids = {"prefix": "w", "first": 0}  # an event's id: its hour on the calendar and its place in that hour
 
     def event(ts: datetime, caller: Any, model: tuple, *, feature: str | None = None, key: str | None = None,
               input_mult: float = 1, output_mult: float = 1, tiny: bool = False, error: bool = False) -> dict:
@@ -128,8 +142,8 @@ def history_events(now: datetime | None = None, days: int = DAYS, seed: int = SE
             usage["cached_input_tokens"] = int(tin * rng.uniform(0.3, 0.9))
         if reasoning and not error:
             usage["reasoning_tokens"] = int(tout * reasoning)
-        n = len(events)
-        return {"event_id": f"hist-{seed}-{n}", "ts": ts.isoformat(), "source": "demo", "provider": provider,
+        n = len(events) - ids["first"]
+        return {"event_id": f"hist-{seed}-{ids['prefix']}-{n}", "ts": ts.isoformat(), "source": "demo", "provider": provider,
                 "model": name, "operation": "embeddings" if embeddings else "chat",
                 "status": "error" if error else "ok",
                 "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
@@ -152,6 +166,9 @@ def history_events(now: datetime | None = None, days: int = DAYS, seed: int = SE
         events.append(event(first_day + timedelta(seconds=rng.randrange(20 * 3600)), bot, model, feature=BOT_FEATURE))
     hour = start
     while hour < now:
+        grid_hour = (hour - monday) // timedelta(hours=1)
+        rng = random.Random(seed * 1_000_003 + grid_hour)  # this weekday and hour of the calendar: the same calls
+        ids["prefix"], ids["first"] = f"{monday:%Y%m%d}h{grid_hour}", len(events)
         live = [i for i in injections if i["from"] <= hour < i["from"] + timedelta(hours=i["hours"])]
         outage = next((i for i in live if i["kind"] == "error_rate"), None)
         count = int(rng.gauss(BASE_PER_HOUR * _season(hour), 2) + 0.5)
@@ -196,9 +213,9 @@ def history_events(now: datetime | None = None, days: int = DAYS, seed: int = SE
         hour += timedelta(hours=1)
     events.sort(key=lambda e: e["ts"])
     spans_until = (now - timedelta(days=9)).isoformat()  # an OTel pilot that ended: not a stale source today
-    for i, item in enumerate(events):  # every 40th call also arrives as an OTel span of the same response
-        if i % 40 == 0 and item["status"] == "ok" and item["ts"] < spans_until:
-            item["correlation"] = {"response_id": f"chatcmpl-hist-{seed}-{i}"}
+    for item in events:  # one call in 40 (by its id, not its place in the month) also arrives as an OTel span
+        if zlib.crc32(item["event_id"].encode()) % 40 == 0 and item["status"] == "ok" and item["ts"] < spans_until:
+            item["correlation"] = {"response_id": f"chatcmpl-{item['event_id']}"}
     return events
 
 
@@ -262,6 +279,52 @@ def provider_reports(priced: list[dict[str, Any]], now: datetime) -> list[dict[s
         records.append({**common, "id": f"demo-usage-{provider}-{model}-{day}", "kind": "usage",
                         "input_tokens": billed_tokens, "output_tokens": 0})
     return records
+
+
+# The demo's cost centers and shared-cost allocation (docs/finance.md, "Configuration"): `up --demo` writes it to
+# <data_dir>/demo-finance.yaml and points TOKENMETER_COST_CENTERS_FILE at it unless a finance file is set, so
+# showback, exports and the dashboard show cost centers and the platform team's spend allocated to its users.
+DEMO_FINANCE_YAML = """\
+# The tokenmeter demo's finance mapping, written by `tokenmeter up --demo` (edit it, or set
+# TOKENMETER_COST_CENTERS_FILE to your own file). docs/finance.md describes the format.
+cost_centers:
+  - match: {team: search}
+    cost_center: CC-1100
+    gl_account: "6400"
+    owner: search-lead@example.com
+  - match: {team: growth}
+    cost_center: CC-1200
+    gl_account: "6400"
+    owner: growth-lead@example.com
+  - match: {team: data-science}
+    cost_center: CC-1300
+    gl_account: "6420"
+    owner: data-lead@example.com
+  - match: {team: support-bot}
+    cost_center: CC-2100
+    gl_account: "6410"
+    owner: support-ops@example.com
+  - match: {team: platform}
+    cost_center: CC-9000
+    gl_account: "6490"
+    owner: platform-finance@example.com
+
+allocation:
+  - name: platform-shared          # the platform team's spend, shared by the teams using the platform
+    scope: {team: platform}
+    basis: cost
+"""
+
+
+def demo_finance_file(data_dir: Any) -> Any:
+    """<data_dir>/demo-finance.yaml, written when missing (a file the user edited is kept); returns its path."""
+    from pathlib import Path
+
+    path = Path(data_dir) / "demo-finance.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(DEMO_FINANCE_YAML)
+    return path
 
 
 async def _publish_priced(bootstrap: str, priced: list[dict[str, Any]], wait_seconds: float = 30.0) -> int:

@@ -45,3 +45,5 @@ def prune_event_ids(backend: Any, days: int) -> None:
     )
     # the call keys of cross-source dedup (migration 0013), for the same reason
     backend.command(f"ALTER TABLE call_keys DELETE WHERE ts < now64(3) - INTERVAL {int(days)} DAY")
+    # and the kept rows of copies not counted (migration 0018): an expired call can no longer be re-decided
+    backend.command(f"ALTER TABLE cross_source_copies DELETE WHERE ts < now64(3) - INTERVAL {int(days)} DAY")

@@ -147,6 +147,8 @@ class Warehouse:
             self._ensure_staging()
             plan = self._cross_source_plan(list(unique.values()))
             duplicates = self._duplicate_records(plan)
+            if plan.revived:  # first: a revived copy must not stay recorded as the loser of the copy it beats
+                self._forget_duplicates(plan.revived)
             demoted = [record for record in duplicates if record["replaced"]]
             if demoted:  # the intent first: a crash from here on heals on open (dedup.remove_demoted)
                 self.backend.insert_arrow("cross_source_demotions_pending", pa.Table.from_pylist(
@@ -170,6 +172,9 @@ class Warehouse:
                      for key, (owner, ts) in plan.key_owners.items()], BRIDGED_SCHEMA))
             others = [record for record in duplicates if not record["replaced"]]
             if others:
+                self._keep_copies([plan.rows[(r["duplicate_event_id"], r["duplicate_source"])] for r in others
+                                   if r["matched_key"] != "event_id"
+                                   and (r["duplicate_event_id"], r["duplicate_source"]) in plan.rows])
                 self._write_duplicates(others)
                 log.info("%d event(s) already counted from another source (cross-source duplicates)", len(others))
             if demoted:
@@ -231,8 +236,10 @@ class Warehouse:
         finally:
             self.backend.command(f"TRUNCATE TABLE {table}")
 
-    def _redirects(self, identities: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
-        """Recorded loser -> its recorded winner, for `identities` and the winners they lead to."""
+    def _redirects(self, identities: set[tuple[str, str]], pinned: set[tuple[str, str]] | None = None
+                   ) -> dict[tuple[str, str], tuple[str, str]]:
+        """Recorded loser -> its recorded winner, for `identities` and the winners they lead to; `pinned` gets the
+        losers that shared only an event_id with their winner."""
         redirects: dict[tuple[str, str], tuple[str, str]] = {}
         asked: set[tuple[str, str]] = set()
         todo = set(identities)
@@ -242,13 +249,16 @@ class Warehouse:
                 break
             asked |= todo
             found = self._with_ids("ids", {"event_id": [i[0] for i in todo], "source": [i[1] for i in todo]},
-                                   "SELECT duplicate_event_id, duplicate_source, winner_event_id, winner_source"
+                                   "SELECT duplicate_event_id, duplicate_source, winner_event_id, winner_source,"
+                                   " matched_key"
                                    " FROM cross_source_duplicates FINAL WHERE (duplicate_event_id, duplicate_source)"
                                    " IN (SELECT event_id, source FROM {ids})")
             todo = set()
             for r in found:
                 winner = (r["winner_event_id"], r["winner_source"])
                 redirects[(r["duplicate_event_id"], r["duplicate_source"])] = winner
+                if pinned is not None and r["matched_key"] == "event_id":
+                    pinned.add((r["duplicate_event_id"], r["duplicate_source"]))
                 todo.add(winner)
         return redirects
 
@@ -264,8 +274,10 @@ class Warehouse:
                                "SELECT key, event_id, source FROM call_keys WHERE key IN (SELECT key FROM {ids})")
         stored = {r["key"]: (r["event_id"], r["source"]) for r in found}
         correlated = {(row["event_id"], row["source"]) for row in rows if row.get("call_keys")}
-        redirects = self._redirects(set(stored.values()) | correlated)
-        plan = plan_batch([row for row in rows if row.get("call_keys")], stored, redirects, self.source_preference)
+        pinned: set[tuple[str, str]] = set()
+        redirects = self._redirects(set(stored.values()) | correlated, pinned)
+        plan = plan_batch([row for row in rows if row.get("call_keys")], stored, redirects, self.source_preference,
+                          pinned)
         plan.keep = [row for row in rows if not row.get("call_keys")] + plan.keep
         plan.stored_rows = self._stored_rows(plan.demoted)
         for identity in plan.demoted:  # the loser's own keys (and copies it had won) now lead to its winner
@@ -309,11 +321,31 @@ class Warehouse:
                 f"SELECT {', '.join(DUPLICATE_COLUMNS)} FROM cross_source_duplicates FINAL"
                 " WHERE (winner_event_id, winner_source) IN (SELECT event_id, source FROM {ids})")
             for record in earlier:
-                if (record["duplicate_event_id"], record["duplicate_source"]) in plan.losers:
+                identity = (record["duplicate_event_id"], record["duplicate_source"])
+                if identity in plan.losers or identity in plan.revived:
                     continue
                 winner = plan.top((record["winner_event_id"], record["winner_source"]))
                 records.append(dict(record, winner_event_id=winner[0], winner_source=winner[1]))
         return records
+
+    def _keep_copies(self, rows: list[dict[str, Any]]) -> None:
+        """The full rows of copies not counted (`cross_source_copies`, migration 0018): a later preference may
+        count them (`dedup.reapply`). Written before their loser records, so a recorded loser has its row."""
+        if rows:
+            self.backend.insert_arrow("cross_source_copies", rows_to_arrow(rows))
+
+    def _forget_duplicates(self, identities: set[tuple[str, str]]) -> None:
+        """Delete the loser records of copies counted now (revived under a changed preference)."""
+        table = f"{self._staging}_ids"
+        self.backend.command(f"CREATE TABLE IF NOT EXISTS {table} (event_id String, source String) ENGINE = Memory")
+        self.backend.command(f"TRUNCATE TABLE {table}")
+        try:
+            self.backend.insert_arrow(table, pa.table({"event_id": pa.array([i[0] for i in identities], pa.string()),
+                                                       "source": pa.array([i[1] for i in identities], pa.string())}))
+            self.backend.command("DELETE FROM cross_source_duplicates WHERE (duplicate_event_id, duplicate_source)"
+                                 f" IN (SELECT event_id, source FROM {table})")
+        finally:
+            self.backend.command(f"TRUNCATE TABLE {table}")
 
     def _write_duplicates(self, records: list[dict[str, Any]]) -> None:
         self.backend.insert_arrow("cross_source_duplicates", pa.Table.from_pylist(
@@ -324,7 +356,9 @@ class Warehouse:
         priced_event_ids (LiteLLM and the SDK both use the response id as event_id): the anti-join would skip
         them, so they are inserted without it, unless that very (event_id, source) is stored already."""
         losers = {identity[0] for identity in plan.losers}
-        candidates = {row["event_id"] for row in keep if row.get("call_keys") and row["event_id"] in losers}
+        candidates = {row["event_id"] for row in keep if row.get("call_keys") and (
+            row["event_id"] in losers or (row["event_id"], row["source"]) in plan.revived)}  # a revived copy may
+        # have been stored and replaced before: priced_event_ids still holds its id
         if not candidates:
             return set()
         ids = sorted(candidates)

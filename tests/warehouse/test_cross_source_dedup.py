@@ -329,3 +329,154 @@ def test_the_report_counts_copies_taken_back(wh):
     wh.insert_priced([call["litellm"]])  # links both: both copies are taken back
     pairs = {(r["winner_source"], r["duplicate_source"]): r for r in duplicates_by_source_pair(wh).iter_rows(named=True)}
     assert pairs[("litellm", "openai")]["replaced"] >= 1 and pairs[("litellm", "otel")]["replaced"] >= 1
+
+
+# A changed source preference (issue 16 left-over): copies already recorded as losers are not lost to it. -------
+
+OTEL_FIRST = ["otel", "gateway", "sdk"]
+
+
+def test_a_recorded_loser_delivered_again_follows_a_changed_preference(wh, monkeypatch):
+    """Decided under gateway > otel > sdk (the gateway log counted, the span and the SDK event recorded as
+    losers); the preference becomes otel > gateway > sdk. Before: the redelivered span stayed a loser, so the
+    gateway log stayed counted. Now the span is counted, once (raw and every rollup), the gateway log is taken out
+    (recorded as replaced, winner: the span) and the SDK event points to the span."""
+    from warehouse.dedup import SourcePreference
+
+    team = f"v{uuid.uuid4().hex[:6]}"
+    call = linked_call(team)
+    wh.insert_priced([call["litellm"], call["otel"], call["openai"]])
+    _assert_counted_once_as(wh, team, "litellm")
+    monkeypatch.setattr(wh, "source_preference", SourcePreference(OTEL_FIRST))
+    wh.insert_priced([call["otel"]])
+    _assert_counted_once_as(wh, team, "otel")
+    replaced = wh.query("SELECT replaced FROM cross_source_duplicates FINAL WHERE duplicate_event_id = {e:String}",
+                        {"e": call["litellm"]["event_id"]})["replaced"].to_list()
+    assert replaced == [1]
+    wh.insert_priced([call["litellm"], call["openai"], call["otel"]])  # redelivered again: nothing moves
+    _assert_counted_once_as(wh, team, "otel")
+    monkeypatch.undo()  # and back: the gateway log, kept as a copy, is counted again when redelivered
+    wh.insert_priced([call["litellm"]])
+    _assert_counted_once_as(wh, team, "litellm")
+
+
+def test_reapply_re_decides_stored_calls_under_the_current_preference(wh, monkeypatch):
+    """`dedup.reapply` (the `tokenmeter dedup reapply --from` command) delivers again the kept copies that now
+    outrank their call's counted copy: every call of the window is counted once, as its span; a second run finds
+    nothing to do; the window's cost moves by exactly the difference of the counted copies."""
+    from warehouse.dedup import SourcePreference, reapply
+
+    moment = NOW - timedelta(hours=3)  # a window of this test's calls alone
+    teams = [f"a{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    calls = [linked_call(team, ts=moment) for team in teams]
+    for call in calls:  # in three arrival orders
+        wh.insert_priced([call["openai"]])
+        wh.insert_priced([call["litellm"], call["otel"]])
+    since, until = moment - timedelta(minutes=1), moment + timedelta(minutes=1)
+    monkeypatch.setattr(wh, "source_preference", SourcePreference(OTEL_FIRST))
+    dry = reapply(wh, since, until, dry_run=True)
+    assert dry.outranking == 3 and dry.revived == 0 and dry.missing_rows == 0
+    for team in teams:
+        _assert_counted_once_as(wh, team, "litellm")  # a dry run changes nothing
+    done = reapply(wh, since, until)
+    assert done.revived == done.outranking == 3
+    assert done.events_after == done.events_before
+    assert done.cost_before - done.cost_after == done.revived * (Decimal(COSTS["litellm"]) - Decimal(COSTS["otel"]))
+    for team in teams:
+        _assert_counted_once_as(wh, team, "otel")
+    again = reapply(wh, since, until)
+    assert again.outranking == 0 and again.revived == 0
+
+
+def test_reapply_in_a_closed_month_books_a_correction_in_the_first_open_month(wh, monkeypatch, tmp_path):
+    """The call is in a closed month, counted as its gateway log; reapplied under otel first, the closed month's
+    numbers do not move, the first open month carries the difference (span − gateway log) as a correction, and
+    closed + correction = the live total, one call counted once."""
+    from warehouse.dedup import SourcePreference, reapply
+    from warehouse.export import month_bounds
+    from warehouse.month_close import close_month, month_charges, month_of, next_month
+
+    this_month = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    closed_month = month_of(this_month - timedelta(days=1))
+    team = f"m{uuid.uuid4().hex[:6]}"
+    call = linked_call(team, ts=this_month - timedelta(days=2))
+    wh.insert_priced([call["openai"], call["otel"], call["litellm"]])
+    closes = tmp_path / "closes"
+    close_month(wh, closes, closed_month)
+
+    def team_cost(month: str, corrects: str) -> Decimal:
+        rows = month_charges(wh, closes, month, *month_bounds(month), ["team"])
+        return sum((Decimal(r["cost"]) for r in rows if r["team"] == team and r["corrects"] == corrects), Decimal(0))
+
+    assert team_cost(closed_month, "") == Decimal(COSTS["litellm"])
+    monkeypatch.setattr(wh, "source_preference", SourcePreference(OTEL_FIRST))
+    assert reapply(wh, this_month - timedelta(days=3), this_month).revived >= 1
+    _assert_counted_once_as(wh, team, "otel")
+    assert team_cost(closed_month, "") == Decimal(COSTS["litellm"])  # frozen
+    correction = team_cost(next_month(closed_month), closed_month)
+    assert correction == Decimal(COSTS["otel"]) - Decimal(COSTS["litellm"])
+    assert team_cost(closed_month, "") + correction == _all_rollups(wh, team)["spend_daily"][1] == Decimal(
+        COSTS["otel"])
+
+
+def test_dedup_reapply_command(wh, data_dir, monkeypatch):
+    """`tokenmeter dedup reapply --from DATE` under TOKENMETER_DEDUP_SOURCE_PREFERENCE: a dry run from another
+    process reads through the owner's endpoint; the run itself in this process (the test owns the warehouse, as
+    the command must); `tokenmeter dedup` still reports the pairs."""
+    import json
+
+    from click.testing import CliRunner
+
+    from warehouse.dedup_cli import dedup
+
+    team = f"c{uuid.uuid4().hex[:6]}"
+    call = linked_call(team)
+    wh.insert_priced([call["otel"], call["litellm"], call["openai"]])
+    env = {"TOKENMETER_DATA_DIR": str(data_dir), "TOKENMETER_DEDUP_SOURCE_PREFERENCE": json.dumps(OTEL_FIRST)}
+    day = NOW.date().isoformat()
+    import subprocess
+    import sys
+
+    reader = subprocess.run([sys.executable, "-m", "app", "dedup", "reapply", "--from", day, "--dry-run", "--format",
+                             "json"], capture_output=True, text=True, timeout=120,
+                            env={**env, "PATH": "/usr/bin:/bin"})  # another process: reads through the endpoint
+    assert reader.returncode == 0, reader.stderr
+    assert json.loads(reader.stdout)["outranking"] >= 1 and json.loads(reader.stdout)["dry_run"]
+    dry = CliRunner().invoke(dedup, ["reapply", "--from", day, "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert "otel > gateway > sdk" in dry.output and "dry run" in dry.output
+    _assert_counted_once_as(wh, team, "litellm")
+    done = CliRunner().invoke(dedup, ["reapply", "--from", day, "--format", "json"], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["revived"] >= 1
+    _assert_counted_once_as(wh, team, "otel")
+    bad = CliRunner().invoke(dedup, ["reapply", "--from", "last tuesday"], env=env)
+    assert bad.exit_code == 2 and "--from" in bad.output
+    pairs = CliRunner().invoke(dedup, ["--format", "json", "--days", "2"], env=env)
+    assert pairs.exit_code == 0 and json.loads(pairs.output), pairs.output
+
+
+def test_a_changed_preference_between_copies_sharing_their_event_id(wh, monkeypatch):
+    """LiteLLM and the SDK both use the provider's response id as their event_id: under sdk first, the SDK event
+    (same event_id as the counted gateway log) is counted instead, once; back to the default, the gateway log
+    (whose id the SDK event now holds in the key table) is counted again."""
+    from warehouse.dedup import SourcePreference
+
+    team = f"s{uuid.uuid4().hex[:6]}"
+    response = f"chatcmpl-{team}"
+    gateway = priced(response, "litellm", "0.004", {"response_id": response}, team)
+    sdk = priced(response, "openai", "0.003", {"response_id": response}, team)
+
+    def counted() -> list[tuple]:
+        raw = wh.query("SELECT source, cost_usd FROM priced_events WHERE team = {t:String}", {"t": team}).rows()
+        assert _team_totals(wh, team)[2:] == (len(raw), sum((r[1] for r in raw), Decimal(0)))  # rollup = raw
+        return raw
+
+    wh.insert_priced([sdk, gateway])
+    assert counted() == [("litellm", Decimal("0.004"))]
+    monkeypatch.setattr(wh, "source_preference", SourcePreference(["sdk", "gateway"]))
+    wh.insert_priced([sdk])
+    assert counted() == [("openai", Decimal("0.003"))]
+    monkeypatch.undo()
+    wh.insert_priced([gateway, sdk])
+    assert counted() == [("litellm", Decimal("0.004"))]

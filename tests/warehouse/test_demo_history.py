@@ -96,3 +96,79 @@ def test_the_detector_finds_one_anomaly_of_each_kind_in_the_history_and_little_e
     scopes = {(a["kind"], a["scope_value"]) for a in alerts}
     assert ("tokens_per_request", "sk-acm-supp-bot") in scopes and ("spend_rate", "sk-glo-grow-hal") in scopes
     assert not [a for a in alerts if a["scope_value"] == "sk-acm-data-fay" and a["kind"] != "token_rate"]
+
+
+# Start times of every kind: hours of the day, days of the week, first and last days of a month. On the old
+# calendar (the month drawn from its first hour with one random stream) 6 of these 7 raised 10 or 11 alerts: a
+# second model_shift, spend_rate, tokens_per_request or error_rate on another scope of the same injection
+# (the existing test above covers 2026-12-04T21:30).
+START_TIMES = ["2026-11-01T12:00", "2026-11-03T23:59", "2026-10-31T08:20", "2026-11-29T14:00",
+               "2026-11-30T06:40", "2026-11-08T09:00", "2026-11-14T19:30"]
+
+
+def _alerts(now: datetime) -> list[dict]:
+    from streams.anomalies.engine import AnomalyEngine
+    from warehouse.demo_history import history_events, priced_history
+
+    priced = priced_history(history_events(now))
+    engine, alerts = AnomalyEngine(), []
+    for i in range(0, len(priced), 500):  # in time order, as on the priced topic
+        alerts += [u.record for u in engine.observe(priced[i:i + 500], now=now.timestamp())
+                   if u.action == "open" and u.notify]
+    alerts += [u.record for u in engine.advance_to(now.timestamp() + 3600) if u.action == "open" and u.notify]
+    return alerts
+
+
+@pytest.mark.parametrize("start", START_TIMES)
+def test_one_alert_per_injected_kind_whatever_the_start_time(start):
+    """Exactly one alert per injected kind (and the unpriced model's new_model), for any wall-clock start: the
+    generator draws the month on a calendar of whole weeks (the same weekday and hour get the same calls) and the
+    injections sit on fixed weekday afternoons of it."""
+    from collections import Counter
+
+    from streams.anomalies.detectors import KINDS
+
+    alerts = _alerts(datetime.fromisoformat(start).replace(tzinfo=timezone.utc))
+    expected = Counter({kind: 1 for kind in KINDS}) + Counter({"new_model": 1})  # the unpriced model is new too
+    assert Counter(a["kind"] for a in alerts) == expected, [(a["kind"], a["scope_value"], a["start"]) for a in alerts]
+    new_models = sorted(a["scope_value"] for a in alerts if a["kind"] == "new_model")
+    assert new_models == ["sk-acm-sear-chen", "sk-glo-plat-lu"]
+
+
+def test_the_same_weekday_and_hour_get_the_same_calls_whatever_the_start_minute():
+    from warehouse.demo_history import history_events
+
+    early = history_events(datetime(2026, 11, 20, 9, 5, tzinfo=timezone.utc))
+    late = history_events(datetime(2026, 11, 20, 9, 55, tzinfo=timezone.utc) + timedelta(days=1))
+    hour = "2026-11-12T14"  # inside both months
+    assert [e for e in early if e["ts"].startswith(hour)] == [e for e in late if e["ts"].startswith(hour)]
+    assert len([e for e in early if e["ts"].startswith(hour)]) > 20
+
+
+def test_the_demo_maps_cost_centers_and_allocates_the_platform_teams_spend(written, tmp_path, monkeypatch):
+    """`up --demo` gives its children TOKENMETER_COST_CENTERS_FILE=<data_dir>/demo-finance.yaml (unless a finance
+    file is set): the README's month-close walk-through (`showback --month <closed month> --by cost_center`) then
+    shows cost centers and the platform team's spend allocated to the others. Before: one `unmapped` row, nothing
+    allocated."""
+    import json
+
+    from click.testing import CliRunner
+
+    from app.supervisor import Supervisor
+    from warehouse.finance_cli import showback
+
+    _, _, _, settings = written
+    for name in ("TOKENMETER_COST_CENTERS_FILE", "TOKENMETER_ALLOCATION_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = Supervisor(settings, demo=True).child_env()
+    path = env["TOKENMETER_COST_CENTERS_FILE"]
+    assert path == str(settings.data_dir.resolve() / "demo-finance.yaml")
+    mine = Settings(data_dir=tmp_path, cost_centers_file=tmp_path / "mine.yaml")
+    assert "TOKENMETER_COST_CENTERS_FILE" not in Supervisor(mine, demo=True).child_env()  # the user's file wins
+    out = CliRunner().invoke(showback, ["--month", "2026-11", "--by", "cost_center", "--format", "json"],
+                             env={"TOKENMETER_DATA_DIR": str(settings.data_dir), "TOKENMETER_COST_CENTERS_FILE": path})
+    assert out.exit_code == 0, out.output
+    rows = {r["cost_center"]: r for r in json.loads(out.output)}
+    assert "unmapped" not in rows and {"CC-1100", "CC-9000"} <= set(rows)
+    assert Decimal(rows["CC-9000"]["total_usd"]) == 0 and Decimal(rows["CC-1100"]["allocated_usd"]) > 0
+    assert sum(Decimal(r["allocated_usd"]) for r in rows.values()) == 0  # moved, not made up
