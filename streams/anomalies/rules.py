@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from .aggregate import PICO, pico_to_str
+from .baseline import GLOBAL
 from .detectors import KIND_DIMS, Verdict, error_verdict, rate_verdict, ratio_verdict
 from .gating import SUSTAINED_KINDS, AnomalyUpdate
 from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LSQ, S_LSTD, S_LSUM, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK,
@@ -49,6 +50,7 @@ class KindRules:
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
             v = self._beyond_busy(v, st, trim_cost, sb[S_REQ], floor, per_hour)
+            v = self._off_hours_loop(v, st, trim_cost, sb[S_REQ], per_hour)
             quiet_volume = not (v is not None and v.state in ("strong", "anomalous") and "spend_rate" in st.streaks)
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
@@ -270,6 +272,33 @@ class KindRules:
         v.state = "anomalous"
         return v
 
+
+    def _off_hours_loop(self, v: Verdict | None, st: ScopeState, trimmed: float, calls: int,
+                        per_hour: float) -> Verdict | None:
+        """Spend of an API key at an hour it is (nearly) silent at, in calls that are not its usual calls. The floors
+        above are relative to the key's busy bucket, which for a job key is the job: a loop of 45 cheap calls per
+        bucket at 22:00 on the nightly job's key ($0.25-0.63/hour, office seed 11) is a fifth of it and below the
+        absolute $0.50/hour, so it was never seen. The job running an hour late spends more, but in the key's usual
+        calls; a loop's calls carry a growing context (here 3x prompts, twice the key's typical call). So: the
+        seasonal level at this hour at most `off_hours_share` of a busy bucket's spend, >= `strong_min_calls` calls
+        averaging >= `off_hours_call_ratio` x the key's typical call (without the largest call), and the spend beyond
+        `spend_ratio` x the level, `typical_calls` typical calls and `off_hours_usual_multiple` x the key's usual
+        spend per bucket over all hours (floors relative to the key itself). Anomalous: opens after 15 minutes."""
+        cfg = self.cfg
+        if v is None or v.state in ("strong", "anomalous") or st.dim != "api_key" or calls < cfg.strong_min_calls:
+            return v
+        busy_cost, typical = st.busy_high(0), st.call_cost
+        expected = v.expected / per_hour
+        if not busy_cost or not typical or expected > cfg.off_hours_share * busy_cost:
+            return v  # not an hour this key is (nearly) silent at
+        if trimmed < cfg.off_hours_call_ratio * typical * (calls - 1):
+            return v  # its usual calls at another time (its job running late, a re-run by hand): not a loop
+        usual = st.spend.level[GLOBAL]
+        if trimmed < max(cfg.spend_ratio * expected, expected + cfg.typical_calls * typical,
+                         expected + cfg.off_hours_usual_multiple * usual):
+            return v
+        v.state = "anomalous"
+        return v
 
     def _strong_volume(self, busy_high: float, calls: int) -> float:
         """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a
