@@ -183,7 +183,10 @@ class KindRules:
             # it learns slowly (bounded steps), so a change that stays becomes the key's new normal.
             st.learn_out_log(ok, sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls)
         if ok:
-            st.learn_call_size(cost_usd / ok, tokens / ok)
+            if not any(kind in st.open for kind in ("spend_rate", "token_rate", "request_burst")):
+                # Not from a loop, a leak or an explosion: their calls are not this scope's (a leaked client's 500
+                # cheap calls a bucket took the weekly report key's typical call from $0.079 to $0.054, office seed 8).
+                st.learn_call_size(cost_usd / ok, tokens / ok)
             gap = (bucket - st.out_rate[0]) / OUT_RATE_TAU_S
             st.out_rate = [bucket, st.out_rate[1] * math.exp(-gap) + ok]
             # What a busy bucket is: not learnt from an open anomaly. A key's bucket is learnt one bucket late, once the

@@ -88,3 +88,33 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_leak_of_cheap_calls_does_not_teach_the_key_a_cheaper_typical_call():
+    """Office seed 8: a leaked client's 500 cheap calls per bucket on the weekly report's key dragged its typical call
+    from $0.079 to $0.054 (each bucket's mean call, clipped, learnt while the burst was open), so the report's own
+    calls looked 2x pricier when daylight saving moved its run to an hour the key is silent at: a false spend alert.
+    A bucket of an open volume anomaly (a loop, a leak, an explosion) is not this key's usual call."""
+    leak_at, rerun_at = HISTORY_END + 12 * 3600, HISTORY_END + 22 * 3600
+
+    def leak_then_rerun(b):
+        if leak_at <= b < leak_at + 3600:  # a leaked client: 2 calls/s of 200-token prompts
+            return [event(b + i // 2, "sk-job", team="data", model="gpt-4o-mini", tin=200, tout=20,
+                          n=200_000 + (b - leak_at) * 2 + i) for i in range(600)]
+        return loop_at(rerun_at, 60, prompt_multiple=1.0)(b)
+
+    engine = job_engine()
+    typical = engine.scopes[("api_key", "sk-job")].call_cost
+    updates = []
+    for batch in nightly(HISTORY_END, HISTORY_END + DAY, seed=4, extra=leak_then_rerun):
+        updates += engine.observe(batch, now=2e9)
+    assert any(u.record["kind"] == "request_burst" for u in updates if u.action == "open")  # the leak was seen
+    assert engine.scopes[("api_key", "sk-job")].call_cost > 0.8 * typical
+    assert [u.record for u in updates if u.action == "open" and u.notify and u.record["kind"] == "spend_rate"
+            and u.record["start"] >= _iso(rerun_at - 300)] == []
+
+
+def _iso(t: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
