@@ -243,7 +243,7 @@ def explain(kind: str, scope: str, v: Verdict) -> str:
     ratio = f"{v.observed / v.expected:.1f}x" if v.expected > 0 and v.observed < 1000 * v.expected else "far above"
     if kind == "spend_rate":
         return (f"{scope} is spending {fmt_usd(v.observed)}/hour, {ratio} the {fmt_usd(v.expected)}/hour usual "
-                f"for this hour of the week (normal up to {fmt_usd(v.high)}/hour).")
+                f"for this hour of the week (normal up to {fmt_usd(v.high)}/hour)." + (f" {v.detail}" if v.detail else ""))
     if kind == "token_rate":
         return (f"{scope} is using {fmt_n(v.observed)} tokens/hour, {ratio} the usual {fmt_n(v.expected)} "
                 f"for this hour of the week.")

@@ -297,10 +297,13 @@ class KindRules:
         if trimmed < cfg.off_hours_call_ratio * typical * (calls - 1):
             return v  # its usual calls at another time (its job running late, a re-run by hand): not a loop
         usual = st.spend.level[GLOBAL]
-        if trimmed < max(cfg.spend_ratio * expected, expected + cfg.typical_calls * typical,
-                         expected + cfg.off_hours_usual_multiple * usual):
+        high = max(cfg.spend_ratio * expected, expected + cfg.typical_calls * typical,
+                   expected + cfg.off_hours_usual_multiple * usual)
+        if trimmed < high:
             return v
-        v.state = "anomalous"
+        v.state, v.high = "anomalous", high * per_hour
+        v.detail = (f"Its {calls} calls in 5 minutes average {trimmed / (calls - 1) / typical:.1f}x its typical call, "
+                    f"at an hour it is usually quiet (a loop?).")
         return v
 
     def _strong_volume(self, busy_high: float, calls: int) -> float:

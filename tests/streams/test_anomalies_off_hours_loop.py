@@ -71,7 +71,8 @@ def test_a_cheap_loop_at_an_hour_the_job_key_is_never_active_is_alerted():
     assert len(found) == 1, found
     # Sustained: three buckets in a row, then the third's close and its grace period.
     assert onset <= _epoch(found[0]["start"]) and _epoch(found[0]["detected_at"]) <= onset + 3 * 300 + 120
-    assert "sk-job" in found[0]["explanation"]
+    assert "sk-job" in found[0]["explanation"] and "its typical call, at an hour it is usually quiet" in \
+        found[0]["explanation"], found[0]["explanation"]
 
 
 def test_the_job_running_an_hour_late_is_no_spend_alert():
