@@ -89,6 +89,13 @@ class Config:
     # Spend of a bursty scope (sessions): 15 minutes with this many times a busy bucket's calls and spend is a loop.
     busy_excess_calls: float = 2.0
     busy_excess_volume: float = 1.5
+    # A key's spend at an hour it is (nearly) silent at (seasonal level <= `off_hours_share` of a busy bucket's spend),
+    # in calls that are not its usual calls (>= `off_hours_call_ratio` x its typical call, without the largest), with
+    # >= `strong_min_calls` calls and beyond `off_hours_usual_multiple` x its usual spend per bucket (all hours):
+    # a cheap loop on a job key, below the absolute floor and its job's busy bucket. Sustained (15 minutes).
+    off_hours_share: float = 0.1
+    off_hours_call_ratio: float = 1.5
+    off_hours_usual_multiple: float = 3.0
     shift_min_model_calls: int = 3  # calls on the model that took over the cost
     shift_routine_share: float = 0.1
     shift_session_calls: int = 30  # calls on rarely used models one key's session does not reach in 5 minutes  # a model with this usual share of a scope's calls is part of its mix
@@ -236,7 +243,7 @@ def explain(kind: str, scope: str, v: Verdict) -> str:
     ratio = f"{v.observed / v.expected:.1f}x" if v.expected > 0 and v.observed < 1000 * v.expected else "far above"
     if kind == "spend_rate":
         return (f"{scope} is spending {fmt_usd(v.observed)}/hour, {ratio} the {fmt_usd(v.expected)}/hour usual "
-                f"for this hour of the week (normal up to {fmt_usd(v.high)}/hour).")
+                f"for this hour of the week (normal up to {fmt_usd(v.high)}/hour)." + (f" {v.detail}" if v.detail else ""))
     if kind == "token_rate":
         return (f"{scope} is using {fmt_n(v.observed)} tokens/hour, {ratio} the usual {fmt_n(v.expected)} "
                 f"for this hour of the week.")

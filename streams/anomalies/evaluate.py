@@ -89,7 +89,8 @@ class OutputSpread:
                 "detectable_in_15m": lab["affected_first_15m"] >= needed, "detectable": lab["affected"] >= needed}
 # What a kind's rule needs before it may speak, as (changed calls within an hour, what). A missed injection below it is
 # still counted as missed (recall is not shrunk); the report says how many misses never reached it, and by how much.
-RULE_EVIDENCE = {"new_model": (Config.new_model_min_calls, "calls of the new model within an hour")}
+RULE_EVIDENCE = {"new_model": (Config.new_model_min_calls, "calls of the new model within an hour"),
+                 "error_rate": (Config.error_min_errors, "failed calls")}
 
 
 def _epoch(text: str) -> float:
@@ -144,7 +145,8 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
     for lab in labels:
         lab["_scopes"] = {tuple(s) for s in lab["scopes"]}
     per_kind = {k: {"tp": 0, "fp": 0, "alert_tp": 0, "alerts": 0, "delays": [], "injected": 0, "recalled": 0, "fp_examples": [],
-                    "unobservable": 0, "detectability": [], "below_rule": []} for k in KINDS}
+                    "unobservable": 0, "detectability": [], "below_rule": [], "evidence_waits": [],
+                    "after_evidence": []} for k in KINDS}
     for det in detections:
         start, scope = _epoch(det["start"]), (det["scope_dim"], det["scope_value"])
         hit = any(det["kind"] in lab["allowed"] and scope in lab["_scopes"]
@@ -179,6 +181,13 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
         if found:
             bucket["recalled"] += 1
             bucket["delays"].append(max(0.0, min(found) - lab["first_affected"]))
+            # The wait for the rule's evidence (its Nth changed call), which no rule needing that evidence avoids,
+            # and the detector's own part after it. Reported beside the delay, never instead of it.
+            times = lab.get("first_changed_at") or []
+            if lab["kind"] in RULE_EVIDENCE and len(times) >= RULE_EVIDENCE[lab["kind"]][0]:
+                evidence_at = times[RULE_EVIDENCE[lab["kind"]][0] - 1]
+                bucket["evidence_waits"].append(evidence_at - lab["first_affected"])
+                bucket["after_evidence"].append(max(0.0, min(found) - evidence_at))
         if odds:
             bucket["detectability"].append({**odds, "description": lab["description"], "found": bool(found),
                                             "delay_s": round(min(found) - lab["first_affected"]) if found else None})
@@ -197,6 +206,10 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
             # Misses that never gave the rule its evidence (RULE_EVIDENCE): their busiest hour's changed calls.
             "missed_below_rule_evidence": sorted(b["below_rule"]),
         }
+        if b["evidence_waits"]:
+            result[kind]["median_evidence_wait_s"] = round(statistics.median(b["evidence_waits"]))
+            result[kind]["median_delay_after_evidence_s"] = round(statistics.median(b["after_evidence"]))
+            result[kind]["found_with_evidence_times"] = len(b["evidence_waits"])
         if b["detectability"]:
             odds = b["detectability"]
             result[kind]["detectability"] = {
@@ -291,6 +304,13 @@ def format_table(result: dict) -> str:
             needed, what = RULE_EVIDENCE[kind]
             lines.append(f"{kind}: {len(below)} of {k['injected'] - k['recalled']} misses never reached the rule's "
                          f"evidence (>= {needed} {what}; they had {', '.join(map(str, below))}); counted as missed")
+    for kind, k in result["kinds"].items():
+        if "median_evidence_wait_s" in k:
+            needed, what = RULE_EVIDENCE[kind]
+            lines.append(f"{kind}: the rule's evidence (>= {needed} {what.split(' within')[0]}) came a median "
+                         f"{k['median_evidence_wait_s'] / 60:.1f} min after the first changed call "
+                         f"({k['found_with_evidence_times']} found); found a median "
+                         f"{k['median_delay_after_evidence_s'] / 60:.1f} min after it")
     if quiet:
         lines.append(f"incident-free run: {quiet['days']} days, {quiet['events']:,} events, "
                      f"{quiet['active_scope_days']:,} active scope-days, {quiet['false_alerts']} alerts = "

@@ -98,6 +98,7 @@ class Injection:
             self.record["first_affected"] = first
             self.record["affected_first_15m"] = sum(1 for t in self.affected_at if t < first + 900)
             self.record["affected_busiest_hour"] = busiest_hour(self.affected_at)
+            self.record["first_changed_at"] = sorted(self.affected_at)[:10]  # when a rule's evidence was complete
 
     def label(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "allowed": list(self.allowed),

@@ -1,0 +1,214 @@
+"""Alert gating: an anomaly's lifecycle (streaks before it opens, extend, close) and which openings are alerted
+(one incident, one alert: a narrower open anomaly, a team's usual model, one quiet key's busy stretch explain a
+broader one), and the public record of an anomaly."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .aggregate import COST, TIN, TOUT
+from .detectors import Verdict, explain, severity
+from .scope_state import ScopeState
+
+UNITS = {"spend_rate": "usd_per_hour", "token_rate": "tokens_per_hour", "request_burst": "requests_per_hour",
+         "tokens_per_request": "tokens_per_request", "error_rate": "error_ratio", "model_shift": "usd_per_1k_tokens",
+         "new_model": "usd_per_hour", "unpriced_usage": "unpriced_tokens_per_hour"}
+# One incident shows on several scopes (a key's loop is also its user's, team's and model's spend anomaly). A broader
+# scope's anomaly is recorded but not alerted when an open anomaly of the same kind on a narrower scope that shares
+# its traffic explains it (for volumes: at least half of its excess).
+SPECIFICITY = {"api_key": 0, "user": 1, "feature": 2, "project": 3, "team": 4, "model": 5}
+RAW_INDEX = {"team": 1, "project": 2, "user": 3, "api_key": 4, "feature": 5, "model": 6}  # positions in a raw key
+VOLUME_KINDS = ("spend_rate", "token_rate", "request_burst", "unpriced_usage")
+SUSTAINED_KINDS = ("spend_rate", "token_rate")
+# Kinds whose anomaly on a narrower scope, opening after an alerted one of the same kind on a broader scope sharing its
+# traffic, is recorded, not alerted: an error share is not additive, so a key's storm seen first on its team is one
+# incident. (Volume kinds are not: a second key's loop under a team that is already spending is news.)
+LATER_NARROWER_EXPLAINED = ("error_rate",)
+
+
+def iso_epoch(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class AnomalyUpdate:
+    action: str  # "open" (new anomaly: alert trigger), "update" (still ongoing, later end), "close" (resolve)
+    record: dict  # anomaly record per tokenmeter/records.py
+    notify: bool = True  # False: explained by a narrower anomaly of the same kind, recorded but not alerted
+
+
+
+class AlertGating:
+    """Mixin of AnomalyEngine (uses `self.cfg`, `self.scopes`, `self.stats`, `self._now`, `self._opened`)."""
+
+    # Lifecycle -----------------------------------------------------------------------------------------------
+    def _track(self, st: ScopeState, kind_key: str, kind: str, v: Verdict | None, bucket: int,
+               updates: list[AnomalyUpdate], label: str, exact: str | None = None) -> None:
+        cfg = self.cfg
+        current = st.open.get(kind_key)
+        firing = v is not None and v.state in ("strong", "anomalous")
+        if current is not None:
+            if firing:
+                current["_normal"] = 0
+                current["end"] = iso_epoch(bucket + cfg.bucket_s)
+                if v.observed >= current["_peak"]:
+                    self._fill(current, kind, v, label, exact)
+                current["detected_at"] = iso_epoch(self._now)
+                updates.append(AnomalyUpdate("update", self._public(current)))
+            elif v is not None and v.state == "elevated":
+                current["_normal"] = 0
+            else:
+                current["_normal"] += 1
+                if current["_normal"] >= cfg.close_after:
+                    self._finish(st, kind_key, updates)
+            return
+        if not firing:
+            st.streaks.pop(kind_key, None)
+            return
+        streak = st.streaks.setdefault(kind_key, [0, bucket])
+        streak[0] += 1
+        needed = v.after or (cfg.sustained_after if kind in SUSTAINED_KINDS else cfg.open_after)
+        if v.state != "strong" and streak[0] < needed:
+            return
+        start = st.streaks.pop(kind_key)[1]
+        digest = hashlib.sha256(f"{kind_key}|{st.dim}={st.value}|{start}".encode()).hexdigest()[:32]
+        anomaly = {"id": f"anomaly-{digest}", "kind": kind, "scope_dim": st.dim, "scope_value": st.value,
+                   "start": iso_epoch(start), "end": iso_epoch(bucket + cfg.bucket_s), "status": "open",
+                   "detected_at": iso_epoch(self._now), "_normal": 0, "_peak": -1.0}
+        self._fill(anomaly, kind, v, label, exact)
+        st.open[kind_key] = anomaly
+        self.stats["anomalies_opened"] += 1
+        update = AnomalyUpdate("open", self._public(anomaly))
+        updates.append(update)
+        self._opened.append((st, kind_key, anomaly, update))
+
+    def _finish(self, st: ScopeState, kind_key: str, updates: list[AnomalyUpdate]) -> None:
+        anomaly = st.open.pop(kind_key)
+        anomaly["status"] = "closed"
+        anomaly["detected_at"] = iso_epoch(self._now)
+        self.stats["anomalies_closed"] += 1
+        updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by")))
+
+    def _explain(self, raw: dict) -> None:
+        """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
+        for st, kind_key, anomaly, update in self._opened:
+            if anomaly["kind"] == "new_model" and st.dim != "team":
+                team = self._team_uses(st, kind_key.split(":", 1)[1], raw)
+                if team is not None:
+                    anomaly["_explained_by"], anomaly["_team_model"] = f"team {team}", True
+                    update.notify = False
+                    update.record = self._public(anomaly)
+                    self.stats["anomalies_explained"] += 1
+                    continue
+            if anomaly["kind"] in LATER_NARROWER_EXPLAINED:
+                broader = self._alerted_broader(st, kind_key, raw)
+                if broader is not None:
+                    anomaly["_explained_by"] = f"{broader[0]} {broader[1]}"
+                    update.notify = False
+                    update.record = self._public(anomaly)
+                    self.stats["anomalies_explained"] += 1
+                    continue
+            rank = SPECIFICITY[st.dim]
+            if rank == 0:
+                continue
+            index = RAW_INDEX[st.dim]  # this scope's position in a raw aggregate key
+            related = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
+                       if key[i] and SPECIFICITY[d] < rank}
+            best = None
+            for dim, value in related:
+                other_state = self.scopes.get((dim, value))
+                other = other_state.open.get(kind_key) if other_state else None
+                if other is None or (anomaly["kind"] in VOLUME_KINDS and other["_excess"] < 0.5 * anomaly["_excess"]):
+                    continue
+                if best is None or SPECIFICITY[dim] < SPECIFICITY[best[0]]:
+                    best = (dim, value)
+            if best is None and anomaly["kind"] in SUSTAINED_KINDS:
+                best = self._one_quiet_key(st, anomaly["kind"], kind_key, raw, index)
+                if best is not None:
+                    anomaly["_quiet_key"] = True
+            if best is not None:
+                anomaly["_explained_by"] = f"{best[0]} {best[1]}"
+                update.notify = False
+                update.record = self._public(anomaly)
+                self.stats["anomalies_explained"] += 1
+
+    def _alerted_broader(self, st: ScopeState, kind_key: str, raw: dict) -> tuple[str, str] | None:
+        """A broader scope sharing this scope's traffic in this bucket whose anomaly of the same kind opened in an
+        EARLIER bucket and was alerted: the narrower one opening later is the same incident (the demo's key storm
+        alerted on its team at 14:07 and again on the key at 14:12). Same-bucket openings are left to the
+        narrower-first rule below, so the two rules never silence each other."""
+        rank, index = SPECIFICITY[st.dim], RAW_INDEX[st.dim]
+        this_bucket = {id(anomaly) for _, _, anomaly, _ in self._opened}
+        broader = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
+                   if key[i] and SPECIFICITY[d] > rank}
+        for dim, value in sorted(broader, key=lambda scope: SPECIFICITY[scope[0]]):
+            other_state = self.scopes.get((dim, value))
+            other = other_state.open.get(kind_key) if other_state else None
+            if other is not None and id(other) not in this_bucket and not other.get("_explained_by"):
+                return dim, value
+        return None
+
+    def _team_uses(self, st: ScopeState, model: str, raw: dict) -> str | None:
+        """The team of this scope's traffic in this bucket when `model` is part of that team's usual mix (used before
+        this bucket, and at least `new_model_team_share` of the team's calls): a key calling its team's usual model
+        for the first time (a quiet key's mix shows up slowly) is recorded, not alerted. On the sparse family's
+        incident-free days that was 7 of 8 new_model alerts. None when the model is new to any team of the scope,
+        or only a trace in its mix (then it is news, alerted on the narrowest scope)."""
+        index, bucket = RAW_INDEX[st.dim], self._now - self.cfg.bucket_s - self.cfg.grace_s
+        teams = {key[1] for key in raw if key[index] == st.value}
+        for team in teams:
+            known = self.scopes.get(("team", team))
+            info = known.models.get(model) if known is not None else None  # [first bucket, cost share, call share]
+            if info is None or info[0] >= bucket or info[2:3] < [self.cfg.new_model_team_share]:
+                return None  # new to the team, or only a trace of it (an earlier incident's, an occasional call)
+        return ", ".join(sorted(teams)) or None
+
+    def _one_quiet_key(self, st: ScopeState, kind: str, kind_key: str, raw: dict, index: int):
+        """A broad scope's volume spike that is mostly one API key's traffic, while that key itself is within its
+        own (bursty) range: the key's usual busy stretch, not news for the team or the model. Recorded, not
+        alerted. (A key that is itself anomalous explains it through the rule above.)"""
+        volume: dict[str, int] = {}
+        for key, agg in raw.items():
+            if key[index] == st.value and key[4]:
+                amount = agg[COST] if kind == "spend_rate" else (0 if key[7] else agg[TIN] + agg[TOUT])
+                volume[key[4]] = volume.get(key[4], 0) + amount
+        total = sum(volume.values())
+        if not total:
+            return None
+        top, amount = max(volume.items(), key=lambda item: item[1])
+        other = self.scopes.get(("api_key", top))
+        if amount >= 0.5 * total and other is not None and kind_key not in other.open:
+            return ("api_key", top)
+        return None
+
+    @staticmethod
+    def _fill(anomaly: dict, kind: str, v: Verdict, label: str, exact: str | None) -> None:
+        anomaly["_peak"] = v.observed
+        anomaly["_excess"] = v.observed - v.expected
+        anomaly["severity"] = severity(kind, v)
+        decimals = 12 if kind in ("spend_rate", "new_model", "model_shift") else 6
+        anomaly["observed"] = exact if exact is not None else f"{v.observed:.{decimals}f}"
+        anomaly["expected"] = f"{v.expected:.{decimals}f}"
+        anomaly["expected_low"] = f"{v.low:.{decimals}f}"
+        anomaly["expected_high"] = f"{v.high:.{decimals}f}"
+        anomaly["unit"] = UNITS[kind]
+        anomaly["explanation"] = explain(kind, label, v)
+        if v.detail:
+            anomaly["_detail"] = v.detail
+
+    @staticmethod
+    def _public(anomaly: dict) -> dict:
+        record = {k: anomaly[k] for k in ("id", "kind", "scope_dim", "scope_value", "severity", "observed",
+                                          "expected", "expected_low", "expected_high", "unit", "start", "end",
+                                          "status", "explanation", "detected_at")}
+        if anomaly.get("_team_model"):
+            record["explanation"] += f" Already used by {anomaly['_explained_by']} (not alerted)."
+        elif anomaly.get("_quiet_key"):
+            record["explanation"] += (f" Mostly the traffic of {anomaly['_explained_by']}, within that key's own usual "
+                                      f"range (not alerted).")
+        elif anomaly.get("_explained_by"):
+            record["explanation"] += f" Part of the anomaly of {anomaly['_explained_by']} (alerted there)."
+        return record
+

@@ -1,0 +1,315 @@
+"""The per-kind rules of one scope and one bucket (spend, tokens, tokens per request, errors, model shifts, bursts,
+unpriced usage, new models): judge the bucket against the scope's baselines, then let the baselines learn from it."""
+
+from __future__ import annotations
+
+import math
+
+from .aggregate import PICO, pico_to_str
+from .baseline import GLOBAL
+from .detectors import KIND_DIMS, Verdict, error_verdict, rate_verdict, ratio_verdict
+from .gating import SUSTAINED_KINDS, AnomalyUpdate
+from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LSQ, S_LSTD, S_LSUM, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK,
+                           S_MODELS, S_MUSUM, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT, S_UREQ,
+                           S_UTOK, S_ZN, S_ZSUM)
+from .scope_state import ScopeState
+
+BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
+OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), for the tokens-per-request CUSUM
+
+
+class KindRules:
+    """Mixin of AnomalyEngine (uses `self.cfg`, `self.agg`, the gating's `_track`, the model rules)."""
+
+    # One scope, one bucket -----------------------------------------------------------------------------------
+    def _step(self, st: ScopeState, sb: list, bucket: int, full, daily, updates: list[AnomalyUpdate]) -> None:
+        cfg = self.cfg
+        per_hour = 3600 / cfg.bucket_s
+        warm = st.age >= cfg.warmup_buckets
+        dim = st.dim
+        cost_usd = sb[S_COST] / PICO
+        tokens = sb[S_TIN] + sb[S_TOUT]
+        ok = sb[S_REQ] - sb[S_ERR]
+        label = f"{dim} {st.value}"
+        track = self._track
+        # False when spend or tokens are anomalous for a second bucket in a row (a loop in the making): then the bucket
+        # does not teach what a busy bucket is. One anomalous bucket (a session) still does.
+        quiet_volume = True
+
+        # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
+        # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
+        trim_cost = (sb[S_COST] - sb[S_MAXCOST]) / PICO
+        trim_tokens = float(tokens - sb[S_MAXTOK])
+        busy_cost, busy_tokens = st.busy_high(0), st.busy_high(1)
+        # Opening at once needs more calls than this scope's busy buckets hold (a loop, not a long session).
+        strong_calls = max(cfg.strong_min_calls, cfg.strong_busy_calls * st.busy_high(2))
+        if warm:
+            floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost, busy_cost)
+            v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
+                             unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
+                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
+                             strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
+            v = self._beyond_busy(v, st, trim_cost, sb[S_REQ], floor, per_hour)
+            v = self._off_hours_loop(v, st, trim_cost, sb[S_REQ], per_hour)
+            quiet_volume = not (v is not None and v.state in ("strong", "anomalous") and "spend_rate" in st.streaks)
+            track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
+            floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
+            v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
+                             counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
+                             min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
+                             strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
+            quiet_volume = quiet_volume and not (v is not None and v.state in ("strong", "anomalous")
+                                                 and "token_rate" in st.streaks)
+            track(st, "token_rate", "token_rate", v, bucket, updates, label)
+            v = None
+            if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
+                # Means without the largest call: one 120k-token document is not a changed template.
+                v_out = ratio_verdict((sb[S_TOUT] - sb[S_MAXOUT]) / (ok - 1), st.tpr_out, daily, ratio=cfg.tpr_ratio,
+                                      z=cfg.ratio_z, unit="tokens_per_request")
+                v_in = ratio_verdict((sb[S_TIN] - sb[S_MAXIN]) / (ok - 1), st.tpr_in, daily, ratio=cfg.tpr_ratio,
+                                     z=cfg.ratio_z, unit="tokens_per_request")
+                candidates = [(x.observed / x.expected, name, x) for name, x in (("output", v_out), ("input", v_in)) if x]
+                if candidates:
+                    _, v_detail, v = max(candidates, key=lambda c: c[0])
+                    v.detail = v_detail
+                    if v.state == "strong" and (ok < 2 * cfg.tpr_min_requests or v_detail == "input"):
+                        # A few calls (one long session) must hold for a second bucket.
+                        v.state = "anomalous"
+                    if v_detail == "input" and v.state == "anomalous":
+                        # Prompts are heavy-tailed and an agent's context grows along its session (a session with
+                        # two 100k-token documents is not a template): longer prompts must last 15 minutes.
+                        v.after = cfg.sustained_after
+            if dim in KIND_DIMS["tokens_per_request"]:
+                v = self._output_shift(st, sb, v)
+            was_open = "tokens_per_request" in st.open
+            track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
+            if was_open and "tokens_per_request" not in st.open:
+                st.cusum = 0.0  # closed: the evidence is spent
+            errors, requests = sb[S_ERR], sb[S_REQ]
+            if requests < cfg.error_window_requests:
+                # A quiet scope: this bucket and its two previous buckets with calls, within `error_window_s`
+                # (a key calling every few minutes puts a storm's five failures into four buckets, one empty).
+                recent, horizon = st.recent, bucket - cfg.error_window_s
+                if recent[4] >= horizon:
+                    errors += recent[0]
+                    requests += recent[1]
+                if recent[5] >= horizon:
+                    errors += recent[2]
+                    requests += recent[3]
+            track(st, "error_rate", "error_rate", error_verdict(errors, requests, st.err, daily, cfg),
+                  bucket, updates, label)
+            if dim in KIND_DIMS["model_shift"]:
+                v = None
+                # A quiet scope's last three buckets are judged together (like error shares).
+                w_ok, w_cost, w_tokens, windowed = ok, sb[S_COST], tokens, ok < cfg.shift_min_requests
+                if windowed and ok:
+                    for r_ok, r_cost, r_tokens, *_ in st.recent_cost:
+                        w_ok, w_cost, w_tokens = w_ok + r_ok, w_cost + r_cost, w_tokens + r_tokens
+                if w_ok >= cfg.shift_min_requests and w_tokens > 0 and sb[S_COST] > 0:
+                    v = ratio_verdict(w_cost / PICO * 1000 / w_tokens, st.cpt, daily, ratio=cfg.shift_ratio,
+                                      z=cfg.ratio_z, unit="usd_per_1k_tokens")
+                    if v and v.state in ("strong", "anomalous"):
+                        v.detail, model, calls = self._shift_detail(st, sb)
+                        if windowed:
+                            calls += sum(r[3].get(model, 0) for r in st.recent_cost)
+                        if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
+                            v.state = "elevated"
+                        elif (st.models.get(model) or [0, 0.0, 0.0])[2:3] >= [cfg.shift_routine_share]:
+                            # A session on a model that usually takes a good share of this scope's calls (its
+                            # second model, one session in five) is its usual mix, not a shift.
+                            v.state = "elevated"
+                        elif sb[S_KNOWN] and sb[S_RARE] + sum(len(r) > 9 and r[4] for r in st.recent_cost
+                                                              if windowed) < cfg.shift_min_model_calls:
+                            # The same for a broad scope: the calls that took over the cost are on models their own
+                            # keys use routinely (one key's second model is 2-10 % of its feature's calls).
+                            v.state = "elevated"
+                if v is None or v.state not in ("strong", "anomalous"):
+                    v = self._rare_model_takeover(st, sb, daily) or v
+                track(st, "model_shift", "model_shift", v, bucket, updates, label)
+
+        if dim in KIND_DIMS["request_burst"]:
+            v = None
+            if warm:
+                v = rate_verdict(float(sb[S_REQ]), st.requests, full, z=cfg.z, ratio=cfg.burst_ratio,
+                                 min_delta=cfg.burst_min_delta_per_hour / per_hour, counts=True,
+                                 unit="requests_per_hour", per_hour=per_hour)
+                busy_calls = st.busy_high(2)
+                if v is None and busy_calls:
+                    # A key with history at an hour it was never seen in (its nightly job moved by daylight saving
+                    # or running late) is judged against its own busy buckets, not as a key without history.
+                    rate, high = sb[S_REQ] * per_hour, max(cfg.burst_floor_per_hour, cfg.burst_ratio * busy_calls * per_hour)
+                    v = Verdict("strong" if rate >= high else "normal", rate, busy_calls * per_hour, 0.0, high,
+                                "requests_per_hour")
+                elif v is not None and v.state in ("strong", "anomalous") and sb[S_REQ] < cfg.burst_busy_multiple * busy_calls:
+                    v.state = "elevated"  # no more calls than this key's busy buckets hold: its own job, an hour late
+            if v is None and bucket - self.started >= cfg.warmup_buckets * cfg.bucket_s:
+                # A key without history, appearing after the detector knows the usual keys: only an absolute
+                # floor counts. (When the detector itself is new, every key is new: none is suspicious.)
+                rate = sb[S_REQ] * per_hour
+                v = Verdict("strong" if rate >= cfg.burst_floor_per_hour else "normal", rate, 0.0, 0.0,
+                            cfg.burst_floor_per_hour, "requests_per_hour")
+            track(st, "request_burst", "request_burst", v, bucket, updates, label)
+
+        if dim in KIND_DIMS["unpriced_usage"]:
+            v = None
+            if sb[S_UREQ] or "unpriced_usage" in st.open:
+                v = Verdict("strong" if sb[S_UREQ] else "normal", sb[S_UTOK] * per_hour, 0.0, 0.0, 0.0,
+                            "unpriced_tokens_per_hour")
+                reason = self.agg.unpriced_reasons.get(st.value, "no price")
+                v.detail = f"{st.value} ({sb[S_UREQ]} calls in 5 minutes; {reason})" if sb[S_UREQ] else st.value
+            track(st, "unpriced_usage", "unpriced_usage", v, bucket, updates, label)
+        if dim in KIND_DIMS["new_model"]:
+            self._new_models(st, sb, bucket, warm, per_hour, updates, label)
+
+        # Learn from this bucket after judging it.
+        st.spend.update(full, cost_usd)
+        st.tokens.update(full, float(tokens))
+        if st.requests is not None:
+            st.requests.update(full, float(sb[S_REQ]))
+        if ok >= 3:
+            st.tpr_out.update(daily, (sb[S_TOUT] - sb[S_MAXOUT]) / (ok - 1))
+            st.tpr_in.update(daily, (sb[S_TIN] - sb[S_MAXIN]) / (ok - 1))
+            if tokens > 0 and sb[S_COST] > 0:
+                st.cpt.update(daily, cost_usd * 1000 / tokens)
+        if sb[S_REQ] >= 5:
+            st.err.update(daily, sb[S_ERR] / sb[S_REQ])
+        if sb[S_REQ]:
+            st.recent = [sb[S_ERR], sb[S_REQ], st.recent[0], st.recent[1], bucket, st.recent[4]]
+        if dim in KIND_DIMS["model_shift"]:
+            st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}, sb[S_RARE], sb[S_KNOWN],
+                               sb[S_RP], sb[S_RCOST], sb[S_RTOK], sb[S_RKEYS] or {}], st.recent_cost[0]]
+        if ok and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
+            # Not from a loop, a leak or an explosion (their calls are not this key's own); during a template change
+            # it learns slowly (bounded steps), so a change that stays becomes the key's new normal.
+            st.learn_out_log(ok, sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls)
+        if ok:
+            if not any(kind in st.open for kind in ("spend_rate", "token_rate", "request_burst")):
+                # Not from a loop, a leak or an explosion: their calls are not this scope's (a leaked client's 500
+                # cheap calls a bucket took the weekly report key's typical call from $0.079 to $0.054, office seed 8).
+                st.learn_call_size(cost_usd / ok, tokens / ok)
+            gap = (bucket - st.out_rate[0]) / OUT_RATE_TAU_S
+            st.out_rate = [bucket, st.out_rate[1] * math.exp(-gap) + ok]
+            # What a busy bucket is: not learnt from an open anomaly. A key's bucket is learnt one bucket late, once the
+            # next one shows it was not the start of a loop (anomalous twice in a row): learnt at once, a loop's first
+            # bucket raised the bar for its second (sk-sparse-01's busy calls went 16 -> 70 during two loops), and not
+            # learning every anomalous bucket left a bursty key's busy bucket at a third of its size (sk-sparse-38 on
+            # sparse seed 1, whose sessions then alerted). Broad scopes learn at once: their busy buckets are many keys'
+            # sessions together.
+            sample = (trim_cost, trim_tokens, float(sb[S_REQ]))
+            calm = not any(k in st.open for k in SUSTAINED_KINDS)
+            if dim == "api_key":
+                pending, st.busy_pending = st.busy_pending, None
+                if quiet_volume:
+                    if pending:
+                        self._learn_busy(st, pending)
+                    if calm:
+                        st.busy_pending = list(sample)
+            elif calm:
+                self._learn_busy(st, sample)
+        if sb[S_COST] > 0 and dim != "model":
+            for model, info in st.models.items():
+                m = sb[S_MODELS].get(model)
+                share = m[1] / sb[S_COST] if m else 0.0
+                info[1] += 0.02 * (share - info[1])
+                # Its usual share of this scope's calls: a second model that runs one session in five is part of the
+                # mix (~20 %), a premium model called now and then is not (1-3 %), whatever share of cost it takes.
+                if "model_shift" not in st.open:
+                    if len(info) < 3:
+                        info.append(0.0)
+                    info[2] += 0.02 * ((m[0] / sb[S_REQ] if m else 0.0) - info[2])
+
+    def _output_shift(self, st: ScopeState, sb: list, v: Verdict | None) -> Verdict | None:
+        """Tokens per request on scopes too quiet for a per-bucket mean: a CUSUM over calls of the standardized log
+        output (each call against its own key's usual distribution), so a few calls per bucket add up. Per bucket
+        S = max(0, S + sum(z) - k * n), the bucket's contribution clipped to 3 sqrt(n) (one huge answer is not a
+        template). S >= h with new evidence in this bucket opens; the anomaly stays open while S >= h / 2 (calls
+        back to normal pull S down by k each), and its close resets S."""
+        cfg, n = self.cfg, sb[S_ZN]
+        step = 0.0
+        # The threshold grows with the scope's volume, so chance alarms are bounded per day, not per call: the
+        # CUSUM's in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100).
+        h = cfg.tpr_cusum_h + math.log(max(1.0, st.out_rate[1] * 86400 / OUT_RATE_TAU_S / 100))
+        if n:
+            step = sb[S_ZSUM] - cfg.tpr_cusum_k * n
+            bound = 3.0 * math.sqrt(n)
+            step = bound if step > bound else (-bound if step < -bound else step)
+            st.cusum = min(max(0.0, st.cusum + step), 2 * h)
+        if v is not None and v.state in ("strong", "anomalous"):
+            return v
+        if st.cusum >= h and step > 0:
+            state = "strong"
+        elif st.cusum >= h / 2 and ("tokens_per_request" in st.open or step > 0):
+            state = "elevated"
+        else:
+            return v
+        if not n:
+            return Verdict(state, 0.0, 0.0, 0.0, 0.0, "tokens_per_request")
+        observed, expected = math.exp(sb[S_LSTD] / n) - 1, math.exp(sb[S_MUSUM] / n) - 1
+        shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
+        shift.detail = "output"
+        return shift
+
+    @staticmethod
+    def _learn_busy(st: ScopeState, sample) -> None:
+        st.busy.update(BUSY_COST, sample[0])
+        st.busy.update(BUSY_TOKENS, sample[1])
+        st.busy.update(BUSY_CALLS, sample[2])
+
+    def _beyond_busy(self, v: Verdict | None, st: ScopeState, trimmed: float, calls: int, floor: float,
+                     per_hour: float) -> Verdict | None:
+        """Spend beyond what this scope's busy buckets reach, in money and in calls. A key that works in sessions has
+        a spend deviation as large as its level, so a loop at 7x its level stays below `z` robust deviations; but no
+        session of it brings twice a busy bucket's calls and 1.5x its spend (without the largest call), with at least
+        `strong_min_calls` calls. Anomalous, so it opens only when it lasts 15 minutes (the sustained rule). Only for
+        API keys (sessions are a key's behaviour; a model's or a team's busy buckets mix unrelated sources, and a
+        nightly job is beyond them every night) and only above the elevated level of the seasonal rule."""
+        cfg = self.cfg
+        if v is None or v.state != "elevated" or st.dim != "api_key":
+            return v
+        busy_cost, busy_calls = st.busy_high(0), st.busy_high(2)
+        if not busy_cost or not busy_calls or calls < max(cfg.strong_min_calls, cfg.busy_excess_calls * busy_calls):
+            return v
+        expected = v.expected / per_hour
+        if trimmed < max(cfg.busy_excess_volume * busy_cost, cfg.spend_ratio * expected, expected + floor):
+            return v
+        v.state = "anomalous"
+        return v
+
+
+    def _off_hours_loop(self, v: Verdict | None, st: ScopeState, trimmed: float, calls: int,
+                        per_hour: float) -> Verdict | None:
+        """Spend of an API key at an hour it is (nearly) silent at, in calls that are not its usual calls. The floors
+        above are relative to the key's busy bucket, which for a job key is the job: a loop of 45 cheap calls per
+        bucket at 22:00 on the nightly job's key ($0.25-0.63/hour, office seed 11) is a fifth of it and below the
+        absolute $0.50/hour, so it was never seen. The job running an hour late spends more, but in the key's usual
+        calls; a loop's calls carry a growing context (here 3x prompts, twice the key's typical call). So: the
+        seasonal level at this hour at most `off_hours_share` of a busy bucket's spend, >= `strong_min_calls` calls
+        averaging >= `off_hours_call_ratio` x the key's typical call (without the largest call), and the spend beyond
+        `spend_ratio` x the level, `typical_calls` typical calls and `off_hours_usual_multiple` x the key's usual
+        spend per bucket over all hours (floors relative to the key itself). Anomalous: opens after 15 minutes."""
+        cfg = self.cfg
+        if v is None or v.state in ("strong", "anomalous") or st.dim != "api_key" or calls < cfg.strong_min_calls:
+            return v
+        busy_cost, typical = st.busy_high(0), st.call_cost
+        expected = v.expected / per_hour
+        if not busy_cost or not typical or expected > cfg.off_hours_share * busy_cost:
+            return v  # not an hour this key is (nearly) silent at
+        if trimmed < cfg.off_hours_call_ratio * typical * (calls - 1):
+            return v  # its usual calls at another time (its job running late, a re-run by hand): not a loop
+        usual = st.spend.level[GLOBAL]
+        high = max(cfg.spend_ratio * expected, expected + cfg.typical_calls * typical,
+                   expected + cfg.off_hours_usual_multiple * usual)
+        if trimmed < high:
+            return v
+        v.state, v.high = "anomalous", high * per_hour
+        v.detail = (f"Its {calls} calls in 5 minutes average {trimmed / (calls - 1) / typical:.1f}x its typical call, "
+                    f"at an hour it is usually quiet (a loop?).")
+        return v
+
+    def _strong_volume(self, busy_high: float, calls: int) -> float:
+        """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a
+        token explosion) must not wait for the sustained rule; needs `strong_min_calls` calls all the same."""
+        if not busy_high or calls < self.cfg.strong_min_calls:
+            return float("inf")
+        return self.cfg.strong_busy_multiple * busy_high
+

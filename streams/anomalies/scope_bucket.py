@@ -1,0 +1,109 @@
+"""One scope's bucket: the raw aggregate rows of a closing bucket fanned out to every scope they belong to (a
+row counts for its team, project, user, api key, feature and model), with the per-call evidence the rules need."""
+
+from __future__ import annotations
+
+from .aggregate import COST, LOGOUT, LOGSQ, MAXCOST, MAXIN, MAXOUT, MAXTOK, REQ, SCOPE_DIMS, TIN, TOUT
+
+# ScopeBucket positions: requests, errors, input tokens, output tokens (ok calls), cost pico, unpriced calls/tokens
+# and the largest single call's cost, input, output and total tokens (ok calls) in the bucket.
+S_REQ, S_ERR, S_TIN, S_TOUT, S_COST, S_UREQ, S_UTOK, S_MODELS, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK = range(12)
+# ... then the per-call log output statistics: sum and sum of squares of log(1 + output tokens) of ok calls (to learn a
+# key's own distribution), and, over the calls of keys that have one, the sum of standardized scores (each call against
+# its own key's distribution), their count, and the sum of the log values and of the keys' means (for the record).
+S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
+# ... then the calls of keys past their warm-up (judged for model shifts), those on a model their own key rarely uses
+# (< `shift_routine_share` of its calls, or never), the cost and tokens of those, and the calls expected on such models
+# (each call weighted by its key's usual share of its rare models).
+S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP, S_RKEYS = range(18, 24)
+
+
+
+
+def empty_bucket() -> list:
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None]
+
+
+class FanOut:
+    """Mixin of AnomalyEngine (uses `self.cfg`, `self.scopes`)."""
+
+    def _fan_out(self, raw: dict) -> dict[tuple[str, str], list]:
+        per_scope: dict[tuple[str, str], list] = {}
+        scopes = self.scopes
+        rare_shares: dict[str, float] = {}  # api key -> usual share of its calls on models it rarely uses
+        for key, agg in raw.items():
+            error, unpriced, model = key[7], key[8], key[6]
+            values = (*key[1:6], model)
+            # Each call's log output against its own key's distribution (a feature's keys differ in size).
+            zsum = zn = 0
+            # (Calls of a model nobody priced are their own anomaly, with no known size: not judged here.)
+            owner = None if error or unpriced or not key[4] else scopes.get(("api_key", key[4]))
+            if owner is not None and owner.out_log[0] >= self.cfg.tpr_key_min_calls:
+                zn, mu, sd = agg[REQ], owner.out_log[1], owner.out_sd()
+                zsum = (agg[LOGOUT] - zn * mu) / sd
+            known = rare = 0
+            rare_p = 0.0
+            if owner is not None and owner.age >= self.cfg.warmup_buckets:
+                # A call on a model its own key rarely uses (a team's share of a key's second model says nothing).
+                known, routine = agg[REQ], self.cfg.shift_routine_share
+                usual = owner.models.get(model)
+                rare = known if usual is None or len(usual) < 3 or usual[2] < routine else 0
+                rare_p = rare_shares.get(key[4], -1.0)
+                if rare_p < 0:
+                    rare_p = rare_shares[key[4]] = sum(i[2] for i in owner.models.values() if len(i) > 2 and i[2] < routine)
+                rare_p *= known
+            for dim, value in zip(SCOPE_DIMS, values):
+                if not value:
+                    continue
+                sb = per_scope.get((dim, value))
+                if sb is None:
+                    sb = per_scope[(dim, value)] = empty_bucket()
+                sb[S_REQ] += agg[REQ]
+                sb[S_COST] += agg[COST]
+                if agg[MAXCOST] > sb[S_MAXCOST]:
+                    sb[S_MAXCOST] = agg[MAXCOST]
+                if error:
+                    sb[S_ERR] += agg[REQ]
+                else:
+                    sb[S_TIN] += agg[TIN]
+                    sb[S_TOUT] += agg[TOUT]
+                    if agg[MAXIN] > sb[S_MAXIN]:
+                        sb[S_MAXIN] = agg[MAXIN]
+                    if agg[MAXOUT] > sb[S_MAXOUT]:
+                        sb[S_MAXOUT] = agg[MAXOUT]
+                    if agg[MAXTOK] > sb[S_MAXTOK]:
+                        sb[S_MAXTOK] = agg[MAXTOK]
+                    sb[S_LSUM] += agg[LOGOUT]
+                    sb[S_LSQ] += agg[LOGSQ]
+                    if known and dim != "model":
+                        sb[S_KNOWN] += known
+                        sb[S_RP] += rare_p
+                        if sb[S_RKEYS] is None:
+                            sb[S_RKEYS] = {}
+                        per_key = sb[S_RKEYS].get(key[4])
+                        if per_key is None:
+                            per_key = sb[S_RKEYS][key[4]] = [0, 0, 0.0]
+                        per_key[1] += known
+                        per_key[2] += rare_p
+                        if rare:
+                            sb[S_RARE] += rare
+                            sb[S_RCOST] += agg[COST]
+                            sb[S_RTOK] += agg[TIN] + agg[TOUT]
+                            per_key[0] += rare
+                    if zn:
+                        sb[S_ZSUM] += zsum
+                        sb[S_ZN] += zn
+                        sb[S_LSTD] += agg[LOGOUT]
+                        sb[S_MUSUM] += zn * mu
+                if unpriced:
+                    sb[S_UREQ] += agg[REQ]
+                    sb[S_UTOK] += agg[TIN] + agg[TOUT]
+                if dim != "model":
+                    m = sb[S_MODELS].get(model)
+                    if m is None:
+                        m = sb[S_MODELS][model] = [0, 0, 0]
+                    m[0] += agg[REQ]
+                    m[1] += agg[COST]
+                    m[2] += agg[TIN] + agg[TOUT]
+        return per_scope
+
