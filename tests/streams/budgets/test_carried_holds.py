@@ -161,3 +161,34 @@ def test_a_hold_that_expired_while_its_usage_waited_is_carried_for_the_grace(wh)
     journal = [hold_log_record(only_journal, NOW), hold_log_record(replace(only_journal, ended="expired"), NOW)]
     again, = carried_holds(wh, [other], now=NOW, journal=journal, expired_grace=grace)
     assert (again.amount, again.expires_at) == (D("0.3"), waited.expires_at + grace)
+
+
+def _hold_ids(wh, budget: str) -> list[str]:
+    frame = wh.query("SELECT DISTINCT reservation_id FROM budget_holds WHERE budget = {b:String} ORDER BY 1",
+                     {"b": budget})
+    return frame["reservation_id"].to_list() if frame.height else []
+
+
+def test_budget_holds_are_kept_for_the_longest_budget_period_and_no_longer_than_raw_events(wh):
+    """Issue 15: "no retention for budget_holds" (the table grew forever). Rows are kept for the longest period a
+    rebuild looks back (a rolling:90d budget) and never longer than priced_events keeps the usage they are matched
+    with (a hold whose priced event retention dropped would otherwise be held again as if its usage were lost)."""
+    from streams.budgets.model import ROLLING_MAX_HOURS
+    from warehouse.retention import HOLD_DAYS, apply_retention
+
+    assert HOLD_DAYS * 24 > ROLLING_MAX_HOURS  # a rebuild of the longest open period finds its holds
+    name = f"ret-{uuid.uuid4().hex[:6]}"
+    ages = {"old": 100, "month": 40, "week": 10, "today": 0}
+    log(wh, *[Hold(f"rsv_{label}_{name}", name, f"req-{label}", D("0.1"), NOW - timedelta(days=days),
+                   NOW - timedelta(days=days) + timedelta(seconds=30)) for label, days in ages.items()])
+    wh.backend.command("OPTIMIZE TABLE budget_holds FINAL")
+    assert _hold_ids(wh, name) == sorted(f"rsv_{label}_{name}" for label in ("month", "week", "today"))
+    try:
+        assert apply_retention(wh.backend, 7)  # raw events kept 7 days: holds too
+        wh.backend.command("OPTIMIZE TABLE budget_holds FINAL")
+        assert _hold_ids(wh, name) == [f"rsv_today_{name}"]
+    finally:
+        apply_retention(wh.backend, 400)
+    engine = wh.query("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+                      "AND name = 'budget_holds'")["engine_full"][0]
+    assert f"toIntervalDay({HOLD_DAYS})" in engine
