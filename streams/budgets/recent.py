@@ -50,6 +50,8 @@ async def records_since(bootstrap: str, topic: str, partition: int, since: datet
     partition."""
     since_ms = since.timestamp() * 1000
     end = await high_watermark(bootstrap, topic, partition) if end is None else end
+    if end <= 0:  # nothing to read; and stopping a never-assigned consumer raises CancelledError
+        return []
     tp = TopicPartition(topic, partition)
     chunks: list[list[TopicRecord]] = []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
