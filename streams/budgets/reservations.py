@@ -114,6 +114,8 @@ class ReservationService:
         self._log_task: asyncio.Future | None = None
         self._session: aiohttp.ClientSession | None = None
         self.owner_urls: dict[int, str] = {}  # budget-spend partition -> URL of its owner (announce / on_owners)
+        self._aliases: dict[tuple[str, str], list[Any]] = {}  # (provider, catalog entry) -> budgets (_matching)
+        self._aliases_version = -1
         self._me: str | None = None  # this worker's URL as announced (canonical_url, without a trailing slash)
         self.latencies: list[float] = []
         self.stats = {"reservations": 0, "admitted": 0, "refused": 0, "forwarded": 0, "released": 0,
@@ -362,7 +364,7 @@ class ReservationService:
         except WorstCaseError as exc:
             self.stats["bad_requests"] += 1
             return _json(web, {"error": exc.reason}, exc.status)
-        budgets = [b for b in self.service.budgets.values() if self._matches(b, call["attributes"], case.entry)]
+        budgets = self._matching(call["attributes"], case.entry)
         wanted = {b.name: (case.tokens if b.metric == "tokens" else case.cost_usd) for b in budgets}
         partitions = self.service.readiness.partitions
         groups: dict[int, dict[str, Decimal | int]] = {}
@@ -405,6 +407,27 @@ class ReservationService:
             "worst_case": {"entry": case.entry, "rule": case.rule, "prompt_tokens": case.prompt_tokens,
                            "prompt_counted": call["estimated"], "max_output_tokens": case.max_output_tokens},
         }, 201, **{"X-Tokenmeter-Action": "allow", "Location": f"/v1/reservations/{reservation_id}"})
+
+    def _matching(self, attributes: dict[str, str], entry: str) -> list[Any]:
+        """The budgets a reservation holds, found through the router's index of scopes (a scan of every budget cost
+        ~4 ms per reservation with 1,000 budgets defined), in definition order. Model-scoped budgets naming another
+        name of the same catalog entry (`_matches`) come from a cache per (provider, entry), kept until the
+        definitions change."""
+        router = self.service.router
+        if self._aliases_version != router.version:
+            self._aliases, self._aliases_version = {}, router.version
+        provider = attributes.get("provider", "")
+        aliases = self._aliases.get((provider, entry))
+        if aliases is None:
+            aliases = self._aliases[(provider, entry)] = [
+                b for b in router.model_scoped if self._resolves_to(provider, b.scope["model"], entry)]
+        found = {b.name: b for b in router.candidates_for_attributes(attributes) + aliases
+                 if self._matches(b, attributes, entry)}
+        return sorted(found.values(), key=lambda b: router.position.get(b.name, 0))
+
+    def _resolves_to(self, provider: str, model: str, entry: str) -> bool:
+        resolved = self.book.resolve(provider, model).entry
+        return resolved is not None and resolved.key == entry
 
     def _matches(self, budget: Any, attributes: dict[str, str], entry: str) -> bool:
         """The budget's scope matches the call. A `model` scope also matches when it names the same catalog entry
