@@ -110,24 +110,38 @@ async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
         return (requests // clients * clients) / (time.perf_counter() - t0)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
-                         requests: int = 8000) -> dict:
-    """Against a started worker: defines the bench budget (a limit no bench reaches), then measures."""
+                         requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0) -> dict:
+    """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
+    worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
+    latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
+    `other_budgets`: that many more budgets (other teams') defined, which no bench reservation matches."""
     from streams.budgets import parse_budget, write_budgets
 
+    others = [parse_budget({"name": f"bench-other-{i}", "scope": {"team": f"bench-other-{i}"}, "period": "month",
+                            "limit": "1000", "action": "block"}) for i in range(other_budgets)]
     write_budgets(bootstrap, [parse_budget({"name": "bench-reserve", "scope": {"team": BENCH_TEAM}, "period": "month",
-                                            "limit": "1000000000", "action": "block"})])
+                                            "limit": "1000000000", "action": "block"}), *others])
     url = f"http://127.0.0.1:{api_port}/v1/reservations"
     asyncio.run(_wait_admitting(url))
     asyncio.run(_closed_loop(url, 800))  # warm-up: connections, the hold producer, the tokenizer caches
     latencies, failures, achieved = asyncio.run(_open_loop(url, rate, seconds))
     server = _server_latency(url)  # the worker's own time per reservation, without the client's
+    cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
     throughput = asyncio.run(_closed_loop(url, requests))
+    cpu = {"reserve_worker_cpu_ms": round((_cpu_seconds(worker_pid) - cpu_before) / (requests // 8 * 8) * 1000, 4)
+           } if worker_pid else {}
     return {"reserve_latency_p50_ms": round(statistics.median(latencies), 3),
             "reserve_latency_p99_ms": round(_percentile(latencies, 99), 3),
             "reserve_server_latency_p50_ms": server["p50"], "reserve_server_latency_p99_ms": server["p99"],
             "reserve_offered_per_s": round(achieved, 1), "reserve_failures": failures,
-            "reserve_requests_per_s": round(throughput, 1)}
+            "reserve_requests_per_s": round(throughput, 1), **cpu}
 
 
 def _server_latency(url: str) -> dict:
@@ -138,12 +152,17 @@ def _server_latency(url: str) -> dict:
 
 
 def main() -> None:
+    import argparse
     import subprocess
 
     from app.broker import embedded_broker
     from app.process import child_preexec
     from tokenmeter.settings import free_port
 
+    parser = argparse.ArgumentParser(prog="python -m app.bench_reserve", description=__doc__.splitlines()[0])
+    parser.add_argument("--other-budgets", type=int, default=0,
+                        help="define this many more budgets (other teams'), matched by no bench reservation")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
         port = free_port()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
@@ -151,7 +170,8 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
         try:
-            print(json.dumps(measure_reservations(bootstrap, port)))
+            print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
+                                                  other_budgets=args.other_budgets)))
         finally:
             proc.terminate()
             proc.wait(30)

@@ -1,6 +1,7 @@
 """Retention of raw priced events (`Settings.raw_retention_days`) as a TTL on `priced_events` (and a prune of
-the dedupe keys of expired events); the rollups have none, so dashboards keep their history after raw rows expire. Applied on every writer open, and only
-changed when the configured days differ from the table's TTL (so reopening never re-materializes it)."""
+the dedupe keys of expired events); the rollups have none, so dashboards keep their history after raw rows expire.
+Reservation holds (`budget_holds`) get a TTL too (HOLD_DAYS, at most the raw days). Applied on every writer open,
+and only changed when the configured days differ from the table's TTL (so reopening never re-materializes it)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,29 @@ from typing import Any
 
 from warehouse.backends import WarehouseError
 
+# Reservation holds (`budget_holds`, migration 0015) are read back only by the budget rebuild after a broker loss,
+# for the budgets' current periods: the longest is a rolling:90d window (streams/budgets/model.py ROLLING_MAX_HOURS),
+# plus a day for a calendar period's zone and the expired-hold grace. Never longer than the raw events: a hold whose
+# priced event the raw TTL dropped would look as if its usage were lost and be held again.
+HOLD_DAYS = 92
+_HOLD_TTL_DAYS = re.compile(r"TTL\s+toDateTime\(created_at\)\s*\+\s*toIntervalDay\((\d+)\)")
 # ts + days must stay inside ClickHouse's DateTime range (ends 2106-02-07), or the TTL wraps and drops everything.
 MAX_DAYS = 20000
 _TTL_DAYS = re.compile(r"TTL\s+toDateTime\(ts\)\s*\+\s*toIntervalDay\((\d+)\)")
 
 
-def current_retention_days(backend: Any) -> int | None:
+def _ttl_days(backend: Any, table: str, pattern: re.Pattern[str]) -> int | None:
     rows = backend.query_arrow(
-        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'priced_events'"
+        f"SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = '{table}'"
     ).to_pylist()
     if not rows:
-        raise WarehouseError("priced_events does not exist: apply the migrations first")
-    match = _TTL_DAYS.search(rows[0]["engine_full"])
+        raise WarehouseError(f"{table} does not exist: apply the migrations first")
+    match = pattern.search(rows[0]["engine_full"])
     return int(match[1]) if match else None
+
+
+def current_retention_days(backend: Any) -> int | None:
+    return _ttl_days(backend, "priced_events", _TTL_DAYS)
 
 
 def apply_retention(backend: Any, days: int) -> bool:
@@ -30,9 +41,18 @@ def apply_retention(backend: Any, days: int) -> bool:
     if not 1 <= days <= MAX_DAYS:
         raise WarehouseError(f"TOKENMETER_RAW_RETENTION_DAYS must be between 1 and {MAX_DAYS}, got {days}")
     prune_event_ids(backend, days)
+    apply_hold_retention(backend, min(days, HOLD_DAYS))
     if current_retention_days(backend) == days:
         return False
     backend.command(f"ALTER TABLE priced_events MODIFY TTL toDateTime(ts) + INTERVAL {days} DAY")
+    return True
+
+
+def apply_hold_retention(backend: Any, days: int) -> bool:
+    """Keep `budget_holds` rows `days` days after the hold's admission (see HOLD_DAYS); True when it changed."""
+    if _ttl_days(backend, "budget_holds", _HOLD_TTL_DAYS) == days:
+        return False
+    backend.command(f"ALTER TABLE budget_holds MODIFY TTL toDateTime(created_at) + INTERVAL {int(days)} DAY")
     return True
 
 

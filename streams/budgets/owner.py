@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +32,11 @@ log = logging.getLogger("tokenmeter.budgets")
 STATE_VERSION = 1
 RESERVATION_COUNTS = ("admitted", "refused", "settled", "released", "expired")
 REPUBLISH_SECONDS = 60.0  # an unchanged decision is re-published this often (freshness for gateways, history)
+# Holds that expired unsettled are remembered this long (and at most this many per budget), so usage arriving after
+# the TTL logs the hold `settled` with its real amount: the rebuild after a broker loss then holds that amount again
+# if the priced event went with the broker (rebuild.carried_holds). The same span as the rebuild's grace.
+EXPIRED_MEMORY = timedelta(seconds=900)
+EXPIRED_MEMORY_MAX = 100_000
 
 
 def _now() -> datetime:
@@ -68,6 +73,8 @@ class _BudgetRuntime:
     by_request: dict[str, str] = field(default_factory=dict)  # gateway request id -> reservation id
     reservations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESERVATION_COUNTS, 0))
     held_total: Decimal | int = 0  # sum of the open holds' amounts (kept, not summed per admission)
+    # request id -> hold that expired unsettled lately (insertion order = expiry order), see EXPIRED_MEMORY
+    expired_recently: dict[str, Hold] = field(default_factory=dict)
 
 
 class BudgetOwner:
@@ -229,7 +236,7 @@ class BudgetOwner:
             # Marks advance after each message, so a re-send later in this batch is skipped too. A usage record's
             # entries never span two messages (see routing.spend_messages), so equal offsets mean "already applied".
             marks: dict[str, int] = {}
-            if rt.by_request:
+            if rt.by_request or rt.expired_recently:
                 _add_amounts(settling.setdefault(name, {}), message["entries"])
             for entry in message.get("entries", []):
                 partition, offset = str(entry[0]), int(entry[1])
@@ -254,6 +261,9 @@ class BudgetOwner:
                 reservation_id = rt.by_request.get(request_id)
                 if reservation_id is not None:
                     out.holds.append(self._drop_hold(rt, reservation_id, "settled", amount))
+                elif request_id in rt.expired_recently:  # came after the TTL: logged, spend counted as above
+                    late = rt.expired_recently.pop(request_id)
+                    out.holds.append(replace(late, ended="settled", settled_amount=amount))
         return out
 
     # Reservations (holds) ---------------------------------------------------------------------------------
@@ -339,8 +349,12 @@ class BudgetOwner:
         out = Outcome()
         for rt in self.runtimes.values():
             for reservation_id in [r for r, h in rt.holds.items() if h.expires_at <= now]:
-                out.holds.append(self._drop_hold(rt, reservation_id, "expired"))
+                hold = self._drop_hold(rt, reservation_id, "expired")
+                out.holds.append(hold)
+                rt.expired_recently.pop(hold.request_id, None)  # re-inserted: the dict stays in expiry order
+                rt.expired_recently[hold.request_id] = hold
                 rt.dirty = True
+            _forget_expired(rt.expired_recently, now)
         return out
 
     def _apply(self, rt: _BudgetRuntime, entries: list[list[Any]], now: datetime) -> Outcome:
@@ -499,6 +513,15 @@ def _add_amounts(into: dict[str, Any], entries: list[list[Any]]) -> None:
         for request_id in {entry[2], *entry[6:7]}:
             if request_id:
                 into[request_id] = into.get(request_id, 0) + amount
+
+
+def _forget_expired(expired: dict[str, Hold], now: datetime) -> None:
+    """Drop the oldest remembered expired holds: past EXPIRED_MEMORY after their expiry, or beyond the cap."""
+    while expired:
+        request_id, hold = next(iter(expired.items()))
+        if len(expired) <= EXPIRED_MEMORY_MAX and hold.expires_at + EXPIRED_MEMORY > now:
+            return
+        del expired[request_id]
 
 
 def _period_key(budget: Budget, ts: Any) -> str:

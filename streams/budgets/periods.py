@@ -11,6 +11,7 @@ hour more than a strict sliding window; stated and accepted to keep state to one
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from .model import Budget
@@ -45,8 +46,14 @@ def hour_from_key(key: str) -> datetime:
 
 
 def calendar_window(period: str, tz: str, ts: datetime) -> tuple[datetime, datetime, str]:
+    # astimezone(ZoneInfo) costs ~20 us; UTC, the default zone, needs no zone rules
+    local = ts.astimezone(timezone.utc) if tz == "UTC" else ts.astimezone(ZoneInfo(tz))
+    return _calendar_window_of(period, tz, local.date())
+
+
+@lru_cache(maxsize=4096)  # pure; asked for on every admission, decision and spend entry of a calendar budget
+def _calendar_window_of(period: str, tz: str, local_day: date) -> tuple[datetime, datetime, str]:
     zone = ZoneInfo(tz)
-    local_day = ts.astimezone(zone).date()
     if period == "day":
         first, following = local_day, local_day + timedelta(days=1)
         label = f"day:{local_day.isoformat()}"

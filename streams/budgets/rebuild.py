@@ -92,11 +92,12 @@ def _usage_stored(wh: Any, request_ids: list[str], since: datetime) -> set[str]:
 
 
 def _fold(into: dict[str, dict[str, Any]], reservation_id: str, request_id: str, statuses: Any, held: Any,
-          settled: Any, admitted: datetime) -> None:
+          settled: Any, admitted: datetime, expires: datetime) -> None:
     seen = into.setdefault(reservation_id, {"rid": request_id, "statuses": set(), "held": held, "settled": None,
-                                            "admitted": admitted})
+                                            "admitted": admitted, "expires": expires})
     seen["statuses"].update(statuses)
     seen["held"] = max(seen["held"], held)
+    seen["expires"] = max(seen["expires"], expires)
     if settled is not None:
         seen["settled"] = settled if seen["settled"] is None else max(seen["settled"], settled)
 
@@ -108,10 +109,11 @@ def _journal_steps(journal: list[dict[str, Any]], name: str, start: datetime, en
             continue
         try:
             admitted = datetime.fromisoformat(record["created_at"])
+            expires = datetime.fromisoformat(record["expires_at"])
             held = Decimal(str(record["amount"]))
             settled = Decimal(str(record["settled_amount"])) if record.get("settled_amount") is not None else None
             step = (str(record["reservation_id"]), str(record["request_id"]), [str(record["status"])], held,
-                    settled, admitted)
+                    settled, admitted, expires)
         except (KeyError, TypeError, ValueError, ArithmeticError):
             continue  # a torn or foreign line
         if start <= admitted < end:
@@ -119,8 +121,15 @@ def _journal_steps(journal: list[dict[str, Any]], name: str, start: datetime, en
     return out
 
 
+EXPIRED_GRACE = timedelta(seconds=900)  # the default TTL; `rebuild` passes the configured one
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
 def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None,
-                  journal: list[dict[str, Any]] = ()) -> list[Any]:
+                  journal: list[dict[str, Any]] = (), expired_grace: timedelta = EXPIRED_GRACE) -> list[Any]:
     """Holds to hold again after a broker loss (the holds topic went with the broker): every hold admitted in a
     budget's current period (`budget_holds`, loaded from tokenmeter.budget-hold-log, and the `journal` of the
     last hours, which has what the loader had not stored yet) that was not released and did not expire unsettled,
@@ -128,7 +137,13 @@ def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None,
     rebuilt spend does not know it), or is still on its way (the call was in flight). A settled one holds the real
     amount its usage committed, an open one its worst case; both until the period ends (a rolling budget: its
     window's length after the admission), or until their usage arrives and settles them (then the real cost
-    counts, not both)."""
+    counts, not both).
+
+    A hold that expired unsettled (its TTL passed before its usage came) may still have had its usage waiting on
+    the lost broker (a worker down longer than the TTL): it is held again at its worst case until `expired_grace`
+    after its expiry, if that is still ahead. Not longer: most expired holds are abandoned calls, or calls whose
+    usage log lacks the request id (counted in spend all the same). One whose usage came after the expiry has a
+    `settled` step (owner.process logs it) and counts its real amount, as any settled hold."""
     from streams.budgets.holds import Hold
     from streams.budgets.periods import period_window
 
@@ -139,18 +154,19 @@ def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None,
         params = {"name": budget.name, "start": start, "end": end}
         frame = wh.query(
             "SELECT reservation_id, any(request_id) AS rid, groupUniqArray(status) AS statuses, "
-            "max(amount) AS held, max(settled_amount) AS settled, min(created_at) AS admitted "
+            "max(amount) AS held, max(settled_amount) AS settled, min(created_at) AS admitted, "
+            "max(expires_at) AS expires "
             "FROM budget_holds WHERE budget = {name:String} AND created_at >= {start:DateTime64(3, 'UTC')} "
             "AND created_at < {end:DateTime64(3, 'UTC')} GROUP BY reservation_id", params)
         steps: dict[str, dict[str, Any]] = {}
         for row in frame.to_dicts() if frame.height else []:
-            admitted = row["admitted"]
-            admitted = admitted.replace(tzinfo=timezone.utc) if admitted.tzinfo is None else admitted
-            _fold(steps, row["reservation_id"], row["rid"], row["statuses"], row["held"], row["settled"], admitted)
+            _fold(steps, row["reservation_id"], row["rid"], row["statuses"], row["held"], row["settled"],
+                  _utc(row["admitted"]), _utc(row["expires"]))
         for step in _journal_steps(list(journal), budget.name, start, end):
             _fold(steps, *step)
         rows = {rsv: s for rsv, s in steps.items() if "released" not in s["statuses"]
-                and ("settled" in s["statuses"] or "expired" not in s["statuses"])}
+                and ("settled" in s["statuses"] or "expired" not in s["statuses"]
+                     or s["expires"] + expired_grace > now)}
         if not rows:
             continue
         stored = _usage_stored(wh, sorted({s["rid"] for s in rows.values()}), start - timedelta(days=1))
@@ -161,6 +177,8 @@ def carried_holds(wh: Any, budgets: list[Any], now: datetime | None = None,
             amount = int(amount) if budget.metric == "tokens" else amount
             # a rolling window counts the lost usage for its length after the call, a calendar period to its end
             until = end if budget.rolling_hours is None else seen["admitted"] + timedelta(hours=budget.rolling_hours)
+            if "settled" not in seen["statuses"] and "expired" in seen["statuses"]:
+                until = min(until, seen["expires"] + expired_grace)  # expired while its usage may have waited
             out.append(Hold(reservation_id, budget.name, seen["rid"], amount, seen["admitted"], until, carried=True))
     return out
 
@@ -266,7 +284,8 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     with open_warehouse(settings, serve=False) as wh:
         states, alerts = rebuild_states(wh, budgets)
         replayed, deliveries = replay_alerts(wh, budgets, RouteSecrets(settings.data_dir).resolve)
-        holds = carried_holds(wh, budgets, journal=read_journal(settings.data_dir))
+        holds = carried_holds(wh, budgets, journal=read_journal(settings.data_dir),
+                              expired_grace=timedelta(seconds=settings.reservation_ttl_seconds))
     asyncio.run(_publish(settings.bootstrap_servers, states, replayed + alerts, deliveries, holds))
     lines = []
     for name, state in states:

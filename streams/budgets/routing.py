@@ -34,6 +34,9 @@ class BudgetRouter:
 
     def set_budgets(self, budgets: Iterable[Budget] | dict[str, Budget]) -> None:
         self.budgets = dict(budgets) if isinstance(budgets, dict) else {b.name: b for b in budgets}
+        self.version = getattr(self, "version", 0) + 1  # caches derived from the definitions compare it
+        self.model_scoped = [b for b in self.budgets.values() if "model" in b.scope]
+        self.position = {name: i for i, name in enumerate(self.budgets)}  # definition order
         # Index by one plain dimension of the scope (dim -> value -> budgets), so an event costs one dict lookup per
         # indexed dimension whatever the number of budgets; budgets without a plain dimension (empty scope, tags
         # only) are checked for every event. `matches` still checks the whole scope.
@@ -52,6 +55,17 @@ class BudgetRouter:
         out = list(self._always)
         for dim, by_value in self._index.items():
             actual = event.get(dim) if dim in ("model", "provider") else attribution.get(dim)
+            if actual is not None:
+                out += by_value.get(actual, ())
+        return out
+
+    def candidates_for_attributes(self, attributes: dict[str, str]) -> list[Budget]:
+        """The budgets whose scope can match a caller's flat attributes (`team`, `model`, `tag:env`, ... as a
+        reservation or decision gives them): at most one dict lookup per indexed dimension, not one scope check
+        per defined budget. A superset: `matches` still decides."""
+        out = list(self._always)
+        for dim, by_value in self._index.items():
+            actual = attributes.get(dim)
             if actual is not None:
                 out += by_value.get(actual, ())
         return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,14 @@ from .model import Budget, BudgetError, parse_budget
 from .store import BudgetStoreError, protect_budget, public_budget
 from .owner import BudgetOwner, Outcome, _well_formed
 from .readiness import Readiness, spend_partition
-from .recent import recent_records
+from .holds import hold_from_json
+from .recent import records_since
 from .routing import BudgetRouter, spend_messages
 
 log = logging.getLogger("tokenmeter.budgets")
 TICK_SECONDS = 5.0
 RECENT_MESSAGES = 2000  # budget-spend messages re-read per restored budget (~minutes of traffic at 5 batches/s)
+CLOCK_MARGIN = timedelta(seconds=60)  # hold times (the owner's clock) against record timestamps (the producer's)
 MIRROR_FILE = "budgets.json"
 
 
@@ -128,17 +131,32 @@ class BudgetService:
                 out.setdefault(record["budget"], []).append(record)
         return out
 
+    def _lookback(self, admitted: list[datetime]) -> datetime | None:
+        """Since when the budget-spend messages may hold the usage of restored holds admitted at `admitted`: from
+        the oldest admission (usage follows its reservation), but no further back than a TTL: an older hold is
+        expired (or a carried one, whose usage, if counted, was counted right before the owner died). Time, not a
+        count of messages: under high traffic a count covers less than a hold's life."""
+        if not admitted:
+            return None
+        ttl = timedelta(seconds=self.settings.reservation_ttl_seconds)
+        return max(min(admitted), datetime.now(timezone.utc) - ttl) - CLOCK_MARGIN
+
     async def _counted_entries(self, names: list[str]) -> dict[str, list[list[Any]]]:
-        """The entries of the recent `tokenmeter.budget-spend` messages of those of `names` that have open holds
-        restored (their usage may already be counted: owner.settle_counted), one read per partition."""
+        """The entries of the `tokenmeter.budget-spend` messages, since the oldest open hold restored (`_lookback`),
+        of those of `names` that have open holds restored (their usage may already be counted:
+        owner.settle_counted), one read per partition."""
         with_holds = [n for n in names if self.owner.has(n) and self.owner.runtimes[n].holds]
         by_partition: dict[int, set[str]] = {}
+        admitted: dict[int, list[datetime]] = {}
         for name in with_holds:
-            by_partition.setdefault(spend_partition(name, self.readiness.partitions), set()).add(name)
+            partition = spend_partition(name, self.readiness.partitions)
+            by_partition.setdefault(partition, set()).add(name)
+            admitted.setdefault(partition, []).extend(h.created_at for h in self.owner.runtimes[name].holds.values())
         out: dict[str, list[list[Any]]] = {}
         for partition, wanted in sorted(by_partition.items()):
-            for record in await recent_records(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
-                                               RECENT_MESSAGES):
+            since = self._lookback(admitted[partition])
+            for record in await records_since(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
+                                              since):
                 if record.key in wanted and record.value:
                     out.setdefault(record.key, []).extend(_entries(record.value))
         return out
@@ -160,8 +178,16 @@ class BudgetService:
         recent: dict[str, list] = {}
         for name, (partition, offset) in missing.items():  # read everything first: a failed read restores nothing
             if raw.get(name):
-                recent[name] = await read_records(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
-                                                  max(0, offset - RECENT_MESSAGES), offset)
+                # the duplicate window (RECENT_MESSAGES), and back to the oldest open hold's admission (_lookback)
+                admitted = [h.created_at for h in (hold_from_json(r) for r in holds.get(name, [])) if h is not None]
+                if self.owner.has(name):
+                    admitted += [h.created_at for h in self.owner.runtimes[name].holds.values()]
+                since = self._lookback(admitted)
+                recent[name] = (await records_since(
+                    self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition, since, end=offset,
+                    at_least=RECENT_MESSAGES) if since is not None else await read_records(
+                    self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
+                    max(0, offset - RECENT_MESSAGES), offset))
         for name in missing:
             value = raw.get(name)
             if not self.owner.has(name):

@@ -59,7 +59,8 @@ def test_admitted_holds_whose_usage_the_warehouse_lacks_are_held_again(wh):
     open_lost = hold("c", D("0.3"))  # open at the loss: usage lost or still on its way -> worst case
     settled_lost = hold("d", D("0.25"))  # settled, then its priced event lost with the broker -> real amount
     released = hold("e", D("0.4"))
-    expired = hold("f", D("0.4"))  # no usage within its TTL: the TTL rule, not carried
+    # expired unsettled longer than the grace (one TTL) ago: its usage had all that time to arrive; not carried
+    expired = hold("f", D("0.4"), at=NOW - timedelta(hours=1))
     yesterday = hold("g", D("0.4"), at=NOW - timedelta(days=2))  # another period
     tokens_open = hold("h", 5_000, name=tokens.name)
     log(wh, settled_in_wh, replace(settled_in_wh, ended="settled", settled_amount=D("0.1")), tagged_in_wh,
@@ -121,3 +122,73 @@ def test_the_journal_keeps_each_log_record_across_a_restart_and_skips_torn_lines
     second.append(records[2:])
     second.close()
     assert sorted(r["reservation_id"] for r in read_journal(tmp_path)) == ["rsv_0_p0", "rsv_1_p0", "rsv_2_p0"]
+
+
+def test_a_hold_that_expired_while_its_usage_waited_is_carried_for_the_grace(wh):
+    """Issue 15: "a hold that expired while its usage waited is not carried". The TTL passed before the call's usage
+    reached the warehouse (a worker down longer than the TTL), then the broker was lost with the usage: the old
+    rebuild held nothing, so the call's real cost could be admitted twice. An expired, unsettled hold whose usage
+    the warehouse lacks counts at its worst case until one grace period after its expiry; one whose usage arrived
+    after the expiry (a late `settled` step) counts its real amount to the period's end, as any settled hold."""
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    usd = parse_budget({"name": f"usd-{team}", "scope": {"team": team}, "period": "day", "limit": "1",
+                        "action": "block"})
+    grace = timedelta(minutes=15)
+    admitted = NOW - timedelta(minutes=20)
+    def hold(rid: str, amount, ttl: timedelta) -> Hold:
+        return Hold(f"rsv_{rid}_p0", usd.name, f"req-{rid}-{team}", amount, admitted, admitted + ttl)
+
+    waited = hold("w", D("0.3"), timedelta(minutes=10))  # expired 10 min ago, within the grace
+    settled_late = hold("s", D("0.3"), timedelta(minutes=10))  # expired, then its usage came ($0.07), then lost
+    long_gone = hold("g", D("0.3"), timedelta(minutes=2))  # expired 18 min ago: past the grace
+    in_wh = hold("i", D("0.3"), timedelta(minutes=10))  # expired, its usage loaded later: counted in spend
+    log(wh, waited, replace(waited, ended="expired"), settled_late, replace(settled_late, ended="expired"),
+        replace(settled_late, ended="settled", settled_amount=D("0.07")), long_gone,
+        replace(long_gone, ended="expired"), in_wh, replace(in_wh, ended="expired"))
+    wh.insert_priced([priced(in_wh.request_id, team, "0.1")])
+    carried = {h.reservation_id: h for h in carried_holds(wh, [usd], now=NOW, expired_grace=grace)}
+    assert sorted(carried) == sorted([waited.reservation_id, settled_late.reservation_id])
+    assert (carried[waited.reservation_id].amount, carried[waited.reservation_id].expires_at) == (
+        D("0.3"), waited.expires_at + grace)
+    day_end = datetime.combine(NOW.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+    assert (carried[settled_late.reservation_id].amount, carried[settled_late.reservation_id].expires_at) == (
+        D("0.07"), day_end)
+    # the journal alone (the loader had not stored these steps yet) says the same
+    journal_team = f"t-{uuid.uuid4().hex[:6]}"
+    other = parse_budget({"name": f"usd-{journal_team}", "scope": {"team": journal_team}, "period": "day",
+                          "limit": "1", "action": "block"})
+    only_journal = replace(waited, reservation_id=f"rsv_j_{journal_team}_p0", budget=other.name)
+    journal = [hold_log_record(only_journal, NOW), hold_log_record(replace(only_journal, ended="expired"), NOW)]
+    again, = carried_holds(wh, [other], now=NOW, journal=journal, expired_grace=grace)
+    assert (again.amount, again.expires_at) == (D("0.3"), waited.expires_at + grace)
+
+
+def _hold_ids(wh, budget: str) -> list[str]:
+    frame = wh.query("SELECT DISTINCT reservation_id FROM budget_holds WHERE budget = {b:String} ORDER BY 1",
+                     {"b": budget})
+    return frame["reservation_id"].to_list() if frame.height else []
+
+
+def test_budget_holds_are_kept_for_the_longest_budget_period_and_no_longer_than_raw_events(wh):
+    """Issue 15: "no retention for budget_holds" (the table grew forever). Rows are kept for the longest period a
+    rebuild looks back (a rolling:90d budget) and never longer than priced_events keeps the usage they are matched
+    with (a hold whose priced event retention dropped would otherwise be held again as if its usage were lost)."""
+    from streams.budgets.model import ROLLING_MAX_HOURS
+    from warehouse.retention import HOLD_DAYS, apply_retention
+
+    assert HOLD_DAYS * 24 > ROLLING_MAX_HOURS  # a rebuild of the longest open period finds its holds
+    name = f"ret-{uuid.uuid4().hex[:6]}"
+    ages = {"old": 100, "month": 40, "week": 10, "today": 0}
+    log(wh, *[Hold(f"rsv_{label}_{name}", name, f"req-{label}", D("0.1"), NOW - timedelta(days=days),
+                   NOW - timedelta(days=days) + timedelta(seconds=30)) for label, days in ages.items()])
+    wh.backend.command("OPTIMIZE TABLE budget_holds FINAL")
+    assert _hold_ids(wh, name) == sorted(f"rsv_{label}_{name}" for label in ("month", "week", "today"))
+    try:
+        assert apply_retention(wh.backend, 7)  # raw events kept 7 days: holds too
+        wh.backend.command("OPTIMIZE TABLE budget_holds FINAL")
+        assert _hold_ids(wh, name) == [f"rsv_today_{name}"]
+    finally:
+        apply_retention(wh.backend, 400)
+    engine = wh.query("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+                      "AND name = 'budget_holds'")["engine_full"][0]
+    assert f"toIntervalDay({HOLD_DAYS})" in engine

@@ -31,7 +31,7 @@ from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=20)
+pytestmark = pytest.mark.slow(seconds=35)
 PARTITIONS = 4  # the test brokers' partition count (tests/conftest.py)
 
 
@@ -73,8 +73,33 @@ async def _offsets_of(bootstrap: str, budget: str, event_id: str) -> dict[TopicP
     return out
 
 
+async def _fill_spend_partition(bootstrap: str, partition: int, count: int) -> None:
+    """`count` budget-spend messages of a budget nobody defined on `partition` (other budgets' traffic there)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        value = orjson.dumps({"budget": "filler", "entries": []})
+        sends = [await producer.send(topics.BUDGET_SPEND, value, key=b"filler", partition=partition)
+                 for _ in range(count)]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
 def test_a_hold_whose_usage_is_counted_is_not_restored_after_a_kill(kafka_bootstrap, tmp_path):
+    _kill_after_the_usage_of_a_late_hold(kafka_bootstrap, tmp_path, filler=0)
+
+
+def test_the_restore_finds_the_usage_behind_more_than_2000_newer_spend_messages(kafka_bootstrap, tmp_path):
+    """Issue 15: "restore looks back 2,000 spend messages". Under high traffic (many budgets on one budget-spend
+    partition) the usage that settled a hold is more than 2,000 messages back well within the hold's life: the old
+    restore did not see it and held the worst case again. The restore now reads back to the hold's admission."""
+    _kill_after_the_usage_of_a_late_hold(kafka_bootstrap, tmp_path, filler=2500)
+
+
+def _kill_after_the_usage_of_a_late_hold(kafka_bootstrap, tmp_path, filler: int) -> None:
     team, name = f"late-{uuid.uuid4().hex[:6]}", f"late-{uuid.uuid4().hex[:6]}"
+    request_id = f"req-late-{uuid.uuid4().hex[:6]}"  # the tests share a broker: the usage is found by it
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
                                                   "limit": "1", "action": "block"})], data_dir=tmp_path)
     port = free_port()
@@ -87,16 +112,18 @@ def test_a_hold_whose_usage_is_counted_is_not_restored_after_a_kill(kafka_bootst
         wait_for(lambda: ready(port) and name in budgets(), timeout=120, what="the budget loaded by its owner")
         # The hold the old owner acknowledged after this owner had read the topic: $0.25 for request req-late.
         now = datetime.now(timezone.utc)
-        hold = Hold(new_reservation_id([spend_partition(name, PARTITIONS)]), name, "req-late", Decimal("0.25"), now,
+        hold = Hold(new_reservation_id([spend_partition(name, PARTITIONS)]), name, request_id, Decimal("0.25"), now,
                     now + timedelta(seconds=600))
         asyncio.run(_write_hold(kafka_bootstrap, hold))
         # The call's usage ($0.05) arrives and is committed by this owner, which has no hold to settle.
-        asyncio.run(send_usage(kafka_bootstrap, [usage_event(team, 20_000, 0, event_id="req-late")]))
+        asyncio.run(send_usage(kafka_bootstrap, [usage_event(team, 20_000, 0, event_id=request_id)]))
         wait_for(lambda: Decimal(budgets().get(name, {}).get("committed", "0")) == Decimal("0.05"),
                  what="the usage committed")
         positions = wait_for(lambda: (lambda o: o if len(o) == 2 else None)(
-            asyncio.run(_offsets_of(kafka_bootstrap, name, "req-late"))), what="the usage and spend records")
+            asyncio.run(_offsets_of(kafka_bootstrap, name, request_id))), what="the usage and spend records")
         wait_for(lambda: asyncio.run(_committed_past(kafka_bootstrap, positions)), what="the group's offsets")
+        if filler:
+            asyncio.run(_fill_spend_partition(kafka_bootstrap, spend_partition(name, PARTITIONS), filler))
         stop(proc, signal.SIGKILL)
         proc = start_worker(env, log)
         wait_for(lambda: ready(port) and name in budgets(), timeout=120, what="the budget restored after the kill")

@@ -138,3 +138,23 @@ def test_a_restored_hold_whose_usage_the_restored_spend_counts_is_settled_not_he
     # settled counted: the state was stored before its batch settled anything
     assert (view["committed"], view["held"], view["settled"]) == ("1", "1", 1)
     assert second.settle_counted("search", entries) == []
+
+
+def test_usage_arriving_after_its_hold_expired_logs_the_hold_settled_at_its_real_amount():
+    """The hold's TTL passed while its usage waited (a worker down longer than the TTL): the usage still commits as
+    spend, and the hold's log gets a `settled` step with the real amount, so a rebuild after a broker loss holds
+    that amount again if the priced event went with the broker (issue 15: "a hold that expired while its usage
+    waited is not carried")."""
+    budgets = defs()
+    owner = owner_with(budgets)
+    owner.admit({"search": D("3")}, "r1", "req-1", NOW + timedelta(seconds=30), NOW)
+    expired = owner.tick(NOW + timedelta(seconds=31)).holds
+    assert [(h.reservation_id, h.ended) for h in expired] == [("r1", "expired")]
+    out = owner.process(usage_messages(budgets, [(0, 1, priced("req-1", "1.25"))]), now=NOW + timedelta(minutes=5))
+    assert [(h.reservation_id, h.ended, h.settled_amount) for h in out.holds] == [("r1", "settled", D("1.25"))]
+    view = owner.headroom("search", NOW + timedelta(minutes=5))
+    assert (view["committed"], view["held"], view["expired"], view["settled"]) == ("1.25", "0", 1, 0)
+    # once: a redelivery or a second usage record with the id does not log it again
+    again = owner.process(usage_messages(budgets, [(0, 2, priced("e2", "1", tags={"request_id": "req-1"}))]),
+                          now=NOW + timedelta(minutes=6))
+    assert again.holds == []

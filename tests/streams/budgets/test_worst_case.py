@@ -106,3 +106,39 @@ def test_the_catalog_refuses_an_output_limit_that_is_not_a_positive_integer(tmp_
                                      "    versions: [{effective_from: 2025-01-01, input: '1', output: '2'}]\n")
     with pytest.raises(CatalogError, match="max_output_tokens"):
         load_price_book(extra_paths=[tmp_path / "x.yaml"])
+
+
+def test_a_reservation_checks_the_scopes_of_its_candidate_budgets_only(book, tmp_path, monkeypatch):
+    """Per-request waste found profiling issue 15's latency: every reservation checked the scope of every defined
+    budget (~4 ms per reservation with 1,000 budgets, ten times the rest of its work). Budgets are found through the
+    router's scope index now; the result is the same, alias rule and tag-only budgets included."""
+    from types import SimpleNamespace
+
+    from streams.budgets import parse_budget
+    from streams.budgets.model import Budget
+    from streams.budgets.reservations import ReservationService
+    from streams.budgets.routing import BudgetRouter
+    from tokenmeter.settings import Settings
+
+    wanted = [parse_budget(data) for data in (
+        {"name": "team", "scope": {"team": "search"}, "limit": "1"},
+        {"name": "alias", "scope": {"model": "claude-sonnet-4-5", "team": "search"}, "limit": "1"},  # same entry
+        {"name": "tag-only", "scope": {"tag:env": "prod"}, "limit": "1"},
+        {"name": "everyone", "scope": {}, "limit": "1"})]
+    others = [parse_budget({"name": f"other-{i}", "scope": {"team": f"t{i}"}, "limit": "1"}) for i in range(1000)]
+    others.append(parse_budget({"name": "other-tag", "scope": {"tag:env": "dev"}, "limit": "1"}))
+    others.append(parse_budget({"name": "other-model", "scope": {"model": "gpt-4o"}, "limit": "1"}))
+    budgets = {b.name: b for b in [*others[:500], *wanted, *others[500:]]}
+    service = SimpleNamespace(settings=Settings(data_dir=tmp_path), budgets=budgets, router=BudgetRouter(budgets))
+    reservations = ReservationService(service, book)
+    attributes = {"team": "search", "tag:env": "prod", "model": "claude-sonnet-4-5-20250929",
+                  "provider": "anthropic"}
+    entry = worst_case(book, "anthropic", "claude-sonnet-4-5-20250929", 10, 10).entry
+    checks = []
+    original = Budget.matches
+    monkeypatch.setattr(Budget, "matches", lambda self, event: checks.append(self.name) or original(self, event))
+    assert [b.name for b in reservations._matching(attributes, entry)] == ["team", "alias", "tag-only", "everyone"]
+    assert len(checks) < 20, len(checks)  # not one per defined budget
+    checks.clear()
+    assert [b.name for b in reservations._matching(attributes, entry)] == ["team", "alias", "tag-only", "everyone"]
+    assert len(checks) < 20
