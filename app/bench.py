@@ -227,7 +227,8 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
                 say("reservations: POST /v1/reservations at 2,000/s offered (open loop), then 8 clients ...")
                 small = budget_samples < 50  # a quick run (tests): a shorter reservation bench too
                 results.update(measure_reservations(bootstrap, int(env["TOKENMETER_API_PORT"]),
-                                                    seconds=1.0 if small else 5.0, requests=800 if small else 8000))
+                                                    seconds=1.0 if small else 5.0, requests=800 if small else 8000,
+                                                    worker_pid=proc.pid))
         finally:
             proc.terminate()
             proc.wait(30)

@@ -27,5 +27,5 @@ def test_bench_json_reports_all_figures(tmp_path):
     assert set(figures["collectors_cpu_events_per_s"]) == {"kong", "apisix", "litellm", "otel"}
     assert figures["events"] == 400
     for key in ("alert_latency_p99_ms", "decision_latency_p99_ms", "query_p95_ms", "load_rows_per_s",
-                "reserve_latency_p50_ms", "reserve_latency_p99_ms", "reserve_requests_per_s"):
+                "reserve_latency_p50_ms", "reserve_latency_p99_ms", "reserve_requests_per_s", "reserve_worker_cpu_ms"):
         assert figures[key] > 0, key
