@@ -22,7 +22,7 @@ from streams.anomalies.runner import Detector
 from tests.streams.backfill_stack import TEAMS, messages, produce, usage_history, worker
 from tokenmeter.settings import free_port, load_settings
 
-pytestmark = pytest.mark.slow(seconds=70)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=60)  # rough seconds: longest files first (tests/suite_order.py)
 DAYS = 14
 
 

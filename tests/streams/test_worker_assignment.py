@@ -27,7 +27,7 @@ from process_support import stop, wait_for
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=55)  # rough seconds (tests/suite_order.py): two workers joining a group
+pytestmark = pytest.mark.slow(seconds=31)  # rough seconds (tests/suite_order.py): two workers joining a group
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = (topics.USAGE, topics.BUDGET_SPEND)
 

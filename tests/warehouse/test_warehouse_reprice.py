@@ -23,7 +23,7 @@ from tokenmeter.events import Attribution, Usage, UsageEvent
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
 
-pytestmark = pytest.mark.slow(seconds=60)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=110)  # rough seconds: longest files first (tests/suite_order.py)
 
 REPO = Path(__file__).resolve().parents[2]
 
