@@ -31,11 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def wh(tmp_path_factory):
     """A fresh warehouse per test (opening one costs ~0.3 s; chDB allows one path per process at a time, so each
-    is closed before the next opens)."""
+    is closed before the next opens). Not served: no other process reads it, and stopping the endpoint's server
+    costs 0.5 s per close."""
     from warehouse import open_warehouse
 
     warehouse = open_warehouse(Settings(data_dir=tmp_path_factory.mktemp("reprice-data"), load_flush_seconds=0.2,
-                                        raw_retention_days=3650), writer=True)
+                                        raw_retention_days=3650), writer=True, serve=False)
     yield warehouse
     warehouse.close()
 
