@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
+from kafka_support import SESSION_TIMEOUT_MS
 from process_support import stop, wait_for
 from tokenmeter import topics
 from tokenmeter.settings import free_port
@@ -30,9 +31,6 @@ from tokenmeter.settings import free_port
 pytestmark = pytest.mark.slow(seconds=17)  # rough seconds (tests/suite_order.py): two workers joining a group
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = (topics.USAGE, topics.BUDGET_SPEND)
-# The run's session timeout (tests/conftest.py: 4 s), as the worker uses: the embedded broker holds a new group's
-# first JoinGroup for half the first member's session timeout (aiokafka's 10 s made the hog's join wait 5 s).
-SESSION_TIMEOUT_MS = int(float(os.environ.get("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", "10")) * 1000)
 
 
 class Greedy(AbstractPartitionAssignor):
