@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import os
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+# The run's consumer-group session timeout (tests/conftest.py sets 4 s), for a test's own group member: the embedded
+# broker answers a new group's first JoinGroup after half the session timeout, 5 s at aiokafka's default 10 s.
+SESSION_TIMEOUT_MS = int(float(os.environ.get("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", "10")) * 1000)
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

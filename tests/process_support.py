@@ -47,3 +47,19 @@ def warehouse_totals(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
     from warehouse.endpoint import live_team_totals
 
     return live_team_totals(data_dir)
+
+
+def now_inside_one_month(seconds: float = 300.0, settle: float = 5.0):
+    """The current UTC time, at least `settle` seconds after the start of its month and at least `seconds` before
+    the next: a test that seeds "this month" and then asks a running process (which reads the real clock) must not
+    straddle a month start. Near one, this waits it out (at most `seconds`, at most once a month)."""
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_start = (start + timedelta(days=32)).replace(day=1)
+    if (next_start - now).total_seconds() < seconds:
+        time.sleep((next_start - now).total_seconds() + settle)
+    elif (now - start).total_seconds() < settle:
+        time.sleep(settle - (now - start).total_seconds())
+    return datetime.now(timezone.utc).replace(microsecond=0)

@@ -2,6 +2,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from kafka_support import SESSION_TIMEOUT_MS
 from tokenmeter import topics
 
 
@@ -14,7 +15,8 @@ def test_broker_has_topics_and_round_trips(kafka_bootstrap):
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(topics.DEADLETTER, bootstrap_servers=kafka_bootstrap,
-                                    auto_offset_reset="earliest", group_id="probe")
+                                    auto_offset_reset="earliest", group_id="probe",
+                                    session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1000)
         await consumer.start()
         try:
             listed = await consumer.topics()

@@ -29,7 +29,7 @@ from process_support import wait_for, warehouse_totals
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=70)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=42)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,6 +67,18 @@ def running_up(tmp_path: Path):
                 proc.kill()
             except psutil.Error:
                 pass
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """ONE `tokenmeter up` for the file's stack tests (each start costs ~10 s, ~30 s on a loaded machine), in this
+    order: the child-kill test (which needs a broker never restarted), the broker-crash test, then the test that
+    SIGKILLs `up` itself. `sent` holds every event acknowledged so far: totals are checked against all of them."""
+    from types import SimpleNamespace
+
+    tmp_path = tmp_path_factory.mktemp("up")
+    with running_up(tmp_path) as (up, env, log_path):
+        yield SimpleNamespace(up=up, env=env, log_path=log_path, data=tmp_path / "data", sent=[])
 
 
 def _children_by_env(env: dict) -> list[psutil.Process]:
@@ -125,79 +137,67 @@ def report_by_team(env: dict) -> dict[str, tuple[int, Decimal]]:
     return {r["team"]: (r["events"], Decimal(r["cost_usd"])) for r in json.loads(out.stdout)}
 
 
-def test_sigkilled_children_are_restarted_and_totals_stay_exact(tmp_path):
-    with running_up(tmp_path) as (up, env, log_path):
-        bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
-        broker = child(up, "broker")
-        sent: list[dict] = []
-        for round_, role in enumerate(("worker", "load", "dispatch")):
-            batch = make_events(150, f"{role}{round_}")
-            asyncio.run(produce(bootstrap, batch))
-            sent += batch
-            victim = wait_for(lambda: child(up, role), 30, f"a running {role}")
-            victim.kill()  # SIGKILL, mid-traffic
-            wait_for(lambda: up.poll() is None and (c := child(up, role)) is not None and c.pid != victim.pid
-                     or up.poll() is not None and pytest.fail(f"`up` exited:\n{log_path.read_text()[-3000:]}"),
-                     60, f"{role} restarted by `up`")
-            assert up.poll() is None, log_path.read_text()
-        asyncio.run(produce(bootstrap, more := make_events(100, "after")))
-        sent += more
-        expected = expected_by_team(sent)
-        try:
-            wait_for(lambda: served_by_team(env) == expected, 180, "exact totals after the restarts", interval=0.5)
-            assert report_by_team(env) == expected  # and `tokenmeter report` says so
-        except AssertionError:
-            print(log_path.read_text()[-6000:])
-            raise
-        assert child(up, "broker").pid == broker.pid  # the broker (and its data) were never restarted
-        text = log_path.read_text()
-        assert "worker exited" in text and "restarting" in text
-        status = json.loads((tmp_path / "data" / "supervisor.json").read_text())
-        restarts = {c["name"]: c["restarts"] for c in status["children"]}
-        assert restarts["worker"] >= 1 and restarts["loader"] >= 1 and restarts["alerts"] >= 1
-        assert restarts["broker"] == 0
+def test_sigkilled_children_are_restarted_and_totals_stay_exact(stack):
+    up, env, log_path, sent = stack.up, stack.env, stack.log_path, stack.sent
+    bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
+    broker = child(up, "broker")
+    for round_, role in enumerate(("worker", "load", "dispatch")):
+        batch = make_events(150, f"{role}{round_}")
+        asyncio.run(produce(bootstrap, batch))
+        sent += batch
+        victim = wait_for(lambda: child(up, role), 30, f"a running {role}")
+        victim.kill()  # SIGKILL, mid-traffic
+        wait_for(lambda: up.poll() is None and (c := child(up, role)) is not None and c.pid != victim.pid
+                 or up.poll() is not None and pytest.fail(f"`up` exited:\n{log_path.read_text()[-3000:]}"),
+                 60, f"{role} restarted by `up`")
+        assert up.poll() is None, log_path.read_text()
+    asyncio.run(produce(bootstrap, more := make_events(100, "after")))
+    sent += more
+    expected = expected_by_team(sent)
+    try:
+        wait_for(lambda: served_by_team(env) == expected, 180, "exact totals after the restarts", interval=0.5)
+        assert report_by_team(env) == expected  # and `tokenmeter report` says so
+    except AssertionError:
+        print(log_path.read_text()[-6000:])
+        raise
+    assert child(up, "broker").pid == broker.pid  # the broker (and its data) were never restarted
+    text = log_path.read_text()
+    assert "worker exited" in text and "restarting" in text
+    status = json.loads((stack.data / "supervisor.json").read_text())
+    restarts = {c["name"]: c["restarts"] for c in status["children"]}
+    assert restarts["worker"] >= 1 and restarts["loader"] >= 1 and restarts["alerts"] >= 1
+    assert restarts["broker"] == 0
 
 
-def test_sigkilled_up_takes_every_child_with_it_at_once(tmp_path):
-    with running_up(tmp_path) as (up, env, log_path):
-        family = psutil.Process(up.pid).children(recursive=True)
-        assert {"broker", "worker", "load", "dash"} <= {p.cmdline()[-1] for p in family}
-        up.kill()
-        up.wait(5)
-        gone, alive = psutil.wait_procs(family, timeout=2.0)
-        assert not alive, f"children alive 2 s after `up` was SIGKILLed: {[p.cmdline() for p in alive]}"
-        with socket.socket() as sock:  # a new `up` can take the broker port at once
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", int(env["TOKENMETER_EMBEDDED_BROKER_PORT"])))
-
-
-def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(tmp_path):
-    with running_up(tmp_path) as (up, env, log_path):
-        bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
-        before = make_events(60, "before")
-        asyncio.run(produce(bootstrap, before))
-        wait_for(lambda: served_by_team(env) == expected_by_team(before), 120, "the first events loaded", interval=0.5)
-        assert report_by_team(env) == expected_by_team(before)
-        status_path = tmp_path / "data" / "supervisor.json"
-        wait_for(lambda: (sample := json.loads(status_path.read_text()).get("backlog")) and
-                 sample["backlog"][topics.USAGE] == sample["backlog"][topics.PRICED] == 0, 60,
-                 "a sample showing every acknowledged record committed by its consumer")
-        broker = child(up, "broker")
-        broker.kill()
-        wait_for(lambda: (c := child(up, "broker")) is not None and c.pid != broker.pid, 60, "a new broker")
-        text = log_path.read_text()
-        assert "BROKER CRASHED" in text and "acknowledged usage records not yet metered" in text
-        wait_for(lambda: child(up, "worker") is not None and child(up, "load") is not None, 60, "children back")
-        after = make_events(60, "after")
-        asyncio.run(produce(bootstrap, after))  # topics were recreated: producing works at once
-        wait_for(lambda: served_by_team(env) == expected_by_team(before + after), 180,
-                 "events sent after the broker restart loaded", interval=0.5)
-        assert report_by_team(env) == expected_by_team(before + after)
-        status = json.loads(status_path.read_text())
-        assert status["broker_restarts"] == 1 and status["broker_losses"][0]["at_risk_records"] == 0
-        out = subprocess.run([sys.executable, "-m", "app", "status"], env=env, capture_output=True, text=True,
-                             timeout=30)
-        assert "broker crash at" in out.stdout and "broker restarts: 1" in out.stdout, out.stdout
+def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(stack):
+    up, env, log_path = stack.up, stack.env, stack.log_path
+    bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
+    before = stack.sent + make_events(60, "before")  # with what earlier tests of the stack sent
+    asyncio.run(produce(bootstrap, before[len(stack.sent):]))
+    stack.sent[:] = before
+    wait_for(lambda: served_by_team(env) == expected_by_team(before), 120, "the first events loaded", interval=0.5)
+    assert report_by_team(env) == expected_by_team(before)
+    status_path = stack.data / "supervisor.json"
+    wait_for(lambda: (sample := json.loads(status_path.read_text()).get("backlog")) and
+             sample["backlog"][topics.USAGE] == sample["backlog"][topics.PRICED] == 0, 60,
+             "a sample showing every acknowledged record committed by its consumer")
+    broker = child(up, "broker")
+    broker.kill()
+    wait_for(lambda: (c := child(up, "broker")) is not None and c.pid != broker.pid, 60, "a new broker")
+    text = log_path.read_text()
+    assert "BROKER CRASHED" in text and "acknowledged usage records not yet metered" in text
+    wait_for(lambda: child(up, "worker") is not None and child(up, "load") is not None, 60, "children back")
+    after = make_events(60, "after")
+    asyncio.run(produce(bootstrap, after))  # topics were recreated: producing works at once
+    stack.sent += after
+    wait_for(lambda: served_by_team(env) == expected_by_team(before + after), 180,
+             "events sent after the broker restart loaded", interval=0.5)
+    assert report_by_team(env) == expected_by_team(before + after)
+    status = json.loads(status_path.read_text())
+    assert status["broker_restarts"] == 1 and status["broker_losses"][0]["at_risk_records"] == 0
+    out = subprocess.run([sys.executable, "-m", "app", "status"], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert "broker crash at" in out.stdout and "broker restarts: 1" in out.stdout, out.stdout
 
 
 def test_back_off_doubles_up_to_its_cap_and_starts_over_after_a_stable_run():
@@ -212,3 +212,17 @@ def test_back_off_doubles_up_to_its_cap_and_starts_over_after_a_stable_run():
     assert max(delays) == BACKOFF_MAX_S == delays[-1]
     child.started_at = 0.0
     assert child.schedule_restart(STABLE_AFTER_S + 1) == BACKOFF_FIRST_S
+
+
+def test_sigkilled_up_takes_every_child_with_it_at_once(stack):
+    """Last of the stack's tests: it ends the stack."""
+    up, env = stack.up, stack.env
+    family = psutil.Process(up.pid).children(recursive=True)
+    assert {"broker", "worker", "load", "dash"} <= {p.cmdline()[-1] for p in family}
+    up.kill()
+    up.wait(5)
+    gone, alive = psutil.wait_procs(family, timeout=2.0)
+    assert not alive, f"children alive 2 s after `up` was SIGKILLed: {[p.cmdline() for p in alive]}"
+    with socket.socket() as sock:  # a new `up` can take the broker port at once
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", int(env["TOKENMETER_EMBEDDED_BROKER_PORT"])))

@@ -159,3 +159,19 @@ def table_rows(dash_duo, selector: str) -> list[list[str]]:
     its callbacks settle; row elements fetched first and read one by one may be replaced in between (a
     StaleElementReferenceException, seen in CI), while one script reads a single consistent DOM."""
     return dash_duo.driver.execute_script(_ROWS_SCRIPT, selector)
+
+
+_TEXT_SCRIPT = "const el = document.querySelector(arguments[0]); return el ? el.innerText : '';"
+_ATTRIBUTE_SCRIPT = "const el = document.querySelector(arguments[0]); return el ? el.getAttribute(arguments[1]) : null;"
+
+
+def element_text(dash_duo, selector: str) -> str:
+    """The visible text of the first element matching `selector` ('' when there is none), found and read in ONE
+    script call: an element fetched first and read afterwards may be re-rendered in between (stale), as
+    `table_rows` explains."""
+    return dash_duo.driver.execute_script(_TEXT_SCRIPT, selector) or ""
+
+
+def element_attribute(dash_duo, selector: str, name: str) -> str | None:
+    """An attribute of the first element matching `selector`, found and read in one script call (see element_text)."""
+    return dash_duo.driver.execute_script(_ATTRIBUTE_SCRIPT, selector, name)

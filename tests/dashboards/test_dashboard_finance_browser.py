@@ -9,13 +9,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import TOTAL, browser_login, priced_events, table_rows
+from dash_seed import TOTAL, browser_login, element_text, priced_events, table_rows
 from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=15)]  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=23)]  # rough seconds: longest files first (tests/suite_order.py)
 
 NOW = datetime.now(timezone.utc)
 RANGE = f"start={(NOW - timedelta(days=1)).date()}&end={NOW.date()}"
@@ -55,8 +55,7 @@ def finance_app(tmp_path_factory, kafka_bootstrap):
 
 
 def _table_text(dash_duo) -> str:
-    found = dash_duo.driver.find_elements("css selector", "#showback-finance")
-    return found[0].text if found else ""
+    return element_text(dash_duo, "#showback-finance")
 
 
 def test_showback_shows_cost_centers_and_allocation(dash_duo, finance_app):

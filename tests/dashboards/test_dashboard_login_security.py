@@ -12,6 +12,8 @@ from dashboards import create_app
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
 
+pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
+
 
 def make_app(tmp_path, **overrides):
     users_file = tmp_path / "users.yaml"

@@ -17,10 +17,9 @@ from pathlib import Path
 import orjson
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
-from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import COSTS, TOTAL, browser_login, priced_events, seed_other_tables, table_rows
+from dash_seed import COSTS, TOTAL, browser_login, element_text, priced_events, seed_other_tables, table_rows
 from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
@@ -28,7 +27,7 @@ from tokenmeter.settings import load_settings
 from warehouse import render_report
 from tokenmeter.topics import ANOMALY_ACKS
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=20)]  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=24)]  # rough seconds: longest files first (tests/suite_order.py)
 SCREENSHOT_DIR = os.environ.get("TOKENMETER_SCREENSHOT_DIR")  # e.g. docs/screenshots
 NOW = datetime.now(timezone.utc)
 TEAM_FILTER = "[id='" + json.dumps({"dim": "team", "type": "showback-filter"}, separators=(",", ":")) + "']"
@@ -59,6 +58,29 @@ def _figure(dash_duo, graph_id: str) -> dict:
               "return el && el.data ? {names: el.data.map(t => t.name),"
               " title: (el.layout && el.layout.title && el.layout.title.text) || ''} : null;")
     return dash_duo.driver.execute_script(script, graph_id) or {"names": [], "title": ""}
+
+
+_BAR_SCRIPT = ("const traces = document.querySelectorAll('#' + arguments[0] + ' g.trace.bars');"
+               "const trace = traces[arguments[1]]; return trace ? trace.querySelector('g.point path') : null;")
+
+
+def _click_bar(dash_duo, graph_id: str, name: str) -> bool:
+    """Click the first bar of trace `name`; False (try again) while the graph is not drawn or is re-drawn under
+    us: the bar is found in one script call and clicked at once, and a re-render in between (a stale element)
+    only means another try."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    names = _figure(dash_duo, graph_id)["names"]
+    if name not in names:
+        return False
+    bar = dash_duo.driver.execute_script(_BAR_SCRIPT, graph_id, names.index(name))
+    if bar is None:
+        return False
+    try:
+        ActionChains(dash_duo.driver).move_to_element(bar).click().perform()
+    except StaleElementReferenceException:
+        return False
+    return True
 
 
 def _wait(dash_duo, predicate, timeout: float = 20):
@@ -107,11 +129,8 @@ def test_finance_pages(dash_duo, app_settings):
     dash_duo.wait_for_page(url=f"{base}/showback?{RANGE}&by=team")
     _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"alpha", "beta", "gamma"})
     dash_duo.wait_for_contains_text("#showback-table", "gamma")
-    bars = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#showback-graph g.trace.bars")
-    alpha_trace = _figure(dash_duo, "showback-graph")["names"].index("alpha")
     # Plotly listens on its drag layer above the bars: a real mouse click at the bar's centre.
-    ActionChains(dash_duo.driver).move_to_element(
-        bars[alpha_trace].find_elements(By.CSS_SELECTOR, "g.point path")[0]).click().perform()
+    _wait(dash_duo, lambda: _click_bar(dash_duo, "showback-graph", "alpha"))
     _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"ann", "al"})
     assert "team=alpha" in dash_duo.driver.current_url and "by=user" in dash_duo.driver.current_url
     dash_duo.wait_for_contains_text("#showback-chips", "team = alpha")
@@ -193,7 +212,8 @@ def test_team_user_sees_only_their_team(dash_duo, app_settings):
     alpha = sum(COSTS["alpha"], Decimal(0))
     dash_duo.wait_for_contains_text("#user-name", "team alpha", timeout=20)
     dash_duo.wait_for_text_to_equal("[id='{\"name\":\"cost\",\"type\":\"kpi\"}']", format_usd(alpha), timeout=20)
-    assert "Reconciliation" not in dash_duo.find_element(".nav").text
+    dash_duo.wait_for_element(".nav")
+    assert "Reconciliation" not in element_text(dash_duo, ".nav")
     # Asking for another team by URL shows nothing of it.
     dash_duo.wait_for_page(url=f"{base}/showback?{RANGE}&by=team&team=beta")
     dash_duo.wait_for_contains_text("#showback-status", "may only see team alpha", timeout=20)
@@ -201,6 +221,7 @@ def test_team_user_sees_only_their_team(dash_duo, app_settings):
     _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"ann", "al"})
     dash_duo.wait_for_page(url=f"{base}/anomalies?{RANGE}")
     dash_duo.wait_for_contains_text("#anomalies-table", "team=alpha", timeout=20)
-    assert "team=beta" not in dash_duo.find_element("#anomalies-table").text
+    anomalies = element_text(dash_duo, "#anomalies-table")
+    assert "team=alpha" in anomalies and "team=beta" not in anomalies
     dash_duo.wait_for_page(url=f"{base}/reconciliation")
     dash_duo.wait_for_contains_text("#recon-status", "finance only", timeout=20)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import browser_login
+from dash_seed import browser_login, element_attribute
 from dashboards import create_app
 from dashboards.formatting import format_usd, format_usd_exact
 from dashboards.users import add_user
@@ -98,7 +98,7 @@ def test_overview_shows_exact_totals_and_follows_the_team_filter(dash_duo, popul
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
 
     dash_duo.wait_for_text_to_equal(_kpi("cost"), format_usd(TOTAL), timeout=20)
-    assert dash_duo.find_element(_kpi("cost")).get_attribute("title") == format_usd_exact(TOTAL)
+    assert element_attribute(dash_duo, _kpi("cost"), "title") == format_usd_exact(TOTAL)
     _wait_for_graph_x(dash_duo, "cost_by_team", {"alpha", "beta", "gamma"})
     dash_duo.wait_for_text_to_equal(_kpi("events"), "7")
     dash_duo.wait_for_text_to_equal(_kpi("unpriced"), "1")
@@ -108,7 +108,7 @@ def test_overview_shows_exact_totals_and_follows_the_team_filter(dash_duo, popul
     dash_duo.select_dcc_dropdown("#overview-teams", value="alpha")
     alpha_total = sum(COSTS["alpha"], Decimal(0))
     dash_duo.wait_for_text_to_equal(_kpi("cost"), format_usd(alpha_total))
-    assert dash_duo.find_element(_kpi("cost")).get_attribute("title") == format_usd_exact(alpha_total)
+    assert element_attribute(dash_duo, _kpi("cost"), "title") == format_usd_exact(alpha_total)
     _wait_for_graph_x(dash_duo, "cost_by_team", {"alpha"})
     dash_duo.wait_for_text_to_equal(_kpi("unpriced"), "0")
     assert "team=alpha" in dash_duo.driver.current_url  # the view is shareable

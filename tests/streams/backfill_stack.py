@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -52,7 +53,7 @@ def usage_history(days: int, teams: dict[str, float] = TEAMS) -> tuple[dict[str,
                   for e in batch]
         usage = []
         for e in events:
-            t = int(time.mktime(time.strptime(e["ts"], "%Y-%m-%dT%H:%M:%SZ"))) - time.timezone + shift
+            t = int(datetime.fromisoformat(e["ts"]).timestamp()) + shift  # a UTC "Z" time (C parser: 45k events)
             usage.append({"event_id": f"{e['event_id']}-{team}-{weeks}", "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                             time.gmtime(t)),
                           "source": "backfill-test", "provider": "openai", "model": e["model"], "status": e["status"],

@@ -19,6 +19,8 @@ from app.broker import embedded_broker
 from tokenmeter.settings import free_port, load_settings
 from tokenmeter.topics import PRICED
 
+pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
+
 DAY, WEEK = 86400, 7 * 86400
 KEYS = ("k1", "k2", "k3", "k4", "k5")
 PARTITION_OF = {"k1": 0, "k2": 0, "k3": 1, "k4": 2, "k5": 3}  # partition 0 carries two keys

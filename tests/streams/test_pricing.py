@@ -11,6 +11,8 @@ import pytest
 from streams.pricing import BUNDLED_CATALOG_DIR, CatalogError, PriceBook, load_price_book
 from tokenmeter.events import Attribution, Usage, UsageEvent
 
+pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
+
 D = Decimal
 M = D(1_000_000)
 TS = datetime(2025, 11, 1, tzinfo=timezone.utc)

@@ -20,6 +20,8 @@ from streams.columnar.equivalence import compare_batch
 from streams.pricing import CatalogError, load_price_book
 from tokenmeter.events import Usage, UsageEvent
 
+pytestmark = pytest.mark.slow(seconds=14)  # rough seconds: longest files first (tests/suite_order.py)
+
 D = Decimal
 LATE_2025 = datetime(2025, 10, 15, tzinfo=timezone.utc)
 MAY_2025 = datetime(2025, 5, 15, tzinfo=timezone.utc)

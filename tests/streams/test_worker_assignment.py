@@ -23,11 +23,12 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
+from kafka_support import SESSION_TIMEOUT_MS
 from process_support import stop, wait_for
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=55)  # rough seconds (tests/suite_order.py): two workers joining a group
+pytestmark = pytest.mark.slow(seconds=17)  # rough seconds (tests/suite_order.py): two workers joining a group
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = (topics.USAGE, topics.BUDGET_SPEND)
 
@@ -85,7 +86,7 @@ class Hog:
         async def start():
             self.consumer = AIOKafkaConsumer(*SOURCES, bootstrap_servers=self.bootstrap, group_id=self.group,
                                              partition_assignment_strategy=[Greedy], enable_auto_commit=False,
-                                             session_timeout_ms=10_000, heartbeat_interval_ms=500,
+                                             session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=500,
                                              rebalance_timeout_ms=3000)
             await self.consumer.start()
             while not self.consumer.assignment():

@@ -36,46 +36,47 @@ def org() -> str:
 EventFactory = Callable[..., dict[str, Any]]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_event() -> EventFactory:
-    """make_event(event_id, org, team=..., cost="0.000123", ...) -> a PricedEvent JSON dict."""
+    """make_event(event_id, org, team=..., cost="0.000123", ...) -> a PricedEvent JSON dict (a pure function, so
+    module-scoped fixtures may use it too)."""
+    return make_priced_event
 
-    def make(
-        event_id: str,
-        org: str,
-        *,
-        team: str = "search",
-        cost: str | Decimal = "0.000123000000",
-        ts: str = "2025-03-01T10:15:30.250Z",
-        model: str = "gpt-4o",
-        provider: str = "openai",
-        input_tokens: int = 100,
-        output_tokens: int = 20,
-        priced: bool = True,
-        route: str | None = None,
-    ) -> dict[str, Any]:
-        event: dict[str, Any] = {
-            "event_id": event_id,
-            "ts": ts,
-            "source": "test",
-            "provider": provider,
-            "model": model,
-            "attribution": {"org": org, "team": team, "tags": {"env": "test"}},
-            "usage": {"input_tokens": input_tokens, "cached_input_tokens": input_tokens // 2,
-                      "output_tokens": output_tokens, "reasoning_tokens": output_tokens // 4},
-            "latency_ms": 812.5,
-            "tokens_source": "provider",
-            "cost_usd": str(cost) if priced else "0",
-            "pricing_status": "priced" if priced else "unpriced",
-            "priced_at": "2025-03-01T10:15:31Z",
-        }
-        if route:
-            event["attribution"]["route"] = route
-        if priced:
-            event["cost_breakdown"] = {"input": str(cost)}
-            event["price"] = {"entry": f"{provider}/{model}", "effective_from": "2024-08-06", "catalog_version": "t1"}
-        else:
-            event["unpriced_reason"] = f"no price for {provider}/{model}"
-        return event
 
-    return make
+def make_priced_event(
+    event_id: str,
+    org: str,
+    *,
+    team: str = "search",
+    cost: str | Decimal = "0.000123000000",
+    ts: str = "2025-03-01T10:15:30.250Z",
+    model: str = "gpt-4o",
+    provider: str = "openai",
+    input_tokens: int = 100,
+    output_tokens: int = 20,
+    priced: bool = True,
+    route: str | None = None,
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "ts": ts,
+        "source": "test",
+        "provider": provider,
+        "model": model,
+        "attribution": {"org": org, "team": team, "tags": {"env": "test"}},
+        "usage": {"input_tokens": input_tokens, "cached_input_tokens": input_tokens // 2,
+                  "output_tokens": output_tokens, "reasoning_tokens": output_tokens // 4},
+        "latency_ms": 812.5,
+        "tokens_source": "provider",
+        "cost_usd": str(cost) if priced else "0",
+        "pricing_status": "priced" if priced else "unpriced",
+        "priced_at": "2025-03-01T10:15:31Z",
+    }
+    if route:
+        event["attribution"]["route"] = route
+    if priced:
+        event["cost_breakdown"] = {"input": str(cost)}
+        event["price"] = {"entry": f"{provider}/{model}", "effective_from": "2024-08-06", "catalog_version": "t1"}
+    else:
+        event["unpriced_reason"] = f"no price for {provider}/{model}"
+    return event

@@ -14,6 +14,8 @@ import pytest
 
 from tokenmeter.settings import Settings
 
+pytestmark = pytest.mark.slow(seconds=45)  # rough seconds: longest files first (tests/suite_order.py)
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
 TRACE, SPAN = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
 

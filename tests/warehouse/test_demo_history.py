@@ -11,6 +11,8 @@ import pytest
 
 from tokenmeter.settings import Settings
 
+pytestmark = pytest.mark.slow(seconds=24)  # rough seconds: longest files first (tests/suite_order.py)
+
 NOW = datetime(2026, 12, 4, 21, 30, tzinfo=timezone.utc)
 
 

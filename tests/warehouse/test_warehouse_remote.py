@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from tokenmeter.settings import Settings
 from warehouse import WarehouseError, WarehouseLocked, open_warehouse
 from warehouse.endpoint import ENDPOINT_FILE, check_select_only, read_endpoint_secret, read_live_endpoint
 
-pytestmark = pytest.mark.slow(seconds=25)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,18 +39,18 @@ def auth(settings) -> dict:
     return {"authorization": f"Bearer {read_endpoint_secret(settings.data_dir)}"}
 
 
-@pytest.fixture
-def owner(tmp_path, make_event):
+@contextlib.contextmanager
+def running_owner(data_dir: Path, make_event):
     events = [make_event(f"r{i}", "remote-org", team=f"t{i % 2}", cost="0.000000000333") for i in range(30)]
     events.append(make_event("r0", "remote-org"))  # a duplicate
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(tmp_path), json.dumps(events)],
+        [sys.executable, "-c", OWNER, str(data_dir), json.dumps(events)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
     )
     try:
         assert process.stdout.readline().strip() == "30"
-        yield Settings(data_dir=tmp_path), process
+        yield Settings(data_dir=data_dir), process
     finally:
         if process.poll() is None:
             process.stdin.close()
@@ -60,8 +61,22 @@ def owner(tmp_path, make_event):
                 process.wait()
 
 
-def test_reader_queries_the_owner_over_http(owner):
-    settings, process = owner
+@pytest.fixture
+def owner(tmp_path, make_event):
+    """An owner for a test that stops it or writes through it."""
+    with running_owner(tmp_path, make_event) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def reading_owner(tmp_path_factory, make_event):
+    """One owner for the tests that only read through it or are refused (each owner start costs 2-4 s)."""
+    with running_owner(tmp_path_factory.mktemp("remote-owner"), make_event) as running:
+        yield running
+
+
+def test_reader_queries_the_owner_over_http(reading_owner):
+    settings, process = reading_owner
     info = orjson.loads((settings.data_dir / ENDPOINT_FILE).read_bytes())
     assert info["pid"] == process.pid and info["url"].startswith("http://127.0.0.1:")
 
@@ -98,8 +113,8 @@ def test_writer_waits_for_a_short_lived_owner_to_let_go(owner):
         writer.close()
 
 
-def test_endpoint_accepts_only_single_selects(owner):
-    settings, _ = owner
+def test_endpoint_accepts_only_single_selects(reading_owner):
+    settings, _ = reading_owner
     url = read_live_endpoint(settings.data_dir)
     for sql in ("DROP TABLE priced_events", "SELECT 1; DROP TABLE priced_events", "INSERT INTO priced_events SELECT *",
                 "SELECT 1 SETTINGS readonly=0", "SELECT * FROM url('http://127.0.0.1:1/', CSV, 'a String')",
@@ -114,9 +129,9 @@ def test_endpoint_accepts_only_single_selects(owner):
     assert httpx.get(f"{url}/health", headers=auth(settings)).json()["pid"] != os.getpid()
 
 
-def test_endpoint_files_are_private_and_every_request_needs_the_secret(owner):
+def test_endpoint_files_are_private_and_every_request_needs_the_secret(reading_owner):
     """Issue 11 item 9: any local user could read the world-readable URL file and query every team's data."""
-    settings, _ = owner
+    settings, _ = reading_owner
     url_file = settings.data_dir / ENDPOINT_FILE
     secret_file = settings.data_dir / (ENDPOINT_FILE + ".secret")
     assert secret_file.exists(), "no secret next to the URL file"

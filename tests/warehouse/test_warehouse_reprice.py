@@ -1,8 +1,9 @@
 """Re-pricing history: a dated price change applies by event time, raw rows and the hourly rollup agree.
 
 Events are priced with an "old" catalog (one version) and stored; the "new" catalog adds a version effective
-mid-day and a model the old one lacked. Each test uses its own day, far from other tests' events, because
-every in-process test shares one chDB path (see conftest)."""
+mid-day and a model the old one lacked. Each test opens a warehouse of its own (`wh` below): every re-price runs
+lightweight DELETEs, whose cost grows with the parts a shared warehouse collects from earlier tests (a crash test
+took 1.4 s on its own and up to 8 s after the others)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,22 @@ from tokenmeter.events import Attribution, Usage, UsageEvent
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
 
-pytestmark = pytest.mark.slow(seconds=60)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=110)  # rough seconds: longest files first (tests/suite_order.py)
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def wh(tmp_path_factory):
+    """A fresh warehouse per test (opening one costs ~0.3 s; chDB allows one path per process at a time, so each
+    is closed before the next opens). Not served: no other process reads it, and stopping the endpoint's server
+    costs 0.5 s per close."""
+    from warehouse import open_warehouse
+
+    warehouse = open_warehouse(Settings(data_dir=tmp_path_factory.mktemp("reprice-data"), load_flush_seconds=0.2,
+                                        raw_retention_days=3650), writer=True, serve=False)
+    yield warehouse
+    warehouse.close()
 
 OLD_CATALOG = """
 provider: acme

@@ -12,7 +12,7 @@ import pytest
 from warehouse import DIMENSIONS, WarehouseError
 from warehouse.schema import apply_migrations, load_migrations
 
-pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def test_migrations_are_recorded_once_and_idempotent(wh):
@@ -187,24 +187,6 @@ def test_an_id_re_sent_with_another_ts_is_stored_and_counted_once(wh, org, make_
     assert stored["ts"].to_list() == [datetime(2025, 5, 10, 10, tzinfo=timezone.utc)]  # the first copy wins
 
 
-def test_one_batch_spanning_more_than_100_months_is_stored(wh, org, make_event, monkeypatch):
-    """ClickHouse refuses an INSERT touching more than 100 partitions (months); such a batch used to fail on every
-    retry, and nothing later landed. The contract allows at most ~7 years today; an earlier
-    TOKENMETER_EARLIEST_EVENT_TS (a backfill) allows more, so inserts are split by month."""
-    import tokenmeter.events
-
-    monkeypatch.setattr(tokenmeter.events, "EARLIEST_EVENT_TS", datetime(2010, 1, 1, tzinfo=timezone.utc))
-    months = [(2017 + i // 12, 1 + i % 12) for i in range(119)]  # 2017-01 .. 2026-11 (the module keeps 3650 days)
-    events = [make_event(f"{org}-{y}-{m}", org, ts=f"{y}-{m:02d}-15T12:00:00Z", cost="0.000001000000")
-              for y, m in months]
-    assert wh.insert_priced(events) == 119
-    assert wh.insert_priced(events) == 0  # and redelivered: still once
-    raw = wh.query("SELECT count() AS n FROM priced_events WHERE org = {o:String}", {"o": org})["n"][0]
-    daily = wh.query("SELECT sum(events) AS n FROM spend_daily WHERE org = {o:String}", {"o": org})["n"][0]
-    hourly = wh.query("SELECT sum(events) AS n FROM spend_hourly WHERE org = {o:String}", {"o": org})["n"][0]
-    assert raw == daily == hourly == 119
-
-
 def test_token_sums_never_wrap(wh, org, make_event):
     """input_tokens 2^64-1 plus 1,000 reported 999 (UInt64 sum). The contract now refuses counts above 10^12;
     a row stored before that (built here past the validation) must still never be summed with wrap-around: the
@@ -232,3 +214,25 @@ def test_token_sums_never_wrap(wh, org, make_event):
     wh.backend.command("DELETE FROM priced_events WHERE event_id = {e:String}", {"e": f"{org}-small"})
     for since, until in windows[2:]:
         assert wh.spend([], since=since, until=until, filters={"org": [org]})["input_tokens"].to_list() == [2**64 - 1]
+
+
+def test_one_batch_spanning_more_than_100_months_is_stored(wh, org, make_event, monkeypatch):
+    """ClickHouse refuses an INSERT touching more than 100 partitions (months); such a batch used to fail on every
+    retry, and nothing later landed. The contract allows at most ~7 years today; an earlier
+    TOKENMETER_EARLIEST_EVENT_TS (a backfill) allows more, so inserts are split by month.
+
+    Last in this file on purpose: its 119 monthly partitions stay in the module's warehouse, and every later
+    lightweight DELETE there visits them (test_token_sums_never_wrap's one DELETE took 19.5 s after it, ~0.1 s
+    before)."""
+    import tokenmeter.events
+
+    monkeypatch.setattr(tokenmeter.events, "EARLIEST_EVENT_TS", datetime(2010, 1, 1, tzinfo=timezone.utc))
+    months = [(2017 + i // 12, 1 + i % 12) for i in range(119)]  # 2017-01 .. 2026-11 (the module keeps 3650 days)
+    events = [make_event(f"{org}-{y}-{m}", org, ts=f"{y}-{m:02d}-15T12:00:00Z", cost="0.000001000000")
+              for y, m in months]
+    assert wh.insert_priced(events) == 119
+    assert wh.insert_priced(events) == 0  # and redelivered: still once
+    raw = wh.query("SELECT count() AS n FROM priced_events WHERE org = {o:String}", {"o": org})["n"][0]
+    daily = wh.query("SELECT sum(events) AS n FROM spend_daily WHERE org = {o:String}", {"o": org})["n"][0]
+    hourly = wh.query("SELECT sum(events) AS n FROM spend_hourly WHERE org = {o:String}", {"o": org})["n"][0]
+    assert raw == daily == hourly == 119

@@ -20,7 +20,7 @@ from streams.budgets.readiness import spend_partition
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
 INPUT, OUTPUT = Decimal("2.50") / 1_000_000, Decimal("10.00") / 1_000_000  # gpt-4o, default tier
 CLIENTS, SECONDS = 8, 6.0  # half the limits of the 12 s version: still 100 % of the binding limit, ~2,000 refusals
 

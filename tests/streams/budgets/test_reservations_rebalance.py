@@ -14,7 +14,7 @@ from reserve_support import call, ready, send_usage, start_worker, stop, usage_e
 from streams.budgets import parse_budget, write_budgets
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def test_holds_survive_the_owner_being_killed(kafka_bootstrap, tmp_path):
