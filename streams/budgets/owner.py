@@ -30,7 +30,7 @@ from .periods import hour_key, period_window
 
 log = logging.getLogger("tokenmeter.budgets")
 STATE_VERSION = 1
-RESERVATION_COUNTS = ("admitted", "refused", "settled", "released", "expired")
+RESERVATION_COUNTS = ("admitted", "refused", "settled", "released", "expired", "superseded")
 REPUBLISH_SECONDS = 60.0  # an unchanged decision is re-published this often (freshness for gateways, history)
 # Holds that expired unsettled are remembered this long (and at most this many per budget), so usage arriving after
 # the TTL logs the hold `settled` with its real amount: the rebuild after a broker loss then holds that amount again
@@ -85,6 +85,7 @@ class BudgetOwner:
         self.dashboard_url = dashboard_url
         self.runtimes: dict[str, _BudgetRuntime] = {}
         self.stats = {"entries": 0, "skipped_redelivered": 0, "alerts": 0, "malformed": 0}
+        self._superseded: list[Hold] = []  # holds replaced by a retried reservation of the same request
 
     # Definitions and state ------------------------------------------------------------------------------
     def set_definitions(self, budgets: dict[str, Budget], now: datetime | None = None) -> Outcome:
@@ -267,13 +268,25 @@ class BudgetOwner:
         return out
 
     # Reservations (holds) ---------------------------------------------------------------------------------
-    def _drop_hold(self, rt: _BudgetRuntime, reservation_id: str, why: str, settled_amount: Any = None) -> Hold:
+    def _drop_hold(self, rt: _BudgetRuntime, reservation_id: str, why: str, settled_amount: Any = None,
+                   counted_as: str | None = None) -> Hold:
         hold = rt.holds.pop(reservation_id)
         rt.held_total -= hold.amount
         if rt.by_request.get(hold.request_id) == reservation_id:
             del rt.by_request[hold.request_id]
-        rt.reservations[why] += 1
+        rt.reservations[counted_as or why] += 1
         return replace(hold, ended=why, settled_amount=settled_amount)
+
+    def _earlier_hold(self, rt: _BudgetRuntime, request_id: str, reservation_id: str) -> Hold | None:
+        """The open hold another reservation of the same gateway request placed on this budget (a retried reserve
+        call whose first answer the gateway never saw): the request is one call, so it is held once."""
+        earlier = rt.by_request.get(request_id)
+        return rt.holds.get(earlier) if earlier is not None and earlier != reservation_id else None
+
+    def superseded_holds(self) -> list[Hold]:
+        """The holds the last admissions replaced (released: the caller logs and tombstones them), handed out once."""
+        out, self._superseded = self._superseded, []
+        return out
 
     def held(self, name: str) -> Decimal | int:
         rt = self.runtimes[name]
@@ -303,6 +316,9 @@ class BudgetOwner:
                 continue
             spend, _start, end, key = rt.ledger.current_spend(budget, now)
             held = self.held(name)
+            earlier = self._earlier_hold(rt, request_id, reservation_id)
+            if earlier is not None:  # replaced by this admission, so not counted against it
+                held -= earlier.amount
             if spend + held + wanted[name] <= budget.limit:
                 continue
             headroom = budget.limit - spend - held
@@ -326,6 +342,9 @@ class BudgetOwner:
         for name, amount in wanted.items():
             rt = self.runtimes[name]
             hold = Hold(reservation_id, name, request_id, amount, now, expires_at)
+            earlier = self._earlier_hold(rt, request_id, reservation_id)
+            if earlier is not None:
+                self._superseded.append(self._drop_hold(rt, earlier.reservation_id, "released", counted_as="superseded"))
             if reservation_id in rt.holds:  # the same reservation asked twice (a retried forward): held once
                 rt.held_total -= rt.holds[reservation_id].amount
             rt.held_total += amount

@@ -37,6 +37,7 @@ from tokenmeter.records import iso, money
 from .decisions import attributes_from_request
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
+from .owner import RESERVATION_COUNTS
 from .readiness import spend_partition
 from .worst_case import WorstCaseError, count_prompt_tokens, worst_case
 
@@ -217,6 +218,9 @@ class ReservationService:
         if why is not None:
             return 421, {"error": f"not the owner: {why}"}
         placed, refusal = self.service.owner.admit(wanted, reservation_id, request_id, expires_at)
+        replaced = self.service.owner.superseded_holds()
+        if replaced:  # the same request reserved again (a retry): its earlier hold is released, logged like a DELETE
+            await self.write_holds(replaced, tombstone=True)
         if refusal is not None:
             return (403 if refusal["action"] == "block" else 429), refusal
         try:
@@ -491,7 +495,7 @@ class ReservationService:
 
     def metrics_lines(self) -> list[str]:
         """Prometheus lines: reservations answered here, and the holds of the budgets owned here by outcome."""
-        totals = dict.fromkeys(("admitted", "refused", "settled", "released", "expired"), 0)
+        totals = dict.fromkeys(RESERVATION_COUNTS, 0)
         open_holds = 0
         for rt in self.service.owner.runtimes.values():
             open_holds += len(rt.holds)

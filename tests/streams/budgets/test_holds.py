@@ -88,7 +88,8 @@ def test_release_and_expiry_are_counted_and_persisted():
     out = owner.tick(NOW + timedelta(seconds=31))
     assert [h.reservation_id for h in out.holds] == ["r2"]
     state = dict(out.states)["search"]
-    assert state["reservations"] == {"admitted": 2, "refused": 0, "settled": 0, "released": 1, "expired": 1}
+    assert state["reservations"] == {"admitted": 2, "refused": 0, "settled": 0, "released": 1, "expired": 1,
+                                     "superseded": 0}
     restored = owner_with(budgets, state={"search": state})
     assert restored.headroom("search", NOW)["expired"] == 1
 
@@ -158,3 +159,22 @@ def test_usage_arriving_after_its_hold_expired_logs_the_hold_settled_at_its_real
     again = owner.process(usage_messages(budgets, [(0, 2, priced("e2", "1", tags={"request_id": "req-1"}))]),
                           now=NOW + timedelta(minutes=6))
     assert again.holds == []
+
+
+def test_a_retried_reservation_of_the_same_request_replaces_its_hold_instead_of_holding_twice():
+    """A gateway whose reserve call timed out retries it with the same request id (the LiteLLM path test did, under
+    load: the first hold was placed but its answer came after the client's 1 s timeout). The request is held once:
+    the retry is admitted against the headroom without its own earlier hold, and that hold is released."""
+    budgets = defs()
+    owner = owner_with(budgets)
+    first, _ = owner.admit({"search": D("6")}, "r1", "req-1", LATER, NOW)
+    placed, refusal = owner.admit({"search": D("6")}, "r2", "req-1", LATER, NOW)  # 6 + 6 > 10 if held twice
+    assert refusal is None and [h.reservation_id for h in placed] == ["r2"]
+    assert owner.held("search") == D("6") and [h.reservation_id for h in owner.holds_of("r1")] == []
+    assert [(h.reservation_id, h.ended) for h in owner.superseded_holds()] == [("r1", "released")]
+    view = owner.headroom("search", NOW)
+    assert (view["open_reservations"], view["admitted"], view["superseded"]) == (1, 2, 1)
+    out = owner.process(usage_messages(budgets, [(0, 1, priced("req-1", "2"))]), now=NOW)  # settles the retry's
+    assert [h.reservation_id for h in out.holds] == ["r2"] and owner.held("search") == D(0)
+    _, refusal = owner.admit({"search": D("6")}, "r3", "req-2", LATER, NOW)  # another request: 2 + 6 <= 10
+    assert refusal is None

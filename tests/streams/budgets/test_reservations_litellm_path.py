@@ -129,7 +129,17 @@ def _up(url: str) -> bool:
 
 
 def _try(fn):
+    """fn's value, or on a refusal or HTTP error a falsy _Failed naming it (wait_for shows the last one on time-out)."""
     try:
         return fn()
-    except (httpx.HTTPError, Refused):
-        return None
+    except Refused as refused:
+        return _Failed(f"refused {refused.status_code}: {refused.detail}")
+    except httpx.HTTPStatusError as err:
+        return _Failed(f"HTTP {err.response.status_code}: {err.response.text[:300]}")
+    except httpx.HTTPError as err:
+        return _Failed(f"{type(err).__name__}: {err}")
+
+
+class _Failed(str):
+    def __bool__(self) -> bool:
+        return False
