@@ -217,7 +217,13 @@ class AttributionMapping:
         """Attribution for one event: native values, then selectors; tags: automatic < mapped < native."""
         if isinstance(native, Attribution):
             native = native.model_dump()
-        native = native or {}
+        values = self.resolve_values(dialect, view, native, auto_tags)
+        return Attribution(**values)
+
+    def resolve_values(self, dialect: str, view: RecordView, native: Mapping[str, Any] | None = None,
+                       auto_tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """`resolve` as the attribution's JSON form (`model_dump(exclude_none=True)`): the dimensions found, in
+        model order, then `tags`. The batch form writes it into the event as it is."""
         dimension_plan, tag_plan = self._plan(dialect)
         values: dict[str, Any] = {}
         for dim, getters in dimension_plan:
@@ -227,7 +233,8 @@ class AttributionMapping:
                     value = get(view)
                     if value is not None:
                         break
-            values[dim] = value
+            if value is not None:
+                values[dim] = value
         tags = {k: v for k, v in auto_tags.items() if v} if auto_tags else {}
         for name, getters in tag_plan:
             for get in getters:
@@ -238,8 +245,8 @@ class AttributionMapping:
         native_tags = native.get("tags") if native else None
         if native_tags and isinstance(native_tags, Mapping):
             tags.update({str(k): str(v) for k, v in native_tags.items() if v is not None})
-        return Attribution(**values, tags=tags)
-
+        values["tags"] = tags
+        return values
 
     def _plan(self, dialect: str) -> tuple[tuple[tuple[str, tuple[tuple[str, Any], ...]], ...], ...]:
         plan = self._plans.get(dialect)

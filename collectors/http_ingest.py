@@ -108,7 +108,7 @@ def parse_all(records: list[Any], dialect: str | None,
     with collection_paused():
         for index, record in enumerate(records):
             try:
-                found = parse_record(record, dialect, mapping)
+                found = parse_record(record, dialect, mapping, encoded=True)
             except DialectError as exc:
                 errors.append(RecordError(index, exc.reason, exc.path))
                 continue

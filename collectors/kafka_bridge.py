@@ -209,7 +209,7 @@ class KafkaBridge:
             letters.append(self.sink.letter("empty message (tombstone)", None, **where))
             return
         try:
-            found = parse_record(message.value, self.dialect, self.mapping)
+            found = parse_record(message.value, self.dialect, self.mapping, encoded=True)
         except DialectError as exc:
             letters.append(self.sink.letter(str(exc), _printable(message.value), **where))
             events.extend(exc.partial)  # the good entries of a partly bad batch still count

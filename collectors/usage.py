@@ -58,7 +58,7 @@ def server_tool_requests(usage: dict[str, Any], path: str) -> dict[str, int] | N
 
 
 # Every key besides prompt_tokens/completion_tokens that openai_counts reads a part from.
-_OPENAI_DETAIL_KEYS = frozenset({
+OPENAI_DETAIL_KEYS = frozenset({
     "prompt_tokens_details", "input_tokens_details", "cache_read_input_tokens", "prompt_cache_hit_tokens",
     "cache_creation_input_tokens", "cache_creation_token_details", "completion_tokens_details",
     "output_tokens_details", "server_tool_use"})
@@ -83,7 +83,7 @@ def openai_counts(usage: Any, path: str = "usage") -> dict[str, int] | None:
     if type(usage) is dict:  # the common shape, read at once: what the general reading below gives for it
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if type(prompt) is int and type(completion) is int and prompt >= 0 and completion >= 0 \
-                and usage.keys().isdisjoint(_OPENAI_DETAIL_KEYS):
+                and usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
             return dict(input_tokens=prompt, cached_input_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0,
                         output_tokens=completion, reasoning_tokens=0, tool_requests=None)
     usage = as_dict(usage, path)

@@ -10,11 +10,15 @@ from pydantic import ValidationError
 
 from collectors.attribution import DEFAULT_MAPPING, AttributionMapping
 from collectors.decode import decode
+from collectors.encoded import EncodedEvent
 from collectors.errors import DialectError, join_path
 from tokenmeter.events import UsageEvent, describe_validation_error
 
 # parse_one(record, mapping, path) -> events of ONE log entry / response / envelope.
 ParseOne = Callable[[Any, AttributionMapping, str], list[UsageEvent]]
+# The same, in the batch form: the common shape comes back already written (EncodedEvent), anything else is
+# parse_one's (see collectors/encoded.py).
+ParseOneEncoded = Callable[[Any, AttributionMapping, str], list[UsageEvent | EncodedEvent]]
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,18 @@ class Dialect:
     description: str
     parse_one: ParseOne
     arrays_are_batches: bool = True  # False for provider responses, where an array is one streamed response
+    parse_one_encoded: ParseOneEncoded | None = None  # the batch form, where the dialect has one
 
-    def parse(self, record: Any, mapping: AttributionMapping | None = None) -> list[UsageEvent]:
+    def parse(self, record: Any, mapping: AttributionMapping | None = None,
+              encoded: bool = False) -> list[Any]:
+        """Events of one record. `encoded`: the batch form, for callers that only write the events (collector
+        entry points): the common shape's events come back as `EncodedEvent`s, the same bytes, same errors."""
         record = decode(record)
         mapping = mapping or DEFAULT_MAPPING
+        parse_one = self.parse_one_encoded if encoded and self.parse_one_encoded is not None else self.parse_one
         if isinstance(record, list) and self.arrays_are_batches:
-            return parse_batch(record, lambda item, path: self.parse_one(item, mapping, path))
-        return self.parse_one(record, mapping, "")
+            return parse_batch(record, lambda item, path: parse_one(item, mapping, path))
+        return parse_one(record, mapping, "")
 
 
 def parse_batch(items: list[Any], parse_item: Callable[[Any, str], list[UsageEvent]],
