@@ -159,7 +159,7 @@ OTEL_USAGE_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "g
                    "gen_ai.usage.completion_tokens")
 
 
-_OTEL_PART_KEYS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
+OTEL_USAGE_PART_KEYS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
                    "gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens",
                    "gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
 
@@ -174,7 +174,7 @@ def otel_usage(attributes: dict[str, Any], path: str = "attributes") -> Usage | 
     """
     input_tokens, output_tokens = attributes.get(OTEL_USAGE_KEYS[0]), attributes.get(OTEL_USAGE_KEYS[1])
     if type(input_tokens) is int and type(output_tokens) is int and input_tokens >= 0 and output_tokens >= 0 \
-            and not any(key in attributes for key in _OTEL_PART_KEYS):  # the common span, read at once
+            and not any(key in attributes for key in OTEL_USAGE_PART_KEYS):  # the common span, read at once
         return build_usage(path, input_tokens=input_tokens, cached_input_tokens=0, cache_write_tokens=0,
                            output_tokens=output_tokens, reasoning_tokens=0)
 
