@@ -80,8 +80,11 @@ def attributes_of(raw: Any, path: str) -> dict[str, Any]:
         if not isinstance(key, str):
             raise DialectError("attribute without a string key", f"{path}[{index}]")
         value = item.get("value")
-        if type(value) is dict and "stringValue" in value:  # the common case, as any_value reads it
+        if type(value) is dict and "stringValue" in value:  # the common cases, as any_value reads them
             attributes[key] = value["stringValue"]
+        elif type(value) is dict and type(number := value.get("intValue")) is str and number.isdecimal() \
+                and number.isascii():  # OTLP's int64 text (to_int's first case)
+            attributes[key] = int(number)
         else:  # the error path is only built here: a span has many attributes
             attributes[key] = any_value(value, f"{path}[{key}]")
     return attributes
