@@ -28,6 +28,8 @@ def parse_record(record: Any, dialect: str | None = None, mapping: AttributionMa
                  encoded: bool = False) -> list[UsageEvent]:
     """Events of one record in `dialect` (auto-detected when None). `encoded`: the dialect's batch form, whose
     common-shape events are `EncodedEvent`s (already written; for callers that only publish them)."""
+    if encoded and dialect in DIALECTS:  # the dialect decodes (its batch form may read protobuf as it is)
+        return DIALECTS[dialect].parse(record, mapping, encoded)
     record = decode(record)
     if isinstance(record, list) and not record:
         return []

@@ -30,12 +30,13 @@ class Dialect:
     parse_one: ParseOne
     arrays_are_batches: bool = True  # False for provider responses, where an array is one streamed response
     parse_one_encoded: ParseOneEncoded | None = None  # the batch form, where the dialect has one
+    decode_encoded: Callable[[Any], Any] | None = None  # the batch form's `decode`, where it differs
 
     def parse(self, record: Any, mapping: AttributionMapping | None = None,
               encoded: bool = False) -> list[Any]:
         """Events of one record. `encoded`: the batch form, for callers that only write the events (collector
         entry points): the common shape's events come back as `EncodedEvent`s, the same bytes, same errors."""
-        record = decode(record)
+        record = (self.decode_encoded if encoded and self.decode_encoded is not None else decode)(record)
         mapping = mapping or DEFAULT_MAPPING
         parse_one = self.parse_one_encoded if encoded and self.parse_one_encoded is not None else self.parse_one
         if isinstance(record, list) and self.arrays_are_batches:

@@ -31,8 +31,9 @@ from typing import Any
 
 import orjson
 
-from collectors.attribution import AttributionMapping, RecordView
+from collectors.attribution import AttributionMapping, RecordView, split_selector
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
+from collectors.decode import decode
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
@@ -212,6 +213,23 @@ def _common_span(span: dict[str, Any], resource: dict[str, Any], mapping: Attrib
         attrs = attributes_of(span.get("attributes"), path)
     except DialectError:
         return None
+    start, end = span.get("startTimeUnixNano"), span.get("endTimeUnixNano")
+    start_ns, end_ns = _nanos(start), _nanos(end)
+    trace_id, span_id, status = span.get("traceId"), span.get("spanId"), span.get("status", {})
+    if (end_ns is None and end is not None) or type(trace_id) is not str or type(span_id) is not str \
+            or type(status) is not dict:
+        return None
+    code = status.get("code")
+    failed = isinstance(code, (int, str)) and code in _ERROR_CODES
+    return common_event(attrs, resource, mapping, span, trace_id, span_id, start_ns, end_ns, failed)
+
+
+def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: AttributionMapping, span: Any,
+                 trace_id: str, span_id: str, start_ns: int | None, end_ns: int | None,
+                 failed: bool) -> EncodedEvent | None:
+    """`_common_span` of a span's parts, read from OTLP/JSON or protobuf (`otel_proto.common_events`): its
+    attributes as `attributes_of` gives them, hex ids, times in ns (None when absent), whether its status code
+    is an error. `span`: the span as field selectors see it."""
     operation = attrs.get("gen_ai.operation.name")
     if OPENINFERENCE_KIND in attrs or (isinstance(operation, str) and operation in WRAPPER_OPERATIONS):
         return None
@@ -229,15 +247,7 @@ def _common_span(span: dict[str, Any], resource: dict[str, Any], mapping: Attrib
     if provider_name is not None and type(provider_name) is not str:
         return None
     provider = normalize_provider(provider_name) or guess_provider(model)
-    if not provider or provider == OPENROUTER:
-        return None
-    start, end = span.get("startTimeUnixNano"), span.get("endTimeUnixNano")
-    start_ns, end_ns = _nanos(start), _nanos(end)
-    if not start_ns or (end_ns is None and end is not None):
-        return None
-    trace_id, span_id, status = span.get("traceId"), span.get("spanId"), span.get("status", {})
-    if type(trace_id) is not str or type(span_id) is not str or not trace_id or not span_id \
-            or type(status) is not dict:
+    if not provider or provider == OPENROUTER or not start_ns or not trace_id or not span_id:
         return None
     event_id = f"{_hex_id(trace_id)}:{_hex_id(span_id)}"
     latency = None
@@ -248,8 +258,7 @@ def _common_span(span: dict[str, Any], resource: dict[str, Any], mapping: Attrib
     ts = utc_text(_EPOCH + timedelta(microseconds=start_ns // 1000)) if start_ns < 2**62 else None
     if ts is None or len(event_id) > 512:
         return None
-    code = status.get("code")
-    failed = (isinstance(code, (int, str)) and code in _ERROR_CODES) or attrs.get("error.type") is not None
+    failed = failed or attrs.get("error.type") is not None
     fields: dict[str, Any] = {
         "event_id": event_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(operation), "status": "error" if failed else "ok",
@@ -277,9 +286,34 @@ def _nanos(value: Any) -> int | None:
     return None
 
 
+def decode_encoded(record: Any) -> Any:
+    """`decode` for the batch form: OTLP protobuf stays a parsed message (`otel_proto.ProtoTraces`), whose common
+    spans are read without their OTLP/JSON form; everything else (and every error) is `decode`'s."""
+    if isinstance(record, (bytes, bytearray, memoryview)):
+        data = bytes(record)
+        head = data.lstrip()[:6]
+        if head and head[:1] not in (b"{", b"[") and not head.startswith((b"data:", b"event:", b"id:", b":")):
+            from collectors.dialects.otel_proto import ProtoTraces  # protobuf is only needed here
+
+            return ProtoTraces(data)
+    return decode(record)
+
+
 def parse_traces_encoded(record: Any, mapping: AttributionMapping, path: str) -> list[Any]:
-    """`parse_traces`, in the batch form (collectors/encoded.py)."""
+    """`parse_traces`, in the batch form (collectors/encoded.py). A protobuf record whose GenAI spans are all of
+    the common shape is read from the message; any other is read as OTLP/JSON, as `decode` gives it."""
+    if type(record).__name__ == "ProtoTraces":
+        events = record.common_events(common_event, mapping, _reads_fields(mapping))
+        if events is not None:
+            return events
+        record = record.as_json()
     return parse_traces(record, mapping, path, encoded=True)
+
+
+def _reads_fields(mapping: AttributionMapping) -> bool:
+    """Whether a selector reads the span's own fields (then the protobuf path builds the OTLP/JSON span)."""
+    selectors = [*mapping.selectors(NAME).values(), *mapping.tags.values()]
+    return any(split_selector(selector)[0] == "field" for group in selectors for selector in group)
 
 
 def parse_traces(record: Any, mapping: AttributionMapping, path: str, encoded: bool = False) -> list[Any]:
@@ -317,4 +351,4 @@ def parse_traces(record: Any, mapping: AttributionMapping, path: str, encoded: b
 
 
 DIALECT = Dialect(NAME, "OpenTelemetry GenAI spans, OTLP/JSON or OTLP/protobuf TracesData", parse_traces,
-                  parse_one_encoded=parse_traces_encoded)
+                  parse_one_encoded=parse_traces_encoded, decode_encoded=decode_encoded)
