@@ -1,5 +1,6 @@
-"""The dialects' batch form (collectors/encoded.py): the common shape of Kong entries, OTel spans and canonical events
-is written straight to the event's JSON, and writes exactly what the per-entry parsers (pydantic models) write.
+"""The dialects' batch form (collectors/encoded.py): the common shape of Kong, APISIX and LiteLLM entries, OTel spans
+and canonical events is written straight to the event's JSON, exactly as the per-entry parsers (pydantic models)
+write it.
 
 Each case below is an entry at or just past an edge of the common shape (a value type, a bound, a time form, a
 float pydantic spells differently); both paths must give the same events, byte for byte, or the same error with
@@ -50,8 +51,8 @@ def _canonical() -> dict[str, Any]:
 
 def test_common_shapes_take_the_batch_form_and_write_the_models_bytes():
     canonical = orjson.dumps([dict(_canonical(), event_id=f"evt-{i}") for i in range(20)])
-    for dialect, values in (("kong", bench.gateway_records("kong", 200)[0]), ("otel", bench.gateway_records("otel", 200)[0]),
-                            ("canonical", [canonical])):
+    gateways = [(dialect, bench.gateway_records(dialect, 200)[0]) for dialect in ("kong", "otel", "apisix", "litellm")]
+    for dialect, values in [*gateways, ("canonical", [canonical])]:
         for value in values:
             fast = parse_record(value, dialect, encoded=True)
             assert fast and all(type(event) is EncodedEvent for event in fast)
@@ -288,3 +289,96 @@ def test_canonical_edges_write_what_pydantic_writes(case):
     CANONICAL_EDGES[case](event)
     _assert_same([event, _canonical()], "canonical")
     _assert_same(event, "canonical", AttributionMapping.from_dict(corpus.MAPPINGS["canonical"]))
+
+
+def _apisix() -> dict[str, Any]:
+    return bench._apisix_entry(random.Random(3), 1)[1]
+
+
+APISIX_EDGES: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "cache parts": lambda e: e["llm_summary"].update(cache_read_input_tokens=5),
+    "cache parts null": lambda e: e["llm_summary"].update(cache_read_input_tokens=None, reasoning_tokens=None),
+    "lost stream count": lambda e: (e["llm_summary"].update(completion_tokens=0),
+                                    e.update(llm_response_text={"content": "Hi"})),
+    "zero output, no text": lambda e: e["llm_summary"].update(completion_tokens=0),
+    "logged request": lambda e: e.update(llm_request={"messages": [{"role": "user", "content": "Hi"}]}),
+    "logged request null": lambda e: e.update(llm_request=None),
+    "request id header": lambda e: e["request"].update(headers={"X-Request-Id": " req-7 "}),
+    "request id header list": lambda e: e["request"].update(headers={"x-request-id": ["a", "b"]}),
+    "request id header blank": lambda e: e["request"].update(headers={"x-request-id": " "}),
+    "request id int": lambda e: e.update(request_id=5),
+    "request id absent": lambda e: e.pop("request_id"),
+    "status 500": lambda e: e["response"].update(status=500),
+    "status text": lambda e: e["response"].update(status="502"),
+    "response absent": lambda e: e.pop("response"),
+    "provider given": lambda e: e["llm_summary"].update(provider=" Azure "),
+    "provider blank": lambda e: e["llm_summary"].update(provider=" "),
+    "unknown model": lambda e: e["llm_summary"].update(model="my-model", request_model="my-model"),
+    "model blank": lambda e: e["llm_summary"].update(model=" "),
+    "start seconds": lambda e: e.update(start_time=1_742_531_280),
+    "latency negative": lambda e: e.update(latency=-1),
+    "latency 1e16": lambda e: e.update(latency=1e16),
+    "duration zero": lambda e: e["llm_summary"].update(duration=0),
+    "duration text": lambda e: e["llm_summary"].update(duration="30"),
+    "headers list": lambda e: e["request"].update(headers=["x"]),
+    "uri int": lambda e: e["request"].update(uri=5),
+    "no summary": lambda e: e.pop("llm_summary"),
+}
+
+
+@pytest.mark.parametrize("case", APISIX_EDGES)
+def test_apisix_edges_write_what_the_per_entry_parser_writes(case):
+    entry = _apisix()
+    APISIX_EDGES[case](entry)
+    for mapping in (None, AttributionMapping.from_dict(corpus.MAPPINGS["apisix"])):
+        _assert_same([entry, _apisix()], "apisix", mapping)
+
+
+def _litellm() -> dict[str, Any]:
+    return bench._litellm_entry(random.Random(4), 2)[1]  # an Anthropic payload
+
+
+LITELLM_EDGES: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "stream": lambda p: p.update(stream=True),
+    "stream, first token before start": lambda p: p.update(stream=True, completionStartTime="2025-01-24 09:19:00.000000"),
+    "end before start": lambda p: p.update(endTime="2025-01-24 09:19:00.000000"),
+    "end absent": lambda p: p.pop("endTime"),
+    "end bad": lambda p: p.update(endTime="soon"),
+    "start epoch": lambda p: p.update(startTime=1_737_710_446.847371),
+    "start ISO": lambda p: p.update(startTime="2025-01-24T09:20:46.847371"),
+    "start padded": lambda p: p.update(startTime=" 2025-01-24 09:20:46.847371"),
+    "start 2019": lambda p: p.update(startTime="2019-01-24 09:20:46.847371"),
+    "start day 32": lambda p: p.update(startTime="2025-01-32 09:20:46.847371"),
+    "cache hit": lambda p: p.update(cache_hit=True),
+    "failure": lambda p: p.update(status="failure"),
+    "status unknown": lambda p: p.update(status="error"),
+    "tags": lambda p: p.update(request_tags=["feature:search", "beta", " env=prod "], end_user=" bob "),
+    "tags not a list": lambda p: p.update(request_tags="beta"),
+    "custom headers": lambda p: p["metadata"].update(requester_custom_headers={"X-Tokenmeter-Feature": "chat"}),
+    "metadata list": lambda p: p.update(metadata=[1]),
+    "hidden params list": lambda p: p.update(hidden_params=[1]),
+    "id padded": lambda p: p.update(id=" chatcmpl-1 "),
+    "id int": lambda p: p.update(id=7),
+    "id absent": lambda p: p.pop("id"),
+    "id 513": lambda p: p.update(id="c" * 513),
+    "id 257": lambda p: p.update(id="c" * 257),
+    "response model blank": lambda p: p["response"].update(model=" "),
+    "response model int": lambda p: p["response"].update(model=4),
+    "provider padded": lambda p: p.update(custom_llm_provider=" Vertex_AI "),
+    "provider absent": lambda p: p.pop("custom_llm_provider"),
+    "openrouter": lambda p: (p.update(custom_llm_provider="openrouter"),
+                             p["response"]["usage"].update(cost=0.5, is_byok=False)),
+    "bare cost": lambda p: p["response"]["usage"].update(cost=0.5),
+    "cache writes": lambda p: p["response"]["usage"].update(prompt_tokens=5000, cache_creation_input_tokens=400),
+    "usage only at the top": lambda p: p["response"].pop("usage"),
+    "tokens text": lambda p: p["response"]["usage"].update(prompt_tokens="12"),
+    "call type embeddings": lambda p: p.update(call_type="aembedding"),
+}
+
+
+@pytest.mark.parametrize("case", LITELLM_EDGES)
+def test_litellm_edges_write_what_the_per_payload_parser_writes(case):
+    payload = _litellm()
+    LITELLM_EDGES[case](payload)
+    for mapping in (None, AttributionMapping.from_dict(corpus.MAPPINGS["litellm"])):
+        _assert_same(payload, "litellm", mapping)
