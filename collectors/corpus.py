@@ -1,12 +1,14 @@
 """A randomised corpus of gateway records (valid and hostile) for the collectors' equivalence check.
 
 Records are Kafka message values as the sources write them: Kong kafka-log entries (one, or arrays of up to 50),
-OTel TracesData (OTLP/JSON, or OTLP/protobuf when the mutated trace is still expressible in protobuf) and
-canonical events (one, or arrays). Valid records come from the bench's generators (`collectors.bench`) plus the
-variants each dialect reads specially (Kong streams with zero output, semantic cache hits, extra plugin blocks,
-the abbreviated and the older `ai-proxy` shapes, Anthropic/Gemini gaps, logged payloads; OTel OpenInference,
-wrapper spans, base64 ids, error status, string ints, OpenRouter costs; canonical events with every optional
-field). Hostile records come from random mutations at random depths: keys deleted, values replaced by null,
+OTel TracesData (OTLP/JSON, or OTLP/protobuf when the mutated trace is still expressible in protobuf), APISIX
+kafka-logger entries (one, or arrays), LiteLLM StandardLoggingPayloads (one per message) and canonical events (one,
+or arrays). Valid records come from the bench's generators (`collectors.bench`) plus the variants each dialect
+reads specially (Kong streams with zero output, semantic cache hits, extra plugin blocks, the abbreviated and the
+older `ai-proxy` shapes, Anthropic/Gemini gaps, logged payloads; OTel OpenInference, wrapper spans, base64 ids,
+error status, string ints, OpenRouter costs; APISIX cache detail, lost stream counts, request-id headers; LiteLLM
+cache writes of both versions, OpenRouter costs, cache hits, tags, other time forms; canonical events with every
+optional field). Hostile records come from random mutations at random depths: keys deleted, values replaced by null,
 wrong types, negative, fractional, huge or far-dated numbers, empty and padded strings, unknown keys; and a few
 undecodable records (not JSON, truncated, empty, tombstones). Deterministic for a seed.
 """

@@ -2,7 +2,7 @@
 
 What is compared is what a collector writes: the usage-topic messages (partition key and micro-batch value, in
 order) and the dead letters (every field but the `at` timestamp), for a randomised corpus of valid and hostile
-records (`collectors.corpus`) of the canonical, Kong and OTel dialects, run through the Kafka bridge's
+records (`collectors.corpus`) of the canonical, Kong, OTel, APISIX and LiteLLM dialects, run through the Kafka bridge's
 conversion of a fetched batch (`KafkaBridge._convert` then the sink's encoding), which is what `tokenmeter
 collect kafka` does between the fetch and the produce.
 
