@@ -156,14 +156,9 @@ def _correlation(value: Any) -> dict[str, str] | None:
     return out
 
 
-def parse_event_encoded(record: Any, mapping: AttributionMapping, path: str) -> list[Any]:
-    """`parse_event`, in the batch form (collectors/encoded.py); a source mapping that adds attribution takes the
-    per-event path."""
-    if not (mapping.dimensions or mapping.tags):
-        event = _common_event(record)
-        if event is not None:
-            return [event]
-    return parse_event(record, mapping, path)
+def _read_common(record: Any, mapping: AttributionMapping) -> EncodedEvent | None:
+    """`_common_event`, for the default mapping only (a source mapping that adds attribution: per event)."""
+    return None if mapping.dimensions or mapping.tags else _common_event(record)
 
 
-DIALECT = Dialect(NAME, "tokenmeter canonical UsageEvent JSON", parse_event, parse_one_encoded=parse_event_encoded)
+DIALECT = Dialect(NAME, "tokenmeter canonical UsageEvent JSON", parse_event, read_common=_read_common)

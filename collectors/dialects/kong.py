@@ -277,11 +277,6 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     return encoded_event(fields)
 
 
-def parse_entry_encoded(entry: Any, mapping: AttributionMapping, path: str) -> list[Any]:
-    """`parse_entry`, in the batch form (collectors/encoded.py)."""
-    event = _common_entry(entry, mapping)
-    return [event] if event is not None else parse_entry(entry, mapping, path)
-
 
 DIALECT = Dialect(NAME, "Kong AI Gateway log entries (ai.proxy / ai[\"ai-proxy\"]), kafka-log arrays", parse_entry,
-                  parse_one_encoded=parse_entry_encoded)
+                  read_common=_common_entry)

@@ -212,12 +212,7 @@ def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent |
     return encoded_event(fields)
 
 
-def parse_payload_encoded(payload: Any, mapping: AttributionMapping, path: str) -> list[Any]:
-    """`parse_payload`, in the batch form (collectors/encoded.py)."""
-    event = _common_payload(payload, mapping)
-    return [event] if event is not None else parse_payload(payload, mapping, path)
-
 
 __all__ = ["ASSUMED_CACHE_WRITES_IN_PROMPT", "DIALECT", "parse_payload"]
 
-DIALECT = Dialect(NAME, "LiteLLM StandardLoggingPayload", parse_payload, parse_one_encoded=parse_payload_encoded)
+DIALECT = Dialect(NAME, "LiteLLM StandardLoggingPayload", parse_payload, read_common=_common_payload)
