@@ -328,12 +328,11 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
             kind, key = _compile(selector)
             getter, key_name = f"{prefix}_get{index}", f"{prefix}_key{index}"
             env[getter], env[key_name] = _getter(selector), key
-            if kind == "field" and len(key) <= 2 and not any(step.lstrip("-").isdigit() for step in key):
-                # the getter's own walk (one or two steps over dicts), inline: most events read a few fields
-                lines.extend(["    if v is None:",
-                              f"        x = record.get({key_name}[0]) if isinstance(record, dict) else None"])
-                if len(key) == 2:
-                    lines.append(f"        x = x.get({key_name}[1]) if isinstance(x, dict) else None")
+            if kind == "field" and not any(step.lstrip("-").isdigit() for step in key):
+                # dig_steps over dicts (no list index in the path), inline: most events read a few fields
+                lines.extend(["    if v is None:", "        x = record"])
+                lines.extend(f"        x = x.get({key_name}[{step}]) if isinstance(x, dict) else None"
+                             for step in range(len(key)))
                 lines.append("        if x is not None: v = scalar_text(x)")
                 continue
             present = {"header": f"{key_name} in headers", "span": f"{key_name} in span",
