@@ -258,6 +258,15 @@ class AttributionMapping:
             plan = self._plans[dialect] = (dims, tags)
         return plan
 
+    def reads_fields(self, dialect: str) -> bool:
+        """Whether a selector of this dialect (dimension or tag) reads the record's own fields (`field:`)."""
+        found = self._plans.get((dialect, "reads_fields"))
+        if found is None:
+            groups = [*self.selectors(dialect).values(), *self.tags.values()]
+            found = self._plans[(dialect, "reads_fields")] = any(
+                split_selector(selector)[0] == "field" for group in groups for selector in group)
+        return found
+
     def _resolver(self, dialect: str) -> Callable[[RecordView, Mapping[str, str] | None], dict[str, Any]]:
         resolver = self._plans.get((dialect, "resolver"))
         if resolver is None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from collectors.attribution import AttributionMapping, RecordView, split_selector
+from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
 from collectors.decode import decode
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
@@ -303,17 +303,11 @@ def parse_traces_encoded(record: Any, mapping: AttributionMapping, path: str) ->
     """`parse_traces`, in the batch form (collectors/encoded.py). A protobuf record whose GenAI spans are all of
     the common shape is read from the message; any other is read as OTLP/JSON, as `decode` gives it."""
     if type(record).__name__ == "ProtoTraces":
-        events = record.common_events(common_event, mapping, _reads_fields(mapping))
+        events = record.common_events(common_event, mapping, mapping.reads_fields(NAME))
         if events is not None:
             return events
         record = record.as_json()
     return parse_traces(record, mapping, path, encoded=True)
-
-
-def _reads_fields(mapping: AttributionMapping) -> bool:
-    """Whether a selector reads the span's own fields (then the protobuf path builds the OTLP/JSON span)."""
-    selectors = [*mapping.selectors(NAME).values(), *mapping.tags.values()]
-    return any(split_selector(selector)[0] == "field" for group in selectors for selector in group)
 
 
 def parse_traces(record: Any, mapping: AttributionMapping, path: str, encoded: bool = False) -> list[Any]:
