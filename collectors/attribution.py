@@ -337,11 +337,17 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
             kind, key = _compile(selector)
             getter, key_name = f"{prefix}_get{index}", f"{prefix}_key{index}"
             env[getter], env[key_name] = _getter(selector), key
-            if kind == "field" and not any(step.lstrip("-").isdigit() for step in key):
-                # dig_steps over dicts (no list index in the path), inline: most events read a few fields
+            if kind == "field":  # dig_steps, inline: most events read a few fields
                 lines.extend(["    if v is None:", "        x = record"])
-                lines.extend(f"        x = x.get({key_name}[{step}]) if isinstance(x, dict) else None"
-                             for step in range(len(key)))
+                for number, step in enumerate(key):
+                    read = f"x.get({key_name}[{number}]) if isinstance(x, dict) else "
+                    if step.lstrip("-").isdigit():  # a list index (dict keys first, as dig_steps)
+                        env[f"{key_name}_i{number}"] = int(step)
+                        read += (f"(x[{key_name}_i{number}] if isinstance(x, list) and "
+                                 f"-len(x) <= {key_name}_i{number} < len(x) else None)")
+                    else:
+                        read += "None"
+                    lines.append(f"        x = {read}")
                 lines.append("        if x is not None: v = scalar_text(x)")
                 continue
             present = {"header": f"{key_name} in headers", "span": f"{key_name} in span",

@@ -382,3 +382,40 @@ def test_litellm_edges_write_what_the_per_payload_parser_writes(case):
     LITELLM_EDGES[case](payload)
     for mapping in (None, AttributionMapping.from_dict(corpus.MAPPINGS["litellm"])):
         _assert_same(payload, "litellm", mapping)
+
+
+def test_compiled_resolver_agrees_with_each_selectors_lookup():
+    """The resolver written per mapping (attribution._compile_resolver) gives what trying each selector with
+    `RecordView.lookup`, first value found, gives: for every selector kind, nested and indexed fields, values of
+    every type, absent and null keys."""
+    from collectors.attribution import RecordView
+
+    mapping = AttributionMapping.from_dict({
+        "team": ["header:X-Team", "field:a.0.b", "field:a.-1", "attr:team"], "org": "const: acme ",
+        "project": ["span:p", "resource:p", "field:deep.er.est"], "user": ["field:u", "field:n.0"],
+        "tags": {"t": ["field:a.5", "header:x-t"], "r": "resource:r", "x": "x.0.y"}, "inherit_defaults": False})
+    values: list[Any] = [None, "", "  ", " v ", 0, 7, 1.5, True, [], ["h1", "h2"], {}, {"k": "v"}]
+    rng = random.Random(5)
+    for _ in range(3000):
+        def pick() -> Any:
+            return copy.deepcopy(rng.choice(values))
+        record = {"a": rng.choice([[{"b": pick()}], [pick(), pick()], {"0": {"b": pick()}}, pick()]),
+                  "deep": {"er": {"est": pick()}} if rng.random() < 0.5 else pick(), "u": pick(),
+                  "n": rng.choice([[pick()], {"0": pick()}, pick()]), "x": [{"y": pick()}]}
+        record = {key: value for key, value in record.items() if rng.random() < 0.8}
+        headers = {name: pick() for name in ("x-team", "X-T", "other") if rng.random() < 0.5}
+        span = {key: pick() for key in ("team", "p") if rng.random() < 0.5}
+        resource = {key: pick() for key in ("team", "p", "r") if rng.random() < 0.5}
+        view = RecordView(rng.choice([record, record, None, [record]]), headers=headers, span_attrs=span,
+                          resource_attrs=resource)
+        expected: dict[str, Any] = {}
+        for dim, selectors in mapping.selectors("x").items():
+            found = next((v for v in map(view.lookup, selectors) if v is not None), None)
+            if found is not None:
+                expected[dim] = found
+        tags = {}
+        for name, selectors in mapping.tags.items():
+            found = next((v for v in map(view.lookup, selectors) if v is not None), None)
+            if found is not None:
+                tags[name] = found
+        assert mapping.resolve_values("x", view) == {**expected, "tags": tags}, (record, headers, span, resource)
