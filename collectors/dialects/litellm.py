@@ -142,13 +142,14 @@ _LITELLM_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
 
 
 def _time(value: Any) -> datetime | None | bool:
-    """`to_datetime` of LiteLLM's own time text (None when absent); False for any other value."""
+    """`to_datetime` of LiteLLM's own time text, still naive (UTC; the differences between two such times are the
+    same); None when absent; False for any other value."""
     if value is None:
         return None
     if type(value) is not str or _LITELLM_TIME.fullmatch(value) is None:
         return False
     try:
-        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(value)
     except ValueError:
         return False
 
@@ -192,7 +193,7 @@ def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent |
     ttft = _millis_between(start, first_token) if payload.get("stream") else None
     latency_ms = None if latency is None else plain_float(latency)
     ttft_ms = None if ttft is None else plain_float(ttft)
-    ts = utc_text(start)
+    ts = utc_text(start.replace(tzinfo=timezone.utc))
     if (latency_ms is None and latency is not None) or (ttft_ms is None and ttft is not None) or ts is None:
         return None
     view = RecordView(payload, headers=(metadata or {}).get("requester_custom_headers"))
