@@ -1,7 +1,7 @@
 """Collectors: read what gateways and providers emit, turn it into canonical `UsageEvent`s.
 
 Public API (shared by every collector mode and by `tokenmeter price`):
-    DIALECTS[name].parse(record, mapping=None) -> list[UsageEvent]
+    DIALECTS[name].parse(record, mapping=None, encoded=False) -> list[UsageEvent]  (encoded: batch form)
     detect_dialect(record) -> str
     parse_record(record, dialect=None, mapping=None) -> list[UsageEvent]
     AttributionMapping.from_dict(yaml_dict)
@@ -24,9 +24,12 @@ from collectors.usage import anthropic_usage, gemini_usage, openai_usage, otel_u
 from tokenmeter.events import UsageEvent
 
 
-def parse_record(record: Any, dialect: str | None = None,
-                 mapping: AttributionMapping | None = None) -> list[UsageEvent]:
-    """Events of one record in `dialect` (auto-detected when None)."""
+def parse_record(record: Any, dialect: str | None = None, mapping: AttributionMapping | None = None,
+                 encoded: bool = False) -> list[UsageEvent]:
+    """Events of one record in `dialect` (auto-detected when None). `encoded`: the dialect's batch form, whose
+    common-shape events are `EncodedEvent`s (already written; for callers that only publish them)."""
+    if encoded and dialect in DIALECTS:  # the dialect decodes (its batch form may read protobuf as it is)
+        return DIALECTS[dialect].parse(record, mapping, encoded)
     record = decode(record)
     if isinstance(record, list) and not record:
         return []
@@ -35,7 +38,7 @@ def parse_record(record: Any, dialect: str | None = None,
         parser = DIALECTS[name]
     except KeyError:
         raise DialectError(f"unknown dialect {name!r} (known: {', '.join(DIALECTS)})") from None
-    return parser.parse(record, mapping)
+    return parser.parse(record, mapping, encoded)
 
 
 __all__ = [

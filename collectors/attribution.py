@@ -217,7 +217,15 @@ class AttributionMapping:
         """Attribution for one event: native values, then selectors; tags: automatic < mapped < native."""
         if isinstance(native, Attribution):
             native = native.model_dump()
-        native = native or {}
+        values = self.resolve_values(dialect, view, native, auto_tags)
+        return Attribution(**values)
+
+    def resolve_values(self, dialect: str, view: RecordView, native: Mapping[str, Any] | None = None,
+                       auto_tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """`resolve` as the attribution's JSON form (`model_dump(exclude_none=True)`): the dimensions found, in
+        model order, then `tags`. The batch form writes it into the event as it is."""
+        if not native:
+            return self._resolver(dialect)(view, auto_tags)
         dimension_plan, tag_plan = self._plan(dialect)
         values: dict[str, Any] = {}
         for dim, getters in dimension_plan:
@@ -227,7 +235,8 @@ class AttributionMapping:
                     value = get(view)
                     if value is not None:
                         break
-            values[dim] = value
+            if value is not None:
+                values[dim] = value
         tags = {k: v for k, v in auto_tags.items() if v} if auto_tags else {}
         for name, getters in tag_plan:
             for get in getters:
@@ -238,8 +247,8 @@ class AttributionMapping:
         native_tags = native.get("tags") if native else None
         if native_tags and isinstance(native_tags, Mapping):
             tags.update({str(k): str(v) for k, v in native_tags.items() if v is not None})
-        return Attribution(**values, tags=tags)
-
+        values["tags"] = tags
+        return values
 
     def _plan(self, dialect: str) -> tuple[tuple[tuple[str, tuple[tuple[str, Any], ...]], ...], ...]:
         plan = self._plans.get(dialect)
@@ -248,6 +257,22 @@ class AttributionMapping:
             tags = tuple((name, tuple(_getter(s) for s in sels)) for name, sels in self.tags.items())
             plan = self._plans[dialect] = (dims, tags)
         return plan
+
+    def reads_fields(self, dialect: str) -> bool:
+        """Whether a selector of this dialect (dimension or tag) reads the record's own fields (`field:`)."""
+        found = self._plans.get((dialect, "reads_fields"))
+        if found is None:
+            groups = [*self.selectors(dialect).values(), *self.tags.values()]
+            found = self._plans[(dialect, "reads_fields")] = any(
+                split_selector(selector)[0] == "field" for group in groups for selector in group)
+        return found
+
+    def _resolver(self, dialect: str) -> Callable[[RecordView, Mapping[str, str] | None], dict[str, Any]]:
+        resolver = self._plans.get((dialect, "resolver"))
+        if resolver is None:
+            dims = {dim: sels for dim, sels in self.selectors(dialect).items()}
+            resolver = self._plans[(dialect, "resolver")] = _compile_resolver(dims, self.tags)
+        return resolver
 
 
 def _getter(selector: str) -> Callable[[RecordView], str | None]:
@@ -289,6 +314,59 @@ def _getter(selector: str) -> Callable[[RecordView], str | None]:
         text = scalar_text(key)
         return lambda view: text
     return lambda view: view.lookup_split(kind, key)
+
+
+def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
+                      tags: Mapping[str, tuple[str, ...]]) -> Callable[[RecordView, Mapping[str, str] | None], dict]:
+    """`resolve_values` without native attribution, as one function of the view written for this mapping.
+
+    A record misses most selectors (no `x-tokenmeter-org` header, no `tokenmeter.org` attribute); looping over
+    the getters and calling each was a third of a Kong or OTel event's conversion. The function tests each
+    header/attribute selector's key for presence inline and calls the getter only when the key is there (a
+    getter of an absent key returns None), the first value found winning as in the loop. Only names are put into
+    the code; selector keys, tag names and getters are passed in as values."""
+    env: dict[str, Any] = {"scalar_text": scalar_text}
+    lines = ["def resolve(view, auto_tags):",
+             "    span = view.span_attrs; resource = view.resource_attrs; headers = view.headers",
+             "    record = view.record",
+             "    values = {}"]
+
+    def first_found(selectors: tuple[str, ...], prefix: str) -> None:
+        lines.append("    v = None")
+        for index, selector in enumerate(selectors):
+            kind, key = _compile(selector)
+            getter, key_name = f"{prefix}_get{index}", f"{prefix}_key{index}"
+            env[getter], env[key_name] = _getter(selector), key
+            if kind == "field":  # dig_steps, inline: most events read a few fields
+                lines.extend(["    if v is None:", "        x = record"])
+                for number, step in enumerate(key):
+                    read = f"x.get({key_name}[{number}]) if isinstance(x, dict) else "
+                    if step.lstrip("-").isdigit():  # a list index (dict keys first, as dig_steps)
+                        env[f"{key_name}_i{number}"] = int(step)
+                        read += (f"(x[{key_name}_i{number}] if isinstance(x, list) and "
+                                 f"-len(x) <= {key_name}_i{number} < len(x) else None)")
+                    else:
+                        read += "None"
+                    lines.append(f"        x = {read}")
+                lines.append("        if x is not None: v = scalar_text(x)")
+                continue
+            present = {"header": f"{key_name} in headers", "span": f"{key_name} in span",
+                       "resource": f"{key_name} in resource",
+                       "attr": f"({key_name} in span or {key_name} in resource)"}.get(kind)
+            lines.append(f"    if v is None{' and ' + present if present else ''}: v = {getter}(view)")
+
+    for number, (dim, selectors) in enumerate(dims.items()):
+        env[f"dim{number}"] = dim
+        first_found(selectors, f"dim{number}")
+        lines.append(f"    if v is not None: values[dim{number}] = v")
+    lines.append("    tags = {k: v for k, v in auto_tags.items() if v} if auto_tags else {}")
+    for number, (name, selectors) in enumerate(tags.items()):
+        env[f"tag{number}"] = name
+        first_found(selectors, f"tag{number}")
+        lines.append(f"    if v is not None: tags[tag{number}] = v")
+    lines += ["    values['tags'] = tags", "    return values"]
+    exec(compile("\n".join(lines), "<attribution resolver>", "exec"), env)  # noqa: S102 - our own text
+    return env["resolve"]
 
 
 DEFAULT_MAPPING = AttributionMapping()

@@ -2,7 +2,8 @@
 
 For each dialect, n gateway records in the shape the gateway really writes (Kong kafka-log JSON arrays of 50
 entries, as with `max_batch_size`; one APISIX kafka-logger entry per message; one LiteLLM StandardLoggingPayload
-per message; OTel Collector kafka exporter `otlp_proto` TracesData of 20 GenAI spans per record) are produced
+per message; OTel Collector kafka exporter `otlp_proto` TracesData of 20 GenAI spans per record; canonical events
+as an SDK batches them, arrays of 50) are produced
 to a fresh 4-partition source topic, then the real `KafkaBridge` (the class `tokenmeter collect kafka` runs,
 in-process so no interpreter start-up is measured) converts them. The clock runs from the first fetched batch
 reaching the bridge to the broker acknowledging the n-th event, so the consumer-group join is excluded, and
@@ -23,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from collectors.sink import KafkaSink
 from tokenmeter import topics
 from tokenmeter.kafka_topics import read_to_end, topic_partitions
 
-DIALECTS = ("kong", "apisix", "litellm", "otel")
+DIALECTS = ("kong", "apisix", "litellm", "otel", "canonical")
 KONG_ENTRIES_PER_MESSAGE = 50
 OTEL_SPANS_PER_RECORD = 20
 SOURCE_PARTITIONS = 4
@@ -120,6 +122,21 @@ def _litellm_entry(rng: random.Random, i: int) -> tuple[str, dict[str, Any]]:
     }
 
 
+def _canonical_event(rng: random.Random, i: int) -> tuple[str, dict[str, Any]]:
+    """A canonical event as an SDK or internal proxy sends it (tokenmeter/events.py, contract v1)."""
+    provider, model, snapshot = MODELS[i % len(MODELS)]
+    event_id = f"sdk-{uuid.UUID(int=rng.getrandbits(128)).hex}"
+    started = 1_787_113_201_719_000 + i * 37_000  # microseconds
+    prompt, completion = rng.randint(50, 6000), rng.randint(5, 900)
+    return event_id, {
+        "event_id": event_id, "ts": f"{datetime.fromtimestamp(started / 1e6, timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}",
+        "source": "sdk", "provider": provider, "model": snapshot, "operation": "chat",
+        "attribution": {"team": f"team-{i % 12}", "user": f"user-{i % 97}", "feature": f"feature-{i % 5}",
+                        "tags": {"env": "prod"}},
+        "usage": {"input_tokens": prompt, "output_tokens": completion}, "latency_ms": 880 + i % 300,
+    }
+
+
 def _otel_record(rng: random.Random, first: int, count: int) -> tuple[list[str], bytes]:
     """One OTel Collector kafka exporter message: protobuf TracesData, its default `otlp_proto` encoding."""
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
@@ -161,13 +178,14 @@ def gateway_records(dialect: str, n: int, seed: int | str = 7) -> tuple[list[Rec
             ids += span_ids
             values.append(value)
         return values, ids
-    make = {"kong": _kong_entry, "apisix": _apisix_entry, "litellm": _litellm_entry}.get(dialect)
+    make = {"kong": _kong_entry, "apisix": _apisix_entry, "litellm": _litellm_entry,
+            "canonical": _canonical_event}.get(dialect)
     if make is None:
         raise ValueError(f"dialect {dialect!r} has no benchmark records (known: {', '.join(DIALECTS)})")
     pairs = [make(rng, i) for i in range(n)]
     ids = [event_id for event_id, _ in pairs]
     entries = [entry for _, entry in pairs]
-    if dialect == "kong":  # kafka-log with max_batch_size > 1: a JSON array of entries per message
+    if dialect in ("kong", "canonical"):  # kafka-log with max_batch_size > 1, an SDK's batch: JSON arrays
         step = KONG_ENTRIES_PER_MESSAGE
         return [orjson.dumps(entries[i:i + step]) for i in range(0, n, step)], ids
     return [orjson.dumps(entry) for entry in entries], ids

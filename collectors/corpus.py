@@ -1,12 +1,14 @@
 """A randomised corpus of gateway records (valid and hostile) for the collectors' equivalence check.
 
 Records are Kafka message values as the sources write them: Kong kafka-log entries (one, or arrays of up to 50),
-OTel TracesData (OTLP/JSON, or OTLP/protobuf when the mutated trace is still expressible in protobuf) and
-canonical events (one, or arrays). Valid records come from the bench's generators (`collectors.bench`) plus the
-variants each dialect reads specially (Kong streams with zero output, semantic cache hits, extra plugin blocks,
-the abbreviated and the older `ai-proxy` shapes, Anthropic/Gemini gaps, logged payloads; OTel OpenInference,
-wrapper spans, base64 ids, error status, string ints, OpenRouter costs; canonical events with every optional
-field). Hostile records come from random mutations at random depths: keys deleted, values replaced by null,
+OTel TracesData (OTLP/JSON, or OTLP/protobuf when the mutated trace is still expressible in protobuf), APISIX
+kafka-logger entries (one, or arrays), LiteLLM StandardLoggingPayloads (one per message) and canonical events (one,
+or arrays). Valid records come from the bench's generators (`collectors.bench`) plus the variants each dialect
+reads specially (Kong streams with zero output, semantic cache hits, extra plugin blocks, the abbreviated and the
+older `ai-proxy` shapes, Anthropic/Gemini gaps, logged payloads; OTel OpenInference, wrapper spans, base64 ids,
+error status, string ints, OpenRouter costs; APISIX cache detail, lost stream counts, request-id headers; LiteLLM
+cache writes of both versions, OpenRouter costs, cache hits, tags, other time forms; canonical events with every
+optional field). Hostile records come from random mutations at random depths: keys deleted, values replaced by null,
 wrong types, negative, fractional, huge or far-dated numbers, empty and padded strings, unknown keys; and a few
 undecodable records (not JSON, truncated, empty, tombstones). Deterministic for a seed.
 """
@@ -22,7 +24,7 @@ import orjson
 
 from collectors import bench
 
-DIALECTS = ("kong", "otel", "canonical")
+DIALECTS = ("kong", "otel", "canonical", "apisix", "litellm")
 _HOSTILE_VALUES: list[Any] = [None, "", "  ", " 42 ", "x", "-1", "1e3", "12.0", 0, -1, -0.5, 1.5, 10**13, 2**70,
                               True, False, [], {}, [1, 2], {"a": 1}, "9" * 40, "ünïcødé", "a\"b\\c\n",
                               1e300, "NaN", "2025-13-45T99:00:00Z", "1730419200000", 1730419200, 32503680000000]
@@ -39,6 +41,12 @@ MAPPINGS: dict[str, dict[str, Any]] = {
                                                              "span": "field:spanId", "kind": "field:kind"},
              "inherit_defaults": False},
     "canonical": {"org": "const:acme", "team": "field:attribution.user", "tags": {"src": "field:source"}},
+    "apisix": {"team": ["header:x-team", "field:consumer.group_id"], "org": "const:acme",
+               "tags": {"route": "field:route_id", "ip": "client_ip", "first": "field:llm_summary.model"},
+               "provider": "openai"},
+    "litellm": {"team": ["field:metadata.user_api_key_team_id", "header:x-team"],
+                "user": "field:metadata.user_api_key_user_id", "inherit_defaults": False,
+                "tags": {"model": "field:model", "key": "field:metadata.user_api_key_hash", "first": "field:messages.0.role"}},
 }
 _NEW_KEYS = ["extra", "gen_ai.usage.cost", "cache", "prompt_tokens", "x-tokenmeter-team", "tool_requests"]
 
@@ -252,6 +260,117 @@ def otel_records(rng: random.Random, n: int) -> list[bytes | None]:
     return records
 
 
+# --- APISIX -----------------------------------------------------------------------------------------------------
+
+def _apisix_variant(rng: random.Random, entry: dict[str, Any]) -> dict[str, Any]:
+    summary = entry["llm_summary"]
+    roll = rng.randrange(12)
+    if roll == 0:  # after apache/apisix df0a284: cache and reasoning detail, Anthropic or OpenAI shaped
+        summary.update(cache_read_input_tokens=rng.randint(0, 300), cache_creation_input_tokens=rng.randint(0, 100),
+                       reasoning_tokens=rng.randint(0, 5), provider=rng.choice(["anthropic", "openai", None]))
+        entry["request"]["uri"] = rng.choice(["/v1/messages", "/v1/chat/completions", "/anthropic/v1/messages/"])
+    elif roll == 1:  # a stream whose count was lost, with the logged text
+        summary["completion_tokens"] = 0
+        entry["llm_response_text"] = {"content": rng.choice(["Hello!", ""])}
+        entry["llm_request"] = {"messages": [{"role": "user", "content": "Hi"}]}
+    elif roll == 2:
+        entry["request"]["headers"] = {"X-Request-Id": rng.choice(["req-1 ", ["req-2"], ""]), "X-Team": "core"}
+    elif roll == 3:
+        entry["response"]["status"] = rng.choice([500, "502", 404, None, "x"])
+    elif roll == 4:
+        entry.pop("request_id")
+    elif roll == 5:
+        summary["provider"] = rng.choice(["Azure", "  ", "deepseek", "gcp.gemini"])
+        summary["model"] = rng.choice(["", "  ", None, "mistral-large"])
+    elif roll == 6:
+        entry["start_time"] = rng.choice([1_742_531_280, "1742531280142", "2025-03-21T04:28:00Z", 1_742_531_280.5])
+    elif roll == 7:
+        entry.update(latency=rng.choice([-1, "900", 1e16, 0.00001, 0]))
+        summary["duration"] = rng.choice([None, 0, 12.5, "30"])
+    elif roll == 8:
+        entry.pop("llm_summary")  # a non-AI route sharing the logger: no event
+    elif roll == 9:
+        summary["prompt_tokens"] = rng.choice(["120", 12.0, True, 10**12 + 1])
+    return entry
+
+
+def apisix_records(rng: random.Random, n: int) -> list[bytes | None]:
+    records: list[bytes | None] = []
+    made = 0
+    while made < n:
+        size = rng.choice([1, 1, 1, 5, 20])  # kafka-logger batch_max_size 1 (one entry) or an array
+        entries = []
+        for i in range(size):
+            _, entry = bench._apisix_entry(rng, made + i)
+            if rng.random() < 0.4:
+                entry = _apisix_variant(rng, entry)
+            if rng.random() < 0.3:
+                entry = mutate(rng, entry, rng.choice([1, 1, 2, 3]))
+            entries.append(entry)
+        made += size
+        records.append(_dumps(entries if size > 1 else entries[0]))
+    return records
+
+
+# --- LiteLLM ----------------------------------------------------------------------------------------------------
+
+def _litellm_variant(rng: random.Random, payload: dict[str, Any]) -> dict[str, Any]:
+    usage = payload["response"]["usage"]
+    roll = rng.randrange(14)
+    if roll == 0:
+        payload["cache_hit"] = True
+    elif roll == 1:
+        payload["status"] = rng.choice(["failure", "error", None])
+    elif roll == 2:
+        payload.update(request_tags=rng.choice([["feature:search", "beta", " env=prod "], "tag", [5, ""]]),
+                       end_user=rng.choice(["alice", " ", None]))
+    elif roll == 3:  # Anthropic cache writes: 1.72.x or 1.110.x, settled by the logged cost or not
+        usage.update(prompt_tokens=usage["prompt_tokens"] + 400, cache_creation_input_tokens=400,
+                     cache_read_input_tokens=rng.choice([0, 50]))
+        payload.update(custom_llm_provider="anthropic", call_type=rng.choice(["acompletion", "anthropic_messages"]))
+        if rng.random() < 0.5:
+            payload["model_map_information"] = {"model_map_value": {
+                "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+                "cache_creation_input_token_cost": 3.75e-06, "cache_read_input_token_cost": 3e-07}}
+    elif roll == 4:  # OpenRouter's own cost, bring-your-own-key or not
+        payload["custom_llm_provider"] = "openrouter"
+        usage.update(cost=rng.choice([0.0012, "0.5", -1]), is_byok=rng.choice([True, False]),
+                     cost_details={"upstream_inference_cost": 0.002})
+    elif roll == 5:
+        payload.update(startTime=rng.choice([1_737_710_446.847371, "2025-01-24T09:20:46Z", " 2025-01-24 09:20:46.847371",
+                                             "2025-01-24 09:20:46"]))
+    elif roll == 6:
+        payload.pop("id")
+        payload["litellm_call_id"] = rng.choice(["call-1", 42, " "])
+    elif roll == 7:
+        payload["response"].pop("usage")  # only the top-level counts, or a usage_object
+        if rng.random() < 0.5:
+            payload["metadata"]["usage_object"] = {"prompt_tokens": 12, "completion_tokens": 3}
+    elif roll == 8:
+        payload["response"]["model"] = rng.choice(["", None, 42, " gpt-4o "])
+    elif roll == 9:
+        payload["metadata"]["requester_custom_headers"] = {"X-Team": "core", "x-tokenmeter-feature": "chat"}
+    elif roll == 10:
+        usage["completion_tokens_details"] = {"reasoning_tokens": rng.randint(0, 5)}
+        usage["cost"] = 0.0001  # LiteLLM's own estimate in streamed usage: not read
+    elif roll == 11:
+        payload.update(endTime=rng.choice([None, "2025-01-24 09:19:00.000000", 5]), stream=True,
+                       completionStartTime=rng.choice(["2025-01-24 09:20:46.847371", None, "x"]))
+    return payload
+
+
+def litellm_records(rng: random.Random, n: int) -> list[bytes | None]:
+    records: list[bytes | None] = []
+    for i in range(n):  # one StandardLoggingPayload per message
+        _, payload = bench._litellm_entry(rng, i)
+        if rng.random() < 0.4:
+            payload = _litellm_variant(rng, payload)
+        if rng.random() < 0.3:
+            payload = mutate(rng, payload, rng.choice([1, 1, 2, 3]))
+        records.append(_dumps(payload))
+    return records
+
+
 # --- canonical --------------------------------------------------------------------------------------------------
 
 def _canonical_event(rng: random.Random, i: int) -> dict[str, Any]:
@@ -304,7 +423,8 @@ _BROKEN: list[bytes | None] = [None, b"", b"   ", b"{", b"[1, 2", b"not json", b
 def records(dialect: str, n: int, seed: int | str = 0) -> list[bytes | None]:
     """About n events' worth of `dialect` records, some of them hostile; deterministic for a seed."""
     rng = random.Random(f"{seed}:{dialect}")
-    make = {"kong": kong_records, "otel": otel_records, "canonical": canonical_records}[dialect]
+    make = {"kong": kong_records, "otel": otel_records, "canonical": canonical_records, "apisix": apisix_records,
+            "litellm": litellm_records}[dialect]
     out = make(rng, n)
     for broken in [*_BROKEN, *(rng.choice(_BROKEN) for _ in range(len(out) // 50))]:  # each kind at least once
         out.insert(rng.randrange(len(out) + 1), broken)

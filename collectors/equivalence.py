@@ -2,13 +2,14 @@
 
 What is compared is what a collector writes: the usage-topic messages (partition key and micro-batch value, in
 order) and the dead letters (every field but the `at` timestamp), for a randomised corpus of valid and hostile
-records (`collectors.corpus`) of the canonical, Kong and OTel dialects, run through the Kafka bridge's
+records (`collectors.corpus`) of the canonical, Kong, OTel, APISIX and LiteLLM dialects, run through the Kafka bridge's
 conversion of a fetched batch (`KafkaBridge._convert` then the sink's encoding), which is what `tokenmeter
 collect kafka` does between the fetch and the produce.
 
 Two comparisons:
-- `compare_with_records`: the batch path (a whole fetch at once) against each record converted on its own with
-  `parse_record` and `encode_batches`, in this checkout (the test suite runs it at a small size);
+- `compare_with_records`: the batch path (a whole fetch at once, the dialects' batch form) against each record
+  converted on its own by the per-entry parsers (pydantic models, `encoded=False`) and `encode_batches`, in this
+  checkout (the test suite runs it at a small size);
 - `compare_with_ref`: the batch path of this checkout against the same path at a git commit (`git archive` into
   a temporary directory, run in a subprocess): the check that a change of the shared parsers changed no byte.
 
@@ -84,8 +85,21 @@ def batch_output(values: list[bytes | None], dialect: str, chunk: int = 1000,
 
 def per_record_output(values: list[bytes | None], dialect: str,
                       mapping: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The same values, each converted on its own (one-record fetches)."""
-    return batch_output(values, dialect, 1, mapping)
+    """The same values, each converted on its own (one-record fetches) by the per-entry parsers alone: the
+    dialects' batch form (collectors/encoded.py) turned off, every event built and validated as a pydantic model
+    and written by the sink."""
+    from collectors import kafka_bridge
+
+    batch_form = kafka_bridge.parse_record
+
+    def model_path(record: Any, dialect: str | None = None, mapping: Any = None, encoded: bool = False) -> Any:
+        return batch_form(record, dialect, mapping)
+
+    kafka_bridge.parse_record = model_path
+    try:
+        return batch_output(values, dialect, 1, mapping)
+    finally:
+        kafka_bridge.parse_record = batch_form
 
 
 # A far-dated event's reason names the validator's clock (to the second): the one part that may differ by run.

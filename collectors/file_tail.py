@@ -208,7 +208,7 @@ class FileTailer:
                 continue
             counters.count(self.label, "read")
             try:
-                found = parse_record(raw.decode("utf-8"), self.dialect, self.mapping)
+                found = parse_record(raw.decode("utf-8"), self.dialect, self.mapping, encoded=True)
             except UnicodeDecodeError as exc:
                 letters.append(self._letter(f"line {number}: not UTF-8 text: {exc}", raw, current, number))
                 continue

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from collectors import DIALECTS, AttributionMapping, DialectError, parse_record
 from collectors.batch import collection_paused
-from collectors.decode import decode
+from collectors.dialects.otel import decode_encoded
 from collectors.sink import KafkaSink, SinkUnavailable
 from tokenmeter.events import UsageEvent
 
@@ -108,7 +108,7 @@ def parse_all(records: list[Any], dialect: str | None,
     with collection_paused():
         for index, record in enumerate(records):
             try:
-                found = parse_record(record, dialect, mapping)
+                found = parse_record(record, dialect, mapping, encoded=True)
             except DialectError as exc:
                 errors.append(RecordError(index, exc.reason, exc.path))
                 continue
@@ -200,7 +200,7 @@ class IngestServer:
         try:
             if protobuf:
                 try:
-                    record = decode(body) if body.strip() else {}
+                    record = decode_encoded(body) if body.strip() else {}  # the batch form reads the message
                 except DialectError as exc:
                     raise BadRequest(f"not OTLP protobuf TracesData: {exc.reason}") from None
                 records = [record]

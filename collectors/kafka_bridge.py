@@ -190,6 +190,7 @@ class KafkaBridge:
                      events: list[UsageEvent], letters: list[dict[str, Any]]) -> None:
         for tp, messages in batch.items():
             window = ranges.get((tp.topic, tp.partition))
+            self.sink.counters.count(self.label, "read", len(messages))
             for message in messages:
                 if window is not None and window[0] <= message.offset < window[1]:
                     mark_from = len(events)
@@ -201,22 +202,22 @@ class KafkaBridge:
 
     def _convert_one(self, tp: TopicPartition, message: Any, events: list[UsageEvent],
                      letters: list[dict[str, Any]]) -> None:
-        counters = self.sink.counters
-        counters.count(self.label, "read")
-        where = {"topic": tp.topic, "partition": tp.partition, "offset": message.offset,
-                 "dialect": self.label}
         if message.value is None:
-            letters.append(self.sink.letter("empty message (tombstone)", None, **where))
+            letters.append(self.sink.letter("empty message (tombstone)", None, **self._where(tp, message)))
             return
         try:
-            found = parse_record(message.value, self.dialect, self.mapping)
+            found = parse_record(message.value, self.dialect, self.mapping, encoded=True)
         except DialectError as exc:
-            letters.append(self.sink.letter(str(exc), _printable(message.value), **where))
+            letters.append(self.sink.letter(str(exc), _printable(message.value), **self._where(tp, message)))
             events.extend(exc.partial)  # the good entries of a partly bad batch still count
             return
         if not found:
-            counters.count(self.label, "skipped")
+            self.sink.counters.count(self.label, "skipped")
         events.extend(found)
+
+    def _where(self, tp: TopicPartition, message: Any) -> dict[str, Any]:
+        """A dead letter's source location (also its key for the read-back after a crash, `_letter_key`)."""
+        return {"topic": tp.topic, "partition": tp.partition, "offset": message.offset, "dialect": self.label}
 
 
 def _letter_key(letter: dict[str, Any]) -> tuple[Any, Any, Any]:

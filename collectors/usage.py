@@ -58,7 +58,7 @@ def server_tool_requests(usage: dict[str, Any], path: str) -> dict[str, int] | N
 
 
 # Every key besides prompt_tokens/completion_tokens that openai_counts reads a part from.
-_OPENAI_DETAIL_KEYS = frozenset({
+OPENAI_DETAIL_KEYS = frozenset({
     "prompt_tokens_details", "input_tokens_details", "cache_read_input_tokens", "prompt_cache_hit_tokens",
     "cache_creation_input_tokens", "cache_creation_token_details", "completion_tokens_details",
     "output_tokens_details", "server_tool_use"})
@@ -83,7 +83,7 @@ def openai_counts(usage: Any, path: str = "usage") -> dict[str, int] | None:
     if type(usage) is dict:  # the common shape, read at once: what the general reading below gives for it
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if type(prompt) is int and type(completion) is int and prompt >= 0 and completion >= 0 \
-                and usage.keys().isdisjoint(_OPENAI_DETAIL_KEYS):
+                and usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
             return dict(input_tokens=prompt, cached_input_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0,
                         output_tokens=completion, reasoning_tokens=0, tool_requests=None)
     usage = as_dict(usage, path)
@@ -159,7 +159,7 @@ OTEL_USAGE_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "g
                    "gen_ai.usage.completion_tokens")
 
 
-_OTEL_PART_KEYS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
+OTEL_USAGE_PART_KEYS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
                    "gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens",
                    "gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
 
@@ -174,7 +174,7 @@ def otel_usage(attributes: dict[str, Any], path: str = "attributes") -> Usage | 
     """
     input_tokens, output_tokens = attributes.get(OTEL_USAGE_KEYS[0]), attributes.get(OTEL_USAGE_KEYS[1])
     if type(input_tokens) is int and type(output_tokens) is int and input_tokens >= 0 and output_tokens >= 0 \
-            and not any(key in attributes for key in _OTEL_PART_KEYS):  # the common span, read at once
+            and not any(key in attributes for key in OTEL_USAGE_PART_KEYS):  # the common span, read at once
         return build_usage(path, input_tokens=input_tokens, cached_input_tokens=0, cache_write_tokens=0,
                            output_tokens=output_tokens, reasoning_tokens=0)
 

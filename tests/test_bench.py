@@ -23,8 +23,8 @@ def test_bench_json_reports_all_figures(tmp_path):
     for key in ("raw_events_per_s", "naive_events_per_s", "pipeline_events_per_s", "peak_rss_mb",
                 "pipeline_vs_naive", "pipeline_vs_raw", "collector_min_vs_raw", "collector_min_vs_pipeline"):
         assert figures[key] > 0, key
-    assert set(figures["collectors_events_per_s"]) == {"kong", "apisix", "litellm", "otel"}
-    assert set(figures["collectors_cpu_events_per_s"]) == {"kong", "apisix", "litellm", "otel"}
+    assert set(figures["collectors_events_per_s"]) == {"kong", "apisix", "litellm", "otel", "canonical"}
+    assert set(figures["collectors_cpu_events_per_s"]) == {"kong", "apisix", "litellm", "otel", "canonical"}
     assert figures["events"] == 400
     for key in ("alert_latency_p99_ms", "decision_latency_p99_ms", "query_p95_ms", "load_rows_per_s",
                 "reserve_latency_p50_ms", "reserve_latency_p99_ms", "reserve_requests_per_s", "reserve_worker_cpu_ms"):

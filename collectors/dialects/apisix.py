@@ -22,9 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
-from collectors.coerce import as_dict, dig, to_datetime, to_float, to_str
+from collectors.coerce import as_dict, dig, epoch_to_datetime, to_datetime, to_float, to_str
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
 from collectors.dialects.common import content_or_none, prompt_from_request, text_of
+from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import apisix_usage
@@ -82,4 +83,64 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
     )]
 
 
-DIALECT = Dialect(NAME, "Apache APISIX ai-proxy log entries with llm_summary", parse_entry)
+# --- the batch form ----------------------------------------------------------------------------------------
+
+_CACHE_AND_REASONING = ("cache_read_input_tokens", "cache_creation_input_tokens", "reasoning_tokens")
+
+
+def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | None:
+    """The event of an entry of the common shape (int prompt/completion tokens without cache or reasoning parts,
+    string model, epoch-ms `start_time`, no logged payloads, a request id), written as `parse_entry` would have it
+    written; None for any other entry, which `parse_entry` then reads (and dead-letters, when it must)."""
+    if type(entry) is not dict:
+        return None
+    summary, request, response = entry.get("llm_summary"), entry.get("request"), entry.get("response", {})
+    if type(summary) is not dict or type(request) is not dict or type(response) is not dict \
+            or entry.get("llm_response_text") is not None or type(entry.get("llm_request", {})) is not dict:
+        return None
+    prompt, completion = summary.get("prompt_tokens"), summary.get("completion_tokens")
+    if not (token_count(prompt) and token_count(completion)) \
+            or any(summary.get(key) is not None for key in _CACHE_AND_REASONING):
+        return None  # without cache parts both readings of prompt_tokens (collectors.usage.apisix_usage) agree
+    model, provider_name = summary.get("model"), summary.get("provider")
+    if model is None or (type(model) is str and not model.strip()):
+        model = summary.get("request_model")
+    if type(model) is not str or not model.strip() or (provider_name is not None and type(provider_name) is not str):
+        return None
+    model = model.strip()
+    provider = normalize_provider((provider_name.strip() if provider_name else None) or mapping.provider) \
+        or guess_provider(model)
+    started, uri, headers, status = entry.get("start_time"), request.get("uri"), request.get("headers"), \
+        response.get("status")
+    if not provider or type(started) is not int or not 10**11 <= started < 10**14 \
+            or (uri is not None and type(uri) is not str) or (headers is not None and type(headers) is not dict) \
+            or (status is not None and type(status) is not int):
+        return None
+    view = RecordView(entry, headers=headers)
+    request_id = view.lookup_split("header", "x-request-id")
+    if request_id is None:
+        request_id = entry.get("request_id")
+        request_id = request_id.strip() if type(request_id) is str else None
+    latency, duration = entry.get("latency"), summary.get("duration")
+    latency_ms = None if latency is None else plain_float(latency)
+    ttft_ms = None if duration is None else plain_float(duration)
+    ts = utc_text(epoch_to_datetime(started, "start_time"))
+    if not request_id or len(request_id) > 512 or (latency_ms is None and latency is not None) \
+            or (ttft_ms is None and duration is not None) or ts is None:
+        return None
+    fields: dict[str, Any] = {
+        "event_id": request_id, "ts": ts, "source": NAME, "provider": provider, "model": model, "operation": "chat",
+        "status": "error" if status is not None and status >= 400 else "ok",
+        "attribution": mapping.resolve_values(NAME, view), "usage": plain_usage(prompt, completion),
+    }
+    if latency_ms is not None:
+        fields["latency_ms"] = latency_ms
+    if ttft_ms is not None:
+        fields["ttft_ms"] = ttft_ms
+    fields["batch"] = False
+    return encoded_event(fields)
+
+
+
+DIALECT = Dialect(NAME, "Apache APISIX ai-proxy log entries with llm_summary", parse_entry,
+                  read_common=_common_entry)

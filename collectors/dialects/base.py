@@ -10,11 +10,16 @@ from pydantic import ValidationError
 
 from collectors.attribution import DEFAULT_MAPPING, AttributionMapping
 from collectors.decode import decode
+from collectors.encoded import EncodedEvent
 from collectors.errors import DialectError, join_path
 from tokenmeter.events import UsageEvent, describe_validation_error
 
 # parse_one(record, mapping, path) -> events of ONE log entry / response / envelope.
 ParseOne = Callable[[Any, AttributionMapping, str], list[UsageEvent]]
+# The same, in the batch form: the common shape comes back already written (EncodedEvent), anything else is
+# parse_one's (see collectors/encoded.py).
+ParseOneEncoded = Callable[[Any, AttributionMapping, str], list[UsageEvent | EncodedEvent]]
+ReadCommon = Callable[[Any, AttributionMapping], EncodedEvent | None]
 
 
 @dataclass(frozen=True)
@@ -25,21 +30,39 @@ class Dialect:
     description: str
     parse_one: ParseOne
     arrays_are_batches: bool = True  # False for provider responses, where an array is one streamed response
+    # The batch form (collectors/encoded.py), where the dialect has one: `read_common(entry, mapping)` writes an
+    # entry of the common shape (None: any other entry, for parse_one), or `parse_one_encoded` a whole record.
+    read_common: ReadCommon | None = None
+    parse_one_encoded: ParseOneEncoded | None = None
+    decode_encoded: Callable[[Any], Any] | None = None  # the batch form's `decode`, where it differs
 
-    def parse(self, record: Any, mapping: AttributionMapping | None = None) -> list[UsageEvent]:
-        record = decode(record)
+    def parse(self, record: Any, mapping: AttributionMapping | None = None,
+              encoded: bool = False) -> list[Any]:
+        """Events of one record. `encoded`: the batch form, for callers that only write the events (collector
+        entry points): the common shape's events come back as `EncodedEvent`s, the same bytes, same errors."""
+        record = (self.decode_encoded if encoded and self.decode_encoded is not None else decode)(record)
         mapping = mapping or DEFAULT_MAPPING
+        parse_one = self.parse_one_encoded if encoded and self.parse_one_encoded is not None else self.parse_one
+        read_common = self.read_common if encoded else None
         if isinstance(record, list) and self.arrays_are_batches:
-            return parse_batch(record, lambda item, path: self.parse_one(item, mapping, path))
-        return self.parse_one(record, mapping, "")
+            common = (lambda item: read_common(item, mapping)) if read_common is not None else None
+            return parse_batch(record, lambda item, path: parse_one(item, mapping, path), read_common=common)
+        event = read_common(record, mapping) if read_common is not None else None
+        return [event] if event is not None else parse_one(record, mapping, "")
 
 
-def parse_batch(items: list[Any], parse_item: Callable[[Any, str], list[UsageEvent]],
-                prefix: str = "") -> list[UsageEvent]:
-    """Parse every entry; if some fail, raise one error listing them, carrying the good events in `partial`."""
-    events: list[UsageEvent] = []
+def parse_batch(items: list[Any], parse_item: Callable[[Any, str], list[UsageEvent]], prefix: str = "",
+                read_common: Callable[[Any], EncodedEvent | None] | None = None) -> list[Any]:
+    """Parse every entry; if some fail, raise one error listing them, carrying the good events in `partial`.
+    `read_common`: the batch form's reader, tried first (an entry it takes needs no path)."""
+    events: list[Any] = []
     failures: list[DialectError] = []
     for index, item in enumerate(items):
+        if read_common is not None:
+            event = read_common(item)
+            if event is not None:
+                events.append(event)
+                continue
         path = join_path(prefix, f"[{index}]")
         try:
             events.extend(parse_item(item, path))

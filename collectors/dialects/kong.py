@@ -33,14 +33,15 @@ import re
 from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
-from collectors.coerce import as_dict, as_list, dict_field, dig_steps, float_field, int_field, str_field, to_datetime, \
-    to_str
+from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_datetime, float_field, int_field, \
+    str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
 from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request
+from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
-from collectors.usage import openai_usage
+from collectors.usage import OPENAI_DETAIL_KEYS, openai_usage
 from tokenmeter.events import Usage, UsageEvent, derive_event_id
 
 NAME = "kong"
@@ -243,4 +244,70 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
     return events
 
 
-DIALECT = Dialect(NAME, "Kong AI Gateway log entries (ai.proxy / ai[\"ai-proxy\"]), kafka-log arrays", parse_entry)
+# --- the batch form ----------------------------------------------------------------------------------------
+
+def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | None:
+    """The event of an entry of the common shape (Kong 3.8+ `ai.proxy` only, request id, epoch-ms `started_at`,
+    int `upstream_status`, plain OpenAI usage, string meta fields), written as `parse_entry` would have it
+    written; None for any other entry, which `parse_entry` then reads (and dead-letters, when it must)."""
+    if type(entry) is not dict:
+        return None
+    ai = entry.get("ai")
+    if type(ai) is not dict or len(ai) != 1:
+        return None
+    block = ai.get("proxy")
+    if type(block) is not dict or "cache" in block or RAG_INJECT in block:  # a RAG embedding: a second event
+        return None
+    meta, raw_usage, request = block.get("meta"), block.get("usage"), entry.get("request")
+    if type(meta) is not dict or type(raw_usage) is not dict or type(request) is not dict:
+        return None
+    request_id, headers, started = request.get("id"), request.get("headers"), entry.get("started_at")
+    if type(request_id) is not str or type(headers) is not dict or type(started) is not int \
+            or not 10**11 <= started < 10**14:
+        return None
+    request_id = request_id.strip()
+    status = entry.get("upstream_status")
+    if not request_id or len(request_id) > 512 or type(status) is not int:
+        return None
+    prompt, completion = raw_usage.get("prompt_tokens"), raw_usage.get("completion_tokens")
+    if not (token_count(prompt) and token_count(completion)) or not raw_usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
+        return None
+    if completion == 0 and meta.get("request_mode") == "stream":
+        return None  # Kong/kong#14535: counted from the payload text by parse_entry
+    name, model, operation = meta.get("provider_name"), meta.get("response_model"), meta.get("operation_name")
+    if model is None or (type(model) is str and not model.strip()):
+        model = meta.get("request_model")  # as _model: an absent or blank response model
+    if type(name) is not str or type(model) is not str or type(operation) is not str or not operation:
+        return None
+    provider, model = normalize_provider(name), model.strip()
+    if not provider or not model:
+        return None
+    latency, ttft = meta.get("llm_latency"), raw_usage.get("time_to_first_token")
+    latency = None if latency is None else plain_float(latency)
+    ttft_ms = None if ttft is None else plain_float(ttft)
+    if (latency is None and meta.get("llm_latency") is not None) or (ttft_ms is None and ttft is not None):
+        return None
+    ts = utc_text(epoch_to_datetime(started, "started_at"))
+    if ts is None:
+        return None
+    fields: dict[str, Any] = {
+        "event_id": request_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
+        "operation": normalize_operation(operation), "status": "error" if status >= 400 else "ok",
+        "attribution": mapping.resolve_values(NAME, RecordView(entry, headers=headers)),
+        "usage": plain_usage(prompt, completion),
+    }
+    if latency is not None:
+        fields["latency_ms"] = latency
+    if ttft_ms:
+        fields["ttft_ms"] = ttft_ms
+    fields["batch"] = False
+    if provider == "anthropic":
+        fields["usage_assumption"] = "kong-anthropic-input-excludes-cache-tokens"
+    elif provider in ("gemini", "vertex_ai") and _GEMINI_THINKING.match(model.lower()):
+        fields["usage_assumption"] = "kong-gemini-output-excludes-thinking-tokens"
+    return encoded_event(fields)
+
+
+
+DIALECT = Dialect(NAME, "Kong AI Gateway log entries (ai.proxy / ai[\"ai-proxy\"]), kafka-log arrays", parse_entry,
+                  read_common=_common_entry)

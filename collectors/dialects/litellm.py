@@ -23,20 +23,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, to_datetime, to_str
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
-from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost
+from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_usage, reported_cost
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
 from collectors.dialects.common import completion_from_response, content_or_none, maybe_json, normalize_operation, \
     prompt_from_request
+from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
-from collectors.usage import build_usage, openai_counts
+from collectors.usage import OPENAI_DETAIL_KEYS, build_usage, openai_counts
 from tokenmeter.events import Usage, UsageEvent, derive_event_id
 
 NAME = "litellm"
@@ -157,6 +159,85 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
     )]
 
 
+# --- the batch form ----------------------------------------------------------------------------------------
+
+# startTime / endTime / completionStartTime as LiteLLM writes them (naive, read as UTC).
+_LITELLM_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+
+
+def _time(value: Any) -> datetime | None | bool:
+    """`to_datetime` of LiteLLM's own time text, still naive (UTC; the differences between two such times are the
+    same); None when absent; False for any other value."""
+    if value is None:
+        return None
+    if type(value) is not str or _LITELLM_TIME.fullmatch(value) is None:
+        return False
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return False
+
+
+def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent | None:
+    """The event of a payload of the common shape (`response.usage` with int prompt/completion tokens and no
+    detail parts, LiteLLM's time text, a string id, model and provider, not OpenRouter, not a cache hit), written
+    as `parse_payload` would have it written; None for any other payload, which `parse_payload` then reads."""
+    if type(payload) is not dict or payload.get("cache_hit") is True:
+        return None
+    start, end, first_token = _time(payload.get("startTime")), _time(payload.get("endTime")), \
+        _time(payload.get("completionStartTime"))
+    response, metadata, hidden = payload.get("response"), payload.get("metadata"), payload.get("hidden_params")
+    if not start or end is False or first_token is False or type(response) is not dict \
+            or (metadata is not None and type(metadata) is not dict) or (hidden is not None and type(hidden) is not dict):
+        return None
+    usage = response.get("usage")
+    if type(usage) is not dict or is_openrouter_usage(usage):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not (token_count(prompt) and token_count(completion)) or not usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
+        return None  # no cache writes: resolve_cache_convention keeps the counts
+    model, provider_name, status, call_id = response.get("model"), payload.get("custom_llm_provider"), \
+        payload.get("status"), payload.get("id")
+    if model is None or (type(model) is str and not model.strip()):
+        model = payload.get("model")
+    if type(model) is not str or not model.strip() or (provider_name is not None and type(provider_name) is not str) \
+            or status not in (None, "success", "failure") or type(call_id) is not str or not call_id.strip() \
+            or len(call_id) > 512:
+        return None
+    model = model.strip()
+    provider = normalize_provider((provider_name.strip() if provider_name else None) or mapping.provider) \
+        or guess_provider(model)
+    if not provider or provider == OPENROUTER:
+        return None
+    try:
+        tags = _tags(payload, "")
+    except DialectError:
+        return None
+    latency = _millis_between(start, end)
+    ttft = _millis_between(start, first_token) if payload.get("stream") else None
+    latency_ms = None if latency is None else plain_float(latency)
+    ttft_ms = None if ttft is None else plain_float(ttft)
+    ts = utc_text(start.replace(tzinfo=timezone.utc))
+    if (latency_ms is None and latency is not None) or (ttft_ms is None and ttft is not None) or ts is None:
+        return None
+    view = RecordView(payload, headers=(metadata or {}).get("requester_custom_headers"))
+    fields: dict[str, Any] = {
+        "event_id": call_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
+        "operation": normalize_operation(payload.get("call_type")), "status": "error" if status == "failure" else "ok",
+        "attribution": mapping.resolve_values(NAME, view, auto_tags=tags), "usage": plain_usage(prompt, completion),
+    }
+    if latency_ms is not None:
+        fields["latency_ms"] = latency_ms
+    if ttft_ms is not None:
+        fields["ttft_ms"] = ttft_ms
+    fields["batch"] = False
+    correlation = correlation_of(response_id=call_id)
+    if correlation is not None:
+        fields["correlation"] = correlation
+    return encoded_event(fields)
+
+
+
 __all__ = ["ASSUMED_CACHE_WRITES_IN_PROMPT", "DIALECT", "parse_payload"]
 
-DIALECT = Dialect(NAME, "LiteLLM StandardLoggingPayload", parse_payload)
+DIALECT = Dialect(NAME, "LiteLLM StandardLoggingPayload", parse_payload, read_common=_common_payload)

@@ -81,6 +81,8 @@ def resolve_cache_convention(counts: dict[str, int], payload: dict[str, Any]) ->
         candidate = counts | {"input_tokens": uncached + reads + writes}
         if candidate not in candidates:
             candidates.append(candidate)
+    if not candidates:  # no reading fits (reads beyond prompt_tokens): the counts as read, which the contract refuses
+        return counts, None
     prices, logged = _model_prices(payload), _decimal(payload.get("response_cost"))
     if len(candidates) > 1 and prices is not None and logged:
         billed = [c for c in candidates if _matches(_cost(c, prices), logged)]

@@ -33,13 +33,15 @@ import orjson
 
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
+from collectors.decode import decode
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
+from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
-from collectors.usage import otel_usage
+from collectors.usage import OTEL_USAGE_KEYS, OTEL_USAGE_PART_KEYS, otel_usage
 from tokenmeter.events import UsageEvent, derive_event_id
 
 NAME = "otel"
@@ -79,8 +81,11 @@ def attributes_of(raw: Any, path: str) -> dict[str, Any]:
         if not isinstance(key, str):
             raise DialectError("attribute without a string key", f"{path}[{index}]")
         value = item.get("value")
-        if type(value) is dict and "stringValue" in value:  # the common case, as any_value reads it
+        if type(value) is dict and "stringValue" in value:  # the common cases, as any_value reads them
             attributes[key] = value["stringValue"]
+        elif type(value) is dict and type(number := value.get("intValue")) is str and number.isdecimal() \
+                and number.isascii():  # OTLP's int64 text (to_int's first case)
+            attributes[key] = int(number)
         else:  # the error path is only built here: a span has many attributes
             attributes[key] = any_value(value, f"{path}[{key}]")
     return attributes
@@ -199,7 +204,113 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
     )
 
 
-def parse_traces(record: Any, mapping: AttributionMapping, path: str) -> list[UsageEvent]:
+def _common_span(span: dict[str, Any], resource: dict[str, Any], mapping: AttributionMapping,
+                 path: str) -> EncodedEvent | None:
+    """The event of a GenAI span of the common shape (string model and provider, int usage without cache or
+    reasoning parts, hex ids, nanosecond times, not OpenRouter), written as `_span_event` would have it written;
+    None for any other span, which `_span_event` then reads (and refuses, when it must)."""
+    try:
+        attrs = attributes_of(span.get("attributes"), path)
+    except DialectError:
+        return None
+    start, end = span.get("startTimeUnixNano"), span.get("endTimeUnixNano")
+    start_ns, end_ns = _nanos(start), _nanos(end)
+    trace_id, span_id, status = span.get("traceId"), span.get("spanId"), span.get("status", {})
+    if (end_ns is None and end is not None) or type(trace_id) is not str or type(span_id) is not str \
+            or type(status) is not dict:
+        return None
+    code = status.get("code")
+    failed = isinstance(code, (int, str)) and code in _ERROR_CODES
+    return common_event(attrs, resource, mapping, span, trace_id, span_id, start_ns, end_ns, failed)
+
+
+def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: AttributionMapping, span: Any,
+                 trace_id: str, span_id: str, start_ns: int | None, end_ns: int | None,
+                 failed: bool) -> EncodedEvent | None:
+    """`_common_span` of a span's parts, read from OTLP/JSON or protobuf (`otel_proto.common_events`): its
+    attributes as `attributes_of` gives them, hex ids, times in ns (None when absent), whether its status code
+    is an error. `span`: the span as field selectors see it."""
+    operation = attrs.get("gen_ai.operation.name")
+    if OPENINFERENCE_KIND in attrs or (isinstance(operation, str) and operation in WRAPPER_OPERATIONS):
+        return None
+    input_tokens, output_tokens = attrs.get(OTEL_USAGE_KEYS[0]), attrs.get(OTEL_USAGE_KEYS[1])
+    if not (token_count(input_tokens) and token_count(output_tokens)) \
+            or not attrs.keys().isdisjoint(OTEL_USAGE_PART_KEYS):
+        return None
+    model = attrs.get("gen_ai.response.model")
+    if model is None or (type(model) is str and not model.strip()):
+        model = attrs.get("gen_ai.request.model")
+    if type(model) is not str or not model.strip():
+        return None
+    model = model.strip()
+    provider_name = attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or mapping.provider
+    if provider_name is not None and type(provider_name) is not str:
+        return None
+    provider = normalize_provider(provider_name) or guess_provider(model)
+    if not provider or provider == OPENROUTER or not start_ns or not trace_id or not span_id:
+        return None
+    event_id = f"{_hex_id(trace_id)}:{_hex_id(span_id)}"
+    latency = None
+    if end_ns and end_ns >= start_ns:
+        latency = plain_float((end_ns - start_ns) / 1e6)
+        if latency is None:
+            return None
+    ts = utc_text(_EPOCH + timedelta(microseconds=start_ns // 1000)) if start_ns < 2**62 else None
+    if ts is None or len(event_id) > 512:
+        return None
+    failed = failed or attrs.get("error.type") is not None
+    fields: dict[str, Any] = {
+        "event_id": event_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
+        "operation": normalize_operation(operation), "status": "error" if failed else "ok",
+        "attribution": mapping.resolve_values(NAME, RecordView(span, span_attrs=attrs, resource_attrs=resource)),
+        "usage": plain_usage(input_tokens, output_tokens),
+    }
+    if latency is not None:
+        fields["latency_ms"] = latency
+    fields["batch"] = False
+    tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
+    if isinstance(tier, str) and tier:
+        fields["service_tier"] = tier
+    correlation = correlation_of(response_id=attrs.get("gen_ai.response.id"), trace_id=trace_id, span_id=span_id)
+    if correlation is not None:
+        fields["correlation"] = correlation
+    return encoded_event(fields)
+
+
+def _nanos(value: Any) -> int | None:
+    """`int_field` of a span time in its common forms (OTLP/JSON's decimal text, or an int); None otherwise."""
+    if type(value) is str and value.isdecimal() and value.isascii():
+        return int(value)
+    if type(value) is int and value >= 0:
+        return value
+    return None
+
+
+def decode_encoded(record: Any) -> Any:
+    """`decode` for the batch form: OTLP protobuf stays a parsed message (`otel_proto.ProtoTraces`), whose common
+    spans are read without their OTLP/JSON form; everything else (and every error) is `decode`'s."""
+    if isinstance(record, (bytes, bytearray, memoryview)):
+        data = bytes(record)
+        head = data.lstrip()[:6]
+        if head and head[:1] not in (b"{", b"[") and not head.startswith((b"data:", b"event:", b"id:", b":")):
+            from collectors.dialects.otel_proto import ProtoTraces  # protobuf is only needed here
+
+            return ProtoTraces(data)
+    return decode(record)
+
+
+def parse_traces_encoded(record: Any, mapping: AttributionMapping, path: str) -> list[Any]:
+    """`parse_traces`, in the batch form (collectors/encoded.py). A protobuf record whose GenAI spans are all of
+    the common shape is read from the message; any other is read as OTLP/JSON, as `decode` gives it."""
+    if type(record).__name__ == "ProtoTraces":
+        events = record.common_events(common_event, mapping, mapping.reads_fields(NAME))
+        if events is not None:
+            return events
+        record = record.as_json()
+    return parse_traces(record, mapping, path, encoded=True)
+
+
+def parse_traces(record: Any, mapping: AttributionMapping, path: str, encoded: bool = False) -> list[Any]:
     record = require_object(record, path, "OTLP TracesData")
     events: list[UsageEvent] = []
     failures: list[DialectError] = []
@@ -219,7 +330,9 @@ def parse_traces(record: Any, mapping: AttributionMapping, path: str) -> list[Us
                     span = as_dict(span, span_path, optional=False)
                     if not _is_genai(span.get("attributes"), span_path):
                         continue
-                    event = _span_event(span, resource_attrs, mapping, span_path)
+                    event = _common_span(span, resource_attrs, mapping, span_path) if encoded else None
+                    if event is None:
+                        event = _span_event(span, resource_attrs, mapping, span_path)
                 except DialectError as exc:
                     failures.append(exc)
                     continue
@@ -231,4 +344,5 @@ def parse_traces(record: Any, mapping: AttributionMapping, path: str) -> list[Us
     return events
 
 
-DIALECT = Dialect(NAME, "OpenTelemetry GenAI spans, OTLP/JSON or OTLP/protobuf TracesData", parse_traces)
+DIALECT = Dialect(NAME, "OpenTelemetry GenAI spans, OTLP/JSON or OTLP/protobuf TracesData", parse_traces,
+                  parse_one_encoded=parse_traces_encoded, decode_encoded=decode_encoded)

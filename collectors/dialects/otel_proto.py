@@ -10,7 +10,8 @@ parts (span events, links, resource, scope) still go through MessageToDict.
 from __future__ import annotations
 
 import base64
-from typing import Any
+import math
+from typing import Any, Callable
 
 from collectors.errors import DialectError
 
@@ -18,8 +19,11 @@ _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
 
 def traces_data_to_json(data: bytes) -> dict[str, Any]:
+    return _message_to_json(_parse(data))
+
+
+def _parse(data: bytes) -> Any:
     try:
-        from google.protobuf.json_format import MessageToDict
         from google.protobuf.message import DecodeError
         from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
     except ImportError:  # pragma: no cover - the dependency is declared in pyproject
@@ -32,6 +36,12 @@ def traces_data_to_json(data: bytes) -> dict[str, Any]:
     if not message.resource_spans:
         # Arbitrary bytes can parse as a message made only of unknown fields: that is not a trace.
         raise DialectError("binary record is neither JSON nor OTLP protobuf TracesData (no resourceSpans)")
+    return message
+
+
+def _message_to_json(message: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
     resource_spans_list = []
     for resource_spans in message.resource_spans:
         rs: dict[str, Any] = {}
@@ -53,6 +63,70 @@ def traces_data_to_json(data: bytes) -> dict[str, Any]:
             rs["schemaUrl"] = resource_spans.schema_url
         resource_spans_list.append(rs)
     return {"resourceSpans": resource_spans_list}
+
+
+class ProtoTraces:
+    """A protobuf TracesData record, parsed (the same errors as `traces_data_to_json`), for the OTel dialect's
+    batch form: its common spans are read from the message; `as_json()` is what `decode` gives for it."""
+
+    def __init__(self, data: bytes):
+        self.message = _parse(data)
+
+    def as_json(self) -> dict[str, Any]:
+        return _message_to_json(self.message)
+
+    def common_events(self, common_event: Callable[..., Any], mapping: Any, reads_fields: bool) -> list[Any] | None:
+        """The events of every GenAI span, each built by `common_event` (`otel.common_event`) from the span's
+        parts as its OTLP/JSON form gives them; None when a span or a resource is not of the common shape or a
+        selector reads span fields (then the caller reads the OTLP/JSON form, failures and all)."""
+        if reads_fields:
+            return None
+        events = []
+        for resource_spans in self.message.resource_spans:
+            resource = _plain_attributes(resource_spans.resource.attributes) if resource_spans.HasField("resource") \
+                else {}
+            if resource is None:
+                return None
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attrs = _plain_attributes(span.attributes)
+                    if attrs is None:
+                        return None
+                    if not any(key.startswith("gen_ai.") or key == OPENINFERENCE_KIND for key in attrs):
+                        continue  # not a GenAI span: skipped, as parse_traces does
+                    failed = span.HasField("status") and span.status.code == _STATUS_CODE_ERROR
+                    event = common_event(attrs, resource, mapping, None, span.trace_id.hex(), span.span_id.hex(),
+                                         span.start_time_unix_nano or None, span.end_time_unix_nano or None, failed)
+                    if event is None:
+                        return None
+                    events.append(event)
+        return events
+
+
+_STATUS_CODE_ERROR = 2  # Status.STATUS_CODE_ERROR; its JSON name is one of otel._ERROR_CODES
+OPENINFERENCE_KIND = "openinference.span.kind"  # collectors.dialects.openinference.SPAN_KIND
+
+
+def _plain_attributes(items: Any) -> dict[str, Any] | None:
+    """The attributes as `otel.attributes_of` reads their OTLP/JSON form, when every value is a string, an int,
+    a bool or a finite double under a non-empty key; None otherwise."""
+    attributes: dict[str, Any] = {}
+    for item in items:
+        key, value = item.key, item.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            attributes[key] = value.string_value
+        elif kind == "int_value":
+            attributes[key] = value.int_value
+        elif kind == "bool_value":
+            attributes[key] = value.bool_value
+        elif kind == "double_value" and math.isfinite(value.double_value):
+            attributes[key] = value.double_value
+        else:
+            return None
+        if not key:
+            return None
+    return attributes
 
 
 def _span(span: Any, message_to_dict: Any) -> dict[str, Any]:

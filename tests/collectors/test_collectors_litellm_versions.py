@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from collectors import DIALECTS
 from collectors.dialects.litellm import ASSUMED_CACHE_WRITES_IN_PROMPT
 
@@ -118,3 +120,24 @@ def test_anthropic_messages_logging_may_exclude_reads():
 def test_no_cache_writes_is_never_ambiguous(payload):
     [event] = litellm.parse(payload("litellm_success"))
     assert event.usage_assumption is None
+
+
+def test_cache_reads_beyond_prompt_tokens_are_a_dead_letter_not_a_crash():
+    """No LiteLLM reading fits a chat payload whose cache reads exceed prompt_tokens (found by the equivalence
+    corpus: a mutated count of 10^13). It crashed the converter with an IndexError, stopping the bridge; it must
+    be an error naming the fields, which the bridge dead-letters like any other."""
+    from aiokafka.structs import TopicPartition
+
+    from collectors import DialectError
+    from collectors.equivalence import Message
+    from collectors.kafka_bridge import KafkaBridge
+    from collectors.sink import KafkaSink
+
+    payload = real("1_72_3")  # call_type "completion": reads are always inside prompt_tokens
+    _set_usage(payload, prompt=100, read=500, write=10, output=5, cost=0.0)
+    with pytest.raises(DialectError, match="cached_input_tokens .* exceed input_tokens") as caught:
+        litellm.parse(payload)
+    assert caught.value.path == "response.usage"
+    bridge = KafkaBridge("127.0.0.1:9", "source", "litellm", "group", KafkaSink("127.0.0.1:9", "collect-kafka"))
+    events, letters = bridge._convert({TopicPartition("source", 0): [Message(0, json.dumps(payload).encode())]})
+    assert events == [] and "exceed input_tokens" in letters[0]["reason"]

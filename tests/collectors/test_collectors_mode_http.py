@@ -91,6 +91,19 @@ def test_real_payloads_round_trip_through_kafka(server, kafka_bootstrap, payload
     assert counts[canonical[0]["event_id"]] == 2 and sum(counts.values()) == len(ids) + 1
 
 
+def test_otlp_protobuf_traces_round_trip_through_kafka(server, kafka_bootstrap):
+    """OTLP/HTTP with `application/x-protobuf` (the Collector's otlphttp exporter default): the spans read from the
+    message by the OTel batch form, each event on the usage topic once."""
+    from collectors.bench import gateway_records
+
+    [record], ids = gateway_records("otel", 20, seed=uuid.uuid4().hex)
+    response = _post(server, "/v1/traces", record, "application/x-protobuf")
+    assert (response.status_code, response.headers["X-Tokenmeter-Accepted"]) == (200, "20")
+    assert response.content == b""  # an empty ExportTraceServiceResponse: full success
+    counts = count_ids(kafka_bootstrap, topics.USAGE, set(ids))
+    assert counts == {event_id: 1 for event_id in ids}
+
+
 def test_canonical_batch_is_one_keyed_micro_batch(server, kafka_bootstrap):
     from test_collectors_mode_support import read_topic
 

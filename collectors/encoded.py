@@ -1,0 +1,86 @@
+"""The batch form's output: a canonical event already written as its JSON, with its id and partition key.
+
+The batch form of a dialect (`Dialect.parse(..., encoded=True)`, what the Kafka bridge, the file tail and HTTP
+ingest call) reads the common shape of an entry straight into the event's JSON, without building the pydantic
+`UsageEvent`, and leaves every other entry to the dialect's per-entry parser (which builds and validates the
+model, so its dead letters and reasons are today's). A common-shape reader only takes an entry when it can prove
+the model would accept it unchanged, and writes the bytes `UsageEvent.model_dump_json(exclude_none=True)` writes:
+`collectors/equivalence.py` holds the two together, byte for byte.
+
+What the readers must reproduce, collected here once:
+- the field order of the model (a dict built in that order; orjson keeps it);
+- the timestamp as pydantic writes an aware UTC datetime (`...:01.719000Z`, no fraction when zero);
+- floats: only values pydantic and orjson write alike (0, or 1e-4 <= x < 1e15; else the per-entry path);
+- the contract's bounds (token counts, parts within totals, event time range, string lengths).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS, PARTITION_DIMENSIONS
+
+
+class EncodedEvent:
+    """One canonical event as the sink writes it: `json` is what `model_dump_json(exclude_none=True)` gives."""
+
+    __slots__ = ("event_id", "key", "json")
+
+    def __init__(self, event_id: str, key: bytes, json: bytes):
+        self.event_id = event_id
+        self.key = key
+        self.json = json
+
+    def __repr__(self) -> str:
+        return f"EncodedEvent({self.json[:120]!r}...)"
+
+
+def encoded_event(fields: dict[str, Any]) -> EncodedEvent:
+    """`fields`: the event's JSON form in model order, None fields left out, attribution a plain dict."""
+    return EncodedEvent(fields["event_id"], attribution_key(fields["attribution"]), orjson.dumps(fields))
+
+
+def attribution_key(attribution: dict[str, Any]) -> bytes:
+    """`tokenmeter.events.partition_key` of an event with this (JSON-form) attribution."""
+    for dim in PARTITION_DIMENSIONS:
+        value = attribution.get(dim)
+        if value:
+            return f"{dim}:{value}".encode()
+    return b"unattributed"
+
+
+def utc_text(ts: datetime) -> str | None:
+    """The JSON text pydantic writes for an aware UTC datetime; None when the event time is outside the accepted
+    range (then the per-entry path gives the contract's reason). The validator reads its clock later than this
+    one, so a time accepted here is accepted there too."""
+    if ts < EARLIEST_EVENT_TS or ts > datetime.now(timezone.utc) + MAX_EVENT_FUTURE:
+        return None
+    text = ts.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else None
+
+
+def plain_float(value: Any) -> float | None:
+    """A non-negative JSON number as the float pydantic keeps and writes the same way orjson does; None otherwise
+    (bool, negative, non-finite, exponent forms: the per-entry path reads those)."""
+    kind = type(value)
+    if kind is int:
+        if 0 <= value < 10**15:
+            return float(value)
+        return None
+    if kind is float and (value == 0 or 1e-4 <= value < 1e15):
+        return value
+    return None
+
+
+def token_count(value: Any) -> bool:
+    """A count the contract takes as it is: an int (not bool), 0..MAX_TOKENS."""
+    return type(value) is int and 0 <= value <= MAX_TOKENS
+
+
+def plain_usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    """The usage of a call with no cache or reasoning parts, in model order."""
+    return {"input_tokens": input_tokens, "cached_input_tokens": 0, "cache_write_tokens": 0,
+            "cache_write_1h_tokens": 0, "output_tokens": output_tokens, "reasoning_tokens": 0}
