@@ -30,6 +30,7 @@ Bedrock application inference profile, whose ARN does not name the model.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,25 @@ def test_payload_meters_and_prices_exactly(case, book):
             assert expected["check"] in (priced.reported_cost_check or "")
         else:
             assert priced.reported_cost_check is None
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.get("xfail")], ids=lambda c: c["name"])
+def test_the_entry_points_batch_form_writes_the_same_bytes(case):
+    """The file, HTTP and Kafka-bridge collectors parse with `encoded=True` (each format's fast path for its
+    common shape, the per-entry parser for the rest): every sourced payload gives the same canonical bytes, or the
+    same dead letter, as the model path the case above checks. A RAG-injector entry once took Kong's fast path
+    and lost its embedding event."""
+    from collectors.sink import encode_batches
+
+    import re
+
+    today = re.compile(rb'"ts":"' + datetime.now(timezone.utc).strftime("%Y-%m-%d").encode() + rb'T[^"]*"')
+
+    def outcome(encoded: bool):  # a payload without a time is stamped on arrival: that instant differs per call
+        try:
+            return [(key, today.sub(b'"ts":"<arrival>"', value))
+                    for key, value in encode_batches(parse_record(_record(case), encoded=encoded))], None
+        except DialectError as exc:
+            return None, exc.reason
+
+    assert outcome(True) == outcome(False)
