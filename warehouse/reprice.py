@@ -397,8 +397,15 @@ def heal_pending_hours(backend: Any) -> int:
     return int(pending)
 
 
-def replace_priced_rows(backend: Any, staging: str) -> int:
-    """Steps 1-6 of the module doc for the rows in `staging`; the caller holds the insert lock."""
+def replace_priced_rows(backend: Any, staging: str, copies: str | None = None) -> int:
+    """Steps 1-6 of the module doc for the rows in `staging`; the caller holds the insert lock.
+
+    `copies` (optional, an empty table created `AS priced_events`): step 3 writes the new copies there and attaches
+    its partitions to `priced_events` (ALTER TABLE ... ATTACH PARTITION ... FROM: the parts are linked, not
+    written again), so the materialized views do not aggregate rows whose rollups step 5 rebuilds anyway (their
+    work was half of the apply). A crash before the attach leaves the raw table as it was (the hours stay pending
+    and heal); one between two partitions' attaches leaves some partitions re-priced, whose hours heal too; the
+    table is emptied before and after use."""
     identity = ", ".join(f"`{name}`" for name in IDENTITY_COLUMNS)
     in_staging = f"(event_id, ts) IN (SELECT event_id, ts FROM {staging})"
     unmatched = backend.query_arrow(
@@ -419,8 +426,19 @@ def replace_priced_rows(backend: Any, staging: str) -> int:
         "(SELECT greatest(now64(3), max(loaded_at) + toIntervalMillisecond(1))"
         f" FROM priced_events WHERE {in_staging})"
     )
-    backend.command(
-        f"INSERT INTO priced_events ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
-    )
+    if copies is None:
+        backend.command(
+            f"INSERT INTO priced_events ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
+        )
+    else:
+        backend.command(f"TRUNCATE TABLE {copies}")
+        backend.command(
+            f"INSERT INTO {copies} ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
+        )
+        partitions = backend.query_arrow(
+            f"SELECT DISTINCT _partition_id AS id FROM {copies} ORDER BY id").column("id").to_pylist()
+        for partition in partitions:
+            backend.command(f"ALTER TABLE priced_events ATTACH PARTITION ID '{partition}' FROM {copies}")
+        backend.command(f"TRUNCATE TABLE {copies}")
     heal_pending_hours(backend)
     return int(counted)

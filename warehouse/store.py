@@ -453,15 +453,18 @@ class Warehouse:
         if not first.all():
             table = table.filter(first.to_arrow())
         staging = f"{self._staging}_reprice"
+        copies = f"{staging}_copies"  # the new copies, attached to priced_events by partition (replace_priced_rows)
         with self._insert_lock:
             if not self._reprice_staging_ready:
                 self.backend.command(f"DROP TABLE IF EXISTS {staging}")
                 self.backend.command(f"CREATE TABLE {staging} AS priced_events ENGINE = Memory")
+                self.backend.command(f"DROP TABLE IF EXISTS {copies}")  # a crashed run's, maybe of an older schema
+                self.backend.command(f"CREATE TABLE {copies} AS priced_events")
                 self._reprice_staging_ready = True
             self.backend.command(f"TRUNCATE TABLE {staging}")
             try:
                 self.backend.insert_arrow(staging, table)
-                return replace_priced_rows(self.backend, staging)
+                return replace_priced_rows(self.backend, staging, copies)
             finally:
                 self.backend.command(f"TRUNCATE TABLE {staging}")
 
@@ -676,7 +679,7 @@ def _close_server_handle(warehouse: Warehouse) -> None:
     staging_tables = ([warehouse._staging, *(f"{warehouse._staging}_{name}" for name in ("keys", "ids", "event_ids", "new"))]
                       if warehouse._staging_ready else [])
     if warehouse._reprice_staging_ready:
-        staging_tables.append(f"{warehouse._staging}_reprice")
+        staging_tables += [f"{warehouse._staging}_reprice", f"{warehouse._staging}_reprice_copies"]
     for table in staging_tables:
         try:
             warehouse.backend.command(f"DROP TABLE IF EXISTS {table}")
