@@ -37,26 +37,38 @@ def _map_as_list(column: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(maps.offsets, entries)
 
 
-def _canonical_breakdown(column: pa.ChunkedArray) -> pl.Expr:
+def _canonical(breakdowns: pl.Series) -> pl.Series:
     """Each breakdown as text with its lines sorted by key: two are equal iff their dicts are (Decimal(18,12)
     values: same scale, so equal amounts have equal text)."""
     element = pl.element().struct
-    return (pl.lit(pl.Series(_map_as_list(column)))
-            .list.eval(pl.concat_str(element.field("key"), pl.lit("="), element.field("value").cast(pl.String)))
-            .list.sort().list.join(";"))
+    return breakdowns.list.eval(
+        pl.concat_str(element.field("key"), pl.lit("="), element.field("value").cast(pl.String))
+    ).list.sort().list.join(";")
+
+
+def breakdowns_differ(old: pa.ChunkedArray, new: pa.ChunkedArray) -> pl.Series:
+    """Per row: the two breakdown maps differ as dicts (`warehouse.reprice._pricing_of`). Equal lists are equal
+    dicts; only unequal lists of the same length (maybe the same lines in another order) are compared sorted."""
+    old_lines, new_lines = pl.Series(_map_as_list(old)), pl.Series(_map_as_list(new))
+    differ = old_lines != new_lines
+    lengths = old_lines.list.len()
+    reordered = differ & (lengths == new_lines.list.len()) & (lengths > 1)
+    if reordered.any():
+        rows = reordered.arg_true()
+        again = _canonical(old_lines.gather(rows)) != _canonical(new_lines.gather(rows))
+        differ = differ.scatter(rows, again)
+    return differ
 
 
 def changed_mask(old: pa.Table, new: pa.Table) -> pl.Series:
     """Rows whose PRICING_COLUMNS differ (catalog_version left out, as in `warehouse.reprice._pricing_of`)."""
-    frame = pl.from_arrow(pa.table({
-        **{f"old_{name}": old.column(name) for name in PRICING_COLUMNS if name != "cost_breakdown"},
-        **{f"new_{name}": new.column(name) for name in PRICING_COLUMNS if name != "cost_breakdown"},
-    }))
+    flat = [name for name in PRICING_COLUMNS if name != "cost_breakdown"]
+    frame = pl.from_arrow(pa.table({**{f"old_{name}": old.column(name) for name in flat},
+                                    **{f"new_{name}": new.column(name) for name in flat}}))
     assert isinstance(frame, pl.DataFrame)
-    differs = [pl.col(f"old_{name}") != pl.col(f"new_{name}") for name in PRICING_COLUMNS if name != "cost_breakdown"]
-    differs.append(_canonical_breakdown(old.column("cost_breakdown"))
-                   != _canonical_breakdown(new.column("cost_breakdown")))
-    return frame.select(pl.any_horizontal(differs).alias("changed")).to_series()
+    differs = frame.select(pl.any_horizontal([pl.col(f"old_{name}") != pl.col(f"new_{name}") for name in flat]))
+    return (differs.to_series() | breakdowns_differ(old.column("cost_breakdown"), new.column("cost_breakdown"))
+            ).alias("changed")
 
 
 def _chunks(warehouse: Any, where: str, params: dict[str, Any], since: datetime,

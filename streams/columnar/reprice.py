@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streams.pricing import PriceBook
 from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
@@ -74,12 +75,17 @@ def _breakdown(lines: np.ndarray, present: np.ndarray) -> pa.MapArray:
     return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), names, _money(lines[present]))
 
 
-def map_as_list(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """A Map column as a list of {key, value} structs (what polars reads as a list; it has no list operations on
-    maps). Same entries, same order."""
-    maps = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    entries = pa.StructArray.from_arrays([maps.keys, maps.items], ["key", "value"])
-    return pa.ListArray.from_arrays(maps.offsets, entries, mask=maps.is_null() if maps.null_count else None)
+def _has_key(column: pa.ChunkedArray, keys: tuple[str, ...]) -> np.ndarray:
+    """Per row: its map holds one of `keys`."""
+    maps = column.combine_chunks()
+    offsets = maps.offsets.to_numpy()  # into the whole child array (a slice's may not start at 0)
+    found = np.zeros(len(maps), dtype=bool)
+    hits = np.flatnonzero(pc.fill_null(pc.is_in(maps.keys, value_set=pa.array(keys)), False)
+                          .to_numpy(zero_copy_only=False))
+    hits = hits[(hits >= offsets[0]) & (hits < offsets[-1])]
+    if len(hits):
+        found[np.searchsorted(offsets, hits, side="right") - 1] = True
+    return found
 
 
 def _usage_ok() -> pl.Expr:
@@ -100,19 +106,16 @@ def price_stored(table: pa.Table, book: PriceBook, priced_at: datetime, now: dat
     n = table.num_rows
     if n == 0:
         return PRICED_SCHEMA.empty_table()
-    reads = table.select(list(READS))
-    for name in ("cost_breakdown", "tool_requests"):
-        reads = reads.set_column(reads.column_names.index(name), name, map_as_list(reads.column(name)))
-    source = pl.from_arrow(reads)
+    plain = [name for name in READS if name not in ("cost_breakdown", "tool_requests")]
+    source = pl.from_arrow(table.select(plain)).with_columns(
+        pl.Series("tools", np.diff(table.column("tool_requests").combine_chunks().offsets.to_numpy())),
+        pl.Series("reported", _has_key(table.column("cost_breakdown"), REPORTED_LINES)))
     assert isinstance(source, pl.DataFrame)
     c = pl.col
     latest_ms = int((now + MAX_EVENT_FUTURE).timestamp() * 1000)
     earliest_ms = int(EARLIEST_EVENT_TS.timestamp() * 1000)
     ts_ms = c("ts").dt.epoch("ms")
-    breakdown_keys = c("cost_breakdown").list.eval(pl.element().struct.field("key"))
-    takes = (_usage_ok() & (ts_ms >= earliest_ms) & (ts_ms <= latest_ms)
-             & (c("tool_requests").list.len() == 0)
-             & ~breakdown_keys.list.eval(pl.element().is_in(REPORTED_LINES)).list.any()
+    takes = (_usage_ok() & (ts_ms >= earliest_ms) & (ts_ms <= latest_ms) & (c("tools") == 0) & ~c("reported")
              & (c("event_id").str.len_chars().is_between(1, 512)) & (c("source") != "") & (c("provider") != "")
              & (c("model") != "") & c("status").is_in(["ok", "error"]))
     frame = source.select(
@@ -169,4 +172,4 @@ def price_stored(table: pa.Table, book: PriceBook, priced_at: datetime, now: dat
     return pa.Table.from_arrays(columns, schema=PRICED_SCHEMA)
 
 
-__all__ = ["PRICED_SCHEMA", "READS", "map_as_list", "price_stored"]
+__all__ = ["PRICED_SCHEMA", "READS", "price_stored"]
