@@ -77,8 +77,11 @@ def run_one(path: str, events: int, days: int, dry_run: bool) -> dict[str, Any]:
             reprice_fn = clock.wrap("price per row", lambda event: price_event(event, book, priced_at))
             apply_rows = clock.wrap("apply: rows to Arrow", Warehouse.apply_repriced_events)
             wh.apply_repriced_events = lambda changed: apply_rows(wh, changed)  # type: ignore[method-assign]
-            apply_table = clock.wrap("apply (chDB)", Warehouse.apply_repriced_table)
-            wh.apply_repriced_table = lambda table: apply_table(wh, table)  # type: ignore[method-assign]
+            if hasattr(Warehouse, "apply_repriced_table"):  # absent in a tree from before the columnar re-price
+                apply_table = clock.wrap("apply (chDB)", Warehouse.apply_repriced_table)
+                wh.apply_repriced_table = lambda table: apply_table(wh, table)  # type: ignore[method-assign]
+            else:
+                apply_rows = clock.wrap("apply (chDB)", Warehouse.apply_repriced_events)
             query = clock.wrap("read (chDB)", wh.backend.query_arrow)
             wh.backend.query_arrow = query  # type: ignore[method-assign]
             kwargs: dict[str, Any] = {}
@@ -120,15 +123,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated: old, new")
     parser.add_argument("--one", choices=PATHS, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--old-tree", help="run the old path on this checkout of the repo (e.g. `git archive` of an "
+                        "earlier commit), so the comparison is against that code, apply included")
     args = parser.parse_args(argv)
     if args.one:
         print(orjson.dumps(run_one(args.one, args.events, args.days, args.dry_run)).decode())
         return
     results = []
     for path in args.paths.split(","):
-        command = [sys.executable, "-m", "app.bench_reprice", "--one", path, "--events", str(args.events),
-                   "--days", str(args.days)] + (["--dry-run"] if args.dry_run else [])
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        child = ["--one", path, "--events", str(args.events), "--days", str(args.days)]
+        child += ["--dry-run"] if args.dry_run else []
+        # this file run as __main__ with `tree` first on the path (cwd), whichever tree this file is in
+        command = [sys.executable, "-c", "import os, runpy; runpy.run_path(os.environ['BENCH_FILE'], run_name='__main__')",
+                   *child]
+        tree = args.old_tree if path == "old" and args.old_tree else str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": tree, "BENCH_FILE": str(Path(__file__).resolve())}
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, cwd=tree)
         if done.returncode != 0:
             sys.exit(f"{path} path failed:\n{done.stderr[-4000:]}")
         results.append(orjson.loads(done.stdout.strip().splitlines()[-1]))
