@@ -1,5 +1,8 @@
 """Re-pricing stored history with the current price book, so a price change applies by event time.
 
+The columnar plan (`warehouse.reprice_columnar`, what `tokenmeter reprice` runs) computes the same report and
+hands the same rows to the same apply, from Arrow columns; the per-row plan below is its reference.
+
 Plan (any process, SELECT only): read the stored rows of [since, until) one UTC day at a time, rebuild each
 UsageEvent (tokens exactly as stored: never re-estimated), price it with the caller's `reprice_fn`, and
 diff. The warehouse never imports the pricing stage: the caller injects `reprice_fn(UsageEvent) -> PricedEvent`.
@@ -8,7 +11,9 @@ Apply (only in the process that owns the data; a reader sends the changed rows t
 for the changed events, under the insert lock (loader inserts wait for it),
 1. check every new row is a stored event with identical usage and attribution (only pricing may change);
 2. record the affected hours in `rollup_rebuild_pending` (0004);
-3. INSERT the new rows with a `loaded_at` strictly newer than every stored copy of those events;
+3. INSERT the new rows with a `loaded_at` strictly newer than every stored copy of those events (into a copies
+   table made `AS priced_events`, whose partitions are then attached to `priced_events`: the views do not
+   aggregate rows whose rollups step 5 rebuilds anyway);
 4. for the pending hours, lightweight-DELETE every raw copy of an event older than its newest `loaded_at`;
 5. for the pending hours, DELETE the rollup rows and INSERT them again aggregated from the raw table
    (the same aggregation as the materialized view);
