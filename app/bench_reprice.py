@@ -54,7 +54,7 @@ class PhaseClock:
         return timed
 
 
-def run_one(path: str, events: int, days: int, dry_run: bool) -> dict[str, Any]:
+def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> dict[str, Any]:
     """Generate the month in a fresh warehouse and re-price it on `path`; the figures as a dict."""
     import warehouse.reprice as reprice_module
     from app import reprice_cli
@@ -65,7 +65,6 @@ def run_one(path: str, events: int, days: int, dry_run: bool) -> dict[str, Any]:
     from warehouse.store import Warehouse, open_warehouse
 
     base = Path(tempfile.mkdtemp(prefix="tokenmeter-bench-reprice-"))
-    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     clock = PhaseClock()
     try:
         wh = open_warehouse(Settings(data_dir=base, raw_retention_days=3650), writer=True, serve=False)
@@ -122,16 +121,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated: old, new")
     parser.add_argument("--one", choices=PATHS, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--end", help=argparse.SUPPRESS)  # the child's end of the generated month
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--old-tree", help="run the old path on this checkout of the repo (e.g. `git archive` of an "
                         "earlier commit), so the comparison is against that code, apply included")
     args = parser.parse_args(argv)
     if args.one:
-        print(orjson.dumps(run_one(args.one, args.events, args.days, args.dry_run)).decode())
+        print(orjson.dumps(run_one(args.one, args.events, args.days, args.dry_run,
+                                   datetime.fromisoformat(args.end))).decode())
         return
+    # one month for both paths (the same rows and window, even when the runs straddle an hour)
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     results = []
     for path in args.paths.split(","):
-        child = ["--one", path, "--events", str(args.events), "--days", str(args.days)]
+        child = ["--one", path, "--events", str(args.events), "--days", str(args.days), "--end", end.isoformat()]
         child += ["--dry-run"] if args.dry_run else []
         # this file run as __main__ with `tree` first on the path (cwd), whichever tree this file is in
         command = [sys.executable, "-c", "import os, runpy; runpy.run_path(os.environ['BENCH_FILE'], run_name='__main__')",
