@@ -114,6 +114,10 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> 
     }
 
 
+def _this_hour() -> datetime:
+    return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app.bench_reprice", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -128,10 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.one:
         print(orjson.dumps(run_one(args.one, args.events, args.days, args.dry_run,
-                                   datetime.fromisoformat(args.end))).decode())
+                                   datetime.fromisoformat(args.end) if args.end else _this_hour())).decode())
         return
     # one month for both paths (the same rows and window, even when the runs straddle an hour)
-    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    end = _this_hour()
     results = []
     for path in args.paths.split(","):
         child = ["--one", path, "--events", str(args.events), "--days", str(args.days), "--end", end.isoformat()]
