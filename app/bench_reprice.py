@@ -85,10 +85,12 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> 
             wh.backend.query_arrow = query  # type: ignore[method-assign]
             kwargs: dict[str, Any] = {}
             if path == "old":
-                kwargs["reprice_batch"] = clock.wrap("price (batch)", reprice_cli.columnar_reprice_batch(book, priced_at))
+                batch = reprice_cli.columnar_reprice_batch(book, priced_at)
+                kwargs["reprice_batch"] = clock.wrap("price (batch)", batch)
                 reprice_module.arrow_rows = clock.wrap("rows as dicts", reprice_module.arrow_rows)
             else:
-                kwargs["reprice_columns"] = clock.wrap("price (columns)", reprice_cli.columnar_reprice_columns(book, priced_at))
+                columns = reprice_cli.columnar_reprice_columns(book, priced_at)
+                kwargs["reprice_columns"] = clock.wrap("price (columns)", columns)
             load = os.getloadavg()[0]
             wall, cpu = time.perf_counter(), time.process_time()
             report = wh.reprice(end - timedelta(days=days + 1), None, reprice_fn=reprice_fn, dry_run=dry_run,
@@ -141,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         child = ["--one", path, "--events", str(args.events), "--days", str(args.days), "--end", end.isoformat()]
         child += ["--dry-run"] if args.dry_run else []
         # this file run as __main__ with `tree` first on the path (cwd), whichever tree this file is in
-        command = [sys.executable, "-c", "import os, runpy; runpy.run_path(os.environ['BENCH_FILE'], run_name='__main__')",
-                   *child]
+        run_file = "import os, runpy; runpy.run_path(os.environ['BENCH_FILE'], run_name='__main__')"
+        command = [sys.executable, "-c", run_file, *child]
         tree = args.old_tree if path == "old" and args.old_tree else str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": tree, "BENCH_FILE": str(Path(__file__).resolve())}
         done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, cwd=tree)

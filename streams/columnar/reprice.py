@@ -143,7 +143,8 @@ def price_stored(table: pa.Table, book: PriceBook, priced_at: datetime, now: dat
         no_entry=no_entry,
     )
     reasons = {(p, m): unpriced_reason(compiled, p, m, -1, None, "", 0, "", None)[0]
-               for p, m in priced.filter(c("no_entry") & c("columnar")).select("provider", "model").unique().iter_rows()}
+               for p, m in priced.filter(c("no_entry") & c("columnar")).select("provider", "model").unique()
+               .iter_rows()}
     refs = compiled.refs
     vids = list(range(len(refs)))
     strings = priced.select(
