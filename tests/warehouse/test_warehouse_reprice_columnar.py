@@ -7,7 +7,7 @@ The stored history is the worker's randomised corpus (streams/columnar/corpus.py
 batch, tool requests, provider-reported costs, unknown models, errors) priced with the bundled catalog, spread over
 two months, with about half the rows stored at other prices (cost, breakdown, status or price version); the new
 book adds a negotiated rule and a custom model, so rows of every kind (priced as columns, left to the per-row
-path) change. Size: TOKENMETER_REPRICE_EQUIVALENCE_EVENTS corpus records (default 3,000: 6,466 stored events, a
+path) change. Size: TOKENMETER_REPRICE_EQUIVALENCE_EVENTS corpus records (default 2,000: 4,611 stored events, a
 few seconds); `TOKENMETER_REPRICE_EQUIVALENCE_EVENTS=100000 .venv/bin/python -m pytest -q tests/warehouse/
 test_warehouse_reprice_columnar.py` is the large run (186,862 stored events, ~4 minutes).
 """
@@ -38,7 +38,7 @@ from warehouse.reprice import _COLUMN_LIST
 
 pytestmark = pytest.mark.slow(seconds=30)
 
-RECORDS = int(os.environ.get("TOKENMETER_REPRICE_EQUIVALENCE_EVENTS", "3000"))
+RECORDS = int(os.environ.get("TOKENMETER_REPRICE_EQUIVALENCE_EVENTS", "2000"))
 START = datetime(2026, 3, 20, tzinfo=timezone.utc)  # this module's own months: March (closed) and April 2026
 SPAN = timedelta(days=20)
 OVERRIDES = """
