@@ -72,7 +72,7 @@ def reprice(since: str, until: str | None, dry_run: bool, fmt: str) -> None:
         warehouse = open_warehouse(settings)
         try:
             report = warehouse.reprice(start, end, reprice_fn=lambda event: price_event(event, book, priced_at),
-                                       dry_run=dry_run, reprice_batch=columnar_reprice_batch(book, priced_at))
+                                       dry_run=dry_run, reprice_columns=columnar_reprice_columns(book, priced_at))
         finally:
             warehouse.close()
     except WarehouseError as exc:
@@ -103,3 +103,12 @@ def columnar_reprice_batch(book, priced_at: datetime):  # noqa: ANN001, ANN201 -
         return priced
 
     return reprice_batch
+
+
+def columnar_reprice_columns(book, priced_at: datetime):  # noqa: ANN001, ANN201 - PriceBook -> RepriceColumnsFn
+    """Stored rows (Arrow) priced as columns by the worker's as-of join (streams.columnar.reprice.price_stored):
+    what `tokenmeter reprice` uses. Each row's pricing columns are exactly what the per-row path stores; the rows
+    it leaves (`columnar` false) take that path."""
+    from streams.columnar.reprice import price_stored
+
+    return lambda table: price_stored(table, book, priced_at)

@@ -1,5 +1,8 @@
 """Re-pricing stored history with the current price book, so a price change applies by event time.
 
+The columnar plan (`warehouse.reprice_columnar`, what `tokenmeter reprice` runs) computes the same report and
+hands the same rows to the same apply, from Arrow columns; the per-row plan below is its reference.
+
 Plan (any process, SELECT only): read the stored rows of [since, until) one UTC day at a time, rebuild each
 UsageEvent (tokens exactly as stored: never re-estimated), price it with the caller's `reprice_fn`, and
 diff. The warehouse never imports the pricing stage: the caller injects `reprice_fn(UsageEvent) -> PricedEvent`.
@@ -8,7 +11,9 @@ Apply (only in the process that owns the data; a reader sends the changed rows t
 for the changed events, under the insert lock (loader inserts wait for it),
 1. check every new row is a stored event with identical usage and attribution (only pricing may change);
 2. record the affected hours in `rollup_rebuild_pending` (0004);
-3. INSERT the new rows with a `loaded_at` strictly newer than every stored copy of those events;
+3. INSERT the new rows with a `loaded_at` strictly newer than every stored copy of those events (into a copies
+   table made `AS priced_events`, whose partitions are then attached to `priced_events`: the views do not
+   aggregate rows whose rollups step 5 rebuilds anyway);
 4. for the pending hours, lightweight-DELETE every raw copy of an event older than its newest `loaded_at`;
 5. for the pending hours, DELETE the rollup rows and INSERT them again aggregated from the raw table
    (the same aggregation as the materialized view);
@@ -397,8 +402,15 @@ def heal_pending_hours(backend: Any) -> int:
     return int(pending)
 
 
-def replace_priced_rows(backend: Any, staging: str) -> int:
-    """Steps 1-6 of the module doc for the rows in `staging`; the caller holds the insert lock."""
+def replace_priced_rows(backend: Any, staging: str, copies: str | None = None) -> int:
+    """Steps 1-6 of the module doc for the rows in `staging`; the caller holds the insert lock.
+
+    `copies` (optional, an empty table created `AS priced_events`): step 3 writes the new copies there and attaches
+    its partitions to `priced_events` (ALTER TABLE ... ATTACH PARTITION ... FROM: the parts are linked, not
+    written again), so the materialized views do not aggregate rows whose rollups step 5 rebuilds anyway (their
+    work was half of the apply). A crash before the attach leaves the raw table as it was (the hours stay pending
+    and heal); one between two partitions' attaches leaves some partitions re-priced, whose hours heal too; the
+    table is emptied before and after use."""
     identity = ", ".join(f"`{name}`" for name in IDENTITY_COLUMNS)
     in_staging = f"(event_id, ts) IN (SELECT event_id, ts FROM {staging})"
     unmatched = backend.query_arrow(
@@ -419,8 +431,19 @@ def replace_priced_rows(backend: Any, staging: str) -> int:
         "(SELECT greatest(now64(3), max(loaded_at) + toIntervalMillisecond(1))"
         f" FROM priced_events WHERE {in_staging})"
     )
-    backend.command(
-        f"INSERT INTO priced_events ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
-    )
+    if copies is None:
+        backend.command(
+            f"INSERT INTO priced_events ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
+        )
+    else:
+        backend.command(f"TRUNCATE TABLE {copies}")
+        backend.command(
+            f"INSERT INTO {copies} ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
+        )
+        partitions = backend.query_arrow(
+            f"SELECT DISTINCT _partition_id AS id FROM {copies} ORDER BY id").column("id").to_pylist()
+        for partition in partitions:
+            backend.command(f"ALTER TABLE priced_events ATTACH PARTITION ID '{partition}' FROM {copies}")
+        backend.command(f"TRUNCATE TABLE {copies}")
     heal_pending_hours(backend)
     return int(counted)

@@ -47,6 +47,7 @@ from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
 from warehouse.reprice import (APPLY_BATCH, OWNER_APPLY_BATCH, RepriceBatchFn, RepriceFn, RepriceReport, heal_pending_hours,
                                owner_reprice_fn, plan_and_apply, replace_priced_rows, reprice_named_events)
+from warehouse.reprice_columnar import RepriceColumnsFn, plan_and_apply_columns
 from warehouse.schema import COLUMNS, RowError, apply_migrations, rows_to_arrow
 
 log = logging.getLogger(__name__)
@@ -432,11 +433,14 @@ class Warehouse:
     # Re-pricing (see warehouse.reprice) -------------------------------------------------------------
 
     def reprice(self, since: TimeArg, until: TimeArg = None, *, reprice_fn: RepriceFn,
-                dry_run: bool = False, reprice_batch: RepriceBatchFn | None = None) -> RepriceReport:
+                dry_run: bool = False, reprice_batch: RepriceBatchFn | None = None,
+                reprice_columns: RepriceColumnsFn | None = None) -> RepriceReport:
         """Price the stored events of [since, until) again with `reprice_fn` (the current book) and, unless
         dry_run, replace the changed ones in the raw table and the rollup. Works on a reader too: the changed
         rows then go to the owning process, which applies them under its insert lock. `reprice_batch` (optional)
-        prices a day's rows at once (the columnar path), each row exactly as `reprice_fn` would."""
+        prices a day's rows at once (the columnar path), each row exactly as `reprice_fn` would;
+        `reprice_columns` (optional, preferred) prices the stored Arrow columns themselves
+        (warehouse.reprice_columnar)."""
         start = queries.to_utc(since, "since")
         if start is None:
             raise WarehouseError("since: required (re-pricing all history must be asked for explicitly)")
@@ -453,6 +457,10 @@ class Warehouse:
             apply = getattr(self.backend, "apply_repriced_events", None)
             if apply is None and not dry_run:
                 raise WarehouseError(f"a {self.kind} warehouse handle cannot re-price; open the owner")
+        if reprice_columns is not None:
+            return plan_and_apply_columns(self, start, end, reprice_fn, reprice_columns, dry_run,
+                                          self.apply_repriced_table if self.backend.writable else None,
+                                          None if self.backend.writable else apply, apply_batch)
         return plan_and_apply(self, start, end, reprice_fn, dry_run, apply, apply_batch, reprice_batch)
 
     def apply_repriced_events(self, events: list[dict[str, Any]]) -> int:
@@ -466,21 +474,31 @@ class Warehouse:
             if not isinstance(exc, RowError):
                 raise exc
             raise WarehouseError(f"re-priced event {index}: {exc}") from None
+        return self.apply_repriced_table(table)
+
+    def apply_repriced_table(self, table: pa.Table) -> int:
+        """`apply_repriced_events` for re-priced rows already built as a `priced_events` Arrow table
+        (schema.ARROW_SCHEMA; the columnar re-price builds them from the stored columns); owner only."""
+        if not self.backend.writable:
+            raise WarehouseError("this warehouse handle is read-only (another process owns it)")
         if table.num_rows == 0:
             return 0
         first = pl.from_arrow(table.select(["event_id"])).select(pl.col("event_id").is_first_distinct()).to_series()
         if not first.all():
             table = table.filter(first.to_arrow())
         staging = f"{self._staging}_reprice"
+        copies = f"{staging}_copies"  # the new copies, attached to priced_events by partition (replace_priced_rows)
         with self._insert_lock:
             if not self._reprice_staging_ready:
                 self.backend.command(f"DROP TABLE IF EXISTS {staging}")
                 self.backend.command(f"CREATE TABLE {staging} AS priced_events ENGINE = Memory")
+                self.backend.command(f"DROP TABLE IF EXISTS {copies}")  # a crashed run's, maybe of an older schema
+                self.backend.command(f"CREATE TABLE {copies} AS priced_events")
                 self._reprice_staging_ready = True
             self.backend.command(f"TRUNCATE TABLE {staging}")
             try:
                 self.backend.insert_arrow(staging, table)
-                return replace_priced_rows(self.backend, staging)
+                return replace_priced_rows(self.backend, staging, copies)
             finally:
                 self.backend.command(f"TRUNCATE TABLE {staging}")
 
@@ -695,7 +713,7 @@ def _close_server_handle(warehouse: Warehouse) -> None:
     staging_tables = ([warehouse._staging, *(f"{warehouse._staging}_{name}" for name in ("keys", "ids", "event_ids", "new"))]
                       if warehouse._staging_ready else [])
     if warehouse._reprice_staging_ready:
-        staging_tables.append(f"{warehouse._staging}_reprice")
+        staging_tables += [f"{warehouse._staging}_reprice", f"{warehouse._staging}_reprice_copies"]
     for table in staging_tables:
         try:
             warehouse.backend.command(f"DROP TABLE IF EXISTS {table}")

@@ -253,8 +253,9 @@ class SimulatedCrash(RuntimeError):
 
 # Every write of an apply, in order: the crash test stops right after each one in turn.
 APPLY_STATEMENTS = (
-    "INSERT INTO rollup_rebuild_pending", "INSERT INTO priced_events", "DELETE FROM priced_events",
-    "DELETE FROM spend_hourly", "INSERT INTO spend_hourly",
+    "INSERT INTO rollup_rebuild_pending", "INSERT INTO priced_events_staging_reprice_copies",
+    "ALTER TABLE priced_events ATTACH PARTITION", "DELETE FROM priced_events", "DELETE FROM spend_hourly",
+    "INSERT INTO spend_hourly",
 )
 
 
@@ -287,8 +288,8 @@ def test_reprice_heals_after_a_crash_between_statements(wh, org, tmp_path, monke
                           " AND ts < {end:DateTime64(3, 'UTC')}",
                           {"start": day, "end": day + timedelta(days=1)}).to_dicts()[0]["n"]
         assert again.events == stored  # healed before planning: the plan never sees a duplicate copy
-    # Healing never re-prices: a crash before the new rows were written leaves the old prices, consistently.
-    old_prices = heal == "reopen" and crash_after == APPLY_STATEMENTS[0]
+    # Healing never re-prices: a crash before the new rows reached priced_events leaves the old prices, consistently.
+    old_prices = heal == "reopen" and crash_after in APPLY_STATEMENTS[:2]
     total, unpriced = (OLD_TOTAL, 1) if old_prices else (NEW_TOTAL, 0)
     after = totals(wh, org)
     assert after["raw"] == after["rollup"] == (total, 5, unpriced)
@@ -314,7 +315,7 @@ real_command = wh.backend.command
 
 def command(sql, *args, **kwargs):
     result = real_command(sql, *args, **kwargs)
-    if sql.startswith("INSERT INTO priced_events"):
+    if sql.startswith("ALTER TABLE priced_events ATTACH PARTITION"):
         os._exit(9)  # the process dies with both copies of the re-priced events in the raw table
     return result
 

@@ -1,0 +1,179 @@
+"""Re-price benchmark: `tokenmeter reprice`'s path over a generated month, the per-row path (stored rows as dicts,
+the worker's columnar step on their JSON, `Warehouse.reprice(reprice_batch=...)`) against the columnar one
+(stored Arrow columns priced by `streams.columnar.reprice`, `Warehouse.reprice(reprice_columns=...)`).
+
+Each path runs in its own process (chDB: one data path per process) on a fresh warehouse holding the same
+`warehouse.bench` month (11 models of 5 providers, 2% unpriced, 1% errors, costs from a made-up formula, so the
+bundled catalog changes nearly every row), and is timed wall and CPU, split into its phases.
+
+    python -m app.bench_reprice --events 100000 [--days 30] [--dry-run] [--paths old,new] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PATHS = ("old", "new")
+
+
+class PhaseClock:
+    """Wall and CPU seconds per phase name (a phase may run many times)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._inner: list[list[float]] = []  # per running phase: wall and CPU of the phases it called
+
+    def wrap(self, name: str, fn):  # noqa: ANN001, ANN201
+        """`fn` timed as phase `name`; time spent in a phase it calls counts for that phase only."""
+        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            wall, cpu = time.perf_counter(), time.process_time()
+            self._inner.append([0.0, 0.0])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                inner_wall, inner_cpu = self._inner.pop()
+                spent_wall, spent_cpu = time.perf_counter() - wall, time.process_time() - cpu
+                self.wall[name] = self.wall.get(name, 0.0) + spent_wall - inner_wall
+                self.cpu[name] = self.cpu.get(name, 0.0) + spent_cpu - inner_cpu
+                if self._inner:
+                    self._inner[-1][0] += spent_wall
+                    self._inner[-1][1] += spent_cpu
+
+        return timed
+
+
+def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> dict[str, Any]:
+    """Generate the month in a fresh warehouse and re-price it on `path`; the figures as a dict."""
+    import warehouse.reprice as reprice_module
+    from app import reprice_cli
+    from streams import price_event
+    from streams.pricing import load_price_book
+    from tokenmeter.settings import Settings
+    from warehouse.bench import CHUNK_ROWS, _generate_sql
+    from warehouse.store import Warehouse, open_warehouse
+
+    base = Path(tempfile.mkdtemp(prefix="tokenmeter-bench-reprice-"))
+    clock = PhaseClock()
+    try:
+        wh = open_warehouse(Settings(data_dir=base, raw_retention_days=3650), writer=True, serve=False)
+        try:
+            for first in range(0, events, CHUNK_ROWS):
+                wh.backend.command(_generate_sql(first, min(CHUNK_ROWS, events - first), events, end, days))
+            book = load_price_book()
+            priced_at = datetime.now(timezone.utc)
+            reprice_fn = clock.wrap("price per row", lambda event: price_event(event, book, priced_at))
+            apply_rows = clock.wrap("apply: rows to Arrow", Warehouse.apply_repriced_events)
+            wh.apply_repriced_events = lambda changed: apply_rows(wh, changed)  # type: ignore[method-assign]
+            if hasattr(Warehouse, "apply_repriced_table"):  # absent in a tree from before the columnar re-price
+                apply_table = clock.wrap("apply (chDB)", Warehouse.apply_repriced_table)
+                wh.apply_repriced_table = lambda table: apply_table(wh, table)  # type: ignore[method-assign]
+            else:
+                apply_rows = clock.wrap("apply (chDB)", Warehouse.apply_repriced_events)
+            query = clock.wrap("read (chDB)", wh.backend.query_arrow)
+            wh.backend.query_arrow = query  # type: ignore[method-assign]
+            kwargs: dict[str, Any] = {}
+            if path == "old":
+                batch = reprice_cli.columnar_reprice_batch(book, priced_at)
+                kwargs["reprice_batch"] = clock.wrap("price (batch)", batch)
+                reprice_module.arrow_rows = clock.wrap("rows as dicts", reprice_module.arrow_rows)
+            else:
+                columns = reprice_cli.columnar_reprice_columns(book, priced_at)
+                kwargs["reprice_columns"] = clock.wrap("price (columns)", columns)
+            load = os.getloadavg()[0]
+            wall, cpu = time.perf_counter(), time.process_time()
+            report = wh.reprice(end - timedelta(days=days + 1), None, reprice_fn=reprice_fn, dry_run=dry_run,
+                                **kwargs)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            load_after = os.getloadavg()[0]
+            stored = wh.query("SELECT toString(sum(cost_usd)) AS raw FROM priced_events").to_dicts()[0]["raw"]
+            rollup = wh.query("SELECT toString(sum(cost_usd)) AS r FROM spend_hourly").to_dicts()[0]["r"]
+        finally:
+            wh.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    phases_wall = {k: round(v, 2) for k, v in clock.wall.items()}
+    phases_cpu = {k: round(v, 2) for k, v in clock.cpu.items()}
+    phases_wall["rest (plan, diff)"] = round(wall - sum(clock.wall.values()), 2)
+    phases_cpu["rest (plan, diff)"] = round(cpu - sum(clock.cpu.values()), 2)
+    return {
+        "path": path, "events": report.events, "changed": report.changed, "applied": report.applied,
+        "dry_run": dry_run, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+        "events_per_s": round(report.events / wall), "events_per_cpu_s": round(report.events / cpu),
+        "phases_wall_s": phases_wall, "phases_cpu_s": phases_cpu, "load_before": load, "load_after": load_after,
+        "report": report.to_json(), "stored_total": stored, "rollup_total": rollup,
+    }
+
+
+def _this_hour() -> datetime:
+    return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app.bench_reprice", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated: old, new")
+    parser.add_argument("--one", choices=PATHS, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--end", help=argparse.SUPPRESS)  # the child's end of the generated month
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--old-tree", help="run the old path on this checkout of the repo (e.g. `git archive` of an "
+                        "earlier commit), so the comparison is against that code, apply included")
+    args = parser.parse_args(argv)
+    if args.one:
+        print(orjson.dumps(run_one(args.one, args.events, args.days, args.dry_run,
+                                   datetime.fromisoformat(args.end) if args.end else _this_hour())).decode())
+        return
+    # one month for both paths (the same rows and window, even when the runs straddle an hour)
+    end = _this_hour()
+    results = []
+    for path in args.paths.split(","):
+        child = ["--one", path, "--events", str(args.events), "--days", str(args.days), "--end", end.isoformat()]
+        child += ["--dry-run"] if args.dry_run else []
+        # this file run as __main__ with `tree` first on the path (cwd), whichever tree this file is in
+        run_file = "import os, runpy; runpy.run_path(os.environ['BENCH_FILE'], run_name='__main__')"
+        command = [sys.executable, "-c", run_file, *child]
+        tree = args.old_tree if path == "old" and args.old_tree else str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": tree, "BENCH_FILE": str(Path(__file__).resolve())}
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, cwd=tree)
+        if done.returncode != 0:
+            sys.exit(f"{path} path failed:\n{done.stderr[-4000:]}")
+        results.append(orjson.loads(done.stdout.strip().splitlines()[-1]))
+        if not args.json:
+            r = results[-1]
+            print(f"{path}: {r['events']:,} events ({r['changed']:,} changed, {r['applied']:,} applied) in "
+                  f"{r['wall_s']} s wall / {r['cpu_s']} s CPU: {r['events_per_s']:,} events/s, "
+                  f"{r['events_per_cpu_s']:,}/CPU-s; load {r['load_before']:.2f} -> {r['load_after']:.2f}",
+                  flush=True)
+            print(f"    phases wall s: {r['phases_wall_s']}", flush=True)
+            print(f"    phases CPU s:  {r['phases_cpu_s']}", flush=True)
+    if len(results) == 2:
+        old, new = results
+        same = (old["report"] == new["report"], old["stored_total"] == new["stored_total"],
+                old["rollup_total"] == new["rollup_total"])
+        summary = {"wall_ratio": round(old["wall_s"] / new["wall_s"], 2),
+                   "cpu_ratio": round(old["cpu_s"] / new["cpu_s"], 2),
+                   "same_report": same[0], "same_stored_total": same[1], "same_rollup_total": same[2]}
+        if args.json:
+            print(orjson.dumps({"runs": results, **summary}, option=orjson.OPT_INDENT_2).decode())
+        else:
+            print(f"new / old: {summary['wall_ratio']}x wall, {summary['cpu_ratio']}x CPU; same report "
+                  f"{same[0]}, same stored total {same[1]}, same rollup total {same[2]}")
+    elif args.json:
+        print(orjson.dumps({"runs": results}, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
