@@ -3,34 +3,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from decimal import Decimal
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
+from price_support import THOUSAND_EACH, book, price_on  # noqa: F401 - book: the module's fixture
 from streams.pricing import PriceBook, load_price_book
 from streams.pricing.coverage import coverage
 from app.cli import main
-from tokenmeter.events import Usage, UsageEvent
+from tokenmeter.events import Usage
 
 D = Decimal
-K = Usage(input_tokens=1_000, output_tokens=1_000)
+K = THOUSAND_EACH
 
-
-@pytest.fixture(scope="module")
-def book() -> PriceBook:
-    return load_price_book()
-
-
-def at(day: str) -> datetime:
-    return datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
 
 
 def cost(book: PriceBook, provider: str, model: str, day: str, usage: Usage = K):
-    event = UsageEvent(event_id="e", ts=at(day), source="test", provider=provider, model=model)
-    return book.price(event, usage)
+    return price_on(book, provider, model, day, usage)
 
 
 # (provider as the gateway logs it, model as logged, event day, expected USD for 1,000 input + 1,000 output tokens)

@@ -4,26 +4,21 @@ priced at the price of its day, and names whose price could not be sourced stay 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 
-from streams.pricing import PriceBook, load_price_book
-from tokenmeter.events import Usage, UsageEvent
+from price_support import THOUSAND_EACH, book, price_on  # noqa: F401 - book: the module's fixture
+from streams.pricing import PriceBook
+from tokenmeter.events import Usage
 
 D = Decimal
-K = Usage(input_tokens=1_000, output_tokens=1_000)
+K = THOUSAND_EACH
 
-
-@pytest.fixture(scope="module")
-def book() -> PriceBook:
-    return load_price_book()
 
 
 def cost(book: PriceBook, provider: str, model: str, day: str, usage: Usage = K):
-    ts = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
-    return book.price(UsageEvent(event_id="e", ts=ts, source="test", provider=provider, model=model), usage)
+    return price_on(book, provider, model, day, usage)
 
 
 # (provider as logged, model as logged, event day, expected USD for 1,000 input + 1,000 output tokens)

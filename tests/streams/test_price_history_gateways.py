@@ -4,27 +4,22 @@ archived model pages for Grok 2 / Grok 3 (fast) and the grok beta, Alibaba's con
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 
-from streams.pricing import PriceBook, load_price_book
+from price_support import MILLION_EACH, book, price_on  # noqa: F401 - book: the module's fixture
+from streams.pricing import PriceBook
 from streams.pricing.coverage import version_is_first_party
-from tokenmeter.events import Usage, UsageEvent
+from tokenmeter.events import Usage
 
 D = Decimal
-M = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+M = MILLION_EACH
 
-
-@pytest.fixture(scope="module")
-def book() -> PriceBook:
-    return load_price_book()
 
 
 def cost(book: PriceBook, provider: str, model: str, day: str, usage: Usage = M):
-    ts = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
-    return book.price(UsageEvent(event_id="e", ts=ts, source="test", provider=provider, model=model), usage)
+    return price_on(book, provider, model, day, usage)
 
 
 # (provider, model as logged, event day, expected USD for 1M input + 1M output tokens)

@@ -82,15 +82,8 @@ def test_the_detector_finds_one_anomaly_of_each_kind_in_the_history_and_little_e
     from collections import Counter
 
     from streams.anomalies.detectors import KINDS
-    from streams.anomalies.engine import AnomalyEngine
-    from warehouse.demo_history import history_events, priced_history
 
-    priced = priced_history(history_events(NOW))
-    engine, alerts = AnomalyEngine(), []
-    for i in range(0, len(priced), 500):  # in time order, as on the priced topic
-        alerts += [u.record for u in engine.observe(priced[i:i + 500], now=NOW.timestamp())
-                   if u.action == "open" and u.notify]
-    alerts += [u.record for u in engine.advance_to(NOW.timestamp() + 3600) if u.action == "open" and u.notify]
+    alerts = _alerts(NOW)
     by_kind = Counter(a["kind"] for a in alerts)
     assert set(by_kind) == set(KINDS), by_kind
     assert by_kind["tokens_per_request"] == 1 and by_kind["new_model"] <= 2, by_kind

@@ -1,0 +1,28 @@
+"""One call priced on a given day by the bundled catalog: the helper of the price-history and catalog tests (each
+file used to define the same fixture and function)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from streams.pricing import PriceBook, load_price_book
+from tokenmeter.events import Usage, UsageEvent
+
+THOUSAND_EACH = Usage(input_tokens=1_000, output_tokens=1_000)
+MILLION_EACH = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+
+
+@pytest.fixture(scope="module")
+def book() -> PriceBook:
+    return load_price_book()
+
+
+def at(day: str) -> datetime:
+    """A date or ISO time as UTC."""
+    return datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+
+
+def price_on(book: PriceBook, provider: str, model: str, day: str, usage: Usage):
+    return book.price(UsageEvent(event_id="e", ts=at(day), source="test", provider=provider, model=model), usage)
