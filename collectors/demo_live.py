@@ -1,0 +1,133 @@
+"""The live demo traffic of `tokenmeter up --demo`: the demo history's calendar continued at wall-clock time, plus
+one live incident.
+
+The month of history (warehouse/demo_history.py) teaches the anomaly detector each scope's usual weekday/hour
+level. A flat 40 events/s after it (collectors/demo.generate, ~2,000 times that level) was a cliff at 'now': within
+minutes the detector rightly raised spend_rate / token_rate alerts on most scopes (21 more in 7 minutes). So by
+default the live traffic draws each hour's calls from the same calendar (the same callers, keys, models, features,
+call sizes and weekday/hour level; `copies` independent draws of it), from the hour the history ends, and sends each
+call when the wall clock reaches its time.
+
+The live incident: a few minutes after the start, team growth's agent loop (hal's key, on a model he uses, calls of
+his usual size) hammers claude-sonnet, the history's spend_rate injection replayed live: the detector alerts on it
+once (spend only: fewer tokens per hour than a token_rate anomaly), and it drives the demo budget `growth-daily`
+past 50 %, 80 % and 100 %, where the block makes this demo gateway refuse growth's calls (the loop stops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from collectors.demo import Caller, _blocked_teams, callers
+from tokenmeter import topics
+from tokenmeter.events import partition_key
+
+log = logging.getLogger("tokenmeter.demo")
+
+COPIES = 1  # independent draws of the calendar per hour: 1 = the history's own level
+LOOP_AFTER_S = 90.0  # the live incident starts this long after the demo traffic
+LOOP_PER_HOUR = 300  # the history's spend_rate injection: ~2 USD an hour on claude-sonnet
+LOOP_MAX_S = 3600.0  # ... and stops after an hour if no budget blocks it
+LOOP_MODEL = ("anthropic", "claude-sonnet-4-5-20250929")
+LOOP_SIZES = (400, 300)  # warehouse/demo_history.LOOP_SIZES: the caller's usual call size
+
+
+def calendar_calls(start: datetime, end: datetime, copies: int = COPIES) -> list[dict[str, Any]]:
+    """The calls the demo history's calendar gives the hours [start, end), in time order, with live ids (hours
+    drawn the same way the history draws its month, `copies` times with other seeds)."""
+    from warehouse.demo_history import SEED, history_events
+
+    out: list[dict[str, Any]] = []
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        for copy in range(copies):
+            # one hour of the calendar: history_events(now=hour + 1h, days=1/24) draws exactly [hour, hour + 1h);
+            # its first-day model tour lies after the hour and is cut here
+            for event in history_events(hour + timedelta(hours=1), days=1 / 24, seed=SEED + copy):
+                if start.isoformat() <= event["ts"] < min(end, hour + timedelta(hours=1)).isoformat():
+                    out.append({**event, "event_id": "live-" + event["event_id"].removeprefix("hist-")})
+        hour += timedelta(hours=1)
+    out.sort(key=lambda e: e["ts"])
+    return out
+
+
+def _loop_caller() -> Caller:
+    return next(c for c in callers() if c.team == "growth" and c.user == "hal")
+
+
+def loop_calls(begin: datetime, start: datetime, end: datetime, rng: random.Random) -> list[dict[str, Any]]:
+    """The live incident's calls in [start, end): hal's agent loop from `begin` on, LOOP_PER_HOUR an hour."""
+    caller, out = _loop_caller(), []
+    start, end = max(start, begin), min(end, begin + timedelta(seconds=LOOP_MAX_S))
+    t = start
+    while t < end:
+        tin = max(1, int(rng.lognormvariate(0, 0.6) * LOOP_SIZES[0]))
+        tout = max(1, int(rng.lognormvariate(0, 0.5) * LOOP_SIZES[1]))
+        out.append({"event_id": f"live-loop-{begin:%Y%m%dT%H%M%S}-{int((t - begin).total_seconds() * 1000)}",
+                    "ts": t.isoformat(), "source": "demo", "provider": LOOP_MODEL[0], "model": LOOP_MODEL[1],
+                    "operation": "chat", "status": "ok",
+                    "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
+                                    "user": caller.user, "api_key": caller.api_key, "feature": "agent-loop",
+                                    "tags": {"env": "prod"}},
+                    "usage": {"input_tokens": tin, "output_tokens": tout},
+                    "latency_ms": round(rng.uniform(200, 4000), 1)})
+        t += timedelta(seconds=rng.expovariate(LOOP_PER_HOUR / 3600))
+    return out
+
+
+async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decision_url: str | None = None,
+                        copies: int = COPIES, loop_after_s: float = LOOP_AFTER_S, seed: int | None = None,
+                        start: datetime | None = None) -> int:
+    """Send the calendar's calls (from the hour the history ends, i.e. the start of this hour) and the live
+    incident as the wall clock reaches them, until `stop` is set; returns how many were sent. With `decision_url`
+    calls of blocked or throttled teams are refused, like a gateway obeying budgets."""
+    import aiohttp
+
+    rng = random.Random(seed)
+    teams = {c.team for c in callers()} | {"support-bot"}
+    started = start or datetime.now(timezone.utc)
+    loop_begin = started + timedelta(seconds=loop_after_s)
+    cursor = started.replace(minute=0, second=0, microsecond=0)  # the history ends at this hour
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    session = aiohttp.ClientSession() if decision_url else None
+    await producer.start()
+    sent = refused = 0
+    blocked: set[str] = set()
+    log.info("demo traffic: the history's calendar continued (%d cop%s), growth's agent loop at %s",
+             copies, "y" if copies == 1 else "ies", loop_begin.isoformat(timespec="seconds"))
+    try:
+        while not (stop and stop.is_set()):
+            tick = time.monotonic()
+            now = datetime.now(timezone.utc)
+            due = calendar_calls(cursor, now, copies) + loop_calls(loop_begin, cursor, now, rng)
+            cursor = now
+            if session is not None:
+                newly = await _blocked_teams(session, decision_url, teams)
+                if newly != blocked:
+                    log.info("demo gateway: refusing calls of %s (budget decisions)", ", ".join(sorted(newly)) or "nobody")
+                blocked = newly
+            batches: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+            for event in due:
+                if event["attribution"]["team"] in blocked:
+                    refused += 1
+                    continue
+                batches[partition_key(event)].append(event)
+            await asyncio.gather(
+                *[await producer.send(topics.USAGE, orjson.dumps(evs), key=key) for key, evs in batches.items()])
+            sent += sum(len(evs) for evs in batches.values())
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    finally:
+        await producer.stop()
+        if session is not None:
+            await session.close()
+        log.info("demo traffic: %d calls sent, %d refused by budget decisions", sent, refused)
+    return sent
