@@ -33,7 +33,7 @@ from tokenmeter.events import partition_key
 
 log = logging.getLogger("tokenmeter.demo")
 
-COPIES = 1  # independent draws of the calendar per hour: 1 = the history's own level
+COPIES = 6  # independent draws of the calendar per hour (1 = the history's level): a call every ~8 s on weekday afternoons; no alert in 2 h at 8 (docs/finance.md)
 LOOP_AFTER_S = 90.0  # the live incident starts this long after the demo traffic
 LOOP_PER_HOUR = 300  # the history's spend_rate injection: ~2 USD an hour on claude-sonnet
 LOOP_MAX_S = 3600.0  # ... and stops after an hour if no budget blocks it
@@ -97,6 +97,8 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     started = start or datetime.now(timezone.utc)
     loop_begin = started + timedelta(seconds=loop_after_s)
     cursor = started.replace(minute=0, second=0, microsecond=0)  # the history ends at this hour
+    if datetime.now(timezone.utc) - started > timedelta(minutes=1):  # a restart: what was due is sent already
+        cursor = datetime.now(timezone.utc)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
     session = aiohttp.ClientSession() if decision_url else None
     await producer.start()
