@@ -1,0 +1,70 @@
+"""The live demo traffic of `up --demo` (collectors/demo_live.py) continues the history's calendar: the anomaly
+detector, after reading the month of history, sees no cliff at 'now' and alerts only on the one live incident
+(growth's agent loop), which also drives the demo budget `growth-daily` past its limit within minutes."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+NOW = datetime(2026, 12, 3, 14, 10, tzinfo=timezone.utc)  # a Thursday afternoon: the calendar's busiest hours
+
+
+def _new_alerts(now: datetime, live: list[dict], minutes: int) -> list[dict]:
+    """Alerts the detector opens on `live` after reading the history up to `now`, fed minute by minute."""
+    from streams.anomalies.engine import AnomalyEngine
+    from warehouse.demo_history import history_events, priced_history
+
+    priced = priced_history(history_events(now))
+    engine = AnomalyEngine()
+    for i in range(0, len(priced), 500):
+        engine.observe(priced[i:i + 500], now=now.timestamp())
+    live = priced_history(sorted(live, key=lambda e: e["ts"]))
+    alerts, minute, i = [], now.replace(minute=0), 0
+    while minute < now + timedelta(minutes=minutes):
+        minute += timedelta(minutes=1)
+        chunk = []
+        while i < len(live) and live[i]["ts"] < minute.isoformat():
+            chunk.append(live[i])
+            i += 1
+        updates = (engine.observe(chunk, now=minute.timestamp()) if chunk else []) + engine.advance_to(minute.timestamp())
+        alerts += [u.record for u in updates if u.action == "open" and u.notify]
+    return alerts
+
+
+def test_the_live_calendar_continues_the_history_and_only_the_incident_alerts():
+    from collectors.demo_live import COPIES, calendar_calls, loop_calls
+
+    end = NOW + timedelta(minutes=60)
+    live = calendar_calls(NOW.replace(minute=0), end, COPIES)
+    assert len(live) > 300  # an hour of a weekday afternoon: a call every ~10 s
+    assert {e["attribution"]["team"] for e in live} >= {"search", "growth", "platform", "support-bot"}
+    assert len({e["event_id"] for e in live}) == len(live) and all(e["event_id"].startswith("live-") for e in live)
+    live += loop_calls(NOW + timedelta(seconds=60), NOW.replace(minute=0), end, random.Random(1))
+    alerts = _new_alerts(NOW, live, 60)
+    assert [(a["kind"], a["scope_value"]) for a in alerts] == [("spend_rate", "sk-glo-grow-hal")]
+
+
+@pytest.mark.slow(seconds=30)
+def test_the_old_flat_demo_rate_after_the_history_is_an_alert_storm():
+    """What `up --demo` sent before (collectors/demo.generate's 40 events/s, here 10 minutes): a cliff at 'now'."""
+    from collectors.demo import callers, make_event
+
+    rng, people = random.Random(5), callers()
+    flat = [make_event(rng, rng.choice(people), NOW + timedelta(seconds=i / 40)) for i in range(40 * 600)]
+    assert len(_new_alerts(NOW, flat, 15)) > 5
+
+
+def test_the_incident_reaches_the_growth_budget_within_minutes():
+    from collectors.demo_live import loop_calls
+    from streams.budgets.service import demo_budgets
+    from warehouse.demo_history import priced_history
+
+    budget = next(b for b in demo_budgets() if b.name == "growth-daily")
+    assert budget.action == "block"
+    calls = priced_history(loop_calls(NOW, NOW, NOW + timedelta(minutes=10), random.Random(2)))
+    spent = sum(Decimal(e["cost_usd"]) for e in calls)
+    assert spent >= Decimal(str(budget.limit))  # blocked within 10 minutes of the loop's start
