@@ -34,7 +34,7 @@ from tokenmeter.events import partition_key
 log = logging.getLogger("tokenmeter.demo")
 
 COPIES = 6  # independent draws of the calendar per hour (1 = the history's level): a call every ~8 s on weekday afternoons; no alert in 2 h at 8 (docs/finance.md)
-LOOP_AFTER_S = 90.0  # the live incident starts this long after the demo traffic
+LOOP_AFTER_S = 60.0  # the live incident starts this long after the demo traffic
 LOOP_PER_HOUR = 300  # the history's spend_rate injection: ~2 USD an hour on claude-sonnet
 LOOP_MAX_S = 3600.0  # ... and stops after an hour if no budget blocks it
 LOOP_MODEL = ("anthropic", "claude-sonnet-4-5-20250929")
@@ -64,15 +64,15 @@ def _loop_caller() -> Caller:
     return next(c for c in callers() if c.team == "growth" and c.user == "hal")
 
 
-def loop_calls(begin: datetime, start: datetime, end: datetime, rng: random.Random) -> list[dict[str, Any]]:
-    """The live incident's calls in [start, end): hal's agent loop from `begin` on, LOOP_PER_HOUR an hour."""
+def loop_calls(begin: datetime, rng: random.Random) -> list[dict[str, Any]]:
+    """The live incident's calls: hal's agent loop from `begin` on, LOOP_PER_HOUR an hour for LOOP_MAX_S (one
+    schedule drawn once: the sender keeps what is due, so its 1-second ticks do not restart the process)."""
     caller, out = _loop_caller(), []
-    start, end = max(start, begin), min(end, begin + timedelta(seconds=LOOP_MAX_S))
-    t = start
-    while t < end:
+    t = begin + timedelta(seconds=rng.expovariate(LOOP_PER_HOUR / 3600))
+    while t < begin + timedelta(seconds=LOOP_MAX_S):
         tin = max(1, int(rng.lognormvariate(0, 0.6) * LOOP_SIZES[0]))
         tout = max(1, int(rng.lognormvariate(0, 0.5) * LOOP_SIZES[1]))
-        out.append({"event_id": f"live-loop-{begin:%Y%m%dT%H%M%S}-{int((t - begin).total_seconds() * 1000)}",
+        out.append({"event_id": f"live-loop-{begin:%Y%m%dT%H%M%S}-{len(out)}",
                     "ts": t.isoformat(), "source": "demo", "provider": LOOP_MODEL[0], "model": LOOP_MODEL[1],
                     "operation": "chat", "status": "ok",
                     "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
@@ -84,6 +84,11 @@ def loop_calls(begin: datetime, start: datetime, end: datetime, rng: random.Rand
     return out
 
 
+def due_calls(cursor: datetime, now: datetime, loop: list[dict[str, Any]], copies: int = COPIES) -> list[dict]:
+    """What the sender sends at `now` when it last sent up to `cursor`: the calendar's calls and the loop's."""
+    return calendar_calls(cursor, now, copies) + [e for e in loop if cursor.isoformat() <= e["ts"] < now.isoformat()]
+
+
 async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decision_url: str | None = None,
                         copies: int = COPIES, loop_after_s: float = LOOP_AFTER_S, seed: int | None = None,
                         start: datetime | None = None) -> int:
@@ -92,10 +97,11 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     calls of blocked or throttled teams are refused, like a gateway obeying budgets."""
     import aiohttp
 
-    rng = random.Random(seed)
     teams = {c.team for c in callers()} | {"support-bot"}
     started = start or datetime.now(timezone.utc)
     loop_begin = started + timedelta(seconds=loop_after_s)
+    # seeded by the start: a restarted demo (same --started) keeps the incident's schedule and ids
+    loop = loop_calls(loop_begin, random.Random(seed if seed is not None else int(started.timestamp())))
     cursor = started.replace(minute=0, second=0, microsecond=0)  # the history ends at this hour
     if datetime.now(timezone.utc) - started > timedelta(minutes=1):  # a restart: what was due is sent already
         cursor = datetime.now(timezone.utc)
@@ -110,7 +116,7 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
         while not (stop and stop.is_set()):
             tick = time.monotonic()
             now = datetime.now(timezone.utc)
-            due = calendar_calls(cursor, now, copies) + loop_calls(loop_begin, cursor, now, rng)
+            due = due_calls(cursor, now, loop, copies)
             cursor = now
             if session is not None:
                 newly = await _blocked_teams(session, decision_url, teams)

@@ -43,7 +43,7 @@ def test_the_live_calendar_continues_the_history_and_only_the_incident_alerts():
     assert len(live) > 300  # an hour of a weekday afternoon: a call every ~10 s
     assert {e["attribution"]["team"] for e in live} >= {"search", "growth", "platform", "support-bot"}
     assert len({e["event_id"] for e in live}) == len(live) and all(e["event_id"].startswith("live-") for e in live)
-    live += loop_calls(NOW + timedelta(seconds=60), NOW.replace(minute=0), end, random.Random(1))
+    live += [e for e in loop_calls(NOW + timedelta(seconds=60), random.Random(1)) if e["ts"] < end.isoformat()]
     alerts = _new_alerts(NOW, live, 60)
     assert [(a["kind"], a["scope_value"]) for a in alerts] == [("spend_rate", "sk-glo-grow-hal")]
 
@@ -65,6 +65,25 @@ def test_the_incident_reaches_the_growth_budget_within_minutes():
 
     budget = next(b for b in demo_budgets() if b.name == "growth-daily")
     assert budget.action == "block"
-    calls = priced_history(loop_calls(NOW, NOW, NOW + timedelta(minutes=10), random.Random(2)))
+    ten_minutes = (NOW + timedelta(minutes=10)).isoformat()
+    calls = priced_history([e for e in loop_calls(NOW, random.Random(2)) if e["ts"] < ten_minutes])
     spent = sum(Decimal(e["cost_usd"]) for e in calls)
     assert spent >= Decimal(str(budget.limit))  # blocked within 10 minutes of the loop's start
+
+
+def test_the_sender_keeps_the_loop_at_its_rate_whatever_its_tick():
+    """Sent in 1-second ticks, the loop keeps ~LOOP_PER_HOUR calls an hour. Before: each tick restarted the loop's
+    random schedule at the tick's start, so a call went out every second (12 times the rate; on a real start the
+    growth budget saw 0.04 USD within 7 seconds)."""
+    from collectors.demo_live import LOOP_PER_HOUR, due_calls, loop_calls
+
+    begin = NOW + timedelta(seconds=60)
+    loop = loop_calls(begin, random.Random(3))
+    sent, cursor = [], NOW
+    for second in range(1, 601):
+        now = NOW + timedelta(seconds=second)
+        sent += [e for e in due_calls(cursor, now, loop, copies=0)]
+        cursor = now
+    expected = LOOP_PER_HOUR * 540 / 3600  # 45 in the nine minutes since the loop began
+    assert expected * 0.5 < len(sent) < expected * 1.6
+    assert len({e["event_id"] for e in sent}) == len(sent)
