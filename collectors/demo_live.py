@@ -33,7 +33,9 @@ from tokenmeter.events import partition_key
 
 log = logging.getLogger("tokenmeter.demo")
 
-COPIES = 6  # independent draws of the calendar per hour (1 = the history's level): a call every ~8 s on weekday afternoons; no alert in 2 h at 8 (docs/finance.md)
+# Independent draws of the calendar per hour (1 = the history's level): a call every ~8 s on weekday afternoons. The
+# detector over the history then 1-2 hours of this raised no alert at 6 and 8 copies (docs/finance.md).
+COPIES = 6
 LOOP_AFTER_S = 60.0  # the live incident starts this long after the demo traffic
 LOOP_PER_HOUR = 300  # the history's spend_rate injection: ~2 USD an hour on claude-sonnet
 LOOP_MAX_S = 3600.0  # ... and stops after an hour if no budget blocks it

@@ -84,8 +84,8 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
 def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blocks(tmp_path):
     """Without TOKENMETER_DEMO_EVENTS_PER_S, `up --demo` sends the history's calendar continued (not a flat
     40 events/s, ~2,000 times the history's level: 21 more anomaly alerts within 7 minutes) and one live incident,
-    growth's agent loop a minute after the start: the growth budget blocks it (here a 0.02 USD limit, so in one to two
-    minutes; the demo's own 0.10 USD takes 3-4) and the inbox holds the history's anomaly alerts plus at most that one."""
+    growth's agent loop a minute after the start: the growth budget blocks it (here a 0.02 USD limit, so in one
+    to two minutes; the demo's own 0.10 USD takes 3-4) and the inbox holds the history's anomaly alerts plus at most that one."""
     from streams.budgets.model import parse_budget
     from streams.budgets.service import MIRROR_FILE, demo_budgets
 

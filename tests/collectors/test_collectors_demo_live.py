@@ -30,7 +30,8 @@ def _new_alerts(now: datetime, live: list[dict], minutes: int) -> list[dict]:
         while i < len(live) and live[i]["ts"] < minute.isoformat():
             chunk.append(live[i])
             i += 1
-        updates = (engine.observe(chunk, now=minute.timestamp()) if chunk else []) + engine.advance_to(minute.timestamp())
+        updates = engine.observe(chunk, now=minute.timestamp()) if chunk else []
+        updates += engine.advance_to(minute.timestamp())
         alerts += [u.record for u in updates if u.action == "open" and u.notify]
     return alerts
 
@@ -82,7 +83,7 @@ def test_the_sender_keeps_the_loop_at_its_rate_whatever_its_tick():
     sent, cursor = [], NOW
     for second in range(1, 601):
         now = NOW + timedelta(seconds=second)
-        sent += [e for e in due_calls(cursor, now, loop, copies=0)]
+        sent += due_calls(cursor, now, loop, copies=0)
         cursor = now
     expected = LOOP_PER_HOUR * 540 / 3600  # 45 in the nine minutes since the loop began
     assert expected * 0.5 < len(sent) < expected * 1.6
