@@ -8,10 +8,11 @@ default the live traffic draws each hour's calls from the same calendar (the sam
 call sizes and weekday/hour level; `copies` independent draws of it), from the hour the history ends, and sends each
 call when the wall clock reaches its time.
 
-The live incident: a few minutes after the start, team growth's agent loop (hal's key, on a model he uses, calls of
-his usual size) hammers claude-sonnet, the history's spend_rate injection replayed live: the detector alerts on it
-once (spend only: fewer tokens per hour than a token_rate anomaly), and it drives the demo budget `growth-daily`
-past 50 %, 80 % and 100 %, where the block makes this demo gateway refuse growth's calls (the loop stops).
+Two live agent loops (the history's spend_rate injection replayed live: hal's or chen's key on claude-sonnet, a
+model they use, calls of their usual size): growth's, a minute after the start, takes the demo budget `growth-daily`
+past 50 %, 80 % and 100 % within minutes, where the block makes this demo gateway refuse growth's calls (too short
+for the detector's evidence rule: no anomaly alert); search's, a minute later and not blocked, is the one live
+incident the detector alerts on (once, spend_rate on chen's key, ~15 minutes after it starts).
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ log = logging.getLogger("tokenmeter.demo")
 # Independent draws of the calendar per hour (1 = the history's level): a call every ~8 s on weekday afternoons. The
 # detector over the history then 1-2 hours of this raised no alert at 6 and 8 copies (docs/finance.md).
 COPIES = 6
-LOOP_AFTER_S = 60.0  # the live incident starts this long after the demo traffic
-LOOP_PER_HOUR = 300  # the history's spend_rate injection: ~2 USD an hour on claude-sonnet
-LOOP_MAX_S = 3600.0  # ... and stops after an hour if no budget blocks it
+LOOP_PER_HOUR = 300  # an agent loop as the history's spend_rate injection: ~1.8 USD an hour on claude-sonnet
+# The two live agent loops (the same shape as the history's spend_rate injection): growth's, a minute after the start,
+# that the budget `growth-daily` blocks within minutes (3 minutes of it: no anomaly alert, the detector's evidence
+# rule wants 15 minutes of a loop this size); and search's, a minute later, that no budget blocks: the detector
+# alerts on it once, ~15 minutes after it starts. (team, user, seconds after the start, seconds it lasts at most)
+LOOPS = (("growth", "hal", 60.0, 3600.0), ("search", "chen", 120.0, 1800.0))
 LOOP_MODEL = ("anthropic", "claude-sonnet-4-5-20250929")
 LOOP_SIZES = (400, 300)  # warehouse/demo_history.LOOP_SIZES: the caller's usual call size
 
@@ -62,19 +66,17 @@ def calendar_calls(start: datetime, end: datetime, copies: int = COPIES) -> list
     return out
 
 
-def _loop_caller() -> Caller:
-    return next(c for c in callers() if c.team == "growth" and c.user == "hal")
-
-
-def loop_calls(begin: datetime, rng: random.Random) -> list[dict[str, Any]]:
-    """The live incident's calls: hal's agent loop from `begin` on, LOOP_PER_HOUR an hour for LOOP_MAX_S (one
-    schedule drawn once: the sender keeps what is due, so its 1-second ticks do not restart the process)."""
-    caller, out = _loop_caller(), []
+def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: str = "hal",
+               seconds: float = 3600.0) -> list[dict[str, Any]]:
+    """One live agent loop's calls: `user`'s key from `begin` on, LOOP_PER_HOUR an hour for `seconds`, on a model
+    the caller uses, calls of the caller's usual size (one schedule drawn once: the sender keeps what is due, so
+    its 1-second ticks do not restart the process)."""
+    caller, out = next(c for c in callers() if c.team == team and c.user == user), []
     t = begin + timedelta(seconds=rng.expovariate(LOOP_PER_HOUR / 3600))
-    while t < begin + timedelta(seconds=LOOP_MAX_S):
+    while t < begin + timedelta(seconds=seconds):
         tin = max(1, int(rng.lognormvariate(0, 0.6) * LOOP_SIZES[0]))
         tout = max(1, int(rng.lognormvariate(0, 0.5) * LOOP_SIZES[1]))
-        out.append({"event_id": f"live-loop-{begin:%Y%m%dT%H%M%S}-{len(out)}",
+        out.append({"event_id": f"live-loop-{user}-{begin:%Y%m%dT%H%M%S}-{len(out)}",
                     "ts": t.isoformat(), "source": "demo", "provider": LOOP_MODEL[0], "model": LOOP_MODEL[1],
                     "operation": "chat", "status": "ok",
                     "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
@@ -86,13 +88,20 @@ def loop_calls(begin: datetime, rng: random.Random) -> list[dict[str, Any]]:
     return out
 
 
+def live_loops(started: datetime, rng: random.Random) -> list[dict[str, Any]]:
+    """The calls of the demo's live agent loops (LOOPS) for a demo started at `started`, in time order."""
+    calls = [e for team, user, after, seconds in LOOPS
+             for e in loop_calls(started + timedelta(seconds=after), rng, team, user, seconds)]
+    return sorted(calls, key=lambda e: e["ts"])
+
+
 def due_calls(cursor: datetime, now: datetime, loop: list[dict[str, Any]], copies: int = COPIES) -> list[dict]:
     """What the sender sends at `now` when it last sent up to `cursor`: the calendar's calls and the loop's."""
     return calendar_calls(cursor, now, copies) + [e for e in loop if cursor.isoformat() <= e["ts"] < now.isoformat()]
 
 
 async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decision_url: str | None = None,
-                        copies: int = COPIES, loop_after_s: float = LOOP_AFTER_S, seed: int | None = None,
+                        copies: int = COPIES, seed: int | None = None,
                         start: datetime | None = None) -> int:
     """Send the calendar's calls (from the hour the history ends, i.e. the start of this hour) and the live
     incident as the wall clock reaches them, until `stop` is set; returns how many were sent. With `decision_url`
@@ -101,9 +110,8 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
 
     teams = {c.team for c in callers()} | {"support-bot"}
     started = start or datetime.now(timezone.utc)
-    loop_begin = started + timedelta(seconds=loop_after_s)
-    # seeded by the start: a restarted demo (same --started) keeps the incident's schedule and ids
-    loop = loop_calls(loop_begin, random.Random(seed if seed is not None else int(started.timestamp())))
+    # seeded by the start: a restarted demo (same --started) keeps the loops' schedule and ids
+    loop = live_loops(started, random.Random(seed if seed is not None else int(started.timestamp())))
     cursor = started.replace(minute=0, second=0, microsecond=0)  # the history ends at this hour
     if datetime.now(timezone.utc) - started > timedelta(minutes=1):  # a restart: what was due is sent already
         cursor = datetime.now(timezone.utc)
@@ -112,8 +120,8 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     await producer.start()
     sent = refused = 0
     blocked: set[str] = set()
-    log.info("demo traffic: the history's calendar continued (%d cop%s), growth's agent loop at %s",
-             copies, "y" if copies == 1 else "ies", loop_begin.isoformat(timespec="seconds"))
+    log.info("demo traffic: the history's calendar continued (%d cop%s), agent loops of %s", copies,
+             "y" if copies == 1 else "ies", ", ".join(f"{user} ({team}) at +{after:g} s" for team, user, after, _ in LOOPS))
     try:
         while not (stop and stop.is_set()):
             tick = time.monotonic()
