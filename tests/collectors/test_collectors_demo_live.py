@@ -62,7 +62,7 @@ def test_the_old_flat_demo_rate_after_the_history_is_an_alert_storm():
 
     rng, people = random.Random(5), callers()
     flat = [make_event(rng, rng.choice(people), NOW + timedelta(seconds=i / 40)) for i in range(40 * 600)]
-    assert len(_new_alerts(NOW, flat, 15)) > 5
+    assert len(_new_alerts(NOW, flat, 15)) > 20  # 48 here: spend, token, burst and new-model alerts
 
 
 def test_the_growth_loop_reaches_the_growth_budget_within_minutes():
