@@ -80,7 +80,7 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
     assert up.returncode == 0
 
 
-@pytest.mark.slow(seconds=240)
+@pytest.mark.slow(seconds=150)
 def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blocks(tmp_path):
     """Without TOKENMETER_DEMO_EVENTS_PER_S, `up --demo` sends the history's calendar continued (not a flat
     40 events/s, ~2,000 times the history's level: 21 more anomaly alerts within 7 minutes) and one live incident,
