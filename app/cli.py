@@ -137,7 +137,7 @@ def demo_inbox() -> None:
 @click.option("--rate", type=float, default=None, help="Events per second (default TOKENMETER_DEMO_EVENTS_PER_S).")
 @click.option("--seed", type=int, default=None)
 @click.option("--calendar", is_flag=True,
-              help="Continue the demo history's weekday/hour calendar (and one live incident) instead of --rate.")
+              help="Continue the demo history's weekday/hour calendar (and its live agent loops) instead of --rate.")
 @click.option("--started", type=float, default=None, help="With --calendar: unix time the demo started (restarts).")
 def demo(events: int | None, rate: float | None, seed: int | None, calendar: bool = False,
          started: float | None = None) -> None:
