@@ -136,13 +136,26 @@ def demo_inbox() -> None:
 @click.option("--events", type=int, default=None, help="Stop after this many events (default: run until stopped).")
 @click.option("--rate", type=float, default=None, help="Events per second (default TOKENMETER_DEMO_EVENTS_PER_S).")
 @click.option("--seed", type=int, default=None)
-def demo(events: int | None, rate: float | None, seed: int | None) -> None:
+@click.option("--calendar", is_flag=True,
+              help="Continue the demo history's weekday/hour calendar (and its live agent loops) instead of --rate.")
+@click.option("--started", type=float, default=None, help="With --calendar: unix time the demo started (restarts).")
+def demo(events: int | None, rate: float | None, seed: int | None, calendar: bool = False,
+         started: float | None = None) -> None:
     """Produce realistic demo traffic into tokenmeter.usage."""
     from collectors.demo import generate
 
     s = _settings()
     configure_logging(s)
     decisions = f"http://{s.host}:{s.api_port}/v1/decision"  # obey budgets like a gateway (fails open)
+    if calendar:  # `up --demo` after its history: no cliff at 'now' for the anomaly detector (collectors/demo_live.py)
+        from datetime import datetime, timezone
+
+        from collectors.demo_live import generate_live
+
+        since = datetime.fromtimestamp(started, timezone.utc) if started else None
+        run_service(lambda stop: generate_live(s.bootstrap_servers, stop, decision_url=decisions, seed=seed,
+                                               start=since))
+        return
     run_service(lambda stop: generate(s.bootstrap_servers, rate or s.demo_events_per_s, events, seed, stop,
                                             decision_url=decisions))
 

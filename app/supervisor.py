@@ -279,7 +279,13 @@ class Supervisor:
             if importlib.util.find_spec(module) is not None:
                 self.spawn(name, me + args)
                 self.echo(f"      {name} started (log {self.log_dir / (name + '.log')})")
-        if self.demo:
+        if self.demo and history is not None and "demo_events_per_s" not in s.model_fields_set:
+            # The history's calendar continued (collectors/demo_live.py): a flat 40 events/s after a month at ~70
+            # calls an hour is a cliff every anomaly detector flags. TOKENMETER_DEMO_EVENTS_PER_S asks for the flat
+            # load generator. --started: a restarted demo keeps its incident's schedule.
+            step(5, "demo traffic (the history's weekday/hour calendar continued, one live incident)",
+                 lambda: self.spawn("demo", me + ["demo", "--calendar", "--started", f"{time.time():.3f}"]))
+        elif self.demo:
             step(5, f"demo traffic (~{s.demo_events_per_s:g} events/s)", lambda: self.spawn("demo", me + ["demo"]))
         if s.embedded_broker:
             self.watcher = BacklogWatcher(s.bootstrap_servers, s.partitions).start()

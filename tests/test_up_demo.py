@@ -78,3 +78,60 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"orphans after SIGTERM: {[p.cmdline() for p in alive]}"
     assert up.returncode == 0
+
+
+@pytest.mark.slow(seconds=150)
+def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blocks(tmp_path):
+    """Without TOKENMETER_DEMO_EVENTS_PER_S, `up --demo` sends the history's calendar continued (not a flat
+    40 events/s, ~2,000 times the history's level: 21 more anomaly alerts within 7 minutes) and one live incident,
+    growth's agent loop a minute after the start: the growth budget blocks it (here a 0.02 USD limit, so in one
+    to two minutes; the demo's own 0.10 USD takes 3-4) and the inbox holds the history's anomaly alerts plus at most that one."""
+    from streams.budgets.model import parse_budget
+    from streams.budgets.service import MIRROR_FILE, demo_budgets
+
+    data, inbox_port = tmp_path / "data", free_port()
+    data.mkdir()
+    budgets = [b.model_copy(update={"notify": (f"webhook=http://127.0.0.1:{inbox_port}/inbox",)})
+               for b in demo_budgets()]
+    budgets = [parse_budget({**b.to_json(), "limit": "0.02"}) if b.name == "growth-daily" else b for b in budgets]
+    (data / MIRROR_FILE).write_text(json.dumps([b.to_json() for b in budgets]))  # as a previous run mirrors them
+    env = {k: v for k, v in os.environ.items() if k != "TOKENMETER_DEMO_EVENTS_PER_S"}
+    env.update(PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(data),
+               TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()), TOKENMETER_API_PORT=str(free_port()),
+               TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_DEMO_INBOX_PORT=str(inbox_port))
+    log = open(tmp_path / "up.log", "w")
+    up = subprocess.Popen([sys.executable, "-m", "app", "up", "--demo"], env=env, stdout=log,
+                          stderr=subprocess.STDOUT, cwd=tmp_path)
+    demo_log = data / "logs" / "demo.log"
+    try:
+        def started() -> bool:
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            return "Press Ctrl-C" in (tmp_path / "up.log").read_text()
+
+        WebDriverWait(None, 90, poll_frequency=0.5).until(lambda _: started())
+        assert "the history's weekday/hour calendar continued" in (tmp_path / "up.log").read_text()
+
+        def blocked() -> bool:
+            return demo_log.exists() and "refusing calls of growth" in demo_log.read_text()
+
+        WebDriverWait(None, 200, poll_frequency=2).until(lambda _: blocked())
+
+        def anomaly_alerts() -> list[dict]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{inbox_port}/", timeout=5) as response:
+                assert json.loads(response.read())["received"] >= 0
+            lines = (data / "demo-inbox.jsonl").read_text().splitlines() if (data / "demo-inbox.jsonl").exists() else []
+            return [e for e in map(json.loads, lines) if e.get("source") == "anomaly" and e.get("action") != "resolve"]
+
+        alerts = anomaly_alerts()
+        assert len(alerts) <= 9 + 1, [(a["kind"], a["title"]) for a in alerts]
+        budget = [json.loads(line) for line in (data / "demo-inbox.jsonl").read_text().splitlines()]
+        assert any("growth-daily" in (e.get("title") or "") for e in budget)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(40)
+        finally:
+            if up.poll() is None:
+                up.kill()
+            log.close()
+    assert up.returncode == 0

@@ -436,7 +436,7 @@ def demo_budgets() -> list[Budget]:
     return [
         parse_budget({"name": "search-monthly", "scope": {"team": "search"}, "period": "month", "limit": "25",
                       "thresholds": [50, 80, 100], "action": "alert"}),
-        parse_budget({"name": "growth-daily", "scope": {"team": "growth"}, "period": "day", "limit": "5",
+        parse_budget({"name": "growth-daily", "scope": {"team": "growth"}, "period": "day", "limit": "0.10",
                       "thresholds": [50, 80, 100], "action": "block"}),
         parse_budget({"name": "acme-tokens-daily", "scope": {"org": "acme"}, "period": "day", "metric": "tokens",
                       "limit": 50_000_000, "action": "throttle"}),

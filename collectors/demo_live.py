@@ -1,0 +1,151 @@
+"""The live demo traffic of `tokenmeter up --demo`: the demo history's calendar continued at wall-clock time, plus
+one live incident.
+
+The month of history (warehouse/demo_history.py) teaches the anomaly detector each scope's usual weekday/hour
+level. A flat 40 events/s after it (collectors/demo.generate, ~2,000 times that level) was a cliff at 'now': within
+minutes the detector rightly raised spend_rate / token_rate alerts on most scopes (21 more in 7 minutes). So by
+default the live traffic draws each hour's calls from the same calendar (the same callers, keys, models, features,
+call sizes and weekday/hour level; `copies` independent draws of it), from the hour the history ends, and sends each
+call when the wall clock reaches its time.
+
+Two live agent loops (the history's spend_rate injection replayed live: hal's or chen's key on claude-sonnet, a
+model they use, calls of their usual size): growth's, a minute after the start, takes the demo budget `growth-daily`
+past 50 %, 80 % and 100 % within minutes, where the block makes this demo gateway refuse growth's calls (too short
+for the detector's evidence rule: no anomaly alert); search's, a minute later and not blocked, is the one live
+incident the detector alerts on (once, spend_rate on chen's key, ~15 minutes after it starts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from collectors.demo import Caller, _blocked_teams, callers
+from tokenmeter import topics
+from tokenmeter.events import partition_key
+
+log = logging.getLogger("tokenmeter.demo")
+
+# Independent draws of the calendar per hour (1 = the history's level): a call every ~8 s on weekday afternoons. The
+# detector over the history then 1-2 hours of this raised no alert at 6 and 8 copies (docs/finance.md).
+COPIES = 6
+LOOP_PER_HOUR = 300  # an agent loop as the history's spend_rate injection: ~1.8 USD an hour on claude-sonnet
+# The two live agent loops (the same shape as the history's spend_rate injection): growth's, a minute after the start,
+# that the budget `growth-daily` blocks within minutes (3 minutes of it: no anomaly alert, the detector's evidence
+# rule wants 15 minutes of a loop this size); and search's, a minute later, that no budget blocks: the detector
+# alerts on it once, ~15 minutes after it starts. (team, user, seconds after the start, seconds it lasts at most)
+LOOPS = (("growth", "hal", 60.0, 3600.0), ("search", "chen", 120.0, 1800.0))
+LOOP_MODEL = ("anthropic", "claude-sonnet-4-5-20250929")
+LOOP_SIZES = (400, 300)  # warehouse/demo_history.LOOP_SIZES: the caller's usual call size
+
+
+def calendar_calls(start: datetime, end: datetime, copies: int = COPIES) -> list[dict[str, Any]]:
+    """The calls the demo history's calendar gives the hours [start, end), in time order, with live ids (hours
+    drawn the same way the history draws its month, `copies` times with other seeds)."""
+    from warehouse.demo_history import SEED, history_events
+
+    out: list[dict[str, Any]] = []
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        for copy in range(copies):
+            # one hour of the calendar: history_events(now=hour + 1h, days=1/24) draws exactly [hour, hour + 1h);
+            # its first-day model tour lies after the hour and is cut here
+            for event in history_events(hour + timedelta(hours=1), days=1 / 24, seed=SEED + copy):
+                if start.isoformat() <= event["ts"] < min(end, hour + timedelta(hours=1)).isoformat():
+                    out.append({**event, "event_id": "live-" + event["event_id"].removeprefix("hist-")})
+        hour += timedelta(hours=1)
+    out.sort(key=lambda e: e["ts"])
+    return out
+
+
+def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: str = "hal",
+               seconds: float = 3600.0) -> list[dict[str, Any]]:
+    """One live agent loop's calls: `user`'s key from `begin` on, LOOP_PER_HOUR an hour for `seconds`, on a model
+    the caller uses, calls of the caller's usual size (one schedule drawn once: the sender keeps what is due, so
+    its 1-second ticks do not restart the process)."""
+    caller, out = next(c for c in callers() if c.team == team and c.user == user), []
+    t = begin + timedelta(seconds=rng.expovariate(LOOP_PER_HOUR / 3600))
+    while t < begin + timedelta(seconds=seconds):
+        tin = max(1, int(rng.lognormvariate(0, 0.6) * LOOP_SIZES[0]))
+        tout = max(1, int(rng.lognormvariate(0, 0.5) * LOOP_SIZES[1]))
+        out.append({"event_id": f"live-loop-{user}-{begin:%Y%m%dT%H%M%S}-{len(out)}",
+                    "ts": t.isoformat(), "source": "demo", "provider": LOOP_MODEL[0], "model": LOOP_MODEL[1],
+                    "operation": "chat", "status": "ok",
+                    "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
+                                    "user": caller.user, "api_key": caller.api_key, "feature": "agent-loop",
+                                    "tags": {"env": "prod"}},
+                    "usage": {"input_tokens": tin, "output_tokens": tout},
+                    "latency_ms": round(rng.uniform(200, 4000), 1)})
+        t += timedelta(seconds=rng.expovariate(LOOP_PER_HOUR / 3600))
+    return out
+
+
+def live_loops(started: datetime, rng: random.Random) -> list[dict[str, Any]]:
+    """The calls of the demo's live agent loops (LOOPS) for a demo started at `started`, in time order."""
+    calls = [e for team, user, after, seconds in LOOPS
+             for e in loop_calls(started + timedelta(seconds=after), rng, team, user, seconds)]
+    return sorted(calls, key=lambda e: e["ts"])
+
+
+def due_calls(cursor: datetime, now: datetime, loop: list[dict[str, Any]], copies: int = COPIES) -> list[dict]:
+    """What the sender sends at `now` when it last sent up to `cursor`: the calendar's calls and the loop's."""
+    return calendar_calls(cursor, now, copies) + [e for e in loop if cursor.isoformat() <= e["ts"] < now.isoformat()]
+
+
+async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decision_url: str | None = None,
+                        copies: int = COPIES, seed: int | None = None,
+                        start: datetime | None = None) -> int:
+    """Send the calendar's calls (from the hour the history ends, i.e. the start of this hour) and the live
+    incident as the wall clock reaches them, until `stop` is set; returns how many were sent. With `decision_url`
+    calls of blocked or throttled teams are refused, like a gateway obeying budgets."""
+    import aiohttp
+
+    teams = {c.team for c in callers()} | {"support-bot"}
+    started = start or datetime.now(timezone.utc)
+    # seeded by the start: a restarted demo (same --started) keeps the loops' schedule and ids
+    loop = live_loops(started, random.Random(seed if seed is not None else int(started.timestamp())))
+    cursor = started.replace(minute=0, second=0, microsecond=0)  # the history ends at this hour
+    if datetime.now(timezone.utc) - started > timedelta(minutes=1):  # a restart: what was due is sent already
+        cursor = datetime.now(timezone.utc)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    session = aiohttp.ClientSession() if decision_url else None
+    await producer.start()
+    sent = refused = 0
+    blocked: set[str] = set()
+    log.info("demo traffic: the history's calendar continued (%d cop%s), agent loops of %s", copies,
+             "y" if copies == 1 else "ies", ", ".join(f"{user} ({team}) at +{after:g} s" for team, user, after, _ in LOOPS))
+    try:
+        while not (stop and stop.is_set()):
+            tick = time.monotonic()
+            now = datetime.now(timezone.utc)
+            due = due_calls(cursor, now, loop, copies)
+            cursor = now
+            if session is not None:
+                newly = await _blocked_teams(session, decision_url, teams)
+                if newly != blocked:
+                    log.info("demo gateway: refusing calls of %s (budget decisions)", ", ".join(sorted(newly)) or "nobody")
+                blocked = newly
+            batches: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+            for event in due:
+                if event["attribution"]["team"] in blocked:
+                    refused += 1
+                    continue
+                batches[partition_key(event)].append(event)
+            await asyncio.gather(
+                *[await producer.send(topics.USAGE, orjson.dumps(evs), key=key) for key, evs in batches.items()])
+            sent += sum(len(evs) for evs in batches.values())
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    finally:
+        await producer.stop()
+        if session is not None:
+            await session.close()
+        log.info("demo traffic: %d calls sent, %d refused by budget decisions", sent, refused)
+    return sent
