@@ -80,12 +80,13 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
     assert up.returncode == 0
 
 
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=90)
 def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blocks(tmp_path):
     """Without TOKENMETER_DEMO_EVENTS_PER_S, `up --demo` sends the history's calendar continued (not a flat
     40 events/s, ~2,000 times the history's level: 21 more anomaly alerts within 7 minutes) and one live incident,
-    growth's agent loop a minute after the start: the growth budget blocks it (here a 0.02 USD limit, so in one
-    to two minutes; the demo's own 0.10 USD takes 3-4) and the inbox holds the history's anomaly alerts plus at most that one."""
+    growth's agent loop a minute after the start: the growth budget blocks it (here a 0.005 USD limit, about one loop
+    call, so the test waits ~70 s; the demo's own 0.10 USD takes 3-4 minutes) and the inbox holds the history's
+    anomaly alerts plus at most that one."""
     from streams.budgets.model import parse_budget
     from streams.budgets.service import MIRROR_FILE, demo_budgets
 
@@ -93,7 +94,7 @@ def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blo
     data.mkdir()
     budgets = [b.model_copy(update={"notify": (f"webhook=http://127.0.0.1:{inbox_port}/inbox",)})
                for b in demo_budgets()]
-    budgets = [parse_budget({**b.to_json(), "limit": "0.02"}) if b.name == "growth-daily" else b for b in budgets]
+    budgets = [parse_budget({**b.to_json(), "limit": "0.005"}) if b.name == "growth-daily" else b for b in budgets]
     (data / MIRROR_FILE).write_text(json.dumps([b.to_json() for b in budgets]))  # as a previous run mirrors them
     env = {k: v for k, v in os.environ.items() if k != "TOKENMETER_DEMO_EVENTS_PER_S"}
     env.update(PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(data),
