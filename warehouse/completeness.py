@@ -3,7 +3,8 @@
 against its usual level, and dead letters in the last hour.
 
 - usual level: the median of the same rolling hour on each of the previous 7 days on which the source already
-  existed, so a source that is quiet every night is not "dropping" at night (hour-of-day seasonality).
+  existed and which are of today's kind (weekday or weekend, UTC), so a source that is quiet every night is not
+  "dropping" at night, nor a business source on Saturdays (hour-of-day and weekday/weekend seasonality).
 - stale: no event for `completeness_stale_minutes` while the source usually sends at least one event in this
   hour of the day; a poller is stale when it has not fetched for `completeness_poller_stale_hours`.
 - dropping: usually at least `completeness_min_per_hour` events in this hour, now fewer than
@@ -100,6 +101,19 @@ def _status(last: datetime | None, last_hour: int, usual: Decimal | None, dead: 
     return "ok"
 
 
+def _weekend(moment: datetime) -> bool:
+    return moment.weekday() >= 5  # Saturday, Sunday (UTC)
+
+
+def _usual(days: list[tuple[int, int]], now: datetime) -> Decimal | None:
+    """The median of this hour on the previous days of the same kind as today (weekend or weekday): business
+    traffic is lower on weekends, and against all seven days (five of them weekdays) every weekend hour of it
+    looked "dropping". All the days when none of the same kind is known yet."""
+    same = [count for n, count in days if _weekend(now - timedelta(days=n)) == _weekend(now)]
+    counts = same or [count for _, count in days]
+    return Decimal(str(statistics.median(counts))) if counts else None
+
+
 def source_health(wh: Any, now: datetime | None = None, limits: Limits | None = None) -> list[SourceHealth]:
     """Every source seen in the last LOOKBACK_DAYS + 1 days, problems first, then by name."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -114,9 +128,9 @@ def source_health(wh: Any, now: datetime | None = None, limits: Limits | None = 
     for source in sorted(set(events) | set(dead)):
         e, d = events.get(source), dead.get(source)
         first = _utc(e["first_seen"]) if e else None
-        days = [int(e[f"d{n}"]) for n in range(1, LOOKBACK_DAYS + 1)
+        days = [(n, int(e[f"d{n}"])) for n in range(1, LOOKBACK_DAYS + 1)
                 if first is not None and first <= now - timedelta(days=n, hours=1)] if e else []
-        usual = Decimal(str(statistics.median(days))) if days else None
+        usual = _usual(days, now)
         last = _utc(e["last_event"]) if e else None
         last_hour, dead_hour = int(e["last_hour"]) if e else 0, int(d["last_hour"]) if d else 0
         out.append(SourceHealth(source, "events", last, last_hour, usual, dead_hour,

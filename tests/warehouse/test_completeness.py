@@ -122,3 +122,33 @@ def test_cli_lists_sources_and_problems(data_dir):
     rows = {r["source"]: r for r in json.loads(out.stdout)}
     assert rows["otel"]["status"] == "dropping" and rows["otel"]["usual_per_hour"] == "12"
     assert rows["apisix"]["deadletters_last_hour"] == 8
+
+
+def test_a_weekend_hour_is_judged_against_weekend_days(tmp_path):
+    """Business traffic is lower on weekends. Judged against the median of the previous 7 days (5 of them
+    weekdays), every weekend hour of such a source was "dropping" (seen at a Saturday-night start of the demo:
+    3 events against a usual 12). A weekend hour is judged against the weekend days among them, a weekday hour
+    against the weekdays; a weekday hour as low as a weekend one still drops."""
+    from warehouse import open_warehouse
+    from warehouse.completeness import Limits, source_health
+
+    saturday = datetime(2026, 11, 28, 4, 30, tzinfo=timezone.utc)
+    monday = datetime(2026, 11, 30, 4, 30, tzinfo=timezone.utc)  # its hour: 3 events, a weekend's level
+
+    def hour_before(moment: datetime, count: int) -> list[dict]:
+        return [event("office", i, moment - timedelta(minutes=59) + timedelta(minutes=59 * i / count),
+                      f"-{moment:%m%d}") for i in range(count)]
+
+    events = []
+    for n in range(15):  # the hour before 04:30 on each day from Nov 16 to Nov 30: 12 on weekdays, 3 on weekends
+        moment = monday - timedelta(days=n)
+        events += hour_before(moment, 3 if moment.weekday() >= 5 or moment == monday else 12)
+    wh = open_warehouse(Settings(data_dir=tmp_path), writer=True, serve=False)
+    try:
+        assert wh.insert_priced(events) == len(events)
+        on_saturday = {h.source: h for h in source_health(wh, saturday, Limits(min_per_hour=2))}["office"]
+        on_monday = {h.source: h for h in source_health(wh, monday, Limits(min_per_hour=2))}["office"]
+    finally:
+        wh.close()
+    assert (on_saturday.status, on_saturday.usual, on_saturday.last_hour) == ("ok", Decimal(3), 3)
+    assert (on_monday.status, on_monday.usual, on_monday.last_hour) == ("dropping", Decimal(12), 3)
