@@ -397,6 +397,15 @@ def heal_pending_hours(backend: Any) -> int:
     )
     for statement in rebuild_statements(_PENDING):  # every rollup of priced_events (warehouse.rollups)
         backend.command(statement)
+    # The loader's marked hours: the anti-join's key table (priced_event_ids, migration 0009) is a view of the same
+    # INSERT, so a kill inside it can leave raw rows whose ids were never written; the replay (or a ts-shifted copy
+    # in the same hour) would then be stored again, and a merge of the raw table (same hour, org, team, event_id)
+    # fold the two rows into one while the rollup kept both (the soak: rollup one event over raw). A key-value
+    # upsert: ids already there are written again unchanged.
+    backend.command(
+        "INSERT INTO priced_event_ids (event_id, ts) SELECT event_id, ts FROM priced_events"
+        " WHERE toDateTime(toStartOfHour(ts), 'UTC') IN (SELECT hour FROM rollup_insert_pending)"
+    )
     for table in PENDING_TABLES:
         backend.command(f"TRUNCATE TABLE {table}")
     return int(pending)

@@ -48,3 +48,40 @@ def test_rollup_heals_after_a_kill_inside_the_raw_insert(wh, org, make_event, mo
     assert raw == (6, Decimal("0.0006")) and rollup == raw
     assert wh.query("SELECT count() AS n FROM rollup_rebuild_pending").to_dicts()[0]["n"] == 0
     assert wh.query("SELECT count() AS n FROM rollup_insert_pending").to_dicts()[0]["n"] == 0
+
+
+def test_event_ids_heal_after_a_kill_inside_the_raw_insert(wh, org, make_event, monkeypatch):
+    """The soak (04:31 UTC CI run): a loader SIGKILL inside the raw INSERT left 26 raw rows (and their rollup rows)
+    whose ids never reached `priced_event_ids`, the anti-join's key table (a view of the same INSERT). The heal on
+    open rebuilt the rollups but not the ids, so a redelivered copy (exact, or ts-shifted within the hour) passed
+    the anti-join and was stored a second time; a merge of the ReplacingMergeTree (same hour, org, team, event_id)
+    then folded the two raw rows into one while the rollup kept both: soak-b and soak-c each one event over raw."""
+    events = [make_event(f"{org}-{i}", org, cost="0.000100000000") for i in range(6)]
+    assert wh.insert_priced(events[:2]) == 2
+    real_command = wh.backend.command
+
+    def killed_inside_insert(sql, *args, **kwargs):
+        result = real_command(sql, *args, **kwargs)
+        if sql.startswith("INSERT INTO priced_events ("):  # the raw insert, not the staging tables
+            # the state a SIGKILL inside the statement leaves: raw and rollup rows stored, their ids not
+            killed = ", ".join(f"'{event['event_id']}'" for event in events[2:])
+            real_command(f"DELETE FROM priced_event_ids WHERE event_id IN ({killed})")
+            raise KilledInsideInsert()
+        return result
+
+    monkeypatch.setattr(wh.backend, "command", killed_inside_insert)
+    try:
+        wh.insert_priced(events[2:])
+    except KilledInsideInsert:
+        pass
+    monkeypatch.setattr(wh.backend, "command", real_command)
+    assert wh.query("SELECT count() AS n FROM rollup_insert_pending").to_dicts()[0]["n"] == 1
+    heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
+    shifted = dict(events[3], ts="2025-03-01T10:17:00.250Z")  # the soak's copy logged again 90 s later
+    stored_again = wh.insert_priced([*events, shifted])  # the replay of the batch, and the shifted copy
+    wh.backend.command("OPTIMIZE TABLE priced_events FINAL")  # what a background merge does, at any time
+    raw, rollup = _totals(wh, org)
+    assert raw == (6, Decimal("0.0006")) and rollup == raw
+    assert stored_again == 0  # every id is stored already
+    stored = wh.query("SELECT count() AS n FROM priced_event_ids WHERE event_id LIKE {p:String}", {"p": f"{org}-%"})
+    assert stored.to_dicts()[0]["n"] == 6
