@@ -406,6 +406,15 @@ def heal_pending_hours(backend: Any) -> int:
         "INSERT INTO priced_event_ids (event_id, ts) SELECT event_id, ts FROM priced_events"
         " WHERE toDateTime(toStartOfHour(ts), 'UTC') IN (SELECT hour FROM rollup_insert_pending)"
     )
+    # The cross-source call keys (migration 0013) are a view of the same INSERT: without them the other source's
+    # copy of a stored call is stored too. Only missing keys are written: a key that names an event already is left
+    # as it is (a later preferred copy may own it).
+    backend.command(
+        "INSERT INTO call_keys (key, event_id, source, ts) SELECT key, event_id, source, ts FROM priced_events"
+        " ARRAY JOIN call_keys AS key"
+        " WHERE toDateTime(toStartOfHour(ts), 'UTC') IN (SELECT hour FROM rollup_insert_pending)"
+        " AND key NOT IN (SELECT key FROM call_keys)"
+    )
     for table in PENDING_TABLES:
         backend.command(f"TRUNCATE TABLE {table}")
     return int(pending)

@@ -85,3 +85,33 @@ def test_event_ids_heal_after_a_kill_inside_the_raw_insert(wh, org, make_event, 
     assert stored_again == 0  # every id is stored already
     stored = wh.query("SELECT count() AS n FROM priced_event_ids WHERE event_id LIKE {p:String}", {"p": f"{org}-%"})
     assert stored.to_dicts()[0]["n"] == 6
+
+
+def test_call_keys_heal_after_a_kill_inside_the_raw_insert(wh, org, make_event, monkeypatch):
+    """`call_keys` (cross-source dedup: each correlation key -> the event stored for the call) is a view of the same
+    raw INSERT, so the same kill can leave stored rows without their keys; the other source's copy of such a call
+    (an OTel span of a gateway-logged call) then found no key and was stored too: the call counted twice."""
+    events = [dict(make_event(f"{org}-gw-{i}", org, cost="0.000100000000"), source="gateway",
+                   correlation={"response_id": f"resp-{org}-{i}"}) for i in range(3)]
+    real_command = wh.backend.command
+
+    def killed_inside_insert(sql, *args, **kwargs):
+        result = real_command(sql, *args, **kwargs)
+        if sql.startswith("INSERT INTO priced_events ("):
+            keys = ", ".join(f"'response:openai:resp-{org}-{i}'" for i in range(3))
+            real_command(f"DELETE FROM call_keys WHERE key IN ({keys})")  # EmbeddedRocksDB: deletes by key at once
+            raise KilledInsideInsert()
+        return result
+
+    monkeypatch.setattr(wh.backend, "command", killed_inside_insert)
+    try:
+        wh.insert_priced(events)
+    except KilledInsideInsert:
+        pass
+    monkeypatch.setattr(wh.backend, "command", real_command)
+    heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
+    spans = [dict(make_event(f"{org}-span-{i}", org, cost="0.000100000000"), source="otel",
+                  correlation={"response_id": f"resp-{org}-{i}"}) for i in range(3)]
+    assert wh.insert_priced(spans) == 0  # the same three calls, seen by the other source: counted once
+    raw, rollup = _totals(wh, org)
+    assert raw == (3, Decimal("0.0003")) and rollup == raw
