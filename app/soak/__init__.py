@@ -335,6 +335,7 @@ def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[di
     finally:
         wh.close()
     stored_ids = {r["event_id"]: r["n"] for r in rows}
+    ledger.settle_in_doubt(set(stored_ids))  # a send in doubt at the stop that was stored: acknowledged after all
     duplicated = {i: n - 1 for i, n in stored_ids.items() if n > 1}
     extra = sorted(set(stored_ids) - set(ledger.acked))
     lost = sorted(set(ledger.acked) - set(stored_ids))

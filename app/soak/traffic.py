@@ -53,6 +53,9 @@ class Ledger:
     hostile: int = 0
     hostile_accepted: int = 0  # a hostile HTTP body answered 2xx: a bug
     retries: int = 0
+    # events whose send was answered by an error (or not at all) when the traffic stopped: the request may have
+    # reached Kafka before the collector or broker died, so they may be stored; no sender is left to retry them
+    in_doubt: dict[str, dict] = field(default_factory=dict)
     seq: int = 0
     rng: random.Random = field(default_factory=random.Random)
 
@@ -65,6 +68,16 @@ class Ledger:
                 "attribution": {"org": "soak", "team": team, "user": f"u{self.seq % 7}"},
                 "usage": {"input_tokens": self.rng.randint(200, 4000), "cached_input_tokens": self.rng.randint(0, 150),
                           "output_tokens": self.rng.randint(20, 900)}}
+
+    def leave_in_doubt(self, events: list[dict], source: str) -> None:
+        for event in events:
+            self.in_doubt[event["event_id"]] = {**event, "_source": source}
+
+    def settle_in_doubt(self, stored_ids: set[str]) -> None:
+        """The events in doubt that the warehouse holds were acknowledged after all (their answer was lost)."""
+        for event_id in sorted(stored_ids & set(self.in_doubt)):
+            event = dict(self.in_doubt.pop(event_id))
+            self.ack([event], event.pop("_source"))
 
     def ack(self, events: list[dict], source: str) -> None:
         now = time.time()
@@ -118,6 +131,8 @@ async def direct_producer(bootstrap: str, ledger: Ledger, stop: asyncio.Event, r
             await _pause(stop, 0.5)
             continue
         await _pause(stop, 1 / rate)
+    if pending:  # sent at least once without an acknowledgement, and the traffic stopped
+        ledger.leave_in_doubt(pending, "direct")
     if producer is not None:
         await producer.stop()
 
@@ -148,6 +163,8 @@ async def http_sender(url: str, ledger: Ledger, stop: asyncio.Event, rate: float
                 await _pause(stop, 0.5)
                 continue
             await _pause(stop, 4 / rate)
+        if batch:  # posted without a 202 (the collector may have produced it before it died), and traffic stopped
+            ledger.leave_in_doubt(batch, "http")
 
 
 async def file_writer(path: Path, ledger: Ledger, stop: asyncio.Event, rate: float) -> None:
