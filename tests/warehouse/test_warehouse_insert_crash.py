@@ -21,25 +21,33 @@ def _totals(wh, org: str) -> tuple[tuple, tuple]:
     return (raw["n"], Decimal(raw["cost"])), (rollup["n"] or 0, Decimal(rollup["cost"] or 0))
 
 
-def test_rollup_heals_after_a_kill_inside_the_raw_insert(wh, org, make_event, monkeypatch):
-    events = [make_event(f"{org}-{i}", org, cost="0.000100000000") for i in range(6)]
-    assert wh.insert_priced(events[:2]) == 2
+def _insert_killed_inside(wh, monkeypatch, events, leave_out: str) -> None:
+    """`wh.insert_priced(events)` as a SIGKILL inside the raw INSERT leaves it: the raw statement ran, then
+    `leave_out` (a DELETE of what that statement's views wrote but the kill lost) runs, and the insert stops there
+    with its hour marker still set."""
     real_command = wh.backend.command
 
     def killed_inside_insert(sql, *args, **kwargs):
         result = real_command(sql, *args, **kwargs)
         if sql.startswith("INSERT INTO priced_events ("):  # the raw insert, not the staging tables
-            # the state a SIGKILL inside the statement leaves: raw rows stored, their rollup rows not
-            real_command(f"DELETE FROM spend_hourly WHERE org = '{org}'")
+            real_command(leave_out)
             raise KilledInsideInsert()
         return result
 
     monkeypatch.setattr(wh.backend, "command", killed_inside_insert)
     try:
-        wh.insert_priced(events[2:])
+        wh.insert_priced(events)
     except KilledInsideInsert:
         pass
-    monkeypatch.setattr(wh.backend, "command", real_command)
+    finally:
+        monkeypatch.setattr(wh.backend, "command", real_command)
+
+
+def test_rollup_heals_after_a_kill_inside_the_raw_insert(wh, org, make_event, monkeypatch):
+    events = [make_event(f"{org}-{i}", org, cost="0.000100000000") for i in range(6)]
+    assert wh.insert_priced(events[:2]) == 2
+    # the state a SIGKILL inside the statement leaves: raw rows stored, their rollup rows not
+    _insert_killed_inside(wh, monkeypatch, events[2:], f"DELETE FROM spend_hourly WHERE org = '{org}'")
     # the marker the kill left (0017: the loader's own key-value marker table)
     assert wh.query("SELECT count() AS n FROM rollup_insert_pending").to_dicts()[0]["n"] == 1
     heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
@@ -58,23 +66,9 @@ def test_event_ids_heal_after_a_kill_inside_the_raw_insert(wh, org, make_event, 
     then folded the two raw rows into one while the rollup kept both: soak-b and soak-c each one event over raw."""
     events = [make_event(f"{org}-{i}", org, cost="0.000100000000") for i in range(6)]
     assert wh.insert_priced(events[:2]) == 2
-    real_command = wh.backend.command
-
-    def killed_inside_insert(sql, *args, **kwargs):
-        result = real_command(sql, *args, **kwargs)
-        if sql.startswith("INSERT INTO priced_events ("):  # the raw insert, not the staging tables
-            # the state a SIGKILL inside the statement leaves: raw and rollup rows stored, their ids not
-            killed = ", ".join(f"'{event['event_id']}'" for event in events[2:])
-            real_command(f"DELETE FROM priced_event_ids WHERE event_id IN ({killed})")
-            raise KilledInsideInsert()
-        return result
-
-    monkeypatch.setattr(wh.backend, "command", killed_inside_insert)
-    try:
-        wh.insert_priced(events[2:])
-    except KilledInsideInsert:
-        pass
-    monkeypatch.setattr(wh.backend, "command", real_command)
+    # the state a SIGKILL inside the statement leaves: raw and rollup rows stored, their ids not
+    killed = ", ".join(f"'{event['event_id']}'" for event in events[2:])
+    _insert_killed_inside(wh, monkeypatch, events[2:], f"DELETE FROM priced_event_ids WHERE event_id IN ({killed})")
     assert wh.query("SELECT count() AS n FROM rollup_insert_pending").to_dicts()[0]["n"] == 1
     heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
     shifted = dict(events[3], ts="2025-03-01T10:17:00.250Z")  # the soak's copy logged again 90 s later
@@ -93,22 +87,8 @@ def test_call_keys_heal_after_a_kill_inside_the_raw_insert(wh, org, make_event, 
     (an OTel span of a gateway-logged call) then found no key and was stored too: the call counted twice."""
     events = [dict(make_event(f"{org}-gw-{i}", org, cost="0.000100000000"), source="gateway",
                    correlation={"response_id": f"resp-{org}-{i}"}) for i in range(3)]
-    real_command = wh.backend.command
-
-    def killed_inside_insert(sql, *args, **kwargs):
-        result = real_command(sql, *args, **kwargs)
-        if sql.startswith("INSERT INTO priced_events ("):
-            keys = ", ".join(f"'response:openai:resp-{org}-{i}'" for i in range(3))
-            real_command(f"DELETE FROM call_keys WHERE key IN ({keys})")  # EmbeddedRocksDB: deletes by key at once
-            raise KilledInsideInsert()
-        return result
-
-    monkeypatch.setattr(wh.backend, "command", killed_inside_insert)
-    try:
-        wh.insert_priced(events)
-    except KilledInsideInsert:
-        pass
-    monkeypatch.setattr(wh.backend, "command", real_command)
+    keys = ", ".join(f"'response:openai:resp-{org}-{i}'" for i in range(3))  # EmbeddedRocksDB: deleted by key
+    _insert_killed_inside(wh, monkeypatch, events, f"DELETE FROM call_keys WHERE key IN ({keys})")
     heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
     spans = [dict(make_event(f"{org}-span-{i}", org, cost="0.000100000000"), source="otel",
                   correlation={"response_id": f"resp-{org}-{i}"}) for i in range(3)]
