@@ -120,6 +120,14 @@ def make_event(rng: random.Random, caller: Caller, now: datetime) -> dict[str, A
     return event
 
 
+async def refresh_blocked(session: Any, decision_url: str, teams: set[str], blocked: set[str]) -> set[str]:
+    """The teams the budgets refuse now (asked as a gateway would), logged when that set changes."""
+    newly = await _blocked_teams(session, decision_url, teams)
+    if newly != blocked:
+        log.info("demo gateway: refusing calls of %s (budget decisions)", ", ".join(sorted(newly)) or "nobody")
+    return newly
+
+
 async def _blocked_teams(session: Any, decision_url: str, teams: set[str]) -> set[str]:
     """Ask the decision endpoint once per team, as a gateway would before each call; unreachable = allow."""
     import aiohttp
@@ -162,10 +170,7 @@ async def generate(bootstrap: str, events_per_s: float, total: int | None = None
                 count = min(count, total - attempted)
             now = datetime.now(timezone.utc)
             if session is not None:
-                newly = await _blocked_teams(session, decision_url, teams)
-                if newly != blocked:
-                    log.info("demo gateway: refusing calls of %s (budget decisions)", ", ".join(sorted(newly)) or "nobody")
-                blocked = newly
+                blocked = await refresh_blocked(session, decision_url, teams, blocked)
             batches: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
             for _ in range(count):
                 caller = rng.choice(people)

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from collectors.demo import Caller, _blocked_teams, callers
+from collectors.demo import callers, refresh_blocked
 from tokenmeter import topics
 from tokenmeter.events import partition_key
 
@@ -129,10 +129,7 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
             due = due_calls(cursor, now, loop, copies)
             cursor = now
             if session is not None:
-                newly = await _blocked_teams(session, decision_url, teams)
-                if newly != blocked:
-                    log.info("demo gateway: refusing calls of %s (budget decisions)", ", ".join(sorted(newly)) or "nobody")
-                blocked = newly
+                blocked = await refresh_blocked(session, decision_url, teams, blocked)
             batches: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
             for event in due:
                 if event["attribution"]["team"] in blocked:
