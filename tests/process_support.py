@@ -19,11 +19,12 @@ def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, preexec_fn=child_preexec)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Signal `proc` and wait up to `timeout` s for it to exit; killed after that."""
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
-            proc.wait(20)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from process_support import stop
 from tokenmeter.settings import free_port
 
 pytestmark = [pytest.mark.slow(seconds=40), pytest.mark.browser]  # seconds: see tests/suite_order.py
@@ -68,12 +68,9 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
         teams = {team for team, _ in bars}
         assert teams & {"search", "support-bot", "data-science", "growth", "platform"}
     finally:
-        up.send_signal(signal.SIGTERM)
         try:
-            up.wait(40)
+            stop(up, timeout=40)  # `up` stops its children in order: the SIGTERM's exit code is checked below
         finally:
-            if up.poll() is None:
-                up.kill()
             log.close()
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"orphans after SIGTERM: {[p.cmdline() for p in alive]}"
@@ -132,11 +129,8 @@ def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blo
         alerts = anomaly_alerts()
         assert len(alerts) <= 9 + 1, [(a["kind"], a["title"]) for a in alerts]
     finally:
-        up.send_signal(signal.SIGTERM)
         try:
-            up.wait(40)
+            stop(up, timeout=40)  # `up` stops its children in order: the SIGTERM's exit code is checked below
         finally:
-            if up.poll() is None:
-                up.kill()
             log.close()
     assert up.returncode == 0
