@@ -6,7 +6,9 @@ the missing block); other plugin blocks under `ai` that carry their own
 `meta`+`usage` (an LLM called by ai-request-transformer, say) become extra events `<request id>:<plugin>`.
 - event_id: request.id (= x-kong-request-id), else a hash of the entry (derive_event_id).
 - ts: started_at (epoch ms). model: meta.response_model, else meta.request_model, else tried_targets.
-- provider: meta.provider_name (else tried_targets). status: error when upstream_status >= 400 (int or text).
+- provider: meta.provider_name (else tried_targets); `gemini` whose answering target is a
+  `*aiplatform.googleapis.com` host is vertex_ai (Kong's gemini provider drives both).
+  status: error when upstream_status >= 400 (int or text).
 - usage: OpenAI-shaped, `prompt_token`/`completion_token` spellings too; latency_ms = meta.llm_latency,
   ttft_ms = usage.time_to_first_token. Kong's own `usage.cost` is ignored (we price).
 - Streaming bug (Kong/kong#14535, #14768): with request_mode=stream Kong may log completion_tokens=0. Such
@@ -128,6 +130,25 @@ def _provider(meta: dict[str, Any], block: dict[str, Any], mapping: AttributionM
     provider = normalize_provider(name)
     if not provider:
         raise DialectError("missing provider (meta.provider_name absent and no provider configured)", path)
+    return _upstream_provider(provider, block)
+
+
+_VERTEX_HOST = re.compile(r"(?:[a-z0-9-]+-)?aiplatform\.googleapis\.com\.?$")
+
+
+def _upstream_provider(provider: str, block: dict[str, Any]) -> str:
+    """Kong's `gemini` provider also drives Vertex AI (options.gemini endpoint / project / location) and logs
+    provider_name `gemini` either way; the target that answered (the last of `tried_targets`, 3.10+ and v2) names
+    the host. Vertex bills some models above the Gemini API (Gemini 2.0 Flash $0.15 / $0.60 against $0.10 / $0.40),
+    so a call to `*aiplatform.googleapis.com` is priced as vertex_ai. Without targets it stays gemini."""
+    if provider != "gemini":
+        return provider
+    targets = block.get("tried_targets")
+    if type(targets) is not list or not targets or type(targets[-1]) is not dict:
+        return provider
+    host = targets[-1].get("host")
+    if isinstance(host, str) and _VERTEX_HOST.match(host.strip().lower()):
+        return "vertex_ai"
     return provider
 
 
@@ -282,6 +303,7 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     provider, model = normalize_provider(name), model.strip()
     if not provider or not model:
         return None
+    provider = _upstream_provider(provider, block)
     latency, ttft = meta.get("llm_latency"), raw_usage.get("time_to_first_token")
     latency = None if latency is None else plain_float(latency)
     ttft_ms = None if ttft is None else plain_float(ttft)
