@@ -36,6 +36,14 @@ PRICED = [
     ("fireworks", "accounts/fireworks/models/firefunction-v2", "2024-08-01", "1.80"),
     ("fireworks", "accounts/fireworks/models/gemma2-9b-it", "2024-08-01", "0.40"),
     ("fireworks", "accounts/fireworks/models/deepseek-coder-v2-lite-instruct", "2024-08-01", "1.00"),
+    # 2024 Fireworks serverless models priced by the same table's tier for their published size (fifth pass)
+    ("fireworks", "accounts/fireworks/models/mythomax-l2-13b", "2024-06-01", "0.40"),  # up to 16B: $0.20
+    ("fireworks", "accounts/fireworks/models/phi-3-mini-128k-instruct", "2024-06-01", "0.40"),
+    ("fireworks", "accounts/fireworks/models/llama-v2-70b-chat", "2024-06-01", "1.80"),  # 16.1B - 80B: $0.90
+    ("fireworks", "accounts/fireworks/models/yi-34b-200k-capybara", "2024-06-01", "1.80"),
+    ("fireworks", "accounts/fireworks/models/mixtral-8x7b-instruct-hf", "2024-06-01", "1.00"),  # MoE 0B - 56B: $0.50
+    ("fireworks", "accounts/fireworks/models/firefunction-v1", "2024-06-01", "1.00"),
+    ("fireworks", "accounts/fireworks/models/mixtral-8x22b-instruct-hf", "2024-06-01", "2.40"),  # MoE 56.1B - 176B
     # Alibaba Model Studio international open-weight prices, third-party copy (models.dev 0c53491b, 2025-10-14)
     ("dashscope", "qwen3-235b-a22b", "2025-11-01", "3.50"),  # $0.70 / $2.80 (non-thinking call)
     ("dashscope", "qwen3-8b", "2025-11-01", "0.88"),  # $0.18 / $0.70
