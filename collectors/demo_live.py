@@ -8,10 +8,11 @@ default the live traffic draws each hour's calls from the same calendar (the sam
 call sizes and weekday/hour level; `copies` independent draws of it), from the hour the history ends, and sends each
 call when the wall clock reaches its time.
 
-Two live agent loops (the history's spend_rate injection replayed live: hal's or chen's key on claude-sonnet, a
-model they use, calls of their usual size): growth's, a minute after the start, takes the demo budget `growth-daily`
-past 50 %, 80 % and 100 % within minutes, where the block makes this demo gateway refuse growth's calls (too short
-for the detector's evidence rule: no anomaly alert); search's, a minute later and not blocked, is the one live
+Two live agent loops (the history's spend_rate injection replayed live: claude-sonnet, a model hal and chen use,
+calls of their usual size): growth's, a minute after the start under the agent key hal made for it (AGENT_KEY),
+takes the demo budget `growth-agent-daily` (scoped to that key) past 50 %, 80 % and 100 % within minutes, where the
+block makes this demo gateway refuse the key's calls (too short for the detector's evidence rule: no anomaly alert;
+the rest of growth goes on); search's, a minute later and not blocked, is the one live
 incident the detector alerts on (once, spend_rate on chen's key, ~15 minutes after it starts).
 """
 
@@ -38,11 +39,17 @@ log = logging.getLogger("tokenmeter.demo")
 # detector over the history then 1-2 hours of this raised no alert at 6 and 8 copies (docs/finance.md).
 COPIES = 6
 LOOP_PER_HOUR = 300  # an agent loop as the history's spend_rate injection: ~1.8 USD an hour on claude-sonnet
+# growth's agent runs under a key of its own (hal's, made for the agent): the demo budget `growth-agent-daily`
+# (streams/budgets/service.demo_budgets) is scoped to it, so only the loop can reach it. Scoped to the team, as
+# before, the calendar's own growth traffic (~2.5 USD a weekday at 6 draws, up to ~0.36 USD in one hour) reached
+# its 0.10 USD in the first UTC hours and blocked growth for the rest of the day, before any loop.
+AGENT_KEY = "sk-glo-grow-agent"
 # The two live agent loops (the same shape as the history's spend_rate injection): growth's, a minute after the start,
-# that the budget `growth-daily` blocks within minutes (3 minutes of it: no anomaly alert, the detector's evidence
+# on AGENT_KEY, that the budget `growth-agent-daily` blocks within minutes (4-5 minutes of it: no anomaly alert, the detector's evidence
 # rule wants 15 minutes of a loop this size); and search's, a minute later, that no budget blocks: the detector
-# alerts on it once, ~15 minutes after it starts. (team, user, seconds after the start, seconds it lasts at most)
-LOOPS = (("growth", "hal", 60.0, 3600.0), ("search", "chen", 120.0, 1800.0))
+# alerts on it once, ~15 minutes after it starts.
+# (team, user, seconds after the start, seconds it lasts at most, api key: None = the user's own)
+LOOPS = (("growth", "hal", 60.0, 3600.0, AGENT_KEY), ("search", "chen", 120.0, 1800.0, None))
 LOOP_MODEL = ("anthropic", "claude-sonnet-4-5-20250929")
 LOOP_SIZES = (400, 300)  # warehouse/demo_history.LOOP_SIZES: the caller's usual call size
 
@@ -67,7 +74,7 @@ def calendar_calls(start: datetime, end: datetime, copies: int = COPIES) -> list
 
 
 def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: str = "hal",
-               seconds: float = 3600.0) -> list[dict[str, Any]]:
+               seconds: float = 3600.0, api_key: str | None = None) -> list[dict[str, Any]]:
     """One live agent loop's calls: `user`'s key from `begin` on, LOOP_PER_HOUR an hour for `seconds`, on a model
     the caller uses, calls of the caller's usual size (one schedule drawn once: the sender keeps what is due, so
     its 1-second ticks do not restart the process)."""
@@ -80,7 +87,7 @@ def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: 
                     "ts": t.isoformat(), "source": "demo", "provider": LOOP_MODEL[0], "model": LOOP_MODEL[1],
                     "operation": "chat", "status": "ok",
                     "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
-                                    "user": caller.user, "api_key": caller.api_key, "feature": "agent-loop",
+                                    "user": caller.user, "api_key": api_key or caller.api_key, "feature": "agent-loop",
                                     "tags": {"env": "prod"}},
                     "usage": {"input_tokens": tin, "output_tokens": tout},
                     "latency_ms": round(rng.uniform(200, 4000), 1)})
@@ -90,8 +97,8 @@ def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: 
 
 def live_loops(started: datetime, rng: random.Random) -> list[dict[str, Any]]:
     """The calls of the demo's live agent loops (LOOPS) for a demo started at `started`, in time order."""
-    calls = [e for team, user, after, seconds in LOOPS
-             for e in loop_calls(started + timedelta(seconds=after), rng, team, user, seconds)]
+    calls = [e for team, user, after, seconds, key in LOOPS
+             for e in loop_calls(started + timedelta(seconds=after), rng, team, user, seconds, key)]
     return sorted(calls, key=lambda e: e["ts"])
 
 
@@ -109,6 +116,7 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     import aiohttp
 
     teams = {c.team for c in callers()} | {"support-bot"}
+    keys = {key: team for team, _, _, _, key in LOOPS if key}  # asked with their team, as a gateway would
     started = start or datetime.now(timezone.utc)
     # seeded by the start: a restarted demo (same --started) keeps the loops' schedule and ids
     loop = live_loops(started, random.Random(seed if seed is not None else int(started.timestamp())))
@@ -121,7 +129,7 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     sent = refused = 0
     blocked: set[str] = set()
     log.info("demo traffic: the history's calendar continued (%d cop%s), agent loops of %s", copies,
-             "y" if copies == 1 else "ies", ", ".join(f"{user} ({team}) at +{after:g} s" for team, user, after, _ in LOOPS))
+             "y" if copies == 1 else "ies", ", ".join(f"{user} ({team}) at +{after:g} s" for team, user, after, _, _ in LOOPS))
     try:
         while not (stop and stop.is_set()):
             tick = time.monotonic()
@@ -129,10 +137,10 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
             due = due_calls(cursor, now, loop, copies)
             cursor = now
             if session is not None:
-                blocked = await refresh_blocked(session, decision_url, teams, blocked)
+                blocked = await refresh_blocked(session, decision_url, teams, blocked, keys)
             batches: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
             for event in due:
-                if event["attribution"]["team"] in blocked:
+                if event["attribution"]["team"] in blocked or event["attribution"]["api_key"] in blocked:
                     refused += 1
                     continue
                 batches[partition_key(event)].append(event)

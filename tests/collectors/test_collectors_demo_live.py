@@ -1,6 +1,7 @@
 """The live demo traffic of `up --demo` (collectors/demo_live.py) continues the history's calendar: the anomaly
 detector, after reading the month of history, sees no cliff at 'now' and alerts only on the one live incident
-(search's agent loop); growth's loop drives the demo budget `growth-daily` past its limit within minutes."""
+(search's agent loop); growth's loop drives the demo budget `growth-agent-daily` past its limit within minutes, and
+growth's usual traffic alone never reaches it."""
 
 from __future__ import annotations
 
@@ -37,9 +38,18 @@ def _new_alerts(now: datetime, live: list[dict], minutes: int) -> list[dict]:
 
 
 def _growth_blocked_after(live: list[dict], started: datetime, minutes: float) -> list[dict]:
-    """The live calls as the demo gateway sends them once the growth budget blocks `minutes` after the start."""
+    """The live calls as the demo gateway sends them once the growth agent's budget blocks its key `minutes` after
+    the start (the rest of growth goes on)."""
+    from collectors.demo_live import AGENT_KEY
+
     cut = (started + timedelta(minutes=minutes)).isoformat()
-    return [e for e in live if e["attribution"]["team"] != "growth" or e["ts"] < cut]
+    return [e for e in live if e["attribution"]["api_key"] != AGENT_KEY or e["ts"] < cut]
+
+
+def _blocking_growth_budget():
+    from streams.budgets.service import demo_budgets
+
+    return next(b for b in demo_budgets() if b.action == "block" and b.scope.get("team") == "growth")
 
 
 def test_the_live_calendar_continues_the_history_and_only_the_incident_alerts():
@@ -66,16 +76,31 @@ def test_the_old_flat_demo_rate_after_the_history_is_an_alert_storm():
 
 
 def test_the_growth_loop_reaches_the_growth_budget_within_minutes():
-    from collectors.demo_live import live_loops
-    from streams.budgets.service import demo_budgets
+    from collectors.demo_live import AGENT_KEY, live_loops
     from warehouse.demo_history import priced_history
 
-    budget = next(b for b in demo_budgets() if b.name == "growth-daily")
-    assert budget.action == "block"
-    five_minutes = (NOW + timedelta(minutes=5)).isoformat()
-    calls = priced_history([e for e in live_loops(NOW, random.Random(2)) if e["ts"] < five_minutes])
-    spent = sum(Decimal(e["cost_usd"]) for e in calls if e["attribution"]["team"] == "growth")
-    assert spent >= Decimal(str(budget.limit))  # blocked within 5 minutes of the start (4 of the loop)
+    budget = _blocking_growth_budget()
+    assert budget.scope == {"team": "growth", "api_key": AGENT_KEY}
+    six_minutes = (NOW + timedelta(minutes=6)).isoformat()
+    calls = priced_history([e for e in live_loops(NOW, random.Random(2)) if e["ts"] < six_minutes])
+    spent = sum(Decimal(e["cost_usd"]) for e in calls if budget.matches(e))
+    assert spent >= Decimal(str(budget.limit))  # blocked within 6 minutes of the start (5 of the loop)
+
+
+def test_growths_usual_traffic_alone_never_reaches_the_blocking_budget():
+    """A whole weekday of growth's calendar traffic at the live level (6 draws: ~2.5 USD) stays under the budget
+    that blocks growth, so the block comes from the live agent loop. Before: `growth-daily` (team growth, 0.10 USD
+    a day) was reached by the calendar alone in the first UTC hours of every weekday (by 01:00-03:00), and growth
+    was blocked for the rest of the day whether or not its loop ran."""
+    from collectors.demo_live import COPIES, calendar_calls
+    from warehouse.demo_history import priced_history
+
+    budget = _blocking_growth_budget()
+    thursday = NOW.replace(hour=0, minute=0)  # the calendar's busiest weekday for growth
+    day = priced_history(calendar_calls(thursday, thursday + timedelta(days=1), COPIES))
+    growth = sum(Decimal(e["cost_usd"]) for e in day if e["attribution"]["team"] == "growth")
+    assert growth > 1  # the usual traffic is there
+    assert sum(Decimal(e["cost_usd"]) for e in day if budget.matches(e)) < Decimal(str(budget.limit))
 
 
 def test_the_sender_keeps_the_loop_at_its_rate_whatever_its_tick():
