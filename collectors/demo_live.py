@@ -24,12 +24,13 @@ import random
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from collectors.demo import callers, refresh_blocked
+from collectors.demo import FEATURES, callers, refresh_blocked
 from tokenmeter import topics
 from tokenmeter.events import partition_key
 
@@ -51,26 +52,42 @@ AGENT_KEY = "sk-glo-grow-agent"
 # (team, user, seconds after the start, seconds it lasts at most, api key: None = the user's own)
 LOOPS = (("growth", "hal", 60.0, 3600.0, AGENT_KEY), ("search", "chen", 120.0, 1800.0, None))
 LOOP_MODEL = ("anthropic", "claude-sonnet-4-5-20250929")
+# A minimum visible level: on a weekend night the calendar is ~40 calls an hour at 6 draws (minutes without a call),
+# so the dashboard barely moved. Each minute with fewer calendar calls gets a background of steady cheap calls up to
+# this many (~0.0003 USD each: ~0.04 USD an hour at most); the detector over the history then raises nothing more.
+FLOOR_PER_MINUTE = 2
+FLOOR_MODEL = ("openai", "gpt-4o-mini")
+FLOOR_SIZES = (900, 200)  # collectors/demo.MODELS' usual gpt-4o-mini call
 LOOP_SIZES = (400, 300)  # warehouse/demo_history.LOOP_SIZES: the caller's usual call size
 
 
 def calendar_calls(start: datetime, end: datetime, copies: int = COPIES) -> list[dict[str, Any]]:
     """The calls the demo history's calendar gives the hours [start, end), in time order, with live ids (hours
     drawn the same way the history draws its month, `copies` times with other seeds)."""
-    from warehouse.demo_history import SEED, history_events
-
     out: list[dict[str, Any]] = []
     hour = start.replace(minute=0, second=0, microsecond=0)
+    low, high = start.isoformat(), end.isoformat()
     while hour < end:
-        for copy in range(copies):
-            # one hour of the calendar: history_events(now=hour + 1h, days=1/24) draws exactly [hour, hour + 1h);
-            # its first-day model tour lies after the hour and is cut here
-            for event in history_events(hour + timedelta(hours=1), days=1 / 24, seed=SEED + copy):
-                if start.isoformat() <= event["ts"] < min(end, hour + timedelta(hours=1)).isoformat():
-                    out.append({**event, "event_id": "live-" + event["event_id"].removeprefix("hist-")})
+        out += [e for e in _calendar_hour(hour, copies) if low <= e["ts"] < high]
         hour += timedelta(hours=1)
     out.sort(key=lambda e: e["ts"])
     return out
+
+
+@lru_cache(maxsize=4)
+def _calendar_hour(hour: datetime, copies: int) -> tuple[dict[str, Any], ...]:
+    """One hour of the calendar, drawn once: the sender asks for the due seconds of it every second (drawing the
+    hour's 6 copies took ~0.5 s of CPU per tick before this cache)."""
+    from warehouse.demo_history import SEED, history_events
+
+    out = []
+    for copy in range(copies):
+        # one hour of the calendar: history_events(now=hour + 1h, days=1/24) draws exactly [hour, hour + 1h);
+        # its first-day model tour lies after the hour and is cut here
+        for event in history_events(hour + timedelta(hours=1), days=1 / 24, seed=SEED + copy):
+            if hour.isoformat() <= event["ts"] < (hour + timedelta(hours=1)).isoformat():
+                out.append({**event, "event_id": "live-" + event["event_id"].removeprefix("hist-")})
+    return tuple(sorted(out, key=lambda e: e["ts"]))
 
 
 def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: str = "hal",
@@ -102,9 +119,43 @@ def live_loops(started: datetime, rng: random.Random) -> list[dict[str, Any]]:
     return sorted(calls, key=lambda e: e["ts"])
 
 
-def due_calls(cursor: datetime, now: datetime, loop: list[dict[str, Any]], copies: int = COPIES) -> list[dict]:
-    """What the sender sends at `now` when it last sent up to `cursor`: the calendar's calls and the loop's."""
-    return calendar_calls(cursor, now, copies) + [e for e in loop if cursor.isoformat() <= e["ts"] < now.isoformat()]
+def floor_calls(start: datetime, end: datetime, copies: int = COPIES,
+                per_minute: int = FLOOR_PER_MINUTE) -> list[dict[str, Any]]:
+    """The background that keeps the live demo visibly moving: in each whole minute of [start, end) whose calendar
+    has fewer than `per_minute` calls, that many calls in all (the calendar's and these, evenly spaced), each from
+    one of the history's callers (drawn by the minute, so a restart sends the same ids) on the cheapest chat model
+    they use, at its usual size. A weekday afternoon (~7 calendar calls a minute) gets none."""
+    out: list[dict[str, Any]] = []
+    minute = start.replace(second=0, microsecond=0)
+    people = callers()
+    while minute < end:
+        following = minute + timedelta(minutes=1)
+        have = len(calendar_calls(minute, following, copies)) if copies else 0
+        rng = random.Random(int(minute.timestamp()))
+        for n in range(max(0, per_minute - have)):
+            ts = minute + timedelta(seconds=60 * (n + 0.5) / per_minute)
+            caller = rng.choice(people)
+            tin = max(1, int(rng.lognormvariate(0, 0.6) * FLOOR_SIZES[0]))
+            tout = max(1, int(rng.lognormvariate(0, 0.5) * FLOOR_SIZES[1]))
+            if start <= ts < end:
+                out.append({"event_id": f"live-floor-{minute:%Y%m%dT%H%M}-{n}", "ts": ts.isoformat(),
+                            "source": "demo", "provider": FLOOR_MODEL[0], "model": FLOOR_MODEL[1],
+                            "operation": "chat", "status": "ok",
+                            "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
+                                            "user": caller.user, "api_key": caller.api_key,
+                                            "feature": rng.choice(FEATURES), "tags": {"env": "prod"}},
+                            "usage": {"input_tokens": tin, "output_tokens": tout},
+                            "latency_ms": round(rng.uniform(200, 2000), 1)})
+        minute = following
+    return out
+
+
+def due_calls(cursor: datetime, now: datetime, loop: list[dict[str, Any]], copies: int = COPIES,
+              floor: int = FLOOR_PER_MINUTE) -> list[dict]:
+    """What the sender sends at `now` when it last sent up to `cursor`: the calendar's calls, the background floor
+    and the loop's."""
+    due = calendar_calls(cursor, now, copies) + (floor_calls(cursor, now, copies, floor) if floor else [])
+    return sorted(due + [e for e in loop if cursor.isoformat() <= e["ts"] < now.isoformat()], key=lambda e: e["ts"])
 
 
 async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decision_url: str | None = None,

@@ -6,6 +6,7 @@ growth's usual traffic alone never reaches it."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -53,15 +54,41 @@ def _blocking_growth_budget():
 
 
 def test_the_live_calendar_continues_the_history_and_only_the_incident_alerts():
-    from collectors.demo_live import COPIES, calendar_calls, live_loops
+    from collectors.demo_live import COPIES, calendar_calls, floor_calls, live_loops
 
     end = NOW + timedelta(minutes=60)
     live = calendar_calls(NOW.replace(minute=0), end, COPIES)
+    live += floor_calls(NOW.replace(minute=0), end, COPIES)  # as the sender adds it (a weekday afternoon: ~none)
     assert len(live) > 300  # an hour of a weekday afternoon: a call every ~10 s
     assert {e["attribution"]["team"] for e in live} >= {"search", "growth", "platform", "support-bot"}
     assert len({e["event_id"] for e in live}) == len(live) and all(e["event_id"].startswith("live-") for e in live)
     live += [e for e in live_loops(NOW, random.Random(1)) if e["ts"] < end.isoformat()]
     alerts = _new_alerts(NOW, _growth_blocked_after(live, NOW, 5), 60)  # blocked 4 minutes into its loop
+    assert [(a["kind"], a["scope_value"]) for a in alerts] == [("spend_rate", "sk-acm-sear-chen")]
+
+
+@pytest.mark.slow(seconds=20)
+def test_a_weekend_night_moves_every_minute_without_new_alerts():
+    """On a weekend night the calendar is ~40 calls an hour (minutes without a call: the dashboard barely moved).
+    The sender's background floor gives every minute at least FLOOR_PER_MINUTE calls, cheap ones on the history's
+    callers, and the detector still alerts on nothing but search's live loop."""
+    from collectors.demo_live import FLOOR_PER_MINUTE, due_calls, live_loops
+
+    night = datetime(2026, 11, 28, 22, 10, tzinfo=timezone.utc)  # a Saturday, the calendar's quietest hours
+    loop = live_loops(night, random.Random(1))
+    live, cursor = [], night.replace(minute=0)
+    for second in range(20, 70 * 60 + 1, 20):  # the sender's ticks (here every 20 s)
+        now = night.replace(minute=0) + timedelta(seconds=second)
+        live += due_calls(cursor, now, loop)
+        cursor = now
+    per_minute = Counter(e["ts"][:16] for e in live)
+    assert len(per_minute) == 70 and min(per_minute.values()) >= FLOOR_PER_MINUTE
+    assert len({e["event_id"] for e in live}) == len(live)
+    floor = [e for e in live if e["event_id"].startswith("live-floor-")]
+    assert {e["attribution"]["team"] for e in floor} >= {"search", "growth", "platform"}
+    from warehouse.demo_history import priced_history
+    assert sum(Decimal(e["cost_usd"]) for e in priced_history(floor)) < Decimal("0.10")  # low cost: ~0.03 USD/h
+    alerts = _new_alerts(night, _growth_blocked_after(live, night, 5), 60)
     assert [(a["kind"], a["scope_value"]) for a in alerts] == [("spend_rate", "sk-acm-sear-chen")]
 
 
@@ -113,7 +140,7 @@ def test_the_sender_keeps_the_loop_at_its_rate_whatever_its_tick():
     sent, cursor = [], NOW
     for second in range(1, 601):
         now = NOW + timedelta(seconds=second)
-        sent += due_calls(cursor, now, loop, copies=0)
+        sent += due_calls(cursor, now, loop, copies=0, floor=0)
         cursor = now
     expected = LOOP_PER_HOUR * 540 / 3600  # 45 in the nine minutes since the loop began
     assert expected * 0.5 < len(sent) < expected * 1.6
