@@ -120,28 +120,34 @@ def make_event(rng: random.Random, caller: Caller, now: datetime) -> dict[str, A
     return event
 
 
-async def refresh_blocked(session: Any, decision_url: str, teams: set[str], blocked: set[str]) -> set[str]:
-    """The teams the budgets refuse now (asked as a gateway would), logged when that set changes."""
-    newly = await _blocked_teams(session, decision_url, teams)
+async def refresh_blocked(session: Any, decision_url: str, teams: set[str], blocked: set[str],
+                          keys: dict[str, str] | None = None) -> set[str]:
+    """The teams, and the api keys of `keys` (key -> its team), that the budgets refuse now (asked as a gateway
+    would: a key with its team, so a budget scoped to one key blocks that key alone), logged when that set
+    changes."""
+    asks = [(team, {"team": team}) for team in teams]
+    asks += [(key, {"team": team, "api_key": key}) for key, team in (keys or {}).items()]
+    newly = await _refused(session, decision_url, asks)
     if newly != blocked:
         log.info("demo gateway: refusing calls of %s (budget decisions)", ", ".join(sorted(newly)) or "nobody")
     return newly
 
 
-async def _blocked_teams(session: Any, decision_url: str, teams: set[str]) -> set[str]:
-    """Ask the decision endpoint once per team, as a gateway would before each call; unreachable = allow."""
+async def _refused(session: Any, decision_url: str, asks: list[tuple[str, dict[str, str]]]) -> set[str]:
+    """Ask the decision endpoint once per (label, caller attributes), as a gateway would before each call; the
+    labels refused (403 block, 429 throttle). Unreachable = allow."""
     import aiohttp
 
-    blocked = set()
-    for team in teams:
+    refused = set()
+    for label, params in asks:
         try:
-            async with session.get(decision_url, params={"team": team},
+            async with session.get(decision_url, params=params,
                                    timeout=aiohttp.ClientTimeout(total=0.5)) as resp:
                 if resp.status in (403, 429):
-                    blocked.add(team)
+                    refused.add(label)
         except (aiohttp.ClientError, asyncio.TimeoutError):
             continue
-    return blocked
+    return refused
 
 
 async def generate(bootstrap: str, events_per_s: float, total: int | None = None, seed: int | None = None,

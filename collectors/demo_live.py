@@ -8,10 +8,11 @@ default the live traffic draws each hour's calls from the same calendar (the sam
 call sizes and weekday/hour level; `copies` independent draws of it), from the hour the history ends, and sends each
 call when the wall clock reaches its time.
 
-Two live agent loops (the history's spend_rate injection replayed live: hal's or chen's key on claude-sonnet, a
-model they use, calls of their usual size): growth's, a minute after the start, takes the demo budget `growth-daily`
-past 50 %, 80 % and 100 % within minutes, where the block makes this demo gateway refuse growth's calls (too short
-for the detector's evidence rule: no anomaly alert); search's, a minute later and not blocked, is the one live
+Two live agent loops (the history's spend_rate injection replayed live: claude-sonnet, a model hal and chen use,
+calls of their usual size): growth's, a minute after the start under the agent key hal made for it (AGENT_KEY),
+takes the demo budget `growth-agent-daily` (scoped to that key) past 50 %, 80 % and 100 % within minutes, where the
+block makes this demo gateway refuse the key's calls (too short for the detector's evidence rule: no anomaly alert;
+the rest of growth goes on); search's, a minute later and not blocked, is the one live
 incident the detector alerts on (once, spend_rate on chen's key, ~15 minutes after it starts).
 """
 
@@ -23,12 +24,13 @@ import random
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from collectors.demo import callers, refresh_blocked
+from collectors.demo import FEATURES, callers, refresh_blocked
 from tokenmeter import topics
 from tokenmeter.events import partition_key
 
@@ -38,36 +40,58 @@ log = logging.getLogger("tokenmeter.demo")
 # detector over the history then 1-2 hours of this raised no alert at 6 and 8 copies (docs/finance.md).
 COPIES = 6
 LOOP_PER_HOUR = 300  # an agent loop as the history's spend_rate injection: ~1.8 USD an hour on claude-sonnet
+# growth's agent runs under a key of its own (hal's, made for the agent): the demo budget `growth-agent-daily`
+# (streams/budgets/service.demo_budgets) is scoped to it, so only the loop can reach it. Scoped to the team, as
+# before, the calendar's own growth traffic (~2.5 USD a weekday at 6 draws, up to ~0.36 USD in one hour) reached
+# its 0.10 USD in the first UTC hours and blocked growth for the rest of the day, before any loop.
+AGENT_KEY = "sk-glo-grow-agent"
 # The two live agent loops (the same shape as the history's spend_rate injection): growth's, a minute after the start,
-# that the budget `growth-daily` blocks within minutes (3 minutes of it: no anomaly alert, the detector's evidence
+# on AGENT_KEY, that the budget `growth-agent-daily` blocks within minutes (4-5 minutes of it: no anomaly alert, the detector's evidence
 # rule wants 15 minutes of a loop this size); and search's, a minute later, that no budget blocks: the detector
-# alerts on it once, ~15 minutes after it starts. (team, user, seconds after the start, seconds it lasts at most)
-LOOPS = (("growth", "hal", 60.0, 3600.0), ("search", "chen", 120.0, 1800.0))
+# alerts on it once, ~15 minutes after it starts.
+# (team, user, seconds after the start, seconds it lasts at most, api key: None = the user's own)
+LOOPS = (("growth", "hal", 60.0, 3600.0, AGENT_KEY), ("search", "chen", 120.0, 1800.0, None))
 LOOP_MODEL = ("anthropic", "claude-sonnet-4-5-20250929")
+# A minimum visible level: on a weekend night the calendar is ~40 calls an hour at 6 draws (minutes without a call),
+# so the dashboard barely moved. Each minute with fewer calendar calls gets a background of steady cheap calls up to
+# this many (~0.0003 USD each: ~0.04 USD an hour at most); the detector over the history then raises nothing more.
+FLOOR_PER_MINUTE = 2
+FLOOR_MODEL = ("openai", "gpt-4o-mini")
+FLOOR_SIZES = (900, 200)  # collectors/demo.MODELS' usual gpt-4o-mini call
 LOOP_SIZES = (400, 300)  # warehouse/demo_history.LOOP_SIZES: the caller's usual call size
 
 
 def calendar_calls(start: datetime, end: datetime, copies: int = COPIES) -> list[dict[str, Any]]:
     """The calls the demo history's calendar gives the hours [start, end), in time order, with live ids (hours
     drawn the same way the history draws its month, `copies` times with other seeds)."""
-    from warehouse.demo_history import SEED, history_events
-
     out: list[dict[str, Any]] = []
     hour = start.replace(minute=0, second=0, microsecond=0)
+    low, high = start.isoformat(), end.isoformat()
     while hour < end:
-        for copy in range(copies):
-            # one hour of the calendar: history_events(now=hour + 1h, days=1/24) draws exactly [hour, hour + 1h);
-            # its first-day model tour lies after the hour and is cut here
-            for event in history_events(hour + timedelta(hours=1), days=1 / 24, seed=SEED + copy):
-                if start.isoformat() <= event["ts"] < min(end, hour + timedelta(hours=1)).isoformat():
-                    out.append({**event, "event_id": "live-" + event["event_id"].removeprefix("hist-")})
+        out += [e for e in _calendar_hour(hour, copies) if low <= e["ts"] < high]
         hour += timedelta(hours=1)
     out.sort(key=lambda e: e["ts"])
     return out
 
 
+@lru_cache(maxsize=4)
+def _calendar_hour(hour: datetime, copies: int) -> tuple[dict[str, Any], ...]:
+    """One hour of the calendar, drawn once: the sender asks for the due seconds of it every second (drawing the
+    hour's 6 copies took ~0.5 s of CPU per tick before this cache)."""
+    from warehouse.demo_history import SEED, history_events
+
+    out = []
+    for copy in range(copies):
+        # one hour of the calendar: history_events(now=hour + 1h, days=1/24) draws exactly [hour, hour + 1h);
+        # its first-day model tour lies after the hour and is cut here
+        for event in history_events(hour + timedelta(hours=1), days=1 / 24, seed=SEED + copy):
+            if hour.isoformat() <= event["ts"] < (hour + timedelta(hours=1)).isoformat():
+                out.append({**event, "event_id": "live-" + event["event_id"].removeprefix("hist-")})
+    return tuple(sorted(out, key=lambda e: e["ts"]))
+
+
 def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: str = "hal",
-               seconds: float = 3600.0) -> list[dict[str, Any]]:
+               seconds: float = 3600.0, api_key: str | None = None) -> list[dict[str, Any]]:
     """One live agent loop's calls: `user`'s key from `begin` on, LOOP_PER_HOUR an hour for `seconds`, on a model
     the caller uses, calls of the caller's usual size (one schedule drawn once: the sender keeps what is due, so
     its 1-second ticks do not restart the process)."""
@@ -80,7 +104,7 @@ def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: 
                     "ts": t.isoformat(), "source": "demo", "provider": LOOP_MODEL[0], "model": LOOP_MODEL[1],
                     "operation": "chat", "status": "ok",
                     "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
-                                    "user": caller.user, "api_key": caller.api_key, "feature": "agent-loop",
+                                    "user": caller.user, "api_key": api_key or caller.api_key, "feature": "agent-loop",
                                     "tags": {"env": "prod"}},
                     "usage": {"input_tokens": tin, "output_tokens": tout},
                     "latency_ms": round(rng.uniform(200, 4000), 1)})
@@ -90,14 +114,48 @@ def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: 
 
 def live_loops(started: datetime, rng: random.Random) -> list[dict[str, Any]]:
     """The calls of the demo's live agent loops (LOOPS) for a demo started at `started`, in time order."""
-    calls = [e for team, user, after, seconds in LOOPS
-             for e in loop_calls(started + timedelta(seconds=after), rng, team, user, seconds)]
+    calls = [e for team, user, after, seconds, key in LOOPS
+             for e in loop_calls(started + timedelta(seconds=after), rng, team, user, seconds, key)]
     return sorted(calls, key=lambda e: e["ts"])
 
 
-def due_calls(cursor: datetime, now: datetime, loop: list[dict[str, Any]], copies: int = COPIES) -> list[dict]:
-    """What the sender sends at `now` when it last sent up to `cursor`: the calendar's calls and the loop's."""
-    return calendar_calls(cursor, now, copies) + [e for e in loop if cursor.isoformat() <= e["ts"] < now.isoformat()]
+def floor_calls(start: datetime, end: datetime, copies: int = COPIES,
+                per_minute: int = FLOOR_PER_MINUTE) -> list[dict[str, Any]]:
+    """The background that keeps the live demo visibly moving: in each whole minute of [start, end) whose calendar
+    has fewer than `per_minute` calls, that many calls in all (the calendar's and these, evenly spaced), each from
+    one of the history's callers (drawn by the minute, so a restart sends the same ids) on the cheapest chat model
+    they use, at its usual size. A weekday afternoon (~7 calendar calls a minute) gets none."""
+    out: list[dict[str, Any]] = []
+    minute = start.replace(second=0, microsecond=0)
+    people = callers()
+    while minute < end:
+        following = minute + timedelta(minutes=1)
+        have = len(calendar_calls(minute, following, copies)) if copies else 0
+        rng = random.Random(int(minute.timestamp()))
+        for n in range(max(0, per_minute - have)):
+            ts = minute + timedelta(seconds=60 * (n + 0.5) / per_minute)
+            caller = rng.choice(people)
+            tin = max(1, int(rng.lognormvariate(0, 0.6) * FLOOR_SIZES[0]))
+            tout = max(1, int(rng.lognormvariate(0, 0.5) * FLOOR_SIZES[1]))
+            if start <= ts < end:
+                out.append({"event_id": f"live-floor-{minute:%Y%m%dT%H%M}-{n}", "ts": ts.isoformat(),
+                            "source": "demo", "provider": FLOOR_MODEL[0], "model": FLOOR_MODEL[1],
+                            "operation": "chat", "status": "ok",
+                            "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
+                                            "user": caller.user, "api_key": caller.api_key,
+                                            "feature": rng.choice(FEATURES), "tags": {"env": "prod"}},
+                            "usage": {"input_tokens": tin, "output_tokens": tout},
+                            "latency_ms": round(rng.uniform(200, 2000), 1)})
+        minute = following
+    return out
+
+
+def due_calls(cursor: datetime, now: datetime, loop: list[dict[str, Any]], copies: int = COPIES,
+              floor: int = FLOOR_PER_MINUTE) -> list[dict]:
+    """What the sender sends at `now` when it last sent up to `cursor`: the calendar's calls, the background floor
+    and the loop's."""
+    due = calendar_calls(cursor, now, copies) + (floor_calls(cursor, now, copies, floor) if floor else [])
+    return sorted(due + [e for e in loop if cursor.isoformat() <= e["ts"] < now.isoformat()], key=lambda e: e["ts"])
 
 
 async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decision_url: str | None = None,
@@ -109,6 +167,7 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     import aiohttp
 
     teams = {c.team for c in callers()} | {"support-bot"}
+    keys = {key: team for team, _, _, _, key in LOOPS if key}  # asked with their team, as a gateway would
     started = start or datetime.now(timezone.utc)
     # seeded by the start: a restarted demo (same --started) keeps the loops' schedule and ids
     loop = live_loops(started, random.Random(seed if seed is not None else int(started.timestamp())))
@@ -121,7 +180,7 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     sent = refused = 0
     blocked: set[str] = set()
     log.info("demo traffic: the history's calendar continued (%d cop%s), agent loops of %s", copies,
-             "y" if copies == 1 else "ies", ", ".join(f"{user} ({team}) at +{after:g} s" for team, user, after, _ in LOOPS))
+             "y" if copies == 1 else "ies", ", ".join(f"{user} ({team}) at +{after:g} s" for team, user, after, _, _ in LOOPS))
     try:
         while not (stop and stop.is_set()):
             tick = time.monotonic()
@@ -129,10 +188,10 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
             due = due_calls(cursor, now, loop, copies)
             cursor = now
             if session is not None:
-                blocked = await refresh_blocked(session, decision_url, teams, blocked)
+                blocked = await refresh_blocked(session, decision_url, teams, blocked, keys)
             batches: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
             for event in due:
-                if event["attribution"]["team"] in blocked:
+                if event["attribution"]["team"] in blocked or event["attribution"]["api_key"] in blocked:
                     refused += 1
                     continue
                 batches[partition_key(event)].append(event)

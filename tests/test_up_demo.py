@@ -81,9 +81,10 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
 def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blocks(tmp_path):
     """Without TOKENMETER_DEMO_EVENTS_PER_S, `up --demo` sends the history's calendar continued (not a flat
     40 events/s, ~2,000 times the history's level: 21 more anomaly alerts within 7 minutes) and one live incident,
-    growth's agent loop a minute after the start: the growth budget blocks growth (here a 0.005 USD limit, which
-    growth's traffic reaches in seconds to a minute; the demo's own 0.10 USD takes 3-4 minutes with the loop) and the inbox holds the history's
-    anomaly alerts plus at most that one."""
+    growth's agent loop a minute after the start: the budget on growth's agent key blocks that key (here a 0.005
+    USD limit, which the loop reaches in a minute or so; the demo's own 0.10 USD takes 4-5 minutes of the loop) and
+    the inbox holds the history's anomaly alerts plus at most one."""
+    from collectors.demo_live import AGENT_KEY
     from streams.budgets.model import parse_budget
     from streams.budgets.service import MIRROR_FILE, demo_budgets
 
@@ -91,7 +92,7 @@ def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blo
     data.mkdir()
     budgets = [b.model_copy(update={"notify": (f"webhook=http://127.0.0.1:{inbox_port}/inbox",)})
                for b in demo_budgets()]
-    budgets = [parse_budget({**b.to_json(), "limit": "0.005"}) if b.name == "growth-daily" else b for b in budgets]
+    budgets = [parse_budget({**b.to_json(), "limit": "0.005"}) if b.name == "growth-agent-daily" else b for b in budgets]
     (data / MIRROR_FILE).write_text(json.dumps([b.to_json() for b in budgets]))  # as a previous run mirrors them
     env = {k: v for k, v in os.environ.items() if k != "TOKENMETER_DEMO_EVENTS_PER_S"}
     env.update(PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(data),
@@ -110,7 +111,7 @@ def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blo
         assert "the history's weekday/hour calendar continued" in (tmp_path / "up.log").read_text()
 
         def blocked() -> bool:
-            return demo_log.exists() and "refusing calls of growth" in demo_log.read_text()
+            return demo_log.exists() and f"refusing calls of {AGENT_KEY}" in demo_log.read_text()
 
         WebDriverWait(None, 200, poll_frequency=2).until(lambda _: blocked())
 
@@ -122,7 +123,7 @@ def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blo
 
         def budget_alerted() -> bool:  # the refusal comes first; the alert reaches the inbox through the dispatcher
             inbox = data / "demo-inbox.jsonl"
-            return inbox.exists() and any("growth-daily" in (json.loads(line).get("title") or "")
+            return inbox.exists() and any("growth-agent-daily" in (json.loads(line).get("title") or "")
                                           for line in inbox.read_text().splitlines())
 
         WebDriverWait(None, 60, poll_frequency=1).until(lambda _: budget_alerted())

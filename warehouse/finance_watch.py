@@ -72,10 +72,15 @@ def _served(settings: Any) -> bool:
     return bool(settings.clickhouse_url) or read_live_endpoint(settings.data_dir) is not None
 
 
-async def watch(settings: Any, stop: asyncio.Event, interval: float) -> None:
+async def watch(settings: Any, stop: asyncio.Event, interval: float, first_check_after: float = 0.0) -> None:
     from streams.alerts.outbox import publish_alerts_async
 
     sent: set[str] = set()
+    if first_check_after > 0:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=first_check_after)
+        except asyncio.TimeoutError:
+            pass
     while not stop.is_set():
         if _served(settings):
             try:
@@ -98,11 +103,14 @@ async def watch(settings: Any, stop: asyncio.Event, interval: float) -> None:
 @click.command("finance-watch")
 @click.option("--interval", default=300.0, show_default=True, type=click.FloatRange(1, 86400),
               help="Seconds between checks.")
-def finance_watch(interval: float) -> None:
+@click.option("--first-check-after", default=0.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="Seconds before the first check (`up --demo`: until its live traffic has caught up with the "
+                   "clock, or the first check judges an hour the demo has not sent yet as a dropping source).")
+def finance_watch(interval: float, first_check_after: float) -> None:
     """Check cost drift and source completeness every INTERVAL seconds and alert (TOKENMETER_FINANCE_NOTIFY)."""
     from tokenmeter.cli_support import cli_settings, configure_logging, run_service
 
     settings = cli_settings()
     configure_logging(settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per warehouse query otherwise
-    run_service(lambda stop: watch(settings, stop, interval))
+    run_service(lambda stop: watch(settings, stop, interval, first_check_after))

@@ -436,8 +436,11 @@ def demo_budgets() -> list[Budget]:
     return [
         parse_budget({"name": "search-monthly", "scope": {"team": "search"}, "period": "month", "limit": "25",
                       "thresholds": [50, 80, 100], "action": "alert"}),
-        parse_budget({"name": "growth-daily", "scope": {"team": "growth"}, "period": "day", "limit": "0.10",
-                      "thresholds": [50, 80, 100], "action": "block"}),
+        # growth's agent key (collectors/demo_live.AGENT_KEY) alone: the live agent loop reaches it in ~4-5 minutes.
+        # Scoped to the whole team it was reached by growth's usual traffic (~2.5 USD a weekday) in the first UTC
+        # hours, and growth was blocked for the rest of each such day before any loop ran.
+        parse_budget({"name": "growth-agent-daily", "scope": {"team": "growth", "api_key": "sk-glo-grow-agent"},
+                      "period": "day", "limit": "0.10", "thresholds": [50, 80, 100], "action": "block"}),
         parse_budget({"name": "acme-tokens-daily", "scope": {"org": "acme"}, "period": "day", "metric": "tokens",
                       "limit": 50_000_000, "action": "throttle"}),
     ]

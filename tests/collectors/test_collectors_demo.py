@@ -48,3 +48,39 @@ def test_demo_refuses_calls_of_blocked_teams_and_fails_open():
 
         dead = f"http://127.0.0.1:{free_port()}/v1/decision"  # nothing listens: allow everything
         assert asyncio.run(_run(bootstrap, dead, "growth", Counter())) == 400
+
+
+def test_the_demo_gateway_asks_for_the_agent_key_with_its_team_and_refuses_only_that_key():
+    """growth's agent loop runs under its own key; the budget that blocks it is scoped to that key, so the demo
+    asks the decision endpoint for the key with its team (as a gateway passes the caller's attributes) and refuses
+    that key alone. The decision is the budget service's own (EnforcementView over a block record)."""
+    from collectors.demo import refresh_blocked
+    from collectors.demo_live import AGENT_KEY
+    from streams.budgets.decisions import EnforcementView
+    from streams.budgets.service import demo_budgets
+
+    budget = next(b for b in demo_budgets() if b.action == "block")
+    view = EnforcementView()
+    view.update(budget.name, {"budget": budget.name, "action": "block", "scope": budget.scope})
+
+    async def run() -> set[str]:
+        import aiohttp
+
+        async def decide(request: web.Request) -> web.Response:
+            body = view.decide(dict(request.query))
+            return web.json_response(body, status=403 if body["action"] == "block" else 200)
+
+        app = web.Application()
+        app.router.add_get("/v1/decision", decide)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                return await refresh_blocked(session, f"http://127.0.0.1:{port}/v1/decision",
+                                             {c.team for c in callers()}, set(), {AGENT_KEY: "growth"})
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(run()) == {AGENT_KEY}  # growth itself is not blocked

@@ -1,5 +1,7 @@
 """Screenshots of a first `tokenmeter up --demo` start for docs/ (docs/screenshots/demo-*.png): the month of
-history the demo starts with, as a finance user sees it at first login. Opt-in, like test_dashboard_screenshots.py:
+history the demo starts with, as a finance user sees it at first login, every page (Overview and its sources'
+completeness, Showback with cost centers and allocation, the closed previous month, Chargeback/FOCUS export,
+Budgets with a gateway's hold, Models, Alerts from the local inbox route, Anomalies, Drift). Opt-in, like test_dashboard_screenshots.py:
 
     TOKENMETER_SCREENSHOT_DIR=docs/screenshots .venv/bin/python -m pytest -q tests/dashboards/test_demo_screenshots.py
 
@@ -8,12 +10,14 @@ detector has read it and the dashboard shows it, takes the pictures and stops th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -28,6 +32,10 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not SCREENSHOT_DIR, reason="set TOKENMETER_SCREENSHOT_DIR to write screenshots")]
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr')).map(tr => tr.innerText);"
+# dcc.Loading shows a spinner while a callback runs: a picture waits until none is left
+LOADING = "return document.querySelectorAll('.dash-spinner, ._dash-loading, [data-dash-is-loading=\"true\"]').length;"
+PLOTTED = ("const el = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+           " return !!(el && el.data && el.data.length);")
 
 
 def _rows(driver, table: str) -> list[str]:
@@ -92,13 +100,69 @@ def test_screenshots_of_a_first_demo_start(dash_duo, tmp_path):
         time.sleep(2)
         driver.save_screenshot(str(out / "demo-reconciliation-drift.png"))
 
-        _until(driver, base + "/", lambda d: len(_rows(d, "#overview-sources")) >= 2
-               and len(_rows(d, "#overview-movers")) >= 1, 300, "the sources and the top movers")
+        def settled(d) -> bool:
+            return not d.execute_script(LOADING)
+
+        def steady(d) -> bool:  # no spinner now and a second later (the pages refresh on an interval)
+            if not settled(d):
+                return False
+            time.sleep(1.5)
+            return settled(d)
+
+        def capture(name: str) -> None:
+            """A picture with no spinner in it: taken again when a refresh began while it was taken."""
+            for _ in range(6):
+                WebDriverWait(driver, 90).until(steady)
+                driver.save_screenshot(str(out / name))
+                if settled(driver):
+                    return
+
+        _until(driver, base + "/" + month, lambda d: len(_rows(d, "#overview-sources")) >= 2
+               and len(_rows(d, "#overview-movers")) >= 1 and settled(d), 300, "the sources and the top movers")
         time.sleep(2)
         driver.save_screenshot(str(out / "demo-overview.png"))
         driver.execute_script("document.getElementById('overview-sources-card').scrollIntoView();")
-        time.sleep(1)
-        driver.save_screenshot(str(out / "demo-overview-sources.png"))
+        WebDriverWait(driver, 90).until(lambda d: len(_rows(d, "#overview-movers")) >= 1)
+        capture("demo-overview-sources.png")
+
+        def shot(path: str, name: str, ready, what: str, scroll_to: str | None = None) -> None:
+            _until(driver, base + path, lambda d: ready(d) and settled(d), 300, what)
+            time.sleep(2)  # plotly's transitions; pictures only
+            if scroll_to:
+                driver.execute_script(f"document.getElementById('{scroll_to}').scrollIntoView();")
+            capture(name)
+
+        def text(d) -> str:
+            return d.find_element(By.TAG_NAME, "body").text
+
+        shot("/showback" + month, "demo-showback.png", lambda d: len(_rows(d, "#showback-table")) >= 3
+             and d.execute_script(PLOTTED, "#showback-graph"), "showback by team")
+        shot("/showback" + month, "demo-showback-finance.png", lambda d: "platform-shared" in text(d)
+             or "allocated" in text(d).lower(), "cost centers and allocation", scroll_to="showback-finance")
+        first = now.replace(day=1)
+        previous_last = first - timedelta(days=1)
+        closed = f"?start={previous_last.replace(day=1).date()}&end={previous_last.date()}"
+        shot("/showback" + closed, "demo-month-close.png", lambda d: "is closed" in text(d),
+             "the closed previous month", scroll_to="showback-finance")
+        shot(f"/export?month={previous_last:%Y-%m}&format=focus", "demo-export.png",
+             lambda d: "closed" in text(d), "the export page with the closed month")
+        driver.find_element(By.ID, "export-download-button").click()
+        time.sleep(5)  # the export is written and summarised under the button
+        driver.save_screenshot(str(out / "demo-export.png"))
+        # A gateway that reserves before each call (docs/budgets.md): one call of search held while it runs.
+        api = f"http://127.0.0.1:{env['TOKENMETER_API_PORT']}/v1/reservations"
+        hold = {"provider": "anthropic", "model": "claude-sonnet-4-5-20250929", "request_id": "screenshot-hold-1",
+                "prompt_tokens": 60000, "max_output_tokens": 16000,
+                "attribution": {"org": "acme", "team": "search", "user": "chen"}}
+        request = urllib.request.Request(api, data=json.dumps(hold).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print("reservation:", response.status, response.read()[:300])
+        shot("/budgets?budget=search-monthly", "demo-budgets.png", lambda d: any(
+            row.startswith("search-monthly") and "$0.6" in row for row in _rows(d, "#budgets-table")),
+             "the budgets with search's hold")
+        shot("/models" + month, "demo-models.png", lambda d: len(_rows(d, "#models-table")) >= 5, "the models")
+        shot("/alerts" + month, "demo-alerts.png", lambda d: len(_rows(d, "#alerts-table")) >= 3, "the alerts")
     finally:
         up.send_signal(signal.SIGTERM)
         try:

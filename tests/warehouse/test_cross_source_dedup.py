@@ -390,6 +390,34 @@ def test_reapply_re_decides_stored_calls_under_the_current_preference(wh, monkey
     assert again.outranking == 0 and again.revived == 0
 
 
+def test_a_loser_recorded_before_migration_0018_is_not_rebuilt_by_reapply_but_by_a_redelivery(wh, monkeypatch):
+    """Before migration 0018 a copy not counted left no row: a loser skipped at load was never stored, and a
+    replaced copy's raw row was deleted (its id stays in priced_event_ids, its keys in call_keys); its
+    cross_source_duplicates record holds ids, source, matched key, provider, model and its cost, not its tokens,
+    attribution or price. So `dedup reapply` cannot rebuild such a copy from the warehouse (nothing would say whose
+    call it was): it counts it as missing and changes nothing. Delivered again from its source (the collector
+    re-reading the log, a Kafka replay), the copy is decided under the current preference and counted."""
+    from warehouse.dedup import SourcePreference, reapply
+
+    moment = NOW - timedelta(hours=5)  # a window of this test's call alone
+    team = f"m{uuid.uuid4().hex[:6]}"
+    call = linked_call(team, ts=moment)
+    wh.insert_priced([call["litellm"], call["otel"], call["openai"]])
+    _assert_counted_once_as(wh, team, "litellm")
+    span = call["otel"]
+    # as in a warehouse whose losers were recorded before 0018: no kept row for the span
+    wh.backend.command("DELETE FROM cross_source_copies WHERE event_id = {e:String}".replace(
+        "{e:String}", "'" + span["event_id"] + "'"))
+    monkeypatch.setattr(wh, "source_preference", SourcePreference(OTEL_FIRST))
+    since, until = moment - timedelta(minutes=1), moment + timedelta(minutes=1)
+    done = reapply(wh, since, until)
+    assert done.outranking == 1 and done.missing_rows == 1 and done.revived == 0
+    assert (done.events_after, done.cost_after) == (done.events_before, done.cost_before)
+    _assert_counted_once_as(wh, team, "litellm")
+    wh.insert_priced([span])  # the span delivered again from its source
+    _assert_counted_once_as(wh, team, "otel")
+
+
 def test_reapply_in_a_closed_month_books_a_correction_in_the_first_open_month(wh, monkeypatch, tmp_path):
     """The call is in a closed month, counted as its gateway log; reapplied under otel first, the closed month's
     numbers do not move, the first open month carries the difference (span − gateway log) as a correction, and
