@@ -207,6 +207,16 @@ class Supervisor:
             time.sleep(0.2)
         raise SettingsError(f"{child.name} not ready after {timeout:.0f} s; see {child.log_path}")
 
+    def wait_history(self, history: subprocess.Popen) -> None:
+        """Wait for `demo-history` (at most 120 s) and echo its summary or its failure."""
+        try:
+            code = history.wait(120)
+        except subprocess.TimeoutExpired:
+            history.kill()
+            code = history.wait()
+        self.echo(f"      {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
+                  if code == 0 else f"      demo history failed (exit {code}); see {self.log_dir / 'demo-history.log'}")
+
     def start(self) -> None:
         s = self.settings
         self.preflight()
@@ -224,8 +234,9 @@ class Supervisor:
             self.echo(f"[{i}/{total}] {what} ready in {time.monotonic() - t0:.1f} s")
 
         history = None
-        if self.demo and not s.clickhouse_url:  # 30 days of back-filled history, written while the broker and
-            # the worker start; the loader (the warehouse's owner) starts after it (warehouse/demo_history.py)
+        if self.demo and not s.clickhouse_url:  # 30 days of back-filled history, written while the broker starts;
+            # the budget rebuild (its spend of the current periods), the worker and the loader (the warehouse's
+            # owner) start after it (warehouse/demo_history.py)
             history = subprocess.Popen(me + ["demo-history", "--publish"], env=self.child_env(),
                                        stdout=open(self.log_dir / "demo-history.log", "w"), stderr=subprocess.STDOUT)
 
@@ -240,6 +251,8 @@ class Supervisor:
             step(1, f"embedded broker on {s.bootstrap_servers}", broker)
         else:
             step(1, f"topics on {s.bootstrap_servers}", lambda: ensure_topics(s.bootstrap_servers, s.partitions))
+        if history is not None:  # before the budget rebuild: the history's spend of the current periods counts
+            self.wait_history(history)
         self.restore_budgets()
         # The worker and the loader start together (each spends seconds importing and joining its group); their
         # readiness is still awaited and reported one after the other.
@@ -251,14 +264,6 @@ class Supervisor:
         loader_ready = (lambda: True) if s.clickhouse_url else endpoint_file.exists
         if not s.clickhouse_url:
             endpoint_file.unlink(missing_ok=True)
-        if history is not None:
-            try:
-                code = history.wait(120)
-            except subprocess.TimeoutExpired:
-                history.kill()
-                code = history.wait()
-            self.echo(f"      {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
-                      if code == 0 else f"      demo history failed (exit {code}); see {self.log_dir / 'demo-history.log'}")
         self.echo(f"[3/{total}] starting loader into {warehouse} ...")
         loader = self.spawn("loader", me + ["load"], loader_ready)
         self.wait_ready(worker, 90)

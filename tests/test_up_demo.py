@@ -56,6 +56,9 @@ def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
         assert "dashboard login: finance / demo" in (tmp_path / "up.log").read_text()
+        # The budgets start with the history's spend of their current periods (the rebuild runs after the history
+        # is written): before, search-monthly showed a few cents of December after dollars of history.
+        assert "rebuilt from the warehouse: search-monthly: " in (tmp_path / "up.log").read_text()
         # The dashboard asks for the demo login printed by `up`.
         dash_duo.driver.get(url)
         WebDriverWait(dash_duo.driver, 10).until(lambda d: "/login" in d.current_url)
