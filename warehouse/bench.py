@@ -120,7 +120,7 @@ def _load_events(count: int, start: datetime) -> list[dict[str, Any]]:
 
 def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime) -> dict[str, Any]:
     """The loader's own path from Kafka message values to stored rows, without Kafka: `count` load events framed
-    as the worker frames them (JSON arrays of 500), then per window of `batch_rows` events `parse_record` (decode),
+    as the worker frames them (JSON arrays of 500), then per window of `batch_rows` events `_accept` (decode),
     `build_priced` (the Arrow table and its checks) and `_store_priced` (dedupe lookup, insert, views). Returns
     rows/s wall and CPU, and CPU µs per row of each step (chDB runs in-process: its CPU counts)."""
     from types import SimpleNamespace
@@ -128,8 +128,9 @@ def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime) -> dict[
     import orjson
 
     from tokenmeter import topics
+    from tokenmeter.commitloop import Batch
     from tokenmeter.microbatch import frame
-    from warehouse.loader import _Batch, _store_priced, build_priced, parse_record
+    from warehouse.loader import _accept, _Batch, _store_priced, build_priced
 
     events = [dict(e, event_id=f"path-{e['event_id']}") for e in _load_events(count, start)]
     windows = []
@@ -144,8 +145,7 @@ def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime) -> dict[
     for records in windows:
         batch = _Batch()
         mark = time.process_time()
-        for record in records:
-            parse_record(record, batch)
+        _accept(Batch(state=batch), records)  # what the commit loop calls with a fetch's records
         steps["decode"] += time.process_time() - mark
         mark = time.process_time()
         build_priced(batch)

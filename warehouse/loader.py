@@ -154,8 +154,17 @@ def _accept(window: Batch, records: list[Any]) -> int:
     """The commit loop's `accept`: parse records as they arrive; the window is measured in rows."""
     batch: _Batch = window.state
     before = len(batch.items)
-    for record in records:
-        parse_record(record, batch)
+    # The GC paused for the whole fetch, not only inside each orjson.loads: the (event, record) tuples and the
+    # collections deferred to the next allocation still rescanned the window (20,000 events: ~145 ms CPU with the
+    # GC, ~110 paused per message, ~50 paused per fetch). Decoded JSON and these tuples are acyclic.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for record in records:
+            parse_record(record, batch)
+    finally:
+        if enabled:
+            gc.enable()
     return len(batch.items) - before
 
 

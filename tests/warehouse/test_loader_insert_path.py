@@ -17,9 +17,10 @@ import pytest
 from tests.warehouse.test_arrow_rows import _steady, hostile_batch, priced  # noqa: F401 (fixture)
 from tests.warehouse.test_loader_columnar_equivalence import TABLES, _contents, _empty, _new_path
 from tokenmeter import topics
+from tokenmeter.commitloop import Batch
 from warehouse import store
 from warehouse.arrow_rows import build_batch
-from warehouse.loader import _Batch, parse_record
+from warehouse.loader import _accept, _Batch, parse_record
 
 pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -99,16 +100,21 @@ def test_a_batch_of_only_stored_ids_writes_nothing(wh, priced):  # noqa: F811
 def test_decoding_pauses_the_gc_and_restores_it(priced):  # noqa: F811
     record = SimpleNamespace(topic=topics.PRICED, partition=0, offset=0, value=orjson.dumps(priced[:3]))
     bad = SimpleNamespace(topic=topics.ALERTS, partition=0, offset=1, value=b"{not json")
+    broken = SimpleNamespace(topic=topics.PRICED, partition=0, offset=2, value=b"[1,")
     batch = _Batch()
     assert gc.isenabled()
     parse_record(record, batch)
     parse_record(bad, batch)
-    parse_record(SimpleNamespace(topic=topics.PRICED, partition=0, offset=2, value=b"[1,"), batch)
+    parse_record(broken, batch)
     assert gc.isenabled()
+    window = Batch(state=_Batch())
+    assert _accept(window, [record, bad, broken, record]) == 6  # a fetch: the GC paused over all its records
+    assert gc.isenabled() and len(window.state.dead) == 2
     assert len(batch.items) == 3 and len(batch.dead) == 2
     gc.disable()
     try:
         parse_record(record, batch)
+        _accept(window, [record])
         assert not gc.isenabled()  # a caller's pause is left as it was
     finally:
         gc.enable()
