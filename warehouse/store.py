@@ -414,7 +414,9 @@ class Warehouse:
 
     def _ensure_staging(self) -> None:
         if not self._staging_ready:
-            # Recreated on each open so they always match the current priced_events schema.
+            # Recreated on each open so they always match the current priced_events schema. The loader's insert no
+            # longer stages rows (loader5: `_event_ids` only); the two row tables stay for warehouse.bench_load's view
+            # costs and the reference protocol of tests/warehouse/test_loader_insert_path.py (empty Memory tables).
             for table in (self._staging, f"{self._staging}_new"):
                 self.backend.command(f"DROP TABLE IF EXISTS {table}")
                 self.backend.command(f"CREATE TABLE {table} AS priced_events ENGINE = Memory")
