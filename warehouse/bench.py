@@ -5,7 +5,9 @@ Events are generated inside ClickHouse (INSERT ... SELECT FROM numbers()) in chu
 fill the rollups exactly as the loader's inserts do. Cardinalities follow a mid-size company: 2 orgs, 10 teams,
 30 projects, 300 users each with one API key, 12 features, 11 models of 5 providers, 3 tag values (+ a
 sparse tag), 2% unpriced, 1% errors, 30 days ending at the current hour. The lead wires it into
-`tokenmeter bench` (`--json` keys `query_p50_ms`, `query_p95_ms`, `load_rows_per_s`).
+`tokenmeter bench` (`--json` keys `query_p50_ms`, `query_p95_ms`, `load_rows_per_s`). `load_path_*` (issue 14,
+loader5): the loader's own path from message bytes (decode included, which `load_rows_per_s` leaves out: it starts
+from decoded dicts), with CPU µs per row of decode, build and store.
 """
 
 from __future__ import annotations
@@ -116,6 +118,49 @@ def _load_events(count: int, start: datetime) -> list[dict[str, Any]]:
     return events
 
 
+def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime) -> dict[str, Any]:
+    """The loader's own path from Kafka message values to stored rows, without Kafka: `count` load events framed
+    as the worker frames them (JSON arrays of 500), then per window of `batch_rows` events `_accept` (decode),
+    `build_priced` (the Arrow table and its checks) and `_store_priced` (dedupe lookup, insert, views). Returns
+    rows/s wall and CPU, and CPU µs per row of each step (chDB runs in-process: its CPU counts)."""
+    from types import SimpleNamespace
+
+    import orjson
+
+    from tokenmeter import topics
+    from tokenmeter.commitloop import Batch
+    from tokenmeter.microbatch import frame
+    from warehouse.loader import _accept, _Batch, _store_priced, build_priced
+
+    events = [dict(e, event_id=f"path-{e['event_id']}") for e in _load_events(count, start)]
+    windows = []
+    for first in range(0, count, batch_rows):
+        values = frame(orjson.dumps(e) for e in events[first:first + batch_rows])
+        windows.append([SimpleNamespace(topic=topics.PRICED, partition=0, offset=first + i, value=value)
+                        for i, value in enumerate(values)])
+    del events
+    steps = {"decode": 0.0, "build": 0.0, "store": 0.0}
+    stored = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for records in windows:
+        batch = _Batch()
+        mark = time.process_time()
+        _accept(Batch(state=batch), records)  # what the commit loop calls with a fetch's records
+        steps["decode"] += time.process_time() - mark
+        mark = time.process_time()
+        build_priced(batch)
+        steps["build"] += time.process_time() - mark
+        mark = time.process_time()
+        stored += _store_priced(wh, batch)
+        steps["store"] += time.process_time() - mark
+        if batch.dead:
+            raise RuntimeError(f"loader path bench: {len(batch.dead)} dead letters, first {batch.dead[0]['reason']}")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"load_path_rows_per_s": round(count / wall), "load_path_rows_per_cpu_s": round(count / cpu),
+            "load_path_rows_stored": stored, "load_path_messages_per_window": len(windows[0]) if windows else 0,
+            "load_path_cpu_us_per_row": {k: round(v / count * 1e6, 2) for k, v in steps.items()}}
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -170,6 +215,8 @@ def bench_warehouse(settings_or_tmpdir: Any = None, rows: int = 10_000_000, *, l
             stored += wh.insert_priced(events[i:i + load_batch_rows])
         load_seconds = time.perf_counter() - begun
         say("load timed")
+        path = _loader_path(wh, load_rows, load_batch_rows, end - timedelta(hours=2))
+        say("loader path timed")
     finally:
         wh.close()
         if not keep:
@@ -184,6 +231,7 @@ def bench_warehouse(settings_or_tmpdir: Any = None, rows: int = 10_000_000, *, l
         "load_rows": load_rows,
         "load_rows_stored": stored,
         "load_rows_per_s": round(load_rows / load_seconds),
+        **path,
     }
 
 

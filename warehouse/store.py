@@ -5,10 +5,10 @@ Dedupe protocol (at-least-once in, exactly-once totals out); event_id alone deci
    table: `insert_table`);
 2. it is split by month of ts into inserts of at most `MAX_MONTHS_PER_INSERT` partitions (ClickHouse refuses
    an INSERT touching more than 100), each going through steps 3-5;
-3. it is written to a staging table (Memory engine, emptied before and after);
-4. the staged rows whose event_id is not in `priced_event_ids` (migration 0009: every stored id, kept by a view
-   on priced_events, looked up by key) are copied to a second Memory table `<staging>_new`, counted there, and
-   ONE statement moves them to `priced_events` (its hours marked in `rollup_insert_pending` around it);
+3. its event_ids are looked up in `priced_event_ids` (migration 0009: every stored id, kept by a view on
+   priced_events, looked up by key) in ONE query (the ids through a one-column Memory table);
+4. the rows whose id was not found are filtered in Arrow and inserted straight into `priced_events` in ONE
+   insert (its hours marked in `rollup_insert_pending` around it);
 5. the materialized views therefore only ever see new rows, and the rollups stay exact.
 Inside one process the sequence runs under a lock. Remaining race: two loaders writing the same event
 at the same moment (during a consumer-group rebalance, against a ClickHouse server) can both pass the
@@ -372,39 +372,56 @@ class Warehouse:
     def _insert_new(self, table: Any, anti_join: bool = True) -> int:
         """Steps 3-5 of the protocol for rows of at most MAX_MONTHS_PER_INSERT months; the caller holds the lock.
         anti_join=False: rows taking over an event_id a replaced copy held (see _taking_over_an_id).
-        The anti-join runs once: the new rows are copied to a second Memory table (`<staging>_new`), counted
-        there, and moved from there (issue 14: the count and the INSERT each ran it, ~40 ms per 20,000 rows)."""
-        staging, fresh = self._staging, f"{self._staging}_new"
-        self.backend.command(f"TRUNCATE TABLE {staging}")
-        self.backend.command(f"TRUNCATE TABLE {fresh}")
-        self.backend.insert_arrow(staging, table)
-        predicate = _new_rows_predicate(staging) if anti_join else "1"
-        self.backend.command(
-            f"INSERT INTO {fresh} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"
-            f" WHERE {predicate} LIMIT 1 BY event_id"
-        )
-        self.backend.command(f"TRUNCATE TABLE {staging}")
-        counted = self.backend.query_arrow(f"SELECT count() AS n FROM {fresh}")
-        new_rows = int(counted.column("n")[0].as_py())
-        if new_rows:
-            # A kill inside the INSERT can leave raw rows whose materialized-view (rollup) rows were never
-            # written, and the replay then skips them (their ids are stored): the soak saw the rollup 2-3 events
-            # per team under raw after loader SIGKILLs. So the hours are marked first (0017: a key-value table,
-            # cheap to delete from) and unmarked after; a warehouse opened with marked hours rebuilds their
-            # rollups from raw (heal_pending_hours).
-            hours = f"SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC') FROM {fresh}"
-            self.backend.command(f"INSERT INTO rollup_insert_pending (hour) {hours}")
-            self.backend.command(f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {fresh}")
-            self.backend.command(f"DELETE FROM rollup_insert_pending WHERE hour IN ({hours})")
-        self.backend.command(f"TRUNCATE TABLE {fresh}")
+        `table` holds each event_id once (both callers dedupe first). The anti-join is one lookup of the batch's
+        ids in `priced_event_ids` (the ids through a one-column Memory table `<staging>_event_ids`); the rows
+        whose id is not found are filtered in Arrow and inserted straight into `priced_events` (issue 14, loader5:
+        before, the rows went through a staging Memory table and an anti-join copy into a second one; those two
+        copies and the count are gone, tests/warehouse/test_loader_insert_path.py holds both protocols equal)."""
+        if pc.count_distinct(table.column("event_id")).as_py() < table.num_rows:  # the old LIMIT 1 BY's safety net
+            first = pl.from_arrow(table.select(["event_id"])).select(pl.col("event_id").is_first_distinct())
+            table = table.filter(first.to_series().to_arrow())
+        if anti_join:
+            stored = self._stored_ids(table.column("event_id"))
+            if len(stored):
+                table = table.filter(pc.invert(pc.is_in(table.column("event_id"), value_set=stored)))
+        new_rows = table.num_rows
+        if not new_rows:
+            return 0
+        # A kill inside the INSERT can leave raw rows whose materialized-view (rollup) rows were never written,
+        # and the replay then skips them (their ids are stored): the soak saw the rollup 2-3 events per team under
+        # raw after loader SIGKILLs. So the hours are marked first (0017: a key-value table, cheap to delete from)
+        # and unmarked after; a warehouse opened with marked hours rebuilds their rollups from raw
+        # (heal_pending_hours).
+        hours = pc.unique(pc.floor_temporal(table.column("ts"), unit="hour")).cast(pa.timestamp("s", tz="UTC"))
+        self.backend.insert_arrow("rollup_insert_pending", pa.table({"hour": hours}))
+        self.backend.insert_arrow("priced_events", table)
+        self.backend.command("DELETE FROM rollup_insert_pending"
+                             " WHERE hour IN arrayMap(x -> toDateTime(x, 'UTC'), {hours:Array(UInt32)})",
+                             {"hours": hours.cast(pa.int64()).to_pylist()})
         return new_rows
+
+    def _stored_ids(self, event_ids: Any) -> pa.Array:
+        """The ids among `event_ids` that `priced_event_ids` holds (one key lookup per id)."""
+        ids = f"{self._staging}_event_ids"
+        self.backend.command(f"TRUNCATE TABLE {ids}")
+        try:
+            self.backend.insert_arrow(ids, pa.table({"event_id": event_ids}))
+            found = self.backend.query_arrow("SELECT event_id FROM priced_event_ids"
+                                             f" WHERE event_id IN (SELECT event_id FROM {ids})")
+        finally:
+            self.backend.command(f"TRUNCATE TABLE {ids}")
+        return found.column("event_id").combine_chunks().cast(pa.string())
 
     def _ensure_staging(self) -> None:
         if not self._staging_ready:
-            # Recreated on each open so they always match the current priced_events schema.
+            # Recreated on each open so they always match the current priced_events schema. The loader's insert no
+            # longer stages rows (loader5: `_event_ids` only); the two row tables stay for warehouse.bench_load's view
+            # costs and the reference protocol of tests/warehouse/test_loader_insert_path.py (empty Memory tables).
             for table in (self._staging, f"{self._staging}_new"):
                 self.backend.command(f"DROP TABLE IF EXISTS {table}")
                 self.backend.command(f"CREATE TABLE {table} AS priced_events ENGINE = Memory")
+            self.backend.command(f"DROP TABLE IF EXISTS {self._staging}_event_ids")
+            self.backend.command(f"CREATE TABLE {self._staging}_event_ids (event_id String) ENGINE = Memory")
             self._staging_ready = True
 
     def insert_records(self, topic: str, rows: list[dict[str, Any]]) -> int:

@@ -29,4 +29,7 @@ def test_bench_reports_query_latency_and_load_throughput(tmp_path):
     assert figures["load_rows_stored"] == 3_000
     assert figures["query_p95_ms"] >= figures["query_p50_ms"] > 0 and figures["load_rows_per_s"] > 0
     assert {"cost_by_team_and_status", "cost_by_tag", "model_stats", "reconciliation"} <= set(figures["queries_p95_ms"])
+    # the loader's own path from message bytes (decode, build, store), every row stored, none dead-lettered
+    assert figures["load_path_rows_stored"] == 3_000 and figures["load_path_rows_per_s"] > 0
+    assert set(figures["load_path_cpu_us_per_row"]) == {"decode", "build", "store"}
     assert not (tmp_path / "bench-warehouse").exists()  # removed afterwards

@@ -22,10 +22,11 @@ def _totals(wh, org: str) -> tuple[tuple, tuple]:
 
 
 def _insert_killed_inside(wh, monkeypatch, events, leave_out: str) -> None:
-    """`wh.insert_priced(events)` as a SIGKILL inside the raw INSERT leaves it: the raw statement ran, then
+    """`wh.insert_priced(events)` as a SIGKILL inside the raw INSERT leaves it: the raw insert ran, then
     `leave_out` (a DELETE of what that statement's views wrote but the kill lost) runs, and the insert stops there
-    with its hour marker still set."""
-    real_command = wh.backend.command
+    with its hour marker still set. The raw insert is `insert_arrow("priced_events", ...)` (the rows go straight
+    from Arrow into priced_events since issue 14, loader5; before, an `INSERT INTO priced_events (...) SELECT`)."""
+    real_command, real_insert = wh.backend.command, wh.backend.insert_arrow
 
     def killed_inside_insert(sql, *args, **kwargs):
         result = real_command(sql, *args, **kwargs)
@@ -34,13 +35,21 @@ def _insert_killed_inside(wh, monkeypatch, events, leave_out: str) -> None:
             raise KilledInsideInsert()
         return result
 
+    def killed_inside_arrow_insert(table_name, table):
+        real_insert(table_name, table)
+        if table_name == "priced_events":
+            real_command(leave_out)
+            raise KilledInsideInsert()
+
     monkeypatch.setattr(wh.backend, "command", killed_inside_insert)
+    monkeypatch.setattr(wh.backend, "insert_arrow", killed_inside_arrow_insert)
     try:
         wh.insert_priced(events)
     except KilledInsideInsert:
         pass
     finally:
         monkeypatch.setattr(wh.backend, "command", real_command)
+        monkeypatch.setattr(wh.backend, "insert_arrow", real_insert)
 
 
 def test_rollup_heals_after_a_kill_inside_the_raw_insert(wh, org, make_event, monkeypatch):
