@@ -1,0 +1,51 @@
+"""The columnar path's speed work (issue 14, worker5) keeps today's output: timestamps rewritten as a column,
+whole micro-batches framed at once, and the batch assembled without a per-event loop where every row is common."""
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import polars as pl
+import pytest
+
+from streams.batch import RawRecord
+from streams.columnar.equivalence import compare_batch
+from streams.columnar.validate import CANONICAL_TS, PARSEABLE_TS, _pydantic_column, _pydantic_text
+from streams.pricing import load_price_book
+
+
+@pytest.fixture(scope="module")
+def book():
+    return load_price_book()
+
+
+def _random_timestamps(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        moment = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=rng.randrange(10**14))
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        digits = rng.choice([0, 0, 1, 2, 3, 6])
+        if digits:
+            fraction = rng.choice([f"{moment.microsecond:06d}", "000000", "500000", "000100"])[:digits]
+            text += "." + fraction
+        text += rng.choice(["Z", "+00:00", "-00:00", "+05:30", "-08:00", "+23:59"])
+        out.append(text)
+    return out
+
+
+def test_timestamps_rewritten_as_a_column_match_pydantic_row_by_row():
+    texts = [t for t in _random_timestamps(20_000, 5)] + ["2026-11-01T10:15:00.000-00:00", "2026-11-01T10:15:00Z"]
+    series = pl.Series("ts", texts, dtype=pl.String)
+    assert series.str.contains(PARSEABLE_TS).all()
+    canonical = (series.str.contains(CANONICAL_TS) & ~series.str.contains(r"\.000000")
+                 & ~series.str.ends_with("+00:00") & ~series.str.ends_with("-00:00"))
+    assert _pydantic_column(series, canonical).to_list() == [_pydantic_text(t) for t in texts]
+
+
+def test_a_batch_mixing_timestamp_forms_is_byte_identical(book):
+    events = [{"event_id": f"e{i}", "ts": ts, "source": "t", "provider": "openai", "model": "gpt-4o",
+               "attribution": {"team": f"t{i % 3}"}, "usage": {"input_tokens": 1000 + i, "output_tokens": 10}}
+              for i, ts in enumerate(_random_timestamps(2_000, 9) + ["yesterday", "2026-02-30T00:00:00Z"])]
+    records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", 0, i) for i in range(0, len(events), 500)]
+    assert compare_batch(records, book) == []
