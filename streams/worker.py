@@ -24,6 +24,7 @@ from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.assignment_guard import SourceAssignment
 from streams.batch import RawRecord, process_batch
+from streams.batch_take import take_batches
 from streams.budgets.reservations import ReservationService
 from streams.budgets.service import BudgetService
 from streams.columnar import process_batch_columnar
@@ -71,6 +72,9 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         web_in_thread=False,
         producer_linger_ms=5,
         producer_max_request_size=4_000_000,
+        # A priced message (up to ~900 KB) is larger than aiokafka's default 16 KB batch, so each send waited until
+        # the one before it on its partition was drained into a request: one broker round trip per message.
+        producer_max_batch_size=4_000_000,
         table_standby_replicas=0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
@@ -135,7 +139,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             raise
 
     async def _meter_and_price(stream) -> None:  # noqa: ANN001
-        async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
+        # a batch ends when the stream goes quiet (streams/batch_take.py), not on Faust's fixed take_events timer
+        async for events in take_batches(stream, settings.worker_batch_size, within=settings.worker_batch_seconds):
             records = [
                 RawRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events
             ]

@@ -1,0 +1,61 @@
+"""The worker takes a batch when the usage stream goes quiet, not when Faust's take_events timer fires
+(streams/batch_take.py): with a long batch window (TOKENMETER_WORKER_BATCH_SECONDS=30) a burst is still priced at
+once. Before, every batch after the first waited the whole window (Faust restarts its timer after each batch)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from app.process import child_preexec
+from tests.streams.test_worker_poison import ROOT, event, health, priced_ids, stop, wait_for
+from tokenmeter import topics
+from tokenmeter.settings import free_port
+
+pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
+
+
+async def _produce_burst(bootstrap: str, key: bytes, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key) for value in values])
+    finally:
+        await producer.stop()
+
+
+def start_worker(bootstrap: str, tmp_path: Path, port: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+               TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_API_PORT=str(port),
+               TOKENMETER_LOG_LEVEL="warning", TOKENMETER_WORKER_BATCH_SECONDS="30")
+    log = open(tmp_path / "worker.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+
+
+def test_a_burst_is_priced_without_waiting_for_the_batch_window(kafka_bootstrap, tmp_path):
+    team = f"burst-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    worker = start_worker(kafka_bootstrap, tmp_path, port)
+    try:
+        wait_for(lambda: health(port)[0] == 200, what="worker health")
+        for burst in range(3):  # the second and third come right after a batch: the old timer made each wait 30 s
+            values = [orjson.dumps([event(team, burst * 1000 + m * 10 + i) for i in range(10)]) for m in range(20)]
+            started = time.monotonic()
+            asyncio.run(_produce_burst(kafka_bootstrap, f"team:{team}".encode(), values))
+            expected = 200 * (burst + 1)
+            wait_for(lambda: len(set(priced_ids(kafka_bootstrap, team))) >= expected, timeout=12,
+                     what=f"burst {burst} priced")
+            assert time.monotonic() - started < 12
+        assert len(set(priced_ids(kafka_bootstrap, team))) == 600
+    finally:
+        stop(worker)
