@@ -49,3 +49,21 @@ def test_a_batch_mixing_timestamp_forms_is_byte_identical(book):
               for i, ts in enumerate(_random_timestamps(2_000, 9) + ["yesterday", "2026-02-30T00:00:00Z"])]
     records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", 0, i) for i in range(0, len(events), 500)]
     assert compare_batch(records, book) == []
+
+
+def test_priced_messages_are_framed_as_microbatch_frames_them():
+    from streams.batch import _frame
+    from tokenmeter import microbatch
+
+    rng = random.Random(11)
+    for _ in range(100):
+        n = rng.choice([0, 1, 499, 500, 501, 1000, 1234, rng.randrange(1600)])
+        big = rng.choice([600, 3_400, 3_700, 5_000])  # some runs of 500 exceed the 900 KB cut, some do not
+        events = [b'{"e":"' + b"x" * rng.randrange(big) + b'"}' for _ in range(n)]
+        if rng.random() < 0.1 and events:
+            events[rng.randrange(n)] = b"y" * 950_000  # an event larger than a message on its own
+        assert list(_frame(events)) == list(microbatch.frame(events))
+    edge = [b"x" * 1799] * 499 + [b"x" * 1797]  # 2 + 499 * 1799 + 1797 + 500 == 900,000: one message; 1 more: two
+    assert list(_frame(edge)) == list(microbatch.frame(edge)) and len(list(_frame(edge))) == 1
+    edge[-1] += b"x"
+    assert list(_frame(edge)) == list(microbatch.frame(edge)) and len(list(_frame(edge))) == 2
