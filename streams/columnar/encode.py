@@ -152,6 +152,9 @@ class LazyOrigins(Sequence):
     def append(self, entry: tuple[int, int, Any]) -> None:
         self._entries.append(entry)
 
+    def extend(self, entries) -> None:  # noqa: ANN001 - any iterable of (partition, offset, event)
+        self._entries.extend(entries)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -67,3 +67,30 @@ def test_priced_messages_are_framed_as_microbatch_frames_them():
     assert list(_frame(edge)) == list(microbatch.frame(edge)) and len(list(_frame(edge))) == 1
     edge[-1] += b"x"
     assert list(_frame(edge)) == list(microbatch.frame(edge)) and len(list(_frame(edge))) == 2
+
+
+def _common(i: int, **extra) -> dict:
+    return {"event_id": f"c{i}", "ts": "2026-11-01T10:15:00.250000Z", "source": "t", "provider": "openai",
+            "model": ["gpt-4o", "gpt-4o-mini", "no-such-model"][i % 3], "attribution": {"team": f"t{i % 4}", **extra},
+            "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 10}}
+
+
+def test_a_batch_of_common_events_is_assembled_at_once_and_byte_identical(book, monkeypatch):
+    from streams.columnar import pipeline
+
+    used = []
+    original = pipeline._assemble_written
+    monkeypatch.setattr(pipeline, "_assemble_written", lambda *a: used.append(1) or original(*a))
+    events = [_common(i) for i in range(1_500)]
+    records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", i % 3, i) for i in range(0, 1_500, 500)]
+    assert compare_batch(records, book) == []
+    assert used  # the fast assembly ran (every row written from columns, no letters)
+
+
+def test_a_too_large_event_in_a_common_batch_is_still_its_dead_letter(book):
+    from streams.batch import MAX_PRICED_EVENT_BYTES
+
+    events = [_common(i) for i in range(10)]
+    events[4]["attribution"] = {"team": "t0", "tags": {"blob": "x" * (MAX_PRICED_EVENT_BYTES + 10)}}
+    records = [RawRecord(orjson.dumps(events), "tokenmeter.usage", 0, 7)]
+    assert compare_batch(records, book) == []
