@@ -59,3 +59,14 @@ def test_a_burst_is_priced_without_waiting_for_the_batch_window(kafka_bootstrap,
         assert len(set(priced_ids(kafka_bootstrap, team))) == 600
     finally:
         stop(worker)
+
+
+def test_the_worker_sets_polars_allocator_before_polars_loads():
+    """The jemalloc setting (streams/worker.py) is read once, when polars loads: the CLI's worker command must not
+    have loaded polars before streams.worker sets it."""
+    code = ("import sys, os; import app.cli, streams; assert 'polars' not in sys.modules; import streams.worker; "
+            "assert 'polars' in sys.modules; print(os.environ['_RJEM_MALLOC_CONF'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env={k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "dirty_decay_ms:30000,muzzy_decay_ms:30000"
