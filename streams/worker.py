@@ -18,9 +18,10 @@ import os
 import time
 from typing import Any
 
-# polars' allocator (jemalloc) gave a batch's freed pages back to the OS soon after each batch, so the next batch
-# page-faulted its working set in again: ~50,000 faults and ~2 us of system time per event on 50,000-event batches,
-# halved by keeping them 30 s. Read once, when polars loads (streams.columnar below); an operator's value wins.
+# polars configures its allocator (jemalloc) to give freed pages back to the OS after 0.5-1 s (polars issue 18088),
+# so each batch page-faulted its working set in again: ~50,000 faults and ~2 us of system time per event on
+# 50,000-event batches, halved by keeping them 30 s. polars appends this variable to its own setting when it loads
+# (streams.columnar below), so it must be set first; an operator's value wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:30000,muzzy_decay_ms:30000")
 
 import faust  # noqa: E402 - after the allocator setting
