@@ -79,9 +79,9 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         web_in_thread=False,
         producer_linger_ms=5,
         producer_max_request_size=4_000_000,
-        # A priced message (up to ~900 KB) is larger than aiokafka's default 16 KB batch, so each send waited until
-        # the one before it on its partition was drained into a request: one broker round trip per message.
-        producer_max_batch_size=4_000_000,
+        # aiokafka's default 16 KB batch holds one priced message per partition and request. Larger batches (1, 4,
+        # 16 MB) were measured slower against the embedded broker: 108 messages of 300 KB acked in 220-350 ms with
+        # 16 KB, 320-590 ms with 1 MB, 500-920 ms with 4 MB (the broker takes a large request in one piece).
         table_standby_replicas=0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
