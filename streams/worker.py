@@ -31,12 +31,13 @@ from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.assignment_guard import SourceAssignment
 from streams.batch import RawRecord, process_batch
+from streams.batch_overlap import OverlappedPricing
 from streams.batch_take import take_batches
 from streams.budgets.reservations import ReservationService
 from streams.budgets.service import BudgetService
 from streams.columnar import process_batch_columnar
 from streams.gaps import OffsetGaps
-from tokenmeter import deadletters, topics
+from tokenmeter import topics
 from tokenmeter.commitloop import await_acks
 from tokenmeter.settings import Settings
 
@@ -124,14 +125,21 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         usage_gaps.forget()
         sources.on_assigned(assigned, rejoin)
 
-    async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
-        result = batch_step(records, book)  # pure: a retry prices the same records again
+    # Chunks of the batch are priced on a thread of their own while the loop sends those already priced and keeps
+    # answering HTTP (streams/batch_overlap.py); the step is pure: a retry prices the same records again.
+    pricing = OverlappedPricing(batch_step, book)
+
+    async def send_outputs(result, messages: list[tuple[bytes, bytes]], letters: list[bytes]) -> list:  # noqa: ANN001
         futures = []
-        for key, value in result.priced_messages():
+        for key, value in messages:
             futures.append(await priced.send(key=key, value=value))
-        for letter in result.deadletters:
-            futures.append(await deadletter.send(key=b"worker", value=deadletters.encode(letter)))
+        for letter in letters:
+            futures.append(await deadletter.send(key=b"worker", value=letter))
         futures += await budgets.send_spend(result.origins)
+        return futures
+
+    async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
+        result, futures = await pricing.run(records, send_outputs)
         # Outputs must be stored before the input offsets are acked (at-least-once): a failure here raises, and
         # retry_until_done sends the batch again instead of letting Faust ack it.
         await await_acks(futures)
