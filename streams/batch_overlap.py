@@ -53,9 +53,10 @@ def _price(step: Callable[..., BatchResult], records: list[RawRecord], book: Any
 
 
 class OverlappedPricing:
-    def __init__(self, step: Callable[..., BatchResult], book: Any) -> None:
+    def __init__(self, step: Callable[..., BatchResult], book: Any, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.step = step
         self.book = book
+        self.chunk_bytes = chunk_bytes
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tokenmeter-pricing")
 
     async def run(self, records: list[RawRecord], send: Send) -> tuple[BatchResult, list[Any]]:
@@ -64,7 +65,7 @@ class OverlappedPricing:
         total = BatchResult()
         sending: asyncio.Future | None = None
         try:
-            for chunk in chunks(records):
+            for chunk in chunks(records, self.chunk_bytes):
                 result, messages, letters = await loop.run_in_executor(self.pool, _price, self.step, chunk, self.book)
                 _add(total, result)
                 sending = asyncio.ensure_future(_after(sending, send, result, messages, letters))
@@ -75,9 +76,6 @@ class OverlappedPricing:
             if sending is not None:
                 await asyncio.gather(sending, return_exceptions=True)  # retrieved: no "never retrieved" warning
             raise
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _after(before: asyncio.Future | None, send: Send, result: BatchResult, messages: list, letters: list
