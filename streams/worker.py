@@ -14,21 +14,30 @@ letters); a failing send is retried, unacked, with the agent reported failing on
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
-import faust
+# polars configures its allocator (jemalloc) to give freed pages back to the OS after 0.5-1 s (polars issue 18088),
+# so each batch page-faulted its working set in again: ~50,000 faults and ~2 us of system time per event on
+# 50,000-event batches, halved by keeping them 30 s. polars appends this variable to its own setting when it loads
+# (streams.columnar below), so it must be set first; an operator's value wins.
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:30000,muzzy_decay_ms:30000")
+
+import faust  # noqa: E402 - after the allocator setting
 from aiohttp.web import Response
 
 from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.assignment_guard import SourceAssignment
 from streams.batch import RawRecord, process_batch
+from streams.batch_overlap import OverlappedPricing
+from streams.batch_take import take_batches
 from streams.budgets.reservations import ReservationService
 from streams.budgets.service import BudgetService
 from streams.columnar import process_batch_columnar
 from streams.gaps import OffsetGaps
-from tokenmeter import deadletters, topics
+from tokenmeter import topics
 from tokenmeter.commitloop import await_acks
 from tokenmeter.settings import Settings
 
@@ -70,7 +79,13 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         web_port=settings.api_port,
         web_in_thread=False,
         producer_linger_ms=5,
+        # Faust's default 1 MB per partition and fetch made a burst of micro-batches (~150 KB each) arrive over
+        # several fetch rounds: 15 MB of usage took ~0.4 s to reach the batch (tokenmeter bench, load ~10).
+        consumer_max_fetch_size=8_000_000,
         producer_max_request_size=4_000_000,
+        # aiokafka's default 16 KB batch holds one priced message per partition and request. Larger batches (1, 4,
+        # 16 MB) were measured slower against the embedded broker: 108 messages of 300 KB acked in 220-350 ms with
+        # 16 KB, 320-590 ms with 1 MB, 500-920 ms with 4 MB (the broker takes a large request in one piece).
         table_standby_replicas=0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
@@ -113,14 +128,21 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         usage_gaps.forget()
         sources.on_assigned(assigned, rejoin)
 
-    async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
-        result = batch_step(records, book)  # pure: a retry prices the same records again
+    # Chunks of the batch are priced on a thread of their own while the loop sends those already priced and keeps
+    # answering HTTP (streams/batch_overlap.py); the step is pure: a retry prices the same records again.
+    pricing = OverlappedPricing(batch_step, book)
+
+    async def send_outputs(result, messages: list[tuple[bytes, bytes]], letters: list[bytes]) -> list:  # noqa: ANN001
         futures = []
-        for key, value in result.priced_messages():
+        for key, value in messages:
             futures.append(await priced.send(key=key, value=value))
-        for letter in result.deadletters:
-            futures.append(await deadletter.send(key=b"worker", value=deadletters.encode(letter)))
+        for letter in letters:
+            futures.append(await deadletter.send(key=b"worker", value=letter))
         futures += await budgets.send_spend(result.origins)
+        return futures
+
+    async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
+        result, futures = await pricing.run(records, send_outputs)
         # Outputs must be stored before the input offsets are acked (at-least-once): a failure here raises, and
         # retry_until_done sends the batch again instead of letting Faust ack it.
         await await_acks(futures)
@@ -135,7 +157,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             raise
 
     async def _meter_and_price(stream) -> None:  # noqa: ANN001
-        async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
+        # a batch ends when the stream goes quiet (streams/batch_take.py), not on Faust's fixed take_events timer
+        async for events in take_batches(stream, settings.worker_batch_size, within=settings.worker_batch_seconds):
             records = [
                 RawRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events
             ]

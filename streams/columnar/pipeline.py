@@ -272,8 +272,34 @@ def _with_fees(table, entry_id: int, ts: str, tools: dict[str, int], cost: str, 
     return PRICED, text, breakdown, pico, quantized, None
 
 
+def _assemble_written(decoded, outcomes: list[tuple]) -> BatchResult | None:
+    """`_assemble` for the common batch, every event written from columns and none too large, with the per-event
+    work done by C loops (zip, map, sum); None when an event is too large (then `_assemble` words its letter)."""
+    _, keys, encoded, unpriced, assumed = zip(*outcomes)
+    if max(map(len, encoded)) > MAX_PRICED_EVENT_BYTES:
+        return None
+    result = BatchResult()
+    result.events_in = result.priced_count = len(outcomes)
+    records, record_of = decoded.records, decoded.record_of
+    partitions = [r.partition for r in records]
+    offsets = [r.offset for r in records]
+    result.origins = origins = LazyOrigins()
+    origins.extend(zip(map(partitions.__getitem__, record_of), map(offsets.__getitem__, record_of), encoded))
+    priced = result.priced
+    for key, event in zip(keys, encoded):
+        priced[key].append(event)
+    result.keys_in_order = list(keys)
+    result.unpriced_count = sum(unpriced)
+    result.assumed_count = sum(assumed)
+    return result
+
+
 def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) -> BatchResult:
     """The BatchResult in input order, each priced event encoded once; one too large to send is a dead letter."""
+    if not decoded.letters and outcomes and all(o is not None and o[0] == "json" for o in outcomes):
+        fast = _assemble_written(decoded, outcomes)
+        if fast is not None:
+            return fast
     result = BatchResult()
     result.events_in = len(outcomes)
     result.origins = origins = LazyOrigins()  # events written from columns are decoded only if read

@@ -1,0 +1,96 @@
+"""The columnar path's speed work (issue 14, worker5) keeps today's output: timestamps rewritten as a column,
+whole micro-batches framed at once, and the batch assembled without a per-event loop where every row is common."""
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import polars as pl
+import pytest
+
+from streams.batch import RawRecord
+from streams.columnar.equivalence import compare_batch
+from streams.columnar.validate import CANONICAL_TS, PARSEABLE_TS, _pydantic_column, _pydantic_text
+from streams.pricing import load_price_book
+
+
+@pytest.fixture(scope="module")
+def book():
+    return load_price_book()
+
+
+def _random_timestamps(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        moment = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=rng.randrange(10**14))
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        digits = rng.choice([0, 0, 1, 2, 3, 6])
+        if digits:
+            fraction = rng.choice([f"{moment.microsecond:06d}", "000000", "500000", "000100"])[:digits]
+            text += "." + fraction
+        text += rng.choice(["Z", "+00:00", "-00:00", "+05:30", "-08:00", "+23:59"])
+        out.append(text)
+    return out
+
+
+def test_timestamps_rewritten_as_a_column_match_pydantic_row_by_row():
+    texts = [t for t in _random_timestamps(20_000, 5)] + ["2026-11-01T10:15:00.000-00:00", "2026-11-01T10:15:00Z"]
+    series = pl.Series("ts", texts, dtype=pl.String)
+    assert series.str.contains(PARSEABLE_TS).all()
+    canonical = (series.str.contains(CANONICAL_TS) & ~series.str.contains(r"\.000000")
+                 & ~series.str.ends_with("+00:00") & ~series.str.ends_with("-00:00"))
+    assert _pydantic_column(series, canonical).to_list() == [_pydantic_text(t) for t in texts]
+
+
+def test_a_batch_mixing_timestamp_forms_is_byte_identical(book):
+    events = [{"event_id": f"e{i}", "ts": ts, "source": "t", "provider": "openai", "model": "gpt-4o",
+               "attribution": {"team": f"t{i % 3}"}, "usage": {"input_tokens": 1000 + i, "output_tokens": 10}}
+              for i, ts in enumerate(_random_timestamps(2_000, 9) + ["yesterday", "2026-02-30T00:00:00Z"])]
+    records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", 0, i) for i in range(0, len(events), 500)]
+    assert compare_batch(records, book) == []
+
+
+def test_priced_messages_are_framed_as_microbatch_frames_them():
+    from streams.batch import _frame
+    from tokenmeter import microbatch
+
+    rng = random.Random(11)
+    for _ in range(100):
+        n = rng.choice([0, 1, 499, 500, 501, 1000, 1234, rng.randrange(1600)])
+        big = rng.choice([600, 3_400, 3_700, 5_000])  # some runs of 500 exceed the 900 KB cut, some do not
+        events = [b'{"e":"' + b"x" * rng.randrange(big) + b'"}' for _ in range(n)]
+        if rng.random() < 0.1 and events:
+            events[rng.randrange(n)] = b"y" * 950_000  # an event larger than a message on its own
+        assert list(_frame(events)) == list(microbatch.frame(events))
+    edge = [b"x" * 1799] * 499 + [b"x" * 1797]  # 2 + 499 * 1799 + 1797 + 500 == 900,000: one message; 1 more: two
+    assert list(_frame(edge)) == list(microbatch.frame(edge)) and len(list(_frame(edge))) == 1
+    edge[-1] += b"x"
+    assert list(_frame(edge)) == list(microbatch.frame(edge)) and len(list(_frame(edge))) == 2
+
+
+def _common(i: int, **extra) -> dict:
+    return {"event_id": f"c{i}", "ts": "2026-11-01T10:15:00.250000Z", "source": "t", "provider": "openai",
+            "model": ["gpt-4o", "gpt-4o-mini", "no-such-model"][i % 3], "attribution": {"team": f"t{i % 4}", **extra},
+            "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 10}}
+
+
+def test_a_batch_of_common_events_is_assembled_at_once_and_byte_identical(book, monkeypatch):
+    from streams.columnar import pipeline
+
+    used = []
+    original = pipeline._assemble_written
+    monkeypatch.setattr(pipeline, "_assemble_written", lambda *a: used.append(1) or original(*a))
+    events = [_common(i) for i in range(1_500)]
+    records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", i % 3, i) for i in range(0, 1_500, 500)]
+    assert compare_batch(records, book) == []
+    assert used  # the fast assembly ran (every row written from columns, no letters)
+
+
+def test_a_too_large_event_in_a_common_batch_is_still_its_dead_letter(book):
+    from streams.batch import MAX_PRICED_EVENT_BYTES
+
+    events = [_common(i) for i in range(10)]
+    events[4]["attribution"] = {"team": "t0", "tags": {"blob": "x" * (MAX_PRICED_EVENT_BYTES + 10)}}
+    records = [RawRecord(orjson.dumps(events), "tokenmeter.usage", 0, 7)]
+    assert compare_batch(records, book) == []
