@@ -112,6 +112,12 @@ def freeze_startup_heap() -> None:
              (time.perf_counter() - started) * 1000)
 
 
+def gc_status() -> dict[str, Any]:
+    """The cyclic GC as the latency tail sees it: objects kept out of it (freeze_startup_heap) and collections so
+    far per generation (a full one, the third, is the long pause)."""
+    return {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()]}
+
+
 class ReservationService:
     """Mounted on the worker beside BudgetService (`service`), sharing its owner, readiness and definitions."""
 
@@ -552,6 +558,7 @@ class ReservationService:
 
             async def get(self, request):  # noqa: ANN001
                 return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats, "latency_ms": svc.latency_ms(),
+                                    "gc": gc_status(),
                                     "me": str(svc.service.app.conf.canonical_url),
                                     "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
 
