@@ -11,6 +11,7 @@ Standalone: `python -m app.bench_reserve` starts its own embedded broker and wor
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -160,7 +161,14 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     url = f"http://127.0.0.1:{api_port}/v1/reservations"
     asyncio.run(_wait_admitting(url))
     asyncio.run(_closed_loop(url, 800))  # warm-up: connections, the hold producer, the tokenizer caches
-    run = asyncio.run(_open_loop(url, rate, seconds))
+    # the client's own heap (aiohttp, the app's modules) out of its cyclic GC, as the worker's is: a full
+    # collection would pause the client mid-run and count as reservation latency
+    gc.collect()
+    gc.freeze()
+    try:
+        run = asyncio.run(_open_loop(url, rate, seconds))
+    finally:
+        gc.unfreeze()
     latencies, failures = run.latencies, run.failures
     server = _server_latency(url)  # the worker's own time per reservation, without the client's
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
