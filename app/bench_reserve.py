@@ -146,6 +146,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runqueue_wait_s(pid: int | None) -> float | None:
+    """Seconds the process's main thread (the worker's event loop) has spent runnable, waiting for a core (Linux
+    /proc/<pid>/schedstat, second field); None where that is not available."""
+    try:
+        return int(open(f"/proc/{pid}/schedstat").read().split()[1]) / 1e9 if pid else None
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
@@ -165,10 +174,15 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     # collection would pause the client mid-run and count as reservation latency
     gc.collect()
     gc.freeze()
+    waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
     try:
         run = asyncio.run(_open_loop(url, rate, seconds))
     finally:
         gc.unfreeze()
+    # the share of the open loop the worker's event loop spent runnable but waiting for a core (the machine's load)
+    waiting = {"reserve_worker_waiting_for_cpu_pct": round(
+        (_runqueue_wait_s(worker_pid) - waited_before) / (time.perf_counter() - wall_before) * 100, 1)
+    } if worker_pid and waited_before is not None else {}
     latencies, failures = run.latencies, run.failures
     server = _server_latency(url)  # the worker's own time per reservation, without the client's
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
@@ -183,7 +197,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             "reserve_client_cpu_ms": round(run.client_cpu_s / len(latencies) * 1000, 4),
             "reserve_offered_per_s": round(run.achieved, 1), "reserve_failures": sum(int(v.split(":", 1)[0]) for v in failures.values()),
             "reserve_failures_by_status": failures,
-            "reserve_requests_per_s": round(throughput, 1), **cpu}
+            "reserve_requests_per_s": round(throughput, 1), **cpu, **waiting}
 
 
 def _server_latency(url: str) -> dict:
