@@ -242,7 +242,8 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
             say(f"/v1/reservations (hold written and acknowledged): p50 {results['reserve_latency_p50_ms']:.2f} ms, "
                 f"p99 {results['reserve_latency_p99_ms']:.2f} ms at {results['reserve_offered_per_s']:,.0f}/s offered "
                 f"(worker side p50 {results['reserve_server_latency_p50_ms']} ms, "
-                f"p99 {results['reserve_server_latency_p99_ms']} ms); 8 clients: "
+                f"p99 {results['reserve_server_latency_p99_ms']} ms; the client's CPU "
+                f"{results['reserve_client_cpu_ms']} ms per request); 8 clients: "
                 f"{results['reserve_requests_per_s']:,.0f} reservations/s")
     if warehouse_rows:
         # Its own process: chDB allows one open data path per process.

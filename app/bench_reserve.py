@@ -11,6 +11,7 @@ Standalone: `python -m app.bench_reserve` starts its own embedded broker and wor
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -50,7 +51,20 @@ async def _wait_admitting(url: str, timeout: float = 120.0) -> None:
     raise RuntimeError("the worker never admitted a bench reservation")
 
 
-async def _open_loop(url: str, rate: float, seconds: float, connections: int = 64) -> tuple[list[float], dict[str, str], float]:
+class OpenLoop:
+    """What one open-loop run measured: latencies from each request's scheduled time (`latencies`) and from its
+    write to the socket (`round_trips`: without the client's own lateness), failures, the rate achieved and the
+    client's CPU seconds (it shares the machine's cores with the worker and the broker)."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.round_trips: list[float] = []
+        self.failures: dict[str, str] = {}
+        self.achieved = 0.0
+        self.client_cpu_s = 0.0
+
+
+async def _open_loop(url: str, rate: float, seconds: float, connections: int = 64) -> OpenLoop:
     """Requests leave on schedule (the i-th at start + i / rate) over `connections` keep-alive connections; a
     request's latency runs from its scheduled time, so waiting for a free connection counts (open loop). A
     minimal HTTP/1.1 client: aiohttp's own cost per request would cap what one Python process can offer."""
@@ -58,7 +72,8 @@ async def _open_loop(url: str, rate: float, seconds: float, connections: int = 6
 
     parts = urlsplit(url)
     queue: asyncio.Queue = asyncio.Queue()
-    latencies: list[float] = []
+    out = OpenLoop()
+    latencies, round_trips = out.latencies, out.round_trips
     failures: dict[str, int] = {}  # answer status (e.g. '503') -> count
     reasons: dict[str, str] = {}  # answer status -> its first body
 
@@ -75,12 +90,15 @@ async def _open_loop(url: str, rate: float, seconds: float, connections: int = 6
                 if item is None:
                     return
                 due, payload = item
+                sent = time.perf_counter()
                 writer.write(payload)
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
                                   if line.lower().startswith(b"content-length:")))
                 answer = await reader.readexactly(length)
-                latencies.append((time.perf_counter() - due) * 1000)
+                answered = time.perf_counter()
+                latencies.append((answered - due) * 1000)
+                round_trips.append((answered - sent) * 1000)
                 if not head.startswith(b"HTTP/1.1 201"):
                     status = head[9:12].decode(errors="replace")
                     failures[status] = failures.get(status, 0) + 1
@@ -90,19 +108,24 @@ async def _open_loop(url: str, rate: float, seconds: float, connections: int = 6
 
     workers = [asyncio.create_task(connection()) for _ in range(connections)]
     payloads = [request_bytes(i) for i in range(int(rate * seconds))]  # built before the clock starts
+    cpu_started = time.process_time()
     started = time.perf_counter()
     sent = 0
-    while sent < len(payloads):  # in 2 ms ticks
+    while sent < len(payloads):
         due_now = min(len(payloads), int((time.perf_counter() - started) * rate) + 1)
         while sent < due_now:
             queue.put_nowait((started + sent / rate, payloads[sent]))
             sent += 1
-        await asyncio.sleep(0.002)
+        # until the next request is due (the loop wakes at millisecond resolution); a fixed 2 ms tick made each
+        # request leave ~1 ms after its scheduled time on average, which its latency counted
+        await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
-    achieved = len(payloads) / (time.perf_counter() - started)
-    return latencies, {status: f"{n}: {reasons[status]}" for status, n in failures.items()}, achieved
+    out.achieved = len(payloads) / (time.perf_counter() - started)
+    out.client_cpu_s = time.process_time() - cpu_started
+    out.failures = {status: f"{n}: {reasons[status]}" for status, n in failures.items()}
+    return out
 
 
 async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
@@ -123,6 +146,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runqueue_wait_s(pid: int | None) -> float | None:
+    """Seconds the process's main thread (the worker's event loop) has spent runnable, waiting for a core (Linux
+    /proc/<pid>/schedstat, second field); None where that is not available."""
+    try:
+        return int(open(f"/proc/{pid}/schedstat").read().split()[1]) / 1e9 if pid else None
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
@@ -138,7 +170,20 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     url = f"http://127.0.0.1:{api_port}/v1/reservations"
     asyncio.run(_wait_admitting(url))
     asyncio.run(_closed_loop(url, 800))  # warm-up: connections, the hold producer, the tokenizer caches
-    latencies, failures, achieved = asyncio.run(_open_loop(url, rate, seconds))
+    # the client's own heap (aiohttp, the app's modules) out of its cyclic GC, as the worker's is: a full
+    # collection would pause the client mid-run and count as reservation latency
+    gc.collect()
+    gc.freeze()
+    waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
+    try:
+        run = asyncio.run(_open_loop(url, rate, seconds))
+    finally:
+        gc.unfreeze()
+    # the share of the open loop the worker's event loop spent runnable but waiting for a core (the machine's load)
+    waiting = {"reserve_worker_waiting_for_cpu_pct": round(
+        (_runqueue_wait_s(worker_pid) - waited_before) / (time.perf_counter() - wall_before) * 100, 1)
+    } if worker_pid and waited_before is not None else {}
+    latencies, failures = run.latencies, run.failures
     server = _server_latency(url)  # the worker's own time per reservation, without the client's
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
     throughput = asyncio.run(_closed_loop(url, requests))
@@ -147,9 +192,12 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     return {"reserve_latency_p50_ms": round(statistics.median(latencies), 3),
             "reserve_latency_p99_ms": round(_percentile(latencies, 99), 3),
             "reserve_server_latency_p50_ms": server["p50"], "reserve_server_latency_p99_ms": server["p99"],
-            "reserve_offered_per_s": round(achieved, 1), "reserve_failures": sum(int(v.split(":", 1)[0]) for v in failures.values()),
+            "reserve_round_trip_p50_ms": round(statistics.median(run.round_trips), 3),
+            "reserve_round_trip_p99_ms": round(_percentile(run.round_trips, 99), 3),
+            "reserve_client_cpu_ms": round(run.client_cpu_s / len(latencies) * 1000, 4),
+            "reserve_offered_per_s": round(run.achieved, 1), "reserve_failures": sum(int(v.split(":", 1)[0]) for v in failures.values()),
             "reserve_failures_by_status": failures,
-            "reserve_requests_per_s": round(throughput, 1), **cpu}
+            "reserve_requests_per_s": round(throughput, 1), **cpu, **waiting}
 
 
 def _server_latency(url: str) -> dict:

@@ -27,7 +27,8 @@ def test_bench_json_reports_all_figures(tmp_path):
     assert set(figures["collectors_cpu_events_per_s"]) == {"kong", "apisix", "litellm", "otel", "canonical"}
     assert figures["events"] == 400
     for key in ("alert_latency_p99_ms", "decision_latency_p99_ms", "query_p95_ms", "load_rows_per_s",
-                "reserve_latency_p50_ms", "reserve_latency_p99_ms", "reserve_requests_per_s", "reserve_worker_cpu_ms"):
+                "reserve_latency_p50_ms", "reserve_latency_p99_ms", "reserve_requests_per_s", "reserve_worker_cpu_ms",
+                "reserve_round_trip_p99_ms", "reserve_client_cpu_ms"):
         assert figures[key] > 0, key
     # every bench reservation was answered 201: before, the bench started once any 201 came back, which the
     # worker gives (holding nothing) before it has read the bench budget; its restore then answered 503s

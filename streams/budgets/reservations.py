@@ -21,6 +21,7 @@ DELETE reach the right owners even after a rebalance moved those partitions.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import secrets
@@ -98,6 +99,25 @@ def provider_request(body: dict[str, Any], headers: Any, path: str, header_prefi
             "service_tier": body.get("service_tier"), "request_id": headers.get("x-request-id")}
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive now (the imported modules, the catalog, Faust's and aiokafka's structures: most of
+    the worker's heap) out of the cyclic GC's reach, once, when the worker first owns budgets (before it admits).
+    A full collection otherwise rescans all of them every few seconds under reservation traffic: 56-250 ms pauses of
+    the event loop (the bench's p99, measured with a probe of gc.callbacks), with nothing to collect. Objects freed
+    by reference counting are still freed; only cyclic garbage among them would stay (documented by gc.freeze)."""
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    log.info("froze %d startup objects out of the cyclic GC in %.0f ms", gc.get_freeze_count(),
+             (time.perf_counter() - started) * 1000)
+
+
+def gc_status() -> dict[str, Any]:
+    """The cyclic GC as the latency tail sees it: objects kept out of it (freeze_startup_heap) and collections so
+    far per generation (a full one, the third, is the long pause)."""
+    return {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()]}
+
+
 class ReservationService:
     """Mounted on the worker beside BudgetService (`service`), sharing its owner, readiness and definitions."""
 
@@ -121,6 +141,7 @@ class ReservationService:
         self.latencies: list[float] = []
         self.stats = {"reservations": 0, "admitted": 0, "refused": 0, "forwarded": 0, "released": 0,
                       "not_ready": 0, "bad_requests": 0}
+        self._heap_frozen = False
 
     # Persistence of holds -------------------------------------------------------------------------------
     async def producer(self) -> Any:
@@ -257,6 +278,9 @@ class ReservationService:
             self.owner_urls[p] = me
         if self.revoked and self.service.readiness.generation > self._revoked_in_generation:
             self.revoked = False  # a NEW assignment's budgets and holds are loaded: admit again (not before)
+        if not self._heap_frozen:
+            self._heap_frozen = True
+            freeze_startup_heap()
         log.info("announced as the owner of budget-spend partitions %s at %s", sorted(assigned), me)
 
     def on_owners(self, changed: dict[str, bytes | None], caught_up: bool) -> None:  # noqa: ARG002
@@ -534,6 +558,7 @@ class ReservationService:
 
             async def get(self, request):  # noqa: ANN001
                 return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats, "latency_ms": svc.latency_ms(),
+                                    "gc": gc_status(),
                                     "me": str(svc.service.app.conf.canonical_url),
                                     "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
 
