@@ -63,15 +63,26 @@ def utc_text(ts: datetime) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else None
 
 
-_LATEST = [datetime.min.replace(tzinfo=timezone.utc), -1.0]  # [now + MAX_EVENT_FUTURE, monotonic read at]
+def naive_utc_text(ts: datetime) -> str | None:
+    """`utc_text` of a naive datetime read as UTC (LiteLLM's times), without making it aware first."""
+    _latest_accepted()
+    if ts < _EARLIEST_NAIVE or ts > _LATEST[1]:
+        return None
+    return ts.isoformat() + "Z"
+
+
+_EARLIEST_NAIVE = EARLIEST_EVENT_TS.astimezone(timezone.utc).replace(tzinfo=None)
+# [now + MAX_EVENT_FUTURE, the same naive, the monotonic clock when read]
+_LATEST: list[Any] = [datetime.min.replace(tzinfo=timezone.utc), datetime.min, -1.0]
 
 
 def _latest_accepted() -> datetime:
     """now + MAX_EVENT_FUTURE, read from the clock at most once a second: an earlier reading is a lower bound of
     the validator's (so nothing it refuses is taken), and one `datetime.now` per event was ~5% of a span's time."""
     tick = monotonic()
-    if tick - _LATEST[1] >= 1.0:
-        _LATEST[0], _LATEST[1] = datetime.now(timezone.utc) + MAX_EVENT_FUTURE, tick
+    if tick - _LATEST[2] >= 1.0:
+        latest = datetime.now(timezone.utc) + MAX_EVENT_FUTURE
+        _LATEST[:] = [latest, latest.replace(tzinfo=None), tick]
     return _LATEST[0]
 
 
