@@ -100,8 +100,8 @@ class RecordView:
     def __init__(self, record: Any, headers: Mapping[str, Any] | None = None,
                  span_attrs: Mapping[str, Any] | None = None, resource_attrs: Mapping[str, Any] | None = None):
         self.record = record
-        self.headers = {str(k).lower(): v for k, v in headers.items()} \
-            if headers and (type(headers) is dict or isinstance(headers, Mapping)) else {}
+        self.headers = _lower_keys(headers) if headers and (type(headers) is dict or isinstance(headers, Mapping)) \
+            else {}
         self.span_attrs = span_attrs or {}
         self.resource_attrs = resource_attrs or {}
 
@@ -127,6 +127,14 @@ class RecordView:
             if value is None:
                 value = self.resource_attrs.get(key)
         return scalar_text(value)
+
+
+def _lower_keys(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers with lower-cased names; all-text names (JSON's) in one C-level pass."""
+    try:
+        return dict(zip(map(str.lower, headers.keys()), headers.values()))
+    except TypeError:  # a name that is not text
+        return {str(k).lower(): v for k, v in headers.items()}
 
 
 def scalar_text(value: Any) -> str | None:
