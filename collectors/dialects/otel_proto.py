@@ -96,7 +96,8 @@ class ProtoTraces:
                         continue  # not a GenAI span: skipped, as parse_traces does
                     failed = span.HasField("status") and span.status.code == _STATUS_CODE_ERROR
                     event = common_event(attrs, resource, mapping, None, span.trace_id.hex(), span.span_id.hex(),
-                                         span.start_time_unix_nano or None, span.end_time_unix_nano or None, failed)
+                                         span.start_time_unix_nano or None, span.end_time_unix_nano or None, failed,
+                                         True)
                     if event is None:
                         return None
                     events.append(event)
