@@ -100,8 +100,8 @@ class RecordView:
     def __init__(self, record: Any, headers: Mapping[str, Any] | None = None,
                  span_attrs: Mapping[str, Any] | None = None, resource_attrs: Mapping[str, Any] | None = None):
         self.record = record
-        self.headers = {str(k).lower(): v for k, v in headers.items()} \
-            if headers and (type(headers) is dict or isinstance(headers, Mapping)) else {}
+        self.headers = _lower_keys(headers) if headers and (type(headers) is dict or isinstance(headers, Mapping)) \
+            else {}
         self.span_attrs = span_attrs or {}
         self.resource_attrs = resource_attrs or {}
 
@@ -127,6 +127,14 @@ class RecordView:
             if value is None:
                 value = self.resource_attrs.get(key)
         return scalar_text(value)
+
+
+def _lower_keys(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers with lower-cased names; all-text names (JSON's) in one C-level pass."""
+    try:
+        return dict(zip(map(str.lower, headers.keys()), headers.values()))
+    except TypeError:  # a name that is not text
+        return {str(k).lower(): v for k, v in headers.items()}
 
 
 def scalar_text(value: Any) -> str | None:
@@ -325,11 +333,23 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
     header/attribute selector's key for presence inline and calls the getter only when the key is there (a
     getter of an absent key returns None), the first value found winning as in the loop. Only names are put into
     the code; selector keys, tag names and getters are passed in as values."""
-    env: dict[str, Any] = {"scalar_text": scalar_text}
+    env: dict[str, Any] = {"scalar_text": scalar_text, "empty": {}}
     lines = ["def resolve(view, auto_tags):",
              "    span = view.span_attrs; resource = view.resource_attrs; headers = view.headers",
              "    record = view.record",
              "    values = {}"]
+
+    firsts: dict[str, str] = {}  # a field path's first step -> the variable holding the record's value there
+    prologue: list[str] = []
+    mapped: set[str] = set()  # the first-step variables also read as a dict once (`<name>_map`)
+
+    def step_read(key_name: str, number: int, step: str) -> str:
+        read = f"x.get({key_name}[{number}]) if isinstance(x, dict) else "
+        if step.lstrip("-").isdigit():  # a list index (dict keys first, as dig_steps)
+            env[f"{key_name}_i{number}"] = int(step)
+            return read + (f"(x[{key_name}_i{number}] if isinstance(x, list) and "
+                           f"-len(x) <= {key_name}_i{number} < len(x) else None)")
+        return read + "None"
 
     def first_found(selectors: tuple[str, ...], prefix: str) -> None:
         lines.append("    v = None")
@@ -338,17 +358,23 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
             getter, key_name = f"{prefix}_get{index}", f"{prefix}_key{index}"
             env[getter], env[key_name] = _getter(selector), key
             if kind == "field":  # dig_steps, inline: most events read a few fields
-                lines.extend(["    if v is None:", "        x = record"])
-                for number, step in enumerate(key):
-                    read = f"x.get({key_name}[{number}]) if isinstance(x, dict) else "
-                    if step.lstrip("-").isdigit():  # a list index (dict keys first, as dig_steps)
-                        env[f"{key_name}_i{number}"] = int(step)
-                        read += (f"(x[{key_name}_i{number}] if isinstance(x, list) and "
-                                 f"-len(x) <= {key_name}_i{number} < len(x) else None)")
-                    else:
-                        read += "None"
-                    lines.append(f"        x = {read}")
-                lines.append("        if x is not None: v = scalar_text(x)")
+                first = firsts.get(key[0])
+                if first is None:  # the record's value at this first step, read once for every selector
+                    first = firsts[key[0]] = f"first{len(firsts)}"
+                    prologue.extend(["    x = record", f"    {first} = {step_read(key_name, 0, key[0])}"])
+                if len(key) == 2 and not key[1].lstrip("-").isdigit():  # the common `a.b`: one get, the key a constant
+                    if first not in mapped:
+                        mapped.add(first)
+                        prologue.append(f"    {first}_map = {first} if isinstance({first}, dict) else empty")
+                    env[f"{key_name}_1"] = key[1]
+                    lines.extend(["    if v is None:", f"        x = {first}_map.get({key_name}_1)"])
+                else:
+                    lines.extend(["    if v is None:", f"        x = {first}"])
+                    for number, step in enumerate(key[1:], 1):
+                        lines.append(f"        x = {step_read(key_name, number, step)}")
+                lines.append("        if x is not None:")  # scalar_text, its common case inline
+                lines.append("            if type(x) is str: v = x.strip() or None")
+                lines.append("            else: v = scalar_text(x)")
                 continue
             present = {"header": f"{key_name} in headers", "span": f"{key_name} in span",
                        "resource": f"{key_name} in resource",
@@ -365,6 +391,7 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
         first_found(selectors, f"tag{number}")
         lines.append(f"    if v is not None: tags[tag{number}] = v")
     lines += ["    values['tags'] = tags", "    return values"]
+    lines[3:3] = prologue
     exec(compile("\n".join(lines), "<attribution resolver>", "exec"), env)  # noqa: S102 - our own text
     return env["resolve"]
 

@@ -128,8 +128,10 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
 @click.option("--source-bootstrap", default=None, envvar="TOKENMETER_COLLECT_SOURCE_BOOTSTRAP",
               help="Kafka of the source topic, if not tokenmeter's own.")
 @click.option("--from-beginning", is_flag=True, help="Without committed offsets, start at the oldest record.")
-@click.option("--batch-records", type=click.IntRange(1), default=1000, show_default=True,
-              envvar="TOKENMETER_COLLECT_BATCH_RECORDS")
+@click.option("--batch-records", type=click.IntRange(1), default=5000, show_default=True,
+              envvar="TOKENMETER_COLLECT_BATCH_RECORDS",
+              help="At most this many source records per batch (also at most 4 MB per partition); each batch "
+                   "costs an offsets request, a pending-batch write and a commit.")
 @click.option("--exit-when-idle", type=float, default=None, help="Stop after this many seconds without records.")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), envvar="TOKENMETER_COLLECT_STATE_FILE",
               help="Pending-batch record for exactly-once restarts (default: <data_dir>/collect-kafka/<group>.json).")

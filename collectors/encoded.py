@@ -17,6 +17,7 @@ What the readers must reproduce, collected here once:
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from time import monotonic
 from typing import Any
 
 import orjson
@@ -56,10 +57,33 @@ def utc_text(ts: datetime) -> str | None:
     """The JSON text pydantic writes for an aware UTC datetime; None when the event time is outside the accepted
     range (then the per-entry path gives the contract's reason). The validator reads its clock later than this
     one, so a time accepted here is accepted there too."""
-    if ts < EARLIEST_EVENT_TS or ts > datetime.now(timezone.utc) + MAX_EVENT_FUTURE:
+    if ts < EARLIEST_EVENT_TS or ts > _latest_accepted():
         return None
     text = ts.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else None
+
+
+def naive_utc_text(ts: datetime) -> str | None:
+    """`utc_text` of a naive datetime read as UTC (LiteLLM's times), without making it aware first."""
+    _latest_accepted()
+    if ts < _EARLIEST_NAIVE or ts > _LATEST[1]:
+        return None
+    return ts.isoformat() + "Z"
+
+
+_EARLIEST_NAIVE = EARLIEST_EVENT_TS.astimezone(timezone.utc).replace(tzinfo=None)
+# [now + MAX_EVENT_FUTURE, the same naive, the monotonic clock when read]
+_LATEST: list[Any] = [datetime.min.replace(tzinfo=timezone.utc), datetime.min, -1.0]
+
+
+def _latest_accepted() -> datetime:
+    """now + MAX_EVENT_FUTURE, read from the clock at most once a second: an earlier reading is a lower bound of
+    the validator's (so nothing it refuses is taken), and one `datetime.now` per event was ~5% of a span's time."""
+    tick = monotonic()
+    if tick - _LATEST[2] >= 1.0:
+        latest = datetime.now(timezone.utc) + MAX_EVENT_FUTURE
+        _LATEST[:] = [latest, latest.replace(tzinfo=None), tick]
+    return _LATEST[0]
 
 
 def plain_float(value: Any) -> float | None:

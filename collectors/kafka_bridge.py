@@ -43,7 +43,7 @@ log = logging.getLogger("tokenmeter.collect.kafka")
 class KafkaBridge:
     def __init__(self, source_bootstrap: str, topic: str, dialect: str | None, group: str, sink: KafkaSink, *,
                  mapping: AttributionMapping | None = None, from_beginning: bool = False,
-                 batch_records: int = 1000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
+                 batch_records: int = 5000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
                  state_path: Path | None = None, group_timeouts: dict[str, int] | None = None):
         self.source_bootstrap = source_bootstrap
         self.group_timeouts = group_timeouts or {}  # Settings.group_timeouts; empty: aiokafka's defaults

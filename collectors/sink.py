@@ -98,8 +98,10 @@ class KafkaSink:
         async with self._lock:
             if self._producer is not None:
                 return self._producer
+            # linger 0: a publish hands all its messages to the producer before it yields, then awaits their
+            # acknowledgement; a linger would only add its wait to every batch (5 ms per bridge fetch)
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=5,
+                bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=0,
                 max_request_size=1_048_576, request_timeout_ms=int(self.timeout_s * 1000),
             )
             try:

@@ -95,10 +95,18 @@ def make_event(path: str, **fields: Any) -> UsageEvent:
 def correlation_of(**ids: Any) -> dict[str, str] | None:
     """The event's `correlation` (cross-source dedup, tokenmeter.events.Correlation) from the ids a source has:
     non-empty strings only, too long ones left out (an id is a key, never worth refusing the event over)."""
-    limits = {"response_id": 256, "request_id": 256, "trace_id": 64, "span_id": 32}
-    kept = {name: value.strip() for name, value in ids.items()
-            if isinstance(value, str) and value.strip() and len(value.strip()) <= limits[name]}
-    return kept or None
+    kept = None
+    for name, value in ids.items():
+        if isinstance(value, str):
+            value = value.strip()
+            if value and len(value) <= _ID_LIMITS[name]:
+                if kept is None:
+                    kept = {}
+                kept[name] = value
+    return kept
+
+
+_ID_LIMITS = {"response_id": 256, "request_id": 256, "trace_id": 64, "span_id": 32}
 
 
 def now_utc() -> datetime:

@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -35,7 +35,7 @@ from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
 from collectors.dialects.common import completion_from_response, content_or_none, maybe_json, normalize_operation, \
     prompt_from_request
-from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
+from collectors.encoded import EncodedEvent, encoded_event, naive_utc_text, plain_float, plain_usage, token_count
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import OPENAI_DETAIL_KEYS, build_usage, openai_counts
@@ -217,7 +217,7 @@ def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent |
     ttft = _millis_between(start, first_token) if payload.get("stream") else None
     latency_ms = None if latency is None else plain_float(latency)
     ttft_ms = None if ttft is None else plain_float(ttft)
-    ts = utc_text(start.replace(tzinfo=timezone.utc))
+    ts = naive_utc_text(start)
     if (latency_ms is None and latency is not None) or (ttft_ms is None and ttft is not None) or ts is None:
         return None
     view = RecordView(payload, headers=(metadata or {}).get("requester_custom_headers"))
@@ -231,9 +231,9 @@ def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent |
     if ttft_ms is not None:
         fields["ttft_ms"] = ttft_ms
     fields["batch"] = False
-    correlation = correlation_of(response_id=call_id)
-    if correlation is not None:
-        fields["correlation"] = correlation
+    response_id = call_id.strip()  # correlation_of(response_id=call_id), inline: call_id is a non-blank string
+    if len(response_id) <= 256:
+        fields["correlation"] = {"response_id": response_id}
     return encoded_event(fields)
 
 

@@ -226,10 +226,10 @@ def _common_span(span: dict[str, Any], resource: dict[str, Any], mapping: Attrib
 
 def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: AttributionMapping, span: Any,
                  trace_id: str, span_id: str, start_ns: int | None, end_ns: int | None,
-                 failed: bool) -> EncodedEvent | None:
+                 failed: bool, ids_are_hex: bool = False) -> EncodedEvent | None:
     """`_common_span` of a span's parts, read from OTLP/JSON or protobuf (`otel_proto.common_events`): its
     attributes as `attributes_of` gives them, hex ids, times in ns (None when absent), whether its status code
-    is an error. `span`: the span as field selectors see it."""
+    is an error. `span`: the span as field selectors see it. `ids_are_hex`: the ids are `bytes.hex()` text."""
     operation = attrs.get("gen_ai.operation.name")
     if OPENINFERENCE_KIND in attrs or (isinstance(operation, str) and operation in WRAPPER_OPERATIONS):
         return None
@@ -249,7 +249,8 @@ def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: Attri
     provider = normalize_provider(provider_name) or guess_provider(model)
     if not provider or provider == OPENROUTER or not start_ns or not trace_id or not span_id:
         return None
-    event_id = f"{_hex_id(trace_id)}:{_hex_id(span_id)}"
+    # protobuf ids come as bytes.hex(): lower-case hex already, what _hex_id returns them as
+    event_id = f"{trace_id}:{span_id}" if ids_are_hex else f"{_hex_id(trace_id)}:{_hex_id(span_id)}"
     latency = None
     if end_ns and end_ns >= start_ns:
         latency = plain_float((end_ns - start_ns) / 1e6)

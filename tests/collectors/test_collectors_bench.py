@@ -58,3 +58,13 @@ def test_a_record_that_gives_no_event_fails_the_count(kafka_bootstrap, monkeypat
     monkeypatch.setattr(bench, "gateway_records", one_broken)
     with pytest.raises(CollectorBenchError, match=r"apisix: 20 records of 20 calls gave .*written=19 rejected=1"):
         measure_collectors(kafka_bootstrap, 20, ("apisix",), usage_topic=f"bench.collectors.bad.{uuid.uuid4().hex[:8]}")
+
+
+def test_in_process_rates_of_this_tree(capsys):
+    """`python -m collectors.bench_inproc`: the bridge's conversion + encoding per dialect, in a subprocess."""
+    from collectors.bench_inproc import main
+
+    assert main(["--events", "200", "--rounds", "1", "--dialects", "litellm,otel"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["litellm", "otel"]
+    assert all(float(line.split()[2].replace(",", "")) > 0 for line in lines), lines
