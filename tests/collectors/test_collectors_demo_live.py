@@ -67,7 +67,7 @@ def test_the_live_calendar_continues_the_history_and_only_the_incident_alerts():
     assert [(a["kind"], a["scope_value"]) for a in alerts] == [("spend_rate", "sk-acm-sear-chen")]
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=25)
 def test_the_old_flat_demo_rate_after_the_history_is_an_alert_storm():
     """What `up --demo` sent before (collectors/demo.generate's 40 events/s, here 10 minutes): a cliff at 'now'."""
     from collectors.demo import callers, make_event
