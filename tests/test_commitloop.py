@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from tokenmeter.commitloop import CommitLoop, await_acks
 
-pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=6)  # rough seconds: longest files first (tests/suite_order.py)
 PARTITIONS = 4
 
 

@@ -1,5 +1,9 @@
 """`tokenmeter up --demo` as a new user runs it: within 60 s of the command the dashboard, after the demo login
-that `up` prints, shows cost by team in a real browser, and SIGTERM stops every child process."""
+that `up` prints, shows cost by team in a real browser; the demo continues the history's calendar without an alert
+storm and its live incident makes a budget block; SIGTERM stops every child process.
+
+One `up --demo` serves the whole file (each start builds and loads the demo history: ~20 CPU-s and ~40 s on this
+machine); the tests run in file order on it, the stop last."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -20,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from process_support import stop
 from tokenmeter.settings import free_port
 
-pytestmark = [pytest.mark.slow(seconds=40), pytest.mark.browser]  # seconds: see tests/suite_order.py
+pytestmark = [pytest.mark.slow(seconds=60), pytest.mark.browser]  # seconds: see tests/suite_order.py
 ROOT = Path(__file__).resolve().parents[1]
 
 COST_BY_TEAM = """
@@ -29,69 +34,31 @@ return el && el.data && el.data.length ? el.data.flatMap(t => (t.x || []).map((x
 """
 
 
-def test_up_demo_shows_cost_by_team_and_stops_cleanly(dash_duo, tmp_path):
-    dash_port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path / "data"),
-               TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()), TOKENMETER_API_PORT=str(free_port()),
-               TOKENMETER_DASH_PORT=str(dash_port), TOKENMETER_DEMO_EVENTS_PER_S="20",
-               TOKENMETER_DEMO_INBOX_PORT=str(free_port()))
-    url = f"http://127.0.0.1:{dash_port}/"
-    log = open(tmp_path / "up.log", "w")
-    launched = time.monotonic()
-    up = subprocess.Popen([sys.executable, "-m", "app", "up", "--demo"], env=env, stdout=log,
-                          stderr=subprocess.STDOUT, cwd=tmp_path)
-    children: list[psutil.Process] = []
-    try:
-        def started() -> bool:
-            assert up.poll() is None, (tmp_path / "up.log").read_text()
-            return "Press Ctrl-C" in (tmp_path / "up.log").read_text()
+@dataclass
+class DemoUp:
+    up: subprocess.Popen
+    tmp: Path
+    data: Path
+    dash_port: int
+    inbox_port: int
+    launched: float
+    started_after: float = 0.0
+    children: list[psutil.Process] = field(default_factory=list)
 
-        WebDriverWait(None, 60, poll_frequency=0.5).until(lambda _: started())
-        children = psutil.Process(up.pid).children(recursive=True)
-        assert {"broker", "worker", "load", "dash", "demo", "demo-inbox"} <= {c.cmdline()[-1] for c in children}
-        inbox = re.search(r"alert inbox on (http://[^ ]+)/inbox", (tmp_path / "up.log").read_text())
-        assert inbox, "up --demo names its local alert inbox"
-        with urllib.request.urlopen(inbox[1] + "/", timeout=5) as response:  # the inbox answers
-            assert "received" in json.loads(response.read())
-        with urllib.request.urlopen(url, timeout=5) as response:
-            assert response.status == 200
-        assert "dashboard login: finance / demo" in (tmp_path / "up.log").read_text()
-        # The budgets start with the history's spend of their current periods (the rebuild runs after the history
-        # is written): before, search-monthly showed a few cents of December after dollars of history.
-        assert "rebuilt from the warehouse: search-monthly: " in (tmp_path / "up.log").read_text()
-        # The dashboard asks for the demo login printed by `up`.
-        dash_duo.driver.get(url)
-        WebDriverWait(dash_duo.driver, 10).until(lambda d: "/login" in d.current_url)
-        dash_duo.driver.find_element(By.ID, "username").send_keys("finance")
-        dash_duo.driver.find_element(By.ID, "password").send_keys("demo")
-        dash_duo.driver.find_element(By.ID, "login-submit").click()
-        remaining = max(1.0, 60 - (time.monotonic() - launched))
-        bars = WebDriverWait(dash_duo.driver, remaining, poll_frequency=1).until(
-            lambda d: [b for b in d.execute_script(COST_BY_TEAM) if b[1] and b[1] > 0])
-        teams = {team for team, _ in bars}
-        assert teams & {"search", "support-bot", "data-science", "growth", "platform"}
-    finally:
-        try:
-            stop(up, timeout=40)  # `up` stops its children in order: the SIGTERM's exit code is checked below
-        finally:
-            log.close()
-    gone, alive = psutil.wait_procs(children, timeout=15)
-    assert not alive, f"orphans after SIGTERM: {[p.cmdline() for p in alive]}"
-    assert up.returncode == 0
+    def up_log(self) -> str:
+        return (self.tmp / "up.log").read_text()
 
 
-@pytest.mark.slow(seconds=60)
-def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blocks(tmp_path):
-    """Without TOKENMETER_DEMO_EVENTS_PER_S, `up --demo` sends the history's calendar continued (not a flat
-    40 events/s, ~2,000 times the history's level: 21 more anomaly alerts within 7 minutes) and one live incident,
-    growth's agent loop a minute after the start: the budget on growth's agent key blocks that key (here a 0.005
-    USD limit, which the loop reaches in a minute or so; the demo's own 0.10 USD takes 4-5 minutes of the loop) and
-    the inbox holds the history's anomaly alerts plus at most one."""
-    from collectors.demo_live import AGENT_KEY
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`up --demo` as a new user starts it (the calendar demo: no TOKENMETER_DEMO_EVENTS_PER_S), except that the
+    budget mirror a previous run would have left sets growth-agent-daily to 0.005 USD (growth's live agent loop
+    reaches it in a minute or so; the demo's own 0.10 USD takes 4-5 minutes of the loop) and the demo inbox is on a known port."""
     from streams.budgets.model import parse_budget
     from streams.budgets.service import MIRROR_FILE, demo_budgets
 
-    data, inbox_port = tmp_path / "data", free_port()
+    tmp = tmp_path_factory.mktemp("up-demo")
+    data, inbox_port, dash_port = tmp / "data", free_port(), free_port()
     data.mkdir()
     budgets = [b.model_copy(update={"notify": (f"webhook=http://127.0.0.1:{inbox_port}/inbox",)})
                for b in demo_budgets()]
@@ -100,41 +67,97 @@ def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blo
     env = {k: v for k, v in os.environ.items() if k != "TOKENMETER_DEMO_EVENTS_PER_S"}
     env.update(PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(data),
                TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()), TOKENMETER_API_PORT=str(free_port()),
-               TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_DEMO_INBOX_PORT=str(inbox_port))
-    log = open(tmp_path / "up.log", "w")
+               TOKENMETER_DASH_PORT=str(dash_port), TOKENMETER_DEMO_INBOX_PORT=str(inbox_port))
+    log = open(tmp / "up.log", "w")
+    launched = time.monotonic()
     up = subprocess.Popen([sys.executable, "-m", "app", "up", "--demo"], env=env, stdout=log,
-                          stderr=subprocess.STDOUT, cwd=tmp_path)
-    demo_log = data / "logs" / "demo.log"
+                          stderr=subprocess.STDOUT, cwd=tmp)
+    state = DemoUp(up, tmp, data, dash_port, inbox_port, launched)
     try:
         def started() -> bool:
-            assert up.poll() is None, (tmp_path / "up.log").read_text()
-            return "Press Ctrl-C" in (tmp_path / "up.log").read_text()
+            assert up.poll() is None, state.up_log()
+            return "Press Ctrl-C" in state.up_log()
 
         WebDriverWait(None, 90, poll_frequency=0.5).until(lambda _: started())
-        assert "the history's weekday/hour calendar continued" in (tmp_path / "up.log").read_text()
-
-        def blocked() -> bool:
-            return demo_log.exists() and f"refusing calls of {AGENT_KEY}" in demo_log.read_text()
-
-        WebDriverWait(None, 200, poll_frequency=2).until(lambda _: blocked())
-
-        def anomaly_alerts() -> list[dict]:
-            with urllib.request.urlopen(f"http://127.0.0.1:{inbox_port}/", timeout=5) as response:
-                assert json.loads(response.read())["received"] >= 0
-            lines = (data / "demo-inbox.jsonl").read_text().splitlines() if (data / "demo-inbox.jsonl").exists() else []
-            return [e for e in map(json.loads, lines) if e.get("source") == "anomaly" and e.get("action") != "resolve"]
-
-        def budget_alerted() -> bool:  # the refusal comes first; the alert reaches the inbox through the dispatcher
-            inbox = data / "demo-inbox.jsonl"
-            return inbox.exists() and any("growth-agent-daily" in (json.loads(line).get("title") or "")
-                                          for line in inbox.read_text().splitlines())
-
-        WebDriverWait(None, 60, poll_frequency=1).until(lambda _: budget_alerted())
-        alerts = anomaly_alerts()
-        assert len(alerts) <= 9 + 1, [(a["kind"], a["title"]) for a in alerts]
+        state.started_after = time.monotonic() - launched
+        state.children = psutil.Process(up.pid).children(recursive=True)
+        yield state
     finally:
         try:
-            stop(up, timeout=40)  # `up` stops its children in order: the SIGTERM's exit code is checked below
+            stop(up, timeout=40)  # a no-op after the last test stopped it (and checked the exit code)
         finally:
             log.close()
-    assert up.returncode == 0
+
+
+def _child_name(cmdline: list[str]) -> str:
+    """The `python -m app` command a child runs (`demo --calendar --started ...` is "demo"), else its last word."""
+    return cmdline[3] if len(cmdline) > 3 and cmdline[1:3] == ["-m", "app"] else cmdline[-1]
+
+
+def test_up_demo_shows_cost_by_team(dash_duo, demo):
+    assert demo.started_after <= 60, f"`up --demo` said it runs only after {demo.started_after:.0f} s"
+    assert {"broker", "worker", "load", "dash", "demo", "demo-inbox"} <= {_child_name(c.cmdline())
+                                                                          for c in demo.children}
+    inbox = re.search(r"alert inbox on (http://[^ ]+)/inbox", demo.up_log())
+    assert inbox, "up --demo names its local alert inbox"
+    with urllib.request.urlopen(inbox[1] + "/", timeout=5) as response:  # the inbox answers
+        assert "received" in json.loads(response.read())
+    url = f"http://127.0.0.1:{demo.dash_port}/"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.status == 200
+    assert "dashboard login: finance / demo" in demo.up_log()
+    # The budgets start with the history's spend of their current periods (the rebuild runs after the history
+    # is written): before, search-monthly showed a few cents of December after dollars of history.
+    assert "rebuilt from the warehouse: search-monthly: " in demo.up_log()
+    # The dashboard asks for the demo login printed by `up`.
+    dash_duo.driver.get(url)
+    WebDriverWait(dash_duo.driver, 10).until(lambda d: "/login" in d.current_url)
+    dash_duo.driver.find_element(By.ID, "username").send_keys("finance")
+    dash_duo.driver.find_element(By.ID, "password").send_keys("demo")
+    dash_duo.driver.find_element(By.ID, "login-submit").click()
+    remaining = max(1.0, 60 - (time.monotonic() - demo.launched))
+    bars = WebDriverWait(dash_duo.driver, remaining, poll_frequency=1).until(
+        lambda d: [b for b in d.execute_script(COST_BY_TEAM) if b[1] and b[1] > 0])
+    teams = {team for team, _ in bars}
+    assert teams & {"search", "support-bot", "data-science", "growth", "platform"}
+
+
+def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blocks(demo):
+    """Without TOKENMETER_DEMO_EVENTS_PER_S, `up --demo` sends the history's calendar continued (not a flat
+    40 events/s, ~2,000 times the history's level: 21 more anomaly alerts within 7 minutes) and one live incident,
+    growth's agent loop a minute after the start: the budget on growth's agent key blocks that key and the inbox
+    holds the history's anomaly alerts plus at most one."""
+    from collectors.demo_live import AGENT_KEY
+
+    data, up = demo.data, demo.up
+    assert "the history's weekday/hour calendar continued" in demo.up_log()
+    demo_log = data / "logs" / "demo.log"
+
+    def blocked() -> bool:
+        assert up.poll() is None, demo.up_log()
+        return demo_log.exists() and f"refusing calls of {AGENT_KEY}" in demo_log.read_text()
+
+    WebDriverWait(None, 200, poll_frequency=2).until(lambda _: blocked())
+
+    def anomaly_alerts() -> list[dict]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{demo.inbox_port}/", timeout=5) as response:
+            assert json.loads(response.read())["received"] >= 0
+        lines = (data / "demo-inbox.jsonl").read_text().splitlines() if (data / "demo-inbox.jsonl").exists() else []
+        return [e for e in map(json.loads, lines) if e.get("source") == "anomaly" and e.get("action") != "resolve"]
+
+    def budget_alerted() -> bool:  # the refusal comes first; the alert reaches the inbox through the dispatcher
+        inbox = data / "demo-inbox.jsonl"
+        return inbox.exists() and any("growth-agent-daily" in (json.loads(line).get("title") or "")
+                                      for line in inbox.read_text().splitlines())
+
+    WebDriverWait(None, 60, poll_frequency=1).until(lambda _: budget_alerted())
+    alerts = anomaly_alerts()
+    assert len(alerts) <= 9 + 1, [(a["kind"], a["title"]) for a in alerts]
+
+
+def test_up_demo_stops_cleanly(demo):
+    """Last in the file: SIGTERM stops `up`, which stops its children in order, and leaves none behind."""
+    stop(demo.up, timeout=40)
+    gone, alive = psutil.wait_procs(demo.children, timeout=15)
+    assert not alive, f"orphans after SIGTERM: {[p.cmdline() for p in alive]}"
+    assert demo.up.returncode == 0

@@ -12,7 +12,7 @@ from collectors import parse_record
 from collectors.bench import DIALECTS, KONG_ENTRIES_PER_MESSAGE, OTEL_SPANS_PER_RECORD, CollectorBenchError, \
     gateway_records, measure_collectors
 
-pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=6)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def test_gateway_records_have_the_gateways_shape_and_distinct_ids():

@@ -24,7 +24,7 @@ from test_collectors_mode_support import (
 
 from tokenmeter import topics
 
-pytestmark = pytest.mark.slow(seconds=6)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def _append(path, events) -> list[str]:

@@ -17,7 +17,7 @@ from test_collectors_mode_support import cli_env, count_ids, read_topic, start_c
 
 from tokenmeter import topics
 
-pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:

@@ -16,7 +16,7 @@ from test_collectors_mode_support import cli_env, events_of, read_to_end, start_
 
 from tokenmeter import topics
 
-pytestmark = pytest.mark.slow(seconds=14)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def _produce_one_partition(bootstrap: str, topic: str, values: list[bytes]) -> None:

@@ -20,7 +20,7 @@ from dash_seed import COSTS, TOTAL, priced_events, seed_other_tables
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
 
-pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from dashboards.formatting import format_usd
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=23)]  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=27)]  # rough seconds: longest files first (tests/suite_order.py)
 
 NOW = datetime.now(timezone.utc)
 RANGE = f"start={(NOW - timedelta(days=1)).date()}&end={NOW.date()}"

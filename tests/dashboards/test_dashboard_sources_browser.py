@@ -15,7 +15,7 @@ from dashboards import create_app
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=24)]  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=30)]  # rough seconds: longest files first (tests/suite_order.py)
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 

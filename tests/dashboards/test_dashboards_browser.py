@@ -18,7 +18,7 @@ from dashboards.users import add_user
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=15)]  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=28)]  # rough seconds: longest files first (tests/suite_order.py)
 
 # team -> costs of its priced events; 12 decimals so the exact total is not a 2-decimal number
 COSTS = {

@@ -16,7 +16,7 @@ from streams.alerts.payloads import verify
 from streams.alerts.state import read_topic
 from tokenmeter.topics import DEADLETTER
 
-pytestmark = pytest.mark.slow(seconds=13)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=14)  # rough seconds: longest files first (tests/suite_order.py)
 
 PD_KEY = "0123456789abcdef0123456789abcdef"
 

@@ -19,7 +19,7 @@ from app.broker import embedded_broker
 from tokenmeter.settings import free_port, load_settings
 from tokenmeter.topics import PRICED
 
-pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=25)  # rough seconds: longest files first (tests/suite_order.py)
 
 DAY, WEEK = 86400, 7 * 86400
 KEYS = ("k1", "k2", "k3", "k4", "k5")

@@ -18,7 +18,7 @@ from tests.streams.test_anomalies_runner import produce, unpriced_batches
 from tokenmeter.settings import free_port, load_settings
 from tokenmeter.topics import PRICED
 
-pytestmark = pytest.mark.slow(seconds=13)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 async def until(check, timeout: float, what: str):

@@ -19,7 +19,7 @@ from tokenmeter.kafka_topics import topic_partitions
 from tokenmeter.settings import load_settings
 from tokenmeter.topics import ALERTS, ANOMALIES, DEADLETTER, PRICED
 
-pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=13)  # rough seconds: longest files first (tests/suite_order.py)
 
 NOTIFY = ["webhook=http://127.0.0.1:9/anomaly-hook"]
 

@@ -24,7 +24,7 @@ from streams.topic_reader import read_topic
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
 
 PD_KEY = "S3cr3tPagerDutyRoutingKey0123456"  # 32 letters/digits
 

@@ -25,7 +25,7 @@ from app.process import child_preexec
 from process_support import now_inside_one_month
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=27)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=33)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[2]
 
 FILL_WAREHOUSE = """

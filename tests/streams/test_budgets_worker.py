@@ -26,7 +26,7 @@ from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=27)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=40)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -14,7 +14,7 @@ from streams.columnar.equivalence import compare_batch, fingerprint, run
 from streams.columnar.price import _round_half_even, price_table
 from streams.pricing import load_price_book
 
-pytestmark = pytest.mark.slow(seconds=13)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=23)  # rough seconds: longest files first (tests/suite_order.py)
 
 OVERRIDES = """
 custom_models:

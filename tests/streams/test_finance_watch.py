@@ -18,7 +18,7 @@ from process_support import stop
 from tokenmeter import topics
 from tokenmeter.settings import Settings
 
-pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 DAY = NOW.date() - timedelta(days=2)

@@ -20,7 +20,7 @@ from streams.columnar.equivalence import compare_batch
 from streams.pricing import CatalogError, load_price_book
 from tokenmeter.events import Usage, UsageEvent
 
-pytestmark = pytest.mark.slow(seconds=14)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
 
 D = Decimal
 LATE_2025 = datetime(2025, 10, 15, tzinfo=timezone.utc)

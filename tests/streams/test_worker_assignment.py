@@ -28,7 +28,7 @@ from process_support import stop, wait_for
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=17)  # rough seconds (tests/suite_order.py): two workers joining a group
+pytestmark = pytest.mark.slow(seconds=22)  # rough seconds (tests/suite_order.py): two workers joining a group
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = (topics.USAGE, topics.BUDGET_SPEND)
 

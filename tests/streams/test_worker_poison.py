@@ -26,7 +26,7 @@ from tokenmeter import topics
 from app.process import child_preexec
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=16)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -15,7 +15,7 @@ from tokenmeter import topics
 from warehouse.loader import _Batch, _store, _store_priced, build_priced
 from warehouse.schema import RowError, event_to_row
 
-pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=17)  # rough seconds: longest files first (tests/suite_order.py)
 
 TABLES = ("priced_events", "priced_event_ids", "spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily",
           "spend_daily_tags", "call_keys", "cross_source_duplicates", "rollup_rebuild_pending",

@@ -17,7 +17,7 @@ from warehouse.cost_centers import parse_cost_centers
 from warehouse.export import export_month
 from warehouse.finance import finance_showback, load_finance
 
-pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
 
 AUGUST = (datetime(2025, 8, 1, tzinfo=timezone.utc), datetime(2025, 9, 1, tzinfo=timezone.utc))
 

@@ -20,7 +20,7 @@ from warehouse.export import export_month
 from warehouse.finance import finance_showback, load_finance
 from warehouse.month_close import close_month, closed_months
 
-pytestmark = pytest.mark.slow(seconds=13)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from tokenmeter.settings import Settings
 from warehouse import WarehouseError, WarehouseLocked, open_warehouse
 from warehouse.endpoint import ENDPOINT_FILE, check_select_only, read_endpoint_secret, read_live_endpoint
 
-pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=30)  # rough seconds: longest files first (tests/suite_order.py)
 
 REPO = Path(__file__).resolve().parents[2]
 

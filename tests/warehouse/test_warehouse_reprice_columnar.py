@@ -36,7 +36,7 @@ from warehouse.export import export_month
 from warehouse.month_close import close_month
 from warehouse.reprice import _COLUMN_LIST
 
-pytestmark = pytest.mark.slow(seconds=30)
+pytestmark = pytest.mark.slow(seconds=35)
 
 RECORDS = int(os.environ.get("TOKENMETER_REPRICE_EQUIVALENCE_EVENTS", "2000"))
 START = datetime(2026, 3, 20, tzinfo=timezone.utc)  # this module's own months: March (closed) and April 2026

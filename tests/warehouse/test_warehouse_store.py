@@ -12,7 +12,7 @@ import pytest
 from warehouse import DIMENSIONS, WarehouseError
 from warehouse.schema import apply_migrations, load_migrations
 
-pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def test_migrations_are_recorded_once_and_idempotent(wh):

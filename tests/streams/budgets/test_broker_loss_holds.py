@@ -19,7 +19,7 @@ from reserve_support import call, send_usage, usage_event, wait_for
 from streams.budgets import parse_budget, write_budgets
 from tokenmeter.settings import free_port, load_settings
 
-pytestmark = pytest.mark.slow(seconds=25)
+pytestmark = pytest.mark.slow(seconds=22)
 
 
 def reservation(team: str, request_id: str, prompt_tokens: int) -> dict:

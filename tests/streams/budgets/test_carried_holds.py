@@ -19,7 +19,7 @@ from tokenmeter.settings import Settings
 from warehouse.records_load import RecordRowError, record_to_row
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
-pytestmark = pytest.mark.slow(seconds=10)  # one chDB warehouse (migrations) for the file
+pytestmark = pytest.mark.slow(seconds=3)  # one chDB warehouse (migrations) for the file
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=35)
+pytestmark = pytest.mark.slow(seconds=15)
 PARTITIONS = 4  # the test brokers' partition count (tests/conftest.py)
 
 

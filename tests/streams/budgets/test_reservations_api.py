@@ -15,7 +15,7 @@ from reserve_support import call, ready, send_usage, start_worker, stop, usage_e
 from streams.budgets import parse_budget, write_budgets
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=16)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def reservation(team: str, request_id: str, prompt_tokens: int = 100_000, max_output: int = 0) -> dict:

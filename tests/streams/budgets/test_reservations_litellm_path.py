@@ -17,7 +17,7 @@ from reserve_support import ready, start_worker, stop, wait_for, worker_env
 from streams.budgets import parse_budget, write_budgets
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=18)  # rough seconds: longest files first (tests/suite_order.py)
 KEY = "litellm-path-" + uuid.uuid4().hex
 
 
