@@ -122,10 +122,15 @@ def parse_blocks(data: Any, origin: str) -> list[tuple[str, ProviderBlockSpec]]:
     return blocks
 
 
+# libyaml's safe loader when PyYAML was built with it: the bundled catalog (29 files) parses in 0.03 CPU-s instead of
+# 0.27 with the pure-Python one, identical documents (tests/streams/pricing/test_catalog_yaml.py).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path) -> tuple[Any, bytes]:
     try:
         raw = path.read_bytes()
-        return yaml.safe_load(raw) or {}, raw
+        return yaml.load(raw, Loader=_SAFE_LOADER) or {}, raw
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path}: cannot read YAML: {exc}") from exc
 
