@@ -95,6 +95,13 @@ class AlertGating:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
         for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "new_model" and st.dim != "team":
+                team = self._team_reported(st, kind_key.split(":", 1)[1], raw)
+                if team is not None:
+                    anomaly["_explained_by"] = f"team {team}"
+                    update.notify = False
+                    update.record = self._public(anomaly)
+                    self.stats["anomalies_explained"] += 1
+                    continue
                 team = self._team_uses(st, kind_key.split(":", 1)[1], raw)
                 if team is not None:
                     anomaly["_explained_by"], anomaly["_team_model"] = f"team {team}", True
@@ -133,6 +140,14 @@ class AlertGating:
                 update.notify = False
                 update.record = self._public(anomaly)
                 self.stats["anomalies_explained"] += 1
+            elif anomaly["kind"] == "new_model" and st.dim == "team":
+                # Alerted on the team (a model none of its keys used, seen first there): the keys, users and features
+                # reaching their own evidence later are this news, not another one (`_team_reported`).
+                info = st.models.get(kind_key.split(":", 1)[1])
+                if info is not None:
+                    if len(info) < 5:  # (entries of older snapshots)
+                        info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
+                    info[3] = self._now - self.cfg.bucket_s - self.cfg.grace_s
 
     def _alerted_broader(self, st: ScopeState, kind_key: str, raw: dict) -> tuple[str, str] | None:
         """A broader scope sharing this scope's traffic in this bucket whose anomaly of the same kind opened in an
@@ -148,6 +163,19 @@ class AlertGating:
             other = other_state.open.get(kind_key) if other_state else None
             if other is not None and id(other) not in this_bucket and not other.get("_explained_by"):
                 return dim, value
+        return None
+
+    def _team_reported(self, st: ScopeState, model: str, raw: dict) -> str | None:
+        """The team of this scope's traffic in this bucket whose own new-model alert for `model` went out in an earlier
+        bucket within the last `new_model_window_buckets`: this scope reaching its evidence later is the same news."""
+        index, bucket = RAW_INDEX[st.dim], self._now - self.cfg.bucket_s - self.cfg.grace_s
+        window = self.cfg.new_model_window_buckets * self.cfg.bucket_s
+        for team in sorted({key[1] for key in raw if key[index] == st.value}):
+            known = self.scopes.get(("team", team))
+            info = known.models.get(model) if known is not None else None
+            reported = info[3] if info is not None and len(info) > 3 else None
+            if reported is not None and bucket - window <= reported < bucket:
+                return team
         return None
 
     def _team_uses(self, st: ScopeState, model: str, raw: dict) -> str | None:

@@ -209,6 +209,10 @@ class KindRules:
         if sb[S_COST] > 0 and dim != "model":
             for model, info in st.models.items():
                 m = sb[S_MODELS].get(model)
+                if len(info) < 5:  # (entries of older snapshots)
+                    info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
+                if m:
+                    info[4] = bucket
                 share = m[1] / sb[S_COST] if m else 0.0
                 info[1] += 0.02 * (share - info[1])
                 # Its usual share of this scope's calls: a second model that runs one session in five is part of the
