@@ -39,6 +39,9 @@ class Config:
     live_lag_s: int = 7200
     open_after: int = 2  # anomalous buckets in a row before an anomaly opens ("strong" opens at once)
     sustained_after: int = 3  # the same for spend and token volumes: a long session is not a deviation
+    # ... two on an API key whose calls came in every minute of the last `steady_minutes` (a loop is a steady stream;
+    # a session is a chain of calls that ends): sustain counted in minutes, not in buckets.
+    steady_minutes: int = 8
     close_after: int = 3  # normal buckets in a row before it closes
     # Cold start: a scope's first two days raise only absolute-floor kinds (bursts of a new key, unpriced usage).
     # Two, because a scope's first UTC day can be its local weekend.
