@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .aggregate import PICO, pico_to_str
 from .detectors import Verdict, binomial_tail
-from .scope_bucket import S_COST, S_KNOWN, S_MODELS, S_RARE, S_RCOST, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT
+from .scope_bucket import S_COST, S_KNOWN, S_MODELS, S_RARE, S_RCOST, S_RKEYS, S_RP, S_RTOK, S_TEAMS, S_TIN, S_TOUT
 from .scope_state import ScopeState
 
 
@@ -73,12 +73,14 @@ class ModelRules:
         window = cfg.new_model_window_buckets * cfg.bucket_s
         for model in [m for m, info in st.pending.items() if bucket - info[0] >= window]:
             del st.pending[model]  # a few calls in an hour: an occasional model, now a usual one (no news)
-        # A model no key of a team ever used is news on the team after fewer calls than a model new to one key (which
-        # is often its team's usual model showing up slowly on a quiet key): a user trying a model at night made 2
-        # calls in an hour (synthetic seed 11: 3 of 10 such tries missed, seed 21: a median of 19.5 minutes).
+        # A model no key of a team ever used is news after fewer calls than a model new to one key only (which is often
+        # its team's usual model showing up slowly on a quiet key): a user trying a model at night made 2 calls in an
+        # hour (synthetic seed 11: 3 of 10 such tries missed, seed 21: a median of 19.5 minutes). On the team, and on
+        # a narrower scope all of whose teams never called it (alerted there, the narrowest; the team is part of it).
         team = st.dim == "team"
-        needed = cfg.new_model_team_min_calls if team else cfg.new_model_min_calls
         for model, (requests, cost, _tokens) in sb[S_MODELS].items():
+            needed = cfg.new_model_team_min_calls if team or self._new_to_teams(sb[S_TEAMS], model, bucket) \
+                else cfg.new_model_min_calls
             info = st.models.get(model)
             if info is not None and (not team or model not in st.pending
                                      and bucket - (info[4] if len(info) > 4 else info[0]) < cfg.new_model_forgotten_s):
@@ -104,6 +106,21 @@ class ModelRules:
             v.detail = model
             self._track(st, f"new_model:{model}", "new_model", v, bucket, updates, label,
                         exact=pico_to_str(cost * int(per_hour)))
+
+    def _new_to_teams(self, teams, model: str, bucket: int) -> bool:
+        """Whether every team of a scope's calls never called `model` before this bucket (or not for
+        `new_model_forgotten_s`), as its team scope judges it."""
+        if not teams:
+            return False
+        for name in teams:
+            known = self.scopes.get(("team", name))
+            if known is None:
+                return False
+            info = known.models.get(model)
+            if info is not None and model not in known.pending and info[0] < bucket and \
+                    bucket - (info[4] if len(info) > 4 else info[0]) < self.cfg.new_model_forgotten_s:
+                return False
+        return True
 
     @staticmethod
     def _shift_detail(st: ScopeState, sb: list) -> str:

@@ -16,14 +16,14 @@ S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
 # (< `shift_routine_share` of its calls, or never), the cost and tokens of those, and the calls expected on such models
 # (each call weighted by its key's usual share of its rare models).
 S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP, S_RKEYS = range(18, 24)
-# ... then a bit per minute of the bucket with a call of this scope in it.
-S_MINUTES = 24
+# ... then a bit per minute of the bucket with a call of this scope in it, and the teams of its calls (not on a team).
+S_MINUTES, S_TEAMS = 24, 25
 
 
 
 
 def empty_bucket() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None, 0]
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None, 0, None]
 
 
 class FanOut:
@@ -63,6 +63,11 @@ class FanOut:
                 sb[S_REQ] += agg[REQ]
                 sb[S_COST] += agg[COST]
                 sb[S_MINUTES] |= agg[MINUTES]
+                if dim != "team" and key[1]:
+                    if sb[S_TEAMS] is None:
+                        sb[S_TEAMS] = {key[1]}
+                    else:
+                        sb[S_TEAMS].add(key[1])
                 if agg[MAXCOST] > sb[S_MAXCOST]:
                     sb[S_MAXCOST] = agg[MAXCOST]
                 if error:
