@@ -142,8 +142,8 @@ class AlertGating:
                 self.stats["anomalies_explained"] += 1
         for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "new_model" and update.notify:
-                # Alerted: on its teams' entry of the model, so that the keys, users and features of those teams reaching
-                # their own evidence later are this news, not another one (`_team_reported`).
+                # Alerted: marked on its teams' entry of the model, so that the keys, users and features of those teams
+                # reaching their own evidence later are this news, not another one (`_team_reported`).
                 index, model = RAW_INDEX[st.dim], kind_key.split(":", 1)[1]
                 for team in {key[1] for key in raw if key[index] == st.value}:
                     known = self.scopes.get(("team", team))

@@ -10,8 +10,8 @@ from .baseline import GLOBAL
 from .detectors import KIND_DIMS, Verdict, error_verdict, rate_verdict, ratio_verdict
 from .gating import SUSTAINED_KINDS, AnomalyUpdate
 from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LSQ, S_LSTD, S_LSUM, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK,
-                           S_MINUTES, S_MODELS, S_MUSUM, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT, S_UREQ,
-                           S_UTOK, S_ZN, S_ZSUM)
+                           S_MINUTES, S_MODELS, S_MUSUM, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT,
+                           S_UREQ, S_UTOK, S_ZN, S_ZSUM)
 from .scope_state import ScopeState
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
@@ -315,8 +315,8 @@ class KindRules:
 
     def _steady_loop(self, st: ScopeState, mask: int, calls: int, bucket: int) -> bool:
         """A loop, not a session: calls in each of the last `steady_minutes` minutes, and in the two buckets they span
-        loop-sized counts (>= max(`strong_min_calls`, `busy_excess_calls` x a busy bucket's calls) per 5 minutes). The sustained
-        rule's three buckets keep a session from alerting, but a loop starting at 21:46 was then found at 22:02
+        loop-sized counts (>= max(`strong_min_calls`, `busy_excess_calls` x a busy bucket's calls) per 5 minutes). The
+        sustained rule's three buckets keep a session from alerting, but a loop starting at 21:46 was then found at 22:02
         (office seed 21: a median of 15.8 minutes). Minutes alone do not tell: a sparse key's 30-call session, calls
         2-40 s apart, fills ten minutes too (5 more spend alerts in sparse seed 11's 16 quiet days); its count does."""
         cfg = self.cfg
