@@ -16,9 +16,10 @@ SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
 # Aggregate positions: calls, input/output tokens, cost, and the largest single call's cost, input, output and
 # total tokens (so a detector can ask whether a bucket is anomalous without its largest call: evidence, not one call),
 # and the sum and sum of squares of log(1 + output tokens) of its calls (floats: statistics for the per-call test of
-# tokens per request on quiet keys, where heavy-tailed sizes hide a shift of the plain mean)
-REQ, TIN, TOUT, COST, MAXCOST, MAXIN, MAXOUT, MAXTOK, LOGOUT, LOGSQ = range(10)
-AGG_SIZE = 10
+# tokens per request on quiet keys, where heavy-tailed sizes hide a shift of the plain mean), and a bit per minute of
+# the bucket with a call in it (a steady stream of calls, minute after minute, is not a session: sustain by minutes)
+REQ, TIN, TOUT, COST, MAXCOST, MAXIN, MAXOUT, MAXTOK, LOGOUT, LOGSQ, MINUTES = range(11)
+AGG_SIZE = 11
 
 
 class BadEvent(ValueError):
@@ -88,7 +89,7 @@ class BucketAggregator:
         seconds = int(epoch_seconds(ts))
         return seconds - seconds % 60
 
-    def add(self, event: dict, bucket: int) -> None:
+    def add(self, event: dict, bucket: int, minute: int = -1) -> None:
         event_id = event.get("event_id")
         if event_id is not None:
             seen = self.seen.get(bucket)
@@ -112,7 +113,9 @@ class BucketAggregator:
             open_bucket = self.open[bucket] = {}
         agg = open_bucket.get(key)
         if agg is None:
-            agg = open_bucket[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0]
+            agg = open_bucket[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0]
+        if minute >= bucket:  # (a late event counted in a later bucket marks no minute of it)
+            agg[MINUTES] |= 1 << ((minute - bucket) // 60)
         tin = usage.get("input_tokens") or 0
         tout = usage.get("output_tokens") or 0
         agg[REQ] += 1

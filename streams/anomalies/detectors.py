@@ -39,6 +39,9 @@ class Config:
     live_lag_s: int = 7200
     open_after: int = 2  # anomalous buckets in a row before an anomaly opens ("strong" opens at once)
     sustained_after: int = 3  # the same for spend and token volumes: a long session is not a deviation
+    # ... two on an API key whose calls came in every minute of the last `steady_minutes` (a loop is a steady stream;
+    # a session is a chain of calls that ends): sustain counted in minutes, not in buckets.
+    steady_minutes: int = 8
     close_after: int = 3  # normal buckets in a row before it closes
     # Cold start: a scope's first two days raise only absolute-floor kinds (bursts of a new key, unpriced usage).
     # Two, because a scope's first UTC day can be its local weekend.
@@ -75,6 +78,10 @@ class Config:
     new_model_min_calls: int = 3  # calls of a never-used model (within an hour) before it is news
     new_model_window_buckets: int = 12
     new_model_min_buckets: int = 2  # ... in at least two buckets (one session on another model is not news)
+    # ... on a team, for a model none of its keys ever used: one user trying it at night makes 1-2 calls an hour.
+    new_model_team_min_calls: int = 2
+    # ... and a model a team has not called for this long is no longer part of its mix (one user's try weeks ago)
+    new_model_forgotten_s: int = 14 * 86400
     # A narrower scope starting on a model that takes this share of its team's calls: the team's usual mix, recorded
     # but not alerted. (A model an earlier incident brought to the team, now a trace of 2-3 %, is still news.)
     new_model_team_share: float = 0.05

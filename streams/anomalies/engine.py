@@ -67,7 +67,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating):
                 elif bucket < next_close:  # too late for its bucket: counted in the oldest open one
                     stats["late_events"] += 1
                     bucket = next_close
-                agg.add(event, bucket)
+                agg.add(event, bucket, minute)
             except (BadEvent, KeyError, TypeError, AttributeError, ValueError) as exc:
                 stats["bad_events"] += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -89,7 +89,8 @@ class OutputSpread:
                 "detectable_in_15m": lab["affected_first_15m"] >= needed, "detectable": lab["affected"] >= needed}
 # What a kind's rule needs before it may speak, as (changed calls within an hour, what). A missed injection below it is
 # still counted as missed (recall is not shrunk); the report says how many misses never reached it, and by how much.
-RULE_EVIDENCE = {"new_model": (Config.new_model_min_calls, "calls of the new model within an hour"),
+# (new_model: the team's rule, the least any scope needs; a key or user whose team knows the model needs 3.)
+RULE_EVIDENCE = {"new_model": (Config.new_model_team_min_calls, "calls of a model new to its team within an hour"),
                  "error_rate": (Config.error_min_errors, "failed calls")}
 
 

@@ -95,6 +95,13 @@ class AlertGating:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
         for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "new_model" and st.dim != "team":
+                alerted = self._team_reported(st, kind_key.split(":", 1)[1], raw)
+                if alerted is not None:
+                    anomaly["_explained_by"] = alerted
+                    update.notify = False
+                    update.record = self._public(anomaly)
+                    self.stats["anomalies_explained"] += 1
+                    continue
                 team = self._team_uses(st, kind_key.split(":", 1)[1], raw)
                 if team is not None:
                     anomaly["_explained_by"], anomaly["_team_model"] = f"team {team}", True
@@ -133,6 +140,18 @@ class AlertGating:
                 update.notify = False
                 update.record = self._public(anomaly)
                 self.stats["anomalies_explained"] += 1
+        for st, kind_key, anomaly, update in self._opened:
+            if anomaly["kind"] == "new_model" and update.notify:
+                # Alerted: marked on its teams' entry of the model, so that the keys, users and features of those teams
+                # reaching their own evidence later are this news, not another one (`_team_reported`).
+                index, model = RAW_INDEX[st.dim], kind_key.split(":", 1)[1]
+                for team in {key[1] for key in raw if key[index] == st.value}:
+                    known = self.scopes.get(("team", team))
+                    info = known.models.get(model) if known is not None else None
+                    if info is not None:
+                        if len(info) < 5:  # (entries of older snapshots)
+                            info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
+                        info[3] = [self._now - self.cfg.bucket_s - self.cfg.grace_s, f"{st.dim} {st.value}"]
 
     def _alerted_broader(self, st: ScopeState, kind_key: str, raw: dict) -> tuple[str, str] | None:
         """A broader scope sharing this scope's traffic in this bucket whose anomaly of the same kind opened in an
@@ -148,6 +167,20 @@ class AlertGating:
             other = other_state.open.get(kind_key) if other_state else None
             if other is not None and id(other) not in this_bucket and not other.get("_explained_by"):
                 return dim, value
+        return None
+
+    def _team_reported(self, st: ScopeState, model: str, raw: dict) -> str | None:
+        """The scope whose new-model alert for `model` went out, on a team of this scope's traffic in this bucket, in an
+        earlier bucket within the last `new_model_window_buckets`: this scope reaching its evidence later is the same
+        news (one key's two calls alerted, or the team's from two keys; a third key's later calls)."""
+        index, bucket = RAW_INDEX[st.dim], self._now - self.cfg.bucket_s - self.cfg.grace_s
+        window = self.cfg.new_model_window_buckets * self.cfg.bucket_s
+        for team in sorted({key[1] for key in raw if key[index] == st.value}):
+            known = self.scopes.get(("team", team))
+            info = known.models.get(model) if known is not None else None
+            reported = info[3] if info is not None and len(info) > 3 else None
+            if isinstance(reported, list) and bucket - window <= reported[0] < bucket:
+                return reported[1]
         return None
 
     def _team_uses(self, st: ScopeState, model: str, raw: dict) -> str | None:

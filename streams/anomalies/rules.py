@@ -10,8 +10,8 @@ from .baseline import GLOBAL
 from .detectors import KIND_DIMS, Verdict, error_verdict, rate_verdict, ratio_verdict
 from .gating import SUSTAINED_KINDS, AnomalyUpdate
 from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LSQ, S_LSTD, S_LSUM, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK,
-                           S_MODELS, S_MUSUM, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT, S_UREQ,
-                           S_UTOK, S_ZN, S_ZSUM)
+                           S_MINUTES, S_MODELS, S_MUSUM, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT,
+                           S_UREQ, S_UTOK, S_ZN, S_ZSUM)
 from .scope_state import ScopeState
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
@@ -35,6 +35,7 @@ class KindRules:
         # False when spend or tokens are anomalous for a second bucket in a row (a loop in the making): then the bucket
         # does not teach what a busy bucket is. One anomalous bucket (a session) still does.
         quiet_volume = True
+        steady = dim == "api_key" and self._steady_loop(st, sb[S_MINUTES], sb[S_REQ], bucket)
 
         # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
         # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
@@ -51,6 +52,8 @@ class KindRules:
                              strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
             v = self._beyond_busy(v, st, trim_cost, sb[S_REQ], floor, per_hour)
             v = self._off_hours_loop(v, st, trim_cost, sb[S_REQ], per_hour)
+            if steady and v is not None and v.state == "anomalous" and not v.after:
+                v.after = 2
             quiet_volume = not (v is not None and v.state in ("strong", "anomalous") and "spend_rate" in st.streaks)
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
@@ -209,6 +212,10 @@ class KindRules:
         if sb[S_COST] > 0 and dim != "model":
             for model, info in st.models.items():
                 m = sb[S_MODELS].get(model)
+                if len(info) < 5:  # (entries of older snapshots)
+                    info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
+                if m:
+                    info[4] = bucket
                 share = m[1] / sb[S_COST] if m else 0.0
                 info[1] += 0.02 * (share - info[1])
                 # Its usual share of this scope's calls: a second model that runs one session in five is part of the
@@ -305,6 +312,27 @@ class KindRules:
         v.detail = (f"Its {calls} calls in 5 minutes average {trimmed / (calls - 1) / typical:.1f}x its typical call, "
                     f"at an hour it is usually quiet (a loop?).")
         return v
+
+    def _steady_loop(self, st: ScopeState, mask: int, calls: int, bucket: int) -> bool:
+        """A loop, not a session: calls in each of the last `steady_minutes` minutes, and in the two buckets they span
+        loop-sized counts (>= max(`strong_min_calls`, `busy_excess_calls` x a busy bucket's calls) per 5 minutes). The
+        sustained rule's three buckets keep a session from alerting, but a loop starting at 21:46 was then found at 22:02
+        (office seed 21: a median of 15.8 minutes). Minutes alone do not tell: a sparse key's 30-call session, calls
+        2-40 s apart, fills ten minutes too (5 more spend alerts in sparse seed 11's 16 quiet days); its count does."""
+        cfg = self.cfg
+        minutes = cfg.bucket_s // 60
+        trailing = 0
+        while trailing < minutes and mask >> (minutes - 1 - trailing) & 1:
+            trailing += 1
+        # (pro rata for the minutes of the run in this bucket: a loop starting at 21:46 has 4 of 21:45's 5)
+        loop_sized = calls >= max(cfg.strong_min_calls, cfg.busy_excess_calls * st.busy_high(2)) * trailing / minutes
+        before = st.steady
+        if trailing == minutes and before[0] == bucket - cfg.bucket_s:
+            st.steady = [bucket, before[1] + minutes, loop_sized]
+        else:
+            st.steady = [bucket, trailing, loop_sized]
+        return st.steady[1] >= cfg.steady_minutes and loop_sized and len(before) > 2 and before[2] \
+            and before[0] == bucket - cfg.bucket_s
 
     def _strong_volume(self, busy_high: float, calls: int) -> float:
         """Excess that opens at once with fewer calls than the scope's busy buckets hold: a few huge calls (a

@@ -3,7 +3,7 @@ row counts for its team, project, user, api key, feature and model), with the pe
 
 from __future__ import annotations
 
-from .aggregate import COST, LOGOUT, LOGSQ, MAXCOST, MAXIN, MAXOUT, MAXTOK, REQ, SCOPE_DIMS, TIN, TOUT
+from .aggregate import COST, LOGOUT, LOGSQ, MAXCOST, MAXIN, MAXOUT, MAXTOK, MINUTES, REQ, SCOPE_DIMS, TIN, TOUT
 
 # ScopeBucket positions: requests, errors, input tokens, output tokens (ok calls), cost pico, unpriced calls/tokens
 # and the largest single call's cost, input, output and total tokens (ok calls) in the bucket.
@@ -16,12 +16,14 @@ S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
 # (< `shift_routine_share` of its calls, or never), the cost and tokens of those, and the calls expected on such models
 # (each call weighted by its key's usual share of its rare models).
 S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP, S_RKEYS = range(18, 24)
+# ... then a bit per minute of the bucket with a call of this scope in it, and the teams of its calls (not on a team).
+S_MINUTES, S_TEAMS = 24, 25
 
 
 
 
 def empty_bucket() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None]
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None, 0, None]
 
 
 class FanOut:
@@ -60,6 +62,12 @@ class FanOut:
                     sb = per_scope[(dim, value)] = empty_bucket()
                 sb[S_REQ] += agg[REQ]
                 sb[S_COST] += agg[COST]
+                sb[S_MINUTES] |= agg[MINUTES]
+                if dim != "team" and key[1]:
+                    if sb[S_TEAMS] is None:
+                        sb[S_TEAMS] = {key[1]}
+                    else:
+                        sb[S_TEAMS].add(key[1])
                 if agg[MAXCOST] > sb[S_MAXCOST]:
                     sb[S_MAXCOST] = agg[MAXCOST]
                 if error:

@@ -13,7 +13,7 @@ MAX_BUCKET_WEIGHT = 0.05
 class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
-                 "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending")
+                 "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -42,6 +42,8 @@ class ScopeState:
         self.out_log: list = [0, 0.0, 0.0]
         self.cusum = 0.0
         self.out_rate = [first, 0.0]  # [last active bucket, ok calls with exponential decay over 2 days]
+        # An API key's minutes in a row with a call up to the end of its last bucket: [bucket, minutes, loop-sized]
+        self.steady = [0, 0, False]
 
     def out_sd(self) -> float:
         """Spread of log output per call, floored at log(1.6): a shift smaller than that is not a changed template."""
@@ -84,6 +86,7 @@ class ScopeState:
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
                 "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate, "busy_pending": self.busy_pending,
+                "steady": self.steady,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -100,6 +103,7 @@ class ScopeState:
         state.cusum = float(data.get("cusum", 0.0))
         state.out_rate = list(data.get("out_rate", [state.first, 0.0]))
         state.busy_pending = data.get("busy_pending")
+        state.steady = list(data.get("steady", state.steady))
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):
