@@ -71,6 +71,7 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> 
         try:
             for first in range(0, events, CHUNK_ROWS):
                 wh.backend.command(_generate_sql(first, min(CHUNK_ROWS, events - first), events, end, days))
+            settled = _settle(wh)
             book = load_price_book()
             priced_at = datetime.now(timezone.utc)
             reprice_fn = clock.wrap("price per row", lambda event: price_event(event, book, priced_at))
@@ -112,8 +113,20 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> 
         "dry_run": dry_run, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "events_per_s": round(report.events / wall), "events_per_cpu_s": round(report.events / cpu),
         "phases_wall_s": phases_wall, "phases_cpu_s": phases_cpu, "load_before": load, "load_after": load_after,
+        "settle_s": settled,
         "report": report.to_json(), "stored_total": stored, "rollup_total": rollup,
     }
+
+
+def _settle(wh: Any, limit_s: float = 300.0) -> float:
+    """Wait (up to `limit_s`) until chDB's background merges of the generated month are done, so they do not run
+    inside the timed re-price (a stored month is merged; one generated seconds ago is not). Seconds waited."""
+    begun = time.perf_counter()
+    while time.perf_counter() - begun < limit_s:
+        if not wh.backend.query_arrow("SELECT count() AS n FROM system.merges").column("n")[0].as_py():
+            break
+        time.sleep(0.2)  # polling a condition, not a fixed wait
+    return round(time.perf_counter() - begun, 1)
 
 
 def _this_hour() -> datetime:
