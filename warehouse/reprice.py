@@ -14,14 +14,16 @@ for the changed events, under the insert lock (loader inserts wait for it),
 3. INSERT the new rows with a `loaded_at` strictly newer than every stored copy of those events (into a copies
    table made `AS priced_events`, whose partitions are then attached to `priced_events`: the views do not
    aggregate rows whose rollups step 5 rebuilds anyway);
-4. for the pending hours, lightweight-DELETE every raw copy of an event older than its newest `loaded_at`;
-5. for the pending hours, DELETE the rollup rows and INSERT them again aggregated from the raw table
-   (the same aggregation as the materialized view);
+4. lightweight-DELETE the old raw copies of those events (on heal: every copy older than its event's newest
+   `loaded_at` in the pending hours);
+5. correct the rollups: add signed deltas (old copies -1, new +1) for the changed events when they are at most
+   `DELTA_SHARE` of the touched hours' stored rows, else (and on heal) DELETE the hours' rollup rows and INSERT
+   them again aggregated from the raw table (the same aggregation as the materialized view);
 6. clear those hours from `rollup_rebuild_pending`.
 Why a crash anywhere is safe: the raw table never lacks an event (the new copy is written before the old one
 goes), and two copies differ in `loaded_at`, so "keep the newest copy" (step 4, also what the
-ReplacingMergeTree merge keeps) is unambiguous and idempotent. The rollup of an hour is only ever *derived*
-from raw by steps 4-5, which are idempotent, and the hour stays pending until they finish. A writer that opens
+ReplacingMergeTree merge keeps) is unambiguous and idempotent. The hour stays pending until step 5 finishes, and
+a pending hour's rollup is rebuilt from raw by the heal (idempotent), whatever deltas reached it. A writer that opens
 the warehouse runs steps 4-6 for every pending hour (`heal_pending_hours`), so a crash at any point heals on
 the next start; re-running reprice heals too (it rebuilds all pending hours, not only its own).
 """
