@@ -435,8 +435,8 @@ DELTA_SHARE = 0.5
 
 
 def _identity_hash() -> str:
-    """A 128-bit hash of a row's IDENTITY_COLUMNS: the identity check compares (event_id, ts, hash) instead of
-    27-column tuples (their NOT IN set was the apply's costliest read)."""
+    """A 128-bit hash of a row's IDENTITY_COLUMNS: the identity check compares (event_id, ts, hash) against the
+    Memory table of the stored copies instead of 27-column tuples against the raw table."""
     return "sipHash128(" + ", ".join(f"`{name}`" for name in IDENTITY_COLUMNS) + ")"
 
 
