@@ -6,7 +6,8 @@ Each path runs in its own process (chDB: one data path per process) on a fresh w
 `warehouse.bench` month (11 models of 5 providers, 2% unpriced, 1% errors, costs from a made-up formula, so the
 bundled catalog changes nearly every row), and is timed wall and CPU, split into its phases.
 
-    python -m app.bench_reprice --events 100000 [--days 30] [--dry-run] [--paths old,new] [--json]
+    python -m app.bench_reprice --events 100000 [--days 30] [--dry-run] [--change all|one-model] [--paths old,new]
+        [--old-tree DIR] [--json]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 
-PATHS = ("old", "new")
+PATHS = ("old", "new", "base")  # base: the columnar path ("new") run on --old-tree (to time a change of the apply)
 
 
 class PhaseClock:
@@ -54,7 +55,19 @@ class PhaseClock:
         return timed
 
 
-def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> dict[str, Any]:
+# `--change one-model`: gpt-4o-mini (about a tenth of the generated calls) costs more from the middle of the month.
+PRICE_RISE = """
+provider: openai
+first_party: true
+source: https://example.com/bench-price-rise
+models:
+  gpt-4o-mini:
+    versions:
+      - {{effective_from: "{since}", input: "0.20", cached_input: "0.10", output: "0.80"}}
+"""
+
+
+def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, change: str = "all") -> dict[str, Any]:
     """Generate the month in a fresh warehouse and re-price it on `path`; the figures as a dict."""
     import warehouse.reprice as reprice_module
     from app import reprice_cli
@@ -71,8 +84,19 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> 
         try:
             for first in range(0, events, CHUNK_ROWS):
                 wh.backend.command(_generate_sql(first, min(CHUNK_ROWS, events - first), events, end, days))
+            settled = _settle(wh)
             book = load_price_book()
             priced_at = datetime.now(timezone.utc)
+            if change == "one-model":  # the month at the catalog's prices first (untimed), then one model's rise
+                columns = (reprice_cli.columnar_reprice_columns(book, priced_at) if path == "new" else None)
+                batch = (reprice_cli.columnar_reprice_batch(book, priced_at) if path == "old" else None)
+                wh.reprice(end - timedelta(days=days + 1), None, reprice_fn=lambda e: price_event(e, book, priced_at),
+                           **({"reprice_columns": columns} if columns else {"reprice_batch": batch}))
+                settled += _settle(wh)
+                rise = base / "price-rise"
+                rise.mkdir()
+                (rise / "openai.yaml").write_text(PRICE_RISE.format(since=(end - timedelta(days=days / 2)).isoformat()))
+                book = load_price_book(extra_paths=[rise])
             reprice_fn = clock.wrap("price per row", lambda event: price_event(event, book, priced_at))
             apply_rows = clock.wrap("apply: rows to Arrow", Warehouse.apply_repriced_events)
             wh.apply_repriced_events = lambda changed: apply_rows(wh, changed)  # type: ignore[method-assign]
@@ -112,8 +136,20 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime) -> 
         "dry_run": dry_run, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "events_per_s": round(report.events / wall), "events_per_cpu_s": round(report.events / cpu),
         "phases_wall_s": phases_wall, "phases_cpu_s": phases_cpu, "load_before": load, "load_after": load_after,
+        "settle_s": settled, "change": change,
         "report": report.to_json(), "stored_total": stored, "rollup_total": rollup,
     }
+
+
+def _settle(wh: Any, limit_s: float = 300.0) -> float:
+    """Wait (up to `limit_s`) until chDB's background merges of the generated month are done, so they do not run
+    inside the timed re-price (a stored month is merged; one generated seconds ago is not). Seconds waited."""
+    begun = time.perf_counter()
+    while time.perf_counter() - begun < limit_s:
+        if not wh.backend.query_arrow("SELECT count() AS n FROM system.merges").column("n")[0].as_py():
+            break
+        time.sleep(0.2)  # polling a condition, not a fixed wait
+    return round(time.perf_counter() - begun, 1)
 
 
 def _this_hour() -> datetime:
@@ -125,8 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated: old, new")
-    parser.add_argument("--one", choices=PATHS, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--change", choices=("all", "one-model"), default="all",
+                        help="all: the stored costs are made up, so the catalog changes every row; one-model: the month "
+                        "is first re-priced to the catalog (untimed), then one model's price rises from mid-month "
+                        "(about 5%% of the rows change)")
+    parser.add_argument("--paths", default="old,new", help="comma-separated: old (per-row plan), new (columnar), base "
+                        "(the columnar path on --old-tree)")
+    parser.add_argument("--one", choices=("old", "new"), help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--end", help=argparse.SUPPRESS)  # the child's end of the generated month
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--old-tree", help="run the old path on this checkout of the repo (e.g. `git archive` of an "
@@ -134,23 +175,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.one:
         print(orjson.dumps(run_one(args.one, args.events, args.days, args.dry_run,
-                                   datetime.fromisoformat(args.end) if args.end else _this_hour())).decode())
+                                   datetime.fromisoformat(args.end) if args.end else _this_hour(), args.change)).decode())
         return
     # one month for both paths (the same rows and window, even when the runs straddle an hour)
     end = _this_hour()
     results = []
     for path in args.paths.split(","):
-        child = ["--one", path, "--events", str(args.events), "--days", str(args.days), "--end", end.isoformat()]
-        child += ["--dry-run"] if args.dry_run else []
+        child = ["--one", "new" if path == "base" else path, "--events", str(args.events), "--days", str(args.days), "--end", end.isoformat()]
+        child += (["--dry-run"] if args.dry_run else []) + ["--change", args.change]
         # this file run as __main__ with `tree` first on the path (cwd), whichever tree this file is in
         run_file = "import os, runpy; runpy.run_path(os.environ['BENCH_FILE'], run_name='__main__')"
         command = [sys.executable, "-c", run_file, *child]
-        tree = args.old_tree if path == "old" and args.old_tree else str(Path(__file__).resolve().parents[1])
+        tree = (args.old_tree if path in ("old", "base") and args.old_tree
+                else str(Path(__file__).resolve().parents[1]))
         env = {**os.environ, "PYTHONPATH": tree, "BENCH_FILE": str(Path(__file__).resolve())}
         done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, cwd=tree)
         if done.returncode != 0:
             sys.exit(f"{path} path failed:\n{done.stderr[-4000:]}")
-        results.append(orjson.loads(done.stdout.strip().splitlines()[-1]))
+        results.append({**orjson.loads(done.stdout.strip().splitlines()[-1]), "path": path})
         if not args.json:
             r = results[-1]
             print(f"{path}: {r['events']:,} events ({r['changed']:,} changed, {r['applied']:,} applied) in "
@@ -160,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"    phases wall s: {r['phases_wall_s']}", flush=True)
             print(f"    phases CPU s:  {r['phases_cpu_s']}", flush=True)
     if len(results) == 2:
-        old, new = results
+        old, new = sorted(results, key=lambda r: r["path"] == "new")  # the baseline, then the new path
         same = (old["report"] == new["report"], old["stored_total"] == new["stored_total"],
                 old["rollup_total"] == new["rollup_total"])
         summary = {"wall_ratio": round(old["wall_s"] / new["wall_s"], 2),
@@ -169,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             print(orjson.dumps({"runs": results, **summary}, option=orjson.OPT_INDENT_2).decode())
         else:
-            print(f"new / old: {summary['wall_ratio']}x wall, {summary['cpu_ratio']}x CPU; same report "
+            print(f"new / {old['path']}: {summary['wall_ratio']}x wall, {summary['cpu_ratio']}x CPU; same report "
                   f"{same[0]}, same stored total {same[1]}, same rollup total {same[2]}")
     elif args.json:
         print(orjson.dumps({"runs": results}, option=orjson.OPT_INDENT_2).decode())

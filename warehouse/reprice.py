@@ -14,14 +14,16 @@ for the changed events, under the insert lock (loader inserts wait for it),
 3. INSERT the new rows with a `loaded_at` strictly newer than every stored copy of those events (into a copies
    table made `AS priced_events`, whose partitions are then attached to `priced_events`: the views do not
    aggregate rows whose rollups step 5 rebuilds anyway);
-4. for the pending hours, lightweight-DELETE every raw copy of an event older than its newest `loaded_at`;
-5. for the pending hours, DELETE the rollup rows and INSERT them again aggregated from the raw table
-   (the same aggregation as the materialized view);
+4. lightweight-DELETE the old raw copies of those events (on heal: every copy older than its event's newest
+   `loaded_at` in the pending hours);
+5. correct the rollups: add signed deltas (old copies -1, new +1) for the changed events when they are at most
+   `DELTA_SHARE` of the touched hours' stored rows, else (and on heal) DELETE the hours' rollup rows and INSERT
+   them again aggregated from the raw table (the same aggregation as the materialized view);
 6. clear those hours from `rollup_rebuild_pending`.
 Why a crash anywhere is safe: the raw table never lacks an event (the new copy is written before the old one
 goes), and two copies differ in `loaded_at`, so "keep the newest copy" (step 4, also what the
-ReplacingMergeTree merge keeps) is unambiguous and idempotent. The rollup of an hour is only ever *derived*
-from raw by steps 4-5, which are idempotent, and the hour stays pending until they finish. A writer that opens
+ReplacingMergeTree merge keeps) is unambiguous and idempotent. The hour stays pending until step 5 finishes, and
+a pending hour's rollup is rebuilt from raw by the heal (idempotent), whatever deltas reached it. A writer that opens
 the warehouse runs steps 4-6 for every pending hour (`heal_pending_hours`), so a crash at any point heals on
 the next start; re-running reprice heals too (it rebuilds all pending hours, not only its own).
 """
@@ -39,7 +41,7 @@ from pydantic import ValidationError
 from tokenmeter.events import Attribution, Correlation, PricedEvent, Usage, UsageEvent, describe_validation_error
 from warehouse.arrow_rows import build_batch
 from warehouse.backends import WarehouseError
-from warehouse.rollups import rebuild_statements
+from warehouse.rollups import delta_statements, rebuild_statements
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
 
 RepriceFn = Callable[[UsageEvent], PricedEvent]
@@ -420,48 +422,99 @@ def heal_pending_hours(backend: Any) -> int:
     return int(pending)
 
 
+# What the delta table (`replace_priced_rows`) keeps of a copy: the rollups' keys and measures, and what finds the copy.
+_DELTA_COLUMNS = ", ".join(f"`{name}`" for name in (
+    "event_id", "ts", "loaded_at", "tags", "org", "team", "project", "user", "api_key", "feature", "provider", "model",
+    "status", "pricing_status", "price_entry", "price_effective_from", "input_tokens", "cached_input_tokens",
+    "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttft_ms"))
+
+
+# Above this share of the touched hours' stored rows changing, the apply rebuilds those hours' rollups from raw
+# instead of adding deltas (a delta costs an old and a new row per change; a rebuild one row per stored row).
+DELTA_SHARE = 0.5
+
+
+def _identity_hash() -> str:
+    """A 128-bit hash of a row's IDENTITY_COLUMNS: the identity check compares (event_id, ts, hash) against the
+    Memory table of the stored copies instead of 27-column tuples against the raw table."""
+    return "sipHash128(" + ", ".join(f"`{name}`" for name in IDENTITY_COLUMNS) + ")"
+
+
 def replace_priced_rows(backend: Any, staging: str, copies: str | None = None) -> int:
     """Steps 1-6 of the module doc for the rows in `staging`; the caller holds the insert lock.
 
+    Hours left pending by an earlier crash are healed first, so every stored copy is counted once in the rollups.
+    The stored copies of the staged events go into a Memory table (`<staging>_delta`, sign -1), which serves the
+    identity check (a hash of IDENTITY_COLUMNS), the new copies' version, the DELETE of exactly those copies (no
+    GROUP BY over the hours' rows) and, with the new copies added (sign +1), step 5 as signed deltas
+    (`warehouse.rollups.delta_statements`): rollup rows of the changed events only, no rebuild of whole hours
+    (a month's re-price of one model touched every hour). The hours stay marked pending until the deltas are in,
+    so a crash anywhere still heals by rebuilding them from raw (`heal_pending_hours`).
+
     `copies` (optional, an empty table created `AS priced_events`): step 3 writes the new copies there and attaches
     its partitions to `priced_events` (ALTER TABLE ... ATTACH PARTITION ... FROM: the parts are linked, not
-    written again), so the materialized views do not aggregate rows whose rollups step 5 rebuilds anyway (their
-    work was half of the apply). A crash before the attach leaves the raw table as it was (the hours stay pending
-    and heal); one between two partitions' attaches leaves some partitions re-priced, whose hours heal too; the
-    table is emptied before and after use."""
-    identity = ", ".join(f"`{name}`" for name in IDENTITY_COLUMNS)
-    in_staging = f"(event_id, ts) IN (SELECT event_id, ts FROM {staging})"
-    unmatched = backend.query_arrow(
-        f"SELECT count() AS n FROM {staging} WHERE ({identity}) NOT IN"
-        f" (SELECT {identity} FROM priced_events WHERE {in_staging})"
-    ).column("n")[0].as_py()
-    if unmatched:
-        raise WarehouseError(
-            f"{unmatched} re-priced event(s) do not match a stored event (missing, or usage/attribution differ);"
-            " only prices may change: re-run the reprice"
-        )
-    counted = backend.query_arrow(f"SELECT count() AS n FROM {staging}").column("n")[0].as_py()
-    backend.command(
-        f"INSERT INTO rollup_rebuild_pending (hour) SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC') FROM {staging}"
-    )
-    # Strictly newer than every stored copy, so "keep the newest copy" never keeps two.
-    version = (
-        "(SELECT greatest(now64(3), max(loaded_at) + toIntervalMillisecond(1))"
-        f" FROM priced_events WHERE {in_staging})"
-    )
-    if copies is None:
-        backend.command(
-            f"INSERT INTO priced_events ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
-        )
-    else:
-        backend.command(f"TRUNCATE TABLE {copies}")
-        backend.command(
-            f"INSERT INTO {copies} ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
-        )
-        partitions = backend.query_arrow(
-            f"SELECT DISTINCT _partition_id AS id FROM {copies} ORDER BY id").column("id").to_pylist()
-        for partition in partitions:
-            backend.command(f"ALTER TABLE priced_events ATTACH PARTITION ID '{partition}' FROM {copies}")
-        backend.command(f"TRUNCATE TABLE {copies}")
+    written again), so the materialized views do not aggregate the new rows (the deltas carry them). A crash before
+    the attach leaves the raw table as it was (the hours stay pending and heal); one between two partitions'
+    attaches leaves some partitions re-priced, whose hours heal too; the table is emptied before and after use."""
     heal_pending_hours(backend)
+    delta = f"{staging}_delta"
+    hours = f"toStartOfHour(ts) IN (SELECT DISTINCT toStartOfHour(ts) FROM {staging})"  # prunes by the sorting key
+    in_staging = f"{hours} AND (event_id, ts) IN (SELECT event_id, ts FROM {staging})"
+    counted = backend.query_arrow(f"SELECT count() AS n FROM {staging}").column("n")[0].as_py()
+    stored = backend.query_arrow(f"SELECT count() AS n FROM priced_events WHERE {hours}").column("n")[0].as_py()
+    rebuild = copies is None or counted > stored * DELTA_SHARE  # (without copies, the new rows pass the views)
+    kept = "`event_id`, `ts`, `loaded_at`" if rebuild else _DELTA_COLUMNS  # a rebuild needs no old measures
+    backend.command(f"DROP TABLE IF EXISTS {delta}")
+    backend.command(
+        f"CREATE TABLE {delta} ENGINE = Memory AS SELECT {kept}, {_identity_hash()} AS identity,"
+        f" toInt8(-1) AS sign FROM priced_events WHERE {in_staging}"
+    )
+    try:
+        unmatched = backend.query_arrow(
+            f"SELECT count() AS n FROM {staging} WHERE (event_id, ts, {_identity_hash()}) NOT IN"
+            f" (SELECT event_id, ts, identity FROM {delta})"
+        ).column("n")[0].as_py()
+        if unmatched:
+            raise WarehouseError(
+                f"{unmatched} re-priced event(s) do not match a stored event (missing, or usage/attribution differ);"
+                " only prices may change: re-run the reprice"
+            )
+        backend.command(
+            "INSERT INTO rollup_rebuild_pending (hour)"
+            f" SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC') FROM {staging}"
+        )
+        # Strictly newer than every stored copy, so "keep the newest copy" never keeps two.
+        version = f"(SELECT greatest(now64(3), max(loaded_at) + toIntervalMillisecond(1)) FROM {delta})"
+        if copies is None:
+            backend.command(
+                f"INSERT INTO priced_events ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version}"
+                f" FROM {staging}"
+            )
+        else:
+            backend.command(f"TRUNCATE TABLE {copies}")
+            backend.command(
+                f"INSERT INTO {copies} ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
+            )
+            partitions = backend.query_arrow(
+                f"SELECT DISTINCT _partition_id AS id FROM {copies} ORDER BY id").column("id").to_pylist()
+            for partition in partitions:
+                backend.command(f"ALTER TABLE priced_events ATTACH PARTITION ID '{partition}' FROM {copies}")
+            backend.command(f"TRUNCATE TABLE {copies}")
+        backend.command(
+            f"DELETE FROM priced_events WHERE {hours} AND (event_id, ts, loaded_at) IN"
+            f" (SELECT event_id, ts, loaded_at FROM {delta})"
+        )
+        if rebuild:
+            for statement in rebuild_statements():
+                backend.command(statement)
+        else:
+            backend.command(
+                f"INSERT INTO {delta} SELECT {_DELTA_COLUMNS}, {_identity_hash()} AS identity, toInt8(1) AS sign"
+                f" FROM {staging}"
+            )
+            for statement in delta_statements(delta):
+                backend.command(statement)
+        backend.command("TRUNCATE TABLE rollup_rebuild_pending")
+    finally:
+        backend.command(f"DROP TABLE IF EXISTS {delta}")
     return int(counted)

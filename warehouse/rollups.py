@@ -90,3 +90,64 @@ def rebuild_statements(pending_table: str = "rollup_rebuild_pending") -> list[st
     statements += [build(where) for build in ROLLUPS.values()]
     statements += [f"DELETE FROM {table} WHERE day IN {days}" for table in DAILY_ROLLUPS]
     return statements + [_daily(table, hourly, keys, days) for table, (hourly, keys) in DAILY_ROLLUPS.items()]
+
+
+# Signed deltas (a re-price's apply) ------------------------------------------------------------------------------
+# `source` holds priced_events rows with a `sign` column: -1 for a copy leaving the raw table, +1 for one entering
+# it. Each rollup gets, per key, the sum of the signed measures of those rows (rows whose measures all cancel are
+# not written); the rollups are SummingMergeTree and readers sum(), so adding them gives exactly what a rebuild of
+# the affected hours gives, without reading the hours' other rows or deleting rollup rows. Latency sums are
+# Float64: moving an event between model_hourly keys (a new price entry) adds -x and +x, equal to a rebuild's sum up
+# to float rounding; money and counts are exact.
+
+def _signed(expr: str) -> str:
+    return f"if(sign > 0, {expr}, -{expr})"
+
+
+_SIGNED_SPEND = (
+    "toInt64(sum(sign)) AS events, toInt64(sumIf(sign, pricing_status = 'unpriced')) AS unpriced_events, "
+    + ", ".join(f"sum({_signed(f'toInt128({t})')}) AS {t}" for t in TOKENS)
+    + f", toDecimal128(sum({_signed('cost_usd')}), 12) AS cost_usd"
+)
+_SPEND_NONZERO = " OR ".join(f"{c} != 0" for c in _SPEND_COLUMNS.split(", "))
+
+
+def _spend_delta(table: str, time: str, tagged: bool, source: str) -> str:
+    keys = ", ".join(SPEND_KEYS)
+    tag = "tag_key, tag_value, " if tagged else ""
+    join = " ARRAY JOIN mapKeys(tags) AS tag_key, mapValues(tags) AS tag_value" if tagged else ""
+    column = "hour" if time == _HOUR else "day"
+    return (
+        f"INSERT INTO {table} ({column}, {tag}{keys}, {_SPEND_COLUMNS})"
+        f" SELECT {time} AS {column}, {tag}{keys}, {_SIGNED_SPEND}"
+        f" FROM {source}{join} GROUP BY {column}, {tag}{keys} HAVING {_SPEND_NONZERO}"
+    )
+
+
+def _model_delta(source: str) -> str:
+    keys = ", ".join(_MODEL_KEYS)
+    measures = ("requests", "errors", *TOKENS, "cost_usd", "latency_ms_sum", "latency_count", "ttft_ms_sum",
+                "ttft_count")
+    return (
+        f"INSERT INTO model_hourly (hour, {keys}, {', '.join(measures)})"
+        f" SELECT {_HOUR} AS hour, {keys}, toInt64(sum(sign)) AS requests,"
+        " toInt64(sumIf(sign, status = 'error')) AS errors, "
+        + ", ".join(f"sum({_signed(f'toInt128({t})')}) AS {t}" for t in TOKENS)
+        + f", toDecimal128(sum({_signed('cost_usd')}), 12) AS cost_usd,"
+        " sum(sign * ifNull(latency_ms, 0)) AS latency_ms_sum, toInt64(sumIf(sign, latency_ms IS NOT NULL))"
+        " AS latency_count, sum(sign * ifNull(ttft_ms, 0)) AS ttft_ms_sum,"
+        " toInt64(sumIf(sign, ttft_ms IS NOT NULL)) AS ttft_count"
+        f" FROM {source} GROUP BY hour, {keys} HAVING " + " OR ".join(f"{m} != 0" for m in measures)
+    )
+
+
+def delta_statements(source: str) -> list[str]:
+    """Statements adding to every rollup of priced_events the signed rows of `source` (see above)."""
+    day = "toDateTime(toStartOfDay(ts), 'UTC')"
+    return [
+        _spend_delta("spend_hourly", _HOUR, False, source),
+        _spend_delta("spend_hourly_tags", _HOUR, True, source),
+        _model_delta(source),
+        _spend_delta("spend_daily", day, False, source),
+        _spend_delta("spend_daily_tags", day, True, source),
+    ]

@@ -730,7 +730,8 @@ def _close_server_handle(warehouse: Warehouse) -> None:
     staging_tables = ([warehouse._staging, *(f"{warehouse._staging}_{name}" for name in ("keys", "ids", "event_ids", "new"))]
                       if warehouse._staging_ready else [])
     if warehouse._reprice_staging_ready:
-        staging_tables += [f"{warehouse._staging}_reprice", f"{warehouse._staging}_reprice_copies"]
+        staging_tables += [f"{warehouse._staging}_reprice", f"{warehouse._staging}_reprice_copies",
+                           f"{warehouse._staging}_reprice_delta"]  # dropped after each apply, unless it was killed
     for table in staging_tables:
         try:
             warehouse.backend.command(f"DROP TABLE IF EXISTS {table}")

@@ -255,23 +255,92 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
             owner.wait()
 
 
+MODES = {"rebuild": 0.0, "deltas": 1.0}  # warehouse.reprice.DELTA_SHARE: every apply rebuilds / adds deltas
+ROLLUP_TABLES = ("spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily", "spend_daily_tags")
+
+
+def rollups(wh, org: str) -> dict[str, list[dict]]:
+    """Every rollup's rows of `org` summed per key (what readers see), keys whose measures all sum to 0 left out
+    (a delta can leave such a key until a merge folds it; a rebuild never writes one)."""
+    found = {}
+    for table in ROLLUP_TABLES:
+        columns = wh.query("SELECT name, is_in_sorting_key AS key FROM system.columns WHERE database = currentDatabase()"
+                           " AND table = {t:String} ORDER BY position", {"t": table}).to_dicts()
+        keys = [c["name"] for c in columns if c["key"]]
+        measures = [c["name"] for c in columns if not c["key"]]
+        sums = ", ".join(f"sum({m}) AS {m}" for m in measures)
+        rows = wh.query(f"SELECT {', '.join(keys)}, {sums} FROM {table} WHERE org = {{org:String}}"
+                        f" GROUP BY {', '.join(keys)} HAVING {' OR '.join(f'{m} != 0' for m in measures)}"
+                        f" ORDER BY {', '.join(keys)}", {"org": org}).to_dicts()
+        found[table] = rows
+    return found
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_apply_leaves_every_rollup_as_a_rebuild_from_raw_would(wh, org, tmp_path, monkeypatch, mode):
+    """The apply adds signed deltas to the rollups instead of rebuilding the touched hours: afterwards every rollup
+    (hourly, tags, models, daily) equals what a rebuild of all of `org`'s hours from the raw table gives, for events
+    whose cost changes, whose status changes (unpriced -> priced: two keys move), whose price version changes (a
+    model_hourly key moves), with several tags, without latency, and over two days."""
+    from warehouse.reprice import heal_pending_hours
+
+    day = datetime(2021, 6, 1, tzinfo=timezone.utc)
+    old_book, new_book = books(tmp_path, day)
+    events = priced_events(org, day, old_book)
+    for i, (hours, model, tags, latency) in enumerate([
+            (13.2, "meter-test", {"env": "prod", "team": "x", "run": "7"}, None),
+            (13.7, "meter-new", {}, 12.5), (14, "meter-test", {"env": "test"}, 250.0),
+            (14.1, "meter-new", {"env": "test", "x": "y"}, None)]):
+        event = UsageEvent(
+            event_id=f"{org}-extra-{i}", ts=day + timedelta(hours=hours), source="test", provider="acme", model=model,
+            status="error" if i == 2 else "ok",
+            attribution=Attribution(org=org, team="search", user=f"u{i % 2}", tags=tags),
+            usage=Usage(input_tokens=1000 + i, output_tokens=10 * i), latency_ms=latency, ttft_ms=latency,
+        )
+        events.append(price_event(event, old_book).to_json())
+    assert wh.insert_priced(events) == len(events)
+    before = rollups(wh, org)
+
+    monkeypatch.setattr("warehouse.reprice.DELTA_SHARE", MODES[mode])
+    statements = []
+    real_command = wh.backend.command
+    monkeypatch.setattr(wh.backend, "command", lambda sql, *a, **k: statements.append(sql) or real_command(sql, *a, **k))
+    report = wh.reprice(day, day + timedelta(days=2), reprice_fn=lambda event: price_event(event, new_book))
+    assert report.changed == report.applied >= 6
+    monkeypatch.undo()
+    rebuilt = any(sql.startswith("DELETE FROM spend_hourly") for sql in statements)
+    assert rebuilt == (mode == "rebuild")
+    after = rollups(wh, org)
+    assert after != before and all(after[t] for t in ROLLUP_TABLES)
+
+    wh.backend.command("INSERT INTO rollup_rebuild_pending (hour) SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC')"
+                       " FROM priced_events WHERE org = {org:String}", {"org": org})
+    assert heal_pending_hours(wh.backend) > 2
+    assert rollups(wh, org) == after
+
+
 class SimulatedCrash(RuntimeError):
     pass
 
 
-# Every write of an apply, in order: the crash test stops right after each one in turn.
+# Every write of an apply, in order, when it rebuilds the touched hours' rollups and when it adds deltas
+# (warehouse.reprice.DELTA_SHARE picks): the crash test stops right after each one in turn.
 APPLY_STATEMENTS = (
     "INSERT INTO rollup_rebuild_pending", "INSERT INTO priced_events_staging_reprice_copies",
-    "ALTER TABLE priced_events ATTACH PARTITION", "DELETE FROM priced_events", "DELETE FROM spend_hourly",
-    "INSERT INTO spend_hourly",
+    "ALTER TABLE priced_events ATTACH PARTITION", "DELETE FROM priced_events",
 )
+REBUILD_STATEMENTS = ("DELETE FROM spend_hourly", "INSERT INTO spend_hourly")
+DELTA_STATEMENTS = ("INSERT INTO priced_events_staging_reprice_delta", "INSERT INTO spend_hourly",
+                    "INSERT INTO model_hourly", "INSERT INTO spend_daily_tags")
 
 
 @pytest.mark.parametrize("heal", ["reopen", "rerun"])
-@pytest.mark.parametrize("crash_after", APPLY_STATEMENTS)
-def test_reprice_heals_after_a_crash_between_statements(wh, org, tmp_path, monkeypatch, crash_after, heal):
+@pytest.mark.parametrize("mode, crash_after", [("rebuild", s) for s in APPLY_STATEMENTS + REBUILD_STATEMENTS]
+                         + [("deltas", s) for s in APPLY_STATEMENTS + DELTA_STATEMENTS])
+def test_reprice_heals_after_a_crash_between_statements(wh, org, tmp_path, monkeypatch, mode, crash_after, heal):
     from warehouse.reprice import heal_pending_hours
 
+    monkeypatch.setattr("warehouse.reprice.DELTA_SHARE", MODES[mode])
     day = datetime(2021, 6, 1, tzinfo=timezone.utc)
     old_book, new_book = books(tmp_path, day)
     assert wh.insert_priced(priced_events(org, day, old_book)) == 5
@@ -287,6 +356,7 @@ def test_reprice_heals_after_a_crash_between_statements(wh, org, tmp_path, monke
     with pytest.raises(SimulatedCrash):
         wh.reprice(day, day + timedelta(days=1), reprice_fn=lambda event: price_event(event, new_book))
     monkeypatch.setattr(wh.backend, "command", real_command)
+    monkeypatch.undo()
 
     if heal == "reopen":
         heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
