@@ -4,6 +4,7 @@ and an unreachable endpoint fails open. Real broker, real local HTTP decision se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 
 from aiohttp import web
@@ -15,6 +16,21 @@ from app.broker import embedded_broker
 from tokenmeter.settings import free_port
 
 
+@contextlib.asynccontextmanager
+async def _decision_server(decide):
+    """A local HTTP `/v1/decision` answered by `decide`; yields its URL."""
+    app = web.Application()
+    app.router.add_get("/v1/decision", decide)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/v1/decision"
+    finally:
+        await runner.cleanup()
+
+
 async def _run(bootstrap: str, decision_url: str | None, blocked: str, asked: Counter) -> int:
     async def decide(request: web.Request) -> web.Response:
         team = request.query.get("team", "")
@@ -23,17 +39,8 @@ async def _run(bootstrap: str, decision_url: str | None, blocked: str, asked: Co
             return web.json_response({"action": "block", "budget": "b"}, status=403)
         return web.json_response({"action": "allow"})
 
-    app = web.Application()
-    app.router.add_get("/v1/decision", decide)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        url = decision_url or f"http://127.0.0.1:{port}/v1/decision"
-        return await generate(bootstrap, events_per_s=400, total=400, seed=3, decision_url=url)
-    finally:
-        await runner.cleanup()
+    async with _decision_server(decide) as url:
+        return await generate(bootstrap, events_per_s=400, total=400, seed=3, decision_url=decision_url or url)
 
 
 def test_demo_refuses_calls_of_blocked_teams_and_fails_open():
@@ -70,17 +77,7 @@ def test_the_demo_gateway_asks_for_the_agent_key_with_its_team_and_refuses_only_
             body = view.decide(dict(request.query))
             return web.json_response(body, status=403 if body["action"] == "block" else 200)
 
-        app = web.Application()
-        app.router.add_get("/v1/decision", decide)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            async with aiohttp.ClientSession() as session:
-                return await refresh_blocked(session, f"http://127.0.0.1:{port}/v1/decision",
-                                             {c.team for c in callers()}, set(), {AGENT_KEY: "growth"})
-        finally:
-            await runner.cleanup()
+        async with _decision_server(decide) as url, aiohttp.ClientSession() as session:
+            return await refresh_blocked(session, url, {c.team for c in callers()}, set(), {AGENT_KEY: "growth"})
 
     assert asyncio.run(run()) == {AGENT_KEY}  # growth itself is not blocked
