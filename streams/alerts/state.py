@@ -6,13 +6,16 @@ record wins). It is read to its end at start; the end is the high watermark carr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streams.topic_reader import TopicReadError, TopicRecord, read_topic
 
 from .delivery import FINAL_STATUSES
+
+if TYPE_CHECKING:  # annotations only
+    from aiokafka import TopicPartition
 
 __all__ = ["TopicReadError", "TopicRecord", "read_topic", "latest_deliveries", "load_delivery_state", "is_final",
            "OffsetTracker"]
