@@ -140,9 +140,11 @@ models:
 """
 
 
-@pytest.fixture()
-def lab(tmp_path):
-    path = tmp_path / "lab.yaml"
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """One book for the module (9 tests read it, none changes it): each fresh book reads the whole bundled
+    catalog."""
+    path = tmp_path_factory.mktemp("lab") / "lab.yaml"
     path.write_text(TIERED)
     return load_price_book(extra_paths=[path])
 

@@ -4,6 +4,7 @@ seen twice counted once, the previous month closed, and nothing written twice.""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -16,13 +17,27 @@ pytestmark = pytest.mark.slow(seconds=55)  # rough seconds: longest files first 
 NOW = datetime(2026, 12, 4, 21, 30, tzinfo=timezone.utc)
 
 
+@functools.cache
+def _priced_month(now: datetime) -> list[dict]:
+    """The month up to `now`, priced (1.2-1.5 CPU-s): `write_history(now=NOW)` and the detector test at NOW read
+    the same one, built once. Neither changes it (the loader builds its rows column by column, the detector
+    reads)."""
+    from warehouse.demo_history import history_events, priced_history
+
+    return priced_history(history_events(now))
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
+    from warehouse import demo_history, open_warehouse
     from warehouse.demo_history import write_history
-    from warehouse import open_warehouse
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("demo-history"))
-    result = write_history(settings, now=NOW)
+    month = _priced_month(NOW)
+    with pytest.MonkeyPatch.context() as patch:  # write_history prices `history_events(now)`: the module's month
+        patch.setattr(demo_history, "history_events", lambda now: now)
+        patch.setattr(demo_history, "priced_history", lambda now: month if now == NOW else None)
+        result = write_history(settings, now=NOW)
     again = write_history(settings, now=NOW)
     wh = open_warehouse(settings, serve=False)
     yield result, again, wh, settings
@@ -105,9 +120,8 @@ START_TIMES = ["2026-11-03T23:59", "2026-10-31T08:20", "2026-11-30T06:40"]
 
 def _alerts(now: datetime) -> list[dict]:
     from streams.anomalies.engine import AnomalyEngine
-    from warehouse.demo_history import history_events, priced_history
 
-    priced = priced_history(history_events(now))
+    priced = _priced_month(now)
     engine, alerts = AnomalyEngine(), []
     for i in range(0, len(priced), 500):  # in time order, as on the priced topic
         alerts += [u.record for u in engine.observe(priced[i:i + 500], now=now.timestamp())
