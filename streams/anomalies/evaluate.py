@@ -92,6 +92,27 @@ class OutputSpread:
 # (new_model: the team's rule, the least any scope needs; a key or user whose team knows the model needs 3.)
 RULE_EVIDENCE = {"new_model": (Config.new_model_team_min_calls, "calls of a model new to its team within an hour"),
                  "error_rate": (Config.error_min_errors, "failed calls")}
+# A model shift whose changed calls all come from one API key (a team of one job key) opens at once only with
+# `shift_session_calls` such calls within 15 minutes (the takeover rule's session guard: one key's premium session is
+# not a shift); the cost-per-token rule needs two anomalous buckets, which a job ending minutes after the onset never
+# gives (office seed 34: finance's close run, 29 changed calls in its last 3 minutes).
+ONE_KEY_SHIFT_EVIDENCE = (Config.shift_session_calls, "calls of one API key on a model it rarely uses within 15 minutes")
+
+
+def _below_rule_evidence(lab: dict) -> int | None:
+    """The changed calls a missed injection gave its rule when that is less than the rule needs, else None."""
+    kind = lab["kind"]
+    if kind in RULE_EVIDENCE:
+        busiest = lab.get("affected_busiest_hour", 0)
+        return busiest if busiest < RULE_EVIDENCE[kind][0] else None
+    if kind == "model_shift" and sum(1 for dim, _ in lab["scopes"] if dim == "api_key") == 1:
+        busiest = lab.get("affected_busiest_15m", 0)
+        return busiest if busiest < ONE_KEY_SHIFT_EVIDENCE[0] else None
+    return None
+
+
+def _evidence_needed(kind: str) -> tuple[int, str]:
+    return RULE_EVIDENCE.get(kind) or ONE_KEY_SHIFT_EVIDENCE
 
 
 def _epoch(text: str) -> float:
@@ -173,8 +194,9 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
                  and (d["scope_dim"], d["scope_value"]) in lab["_scopes"]
                  and lab["start"] - BUCKET <= _epoch(d["start"]) <= lab["end"] + BUCKET]
         busiest = lab.get("affected_busiest_hour", 0)
-        if not found and lab["kind"] in RULE_EVIDENCE and busiest < RULE_EVIDENCE[lab["kind"]][0]:
-            bucket["below_rule"].append(busiest)
+        below = None if found else _below_rule_evidence(lab)
+        if below is not None:
+            bucket["below_rule"].append(below)
         if not found and len(bucket["fp_examples"]) < 10:
             bucket["fp_examples"].append(f"MISSED {lab['description']} at {datetime.utcfromtimestamp(lab['start'])} "
                                          f"({lab['affected']} changed calls, {lab['affected_first_15m']} in its first "
@@ -302,7 +324,7 @@ def format_table(result: dict) -> str:
     for kind, k in result["kinds"].items():
         below = k.get("missed_below_rule_evidence")
         if below:
-            needed, what = RULE_EVIDENCE[kind]
+            needed, what = _evidence_needed(kind)
             lines.append(f"{kind}: {len(below)} of {k['injected'] - k['recalled']} misses never reached the rule's "
                          f"evidence (>= {needed} {what}; they had {', '.join(map(str, below))}); counted as missed")
     for kind, k in result["kinds"].items():

@@ -95,14 +95,16 @@ class Incident:
             self.record["first_affected"] = first
             self.record["affected_first_15m"] = sum(1 for t in self.affected_at if t < first + 900)
             self.record["affected_busiest_hour"] = busiest_hour(self.affected_at)
+            self.record["affected_busiest_15m"] = busiest_hour(self.affected_at, 900)
             self.record["first_changed_at"] = sorted(self.affected_at)[:10]  # when a rule's evidence was complete
 
 
-def busiest_hour(times: list[float]) -> int:
-    """The most changed calls within any 60 minutes (what a rule that gathers an hour of evidence can see)."""
+def busiest_hour(times: list[float], window_s: int = 3600) -> int:
+    """The most changed calls within any 60 minutes (what a rule that gathers an hour of evidence can see), or within
+    any `window_s`."""
     ordered, most, lo = sorted(times), 0, 0
     for hi, t in enumerate(ordered):
-        while ordered[lo] <= t - 3600:
+        while ordered[lo] <= t - window_s:
             lo += 1
         most = max(most, hi - lo + 1)
     return most

@@ -158,3 +158,30 @@ def test_a_delay_is_split_into_the_wait_for_the_rules_evidence_and_the_detectors
                           "observe_events_per_s": 1, "targets_met": False})
     assert ("error_rate: the rule's evidence (>= 5 failed calls) came a median 10.5 min after the first changed call "
             "(1 found); found a median 7.0 min after it") in table
+
+
+def test_a_one_key_model_shift_below_the_session_guard_is_named_not_dropped():
+    """Held-out office seed 34: team finance (one key, its monthly close run at 0.2 calls/s) moved to claude-opus-4 at
+    20:17, three minutes before the run ended: 29 changed calls, one fewer than the takeover rule's session guard (30
+    calls of one key within 15 minutes); no second bucket for the cost-per-token rule. A shift spread over several
+    keys with as few calls is a miss of the rule itself."""
+    def label(n, keys, busiest):
+        return {"kind": "model_shift", "start": 1000 + n * 10_000, "end": 5000 + n * 10_000, "allowed": ["model_shift"],
+                "scopes": [["team", f"t{n}"]] + [["api_key", f"k{n}-{i}"] for i in range(keys)],
+                "description": f"team t{n} switches", "affected": busiest, "first_affected": 1060 + n * 10_000,
+                "affected_first_15m": busiest, "affected_busiest_hour": busiest, "affected_busiest_15m": busiest}
+    result = score([], [label(0, 1, 29), label(1, 3, 29), label(2, 1, 45)], {})
+    figures = result["model_shift"]
+    assert figures["recall"] == 0.0 and figures["injected"] == 3
+    assert figures["missed_below_rule_evidence"] == [29]
+    table = format_table({"kinds": result, "cold_start": {"anomalies_first_day": 0, "kinds": []}, "seed": 1, "days": 1,
+                          "events": 1, "injections": 3, "anomalies": 0, "observe_events_per_s": 1, "targets_met": False})
+    assert "model_shift: 1 of 3 misses never reached the rule's evidence (>= 30 calls of one API key on a model it " \
+           "rarely uses within 15 minutes; they had 29); counted as missed" in table
+
+
+def test_the_busiest_15_minutes_of_an_injection_are_recorded():
+    from streams.anomalies.incidents import busiest_hour
+
+    times = [0, 100, 200, 1000, 1050, 1100, 1150, 3700]
+    assert busiest_hour(times) == 7 and busiest_hour(times, 900) == 4
