@@ -56,3 +56,10 @@ def banner_content(message: str | None, level: str = "info") -> tuple[str, dict,
     if not message:
         return "", {"display": "none"}, "status-banner"
     return message, {}, f"status-banner status-{level}"
+
+
+def preselected(value: str | None) -> list[dict]:
+    """Options for a dropdown whose value comes from the URL before its real options are loaded: Dash 4's Dropdown
+    clears a value that is not among its options on mount (`setProps({value: null})` in dcc's Dropdown.tsx), and
+    that clear can land after the callback that loads the options and keeps the value, leaving 'pick ...' shown."""
+    return [{"label": value, "value": value}] if value else []

@@ -17,7 +17,7 @@ from dashboards.charts import anomaly_band, anomaly_timeline
 from dashboards.filters import Filters
 from dashboards.formatting import format_usd
 from dashboards.handle import WarehouseUnavailable, current_settings
-from dashboards.panels import banner_content, date_range_filter, status_banner
+from dashboards.panels import banner_content, date_range_filter, preselected, status_banner
 from dashboards.tables import TableMissing
 
 dash.register_page(__name__, path="/anomalies", name="Anomalies", title="tokenmeter - anomalies", order=4)
@@ -36,8 +36,8 @@ def layout(start: str | None = None, end: str | None = None, anomaly: str | None
             date_range_filter("anomalies-dates", filters.start, filters.end),
             html.Div(className="filter", children=[
                 html.Label("Expected band of", className="filter-label"),
-                dcc.Dropdown(id="anomalies-select", value=anomaly, style={"width": "360px"}, clearable=False,
-                             placeholder="pick an anomaly"),
+                dcc.Dropdown(id="anomalies-select", value=anomaly, options=preselected(anomaly),
+                             style={"width": "360px"}, clearable=False, placeholder="pick an anomaly"),
             ]),
         ]),
         status_banner("anomalies-status"),

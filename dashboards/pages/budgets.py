@@ -14,7 +14,7 @@ from dashboards.charts import burn_down
 from dashboards.figures import empty_figure
 from dashboards.formatting import format_count, format_usd
 from dashboards.handle import WarehouseUnavailable
-from dashboards.panels import banner_content, status_banner
+from dashboards.panels import banner_content, preselected, status_banner
 from dashboards.tables import TableMissing
 
 dash.register_page(__name__, path="/budgets", name="Budgets", title="tokenmeter - budgets", order=2)
@@ -32,8 +32,8 @@ def layout(budget: str | None = None, **_):
         dcc.Loading(html.Div(className="table-card", children=html.Table(id="budgets-table", className="data-table"))),
         html.Div(className="filter-bar", style={"marginTop": "14px"}, children=[html.Div(className="filter", children=[
             html.Label("Burn-down of", className="filter-label"),
-            dcc.Dropdown(id="budgets-select", value=budget, clearable=False, style={"width": "320px"},
-                         placeholder="pick a budget"),
+            dcc.Dropdown(id="budgets-select", value=budget, options=preselected(budget), clearable=False,
+                         style={"width": "320px"}, placeholder="pick a budget"),
         ])]),
         html.Div(className="graph-card", children=dcc.Graph(id="budgets-burndown", style={"height": "360px"},
                                                              config={"displaylogo": False})),
