@@ -171,3 +171,16 @@ def test_a_cost_too_large_to_store_is_refused_by_both_paths_alike(wh, org, make_
             wh.reprice(*window, reprice_fn=lambda e: price_event(e, book, now), dry_run=True, **path)
         errors.append(str(caught.value))
     assert errors[0] == errors[1] and f"{org}-huge" in errors[0] and "does not fit Decimal(18,12)" in errors[0]
+
+
+def test_the_columnar_pricing_schema_is_the_warehouse_s_own():
+    """streams/columnar/reprice.PRICED_SCHEMA restates the pricing columns of `priced_events` (a stage below the
+    warehouse cannot import its schema): every column it hands back has the warehouse's name and type, so a
+    migration that changes one fails here instead of in a cast at apply time."""
+    from streams.columnar.reprice import PRICED_SCHEMA
+    from warehouse.schema import ARROW_SCHEMA
+
+    restated = [field for field in PRICED_SCHEMA if field.name != "columnar"]  # the path's own routing flag
+    assert restated and all(ARROW_SCHEMA.field(field.name).type == field.type for field in restated), [
+        (field.name, field.type, ARROW_SCHEMA.field(field.name).type) for field in restated
+        if ARROW_SCHEMA.field(field.name).type != field.type]
