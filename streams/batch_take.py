@@ -12,7 +12,8 @@ still makes batches). Under continuous load events keep arriving, so batches sti
 Acknowledgement is Faust's own, as in `take_events`: acks are disabled on the stream and each batch's events are
 acked only when the loop body returns (the worker's outputs are stored by then: at-least-once). The code follows
 `faust.streams.Stream.take_events` of faust-streaming 0.15.3 (pinned, checked by streams/faust_patches.py) and
-uses the same stream internals (`add_processor`, `_enable_passive`, `current_event`, `enable_acks`).
+uses the same stream internals (`add_processor`, `_enable_passive`, `current_event`, `enable_acks`), listed in
+`streams/faust_patches.PATCHED_ATTRIBUTES` so the worker refuses to start when one is missing.
 """
 
 from __future__ import annotations

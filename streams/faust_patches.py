@@ -72,6 +72,13 @@ PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_send_req"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "reset_generation"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "member_id"),
+    # read by streams/batch_take.take_batches, which follows Stream.take_events with the same internals
+    ("faust.streams", "Stream", "take_events"),
+    ("faust.streams", "Stream", "add_processor"),
+    ("faust.streams", "Stream", "_enable_passive"),
+    ("faust.streams", "Stream", "_processors"),
+    ("faust.streams", "Stream", "current_event"),
+    ("faust.streams", "Stream", "enable_acks"),
 ]
 
 

@@ -50,3 +50,17 @@ def test_the_worker_command_refuses_to_start_on_another_version(tmp_path):
                               "TOKENMETER_DATA_DIR": str(tmp_path / "data")})
     assert out.returncode == 1, out.stderr
     assert "faust-streaming is 0.16.0, the patches were written for 0.15.3" in out.stderr
+
+
+def test_every_private_stream_attribute_take_batches_uses_is_checked():
+    """streams/batch_take.py drives a Faust Stream through its private internals: each one it touches is in the
+    list the worker checks before it starts (a Faust upgrade that drops one is refused, not a silent stall)."""
+    import re
+    from pathlib import Path
+
+    import streams.batch_take as batch_take
+    from streams.faust_patches import PATCHED_ATTRIBUTES
+
+    used = set(re.findall(r"stream\.(_[a-z_]+)", Path(batch_take.__file__).read_text()))
+    checked = {attribute for module, cls, attribute in PATCHED_ATTRIBUTES if (module, cls) == ("faust.streams", "Stream")}
+    assert used and used <= checked, used - checked
