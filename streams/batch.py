@@ -52,6 +52,15 @@ class BatchResult:
     assumed_count: int = 0  # events whose usage a collector read under an assumption (usage_assumption)
     keys_in_order: list[bytes] = field(default_factory=list)  # the key of every priced event, in input order
 
+    def add_counts(self, other: "BatchResult") -> None:
+        """Add `other`'s counters and dead letters to this result (a batch priced in chunks, streams/batch_overlap.py;
+        its priced messages and origins were sent chunk by chunk)."""
+        self.events_in += other.events_in
+        self.priced_count += other.priced_count
+        self.unpriced_count += other.unpriced_count
+        self.assumed_count += other.assumed_count
+        self.deadletters.extend(other.deadletters)
+
     def priced_messages(self) -> Iterable[tuple[bytes, bytes]]:
         """(key, JSON array) messages of at most MAX_EVENTS_PER_MESSAGE events and about MAX_MESSAGE_BYTES, grouped
         by key within each PRICED_SEGMENT_EVENTS of the input (so a key's order, and the input's order across keys

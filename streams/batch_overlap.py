@@ -67,7 +67,7 @@ class OverlappedPricing:
         try:
             for chunk in chunks(records, self.chunk_bytes):
                 result, messages, letters = await loop.run_in_executor(self.pool, _price, self.step, chunk, self.book)
-                _add(total, result)
+                total.add_counts(result)
                 sending = asyncio.ensure_future(_after(sending, send, result, messages, letters))
             return total, (await sending if sending is not None else [])
         except BaseException:
@@ -82,14 +82,6 @@ async def _after(before: asyncio.Future | None, send: Send, result: BatchResult,
                  ) -> list[Any]:
     futures = list(await before) if before is not None else []  # the chunk before has handed over its outputs
     return futures + await send(result, messages, letters)
-
-
-def _add(total: BatchResult, result: BatchResult) -> None:
-    total.events_in += result.events_in
-    total.priced_count += result.priced_count
-    total.unpriced_count += result.unpriced_count
-    total.assumed_count += result.assumed_count
-    total.deadletters.extend(result.deadletters)
 
 
 __all__ = ["CHUNK_BYTES", "OverlappedPricing", "chunks"]
