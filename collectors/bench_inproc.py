@@ -66,6 +66,7 @@ def _rates(tree: Path, n: int, dialects: list[str], runner: Path) -> dict[str, f
 
 def main(argv: list[str] | None = None) -> int:
     from collectors.bench import DIALECTS
+    from collectors.equivalence import extract_commit
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000, help="events per dialect and round")
@@ -81,12 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.write_text(_RUNNER)
         trees = {"this": here}
         if args.against:
-            old = Path(tmp) / "old"
-            old.mkdir()
-            archive = subprocess.run(["git", "-C", str(here), "archive", args.against], check=True,
-                                     capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-            trees = {args.against: old, "this": here}
+            trees = {args.against: extract_commit(here, args.against, Path(tmp) / "old"), "this": here}
         best: dict[str, dict[str, float]] = {name: {} for name in trees}
         for _ in range(args.rounds):
             for name, tree in trees.items():

@@ -136,14 +136,19 @@ def _split(messages: list[list[str]]) -> list[tuple[str, bytes]]:
     return [(key, orjson.dumps(event)) for key, value in messages for event in orjson.loads(value)]
 
 
+def extract_commit(repo: Path, ref: str, into: Path) -> Path:
+    """The files of git commit `ref` of `repo`, extracted into the new directory `into` (`git archive`)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def ref_output(ref: str, values: list[bytes | None], dialect: str, chunk: int, repo: Path,
                mapping: dict[str, Any] | None = None) -> dict[str, Any]:
     """The bridge's output at git commit `ref`, run in a subprocess from a `git archive` of it."""
     with tempfile.TemporaryDirectory(prefix="collectors-equivalence-") as tmp:
-        tree = Path(tmp) / "tree"
-        tree.mkdir()
-        archive = subprocess.run(["git", "-C", str(repo), "archive", ref], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        tree = extract_commit(repo, ref, Path(tmp) / "tree")
         (Path(tmp) / "values.json").write_bytes(orjson.dumps([None if v is None else v.hex() for v in values]))
         (Path(tmp) / "runner.py").write_text(_RUNNER)
         subprocess.run([sys.executable, str(Path(tmp) / "runner.py"), str(Path(tmp) / "values.json"), dialect,
