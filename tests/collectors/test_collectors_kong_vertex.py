@@ -64,3 +64,25 @@ def test_the_gemini_api_and_entries_without_targets_stay_gemini(payload):
     del entry["ai"]["proxy"]["tried_targets"]
     assert _providers(entry, encoded=False) == ["gemini"]
     assert _providers(entry, encoded=True) == ["gemini"]
+
+
+HOSTILE_TARGETS = [
+    "us-central1-aiplatform.googleapis.com",  # a string, not a list
+    {"host": "us-central1-aiplatform.googleapis.com"},  # one target, not a list of them
+    ["us-central1-aiplatform.googleapis.com"],  # a list of strings
+    [{"host": 42}], [{"host": None}], [{"host": ["us-central1-aiplatform.googleapis.com"]}],
+    [{"host": "evil.example/us-central1-aiplatform.googleapis.com"}],  # only the host's end counts
+    [{"host": "aiplatform.googleapis.com.evil.example"}],
+    [{"host": "-" * 200_000 + "x"}],  # huge: no backtracking blow-up
+    [{"host": {"nested": [[[[{"host": "aiplatform.googleapis.com"}]]]]}}],
+    [VERTEX_TARGET, None],  # the answering target is not an object
+]
+
+
+def test_hostile_tried_targets_leave_the_provider_gemini_in_both_forms(payload):
+    """A `tried_targets` of the wrong shape, a host that only contains the Vertex name, or a huge one: the call
+    stays `gemini` (priced at the Gemini API's rate, as Kong named it), read the same by both forms, no crash."""
+    for targets in HOSTILE_TARGETS:
+        entry = _entry(payload, targets)
+        assert _providers(entry, encoded=False) == ["gemini"], targets if len(str(targets)) < 200 else "huge"
+        assert _providers(entry, encoded=True) == ["gemini"], targets if len(str(targets)) < 200 else "huge"
