@@ -20,8 +20,6 @@ S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP, S_RKEYS = range(18, 24)
 S_MINUTES, S_TEAMS = 24, 25
 
 
-
-
 def empty_bucket() -> list:
     return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None, 0, None]
 
