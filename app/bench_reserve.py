@@ -188,7 +188,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
         (_runqueue_wait_s(worker_pid) - waited_before) / (time.perf_counter() - wall_before) * 100, 1)
     } if worker_pid and waited_before is not None else {}
     latencies, failures = run.latencies, run.failures
-    server = _server_latency(url)  # the worker's own time per reservation, without the client's
+    server, acks = _server_latency(url)  # the worker's own time per reservation, without the client's
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
     broker_before = _cpu_seconds(broker_pid) if broker_pid else 0.0
     if profile and worker_pid:
@@ -203,6 +203,8 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     return {"reserve_latency_p50_ms": round(statistics.median(latencies), 3),
             "reserve_latency_p99_ms": round(_percentile(latencies, 99), 3),
             "reserve_server_latency_p50_ms": server["p50"], "reserve_server_latency_p99_ms": server["p99"],
+            # of the worker's time: from the hold's write to the broker's acknowledgement
+            "reserve_hold_ack_p50_ms": acks.get("p50"), "reserve_hold_ack_p99_ms": acks.get("p99"),
             "reserve_round_trip_p50_ms": round(statistics.median(run.round_trips), 3),
             "reserve_round_trip_p99_ms": round(_percentile(run.round_trips, 99), 3),
             "reserve_client_cpu_ms": round(run.client_cpu_s / len(latencies) * 1000, 4),
@@ -259,11 +261,13 @@ def _broker_pid(port: int) -> int | None:
     return None
 
 
-def _server_latency(url: str) -> dict:
+def _server_latency(url: str) -> tuple[dict, dict]:
+    """The worker's own latency figures (reservations since its start): answer, and hold acknowledgement."""
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())["latency_ms"]
+        status = json.loads(resp.read())
+    return status["latency_ms"], status.get("hold_ack_ms") or {}
 
 
 def main() -> None:

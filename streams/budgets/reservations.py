@@ -139,6 +139,7 @@ class ReservationService:
         self._aliases_version = -1
         self._me: str | None = None  # this worker's URL as announced (canonical_url, without a trailing slash)
         self.latencies: list[float] = []
+        self.hold_acks: list[float] = []  # seconds from a hold write's start to the broker's acknowledgement
         self.stats = {"reservations": 0, "admitted": 0, "refused": 0, "forwarded": 0, "released": 0,
                       "not_ready": 0, "bad_requests": 0}
         self._heap_frozen = False
@@ -170,10 +171,12 @@ class ReservationService:
             self._log(logged)
         batch = asyncio.ensure_future(self._send_holds(holds, tombstone))
         self._inflight.add(batch)
+        started = time.perf_counter()
         try:
             await batch
         finally:
             self._inflight.discard(batch)
+        _keep_last(self.hold_acks, time.perf_counter() - started)
 
     async def _send_holds(self, holds: list[Hold], tombstone: bool) -> None:
         producer = await self.producer()
@@ -362,9 +365,7 @@ class ReservationService:
         try:
             return await self._reserve(web, request, path)
         finally:
-            self.latencies.append(time.perf_counter() - started)
-            if len(self.latencies) > 20_000:
-                del self.latencies[:10_000]
+            _keep_last(self.latencies, time.perf_counter() - started)
 
     async def _reserve(self, web: Any, request: Any, ext_authz_path: str | None = None) -> Any:
         self.stats["reservations"] += 1
@@ -533,9 +534,10 @@ class ReservationService:
         lines.append(f"tokenmeter_reservation_holds_open {open_holds}")
         return lines
 
-    def latency_ms(self) -> dict[str, float | None]:
-        """Server-side time of the last (up to 10,000-20,000) reservations, from request to answer."""
-        ordered = sorted(self.latencies)
+    def latency_ms(self, samples: list[float] | None = None) -> dict[str, float | None]:
+        """Server-side time of the last (up to 10,000-20,000) reservations, from request to answer (or of other
+        `samples`: the hold writes' acknowledgements)."""
+        ordered = sorted(self.latencies if samples is None else samples)
         if not ordered:
             return {"p50": None, "p99": None, "samples": 0}
         return {"p50": round(ordered[len(ordered) // 2] * 1000, 3),
@@ -558,6 +560,7 @@ class ReservationService:
 
             async def get(self, request):  # noqa: ANN001
                 return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats, "latency_ms": svc.latency_ms(),
+                                    "hold_ack_ms": svc.latency_ms(svc.hold_acks),
                                     "gc": gc_status(),
                                     "me": str(svc.service.app.conf.canonical_url),
                                     "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
@@ -616,6 +619,12 @@ class ReservationService:
             svc.revoked = True  # no admission until the next assignment's budgets are loaded
             svc._revoked_in_generation = svc.service.readiness.generation
             await svc.settle_writes()  # holds admitted so far are on the topic before the new owner reads it
+
+
+def _keep_last(samples: list[float], value: float) -> None:
+    samples.append(value)
+    if len(samples) > 20_000:
+        del samples[:10_000]
 
 
 __all__ = ["ReservationService", "new_reservation_id", "reservation_partitions"]
