@@ -127,7 +127,7 @@ class ReservationService:
         self.settings = service.settings
         self.revoked = False  # set when partitions are revoked, cleared by announce() after the next load
         self._revoked_in_generation = 0
-        self._producer: Any = None
+        self._producers: dict[str, Any] = {}  # "holds" (awaited by reservations), "log" (hold log batches)
         self._producer_lock = asyncio.Lock()
         self._inflight: set[asyncio.Future] = set()
         self.journal = HoldJournal(self.settings.data_dir)
@@ -145,18 +145,21 @@ class ReservationService:
         self._heap_frozen = False
 
     # Persistence of holds -------------------------------------------------------------------------------
-    async def producer(self) -> Any:
-        """A producer of its own with no linger: a reservation waits for its hold's acknowledgement."""
-        if self._producer is None:
+    async def producer(self, purpose: str = "holds") -> Any:
+        """A producer of its own with no linger: a reservation waits for its hold's acknowledgement. The hold log's
+        batches (up to LOG_BATCH records each, every LOG_FLUSH_SECONDS) go through a second one ("log"): aiokafka
+        sends one produce request at a time per connection, so on the holds' producer every hold arriving while a
+        log batch was in flight waited for that batch's acknowledgement too."""
+        if purpose not in self._producers:
             async with self._producer_lock:
-                if self._producer is None:
+                if purpose not in self._producers:
                     from aiokafka import AIOKafkaProducer
 
                     producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, linger_ms=0,
                                                 acks="all", enable_idempotence=False)
                     await producer.start()
-                    self._producer = producer
-        return self._producer
+                    self._producers[purpose] = producer
+        return self._producers[purpose]
 
     async def write_holds(self, holds: list[Hold], tombstone: bool = False) -> None:
         """Write hold records (or their tombstones) and wait for the acknowledgements. The write counts as in flight
@@ -200,7 +203,7 @@ class ReservationService:
             await asyncio.sleep(wait)
             pending, self._log_pending = self._log_pending, []
             try:
-                producer = await self.producer()
+                producer = await self.producer("log")
                 sends = [await producer.send(topics.BUDGET_HOLD_LOG, value=orjson.dumps(pending[at:at + LOG_BATCH]))
                          for at in range(0, len(pending), LOG_BATCH)]
                 await asyncio.gather(*sends)
@@ -214,12 +217,12 @@ class ReservationService:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     async def stop(self) -> None:
-        if self._log_pending and self._producer is not None:
+        if self._log_pending and self._producers:
             await self._flush_log(0)
         if self._session is not None:
             await self._session.close()
-        if self._producer is not None:
-            await self._producer.stop()
+        for producer in self._producers.values():
+            await producer.stop()
         self.journal.close()
 
     # Owner side ---------------------------------------------------------------------------------------------
