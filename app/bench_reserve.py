@@ -281,6 +281,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m app.bench_reserve", description=__doc__.splitlines()[0])
     parser.add_argument("--other-budgets", type=int, default=0,
                         help="define this many more budgets (other teams'), matched by no bench reservation")
+    parser.add_argument("--requests", type=int, default=8000,
+                        help="reservations in the closed loop that reserve_worker_cpu_ms is measured over")
     parser.add_argument("--profile", metavar="PATH",
                         help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
@@ -295,7 +297,7 @@ def main() -> None:
                                 stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
         try:
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
-                                                  other_budgets=args.other_budgets,
+                                                  other_budgets=args.other_budgets, requests=args.requests,
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile)))
         finally:
             proc.terminate()
