@@ -179,6 +179,8 @@ class ReservationService:
             self._log(logged)
         # In flight from here (a plain future, not a task per write: a reservation's CPU); once queued, the
         # records' own send futures stay in flight until acknowledged, even if this caller is cancelled meanwhile.
+        # A caller cancelled before its records are queued (a worker shutting down) writes nothing: it was never
+        # answered, and its hold stays in this owner's memory only (held until its TTL here, safe).
         queuing = asyncio.get_running_loop().create_future()
         self._inflight.add(queuing)
         started = time.perf_counter()
