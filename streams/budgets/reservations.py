@@ -588,17 +588,16 @@ class ReservationService:
             async def delete(self, request, reservation_id):  # noqa: ANN001
                 return await svc.delete(self, reservation_id)
 
-        class OwnerHold(faust.web.View):  # worker to worker: the owner's side
-            async def post(self, request):  # noqa: ANN001
-                try:
-                    data = orjson.loads(await request.read())
-                    wanted = {str(k): (v if isinstance(v, int) else Decimal(str(v))) for k, v in data["wanted"].items()}
-                    expires_at = datetime.fromisoformat(data["expires_at"])
-                    status, body = await svc.hold_here(wanted, str(data["reservation_id"]), str(data["request_id"]),
-                                                       expires_at)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
-                    status, body = 400, {"error": f"bad hold request: {exc}"}
-                return _json(self, body, status)
+        async def owner_hold(request):  # noqa: ANN001 - worker to worker: the owner's side of a forwarded hold
+            try:
+                data = orjson.loads(await request.read())
+                wanted = {str(k): (v if isinstance(v, int) else Decimal(str(v))) for k, v in data["wanted"].items()}
+                expires_at = datetime.fromisoformat(data["expires_at"])
+                status, body = await svc.hold_here(wanted, str(data["reservation_id"]), str(data["request_id"]),
+                                                   expires_at)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                status, body = 400, {"error": f"bad hold request: {exc}"}
+            return _json(LEAN_WEB, body, status)
 
         class OwnerHoldOne(faust.web.View):
             async def get(self, request, reservation_id):  # noqa: ANN001
@@ -610,9 +609,10 @@ class ReservationService:
                              200)
 
         app.page("/v1/reservations")(Reservations)
-        # The two admission routes (the gateway's reserve call, and Envoy's ext_authz with the provider's body) go
-        # straight to aiohttp's router, without Faust's View dispatch and web sensors, which cost each reservation
-        # CPU the bench counts; same paths, methods, status codes, headers and bodies (Faust's JSON encoder).
+        # The admission routes (the gateway's reserve call, Envoy's ext_authz with the provider's body, the owner's
+        # side of a forwarded hold) go straight to aiohttp's router, without Faust's View dispatch and web sensors,
+        # which cost each reservation CPU the bench counts; same paths, methods, status codes, headers and bodies
+        # (Faust's JSON encoder).
         async def reserve(request):  # noqa: ANN001
             return await svc.reserve(LEAN_WEB, request)
 
@@ -622,7 +622,7 @@ class ReservationService:
         router = app.web.web_app.router
         router.add_route("POST", "/v1/reservations", reserve)
         router.add_route("POST", "/v1/reservations/ext_authz/{path:.*}", ext_authz)  # prefix + the provider's path
-        app.page("/v1/reservations/_hold")(OwnerHold)
+        router.add_route("POST", "/v1/reservations/_hold", owner_hold)  # a forwarded hold: lean like the gateway's
         app.page("/v1/reservations/_hold/{reservation_id}")(OwnerHoldOne)
         app.page("/v1/reservations/{reservation_id}")(Reservation)
 
