@@ -281,6 +281,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m app.bench_reserve", description=__doc__.splitlines()[0])
     parser.add_argument("--other-budgets", type=int, default=0,
                         help="define this many more budgets (other teams'), matched by no bench reservation")
+    parser.add_argument("--rate", type=float, default=2000, help="reservations per second offered in the open loop")
     parser.add_argument("--requests", type=int, default=8000,
                         help="reservations in the closed loop that reserve_worker_cpu_ms is measured over")
     parser.add_argument("--profile", metavar="PATH",
@@ -298,6 +299,7 @@ def main() -> None:
         try:
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
                                                   other_budgets=args.other_budgets, requests=args.requests,
+                                                  rate=args.rate,
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile)))
         finally:
             proc.terminate()
