@@ -1,7 +1,8 @@
 """The loader's insert into priced_events runs with `optimize_on_insert=0` (issue 14, loader6: the engines' merge pass
 over each inserted block found nothing to fold and cost ~30 % of the insert's CPU) and, in chDB, `max_threads=1`. It
 stores exactly what the insert with the defaults stored: the same raw rows, rollup rows, dedupe keys, markers and
-dead letters, merged or not, on a randomised batch (ids stored before, redelivered copies, hostile rows, several months)."""
+dead letters, merged or not, on a randomised batch (ids stored before, redelivered copies, hostile rows, several
+months)."""
 
 from __future__ import annotations
 
