@@ -1,8 +1,7 @@
 """The loader's insert into priced_events runs with `optimize_on_insert=0` (issue 14, loader6: the engines' merge pass
-over each inserted block found nothing to fold and cost ~30 % of the insert's CPU) and, in chDB, `max_threads=1`. It
-stores exactly what the insert with the defaults stored: the same raw rows, rollup rows, dedupe keys, markers and
-dead letters, merged or not, on a randomised batch (ids stored before, redelivered copies, hostile rows, several
-months)."""
+over each inserted block found nothing to fold and cost ~30 % of the insert's CPU). It stores exactly what the insert
+with the default stored: the same raw rows, rollup rows, dedupe keys, markers and dead letters, merged or not, on a
+randomised batch (ids stored before, redelivered copies, hostile rows, several months)."""
 
 from __future__ import annotations
 
@@ -42,17 +41,14 @@ def test_insert_settings_reach_the_engine(wh):
     finally:
         wh.backend.command("DROP TABLE insert_settings_probe")
     assert store.PRICED_INSERT_SETTINGS == {"optimize_on_insert": 0}
-    assert store.EMBEDDED_INSERT_SETTINGS == {"max_threads": 1}
 
 
 @pytest.mark.parametrize("seed", [6, 23])
 def test_loader_insert_without_the_merge_pass_stores_the_same(wh, priced, seed, monkeypatch):  # noqa: F811
     stored_before, items = _randomised(priced, seed)
     results = {}
-    for name, settings in (("default", ({}, {})),
-                           ("loader6", (store.PRICED_INSERT_SETTINGS, store.EMBEDDED_INSERT_SETTINGS))):
-        monkeypatch.setattr(store, "PRICED_INSERT_SETTINGS", settings[0])
-        monkeypatch.setattr(store, "EMBEDDED_INSERT_SETTINGS", settings[1])
+    for name, settings in (("default", {}), ("loader6", store.PRICED_INSERT_SETTINGS)):
+        monkeypatch.setattr(store, "PRICED_INSERT_SETTINGS", settings)
         _empty(wh)
         dead = _new_path(wh, items)  # one insert into empty tables: nothing for a merge to fold yet
         unmerged = _unmerged(wh)
