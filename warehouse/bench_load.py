@@ -98,8 +98,10 @@ def insert_steps(wh: Any, batch: int, end: datetime, rounds: int = 3) -> dict[st
 
 
 def view_costs(wh: Any, batch: int, end: datetime) -> dict[str, float]:
-    """CPU ms of INSERT ... SELECT of `batch` staged rows into priced_events: all views, none, each alone."""
-    from warehouse.store import _COLUMN_LIST
+    """CPU ms of INSERT ... SELECT of `batch` staged rows into priced_events (with the loader's insert settings): all
+    views, none, each alone."""
+    from warehouse.backends import _settings_clause
+    from warehouse.store import _COLUMN_LIST, PRICED_INSERT_SETTINGS
 
     backend = wh.backend
     views = [row["name"] for row in backend.query_arrow(
@@ -114,7 +116,8 @@ def view_costs(wh: Any, batch: int, end: datetime) -> dict[str, float]:
         backend.command(f"TRUNCATE TABLE {staging}")
         backend.insert_arrow(staging, table)
         cpu, _ = _clock(lambda: backend.command(
-            f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"))
+            f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"
+            + _settings_clause(PRICED_INSERT_SETTINGS)))  # as the loader inserts
         return round(cpu * 1000, 1)
 
     result = {f"all {len(views)} views": min(insert_cpu(), insert_cpu())}
