@@ -66,6 +66,12 @@ BRIDGED_SCHEMA = pa.schema([("key", pa.string()), ("event_id", pa.string()), ("s
 
 # Months (= partitions of priced_events and of every rollup) one INSERT may touch; ClickHouse's limit is 100.
 MAX_MONTHS_PER_INSERT = 50
+# The insert into priced_events (and, through it, its materialized views): `optimize_on_insert` (on by default)
+# runs each engine's merge (Replacing, Summing) over every inserted block, which here finds nothing to fold: the rows
+# are unique by event_id (deduplicated above) and each view's GROUP BY already sums its block. Off, the parts are
+# written as the merge would have left them, minus that pass: ~30-35 % of the insert's CPU (issue 14, loader6,
+# docs/benchmarks.md). Readers sum() the rollups and never rely on a folded part, as between any two merges.
+PRICED_INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 
 def _new_rows_predicate(staging: str) -> str:
@@ -394,7 +400,7 @@ class Warehouse:
         # (heal_pending_hours).
         hours = pc.unique(pc.floor_temporal(table.column("ts"), unit="hour")).cast(pa.timestamp("s", tz="UTC"))
         self.backend.insert_arrow("rollup_insert_pending", pa.table({"hour": hours}))
-        self.backend.insert_arrow("priced_events", table)
+        self.backend.insert_arrow("priced_events", table, settings=PRICED_INSERT_SETTINGS)
         self.backend.command("DELETE FROM rollup_insert_pending"
                              " WHERE hour IN arrayMap(x -> toDateTime(x, 'UTC'), {hours:Array(UInt32)})",
                              {"hours": hours.cast(pa.int64()).to_pylist()})
