@@ -23,12 +23,10 @@ from .price import PRICED, UNPRICED, PriceTable, price_frame, unpriced_reason
 from .validate import EARLIEST_TS_US, KEY_DIMENSIONS, TS_FORMAT, USAGE_PARTS, _latest_ts_us, _pydantic_column
 
 LINE_PARTS = (*TOKEN_PARTS, "request")
-# validate.py's CANONICAL_TS and PARSEABLE_TS with byte classes ([0-9], not the Unicode \d: a non-ASCII digit fails
-# the parse anyway) and the canonical test in one pattern: no `.000000`, no +00:00 / -00:00.
+# validate.py's PARSEABLE_TS with byte classes ([0-9], not the Unicode \d: a non-ASCII digit fails the parse anyway)
 _D = "[0-9]"
 _HEAD = f"^[1-9]{_D}{{3}}-{_D}{{2}}-{_D}{{2}}T{_D}{{2}}:{_D}{{2}}:{_D}{{2}}"
 PARSEABLE_TS = _HEAD + rf"(\.{_D}{{1,6}})?(Z|[+-]([01]{_D}|2[0-3]):[0-5]{_D})$"
-CANONICAL_TS = _HEAD + rf"(\.{_D}{{6}})?(Z|[+-]([01]{_D}|2[0-3]):[0-5]{_D})$"
 
 
 @dataclass
@@ -50,16 +48,27 @@ def _money_text(pico: pl.Expr) -> pl.Expr:
                          (pico % 10**12).cast(pl.String).str.zfill(12))
 
 
-def _attribution_exprs() -> tuple[pl.Expr, pl.Expr]:
-    """The attribution's JSON as orjson writes `{**dimensions without None (model order), "tags": {}}`, and the
-    partition key text (tokenmeter.events.partition_key: the first non-empty of KEY_DIMENSIONS)."""
+def _attribution_exprs() -> tuple[list[pl.Expr], pl.Expr]:
+    """Pieces of the outer concat (ignore_nulls) writing the attribution as orjson writes `{**dimensions without None
+    (model order), "tags": {}}` (each present dimension with its comma: tags always close it), and the partition
+    key text (tokenmeter.events.partition_key: the first non-empty of KEY_DIMENSIONS)."""
     field = pl.col("attribution").struct.field
-    pieces = [pl.concat_str(pl.lit(f'"{dim}":"'), field(dim), pl.lit('"')) for dim in ATTRIBUTION_DIMENSIONS]
-    text = pl.concat_str(pl.lit("{"), pl.concat_str([*pieces, pl.lit('"tags":{}')], separator=",", ignore_nulls=True),
-                         pl.lit("}"))
+    pieces = [pl.lit("{"), *[pl.concat_str(pl.lit(f'"{dim}":"'), field(dim), pl.lit('",'))
+                             for dim in ATTRIBUTION_DIMENSIONS], pl.lit('"tags":{}}')]
     scope = pl.coalesce([pl.when(field(dim).str.len_bytes() > 0).then(pl.concat_str(pl.lit(f"{dim}:"), field(dim)))
                          for dim in KEY_DIMENSIONS] + [pl.lit("unattributed")])
-    return text, scope
+    return pieces, scope
+
+
+def _canonical_ts(ts: pl.Expr) -> pl.Expr:
+    """validate.py's canonical test (pydantic writes the text back unchanged) for text PARSEABLE_TS matched, by
+    length instead of a second regex: Z with no or 6 fraction digits (20 or 27 bytes), an offset likewise (25 or 32),
+    not .000000, not a zero offset."""
+    length = ts.str.len_bytes()
+    zulu = ts.str.ends_with("Z")
+    return (((zulu & length.is_in([20, 27])) | (~zulu & length.is_in([25, 32])))
+            & ~ts.str.contains(".000000", literal=True) & ~ts.str.ends_with("+00:00")
+            & ~ts.str.ends_with("-00:00")).fill_null(False)
 
 
 def _ref_json(table: PriceTable) -> list[bytes]:
@@ -74,13 +83,12 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     ts = pl.col("ts")
     epoch = ts.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False).dt.epoch("us")
     usage = pl.col("usage").struct
-    attribution_json, scope = _attribution_exprs()
+    attribution_pieces, scope = _attribution_exprs()
     frame = frame.with_columns(
         _item=pl.lit(base).gather(pl.col("_rec")) + pl.col("_pos"),
         _good=row_checks() & ts.str.contains(PARSEABLE_TS).fill_null(False)
         & epoch.is_between(EARLIEST_TS_US, _latest_ts_us(now)).fill_null(False),
-        _canonical=(ts.str.contains(CANONICAL_TS) & ~ts.str.contains(r"\.000000") & ~ts.str.ends_with("+00:00")
-                    & ~ts.str.ends_with("-00:00")).fill_null(False),
+        _canonical=_canonical_ts(ts),
         ts_us=epoch,
     )
     good = frame.filter(pl.col("_good"))
@@ -96,7 +104,7 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
         "service_tier",
         ts=ts_text, operation=pl.col("operation").fill_null("chat"), status=pl.col("status").fill_null("ok"),
         batch=pl.col("batch").fill_null(False), org=pl.col("attribution").struct.field("org"),
-        status_ok=pl.col("status").fill_null("ok") == "ok", attribution_json=attribution_json,
+        status_ok=pl.col("status").fill_null("ok") == "ok", attribution=pl.col("attribution"),
         key=scope.cast(pl.Binary), has_tools=pl.lit(False),
         **parts,
         t_input=parts["input_tokens"] - parts["cached_input_tokens"] - parts["cache_write_tokens"],
@@ -126,7 +134,7 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     fast = ((pl.col("outcome") == PRICED) | no_entry) & _float_ok("latency_ms") & _float_ok("ttft_ms")
     text_frame = text_frame.with_columns(_fast=fast)
     written = text_frame.filter(pl.col("_fast"))
-    encoded = encode_priced(written, _ref_json(table), priced_at)
+    encoded = encode_priced(written, _ref_json(table), priced_at, attribution_pieces)
     small = encoded.bin.size() <= MAX_PRICED_EVENT_BYTES
     rest += text_frame.filter(~pl.col("_fast")).get_column("_item").to_list()
     if not small.all():
