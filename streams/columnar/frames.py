@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import polars as pl
 
 from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord
@@ -110,12 +111,15 @@ def scan(records: Sequence[RawRecord]) -> Scanned | None:
         except Exception:  # noqa: BLE001 - not JSON, not an array of objects, ...: the dict path words it
             continue
         if 0 < frame.height <= MAX_EVENTS_PER_RECORD:
-            frames.append(frame.with_row_index("_pos").with_columns(_rec=pl.lit(index, dtype=pl.UInt32)))
+            frames.append(frame)
             taken.append(index)
     if not frames:
         return None
     heights = [f.height for f in frames]
-    frame = pl.concat(frames, how="vertical")
+    rec = np.repeat(np.array(taken, dtype=np.uint32), heights)
+    starts = np.repeat(np.cumsum([0] + heights[:-1], dtype=np.uint32), heights)
+    frame = pl.concat(frames, how="vertical").with_columns(
+        _rec=pl.Series(rec), _pos=pl.Series(np.arange(len(rec), dtype=np.uint32) - starts))
     expected = counts.select(
         _rec=pl.int_range(pl.len(), dtype=pl.UInt32), s="strings", o="objects", b="booleans",
         n=pl.col("keys") - pl.col("strings") - pl.col("objects") - pl.col("booleans"))[taken]
