@@ -71,6 +71,18 @@ def _canonical_ts(ts: pl.Expr) -> pl.Expr:
             & ~ts.str.ends_with("-00:00")).fill_null(False)
 
 
+def _pydantic_text(ts: pl.Series, canonical: pl.Series) -> pl.Series:
+    """validate._pydantic_column for PARSEABLE_TS text, with the common rewrite done by a slice: a zero offset
+    (+00:00, -00:00) after no or 6 fraction digits (not .000000) becomes Z (Python's isoformat() writes +00:00)."""
+    length = ts.str.len_bytes()
+    zero_offset = (ts.str.ends_with("+00:00") | ts.str.ends_with("-00:00")) & length.is_in([25, 32])
+    simple = zero_offset & ~ts.str.contains(".000000", literal=True)
+    if not (canonical | simple).all():
+        return _pydantic_column(ts, canonical)
+    return pl.select(pl.when(canonical).then(pl.lit(ts))
+                     .otherwise(pl.concat_str(pl.lit(ts).str.head(-6), pl.lit("Z")))).to_series()
+
+
 def _ref_json(table: PriceTable) -> list[bytes]:
     found = getattr(table, "ref_json", None)
     if found is None or len(found) != len(table.refs):
@@ -97,7 +109,7 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
         return Written([], [], [], [], [], rest)
     ts_text = good.get_column("ts")
     if not good.get_column("_canonical").all():
-        ts_text = _pydantic_column(ts_text, good.get_column("_canonical"))
+        ts_text = _pydantic_text(ts_text, good.get_column("_canonical"))
     parts = {name: usage.field(name).fill_null(0) for name in USAGE_PARTS}
     inputs = good.select(
         "_item", "provider", "model", "source", "event_id", "ts_us", "usage_assumption", "latency_ms", "ttft_ms",
