@@ -84,8 +84,26 @@ class Scanned:
     heights: dict[int, int]
 
 
+def _text(values: Sequence[bytes | None]) -> pl.Series:
+    """The values as a String series, null where a value is not UTF-8 (polars' cast raises on one, even
+    non-strict: then each value is checked on its own)."""
+    binary = pl.Series("v", values, dtype=pl.Binary)
+    try:
+        return binary.cast(pl.String)
+    except pl.exceptions.PolarsError:
+        return pl.Series("v", [None if v is None or not _utf8(v) else v for v in values], dtype=pl.Binary).cast(pl.String)
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _byte_counts(values: Sequence[bytes | None]) -> pl.DataFrame:
-    text = pl.Series("v", values, dtype=pl.Binary).cast(pl.String, strict=False)  # invalid UTF-8: null
+    text = _text(values)  # invalid UTF-8: null, not certified
     return pl.select(
         plain=(text.str.starts_with("[") & ~text.str.contains("\\", literal=True)
                & ~text.str.contains(WHITESPACE_BEFORE_COLON) & ~text.str.contains(FRACTIONAL_TOKENS)).fill_null(False),

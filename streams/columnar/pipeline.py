@@ -10,6 +10,7 @@ See docs/worker-columnar.md.
 from __future__ import annotations
 
 import gc
+import logging
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterable
@@ -23,7 +24,7 @@ from streams.pricing.book import PriceResult, fee_lines
 from streams.pricing.reported import with_reported_cost
 
 from .decode import decode_records, item_of
-from .frame_price import _money_text, _ref_json, write_frame
+from .frame_price import Written, _money_text, _ref_json, write_frame
 from .frames import scan
 from .fallback import process_row
 from .encode import CORRELATION_FIELDS, USAGE_FIELDS, LazyOrigins, correlation_columns, encode_priced, fast_mask
@@ -32,6 +33,7 @@ from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unprice
 from .validate import Columns, attribution_of, split
 
 PICO = Decimal(10) ** 12
+log = logging.getLogger(__name__)
 READ_FRAMES = True  # decode certified micro-batches straight into a polars frame (frames.py)
 LINE_PARTS = (*TOKEN_PARTS, "request")
 
@@ -56,7 +58,7 @@ def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: d
 
 def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> BatchResult:
     records = list(records)
-    scanned = scan(records) if READ_FRAMES else None  # certified micro-batches straight into a frame (frames.py)
+    scanned = _scan(records) if READ_FRAMES else None  # certified micro-batches straight into a frame (frames.py)
     decoded = decode_records(records, scanned.heights if scanned is not None else None)
     items = decoded.items
     records_list = decoded.records
@@ -64,8 +66,13 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> Ba
     outcomes: list[tuple | None] = [None] * len(items)
     todo: list[int] | None = None  # item indices for the dict path (None: every item)
     if scanned is not None:
-        written = write_frame(scanned.frame, pl.Series(decoded.first_item, dtype=pl.Int64), price_table(book), now,
-                              _pydantic_datetime(now))
+        try:
+            written = write_frame(scanned.frame, pl.Series(decoded.first_item, dtype=pl.Int64), price_table(book),
+                                  now, _pydantic_datetime(now))
+        except Exception:  # noqa: BLE001 - a bug must not stop the stream: every row of the frame takes the dict path
+            log.exception("frame path failed; the batch's rows take the dict path")
+            written = Written([], [], [], [], [], [i for i, item in enumerate(items) if item is None
+                                                   and record_of[i] in scanned.heights])
         if not decoded.letters and not written.rest and len(written.items) == len(items):  # all written, in order
             return _assemble_frame(decoded, written)
         for i, key, encoded, unpriced, assumed in zip(written.items, written.keys, written.encoded,
@@ -84,6 +91,14 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> Ba
         for i, outcome in zip(todo, sub_outcomes):
             outcomes[i] = outcome
     return _assemble(decoded, outcomes, book, now)
+
+
+def _scan(records: list[RawRecord]):  # noqa: ANN202 - Scanned | None
+    try:
+        return scan(records)
+    except Exception:  # noqa: BLE001 - a bug must not stop the stream: then every record takes the dict path
+        log.exception("frame decode failed; the batch takes the dict path")
+        return None
 
 
 def _dict_path(items: list, records: list[RawRecord], record_of: list[int], outcomes: list, book: PriceBook,

@@ -150,8 +150,19 @@ def test_an_invalid_row_in_a_certified_message_takes_the_per_row_path(book, old,
 
 def test_records_that_are_not_micro_batches_keep_their_dead_letters_in_order(book):
     values = (None, b"{nope", message([collector_event(0)]), orjson.dumps(orjson.loads(collector_event(1))),
+              b'[{"event_id":"\xff"}]', b"\xff\xfe", message([collector_event(5)]).replace(b"litellm", b"lite\xc3"),
               b"[]", message([collector_event(2)])[:-1], b"[" + collector_event(3) + b",5]", message([collector_event(4)]))
     records = [RawRecord(v, "tokenmeter.usage", 0, i) for i, v in enumerate(values)]
     scanned = frames.scan(records)
-    assert scanned is not None and set(scanned.heights) == {2, 7}
+    assert scanned is not None and set(scanned.heights) == {2, 10}
     assert compare_batch(records, book) == []
+
+
+@pytest.mark.parametrize("broken", ["scan", "write_frame"])
+def test_a_failure_of_the_frame_path_leaves_the_batch_to_the_dict_path(book, monkeypatch, broken):
+    def fail(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, broken, fail)
+    values = (message([collector_event(i) for i in range(6)]), b"{nope", message([collector_event(9)]))
+    assert compare_batch(records_of(*values), book) == []
