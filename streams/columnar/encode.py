@@ -108,7 +108,8 @@ def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str,
     """The encoded priced event (Binary) of each row of `frame` (fast rows only), which holds the columns of
     `fast_mask` plus attribution_json, batch, vid, cost (text), the usage fields, line texts named by
     LINE_PARTS (null when the breakdown has no such line) and reason_json (the unpriced reason as JSON text,
-    null for priced rows). `attribution`: pieces that write the attribution object in place of the column
+    null for priced rows; with an optional column unpriced_ref, the PriceRef JSON written after the reason where it is
+    not null). `attribution`: pieces that write the attribution object in place of the column
     attribution_json (frame_price.py; none of them null where the object has text)."""
     breakdown = pl.concat_str([pl.concat_str(pl.lit(f'"{part}":"'), pl.col(part), pl.lit('"'))
                                for part in LINE_PARTS], separator=",", ignore_nulls=True)
@@ -134,7 +135,9 @@ def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str,
         pl.lit('},"pricing_status":'),
         pl.when(pl.col("reason_json").is_null())
         .then(pl.concat_str(pl.lit('"priced","price":'), pl.lit(ref_text).gather(pl.col("vid"))))
-        .otherwise(pl.concat_str(pl.lit('"unpriced","unpriced_reason":'), pl.col("reason_json"))),
+        .otherwise(pl.concat_str(pl.lit('"unpriced","unpriced_reason":'), pl.col("reason_json"),
+                                 *([pl.concat_str(pl.lit(',"price":'), pl.col("unpriced_ref"))]
+                                   if "unpriced_ref" in frame.columns else []), ignore_nulls=True)),
         pl.lit(f',"priced_at":"{priced_at}"}}'),
     ], ignore_nulls=True)
     return frame.select(text.cast(pl.Binary).alias("encoded")).to_series()

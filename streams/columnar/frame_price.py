@@ -137,13 +137,33 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     reason_json = (pl.when(no_entry).then(pl.concat_str("provider", "model", separator="\x1f"))
                    .replace_strict([f"{p}\x1f{m}" for p, m in reasons], list(reasons.values()), default=None,
                                    return_dtype=pl.String) if reasons else pl.lit(None, dtype=pl.String))
+    # Unpriced by the catalog entry's version (no price for the service tier or input length): the book's reason
+    # and PriceRef per (entry, version, tier, input tier, service tier), a handful per batch. A row with no version
+    # in force (before the first price: its reason quotes its own ts) is left to the dict path.
+    by_version = (pl.col("outcome") == UNPRICED) & (pl.col("entry_id") >= 0) & pl.col("vid").is_not_null()
+    combo = pl.concat_str(pl.col("entry_id"), pl.col("vid"), "tier", pl.col("long"),
+                          pl.col("service_tier").fill_null("\x00"), separator="\x1f")
+    combos = priced.filter(by_version).select("entry_id", "vid", "tier", "long", "service_tier", key=combo).unique()
+    version_reasons, version_refs, keys = [], [], []
+    for entry_id, vid, tier, input_tier, service_tier, key in combos.iter_rows():
+        reason, ref = unpriced_reason(table, "", "", entry_id, vid, tier, input_tier, "", service_tier)
+        keys.append(key)
+        version_reasons.append(orjson.dumps(reason).decode())
+        version_refs.append(None if ref is None else orjson.dumps(ref).decode())
+    unpriced_ref = pl.lit(None, dtype=pl.String)
+    if keys:
+        reason_json = pl.when(by_version).then(combo.replace_strict(keys, version_reasons, default=None,
+                                                                    return_dtype=pl.String)).otherwise(reason_json)
+        unpriced_ref = pl.when(by_version).then(combo.replace_strict(keys, version_refs, default=None,
+                                                                     return_dtype=pl.String))
     text_frame = priced.with_columns(
         pl.when(pl.col("has_lines")).then(_money_text(pl.col("cost_pico"))).otherwise(pl.lit("0")).alias("cost"),
         *[_money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS],
-        reason_json.alias("reason_json"), _unpriced=no_entry,
+        reason_json.alias("reason_json"), unpriced_ref.alias("unpriced_ref"), _unpriced=pl.col("outcome") == UNPRICED,
     )
     # strings need no escaping here: a certified message has no backslash, hence no `"`, and no control character
-    fast = ((pl.col("outcome") == PRICED) | no_entry) & _float_ok("latency_ms") & _float_ok("ttft_ms")
+    written_outcome = (pl.col("outcome") == PRICED) | (pl.col("reason_json").is_not_null() & (pl.col("outcome") == UNPRICED))
+    fast = written_outcome & _float_ok("latency_ms") & _float_ok("ttft_ms")
     text_frame = text_frame.with_columns(_fast=fast)
     written = text_frame.filter(pl.col("_fast"))
     encoded = encode_priced(written, _ref_json(table), priced_at, attribution_pieces)
