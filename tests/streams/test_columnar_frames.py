@@ -166,3 +166,14 @@ def test_a_failure_of_the_frame_path_leaves_the_batch_to_the_dict_path(book, mon
     monkeypatch.setattr(pipeline, broken, fail)
     values = (message([collector_event(i) for i in range(6)]), b"{nope", message([collector_event(9)]))
     assert compare_batch(records_of(*values), book) == []
+
+
+def test_rows_unpriced_by_their_catalog_version_are_written_from_the_frame(book, monkeypatch):
+    """No price for the asked service tier: the book's reason and PriceRef, without a dict per event."""
+    values = (message([collector_event(i, service_tier="flex", model="claude-sonnet-4-5", provider="anthropic")
+                       for i in range(6)]),)
+    assert compare_batch(records_of(*values), book) == []
+    monkeypatch.setattr(pipeline, "_dict_path", lambda *a, **k: (_ for _ in ()).throw(AssertionError("dict path")))
+    result = pipeline.process_batch_columnar(records_of(*values), book)
+    event = result.origins[0][2]
+    assert result.unpriced_count == 6 and "flex" in event["unpriced_reason"] and event["price"]["entry"]
