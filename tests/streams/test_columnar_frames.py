@@ -20,6 +20,12 @@ def book():
     return load_price_book()
 
 
+@pytest.fixture(autouse=True)
+def frames_for_any_batch(monkeypatch):
+    """These batches are small: the frame path takes them all the same (the worker's batches pass the size)."""
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
+
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
@@ -177,3 +183,11 @@ def test_rows_unpriced_by_their_catalog_version_are_written_from_the_frame(book,
     result = pipeline.process_batch_columnar(records_of(*values), book)
     event = result.origins[0][2]
     assert result.unpriced_count == 6 and "flex" in event["unpriced_reason"] and event["price"]["entry"]
+
+
+def test_small_batches_take_the_dict_path(book, monkeypatch):
+    """Below FRAME_MIN_BYTES the frame path's fixed cost per batch is not paid back."""
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 1_000_000)
+    monkeypatch.setattr(pipeline, "scan", lambda *a: (_ for _ in ()).throw(AssertionError("scanned")))
+    values = (message([collector_event(i) for i in range(6)]),)
+    assert compare_batch(records_of(*values), book) == []

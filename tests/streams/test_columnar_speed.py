@@ -84,6 +84,7 @@ def test_a_batch_of_common_events_is_assembled_at_once_and_byte_identical(book, 
     original = getattr(pipeline, assembly)
     monkeypatch.setattr(pipeline, assembly, lambda *a: used.append(1) or original(*a))
     monkeypatch.setattr(pipeline, "READ_FRAMES", read_frames)
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
     events = [_common(i) for i in range(1_500)]
     records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", i % 3, i) for i in range(0, 1_500, 500)]
     assert compare_batch(records, book) == []
