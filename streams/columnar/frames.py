@@ -110,7 +110,10 @@ def _byte_counts(values: Sequence[bytes | None]) -> pl.DataFrame:
         keys=text.str.count_matches('":', literal=True),
         strings=text.str.count_matches('":"', literal=True),
         objects=text.str.count_matches('":{', literal=True),
-        booleans=text.str.count_matches('":t', literal=True) + text.str.count_matches('":f', literal=True),
+        # counting a literal scans at ~0.1 us per event even when it never occurs; finding none is ~10x cheaper
+        booleans=(text.str.count_matches('":t', literal=True) + text.str.count_matches('":f', literal=True)
+                  if (text.str.contains('":t', literal=True) | text.str.contains('":f', literal=True)).any()
+                  else pl.repeat(0, text.len(), dtype=pl.UInt32, eager=True)),
     )
 
 
