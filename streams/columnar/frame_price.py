@@ -8,6 +8,7 @@ MAX_PRICED_EVENT_BYTES) are handed back to the dict path by their item index.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime
 
 import orjson
@@ -48,6 +49,7 @@ def _money_text(pico: pl.Expr) -> pl.Expr:
                          (pico % 10**12).cast(pl.String).str.zfill(12))
 
 
+@cache  # expressions are immutable: built once
 def _attribution_exprs() -> tuple[list[pl.Expr], pl.Expr]:
     """Pieces of the outer concat (ignore_nulls) writing the attribution as orjson writes `{**dimensions without None
     (model order), "tags": {}}` (each present dimension with its comma: tags always close it), and the partition

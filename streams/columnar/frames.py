@@ -29,6 +29,7 @@ per-row fallback), whose dead letters are today's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Sequence
 
 import numpy as np
@@ -60,6 +61,7 @@ WHITESPACE_BEFORE_COLON = r"[ \t\n\r]:"
 FRACTIONAL_TOKENS = r'_tokens":-?[0-9]+[.eE]'
 
 
+@cache  # expressions are immutable: built once (building them was a good part of a small batch's cost)
 def _kind_counts() -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
     """Per row, the non-null values polars read by kind: strings, objects, booleans, numbers."""
     strings = [pl.col(name).is_not_null() for name in TOP_STRINGS]
@@ -164,6 +166,7 @@ def scan(records: Sequence[RawRecord]) -> Scanned | None:
     return Scanned(frame, {i: h for i, h in zip(taken, heights) if i in kept})
 
 
+@cache
 def row_checks() -> pl.Expr:
     """True for rows the columnar path takes as they are (the rest take the dict path): what validate.py checks
     of a decoded dict, for values polars read into their own fields (so types are already right)."""
