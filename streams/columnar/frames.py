@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Sequence
 
-import numpy as np
 import polars as pl
 
 from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord
@@ -139,10 +138,11 @@ def scan(records: Sequence[RawRecord]) -> Scanned | None:
     if not frames:
         return None
     heights = [f.height for f in frames]
-    rec = np.repeat(np.array(taken, dtype=np.uint32), heights)
-    starts = np.repeat(np.cumsum([0] + heights[:-1], dtype=np.uint32), heights)
-    frame = pl.concat(frames, how="vertical").with_columns(
-        _rec=pl.Series(rec), _pos=pl.Series(np.arange(len(rec), dtype=np.uint32) - starts))
+    # polars, not numpy: a worker's first pl.Series(<numpy array>) imported numpy.ma inside its first batch (~60 ms)
+    lengths = pl.lit(pl.Series(heights, dtype=pl.UInt32))
+    positions = pl.select(_rec=pl.lit(pl.Series(taken, dtype=pl.UInt32)).repeat_by(lengths).explode(),
+                          _pos=pl.int_ranges(0, lengths, dtype=pl.UInt32).explode())
+    frame = pl.concat(frames, how="vertical").with_columns(positions.get_column("_rec"), positions.get_column("_pos"))
     expected = counts.select(
         _rec=pl.int_range(pl.len(), dtype=pl.UInt32), s="strings", o="objects", b="booleans",
         n=pl.col("keys") - pl.col("strings") - pl.col("objects") - pl.col("booleans"))[taken]
