@@ -197,26 +197,57 @@ DUPLICATE_COLUMNS = ("ts", "duplicate_event_id", "duplicate_source", "winner_eve
                      "matched_key", "provider", "model", "duplicate_cost_usd", "replaced")
 
 
-def remove_demoted(backend: Any) -> int:
-    """Take the losers in `cross_source_demotions_pending` out of the raw table and rebuild the rollups of their
-    hours, then clear the log; idempotent (the caller holds the insert lock, or is opening the warehouse).
-    Returns the losers handled."""
+DELTA_TABLE = "cross_source_demotions_delta"  # the loader passes its own (`<staging>_demoted`)
+
+
+def remove_demoted(backend: Any, delta: str = DELTA_TABLE) -> int:
+    """Take the losers in `cross_source_demotions_pending` out of the raw table and out of every rollup, then clear
+    the log; idempotent (the caller holds the insert lock, or is opening the warehouse). Returns the losers handled.
+
+    The losers' stored rows go into a Memory table (`delta`, sign -1: `warehouse.rollups.signed_rows`, as a
+    re-price's old copies do), are kept in `cross_source_copies`, deleted from the raw table (exactly those rows)
+    and subtracted from each rollup by one `INSERT ... SELECT` of signed deltas for all of them
+    (`warehouse.rollups.delta_statements`): the rest of their hours is neither read nor rewritten. Before, each
+    removal rebuilt every rollup of the losers' hours from raw (DELETE and re-aggregate: ~1.9 s per call in the
+    dedup tests, most of their time).
+
+    Crash safety is the re-price's: hours left pending by an earlier crash are rebuilt first, so the rollups equal
+    the raw table when the deltas are taken; the losers' hours are then marked in `rollup_rebuild_pending` before
+    anything changes and cleared only once the deltas are in, so a crash anywhere leaves them pending and the next
+    open (or removal) rebuilds them from raw, whatever part of the deltas or of the DELETE was done. A loser whose
+    stored row is not found in the raw table (removed by a crashed run, or folded away by a merge when it shares its
+    sorting key with its winner: LiteLLM and an SDK both use the response id as event_id) cannot be subtracted: the
+    hours are then rebuilt from raw as before."""
     from warehouse.reprice import heal_pending_hours
+    from warehouse.rollups import delete_subtracted, delta_statements, rebuild_statements, signed_rows
+    from warehouse.schema import COLUMNS  # here: schema imports this module
 
     pending = backend.query_arrow("SELECT count() AS n FROM cross_source_demotions_pending").column("n")[0].as_py()
     if not pending:
         return 0
+    heal_pending_hours(backend)  # hours a crash left pending: rollups = raw again before any delta
     hours = "SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC') FROM cross_source_demotions_pending"
-    backend.command(f"INSERT INTO rollup_rebuild_pending (hour) {hours}")
-    losers = (f"toDateTime(toStartOfHour(ts), 'UTC') IN ({hours})"
-              " AND (event_id, source) IN (SELECT event_id, source FROM cross_source_demotions_pending)")
-    from warehouse.schema import COLUMNS  # here: schema imports this module
-
-    columns = ", ".join(f"`{name}`" for name in COLUMNS)  # kept before the delete: a later preference may count it
-    backend.command(f"INSERT INTO cross_source_copies ({columns}) SELECT {columns} FROM priced_events WHERE {losers}")
-    backend.command(f"DELETE FROM priced_events WHERE {losers}")
-    heal_pending_hours(backend)
-    backend.command("TRUNCATE TABLE cross_source_demotions_pending")
+    in_hours = f"toDateTime(toStartOfHour(ts), 'UTC') IN ({hours})"
+    losers = f"{in_hours} AND (event_id, source) IN (SELECT event_id, source FROM cross_source_demotions_pending)"
+    backend.command(f"INSERT INTO rollup_rebuild_pending (hour) {hours}")  # a crash from here on: hours rebuilt
+    backend.command(f"DROP TABLE IF EXISTS {delta}")
+    backend.command(f"CREATE TABLE {delta} ENGINE = Memory AS {signed_rows('priced_events', losers, -1)}")
+    try:
+        missing = backend.query_arrow(
+            "SELECT count() AS n FROM (SELECT DISTINCT event_id, source FROM cross_source_demotions_pending)"
+            f" WHERE (event_id, source) NOT IN (SELECT event_id, source FROM {delta})").column("n")[0].as_py()
+        columns = ", ".join(f"`{name}`" for name in COLUMNS)
+        found = (f"{in_hours} AND (event_id, source, ts, loaded_at) IN"
+                 f" (SELECT event_id, source, ts, loaded_at FROM {delta})")
+        backend.command(f"INSERT INTO cross_source_copies ({columns}) SELECT {columns} FROM priced_events"
+                        f" WHERE {found}")  # kept before the delete: a later preference may count it
+        backend.command(delete_subtracted(delta, in_hours))
+        for statement in rebuild_statements() if missing else delta_statements(delta):
+            backend.command(statement)
+        backend.command("TRUNCATE TABLE rollup_rebuild_pending")
+        backend.command("TRUNCATE TABLE cross_source_demotions_pending")
+    finally:
+        backend.command(f"DROP TABLE IF EXISTS {delta}")
     return int(pending)
 
 

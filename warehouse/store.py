@@ -179,7 +179,7 @@ class Warehouse:
                 self._write_duplicates(others)
                 log.info("%d event(s) already counted from another source (cross-source duplicates)", len(others))
             if demoted:
-                dedup.remove_demoted(self.backend)
+                dedup.remove_demoted(self.backend, f"{self._staging}_demoted")
                 log.info("%d stored event(s) replaced by a preferred copy of the same call", len(demoted))
         self.last_insert_seconds = time.perf_counter() - started
         return new_rows
