@@ -215,9 +215,10 @@ def remove_demoted(backend: Any, delta: str = DELTA_TABLE) -> int:
     the raw table when the deltas are taken; the losers' hours are then marked in `rollup_rebuild_pending` before
     anything changes and cleared only once the deltas are in, so a crash anywhere leaves them pending and the next
     open (or removal) rebuilds them from raw, whatever part of the deltas or of the DELETE was done. A loser whose
-    stored row is not found in the raw table (removed by a crashed run, or folded away by a merge when it shares its
-    sorting key with its winner: LiteLLM and an SDK both use the response id as event_id) cannot be subtracted: the
-    hours are then rebuilt from raw as before."""
+    stored row is gone is not subtracted: a crashed run removed it (its hours were rebuilt by the heal above), or a
+    merge folded it into its winner, which shares its sorting key (hour, org, team, event_id) when both use the
+    response id as event_id (LiteLLM and an SDK) while the rollups still count both. A loser not found whose
+    event_id another row of its hours holds may be such a fold: the hours are then rebuilt from raw, as before."""
     from warehouse.reprice import heal_pending_hours
     from warehouse.rollups import delete_subtracted, delta_statements, rebuild_statements, signed_rows
     from warehouse.schema import COLUMNS  # here: schema imports this module
@@ -233,16 +234,17 @@ def remove_demoted(backend: Any, delta: str = DELTA_TABLE) -> int:
     backend.command(f"DROP TABLE IF EXISTS {delta}")
     backend.command(f"CREATE TABLE {delta} ENGINE = Memory AS {signed_rows('priced_events', losers, -1)}")
     try:
-        missing = backend.query_arrow(
-            "SELECT count() AS n FROM (SELECT DISTINCT event_id, source FROM cross_source_demotions_pending)"
-            f" WHERE (event_id, source) NOT IN (SELECT event_id, source FROM {delta})").column("n")[0].as_py()
+        folded = backend.query_arrow(  # losers not found whose event_id another row of their hours holds
+            f"SELECT count() AS n FROM priced_events WHERE {in_hours} AND event_id IN"
+            " (SELECT event_id FROM cross_source_demotions_pending"
+            f"  WHERE (event_id, source) NOT IN (SELECT event_id, source FROM {delta}))").column("n")[0].as_py()
         columns = ", ".join(f"`{name}`" for name in COLUMNS)
         found = (f"{in_hours} AND (event_id, source, ts, loaded_at) IN"
                  f" (SELECT event_id, source, ts, loaded_at FROM {delta})")
         backend.command(f"INSERT INTO cross_source_copies ({columns}) SELECT {columns} FROM priced_events"
                         f" WHERE {found}")  # kept before the delete: a later preference may count it
         backend.command(delete_subtracted(delta, in_hours))
-        for statement in rebuild_statements() if missing else delta_statements(delta):
+        for statement in rebuild_statements() if folded else delta_statements(delta):
             backend.command(statement)
         backend.command("TRUNCATE TABLE rollup_rebuild_pending")
         backend.command("TRUNCATE TABLE cross_source_demotions_pending")
