@@ -157,6 +157,7 @@ class Warehouse:
                     [{"event_id": i[0], "source": i[1], "ts": plan.stored_rows[i]["ts"]} for i in plan.demoted],
                     DEMOTION_SCHEMA))
                 self._write_duplicates(demoted)
+                dedup.capture_demoted(self.backend, f"{self._staging}_demoted")  # their rows, before the winners
             by_id: dict[str, dict[str, Any]] = {}
             for row in plan.keep:  # one event_id kept twice (two sources, no key in common): one row, one duplicate
                 first = by_id.setdefault(row["event_id"], row)
@@ -180,7 +181,7 @@ class Warehouse:
                 self._write_duplicates(others)
                 log.info("%d event(s) already counted from another source (cross-source duplicates)", len(others))
             if demoted:
-                dedup.remove_demoted(self.backend, f"{self._staging}_demoted")
+                dedup.remove_demoted(self.backend, f"{self._staging}_demoted", captured=True)
                 log.info("%d stored event(s) replaced by a preferred copy of the same call", len(demoted))
         self.last_insert_seconds = time.perf_counter() - started
         return new_rows
