@@ -4,7 +4,8 @@
 warehouse in a temporary directory is loaded with `--rows` of `warehouse.bench`'s load events (one every 37 ms:
 ~97,000 rows an hour, ~10 hours), then, per round and per N of `--copies`, N calls are stored as their SDK event
 and then delivered as their gateway log (LiteLLM, preferred) in one batch, so that batch takes back N stored
-copies. Reported per N (median of the rounds): wall and CPU ms of `remove_demoted` and of the whole batch
+copies. Reported per N (median of the rounds): wall and CPU ms of the removal (`capture_demoted`, run before the
+winners are stored, plus `remove_demoted`; before the split, `remove_demoted` alone) and of the whole batch
 (`Warehouse.insert_priced`). chDB runs in-process, so CPU time counts it. The calls' times are spread over the
 last two hours of the loaded range (a loader's batch is recent traffic). At the end, raw and every rollup must
 agree on events and cost (else the run fails).
@@ -60,15 +61,23 @@ def run(rows: int, copies: list[int], rounds: int) -> dict[str, Any]:
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(
         milliseconds=SPACING_MS * rows + 3_600_000)
     end = start + timedelta(milliseconds=SPACING_MS * rows)
-    removal: list[tuple[float, float]] = []
+    removal: list[tuple[float, float]] = []  # per removal: CPU and wall seconds of its capture and its finish
     real_remove = dedup.remove_demoted
+    real_capture = getattr(dedup, "capture_demoted", None)  # (absent before the removal was split in two)
 
-    def timed_remove(*args: Any, **kwargs: Any) -> int:
-        cpu, wall = time.process_time(), time.perf_counter()
-        try:
-            return real_remove(*args, **kwargs)
-        finally:
-            removal.append((time.process_time() - cpu, time.perf_counter() - wall))
+    def timed(step: Any) -> Any:
+        def run_step(*args: Any, **kwargs: Any) -> int:
+            cpu, wall = time.process_time(), time.perf_counter()
+            try:
+                return step(*args, **kwargs)
+            finally:
+                spent = (time.process_time() - cpu, time.perf_counter() - wall)
+                if step is real_remove:
+                    captured = removal.pop() if removal else (0.0, 0.0)
+                    removal.append((captured[0] + spent[0], captured[1] + spent[1]))
+                else:
+                    removal.append(spent)
+        return run_step
 
     try:
         wh = open_warehouse(Settings(data_dir=data_dir), writer=True, serve=False)
@@ -79,7 +88,9 @@ def run(rows: int, copies: list[int], rounds: int) -> dict[str, Any]:
                 wh.insert_priced([dict(e, event_id=f"{first}-{e['event_id']}") for e in events])
             loaded = {"rows": rows, "cpu_s": round(time.process_time() - load_cpu, 1),
                       "wall_s": round(time.perf_counter() - load_wall, 1)}
-            dedup.remove_demoted = timed_remove
+            dedup.remove_demoted = timed(real_remove)
+            if real_capture is not None:
+                dedup.capture_demoted = timed(real_capture)
             results: dict[str, Any] = {}
             for n in copies:
                 figures: dict[str, list[float]] = {"remove_cpu_ms": [], "remove_wall_ms": [], "batch_cpu_ms": [],
@@ -102,6 +113,8 @@ def run(rows: int, copies: list[int], rounds: int) -> dict[str, Any]:
             return {"load": loaded, "copies": results, "totals": _check_totals(wh)}
         finally:
             dedup.remove_demoted = real_remove
+            if real_capture is not None:
+                dedup.capture_demoted = real_capture
             wh.close()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -16,8 +16,9 @@ lock, plans each batch (`plan_batch`) against the stored call keys (table `call_
 that owns it) and the recorded losers (`cross_source_duplicates`):
 - a copy that loses is recorded in `cross_source_duplicates` with its winner and not stored;
 - a copy that beats a stored event (a better source arriving later, or a copy linking two stored events) is
-  stored and the stored loser is *replaced*: recorded with `replaced` = 1 and its row deleted, the rollups of its
-  hours rebuilt (an intent log, `cross_source_demotions_pending`, makes that crash-safe; migration 0016). A closed
+  stored and the stored loser is *replaced*: recorded with `replaced` = 1, its row deleted and subtracted from every
+  rollup by signed deltas (`capture_demoted`, `remove_demoted`; an intent log, `cross_source_demotions_pending`,
+  and the re-price's pending-hours marker make that crash-safe; migration 0016). A closed
   month's snapshot does not move: the difference is a correction in the first open month (month close rule).
 Every copy not counted keeps its full row in `cross_source_copies` (migration 0018), so a changed preference can
 still count it: a recorded loser delivered again that now ranks above its call's winner is *revived* (stored, its
