@@ -4,8 +4,9 @@ A stored copy of a call that a preferred copy beats is deleted from the raw tabl
 the re-price's delta statements, instead of rebuilding every rollup of its hours. Here: on a randomised history
 (attribution, tags, models, price entries, statuses, unpriced events, latencies, copies in other hours than their
 winner, calls that share their event_id across sources, a day and a month boundary) every rollup equals a rebuild
-from raw afterwards; a loser a merge folded into its winner is still taken out; and a crash after any statement of
-the removal heals, on open or at the next removal, to exactly one count per call.
+from raw afterwards; a loser a merge folded into its winner is still taken out; a crash in any state the removal can
+leave heals, on open or at the next removal, to exactly one count per call; and a gateway log taking the event_id of
+an SDK event replaced earlier is counted (it was lost).
 
 One warehouse for the module, every table emptied before each test (as tests/warehouse/test_warehouse_reprice.py):
 lightweight DELETEs get slower with the parts earlier tests leave."""
@@ -299,7 +300,7 @@ CRASH_POINTS = (
 
 @pytest.mark.parametrize("crash_after, heal", [(s, "reopen") for s in CRASH_POINTS]
                          + [(s, "next removal") for s in CRASH_POINTS[2:4]])
-def test_a_crash_after_any_statement_of_the_removal_heals(wh, monkeypatch, crash_after, heal):
+def test_a_crash_in_any_state_of_the_removal_heals(wh, monkeypatch, crash_after, heal):
     """Five calls stored as their SDK events among other events of their hours; their gateway logs arrive in one
     batch, whose removal of the five stops after `crash_after`. Healed as the owner does on open (the demotions,
     then the pending hours), or by the next batch that demotes a copy: each call is counted once, as its gateway
