@@ -40,7 +40,7 @@ def _cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-async def _started(api_port: int, limit: float = 20.0) -> float:
+async def wait_for_startup(api_port: int, limit: float = 20.0) -> float:
     """Seconds until the worker's start-up work is done (its heap frozen); at most `limit`."""
     began = time.monotonic()
     async with aiohttp.ClientSession() as http:
@@ -78,7 +78,7 @@ async def _run(bootstrap: str, events: list[dict], pid: int, api_port: int, time
         warmup = dict(events[0], event_id=f"bench-warmup-{time.time_ns()}")
         await producer.send_and_wait(topics.USAGE, orjson.dumps([warmup]), key=partition_key(warmup))
         seen = await priced_until(1, 0)
-        settled = await _started(api_port)
+        settled = await wait_for_startup(api_port)
         (user, system), started = _cpu(pid), time.perf_counter()
         await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key) for key, value in _micro_batches(events)])
         await priced_until(len(events) + 1, seen)
