@@ -35,7 +35,7 @@ ROLES = [
 
 
 # One child Python imports the CLI root once and forks a process per role, which imports that role's modules and
-# reports the heavy libraries in sys.modules (a fresh interpreter per role cost ~0.5 CPU-s more each).
+# reports the heavy libraries in sys.modules and the scrypt hashes made (a fresh interpreter per role cost ~0.5 CPU-s more each).
 _PROBE = """
 import json, os, sys
 import app.cli
@@ -44,10 +44,13 @@ for name, modules in json.loads(sys.argv[1]):
     pid = os.fork()
     if pid == 0:
         os.close(r)
+        import hashlib
+        hashes, scrypt = [], hashlib.scrypt
+        hashlib.scrypt = lambda *a, **k: hashes.append(1) or scrypt(*a, **k)
         try:
             for module in modules:
                 __import__(module)
-            found = {"heavy": [m for m in json.loads(sys.argv[2]) if m in sys.modules]}
+            found = {"heavy": [m for m in json.loads(sys.argv[2]) if m in sys.modules], "hashes": len(hashes)}
         except BaseException as exc:
             found = {"error": repr(exc)}
         os.write(w, json.dumps(found).encode())
@@ -63,7 +66,7 @@ for name, modules in json.loads(sys.argv[1]):
 
 
 @pytest.fixture(scope="module")
-def imported() -> dict[str, set[str]]:
+def probed() -> dict[str, dict]:
     roles = [[role, modules] for role, modules, _ in ROLES]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(roles), json.dumps(HEAVY)], cwd=ROOT, env=env,
@@ -72,13 +75,19 @@ def imported() -> dict[str, set[str]]:
     found = dict(json.loads(line) for line in out.stdout.splitlines() if line.startswith("["))
     errors = {role: f["error"] for role, f in found.items() if "error" in f}
     assert not errors, errors
-    return {role: set(f["heavy"]) for role, f in found.items()}
+    return found
 
 
 @pytest.mark.parametrize("role, modules, unused", ROLES, ids=[r[0] for r in ROLES])
-def test_a_role_imports_no_heavy_library_it_does_not_use(imported, role, modules, unused):
-    needless = imported[role] & unused
+def test_a_role_imports_no_heavy_library_it_does_not_use(probed, role, modules, unused):
+    needless = set(probed[role]["heavy"]) & unused
     assert not needless, f"{role} ({', '.join(modules)}) imports {sorted(needless)}, which it does not use"
+
+
+def test_no_role_hashes_a_password_at_import(probed):
+    """dashboards.users made a scrypt hash at import (~0.1 CPU-s) for every process reading the login file."""
+    hashing = {role: found["hashes"] for role, found in probed.items() if found["hashes"]}
+    assert not hashing, hashing
 
 
 def test_the_lazy_package_names_are_the_modules_names():
