@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("tokenmeter.demo.inbox")
 INBOX_FILE = "demo-inbox.jsonl"
@@ -58,6 +60,8 @@ class Inbox:
         return True
 
     def app(self) -> web.Application:
+        from aiohttp import web  # here, not at import: `tokenmeter up` reads inbox_url and does not serve
+
         app = web.Application(client_max_size=MAX_BODY)
 
         async def hook(request: web.Request) -> web.Response:
@@ -83,6 +87,8 @@ class Inbox:
 
 
 async def serve(settings: Any, stop: asyncio.Event) -> None:
+    from aiohttp import web
+
     inbox = Inbox(Path(settings.data_dir).resolve() / INBOX_FILE)
     runner = web.AppRunner(inbox.app(), access_log=None)
     await runner.setup()

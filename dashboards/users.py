@@ -10,6 +10,7 @@ see dashboards/access.py). Hashes and passwords never go to logs; only user name
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -26,8 +27,14 @@ log = logging.getLogger(__name__)
 USERS_FILE_NAME = "dashboard-users.yaml"
 DEMO_PASSWORD = "demo"
 DEMO_TEAM = "search"  # one of the demo generator's teams
-# A hash to compare against when the user does not exist, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to compare against when the user does not exist, so a wrong name costs as long as a wrong password.
+    Made when the dashboard's UserStore is created (before any login), not at import: a scrypt hash is ~0.1 CPU-s,
+    which `tokenmeter up` and `tokenmeter users` paid for nothing."""
+    return generate_password_hash(secrets.token_hex(8))
 
 
 class UsersFileError(ValueError):
@@ -142,6 +149,7 @@ class UserStore:
         self._lock = threading.Lock()
         self._mtime: float | None = None
         self._users: dict[str, dict[str, str]] = {}
+        _dummy_hash()  # before the first login: an unknown name then costs one hash check, like a known one
 
     def _current(self) -> dict[str, dict[str, str]]:
         with self._lock:
@@ -165,6 +173,6 @@ class UserStore:
     def authenticate(self, name: str, password: str) -> Principal | None:
         entry = self._current().get(name)
         if entry is None:
-            check_password_hash(_DUMMY_HASH, password)
+            check_password_hash(_dummy_hash(), password)
             return None
         return Principal(name, entry["role"]) if check_password_hash(entry["password_hash"], password) else None

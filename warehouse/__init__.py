@@ -8,11 +8,27 @@ Public API: `open_warehouse`, `Warehouse` (incl. `Warehouse.reprice`), `RepriceR
 
 from __future__ import annotations
 
-from warehouse.backends import WarehouseError, WarehouseLocked
-from warehouse.queries import DIMENSIONS
-from warehouse.report import render_report
-from warehouse.reprice import RepriceReport
-from warehouse.store import Warehouse, open_warehouse
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562), not with the package: `warehouse.report` loads polars and `warehouse.backends`
+# pyarrow (~0.5 CPU-s), which every `warehouse.*` module paid through here, `tokenmeter up` too (for a constant of
+# `warehouse.demo_history`).
+_LAZY = {"WarehouseError": "warehouse.backends", "WarehouseLocked": "warehouse.backends",
+         "DIMENSIONS": "warehouse.queries", "render_report": "warehouse.report", "RepriceReport": "warehouse.reprice",
+         "Warehouse": "warehouse.store", "open_warehouse": "warehouse.store"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 async def run_loader(settings, stop=None, ready=None, price_book=None):

@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 
 from .catalog import _format_validation
@@ -151,17 +150,27 @@ def _provider_of(litellm_provider: str) -> str:
     return LITELLM_PROVIDERS.get(name, canonical_provider(name))
 
 
+class _DownloadError(Exception):
+    """An httpx.HTTPError of a cost map download (its message)."""
+
+
+def _download(url: str) -> str:
+    import httpx  # here, not at import: every process that prices imports this module, few ever download a map
+
+    try:
+        response = httpx.get(url, timeout=60, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise _DownloadError(str(exc)) from exc
+    return response.text
+
+
 def read_cost_map(source: str | Path) -> dict[str, Any]:
     text_source = str(source)
     try:
-        if text_source.startswith(("http://", "https://")):
-            response = httpx.get(text_source, timeout=60, follow_redirects=True)
-            response.raise_for_status()
-            text = response.text
-        else:
-            text = Path(source).read_text()
+        text = _download(text_source) if text_source.startswith(("http://", "https://")) else Path(source).read_text()
         data = json.loads(text, parse_float=Decimal)
-    except (OSError, httpx.HTTPError, ValueError) as exc:
+    except (OSError, _DownloadError, ValueError) as exc:
         raise CatalogError(f"{text_source}: cannot read the LiteLLM cost map: {exc}") from exc
     if not isinstance(data, dict):
         raise CatalogError(f"{text_source}: expected a JSON object of model entries")
