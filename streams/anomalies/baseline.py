@@ -146,13 +146,14 @@ class Seasonal:
         which different slots learn does not matter; each slot still takes its own zero samples one by one."""
         level, dev, n = self.level, self.dev, self.n
         floor = SCALE_FLOOR * self.scale
-        x = 0.0
+        x, clip = 0.0, CLIP
         for index, alpha, times in runs:
             lv, dv, count = level[index], dev[index], n[index]
             if lv == 0.0 and dv == 0.0 and copysign(1.0, lv) > 0.0 and copysign(1.0, dv) > 0.0:
                 n[index] = count + times  # (+0.0, +0.0) is where a zero sample leaves a slot that saw only zeros
                 continue
-            for _ in range(times):  # the body of `update` for one slot, with x = 0.0 (same operations, same order)
+            while times and (count < MIN_SAMPLES or alpha * (count + 1) < 1):
+                # the body of `update` for one slot with x = 0.0 (same operations, same order), while young...
                 if count >= MIN_SAMPLES:
                     bound = 0.05 * lv if lv > 0 else -0.05 * lv
                     if dv > bound:
@@ -165,7 +166,7 @@ class Seasonal:
                         d = bound
                     elif d < -bound:
                         d = -bound
-                    rate = alpha if alpha * (count + 1) >= 1 else 1.0 / (count + 1)
+                    rate = 1.0 / (count + 1)
                     lv, dv = lv + rate * d, dv + rate * ((d if d >= 0 else -d) - dv)
                 elif count == 0:
                     lv, dv = x, abs(x) * 0.25
@@ -173,6 +174,21 @@ class Seasonal:
                     rate = 1.0 / (count + 1)
                     lv, dv = lv + rate * (x - lv), dv + rate * (abs(x - lv) - dv)
                 count += 1
+                times -= 1
+            count += times
+            for _ in range(times):  # ... then mature, where its rate is `alpha` for good (count only grows)
+                bound = 0.05 * lv if lv > 0 else -0.05 * lv
+                if dv > bound:
+                    bound = dv
+                if floor > bound:
+                    bound = floor
+                bound = clip * bound if bound > 1e-12 else 3e-12
+                d = x - lv
+                if d > bound:
+                    d = bound
+                elif d < -bound:
+                    d = -bound
+                lv, dv = lv + alpha * d, dv + alpha * ((d if d >= 0 else -d) - dv)
             level[index], dev[index], n[index] = lv, dv, count
 
     def to_json(self) -> list:
