@@ -46,6 +46,9 @@ def daily_slots(bucket_start: int) -> Slots:
 def quiet_slot_runs(first: int, buckets: int, bucket_s: int) -> list[tuple[int, float, int]]:
     """(slot, rate, times): the slots `full_slots` gives `buckets` consecutive buckets from `first`, with how many of
     them each one gets (an hour of week and its day-type hour per hour of the stretch, the global slot all)."""
+    if first // 3600 == (first + (buckets - 1) * bucket_s) // 3600:  # (most stretches: within one hour)
+        (how, a_how), (daytype, a_daytype), _ = full_slots(first)
+        return [(how, a_how, buckets), (daytype, a_daytype, buckets), (GLOBAL, A_GLOBAL, buckets)]
     times: dict[tuple[int, float], int] = {}
     bucket, end = first, first + buckets * bucket_s
     while bucket < end:
