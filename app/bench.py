@@ -96,8 +96,9 @@ def _micro_batches(events: list[dict]) -> list[tuple[bytes, bytes]]:
     return [(key, orjson.dumps(evs[i:i + 500])) for key, evs in by_key.items() for i in range(0, len(evs), 500)]
 
 
-async def _pipeline(bootstrap: str, events: list[dict], timeout: float) -> float:
-    """Warm the running worker up with one event, then time producing all events until the last is priced."""
+async def _pipeline(bootstrap: str, events: list[dict], timeout: float, api_port: int | None = None) -> float:
+    """Warm the running worker up with one event and wait for its start-up work (the budget owner's heap freeze,
+    `app.bench_worker.wait_for_startup`), then time producing all events until the last is priced."""
     from aiokafka import TopicPartition
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
@@ -121,6 +122,10 @@ async def _pipeline(bootstrap: str, events: list[dict], timeout: float) -> float
         warmup = dict(events[0], event_id="bench-warmup")
         await producer.send_and_wait(topics.USAGE, orjson.dumps([warmup]), key=partition_key(warmup))
         seen = await priced_until(1, 0)
+        if api_port is not None:  # a fresh worker's gc.collect() + gc.freeze() is start-up, not (c)
+            from app.bench_worker import wait_for_startup
+
+            await wait_for_startup(api_port)
         started = time.perf_counter()
         await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key) for key, value in _micro_batches(events)])
         await priced_until(len(events) + 1, seen)
@@ -215,7 +220,8 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
 
         proc = _run_child([sys.executable, "-m", "app", "worker"], env)
         try:
-            results["pipeline_events_per_s"] = asyncio.run(_pipeline(bootstrap, events, timeout=max(180, n / 500)))
+            results["pipeline_events_per_s"] = asyncio.run(_pipeline(bootstrap, events, timeout=max(180, n / 500),
+                                                                         api_port=int(env["TOKENMETER_API_PORT"])))
             if budgets:
                 from app.bench_alerts import measure_budgets
 

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -156,11 +157,14 @@ def _runqueue_wait_s(pid: int | None) -> float | None:
 
 
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
-                         requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0) -> dict:
+                         requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0,
+                         broker_pid: int | None = None, profile: str | None = None) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
-    `other_budgets`: that many more budgets (other teams') defined, which no bench reservation matches."""
+    `other_budgets`: that many more budgets (other teams') defined, which no bench reservation matches. With the
+    broker's pid, its CPU per reservation too (`reserve_broker_cpu_ms`: it shares the cores). `profile`: the worker
+    runs under `_PROFILED_WORKER`; its cProfile of the closed loop is written to that path."""
     from streams.budgets import parse_budget, write_budgets
 
     others = [parse_budget({"name": f"bench-other-{i}", "scope": {"team": f"bench-other-{i}"}, "period": "month",
@@ -184,14 +188,23 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
         (_runqueue_wait_s(worker_pid) - waited_before) / (time.perf_counter() - wall_before) * 100, 1)
     } if worker_pid and waited_before is not None else {}
     latencies, failures = run.latencies, run.failures
-    server = _server_latency(url)  # the worker's own time per reservation, without the client's
+    server, acks = _server_latency(url)  # the worker's own time per reservation, without the client's
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
+    broker_before = _cpu_seconds(broker_pid) if broker_pid else 0.0
+    if profile and worker_pid:
+        os.kill(worker_pid, PROFILE_SIGNAL)  # profiler on
     throughput = asyncio.run(_closed_loop(url, requests))
     cpu = {"reserve_worker_cpu_ms": round((_cpu_seconds(worker_pid) - cpu_before) / (requests // 8 * 8) * 1000, 4)
            } if worker_pid else {}
+    if broker_pid:
+        cpu["reserve_broker_cpu_ms"] = round((_cpu_seconds(broker_pid) - broker_before) / (requests // 8 * 8) * 1000, 4)
+    if profile and worker_pid:
+        _stop_profile(worker_pid, profile)
     return {"reserve_latency_p50_ms": round(statistics.median(latencies), 3),
             "reserve_latency_p99_ms": round(_percentile(latencies, 99), 3),
             "reserve_server_latency_p50_ms": server["p50"], "reserve_server_latency_p99_ms": server["p99"],
+            # of the worker's time: from the hold's write to the broker's acknowledgement
+            "reserve_hold_ack_p50_ms": acks.get("p50"), "reserve_hold_ack_p99_ms": acks.get("p99"),
             "reserve_round_trip_p50_ms": round(statistics.median(run.round_trips), 3),
             "reserve_round_trip_p99_ms": round(_percentile(run.round_trips, 99), 3),
             "reserve_client_cpu_ms": round(run.client_cpu_s / len(latencies) * 1000, 4),
@@ -200,11 +213,61 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             "reserve_requests_per_s": round(throughput, 1), **cpu, **waiting}
 
 
-def _server_latency(url: str) -> dict:
+# cProfile of the worker (`--profile PATH`): the worker's main module wrapped so that PROFILE_SIGNAL turns the
+# profiler on, and again off, writing the stats (the event loop runs in the main thread, where the handler runs)
+PROFILE_SIGNAL = signal.SIGRTMIN + 1
+_PROFILED_WORKER = """
+import cProfile, runpy, signal, sys, time
+# CPU time, not wall time: on shared cores a wall-clock profile charges whatever ran when the worker was preempted
+# (a loopback send that wakes the broker) to the function that was running
+out, profiler, state = sys.argv.pop(1), cProfile.Profile(time.thread_time), {"on": False}
+def toggle(signum, frame):
+    if state["on"]:
+        profiler.disable()
+        profiler.dump_stats(out + ".part")
+        __import__("os").replace(out + ".part", out)
+    else:
+        profiler.enable()
+    state["on"] = not state["on"]
+signal.signal(%d, toggle)
+sys.argv = ["app", "worker"]
+runpy.run_module("app", run_name="__main__")
+""" % PROFILE_SIGNAL
+
+
+def _stop_profile(worker_pid: int, path: str, timeout: float = 30.0) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
+    os.kill(worker_pid, PROFILE_SIGNAL)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _broker_pid(port: int) -> int | None:
+    """The pid of the embedded broker listening on `port` (a child of this process)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if args and b"tansu" in args[0].rsplit(b"/", 1)[-1] and f"LISTENER_URL=tcp://127.0.0.1:{port}\0".encode() in environ:
+            return int(entry)
+    return None
+
+
+def _server_latency(url: str) -> tuple[dict, dict]:
+    """The worker's own latency figures (reservations since its start): answer, and hold acknowledgement."""
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())["latency_ms"]
+        status = json.loads(resp.read())
+    return status["latency_ms"], status.get("hold_ack_ms") or {}
 
 
 def main() -> None:
@@ -218,16 +281,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m app.bench_reserve", description=__doc__.splitlines()[0])
     parser.add_argument("--other-budgets", type=int, default=0,
                         help="define this many more budgets (other teams'), matched by no bench reservation")
+    parser.add_argument("--rate", type=float, default=2000, help="reservations per second offered in the open loop")
+    parser.add_argument("--requests", type=int, default=8000,
+                        help="reservations in the closed loop that reserve_worker_cpu_ms is measured over")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
+    broker_port = free_port()
+    with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", broker_port, partitions=4) as bootstrap:
         port = free_port()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="warning")
-        proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, stdout=subprocess.DEVNULL,
+        command = ([sys.executable, "-c", _PROFILED_WORKER, os.path.abspath(args.profile)] if args.profile
+                   else [sys.executable, "-m", "app", "worker"])
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
         try:
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
-                                                  other_budgets=args.other_budgets)))
+                                                  other_budgets=args.other_budgets, requests=args.requests,
+                                                  rate=args.rate,
+                                                  broker_pid=_broker_pid(broker_port), profile=args.profile)))
         finally:
             proc.terminate()
             proc.wait(30)

@@ -35,7 +35,7 @@ class Backend(Protocol):
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
 
-    def insert_arrow(self, table_name: str, table: pa.Table) -> None: ...
+    def insert_arrow(self, table_name: str, table: pa.Table, settings: dict[str, int] | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -80,6 +80,13 @@ def _chdb_params(params: dict[str, Any] | None) -> dict[str, str]:
     return {k: str(v).translate(_CHDB_ESCAPES) for k, v in normalize_params(params).items()}
 
 
+def _settings_clause(settings: dict[str, int] | None) -> str:
+    """` SETTINGS name=value, ...` of an INSERT's query-level settings (integers only: they go into the SQL text)."""
+    if not settings:
+        return ""
+    return " SETTINGS " + ", ".join(f"{check_identifier(name)}={int(value)}" for name, value in settings.items())
+
+
 class ChdbBackend:
     """Embedded ClickHouse at a directory. chDB allows one open path per process and one process per path:
     open it through `warehouse.open_warehouse`, which shares one instance per process."""
@@ -118,10 +125,11 @@ class ChdbBackend:
             except Exception as exc:
                 raise WarehouseError(f"statement failed: {exc}") from None
 
-    def insert_arrow(self, table_name: str, table: pa.Table) -> None:
+    def insert_arrow(self, table_name: str, table: pa.Table, settings: dict[str, int] | None = None) -> None:
         columns = ", ".join(f"`{check_identifier(name)}`" for name in table.column_names)
         arrow_rows = table  # chDB's Python() table function finds the Arrow table by this variable name
-        sql = f"INSERT INTO {check_identifier(table_name)} ({columns}) SELECT {columns} FROM Python(arrow_rows)"
+        sql = (f"INSERT INTO {check_identifier(table_name)} ({columns}) SELECT {columns} FROM Python(arrow_rows)"
+               + _settings_clause(settings))
         with self._lock:
             try:
                 self._session.query(sql)
@@ -170,10 +178,10 @@ class ClickHouseBackend:
             except Exception as exc:
                 raise WarehouseError(f"statement failed: {exc}") from None
 
-    def insert_arrow(self, table_name: str, table: pa.Table) -> None:
+    def insert_arrow(self, table_name: str, table: pa.Table, settings: dict[str, int] | None = None) -> None:
         with self._lock:
             try:
-                self._client.insert_arrow(check_identifier(table_name), table)
+                self._client.insert_arrow(check_identifier(table_name), table, settings=settings)
             except Exception as exc:
                 raise WarehouseError(f"insert into {table_name} failed: {exc}") from None
 
@@ -240,7 +248,7 @@ class RemoteBackend:
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         raise WarehouseError("the warehouse is owned by another process: this reader cannot change it")
 
-    def insert_arrow(self, table_name: str, table: pa.Table) -> None:
+    def insert_arrow(self, table_name: str, table: pa.Table, settings: dict[str, int] | None = None) -> None:
         raise WarehouseError("the warehouse is owned by another process (the loader): inserts go through it")
 
     def close(self) -> None:

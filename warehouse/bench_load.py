@@ -7,7 +7,13 @@ chDB's time goes in one insert.
   `Warehouse.insert_priced` (`arrow_rows.build_batch` + `Warehouse.insert_table`), alternating, best of 2;
 - `--steps`: CPU ms per batch of the columnar build and of each chDB statement of the insert;
 - `--views`: CPU ms of the `INSERT ... SELECT` into `priced_events` with every materialized view, with none,
-  and with each alone (the cap the views put on the loader).
+  and with each alone (the cap the views put on the loader);
+- `--insert-settings`: CPU and wall µs per row of the raw insert (`insert_arrow("priced_events", ...)`, views
+  included) with chDB's defaults, with `optimize_on_insert=0`, and with that plus `max_threads=1` (the loader's
+  since loader6), alternating, median of `--repeats`, with background merges running and stopped;
+- `--decoders`: CPU µs per row of three JSON decoders over the same worker-framed messages: orjson (the loader's,
+  to dicts), chDB's `JSONEachRow` into typed columns and `pyarrow.json` with the explicit schema (what issue 14
+  item 1 weighed; see docs/benchmarks.md for why neither replaces orjson + `arrow_rows` exactly).
 Events are `warehouse.bench`'s load events (one regular worker shape), decoded from JSON as the loader gets them.
 """
 
@@ -92,8 +98,10 @@ def insert_steps(wh: Any, batch: int, end: datetime, rounds: int = 3) -> dict[st
 
 
 def view_costs(wh: Any, batch: int, end: datetime) -> dict[str, float]:
-    """CPU ms of INSERT ... SELECT of `batch` staged rows into priced_events: all views, none, each alone."""
-    from warehouse.store import _COLUMN_LIST
+    """CPU ms of INSERT ... SELECT of `batch` staged rows into priced_events (with the loader's insert settings): all
+    views, none, each alone."""
+    from warehouse.backends import _settings_clause
+    from warehouse.store import _COLUMN_LIST, PRICED_INSERT_SETTINGS
 
     backend = wh.backend
     views = [row["name"] for row in backend.query_arrow(
@@ -108,7 +116,8 @@ def view_costs(wh: Any, batch: int, end: datetime) -> dict[str, float]:
         backend.command(f"TRUNCATE TABLE {staging}")
         backend.insert_arrow(staging, table)
         cpu, _ = _clock(lambda: backend.command(
-            f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"))
+            f"INSERT INTO priced_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {staging}"
+            + _settings_clause(PRICED_INSERT_SETTINGS)))  # as the loader inserts
         return round(cpu * 1000, 1)
 
     result = {f"all {len(views)} views": min(insert_cpu(), insert_cpu())}
@@ -130,6 +139,99 @@ def view_costs(wh: Any, batch: int, end: datetime) -> dict[str, float]:
     return result
 
 
+INSERT_VARIANTS = {"chDB defaults": {}, "optimize_on_insert=0": {"optimize_on_insert": 0},
+                   "optimize_on_insert=0, max_threads=1": {"optimize_on_insert": 0, "max_threads": 1}}
+
+
+def insert_settings(wh: Any, batch: int, end: datetime, repeats: int = 8) -> dict[str, Any]:
+    """µs per row (CPU, wall) of the raw insert into priced_events under each of INSERT_VARIANTS, alternating the
+    order every round, median of `repeats`; with merges running (as the loader runs) and stopped (the insert alone)."""
+    import statistics
+
+    backend = wh.backend
+    counter = iter(range(1_000_000))
+
+    def table() -> Any:
+        return build_batch(_events(batch, f"settings{next(counter)}", end))[0]
+
+    result: dict[str, Any] = {}
+    for merges in ("running", "stopped"):
+        if merges == "stopped":
+            backend.command("SYSTEM STOP MERGES")
+        spent: dict[str, list[tuple[float, float]]] = {name: [] for name in INSERT_VARIANTS}
+        names = list(INSERT_VARIANTS)
+        for round_ in range(repeats):
+            for name in names if round_ % 2 == 0 else reversed(names):
+                prepared = table()
+                spent[name].append(_clock(lambda: backend.insert_arrow("priced_events", prepared,
+                                                                       settings=INSERT_VARIANTS[name])))
+        result[f"merges {merges}"] = {
+            name: {"cpu_us_per_row": round(statistics.median(c for c, _ in runs) / batch * 1e6, 2),
+                   "wall_us_per_row": round(statistics.median(w for _, w in runs) / batch * 1e6, 2)}
+            for name, runs in spent.items()}
+    backend.command("SYSTEM START MERGES")
+    return result
+
+
+def decoders(rows: int, end: datetime, repeats: int = 3) -> dict[str, float]:
+    """CPU µs per row (best of `repeats`) of decoding `rows` worker-framed load events with orjson (to dicts),
+    chDB's JSONEachRow (typed columns in a Memory table of a private session) and pyarrow.json (explicit schema)."""
+    import gc
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+    from chdb import session
+
+    from tokenmeter.microbatch import frame
+
+    messages = list(frame(orjson.dumps(e) for e in _events(rows, "decode", end)))
+    # The framed arrays as newline-delimited objects (what both column decoders read): `},{"` only occurs between
+    # the array's objects in compact JSON (inside a string the quote would be escaped).
+    lines = b"\n".join(m[1:-1].replace(b'},{"', b'}\n{"') for m in messages)
+    text = pa.string()
+    schema = pa.schema([
+        *((name, text) for name in ("event_id", "ts", "source", "provider", "model")),
+        ("attribution", pa.struct([("org", text), ("team", text), ("user", text)])),
+        ("usage", pa.struct([(k, pa.int64()) for k in ("input_tokens", "cached_input_tokens", "output_tokens")])),
+        ("latency_ms", pa.float64()), ("tokens_source", text), ("cost_usd", text), ("pricing_status", text),
+        ("price", pa.struct([("entry", text), ("effective_from", text), ("catalog_version", text)])),
+        ("priced_at", text)])  # tags and cost_breakdown left out: pyarrow.json has no map type
+    columns = ("event_id String, ts String, source String, provider String, model String, attribution Tuple(org"
+               " String, team String, user String, tags Map(String, String)), usage Tuple(input_tokens UInt64,"
+               " cached_input_tokens UInt64, output_tokens UInt64), latency_ms Nullable(Float64), tokens_source"
+               " String, cost_usd String, cost_breakdown Map(String, String), pricing_status String, price"
+               " Tuple(entry String, effective_from String, catalog_version String), priced_at String")
+    chdb = session.Session()
+    chdb.query(f"CREATE TABLE decoded ({columns}) ENGINE = Memory")
+
+    def chdb_decode() -> None:
+        chdb.query("TRUNCATE TABLE decoded")
+        with chdb.send_insert("INSERT INTO decoded SETTINGS input_format_parallel_parsing = 0",
+                              "JSONEachRow") as inserter:
+            inserter.append(lines)
+            inserter.finish()
+
+    runs = {
+        "orjson (dicts)": lambda: [orjson.loads(m) for m in messages],
+        "chdb JSONEachRow (typed columns)": chdb_decode,
+        "pyarrow.json (explicit schema, 1 thread)": lambda: pa_json.read_json(
+            io.BytesIO(lines), read_options=pa_json.ReadOptions(use_threads=False, block_size=1 << 26),
+            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")),
+    }
+    result = {}
+    enabled = gc.isenabled()
+    gc.disable()  # as the loader decodes
+    try:
+        for name, run in runs.items():
+            result[name] = round(min(_clock(run)[0] for _ in range(repeats)) / rows * 1e6, 2)
+    finally:
+        if enabled:
+            gc.enable()
+        chdb.close()
+    return result
+
+
 def main() -> None:
     from tokenmeter.settings import Settings
     from warehouse.store import open_warehouse
@@ -139,20 +241,29 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000)
     parser.add_argument("--steps", action="store_true")
     parser.add_argument("--views", action="store_true")
+    parser.add_argument("--insert-settings", action="store_true")
+    parser.add_argument("--decoders", action="store_true")
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--no-paths", action="store_true", help="skip the per-row vs columnar comparison")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="tokenmeter-bench-load-")
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     wh = open_warehouse(Settings(data_dir=base), writer=True, serve=False)
     try:
-        result: dict[str, Any] = {"rows": args.rows, "batch": args.batch,
-                                  "paths": compare_paths(wh, args.rows, args.batch, end)}
+        result: dict[str, Any] = {"rows": args.rows, "batch": args.batch}
+        if not args.no_paths:
+            result["paths"] = compare_paths(wh, args.rows, args.batch, end)
         if args.steps:
             result["steps_cpu_ms_per_batch"] = insert_steps(wh, args.batch, end)
         if args.views:
             result["views_insert_select_cpu_ms"] = view_costs(wh, args.batch, end)
+        if args.insert_settings:
+            result["insert_settings"] = insert_settings(wh, args.batch, end, args.repeats)
     finally:
         wh.close()
         shutil.rmtree(base, ignore_errors=True)
+    if args.decoders:  # after the warehouse is closed: a second chDB session of this process
+        result["decoders_cpu_us_per_row"] = decoders(args.batch, end)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 

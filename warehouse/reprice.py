@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from tokenmeter.events import Attribution, Correlation, PricedEvent, Usage, UsageEvent, describe_validation_error
 from warehouse.arrow_rows import build_batch
 from warehouse.backends import WarehouseError
-from warehouse.rollups import delta_statements, rebuild_statements
+from warehouse.rollups import delete_subtracted, delta_statements, rebuild_statements, signed_rows
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
 
 RepriceFn = Callable[[UsageEvent], PricedEvent]
@@ -422,13 +422,6 @@ def heal_pending_hours(backend: Any) -> int:
     return int(pending)
 
 
-# What the delta table (`replace_priced_rows`) keeps of a copy: the rollups' keys and measures, and what finds the copy.
-_DELTA_COLUMNS = ", ".join(f"`{name}`" for name in (
-    "event_id", "ts", "loaded_at", "tags", "org", "team", "project", "user", "api_key", "feature", "provider", "model",
-    "status", "pricing_status", "price_entry", "price_effective_from", "input_tokens", "cached_input_tokens",
-    "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttft_ms"))
-
-
 # Above this share of the touched hours' stored rows changing, the apply rebuilds those hours' rollups from raw
 # instead of adding deltas (a delta costs an old and a new row per change; a rebuild one row per stored row).
 DELTA_SHARE = 0.5
@@ -463,12 +456,14 @@ def replace_priced_rows(backend: Any, staging: str, copies: str | None = None) -
     counted = backend.query_arrow(f"SELECT count() AS n FROM {staging}").column("n")[0].as_py()
     stored = backend.query_arrow(f"SELECT count() AS n FROM priced_events WHERE {hours}").column("n")[0].as_py()
     rebuild = copies is None or counted > stored * DELTA_SHARE  # (without copies, the new rows pass the views)
-    kept = "`event_id`, `ts`, `loaded_at`" if rebuild else _DELTA_COLUMNS  # a rebuild needs no old measures
+    identity = f", {_identity_hash()} AS identity"
     backend.command(f"DROP TABLE IF EXISTS {delta}")
-    backend.command(
-        f"CREATE TABLE {delta} ENGINE = Memory AS SELECT {kept}, {_identity_hash()} AS identity,"
-        f" toInt8(-1) AS sign FROM priced_events WHERE {in_staging}"
-    )
+    if rebuild:  # a rebuild needs no old measures
+        backend.command(f"CREATE TABLE {delta} ENGINE = Memory AS SELECT `event_id`, `source`, `ts`, `loaded_at`"
+                        f"{identity}, toInt8(-1) AS sign FROM priced_events WHERE {in_staging}")
+    else:
+        old_copies = signed_rows("priced_events", in_staging, -1, identity)
+        backend.command(f"CREATE TABLE {delta} ENGINE = Memory AS {old_copies}")
     try:
         unmatched = backend.query_arrow(
             f"SELECT count() AS n FROM {staging} WHERE (event_id, ts, {_identity_hash()}) NOT IN"
@@ -500,18 +495,12 @@ def replace_priced_rows(backend: Any, staging: str, copies: str | None = None) -
             for partition in partitions:
                 backend.command(f"ALTER TABLE priced_events ATTACH PARTITION ID '{partition}' FROM {copies}")
             backend.command(f"TRUNCATE TABLE {copies}")
-        backend.command(
-            f"DELETE FROM priced_events WHERE {hours} AND (event_id, ts, loaded_at) IN"
-            f" (SELECT event_id, ts, loaded_at FROM {delta})"
-        )
+        backend.command(delete_subtracted(delta, hours))
         if rebuild:
             for statement in rebuild_statements():
                 backend.command(statement)
         else:
-            backend.command(
-                f"INSERT INTO {delta} SELECT {_DELTA_COLUMNS}, {_identity_hash()} AS identity, toInt8(1) AS sign"
-                f" FROM {staging}"
-            )
+            backend.command(f"INSERT INTO {delta} {signed_rows(staging, '1', 1, identity)}")
             for statement in delta_statements(delta):
                 backend.command(statement)
         backend.command("TRUNCATE TABLE rollup_rebuild_pending")

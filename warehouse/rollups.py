@@ -92,13 +92,34 @@ def rebuild_statements(pending_table: str = "rollup_rebuild_pending") -> list[st
     return statements + [_daily(table, hourly, keys, days) for table, (hourly, keys) in DAILY_ROLLUPS.items()]
 
 
-# Signed deltas (a re-price's apply) ------------------------------------------------------------------------------
+# Signed deltas (a re-price's apply, the removal of demoted copies) -----------------------------------------------
 # `source` holds priced_events rows with a `sign` column: -1 for a copy leaving the raw table, +1 for one entering
 # it. Each rollup gets, per key, the sum of the signed measures of those rows (rows whose measures all cancel are
 # not written); the rollups are SummingMergeTree and readers sum(), so adding them gives exactly what a rebuild of
 # the affected hours gives, without reading the hours' other rows or deleting rollup rows. Latency sums are
 # Float64: moving an event between model_hourly keys (a new price entry) adds -x and +x, equal to a rebuild's sum up
 # to float rounding; money and counts are exact.
+
+# What a delta table keeps of a priced_events row: what finds the row again (event_id, source, ts, loaded_at) and
+# every key and measure of the rollups.
+DELTA_COLUMNS = (
+    "event_id", "source", "ts", "loaded_at", "tags", "org", "team", "project", "user", "api_key", "feature",
+    "provider", "model", "status", "pricing_status", "price_entry", "price_effective_from", *TOKENS, "cost_usd",
+    "latency_ms", "ttft_ms")
+_DELTA_LIST = ", ".join(f"`{name}`" for name in DELTA_COLUMNS)
+
+
+def signed_rows(source: str, where: str, sign: int, extra: str = "") -> str:
+    """SELECT of `source`'s rows matching `where` as delta rows (DELTA_COLUMNS, `extra` columns, then `sign`)."""
+    return f"SELECT {_DELTA_LIST}{extra}, toInt8({int(sign)}) AS sign FROM {source} WHERE {where}"
+
+
+def delete_subtracted(delta: str, hours: str) -> str:
+    """The lightweight DELETE of exactly the priced_events rows that `delta` holds with sign -1 (`hours`: a WHERE on
+    the rows' hours, which prunes by the sorting key)."""
+    return (f"DELETE FROM priced_events WHERE {hours} AND (event_id, source, ts, loaded_at) IN"
+            f" (SELECT event_id, source, ts, loaded_at FROM {delta} WHERE sign < 0)")
+
 
 def _signed(expr: str) -> str:
     return f"if(sign > 0, {expr}, -{expr})"

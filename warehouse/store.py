@@ -66,6 +66,12 @@ BRIDGED_SCHEMA = pa.schema([("key", pa.string()), ("event_id", pa.string()), ("s
 
 # Months (= partitions of priced_events and of every rollup) one INSERT may touch; ClickHouse's limit is 100.
 MAX_MONTHS_PER_INSERT = 50
+# The insert into priced_events (and, through it, its materialized views): `optimize_on_insert` (on by default)
+# runs each engine's merge (Replacing, Summing) over every inserted block, which here finds nothing to fold: the rows
+# are unique by event_id (deduplicated above) and each view's GROUP BY already sums its block. Off, the parts are
+# written as the merge would have left them, minus that pass: ~30-35 % of the insert's CPU (issue 14, loader6,
+# docs/benchmarks.md). Readers sum() the rollups and never rely on a folded part, as between any two merges.
+PRICED_INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 
 def _new_rows_predicate(staging: str) -> str:
@@ -151,18 +157,20 @@ class Warehouse:
             if plan.revived:  # first: a revived copy must not stay recorded as the loser of the copy it beats
                 self._forget_duplicates(plan.revived)
             demoted = [record for record in duplicates if record["replaced"]]
-            if demoted:  # the intent first: a crash from here on heals on open (dedup.remove_demoted)
+            if demoted:  # the intent first: a crash from here on heals on open (dedup.remove_demoted). It lists
+                # the stored losers only: the copies they had beaten (recorded again) left the raw table before.
                 self.backend.insert_arrow("cross_source_demotions_pending", pa.Table.from_pylist(
-                    [{"event_id": r["duplicate_event_id"], "source": r["duplicate_source"], "ts": r["ts"]}
-                     for r in demoted], DEMOTION_SCHEMA))
+                    [{"event_id": i[0], "source": i[1], "ts": plan.stored_rows[i]["ts"]} for i in plan.demoted],
+                    DEMOTION_SCHEMA))
                 self._write_duplicates(demoted)
+                dedup.capture_demoted(self.backend, f"{self._staging}_demoted")  # their rows, before the winners
             by_id: dict[str, dict[str, Any]] = {}
             for row in plan.keep:  # one event_id kept twice (two sources, no key in common): one row, one duplicate
                 first = by_id.setdefault(row["event_id"], row)
                 if first is not row:
                     duplicates.append(duplicate_record(row, first["event_id"], first["source"], "event_id"))
             keep = list(by_id.values())
-            forced = self._taking_over_an_id(plan, keep)
+            forced = self._taking_over_an_id(plan, keep, {r["duplicate_event_id"] for r in demoted})
             for chunk in _by_partition([row for row in keep if row["event_id"] not in forced]):
                 new_rows += self._insert_new(rows_to_arrow(chunk))
             for chunk in _by_partition([row for row in keep if row["event_id"] in forced]):
@@ -179,7 +187,7 @@ class Warehouse:
                 self._write_duplicates(others)
                 log.info("%d event(s) already counted from another source (cross-source duplicates)", len(others))
             if demoted:
-                dedup.remove_demoted(self.backend)
+                dedup.remove_demoted(self.backend, f"{self._staging}_demoted", captured=True)
                 log.info("%d stored event(s) replaced by a preferred copy of the same call", len(demoted))
         self.last_insert_seconds = time.perf_counter() - started
         return new_rows
@@ -352,11 +360,14 @@ class Warehouse:
         self.backend.insert_arrow("cross_source_duplicates", pa.Table.from_pylist(
             [{name: record[name] for name in DUPLICATE_COLUMNS} for record in records], DUPLICATE_SCHEMA))
 
-    def _taking_over_an_id(self, plan: BatchPlan, keep: list[dict[str, Any]]) -> set[str]:
+    def _taking_over_an_id(self, plan: BatchPlan, keep: list[dict[str, Any]], replaced: set[str]) -> set[str]:
         """Event ids of kept rows that a replaced (or already recorded) loser of another source holds in
         priced_event_ids (LiteLLM and the SDK both use the response id as event_id): the anti-join would skip
-        them, so they are inserted without it, unless that very (event_id, source) is stored already."""
-        losers = {identity[0] for identity in plan.losers}
+        them, so they are inserted without it, unless that very (event_id, source) is stored already. `replaced`:
+        the ids of this batch's replaced records, the copies the replaced events had beaten included (an SDK event
+        replaced by a span earlier, whose id the gateway log now brings: without it the gateway log was skipped and
+        the call, its span taken out, counted nowhere)."""
+        losers = {identity[0] for identity in plan.losers} | replaced
         candidates = {row["event_id"] for row in keep if row.get("call_keys") and (
             row["event_id"] in losers or (row["event_id"], row["source"]) in plan.revived)}  # a revived copy may
         # have been stored and replaced before: priced_event_ids still holds its id
@@ -394,7 +405,7 @@ class Warehouse:
         # (heal_pending_hours).
         hours = pc.unique(pc.floor_temporal(table.column("ts"), unit="hour")).cast(pa.timestamp("s", tz="UTC"))
         self.backend.insert_arrow("rollup_insert_pending", pa.table({"hour": hours}))
-        self.backend.insert_arrow("priced_events", table)
+        self.backend.insert_arrow("priced_events", table, settings=PRICED_INSERT_SETTINGS)
         self.backend.command("DELETE FROM rollup_insert_pending"
                              " WHERE hour IN arrayMap(x -> toDateTime(x, 'UTC'), {hours:Array(UInt32)})",
                              {"hours": hours.cast(pa.int64()).to_pylist()})

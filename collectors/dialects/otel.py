@@ -146,6 +146,11 @@ def _content(attrs: dict[str, Any]) -> Any:
     return content_or_none(prompt, completion)
 
 
+def _failed(span: dict[str, Any], attrs: dict[str, Any], path: str) -> bool:
+    code = dict_field(span, "status", path).get("code")
+    return (isinstance(code, (int, str)) and code in _ERROR_CODES) or attrs.get("error.type") is not None
+
+
 def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: AttributionMapping,
                 path: str) -> UsageEvent | None:
     attr_path = join_path(path, "attributes")
@@ -160,6 +165,11 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
     model = str_field(attrs, "gen_ai.response.model", attr_path, "[gen_ai.response.model]") or str_field(
         attrs, "gen_ai.request.model", attr_path, "[gen_ai.request.model]")
     if not model:
+        if _failed(span, attrs, path):
+            # A request the provider refused (e.g. Envoy AI Gateway's span of an OpenAI 400) names no model; say the
+            # call failed, without echoing the provider's message (it may quote the request or a key).
+            marked_by = "error.type" if attrs.get("error.type") is not None else "span status ERROR"
+            raise DialectError(f"missing model on a failed call ({marked_by}): nothing to price", attr_path)
         raise DialectError("missing model (gen_ai.response.model and gen_ai.request.model are both absent)",
                            attr_path)
     provider_name = attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or mapping.provider
@@ -179,9 +189,7 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
         event_id = f"{_hex_id(trace_id)}:{_hex_id(span_id)}"
     else:
         event_id = derive_event_id(NAME, span)
-    status = dict_field(span, "status", path)
-    code = status.get("code")
-    failed = (isinstance(code, (int, str)) and code in _ERROR_CODES) or attrs.get("error.type") is not None
+    failed = _failed(span, attrs, path)
     tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
     view = RecordView(span, span_attrs=attrs, resource_attrs=resource)
     return make_event(

@@ -59,6 +59,9 @@ class Config:
     # Tokens per request on quiet scopes: a CUSUM over calls of log output, standardized per key (docs: "arithmetic").
     tpr_cusum_k: float = 0.5  # reference shift, in the key's standard deviations (half a 2.5x shift at sd 0.8)
     tpr_cusum_h: float = 8.0  # decision threshold: ~20,000 calls between chance alarms on an unchanged key
+    # ... scaled by ln(calls per day / 100) for every scope, but not below this (a scope's call rate is a two-day
+    # estimate; under ~14 calls a day the floor keeps chance alarms rarer than one per ~190 days)
+    tpr_cusum_h_min: float = 6.0
     tpr_key_min_calls: int = 30  # calls a key needs behind it before its distribution is trusted
     burst_ratio: float = 3.0
     burst_min_delta_per_hour: float = 600

@@ -68,11 +68,13 @@ class OutputSpread:
                 s[2] += x * x
 
     def detectability(self, lab: dict) -> dict | None:
-        """The calls an optimal sequential test needs to find this change at the false-alert budget: a CUSUM of the
-        exact log-likelihood ratio for the known shift (mean of log output moved by ln(multiplier), each key against its
-        own spread sigma) alarms by chance about once per e^A calls and needs about A / KL changed calls, KL = delta^2
-        / 2, delta = ln(multiplier) / sigma (Lorden 1971; no test does better for a given chance-alarm rate). With one
-        chance alarm per BUDGET_DAYS days of the scope's calls, A = ln(calls per day x BUDGET_DAYS)."""
+        """The changed calls an optimal sequential test needs to find this change at the false-alert budget. The test:
+        Page's CUSUM of the exact log-likelihood ratio for the known shift (the mean of log output moved by
+        ln(multiplier), each key against its own spread sigma; delta = ln(multiplier) / sigma), which no test beats on
+        its worst-case delay at a given rate of chance alarms (Moustakides 1986). Its threshold is set so that it alarms
+        by chance once per BUDGET_DAYS days of the scope's calls, and the figure is its expected delay in calls
+        (`optimal_cusum_calls`: Siegmund's approximations, exact to a few per cent for Gaussian steps, where the
+        asymptotic A / KL of the earlier rounds overstated it by 2-3 calls at these run lengths)."""
         mult = lab.get("output_multiplier")
         keys = [v for d, v in lab["scopes"] if d == "api_key" and v in self.stats and self.stats[v][0] >= 2]
         if not mult or not keys:
@@ -83,10 +85,33 @@ class OutputSpread:
         days = max((lab["start"] - self.start) / 86400, 1.0)
         per_day = calls / days
         delta = math.log(mult) / sigma
-        needed = math.ceil(math.log(max(per_day * BUDGET_DAYS, math.e)) / (delta * delta / 2))
+        needed = math.ceil(optimal_cusum_calls(delta, max(per_day * BUDGET_DAYS, 2.0)))
         return {"sigma": round(sigma, 3), "shift_sd": round(delta, 3), "calls_per_day": round(per_day, 1),
                 "calls_needed": needed, "changed_first_15m": lab["affected_first_15m"], "changed": lab["affected"],
                 "detectable_in_15m": lab["affected_first_15m"] >= needed, "detectable": lab["affected"] >= needed}
+
+
+def _cusum_arl(drift: float, k: float, h: float) -> float:
+    """Siegmund's approximation of the average run length (steps from 0 to an alarm) of a one-sided CUSUM
+    S = max(0, S + x - k) with threshold h on N(drift, 1) steps (0.583 = the Gaussian overshoot constant)."""
+    b, d = h + 2 * 0.583, drift - k
+    if abs(d) < 1e-9:
+        return b * b
+    return (math.exp(-2 * d * b) + 2 * d * b - 1) / (2 * d * d)
+
+
+def optimal_cusum_calls(delta: float, arl0_calls: float) -> float:
+    """Expected changed calls until the optimal CUSUM for a known shift of `delta` standard deviations (reference
+    delta / 2) alarms, with its threshold set so that it alarms by chance once per `arl0_calls` unchanged calls."""
+    k, lo, hi = delta / 2, 0.0, 1.0
+    while _cusum_arl(0.0, k, hi) < arl0_calls:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _cusum_arl(0.0, k, mid) < arl0_calls else (lo, mid)
+    return _cusum_arl(delta, k, hi)
+
+
 # What a kind's rule needs before it may speak, as (changed calls within an hour, what). A missed injection below it is
 # still counted as missed (recall is not shrunk); the report says how many misses never reached it, and by how much.
 # (new_model: the team's rule, the least any scope needs; a key or user whose team knows the model needs 3.)

@@ -9,6 +9,7 @@ newly assigned owner reads every hold it admitted back and never admits twice ag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -37,10 +38,19 @@ class Hold:
     def key(self) -> bytes:
         return hold_key(self.budget, self.reservation_id)
 
+    # formatted once per hold: its record, its log record and the answer all carry them (a reservation's CPU)
+    @cached_property
+    def created_iso(self) -> str:
+        return iso_utc(self.created_at)
+
+    @cached_property
+    def expires_iso(self) -> str:
+        return iso_utc(self.expires_at)
+
     def to_json(self) -> dict[str, Any]:
         return {"reservation_id": self.reservation_id, "budget": self.budget, "request_id": self.request_id,
                 "amount": self.amount if isinstance(self.amount, int) else format(self.amount, "f"),
-                "created_at": iso_utc(self.created_at), "expires_at": iso_utc(self.expires_at),
+                "created_at": self.created_iso, "expires_at": self.expires_iso,
                 **({"carried": True} if self.carried else {})}
 
 
@@ -67,11 +77,16 @@ def _amount_text(amount: Amount) -> Any:
 def hold_log_record(hold: Hold, at: datetime | None = None) -> dict[str, Any]:
     """The step of the hold's life for `tokenmeter.budget-hold-log` (loaded into the warehouse's `budget_holds`):
     `held` for a hold just admitted, else how it ended. The warehouse keeps it when the broker does not: the
-    rebuild after a broker loss holds again what was admitted but whose usage never reached the warehouse."""
+    rebuild after a broker loss holds again what was admitted but whose usage never reached the warehouse. `at`
+    defaults to now; a hold just admitted (not ended, not carried) is logged at its admission (`created_at`)."""
+    if at is None and not hold.ended and not hold.carried:
+        stamp = hold.created_iso
+    else:
+        stamp = iso_utc(at or datetime.now(timezone.utc))
     record = {"reservation_id": hold.reservation_id, "budget": hold.budget, "request_id": hold.request_id,
               "status": hold.ended or "held", "metric": "tokens" if isinstance(hold.amount, int) else "cost_usd",
-              "amount": _amount_text(hold.amount), "created_at": iso_utc(hold.created_at),
-              "expires_at": iso_utc(hold.expires_at), "at": iso_utc(at or datetime.now(timezone.utc))}
+              "amount": _amount_text(hold.amount), "created_at": hold.created_iso,
+              "expires_at": hold.expires_iso, "at": stamp}
     if hold.settled_amount is not None:
         record["settled_amount"] = _amount_text(hold.settled_amount)
     return record

@@ -4,8 +4,11 @@ The rule (pure, Decimal, from the same catalog and overrides the worker prices w
 - input: every prompt token at the dearest input price the call could be billed at: plain input, cache read,
   5-minute or 1-hour cache write (a cache write costs more than plain input at Anthropic: 1.25x / 2x);
 - output: every output token at the dearest of output and reasoning;
-- long context: the long-context prices when the prompt is above the model's threshold; when the prompt was
-  *counted* here (an estimate, not the provider's number) and is within 10 % of the threshold, the dearer of both;
+- long context: the prices of the input tier the prompt falls in (above the model's long-context threshold, or
+  the highest of several thresholds it exceeds, as the worker prices the whole call); when the prompt was *counted*
+  here (an estimate, not the provider's number) and is within 10 % of the next threshold, the dearer of both;
+- thinking: when the model has a thinking-mode output price (`thinking_output`, which bills every output token of a
+  call with reasoning), the dearer of that and the plain output price;
 - service tier: the tier the request names (`batch`, `flex`, `priority`); none named means the dearest tier
   the call could be served at (standard, flex, priority: OpenAI's `auto` may serve priority), never batch;
 - the flat per-request price, and a negotiated override rule (`factor` or own prices) as the worker applies it;
@@ -18,6 +21,7 @@ Output tokens: `max_output_tokens` from the request; when absent, the model's ou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_CEILING, Decimal
@@ -85,24 +89,24 @@ def worst_case(book: Any, provider: str, model: str, prompt_tokens: int, max_out
     version = rule.prices if rule is not None and rule.prices is not None else entry.version_at(at)
     if version is None:
         raise WorstCaseError(f"no price for {entry.key} in force at {at.isoformat()}")
-    above = version.long_context_above
-    contexts = [False]
-    if above is not None:
-        if prompt_tokens > above:
-            contexts = [True]
-        elif prompt_estimated and prompt_tokens * (1 + ESTIMATE_MARGIN) > above:
-            contexts = [False, True]
+    # the input tier the prompt is priced at (the whole call, as book.py prices it: the highest threshold exceeded);
+    # a counted prompt within the margin of the next threshold may be above it
+    input_tiers = sorted({version.input_tier_for(prompt_tokens), version.input_tier_for(
+        math.ceil(prompt_tokens * (1 + ESTIMATE_MARGIN)) if prompt_estimated else prompt_tokens)})
+    # a call with reasoning tokens is billed all its output at the thinking rate when the version has one
+    thinking_modes = (False, True) if version.prices_thinking else (False,)
     best: tuple[Decimal, str] | None = None
     for tier in _tiers_for(service_tier, version):
-        for long_context in contexts:
-            prices = version.price_set(tier, long_context)
-            if isinstance(prices, str):
-                continue
-            per_token = prices.per_token
-            cost = prompt_tokens * max(per_token[p] for p in INPUT_PARTS) + \
-                max_output_tokens * max(per_token[p] for p in OUTPUT_PARTS) + prices.request
-            if best is None or cost > best[0]:
-                best = (cost, tier + (", long context" if long_context else ""))
+        for input_tier in input_tiers:
+            for thinking in thinking_modes:
+                prices = version.price_set(tier, input_tier, thinking)
+                if isinstance(prices, str):
+                    continue
+                per_token = prices.per_token
+                cost = prompt_tokens * max(per_token[p] for p in INPUT_PARTS) + \
+                    max_output_tokens * max(per_token[p] for p in OUTPUT_PARTS) + prices.request
+                if best is None or cost > best[0]:
+                    best = (cost, tier + (", long context" if input_tier else "") + (", thinking" if thinking else ""))
     if best is None:
         raise WorstCaseError(f"{entry.key}: no price for service tier {service_tier!r}")
     cost, label = best

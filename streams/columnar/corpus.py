@@ -20,7 +20,7 @@ import orjson
 
 from streams.batch import MAX_EVENTS_PER_RECORD, MAX_PRICED_EVENT_BYTES, RawRecord
 from streams.pricing import PriceBook
-from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
+from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS, UsageEvent
 
 PROVIDER_SPELLINGS = {
     "openai": ["openai", "openai_api"], "azure": ["azure", "azure_openai", "az.ai.openai"],
@@ -75,6 +75,7 @@ class Corpus:
         # Correlation ids draw from their own stream, so every other field of the corpus is what it was before.
         self.ids = random.Random(seed * 7919 + 1)
         self.costs = random.Random(seed * 7919 + 2)  # reported costs: their own stream too
+        self.collector = random.Random(seed * 7919 + 3)  # collector-written micro-batches and their twists
 
     def ts(self) -> Any:
         if self.rng.random() < 0.02:
@@ -330,6 +331,9 @@ class Corpus:
             if kind < 0.3:
                 value = orjson.dumps(self.event())
                 produced += 1
+            elif self.collector.random() < 0.5:  # as collectors write them: the frame path's input (frames.py)
+                value, size = self.collector_batch(min(self.collector.randint(1, 500), n_events - produced))
+                produced += size
             else:
                 size = min(rng.randint(1, 500), n_events - produced)
                 value = orjson.dumps([self.event() for _ in range(size)])
@@ -341,6 +345,39 @@ class Corpus:
         for start in range(0, len(edges), 500):
             offset += 1
             yield RawRecord(orjson.dumps(edges[start:start + 500]), "tokenmeter.usage", 0, offset)
+
+    def collector_batch(self, size: int) -> tuple[bytes, int]:
+        """(a micro-batch of valid events as a collector writes them, `UsageEvent.model_dump_json(exclude_none=True)`
+        joined in an array, its event count); one in three carries one twist that the frame path must not read
+        as polars does (frames.py): a coerced, duplicated, unknown, null or escaped value, whitespace, ...."""
+        rng = self.collector
+        events = []
+        while len(events) < size:
+            item = self.event()
+            try:
+                event = UsageEvent.model_validate(item)
+            except Exception:  # noqa: BLE001 - an invalid row: collectors never write one
+                continue
+            if event.content is not None or event.reported_cost_usd is not None:
+                continue
+            event.attribution.tags = {}  # tagged rows take the dict path (the other records have them); a twist adds one
+            dumped = event.model_dump_json(exclude_none=True).encode()
+            # escaped strings and tool requests take the dict path (the other records have plenty): a few only
+            if (b"\\" in dumped or b"tool_requests" in dumped) and rng.random() < 0.995:
+                continue
+            events.append(dumped)
+        if rng.random() < 0.34:
+            j = rng.randrange(len(events))
+            events[j] = self._twist(events[j])
+        return b"[" + b",".join(events) + b"]", len(events)
+
+    def _twist(self, event: bytes) -> bytes:
+        rng = self.collector
+        kind = rng.randrange(len(TWISTS))
+        old, new = TWISTS[kind]
+        if old.encode() in event:
+            return event.replace(old.encode(), new.encode(), 1)
+        return event[:-1] + b"," + new.encode().lstrip(b",") + b"}" if new.startswith(",") else event
 
     def tier_edge_events(self) -> list[dict[str, Any]]:
         rng = self.rng
@@ -362,6 +399,27 @@ class Corpus:
                     events.append(event)
         return events
 
+
+# (text in a collector-written event, its replacement; a replacement starting with "," is appended when the text is
+# absent): each a value polars' reader would take differently from orjson + pydantic, or a form it certifies not.
+TWISTS = [
+    ('"input_tokens":', '"input_tokens":1.0,"zz_":'), ('"output_tokens":', '"output_tokens":true,"zz_":'),
+    ('"input_tokens":', '"input_tokens":5e3,"zz_":'), ('"input_tokens":', '"input_tokens":18446744073709551616,"zz_":'),
+    ('"input_tokens":', '"input_tokens":-5,"zz_":'), ('"usage":{', '"usage":{"input_tokens":"7",'),
+    ('"event_id":', '"event_id":42,"zz_":'), ('"model":', '"model":"gpt-4o","model":'),
+    ('"model":', '"model":"gpt-4o-mini","model_":'), ('"source":', '"unexpected":1,"source":'),
+    ('"batch":false', '"batch":null'), ('"batch":false', '"batch":0'), ('"batch":false', '"batch":"false"'),
+    ('"operation":"chat"', '"operation":null'), ('"status":"ok"', '"status" :"ok"'),
+    ('"status":"ok"', '"status": "ok"'), ('"ts":"', '"ts":"\\u0032'), ('"source":"', '"source":"\\u0041'),
+    ('"tags":{}', '"tags":{"env":"prod"}'), ('"tags":{}', '"tags":{"env":5}'), ('"tags":{}', '"tags":[]'),
+    ('"attribution":{', '"attribution":{"department":"x",'), ('"usage":{', '"usage":{"tool_requests":{"web_search":1},'),
+    ('"latency_ms":', '"latency_ms":"5","zz_":'), (',"batch":', ',"content":{"prompt":"hi"},"batch":'),
+    (',"batch":', ',"correlation":{"response_id":5},"batch":'), (',"batch":', ',"correlation":{},"batch":'),
+    (',"batch":', ',"correlation":{"span_id":"' + "s" * 33 + '"},"batch":'),
+    (',"batch":', ',"reported_cost_usd":"0.5","batch":'), (',"batch":', ',"service_tier":true,"batch":'),
+    ('"provider":"', '"provider":"\u00e9'), ('"team":"', '"team":"caf\u00e9 '), ('"ts":"', '"ts":"0'),
+    ('"output_tokens":', '"output_tokens":0,"output_tokens":'),
+]
 
 _ABSENT = object()  # no correlation key at all (None is a correlation of null)
 CORRELATION_LIMITS = {"response_id": 256, "request_id": 256, "trace_id": 64, "span_id": 32}

@@ -9,6 +9,7 @@ micro-batch of more than `MAX_EVENTS_PER_RECORD` events is one dead letter, as i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Iterable
 
 import orjson
@@ -23,14 +24,25 @@ class Decoded:
     records: list[RawRecord] = field(default_factory=list)
     # (number of items decoded before this letter, letter): record-level dead letters in input order
     letters: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    first_item: list[int] = field(default_factory=list)  # for each record: the index of its first item
 
 
-def decode_records(records: Iterable[RawRecord]) -> Decoded:
+def decode_records(records: Iterable[RawRecord], read: dict[int, int] | None = None) -> Decoded:
+    """`read`: records already decoded into a frame (frames.scan), record index -> item count; their items are
+    None here (placeholders) until the dict path needs one (`item_of`)."""
     decoded = Decoded()
     items = decoded.items
     record_of = decoded.record_of
+    first_item = decoded.first_item
+    read = read or {}
     for index, record in enumerate(records):
         decoded.records.append(record)
+        first_item.append(len(items))
+        count = read.get(index)
+        if count is not None:
+            items.extend(repeat(None, count))
+            record_of.extend(repeat(index, count))
+            continue
         if record.value is None:
             reason = "empty message (tombstone) on the usage topic"
             decoded.letters.append((len(items), dead_letter(reason, record.value, record)))
@@ -53,4 +65,12 @@ def decode_records(records: Iterable[RawRecord]) -> Decoded:
     return decoded
 
 
-__all__ = ["Decoded", "decode_records"]
+def item_of(record: RawRecord, position: int, cache: dict[int, list]) -> Any:
+    """The `position`-th item of a record read into a frame, as orjson decodes it (once per record)."""
+    found = cache.get(id(record))
+    if found is None:
+        found = cache[id(record)] = orjson.loads(record.value)
+    return found[position]
+
+
+__all__ = ["Decoded", "decode_records", "item_of"]

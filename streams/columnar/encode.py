@@ -103,11 +103,14 @@ def fast_mask(frame: pl.DataFrame, fast_outcome: pl.Expr) -> pl.Series:
     return frame.select(fast.alias("fast")).to_series()
 
 
-def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.Series:
+def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str,
+                  attribution: list[pl.Expr] | None = None) -> pl.Series:
     """The encoded priced event (Binary) of each row of `frame` (fast rows only), which holds the columns of
     `fast_mask` plus attribution_json, batch, vid, cost (text), the usage fields, line texts named by
     LINE_PARTS (null when the breakdown has no such line) and reason_json (the unpriced reason as JSON text,
-    null for priced rows)."""
+    null for priced rows; with an optional column unpriced_ref, the PriceRef JSON written after the reason where it is
+    not null). `attribution`: pieces that write the attribution object in place of the column
+    attribution_json (frame_price.py; none of them null where the object has text)."""
     breakdown = pl.concat_str([pl.concat_str(pl.lit(f'"{part}":"'), pl.col(part), pl.lit('"'))
                                for part in LINE_PARTS], separator=",", ignore_nulls=True)
     ref_text = pl.Series("ref", [r.decode() for r in refs], dtype=pl.String)
@@ -116,7 +119,7 @@ def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.
     required: list[pl.Expr] = []
     for i, name in enumerate(("event_id", "ts", "source", "provider", "model", "operation", "status")):
         required += [pl.lit(('{"' if i == 0 else '","') + f'{name}":"'), pl.col(name)]
-    required += [pl.lit('","attribution":'), pl.col("attribution_json")]
+    required += [pl.lit('","attribution":'), *(attribution or [pl.col("attribution_json")])]
     for i, name in enumerate(USAGE_FIELDS):
         required += [pl.lit((',"usage":{"' if i == 0 else ',"') + f'{name}":'), pl.col(name).cast(pl.String)]
     text = pl.concat_str([
@@ -132,7 +135,9 @@ def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str) -> pl.
         pl.lit('},"pricing_status":'),
         pl.when(pl.col("reason_json").is_null())
         .then(pl.concat_str(pl.lit('"priced","price":'), pl.lit(ref_text).gather(pl.col("vid"))))
-        .otherwise(pl.concat_str(pl.lit('"unpriced","unpriced_reason":'), pl.col("reason_json"))),
+        .otherwise(pl.concat_str(pl.lit('"unpriced","unpriced_reason":'), pl.col("reason_json"),
+                                 *([pl.concat_str(pl.lit(',"price":'), pl.col("unpriced_ref"))]
+                                   if "unpriced_ref" in frame.columns else []), ignore_nulls=True)),
         pl.lit(f',"priced_at":"{priced_at}"}}'),
     ], ignore_nulls=True)
     return frame.select(text.cast(pl.Binary).alias("encoded")).to_series()

@@ -239,6 +239,9 @@ _NOT_TOKEN_BILLED = (
      "Vertex AI bills its text embeddings per 1,000 input characters, which usage logs do not carry; not priced at "
      "token rates (vertex_ai_previews.yaml)"),
     *((provider, _FREE_GEMINI_EXPERIMENTS, _FREE_GEMINI_REASON) for provider in ("gemini", "vertex_ai")),
+    ("openai", re.compile(r"gpt-4o(-mini)?-search-preview(-\d{4}-\d{2}-\d{2})?"),
+     "OpenAI's Chat Completions search models bill a web search per call on top of their tokens, and the response "
+     "does not show it: not priced at token rates alone (declare the call's price in the overrides' custom_models)"),
 )
 
 

@@ -76,3 +76,14 @@ def test_gen_ai_attributes_win_over_openinference_ones():
 def test_llm_span_without_a_model_is_refused_naming_it():
     with pytest.raises(DialectError, match="missing model"):
         parse_record(traces(span(**{"openinference.span.kind": "LLM", "llm.token_count.prompt": 3})))
+
+
+def test_failed_span_without_a_model_is_refused_saying_the_call_failed():
+    """Envoy AI Gateway records a request OpenAI refused (400) as an LLM span with status ERROR and no model
+    (conformance envoy/chat_bad_request): the reason says the call failed, never echoing the provider's message."""
+    failed = span(**{"openinference.span.kind": "LLM", "llm.system": "openai"})
+    failed["status"] = {"message": "BadRequestError: Error code: 400 - {'error': {'message': 'key sk-live-123'}}",
+                        "code": "STATUS_CODE_ERROR"}
+    with pytest.raises(DialectError, match=r"missing model on a failed call \(span status ERROR\)") as refused:
+        parse_record(traces(failed))
+    assert "sk-live" not in str(refused.value) and "BadRequestError" not in str(refused.value)

@@ -106,6 +106,7 @@ def test_payload_meters_and_prices_exactly(case, book):
     events = parse_record(record)
     assert len(events) == len(case["events"])
     for event, expected in zip(events, case["events"]):
+        assert event.event_id, "every event has an idempotency key (a payload with an empty id gets a derived one)"
         if "model" in expected:
             assert event.model == expected["model"]
         if "provider" in expected:

@@ -75,12 +75,16 @@ def _common(i: int, **extra) -> dict:
             "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 10}}
 
 
-def test_a_batch_of_common_events_is_assembled_at_once_and_byte_identical(book, monkeypatch):
+@pytest.mark.parametrize("read_frames,assembly", [(False, "_assemble_written"), (True, "_assemble_frame")])
+def test_a_batch_of_common_events_is_assembled_at_once_and_byte_identical(book, monkeypatch, read_frames, assembly):
+    """From dicts (validate.py) or read straight into a frame (frames.py)."""
     from streams.columnar import pipeline
 
     used = []
-    original = pipeline._assemble_written
-    monkeypatch.setattr(pipeline, "_assemble_written", lambda *a: used.append(1) or original(*a))
+    original = getattr(pipeline, assembly)
+    monkeypatch.setattr(pipeline, assembly, lambda *a: used.append(1) or original(*a))
+    monkeypatch.setattr(pipeline, "READ_FRAMES", read_frames)
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
     events = [_common(i) for i in range(1_500)]
     records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", i % 3, i) for i in range(0, 1_500, 500)]
     assert compare_batch(records, book) == []

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from price_support import THOUSAND_EACH, book, price_on  # noqa: F401 - book: the module's fixture
 from streams.pricing import PriceBook, load_price_book
-from streams.pricing.coverage import coverage
+from streams.pricing.coverage import coverage, version_is_first_party
 from app.cli import main
 from tokenmeter.events import Usage
 
@@ -115,8 +115,13 @@ def test_coverage_of_the_bundled_catalog_marks_unverified_versions(book):
     assert {"openai", "anthropic", "gemini", "cohere", "groq", "fireworks", "dashscope", "deepseek"} <= set(rows)
     openai = rows["openai"]
     assert openai.first_from <= "2023-03-14" and 0 < openai.first_party_models < openai.models
-    # Groq's prices come only from third parties here: none of them count as first-party
-    assert rows["groq"].first_party_versions == 0 and rows["groq"].models >= 15
+    # Together's prices come only from third parties here: none of them count as first-party
+    assert rows["together"].first_party_versions == 0 and rows["together"].models >= 15
+    # Groq's only first-party versions are the two prices its own changelog states (groq/groq-changelog)
+    groq = [e for e in book.entries.values() if e.provider == "groq"]
+    first_party = [e.key for e in groq for v in e.versions if version_is_first_party(e, v)]
+    assert sorted(first_party) == ["groq/moonshotai/kimi-k2-instruct-0905", "groq/qwen/qwen3-32b"]
+    assert rows["groq"].first_party_versions == 2 and rows["groq"].models >= 15
 
 
 @pytest.fixture()
@@ -133,7 +138,7 @@ def test_prices_coverage_command_text_and_json(cli_env):
     assert header.split()[:3] == ["provider", "models", "versions"] and "first-party" in header
     by_provider = {line.split()[0]: line.split() for line in lines}
     assert {"anthropic", "cohere", "dashscope", "fireworks", "groq", "openai", "all"} <= set(by_provider)
-    assert by_provider["groq"][5:7] == ["0", "(0%)"]
+    assert by_provider["together"][5:7] == ["0", "(0%)"]
 
     as_json = CliRunner().invoke(main, ["prices", "coverage", "--json"], catch_exceptions=False)
     assert as_json.exit_code == 0

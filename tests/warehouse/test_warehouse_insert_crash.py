@@ -35,8 +35,8 @@ def _insert_killed_inside(wh, monkeypatch, events, leave_out: str) -> None:
             raise KilledInsideInsert()
         return result
 
-    def killed_inside_arrow_insert(table_name, table):
-        real_insert(table_name, table)
+    def killed_inside_arrow_insert(table_name, table, **settings):
+        real_insert(table_name, table, **settings)
         if table_name == "priced_events":
             real_command(leave_out)
             raise KilledInsideInsert()

@@ -5,6 +5,7 @@ kill -9 of the owner (no double admission after the restart)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import uuid
 from decimal import Decimal
@@ -175,3 +176,46 @@ def test_the_worker_keeps_its_startup_heap_out_of_the_cyclic_gc(reservation_work
     status = wait_for(lambda: (lambda gc: gc if gc.get("frozen_objects") else None)(call("GET", url)[1].get("gc", {})),
                       what="the startup heap frozen")
     assert status["frozen_objects"] > 10_000 and len(status["collections"]) == 3, status
+
+
+def test_the_admission_routes_answer_with_the_same_headers_and_the_hold_ack_is_sampled(kafka_bootstrap,
+                                                                                       reservation_worker):
+    """POST /v1/reservations (and ext_authz) are mounted on aiohttp directly, without Faust's View: the answers keep
+    the View's JSON content type and headers, the other methods of the path still answer, and the worker samples the
+    time from a hold's write to the broker's acknowledgement (GET /v1/reservations `hold_ack_ms`)."""
+    import urllib.error
+    import urllib.request
+
+    team, name = f"hdr-{uuid.uuid4().hex[:6]}", f"hdr-{uuid.uuid4().hex[:6]}"
+    write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
+                                                  "limit": "1", "action": "block"})])
+    url = f"{reservation_worker}/v1/reservations"
+    wait_for(lambda: name in {b["budget"] for b in call("GET", url)[1].get("budgets", [])}, what="the budget loaded")
+
+    def post(body: dict) -> tuple[int, dict, dict]:
+        request = urllib.request.Request(url, data=__import__("orjson").dumps(body), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return resp.status, dict(resp.headers), json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), json.loads(err.read())
+
+    status, headers, answer = wait_for(lambda: (lambda r: r if r[0] == 201 else None)(
+        post(reservation(team, f"hdr-{uuid.uuid4().hex}"))), what="an admission")
+    assert headers["Content-Type"] == "application/json; charset=utf-8" and headers["Cache-Control"] == "no-store"
+    assert headers["X-Tokenmeter-Action"] == "allow"
+    assert headers["Location"] == f"/v1/reservations/{answer['reservation_id']}"
+    assert [h["budget"] for h in answer["holds"]] == [name]
+    status, headers, answer = post(reservation(team, "hdr-big", prompt_tokens=1_000_000))  # $2.50 > $1
+    assert status == 403 and headers["X-Tokenmeter-Action"] == "block" and answer["budget"] == name
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    status, headers, answer = post({"provider": "openai"})
+    assert status == 400 and "provider and model" in answer["error"]
+    assert headers["Content-Type"] == "application/json; charset=utf-8" and headers["Cache-Control"] == "no-store"
+    acks = call("GET", url)[1]["hold_ack_ms"]
+    assert acks["samples"] >= 1 and 0 < acks["p50"] <= acks["p99"], acks
+    request = urllib.request.Request(url, data=b"{}", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 405

@@ -142,3 +142,24 @@ def test_a_reservation_checks_the_scopes_of_its_candidate_budgets_only(book, tmp
     checks.clear()
     assert [b.name for b in reservations._matching(attributes, entry)] == ["team", "alias", "tag-only", "everyone"]
     assert len(checks) < 20
+
+
+def test_a_prompt_above_a_later_input_threshold_is_held_at_that_tier(book):
+    """qwen3-max prices the whole call by input length: base, above 32,768 and above 131,072 tokens (the dearest
+    input part, the 5-minute cache write: 1.50 / 3.00 / 3.75 per 1M). The worst case took the first threshold's
+    prices for every long prompt, holding less than the worker then billed."""
+    above_second = worst_case(book, "dashscope", "qwen3-max", 200_000, 0, at=AT)
+    assert above_second.cost_usd == D("0.75")  # 200k x 3.75 / 1M (was 0.60: 3.00, the first tier)
+    between = worst_case(book, "dashscope", "qwen3-max", 100_000, 0, at=AT)
+    assert between.cost_usd == D("0.3")  # 100k x 3.00 / 1M
+    # a counted prompt within 10 % of the second threshold may be above it
+    near = worst_case(book, "dashscope", "qwen3-max", 125_000, 0, at=AT, prompt_estimated=True)
+    assert near.cost_usd == D("0.46875")  # 125k x 3.75 / 1M
+
+
+def test_output_is_held_at_the_thinking_rate_when_the_model_has_one(book):
+    """qwen-plus bills every output token of a call with reasoning at thinking_output (4.00 per 1M, against 1.20
+    without): the worst case held 1.20."""
+    case = worst_case(book, "dashscope", "qwen-plus", 0, 1_000_000, at=AT)
+    assert case.cost_usd == D("4") and "thinking" in case.rule
+    assert worst_case(book, "openai", "gpt-4o", 0, 1_000_000, at=AT, service_tier="default").rule == "standard"

@@ -65,6 +65,14 @@ PRICED = [
     # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
     ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
     ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
+    # Groq's own changelog (groq/groq-changelog): Qwen 3 32B from its 2025-06-11 entry, Kimi K2 0905 from 2025-09-05
+    ("groq", "qwen/qwen3-32b", "2025-06-20", "0.88"),  # $0.29 / $0.59
+    ("groq", "moonshotai/kimi-k2-instruct-0905", "2025-10-01", "4.00"),  # $1.00 / $3.00
+    # OpenAI's own model pages (developers.openai.com/api/docs/models/<model>)
+    ("openai", "codex-mini-latest", "2025-06-01", "7.50"),  # $1.50 / $6.00
+    ("openai", "davinci-002", "2024-06-01", "4.00"),  # $2 / $2
+    ("openai", "gpt-3.5-turbo-instruct", "2024-06-01", "3.50"),  # $1.50 / $2.00
+    ("openai", "o4-mini-deep-research", "2025-07-01", "10.00"),  # $2 / $8
 ]
 
 
@@ -78,6 +86,8 @@ def test_catalog_versions_price_their_day(book, provider, model, day, expected):
 @pytest.mark.parametrize("key", [
     "cohere/command-r7b-12-2024", "cohere/command-a-03-2025",
     "cohere/command-r-08-2024", "cohere/command-r-plus-08-2024",
+    "groq/qwen/qwen3-32b", "groq/moonshotai/kimi-k2-instruct-0905",
+    "openai/codex-mini-latest", "openai/davinci-002", "openai/gpt-3.5-turbo-instruct", "openai/o4-mini-deep-research",
 ])
 def test_versions_read_in_the_providers_own_material_count_as_first_party(book, key):
     entry = book.entries[key]

@@ -1,0 +1,182 @@
+"""Price the rows `frames.scan` decoded straight into a polars frame and write their priced JSON, never building
+a dict: the same checks, as-of join, money and JSON text as the dict-fed columnar path (pipeline.py), with every
+input column already in polars. Rows it does not write (a failed row check, an unpriced reason other than a
+missing catalog entry, a negotiated rule, a float orjson would write otherwise, a priced event over
+MAX_PRICED_EVENT_BYTES) are handed back to the dict path by their item index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from datetime import datetime
+
+import orjson
+import polars as pl
+
+from streams.batch import MAX_PRICED_EVENT_BYTES
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS
+
+from .encode import CORRELATION_FIELDS, _float_ok, encode_priced
+from .frames import SCHEMA, row_checks
+from .meter import TOKEN_PARTS
+from .price import PRICED, UNPRICED, PriceTable, price_frame, unpriced_reason
+from .validate import EARLIEST_TS_US, KEY_DIMENSIONS, TS_FORMAT, USAGE_PARTS, _latest_ts_us, _pydantic_column
+
+LINE_PARTS = (*TOKEN_PARTS, "request")
+# validate.py's PARSEABLE_TS with byte classes ([0-9], not the Unicode \d: a non-ASCII digit fails the parse anyway)
+_D = "[0-9]"
+_HEAD = f"^[1-9]{_D}{{3}}-{_D}{{2}}-{_D}{{2}}T{_D}{{2}}:{_D}{{2}}:{_D}{{2}}"
+PARSEABLE_TS = _HEAD + rf"(\.{_D}{{1,6}})?(Z|[+-]([01]{_D}|2[0-3]):[0-5]{_D})$"
+
+
+@dataclass
+class Written:
+    """The rows written from columns, in frame order: their item indices, partition keys, priced JSON, whether
+    each is unpriced and carries a usage assumption; `rest`: item indices of the rows the dict path takes."""
+
+    items: list[int]
+    keys: list[bytes]
+    encoded: list[bytes]
+    unpriced: list[bool]
+    assumed: list[bool]
+    rest: list[int]
+
+
+def _money_text(pico: pl.Expr) -> pl.Expr:
+    """format(Decimal(pico) * 1e-12, "f") for a quantized amount: 12 decimal places."""
+    return pl.concat_str((pico // 10**12).cast(pl.String), pl.lit("."),
+                         (pico % 10**12).cast(pl.String).str.zfill(12))
+
+
+@cache  # expressions are immutable: built once
+def _attribution_exprs() -> tuple[list[pl.Expr], pl.Expr]:
+    """Pieces of the outer concat (ignore_nulls) writing the attribution as orjson writes `{**dimensions without None
+    (model order), "tags": {}}` (each present dimension with its comma: tags always close it), and the partition
+    key text (tokenmeter.events.partition_key: the first non-empty of KEY_DIMENSIONS)."""
+    field = pl.col("attribution").struct.field
+    pieces = [pl.lit("{"), *[pl.concat_str(pl.lit(f'"{dim}":"'), field(dim), pl.lit('",'))
+                             for dim in ATTRIBUTION_DIMENSIONS], pl.lit('"tags":{}}')]
+    scope = pl.coalesce([pl.when(field(dim).str.len_bytes() > 0).then(pl.concat_str(pl.lit(f"{dim}:"), field(dim)))
+                         for dim in KEY_DIMENSIONS] + [pl.lit("unattributed")])
+    return pieces, scope
+
+
+def _canonical_ts(ts: pl.Expr) -> pl.Expr:
+    """validate.py's canonical test (pydantic writes the text back unchanged) for text PARSEABLE_TS matched, by
+    length instead of a second regex: Z with no or 6 fraction digits (20 or 27 bytes), an offset likewise (25 or 32),
+    not .000000, not a zero offset."""
+    length = ts.str.len_bytes()
+    zulu = ts.str.ends_with("Z")
+    return (((zulu & length.is_in([20, 27])) | (~zulu & length.is_in([25, 32])))
+            & ~ts.str.contains(".000000", literal=True) & ~ts.str.ends_with("+00:00")
+            & ~ts.str.ends_with("-00:00")).fill_null(False)
+
+
+def _pydantic_text(ts: pl.Series, canonical: pl.Series) -> pl.Series:
+    """validate._pydantic_column for PARSEABLE_TS text, with the common rewrite done by a slice: a zero offset
+    (+00:00, -00:00) after no or 6 fraction digits (not .000000) becomes Z (Python's isoformat() writes +00:00)."""
+    length = ts.str.len_bytes()
+    zero_offset = (ts.str.ends_with("+00:00") | ts.str.ends_with("-00:00")) & length.is_in([25, 32])
+    simple = zero_offset & ~ts.str.contains(".000000", literal=True)
+    if not (canonical | simple).all():
+        return _pydantic_column(ts, canonical)
+    return pl.select(pl.when(canonical).then(pl.lit(ts))
+                     .otherwise(pl.concat_str(pl.lit(ts).str.head(-6), pl.lit("Z")))).to_series()
+
+
+def _ref_json(table: PriceTable) -> list[bytes]:
+    found = getattr(table, "ref_json", None)
+    if found is None or len(found) != len(table.refs):
+        found = table.ref_json = [orjson.dumps(ref) for ref in table.refs]
+    return found
+
+
+def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: datetime, priced_at: str) -> Written:
+    """`frame`: `frames.scan`'s rows; `base`: per record index, the item index of its first item."""
+    ts = pl.col("ts")
+    epoch = ts.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False).dt.epoch("us")
+    usage = pl.col("usage").struct
+    attribution_pieces, scope = _attribution_exprs()
+    frame = frame.with_columns(
+        _item=pl.lit(base).gather(pl.col("_rec")) + pl.col("_pos"),
+        _good=row_checks() & ts.str.contains(PARSEABLE_TS).fill_null(False)
+        & epoch.is_between(EARLIEST_TS_US, _latest_ts_us(now)).fill_null(False),
+        _canonical=_canonical_ts(ts),
+        ts_us=epoch,
+    )
+    good = frame.filter(pl.col("_good"))
+    rest = frame.filter(~pl.col("_good")).get_column("_item").to_list()
+    if good.height == 0:
+        return Written([], [], [], [], [], rest)
+    ts_text = good.get_column("ts")
+    if not good.get_column("_canonical").all():
+        ts_text = _pydantic_text(ts_text, good.get_column("_canonical"))
+    parts = {name: usage.field(name).fill_null(0) for name in USAGE_PARTS}
+    inputs = good.select(
+        "_item", "provider", "model", "source", "event_id", "ts_us", "usage_assumption", "latency_ms", "ttft_ms",
+        "service_tier",
+        ts=ts_text, operation=pl.col("operation").fill_null("chat"), status=pl.col("status").fill_null("ok"),
+        batch=pl.col("batch").fill_null(False), org=pl.col("attribution").struct.field("org"),
+        status_ok=pl.col("status").fill_null("ok") == "ok", attribution=pl.col("attribution"),
+        key=scope.cast(pl.Binary), has_tools=pl.lit(False),
+        **parts,
+        t_input=parts["input_tokens"] - parts["cached_input_tokens"] - parts["cache_write_tokens"],
+        t_cached_input=parts["cached_input_tokens"],
+        t_cache_write_5m=parts["cache_write_tokens"] - parts["cache_write_1h_tokens"],
+        t_cache_write_1h=parts["cache_write_1h_tokens"],
+        t_output=parts["output_tokens"] - parts["reasoning_tokens"],
+        t_reasoning=parts["reasoning_tokens"],
+        **({"has_correlation": pl.col("correlation").is_not_null(),
+            **{f"correlation_{name}": pl.col("correlation").struct.field(name) for name in CORRELATION_FIELDS}}
+           if "correlation" in SCHEMA and good.get_column("correlation").null_count() < good.height else {}),
+    )
+    priced = price_frame(table, inputs)
+    no_entry = (pl.col("outcome") == UNPRICED) & (pl.col("entry_id") < 0)
+    pairs = priced.filter(no_entry).select("provider", "model").unique()
+    reasons = {(p, m): orjson.dumps(unpriced_reason(table, p, m, -1, None, "", False, "", None)[0]).decode()
+               for p, m in pairs.iter_rows()}
+    reason_json = (pl.when(no_entry).then(pl.concat_str("provider", "model", separator="\x1f"))
+                   .replace_strict([f"{p}\x1f{m}" for p, m in reasons], list(reasons.values()), default=None,
+                                   return_dtype=pl.String) if reasons else pl.lit(None, dtype=pl.String))
+    # Unpriced by the catalog entry's version (no price for the service tier or input length): the book's reason
+    # and PriceRef per (entry, version, tier, input tier, service tier), a handful per batch. A row with no version
+    # in force (before the first price: its reason quotes its own ts) is left to the dict path.
+    by_version = (pl.col("outcome") == UNPRICED) & (pl.col("entry_id") >= 0) & pl.col("vid").is_not_null()
+    combo = pl.concat_str(pl.col("entry_id"), pl.col("vid"), "tier", pl.col("long"),
+                          pl.col("service_tier").fill_null("\x00"), separator="\x1f")
+    combos = priced.filter(by_version).select("entry_id", "vid", "tier", "long", "service_tier", key=combo).unique()
+    version_reasons, version_refs, keys = [], [], []
+    for entry_id, vid, tier, input_tier, service_tier, key in combos.iter_rows():
+        reason, ref = unpriced_reason(table, "", "", entry_id, vid, tier, input_tier, "", service_tier)
+        keys.append(key)
+        version_reasons.append(orjson.dumps(reason).decode())
+        version_refs.append(None if ref is None else orjson.dumps(ref).decode())
+    unpriced_ref = pl.lit(None, dtype=pl.String)
+    if keys:
+        reason_json = pl.when(by_version).then(combo.replace_strict(keys, version_reasons, default=None,
+                                                                    return_dtype=pl.String)).otherwise(reason_json)
+        unpriced_ref = pl.when(by_version).then(combo.replace_strict(keys, version_refs, default=None,
+                                                                     return_dtype=pl.String))
+    text_frame = priced.with_columns(
+        pl.when(pl.col("has_lines")).then(_money_text(pl.col("cost_pico"))).otherwise(pl.lit("0")).alias("cost"),
+        *[_money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS],
+        reason_json.alias("reason_json"), unpriced_ref.alias("unpriced_ref"), _unpriced=pl.col("outcome") == UNPRICED,
+    )
+    # strings need no escaping here: a certified message has no backslash, hence no `"`, and no control character
+    written_outcome = (pl.col("outcome") == PRICED) | (pl.col("reason_json").is_not_null() & (pl.col("outcome") == UNPRICED))
+    fast = written_outcome & _float_ok("latency_ms") & _float_ok("ttft_ms")
+    text_frame = text_frame.with_columns(_fast=fast)
+    written = text_frame.filter(pl.col("_fast"))
+    encoded = encode_priced(written, _ref_json(table), priced_at, attribution_pieces)
+    small = encoded.bin.size() <= MAX_PRICED_EVENT_BYTES
+    rest += text_frame.filter(~pl.col("_fast")).get_column("_item").to_list()
+    if not small.all():
+        rest += written.filter(~small).get_column("_item").to_list()
+        written, encoded = written.filter(small), encoded.filter(small)
+    return Written(written.get_column("_item").to_list(), written.get_column("key").to_list(), encoded.to_list(),
+                   written.get_column("_unpriced").to_list(), written.get_column("usage_assumption").is_not_null()
+                   .to_list(), rest)
+
+
+__all__ = ["Written", "write_frame"]

@@ -1,0 +1,193 @@
+"""Micro-batches decoded straight into a polars frame (streams/columnar/frames.py, frame_price.py): the common
+collector shape is priced without a dict per event, and every message polars would read differently from orjson +
+pydantic (coerced, duplicated, unknown, null or escaped values, whitespace) is left to the dict path, so results stay
+byte-identical to `streams.batch.process_batch`."""
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from streams.batch import RawRecord
+from streams.columnar import frames, pipeline
+from streams.columnar.equivalence import compare_batch
+from streams.pricing import load_price_book
+from tokenmeter.events import UsageEvent
+
+
+@pytest.fixture(scope="module")
+def book():
+    return load_price_book()
+
+
+@pytest.fixture(autouse=True)
+def frames_for_any_batch(monkeypatch):
+    """These batches are small: the frame path takes them all the same (the worker's batches pass the size)."""
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
+
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def collector_event(i: int, **extra) -> bytes:
+    """One event as collectors write it: `model_dump_json(exclude_none=True)`."""
+    event = {"event_id": f"ev-{i}", "ts": (NOW - timedelta(minutes=i)).isoformat(), "source": "litellm",
+             "provider": ["openai", "anthropic", "gemini", "openrouter"][i % 4],
+             "model": ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "no-such-model"][i % 4],
+             "attribution": {"org": "acme", "team": f"team-{i % 3}", "user": f"u{i % 7}"},
+             "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 50 + i},
+             "latency_ms": 120.5 + i, **extra}
+    return UsageEvent.model_validate(event).model_dump_json(exclude_none=True).encode()
+
+
+def message(events: list[bytes]) -> bytes:
+    return b"[" + b",".join(events) + b"]"
+
+
+def records_of(*values: bytes) -> list[RawRecord]:
+    return [RawRecord(v, "tokenmeter.usage", i % 4, 100 + i) for i, v in enumerate(values)]
+
+
+def test_collector_batches_are_priced_from_the_frame_alone(book, monkeypatch):
+    values = [message([collector_event(i + 40 * m) for i in range(40)]) for m in range(3)]
+    assert compare_batch(records_of(*values), book) == []
+
+    def no_dicts(*args, **kwargs):
+        raise AssertionError("the dict path was taken")
+
+    monkeypatch.setattr(pipeline, "_dict_path", no_dicts)
+    monkeypatch.setattr(pipeline, "item_of", no_dicts)
+    result = pipeline.process_batch_columnar(records_of(*values), book)
+    assert result.events_in == result.priced_count == 120 and not result.deadletters
+    assert result.unpriced_count == 30  # the unknown model's rows, written from columns with the resolver's reason
+
+
+# (text of a collector event, its replacement): polars reads each differently from orjson + pydantic, or the
+# message is not certifiable; the message must take the dict path and price exactly as today.
+TWISTS = [
+    ('"input_tokens":1', '"input_tokens":1.0,"x":1'),  # 1.0 -> 1 for an Int64 field (pydantic takes 1.0 too)
+    ('"input_tokens":1', '"input_tokens":1.5,"x":1'),  # 1.5 -> 1 silently in polars, an error in pydantic
+    ('"input_tokens":1', '"input_tokens":1e3,"x":1'),
+    ('"output_tokens":', '"output_tokens":true,"x":'),  # true -> 1 in polars
+    ('"input_tokens":', '"input_tokens":18446744073709551616,"x":'),  # null in polars
+    ('"event_id":"ev-1"', '"event_id":42'),  # 42 -> "42" in polars
+    ('"event_id":"ev-1"', '"event_id":42,"zz":"pad"'),  # a coerced value and an unknown key, balanced in count
+    ('"model":"claude-sonnet-4-5"', '"model":"gpt-4o","model":"claude-sonnet-4-5"'),  # polars keeps the first
+    ('"source":', '"unexpected":1,"source":'),
+    ('"batch":false', '"batch":null'),
+    ('"operation":"chat"', '"operation":null'),
+    ('"status":"ok"', '"status" :"ok"'),
+    ('"status":"ok"', '"status": "ok"'),
+    ('"status":"ok"', '"status":\t"ok"'),
+    ('"source":"', '"source":"\\u0041'),
+    ('"team":"', '"team":"\\"'),
+    ('"tags":{}', '"tags":{"env":"prod"}'),
+    ('"tags":{}', '"tags":[]'),
+    ('"tags":{}', '"tags":{},"tags":{}'),
+    ('"source":', '"meta":{},"source":'),
+    ('"attribution":{', '"attribution":{"department":"x",'),
+    ('"usage":{', '"usage":{"tool_requests":{"web_search":2},'),
+    ('"latency_ms":', '"latency_ms":"5","x":'),
+    ('"latency_ms":', '"latency_ms":[5],"x":'),
+    (',"batch":', ',"content":{"prompt":"hi"},"batch":'),
+    (',"batch":', ',"correlation":{"response_id":5},"batch":'),
+    (',"batch":', ',"reported_cost_usd":"0.5","batch":'),
+    (',"batch":', ',"service_tier":true,"batch":'),
+    ('"output_tokens":', '"output_tokens":0,"output_tokens":'),
+    ('"usage":{', '"usage":{"input_tokens":"7",'),
+    ('"attribution":{', '"attribution":{"org":{"name":"acme"},"x":{'),
+]
+
+
+@pytest.mark.parametrize("old,new", TWISTS, ids=[new for _, new in TWISTS])
+def test_a_twisted_value_leaves_its_message_to_the_dict_path(book, old, new):
+    twisted = collector_event(1)
+    assert old.encode() in twisted
+    twisted = twisted.replace(old.encode(), new.encode(), 1)
+    plain = message([collector_event(i) for i in range(8, 12)])
+    values = (plain, message([collector_event(0), twisted, collector_event(2)]), plain.replace(b"ev-", b"ew-"))
+    scanned = frames.scan(records_of(*values))
+    assert scanned is not None and set(scanned.heights) == {0, 2}  # the twisted message is not read as a frame
+    assert compare_batch(records_of(*values), book) == []
+
+
+@pytest.mark.parametrize("extra", [
+    {"status": "error"}, {"operation": "embeddings"}, {"batch": True}, {"service_tier": "priority"},
+    {"service_tier": "flex"}, {"usage_assumption": "litellm-cache-writes-in-prompt"},
+    {"correlation": {"response_id": "chatcmpl-1", "trace_id": "a" * 32, "span_id": "b" * 16}},
+    {"correlation": {}}, {"ttft_ms": 12.0}, {"latency_ms": 0.00001}, {"attribution": {}},
+    {"attribution": {"team": "", "org": "x"}}, {"ts": "2026-11-01T10:15:00.5+00:00"},
+    {"ts": "2026-11-01T10:15:00.000000-05:30"}, {"ts": "2026-11-01T10:15:00.123456+00:00"},
+    {"ts": "2026-11-01T10:15:00-00:00"}, {"ts": "2026-11-01T10:15:00.000000+00:00"}, {"ts": "2026-11-01T10:15:00+00:00"}, {"model": "gpt-4o-2024-08-06"}, {"provider": "azure"},
+    {"attribution": {"team": "équipe-日本", "user": "ü"}},
+])
+def test_certified_rows_of_every_common_shape_price_as_today(book, extra):
+    """Valid rows the frame path reads (some it writes from columns, some it hands to the dict path)."""
+    rows = [collector_event(i, **extra) if i % 2 else collector_event(i) for i in range(12)]
+    if "ts" in extra:  # as written, not as pydantic writes it back
+        rows = [orjson.dumps({**orjson.loads(row), "ts": extra["ts"]}) if i % 2 else row for i, row in enumerate(rows)]
+    values = (message(rows),)
+    scanned = frames.scan(records_of(*values))
+    assert scanned is not None and scanned.heights == {0: 12}
+    assert compare_batch(records_of(*values), book) == []
+
+
+@pytest.mark.parametrize("old,new", [
+    ('"status":"ok"', '"status":"failed"'),
+    ('"event_id":"ev-1"', '"event_id":"' + "x" * 513 + '"'),
+    ('"event_id":"ev-1"', '"event_id":""'),
+    ('"model":"claude-sonnet-4-5"', '"model":""'),
+    ('"cached_input_tokens":1', '"cached_input_tokens":999999'),
+    ('"output_tokens":51', '"output_tokens":51,"reasoning_tokens":52'),
+    ('"input_tokens":1001', '"input_tokens":1000000000001'),
+    ('"input_tokens":1001', '"input_tokens":-1'),
+    ('"latency_ms":121.5', '"latency_ms":-0.0'),
+    ('"ts":"', '"ts":"1999'),
+    ('"ts":"', '"ts":"x'),
+    ('"usage_assumption":"a"', '"usage_assumption":""'),
+])
+def test_an_invalid_row_in_a_certified_message_takes_the_per_row_path(book, old, new):
+    """Read as a frame, failing the row checks: its dead letter (or priced event) is today's, its neighbours stay."""
+    row = collector_event(1, usage_assumption="a")
+    assert old.encode() in row, old
+    values = (message([collector_event(0), row.replace(old.encode(), new.encode(), 1), collector_event(2)]),)
+    assert compare_batch(records_of(*values), book) == []
+
+
+def test_records_that_are_not_micro_batches_keep_their_dead_letters_in_order(book):
+    values = (None, b"{nope", message([collector_event(0)]), orjson.dumps(orjson.loads(collector_event(1))),
+              b'[{"event_id":"\xff"}]', b"\xff\xfe", message([collector_event(5)]).replace(b"litellm", b"lite\xc3"),
+              b"[]", message([collector_event(2)])[:-1], b"[" + collector_event(3) + b",5]", message([collector_event(4)]))
+    records = [RawRecord(v, "tokenmeter.usage", 0, i) for i, v in enumerate(values)]
+    scanned = frames.scan(records)
+    assert scanned is not None and set(scanned.heights) == {2, 10}
+    assert compare_batch(records, book) == []
+
+
+@pytest.mark.parametrize("broken", ["scan", "write_frame"])
+def test_a_failure_of_the_frame_path_leaves_the_batch_to_the_dict_path(book, monkeypatch, broken):
+    def fail(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, broken, fail)
+    values = (message([collector_event(i) for i in range(6)]), b"{nope", message([collector_event(9)]))
+    assert compare_batch(records_of(*values), book) == []
+
+
+def test_rows_unpriced_by_their_catalog_version_are_written_from_the_frame(book, monkeypatch):
+    """No price for the asked service tier: the book's reason and PriceRef, without a dict per event."""
+    values = (message([collector_event(i, service_tier="flex", model="claude-sonnet-4-5", provider="anthropic")
+                       for i in range(6)]),)
+    assert compare_batch(records_of(*values), book) == []
+    monkeypatch.setattr(pipeline, "_dict_path", lambda *a, **k: (_ for _ in ()).throw(AssertionError("dict path")))
+    result = pipeline.process_batch_columnar(records_of(*values), book)
+    event = result.origins[0][2]
+    assert result.unpriced_count == 6 and "flex" in event["unpriced_reason"] and event["price"]["entry"]
+
+
+def test_small_batches_take_the_dict_path(book, monkeypatch):
+    """Below FRAME_MIN_BYTES the frame path's fixed cost per batch is not paid back."""
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 1_000_000)
+    monkeypatch.setattr(pipeline, "scan", lambda *a: (_ for _ in ()).throw(AssertionError("scanned")))
+    values = (message([collector_event(i) for i in range(6)]),)
+    assert compare_batch(records_of(*values), book) == []
