@@ -14,6 +14,8 @@ Baselines are statistics, so they are floats; observed money stays exact (intege
 
 from __future__ import annotations
 
+from math import copysign
+
 HOW, DAYTYPE, GLOBAL = 0, 168, 216
 FULL_SIZE, DAILY_SIZE = 217, 121  # a daily baseline keeps quarter hours (96) + hours (24) of the day + global
 MIN_SAMPLES = 12
@@ -39,6 +41,22 @@ def daily_slots(bucket_start: int) -> Slots:
     at :45 changes a team's mix within the hour; the hour slot answers while quarter hours are young."""
     quarter = (bucket_start // 900) % 96
     return ((quarter, A_HOD), (96 + quarter // 4, A_HOD / 2), (120, 0.01))
+
+
+def quiet_slot_runs(first: int, buckets: int, bucket_s: int) -> list[tuple[int, float, int]]:
+    """(slot, rate, times): the slots `full_slots` gives `buckets` consecutive buckets from `first`, with how many of
+    them each one gets (an hour of week and its day-type hour per hour of the stretch, the global slot all)."""
+    if first // 3600 == (first + (buckets - 1) * bucket_s) // 3600:  # (most stretches: within one hour)
+        (how, a_how), (daytype, a_daytype), _ = full_slots(first)
+        return [(how, a_how, buckets), (daytype, a_daytype, buckets), (GLOBAL, A_GLOBAL, buckets)]
+    times: dict[tuple[int, float], int] = {}
+    bucket, end = first, first + buckets * bucket_s
+    while bucket < end:
+        in_hour = -(-(min(end, (bucket // 3600 + 1) * 3600) - bucket) // bucket_s)  # this hour's buckets (ceiling)
+        for slot in full_slots(bucket)[:2]:
+            times[slot] = times.get(slot, 0) + in_hour
+        bucket += in_hour * bucket_s
+    return [(index, alpha, k) for (index, alpha), k in times.items()] + [(GLOBAL, A_GLOBAL, buckets)]
 
 
 SCALE_RATE = 0.02
@@ -124,6 +142,57 @@ class Seasonal:
                 level[index] = lv + rate * (x - lv)
                 dev[index] += rate * (abs(x - lv) - dev[index])
             n[index] = count + 1
+
+    def update_zeros(self, runs: list[tuple[int, float, int]]) -> None:
+        """`update(slots, 0.0)` for a quiet stretch of buckets, bit for bit, slot by slot (`quiet_slot_runs`): a zero
+        sample leaves `scale` (so the floor) as it is, and each slot's step reads only that slot, so the order in
+        which different slots learn does not matter; each slot still takes its own zero samples one by one."""
+        level, dev, n = self.level, self.dev, self.n
+        floor = SCALE_FLOOR * self.scale
+        x, clip = 0.0, CLIP
+        for index, alpha, times in runs:
+            lv, dv, count = level[index], dev[index], n[index]
+            if lv == 0.0 and dv == 0.0 and copysign(1.0, lv) > 0.0 and copysign(1.0, dv) > 0.0:
+                n[index] = count + times  # (+0.0, +0.0) is where a zero sample leaves a slot that saw only zeros
+                continue
+            while times and (count < MIN_SAMPLES or alpha * (count + 1) < 1):
+                # the body of `update` for one slot with x = 0.0 (same operations, same order), while young...
+                if count >= MIN_SAMPLES:
+                    bound = 0.05 * lv if lv > 0 else -0.05 * lv
+                    if dv > bound:
+                        bound = dv
+                    if floor > bound:
+                        bound = floor
+                    bound = CLIP * bound if bound > 1e-12 else 3e-12
+                    d = x - lv
+                    if d > bound:
+                        d = bound
+                    elif d < -bound:
+                        d = -bound
+                    rate = 1.0 / (count + 1)
+                    lv, dv = lv + rate * d, dv + rate * ((d if d >= 0 else -d) - dv)
+                elif count == 0:
+                    lv, dv = x, abs(x) * 0.25
+                else:
+                    rate = 1.0 / (count + 1)
+                    lv, dv = lv + rate * (x - lv), dv + rate * (abs(x - lv) - dv)
+                count += 1
+                times -= 1
+            count += times
+            for _ in range(times):  # ... then mature, where its rate is `alpha` for good (count only grows)
+                bound = 0.05 * lv if lv > 0 else -0.05 * lv
+                if dv > bound:
+                    bound = dv
+                if floor > bound:
+                    bound = floor
+                bound = clip * bound if bound > 1e-12 else 3e-12
+                d = x - lv
+                if d > bound:
+                    d = bound
+                elif d < -bound:
+                    d = -bound
+                lv, dv = lv + alpha * d, dv + alpha * ((d if d >= 0 else -d) - dv)
+            level[index], dev[index], n[index] = lv, dv, count
 
     def to_json(self) -> list:
         return [[round(v, 9) for v in self.level], [round(v, 9) for v in self.dev], self.n, round(self.scale, 9)]

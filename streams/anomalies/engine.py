@@ -136,14 +136,12 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating):
             if key not in self.scopes:
                 self._admit(key, bucket)
         full, daily = full_slots(bucket), daily_slots(bucket)
+        bucket_s = self.cfg.bucket_s
         for key, state in self.scopes.items():
             sb = per_scope.get(key)
             if sb is None and not state.open and not state.streaks:
-                # Quiet scope: only the rate baselines learn that this hour is quiet.
-                state.spend.update(full, 0.0)
-                state.tokens.update(full, 0.0)
-                if state.requests is not None:
-                    state.requests.update(full, 0.0)
+                # Quiet scope: only the rate baselines learn that this hour is quiet (when next read: a stretch at once).
+                state.owe_quiet(bucket, bucket_s)
                 state.age += 1
                 # (`recent` keeps the last buckets *with calls*: an empty bucket holds no evidence on error shares.)
                 if state.recent_cost[0][0]:

@@ -52,64 +52,70 @@ class FanOut:
                 if rare_p < 0:
                     rare_p = rare_shares[key[4]] = sum(i[2] for i in owner.models.values() if len(i) > 2 and i[2] < routine)
                 rare_p *= known
+            # (the row's figures read once: they are added to up to six scopes)
+            req, cost, tin, tout, minutes = agg[REQ], agg[COST], agg[TIN], agg[TOUT], agg[MINUTES]
+            max_cost, max_in, max_out, max_tok, log_out = agg[MAXCOST], agg[MAXIN], agg[MAXOUT], agg[MAXTOK], agg[LOGOUT]
+            tokens, team, api_key = tin + tout, key[1], key[4]
+            if zn:
+                mu_sum = zn * mu
             for dim, value in zip(SCOPE_DIMS, values):
                 if not value:
                     continue
                 sb = per_scope.get((dim, value))
                 if sb is None:
                     sb = per_scope[(dim, value)] = empty_bucket()
-                sb[S_REQ] += agg[REQ]
-                sb[S_COST] += agg[COST]
-                sb[S_MINUTES] |= agg[MINUTES]
-                if dim != "team" and key[1]:
+                sb[S_REQ] += req
+                sb[S_COST] += cost
+                sb[S_MINUTES] |= minutes
+                if team and dim != "team":
                     if sb[S_TEAMS] is None:
-                        sb[S_TEAMS] = {key[1]}
+                        sb[S_TEAMS] = {team}
                     else:
-                        sb[S_TEAMS].add(key[1])
-                if agg[MAXCOST] > sb[S_MAXCOST]:
-                    sb[S_MAXCOST] = agg[MAXCOST]
+                        sb[S_TEAMS].add(team)
+                if max_cost > sb[S_MAXCOST]:
+                    sb[S_MAXCOST] = max_cost
                 if error:
-                    sb[S_ERR] += agg[REQ]
+                    sb[S_ERR] += req
                 else:
-                    sb[S_TIN] += agg[TIN]
-                    sb[S_TOUT] += agg[TOUT]
-                    if agg[MAXIN] > sb[S_MAXIN]:
-                        sb[S_MAXIN] = agg[MAXIN]
-                    if agg[MAXOUT] > sb[S_MAXOUT]:
-                        sb[S_MAXOUT] = agg[MAXOUT]
-                    if agg[MAXTOK] > sb[S_MAXTOK]:
-                        sb[S_MAXTOK] = agg[MAXTOK]
-                    sb[S_LSUM] += agg[LOGOUT]
+                    sb[S_TIN] += tin
+                    sb[S_TOUT] += tout
+                    if max_in > sb[S_MAXIN]:
+                        sb[S_MAXIN] = max_in
+                    if max_out > sb[S_MAXOUT]:
+                        sb[S_MAXOUT] = max_out
+                    if max_tok > sb[S_MAXTOK]:
+                        sb[S_MAXTOK] = max_tok
+                    sb[S_LSUM] += log_out
                     sb[S_LSQ] += agg[LOGSQ]
                     if known and dim != "model":
                         sb[S_KNOWN] += known
                         sb[S_RP] += rare_p
                         if sb[S_RKEYS] is None:
                             sb[S_RKEYS] = {}
-                        per_key = sb[S_RKEYS].get(key[4])
+                        per_key = sb[S_RKEYS].get(api_key)
                         if per_key is None:
-                            per_key = sb[S_RKEYS][key[4]] = [0, 0, 0.0]
+                            per_key = sb[S_RKEYS][api_key] = [0, 0, 0.0]
                         per_key[1] += known
                         per_key[2] += rare_p
                         if rare:
                             sb[S_RARE] += rare
-                            sb[S_RCOST] += agg[COST]
-                            sb[S_RTOK] += agg[TIN] + agg[TOUT]
+                            sb[S_RCOST] += cost
+                            sb[S_RTOK] += tokens
                             per_key[0] += rare
                     if zn:
                         sb[S_ZSUM] += zsum
                         sb[S_ZN] += zn
-                        sb[S_LSTD] += agg[LOGOUT]
-                        sb[S_MUSUM] += zn * mu
+                        sb[S_LSTD] += log_out
+                        sb[S_MUSUM] += mu_sum
                 if unpriced:
-                    sb[S_UREQ] += agg[REQ]
-                    sb[S_UTOK] += agg[TIN] + agg[TOUT]
+                    sb[S_UREQ] += req
+                    sb[S_UTOK] += tokens
                 if dim != "model":
                     m = sb[S_MODELS].get(model)
                     if m is None:
                         m = sb[S_MODELS][model] = [0, 0, 0]
-                    m[0] += agg[REQ]
-                    m[1] += agg[COST]
-                    m[2] += agg[TIN] + agg[TOUT]
+                    m[0] += req
+                    m[1] += cost
+                    m[2] += tokens
         return per_scope
 

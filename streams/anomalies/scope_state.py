@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import math
 
-from .baseline import DAILY_SIZE, FULL_SIZE, Seasonal
+from .baseline import DAILY_SIZE, FULL_SIZE, Seasonal, quiet_slot_runs
 
 OUT_SD_FLOOR = math.log(1.6)
 MAX_BUCKET_WEIGHT = 0.05
 
 
 class ScopeState:
-    __slots__ = ("dim", "value", "first", "last_active", "age", "spend", "tokens", "requests", "tpr_out",
+    __slots__ = ("dim", "value", "first", "last_active", "age", "_spend", "_tokens", "_requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
-                 "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady")
+                 "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady", "quiet")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
+        # Quiet buckets whose zero samples the rate baselines (spend, tokens, requests) still owe: [first bucket,
+        # buckets, bucket seconds], or None. Most scopes are quiet most of the time, and learning "quiet" one bucket
+        # at a time was most of the detector's CPU; the engine records the stretch (`owe_quiet`) and the baselines
+        # learn it on first read (the properties below), bit for bit as if learnt bucket by bucket.
+        self.quiet: list | None = None
         self.spend, self.tokens = Seasonal(FULL_SIZE), Seasonal(FULL_SIZE)
         self.requests = Seasonal(FULL_SIZE) if dim == "api_key" else None
         self.tpr_out, self.tpr_in = Seasonal(DAILY_SIZE), Seasonal(DAILY_SIZE)
@@ -44,6 +49,59 @@ class ScopeState:
         self.out_rate = [first, 0.0]  # [last active bucket, ok calls with exponential decay over 2 days]
         # An API key's minutes in a row with a call up to the end of its last bucket: [bucket, minutes, loop-sized]
         self.steady = [0, 0, False]
+
+    def owe_quiet(self, bucket: int, bucket_s: int) -> None:
+        """The rate baselines learn that `bucket` was quiet (zero spend, tokens and requests), when next read."""
+        quiet = self.quiet
+        if quiet is not None and quiet[0] + quiet[1] * bucket_s == bucket and quiet[2] == bucket_s:
+            quiet[1] += 1
+            return
+        if quiet is not None:
+            self.learn_quiet()
+        self.quiet = [bucket, 1, bucket_s]
+
+    def learn_quiet(self) -> None:
+        runs = quiet_slot_runs(*self.quiet)
+        self.quiet = None
+        for base in (self._spend, self._tokens, self._requests):
+            if base is not None:
+                base.update_zeros(runs)
+
+    @property
+    def spend(self) -> Seasonal:
+        if self.quiet is not None:
+            self.learn_quiet()
+        return self._spend
+
+    @spend.setter
+    def spend(self, base: Seasonal) -> None:
+        if self.quiet is not None:
+            self.learn_quiet()
+        self._spend = base
+
+    @property
+    def tokens(self) -> Seasonal:
+        if self.quiet is not None:
+            self.learn_quiet()
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, base: Seasonal) -> None:
+        if self.quiet is not None:
+            self.learn_quiet()
+        self._tokens = base
+
+    @property
+    def requests(self) -> Seasonal | None:
+        if self.quiet is not None:
+            self.learn_quiet()
+        return self._requests
+
+    @requests.setter
+    def requests(self, base: Seasonal | None) -> None:
+        if self.quiet is not None:
+            self.learn_quiet()
+        self._requests = base
 
     def out_sd(self) -> float:
         """Spread of log output per call, floored at log(1.6): a shift smaller than that is not a changed template."""
