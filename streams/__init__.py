@@ -5,8 +5,7 @@ Public API: `create_worker_app`, `run_worker`, `process_batch`, `price_event`, `
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tokenmeter.lazy import lazy_exports
 
 # Imported on first use (PEP 562), not with the package: every `streams.*` module (the alert dispatcher, the anomaly
 # runner, `budget rebuild`, the budgets store `up` writes with) imported metering and pricing through here, ~0.2-0.4
@@ -15,16 +14,7 @@ _LAZY = {"BatchResult": "streams.batch", "RawRecord": "streams.batch", "process_
          "price_event": "streams.enrich"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 
 def load_book(settings):

@@ -8,8 +8,7 @@ Public API: `open_warehouse`, `Warehouse` (incl. `Warehouse.reprice`), `RepriceR
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tokenmeter.lazy import lazy_exports
 
 # Imported on first use (PEP 562), not with the package: `warehouse.report` loads polars and `warehouse.backends`
 # pyarrow (~0.5 CPU-s), which every `warehouse.*` module paid through here, `tokenmeter up` too (for a constant of
@@ -19,16 +18,7 @@ _LAZY = {"WarehouseError": "warehouse.backends", "WarehouseLocked": "warehouse.b
          "Warehouse": "warehouse.store", "open_warehouse": "warehouse.store"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 
 async def run_loader(settings, stop=None, ready=None, price_book=None):
