@@ -24,7 +24,6 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tokenmeter import topics
 from app.broker import embedded_broker
 from tokenmeter.events import partition_key
 from app.process import child_preexec
@@ -94,45 +93,6 @@ def _micro_batches(events: list[dict]) -> list[tuple[bytes, bytes]]:
     for event in events:
         by_key[partition_key(event)].append(event)
     return [(key, orjson.dumps(evs[i:i + 500])) for key, evs in by_key.items() for i in range(0, len(evs), 500)]
-
-
-async def _pipeline(bootstrap: str, events: list[dict], timeout: float, api_port: int | None = None) -> float:
-    """Warm the running worker up with one event and wait for its start-up work (the budget owner's heap freeze,
-    `app.bench_worker.wait_for_startup`), then time producing all events until the last is priced."""
-    from aiokafka import TopicPartition
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
-    # Assigned, not a consumer group: nothing to wait for (the embedded broker holds a new group's join ~5 s).
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=8_000_000)
-    await producer.start()
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads metadata, so the next line knows the partitions
-        consumer.assign([TopicPartition(topics.PRICED, p) for p in consumer.partitions_for_topic(topics.PRICED) or ()])
-        async def priced_until(target: int, seen: int) -> int:
-            deadline = time.monotonic() + timeout
-            while seen < target:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"worker priced only {seen} of {target} events in {timeout:.0f} s")
-                batch = await consumer.getmany(timeout_ms=500)
-                seen += sum(len(orjson.loads(m.value)) for messages in batch.values() for m in messages)
-            return seen
-
-        warmup = dict(events[0], event_id="bench-warmup")
-        await producer.send_and_wait(topics.USAGE, orjson.dumps([warmup]), key=partition_key(warmup))
-        seen = await priced_until(1, 0)
-        if api_port is not None:  # a fresh worker's gc.collect() + gc.freeze() is start-up, not (c)
-            from app.bench_worker import wait_for_startup
-
-            await wait_for_startup(api_port)
-        started = time.perf_counter()
-        await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key) for key, value in _micro_batches(events)])
-        await priced_until(len(events) + 1, seen)
-        return len(events) / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
-        await producer.stop()
 
 
 def _naive_main(bootstrap: str, n: int, result_path: str, api_port: int) -> None:
@@ -220,8 +180,12 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
 
         proc = _run_child([sys.executable, "-m", "app", "worker"], env)
         try:
-            results["pipeline_events_per_s"] = asyncio.run(_pipeline(bootstrap, events, timeout=max(180, n / 500),
-                                                                         api_port=int(env["TOKENMETER_API_PORT"])))
+            from app.bench_worker import time_worker  # imports this module: not at the top
+
+            pipeline = asyncio.run(time_worker(bootstrap, events, proc.pid, int(env["TOKENMETER_API_PORT"]),
+                                               timeout=max(180, n / 500)))
+            results["pipeline_events_per_s"] = pipeline["events_per_s"]
+            results["pipeline_worker_cpu_us_per_event"] = pipeline["worker_cpu_us_per_event"]
             if budgets:
                 from app.bench_alerts import measure_budgets
 

@@ -55,7 +55,9 @@ async def wait_for_startup(api_port: int, limit: float = 20.0) -> float:
     return time.monotonic() - began
 
 
-async def _run(bootstrap: str, events: list[dict], pid: int, api_port: int, timeout: float) -> dict:
+async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: int, timeout: float) -> dict:
+    """(c): warm the running worker `pid` up with one event, wait for its start-up work, then time producing `events`
+    as collector micro-batches until the last is priced; events/s and the worker's CPU per event."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8_000_000)
@@ -107,7 +109,7 @@ def measure(trees: list[str], n: int, rounds: int) -> dict[str, list[dict]]:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
                 try:
                     load = os.getloadavg()[0]
-                    run = asyncio.run(_run(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500)))
+                    run = asyncio.run(time_worker(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500)))
                     results[tree].append({**run, "load": round(load, 1)})
                     print(json.dumps({"tree": tree, **results[tree][-1]}), file=sys.stderr, flush=True)
                 finally:
