@@ -20,6 +20,7 @@ from decimal import Decimal
 
 import pytest
 
+from crash_support import SimulatedCrash, crash_after_statement
 from tokenmeter.settings import Settings
 
 pytestmark = pytest.mark.slow(seconds=25)  # rough seconds: longest files first (tests/suite_order.py)
@@ -285,10 +286,6 @@ def test_a_gateway_log_taking_the_id_of_an_sdk_event_replaced_earlier_is_counted
     assert_rollups_equal_a_rebuild(wh, org)
 
 
-class SimulatedCrash(RuntimeError):
-    pass
-
-
 # Writes of a removal after which the crash test stops (the loader's delta table is `<staging>_demoted`), one per
 # state a crash can leave: hours marked; rows captured; winners stored; losers' raw rows deleted; deltas half in;
 # everything done but the intent log.
@@ -320,15 +317,7 @@ def test_a_crash_in_any_state_of_the_removal_heals(wh, monkeypatch, crash_after,
     plain = [random_event(rng, f"plain-{org}-{i}", "kong", START + timedelta(minutes=17 * i), org, None)
              for i in range(20)]
     assert wh.insert_priced([call["openai"] for call in calls] + plain) == 26
-    real_command = wh.backend.command
-
-    def crashing_command(sql, *args, **kwargs):
-        result = real_command(sql, *args, **kwargs)
-        if sql.startswith(crash_after):
-            raise SimulatedCrash(crash_after)
-        return result
-
-    monkeypatch.setattr(wh.backend, "command", crashing_command)
+    crash_after_statement(monkeypatch, wh.backend, crash_after)
     with pytest.raises(SimulatedCrash):
         wh.insert_priced([call["litellm"] for call in calls[:5]])
     monkeypatch.undo()

@@ -21,6 +21,7 @@ import pytest
 from streams import price_event
 from streams.pricing import load_price_book
 from tokenmeter.events import Attribution, Usage, UsageEvent
+from crash_support import SimulatedCrash, crash_after_statement
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
 
@@ -335,10 +336,6 @@ def test_the_apply_leaves_every_rollup_as_a_rebuild_from_raw_would(wh, org, tmp_
     assert rollups(wh, org) == after
 
 
-class SimulatedCrash(RuntimeError):
-    pass
-
-
 # Every write of an apply, in order, when it rebuilds the touched hours' rollups and when it adds deltas
 # (warehouse.reprice.DELTA_SHARE picks): the crash test stops right after each one in turn.
 APPLY_STATEMENTS = (
@@ -360,18 +357,9 @@ def test_reprice_heals_after_a_crash_between_statements(wh, org, tmp_path, monke
     day = datetime(2021, 6, 1, tzinfo=timezone.utc)
     old_book, new_book = books(tmp_path, day)
     assert wh.insert_priced(priced_events(org, day, old_book)) == 5
-    real_command = wh.backend.command
-
-    def crashing_command(sql, *args, **kwargs):
-        result = real_command(sql, *args, **kwargs)
-        if sql.startswith(crash_after):
-            raise SimulatedCrash(crash_after)
-        return result
-
-    monkeypatch.setattr(wh.backend, "command", crashing_command)
+    crash_after_statement(monkeypatch, wh.backend, crash_after)
     with pytest.raises(SimulatedCrash):
         wh.reprice(day, day + timedelta(days=1), reprice_fn=lambda event: price_event(event, new_book))
-    monkeypatch.setattr(wh.backend, "command", real_command)
     monkeypatch.undo()
 
     if heal == "reopen":

@@ -1,0 +1,20 @@
+"""A process death right after a chosen warehouse write, for the crash-and-heal tests of re-price and dedup."""
+from __future__ import annotations
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+def crash_after_statement(monkeypatch, backend, prefix: str) -> None:
+    """From now on `backend.command` raises SimulatedCrash right after running a statement that starts with `prefix`
+    (the write itself is done, as when the process dies between two statements); `monkeypatch.undo()` ends it."""
+    real_command = backend.command
+
+    def crashing_command(sql, *args, **kwargs):
+        result = real_command(sql, *args, **kwargs)
+        if sql.startswith(prefix):
+            raise SimulatedCrash(prefix)
+        return result
+
+    monkeypatch.setattr(backend, "command", crashing_command)
