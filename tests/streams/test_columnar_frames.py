@@ -191,3 +191,17 @@ def test_small_batches_take_the_dict_path(book, monkeypatch):
     monkeypatch.setattr(pipeline, "scan", lambda *a: (_ for _ in ()).throw(AssertionError("scanned")))
     values = (message([collector_event(i) for i in range(6)]),)
     assert compare_batch(records_of(*values), book) == []
+
+
+@pytest.mark.parametrize("hostile", [
+    b'"extra":' + b"[" * 5000 + b"]" * 5000,  # deeper than orjson reads (1,024): a dead letter today
+    b'"tags":' + b'{"k":' * 200 + b'"v"' + b"}" * 200,  # nested tags: not a string map
+    b'"tags":{' + b",".join(b'"k%d":"%s"' % (i, b"v" * 1000) for i in range(2000)) + b"}",  # ~2 MB of tags
+], ids=["5000-deep", "nested-tags", "2MB-tags"])
+def test_a_deep_or_huge_row_in_a_batch_keeps_todays_result(book, hostile):
+    """A message polars might read differently (or not at all) beside plain ones: no crash, today's dead letters
+    and priced events, byte for byte."""
+    row = collector_event(1)
+    row = row[:-1] + b"," + hostile + b"}"
+    values = (message([collector_event(i) for i in range(8, 12)]), message([collector_event(0), row]))
+    assert compare_batch(records_of(*values), book) == []
