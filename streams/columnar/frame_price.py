@@ -50,13 +50,15 @@ def _money_text(pico: pl.Expr) -> pl.Expr:
 
 
 @cache  # expressions are immutable: built once
-def _attribution_exprs() -> tuple[list[pl.Expr], pl.Expr]:
+def _attribution_exprs(tagged: bool = False) -> tuple[list[pl.Expr], pl.Expr]:
     """Pieces of the outer concat (ignore_nulls) writing the attribution as orjson writes `{**dimensions without None
-    (model order), "tags": {}}` (each present dimension with its comma: tags always close it), and the partition
-    key text (tokenmeter.events.partition_key: the first non-empty of KEY_DIMENSIONS)."""
+    (model order), "tags": {...}}` (each present dimension with its comma: tags always close it; `tagged`: the
+    tags object is the row's `_tags` text from frames.scan, `{}` where it has none), and the partition key text
+    (tokenmeter.events.partition_key: the first non-empty of KEY_DIMENSIONS)."""
     field = pl.col("attribution").struct.field
+    tags = [pl.lit('"tags":'), pl.col("_tags").fill_null("{}"), pl.lit("}")] if tagged else [pl.lit('"tags":{}}')]
     pieces = [pl.lit("{"), *[pl.concat_str(pl.lit(f'"{dim}":"'), field(dim), pl.lit('",'))
-                             for dim in ATTRIBUTION_DIMENSIONS], pl.lit('"tags":{}}')]
+                             for dim in ATTRIBUTION_DIMENSIONS], *tags]
     scope = pl.coalesce([pl.when(field(dim).str.len_bytes() > 0).then(pl.concat_str(pl.lit(f"{dim}:"), field(dim)))
                          for dim in KEY_DIMENSIONS] + [pl.lit("unattributed")])
     return pieces, scope
@@ -97,10 +99,12 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     ts = pl.col("ts")
     epoch = ts.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False).dt.epoch("us")
     usage = pl.col("usage").struct
-    attribution_pieces, scope = _attribution_exprs()
+    tagged = "_tags" in frame.columns
+    attribution_pieces, scope = _attribution_exprs(tagged)
     frame = frame.with_columns(
         _item=pl.lit(base).gather(pl.col("_rec")) + pl.col("_pos"),
-        _good=row_checks() & ts.str.contains(PARSEABLE_TS).fill_null(False)
+        _good=row_checks() & (pl.col("_tags_ok") if tagged else pl.lit(True))
+        & ts.str.contains(PARSEABLE_TS).fill_null(False)
         & epoch.is_between(EARLIEST_TS_US, _latest_ts_us(now)).fill_null(False),
         _canonical=_canonical_ts(ts),
         ts_us=epoch,
@@ -119,6 +123,7 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
         ts=ts_text, operation=pl.col("operation").fill_null("chat"), status=pl.col("status").fill_null("ok"),
         batch=pl.col("batch").fill_null(False), org=pl.col("attribution").struct.field("org"),
         status_ok=pl.col("status").fill_null("ok") == "ok", attribution=pl.col("attribution"),
+        **({"_tags": pl.col("_tags")} if tagged else {}),
         key=scope.cast(pl.Binary), has_tools=pl.lit(False),
         **parts,
         t_input=parts["input_tokens"] - parts["cached_input_tokens"] - parts["cache_write_tokens"],

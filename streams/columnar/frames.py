@@ -19,7 +19,14 @@ string field, true -> 1 and 5.5 -> 5 for an integer field). A message is certifi
   boolean counts mean none moved or was lost; then numbers and the other keys can only be lost, so equal counts
   there mean each was read as a number; then strings, then objects likewise. Equal counts in every kind mean
   every key was read into its own field with its own kind: no unknown key, duplicate, null, array or coercion;
-- no token count is written with a fraction or exponent (`_tokens":5.0`), the one coercion inside a kind.
+- no token count is written with a fraction or exponent (`_tokens":5.0`), the one coercion inside a kind;
+- tags (worker7): polars reads `attribution.tags` as an empty struct, dropping its keys, so the tags objects are
+  found in the text instead (`TAGS_OBJECT`: `"tags":{` and a compact map of strings to strings, exactly what orjson
+  writes for one), their inner keys are taken off the string counts, and per message the number of such objects
+  must equal the rows whose tags polars read as an object; each is then handed to its row as its own text
+  (`_tags`). Any other tags object (whitespace, a non-string value, nested) is not matched, so its message fails
+  that equality and takes the dict path. Duplicate tag keys (pydantic keeps the last value) are left to the dict
+  path row by row (`_tags_ok`).
 
 Rows of a certified message are then checked as columns (lengths, ranges, timestamps, parts within totals) by
 `row_checks`; a row that fails, and every row of a message not certified, takes the dict path (validate.py and the
@@ -58,6 +65,12 @@ SCHEMA = {
 # matched as text, where those are Unicode classes). Each is its own pass: one alternation of them scanned 5x slower.
 WHITESPACE_BEFORE_COLON = r"[ \t\n\r]:"
 FRACTIONAL_TOKENS = r'_tokens":-?[0-9]+[.eE]'
+# A tags object as orjson writes a map of strings to strings (no backslash in a certified message, so `"` always
+# delimits a string): a match is a whole object, never part of a larger one.
+_PAIR = '"[^"]*":"[^"]*"'
+TAGS_OBJECT = rf'"tags":\{{(?:{_PAIR}(?:,{_PAIR})*)?\}}'
+TAGS_PREFIX = len('"tags":')
+TAG_KEY = '"[^"]*":"'  # a key in a matched tags object (a value is always followed by `,` or `}`)
 
 
 @cache  # expressions are immutable: built once (building them was a good part of a small batch's cost)
@@ -103,9 +116,12 @@ def _utf8(value: bytes) -> bool:
     return True
 
 
-def _byte_counts(values: Sequence[bytes | None]) -> pl.DataFrame:
+def _byte_counts(values: Sequence[bytes | None]) -> tuple[pl.DataFrame, pl.Series | None]:
+    """Per message: certifiable at all, and its keys by kind; with the tags objects (`TAGS_OBJECT` matches, a list
+    per message) when any message has a non-empty one (None otherwise: no cost for untagged traffic)."""
     text = _text(values)  # invalid UTF-8: null, not certified
-    return pl.select(
+    tags = text.str.extract_all(TAGS_OBJECT) if text.str.contains('"tags":{"', literal=True).any() else None
+    counts = pl.select(
         plain=(text.str.starts_with("[") & ~text.str.contains("\\", literal=True)
                & ~text.str.contains(WHITESPACE_BEFORE_COLON) & ~text.str.contains(FRACTIONAL_TOKENS)).fill_null(False),
         keys=text.str.count_matches('":', literal=True),
@@ -116,13 +132,20 @@ def _byte_counts(values: Sequence[bytes | None]) -> pl.DataFrame:
                   if (text.str.contains('":t', literal=True) | text.str.contains('":f', literal=True)).any()
                   else pl.repeat(0, text.len(), dtype=pl.UInt32, eager=True)),
     )
+    if tags is None:
+        return counts, None
+    # the tags' inner keys are strings polars does not read (tags is an empty struct to it): off the counts
+    inner = pl.select(tags.list.join("").str.count_matches(TAG_KEY).fill_null(0).cast(pl.UInt32)).to_series()
+    counts = counts.with_columns(keys=pl.col("keys") - inner, strings=pl.col("strings") - inner,
+                                 tags=tags.list.len().fill_null(0).cast(pl.UInt32))
+    return counts, tags
 
 
 def scan(records: Sequence[RawRecord]) -> Scanned | None:
     """Certified messages read into one frame, or None when no message is certified."""
     if not records:
         return None
-    counts = _byte_counts([r.value for r in records])
+    counts, tags = _byte_counts([r.value for r in records])
     plain = counts.get_column("plain").to_list()
     frames, taken = [], []
     for index, (record, ok) in enumerate(zip(records, plain)):
@@ -145,21 +168,34 @@ def scan(records: Sequence[RawRecord]) -> Scanned | None:
     frame = pl.concat(frames, how="vertical").with_columns(positions.get_column("_rec"), positions.get_column("_pos"))
     expected = counts.select(
         _rec=pl.int_range(pl.len(), dtype=pl.UInt32), s="strings", o="objects", b="booleans",
-        n=pl.col("keys") - pl.col("strings") - pl.col("objects") - pl.col("booleans"))[taken]
-    # Each kind's inequality (values read <= keys in the bytes) holds key by key, so equal totals over the batch
-    # mean equality in every message: the common case needs no per-message sums.
+        n=pl.col("keys") - pl.col("strings") - pl.col("objects") - pl.col("booleans"),
+        **({"t": "tags"} if tags is not None else {}))[taken]
     strings, objects, booleans, numbers = _kind_counts()
-    read = frame.select(s=pl.sum_horizontal(strings).sum(), o=pl.sum_horizontal(objects).sum(),
-                        b=pl.sum_horizontal(booleans).sum(), n=pl.sum_horizontal(numbers).sum()).row(0)
-    if read == expected.select(pl.col("s", "o", "b", "n").sum()).row(0):
-        return Scanned(frame, dict(zip(taken, heights)))
-    per_message = (frame.select("_rec", s=pl.sum_horizontal(strings), o=pl.sum_horizontal(objects),
-                                b=pl.sum_horizontal(booleans), n=pl.sum_horizontal(numbers))
-                   .group_by("_rec", maintain_order=True).sum())
+    kinds = {"s": pl.sum_horizontal(strings), "o": pl.sum_horizontal(objects), "b": pl.sum_horizontal(booleans),
+             "n": pl.sum_horizontal(numbers)}
+    if tags is None:
+        # Each kind's inequality (values read <= keys in the bytes) holds key by key, so equal totals over the batch
+        # mean equality in every message: the common case needs no per-message sums.
+        read = frame.select(**{k: e.sum() for k, e in kinds.items()}).row(0)
+        if read == expected.select(pl.col("s", "o", "b", "n").sum()).row(0):
+            return Scanned(frame, dict(zip(taken, heights)))
+    else:  # tags objects found in the text against tags read as objects: compared message by message
+        kinds["t"] = pl.col("attribution").struct.field("tags").is_not_null()
+    names = list(kinds)
+    per_message = frame.select("_rec", **kinds).group_by("_rec", maintain_order=True).sum()
     agreed = per_message.join(expected, on="_rec", how="left", suffix="_bytes").filter(
-        (pl.col("s") == pl.col("s_bytes")) & (pl.col("o") == pl.col("o_bytes")) & (pl.col("b") == pl.col("b_bytes"))
-        & (pl.col("n") == pl.col("n_bytes"))).get_column("_rec")
-    frame = frame.filter(pl.col("_rec").is_in(agreed.implode()))
+        pl.all_horizontal([pl.col(k) == pl.col(f"{k}_bytes") for k in names])).get_column("_rec")
+    if tags is not None:
+        # each message's tags objects in order, to its rows whose tags polars read (equal in number: checked above)
+        frame = frame.filter(pl.col("_rec").is_in(agreed.implode()))
+        texts = tags.gather(agreed).explode().drop_nulls().str.slice(TAGS_PREFIX)
+        tagged = pl.col("attribution").struct.field("tags").is_not_null()
+        frame = frame.with_columns(_tags=pl.when(tagged).then(
+            pl.lit(texts).gather((tagged.cast(pl.Int64).cum_sum() - 1).clip(0)) if texts.len() else None).cast(pl.String))
+        keys = pl.col("_tags").str.extract_all(TAG_KEY)
+        frame = frame.with_columns(_tags_ok=(pl.col("_tags").is_null() | (keys.list.len() == keys.list.n_unique())))
+    else:
+        frame = frame.filter(pl.col("_rec").is_in(agreed.implode()))
     if frame.height == 0:
         return None
     kept = set(agreed.to_list())

@@ -81,7 +81,7 @@ TWISTS = [
     ('"status":"ok"', '"status":\t"ok"'),
     ('"source":"', '"source":"\\u0041'),
     ('"team":"', '"team":"\\"'),
-    ('"tags":{}', '"tags":{"env":"prod"}'),
+    ('"tags":{}', '"tags":{"env": "prod"}'),  # compact tags are read since worker7 (test_columnar_tags.py)
     ('"tags":{}', '"tags":[]'),
     ('"tags":{}', '"tags":{},"tags":{}'),
     ('"source":', '"meta":{},"source":'),

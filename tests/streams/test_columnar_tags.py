@@ -1,0 +1,134 @@
+"""Tagged attributions on the frame path (streams/columnar/frames.py, frame_price.py): a collector's
+`"tags":{"env":"prod",...}` no longer sends its whole message to the dict path. The tags object is taken as its own
+text where orjson would write exactly that text back (a compact map of strings to strings, no duplicate key); any
+other tags take the dict path, and every result stays byte-identical to `streams.batch.process_batch`."""
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from streams.batch import MAX_PRICED_EVENT_BYTES, RawRecord
+from streams.columnar import frames, pipeline
+from streams.columnar.equivalence import compare_batch
+from streams.pricing import load_price_book
+from tokenmeter.events import UsageEvent
+
+
+@pytest.fixture(scope="module")
+def book():
+    return load_price_book()
+
+
+@pytest.fixture(autouse=True)
+def frames_for_any_batch(monkeypatch):
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
+
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def tagged_event(i: int, tags: dict | None = None, **extra) -> bytes:
+    """One event as collectors write it (`model_dump_json(exclude_none=True)`), with tags."""
+    attribution = {"org": "acme", "team": f"team-{i % 3}", "user": f"u{i % 7}",
+                   "tags": {"env": ["prod", "staging"][i % 2], "region": "eu-west-1"} if tags is None else tags}
+    event = {"event_id": f"ev-{i}", "ts": (NOW - timedelta(minutes=i)).isoformat(), "source": "kong",
+             "provider": ["openai", "anthropic", "gemini", "openrouter"][i % 4],
+             "model": ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "no-such-model"][i % 4],
+             "attribution": attribution,
+             "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 50 + i},
+             "latency_ms": 120.0 + i, **extra}
+    return UsageEvent.model_validate(event).model_dump_json(exclude_none=True).encode()
+
+
+def message(events: list[bytes]) -> bytes:
+    return b"[" + b",".join(events) + b"]"
+
+
+def records_of(*values: bytes) -> list[RawRecord]:
+    return [RawRecord(v, "tokenmeter.usage", i % 4, 100 + i) for i, v in enumerate(values)]
+
+
+def no_dicts(*args, **kwargs):
+    raise AssertionError("the dict path was taken")
+
+
+def test_tagged_batches_are_priced_from_the_frame_alone(book, monkeypatch):
+    values = [message([tagged_event(i + 40 * m, tags=None if i % 3 else {}) for i in range(40)]) for m in range(3)]
+    values.append(message([tagged_event(200 + i, tags={"k": f"v{i}", "a": "b"}) for i in range(5)]).replace(
+        b',"tags":{}', b""))  # no tags key at all beside tags of other shapes
+    assert compare_batch(records_of(*values), book) == []
+    monkeypatch.setattr(pipeline, "_dict_path", no_dicts)
+    monkeypatch.setattr(pipeline, "item_of", no_dicts)
+    result = pipeline.process_batch_columnar(records_of(*values), book)
+    assert result.events_in == result.priced_count == 125 and not result.deadletters
+    tags = [event["attribution"]["tags"] for _, _, event in result.origins]
+    assert tags[1] == {"env": "staging", "region": "eu-west-1"} and tags[0] == {} and tags[-1] == {"k": "v4", "a": "b"}
+
+
+@pytest.mark.parametrize("tags", [
+    {"route": "/v1/{id}", "q": "a,b:c", "brace": "}", "open": "{"},  # JSON punctuation inside the strings
+    {"équipe": "日本", "emoji": "\U0001f600"},  # written as is by orjson
+    {"": ""},
+    {f"k{i}": "v" * 50 for i in range(300)},
+    {"tags": "tags", "org": "not-a-dimension"},
+], ids=["punctuation", "non-ascii", "empty-strings", "300-tags", "tag-named-tags"])
+def test_tags_of_every_string_shape_are_written_from_the_frame(book, monkeypatch, tags):
+    values = (message([tagged_event(i, tags=tags if i % 2 else None) for i in range(8)]),)
+    assert frames.scan(records_of(*values)).heights == {0: 8}
+    assert compare_batch(records_of(*values), book) == []
+    monkeypatch.setattr(pipeline, "item_of", no_dicts)
+    assert pipeline.process_batch_columnar(records_of(*values), book).priced_count == 8
+
+
+# (text in a tagged event, its replacement): tags polars cannot hand over as orjson's own text. The message (or,
+# for a duplicate key, the row) takes the dict path and prices exactly as today, or gets today's dead letter.
+TWISTS = [
+    ('"env":"staging"', '"env":"staging","env":"prod"'),  # duplicate key: pydantic keeps the last value
+    ('"env":"staging"', '"env": "staging"'),
+    ('"env":"staging"', '"env":"staging" '),
+    ('"env":"staging"', '"env":5'),
+    ('"env":"staging"', '"env":null'),
+    ('"env":"staging"', '"env":{"a":"b"}'),
+    ('"env":"staging"', '"env":["a"]'),
+    ('"env":"staging"', '"env":"st\\"aging"'),
+    ('"env":"staging"', '"env":"st\\u0061ging"'),
+    ('"env":"staging"', '"env":true'),
+    ('"tags":{', '"tags":{},"tags":{'),
+    ('"attribution":{', '"tags":{"x":"y"},"attribution":{'),  # unknown top-level key named tags
+    ('"usage":{', '"usage":{"tags":{"x":"y"},'),
+    ('"tags":{', '"tags":{"a":"b"},"team2":{'),
+    ('"tags":{"env":"staging","region":"eu-west-1"}', '"tags":null'),
+    ('"tags":{"env":"staging","region":"eu-west-1"}', '"tags":"env"'),
+]
+
+
+@pytest.mark.parametrize("old,new", TWISTS, ids=[new for _, new in TWISTS])
+def test_a_twisted_tags_object_keeps_todays_result(book, old, new):
+    twisted = tagged_event(1)
+    assert old.encode() in twisted
+    twisted = twisted.replace(old.encode(), new.encode(), 1)
+    plain = message([tagged_event(i) for i in range(8, 12)])
+    values = (plain, message([tagged_event(0), twisted, tagged_event(2)]), plain.replace(b"ev-", b"ew-"))
+    scanned = frames.scan(records_of(*values))
+    assert scanned is not None and {0, 2} <= set(scanned.heights)
+    assert compare_batch(records_of(*values), book) == []
+
+
+def test_tags_making_a_priced_event_too_large_keep_todays_dead_letter(book):
+    rows = [tagged_event(i, tags={"blob": "x" * (MAX_PRICED_EVENT_BYTES - 1500 + 1000 * i)}) for i in range(3)]
+    values = (message([tagged_event(9), *rows]),)
+    assert frames.scan(records_of(*values)).heights == {0: 4}
+    assert compare_batch(records_of(*values), book) == []
+    result = pipeline.process_batch_columnar(records_of(*values), book)
+    assert [letter["reason"].startswith("event too large") for letter in result.deadletters] == [True, True]
+
+
+def test_tagged_and_untagged_messages_mix_with_bad_records_in_order(book):
+    values = (message([tagged_event(i) for i in range(5)]), b"{nope",
+              message([tagged_event(5, tags={})]).replace(b',"tags":{}', b""),
+              orjson.dumps(orjson.loads(tagged_event(6))), message([tagged_event(7, tags={"a": "1"}),
+                                                                  tagged_event(8, tags={"b": "2", "c": "3"})]))
+    scanned = frames.scan(records_of(*values))
+    assert set(scanned.heights) == {0, 2, 4}
+    assert compare_batch(records_of(*values), book) == []
