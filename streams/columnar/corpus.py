@@ -360,7 +360,10 @@ class Corpus:
                 continue
             if event.content is not None or event.reported_cost_usd is not None:
                 continue
-            event.attribution.tags = {}  # tagged rows take the dict path (the other records have them); a twist adds one
+            if rng.random() < 0.3:  # tags of many string shapes: frames.py reads compact string maps (worker7)
+                event.attribution.tags = {rng.choice(["env", "route", "\u00e9quipe", "", "k,{}:"]) + str(i):
+                                          rng.choice(["prod", "/v1/{id}", "\u65e5\u672c", "", "a:b,c}"])
+                                          for i in range(rng.randint(0, 4))}
             dumped = event.model_dump_json(exclude_none=True).encode()
             # escaped strings and tool requests take the dict path (the other records have plenty): a few only
             if (b"\\" in dumped or b"tool_requests" in dumped) and rng.random() < 0.995:
@@ -419,6 +422,8 @@ TWISTS = [
     (',"batch":', ',"reported_cost_usd":"0.5","batch":'), (',"batch":', ',"service_tier":true,"batch":'),
     ('"provider":"', '"provider":"\u00e9'), ('"team":"', '"team":"caf\u00e9 '), ('"ts":"', '"ts":"0'),
     ('"output_tokens":', '"output_tokens":0,"output_tokens":'),
+    ('"tags":{"', '"tags":{"dup":"1","dup":"2","'), ('"tags":{"', '"tags":{"sp": "1","'), ('"tags":{"', '"tags":{"n":1,"'),
+    ('"tags":{}', '"tags":{"a":"b"} '), ('"tags":{}', '"tags":{"a":{}}'), ('"usage":{', '"usage":{"tags":{"a":"b"},'),
 ]
 
 _ABSENT = object()  # no correlation key at all (None is a correlation of null)

@@ -38,7 +38,10 @@ READ_FRAMES = True  # decode certified micro-batches straight into a polars fram
 # ... for batches of at least this many bytes: the frame path's fixed cost per batch (~80 polars queries) is paid
 # back from a few thousand events on (measured on the bench's traffic: 1 message of ~460 events 40 us/event on
 # frames, 33 on dicts; 2 messages equal; 8 messages 11.0 against 13.1, 27 messages 8.8 against 11.1).
-FRAME_MIN_BYTES = 1_000_000
+# worker7 (11:15, load ~21, CPU us/event dict vs frame): 2 messages 16.7 / 19.9, 3 messages (425 KB) 16.0 / 14.6,
+# 6 messages 11.9 / 10.5. In the worker (tokenmeter bench's (c)) the first and last batch of a burst are often 5-6
+# messages (~700 KB), which the former limit of 1 MB left to the dict path.
+FRAME_MIN_BYTES = 400_000
 LINE_PARTS = (*TOKEN_PARTS, "request")
 
 
