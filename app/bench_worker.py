@@ -1,4 +1,5 @@
-"""(c) alone, as CPU per event: `python -m app.bench_worker [--events 50000] [--rounds 3] [--tree PATH ...]`.
+"""(c) alone, as CPU per event: `python -m app.bench_worker [--events 50000] [--rounds 3] [--tree PATH ...]
+[--in-process] [--tagged 0.5]`.
 
 `tokenmeter bench`'s (c) on its own: per round and per source tree, a fresh `tokenmeter worker` (started from that
 tree, as the bench starts it) on one embedded broker; after one warm-up event is priced and the worker's start-up
@@ -7,12 +8,19 @@ produced as collector micro-batches and timed until the last is priced. Reports 
 event (user and system, /proc), with the load average. Trees alternate within each round, so a shared machine's
 load hits them alike: compare a branch with an earlier commit (`git archive <commit> | tar -x -C /tmp/base`, then
 `--tree /tmp/base --tree .`). Rates per event of worker CPU are steadier than events/s on a loaded machine.
+
+`--in-process`: instead of a worker, the pricing thread's work alone (`streams.batch_overlap._price` per ~4 MB
+chunk: the batch step, framing the priced messages, encoding dead letters) on the same traffic, best of 3 passes
+in a fresh process per tree and round (trees alternating), as events per CPU second of that process (polars' threads
+included). `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
+gateways' metadata becomes tags), for either mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import subprocess
@@ -96,12 +104,65 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
         await producer.stop()
 
 
-def measure(trees: list[str], n: int, rounds: int) -> dict[str, list[dict]]:
+def tag(events: list[dict], share: float) -> list[dict]:
+    """`share` of the events (every k-th) with tags in their attribution."""
+    if share <= 0:
+        return events
+    step = max(1, round(1 / share))
+    for i in range(0, len(events), step):
+        events[i]["attribution"] = {**events[i]["attribution"],
+                                    "tags": {"env": ("prod", "staging")[i % 2], "region": f"eu-{i % 3}"}}
+    return events
+
+
+# The in-process child (after `tag`'s source): only names every tree since worker5 has (app.bench,
+# streams.batch_overlap, streams.columnar).
+IN_PROCESS_CHILD = """
+import json, os, sys, time
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:30000,muzzy_decay_ms:30000")  # as streams/worker.py
+from app.bench import _micro_batches, synthetic_events
+from streams.batch import RawRecord
+from streams.batch_overlap import _price, chunks
+from streams.columnar import process_batch_columnar
+from streams.pricing import load_price_book
+n, rounds, tagged, seed = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+book = load_price_book()
+values = _micro_batches(tag(synthetic_events(n, seed=seed), tagged))
+parts = list(chunks([RawRecord(v, "tokenmeter.usage", i % 4, i) for i, (_, v) in enumerate(values)]))
+_price(process_batch_columnar, parts[0], book)  # the price table compiled and caches warm, as in a running worker
+best = None
+for _ in range(rounds):
+    cpu, wall = time.process_time(), time.perf_counter()
+    for part in parts:
+        _price(process_batch_columnar, part, book)
+    run = (time.process_time() - cpu, time.perf_counter() - wall)
+    best = run if best is None or run < best else best
+print(json.dumps({"events_per_cpu_s": round(n / best[0]), "cpu_us_per_event": round(best[0] / n * 1e6, 2),
+                  "events_per_s_wall": round(n / best[1]), "chunks": len(parts)}))
+"""
+
+
+def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float) -> dict[str, list[dict]]:
+    """The pricing thread's work per tree, each round in a fresh process, trees alternating."""
+    results: dict[str, list[dict]] = {tree: [] for tree in trees}
+    for round_ in range(rounds):
+        for tree in trees:
+            load = os.getloadavg()[0]
+            child = inspect.getsource(tag) + IN_PROCESS_CHILD  # `tag` from here: an older tree may lack it
+            out = subprocess.run([sys.executable, "-c", child, str(n), "3", str(tagged), str(100 + round_)],
+                                 env=dict(os.environ, PYTHONPATH=tree),
+                                 cwd=tree, capture_output=True, text=True, check=True).stdout
+            results[tree].append({**json.loads(out.splitlines()[-1]), "load": round(load, 1)})
+            print(json.dumps({"tree": tree, **results[tree][-1]}), file=sys.stderr, flush=True)
+    return results
+
+
+def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {tree: [] for tree in trees}
     with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
         for round_ in range(rounds):
             for index, tree in enumerate(trees):
-                events = synthetic_events(n, seed=100 + 10 * round_ + index)  # new event ids every run
+                events = tag(synthetic_events(n, seed=100 + 10 * round_ + index), tagged)  # new event ids every run
                 api_port = free_port()
                 env = dict(os.environ, PYTHONPATH=tree, TOKENMETER_KAFKA_BOOTSTRAP=bootstrap, TOKENMETER_DATA_DIR=tmp,
                            TOKENMETER_API_PORT=str(api_port), TOKENMETER_LOG_LEVEL="warning")
@@ -124,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tree", action="append", help="source tree to start the worker from (repeat to compare; "
                         "default: this one)")
+    parser.add_argument("--in-process", action="store_true", help="the pricing thread's work alone, no worker")
+    parser.add_argument("--tagged", type=float, default=0.0, help="share of events with tags in their attribution")
     args = parser.parse_args(argv)
     trees = [str(Path(t).resolve()) for t in (args.tree or [Path(__file__).resolve().parent.parent])]
-    print(json.dumps(measure(trees, args.events, args.rounds), indent=2))
+    if args.in_process:
+        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged), indent=2))
+    else:
+        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged), indent=2))
     return 0
 
 
