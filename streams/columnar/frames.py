@@ -173,33 +173,43 @@ def scan(records: Sequence[RawRecord]) -> Scanned | None:
     strings, objects, booleans, numbers = _kind_counts()
     kinds = {"s": pl.sum_horizontal(strings), "o": pl.sum_horizontal(objects), "b": pl.sum_horizontal(booleans),
              "n": pl.sum_horizontal(numbers)}
-    if tags is None:
-        # Each kind's inequality (values read <= keys in the bytes) holds key by key, so equal totals over the batch
-        # mean equality in every message: the common case needs no per-message sums.
-        read = frame.select(**{k: e.sum() for k, e in kinds.items()}).row(0)
-        if read == expected.select(pl.col("s", "o", "b", "n").sum()).row(0):
-            return Scanned(frame, dict(zip(taken, heights)))
-    else:  # tags objects found in the text against tags read as objects: compared message by message
+    if tags is not None:  # tags objects found in the text against tags read as objects
         kinds["t"] = pl.col("attribution").struct.field("tags").is_not_null()
     names = list(kinds)
-    per_message = frame.select("_rec", **kinds).group_by("_rec", maintain_order=True).sum()
-    agreed = per_message.join(expected, on="_rec", how="left", suffix="_bytes").filter(
-        pl.all_horizontal([pl.col(k) == pl.col(f"{k}_bytes") for k in names])).get_column("_rec")
-    if tags is not None:
-        # each message's tags objects in order, to its rows whose tags polars read (equal in number: checked above)
-        frame = frame.filter(pl.col("_rec").is_in(agreed.implode()))
-        texts = tags.gather(agreed).explode().drop_nulls().str.slice(TAGS_PREFIX)
-        tagged = pl.col("attribution").struct.field("tags").is_not_null()
-        frame = frame.with_columns(_tags=pl.when(tagged).then(
-            pl.lit(texts).gather((tagged.cast(pl.Int64).cum_sum() - 1).clip(0)) if texts.len() else None).cast(pl.String))
-        keys = pl.col("_tags").str.extract_all(TAG_KEY)
-        frame = frame.with_columns(_tags_ok=(pl.col("_tags").is_null() | (keys.list.len() == keys.list.n_unique())))
+    # Each kind's inequality (values read <= keys in the bytes) holds key by key, so equal totals over the batch
+    # mean equality in every message: the common case needs no per-message sums. (Tags: in a message certified by
+    # the other four, each tags object found is some row's attribution.tags, so found <= read there too.)
+    read = frame.select(**{k: e.sum() for k, e in kinds.items()}).row(0)
+    if read == expected.select(pl.col(*names).sum()).row(0):
+        agreed = None
     else:
+        per_message = frame.select("_rec", **kinds).group_by("_rec", maintain_order=True).sum()
+        agreed = per_message.join(expected, on="_rec", how="left", suffix="_bytes").filter(
+            pl.all_horizontal([pl.col(k) == pl.col(f"{k}_bytes") for k in names])).get_column("_rec")
         frame = frame.filter(pl.col("_rec").is_in(agreed.implode()))
+    if tags is not None and frame.height:
+        frame = _with_tags(frame, tags.gather(agreed if agreed is not None else taken))
+    if agreed is None:
+        return Scanned(frame, dict(zip(taken, heights)))
     if frame.height == 0:
         return None
     kept = set(agreed.to_list())
     return Scanned(frame, {i: h for i, h in zip(taken, heights) if i in kept})
+
+
+def _with_tags(frame: pl.DataFrame, tags: pl.Series) -> pl.DataFrame:
+    """`_tags`: each row's tags object as text (null where it has none), from its message's tags objects in order
+    (`tags`: their lists, message by message as in `frame`; as many as the rows whose tags polars read, checked by
+    `scan`); `_tags_ok`: false where a tags object repeats a key (pydantic keeps the last value: the dict path)."""
+    texts = tags.explode().drop_nulls().str.slice(TAGS_PREFIX)
+    tagged = pl.col("attribution").struct.field("tags").is_not_null()
+    frame = frame.with_columns(_tags=pl.when(tagged).then(
+        pl.lit(texts).gather((tagged.cast(pl.Int64).cum_sum() - 1).clip(0)) if texts.len() else None).cast(pl.String))
+    # tags repeat (per team, environment): keys counted once per distinct object
+    distinct = texts.unique()
+    keys = distinct.str.extract_all(TAG_KEY)
+    repeating = distinct.filter(keys.list.len() != keys.list.n_unique())
+    return frame.with_columns(_tags_ok=~pl.col("_tags").is_in(repeating.implode()).fill_null(False))
 
 
 @cache
