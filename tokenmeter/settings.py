@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: float = Field(
         900.0, gt=0, le=86400, description="An unsettled reservation's hold expires after this (longer than your "
         "longest call plus the usage pipeline's delay).")
+    reservation_expiry_grace_seconds: float | None = Field(
+        None, gt=0, le=86400, description="After a broker loss, a hold that expired before its usage was priced is "
+        "held again until this long after its expiry (its usage may have been lost with the broker); unset: the TTL.")
     # Dashboard and warehouse -------------------------------------------------------------------------
     dashboard_users_file: Path | None = Field(None, description="YAML of dashboard users, hashes and roles.")
     dashboard_secret_key: SecretStr | None = Field(None, description="Signs dashboard sessions; random if unset.")
