@@ -154,7 +154,7 @@ def demo(events: int | None, rate: float | None, seed: int | None, calendar: boo
 
         since = datetime.fromtimestamp(started, timezone.utc) if started else None
         run_service(lambda stop: generate_live(s.bootstrap_servers, stop, decision_url=decisions, seed=seed,
-                                               start=since))
+                                               start=since, loops_after=s.demo_loops_after_seconds))
         return
     run_service(lambda stop: generate(s.bootstrap_servers, rate or s.demo_events_per_s, events, seed, stop,
                                             decision_url=decisions))

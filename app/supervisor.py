@@ -470,22 +470,27 @@ class Supervisor:
             pass
 
     def stop(self) -> None:
+        """SIGTERM the children, the embedded broker's clients first and the broker once they are gone (15 s in
+        all, then SIGKILL): a client's clean stop commits and leaves its group through the broker. Stopped at
+        once, a worker retried the dead broker in a tight loop until the deadline killed it."""
         self.stopping = True
         if self.watcher:
             self.watcher.stop()
-        for child in reversed(self.children):
-            if child.alive():
-                child.proc.terminate()
         deadline = time.monotonic() + 15
-        for child in reversed(self.children):
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
-            child.restart_at = None
+        clients = [c for c in reversed(self.children) if c.args is not None]
+        for group in (clients, [c for c in reversed(self.children) if c.args is None]):
+            for child in group:
+                if child.alive():
+                    child.proc.terminate()
+            for child in group:
+                if child.proc is None:
+                    continue
+                try:
+                    child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
+                child.restart_at = None
         if self.gate is not None:  # after the children: their clean stop still commits through it
             self.gate.close()
         self.state = "stopped"

@@ -112,10 +112,12 @@ def loop_calls(begin: datetime, rng: random.Random, team: str = "growth", user: 
     return out
 
 
-def live_loops(started: datetime, rng: random.Random) -> list[dict[str, Any]]:
-    """The calls of the demo's live agent loops (LOOPS) for a demo started at `started`, in time order."""
+def live_loops(started: datetime, rng: random.Random, first_after: float = LOOPS[0][2]) -> list[dict[str, Any]]:
+    """The calls of the demo's live agent loops (LOOPS) for a demo started at `started`, in time order; the first
+    loop `first_after` seconds after the start (TOKENMETER_DEMO_LOOPS_AFTER_SECONDS), the others as far after it."""
+    shift = first_after - LOOPS[0][2]
     calls = [e for team, user, after, seconds, key in LOOPS
-             for e in loop_calls(started + timedelta(seconds=after), rng, team, user, seconds, key)]
+             for e in loop_calls(started + timedelta(seconds=after + shift), rng, team, user, seconds, key)]
     return sorted(calls, key=lambda e: e["ts"])
 
 
@@ -160,7 +162,7 @@ def due_calls(cursor: datetime, now: datetime, loop: list[dict[str, Any]], copie
 
 async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decision_url: str | None = None,
                         copies: int = COPIES, seed: int | None = None,
-                        start: datetime | None = None) -> int:
+                        start: datetime | None = None, loops_after: float = LOOPS[0][2]) -> int:
     """Send the calendar's calls (from the hour the history ends, i.e. the start of this hour) and the live
     incident as the wall clock reaches them, until `stop` is set; returns how many were sent. With `decision_url`
     calls of blocked or throttled teams are refused, like a gateway obeying budgets."""
@@ -170,7 +172,7 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     keys = {key: team for team, _, _, _, key in LOOPS if key}  # asked with their team, as a gateway would
     started = start or datetime.now(timezone.utc)
     # seeded by the start: a restarted demo (same --started) keeps the loops' schedule and ids
-    loop = live_loops(started, random.Random(seed if seed is not None else int(started.timestamp())))
+    loop = live_loops(started, random.Random(seed if seed is not None else int(started.timestamp())), loops_after)
     cursor = started.replace(minute=0, second=0, microsecond=0)  # the history ends at this hour
     if datetime.now(timezone.utc) - started > timedelta(minutes=1):  # a restart: what was due is sent already
         cursor = datetime.now(timezone.utc)
@@ -180,7 +182,8 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
     sent = refused = 0
     blocked: set[str] = set()
     log.info("demo traffic: the history's calendar continued (%d cop%s), agent loops of %s", copies,
-             "y" if copies == 1 else "ies", ", ".join(f"{user} ({team}) at +{after:g} s" for team, user, after, _, _ in LOOPS))
+             "y" if copies == 1 else "ies", ", ".join(f"{user} ({team}) at +{after + loops_after - LOOPS[0][2]:g} s"
+                                                      for team, user, after, _, _ in LOOPS))
     try:
         while not (stop and stop.is_set()):
             tick = time.monotonic()

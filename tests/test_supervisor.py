@@ -226,3 +226,45 @@ def test_sigkilled_up_takes_every_child_with_it_at_once(stack):
     with socket.socket() as sock:  # a new `up` can take the broker port at once
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", int(env["TOKENMETER_EMBEDDED_BROKER_PORT"])))
+
+
+CLIENT_STOPPING_SLOWLY = """
+import signal, socket, sys, time
+
+def on_term(*_):
+    time.sleep(0.5)  # a clean stop's last commit and LeaveGroup, through the broker
+    try:
+        socket.create_connection(({host!r}, {port}), timeout=2).close()
+        seen = "broker up"
+    except OSError as exc:
+        seen = f"broker gone ({{exc}})"
+    open({seen_path!r}, "w").write(seen)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_stop_stops_the_brokers_clients_before_the_broker(tmp_path):
+    """A child's clean stop (its last commit, leaving its group) needs the broker. Both were sent SIGTERM at once:
+    the worker then retried the dead broker in a tight loop until the 15 s deadline SIGKILLed it (15 s of each
+    broker-loss test's teardown, thousands of connection errors in its log)."""
+    from app.supervisor import Supervisor
+    from tokenmeter.settings import load_settings
+
+    settings = load_settings(data_dir=tmp_path / "data", embedded_broker_port=free_port())
+    sup = Supervisor(settings, demo=False, echo=lambda line: None)
+    sup.log_dir.mkdir(parents=True)
+    seen = tmp_path / "seen"
+    try:
+        sup.spawn("broker", None, uses_kafka=False)
+        client = sup.spawn("worker", [sys.executable, "-c", CLIENT_STOPPING_SLOWLY.format(
+            host=settings.host, port=sup.broker_private_port, seen_path=str(seen))])
+        wait_for(lambda: "ready" in client.log_path.read_text(), 30, "the client's SIGTERM handler")
+    finally:
+        sup.stop()
+    assert seen.read_text() == "broker up"
+    assert client.proc.returncode == 0  # stopped by itself, not SIGKILLed at the deadline

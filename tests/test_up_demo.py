@@ -28,6 +28,8 @@ from tokenmeter.settings import free_port
 pytestmark = [pytest.mark.slow(seconds=60), pytest.mark.browser]  # seconds: see tests/suite_order.py
 ROOT = Path(__file__).resolve().parents[1]
 
+LOOPS_AFTER_S = 5  # growth's live agent loop after the demo traffic's start (default 60)
+
 COST_BY_TEAM = """
 const el = document.querySelector("[id='{\\"panel\\":\\"cost_by_team\\",\\"type\\":\\"overview-graph\\"}'] .js-plotly-plot");
 return el && el.data && el.data.length ? el.data.flatMap(t => (t.x || []).map((x, i) => [x, t.y[i]])) : [];
@@ -52,8 +54,10 @@ class DemoUp:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """`up --demo` as a new user starts it (the calendar demo: no TOKENMETER_DEMO_EVENTS_PER_S), except that the
-    budget mirror a previous run would have left sets growth-agent-daily to 0.005 USD (growth's live agent loop
-    reaches it in a minute or so; the demo's own 0.10 USD takes 4-5 minutes of the loop) and the demo inbox is on a known port."""
+    budget mirror a previous run would have left sets growth-agent-daily to 0.005 USD (one call of growth's live
+    agent loop reaches it; the demo's own 0.10 USD takes 4-5 minutes of the loop), the loop starts 5 s after the
+    demo traffic instead of 60 s (TOKENMETER_DEMO_LOOPS_AFTER_SECONDS: the minute a new user gets to look at the
+    dashboard first, an idle wait here) and the demo inbox is on a known port."""
     from streams.budgets.model import parse_budget
     from streams.budgets.service import MIRROR_FILE, demo_budgets
 
@@ -67,7 +71,8 @@ def demo(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "TOKENMETER_DEMO_EVENTS_PER_S"}
     env.update(PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(data),
                TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()), TOKENMETER_API_PORT=str(free_port()),
-               TOKENMETER_DASH_PORT=str(dash_port), TOKENMETER_DEMO_INBOX_PORT=str(inbox_port))
+               TOKENMETER_DASH_PORT=str(dash_port), TOKENMETER_DEMO_INBOX_PORT=str(inbox_port),
+               TOKENMETER_DEMO_LOOPS_AFTER_SECONDS=str(LOOPS_AFTER_S))
     log = open(tmp / "up.log", "w")
     launched = time.monotonic()
     up = subprocess.Popen([sys.executable, "-m", "app", "up", "--demo"], env=env, stdout=log,
@@ -92,6 +97,25 @@ def demo(tmp_path_factory):
 def _child_name(cmdline: list[str]) -> str:
     """The `python -m app` command a child runs (`demo --calendar --started ...` is "demo"), else its last word."""
     return cmdline[3] if len(cmdline) > 3 and cmdline[1:3] == ["-m", "app"] else cmdline[-1]
+
+
+def test_the_demo_loops_start_a_minute_after_the_traffic_unless_set(monkeypatch):
+    """The fixture below starts growth's loop sooner; a user's `up --demo` keeps the minute, and the same schedule."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from collectors.demo_live import LOOPS, live_loops
+    from tokenmeter.settings import Settings
+
+    monkeypatch.delenv("TOKENMETER_DEMO_LOOPS_AFTER_SECONDS", raising=False)
+    assert Settings().demo_loops_after_seconds == LOOPS[0][2] == 60
+    start = datetime(2026, 12, 7, 14, tzinfo=timezone.utc)
+    usual, sooner = live_loops(start, random.Random(3)), live_loops(start, random.Random(3), LOOPS_AFTER_S)
+    assert usual == live_loops(start, random.Random(3), 60.0)
+    assert min(e["ts"] for e in usual) >= (start + timedelta(seconds=60)).isoformat()
+    shift = timedelta(seconds=60 - LOOPS_AFTER_S)
+    assert [(e["attribution"], e["usage"], e["ts"]) for e in sooner] == [  # the same calls, as much sooner
+        (e["attribution"], e["usage"], (datetime.fromisoformat(e["ts"]) - shift).isoformat()) for e in usual]
 
 
 def test_up_demo_shows_cost_by_team(dash_duo, demo):
@@ -125,7 +149,7 @@ def test_up_demo_shows_cost_by_team(dash_duo, demo):
 def test_up_demo_continues_the_history_without_an_alert_storm_and_the_budget_blocks(demo):
     """Without TOKENMETER_DEMO_EVENTS_PER_S, `up --demo` sends the history's calendar continued (not a flat
     40 events/s, ~2,000 times the history's level: 21 more anomaly alerts within 7 minutes) and one live incident,
-    growth's agent loop a minute after the start: the budget on growth's agent key blocks that key and the inbox
+    growth's agent loop (a minute after the start; LOOPS_AFTER_S here): the budget on growth's agent key blocks that key and the inbox
     holds the history's anomaly alerts plus at most one."""
     from collectors.demo_live import AGENT_KEY
 

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     load_batch_rows: int = Field(20000, ge=1, description="Max rows per warehouse insert.")
     load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
     demo_events_per_s: float = Field(40.0, gt=0, description="Demo traffic rate (events per second).")
+    demo_loops_after_seconds: float = Field(
+        60.0, ge=0, le=3600, description="`up --demo`: growth's live agent loop (the one its budget blocks) starts this "
+        "long after the demo traffic, search's a minute after it.")
     demo_inbox_port: int = Field(8025, ge=1, le=65535, description="Port of the demo's local alert inbox.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     price_overrides: Path | None = Field(None, description="YAML of negotiated discounts and custom models.")
@@ -87,6 +90,9 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: float = Field(
         900.0, gt=0, le=86400, description="An unsettled reservation's hold expires after this (longer than your "
         "longest call plus the usage pipeline's delay).")
+    reservation_expiry_grace_seconds: float | None = Field(
+        None, gt=0, le=86400, description="After a broker loss, a hold that expired before its usage was priced is "
+        "held again until this long after its expiry (its usage may have been lost with the broker); unset: the TTL.")
     # Dashboard and warehouse -------------------------------------------------------------------------
     dashboard_users_file: Path | None = Field(None, description="YAML of dashboard users, hashes and roles.")
     dashboard_secret_key: SecretStr | None = Field(None, description="Signs dashboard sessions; random if unset.")

@@ -121,7 +121,14 @@ def _journal_steps(journal: list[dict[str, Any]], name: str, start: datetime, en
     return out
 
 
-EXPIRED_GRACE = timedelta(seconds=900)  # the default TTL; `rebuild` passes the configured one
+EXPIRED_GRACE = timedelta(seconds=900)  # the default TTL; `rebuild` passes the configured one (expiry_grace)
+
+
+def expiry_grace(settings: Any) -> timedelta:
+    """How long after its expiry a hold that expired unsettled is held again by a rebuild
+    (TOKENMETER_RESERVATION_EXPIRY_GRACE_SECONDS; unset: one TTL)."""
+    seconds = settings.reservation_expiry_grace_seconds
+    return timedelta(seconds=seconds if seconds is not None else settings.reservation_ttl_seconds)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -285,7 +292,7 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
         states, alerts = rebuild_states(wh, budgets)
         replayed, deliveries = replay_alerts(wh, budgets, RouteSecrets(settings.data_dir).resolve)
         holds = carried_holds(wh, budgets, journal=read_journal(settings.data_dir),
-                              expired_grace=timedelta(seconds=settings.reservation_ttl_seconds))
+                              expired_grace=expiry_grace(settings))
     asyncio.run(_publish(settings.bootstrap_servers, states, replayed + alerts, deliveries, holds))
     lines = []
     for name, state in states:
