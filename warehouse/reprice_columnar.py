@@ -183,8 +183,11 @@ def plan_and_apply_columns(warehouse: Any, since: datetime, until: datetime | No
         changed = changed_mask(stored, new)
         _add_to_report(report, stored, new, changed)
         if not dry_run and changed.any():
-            mask = changed.to_arrow()
-            copies = _new_copies(stored.filter(mask), new.filter(mask))
+            if changed.all():  # a catalog correction changes every row: no copy of every column through a filter
+                copies = _new_copies(stored, new)
+            else:
+                mask = changed.to_arrow()
+                copies = _new_copies(stored.filter(mask), new.filter(mask))
             pending.append(copies)
             pending_rows += copies.num_rows
             if pending_rows >= apply_batch:

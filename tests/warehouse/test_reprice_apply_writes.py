@@ -54,3 +54,30 @@ def test_the_apply_writes_without_the_merge_pass_and_stores_what_it_did(wh, org,
                        " FROM priced_events WHERE org = {org:String}", {"org": org})
     assert heal_pending_hours(wh.backend) >= 2
     assert rollups(wh, org) == after  # what the apply left equals a rebuild from raw
+
+
+def test_a_columnar_reprice_that_changes_every_row_of_its_window_stores_each_new_price(wh, org, tmp_path):
+    """Every row of [noon, next day) changes (a price rise and a model the old book lacked): the plan hands all of
+    them over without filtering (reprice7), and each stored row and the rollups hold the new prices."""
+    from app.reprice_cli import columnar_reprice_columns
+    from warehouse.reprice import heal_pending_hours
+
+    day = datetime(2021, 6, 1, tzinfo=timezone.utc)
+    old_book, new_book = books(tmp_path, day)
+    events = priced_events(org, day, old_book)
+    assert wh.insert_priced(events) == len(events)
+    priced_at = datetime(2021, 7, 1, tzinfo=timezone.utc)
+    report = wh.reprice(day + timedelta(hours=12), day + timedelta(days=1),
+                        reprice_fn=lambda event: price_event(event, new_book, priced_at),
+                        reprice_columns=columnar_reprice_columns(new_book, priced_at))
+    assert report.events == report.changed == report.applied == 3
+    stored = {row["event_id"].removeprefix(f"{org}-"): (row["cost"], row["copies"]) for row in wh.query(
+        "SELECT event_id, toString(sum(cost_usd)) AS cost, count() AS copies FROM priced_events"
+        " WHERE org = {org:String} GROUP BY event_id", {"org": org}).to_dicts()}
+    assert stored == {"before-noon": ("0.002", 1), "after-noon": ("0.0055", 1), "late": ("0.006", 1),
+                      "new-model": ("0.01", 1), "next-day": ("0.002", 1)}
+    after = rollups(wh, org)
+    wh.backend.command("INSERT INTO rollup_rebuild_pending (hour) SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC')"
+                       " FROM priced_events WHERE org = {org:String}", {"org": org})
+    assert heal_pending_hours(wh.backend) >= 2
+    assert rollups(wh, org) == after
