@@ -34,23 +34,28 @@ class PhaseClock:
     def __init__(self) -> None:
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
-        self._inner: list[list[float]] = []  # per running phase: wall and CPU of the phases it called
+        self.thread: dict[str, float] = {}  # CPU of the calling thread only (Python, polars' caller); the rest of
+        # a phase's CPU is other threads': chDB's query and background threads, polars' and Arrow's pools
+        self._inner: list[list[float]] = []  # per running phase: wall, CPU and thread CPU of the phases it called
 
     def wrap(self, name: str, fn):  # noqa: ANN001, ANN201
         """`fn` timed as phase `name`; time spent in a phase it calls counts for that phase only."""
         def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            wall, cpu = time.perf_counter(), time.process_time()
-            self._inner.append([0.0, 0.0])
+            wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
+            self._inner.append([0.0, 0.0, 0.0])
             try:
                 return fn(*args, **kwargs)
             finally:
-                inner_wall, inner_cpu = self._inner.pop()
+                inner_wall, inner_cpu, inner_thread = self._inner.pop()
                 spent_wall, spent_cpu = time.perf_counter() - wall, time.process_time() - cpu
+                spent_thread = time.thread_time() - thread
                 self.wall[name] = self.wall.get(name, 0.0) + spent_wall - inner_wall
                 self.cpu[name] = self.cpu.get(name, 0.0) + spent_cpu - inner_cpu
+                self.thread[name] = self.thread.get(name, 0.0) + spent_thread - inner_thread
                 if self._inner:
                     self._inner[-1][0] += spent_wall
                     self._inner[-1][1] += spent_cpu
+                    self._inner[-1][2] += spent_thread
 
         return timed
 
@@ -115,11 +120,16 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, cha
             else:
                 columns = reprice_cli.columnar_reprice_columns(book, priced_at)
                 kwargs["reprice_columns"] = clock.wrap("price (columns)", columns)
+                import warehouse.reprice_columnar as columnar_module
+                for phase, name in (("diff", "changed_mask"), ("report", "_add_to_report"),
+                                    ("new copies", "_new_copies")):
+                    if hasattr(columnar_module, name):  # the plan's steps, as far as this tree has them
+                        setattr(columnar_module, name, clock.wrap(phase, getattr(columnar_module, name)))
             load = os.getloadavg()[0]
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
             report = wh.reprice(end - timedelta(days=days + 1), None, reprice_fn=reprice_fn, dry_run=dry_run,
                                 **kwargs)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            wall, cpu, thread = time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - thread
             load_after = os.getloadavg()[0]
             stored = wh.query("SELECT toString(sum(cost_usd)) AS raw FROM priced_events").to_dicts()[0]["raw"]
             rollup = wh.query("SELECT toString(sum(cost_usd)) AS r FROM spend_hourly").to_dicts()[0]["r"]
@@ -129,13 +139,16 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, cha
         shutil.rmtree(base, ignore_errors=True)
     phases_wall = {k: round(v, 2) for k, v in clock.wall.items()}
     phases_cpu = {k: round(v, 2) for k, v in clock.cpu.items()}
+    phases_thread = {k: round(v, 2) for k, v in clock.thread.items()}
     phases_wall["rest (plan, diff)"] = round(wall - sum(clock.wall.values()), 2)
     phases_cpu["rest (plan, diff)"] = round(cpu - sum(clock.cpu.values()), 2)
+    phases_thread["rest (plan, diff)"] = round(thread - sum(clock.thread.values()), 2)
     return {
         "path": path, "events": report.events, "changed": report.changed, "applied": report.applied,
         "dry_run": dry_run, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "events_per_s": round(report.events / wall), "events_per_cpu_s": round(report.events / cpu),
-        "phases_wall_s": phases_wall, "phases_cpu_s": phases_cpu, "load_before": load, "load_after": load_after,
+        "phases_wall_s": phases_wall, "phases_cpu_s": phases_cpu,
+        "phases_main_thread_cpu_s": phases_thread, "main_thread_cpu_s": round(thread, 2), "load_before": load, "load_after": load_after,
         "settle_s": settled, "change": change,
         "report": report.to_json(), "stored_total": stored, "rollup_total": rollup,
     }
@@ -201,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
                   flush=True)
             print(f"    phases wall s: {r['phases_wall_s']}", flush=True)
             print(f"    phases CPU s:  {r['phases_cpu_s']}", flush=True)
+            if "phases_main_thread_cpu_s" in r:
+                print(f"    of which the calling thread: {r['phases_main_thread_cpu_s']}", flush=True)
     if len(results) == 2:
         old, new = sorted(results, key=lambda r: r["path"] == "new")  # the baseline, then the new path
         same = (old["report"] == new["report"], old["stored_total"] == new["stored_total"],

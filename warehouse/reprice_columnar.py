@@ -37,26 +37,32 @@ def _map_as_list(column: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(maps.offsets, entries)
 
 
-def _canonical(breakdowns: pl.Series) -> pl.Series:
-    """Each breakdown as text with its lines sorted by key: two are equal iff their dicts are (Decimal(18,12)
-    values: same scale, so equal amounts have equal text)."""
-    element = pl.element().struct
-    return breakdowns.list.eval(
-        pl.concat_str(element.field("key"), pl.lit("="), element.field("value").cast(pl.String))
-    ).list.sort().list.join(";")
+def _sorted_lines(lines: pl.Series, rows: pl.Series) -> pl.DataFrame:
+    """The breakdown lines of `rows` (indices into `lines`), one (row, key, value) per line, sorted."""
+    frame = pl.DataFrame({"row": rows, "line": lines.gather(rows)}).explode("line").unnest("line")
+    return frame.sort("row", "key", "value")
 
 
 def breakdowns_differ(old: pa.ChunkedArray, new: pa.ChunkedArray) -> pl.Series:
     """Per row: the two breakdown maps differ as dicts (`warehouse.reprice._pricing_of`). Equal lists are equal
-    dicts; only unequal lists of the same length (maybe the same lines in another order) are compared sorted."""
+    dicts; only unequal lists of the same length (maybe the same lines in another order) are compared sorted.
+
+    Those (nearly every changed row: a price change keeps the lines and changes their amounts) are compared as
+    columns: both sides' lines exploded to (row, key, value) and sorted, so with equal lengths per row the i-th
+    lines of the two sides belong to the same row, and a row differs iff one of its line pairs does. The text
+    form this replaced (each row's lines joined as sorted strings) cost ~14 µs per row and side, so the diff grew
+    with the changed rows (28 µs each, against ~0.6 per unchanged row)."""
     old_lines, new_lines = pl.Series(_map_as_list(old)), pl.Series(_map_as_list(new))
     differ = old_lines != new_lines
     lengths = old_lines.list.len()
     reordered = differ & (lengths == new_lines.list.len()) & (lengths > 1)
     if reordered.any():
         rows = reordered.arg_true()
-        again = _canonical(old_lines.gather(rows)) != _canonical(new_lines.gather(rows))
-        differ = differ.scatter(rows, again)
+        old_sorted, new_sorted = _sorted_lines(old_lines, rows), _sorted_lines(new_lines, rows)
+        pair_differs = (old_sorted.get_column("key").ne_missing(new_sorted.get_column("key"))
+                        | old_sorted.get_column("value").ne_missing(new_sorted.get_column("value")))
+        differing = old_sorted.get_column("row").filter(pair_differs).unique()
+        differ = differ.scatter(rows, rows.is_in(differing))
     return differ
 
 
@@ -177,8 +183,11 @@ def plan_and_apply_columns(warehouse: Any, since: datetime, until: datetime | No
         changed = changed_mask(stored, new)
         _add_to_report(report, stored, new, changed)
         if not dry_run and changed.any():
-            mask = changed.to_arrow()
-            copies = _new_copies(stored.filter(mask), new.filter(mask))
+            if changed.all():  # a catalog correction changes every row: no copy of every column through a filter
+                copies = _new_copies(stored, new)
+            else:
+                mask = changed.to_arrow()
+                copies = _new_copies(stored.filter(mask), new.filter(mask))
             pending.append(copies)
             pending_rows += copies.num_rows
             if pending_rows >= apply_batch:
