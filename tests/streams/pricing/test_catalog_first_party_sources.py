@@ -62,6 +62,10 @@ PRICED = [
     ("fireworks", "accounts/fireworks/models/kimi-k2-instruct", "2025-08-01", "4.00"),  # $1 / $3
     ("fireworks", "accounts/fireworks/models/gpt-oss-120b", "2025-08-10", "0.75"),  # $0.15 / $0.60
     ("fireworks", "accounts/fireworks/models/glm-4p5", "2025-09-10", "2.74"),  # $0.55 / $2.19
+    # Fireworks' Serverless Pricing page: 'DeepSeek V3 family' $0.56 / $1.68, 'GLM 4.7' $0.60 / $2.20
+    ("fireworks", "accounts/fireworks/models/deepseek-v3p1", "2025-10-01", "2.24"),
+    ("fireworks", "accounts/fireworks/models/deepseek-v3p2", "2026-01-10", "2.24"),
+    ("fireworks", "accounts/fireworks/models/glm-4p7", "2026-01-10", "2.80"),
     # third-party dated copy of groq.com (2024-08-03): priced, and marked as not first-party
     ("groq", "llama3-groq-70b-8192-tool-use-preview", "2024-08-01", "1.78"),
     ("groq", "llama3-groq-8b-8192-tool-use-preview", "2024-08-01", "0.38"),
@@ -88,6 +92,8 @@ def test_catalog_versions_price_their_day(book, provider, model, day, expected):
     "cohere/command-r-08-2024", "cohere/command-r-plus-08-2024",
     "groq/qwen/qwen3-32b", "groq/moonshotai/kimi-k2-instruct-0905",
     "openai/codex-mini-latest", "openai/davinci-002", "openai/gpt-3.5-turbo-instruct", "openai/o4-mini-deep-research",
+    # Fireworks' own Serverless Pricing page (docs.fireworks.ai/serverless/pricing) prints these prices (seventh pass)
+    "fireworks/deepseek-v3p1", "fireworks/deepseek-v3p2", "fireworks/glm-4p7", "fireworks/gpt-oss-120b",
 ])
 def test_versions_read_in_the_providers_own_material_count_as_first_party(book, key):
     entry = book.entries[key]
@@ -105,6 +111,7 @@ def test_models_without_a_standing_published_price_stay_unpriced(book, provider,
 
 
 @pytest.mark.parametrize("key", ["groq/llama3-groq-70b-8192-tool-use-preview", "groq/llama-3.3-70b-versatile",
+                                 "fireworks/gpt-oss-20b",
                                  "dashscope/qwen3-235b-a22b", "dashscope/qwen2.5-72b-instruct"])
 def test_prices_known_only_from_third_party_copies_are_not_counted_first_party(book, key):
     entry = book.entries[key]
