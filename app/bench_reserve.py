@@ -11,6 +11,7 @@ Standalone: `python -m app.bench_reserve` starts its own embedded broker and wor
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import json
 import os
@@ -53,80 +54,252 @@ async def _wait_admitting(url: str, timeout: float = 120.0) -> None:
 
 
 class OpenLoop:
-    """What one open-loop run measured: latencies from each request's scheduled time (`latencies`) and from its
-    write to the socket (`round_trips`: without the client's own lateness), failures, the rate achieved and the
-    client's CPU seconds (it shares the machine's cores with the worker and the broker)."""
+    """What one open-loop run measured, per request: from its scheduled time to the answer (`latencies`), from
+    its write to the socket (`round_trips`: without the client's own lateness), how late the client wrote it
+    (`lateness`), and the worker's own time for it (`server`, from the answer's `Server-Timing` header); failures,
+    the rate achieved, the client's CPU seconds (it shares the machine's cores with the worker and the broker) and
+    its own event loop's lag (looplag.py)."""
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.round_trips: list[float] = []
+        self.lateness: list[float] = []
+        self.server: list[float] = []
         self.failures: dict[str, str] = {}
         self.achieved = 0.0
         self.client_cpu_s = 0.0
+        self.seconds = 0.0
+        self.client_loop_lag: dict = {}
 
 
-async def _open_loop(url: str, rate: float, seconds: float, connections: int = 64) -> OpenLoop:
+CLIENTS = ("lean", "streams")  # the first is the default; "streams" is the client of reserve5/reserve6
+_SERVER_TIMING = b"Server-Timing: reserve;dur="
+
+
+def _server_ms(head: bytes) -> float | None:
+    at = head.find(_SERVER_TIMING)
+    if at < 0:
+        return None
+    at += len(_SERVER_TIMING)
+    end = head.find(b"\r\n", at)
+    return float(head[at:end if end >= 0 else len(head)])
+
+
+def _content_length(head: bytes) -> int:
+    at = head.lower().find(b"\r\ncontent-length:")
+    end = head.find(b"\r\n", at + 2)
+    return int(head[at + 17:end if end >= 0 else len(head)])
+
+
+class _Recorder:
+    """Files one answer into an OpenLoop (both clients share it, so they count the same things)."""
+
+    def __init__(self, out: OpenLoop) -> None:
+        self.out = out
+        self.failures: dict[str, int] = {}  # answer status (e.g. '503') -> count
+        self.reasons: dict[str, str] = {}  # answer status -> its first body
+
+    def answer(self, due: float, sent: float, answered: float, head: bytes, body: bytes) -> None:
+        out = self.out
+        out.latencies.append((answered - due) * 1000)
+        out.round_trips.append((answered - sent) * 1000)
+        out.lateness.append((sent - due) * 1000)
+        server = _server_ms(head)
+        if server is not None:
+            out.server.append(server)
+        if not head.startswith(b"HTTP/1.1 201"):
+            status = head[9:12].decode(errors="replace")
+            self.failures[status] = self.failures.get(status, 0) + 1
+            self.reasons.setdefault(status, body[:300].decode(errors="replace"))
+
+    def close(self) -> None:
+        self.out.failures = {status: f"{n}: {self.reasons[status]}" for status, n in self.failures.items()}
+
+
+class _LeanConnection(asyncio.Protocol):
+    """One keep-alive connection of the lean client: the request is written from the sender's own step (no queue,
+    no task to wake), and the answer is parsed from the bytes as they arrive (no StreamReader, no task per
+    connection): the least Python per request a client in this language can spend, as a gateway's Lua or Go
+    client would spend less still."""
+
+    def __init__(self, pool: "_LeanPool") -> None:
+        self.pool = pool
+        self.buffer = bytearray()
+        self.head: bytes | None = None
+        self.length = 0
+        self.due = self.sent = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, due: float, payload: bytes) -> None:
+        self.due, self.sent = due, time.perf_counter()
+        self.transport.write(payload)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while True:
+            if self.head is None:
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                self.head = bytes(buffer[:end])
+                del buffer[:end + 4]
+                self.length = _content_length(self.head)
+            if len(buffer) < self.length:
+                return
+            body = bytes(buffer[:self.length])
+            del buffer[:self.length]
+            head, self.head = self.head, None
+            self.pool.answered(self, head, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.lost(exc)
+
+
+class _LeanPool:
+    def __init__(self, recorder: _Recorder, total: int) -> None:
+        self.recorder = recorder
+        self.idle: list[_LeanConnection] = []
+        self.waiting: collections.deque = collections.deque()  # (due, payload) while every connection is busy
+        self.left = total
+        self.done = asyncio.get_running_loop().create_future()
+
+    def send(self, due: float, payload: bytes) -> None:
+        if self.idle:
+            self.idle.pop().send(due, payload)
+        else:  # its latency runs from `due` all the same: waiting for a connection counts (open loop)
+            self.waiting.append((due, payload))
+
+    def answered(self, connection: _LeanConnection, head: bytes, body: bytes) -> None:
+        self.recorder.answer(connection.due, connection.sent, time.perf_counter(), head, body)
+        if self.waiting:
+            connection.send(*self.waiting.popleft())
+        else:
+            self.idle.append(connection)
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def lost(self, exc: Exception | None) -> None:
+        if self.left and not self.done.done():
+            self.done.set_exception(ConnectionError(f"a bench connection closed mid-run: {exc}"))
+
+
+async def _open_loop(url: str, rate: float, seconds: float, connections: int = 64, client: str = "lean") -> OpenLoop:
     """Requests leave on schedule (the i-th at start + i / rate) over `connections` keep-alive connections; a
     request's latency runs from its scheduled time, so waiting for a free connection counts (open loop). A
-    minimal HTTP/1.1 client: aiohttp's own cost per request would cap what one Python process can offer."""
+    minimal HTTP/1.1 client: aiohttp's own cost per request would cap what one Python process can offer.
+    `client`: "lean" (asyncio protocols, the request written from the sender's step) or "streams" (a task per
+    connection fed through a queue, StreamReader parsing: the client before reserve7)."""
     from urllib.parse import urlsplit
 
+    from streams.budgets.looplag import LoopLagProbe
+
     parts = urlsplit(url)
-    queue: asyncio.Queue = asyncio.Queue()
     out = OpenLoop()
-    latencies, round_trips = out.latencies, out.round_trips
-    failures: dict[str, int] = {}  # answer status (e.g. '503') -> count
-    reasons: dict[str, str] = {}  # answer status -> its first body
+    recorder = _Recorder(out)
 
     def request_bytes(i: int) -> bytes:
         body = json.dumps(_body(i)).encode()
         return (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                due, payload = item
-                sent = time.perf_counter()
-                writer.write(payload)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length:")))
-                answer = await reader.readexactly(length)
-                answered = time.perf_counter()
-                latencies.append((answered - due) * 1000)
-                round_trips.append((answered - sent) * 1000)
-                if not head.startswith(b"HTTP/1.1 201"):
-                    status = head[9:12].decode(errors="replace")
-                    failures[status] = failures.get(status, 0) + 1
-                    reasons.setdefault(status, answer[:300].decode(errors="replace"))
-        finally:
-            writer.close()
-
-    workers = [asyncio.create_task(connection()) for _ in range(connections)]
     payloads = [request_bytes(i) for i in range(int(rate * seconds))]  # built before the clock starts
+    loop = asyncio.get_running_loop()
+    if client == "lean":
+        pool = _LeanPool(recorder, len(payloads))
+        for _ in range(connections):
+            _transport, protocol = await loop.create_connection(lambda: _LeanConnection(pool), parts.hostname,
+                                                                parts.port)
+            pool.idle.append(protocol)
+        submit, finish = pool.send, pool.done
+    else:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def connection() -> None:
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        return
+                    due, payload = item
+                    sent = time.perf_counter()
+                    writer.write(payload)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    answer = await reader.readexactly(_content_length(head[:-2]))
+                    recorder.answer(due, sent, time.perf_counter(), head[:-2], answer)
+            finally:
+                writer.close()
+
+        workers = [asyncio.create_task(connection()) for _ in range(connections)]
+        submit = lambda due, payload: queue.put_nowait((due, payload))  # noqa: E731
+
+        async def drain() -> None:
+            for _ in workers:
+                queue.put_nowait(None)
+            await asyncio.gather(*workers)
+
+        finish = None
+    probe = LoopLagProbe()
+    probe.start()
     cpu_started = time.process_time()
     started = time.perf_counter()
     sent = 0
     while sent < len(payloads):
         due_now = min(len(payloads), int((time.perf_counter() - started) * rate) + 1)
         while sent < due_now:
-            queue.put_nowait((started + sent / rate, payloads[sent]))
+            submit(started + sent / rate, payloads[sent])
             sent += 1
         # until the next request is due (the loop wakes at millisecond resolution); a fixed 2 ms tick made each
         # request leave ~1 ms after its scheduled time on average, which its latency counted
         await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
-    out.achieved = len(payloads) / (time.perf_counter() - started)
+    if finish is not None:
+        await finish
+        for connection in pool.idle:
+            connection.transport.close()
+    else:
+        await drain()
+    out.seconds = time.perf_counter() - started
+    out.achieved = len(payloads) / out.seconds
     out.client_cpu_s = time.process_time() - cpu_started
-    out.failures = {status: f"{n}: {reasons[status]}" for status, n in failures.items()}
+    await probe.stop()
+    out.client_loop_lag = probe.summary()
+    recorder.close()
     return out
+
+
+def _open_loop_figures(run: OpenLoop, worker_lag: dict, prefix: str = "reserve_") -> dict:
+    """The figures of one open loop; the worker's side (`server`) and what lies outside it per request (the
+    round trip less the worker's time: both event loops, the client's and the worker's HTTP code, the kernel)."""
+    outside = [rt - sv for rt, sv in zip(run.round_trips, run.server)] if len(run.server) == len(run.round_trips) else []
+    figures = {
+        "latency_p50_ms": round(statistics.median(run.latencies), 3),
+        "latency_p99_ms": round(_percentile(run.latencies, 99), 3),
+        "round_trip_p50_ms": round(statistics.median(run.round_trips), 3),
+        "round_trip_p99_ms": round(_percentile(run.round_trips, 99), 3),
+        "client_lateness_p50_ms": round(statistics.median(run.lateness), 3),
+        "client_lateness_p99_ms": round(_percentile(run.lateness, 99), 3),
+        "client_cpu_ms": round(run.client_cpu_s / len(run.latencies) * 1000, 4),
+        "client_loop_lag_p99_ms": run.client_loop_lag.get("p99"),
+        "offered_per_s": round(run.achieved, 1),
+        "failures": sum(int(v.split(":", 1)[0]) for v in run.failures.values()),
+        "failures_by_status": run.failures,
+    }
+    if run.server:
+        figures.update({"open_loop_server_p50_ms": round(statistics.median(run.server), 3),
+                        "open_loop_server_p99_ms": round(_percentile(run.server, 99), 3)})
+    if outside:
+        figures.update({"outside_worker_p50_ms": round(statistics.median(outside), 3),
+                        "outside_worker_p99_ms": round(_percentile(outside, 99), 3)})
+    if worker_lag.get("samples"):
+        figures.update({"worker_loop_lag_p50_ms": worker_lag["p50"], "worker_loop_lag_p99_ms": worker_lag["p99"],
+                        "worker_loop_lag_max_ms": worker_lag["max"], "worker_loop_stalls": worker_lag["stalls"],
+                        "worker_stall_on_cpu_pct": worker_lag["stall_on_cpu_pct"]})
+    return {prefix + key: value for key, value in figures.items()}
 
 
 async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
@@ -158,13 +331,16 @@ def _runqueue_wait_s(pid: int | None) -> float | None:
 
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0,
-                         broker_pid: int | None = None, profile: str | None = None) -> dict:
+                         broker_pid: int | None = None, profile: str | None = None,
+                         clients: tuple[str, ...] = CLIENTS[:1]) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
     `other_budgets`: that many more budgets (other teams') defined, which no bench reservation matches. With the
     broker's pid, its CPU per reservation too (`reserve_broker_cpu_ms`: it shares the cores). `profile`: the worker
-    runs under `_PROFILED_WORKER`; its cProfile of the closed loop is written to that path."""
+    runs under `_PROFILED_WORKER`; its cProfile of the closed loop is written to that path. `clients`: the open-loop
+    clients (CLIENTS) run in turn, back to back; the `reserve_*` figures are the first's, and with more than one each
+    client's are also under `reserve_<client>_client_*`."""
     from streams.budgets import parse_budget, write_budgets
 
     others = [parse_budget({"name": f"bench-other-{i}", "scope": {"team": f"bench-other-{i}"}, "period": "month",
@@ -178,17 +354,26 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     # collection would pause the client mid-run and count as reservation latency
     gc.collect()
     gc.freeze()
-    waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
+    figures: dict = {}
     try:
-        run = asyncio.run(_open_loop(url, rate, seconds))
+        for client in clients:  # each client in turn against the same worker (`--clients lean,streams`)
+            waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
+            run = asyncio.run(_open_loop(url, rate, seconds, client=client))
+            worker_lag = _status(url, window_s=run.seconds).get("loop_lag_ms") or {}
+            measured = _open_loop_figures(run, worker_lag)
+            # the share of the open loop the worker's event loop spent runnable but waiting for a core (the load)
+            if worker_pid and waited_before is not None:
+                measured["reserve_worker_waiting_for_cpu_pct"] = round(
+                    (_runqueue_wait_s(worker_pid) - waited_before) / (time.perf_counter() - wall_before) * 100, 1)
+            if len(clients) > 1:
+                figures.setdefault("reserve_by_client", {})[client] = {
+                    key.removeprefix("reserve_"): value for key, value in measured.items()}
+            if client == clients[0]:
+                main = measured
     finally:
         gc.unfreeze()
-    # the share of the open loop the worker's event loop spent runnable but waiting for a core (the machine's load)
-    waiting = {"reserve_worker_waiting_for_cpu_pct": round(
-        (_runqueue_wait_s(worker_pid) - waited_before) / (time.perf_counter() - wall_before) * 100, 1)
-    } if worker_pid and waited_before is not None else {}
-    latencies, failures = run.latencies, run.failures
-    server, acks = _server_latency(url)  # the worker's own time per reservation, without the client's
+    status = _status(url)  # the worker's own time per reservation (recent ones), without the client's
+    server, acks = status["latency_ms"], status.get("hold_ack_ms") or {}
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
     broker_before = _cpu_seconds(broker_pid) if broker_pid else 0.0
     if profile and worker_pid:
@@ -200,17 +385,14 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
         cpu["reserve_broker_cpu_ms"] = round((_cpu_seconds(broker_pid) - broker_before) / (requests // 8 * 8) * 1000, 4)
     if profile and worker_pid:
         _stop_profile(worker_pid, profile)
-    return {"reserve_latency_p50_ms": round(statistics.median(latencies), 3),
-            "reserve_latency_p99_ms": round(_percentile(latencies, 99), 3),
-            "reserve_server_latency_p50_ms": server["p50"], "reserve_server_latency_p99_ms": server["p99"],
-            # of the worker's time: from the hold's write to the broker's acknowledgement
+    return {**main,
+            # the worker's time for the open loop's reservations (their Server-Timing headers); before reserve7 the
+            # worker's own samples, which included the warm-up's closed loop
+            "reserve_server_latency_p50_ms": main.get("reserve_open_loop_server_p50_ms", server["p50"]),
+            "reserve_server_latency_p99_ms": main.get("reserve_open_loop_server_p99_ms", server["p99"]),
+            # of the worker's time: from the hold's write to the broker's acknowledgement (its recent samples)
             "reserve_hold_ack_p50_ms": acks.get("p50"), "reserve_hold_ack_p99_ms": acks.get("p99"),
-            "reserve_round_trip_p50_ms": round(statistics.median(run.round_trips), 3),
-            "reserve_round_trip_p99_ms": round(_percentile(run.round_trips, 99), 3),
-            "reserve_client_cpu_ms": round(run.client_cpu_s / len(latencies) * 1000, 4),
-            "reserve_offered_per_s": round(run.achieved, 1), "reserve_failures": sum(int(v.split(":", 1)[0]) for v in failures.values()),
-            "reserve_failures_by_status": failures,
-            "reserve_requests_per_s": round(throughput, 1), **cpu, **waiting}
+            "reserve_requests_per_s": round(throughput, 1), **cpu, **figures}
 
 
 # cProfile of the worker (`--profile PATH`): the worker's main module wrapped so that PROFILE_SIGNAL turns the
@@ -261,13 +443,14 @@ def _broker_pid(port: int) -> int | None:
     return None
 
 
-def _server_latency(url: str) -> tuple[dict, dict]:
-    """The worker's own latency figures (reservations since its start): answer, and hold acknowledgement."""
+def _status(url: str, window_s: float | None = None) -> dict:
+    """The worker's `GET /v1/reservations`: its latency figures (reservations since its start: answer, and hold
+    acknowledgement) and its event loop's lag over the last `window_s` seconds."""
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        status = json.loads(resp.read())
-    return status["latency_ms"], status.get("hold_ack_ms") or {}
+    query = f"?window_s={window_s:.3f}" if window_s else ""
+    with urllib.request.urlopen(url + query, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def main() -> None:
@@ -284,6 +467,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000, help="reservations per second offered in the open loop")
     parser.add_argument("--requests", type=int, default=8000,
                         help="reservations in the closed loop that reserve_worker_cpu_ms is measured over")
+    parser.add_argument("--clients", default=CLIENTS[0],
+                        help=f"open-loop clients to run in turn, comma-separated, of {', '.join(CLIENTS)} (the first's "
+                             "figures are the reserve_* ones)")
     parser.add_argument("--profile", metavar="PATH",
                         help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
@@ -299,7 +485,7 @@ def main() -> None:
         try:
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
                                                   other_budgets=args.other_budgets, requests=args.requests,
-                                                  rate=args.rate,
+                                                  rate=args.rate, clients=tuple(args.clients.split(",")),
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile)))
         finally:
             proc.terminate()

@@ -40,6 +40,7 @@ from tokenmeter.records import iso, money
 from .decisions import attributes_from_request
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
+from .looplag import LoopLagProbe
 from .murmur import DefaultPartitioner
 from .owner import RESERVATION_COUNTS
 from .readiness import spend_partition
@@ -146,6 +147,7 @@ class ReservationService:
         self.stats = {"reservations": 0, "admitted": 0, "refused": 0, "forwarded": 0, "released": 0,
                       "not_ready": 0, "bad_requests": 0}
         self._heap_frozen = False
+        self.loop_lag = LoopLagProbe()  # the event loop's lag (looplag.py), shown by GET /v1/reservations
 
     # Persistence of holds -------------------------------------------------------------------------------
     async def producer(self, purpose: str = "holds") -> Any:
@@ -233,6 +235,7 @@ class ReservationService:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     async def stop(self) -> None:
+        await self.loop_lag.stop()
         if self._log_pending and self._producers:
             await self._flush_log(0)
         if self._session is not None:
@@ -381,10 +384,15 @@ class ReservationService:
 
     async def reserve(self, web: Any, request: Any, path: str | None = None) -> Any:
         started = time.perf_counter()
+        response = None
         try:
-            return await self._reserve(web, request, path)
+            response = await self._reserve(web, request, path)
+            return response
         finally:
-            _keep_last(self.latencies, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            _keep_last(self.latencies, took)
+            if response is not None:  # the worker's own share of the call (W3C Server-Timing), for the caller
+                response.headers["Server-Timing"] = f"reserve;dur={took * 1000:.3f}"
 
     async def _reserve(self, web: Any, request: Any, ext_authz_path: str | None = None) -> Any:
         self.stats["reservations"] += 1
@@ -575,8 +583,13 @@ class ReservationService:
 
         class Reservations(faust.web.View):  # POST: the lean route below
             async def get(self, request):  # noqa: ANN001
+                try:  # the loop lag over the last `window_s` seconds (the bench asks for its open loop's)
+                    window = float(request.query.get("window_s") or 0) or None
+                except ValueError:
+                    window = None
                 return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats, "latency_ms": svc.latency_ms(),
                                     "hold_ack_ms": svc.latency_ms(svc.hold_acks),
+                                    "loop_lag_ms": svc.loop_lag.summary(window),
                                     "gc": gc_status(),
                                     "me": str(svc.service.app.conf.canonical_url),
                                     "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
@@ -625,6 +638,10 @@ class ReservationService:
         router.add_route("POST", "/v1/reservations/_hold", owner_hold)  # a forwarded hold: lean like the gateway's
         app.page("/v1/reservations/_hold/{reservation_id}")(OwnerHoldOne)
         app.page("/v1/reservations/{reservation_id}")(Reservation)
+
+        @app.task
+        async def probe_loop_lag() -> None:
+            svc.loop_lag.start()
 
         @app.task
         async def follow_owners() -> None:

@@ -215,6 +215,13 @@ def test_the_admission_routes_answer_with_the_same_headers_and_the_hold_ack_is_s
     assert headers["Content-Type"] == "application/json; charset=utf-8" and headers["Cache-Control"] == "no-store"
     acks = call("GET", url)[1]["hold_ack_ms"]
     assert acks["samples"] >= 1 and 0 < acks["p50"] <= acks["p99"], acks
+    # the worker's own time per call (reserve7): in the answer (Server-Timing) and its event loop's lag in the status
+    status, headers, answer = post(reservation(team, f"hdr-{uuid.uuid4().hex}", prompt_tokens=10))
+    assert status == 201 and headers["Server-Timing"].startswith("reserve;dur="), headers
+    assert 0 < float(headers["Server-Timing"].split("=", 1)[1]) < 5_000, headers
+    lag = wait_for(lambda: (lambda s: s if s.get("samples") else None)(
+        call("GET", url + "?window_s=60")[1]["loop_lag_ms"]), what="loop lag samples")
+    assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"] and lag["stalls"] >= 0, lag
     request = urllib.request.Request(url, data=b"{}", method="PUT")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
