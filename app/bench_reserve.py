@@ -358,9 +358,11 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     try:
         for client in clients:  # each client in turn against the same worker (`--clients lean,streams`)
             waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
+            gc_before = _status(url)["gc"]
             run = asyncio.run(_open_loop(url, rate, seconds, client=client))
-            worker_lag = _status(url, window_s=run.seconds).get("loop_lag_ms") or {}
-            measured = _open_loop_figures(run, worker_lag)
+            after = _status(url, window_s=run.seconds)
+            measured = _open_loop_figures(run, after.get("loop_lag_ms") or {})
+            measured.update(_gc_figures(gc_before, after["gc"], len(run.latencies), "reserve_open_loop_"))
             # the share of the open loop the worker's event loop spent runnable but waiting for a core (the load)
             if worker_pid and waited_before is not None:
                 measured["reserve_worker_waiting_for_cpu_pct"] = round(
@@ -375,10 +377,12 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     status = _status(url)  # the worker's own time per reservation (recent ones), without the client's
     server, acks = status["latency_ms"], status.get("hold_ack_ms") or {}
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
+    gc_before = status["gc"]
     broker_before = _cpu_seconds(broker_pid) if broker_pid else 0.0
     if profile and worker_pid:
         os.kill(worker_pid, PROFILE_SIGNAL)  # profiler on
     throughput = asyncio.run(_closed_loop(url, requests))
+    gc_closed = _gc_figures(gc_before, _status(url)["gc"], requests // 8 * 8, "reserve_closed_loop_")
     cpu = {"reserve_worker_cpu_ms": round((_cpu_seconds(worker_pid) - cpu_before) / (requests // 8 * 8) * 1000, 4)
            } if worker_pid else {}
     if broker_pid:
@@ -392,7 +396,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             "reserve_server_latency_p99_ms": main.get("reserve_open_loop_server_p99_ms", server["p99"]),
             # of the worker's time: from the hold's write to the broker's acknowledgement (its recent samples)
             "reserve_hold_ack_p50_ms": acks.get("p50"), "reserve_hold_ack_p99_ms": acks.get("p99"),
-            "reserve_requests_per_s": round(throughput, 1), **cpu, **figures}
+            "reserve_requests_per_s": round(throughput, 1), **cpu, **gc_closed, **figures}
 
 
 # cProfile of the worker (`--profile PATH`): the worker's main module wrapped so that PROFILE_SIGNAL turns the
@@ -441,6 +445,16 @@ def _broker_pid(port: int) -> int | None:
         if args and b"tansu" in args[0].rsplit(b"/", 1)[-1] and f"LISTENER_URL=tcp://127.0.0.1:{port}\0".encode() in environ:
             return int(entry)
     return None
+
+
+def _gc_figures(before: dict, after: dict, reservations: int, prefix: str) -> dict:
+    """The worker's cyclic-GC collections per generation and their pause time per reservation between two
+    `GET /v1/reservations` answers (their `gc.pauses`)."""
+    if "pauses" not in before or "pauses" not in after:
+        return {}
+    count = [a - b for a, b in zip(after["pauses"]["count"], before["pauses"]["count"])]
+    total = sum(after["pauses"]["total_ms"]) - sum(before["pauses"]["total_ms"])
+    return {prefix + "gc_collections": count, prefix + "gc_ms_per_reservation": round(total / max(1, reservations), 4)}
 
 
 def _status(url: str, window_s: float | None = None) -> dict:

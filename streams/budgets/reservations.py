@@ -40,7 +40,7 @@ from tokenmeter.records import iso, money
 from .decisions import attributes_from_request
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
-from .looplag import LoopLagProbe
+from .looplag import GcPauses, LoopLagProbe
 from .murmur import DefaultPartitioner
 from .owner import RESERVATION_COUNTS
 from .readiness import spend_partition
@@ -116,10 +116,15 @@ def freeze_startup_heap() -> None:
              (time.perf_counter() - started) * 1000)
 
 
+GC_PAUSES = GcPauses()  # installed by the worker's reservation service (install); one per process, as the GC is
+
+
 def gc_status() -> dict[str, Any]:
-    """The cyclic GC as the latency tail sees it: objects kept out of it (freeze_startup_heap) and collections so
-    far per generation (a full one, the third, is the long pause)."""
-    return {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()]}
+    """The cyclic GC as the latency tail sees it: objects kept out of it (freeze_startup_heap), collections so
+    far per generation (a full one, the third, is the long pause) and their pauses (`pauses`: count, total and
+    longest ms per generation, since the service started)."""
+    return {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()],
+            "thresholds": list(gc.get_threshold()), "pauses": GC_PAUSES.summary()}
 
 
 class ReservationService:
@@ -642,6 +647,7 @@ class ReservationService:
         @app.task
         async def probe_loop_lag() -> None:
             svc.loop_lag.start()
+            GC_PAUSES.install()
 
         @app.task
         async def follow_owners() -> None:
