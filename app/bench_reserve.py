@@ -376,13 +376,21 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
         gc.unfreeze()
     status = _status(url)  # the worker's own time per reservation (recent ones), without the client's
     server, acks = status["latency_ms"], status.get("hold_ack_ms") or {}
+    background = {}
+    if worker_pid:  # the worker's CPU with no reservation coming: work of its own (e.g. usage still being priced)
+        idle_cpu, idle_wall = _cpu_seconds(worker_pid), time.perf_counter()
+        time.sleep(1.0)  # a measuring window, not a wait for readiness
+        background["reserve_worker_background_cpu_pct"] = round(
+            (_cpu_seconds(worker_pid) - idle_cpu) / (time.perf_counter() - idle_wall) * 100, 1)
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
-    gc_before = status["gc"]
+    gc_before = _status(url)["gc"]
     broker_before = _cpu_seconds(broker_pid) if broker_pid else 0.0
     if profile and worker_pid:
         os.kill(worker_pid, PROFILE_SIGNAL)  # profiler on
+    closed_started = time.perf_counter()
     throughput = asyncio.run(_closed_loop(url, requests))
-    gc_closed = _gc_figures(gc_before, _status(url)["gc"], requests // 8 * 8, "reserve_closed_loop_")
+    closed_s = time.perf_counter() - closed_started
+    gc_closed = _gc_figures(gc_before, _status(url, window_s=closed_s)["gc"], requests // 8 * 8, "reserve_closed_loop_")
     cpu = {"reserve_worker_cpu_ms": round((_cpu_seconds(worker_pid) - cpu_before) / (requests // 8 * 8) * 1000, 4)
            } if worker_pid else {}
     if broker_pid:
@@ -396,7 +404,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             "reserve_server_latency_p99_ms": main.get("reserve_open_loop_server_p99_ms", server["p99"]),
             # of the worker's time: from the hold's write to the broker's acknowledgement (its recent samples)
             "reserve_hold_ack_p50_ms": acks.get("p50"), "reserve_hold_ack_p99_ms": acks.get("p99"),
-            "reserve_requests_per_s": round(throughput, 1), **cpu, **gc_closed, **figures}
+            "reserve_requests_per_s": round(throughput, 1), **cpu, **background, **gc_closed, **figures}
 
 
 # cProfile of the worker (`--profile PATH`): the worker's main module wrapped so that PROFILE_SIGNAL turns the
@@ -454,7 +462,9 @@ def _gc_figures(before: dict, after: dict, reservations: int, prefix: str) -> di
         return {}
     count = [a - b for a, b in zip(after["pauses"]["count"], before["pauses"]["count"])]
     total = sum(after["pauses"]["total_ms"]) - sum(before["pauses"]["total_ms"])
-    return {prefix + "gc_collections": count, prefix + "gc_ms_per_reservation": round(total / max(1, reservations), 4)}
+    return {prefix + "gc_collections": count, prefix + "gc_ms_per_reservation": round(total / max(1, reservations), 4),
+            # [generation, ms] of each pause above 1 ms in the window the `after` answer was asked for
+            prefix + "gc_long_pauses": after["pauses"].get("long", [])}
 
 
 def _status(url: str, window_s: float | None = None) -> dict:

@@ -83,6 +83,7 @@ class GcPauses:
         self.count = [0, 0, 0]
         self.total_s = [0.0, 0.0, 0.0]
         self.max_s = [0.0, 0.0, 0.0]
+        self.long: deque[tuple[float, int, float]] = deque(maxlen=KEEP_STALLS)  # (monotonic, generation, s) > 1 ms
         self._started = 0.0
         self._installed = False
 
@@ -105,10 +106,16 @@ class GcPauses:
         self.total_s[generation] += took
         if took > self.max_s[generation]:
             self.max_s[generation] = took
+        if took > 0.001:
+            self.long.append((time.monotonic(), generation, took))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, window_s: float | None = None) -> dict[str, Any]:
+        """Totals since install; `long`: the pauses above 1 ms of the last `window_s` seconds (all kept when None),
+        as [generation, ms]."""
+        since = time.monotonic() - window_s if window_s else float("-inf")
         return {"count": list(self.count), "total_ms": [_ms(t) for t in self.total_s],
-                "max_ms": [_ms(t) for t in self.max_s]}
+                "max_ms": [_ms(t) for t in self.max_s],
+                "long": [[g, _ms(took)] for at, g, took in self.long if at >= since][-50:]}
 
 
 def _ms(seconds: float) -> float:

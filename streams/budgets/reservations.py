@@ -52,6 +52,7 @@ ID_PREFIX = "rsv_"
 MAX_ID = 200  # request ids, reservation ids
 LOG_FLUSH_SECONDS = 0.1  # hold log records are sent in batches this often (the journal has them at once)
 LOG_BATCH = 500  # log records per Kafka record (a JSON array, ~150 KB)
+GC_YOUNG_THRESHOLD = 7_000  # the cyclic GC's generation-0 threshold once the heap is frozen (freeze_startup_heap)
 
 
 class ReservationError(Exception):
@@ -108,23 +109,31 @@ def freeze_startup_heap() -> None:
     the worker's heap) out of the cyclic GC's reach, once, when the worker first owns budgets (before it admits).
     A full collection otherwise rescans all of them every few seconds under reservation traffic: 56-250 ms pauses of
     the event loop (the bench's p99, measured with a probe of gc.callbacks), with nothing to collect. Objects freed
-    by reference counting are still freed; only cyclic garbage among them would stay (documented by gc.freeze)."""
+    by reference counting are still freed; only cyclic garbage among them would stay (documented by gc.freeze).
+
+    Then the young generation's threshold goes up from CPython's 700 to GC_YOUNG_THRESHOLD: under open-loop traffic
+    the objects of the requests in flight rise and fall in bursts, and at 700 every rise collected the young
+    generation (300-420 collections per 10,000 reservations), promoting whatever was in flight (requests, holds) to
+    the older generations, whose collections followed (27-38 and 2-3 full ones, pauses up to ~20 ms at load 20);
+    at 7,000, 5 young collections and no older one in the same bench, GC time per reservation 20-50x less
+    (docs/budgets.md, reserve7). Each young collection scans more objects, well under a millisecond."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
-    log.info("froze %d startup objects out of the cyclic GC in %.0f ms", gc.get_freeze_count(),
-             (time.perf_counter() - started) * 1000)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    log.info("froze %d startup objects out of the cyclic GC in %.0f ms; young generation collected every %d net "
+             "allocations", gc.get_freeze_count(), (time.perf_counter() - started) * 1000, GC_YOUNG_THRESHOLD)
 
 
 GC_PAUSES = GcPauses()  # installed by the worker's reservation service (install); one per process, as the GC is
 
 
-def gc_status() -> dict[str, Any]:
+def gc_status(window_s: float | None = None) -> dict[str, Any]:
     """The cyclic GC as the latency tail sees it: objects kept out of it (freeze_startup_heap), collections so
     far per generation (a full one, the third, is the long pause) and their pauses (`pauses`: count, total and
     longest ms per generation, since the service started)."""
     return {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()],
-            "thresholds": list(gc.get_threshold()), "pauses": GC_PAUSES.summary()}
+            "thresholds": list(gc.get_threshold()), "pauses": GC_PAUSES.summary(window_s)}
 
 
 class ReservationService:
@@ -595,7 +604,7 @@ class ReservationService:
                 return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats, "latency_ms": svc.latency_ms(),
                                     "hold_ack_ms": svc.latency_ms(svc.hold_acks),
                                     "loop_lag_ms": svc.loop_lag.summary(window),
-                                    "gc": gc_status(),
+                                    "gc": gc_status(window),
                                     "me": str(svc.service.app.conf.canonical_url),
                                     "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
 
