@@ -70,6 +70,7 @@ class OpenLoop:
         self.client_cpu_s = 0.0
         self.seconds = 0.0
         self.client_loop_lag: dict = {}
+        self.client_gc: list[int] = []  # the client's cyclic-GC collections per generation during the run
 
 
 CLIENTS = ("lean", "streams")  # the first is the default; "streams" is the client of reserve5/reserve6
@@ -246,6 +247,7 @@ async def _open_loop(url: str, rate: float, seconds: float, connections: int = 6
         finish = None
     probe = LoopLagProbe()
     probe.start()
+    collections = [g["collections"] for g in gc.get_stats()]
     cpu_started = time.process_time()
     started = time.perf_counter()
     sent = 0
@@ -266,6 +268,7 @@ async def _open_loop(url: str, rate: float, seconds: float, connections: int = 6
     out.seconds = time.perf_counter() - started
     out.achieved = len(payloads) / out.seconds
     out.client_cpu_s = time.process_time() - cpu_started
+    out.client_gc = [g["collections"] - c for g, c in zip(gc.get_stats(), collections)]
     await probe.stop()
     out.client_loop_lag = probe.summary()
     recorder.close()
@@ -285,6 +288,7 @@ def _open_loop_figures(run: OpenLoop, worker_lag: dict, prefix: str = "reserve_"
         "client_lateness_p99_ms": round(_percentile(run.lateness, 99), 3),
         "client_cpu_ms": round(run.client_cpu_s / len(run.latencies) * 1000, 4),
         "client_loop_lag_p99_ms": run.client_loop_lag.get("p99"),
+        "client_gc_collections": run.client_gc,
         "offered_per_s": round(run.achieved, 1),
         "failures": sum(int(v.split(":", 1)[0]) for v in run.failures.values()),
         "failures_by_status": run.failures,
@@ -351,9 +355,14 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     asyncio.run(_wait_admitting(url))
     asyncio.run(_closed_loop(url, 800))  # warm-up: connections, the hold producer, the tokenizer caches
     # the client's own heap (aiohttp, the app's modules) out of its cyclic GC, as the worker's is: a full
-    # collection would pause the client mid-run and count as reservation latency
+    # collection would pause the client mid-run and count as reservation latency; and its young generation
+    # collected as seldom as the worker's (GC_YOUNG_THRESHOLD): the client's requests in flight burst as the worker's do
+    from streams.budgets.reservations import GC_YOUNG_THRESHOLD
+
     gc.collect()
     gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
     figures: dict = {}
     try:
         for client in clients:  # each client in turn against the same worker (`--clients lean,streams`)
@@ -373,6 +382,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             if client == clients[0]:
                 main = measured
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
     status = _status(url)  # the worker's own time per reservation (recent ones), without the client's
     server, acks = status["latency_ms"], status.get("hold_ack_ms") or {}
@@ -494,17 +504,22 @@ def main() -> None:
     parser.add_argument("--clients", default=CLIENTS[0],
                         help=f"open-loop clients to run in turn, comma-separated, of {', '.join(CLIENTS)} (the first's "
                              "figures are the reserve_* ones)")
+    parser.add_argument("--worker-tree", metavar="DIR",
+                        help="run the worker from this checkout (e.g. `git archive` of an older commit) instead of "
+                             "this one: before/after of the worker under one bench; figures the older worker does "
+                             "not give (Server-Timing, loop lag, GC pauses) are left out")
     parser.add_argument("--profile", metavar="PATH",
                         help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
     broker_port = free_port()
     with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", broker_port, partitions=4) as bootstrap:
         port = free_port()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+        path = [os.path.abspath(args.worker_tree)] if args.worker_tree else []
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="warning")
         command = ([sys.executable, "-c", _PROFILED_WORKER, os.path.abspath(args.profile)] if args.profile
                    else [sys.executable, "-m", "app", "worker"])
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=path[0] if path else None,
                                 stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
         try:
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
