@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 from aiohttp import ClientSession
 
@@ -318,6 +319,45 @@ async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
         return (requests // clients * clients) / (time.perf_counter() - t0)
 
 
+def usage_traffic_main(bootstrap: str, rate: float, seconds: float) -> None:
+    """Usage events to `tokenmeter.usage` at `rate` per second for `seconds` (one event per message, as a gateway
+    producing directly sends them; fresh event ids), so the worker prices usage on the same event loop while it
+    admits (`--usage-rate`). Run as a child process: its Python must not share the bench client's core time."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from app.bench import synthetic_events
+    from tokenmeter import topics
+    from tokenmeter.events import partition_key
+
+    async def run() -> None:
+        events = synthetic_events(int(rate * seconds), seed=int(time.time_ns() % 2**31))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            started, sent, pending = time.perf_counter(), 0, []
+            while sent < len(events):
+                due = min(len(events), int((time.perf_counter() - started) * rate) + 1)
+                for event in events[sent:due]:
+                    pending.append(await producer.send(topics.USAGE, orjson.dumps(event), key=partition_key(event)))
+                sent = due
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def _start_usage_traffic(bootstrap: str, rate: float, seconds: float) -> Any:
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-c", "import sys; from app.bench_reserve import usage_traffic_main; "
+                             "usage_traffic_main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))",
+                             bootstrap, str(rate), str(seconds)],
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), stdout=subprocess.DEVNULL)
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -336,7 +376,7 @@ def _runqueue_wait_s(pid: int | None) -> float | None:
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0,
                          broker_pid: int | None = None, profile: str | None = None,
-                         clients: tuple[str, ...] = CLIENTS[:1]) -> dict:
+                         clients: tuple[str, ...] = CLIENTS[:1], usage_rate: float = 0) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
@@ -368,10 +408,20 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
         for client in clients:  # each client in turn against the same worker (`--clients lean,streams`)
             waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
             gc_before = _status(url)["gc"]
-            run = asyncio.run(_open_loop(url, rate, seconds, client=client))
+            cpu_open = _cpu_seconds(worker_pid) if worker_pid else 0.0
+            traffic = _start_usage_traffic(bootstrap, usage_rate, seconds + 1) if usage_rate else None
+            try:
+                run = asyncio.run(_open_loop(url, rate, seconds, client=client))
+            finally:
+                if traffic is not None:
+                    traffic.terminate()
+                    traffic.wait(30)
             after = _status(url, window_s=run.seconds)
             measured = _open_loop_figures(run, after.get("loop_lag_ms") or {})
             measured.update(_gc_figures(gc_before, after["gc"], len(run.latencies), "reserve_open_loop_"))
+            if worker_pid:  # the open loop's own CPU figure: where its GC shows (the closed loop's bursts are small)
+                measured["reserve_open_loop_worker_cpu_ms"] = round(
+                    (_cpu_seconds(worker_pid) - cpu_open) / len(run.latencies) * 1000, 4)
             # the share of the open loop the worker's event loop spent runnable but waiting for a core (the load)
             if worker_pid and waited_before is not None:
                 measured["reserve_worker_waiting_for_cpu_pct"] = round(
@@ -504,6 +554,8 @@ def main() -> None:
     parser.add_argument("--clients", default=CLIENTS[0],
                         help=f"open-loop clients to run in turn, comma-separated, of {', '.join(CLIENTS)} (the first's "
                              "figures are the reserve_* ones)")
+    parser.add_argument("--usage-rate", type=float, default=0,
+                        help="usage events per second for the worker to price during the open loop (default none)")
     parser.add_argument("--worker-tree", metavar="DIR",
                         help="run the worker from this checkout (e.g. `git archive` of an older commit) instead of "
                              "this one: before/after of the worker under one bench; figures the older worker does "
@@ -525,6 +577,7 @@ def main() -> None:
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
                                                   other_budgets=args.other_budgets, requests=args.requests,
                                                   rate=args.rate, clients=tuple(args.clients.split(",")),
+                                                  usage_rate=args.usage_rate,
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile)))
         finally:
             proc.terminate()
