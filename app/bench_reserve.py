@@ -518,9 +518,9 @@ def _broker_pid(port: int) -> int | None:
 def _gc_figures(before: dict, after: dict, reservations: int, prefix: str) -> dict:
     """The worker's cyclic-GC collections per generation and their pause time per reservation between two
     `GET /v1/reservations` answers (their `gc.pauses`)."""
-    if "pauses" not in before or "pauses" not in after:
-        return {}
-    count = [a - b for a, b in zip(after["pauses"]["count"], before["pauses"]["count"])]
+    count = [a - b for a, b in zip(after["collections"], before["collections"])]
+    if "pauses" not in before or "pauses" not in after:  # a worker before reserve7: its collections only
+        return {prefix + "gc_collections": count}
     total = sum(after["pauses"]["total_ms"]) - sum(before["pauses"]["total_ms"])
     return {prefix + "gc_collections": count, prefix + "gc_ms_per_reservation": round(total / max(1, reservations), 4),
             # [generation, ms] of each pause above 1 ms in the window the `after` answer was asked for
