@@ -303,7 +303,8 @@ def _open_loop_figures(run: OpenLoop, worker_lag: dict, prefix: str = "reserve_"
     if worker_lag.get("samples"):
         figures.update({"worker_loop_lag_p50_ms": worker_lag["p50"], "worker_loop_lag_p99_ms": worker_lag["p99"],
                         "worker_loop_lag_max_ms": worker_lag["max"], "worker_loop_stalls": worker_lag["stalls"],
-                        "worker_stall_on_cpu_pct": worker_lag["stall_on_cpu_pct"]})
+                        "worker_stall_on_cpu_pct": worker_lag["stall_on_cpu_pct"],
+                        "worker_stall_cpu_max_ms": worker_lag.get("stall_cpu_max_ms")})
     return {prefix + key: value for key, value in figures.items()}
 
 

@@ -71,6 +71,8 @@ class LoopLagProbe:
                 "p99": _ms(lags[min(len(lags) - 1, int(len(lags) * 0.99))]), "max": _ms(lags[-1]),
                 "stalls": len(stalls), "stall_ms_total": _ms(sum(s[1] for s in stalls)),
                 "stall_cpu_ms_total": _ms(sum(s[2] for s in stalls)),
+                # the most CPU the loop's thread used in one late interval: the longest synchronous work seen
+                "stall_cpu_max_ms": _ms(max((s[2] for s in stalls), default=0.0)),
                 "stall_on_cpu_pct": round(sum(s[2] for s in stalls) / wall * 100, 1) if wall else None}
 
 
