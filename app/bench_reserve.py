@@ -11,6 +11,7 @@ Standalone: `python -m app.bench_reserve` starts its own embedded broker and wor
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 from aiohttp import ClientSession
 
@@ -53,80 +55,257 @@ async def _wait_admitting(url: str, timeout: float = 120.0) -> None:
 
 
 class OpenLoop:
-    """What one open-loop run measured: latencies from each request's scheduled time (`latencies`) and from its
-    write to the socket (`round_trips`: without the client's own lateness), failures, the rate achieved and the
-    client's CPU seconds (it shares the machine's cores with the worker and the broker)."""
+    """What one open-loop run measured, per request: from its scheduled time to the answer (`latencies`), from
+    its write to the socket (`round_trips`: without the client's own lateness), how late the client wrote it
+    (`lateness`), and the worker's own time for it (`server`, from the answer's `Server-Timing` header); failures,
+    the rate achieved, the client's CPU seconds (it shares the machine's cores with the worker and the broker) and
+    its own event loop's lag (looplag.py)."""
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.round_trips: list[float] = []
+        self.lateness: list[float] = []
+        self.server: list[float] = []
         self.failures: dict[str, str] = {}
         self.achieved = 0.0
         self.client_cpu_s = 0.0
+        self.seconds = 0.0
+        self.client_loop_lag: dict = {}
+        self.client_gc: list[int] = []  # the client's cyclic-GC collections per generation during the run
 
 
-async def _open_loop(url: str, rate: float, seconds: float, connections: int = 64) -> OpenLoop:
+CLIENTS = ("lean", "streams")  # the first is the default; "streams" is the client of reserve5/reserve6
+_SERVER_TIMING = b"Server-Timing: reserve;dur="
+
+
+def _server_ms(head: bytes) -> float | None:
+    at = head.find(_SERVER_TIMING)
+    if at < 0:
+        return None
+    at += len(_SERVER_TIMING)
+    end = head.find(b"\r\n", at)
+    return float(head[at:end if end >= 0 else len(head)])
+
+
+def _content_length(head: bytes) -> int:
+    at = head.lower().find(b"\r\ncontent-length:")
+    end = head.find(b"\r\n", at + 2)
+    return int(head[at + 17:end if end >= 0 else len(head)])
+
+
+class _Recorder:
+    """Files one answer into an OpenLoop (both clients share it, so they count the same things)."""
+
+    def __init__(self, out: OpenLoop) -> None:
+        self.out = out
+        self.failures: dict[str, int] = {}  # answer status (e.g. '503') -> count
+        self.reasons: dict[str, str] = {}  # answer status -> its first body
+
+    def answer(self, due: float, sent: float, answered: float, head: bytes, body: bytes) -> None:
+        out = self.out
+        out.latencies.append((answered - due) * 1000)
+        out.round_trips.append((answered - sent) * 1000)
+        out.lateness.append((sent - due) * 1000)
+        server = _server_ms(head)
+        if server is not None:
+            out.server.append(server)
+        if not head.startswith(b"HTTP/1.1 201"):
+            status = head[9:12].decode(errors="replace")
+            self.failures[status] = self.failures.get(status, 0) + 1
+            self.reasons.setdefault(status, body[:300].decode(errors="replace"))
+
+    def close(self) -> None:
+        self.out.failures = {status: f"{n}: {self.reasons[status]}" for status, n in self.failures.items()}
+
+
+class _LeanConnection(asyncio.Protocol):
+    """One keep-alive connection of the lean client: the request is written from the sender's own step (no queue,
+    no task to wake), and the answer is parsed from the bytes as they arrive (no StreamReader, no task per
+    connection): the least Python per request a client in this language can spend, as a gateway's Lua or Go
+    client would spend less still."""
+
+    def __init__(self, pool: "_LeanPool") -> None:
+        self.pool = pool
+        self.buffer = bytearray()
+        self.head: bytes | None = None
+        self.length = 0
+        self.due = self.sent = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, due: float, payload: bytes) -> None:
+        self.due, self.sent = due, time.perf_counter()
+        self.transport.write(payload)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while True:
+            if self.head is None:
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                self.head = bytes(buffer[:end])
+                del buffer[:end + 4]
+                self.length = _content_length(self.head)
+            if len(buffer) < self.length:
+                return
+            body = bytes(buffer[:self.length])
+            del buffer[:self.length]
+            head, self.head = self.head, None
+            self.pool.answered(self, head, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.lost(exc)
+
+
+class _LeanPool:
+    def __init__(self, recorder: _Recorder, total: int) -> None:
+        self.recorder = recorder
+        self.idle: list[_LeanConnection] = []
+        self.waiting: collections.deque = collections.deque()  # (due, payload) while every connection is busy
+        self.left = total
+        self.done = asyncio.get_running_loop().create_future()
+
+    def send(self, due: float, payload: bytes) -> None:
+        if self.idle:
+            self.idle.pop().send(due, payload)
+        else:  # its latency runs from `due` all the same: waiting for a connection counts (open loop)
+            self.waiting.append((due, payload))
+
+    def answered(self, connection: _LeanConnection, head: bytes, body: bytes) -> None:
+        self.recorder.answer(connection.due, connection.sent, time.perf_counter(), head, body)
+        if self.waiting:
+            connection.send(*self.waiting.popleft())
+        else:
+            self.idle.append(connection)
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def lost(self, exc: Exception | None) -> None:
+        if self.left and not self.done.done():
+            self.done.set_exception(ConnectionError(f"a bench connection closed mid-run: {exc}"))
+
+
+async def _open_loop(url: str, rate: float, seconds: float, connections: int = 64, client: str = "lean") -> OpenLoop:
     """Requests leave on schedule (the i-th at start + i / rate) over `connections` keep-alive connections; a
     request's latency runs from its scheduled time, so waiting for a free connection counts (open loop). A
-    minimal HTTP/1.1 client: aiohttp's own cost per request would cap what one Python process can offer."""
+    minimal HTTP/1.1 client: aiohttp's own cost per request would cap what one Python process can offer.
+    `client`: "lean" (asyncio protocols, the request written from the sender's step) or "streams" (a task per
+    connection fed through a queue, StreamReader parsing: the client before reserve7)."""
     from urllib.parse import urlsplit
 
+    from streams.budgets.looplag import LoopLagProbe
+
     parts = urlsplit(url)
-    queue: asyncio.Queue = asyncio.Queue()
     out = OpenLoop()
-    latencies, round_trips = out.latencies, out.round_trips
-    failures: dict[str, int] = {}  # answer status (e.g. '503') -> count
-    reasons: dict[str, str] = {}  # answer status -> its first body
+    recorder = _Recorder(out)
 
     def request_bytes(i: int) -> bytes:
         body = json.dumps(_body(i)).encode()
         return (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                due, payload = item
-                sent = time.perf_counter()
-                writer.write(payload)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length:")))
-                answer = await reader.readexactly(length)
-                answered = time.perf_counter()
-                latencies.append((answered - due) * 1000)
-                round_trips.append((answered - sent) * 1000)
-                if not head.startswith(b"HTTP/1.1 201"):
-                    status = head[9:12].decode(errors="replace")
-                    failures[status] = failures.get(status, 0) + 1
-                    reasons.setdefault(status, answer[:300].decode(errors="replace"))
-        finally:
-            writer.close()
-
-    workers = [asyncio.create_task(connection()) for _ in range(connections)]
     payloads = [request_bytes(i) for i in range(int(rate * seconds))]  # built before the clock starts
+    loop = asyncio.get_running_loop()
+    if client == "lean":
+        pool = _LeanPool(recorder, len(payloads))
+        for _ in range(connections):
+            _transport, protocol = await loop.create_connection(lambda: _LeanConnection(pool), parts.hostname,
+                                                                parts.port)
+            pool.idle.append(protocol)
+        submit, finish = pool.send, pool.done
+    else:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def connection() -> None:
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        return
+                    due, payload = item
+                    sent = time.perf_counter()
+                    writer.write(payload)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    answer = await reader.readexactly(_content_length(head[:-2]))
+                    recorder.answer(due, sent, time.perf_counter(), head[:-2], answer)
+            finally:
+                writer.close()
+
+        workers = [asyncio.create_task(connection()) for _ in range(connections)]
+        submit = lambda due, payload: queue.put_nowait((due, payload))  # noqa: E731
+
+        async def drain() -> None:
+            for _ in workers:
+                queue.put_nowait(None)
+            await asyncio.gather(*workers)
+
+        finish = None
+    probe = LoopLagProbe()
+    probe.start()
+    collections = [g["collections"] for g in gc.get_stats()]
     cpu_started = time.process_time()
     started = time.perf_counter()
     sent = 0
     while sent < len(payloads):
         due_now = min(len(payloads), int((time.perf_counter() - started) * rate) + 1)
         while sent < due_now:
-            queue.put_nowait((started + sent / rate, payloads[sent]))
+            submit(started + sent / rate, payloads[sent])
             sent += 1
         # until the next request is due (the loop wakes at millisecond resolution); a fixed 2 ms tick made each
         # request leave ~1 ms after its scheduled time on average, which its latency counted
         await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
-    out.achieved = len(payloads) / (time.perf_counter() - started)
+    if finish is not None:
+        await finish
+        for connection in pool.idle:
+            connection.transport.close()
+    else:
+        await drain()
+    out.seconds = time.perf_counter() - started
+    out.achieved = len(payloads) / out.seconds
     out.client_cpu_s = time.process_time() - cpu_started
-    out.failures = {status: f"{n}: {reasons[status]}" for status, n in failures.items()}
+    out.client_gc = [g["collections"] - c for g, c in zip(gc.get_stats(), collections)]
+    await probe.stop()
+    out.client_loop_lag = probe.summary()
+    recorder.close()
     return out
+
+
+def _open_loop_figures(run: OpenLoop, worker_lag: dict, prefix: str = "reserve_") -> dict:
+    """The figures of one open loop; the worker's side (`server`) and what lies outside it per request (the
+    round trip less the worker's time: both event loops, the client's and the worker's HTTP code, the kernel)."""
+    outside = [rt - sv for rt, sv in zip(run.round_trips, run.server)] if len(run.server) == len(run.round_trips) else []
+    figures = {
+        "latency_p50_ms": round(statistics.median(run.latencies), 3),
+        "latency_p99_ms": round(_percentile(run.latencies, 99), 3),
+        "round_trip_p50_ms": round(statistics.median(run.round_trips), 3),
+        "round_trip_p99_ms": round(_percentile(run.round_trips, 99), 3),
+        "client_lateness_p50_ms": round(statistics.median(run.lateness), 3),
+        "client_lateness_p99_ms": round(_percentile(run.lateness, 99), 3),
+        "client_cpu_ms": round(run.client_cpu_s / len(run.latencies) * 1000, 4),
+        "client_loop_lag_p99_ms": run.client_loop_lag.get("p99"),
+        "client_gc_collections": run.client_gc,
+        "offered_per_s": round(run.achieved, 1),
+        "failures": sum(int(v.split(":", 1)[0]) for v in run.failures.values()),
+        "failures_by_status": run.failures,
+    }
+    if run.server:
+        figures.update({"open_loop_server_p50_ms": round(statistics.median(run.server), 3),
+                        "open_loop_server_p99_ms": round(_percentile(run.server, 99), 3)})
+    if outside:
+        figures.update({"outside_worker_p50_ms": round(statistics.median(outside), 3),
+                        "outside_worker_p99_ms": round(_percentile(outside, 99), 3)})
+    if worker_lag.get("samples"):
+        figures.update({"worker_loop_lag_p50_ms": worker_lag["p50"], "worker_loop_lag_p99_ms": worker_lag["p99"],
+                        "worker_loop_lag_max_ms": worker_lag["max"], "worker_loop_stalls": worker_lag["stalls"],
+                        "worker_stall_on_cpu_pct": worker_lag["stall_on_cpu_pct"],
+                        "worker_stall_cpu_max_ms": worker_lag.get("stall_cpu_max_ms")})
+    return {prefix + key: value for key, value in figures.items()}
 
 
 async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
@@ -139,6 +318,45 @@ async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
         t0 = time.perf_counter()
         await asyncio.gather(*[client(requests // clients) for _ in range(clients)])
         return (requests // clients * clients) / (time.perf_counter() - t0)
+
+
+def usage_traffic_main(bootstrap: str, rate: float, seconds: float) -> None:
+    """Usage events to `tokenmeter.usage` at `rate` per second for `seconds` (one event per message, as a gateway
+    producing directly sends them; fresh event ids), so the worker prices usage on the same event loop while it
+    admits (`--usage-rate`). Run as a child process: its Python must not share the bench client's core time."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from app.bench import synthetic_events
+    from tokenmeter import topics
+    from tokenmeter.events import partition_key
+
+    async def run() -> None:
+        events = synthetic_events(int(rate * seconds), seed=int(time.time_ns() % 2**31))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            started, sent, pending = time.perf_counter(), 0, []
+            while sent < len(events):
+                due = min(len(events), int((time.perf_counter() - started) * rate) + 1)
+                for event in events[sent:due]:
+                    pending.append(await producer.send(topics.USAGE, orjson.dumps(event), key=partition_key(event)))
+                sent = due
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def _start_usage_traffic(bootstrap: str, rate: float, seconds: float) -> Any:
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-c", "import sys; from app.bench_reserve import usage_traffic_main; "
+                             "usage_traffic_main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))",
+                             bootstrap, str(rate), str(seconds)],
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), stdout=subprocess.DEVNULL)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -158,13 +376,16 @@ def _runqueue_wait_s(pid: int | None) -> float | None:
 
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0,
-                         broker_pid: int | None = None, profile: str | None = None) -> dict:
+                         broker_pid: int | None = None, profile: str | None = None,
+                         clients: tuple[str, ...] = CLIENTS[:1], usage_rate: float = 0) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
     `other_budgets`: that many more budgets (other teams') defined, which no bench reservation matches. With the
     broker's pid, its CPU per reservation too (`reserve_broker_cpu_ms`: it shares the cores). `profile`: the worker
-    runs under `_PROFILED_WORKER`; its cProfile of the closed loop is written to that path."""
+    runs under `_PROFILED_WORKER`; its cProfile of the closed loop is written to that path. `clients`: the open-loop
+    clients (CLIENTS) run in turn, back to back; the `reserve_*` figures are the first's, and with more than one each
+    client's are also under `reserve_<client>_client_*`."""
     from streams.budgets import parse_budget, write_budgets
 
     others = [parse_budget({"name": f"bench-other-{i}", "scope": {"team": f"bench-other-{i}"}, "period": "month",
@@ -175,42 +396,76 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     asyncio.run(_wait_admitting(url))
     asyncio.run(_closed_loop(url, 800))  # warm-up: connections, the hold producer, the tokenizer caches
     # the client's own heap (aiohttp, the app's modules) out of its cyclic GC, as the worker's is: a full
-    # collection would pause the client mid-run and count as reservation latency
+    # collection would pause the client mid-run and count as reservation latency; and its young generation
+    # collected as seldom as the worker's (GC_YOUNG_THRESHOLD): the client's requests in flight burst as the worker's do
+    from streams.budgets.reservations import GC_YOUNG_THRESHOLD
+
     gc.collect()
     gc.freeze()
-    waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+    figures: dict = {}
     try:
-        run = asyncio.run(_open_loop(url, rate, seconds))
+        for client in clients:  # each client in turn against the same worker (`--clients lean,streams`)
+            waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
+            gc_before = _status(url)["gc"]
+            cpu_open = _cpu_seconds(worker_pid) if worker_pid else 0.0
+            traffic = _start_usage_traffic(bootstrap, usage_rate, seconds + 1) if usage_rate else None
+            try:
+                run = asyncio.run(_open_loop(url, rate, seconds, client=client))
+            finally:
+                if traffic is not None:
+                    traffic.terminate()
+                    traffic.wait(30)
+            after = _status(url, window_s=run.seconds)
+            measured = _open_loop_figures(run, after.get("loop_lag_ms") or {})
+            measured.update(_gc_figures(gc_before, after["gc"], len(run.latencies), "reserve_open_loop_"))
+            if worker_pid:  # the open loop's own CPU figure: where its GC shows (the closed loop's bursts are small)
+                measured["reserve_open_loop_worker_cpu_ms"] = round(
+                    (_cpu_seconds(worker_pid) - cpu_open) / len(run.latencies) * 1000, 4)
+            # the share of the open loop the worker's event loop spent runnable but waiting for a core (the load)
+            if worker_pid and waited_before is not None:
+                measured["reserve_worker_waiting_for_cpu_pct"] = round(
+                    (_runqueue_wait_s(worker_pid) - waited_before) / (time.perf_counter() - wall_before) * 100, 1)
+            if len(clients) > 1:
+                figures.setdefault("reserve_by_client", {})[client] = {
+                    key.removeprefix("reserve_"): value for key, value in measured.items()}
+            if client == clients[0]:
+                main = measured
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
-    # the share of the open loop the worker's event loop spent runnable but waiting for a core (the machine's load)
-    waiting = {"reserve_worker_waiting_for_cpu_pct": round(
-        (_runqueue_wait_s(worker_pid) - waited_before) / (time.perf_counter() - wall_before) * 100, 1)
-    } if worker_pid and waited_before is not None else {}
-    latencies, failures = run.latencies, run.failures
-    server, acks = _server_latency(url)  # the worker's own time per reservation, without the client's
+    status = _status(url)  # the worker's own time per reservation (recent ones), without the client's
+    server, acks = status["latency_ms"], status.get("hold_ack_ms") or {}
+    background = {}
+    if worker_pid:  # the worker's CPU with no reservation coming: work of its own (e.g. usage still being priced)
+        idle_cpu, idle_wall = _cpu_seconds(worker_pid), time.perf_counter()
+        time.sleep(1.0)  # a measuring window, not a wait for readiness
+        background["reserve_worker_background_cpu_pct"] = round(
+            (_cpu_seconds(worker_pid) - idle_cpu) / (time.perf_counter() - idle_wall) * 100, 1)
     cpu_before = _cpu_seconds(worker_pid) if worker_pid else 0.0
+    gc_before = _status(url)["gc"]
     broker_before = _cpu_seconds(broker_pid) if broker_pid else 0.0
     if profile and worker_pid:
         os.kill(worker_pid, PROFILE_SIGNAL)  # profiler on
+    closed_started = time.perf_counter()
     throughput = asyncio.run(_closed_loop(url, requests))
+    closed_s = time.perf_counter() - closed_started
+    gc_closed = _gc_figures(gc_before, _status(url, window_s=closed_s)["gc"], requests // 8 * 8, "reserve_closed_loop_")
     cpu = {"reserve_worker_cpu_ms": round((_cpu_seconds(worker_pid) - cpu_before) / (requests // 8 * 8) * 1000, 4)
            } if worker_pid else {}
     if broker_pid:
         cpu["reserve_broker_cpu_ms"] = round((_cpu_seconds(broker_pid) - broker_before) / (requests // 8 * 8) * 1000, 4)
     if profile and worker_pid:
         _stop_profile(worker_pid, profile)
-    return {"reserve_latency_p50_ms": round(statistics.median(latencies), 3),
-            "reserve_latency_p99_ms": round(_percentile(latencies, 99), 3),
-            "reserve_server_latency_p50_ms": server["p50"], "reserve_server_latency_p99_ms": server["p99"],
-            # of the worker's time: from the hold's write to the broker's acknowledgement
+    return {**main,
+            # the worker's time for the open loop's reservations (their Server-Timing headers); before reserve7 the
+            # worker's own samples, which included the warm-up's closed loop
+            "reserve_server_latency_p50_ms": main.get("reserve_open_loop_server_p50_ms", server["p50"]),
+            "reserve_server_latency_p99_ms": main.get("reserve_open_loop_server_p99_ms", server["p99"]),
+            # of the worker's time: from the hold's write to the broker's acknowledgement (its recent samples)
             "reserve_hold_ack_p50_ms": acks.get("p50"), "reserve_hold_ack_p99_ms": acks.get("p99"),
-            "reserve_round_trip_p50_ms": round(statistics.median(run.round_trips), 3),
-            "reserve_round_trip_p99_ms": round(_percentile(run.round_trips, 99), 3),
-            "reserve_client_cpu_ms": round(run.client_cpu_s / len(latencies) * 1000, 4),
-            "reserve_offered_per_s": round(run.achieved, 1), "reserve_failures": sum(int(v.split(":", 1)[0]) for v in failures.values()),
-            "reserve_failures_by_status": failures,
-            "reserve_requests_per_s": round(throughput, 1), **cpu, **waiting}
+            "reserve_requests_per_s": round(throughput, 1), **cpu, **background, **gc_closed, **figures}
 
 
 # cProfile of the worker (`--profile PATH`): the worker's main module wrapped so that PROFILE_SIGNAL turns the
@@ -261,13 +516,26 @@ def _broker_pid(port: int) -> int | None:
     return None
 
 
-def _server_latency(url: str) -> tuple[dict, dict]:
-    """The worker's own latency figures (reservations since its start): answer, and hold acknowledgement."""
+def _gc_figures(before: dict, after: dict, reservations: int, prefix: str) -> dict:
+    """The worker's cyclic-GC collections per generation and their pause time per reservation between two
+    `GET /v1/reservations` answers (their `gc.pauses`)."""
+    count = [a - b for a, b in zip(after["collections"], before["collections"])]
+    if "pauses" not in before or "pauses" not in after:  # a worker before reserve7: its collections only
+        return {prefix + "gc_collections": count}
+    total = sum(after["pauses"]["total_ms"]) - sum(before["pauses"]["total_ms"])
+    return {prefix + "gc_collections": count, prefix + "gc_ms_per_reservation": round(total / max(1, reservations), 4),
+            # [generation, ms] of each pause above 1 ms in the window the `after` answer was asked for
+            prefix + "gc_long_pauses": after["pauses"].get("long", [])}
+
+
+def _status(url: str, window_s: float | None = None) -> dict:
+    """The worker's `GET /v1/reservations`: its latency figures (reservations since its start: answer, and hold
+    acknowledgement) and its event loop's lag over the last `window_s` seconds."""
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        status = json.loads(resp.read())
-    return status["latency_ms"], status.get("hold_ack_ms") or {}
+    query = f"?window_s={window_s:.3f}" if window_s else ""
+    with urllib.request.urlopen(url + query, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def main() -> None:
@@ -284,22 +552,33 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000, help="reservations per second offered in the open loop")
     parser.add_argument("--requests", type=int, default=8000,
                         help="reservations in the closed loop that reserve_worker_cpu_ms is measured over")
+    parser.add_argument("--clients", default=CLIENTS[0],
+                        help=f"open-loop clients to run in turn, comma-separated, of {', '.join(CLIENTS)} (the first's "
+                             "figures are the reserve_* ones)")
+    parser.add_argument("--usage-rate", type=float, default=0,
+                        help="usage events per second for the worker to price during the open loop (default none)")
+    parser.add_argument("--worker-tree", metavar="DIR",
+                        help="run the worker from this checkout (e.g. `git archive` of an older commit) instead of "
+                             "this one: before/after of the worker under one bench; figures the older worker does "
+                             "not give (Server-Timing, loop lag, GC pauses) are left out")
     parser.add_argument("--profile", metavar="PATH",
                         help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
     broker_port = free_port()
     with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", broker_port, partitions=4) as bootstrap:
         port = free_port()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
+        path = [os.path.abspath(args.worker_tree)] if args.worker_tree else []
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="warning")
         command = ([sys.executable, "-c", _PROFILED_WORKER, os.path.abspath(args.profile)] if args.profile
                    else [sys.executable, "-m", "app", "worker"])
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=path[0] if path else None,
                                 stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
         try:
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
                                                   other_budgets=args.other_budgets, requests=args.requests,
-                                                  rate=args.rate,
+                                                  rate=args.rate, clients=tuple(args.clients.split(",")),
+                                                  usage_rate=args.usage_rate,
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile)))
         finally:
             proc.terminate()

@@ -33,3 +33,7 @@ def test_bench_json_reports_all_figures(tmp_path):
     # every bench reservation was answered 201: before, the bench started once any 201 came back, which the
     # worker gives (holding nothing) before it has read the bench budget; its restore then answered 503s
     assert figures["reserve_failures"] == 0, figures["reserve_failures_by_status"]
+    # the split of the reservation latency (reserve7): the worker's time per request from its Server-Timing header,
+    # the worker's event-loop lag and GC, and its CPU with no reservation coming
+    assert figures["reserve_open_loop_server_p99_ms"] > 0 and figures["reserve_worker_loop_lag_p99_ms"] >= 0
+    assert len(figures["reserve_open_loop_gc_collections"]) == 3 and figures["reserve_worker_background_cpu_pct"] >= 0

@@ -40,6 +40,7 @@ from tokenmeter.records import iso, money
 from .decisions import attributes_from_request
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
+from .looplag import GcPauses, LoopLagProbe
 from .murmur import DefaultPartitioner
 from .owner import RESERVATION_COUNTS
 from .readiness import spend_partition
@@ -51,6 +52,7 @@ ID_PREFIX = "rsv_"
 MAX_ID = 200  # request ids, reservation ids
 LOG_FLUSH_SECONDS = 0.1  # hold log records are sent in batches this often (the journal has them at once)
 LOG_BATCH = 500  # log records per Kafka record (a JSON array, ~150 KB)
+GC_YOUNG_THRESHOLD = 7_000  # the cyclic GC's generation-0 threshold once the heap is frozen (freeze_startup_heap)
 
 
 class ReservationError(Exception):
@@ -107,18 +109,31 @@ def freeze_startup_heap() -> None:
     the worker's heap) out of the cyclic GC's reach, once, when the worker first owns budgets (before it admits).
     A full collection otherwise rescans all of them every few seconds under reservation traffic: 56-250 ms pauses of
     the event loop (the bench's p99, measured with a probe of gc.callbacks), with nothing to collect. Objects freed
-    by reference counting are still freed; only cyclic garbage among them would stay (documented by gc.freeze)."""
+    by reference counting are still freed; only cyclic garbage among them would stay (documented by gc.freeze).
+
+    Then the young generation's threshold goes up from CPython's 700 to GC_YOUNG_THRESHOLD: under open-loop traffic
+    the objects of the requests in flight rise and fall in bursts, and at 700 every rise collected the young
+    generation (138-418 collections per 10,000 reservations), promoting whatever was in flight (requests, holds) to
+    the older generations, whose collections followed (13-38 and 1-3 full ones, pauses up to ~20 ms at load 20);
+    at 7,000, 4-11 young collections and no full one in the same bench, GC time per reservation ~10-50x less
+    (docs/budgets.md, reserve7). Each young collection scans more objects: 1-2 ms of wall time at load 17-20."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
-    log.info("froze %d startup objects out of the cyclic GC in %.0f ms", gc.get_freeze_count(),
-             (time.perf_counter() - started) * 1000)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    log.info("froze %d startup objects out of the cyclic GC in %.0f ms; young generation collected every %d net "
+             "allocations", gc.get_freeze_count(), (time.perf_counter() - started) * 1000, GC_YOUNG_THRESHOLD)
 
 
-def gc_status() -> dict[str, Any]:
-    """The cyclic GC as the latency tail sees it: objects kept out of it (freeze_startup_heap) and collections so
-    far per generation (a full one, the third, is the long pause)."""
-    return {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()]}
+GC_PAUSES = GcPauses()  # installed by the worker's reservation service (install); one per process, as the GC is
+
+
+def gc_status(window_s: float | None = None) -> dict[str, Any]:
+    """The cyclic GC as the latency tail sees it: objects kept out of it (freeze_startup_heap), collections so
+    far per generation (a full one, the third, is the long pause) and their pauses (`pauses`: count, total and
+    longest ms per generation, since the service started)."""
+    return {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()],
+            "thresholds": list(gc.get_threshold()), "pauses": GC_PAUSES.summary(window_s)}
 
 
 class ReservationService:
@@ -146,6 +161,7 @@ class ReservationService:
         self.stats = {"reservations": 0, "admitted": 0, "refused": 0, "forwarded": 0, "released": 0,
                       "not_ready": 0, "bad_requests": 0}
         self._heap_frozen = False
+        self.loop_lag = LoopLagProbe()  # the event loop's lag (looplag.py), shown by GET /v1/reservations
 
     # Persistence of holds -------------------------------------------------------------------------------
     async def producer(self, purpose: str = "holds") -> Any:
@@ -233,6 +249,7 @@ class ReservationService:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     async def stop(self) -> None:
+        await self.loop_lag.stop()
         if self._log_pending and self._producers:
             await self._flush_log(0)
         if self._session is not None:
@@ -381,10 +398,15 @@ class ReservationService:
 
     async def reserve(self, web: Any, request: Any, path: str | None = None) -> Any:
         started = time.perf_counter()
+        response = None
         try:
-            return await self._reserve(web, request, path)
+            response = await self._reserve(web, request, path)
+            return response
         finally:
-            _keep_last(self.latencies, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            _keep_last(self.latencies, took)
+            if response is not None:  # the worker's own share of the call (W3C Server-Timing), for the caller
+                response.headers["Server-Timing"] = f"reserve;dur={took * 1000:.3f}"
 
     async def _reserve(self, web: Any, request: Any, ext_authz_path: str | None = None) -> Any:
         self.stats["reservations"] += 1
@@ -575,9 +597,14 @@ class ReservationService:
 
         class Reservations(faust.web.View):  # POST: the lean route below
             async def get(self, request):  # noqa: ANN001
+                try:  # the loop lag over the last `window_s` seconds (the bench asks for its open loop's)
+                    window = float(request.query.get("window_s") or 0) or None
+                except ValueError:
+                    window = None
                 return _json(self, {"budgets": svc.budgets_here(), "stats": svc.stats, "latency_ms": svc.latency_ms(),
                                     "hold_ack_ms": svc.latency_ms(svc.hold_acks),
-                                    "gc": gc_status(),
+                                    "loop_lag_ms": svc.loop_lag.summary(window),
+                                    "gc": gc_status(window),
                                     "me": str(svc.service.app.conf.canonical_url),
                                     "owners": {str(p): u for p, u in sorted(svc._owner_urls().items())}}, 200)
 
@@ -625,6 +652,11 @@ class ReservationService:
         router.add_route("POST", "/v1/reservations/_hold", owner_hold)  # a forwarded hold: lean like the gateway's
         app.page("/v1/reservations/_hold/{reservation_id}")(OwnerHoldOne)
         app.page("/v1/reservations/{reservation_id}")(Reservation)
+
+        @app.task
+        async def probe_loop_lag() -> None:
+            svc.loop_lag.start()
+            GC_PAUSES.install()
 
         @app.task
         async def follow_owners() -> None:

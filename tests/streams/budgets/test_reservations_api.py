@@ -14,6 +14,7 @@ import pytest
 
 from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env
 from streams.budgets import parse_budget, write_budgets
+from streams.budgets.reservations import GC_YOUNG_THRESHOLD
 from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
@@ -176,6 +177,9 @@ def test_the_worker_keeps_its_startup_heap_out_of_the_cyclic_gc(reservation_work
     status = wait_for(lambda: (lambda gc: gc if gc.get("frozen_objects") else None)(call("GET", url)[1].get("gc", {})),
                       what="the startup heap frozen")
     assert status["frozen_objects"] > 10_000 and len(status["collections"]) == 3, status
+    # and its young generation is collected every 7,000 net allocations, not CPython's 700: under open-loop traffic
+    # the 700 collected at every burst of requests in flight and promoted them to the older generations (reserve7)
+    assert status["thresholds"][0] == GC_YOUNG_THRESHOLD == 7_000, status
 
 
 def test_the_admission_routes_answer_with_the_same_headers_and_the_hold_ack_is_sampled(kafka_bootstrap,
@@ -215,6 +219,13 @@ def test_the_admission_routes_answer_with_the_same_headers_and_the_hold_ack_is_s
     assert headers["Content-Type"] == "application/json; charset=utf-8" and headers["Cache-Control"] == "no-store"
     acks = call("GET", url)[1]["hold_ack_ms"]
     assert acks["samples"] >= 1 and 0 < acks["p50"] <= acks["p99"], acks
+    # the worker's own time per call (reserve7): in the answer (Server-Timing) and its event loop's lag in the status
+    status, headers, answer = post(reservation(team, f"hdr-{uuid.uuid4().hex}", prompt_tokens=10))
+    assert status == 201 and headers["Server-Timing"].startswith("reserve;dur="), headers
+    assert 0 < float(headers["Server-Timing"].split("=", 1)[1]) < 5_000, headers
+    lag = wait_for(lambda: (lambda s: s if s.get("samples") else None)(
+        call("GET", url + "?window_s=60")[1]["loop_lag_ms"]), what="loop lag samples")
+    assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"] and lag["stalls"] >= 0, lag
     request = urllib.request.Request(url, data=b"{}", method="PUT")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
