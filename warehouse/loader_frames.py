@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
-from warehouse.arrow_rows import _MONEY, _PRICED_AT, _REPORTED_COST, _SIGNED_MONEY, _TS, _epoch_us, _micros
+from warehouse.arrow_rows import _MONEY, _PRICED_AT, _REPORTED_COST, _SIGNED_MONEY, _epoch_us, _micros
 from warehouse.fast_rows import CORRELATION_IDS, MAX_EXACT_FLOAT_INT, USAGE_PARTS
 from warehouse.schema import ARROW_SCHEMA, ATTRIBUTION_COLUMNS, COST_TYPE
 
@@ -250,16 +250,40 @@ def certify(values: Sequence[bytes], frames: Sequence[pl.DataFrame]) -> FrameBat
     return FrameBatch(frame, ok, heights)
 
 
-def _map_from_struct(kept: pl.DataFrame) -> pa.Array:
-    """cost_breakdown: each row's non-null lines in LINE_NAMES order (which the checks proved the bytes' order)."""
-    lines = pl.col("cost_breakdown").struct
-    out = kept.select(
-        keys=pl.concat_list([pl.when(lines.field(n).is_not_null()).then(pl.lit(n)) for n in LINE_NAMES]).list
-        .drop_nulls(),
-        values=pl.concat_list([lines.field(n) for n in LINE_NAMES]).list.drop_nulls()).to_arrow()
-    keys, values = out.column("keys").combine_chunks(), out.column("values").combine_chunks()
-    offsets = pc.cast(keys.offsets, pa.int32())
-    return pa.MapArray.from_arrays(offsets, pc.cast(keys.values, pa.string()), pc.cast(values.values, COST_TYPE))
+def _lines_map(kept: pl.DataFrame) -> pa.Array:
+    """cost_breakdown: each row's non-null lines in LINE_NAMES order (which the checks proved the bytes' order),
+    gathered row-major from the line columns (one take and one decimal cast over all lines)."""
+    n = kept.height
+    lines = kept.get_column("cost_breakdown").struct
+    columns = [(name, lines.field(name)) for name in LINE_NAMES]
+    columns = [(name, column) for name, column in columns if column.null_count() < n]
+    present = (np.stack([column.is_not_null().to_numpy() for _, column in columns], axis=1) if columns
+               else np.zeros((n, 0), bool))
+    rows, which = np.nonzero(present)  # row-major: each row's lines in LINE_NAMES order
+    offsets = pa.array(np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32), pa.int32())
+    if not columns:
+        return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()), pa.array([], COST_TYPE))
+    texts = pa.concat_arrays([column.to_arrow().cast(pa.string()) for _, column in columns])
+    values = pc.cast(texts.take(pa.array(which * n + rows)), COST_TYPE)
+    keys = pa.array([name for name, _ in columns], pa.string()).take(pa.array(which))
+    return pa.MapArray.from_arrays(offsets, keys, values)
+
+
+_TS_SHAPE = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+             r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+
+
+def _ts_micros(ts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(valid, µs since the epoch) of the event times: texts of `_TS_SHAPE` (every one `arrow_rows._TS` takes
+    with a time of day that exists: hour <= 23, minute and second <= 59) on a real calendar day, by chrono's parser
+    (which alone would take a leap second or 7 fractional digits: the shape rules them out first)."""
+    frame = pl.select(shape=ts.str.contains(_TS_SHAPE).fill_null(False),
+                      us=ts.str.replace(r"Z$", "+00:00").str.strptime(pl.Datetime("us", "UTC"),
+                                                                        "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False)
+                      .dt.epoch("us"))
+    micros = frame.get_column("us")
+    valid = frame.get_column("shape").to_numpy() & micros.is_not_null().to_numpy()
+    return valid, micros.fill_null(0).to_numpy()
 
 
 def _tags_map(texts: pl.Series) -> pa.Array:
@@ -273,21 +297,29 @@ def _tags_map(texts: pl.Series) -> pa.Array:
     return maps.take(index.to_arrow())
 
 
+def _priced_at_micros(priced_at: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(present, valid, µs) of the pricing times, each distinct text parsed once by arrow_rows' parser (a worker
+    batch shares one)."""
+    present = priced_at.is_not_null().to_numpy()
+    if not present.any():
+        return present, present, np.zeros(len(priced_at), np.int64)
+    distinct = priced_at.drop_nulls().unique()
+    valid, micros = _epoch_us(pa.array(distinct.to_list(), pa.string()), _PRICED_AT)
+    index = priced_at.replace_strict(distinct, pl.Series(range(len(distinct)), dtype=pl.Int64), default=0,
+                                     return_dtype=pl.Int64).fill_null(0).to_numpy()
+    return present, valid[index] & present, np.where(present, micros[index], 0)
+
+
 def build_table(batch: FrameBatch, take: np.ndarray, now: datetime | None = None) -> tuple[pa.Table, np.ndarray]:
     """(the `priced_events` table of the rows `take` marks, (message << 20 | position) of each, in order). The ts
     and priced_at checks run here, on the taken rows' texts; a row they refuse is left out (`take` is updated in
     place to say so): the caller sends it down the dict path."""
     kept = batch.frame.filter(pl.Series(take))
-    ts_valid, ts_us = _epoch_us(kept.get_column("ts").to_arrow().cast(pa.string()), _TS)
+    ts_valid, ts_us = _ts_micros(kept.get_column("ts"))
     latest = _micros((now or datetime.now(timezone.utc)) + MAX_EVENT_FUTURE)
     good = ts_valid & (ts_us >= _micros(EARLIEST_EVENT_TS)) & (ts_us <= latest)
-    priced_at = kept.get_column("priced_at")
-    at_present = priced_at.is_not_null().to_numpy()
-    if at_present.any():
-        at_valid, at_us = _epoch_us(priced_at.to_arrow().cast(pa.string()), _PRICED_AT)
-        good &= ~at_present | at_valid
-    else:
-        at_us = np.zeros(kept.height, np.int64)
+    at_present, at_valid, at_us = _priced_at_micros(kept.get_column("priced_at"))
+    good &= ~at_present | at_valid
     if not good.all():
         take[np.flatnonzero(take)[~good]] = False
         kept, ts_us, at_us, at_present = kept.filter(pl.Series(good)), ts_us[good], at_us[good], at_present[good]
@@ -312,7 +344,7 @@ def build_table(batch: FrameBatch, take: np.ndarray, now: datetime | None = None
         "ts": pa.array(ts_us // 1000, pa.int64()).cast(ARROW_SCHEMA.field("ts").type),
         "tags": _tags_map(kept.get_column("_tags_text")),
         "cost_usd": pc.cast(kept.get_column("cost_usd").to_arrow().cast(pa.string()), COST_TYPE),
-        "cost_breakdown": _map_from_struct(kept),
+        "cost_breakdown": _lines_map(kept),
         "priced_at": pa.array(at_us // 1000, pa.int64(), mask=~at_present).cast(ARROW_SCHEMA.field("priced_at").type),
         "tool_requests": pa.array([[]] * n, ARROW_SCHEMA.field("tool_requests").type),
         "correlation": pa.array([[]] * n, ARROW_SCHEMA.field("correlation").type),
