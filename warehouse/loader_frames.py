@@ -40,16 +40,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmeter.events import ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
+from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
+                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS)
 from warehouse.arrow_rows import _MONEY, _PRICED_AT, _REPORTED_COST, _SIGNED_MONEY, _epoch_us, _micros
 from warehouse.fast_rows import CORRELATION_IDS, MAX_EXACT_FLOAT_INT, USAGE_PARTS
 from warehouse.schema import ARROW_SCHEMA, ATTRIBUTION_COLUMNS, COST_TYPE
 
 S = pl.String
-# The worker's cost lines (streams/columnar: the token parts and the per-request fee); other names (fee lines, a
-# reported difference) leave their message to the dict path by the counts.
+# The worker's cost lines in the order it writes them (token parts, fees, a provider-reported cost and difference);
+# another name leaves its message to the dict path (by the counts), another order its row (by the re-written text).
 LINE_NAMES = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning", "request",
-              "reported_difference")
+              *TOOL_REQUEST_KINDS, "reported", "reported_difference")
 PRICE_NAMES = ("entry", "effective_from", "catalog_version", "override")
 CORRELATION_NAMES = tuple(name for name, _, _ in CORRELATION_IDS or ())
 TOP_STRINGS = ("event_id", "ts", "source", "provider", "model", "operation", "status", "service_tier",
@@ -58,7 +59,8 @@ TOP_STRINGS = ("event_id", "ts", "source", "provider", "model", "operation", "st
 SCHEMA = {
     **{name: S for name in TOP_STRINGS[:7]},
     "attribution": pl.Struct({**{dim: S for dim in ATTRIBUTION_DIMENSIONS}, "tags": pl.Struct({})}),
-    "usage": pl.Struct({part: pl.Int64 for part in USAGE_PARTS}),
+    "usage": pl.Struct({**{part: pl.Int64 for part in USAGE_PARTS},
+                        "tool_requests": pl.Struct({kind: pl.Int64 for kind in TOOL_REQUEST_KINDS})}),
     "latency_ms": pl.Float64, "ttft_ms": pl.Float64, "batch": pl.Boolean,
     **{name: S for name in TOP_STRINGS[7:]},
     "cost_breakdown": pl.Struct({name: S for name in LINE_NAMES}),
@@ -77,6 +79,7 @@ TAGS = r'"tags":\{[^{}]*\}'
 STRING_PAIRS = r'(?:"[^"]*":"[^"]*"(?:,"[^"]*":"[^"]*")*)?'
 PLAIN_TAGS = r'^"tags":\{' + STRING_PAIRS + r'\}$'
 BREAKDOWN = r'"cost_breakdown":\{[^{}]*\}'
+TOOLS = r'"tool_requests":\{[^{}]*\}'
 
 
 def read_message(value: Any) -> pl.DataFrame | None:
@@ -101,11 +104,13 @@ def _kind_counts() -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
     strings += [pl.col("price").struct.field(name).is_not_null() for name in PRICE_NAMES]
     objects = [pl.col(name).is_not_null() for name in ("attribution", "usage", "cost_breakdown", "price")]
     objects.append(attribution.field("tags").is_not_null())
+    objects.append(usage.field("tool_requests").is_not_null())
     if "correlation" in SCHEMA:
         strings += [pl.col("correlation").struct.field(name).is_not_null() for name in CORRELATION_NAMES]
         objects.append(pl.col("correlation").is_not_null())
     numbers = [pl.col("latency_ms").is_not_null(), pl.col("ttft_ms").is_not_null()]
     numbers += [usage.field(part).is_not_null() for part in USAGE_PARTS]
+    numbers += [usage.field("tool_requests").struct.field(kind).is_not_null() for kind in TOOL_REQUEST_KINDS]
     return (pl.sum_horizontal(strings), pl.sum_horizontal(objects), pl.col("batch").is_not_null().cast(pl.UInt32),
             pl.sum_horizontal(numbers))
 
@@ -135,12 +140,14 @@ def _extracted(lists: pl.Series, messages: np.ndarray) -> tuple[pl.Series, np.nd
         np.arange(len(lists)), lengths)
 
 
-def _certified_messages(texts: pl.Series, frame: pl.DataFrame) -> tuple[np.ndarray, pl.Series, pl.Series]:
-    """(per message: certified; the `"tags":{...}` and `"cost_breakdown":{...}` texts of the certified messages,
-    flat, in row order)."""
+def _certified_messages(texts: pl.Series, frame: pl.DataFrame
+                        ) -> tuple[np.ndarray, pl.Series, pl.Series, pl.Series]:
+    """(per message: certified; the `"tags":{...}`, `"cost_breakdown":{...}` and `"tool_requests":{...}` texts of
+    the certified messages, flat, in row order)."""
     m = len(texts)
     tags = texts.str.extract_all(TAGS)
     lines = texts.str.extract_all(BREAKDOWN)
+    tools = texts.str.extract_all(TOOLS)
     flat_tags, tag_owner = _extracted(tags, np.ones(m, np.int64))
     pairs = pl.select(n=pl.when(flat_tags.str.contains(PLAIN_TAGS)).then(
         flat_tags.str.count_matches('":"', literal=True)).otherwise(0)).get_column("n").fill_null(0).to_numpy()
@@ -153,11 +160,12 @@ def _certified_messages(texts: pl.Series, frame: pl.DataFrame) -> tuple[np.ndarr
         s=texts.str.count_matches('":"', literal=True),
         o=texts.str.count_matches('":{', literal=True),
         b=texts.str.count_matches('":t', literal=True) + texts.str.count_matches('":f', literal=True),
-        tags=tags.list.len(), lines=lines.list.len())
+        tags=tags.list.len(), lines=lines.list.len(), tools=tools.list.len())
     strings, objects, booleans, numbers = _kind_counts()
     read = (frame.select("_msg", s=strings, o=objects, b=booleans, n=numbers,
                          tags=pl.col("attribution").struct.field("tags").is_not_null().cast(pl.UInt32),
-                         lines=pl.col("cost_breakdown").is_not_null().cast(pl.UInt32))
+                         lines=pl.col("cost_breakdown").is_not_null().cast(pl.UInt32),
+                         tools=pl.col("usage").struct.field("tool_requests").is_not_null().cast(pl.UInt32))
             .group_by("_msg").sum())
 
     def per_message(name: str) -> np.ndarray:
@@ -173,8 +181,9 @@ def _certified_messages(texts: pl.Series, frame: pl.DataFrame) -> tuple[np.ndarr
     certified = (counts.get_column("plain").to_numpy()
                  & (per_message("s") + pairs_per_message == s_bytes) & (per_message("o") == o_bytes)
                  & (per_message("b") == b_bytes) & (per_message("n") == n_bytes)
-                 & (per_message("tags") == column("tags")) & (per_message("lines") == column("lines")))
-    return certified, _extracted(tags, certified)[0], _extracted(lines, certified)[0]
+                 & (per_message("tags") == column("tags")) & (per_message("lines") == column("lines"))
+                 & (per_message("tools") == column("tools")))
+    return certified, *(_extracted(found, certified)[0] for found in (tags, lines, tools))
 
 
 def _scatter(present: np.ndarray, values: pl.Series) -> pl.Series:
@@ -219,6 +228,13 @@ def _row_checks() -> pl.Expr:
         [pl.concat_str(pl.lit(f'"{name}":"'), lines.field(name), pl.lit('"')) for name in LINE_NAMES],
         separator=",", ignore_nulls=True), pl.lit("}"))
     ok = ok & (pl.col("cost_breakdown").is_null() | (rewritten == pl.col("_lines_text")))
+    tools = usage.field("tool_requests")
+    for kind in TOOL_REQUEST_KINDS:
+        ok = ok & (tools.struct.field(kind).is_null() | tools.struct.field(kind).is_between(0, MAX_TOOL_REQUESTS))
+    rewritten = pl.concat_str(pl.lit('"tool_requests":{'), pl.concat_str(
+        [pl.concat_str(pl.lit(f'"{kind}":'), tools.struct.field(kind).cast(pl.String)) for kind in TOOL_REQUEST_KINDS],
+        separator=",", ignore_nulls=True), pl.lit("}"))
+    ok = ok & (tools.is_null() | (rewritten == pl.col("_tools_text")))
     return ok.fill_null(False)
 
 
@@ -240,31 +256,34 @@ def certify(values: Sequence[bytes], frames: Sequence[pl.DataFrame]) -> FrameBat
                     _pos=pl.int_ranges(0, pl.lit(lengths), dtype=pl.UInt32).explode())
     frame = pl.concat(frames, how="vertical").with_columns(ids.get_column("_msg"), ids.get_column("_pos"))
     texts = _text(values)
-    certified, tags, lines = _certified_messages(texts, frame)
+    certified, tags, lines, tools = _certified_messages(texts, frame)
     row_certified = np.repeat(certified, heights)
     has_tags = (frame.get_column("attribution").struct.field("tags").is_not_null().to_numpy() & row_certified)
     has_lines = frame.get_column("cost_breakdown").is_not_null().to_numpy() & row_certified
+    has_tools = frame.get_column("usage").struct.field("tool_requests").is_not_null().to_numpy() & row_certified
     frame = frame.with_columns(_tags_text=_scatter(has_tags, tags),
-                               _lines_text=_scatter(has_lines, lines))
+                               _lines_text=_scatter(has_lines, lines), _tools_text=_scatter(has_tools, tools))
     ok = frame.select(_row_checks()).to_series().to_numpy() & row_certified
     return FrameBatch(frame, ok, heights)
 
 
-def _lines_map(kept: pl.DataFrame) -> pa.Array:
-    """cost_breakdown: each row's non-null lines in LINE_NAMES order (which the checks proved the bytes' order),
-    gathered row-major from the line columns (one take and one decimal cast over all lines)."""
-    n = kept.height
-    lines = kept.get_column("cost_breakdown").struct
-    columns = [(name, lines.field(name)) for name in LINE_NAMES]
+def _gathered_map(struct: pl.Series, names: tuple[str, ...], value_type: pa.DataType,
+                  drop_zero: bool = False) -> pa.Array:
+    """A map column from a struct of named fields: each row's non-null fields (non-zero when `drop_zero`) in
+    `names` order (which the checks proved the bytes' order), gathered row-major (one take, one cast)."""
+    n = len(struct)
+    columns = [(name, struct.struct.field(name)) for name in names]
     columns = [(name, column) for name, column in columns if column.null_count() < n]
-    present = (np.stack([column.is_not_null().to_numpy() for _, column in columns], axis=1) if columns
+    present = (np.stack([(column.is_not_null() & (column != 0) if drop_zero else column.is_not_null())
+                         .fill_null(False).to_numpy() for _, column in columns], axis=1) if columns
                else np.zeros((n, 0), bool))
-    rows, which = np.nonzero(present)  # row-major: each row's lines in LINE_NAMES order
+    rows, which = np.nonzero(present)  # row-major: each row's entries in `names` order
     offsets = pa.array(np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32), pa.int32())
     if not columns:
-        return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()), pa.array([], COST_TYPE))
-    texts = pa.concat_arrays([column.to_arrow().cast(pa.string()) for _, column in columns])
-    values = pc.cast(texts.take(pa.array(which * n + rows)), COST_TYPE)
+        return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()), pa.array([], value_type))
+    values = pa.concat_arrays([column.to_arrow().cast(pa.string() if value_type == COST_TYPE else pa.int64())
+                               for _, column in columns])
+    values = pc.cast(values.take(pa.array(which * n + rows)), value_type)
     keys = pa.array([name for name, _ in columns], pa.string()).take(pa.array(which))
     return pa.MapArray.from_arrays(offsets, keys, values)
 
@@ -344,9 +363,10 @@ def build_table(batch: FrameBatch, take: np.ndarray, now: datetime | None = None
         "ts": pa.array(ts_us // 1000, pa.int64()).cast(ARROW_SCHEMA.field("ts").type),
         "tags": _tags_map(kept.get_column("_tags_text")),
         "cost_usd": pc.cast(kept.get_column("cost_usd").to_arrow().cast(pa.string()), COST_TYPE),
-        "cost_breakdown": _lines_map(kept),
+        "cost_breakdown": _gathered_map(kept.get_column("cost_breakdown"), LINE_NAMES, COST_TYPE),
         "priced_at": pa.array(at_us // 1000, pa.int64(), mask=~at_present).cast(ARROW_SCHEMA.field("priced_at").type),
-        "tool_requests": pa.array([[]] * n, ARROW_SCHEMA.field("tool_requests").type),
+        "tool_requests": _gathered_map(kept.get_column("usage").struct.field("tool_requests"), TOOL_REQUEST_KINDS,
+                                       pa.uint64(), drop_zero=True),
         "correlation": pa.array([[]] * n, ARROW_SCHEMA.field("correlation").type),
         "call_keys": pa.array([[]] * n, ARROW_SCHEMA.field("call_keys").type),
     })
