@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from types import SimpleNamespace
 
 import orjson
@@ -75,8 +76,9 @@ def _byte_mutations(message: bytes) -> list[bytes]:
         (b'"model":"', b'"model":"x","model":"'), (b'"usage":{', b'"usage":{"extra":1,'),
         (b'"usage":{', b'"usage":{"tool_requests":{"web_search":2},'),
         (b'"input_tokens":', b'"input_tokens":5.0,"x_tokens":'), (b'"provider":"', b'"bogus":"x","provider":"'),
-        (b'"attribution":{', b'"attribution":{"tags":{"a":"}"},'), (b'"attribution":{', b'"attribution":{"tags":{"a":1},'),
-        (b'"attribution":{', b'"attribution":{"tags":{"b":"2","a":"1","b":"3"},'),
+        (b'"tags":{}', b'"tags":{"a":"}"}'), (b'"tags":{}', b'"tags":{"a":1}'), (b'"tags":{}', b'"tags":{"k":"{v}"}'),
+        (b'"tags":{}', b'"tags":{"b":"2","a":"1","b":"3"}'), (b'"tags":{}', b'"tags":{"z":"1","a":"2"}'),
+        (b'"tags":{}', b'"tags":null'), (b'"tags":{}', b'"tags":{"a":"x","b":["y"]}'), (b'"tags":{}', b''),
         (b'"attribution":{', b'"attribution":{"tags":{},'), (b'"attribution":{', b'"attribution":{"tags":null,'),
         (b'"cost_usd":"', b'"cost_usd":5,"x":"'), (b'"cost_usd":"', b'"cost_usd":"\xd9\xa3","y":"'),
         (b'"batch":false', b'"batch":0'), (b'"batch":false', b'"batch":"false"'),
@@ -92,6 +94,11 @@ def _byte_mutations(message: bytes) -> list[bytes]:
         (b'"output_tokens":', b'"output_tokens":18446744073709551616,"o":'),
     ]
     out = []
+    for pattern, replacement in (  # the first two cost lines, tool counts, tags swapped: the map keeps the bytes' order
+            (rb'"(cost_breakdown|tool_requests|tags)":\{("[a-z_0-9]+":[^,}]+),("[a-z_0-9]+":[^,}]+)', rb'"\1":{\3,\2'),
+            (rb'"tool_requests":\{', rb'"tool_requests":{"grounding_queries":0,'),
+            (rb'"usage":\{', rb'"usage":{"tool_requests":{"web_fetch":1,"web_search":0},')):
+        out += [re.sub(pattern, replacement, first, count=1) + rest, re.sub(pattern, replacement, message)]
     for old, new in swaps:
         if old in first:
             out.append(first.replace(old, new, 1) + rest)
