@@ -8,8 +8,8 @@ provably orjson's, by the byte-level counting argument of `streams/columnar/fram
 
 - the message is a JSON array (`[` first), valid UTF-8, without a backslash (a `"` always delimits a string), without
   whitespace before a colon (`":` follows every key once and occurs nowhere else), without a token count written
-  with a fraction or exponent, and without a latency written with a minus sign (`-0` would read as -0.0, orjson's
-  int 0 is stored as +0.0);
+  with a fraction or exponent, and without a latency written with a minus sign (refused anyway; this keeps the
+  signs of `-0` and `-0.0` out of the question);
 - per kind of value after a key, the keys in its bytes equal the non-null values read: strings (`":"`), objects
   (`":{`), booleans (`":t`, `":f`), all other keys (numbers; and nulls, arrays, ...). So every key was read into
   its own field with its own kind: no unknown key (`content`, `tool_requests`, ...), no duplicate, no null, no
@@ -213,9 +213,9 @@ def _row_checks() -> pl.Expr:
     if "correlation" in SCHEMA:
         ok = ok & pl.col("correlation").is_null()
     ok = ok & pl.col("event_id").is_not_null() & pl.col("cost_usd").is_not_null()
-    for name in ("latency_ms", "ttft_ms"):  # an int above 2**53 is the dict path's; a float there reads the same
+    for name in ("latency_ms", "ttft_ms"):  # an int from 2**53 up is the dict path's (2**53 + 1 reads as 2**53)
         value = pl.col(name)
-        ok = ok & (value.is_null() | ((value >= 0) & value.is_finite() & (value <= MAX_EXACT_FLOAT_INT)))
+        ok = ok & (value.is_null() | ((value >= 0) & value.is_finite() & (value < MAX_EXACT_FLOAT_INT)))
     for part in USAGE_PARTS:
         ok = ok & parts[part].is_between(0, MAX_TOKENS)
     ok = (ok & (parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"])
