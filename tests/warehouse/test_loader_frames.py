@@ -188,3 +188,19 @@ def test_polars_path_stores_what_the_dict_path_stores(wh, worker_bytes, priced):
         results[name] = (_contents(wh), _letters(batch))
     assert results["new"] == results["old"]
     assert sum(len(v) for v in results["new"][0].values()) > 1000
+
+
+def test_expired_rows_get_the_same_dead_letters_with_their_events(wh, worker_bytes, monkeypatch):
+    """Rows older than the raw retention: the polars path decodes their messages only now, for the letters."""
+    old_rows = [orjson.dumps({**orjson.loads(b), "ts": "2026-03" + orjson.loads(b)["ts"][7:]}) for b in worker_bytes[:150]]
+    fresh = [b for b in worker_bytes[150:400] if orjson.loads(b)["ts"] >= "2026-11-20"]
+    records = list(frame(old_rows[:75] + fresh + old_rows[75:], max_events=40))
+    monkeypatch.setattr(wh, "retention_days", 30)
+    results = {}
+    for name, path in (("old", _old), ("new", _new)):
+        _empty(wh)
+        batch = path(_records(records))
+        stored = _store_priced(wh, batch)
+        results[name] = (stored, _letters(batch), _contents(wh)["priced_events"])
+    assert results["new"] == results["old"]
+    assert sum("older than the raw retention" in letter[0] for letter in results["new"][1]) >= 100
