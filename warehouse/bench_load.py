@@ -14,6 +14,10 @@ chDB's time goes in one insert.
 - `--decoders`: CPU µs per row of three JSON decoders over the same worker-framed messages: orjson (the loader's,
   to dicts), chDB's `JSONEachRow` into typed columns and `pyarrow.json` with the explicit schema (what issue 14
   item 1 weighed; see docs/benchmarks.md for why neither replaces orjson + `arrow_rows` exactly).
+- `--loader-paths`: the loader's own path from worker-framed message bytes, the dict path (`parse_record`: orjson
+  per message, then `arrow_rows`) and the polars path (`_accept`: `loader_frames`), alternating, best of
+  `--repeats` rounds by CPU; CPU µs per row of decode (on arrival), build and store, rows/s wall and per CPU-s;
+  the two paths' tables are checked equal first.
 Events are `warehouse.bench`'s load events (one regular worker shape), decoded from JSON as the loader gets them.
 """
 
@@ -232,6 +236,75 @@ def decoders(rows: int, end: datetime, repeats: int = 3) -> dict[str, float]:
     return result
 
 
+def loader_paths(wh: Any, rows: int, batch: int, end: datetime, repeats: int = 3) -> dict[str, Any]:
+    """The loader's path from message bytes, dict path vs polars path (issue 14, loader7), alternating."""
+    import gc
+    from types import SimpleNamespace
+
+    from tokenmeter import topics
+    from tokenmeter.commitloop import Batch
+    from tokenmeter.microbatch import frame
+    from warehouse.loader import _accept, _Batch, _store_priced, build_priced, parse_record
+
+    def windows(prefix: str) -> list[list[Any]]:
+        events = _events(rows, prefix, end)
+        out = []
+        for first in range(0, rows, batch):
+            values = frame(orjson.dumps(e) for e in events[first:first + batch])
+            out.append([SimpleNamespace(topic=topics.PRICED, partition=0, offset=first + i, value=value)
+                        for i, value in enumerate(values)])
+        return out
+
+    def dict_decode(records: list[Any], state: Any) -> None:  # the loader's _accept before loader7, GC paused
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for record in records:
+                parse_record(record, state)
+        finally:
+            if enabled:
+                gc.enable()
+
+    decoders = {"dict path": dict_decode, "polars path": lambda records, state: _accept(Batch(state=state), records)}
+    first = windows("check")[0]
+    tables = {}
+    for name, decode in decoders.items():
+        state = _Batch()
+        decode(first, state)
+        build_priced(state)
+        tables[name] = state.table
+    if not tables["dict path"].equals(tables["polars path"]):
+        raise RuntimeError("the dict path and the polars path built different tables")
+    best: dict[str, dict[str, Any]] = {}
+    for round_ in range(repeats):
+        names = list(decoders) if round_ % 2 == 0 else list(reversed(decoders))
+        for name in names:
+            prepared = windows(f"{name[:4]}{round_}")
+            steps = {"decode": 0.0, "build": 0.0, "store": 0.0}
+            stored = 0
+            wall, cpu = time.perf_counter(), time.process_time()
+            for records in prepared:
+                state = _Batch()
+                for step, run in (("decode", lambda: decoders[name](records, state)),
+                                  ("build", lambda: build_priced(state)),
+                                  ("store", lambda: _store_priced(wh, state))):
+                    mark = time.process_time()
+                    result = run()
+                    steps[step] += time.process_time() - mark
+                    if step == "store":
+                        stored += result
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if stored != rows:
+                raise RuntimeError(f"{name}: stored {stored} of {rows}")
+            figures = {"rows_per_s": round(rows / wall), "rows_per_cpu_s": round(rows / cpu),
+                       "cpu_us_per_row": {k: round(v / rows * 1e6, 2) for k, v in steps.items()}}
+            if name not in best or figures["rows_per_cpu_s"] > best[name]["rows_per_cpu_s"]:
+                best[name] = figures
+    best["ratio_cpu"] = round(best["polars path"]["rows_per_cpu_s"] / best["dict path"]["rows_per_cpu_s"], 2)
+    best["ratio_wall"] = round(best["polars path"]["rows_per_s"] / best["dict path"]["rows_per_s"], 2)
+    return best
+
+
 def main() -> None:
     from tokenmeter.settings import Settings
     from warehouse.store import open_warehouse
@@ -243,6 +316,7 @@ def main() -> None:
     parser.add_argument("--views", action="store_true")
     parser.add_argument("--insert-settings", action="store_true")
     parser.add_argument("--decoders", action="store_true")
+    parser.add_argument("--loader-paths", action="store_true")
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--no-paths", action="store_true", help="skip the per-row vs columnar comparison")
     args = parser.parse_args()
@@ -257,6 +331,8 @@ def main() -> None:
             result["steps_cpu_ms_per_batch"] = insert_steps(wh, args.batch, end)
         if args.views:
             result["views_insert_select_cpu_ms"] = view_costs(wh, args.batch, end)
+        if args.loader_paths:
+            result["loader_paths"] = loader_paths(wh, args.rows, args.batch, end, args.repeats)
         if args.insert_settings:
             result["insert_settings"] = insert_settings(wh, args.batch, end, args.repeats)
     finally:

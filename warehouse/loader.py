@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from tokenmeter import deadletters, topics
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from warehouse.arrow_rows import build_batch
+from warehouse.loader_frames import build_table, certify, read_message
 from warehouse.backends import WarehouseError
 from warehouse.price_history import price_catalog_rows
 from warehouse.records_load import RECORD_TOPICS, RecordRowError, record_to_row
@@ -73,6 +74,9 @@ class _Batch:
     # record topic -> (table row, decoded record, Kafka record): the last two to dead-letter a row the table refuses
     records: dict[str, list[tuple[dict[str, Any], Any, Any]]] = field(default_factory=dict)
     dead: list[dict[str, Any]] = field(default_factory=list)
+    # Priced messages polars read (warehouse.loader_frames), certified in `build_priced`: (Kafka record, frame,
+    # len(items) and len(dead) when it arrived: its place among the dict-path items and the dead letters)
+    reads: list[tuple[Any, Any, int, int]] = field(default_factory=list)
 
 
 def _dead_letter(reason: str, payload: Any, record: Any) -> dict[str, Any]:
@@ -121,7 +125,11 @@ def _row_error_reason(exc: Exception) -> str:
 
 def build_priced(batch: _Batch) -> None:
     """The batch's priced events as one Arrow table, column by column (warehouse.arrow_rows; the rows it cannot
-    prove take `event_to_row` one by one); events that cannot be stored become dead letters with the reason."""
+    prove take `event_to_row` one by one; messages polars read take warehouse.loader_frames where certified);
+    events that cannot be stored become dead letters with the reason."""
+    if batch.reads:
+        _build_with_frames(batch)
+        return
     if not batch.items:
         return
     table, indices, errors = build_batch([item for item, _ in batch.items])
@@ -130,6 +138,105 @@ def build_priced(batch: _Batch) -> None:
         batch.dead.append(_dead_letter(_row_error_reason(exc), item, record))
     batch.table, batch.sources = table, [batch.items[i] for i in indices]
     batch.items = []
+
+
+ROW_BITS = 20  # (message << ROW_BITS | position) keys of loader_frames
+
+
+class _Sources:
+    """Each table row's (decoded event, Kafka record) without decoding the certified rows' messages: `messages[i]`
+    is -1 for a dict-path row (`refs[i]` indexes `entries`) or the read whose message holds row `refs[i]`; that
+    message is decoded with orjson only when a row of it is asked for (a refused or expired row's dead letter)."""
+
+    def __init__(self, reads: list[tuple[Any, Any, int, int]], entries: list[tuple[Any, Any]],
+                 messages: np.ndarray, refs: np.ndarray, decoded: dict[int, list[Any]] | None = None):
+        self.reads, self.entries, self.messages, self.refs = reads, entries, messages, refs
+        self.decoded = decoded if decoded is not None else {}
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return _Sources(self.reads, self.entries, self.messages[index], self.refs[index], self.decoded)
+        message, ref = int(self.messages[index]), int(self.refs[index])
+        if message < 0:
+            return self.entries[ref]
+        record = self.reads[message][0]
+        if message not in self.decoded:
+            self.decoded[message] = _decode(record.value)
+        return self.decoded[message][ref], record
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
+
+    def filter(self, keep: np.ndarray) -> "_Sources":
+        return _Sources(self.reads, self.entries, self.messages[keep], self.refs[keep], self.decoded)
+
+
+def _build_with_frames(batch: _Batch) -> None:
+    """build_priced for a batch with polars-read messages: their certified rows as loader_frames builds them, every
+    other row (and the dict-path items) through build_batch, all in arrival order; dead letters in today's order."""
+    reads = batch.reads
+    frames = certify([record.value for record, _, _, _ in reads], [frame for _, frame, _, _ in reads])
+    take = frames.ok.copy()
+    table, keys = build_table(frames, take)  # may refuse more rows (times): `take` says which it kept
+    heights = np.array(frames.heights, np.int64)
+    row_message = np.repeat(np.arange(len(reads)), heights)
+    before = np.array([items_before for _, _, items_before, _ in reads], np.int64)
+    # dict-path entries: (arrival key, item, record); arrival = (items before, 0, message, position) for rows of a
+    # read message, (index, 1, 0, 0) for items decoded on arrival
+    entries: list[tuple[tuple[int, int, int, int], Any, Any]] = [
+        ((index, 1, 0, 0), item, record) for index, (item, record) in enumerate(batch.items)]
+    late: list[tuple[int, int, dict[str, Any]]] = []  # (dead-letter mark, message, letter) of undecodable reads
+    dropped: list[int] = []  # messages whose certified rows are given up (orjson does not see the same rows)
+    decoded: dict[int, list[Any]] = {}
+    for message in np.unique(row_message[~take]).tolist():
+        record, frame, items_before, mark = reads[message]
+        try:
+            items = _decode(record.value)
+        except orjson.JSONDecodeError as exc:
+            late.append((mark, message, _dead_letter(f"invalid JSON: {exc}",
+                                                     record.value.decode("utf-8", "replace")[:10000], record)))
+            dropped.append(message)
+            continue
+        if not isinstance(items, list) or len(items) != frame.height:
+            items = items if isinstance(items, list) else [items]
+            dropped.append(message)
+            left = range(len(items))
+        else:
+            decoded[message] = items
+            left = np.flatnonzero(~take[row_message == message]).tolist()
+        entries.extend(((items_before, 0, message, position), items[position], record) for position in left)
+    if dropped:
+        keep = ~np.isin(keys >> ROW_BITS, dropped)
+        table, keys = table.filter(pa.array(keep)), keys[keep]
+    entries.sort(key=lambda entry: entry[0])
+    dict_table, indices, errors = build_batch([item for _, item, _ in entries])
+    if late:  # letters of messages orjson refuses where polars did not: where decoding on arrival had put them
+        dead = list(batch.dead)
+        for mark, _, letter in sorted(late, key=lambda entry: entry[:2], reverse=True):
+            dead.insert(mark, letter)
+        batch.dead[:] = dead
+    for index, exc in errors:
+        _, item, record = entries[index]
+        batch.dead.append(_dead_letter(_row_error_reason(exc), item, record))
+    messages = keys >> ROW_BITS
+    positions = keys & ((1 << ROW_BITS) - 1)
+    order_keys = [before[messages], np.zeros(len(keys), np.int64), messages, positions]
+    kept = [entries[i] for i in indices]
+    dict_keys = np.array([key for key, _, _ in kept], np.int64).reshape(-1, 4).T
+    combined_keys = [np.concatenate([a, b]) for a, b in zip(order_keys, dict_keys)]
+    order = np.lexsort(combined_keys[::-1])
+    combined = pa.concat_tables([table, dict_table]) if dict_table.num_rows else table
+    source_messages = np.concatenate([messages, np.full(len(kept), -1, np.int64)])
+    source_refs = np.concatenate([positions, np.arange(len(kept), dtype=np.int64)])
+    if not np.array_equal(order, np.arange(len(order))):
+        combined, source_messages, source_refs = combined.take(pa.array(order)), source_messages[order], source_refs[order]
+    batch.table = combined
+    batch.sources = _Sources(reads, [(item, record) for _, item, record in kept], source_messages, source_refs,
+                             decoded)
+    batch.items, batch.reads = [], []
 
 
 def _parse_other(record: Any, raw: bytes, batch: _Batch) -> None:
@@ -154,6 +261,7 @@ def _accept(window: Batch, records: list[Any]) -> int:
     """The commit loop's `accept`: parse records as they arrive; the window is measured in rows."""
     batch: _Batch = window.state
     before = len(batch.items)
+    read = 0
     # The GC paused for the whole fetch, not only inside each orjson.loads: the (event, record) tuples and the
     # collections deferred to the next allocation still rescanned the window (20,000 events: ~145 ms CPU with the
     # GC, ~110 paused per message, ~50 paused per fetch). Decoded JSON and these tuples are acyclic.
@@ -161,11 +269,16 @@ def _accept(window: Batch, records: list[Any]) -> int:
     gc.disable()
     try:
         for record in records:
-            parse_record(record, batch)
+            frame = read_message(record.value) if record.topic == topics.PRICED else None
+            if frame is None:
+                parse_record(record, batch)
+            else:  # the worker's micro-batch, read into columns; certified (or decoded) in build_priced
+                batch.reads.append((record, frame, len(batch.items), len(batch.dead)))
+                read += frame.height
     finally:
         if enabled:
             gc.enable()
-    return len(batch.items) - before
+    return len(batch.items) - before + read
 
 
 async def _lag(consumer: AIOKafkaConsumer) -> int:
@@ -187,7 +300,7 @@ async def _flush(
     stop: asyncio.Event,
 ) -> bool:
     """Store the batch and send its dead letters through the commit loop's batch; False when stopped first."""
-    if batch.items:
+    if batch.items or batch.reads:
         await asyncio.to_thread(build_priced, batch)
     if batch.sources:
         started = time.perf_counter()
@@ -321,7 +434,8 @@ def _store_priced(warehouse: Warehouse, batch: _Batch) -> int:
             keep = np.ones(len(sources), bool)
             keep[expired] = False
             table = table.filter(pa.array(keep))
-            sources = [source for source, kept in zip(sources, keep.tolist()) if kept]
+            sources = (sources.filter(keep) if isinstance(sources, _Sources)
+                       else [source for source, kept in zip(sources, keep.tolist()) if kept])
     stored = (_store_halving(lambda part: warehouse.insert_table(part.table), _TableEntries(table, sources),
                              refused, warehouse) if sources else 0)
     batch.dead.extend(letters)
