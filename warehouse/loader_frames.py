@@ -15,8 +15,9 @@ provably orjson's, by the byte-level counting argument of `streams/columnar/fram
   its own field with its own kind: no unknown key (`content`, `tool_requests`, ...), no duplicate, no null, no
   coercion; an absent field reads as null, which is what "absent" means to the dict path's defaults.
 - Maps (which polars cannot read): the tags of an attribution are read as an empty struct (their keys ignored)
-  and taken from the bytes: each `"tags":{...}` without a nested brace is extracted in order, must be an object of
-  string pairs (full match: then its `":"`s are exactly its pairs, counted as strings read), and becomes orjson's
+  and taken from the bytes: each `"tags":{...}` written as a compact map of strings to strings (a brace inside a
+  string is text) is extracted in order (then its `":"`s are exactly its pairs, counted as strings read); any other
+  tags object is not found, so its message takes the dict path. Each found object becomes orjson's
   dict of that text (one decode per distinct text: a batch has few). The cost lines are read as a struct of the
   worker's line names; a row keeps them only when `"cost_breakdown":{...}` in its bytes is exactly those lines
   re-written in that order (so the map's order is the bytes'); else the row takes the dict path.
@@ -77,8 +78,12 @@ MAX_ROWS_PER_MESSAGE = 1 << 20  # row keys pack (message, position) into an int6
 WHITESPACE_BEFORE_COLON = r"[ \t\n\r]:"
 FRACTIONAL_TOKENS = r'_tokens":-?[0-9]+[.eE]'
 SIGNED_LATENCY = '_ms":-'
-TAGS = r'"tags":\{[^{}]*\}'
+# A tags object as orjson writes a map of strings to strings (no backslash in a certified message, so `"` always
+# delimits a string and a brace inside one is text): the same pattern as streams/columnar/frames.py's TAGS_OBJECT.
+# A tags object of any other shape (a nested object, a number, whitespace) is not found, so its message's count of
+# tags objects falls short of the rows polars read with tags and the message takes the dict path.
 STRING_PAIRS = r'(?:"[^"]*":"[^"]*"(?:,"[^"]*":"[^"]*")*)?'
+TAGS = r'"tags":\{' + STRING_PAIRS + r'\}'
 PLAIN_TAGS = r'^"tags":\{' + STRING_PAIRS + r'\}$'
 BREAKDOWN = r'"cost_breakdown":\{[^{}]*\}'
 TOOLS = r'"tool_requests":\{[^{}]*\}'
