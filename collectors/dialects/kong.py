@@ -40,7 +40,8 @@ from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
 from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request
-from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
+from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
+    plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
 from collectors.usage import OPENAI_DETAIL_KEYS, openai_usage
@@ -309,7 +310,8 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     ttft_ms = None if ttft is None else plain_float(ttft)
     if (latency is None and meta.get("llm_latency") is not None) or (ttft_ms is None and ttft is not None):
         return None
-    ts = utc_text(epoch_to_datetime(started, "started_at"))
+    ts = epoch_micros_text(started * 1000) if started < EXACT_EPOCH_MS_LIMIT \
+        else utc_text(epoch_to_datetime(started, "started_at"))
     if ts is None:
         return None
     fields: dict[str, Any] = {

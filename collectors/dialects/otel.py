@@ -38,7 +38,7 @@ from collectors.dialects.base import Dialect, correlation_of, make_event, requir
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
-from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
+from collectors.encoded import EncodedEvent, encoded_event, epoch_micros_text, plain_float, plain_usage, token_count
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import OTEL_USAGE_KEYS, OTEL_USAGE_PART_KEYS, otel_usage
@@ -264,7 +264,7 @@ def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: Attri
         latency = plain_float((end_ns - start_ns) / 1e6)
         if latency is None:
             return None
-    ts = utc_text(_EPOCH + timedelta(microseconds=start_ns // 1000)) if start_ns < 2**62 else None
+    ts = epoch_micros_text(start_ns // 1000) if start_ns < 2**62 else None
     if ts is None or len(event_id) > 512:
         return None
     failed = failed or attrs.get("error.type") is not None
