@@ -63,11 +63,16 @@ def utc_text(ts: datetime) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else None
 
 
-def naive_utc_text(ts: datetime) -> str | None:
-    """`utc_text` of a naive datetime read as UTC (LiteLLM's times), without making it aware first."""
-    _latest_accepted()
+def naive_utc_text(ts: datetime, spelled: str | None = None) -> str | None:
+    """`utc_text` of a naive datetime read as UTC (LiteLLM's times), without making it aware first. `spelled`:
+    the text `ts` was read from by `datetime.fromisoformat`, when it is `YYYY-MM-DD HH:MM:SS.ffffff` (ASCII digits,
+    as fromisoformat requires): the result is then that text re-spelled, not written again by `isoformat`."""
+    if monotonic() - _LATEST[2] >= 1.0:
+        _latest_accepted()
     if ts < _EARLIEST_NAIVE or ts > _LATEST[1]:
         return None
+    if spelled is not None:
+        return f"{spelled[:10]}T{spelled[11:]}Z" if ts.microsecond else f"{spelled[:10]}T{spelled[11:19]}Z"
     return ts.isoformat() + "Z"
 
 

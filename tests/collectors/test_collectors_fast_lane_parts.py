@@ -48,3 +48,50 @@ def test_a_whole_second_has_no_fraction_and_the_cache_stays_bounded() -> None:
     for second in range(1_700_000_000, 1_700_000_000 + 5000):
         epoch_micros_text(second * 10**6)
     assert len(encoded._SECOND_TEXT) <= 4096
+
+
+def test_litellm_time_text_respelled_from_its_source_as_isoformat_writes_it() -> None:
+    from collectors.dialects.litellm import _time
+    from collectors.encoded import naive_utc_text
+    rng = random.Random(16)
+    texts = ["2025-01-24 09:20:01.000000", "2025-01-24 09:20:01.000001", "2019-12-31 23:59:59.999999",
+             "2020-01-01 00:00:00.000000", (datetime.now(timezone.utc) + MAX_EVENT_FUTURE * 2).strftime(
+                 "%Y-%m-%d %H:%M:%S.%f")]
+    texts += [f"{rng.randrange(2019, 2027)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} "
+              f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}."
+              f"{rng.choice([0, rng.randrange(10**6)]):06d}" for _ in range(3000)]
+    for text in texts:
+        ts = _time(text)
+        assert naive_utc_text(ts, text) == naive_utc_text(ts), text
+
+
+def test_litellm_common_tags_are_tags_without_error_paths() -> None:
+    from collectors.dialects.litellm import _common_tags, _tags
+    from collectors.errors import DialectError
+    cases = [{}, {"request_tags": None}, {"request_tags": []}, {"request_tags": "a:b"}, {"request_tags": {"a": 1}},
+             {"request_tags": ["a:b", "c=d", "e", " f : ", "g=h:i", "j:k=l", "", "  ", 3, None, ["x"], "=v", ":"]},
+             {"request_tags": ["feature:x"], "end_user": " u1 "}, {"end_user": ""}, {"end_user": 5},
+             {"request_tags": ["a"], "cache_hit": True}, {"cache_hit": "true"}]
+    for payload in cases:
+        try:
+            expected = _tags(payload, "")
+        except DialectError:
+            expected = None
+        assert _common_tags(payload) == expected, payload
+
+
+def test_provider_and_operation_names_read_the_same_from_the_cache() -> None:
+    from collectors.dialects.common import normalize_operation
+    from collectors.providers import normalize_provider
+    names = ["openai", " OpenAI ", "azure", "", "  ", "Bedrock", "vertex_ai", "chat", "acompletion", " Embeddings ",
+             "aembedding", "text_completion", "unknown-op", "x" * 300]
+    first = [(normalize_provider(n), normalize_operation(n), normalize_operation(n, "embeddings")) for n in names]
+    again = [(normalize_provider(n), normalize_operation(n), normalize_operation(n, "embeddings")) for n in names]
+    assert first == again
+    assert normalize_operation("  ", "embeddings") == "embeddings" and normalize_operation("  ") == "chat"
+    assert normalize_provider(None) is None and normalize_operation(None) == "chat" and normalize_operation(5) == "chat"
+    for i in range(3000):  # many distinct names: the caches stay bounded
+        normalize_provider(f"p{i}"), normalize_operation(f"o{i}")
+    from collectors import providers
+    from collectors.dialects import common
+    assert len(providers._NORMALIZED) <= 1024 and len(common._NORMALIZED) <= 1024
