@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from collectors.attribution import AttributionMapping, RecordView
+from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView, view_headers
 from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_datetime, float_field, int_field, \
     str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
@@ -317,7 +317,7 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     fields: dict[str, Any] = {
         "event_id": request_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(operation), "status": "error" if status >= 400 else "ok",
-        "attribution": mapping.resolve_values(NAME, RecordView(entry, headers=headers)),
+        "attribution": mapping.resolve_parts(NAME)(entry, view_headers(headers), NO_ATTRIBUTES, NO_ATTRIBUTES, None),
         "usage": plain_usage(prompt, completion),
     }
     if latency is not None:

@@ -28,7 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from collectors.attribution import AttributionMapping, RecordView
+from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView, view_headers
 from collectors.coerce import as_dict, as_list, to_datetime, to_str
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_usage, reported_cost
@@ -243,11 +243,12 @@ def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent |
     ts = naive_utc_text(start, payload["startTime"])  # the text `_time` read it from
     if (latency_ms is None and latency is not None) or (ttft_ms is None and ttft is not None) or ts is None:
         return None
-    view = RecordView(payload, headers=(metadata or {}).get("requester_custom_headers"))
+    headers = view_headers((metadata or {}).get("requester_custom_headers"))
     fields: dict[str, Any] = {
         "event_id": call_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(payload.get("call_type")), "status": "error" if status == "failure" else "ok",
-        "attribution": mapping.resolve_values(NAME, view, auto_tags=tags), "usage": plain_usage(prompt, completion),
+        "attribution": mapping.resolve_parts(NAME)(payload, headers, NO_ATTRIBUTES, NO_ATTRIBUTES, tags),
+        "usage": plain_usage(prompt, completion),
     }
     if latency_ms is not None:
         fields["latency_ms"] = latency_ms

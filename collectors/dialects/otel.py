@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from collectors.attribution import AttributionMapping, RecordView
+from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
 from collectors.decode import decode
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
@@ -271,7 +271,8 @@ def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: Attri
     fields: dict[str, Any] = {
         "event_id": event_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(operation), "status": "error" if failed else "ok",
-        "attribution": mapping.resolve_values(NAME, RecordView(span, span_attrs=attrs, resource_attrs=resource)),
+        "attribution": mapping.resolve_parts(NAME)(span, NO_ATTRIBUTES, attrs or NO_ATTRIBUTES,
+                                                   resource or NO_ATTRIBUTES, None),
         "usage": plain_usage(input_tokens, output_tokens),
     }
     if latency is not None:

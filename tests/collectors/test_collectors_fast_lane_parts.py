@@ -95,3 +95,52 @@ def test_provider_and_operation_names_read_the_same_from_the_cache() -> None:
     from collectors import providers
     from collectors.dialects import common
     assert len(providers._NORMALIZED) <= 1024 and len(common._NORMALIZED) <= 1024
+
+
+def test_resolve_parts_is_resolve_values_of_the_same_view() -> None:
+    """`AttributionMapping.resolve_parts` (the batch form's readers: no RecordView per event, header and attribute
+    text read inline) and `resolve_values` of the RecordView of the same parts give what trying each selector's
+    `RecordView.lookup`, first value found, gives: every selector kind, values of every type, mixed-case and
+    non-mapping headers, the dialects' default mappings and a custom one."""
+    import copy
+
+    from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView, view_headers
+
+    custom = AttributionMapping.from_dict({
+        "team": ["header:X-Team", "field:a.0.b", "attr:team"], "org": "const: acme ",
+        "project": ["span:p", "resource:p", "field:deep.er"], "user": ["field:u", "header:x-user"],
+        "route": ["resource:r", "span:r"], "feature": ["attr:f", "header:X-F"],
+        "tags": {"t": ["header:x-t", "attr:t"], "r": "resource:r", "s": "span:s", "c": "const:k"},
+        "inherit_defaults": False})
+    mappings = [(custom, "x")] + [(AttributionMapping(), name) for name in ("kong", "litellm", "otel", "apisix")]
+    values: list = [None, "", "  ", " v ", 0, 7, 1.5, True, [], ["h1", "h2"], [" ", "h"], {}, {"k": "v"}]
+    rng = random.Random(17)
+    for _ in range(3000):
+        def pick():
+            return copy.deepcopy(rng.choice(values))
+        record = {"a": [{"b": pick()}], "deep": {"er": pick()}, "u": pick(), "consumer": {"username": pick()},
+                  "metadata": {"user_api_key_team_id": pick(), "user_api_key_hash": pick()}, "route": {"name": pick()}}
+        headers = rng.choice([None, [], "x", {name: pick() for name in ("X-Team", "x-t", "X-F", "x-feature",
+                                                                          "x-tokenmeter-team", "X-User")
+                                              if rng.random() < 0.5}])
+        span = {key: pick() for key in ("team", "p", "r", "f", "t", "s", "tokenmeter.team", "user.id")
+                if rng.random() < 0.4}
+        resource = {key: pick() for key in ("team", "p", "r", "f", "t", "service.name") if rng.random() < 0.4}
+        tags = rng.choice([None, {}, {"feature": "x", "empty": ""}])
+        for mapping, dialect in mappings:
+            view = RecordView(record, headers=headers, span_attrs=span, resource_attrs=resource)
+            expected = {}
+            for dim, selectors in mapping.selectors(dialect).items():  # each selector's lookup, first found
+                found = next((v for v in map(view.lookup, selectors) if v is not None), None)
+                if found is not None:
+                    expected[dim] = found
+            expected_tags = {k: v for k, v in tags.items() if v} if tags else {}
+            for name, selectors in mapping.tags.items():
+                found = next((v for v in map(view.lookup, selectors) if v is not None), None)
+                if found is not None:
+                    expected_tags[name] = found
+            expected["tags"] = expected_tags
+            assert mapping.resolve_values(dialect, view, auto_tags=tags) == expected
+            got = mapping.resolve_parts(dialect)(record, view_headers(headers), span or NO_ATTRIBUTES,
+                                                 resource or NO_ATTRIBUTES, tags)
+            assert got == expected, (dialect, record, headers, span, resource)
