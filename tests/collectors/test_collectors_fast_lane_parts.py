@@ -144,3 +144,50 @@ def test_resolve_parts_is_resolve_values_of_the_same_view() -> None:
             got = mapping.resolve_parts(dialect)(record, view_headers(headers), span or NO_ATTRIBUTES,
                                                  resource or NO_ATTRIBUTES, tags)
             assert got == expected, (dialect, record, headers, span, resource)
+
+
+def test_collection_paused_until_delivered_always_resumes_collection() -> None:
+    """The Kafka bridge pauses the cyclic GC over a batch's conversion and delivery: collection resumes after
+    the batch (also when it fails), stays off when it was off, and resumes by itself when a delivery outlasts
+    DELIVERY_PAUSE_LIMIT_S (a broker outage must not pile up garbage)."""
+    import asyncio
+    import gc
+
+    import pytest
+
+    from collectors import batch
+
+    async def scenario() -> None:
+        assert gc.isenabled()
+        async with batch.collection_paused_until_delivered():
+            assert not gc.isenabled()
+            with batch.collection_paused():  # the conversion's own pause nests
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+            await asyncio.sleep(0)
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError):
+            async with batch.collection_paused_until_delivered():
+                raise RuntimeError("delivery failed")
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            async with batch.collection_paused_until_delivered():
+                pass
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        original = batch.DELIVERY_PAUSE_LIMIT_S
+        batch.DELIVERY_PAUSE_LIMIT_S = 0.01
+        try:
+            async with batch.collection_paused_until_delivered():
+                for _ in range(500):  # a delivery waiting on a broker that is down
+                    if gc.isenabled():
+                        break
+                    await asyncio.sleep(0.01)
+                assert gc.isenabled()
+        finally:
+            batch.DELIVERY_PAUSE_LIMIT_S = original
+        assert gc.isenabled()
+
+    asyncio.run(scenario())
