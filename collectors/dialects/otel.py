@@ -281,9 +281,13 @@ def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: Attri
     tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
     if isinstance(tier, str) and tier:
         fields["service_tier"] = tier
-    correlation = correlation_of(response_id=attrs.get("gen_ai.response.id"), trace_id=trace_id, span_id=span_id)
-    if correlation is not None:
-        fields["correlation"] = correlation
+    response_id = attrs.get("gen_ai.response.id")
+    if response_id is None and ids_are_hex and len(trace_id) <= 64 and len(span_id) <= 32:
+        fields["correlation"] = {"trace_id": trace_id, "span_id": span_id}  # correlation_of's reading of them
+    else:
+        correlation = correlation_of(response_id=response_id, trace_id=trace_id, span_id=span_id)
+        if correlation is not None:
+            fields["correlation"] = correlation
     return encoded_event(fields)
 
 
