@@ -21,6 +21,7 @@ wrapper of provider responses) always wins over selectors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from collectors.coerce import dig_steps
@@ -100,8 +101,7 @@ class RecordView:
     def __init__(self, record: Any, headers: Mapping[str, Any] | None = None,
                  span_attrs: Mapping[str, Any] | None = None, resource_attrs: Mapping[str, Any] | None = None):
         self.record = record
-        self.headers = _lower_keys(headers) if headers and (type(headers) is dict or isinstance(headers, Mapping)) \
-            else {}
+        self.headers = view_headers(headers)
         self.span_attrs = span_attrs or {}
         self.resource_attrs = resource_attrs or {}
 
@@ -127,6 +127,22 @@ class RecordView:
             if value is None:
                 value = self.resource_attrs.get(key)
         return scalar_text(value)
+
+
+def view_headers(headers: Any) -> dict[str, Any]:
+    """The headers as `RecordView.headers` holds them (lower-cased names; {} for none or a non-mapping)."""
+    return _lower_keys(headers) if headers and (type(headers) is dict or isinstance(headers, Mapping)) else {}
+
+
+NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # `resolve_parts`' span/resource for a record without
+
+
+def _view_of(record: Any, headers: Mapping[str, Any], span: Mapping[str, Any],
+             resource: Mapping[str, Any]) -> RecordView:
+    """A RecordView of parts already in its form (headers lower-cased): for `resolve_parts`' rare getter calls."""
+    view = RecordView.__new__(RecordView)
+    view.record, view.headers, view.span_attrs, view.resource_attrs = record, headers, span, resource
+    return view
 
 
 def _lower_keys(headers: Mapping[str, Any]) -> dict[str, Any]:
@@ -279,8 +295,19 @@ class AttributionMapping:
         resolver = self._plans.get((dialect, "resolver"))
         if resolver is None:
             dims = {dim: sels for dim, sels in self.selectors(dialect).items()}
-            resolver = self._plans[(dialect, "resolver")] = _compile_resolver(dims, self.tags)
+            resolver, parts = _compile_resolver(dims, self.tags)
+            self._plans[(dialect, "resolver")], self._plans[(dialect, "parts")] = resolver, parts
         return resolver
+
+    def resolve_parts(self, dialect: str) -> Callable[..., dict[str, Any]]:
+        """`resolve_values(dialect, RecordView(record, headers, span, resource), auto_tags=...)` as a function
+        `(record, headers, span, resource, auto_tags)` of the view's parts already in its form (headers by
+        `view_headers`, `NO_ATTRIBUTES` for none): the batch form's readers make no view per event."""
+        parts = self._plans.get((dialect, "parts"))
+        if parts is None:
+            self._resolver(dialect)
+            parts = self._plans[(dialect, "parts")]
+        return parts
 
 
 def _getter(selector: str) -> Callable[[RecordView], str | None]:
@@ -325,18 +352,19 @@ def _getter(selector: str) -> Callable[[RecordView], str | None]:
 
 
 def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
-                      tags: Mapping[str, tuple[str, ...]]) -> Callable[[RecordView, Mapping[str, str] | None], dict]:
+                      tags: Mapping[str, tuple[str, ...]]) -> tuple[Callable[..., dict], Callable[..., dict]]:
     """`resolve_values` without native attribution, as one function of the view written for this mapping.
 
     A record misses most selectors (no `x-tokenmeter-org` header, no `tokenmeter.org` attribute); looping over
     the getters and calling each was a third of a Kong or OTel event's conversion. The function tests each
     header/attribute selector's key for presence inline and calls the getter only when the key is there (a
-    getter of an absent key returns None), the first value found winning as in the loop. Only names are put into
-    the code; selector keys, tag names and getters are passed in as values."""
-    env: dict[str, Any] = {"scalar_text": scalar_text, "empty": {}}
-    lines = ["def resolve(view, auto_tags):",
-             "    span = view.span_attrs; resource = view.resource_attrs; headers = view.headers",
-             "    record = view.record",
+    getter of an absent key returns None), the first value found winning as in the loop; a present key's text
+    value (or a span/resource attribute's) is read inline, as its getter would, which is called only for the
+    other types. Only names are put into the code; selector keys, tag names and getters are passed in as values.
+    Returns `resolve(view, auto_tags)` and `resolve_parts(record, headers, span, resource, auto_tags)`, the same
+    function of the view's parts (AttributionMapping.resolve_parts)."""
+    env: dict[str, Any] = {"scalar_text": scalar_text, "empty": {}, "view_of": _view_of}
+    lines = ["def resolve_parts(record, headers, span, resource, auto_tags):",
              "    values = {}"]
 
     firsts: dict[str, str] = {}  # a field path's first step -> the variable holding the record's value there
@@ -376,10 +404,23 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
                 lines.append("            if type(x) is str: v = x.strip() or None")
                 lines.append("            else: v = scalar_text(x)")
                 continue
-            present = {"header": f"{key_name} in headers", "span": f"{key_name} in span",
-                       "resource": f"{key_name} in resource",
-                       "attr": f"({key_name} in span or {key_name} in resource)"}.get(kind)
-            lines.append(f"    if v is None{' and ' + present if present else ''}: v = {getter}(view)")
+            view = "view_of(record, headers, span, resource)"  # only for a value of an uncommon type
+            if kind == "header":  # a text value read inline (the getter's common case)
+                lines.extend([f"    if v is None and {key_name} in headers:", f"        x = headers[{key_name}]",
+                              "        if type(x) is str: v = x.strip() or None",
+                              f"        else: v = {getter}({view})"])
+                continue
+            if kind in ("span", "resource", "attr"):  # the getters' reading, inline
+                present = {"span": f"{key_name} in span", "resource": f"{key_name} in resource",
+                           "attr": f"({key_name} in span or {key_name} in resource)"}[kind]
+                lines.extend([f"    if v is None and {present}:",
+                              f"        x = {'resource' if kind == 'resource' else 'span'}.get({key_name})"])
+                if kind == "attr":
+                    lines.append(f"        if x is None: x = resource.get({key_name})")
+                lines.extend(["        if x is not None:", "            if type(x) is str: v = x.strip() or None",
+                              "            else: v = scalar_text(x)"])
+                continue
+            lines.append(f"    if v is None: v = {getter}({view})")
 
     for number, (dim, selectors) in enumerate(dims.items()):
         env[f"dim{number}"] = dim
@@ -390,10 +431,12 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
         env[f"tag{number}"] = name
         first_found(selectors, f"tag{number}")
         lines.append(f"    if v is not None: tags[tag{number}] = v")
-    lines += ["    values['tags'] = tags", "    return values"]
-    lines[3:3] = prologue
+    lines += ["    values['tags'] = tags", "    return values", "",
+              "def resolve(view, auto_tags):",
+              "    return resolve_parts(view.record, view.headers, view.span_attrs, view.resource_attrs, auto_tags)"]
+    lines[1:1] = prologue
     exec(compile("\n".join(lines), "<attribution resolver>", "exec"), env)  # noqa: S102 - our own text
-    return env["resolve"]
+    return env["resolve"], env["resolve_parts"]
 
 
 DEFAULT_MAPPING = AttributionMapping()

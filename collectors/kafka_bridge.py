@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from collectors import AttributionMapping, DialectError, parse_record
-from collectors.batch import collection_paused
+from collectors.batch import collection_paused, collection_paused_until_delivered
 from collectors.delivery import (
     DeliveryGuard,
     Positions,
@@ -96,11 +96,14 @@ class KafkaBridge:
         self._last_record = now
         if not self._recovery_checked:
             await self._settle_recovery(consumer)
-        events, letters = self._convert(batch.records)
-        if not await self._deliver(stop, batch.records, events, letters):
-            return {}  # stopped while Kafka was down: offsets not committed, the batch is read again
+        async with collection_paused_until_delivered():  # collect once the batch's events are gone
+            events, letters = self._convert(batch.records)
+            if not await self._deliver(stop, batch.records, events, letters):
+                return {}  # stopped while Kafka was down: offsets not committed, the batch is read again
+            rejected = len(letters)
+            del events, letters
         fault_point("after-ack")
-        self.sink.counters.count(self.label, "rejected", len(letters))
+        self.sink.counters.count(self.label, "rejected", rejected)
         return None
 
     def _committed(self, ends: Offsets) -> None:

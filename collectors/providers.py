@@ -56,12 +56,23 @@ _MODEL_PREFIXES = (
 
 
 def normalize_provider(name: str | None) -> str | None:
+    if type(name) is str:  # a gateway logs a handful of names: each read once (a pure function of the text)
+        found = _NORMALIZED.get(name, _UNSEEN)
+        if found is not _UNSEEN:
+            return found
     if name is None:
         return None
     key = str(name).strip().lower()
-    if not key:
-        return None
-    return _ALIASES.get(key, key)
+    found = _ALIASES.get(key, key) if key else None
+    if type(name) is str:
+        if len(_NORMALIZED) >= 1024:  # many distinct names (hostile input): a bounded cache
+            _NORMALIZED.clear()
+        _NORMALIZED[name] = found
+    return found
+
+
+_NORMALIZED: dict[str, str | None] = {}
+_UNSEEN = object()
 
 
 def guess_provider(model: str | None) -> str | None:

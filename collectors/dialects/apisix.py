@@ -25,7 +25,8 @@ from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, dig, epoch_to_datetime, to_datetime, to_float, to_str
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
 from collectors.dialects.common import content_or_none, prompt_from_request, text_of
-from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
+from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
+    plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import apisix_usage
@@ -124,7 +125,8 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     latency, duration = entry.get("latency"), summary.get("duration")
     latency_ms = None if latency is None else plain_float(latency)
     ttft_ms = None if duration is None else plain_float(duration)
-    ts = utc_text(epoch_to_datetime(started, "start_time"))
+    ts = epoch_micros_text(started * 1000) if started < EXACT_EPOCH_MS_LIMIT \
+        else utc_text(epoch_to_datetime(started, "start_time"))
     if not request_id or len(request_id) > 512 or (latency_ms is None and latency is not None) \
             or (ttft_ms is None and duration is not None) or ts is None:
         return None

@@ -9,10 +9,12 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from collectors.attribution import DEFAULT_MAPPING, AttributionMapping
-from collectors.decode import decode
+from collectors.decode import _loads as loads_json, decode
 from collectors.encoded import EncodedEvent
 from collectors.errors import DialectError, join_path
 from tokenmeter.events import UsageEvent, describe_validation_error
+
+_JSON_OPENERS = (b"{", b"[")
 
 # parse_one(record, mapping, path) -> events of ONE log entry / response / envelope.
 ParseOne = Callable[[Any, AttributionMapping, str], list[UsageEvent]]
@@ -40,24 +42,39 @@ class Dialect:
               encoded: bool = False) -> list[Any]:
         """Events of one record. `encoded`: the batch form, for callers that only write the events (collector
         entry points): the common shape's events come back as `EncodedEvent`s, the same bytes, same errors."""
-        record = (self.decode_encoded if encoded and self.decode_encoded is not None else decode)(record)
+        if type(record) is bytes and record[:1] in _JSON_OPENERS:  # what `decode` does with it, fewer steps
+            record = loads_json(record)
+        else:
+            record = (self.decode_encoded if encoded and self.decode_encoded is not None else decode)(record)
         mapping = mapping or DEFAULT_MAPPING
         parse_one = self.parse_one_encoded if encoded and self.parse_one_encoded is not None else self.parse_one
         read_common = self.read_common if encoded else None
         if isinstance(record, list) and self.arrays_are_batches:
+            done: list[Any] = []
+            if read_common is not None:  # the common entries in a plain loop, up to the first other one
+                for item in record:
+                    event = read_common(item, mapping)
+                    if event is None:
+                        break
+                    done.append(event)
+                else:
+                    return done
             common = (lambda item: read_common(item, mapping)) if read_common is not None else None
-            return parse_batch(record, lambda item, path: parse_one(item, mapping, path), read_common=common)
+            return parse_batch(record, lambda item, path: parse_one(item, mapping, path), read_common=common,
+                               done=done)
         event = read_common(record, mapping) if read_common is not None else None
         return [event] if event is not None else parse_one(record, mapping, "")
 
 
 def parse_batch(items: list[Any], parse_item: Callable[[Any, str], list[UsageEvent]], prefix: str = "",
-                read_common: Callable[[Any], EncodedEvent | None] | None = None) -> list[Any]:
+                read_common: Callable[[Any], EncodedEvent | None] | None = None,
+                done: list[Any] | None = None) -> list[Any]:
     """Parse every entry; if some fail, raise one error listing them, carrying the good events in `partial`.
-    `read_common`: the batch form's reader, tried first (an entry it takes needs no path)."""
-    events: list[Any] = []
+    `read_common`: the batch form's reader, tried first (an entry it takes needs no path). `done`: the events
+    `read_common` already gave for the first len(done) entries, one each (they are not read again)."""
+    events: list[Any] = list(done) if done else []
     failures: list[DialectError] = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(items[len(events):] if events else items, len(events)):
         if read_common is not None:
             event = read_common(item)
             if event is not None:

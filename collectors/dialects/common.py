@@ -37,10 +37,29 @@ _OPERATIONS = {
 
 
 def normalize_operation(name: Any, default: str = "chat") -> str:
+    if type(name) is str:  # a handful of names per source: each read once (None: blank, the default)
+        found = _NORMALIZED.get(name, _UNSEEN)
+        if found is not _UNSEEN:
+            return default if found is None else found
     if not isinstance(name, str) or not name.strip():
+        if type(name) is str:
+            _remember(name, None)
         return default
     key = name.strip().lower()
-    return _OPERATIONS.get(key, key)
+    found = _OPERATIONS.get(key, key)
+    if type(name) is str:
+        _remember(name, found)
+    return found
+
+
+def _remember(name: str, operation: str | None) -> None:
+    if len(_NORMALIZED) >= 1024:  # many distinct names (hostile input): a bounded cache
+        _NORMALIZED.clear()
+    _NORMALIZED[name] = operation
+
+
+_NORMALIZED: dict[str, str | None] = {}
+_UNSEEN = object()
 
 
 def list_or_empty(value: Any) -> list[Any]:

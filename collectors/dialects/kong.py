@@ -34,13 +34,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from collectors.attribution import AttributionMapping, RecordView
+from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView, view_headers
 from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_datetime, float_field, int_field, \
     str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
 from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request
-from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
+from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
+    plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
 from collectors.usage import OPENAI_DETAIL_KEYS, openai_usage
@@ -309,13 +310,14 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     ttft_ms = None if ttft is None else plain_float(ttft)
     if (latency is None and meta.get("llm_latency") is not None) or (ttft_ms is None and ttft is not None):
         return None
-    ts = utc_text(epoch_to_datetime(started, "started_at"))
+    ts = epoch_micros_text(started * 1000) if started < EXACT_EPOCH_MS_LIMIT \
+        else utc_text(epoch_to_datetime(started, "started_at"))
     if ts is None:
         return None
     fields: dict[str, Any] = {
         "event_id": request_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(operation), "status": "error" if status >= 400 else "ok",
-        "attribution": mapping.resolve_values(NAME, RecordView(entry, headers=headers)),
+        "attribution": mapping.resolve_parts(NAME)(entry, view_headers(headers), NO_ATTRIBUTES, NO_ATTRIBUTES, None),
         "usage": plain_usage(prompt, completion),
     }
     if latency is not None:

@@ -28,7 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from collectors.attribution import AttributionMapping, RecordView
+from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView, view_headers
 from collectors.coerce import as_dict, as_list, to_datetime, to_str
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_usage, reported_cost
@@ -178,6 +178,30 @@ def _time(value: Any) -> datetime | None | bool:
         return False
 
 
+def _common_tags(payload: dict[str, Any]) -> dict[str, str] | None:
+    """`_tags(payload, path)` without the paths of its error (None where it raises): ~10% of a payload's time."""
+    raw_tags = payload.get("request_tags")
+    tags: dict[str, str] = {}
+    if raw_tags is not None:
+        if not isinstance(raw_tags, list):
+            return None
+        for raw in raw_tags:
+            if not isinstance(raw, str) or not raw.strip():
+                continue
+            if "=" in raw or ":" in raw:
+                key, sep, value = raw.replace("=", ":", 1).partition(":")
+                value = value.strip()
+                tags[key.strip()] = value if sep and value else "true"
+            else:
+                tags[raw.strip()] = "true"
+    end_user = payload.get("end_user")
+    if isinstance(end_user, str) and end_user.strip():
+        tags["end_user"] = end_user.strip()
+    if payload.get("cache_hit") is True:
+        tags["cache_hit"] = "true"
+    return tags
+
+
 def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent | None:
     """The event of a payload of the common shape (`response.usage` with int prompt/completion tokens and no
     detail parts, LiteLLM's time text, a string id, model and provider, not OpenRouter, not a cache hit), written
@@ -209,22 +233,22 @@ def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent |
         or guess_provider(model)
     if not provider or provider == OPENROUTER:
         return None
-    try:
-        tags = _tags(payload, "")
-    except DialectError:
+    tags = _common_tags(payload)
+    if tags is None:
         return None
     latency = _millis_between(start, end)
     ttft = _millis_between(start, first_token) if payload.get("stream") else None
     latency_ms = None if latency is None else plain_float(latency)
     ttft_ms = None if ttft is None else plain_float(ttft)
-    ts = naive_utc_text(start)
+    ts = naive_utc_text(start, payload["startTime"])  # the text `_time` read it from
     if (latency_ms is None and latency is not None) or (ttft_ms is None and ttft is not None) or ts is None:
         return None
-    view = RecordView(payload, headers=(metadata or {}).get("requester_custom_headers"))
+    headers = view_headers((metadata or {}).get("requester_custom_headers"))
     fields: dict[str, Any] = {
         "event_id": call_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(payload.get("call_type")), "status": "error" if status == "failure" else "ok",
-        "attribution": mapping.resolve_values(NAME, view, auto_tags=tags), "usage": plain_usage(prompt, completion),
+        "attribution": mapping.resolve_parts(NAME)(payload, headers, NO_ATTRIBUTES, NO_ATTRIBUTES, tags),
+        "usage": plain_usage(prompt, completion),
     }
     if latency_ms is not None:
         fields["latency_ms"] = latency_ms

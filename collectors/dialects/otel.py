@@ -31,14 +31,14 @@ from typing import Any
 
 import orjson
 
-from collectors.attribution import AttributionMapping, RecordView
+from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
 from collectors.decode import decode
 from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
-from collectors.encoded import EncodedEvent, encoded_event, plain_float, plain_usage, token_count, utc_text
+from collectors.encoded import EncodedEvent, encoded_event, epoch_micros_text, plain_float, plain_usage, token_count
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import OTEL_USAGE_KEYS, OTEL_USAGE_PART_KEYS, otel_usage
@@ -264,14 +264,15 @@ def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: Attri
         latency = plain_float((end_ns - start_ns) / 1e6)
         if latency is None:
             return None
-    ts = utc_text(_EPOCH + timedelta(microseconds=start_ns // 1000)) if start_ns < 2**62 else None
+    ts = epoch_micros_text(start_ns // 1000) if start_ns < 2**62 else None
     if ts is None or len(event_id) > 512:
         return None
     failed = failed or attrs.get("error.type") is not None
     fields: dict[str, Any] = {
         "event_id": event_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(operation), "status": "error" if failed else "ok",
-        "attribution": mapping.resolve_values(NAME, RecordView(span, span_attrs=attrs, resource_attrs=resource)),
+        "attribution": mapping.resolve_parts(NAME)(span, NO_ATTRIBUTES, attrs or NO_ATTRIBUTES,
+                                                   resource or NO_ATTRIBUTES, None),
         "usage": plain_usage(input_tokens, output_tokens),
     }
     if latency is not None:
@@ -280,9 +281,13 @@ def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: Attri
     tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
     if isinstance(tier, str) and tier:
         fields["service_tier"] = tier
-    correlation = correlation_of(response_id=attrs.get("gen_ai.response.id"), trace_id=trace_id, span_id=span_id)
-    if correlation is not None:
-        fields["correlation"] = correlation
+    response_id = attrs.get("gen_ai.response.id")
+    if response_id is None and ids_are_hex and len(trace_id) <= 64 and len(span_id) <= 32:
+        fields["correlation"] = {"trace_id": trace_id, "span_id": span_id}  # correlation_of's reading of them
+    else:
+        correlation = correlation_of(response_id=response_id, trace_id=trace_id, span_id=span_id)
+        if correlation is not None:
+            fields["correlation"] = correlation
     return encoded_event(fields)
 
 

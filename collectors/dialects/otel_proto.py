@@ -92,8 +92,9 @@ class ProtoTraces:
                     attrs = _plain_attributes(span.attributes)
                     if attrs is None:
                         return None
-                    if not any(key.startswith("gen_ai.") or key == OPENINFERENCE_KIND for key in attrs):
-                        continue  # not a GenAI span: skipped, as parse_traces does
+                    if _INPUT_TOKENS not in attrs and not any(
+                            key.startswith("gen_ai.") or key == OPENINFERENCE_KIND for key in attrs):
+                        continue  # not a GenAI span: skipped, as parse_traces does (a usage key is GenAI's)
                     failed = span.HasField("status") and span.status.code == _STATUS_CODE_ERROR
                     event = common_event(attrs, resource, mapping, None, span.trace_id.hex(), span.span_id.hex(),
                                          span.start_time_unix_nano or None, span.end_time_unix_nano or None, failed,
@@ -104,6 +105,7 @@ class ProtoTraces:
         return events
 
 
+_INPUT_TOKENS = "gen_ai.usage.input_tokens"  # what the common shape reads first: a key of the "gen_ai." kind
 _STATUS_CODE_ERROR = 2  # Status.STATUS_CODE_ERROR; its JSON name is one of otel._ERROR_CODES
 OPENINFERENCE_KIND = "openinference.span.kind"  # collectors.dialects.openinference.SPAN_KIND
 

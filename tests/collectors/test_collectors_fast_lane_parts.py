@@ -1,0 +1,193 @@
+"""The batch form's shared shortcuts (collectors/encoded.py, speed round 4): each gives exactly what the general
+code it stands in for gives, over random inputs and at the edges (the accepted time range, the exact-millisecond
+limit, zero fractions). The whole readers are held to the per-entry parsers in test_collectors_batch_form.py and
+test_collectors_equivalence.py."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+from collectors.coerce import epoch_to_datetime
+from collectors.encoded import EXACT_EPOCH_MS_LIMIT, epoch_micros_text, utc_text
+from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _edges_ms() -> list[int]:
+    earliest = int((EARLIEST_EVENT_TS - _EPOCH) / timedelta(milliseconds=1))
+    latest = int((datetime.now(timezone.utc) + MAX_EVENT_FUTURE - _EPOCH) / timedelta(milliseconds=1))
+    return [10**11, earliest - 1, earliest, earliest + 1, earliest + 1000, latest - 5000, latest + 5000,
+            EXACT_EPOCH_MS_LIMIT - 1, 1_787_113_201_000, 1_787_113_201_719]
+
+
+def test_epoch_milliseconds_read_as_the_kong_and_apisix_parsers_read_them() -> None:
+    rng = random.Random(14)
+    now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+    samples = _edges_ms() + [rng.randrange(10**11, EXACT_EPOCH_MS_LIMIT) for _ in range(5000)] \
+        + [rng.randrange(now_ms - 10**11, now_ms + 3 * 86_400_000) for _ in range(5000)]
+    for ms in samples:
+        assert epoch_micros_text(ms * 1000) == utc_text(epoch_to_datetime(ms, "started_at")), ms
+
+
+def test_epoch_microseconds_read_as_the_otel_parser_reads_them() -> None:
+    rng = random.Random(15)
+    now_us = int(datetime.now(timezone.utc).timestamp() * 1e6)
+    samples = [rng.randrange(0, 2**52) for _ in range(3000)] \
+        + [rng.randrange(now_us - 10**14, now_us + 3 * 86_400 * 10**6) for _ in range(5000)] \
+        + [ms * 1000 for ms in _edges_ms()] + [ms * 1000 + 1 for ms in _edges_ms()]
+    for micros in samples:
+        assert epoch_micros_text(micros) == utc_text(_EPOCH + timedelta(microseconds=micros)), micros
+
+
+def test_a_whole_second_has_no_fraction_and_the_cache_stays_bounded() -> None:
+    assert epoch_micros_text(1_787_113_201 * 10**6) == "2026-08-19T04:20:01Z"
+    assert epoch_micros_text(1_787_113_201 * 10**6 + 719_000) == "2026-08-19T04:20:01.719000Z"
+    from collectors import encoded
+    for second in range(1_700_000_000, 1_700_000_000 + 5000):
+        epoch_micros_text(second * 10**6)
+    assert len(encoded._SECOND_TEXT) <= 4096
+
+
+def test_litellm_time_text_respelled_from_its_source_as_isoformat_writes_it() -> None:
+    from collectors.dialects.litellm import _time
+    from collectors.encoded import naive_utc_text
+    rng = random.Random(16)
+    texts = ["2025-01-24 09:20:01.000000", "2025-01-24 09:20:01.000001", "2019-12-31 23:59:59.999999",
+             "2020-01-01 00:00:00.000000", (datetime.now(timezone.utc) + MAX_EVENT_FUTURE * 2).strftime(
+                 "%Y-%m-%d %H:%M:%S.%f")]
+    texts += [f"{rng.randrange(2019, 2027)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} "
+              f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}."
+              f"{rng.choice([0, rng.randrange(10**6)]):06d}" for _ in range(3000)]
+    for text in texts:
+        ts = _time(text)
+        assert naive_utc_text(ts, text) == naive_utc_text(ts), text
+
+
+def test_litellm_common_tags_are_tags_without_error_paths() -> None:
+    from collectors.dialects.litellm import _common_tags, _tags
+    from collectors.errors import DialectError
+    cases = [{}, {"request_tags": None}, {"request_tags": []}, {"request_tags": "a:b"}, {"request_tags": {"a": 1}},
+             {"request_tags": ["a:b", "c=d", "e", " f : ", "g=h:i", "j:k=l", "", "  ", 3, None, ["x"], "=v", ":"]},
+             {"request_tags": ["feature:x"], "end_user": " u1 "}, {"end_user": ""}, {"end_user": 5},
+             {"request_tags": ["a"], "cache_hit": True}, {"cache_hit": "true"}]
+    for payload in cases:
+        try:
+            expected = _tags(payload, "")
+        except DialectError:
+            expected = None
+        assert _common_tags(payload) == expected, payload
+
+
+def test_provider_and_operation_names_read_the_same_from_the_cache() -> None:
+    from collectors.dialects.common import normalize_operation
+    from collectors.providers import normalize_provider
+    names = ["openai", " OpenAI ", "azure", "", "  ", "Bedrock", "vertex_ai", "chat", "acompletion", " Embeddings ",
+             "aembedding", "text_completion", "unknown-op", "x" * 300]
+    first = [(normalize_provider(n), normalize_operation(n), normalize_operation(n, "embeddings")) for n in names]
+    again = [(normalize_provider(n), normalize_operation(n), normalize_operation(n, "embeddings")) for n in names]
+    assert first == again
+    assert normalize_operation("  ", "embeddings") == "embeddings" and normalize_operation("  ") == "chat"
+    assert normalize_provider(None) is None and normalize_operation(None) == "chat" and normalize_operation(5) == "chat"
+    for i in range(3000):  # many distinct names: the caches stay bounded
+        normalize_provider(f"p{i}"), normalize_operation(f"o{i}")
+    from collectors import providers
+    from collectors.dialects import common
+    assert len(providers._NORMALIZED) <= 1024 and len(common._NORMALIZED) <= 1024
+
+
+def test_resolve_parts_is_resolve_values_of_the_same_view() -> None:
+    """`AttributionMapping.resolve_parts` (the batch form's readers: no RecordView per event, header and attribute
+    text read inline) and `resolve_values` of the RecordView of the same parts give what trying each selector's
+    `RecordView.lookup`, first value found, gives: every selector kind, values of every type, mixed-case and
+    non-mapping headers, the dialects' default mappings and a custom one."""
+    import copy
+
+    from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView, view_headers
+
+    custom = AttributionMapping.from_dict({
+        "team": ["header:X-Team", "field:a.0.b", "attr:team"], "org": "const: acme ",
+        "project": ["span:p", "resource:p", "field:deep.er"], "user": ["field:u", "header:x-user"],
+        "route": ["resource:r", "span:r"], "feature": ["attr:f", "header:X-F"],
+        "tags": {"t": ["header:x-t", "attr:t"], "r": "resource:r", "s": "span:s", "c": "const:k"},
+        "inherit_defaults": False})
+    mappings = [(custom, "x")] + [(AttributionMapping(), name) for name in ("kong", "litellm", "otel", "apisix")]
+    values: list = [None, "", "  ", " v ", 0, 7, 1.5, True, [], ["h1", "h2"], [" ", "h"], {}, {"k": "v"}]
+    rng = random.Random(17)
+    for _ in range(3000):
+        def pick():
+            return copy.deepcopy(rng.choice(values))
+        record = {"a": [{"b": pick()}], "deep": {"er": pick()}, "u": pick(), "consumer": {"username": pick()},
+                  "metadata": {"user_api_key_team_id": pick(), "user_api_key_hash": pick()}, "route": {"name": pick()}}
+        headers = rng.choice([None, [], "x", {name: pick() for name in ("X-Team", "x-t", "X-F", "x-feature",
+                                                                          "x-tokenmeter-team", "X-User")
+                                              if rng.random() < 0.5}])
+        span = {key: pick() for key in ("team", "p", "r", "f", "t", "s", "tokenmeter.team", "user.id")
+                if rng.random() < 0.4}
+        resource = {key: pick() for key in ("team", "p", "r", "f", "t", "service.name") if rng.random() < 0.4}
+        tags = rng.choice([None, {}, {"feature": "x", "empty": ""}])
+        for mapping, dialect in mappings:
+            view = RecordView(record, headers=headers, span_attrs=span, resource_attrs=resource)
+            expected = {}
+            for dim, selectors in mapping.selectors(dialect).items():  # each selector's lookup, first found
+                found = next((v for v in map(view.lookup, selectors) if v is not None), None)
+                if found is not None:
+                    expected[dim] = found
+            expected_tags = {k: v for k, v in tags.items() if v} if tags else {}
+            for name, selectors in mapping.tags.items():
+                found = next((v for v in map(view.lookup, selectors) if v is not None), None)
+                if found is not None:
+                    expected_tags[name] = found
+            expected["tags"] = expected_tags
+            assert mapping.resolve_values(dialect, view, auto_tags=tags) == expected
+            got = mapping.resolve_parts(dialect)(record, view_headers(headers), span or NO_ATTRIBUTES,
+                                                 resource or NO_ATTRIBUTES, tags)
+            assert got == expected, (dialect, record, headers, span, resource)
+
+
+def test_collection_paused_until_delivered_always_resumes_collection() -> None:
+    """The Kafka bridge pauses the cyclic GC over a batch's conversion and delivery: collection resumes after
+    the batch (also when it fails), stays off when it was off, and resumes by itself when a delivery outlasts
+    DELIVERY_PAUSE_LIMIT_S (a broker outage must not pile up garbage)."""
+    import asyncio
+    import gc
+
+    import pytest
+
+    from collectors import batch
+
+    async def scenario() -> None:
+        assert gc.isenabled()
+        async with batch.collection_paused_until_delivered():
+            assert not gc.isenabled()
+            with batch.collection_paused():  # the conversion's own pause nests
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+            await asyncio.sleep(0)
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError):
+            async with batch.collection_paused_until_delivered():
+                raise RuntimeError("delivery failed")
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            async with batch.collection_paused_until_delivered():
+                pass
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        original = batch.DELIVERY_PAUSE_LIMIT_S
+        batch.DELIVERY_PAUSE_LIMIT_S = 0.01
+        try:
+            async with batch.collection_paused_until_delivered():
+                for _ in range(500):  # a delivery waiting on a broker that is down
+                    if gc.isenabled():
+                        break
+                    await asyncio.sleep(0.01)
+                assert gc.isenabled()
+        finally:
+            batch.DELIVERY_PAUSE_LIMIT_S = original
+        assert gc.isenabled()
+
+    asyncio.run(scenario())
