@@ -71,6 +71,7 @@ class BucketAggregator:
         # event ids per open bucket: an event delivered twice (at-least-once upstream) is counted once
         self.seen: dict[int, set] = {}
         self.duplicates = 0
+        self.errors = 0  # failed calls folded so far (the engine's early check runs when new ones arrived)
         self.unpriced_reasons: dict[str, str] = {}
         self._minute: dict[str, int] = {}
 
@@ -119,6 +120,8 @@ class BucketAggregator:
         tin = usage.get("input_tokens") or 0
         tout = usage.get("output_tokens") or 0
         agg[REQ] += 1
+        if error:
+            self.errors += 1
         agg[TIN] += tin
         agg[TOUT] += tout
         agg[COST] += cost_pico

@@ -38,12 +38,18 @@ def run() -> None:
               help="Injected anomalies of each kind.")
 @click.option("--quiet-days", default=16, show_default=True, type=click.IntRange(0, 120),
               help="Days of incident-free traffic to count false alerts on (0: skip).")
-def evaluate_cmd(as_json: bool, family: str, seed: int, days: int, per_kind: int, quiet_days: int) -> None:
+@click.option("--no-early", is_flag=True, help="Judge every kind only when its bucket closes (no early checks of "
+                                                "the running bucket): the behaviour before the seventh round.")
+def evaluate_cmd(as_json: bool, family: str, seed: int, days: int, per_kind: int, quiet_days: int,
+                 no_early: bool) -> None:
     """Run the detectors on labelled traffic and print precision, recall, delay and false alerts per kind."""
+    from .detectors import Config
     from .evaluate import FAMILIES, evaluate, format_table
 
     families = list(FAMILIES) if family == "all" else [family]
-    results = {name: evaluate(seed=seed, days=days, per_kind=per_kind, family=name, quiet_days=quiet_days)
+    config = Config(early_kinds=()) if no_early else None
+    results = {name: evaluate(seed=seed, days=days, per_kind=per_kind, config=config, family=name,
+                              quiet_days=quiet_days)
                for name in families}
     if as_json:
         out = {name: {kind: {k: v for k, v in figures.items() if k != "false_positive_examples"}

@@ -43,6 +43,9 @@ class Config:
     # a session is a chain of calls that ends): sustain counted in minutes, not in buckets.
     steady_minutes: int = 8
     close_after: int = 3  # normal buckets in a row before it closes
+    # Kinds judged on the running bucket too, as soon as its evidence suffices (early.py): a strong verdict opens
+    # before the bucket closes. () judges every kind at the close only.
+    early_kinds: tuple = ("error_rate",)
     # Cold start: a scope's first two days raise only absolute-floor kinds (bursts of a new key, unpriced usage).
     # Two, because a scope's first UTC day can be its local weekend.
     warmup_buckets: int = 576
@@ -63,6 +66,10 @@ class Config:
     # estimate; under ~14 calls a day the floor keeps chance alarms rarer than one per ~190 days)
     tpr_cusum_h_min: float = 6.0
     tpr_key_min_calls: int = 30  # calls a key needs behind it before its distribution is trusted
+    # A key's tokens-per-request anomaly open this long (with `tpr_key_min_calls` calls held) is its new normal: the
+    # key adopts the calls it held (not learnt) meanwhile, and the anomaly resolves. Changes that revert close
+    # sooner; their calls are dropped.
+    tpr_new_normal_s: int = 12 * 3600
     burst_ratio: float = 3.0
     burst_min_delta_per_hour: float = 600
     burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from .aggregate import AGG_SIZE, BadEvent, BucketAggregator
 from .baseline import daily_slots, full_slots
 from .detectors import Config
+from .early import EarlyChecks
 from .gating import AlertGating, AnomalyUpdate  # noqa: F401  (AnomalyUpdate: imported from here by callers)
 from .model_rules import ModelRules
 from .rules import KindRules
@@ -27,7 +28,7 @@ from .scope_state import ScopeState
 SNAPSHOT_VERSION = 1
 
 
-class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating):
+class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
     def __init__(self, config: Config | None = None):
         self.cfg = config or Config()
         self.agg = BucketAggregator(self.cfg.bucket_s)
@@ -42,7 +43,8 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating):
         self.behind: set[int] | None = None  # None: every input seen so far holds the watermark
         self.stats = {"events": 0, "bad_events": 0, "late_events": 0, "future_events": 0, "buckets_closed": 0,
                       "scopes_evicted": 0, "scopes_expired": 0, "anomalies_opened": 0, "anomalies_closed": 0,
-                      "anomalies_explained": 0, "advances_refused": 0, "duplicate_events": 0}
+                      "anomalies_explained": 0, "advances_refused": 0, "duplicate_events": 0,
+                      "early_alerts": 0}
         self.last_error = ""
         self._now = 0  # event time of the bucket close being processed
         self._opened: list = []  # anomalies opened by the bucket close being processed
@@ -79,7 +81,9 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating):
             self.sources[source] = watermark
         self.next_close = next_close
         self._combine()
-        return self._close_ready()
+        updates = self._close_ready()
+        self._early(updates)  # the running bucket, when new failures may already suffice (early.py)
+        return updates
 
     def set_behind(self, sources) -> list[AnomalyUpdate]:
         """The inputs that still hold unread records (a partition below its high watermark). Only they hold the
