@@ -320,6 +320,8 @@ def _tags_map(texts: pl.Series) -> pa.Array:
     distinct = texts.unique(maintain_order=True)
     dicts = [orjson.loads(t[7:]) if t is not None else {} for t in distinct.to_list()]
     maps = pa.array([list(d.items()) for d in dicts], ARROW_SCHEMA.field("tags").type)
+    if not len(texts):  # replace_strict of an empty series returns it as text, whatever return_dtype says
+        return maps
     index = pl.select(i=texts.fill_null("\x00").replace_strict(distinct.fill_null("\x00"),
                                                                pl.Series(range(len(distinct))),
                                                                return_dtype=pl.UInt32)).to_series()
