@@ -113,6 +113,13 @@ def test_events_with_correlation_ids_or_a_reported_cost_take_the_fast_path(price
     correlated = [e for e in priced if e.get("correlation") is not None]
     reported = [e for e in priced if "reported_cost_usd" in e]
     assert len(correlated) > 100 and len(reported) > 10
+    refused = 0
     for item in correlated + reported:
+        expected = outcome(validated_row, item)
+        if expected[0] == "error":  # the corpus's hostile rows (e.g. a $7.5M cost): refused, never a fast row
+            assert fast_row(item) is None, item["event_id"]
+            refused += 1
+            continue
         row = fast_row(item)
-        assert row is not None and row == validated_row(item), item["event_id"]
+        assert row is not None and row == expected[1], item["event_id"]
+    assert refused <= len(correlated + reported) // 50
