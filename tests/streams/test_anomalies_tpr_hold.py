@@ -86,21 +86,3 @@ def test_the_held_calls_survive_a_restart():
                     if u.record["kind"] == "tokens_per_request" and u.record["scope_dim"] == "api_key"]
     assert [(u.action, u.record["id"], u.record["detected_at"]) for u in updates] == \
            [(u.action, u.record["id"], u.record["detected_at"]) for u in expected]
-
-
-def test_the_changed_calls_before_the_anomaly_opened_are_not_learnt_either():
-    """The key learnt ~14 changed calls while its CUSUM built up to the threshold; when the anomaly opens it rewinds to
-    its distribution from before that excursion (before: its mean had already moved ~0.1 towards the change)."""
-    calls = key_calls(4, [(FIRST, FIRST + 8 * HOUR)])
-    engine, before, opened_at = AnomalyEngine(), None, None
-    for call in calls:
-        updates = engine.observe([call], now=2e9)
-        key = engine.scopes.get(("api_key", "k-tpl"))
-        if before is None and call["ts"] >= "2026-09-10T12:00":
-            before = list(key.out_log)
-        if opened_at is None and any(u.action == "open" and u.record["scope_dim"] == "api_key"
-                                     and u.record["kind"] == "tokens_per_request" for u in updates):
-            opened_at = call["ts"]
-            after = list(key.out_log)
-    assert opened_at is not None and before is not None
-    assert abs(after[1] - before[1]) < 0.02 and abs(after[2] - before[2]) < 0.05, (before, after, opened_at)
