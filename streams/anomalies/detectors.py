@@ -66,10 +66,9 @@ class Config:
     # estimate; under ~14 calls a day the floor keeps chance alarms rarer than one per ~190 days)
     tpr_cusum_h_min: float = 6.0
     tpr_key_min_calls: int = 30  # calls a key needs behind it before its distribution is trusted
-    # A key's tokens-per-request anomaly open this long (with `tpr_key_min_calls` calls held) is its new normal: the
-    # key adopts the calls it held (not learnt) meanwhile, and the anomaly resolves. Changes that revert close
-    # sooner; their calls are dropped.
-    tpr_new_normal_s: int = 12 * 3600
+    # A key's tokens-per-request anomaly open this long is its new normal: the key adopts the calls it held (not
+    # learnt) meanwhile, and the anomaly resolves. Shorter changes revert; their calls are dropped.
+    tpr_new_normal_s: int = 24 * 3600
     burst_ratio: float = 3.0
     burst_min_delta_per_hour: float = 600
     burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own

@@ -85,7 +85,7 @@ class KindRules:
             if dim in KIND_DIMS["tokens_per_request"]:
                 v = self._output_shift(st, sb, v)
             was_open = "tokens_per_request" in st.open
-            if was_open and dim == "api_key" and self._lasting(st, bucket):
+            if was_open and st.held is not None and bucket - st.held[0] >= cfg.tpr_new_normal_s:
                 # A change that lasts is the key's new normal: it adopts the held calls and the anomaly resolves.
                 self._new_normal(st, updates)
             else:
@@ -93,8 +93,6 @@ class KindRules:
             if was_open and "tokens_per_request" not in st.open:
                 st.cusum = 0.0  # closed: the evidence is spent
                 st.held = None  # ... and the change reverted: the calls held during it are not this key's normal
-            elif not was_open and dim == "api_key" and "tokens_per_request" in st.open:
-                st.rewind_to_calm(bucket, cfg.tpr_new_normal_s)
             errors, requests = sb[S_ERR], sb[S_REQ]
             if requests < cfg.error_window_requests:
                 # A quiet scope: this bucket and its two previous buckets with calls, within `error_window_s`
@@ -195,7 +193,6 @@ class KindRules:
             if st.open:
                 st.hold_out_log(bucket, ok, sb[S_LSUM], sb[S_LSQ])
             else:
-                st.note_excursion(bucket, ok, sb[S_LSUM], sb[S_LSQ])
                 st.learn_out_log(ok, sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls)
         if ok:
             if not any(kind in st.open for kind in ("spend_rate", "token_rate", "request_burst")):
@@ -249,7 +246,8 @@ class KindRules:
         # in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100) (~190 days between
         # chance alarms at any volume). Quieter scopes too, down to `tpr_cusum_h_min`: kept at h = 8 they waited for
         # ~13 changed calls where ~10 do at the same budget (sparse seed 8, search-agent: 173 -> 68 minutes).
-        h = self._cusum_h(st)
+        per_day = st.out_rate[1] * 86400 / OUT_RATE_TAU_S
+        h = max(cfg.tpr_cusum_h_min, cfg.tpr_cusum_h + math.log(max(per_day, 1e-9) / 100))
         if n:
             step = sb[S_ZSUM] - cfg.tpr_cusum_k * n
             bound = 3.0 * math.sqrt(n)
@@ -274,19 +272,6 @@ class KindRules:
         shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
         shift.detail = "output"
         return shift
-
-    def _cusum_h(self, st: ScopeState) -> float:
-        cfg = self.cfg
-        per_day = st.out_rate[1] * 86400 / OUT_RATE_TAU_S
-        return max(cfg.tpr_cusum_h_min, cfg.tpr_cusum_h + math.log(max(per_day, 1e-9) / 100))
-
-    def _lasting(self, st: ScopeState, bucket: int) -> bool:
-        """A key's open change has lasted: open `tpr_new_normal_s` with `tpr_key_min_calls` calls held, and still on
-        (its CUSUM near its cap of 2 h: calls back to normal pull it down at once; a change that reverted closes on its
-        own and is not adopted)."""
-        cfg, held = self.cfg, st.held
-        return (held is not None and bucket - held[0] >= cfg.tpr_new_normal_s and held[1] >= cfg.tpr_key_min_calls
-                and st.cusum >= 1.5 * self._cusum_h(st))
 
     def _new_normal(self, st: ScopeState, updates: list) -> None:
         """Close a key's tokens-per-request anomaly open for `tpr_new_normal_s`: its calls since are its new normal."""

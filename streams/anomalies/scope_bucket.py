@@ -38,14 +38,9 @@ class FanOut:
             zsum = zn = 0
             # (Calls of a model nobody priced are their own anomaly, with no known size: not judged here.)
             owner = None if error or unpriced or not key[4] else scopes.get(("api_key", key[4]))
-            own_only = False
             if owner is not None and owner.out_log[0] >= self.cfg.tpr_key_min_calls:
                 zn, mu, sd = agg[REQ], owner.out_log[1], owner.out_sd()
                 zsum = (agg[LOGOUT] - zn * mu) / sd
-                # A key whose own change is open (alerted there) counts for its own CUSUM only: its calls, held
-                # against its old normal, would otherwise keep its feature's and team's CUSUM up and mask a new change
-                # of their other keys (sparse seed 11, sales-chat).
-                own_only = "tokens_per_request" in owner.open
             known = rare = 0
             rare_p = 0.0
             if owner is not None and owner.age >= self.cfg.warmup_buckets:
@@ -107,7 +102,7 @@ class FanOut:
                             sb[S_RCOST] += cost
                             sb[S_RTOK] += tokens
                             per_key[0] += rare
-                    if zn and (not own_only or dim == "api_key"):
+                    if zn:
                         sb[S_ZSUM] += zsum
                         sb[S_ZN] += zn
                         sb[S_LSTD] += log_out

@@ -14,7 +14,7 @@ class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "_spend", "_tokens", "_requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
                  "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady", "quiet",
-                 "held", "calm")
+                 "held")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -54,11 +54,6 @@ class ScopeState:
         # calls, sum and sum of squares of log(1 + output tokens)], or None. Dropped when the change reverts (the
         # anomaly closes), adopted as its new normal once the anomaly has lasted `Config.tpr_new_normal_s`.
         self.held: list | None = None
-        # While its CUSUM is above 0 (an excursion) and no anomaly is open: [bucket the excursion began, its log-output
-        # distribution then (calls, mean, variance), calls since, their sum and sum of squares of log output]. When
-        # the excursion opens an anomaly, the key rewinds to that distribution and holds the calls since: the
-        # changed calls it learnt before the anomaly opened are not its normal either. None when the CUSUM is at 0.
-        self.calm: list | None = None
 
     def owe_quiet(self, bucket: int, bucket_s: int) -> None:
         """The rate baselines learn that `bucket` was quiet (zero spend, tokens and requests), when next read."""
@@ -147,26 +142,6 @@ class ScopeState:
             held[2] += log_sum
             held[3] += log_sq
 
-    def note_excursion(self, bucket: int, calls: int, log_sum: float, log_sq: float) -> None:
-        """Before learning a bucket of an API key with no anomaly open: remember where an excursion began."""
-        if self.cusum <= 0.0:
-            self.calm = None
-            return
-        calm = self.calm
-        if calm is None:
-            calm = self.calm = [bucket, list(self.out_log), 0, 0.0, 0.0]
-        calm[2] += calls
-        calm[3] += log_sum
-        calm[4] += log_sq
-
-    def rewind_to_calm(self, bucket: int, max_age_s: int) -> None:
-        """Its tokens-per-request anomaly opened: forget the calls of the excursion that led to it (held instead)."""
-        calm, self.calm = self.calm, None
-        if calm is None or bucket - calm[0] > max_age_s:
-            return
-        self.out_log = list(calm[1])
-        self.held = [bucket, calm[2], calm[3], calm[4]]
-
     def adopt_held(self, min_calls: int) -> None:
         """The held calls are this key's new normal: its mean becomes theirs (and its spread, with enough of them)."""
         held, self.held = self.held, None
@@ -194,7 +169,7 @@ class ScopeState:
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
                 "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate, "busy_pending": self.busy_pending,
-                "steady": self.steady, "held": self.held, "calm": self.calm,
+                "steady": self.steady, "held": self.held,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -213,7 +188,6 @@ class ScopeState:
         state.busy_pending = data.get("busy_pending")
         state.steady = list(data.get("steady", state.steady))
         state.held = data.get("held")
-        state.calm = data.get("calm")
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):

@@ -60,7 +60,7 @@ def test_the_same_change_the_next_day_needs_no_more_calls_than_the_first():
 
 
 def test_a_change_that_lasts_becomes_the_keys_new_normal():
-    """The change stays: one anomaly, resolved as the key's new normal 12 hours after it opened, none after it."""
+    """The change stays: one anomaly, resolved as the key's new normal a day after it opened, none after it."""
     engine, updates = run([(FIRST, MONDAY + 7 * DAY)], days=7)
     opens = [u.record for u in updates if u.action == "open"]
     closes = [u.record for u in updates if u.action == "close"]
