@@ -139,8 +139,11 @@ def test_up_demo_shows_cost_by_team(dash_duo, demo):
     dash_duo.driver.find_element(By.ID, "username").send_keys("finance")
     dash_duo.driver.find_element(By.ID, "password").send_keys("demo")
     dash_duo.driver.find_element(By.ID, "login-submit").click()
-    remaining = max(1.0, 60 - (time.monotonic() - demo.launched))
-    bars = WebDriverWait(dash_duo.driver, remaining, poll_frequency=1).until(
+    # Cost by team shows once the first loader batch is stored (seconds after the start on an idle machine). The
+    # wait was "60 s from the launch", which left ~1-5 s for the login and the page when the suite's load made the
+    # start itself take ~50 s (failed in a clean-clone CI run): speed is a benchmark's business, not this test's,
+    # so the page gets its own minute.
+    bars = WebDriverWait(dash_duo.driver, 60, poll_frequency=1).until(
         lambda d: [b for b in d.execute_script(COST_BY_TEAM) if b[1] and b[1] > 0])
     teams = {team for team, _ in bars}
     assert teams & {"search", "support-bot", "data-science", "growth", "platform"}
