@@ -77,6 +77,11 @@ PRICED = [
     ("openai", "davinci-002", "2024-06-01", "4.00"),  # $2 / $2
     ("openai", "gpt-3.5-turbo-instruct", "2024-06-01", "3.50"),  # $1.50 / $2.00
     ("openai", "o4-mini-deep-research", "2025-07-01", "10.00"),  # $2 / $8
+    # Claude 2.0 / Instant 1.2 from Anthropic's pricing update of 2023-11-21 (its Claude 2.1 announcement), third-party
+    # figures ($8 / $24, $0.80 / $2.40); before that day the price is unknown (catalog8)
+    ("anthropic", "claude-2.0", "2023-12-01", "32.00"),
+    ("anthropic", "claude-instant-1.2", "2023-12-01", "3.20"),
+    ("bedrock", "anthropic.claude-v2", "2023-12-01", "32.00"),
 ]
 
 
@@ -104,6 +109,11 @@ def test_versions_read_in_the_providers_own_material_count_as_first_party(book, 
     # Cohere showed $2.50 / $10 on these pages for one week, then removed the prices (d0ac1872): not used
     ("cohere", "command-a-vision-07-2025", "2025-09-01"),
     ("cohere", "command-a-reasoning-08-2025", "2025-09-01"),
+    # Anthropic's Claude 2.1 announcement (2023-11-21) says it updated its pricing "across models" that day; the earlier
+    # Claude 2.0 / Instant 1.2 prices are in no first-party text found, so traffic before that day is not priced
+    ("anthropic", "claude-2.0", "2023-09-01"),
+    ("anthropic", "claude-instant-1.2", "2023-09-01"),
+    ("bedrock", "anthropic.claude-instant-v1", "2023-10-15"),
 ])
 def test_models_without_a_standing_published_price_stay_unpriced(book, provider, model, day):
     result = cost(book, provider, model, day)
@@ -112,7 +122,8 @@ def test_models_without_a_standing_published_price_stay_unpriced(book, provider,
 
 @pytest.mark.parametrize("key", ["groq/llama3-groq-70b-8192-tool-use-preview", "groq/llama-3.3-70b-versatile",
                                  "fireworks/gpt-oss-20b",
-                                 "dashscope/qwen3-235b-a22b", "dashscope/qwen2.5-72b-instruct"])
+                                 "dashscope/qwen3-235b-a22b", "dashscope/qwen2.5-72b-instruct",
+                                 "anthropic/claude-2.0", "anthropic/claude-instant-1.2"])
 def test_prices_known_only_from_third_party_copies_are_not_counted_first_party(book, key):
     entry = book.entries[key]
     assert entry.versions and not any(version_is_first_party(entry, v) for v in entry.versions), key
