@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS)
+from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 from warehouse.arrow_rows import _MONEY, _PRICED_AT, _REPORTED_COST, _SIGNED_MONEY, _epoch_us, _micros
 from warehouse.fast_rows import CORRELATION_IDS, MAX_EXACT_FLOAT_INT, USAGE_PARTS
 from warehouse.schema import ARROW_SCHEMA, ATTRIBUTION_COLUMNS, COST_TYPE
@@ -75,16 +76,7 @@ _LINE = '"[a-z_0-9]+":"' + _ASCII_SIGNED_MONEY.strip("^$") + '"'
 _LINES_TEXT = r'^"cost_breakdown":\{(' + _LINE + "(," + _LINE + r')*)?\}$'
 MAX_ROWS_PER_MESSAGE = 1 << 20  # row keys pack (message, position) into an int64
 
-WHITESPACE_BEFORE_COLON = r"[ \t\n\r]:"
-FRACTIONAL_TOKENS = r'_tokens":-?[0-9]+[.eE]'
 SIGNED_LATENCY = '_ms":-'
-# A tags object as orjson writes a map of strings to strings (no backslash in a certified message, so `"` always
-# delimits a string and a brace inside one is text): the same pattern as streams/columnar/frames.py's TAGS_OBJECT.
-# A tags object of any other shape (a nested object, a number, whitespace) is not found, so its message's count of
-# tags objects falls short of the rows polars read with tags and the message takes the dict path.
-STRING_PAIRS = r'(?:"[^"]*":"[^"]*"(?:,"[^"]*":"[^"]*")*)?'
-TAGS = r'"tags":\{' + STRING_PAIRS + r'\}'
-PLAIN_TAGS = r'^"tags":\{' + STRING_PAIRS + r'\}$'
 BREAKDOWN = r'"cost_breakdown":\{[^{}]*\}'
 TOOLS = r'"tool_requests":\{[^{}]*\}'
 
@@ -152,14 +144,14 @@ def _certified_messages(texts: pl.Series, frame: pl.DataFrame
     """(per message: certified; the `"tags":{...}`, `"cost_breakdown":{...}` and `"tool_requests":{...}` texts of
     the certified messages, flat, in row order)."""
     m = len(texts)
-    tags = texts.str.extract_all(TAGS)
+    tags = texts.str.extract_all(TAGS_OBJECT)
     lines = texts.str.extract_all(BREAKDOWN)
     # most windows carry no tool request: then no extraction pass (an empty list per message)
     tools = (texts.str.extract_all(TOOLS) if texts.str.contains('"tool_requests":', literal=True).any()
              else pl.Series("tools", [[]] * len(texts), dtype=pl.List(pl.String)))
     flat_tags, tag_owner = _extracted(tags, np.ones(m, np.int64))
-    pairs = pl.select(n=pl.when(flat_tags.str.contains(PLAIN_TAGS)).then(
-        flat_tags.str.count_matches('":"', literal=True)).otherwise(0)).get_column("n").fill_null(0).to_numpy()
+    # every tags object found is a map of strings (TAGS_OBJECT): its `":"`s are exactly its pairs
+    pairs = flat_tags.str.count_matches('":"', literal=True).fill_null(0).to_numpy()
     pairs_per_message = np.bincount(tag_owner, weights=pairs, minlength=m).astype(np.int64)
     counts = pl.select(
         plain=(texts.str.starts_with("[") & ~texts.str.contains("\\", literal=True)
@@ -318,7 +310,7 @@ def _ts_micros(ts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 def _tags_map(texts: pl.Series) -> pa.Array:
     """Each row's tags map from its `"tags":{...}` text (null: no tags), orjson's dict of it, distinct texts once."""
     distinct = texts.unique(maintain_order=True)
-    dicts = [orjson.loads(t[7:]) if t is not None else {} for t in distinct.to_list()]
+    dicts = [orjson.loads(t[TAGS_PREFIX:]) if t is not None else {} for t in distinct.to_list()]
     maps = pa.array([list(d.items()) for d in dicts], ARROW_SCHEMA.field("tags").type)
     if not len(texts):  # replace_strict of an empty series returns it as text, whatever return_dtype says
         return maps

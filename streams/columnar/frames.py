@@ -43,6 +43,7 @@ import polars as pl
 
 from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS, MAX_TOKENS
+from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAG_KEY, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 
 from .validate import CORRELATION_IDS, USAGE_PARTS
 
@@ -59,18 +60,6 @@ SCHEMA = {
     "service_tier": S, "usage_assumption": S,
     **({"correlation": pl.Struct({name: S for name in CORRELATION_NAMES})} if CORRELATION_IDS else {}),
 }
-
-
-# Whitespace before a colon; a token count with a fraction or an exponent (byte classes, not \s or \d: the message is
-# matched as text, where those are Unicode classes). Each is its own pass: one alternation of them scanned 5x slower.
-WHITESPACE_BEFORE_COLON = r"[ \t\n\r]:"
-FRACTIONAL_TOKENS = r'_tokens":-?[0-9]+[.eE]'
-# A tags object as orjson writes a map of strings to strings (no backslash in a certified message, so `"` always
-# delimits a string): a match is a whole object, never part of a larger one.
-_PAIR = '"[^"]*":"[^"]*"'
-TAGS_OBJECT = rf'"tags":\{{(?:{_PAIR}(?:,{_PAIR})*)?\}}'
-TAGS_PREFIX = len('"tags":')
-TAG_KEY = '"[^"]*":"'  # a key in a matched tags object (a value is always followed by `,` or `}`)
 
 
 @cache  # expressions are immutable: built once (building them was a good part of a small batch's cost)
