@@ -65,12 +65,22 @@ def _usage(payload: dict[str, Any], path: str) -> tuple[Usage | None, str | None
 
 
 def _tags(payload: dict[str, Any], path: str) -> dict[str, str]:
+    return _tags_of(as_list(payload.get("request_tags"), join_path(path, "request_tags")), payload)
+
+
+def _tags_of(raw_tags: list[Any], payload: dict[str, Any]) -> dict[str, str]:
+    """LiteLLM's `request_tags` ("key:value", "key=value" or a bare word, which reads as "true"), its end user and
+    a cache hit, as tags."""
     tags: dict[str, str] = {}
-    for raw in as_list(payload.get("request_tags"), join_path(path, "request_tags")):
+    for raw in raw_tags:
         if not isinstance(raw, str) or not raw.strip():
             continue
-        key, sep, value = raw.replace("=", ":", 1).partition(":") if ("=" in raw or ":" in raw) else (raw, "", "")
-        tags[key.strip()] = value.strip() if sep and value.strip() else "true"
+        if "=" in raw or ":" in raw:
+            key, sep, value = raw.replace("=", ":", 1).partition(":")
+            value = value.strip()
+            tags[key.strip()] = value if sep and value else "true"
+        else:
+            tags[raw.strip()] = "true"
     end_user = payload.get("end_user")
     if isinstance(end_user, str) and end_user.strip():
         tags["end_user"] = end_user.strip()
@@ -179,27 +189,12 @@ def _time(value: Any) -> datetime | None | bool:
 
 
 def _common_tags(payload: dict[str, Any]) -> dict[str, str] | None:
-    """`_tags(payload, path)` without the paths of its error (None where it raises): ~10% of a payload's time."""
+    """`_tags(payload, path)` without building the path of its error (None where it raises): ~10% of a payload's
+    time went to that path."""
     raw_tags = payload.get("request_tags")
-    tags: dict[str, str] = {}
-    if raw_tags is not None:
-        if not isinstance(raw_tags, list):
-            return None
-        for raw in raw_tags:
-            if not isinstance(raw, str) or not raw.strip():
-                continue
-            if "=" in raw or ":" in raw:
-                key, sep, value = raw.replace("=", ":", 1).partition(":")
-                value = value.strip()
-                tags[key.strip()] = value if sep and value else "true"
-            else:
-                tags[raw.strip()] = "true"
-    end_user = payload.get("end_user")
-    if isinstance(end_user, str) and end_user.strip():
-        tags["end_user"] = end_user.strip()
-    if payload.get("cache_hit") is True:
-        tags["cache_hit"] = "true"
-    return tags
+    if raw_tags is not None and not isinstance(raw_tags, list):
+        return None
+    return _tags_of(raw_tags or (), payload)
 
 
 def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent | None:
