@@ -20,7 +20,7 @@ from decimal import Decimal
 
 import pytest
 
-from crash_support import SimulatedCrash, crash_after_statement
+from crash_support import SimulatedCrash, crash_after_statement, empty_every_table
 from tokenmeter.settings import Settings
 
 pytestmark = pytest.mark.slow(seconds=25)  # rough seconds: longest files first (tests/suite_order.py)
@@ -42,12 +42,7 @@ def module_warehouse(tmp_path_factory):
 
 @pytest.fixture
 def wh(module_warehouse):
-    """The module's warehouse with every table empty (migrations kept)."""
-    tables = module_warehouse.query(
-        "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine NOT LIKE '%View'"
-        " AND name != 'schema_migrations'").to_dicts()
-    for table in tables:
-        module_warehouse.backend.command(f"TRUNCATE TABLE {table['name']}")
+    empty_every_table(module_warehouse)
     yield module_warehouse
 
 

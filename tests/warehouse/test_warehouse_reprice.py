@@ -21,7 +21,7 @@ import pytest
 from streams import price_event
 from streams.pricing import load_price_book
 from tokenmeter.events import Attribution, Usage, UsageEvent
-from crash_support import SimulatedCrash, crash_after_statement
+from crash_support import SimulatedCrash, crash_after_statement, empty_every_table
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
 
@@ -42,13 +42,7 @@ def module_warehouse(tmp_path_factory):
 
 @pytest.fixture
 def wh(module_warehouse):
-    """The module's warehouse with every table empty, as a freshly opened one is (the applied migrations kept):
-    staging tables a crash left behind included, so no test sees another's rows or parts."""
-    tables = module_warehouse.query(
-        "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine NOT LIKE '%View'"
-        " AND name != 'schema_migrations'").to_dicts()
-    for table in tables:
-        module_warehouse.backend.command(f"TRUNCATE TABLE {table['name']}")
+    empty_every_table(module_warehouse)
     yield module_warehouse
 
 
