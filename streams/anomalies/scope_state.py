@@ -10,6 +10,22 @@ OUT_SD_FLOOR = math.log(1.6)
 MAX_BUCKET_WEIGHT = 0.05
 
 
+def _owing_quiet(slot: str) -> property:
+    """A rate baseline of a ScopeState (kept in `slot`), read and replaced only after the quiet buckets its scope
+    still owes it are learnt (`ScopeState.quiet`)."""
+    def get(state: ScopeState) -> Seasonal | None:
+        if state.quiet is not None:
+            state.learn_quiet()
+        return getattr(state, slot)
+
+    def put(state: ScopeState, base: Seasonal | None) -> None:
+        if state.quiet is not None:
+            state.learn_quiet()
+        setattr(state, slot, base)
+
+    return property(get, put)
+
+
 class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "_spend", "_tokens", "_requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
@@ -72,41 +88,10 @@ class ScopeState:
             if base is not None:
                 base.update_zeros(runs)
 
-    @property
-    def spend(self) -> Seasonal:
-        if self.quiet is not None:
-            self.learn_quiet()
-        return self._spend
-
-    @spend.setter
-    def spend(self, base: Seasonal) -> None:
-        if self.quiet is not None:
-            self.learn_quiet()
-        self._spend = base
-
-    @property
-    def tokens(self) -> Seasonal:
-        if self.quiet is not None:
-            self.learn_quiet()
-        return self._tokens
-
-    @tokens.setter
-    def tokens(self, base: Seasonal) -> None:
-        if self.quiet is not None:
-            self.learn_quiet()
-        self._tokens = base
-
-    @property
-    def requests(self) -> Seasonal | None:
-        if self.quiet is not None:
-            self.learn_quiet()
-        return self._requests
-
-    @requests.setter
-    def requests(self, base: Seasonal | None) -> None:
-        if self.quiet is not None:
-            self.learn_quiet()
-        self._requests = base
+    # The rate baselines: each read or replaced only after the quiet buckets owed to them are learnt.
+    spend = _owing_quiet("_spend")
+    tokens = _owing_quiet("_tokens")
+    requests = _owing_quiet("_requests")  # an API key's only (None elsewhere)
 
     def out_sd(self) -> float:
         """Spread of log output per call, floored at log(1.6): a shift smaller than that is not a changed template."""
