@@ -118,27 +118,34 @@ def _load_events(count: int, start: datetime) -> list[dict[str, Any]]:
     return events
 
 
-def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime) -> dict[str, Any]:
-    """The loader's own path from Kafka message values to stored rows, without Kafka: `count` load events framed
-    as the worker frames them (JSON arrays of 500), then per window of `batch_rows` events `_accept` (decode),
-    `build_priced` (the Arrow table and its checks) and `_store_priced` (dedupe lookup, insert, views). Returns
-    rows/s wall and CPU, and CPU µs per row of each step (chDB runs in-process: its CPU counts)."""
+def priced_windows(events: list[dict[str, Any]], batch_rows: int) -> list[list[Any]]:
+    """The loader's input for `events`: per window of `batch_rows` events, `tokenmeter.priced` records of the
+    micro-batches the worker would write (JSON arrays of 500), offsets counting events from the first window."""
     from types import SimpleNamespace
 
     import orjson
 
     from tokenmeter import topics
-    from tokenmeter.commitloop import Batch
     from tokenmeter.microbatch import frame
-    from warehouse.loader import _accept, _Batch, _store_priced, build_priced
 
-    events = [dict(e, event_id=f"path-{e['event_id']}") for e in _load_events(count, start)]
     windows = []
-    for first in range(0, count, batch_rows):
+    for first in range(0, len(events), batch_rows):
         values = frame(orjson.dumps(e) for e in events[first:first + batch_rows])
         windows.append([SimpleNamespace(topic=topics.PRICED, partition=0, offset=first + i, value=value)
                         for i, value in enumerate(values)])
-    del events
+    return windows
+
+
+def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime) -> dict[str, Any]:
+    """The loader's own path from Kafka message values to stored rows, without Kafka: `count` load events framed
+    as the worker frames them (JSON arrays of 500), then per window of `batch_rows` events `_accept` (decode),
+    `build_priced` (the Arrow table and its checks) and `_store_priced` (dedupe lookup, insert, views). Returns
+    rows/s wall and CPU, and CPU µs per row of each step (chDB runs in-process: its CPU counts)."""
+    from tokenmeter.commitloop import Batch
+    from warehouse.loader import _accept, _Batch, _store_priced, build_priced
+
+    windows = priced_windows([dict(e, event_id=f"path-{e['event_id']}") for e in _load_events(count, start)],
+                             batch_rows)
     steps = {"decode": 0.0, "build": 0.0, "store": 0.0}
     stored = 0
     wall, cpu = time.perf_counter(), time.process_time()

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import orjson
 
 from warehouse.arrow_rows import build_batch
-from warehouse.bench import _load_events
+from warehouse.bench import _load_events, priced_windows
 from warehouse.schema import event_to_row
 
 
@@ -239,21 +239,12 @@ def decoders(rows: int, end: datetime, repeats: int = 3) -> dict[str, float]:
 def loader_paths(wh: Any, rows: int, batch: int, end: datetime, repeats: int = 3) -> dict[str, Any]:
     """The loader's path from message bytes, dict path vs polars path (issue 14, loader7), alternating."""
     import gc
-    from types import SimpleNamespace
 
-    from tokenmeter import topics
     from tokenmeter.commitloop import Batch
-    from tokenmeter.microbatch import frame
     from warehouse.loader import _accept, _Batch, _store_priced, build_priced, parse_record
 
     def windows(prefix: str) -> list[list[Any]]:
-        events = _events(rows, prefix, end)
-        out = []
-        for first in range(0, rows, batch):
-            values = frame(orjson.dumps(e) for e in events[first:first + batch])
-            out.append([SimpleNamespace(topic=topics.PRICED, partition=0, offset=first + i, value=value)
-                        for i, value in enumerate(values)])
-        return out
+        return priced_windows(_events(rows, prefix, end), batch)
 
     def dict_decode(records: list[Any], state: Any) -> None:  # the loader's _accept before loader7, GC paused
         enabled = gc.isenabled()
