@@ -99,13 +99,19 @@ TWISTS = [
 ]
 
 
-@pytest.mark.parametrize("old,new", TWISTS, ids=[new for _, new in TWISTS])
-def test_a_twisted_value_leaves_its_message_to_the_dict_path(book, old, new):
-    twisted = collector_event(1)
+def twisted_values(event_of, old: str, new: str) -> tuple[bytes, bytes, bytes]:
+    """Three messages: plain events, then event 1 with `old` replaced by `new` between two plain ones, then the
+    first message again under other ids."""
+    twisted = event_of(1)
     assert old.encode() in twisted
     twisted = twisted.replace(old.encode(), new.encode(), 1)
-    plain = message([collector_event(i) for i in range(8, 12)])
-    values = (plain, message([collector_event(0), twisted, collector_event(2)]), plain.replace(b"ev-", b"ew-"))
+    plain = message([event_of(i) for i in range(8, 12)])
+    return plain, message([event_of(0), twisted, event_of(2)]), plain.replace(b"ev-", b"ew-")
+
+
+@pytest.mark.parametrize("old,new", TWISTS, ids=[new for _, new in TWISTS])
+def test_a_twisted_value_leaves_its_message_to_the_dict_path(book, old, new):
+    values = twisted_values(collector_event, old, new)
     scanned = frames.scan(records_of(*values))
     assert scanned is not None and set(scanned.heights) == {0, 2}  # the twisted message is not read as a frame
     assert compare_batch(records_of(*values), book) == []

@@ -8,21 +8,12 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from streams.batch import MAX_PRICED_EVENT_BYTES, RawRecord
+from streams.batch import MAX_PRICED_EVENT_BYTES
 from streams.columnar import frames, pipeline
 from streams.columnar.equivalence import compare_batch
-from streams.pricing import load_price_book
+from tests.streams.test_columnar_frames import (book, frames_for_any_batch, message,  # noqa: F401 (fixtures)
+                                               records_of, twisted_values)
 from tokenmeter.events import UsageEvent
-
-
-@pytest.fixture(scope="module")
-def book():
-    return load_price_book()
-
-
-@pytest.fixture(autouse=True)
-def frames_for_any_batch(monkeypatch):
-    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
 
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -39,14 +30,6 @@ def tagged_event(i: int, tags: dict | None = None, **extra) -> bytes:
              "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 50 + i},
              "latency_ms": 120.0 + i, **extra}
     return UsageEvent.model_validate(event).model_dump_json(exclude_none=True).encode()
-
-
-def message(events: list[bytes]) -> bytes:
-    return b"[" + b",".join(events) + b"]"
-
-
-def records_of(*values: bytes) -> list[RawRecord]:
-    return [RawRecord(v, "tokenmeter.usage", i % 4, 100 + i) for i, v in enumerate(values)]
 
 
 def no_dicts(*args, **kwargs):
@@ -105,11 +88,7 @@ TWISTS = [
 
 @pytest.mark.parametrize("old,new", TWISTS, ids=[new for _, new in TWISTS])
 def test_a_twisted_tags_object_keeps_todays_result(book, old, new):
-    twisted = tagged_event(1)
-    assert old.encode() in twisted
-    twisted = twisted.replace(old.encode(), new.encode(), 1)
-    plain = message([tagged_event(i) for i in range(8, 12)])
-    values = (plain, message([tagged_event(0), twisted, tagged_event(2)]), plain.replace(b"ev-", b"ew-"))
+    values = twisted_values(tagged_event, old, new)
     scanned = frames.scan(records_of(*values))
     assert scanned is not None and {0, 2} <= set(scanned.heights)
     assert compare_batch(records_of(*values), book) == []
