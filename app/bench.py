@@ -106,7 +106,10 @@ def _naive_main(bootstrap: str, n: int, result_path: str, api_port: int) -> None
 
     settings = load_settings()
     book = load_book(settings)
+    faust_dir = settings.data_dir.resolve() / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App("bench-naive", broker=f"kafka://{bootstrap}", store="memory://", autodiscover=False,
+                    datadir=str(faust_dir / "bench-naive"),  # not `bench-naive-data` in the working directory
                     topic_partitions=4, web_port=api_port, broker_rebalance_timeout=3.0,  # as the worker's
                     broker_session_timeout=settings.kafka_session_timeout_seconds,
                     broker_heartbeat_interval=settings.group_timeouts["heartbeat_interval_ms"] / 1000,

@@ -65,8 +65,11 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
 
     book = book or load_book(settings)
     faust_patches.patch_classes()  # refuses to start on Faust/mode/aiokafka versions the patches do not know
+    faust_dir = settings.data_dir.resolve() / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level of its directories
     app = faust.App(
         app_id,
+        datadir=str(faust_dir / app_id),  # Faust's default is `<app id>-data` in the working directory
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
         autodiscover=False,

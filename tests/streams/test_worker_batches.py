@@ -119,3 +119,20 @@ def test_health_answers_while_a_batch_is_priced(kafka_bootstrap, tmp_path):
         wait_for(lambda: f"{team}-1" in priced_ids(kafka_bootstrap, team), timeout=30, what="the slow event priced")
     finally:
         stop(worker)
+
+
+def test_the_worker_keeps_its_faust_directories_under_the_data_dir(tmp_path, monkeypatch):
+    """Faust puts `<app id>-data/` in the working directory unless told: a worker started from a checkout littered it
+    (and one in a container with a read-only working directory could not start). Its directories belong under
+    TOKENMETER_DATA_DIR, with the rest of its state."""
+    from streams.worker import create_worker_app
+    from tokenmeter.settings import Settings
+
+    cwd, data_dir = tmp_path / "cwd", tmp_path / "state" / "nested"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    app = create_worker_app(Settings(data_dir=data_dir), app_id="tokenmeter-worker-datadir-test")
+    app._create_directories()  # what Faust runs when the worker starts
+    assert list(cwd.iterdir()) == []
+    assert Path(app.conf.tabledir).resolve().is_relative_to(data_dir.resolve())
+    assert Path(app.conf.tabledir).is_dir()
