@@ -57,7 +57,7 @@ def test_released_settled_and_superseded_holds_never_expire_and_the_index_stays_
 
 
 def test_a_tick_with_many_open_holds_costs_no_scan_of_them():
-    """The tick runs every 5 s on the event loop that admits: with 100,000 open holds a scan took ~8.6 ms there
+    """The tick runs every 5 s on the event loop that admits: with 100,000 open holds a scan took 3.3-8.6 ms there
     (CPU time, so the machine's load hardly moves it); the index looks at the earliest expiry only."""
     budgets = defs()
     owner = owner_with(budgets)
