@@ -322,16 +322,28 @@ async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
         return (requests // clients * clients) / (time.perf_counter() - t0)
 
 
-def usage_traffic_main(bootstrap: str, rate: float, seconds: float) -> None:
+def usage_traffic_main(bootstrap: str, rate: float, seconds: float, framed: float = 0) -> None:
     """Usage events to `tokenmeter.usage` at `rate` per second for `seconds` (one event per message, as a gateway
     producing directly sends them; fresh event ids), so the worker prices usage on the same event loop while it
-    admits (`--usage-rate`). Run as a child process: its Python must not share the bench client's core time."""
+    admits (`--usage-rate`). `framed` (`--usage-framed`): instead, the events of each 10 ms tick grouped by
+    partition key into JSON arrays, as the collectors send them (collectors/sink.py). Run as a child process: its
+    Python must not share the bench client's core time."""
+    from collections import defaultdict
+
     import orjson
     from aiokafka import AIOKafkaProducer
 
     from app.bench import synthetic_events
-    from tokenmeter import topics
+    from tokenmeter import microbatch, topics
     from tokenmeter.events import partition_key
+
+    def messages(events: list[dict]) -> list[tuple[bytes, bytes]]:
+        if not framed:
+            return [(partition_key(event), orjson.dumps(event)) for event in events]
+        groups: dict[bytes, list[bytes]] = defaultdict(list)
+        for event in events:
+            groups[partition_key(event)].append(orjson.dumps(event))
+        return [(key, value) for key, encoded in groups.items() for value in microbatch.frame(encoded)]
 
     async def run() -> None:
         events = synthetic_events(int(rate * seconds), seed=int(time.time_ns() % 2**31))
@@ -341,8 +353,8 @@ def usage_traffic_main(bootstrap: str, rate: float, seconds: float) -> None:
             started, sent, pending = time.perf_counter(), 0, []
             while sent < len(events):
                 due = min(len(events), int((time.perf_counter() - started) * rate) + 1)
-                for event in events[sent:due]:
-                    pending.append(await producer.send(topics.USAGE, orjson.dumps(event), key=partition_key(event)))
+                for key, value in messages(events[sent:due]):
+                    pending.append(await producer.send(topics.USAGE, value, key=key))
                 sent = due
                 await asyncio.sleep(0.01)
             await asyncio.gather(*pending)
@@ -436,7 +448,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0,
                          broker_pid: int | None = None, profile: str | None = None,
                          clients: tuple[str, ...] = CLIENTS[:1], usage_rate: float = 0,
-                         broker_probe: bool = False) -> dict:
+                         broker_probe: bool = False, usage_framed: bool = False) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
@@ -471,7 +483,8 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             cpu_open = _cpu_seconds(worker_pid) if worker_pid else 0.0
             threads_before = _thread_cpu_seconds(worker_pid) if worker_pid else {}
             broker_open = _cpu_seconds(broker_pid) if broker_pid else 0.0
-            traffic = _start_child("usage_traffic_main", bootstrap, usage_rate, seconds + 1) if usage_rate else None
+            traffic = (_start_child("usage_traffic_main", bootstrap, usage_rate, seconds + 1, float(usage_framed))
+                       if usage_rate else None)
             probe = (_start_child("broker_probe_main", bootstrap, PROBE_RATE, seconds, stdout=subprocess.PIPE)
                      if broker_probe else None)
             try:
@@ -637,6 +650,9 @@ def main() -> None:
                              "figures are the reserve_* ones)")
     parser.add_argument("--usage-rate", type=float, default=0,
                         help="usage events per second for the worker to price during the open loop (default none)")
+    parser.add_argument("--usage-framed", action="store_true",
+                        help="with --usage-rate: usage as the collectors send it (each 10 ms of events grouped by "
+                             "partition key into JSON arrays), not one event per Kafka message")
     parser.add_argument("--broker-probe", action="store_true",
                         help="during the open loop, a lone producer in another process measures the broker's own "
                              "acknowledgement (reserve_broker_probe_ack_*), to set against the worker's hold_ack")
@@ -662,6 +678,7 @@ def main() -> None:
                                                   other_budgets=args.other_budgets, requests=args.requests,
                                                   rate=args.rate, clients=tuple(args.clients.split(",")),
                                                   usage_rate=args.usage_rate, broker_probe=args.broker_probe,
+                                                  usage_framed=args.usage_framed,
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile)))
         finally:
             proc.terminate()
