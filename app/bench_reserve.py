@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -320,16 +322,28 @@ async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
         return (requests // clients * clients) / (time.perf_counter() - t0)
 
 
-def usage_traffic_main(bootstrap: str, rate: float, seconds: float) -> None:
+def usage_traffic_main(bootstrap: str, rate: float, seconds: float, framed: float = 0) -> None:
     """Usage events to `tokenmeter.usage` at `rate` per second for `seconds` (one event per message, as a gateway
     producing directly sends them; fresh event ids), so the worker prices usage on the same event loop while it
-    admits (`--usage-rate`). Run as a child process: its Python must not share the bench client's core time."""
+    admits (`--usage-rate`). `framed` (`--usage-framed`): instead, the events of each 10 ms tick grouped by
+    partition key into JSON arrays, as the collectors send them (collectors/sink.py). Run as a child process: its
+    Python must not share the bench client's core time."""
+    from collections import defaultdict
+
     import orjson
     from aiokafka import AIOKafkaProducer
 
     from app.bench import synthetic_events
-    from tokenmeter import topics
+    from tokenmeter import microbatch, topics
     from tokenmeter.events import partition_key
+
+    def messages(events: list[dict]) -> list[tuple[bytes, bytes]]:
+        if not framed:
+            return [(partition_key(event), orjson.dumps(event)) for event in events]
+        groups: dict[bytes, list[bytes]] = defaultdict(list)
+        for event in events:
+            groups[partition_key(event)].append(orjson.dumps(event))
+        return [(key, value) for key, encoded in groups.items() for value in microbatch.frame(encoded)]
 
     async def run() -> None:
         events = synthetic_events(int(rate * seconds), seed=int(time.time_ns() % 2**31))
@@ -339,8 +353,8 @@ def usage_traffic_main(bootstrap: str, rate: float, seconds: float) -> None:
             started, sent, pending = time.perf_counter(), 0, []
             while sent < len(events):
                 due = min(len(events), int((time.perf_counter() - started) * rate) + 1)
-                for event in events[sent:due]:
-                    pending.append(await producer.send(topics.USAGE, orjson.dumps(event), key=partition_key(event)))
+                for key, value in messages(events[sent:due]):
+                    pending.append(await producer.send(topics.USAGE, value, key=key))
                 sent = due
                 await asyncio.sleep(0.01)
             await asyncio.gather(*pending)
@@ -350,18 +364,74 @@ def usage_traffic_main(bootstrap: str, rate: float, seconds: float) -> None:
     asyncio.run(run())
 
 
-def _start_usage_traffic(bootstrap: str, rate: float, seconds: float) -> Any:
-    import subprocess
-
-    return subprocess.Popen([sys.executable, "-c", "import sys; from app.bench_reserve import usage_traffic_main; "
-                             "usage_traffic_main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))",
-                             bootstrap, str(rate), str(seconds)],
-                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), stdout=subprocess.DEVNULL)
+PROBE_TOPIC = "tokenmeter.bench-broker-probe"  # the probe's records: not a topic the worker reads
+PROBE_RATE = 200  # acknowledgements per second the broker probe asks for, one at a time (a tenth of the holds' rate)
 
 
-def _cpu_seconds(pid: int) -> float:
+def broker_probe_main(bootstrap: str, rate: float, seconds: float) -> None:
+    """One hold-sized record at a time (acks=all, no linger: the holds' producer settings), each acknowledged before
+    the next, at `rate` per second for `seconds`; prints the acknowledgements' p50 / p99 (ms) as JSON. Run beside
+    the open loop (`--broker-probe`) in a process of its own, it is what the broker takes to acknowledge while the
+    worker's holds and usage flow: the worker's `hold_ack` less this is queueing inside the worker (its event loop
+    and threads, aiokafka's one produce request in flight per connection)."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    value = json.dumps({"reservation_id": "r" * 17, "budget": "bench-reserve", "request_id": "q" * 37,
+                        "amount": "0.000406", "created_at": "2026-12-05T12:00:00.000000+00:00",
+                        "expires_at": "2026-12-05T12:15:00.000000+00:00"}).encode()
+
+    async def run() -> list[float]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(PROBE_TOPIC, num_partitions=1, replication_factor=1)])
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all", enable_idempotence=False)
+        await producer.start()
+        acks: list[float] = []
+        try:
+            started = time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                sent = time.perf_counter()
+                await (await producer.send(PROBE_TOPIC, value, key=b"bench-reserve|probe"))
+                acks.append((time.perf_counter() - sent) * 1000)
+                await asyncio.sleep(max(0.0, started + len(acks) / rate - time.perf_counter()))
+        finally:
+            await producer.stop()
+        return acks
+
+    acks = asyncio.run(run())
+    print(json.dumps({"p50": round(statistics.median(acks), 3), "p99": round(_percentile(acks, 99), 3),
+                      "count": len(acks)}))
+
+
+def _start_child(function: str, *args: object, stdout: Any = None) -> Any:
+    """`function` of this module in a child process (its Python must not share the bench client's core time)."""
+    return subprocess.Popen([sys.executable, "-c", f"import sys; from app.bench_reserve import {function}; "
+                             f"{function}(sys.argv[1], *map(float, sys.argv[2:]))", *map(str, args)],
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+                            stdout=stdout or subprocess.DEVNULL)
+
+
+def _thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU time so far of each thread of a process (Linux /proc/<pid>/task), by thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = _cpu_seconds(pid, f"task/{tid}/stat")
+        except OSError:  # ended meanwhile
+            pass
+    return out
+
+
+def _cpu_seconds(pid: int, stat: str = "stat") -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = open(f"/proc/{pid}/{stat}").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -377,7 +447,8 @@ def _runqueue_wait_s(pid: int | None) -> float | None:
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0,
                          broker_pid: int | None = None, profile: str | None = None,
-                         clients: tuple[str, ...] = CLIENTS[:1], usage_rate: float = 0) -> dict:
+                         clients: tuple[str, ...] = CLIENTS[:1], usage_rate: float = 0,
+                         broker_probe: bool = False, usage_framed: bool = False) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
@@ -410,15 +481,38 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
             gc_before = _status(url)["gc"]
             cpu_open = _cpu_seconds(worker_pid) if worker_pid else 0.0
-            traffic = _start_usage_traffic(bootstrap, usage_rate, seconds + 1) if usage_rate else None
+            threads_before = _thread_cpu_seconds(worker_pid) if worker_pid else {}
+            broker_open = _cpu_seconds(broker_pid) if broker_pid else 0.0
+            traffic = (_start_child("usage_traffic_main", bootstrap, usage_rate, seconds + 1, float(usage_framed))
+                       if usage_rate else None)
+            probe = (_start_child("broker_probe_main", bootstrap, PROBE_RATE, seconds, stdout=subprocess.PIPE)
+                     if broker_probe else None)
             try:
                 run = asyncio.run(_open_loop(url, rate, seconds, client=client))
             finally:
-                if traffic is not None:
+                if traffic is not None:  # the usage producer's CPU (it shares the cores), its start-up included
+                    with contextlib.suppress(OSError):
+                        figures["usage_cpu_pct"] = round(_cpu_seconds(traffic.pid) / run.seconds * 100, 1)
                     traffic.terminate()
                     traffic.wait(30)
+                probe_acks = json.loads(probe.communicate(timeout=60)[0]) if probe is not None else None
             after = _status(url, window_s=run.seconds)
             measured = _open_loop_figures(run, after.get("loop_lag_ms") or {})
+            if broker_pid:  # the broker's CPU over the open loop, in % of one core
+                measured["reserve_open_loop_broker_cpu_pct"] = round(
+                    (_cpu_seconds(broker_pid) - broker_open) / (time.perf_counter() - wall_before) * 100, 1)
+            if "usage_cpu_pct" in figures:
+                measured["reserve_usage_producer_cpu_pct"] = figures.pop("usage_cpu_pct")
+            if probe_acks:  # the broker's own acknowledgement meanwhile, as a lone producer elsewhere saw it
+                measured.update({"reserve_broker_probe_ack_p50_ms": probe_acks["p50"],
+                                 "reserve_broker_probe_ack_p99_ms": probe_acks["p99"]})
+            if worker_pid:  # the event loop's thread (the process's main thread) and the others (pricing, Faust's
+                # consumer), in % of one core over the open loop: what usage adds where
+                threads = _thread_cpu_seconds(worker_pid)
+                wall = time.perf_counter() - wall_before
+                used = {tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in threads.items()}
+                measured["reserve_worker_loop_thread_cpu_pct"] = round(used.pop(worker_pid, 0.0) / wall * 100, 1)
+                measured["reserve_worker_other_threads_cpu_pct"] = round(sum(used.values()) / wall * 100, 1)
             measured.update(_gc_figures(gc_before, after["gc"], len(run.latencies), "reserve_open_loop_"))
             if worker_pid:  # the open loop's own CPU figure: where its GC shows (the closed loop's bursts are small)
                 measured["reserve_open_loop_worker_cpu_ms"] = round(
@@ -540,7 +634,6 @@ def _status(url: str, window_s: float | None = None) -> dict:
 
 def main() -> None:
     import argparse
-    import subprocess
 
     from app.broker import embedded_broker
     from app.process import child_preexec
@@ -557,6 +650,12 @@ def main() -> None:
                              "figures are the reserve_* ones)")
     parser.add_argument("--usage-rate", type=float, default=0,
                         help="usage events per second for the worker to price during the open loop (default none)")
+    parser.add_argument("--usage-framed", action="store_true",
+                        help="with --usage-rate: usage as the collectors send it (each 10 ms of events grouped by "
+                             "partition key into JSON arrays), not one event per Kafka message")
+    parser.add_argument("--broker-probe", action="store_true",
+                        help="during the open loop, a lone producer in another process measures the broker's own "
+                             "acknowledgement (reserve_broker_probe_ack_*), to set against the worker's hold_ack")
     parser.add_argument("--worker-tree", metavar="DIR",
                         help="run the worker from this checkout (e.g. `git archive` of an older commit) instead of "
                              "this one: before/after of the worker under one bench; figures the older worker does "
@@ -578,7 +677,8 @@ def main() -> None:
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
                                                   other_budgets=args.other_budgets, requests=args.requests,
                                                   rate=args.rate, clients=tuple(args.clients.split(",")),
-                                                  usage_rate=args.usage_rate,
+                                                  usage_rate=args.usage_rate, broker_probe=args.broker_probe,
+                                                  usage_framed=args.usage_framed,
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile)))
         finally:
             proc.terminate()

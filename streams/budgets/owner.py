@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -23,6 +24,7 @@ from typing import Any
 
 from tokenmeter.records import alert_record, iso, money, scope_label
 
+from .expiry import ExpiryIndex
 from .holds import Hold, hold_from_json
 from .ledger import BudgetLedger, Crossing, _ts, human_amount, window_for_key
 from .model import Budget, BudgetError, parse_budget
@@ -70,11 +72,14 @@ class _BudgetRuntime:
     last_published_at: float = 0.0
     dirty: bool = False
     holds: dict[str, Hold] = field(default_factory=dict)  # reservation id -> open hold (reservations.py)
+    expiry: ExpiryIndex = field(default_factory=ExpiryIndex)  # the open holds by expiry time (every hold put in holds)
     by_request: dict[str, str] = field(default_factory=dict)  # gateway request id -> reservation id
     reservations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESERVATION_COUNTS, 0))
     held_total: Decimal | int = 0  # sum of the open holds' amounts (kept, not summed per admission)
-    # request id -> hold that expired unsettled lately (insertion order = expiry order), see EXPIRED_MEMORY
-    expired_recently: dict[str, Hold] = field(default_factory=dict)
+    # request id -> hold that expired unsettled lately (insertion order = expiry order), see EXPIRED_MEMORY. An
+    # OrderedDict: forgetting takes the oldest first, and a plain dict finds its first entry by skipping every slot
+    # deleted before it, so forgetting m holds in a tick cost O(m^2) (50,000: ~0.5 s of the admitting loop)
+    expired_recently: OrderedDict[str, Hold] = field(default_factory=OrderedDict)
 
 
 class BudgetOwner:
@@ -142,6 +147,7 @@ class BudgetOwner:
                 if hold.reservation_id not in rt.holds:
                     rt.held_total += hold.amount
                 rt.holds[hold.reservation_id] = hold
+                rt.expiry.add(hold, rt.holds)
                 rt.by_request[hold.request_id] = hold.reservation_id
         self.runtimes[name] = rt
 
@@ -349,6 +355,7 @@ class BudgetOwner:
                 rt.held_total -= rt.holds[reservation_id].amount
             rt.held_total += amount
             rt.holds[reservation_id] = hold
+            rt.expiry.add(hold, rt.holds)
             rt.by_request[request_id] = reservation_id
             rt.reservations["admitted"] += 1
             placed.append(hold)
@@ -367,7 +374,7 @@ class BudgetOwner:
         now = now or _now()
         out = Outcome()
         for rt in self.runtimes.values():
-            for reservation_id in [r for r, h in rt.holds.items() if h.expires_at <= now]:
+            for reservation_id in rt.expiry.due(rt.holds, now):  # not a scan of every open hold (expiry.py)
                 hold = self._drop_hold(rt, reservation_id, "expired")
                 out.holds.append(hold)
                 rt.expired_recently.pop(hold.request_id, None)  # re-inserted: the dict stays in expiry order
@@ -534,11 +541,11 @@ def _add_amounts(into: dict[str, Any], entries: list[list[Any]]) -> None:
                 into[request_id] = into.get(request_id, 0) + amount
 
 
-def _forget_expired(expired: dict[str, Hold], now: datetime) -> None:
+def _forget_expired(expired: OrderedDict[str, Hold], now: datetime) -> None:
     """Drop the oldest remembered expired holds: past EXPIRED_MEMORY after their expiry, or beyond the cap."""
     while expired:
-        request_id, hold = next(iter(expired.items()))
-        if len(expired) <= EXPIRED_MEMORY_MAX and hold.expires_at + EXPIRED_MEMORY > now:
+        request_id = next(iter(expired))  # O(1) in an OrderedDict (its linked list), not in a dict (see above)
+        if len(expired) <= EXPIRED_MEMORY_MAX and expired[request_id].expires_at + EXPIRED_MEMORY > now:
             return
         del expired[request_id]
 
