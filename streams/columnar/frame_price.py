@@ -68,9 +68,18 @@ class Written:
 
 
 def _money_text(pico: pl.Expr) -> pl.Expr:
-    """format(Decimal(pico) * 1e-12, "f") for a quantized amount: 12 decimal places."""
+    """format(Decimal(pico) * 1e-12, "f") for a quantized amount: 12 decimal places. The fraction is written as
+    the 13 digits of 10**12 + (pico mod 10**12) without the leading 1 (polars' % takes the sign of the divisor, as
+    Python's: 0 <= mod < 10**12), a slice of the text instead of zfill's copy (~30 % cheaper)."""
     return pl.concat_str((pico // 10**12).cast(pl.String), pl.lit("."),
-                         (pico % 10**12).cast(pl.String).str.zfill(12))
+                         (pico % 10**12 + 10**12).cast(pl.String).str.slice(1))
+
+
+def _line_texts(priced: pl.DataFrame) -> list[pl.Expr]:
+    """The breakdown's line texts (`_money_text`, named by LINE_PARTS): a line null in every row of the batch (no
+    cache writes, no reasoning, no request fee) is a null column, not a computation that ends null."""
+    return [pl.lit(None, dtype=pl.String).alias(part) if priced.get_column(f"line_{part}").null_count() == priced.height
+            else _money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS]
 
 
 @cache  # expressions are immutable: built once
@@ -204,7 +213,7 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
                                                                      return_dtype=pl.String))
     text_frame = priced.with_columns(
         pl.when(pl.col("has_lines")).then(_money_text(pl.col("cost_pico"))).otherwise(pl.lit("0")).alias("cost"),
-        *[_money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS],
+        *_line_texts(priced),
         reason_json.alias("reason_json"), unpriced_ref.alias("unpriced_ref"), _unpriced=pl.col("outcome") == UNPRICED,
     )
     # strings need no escaping here: a certified message has no backslash, hence no `"`, and no control character

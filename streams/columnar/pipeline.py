@@ -24,7 +24,7 @@ from streams.pricing.book import PriceResult, fee_lines
 from streams.pricing.reported import with_reported_cost
 
 from .decode import decode_records, item_of
-from .frame_price import Written, _money_text, _ref_json, write_frame
+from .frame_price import Written, _line_texts, _money_text, _ref_json, write_frame
 from .frames import scan
 from .framed import FramedResult
 from .fallback import process_row
@@ -136,7 +136,7 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     priced = price_frame(table, frame)
     money = priced.select(
         pl.when(pl.col("has_lines")).then(_money_text(pl.col("cost_pico"))).otherwise(pl.lit("0")).alias("cost"),
-        *[_money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS],
+        *_line_texts(priced),
     )
     key_bytes: dict[str, bytes] = {}
     priced_at = _pydantic_datetime(now)

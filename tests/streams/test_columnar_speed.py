@@ -149,3 +149,22 @@ def test_a_too_large_event_in_a_common_batch_is_still_its_dead_letter(book):
     events[4]["attribution"] = {"team": "t0", "tags": {"blob": "x" * (MAX_PRICED_EVENT_BYTES + 10)}}
     records = [RawRecord(orjson.dumps(events), "tokenmeter.usage", 0, 7)]
     assert compare_batch(records, book) == []
+
+
+def test_money_text_is_decimal_format_of_pico_dollars():
+    """frame_price._money_text (a slice of 10**12 + the fraction, not zfill) against Decimal's text for amounts
+    (never negative: counts and prices are not), the rounding's edges and large ones included; a negative amount
+    gets the former zfill text (floor division, as before)."""
+    from decimal import Decimal
+
+    from streams.columnar.frame_price import _money_text
+
+    rng = random.Random(13)
+    picos = [0, 1, 9, 10, 10**12 - 1, 10**12, 10**12 + 1, 5 * 10**11, 10**18]
+    picos += [rng.randrange(10**17) for _ in range(5_000)] + [rng.randrange(10**12) for _ in range(5_000)]
+    texts = pl.select(_money_text(pl.lit(pl.Series(picos, dtype=pl.Int64)))).to_series().to_list()
+    assert texts == [format(Decimal(p).scaleb(-12).quantize(Decimal("1e-12")), "f") for p in picos]
+    negative = pl.Series([-1, -(10**12), -(10**12) - 7, -(10**15)], dtype=pl.Int64)
+    zfill = pl.concat_str((pl.lit(negative) // 10**12).cast(pl.String), pl.lit("."),
+                          (pl.lit(negative) % 10**12).cast(pl.String).str.zfill(12))
+    assert pl.select(_money_text(pl.lit(negative))).to_series().equals(pl.select(zfill).to_series())
