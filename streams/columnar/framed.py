@@ -57,7 +57,17 @@ class FramedResult(BatchResult):
         self.unpriced_count = int(rows.get_column("_unpriced").sum())
         self.assumed_count = int(rows.get_column("_assumed").sum())
         records, record_of = decoded.records, decoded.record_of
-        self.origins = LazyOrigins.deferred(lambda: _origins(records, record_of, self._encoded()))
+        # the events as bytes, taken once when first needed; closures over the column, not over self: a reference
+        # cycle would keep the batch's columns alive until the cyclic GC ran
+        texts, taken = rows.get_column("text"), []
+
+        def encoded() -> list[bytes]:
+            if not taken:
+                taken.append(texts.cast(pl.Binary).to_list())
+            return taken[0]
+
+        self._encoded = encoded
+        self.origins = LazyOrigins.deferred(lambda: _origins(records, record_of, encoded()))
 
     # dataclass fields the base __init__ assigns: kept aside, filled from the columns when first read
     @property
@@ -84,11 +94,6 @@ class FramedResult(BatchResult):
             if messages is not None:
                 return messages
         return super().priced_messages()
-
-    def _encoded(self) -> list[bytes]:
-        if "_events" not in self.__dict__:  # taken before the columns are let go (_materialise)
-            self.__dict__["_events"] = self._rows.get_column("text").cast(pl.Binary).to_list()  # type: ignore[union-attr]
-        return self.__dict__["_events"]
 
     def _materialise(self) -> None:
         if self._rows is None:

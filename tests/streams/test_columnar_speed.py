@@ -120,6 +120,32 @@ def test_a_framed_result_reads_as_the_assembled_one(book, monkeypatch):
     assert list(framed.priced_messages())[1][1].startswith(b'[{"changed":1},')
 
 
+
+def test_a_framed_result_is_freed_without_the_cyclic_gc(book, monkeypatch):
+    """The pricing step runs with the cyclic GC off (pipeline.py): a result in a reference cycle would keep its
+    batch's columns (~10 MB per chunk) alive until the next collection."""
+    import gc
+    import weakref
+
+    from streams.columnar import pipeline, process_batch_columnar
+    from streams.columnar.framed import FramedResult
+
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
+    records = [RawRecord(orjson.dumps([_common(i) for i in range(300)]), "tokenmeter.usage", 0, 1)]
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        result = process_batch_columnar(records, book)
+        assert isinstance(result, FramedResult)
+        list(result.priced_messages())
+        freed = weakref.ref(result)
+        del result
+        assert freed() is None
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _common(i: int, **extra) -> dict:
     return {"event_id": f"c{i}", "ts": "2026-11-01T10:15:00.250000Z", "source": "t", "provider": "openai",
             "model": ["gpt-4o", "gpt-4o-mini", "no-such-model"][i % 3], "attribution": {"team": f"t{i % 4}", **extra},
