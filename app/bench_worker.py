@@ -120,6 +120,11 @@ def tag(events: list[dict], share: float) -> list[dict]:
 IN_PROCESS_CHILD = """
 import json, os, sys, time
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:30000,muzzy_decay_ms:30000")  # as streams/worker.py
+try:  # glibc's thresholds, as streams/worker.py sets them in trees that have streams.allocator
+    from streams.allocator import keep_freed_memory
+    keep_freed_memory()
+except ImportError:
+    pass
 from app.bench import _micro_batches, synthetic_events
 from streams.batch import RawRecord
 from streams.batch_overlap import _price, chunks

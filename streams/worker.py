@@ -24,6 +24,10 @@ from typing import Any
 # (streams.columnar below), so it must be set first; an operator's value wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:30000,muzzy_decay_ms:30000")
 
+from streams.allocator import keep_freed_memory  # noqa: E402 - glibc's side of the same, for Python's blocks
+
+keep_freed_memory()
+
 import faust  # noqa: E402 - after the allocator setting
 from aiohttp.web import Response
 

@@ -16,7 +16,7 @@ Attribution objects come pre-encoded with orjson (validate.py caches them per sh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -103,75 +103,128 @@ def fast_mask(frame: pl.DataFrame, fast_outcome: pl.Expr) -> pl.Series:
     return frame.select(fast.alias("fast")).to_series()
 
 
+NONE, SOME, ALL = "none", "some", "all"
+
+
+def _nulls(frame: pl.DataFrame, column: str) -> str:
+    """Whether `column` is null in no row, some rows or every row of `frame` (polars keeps the count: O(1))."""
+    count = frame.get_column(column).null_count()
+    return NONE if count == 0 else ALL if count == frame.height else SOME
+
+
+def _breakdown(frame: pl.DataFrame) -> list[pl.Expr]:
+    """Pieces writing the cost breakdown's lines (`"input":"0.001",...`, each line only where it is not null):
+    lines null in every row are left out; when the rest are present in the same rows (null in none, or all
+    null together, as on unpriced rows), one piece writes them, else one nested piece per line joined by commas."""
+    parts = [part for part in LINE_PARTS if _nulls(frame, part) != ALL]
+    if not parts:
+        return []
+    flat: list[pl.Expr] = []
+    for i, part in enumerate(parts):
+        flat += [pl.lit(('"' if i == 0 else '","') + f'{part}":"'), pl.col(part)]
+    flat.append(pl.lit('"'))
+    if all(_nulls(frame, part) == NONE for part in parts):
+        return flat
+    masks = frame.select([pl.col(part).is_null() for part in parts])
+    if all(masks.get_column(part).equals(masks.get_column(parts[0])) for part in parts[1:]):
+        return [pl.concat_str(flat)]  # null where the first line is null: then all are
+    return [pl.concat_str([pl.concat_str(pl.lit(f'"{part}":"'), pl.col(part), pl.lit('"')) for part in parts],
+                          separator=",", ignore_nulls=True)]
+
+
 def encode_priced(frame: pl.DataFrame, refs: list[bytes], priced_at: str,
                   attribution: list[pl.Expr] | None = None) -> pl.Series:
-    """The encoded priced event (Binary) of each row of `frame` (fast rows only), which holds the columns of
+    """The encoded priced event (String: JSON text) of each row of `frame` (fast rows only), which holds the columns of
     `fast_mask` plus attribution_json, batch, vid, cost (text), the usage fields, line texts named by
     LINE_PARTS (null when the breakdown has no such line) and reason_json (the unpriced reason as JSON text,
     null for priced rows; with an optional column unpriced_ref, the PriceRef JSON written after the reason where it is
     not null). `attribution`: pieces that write the attribution object in place of the column
     attribution_json (frame_price.py; none of them null where the object has text)."""
-    breakdown = pl.concat_str([pl.concat_str(pl.lit(f'"{part}":"'), pl.col(part), pl.lit('"'))
-                               for part in LINE_PARTS], separator=",", ignore_nulls=True)
     ref_text = pl.Series("ref", [r.decode() for r in refs], dtype=pl.String)
     # Required fields (never null on these rows) are pieces of the one outer concat, not nested concat_str
     # expressions: each nested one built a whole intermediate string column first (measured: ~40% of the encode).
+    # Optional ones are too where the batch's own columns allow it (`_nulls`: a column null in no row is written
+    # flat, one null in every row is left out): nested pieces cost per row even where they end up null.
     required: list[pl.Expr] = []
     for i, name in enumerate(("event_id", "ts", "source", "provider", "model", "operation", "status")):
         required += [pl.lit(('{"' if i == 0 else '","') + f'{name}":"'), pl.col(name)]
     required += [pl.lit('","attribution":'), *(attribution or [pl.col("attribution_json")])]
     for i, name in enumerate(USAGE_FIELDS):
         required += [pl.lit((',"usage":{"' if i == 0 else ',"') + f'{name}":'), pl.col(name).cast(pl.String)]
+    optional: list[pl.Expr] = []
+    for name in ("latency_ms", "ttft_ms"):
+        if _nulls(frame, name) != ALL:
+            optional.append(_optional(name, _float_text(name)))
+    optional += [pl.lit(',"batch":'), pl.when(pl.col("batch")).then(pl.lit("true")).otherwise(pl.lit("false"))]
+    for name in ("service_tier", "usage_assumption"):
+        nulls = _nulls(frame, name)
+        if nulls == NONE:
+            optional += [pl.lit(f',"{name}":"'), pl.col(name), pl.lit('"')]
+        elif nulls == SOME:
+            optional.append(_optional(name, _quoted(name)))
+    if "has_correlation" in frame.columns:
+        optional.append(_optional("correlation", _correlation_text()))
+    priced = _nulls(frame, "reason_json") == ALL
     text = pl.concat_str([
-        *required, pl.lit("}"),
-        _optional("latency_ms", _float_text("latency_ms")),
-        _optional("ttft_ms", _float_text("ttft_ms")),
-        pl.lit(',"batch":'), pl.when(pl.col("batch")).then(pl.lit("true")).otherwise(pl.lit("false")),
-        _optional("service_tier", _quoted("service_tier")),
-        _optional("usage_assumption", _quoted("usage_assumption")),
-        *([_optional("correlation", _correlation_text())] if "has_correlation" in frame.columns else []),
+        *required, pl.lit("}"), *optional,
         pl.lit(',"tokens_source":"provider","cost_usd":"'), pl.col("cost"),
-        pl.lit('","cost_breakdown":{'), breakdown,
+        pl.lit('","cost_breakdown":{'), *_breakdown(frame),
         pl.lit('},"pricing_status":'),
-        pl.when(pl.col("reason_json").is_null())
-        .then(pl.concat_str(pl.lit('"priced","price":'), pl.lit(ref_text).gather(pl.col("vid"))))
-        .otherwise(pl.concat_str(pl.lit('"unpriced","unpriced_reason":'), pl.col("reason_json"),
-                                 *([pl.concat_str(pl.lit(',"price":'), pl.col("unpriced_ref"))]
-                                   if "unpriced_ref" in frame.columns else []), ignore_nulls=True)),
+        *([pl.lit('"priced","price":'), pl.lit(ref_text).gather(pl.col("vid"))] if priced else [
+            pl.when(pl.col("reason_json").is_null())
+            .then(pl.concat_str(pl.lit('"priced","price":'), pl.lit(ref_text).gather(pl.col("vid"))))
+            .otherwise(pl.concat_str(pl.lit('"unpriced","unpriced_reason":'), pl.col("reason_json"),
+                                     *([pl.concat_str(pl.lit(',"price":'), pl.col("unpriced_ref"))]
+                                       if "unpriced_ref" in frame.columns else []), ignore_nulls=True))]),
         pl.lit(f',"priced_at":"{priced_at}"}}'),
     ], ignore_nulls=True)
-    return frame.select(text.cast(pl.Binary).alias("encoded")).to_series()
+    return frame.select(text.alias("encoded")).to_series()
 
 
 class LazyOrigins(Sequence):
     """BatchResult.origins whose events may be held as their encoded JSON: each is decoded (orjson, which gives
     back the very dict it was written from) only when read. Budgets read origins only when a budget exists."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_pending")
 
     def __init__(self) -> None:
         self._entries: list[tuple[int, int, Any]] = []
+        self._pending: Callable[[], Iterable[tuple[int, int, Any]]] | None = None
+
+    @classmethod
+    def deferred(cls, entries: Callable[[], Iterable[tuple[int, int, Any]]]) -> "LazyOrigins":
+        """Origins whose entries are made by `entries()` when first read (budgets read them only when a budget
+        exists: framed.py)."""
+        origins = cls()
+        origins._pending = entries
+        return origins
+
+    def _fill(self) -> list[tuple[int, int, Any]]:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._entries[:0] = pending()
+        return self._entries
 
     def append(self, entry: tuple[int, int, Any]) -> None:
-        self._entries.append(entry)
+        self._fill().append(entry)
 
     def extend(self, entries) -> None:  # noqa: ANN001 - any iterable of (partition, offset, event)
-        self._entries.extend(entries)
+        self._fill().extend(entries)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._fill())
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        partition, offset, event = self._entries[index]
+        partition, offset, event = self._fill()[index]
         if type(event) is bytes:
             event = orjson.loads(event)
             self._entries[index] = (partition, offset, event)
         return partition, offset, event
 
     def __iter__(self):
-        for i in range(len(self._entries)):
+        for i in range(len(self)):
             yield self[i]
 
     def __eq__(self, other: object) -> bool:

@@ -24,8 +24,9 @@ from streams.pricing.book import PriceResult, fee_lines
 from streams.pricing.reported import with_reported_cost
 
 from .decode import decode_records, item_of
-from .frame_price import Written, _money_text, _ref_json, write_frame
+from .frame_price import Written, _line_texts, _money_text, _ref_json, write_frame
 from .frames import scan
+from .framed import FramedResult
 from .fallback import process_row
 from .encode import CORRELATION_FIELDS, USAGE_FIELDS, LazyOrigins, correlation_columns, encode_priced, fast_mask
 from .meter import TOKEN_PARTS, usage_frame
@@ -79,10 +80,10 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> Ba
                                   now, _pydantic_datetime(now))
         except Exception:  # noqa: BLE001 - a bug must not stop the stream: every row of the frame takes the dict path
             log.exception("frame path failed; the batch's rows take the dict path")
-            written = Written([], [], [], [], [], [i for i, item in enumerate(items) if item is None
-                                                   and record_of[i] in scanned.heights])
-        if not decoded.letters and not written.rest and len(written.items) == len(items):  # all written, in order
-            return _assemble_frame(decoded, written)
+            written = Written.nothing([i for i, item in enumerate(items) if item is None
+                                       and record_of[i] in scanned.heights])
+        if not decoded.letters and not written.rest and written.rows.height == len(items):  # all written, in order
+            return FramedResult(decoded, written.rows)
         for i, key, encoded, unpriced, assumed in zip(written.items, written.keys, written.encoded,
                                                       written.unpriced, written.assumed):
             outcomes[i] = ("json", key, encoded, unpriced, assumed)
@@ -135,7 +136,7 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     priced = price_frame(table, frame)
     money = priced.select(
         pl.when(pl.col("has_lines")).then(_money_text(pl.col("cost_pico"))).otherwise(pl.lit("0")).alias("cost"),
-        *[_money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS],
+        *_line_texts(priced),
     )
     key_bytes: dict[str, bytes] = {}
     priced_at = _pydantic_datetime(now)
@@ -171,7 +172,7 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         fast_outcome = fast_outcome & pl.Series([r is None for r in c.reported_cost], dtype=pl.Boolean)
     fast = fast_mask(text_frame, fast_outcome)
     fast_list = fast.to_list()
-    encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).to_list())
+    encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).cast(pl.Binary).to_list())
     unpriced_list = no_entry.to_list()
     for row, is_fast, scope_text, assumption, unpriced in zip(c.rows, fast_list, c.scope, c.usage_assumption,
                                                               unpriced_list):
@@ -309,24 +310,6 @@ def _with_fees(table, entry_id: int, ts: str, tools: dict[str, int], cost: str, 
     quantized = quantized or bool(fees)
     text = f"{pico // 10**12}.{pico % 10**12:012d}" if quantized else "0"
     return PRICED, text, breakdown, pico, quantized, None
-
-
-def _assemble_frame(decoded, written) -> BatchResult:
-    """The BatchResult of a batch whose every event the frame path wrote (frame_price.py), in input order."""
-    result = BatchResult()
-    result.events_in = result.priced_count = len(written.items)
-    records, record_of = decoded.records, decoded.record_of
-    partitions = [r.partition for r in records]
-    offsets = [r.offset for r in records]
-    result.origins = origins = LazyOrigins()
-    origins.extend(zip(map(partitions.__getitem__, record_of), map(offsets.__getitem__, record_of), written.encoded))
-    priced = result.priced
-    for key, event in zip(written.keys, written.encoded):
-        priced[key].append(event)
-    result.keys_in_order = written.keys
-    result.unpriced_count = sum(written.unpriced)
-    result.assumed_count = sum(written.assumed)
-    return result
 
 
 def _assemble_written(decoded, outcomes: list[tuple]) -> BatchResult | None:

@@ -207,11 +207,13 @@ def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
     else:
         frame = frame.with_columns(ruled=pl.lit(False))
 
-    frame = frame.with_row_index("_row")
-    joined = (frame.sort("ts_us")
-              .join_asof(table.version_frame, left_on="ts_us", right_on="from_us", by="entry_id", strategy="backward",
-                         check_sortedness=False)
-              .sort("_row"))
+    # the as-of join on the three columns it needs, its version columns put back beside the frame: sorting the
+    # whole frame (its strings and structs) there and back cost twice as much
+    versions = (frame.select("ts_us", "entry_id").with_row_index("_row").sort("ts_us")
+                .join_asof(table.version_frame, left_on="ts_us", right_on="from_us", by="entry_id", strategy="backward",
+                           check_sortedness=False)
+                .sort("_row").drop("_row", "ts_us", "entry_id"))
+    joined = frame.with_row_index("_row").hstack(versions.get_columns())
     exceeded = [(pl.col(f"th_{k + 1}").is_not_null() & (pl.col("input_tokens") > pl.col(f"th_{k + 1}")))
                 .fill_null(False).cast(pl.Int64) for k in range(table.threshold_count)]
     joined = joined.with_columns(
@@ -239,6 +241,9 @@ def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
     line_columns = []
     too_big = pl.lit(False)
     for i, part in enumerate(TOKEN_PARTS):
+        if not (joined.get_column(f"t_{part}") != 0).any():  # no such tokens in the batch (no cache writes, no reasoning):
+            line_columns.append(pl.lit(None, dtype=pl.Int64).alias(f"line_{part}"))  # a null line, nothing to cap
+            continue
         num = pl.Series([s.num[i] for s in sets], dtype=pl.Int64).gather(gather)
         div = pl.Series([s.div[i] for s in sets], dtype=pl.Int64).gather(gather)
         limit = pl.Series([s.limit[i] for s in sets], dtype=pl.Int64).gather(gather)
@@ -249,7 +254,8 @@ def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
     request = pl.Series([s.request_pico for s in sets], dtype=pl.Int64).gather(gather)
     bills = pl.Series([s.bills_request for s in sets], dtype=pl.Boolean).gather(gather)
     line_columns.append(pl.when(pl.col("status_ok") & pl.lit(bills)).then(pl.lit(request))
-                        .otherwise(None).alias("line_request"))
+                        .otherwise(None).alias("line_request") if bills.any()
+                        else pl.lit(None, dtype=pl.Int64).alias("line_request"))
 
     priced_ok = pl.col("sid").fill_null(-1) >= 0
     joined = joined.with_columns(too_big=too_big).with_columns(

@@ -69,13 +69,90 @@ def test_priced_messages_are_framed_as_microbatch_frames_them():
     assert list(_frame(edge)) == list(microbatch.frame(edge)) and len(list(_frame(edge))) == 2
 
 
+
+def test_priced_messages_framed_by_polars_are_the_python_framing():
+    """framed.frame_messages (a batch written whole from the frame) against BatchResult.priced_messages: segments of
+    PRICED_SEGMENT_EVENTS, keys in order of first appearance, 500 per message; None where `_frame` would cut by size."""
+    from streams.batch import PRICED_SEGMENT_EVENTS, BatchResult
+    from streams.columnar.framed import frame_messages
+
+    rng = random.Random(12)
+    framed_by_polars = cut_by_size = 0
+    for _ in range(40):
+        n = rng.choice([1, 499, 500, 501, PRICED_SEGMENT_EVENTS - 1, PRICED_SEGMENT_EVENTS + 1, rng.randrange(12_000)])
+        keys = [f"team:{rng.randrange(rng.choice([1, 3, 40]))}".encode() for _ in range(n)]
+        big = rng.choice([0, 0, 1_790, 1_830])  # runs of 500 events around the 900 KB cut
+        texts = [f'{{"e":{i},"x":"{"x" * max(0, big - rng.randrange(30))}"}}' for i in range(n)]
+        python = BatchResult()
+        for key, text in zip(keys, texts):
+            python.priced[key].append(text.encode())
+        python.keys_in_order = list(keys)
+        expected = list(python.priced_messages())
+        got = frame_messages(pl.Series(keys, dtype=pl.Binary), pl.Series(texts, dtype=pl.String))
+        if got is None:  # a message would reach the cut: only when the Python framing cut one by size
+            assert any(len(message) > 800_000 for _, message in expected)
+            cut_by_size += 1
+            continue
+        framed_by_polars += 1
+        assert got == expected
+    assert framed_by_polars > 20 and cut_by_size > 0
+
+
+def test_a_framed_result_reads_as_the_assembled_one(book, monkeypatch):
+    """Reading `priced` or `origins` of a batch framed from columns gives what `_assemble` gives, and a caller's
+    change to `priced` is what its messages then carry."""
+    from streams.columnar import process_batch_columnar, pipeline
+    from streams.columnar.framed import FramedResult
+
+    events = [_common(i) for i in range(1_200)]
+    records = [RawRecord(orjson.dumps(events[i:i + 400]), "tokenmeter.usage", 1, i) for i in range(0, 1_200, 400)]
+    now = datetime.now(timezone.utc)
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
+    framed = process_batch_columnar(records, book, now=now)
+    assert isinstance(framed, FramedResult)
+    monkeypatch.setattr(pipeline, "READ_FRAMES", False)
+    assembled = process_batch_columnar(records, book, now=now)
+    assert not isinstance(assembled, FramedResult)
+    assert list(framed.origins) == list(assembled.origins) and len(framed.origins) == 1_200
+    assert list(framed.priced_messages()) == list(assembled.priced_messages())
+    assert framed.priced == assembled.priced and framed.keys_in_order == assembled.keys_in_order
+    framed.priced[b"team:t1"][0] = b'{"changed":1}'
+    assert list(framed.priced_messages())[1][1].startswith(b'[{"changed":1},')
+
+
+
+def test_a_framed_result_is_freed_without_the_cyclic_gc(book, monkeypatch):
+    """The pricing step runs with the cyclic GC off (pipeline.py): a result in a reference cycle would keep its
+    batch's columns (~10 MB per chunk) alive until the next collection."""
+    import gc
+    import weakref
+
+    from streams.columnar import pipeline, process_batch_columnar
+    from streams.columnar.framed import FramedResult
+
+    monkeypatch.setattr(pipeline, "FRAME_MIN_BYTES", 0)
+    records = [RawRecord(orjson.dumps([_common(i) for i in range(300)]), "tokenmeter.usage", 0, 1)]
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        result = process_batch_columnar(records, book)
+        assert isinstance(result, FramedResult)
+        list(result.priced_messages())
+        freed = weakref.ref(result)
+        del result
+        assert freed() is None
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _common(i: int, **extra) -> dict:
     return {"event_id": f"c{i}", "ts": "2026-11-01T10:15:00.250000Z", "source": "t", "provider": "openai",
             "model": ["gpt-4o", "gpt-4o-mini", "no-such-model"][i % 3], "attribution": {"team": f"t{i % 4}", **extra},
             "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 10}}
 
 
-@pytest.mark.parametrize("read_frames,assembly", [(False, "_assemble_written"), (True, "_assemble_frame")])
+@pytest.mark.parametrize("read_frames,assembly", [(False, "_assemble_written"), (True, "FramedResult")])
 def test_a_batch_of_common_events_is_assembled_at_once_and_byte_identical(book, monkeypatch, read_frames, assembly):
     """From dicts (validate.py) or read straight into a frame (frames.py)."""
     from streams.columnar import pipeline
@@ -98,3 +175,22 @@ def test_a_too_large_event_in_a_common_batch_is_still_its_dead_letter(book):
     events[4]["attribution"] = {"team": "t0", "tags": {"blob": "x" * (MAX_PRICED_EVENT_BYTES + 10)}}
     records = [RawRecord(orjson.dumps(events), "tokenmeter.usage", 0, 7)]
     assert compare_batch(records, book) == []
+
+
+def test_money_text_is_decimal_format_of_pico_dollars():
+    """frame_price._money_text (a slice of 10**12 + the fraction, not zfill) against Decimal's text for amounts
+    (never negative: counts and prices are not), the rounding's edges and large ones included; a negative amount
+    gets the former zfill text (floor division, as before)."""
+    from decimal import Decimal
+
+    from streams.columnar.frame_price import _money_text
+
+    rng = random.Random(13)
+    picos = [0, 1, 9, 10, 10**12 - 1, 10**12, 10**12 + 1, 5 * 10**11, 10**18]
+    picos += [rng.randrange(10**17) for _ in range(5_000)] + [rng.randrange(10**12) for _ in range(5_000)]
+    texts = pl.select(_money_text(pl.lit(pl.Series(picos, dtype=pl.Int64)))).to_series().to_list()
+    assert texts == [format(Decimal(p).scaleb(-12).quantize(Decimal("1e-12")), "f") for p in picos]
+    negative = pl.Series([-1, -(10**12), -(10**12) - 7, -(10**15)], dtype=pl.Int64)
+    zfill = pl.concat_str((pl.lit(negative) // 10**12).cast(pl.String), pl.lit("."),
+                          (pl.lit(negative) % 10**12).cast(pl.String).str.zfill(12))
+    assert pl.select(_money_text(pl.lit(negative))).to_series().equals(pl.select(zfill).to_series())

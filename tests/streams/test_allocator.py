@@ -1,0 +1,49 @@
+"""The worker keeps the pages of freed large blocks (streams/allocator.py): a batch allocates blocks of 100 KB to a
+few MB again and again (priced messages, aiokafka's requests), and glibc's defaults served each as fresh pages,
+every touched page a minor fault."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# faults per round of a batch's pattern: 30 blocks of 300 KB (priced messages) written and kept alive, then freed
+FAULTS_PER_ROUND = """
+import resource, sys
+{setup}
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def round_(i):
+    blocks = [bytes([i]) * 300_000 for _ in range(30)]
+    del blocks
+round_(0)
+before = faults()
+for i in range(10):
+    round_(i)
+print((faults() - before) / 10)
+"""
+
+
+def faults_per_round(setup: str, **env: str) -> float:
+    out = subprocess.run([sys.executable, "-c", FAULTS_PER_ROUND.format(setup=setup)], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env={**{k: v for k, v in os.environ.items() if "MALLOC" not in k
+                                                        and k != "GLIBC_TUNABLES"}, **env})
+    assert out.returncode == 0, out.stderr
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_worker_process_reuses_freed_large_blocks():
+    # the worker's module sets it when imported (the CLI's `worker` command imports it before anything runs)
+    assert faults_per_round("import streams.worker") < 100
+    # without it, glibc gives the freed top of its heap back each round: its ~2,200 pages fault in again
+    assert faults_per_round("") > 1000
+
+
+def test_an_operators_glibc_setting_wins():
+    code = "from streams.allocator import keep_freed_memory; assert keep_freed_memory() is False"
+    assert faults_per_round(code, MALLOC_TRIM_THRESHOLD_="0") > 1000
+    assert faults_per_round(code, GLIBC_TUNABLES="glibc.malloc.trim_threshold=0") > 1000
