@@ -115,6 +115,10 @@ class Config:
     shift_min_model_calls: int = 3  # calls on the model that took over the cost
     shift_routine_share: float = 0.1
     shift_session_calls: int = 30  # calls on rarely used models one key's session does not reach in 5 minutes  # a model with this usual share of a scope's calls is part of its mix
+    # A model new to a scope and its teams that takes more than this share of the scope's calls within an hour of its
+    # first call, from at least `shift_takeover_keys` API keys (one key's session on it is a new model only), is a shift.
+    shift_takeover_share: float = 0.5
+    shift_takeover_keys: int = 2
     costly_new_model_usd_per_hour: float = 5.0
 
 

@@ -48,6 +48,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
         self.last_error = ""
         self._now = 0  # event time of the bucket close being processed
         self._opened: list = []  # anomalies opened by the bucket close being processed
+        self._raw: dict = {}  # aggregate rows of the bucket close being processed
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
 
     # Input ---------------------------------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
         self.agg.seen.pop(bucket, None)
         self.stats["duplicate_events"] = self.agg.duplicates
         per_scope = self._fan_out(raw)
+        self._raw = raw  # (the rows of the bucket being closed: which keys called a model, `_new_model_takeover`)
         self._opened: list = []
         for key in per_scope:
             if key not in self.scopes:

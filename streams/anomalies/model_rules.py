@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from .aggregate import PICO, pico_to_str
 from .detectors import Verdict, binomial_tail
-from .scope_bucket import S_COST, S_KNOWN, S_MODELS, S_RARE, S_RCOST, S_RKEYS, S_RP, S_RTOK, S_TEAMS, S_TIN, S_TOUT
+from .gating import RAW_INDEX, iso_epoch
+from .scope_bucket import (S_COST, S_KNOWN, S_MODELS, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TEAMS, S_TIN,
+                           S_TOUT)
 from .scope_state import ScopeState
 
 
@@ -63,6 +65,64 @@ class ModelRules:
                     f"rarely use")
         return v
 
+    def _new_model_takeover(self, st: ScopeState, sb: list, bucket: int, daily) -> Verdict | None:
+        """A model new to this scope and to its teams that takes over the scope's calls within an hour of its first
+        call: a model shift (the scope's calls left its usual models), not only a new model. Sparse seed 8's "team
+        research switches to premium o1" was reported only as o1 being new to the team (9 minutes in); nothing said
+        that the team's calls had left claude-3-5-haiku and claude-sonnet-4, and neither shift rule could speak (the
+        takeover rule's session guard left 1-4 calls without sk-sparse-59's; the team's cost per token swings with
+        its sessions). Evidence: >= 2 x `shift_min_model_calls` calls on the model, more than `shift_takeover_share`
+        of the scope's calls since its first call, from >= `shift_takeover_keys` API keys (one key's session on a
+        model it never used is a new model, not a move of the scope: the incident-free sparse days' new_model
+        alerts), carrying most of the cost, >= `shift_ratio` x pricier per token than both the scope's usual cost
+        per token and its other calls meanwhile. Opens at once; the window is at most an hour (as for new models)."""
+        cfg = self.cfg
+        adopting, models = st.adopting, sb[S_MODELS]
+        for model in [m for m, a in adopting.items() if bucket - a[0] >= cfg.new_model_window_buckets * cfg.bucket_s]:
+            del adopting[model]
+        for model in models:
+            if model not in adopting and self._new_to_scope(st, model, bucket) and (
+                    st.dim == "team" or self._new_to_teams(sb[S_TEAMS], model, bucket)):
+                # [first bucket, its calls, scope calls, its cost, its tokens, scope cost, scope tokens, keys, reported]
+                adopting[model] = [bucket, 0, 0, 0, 0, 0, 0, [], False]
+        verdict = None
+        for model, a in adopting.items():
+            a[2], a[5], a[6] = a[2] + sb[S_REQ], a[5] + sb[S_COST], a[6] + sb[S_TIN] + sb[S_TOUT]
+            m = models.get(model)
+            if not m:
+                continue
+            a[1], a[3], a[4] = a[1] + m[0], a[3] + m[1], a[4] + m[2]
+            index = RAW_INDEX[st.dim]
+            a[7] = sorted(set(a[7]) | {key[4] for key in self._raw if key[6] == model and key[index] == st.value
+                                       and key[4]})
+            if (a[8] or a[1] < 2 * cfg.shift_min_model_calls or a[1] <= cfg.shift_takeover_share * a[2]
+                    or len(a[7]) < cfg.shift_takeover_keys or not a[4] or not a[6] or a[3] * 2 < a[5]):
+                continue
+            usual, _, n = st.cpt.expected(daily)
+            other_cost, other_tokens = a[5] - a[3], a[6] - a[4]
+            others = other_cost / PICO * 1000 / other_tokens if other_cost > 0 and other_tokens > 0 else 0.0
+            expected = max(usual if n >= 12 else 0.0, others)
+            if expected <= 0 or a[3] / PICO * 1000 / a[4] < cfg.shift_ratio * expected:
+                continue  # a move to a model no pricier than the usual calls: no cost news
+            a[8] = True  # reported once
+            # Observed: the new model's cost per 1k tokens, what the scope's calls moved to (the window's mix still
+            # holds the calls before the move).
+            verdict = Verdict("strong", a[3] / PICO * 1000 / a[4], expected, 0.0, cfg.shift_ratio * expected,
+                              "usd_per_1k_tokens")
+            mix = [(info[2], name) for name, info in st.models.items() if name != model and len(info) > 2 and info[2]]
+            before = f"from {max(mix)[1]} " if mix else ""
+            verdict.detail = (f"its calls moved {before}to {model}, never used by it before: {a[1]} of its {a[2]} "
+                              f"calls since {iso_epoch(a[0])[11:16]} UTC, from {len(a[7])} API keys")
+        return verdict
+
+    def _new_to_scope(self, st: ScopeState, model: str, bucket: int) -> bool:
+        """Whether `model` is new to this scope: never called by it (a team: or not within `new_model_forgotten_s`,
+        or not yet reported as news)."""
+        info = st.models.get(model)
+        if info is None:
+            return True
+        return st.dim == "team" and (model in st.pending or bucket - (info[4] if len(info) > 4 else info[0])
+                                     >= self.cfg.new_model_forgotten_s)
 
     def _new_models(self, st, sb, bucket, warm, per_hour, updates, label) -> None:
         cfg = self.cfg
@@ -81,9 +141,7 @@ class ModelRules:
         for model, (requests, cost, _tokens) in sb[S_MODELS].items():
             needed = cfg.new_model_team_min_calls if team or self._new_to_teams(sb[S_TEAMS], model, bucket) \
                 else cfg.new_model_min_calls
-            info = st.models.get(model)
-            if info is not None and (not team or model not in st.pending
-                                     and bucket - (info[4] if len(info) > 4 else info[0]) < cfg.new_model_forgotten_s):
+            if not self._new_to_scope(st, model, bucket):
                 # Known (on a team: called within `new_model_forgotten_s`; a model one user tried three weeks ago
                 # and nobody since is news again, synthetic seeds 11 and 21).
                 continue

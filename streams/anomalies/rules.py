@@ -131,8 +131,9 @@ class KindRules:
                             # The same for a broad scope: the calls that took over the cost are on models their own
                             # keys use routinely (one key's second model is 2-10 % of its feature's calls).
                             v.state = "elevated"
+                adopted = self._new_model_takeover(st, sb, bucket, daily)  # (its bookkeeping runs every bucket)
                 if v is None or v.state not in ("strong", "anomalous"):
-                    v = self._rare_model_takeover(st, sb, daily) or v
+                    v = self._rare_model_takeover(st, sb, daily) or adopted or v
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
 
         if dim in KIND_DIMS["request_burst"]:

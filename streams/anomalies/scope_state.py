@@ -30,7 +30,7 @@ class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "_spend", "_tokens", "_requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
                  "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady", "quiet",
-                 "held")
+                 "held", "adopting")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -53,6 +53,10 @@ class ScopeState:
         # clipped to 4x / 0.25x, so a bucket must exceed what several typical calls of *this* scope would add.
         self.call_cost, self.call_tokens = 0.0, 0.0
         self.pending: dict[str, list] = {}  # new model -> [first bucket, calls, cost pico, buckets] until news
+        # A model new to this scope and its teams, for an hour from its first call: [first bucket, its calls, the
+        # scope's calls, its cost pico, its tokens, the scope's cost pico, the scope's tokens, the API keys calling it]
+        # (a new model taking over the scope's calls is a model shift, `ModelRules._new_model_takeover`).
+        self.adopting: dict[str, list] = {}
         # Spend and tokens of this scope's *active* buckets (level and deviation, slots 0 and 1): how big a busy
         # bucket usually is. Sessions make quiet scopes bursty: a 15-call agent run is this key's normal, not news.
         self.busy = Seasonal(3)  # slot 2: calls of an active bucket
@@ -154,7 +158,7 @@ class ScopeState:
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
                 "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate, "busy_pending": self.busy_pending,
-                "steady": self.steady, "held": self.held,
+                "steady": self.steady, "held": self.held, "adopting": self.adopting,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -173,6 +177,7 @@ class ScopeState:
         state.busy_pending = data.get("busy_pending")
         state.steady = list(data.get("steady", state.steady))
         state.held = data.get("held")
+        state.adopting = data.get("adopting", {})
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):
