@@ -30,3 +30,9 @@ def test_what_existed_before_the_file_is_frozen_and_the_files_own_objects_are_no
 
 def test_garbage_from_before_the_file_was_collected_not_frozen():
     assert GARBAGE_BEFORE_THIS_FILE() is None
+
+
+def test_the_test_process_collects_its_young_objects_less_often():
+    from module_gc import YOUNG_THRESHOLD
+
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD > 700
