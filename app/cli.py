@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from tokenmeter.cli_support import cli_settings, configure_logging, run_service, time_option
+from tokenmeter.cli_support import (cli_settings, collect_young_objects_less_often, configure_logging, run_service,
+                                    time_option)
 from tokenmeter.settings import Settings, SettingsError
 
 
@@ -45,6 +46,7 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """tokenmeter: streaming usage analytics and cost attribution for LLM traffic."""
+    collect_young_objects_less_often()
 
 
 @main.command()

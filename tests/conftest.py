@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from app.broker import embedded_broker
+from module_gc import _collect_then_freeze_before_each_file  # noqa: F401 - autouse: GC walks only the current file's objects
 from suite_order import pytest_collection_modifyitems, pytest_configure  # noqa: F401 - hooks: slow files first
 from tokenmeter.settings import free_port
 

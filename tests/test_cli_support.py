@@ -48,3 +48,17 @@ def test_a_port_taken_is_one_clear_error_for_every_command(command, variable, tm
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and "Traceback" not in result.output
     assert str(port) in result.output
+
+
+def test_every_command_collects_young_objects_every_10000_allocations():
+    """A `tokenmeter` process (each child `up` starts) runs its young collections, and so its full ones, less often
+    than CPython's every 700 allocations (tokenmeter/cli_support.collect_young_objects_less_often)."""
+    import subprocess
+    import sys
+
+    probe = ("import gc, click\nfrom app.cli import main\n"
+             "@main.command('gc-probe')\ndef gc_probe():\n    click.echo(gc.get_threshold()[0])\n"
+             "main(['gc-probe'])\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == 10_000
