@@ -7,7 +7,11 @@ Each path runs in its own process (chDB: one data path per process) on a fresh w
 bundled catalog changes nearly every row), and is timed wall and CPU, split into its phases.
 
     python -m app.bench_reprice --events 100000 [--days 30] [--dry-run] [--change all|one-model] [--paths old,new]
-        [--old-tree DIR] [--json]
+        [--old-tree DIR] [--statements] [--json]
+
+`--statements` also splits the apply by SQL statement: calls, wall, process CPU, the share of 5 ms samples in which
+no thread of the process was running (waiting on something other than a core: a lock, a condition, the disk) and
+chDB's ProfileEvents counted meanwhile (`system.events`: mutated and merged rows, fsync, disk writes).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from typing import Any
 
 import orjson
 
+# chDB counters read around each statement of the apply with --statements (system.events, process-wide)
+STATEMENT_EVENTS = ("OSCPUWaitMicroseconds", "MutatedRows", "MergedRows", "MergeTotalMilliseconds",
+                    "MutationTotalMilliseconds", "FileSyncElapsedMicroseconds", "DiskWriteElapsedMicroseconds")
 PATHS = ("old", "new", "base")  # base: the columnar path ("new") run on --old-tree (to time a change of the apply)
 
 
@@ -60,6 +67,75 @@ class PhaseClock:
         return timed
 
 
+class StatementClock:
+    """Per SQL statement of a backend (its text up to the first 100 characters, quoted values blanked): calls, wall,
+    process CPU, chDB's STATEMENT_EVENTS, and how often a sampler thread saw no other thread of the process running."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.stats: dict[str, dict[str, float]] = {}
+        self.current: str | None = None
+        self.done = False
+
+    def _events(self) -> dict[str, int]:
+        names = ", ".join(f"'{name}'" for name in STATEMENT_EVENTS)  # constants (no caller text in the SQL)
+        table = self.backend.__class__.query_arrow(  # the class's: not timed itself
+            self.backend, f"SELECT event, value FROM system.events WHERE event IN ({names})")
+        return dict(zip(table.column("event").to_pylist(), table.column("value").to_pylist()))
+
+    def _sample(self) -> None:
+        import threading
+        me = str(threading.get_native_id())
+        while not self.done:
+            name = self.current
+            if name is not None:
+                running = False
+                for tid in os.listdir("/proc/self/task"):
+                    try:
+                        with open(f"/proc/self/task/{tid}/stat") as f:
+                            running |= tid != me and f.read().rsplit(")", 1)[1].split()[0] == "R"
+                    except OSError:
+                        continue
+                stat = self.stats.setdefault(name, {})
+                stat["samples"] = stat.get("samples", 0) + 1
+                stat["idle_samples"] = stat.get("idle_samples", 0) + (not running)
+            time.sleep(0.005)
+
+    def start(self) -> None:
+        import threading
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def timed(self, real, method: str):  # noqa: ANN001, ANN202
+        """`real` (the backend's `method` as it is now) timed per statement."""
+        import re
+
+        def timed(sql, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            name = f"{method}: " + re.sub(r"'[^']*'", "'?'", re.sub(r"\s+", " ", sql))[:100]
+            before = self._events()
+            self.current = name
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return real(sql, *args, **kwargs)
+            finally:
+                spent_wall, spent_cpu = time.perf_counter() - wall, time.process_time() - cpu
+                self.current = None
+                after = self._events()
+                stat = self.stats.setdefault(name, {})
+                for key, value in (("calls", 1), ("wall_s", spent_wall), ("cpu_s", spent_cpu),
+                                   *((e, after.get(e, 0) - before.get(e, 0)) for e in STATEMENT_EVENTS)):
+                    stat[key] = stat.get(key, 0) + value
+
+        return timed
+
+    def report(self) -> list[dict[str, Any]]:
+        self.done = True
+        rows = [{"statement": name, **{k: round(v, 2) if isinstance(v, float) else v for k, v in stat.items()
+                                       if k not in ("samples", "idle_samples")},
+                 "idle_share": round(stat.get("idle_samples", 0) / max(stat.get("samples", 0), 1), 2)}
+                for name, stat in self.stats.items() if "calls" in stat]
+        return sorted(rows, key=lambda row: -row["wall_s"])
+
+
 # `--change one-model`: gpt-4o-mini (about a tenth of the generated calls) costs more from the middle of the month.
 PRICE_RISE = """
 provider: openai
@@ -72,7 +148,8 @@ models:
 """
 
 
-def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, change: str = "all") -> dict[str, Any]:
+def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, change: str = "all",
+            statements: bool = False) -> dict[str, Any]:
     """Generate the month in a fresh warehouse and re-price it on `path`; the figures as a dict."""
     import warehouse.reprice as reprice_module
     from app import reprice_cli
@@ -105,8 +182,11 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, cha
             reprice_fn = clock.wrap("price per row", lambda event: price_event(event, book, priced_at))
             apply_rows = clock.wrap("apply: rows to Arrow", Warehouse.apply_repriced_events)
             wh.apply_repriced_events = lambda changed: apply_rows(wh, changed)  # type: ignore[method-assign]
+            statement_clock = StatementClock(wh.backend) if statements else None
             if hasattr(Warehouse, "apply_repriced_table"):  # absent in a tree from before the columnar re-price
                 apply_table = clock.wrap("apply (chDB)", Warehouse.apply_repriced_table)
+                if statement_clock is not None:
+                    apply_table = _statements_inside(statement_clock, apply_table)
                 wh.apply_repriced_table = lambda table: apply_table(wh, table)  # type: ignore[method-assign]
             else:
                 apply_rows = clock.wrap("apply (chDB)", Warehouse.apply_repriced_events)
@@ -151,7 +231,26 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, cha
         "phases_main_thread_cpu_s": phases_thread, "main_thread_cpu_s": round(thread, 2), "load_before": load, "load_after": load_after,
         "settle_s": settled, "change": change,
         "report": report.to_json(), "stored_total": stored, "rollup_total": rollup,
+        **({"statements": statement_clock.report()} if statement_clock is not None else {}),
     }
+
+
+def _statements_inside(statement_clock: StatementClock, fn):  # noqa: ANN001, ANN202
+    """`fn` with `statement_clock` timing the backend's statements while it runs (the apply's, not the plan's)."""
+    backend = statement_clock.backend
+    statement_clock.start()
+
+    def inside(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        methods = {m: getattr(backend, m) for m in ("command", "query_arrow", "insert_arrow")}
+        for method, bound in methods.items():
+            setattr(backend, method, statement_clock.timed(bound, method))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for method, bound in methods.items():
+                setattr(backend, method, bound)
+
+    return inside
 
 
 def _settle(wh: Any, limit_s: float = 300.0) -> float:
@@ -182,13 +281,16 @@ def main(argv: list[str] | None = None) -> None:
                         "(the columnar path on --old-tree)")
     parser.add_argument("--one", choices=("old", "new"), help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--end", help=argparse.SUPPRESS)  # the child's end of the generated month
+    parser.add_argument("--statements", action="store_true", help="also time the apply per SQL statement (wall, CPU, "
+                        "idle share, chDB counters); in the JSON as `statements`")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--old-tree", help="run the old path on this checkout of the repo (e.g. `git archive` of an "
                         "earlier commit), so the comparison is against that code, apply included")
     args = parser.parse_args(argv)
     if args.one:
         print(orjson.dumps(run_one(args.one, args.events, args.days, args.dry_run,
-                                   datetime.fromisoformat(args.end) if args.end else _this_hour(), args.change)).decode())
+                                   datetime.fromisoformat(args.end) if args.end else _this_hour(), args.change,
+                                   args.statements)).decode())
         return
     # one month for both paths (the same rows and window, even when the runs straddle an hour)
     end = _this_hour()
@@ -196,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.paths.split(","):
         child = ["--one", "new" if path == "base" else path, "--events", str(args.events), "--days", str(args.days), "--end", end.isoformat()]
         child += (["--dry-run"] if args.dry_run else []) + ["--change", args.change]
+        child += ["--statements"] if args.statements else []
         # this file run as __main__ with `tree` first on the path (cwd), whichever tree this file is in
         run_file = "import os, runpy; runpy.run_path(os.environ['BENCH_FILE'], run_name='__main__')"
         command = [sys.executable, "-c", run_file, *child]
@@ -216,6 +319,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"    phases CPU s:  {r['phases_cpu_s']}", flush=True)
             if "phases_main_thread_cpu_s" in r:
                 print(f"    of which the calling thread: {r['phases_main_thread_cpu_s']}", flush=True)
+            for row in r.get("statements", []):
+                counters = " ".join(f"{e}={row[e]}" for e in STATEMENT_EVENTS if row.get(e))
+                print(f"    {row['calls']:4d} x {row['wall_s']:8.2f} s wall {row['cpu_s']:7.2f} s CPU idle "
+                      f"{row['idle_share']:.2f}  {row['statement'][:90]}  {counters}", flush=True)
     if len(results) == 2:
         old, new = sorted(results, key=lambda r: r["path"] == "new")  # the baseline, then the new path
         same = (old["report"] == new["report"], old["stored_total"] == new["stored_total"],

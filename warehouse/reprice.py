@@ -17,8 +17,9 @@ for the changed events, under the insert lock (loader inserts wait for it),
 4. lightweight-DELETE the old raw copies of those events (on heal: every copy older than its event's newest
    `loaded_at` in the pending hours);
 5. correct the rollups: add signed deltas (old copies -1, new +1) for the changed events when they are at most
-   `DELTA_SHARE` of the touched hours' stored rows, else (and on heal) DELETE the hours' rollup rows and INSERT
-   them again aggregated from the raw table (the same aggregation as the materialized view);
+   `DELTA_SHARE` of the touched hours' stored rows, else INSERT per key the hours' aggregation from the raw table
+   (the materialized view's) minus the rollup's stored rows (`warehouse.rollups.correction_statements`: no
+   DELETE mutation); on heal, DELETE the hours' rollup rows and INSERT them again aggregated from raw;
 6. clear those hours from `rollup_rebuild_pending`.
 Why a crash anywhere is safe: the raw table never lacks an event (the new copy is written before the old one
 goes), and two copies differ in `loaded_at`, so "keep the newest copy" (step 4, also what the
@@ -41,7 +42,8 @@ from pydantic import ValidationError
 from tokenmeter.events import Attribution, Correlation, PricedEvent, Usage, UsageEvent, describe_validation_error
 from warehouse.arrow_rows import build_batch
 from warehouse.backends import WarehouseError
-from warehouse.rollups import INSERT_SETTINGS, delete_subtracted, delta_statements, rebuild_statements, signed_rows
+from warehouse.rollups import (INSERT_SETTINGS, correction_statements, delete_subtracted, delta_statements,
+                              rebuild_statements, signed_rows)
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
 
 RepriceFn = Callable[[UsageEvent], PricedEvent]
@@ -501,8 +503,8 @@ def replace_priced_rows(backend: Any, staging: str, copies: str | None = None) -
                 backend.command(f"ALTER TABLE priced_events ATTACH PARTITION ID '{partition}' FROM {copies}")
             backend.command(f"TRUNCATE TABLE {copies}")
         backend.command(delete_subtracted(delta, hours))
-        if rebuild:
-            for statement in rebuild_statements():
+        if rebuild:  # the hours' aggregation minus the rollups' rows: a rebuild without DELETE mutations (reprice8)
+            for statement in correction_statements():
                 backend.command(statement)
         else:
             backend.command(f"INSERT INTO {delta} {signed_rows(staging, '1', 1, identity)}")

@@ -19,6 +19,7 @@ _SPEND_MEASURES = (
 )
 _SPEND_COLUMNS = "events, unpriced_events, " + ", ".join(TOKENS) + ", cost_usd"
 _MODEL_KEYS = ("org", "team", "provider", "model", "price_entry", "price_effective_from")
+_ROLLUP_KEYS = frozenset(("hour", "day", "tag_key", "tag_value", *SPEND_KEYS, *_MODEL_KEYS))
 # Every INSERT ... SELECT into a rollup here writes one row per key (its GROUP BY), so SummingMergeTree's merge of
 # each inserted block (`optimize_on_insert`, on by default) finds nothing to fold; off, the parts are the same rows
 # without that pass, ~half the CPU of writing a rollup at user granularity (issue 14, reprice7: 4.0 -> 2.1 CPU-s for
@@ -27,57 +28,83 @@ _MODEL_KEYS = ("org", "team", "provider", "model", "price_entry", "price_effecti
 INSERT_SETTINGS = " SETTINGS optimize_on_insert = 0"
 
 
-def _spend_hourly(where: str) -> str:
+def _spend_hourly(where: str) -> tuple[str, str]:
     keys = ", ".join(SPEND_KEYS)
-    return (
-        f"INSERT INTO spend_hourly (hour, {keys}, {_SPEND_COLUMNS})"
-        f" SELECT {_HOUR} AS hour, {keys}, {_SPEND_MEASURES}"
-        f" FROM priced_events WHERE {where} GROUP BY hour, {keys}{INSERT_SETTINGS}"
-    )
+    return (f"hour, {keys}, {_SPEND_COLUMNS}",
+            f"SELECT {_HOUR} AS hour, {keys}, {_SPEND_MEASURES} FROM priced_events WHERE {where} GROUP BY hour, {keys}")
 
 
-def _spend_hourly_tags(where: str) -> str:
+def _spend_hourly_tags(where: str) -> tuple[str, str]:
     keys = ", ".join(SPEND_KEYS)
-    return (
-        f"INSERT INTO spend_hourly_tags (hour, tag_key, tag_value, {keys}, {_SPEND_COLUMNS})"
-        f" SELECT {_HOUR} AS hour, tag_key, tag_value, {keys}, {_SPEND_MEASURES}"
-        " FROM priced_events ARRAY JOIN mapKeys(tags) AS tag_key, mapValues(tags) AS tag_value"
-        f" WHERE {where} GROUP BY hour, tag_key, tag_value, {keys}{INSERT_SETTINGS}"
-    )
+    return (f"hour, tag_key, tag_value, {keys}, {_SPEND_COLUMNS}",
+            f"SELECT {_HOUR} AS hour, tag_key, tag_value, {keys}, {_SPEND_MEASURES}"
+            " FROM priced_events ARRAY JOIN mapKeys(tags) AS tag_key, mapValues(tags) AS tag_value"
+            f" WHERE {where} GROUP BY hour, tag_key, tag_value, {keys}")
 
 
-def _model_hourly(where: str) -> str:
+_MODEL_MEASURES = ("requests", "errors", *TOKENS, "cost_usd", "latency_ms_sum", "latency_count", "ttft_ms_sum",
+                   "ttft_count")
+
+
+def _model_hourly(where: str) -> tuple[str, str]:
     keys = ", ".join(_MODEL_KEYS)
     return (
-        f"INSERT INTO model_hourly (hour, {keys}, requests, errors, {', '.join(TOKENS)}, cost_usd,"
-        " latency_ms_sum, latency_count, ttft_ms_sum, ttft_count)"
-        f" SELECT {_HOUR} AS hour, {keys}, toInt64(count()) AS requests,"
+        f"hour, {keys}, {', '.join(_MODEL_MEASURES)}",
+        f"SELECT {_HOUR} AS hour, {keys}, toInt64(count()) AS requests,"
         " toInt64(countIf(status = 'error')) AS errors, "
         + ", ".join(f"sum(toInt128({t})) AS {t}" for t in TOKENS)
         + ", toDecimal128(sum(cost_usd), 12) AS cost_usd,"
         " sum(ifNull(latency_ms, 0)) AS latency_ms_sum, toInt64(count(latency_ms)) AS latency_count,"
         " sum(ifNull(ttft_ms, 0)) AS ttft_ms_sum, toInt64(count(ttft_ms)) AS ttft_count"
-        f" FROM priced_events WHERE {where} GROUP BY hour, {keys}{INSERT_SETTINGS}"
+        f" FROM priced_events WHERE {where} GROUP BY hour, {keys}"
     )
+
+
+def _daily_aggregation(hourly: str, keys: tuple[str, ...], days: str) -> tuple[str, str]:
+    names = ", ".join(keys)
+    return (
+        f"day, {names}, {_SPEND_COLUMNS}",
+        f"SELECT toDateTime(toStartOfDay(hour), 'UTC') AS day, {names}, "
+        + ", ".join(f"sum({c}) AS {c}" for c in _SPEND_COLUMNS.split(", "))
+        + f" FROM {hourly} WHERE toDateTime(toStartOfDay(hour), 'UTC') IN {days} GROUP BY day, {names}"
+    )
+
+
+def _insert(table: str, built: tuple[str, str]) -> str:
+    columns, select = built
+    return f"INSERT INTO {table} ({columns}) {select}{INSERT_SETTINGS}"
 
 
 def _daily(table: str, hourly: str, keys: tuple[str, ...], days: str) -> str:
-    names = ", ".join(keys)
-    return (
-        f"INSERT INTO {table} (day, {names}, {_SPEND_COLUMNS})"
-        f" SELECT toDateTime(toStartOfDay(hour), 'UTC') AS day, {names}, "
-        + ", ".join(f"sum({c}) AS {c}" for c in _SPEND_COLUMNS.split(", "))
-        + f" FROM {hourly} WHERE toDateTime(toStartOfDay(hour), 'UTC') IN {days} GROUP BY day, {names}"
-        + INSERT_SETTINGS
-    )
+    return _insert(table, _daily_aggregation(hourly, keys, days))
 
 
-# table -> builder of "INSERT INTO table SELECT <the view's aggregation> FROM priced_events WHERE <where>"
-ROLLUPS = {
+def _corrected(table: str, built: tuple[str, str], where: str) -> str:
+    """INSERT of what `table`'s rows matching `where` lack to equal the aggregation `built`: per key, the fresh
+    measures minus the stored ones (keys whose difference is all zero are not written). Readers sum() and the
+    tables are SummingMergeTree, so after it the rows of those keys add up to exactly `built`, as a DELETE of the rows
+    plus an INSERT of `built` would leave them, without the DELETE's mutation (see correction_statements)."""
+    columns, select = built
+    names = [name.strip() for name in columns.split(",")]
+    keys = [name for name in names if name in _ROLLUP_KEYS]
+    measures = [name for name in names if name not in _ROLLUP_KEYS]
+    stored = (f"SELECT {', '.join(keys)}, " + ", ".join(f"-{m} AS {m}" for m in measures)
+              + f" FROM {table} WHERE {where}")
+    return (f"INSERT INTO {table} ({columns}) SELECT {', '.join(keys)}, "
+            + ", ".join(f"sum({m}) AS {m}" for m in measures)
+            + f" FROM ({select} UNION ALL {stored}) GROUP BY {', '.join(keys)}"
+            + " HAVING " + " OR ".join(f"{m} != 0" for m in measures) + INSERT_SETTINGS)
+
+
+# table -> builder of "SELECT <the view's aggregation> FROM priced_events WHERE <where>" (with the table's columns)
+_AGGREGATIONS = {
     "spend_hourly": _spend_hourly,
     "spend_hourly_tags": _spend_hourly_tags,
     "model_hourly": _model_hourly,
 }
+# table -> builder of "INSERT INTO table SELECT <the view's aggregation> FROM priced_events WHERE <where>"
+ROLLUPS = {table: (lambda where, table=table, build=build: _insert(table, build(where)))
+           for table, build in _AGGREGATIONS.items()}
 # daily table -> (hourly table it is summed from, its keys besides the time)
 DAILY_ROLLUPS = {
     "spend_daily": ("spend_hourly", SPEND_KEYS),
@@ -85,18 +112,39 @@ DAILY_ROLLUPS = {
 }
 
 
+def _rebuilt_hours(pending_table: str) -> tuple[str, str]:
+    """(hours, days) of `pending_table`'s hours to rebuild: only hours that still have raw rows (rebuilding an
+    expired hour would replace its history by nothing), and the days of every pending hour."""
+    pending = f"(SELECT hour FROM {pending_table})"
+    hours = f"(SELECT DISTINCT {_HOUR} FROM priced_events WHERE {_HOUR} IN {pending})"
+    days = f"(SELECT DISTINCT toDateTime(toStartOfDay(hour), 'UTC') FROM {pending_table})"
+    return hours, days
+
+
 def rebuild_statements(pending_table: str = "rollup_rebuild_pending") -> list[str]:
     """Statements that replace every rollup's rows of the hours listed in `pending_table` (and of their days)
     by the aggregation of the raw rows. Idempotent; the caller holds the insert lock."""
-    pending = f"(SELECT hour FROM {pending_table})"
-    # Only hours that still have raw rows: rebuilding an expired hour would replace its history by nothing.
-    hours = f"(SELECT DISTINCT {_HOUR} FROM priced_events WHERE {_HOUR} IN {pending})"
-    days = f"(SELECT DISTINCT toDateTime(toStartOfDay(hour), 'UTC') FROM {pending_table})"
+    hours, days = _rebuilt_hours(pending_table)
     where = f"{_HOUR} IN {hours}"
     statements = [f"DELETE FROM {table} WHERE hour IN {hours}" for table in ROLLUPS]
     statements += [build(where) for build in ROLLUPS.values()]
     statements += [f"DELETE FROM {table} WHERE day IN {days}" for table in DAILY_ROLLUPS]
     return statements + [_daily(table, hourly, keys, days) for table, (hourly, keys) in DAILY_ROLLUPS.items()]
+
+
+def correction_statements(pending_table: str = "rollup_rebuild_pending") -> list[str]:
+    """`rebuild_statements` without DELETEs (issue 14, reprice8): each rollup gets, per key of the hours (days), the
+    raw aggregation minus its stored rows, so it sums to the same as a rebuild (Float64 latency sums up to float
+    rounding, as with deltas; money and counts exact). A lightweight DELETE is a mutation that rewrites the row mask
+    of every part holding a touched hour, run by chDB's background pool while the query waits: a 10M-event re-price
+    ran 150 of them (5 per apply call), 107.6 s wall for 42.3 CPU-s, ~80% of it with no thread of the process
+    running (`python -m app.bench_reprice --statements`). Idempotent (a second run finds nothing to correct); the
+    caller holds the insert lock."""
+    hours, days = _rebuilt_hours(pending_table)
+    where = f"{_HOUR} IN {hours}"
+    statements = [_corrected(table, build(where), f"hour IN {hours}") for table, build in _AGGREGATIONS.items()]
+    return statements + [_corrected(table, _daily_aggregation(hourly, keys, days), f"day IN {days}")
+                         for table, (hourly, keys) in DAILY_ROLLUPS.items()]
 
 
 # Signed deltas (a re-price's apply, the removal of demoted copies) -----------------------------------------------
@@ -154,8 +202,7 @@ def _spend_delta(table: str, time: str, tagged: bool, source: str) -> str:
 
 def _model_delta(source: str) -> str:
     keys = ", ".join(_MODEL_KEYS)
-    measures = ("requests", "errors", *TOKENS, "cost_usd", "latency_ms_sum", "latency_count", "ttft_ms_sum",
-                "ttft_count")
+    measures = _MODEL_MEASURES
     return (
         f"INSERT INTO model_hourly (hour, {keys}, {', '.join(measures)})"
         f" SELECT {_HOUR} AS hour, {keys}, toInt64(sum(sign)) AS requests,"
