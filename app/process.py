@@ -18,7 +18,12 @@ def child_preexec() -> None:
     and Faust take seconds to stop on SIGTERM, holding their ports (a restarted `up` found the broker port still
     taken ~4 s later). Nothing is lost by it that SIGTERM would save: the broker is memory-only and every other
     child is at-least-once with idempotent writes. Linux sends the signal when the *thread* that forked the
-    child exits, so spawn children from the main thread (`up` does)."""
+    child exits, so spawn children from the main thread (`up` does).
+
+    The child also gets a process group of its own: a terminal's Ctrl-C signals the whole foreground group, which
+    killed the embedded broker together with its clients and left the worker retrying it until `up`'s stop deadline.
+    Now only the parent gets the Ctrl-C and stops its children in its own order (app/supervisor.py)."""
+    os.setpgid(0, 0)
     if not sys.platform.startswith("linux"):
         return
     try:

@@ -248,6 +248,49 @@ while True:
 """
 
 
+SUPERVISOR_UNTIL_SIGINT = """
+import signal, sys, time
+from app.supervisor import Supervisor
+from tokenmeter.settings import load_settings
+
+settings = load_settings(data_dir={data_dir!r}, embedded_broker_port={port})
+sup = Supervisor(settings, demo=False, echo=lambda line: None)
+sup.log_dir.mkdir(parents=True)
+interrupted = []
+signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))  # as `tokenmeter up` (run_up) handles it
+try:
+    sup.spawn("broker", None, uses_kafka=False)
+    client = sup.spawn("worker", [sys.executable, "-c", {client!r}.format(
+        host=settings.host, port=sup.broker_private_port, seen_path={seen_path!r})])
+    print(client.log_path, flush=True)
+    while not interrupted:
+        time.sleep(0.05)
+finally:
+    sup.stop()
+"""
+
+
+def test_a_terminals_ctrl_c_reaches_the_supervisor_alone_so_the_broker_stops_last(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: with the children in `up`'s group the
+    embedded broker died at once with everyone else, and the worker retried it until the 15 s deadline SIGKILLed it
+    (`./scripts/demo` took 16 s to stop). The children have a process group of their own; `up` stops them in order."""
+    seen = tmp_path / "seen"
+    code = SUPERVISOR_UNTIL_SIGINT.format(data_dir=str(tmp_path / "data"), port=free_port(),
+                                          client=CLIENT_STOPPING_SLOWLY, seen_path=str(seen))
+    up = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                          start_new_session=True)  # the test's own group must not get the SIGINT
+    try:
+        client_log = Path(up.stdout.readline().strip())
+        wait_for(lambda: client_log.exists() and "ready" in client_log.read_text(), 30, "the client's SIGTERM handler")
+        os.killpg(up.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        assert up.wait(timeout=30) == 0
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+    assert seen.read_text() == "broker up"
+
+
 def test_a_stop_stops_the_brokers_clients_before_the_broker(tmp_path):
     """A child's clean stop (its last commit, leaving its group) needs the broker. Both were sent SIGTERM at once:
     the worker then retried the dead broker in a tight loop until the 15 s deadline SIGKILLed it (15 s of each
