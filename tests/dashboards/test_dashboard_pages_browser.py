@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dash_seed import COSTS, TOTAL, browser_login, element_text, priced_events, seed_other_tables, table_rows
@@ -83,6 +84,18 @@ def _click_bar(dash_duo, graph_id: str, name: str) -> bool:
     return True
 
 
+def _click(dash_duo, selector: str) -> bool:
+    """Click the element `selector` names; False (try again) when it is not there yet or was re-rendered between
+    finding and clicking it."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    try:
+        dash_duo.driver.find_element(By.CSS_SELECTOR, selector).click()
+    except (NoSuchElementException, StaleElementReferenceException):
+        return False
+    return True
+
+
 def _wait(dash_duo, predicate, timeout: float = 20):
     return WebDriverWait(dash_duo.driver, timeout, poll_frequency=0.2).until(lambda _: predicate())
 
@@ -140,7 +153,9 @@ def test_finance_pages(dash_duo, app_settings):
     _wait(dash_duo, lambda: _figure(dash_duo, "showback-graph")["title"].startswith("Tokens"))
     assert "metric=tokens" in dash_duo.driver.current_url
     _screenshot(dash_duo, "showback")
-    dash_duo.find_element("#showback-chips button").click()  # remove the team filter again
+    # remove the team filter again; the chips re-render after the metric's URL change, so a chip found just before
+    # its re-render was stale when clicked (seen once in a CI run): find and click again until one click lands
+    _wait(dash_duo, lambda: _click(dash_duo, "#showback-chips button"))
     _wait(dash_duo, lambda: "team=alpha" not in dash_duo.driver.current_url)
     # A filter picked in a dropdown narrows the chart and lands in the URL.
     dash_duo.select_dcc_dropdown(TEAM_FILTER, value="beta")
