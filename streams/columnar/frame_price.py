@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from datetime import datetime
+from typing import Iterator
 
 import orjson
 import polars as pl
@@ -30,41 +31,28 @@ _HEAD = f"^[1-9]{_D}{{3}}-{_D}{{2}}-{_D}{{2}}T{_D}{{2}}:{_D}{{2}}:{_D}{{2}}"
 PARSEABLE_TS = _HEAD + rf"(\.{_D}{{1,6}})?(Z|[+-]([01]{_D}|2[0-3]):[0-5]{_D})$"
 
 
+_WRITTEN_SCHEMA = {"_item": pl.Int64, "key": pl.Binary, "text": pl.String, "_unpriced": pl.Boolean,
+                   "_assumed": pl.Boolean}
+
+
 @dataclass
 class Written:
     """The rows written from columns, in frame order (`rows`: `_item` their item indices, `key` partition keys
     (Binary), `text` the priced JSON (String), `_unpriced` and `_assumed` whether each is unpriced and carries a
-    usage assumption); `rest`: item indices of the rows the dict path takes. The lists are taken from the columns
-    only when asked for: a batch written whole is framed from the columns (framed.py)."""
+    usage assumption); `rest`: item indices of the rows the dict path takes. Python values are taken from the
+    columns only when asked for (`outcomes`): a batch written whole is framed from the columns (framed.py)."""
 
     rows: pl.DataFrame
     rest: list[int]
 
     @classmethod
     def nothing(cls, rest: list[int]) -> "Written":
-        return cls(pl.DataFrame({"_item": [], "key": [], "text": [], "_unpriced": [], "_assumed": []},
-                                schema={"_item": pl.Int64, "key": pl.Binary, "text": pl.String,
-                                        "_unpriced": pl.Boolean, "_assumed": pl.Boolean}), rest)
+        return cls(pl.DataFrame(schema=_WRITTEN_SCHEMA), rest)
 
-    @property
-    def items(self) -> list[int]:
-        return self.rows.get_column("_item").to_list()
-
-    @property
-    def keys(self) -> list[bytes]:
-        return self.rows.get_column("key").to_list()
-
-    @property
-    def encoded(self) -> list[bytes]:
-        return self.rows.get_column("text").cast(pl.Binary).to_list()
-
-    @property
-    def unpriced(self) -> list[bool]:
-        return self.rows.get_column("_unpriced").to_list()
-
-    @property
-    def assumed(self) -> list[bool]:
-        return self.rows.get_column("_assumed").to_list()
+    def outcomes(self) -> Iterator[tuple[int, bytes, bytes, bool, bool]]:
+        """(item index, key, priced JSON as bytes, unpriced, assumed) of each written row, in frame order."""
+        rows = self.rows.with_columns(pl.col("text").cast(pl.Binary))
+        return zip(*(rows.get_column(name).to_list() for name in _WRITTEN_SCHEMA))
 
 
 def _money_text(pico: pl.Expr) -> pl.Expr:

@@ -84,8 +84,7 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> Ba
                                        and record_of[i] in scanned.heights])
         if not decoded.letters and not written.rest and written.rows.height == len(items):  # all written, in order
             return FramedResult(decoded, written.rows)
-        for i, key, encoded, unpriced, assumed in zip(written.items, written.keys, written.encoded,
-                                                      written.unpriced, written.assumed):
+        for i, key, encoded, unpriced, assumed in written.outcomes():
             outcomes[i] = ("json", key, encoded, unpriced, assumed)
         cache: dict[int, list] = {}
         first_item = decoded.first_item
