@@ -18,7 +18,7 @@ import polars as pl
 from streams.batch import MAX_PRICED_EVENT_BYTES
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS
 
-from .encode import CORRELATION_FIELDS, _float_ok, encode_priced
+from .encode import ALL, CORRELATION_FIELDS, _float_ok, _nulls, encode_priced
 from .frames import SCHEMA, row_checks
 from .meter import TOKEN_PARTS
 from .price import PRICED, UNPRICED, PriceTable, price_frame, unpriced_reason
@@ -66,7 +66,7 @@ def _money_text(pico: pl.Expr) -> pl.Expr:
 def _line_texts(priced: pl.DataFrame) -> list[pl.Expr]:
     """The breakdown's line texts (`_money_text`, named by LINE_PARTS): a line null in every row of the batch (no
     cache writes, no reasoning, no request fee) is a null column, not a computation that ends null."""
-    return [pl.lit(None, dtype=pl.String).alias(part) if priced.get_column(f"line_{part}").null_count() == priced.height
+    return [pl.lit(None, dtype=pl.String).alias(part) if _nulls(priced, f"line_{part}") == ALL
             else _money_text(pl.col(f"line_{part}")).alias(part) for part in LINE_PARTS]
 
 
