@@ -25,7 +25,7 @@ import gc
 
 import pytest
 
-YOUNG_THRESHOLD = 10_000  # allocations between young collections (Python's default: 700)
+from tokenmeter.cli_support import YOUNG_GC_THRESHOLD  # allocations between young collections, as every command
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,5 +33,5 @@ def _collect_then_freeze_before_each_file():
     gc.collect()
     gc.freeze()
     # set per file: a file may run code that sets its own (the worker's freeze_startup_heap, in-process)
-    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     yield
