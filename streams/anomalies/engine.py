@@ -49,6 +49,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
         self._now = 0  # event time of the bucket close being processed
         self._opened: list = []  # anomalies opened by the bucket close being processed
         self._raw: dict = {}  # aggregate rows of the bucket close being processed
+        self._raw_by_model: dict | None = None  # the same rows per model, built when first asked (`_rows_of_model`)
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
 
     # Input ---------------------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
         self.agg.seen.pop(bucket, None)
         self.stats["duplicate_events"] = self.agg.duplicates
         per_scope = self._fan_out(raw)
-        self._raw = raw  # (the rows of the bucket being closed: which keys called a model, `_new_model_takeover`)
+        self._raw, self._raw_by_model = raw, None  # (which keys called a model: `_new_model_takeover`)
         self._opened: list = []
         for key in per_scope:
             if key not in self.scopes:

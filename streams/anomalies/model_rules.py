@@ -93,7 +93,7 @@ class ModelRules:
                 continue
             a[1], a[3], a[4] = a[1] + m[0], a[3] + m[1], a[4] + m[2]
             index = RAW_INDEX[st.dim]
-            a[7] = sorted(set(a[7]) | {key[4] for key in self._raw if key[6] == model and key[index] == st.value
+            a[7] = sorted(set(a[7]) | {key[4] for key in self._rows_of_model(model) if key[index] == st.value
                                        and key[4]})
             if (a[8] or a[1] < 2 * cfg.shift_min_model_calls or a[1] <= cfg.shift_takeover_share * a[2]
                     or len(a[7]) < cfg.shift_takeover_keys or not a[4] or not a[6] or a[3] * 2 < a[5]):
@@ -114,6 +114,15 @@ class ModelRules:
             verdict.detail = (f"its calls moved {before}to {model}, never used by it before: {a[1]} of its {a[2]} "
                               f"calls since {iso_epoch(a[0])[11:16]} UTC, from {len(a[7])} API keys")
         return verdict
+
+    def _rows_of_model(self, model: str) -> list:
+        """The raw aggregate keys of the bucket being closed that called `model`: grouped once per close, not
+        scanned per scope that is adopting a model."""
+        if self._raw_by_model is None:
+            self._raw_by_model = {}
+            for key in self._raw:
+                self._raw_by_model.setdefault(key[6], []).append(key)
+        return self._raw_by_model.get(model, [])
 
     def _new_to_scope(self, st: ScopeState, model: str, bucket: int) -> bool:
         """Whether `model` is new to this scope: never called by it (a team: or not within `new_model_forgotten_s`,

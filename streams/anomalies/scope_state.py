@@ -54,7 +54,8 @@ class ScopeState:
         self.call_cost, self.call_tokens = 0.0, 0.0
         self.pending: dict[str, list] = {}  # new model -> [first bucket, calls, cost pico, buckets] until news
         # A model new to this scope and its teams, for an hour from its first call: [first bucket, its calls, the
-        # scope's calls, its cost pico, its tokens, the scope's cost pico, the scope's tokens, the API keys calling it]
+        # scope's calls, its cost pico, its tokens, the scope's cost pico, the scope's tokens, the API keys calling it,
+        # whether it was reported]
         # (a new model taking over the scope's calls is a model shift, `ModelRules._new_model_takeover`).
         self.adopting: dict[str, list] = {}
         # Spend and tokens of this scope's *active* buckets (level and deviation, slots 0 and 1): how big a busy
