@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -92,6 +93,15 @@ def _reserve_limit(ledger: Ledger, seconds: float, rate: float) -> Decimal:
     return max(Decimal("0.05"), (planned * RESERVE_LIMIT_SHARE).quantize(Decimal("0.01")))
 
 
+def _lost_by_budget(ledger: Ledger, lost: list[str]) -> dict[str, Decimal]:
+    """Per soak budget, the cost of acknowledged usage lost with a broker loss: the live budget counted it when the
+    worker priced it (a threshold alert may rightly have followed), the warehouse never stored it."""
+    out: dict[str, Decimal] = defaultdict(Decimal)
+    for event_id, cost in _costs([ledger.acked[i] for i in lost]).items():
+        out[f"budget-{ledger.acked[event_id]['attribution']['team']}"] += cost
+    return dict(out)
+
+
 def _costs(events: list[dict]) -> dict[str, Decimal]:
     """Each event's real cost, priced by the worker's own path (what the provider bills for the call)."""
     from streams import load_book, price_event
@@ -153,6 +163,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     tasks: list[asyncio.Task] = []
     left: list[str] = []
     holds_state: list[dict | None] = [None]  # the reserving budget's holds once the TTL has passed
+    alerts_seen: list = []  # [the drained spend per budget, the deliveries], checked after the totals
     phase = ["starting `up`"]  # what the soak is waiting for, named when the time budget runs out
     budget_s = time_budget(seconds)
     deadline = time.monotonic() + budget_s
@@ -217,8 +228,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         phase[0] = "asking /v1/decision"
         answers = await _decisions(api_port, over)
         echo(f"  `up` back after {restart_s:.1f} s; asked /v1/decision for {len(over)} budget(s) past their limit")
-        checks_out.append(checks.alerts_check({f"budget-{t}": l for t, l in limits.items()}, THRESHOLDS, spend,
-                                              receiver.deliveries))
+        alerts_seen.extend([spend, list(receiver.deliveries)])  # checked once the broker losses' usage is known
         checks_out.append(checks.decisions_check(answers))
     try:
         try:
@@ -235,6 +245,10 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         await receiver.stop()
     lost_explained: list[str] = []
     checks_out.insert(0, _totals(data_dir, ledger, kills, stack.run_statuses, lost_explained))
+    if alerts_seen:
+        spend, deliveries = alerts_seen
+        checks_out.append(checks.alerts_check({f"budget-{t}": l for t, l in limits.items()}, THRESHOLDS, spend,
+                                              deliveries, _lost_by_budget(ledger, lost_explained)))
     checks_out.append(_reservation_check(ledger, reserve_log, reserve_limit, kills, lost_explained, holds_state[0],
                                          data_dir))
     checks_out.append(checks.loss_reports_check(sum(k["victim"] == "broker" for k in kills),
