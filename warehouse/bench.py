@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 CHUNK_ROWS = 1_000_000
 MODELS = ("'openai','gpt-4o'", "'openai','gpt-4o-mini'", "'openai','o3'", "'openai','text-embedding-3-small'",
-          "'anthropic','claude-sonnet-4'", "'anthropic','claude-haiku-3-5'", "'google','gemini-2.5-pro'",
-          "'google','gemini-2.5-flash'", "'mistral','mistral-large'", "'mistral','codestral'",
+          "'anthropic','claude-sonnet-4'", "'anthropic','claude-3-5-haiku'", "'google','gemini-2.5-pro'",
+          "'google','gemini-2.5-flash'", "'mistral','mistral-large-latest'", "'mistral','codestral-latest'",
           "'acme','acme-internal-llm-v2'")
 
 

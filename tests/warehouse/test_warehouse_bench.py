@@ -33,3 +33,18 @@ def test_bench_reports_query_latency_and_load_throughput(tmp_path):
     assert figures["load_path_rows_stored"] == 3_000 and figures["load_path_rows_per_s"] > 0
     assert set(figures["load_path_cpu_us_per_row"]) == {"decode", "build", "store"}
     assert not (tmp_path / "bench-warehouse").exists()  # removed afterwards
+
+
+def test_the_bench_month_names_only_models_the_bundled_catalog_prices_except_its_one_unknown():
+    """The month re-priced by `app.bench_reprice` must be priced work: a model name the catalog does not know
+    re-prices to unpriced (no price lookup, no cost lines), so the bench would measure less work than real traffic.
+    Only `acme-internal-llm-v2` is meant to be unknown (the month's 2 % unpriced)."""
+    import re
+
+    from streams.pricing.book import load_price_book
+    from warehouse.bench import MODELS
+
+    book = load_price_book()
+    pairs = [tuple(re.findall(r"'([^']*)'", m)) for m in MODELS]
+    unknown = [f"{p}/{m}" for p, m in pairs if book.resolve(p, m).entry is None]
+    assert unknown == ["acme/acme-internal-llm-v2"]
