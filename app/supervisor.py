@@ -25,6 +25,7 @@ from app.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topic
 from app.broker_gate import BrokerGate, create_topics_direct
 from app.process import child_preexec
 from tokenmeter.settings import Settings, SettingsError, ensure_port_free, free_port
+from tokenmeter.timefmt import iso_utc
 
 
 
@@ -84,7 +85,8 @@ class Child:
 
 
 def _iso(unix: float | None) -> str | None:
-    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds") if unix else None
+    """Unix time as the house's ISO text in whole seconds (tokenmeter.timefmt); none yet stays None."""
+    return iso_utc(datetime.fromtimestamp(unix, timezone.utc), "seconds") if unix else None
 
 
 def describe_backlog(sample: dict | None) -> str:
