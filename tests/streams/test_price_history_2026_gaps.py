@@ -29,6 +29,12 @@ PRICED = [
     ("xai", "grok-4.20-beta-latest-non-reasoning", "2026-07-01", "0.00375"),
     ("xai", "grok-4.20-experimental-beta-0304-reasoning", "2026-07-01", "0.00375"),
     ("xai", "grok-4.20-multi-agent-experimental-beta-0304", "2026-04-01", "0.008"),
+    # Claude Mythos 5 / 5.1 on Bedrock: Anthropic's $10 / $50 on global and bare ids, 1.1x on geographic profiles
+    ("bedrock", "anthropic.claude-mythos-5", "2026-07-01", "0.06"),
+    ("bedrock", "global.anthropic.claude-mythos-5-1", "2026-10-01", "0.06"),
+    ("bedrock", "us.anthropic.claude-mythos-5-1", "2026-10-01", "0.066"),
+    ("aws.bedrock", "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-mythos-5",
+     "2026-07-01", "0.066"),
 ]
 
 
