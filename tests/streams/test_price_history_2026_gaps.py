@@ -23,6 +23,9 @@ PRICED = [
     ("gemini", "gemini-embedding-2", "2026-10-01", "0.0002"),
     # Gemini 3.1 Flash-Lite's GA name: the preview's $0.25 / $1.50
     ("gemini", "gemini-3.1-flash-lite", "2026-10-01", "0.00175"),
+    # on Vertex AI, at the Gemini API's prices (vertex_ai.yaml's rule; LiteLLM 1.110.2 lists the same figures)
+    ("vertex_ai", "gemini-3.8-flash", "2026-10-01", "0.0045"),
+    ("vertex_ai", "publishers/google/models/gemini-3.1-flash-lite", "2026-10-01", "0.00175"),
     # Grok 4.20's beta names are the GA models' API names of the beta: $2 / $6 at GA, $1.25 / $2.50 after the cut
     ("xai", "grok-4.20-beta-reasoning", "2026-04-01", "0.008"),
     ("xai", "grok-4.20-beta-non-reasoning", "2026-07-01", "0.00375"),
