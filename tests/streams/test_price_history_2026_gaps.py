@@ -32,6 +32,8 @@ PRICED = [
     ("xai", "grok-4.20-beta-latest-non-reasoning", "2026-07-01", "0.00375"),
     ("xai", "grok-4.20-experimental-beta-0304-reasoning", "2026-07-01", "0.00375"),
     ("xai", "grok-4.20-multi-agent-experimental-beta-0304", "2026-04-01", "0.008"),
+    # `mistral-medium-3` is an API name of Mistral Medium 3.5 ($1.50 / $7.50) in Mistral's docs source since 2026-04-29
+    ("mistral", "mistral-medium-3", "2026-06-01", "0.009"),
     # Claude Mythos 5 / 5.1 on Bedrock: Anthropic's $10 / $50 on global and bare ids, 1.1x on geographic profiles
     ("bedrock", "anthropic.claude-mythos-5", "2026-07-01", "0.06"),
     ("bedrock", "global.anthropic.claude-mythos-5-1", "2026-10-01", "0.06"),
@@ -66,6 +68,7 @@ def test_gemini_3_8_flash_cache_reads_at_a_tenth_of_input(book):
 @pytest.mark.parametrize("provider, model, day", [
     ("gemini", "gemini-3.8-flash", "2026-09-01"),  # before its first dated source (2026-09-20)
     ("xai", "grok-4.20-experimental-beta-0304-reasoning", "2026-03-05"),  # beta before the first price (2026-03-10)
+    ("mistral", "mistral-medium-3", "2026-01-15"),  # not an API name before Medium 3.5
 ])
 def test_before_the_first_dated_source_is_unpriced_with_a_reason(book, provider, model, day):
     result = price_on(book, provider, model, day, THOUSAND_EACH)
