@@ -110,9 +110,23 @@ def openai_counts(usage: Any, path: str = "usage") -> dict[str, int] | None:
     found, reasoning = _detail(usage, path, "completion_tokens_details", "reasoning_tokens")
     if not found:
         _, reasoning = _detail(usage, path, "output_tokens_details", "reasoning_tokens")
+    if reasoning and _reasoning_outside_output(usage, path, input_tokens, output_tokens, reasoning):
+        output_tokens += reasoning
     return dict(input_tokens=input_tokens, cached_input_tokens=cached, cache_write_tokens=cache_write,
                 cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning,
                 tool_requests=server_tool_requests(usage, path))
+
+
+def _reasoning_outside_output(usage: dict[str, Any], path: str, input_tokens: int, output_tokens: int,
+                              reasoning: int) -> bool:
+    """xAI counts reasoning OUTSIDE completion_tokens and adds it to total_tokens (its API reference: prompt 32,
+    completion 9, reasoning 94, total 135); OpenAI counts it inside (total = prompt + completion). Only a total
+    that adds up the xAI way, and not the OpenAI way, says so (LiteLLM's xAI transformation uses the same test);
+    a missing or inconsistent total leaves the OpenAI reading."""
+    if usage.get("total_tokens") is None:
+        return False
+    total = _count(usage, path, "total_tokens")
+    return total == input_tokens + output_tokens + reasoning and total != input_tokens + output_tokens
 
 
 def anthropic_usage(usage: Any, path: str = "usage") -> Usage | None:
