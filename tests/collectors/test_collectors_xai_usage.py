@@ -66,3 +66,54 @@ def test_openai_convention_and_inconsistent_totals_are_left_as_they_are():
                "completion_tokens_details": {"reasoning_tokens": 7}}
     [event] = parse_record(chat(neither, "o3-mini-2025-01-31"))
     assert parts(event) == (10, 0, 20, 7)
+
+
+# A Responses API answer of grok-4.3 with four X searches, its usage as xAI returns it (the numbers of a published
+# answer of 2026-08-24): 8,063 input (3,072 cached), 2,658 output, cost_in_usd_ticks 334,981,500.
+XAI_RESPONSES_USAGE = {
+    "input_tokens": 8063, "input_tokens_details": {"cached_tokens": 3072},
+    "output_tokens": 2658, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 10721,
+    "num_sources_used": 0, "num_server_side_tools_used": 4, "cost_in_usd_ticks": 334981500,
+    "server_side_tool_usage_details": {"web_search_calls": 0, "x_search_calls": 4, "code_interpreter_calls": 0,
+                                       "file_search_calls": 0, "mcp_calls": 0, "document_search_calls": 0,
+                                       "image_generation_calls": 0},
+    "context_details": {"input_tokens": 6473, "output_tokens": 2427},
+}
+
+
+def responses_answer(usage: dict) -> dict:
+    return {"id": "530ac365-572e-99b7-bcb6-a2d8e6ce68e4", "object": "response", "created_at": 1787598675,
+            "model": "grok-4.3", "status": "completed", "output": [], "usage": usage}
+
+
+def test_xai_answer_is_provider_xai_and_its_billed_cost_is_the_cost_of_record():
+    [event] = parse_record(responses_answer(XAI_RESPONSES_USAGE))
+    assert event.provider == "xai"
+    assert event.reported_cost_usd == Decimal("0.03349815")  # 334,981,500 ticks of 1e-10 USD
+    priced = price_event(event, load_price_book())
+    assert priced.cost_usd == Decimal("0.03349815")
+    # The catalog prices the tokens (grok-4.3: 4,991 x $1.25 + 3,072 x $0.20 + 2,658 x $2.50 = $0.01349815); the
+    # rest is what xAI bills for the four X searches ($5 per 1,000 calls), visible as the reported difference.
+    assert priced.cost_breakdown["reported_difference"] == Decimal("0.02")
+
+
+def test_xai_answer_without_billed_cost_is_priced_from_the_catalog():
+    usage = {k: v for k, v in XAI_RESPONSES_USAGE.items() if k not in ("cost_in_usd_ticks",)}
+    [event] = parse_record(responses_answer(usage))
+    assert event.provider == "xai" and event.reported_cost_usd is None
+    assert price_event(event, load_price_book()).cost_usd == Decimal("0.01349815")
+
+
+def test_billed_ticks_must_be_a_whole_number():
+    import pytest
+
+    from collectors import DialectError
+
+    for bad in (-1, 1.5, "334981500", True):
+        with pytest.raises(DialectError, match="cost_in_usd_ticks"):
+            parse_record(responses_answer(XAI_RESPONSES_USAGE | {"cost_in_usd_ticks": bad}))
+
+
+def test_a_sender_named_provider_wins():
+    [event] = parse_record({"tokenmeter": {"provider": "azure"}, "response": responses_answer(XAI_RESPONSES_USAGE)})
+    assert event.provider == "azure"
