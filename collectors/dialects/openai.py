@@ -74,7 +74,9 @@ def _chat(env: Envelope, response: dict[str, Any], mapping: AttributionMapping) 
 def _responses(env: Envelope, response: dict[str, Any], mapping: AttributionMapping, path: str,
                streamed_text: str | None = None, trust_usage: bool = True) -> UsageEvent:
     usage = openai_usage(response.get("usage"), join_path(path, "usage")) if trust_usage else None
-    tools = responses_tool_requests(response.get("output")) if usage is not None else None
+    # xAI counts its tool calls in usage (what it bills); its output items are not counted again.
+    counted_in_usage = xai.is_xai_usage(response.get("usage"))
+    tools = responses_tool_requests(response.get("output")) if usage is not None and not counted_in_usage else None
     if tools:  # per-call tool fees: web_search_call, file_search_call, code interpreter containers
         merged = usage.model_dump() | {"tool_requests": {**(usage.tool_requests or {}), **tools}}
         usage = build_usage(join_path(path, "output"), **merged)  # validated: counts are bounded

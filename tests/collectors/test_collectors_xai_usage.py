@@ -90,18 +90,49 @@ def test_xai_answer_is_provider_xai_and_its_billed_cost_is_the_cost_of_record():
     [event] = parse_record(responses_answer(XAI_RESPONSES_USAGE))
     assert event.provider == "xai"
     assert event.reported_cost_usd == Decimal("0.03349815")  # 334,981,500 ticks of 1e-10 USD
+    assert event.usage.tool_requests == {"x_search": 4}
     priced = price_event(event, load_price_book())
     assert priced.cost_usd == Decimal("0.03349815")
-    # The catalog prices the tokens (grok-4.3: 4,991 x $1.25 + 3,072 x $0.20 + 2,658 x $2.50 = $0.01349815); the
-    # rest is what xAI bills for the four X searches ($5 per 1,000 calls), visible as the reported difference.
-    assert priced.cost_breakdown["reported_difference"] == Decimal("0.02")
+    # The catalog prices the tokens (grok-4.3: 4,991 x $1.25 + 3,072 x $0.20 + 2,658 x $2.50 = $0.01349815) and the
+    # four X searches ($5 per 1,000 calls): exactly what xAI billed.
+    assert priced.cost_breakdown["x_search"] == Decimal("0.02")
+    assert priced.cost_breakdown["reported_difference"] == 0
 
 
-def test_xai_answer_without_billed_cost_is_priced_from_the_catalog():
+def test_xai_answer_without_billed_cost_is_priced_from_the_catalog_with_its_tool_calls():
     usage = {k: v for k, v in XAI_RESPONSES_USAGE.items() if k not in ("cost_in_usd_ticks",)}
     [event] = parse_record(responses_answer(usage))
     assert event.provider == "xai" and event.reported_cost_usd is None
-    assert price_event(event, load_price_book()).cost_usd == Decimal("0.01349815")
+    assert price_event(event, load_price_book()).cost_usd == Decimal("0.03349815")
+
+
+def test_every_server_side_tool_kind_and_live_search_sources_are_counted():
+    details = {"web_search_calls": 2, "x_search_calls": 3, "code_interpreter_calls": 1, "file_search_calls": 4,
+               "mcp_calls": 5, "document_search_calls": 6, "image_generation_calls": 0}
+    usage = {k: v for k, v in XAI_RESPONSES_USAGE.items() if k != "cost_in_usd_ticks"}
+    [event] = parse_record(responses_answer(usage | {"server_side_tool_usage_details": details,
+                                                     "num_sources_used": 7}))
+    assert event.usage.tool_requests == {"web_search": 2, "x_search": 3, "code_interpreter": 1, "file_search": 4,
+                                         "attachment_search": 6, "live_search_sources": 7}
+    lines = price_event(event, load_price_book()).cost_breakdown
+    # $5 / 1k web, X search and code execution; $2.50 collections; $10 attachments; $25 / 1k Live Search sources
+    assert (lines["web_search"], lines["x_search"], lines["code_interpreter"], lines["file_search"],
+            lines["attachment_search"], lines["live_search_sources"]) == (
+        Decimal("0.01"), Decimal("0.015"), Decimal("0.005"), Decimal("0.01"), Decimal("0.06"), Decimal("0.175"))
+
+
+def test_live_search_sources_of_a_chat_completion():
+    usage = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150, "num_sources_used": 4}
+    [event] = parse_record(chat(usage, "grok-3") | {"created": 1761955200})  # 2025-11-01
+    assert event.provider == "xai" and event.usage.tool_requests == {"live_search_sources": 4}
+    assert price_event(event, load_price_book()).cost_breakdown["live_search_sources"] == Decimal("0.1")
+
+
+def test_tool_calls_before_the_first_dated_price_are_unpriced_with_the_reason():
+    usage = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150, "num_sources_used": 4}
+    [event] = parse_record(chat(usage, "grok-3") | {"created": 1748736000})  # 2025-06-01
+    priced = price_event(event, load_price_book())
+    assert priced.pricing_status == "unpriced" and "no live_search_sources fee" in priced.unpriced_reason
 
 
 def test_billed_ticks_must_be_a_whole_number():
