@@ -45,12 +45,32 @@ def _detail(usage: dict[str, Any], path: str, container: str, *keys: str) -> tup
 _SERVER_TOOL_USE = (("web_search_requests", "web_search"), ("web_fetch_requests", "web_fetch"))
 
 
+# xAI usage.server_side_tool_usage_details counters -> kinds (docs.x.ai "Tools Pricing"; mcp calls are free and
+# image generation is billed per image, neither is a per-call tool fee).
+_XAI_TOOL_CALLS = (("web_search_calls", "web_search"), ("x_search_calls", "x_search"),
+                   ("code_interpreter_calls", "code_interpreter"), ("file_search_calls", "file_search"),
+                   ("document_search_calls", "attachment_search"))
+
+
+def xai_tool_requests(usage: dict[str, Any], path: str) -> dict[str, int] | None:
+    """xAI's server-side tool calls and Live Search sources (`num_sources_used`) as tool request counts."""
+    counts: dict[str, int] = {}
+    raw = usage.get("server_side_tool_usage_details")
+    if raw is not None:
+        where = join_path(path, "server_side_tool_usage_details")
+        details = as_dict(raw, where)
+        counts = {kind: to_tokens(details.get(key), join_path(where, key)) for key, kind in _XAI_TOOL_CALLS}
+    if usage.get("num_sources_used") is not None:
+        counts["live_search_sources"] = _count(usage, path, "num_sources_used")
+    return {kind: n for kind, n in counts.items() if n} or None
+
+
 def server_tool_requests(usage: dict[str, Any], path: str) -> dict[str, int] | None:
-    """`server_tool_use` {web_search_requests, web_fetch_requests} as tool request counts (None when absent or 0).
-    Code execution is billed by container time, not per request, and is not read."""
+    """`server_tool_use` {web_search_requests, web_fetch_requests} as tool request counts (None when absent or 0),
+    or xAI's tool calls. Anthropic's code execution is billed by container time, not per request, and is not read."""
     raw = usage.get("server_tool_use")
     if raw is None:
-        return None
+        return xai_tool_requests(usage, path)
     where = join_path(path, "server_tool_use")
     tools = as_dict(raw, where)
     counts = {kind: to_tokens(tools.get(key), join_path(where, key)) for key, kind in _SERVER_TOOL_USE}
@@ -61,7 +81,7 @@ def server_tool_requests(usage: dict[str, Any], path: str) -> dict[str, int] | N
 OPENAI_DETAIL_KEYS = frozenset({
     "prompt_tokens_details", "input_tokens_details", "cache_read_input_tokens", "prompt_cache_hit_tokens",
     "cache_creation_input_tokens", "cache_creation_token_details", "completion_tokens_details",
-    "output_tokens_details", "server_tool_use"})
+    "output_tokens_details", "server_tool_use", "server_side_tool_usage_details", "num_sources_used"})
 
 
 def openai_usage(usage: Any, path: str = "usage") -> Usage | None:
@@ -110,9 +130,23 @@ def openai_counts(usage: Any, path: str = "usage") -> dict[str, int] | None:
     found, reasoning = _detail(usage, path, "completion_tokens_details", "reasoning_tokens")
     if not found:
         _, reasoning = _detail(usage, path, "output_tokens_details", "reasoning_tokens")
+    if reasoning and _reasoning_outside_output(usage, path, input_tokens, output_tokens, reasoning):
+        output_tokens += reasoning
     return dict(input_tokens=input_tokens, cached_input_tokens=cached, cache_write_tokens=cache_write,
                 cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning,
                 tool_requests=server_tool_requests(usage, path))
+
+
+def _reasoning_outside_output(usage: dict[str, Any], path: str, input_tokens: int, output_tokens: int,
+                              reasoning: int) -> bool:
+    """xAI counts reasoning OUTSIDE completion_tokens and adds it to total_tokens (its API reference: prompt 32,
+    completion 9, reasoning 94, total 135); OpenAI counts it inside (total = prompt + completion). Only a total
+    that adds up the xAI way, and not the OpenAI way, says so (LiteLLM's xAI transformation uses the same test);
+    a missing or inconsistent total leaves the OpenAI reading."""
+    if usage.get("total_tokens") is None:
+        return False
+    total = _count(usage, path, "total_tokens")
+    return total == input_tokens + output_tokens + reasoning and total != input_tokens + output_tokens
 
 
 def anthropic_usage(usage: Any, path: str = "usage") -> Usage | None:

@@ -42,11 +42,13 @@ ATTRIBUTION_DIMENSIONS = ("org", "team", "project", "user", "api_key", "feature"
 # error, not an unpriced fee). web_search: Anthropic web search, OpenAI web_search_call; web_fetch: Anthropic
 # web fetch; file_search: OpenAI file_search_call; code_interpreter: OpenAI code interpreter containers;
 # grounding_prompts / grounding_queries: Gemini grounding with Google Search (billed per grounded prompt on
-# Gemini 2.x, per search query on Gemini 3).
+# Gemini 2.x, per search query on Gemini 3). xAI (usage.server_side_tool_usage_details): web_search, x_search,
+# code_interpreter (per call), file_search (collections), attachment_search; live_search_sources: its Live Search,
+# billed per source used (usage.num_sources_used).
 TOOL_REQUEST_KINDS = ("web_search", "web_fetch", "file_search", "code_interpreter", "grounding_prompts",
-                      "grounding_queries")
+                      "grounding_queries", "x_search", "attachment_search", "live_search_sources")
 ToolRequestKind = Literal["web_search", "web_fetch", "file_search", "code_interpreter", "grounding_prompts",
-                          "grounding_queries"]
+                          "grounding_queries", "x_search", "attachment_search", "live_search_sources"]
 MAX_TOOL_REQUESTS = 100_000  # per kind and call; far above any real call, low enough to stop a typo's millions
 
 # Accepted event times. Older or later events are invalid (a dead letter with the reason at every stage), not

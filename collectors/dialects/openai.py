@@ -8,7 +8,8 @@ web_search_call / file_search_call / code_interpreter_call (distinct containers)
 Completions search models (gpt-4o-search-preview) bill a search per call that the response does not show.
 
 OpenRouter's responses are this shape too (a `gen-` id, an upstream `provider`, `usage.cost`): they become events
-of provider `openrouter` carrying the reported cost (see `openrouter`).
+of provider `openrouter` carrying the reported cost (see `openrouter`). So are xAI's (usage with `cost_in_usd_ticks`,
+`num_sources_used`, ...): events of provider `xai` carrying the cost xAI billed (see `xai`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collectors.attribution import AttributionMapping
 from collectors.coerce import as_dict, to_datetime, to_str
 from collectors.dialects.base import Dialect, parse_batch
 from collectors.dialects.common import completion_from_response, list_or_empty
-from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_response, reported_cost
+from collectors.dialects import openrouter, xai
+from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_response
 from collectors.dialects.response_envelope import Envelope, api_error, build_response_event, unwrap
 from collectors.errors import DialectError, join_path
 from collectors.usage import build_usage, openai_usage, responses_tool_requests
@@ -43,7 +45,17 @@ def _tier(value: Any) -> str | None:
 
 
 def _provider(*responses: Any) -> str:
-    return OPENROUTER if any(is_openrouter_response(r) for r in responses) else NAME
+    if any(is_openrouter_response(r) for r in responses):
+        return OPENROUTER
+    if any(isinstance(r, dict) and xai.is_xai_usage(r.get("usage")) for r in responses):
+        return xai.PROVIDER
+    return NAME
+
+
+def reported_cost(usage: Any, path: str):
+    """What the provider billed, where its usage says: OpenRouter's `cost`, xAI's `cost_in_usd_ticks`."""
+    cost = openrouter.reported_cost(usage, path)
+    return cost if cost is not None else xai.reported_cost(usage, path)
 
 
 def _chat(env: Envelope, response: dict[str, Any], mapping: AttributionMapping) -> UsageEvent:
@@ -62,7 +74,9 @@ def _chat(env: Envelope, response: dict[str, Any], mapping: AttributionMapping) 
 def _responses(env: Envelope, response: dict[str, Any], mapping: AttributionMapping, path: str,
                streamed_text: str | None = None, trust_usage: bool = True) -> UsageEvent:
     usage = openai_usage(response.get("usage"), join_path(path, "usage")) if trust_usage else None
-    tools = responses_tool_requests(response.get("output")) if usage is not None else None
+    # xAI counts its tool calls in usage (what it bills); its output items are not counted again.
+    counted_in_usage = xai.is_xai_usage(response.get("usage"))
+    tools = responses_tool_requests(response.get("output")) if usage is not None and not counted_in_usage else None
     if tools:  # per-call tool fees: web_search_call, file_search_call, code interpreter containers
         merged = usage.model_dump() | {"tool_requests": {**(usage.tool_requests or {}), **tools}}
         usage = build_usage(join_path(path, "output"), **merged)  # validated: counts are bounded
