@@ -238,7 +238,10 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
         results.update({"warehouse_rows": warehouse_rows, "query_p50_ms": figures["query_p50_ms"],
                         "query_p95_ms": figures["query_p95_ms"], "queries_p95_ms": figures["queries_p95_ms"],
                         "load_rows_per_s": figures["load_rows_per_s"],
+                        "load_rows_per_cpu_s": figures.get("load_rows_per_cpu_s"),
+                        "load_batch_rows": figures.get("load_batch_rows"),
                         "load_path_rows_per_s": figures.get("load_path_rows_per_s"),
+                        "load_path_rows_per_cpu_s": figures.get("load_path_rows_per_cpu_s"),
                         "load_path_cpu_us_per_row": figures.get("load_path_cpu_us_per_row")})
         say(f"warehouse on {warehouse_rows:,} events: dashboard queries p50 {figures['query_p50_ms']} ms, "
             f"p95 {figures['query_p95_ms']} ms; loader inserts {figures['load_rows_per_s']:,} rows/s "

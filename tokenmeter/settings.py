@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     worker_batch_seconds: float = Field(0.2, gt=0, description="Max wait to fill a worker batch.")
     worker_columnar: bool = Field(True, description="Price batches on the columnar path (streams/columnar); "
                                   "false: the per-event path (streams/batch.py). Both give identical output.")
-    load_batch_rows: int = Field(20000, ge=1, description="Max rows per warehouse insert.")
+    # 100,000 (was 20,000; issue 14, loader9): each insert pays ~70-90 ms of chDB work whatever its size (7 views
+    # planned, a part per table), ~3.5-4.5 µs per row at 20,000; a window holds ~2 KB per row at its peak
+    # (docs/warehouse.md). Live traffic is cut at load_flush_seconds first: only a backlog fills a window.
+    load_batch_rows: int = Field(100000, ge=1, description="Max rows per warehouse insert.")
     load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
     demo_events_per_s: float = Field(40.0, gt=0, description="Demo traffic rate (events per second).")
     demo_loops_after_seconds: float = Field(
