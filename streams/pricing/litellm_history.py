@@ -330,6 +330,10 @@ def _price_words(stated: dict[str, Decimal]) -> str:
     return " / ".join(parts)
 
 
+def _far_apart(before: Decimal | None, after: Decimal | None) -> bool:
+    return bool(before and after) and not Decimal(1) / 3 <= after / before <= 3
+
+
 def version_notes(history: History, position: int) -> str:
     version = history.versions[position]
     span = version.first.describe() if version.first is version.last else \
@@ -344,6 +348,11 @@ def version_notes(history: History, position: int) -> str:
             if name not in version.stated]
         words.append(f"changed ({'; '.join(changes)}); the change's day is not known: it switches on the first dated "
                      f"copy with the new price{bound}")
+    if version.previous and _far_apart(version.previous.get("input"), version.stated.get("input")):
+        words.append("a change of more than 3x may be the map correcting an earlier error (then earlier traffic is "
+                     "mispriced by it); no first-party figure found to tell")
+    if 0 < position < len(history.versions) - 1 and history.versions[position + 1].stated == version.previous:
+        words.append("the next copy returns to the earlier price: this version may be an error in the map")
     if position == len(history.versions) - 1 and history.missing_since is not None:
         words.append(f"no longer listed in {history.missing_since.describe()} (retired or renamed: the price stays for "
                      "its dates)")

@@ -156,3 +156,21 @@ def test_only_unpriced_leaves_out_models_the_catalog_prices(repo, tmp_path):
     before = {p.name: p.read_text() for p in catalog.glob("*_litellm_history.yaml")}
     main(["--mirror", str(repo), "--only-unpriced", str(catalog), "--out", str(catalog)])
     assert {p.name: p.read_text() for p in catalog.glob("*_litellm_history.yaml")} == before
+
+
+def test_notes_flag_a_3x_jump_and_a_price_the_next_copy_takes_back():
+    from datetime import date
+
+    from streams.pricing.litellm_history import Snapshot, build_histories, version_notes
+
+    prices = [("2026-01-01", "1", "3"), ("2026-02-01", "0.2", "0.6"), ("2026-03-01", "0.3", "0.6"),
+              ("2026-04-01", "0.2", "0.6")]
+    copies = [Snapshot(date.fromisoformat(day), f"copy {day}", "https://example.invalid/map.json",
+                       lambda i=i, o=o: json.loads(json.dumps({"vertex_ai/m": _entry("vertex_ai-maas-models", i, o)}),
+                                                   parse_float=Decimal))
+              for day, i, o in prices]
+    history = build_histories(copies)[("vertex_ai", "m")]
+    notes = [version_notes(history, position) for position in range(4)]
+    assert "more than 3x" in notes[1] and "more than 3x" not in notes[2]
+    assert "may be an error in the map" in notes[2]
+    assert not any("may be an error" in n for n in (notes[0], notes[1], notes[3]))
