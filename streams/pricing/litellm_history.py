@@ -292,6 +292,11 @@ _DECIDED = {
     ("deepseek", "deepseek-v3"): "LiteLLM's name for deepseek-chat, which the catalog prices first-party",
     ("mistral", "mistral-small"): "LiteLLM's 2023-2024 figures ($0.66 / $1.97, then $1 / $3) disagree with Mistral's "
                                   "own 2024-02-26 table ($2 / $6, mistral_2024.yaml)",
+    ("mistral", "mistral-small-3-2-2506"): "LiteLLM's spelling of mistral-small-2506, at $0.06 / $0.18 against the "
+                                           "$0.10 / $0.30 of Mistral's own docs source (mistral.yaml)",
+    **{("mistral", name): "Mistral's own docs source gives no price in any version (docs/price-history.md, third "
+                          "pass): LiteLLM's $0.25 is not taken over it"
+       for name in ("open-codestral-mamba", "codestral-mamba-latest")},
     **{("openai", name): "GPT-3 completion model retired 2024-01-04; LiteLLM's only copy (2023-12) disagrees with "
                          "OpenAI's list prices (text-davinci-003 $20, text-babbage-001 $0.50 per 1M)"
        for name in ("text-ada-001", "text-babbage-001", "text-curie-001", "text-davinci-003")},
