@@ -20,8 +20,8 @@ CASES = [
     ("fireworks_ai", "accounts/fireworks/models/deepseek-v4-pro", "2026-07-15", "5.22"),
     ("fireworks", "deepseek-v4-pro", "2026-09-29", "2.4"),
     ("fireworks", "accounts/fireworks/models/code-llama-34b-instruct", "2026-01-05", "1.8"),
-    # Together: Qwen3.7 Max $2.50 / $7.50, $1.50 / $4.50 from 2026-10-28, $2.50 / $7.50 again from 2026-11-20
-    ("together_ai", "Qwen/Qwen3.7-Max", "2026-09-28", None),
+    # Together: Qwen3.7 Max $2.50 / $7.50 from 2026-09-06, $1.50 / $4.50 from 2026-10-28, $2.50 / $7.50 again from 2026-11-20
+    ("together_ai", "Qwen/Qwen3.7-Max", "2026-09-05", None),
     ("together_ai", "Qwen/Qwen3.7-Max", "2026-10-01", "10"),
     ("together", "qwen/qwen3.7-max", "2026-11-01", "6"),
     ("together", "qwen/qwen3.7-max", "2026-11-25", "10"),
@@ -39,7 +39,7 @@ CASES = [
     ("bedrock", "minimax.minimax-m2", "2026-01-01", "1.5"),
     # Gemini API: Gemini 3.6 Flash $1.50 / $7.50, cut to $0.75 / $3.75
     ("gemini", "gemini-3.6-flash", "2026-08-21", None),
-    ("gemini", "gemini-3.6-flash", "2026-09-01", "9"),
+    ("gemini", "gemini-3.6-flash", "2026-08-25", "9"),
     ("gemini", "models/gemini-3.6-flash", "2026-10-01", "4.5"),
     # Azure: a pinned snapshot keeps its 2024 price until the 2026 rise
     ("azure", "gpt-3.5-turbo-instruct-0914", "2025-06-01", "3.5"),
