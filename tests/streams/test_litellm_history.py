@@ -1,0 +1,176 @@
+"""`python -m streams.pricing.litellm_history` on a small real git repository (git init in tmp_path, commits with set
+days, a rename of the map file): the versions it writes start on the first day a commit shows each price, bisection
+from sampled days finds the same days, retired models keep their prices, and the files load as a catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from price_support import price_on
+from streams.pricing.book import load_price_book
+from streams.pricing.litellm_history import main
+from tokenmeter.events import Usage
+
+MILLION_EACH = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+OLD_NAME = "model_prices.json"
+NEW_NAME = "model_prices_and_context_window.json"
+
+
+def _entry(provider: str, input_per_million: str, output_per_million: str, **extra) -> dict:
+    return {"litellm_provider": provider, "mode": "chat",
+            "input_cost_per_token": float(Decimal(input_per_million).scaleb(-6)),
+            "output_cost_per_token": float(Decimal(output_per_million).scaleb(-6)), **extra}
+
+
+ALPHA = "fireworks_ai/accounts/fireworks/models/alpha-7b"
+BETA = "together_ai/org/Beta-Chat"
+GAMMA = "vertex_ai/gamma-maas"
+BUCKET = "together-ai-up-to-4b"
+# (commit day, file name, map): the history a test repository is built from
+HISTORY = [
+    ("2024-01-10T09:00:00+00:00", OLD_NAME, {ALPHA: _entry("fireworks_ai", "1", "2"),
+                                             BUCKET: _entry("together_ai", "0.1", "0.1")}),
+    # a second commit the same day: the day's last copy is what that day shows
+    ("2024-01-10T18:00:00+00:00", OLD_NAME, {ALPHA: _entry("fireworks_ai", "1", "3"),
+                                             BETA: _entry("together_ai", "0.5", "0.5"),
+                                             BUCKET: _entry("together_ai", "0.1", "0.1")}),
+    ("2024-01-20T09:00:00+00:00", OLD_NAME, {ALPHA: _entry("fireworks_ai", "1", "3"),
+                                             BETA: _entry("together_ai", "0.5", "0.5"),
+                                             BUCKET: _entry("together_ai", "0.1", "0.1")}),
+    ("2024-02-05T09:00:00+00:00", OLD_NAME, {ALPHA: _entry("fireworks_ai", "1", "3"),
+                                             BETA: _entry("together_ai", "0.6", "0.6"),
+                                             BUCKET: _entry("together_ai", "0.1", "0.1")}),
+    # renamed, and a model added in the same commit
+    ("2024-02-20T09:00:00+00:00", NEW_NAME, {ALPHA: _entry("fireworks_ai", "1", "3"),
+                                             BETA: _entry("together_ai", "0.6", "0.6"),
+                                             GAMMA: _entry("vertex_ai-maas-models", "2", "8"),
+                                             BUCKET: _entry("together_ai", "0.1", "0.1")}),
+    # alpha retired (no longer listed); gamma gains a cached price
+    ("2024-03-15T09:00:00+00:00", NEW_NAME, {BETA: _entry("together_ai", "0.6", "0.6"),
+                                             GAMMA: _entry("vertex_ai-maas-models", "2", "8",
+                                                           cache_read_input_token_cost=2e-07),
+                                             BUCKET: _entry("together_ai", "0.1", "0.1")}),
+    ("2024-04-01T09:00:00+00:00", NEW_NAME, {BETA: _entry("together_ai", "0.6", "0.6"),
+                                             GAMMA: _entry("vertex_ai-maas-models", "2", "8",
+                                                           cache_read_input_token_cost=2e-07),
+                                             BUCKET: _entry("together_ai", "0.1", "0.1")}),
+]
+
+
+def _git(repo: Path, *args: str, when: str | None = None) -> None:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.invalid")
+    if when:
+        env.update(GIT_AUTHOR_DATE=when, GIT_COMMITTER_DATE=when)
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("litellm")
+    _git(root, "init", "-q", "-b", "main")
+    current = None
+    for when, name, data in HISTORY:
+        if current and name != current:
+            _git(root, "mv", current, name)
+        current = name
+        # a large, mostly unchanged body keeps git's rename detection sure of the move
+        body = dict(data, **{f"padding/model-{i}": {"litellm_provider": "elsewhere"} for i in range(40)},
+                    sample_spec={"edited": when})  # every commit changes the file
+        (root / name).write_text(json.dumps(body, indent=4, sort_keys=True))
+        _git(root, "add", "-A")
+        _git(root, "commit", "-q", "-m", f"update {when}", when=when)
+    return root
+
+
+def _models(out: Path) -> dict[str, dict]:
+    return {f"{doc['provider']}/{model}": entry for path in sorted(out.glob("*.yaml"))
+            for doc in [yaml.safe_load(path.read_text())] for model, entry in doc["models"].items()}
+
+
+def _days(entry: dict) -> list[str]:
+    return [str(v["effective_from"]) for v in entry["versions"]]
+
+
+def test_versions_start_on_the_first_commit_day_showing_each_price(repo, tmp_path, capsys):
+    assert main(["--mirror", str(repo), "--out", str(tmp_path)]) == 0
+    models = _models(tmp_path)
+    # the size-tier bucket is no model; fireworks ids keep the part after models/, vertex ids lose vertex_ai/
+    assert set(models) == {"fireworks/alpha-7b", "together/org/beta-chat", "vertex_ai/gamma-maas"}
+    assert _days(models["fireworks/alpha-7b"]) == ["2024-01-10"]
+    assert models["fireworks/alpha-7b"]["versions"][0]["output"] == "3"  # the day's last commit
+    assert _days(models["together/org/beta-chat"]) == ["2024-01-10", "2024-02-05"]
+    assert _days(models["vertex_ai/gamma-maas"]) == ["2024-02-20", "2024-03-15"]  # followed across the rename
+    assert models["vertex_ai/gamma-maas"]["versions"][1]["cached_input"] == "0.2"
+    notes = models["together/org/beta-chat"]["versions"][1]["notes"]
+    assert "changed (input: 0.5 -> 0.6; output: 0.5 -> 0.6)" in notes and "unverified first-party" in notes
+    assert "no longer listed" in models["fireworks/alpha-7b"]["versions"][0]["notes"]
+    source = models["together/org/beta-chat"]["versions"][1]["source"]
+    assert source.startswith("https://github.com/BerriAI/litellm/blob/") and source.endswith("/" + OLD_NAME)
+    assert "skipped 1: Together size-tier bucket" in capsys.readouterr().out
+
+
+def test_sampled_days_then_bisection_find_the_same_days(repo, tmp_path):
+    every_day, sampled = tmp_path / "every", tmp_path / "sampled"
+    main(["--mirror", str(repo), "--out", str(every_day)])
+    main(["--mirror", str(repo), "--step-days", "40", "--out", str(sampled)])  # samples 01-10, 02-20, 04-01 only
+    def versions(out: Path) -> dict[str, list[dict]]:  # days and prices (notes name the copies read, which differ)
+        return {key: [{k: v for k, v in version.items() if k != "notes"} for version in entry["versions"]]
+                for key, entry in _models(out).items()}
+
+    assert versions(sampled) == versions(every_day)
+    assert _days(_models(sampled)["together/org/beta-chat"]) == ["2024-01-10", "2024-02-05"]
+
+
+def test_written_files_price_by_day_and_keep_a_retired_models_price(repo, tmp_path):
+    main(["--mirror", str(repo), "--out", str(tmp_path)])
+    book = load_price_book(catalog_dir=tmp_path)
+    assert price_on(book, "together", "org/Beta-Chat", "2024-01-09", MILLION_EACH).status == "unpriced"
+    assert price_on(book, "together", "org/Beta-Chat", "2024-02-04", MILLION_EACH).cost_usd == Decimal("1.0")
+    assert price_on(book, "together", "org/Beta-Chat", "2024-02-05", MILLION_EACH).cost_usd == Decimal("1.2")
+    retired = price_on(book, "fireworks_ai", "accounts/fireworks/models/alpha-7b", "2024-06-01", MILLION_EACH)
+    assert retired.cost_usd == Decimal("4")
+
+
+def test_only_unpriced_leaves_out_models_the_catalog_prices(repo, tmp_path):
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "together.yaml").write_text(
+        'provider: together\nsource: https://example.invalid/\nmodels:\n'
+        '  org/beta-chat:\n    versions:\n      - {effective_from: 2024-01-01, input: "0.5", output: "0.5"}\n')
+    for provider in ("fireworks", "vertex_ai"):
+        (catalog / f"{provider}.yaml").write_text(
+            f'provider: {provider}\nsource: https://example.invalid/\nmodels:\n'
+            '  other:\n    versions:\n      - {effective_from: 2024-01-01, input: "1", output: "1"}\n')
+    main(["--mirror", str(repo), "--only-unpriced", str(catalog), "--out", str(catalog)])
+    written = sorted(p.name for p in catalog.glob("*_litellm_history.yaml"))
+    assert written == ["fireworks_litellm_history.yaml", "vertex_ai_litellm_history.yaml"]  # beta is priced
+    # a re-run ignores its own earlier outputs and writes the same files
+    before = {p.name: p.read_text() for p in catalog.glob("*_litellm_history.yaml")}
+    main(["--mirror", str(repo), "--only-unpriced", str(catalog), "--out", str(catalog)])
+    assert {p.name: p.read_text() for p in catalog.glob("*_litellm_history.yaml")} == before
+
+
+def test_notes_flag_a_3x_jump_and_a_price_the_next_copy_takes_back():
+    from datetime import date
+
+    from streams.pricing.litellm_history import Snapshot, build_histories, version_notes
+
+    prices = [("2026-01-01", "1", "3"), ("2026-02-01", "0.2", "0.6"), ("2026-03-01", "0.3", "0.6"),
+              ("2026-04-01", "0.2", "0.6")]
+    copies = [Snapshot(date.fromisoformat(day), f"copy {day}", "https://example.invalid/map.json",
+                       lambda i=i, o=o: json.loads(json.dumps({"vertex_ai/m": _entry("vertex_ai-maas-models", i, o)}),
+                                                   parse_float=Decimal))
+              for day, i, o in prices]
+    history = build_histories(copies)[("vertex_ai", "m")]
+    notes = [version_notes(history, position) for position in range(4)]
+    assert "more than 3x" in notes[1] and "more than 3x" not in notes[2]
+    assert "may be an error in the map" in notes[2]
+    assert not any("may be an error" in n for n in (notes[0], notes[1], notes[3]))
