@@ -42,9 +42,10 @@ def _history() -> AnomalyEngine:
     return AnomalyEngine.restore(orjson.loads(_cache["engine"]))
 
 
-def shifts_after(moves: dict[str, list[tuple[float, float, str]]]) -> list[dict]:
+def shifts_after(moves: dict[str, list[tuple[float, float, str]]], restart_at: float | None = None) -> list[dict]:
     """Two days after the history; key k calls `model` with probability 0.9 from `since` to `until` seconds after
-    ONSET for each (since, until, model) in moves[k]. The model shift anomalies opened, with whether they paged."""
+    ONSET for each (since, until, model) in moves[k]; with `restart_at` (seconds after ONSET), the detector restarts
+    from its snapshot there. The model shift anomalies opened, with whether they paged."""
     engine, updates = _history(), []
     base = _features(heavy_tailed(31))
 
@@ -58,10 +59,18 @@ def shifts_after(moves: dict[str, list[tuple[float, float, str]]]) -> list[dict]
 
     for batch in traffic(HISTORY_END, HISTORY_END + 2 * DAY, peak=3.0, keys=KEYS, seed=31, models=MODELS,
                          modify=modify):
+        if restart_at is not None and batch and _epoch(batch[0]["ts"]) >= ONSET + restart_at:
+            engine, restart_at = AnomalyEngine.restore(orjson.loads(orjson.dumps(engine.snapshot()))), None
         updates += engine.observe(batch, now=2e9)
     updates += engine.advance_to(HISTORY_END + 2 * DAY + 900)
     return [u.record | {"_notify": u.notify} for u in updates
             if u.action == "open" and u.record["kind"] == "model_shift"]
+
+
+def _epoch(ts: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _coin(e: dict) -> float:
@@ -95,6 +104,14 @@ def test_a_shift_to_the_same_model_after_the_first_resolved_within_the_hour_join
     assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
     assert any(r["scope_dim"] == "feature" and r["scope_value"] == "agent" and not r["_notify"] and
                "Part of the model shift to o1 alerted on feature chat" in r["explanation"] for r in opened), opened
+
+
+def test_a_restart_between_the_two_keeps_the_move_one_incident():
+    # The detector restarts from its snapshot at 14:40, between chat's alert and agent's move: the team's mark of
+    # its alerted move to o1 is part of the saved state.
+    opened = shifts_after({"k1": [TO_O1], "k2": [TO_O1], "k3": [(45 * 60, 2 * HOUR, "o1")],
+                           "k4": [(45 * 60, 2 * HOUR, "o1")]}, restart_at=40 * 60)
+    assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
 
 
 def test_the_same_move_again_after_more_than_the_gap_is_paged_again():
