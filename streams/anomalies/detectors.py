@@ -119,6 +119,10 @@ class Config:
     # first call, from at least `shift_takeover_keys` API keys (one key's session on it is a new model only), is a shift.
     shift_takeover_share: float = 0.5
     shift_takeover_keys: int = 2
+    # A team's move to a model is one incident: a model shift to the same model on any scope of a team whose shift to
+    # it was alerted, while that team's shift records to it keep coming with gaps under this, joins the alerted one
+    # (`AlertGating._shift_incident`; ninth round: sparse seed 8 paged research's move to o1 at 12:52 and 13:32).
+    shift_incident_gap_s: int = 3600
     costly_new_model_usd_per_hour: float = 5.0
 
 
@@ -133,6 +137,7 @@ class Verdict:
     explanation: str = ""
     severity: str = "warning"
     detail: str = ""  # e.g. the model of a new_model / model_shift anomaly
+    model: str = ""  # a model_shift's model that took over (one incident per team and model: gating.py)
     after: int = 0  # anomalous buckets in a row before it opens (0: the kind's default)
 
 

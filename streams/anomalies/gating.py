@@ -93,7 +93,12 @@ class AlertGating:
 
     def _explain(self, raw: dict) -> None:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
+        shifts = [o for o in self._opened if o[2]["kind"] == "model_shift"]
+        if shifts:
+            self._explain_shifts(sorted(shifts, key=lambda o: (SPECIFICITY[o[0].dim], o[0].value)), raw)
         for st, kind_key, anomaly, update in self._opened:
+            if anomaly["kind"] == "model_shift":
+                continue  # (above)
             if anomaly["kind"] == "new_model" and st.dim != "team":
                 alerted = self._team_reported(st, kind_key.split(":", 1)[1], raw)
                 if alerted is not None:
@@ -117,20 +122,10 @@ class AlertGating:
                     update.record = self._public(anomaly)
                     self.stats["anomalies_explained"] += 1
                     continue
-            rank = SPECIFICITY[st.dim]
-            if rank == 0:
+            if SPECIFICITY[st.dim] == 0:
                 continue
             index = RAW_INDEX[st.dim]  # this scope's position in a raw aggregate key
-            related = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
-                       if key[i] and SPECIFICITY[d] < rank}
-            best = None
-            for dim, value in related:
-                other_state = self.scopes.get((dim, value))
-                other = other_state.open.get(kind_key) if other_state else None
-                if other is None or (anomaly["kind"] in VOLUME_KINDS and other["_excess"] < 0.5 * anomaly["_excess"]):
-                    continue
-                if best is None or SPECIFICITY[dim] < SPECIFICITY[best[0]]:
-                    best = (dim, value)
+            best = self._narrower_open(st, kind_key, anomaly, raw)
             if best is None and anomaly["kind"] in SUSTAINED_KINDS:
                 best = self._one_quiet_key(st, anomaly["kind"], kind_key, raw, index)
                 if best is not None:
@@ -152,6 +147,90 @@ class AlertGating:
                         if len(info) < 5:  # (entries of older snapshots)
                             info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
                         info[3] = [self._now - self.cfg.bucket_s - self.cfg.grace_s, f"{st.dim} {st.value}"]
+
+    def _narrower_open(self, st: ScopeState, kind_key: str, anomaly: dict, raw: dict) -> tuple[str, str] | None:
+        """The narrowest scope sharing this scope's traffic in this bucket with an open anomaly of the same kind (for
+        volumes: one holding at least half of this one's excess)."""
+        rank, index = SPECIFICITY[st.dim], RAW_INDEX[st.dim]
+        related = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
+                   if key[i] and SPECIFICITY[d] < rank}
+        best = None
+        for dim, value in related:
+            other_state = self.scopes.get((dim, value))
+            other = other_state.open.get(kind_key) if other_state else None
+            if other is None or (anomaly["kind"] in VOLUME_KINDS and other["_excess"] < 0.5 * anomaly["_excess"]):
+                continue
+            if best is None or SPECIFICITY[dim] < SPECIFICITY[best[0]]:
+                best = (dim, value)
+        return best
+
+    # One move of a team to a model, one alert ---------------------------------------------------------------------
+    def _explain_shifts(self, opened: list, raw: dict) -> None:
+        """Model shifts opened in this bucket, narrowest scope first. A team's move to a pricier model shows on its
+        keys, features and projects one after another, and again when a scope's anomaly closes and its next session
+        on the model reopens it: sparse seed 8 paged research's move to o1 on project research-b at 12:52 and on
+        feature research-agent at 13:32, office seed 8 paged team eng's move to claude-opus-4 on each of its five
+        keys. One alert per move: a shift explained by a narrower open one is part of it (as for every kind); else
+        a shift to a model that every team of its traffic was alerted to move to, whose shift records to it kept
+        coming with gaps under `shift_incident_gap_s`, joins that alert; else it is alerted, and its teams carry
+        the mark (`ScopeState.shifted`)."""
+        for st, kind_key, anomaly, update in opened:
+            best = self._narrower_open(st, kind_key, anomaly, raw) if SPECIFICITY[st.dim] else None
+            if best is not None:
+                other = self.scopes[best].open[kind_key]
+                if other.get("_incident"):  # (the narrower one joined an earlier alert: so does this one)
+                    anomaly["_explained_by"], anomaly["_incident"] = other["_explained_by"], other["_incident"]
+                else:
+                    anomaly["_explained_by"] = f"{best[0]} {best[1]}"
+            else:
+                mark = self._shift_incident(st, anomaly, raw)
+                if mark is not None:
+                    anomaly["_explained_by"], anomaly["_incident"] = mark[1], iso_epoch(mark[2])[11:16]
+            if anomaly.get("_explained_by"):
+                update.notify = False
+                update.record = self._public(anomaly)
+                self.stats["anomalies_explained"] += 1
+                self._shift_goes_on(st, anomaly, raw)
+            else:
+                self._shift_goes_on(st, anomaly, raw, alerted=f"{st.dim} {st.value}")
+
+    def _shift_teams(self, st: ScopeState, raw: dict) -> set[str]:
+        if st.dim == "team":
+            return {st.value}
+        index = RAW_INDEX[st.dim]
+        return {key[1] for key in raw if key[index] == st.value and key[1]}
+
+    def _shift_incident(self, st: ScopeState, anomaly: dict, raw: dict) -> list | None:
+        """[last record, scope alerted, alerted at] of the alerted move to this anomaly's model of every team of
+        this scope's traffic in this bucket, when its records came until less than `shift_incident_gap_s` ago."""
+        model, teams, mark = anomaly.get("_model"), self._shift_teams(st, raw), None
+        if not model or not teams:
+            return None
+        for team in sorted(teams):
+            known = self.scopes.get(("team", team))
+            found = known.shifted.get(model) if known is not None else None
+            if found is None or self._now - found[0] > self.cfg.shift_incident_gap_s:
+                return None
+            mark = mark or found
+        return mark
+
+    def _shift_goes_on(self, st: ScopeState, anomaly: dict, raw: dict | None = None, alerted: str = "") -> None:
+        """A model shift record of this scope (alerted: a new move of its teams) keeps its teams' mark of a move to
+        its model current."""
+        model = anomaly.get("_model")
+        if not model:
+            return
+        for team in self._shift_teams(st, self._raw if raw is None else raw):
+            known = self.scopes.get(("team", team))
+            if known is None:
+                continue
+            if alerted:
+                gap = self.cfg.shift_incident_gap_s
+                for stale in [m for m, mark in known.shifted.items() if self._now - mark[0] > gap]:
+                    del known.shifted[stale]  # (bounded: the marks of moves that ended)
+                known.shifted[model] = [self._now, alerted, self._now]
+            elif model in known.shifted:
+                known.shifted[model][0] = self._now
 
     def _alerted_broader(self, st: ScopeState, kind_key: str, raw: dict) -> tuple[str, str] | None:
         """A broader scope sharing this scope's traffic in this bucket whose anomaly of the same kind opened in an
@@ -230,6 +309,8 @@ class AlertGating:
         anomaly["explanation"] = explain(kind, label, v)
         if v.detail:
             anomaly["_detail"] = v.detail
+        if v.model:
+            anomaly["_model"] = v.model
 
     @staticmethod
     def _public(anomaly: dict) -> dict:
@@ -241,6 +322,9 @@ class AlertGating:
         elif anomaly.get("_quiet_key"):
             record["explanation"] += (f" Mostly the traffic of {anomaly['_explained_by']}, within that key's own usual "
                                       f"range (not alerted).")
+        elif anomaly.get("_incident"):
+            record["explanation"] += (f" Part of the model shift to {anomaly['_model']} alerted on "
+                                      f"{anomaly['_explained_by']} at {anomaly['_incident']} UTC (not alerted again).")
         elif anomaly.get("_explained_by"):
             record["explanation"] += f" Part of the anomaly of {anomaly['_explained_by']} (alerted there)."
         return record

@@ -61,8 +61,8 @@ class ModelRules:
         # Strong: the window already spans 15 minutes (as for error shares).
         v = Verdict("strong", cost / PICO * 1000 / max(tokens, 1), expected, 0.0, cfg.shift_ratio * expected,
                     "usd_per_1k_tokens")
-        v.detail = (self._shift_detail(st, sb)[0] + f"; {rare} of {known} calls in 15 minutes on models their keys "
-                    f"rarely use")
+        detail, v.model, _ = self._shift_detail(st, sb)
+        v.detail = detail + f"; {rare} of {known} calls in 15 minutes on models their keys rarely use"
         return v
 
     def _new_model_takeover(self, st: ScopeState, sb: list, bucket: int, daily) -> Verdict | None:
@@ -111,6 +111,7 @@ class ModelRules:
                               "usd_per_1k_tokens")
             mix = [(info[2], name) for name, info in st.models.items() if name != model and len(info) > 2 and info[2]]
             before = f"from {max(mix)[1]} " if mix else ""
+            verdict.model = model
             verdict.detail = (f"its calls moved {before}to {model}, never used by it before: {a[1]} of its {a[2]} "
                               f"calls since {iso_epoch(a[0])[11:16]} UTC, from {len(a[7])} API keys")
         return verdict

@@ -118,6 +118,7 @@ class KindRules:
                                       z=cfg.ratio_z, unit="usd_per_1k_tokens")
                     if v and v.state in ("strong", "anomalous"):
                         v.detail, model, calls = self._shift_detail(st, sb)
+                        v.model = model
                         if windowed:
                             calls += sum(r[3].get(model, 0) for r in st.recent_cost)
                         if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
@@ -134,7 +135,10 @@ class KindRules:
                 adopted = self._new_model_takeover(st, sb, bucket, daily)  # (its bookkeeping runs every bucket)
                 if v is None or v.state not in ("strong", "anomalous"):
                     v = self._rare_model_takeover(st, sb, daily) or adopted or v
+                ongoing = st.open.get("model_shift")
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
+                if ongoing is not None and v is not None and v.state in ("strong", "anomalous"):
+                    self._shift_goes_on(st, ongoing)  # (an opening is judged against the marks first: gating)
 
         if dim in KIND_DIMS["request_burst"]:
             v = None

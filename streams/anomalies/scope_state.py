@@ -30,7 +30,7 @@ class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "_spend", "_tokens", "_requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
                  "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady", "quiet",
-                 "held", "adopting")
+                 "held", "adopting", "shifted")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -58,6 +58,9 @@ class ScopeState:
         # whether it was reported]
         # (a new model taking over the scope's calls is a model shift, `ModelRules._new_model_takeover`).
         self.adopting: dict[str, list] = {}
+        # A team's alerted move of its calls to a model: model -> [last bucket close with a model shift record of the
+        # team to it, the scope alerted, its alert's time] (one incident, one alert: `AlertGating._shift_incident`).
+        self.shifted: dict[str, list] = {}
         # Spend and tokens of this scope's *active* buckets (level and deviation, slots 0 and 1): how big a busy
         # bucket usually is. Sessions make quiet scopes bursty: a 15-call agent run is this key's normal, not news.
         self.busy = Seasonal(3)  # slot 2: calls of an active bucket
@@ -160,6 +163,7 @@ class ScopeState:
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
                 "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate, "busy_pending": self.busy_pending,
                 "steady": self.steady, "held": self.held, "adopting": self.adopting,
+                "shifted": self.shifted,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -179,6 +183,7 @@ class ScopeState:
         state.steady = list(data.get("steady", state.steady))
         state.held = data.get("held")
         state.adopting = data.get("adopting", {})
+        state.shifted = data.get("shifted", {})
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):
