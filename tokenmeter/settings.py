@@ -8,7 +8,7 @@ import socket
 from functools import cached_property
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError
@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     worker_batch_seconds: float = Field(0.2, gt=0, description="Max wait to fill a worker batch.")
     worker_columnar: bool = Field(True, description="Price batches on the columnar path (streams/columnar); "
                                   "false: the per-event path (streams/batch.py). Both give identical output.")
+    worker_role: Literal["all", "pricing", "budgets"] = Field(
+        "all", description="What `tokenmeter worker` runs: all (pricing and budgets in one process), pricing (consumes "
+        "tokenmeter.usage, sends priced records and budget spend; no reservations) or budgets (owns budgets from "
+        "tokenmeter.budget-spend, answers /v1/decision and /v1/reservations; no usage). Split roles are two consumer "
+        "groups; do not run role all beside them (docs/budgets.md, admit9).")
     load_batch_rows: int = Field(20000, ge=1, description="Max rows per warehouse insert.")
     load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
     demo_events_per_s: float = Field(40.0, gt=0, description="Demo traffic rate (events per second).")
