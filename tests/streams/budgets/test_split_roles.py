@@ -115,6 +115,8 @@ def test_split_roles_admit_on_budget_workers_and_settle_usage_priced_elsewhere(k
         assert Decimal(views[usd]["committed"]) == Decimal(views[by_env]["committed"]) == stats["real"]
         assert views[tok]["committed"] == stats["tokens"]
         assert sum(v["expired"] for v in views.values()) == 0
+        forwarded = sum(call("GET", f"{url}/v1/reservations")[1]["stats"]["forwarded"] for url in urls)
+        assert forwarded > 0  # holds forwarded between the budgets workers to each budget's owner
         assert _stats(pricing_port)["events_in"] >= stats["admitted"]  # the pricing worker priced them ...
         assert all(_stats(p)["events_in"] == 0 for p in budget_ports)  # ... and the budgets workers consumed none
     finally:
