@@ -67,9 +67,11 @@ class WorkerStats:
 
 
 # Each role's Faust app id, i.e. its consumer group. Split roles are two groups, so tokenmeter.budget-spend is assigned
-# only among budgets-role members and tokenmeter.usage only among pricing ones. Pricing keeps role all's group: its
-# committed usage offsets carry over when a deployment splits (and the broker-loss backlog counts it, app/broker.py).
-ROLE_APP_IDS = {"all": "tokenmeter-worker", "pricing": "tokenmeter-worker", "budgets": "tokenmeter-budgets"}
+# only among members that own budgets and tokenmeter.usage only among pricing ones. The budgets role joins role all's
+# group: all and budgets workers side by side (a rolling switch between the shapes) still share the budget-spend
+# partitions, one owner per budget; all beside pricing only prices usage twice (exact: duplicates are removed by
+# event id and usage offset). The pricing group adopts role all's usage offsets when it is new (role_offsets.py).
+ROLE_APP_IDS = {"all": "tokenmeter-worker", "budgets": "tokenmeter-worker", "pricing": "tokenmeter-pricing"}
 
 
 def create_worker_app(settings: Settings, book=None, app_id: str | None = None) -> faust.App:
@@ -265,6 +267,12 @@ def run_worker(settings: Settings) -> None:
         except BudgetStoreError as exc:
             raise SettingsError(f"TOKENMETER_BUDGETS_FILE: {exc}") from None
         log.info("applied %d budget(s) from %s", len(budgets), settings.budgets_file)
+    if settings.worker_role == "pricing":  # before it joins: a new pricing group starts where role all left usage
+        import asyncio
+
+        from streams.role_offsets import adopt_usage_offsets
+
+        asyncio.run(adopt_usage_offsets(settings.bootstrap_servers, ROLE_APP_IDS["all"], ROLE_APP_IDS["pricing"]))
     app = create_worker_app(settings)
     faust_worker(app, settings).execute_from_commandline()
 

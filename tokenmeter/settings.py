@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         "all", description="What `tokenmeter worker` runs: all (pricing and budgets in one process), pricing (consumes "
         "tokenmeter.usage, sends priced records and budget spend; no reservations) or budgets (owns budgets from "
         "tokenmeter.budget-spend, answers /v1/decision and /v1/reservations; no usage). Split roles are two consumer "
-        "groups; do not run role all beside them (docs/budgets.md, admit9).")
+        "groups (budgets shares role all's); docs/budgets.md, admit9.")
     load_batch_rows: int = Field(20000, ge=1, description="Max rows per warehouse insert.")
     load_flush_seconds: float = Field(1.0, gt=0, description="Max wait before the loader flushes.")
     demo_events_per_s: float = Field(40.0, gt=0, description="Demo traffic rate (events per second).")

@@ -170,3 +170,71 @@ def test_split_roles_restarted_owner_restores_a_hold_then_settles_it_and_expires
     finally:
         for proc in processes:
             stop(proc)
+
+
+def _committed_usage(bootstrap: str, group: str) -> int:
+    """The sum of `group`'s committed offsets on tokenmeter.usage (-1, none, counts 0)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def read() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(
+                group, partitions=[TopicPartition(topics.USAGE, p) for p in range(4)])
+        finally:
+            await admin.close()
+        return sum(max(0, meta.offset) for meta in offsets.values())
+    return asyncio.run(read())
+
+
+def test_a_switch_from_role_all_to_split_roles_keeps_one_owner_per_budget_and_the_usage_offsets(own_broker, tmp_path):
+    """A rolling switch: role all runs, then a budgets worker joins (they share the budget-spend partitions: one owner
+    per budget), then a pricing worker starts where role all left the usage (it prices only what came after) and
+    prices beside role all meanwhile: the budget still counts every event once."""
+    bootstrap = own_broker
+    tag = uuid.uuid4().hex[:6]
+    team, name = f"switch-{tag}", f"switch-{tag}"
+    write_budgets(bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day", "limit": "100",
+                                            "action": "block"})])
+    cost = 800 * Decimal("2.50") / 1_000_000 + 50 * Decimal("10.00") / 1_000_000  # usage_event(team, 800, 50)
+    processes = []
+    try:
+        all_port, proc = _start("all", bootstrap, tmp_path, 0)
+        processes.append(proc)
+        wait_for(lambda: ready(all_port), timeout=90, what="the role-all worker ready")
+        asyncio.run(send_usage(bootstrap, [usage_event(team, 800, 50) for _ in range(6)]))
+        wait_for(lambda: _committed_usage(bootstrap, "tokenmeter-worker") == 6, timeout=60,
+                 what="role all's group committing the six usage records")
+
+        budgets_port, proc = _start("budgets", bootstrap, tmp_path, 1)
+        processes.append(proc)
+
+        def shared() -> bool:
+            mine = [_stats(p).get("assignment", {}).get("partitions", {}) for p in (all_port, budgets_port)]
+            spend = [set(m.get(topics.BUDGET_SPEND, [])) for m in mine]
+            return (all(spend) and not spend[0] & spend[1] and spend[0] | spend[1] == {0, 1, 2, 3}
+                    and mine[0].get(topics.USAGE) == [0, 1, 2, 3] and topics.USAGE not in mine[1]
+                    and ready(all_port) and ready(budgets_port))
+        wait_for(shared, timeout=90, what="role all and budgets sharing the budget-spend partitions, usage on all")
+
+        pricing_port, proc = _start("pricing", bootstrap, tmp_path, 2)
+        processes.append(proc)
+        wait_for(lambda: _health_ok(pricing_port), timeout=90, what="the pricing worker holding usage partitions")
+        asyncio.run(send_usage(bootstrap, [usage_event(team, 800, 50) for _ in range(4)]))
+        wait_for(lambda: _stats(pricing_port)["events_in"] == 4 and _stats(all_port)["events_in"] == 10,
+                 timeout=60, what="the four new events priced by both role all and pricing")
+
+        def counted() -> dict | None:
+            view = _views([all_port, budgets_port], {name}).get(name)
+            return view if view and Decimal(view["committed"]) == 10 * cost else None
+        wait_for(counted, timeout=60, what="the budget counting each of the ten events once")
+        wait_for(lambda: sum(_stats(p)["budgets"]["skipped_redelivered"] for p in (all_port, budgets_port)) >= 4,
+                 timeout=60, what="the second pricing of the four events reaching the owner, skipped")
+        assert Decimal(_views([all_port, budgets_port], {name})[name]["committed"]) == 10 * cost
+        assert _stats(pricing_port)["events_in"] == 4  # it started where role all had left the usage
+        assert _stats(budgets_port)["events_in"] == 0
+    finally:
+        for proc in processes:
+            stop(proc)
