@@ -21,9 +21,12 @@ async def adopt_usage_offsets(bootstrap: str, from_group: str, to_group: str) ->
     from aiokafka.admin import AIOKafkaAdminClient
 
     from tokenmeter import topics
-    from tokenmeter.kafka_topics import topic_partitions
+    from tokenmeter.kafka_topics import TopicMissing, topic_partitions
 
-    partitions = await topic_partitions(bootstrap, topics.USAGE)
+    try:
+        partitions = await topic_partitions(bootstrap, topics.USAGE, wait=False)
+    except TopicMissing:  # a new cluster: no usage, so no offsets to adopt (the worker declares the topic)
+        return 0
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

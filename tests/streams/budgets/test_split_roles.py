@@ -2,7 +2,8 @@
 consumes all the usage and prices it; two budgets workers (`budgets`) own the budgets and answer the reservations,
 consuming no usage. Reservations admitted on the budgets workers are settled by usage priced on the pricing one,
 a restarted owner restores its open holds and settles them, an unsettled hold expires, and the overshoot guarantee
-of test_reservations_overshoot holds across the roles."""
+of test_reservations_overshoot holds across the roles. A rolling switch from role all to the split roles keeps one
+owner per budget and counts each event once."""
 
 from __future__ import annotations
 
