@@ -448,7 +448,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0,
                          broker_pid: int | None = None, profile: str | None = None,
                          clients: tuple[str, ...] = CLIENTS[:1], usage_rate: float = 0,
-                         broker_probe: bool = False, usage_framed: bool = False) -> dict:
+                         broker_probe: bool = False, usage_framed: bool = False, pricing_pid: int | None = None) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
@@ -456,7 +456,8 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     broker's pid, its CPU per reservation too (`reserve_broker_cpu_ms`: it shares the cores). `profile`: the worker
     runs under `_PROFILED_WORKER`; its cProfile of the closed loop is written to that path. `clients`: the open-loop
     clients (CLIENTS) run in turn, back to back; the `reserve_*` figures are the first's, and with more than one each
-    client's are also under `reserve_<client>_client_*`."""
+    client's are also under `reserve_<client>_client_*`. `pricing_pid`: the pricing worker beside a budgets-role
+    worker (`--roles split`), whose CPU over the open loop is reported too."""
     from streams.budgets import parse_budget, write_budgets
 
     others = [parse_budget({"name": f"bench-other-{i}", "scope": {"team": f"bench-other-{i}"}, "period": "month",
@@ -483,6 +484,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             cpu_open = _cpu_seconds(worker_pid) if worker_pid else 0.0
             threads_before = _thread_cpu_seconds(worker_pid) if worker_pid else {}
             broker_open = _cpu_seconds(broker_pid) if broker_pid else 0.0
+            pricing_open = _cpu_seconds(pricing_pid) if pricing_pid else 0.0
             traffic = (_start_child("usage_traffic_main", bootstrap, usage_rate, seconds + 1, float(usage_framed))
                        if usage_rate else None)
             probe = (_start_child("broker_probe_main", bootstrap, PROBE_RATE, seconds, stdout=subprocess.PIPE)
@@ -501,6 +503,9 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             if broker_pid:  # the broker's CPU over the open loop, in % of one core
                 measured["reserve_open_loop_broker_cpu_pct"] = round(
                     (_cpu_seconds(broker_pid) - broker_open) / (time.perf_counter() - wall_before) * 100, 1)
+            if pricing_pid:  # the pricing worker's CPU over the open loop (split roles), in % of one core
+                measured["reserve_open_loop_pricing_worker_cpu_pct"] = round(
+                    (_cpu_seconds(pricing_pid) - pricing_open) / (time.perf_counter() - wall_before) * 100, 1)
             if "usage_cpu_pct" in figures:
                 measured["reserve_usage_producer_cpu_pct"] = figures.pop("usage_cpu_pct")
             if probe_acks:  # the broker's own acknowledgement meanwhile, as a lone producer elsewhere saw it
@@ -632,6 +637,19 @@ def _status(url: str, window_s: float | None = None) -> dict:
         return json.loads(resp.read())
 
 
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until the worker's /health answers 200 (it holds a source partition; 503 otherwise); fails if it exits."""
+    from app.supervisor import _http_ok
+
+    healthy, deadline = _http_ok(url), time.monotonic() + timeout
+    while not healthy():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} never answered 200")
+        time.sleep(0.2)
+
+
 def main() -> None:
     import argparse
 
@@ -660,6 +678,10 @@ def main() -> None:
                         help="run the worker from this checkout (e.g. `git archive` of an older commit) instead of "
                              "this one: before/after of the worker under one bench; figures the older worker does "
                              "not give (Server-Timing, loop lag, GC pauses) are left out")
+    parser.add_argument("--roles", choices=("all", "split"), default="all",
+                        help="all: one worker prices and admits (role all); split: a budgets-role worker admits (the "
+                             "one measured) and a pricing-role worker beside it prices the usage (docs/budgets.md, "
+                             "admit9)")
     parser.add_argument("--profile", metavar="PATH",
                         help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
@@ -671,18 +693,33 @@ def main() -> None:
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="warning")
         command = ([sys.executable, "-c", _PROFILED_WORKER, os.path.abspath(args.profile)] if args.profile
                    else [sys.executable, "-m", "app", "worker"])
+        pricing = None
+        if args.roles == "split":  # the pricing worker: its own port and data directory, started first
+            pricing_port = free_port()
+            pricing_env = dict(env, TOKENMETER_WORKER_ROLE="pricing", TOKENMETER_API_PORT=str(pricing_port),
+                               TOKENMETER_DATA_DIR=os.path.join(tmp, "pricing"))
+            pricing = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=pricing_env,
+                                       stdout=subprocess.DEVNULL, cwd=path[0] if path else None,
+                                       stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
+            env["TOKENMETER_WORKER_ROLE"] = "budgets"
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=path[0] if path else None,
                                 stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
         try:
+            if pricing is not None:  # pricing before the open loop, as role all's worker does once ready
+                _wait_healthy(f"http://127.0.0.1:{pricing_port}/health", pricing)
             print(json.dumps(measure_reservations(bootstrap, port, worker_pid=proc.pid,
                                                   other_budgets=args.other_budgets, requests=args.requests,
                                                   rate=args.rate, clients=tuple(args.clients.split(",")),
                                                   usage_rate=args.usage_rate, broker_probe=args.broker_probe,
                                                   usage_framed=args.usage_framed,
-                                                  broker_pid=_broker_pid(broker_port), profile=args.profile)))
+                                                  broker_pid=_broker_pid(broker_port), profile=args.profile,
+                                                  pricing_pid=pricing.pid if pricing is not None else None)
+                             | ({"reserve_roles": "split"} if pricing is not None else {})))
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for child in (proc, pricing):
+                if child is not None:
+                    child.terminate()
+                    child.wait(30)
 
 
 if __name__ == "__main__":

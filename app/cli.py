@@ -76,11 +76,15 @@ def topics() -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--role", type=click.Choice(["all", "pricing", "budgets"]), default=None,
+              help="all: pricing and budgets in one process; pricing: usage in, priced records and budget spend out; "
+                   "budgets: owns the budgets, answers /v1/decision and /v1/reservations (default: "
+                   "TOKENMETER_WORKER_ROLE, else all).")
+def worker(role: str | None) -> None:
     """Run the Faust stream worker: validate, meter, price, aggregate."""
     from streams import run_worker
 
-    run_worker(_settings())
+    run_worker(cli_settings(worker_role=role) if role else _settings())
 
 
 @main.command()

@@ -1,5 +1,7 @@
 """The Faust worker: `tokenmeter.usage` -> validate, meter, price -> `tokenmeter.priced`, with dead letters, and the
-budgets (streams/budgets/service.py). docs/worker.md describes it for operators.
+budgets (streams/budgets/service.py). docs/worker.md describes it for operators. `TOKENMETER_WORKER_ROLE` runs
+either half alone, as its own consumer group (pricing, or budgets: the owners and reservations, with no usage on
+their event loop; ROLE_APP_IDS, docs/budgets.md admit9).
 
 Delivery is at-least-once: a batch's priced messages and dead letters are acknowledged by the broker BEFORE the
 batch's input offsets are acked (take_events acks after the loop body returns), so a crash re-sends, never
@@ -64,9 +66,22 @@ class WorkerStats:
         return {k: v for k, v in vars(self).items()}
 
 
-def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-worker") -> faust.App:
+# Each role's Faust app id, i.e. its consumer group. Split roles are two groups, so tokenmeter.budget-spend is assigned
+# only among members that own budgets and tokenmeter.usage only among pricing ones. The budgets role joins role all's
+# group: all and budgets workers side by side (a rolling switch between the shapes) still share the budget-spend
+# partitions, one owner per budget; all beside pricing only prices usage twice (exact: duplicates are removed by
+# event id and usage offset). The pricing group adopts role all's usage offsets when it is new (role_offsets.py).
+ROLE_APP_IDS = {"all": "tokenmeter-worker", "budgets": "tokenmeter-worker", "pricing": "tokenmeter-pricing"}
+
+
+def create_worker_app(settings: Settings, book=None, app_id: str | None = None) -> faust.App:
+    """The worker of `settings.worker_role`: all (pricing and budgets), pricing (usage in, priced records, dead
+    letters and budget spend out) or budgets (budget spend in: the owners, /v1/decision, /v1/reservations)."""
     from streams import load_book
 
+    role = settings.worker_role
+    prices, owns_budgets = role in ("all", "pricing"), role in ("all", "budgets")
+    app_id = app_id or ROLE_APP_IDS[role]
     book = book or load_book(settings)
     faust_patches.patch_classes()  # refuses to start on Faust/mode/aiokafka versions the patches do not know
     faust_dir = settings.data_dir.resolve() / "faust"
@@ -107,10 +122,11 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     deadletter = app.topic(
         topics.DEADLETTER, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
-    budgets = BudgetService(app, settings)
+    budgets = BudgetService(app, settings, owns_budgets=owns_budgets)  # pricing: definitions only, to route spend
     budgets.install()
-    budgets.reservations = ReservationService(budgets, book)  # POST /v1/reservations (issue 15)
-    budgets.reservations.install()
+    if owns_budgets:
+        budgets.reservations = ReservationService(budgets, book)  # POST /v1/reservations (issue 15)
+        budgets.reservations.install()
     app.tokenmeter_budgets = budgets  # type: ignore[attr-defined]
     stats = WorkerStats()
     health = AgentHealth()
@@ -122,7 +138,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     batch_step = process_batch_columnar if settings.worker_columnar else process_batch  # same output (issue 14)
 
     # a member holding no usage or budget-spend partition processes nothing: /health says so, and it re-joins
-    sources = SourceAssignment((topics.USAGE, topics.BUDGET_SPEND))
+    sources = SourceAssignment(((topics.USAGE,) if prices else ()) + ((topics.BUDGET_SPEND,) if owns_budgets else ()))
     app.tokenmeter_sources = sources  # type: ignore[attr-defined]
 
     async def rejoin() -> bool:
@@ -155,13 +171,15 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
         await await_acks(futures)
         return result
 
-    @app.agent(usage)
     async def meter_and_price(stream):  # noqa: ANN001 - Faust's stream type
         try:
             await _meter_and_price(stream)
         except Exception as exc:  # outside any batch step (Faust's machinery): shown until a batch succeeds again
             health.failed("meter_and_price", exc, 1)
             raise
+
+    if prices:  # the budgets role subscribes to no usage: its loop and GIL serve admissions only
+        app.agent(usage)(meter_and_price)
 
     async def _meter_and_price(stream) -> None:  # noqa: ANN001
         # a batch ends when the stream goes quiet (streams/batch_take.py), not on Faust's fixed take_events timer
@@ -191,18 +209,19 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
     async def health_page(web, request):  # noqa: ANN001
         """200 while every agent works and the worker holds a source partition; 503 naming the failing agents
         (their batches are retried, not acked), or `idle` with the reason when it holds no source partition."""
+        named = {"app": app_id} if role == "all" else {"app": app_id, "role": role}
         if not health.ok:
-            return web.json({"status": "failing", "app": app_id, "failing": health.failing}, status=503)
+            return web.json({"status": "failing", **named, "failing": health.failing}, status=503)
         idle = sources.problem()
         if idle is not None:
-            return web.json({"status": "idle", "app": app_id, "reason": idle, "assignment": sources.to_json()},
+            return web.json({"status": "idle", **named, "reason": idle, "assignment": sources.to_json()},
                             status=503)
-        return web.json({"status": "ok", "app": app_id})
+        return web.json({"status": "ok", **named})
 
     @app.page("/v1/stats")
     async def stats_page(web, request):  # noqa: ANN001
         return web.json(stats.to_json() | {"budgets": budgets.stats, "failing": health.failing,
-                                            "assignment": sources.to_json()})
+                                            "assignment": sources.to_json()} | ({} if role == "all" else {"role": role}))
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001
@@ -226,7 +245,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str = "tokenmeter-w
             "# TYPE tokenmeter_decision_requests_total counter",
             f"tokenmeter_decision_requests_total {budgets.stats['decision_requests']}",
             f"tokenmeter_budgets {budgets.stats['budgets']}",
-            *budgets.reservations.metrics_lines(),
+            *(budgets.reservations.metrics_lines() if budgets.reservations is not None else ()),
         ]
         return Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
@@ -248,6 +267,12 @@ def run_worker(settings: Settings) -> None:
         except BudgetStoreError as exc:
             raise SettingsError(f"TOKENMETER_BUDGETS_FILE: {exc}") from None
         log.info("applied %d budget(s) from %s", len(budgets), settings.budgets_file)
+    if settings.worker_role == "pricing":  # before it joins: a new pricing group starts where role all left usage
+        import asyncio
+
+        from streams.role_offsets import adopt_usage_offsets
+
+        asyncio.run(adopt_usage_offsets(settings.bootstrap_servers, ROLE_APP_IDS["all"], ROLE_APP_IDS["pricing"]))
     app = create_worker_app(settings)
     faust_worker(app, settings).execute_from_commandline()
 

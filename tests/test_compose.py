@@ -8,7 +8,7 @@ from app.cli import main
 from tokenmeter.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-OUR_SERVICES = {"topics", "worker", "loader", "dashboard", "alerts", "anomalies", "collector-http", "collector-otel-kafka"}
+OUR_SERVICES = {"topics", "worker", "budgets", "loader", "dashboard", "alerts", "anomalies", "collector-http", "collector-otel-kafka"}
 
 
 def load_compose() -> dict:
@@ -20,6 +20,21 @@ def test_compose_has_production_services():
     assert {"kafka", "clickhouse"} | OUR_SERVICES <= set(services)
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     assert services["worker"]["deploy"]["replicas"] >= 2  # scalable
+
+
+def test_worker_roles_are_split_between_pricing_and_budgets():
+    """Production runs the pricing and the budgets roles as two services (two consumer groups), never role all."""
+    from streams.worker import ROLE_APP_IDS
+
+    services = load_compose()["services"]
+    roles = {name: services[name]["command"][services[name]["command"].index("--role") + 1]
+             for name in ("worker", "budgets")}
+    assert roles == {"worker": "pricing", "budgets": "budgets"}
+    assert ROLE_APP_IDS["pricing"] != ROLE_APP_IDS["budgets"]
+    assert services["budgets"]["deploy"]["replicas"] >= 2  # a budget's owner can fail over
+    assert "tokenmeter-data:/data" in services["budgets"]["volumes"]  # admin token and notify secrets
+    assert not any(s.get("command", [None])[0] == "worker" and "--role" not in s["command"]
+                   for s in services.values() if isinstance(s.get("command"), list))
 
 
 def test_our_services_run_real_commands_with_known_settings():

@@ -61,3 +61,20 @@ def test_consumer_group_timeouts(monkeypatch):
     monkeypatch.setenv("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", "0.5")
     with pytest.raises(SettingsError, match="TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS"):
         load_settings()
+
+
+def test_worker_role_is_validated_and_the_flag_wins(monkeypatch):
+    """TOKENMETER_WORKER_ROLE: all (default), pricing or budgets (streams/worker.py); anything else is reported with
+    the variable's name, and `tokenmeter worker --role` (a settings override) wins over the variable."""
+    from tokenmeter.cli_support import cli_settings
+
+    monkeypatch.delenv("TOKENMETER_WORKER_ROLE", raising=False)
+    assert load_settings().worker_role == "all"
+    monkeypatch.setenv("TOKENMETER_WORKER_ROLE", "owner")
+    with pytest.raises(SettingsError, match="TOKENMETER_WORKER_ROLE"):
+        load_settings()
+    monkeypatch.setenv("TOKENMETER_WORKER_ROLE", "pricing")
+    assert load_settings().worker_role == "pricing"
+    assert cli_settings(worker_role="budgets").worker_role == "budgets"
+    result = CliRunner().invoke(main, ["worker", "--role", "owner"])
+    assert result.exit_code == 2 and "'owner' is not one of 'all', 'pricing', 'budgets'" in result.output

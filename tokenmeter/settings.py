@@ -8,7 +8,7 @@ import socket
 from functools import cached_property
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError
@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     worker_batch_seconds: float = Field(0.2, gt=0, description="Max wait to fill a worker batch.")
     worker_columnar: bool = Field(True, description="Price batches on the columnar path (streams/columnar); "
                                   "false: the per-event path (streams/batch.py). Both give identical output.")
+    worker_role: Literal["all", "pricing", "budgets"] = Field(
+        "all", description="What `tokenmeter worker` runs: all (pricing and budgets in one process), pricing (consumes "
+        "tokenmeter.usage, sends priced records and budget spend; no reservations) or budgets (owns budgets from "
+        "tokenmeter.budget-spend, answers /v1/decision and /v1/reservations; no usage). Split roles are two consumer "
+        "groups (budgets shares role all's); docs/budgets.md, admit9.")
     # 100,000 (was 20,000; issue 14, loader9): each insert pays ~70-90 ms of chDB work whatever its size (7 views
     # planned, a part per table), ~3.5-4.5 µs per row at 20,000; a window holds ~2 KB per row at its peak
     # (docs/warehouse.md). Live traffic is cut at load_flush_seconds first: only a backlog fills a window.

@@ -60,9 +60,12 @@ class BudgetService:
     """Attach budgets to a worker app: `BudgetService(app, settings).install()`; `route(origins)` gives the
     (key, value) messages the pricing agent must send (and await) before acking its batch."""
 
-    def __init__(self, app: faust.App, settings: Any):
+    def __init__(self, app: faust.App, settings: Any, owns_budgets: bool = True):
         self.app = app
         self.settings = settings
+        # False on a pricing-role worker (streams/worker.py): it follows the definitions only, to route spend; the
+        # budgets-role workers own the budgets, their decisions, holds, secrets and the mirror file
+        self.owns_budgets = owns_budgets
         self.router = BudgetRouter()
         self.owner = BudgetOwner(dashboard_url=settings.dashboard_url)
         self.view = EnforcementView()
@@ -303,9 +306,11 @@ class BudgetService:
             except (orjson.JSONDecodeError, BudgetError) as exc:
                 log.error("budget %r in %s is invalid and ignored: %s", name, topics.BUDGETS, exc)
                 continue
-            self.budgets[name] = self._protected(budget)
+            self.budgets[name] = self._protected(budget) if self.owns_budgets else budget
         self.router.set_budgets(self.budgets)
         self.stats["budgets"] = len(self.budgets)
+        if not self.owns_budgets:  # routing is all a pricing worker does with them
+            return
         async with self._owner_lock:
             outcome = self.owner.set_definitions(self.budgets)
             await retry_until_done("budget_definitions", self.health, lambda: self._publish(outcome), "publishing")
@@ -358,12 +363,19 @@ class BudgetService:
 
     def install(self) -> None:
         app, service = self.app, self
-        install_admin_routes(app, service)  # PUT/DELETE /v1/budgets/{name}, admin token generated at first start
 
         @app.task
         async def follow_budgets() -> None:
             await follow_compacted(service.settings.bootstrap_servers, topics.BUDGETS, service._on_budgets,
                                    ready=service.ready)
+
+        if self.owns_budgets:
+            self._install_owner()
+
+    def _install_owner(self) -> None:
+        """The budgets' side: spend in, alerts and decisions out, the decision and admin endpoints."""
+        app, service = self.app, self
+        install_admin_routes(app, service)  # PUT/DELETE /v1/budgets/{name}, admin token generated at first start
 
         @app.task
         async def follow_enforcement() -> None:
