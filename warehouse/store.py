@@ -527,34 +527,35 @@ class Warehouse:
         """`apply_repriced_events` for re-priced rows already built as a `priced_events` Arrow table
         (schema.ARROW_SCHEMA; the columnar re-price builds them from the stored columns); owner only. Checked,
         staged and applied at once (`warehouse.reprice_apply.replace_priced_rows`)."""
-        table = self._repriced_rows(table)
-        if table.num_rows == 0:
-            return 0
-        with self._insert_lock:
-            self._ensure_reprice_staging()
-            self.backend.command(f"TRUNCATE TABLE {self._staging}_reprice")
-            try:
-                self.backend.insert_arrow(f"{self._staging}_reprice", table)
-                return replace_priced_rows(self.backend, f"{self._staging}_reprice", f"{self._staging}_reprice_copies",
-                                           exclusive=self.kind == "chdb")
-            finally:
-                self.backend.command(f"TRUNCATE TABLE {self._staging}_reprice")
+        return self._with_staged_rows(table, lambda staging: replace_priced_rows(
+            self.backend, staging, f"{staging}_copies", exclusive=self.kind == "chdb"))
 
     def stage_repriced_table(self, table: pa.Table) -> int:
         """The first half of `apply_repriced_table` inside a re-price (`reprice` with `reprice_columns`, owner): the
         rows are checked against their stored copies and their new copies kept in the re-price's copies table;
         nothing readers see changes until `finish_repriced`. Returns the rows staged."""
-        table = self._repriced_rows(table)
+        return self._with_staged_rows(table, lambda staging: stage_priced_rows(
+            self.backend, staging, f"{staging}_session"))
+
+    def _with_staged_rows(self, table: pa.Table, step: Any) -> int:
+        """`step(staging)` under the insert lock with the rows to apply of `table` in the Memory table `staging`
+        (owner only; an event_id given twice is applied once, its first row); its result, or 0 without rows."""
+        if not self.backend.writable:
+            raise WarehouseError("this warehouse handle is read-only (another process owns it)")
         if table.num_rows == 0:
             return 0
+        first = pl.from_arrow(table.select(["event_id"])).select(pl.col("event_id").is_first_distinct()).to_series()
+        if not first.all():
+            table = table.filter(first.to_arrow())
+        staging = f"{self._staging}_reprice"
         with self._insert_lock:
             self._ensure_reprice_staging()
-            self.backend.command(f"TRUNCATE TABLE {self._staging}_reprice")
+            self.backend.command(f"TRUNCATE TABLE {staging}")
             try:
-                self.backend.insert_arrow(f"{self._staging}_reprice", table)
-                return stage_priced_rows(self.backend, f"{self._staging}_reprice", f"{self._staging}_reprice_session")
+                self.backend.insert_arrow(staging, table)
+                return int(step(staging))
             finally:
-                self.backend.command(f"TRUNCATE TABLE {self._staging}_reprice")
+                self.backend.command(f"TRUNCATE TABLE {staging}")
 
     def finish_repriced(self) -> int:
         """Every copy `stage_repriced_table` kept, put into priced_events with the rollups corrected
@@ -574,15 +575,6 @@ class Warehouse:
     def _end_repriced(self) -> None:
         with self._insert_lock:  # after a finish (already empty) or a failure between two apply calls
             self.backend.command(f"DROP TABLE IF EXISTS {self._staging}_reprice_session")
-
-    def _repriced_rows(self, table: pa.Table) -> pa.Table:
-        """The rows of `table` to apply: owner only; an event_id given twice is applied once (its first row)."""
-        if not self.backend.writable:
-            raise WarehouseError("this warehouse handle is read-only (another process owns it)")
-        if table.num_rows == 0:
-            return table
-        first = pl.from_arrow(table.select(["event_id"])).select(pl.col("event_id").is_first_distinct()).to_series()
-        return table if first.all() else table.filter(first.to_arrow())
 
     def _ensure_reprice_staging(self) -> None:
         """The apply's tables (the caller holds the insert lock): `<staging>_reprice` (Memory) for one call's rows,
@@ -807,8 +799,8 @@ def _close_server_handle(warehouse: Warehouse) -> None:
     staging_tables = ([warehouse._staging, *(f"{warehouse._staging}_{name}" for name in ("keys", "ids", "event_ids", "new"))]
                       if warehouse._staging_ready else [])
     if warehouse._reprice_staging_ready:
-        staging_tables += [f"{warehouse._staging}_reprice", f"{warehouse._staging}_reprice_copies",
-                           f"{warehouse._staging}_reprice_session", f"{warehouse._staging}_reprice_delta"]  # dropped after each apply, unless it was killed
+        staging_tables += [f"{warehouse._staging}_reprice{name}"  # dropped after each apply, unless it was killed
+                           for name in ("", "_copies", "_session", "_delta")]
     for table in staging_tables:
         try:
             warehouse.backend.command(f"DROP TABLE IF EXISTS {table}")
