@@ -183,12 +183,15 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, cha
             apply_rows = clock.wrap("apply: rows to Arrow", Warehouse.apply_repriced_events)
             wh.apply_repriced_events = lambda changed: apply_rows(wh, changed)  # type: ignore[method-assign]
             statement_clock = StatementClock(wh.backend) if statements else None
-            if hasattr(Warehouse, "apply_repriced_table"):  # absent in a tree from before the columnar re-price
-                apply_table = clock.wrap("apply (chDB)", Warehouse.apply_repriced_table)
+            # the owner's apply: staged per call and finished once (reprice9), or whole per call (before)
+            applies = [name for name in ("apply_repriced_table", "stage_repriced_table", "finish_repriced")
+                       if hasattr(Warehouse, name)]  # none in a tree from before the columnar re-price
+            for name in applies:
+                timed = clock.wrap("apply (chDB)", getattr(Warehouse, name))
                 if statement_clock is not None:
-                    apply_table = _statements_inside(statement_clock, apply_table)
-                wh.apply_repriced_table = lambda table: apply_table(wh, table)  # type: ignore[method-assign]
-            else:
+                    timed = _statements_inside(statement_clock, timed)
+                setattr(wh, name, lambda *args, timed=timed: timed(wh, *args))
+            if not applies:
                 apply_rows = clock.wrap("apply (chDB)", Warehouse.apply_repriced_events)
             query = clock.wrap("read (chDB)", wh.backend.query_arrow)
             wh.backend.query_arrow = query  # type: ignore[method-assign]
@@ -238,7 +241,9 @@ def run_one(path: str, events: int, days: int, dry_run: bool, end: datetime, cha
 def _statements_inside(statement_clock: StatementClock, fn):  # noqa: ANN001, ANN202
     """`fn` with `statement_clock` timing the backend's statements while it runs (the apply's, not the plan's)."""
     backend = statement_clock.backend
-    statement_clock.start()
+    if not getattr(statement_clock, "started", False):  # one sampler for every wrapped method
+        statement_clock.start()
+        statement_clock.started = True  # type: ignore[attr-defined]
 
     def inside(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         methods = {m: getattr(backend, m) for m in ("command", "query_arrow", "insert_arrow")}

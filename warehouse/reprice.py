@@ -7,26 +7,30 @@ Plan (any process, SELECT only): read the stored rows of [since, until) one UTC 
 UsageEvent (tokens exactly as stored: never re-estimated), price it with the caller's `reprice_fn`, and
 diff. The warehouse never imports the pricing stage: the caller injects `reprice_fn(UsageEvent) -> PricedEvent`.
 
-Apply (only in the process that owns the data; a reader sends the changed rows to the owner's endpoint):
-for the changed events, under the insert lock (loader inserts wait for it),
-1. check every new row is a stored event with identical usage and attribution (only pricing may change);
+Apply (only in the process that owns the data; a reader sends the changed rows to the owner's endpoint;
+`warehouse.reprice_apply`): for the changed events, under the insert lock (loader inserts wait for it),
+1. check every new row is a stored event with identical usage and attribution (only pricing may change), and stage
+   its new copy, with a `loaded_at` strictly newer than every stored copy of the event, in a copies table made
+   `AS priced_events` that nobody reads (the columnar plan stages every apply call of a re-price first);
 2. record the affected hours in `rollup_rebuild_pending` (0004);
-3. INSERT the new rows with a `loaded_at` strictly newer than every stored copy of those events (into a copies
-   table made `AS priced_events`, whose partitions are then attached to `priced_events`: the views do not
-   aggregate rows whose rollups step 5 rebuilds anyway);
-4. lightweight-DELETE the old raw copies of those events (on heal: every copy older than its event's newest
-   `loaded_at` in the pending hours);
+3. put the new copies into priced_events: a partition whose stored rows are exactly the staged ones is swapped
+   whole (REPLACE PARTITION: the old copies go in the same step), other partitions get the copies attached
+   (ATTACH PARTITION); neither fires the views, whose rollups step 5 corrects;
+4. lightweight-DELETE the old raw copies of the attached partitions, once per re-price (on heal: every copy older
+   than its event's newest `loaded_at` in the pending hours);
 5. correct the rollups: add signed deltas (old copies -1, new +1) for the changed events when they are at most
    `DELTA_SHARE` of the touched hours' stored rows, else INSERT per key the hours' aggregation from the raw table
    (the materialized view's) minus the rollup's stored rows (`warehouse.rollups.correction_statements`: no
    DELETE mutation); on heal, DELETE the hours' rollup rows and INSERT them again aggregated from raw;
 6. clear those hours from `rollup_rebuild_pending`.
-Why a crash anywhere is safe: the raw table never lacks an event (the new copy is written before the old one
-goes), and two copies differ in `loaded_at`, so "keep the newest copy" (step 4, also what the
-ReplacingMergeTree merge keeps) is unambiguous and idempotent. The hour stays pending until step 5 finishes, and
-a pending hour's rollup is rebuilt from raw by the heal (idempotent), whatever deltas reached it. A writer that opens
-the warehouse runs steps 4-6 for every pending hour (`heal_pending_hours`), so a crash at any point heals on
-the next start; re-running reprice heals too (it rebuilds all pending hours, not only its own).
+Why a crash anywhere is safe: nothing readers see changes before step 2; the raw table never lacks an event (the
+new copy is in before the old one goes, or both in one atomic swap), and two copies differ in `loaded_at`, so
+"keep the newest copy" (step 4, also what the ReplacingMergeTree merge keeps) is unambiguous and idempotent. The
+hour stays pending until step 5 finishes, and a pending hour's rollup is rebuilt from raw by the heal (idempotent),
+whatever deltas reached it. A writer that opens the warehouse runs steps 4-6 for every pending hour
+(`heal_pending_hours`), so a crash at any point heals on the next start; re-running reprice heals too (it rebuilds
+all pending hours, not only its own). Staged copies a crash leaves are never applied: each re-price empties the
+copies table first.
 """
 
 from __future__ import annotations
@@ -42,8 +46,7 @@ from pydantic import ValidationError
 from tokenmeter.events import Attribution, Correlation, PricedEvent, Usage, UsageEvent, describe_validation_error
 from warehouse.arrow_rows import build_batch
 from warehouse.backends import WarehouseError
-from warehouse.rollups import (INSERT_SETTINGS, correction_statements, delete_subtracted, delta_statements,
-                              rebuild_statements, signed_rows)
+from warehouse.rollups import rebuild_statements
 from warehouse.schema import ATTRIBUTION_COLUMNS, COLUMNS, USAGE_COLUMNS, RowError, event_to_row
 
 RepriceFn = Callable[[UsageEvent], PricedEvent]
@@ -422,95 +425,3 @@ def heal_pending_hours(backend: Any) -> int:
     for table in PENDING_TABLES:
         backend.command(f"TRUNCATE TABLE {table}")
     return int(pending)
-
-
-# Above this share of the touched hours' stored rows changing, the apply rebuilds those hours' rollups from raw
-# instead of adding deltas (a delta costs an old and a new row per change; a rebuild one row per stored row).
-DELTA_SHARE = 0.5
-
-
-def _identity_hash() -> str:
-    """A 128-bit hash of a row's IDENTITY_COLUMNS: the identity check compares (event_id, ts, hash) against the
-    Memory table of the stored copies instead of 27-column tuples against the raw table. Two fast 64-bit hashes
-    (xxh3, cityHash64) side by side: sipHash128 cost ~1.8 CPU-s per 1M rows and side, these ~0.2 (reprice7). The
-    check guards against a bug or a concurrent change handing the owner another event (the owner prices the rows it
-    applies itself; a reader only names events), not against a crafted collision; the hash is never stored."""
-    columns = ", ".join(f"`{name}`" for name in IDENTITY_COLUMNS)
-    return f"bitOr(bitShiftLeft(toUInt128(xxh3({columns})), 64), toUInt128(cityHash64({columns})))"
-
-
-def replace_priced_rows(backend: Any, staging: str, copies: str | None = None) -> int:
-    """Steps 1-6 of the module doc for the rows in `staging`; the caller holds the insert lock.
-
-    Hours left pending by an earlier crash are healed first, so every stored copy is counted once in the rollups.
-    The stored copies of the staged events go into a Memory table (`<staging>_delta`, sign -1), which serves the
-    identity check (a hash of IDENTITY_COLUMNS), the new copies' version, the DELETE of exactly those copies (no
-    GROUP BY over the hours' rows) and, with the new copies added (sign +1), step 5 as signed deltas
-    (`warehouse.rollups.delta_statements`): rollup rows of the changed events only, no rebuild of whole hours
-    (a month's re-price of one model touched every hour). The hours stay marked pending until the deltas are in,
-    so a crash anywhere still heals by rebuilding them from raw (`heal_pending_hours`).
-
-    `copies` (optional, an empty table created `AS priced_events`): step 3 writes the new copies there and attaches
-    its partitions to `priced_events` (ALTER TABLE ... ATTACH PARTITION ... FROM: the parts are linked, not
-    written again), so the materialized views do not aggregate the new rows (the deltas carry them). A crash before
-    the attach leaves the raw table as it was (the hours stay pending and heal); one between two partitions'
-    attaches leaves some partitions re-priced, whose hours heal too; the table is emptied before and after use."""
-    heal_pending_hours(backend)
-    delta = f"{staging}_delta"
-    hours = f"toStartOfHour(ts) IN (SELECT DISTINCT toStartOfHour(ts) FROM {staging})"  # prunes by the sorting key
-    in_staging = f"{hours} AND (event_id, ts) IN (SELECT event_id, ts FROM {staging})"
-    counted = backend.query_arrow(f"SELECT count() AS n FROM {staging}").column("n")[0].as_py()
-    stored = backend.query_arrow(f"SELECT count() AS n FROM priced_events WHERE {hours}").column("n")[0].as_py()
-    rebuild = copies is None or counted > stored * DELTA_SHARE  # (without copies, the new rows pass the views)
-    identity = f", {_identity_hash()} AS identity"
-    backend.command(f"DROP TABLE IF EXISTS {delta}")
-    if rebuild:  # a rebuild needs no old measures
-        backend.command(f"CREATE TABLE {delta} ENGINE = Memory AS SELECT `event_id`, `source`, `ts`, `loaded_at`"
-                        f"{identity}, toInt8(-1) AS sign FROM priced_events WHERE {in_staging}")
-    else:
-        old_copies = signed_rows("priced_events", in_staging, -1, identity)
-        backend.command(f"CREATE TABLE {delta} ENGINE = Memory AS {old_copies}")
-    try:
-        unmatched = backend.query_arrow(
-            f"SELECT count() AS n FROM {staging} WHERE (event_id, ts, {_identity_hash()}) NOT IN"
-            f" (SELECT event_id, ts, identity FROM {delta})"
-        ).column("n")[0].as_py()
-        if unmatched:
-            raise WarehouseError(
-                f"{unmatched} re-priced event(s) do not match a stored event (missing, or usage/attribution differ);"
-                " only prices may change: re-run the reprice"
-            )
-        backend.command(
-            "INSERT INTO rollup_rebuild_pending (hour)"
-            f" SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC') FROM {staging}"
-        )
-        # Strictly newer than every stored copy, so "keep the newest copy" never keeps two.
-        version = f"(SELECT greatest(now64(3), max(loaded_at) + toIntervalMillisecond(1)) FROM {delta})"
-        if copies is None:
-            backend.command(
-                f"INSERT INTO priced_events ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version}"
-                f" FROM {staging}"
-            )
-        else:
-            backend.command(f"TRUNCATE TABLE {copies}")
-            backend.command(  # one row per event (the owner drops repeated ids): no ReplacingMergeTree fold on insert
-                f"INSERT INTO {copies} ({_COLUMN_LIST}, `loaded_at`) SELECT {_COLUMN_LIST}, {version} FROM {staging}"
-                f"{INSERT_SETTINGS}"
-            )
-            partitions = backend.query_arrow(
-                f"SELECT DISTINCT _partition_id AS id FROM {copies} ORDER BY id").column("id").to_pylist()
-            for partition in partitions:
-                backend.command(f"ALTER TABLE priced_events ATTACH PARTITION ID '{partition}' FROM {copies}")
-            backend.command(f"TRUNCATE TABLE {copies}")
-        backend.command(delete_subtracted(delta, hours))
-        if rebuild:  # the hours' aggregation minus the rollups' rows: a rebuild without DELETE mutations (reprice8)
-            for statement in correction_statements():
-                backend.command(statement)
-        else:
-            backend.command(f"INSERT INTO {delta} {signed_rows(staging, '1', 1, identity)}")
-            for statement in delta_statements(delta):
-                backend.command(statement)
-        backend.command("TRUNCATE TABLE rollup_rebuild_pending")
-    finally:
-        backend.command(f"DROP TABLE IF EXISTS {delta}")
-    return int(counted)

@@ -140,10 +140,13 @@ def _new_copies(stored: pa.Table, new: pa.Table) -> pa.Table:
 def plan_and_apply_columns(warehouse: Any, since: datetime, until: datetime | None, reprice_fn: RepriceFn,
                            reprice_columns: RepriceColumnsFn, dry_run: bool,
                            apply_table: Callable[[pa.Table], int] | None,
-                           apply_keys: Callable[[list[dict[str, Any]]], int] | None, apply_batch: int) -> RepriceReport:
+                           apply_keys: Callable[[list[dict[str, Any]]], int] | None, apply_batch: int,
+                           finish: Callable[[], int] | None = None) -> RepriceReport:
     """`warehouse.reprice.plan_and_apply` on columns: the same report; unless dry_run, the changed rows go to
     `apply_table` (the owner: new copies as one Arrow table) or `apply_keys` (a reader: {event_id, ts} for the
-    owner to price again), in calls of at most `apply_batch` rows gathered across chunks."""
+    owner to price again), in calls of at most `apply_batch` rows gathered across chunks. With `finish` (the owner's
+    `Warehouse.finish_repriced`), `apply_table` only stages its rows and `finish()` applies them all at the end; its
+    count is then `applied`."""
     report = RepriceReport(since=since, until=until, dry_run=dry_run)
     where, params = "ts >= {since:DateTime64(3, 'UTC')}", {"since": since}
     if until is not None:
@@ -193,6 +196,8 @@ def plan_and_apply_columns(warehouse: Any, since: datetime, until: datetime | No
             if pending_rows >= apply_batch:
                 flush()
     flush()
+    if finish is not None and not dry_run:
+        report.applied = finish()
     return report
 
 

@@ -46,11 +46,15 @@ from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_en
 from warehouse.records_load import TABLES, rows_to_table
 from warehouse.retention import apply_retention
 from warehouse.reprice import (APPLY_BATCH, OWNER_APPLY_BATCH, RepriceBatchFn, RepriceFn, RepriceReport, heal_pending_hours,
-                               owner_reprice_fn, plan_and_apply, replace_priced_rows, reprice_named_events)
+                               owner_reprice_fn, plan_and_apply, reprice_named_events)
+from warehouse.reprice_apply import apply_staged_copies, replace_priced_rows, stage_priced_rows
 from warehouse.reprice_columnar import RepriceColumnsFn, plan_and_apply_columns
 from warehouse.schema import COLUMNS, RowError, apply_migrations, rows_to_arrow
 
 log = logging.getLogger(__name__)
+# Held by an owner's re-price from its first staged apply call to its finish: one re-price's copies table at a time
+# per process (on chDB every Warehouse of the process shares the staging table names).
+_REPRICE_SESSIONS = threading.Lock()
 
 TimeArg = datetime | date | str | None
 _COLUMN_LIST = ", ".join(f"`{name}`" for name in COLUMNS)
@@ -491,11 +495,20 @@ class Warehouse:
             apply = getattr(self.backend, "apply_repriced_events", None)
             if apply is None and not dry_run:
                 raise WarehouseError(f"a {self.kind} warehouse handle cannot re-price; open the owner")
-        if reprice_columns is not None:
-            return plan_and_apply_columns(self, start, end, reprice_fn, reprice_columns, dry_run,
-                                          self.apply_repriced_table if self.backend.writable else None,
+        if reprice_columns is None:
+            return plan_and_apply(self, start, end, reprice_fn, dry_run, apply, apply_batch, reprice_batch)
+        if dry_run or not self.backend.writable:
+            return plan_and_apply_columns(self, start, end, reprice_fn, reprice_columns, dry_run, None,
                                           None if self.backend.writable else apply, apply_batch)
-        return plan_and_apply(self, start, end, reprice_fn, dry_run, apply, apply_batch, reprice_batch)
+        # The owner stages every apply call's new copies and puts them all in at the end (warehouse.reprice_apply):
+        # one swap or DELETE of the old copies per re-price instead of a DELETE mutation per call.
+        with _REPRICE_SESSIONS:
+            self._begin_repriced()
+            try:
+                return plan_and_apply_columns(self, start, end, reprice_fn, reprice_columns, dry_run,
+                                              self.stage_repriced_table, None, apply_batch, self.finish_repriced)
+            finally:
+                self._end_repriced()
 
     def apply_repriced_events(self, events: list[dict[str, Any]]) -> int:
         """Replace stored events by re-priced PricedEvent JSON dicts (same event, new price); owner only.
@@ -512,7 +525,21 @@ class Warehouse:
 
     def apply_repriced_table(self, table: pa.Table) -> int:
         """`apply_repriced_events` for re-priced rows already built as a `priced_events` Arrow table
-        (schema.ARROW_SCHEMA; the columnar re-price builds them from the stored columns); owner only."""
+        (schema.ARROW_SCHEMA; the columnar re-price builds them from the stored columns); owner only. Checked,
+        staged and applied at once (`warehouse.reprice_apply.replace_priced_rows`)."""
+        return self._with_staged_rows(table, lambda staging: replace_priced_rows(
+            self.backend, staging, f"{staging}_copies", exclusive=self.kind == "chdb"))
+
+    def stage_repriced_table(self, table: pa.Table) -> int:
+        """The first half of `apply_repriced_table` inside a re-price (`reprice` with `reprice_columns`, owner): the
+        rows are checked against their stored copies and their new copies kept in the re-price's copies table;
+        nothing readers see changes until `finish_repriced`. Returns the rows staged."""
+        return self._with_staged_rows(table, lambda staging: stage_priced_rows(
+            self.backend, staging, f"{staging}_session"))
+
+    def _with_staged_rows(self, table: pa.Table, step: Any) -> int:
+        """`step(staging)` under the insert lock with the rows to apply of `table` in the Memory table `staging`
+        (owner only; an event_id given twice is applied once, its first row); its result, or 0 without rows."""
         if not self.backend.writable:
             raise WarehouseError("this warehouse handle is read-only (another process owns it)")
         if table.num_rows == 0:
@@ -521,20 +548,45 @@ class Warehouse:
         if not first.all():
             table = table.filter(first.to_arrow())
         staging = f"{self._staging}_reprice"
-        copies = f"{staging}_copies"  # the new copies, attached to priced_events by partition (replace_priced_rows)
         with self._insert_lock:
-            if not self._reprice_staging_ready:
-                self.backend.command(f"DROP TABLE IF EXISTS {staging}")
-                self.backend.command(f"CREATE TABLE {staging} AS priced_events ENGINE = Memory")
-                self.backend.command(f"DROP TABLE IF EXISTS {copies}")  # a crashed run's, maybe of an older schema
-                self.backend.command(f"CREATE TABLE {copies} AS priced_events")
-                self._reprice_staging_ready = True
+            self._ensure_reprice_staging()
             self.backend.command(f"TRUNCATE TABLE {staging}")
             try:
                 self.backend.insert_arrow(staging, table)
-                return replace_priced_rows(self.backend, staging, copies)
+                return int(step(staging))
             finally:
                 self.backend.command(f"TRUNCATE TABLE {staging}")
+
+    def finish_repriced(self) -> int:
+        """Every copy `stage_repriced_table` kept, put into priced_events with the rollups corrected
+        (`warehouse.reprice_apply.apply_staged_copies`: whole partitions swapped on chDB); returns the rows put in."""
+        with self._insert_lock:
+            return apply_staged_copies(self.backend, f"{self._staging}_reprice_session", f"{self._staging}_reprice_delta",
+                                       exclusive=self.kind == "chdb")
+
+    def _begin_repriced(self) -> None:
+        """A re-price's copies table, new (copies a killed re-price staged are never applied; a table of an older
+        schema is replaced). The caller holds _REPRICE_SESSIONS: on chDB every Warehouse of the process shares the
+        staging names."""
+        with self._insert_lock:
+            self.backend.command(f"DROP TABLE IF EXISTS {self._staging}_reprice_session")
+            self.backend.command(f"CREATE TABLE {self._staging}_reprice_session AS priced_events")
+
+    def _end_repriced(self) -> None:
+        with self._insert_lock:  # after a finish (already empty) or a failure between two apply calls
+            self.backend.command(f"DROP TABLE IF EXISTS {self._staging}_reprice_session")
+
+    def _ensure_reprice_staging(self) -> None:
+        """The apply's tables (the caller holds the insert lock): `<staging>_reprice` (Memory) for one call's rows,
+        `_reprice_copies` for a single apply's new copies (`AS priced_events`, so its partitions attach to it)."""
+        if self._reprice_staging_ready:
+            return
+        staging = f"{self._staging}_reprice"
+        self.backend.command(f"DROP TABLE IF EXISTS {staging}")
+        self.backend.command(f"CREATE TABLE {staging} AS priced_events ENGINE = Memory")
+        self.backend.command(f"DROP TABLE IF EXISTS {staging}_copies")  # a crashed run's, maybe of an older schema
+        self.backend.command(f"CREATE TABLE {staging}_copies AS priced_events")
+        self._reprice_staging_ready = True
 
     # Reading ---------------------------------------------------------------------------------------
 
@@ -747,8 +799,8 @@ def _close_server_handle(warehouse: Warehouse) -> None:
     staging_tables = ([warehouse._staging, *(f"{warehouse._staging}_{name}" for name in ("keys", "ids", "event_ids", "new"))]
                       if warehouse._staging_ready else [])
     if warehouse._reprice_staging_ready:
-        staging_tables += [f"{warehouse._staging}_reprice", f"{warehouse._staging}_reprice_copies",
-                           f"{warehouse._staging}_reprice_delta"]  # dropped after each apply, unless it was killed
+        staging_tables += [f"{warehouse._staging}_reprice{name}"  # dropped after each apply, unless it was killed
+                           for name in ("", "_copies", "_session", "_delta")]
     for table in staging_tables:
         try:
             warehouse.backend.command(f"DROP TABLE IF EXISTS {table}")

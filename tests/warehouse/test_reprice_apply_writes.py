@@ -28,7 +28,7 @@ def test_the_apply_writes_without_the_merge_pass_and_stores_what_it_did(wh, org,
     old_book, new_book = books(tmp_path, day)
     events = priced_events(org, day, old_book)
     assert wh.insert_priced(events) == len(events)
-    monkeypatch.setattr("warehouse.reprice.DELTA_SHARE", MODES[mode])
+    monkeypatch.setattr("warehouse.reprice_apply.DELTA_SHARE", MODES[mode])
     statements: list[str] = []
     queries: list[str] = []
     real_command, real_query = wh.backend.command, wh.backend.query_arrow

@@ -266,7 +266,7 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
             owner.wait()
 
 
-MODES = {"rebuild": 0.0, "deltas": 1.0}  # warehouse.reprice.DELTA_SHARE: every apply rebuilds / adds deltas
+MODES = {"rebuild": 0.0, "deltas": 1.0}  # warehouse.reprice_apply.DELTA_SHARE: every apply rebuilds / adds deltas
 ROLLUP_TABLES = ("spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily", "spend_daily_tags")
 
 
@@ -312,7 +312,7 @@ def test_the_apply_leaves_every_rollup_as_a_rebuild_from_raw_would(wh, org, tmp_
     assert wh.insert_priced(events) == len(events)
     before = rollups(wh, org)
 
-    monkeypatch.setattr("warehouse.reprice.DELTA_SHARE", MODES[mode])
+    monkeypatch.setattr("warehouse.reprice_apply.DELTA_SHARE", MODES[mode])
     statements = []
     real_command = wh.backend.command
     monkeypatch.setattr(wh.backend, "command", lambda sql, *a, **k: statements.append(sql) or real_command(sql, *a, **k))
@@ -334,7 +334,7 @@ def test_the_apply_leaves_every_rollup_as_a_rebuild_from_raw_would(wh, org, tmp_
 
 
 # Every write of an apply, in order, when it rebuilds the touched hours' rollups and when it adds deltas
-# (warehouse.reprice.DELTA_SHARE picks): the crash test stops right after each one in turn.
+# (warehouse.reprice_apply.DELTA_SHARE picks): the crash test stops right after each one in turn.
 APPLY_STATEMENTS = (
     "INSERT INTO rollup_rebuild_pending", "INSERT INTO priced_events_staging_reprice_copies",
     "ALTER TABLE priced_events ATTACH PARTITION", "DELETE FROM priced_events",
@@ -350,7 +350,7 @@ DELTA_STATEMENTS = ("INSERT INTO priced_events_staging_reprice_delta", "INSERT I
 def test_reprice_heals_after_a_crash_between_statements(wh, org, tmp_path, monkeypatch, mode, crash_after, heal):
     from warehouse.reprice import heal_pending_hours
 
-    monkeypatch.setattr("warehouse.reprice.DELTA_SHARE", MODES[mode])
+    monkeypatch.setattr("warehouse.reprice_apply.DELTA_SHARE", MODES[mode])
     day = datetime(2021, 6, 1, tzinfo=timezone.utc)
     old_book, new_book = books(tmp_path, day)
     assert wh.insert_priced(priced_events(org, day, old_book)) == 5

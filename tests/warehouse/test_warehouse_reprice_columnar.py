@@ -124,7 +124,7 @@ def test_columnar_reprice_gives_what_the_per_row_path_gives(wh, org, tmp_path, m
     handed_tables: list[pa.Table] = []
     monkeypatch.setattr(wh, "apply_repriced_events", lambda changed: handed_rows.extend(changed) or len(changed))
     wh.reprice(*window, reprice_fn=reprice_fn, reprice_batch=columnar_reprice_batch(book, now))
-    monkeypatch.setattr(wh, "apply_repriced_table", lambda table: handed_tables.append(table) or table.num_rows)
+    monkeypatch.setattr(wh, "stage_repriced_table", lambda table: handed_tables.append(table) or table.num_rows)
     wh.reprice(*window, reprice_fn=reprice_fn, reprice_columns=columnar_reprice_columns(book, now))
     monkeypatch.undo()
     old_table, _, errors = build_batch(handed_rows)
