@@ -99,15 +99,10 @@ class KafkaSink:
             if self._producer is not None:
                 return self._producer
             # linger 0: a publish hands all its messages to the producer before it yields, then awaits their
-            # acknowledgement; a linger would only add its wait to every batch (5 ms per bridge fetch).
-            # max_batch_size as large as a request: with aiokafka's 16 KB default every micro-batch message (up to
-            # ~900 KB) was a record batch of its own, and a partition's messages left one produce request at a time
-            # (aiokafka keeps one request in flight per broker; `send` waits for the full batch to be taken): a
-            # bridge batch of ~12 messages took ~3 round trips in a row; now one. The records (keys, values, order)
-            # are the same.
+            # acknowledgement; a linger would only add its wait to every batch (5 ms per bridge fetch)
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=0,
-                max_request_size=1_048_576, max_batch_size=1_048_576, request_timeout_ms=int(self.timeout_s * 1000),
+                max_request_size=1_048_576, request_timeout_ms=int(self.timeout_s * 1000),
             )
             try:
                 await asyncio.wait_for(producer.start(), self.timeout_s)
