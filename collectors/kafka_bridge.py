@@ -39,10 +39,11 @@ from tokenmeter.events import UsageEvent
 
 log = logging.getLogger("tokenmeter.collect.kafka")
 
-# The conversion hands the event loop a turn this often (collectors.kafka_bridge._convert_in_turns), checked after
-# every slice of this many records: a Kong kafka-log slice is ~800 events, a LiteLLM one 16.
-CONVERT_TURN_S = 0.002
-CONVERT_SLICE_RECORDS = 16
+# Until the batch's pending record is made, the conversion hands the event loop a turn this often
+# (_convert_in_turns), checked after every slice of this many records (a Kong kafka-log slice is 200 events, ~2 ms;
+# a LiteLLM one 4): the record needs several turns (the request, its answer, the state file's thread).
+CONVERT_TURN_S = 0.0005
+CONVERT_SLICE_RECORDS = 4
 
 
 class KafkaBridge:
@@ -106,7 +107,7 @@ class KafkaBridge:
             # a killed run's batch still in doubt takes the sequential path (_deliver merges its ranges).
             recording = self._record_pending_early(batch.records) if self.recovery is None else None
             try:
-                events, letters = await self._convert_in_turns(batch.records)
+                events, letters = await self._convert_in_turns(batch.records, recording)
             except BaseException:
                 if recording is not None:
                     recording.cancel()
@@ -208,23 +209,29 @@ class KafkaBridge:
                              stopped=lambda s: _sleep(stop, s), positions=positions,
                              in_doubt=in_doubt, letter_in_doubt=letter_in_doubt, recording=recording)
 
-    async def _convert_in_turns(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[UsageEvent],
-                                                                                       list[dict[str, Any]]]:
-        """`_convert`, giving the event loop a turn every CONVERT_TURN_S of it (between slices of records), so
-        the pending record's request and state write (`_record_pending_early`) progress during the conversion."""
+    async def _convert_in_turns(self, batch: dict[TopicPartition, list[Any]], alongside: asyncio.Future | None
+                                ) -> tuple[list[UsageEvent], list[dict[str, Any]]]:
+        """`_convert`, giving the event loop a turn every CONVERT_TURN_S (between slices of records) until
+        `alongside` is done, so that the pending record's request and state write (`_record_pending_early`)
+        progress during the conversion; then the rest in one go."""
+        if alongside is None:
+            return self._convert(batch)
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
         self._doubtful_ids = set()
         ranges = self.recovery["ranges"] if self.recovery is not None else {}
-        loop = asyncio.get_running_loop()
-        turn_at = loop.time() + CONVERT_TURN_S
+        clock = asyncio.get_running_loop().time
+        turn_at = clock() + CONVERT_TURN_S
         with collection_paused():
             for tp, messages in batch.items():
                 for start in range(0, len(messages), CONVERT_SLICE_RECORDS):
+                    if alongside.done():
+                        self._convert_all({tp: messages[start:]}, ranges, events, letters)
+                        break
                     self._convert_all({tp: messages[start:start + CONVERT_SLICE_RECORDS]}, ranges, events, letters)
-                    if loop.time() >= turn_at:
+                    if clock() >= turn_at:
                         await asyncio.sleep(0)
-                        turn_at = loop.time() + CONVERT_TURN_S
+                        turn_at = clock() + CONVERT_TURN_S
         return events, letters
 
     def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[UsageEvent], list[dict[str, Any]]]:

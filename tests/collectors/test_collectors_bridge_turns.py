@@ -37,24 +37,35 @@ def test_conversion_in_turns_gives_the_one_pass_events_and_letters():
         batch = _batch(dialect, n)
         assert max(len(records) for records in batch.values()) > CONVERT_SLICE_RECORDS
         events, letters = _bridge(dialect)._convert(batch)
-        in_turns, letters_in_turns = asyncio.run(_bridge(dialect)._convert_in_turns(batch))
+        in_turns, letters_in_turns = asyncio.run(_in_turns(_bridge(dialect), batch, never_done=True))
         assert len(events) == n and len(letters) == 2
         assert encode_batches(in_turns) == encode_batches(events)
         assert _letters_without_time(letters_in_turns) == _letters_without_time(letters)
 
 
-def test_conversion_gives_the_event_loop_turns():
-    batch = _batch("kong", 10_000)  # ~0.1 s of conversion: many 2 ms turns
+async def _in_turns(bridge: KafkaBridge, batch: dict, never_done: bool) -> tuple[list, list]:
+    """`_convert_in_turns` alongside a future that stays pending (the pending record still being made) or is done."""
+    alongside = asyncio.get_running_loop().create_future()
+    if not never_done:
+        alongside.set_result(None)
+    return await bridge._convert_in_turns(batch, alongside)
+
+
+def _read_when_the_loop_ran_something_else(never_done: bool) -> tuple[int, int]:
+    batch = _batch("kong", 10_000)  # ~0.1 s of conversion
     bridge = _bridge("kong")
-    records = sum(len(r) for r in batch.values())
-    seen_mid_batch: list[int] = []
+    seen: list[int] = []
 
     async def run() -> None:
-        def note() -> None:  # what the conversion had read when the loop ran something else
-            seen_mid_batch.append(bridge.sink.counters.read)
-
-        asyncio.get_running_loop().call_soon(note)
-        await bridge._convert_in_turns(batch)
+        asyncio.get_running_loop().call_soon(lambda: seen.append(bridge.sink.counters.read))
+        await _in_turns(bridge, batch, never_done)
 
     asyncio.run(run())
-    assert seen_mid_batch and 0 < seen_mid_batch[0] < records
+    return seen[0], sum(len(r) for r in batch.values())
+
+
+def test_conversion_gives_the_event_loop_turns_until_the_pending_record_is_made():
+    read, records = _read_when_the_loop_ran_something_else(never_done=True)
+    assert 0 < read < records  # a turn in the middle of the batch
+    read, records = _read_when_the_loop_ran_something_else(never_done=False)
+    assert read == records  # the record was made: the batch converts in one go
