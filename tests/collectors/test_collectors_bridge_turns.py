@@ -10,12 +10,12 @@ from aiokafka.structs import TopicPartition
 
 from collectors.bench import gateway_records
 from collectors.equivalence import Message
-from collectors.kafka_bridge import CONVERT_SLICE_RECORDS, KafkaBridge
+from collectors.kafka_bridge import KafkaBridge
 from collectors.sink import KafkaSink, encode_batches
 
 
 def _batch(dialect: str, n: int) -> dict[TopicPartition, list[Message]]:
-    """Records of two partitions, each longer than a slice, with a bad record and a tombstone in the middle."""
+    """Records of two partitions, with a bad record and a tombstone in the middle of the first."""
     values, _ = gateway_records(dialect, n, "turns")
     half = len(values) // 2
     first = values[:half]
@@ -35,19 +35,26 @@ def _letters_without_time(letters: list[dict]) -> list[dict]:
 def test_conversion_in_turns_gives_the_one_pass_events_and_letters():
     for dialect, n in (("kong", 3_000), ("litellm", 200), ("otel", 1_000)):
         batch = _batch(dialect, n)
-        assert max(len(records) for records in batch.values()) > CONVERT_SLICE_RECORDS
-        events, letters = _bridge(dialect)._convert(batch)
-        in_turns, letters_in_turns = asyncio.run(_in_turns(_bridge(dialect), batch, never_done=True))
+        one_pass = _bridge(dialect)
+        events, letters = one_pass._convert(batch)
         assert len(events) == n and len(letters) == 2
-        assert encode_batches(in_turns) == encode_batches(events)
-        assert _letters_without_time(letters_in_turns) == _letters_without_time(letters)
+        for alongside in ("never done", "done at the first turn", "done"):
+            bridge = _bridge(dialect)
+            in_turns, letters_in_turns = asyncio.run(_in_turns(bridge, batch, alongside))
+            assert encode_batches(in_turns) == encode_batches(events), alongside
+            assert _letters_without_time(letters_in_turns) == _letters_without_time(letters), alongside
+            assert bridge.sink.counters.summary() == one_pass.sink.counters.summary()
 
 
-async def _in_turns(bridge: KafkaBridge, batch: dict, never_done: bool) -> tuple[list, list]:
-    """`_convert_in_turns` alongside a future that stays pending (the pending record still being made) or is done."""
-    alongside = asyncio.get_running_loop().create_future()
-    if not never_done:
+async def _in_turns(bridge: KafkaBridge, batch: dict, alongside_state: str = "never done") -> tuple[list, list]:
+    """`_convert_in_turns` alongside a future standing for the pending record being made: never done, done at the
+    conversion's first turn, or done before it starts."""
+    loop = asyncio.get_running_loop()
+    alongside = loop.create_future()
+    if alongside_state == "done":
         alongside.set_result(None)
+    elif alongside_state == "done at the first turn":
+        loop.call_soon(alongside.set_result, None)
     return await bridge._convert_in_turns(batch, alongside)
 
 
@@ -58,7 +65,7 @@ def _read_when_the_loop_ran_something_else(never_done: bool) -> tuple[int, int]:
 
     async def run() -> None:
         asyncio.get_running_loop().call_soon(lambda: seen.append(bridge.sink.counters.read))
-        await _in_turns(bridge, batch, never_done)
+        await _in_turns(bridge, batch, "never done" if never_done else "done")
 
     asyncio.run(run())
     return seen[0], sum(len(r) for r in batch.values())
