@@ -174,8 +174,8 @@ class KafkaBridge:
     def _record_pending_early(self, batch: dict[TopicPartition, list[Any]]) -> asyncio.Task:
         """The batch's pending record (source ranges, output positions), made while the batch converts: the
         positions request goes out before the conversion starts and the state file is written and fsynced in a
-        thread, so neither waits for the other (in `tokenmeter bench` the request and the two fsyncs were ~15-25%
-        of a Kong batch's wall time). Positions taken before the conversion are only lower, which is all the
+        thread, so neither waits for the other (in the bench's Kong windows the request and the two fsyncs were
+        ~14-18 % of the wall time at load ~2, more under load: docs/collectors.md, speed round 5). Positions taken before the conversion are only lower, which is all the
         read-back needs (collectors.delivery); nothing is produced before the task is done (`deliver`)."""
         ranges = _ranges(batch)
 
