@@ -71,3 +71,46 @@ def test_sigkill_before_commit_then_restart_is_exactly_once(kafka_bootstrap, tmp
     letters = [v for v in read_to_end(kafka_bootstrap, topics.DEADLETTER)
                if isinstance(v, dict) and marker in str(v.get("payload"))]
     assert len(letters) == 1 and letters[0]["topic"] == topic and letters[0]["offset"] == 7
+
+
+def test_sigkill_after_the_pending_record_made_during_the_conversion(kafka_bootstrap, tmp_path, payload):
+    # The bridge makes a batch's pending record while the batch converts (KafkaBridge._record_pending_early): killed
+    # right after it, before anything of the batch was produced, the state file must already name the batch's
+    # source range, and the restart writes every event once. A 3 s session keeps the restart's wait short.
+    topic, group = f"kong-pending-{uuid.uuid4().hex[:8]}", f"bridge-{uuid.uuid4().hex}"
+    ids, values = [], []
+    for _ in range(12):
+        batch = []
+        for _ in range(3):
+            entry = payload("kong_openai")
+            entry["request"]["id"] = uuid.uuid4().hex
+            ids.append(entry["request"]["id"])
+            batch.append(entry)
+        values.append(orjson.dumps(batch))
+    _produce_one_partition(kafka_bootstrap, topic, values)
+
+    state = tmp_path / "state.json"
+    args = ["kafka", "--topic", topic, "--dialect", "kong", "--group", group, "--from-beginning",
+            "--batch-records", "5", "--exit-when-idle", "2", "--state-file", str(state)]
+    fast_group = {"TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS": "3"}
+    proc = start_cli(args, cli_env(kafka_bootstrap, tmp_path, TOKENMETER_COLLECT_FAULT="after-pending:2",
+                                   **fast_group), tmp_path / "run1.log")
+    try:
+        assert proc.wait(90) == -signal.SIGKILL, (tmp_path / "run1.log").read_text()
+    finally:
+        stop_process(proc)
+    pending = orjson.loads(state.read_bytes())  # the second batch (records 5-9 when fetches hold all 12)
+    [(where, start, end)] = [(r["topic"], r["start"], r["end"]) for r in pending["ranges"]]
+    assert where == topic and 0 < start < end <= len(values)
+    assert set(pending["positions"]) == {topics.USAGE, topics.DEADLETTER}
+    proc = start_cli(args, cli_env(kafka_bootstrap, tmp_path, **fast_group), tmp_path / "run2.log")
+    try:
+        assert proc.wait(120) == 0, (tmp_path / "run2.log").read_text()
+    finally:
+        stop_process(proc)
+
+    wanted = set(ids)
+    counts = Counter(e["event_id"] for e in events_of(read_to_end(kafka_bootstrap, topics.USAGE))
+                     if isinstance(e, dict) and e.get("event_id") in wanted)
+    assert set(counts) == wanted, f"lost {len(wanted - set(counts))} of {len(wanted)} events"
+    assert set(counts.values()) == {1}, f"{sum(c - 1 for c in counts.values())} duplicates"
