@@ -113,8 +113,14 @@ class Config:
     off_hours_call_ratio: float = 1.5
     off_hours_usual_multiple: float = 3.0
     shift_min_model_calls: int = 3  # calls on the model that took over the cost
-    shift_routine_share: float = 0.1
-    shift_session_calls: int = 30  # calls on rarely used models one key's session does not reach in 5 minutes  # a model with this usual share of a scope's calls is part of its mix
+    shift_routine_share: float = 0.1  # a model with this usual share of a scope's calls is part of its mix
+    shift_session_calls: int = 30  # calls on rarely used models one key's session does not reach in 5 minutes
+    # A scope's usual share of calls per model (`ScopeState.mix`) is learnt per call: a running mean over its first
+    # `shift_mix_horizon_calls` calls, then an EWMA of that horizon; a bucket counts as at most `shift_mix_bucket_calls`
+    # calls (a loop's or a busy job's bucket is not hundreds of sessions). Tenth round: a share learnt per *bucket*
+    # (one model each, for a quiet key) dipped under `shift_routine_share` after a run of main-model sessions.
+    shift_mix_horizon_calls: int = 1000
+    shift_mix_bucket_calls: int = 30
     # A model new to a scope and its teams that takes more than this share of the scope's calls within an hour of its
     # first call, from at least `shift_takeover_keys` API keys (one key's session on it is a new model only), is a shift.
     shift_takeover_share: float = 0.5
