@@ -132,6 +132,11 @@ class Config:
     # it was alerted, while that team's shift records to it keep coming with gaps under this, joins the alerted one
     # (`AlertGating._shift_incident`; ninth round: sparse seed 8 paged research's move to o1 at 12:52 and 13:32).
     shift_incident_gap_s: int = 3600
+    # A template change of a feature is one incident: a tokens-per-request anomaly of the same direction (output or
+    # input) opening on a key, user or the feature itself within this long after the last one of that feature joins its
+    # alert (`AlertGating._template_incident`; tenth round: office seed 8 paged 35 times for 9 template changes, each
+    # key of a feature on its own).
+    template_incident_gap_s: int = 3600
     costly_new_model_usd_per_hour: float = 5.0
 
 

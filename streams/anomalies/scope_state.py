@@ -30,7 +30,7 @@ class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "_spend", "_tokens", "_requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
                  "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady", "quiet",
-                 "held", "adopting", "shifted", "mix")
+                 "held", "adopting", "shifted", "mix", "templated")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -65,6 +65,9 @@ class ScopeState:
         # model called counts, whether or not it was ever news (a key's second model called in one-call sessions never
         # became a `models` entry, so its calls looked "rare" to the model shift rules: sparse seed 21, sk-sparse-30).
         self.mix: list = [0, {}]
+        # A feature's alerted change of tokens per request: "output" / "input" -> [last record of it on the feature or
+        # one of its keys and users, the scope alerted, its alert's time] (`AlertGating._template_incident`).
+        self.templated: dict[str, list] = {}
         # Spend and tokens of this scope's *active* buckets (level and deviation, slots 0 and 1): how big a busy
         # bucket usually is. Sessions make quiet scopes bursty: a 15-call agent run is this key's normal, not news.
         self.busy = Seasonal(3)  # slot 2: calls of an active bucket
@@ -187,7 +190,7 @@ class ScopeState:
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
                 "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate, "busy_pending": self.busy_pending,
                 "steady": self.steady, "held": self.held, "adopting": self.adopting,
-                "shifted": self.shifted, "mix": self.mix,
+                "shifted": self.shifted, "mix": self.mix, "templated": self.templated,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -208,6 +211,7 @@ class ScopeState:
         state.held = data.get("held")
         state.adopting = data.get("adopting", {})
         state.shifted = data.get("shifted", {})
+        state.templated = data.get("templated", {})
         # (A snapshot from before the per-call mix: its per-bucket call shares stand in, as if learnt from 100 calls.)
         state.mix = list(data.get("mix") or [100, {m: i[2] for m, i in state.models.items() if len(i) > 2 and i[2]}])
         if data.get("busy"):
