@@ -113,8 +113,17 @@ class Config:
     off_hours_call_ratio: float = 1.5
     off_hours_usual_multiple: float = 3.0
     shift_min_model_calls: int = 3  # calls on the model that took over the cost
-    shift_routine_share: float = 0.1
-    shift_session_calls: int = 30  # calls on rarely used models one key's session does not reach in 5 minutes  # a model with this usual share of a scope's calls is part of its mix
+    shift_routine_share: float = 0.1  # a model with this usual share of a scope's calls is part of its mix
+    shift_session_calls: int = 30  # calls on rarely used models one key's session does not reach in 5 minutes
+    # A scope's usual share of calls per model (`ScopeState.mix`) is learnt per call: a running mean over its first
+    # `shift_mix_horizon_calls` calls, then an EWMA of that horizon; a bucket counts as at most `shift_mix_bucket_calls`
+    # calls (a loop's or a busy job's bucket is not hundreds of sessions). Tenth round: a share learnt per *bucket*
+    # (one model each, for a quiet key) dipped under `shift_routine_share` after a run of main-model sessions.
+    # (1,000 calls still counted two afternoons of trials on claude-opus-4 three days earlier as routine for a key making
+    # ~300 calls a day, test_anomalies_model_takeover, as 500 did; 300 let sk-sparse-42's gpt-4o share dip again,
+    # sparse seed 21: 3 false alerts instead of 1.)
+    shift_mix_horizon_calls: int = 400
+    shift_mix_bucket_calls: int = 30
     # A model new to a scope and its teams that takes more than this share of the scope's calls within an hour of its
     # first call, from at least `shift_takeover_keys` API keys (one key's session on it is a new model only), is a shift.
     shift_takeover_share: float = 0.5
@@ -123,6 +132,11 @@ class Config:
     # it was alerted, while that team's shift records to it keep coming with gaps under this, joins the alerted one
     # (`AlertGating._shift_incident`; ninth round: sparse seed 8 paged research's move to o1 at 12:52 and 13:32).
     shift_incident_gap_s: int = 3600
+    # A template change of a feature is one incident: a tokens-per-request anomaly of the same direction (output or
+    # input) opening on a key, user or the feature itself within this long after the last one of that feature joins its
+    # alert (`AlertGating._template_incident`; tenth round: office seed 8 paged 35 times for 9 template changes, each
+    # key of a feature on its own).
+    template_incident_gap_s: int = 3600
     costly_new_model_usd_per_hour: float = 5.0
 
 

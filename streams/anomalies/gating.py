@@ -26,6 +26,8 @@ SUSTAINED_KINDS = ("spend_rate", "token_rate")
 # traffic, is recorded, not alerted: an error share is not additive, so a key's storm seen first on its team is one
 # incident. (Volume kinds are not: a second key's loop under a team that is already spending is news.)
 LATER_NARROWER_EXPLAINED = ("error_rate",)
+# Scopes whose tokens-per-request anomalies join an alerted template change of their feature (`_template_incident`).
+TEMPLATE_DIMS = ("api_key", "user", "feature")
 
 
 def iso_epoch(seconds: float) -> str:
@@ -136,6 +138,9 @@ class AlertGating:
                 update.record = self._public(anomaly)
                 self.stats["anomalies_explained"] += 1
         for st, kind_key, anomaly, update in self._opened:
+            if anomaly["kind"] == "tokens_per_request" and st.dim in TEMPLATE_DIMS:
+                self._template_incident(st, anomaly, update, raw)
+        for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "new_model" and update.notify:
                 # Alerted: marked on its teams' entry of the model, so that the keys, users and features of those teams
                 # reaching their own evidence later are this news, not another one (`_team_reported`).
@@ -232,6 +237,43 @@ class AlertGating:
             elif model in known.shifted:
                 known.shifted[model][0] = self._now
 
+    # One template change of a feature, one alert ----------------------------------------------------------------
+    def _template_incident(self, st: ScopeState, anomaly: dict, update: AnomalyUpdate, raw: dict) -> None:
+        """A template change of a feature shows on each of its keys (and users) within minutes, each against its own
+        distribution: office seed 8 paged 35 times for 9 template changes. A tokens-per-request anomaly of a key,
+        user or feature whose every feature (in this bucket's traffic) had an alerted one of the same direction
+        (output / input) with a record less than `template_incident_gap_s` ago joins that alert; an alerted one marks
+        its features. (A narrower open anomaly explaining it was found before: it keeps that explanation.)"""
+        direction, gap = anomaly.get("_detail"), self.cfg.template_incident_gap_s
+        features = self._features_of(st, raw)
+        if not direction or not features:
+            return
+        marks = [self.scopes[("feature", f)].templated.get(direction) if ("feature", f) in self.scopes else None
+                 for f in features]
+        joined = not anomaly.get("_explained_by") and all(m is not None and self._now - m[0] <= gap for m in marks)
+        if joined:
+            anomaly["_explained_by"], anomaly["_template"] = marks[0][1], iso_epoch(marks[0][2])[11:16]
+            update.notify = False
+            update.record = self._public(anomaly)
+            self.stats["anomalies_explained"] += 1
+        for feature in features:
+            known = self.scopes.get(("feature", feature))
+            if known is None:
+                continue
+            mark = known.templated.get(direction)
+            if update.notify:
+                for stale in [d for d, m in known.templated.items() if self._now - m[0] > gap]:
+                    del known.templated[stale]  # (bounded: the marks of changes that ended)
+                known.templated[direction] = [self._now, f"{st.dim} {st.value}", self._now]
+            elif joined and mark is not None:
+                mark[0] = self._now  # (only a record that joined keeps the change going: not every quiet scope's)
+
+    def _features_of(self, st: ScopeState, raw: dict) -> list[str]:
+        if st.dim == "feature":
+            return [st.value]
+        index = RAW_INDEX[st.dim]
+        return sorted({key[5] for key in raw if key[index] == st.value and key[5]})
+
     def _alerted_broader(self, st: ScopeState, kind_key: str, raw: dict) -> tuple[str, str] | None:
         """A broader scope sharing this scope's traffic in this bucket whose anomaly of the same kind opened in an
         EARLIER bucket and was alerted: the narrower one opening later is the same incident (the demo's key storm
@@ -322,6 +364,9 @@ class AlertGating:
         elif anomaly.get("_quiet_key"):
             record["explanation"] += (f" Mostly the traffic of {anomaly['_explained_by']}, within that key's own usual "
                                       f"range (not alerted).")
+        elif anomaly.get("_template"):
+            record["explanation"] += (f" Part of the template change alerted on {anomaly['_explained_by']} at "
+                                      f"{anomaly['_template']} UTC (not alerted again).")
         elif anomaly.get("_incident"):
             record["explanation"] += (f" Part of the model shift to {anomaly['_model']} alerted on "
                                       f"{anomaly['_explained_by']} at {anomaly['_incident']} UTC (not alerted again).")

@@ -123,7 +123,7 @@ class KindRules:
                             calls += sum(r[3].get(model, 0) for r in st.recent_cost)
                         if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
                             v.state = "elevated"
-                        elif (st.models.get(model) or [0, 0.0, 0.0])[2:3] >= [cfg.shift_routine_share]:
+                        elif st.mix_share(model) >= cfg.shift_routine_share:
                             # A session on a model that usually takes a good share of this scope's calls (its
                             # second model, one session in five) is its usual mix, not a shift.
                             v.state = "elevated"
@@ -238,6 +238,11 @@ class KindRules:
                     if len(info) < 3:
                         info.append(0.0)
                     info[2] += 0.02 * ((m[0] / sb[S_REQ] if m else 0.0) - info[2])
+            if "model_shift" not in st.open and not any(k in st.open for k in ("spend_rate", "token_rate",
+                                                                                "request_burst")):
+                # The usual share of calls per model, per call (the routine test of the model shift rules); not from a
+                # shift, a loop, a leak or an explosion (their calls are not this scope's usual mix).
+                st.learn_mix(sb[S_MODELS], sb[S_REQ], cfg.shift_mix_horizon_calls, cfg.shift_mix_bucket_calls)
 
     def _output_shift(self, st: ScopeState, sb: list, v: Verdict | None) -> Verdict | None:
         """Tokens per request on scopes too quiet for a per-bucket mean: a CUSUM over calls of the standardized log

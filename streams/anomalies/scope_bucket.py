@@ -46,11 +46,10 @@ class FanOut:
             if owner is not None and owner.age >= self.cfg.warmup_buckets:
                 # A call on a model its own key rarely uses (a team's share of a key's second model says nothing).
                 known, routine = agg[REQ], self.cfg.shift_routine_share
-                usual = owner.models.get(model)
-                rare = known if usual is None or len(usual) < 3 or usual[2] < routine else 0
+                rare = known if owner.mix_share(model) < routine else 0
                 rare_p = rare_shares.get(key[4], -1.0)
                 if rare_p < 0:
-                    rare_p = rare_shares[key[4]] = sum(i[2] for i in owner.models.values() if len(i) > 2 and i[2] < routine)
+                    rare_p = rare_shares[key[4]] = sum(share for share in owner.mix[1].values() if share < routine)
                 rare_p *= known
             # (the row's figures read once: they are added to up to six scopes)
             req, cost, tin, tout, minutes = agg[REQ], agg[COST], agg[TIN], agg[TOUT], agg[MINUTES]

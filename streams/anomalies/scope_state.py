@@ -30,7 +30,7 @@ class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "_spend", "_tokens", "_requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
                  "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady", "quiet",
-                 "held", "adopting", "shifted")
+                 "held", "adopting", "shifted", "mix", "templated")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -61,6 +61,13 @@ class ScopeState:
         # A team's alerted move of its calls to a model: model -> [last bucket close with a model shift record of the
         # team to it, the scope alerted, its alert's time] (one incident, one alert: `AlertGating._shift_incident`).
         self.shifted: dict[str, list] = {}
+        # Its usual share of calls per model: [calls learnt (each bucket capped), {model: share}] (`learn_mix`). Every
+        # model called counts, whether or not it was ever news (a key's second model called in one-call sessions never
+        # became a `models` entry, so its calls looked "rare" to the model shift rules: sparse seed 21, sk-sparse-30).
+        self.mix: list = [0, {}]
+        # A feature's alerted change of tokens per request: "output" / "input" -> [last record of it on the feature or
+        # one of its keys and users, the scope alerted, its alert's time] (`AlertGating._template_incident`).
+        self.templated: dict[str, list] = {}
         # Spend and tokens of this scope's *active* buckets (level and deviation, slots 0 and 1): how big a busy
         # bucket usually is. Sessions make quiet scopes bursty: a 15-call agent run is this key's normal, not news.
         self.busy = Seasonal(3)  # slot 2: calls of an active bucket
@@ -146,6 +153,26 @@ class ScopeState:
             var = max(held[3] / calls - mean * mean, 0.0)
         self.out_log = [seen + calls, mean, var]
 
+    def mix_share(self, model: str) -> float:
+        """This scope's usual share of its calls on `model` (0 for a model it never called)."""
+        return self.mix[1].get(model, 0.0)
+
+    def learn_mix(self, calls_by_model: dict, calls: int, horizon: int, bucket_cap: int) -> None:
+        """Fold one bucket's calls per model (model -> [calls, ...]) into the usual shares, per call: a running mean
+        over the first `horizon` calls, then an EWMA of that horizon; the bucket weighs at most `bucket_cap` calls.
+        Per call, not per bucket: a quiet key's bucket is one session on one model, so a per-bucket share of its
+        second model (one session in five) swung 0.2 -> 0.09 after a run of sessions on its main model."""
+        seen, shares = self.mix
+        weight_calls = min(calls, bucket_cap)
+        weight = weight_calls / (min(seen, horizon) + weight_calls)
+        for model in shares:
+            shares[model] -= weight * shares[model]
+        for model, m in calls_by_model.items():
+            shares[model] = shares.get(model, 0.0) + weight * m[0] / calls
+        for model in [m for m, share in shares.items() if share < 1e-4]:
+            del shares[model]  # a model not called for thousands of calls (bounded state)
+        self.mix[0] = seen + weight_calls
+
     def busy_high(self, slot: int) -> float:
         """What a busy bucket of this scope reaches (level + 3 deviations of its active buckets), 0 while young."""
         if self.busy.n[slot] < 12:
@@ -163,7 +190,7 @@ class ScopeState:
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
                 "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate, "busy_pending": self.busy_pending,
                 "steady": self.steady, "held": self.held, "adopting": self.adopting,
-                "shifted": self.shifted,
+                "shifted": self.shifted, "mix": self.mix, "templated": self.templated,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
 
@@ -184,6 +211,9 @@ class ScopeState:
         state.held = data.get("held")
         state.adopting = data.get("adopting", {})
         state.shifted = data.get("shifted", {})
+        state.templated = data.get("templated", {})
+        # (A snapshot from before the per-call mix: its per-bucket call shares stand in, as if learnt from 100 calls.)
+        state.mix = list(data.get("mix") or [100, {m: i[2] for m, i in state.models.items() if len(i) > 2 and i[2]}])
         if data.get("busy"):
             state.busy = Seasonal.from_json(data["busy"])
         for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt"):
