@@ -189,8 +189,7 @@ async def deliver(sink: KafkaSink, guard: DeliveryGuard, events: list[UsageEvent
                   *, label: str, letter_key: LetterKey, record_pending: Callable[[Positions], None],
                   stopped: Callable[[float], Awaitable[bool]], positions: Positions | None = None,
                   in_doubt: Callable[[UsageEvent], bool] | None = None,
-                  letter_in_doubt: Callable[[dict[str, Any]], bool] | None = None,
-                  recording: Awaitable[Positions] | None = None) -> bool:
+                  letter_in_doubt: Callable[[dict[str, Any]], bool] | None = None) -> bool:
     """Publish events, then dead letters, each exactly once; True when all are acknowledged, False if stopped.
 
     `record_pending(positions)` must durably store the positions before anything is produced. With
@@ -198,22 +197,14 @@ async def deliver(sink: KafkaSink, guard: DeliveryGuard, events: list[UsageEvent
     written part of the batch: the batch is first filtered against what is on the topics. The same filter
     runs before every retry of a failed send, whose outcome is unknown. `in_doubt`/`letter_in_doubt` limit
     that filter to the records the pending batch covered (default: all of them).
-
-    `recording`: the positions taken and durably recorded already, while the batch was being converted (the Kafka
-    bridge, `KafkaBridge._record_pending_early`): awaited instead of taking and recording them here. Nothing was
-    produced yet, so they are not in doubt; if taking them failed, the usual retry takes them again.
     """
     delay = 0.5
     doubtful = positions is not None
     while True:
         try:
             if positions is None:
-                if recording is not None:
-                    recording, early = None, recording
-                    positions = await early
-                else:
-                    positions = await guard.positions()
-                    record_pending(positions)
+                positions = await guard.positions()
+                record_pending(positions)
                 fault_point("after-pending")
             if doubtful:
                 written = await guard.written_since(positions, letter_key)

@@ -39,11 +39,6 @@ from tokenmeter.events import UsageEvent
 
 log = logging.getLogger("tokenmeter.collect.kafka")
 
-# Until the batch's pending record is made, the conversion hands the event loop a turn this often
-# (_convert_in_turns, checked after each record: a Kong kafka-log record is ~0.5 ms of conversion, a LiteLLM one
-# ~12 us): the record needs several turns (the request, its answer, the state file's thread).
-CONVERT_TURN_S = 0.0005
-
 
 class KafkaBridge:
     def __init__(self, source_bootstrap: str, topic: str, dialect: str | None, group: str, sink: KafkaSink, *,
@@ -102,17 +97,8 @@ class KafkaBridge:
         if not self._recovery_checked:
             await self._settle_recovery(consumer)
         async with collection_paused_until_delivered():  # collect once the batch's events are gone
-            # The pending record (an output-positions request and two fsyncs) is made while the batch converts;
-            # a killed run's batch still in doubt takes the sequential path (_deliver merges its ranges).
-            recording = self._record_pending_early(batch.records) if self.recovery is None else None
-            try:
-                events, letters = await self._convert_in_turns(batch.records, recording)
-            except BaseException:
-                if recording is not None:
-                    recording.cancel()
-                    await asyncio.gather(recording, return_exceptions=True)
-                raise
-            if not await self._deliver(stop, batch.records, events, letters, recording):
+            events, letters = self._convert(batch.records)
+            if not await self._deliver(stop, batch.records, events, letters):
                 return {}  # stopped while Kafka was down: offsets not committed, the batch is read again
             rejected = len(letters)
             del events, letters
@@ -171,24 +157,10 @@ class KafkaBridge:
         if not self.recovery["ranges"]:
             self.recovery = None
 
-    def _record_pending_early(self, batch: dict[TopicPartition, list[Any]]) -> asyncio.Task:
-        """The batch's pending record (source ranges, output positions), made while the batch converts: the
-        positions request goes out before the conversion starts and the state file is written and fsynced in a
-        thread, so neither waits for the other (in the bench's Kong windows the request and the two fsyncs were
-        ~14-18 % of the wall time at load ~2, more under load: docs/collectors.md, speed round 5). Positions taken before the conversion are only lower, which is all the
-        read-back needs (collectors.delivery); nothing is produced before the task is done (`deliver`)."""
-        ranges = _ranges(batch)
-
-        async def record() -> Positions:
-            positions = await self.guard.positions()
-            await asyncio.to_thread(self._save_state, ranges, positions)
-            return positions
-
-        return asyncio.ensure_future(record())
-
     async def _deliver(self, stop: asyncio.Event, batch: dict[TopicPartition, list[Any]], events: list[UsageEvent],
-                       letters: list[dict[str, Any]], recording: asyncio.Task | None = None) -> bool:
-        ranges = _ranges(batch)
+                       letters: list[dict[str, Any]]) -> bool:
+        ranges = {(tp.topic, tp.partition): (messages[0].offset, messages[-1].offset + 1)
+                  for tp, messages in batch.items()}
         positions, in_doubt, letter_in_doubt = None, None, None
         if self.recovery is not None:
             # Keep the killed run's (earlier) positions, so that a second kill still finds its writes.
@@ -206,35 +178,7 @@ class KafkaBridge:
         return await deliver(self.sink, self.guard, events, letters, label=self.label, letter_key=_letter_key,
                              record_pending=lambda found: self._save_state(ranges, found),
                              stopped=lambda s: _sleep(stop, s), positions=positions,
-                             in_doubt=in_doubt, letter_in_doubt=letter_in_doubt, recording=recording)
-
-    async def _convert_in_turns(self, batch: dict[TopicPartition, list[Any]], alongside: asyncio.Future | None
-                                ) -> tuple[list[UsageEvent], list[dict[str, Any]]]:
-        """`_convert`, giving the event loop a turn every CONVERT_TURN_S (checked after each record) until
-        `alongside` is done, so that the pending record's request and state write (`_record_pending_early`)
-        progress during the conversion; then the rest in one go. Only without a killed run's batch in doubt (the
-        records to mark are `_convert_all`'s business)."""
-        if alongside is None or self.recovery is not None:
-            return self._convert(batch)
-        events: list[UsageEvent] = []
-        letters: list[dict[str, Any]] = []
-        self._doubtful_ids = set()
-        clock = asyncio.get_running_loop().time
-        turn_at = clock() + CONVERT_TURN_S
-        convert_one = self._convert_one
-        with collection_paused():
-            for tp, messages in batch.items():
-                self.sink.counters.count(self.label, "read", len(messages))
-                for index, message in enumerate(messages):
-                    if alongside.done():
-                        for rest in messages[index:]:
-                            convert_one(tp, rest, events, letters)
-                        break
-                    convert_one(tp, message, events, letters)
-                    if clock() >= turn_at:
-                        await asyncio.sleep(0)
-                        turn_at = clock() + CONVERT_TURN_S
-        return events, letters
+                             in_doubt=in_doubt, letter_in_doubt=letter_in_doubt)
 
     def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[UsageEvent], list[dict[str, Any]]]:
         events: list[UsageEvent] = []
@@ -277,11 +221,6 @@ class KafkaBridge:
     def _where(self, tp: TopicPartition, message: Any) -> dict[str, Any]:
         """A dead letter's source location (also its key for the read-back after a crash, `_letter_key`)."""
         return {"topic": tp.topic, "partition": tp.partition, "offset": message.offset, "dialect": self.label}
-
-
-def _ranges(batch: dict[TopicPartition, list[Any]]) -> dict[tuple[str, int], tuple[int, int]]:
-    """Per source partition, the batch's offsets [first, last + 1): what its pending record covers."""
-    return {(tp.topic, tp.partition): (messages[0].offset, messages[-1].offset + 1) for tp, messages in batch.items()}
 
 
 def _letter_key(letter: dict[str, Any]) -> tuple[Any, Any, Any]:
