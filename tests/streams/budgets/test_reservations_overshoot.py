@@ -37,6 +37,30 @@ def distinct_names(tag: str) -> list[str]:
     return names
 
 
+def write_three_budgets(bootstrap: str, tag: str, prefix: str) -> tuple[str, str, list[str], dict]:
+    """A team's day budget in USD (block at $10) and in tokens (throttle at 3M), and a tag's (block at $9), on three
+    budget-spend partitions: (team, env, [usd, tok, by_env], their limits)."""
+    team, env = f"{prefix}-{tag}", f"env-{tag}"
+    usd, tok, by_env = names = distinct_names(tag)
+    write_budgets(bootstrap, [
+        parse_budget({"name": usd, "scope": {"team": team}, "period": "day", "limit": "10", "action": "block"}),
+        parse_budget({"name": tok, "scope": {"team": team}, "period": "day", "metric": "tokens", "limit": 3_000_000,
+                      "action": "throttle"}),
+        parse_budget({"name": by_env, "scope": {"tag:env": env}, "period": "day", "limit": "9", "action": "block"})])
+    return team, env, names, {usd: Decimal("10"), tok: 3_000_000, by_env: Decimal("9")}
+
+
+def assert_never_past_a_limit(stats: dict, views: dict, names: list[str], limits: dict) -> None:
+    """The gateways' real spend reached a limit (else the run proves nothing) and passed none; every budget committed
+    exactly the real spend; no hold expired (each was settled by its usage)."""
+    usd, tok, by_env = names
+    assert stats["refused"] > 0, "the limits were never reached: the test proves nothing"
+    assert stats["real"] <= limits[usd] and stats["real"] <= limits[by_env] and stats["tokens"] <= limits[tok]
+    assert Decimal(views[usd]["committed"]) == Decimal(views[by_env]["committed"]) == stats["real"]
+    assert views[tok]["committed"] == stats["tokens"]
+    assert sum(v["expired"] for v in views.values()) == 0
+
+
 async def gateway(client: int, urls: list[str], bootstrap: str, team: str, env: str, stats: dict) -> None:
     from aiohttp import ClientSession
 
@@ -84,15 +108,8 @@ async def _call_then_log(producer: AIOKafkaProducer, event: dict, seconds: float
 
 
 def test_reserving_gateways_never_push_spend_past_a_limit(kafka_bootstrap, tmp_path):
-    tag = uuid.uuid4().hex[:6]
-    team, env = f"ovs-{tag}", f"env-{tag}"
-    usd, tok, by_env = distinct_names(tag)
-    limits = {usd: Decimal("10"), tok: 3_000_000, by_env: Decimal("9")}
-    write_budgets(kafka_bootstrap, [
-        parse_budget({"name": usd, "scope": {"team": team}, "period": "day", "limit": "10", "action": "block"}),
-        parse_budget({"name": tok, "scope": {"team": team}, "period": "day", "metric": "tokens", "limit": 3_000_000,
-                      "action": "throttle"}),
-        parse_budget({"name": by_env, "scope": {"tag:env": env}, "period": "day", "limit": "9", "action": "block"})])
+    team, env, names, limits = write_three_budgets(kafka_bootstrap, uuid.uuid4().hex[:6], "ovs")
+    usd, tok, by_env = names
     ports = [free_port(), free_port()]
     workers = [start_worker(worker_env(kafka_bootstrap, tmp_path / f"data{i}", port), tmp_path / f"worker{i}.log")
                for i, port in enumerate(ports)]
@@ -124,11 +141,7 @@ def test_reserving_gateways_never_push_spend_past_a_limit(kafka_bootstrap, tmp_p
             done = len(views) == 3 and all(v["open_reservations"] == 0 for v in views.values())
             return views if done else None
         views = wait_for(settled, timeout=60, what="every hold settled")
-        assert stats["refused"] > 0, "the limits were never reached: the test proves nothing"
-        assert stats["real"] <= limits[usd] and stats["real"] <= limits[by_env] and stats["tokens"] <= limits[tok]
-        assert Decimal(views[usd]["committed"]) == Decimal(views[by_env]["committed"]) == stats["real"]
-        assert views[tok]["committed"] == stats["tokens"]
-        assert sum(v["expired"] for v in views.values()) == 0
+        assert_never_past_a_limit(stats, views, names, limits)
         used = max(stats["real"] / limits[by_env], Decimal(stats["tokens"]) / limits[tok])
         print(f"real spend {stats['real']} USD / {stats['tokens']} tokens, {used:.0%} of the binding limit")
     finally:
