@@ -31,7 +31,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import yaml
 
 from .litellm_convert import _describe, _model_id, _provider_of, check_version, convert_entry, stated_prices
 from .resolve import canonical_provider
