@@ -145,6 +145,16 @@ def test_billed_ticks_must_be_a_whole_number():
             parse_record(responses_answer(XAI_RESPONSES_USAGE | {"cost_in_usd_ticks": bad}))
 
 
+
+def test_a_billed_cost_past_the_contracts_bound_is_a_clear_error_not_a_huge_bill():
+    import pytest
+
+    from collectors import DialectError
+
+    for huge in (10**30, 10**4000):  # $1e20, and a number of 4,000 digits: refused by the contract, not stored
+        with pytest.raises(DialectError, match="reported_cost_usd.*below 1000000 USD"):
+            parse_record(responses_answer(XAI_RESPONSES_USAGE | {"cost_in_usd_ticks": huge}))
+
 def test_a_sender_named_provider_wins():
     [event] = parse_record({"tokenmeter": {"provider": "azure"}, "response": responses_answer(XAI_RESPONSES_USAGE)})
     assert event.provider == "azure"
