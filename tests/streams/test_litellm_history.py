@@ -174,3 +174,99 @@ def test_notes_flag_a_3x_jump_and_a_price_the_next_copy_takes_back():
     assert "more than 3x" in notes[1] and "more than 3x" not in notes[2]
     assert "may be an error in the map" in notes[2]
     assert not any("may be an error" in n for n in (notes[0], notes[1], notes[3]))
+
+
+# ---- price13: a fork's git history followed by release copies, side branches, broken commits, $0 placeholders ----
+
+def _commit_map(root: Path, when: str, data: dict) -> None:
+    (root / NEW_NAME).write_text(json.dumps(dict(data, sample_spec={"edited": when}), indent=4, sort_keys=True))
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", f"update {when}", when=when)
+
+
+def _listed_copies(folder: Path, copies: list[tuple[str, dict]]) -> Path:
+    """A --snapshots list of JSON copies (DAY LABEL PATH), written into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for day, data in copies:
+        (folder / f"copy-{day}.json").write_text(json.dumps(data))
+        lines.append(f"{day} copy-{day} copy-{day}.json")
+    (folder / "copies.txt").write_text("\n".join(lines) + "\n")
+    return folder / "copies.txt"
+
+
+def test_a_side_branch_commit_counts_from_its_merge_day(tmp_path):
+    """A commit on a merged side branch is dated before its merge; the map on the main line showed the price only
+    from the merge (the history of the main line is read with --first-parent)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    _commit_map(root, "2024-05-01T09:00:00+00:00", {BETA: _entry("together_ai", "0.5", "0.5")})
+    _git(root, "checkout", "-q", "-b", "add-alpha")
+    _commit_map(root, "2024-05-03T09:00:00+00:00", {BETA: _entry("together_ai", "0.5", "0.5"),
+                                                     ALPHA: _entry("fireworks_ai", "1", "3")})
+    _git(root, "checkout", "-q", "main")
+    (root / "README").write_text("unrelated change on main\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "readme", when="2024-05-05T09:00:00+00:00")
+    _git(root, "merge", "-q", "--no-ff", "-m", "merge add-alpha", "add-alpha", when="2024-05-09T09:00:00+00:00")
+    out = tmp_path / "out"
+    assert main(["--mirror", str(root), "--out", str(out)]) == 0
+    assert _days(_models(out)["fireworks/alpha-7b"]) == ["2024-05-09"]
+
+
+def test_git_history_then_the_listed_copies_after_its_last_day(repo, tmp_path, capsys):
+    """--mirror and --snapshots together: the git copies up to the history's last day (2024-04-01), then the
+    listed copies dated after it; a listed copy inside the git range is not read (the commits are finer)."""
+    listed = _listed_copies(tmp_path / "copies", [
+        ("2024-03-01", {BETA: _entry("together_ai", "9", "9")}),  # inside the git range: not read
+        ("2024-05-01", {BETA: _entry("together_ai", "0.7", "0.7"),
+                        GAMMA: _entry("vertex_ai-maas-models", "2", "8", cache_read_input_token_cost=2e-07)}),
+    ])
+    out = tmp_path / "out"
+    assert main(["--mirror", str(repo), "--snapshots", str(listed), "--mirror-from", "someone/litellm-fork",
+                 "--out", str(out)]) == 0
+    models = _models(out)
+    assert _days(models["together/org/beta-chat"]) == ["2024-01-10", "2024-02-05", "2024-05-01"]
+    assert [v["input"] for v in models["together/org/beta-chat"]["versions"]] == ["0.5", "0.6", "0.7"]
+    assert models["together/org/beta-chat"]["versions"][2]["source"] == "copy-2024-05-01.json"
+    header = (out / "together_litellm_history.yaml").read_text()
+    assert "7 copies (6 of them commits of 2024-01-10 .. 2024-04-01 read from someone/litellm-fork's git history)" \
+        in header
+    assert capsys.readouterr().out.startswith("7 copies,")  # 6 commit days + 1 listed copy after them
+
+
+def test_a_commit_that_broke_the_file_is_left_out(tmp_path, capsys):
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    _commit_map(root, "2024-05-01T09:00:00+00:00", {BETA: _entry("together_ai", "0.5", "0.5")})
+    (root / NEW_NAME).write_text('{"broken": ,}')
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "broken", when="2024-05-02T09:00:00+00:00")
+    _commit_map(root, "2024-05-03T09:00:00+00:00", {BETA: _entry("together_ai", "0.5", "0.5"),
+                                                     ALPHA: _entry("fireworks_ai", "1", "3")})
+    out = tmp_path / "out"
+    assert main(["--mirror", str(root), "--out", str(out)]) == 0
+    assert _days(_models(out)["fireworks/alpha-7b"]) == ["2024-05-03"]
+    assert _days(_models(out)["together/org/beta-chat"]) == ["2024-05-01"]  # one version: no gap at the broken day
+    assert "unreadable, left out" in capsys.readouterr().err
+
+
+def test_a_zero_placeholder_before_the_first_price_is_no_price(tmp_path):
+    """LiteLLM lists some models at $0 before their price is known; the catalog prices nothing at $0, so the model
+    starts on the first copy with a price (before it: unpriced, not free)."""
+    listed = _listed_copies(tmp_path / "copies", [
+        ("2025-01-01", {ALPHA: _entry("fireworks_ai", "0", "0")}),
+        ("2025-02-01", {ALPHA: _entry("fireworks_ai", "0", "0")}),
+        ("2025-03-01", {ALPHA: _entry("fireworks_ai", "0.2", "0.4")}),
+    ])
+    out = tmp_path / "out"
+    assert main(["--snapshots", str(listed), "--out", str(out)]) == 0
+    entry = _models(out)["fireworks/alpha-7b"]
+    assert _days(entry) == ["2025-03-01"]
+    assert "listed at $0 from copy-2025-01-01 (2025-01-01): a placeholder" in entry["versions"][0]["notes"]
+    book = load_price_book(catalog_dir=out)
+    assert price_on(book, "fireworks", "alpha-7b", "2025-02-15", MILLION_EACH).status == "unpriced"
+    assert price_on(book, "fireworks", "alpha-7b", "2025-03-01", MILLION_EACH).cost_usd == Decimal("0.6")
+
