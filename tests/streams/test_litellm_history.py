@@ -270,3 +270,26 @@ def test_a_zero_placeholder_before_the_first_price_is_no_price(tmp_path):
     assert price_on(book, "fireworks", "alpha-7b", "2025-02-15", MILLION_EACH).status == "unpriced"
     assert price_on(book, "fireworks", "alpha-7b", "2025-03-01", MILLION_EACH).cost_usd == Decimal("0.6")
 
+
+def test_tiered_only_entries_are_written_with_their_input_tiers(tmp_path):
+    """A DashScope entry priced only by `tiered_pricing` (qwen3-vl-plus's figures in LiteLLM 1.110.2): written with
+    input_tiers at Alibaba's K = 1,024 thresholds; the file loads and prices each tier."""
+    qwen_vl = {"litellm_provider": "dashscope", "mode": "chat", "tiered_pricing": [
+        {"input_cost_per_token": 2e-07, "output_cost_per_token": 1.6e-06, "range": [0, 32000.0]},
+        {"input_cost_per_token": 3e-07, "output_cost_per_token": 2.4e-06, "range": [32000.0, 128000.0]},
+        {"input_cost_per_token": 6e-07, "output_cost_per_token": 4.8e-06, "range": [128000.0, 256000.0]}]}
+    listed = _listed_copies(tmp_path / "copies", [("2026-03-31", {"dashscope/qwen3-vl-plus": qwen_vl})])
+    out = tmp_path / "out"
+    assert main(["--snapshots", str(listed), "--out", str(out)]) == 0
+    version = _models(out)["dashscope/qwen3-vl-plus"]["versions"][0]
+    assert [t["above_input_tokens"] for t in version["input_tiers"]] == [32768, 131072]
+    book = load_price_book(catalog_dir=out)
+    # by hand: 32,768 input (lower tier, the bound belongs to it) x $0.20 + 1,000 output x $1.60 per 1M
+    low = Usage(input_tokens=32_768, output_tokens=1_000)
+    assert price_on(book, "dashscope", "qwen3-vl-plus", "2026-04-01", low).cost_usd == Decimal("0.0081536")
+    # 32,769 input: the whole call at $0.30 / $2.40 -> 0.0098307 + 0.0024
+    middle = Usage(input_tokens=32_769, output_tokens=1_000)
+    assert price_on(book, "dashscope", "qwen3-vl-plus", "2026-04-01", middle).cost_usd == Decimal("0.0122307")
+    # 200,000 input, 1,000 output at $0.60 / $4.80 -> 0.12 + 0.0048
+    high = Usage(input_tokens=200_000, output_tokens=1_000)
+    assert price_on(book, "dashscope", "qwen3-vl-plus", "2026-04-01", high).cost_usd == Decimal("0.1248")
