@@ -55,8 +55,8 @@ CASES = [
     ("cohere", "embed-v5.0-pro", "2026-11-01", "0.12"),
     ("groq", "qwen/qwen3.6-27b", "2026-09-01", "3.6"),
     ("deepseek", "deepseek-v3.2", "2026-01-01", "0.68"),
-    # price13: LiteLLM's 2024 commits (its main line as held by the fork IsaacBreen/litellm, up to 2025-01-20) date
-    # starts the release copies could only put at 2024-11-28, and changes to their day
+    # price13: LiteLLM's commits up to 2025-05-06 (its main line as held by the fork GFG/litellm) date starts the
+    # release copies could only put at 2024-11-28 (or at the next month's release), and changes to their day
     ("vertex_ai", "codestral@2405", "2024-07-26", None),
     ("vertex_ai", "codestral@2405", "2024-08-01", "4"),
     ("vertex_ai", "codestral@2405", "2024-12-27", "0.8"),  # the cut, first seen in the commit of 2024-12-27
@@ -68,6 +68,9 @@ CASES = [
     ("fireworks_ai", "accounts/fireworks/models/yi-large", "2024-08-01", "6"),
     ("groq", "llama-3.1-405b-reasoning", "2024-08-01", "1.38"),
     ("gemini", "gemini-gemma-2-9b-it", "2024-08-01", "1.4"),
+    ("fireworks_ai", "accounts/fireworks/models/deepseek-r1-basic", "2025-04-28", None),
+    ("fireworks_ai", "accounts/fireworks/models/deepseek-r1-basic", "2025-05-01", "2.74"),  # was from 2025-05-31
+    ("vertex_ai", "mistral-small-2503", "2025-03-25", "4"),  # was from 2025-03-28
     # listed at $0 (a placeholder) before its first price: unpriced then, not free
     ("fireworks_ai", "accounts/fireworks/models/qwen3-embedding-8b", "2026-01-01", None),
     ("gemini", "gemini-pro-vision", "2024-03-01", None),
