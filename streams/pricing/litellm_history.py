@@ -79,11 +79,11 @@ def _parse_map(text: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def git_days(repo: Path, path: str = MAP_PATH) -> list[tuple[date, str]]:
+def git_days(repo: Path, path: str = MAP_PATH, rev: str = "HEAD") -> list[tuple[date, str]]:
     """(day, last commit of that day touching `path`), oldest first; renames are followed. Only the main line
     (`--first-parent`): a commit on a merged side branch is dated before its merge, and its copy is not the map the
     project published on that day (it lacks main's other changes and shows the branch's before they landed)."""
-    log = _git(repo, "log", "--first-parent", "--follow", "--format=%H %cI", "--name-only", "--", path)
+    log = _git(repo, "log", "--first-parent", "--follow", "--format=%H %cI", "--name-only", rev, "--", path)
     last_of_day: dict[date, tuple[str, str]] = {}
     commit = None
     for line in log.splitlines():
@@ -510,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror-from", metavar="OWNER/NAME",
                         help="the repository --mirror was copied from, named in the files' headers (e.g. a fork "
                              "holding LiteLLM's commits up to the day it was last synced)")
+    parser.add_argument("--rev", default="HEAD",
+                        help="--mirror: the commit whose main line is read (e.g. the second parent of a fork's merge "
+                             "of LiteLLM's main, when the fork merges rather than fast-forwards)")
     parser.add_argument("--path", default=MAP_PATH, help="the map's path in the repository (renames are followed)")
     parser.add_argument("--step-days", type=int, default=1, help="git: sample one day in N, then bisect changes")
     parser.add_argument("--provider", action="append", help="only these providers (repeatable)")
@@ -523,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     snapshots: list[Snapshot] = []
     git_until = None  # the git history's last day
     if args.mirror:
-        days = git_days(args.mirror, args.path)
+        days = git_days(args.mirror, args.path, args.rev)
         git_until = days[-1][0] if days else None
         snapshots = [git_snapshot(args.mirror, day, ref) for day, ref in sample_days(days, args.step_days)]
         if args.step_days > 1:

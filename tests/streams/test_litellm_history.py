@@ -213,6 +213,10 @@ def test_a_side_branch_commit_counts_from_its_merge_day(tmp_path):
     out = tmp_path / "out"
     assert main(["--mirror", str(root), "--out", str(out)]) == 0
     assert _days(_models(out)["fireworks/alpha-7b"]) == ["2024-05-09"]
+    # --rev reads another line, e.g. the upstream side of a fork's merge: here the branch itself
+    branch = tmp_path / "branch"
+    assert main(["--mirror", str(root), "--rev", "add-alpha", "--out", str(branch)]) == 0
+    assert _days(_models(branch)["fireworks/alpha-7b"]) == ["2024-05-03"]
 
 
 def test_git_history_then_the_listed_copies_after_its_last_day(repo, tmp_path, capsys):
