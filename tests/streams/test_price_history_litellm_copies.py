@@ -31,7 +31,8 @@ CASES = [
     # Vertex Model Garden: Codestral 24.05 $1 / $3 then $0.20 / $0.60; DeepSeek V3.1 MaaS $1.35 / $5.40 -> $0.60 / $1.70
     ("vertex_ai", "codestral@2405", "2024-12-01", "4"),
     ("vertex_ai", "vertex_ai/codestral@2405", "2025-01-02", "0.8"),
-    ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2025-09-27", None),
+    ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2025-09-23", None),  # price13: 2025-09-24 (a commit), was 09-28
+    ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2025-09-24", "6.75"),
     ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2026-01-01", "6.75"),
     ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2026-10-01", "2.3"),
     # Bedrock 2025-26 partner models: Nova 2 Pro preview $2.1875 / $17.50 -> $1.25 / $10; Jurassic-2 Ultra (retired)
@@ -55,8 +56,8 @@ CASES = [
     ("cohere", "embed-v5.0-pro", "2026-11-01", "0.12"),
     ("groq", "qwen/qwen3.6-27b", "2026-09-01", "3.6"),
     ("deepseek", "deepseek-v3.2", "2026-01-01", "0.68"),
-    # price13: LiteLLM's commits up to 2025-05-06 (its main line as held by the fork GFG/litellm) date starts the
-    # release copies could only put at 2024-11-28 (or at the next month's release), and changes to their day
+    # price13: LiteLLM's commits up to 2026-01-25 (its main line as merged into the fork FawenYo/litellm) date starts
+    # the release copies could only put at 2024-11-28 (or at the next release), and changes to their day
     ("vertex_ai", "codestral@2405", "2024-07-26", None),
     ("vertex_ai", "codestral@2405", "2024-08-01", "4"),
     ("vertex_ai", "codestral@2405", "2024-12-27", "0.8"),  # the cut, first seen in the commit of 2024-12-27
@@ -71,6 +72,10 @@ CASES = [
     ("fireworks_ai", "accounts/fireworks/models/deepseek-r1-basic", "2025-04-28", None),
     ("fireworks_ai", "accounts/fireworks/models/deepseek-r1-basic", "2025-05-01", "2.74"),  # was from 2025-05-31
     ("vertex_ai", "mistral-small-2503", "2025-03-25", "4"),  # was from 2025-03-28
+    # most Fireworks checkpoints: listed by the commit of 2025-12-08 (was the 1.80.10 release of 2025-12-14)
+    ("fireworks_ai", "accounts/fireworks/models/mixtral-8x7b", "2025-12-07", None),
+    ("fireworks_ai", "accounts/fireworks/models/mixtral-8x7b", "2025-12-08", "1.0"),
+    ("azure", "gpt-5.1-chat-2025-11-13", "2025-11-18", "11.25"),  # was from 2025-11-27
     # listed at $0 (a placeholder) before its first price: unpriced then, not free
     ("fireworks_ai", "accounts/fireworks/models/qwen3-embedding-8b", "2026-01-01", None),
     ("gemini", "gemini-pro-vision", "2024-03-01", None),
