@@ -485,6 +485,28 @@ def _drop_leading_zero_prices(history: History) -> None:
         first.spec["notes"] = "; ".join(filter(None, [first.spec.get("notes"), note]))
 
 
+CORRECTED_WITHIN_DAYS = 2
+
+
+def _drop_corrected_errors(history: History) -> None:
+    """A price only one copy (commit) showed, replaced within CORRECTED_WITHIN_DAYS by one more than 3x apart, is an
+    error the map corrected (LiteLLM listed gpt-5-chat at $5 / $20 on GPT-5's launch day, 2025-08-07, and $1.25 / $10,
+    OpenAI's price, the next day): the corrected price starts on the erroneous copy's day."""
+    position = 0
+    while position < len(history.versions) - 1:
+        wrong, fixed = history.versions[position], history.versions[position + 1]
+        if (wrong.first is wrong.last and (fixed.first.day - wrong.first.day).days <= CORRECTED_WITHIN_DAYS
+                and _far_apart(wrong.stated.get("input"), fixed.stated.get("input"))):
+            note = (f"{_price_words(wrong.stated)} in {wrong.first.describe()} only, corrected in "
+                    f"{fixed.first.describe()}: a map error, left out (this price from the earlier copy's day)")
+            fixed.spec = dict(fixed.spec, effective_from=wrong.spec["effective_from"],
+                              notes="; ".join(filter(None, [fixed.spec.get("notes"), note])))
+            fixed.before, fixed.previous = wrong.before, wrong.previous
+            del history.versions[position]
+            continue
+        position += 1
+
+
 def select(histories: dict[tuple[str, str], History], keep: Callable[[str, str], bool] | None,
            report: dict[str, int]) -> list[History]:
     chosen = []
@@ -496,6 +518,7 @@ def select(histories: dict[tuple[str, str], History], keep: Callable[[str, str],
             report[why] = report.get(why, 0) + 1
             continue
         _drop_leading_zero_prices(history)
+        _drop_corrected_errors(history)
         chosen.append(history)
     return chosen
 

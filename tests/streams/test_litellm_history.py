@@ -297,3 +297,21 @@ def test_tiered_only_entries_are_written_with_their_input_tiers(tmp_path):
     # 200,000 input, 1,000 output at $0.60 / $4.80 -> 0.12 + 0.0048
     high = Usage(input_tokens=200_000, output_tokens=1_000)
     assert price_on(book, "dashscope", "qwen3-vl-plus", "2026-04-01", high).cost_usd == Decimal("0.1248")
+
+
+def test_a_price_one_copy_showed_and_the_next_days_copy_corrected_is_left_out(tmp_path):
+    """gpt-5-chat in LiteLLM's commits: $5 / $20 on 2025-08-07 (one commit), $1.25 / $10 (OpenAI's price) from the next
+    day's commit: the corrected price starts on 2025-08-07. A change after more than 2 days is an ordinary change."""
+    listed = _listed_copies(tmp_path / "copies", [
+        ("2025-08-07", {"gpt-5-chat": _entry("openai", "5", "20"), BETA: _entry("together_ai", "2", "2")}),
+        ("2025-08-08", {"gpt-5-chat": _entry("openai", "1.25", "10"), BETA: _entry("together_ai", "2", "2")}),
+        ("2025-08-20", {"gpt-5-chat": _entry("openai", "1.25", "10"), BETA: _entry("together_ai", "0.5", "0.5")}),
+    ])
+    out = tmp_path / "out"
+    assert main(["--snapshots", str(listed), "--out", str(out)]) == 0
+    models = _models(out)
+    versions = models["openai/gpt-5-chat"]["versions"]
+    assert [(str(v["effective_from"]), v["input"], v["output"]) for v in versions] == [("2025-08-07", "1.25", "10")]
+    assert "$5 / $20 in copy-2025-08-07 (2025-08-07) only, corrected in copy-2025-08-08" in versions[0]["notes"]
+    assert versions[0]["source"] == "copy-2025-08-08.json"
+    assert _days(models["together/org/beta-chat"]) == ["2025-08-07", "2025-08-20"]  # 4x, but 13 days later

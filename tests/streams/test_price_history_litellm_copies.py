@@ -76,6 +76,9 @@ CASES = [
     ("fireworks_ai", "accounts/fireworks/models/mixtral-8x7b", "2025-12-07", None),
     ("fireworks_ai", "accounts/fireworks/models/mixtral-8x7b", "2025-12-08", "1.0"),
     ("azure", "gpt-5.1-chat-2025-11-13", "2025-11-18", "11.25"),  # was from 2025-11-27
+    # LiteLLM's one-commit $5 / $20 for gpt-5-chat on GPT-5's launch day, corrected the next day: $1.25 / $10 from 2025-08-07
+    ("openai", "gpt-5-chat", "2025-08-06", None),
+    ("openai", "gpt-5-chat", "2025-08-07", "11.25"),
     # listed at $0 (a placeholder) before its first price: unpriced then, not free
     ("fireworks_ai", "accounts/fireworks/models/qwen3-embedding-8b", "2026-01-01", None),
     ("gemini", "gemini-pro-vision", "2024-03-01", None),
