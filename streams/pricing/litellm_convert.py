@@ -30,6 +30,10 @@ FIELD_KEYS = {
     "reasoning": "output_cost_per_reasoning_token",
 }
 TIER_SUFFIXES = {"batch": "_batches", "flex": "_flex", "priority": "_priority"}
+# Providers whose pages write input-length tiers in K = 1,024 tokens (Alibaba: "32K" is 32,768, docs/pricing.md);
+# LiteLLM's `tiered_pricing` ranges round them to thousands (32000, 256000), so a whole number of thousands is
+# read back as that many K.
+KIBI_TIER_PROVIDERS = {"dashscope"}
 _THRESHOLD = re.compile(r"_above_(\d+)k_tokens")
 _DERIVED_DIGITS = Decimal("1e-10")
 
@@ -80,12 +84,56 @@ def _uniform_ratio(tier: dict[str, Decimal], base: dict[str, Decimal]) -> Decima
     return ratio if all(base[k] * ratio == tier.get(k) for k in base) and set(tier) <= set(base) else None
 
 
+def _threshold(start: Any, provider: str) -> int | None:
+    """A `tiered_pricing` range's start as an input-token threshold (None: not a whole number of tokens)."""
+    if isinstance(start, bool) or not isinstance(start, (int, Decimal)) or Decimal(start) != int(start):
+        return None
+    tokens = int(start)
+    return tokens // 1000 * 1024 if provider in KIBI_TIER_PROVIDERS and tokens % 1000 == 0 else tokens
+
+
+def _tiered_prices(raw: dict[str, Any], notes: list[str]) -> tuple[dict[str, Decimal], list[tuple[int, dict]]] | None:
+    """An entry priced only by `tiered_pricing` (a list of `{range: [start, end], <token prices>}`, the whole call at
+    the tier its input length falls in): the first tier's prices and (threshold, prices) of the others, or None
+    when the list is not of that form (e.g. tiers by number of search results)."""
+    tiers = raw.get("tiered_pricing")
+    if not isinstance(tiers, list) or not tiers or not all(isinstance(t, dict) for t in tiers):
+        return None
+    provider = _provider_of(str(raw.get("litellm_provider") or ""))
+    ranged = []
+    for tier in tiers:
+        bounds = tier.get("range")
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            return None
+        ranged.append((bounds[0], _prices(tier, "")))
+    ranged.sort(key=lambda item: item[0])
+    (first_start, base), rest = ranged[0], ranged[1:]
+    if first_start != 0 or "input" not in base:
+        return None
+    above = []
+    for start, prices in rest:
+        threshold = _threshold(start, provider)
+        if threshold is None or threshold <= 0 or (above and threshold <= above[-1][0]) or not prices:
+            return None
+        above.append((threshold, prices))
+    starts = " / ".join(f"{int(start):,}" for start, _ in rest)
+    read = " / ".join(f"{threshold:,}" for threshold, _ in above)
+    notes.append(f"input-length tiers from the map's tiered_pricing (the whole call at its tier's prices), "
+                 f"ranges starting at {starts} tokens" + (f", read as {read} (the provider's K is 1,024 tokens)"
+                                                           if read != starts else ""))
+    return base, above
+
+
 def convert_entry(raw: dict[str, Any], effective_from: str, source: str) -> tuple[dict[str, Any] | None, str | None]:
     """One LiteLLM map entry as a catalog entry spec, or (None, why it was skipped)."""
     mode = raw.get("mode")
     if mode not in PRICED_MODES:
         return None, f"mode {mode!r} is not token-priced"
     base = _prices(raw, "")
+    notes: list[str] = []
+    input_tiers: list[tuple[int, dict]] = []
+    if "input" not in base and (tiered := _tiered_prices(raw, notes)) is not None:
+        base, input_tiers = tiered  # the flat keys state no price: the first tier is the base
     if "input" not in base:
         return None, "no input_cost_per_token"
     if "output" not in base:
@@ -94,9 +142,19 @@ def convert_entry(raw: dict[str, Any], effective_from: str, source: str) -> tupl
         base["output"] = Decimal(0)
     if base.get("reasoning") == base["output"]:
         del base["reasoning"]
-    notes: list[str] = []
     version: dict[str, Any] = {"effective_from": effective_from, **{k: _text(v) for k, v in base.items()}}
-    thresholds = sorted({int(m.group(1)) for key in raw for m in [_THRESHOLD.search(key)] if m})
+    if input_tiers:
+        blocks = []
+        for threshold, prices in input_tiers:
+            if "output" not in prices and mode == "embedding":
+                prices = dict(prices, output=Decimal(0))
+            prices = _complete({k: v for k, v in prices.items() if k in base}, base, notes, f"above_{threshold}")
+            if not prices:
+                return None, f"tiered_pricing tier above {threshold} states neither input nor output"
+            blocks.append({"above_input_tokens": threshold, **{k: _text(v) for k, v in prices.items()}})
+        # one threshold is the catalog's long_context form; several are input_tiers
+        version.update({"long_context": blocks[0]} if len(blocks) == 1 else {"input_tiers": blocks})
+    thresholds = [] if input_tiers else sorted({int(m.group(1)) for key in raw for m in [_THRESHOLD.search(key)] if m})
     long_suffix = f"_above_{thresholds[0]}k_tokens" if thresholds else None
     long_prices: dict[str, Decimal] = {}
     if long_suffix:
@@ -194,6 +252,8 @@ def stated_prices(version: dict[str, Any]) -> dict[str, Decimal]:
     if long_raw:
         flat["long_context.above_input_tokens"] = Decimal(long_raw["above_input_tokens"])
         flat.update({f"long_context.{k}": v for k, v in long_prices.items()})
+    for block in version.get("input_tiers") or ():  # keyed as PriceVersion.flatten() keys several thresholds
+        flat.update({f"above_{block['above_input_tokens']}.{k}": v for k, v in _decimals(block).items()})
     for tier in SERVICE_TIERS:
         raw = version.get(tier)
         if not raw:

@@ -170,6 +170,13 @@ def _compare(entry: CatalogEntry, candidates: list[_Candidate], since: str,
         report.conflicts.extend(f"{entry.key}: map entry {c.map_key} disagrees ({'; '.join(ch)}); catalog kept "
                                 f"(the map cannot state its {what})" for c, ch in differing)
         return None
+    if version is not None and "input_tiers" in differing[0][0].spec["versions"][0]:
+        # merge_version lays flat prices and one long_context over the catalog's: several input tiers from the
+        # map's tiered_pricing are not merged (the catalog's own tiers would be kept under the map's base prices)
+        report.unchanged.append(entry.key)
+        report.conflicts.extend(f"{entry.key}: map entry {c.map_key} disagrees ({'; '.join(ch)}); catalog kept "
+                                "(the map's input tiers are not merged over a catalog version)" for c, ch in differing)
+        return None
     best, changes = differing[0]
     report.conflicts.extend(f"{entry.key}: map entry {c.map_key} disagrees with {best.map_key}; used {best.map_key}"
                             for c, _ in differing[1:] if c.stated != best.stated)

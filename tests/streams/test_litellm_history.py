@@ -174,3 +174,144 @@ def test_notes_flag_a_3x_jump_and_a_price_the_next_copy_takes_back():
     assert "more than 3x" in notes[1] and "more than 3x" not in notes[2]
     assert "may be an error in the map" in notes[2]
     assert not any("may be an error" in n for n in (notes[0], notes[1], notes[3]))
+
+
+# ---- price13: a fork's git history followed by release copies, side branches, broken commits, $0 placeholders ----
+
+def _commit_map(root: Path, when: str, data: dict) -> None:
+    (root / NEW_NAME).write_text(json.dumps(dict(data, sample_spec={"edited": when}), indent=4, sort_keys=True))
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", f"update {when}", when=when)
+
+
+def _listed_copies(folder: Path, copies: list[tuple[str, dict]]) -> Path:
+    """A --snapshots list of JSON copies (DAY LABEL PATH), written into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for day, data in copies:
+        (folder / f"copy-{day}.json").write_text(json.dumps(data))
+        lines.append(f"{day} copy-{day} copy-{day}.json")
+    (folder / "copies.txt").write_text("\n".join(lines) + "\n")
+    return folder / "copies.txt"
+
+
+def test_a_side_branch_commit_counts_from_its_merge_day(tmp_path):
+    """A commit on a merged side branch is dated before its merge; the map on the main line showed the price only
+    from the merge (the history of the main line is read with --first-parent)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    _commit_map(root, "2024-05-01T09:00:00+00:00", {BETA: _entry("together_ai", "0.5", "0.5")})
+    _git(root, "checkout", "-q", "-b", "add-alpha")
+    _commit_map(root, "2024-05-03T09:00:00+00:00", {BETA: _entry("together_ai", "0.5", "0.5"),
+                                                     ALPHA: _entry("fireworks_ai", "1", "3")})
+    _git(root, "checkout", "-q", "main")
+    (root / "README").write_text("unrelated change on main\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "readme", when="2024-05-05T09:00:00+00:00")
+    _git(root, "merge", "-q", "--no-ff", "-m", "merge add-alpha", "add-alpha", when="2024-05-09T09:00:00+00:00")
+    out = tmp_path / "out"
+    assert main(["--mirror", str(root), "--out", str(out)]) == 0
+    assert _days(_models(out)["fireworks/alpha-7b"]) == ["2024-05-09"]
+    # --rev reads another line, e.g. the upstream side of a fork's merge: here the branch itself
+    branch = tmp_path / "branch"
+    assert main(["--mirror", str(root), "--rev", "add-alpha", "--out", str(branch)]) == 0
+    assert _days(_models(branch)["fireworks/alpha-7b"]) == ["2024-05-03"]
+
+
+def test_git_history_then_the_listed_copies_after_its_last_day(repo, tmp_path, capsys):
+    """--mirror and --snapshots together: the git copies up to the history's last day (2024-04-01), then the
+    listed copies dated after it; a listed copy inside the git range is not read (the commits are finer)."""
+    listed = _listed_copies(tmp_path / "copies", [
+        ("2024-03-01", {BETA: _entry("together_ai", "9", "9")}),  # inside the git range: not read
+        ("2024-05-01", {BETA: _entry("together_ai", "0.7", "0.7"),
+                        GAMMA: _entry("vertex_ai-maas-models", "2", "8", cache_read_input_token_cost=2e-07)}),
+    ])
+    out = tmp_path / "out"
+    assert main(["--mirror", str(repo), "--snapshots", str(listed), "--mirror-from", "someone/litellm-fork",
+                 "--out", str(out)]) == 0
+    models = _models(out)
+    assert _days(models["together/org/beta-chat"]) == ["2024-01-10", "2024-02-05", "2024-05-01"]
+    assert [v["input"] for v in models["together/org/beta-chat"]["versions"]] == ["0.5", "0.6", "0.7"]
+    assert models["together/org/beta-chat"]["versions"][2]["source"] == "copy-2024-05-01.json"
+    header = (out / "together_litellm_history.yaml").read_text()
+    assert "7 copies (6 of them commits of 2024-01-10 .. 2024-04-01 read from someone/litellm-fork's git history)" \
+        in header
+    assert capsys.readouterr().out.startswith("7 copies,")  # 6 commit days + 1 listed copy after them
+
+
+def test_a_commit_that_broke_the_file_is_left_out(tmp_path, capsys):
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    _commit_map(root, "2024-05-01T09:00:00+00:00", {BETA: _entry("together_ai", "0.5", "0.5")})
+    (root / NEW_NAME).write_text('{"broken": ,}')
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "broken", when="2024-05-02T09:00:00+00:00")
+    _commit_map(root, "2024-05-03T09:00:00+00:00", {BETA: _entry("together_ai", "0.5", "0.5"),
+                                                     ALPHA: _entry("fireworks_ai", "1", "3")})
+    out = tmp_path / "out"
+    assert main(["--mirror", str(root), "--out", str(out)]) == 0
+    assert _days(_models(out)["fireworks/alpha-7b"]) == ["2024-05-03"]
+    assert _days(_models(out)["together/org/beta-chat"]) == ["2024-05-01"]  # one version: no gap at the broken day
+    assert "unreadable, left out" in capsys.readouterr().err
+
+
+def test_a_zero_placeholder_before_the_first_price_is_no_price(tmp_path):
+    """LiteLLM lists some models at $0 before their price is known; the catalog prices nothing at $0, so the model
+    starts on the first copy with a price (before it: unpriced, not free)."""
+    listed = _listed_copies(tmp_path / "copies", [
+        ("2025-01-01", {ALPHA: _entry("fireworks_ai", "0", "0")}),
+        ("2025-02-01", {ALPHA: _entry("fireworks_ai", "0", "0")}),
+        ("2025-03-01", {ALPHA: _entry("fireworks_ai", "0.2", "0.4")}),
+    ])
+    out = tmp_path / "out"
+    assert main(["--snapshots", str(listed), "--out", str(out)]) == 0
+    entry = _models(out)["fireworks/alpha-7b"]
+    assert _days(entry) == ["2025-03-01"]
+    assert "listed at $0 from copy-2025-01-01 (2025-01-01): a placeholder" in entry["versions"][0]["notes"]
+    book = load_price_book(catalog_dir=out)
+    assert price_on(book, "fireworks", "alpha-7b", "2025-02-15", MILLION_EACH).status == "unpriced"
+    assert price_on(book, "fireworks", "alpha-7b", "2025-03-01", MILLION_EACH).cost_usd == Decimal("0.6")
+
+
+def test_tiered_only_entries_are_written_with_their_input_tiers(tmp_path):
+    """A DashScope entry priced only by `tiered_pricing` (qwen3-vl-plus's figures in LiteLLM 1.110.2): written with
+    input_tiers at Alibaba's K = 1,024 thresholds; the file loads and prices each tier."""
+    qwen_vl = {"litellm_provider": "dashscope", "mode": "chat", "tiered_pricing": [
+        {"input_cost_per_token": 2e-07, "output_cost_per_token": 1.6e-06, "range": [0, 32000.0]},
+        {"input_cost_per_token": 3e-07, "output_cost_per_token": 2.4e-06, "range": [32000.0, 128000.0]},
+        {"input_cost_per_token": 6e-07, "output_cost_per_token": 4.8e-06, "range": [128000.0, 256000.0]}]}
+    listed = _listed_copies(tmp_path / "copies", [("2026-03-31", {"dashscope/qwen3-vl-plus": qwen_vl})])
+    out = tmp_path / "out"
+    assert main(["--snapshots", str(listed), "--out", str(out)]) == 0
+    version = _models(out)["dashscope/qwen3-vl-plus"]["versions"][0]
+    assert [t["above_input_tokens"] for t in version["input_tiers"]] == [32768, 131072]
+    book = load_price_book(catalog_dir=out)
+    # by hand: 32,768 input (lower tier, the bound belongs to it) x $0.20 + 1,000 output x $1.60 per 1M
+    low = Usage(input_tokens=32_768, output_tokens=1_000)
+    assert price_on(book, "dashscope", "qwen3-vl-plus", "2026-04-01", low).cost_usd == Decimal("0.0081536")
+    # 32,769 input: the whole call at $0.30 / $2.40 -> 0.0098307 + 0.0024
+    middle = Usage(input_tokens=32_769, output_tokens=1_000)
+    assert price_on(book, "dashscope", "qwen3-vl-plus", "2026-04-01", middle).cost_usd == Decimal("0.0122307")
+    # 200,000 input, 1,000 output at $0.60 / $4.80 -> 0.12 + 0.0048
+    high = Usage(input_tokens=200_000, output_tokens=1_000)
+    assert price_on(book, "dashscope", "qwen3-vl-plus", "2026-04-01", high).cost_usd == Decimal("0.1248")
+
+
+def test_a_price_one_copy_showed_and_the_next_days_copy_corrected_is_left_out(tmp_path):
+    """gpt-5-chat in LiteLLM's commits: $5 / $20 on 2025-08-07 (one commit), $1.25 / $10 (OpenAI's price) from the next
+    day's commit: the corrected price starts on 2025-08-07. A change after more than 2 days is an ordinary change."""
+    listed = _listed_copies(tmp_path / "copies", [
+        ("2025-08-07", {"gpt-5-chat": _entry("openai", "5", "20"), BETA: _entry("together_ai", "2", "2")}),
+        ("2025-08-08", {"gpt-5-chat": _entry("openai", "1.25", "10"), BETA: _entry("together_ai", "2", "2")}),
+        ("2025-08-20", {"gpt-5-chat": _entry("openai", "1.25", "10"), BETA: _entry("together_ai", "0.5", "0.5")}),
+    ])
+    out = tmp_path / "out"
+    assert main(["--snapshots", str(listed), "--out", str(out)]) == 0
+    models = _models(out)
+    versions = models["openai/gpt-5-chat"]["versions"]
+    assert [(str(v["effective_from"]), v["input"], v["output"]) for v in versions] == [("2025-08-07", "1.25", "10")]
+    assert "$5 / $20 in copy-2025-08-07 (2025-08-07) only, corrected in copy-2025-08-08" in versions[0]["notes"]
+    assert versions[0]["source"] == "copy-2025-08-08.json"
+    assert _days(models["together/org/beta-chat"]) == ["2025-08-07", "2025-08-20"]  # 4x, but 13 days later

@@ -5,12 +5,14 @@ after it, the new price from the first copy showing a change, and a retired mode
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
 
 from price_support import MILLION_EACH, THOUSAND_EACH, book, price_on  # noqa: F401 - book: the module's fixture
 from streams.pricing.catalog import BUNDLED_CATALOG_DIR
+from tokenmeter.events import Usage
 
 # (provider as logged, model as logged, event day, USD per 1M input + 1M output tokens; None: unpriced). Calls of 1,000
 # tokens each are priced (1M tokens would cross the long-context threshold some of these models have).
@@ -29,7 +31,8 @@ CASES = [
     # Vertex Model Garden: Codestral 24.05 $1 / $3 then $0.20 / $0.60; DeepSeek V3.1 MaaS $1.35 / $5.40 -> $0.60 / $1.70
     ("vertex_ai", "codestral@2405", "2024-12-01", "4"),
     ("vertex_ai", "vertex_ai/codestral@2405", "2025-01-02", "0.8"),
-    ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2025-09-27", None),
+    ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2025-09-23", None),  # price13: 2025-09-24 (a commit), was 09-28
+    ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2025-09-24", "6.75"),
     ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2026-01-01", "6.75"),
     ("vertex_ai", "deepseek-ai/deepseek-v3.1-maas", "2026-10-01", "2.3"),
     # Bedrock 2025-26 partner models: Nova 2 Pro preview $2.1875 / $17.50 -> $1.25 / $10; Jurassic-2 Ultra (retired)
@@ -53,7 +56,46 @@ CASES = [
     ("cohere", "embed-v5.0-pro", "2026-11-01", "0.12"),
     ("groq", "qwen/qwen3.6-27b", "2026-09-01", "3.6"),
     ("deepseek", "deepseek-v3.2", "2026-01-01", "0.68"),
+    # price13: LiteLLM's commits up to 2026-01-25 (its main line as merged into the fork FawenYo/litellm) date starts
+    # the release copies could only put at 2024-11-28 (or at the next release), and changes to their day
+    ("vertex_ai", "codestral@2405", "2024-07-26", None),
+    ("vertex_ai", "codestral@2405", "2024-08-01", "4"),
+    ("vertex_ai", "codestral@2405", "2024-12-27", "0.8"),  # the cut, first seen in the commit of 2024-12-27
+    ("vertex_ai", "mistral-large@2411", "2025-01-01", "8"),  # listed 2024-12-27 .. 2025-01, then renamed
+    ("azure", "command-r-plus", "2024-06-01", "18"),
+    ("azure", "mistral-large-2402", "2024-03-01", "32"),
+    ("together_ai", "mistralai/Mixtral-8x7B-Instruct-v0.1", "2024-02-27", None),
+    ("together_ai", "mistralai/Mixtral-8x7B-Instruct-v0.1", "2024-03-01", "1.2"),
+    ("fireworks_ai", "accounts/fireworks/models/yi-large", "2024-08-01", "6"),
+    ("groq", "llama-3.1-405b-reasoning", "2024-08-01", "1.38"),
+    ("gemini", "gemini-gemma-2-9b-it", "2024-08-01", "1.4"),
+    ("fireworks_ai", "accounts/fireworks/models/deepseek-r1-basic", "2025-04-28", None),
+    ("fireworks_ai", "accounts/fireworks/models/deepseek-r1-basic", "2025-05-01", "2.74"),  # was from 2025-05-31
+    ("vertex_ai", "mistral-small-2503", "2025-03-25", "4"),  # was from 2025-03-28
+    # most Fireworks checkpoints: listed by the commit of 2025-12-08 (was the 1.80.10 release of 2025-12-14)
+    ("fireworks_ai", "accounts/fireworks/models/mixtral-8x7b", "2025-12-07", None),
+    ("fireworks_ai", "accounts/fireworks/models/mixtral-8x7b", "2025-12-08", "1.0"),
+    ("azure", "gpt-5.1-chat-2025-11-13", "2025-11-18", "11.25"),  # was from 2025-11-27
+    # LiteLLM's one-commit $5 / $20 for gpt-5-chat on GPT-5's launch day, corrected the next day: $1.25 / $10 from 2025-08-07
+    ("openai", "gpt-5-chat", "2025-08-06", None),
+    ("openai", "gpt-5-chat", "2025-08-07", "11.25"),
+    # listed at $0 (a placeholder) before its first price: unpriced then, not free
+    ("fireworks_ai", "accounts/fireworks/models/qwen3-embedding-8b", "2026-01-01", None),
+    ("gemini", "gemini-pro-vision", "2024-03-01", None),
+    ("gemini", "gemini-pro-vision", "2024-07-01", "1.4"),
+    # DashScope entries with only `tiered_pricing` in the map (1,000 tokens each: the lower tier)
+    ("dashscope", "qwen3.5-plus", "2026-03-30", None),
+    ("dashscope", "qwen3.5-plus", "2026-04-01", "2.8"),
+    ("dashscope", "qwen3.7-plus", "2026-09-01", "2.0"),
+    ("dashscope", "qwen3-vl-plus", "2026-04-01", "1.8"),
 ]
+
+
+def test_a_tiered_only_dashscope_model_prices_its_upper_tier(book):
+    # qwen3.7-plus above 256K (262,144) input tokens: the whole call at $1.20 / $4.80 (LiteLLM 1.98.0 .. 1.110.2):
+    # 300,000 x 1.2 + 1,000 x 4.8 per 1M
+    call = Usage(input_tokens=300_000, output_tokens=1_000)
+    assert price_on(book, "dashscope", "qwen3.7-plus", "2026-10-01", call).cost_usd == Decimal("0.3648")
 
 
 @pytest.mark.parametrize("provider, model, day, expected", CASES)
@@ -68,13 +110,16 @@ def test_model_prices_at_the_version_of_its_day(book, provider, model, day, expe
 
 def test_every_such_version_says_it_is_a_third_party_copy(book):
     generated = [entry for entry in book.entries.values()
-                 if any("in LiteLLM's cost map, LiteLLM " in (v.notes or "") for v in entry.versions)]
+                 if any(origin.endswith("_litellm_history.yaml") for origin in entry.origins)]
     assert len(generated) >= 500
     files = sorted(p.name for p in BUNDLED_CATALOG_DIR.glob("*_litellm_history.yaml"))
     assert len(files) == 13
     for entry in generated:
         for version in entry.versions:
-            assert "unverified first-party" in version.notes and "github.com/BerriAI/litellm/blob/v" in version.source
+            assert "in LiteLLM's cost map, " in version.notes and "unverified first-party" in version.notes
+            # the copy: a release's tag, or a commit of LiteLLM's main line (price13: read from a fork's history)
+            assert re.match(r"https://github\.com/BerriAI/litellm/blob/(v[\d.]+|[0-9a-f]{40})/", version.source), \
+                version.source
 
 
 def test_left_out_keys_stay_unpriced_with_a_reason(book):
