@@ -1,10 +1,12 @@
 """(c) alone, as CPU per event: `python -m app.bench_worker [--events 50000] [--rounds 3] [--tree PATH ...]
-[--in-process] [--tagged 0.5]`.
+[--in-process] [--tagged 0.5] [--reader-fetch-wait-ms 10]`.
 
 `tokenmeter bench`'s (c) on its own: per round and per source tree, a fresh `tokenmeter worker` (started from that
 tree, as the bench starts it) on one embedded broker; after one warm-up event is priced and the worker's start-up
 work is done (the budget owner's heap freeze, `GET /v1/reservations` `gc.frozen_objects`), the bench's events are
-produced as collector micro-batches and timed until the last is priced. Reports events/s and the worker's CPU per
+produced as collector micro-batches and timed until the bench's reader has seen the last one priced (its fetch wait
+is 10 ms since worker11: with aiokafka's 500 ms the embedded broker held the last outputs ~0.25 s in about half of
+the runs; `--reader-fetch-wait-ms 500` measures the old way). Reports events/s and the worker's CPU per
 event (user and system, /proc), with the load average. Trees alternate within each round, so a shared machine's
 load hits them alike: compare a branch with an earlier commit (`git archive <commit> | tar -x -C /tmp/base`, then
 `--tree /tmp/base --tree .`). Rates per event of worker CPU are steadier than events/s on a loaded machine.
