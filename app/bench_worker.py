@@ -1,10 +1,12 @@
 """(c) alone, as CPU per event: `python -m app.bench_worker [--events 50000] [--rounds 3] [--tree PATH ...]
-[--in-process] [--tagged 0.5]`.
+[--in-process] [--tagged 0.5] [--reader-fetch-wait-ms 10]`.
 
 `tokenmeter bench`'s (c) on its own: per round and per source tree, a fresh `tokenmeter worker` (started from that
 tree, as the bench starts it) on one embedded broker; after one warm-up event is priced and the worker's start-up
 work is done (the budget owner's heap freeze, `GET /v1/reservations` `gc.frozen_objects`), the bench's events are
-produced as collector micro-batches and timed until the last is priced. Reports events/s and the worker's CPU per
+produced as collector micro-batches and timed until the bench's reader has seen the last one priced (its fetch wait
+is 10 ms since worker11: with aiokafka's 500 ms the embedded broker held the last outputs ~0.25 s in about half of
+the runs; `--reader-fetch-wait-ms 500` measures the old way). Reports events/s and the worker's CPU per
 event (user and system, /proc), with the load average. Trees alternate within each round, so a shared machine's
 load hits them alike: compare a branch with an earlier commit (`git archive <commit> | tar -x -C /tmp/base`, then
 `--tree /tmp/base --tree .`). Rates per event of worker CPU are steadier than events/s on a loaded machine.
@@ -63,12 +65,27 @@ async def wait_for_startup(api_port: int, limit: float = 20.0) -> float:
     return time.monotonic() - began
 
 
-async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: int, timeout: float) -> dict:
+# The bench's reader of tokenmeter.priced asks the broker to hold an empty fetch this long. The embedded broker
+# does not answer a waiting fetch when data arrives (streams/faust_patches.py, patch 1): with aiokafka's default
+# 500 ms, a record stored just after the reader had caught up reached it ~0.25 s later (tests/test_bench_reader.py),
+# so (c) of 50,000 events stopped 0.2-0.25 s after the worker had finished in about half of the runs (its "two
+# modes", docs/benchmarks.md, worker11). `--reader-fetch-wait-ms 500` gives the definition before.
+READER_FETCH_WAIT_MS = 10
+
+
+def priced_reader(bootstrap: str, fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> AIOKafkaConsumer:
+    """The bench's consumer of the worker's output (not started)."""
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8_000_000,
+                            fetch_max_wait_ms=fetch_wait_ms)
+
+
+async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: int, timeout: float,
+                      reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> dict:
     """(c): warm the running worker `pid` up with one event, wait for its start-up work, then time producing `events`
-    as collector micro-batches until the last is priced; events/s and the worker's CPU per event."""
+    as collector micro-batches until the last is priced (seen by `priced_reader`); events/s and the worker's CPU per
+    event."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=8_000_000)
+    consumer = priced_reader(bootstrap, reader_fetch_wait_ms)
     await producer.start()
     await consumer.start()
     try:
@@ -98,7 +115,7 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
         return {"events_per_s": round(n / wall), "worker_cpu_us_per_event": round((user_after - user + system_after
                                                                                     - system) / n * 1e6, 2),
                 "user_us": round((user_after - user) / n * 1e6, 2), "system_us": round((system_after - system) / n * 1e6, 2),
-                "startup_wait_s": round(settled, 2)}
+                "startup_wait_s": round(settled, 2), "reader_fetch_wait_ms": reader_fetch_wait_ms}
     finally:
         await consumer.stop()
         await producer.stop()
@@ -162,7 +179,8 @@ def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float) -> 
     return results
 
 
-def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0) -> dict[str, list[dict]]:
+def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0,
+            reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {tree: [] for tree in trees}
     with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
         for round_ in range(rounds):
@@ -175,7 +193,8 @@ def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0) -> dict[
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
                 try:
                     load = os.getloadavg()[0]
-                    run = asyncio.run(time_worker(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500)))
+                    run = asyncio.run(time_worker(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500),
+                                                  reader_fetch_wait_ms=reader_fetch_wait_ms))
                     results[tree].append({**run, "load": round(load, 1)})
                     print(json.dumps({"tree": tree, **results[tree][-1]}), file=sys.stderr, flush=True)
                 finally:
@@ -192,12 +211,14 @@ def main(argv: list[str] | None = None) -> int:
                         "default: this one)")
     parser.add_argument("--in-process", action="store_true", help="the pricing thread's work alone, no worker")
     parser.add_argument("--tagged", type=float, default=0.0, help="share of events with tags in their attribution")
+    parser.add_argument("--reader-fetch-wait-ms", type=int, default=READER_FETCH_WAIT_MS,
+                        help="the priced reader's fetch wait (500: aiokafka's default, (c) as measured before worker11)")
     args = parser.parse_args(argv)
     trees = [str(Path(t).resolve()) for t in (args.tree or [Path(__file__).resolve().parent.parent])]
     if args.in_process:
         print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged), indent=2))
     else:
-        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged), indent=2))
+        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms), indent=2))
     return 0
 
 
