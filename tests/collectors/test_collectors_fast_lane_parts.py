@@ -225,7 +225,8 @@ def test_litellm_time_shape_without_the_regex() -> None:
     for _ in range(20_000):
         text = list(rng.choice(valid) if rng.random() < 0.5 else
                     f"{rng.randrange(1, 10000):04d}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} "
-                    f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**6):06d}")
+                    f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}."
+                    f"{rng.randrange(10**6):06d}")
         for _ in range(rng.choice([0, 1, 1, 2, 3])):
             at = rng.randrange(len(text) + 1)
             action = rng.random()
