@@ -129,9 +129,24 @@ class RecordView:
         return scalar_text(value)
 
 
-def view_headers(headers: Any) -> dict[str, Any]:
-    """The headers as `RecordView.headers` holds them (lower-cased names; {} for none or a non-mapping)."""
-    return _lower_keys(headers) if headers and (type(headers) is dict or isinstance(headers, Mapping)) else {}
+def view_headers(headers: Any) -> Mapping[str, Any]:
+    """The headers as `RecordView.headers` holds them (lower-cased names; {} for none or a non-mapping). Read only:
+    a dict whose names are all lower-case text already (what Kong and most loggers write) comes back as it is."""
+    if not headers:
+        return {}
+    if type(headers) is dict:
+        names = tuple(headers)
+        lower = _ALREADY_LOWER.get(names)
+        if lower is None:
+            if len(_ALREADY_LOWER) >= 1024:  # a bounded cache of the header name sets seen
+                _ALREADY_LOWER.clear()
+            lower = _ALREADY_LOWER[names] = all(type(name) is str and name.lower() == name for name in names)
+        # lower-casing every name of every entry was ~7% of a Kong entry's time; a name set repeats
+        return headers if lower else _lower_keys(headers)
+    return _lower_keys(headers) if isinstance(headers, Mapping) else {}
+
+
+_ALREADY_LOWER: dict[tuple[Any, ...], bool] = {}  # header names in record order -> all lower-case text
 
 
 NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # `resolve_parts`' span/resource for a record without

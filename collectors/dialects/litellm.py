@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -171,21 +170,31 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
 
 # --- the batch form ----------------------------------------------------------------------------------------
 
-# startTime / endTime / completionStartTime as LiteLLM writes them (naive, read as UTC).
-_LITELLM_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+# startTime / endTime / completionStartTime as LiteLLM writes them (naive, read as UTC):
+# `YYYY-MM-DD HH:MM:SS.ffffff`, ASCII digits. Its separators, positions 4, 7, 10, 13, 16 and 19:
+_LITELLM_TIME_SEPARATORS = "-- ::."
 
 
 def _time(value: Any) -> datetime | None | bool:
     """`to_datetime` of LiteLLM's own time text, still naive (UTC; the differences between two such times are the
-    same); None when absent; False for any other value."""
+    same); None when absent; False for any other value.
+
+    The text's shape is checked without a regex (the regex `fullmatch` that was here
+    cost more than `fromisoformat` itself, ~10% of a LiteLLM payload's conversion): 26 ASCII characters with the
+    separators in place, then `fromisoformat` reads each digit field (ASCII digits only) and refuses anything
+    else there; what it could still take that the regex would not is a UTC offset or `Z` inside the last six
+    characters, which gives an aware time: refused here too. `test_litellm_time_shape_without_the_regex` holds
+    it to the regex."""
     if value is None:
         return None
-    if type(value) is not str or _LITELLM_TIME.fullmatch(value) is None:
+    if type(value) is not str or len(value) != 26 or value[4:20:3] != _LITELLM_TIME_SEPARATORS \
+            or not value.isascii():
         return False
     try:
-        return datetime.fromisoformat(value)
+        read = datetime.fromisoformat(value)
     except ValueError:
         return False
+    return read if read.tzinfo is None else False
 
 
 def _common_tags(payload: dict[str, Any]) -> dict[str, str] | None:

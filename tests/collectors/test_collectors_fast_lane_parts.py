@@ -191,3 +191,75 @@ def test_collection_paused_until_delivered_always_resumes_collection() -> None:
         assert gc.isenabled()
 
     asyncio.run(scenario())
+
+
+def test_litellm_time_shape_without_the_regex() -> None:
+    """LiteLLM's time text is told apart by its separators, `isascii` and `fromisoformat` (collect10), where a
+    regex fullmatch did it: both take and refuse the same texts, over valid times mutated at every position with
+    the characters that could fool either (non-ASCII digits, UTC offsets and `Z`, other separators, ISO week
+    dates, dropped and added characters)."""
+    import re
+
+    from collectors.dialects.litellm import _time
+
+    shape = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+
+    def by_regex(value):  # the reading before collect10
+        if value is None:
+            return None
+        if type(value) is not str or shape.fullmatch(value) is None:
+            return False
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return False
+
+    rng = random.Random(18)
+    pool = list("0123456789+-Zz T:.,W_x") + ["\u0663", "\uff13", "\u00a0", "\u2212", "\u00e9"]
+    valid = ["2025-01-24 09:20:49.847371", "2025-02-29 09:20:49.847371", "2024-02-29 24:00:00.000000",
+             "2025-13-01 00:00:00.000000", "0000-01-01 00:00:00.000000", "9999-12-31 23:59:59.999999"]
+    texts: list = [None, 5, 1.5, b"2025-01-24 09:20:49.847371", "", "2025-01-24T09:20:49.847371",
+                   "2025-01-24 09:20:49.847+00", "2025-01-24 09:20:49.84737Z", "2025-01-24 09:20:49.8+00:00",
+                   "2025-W04-5 09:20:49.847371", "2025-024 09:20:49.84737100", "20250124 092049.84737100000",
+                   "2025-01-24 09:20:49,847371", "2025-01-24 09:20:49.847371 ", " 2025-01-24 09:20:49.847371"]
+    for _ in range(20_000):
+        text = list(rng.choice(valid) if rng.random() < 0.5 else
+                    f"{rng.randrange(1, 10000):04d}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} "
+                    f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}."
+                    f"{rng.randrange(10**6):06d}")
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            at = rng.randrange(len(text) + 1)
+            action = rng.random()
+            if action < 0.7 and at < len(text):
+                text[at] = rng.choice(pool)
+            elif action < 0.85:
+                text.insert(at, rng.choice(pool))
+            elif text:
+                del text[min(at, len(text) - 1)]
+        texts.append("".join(text))
+    for offset in ("+00", "-01", "Z", "+0000", "+00:00"):  # an offset in place of the fraction's last digits
+        texts.append("2025-01-24 09:20:49." + "847371"[:6 - len(offset)] + offset)
+    for text in texts:
+        assert _time(text) == by_regex(text), text
+
+
+def test_headers_already_lower_case_are_read_as_lower_cased_headers() -> None:
+    """`view_headers` hands back a record's own header dict when its names are lower-case text already (collect10:
+    lower-casing every name of every Kong entry was ~7% of its time): the same names, values and order as
+    lower-casing them, whatever the mix of cases, repeats and name sets; the cache of name sets stays bounded."""
+    from collectors import attribution
+    from collectors.attribution import _lower_keys, view_headers
+
+    rng = random.Random(19)
+    names = ["host", "x-team", "X-Team", "X-TEAM", "x-tokenmeter-team", "Content-Type", "content-type", "x-1",
+             "123", "", "ß", "ẞ", "x-ünïcode", "\u0130x", "x-feature"]
+    values: list = ["v", " v ", "", None, 3, ["a", "b"], {"k": "v"}]
+    for _ in range(5000):
+        headers = {rng.choice(names): rng.choice(values) for _ in range(rng.randrange(0, 7))}
+        got = view_headers(headers)
+        assert list(got.items()) == list(_lower_keys(headers).items()), headers
+        assert list(view_headers(headers).items()) == list(got.items())  # a name set seen before: from the cache
+    for i in range(3000):
+        view_headers({f"x-h{i}": "v"})
+    assert len(attribution._ALREADY_LOWER) <= 1024
+    assert view_headers(None) == {} and view_headers([("x", "y")]) == {} and view_headers({}) == {}
