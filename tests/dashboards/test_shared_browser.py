@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dash import Dash, html
 
-from tests_state import LEFT
-
 WINDOW = {"width": 1400, "height": 1000}
+LEFT: dict = {}  # what the first test leaves for the second
 
 
 def _app() -> Dash:
