@@ -20,16 +20,16 @@ def _dash_server_port():
     yield
 
 
-# One Chromium per test process instead of one per test ------------------------------------------------------------
+# One Chromium per test file instead of one per test ---------------------------------------------------------------
 # dash's `dash_duo` starts a Chromium (and its chromedriver) for every test and quits it after: the browser's own
-# processes (main, GPU, network, zygote, driver) cost ~1.3 CPU-s per start (docs/testing.md "suite3"). Here every
-# browser test of an xdist worker gets the same browser, handed over as a fresh one would be: one tab on
+# processes (main, GPU, network, zygote, driver) cost ~0.6 CPU-s per start (docs/testing.md "suite3"). Here the
+# browser tests of a file get the same browser, handed over as a fresh one would be: one tab on
 # about:blank, no cookies (the login's session cookie is per host, not per port), the last server's storage cleared,
 # the default window size, an empty console log and downloads going to this test's own directory.
 WINDOW_SIZE = (1400, 1000)  # tests/conftest.py's --window-size
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not the session: an idle Chromium still uses ~0.005 CPU-s a second
 def _one_chromium():
     held: dict = {}
     yield held
@@ -55,7 +55,7 @@ def _hand_over(driver, download_path: str) -> None:
 
 @pytest.fixture
 def dash_duo(request, dash_thread_server, tmpdir, _one_chromium):
-    """dash's `dash_duo` (same server thread, same options and helpers) on the process's one browser."""
+    """dash's `dash_duo` (same server thread, same options and helpers) on the file's one browser."""
     from dash.testing.composite import DashComposite
     from selenium.common.exceptions import WebDriverException
 

@@ -1,4 +1,4 @@
-"""The browser tests of one process share one Chromium (tests/dashboards/conftest.py `dash_duo`), and each test still
+"""The browser tests of one file share one Chromium (tests/dashboards/conftest.py `dash_duo`), and each test still
 gets it as a new one: the second test below finds none of what the first left (a cookie, local storage on the same
 origin, a second tab, another window size, console messages). Run in file order."""
 
