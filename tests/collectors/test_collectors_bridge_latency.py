@@ -49,7 +49,8 @@ def test_bridge_forwards_the_next_record_without_waiting_out_its_fetch(kafka_boo
         usage = [TopicPartition(topics.USAGE, p) for p in range(settings.partitions)]
         reader.assign(usage)
         await reader.seek_to_end(*usage)
-        bridge = KafkaBridge(kafka_bootstrap, topic, "kong", f"bridge-{topic}", KafkaSink(kafka_bootstrap, "collect:kafka"),
+        sink = KafkaSink(kafka_bootstrap, "collect:kafka")
+        bridge = KafkaBridge(kafka_bootstrap, topic, "kong", f"bridge-{topic}", sink,
                              from_beginning=True, state_path=tmp_path / "state.json",
                              group_timeouts=settings.group_timeouts)  # no fetch_wait: the environment's settings
         stop = asyncio.Event()

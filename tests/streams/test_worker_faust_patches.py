@@ -60,7 +60,8 @@ def test_the_worker_consumer_fetches_with_the_settings_wait(tmp_path):
     from tokenmeter.settings import Settings
 
     async def built_wait() -> int:
-        settings = Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9", api_port=free_port(), fetch_max_wait_ms=77)
+        settings = Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9", api_port=free_port(),
+                            fetch_max_wait_ms=77)
         app = create_worker_app(settings)
         consumer = app.consumer._thread._create_worker_consumer(app.transport)  # built, never started
         try:
