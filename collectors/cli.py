@@ -152,7 +152,8 @@ def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap:
         source_bootstrap or settings.bootstrap_servers, topic, None if dialect == "auto" else dialect,
         group, KafkaSink(settings.bootstrap_servers, "collect:kafka"),
         mapping=_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
-        exit_when_idle=exit_when_idle, state_path=state_file, group_timeouts=settings.group_timeouts)
+        exit_when_idle=exit_when_idle, state_path=state_file, group_timeouts=settings.group_timeouts,
+        fetch_wait=settings.fetch_wait)
     run_service(bridge.run)
 
 # Provider usage pollers add their commands to the same group (kept in their own package).

@@ -34,6 +34,7 @@ from aiokafka.structs import TopicPartition
 from collectors.sink import KafkaSink, SinkUnavailable
 from tokenmeter.events import UsageEvent
 from tokenmeter.kafka_topics import ReadIncomplete, TopicMissing, read_to_end, topic_partitions
+from tokenmeter.settings import fetch_wait
 
 log = logging.getLogger("tokenmeter.collect.delivery")
 
@@ -102,7 +103,8 @@ class DeliveryGuard:
     async def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.sink.bootstrap_servers, group_id=None,
-                                        enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000))
+                                        enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000),
+                                        **fetch_wait())
             try:
                 await asyncio.wait_for(consumer.start(), self.timeout_s)
             except Exception as exc:  # noqa: BLE001 - any start failure means "broker unavailable"
@@ -144,7 +146,8 @@ class DeliveryGuard:
     async def written_since(self, positions: Positions, letter_key: LetterKey) -> Written:
         """Event ids and dead-letter keys (of this sink's stage) on the output topics from `positions` on."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.sink.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000))
+                                    enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000),
+                                    **fetch_wait())
         written = Written()
         try:
             await asyncio.wait_for(consumer.start(), self.timeout_s)

@@ -36,6 +36,7 @@ from collectors.delivery import (
 from collectors.sink import KafkaSink, log_counters_every
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from tokenmeter.events import UsageEvent
+from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
 log = logging.getLogger("tokenmeter.collect.kafka")
 
@@ -44,9 +45,11 @@ class KafkaBridge:
     def __init__(self, source_bootstrap: str, topic: str, dialect: str | None, group: str, sink: KafkaSink, *,
                  mapping: AttributionMapping | None = None, from_beginning: bool = False,
                  batch_records: int = 5000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
-                 state_path: Path | None = None, group_timeouts: dict[str, int] | None = None):
+                 state_path: Path | None = None, group_timeouts: dict[str, int] | None = None,
+                 fetch_wait: dict[str, int] | None = None):
         self.source_bootstrap = source_bootstrap
         self.group_timeouts = group_timeouts or {}  # Settings.group_timeouts; empty: aiokafka's defaults
+        self.fetch_wait = fetch_wait  # Settings.fetch_wait; None: the environment's settings
         self.topic = topic
         self.dialect = dialect
         self.label = dialect or "auto"
@@ -67,7 +70,8 @@ class KafkaBridge:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.source_bootstrap, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
-            max_partition_fetch_bytes=4 * 1024 * 1024, **self.group_timeouts)
+            max_partition_fetch_bytes=4 * 1024 * 1024, **self.group_timeouts,
+            **(self.fetch_wait if self.fetch_wait is not None else settings_fetch_wait()))
         # The shared loop (tokenmeter/commitloop.py has the protocol); the source offsets it commits after each
         # batch's events and dead letters are acknowledged.
         loop = CommitLoop(consumer, topics=[self.topic], name=f"bridge {self.topic}", max_records=self.batch_records,

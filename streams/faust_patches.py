@@ -8,8 +8,8 @@ worker restarting; tests/streams/test_worker_rewind.py):
 
 1. Fetch wait. Faust hard-codes `fetch_max_wait_ms=1500` in `AIOKafkaConsumerThread._create_worker_consumer`. The
    embedded broker answers a waiting fetch only when that wait ends, not when data arrives (~380 ms per hop at
-   1500, ~15 ms at 100), and a budget alert crosses three consumer hops. The patch sets 100 ms on the consumer
-   Faust builds, before it starts.
+   1500, ~15 ms at 100), and a budget alert crosses three consumer hops. The patch sets the app's
+   `Settings.fetch_max_wait_ms` (100 ms by default; `patch_app`) on the consumer Faust builds, before it starts.
 2. Rewind of never-committed partitions. When flow stops (rebalance, recovery) Faust drops what it had fetched
    and seeks every partition back to its committed offset; aiokafka's `seek_to_committed` skips partitions whose
    committed offset is None or 0, so the first records of a partition the group never committed were lost (a
@@ -43,12 +43,12 @@ from importlib import metadata
 from typing import Any
 
 from streams.gaps import SEEK_POSITIONS
-from tokenmeter.settings import SettingsError
+from tokenmeter.settings import Settings, SettingsError, fetch_wait
 
 log = logging.getLogger("tokenmeter.worker")
 
+FETCH_WAIT_ATTRIBUTE = "_tokenmeter_fetch_max_wait_ms"  # set on the Faust app by patch_app, read by patch 1
 WRITTEN_FOR = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
-FETCH_MAX_WAIT_MS = 100
 
 # (module, class, attribute) each patch replaces or reads; checked before anything is patched. The ones a patch
 # replaces must be defined by that very class (not inherited: patching an abstract base method would be void).
@@ -148,7 +148,8 @@ def _shorten_fetch_wait() -> None:
         consumer = original(self, transport)
         if not hasattr(consumer, "_fetch_max_wait_ms"):
             raise FaustPatchError("aiokafka's consumer has no _fetch_max_wait_ms: the fetch-wait patch is void")
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 - read by consumer.start()
+        wait_ms = getattr(self.app, FETCH_WAIT_ATTRIBUTE, None) or fetch_wait()["fetch_max_wait_ms"]
+        consumer._fetch_max_wait_ms = wait_ms  # noqa: SLF001 - read by consumer.start()
         return consumer
 
     AIOKafkaConsumerThread._create_worker_consumer = create
@@ -220,8 +221,11 @@ def patch_classes() -> None:
     _rewind_uncommitted_partitions()
 
 
-def patch_app(app: Any) -> None:
-    """The per-app patch (3), for an app built after `patch_classes()`."""
+def patch_app(app: Any, settings: Settings | None = None) -> None:
+    """The per-app patch (3), for an app built after `patch_classes()`; and the fetch wait of patch 1 from
+    `settings` (without: the environment's settings)."""
+    if settings is not None:
+        setattr(app, FETCH_WAIT_ATTRIBUTE, settings.fetch_max_wait_ms)
     _seek_back_records_cleared_on_resume(app)
 
 
@@ -255,5 +259,5 @@ async def request_rejoin_if_topics_exist(consumer: Any, source_topics: Iterable[
     return True
 
 
-__all__ = ["FETCH_MAX_WAIT_MS", "FaustPatchError", "WRITTEN_FOR", "check", "patch_app", "patch_classes",
+__all__ = ["FaustPatchError", "WRITTEN_FOR", "check", "patch_app", "patch_classes",
            "request_rejoin_if_topics_exist"]

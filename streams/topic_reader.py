@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from tokenmeter.kafka_topics import ReadIncomplete, TopicMissing, partitions_behind, read_to_end, topic_partitions
+from tokenmeter.settings import fetch_wait
 
 __all__ = ["TopicReadError", "TopicRecord", "TopicMissing", "topic_partitions", "read_topic", "read_compacted",
            "follow_compacted", "read_records"]
@@ -46,7 +47,8 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[
     except TopicMissing as exc:
         raise TopicReadError(str(exc)) from None
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000))
+                                auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000),
+                                **fetch_wait())
     await consumer.start()
     out: list[TopicRecord] = []
     try:
@@ -79,7 +81,7 @@ async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Reco
     stop = stop or asyncio.Event()
     while not stop.is_set():
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", **fetch_wait())
         try:
             await consumer.start()
             tps = await topic_partitions(bootstrap, topic, timeout=30.0)
@@ -119,7 +121,7 @@ async def read_records(bootstrap: str, topic: str, partition: int, start: int, e
             out.append(_topic_record(record))
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **fetch_wait())
     await consumer.start()
     out: list[TopicRecord] = []
     try:

@@ -116,7 +116,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=settings.group_timeouts["heartbeat_interval_ms"] / 1000,
     )
-    faust_patches.patch_app(app)
+    faust_patches.patch_app(app, settings)
     usage = app.topic(topics.USAGE, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     priced = app.topic(topics.PRICED, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(

@@ -63,6 +63,19 @@ def test_consumer_group_timeouts(monkeypatch):
         load_settings()
 
 
+def test_consumer_fetch_wait(monkeypatch):
+    """latency11: the embedded broker answers a waiting fetch only at its deadline, so 100 ms, not aiokafka's 500."""
+    from tokenmeter.settings import fetch_wait
+
+    monkeypatch.delenv("TOKENMETER_FETCH_MAX_WAIT_MS", raising=False)
+    assert fetch_wait() == load_settings().fetch_wait == {"fetch_max_wait_ms": 100}
+    monkeypatch.setenv("TOKENMETER_FETCH_MAX_WAIT_MS", "500")  # a Kafka cluster answers when data arrives
+    assert fetch_wait() == {"fetch_max_wait_ms": 500}
+    monkeypatch.setenv("TOKENMETER_FETCH_MAX_WAIT_MS", "0")
+    with pytest.raises(SettingsError, match="TOKENMETER_FETCH_MAX_WAIT_MS"):
+        load_settings()
+
+
 def test_worker_role_is_validated_and_the_flag_wins(monkeypatch):
     """TOKENMETER_WORKER_ROLE: all (default), pricing or budgets (streams/worker.py); anything else is reported with
     the variable's name, and `tokenmeter worker --role` (a settings override) wins over the variable."""

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     kafka_session_timeout_seconds: float = Field(
         10.0, ge=1, le=300, description="Consumer groups: a member silent this long is dropped. The embedded broker "
         "holds a new group's first JoinGroup for half of it, and a rejoin for about twice it.")
+    # latency11: the embedded broker (tansu) answers a fetch that waits for data only at this deadline, not when
+    # data arrives, so every caught-up consumer hop adds up to this much (aiokafka's default 500 ms). A Kafka
+    # cluster answers as soon as data arrives: there a larger value only saves idle fetches, and costs nothing.
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=10_000, description="Kafka consumers: longest wait of a fetch for new data. The embedded broker "
+        "answers only at this deadline, so it is each consumer hop's added latency (idle: ~1000/this fetches/s per "
+        "consumer); a Kafka cluster answers when data arrives, so a larger value costs nothing there.")
     clickhouse_url: str | None = Field(None, description="ClickHouse server URL; unset: embedded chDB.")
     dash_port: int = Field(8050, ge=1, le=65535, description="Dashboard port.")
     api_port: int = Field(6066, ge=1, le=65535, description="Workers' HTTP API port (decisions, health).")
@@ -149,6 +156,11 @@ class Settings(BaseSettings):
         return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": min(1000, session_ms // 3)}
 
     @property
+    def fetch_wait(self) -> dict[str, int]:
+        """aiokafka consumer argument of every consumer that follows a topic (see `fetch_max_wait_ms`)."""
+        return {"fetch_max_wait_ms": self.fetch_max_wait_ms}
+
+    @property
     def warehouse_path(self) -> Path:
         return self.data_dir.resolve() / "warehouse"
 
@@ -167,6 +179,11 @@ def load_settings(**overrides: Any) -> Settings:
             name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper()
             lines.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def fetch_wait(settings: Settings | None = None) -> dict[str, int]:
+    """`Settings.fetch_wait` for helpers given only a bootstrap address: the environment's settings."""
+    return (settings or load_settings()).fetch_wait
 
 
 def env_name(field_name: str) -> str:

@@ -465,6 +465,7 @@ async def run_loader(
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         **settings.group_timeouts,
+        **settings.fetch_wait,
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
     # The shared loop (tokenmeter/commitloop.py has the protocol): a window of up to `load_batch_rows` rows or

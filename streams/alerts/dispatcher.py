@@ -138,7 +138,7 @@ class Dispatcher:
             bootstrap_servers=s.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", **s.group_timeouts,
             max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=100)  # the embedded broker answers a waiting fetch only at its deadline
+            **s.fetch_wait)  # the embedded broker answers a waiting fetch only at its deadline
         # The shared loop (tokenmeter/commitloop.py has the protocol). Alerts finish when their deliveries are
         # final, after their batch: each round commits what the OffsetTracker says is final, and a revocation
         # commits the revoked partitions' final offsets while they are still ours.

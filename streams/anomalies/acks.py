@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tokenmeter.kafka_topics import ReadIncomplete, read_to_end, topic_partitions
 from tokenmeter.records import RecordError, iso
+from tokenmeter.settings import fetch_wait
 from tokenmeter.topics import ANOMALY_ACKS
 
 log = logging.getLogger("tokenmeter.anomalies")
@@ -133,7 +134,7 @@ async def follow_acks(bootstrap: str, consumer: AIOKafkaConsumer, table: MuteTab
 async def read_mutes(bootstrap: str, timeout: float = 15.0) -> MuteTable:
     """The current mutes and acks, read once from the topic (for tools and tests)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **fetch_wait())
     await consumer.start()
     try:
         table = MuteTable()

@@ -104,9 +104,9 @@ class Detector:
         bootstrap = self.settings.bootstrap_servers
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=self.group_id, enable_auto_commit=False,
                                     auto_offset_reset="earliest", max_poll_records=self.max_records,
-                                    **self.settings.group_timeouts)
+                                    **self.settings.group_timeouts, **self.settings.fetch_wait)
         acks = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **self.settings.fetch_wait)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         # The shared loop (tokenmeter/commitloop.py has the protocol); partitions assigned here, not subscribed.
         loop = CommitLoop(consumer, producer=producer, name="anomaly detector", max_records=self.max_records,

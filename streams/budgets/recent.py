@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.topic_reader import TopicReadError, TopicRecord, read_records
 from tokenmeter.kafka_topics import ReadIncomplete, read_to_end
+from tokenmeter.settings import fetch_wait
 
 log = logging.getLogger("tokenmeter.budgets")
 CHUNK = 5000  # records per backward step
@@ -21,7 +22,7 @@ MOST = 1_000_000  # never more than this per read: a restore must end (logged wh
 async def high_watermark(bootstrap: str, topic: str, partition: int, timeout: float = 15.0) -> int:
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **fetch_wait())
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -55,7 +56,7 @@ async def records_since(bootstrap: str, topic: str, partition: int, since: datet
     tp = TopicPartition(topic, partition)
     chunks: list[list[TopicRecord]] = []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **fetch_wait())
     await consumer.start()
     try:
         position, oldest = end, None

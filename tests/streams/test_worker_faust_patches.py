@@ -52,6 +52,26 @@ def test_the_worker_command_refuses_to_start_on_another_version(tmp_path):
     assert "faust-streaming is 0.16.0, the patches were written for 0.15.3" in out.stderr
 
 
+def test_the_worker_consumer_fetches_with_the_settings_wait(tmp_path):
+    """Patch 1 gives the consumer Faust builds the worker's `fetch_max_wait_ms` (Faust hard-codes 1500)."""
+    import asyncio
+
+    from streams.worker import create_worker_app
+    from tokenmeter.settings import Settings
+
+    async def built_wait() -> int:
+        settings = Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9", api_port=free_port(),
+                            fetch_max_wait_ms=77)
+        app = create_worker_app(settings)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # built, never started
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(built_wait()) == 77
+
+
 def test_every_private_stream_attribute_take_batches_uses_is_checked():
     """streams/batch_take.py drives a Faust Stream through its private internals: each one it touches is in the
     list the worker checks before it starts (a Faust upgrade that drops one is refused, not a silent stall)."""
