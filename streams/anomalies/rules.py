@@ -123,7 +123,7 @@ class KindRules:
                             calls += sum(r[3].get(model, 0) for r in st.recent_cost)
                         if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
                             v.state = "elevated"
-                        elif st.routine_model(model, cfg.shift_routine_share, cfg.shift_mix_horizon_calls):
+                        elif st.mix_share(model) >= cfg.shift_routine_share:
                             # A session on a model that usually takes a good share of this scope's calls (its
                             # second model, one session in five) is its usual mix, not a shift.
                             v.state = "elevated"

@@ -45,12 +45,11 @@ class FanOut:
             rare_p = 0.0
             if owner is not None and owner.age >= self.cfg.warmup_buckets:
                 # A call on a model its own key rarely uses (a team's share of a key's second model says nothing).
-                known, routine, horizon = agg[REQ], self.cfg.shift_routine_share, self.cfg.shift_mix_horizon_calls
-                rare = 0 if owner.routine_model(model, routine, horizon) else known
+                known, routine = agg[REQ], self.cfg.shift_routine_share
+                rare = known if owner.mix_share(model) < routine else 0
                 rare_p = rare_shares.get(key[4], -1.0)
                 if rare_p < 0:
-                    rare_p = rare_shares[key[4]] = sum(share for m, share in owner.mix[1].items()
-                                                       if not owner.routine_model(m, routine, horizon))
+                    rare_p = rare_shares[key[4]] = sum(share for share in owner.mix[1].values() if share < routine)
                 rare_p *= known
             # (the row's figures read once: they are added to up to six scopes)
             req, cost, tin, tout, minutes = agg[REQ], agg[COST], agg[TIN], agg[TOUT], agg[MINUTES]

