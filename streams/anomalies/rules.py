@@ -135,6 +135,8 @@ class KindRules:
                 adopted = self._new_model_takeover(st, sb, bucket, daily)  # (its bookkeeping runs every bucket)
                 if v is None or v.state not in ("strong", "anomalous"):
                     v = self._rare_model_takeover(st, sb, daily) or adopted or v
+                if st.shifted and sb[S_REQ]:
+                    self._shift_calls_go_on(st, sb[S_MODELS], sb[S_REQ])  # (a team's alerted moves: gating)
                 ongoing = st.open.get("model_shift")
                 track(st, "model_shift", "model_shift", v, bucket, updates, label)
                 if ongoing is not None and v is not None and v.state in ("strong", "anomalous"):

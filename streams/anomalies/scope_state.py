@@ -59,7 +59,9 @@ class ScopeState:
         # (a new model taking over the scope's calls is a model shift, `ModelRules._new_model_takeover`).
         self.adopting: dict[str, list] = {}
         # A team's alerted move of its calls to a model: model -> [last bucket close with a model shift record of the
-        # team to it, the scope alerted, its alert's time] (one incident, one alert: `AlertGating._shift_incident`).
+        # team to it, or with its calls still on the model (`AlertGating._shift_calls_go_on`), the scope alerted, its
+        # alert's time, the team's usual share of the model's calls then] (one incident, one alert:
+        # `AlertGating._shift_incident`).
         self.shifted: dict[str, list] = {}
         # Its usual share of calls per model: [calls learnt (each bucket capped), {model: share}] (`learn_mix`). Every
         # model called counts, whether or not it was ever news (a key's second model called in one-call sessions never

@@ -5,7 +5,11 @@ resolved at 13:07 (the takeover rule speaks once per scope and model); feature r
 same model, reached at 13:32, paged again. Office seed 8 paged team eng's move to claude-opus-4 on each of its five
 keys. Now a model shift to a model that every team of its traffic was alerted to move to, while that team's shift
 records to it keep coming with gaps under `shift_incident_gap_s` (an hour), joins the alert ("Part of the model shift
-to o1 alerted on ..."); a move to another model, or the same move again after the gap, is alerted."""
+to o1 alerted on ..."); a move to another model, or the same move again after the gap, is alerted.
+
+Eleventh round: the team's own calls on the model keep the move going too, not only shift records. Records pause while
+the team goes on (a quiet scope's anomaly closes after three buckets without new evidence): sparse seed 11 paged its 9
+moves 16 times, 70-240 minutes apart, while every team's calls on its model came at most 54 minutes apart."""
 
 from __future__ import annotations
 
@@ -125,3 +129,25 @@ def test_a_move_to_another_model_within_the_hour_is_paged():
     opened = shifts_after({"k1": [TO_O1], "k2": [TO_O1], "k3": [to_opus], "k4": [to_opus]})
     assert len(_paged(opened)) == 2, _paged(opened)
     assert not any("Part of the model shift" in r["explanation"] for r in opened), opened
+
+
+AGENT_LATER = (2 * HOUR, 3 * HOUR, "o1")  # feature agent's keys move two hours after chat's alert
+
+
+def test_a_move_whose_records_pause_while_the_team_calls_the_model_in_sessions_is_paged_once():
+    # Chat's shift is alerted at 14:17 and resolves; k1 goes on calling o1 in 5-minute sessions 20-25 minutes apart
+    # (too few calls for a record), feature agent's keys move at 16:00: the old code paged it at 16:32, more than an
+    # hour after chat's last shift record.
+    sessions = [(start * 60, (start + 5) * 60, "o1") for start in (45, 70, 95)]
+    opened = shifts_after({"k1": [TO_O1, *sessions], "k2": [TO_O1], "k3": [AGENT_LATER], "k4": [AGENT_LATER]})
+    assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
+    assert any(r["scope_dim"] == "feature" and r["scope_value"] == "agent" and not r["_notify"] and
+               "Part of the model shift to o1 alerted on feature chat at 14:17 UTC" in r["explanation"]
+               for r in opened), opened
+
+
+def test_a_move_whose_records_pause_while_one_key_stays_on_the_model_is_paged_once():
+    # k1 stays on o1 for three hours; the team's and project's shift records pause from 14:37 to 16:07 (the old code
+    # paged project search-app at 16:07).
+    opened = shifts_after({"k1": [(0, 3 * HOUR, "o1")], "k2": [TO_O1], "k3": [AGENT_LATER], "k4": [AGENT_LATER]})
+    assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
