@@ -535,6 +535,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
                 usage_cpu_before = _cpu_seconds(traffic.pid)
             elif usage_rate:  # the bench before reserve10: the producer starts with the open loop
                 traffic = _start_child("usage_traffic_main", bootstrap, usage_rate, seconds + 1, float(usage_framed))
+            priced_before = _events_priced(usage_stats_url) if usage_rate and usage_stats_url else None
             waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
             gc_before = _status(url)["gc"]
             cpu_open = _cpu_seconds(worker_pid) if worker_pid else 0.0
@@ -562,6 +563,10 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             if pricing_pid:  # the pricing worker's CPU over the open loop (split roles), in % of one core
                 measured["reserve_open_loop_pricing_worker_cpu_pct"] = round(
                     (_cpu_seconds(pricing_pid) - pricing_open) / (time.perf_counter() - wall_before) * 100, 1)
+            if priced_before is not None:  # whether pricing kept up with the usage during the open loop (a niced
+                # pricing worker yields the cores: it may fall behind while reservations take them)
+                measured["reserve_usage_priced_per_s"] = round(
+                    (_events_priced(usage_stats_url) - priced_before) / (time.perf_counter() - wall_before), 1)
             if "usage_cpu_pct" in figures:
                 measured["reserve_usage_producer_cpu_pct"] = figures.pop("usage_cpu_pct")
             if probe_acks:  # the broker's own acknowledgement meanwhile, as a lone producer elsewhere saw it
@@ -743,6 +748,8 @@ def main() -> None:
                              "admit9)")
     parser.add_argument("--pricing-nice", type=int, default=0, metavar="N",
                         help="with --roles split: the pricing worker's TOKENMETER_WORKER_NICE (its CPU priority)")
+    parser.add_argument("--worker-slice-ms", type=float, default=None, metavar="MS",
+                        help="the admitting worker's TOKENMETER_WORKER_SCHED_SLICE_MS (its kernel time slice)")
     parser.add_argument("--profile", metavar="PATH",
                         help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
@@ -764,6 +771,8 @@ def main() -> None:
                                        stdout=subprocess.DEVNULL, cwd=path[0] if path else None,
                                        stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
             env["TOKENMETER_WORKER_ROLE"] = "budgets"
+        if args.worker_slice_ms:
+            env["TOKENMETER_WORKER_SCHED_SLICE_MS"] = str(args.worker_slice_ms)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=path[0] if path else None,
                                 stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
         try:
@@ -782,7 +791,8 @@ def main() -> None:
                              | ({"reserve_roles": "split", "reserve_pricing_nice": args.pricing_nice}
                                 if pricing is not None else {})
                              | ({"reserve_usage_start": "cold" if args.usage_cold else "warm"} if args.usage_rate
-                                else {})))
+                                else {})
+                             | ({"reserve_worker_slice_ms": args.worker_slice_ms} if args.worker_slice_ms else {})))
         finally:
             for child in (proc, pricing):
                 if child is not None:

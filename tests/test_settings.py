@@ -91,3 +91,15 @@ def test_worker_nice_is_validated(monkeypatch):
         monkeypatch.setenv("TOKENMETER_WORKER_NICE", bad)
         with pytest.raises(SettingsError, match="TOKENMETER_WORKER_NICE"):
             load_settings()
+
+
+def test_worker_sched_slice_is_validated(monkeypatch):
+    """TOKENMETER_WORKER_SCHED_SLICE_MS: unset (the kernel's default) or 0.1-100 ms, the range the kernel accepts."""
+    monkeypatch.delenv("TOKENMETER_WORKER_SCHED_SLICE_MS", raising=False)
+    assert load_settings().worker_sched_slice_ms is None
+    monkeypatch.setenv("TOKENMETER_WORKER_SCHED_SLICE_MS", "0.3")
+    assert load_settings().worker_sched_slice_ms == 0.3
+    for bad in ("0.01", "500", "short"):
+        monkeypatch.setenv("TOKENMETER_WORKER_SCHED_SLICE_MS", bad)
+        with pytest.raises(SettingsError, match="TOKENMETER_WORKER_SCHED_SLICE_MS"):
+            load_settings()
