@@ -15,7 +15,7 @@ import sys
 log = logging.getLogger(__name__)
 
 _SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # Linux syscall numbers; glibc has no wrapper
-_SCHED_OTHER = 0
+_FAIR_POLICIES = (0, 3)  # SCHED_OTHER, SCHED_BATCH: the policies a custom slice applies to
 
 
 class _SchedAttr(ctypes.Structure):  # struct sched_attr (include/uapi/linux/sched/types.h), version 1
@@ -52,7 +52,8 @@ def request_time_slice(ms: float | None) -> bool:
     SCHED_OTHER and `sched_runtime` as the slice; no privilege needed). A task with a shorter slice gets an earlier
     virtual deadline, so when it wakes (a request arrives) it preempts a task with the default slice (1.4 ms on 2
     cores here) instead of waiting for that slice to end; it gets no more CPU than before. Older kernels accept and
-    ignore the value. Each thread's nice value is kept. False (and a warning) where it cannot be set."""
+    ignore the value. Each thread's nice value and policy are kept (a thread an operator put under a real-time or
+    idle policy is left as it is). False (and a warning) where it cannot be set."""
     if not ms:
         return False
     number = _SYS_SCHED_SETATTR.get(os.uname().machine) if sys.platform.startswith("linux") else None
@@ -62,10 +63,12 @@ def request_time_slice(ms: float | None) -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     for tid in _threads():
         try:
-            nice = os.getpriority(os.PRIO_PROCESS, tid)
+            nice, policy = os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)
         except ProcessLookupError:
             continue
-        attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=_SCHED_OTHER, sched_nice=nice,
+        if policy not in _FAIR_POLICIES:
+            continue
+        attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=policy, sched_nice=nice,
                           sched_runtime=round(ms * 1_000_000))
         if libc.syscall(number, tid, ctypes.byref(attr), 0) != 0:
             errno = ctypes.get_errno()

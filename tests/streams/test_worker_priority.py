@@ -90,23 +90,28 @@ def test_request_time_slice_reaches_every_thread_and_keeps_the_nice_value():
     script = """
 import json, os, threading
 from streams.priority import lower_cpu_priority, request_time_slice
-gate = threading.Event()
+gate, batch = threading.Event(), {}
+def batch_thread():  # an operator's SCHED_BATCH thread keeps its policy
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0)); batch["tid"] = threading.get_native_id(); gate.wait()
 early = threading.Thread(target=gate.wait); early.start()
+in_batch = threading.Thread(target=batch_thread); in_batch.start()
+while "tid" not in batch: pass
 lower_cpu_priority(5)
 assert request_time_slice(0.3)
 late = threading.Thread(target=gate.wait); late.start()
 nice = {tid: os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir("/proc/self/task")}
-print(json.dumps([os.getpid(), nice]), flush=True)
+print(json.dumps([os.getpid(), nice, os.sched_getscheduler(batch["tid"]) == os.SCHED_BATCH]), flush=True)
 input()
-gate.set(); early.join(); late.join()
+gate.set(); early.join(); late.join(); in_batch.join()
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
-        pid, nice = json.loads(proc.stdout.readline())
+        pid, nice, still_batch = json.loads(proc.stdout.readline())
         slices = _thread_slices(pid)
-        assert len(slices) >= 3 and set(slices.values()) == {300_000}, slices
+        assert len(slices) >= 4 and set(slices.values()) == {300_000}, slices
         assert set(nice.values()) == {5}, nice
+        assert still_batch
     finally:
         proc.communicate("\n", timeout=30)
 
