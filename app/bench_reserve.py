@@ -65,6 +65,7 @@ class OpenLoop:
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.dues: list[float] = []  # each request's scheduled time, seconds from the open loop's start
         self.round_trips: list[float] = []
         self.lateness: list[float] = []
         self.server: list[float] = []
@@ -100,12 +101,14 @@ class _Recorder:
 
     def __init__(self, out: OpenLoop) -> None:
         self.out = out
+        self.started = 0.0  # the open loop's start (perf_counter), set when it starts
         self.failures: dict[str, int] = {}  # answer status (e.g. '503') -> count
         self.reasons: dict[str, str] = {}  # answer status -> its first body
 
     def answer(self, due: float, sent: float, answered: float, head: bytes, body: bytes) -> None:
         out = self.out
         out.latencies.append((answered - due) * 1000)
+        out.dues.append(due - self.started)
         out.round_trips.append((answered - sent) * 1000)
         out.lateness.append((sent - due) * 1000)
         server = _server_ms(head)
@@ -252,7 +255,7 @@ async def _open_loop(url: str, rate: float, seconds: float, connections: int = 6
     probe.start()
     collections = [g["collections"] for g in gc.get_stats()]
     cpu_started = time.process_time()
-    started = time.perf_counter()
+    started = recorder.started = time.perf_counter()
     sent = 0
     while sent < len(payloads):
         due_now = min(len(payloads), int((time.perf_counter() - started) * rate) + 1)
@@ -293,6 +296,8 @@ def _open_loop_figures(run: OpenLoop, worker_lag: dict, prefix: str = "reserve_"
         "client_loop_lag_p99_ms": run.client_loop_lag.get("p99"),
         "client_gc_collections": run.client_gc,
         "offered_per_s": round(run.achieved, 1),
+        # the p99 of each second of the open loop (by scheduled time): whether the tail is spread or one moment's
+        "latency_p99_ms_by_second": _p99_by_second(run),
         "failures": sum(int(v.split(":", 1)[0]) for v in run.failures.values()),
         "failures_by_status": run.failures,
     }
@@ -310,6 +315,13 @@ def _open_loop_figures(run: OpenLoop, worker_lag: dict, prefix: str = "reserve_"
     return {prefix + key: value for key, value in figures.items()}
 
 
+def _p99_by_second(run: OpenLoop) -> list[float]:
+    seconds: dict[int, list[float]] = collections.defaultdict(list)
+    for due, latency in zip(run.dues, run.latencies):
+        seconds[int(due)].append(latency)
+    return [round(_percentile(seconds[i], 99), 2) for i in sorted(seconds)]
+
+
 async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
     async with ClientSession() as session:
         async def client(n: int) -> None:
@@ -322,11 +334,13 @@ async def _closed_loop(url: str, requests: int, clients: int = 8) -> float:
         return (requests // clients * clients) / (time.perf_counter() - t0)
 
 
-def usage_traffic_main(bootstrap: str, rate: float, seconds: float, framed: float = 0) -> None:
+def usage_traffic_main(bootstrap: str, rate: float, seconds: float, framed: float = 0, announce: float = 0) -> None:
     """Usage events to `tokenmeter.usage` at `rate` per second for `seconds` (one event per message, as a gateway
     producing directly sends them; fresh event ids), so the worker prices usage on the same event loop while it
     admits (`--usage-rate`). `framed` (`--usage-framed`): instead, the events of each 10 ms tick grouped by
-    partition key into JSON arrays, as the collectors send them (collectors/sink.py). Run as a child process: its
+    partition key into JSON arrays, as the collectors send them (collectors/sink.py). `announce`: print "flowing"
+    once the first tick's events are acknowledged, so the bench can start its open loop on usage already flowing
+    (events are generated for one second and sent again with fresh ids after that). Run as a child process: its
     Python must not share the bench client's core time."""
     from collections import defaultdict
 
@@ -346,15 +360,21 @@ def usage_traffic_main(bootstrap: str, rate: float, seconds: float, framed: floa
         return [(key, value) for key, encoded in groups.items() for value in microbatch.frame(encoded)]
 
     async def run() -> None:
-        events = synthetic_events(int(rate * seconds), seed=int(time.time_ns() % 2**31))
+        total = int(rate * seconds)
+        events = synthetic_events(min(total, int(rate) + 1) if announce else total, seed=int(time.time_ns() % 2**31))
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
         await producer.start()
         try:
             started, sent, pending = time.perf_counter(), 0, []
-            while sent < len(events):
-                due = min(len(events), int((time.perf_counter() - started) * rate) + 1)
-                for key, value in messages(events[sent:due]):
+            while sent < total:
+                due = min(total, int((time.perf_counter() - started) * rate) + 1)
+                tick = [events[i % len(events)] if i < len(events) else
+                        dict(events[i % len(events)], event_id=str(uuid.uuid4())) for i in range(sent, due)]
+                for key, value in messages(tick):
                     pending.append(await producer.send(topics.USAGE, value, key=key))
+                if announce and not sent:
+                    await asyncio.gather(*pending)
+                    print("flowing", flush=True)
                 sent = due
                 await asyncio.sleep(0.01)
             await asyncio.gather(*pending)
@@ -410,7 +430,7 @@ def broker_probe_main(bootstrap: str, rate: float, seconds: float) -> None:
                       "count": len(acks)}))
 
 
-def _start_child(function: str, *args: object, stdout: Any = None) -> Any:
+def _start_child(function: str, *args: object, stdout: Any = None) -> Any:  # noqa: ANN401
     """`function` of this module in a child process (its Python must not share the bench client's core time)."""
     return subprocess.Popen([sys.executable, "-c", f"import sys; from app.bench_reserve import {function}; "
                              f"{function}(sys.argv[1], *map(float, sys.argv[2:]))", *map(str, args)],
@@ -444,11 +464,37 @@ def _runqueue_wait_s(pid: int | None) -> float | None:
         return None
 
 
+USAGE_WARM_MAX_S = 120.0  # the usage producer's longest run with a warm start (it is stopped after the open loop)
+
+
+def _events_priced(stats_url: str) -> int:
+    try:
+        return int(_status(stats_url).get("events_in", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _wait_usage_flowing(traffic: subprocess.Popen, stats_url: str, rate: float, timeout: float = 60.0) -> None:
+    """Until the usage producer has its first events acknowledged (its "flowing" line) and the worker that prices
+    them has priced half a second of them since: the open loop then measures reservations beside usage in its steady
+    state, not the producer's start-up (a Python process importing and generating events) nor the pricing worker's
+    first batches, which the bench before reserve10 put into the open loop's first second."""
+    line = traffic.stdout.readline()
+    if line.strip() != b"flowing":
+        raise RuntimeError(f"the usage producer did not start (said {line!r})")
+    before, deadline = _events_priced(stats_url), time.monotonic() + timeout
+    while _events_priced(stats_url) - before < rate / 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker never priced the bench's usage")
+        time.sleep(0.05)
+
+
 def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seconds: float = 5.0,
                          requests: int = 8000, worker_pid: int | None = None, other_budgets: int = 0,
                          broker_pid: int | None = None, profile: str | None = None,
                          clients: tuple[str, ...] = CLIENTS[:1], usage_rate: float = 0,
-                         broker_probe: bool = False, usage_framed: bool = False, pricing_pid: int | None = None) -> dict:
+                         broker_probe: bool = False, usage_framed: bool = False, pricing_pid: int | None = None,
+                         usage_stats_url: str | None = None) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
@@ -457,7 +503,9 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     runs under `_PROFILED_WORKER`; its cProfile of the closed loop is written to that path. `clients`: the open-loop
     clients (CLIENTS) run in turn, back to back; the `reserve_*` figures are the first's, and with more than one each
     client's are also under `reserve_<client>_client_*`. `pricing_pid`: the pricing worker beside a budgets-role
-    worker (`--roles split`), whose CPU over the open loop is reported too."""
+    worker (`--roles split`), whose CPU over the open loop is reported too. `usage_stats_url`: the `/v1/stats` of the
+    worker that prices the usage; with it the usage flows, and is priced, before the open loop starts (otherwise the
+    producer starts with the open loop, as before reserve10)."""
     from streams.budgets import parse_budget, write_budgets
 
     others = [parse_budget({"name": f"bench-other-{i}", "scope": {"team": f"bench-other-{i}"}, "period": "month",
@@ -479,22 +527,31 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     figures: dict = {}
     try:
         for client in clients:  # each client in turn against the same worker (`--clients lean,streams`)
+            traffic = usage_cpu_before = None
+            if usage_rate and usage_stats_url:  # usage flowing, and priced, before the open loop starts
+                traffic = _start_child("usage_traffic_main", bootstrap, usage_rate, seconds + USAGE_WARM_MAX_S,
+                                       float(usage_framed), 1.0, stdout=subprocess.PIPE)
+                _wait_usage_flowing(traffic, usage_stats_url, usage_rate)
+                usage_cpu_before = _cpu_seconds(traffic.pid)
+            elif usage_rate:  # the bench before reserve10: the producer starts with the open loop
+                traffic = _start_child("usage_traffic_main", bootstrap, usage_rate, seconds + 1, float(usage_framed))
+            priced_before = _events_priced(usage_stats_url) if usage_rate and usage_stats_url else None
             waited_before, wall_before = _runqueue_wait_s(worker_pid), time.perf_counter()
             gc_before = _status(url)["gc"]
             cpu_open = _cpu_seconds(worker_pid) if worker_pid else 0.0
             threads_before = _thread_cpu_seconds(worker_pid) if worker_pid else {}
             broker_open = _cpu_seconds(broker_pid) if broker_pid else 0.0
             pricing_open = _cpu_seconds(pricing_pid) if pricing_pid else 0.0
-            traffic = (_start_child("usage_traffic_main", bootstrap, usage_rate, seconds + 1, float(usage_framed))
-                       if usage_rate else None)
             probe = (_start_child("broker_probe_main", bootstrap, PROBE_RATE, seconds, stdout=subprocess.PIPE)
                      if broker_probe else None)
             try:
                 run = asyncio.run(_open_loop(url, rate, seconds, client=client))
             finally:
-                if traffic is not None:  # the usage producer's CPU (it shares the cores), its start-up included
+                if traffic is not None:  # the usage producer's CPU (it shares the cores); its start-up included when
+                    # it started with the open loop (--usage-cold)
                     with contextlib.suppress(OSError):
-                        figures["usage_cpu_pct"] = round(_cpu_seconds(traffic.pid) / run.seconds * 100, 1)
+                        figures["usage_cpu_pct"] = round((_cpu_seconds(traffic.pid) - (usage_cpu_before or 0.0))
+                                                         / run.seconds * 100, 1)
                     traffic.terminate()
                     traffic.wait(30)
                 probe_acks = json.loads(probe.communicate(timeout=60)[0]) if probe is not None else None
@@ -506,6 +563,10 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             if pricing_pid:  # the pricing worker's CPU over the open loop (split roles), in % of one core
                 measured["reserve_open_loop_pricing_worker_cpu_pct"] = round(
                     (_cpu_seconds(pricing_pid) - pricing_open) / (time.perf_counter() - wall_before) * 100, 1)
+            if priced_before is not None:  # whether pricing kept up with the usage during the open loop (a niced
+                # pricing worker yields the cores: it may fall behind while reservations take them)
+                measured["reserve_usage_priced_per_s"] = round(
+                    (_events_priced(usage_stats_url) - priced_before) / (time.perf_counter() - wall_before), 1)
             if "usage_cpu_pct" in figures:
                 measured["reserve_usage_producer_cpu_pct"] = figures.pop("usage_cpu_pct")
             if probe_acks:  # the broker's own acknowledgement meanwhile, as a lone producer elsewhere saw it
@@ -668,6 +729,9 @@ def main() -> None:
                              "figures are the reserve_* ones)")
     parser.add_argument("--usage-rate", type=float, default=0,
                         help="usage events per second for the worker to price during the open loop (default none)")
+    parser.add_argument("--usage-cold", action="store_true",
+                        help="with --usage-rate: start the usage producer with the open loop (the bench before "
+                             "reserve10), instead of waiting until usage flows and is priced")
     parser.add_argument("--usage-framed", action="store_true",
                         help="with --usage-rate: usage as the collectors send it (each 10 ms of events grouped by "
                              "partition key into JSON arrays), not one event per Kafka message")
@@ -682,6 +746,10 @@ def main() -> None:
                         help="all: one worker prices and admits (role all); split: a budgets-role worker admits (the "
                              "one measured) and a pricing-role worker beside it prices the usage (docs/budgets.md, "
                              "admit9)")
+    parser.add_argument("--pricing-nice", type=int, default=0, metavar="N",
+                        help="with --roles split: the pricing worker's TOKENMETER_WORKER_NICE (its CPU priority)")
+    parser.add_argument("--worker-slice-ms", type=float, default=None, metavar="MS",
+                        help="the admitting worker's TOKENMETER_WORKER_SCHED_SLICE_MS (its kernel time slice)")
     parser.add_argument("--profile", metavar="PATH",
                         help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
@@ -697,11 +765,14 @@ def main() -> None:
         if args.roles == "split":  # the pricing worker: its own port and data directory, started first
             pricing_port = free_port()
             pricing_env = dict(env, TOKENMETER_WORKER_ROLE="pricing", TOKENMETER_API_PORT=str(pricing_port),
-                               TOKENMETER_DATA_DIR=os.path.join(tmp, "pricing"))
+                               TOKENMETER_DATA_DIR=os.path.join(tmp, "pricing"),
+                               TOKENMETER_WORKER_NICE=str(args.pricing_nice))
             pricing = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=pricing_env,
                                        stdout=subprocess.DEVNULL, cwd=path[0] if path else None,
                                        stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
             env["TOKENMETER_WORKER_ROLE"] = "budgets"
+        if args.worker_slice_ms:
+            env["TOKENMETER_WORKER_SCHED_SLICE_MS"] = str(args.worker_slice_ms)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=path[0] if path else None,
                                 stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
         try:
@@ -713,8 +784,15 @@ def main() -> None:
                                                   usage_rate=args.usage_rate, broker_probe=args.broker_probe,
                                                   usage_framed=args.usage_framed,
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile,
-                                                  pricing_pid=pricing.pid if pricing is not None else None)
-                             | ({"reserve_roles": "split"} if pricing is not None else {})))
+                                                  pricing_pid=pricing.pid if pricing is not None else None,
+                                                  usage_stats_url=None if args.usage_cold else
+                                                  f"http://127.0.0.1:{pricing_port if pricing is not None else port}"
+                                                  "/v1/stats")
+                             | ({"reserve_roles": "split", "reserve_pricing_nice": args.pricing_nice}
+                                if pricing is not None else {})
+                             | ({"reserve_usage_start": "cold" if args.usage_cold else "warm"} if args.usage_rate
+                                else {})
+                             | ({"reserve_worker_slice_ms": args.worker_slice_ms} if args.worker_slice_ms else {})))
         finally:
             for child in (proc, pricing):
                 if child is not None:

@@ -43,6 +43,7 @@ from streams.budgets.reservations import ReservationService
 from streams.budgets.service import BudgetService
 from streams.columnar import process_batch_columnar
 from streams.gaps import OffsetGaps
+from streams.priority import lower_cpu_priority, request_time_slice
 from tokenmeter import topics
 from tokenmeter.commitloop import await_acks
 from tokenmeter.settings import Settings
@@ -256,6 +257,8 @@ def run_worker(settings: Settings) -> None:
     from tokenmeter.settings import ensure_port_free
 
     faust_patches.check()  # before anything is started or written
+    lower_cpu_priority(settings.worker_nice)  # before its threads start: they inherit both
+    request_time_slice(settings.worker_sched_slice_ms)
     ensure_port_free(settings.host, settings.api_port, "api_port")
     if settings.budgets_file:  # definitions from a file join the shared topic; `tokenmeter budget` edits them live
         from streams.budgets import BudgetStoreError, parse_budget_file, write_budgets

@@ -91,3 +91,28 @@ def test_worker_role_is_validated_and_the_flag_wins(monkeypatch):
     assert cli_settings(worker_role="budgets").worker_role == "budgets"
     result = CliRunner().invoke(main, ["worker", "--role", "owner"])
     assert result.exit_code == 2 and "'owner' is not one of 'all', 'pricing', 'budgets'" in result.output
+
+
+def test_worker_nice_is_validated(monkeypatch):
+    """TOKENMETER_WORKER_NICE: 0 (default) to 19, the Unix nice range a process may raise itself to; anything else is
+    reported with the variable's name (streams/priority.py applies it)."""
+    monkeypatch.delenv("TOKENMETER_WORKER_NICE", raising=False)
+    assert load_settings().worker_nice == 0
+    monkeypatch.setenv("TOKENMETER_WORKER_NICE", "10")
+    assert load_settings().worker_nice == 10
+    for bad in ("-5", "20", "low"):
+        monkeypatch.setenv("TOKENMETER_WORKER_NICE", bad)
+        with pytest.raises(SettingsError, match="TOKENMETER_WORKER_NICE"):
+            load_settings()
+
+
+def test_worker_sched_slice_is_validated(monkeypatch):
+    """TOKENMETER_WORKER_SCHED_SLICE_MS: unset (the kernel's default) or 0.1-100 ms, the range the kernel accepts."""
+    monkeypatch.delenv("TOKENMETER_WORKER_SCHED_SLICE_MS", raising=False)
+    assert load_settings().worker_sched_slice_ms is None
+    monkeypatch.setenv("TOKENMETER_WORKER_SCHED_SLICE_MS", "0.3")
+    assert load_settings().worker_sched_slice_ms == 0.3
+    for bad in ("0.01", "500", "short"):
+        monkeypatch.setenv("TOKENMETER_WORKER_SCHED_SLICE_MS", bad)
+        with pytest.raises(SettingsError, match="TOKENMETER_WORKER_SCHED_SLICE_MS"):
+            load_settings()
