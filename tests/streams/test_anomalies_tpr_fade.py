@@ -2,7 +2,7 @@
 
 Sparse seed 11 paged sk-sparse-49 at 19:15 for a template change that had ended 18 hours before: the change (missed,
 its calls were small draws) left the key's CUSUM at 5.09 of h = 6.9, the key was silent overnight, and one long answer
-the next evening crossed h. Six more false pages of sparse seeds 11 and 21 were sums of small excesses carried over
+the next evening crossed h. Seven more false pages of sparse seeds 11 and 21 were sums of small excesses carried over
 pauses of hours to days. Now the part of a pause beyond `tpr_cusum_fade_after_s` (1 h) halves the evidence every
 `tpr_cusum_half_life_s` (3 h); calls an hour apart keep all of it (test_anomalies_quiet_key_template.py)."""
 
