@@ -66,6 +66,11 @@ class Config:
     # estimate; under ~14 calls a day the floor keeps chance alarms rarer than one per ~190 days)
     tpr_cusum_h_min: float = 6.0
     tpr_key_min_calls: int = 30  # calls a key needs behind it before its distribution is trusted
+    # The CUSUM's evidence fades with event time between a scope's calls (half-life; 0: never): a template change
+    # is hours of calls, and evidence carried over a day's pause paged a quiet key for a change long over, or for a
+    # learnt mean a little low summed over days (docs: "twelfth round").
+    tpr_cusum_half_life_s: float = 3 * 3600
+    tpr_cusum_fade_after_s: float = 3600  # ... counting only the part of a pause beyond this
     # A key's tokens-per-request anomaly open this long is its new normal: the key adopts the calls it held (not
     # learnt) meanwhile, and the anomaly resolves. Shorter changes revert; their calls are dropped.
     tpr_new_normal_s: int = 24 * 3600

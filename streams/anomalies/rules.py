@@ -83,7 +83,7 @@ class KindRules:
                         # two 100k-token documents is not a template): longer prompts must last 15 minutes.
                         v.after = cfg.sustained_after
             if dim in KIND_DIMS["tokens_per_request"]:
-                v = self._output_shift(st, sb, v)
+                v = self._output_shift(st, sb, v, bucket)
             was_open = "tokens_per_request" in st.open
             if was_open and st.held is not None and bucket - st.held[0] >= cfg.tpr_new_normal_s:
                 # A change that lasts is the key's new normal: it adopts the held calls and the anomaly resolves.
@@ -246,7 +246,7 @@ class KindRules:
                 # shift, a loop, a leak or an explosion (their calls are not this scope's usual mix).
                 st.learn_mix(sb[S_MODELS], sb[S_REQ], cfg.shift_mix_horizon_calls, cfg.shift_mix_bucket_calls)
 
-    def _output_shift(self, st: ScopeState, sb: list, v: Verdict | None) -> Verdict | None:
+    def _output_shift(self, st: ScopeState, sb: list, v: Verdict | None, bucket: int) -> Verdict | None:
         """Tokens per request on scopes too quiet for a per-bucket mean: a CUSUM over calls of the standardized log
         output (each call against its own key's usual distribution), so a few calls per bucket add up. Per bucket
         S = max(0, S + sum(z) - k * n), the bucket's contribution clipped to 3 sqrt(n) (one huge answer is not a
@@ -261,6 +261,13 @@ class KindRules:
         per_day = st.out_rate[1] * 86400 / OUT_RATE_TAU_S
         h = max(cfg.tpr_cusum_h_min, cfg.tpr_cusum_h + math.log(max(per_day, 1e-9) / 100))
         if n:
+            if st.cusum and cfg.tpr_cusum_half_life_s:
+                # Evidence fades while the scope is silent (`out_rate[0]`: its last bucket with calls, learnt after
+                # this judgement): sums of small excesses over days, or a change that ended yesterday, are not a
+                # template change now.
+                pause = bucket - st.out_rate[0] - cfg.tpr_cusum_fade_after_s
+                if pause > 0:
+                    st.cusum *= 0.5 ** (pause / cfg.tpr_cusum_half_life_s)
             step = sb[S_ZSUM] - cfg.tpr_cusum_k * n
             bound = 3.0 * math.sqrt(n)
             step = bound if step > bound else (-bound if step < -bound else step)
