@@ -332,6 +332,16 @@ class ReservationService:
             if isinstance(record, dict) and isinstance(record.get("url"), str):
                 self.owner_urls[partition] = record["url"]
 
+    def _assigned_here(self, partition: int) -> bool:
+        """The consumer group assigned `partition` to this worker and no revocation is pending. The group's
+        assignment decides who owns a partition, not the last record on `tokenmeter.budget-owners`: that topic is
+        read from its start, so a previous owner's record (a restart at another address, a new pod's IP) can be
+        applied after this worker's own announcement, and a late writer can name itself; following it sent this
+        worker's own reservations to a dead address (the client got 503 "owner ... unreachable") until its
+        announcement was read back."""
+        assigned = self.service.readiness.assigned
+        return not self.revoked and assigned is not None and partition in assigned
+
     def _is_me(self, url: str) -> bool:
         if self._me is None:  # str() of the URL object costs more than the rest of the routing
             self._me = str(self.service.app.conf.canonical_url).rstrip("/")
@@ -347,7 +357,7 @@ class ReservationService:
         """`local()` when this worker owns `partition`, else the owner's answer to `payload` (a dict, None, or a
         callable that builds it: only a forwarded call needs its body)."""
         url = self._owner_urls().get(partition)
-        if url is None or self._is_me(url):
+        if url is None or self._is_me(url) or self._assigned_here(partition):
             return await local()
         self.stats["forwarded"] += 1
         try:

@@ -230,3 +230,44 @@ def test_the_admission_routes_answer_with_the_same_headers_and_the_hold_ack_is_s
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 405
+
+
+async def _announce(bootstrap: str, partitions: list[int], url: str) -> None:
+    from datetime import datetime, timezone
+
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from tokenmeter import topics
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for p in partitions:
+            await producer.send_and_wait(topics.BUDGET_OWNERS, key=f"partition:{p}".encode(), value=orjson.dumps(
+                {"partition": p, "url": url, "generation": 0, "at": datetime.now(timezone.utc).isoformat()}))
+    finally:
+        await producer.stop()
+
+
+def test_a_stale_owner_record_for_a_partition_this_worker_owns_is_not_followed(kafka_bootstrap, module_worker):
+    """A previous owner's record on tokenmeter.budget-owners, read after this worker announced itself (the topic is
+    read from its start; a worker restarted at another address), named a dead URL: the worker forwarded its own
+    budgets' reservations there (503 "not ready: owner of partition N at <url> unreachable") although the group
+    had assigned it their partitions.
+    Last in the file: it leaves the worker's owner map naming the dead address."""
+    port = module_worker["port"]
+    team, name = f"stale-{uuid.uuid4().hex[:6]}", f"stale-{uuid.uuid4().hex[:6]}"
+    write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
+                                                  "limit": "1", "action": "block"})])
+    url = f"http://127.0.0.1:{port}/v1/reservations"
+    wait_for(lambda: ready(port) and name in {b["budget"] for b in call("GET", url)[1].get("budgets", [])},
+             what="the budget loaded")
+    status, first = wait_for(lambda: (lambda r: r if r[0] == 201 else None)(
+        call("POST", url, reservation(team, "stale-1", prompt_tokens=1000))), timeout=60, what="a reservation")
+    partitions = [int(p) for p in call("GET", url)[1]["owners"]]
+    dead = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    asyncio.run(_announce(kafka_bootstrap, partitions, dead))
+    wait_for(lambda: set(call("GET", url)[1]["owners"].values()) == {dead}, what="the stale owner records read")
+    status, body = call("POST", url, reservation(team, "stale-2", prompt_tokens=1000))
+    assert status == 201, (status, body)
