@@ -93,26 +93,21 @@ def test_worker_role_is_validated_and_the_flag_wins(monkeypatch):
     assert result.exit_code == 2 and "'owner' is not one of 'all', 'pricing', 'budgets'" in result.output
 
 
-def test_worker_nice_is_validated(monkeypatch):
-    """TOKENMETER_WORKER_NICE: 0 (default) to 19, the Unix nice range a process may raise itself to; anything else is
-    reported with the variable's name (streams/priority.py applies it)."""
-    monkeypatch.delenv("TOKENMETER_WORKER_NICE", raising=False)
-    assert load_settings().worker_nice == 0
-    monkeypatch.setenv("TOKENMETER_WORKER_NICE", "10")
-    assert load_settings().worker_nice == 10
-    for bad in ("-5", "20", "low"):
-        monkeypatch.setenv("TOKENMETER_WORKER_NICE", bad)
-        with pytest.raises(SettingsError, match="TOKENMETER_WORKER_NICE"):
-            load_settings()
-
-
-def test_worker_sched_slice_is_validated(monkeypatch):
-    """TOKENMETER_WORKER_SCHED_SLICE_MS: unset (the kernel's default) or 0.1-100 ms, the range the kernel accepts."""
-    monkeypatch.delenv("TOKENMETER_WORKER_SCHED_SLICE_MS", raising=False)
-    assert load_settings().worker_sched_slice_ms is None
-    monkeypatch.setenv("TOKENMETER_WORKER_SCHED_SLICE_MS", "0.3")
-    assert load_settings().worker_sched_slice_ms == 0.3
-    for bad in ("0.01", "500", "short"):
-        monkeypatch.setenv("TOKENMETER_WORKER_SCHED_SLICE_MS", bad)
-        with pytest.raises(SettingsError, match="TOKENMETER_WORKER_SCHED_SLICE_MS"):
+@pytest.mark.parametrize("variable, attribute, default, good, parsed, bad", [
+    # 0 (default) to 19: the Unix nice range a process may raise itself to (streams/priority.py applies it)
+    ("TOKENMETER_WORKER_NICE", "worker_nice", 0, "10", 10, ("-5", "20", "low", "nan", "99999999999999999999")),
+    # unset (the kernel's default) or 0.1-100 ms, the range the kernel accepts
+    ("TOKENMETER_WORKER_SCHED_SLICE_MS", "worker_sched_slice_ms", None, "0.3", 0.3,
+     ("0.01", "500", "short", "nan", "inf", "1e400")),
+])
+def test_worker_scheduling_settings_are_validated(monkeypatch, variable, attribute, default, good, parsed, bad):
+    """reserve10's worker scheduling settings: the default, a good value, and every bad one reported with the
+    variable's name."""
+    monkeypatch.delenv(variable, raising=False)
+    assert getattr(load_settings(), attribute) == default
+    monkeypatch.setenv(variable, good)
+    assert getattr(load_settings(), attribute) == parsed
+    for value in bad:
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(SettingsError, match=variable):
             load_settings()
