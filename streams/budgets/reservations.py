@@ -359,6 +359,9 @@ class ReservationService:
         url = self._owner_urls().get(partition)
         if url is None or self._is_me(url) or self._assigned_here(partition):
             return await local()
+        if self.revoked:  # the group revoked every member's partitions: nobody owns one until the next assignment,
+            # and the last owner record read may name a dead address (a previous owner): nothing to forward to
+            return 421, {"error": "budget ownership is moving (rebalance)"}
         self.stats["forwarded"] += 1
         try:
             session = await self._session_get()
@@ -521,7 +524,8 @@ class ReservationService:
         resolved = self.book.resolve(attributes.get("provider", ""), scoped).entry
         return resolved is not None and resolved.key == entry and budget.matches({**attributes, "model": scoped})
 
-    async def _release_partitions(self, reservation_id: str, partitions: list[int]) -> list[dict[str, Any]]:
+    async def _release_partitions(self, reservation_id: str, partitions: list[int],
+                                  failures: list[str] | None = None) -> list[dict[str, Any]]:
         released: list[dict[str, Any]] = []
         for partition in partitions:
             async def local() -> tuple[int, dict[str, Any]]:
@@ -534,14 +538,19 @@ class ReservationService:
                 released += answer.get("released", [])
             else:  # the hold stays until its TTL: conservative (it can only refuse more, never admit more)
                 log.warning("reservation %s: release on partition %d failed: %s", reservation_id, partition, answer)
+                if failures is not None:
+                    failures.append(str(answer.get("error", f"owner answered {status}")))
         return released
 
     async def delete(self, web: Any, reservation_id: str) -> Any:
         partitions = reservation_partitions(reservation_id)
         if partitions is None:
             return _json(web, {"error": f"{reservation_id!r} is not a reservation id"}, 404)
-        released = await self._release_partitions(reservation_id, partitions)
+        failures: list[str] = []
+        released = await self._release_partitions(reservation_id, partitions, failures)
         self.stats["released"] += bool(released)
+        if not released and failures:  # not "no open hold": its owner did not answer (a rebalance): retry
+            return self.service.not_ready_response(web, failures[0])
         if not released:
             return _json(web, {"error": "no open hold (settled, expired, released or unknown)",
                                "reservation_id": reservation_id}, 404)

@@ -131,9 +131,13 @@ def test_split_roles_restarted_owner_restores_a_hold_then_settles_it_and_expires
         url = f"http://127.0.0.1:{port}/v1/reservations"
 
         def reserve(request_id: str) -> dict:
-            status, body = call("POST", url, {"provider": "openai", "model": "gpt-4o", "service_tier": "default",
-                                              "attribution": {"team": team}, "prompt_tokens": 1000,
-                                              "max_output_tokens": 100, "request_id": request_id})
+            def attempt() -> tuple[int, dict] | None:  # a gateway retries a 503 (Retry-After): Faust's second
+                # rebalance at start-up can revoke the partitions of a worker that was just ready
+                status, body = call("POST", url, {"provider": "openai", "model": "gpt-4o", "service_tier": "default",
+                                                  "attribution": {"team": team}, "prompt_tokens": 1000,
+                                                  "max_output_tokens": 100, "request_id": request_id})
+                return None if status == 503 else (status, body)
+            status, body = wait_for(attempt, timeout=60, what=f"reservation {request_id} answered")
             assert status == 201 and [h["budget"] for h in body["holds"]] == [name], (status, body)
             return body
 
