@@ -53,10 +53,16 @@ def format_count_rate(number: Decimal) -> str:
     return _plain(number, 0 if size >= 10 or number == number.to_integral_value() else 1 if size >= 1 else 2)
 
 
+def usd_digits(number: Any) -> str:
+    """A USD amount's digits: cents from a dollar up, else 4 decimals (as the dashboard's `format_usd`: a small cost
+    or a $0.10 budget must not read 0.00, or 0.10 at 104 %): "1,234.57", "0.1044", "0.00"."""
+    number = number if isinstance(number, Decimal) else Decimal(str(number))
+    return _plain(number, 2 if abs(number) >= 1 or number == 0 else 4)
+
+
 def format_money(number: Decimal) -> str:
-    """Cents from a dollar up, else 4 decimals (as the dashboard's `format_usd`: small costs must not read $0.00)."""
-    places = 2 if abs(number) >= 1 or number == 0 else 4
-    text = _plain(number, places)
+    """`usd_digits` with the dollar sign: "$1,234.57", "-$0.0042"."""
+    text = usd_digits(number)
     return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 
