@@ -33,6 +33,8 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
     for name in ("start_at", "end_at", "detected_at", "mute_until", "ack_at"):
         if name in out:
             out[name] = utc(out[name])
+    if "ack_at" in out and not out.get("ack_action"):
+        out["ack_at"] = None  # no ack: the LEFT JOIN's default (1970-01-01), which the API showed as a time
     return out
 
 

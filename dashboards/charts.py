@@ -71,7 +71,8 @@ def burn_down(history: list[BudgetStatus]) -> go.Figure:
     if last.expected_breach_at is not None:
         fig.add_vline(x=last.expected_breach_at, line_dash="dash", line_color="#ef4444")
     title = f"{last.budget}: {fmt(last.spend)} of {fmt(last.limit)} used ({last.percent}%), period {last.period_key}"
-    return _base_layout(fig, title, yaxis_title=f"{unit} left", height=360)
+    return _base_layout(fig, title, yaxis_title=f"{unit} left", height=360,
+                        yaxis_tickformat="$,.4~f" if last.metric == "cost_usd" else "")  # -$0.20, not $-0.20
 
 
 def anomaly_timeline(anomalies: list[dict[str, Any]]) -> go.Figure:

@@ -1,6 +1,6 @@
-"""The Anomalies page's figures as a finance or on-call person reads them, over a real chDB warehouse and the real
-Dash callback (Flask's test client, no browser): money as money, rates with their unit, error shares as percentages,
-and a band chart that draws the quantity the detector judged.
+"""The pages' figures as a finance or on-call person reads them, over a real chDB warehouse and the real Dash
+callback (Flask's test client, no browser). Anomalies: money as money, rates with their unit, error shares as
+percentages, and a band chart that draws the quantity the detector judged. Models and Budgets: separators, units.
 
 The demo's request burst of key sk-glo-plat-kai read "852 requests/hour" in the table beside a chart peaking at
 ~7,000 "per hour" a few hours earlier: the chart drew the scope's hourly *output tokens* for every unit that was not
@@ -134,3 +134,45 @@ def test_the_band_chart_draws_what_the_detector_measured(app_and_warehouse):
     errors = _band_figure(client, "anom-errors")  # a share of failed calls, in percent (no calls: no figure)
     assert errors["layout"]["yaxis"]["ticksuffix"] == "%"
     assert next(t for t in errors["data"] if t["name"] == "expected")["y"] == [pytest.approx(4.4833)] * 2
+
+
+def test_models_tokens_per_request_has_thousands_separators(app_and_warehouse):
+    from dashboards.models_data import ModelEconomics
+
+    table_rows = sys.modules["pages.models"].table_rows
+    model = ModelEconomics("gemini", "gemini-2.5-pro", events=285, unpriced_events=0, input_tokens=2_000_000,
+                           output_tokens=337_570, cached_input_tokens=440_000, cost_usd=Decimal("4.85"),
+                           cache_savings_usd=None, latency_ms=None, latency_p95_ms=None, ttft_ms=None)
+    cells = [_text(cell) for cell in table_rows([model])[0].children]
+    assert cells[5] == "8,202"  # read "8202" beside "1,816" requests
+    assert cells[10] == "-"  # not logged: the page says so under the table
+
+
+def test_a_cost_budgets_burn_down_reads_in_dollars():
+    from dashboards.budgets_data import BudgetStatus
+    from dashboards.charts import burn_down
+
+    start = datetime(2026, 12, 5, tzinfo=timezone.utc)
+    status = BudgetStatus("growth-agent-daily", {"team": "growth"}, "allow", "", "cost_usd", Decimal("0.0327"),
+                          Decimal("0.1"), Decimal("32.69"), "day:2026-12-05@UTC", start, start + timedelta(days=1),
+                          None, None, start + timedelta(hours=21))
+    assert burn_down([status]).layout.yaxis.tickformat == "$,.4~f"  # its axis read 0.1, 0.08, ... without a unit
+
+
+def test_top_movers_say_when_the_previous_period_has_no_usage(app_and_warehouse):
+    """The demo's month-long range starts with its history: every mover read "+$7.47 (new)", as if each team had just
+    started on each model. The table now says the previous period holds nothing."""
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+    payload = {"output": "overview-movers.children", "outputs": {"id": "overview-movers", "property": "children"},
+               "inputs": [{"id": "overview-dates", "property": "start_date", "value": "2026-11-29"},
+                          {"id": "overview-dates", "property": "end_date", "value": "2026-11-30"},
+                          {"id": "overview-teams", "property": "value", "value": None},
+                          {"id": "refresh", "property": "n_intervals", "value": 0}],
+               "changedPropIds": ["overview-dates.start_date"], "state": []}
+    response = client.post("/_dash-update-component", json=payload)
+    assert response.status_code == 200, response.data[:500]
+    text = response.get_data(as_text=True)
+    assert "platform" in text and "(new)" in text
+    assert "Nothing was spent in the previous period (2026-11-27 to 2026-11-28" in text
