@@ -68,6 +68,10 @@ def app_and_warehouse(tmp_path_factory):
         events = [_event(i, BURST_AT - timedelta(hours=2, minutes=-i), 3000) for i in range(3)]
         events += [_event(100 + i, BURST_AT + timedelta(seconds=4 * i), 10) for i in range(71)]
         events += [_event(200 + i, BURST_AT + timedelta(minutes=20 + 3 * i), 10) for i in range(9)]
+        unpriced = PricedEvent.model_validate({**_event(300, BURST_AT + timedelta(minutes=50), 10),
+                                               "cost_usd": "0", "pricing_status": "unpriced", "price": None,
+                                               "unpriced_reason": "no price"})
+        events.append(unpriced.to_json())
         warehouse.insert_priced(events)
         warehouse.backend.command(EXTRA_TABLES["anomalies"])
         warehouse.backend.command(EXTRA_TABLES["anomaly_acks"])
@@ -176,3 +180,30 @@ def test_top_movers_say_when_the_previous_period_has_no_usage(app_and_warehouse)
     text = response.get_data(as_text=True)
     assert "platform" in text and "(new)" in text
     assert "Nothing was spent in the previous period (2026-11-27 to 2026-11-28" in text
+
+
+def test_showback_table_says_what_is_unpriced_beside_the_cost(app_and_warehouse):
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    table = sys.modules["pages.showback"].table
+    frame = pl.DataFrame({"value": ["platform", "search"], "events": [2964, 2132], "tokens": [5_770_000, 5_510_000],
+                          "cost_usd": [Decimal("14.80"), Decimal("14.24")], "unpriced_events": [72, 0]},
+                         schema_overrides={"cost_usd": pl.Decimal(38, 12)})
+    header, body = table(frame, SimpleNamespace(by="team"))
+    rows = [[_text(cell) for cell in row.children] for row in body.children]
+    assert _text(header.children.children[0]) == "Team"
+    # Platform's 72 unpriced calls are not in its $14.80 (never $0): the table said nothing of them
+    assert rows[0][1] == "$14.80 + 72 unpriced" and rows[1][1] == "$14.24"
+
+
+@pytest.mark.parametrize("by", ["team", "tag:env"])
+def test_showback_totals_count_unpriced_calls_for_dimensions_and_tags(app_and_warehouse, by):
+    from dashboards.showback_data import ShowbackView, showback_totals
+
+    _, warehouse = app_and_warehouse
+    scoped = ScopedWarehouse(warehouse, Principal("fin", "finance"))
+    view = ShowbackView.from_query({"start": "2026-11-30", "end": "2026-11-30", "by": by})
+    totals = showback_totals(scoped, view)
+    assert totals["unpriced_events"].to_list() == [1] and totals["events"].to_list() == [84]
