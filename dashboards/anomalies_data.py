@@ -124,8 +124,8 @@ def scope_measure(frame: pl.DataFrame, unit: str, bucket_s: int = ANOMALY_BUCKET
             moment += step
         return {"observed": out}
 
-    def ratio(num: str, den: str, scale: int = 1) -> list[tuple[datetime, Decimal | None]]:
-        return [(utc(r["bucket"]), Decimal(int(r[num])) * scale / int(r[den]) if r[den] else None) for r in rows]
+    def ratio(num: str, den: str) -> list[tuple[datetime, Decimal | None]]:
+        return [(utc(r["bucket"]), Decimal(int(r[num])) / int(r[den]) if r[den] else None) for r in rows]
 
     if unit == "error_ratio":
         return {"observed": ratio("errors", "requests")}

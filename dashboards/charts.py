@@ -113,14 +113,15 @@ def anomaly_band(anomaly: dict[str, Any] | None, measures: dict[str, list] | Non
         label = f"{unit_title(unit)} (5-minute buckets)" if name == "observed" else name
         fig.add_trace(go.Scatter(
             name=label, x=[p[0] for p in points], y=[y(p[1]) for p in points],
-            mode="lines" if unit in RATE_COLUMNS else "lines+markers", marker={"size": 4},  # shares: per call
+            # a rate is 0 without calls (a continuous line); a share or a mean exists only in buckets with calls
+            mode="lines" if unit in RATE_COLUMNS else "lines+markers", marker={"size": 4},
             line={"color": PALETTE[index % len(PALETTE)] if index else "#2563eb", "width": 1.5},
             connectgaps=False, hovertext=[format_measure(p[1], unit) if p[1] is not None else "no calls"
                                           for p in points],
             hovertemplate="%{x}<br>%{hovertext}<extra></extra>"))
     start, end = anomaly["start_at"], anomaly["end_at"]
     low, high, expected = (y(anomaly[k]) for k in ("expected_low", "expected_high", "expected"))
-    band = f"{format_band(anomaly['expected_low'], anomaly['expected_high'], unit)}"
+    band = format_band(anomaly["expected_low"], anomaly["expected_high"], unit)
     fig.add_trace(go.Scatter(name="normal range", x=[start, end, end, start, start], y=[low, low, high, high, low],
                              fill="toself", fillcolor="rgba(34,197,94,.18)", line={"color": "rgba(34,197,94,.6)"},
                              hovertext=band, hoverinfo="text"))

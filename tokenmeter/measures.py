@@ -1,6 +1,7 @@
 """The measures of anomaly records (`unit` in tokenmeter/records.py) as people read them: money as money, rates with
 their unit, ratios as percentages. One formatter, so the Anomalies page and the alert texts (Slack) show the same
-figure the same way; the records themselves keep their exact decimal strings.
+figure the same way; the records themselves keep their exact decimal strings. Money (`format_money`, `usd_digits`)
+is the dashboard's rule, shared with the budget and drift alert texts.
 
 The detector judges 5-minute buckets (`ANOMALY_BUCKET_SECONDS`); a rate "per hour" is one bucket's amount times 12,
 and an anomaly's `observed` is the rate of its busiest bucket (its peak), not a total over an hour.
