@@ -116,7 +116,8 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
     resolved = _mapping(mapping)
     sink = KafkaSink(settings.bootstrap_servers, "collect:file")
     tailer = FileTailer(path, None if dialect == "auto" else dialect, checkpoint, sink, mapping=resolved,
-                        batch_lines=batch_lines, poll_interval=poll_interval, exit_at_eof=exit_at_eof)
+                        batch_lines=batch_lines, poll_interval=poll_interval, exit_at_eof=exit_at_eof,
+                        fetch_wait=settings.fetch_wait)
     run_service(tailer.run)
 
 

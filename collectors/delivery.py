@@ -25,7 +25,7 @@ import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Hashable
+from typing import Any, Awaitable, Callable, Hashable, Mapping
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -34,7 +34,7 @@ from aiokafka.structs import TopicPartition
 from collectors.sink import KafkaSink, SinkUnavailable
 from tokenmeter.events import UsageEvent
 from tokenmeter.kafka_topics import ReadIncomplete, TopicMissing, read_to_end, topic_partitions
-from tokenmeter.settings import fetch_wait
+from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
 log = logging.getLogger("tokenmeter.collect.delivery")
 
@@ -88,11 +88,13 @@ class Written:
 
 
 class DeliveryGuard:
-    """Takes output positions before a batch and reads back what was written since them."""
+    """Takes output positions before a batch and reads back what was written since them. `fetch_wait` is the
+    collector's `Settings.fetch_wait` (the process's one settings object); None: the environment's settings."""
 
-    def __init__(self, sink: KafkaSink, *, timeout_s: float = 30.0):
+    def __init__(self, sink: KafkaSink, *, timeout_s: float = 30.0, fetch_wait: Mapping[str, int] | None = None):
         self.sink = sink
         self.timeout_s = timeout_s
+        self.fetch_wait = fetch_wait
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[int]] = {}
 
@@ -104,7 +106,7 @@ class DeliveryGuard:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.sink.bootstrap_servers, group_id=None,
                                         enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000),
-                                        **fetch_wait())
+                                        **(self.fetch_wait or settings_fetch_wait()))
             try:
                 await asyncio.wait_for(consumer.start(), self.timeout_s)
             except Exception as exc:  # noqa: BLE001 - any start failure means "broker unavailable"
@@ -147,7 +149,7 @@ class DeliveryGuard:
         """Event ids and dead-letter keys (of this sink's stage) on the output topics from `positions` on."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.sink.bootstrap_servers, group_id=None,
                                     enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000),
-                                    **fetch_wait())
+                                    **(self.fetch_wait or settings_fetch_wait()))
         written = Written()
         try:
             await asyncio.wait_for(consumer.start(), self.timeout_s)

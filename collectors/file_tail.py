@@ -80,7 +80,7 @@ class OpenFile:
 class FileTailer:
     def __init__(self, path: Path, dialect: str | None, checkpoint_path: Path, sink: KafkaSink, *,
                  mapping: AttributionMapping | None = None, batch_lines: int = 2000, poll_interval: float = 0.25,
-                 exit_at_eof: bool = False, log_every_s: float = 30.0):
+                 exit_at_eof: bool = False, log_every_s: float = 30.0, fetch_wait: dict[str, int] | None = None):
         self.path = path
         self.dialect = dialect
         self.label = dialect or "auto"
@@ -92,7 +92,7 @@ class FileTailer:
         self.exit_at_eof = exit_at_eof
         self.log_every_s = log_every_s
         self.checkpoint = Checkpoint.load(checkpoint_path)
-        self.guard = DeliveryGuard(sink)
+        self.guard = DeliveryGuard(sink, fetch_wait=fetch_wait)  # Settings.fetch_wait; None: the environment's
 
     async def run(self, stop: asyncio.Event) -> None:
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))

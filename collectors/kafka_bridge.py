@@ -61,7 +61,7 @@ class KafkaBridge:
         self.exit_when_idle = exit_when_idle
         self.log_every_s = log_every_s
         self.state_path = state_path  # None: no pending record, a kill -9 may resend one batch (same ids)
-        self.guard = DeliveryGuard(sink)
+        self.guard = DeliveryGuard(sink, fetch_wait=fetch_wait)
         # A killed run's pending batch: {"ranges": {(topic, partition): [start, end)}, "positions": ...}
         self.recovery: dict[str, Any] | None = self._load_state()
         self._recovery_checked = False

@@ -6,11 +6,13 @@ A team user sees anomalies whose scope is their team only (scope_dim = 'team').
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
 
 from dashboards.tables import TableMissing, dec, run, utc
+from tokenmeter.measures import ANOMALY_BUCKET_SECONDS
 
 ANOMALY_COLUMNS = ("id, kind, scope_dim, scope_value, severity, observed, expected, expected_low, expected_high, "
                    "unit, start_at, end_at, status, explanation, detected_at")
@@ -31,6 +33,8 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
     for name in ("start_at", "end_at", "detected_at", "mute_until", "ack_at"):
         if name in out:
             out[name] = utc(out[name])
+    if "ack_at" in out and not out.get("ack_action"):
+        out["ack_at"] = None  # no ack: the LEFT JOIN's default (1970-01-01), which the API showed as a time
     return out
 
 
@@ -71,10 +75,64 @@ def get_anomaly(wh: Any, anomaly_id: str) -> dict[str, Any] | None:
     return _row(row) if row else None
 
 
-def scope_series(wh: Any, anomaly: dict[str, Any]) -> pl.DataFrame:
-    """Hourly cost and tokens of the anomaly's scope from a day before it to a few hours after."""
+# Per detector bucket of one scope (raw events: the rollups are hourly). Token sums in Int128 as elsewhere (issue 11).
+BUCKET_SQL = (
+    "SELECT toDateTime64(toStartOfInterval(ts, INTERVAL {bucket_s:UInt32} SECOND), 0, 'UTC') AS bucket, "
+    "count() AS requests, countIf(status = 'error') AS errors, countIf(status = 'ok') AS ok, "
+    "toDecimal128(sum(cost_usd), 12) AS cost_usd, "
+    "accurateCast(sum(toInt128(input_tokens) + output_tokens), 'UInt64') AS tokens, "
+    "accurateCast(sumIf(toInt128(input_tokens), status = 'ok'), 'UInt64') AS ok_input_tokens, "
+    "accurateCast(sumIf(toInt128(output_tokens), status = 'ok'), 'UInt64') AS ok_output_tokens, "
+    "accurateCast(sumIf(toInt128(input_tokens) + output_tokens, pricing_status = 'unpriced'), 'UInt64') "
+    "AS unpriced_tokens "
+    "FROM priced_events WHERE ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')} "
+    "AND {dim} = {value:String} AND {team} GROUP BY bucket ORDER BY bucket"
+)
+# Measures that are a rate per hour: a bucket's amount x (3600 / bucket). A bucket without calls is 0.
+RATE_COLUMNS = {"usd_per_hour": "cost_usd", "tokens_per_hour": "tokens", "requests_per_hour": "requests",
+                "unpriced_tokens_per_hour": "unpriced_tokens"}
+
+
+def scope_buckets(wh: Any, anomaly: dict[str, Any], bucket_s: int = ANOMALY_BUCKET_SECONDS) -> pl.DataFrame:
+    """The anomaly's scope per detector bucket, from a day before it to a few hours after (an empty frame for a
+    scope dimension the events do not carry)."""
     dim = anomaly["scope_dim"]
-    filters = {dim: [anomaly["scope_value"]]} if dim in SERIES_DIMS else None
+    if dim not in SERIES_DIMS:
+        return pl.DataFrame()
     since = anomaly["start_at"].replace(minute=0, second=0, microsecond=0) - timedelta(hours=24)
     until = anomaly["end_at"].replace(minute=0, second=0, microsecond=0) + timedelta(hours=6)
-    return wh.spend_over_time("hour", None, since=since, until=until, filters=filters)
+    sql = BUCKET_SQL.replace("{dim}", dim).replace("{team}", wh.team_condition())
+    return run(wh.query, sql, {"since": since, "until": until, "value": anomaly["scope_value"], "bucket_s": bucket_s})
+
+
+def scope_measure(frame: pl.DataFrame, unit: str, bucket_s: int = ANOMALY_BUCKET_SECONDS,
+                  ) -> dict[str, list[tuple[datetime, Decimal | None]]]:
+    """The scope's series in the anomaly's own unit, bucket by bucket, as the detector measured it: rates per hour
+    (bucket x 3600 / bucket_s; buckets without calls are 0), the share of failed requests, tokens per successful
+    request (output and input, two series), cost per 1k tokens. name -> [(bucket start, value or None)]."""
+    if not frame.height:
+        return {}
+    rows = list(frame.iter_rows(named=True))
+    per_hour = Decimal(3600) / bucket_s
+    if unit in RATE_COLUMNS:
+        column = RATE_COLUMNS[unit]
+        start, end = rows[0]["bucket"], rows[-1]["bucket"]
+        by_bucket = {utc(r["bucket"]): dec(r[column]) for r in rows}
+        step, moment, out = timedelta(seconds=bucket_s), utc(start), []
+        while moment <= utc(end):
+            out.append((moment, by_bucket.get(moment, Decimal(0)) * per_hour))
+            moment += step
+        return {"observed": out}
+
+    def ratio(num: str, den: str) -> list[tuple[datetime, Decimal | None]]:
+        return [(utc(r["bucket"]), Decimal(int(r[num])) / int(r[den]) if r[den] else None) for r in rows]
+
+    if unit == "error_ratio":
+        return {"observed": ratio("errors", "requests")}
+    if unit == "tokens_per_request":
+        return {"output tokens per request": ratio("ok_output_tokens", "ok"),
+                "input tokens per request": ratio("ok_input_tokens", "ok")}
+    if unit == "usd_per_1k_tokens":
+        return {"observed": [(utc(r["bucket"]), dec(r["cost_usd"]) * 1000 / int(r["tokens"]) if r["tokens"] else None)
+                             for r in rows]}
+    return {}

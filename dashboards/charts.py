@@ -9,9 +9,11 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
+from dashboards.anomalies_data import RATE_COLUMNS
 from dashboards.budgets_data import BudgetStatus
 from dashboards.figures import PALETTE, _base_layout, empty_figure, team_colors
 from dashboards.formatting import format_count, format_usd, to_decimal
+from tokenmeter.measures import format_band, format_measure, unit_title
 
 MAX_SERIES = 12  # more groups than this become "other": a legend of 40 teams helps nobody
 SEVERITY_COLORS = {"info": "#60a5fa", "warning": "#f59e0b", "error": "#ef4444", "critical": "#7f1d1d"}
@@ -69,7 +71,8 @@ def burn_down(history: list[BudgetStatus]) -> go.Figure:
     if last.expected_breach_at is not None:
         fig.add_vline(x=last.expected_breach_at, line_dash="dash", line_color="#ef4444")
     title = f"{last.budget}: {fmt(last.spend)} of {fmt(last.limit)} used ({last.percent}%), period {last.period_key}"
-    return _base_layout(fig, title, yaxis_title=f"{unit} left", height=360)
+    return _base_layout(fig, title, yaxis_title=f"{unit} left", height=360,
+                        yaxis_tickformat="$,.4~f" if last.metric == "cost_usd" else "")  # -$0.20, not $-0.20
 
 
 def anomaly_timeline(anomalies: list[dict[str, Any]]) -> go.Figure:
@@ -90,29 +93,60 @@ def anomaly_timeline(anomalies: list[dict[str, Any]]) -> go.Figure:
     return _base_layout(fig, title, height=300)
 
 
-def anomaly_band(anomaly: dict[str, Any] | None, series: pl.DataFrame) -> go.Figure:
-    """The scope's hourly series around the anomaly, with the expected band where the detector set one."""
+def anomaly_band(anomaly: dict[str, Any] | None, measures: dict[str, list] | None) -> go.Figure:
+    """The scope's series around the anomaly in the anomaly's own unit and at the detector's resolution (5-minute
+    buckets, rates per hour: `anomalies_data.scope_measure`), so the line, the expected band and the observed peak
+    are the same quantity. An hourly total (the showback page) is a different number: 702 requests in an hour can
+    hold a 5-minute burst at 852 requests/hour."""
     if anomaly is None:
         return empty_figure("Expected band", "Pick an anomaly")
-    money = anomaly["unit"].startswith("usd")
-    column = "cost_usd" if money else "output_tokens"
+    unit = anomaly["unit"]
+    money = unit.startswith("usd")
+    percent = unit == "error_ratio"
+    scale = 100.0 if percent else 1.0  # shares drawn as percentages
+
+    def y(value: Any) -> float | None:
+        return None if value is None else float(value) * scale
+
     fig = go.Figure()
-    if series.height and column in series.columns:
-        frame = series.sort("bucket")
-        fig.add_trace(go.Scatter(name="observed per hour", x=frame["bucket"].to_list(),
-                                 y=[float(v) for v in frame[column].to_list()], mode="lines+markers",
-                                 line={"color": "#2563eb"}))
+    for index, (name, points) in enumerate((measures or {}).items()):
+        label = f"{unit_title(unit)} (5-minute buckets)" if name == "observed" else name
+        fig.add_trace(go.Scatter(
+            name=label, x=[p[0] for p in points], y=[y(p[1]) for p in points],
+            # a rate is 0 without calls (a continuous line); a share or a mean exists only in buckets with calls
+            mode="lines" if unit in RATE_COLUMNS else "lines+markers", marker={"size": 4},
+            line={"color": PALETTE[index % len(PALETTE)] if index else "#2563eb", "width": 1.5},
+            connectgaps=False, hovertext=[format_measure(p[1], unit) if p[1] is not None else "no calls"
+                                          for p in points],
+            hovertemplate="%{x}<br>%{hovertext}<extra></extra>"))
     start, end = anomaly["start_at"], anomaly["end_at"]
-    low, high, expected = (float(anomaly[k]) for k in ("expected_low", "expected_high", "expected"))
-    fig.add_trace(go.Scatter(name="expected band", x=[start, end, end, start, start], y=[low, low, high, high, low],
+    low, high, expected = (y(anomaly[k]) for k in ("expected_low", "expected_high", "expected"))
+    band = format_band(anomaly["expected_low"], anomaly["expected_high"], unit)
+    fig.add_trace(go.Scatter(name="normal range", x=[start, end, end, start, start], y=[low, low, high, high, low],
                              fill="toself", fillcolor="rgba(34,197,94,.18)", line={"color": "rgba(34,197,94,.6)"},
-                             hoverinfo="skip"))
+                             hovertext=band, hoverinfo="text"))
     fig.add_trace(go.Scatter(name="expected", x=[start, end], y=[expected, expected], mode="lines",
-                             line={"color": "#16a34a", "dash": "dot"}))
-    fig.add_trace(go.Scatter(name="observed (detector)", x=[end], y=[float(anomaly["observed"])], mode="markers",
-                             marker={"size": 13, "color": SEVERITY_COLORS.get(anomaly["severity"], "#ef4444")}))
-    title = f"{anomaly['scope_dim']}={anomaly['scope_value']}: {anomaly['kind']} ({anomaly['unit']})"
-    return _base_layout(fig, title, height=340, yaxis_tickprefix="$" if money else "")
+                             line={"color": "#16a34a", "dash": "dot"},
+                             hovertext=format_measure(anomaly["expected"], unit), hoverinfo="text"))
+    fig.add_trace(go.Scatter(name="observed peak (detector)", x=[_peak_at(anomaly, measures)],
+                             y=[y(anomaly["observed"])], mode="markers",
+                             marker={"size": 13, "color": SEVERITY_COLORS.get(anomaly["severity"], "#ef4444")},
+                             hovertext=format_measure(anomaly["observed"], unit), hoverinfo="text"))
+    title = (f"{anomaly['scope_dim']}={anomaly['scope_value']}: {anomaly['kind'].replace('_', ' ')}, "
+             f"peak {format_measure(anomaly['observed'], unit)}")
+    return _base_layout(fig, title, height=320, yaxis_title=unit_title(unit) + (" (%)" if percent else ""),
+                        yaxis_tickprefix="$" if money else "", yaxis_ticksuffix="%" if percent else "")
+
+
+def _peak_at(anomaly: dict[str, Any], measures: dict[str, list] | None):
+    """Where the detector's peak sits: the bucket of the anomaly whose value is closest to it (the record keeps the
+    peak's value, not its time); the anomaly's end when no series is drawn."""
+    inside = [p for p in (measures or {}).get("observed", []) if anomaly["start_at"] <= p[0] < anomaly["end_at"]
+              and p[1] is not None]
+    if not inside:
+        return anomaly["end_at"]
+    observed = anomaly["observed"]
+    return min(inside, key=lambda p: abs(p[1] - observed))[0]
 
 
 def reconciliation_chart(rows: list[Any]) -> go.Figure:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
+
+from tokenmeter.measures import format_money
 
 # Freshness thresholds: the loader flushes every second or so, so a minute without events already means
 # the pipeline (or the traffic) stopped; a quarter of an hour is an incident.
@@ -24,11 +26,9 @@ def to_decimal(value: object) -> Decimal:
 
 
 def format_usd(amount: Decimal) -> str:
-    """`$1,234.57` for a dollar or more, `$0.0042` below: small LLM costs must not all read `$0.00`."""
-    places = Decimal("0.01") if abs(amount) >= 1 or amount == 0 else Decimal("0.0001")
-    rounded = amount.quantize(places, rounding=ROUND_HALF_UP)
-    sign = "-" if rounded < 0 else ""
-    return f"{sign}${abs(rounded):,}"
+    """`$1,234.57` for a dollar or more, `$0.0042` below: small LLM costs must not all read `$0.00` (the alert texts
+    use the same rule: `tokenmeter.measures.format_money`)."""
+    return format_money(amount)
 
 
 def format_usd_exact(amount: Decimal) -> str:

@@ -79,7 +79,8 @@ def _tag_series(wh: Any, view: ShowbackView) -> pl.DataFrame:
         params.update(zip(names, values))
     bucket = "toStartOfHour" if view.filters.bucket == "hour" else "toStartOfDay"
     sql = (f"SELECT toDateTime64({bucket}(ts), 0, 'UTC') AS bucket, tags[{{tag_key:String}}] AS value, "
-           "count() AS events, accurateCast(sum(toInt128(input_tokens)), 'UInt64') AS input_tokens, "
+           "count() AS events, countIf(pricing_status = 'unpriced') AS unpriced_events, "
+           "accurateCast(sum(toInt128(input_tokens)), 'UInt64') AS input_tokens, "
            "accurateCast(sum(toInt128(output_tokens)), 'UInt64') AS output_tokens, "
            "toDecimal128(sum(cost_usd), 12) AS cost_usd FROM priced_events WHERE " + " AND ".join(clauses)
            + " GROUP BY bucket, value ORDER BY bucket, value")
@@ -87,7 +88,7 @@ def _tag_series(wh: Any, view: ShowbackView) -> pl.DataFrame:
 
 
 def showback_series(wh: Any, view: ShowbackView) -> pl.DataFrame:
-    """Columns: bucket, value (the group), events, input_tokens, output_tokens, tokens, cost_usd."""
+    """Columns: bucket, value (the group), events, unpriced_events, input_tokens, output_tokens, tokens, cost_usd."""
     if view.by.startswith(TAG_PREFIX):
         frame = _tag_series(wh, view)
     else:
@@ -101,10 +102,11 @@ def showback_series(wh: Any, view: ShowbackView) -> pl.DataFrame:
 def showback_totals(wh: Any, view: ShowbackView) -> pl.DataFrame:
     """One row per group over the whole range (the table under the chart), largest first."""
     series = showback_series(wh, view)
+    unpriced = ["unpriced_events"] if "unpriced_events" in series.columns else []
     if not series.height:
-        return series.select("value", "events", "tokens", "cost_usd")
+        return series.select("value", "events", "tokens", "cost_usd", *unpriced)
     return (series.group_by("value").agg(pl.col("events").sum(), pl.col("input_tokens").cast(pl.Int128).sum(),
                                          pl.col("output_tokens").cast(pl.Int128).sum(),
                                          pl.col("tokens").cast(pl.Int128).sum(),  # Int64 sums wrap silently
-                                         pl.col("cost_usd").sum())
+                                         pl.col("cost_usd").sum(), *[pl.col(c).sum() for c in unpriced])
             .sort(["cost_usd", "tokens", "value"], descending=[True, True, False]))

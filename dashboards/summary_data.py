@@ -63,6 +63,11 @@ class Mover:
 
 
 def top_movers(wh: Any, filters: Filters, top: int = 6) -> list[Mover]:
+    return movers_and_previous_total(wh, filters, top)[0]
+
+
+def movers_and_previous_total(wh: Any, filters: Filters, top: int = 6) -> tuple[list[Mover], Decimal]:
+    """The top movers, and what was spent in the previous period (0: it has no usage, so every pair is "new")."""
     length = filters.until - filters.since
     where = filters.warehouse_filters()
 
@@ -76,4 +81,4 @@ def top_movers(wh: Any, filters: Filters, top: int = 6) -> list[Mover]:
               for team, model in set(current) | set(previous)]
     movers = [m for m in movers if m.change != 0]
     movers.sort(key=lambda m: (-abs(m.change), m.team, m.model))
-    return movers[:top]
+    return movers[:top], sum(previous.values(), Decimal(0))

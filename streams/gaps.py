@@ -17,7 +17,7 @@ partition, reports the missing ranges of each batch, and the agent reads them st
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .topic_reader import TopicRecord, read_records
 
@@ -32,8 +32,9 @@ SEEK_POSITIONS: dict[tuple[str, int], int] = {}
 class OffsetGaps:
     """Missing offset ranges in what one agent receives from one append-only topic."""
 
-    def __init__(self, topic: str):
+    def __init__(self, topic: str, *, fetch_wait: Mapping[str, int] | None = None):
         self.topic = topic
+        self.fetch_wait = fetch_wait  # the worker's Settings.fetch_wait, for the re-reads
         self.expected: dict[int, int] = {}  # partition -> next offset
         self._pending: dict[int, int] = {}
         self._generation = 0  # bumped by forget(): a read that spans a rebalance must not restore old offsets
@@ -67,7 +68,7 @@ class OffsetGaps:
         out: list[TopicRecord] = []
         gaps, generation = self.find(positions, commit=False), self._generation
         for partition, start, end in gaps:
-            records = await read_records(bootstrap, self.topic, partition, start, end)
+            records = await read_records(bootstrap, self.topic, partition, start, end, fetch_wait=self.fetch_wait)
             log.warning("%s[%d]: offsets %d..%d were skipped by the consumer; re-read %d record(s)",
                         self.topic, partition, start, end - 1, len(records))
             out += records

@@ -2,6 +2,9 @@
 one partition's offset range, or following a compacted topic live (budgets, enforcement decisions, delivery
 state, budget state: every process needs every partition of these, whatever group partitions it owns).
 
+Every function takes `fetch_wait`, the caller's `Settings.fetch_wait` (the one settings object of the process, so
+a YAML file's `fetch_max_wait_ms` reaches these consumers too); without it, the environment's settings (tools, tests).
+
 "The end" is each partition's high watermark as the first fetch response reports it, never `end_offsets()` (the
 embedded broker under-reports it); the loop is `tokenmeter.kafka_topics.read_to_end`.
 """
@@ -11,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from tokenmeter.kafka_topics import ReadIncomplete, TopicMissing, partitions_behind, read_to_end, topic_partitions
-from tokenmeter.settings import fetch_wait
+from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
 __all__ = ["TopicReadError", "TopicRecord", "TopicMissing", "topic_partitions", "read_topic", "read_compacted",
            "follow_compacted", "read_records"]
@@ -40,7 +43,8 @@ def _topic_record(record) -> TopicRecord:  # noqa: ANN001 - aiokafka's ConsumerR
     return TopicRecord(record.partition, record.offset, key, record.value)
 
 
-async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[TopicRecord]:
+async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, *,
+                     fetch_wait: Mapping[str, int] | None = None) -> list[TopicRecord]:
     """Every record of `topic` from the beginning to its end as the read starts, partition by partition."""
     try:
         tps = await topic_partitions(bootstrap, topic, timeout=timeout, wait=False)
@@ -48,7 +52,7 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[
         raise TopicReadError(str(exc)) from None
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                 auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000),
-                                **fetch_wait())
+                                **(fetch_wait or settings_fetch_wait()))
     await consumer.start()
     out: list[TopicRecord] = []
     try:
@@ -65,23 +69,26 @@ log = logging.getLogger("tokenmeter.topics")
 Records = dict[str, bytes | None]  # key -> latest value (None = tombstone)
 
 
-async def read_compacted(bootstrap: str, topic: str, timeout: float = 30.0) -> Records:
+async def read_compacted(bootstrap: str, topic: str, timeout: float = 30.0, *,
+                         fetch_wait: Mapping[str, int] | None = None) -> Records:
     """Every key's latest value in a compacted topic, read to its end (None = tombstone)."""
     out: Records = {}
-    for record in await read_topic(bootstrap, topic, timeout):  # one key lives in one partition: order holds
+    # one key lives in one partition: order holds
+    for record in await read_topic(bootstrap, topic, timeout, fetch_wait=fetch_wait):
         if record.key is not None:
             out[record.key] = record.value
     return out
 
 
 async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Records, bool], Awaitable[None] | None],
-                           stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
+                           stop: asyncio.Event | None = None, ready: asyncio.Event | None = None, *,
+                           fetch_wait: Mapping[str, int] | None = None) -> None:
     """Read `topic` from the beginning and keep following it. `on_change(changed, caught_up)` gets each round's
     changed keys; `ready` is set once the end was reached the first time. Survives broker hiccups."""
     stop = stop or asyncio.Event()
     while not stop.is_set():
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                    auto_offset_reset="earliest", **fetch_wait())
+                                    auto_offset_reset="earliest", **(fetch_wait or settings_fetch_wait()))
         try:
             await consumer.start()
             tps = await topic_partitions(bootstrap, topic, timeout=30.0)
@@ -110,7 +117,7 @@ async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Reco
 
 
 async def read_records(bootstrap: str, topic: str, partition: int, start: int, end: int,
-                       timeout: float = 15.0) -> list[TopicRecord]:
+                       timeout: float = 15.0, *, fetch_wait: Mapping[str, int] | None = None) -> list[TopicRecord]:
     """The records at offsets [start, end) of one partition (fewer if some were deleted or are control records)."""
     if end <= start:
         return []
@@ -121,7 +128,7 @@ async def read_records(bootstrap: str, topic: str, partition: int, start: int, e
             out.append(_topic_record(record))
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest", **fetch_wait())
+                                auto_offset_reset="earliest", **(fetch_wait or settings_fetch_wait()))
     await consumer.start()
     out: list[TopicRecord] = []
     try:

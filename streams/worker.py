@@ -135,7 +135,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
     budgets.health = health
     app.tokenmeter_stats = stats  # type: ignore[attr-defined]
 
-    usage_gaps = OffsetGaps(topics.USAGE)
+    usage_gaps = OffsetGaps(topics.USAGE, fetch_wait=settings.fetch_wait)
     batch_step = process_batch_columnar if settings.worker_columnar else process_batch  # same output (issue 14)
 
     # a member holding no usage or budget-spend partition processes nothing: /health says so, and it re-joins

@@ -167,6 +167,7 @@ def complete_days(days: int, today: date | None = None) -> tuple[date, date]:
 def drift_alert(row: DriftRow, limits: Thresholds, notify: list[str] | None = None, dashboard_url: str = "") -> dict:
     """The alert record (tokenmeter.records contract) of a drifting row; its id is stable per (provider, model,
     day), so a re-run or a redelivery is delivered once."""
+    from tokenmeter.measures import format_money
     from tokenmeter.records import alert_record
 
     what = f"{row.provider} {row.model}" if row.model else f"{row.provider} (all models)"
@@ -174,8 +175,9 @@ def drift_alert(row: DriftRow, limits: Thresholds, notify: list[str] | None = No
     gap_pct = row.gap_pct
     severe = gap_pct is None or abs(gap_pct) >= limits.pct * 4
     coverage = row.coverage_pct
-    summary = (f"On {row.day.isoformat()} {what} billed {row.reported_cost.normalize():f} USD; tokenmeter metered "
-               f"{row.metered_cost.normalize():f} USD (gap {row.gap.normalize():f} USD"
+    # Rounded for people as the dashboard rounds them; the exact amounts are in `details`.
+    summary = (f"On {row.day.isoformat()} {what} billed {format_money(row.reported_cost)}; tokenmeter metered "
+               f"{format_money(row.metered_cost)} (gap {format_money(row.gap)}"
                + (f", {gap_pct} %" if gap_pct is not None else "") + "; coverage "
                + (f"{coverage} %" if coverage is not None else "n/a") + f"). Likely cause: {CAUSES[row.cause]}.")
     scope = {"provider": row.provider, **({"model": row.model} if row.model else {})}

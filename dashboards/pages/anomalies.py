@@ -11,19 +11,27 @@ from dash import ALL, Input, Output, State, callback, ctx, dcc, html, no_update
 
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.acks import MUTE_HOURS, build_ack, publish_ack
-from dashboards.anomalies_data import get_anomaly, list_anomalies, scope_series
+from dashboards.anomalies_data import get_anomaly, list_anomalies, scope_buckets, scope_measure
 from dashboards.auth import current_principal
 from dashboards.charts import anomaly_band, anomaly_timeline
 from dashboards.filters import Filters
-from dashboards.formatting import format_usd
 from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, preselected, status_banner
 from dashboards.tables import TableMissing
+from tokenmeter.measures import format_band, format_measure
 
 dash.register_page(__name__, path="/anomalies", name="Anomalies", title="tokenmeter - anomalies", order=4)
 
 log = logging.getLogger(__name__)
-HEADERS = ("Start (UTC)", "Scope", "Kind", "Severity", "Observed", "Expected (band)", "Status", "What happened", "")
+# The detector judges 5-minute buckets: an observed rate "per hour" is its busiest bucket's amount x 12, not an hour's
+# total (the band chart draws the scope's series the same way, so the two can be compared).
+HEADERS = ("Start (UTC)", "Scope", "Kind", "Severity", "Observed (peak)", "Expected (normal range)", "Status",
+           "What happened", "")
+HEADER_HINTS = {
+    "Observed (peak)": "The busiest 5-minute bucket of the anomaly, as a rate per hour (its amount x 12) where the "
+                       "unit is per hour; shares of failed requests as a percentage.",
+    "Expected (normal range)": "What the detector expected for that bucket and the range it judged normal.",
+}
 
 
 def layout(start: str | None = None, end: str | None = None, anomaly: str | None = None, id: str | None = None,  # noqa: A002
@@ -48,17 +56,14 @@ def layout(start: str | None = None, end: str | None = None, anomaly: str | None
             html.Div(className="graph-card", children=dcc.Graph(id="anomalies-band", style={"height": "320px"},
                                                                  config={"displaylogo": False})),
         ]),
+        html.P(className="hint", children=(
+            "The detector judges 5-minute buckets. The chart on the right draws the scope the same way, in the "
+            "anomaly's unit: rates per hour are a 5-minute bucket's amount x 12, so they can be compared with the "
+            "normal range and the observed peak. An hour's total (Showback) is a different figure: 100 calls in an "
+            "hour, 60 of them within 5 minutes, are a burst of 720 calls/hour.")),
         dcc.Loading(html.Div(className="table-card", style={"marginTop": "12px"},
                              children=html.Table(id="anomalies-table", className="data-table"))),
     ])
-
-
-def amount(value, unit: str) -> str:
-    """Money as dollars, other units without the warehouse's 12 trailing decimals."""
-    if unit.startswith("usd"):
-        return format_usd(value)
-    text = format(value.normalize(), "f") if value is not None else "-"
-    return f"{int(value):,}" if value is not None and value == value.to_integral_value() else text
 
 
 def _ack_state(a: dict) -> str:
@@ -78,13 +83,14 @@ def _buttons(anomaly_id: str) -> html.Td:
 
 
 def table_rows(anomalies: list[dict]) -> list:
-    header = html.Thead(html.Tr([html.Th(h) for h in HEADERS]))
+    header = html.Thead(html.Tr([html.Th(h, title=HEADER_HINTS.get(h)) for h in HEADERS]))
     body = [html.Tr(className="row-warn" if a["severity"] in ("error", "critical") else "", children=[
         html.Td(a["start_at"].strftime("%Y-%m-%d %H:%M")), html.Td(f"{a['scope_dim']}={a['scope_value']}"),
         html.Td(a["kind"]), html.Td(a["severity"]),
-        html.Td(f"{amount(a['observed'], a['unit'])} {a['unit'].replace('_', ' ')}", className="num"),
-        html.Td(f"{amount(a['expected'], a['unit'])} ({amount(a['expected_low'], a['unit'])} - "
-                f"{amount(a['expected_high'], a['unit'])})", className="num"),
+        html.Td(format_measure(a["observed"], a["unit"]), className="num"),
+        html.Td([format_measure(a["expected"], a["unit"]), html.Br(),
+                 html.Span(format_band(a["expected_low"], a["expected_high"], a["unit"]), className="band")],
+                className="num"),
         html.Td(_ack_state(a)), html.Td(a["explanation"]), _buttons(a["id"]),
     ]) for a in anomalies]
     return [header, html.Tbody(body)]
@@ -139,11 +145,11 @@ def refresh_band(anomaly_id):
     try:
         with scoped_warehouse() as wh:
             anomaly = get_anomaly(wh, anomaly_id)
-            series = scope_series(wh, anomaly) if anomaly else None
+            frame = scope_buckets(wh, anomaly) if anomaly else None
     except Exception as exc:  # noqa: BLE001 - the list callback shows errors
         log.debug("band unavailable: %s", exc)
         return anomaly_band(None, None)
-    return anomaly_band(anomaly, series)
+    return anomaly_band(anomaly, scope_measure(frame, anomaly["unit"]) if anomaly else None)
 
 
 @callback(

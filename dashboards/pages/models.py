@@ -30,6 +30,10 @@ def layout(start: str | None = None, end: str | None = None, team: str | list[st
         html.Div(className="filter-bar", children=[date_range_filter("models-dates", filters.start, filters.end)]),
         status_banner("models-status"),
         dcc.Loading(html.Div(className="table-card", children=html.Table(id="models-table", className="data-table"))),
+        html.P(className="hint", children=(
+            "Successful calls only. Latency and TTFT (time to first token) show \"-\" where the gateways did not log "
+            "them; cache savings are an estimate: cached tokens at the model's uncached input rate, minus what they "
+            "cost.")),
         html.H3("Features driving the most output tokens", className="section-title"),
         html.Div(className="table-card", children=html.Table(id="models-drivers", className="data-table")),
     ])
@@ -41,6 +45,10 @@ def _fixed(value: Decimal | None, places: str) -> str:
 
 def format_rate(rate: Decimal | None) -> str:
     return "unpriced" if rate is None else "$" + _fixed(rate, "0.000001")
+
+
+def _whole(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value.quantize(Decimal(1), rounding=ROUND_HALF_UP):,}"
 
 
 def _ms(value: float | None) -> str:
@@ -59,7 +67,7 @@ def table_rows(models: list[ModelEconomics]) -> list[html.Tr]:
                     title=format_usd_exact(row.cost_usd), className="num"),
             html.Td(format_count(row.events), className="num"),
             html.Td(format_rate(row.cost_per_1k_tokens), className="num"),
-            html.Td(_fixed(row.tokens_per_request, "1"), className="num"),
+            html.Td(_whole(row.tokens_per_request), className="num"),
             html.Td(_fixed(row.output_input_ratio, "0.01"), className="num"),
             html.Td("-" if share is None else f"{share * 100:.0f}%", className="num"),
             html.Td("-" if row.cache_savings_usd is None else format_usd(row.cache_savings_usd), className="num",

@@ -5,6 +5,7 @@ it is stale, dropping or rejecting (warehouse/completeness.py)."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import dash
 from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, dcc, html
@@ -15,7 +16,7 @@ from dashboards.formatting import format_count, format_usd, format_usd_exact
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.handle import WarehouseUnavailable
 from dashboards.overview_data import OverviewData, build_overview
-from dashboards.summary_data import Headline, Mover, headline, top_movers
+from dashboards.summary_data import Headline, Mover, headline, movers_and_previous_total
 from dashboards.panels import (
     GRAPH_TYPE,
     KPI_TYPE,
@@ -81,10 +82,11 @@ def headline_texts(head: Headline | None) -> dict[str, tuple[str, str, str]]:
             "budgets": budgets}
 
 
-def movers_rows(movers: list[Mover]) -> list:
+def movers_rows(movers: list[Mover], note: str | None = None) -> list:
+    """The movers table; `note`: why it is empty or what its rows mean (a failed query, no previous usage)."""
     header = html.Thead(html.Tr([html.Th(h) for h in ("Team", "Model", "Previous", "Now", "Change")]))
     if not movers:
-        return [header, html.Tbody(html.Tr(html.Td("No change against the previous period.", colSpan=5)))]
+        return [header, html.Tbody(html.Tr(html.Td(note or "No change against the previous period.", colSpan=5)))]
     body = []
     for m in movers:
         pct = f" ({m.change_percent:+}%)" if m.change_percent is not None else " (new)"
@@ -93,6 +95,8 @@ def movers_rows(movers: list[Mover]) -> list:
             html.Td(format_usd(m.now), className="num"),
             html.Td(("+" if m.change > 0 else "") + format_usd(m.change) + pct, className="num"),
         ]))
+    if note:
+        body.append(html.Tr(className="note", children=html.Td(note, colSpan=5)))
     return [header, html.Tbody(body)]
 
 
@@ -204,10 +208,17 @@ def refresh_movers(start, end, teams, _n_intervals):
     filters = Filters.from_inputs(start, end, teams)
     try:
         with scoped_warehouse() as warehouse:
-            return movers_rows(top_movers(warehouse, filters))
+            movers, previous_total = movers_and_previous_total(warehouse, filters)
     except Exception as exc:  # noqa: BLE001 - the KPI callback shows the banner; keep this table readable
         log.debug("top movers unavailable: %s", exc)
-        return movers_rows([])
+        return movers_rows([], "Top movers are unavailable right now (see the message above).")
+    note = None
+    if movers and previous_total == 0:
+        # Without it every row reads "(new)", as if each team had just started on each model.
+        first, last = filters.since - (filters.until - filters.since), filters.since - timedelta(days=1)
+        note = (f"Nothing was spent in the previous period ({first:%Y-%m-%d} to {last:%Y-%m-%d}, before the data "
+                "starts?), so every team and model reads as new.")
+    return movers_rows(movers, note)
 
 
 SOURCE_HEADERS = ("Source", "Status", "Last event (UTC)", "Events, last hour", "Usual", "Dead letters, last hour")

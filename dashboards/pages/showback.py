@@ -146,11 +146,15 @@ def chips(view: ShowbackView) -> list:
 
 
 def table(frame, view: ShowbackView) -> list:
-    header = html.Thead(html.Tr([html.Th(view.by), html.Th("Cost"), html.Th("Tokens"), html.Th("Requests")]))
+    by = "API key" if view.by == "api_key" else view.by[:1].upper() + view.by[1:]  # a heading like the others
+    header = html.Thead(html.Tr([html.Th(by), html.Th("Cost"), html.Th("Tokens"), html.Th("Requests")]))
     body = []
     for row in frame.iter_rows(named=True):
         cost = to_decimal(row["cost_usd"])
-        body.append(html.Tr([html.Td(row["value"]), html.Td(format_usd(cost), title=format_usd_exact(cost), className="num"),
+        # Usage with no price is not in the cost (never $0): said beside it, as on the Overview's cost by team.
+        unpriced = int(row.get("unpriced_events") or 0)
+        text = format_usd(cost) + (f" + {unpriced:,} unpriced" if unpriced else "")
+        body.append(html.Tr([html.Td(row["value"]), html.Td(text, title=format_usd_exact(cost), className="num"),
                              html.Td(format_count(int(row["tokens"])), className="num"),
                              html.Td(f"{int(row['events']):,}", className="num")]))
     return [header, html.Tbody(body)]

@@ -175,8 +175,8 @@ def topic_alerts(settings: Settings) -> list[dict[str, Any]]:
     from .state import latest_deliveries, read_topic
 
     async def read() -> tuple[list[Any], list[Any]]:
-        return (await read_topic(settings.bootstrap_servers, ALERTS),
-                await read_topic(settings.bootstrap_servers, ALERT_DELIVERIES))
+        return (await read_topic(settings.bootstrap_servers, ALERTS, fetch_wait=settings.fetch_wait),
+                await read_topic(settings.bootstrap_servers, ALERT_DELIVERIES, fetch_wait=settings.fetch_wait))
 
     alert_records, delivery_records = asyncio.run(read())
     by_alert: dict[str, list[dict[str, Any]]] = {}

@@ -131,7 +131,8 @@ class Dispatcher:
         if s.webhook_secret is None:
             log.warning("TOKENMETER_WEBHOOK_SECRET is not set: generic webhooks are sent UNSIGNED")
         self._stop = stop
-        self.deliveries = await load_delivery_state(s.bootstrap_servers, self.deliveries_topic)
+        self.deliveries = await load_delivery_state(s.bootstrap_servers, self.deliveries_topic,
+                                                    fetch_wait=s.fetch_wait)
         log.info("alert dispatcher: %d delivery states loaded from %s", len(self.deliveries), self.deliveries_topic)
         self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=2)
         consumer = AIOKafkaConsumer(
@@ -313,7 +314,8 @@ class Dispatcher:
         fresh = set(assigned) - self.assigned
         self.assigned |= set(assigned)
         if fresh and self.started:  # taking over partitions: learn what the previous owner delivered
-            loaded = await load_delivery_state(self.settings.bootstrap_servers, self.deliveries_topic)
+            loaded = await load_delivery_state(self.settings.bootstrap_servers, self.deliveries_topic,
+                                               fetch_wait=self.settings.fetch_wait)
             ours = {key: value for key, value in self.deliveries.items() if key.split("|", 1)[0] in self.jobs}
             self.deliveries = {**loaded, **ours}
 

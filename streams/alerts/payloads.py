@@ -1,8 +1,8 @@
 """What each sink receives for an alert record: a Slack Block Kit message, a PagerDuty Events API v2 event, or
 the record itself (generic webhooks, signed with HMAC-SHA256). Pure functions: no I/O, easy to test.
 
-Amounts are shown rounded for people (Slack); the exact decimal strings travel unchanged in PagerDuty
-`custom_details` and in the webhook body."""
+Amounts are shown rounded for people (Slack; anomaly measures through `tokenmeter.measures`, as the dashboard shows
+them); the exact decimal strings travel unchanged in PagerDuty `custom_details` and in the webhook body."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from tokenmeter.measures import format_band, format_measure
 from tokenmeter.records import scope_label
 
 from .routes import mask_notify
@@ -49,15 +50,6 @@ def show_amount(value: Any, metric: str = "cost_usd") -> str:
     return f"${number.quantize(step, ROUND_HALF_UP):,f}"
 
 
-def show_rate(value: Any, unit: str) -> str:
-    if unit.startswith("usd"):
-        suffix = {"usd_per_hour": "/h", "usd_per_day": "/day", "usd": ""}.get(unit, " " + unit[4:].replace("_", " "))
-        return show_amount(value) + suffix
-    number = _decimal(value)
-    text = f"{number.quantize(Decimal('0.01'), ROUND_HALF_UP):,f}" if number is not None else str(value)
-    return f"{text} {unit.replace('_per_', '/').replace('_', ' ')}".strip()
-
-
 def _percent(value: Any) -> str:
     number = _decimal(value)
     return f"{number.quantize(Decimal('0.1'), ROUND_HALF_UP)}%" if number is not None else "n/a"
@@ -91,13 +83,13 @@ def budget_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
 def anomaly_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
     d = alert.get("details") or {}
     unit = str(d.get("unit", ""))
-    expected = show_rate(d.get("expected"), unit)
+    expected = format_measure(d.get("expected"), unit)
     if d.get("expected_low") is not None and d.get("expected_high") is not None:
-        expected += f" (normal {show_rate(d['expected_low'], unit)} – {show_rate(d['expected_high'], unit)})"
+        expected += f" ({format_band(d['expected_low'], d['expected_high'], unit)})"
     fields = [
         ("Kind", str(d.get("kind") or alert.get("kind", "n/a"))),
         ("Scope", scope_label(alert.get("scope") or {})),
-        ("Observed", show_rate(d.get("observed"), unit)),
+        ("Observed (peak)", format_measure(d.get("observed"), unit)),
         ("Expected", expected),
     ]
     if d.get("start") or d.get("end"):

@@ -6,7 +6,7 @@ record wins). It is read to its end at start; the end is the high watermark carr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import orjson
 
@@ -39,8 +39,9 @@ def latest_deliveries(records: list[TopicRecord]) -> dict[str, dict[str, Any]]:
     return state
 
 
-async def load_delivery_state(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    return latest_deliveries(await read_topic(bootstrap, topic, timeout))
+async def load_delivery_state(bootstrap: str, topic: str, timeout: float = 30.0, *,
+                              fetch_wait: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    return latest_deliveries(await read_topic(bootstrap, topic, timeout, fetch_wait=fetch_wait))
 
 
 def is_final(state: dict[str, Any] | None) -> bool:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tokenmeter.kafka_topics import ReadIncomplete, read_to_end, topic_partitions
 from tokenmeter.records import RecordError, iso
-from tokenmeter.settings import fetch_wait
+from tokenmeter.settings import fetch_wait as settings_fetch_wait
 from tokenmeter.topics import ANOMALY_ACKS
 
 log = logging.getLogger("tokenmeter.anomalies")
@@ -131,10 +131,12 @@ async def follow_acks(bootstrap: str, consumer: AIOKafkaConsumer, table: MuteTab
         log.warning("%s; mutes may apply late", exc)
 
 
-async def read_mutes(bootstrap: str, timeout: float = 15.0) -> MuteTable:
-    """The current mutes and acks, read once from the topic (for tools and tests)."""
+async def read_mutes(bootstrap: str, timeout: float = 15.0, *,
+                     fetch_wait: Mapping[str, int] | None = None) -> MuteTable:
+    """The current mutes and acks, read once from the topic (for tools and tests; `fetch_wait`: the caller's
+    `Settings.fetch_wait`, else the environment's)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", **fetch_wait())
+                                auto_offset_reset="earliest", **(fetch_wait or settings_fetch_wait()))
     await consumer.start()
     try:
         table = MuteTable()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tokenmeter.measures import ANOMALY_BUCKET_SECONDS
+
 from .baseline import MIN_SAMPLES, Seasonal, Slots
 
 KINDS = ("spend_rate", "token_rate", "tokens_per_request", "request_burst", "new_model", "error_rate",
@@ -32,7 +34,7 @@ KIND_DIMS = {
 
 @dataclass
 class Config:
-    bucket_s: int = 300
+    bucket_s: int = ANOMALY_BUCKET_SECONDS  # (the dashboard draws an anomaly's scope at this resolution)
     grace_s: int = 120  # how late an event may arrive before its bucket closes
     # A wall-clock advance (quiet input) is refused when the newest event is older than this: that input is
     # history being read (backfill, replay, a consumer catching up), not live traffic gone quiet.

@@ -91,7 +91,7 @@ def _row(b: Any) -> list[str]:
 def list_budgets(fmt: str) -> None:
     """List the budgets in force."""
     try:
-        budgets = load_budgets(_bootstrap())
+        budgets = load_budgets(_bootstrap(), fetch_wait=cli_settings().fetch_wait)
     except BudgetStoreError as exc:
         raise click.ClickException(str(exc)) from None
     ordered = [budgets[n] for n in sorted(budgets)]
@@ -111,7 +111,7 @@ def delete(name: str) -> None:
     """Delete budget NAME (a tombstone in the compacted topic)."""
     bootstrap = _bootstrap()
     try:
-        if name not in load_budgets(bootstrap):
+        if name not in load_budgets(bootstrap, fetch_wait=cli_settings().fetch_wait):
             raise click.ClickException(f"no budget named {name!r}")
         delete_budget(bootstrap, name)
     except BudgetStoreError as exc:

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Literal
 from zoneinfo import ZoneInfo
 
+from tokenmeter.measures import usd_digits
 from tokenmeter.timefmt import iso_utc
 
 from .model import Budget
@@ -53,12 +54,13 @@ def _fmt(amount: Amount) -> str | int:
 
 
 def human_amount(amount: Any) -> str:
-    """Amounts for people: USD to the cent, tokens as integers with separators (records keep exact values)."""
+    """Amounts for people: USD to the cent from a dollar up, to 4 decimals below (a $0.10 budget's 0.1044 is not
+    "0.10 of 0.10 USD" at 104 %), tokens as integers with separators (records keep exact values)."""
     if amount is None:
         return "?"
     if isinstance(amount, int):
         return f"{amount:,}"
-    return f"{Decimal(amount).quantize(Decimal('0.01')):,}"
+    return usd_digits(amount)
 
 
 def _amount(value: Any) -> Amount:

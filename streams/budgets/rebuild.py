@@ -280,9 +280,10 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     from tokenmeter import topics
     from warehouse.store import open_warehouse
 
-    budgets = list(load_budgets(settings.bootstrap_servers).values())
+    budgets = list(load_budgets(settings.bootstrap_servers, fetch_wait=settings.fetch_wait).values())
     if only_missing:
-        existing = asyncio.run(read_compacted(settings.bootstrap_servers, topics.BUDGET_STATE))
+        existing = asyncio.run(read_compacted(settings.bootstrap_servers, topics.BUDGET_STATE,
+                                              fetch_wait=settings.fetch_wait))
         budgets = [b for b in budgets if not existing.get(b.name)]
     if not budgets:
         return []

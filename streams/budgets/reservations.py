@@ -681,7 +681,8 @@ class ReservationService:
         async def follow_owners() -> None:
             from streams.topic_reader import follow_compacted
 
-            await follow_compacted(svc.settings.bootstrap_servers, topics.BUDGET_OWNERS, svc.on_owners)
+            await follow_compacted(svc.settings.bootstrap_servers, topics.BUDGET_OWNERS, svc.on_owners,
+                                   fetch_wait=svc.settings.fetch_wait)
 
         @app.on_before_shutdown.connect
         async def close(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001

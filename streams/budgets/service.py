@@ -76,7 +76,7 @@ class BudgetService:
         self.alerts_topic = _raw_topic(app, topics.ALERTS)
         self.enforcement_topic = _raw_topic(app, topics.ENFORCEMENT)
         self.budgets_topic = _raw_topic(app, topics.BUDGETS)
-        self.gaps = OffsetGaps(topics.BUDGET_SPEND)
+        self.gaps = OffsetGaps(topics.BUDGET_SPEND, fetch_wait=settings.fetch_wait)
         self.readiness = Readiness(settings.partitions)
         self.health = AgentHealth()  # the worker passes its own (served on /health)
         self._owner_lock = asyncio.Lock()  # the evaluate agent, the owned-budget loader and the tick share the owner
@@ -125,7 +125,8 @@ class BudgetService:
             return {}
         await self.reservations.settle_writes()
         out: dict[str, list[dict[str, Any]]] = {}
-        for value in (await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_HOLDS)).values():
+        for value in (await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_HOLDS,
+                                                fetch_wait=self.settings.fetch_wait)).values():
             try:
                 record = orjson.loads(value) if value else None
             except orjson.JSONDecodeError:
@@ -159,7 +160,7 @@ class BudgetService:
         for partition, wanted in sorted(by_partition.items()):
             since = self._lookback(admitted[partition])
             for record in await records_since(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
-                                              since):
+                                              since, fetch_wait=self.settings.fetch_wait):
                 if record.key in wanted and record.value:
                     out.setdefault(record.key, []).extend(_entries(record.value))
         return out
@@ -176,7 +177,8 @@ class BudgetService:
         settled: list[Any] = []
         if not missing:
             return restored, settled
-        raw = await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_STATE)
+        raw = await read_compacted(self.settings.bootstrap_servers, topics.BUDGET_STATE,
+                                   fetch_wait=self.settings.fetch_wait)
         holds = await self._read_holds()
         recent: dict[str, list] = {}
         for name, (partition, offset) in missing.items():  # read everything first: a failed read restores nothing
@@ -188,9 +190,10 @@ class BudgetService:
                 since = self._lookback(admitted)
                 recent[name] = (await records_since(
                     self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition, since, end=offset,
-                    at_least=RECENT_MESSAGES) if since is not None else await read_records(
-                    self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
-                    max(0, offset - RECENT_MESSAGES), offset))
+                    at_least=RECENT_MESSAGES, fetch_wait=self.settings.fetch_wait) if since is not None
+                    else await read_records(self.settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
+                                            max(0, offset - RECENT_MESSAGES), offset,
+                                            fetch_wait=self.settings.fetch_wait))
         for name in missing:
             value = raw.get(name)
             if not self.owner.has(name):
@@ -231,7 +234,8 @@ class BudgetService:
             names = [n for n in self.budgets if self.readiness.owns(n) and not self.owner.has(n)]
             if names:
                 raw = await retry_until_done("budget_owner", self.health, lambda: read_compacted(
-                    self.settings.bootstrap_servers, topics.BUDGET_STATE), "reading budget state")
+                    self.settings.bootstrap_servers, topics.BUDGET_STATE, fetch_wait=self.settings.fetch_wait),
+                    "reading budget state")
                 holds = await retry_until_done("budget_owner", self.health, self._read_holds, "reading holds")
                 outcome = Outcome()
                 for name in names:
@@ -367,7 +371,7 @@ class BudgetService:
         @app.task
         async def follow_budgets() -> None:
             await follow_compacted(service.settings.bootstrap_servers, topics.BUDGETS, service._on_budgets,
-                                   ready=service.ready)
+                                   ready=service.ready, fetch_wait=service.settings.fetch_wait)
 
         if self.owns_budgets:
             self._install_owner()
@@ -383,7 +387,8 @@ class BudgetService:
                 service.view.update_raw(changed)
                 service.readiness.enforcement_read = service.readiness.enforcement_read or caught_up
 
-            await follow_compacted(service.settings.bootstrap_servers, topics.ENFORCEMENT, on_change)
+            await follow_compacted(service.settings.bootstrap_servers, topics.ENFORCEMENT, on_change,
+                                   fetch_wait=service.settings.fetch_wait)
 
         @app.task
         async def load_owned_budgets() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 import yaml
@@ -29,9 +29,9 @@ class BudgetStoreError(Exception):
     """The budget topic or a budget file could not be read or written; the message says which and why."""
 
 
-async def _load(bootstrap: str, timeout: float) -> dict[str, Budget]:
+async def _load(bootstrap: str, timeout: float, fetch_wait: Mapping[str, int] | None) -> dict[str, Budget]:
     try:
-        raw = await read_compacted(bootstrap, BUDGETS, timeout)
+        raw = await read_compacted(bootstrap, BUDGETS, timeout, fetch_wait=fetch_wait)
     except TopicReadError as exc:
         raise BudgetStoreError(str(exc)) from None
     budgets = {}
@@ -46,10 +46,12 @@ async def _load(bootstrap: str, timeout: float) -> dict[str, Budget]:
     return budgets
 
 
-def load_budgets(bootstrap: str, timeout: float = 15.0) -> dict[str, Budget]:
-    """Every live budget in the topic, by name (deleted and unreadable records skipped)."""
+def load_budgets(bootstrap: str, timeout: float = 15.0, *,
+                 fetch_wait: Mapping[str, int] | None = None) -> dict[str, Budget]:
+    """Every live budget in the topic, by name (deleted and unreadable records skipped). `fetch_wait`: the caller's
+    `Settings.fetch_wait`; without it, the environment's settings."""
     try:
-        return asyncio.run(_load(bootstrap, timeout))
+        return asyncio.run(_load(bootstrap, timeout, fetch_wait))
     except KafkaError as exc:
         raise BudgetStoreError(f"cannot read {BUDGETS} from {bootstrap}: {exc!r}") from None
 

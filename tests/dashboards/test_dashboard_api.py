@@ -116,6 +116,7 @@ def test_team_user_sees_only_their_team(app_and_warehouse):
     assert client.get("/api/v1/budgets/beta-monthly", headers=ALPHA).status_code == 404
     anomalies = client.get("/api/v1/anomalies", headers=ALPHA).get_json()["anomalies"]
     assert [a["id"] for a in anomalies] == ["anom-alpha"]
+    assert (anomalies[0]["ack_action"], anomalies[0]["ack_at"]) == ("", None)  # not acknowledged: no time (not 1970)
     assert client.get("/api/v1/reconciliation", headers=ALPHA).status_code == 403
     month = datetime.now(timezone.utc).strftime("%Y-%m")
     focus = client.get(f"/api/v1/export?month={month}&format=focus&group_by=team,user", headers=ALPHA)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import orjson
+import pytest
 from test_alerts_support import make_alert
 
 from streams.alerts.delivery import backoff_delay, parse_retry_after
@@ -43,8 +44,32 @@ def test_slack_anomaly_message_shows_observed_vs_expected_and_explanation():
                                 "expected_high": "3.9", "unit": "usd_per_hour",
                                 "explanation": "gpt-4o calls by user ana tripled"})
     text = orjson.dumps(slack_message(alert)).decode()
-    assert "$12.40/h" in text and "$3.00/h (normal $2.10/h" in text
+    assert "$12.40/hour" in text and "$3.00/hour (normal $2.10 – $3.90/hour)" in text
     assert "gpt-4o calls by user ana tripled" in text and "spend_spike" in text
+
+
+@pytest.mark.parametrize("unit, numbers, observed, expected", [
+    # The dashboard's Anomalies page shows the same figures the same way (tokenmeter.measures).
+    ("error_ratio", ("1.000000", "0.044833", "0.000000", "0.194833"), "100%", "4.5% (normal 0% – 19.5%)"),
+    ("requests_per_hour", ("852.000000", "19.847158", "0.000000", "619.847158"), "852 requests/hour",
+     "20 requests/hour (normal 0 – 620 requests/hour)"),
+    ("tokens_per_hour", ("751680.000000", "18700.856664", "0.000000", "431779.794785"), "751,680 tokens/hour",
+     "18,701 tokens/hour (normal 0 – 431,780 tokens/hour)"),
+    ("tokens_per_request", ("1165.400000", "198.200000", "0.000000", "594.600000"), "1,165 tokens/request",
+     "198 tokens/request (normal 0 – 595 tokens/request)"),
+    ("usd_per_1k_tokens", ("0.005412000000", "0.000241000000", "0.000000000000", "0.000723000000"),
+     "$0.0054 per 1k tokens", "$0.00024 per 1k tokens (normal $0.00 – $0.00072 per 1k tokens)"),
+])
+def test_slack_anomaly_fields_read_as_rates_and_percentages_while_details_stay_exact(unit, numbers, observed,
+                                                                                      expected):
+    details = dict(zip(("observed", "expected", "expected_low", "expected_high"), numbers), kind="x", unit=unit)
+    alert = make_alert([], source="anomaly", kind="x", severity="error", details=details)
+    fields = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for b in slack_message(alert)["blocks"]
+              if "fields" in b for f in b["fields"]}
+    assert fields["*Observed (peak)*"] == observed and fields["*Expected*"] == expected
+    custom = pagerduty_event(alert, PD_KEY)["payload"]["custom_details"]  # machine-readable: unchanged
+    assert (custom["observed"], custom["expected_high"], custom["unit"]) == (numbers[0], numbers[3], unit)
+    assert orjson.loads(webhook_body(alert))["details"]["observed"] == numbers[0]
 
 
 def test_slack_header_is_cut_to_block_kit_limit_and_no_button_without_dashboard():

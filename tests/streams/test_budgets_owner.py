@@ -53,6 +53,18 @@ def test_router_matches_scopes_and_keeps_record_entries_together():
         assert left[-1][1] != right[0][1]  # a usage record never spans two messages
 
 
+def test_a_small_budgets_alert_keeps_the_digits_that_tell_spend_from_limit():
+    """A $0.10 daily budget crossed at $0.1044 read "reached 100%: 0.10 of 0.10 USD" (the demo's growth-agent-daily);
+    amounts below a dollar keep 4 decimals, as on the dashboard. From a dollar up they stay cents (asserted below)."""
+    defs = budgets(limit="0.10")
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    [alert] = [a for a in owner.process(messages(router, [(0, 1, priced("a", "0.1044"))]), now=NOW).alerts
+               if a["details"]["threshold"] == 100]
+    assert "reached 100%: 0.1044 of 0.1000 USD" in alert["title"]
+    assert "is 0.1044 USD, 104.40% of the limit 0.1000 USD" in alert["summary"]
+    assert alert["details"]["spend"] == "0.1044"  # the record keeps the exact amount
+
+
 def test_owner_counts_redelivered_entries_once_and_alerts_once():
     defs = budgets()
     router, owner = BudgetRouter(defs.values()), owner_with(defs)

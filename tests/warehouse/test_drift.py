@@ -116,6 +116,11 @@ def test_alerts_once_per_drifting_model_and_day_with_stable_ids(computed):
     assert o3["source"] == "drift" and o3["details"]["cause"] == "missing_source"
     assert o3["details"]["reported_cost"] == "30.000000000000" and o3["details"]["coverage_pct"] == "0.00"
     assert "Likely cause" in o3["summary"] and o3["severity"] == "error"
+    # Money in the text as people read it (the Alerts page, Slack): it read "billed 12 USD; tokenmeter metered 8 USD
+    # (gap 4 USD", and the demo's "metered 1.2133341 USD (gap 1.4999999 USD"; the exact amounts stay in details
+    price = next(a for a in alerts if a["scope"]["model"] == "gpt-4.1")
+    assert " billed $12.00; tokenmeter metered $8.00 (gap $4.00, 33.33 %; coverage" in price["summary"]
+    assert price["details"]["metered_cost"] == "8.000000000000"
 
 
 def test_small_gaps_on_many_models_alert_on_the_provider_total(data_dir):

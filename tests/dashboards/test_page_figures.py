@@ -1,0 +1,209 @@
+"""The pages' figures as a finance or on-call person reads them, over a real chDB warehouse and the real Dash
+callback (Flask's test client, no browser). Anomalies: money as money, rates with their unit, error shares as
+percentages, and a band chart that draws the quantity the detector judged. Models and Budgets: separators, units.
+
+The demo's request burst of key sk-glo-plat-kai read "852 requests/hour" in the table beside a chart peaking at
+~7,000 "per hour" a few hours earlier: the chart drew the scope's hourly *output tokens* for every unit that was not
+money. The detector's 852/hour is its busiest 5-minute bucket x 12 (71 calls); the chart now draws that series."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from dash_seed import EXTRA_TABLES
+from dashboards import create_app
+from dashboards.access import ScopedWarehouse
+from dashboards.anomalies_data import list_anomalies
+from dashboards.users import Principal, add_user
+from tokenmeter.events import PricedEvent
+from tokenmeter.settings import load_settings
+
+pytestmark = pytest.mark.slow(seconds=6)
+
+BURST_AT = datetime(2026, 11, 30, 15, 20, tzinfo=timezone.utc)
+KEY = "sk-burst"
+ANOMALIES = (
+    # id, kind, scope_dim, scope_value, observed, expected, low, high, unit, start, end
+    ("anom-burst", "request_burst", "api_key", KEY, "852", "19.847158", "0", "619.847158", "requests_per_hour",
+     BURST_AT, BURST_AT + timedelta(minutes=10)),
+    ("anom-errors", "error_rate", "model", "gpt-4o-mini", "1", "0.044833", "0", "0.194833", "error_ratio",
+     BURST_AT - timedelta(days=1), BURST_AT - timedelta(days=1, minutes=-10)),
+    ("anom-spend", "spend_rate", "team", "search", "12.4", "3.0174", "0", "7.9", "usd_per_hour",
+     BURST_AT - timedelta(days=2), BURST_AT - timedelta(days=2, minutes=-10)),
+    ("anom-tokens", "token_rate", "api_key", KEY, "751680", "18700.856664", "0", "431779.794785", "tokens_per_hour",
+     BURST_AT - timedelta(days=3), BURST_AT - timedelta(days=3, minutes=-10)),
+)
+
+
+def _event(i: int, ts: datetime, output_tokens: int) -> dict:
+    return PricedEvent(
+        event_id=f"burst-{i}", ts=ts, source="test", provider="openai", model="gpt-4o-mini",
+        attribution={"team": "platform", "user": "kai", "api_key": KEY},
+        usage={"input_tokens": 100, "output_tokens": output_tokens}, tokens_source="provider",
+        cost_usd=Decimal("0.001"), pricing_status="priced", price={"entry": "openai/gpt-4o-mini"},
+    ).to_json()
+
+
+def _t(moment: datetime) -> str:
+    return "toDateTime64('" + moment.strftime("%Y-%m-%d %H:%M:%S") + "', 3, 'UTC')"
+
+
+@pytest.fixture(scope="module")
+def app_and_warehouse(tmp_path_factory):
+    from warehouse import open_warehouse
+
+    data_dir = tmp_path_factory.mktemp("dash-anomaly-figures")
+    users_file = data_dir / "users.yaml"
+    add_user(users_file, "fin", "fin-pass", "finance")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)
+    warehouse = open_warehouse(settings, writer=True, serve=False)
+    try:
+        # Two hours before the burst: 3 long answers (9,000 output tokens in that hour, 3 requests). The burst:
+        # 71 short calls within 5 minutes (852 requests/hour as the detector counts), 9 more later in the hour.
+        events = [_event(i, BURST_AT - timedelta(hours=2, minutes=-i), 3000) for i in range(3)]
+        events += [_event(100 + i, BURST_AT + timedelta(seconds=4 * i), 10) for i in range(71)]
+        events += [_event(200 + i, BURST_AT + timedelta(minutes=20 + 3 * i), 10) for i in range(9)]
+        unpriced = PricedEvent.model_validate({**_event(300, BURST_AT + timedelta(minutes=50), 10),
+                                               "cost_usd": "0", "pricing_status": "unpriced", "price": None,
+                                               "unpriced_reason": "no price"})
+        events.append(unpriced.to_json())
+        warehouse.insert_priced(events)
+        warehouse.backend.command(EXTRA_TABLES["anomalies"])
+        warehouse.backend.command(EXTRA_TABLES["anomaly_acks"])
+        rows = [f"('{a}', '{kind}', '{dim}', '{value}', 'error', {obs}, {exp}, {low}, {high}, '{unit}', {_t(start)}, "
+                f"{_t(end)}, 'closed', 'explained', {_t(end)})"
+                for a, kind, dim, value, obs, exp, low, high, unit, start, end in ANOMALIES]
+        warehouse.backend.command("INSERT INTO anomalies VALUES " + ", ".join(rows))
+        yield create_app(settings, warehouse=warehouse), warehouse
+    finally:
+        warehouse.close()
+
+
+def _text(component) -> str:
+    """The text a Dash component tree renders, its parts joined by a space."""
+    children = getattr(component, "children", component)
+    if children is None:
+        return ""
+    if isinstance(children, str):
+        return children
+    if isinstance(children, (list, tuple)):
+        return " ".join(text for text in map(_text, children) if text)
+    return _text(children)
+
+
+def test_the_table_shows_money_rates_and_percentages_as_people_read_them(app_and_warehouse):
+    _, warehouse = app_and_warehouse
+    table_rows = sys.modules["pages.anomalies"].table_rows  # the page module as the app loaded it (Dash pages)
+
+    scoped = ScopedWarehouse(warehouse, Principal("fin", "finance"))
+    anomalies = list_anomalies(scoped, BURST_AT - timedelta(days=7), BURST_AT + timedelta(days=1))
+    _, body = table_rows(anomalies)
+    rows = {a["id"]: [_text(cell) for cell in row.children] for a, row in zip(anomalies, body.children)}
+    assert rows["anom-burst"][4:6] == ["852 requests/hour", "20 requests/hour normal 0 – 620 requests/hour"]
+    assert rows["anom-errors"][4:6] == ["100%", "4.5% normal 0% – 19.5%"]
+    assert rows["anom-spend"][4:6] == ["$12.40/hour", "$3.02/hour normal $0.00 – $7.90/hour"]
+    assert rows["anom-tokens"][4:6] == ["751,680 tokens/hour", "18,701 tokens/hour normal 0 – 431,780 tokens/hour"]
+
+
+def _band_figure(client, anomaly_id: str) -> dict:
+    payload = {"output": "anomalies-band.figure", "outputs": {"id": "anomalies-band", "property": "figure"},
+               "inputs": [{"id": "anomalies-select", "property": "value", "value": anomaly_id}],
+               "changedPropIds": ["anomalies-select.value"], "state": []}
+    response = client.post("/_dash-update-component", json=payload)
+    assert response.status_code == 200, response.data[:500]
+    return json.loads(response.data)["response"]["anomalies-band"]["figure"]
+
+
+def test_the_band_chart_draws_what_the_detector_measured(app_and_warehouse):
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+    figure = _band_figure(client, "anom-burst")
+    series = figure["data"][0]
+    assert "requests per hour" in series["name"] and "5-minute" in series["name"]
+    peak = max(y for y in series["y"] if y is not None)
+    assert peak == 852  # 71 calls in one 5-minute bucket, the detector's observed rate: the line meets the marker
+    assert series["x"][series["y"].index(peak)].startswith("2026-11-30T15:20")
+    # the 3 long answers are 3 calls in one bucket (36/hour), not 9,000 output tokens
+    assert max(series["y"][: series["y"].index(peak)]) == 36
+    assert "requests per hour" in figure["layout"]["yaxis"]["title"]["text"]
+    marker = next(t for t in figure["data"] if t["name"].startswith("observed peak"))
+    assert marker["y"] == [852] and marker["x"][0].startswith("2026-11-30T15:20")
+
+    errors = _band_figure(client, "anom-errors")  # a share of failed calls, in percent (no calls: no figure)
+    assert errors["layout"]["yaxis"]["ticksuffix"] == "%"
+    assert next(t for t in errors["data"] if t["name"] == "expected")["y"] == [pytest.approx(4.4833)] * 2
+
+
+def test_models_tokens_per_request_has_thousands_separators(app_and_warehouse):
+    from dashboards.models_data import ModelEconomics
+
+    table_rows = sys.modules["pages.models"].table_rows
+    model = ModelEconomics("gemini", "gemini-2.5-pro", events=285, unpriced_events=0, input_tokens=2_000_000,
+                           output_tokens=337_570, cached_input_tokens=440_000, cost_usd=Decimal("4.85"),
+                           cache_savings_usd=None, latency_ms=None, latency_p95_ms=None, ttft_ms=None)
+    cells = [_text(cell) for cell in table_rows([model])[0].children]
+    assert cells[5] == "8,202"  # read "8202" beside "1,816" requests
+    assert cells[10] == "-"  # not logged: the page says so under the table
+
+
+def test_a_cost_budgets_burn_down_reads_in_dollars():
+    from dashboards.budgets_data import BudgetStatus
+    from dashboards.charts import burn_down
+
+    start = datetime(2026, 12, 5, tzinfo=timezone.utc)
+    status = BudgetStatus("growth-agent-daily", {"team": "growth"}, "allow", "", "cost_usd", Decimal("0.0327"),
+                          Decimal("0.1"), Decimal("32.69"), "day:2026-12-05@UTC", start, start + timedelta(days=1),
+                          None, None, start + timedelta(hours=21))
+    assert burn_down([status]).layout.yaxis.tickformat == "$,.4~f"  # its axis read 0.1, 0.08, ... without a unit
+
+
+def test_top_movers_say_when_the_previous_period_has_no_usage(app_and_warehouse):
+    """The demo's month-long range starts with its history: every mover read "+$7.47 (new)", as if each team had just
+    started on each model. The table now says the previous period holds nothing."""
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+    payload = {"output": "overview-movers.children", "outputs": {"id": "overview-movers", "property": "children"},
+               "inputs": [{"id": "overview-dates", "property": "start_date", "value": "2026-11-29"},
+                          {"id": "overview-dates", "property": "end_date", "value": "2026-11-30"},
+                          {"id": "overview-teams", "property": "value", "value": None},
+                          {"id": "refresh", "property": "n_intervals", "value": 0}],
+               "changedPropIds": ["overview-dates.start_date"], "state": []}
+    response = client.post("/_dash-update-component", json=payload)
+    assert response.status_code == 200, response.data[:500]
+    text = response.get_data(as_text=True)
+    assert "platform" in text and "(new)" in text
+    assert "Nothing was spent in the previous period (2026-11-27 to 2026-11-28" in text
+
+
+def test_showback_table_says_what_is_unpriced_beside_the_cost(app_and_warehouse):
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    table = sys.modules["pages.showback"].table
+    frame = pl.DataFrame({"value": ["platform", "search"], "events": [2964, 2132], "tokens": [5_770_000, 5_510_000],
+                          "cost_usd": [Decimal("14.80"), Decimal("14.24")], "unpriced_events": [72, 0]},
+                         schema_overrides={"cost_usd": pl.Decimal(38, 12)})
+    header, body = table(frame, SimpleNamespace(by="team"))
+    rows = [[_text(cell) for cell in row.children] for row in body.children]
+    assert _text(header.children.children[0]) == "Team"
+    # Platform's 72 unpriced calls are not in its $14.80 (never $0): the table said nothing of them
+    assert rows[0][1] == "$14.80 + 72 unpriced" and rows[1][1] == "$14.24"
+
+
+@pytest.mark.parametrize("by", ["team", "tag:env"])
+def test_showback_totals_count_unpriced_calls_for_dimensions_and_tags(app_and_warehouse, by):
+    from dashboards.showback_data import ShowbackView, showback_totals
+
+    _, warehouse = app_and_warehouse
+    scoped = ScopedWarehouse(warehouse, Principal("fin", "finance"))
+    view = ShowbackView.from_query({"start": "2026-11-30", "end": "2026-11-30", "by": by})
+    totals = showback_totals(scoped, view)
+    assert totals["unpriced_events"].to_list() == [1] and totals["events"].to_list() == [84]

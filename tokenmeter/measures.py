@@ -1,0 +1,121 @@
+"""The measures of anomaly records (`unit` in tokenmeter/records.py) as people read them: money as money, rates with
+their unit, ratios as percentages. One formatter, so the Anomalies page and the alert texts (Slack) show the same
+figure the same way; the records themselves keep their exact decimal strings. Money (`format_money`, `usd_digits`)
+is the dashboard's rule, shared with the budget and drift alert texts.
+
+The detector judges 5-minute buckets (`ANOMALY_BUCKET_SECONDS`); a rate "per hour" is one bucket's amount times 12,
+and an anomaly's `observed` is the rate of its busiest bucket (its peak), not a total over an hour.
+
+    format_measure("852.000000000000", "requests_per_hour")   -> "852 requests/hour"
+    format_measure("19.847158", "requests_per_hour")          -> "20 requests/hour"
+    format_measure("0.044833", "error_ratio")                 -> "4.5%"
+    format_measure("1.374", "usd_per_hour")                   -> "$1.37/hour"
+    format_measure("0.000240", "usd_per_1k_tokens")           -> "$0.00024 per 1k tokens"
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+ANOMALY_BUCKET_SECONDS = 300  # the anomaly detector's bucket (streams/anomalies/detectors.Config.bucket_s)
+
+# unit -> (what follows the number, what a chart's axis is called)
+UNITS = {
+    "usd_per_hour": ("/hour", "USD per hour"),
+    "usd_per_1k_tokens": (" per 1k tokens", "USD per 1k tokens"),
+    "tokens_per_hour": (" tokens/hour", "tokens per hour"),
+    "unpriced_tokens_per_hour": (" unpriced tokens/hour", "unpriced tokens per hour"),
+    "requests_per_hour": (" requests/hour", "requests per hour"),
+    "tokens_per_request": (" tokens/request", "tokens per request"),
+    "error_ratio": ("", "share of requests failing"),
+}
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _plain(number: Decimal, places: int) -> str:
+    """`number` rounded half up to `places` decimals, with thousands separators; "-0" reads "0"."""
+    rounded = number.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+    return f"{abs(rounded) if rounded == 0 else rounded:,f}"
+
+
+def format_count_rate(number: Decimal) -> str:
+    """Whole numbers from 10 up ("852", "18,701"), one decimal below ("7.8"), two below 1 ("0.25")."""
+    size = abs(number)
+    return _plain(number, 0 if size >= 10 or number == number.to_integral_value() else 1 if size >= 1 else 2)
+
+
+def usd_digits(number: Any) -> str:
+    """A USD amount's digits: cents from a dollar up, else 4 decimals (as the dashboard's `format_usd`: a small cost
+    or a $0.10 budget must not read 0.00, or 0.10 at 104 %): "1,234.57", "0.1044", "0.00"."""
+    number = number if isinstance(number, Decimal) else Decimal(str(number))
+    return _plain(number, 2 if abs(number) >= 1 or number == 0 else 4)
+
+
+def format_money(number: Decimal) -> str:
+    """`usd_digits` with the dollar sign: "$1,234.57", "-$0.0042"."""
+    text = usd_digits(number)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+
+
+def format_small_money(number: Decimal) -> str:
+    """Prices per 1k tokens are fractions of a cent: 2 significant digits ($0.0054, $0.00024), cents from $1 up."""
+    if abs(number) >= 1 or number == 0:
+        return format_money(number)
+    places = max(4, -number.adjusted() + 1)
+    text = format(number.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP), "f")
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+
+
+def format_percent(ratio: Decimal) -> str:
+    """A share (0..1) as a percentage with one decimal, without a trailing ".0": 1 -> "100%", 0.0448 -> "4.5%"."""
+    text = _plain(ratio * 100, 1)
+    return (text[:-2] if text.endswith(".0") else text) + "%"
+
+
+def format_number(value: Any, unit: str) -> str:
+    """The number alone, in the unit's presentation ("$1.37", "852", "4.5%"); "n/a" when there is none."""
+    number = _decimal(value)
+    if number is None:
+        return "n/a" if value in (None, "") else str(value)
+    if unit == "error_ratio":
+        return format_percent(number)
+    if unit == "usd_per_1k_tokens":
+        return format_small_money(number)
+    if unit.startswith("usd"):
+        return format_money(number)
+    return format_count_rate(number)
+
+
+def unit_suffix(unit: str) -> str:
+    """What follows a number of this unit ("/hour", " requests/hour"); an unknown unit in words."""
+    known = UNITS.get(unit)
+    if known is not None:
+        return known[0]
+    return " " + unit.replace("_per_", "/").replace("_", " ") if unit else ""
+
+
+def unit_title(unit: str) -> str:
+    """An axis title for the unit ("requests per hour")."""
+    known = UNITS.get(unit)
+    return known[1] if known is not None else unit.replace("_", " ")
+
+
+def format_measure(value: Any, unit: str) -> str:
+    """The number with its unit: "$1.37/hour", "852 requests/hour", "4.5%", "1,165 tokens/request"."""
+    text = format_number(value, unit)
+    return text if text == "n/a" else text + unit_suffix(unit)
+
+
+def format_band(low: Any, high: Any, unit: str) -> str:
+    """The detector's normal range: "normal $0.00 – $1.01/hour", "normal 0% – 19.5%"."""
+    return f"normal {format_number(low, unit)} – {format_measure(high, unit)}"
