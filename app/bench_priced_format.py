@@ -102,6 +102,8 @@ def priced_formats(wh: Any, rows: int, batch: int, repeats: int = 3) -> dict[str
                                      for key in values[0]} for name, values in runs.items()}
     result["rounds"] = {name: [{k: round(v, 2) for k, v in run.items()} for run in values]
                         for name, values in runs.items()}
+    result["round_ratios_cpu"] = [round(a["load_rows_per_cpu_s"] / j["load_rows_per_cpu_s"], 2)
+                                  for a, j in zip(runs["arrow"], runs["json"])]
     result["ratio_cpu"] = round(result["arrow"]["load_rows_per_cpu_s"] / result["json"]["load_rows_per_cpu_s"], 2)
     result["ratio_wall"] = round(result["arrow"]["load_rows_per_s"] / result["json"]["load_rows_per_s"], 2)
     return result
@@ -115,11 +117,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=100_000, help="rows per loader window")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stop-merges", action="store_true",
+                        help="stop chDB's background merges: their CPU (counted by this process) otherwise lands in "
+                             "whichever step runs, mostly the next store")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="tokenmeter-bench-priced-format-")
     wh = open_warehouse(Settings(data_dir=base), writer=True, serve=False)
     try:
-        result = {"rows": args.rows, "batch": args.batch, **priced_formats(wh, args.rows, args.batch, args.repeats)}
+        if args.stop_merges:
+            wh.backend.command("SYSTEM STOP MERGES")
+        result = {"rows": args.rows, "batch": args.batch, "merges": "stopped" if args.stop_merges else "running",
+                  **priced_formats(wh, args.rows, args.batch, args.repeats)}
     finally:
         wh.close()
         shutil.rmtree(base, ignore_errors=True)
