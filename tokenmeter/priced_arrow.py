@@ -11,9 +11,10 @@ have carried (`to_events` gives the same dicts as orjson gives for the JSON). Ru
 - a null is an absent field (the worker writes JSON without nulls; `"tags": null` cannot be said here);
 - a map is read as JSON reads an object: a duplicate key keeps its last value; a null map value is refused by the
   readers' checks as a JSON null would be;
-- at most `MAX_EVENTS_PER_RECORD` rows per message (as the usage topic's readers refuse larger micro-batches);
-  the stream must be complete (a truncated one is a dead letter) and pass Arrow's full validation (offsets,
-  UTF-8) before any value is read.
+- at most `MAX_EVENTS_PER_RECORD` rows per message (as the usage topic's readers refuse larger micro-batches),
+  record batches only, uncompressed (a compressed body would be inflated to the size it declares), both read from
+  the batches' headers before any body is decoded; the stream must be complete (a truncated one is a dead letter)
+  and pass Arrow's full validation (offsets, UTF-8) before any value is read.
 
 pyarrow is imported by this module: readers import it only when a message names this format
 (`tokenmeter.priced_wire`).
@@ -21,6 +22,7 @@ pyarrow is imported by this module: readers import it only when a message names 
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pyarrow as pa
@@ -53,8 +55,60 @@ class ArrowMessageError(ValueError):
     """An Arrow message that cannot be read as priced events; the text is the dead letter's reason."""
 
 
+def _field(buf: bytes, table: int, index: int) -> int | None:
+    """Where field `index` of the flatbuffer table at `table` is, or None when the table leaves it out."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    if 4 + 2 * index + 2 > struct.unpack_from("<H", buf, vtable)[0]:
+        return None
+    offset = struct.unpack_from("<H", buf, vtable + 4 + 2 * index)[0]
+    return table + offset if offset else None
+
+
+RECORD_BATCH = 3  # Arrow's MessageHeader union: Schema 1, DictionaryBatch 2, RecordBatch 3
+
+
+def _batch_rows(metadata: bytes) -> int:
+    """The row count a record batch message declares, read from its flatbuffer (Message.header -> RecordBatch:
+    length, field 0; compression, field 3) before its body is decoded; ArrowMessageError for a compressed body,
+    which would be inflated to whatever size it declares."""
+    root = struct.unpack_from("<I", metadata, 0)[0]
+    kind, header = _field(metadata, root, 1), _field(metadata, root, 2)
+    if kind is None or metadata[kind] != RECORD_BATCH or header is None:
+        raise ArrowMessageError("not a priced Arrow batch: a message that is not a record batch")
+    batch = header + struct.unpack_from("<I", metadata, header)[0]
+    if _field(metadata, batch, 3) is not None:
+        raise ArrowMessageError("not a priced Arrow batch: compressed record batches are not accepted")
+    length = _field(metadata, batch, 0)
+    rows = struct.unpack_from("<q", metadata, length)[0] if length is not None else 0
+    if rows < 0:
+        raise ArrowMessageError(f"invalid Arrow IPC: a record batch of {rows} rows")
+    return rows
+
+
+def _check_messages(value: bytes) -> None:
+    """Before anything is decoded: every message after the schema is an uncompressed record batch, and together
+    they declare at most MAX_EVENTS_PER_RECORD rows (so a message cannot make the reader inflate or allocate more
+    than its own bytes)."""
+    rows = 0
+    for message in pa.ipc.MessageReader.open_stream(value):
+        if message.type == "schema":
+            continue
+        try:
+            rows += _batch_rows(message.metadata.to_pybytes())
+        except (struct.error, IndexError):
+            raise ArrowMessageError("invalid Arrow IPC: unreadable record batch header") from None
+        if rows > MAX_EVENTS_PER_RECORD:
+            raise ArrowMessageError(f"too many events in one message: more than {MAX_EVENTS_PER_RECORD}")
+
+
 def read_table(value: bytes) -> pa.Table:
     """The rows of one Arrow message, fully validated; ArrowMessageError (the dead letter's reason) otherwise."""
+    try:
+        _check_messages(value)
+    except ArrowMessageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile stream makes pyarrow raise
+        raise ArrowMessageError(f"invalid Arrow IPC: {_short(exc)}") from None
     try:
         reader = pa.ipc.open_stream(value)
     except Exception as exc:  # noqa: BLE001 - whatever a hostile stream makes pyarrow raise

@@ -212,6 +212,12 @@ def _hostile_messages(priced: list[dict]) -> list[tuple[str, bytes, object]]:  #
             writer.write_table(table)
         return sink.getvalue().to_pybytes()
 
+    def compressed(table: pa.Table, codec: str) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=codec)) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
     huge = priced_arrow.from_events([priced[0]] * 1000)
     too_many = pa.concat_tables([huge] * (MAX_EVENTS_PER_RECORD // 1000 + 1))
     return [
@@ -226,6 +232,9 @@ def _hostile_messages(priced: list[dict]) -> list[tuple[str, bytes, object]]:  #
         ("not a priced Arrow batch: field 'reported_cost_check' missing", stream(fewer), ARROW_HEADERS),
         (f"too many events in one message: more than {MAX_EVENTS_PER_RECORD}",
          priced_arrow.write_stream(too_many), ARROW_HEADERS),
+        ("not a priced Arrow batch: compressed record batches", compressed(too_many, "zstd"), ARROW_HEADERS),
+        ("not a priced Arrow batch: compressed record batches", compressed(huge, "zstd"), ARROW_HEADERS),
+        ("not a priced Arrow batch: compressed record batches", compressed(huge, "lz4"), ARROW_HEADERS),
         ("unknown priced format in header tokenmeter-format: 'parquet'", good, [(FORMAT_HEADER, b"parquet")]),
         ("invalid JSON", good, None),  # Arrow bytes without the header: JSON, as every message before
     ]
