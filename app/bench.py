@@ -242,10 +242,15 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
                         "load_batch_rows": figures.get("load_batch_rows"),
                         "load_path_rows_per_s": figures.get("load_path_rows_per_s"),
                         "load_path_rows_per_cpu_s": figures.get("load_path_rows_per_cpu_s"),
-                        "load_path_cpu_us_per_row": figures.get("load_path_cpu_us_per_row")})
+                        "load_path_cpu_us_per_row": figures.get("load_path_cpu_us_per_row"),
+                        # the same path from Arrow messages (TOKENMETER_PRICED_FORMAT=arrow; issue 14, loader11)
+                        "load_path_arrow_rows_per_s": figures.get("load_path_arrow_rows_per_s"),
+                        "load_path_arrow_rows_per_cpu_s": figures.get("load_path_arrow_rows_per_cpu_s"),
+                        "load_path_arrow_cpu_us_per_row": figures.get("load_path_arrow_cpu_us_per_row")})
         say(f"warehouse on {warehouse_rows:,} events: dashboard queries p50 {figures['query_p50_ms']} ms, "
             f"p95 {figures['query_p95_ms']} ms; loader inserts {figures['load_rows_per_s']:,} rows/s "
-            f"(from message bytes, decode included: {figures.get('load_path_rows_per_s') or 0:,} rows/s)")
+            f"(from message bytes, decode included: {figures.get('load_path_rows_per_s') or 0:,} rows/s; "
+            f"from Arrow messages: {figures.get('load_path_arrow_rows_per_s') or 0:,} rows/s)")
     results["pipeline_vs_naive"] = results["pipeline_events_per_s"] / results["naive_events_per_s"]
     results["pipeline_vs_raw"] = results["pipeline_events_per_s"] / results["raw_events_per_s"]
     slowest_collector = min(results["collectors_events_per_s"].values())

@@ -39,6 +39,7 @@ from app.bench import _micro_batches, synthetic_events
 from app.broker import embedded_broker
 from app.process import child_preexec
 from tokenmeter import topics
+from tokenmeter.priced_wire import count_priced
 from tokenmeter.events import partition_key
 from tokenmeter.settings import free_port
 
@@ -99,7 +100,7 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"worker priced only {seen} of {target} events in {timeout:.0f} s")
                 batch = await consumer.getmany(timeout_ms=500)
-                seen += sum(len(orjson.loads(m.value)) for messages in batch.values() for m in messages)
+                seen += sum(count_priced(m.value, m.headers) for messages in batch.values() for m in messages)
             return seen
 
         warmup = dict(events[0], event_id=f"bench-warmup-{time.time_ns()}")

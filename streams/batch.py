@@ -19,6 +19,7 @@ from streams.enrich import price_event
 from streams.metering import MeteringError
 from streams.pricing import PriceBook
 from tokenmeter import deadletters, microbatch
+from tokenmeter.priced_wire import ARROW
 from tokenmeter.microbatch import MAX_EVENTS_PER_MESSAGE, MAX_EVENTS_PER_RECORD, MAX_MESSAGE_BYTES  # noqa: F401
 from tokenmeter.events import UsageEvent, describe_validation_error, partition_key
 
@@ -75,6 +76,20 @@ class BatchResult:
                 first = taken[key]
                 taken[key] = first + count
                 yield from ((key, value) for value in _frame(self.priced[key][first:first + count]))
+
+
+    def priced_arrow_messages(self) -> list[tuple[bytes, bytes]]:
+        """`priced_messages` as Arrow IPC messages (tokenmeter.priced_arrow), cut where the JSON is: each JSON
+        message's events as decoded, so a reader's dicts are the JSON's (the frame path writes them from its columns
+        instead: streams/columnar/framed.py)."""
+        from tokenmeter import priced_arrow  # pyarrow only in a worker that writes Arrow
+
+        return [(key, priced_arrow.write_stream(priced_arrow.from_events(orjson.loads(value))))
+                for key, value in self.priced_messages()]
+
+    def messages(self, priced_format: str) -> list[tuple[bytes, bytes]]:
+        """The priced messages in the topic format the worker writes (`TOKENMETER_PRICED_FORMAT`)."""
+        return self.priced_arrow_messages() if priced_format == ARROW else list(self.priced_messages())
 
 
 def _frame(encoded: list[bytes]) -> Iterable[bytes]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from streams.batch import BatchResult, RawRecord
 from tokenmeter import deadletters
+from tokenmeter.priced_wire import JSON
 
 CHUNK_BYTES = 4_000_000  # input bytes per chunk: ~8,000 collector events, ~8 MB of priced messages
 
@@ -46,17 +47,20 @@ def chunks(records: Iterable[RawRecord], limit: int = CHUNK_BYTES) -> Iterator[l
         yield chunk
 
 
-def _price(step: Callable[..., BatchResult], records: list[RawRecord], book: Any) -> Outputs:
+def _price(step: Callable[..., BatchResult], records: list[RawRecord], book: Any, priced_format: str = JSON
+           ) -> Outputs:
     result = step(records, book)
-    return (result, list(result.priced_messages()),
+    return (result, result.messages(priced_format),
             [deadletters.encode(letter) for letter in result.deadletters])
 
 
 class OverlappedPricing:
-    def __init__(self, step: Callable[..., BatchResult], book: Any, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, step: Callable[..., BatchResult], book: Any, chunk_bytes: int = CHUNK_BYTES,
+                 priced_format: str = JSON) -> None:
         self.step = step
         self.book = book
         self.chunk_bytes = chunk_bytes
+        self.priced_format = priced_format  # TOKENMETER_PRICED_FORMAT: the priced messages' format
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tokenmeter-pricing")
 
     async def run(self, records: list[RawRecord], send: Send) -> tuple[BatchResult, list[Any]]:
@@ -66,7 +70,8 @@ class OverlappedPricing:
         sending: asyncio.Future | None = None
         try:
             for chunk in chunks(records, self.chunk_bytes):
-                result, messages, letters = await loop.run_in_executor(self.pool, _price, self.step, chunk, self.book)
+                result, messages, letters = await loop.run_in_executor(self.pool, _price, self.step, chunk, self.book,
+                                                                   self.priced_format)
                 total.add_counts(result)
                 sending = asyncio.ensure_future(_after(sending, send, result, messages, letters))
             return total, (await sending if sending is not None else [])

@@ -46,6 +46,7 @@ from streams.gaps import OffsetGaps
 from streams.priority import lower_cpu_priority, request_time_slice
 from tokenmeter import topics
 from tokenmeter.commitloop import await_acks
+from tokenmeter.priced_wire import headers_for
 from tokenmeter.settings import Settings
 
 log = logging.getLogger("tokenmeter.worker")
@@ -154,12 +155,13 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
 
     # Chunks of the batch are priced on a thread of their own while the loop sends those already priced and keeps
     # answering HTTP (streams/batch_overlap.py); the step is pure: a retry prices the same records again.
-    pricing = OverlappedPricing(batch_step, book)
+    pricing = OverlappedPricing(batch_step, book, priced_format=settings.priced_format)
+    priced_headers = headers_for(settings.priced_format)  # JSON: none, as before; Arrow: the format header
 
     async def send_outputs(result, messages: list[tuple[bytes, bytes]], letters: list[bytes]) -> list:  # noqa: ANN001
         futures = []
         for key, value in messages:
-            futures.append(await priced.send(key=key, value=value))
+            futures.append(await priced.send(key=key, value=value, headers=priced_headers))
         for letter in letters:
             futures.append(await deadletter.send(key=b"worker", value=letter))
         futures += await budgets.send_spend(result.origins)

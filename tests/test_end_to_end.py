@@ -28,7 +28,7 @@ from tokenmeter import topics
 from tokenmeter.events import partition_key
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=24)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=45)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -120,7 +120,23 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def test_events_flow_to_the_warehouse_exactly_once(stack_env, tmp_path):
+async def priced_formats(bootstrap: str) -> set:
+    """The format headers of the messages on tokenmeter.priced (None: no header, i.e. JSON)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        consumer.assign([TopicPartition(topics.PRICED, p) for p in sorted(consumer.partitions_for_topic(topics.PRICED) or ())])
+        batch = await consumer.getmany(timeout_ms=2000)
+        return {dict(m.headers).get("tokenmeter-format") for msgs in batch.values() for m in msgs}
+    finally:
+        await consumer.stop()
+
+
+# arrow: the worker writes tokenmeter.priced as Arrow IPC (issue 14, loader11); the loader stores the same totals
+@pytest.mark.parametrize("priced_format", ["json", "arrow"])
+def test_events_flow_to_the_warehouse_exactly_once(stack_env, tmp_path, priced_format):
+    stack_env["TOKENMETER_PRICED_FORMAT"] = priced_format
     bootstrap = stack_env["TOKENMETER_KAFKA_BOOTSTRAP"]
     events = make_events(300)
     expected = expected_by_team(events)
@@ -148,6 +164,7 @@ def test_events_flow_to_the_warehouse_exactly_once(stack_env, tmp_path):
                 print(f"--- {name}.log ---\n" + (tmp_path / f"{name}.log").read_text(errors="replace")[-4000:])
             print("--- report ---", report(stack_env, "--group-by", "team"), "--- expected ---", expected)
             raise
+        assert asyncio.run(priced_formats(bootstrap)) == ({b"arrow"} if priced_format == "arrow" else {None})
         letters = asyncio.run(deadletters(bootstrap, 2))
         assert len(letters) == 2
         assert any("not JSON" in d["reason"] for d in letters)

@@ -93,6 +93,19 @@ def test_worker_role_is_validated_and_the_flag_wins(monkeypatch):
     assert result.exit_code == 2 and "'owner' is not one of 'all', 'pricing', 'budgets'" in result.output
 
 
+def test_priced_format_is_validated(monkeypatch):
+    """TOKENMETER_PRICED_FORMAT (issue 14, loader11): json (default) or arrow; anything else is refused with the
+    variable's name, never guessed (a worker writing a format its readers cannot read would dead-letter everything)."""
+    monkeypatch.delenv("TOKENMETER_PRICED_FORMAT", raising=False)
+    assert load_settings().priced_format == "json"
+    monkeypatch.setenv("TOKENMETER_PRICED_FORMAT", "arrow")
+    assert load_settings().priced_format == "arrow"
+    for bad in ("ARROW", "parquet", "", "json,arrow", " arrow"):
+        monkeypatch.setenv("TOKENMETER_PRICED_FORMAT", bad)
+        with pytest.raises(SettingsError, match="TOKENMETER_PRICED_FORMAT"):
+            load_settings()
+
+
 @pytest.mark.parametrize("variable, attribute, default, good, parsed, bad", [
     # 0 (default) to 19: the Unix nice range a process may raise itself to (streams/priority.py applies it)
     ("TOKENMETER_WORKER_NICE", "worker_nice", 0, "10", 10, ("-5", "20", "low", "nan", "99999999999999999999")),

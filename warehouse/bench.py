@@ -118,34 +118,46 @@ def _load_events(count: int, start: datetime) -> list[dict[str, Any]]:
     return events
 
 
-def priced_windows(events: list[dict[str, Any]], batch_rows: int) -> list[list[Any]]:
+def priced_windows(events: list[dict[str, Any]], batch_rows: int, priced_format: str = "json") -> list[list[Any]]:
     """The loader's input for `events`: per window of `batch_rows` events, `tokenmeter.priced` records of the
-    micro-batches the worker would write (JSON arrays of 500), offsets counting events from the first window."""
+    micro-batches the worker would write (JSON arrays of 500; or, `priced_format` "arrow", Arrow IPC messages of 500
+    with the format header: TOKENMETER_PRICED_FORMAT), offsets counting events from the first window."""
     from types import SimpleNamespace
 
     import orjson
 
     from tokenmeter import topics
-    from tokenmeter.microbatch import frame
+    from tokenmeter.microbatch import MAX_EVENTS_PER_MESSAGE, frame
+    from tokenmeter.priced_wire import ARROW, headers_for
 
+    def arrow_messages(chunk: list[dict[str, Any]]) -> list[bytes]:
+        from tokenmeter import priced_arrow
+
+        return [priced_arrow.write_stream(priced_arrow.from_events(chunk[i:i + MAX_EVENTS_PER_MESSAGE]))
+                for i in range(0, len(chunk), MAX_EVENTS_PER_MESSAGE)]
+
+    headers = headers_for(priced_format)
     windows = []
     for first in range(0, len(events), batch_rows):
-        values = frame(orjson.dumps(e) for e in events[first:first + batch_rows])
-        windows.append([SimpleNamespace(topic=topics.PRICED, partition=0, offset=first + i, value=value)
-                        for i, value in enumerate(values)])
+        chunk = events[first:first + batch_rows]
+        values = arrow_messages(chunk) if priced_format == ARROW else frame(orjson.dumps(e) for e in chunk)
+        windows.append([SimpleNamespace(topic=topics.PRICED, partition=0, offset=first + i, value=value,
+                                        headers=headers) for i, value in enumerate(values)])
     return windows
 
 
-def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime) -> dict[str, Any]:
+def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime, priced_format: str = "json"
+                 ) -> dict[str, Any]:
     """The loader's own path from Kafka message values to stored rows, without Kafka: `count` load events framed
-    as the worker frames them (JSON arrays of 500), then per window of `batch_rows` events `_accept` (decode),
-    `build_priced` (the Arrow table and its checks) and `_store_priced` (dedupe lookup, insert, views). Returns
-    rows/s wall and CPU, and CPU µs per row of each step (chDB runs in-process: its CPU counts)."""
+    as the worker frames them (JSON arrays of 500, or Arrow messages: `priced_format`), then per window of
+    `batch_rows` events `_accept` (decode), `build_priced` (the Arrow table and its checks) and `_store_priced`
+    (dedupe lookup, insert, views). Returns rows/s wall and CPU, and CPU µs per row of each step (chDB runs
+    in-process: its CPU counts); the keys say `load_path_arrow_` for Arrow messages."""
     from tokenmeter.commitloop import Batch
     from warehouse.loader import _accept, _Batch, _store_priced, build_priced
 
-    windows = priced_windows([dict(e, event_id=f"path-{e['event_id']}") for e in _load_events(count, start)],
-                             batch_rows)
+    windows = priced_windows([dict(e, event_id=f"path-{priced_format}-{e['event_id']}")
+                              for e in _load_events(count, start)], batch_rows, priced_format)
     steps = {"decode": 0.0, "build": 0.0, "store": 0.0}
     stored = 0
     wall, cpu = time.perf_counter(), time.process_time()
@@ -163,9 +175,10 @@ def _loader_path(wh: Any, count: int, batch_rows: int, start: datetime) -> dict[
         if batch.dead:
             raise RuntimeError(f"loader path bench: {len(batch.dead)} dead letters, first {batch.dead[0]['reason']}")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"load_path_rows_per_s": round(count / wall), "load_path_rows_per_cpu_s": round(count / cpu),
-            "load_path_rows_stored": stored, "load_path_messages_per_window": len(windows[0]) if windows else 0,
-            "load_path_cpu_us_per_row": {k: round(v / count * 1e6, 2) for k, v in steps.items()}}
+    prefix = "load_path_" if priced_format == "json" else f"load_path_{priced_format}_"
+    return {f"{prefix}rows_per_s": round(count / wall), f"{prefix}rows_per_cpu_s": round(count / cpu),
+            f"{prefix}rows_stored": stored, f"{prefix}messages_per_window": len(windows[0]) if windows else 0,
+            f"{prefix}cpu_us_per_row": {k: round(v / count * 1e6, 2) for k, v in steps.items()}}
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -227,6 +240,9 @@ def bench_warehouse(settings_or_tmpdir: Any = None, rows: int = 10_000_000, *, l
         say("load timed")
         path = _loader_path(wh, load_rows, load_batch_rows, end - timedelta(hours=2))
         say("loader path timed")
+        # the same events as Arrow messages (TOKENMETER_PRICED_FORMAT=arrow; issue 14, loader11)
+        path.update(_loader_path(wh, load_rows, load_batch_rows, end - timedelta(hours=2), "arrow"))
+        say("loader path from Arrow messages timed")
     finally:
         wh.close()
         if not keep:

@@ -25,9 +25,11 @@ import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from tokenmeter import deadletters, topics
+from tokenmeter import deadletters, priced_arrow, topics
+from tokenmeter.priced_wire import ARROW, PricedFormatError, format_of, record_headers
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from warehouse.arrow_rows import build_batch
+from warehouse.loader_arrow import build_arrow
 from warehouse.loader_frames import build_table, certify, read_message
 from warehouse.backends import WarehouseError
 from warehouse.price_history import price_catalog_rows
@@ -74,8 +76,10 @@ class _Batch:
     # record topic -> (table row, decoded record, Kafka record): the last two to dead-letter a row the table refuses
     records: dict[str, list[tuple[dict[str, Any], Any, Any]]] = field(default_factory=dict)
     dead: list[dict[str, Any]] = field(default_factory=list)
-    # Priced messages polars read (warehouse.loader_frames), certified in `build_priced`: (Kafka record, frame,
-    # len(items) and len(dead) when it arrived: its place among the dict-path items and the dead letters)
+    # Priced messages read into columns on arrival, in arrival order: JSON ones by polars (warehouse.loader_frames,
+    # certified in `build_priced`; frame: a polars DataFrame) and Arrow ones (tokenmeter.priced_arrow; frame: the
+    # validated pyarrow Table): (Kafka record, frame, len(items) and len(dead) when it arrived: its place among the
+    # dict-path items and the dead letters)
     reads: list[tuple[Any, Any, int, int]] = field(default_factory=list)
 
 
@@ -106,6 +110,12 @@ def parse_record(record: Any, batch: _Batch) -> None:
         if raw is not None:  # None: a tombstone on a compacted topic (a deleted budget): nothing to store
             _parse_other(record, raw, batch)
         return
+    if record_headers(record):
+        table = _read_arrow(record, batch)
+        if table is not _JSON:  # None: dead-lettered
+            if table is not None:
+                batch.items.extend((item, record) for item in priced_arrow.to_events(table))
+            return
     try:
         decoded = _decode(raw) if raw is not None else None
     except orjson.JSONDecodeError as exc:
@@ -114,6 +124,23 @@ def parse_record(record: Any, batch: _Batch) -> None:
         return
     for item in decoded if isinstance(decoded, list) else [decoded]:
         batch.items.append((item, record))
+
+
+_JSON = object()  # `_read_arrow`: the message is JSON
+
+
+def _read_arrow(record: Any, batch: _Batch) -> Any:
+    """The validated rows of an Arrow message (tokenmeter.priced_arrow), `_JSON` for a JSON message, or None when
+    the message cannot be read (its dead letter, with the reason, is added to the batch)."""
+    try:
+        if format_of(record_headers(record)) != ARROW:
+            return _JSON
+        if not isinstance(record.value, bytes):
+            raise priced_arrow.ArrowMessageError("invalid Arrow IPC: empty message")
+        return priced_arrow.read_table(record.value)
+    except (PricedFormatError, priced_arrow.ArrowMessageError) as exc:
+        batch.dead.append(_dead_letter(str(exc), record.value, record))
+        return None
 
 
 def _row_error_reason(exc: Exception) -> str:
@@ -162,9 +189,9 @@ class _Sources:
         message, ref = int(self.messages[index]), int(self.refs[index])
         if message < 0:
             return self.entries[ref]
-        record = self.reads[message][0]
+        record, frame = self.reads[message][:2]
         if message not in self.decoded:
-            self.decoded[message] = _decode(record.value)
+            self.decoded[message] = _items(record, frame)
         return self.decoded[message][ref], record
 
     def __iter__(self) -> Any:
@@ -174,43 +201,83 @@ class _Sources:
         return _Sources(self.reads, self.entries, self.messages[keep], self.refs[keep], self.decoded)
 
 
-def _build_with_frames(batch: _Batch) -> None:
-    """build_priced for a batch with polars-read messages: their certified rows as loader_frames builds them, every
-    other row (and the dict-path items) through build_batch, all in arrival order; dead letters in today's order."""
-    reads = batch.reads
-    frames = certify([record.value for record, _, _, _ in reads], [frame for _, frame, _, _ in reads])
+def _items(record: Any, frame: Any) -> list[Any]:
+    """The items of a message read into columns, as the dict path decodes them."""
+    if isinstance(frame, pa.Table):
+        return priced_arrow.to_events(frame)
+    return _decode(record.value)
+
+
+def _json_reads(reads: list[tuple[Any, Any, int, int]], subset: np.ndarray, entries: list, late: list,
+                decoded: dict[int, list[Any]]) -> tuple[pa.Table, np.ndarray]:
+    """(table, (message << ROW_BITS | position) keys) of the certified rows of the JSON reads `subset` (message: the
+    index in `reads`); the other rows join `entries` as orjson decodes them, undecodable messages `late`."""
+    local = [reads[i] for i in subset.tolist()]
+    frames = certify([record.value for record, _, _, _ in local], [frame for _, frame, _, _ in local])
     take = frames.ok.copy()
     table, keys = build_table(frames, take)  # may refuse more rows (times): `take` says which it kept
     heights = np.array(frames.heights, np.int64)
-    row_message = np.repeat(np.arange(len(reads)), heights)
+    row_message = np.repeat(np.arange(len(local)), heights)
+    dropped: list[int] = []  # messages whose certified rows are given up (orjson does not see the same rows)
+    for index in np.unique(row_message[~take]).tolist():
+        record, frame, items_before, mark = local[index]
+        message = int(subset[index])
+        try:
+            items = _decode(record.value)
+        except orjson.JSONDecodeError as exc:
+            late.append((mark, message, _dead_letter(f"invalid JSON: {exc}",
+                                                     record.value.decode("utf-8", "replace")[:10000], record)))
+            dropped.append(index)
+            continue
+        if not isinstance(items, list) or len(items) != frame.height:
+            items = items if isinstance(items, list) else [items]
+            dropped.append(index)
+            left = range(len(items))
+        else:
+            decoded[message] = items
+            left = np.flatnonzero(~take[row_message == index]).tolist()
+        entries.extend(((items_before, 0, message, position), items[position], record) for position in left)
+    if dropped:
+        keep = ~np.isin(keys >> ROW_BITS, dropped)
+        table, keys = table.filter(pa.array(keep)), keys[keep]
+    positions = keys & ((1 << ROW_BITS) - 1)
+    return table, (subset[keys >> ROW_BITS].astype(np.int64) << ROW_BITS) | positions
+
+
+def _arrow_reads(reads: list[tuple[Any, Any, int, int]], subset: np.ndarray, entries: list, late: list,  # noqa: ARG001
+                 decoded: dict[int, list[Any]]) -> tuple[pa.Table, np.ndarray]:
+    """(table, keys) of the rows of the Arrow reads `subset` that loader_arrow takes; the others join `entries` as
+    the dicts their JSON would decode to (`priced_arrow.to_events`)."""
+    tables = [reads[i][1] for i in subset.tolist()]
+    table, ok = build_arrow(tables)
+    heights = np.array([t.num_rows for t in tables], np.int64)
+    row_message = np.repeat(subset.astype(np.int64), heights)
+    positions = np.arange(int(heights.sum()), dtype=np.int64) - np.repeat(np.cumsum(heights) - heights, heights)
+    for message in np.unique(row_message[~ok]).tolist():
+        record, frame, items_before, _ = reads[message]
+        items = decoded[message] = priced_arrow.to_events(frame)
+        left = np.flatnonzero(~ok[row_message == message]).tolist()
+        entries.extend(((items_before, 0, message, position), items[position], record) for position in left)
+    return table, (row_message[ok] << ROW_BITS) | positions[ok]
+
+
+def _build_with_frames(batch: _Batch) -> None:
+    """build_priced for a batch with messages read into columns: certified rows of JSON messages as loader_frames
+    builds them, rows of Arrow messages that pass loader_arrow's checks as it builds them, every other row (and the
+    dict-path items) through build_batch, all in arrival order; dead letters in today's order."""
+    reads = batch.reads
+    is_arrow = np.array([isinstance(frame, pa.Table) for _, frame, _, _ in reads], bool)
     before = np.array([items_before for _, _, items_before, _ in reads], np.int64)
     # dict-path entries: (arrival key, item, record); arrival = (items before, 0, message, position) for rows of a
     # read message, (index, 1, 0, 0) for items decoded on arrival
     entries: list[tuple[tuple[int, int, int, int], Any, Any]] = [
         ((index, 1, 0, 0), item, record) for index, (item, record) in enumerate(batch.items)]
     late: list[tuple[int, int, dict[str, Any]]] = []  # (dead-letter mark, message, letter) of undecodable reads
-    dropped: list[int] = []  # messages whose certified rows are given up (orjson does not see the same rows)
     decoded: dict[int, list[Any]] = {}
-    for message in np.unique(row_message[~take]).tolist():
-        record, frame, items_before, mark = reads[message]
-        try:
-            items = _decode(record.value)
-        except orjson.JSONDecodeError as exc:
-            late.append((mark, message, _dead_letter(f"invalid JSON: {exc}",
-                                                     record.value.decode("utf-8", "replace")[:10000], record)))
-            dropped.append(message)
-            continue
-        if not isinstance(items, list) or len(items) != frame.height:
-            items = items if isinstance(items, list) else [items]
-            dropped.append(message)
-            left = range(len(items))
-        else:
-            decoded[message] = items
-            left = np.flatnonzero(~take[row_message == message]).tolist()
-        entries.extend(((items_before, 0, message, position), items[position], record) for position in left)
-    if dropped:
-        keep = ~np.isin(keys >> ROW_BITS, dropped)
-        table, keys = table.filter(pa.array(keep)), keys[keep]
+    built = [read(reads, np.flatnonzero(subset), entries, late, decoded)
+             for read, subset in ((_json_reads, ~is_arrow), (_arrow_reads, is_arrow)) if subset.any()]
+    table = pa.concat_tables([t for t, _ in built]) if len(built) > 1 else built[0][0]
+    keys = np.concatenate([k for _, k in built]) if len(built) > 1 else built[0][1]
     entries.sort(key=lambda entry: entry[0])
     dict_table, indices, errors = build_batch([item for _, item, _ in entries])
     if late:  # letters of messages orjson refuses where polars did not: where decoding on arrival had put them
@@ -269,6 +336,15 @@ def _accept(window: Batch, records: list[Any]) -> int:
     gc.disable()
     try:
         for record in records:
+            if record.topic == topics.PRICED and record_headers(record):
+                table = _read_arrow(record, batch)
+                if table is None:  # dead-lettered
+                    continue
+                if table is not _JSON:  # the worker's micro-batch as Arrow columns: checked in build_priced
+                    if table.num_rows:
+                        batch.reads.append((record, table, len(batch.items), len(batch.dead)))
+                        read += table.num_rows
+                    continue
             frame = read_message(record.value) if record.topic == topics.PRICED else None
             if frame is None:
                 parse_record(record, batch)

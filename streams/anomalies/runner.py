@@ -24,12 +24,14 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from tokenmeter import deadletters
+from tokenmeter.priced_wire import decode_value
 from tokenmeter.commitloop import Batch, CommitLoop
 from tokenmeter.kafka_topics import partitions_behind, topic_partitions
 from tokenmeter.settings import Settings
@@ -72,9 +74,10 @@ def load_state(path: Path) -> tuple[AnomalyEngine, dict[int, int]]:
         return AnomalyEngine(), {}
 
 
-def decode(value: bytes | None) -> list[dict]:
-    """A `tokenmeter.priced` message: one priced event or a JSON array of them."""
-    data = orjson.loads(value or b"null")
+def decode(value: bytes | None, headers: Any = None) -> list[dict]:
+    """A `tokenmeter.priced` message: one priced event or a JSON array of them, or their Arrow rows (the header
+    names the format; tokenmeter.priced_wire is the topic's one decode)."""
+    data = decode_value(value or b"null", headers)
     if isinstance(data, dict):
         return [data]
     if isinstance(data, list) and all(isinstance(item, dict) for item in data):
@@ -171,7 +174,7 @@ class Detector:
             for record in records:
                 self.counters["messages"] += 1
                 try:
-                    events = decode(record.value)
+                    events = decode(record.value, record.headers)
                 except (orjson.JSONDecodeError, ValueError) as exc:
                     # Bad input never stops the detector: dead-letter it with the reason, count it, go on.
                     self.counters["bad_messages"] += 1

@@ -33,6 +33,13 @@ PARSEABLE_TS = _HEAD + rf"(\.{_D}{{1,6}})?(Z|[+-]([01]{_D}|2[0-3]):[0-5]{_D})$"
 
 _WRITTEN_SCHEMA = {"_item": pl.Int64, "key": pl.Binary, "text": pl.String, "_unpriced": pl.Boolean,
                    "_assumed": pl.Boolean}
+# The written rows' columns an Arrow priced message is made of (arrow_encode.py, TOKENMETER_PRICED_FORMAT=arrow),
+# kept beside the JSON text (a select: no copy): (always there, there when the batch has them).
+ARROW_COLUMNS = (("event_id", "ts", "source", "provider", "model", "operation", "status", "attribution",
+                  "input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                  "output_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "batch", "service_tier",
+                  "usage_assumption", "cost", *LINE_PARTS, "vid", "reason_json", "unpriced_ref"),
+                 ("_tags", "has_correlation", *(f"correlation_{name}" for name in CORRELATION_FIELDS)))
 
 
 @dataclass
@@ -44,6 +51,8 @@ class Written:
 
     rows: pl.DataFrame
     rest: list[int]
+    refs: list[dict] | None = None  # the price table's PriceRef per version and the batch's priced_at text: what
+    priced_at: str | None = None  # the Arrow rows need beside `rows`' ARROW_COLUMNS
 
     @classmethod
     def nothing(cls, rest: list[int]) -> "Written":
@@ -216,8 +225,11 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     if not small.all():
         rest += written.filter(~small).get_column("_item").to_list()
         written, encoded = written.filter(small), encoded.filter(small)
+    always, optional = ARROW_COLUMNS
     return Written(written.select("_item", "key", text=encoded, _unpriced="_unpriced",
-                                  _assumed=pl.col("usage_assumption").is_not_null()), rest)
+                                  _assumed=pl.col("usage_assumption").is_not_null(),
+                                  *(pl.col(name) for name in (*always, *(c for c in optional if c in written.columns)))),
+                   rest, table.refs, priced_at)
 
 
 __all__ = ["Written", "write_frame"]

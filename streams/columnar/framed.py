@@ -50,8 +50,9 @@ class FramedResult(BatchResult):
     """A BatchResult held as the frame path's columns (`rows`: `key`, `text`, `_unpriced`, `_assumed`, in input
     order) until `priced`, `keys_in_order` or `origins` is read."""
 
-    def __init__(self, decoded: Any, rows: pl.DataFrame) -> None:
+    def __init__(self, decoded: Any, rows: pl.DataFrame, arrow: tuple[list[dict], str] | None = None) -> None:
         self._rows: pl.DataFrame | None = rows
+        self._arrow = arrow  # (PriceRef per version, priced_at): with `rows`' ARROW_COLUMNS, the Arrow messages
         super().__init__()
         self.events_in = self.priced_count = rows.height
         self.unpriced_count = int(rows.get_column("_unpriced").sum())
@@ -94,6 +95,16 @@ class FramedResult(BatchResult):
             if messages is not None:
                 return messages
         return super().priced_messages()
+
+    def priced_arrow_messages(self) -> list[tuple[bytes, bytes]]:
+        """The Arrow messages from the columns (arrow_encode.py), cut as `priced_messages` cuts the JSON."""
+        if self._rows is not None and self._arrow is not None:
+            from .arrow_encode import arrow_messages  # pyarrow only in a worker that writes Arrow
+
+            messages = arrow_messages(self._rows, *self._arrow)
+            if messages is not None:
+                return messages
+        return super().priced_arrow_messages()
 
     def _materialise(self) -> None:
         if self._rows is None:

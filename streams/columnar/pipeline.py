@@ -83,7 +83,7 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> Ba
             written = Written.nothing([i for i, item in enumerate(items) if item is None
                                        and record_of[i] in scanned.heights])
         if not decoded.letters and not written.rest and written.rows.height == len(items):  # all written, in order
-            return FramedResult(decoded, written.rows)
+            return FramedResult(decoded, written.rows, (written.refs, written.priced_at))
         for i, key, encoded, unpriced, assumed in written.outcomes():
             outcomes[i] = ("json", key, encoded, unpriced, assumed)
         cache: dict[int, list] = {}

@@ -183,3 +183,23 @@ def test_publish_ack_sync_for_dash_callbacks(kafka_bootstrap):
                                        "scope_value": scope, "action": "mute", "by": "carol", "mute_until": until})
     table = asyncio.run(read_mutes(kafka_bootstrap))
     assert table.muted("request_burst", "api_key", scope, datetime.now(timezone.utc))
+
+
+def test_the_detector_reads_arrow_priced_messages_as_their_json():
+    """TOKENMETER_PRICED_FORMAT=arrow (issue 14, loader11): an Arrow message decodes to the dicts its JSON decodes
+    to (tokenmeter.priced_wire, the topic's one decode); a bad one is refused (a dead letter) like bad JSON."""
+    from streams.anomalies.runner import decode
+    from tokenmeter import priced_arrow
+    from tokenmeter.priced_wire import ARROW_HEADERS, FORMAT_HEADER
+
+    events = [event(1_800_000_000 + i, "k-arrow", team="runner-test", model="m", pricing="priced", n=i)
+              for i in range(5)]
+    events = orjson.loads(orjson.dumps(events))
+    arrow = priced_arrow.write_stream(priced_arrow.from_events(events))
+    assert decode(arrow, ARROW_HEADERS) == decode(orjson.dumps(events)) == events
+    for value, headers in ((arrow[:40], ARROW_HEADERS), (orjson.dumps(events), ARROW_HEADERS),
+                           (arrow, [(FORMAT_HEADER, b"avro")]), (arrow, None)):
+        with pytest.raises(ValueError):
+            decode(value, headers)
+    with pytest.raises(ValueError, match="got str$"):  # JSON as before
+        decode(b'"a string"')

@@ -34,6 +34,9 @@ def test_bench_reports_query_latency_and_load_throughput(tmp_path):
     # the loader's own path from message bytes (decode, build, store), every row stored, none dead-lettered
     assert figures["load_path_rows_stored"] == 3_000 and figures["load_path_rows_per_s"] > 0
     assert set(figures["load_path_cpu_us_per_row"]) == {"decode", "build", "store"}
+    # the same events as Arrow messages (TOKENMETER_PRICED_FORMAT=arrow): stored too, none dead-lettered
+    assert figures["load_path_arrow_rows_stored"] == 3_000 and figures["load_path_arrow_rows_per_s"] > 0
+    assert set(figures["load_path_arrow_cpu_us_per_row"]) == {"decode", "build", "store"}
     assert not (tmp_path / "bench-warehouse").exists()  # removed afterwards
 
 

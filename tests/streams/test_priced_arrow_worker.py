@@ -1,0 +1,71 @@
+"""The worker's priced messages in the Arrow format (TOKENMETER_PRICED_FORMAT=arrow; issue 14, loader11): written from
+the frame path's columns (streams/columnar/arrow_encode.py) or converted from the JSON messages, each Arrow message
+holds the events of the JSON message it replaces, cut at the same place, and decodes to the very dicts orjson gives
+for that JSON."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app.bench_worker import tag
+from streams.batch import RawRecord, process_batch
+from streams.columnar import process_batch_columnar
+from streams.columnar.arrow_encode import arrow_messages
+from streams.columnar.bench import records_of, traffic
+from streams.columnar.framed import FramedResult
+from streams.pricing import load_price_book
+from tokenmeter.microbatch import MAX_MESSAGE_BYTES
+from tokenmeter.priced_wire import ARROW_HEADERS, decode_priced
+
+pytestmark = pytest.mark.slow(seconds=6)
+
+
+@pytest.fixture(scope="module")
+def book():
+    return load_price_book()
+
+
+def _assert_same_messages(result) -> None:  # noqa: ANN001
+    as_json, as_arrow = result.messages("json"), result.messages("arrow")
+    assert [key for key, _ in as_arrow] == [key for key, _ in as_json]  # the same cuts, keys in the same order
+    for (_, json_value), (_, arrow_value) in zip(as_json, as_arrow):
+        assert decode_priced(arrow_value, ARROW_HEADERS) == orjson.loads(json_value)
+
+
+@pytest.mark.parametrize("tags", [0.0, 0.3])
+def test_frame_path_batches_are_written_from_columns_as_their_json(book, tags):
+    """Collector micro-batches (unknown models, service tiers, batch calls, latencies, tags): the frame path writes
+    every row, and its Arrow messages decode to the JSON's dicts."""
+    records = records_of(tag(traffic(12_000, seed=3), tags))
+    result = process_batch_columnar(records, book)
+    assert isinstance(result, FramedResult) and result.priced_count == 12_000
+    assert result.unpriced_count > 0
+    assert arrow_messages(result._rows, *result._arrow) is not None  # noqa: SLF001 - written from the columns
+    _assert_same_messages(result)
+
+
+def test_other_batches_convert_their_json_messages(book):
+    """Correlated and reported-cost events (the dict path), invalid records, and the per-event step: the JSON
+    messages converted, with the same cuts and dicts."""
+    records = records_of(traffic(3_000, seed=4, correlated=0.5, reported=0.2))
+    records += [RawRecord(b"{nope", "tokenmeter.usage", 0, 999), RawRecord(orjson.dumps([{"event_id": "x"}]),
+                                                                          "tokenmeter.usage", 0, 1000)]
+    for step in (process_batch_columnar, process_batch):
+        result = step(records, book)
+        assert not isinstance(result, FramedResult) and len(result.deadletters) == 2
+        _assert_same_messages(result)
+
+
+def test_messages_cut_by_size_are_cut_alike(book):
+    """A JSON message that would reach MAX_MESSAGE_BYTES is cut by size (`_frame`): the frame path then converts the
+    JSON messages, so the Arrow ones keep those cuts."""
+    events = traffic(3_000, seed=5)
+    for event in events:  # ~2 KB priced events: 500 of one key are more than MAX_MESSAGE_BYTES
+        event["attribution"] = {**event["attribution"], "team": "one-team", "feature": "f" * 1400}
+    result = process_batch_columnar(records_of(events), book)
+    assert isinstance(result, FramedResult)
+    assert arrow_messages(result._rows, *result._arrow) is None  # noqa: SLF001 - left to the conversion
+    sizes = [len(value) for _, value in result.messages("json")]
+    assert max(sizes) <= MAX_MESSAGE_BYTES and min(len(orjson.loads(v)) for _, v in result.messages("json")) < 500
+    _assert_same_messages(result)

@@ -1,0 +1,198 @@
+"""Priced events as Arrow IPC (`tokenmeter.priced` with the header `tokenmeter-format: arrow`; issue 14, loader11).
+
+One message is one Arrow IPC *stream* (schema, then record batches) of `SCHEMA` rows, one row per priced event, in
+the order of the JSON array it replaces. The columns are the priced event's JSON fields, nested as in JSON
+(attribution, usage, correlation and price are structs; tags, tool requests and cost lines are maps), with the
+JSON's own texts: `ts`, `priced_at` and money stay decimal text, so a reader sees exactly the event the JSON would
+have carried (`to_events` gives the same dicts as orjson gives for the JSON). Rules:
+
+- the schema must equal `SCHEMA` exactly (names, order, types, nullability; metadata ignored), else the message
+  is a dead letter ("not a priced Arrow batch");
+- a null is an absent field (the worker writes JSON without nulls; `"tags": null` cannot be said here);
+- a map is read as JSON reads an object: a duplicate key keeps its last value; a null map value is refused by the
+  readers' checks as a JSON null would be;
+- at most `MAX_EVENTS_PER_RECORD` rows per message (as the usage topic's readers refuse larger micro-batches),
+  record batches only, uncompressed (a compressed body would be inflated to the size it declares), both read from
+  the batches' headers before any body is decoded; the stream must be complete (a truncated one is a dead letter)
+  and pass Arrow's full validation (offsets, UTF-8) before any value is read.
+
+pyarrow is imported by this module: readers import it only when a message names this format
+(`tokenmeter.priced_wire`).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pyarrow as pa
+
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS, Correlation
+from tokenmeter.microbatch import MAX_EVENTS_PER_RECORD
+
+S = pa.string()
+USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+               "output_tokens", "reasoning_tokens")
+CORRELATION_IDS = tuple(Correlation.model_fields)
+PRICE_FIELDS = ("entry", "effective_from", "catalog_version", "override")
+# In PricedEvent's field order (what `exclude_none` JSON writes), so `to_events` gives the JSON's key order.
+SCHEMA = pa.schema([
+    *((name, S) for name in ("event_id", "ts", "source", "provider", "model", "operation", "status")),
+    ("attribution", pa.struct([*((dim, S) for dim in ATTRIBUTION_DIMENSIONS), ("tags", pa.map_(S, S))])),
+    ("usage", pa.struct([*((part, pa.int64()) for part in USAGE_PARTS), ("tool_requests", pa.map_(S, pa.int64()))])),
+    ("latency_ms", pa.float64()), ("ttft_ms", pa.float64()), ("batch", pa.bool_()),
+    ("service_tier", S), ("usage_assumption", S), ("reported_cost_usd", S),
+    ("correlation", pa.struct([(name, S) for name in CORRELATION_IDS])),
+    ("tokens_source", S), ("cost_usd", S), ("cost_breakdown", pa.map_(S, S)), ("pricing_status", S),
+    ("unpriced_reason", S), ("price", pa.struct([(name, S) for name in PRICE_FIELDS])),
+    ("priced_at", S), ("reported_cost_check", S),
+])
+STRUCTS = {"attribution": ("tags",), "usage": ("tool_requests",), "correlation": (), "price": ()}  # struct: its maps
+MAPS = ("cost_breakdown",)
+
+
+class ArrowMessageError(ValueError):
+    """An Arrow message that cannot be read as priced events; the text is the dead letter's reason."""
+
+
+def _field(buf: bytes, table: int, index: int) -> int | None:
+    """Where field `index` of the flatbuffer table at `table` is, or None when the table leaves it out."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    if 4 + 2 * index + 2 > struct.unpack_from("<H", buf, vtable)[0]:
+        return None
+    offset = struct.unpack_from("<H", buf, vtable + 4 + 2 * index)[0]
+    return table + offset if offset else None
+
+
+RECORD_BATCH = 3  # Arrow's MessageHeader union: Schema 1, DictionaryBatch 2, RecordBatch 3
+
+
+def _batch_rows(metadata: bytes) -> int:
+    """The row count a record batch message declares, read from its flatbuffer (Message.header -> RecordBatch:
+    length, field 0; compression, field 3) before its body is decoded; ArrowMessageError for a compressed body,
+    which would be inflated to whatever size it declares."""
+    root = struct.unpack_from("<I", metadata, 0)[0]
+    kind, header = _field(metadata, root, 1), _field(metadata, root, 2)
+    if kind is None or metadata[kind] != RECORD_BATCH or header is None:
+        raise ArrowMessageError("not a priced Arrow batch: a message that is not a record batch")
+    batch = header + struct.unpack_from("<I", metadata, header)[0]
+    if _field(metadata, batch, 3) is not None:
+        raise ArrowMessageError("not a priced Arrow batch: compressed record batches are not accepted")
+    length = _field(metadata, batch, 0)
+    rows = struct.unpack_from("<q", metadata, length)[0] if length is not None else 0
+    if rows < 0:
+        raise ArrowMessageError(f"invalid Arrow IPC: a record batch of {rows} rows")
+    return rows
+
+
+def _check_messages(value: bytes) -> None:
+    """Before anything is decoded: every message after the schema is an uncompressed record batch, and together
+    they declare at most MAX_EVENTS_PER_RECORD rows (so a message cannot make the reader inflate or allocate more
+    than its own bytes)."""
+    rows = 0
+    for message in pa.ipc.MessageReader.open_stream(value):
+        if message.type == "schema":
+            continue
+        try:
+            rows += _batch_rows(message.metadata.to_pybytes())
+        except (struct.error, IndexError):
+            raise ArrowMessageError("invalid Arrow IPC: unreadable record batch header") from None
+        if rows > MAX_EVENTS_PER_RECORD:
+            raise ArrowMessageError(f"too many events in one message: more than {MAX_EVENTS_PER_RECORD}")
+
+
+def read_table(value: bytes) -> pa.Table:
+    """The rows of one Arrow message, fully validated; ArrowMessageError (the dead letter's reason) otherwise."""
+    try:
+        _check_messages(value)
+    except ArrowMessageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile stream makes pyarrow raise
+        raise ArrowMessageError(f"invalid Arrow IPC: {_short(exc)}") from None
+    try:
+        reader = pa.ipc.open_stream(value)
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile stream makes pyarrow raise
+        raise ArrowMessageError(f"invalid Arrow IPC: {_short(exc)}") from None
+    if not reader.schema.equals(SCHEMA):
+        raise ArrowMessageError(f"not a priced Arrow batch: {_difference(reader.schema)}")
+    batches, rows = [], 0
+    try:
+        for batch in reader:
+            rows += batch.num_rows
+            if rows > MAX_EVENTS_PER_RECORD:
+                raise ArrowMessageError(f"too many events in one message: more than {MAX_EVENTS_PER_RECORD}")
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, SCHEMA)
+        table.validate(full=True)  # offsets, UTF-8, child lengths: nothing is read before this passes
+    except ArrowMessageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated streams, bad buffers, invalid UTF-8
+        raise ArrowMessageError(f"invalid Arrow IPC: {_short(exc)}") from None
+    return table
+
+
+def _short(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _difference(schema: pa.Schema) -> str:
+    """The first field that differs from SCHEMA, for the dead letter."""
+    for i, expected in enumerate(SCHEMA):
+        if i >= len(schema):
+            return f"field {expected.name!r} missing"
+        found = schema.field(i)
+        if not found.equals(expected):
+            return f"field {i} is {found.name!r}: {found.type}{'' if found.nullable else ' not null'}, expected " \
+                   f"{expected.name!r}: {expected.type}"
+    return f"{len(schema) - len(SCHEMA)} fields more than expected"
+
+
+def to_events(table: pa.Table) -> list[dict[str, Any]]:
+    """Each row as the priced event dict its JSON decodes to: nulls left out, maps as dicts (a duplicate key keeps
+    its last value, as a JSON object does)."""
+    events = []
+    for row in table.to_pylist():
+        event = {}
+        for name, value in row.items():
+            if value is None:
+                continue
+            if name in STRUCTS:
+                maps = STRUCTS[name]
+                value = {k: (dict(v) if k in maps else v) for k, v in value.items() if v is not None}
+            elif name in MAPS:
+                value = dict(value)
+            event[name] = value
+        events.append(event)
+    return events
+
+
+def from_events(events: list[dict[str, Any]]) -> pa.Table:
+    """The SCHEMA table of priced event dicts (a priced event's JSON decoded); ValueError for a field the schema
+    does not have (the writer's bug: a priced event has no other field)."""
+    rows = []
+    for event in events:
+        unknown = set(event) - set(SCHEMA.names)
+        if unknown:
+            raise ValueError(f"priced event field(s) without an Arrow column: {sorted(unknown)}")
+        row = dict(event)
+        for name, maps in STRUCTS.items():
+            value = row.get(name)
+            if isinstance(value, dict) and maps:
+                row[name] = {k: (list(v.items()) if k in maps and isinstance(v, dict) else v) for k, v in value.items()}
+        for name in MAPS:
+            if isinstance(row.get(name), dict):
+                row[name] = list(row[name].items())
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def write_stream(table: pa.Table) -> bytes:
+    """One message: the table as an Arrow IPC stream (uncompressed)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+__all__ = ["ArrowMessageError", "SCHEMA", "from_events", "read_table", "to_events", "write_stream"]
