@@ -200,7 +200,7 @@ class KindRules:
             if st.open:
                 st.hold_out_log(bucket, sb[S_LN], sb[S_LSUM], sb[S_LSQ])
             else:
-                st.learn_out_log(sb[S_LN], sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls)
+                st.learn_out_log(sb[S_LN], sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls, cfg.tpr_young_bucket_calls)
         if ok:
             if not any(kind in st.open for kind in ("spend_rate", "token_rate", "request_burst")):
                 # Not from a loop, a leak or an explosion: their calls are not this scope's (a leaked client's 500
