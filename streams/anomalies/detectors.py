@@ -68,6 +68,7 @@ class Config:
     # estimate; under ~14 calls a day the floor keeps chance alarms rarer than one per ~190 days)
     tpr_cusum_h_min: float = 6.0
     tpr_key_min_calls: int = 30  # calls a key needs behind it before its distribution is trusted
+    tpr_young_bucket_calls: int = 10  # ... each bucket counting as at most this many (a session, not 30 calls)
     # The CUSUM's evidence fades with event time between a scope's calls (half-life; 0: never): a template change
     # is hours of calls, and evidence carried over a day's pause paged a quiet key for a change long over, or for a
     # learnt mean a little low summed over days (docs: "twelfth round").

@@ -9,7 +9,7 @@ from .aggregate import PICO, pico_to_str
 from .baseline import GLOBAL
 from .detectors import KIND_DIMS, Verdict, error_verdict, rate_verdict, ratio_verdict
 from .gating import SUSTAINED_KINDS, AnomalyUpdate
-from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LSQ, S_LSTD, S_LSUM, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK,
+from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LN, S_LSQ, S_LSTD, S_LSUM, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK,
                            S_MINUTES, S_MODELS, S_MUSUM, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT,
                            S_UREQ, S_UTOK, S_ZN, S_ZSUM)
 from .scope_state import ScopeState
@@ -193,14 +193,14 @@ class KindRules:
         if dim in KIND_DIMS["model_shift"]:
             st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}, sb[S_RARE], sb[S_KNOWN],
                                sb[S_RP], sb[S_RCOST], sb[S_RTOK], sb[S_RKEYS] or {}], st.recent_cost[0]]
-        if ok and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
+        if sb[S_LN] and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
             # Not from a loop, a leak or an explosion (their calls are not this key's own). During its own template
             # change the key holds its calls instead of learning them: learnt, the same change the next day needed
             # ~1.5x the calls (held-out sparse seed 34). A change that lasts is adopted (`_new_normal`).
             if st.open:
-                st.hold_out_log(bucket, ok, sb[S_LSUM], sb[S_LSQ])
+                st.hold_out_log(bucket, sb[S_LN], sb[S_LSUM], sb[S_LSQ])
             else:
-                st.learn_out_log(ok, sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls)
+                st.learn_out_log(sb[S_LN], sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls, cfg.tpr_young_bucket_calls)
         if ok:
             if not any(kind in st.open for kind in ("spend_rate", "token_rate", "request_burst")):
                 # Not from a loop, a leak or an explosion: their calls are not this scope's (a leaked client's 500

@@ -16,12 +16,13 @@ S_LSUM, S_LSQ, S_ZSUM, S_ZN, S_LSTD, S_MUSUM = range(12, 18)
 # (< `shift_routine_share` of its calls, or never), the cost and tokens of those, and the calls expected on such models
 # (each call weighted by its key's usual share of its rare models).
 S_KNOWN, S_RARE, S_RCOST, S_RTOK, S_RP, S_RKEYS = range(18, 24)
-# ... then a bit per minute of the bucket with a call of this scope in it, and the teams of its calls (not on a team).
-S_MINUTES, S_TEAMS = 24, 25
+# ... then a bit per minute of the bucket with a call of this scope in it, and the teams of its calls (not on a team),
+# and the ok calls in the log output sums (S_LSUM, S_LSQ: priced calls only, the calls a key learns its own sizes from).
+S_MINUTES, S_TEAMS, S_LN = 24, 25, 26
 
 
 def empty_bucket() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None, 0, None]
+    return [0, 0, 0, 0, 0, 0, 0, {}, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0.0, None, 0, None, 0]
 
 
 class FanOut:
@@ -84,8 +85,13 @@ class FanOut:
                         sb[S_MAXOUT] = max_out
                     if max_tok > sb[S_MAXTOK]:
                         sb[S_MAXTOK] = max_tok
-                    sb[S_LSUM] += log_out
-                    sb[S_LSQ] += agg[LOGSQ]
+                    if not unpriced:
+                        # Calls of a model nobody priced are their own anomaly (often another client's: an
+                        # unpriced model's calls of 400 tokens took sk-sparse-37's learnt median from 880 to 540,
+                        # sparse seed 11), and are not judged against the key either: not learnt as its sizes.
+                        sb[S_LSUM] += log_out
+                        sb[S_LSQ] += agg[LOGSQ]
+                        sb[S_LN] += req
                     if known and dim != "model":
                         sb[S_KNOWN] += known
                         sb[S_RP] += rare_p

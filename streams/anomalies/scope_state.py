@@ -114,26 +114,31 @@ class ScopeState:
         """Spread of log output per call, floored at log(1.6): a shift smaller than that is not a changed template."""
         return max(math.sqrt(self.out_log[2]), OUT_SD_FLOOR)
 
-    def learn_out_log(self, calls: int, log_sum: float, log_sq: float, young: int, rate: float = 0.01) -> None:
-        """Fold one bucket's ok calls in: a running mean while young, then a slow per-call EWMA whose step per
-        bucket is bounded (at most `MAX_BUCKET_WEIGHT`, the bucket's mean clipped to one deviation), so a burst of
-        thousands of odd calls (a leaked key's client) barely moves it, and a lasting change is learnt within a
-        few hundred calls."""
+    def learn_out_log(self, calls: int, log_sum: float, log_sq: float, young: int, young_bucket_calls: int,
+                      rate: float = 0.01) -> None:
+        """Fold one bucket's ok calls in: a running mean while young, a bucket weighing at most `young_bucket_calls`
+        calls, then a slow per-call EWMA whose step per bucket is bounded (at most `MAX_BUCKET_WEIGHT`); past its
+        first `young_bucket_calls` the bucket's mean is clipped to one deviation, so a burst of thousands of odd calls
+        (a leaked key's client) barely moves it, and a lasting change is learnt within a few hundred calls."""
         seen, mu, var = self.out_log
         mean = log_sum / calls
-        if not seen:
-            self.out_log = [calls, mean, max(log_sq / calls - mean * mean, 0.0)]
-            return
+        counted = calls
         if seen < young:
-            weight = calls / (seen + calls)
-        else:
-            weight = min(calls * rate, MAX_BUCKET_WEIGHT)
+            # One bucket is one session (or a leak's first minutes, learnt before its burst opens): at full weight a
+            # 67-call leaked bucket learnt at 23 calls set sk-sparse-16's median 308 -> 66 for weeks (sparse seed 21).
+            counted = min(calls, young_bucket_calls)
+        if not seen:
+            self.out_log = [counted, mean, max(log_sq / calls - mean * mean, 0.0)]
+            return
+        weight = counted / (seen + counted) if seen < young else min(calls * rate, MAX_BUCKET_WEIGHT)
+        spread = max(log_sq / calls - 2 * mu * (log_sum / calls) + mu * mu, 0.0)  # mean squared deviation from mu
+        if seen >= young_bucket_calls:
+            # A bucket's mean is clipped to one deviation and its spread to 4 variances once a bucket's worth of calls
+            # is behind the key (the leak above moved it by 2 deviations at once).
             sd = self.out_sd()
             mean = min(max(mean, mu - sd), mu + sd)
-        spread = max(log_sq / calls - 2 * mu * (log_sum / calls) + mu * mu, 0.0)  # mean squared deviation from mu
-        if seen >= young:
             spread = min(spread, 4 * max(var, OUT_SD_FLOOR ** 2))
-        self.out_log = [seen + calls, mu + weight * (mean - mu), var + weight * (spread - var)]
+        self.out_log = [seen + counted, mu + weight * (mean - mu), var + weight * (spread - var)]
 
     def hold_out_log(self, bucket: int, calls: int, log_sum: float, log_sq: float) -> None:
         held = self.held
