@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from tokenmeter import deadletters
-from tokenmeter.priced_wire import decode_value
+from tokenmeter.priced_wire import decode_value, record_headers
 from tokenmeter.commitloop import Batch, CommitLoop
 from tokenmeter.kafka_topics import partitions_behind, topic_partitions
 from tokenmeter.settings import Settings
@@ -174,7 +174,7 @@ class Detector:
             for record in records:
                 self.counters["messages"] += 1
                 try:
-                    events = decode(record.value, record.headers)
+                    events = decode(record.value, record_headers(record))
                 except (orjson.JSONDecodeError, ValueError) as exc:
                     # Bad input never stops the detector: dead-letter it with the reason, count it, go on.
                     self.counters["bad_messages"] += 1
