@@ -184,6 +184,8 @@ def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(stack)
     broker = child(up, "broker")
     broker.kill()
     wait_for(lambda: (c := child(up, "broker")) is not None and c.pid != broker.pid, 60, "a new broker")
+    # read until it is there: a run under load (three copies of this file at once) read the log before it had it
+    wait_for(lambda: "acknowledged usage records not yet metered" in log_path.read_text(), 30, "the crash report")
     text = log_path.read_text()
     assert "BROKER CRASHED" in text and "acknowledged usage records not yet metered" in text
     wait_for(lambda: child(up, "worker") is not None and child(up, "load") is not None, 60, "children back")
