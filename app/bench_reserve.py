@@ -28,6 +28,8 @@ from typing import Any
 from aiohttp import ClientSession
 
 from app.bench_alerts import _percentile
+from app.loop_trace import TRACE_SIGNAL
+from app.reserve_tail import breakdown
 
 BENCH_TEAM = "bench-reserve"
 
@@ -75,19 +77,28 @@ class OpenLoop:
         self.seconds = 0.0
         self.client_loop_lag: dict = {}
         self.client_gc: list[int] = []  # the client's cyclic-GC collections per generation during the run
+        # per answered request: (due, sent, answered) on this machine's CLOCK_MONOTONIC, and the worker's
+        # Server-Timing metrics (ms; `start` in s on the same clock) when it gave its phases (TIMING_HEADER)
+        self.timed: list[tuple[float, float, float, dict[str, float]]] = []
 
 
 CLIENTS = ("lean", "streams")  # the first is the default; "streams" is the client of reserve5/reserve6
 _SERVER_TIMING = b"Server-Timing: reserve;dur="
 
 
-def _server_ms(head: bytes) -> float | None:
+def _server_timing(head: bytes) -> dict[str, float]:
+    """The answer's Server-Timing metrics: {name: dur ms}, and `start` (its desc, seconds) when given."""
     at = head.find(_SERVER_TIMING)
     if at < 0:
-        return None
-    at += len(_SERVER_TIMING)
+        return {}
+    at += len(_SERVER_TIMING) - len(b"reserve;dur=")
     end = head.find(b"\r\n", at)
-    return float(head[at:end if end >= 0 else len(head)])
+    metrics = {}
+    for metric in head[at:end if end >= 0 else len(head)].decode().split(","):
+        name, _, param = metric.strip().partition(";")
+        key, _, value = param.partition("=")
+        metrics[name] = float(value.strip('"')) if key in ("dur", "desc") and value else 0.0
+    return metrics
 
 
 def _content_length(head: bytes) -> int:
@@ -111,9 +122,10 @@ class _Recorder:
         out.dues.append(due - self.started)
         out.round_trips.append((answered - sent) * 1000)
         out.lateness.append((sent - due) * 1000)
-        server = _server_ms(head)
-        if server is not None:
-            out.server.append(server)
+        timing = _server_timing(head)
+        if "reserve" in timing:
+            out.server.append(timing["reserve"])
+        out.timed.append((due, sent, answered, timing))
         if not head.startswith(b"HTTP/1.1 201"):
             status = head[9:12].decode(errors="replace")
             self.failures[status] = self.failures.get(status, 0) + 1
@@ -204,6 +216,7 @@ async def _open_loop(url: str, rate: float, seconds: float, connections: int = 6
     from urllib.parse import urlsplit
 
     from streams.budgets.looplag import LoopLagProbe
+    from streams.budgets.reservations import TIMING_HEADER
 
     parts = urlsplit(url)
     out = OpenLoop()
@@ -212,7 +225,7 @@ async def _open_loop(url: str, rate: float, seconds: float, connections: int = 6
     def request_bytes(i: int) -> bytes:
         body = json.dumps(_body(i)).encode()
         return (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+                f"{TIMING_HEADER}: phases\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
     payloads = [request_bytes(i) for i in range(int(rate * seconds))]  # built before the clock starts
     loop = asyncio.get_running_loop()
@@ -494,7 +507,7 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
                          broker_pid: int | None = None, profile: str | None = None,
                          clients: tuple[str, ...] = CLIENTS[:1], usage_rate: float = 0,
                          broker_probe: bool = False, usage_framed: bool = False, pricing_pid: int | None = None,
-                         usage_stats_url: str | None = None) -> dict:
+                         usage_stats_url: str | None = None, trace_loop: str | None = None) -> dict:
     """Against a started worker: defines the bench budget (a limit no bench reaches), then measures. With the
     worker's pid, also its CPU time per reservation in the closed loop (`reserve_worker_cpu_ms`): unlike the
     latencies, a figure the other load on the machine hardly changes, so runs compare across loads.
@@ -505,7 +518,9 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
     client's are also under `reserve_<client>_client_*`. `pricing_pid`: the pricing worker beside a budgets-role
     worker (`--roles split`), whose CPU over the open loop is reported too. `usage_stats_url`: the `/v1/stats` of the
     worker that prices the usage; with it the usage flows, and is priced, before the open loop starts (otherwise the
-    producer starts with the open loop, as before reserve10)."""
+    producer starts with the open loop, as before reserve10). `trace_loop`: the worker runs under `_TRACED_WORKER`
+    (app/loop_trace.py), traced during the first client's open loop into that path; what it ran during the slowest
+    reservations is in `reserve_slowest_*` beside their phases (app/reserve_tail.py)."""
     from streams.budgets import parse_budget, write_budgets
 
     others = [parse_budget({"name": f"bench-other-{i}", "scope": {"team": f"bench-other-{i}"}, "period": "month",
@@ -544,9 +559,16 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
             pricing_open = _cpu_seconds(pricing_pid) if pricing_pid else 0.0
             probe = (_start_child("broker_probe_main", bootstrap, PROBE_RATE, seconds, stdout=subprocess.PIPE)
                      if broker_probe else None)
+            tracing = bool(trace_loop and worker_pid and client == clients[0])
+            if tracing:
+                if os.path.exists(trace_loop):
+                    os.unlink(trace_loop)
+                os.kill(worker_pid, TRACE_SIGNAL)  # trace on
             try:
                 run = asyncio.run(_open_loop(url, rate, seconds, client=client))
             finally:
+                if tracing:
+                    _stop_profile(worker_pid, trace_loop, signum=TRACE_SIGNAL)
                 if traffic is not None:  # the usage producer's CPU (it shares the cores); its start-up included when
                     # it started with the open loop (--usage-cold)
                     with contextlib.suppress(OSError):
@@ -557,6 +579,11 @@ def measure_reservations(bootstrap: str, api_port: int, rate: float = 2000, seco
                 probe_acks = json.loads(probe.communicate(timeout=60)[0]) if probe is not None else None
             after = _status(url, window_s=run.seconds)
             measured = _open_loop_figures(run, after.get("loop_lag_ms") or {})
+            trace = None
+            if tracing and os.path.exists(trace_loop):
+                with open(trace_loop) as f:
+                    trace = json.load(f)
+            measured.update({"reserve_" + k: v for k, v in breakdown(run.timed, trace).items()})
             if broker_pid:  # the broker's CPU over the open loop, in % of one core
                 measured["reserve_open_loop_broker_cpu_pct"] = round(
                     (_cpu_seconds(broker_pid) - broker_open) / (time.perf_counter() - wall_before) * 100, 1)
@@ -649,11 +676,22 @@ sys.argv = ["app", "worker"]
 runpy.run_module("app", run_name="__main__")
 """ % PROFILE_SIGNAL
 
+# the worker with its event loop traced (`--trace-loop PATH`, app/loop_trace.py): TRACE_SIGNAL turns it on, and off
+# writing what ran to PATH
+_TRACED_WORKER = """
+import runpy, sys
+from app import loop_trace
+loop_trace.install(sys.argv.pop(1))
+sys.argv = ["app", "worker"]
+runpy.run_module("app", run_name="__main__")
+"""
 
-def _stop_profile(worker_pid: int, path: str, timeout: float = 30.0) -> None:
+
+def _stop_profile(worker_pid: int, path: str, timeout: float = 30.0, signum: int = PROFILE_SIGNAL) -> None:
+    """Turn the profiler (or the loop trace) off and wait until it wrote `path`."""
     if os.path.exists(path):
         os.unlink(path)
-    os.kill(worker_pid, PROFILE_SIGNAL)
+    os.kill(worker_pid, signum)
     deadline = time.monotonic() + timeout
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -750,6 +788,10 @@ def main() -> None:
                         help="with --roles split: the pricing worker's TOKENMETER_WORKER_NICE (its CPU priority)")
     parser.add_argument("--worker-slice-ms", type=float, default=None, metavar="MS",
                         help="the admitting worker's TOKENMETER_WORKER_SCHED_SLICE_MS (its kernel time slice)")
+    parser.add_argument("--trace-loop", metavar="PATH",
+                        help="trace the worker's event loop during the open loop (callbacks, busy iterations and GC "
+                             "pauses above 1 ms, app/loop_trace.py) into PATH, and report what ran during the slowest "
+                             "1 %% of the reservations (reserve_slowest_*)")
     parser.add_argument("--profile", metavar="PATH",
                         help="write a cProfile of the worker during the closed loop to PATH (pstats format)")
     args = parser.parse_args()
@@ -760,6 +802,7 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="warning")
         command = ([sys.executable, "-c", _PROFILED_WORKER, os.path.abspath(args.profile)] if args.profile
+                   else [sys.executable, "-c", _TRACED_WORKER, os.path.abspath(args.trace_loop)] if args.trace_loop
                    else [sys.executable, "-m", "app", "worker"])
         pricing = None
         if args.roles == "split":  # the pricing worker: its own port and data directory, started first
@@ -784,6 +827,8 @@ def main() -> None:
                                                   usage_rate=args.usage_rate, broker_probe=args.broker_probe,
                                                   usage_framed=args.usage_framed,
                                                   broker_pid=_broker_pid(broker_port), profile=args.profile,
+                                                  trace_loop=os.path.abspath(args.trace_loop) if args.trace_loop
+                                                  else None,
                                                   pricing_pid=pricing.pid if pricing is not None else None,
                                                   usage_stats_url=None if args.usage_cold else
                                                   f"http://127.0.0.1:{pricing_port if pricing is not None else port}"

@@ -21,6 +21,7 @@ DELETE reach the right owners even after a rebalance moved those partitions.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import logging
 import time
@@ -53,6 +54,12 @@ MAX_ID = 200  # request ids, reservation ids
 LOG_FLUSH_SECONDS = 0.1  # hold log records are sent in batches this often (the journal has them at once)
 LOG_BATCH = 500  # log records per Kafka record (a JSON array, ~150 KB)
 GC_YOUNG_THRESHOLD = 7_000  # the cyclic GC's generation-0 threshold once the heap is frozen (freeze_startup_heap)
+# A request carrying this header gets its phases in Server-Timing (phase_timing): where a slow reservation's time went
+TIMING_HEADER = "X-Tokenmeter-Timing"
+# the phase marks of the reservation being handled (perf_counter seconds: handler start, hold write asked, its
+# records queued, acknowledged), set only for a request that asked for them; each aiohttp handler is a task of its
+# own, so each has its own value
+_PHASE_MARKS: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("reservation_phases", default=None)
 
 
 class ReservationError(Exception):
@@ -200,16 +207,21 @@ class ReservationService:
         queuing = asyncio.get_running_loop().create_future()
         self._inflight.add(queuing)
         started = time.perf_counter()
+        marks = None if tombstone else _PHASE_MARKS.get()
         try:
             sends = await self._queue_holds(holds, tombstone)
         finally:
             self._inflight.discard(queuing)
             queuing.set_result(None)
+        queued = time.perf_counter() if marks is not None else 0.0
         if len(sends) == 1:  # the usual admission: one budget, no gather future to build
             await sends[0]
         else:
             await asyncio.gather(*sends)
-        _keep_last(self.hold_acks, time.perf_counter() - started)
+        acked = time.perf_counter()
+        _keep_last(self.hold_acks, acked - started)
+        if marks is not None:
+            marks += (started, queued, acked)
 
     async def _queue_holds(self, holds: list[Hold], tombstone: bool) -> list[asyncio.Future]:
         producer = await self.producer()
@@ -412,14 +424,21 @@ class ReservationService:
     async def reserve(self, web: Any, request: Any, path: str | None = None) -> Any:
         started = time.perf_counter()
         response = None
+        marks = [started] if TIMING_HEADER in request.headers else None
+        # reset after the answer: aiohttp handles a keep-alive connection's requests in one task (one context)
+        token = _PHASE_MARKS.set(marks) if marks is not None else None
         try:
             response = await self._reserve(web, request, path)
             return response
         finally:
-            took = time.perf_counter() - started
+            ended = time.perf_counter()
+            if token is not None:
+                _PHASE_MARKS.reset(token)
+            took = ended - started
             _keep_last(self.latencies, took)
             if response is not None:  # the worker's own share of the call (W3C Server-Timing), for the caller
-                response.headers["Server-Timing"] = f"reserve;dur={took * 1000:.3f}"
+                timing = f"reserve;dur={took * 1000:.3f}"
+                response.headers["Server-Timing"] = timing if marks is None else phase_timing(timing, marks, ended)
 
     async def _reserve(self, web: Any, request: Any, ext_authz_path: str | None = None) -> Any:
         self.stats["reservations"] += 1
@@ -707,6 +726,23 @@ class _LeanWeb:
 
 
 LEAN_WEB = _LeanWeb()
+
+
+def phase_timing(timing: str, marks: list[float], ended: float) -> str:
+    """Server-Timing with the reservation's phases, for a request that asked (TIMING_HEADER): `prep` (handler start
+    to the hold's write: body, parse, worst case, matching budgets, admission, journal line), `queue` (the hold's
+    records handed to the producer), `ack` (queued until the broker's acknowledgement woke this handler: the produce
+    request's round trip and the event loop's turns for aiokafka's connection reader, its sender task and this
+    handler), `answer` (acknowledged to the answer built), and `start` (the handler's start on the machine's
+    CLOCK_MONOTONIC, in seconds: a client on the same machine sets it against its own write of the request to get
+    the queueing before the handler). A reservation without a local hold (refused, forwarded to another owner, a
+    bad request) has only `reserve` and `start`."""
+    started = marks[0]
+    if len(marks) == 4:
+        write, queued, acked = marks[1:]
+        timing += (f", prep;dur={(write - started) * 1000:.3f}, queue;dur={(queued - write) * 1000:.3f}"
+                   f", ack;dur={(acked - queued) * 1000:.3f}, answer;dur={(ended - acked) * 1000:.3f}")
+    return timing + f', start;desc="{started:.6f}"'
 
 
 def _keep_last(samples: list[float], value: float) -> None:

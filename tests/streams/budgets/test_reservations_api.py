@@ -232,6 +232,48 @@ def test_the_admission_routes_answer_with_the_same_headers_and_the_hold_ack_is_s
     assert refused.value.code == 405
 
 
+
+def test_a_reservation_that_asks_gets_its_phases_in_server_timing(kafka_bootstrap, reservation_worker):
+    """reserve11: with X-Tokenmeter-Timing the answer splits the worker's time into prep, queue, ack and answer and
+    gives the handler's start on CLOCK_MONOTONIC (perf_counter here), so a client on the machine can split its own
+    wait; without the header Server-Timing stays `reserve;dur=` alone, as before."""
+    import time
+    import urllib.request
+
+    from streams.budgets.reservations import TIMING_HEADER
+
+    team = f"phases-{uuid.uuid4().hex[:8]}"
+    name = f"phases-{uuid.uuid4().hex[:8]}"
+    write_budgets(kafka_bootstrap, [parse_budget(
+        {"name": name, "scope": {"team": team}, "period": "month", "limit": "100", "action": "block"})])
+    url = f"{reservation_worker}/v1/reservations"
+    wait_for(lambda: name in {b["budget"] for b in call("GET", url)[1].get("budgets", [])}, what="the budget loaded")
+
+    def post(body: dict, headers: dict) -> tuple[int, dict, float, float]:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
+        sent = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            resp.read()
+            return resp.status, dict(resp.headers), sent, time.perf_counter()
+
+    status, headers, sent, answered = post(reservation(team, f"ph-{uuid.uuid4().hex}", prompt_tokens=10),
+                                           {TIMING_HEADER: "phases"})
+    assert status == 201, headers
+    metrics = {}
+    for metric in headers["Server-Timing"].split(","):
+        metric_name, _, param = metric.strip().partition(";")
+        metrics[metric_name] = float(param.partition("=")[2].strip('"'))
+    assert set(metrics) == {"reserve", "prep", "queue", "ack", "answer", "start"}, headers
+    assert all(metrics[k] >= 0 for k in ("prep", "queue", "ack", "answer")), metrics
+    parts = metrics["prep"] + metrics["queue"] + metrics["ack"] + metrics["answer"]
+    assert abs(parts - metrics["reserve"]) < 0.05, metrics  # the phases tile the worker's time (3 decimals each)
+    assert sent < metrics["start"] < metrics["start"] + metrics["reserve"] / 1000 < answered, (sent, metrics, answered)
+    status, headers, _, _ = post(reservation(team, f"ph-{uuid.uuid4().hex}", prompt_tokens=10), {})
+    assert status == 201 and "," not in headers["Server-Timing"], headers
+    assert headers["Server-Timing"].startswith("reserve;dur="), headers
+
+
 async def _announce(bootstrap: str, partitions: list[int], url: str) -> None:
     from datetime import datetime, timezone
 
