@@ -24,6 +24,11 @@ worker restarting; tests/streams/test_worker_rewind.py):
    group stayed in it as a ghost for a session timeout after it had exited, the next worker's join waited for it
    (10 s session: ready after 20.6 s instead of ~8 s), and the ghost's expiry could revoke the partitions of a
    worker that was just ready (tests/streams/test_worker_leaves_group.py). Unchanged on Kafka (no generation 0).
+5. Two fixed waits of a start and a stop. Faust's TableManager sleeps 1 s at start before the consumer may
+   subscribe (for tables declared while agents start); the worker declares none, so without tables it does not
+   wait. mode's Worker sleeps 1 s after every service has stopped, before it closes the loop (`_sentinel_task`);
+   0.1 s still lets closed connections and cancelled tasks finish. Each start and each clean stop of a worker
+   (every test that starts one, every restart by `tokenmeter up`) was 1 s longer.
 
 Upstream: faust-streaming issue #596 "A race condition in recovery causes unrecoverable gaps in acked offsets and
 consequently blocks committing" (open; the clearing of queues on resume, patch 3); #216 "Recovery without tables
@@ -62,6 +67,8 @@ REPLACED_ATTRIBUTES = [
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "seek_to_committed"),
     ("mode.utils.queues", "FlowControlEvent", "resume"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_maybe_leave_group"),
+    ("faust.tables.manager", "TableManager", "on_start"),
+    ("mode.worker", "Worker", "_sentinel_task"),
 ]
 PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer"),
@@ -80,6 +87,8 @@ PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "member_id"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "generation"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_group_instance_id"),
+    ("faust.tables.manager", "TableManager", "_update_channels"),
+    ("faust.tables.manager", "TableManager", "recovery"),
     # read by streams/batch_take.take_batches, which follows Stream.take_events with the same internals
     ("faust.streams", "Stream", "take_events"),
     ("faust.streams", "Stream", "add_processor"),
@@ -217,6 +226,37 @@ def _leave_in_generation_zero() -> None:
     GroupCoordinator._tokenmeter_leaves = True
 
 
+SHUTDOWN_SETTLE_S = 0.1  # patch 5: mode's last loop turn before it closes the loop (its own: 1 s)
+
+
+def _no_fixed_waits_at_start_and_stop() -> None:
+    """Patch 5: TableManager.on_start waits its 1 s only when the app has tables; mode's Worker settles 0.1 s, not
+    1 s, after every service has stopped."""
+    import asyncio
+
+    from faust.tables.manager import TableManager
+    from mode.worker import Worker
+
+    if getattr(TableManager, "_tokenmeter_no_wait", False):
+        return
+    original_on_start = TableManager.on_start
+
+    async def on_start(self) -> None:  # noqa: ANN001
+        if len(self):  # tables: Faust's own start (its 1 s for tables declared while agents start)
+            await original_on_start(self)
+            return
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+    async def _sentinel_task(self) -> None:  # noqa: ANN001
+        await asyncio.sleep(SHUTDOWN_SETTLE_S)
+
+    TableManager.on_start = on_start
+    Worker._sentinel_task = _sentinel_task
+    TableManager._tokenmeter_no_wait = True
+
+
 def _seek_back_records_cleared_on_resume(app: Any) -> None:
     """(Records of revoked partitions are cleared by Faust's own `flow_control.clear()` at revocation, not here.)"""
     flow = app.flow_control
@@ -248,11 +288,12 @@ def _seek_back_records_cleared_on_resume(app: Any) -> None:
 
 
 def patch_classes() -> None:
-    """The class-level patches (1, 2 and 4); checked first. Idempotent."""
+    """The class-level patches (1, 2, 4 and 5); checked first. Idempotent."""
     check()
     _shorten_fetch_wait()
     _rewind_uncommitted_partitions()
     _leave_in_generation_zero()
+    _no_fixed_waits_at_start_and_stop()
 
 
 def patch_app(app: Any, settings: Settings | None = None) -> None:

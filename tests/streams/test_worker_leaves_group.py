@@ -49,7 +49,7 @@ def _ready(port: int) -> bool:
         return False
 
 
-def test_the_first_worker_of_a_group_leaves_it_when_stopped(own_broker, tmp_path):
+def test_the_first_worker_of_a_group_leaves_it_when_stopped_and_waits_no_fixed_second(own_broker, tmp_path):
     """A fresh broker, so the worker joins generation 0; a session of 8 s (the join waits half of it), so a ghost
     would outlast the check by seconds."""
     port = free_port()
@@ -65,3 +65,21 @@ def test_the_first_worker_of_a_group_leaves_it_when_stopped(own_broker, tmp_path
         assert _members(own_broker, "tokenmeter-worker") == [], "the stopped worker is still a member of its group"
     finally:
         stop(worker)
+    # patch 5: neither Faust's 1 s before the consumer subscribes (no tables) nor mode's 1 s before the loop closes
+    log = (tmp_path / "worker.log").read_text()
+    assert _seconds_between(log, "Waiting for tables to be registered", "Updating subscribed topics") < 0.5, log
+    assert _seconds_between(log, "Gathering all futures", "Closing event loop") < 0.5, log
+
+
+def _seconds_between(log: str, first: str, then: str) -> float:
+    """Seconds from the first log line containing `first` to the next one containing `then` (Faust's and mode's
+    INFO lines carry a millisecond timestamp: `[2026-12-05 21:58:32,242] [pid] [INFO] ...`)."""
+    from datetime import datetime
+
+    def at(line: str) -> datetime:
+        return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+
+    lines = log.splitlines()
+    start = next(i for i, line in enumerate(lines) if first in line)
+    end = next(i for i in range(start, len(lines)) if then in lines[i])
+    return (at(lines[end]) - at(lines[start])).total_seconds()
