@@ -19,6 +19,17 @@ worker restarting; tests/streams/test_worker_rewind.py):
    agent queue: records delivered in between were dropped while Faust's read offset had moved past them, and
    later committed past as a gap. The patch notes the lowest queued offset of each still-assigned stream
    partition before the queues are cleared and seeks back there afterwards.
+4. Leave the group on stop in generation 0 too. The embedded broker (tansu) numbers a group's first generation 0
+   (Kafka starts at 1), and aiokafka's `_maybe_leave_group` sends LeaveGroup only above 0: the first worker of a
+   group stayed in it as a ghost for a session timeout after it had exited, the next worker's join waited for it
+   (10 s session: ready after 20.6 s instead of ~8 s), and the ghost's expiry could revoke the partitions of a
+   worker that was just ready (tests/streams/test_worker_leaves_group.py). Unchanged on Kafka (no generation 0).
+5. No fixed second before the consumer subscribes. Faust's TableManager sleeps 1 s at start (for tables declared
+   while agents start); the worker declares none, so without tables it does not wait: every start of a worker
+   (every test that starts one, every restart by `tokenmeter up`) was 1 s longer. mode's 1 s after every service
+   has stopped (`Worker._sentinel_task`) stays: a worker that exited 0.1 s after its LeaveGroup, while the group
+   rebalanced for another member's leave, left the embedded broker's group stuck (the next worker joined and
+   re-joined every ~6 s, never assigned; /tmp/suite4/twostop1.py, docs/testing.md suite4).
 
 Upstream: faust-streaming issue #596 "A race condition in recovery causes unrecoverable gaps in acked offsets and
 consequently blocks committing" (open; the clearing of queues on resume, patch 3); #216 "Recovery without tables
@@ -56,6 +67,8 @@ REPLACED_ATTRIBUTES = [
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "seek_to_committed"),
     ("mode.utils.queues", "FlowControlEvent", "resume"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_maybe_leave_group"),
+    ("faust.tables.manager", "TableManager", "on_start"),
 ]
 PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer"),
@@ -72,6 +85,10 @@ PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_send_req"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "reset_generation"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "member_id"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "generation"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_group_instance_id"),
+    ("faust.tables.manager", "TableManager", "_update_channels"),
+    ("faust.tables.manager", "TableManager", "recovery"),
     # read by streams/batch_take.take_batches, which follows Stream.take_events with the same internals
     ("faust.streams", "Stream", "take_events"),
     ("faust.streams", "Stream", "add_processor"),
@@ -184,6 +201,51 @@ def _rewind_uncommitted_partitions() -> None:
     AIOKafkaConsumerThread._tokenmeter_rewinds = True
 
 
+def _leave_in_generation_zero() -> None:
+    """Patch 4: aiokafka's `_maybe_leave_group` with `generation >= 0` for its `> 0` (tansu's first generation is 0;
+    -1 is aiokafka's "no generation", after which there is nothing to leave)."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.errors import KafkaError
+    from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
+
+    if getattr(GroupCoordinator, "_tokenmeter_leaves", False):
+        return
+
+    async def _maybe_leave_group(self):  # noqa: ANN001, ANN202 - aiokafka 0.14's body, but for the condition
+        if (self.generation >= 0 and self.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID
+                and self._group_instance_id is None):  # static members never leave (aiokafka's rule)
+            try:
+                await self._send_req(LeaveGroupRequest(self.group_id, self.member_id))
+            except KafkaError as err:
+                log.error("LeaveGroup request failed: %s", err)
+            else:
+                log.info("LeaveGroup request succeeded")
+        self.reset_generation()
+
+    GroupCoordinator._maybe_leave_group = _maybe_leave_group
+    GroupCoordinator._tokenmeter_leaves = True
+
+
+def _no_fixed_wait_at_start() -> None:
+    """Patch 5: TableManager.on_start waits its 1 s only when the app has tables."""
+    from faust.tables.manager import TableManager
+
+    if getattr(TableManager, "_tokenmeter_no_wait", False):
+        return
+    original_on_start = TableManager.on_start
+
+    async def on_start(self) -> None:  # noqa: ANN001
+        if len(self):  # tables: Faust's own start (its 1 s for tables declared while agents start)
+            await original_on_start(self)
+            return
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+    TableManager.on_start = on_start
+    TableManager._tokenmeter_no_wait = True
+
+
 def _seek_back_records_cleared_on_resume(app: Any) -> None:
     """(Records of revoked partitions are cleared by Faust's own `flow_control.clear()` at revocation, not here.)"""
     flow = app.flow_control
@@ -215,10 +277,12 @@ def _seek_back_records_cleared_on_resume(app: Any) -> None:
 
 
 def patch_classes() -> None:
-    """The class-level patches (1 and 2); checked first. Idempotent."""
+    """The class-level patches (1, 2, 4 and 5); checked first. Idempotent."""
     check()
     _shorten_fetch_wait()
     _rewind_uncommitted_partitions()
+    _leave_in_generation_zero()
+    _no_fixed_wait_at_start()
 
 
 def patch_app(app: Any, settings: Settings | None = None) -> None:

@@ -76,23 +76,46 @@ def count_alert_messages(bootstrap: str, budget_prefix: str = "") -> int:
     return sum(1 for a in alerts_of(bootstrap) if a["details"].get("budget", "").startswith(budget_prefix))
 
 
-def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, tmp_path):
-    bootstrap = kafka_bootstrap
+@pytest.fixture(scope="module")
+def module_worker(kafka_bootstrap, tmp_path_factory):
+    """One worker for the file's first two tests (each start costs a group join and the worker's imports): the kill
+    test restarts it in place, the overshoot test uses it as it is; the two-worker test stops it."""
+    tmp = tmp_path_factory.mktemp("budgets-worker")
     api_port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
-               TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_API_PORT=str(api_port),
-               TOKENMETER_LOG_LEVEL="info", TOKENMETER_WORKER_BATCH_SECONDS="0.2")
+    held = {"port": api_port, "log": tmp / "worker.log",
+            "env": dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=kafka_bootstrap,
+                        TOKENMETER_DATA_DIR=str(tmp / "data"), TOKENMETER_API_PORT=str(api_port),
+                        TOKENMETER_LOG_LEVEL="info", TOKENMETER_WORKER_BATCH_SECONDS="0.2")}
+    held["proc"] = start_worker(held["env"], held["log"])
+    try:
+        yield held
+    finally:
+        stop(held["proc"])
+
+
+@pytest.fixture
+def worker(module_worker):
+    """The file's worker, running and ready (started again if a test before this one left it dead)."""
+    if module_worker["proc"].poll() is not None:
+        module_worker["proc"] = start_worker(module_worker["env"], module_worker["log"])
+    port = module_worker["port"]
+    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/health"), what="worker health")
+    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/ready"), what="decisions ready")  # 503 before
+    return module_worker
+
+
+def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, worker):
+    bootstrap = kafka_bootstrap
+    api_port, env, log_path = worker["port"], worker["env"], worker["log"]
     name = f"search-{uuid.uuid4().hex[:6]}"
     team = f"team-{uuid.uuid4().hex[:6]}"
     write_budgets(bootstrap, [parse_budget({
         "name": name, "scope": {"team": team}, "period": "month", "limit": "10", "action": "block",
         "thresholds": [50, 80, 100], "notify": ["webhook=http://127.0.0.1:9/hook"]})])
     decision_url = f"http://127.0.0.1:{api_port}/v1/decision"
-    log_path = tmp_path / "worker.log"
-    worker = start_worker(env, log_path)
     try:
-        wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/health"), what="worker health")
-        wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/ready"), what="decisions ready")  # 503 before
+        # the worker was running before the budget was written: wait until it follows it (readiness, no fixed wait)
+        wait_for(lambda: name in _budget_names(api_port), what="the budget loaded")
         assert get(f"{decision_url}?team={team}") == (200, {"action": "allow"})
 
         first = [event(team, 1_000_000, 100_000) for _ in range(2)]  # $7.00 -> 50% (70%)
@@ -119,9 +142,9 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, tmp_path
         messages_before = count_alert_messages(bootstrap, name)
 
         # kill -9, then the same events again (a collector replay) plus a new one: spend counts the new one only.
-        stop(worker, signal.SIGKILL)
+        stop(worker["proc"], signal.SIGKILL)
         asyncio.run(produce(bootstrap, [first, second, [event(team, 100_000, 0)]]))  # +$0.25
-        worker = start_worker(env, log_path)
+        worker["proc"] = start_worker(env, log_path)  # the next tests use it as it is
         wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/health"), what="worker health after restart")
 
         def spend_settled():
@@ -132,8 +155,11 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, tmp_path
         assert count_alert_messages(bootstrap, name) == messages_before == 3  # nothing refired
         assert get(f"{decision_url}?team={team}")[0] == 403
     finally:
-        stop(worker)
         print(log_path.read_text()[-3000:])
+
+
+def _budget_names(port: int) -> set[str]:
+    return {b["name"] for b in get(f"http://127.0.0.1:{port}/v1/budgets")[1].get("budgets", [])}
 
 
 def _ok(url: str) -> bool:
@@ -144,25 +170,22 @@ def _ok(url: str) -> bool:
         return False
 
 
-def test_overshoot_past_the_limit_is_small_for_a_gateway_that_asks_before_each_call(kafka_bootstrap, tmp_path):
+def test_overshoot_past_the_limit_is_small_for_a_gateway_that_asks_before_each_call(kafka_bootstrap, worker):
     """A gateway calls /v1/decision before every request and sends usage right after it: spend runs past the
     limit only by what is in flight between the worker, the budget owner and the decision (stated in README)."""
-    bootstrap, api_port = kafka_bootstrap, free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
-               TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_API_PORT=str(api_port),
-               TOKENMETER_LOG_LEVEL="warning")
+    bootstrap, api_port = kafka_bootstrap, worker["port"]
     name, team = f"over-{uuid.uuid4().hex[:6]}", f"team-{uuid.uuid4().hex[:6]}"
     write_budgets(bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day", "limit": "2",
                                             "action": "block"})])
-    worker = start_worker(env, tmp_path / "worker.log")
+    wait_for(lambda: name in _budget_names(api_port), what="the budget loaded")
     try:
-        wait_for(lambda: _ok(f"http://127.0.0.1:{api_port}/health"), what="worker health")
         per_event = Decimal("0.0125")  # gpt-4o: 5,000 input tokens at $2.50 / 1M
         rate = 100  # requests per second through the "gateway"
 
-        # Warm up: one call through the whole path, so the worker has joined its group (Faust takes seconds).
+        # Warm up: one call through the whole path, until this budget's first decision.
         asyncio.run(produce(bootstrap, [[event(team, 5000, 0)]]))
-        wait_for(lambda: get(f"http://127.0.0.1:{api_port}/v1/budgets")[1]["decisions"], what="first decision")
+        wait_for(lambda: any(d.get("budget") == name for d in get(f"http://127.0.0.1:{api_port}/v1/budgets")[1][
+            "decisions"]), what="first decision")
 
         async def gateway() -> tuple[int, float]:
             from aiohttp import ClientSession
@@ -191,12 +214,14 @@ def test_overshoot_past_the_limit_is_small_for_a_gateway_that_asks_before_each_c
               f"({overshoot / per_event:.0f} requests, {float(overshoot / per_event) / (sent / seconds):.2f} s of traffic)")
         assert Decimal(0) <= overshoot <= Decimal("2")  # < 2 s of traffic at this rate, even on a loaded machine
     finally:
-        stop(worker)
+        print(worker["log"].read_text()[-2000:])
 
 
-def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp_path):
+def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp_path, module_worker):
     """Budgets are owned by partition of tokenmeter.budget-spend: with two workers each budget has one owner; when
-    one worker is killed the other takes its budgets over from the state topic, without refiring or losing spend."""
+    one worker is killed the other takes its budgets over from the state topic, without refiring or losing spend.
+    Two fresh workers: the file's worker is stopped first (a third member would change the takeover)."""
+    stop(module_worker["proc"])
     bootstrap = kafka_bootstrap
     ports = [free_port(), free_port()]
     base = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,

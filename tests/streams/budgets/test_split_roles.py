@@ -57,13 +57,23 @@ def _views(ports: list[int], names: set[str]) -> dict[str, dict]:
     return views
 
 
-def test_split_roles_admit_on_budget_workers_and_settle_usage_priced_elsewhere(kafka_bootstrap, tmp_path):
+@pytest.fixture(scope="module")
+def pricing_port(kafka_bootstrap, tmp_path_factory):
+    """The pricing worker of the two tests on the session broker (each start costs a group join and the imports):
+    neither restarts it, and each counts its own team's events."""
+    port, proc = _start("pricing", kafka_bootstrap, tmp_path_factory.mktemp("pricing"), 0)
+    try:
+        yield port
+    finally:
+        stop(proc)
+
+
+def test_split_roles_admit_on_budget_workers_and_settle_usage_priced_elsewhere(kafka_bootstrap, tmp_path,
+                                                                                pricing_port):
     # three budgets on three budget-spend partitions: both budgets workers own some
     team, env, names, limits = write_three_budgets(kafka_bootstrap, uuid.uuid4().hex[:6], "split")
     processes = []
     try:
-        pricing_port, proc = _start("pricing", kafka_bootstrap, tmp_path, 0)
-        processes.append(proc)
         budget_ports = []
         for i in range(2):
             port, proc = _start("budgets", kafka_bootstrap, tmp_path, i)
@@ -114,7 +124,8 @@ def test_split_roles_admit_on_budget_workers_and_settle_usage_priced_elsewhere(k
             stop(proc)
 
 
-def test_split_roles_restarted_owner_restores_a_hold_then_settles_it_and_expires_another(kafka_bootstrap, tmp_path):
+def test_split_roles_restarted_owner_restores_a_hold_then_settles_it_and_expires_another(kafka_bootstrap, tmp_path,
+                                                                                         pricing_port):
     tag = uuid.uuid4().hex[:6]
     team, name = f"split-r-{tag}", f"split-r-{tag}"
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
@@ -122,8 +133,6 @@ def test_split_roles_restarted_owner_restores_a_hold_then_settles_it_and_expires
     extra = {"TOKENMETER_RESERVATION_TTL_SECONDS": "8"}
     processes = []
     try:
-        pricing_port, pricing = _start("pricing", kafka_bootstrap, tmp_path, 0)
-        processes.append(pricing)
         port, owner = _start("budgets", kafka_bootstrap, tmp_path, 0, **extra)
         processes.append(owner)
         wait_for(lambda: _health_ok(pricing_port), timeout=90, what="the pricing worker holding usage partitions")
