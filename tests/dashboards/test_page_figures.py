@@ -207,3 +207,18 @@ def test_showback_totals_count_unpriced_calls_for_dimensions_and_tags(app_and_wa
     view = ShowbackView.from_query({"start": "2026-11-30", "end": "2026-11-30", "by": by})
     totals = showback_totals(scoped, view)
     assert totals["unpriced_events"].to_list() == [1] and totals["events"].to_list() == [84]
+
+
+def test_counts_over_a_million_keep_one_precision_in_a_column(app_and_warehouse):
+    """The demo's Showback table read `5M` beside `4.7M` (3 significant digits, trailing zeros dropped)."""
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    table = sys.modules["pages.showback"].table
+    frame = pl.DataFrame({"value": ["growth", "search", "batch"], "events": [2000, 1900, 10],
+                          "tokens": [5_000_000, 4_700_000, 999_995_000], "cost_usd": [Decimal("1")] * 3,
+                          "unpriced_events": [0, 0, 0]}, schema_overrides={"cost_usd": pl.Decimal(38, 12)})
+    _, body = table(frame, SimpleNamespace(by="team"))
+    tokens = [_text(row.children[2]) for row in body.children]
+    assert tokens == ["5.00M", "4.70M", "1.00B"]
