@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
-from tokenmeter.measures import format_money
+from tokenmeter.measures import format_money, format_signed_money
 
 # Freshness thresholds: the loader flushes every second or so, so a minute without events already means
 # the pipeline (or the traffic) stopped; a quarter of an hour is an incident.
@@ -29,6 +29,11 @@ def format_usd(amount: Decimal) -> str:
     """`$1,234.57` for a dollar or more, `$0.0042` below: small LLM costs must not all read `$0.00` (the alert texts
     use the same rule: `tokenmeter.measures.format_money`)."""
     return format_money(amount)
+
+
+def format_usd_change(amount: Decimal) -> str:
+    """A difference with its sign, "+$1.23" / "-$0.0042"; "$0.00" when it rounds to nothing."""
+    return format_signed_money(amount)
 
 
 def format_usd_exact(amount: Decimal) -> str:

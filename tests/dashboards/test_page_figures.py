@@ -222,3 +222,24 @@ def test_counts_over_a_million_keep_one_precision_in_a_column(app_and_warehouse)
     _, body = table(frame, SimpleNamespace(by="team"))
     tokens = [_text(row.children[2]) for row in body.children]
     assert tokens == ["5.00M", "4.70M", "1.00B"]
+
+
+def test_reconciliation_differences_and_percentages_read_like_the_other_pages(app_and_warehouse):
+    """A difference that rounds to nothing read `+$0.0000`, and the drift table wrote `55.28 %` where the other pages
+    write `9.74%`."""
+    from datetime import date
+
+    from dashboards.reconciliation_data import ReconRow
+    from warehouse.drift import DriftRow
+
+    page = sys.modules["pages.reconciliation"]
+    day = date(2026, 11, 30)
+    rows = [ReconRow(day, "openai", "gpt-4o-mini", Decimal("1.23401"), Decimal("1.234"), 10, 10),
+            ReconRow(day, "openai", "gpt-4o", Decimal("0.5"), Decimal("0.6"), 10, 10),
+            ReconRow(day, "anthropic", "claude", Decimal("2.5"), Decimal("1.25"), 10, 10)]
+    _, body = page.table_rows(rows)
+    assert [_text(row.children[5]) for row in body.children] == ["$0.00", "-$0.1000", "+$1.25"]
+    drift = DriftRow(day, "openai", "gpt-4o", Decimal("0.4472"), Decimal("1"), 10, 10, 0, Decimal("0.4472"), "unknown")
+    _, drift_body = page.drift_rows([drift])
+    cells = [_text(cell) for cell in drift_body.children[0].children]
+    assert cells[5:7] == ["$0.5528 (55.28%)", "44.72%"]
