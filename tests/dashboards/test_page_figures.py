@@ -161,6 +161,9 @@ def test_a_cost_budgets_burn_down_reads_in_dollars():
                           Decimal("0.1"), Decimal("32.69"), "day:2026-12-05@UTC", start, start + timedelta(days=1),
                           None, None, start + timedelta(hours=21))
     assert burn_down([status]).layout.yaxis.tickformat == "$,.4~f"  # its axis read 0.1, 0.08, ... without a unit
+    # the title named the period by its key ("period day:2026-12-05@UTC")
+    title = burn_down([status], now=start + timedelta(hours=22)).layout.title.text
+    assert title.endswith("used (32.69%), today (2026-12-05, UTC)"), title
 
 
 def test_top_movers_say_when_the_previous_period_has_no_usage(app_and_warehouse):
