@@ -161,6 +161,7 @@ class Verdict:
     detail: str = ""  # e.g. the model of a new_model / model_shift anomaly
     model: str = ""  # a model_shift's model that took over (one incident per team and model: gating.py)
     after: int = 0  # anomalous buckets in a row before it opens (0: the kind's default)
+    unpriced: bool = False  # a new_model whose calls have no price: its cost is unknown, never $0
 
 
 def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
@@ -309,6 +310,9 @@ def explain(kind: str, scope: str, v: Verdict) -> str:
         return (f"{scope}: cost per 1k tokens rose to {fmt_usd(v.observed)}, {ratio} the usual "
                 f"{fmt_usd(v.expected)}; {v.detail}.")
     if kind == "new_model":
+        if v.unpriced:  # its calls are in no cost figure: "$0.0000/hour on it" read as a free model
+            return (f"{scope} started using {v.detail}, never used by it before. The model has no price, so what "
+                    f"it costs is unknown (not $0): add it to the price catalog or an override.")
         return f"{scope} started using {v.detail}, never used by it before ({fmt_usd(v.observed)}/hour on it)."
     return (f"{scope}: {fmt_n(v.observed)} tokens/hour on {v.detail} cannot be priced, so they are missing from "
             f"cost figures; add the model to the price catalog or an override.")
