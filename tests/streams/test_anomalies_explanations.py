@@ -4,6 +4,7 @@ The records keep their exact machine fields (observed, expected, unit)."""
 
 from __future__ import annotations
 
+from streams.anomalies.detectors import Verdict, explain
 from tests.streams.test_anomalies_detectors import opened, run_with
 
 
@@ -34,3 +35,23 @@ def test_a_priced_new_model_keeps_its_cost_per_hour():
     [found] = opened(updates, "new_model", "api_key", "k1")
     assert found["explanation"].endswith("/hour on it).") and "no price" not in found["explanation"]
 
+
+def test_the_texts_round_as_the_dashboard_does():
+    """The detector wrote "the usual $0.0002" for $0.00024 per 1k tokens, "alert above 19%" for 19.48%, and
+    "7.84 tokens/hour" where the dashboard writes 7.8."""
+    shift = Verdict("strong", 0.0054, 0.00024, 0.0, 0.00072, "usd_per_1k_tokens", detail="o1 now carries 90%")
+    assert explain("model_shift", "team search", shift) == (
+        "team search: cost per 1k tokens rose to $0.0054, 22.5x the usual $0.00024; o1 now carries 90%.")
+    errors = Verdict("strong", 1.0, 0.044833, 0.0, 0.194833, "error_ratio")
+    assert explain("error_rate", "model gpt-4o-mini", errors) == (
+        "model gpt-4o-mini: 100% of requests fail, usual is 4.5% (alert above 19.5%).")
+    spend = Verdict("strong", 12.4, 3.0174, 0.0, 7.9, "usd_per_hour")
+    assert explain("spend_rate", "team search", spend) == (
+        "team search is spending $12.40/hour, 4.1x the $3.02/hour usual for this hour of the week (normal up to "
+        "$7.90/hour).")
+    burst = Verdict("strong", 852.0, 19.847158, 0.0, 619.8, "requests_per_hour")
+    assert explain("request_burst", "api_key sk-burst", burst) == (
+        "api_key sk-burst is sending 852 requests/hour, 42.9x its usual 20: a loop, a new client or a leaked key?")
+    tokens = Verdict("strong", 751680.0, 7.84, 0.0, 20.0, "tokens_per_hour")
+    assert explain("token_rate", "api_key sk-burst", tokens) == (
+        "api_key sk-burst is using 751,680 tokens/hour, far above the usual 7.8 for this hour of the week.")
