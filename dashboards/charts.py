@@ -3,6 +3,7 @@ only for positions on a chart; every number shown as text is formatted from the 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from dashboards.budgets_data import BudgetStatus
 from dashboards.figures import PALETTE, _base_layout, empty_figure, team_colors
 from dashboards.formatting import format_count, format_usd, to_decimal
 from tokenmeter.measures import format_band, format_measure, unit_title
+from tokenmeter.period_names import period_name
 
 MAX_SERIES = 12  # more groups than this become "other": a legend of 40 teams helps nobody
 SEVERITY_COLORS = {"info": "#60a5fa", "warning": "#f59e0b", "error": "#ef4444", "critical": "#7f1d1d"}
@@ -45,8 +47,9 @@ def showback_chart(series: pl.DataFrame, by: str, metric: str, mode: str, bucket
                         yaxis_tickprefix="$" if metric == "cost" else "", xaxis_tickformat=tick)
 
 
-def burn_down(history: list[BudgetStatus]) -> go.Figure:
-    """Remaining budget over the period, a dotted forecast to the period end, and the zero line."""
+def burn_down(history: list[BudgetStatus], now: datetime | None = None) -> go.Figure:
+    """Remaining budget over the period, a dotted forecast to the period end, and the zero line; the title names the
+    period as of `now` ("today (2026-12-05, UTC)"), default the moment it is drawn."""
     if not history:
         return empty_figure("Burn-down", "Pick a budget with reported status")
     last = history[-1]
@@ -70,7 +73,7 @@ def burn_down(history: list[BudgetStatus]) -> go.Figure:
                              line={"color": "#991b1b", "width": 1}, hoverinfo="skip"))
     if last.expected_breach_at is not None:
         fig.add_vline(x=last.expected_breach_at, line_dash="dash", line_color="#ef4444")
-    title = f"{last.budget}: {fmt(last.spend)} of {fmt(last.limit)} used ({last.percent}%), period {last.period_key}"
+    title = f"{last.budget}: {fmt(last.spend)} of {fmt(last.limit)} used ({last.percent}%), {period_name(last.period_key, now or datetime.now(timezone.utc))}"
     return _base_layout(fig, title, yaxis_title=f"{unit} left", height=360,
                         yaxis_tickformat="$,.4~f" if last.metric == "cost_usd" else "")  # -$0.20, not $-0.20
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
-from tokenmeter.measures import format_money
+from tokenmeter.measures import format_money, format_signed_money
 
 # Freshness thresholds: the loader flushes every second or so, so a minute without events already means
 # the pipeline (or the traffic) stopped; a quarter of an hour is an incident.
@@ -31,6 +31,11 @@ def format_usd(amount: Decimal) -> str:
     return format_money(amount)
 
 
+def format_usd_change(amount: Decimal) -> str:
+    """A difference with its sign, "+$1.23" / "-$0.0042"; "$0.00" when it rounds to nothing."""
+    return format_signed_money(amount)
+
+
 def format_usd_exact(amount: Decimal) -> str:
     """Full precision for tooltips, so finance can reconcile to the last nano-dollar."""
     text = format(amount.normalize(), "f") if amount != 0 else "0"
@@ -38,12 +43,16 @@ def format_usd_exact(amount: Decimal) -> str:
 
 
 def format_count(value: int) -> str:
-    """`1,234` up to a million, then `1.23M` / `4.5B`, which stays readable on a KPI card."""
+    """`1,234` up to a million, then `1.23M` / `4.50B` with two decimals always: a column of counts keeps one
+    precision, so `5.00M` stands beside `4.70M` (3 significant digits wrote `5M` beside `4.7M`)."""
     value = int(value)
-    for limit, suffix in ((10**9, "B"), (10**6, "M")):
-        if abs(value) >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:,}"
+    if abs(value) < 10**6:
+        return f"{value:,}"
+    for limit, suffix in ((10**6, "M"), (10**9, "B")):
+        scaled = (Decimal(value) / limit).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        if abs(scaled) < 1000:  # 999,995,000 reads 1.00B, not 1,000.00M
+            break
+    return f"{scaled:,f}{suffix}"
 
 
 def format_age(seconds: float) -> str:

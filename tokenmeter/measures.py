@@ -67,6 +67,14 @@ def format_money(number: Decimal) -> str:
     return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 
+def format_signed_money(number: Decimal) -> str:
+    """A difference: "+$1.23", "-$0.0042"; one that rounds to nothing reads "$0.00" (it read "+$0.0000")."""
+    if Decimal(usd_digits(number).replace(",", "")) == 0:
+        return "$0.00"
+    text = format_money(number)
+    return "+" + text if number > 0 else text
+
+
 def format_small_money(number: Decimal) -> str:
     """Prices per 1k tokens are fractions of a cent: 2 significant digits ($0.0054, $0.00024), cents from $1 up."""
     if abs(number) >= 1 or number == 0:

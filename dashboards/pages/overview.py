@@ -12,7 +12,7 @@ from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, 
 
 from dashboards import figures
 from dashboards.filters import Filters
-from dashboards.formatting import format_count, format_usd, format_usd_exact
+from dashboards.formatting import format_count, format_usd, format_usd_change, format_usd_exact
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.handle import WarehouseUnavailable
 from dashboards.overview_data import OverviewData, build_overview
@@ -93,7 +93,7 @@ def movers_rows(movers: list[Mover], note: str | None = None) -> list:
         body.append(html.Tr(className="row-up" if m.change > 0 else "row-down", children=[
             html.Td(m.team), html.Td(m.model), html.Td(format_usd(m.before), className="num"),
             html.Td(format_usd(m.now), className="num"),
-            html.Td(("+" if m.change > 0 else "") + format_usd(m.change) + pct, className="num"),
+            html.Td(format_usd_change(m.change) + pct, className="num"),
         ]))
     if note:
         body.append(html.Tr(className="note", children=html.Td(note, colSpan=5)))

@@ -1,5 +1,5 @@
 """Reconciliation ("/reconciliation", finance only): our metered cost against the provider-reported cost per day
-and model, with differences above 2 % highlighted, and the drift check (warehouse/drift.py): each provider's
+and model, with differences above 2% highlighted, and the drift check (warehouse/drift.py): each provider's
 coverage (the share of its bill metered traffic explains) and every gap past the drift thresholds with its
 likely cause. Provider reports come from `tokenmeter collect openai-usage` / `anthropic-usage`."""
 
@@ -13,7 +13,7 @@ from dash import Input, Output, callback, dcc, html
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.charts import reconciliation_chart
 from dashboards.filters import Filters
-from dashboards.formatting import format_count, format_usd, format_usd_exact
+from dashboards.formatting import format_count, format_usd, format_usd_change, format_usd_exact
 from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, status_banner
 from dashboards.reconciliation_data import FLAG_RATIO, ReconRow, reconcile, totals
@@ -82,13 +82,13 @@ def drift_rows(rows: list) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in DRIFT_HEADERS]))
     body = []
     for r in sorted(rows, key=lambda r: (-abs(r.gap), r.day, r.provider, r.model)):
-        pct = f" ({r.gap_pct} %)" if r.gap_pct is not None else ""
+        pct = f" ({r.gap_pct}%)" if r.gap_pct is not None else ""
         body.append(html.Tr(className="row-bad", **{"data-cause": r.cause}, children=[
             html.Td(r.day.isoformat()), html.Td(r.provider), html.Td(r.model or "(all models)"),
             html.Td(format_usd(r.reported_cost), title=format_usd_exact(r.reported_cost), className="num"),
             html.Td(format_usd(r.metered_cost), title=format_usd_exact(r.metered_cost), className="num"),
             html.Td(format_usd(r.gap) + pct, title=format_usd_exact(r.gap), className="num diff"),
-            html.Td("-" if r.coverage_pct is None else f"{r.coverage_pct} %", className="num"),
+            html.Td("-" if r.coverage_pct is None else f"{r.coverage_pct}%", className="num"),
             html.Td(r.cause.replace("_", " "), title=CAUSES[r.cause]),
         ]))
     return [header, html.Tbody(body)]
@@ -110,10 +110,10 @@ def drift_view(wh, filters: Filters) -> tuple[list, str]:
         part = [t for t in totals if t.provider == provider]
         billed = sum((t.reported_cost for t in part), Decimal(0))
         explained = sum((t.explained for t in part), Decimal(0))
-        share = f"{(explained * 100 / billed).quantize(Decimal('0.1'))} %" if billed > 0 else "n/a"
+        share = f"{(explained * 100 / billed).quantize(Decimal('0.1'))}%" if billed > 0 else "n/a"
         coverage.append(f"{provider}: {share} of {format_usd(billed)} billed")
     summary = ("Coverage (share of each provider's bill explained by metered traffic) — " + "; ".join(coverage)
-               + f". {len(shown)} gap(s) above {limits.pct} % and {format_usd(limits.min_usd)}."
+               + f". {len(shown)} gap(s) above {limits.pct}% and {format_usd(limits.min_usd)}."
                if coverage else "No provider cost reports in this range.")
     return drift_rows(shown), summary
 
@@ -128,7 +128,7 @@ def table_rows(rows: list[ReconRow]) -> list:
             html.Td(format_usd(r.ours_cost), title=format_usd_exact(r.ours_cost), className="num"),
             html.Td("not reported" if r.provider_cost is None else format_usd(r.provider_cost),
                     title="" if r.provider_cost is None else format_usd_exact(r.provider_cost), className="num"),
-            html.Td("-" if diff is None else ("+" if diff > 0 else "") + format_usd(diff),
+            html.Td("-" if diff is None else format_usd_change(diff),
                     title="" if diff is None else format_usd_exact(diff), className="num diff"),
             html.Td(format_count(r.ours_tokens), className="num"),
             html.Td("-" if r.provider_tokens is None else format_count(r.provider_tokens), className="num"),
@@ -169,8 +169,8 @@ def refresh_reconciliation(start, end, _n_intervals):
     ours, theirs = totals(rows)
     flagged = sum(1 for r in rows if r.flagged)
     summary = (f"On days and models the providers reported: metered {format_usd(ours)}, provider-reported "
-               f"{format_usd(theirs)}, difference {format_usd(ours - theirs)}. {flagged} row(s) differ by more "
-               f"than {FLAG_RATIO * 100:.0f} %.")
+               f"{format_usd(theirs)}, difference {format_usd_change(ours - theirs)}. {flagged} row(s) differ by more "
+               f"than {FLAG_RATIO * 100:.0f}%.")
     message = None if rows else "Nothing to compare in this range."
     return (dedup_table, drift_table, drift_summary, table_rows(rows), reconciliation_chart(rows), summary,
             *banner_content(message))

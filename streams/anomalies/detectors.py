@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tokenmeter.measures import ANOMALY_BUCKET_SECONDS
+from tokenmeter.measures import ANOMALY_BUCKET_SECONDS, format_measure, format_number
 
 from .baseline import MIN_SAMPLES, Seasonal, Slots
 
@@ -161,6 +161,7 @@ class Verdict:
     detail: str = ""  # e.g. the model of a new_model / model_shift anomaly
     model: str = ""  # a model_shift's model that took over (one incident per team and model: gating.py)
     after: int = 0  # anomalous buckets in a row before it opens (0: the kind's default)
+    unpriced: bool = False  # a new_model whose calls have no price: its cost is unknown, never $0
 
 
 def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
@@ -278,37 +279,38 @@ def severity(kind: str, v: Verdict) -> str:
     return "warning"  # unpriced_usage
 
 
-def fmt_usd(x: float) -> str:
-    return f"${x:,.2f}" if x >= 1 else f"${x:.4f}"
-
-
-def fmt_n(x: float) -> str:
-    return f"{x:,.0f}" if x >= 10 else f"{x:.2f}"
-
-
 def explain(kind: str, scope: str, v: Verdict) -> str:
+    """The anomaly in words, its figures written as the dashboard and the alert texts write measures
+    (tokenmeter.measures: "$0.00024 per 1k tokens", "4.5%", "852 requests/hour"); the record keeps the exact ones."""
     ratio = f"{v.observed / v.expected:.1f}x" if v.expected > 0 and v.observed < 1000 * v.expected else "far above"
     if kind == "spend_rate":
-        return (f"{scope} is spending {fmt_usd(v.observed)}/hour, {ratio} the {fmt_usd(v.expected)}/hour usual "
-                f"for this hour of the week (normal up to {fmt_usd(v.high)}/hour)." + (f" {v.detail}" if v.detail else ""))
+        return (f"{scope} is spending {format_measure(v.observed, 'usd_per_hour')}, {ratio} the "
+                f"{format_measure(v.expected, 'usd_per_hour')} usual for this hour of the week (normal up to "
+                f"{format_measure(v.high, 'usd_per_hour')})." + (f" {v.detail}" if v.detail else ""))
     if kind == "token_rate":
-        return (f"{scope} is using {fmt_n(v.observed)} tokens/hour, {ratio} the usual {fmt_n(v.expected)} "
-                f"for this hour of the week.")
+        return (f"{scope} is using {format_measure(v.observed, 'tokens_per_hour')}, {ratio} the usual "
+                f"{format_number(v.expected, 'tokens_per_hour')} for this hour of the week.")
     if kind == "request_burst":
         if v.expected <= 0:
-            return f"{scope} sent {fmt_n(v.observed)} requests/hour with no history: a new or leaked key?"
-        return (f"{scope} is sending {fmt_n(v.observed)} requests/hour, {ratio} its usual {fmt_n(v.expected)}: "
-                f"a loop, a new client or a leaked key?")
+            return (f"{scope} sent {format_measure(v.observed, 'requests_per_hour')} with no history: "
+                    f"a new or leaked key?")
+        return (f"{scope} is sending {format_measure(v.observed, 'requests_per_hour')}, {ratio} its usual "
+                f"{format_number(v.expected, 'requests_per_hour')}: a loop, a new client or a leaked key?")
     if kind == "tokens_per_request":
-        return (f"{scope}: {v.detail} tokens per request jumped to {fmt_n(v.observed)}, {ratio} the usual "
-                f"{fmt_n(v.expected)} (a changed prompt template or a runaway context?).")
+        return (f"{scope}: {v.detail} tokens per request jumped to {format_number(v.observed, 'tokens_per_request')}, "
+                f"{ratio} the usual {format_number(v.expected, 'tokens_per_request')} (a changed prompt template or a "
+                f"runaway context?).")
     if kind == "error_rate":
-        return (f"{scope}: {v.observed:.0%} of requests fail, usual is {v.expected:.1%} "
-                f"(alert above {v.high:.0%}).")
+        return (f"{scope}: {format_number(v.observed, 'error_ratio')} of requests fail, usual is "
+                f"{format_number(v.expected, 'error_ratio')} (alert above {format_number(v.high, 'error_ratio')}).")
     if kind == "model_shift":
-        return (f"{scope}: cost per 1k tokens rose to {fmt_usd(v.observed)}, {ratio} the usual "
-                f"{fmt_usd(v.expected)}; {v.detail}.")
+        return (f"{scope}: cost per 1k tokens rose to {format_number(v.observed, 'usd_per_1k_tokens')}, {ratio} the "
+                f"usual {format_number(v.expected, 'usd_per_1k_tokens')}; {v.detail}.")
     if kind == "new_model":
-        return f"{scope} started using {v.detail}, never used by it before ({fmt_usd(v.observed)}/hour on it)."
-    return (f"{scope}: {fmt_n(v.observed)} tokens/hour on {v.detail} cannot be priced, so they are missing from "
-            f"cost figures; add the model to the price catalog or an override.")
+        if v.unpriced:  # its calls are in no cost figure: "$0.0000/hour on it" read as a free model
+            return (f"{scope} started using {v.detail}, never used by it before. The model has no price, so what "
+                    f"it costs is unknown (not $0): add it to the price catalog or an override.")
+        return (f"{scope} started using {v.detail}, never used by it before "
+                f"({format_measure(v.observed, 'usd_per_hour')} on it).")
+    return (f"{scope}: {format_measure(v.observed, 'tokens_per_hour')} on {v.detail} cannot be priced, so they are "
+            f"missing from cost figures; add the model to the price catalog or an override.")

@@ -172,6 +172,7 @@ class ModelRules:
             costly = rate >= cfg.costly_new_model_usd_per_hour
             v = Verdict("strong", rate, 0.0, 0.0, 0.0, "usd_per_hour", severity="warning" if costly else "info")
             v.detail = model
+            v.unpriced = not cost and model in self.agg.unpriced_reasons  # its calls cost "0": no price
             self._track(st, f"new_model:{model}", "new_model", v, bucket, updates, label,
                         exact=pico_to_str(cost * int(per_hour)))
 

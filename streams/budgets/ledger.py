@@ -29,6 +29,7 @@ from typing import Any, Iterable, Literal
 from zoneinfo import ZoneInfo
 
 from tokenmeter.measures import usd_digits
+from tokenmeter.period_names import period_name
 from tokenmeter.timefmt import iso_utc
 
 from .model import Budget
@@ -397,7 +398,7 @@ class BudgetLedger:
             until = self._rolling_until(budget, at, spend) if budget.rolling_hours is not None else end
             unit = "USD" if budget.metric == "cost_usd" else "tokens"
             reason = (f"budget {budget.name!r} at {human_amount(spend)} of {human_amount(budget.limit)} {unit} "
-                      f"for {key}: {budget.action} until {iso_utc(until)}")
+                      f"for {period_name(key, at)}: {budget.action} until {iso_utc(until)}")
             candidate = Decision(budget.action, reason, budget.name, until)  # type: ignore[arg-type]
             if SEVERITY[candidate.decision] > SEVERITY[best.decision] or (
                     candidate.decision == best.decision and best.until and until > best.until):

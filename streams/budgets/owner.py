@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from tokenmeter.period_names import period_name
 from tokenmeter.records import alert_record, iso, money, scope_label
 
 from .expiry import ExpiryIndex
@@ -332,7 +333,7 @@ class BudgetOwner:
             spent_out = spend >= budget.limit  # nothing comes back before the period ends
             reason = (f"budget {name!r}: committed {human_amount(spend)} + held {human_amount(held)} + this call's "
                       f"worst case {human_amount(wanted[name])} exceeds the limit {human_amount(budget.limit)} {unit} "
-                      f"for {key}")
+                      f"for {period_name(key, now)}")
             candidate = {"action": budget.action, "reason": reason, "budget": name,
                          "until": iso(end) if spent_out else None,
                          "retry_after_s": max(1, int((end - now).total_seconds())) if spent_out else 1,
@@ -482,7 +483,7 @@ class BudgetOwner:
             title = f"Budget {budget.name} ({scope}) reached {threshold}%: {spend} of {limit} {unit}"
             consequence = {"block": "Requests in this scope are now blocked until the period ends.",
                            "throttle": "Requests in this scope are now throttled until the period ends."}
-            summary = (f"Spend in {crossing.period_key} is {spend} {unit}, {crossing.percent}% of the limit "
+            summary = (f"Spend in {period_name(crossing.period_key, crossing.at)} is {spend} {unit}, {crossing.percent}% of the limit "
                        f"{limit} {unit}. " + (consequence.get(crossing.action, "") if threshold >= 100 else ""))
         if unpriced:
             summary += f" {unpriced} event(s) in this scope could not be priced (unknown model) and are not in spend."
@@ -499,13 +500,14 @@ class BudgetOwner:
         budget, period_key = rt.budget, rt.incident or ""
         rt.incident = None
         rt.dirty = True
+        now = now or _now()
         alert_id = hashlib.sha256(f"{budget.name}|{period_key}|resolve|{money(budget.limit)}".encode()).hexdigest()
         return alert_record(
             id=alert_id, source="budget", kind="resolve", action="resolve", severity="info",
             dedup_key=self._dedup_key(budget, period_key),
             title=f"Budget {budget.name} ({scope_label(budget.scope)}): resolved, {why}",
-            summary=f"The alerts of {period_key} for budget {budget.name} are resolved: {why}.",
-            at=now or _now(), scope=dict(budget.scope), notify=list(budget.notify),
+            summary=f"The alerts of {period_name(period_key, now)} for budget {budget.name} are resolved: {why}.",
+            at=now, scope=dict(budget.scope), notify=list(budget.notify),
             details={"budget": budget.name, "period_key": period_key, "reason": why, "limit": money(budget.limit)},
             dashboard_url=self._link(budget),
         )

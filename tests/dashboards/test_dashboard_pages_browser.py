@@ -182,9 +182,9 @@ def test_finance_pages(dash_duo, app_settings):
     dash_duo.wait_for_contains_text("#recon-table", "gpt-4o-mini", timeout=20)
     assert [row[2] for row in table_rows(dash_duo, "#recon-table tr.row-bad")] == ["gpt-4o-mini"]
     # Drift: coverage of the provider's bill, and the gap past the thresholds with its likely cause
-    dash_duo.wait_for_contains_text("#drift-summary", "openai: 100.0 % of $3.33 billed", timeout=20)
+    dash_duo.wait_for_contains_text("#drift-summary", "openai: 100.0% of $3.33 billed", timeout=20)
     assert [row[2:] for row in table_rows(dash_duo, "#drift-table tbody tr")] == [
-        ["gpt-4o-mini", "$3.00", "$4.40", "-$1.40 (-46.71 %)", "100.00 %", "unknown"]]
+        ["gpt-4o-mini", "$3.00", "$4.40", "-$1.40 (-46.71%)", "100.00%", "unknown"]]
     _screenshot(dash_duo, "reconciliation")
 
     # Anomalies: an alert's link (?id=) preselects its anomaly; acknowledge one; the ack record reaches Kafka.

@@ -65,7 +65,7 @@ def test_money_and_count_formatting():
     assert format_usd(Decimal("0.00123")) == "$0.0012"
     assert format_usd(Decimal("0")) == "$0.00"
     assert format_usd_exact(Decimal("1.250001000001")) == "$1.250001000001"
-    assert format_count(1234) == "1,234" and format_count(2_500_000) == "2.5M"
+    assert format_count(1234) == "1,234" and format_count(2_500_000) == "2.50M"
 
 
 def test_freshness_levels():

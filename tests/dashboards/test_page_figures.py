@@ -161,6 +161,9 @@ def test_a_cost_budgets_burn_down_reads_in_dollars():
                           Decimal("0.1"), Decimal("32.69"), "day:2026-12-05@UTC", start, start + timedelta(days=1),
                           None, None, start + timedelta(hours=21))
     assert burn_down([status]).layout.yaxis.tickformat == "$,.4~f"  # its axis read 0.1, 0.08, ... without a unit
+    # the title named the period by its key ("period day:2026-12-05@UTC")
+    title = burn_down([status], now=start + timedelta(hours=22)).layout.title.text
+    assert title.endswith("used (32.69%), today (2026-12-05, UTC)"), title
 
 
 def test_top_movers_say_when_the_previous_period_has_no_usage(app_and_warehouse):
@@ -207,3 +210,39 @@ def test_showback_totals_count_unpriced_calls_for_dimensions_and_tags(app_and_wa
     view = ShowbackView.from_query({"start": "2026-11-30", "end": "2026-11-30", "by": by})
     totals = showback_totals(scoped, view)
     assert totals["unpriced_events"].to_list() == [1] and totals["events"].to_list() == [84]
+
+
+def test_counts_over_a_million_keep_one_precision_in_a_column(app_and_warehouse):
+    """The demo's Showback table read `5M` beside `4.7M` (3 significant digits, trailing zeros dropped)."""
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    table = sys.modules["pages.showback"].table
+    frame = pl.DataFrame({"value": ["growth", "search", "batch"], "events": [2000, 1900, 10],
+                          "tokens": [5_000_000, 4_700_000, 999_995_000], "cost_usd": [Decimal("1")] * 3,
+                          "unpriced_events": [0, 0, 0]}, schema_overrides={"cost_usd": pl.Decimal(38, 12)})
+    _, body = table(frame, SimpleNamespace(by="team"))
+    tokens = [_text(row.children[2]) for row in body.children]
+    assert tokens == ["5.00M", "4.70M", "1.00B"]
+
+
+def test_reconciliation_differences_and_percentages_read_like_the_other_pages(app_and_warehouse):
+    """A difference that rounds to nothing read `+$0.0000`, and the drift table wrote `55.28 %` where the other pages
+    write `9.74%`."""
+    from datetime import date
+
+    from dashboards.reconciliation_data import ReconRow
+    from warehouse.drift import DriftRow
+
+    page = sys.modules["pages.reconciliation"]
+    day = date(2026, 11, 30)
+    rows = [ReconRow(day, "openai", "gpt-4o-mini", Decimal("1.23401"), Decimal("1.234"), 10, 10),
+            ReconRow(day, "openai", "gpt-4o", Decimal("0.5"), Decimal("0.6"), 10, 10),
+            ReconRow(day, "anthropic", "claude", Decimal("2.5"), Decimal("1.25"), 10, 10)]
+    _, body = page.table_rows(rows)
+    assert [_text(row.children[5]) for row in body.children] == ["$0.00", "-$0.1000", "+$1.25"]
+    drift = DriftRow(day, "openai", "gpt-4o", Decimal("0.4472"), Decimal("1"), 10, 10, 0, Decimal("0.4472"), "unknown")
+    _, drift_body = page.drift_rows([drift])
+    cells = [_text(cell) for cell in drift_body.children[0].children]
+    assert cells[5:7] == ["$0.5528 (55.28%)", "44.72%"]

@@ -189,3 +189,21 @@ def test_malformed_spend_messages_are_skipped_and_counted_never_crash_the_owner(
     assert owner.stats["malformed"] == 6  # the unhashable budget name is no budget of ours: ignored
     (_, record), = out.enforcement
     assert record["action"] == "block" and Decimal(record["spend"]) == Decimal(11)
+
+
+def test_alert_texts_and_reasons_name_the_period_in_words_and_keep_the_key_in_the_fields():
+    """The texts read "Spend in month:2026-11@UTC is ..." and "... for day:2026-12-05@UTC: block until ..."."""
+    defs = budgets() | budgets(name="daily", period="day", limit="1")
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    out = owner.process(messages(router, [(0, 1, priced("a", "12"))]), now=NOW)
+    summaries = {a["details"]["budget"]: a["summary"] for a in out.alerts if a["details"]["threshold"] == 100}
+    assert summaries["search"].startswith("Spend in this month (November 2026, UTC) is 12.00 USD")
+    assert summaries["daily"].startswith("Spend in today (2026-11-20, UTC) is 12.00 USD")
+    assert {a["details"]["period_key"] for a in out.alerts} == {"month:2026-11@UTC", "day:2026-11-20@UTC"}
+    reason = dict(out.enforcement)["daily"]["reason"]
+    assert "of 1.00 USD for today (2026-11-20, UTC): block until" in reason, reason
+    assert dict(out.enforcement)["daily"]["period_key"] == "day:2026-11-20@UTC"
+    resolved = owner.tick(now=datetime(2026, 12, 1, 0, 1, tzinfo=UTC))
+    texts = {a["details"]["budget"]: a["summary"] for a in resolved.alerts}
+    assert texts["search"].startswith("The alerts of last month (November 2026, UTC) for budget search are resolved")
+    assert texts["daily"].startswith("The alerts of 2026-11-20 (UTC) for budget daily are resolved"), texts

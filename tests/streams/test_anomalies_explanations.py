@@ -1,0 +1,57 @@
+"""The detector's texts (the Anomalies page's "What happened", the alert summaries) write figures as the dashboard
+does (tokenmeter.measures), and a new model with no price is said to be unpriced, never to cost $0.00/hour.
+The records keep their exact machine fields (observed, expected, unit)."""
+
+from __future__ import annotations
+
+from streams.anomalies.detectors import Verdict, explain
+from tests.streams.test_anomalies_detectors import opened, run_with
+
+
+def test_a_new_model_with_no_price_is_said_to_be_unpriced():
+    """The demo's unpriced model read "started using acme-llm, never used by it before ($0.0000/hour on it)"."""
+    def unpriced(e, t):
+        if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
+            e.update(model="acme-llm", cost_usd="0.000000000000", pricing_status="unpriced",
+                     unpriced_reason="unknown model acme-llm")
+        return e
+
+    _, updates, _ = run_with(unpriced, hours=3)
+    [found] = opened(updates, "new_model", "api_key", "k1")
+    text = found["explanation"]
+    assert "started using acme-llm, never used by it before. The model has no price, so what it costs is unknown " \
+           "(not $0)" in text, text
+    assert "/hour on it" not in text
+    assert found["unit"] == "usd_per_hour" and float(found["observed"]) == 0  # the record's fields as before
+
+
+def test_a_priced_new_model_keeps_its_cost_per_hour():
+    def opus(e, t):
+        if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
+            e["model"] = "claude-opus-4"
+        return e
+
+    _, updates, _ = run_with(opus, hours=3)
+    [found] = opened(updates, "new_model", "api_key", "k1")
+    assert found["explanation"].endswith("/hour on it).") and "no price" not in found["explanation"]
+
+
+def test_the_texts_round_as_the_dashboard_does():
+    """The detector wrote "the usual $0.0002" for $0.00024 per 1k tokens, "alert above 19%" for 19.48%, and
+    "7.84 tokens/hour" where the dashboard writes 7.8."""
+    shift = Verdict("strong", 0.0054, 0.00024, 0.0, 0.00072, "usd_per_1k_tokens", detail="o1 now carries 90%")
+    assert explain("model_shift", "team search", shift) == (
+        "team search: cost per 1k tokens rose to $0.0054, 22.5x the usual $0.00024; o1 now carries 90%.")
+    errors = Verdict("strong", 1.0, 0.044833, 0.0, 0.194833, "error_ratio")
+    assert explain("error_rate", "model gpt-4o-mini", errors) == (
+        "model gpt-4o-mini: 100% of requests fail, usual is 4.5% (alert above 19.5%).")
+    spend = Verdict("strong", 12.4, 3.0174, 0.0, 7.9, "usd_per_hour")
+    assert explain("spend_rate", "team search", spend) == (
+        "team search is spending $12.40/hour, 4.1x the $3.02/hour usual for this hour of the week (normal up to "
+        "$7.90/hour).")
+    burst = Verdict("strong", 852.0, 19.847158, 0.0, 619.8, "requests_per_hour")
+    assert explain("request_burst", "api_key sk-burst", burst) == (
+        "api_key sk-burst is sending 852 requests/hour, 42.9x its usual 20: a loop, a new client or a leaked key?")
+    tokens = Verdict("strong", 751680.0, 7.84, 0.0, 20.0, "tokens_per_hour")
+    assert explain("token_rate", "api_key sk-burst", tokens) == (
+        "api_key sk-burst is using 751,680 tokens/hour, far above the usual 7.8 for this hour of the week.")
