@@ -27,7 +27,7 @@ from tokenmeter.priced_arrow import PRICE_FIELDS
 from warehouse.arrow_rows import _micros
 from warehouse.fast_rows import MAX_EXACT_FLOAT_INT, USAGE_PARTS
 from warehouse.loader_frames import (_ASCII_MONEY, _ASCII_REPORTED_COST, _ASCII_SIGNED_MONEY, _priced_at_micros,
-                                     _ts_micros)
+                                     _ts_micros, field_columns)
 from warehouse.schema import ARROW_SCHEMA, ATTRIBUTION_COLUMNS, COST_TYPE
 
 
@@ -141,20 +141,7 @@ def build_arrow(tables: Sequence[pa.Table], now: datetime | None = None) -> tupl
     if not taken:
         frame = frame.filter(pl.Series(ok))
         ts_us, at_us, at_present = ts_us[ok], at_us[ok], at_present[ok]
-    attribution_s, price, usage_s = pl.col("attribution").struct, pl.col("price").struct, pl.col("usage").struct
-    columns = frame.select(
-        "event_id", "source", "provider", "model",
-        operation=pl.col("operation").fill_null("chat"), status=pl.col("status").fill_null("ok"),
-        **{dim: attribution_s.field(dim).fill_null("") for dim in ATTRIBUTION_COLUMNS},
-        **{part: usage_s.field(part).fill_null(0).cast(pl.UInt64) for part in USAGE_PARTS},
-        latency_ms="latency_ms", ttft_ms="ttft_ms", batch=pl.col("batch").fill_null(False),
-        service_tier=pl.col("service_tier").fill_null(""), tokens_source="tokens_source",
-        pricing_status="pricing_status", unpriced_reason=pl.col("unpriced_reason").fill_null(""),
-        price_entry=price.field("entry").fill_null(""), price_effective_from=price.field("effective_from").fill_null(""),
-        catalog_version=price.field("catalog_version").fill_null(""),
-        price_override=price.field("override").fill_null(""),
-        usage_assumption=pl.col("usage_assumption").fill_null("")).to_arrow()
-    arrays = {name: columns.column(name).combine_chunks() for name in columns.column_names}
+    arrays = field_columns(frame)
     n = frame.height
 
     def kept_map(entries: tuple[np.ndarray, pa.StructArray], value_type: pa.DataType, keep_entry: np.ndarray | None

@@ -333,6 +333,26 @@ def _priced_at_micros(priced_at: pl.Series) -> tuple[np.ndarray, np.ndarray, np.
     return present, valid[index] & present, np.where(present, micros[index], 0)
 
 
+def field_columns(frame: pl.DataFrame) -> dict[str, pa.Array]:
+    """The warehouse columns read straight from a checked priced frame's fields, absent ones at their defaults, as
+    Arrow arrays: one definition for the JSON frame path (`build_table`) and the Arrow message path
+    (loader_arrow.build_arrow)."""
+    attribution, price, usage = pl.col("attribution").struct, pl.col("price").struct, pl.col("usage").struct
+    columns = frame.select(
+        "event_id", "source", "provider", "model",
+        operation=pl.col("operation").fill_null("chat"), status=pl.col("status").fill_null("ok"),
+        **{dim: attribution.field(dim).fill_null("") for dim in ATTRIBUTION_COLUMNS},
+        **{part: usage.field(part).fill_null(0).cast(pl.UInt64) for part in USAGE_PARTS},
+        latency_ms="latency_ms", ttft_ms="ttft_ms", batch=pl.col("batch").fill_null(False),
+        service_tier=pl.col("service_tier").fill_null(""), tokens_source="tokens_source",
+        pricing_status="pricing_status", unpriced_reason=pl.col("unpriced_reason").fill_null(""),
+        price_entry=price.field("entry").fill_null(""), price_effective_from=price.field("effective_from").fill_null(""),
+        catalog_version=price.field("catalog_version").fill_null(""),
+        price_override=price.field("override").fill_null(""),
+        usage_assumption=pl.col("usage_assumption").fill_null("")).to_arrow()
+    return {name: columns.column(name).combine_chunks() for name in columns.column_names}
+
+
 def build_table(batch: FrameBatch, take: np.ndarray, now: datetime | None = None) -> tuple[pa.Table, np.ndarray]:
     """(the `priced_events` table of the rows `take` marks, (message << 20 | position) of each, in order). The ts
     and priced_at checks run here, on the taken rows' texts; a row they refuse is left out (`take` is updated in
@@ -346,23 +366,8 @@ def build_table(batch: FrameBatch, take: np.ndarray, now: datetime | None = None
     if not good.all():
         take[np.flatnonzero(take)[~good]] = False
         kept, ts_us, at_us, at_present = kept.filter(pl.Series(good)), ts_us[good], at_us[good], at_present[good]
-    attribution = pl.col("attribution").struct
-    price = pl.col("price").struct
-    usage = pl.col("usage").struct
-    columns = kept.select(
-        "event_id", "source", "provider", "model",
-        operation=pl.col("operation").fill_null("chat"), status=pl.col("status").fill_null("ok"),
-        **{dim: attribution.field(dim).fill_null("") for dim in ATTRIBUTION_COLUMNS},
-        **{part: usage.field(part).fill_null(0).cast(pl.UInt64) for part in USAGE_PARTS},
-        latency_ms="latency_ms", ttft_ms="ttft_ms", batch=pl.col("batch").fill_null(False),
-        service_tier=pl.col("service_tier").fill_null(""), tokens_source="tokens_source",
-        pricing_status="pricing_status", unpriced_reason=pl.col("unpriced_reason").fill_null(""),
-        price_entry=price.field("entry").fill_null(""), price_effective_from=price.field("effective_from").fill_null(""),
-        catalog_version=price.field("catalog_version").fill_null(""),
-        price_override=price.field("override").fill_null(""),
-        usage_assumption=pl.col("usage_assumption").fill_null("")).to_arrow()
     n = kept.height
-    arrays = {name: columns.column(name).combine_chunks() for name in columns.column_names}
+    arrays = field_columns(kept)
     arrays.update({
         "ts": pa.array(ts_us // 1000, pa.int64()).cast(ARROW_SCHEMA.field("ts").type),
         "tags": _tags_map(kept.get_column("_tags_text")),
@@ -380,4 +385,4 @@ def build_table(batch: FrameBatch, take: np.ndarray, now: datetime | None = None
     return table, keys
 
 
-__all__ = ["FrameBatch", "SCHEMA", "build_table", "certify", "read_message"]
+__all__ = ["FrameBatch", "SCHEMA", "build_table", "certify", "field_columns", "read_message"]

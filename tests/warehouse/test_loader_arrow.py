@@ -14,16 +14,19 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from tests.warehouse.test_arrow_rows import _steady, hostile_batch, priced  # noqa: F401 (fixture)
+from tests.warehouse.test_arrow_rows import hostile_batch, priced  # noqa: F401 (fixture)
 from tests.warehouse.test_loader_columnar_equivalence import _contents, _empty
+# the dict path (orjson per message, then arrow_rows) against the loader's own (_accept): test_loader_frames' helpers
+from tests.warehouse.test_loader_frames import _assert_same, _letters
+from tests.warehouse.test_loader_frames import _new as _loader
+from tests.warehouse.test_loader_frames import _old as _dict_path
 from streams.columnar import process_batch_columnar
 from streams.columnar.corpus import Corpus
 from streams.pricing import load_price_book
 from tokenmeter import priced_arrow, topics
-from tokenmeter.commitloop import Batch
 from tokenmeter.microbatch import MAX_EVENTS_PER_RECORD, frame
 from tokenmeter.priced_wire import ARROW_HEADERS, FORMAT_HEADER, PricedFormatError, decode_priced
-from warehouse.loader import _accept, _Batch, _store_priced, build_priced, parse_record
+from warehouse.loader import _store_priced
 from warehouse.loader_arrow import build_arrow
 
 pytestmark = pytest.mark.slow(seconds=15)
@@ -45,35 +48,6 @@ def _json_twins(records: list[SimpleNamespace]) -> list[SimpleNamespace]:
     """Each Arrow record as the JSON its rows decode to (the reference), other records as they are."""
     return [_record(r.offset, orjson.dumps(priced_arrow.to_events(priced_arrow.read_table(r.value))), None, r.topic)
             if r.headers else r for r in records]
-
-
-def _dict_path(records) -> _Batch:
-    batch = _Batch()
-    for record in records:
-        parse_record(record, batch)  # orjson per message, then arrow_rows
-    build_priced(batch)
-    return batch
-
-
-def _loader(records) -> _Batch:
-    batch = _Batch()
-    _accept(Batch(state=batch), records)
-    build_priced(batch)
-    return batch
-
-
-def _letters(batch: _Batch) -> list[tuple]:
-    return [(_steady(d["reason"]), d["offset"], orjson.dumps(d.get("payload"), default=str)) for d in batch.dead]
-
-
-def _assert_same(reference: _Batch, arrow: _Batch) -> None:
-    assert _letters(arrow) == _letters(reference)
-    assert (reference.table is None) == (arrow.table is None)
-    if reference.table is not None:
-        assert arrow.table.schema == reference.table.schema
-        assert arrow.table.equals(reference.table)
-    assert [(item, record.offset) for item, record in arrow.sources] == [
-        (item, record.offset) for item, record in reference.sources]
 
 
 def _representable(items: list) -> list[pa.Table]:
