@@ -47,7 +47,10 @@ def _calendar_name(period: str, label: str, tz: str, now: datetime) -> str | Non
 
 
 def period_name(key: str, now: datetime) -> str:
-    """The period in words; a key of another shape (or an unknown zone) is returned as it is."""
+    """The period in words; a key of another shape (or an unknown zone) is returned as it is, and a value that is not
+    text at all (a record anyone could write to a topic) as its text."""
+    if not isinstance(key, str):
+        return "" if key is None else str(key)
     calendar = _CALENDAR.match(key)
     try:
         if calendar:
@@ -55,7 +58,8 @@ def period_name(key: str, now: datetime) -> str:
         rolling = _ROLLING.match(key)
         if rolling:
             hours, day, hour = rolling.groups()
-            return f"the {hours} hours to {day} {hour}:00 UTC"
+            end = datetime.fromisoformat(f"{day}T{hour}:00+00:00")  # ValueError for 2026-02-31 or hour 99
+            return f"the {int(hours):,} hours to {end:%Y-%m-%d %H}:00 UTC"
     except ValueError:  # a malformed date in a well-shaped key
         return key
     return key
