@@ -36,14 +36,20 @@ def _decimal(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
+        number = value if isinstance(value, (Decimal, int)) and not isinstance(value, bool) else Decimal(str(value))
+        number = Decimal(number)
+    except (InvalidOperation, ValueError):  # ValueError: str() of an int above 4,300 digits
         return None
-    return number if number.is_finite() else None
+    # beyond 10^±1000 no figure is real (a hand-written record): shown as written, not computed with (x 100 overflowed)
+    return number if number.is_finite() and abs(number.adjusted()) <= 1000 else None
 
 
 def _plain(number: Decimal, places: int) -> str:
-    """`number` rounded half up to `places` decimals, with thousands separators; "-0" reads "0"."""
+    """`number` rounded half up to `places` decimals, with thousands separators; "-0" reads "0". From 10^18 up (no
+    real rate or amount: a record anyone could write) in scientific notation: quantizing there exceeded the decimal
+    context's 28 digits (InvalidOperation in a dashboard callback)."""
+    if number.adjusted() >= 18:
+        return f"{number:.3e}"
     rounded = number.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
     return f"{abs(rounded) if rounded == 0 else rounded:,f}"
 
@@ -94,7 +100,9 @@ def format_number(value: Any, unit: str) -> str:
     """The number alone, in the unit's presentation ("$1.37", "852", "4.5%"); "n/a" when there is none."""
     number = _decimal(value)
     if number is None:
-        return "n/a" if value in (None, "") else str(value)
+        if value is None or value == "":
+            return "n/a"
+        return value[:200] if isinstance(value, str) else "n/a" if isinstance(value, int) else str(value)[:200]
     if unit == "error_ratio":
         return format_percent(number)
     if unit == "usd_per_1k_tokens":
