@@ -15,7 +15,9 @@ from dashboards.tables import TableMissing, dec, run, utc
 from tokenmeter.measures import ANOMALY_BUCKET_SECONDS
 
 ANOMALY_COLUMNS = ("id, kind, scope_dim, scope_value, severity, observed, expected, expected_low, expected_high, "
-                   "unit, start_at, end_at, status, explanation, detected_at")
+                   "unit, start_at, end_at, status, explanation, detected_at")  # named columns: the table may have more
+# Reads take every column: those above and, from migration 0019, `unpriced` (a table from before it has no such
+# column: its rows read as priced, as before).
 # Scope dimensions whose spend series the rollup or raw table can draw.
 SERIES_DIMS = ("org", "team", "project", "user", "api_key", "feature", "provider", "model")
 
@@ -40,7 +42,7 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 
 def list_anomalies(wh: Any, since: datetime, until: datetime, limit: int = 500) -> list[dict[str, Any]]:
     """Anomalies overlapping [since, until), newest first, with `ack_action`, `ack_by`, `mute_until`."""
-    base = (f"SELECT {ANOMALY_COLUMNS} FROM anomalies FINAL WHERE {anomaly_condition(wh)} "
+    base = (f"SELECT * FROM anomalies FINAL WHERE {anomaly_condition(wh)} "
             "AND start_at < {until:DateTime64(3, 'UTC')} AND end_at >= {since:DateTime64(3, 'UTC')}")
     params = {"since": since, "until": until, "limit": limit}
     sql = (f"SELECT a.*, ifNull(k.action, '') AS ack_action, ifNull(k.by, '') AS ack_by, k.mute_until AS mute_until, "
@@ -68,7 +70,7 @@ def _missing_name(wh: Any) -> str:
 
 
 def get_anomaly(wh: Any, anomaly_id: str) -> dict[str, Any] | None:
-    sql = (f"SELECT {ANOMALY_COLUMNS} FROM anomalies FINAL WHERE id = {{id:String}} AND {anomaly_condition(wh)} "
+    sql = (f"SELECT * FROM anomalies FINAL WHERE id = {{id:String}} AND {anomaly_condition(wh)} "
            "LIMIT 1")
     rows = run(wh.query, sql, {"id": anomaly_id}).iter_rows(named=True)
     row = next(iter(rows), None)

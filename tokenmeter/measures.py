@@ -132,6 +132,15 @@ def format_measure(value: Any, unit: str) -> str:
     return text if text == "n/a" else text + unit_suffix(unit)
 
 
+UNPRICED_OBSERVED = "unpriced (cost unknown)"
+
+
+def format_observed(value: Any, unit: str, unpriced: bool = False) -> str:
+    """An anomaly's observed peak; a model with no price (the record's optional `unpriced`) has a cost of 0 that is
+    unknown, not free: "unpriced (cost unknown)", never "$0.00/hour"."""
+    return UNPRICED_OBSERVED if unpriced else format_measure(value, unit)
+
+
 def format_band(low: Any, high: Any, unit: str) -> str:
     """The detector's normal range: "normal $0.00 – $1.01/hour", "normal 0% – 19.5%"."""
     return f"normal {format_number(low, unit)} – {format_measure(high, unit)}"

@@ -39,7 +39,8 @@ Anomaly record, topic `tokenmeter.anomalies`, key = `id` (latest record per id w
 re-published with a later `end` and `status`):
     id, kind, scope_dim, scope_value, severity, observed, expected, expected_low, expected_high (decimal
     strings), unit ("usd_per_hour", "tokens_per_request", ...), start, end, status ("open" | "closed"),
-    explanation (plain words), detected_at
+    explanation (plain words), detected_at; optional unpriced (true: a model with no price, so its observed
+    "usd_per_hour" of 0 is unknown, not free; absent in records before it and in all others)
 """
 
 from __future__ import annotations

@@ -175,11 +175,12 @@ def drift_alert(row: DriftRow, limits: Thresholds, notify: list[str] | None = No
     gap_pct = row.gap_pct
     severe = gap_pct is None or abs(gap_pct) >= limits.pct * 4
     coverage = row.coverage_pct
-    # Rounded for people as the dashboard rounds them; the exact amounts are in `details`.
+    # Rounded for people as the dashboard rounds them, percentages written as the Reconciliation page writes them
+    # ("33.33%", it read "33.33 %"); the exact amounts are in `details`.
     summary = (f"On {row.day.isoformat()} {what} billed {format_money(row.reported_cost)}; tokenmeter metered "
                f"{format_money(row.metered_cost)} (gap {format_money(row.gap)}"
-               + (f", {gap_pct} %" if gap_pct is not None else "") + "; coverage "
-               + (f"{coverage} %" if coverage is not None else "n/a") + f"). Likely cause: {CAUSES[row.cause]}.")
+               + (f", {gap_pct}%" if gap_pct is not None else "") + "; coverage "
+               + (f"{coverage}%" if coverage is not None else "n/a") + f"). Likely cause: {CAUSES[row.cause]}.")
     scope = {"provider": row.provider, **({"model": row.model} if row.model else {})}
     return alert_record(
         id="drift-" + hashlib.sha256(key.encode()).hexdigest()[:24], source="drift", kind="cost_drift",

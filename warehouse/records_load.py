@@ -190,6 +190,7 @@ def anomaly_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
         **{name: _decimal(record, name, rounded=True) for name in ("observed", "expected", "expected_low",
                                                                      "expected_high")},
         "start_at": _time(record, "start"), "end_at": _time(record, "end"), "detected_at": _time(record, "detected_at"),
+        "unpriced": record.get("unpriced") is True,  # optional (migration 0019): records before it have none
     }
 
 
@@ -294,7 +295,8 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
     topics.ANOMALIES: ("anomalies", anomaly_row, _schema(
         *_strings("id", "kind", "scope_dim", "scope_value", "severity"),
         *[(n, MONEY) for n in ("observed", "expected", "expected_low", "expected_high")], ("unit", pa.string()),
-        ("start_at", UTC_MS), ("end_at", UTC_MS), *_strings("status", "explanation"), ("detected_at", UTC_MS))),
+        ("start_at", UTC_MS), ("end_at", UTC_MS), *_strings("status", "explanation"), ("detected_at", UTC_MS),
+        ("unpriced", pa.bool_()))),
     topics.ANOMALY_ACKS: ("anomaly_acks", ack_row, _schema(
         *_strings("anomaly_id", "kind", "scope_dim", "scope_value", "action", "by", "note"),
         ("mute_until", UTC_MS), ("at", UTC_MS))),

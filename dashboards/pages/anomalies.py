@@ -18,7 +18,7 @@ from dashboards.filters import Filters
 from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, preselected, status_banner
 from dashboards.tables import TableMissing
-from tokenmeter.measures import format_band, format_measure
+from tokenmeter.measures import format_band, format_measure, format_observed
 
 dash.register_page(__name__, path="/anomalies", name="Anomalies", title="tokenmeter - anomalies", order=4)
 
@@ -87,7 +87,7 @@ def table_rows(anomalies: list[dict]) -> list:
     body = [html.Tr(className="row-warn" if a["severity"] in ("error", "critical") else "", children=[
         html.Td(a["start_at"].strftime("%Y-%m-%d %H:%M")), html.Td(f"{a['scope_dim']}={a['scope_value']}"),
         html.Td(a["kind"]), html.Td(a["severity"]),
-        html.Td(format_measure(a["observed"], a["unit"]), className="num"),
+        html.Td(format_observed(a["observed"], a["unit"], bool(a.get("unpriced"))), className="num"),
         html.Td([format_measure(a["expected"], a["unit"]), html.Br(),
                  html.Span(format_band(a["expected_low"], a["expected_high"], a["unit"]), className="band")],
                 className="num"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from tokenmeter.measures import format_band, format_measure
+from tokenmeter.measures import format_band, format_measure, format_observed
 from tokenmeter.records import scope_label
 
 from .routes import mask_notify
@@ -89,7 +89,7 @@ def anomaly_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
     fields = [
         ("Kind", str(d.get("kind") or alert.get("kind", "n/a"))),
         ("Scope", scope_label(alert.get("scope") or {})),
-        ("Observed (peak)", format_measure(d.get("observed"), unit)),
+        ("Observed (peak)", format_observed(d.get("observed"), unit, d.get("unpriced") is True)),
         ("Expected", expected),
     ]
     if d.get("start") or d.get("end"):

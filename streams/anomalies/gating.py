@@ -372,12 +372,18 @@ class AlertGating:
             anomaly["_detail"] = v.detail
         if v.model:
             anomaly["_model"] = v.model
+        if v.unpriced:
+            anomaly["_unpriced"] = True
+        else:
+            anomaly.pop("_unpriced", None)
 
     @staticmethod
     def _public(anomaly: dict) -> dict:
         record = {k: anomaly[k] for k in ("id", "kind", "scope_dim", "scope_value", "severity", "observed",
                                           "expected", "expected_low", "expected_high", "unit", "start", "end",
                                           "status", "explanation", "detected_at")}
+        if anomaly.get("_unpriced"):  # optional: only a model with no price carries it (its observed $0 is unknown)
+            record["unpriced"] = True
         if anomaly.get("_team_model"):
             record["explanation"] += f" Already used by {anomaly['_explained_by']} (not alerted)."
         elif anomaly.get("_quiet_key"):

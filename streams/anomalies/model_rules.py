@@ -3,6 +3,10 @@ model a scope never used (new_model)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from tokenmeter.measures import format_percent
+
 from .aggregate import PICO, pico_to_str
 from .detectors import Verdict, binomial_tail
 from .gating import RAW_INDEX, iso_epoch
@@ -199,5 +203,7 @@ class ModelRules:
             usual = st.models.get(model, [0, 0.0])[1]
             if now - usual > best_gain:
                 best, best_gain, best_now, best_usual, best_calls = model, now - usual, now, usual, calls
-        return f"{best} now carries {best_now:.0%} of its cost (usually {best_usual:.0%})", best, best_calls
+        # Shares as the rest of the texts write them (tokenmeter.measures: one decimal, "94.5%"; it read "94%").
+        now_text, usual_text = (format_percent(Decimal(repr(share))) for share in (best_now, best_usual))
+        return f"{best} now carries {now_text} of its cost (usually {usual_text})", best, best_calls
 

@@ -37,6 +37,7 @@ def alert_for(update: AnomalyUpdate, notify: list[str], dashboard_url: str = "")
         at=a["detected_at"], scope={a["scope_dim"]: a["scope_value"]}, notify=list(notify),
         details={"anomaly_id": a["id"], "observed": a["observed"], "expected": a["expected"],
                  "expected_low": a["expected_low"], "expected_high": a["expected_high"], "unit": a["unit"],
-                 "start": a["start"], "end": a["end"], "status": a["status"]},
+                 "start": a["start"], "end": a["end"], "status": a["status"],
+                 **({"unpriced": True} if a.get("unpriced") else {})},  # optional, as on the record
         dashboard_url=f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}" if dashboard_url else "",
     )

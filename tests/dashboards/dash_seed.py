@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from tokenmeter.events import PricedEvent
+from dashboards.anomalies_data import ANOMALY_COLUMNS  # named columns: the table may have more
 from dashboards.budgets_data import STATUS_COLUMNS  # named columns: the table may have more
 
 # team -> costs of its priced events; 12 decimals so the exact total is not a 2-decimal number
@@ -125,7 +126,7 @@ def seed_other_tables(warehouse, now: datetime) -> None:
         anomalies.append(f"('{anomaly_id}', 'spend_spike', 'team', '{team}', 'warning', {observed}, 0.2, 0.1, 0.3, "
                          f"'usd_per_hour', {_t(now - timedelta(hours=1))}, {_t(now)}, 'open', "
                          f"'{team} spent {observed} USD in an hour, 6x the usual', {_t(now)})")
-    backend.command("INSERT INTO anomalies VALUES " + ", ".join(anomalies))
+    backend.command(f"INSERT INTO anomalies ({ANOMALY_COLUMNS}) VALUES " + ", ".join(anomalies))
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     backend.command(
         "INSERT INTO provider_usage (id, provider, kind, bucket_start, bucket_end, model, cost_usd, fetched_at) VALUES "

@@ -17,6 +17,7 @@ from dashboards import create_app
 from dashboards.users import add_user
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
+from dashboards.anomalies_data import ANOMALY_COLUMNS  # named columns: the table may have more
 from dashboards.budgets_data import STATUS_COLUMNS  # named columns: the table may have more
 
 SCREENSHOT_DIR = os.environ.get("TOKENMETER_SCREENSHOT_DIR")
@@ -101,7 +102,7 @@ def seed_records(warehouse, now: datetime) -> None:
     backend.command("INSERT INTO alert_deliveries VALUES " + ", ".join(
         f"('a{i}', 'slack', 'https://hooks.slack.com/***', 'delivered', 1, '', 200, {_t(now)})" for i in range(3)))
     backend.command(
-        "INSERT INTO anomalies VALUES "
+        f"INSERT INTO anomalies ({ANOMALY_COLUMNS}) VALUES "
         f"('an1', 'spend_spike', 'team', 'search', 'error', 0.42, 0.06, 0.02, 0.11, 'usd_per_hour', "
         f"{_t(now - timedelta(hours=3))}, {_t(now)}, 'open', 'search spent 7x its usual hourly cost, all on "
         f"claude-sonnet-4', {_t(now)}), "

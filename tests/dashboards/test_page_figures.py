@@ -18,7 +18,7 @@ import pytest
 from dash_seed import EXTRA_TABLES
 from dashboards import create_app
 from dashboards.access import ScopedWarehouse
-from dashboards.anomalies_data import list_anomalies
+from dashboards.anomalies_data import ANOMALY_COLUMNS, list_anomalies
 from dashboards.users import Principal, add_user
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
@@ -78,7 +78,7 @@ def app_and_warehouse(tmp_path_factory):
         rows = [f"('{a}', '{kind}', '{dim}', '{value}', 'error', {obs}, {exp}, {low}, {high}, '{unit}', {_t(start)}, "
                 f"{_t(end)}, 'closed', 'explained', {_t(end)})"
                 for a, kind, dim, value, obs, exp, low, high, unit, start, end in ANOMALIES]
-        warehouse.backend.command("INSERT INTO anomalies VALUES " + ", ".join(rows))
+        warehouse.backend.command(f"INSERT INTO anomalies ({ANOMALY_COLUMNS}) VALUES " + ", ".join(rows))
         yield create_app(settings, warehouse=warehouse), warehouse
     finally:
         warehouse.close()
@@ -246,3 +246,34 @@ def test_reconciliation_differences_and_percentages_read_like_the_other_pages(ap
     _, drift_body = page.drift_rows([drift])
     cells = [_text(cell) for cell in drift_body.children[0].children]
     assert cells[5:7] == ["$0.5528 (55.28%)", "44.72%"]
+
+
+def test_an_unpriced_new_model_is_not_observed_at_zero_dollars(app_and_warehouse):
+    """The Anomalies table's Observed column read "$0.00/hour" for a new model with no price: the stored anomaly
+    did not say it was unpriced. The detector's record now carries `unpriced`, the loader stores it, the page says
+    so; a record without the field (written before it) reads as before."""
+    from tests.streams.test_anomalies_detectors import opened, run_with
+    from tokenmeter import topics
+    from warehouse.records_load import record_to_row
+
+    _, warehouse = app_and_warehouse
+
+    def unpriced(e, t):
+        if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
+            e.update(model="acme-llm", cost_usd="0.000000000000", pricing_status="unpriced",
+                     unpriced_reason="unknown model acme-llm")
+        return e
+
+    _, updates, _ = run_with(unpriced, hours=3)
+    [found] = opened(updates, "new_model", "api_key", "k1")
+    assert found["unpriced"] is True and found["unit"] == "usd_per_hour"  # observed stays the exact "0..."
+    older = {k: v for k, v in found.items() if k != "unpriced"} | {"id": "anom-older-unpriced"}
+    rows = [record_to_row(topics.ANOMALIES, record)[1] for record in (found, older)]
+    warehouse.insert_records(topics.ANOMALIES, rows)
+
+    start = datetime.fromisoformat(found["start"].replace("Z", "+00:00"))
+    scoped = ScopedWarehouse(warehouse, Principal("fin", "finance"))
+    anomalies = list_anomalies(scoped, start - timedelta(hours=1), start + timedelta(days=1))
+    _, body = sys.modules["pages.anomalies"].table_rows(anomalies)
+    observed = {a["id"]: _text(row.children[4]) for a, row in zip(anomalies, body.children)}
+    assert observed == {found["id"]: "unpriced (cost unknown)", "anom-older-unpriced": "$0.00/hour"}

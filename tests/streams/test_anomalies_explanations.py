@@ -4,7 +4,9 @@ The records keep their exact machine fields (observed, expected, unit)."""
 
 from __future__ import annotations
 
+from streams.alerts.payloads import slack_message
 from streams.anomalies.detectors import Verdict, explain
+from streams.anomalies.publish import alert_for
 from tests.streams.test_anomalies_detectors import opened, run_with
 
 
@@ -25,6 +27,26 @@ def test_a_new_model_with_no_price_is_said_to_be_unpriced():
     assert found["unit"] == "usd_per_hour" and float(found["observed"]) == 0  # the record's fields as before
 
 
+def test_an_unpriced_new_model_alert_does_not_observe_zero_dollars():
+    """The alert's "Observed (peak)" field read "$0.00/hour" for a model with no price: the record now says it is
+    unpriced (an optional field), the alert's details carry it, the field says so; the machine figures stay exact."""
+    def unpriced(e, t):
+        if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
+            e.update(model="acme-llm", cost_usd="0.000000000000", pricing_status="unpriced",
+                     unpriced_reason="unknown model acme-llm")
+        return e
+
+    _, updates, _ = run_with(unpriced, hours=3)
+    [update] = [u for u in updates if u.action == "open" and u.record["kind"] == "new_model"
+                and u.record["scope_value"] == "k1"]
+    assert update.record["unpriced"] is True
+    alert = alert_for(update, ["slack=https://hooks.slack.com/services/T/B/x"])
+    assert alert["details"]["unpriced"] is True and float(alert["details"]["observed"]) == 0
+    fields = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for b in slack_message(alert)["blocks"]
+              if "fields" in b for f in b["fields"]}
+    assert fields["*Observed (peak)*"] == "unpriced (cost unknown)"
+
+
 def test_a_priced_new_model_keeps_its_cost_per_hour():
     def opus(e, t):
         if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
@@ -34,6 +56,7 @@ def test_a_priced_new_model_keeps_its_cost_per_hour():
     _, updates, _ = run_with(opus, hours=3)
     [found] = opened(updates, "new_model", "api_key", "k1")
     assert found["explanation"].endswith("/hour on it).") and "no price" not in found["explanation"]
+    assert "unpriced" not in found  # the optional field: a priced model's record is as before
 
 
 def test_the_texts_round_as_the_dashboard_does():
@@ -55,3 +78,19 @@ def test_the_texts_round_as_the_dashboard_does():
     tokens = Verdict("strong", 751680.0, 7.84, 0.0, 20.0, "tokens_per_hour")
     assert explain("token_rate", "api_key sk-burst", tokens) == (
         "api_key sk-burst is using 751,680 tokens/hour, far above the usual 7.8 for this hour of the week.")
+
+
+def test_a_model_shift_writes_its_shares_as_the_other_texts_do():
+    """A model shift's share of the cost was a whole percent ("o1 now carries 94%") where the other figures go
+    through tokenmeter.measures: one decimal, no trailing ".0" ("94.5%")."""
+    def shift(e, t):
+        if e["event_id"].endswith(("1", "2", "3")):
+            pico = e["usage"]["input_tokens"] * 15_000_000 + e["usage"]["output_tokens"] * 60_000_000
+            e.update(model="o1", cost_usd=f"{pico // 10**12}.{pico % 10**12:012d}")
+        return e
+
+    _, updates, _ = run_with(shift, hours=3)
+    [found] = opened(updates, "model_shift", "api_key", "k1")
+    assert "; o1 now carries 94.5% of its cost (usually 0%)" in found["explanation"], found["explanation"]
+    [team] = opened(updates, "model_shift", "team", "search")
+    assert "; o1 now carries 93.5% of its cost (usually 0%)" in team["explanation"], team["explanation"]

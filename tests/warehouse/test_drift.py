@@ -119,7 +119,8 @@ def test_alerts_once_per_drifting_model_and_day_with_stable_ids(computed):
     # Money in the text as people read it (the Alerts page, Slack): it read "billed 12 USD; tokenmeter metered 8 USD
     # (gap 4 USD", and the demo's "metered 1.2133341 USD (gap 1.4999999 USD"; the exact amounts stay in details
     price = next(a for a in alerts if a["scope"]["model"] == "gpt-4.1")
-    assert " billed $12.00; tokenmeter metered $8.00 (gap $4.00, 33.33 %; coverage" in price["summary"]
+    # Percentages as the Reconciliation page writes them (drift_rows: "33.33%"); the summary wrote "33.33 %"
+    assert " billed $12.00; tokenmeter metered $8.00 (gap $4.00, 33.33%; coverage 66.67%)" in price["summary"]
     assert price["details"]["metered_cost"] == "8.000000000000"
 
 
