@@ -160,7 +160,8 @@ class AlertGating:
         related = {(d, key[i]) for key in raw if key[index] == st.value for d, i in RAW_INDEX.items()
                    if key[i] and SPECIFICITY[d] < rank}
         best = None
-        for dim, value in related:
+        for dim, value in sorted(related):  # sorted: of two equally narrow scopes the same one every run (a set's
+            # order follows the string hash, which changes per process: the texts named k1 or k2 by PYTHONHASHSEED)
             other_state = self.scopes.get((dim, value))
             other = other_state.open.get(kind_key) if other_state else None
             if other is None or (anomaly["kind"] in VOLUME_KINDS and other["_excess"] < 0.5 * anomaly["_excess"]):
