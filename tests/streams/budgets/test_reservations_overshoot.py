@@ -8,6 +8,7 @@ import asyncio
 import random
 import time
 import uuid
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import orjson
@@ -37,16 +38,27 @@ def distinct_names(tag: str) -> list[str]:
     return names
 
 
+def zone_at_noon() -> str:
+    """A fixed-offset zone whose local time is about noon now: a day budget there cannot roll over during a test.
+    In UTC, a run across midnight (CI at 23:57, 2026-12-05) started a new day mid-test, whose budgets admitted the
+    gateways' next calls again, so their total real spend passed one day's limit."""
+    offset = 12 - datetime.now(timezone.utc).hour  # -11 .. +12 hours
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT-3 is UTC+3
+
+
 def write_three_budgets(bootstrap: str, tag: str, prefix: str) -> tuple[str, str, list[str], dict]:
     """A team's day budget in USD (block at $10) and in tokens (throttle at 3M), and a tag's (block at $9), on three
-    budget-spend partitions: (team, env, [usd, tok, by_env], their limits)."""
+    budget-spend partitions: (team, env, [usd, tok, by_env], their limits). Their day is a zone's where it is noon."""
     team, env = f"{prefix}-{tag}", f"env-{tag}"
     usd, tok, by_env = names = distinct_names(tag)
+    tz = zone_at_noon()
     write_budgets(bootstrap, [
-        parse_budget({"name": usd, "scope": {"team": team}, "period": "day", "limit": "10", "action": "block"}),
-        parse_budget({"name": tok, "scope": {"team": team}, "period": "day", "metric": "tokens", "limit": 3_000_000,
-                      "action": "throttle"}),
-        parse_budget({"name": by_env, "scope": {"tag:env": env}, "period": "day", "limit": "9", "action": "block"})])
+        parse_budget({"name": usd, "scope": {"team": team}, "period": "day", "tz": tz, "limit": "10",
+                      "action": "block"}),
+        parse_budget({"name": tok, "scope": {"team": team}, "period": "day", "tz": tz, "metric": "tokens",
+                      "limit": 3_000_000, "action": "throttle"}),
+        parse_budget({"name": by_env, "scope": {"tag:env": env}, "period": "day", "tz": tz, "limit": "9",
+                      "action": "block"})])
     return team, env, names, {usd: Decimal("10"), tok: 3_000_000, by_env: Decimal("9")}
 
 
