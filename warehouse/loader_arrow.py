@@ -15,6 +15,7 @@ dead letters are the JSON path's. tests/warehouse/test_loader_arrow.py holds the
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import cache
 from typing import Sequence
 
 import numpy as np
@@ -22,12 +23,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS, MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS
+from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS
 from tokenmeter.priced_arrow import PRICE_FIELDS
 from warehouse.arrow_rows import _micros
-from warehouse.fast_rows import MAX_EXACT_FLOAT_INT, USAGE_PARTS
-from warehouse.loader_frames import (_ASCII_MONEY, _ASCII_REPORTED_COST, _ASCII_SIGNED_MONEY, _priced_at_micros,
-                                     _ts_micros, field_columns)
+from warehouse.fast_rows import USAGE_PARTS
+from warehouse.loader_frames import _ASCII_SIGNED_MONEY, _priced_at_micros, _ts_micros, field_columns, scalar_checks
 from warehouse.schema import ARROW_SCHEMA, ATTRIBUTION_COLUMNS, COST_TYPE
 
 
@@ -73,32 +73,11 @@ def _map_of(lengths: np.ndarray, keys: pa.Array, values: pa.Array) -> pa.MapArra
     return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
 
 
+@cache
 def _row_checks() -> pl.Expr:
-    """`loader_frames._row_checks` on columns whose kinds the schema fixed, plus: no struct child set under a null
-    struct (the dict has no such object)."""
-    usage = pl.col("usage").struct
-    parts = {part: usage.field(part).fill_null(0) for part in USAGE_PARTS}
-    price = pl.col("price").struct
-    ok = (pl.col("event_id").str.len_chars().is_between(1, 512)
-          & (pl.col("source").str.len_bytes() > 0) & (pl.col("provider").str.len_bytes() > 0)
-          & (pl.col("model").str.len_bytes() > 0)
-          & pl.col("status").fill_null("ok").is_in(["ok", "error"])
-          & pl.col("ts").is_not_null() & pl.col("usage").is_not_null()
-          & (pl.col("usage_assumption").is_null() | pl.col("usage_assumption").str.len_chars().is_between(1, 200))
-          & pl.col("tokens_source").is_in(["provider", "estimated"])
-          & pl.col("pricing_status").is_in(["priced", "unpriced"])
-          & pl.col("cost_usd").str.contains(_ASCII_MONEY)
-          & (pl.col("price").is_null() | price.field("entry").is_not_null())
-          & (pl.col("reported_cost_usd").is_null() | pl.col("reported_cost_usd").str.contains(_ASCII_REPORTED_COST))
-          & pl.col("correlation").is_null())
-    for name in ("latency_ms", "ttft_ms"):
-        value = pl.col(name)
-        ok = ok & (value.is_null() | ((value >= 0) & value.is_finite() & (value < MAX_EXACT_FLOAT_INT)))
-    for part in USAGE_PARTS:
-        ok = ok & parts[part].is_between(0, MAX_TOKENS)
-    ok = (ok & (parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"])
-          & (parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"])
-          & (parts["reasoning_tokens"] <= parts["output_tokens"]))
+    """`loader_frames.scalar_checks` (the schema fixed the kinds), plus: no correlation (the dict path's rows with one
+    take that path) and no struct child set under a null struct (the dict has no such object)."""
+    ok = scalar_checks() & pl.col("correlation").is_null()
     for struct, fields in (("attribution", ATTRIBUTION_COLUMNS), ("price", PRICE_FIELDS),
                            ("usage", USAGE_PARTS)):
         ok = ok & (pl.col(struct).is_not_null()

@@ -196,8 +196,9 @@ def _scatter(present: np.ndarray, values: pl.Series) -> pl.Series:
 
 
 @cache
-def _row_checks() -> pl.Expr:
-    """True for the rows `arrow_rows` would take as they are (its checks, on values of certified kinds)."""
+def scalar_checks() -> pl.Expr:
+    """`arrow_rows`' checks of a row's scalar fields and usage counts, on values of known kinds: one definition for
+    the JSON frame path (`_row_checks`) and the Arrow message path (loader_arrow)."""
     usage = pl.col("usage").struct
     parts = {part: usage.field(part).fill_null(0) for part in USAGE_PARTS}
     ok = (pl.col("event_id").str.len_chars().is_between(1, 512)
@@ -211,17 +212,24 @@ def _row_checks() -> pl.Expr:
           & pl.col("cost_usd").str.contains(_ASCII_MONEY)
           & (pl.col("price").is_null() | pl.col("price").struct.field("entry").is_not_null())
           & (pl.col("reported_cost_usd").is_null() | pl.col("reported_cost_usd").str.contains(_ASCII_REPORTED_COST)))
-    if "correlation" in SCHEMA:
-        ok = ok & pl.col("correlation").is_null()
-    ok = ok & pl.col("event_id").is_not_null() & pl.col("cost_usd").is_not_null()
     for name in ("latency_ms", "ttft_ms"):  # an int from 2**53 up is the dict path's (2**53 + 1 reads as 2**53)
         value = pl.col(name)
         ok = ok & (value.is_null() | ((value >= 0) & value.is_finite() & (value < MAX_EXACT_FLOAT_INT)))
     for part in USAGE_PARTS:
         ok = ok & parts[part].is_between(0, MAX_TOKENS)
-    ok = (ok & (parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"])
-          & (parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"])
-          & (parts["reasoning_tokens"] <= parts["output_tokens"]))
+    return (ok & (parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"])
+            & (parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"])
+            & (parts["reasoning_tokens"] <= parts["output_tokens"]))
+
+
+@cache
+def _row_checks() -> pl.Expr:
+    """True for the rows `arrow_rows` would take as they are (its checks, on values of certified kinds)."""
+    usage = pl.col("usage").struct
+    ok = scalar_checks()
+    if "correlation" in SCHEMA:
+        ok = ok & pl.col("correlation").is_null()
+    ok = ok & pl.col("event_id").is_not_null() & pl.col("cost_usd").is_not_null()
     lines = pl.col("cost_breakdown").struct
     # every line's amount is arrow_rows' signed money text: one pass over the row's lines text (which the
     # comparison below proves is exactly the lines read)
@@ -385,4 +393,4 @@ def build_table(batch: FrameBatch, take: np.ndarray, now: datetime | None = None
     return table, keys
 
 
-__all__ = ["FrameBatch", "SCHEMA", "build_table", "certify", "field_columns", "read_message"]
+__all__ = ["FrameBatch", "SCHEMA", "build_table", "certify", "field_columns", "read_message", "scalar_checks"]
