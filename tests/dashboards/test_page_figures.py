@@ -253,18 +253,13 @@ def test_an_unpriced_new_model_is_not_observed_at_zero_dollars(app_and_warehouse
     did not say it was unpriced. The detector's record now carries `unpriced`, the loader stores it, the page says
     so; a record without the field (written before it) reads as before."""
     from tests.streams.test_anomalies_detectors import opened, run_with
+    from tests.streams.test_anomalies_explanations import unpriced_model_on_k1
     from tokenmeter import topics
     from warehouse.records_load import record_to_row
 
     _, warehouse = app_and_warehouse
 
-    def unpriced(e, t):
-        if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
-            e.update(model="acme-llm", cost_usd="0.000000000000", pricing_status="unpriced",
-                     unpriced_reason="unknown model acme-llm")
-        return e
-
-    _, updates, _ = run_with(unpriced, hours=3)
+    _, updates, _ = run_with(unpriced_model_on_k1, hours=3)
     [found] = opened(updates, "new_model", "api_key", "k1")
     assert found["unpriced"] is True and found["unit"] == "usd_per_hour"  # observed stays the exact "0..."
     older = {k: v for k, v in found.items() if k != "unpriced"} | {"id": "anom-older-unpriced"}

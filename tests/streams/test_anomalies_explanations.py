@@ -4,21 +4,30 @@ The records keep their exact machine fields (observed, expected, unit)."""
 
 from __future__ import annotations
 
+from functools import cache
+
 from streams.alerts.payloads import slack_message
 from streams.anomalies.detectors import Verdict, explain
 from streams.anomalies.publish import alert_for
 from tests.streams.test_anomalies_detectors import opened, run_with
 
 
+def unpriced_model_on_k1(e, t):  # noqa: ARG001 - run_with's traffic hook: key k1 calls a model with no price
+    if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
+        e.update(model="acme-llm", cost_usd="0.000000000000", pricing_status="unpriced",
+                 unpriced_reason="unknown model acme-llm")
+    return e
+
+
+@cache
+def _unpriced_run() -> list:
+    """The detector's updates over that traffic: run once for the tests that read them (none changes them)."""
+    return run_with(unpriced_model_on_k1, hours=3)[1]
+
+
 def test_a_new_model_with_no_price_is_said_to_be_unpriced():
     """The demo's unpriced model read "started using acme-llm, never used by it before ($0.0000/hour on it)"."""
-    def unpriced(e, t):
-        if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
-            e.update(model="acme-llm", cost_usd="0.000000000000", pricing_status="unpriced",
-                     unpriced_reason="unknown model acme-llm")
-        return e
-
-    _, updates, _ = run_with(unpriced, hours=3)
+    updates = _unpriced_run()
     [found] = opened(updates, "new_model", "api_key", "k1")
     text = found["explanation"]
     assert "started using acme-llm, never used by it before. The model has no price, so what it costs is unknown " \
@@ -30,13 +39,7 @@ def test_a_new_model_with_no_price_is_said_to_be_unpriced():
 def test_an_unpriced_new_model_alert_does_not_observe_zero_dollars():
     """The alert's "Observed (peak)" field read "$0.00/hour" for a model with no price: the record now says it is
     unpriced (an optional field), the alert's details carry it, the field says so; the machine figures stay exact."""
-    def unpriced(e, t):
-        if e["attribution"]["api_key"] == "k1" and e["event_id"].endswith(("0", "1")):
-            e.update(model="acme-llm", cost_usd="0.000000000000", pricing_status="unpriced",
-                     unpriced_reason="unknown model acme-llm")
-        return e
-
-    _, updates, _ = run_with(unpriced, hours=3)
+    updates = _unpriced_run()
     [update] = [u for u in updates if u.action == "open" and u.record["kind"] == "new_model"
                 and u.record["scope_value"] == "k1"]
     assert update.record["unpriced"] is True
