@@ -430,6 +430,8 @@ class BudgetOwner:
             forecast = rt.ledger._forecast(budget, key, spend, start, end, now)  # noqa: SLF001 - same package
             if forecast:
                 projected, expected = forecast
+            elif (found := rt.ledger.projection(budget, key, spend, start, end, now)) is not None:
+                projected = rt.ledger.rounded(budget, found[0])  # within the limit: shown, no breach expected
         action = decision.decision if decision.budget == budget.name else "allow"
         return {
             "budget": budget.name, "scope": dict(budget.scope), "action": action,
