@@ -2,13 +2,15 @@
 (streams.budgets.owner -> the loader's row builder -> chDB -> the page).
 
 The ledger published a projection only while it reached the limit, so a budget comfortably within its limit
-showed "-", the same as a budget with no spend at all: it read as "no forecast". Each state now says what it is."""
+showed "-", the same as a budget with no spend at all: it read as "no forecast". Each state now says what it is.
+And the burn-down's title, on a narrow window, is not under plotly's mode bar any more."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from selenium.webdriver.support.ui import WebDriverWait
 
 from dash_seed import browser_login, table_rows
 from dashboards import create_app
@@ -76,3 +78,36 @@ def test_the_forecast_column_says_within_limit_no_spend_or_not_enough_data(dash_
     assert forecasts["fresh"] == "not enough data yet"  # a minute of spend: too little to project
     assert forecasts["search-rolling"] == "none (rolling window)"
 
+
+# The title's and the mode bar's boxes, and the titles' text, of every chart on the page, in one script call.
+_TITLES_AND_MODE_BARS = """
+return Array.from(document.querySelectorAll('.js-plotly-plot')).map(plot => {
+    const title = plot.querySelector('.gtitle'), bar = plot.querySelector('.modebar');
+    const box = el => { if (!el) return null; const r = el.getBoundingClientRect();
+                        return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+    return {text: title ? title.textContent : '', title: box(title), bar: box(bar)};
+});"""
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+
+
+def test_the_mode_bar_leaves_a_long_chart_title_readable(dash_duo, app_settings):
+    """Plotly's mode bar (zoom, pan, download) sat at the top right over the chart title's row: on a laptop-wide
+    window the burn-down's title ("search-steady: $0.0700 of $100.00 used (0.07%), last month (November 2026, UTC)")
+    ran under its icons (title from x=37 to x=600 px, mode bar from x=449, on one row). The title now has its own
+    row below the mode bar."""
+    settings, warehouse = app_settings
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
+    dash_duo.driver.set_window_size(760, 1000)
+    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/budgets?budget=search-steady")
+
+    def burn_down_drawn(driver) -> dict | None:
+        charts = driver.execute_script(_TITLES_AND_MODE_BARS)
+        return next((c for c in charts if c["text"].startswith("search-steady: $0.0700 of $100.00")), None)
+
+    burn_down = WebDriverWait(dash_duo.driver, 20).until(burn_down_drawn)
+    assert burn_down["title"] and burn_down["bar"], burn_down
+    assert burn_down["title"]["right"] > burn_down["bar"]["left"], "the title is long enough to reach the mode bar"
+    assert not _overlap(burn_down["title"], burn_down["bar"]), burn_down
