@@ -96,6 +96,11 @@ def format_percent(ratio: Decimal) -> str:
     return (text[:-2] if text.endswith(".0") else text) + "%"
 
 
+def count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """"1 event", "4 rows", "1,250 events": the count with its noun in the right number (texts read "row(s)")."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
 def format_number(value: Any, unit: str) -> str:
     """The number alone, in the unit's presentation ("$1.37", "852", "4.5%"); "n/a" when there is none."""
     number = _decimal(value)

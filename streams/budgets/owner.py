@@ -22,8 +22,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from tokenmeter.measures import count_of
 from tokenmeter.period_names import period_name
 from tokenmeter.records import alert_record, iso, money, scope_label
+from tokenmeter.timefmt import people_utc
 
 from .expiry import ExpiryIndex
 from .holds import Hold, hold_from_json
@@ -477,8 +479,8 @@ class BudgetOwner:
             severity = "warning"
             title = f"Budget {budget.name} ({scope}) is forecast to exceed {limit} {unit}"
             summary = (f"At the current burn rate, spend reaches the limit of {limit} {unit} around "
-                       f"{iso(crossing.expected_breach_at)} (projected {human_amount(crossing.projected)} {unit} by "
-                       f"{iso(crossing.period_end)}). Spent so far: {spend} {unit} ({crossing.percent}%).")
+                       f"{people_utc(crossing.expected_breach_at)} (projected {human_amount(crossing.projected)} {unit} "
+                       f"by {people_utc(crossing.period_end)}). Spent so far: {spend} {unit} ({crossing.percent}%).")
         else:
             threshold = crossing.threshold or 0
             severity = "critical" if threshold >= 100 else "error" if threshold >= 80 else "warning"
@@ -488,7 +490,8 @@ class BudgetOwner:
             summary = (f"Spend in {period_name(crossing.period_key, crossing.at)} is {spend} {unit}, {crossing.percent}% of the limit "
                        f"{limit} {unit}. " + (consequence.get(crossing.action, "") if threshold >= 100 else ""))
         if unpriced:
-            summary += f" {unpriced} event(s) in this scope could not be priced (unknown model) and are not in spend."
+            summary += (f" {count_of(unpriced, 'event')} in this scope could not be priced (unknown model) and "
+                        f"{'is' if unpriced == 1 else 'are'} not in spend.")
         rt.incident = crossing.period_key
         details = crossing.to_json() | {"budget_action": budget.action, "unpriced_events": unpriced}
         return alert_record(
