@@ -21,7 +21,7 @@ dash.register_page(__name__, path="/budgets", name="Budgets", title="tokenmeter 
 
 log = logging.getLogger(__name__)
 STATUS_HEADERS = ("Budget", "Scope", "State", "Committed", "Held", "Headroom", "Limit", "%", "Expired holds",
-                  "Forecast at period end", "Expected breach", "Enforcement", "Updated")
+                  "Forecast at period end", "Expected breach (UTC)", "Enforcement", "Updated (UTC)")
 ALERT_HEADERS = ("When (UTC)", "Budget", "Alert", "Severity", "Delivered")
 STATE_CLASS = {"over budget": "row-bad", "at risk": "row-warn", "ok": ""}
 

@@ -272,3 +272,62 @@ def test_an_unpriced_new_model_is_not_observed_at_zero_dollars(app_and_warehouse
     _, body = sys.modules["pages.anomalies"].table_rows(anomalies)
     observed = {a["id"]: _text(row.children[4]) for a, row in zip(anomalies, body.children)}
     assert observed == {found["id"]: "unpriced (cost unknown)", "anom-older-unpriced": "$0.00/hour"}
+
+
+def test_reconciliation_counts_in_words_and_says_which_way_each_table_subtracts(app_and_warehouse):
+    """The summaries read "1 row(s) differ" and "1 gap(s) above"; the drift table's "Gap" (reported − metered) and
+    the reconciliation's "Difference" (metered − reported) carried opposite signs for the same shortfall, unlabelled."""
+    from datetime import date
+
+    from dashboards.reconciliation_data import ReconRow
+    from warehouse.drift import Thresholds
+
+    page = sys.modules["pages.reconciliation"]
+    day = date(2026, 11, 30)
+    rows = [ReconRow(day, "openai", "gpt-4o", Decimal("0.5"), Decimal("0.6"), 10, 10),
+            ReconRow(day, "openai", "gpt-4o-mini", Decimal("1.234"), Decimal("1.234"), 10, 10)]
+    assert page.recon_summary(rows) == ("On days and models the providers reported: metered $1.73, provider-reported "
+                                        "$1.83, difference -$0.1000. 1 row differs by more than 2%.")
+    assert page.recon_summary(rows[:1] * 2).endswith(". 2 rows differ by more than 2%.")
+    assert page.drift_summary(["openai: 99.8% of $31.30 billed"], 1, Thresholds()).endswith(
+        ". 1 gap above 5% and $1.00.")
+    headers = [_text(cell) for cell in page.table_rows(rows)[0].children.children]
+    drift_headers = [_text(cell) for cell in page.drift_rows([])[0].children.children]
+    assert headers[5] == "Difference (metered − reported)" and drift_headers[5] == "Gap (reported − metered)"
+
+
+def test_the_allocation_table_says_rounded_figures_may_differ_by_a_cent_and_the_close_when_and_by_whom(
+        app_and_warehouse):
+    """The demo's allocation: support-bot $16.08 direct + $4.33 allocated read $20.42 total, and the allocated
+    column's rounded rows summed to -$0.01 under a $0.00 total, with no word on rounding. The closed-month note
+    read "2026-11 is closed (2026-12-06T00:28:15Z)"."""
+    import polars as pl
+
+    from dashboards.finance_panel import closed_note, finance_table
+    from warehouse.month_close import close_month, closes_dir
+
+    app, warehouse = app_and_warehouse
+    frame = pl.DataFrame({"team": ["support-bot", "platform"], "cost_center": ["CC-2100", "CC-9000"],
+                          "gl_account": ["6410", "6490"], "owner": ["a@x", "b@x"],
+                          "direct_usd": [Decimal("16.084"), Decimal("14.764")],
+                          "allocated_usd": [Decimal("4.334"), Decimal("-4.334")],
+                          "total_usd": [Decimal("20.418"), Decimal("10.430")]})
+    parts = finance_table(frame)
+    assert _text(parts[-1]).startswith("Amounts are rounded for reading (cents; 4 decimals below $1): a rounded row")
+    assert [_text(cell) for cell in parts[1].children[1].children[0].children][4:] == ["$16.08", "$4.33", "$20.42"]
+    assert len(finance_table(frame.head(0))) == 2  # no rows: a heading and an empty table, no note
+
+    with app.server.app_context():
+        from dashboards.handle import current_settings
+
+        settings = current_settings()
+        close_month(warehouse, closes_dir(settings), "2026-11", closed_by="cfo@example.com",
+                    now=datetime(2026, 12, 6, 0, 28, 15, tzinfo=timezone.utc))
+        [note] = closed_note(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 12, 1, tzinfo=timezone.utc))
+    assert _text(note) == ("2026-11 is closed (since 2026-12-06 00:28 UTC by cfo@example.com): these numbers are "
+                           "frozen; later changes are corrections in the first open month.")
+
+
+def test_budget_times_say_they_are_utc(app_and_warehouse):
+    headers = sys.modules["pages.budgets"].STATUS_HEADERS
+    assert "Expected breach (UTC)" in headers and "Updated (UTC)" in headers  # the alerts table's "When (UTC)"
