@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams.alerts.route_secrets import RouteSecrets
 from streams.alerts.routes import mask_notify
@@ -46,6 +46,15 @@ async def _load(bootstrap: str, timeout: float, fetch_wait: Mapping[str, int] | 
     return budgets
 
 
+def _why(exc: KafkaError, bootstrap: str) -> str:
+    """A broker that does not answer is the usual cause (the stack is not running): say what to do, not only
+    `KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092, <AddressFamily.AF_INET: 2>)]")`."""
+    if isinstance(exc, KafkaConnectionError):
+        return (f"no Kafka broker answers at {bootstrap}; start the stack (`tokenmeter up`) or point "
+                "TOKENMETER_KAFKA_BOOTSTRAP at your brokers")
+    return repr(exc)
+
+
 def load_budgets(bootstrap: str, timeout: float = 15.0, *,
                  fetch_wait: Mapping[str, int] | None = None) -> dict[str, Budget]:
     """Every live budget in the topic, by name (deleted and unreadable records skipped). `fetch_wait`: the caller's
@@ -53,13 +62,13 @@ def load_budgets(bootstrap: str, timeout: float = 15.0, *,
     try:
         return asyncio.run(_load(bootstrap, timeout, fetch_wait))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot read {BUDGETS} from {bootstrap}: {exc!r}") from None
+        raise BudgetStoreError(f"cannot read {BUDGETS} from {bootstrap}: {_why(exc, bootstrap)}") from None
 
 
 async def _write(bootstrap: str, records: list[tuple[str, bytes | None]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     try:
+        await producer.start()  # inside: a start that fails (no broker) still closes it, no "Unclosed" warning
         for name, value in records:
             await producer.send_and_wait(BUDGETS, key=name.encode(), value=value)
     finally:
@@ -92,14 +101,14 @@ def write_budgets(bootstrap: str, budgets: list[Budget], data_dir: Path | str | 
     try:
         asyncio.run(_write(bootstrap, [(b.name, orjson.dumps(b.to_json())) for b in budgets]))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {exc!r}") from None
+        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {_why(exc, bootstrap)}") from None
 
 
 def delete_budget(bootstrap: str, name: str) -> None:
     try:
         asyncio.run(_write(bootstrap, [(name, None)]))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {exc!r}") from None
+        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {_why(exc, bootstrap)}") from None
 
 
 def parse_budget_file(path: str | Path) -> list[Budget]:
