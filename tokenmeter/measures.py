@@ -68,8 +68,11 @@ def usd_digits(number: Any) -> str:
 
 
 def format_money(number: Decimal) -> str:
-    """`usd_digits` with the dollar sign: "$1,234.57", "-$0.0042"."""
+    """`usd_digits` with the dollar sign: "$1,234.57", "-$0.0042". An amount that is not zero but rounds to it says
+    so, "<$0.0001" (it read "$0.0000", which is neither the "$0.00" of nothing nor a figure)."""
     text = usd_digits(number)
+    if number and text.lstrip("-") == "0.0000":
+        return "<$0.0001" if number > 0 else ">-$0.0001"
     return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 

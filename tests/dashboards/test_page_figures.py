@@ -331,3 +331,18 @@ def test_the_allocation_table_says_rounded_figures_may_differ_by_a_cent_and_the_
 def test_budget_times_say_they_are_utc(app_and_warehouse):
     headers = sys.modules["pages.budgets"].STATUS_HEADERS
     assert "Expected breach (UTC)" in headers and "Updated (UTC)" in headers  # the alerts table's "When (UTC)"
+
+
+def test_a_cost_too_small_for_four_decimals_is_not_written_as_zero(app_and_warehouse):
+    """The demo's Reconciliation row of text-embedding-3-small on a fresh day read "$0.0000" metered (1,635 tokens,
+    $0.00003): neither the "$0.00" of nothing nor a figure. It reads "<$0.0001", with the exact amount on hover."""
+    from datetime import date
+
+    from dashboards.reconciliation_data import ReconRow
+
+    page = sys.modules["pages.reconciliation"]
+    rows = [ReconRow(date(2026, 12, 6), "openai", "text-embedding-3-small", Decimal("0.0000327"), None, 1635, None),
+            ReconRow(date(2026, 12, 6), "openai", "gpt-4o", Decimal("0"), None, 0, None)]
+    _, body = page.table_rows(rows)
+    cells = [row.children[3] for row in body.children]
+    assert [_text(c) for c in cells] == ["<$0.0001", "$0.00"] and cells[0].title == "$0.0000327"
