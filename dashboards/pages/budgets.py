@@ -80,7 +80,8 @@ def status_rows(statuses: list[BudgetStatus]) -> list:
                 title="reservations whose usage never came within TOKENMETER_RESERVATION_TTL_SECONDS"),
         html.Td(_forecast(s)[0], className="num", title=_forecast(s)[1]),
         html.Td(s.expected_breach_at.strftime("%Y-%m-%d %H:%M") if s.expected_breach_at else "-"),
-        html.Td(s.action + (f" ({s.reason})" if s.reason else "")),
+        # "allow (budget 'search-monthly' within its limit)" repeated the row's name: the reason is for a refusal
+        html.Td(s.action + (f" ({s.reason})" if s.reason and s.action != "allow" else ""), title=s.reason),
         html.Td(s.updated_at.strftime("%Y-%m-%d %H:%M")),
     ]) for s in statuses]
     return [header, html.Tbody(body)]

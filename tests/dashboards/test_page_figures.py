@@ -346,3 +346,26 @@ def test_a_cost_too_small_for_four_decimals_is_not_written_as_zero(app_and_wareh
     _, body = page.table_rows(rows)
     cells = [row.children[3] for row in body.children]
     assert [_text(c) for c in cells] == ["<$0.0001", "$0.00"] and cells[0].title == "$0.0000327"
+
+
+def test_alert_deliveries_and_budget_enforcement_read_as_the_budgets_page_writes_them(app_and_warehouse):
+    """The Alerts page wrote "webhook:delivered(1)" where Budgets writes "slack: delivered"; Budgets' Enforcement
+    cell read "allow (budget 'search-monthly' within its limit)" beside the row's own name."""
+    from dashboards.budgets_data import BudgetStatus
+
+    alerts = sys.modules["pages.alerts"]
+    assert alerts.delivery_text("pagerduty:failed(3), slack:delivered(1), webhook:retrying(2)") == (
+        "pagerduty: failed after 3 attempts, slack: delivered, webhook: retrying (2 so far)")
+    assert alerts.delivery_text("") == "no route"
+    start = datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+    def status(action: str, reason: str) -> BudgetStatus:
+        return BudgetStatus("search-monthly", {"team": "search"}, action, reason, "cost_usd", Decimal("2.42"),
+                            Decimal("25"), Decimal("9.68"), "month:2026-12@UTC", start, start + timedelta(days=31),
+                            None, None, start + timedelta(days=5))
+
+    _, body = sys.modules["pages.budgets"].status_rows([
+        status("allow", "budget 'search-monthly' within its limit"),
+        status("block", "budget 'search-monthly' reached its limit for this month (December 2026, UTC)")])
+    cells = [_text(row.children[11]) for row in body.children]
+    assert cells == ["allow", "block (budget 'search-monthly' reached its limit for this month (December 2026, UTC))"]
