@@ -289,17 +289,19 @@ class BudgetLedger:
     def rounded(self, budget: Budget, projected: Decimal) -> Amount:
         return int(projected) if budget.metric == "tokens" else projected.quantize(Decimal("1e-12"))
 
+    @staticmethod
+    def breach_at(budget: Budget, spend: Amount, projected: Decimal, rate: Decimal, now: datetime) -> datetime | None:
+        """When spend reaches the limit at `rate`, if the projection reaches it (None: it stays within)."""
+        if rate <= 0 or projected < budget.limit:
+            return None
+        return now + timedelta(seconds=float((Decimal(budget.limit) - Decimal(spend)) / rate))
+
     def _forecast(self, budget: Budget, key: str, spend: Amount, start: datetime, end: datetime,
                   now: datetime) -> tuple[Amount, datetime] | None:
         """The projection and the expected breach time, only when the projection reaches the limit."""
         found = self.projection(budget, key, spend, start, end, now)
-        if found is None:
-            return None
-        projected, rate = found
-        if rate <= 0 or projected < budget.limit:
-            return None
-        breach_at = now + timedelta(seconds=float((Decimal(budget.limit) - Decimal(spend)) / rate))
-        return self.rounded(budget, projected), breach_at
+        breach = None if found is None else self.breach_at(budget, spend, *found, now)
+        return None if breach is None else (self.rounded(budget, found[0]), breach)
 
     def _window_total(self, budget: Budget, at: datetime) -> tuple[Amount, datetime, datetime, str]:
         start, end, key = rolling_window(budget.rolling_hours or 1, at)

@@ -429,11 +429,11 @@ class BudgetOwner:
         percent = (Decimal(spend) * 100 / Decimal(limit)).quantize(Decimal("0.01")) if limit else Decimal(0)
         projected = expected = None
         if budget.rolling_hours is None:
-            forecast = rt.ledger._forecast(budget, key, spend, start, end, now)  # noqa: SLF001 - same package
-            if forecast:
-                projected, expected = forecast
-            elif (found := rt.ledger.projection(budget, key, spend, start, end, now)) is not None:
-                projected = rt.ledger.rounded(budget, found[0])  # within the limit: shown, no breach expected
+            # the projection whether or not it reaches the limit (the Budgets page shows it); a breach time only if so
+            found = rt.ledger.projection(budget, key, spend, start, end, now)
+            if found is not None:
+                projected = rt.ledger.rounded(budget, found[0])
+                expected = rt.ledger.breach_at(budget, spend, *found, now)
         action = decision.decision if decision.budget == budget.name else "allow"
         return {
             "budget": budget.name, "scope": dict(budget.scope), "action": action,
