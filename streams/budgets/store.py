@@ -15,11 +15,12 @@ from typing import Any, Mapping
 import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
 from streams.alerts.route_secrets import RouteSecrets
 from streams.alerts.routes import mask_notify
 from streams.topic_reader import TopicReadError, read_compacted
+from tokenmeter.kafka_topics import broker_problem
 from tokenmeter.topics import BUDGETS
 
 from .model import Budget, BudgetError, parse_budget
@@ -46,15 +47,6 @@ async def _load(bootstrap: str, timeout: float, fetch_wait: Mapping[str, int] | 
     return budgets
 
 
-def _why(exc: KafkaError, bootstrap: str) -> str:
-    """A broker that does not answer is the usual cause (the stack is not running): say what to do, not only
-    `KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092, <AddressFamily.AF_INET: 2>)]")`."""
-    if isinstance(exc, KafkaConnectionError):
-        return (f"no Kafka broker answers at {bootstrap}; start the stack (`tokenmeter up`) or point "
-                "TOKENMETER_KAFKA_BOOTSTRAP at your brokers")
-    return repr(exc)
-
-
 def load_budgets(bootstrap: str, timeout: float = 15.0, *,
                  fetch_wait: Mapping[str, int] | None = None) -> dict[str, Budget]:
     """Every live budget in the topic, by name (deleted and unreadable records skipped). `fetch_wait`: the caller's
@@ -62,7 +54,7 @@ def load_budgets(bootstrap: str, timeout: float = 15.0, *,
     try:
         return asyncio.run(_load(bootstrap, timeout, fetch_wait))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot read {BUDGETS} from {bootstrap}: {_why(exc, bootstrap)}") from None
+        raise BudgetStoreError(f"cannot read {BUDGETS} from {bootstrap}: {broker_problem(exc, bootstrap)}") from None
 
 
 async def _write(bootstrap: str, records: list[tuple[str, bytes | None]]) -> None:
@@ -101,14 +93,14 @@ def write_budgets(bootstrap: str, budgets: list[Budget], data_dir: Path | str | 
     try:
         asyncio.run(_write(bootstrap, [(b.name, orjson.dumps(b.to_json())) for b in budgets]))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {_why(exc, bootstrap)}") from None
+        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {broker_problem(exc, bootstrap)}") from None
 
 
 def delete_budget(bootstrap: str, name: str) -> None:
     try:
         asyncio.run(_write(bootstrap, [(name, None)]))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {_why(exc, bootstrap)}") from None
+        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {broker_problem(exc, bootstrap)}") from None
 
 
 def parse_budget_file(path: str | Path) -> list[Budget]:
