@@ -19,11 +19,19 @@ def team_colors(teams: list[str]) -> dict[str, str]:
     return {team: PALETTE[i % len(PALETTE)] for i, team in enumerate(sorted(set(teams)))}
 
 
+# Plotly's mode bar (zoom, pan, download: ~25 px high at the top right) shared the title's row and covered the end of
+# a long title on a narrow window. The title gets its own row below the mode bar: its top at TITLE_TOP px from the
+# figure's top, the plot below it from TOP_MARGIN.
+TITLE_TOP = 30
+TOP_MARGIN = 60
+
+
 def _base_layout(fig: go.Figure, title: str, **extra) -> go.Figure:
     layout = {
-        "title": {"text": title, "x": 0.01, "font": {"size": 15}},
+        "title": {"text": title, "x": 0.01, "font": {"size": 15}, "yref": "container", "y": 1, "yanchor": "top",
+                  "pad": {"t": TITLE_TOP}},
         "template": "plotly_white",
-        "margin": {"l": 50, "r": 20, "t": 48, "b": 40},
+        "margin": {"l": 50, "r": 20, "t": TOP_MARGIN, "b": 40},
         "height": 320,
         "legend": {"orientation": "h", "y": -0.18},
     }
@@ -81,7 +89,7 @@ def cost_by_model(by_model: list[ModelSpend], top: int = 12) -> go.Figure:
         marker_color=[UNPRICED_COLOR if n and c == 0 else "#2563eb" for c, n in zip(costs, unpriced)],
         hovertemplate="%{y}<br>%{text}<extra></extra>",
     ))
-    return _base_layout(fig, title, xaxis_title="USD", xaxis_tickprefix="$", margin={"l": 50, "r": 90, "t": 48, "b": 40})
+    return _base_layout(fig, title, xaxis_title="USD", xaxis_tickprefix="$", margin={"l": 50, "r": 90, "t": TOP_MARGIN, "b": 40})
 
 
 def cost_over_time(over_time: pl.DataFrame, bucket: str) -> go.Figure:

@@ -11,6 +11,7 @@ from typing import Any
 from dash import html
 
 from dashboards.formatting import format_usd, format_usd_exact
+from tokenmeter.timefmt import people_utc
 from warehouse.finance import FinanceConfig, finance_from_settings, finance_showback
 
 HINT = ("No cost centers or allocation rules configured: set TOKENMETER_COST_CENTERS_FILE "
@@ -47,8 +48,12 @@ def finance_table(frame) -> list:
                                                          _money(sum(frame["direct_usd"])),
                                                          _money(sum(frame["allocated_usd"])),
                                                          _money(sum(frame["total_usd"]))]))
+    note = ([html.P("Amounts are rounded for reading (cents; 4 decimals below $1): a rounded row or total can differ "
+                    "by a cent from the sum of its rounded parts. Hover an amount for its exact value; exports keep "
+                    "every digit.", className="hint", id="showback-finance-rounding")] if frame.height else [])
     return [html.H3("Cost centers and shared-cost allocation"),
-            html.Table(id="showback-finance-table", className="data-table", children=[header, html.Tbody(body)])]
+            html.Table(id="showback-finance-table", className="data-table", children=[header, html.Tbody(body)]),
+            *note]
 
 
 def app_finance() -> FinanceConfig | None:
@@ -88,5 +93,7 @@ def closed_note(since: datetime, until: datetime) -> list:
     info = closed_months(app_closes()).get(month or "")
     if not info:
         return []
-    return [html.P(f"{month} is closed ({info['closed_at']}): these numbers are frozen; later changes are "
-                   "corrections in the first open month.", className="hint closed-month", id="closed-month-note")]
+    by = f" by {info['closed_by']}" if info.get("closed_by") else ""
+    return [html.P(f"{month} is closed (since {people_utc(info['closed_at'])}{by}): these numbers are frozen; later "
+                   "changes are corrections in the first open month.", className="hint closed-month",
+                   id="closed-month-note")]

@@ -23,6 +23,16 @@ class TopicMissing(KafkaError):
     """A topic does not exist (yet) on the broker; the message names it and the command that creates it."""
 
 
+def broker_problem(exc: BaseException, bootstrap: str) -> str:
+    """A Kafka error as a command's user reads it. A broker that does not answer is the usual cause (the stack is not
+    running): say so and what to do, not only `KafkaConnectionError: Unable to bootstrap from [('127.0.0.1', 9092,
+    <AddressFamily.AF_INET: 2>)]`. Other errors keep their own text."""
+    if isinstance(exc, KafkaConnectionError):
+        return (f"no Kafka broker answers at {bootstrap}; start the stack (`tokenmeter up`) or point "
+                "TOKENMETER_KAFKA_BOOTSTRAP at your brokers")
+    return repr(exc)
+
+
 async def partition_map(bootstrap: str, timeout: float = 30.0) -> dict[str, list[int]]:
     """Every topic of the cluster and its partition numbers, from fresh metadata."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))

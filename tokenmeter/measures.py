@@ -68,8 +68,11 @@ def usd_digits(number: Any) -> str:
 
 
 def format_money(number: Decimal) -> str:
-    """`usd_digits` with the dollar sign: "$1,234.57", "-$0.0042"."""
+    """`usd_digits` with the dollar sign: "$1,234.57", "-$0.0042". An amount that is not zero but rounds to it says
+    so, "<$0.0001" (it read "$0.0000", which is neither the "$0.00" of nothing nor a figure)."""
     text = usd_digits(number)
+    if number and text.lstrip("-") == "0.0000":
+        return "<$0.0001" if number > 0 else ">-$0.0001"
     return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 
@@ -94,6 +97,11 @@ def format_percent(ratio: Decimal) -> str:
     """A share (0..1) as a percentage with one decimal, without a trailing ".0": 1 -> "100%", 0.0448 -> "4.5%"."""
     text = _plain(ratio * 100, 1)
     return (text[:-2] if text.endswith(".0") else text) + "%"
+
+
+def count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """"1 event", "4 rows", "1,250 events": the count with its noun in the right number (texts read "row(s)")."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def format_number(value: Any, unit: str) -> str:

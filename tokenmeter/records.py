@@ -29,7 +29,10 @@ Alert delivery record, topic `tokenmeter.alert-deliveries` (compacted), key = `<
 Enforcement record, topic `tokenmeter.enforcement` (compacted), key = `budget:<name>`:
     budget, scope, action ("allow" | "throttle" | "block"), reason, until (RFC 3339 or null),
     metric, spend, limit, percent, period_key, period_start, period_end, projected, expected_breach_at,
-    updated_at. A tombstone (null value) = budget deleted.
+    updated_at. A tombstone (null value) = budget deleted. `projected` (spend at the period end at the recent
+    burn rate) is null for rolling budgets and until the ledger observed 10 minutes of the period's burn; before
+    2026-12-06 it was also null while the projection stayed below the limit. `expected_breach_at` is set only when
+    the projection reaches the limit.
 
 Anomaly ack record, topic `tokenmeter.anomaly-acks` (compacted), key = `<anomaly id>`:
     anomaly_id, kind, scope_dim, scope_value, action ("ack" | "mute" | "unmute"), by (user name), note,

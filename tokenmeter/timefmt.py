@@ -8,6 +8,10 @@ must stay reproducible byte for byte).
     iso_effective(datetime(2024, 10, 2, 12, tzinfo=timezone.utc))               -> "2024-10-02T12:00:00+00:00"
 
 Parsing needs no helper: on Python 3.11 `datetime.fromisoformat` reads the "Z" suffix itself.
+
+For people (alert summaries, Slack fields), not for machine fields:
+
+    people_utc("2026-11-26T04:00:07.512345Z")                                   -> "2026-11-26 04:00 UTC"
 """
 
 from __future__ import annotations
@@ -40,3 +44,19 @@ def iso_effective(moment: Any) -> str | None:
     if not isinstance(moment, datetime):
         return str(moment)
     return moment.date().isoformat() if moment.time() == datetime.min.time() else moment.isoformat()
+
+
+def people_utc(moment: datetime | str | None) -> str | None:
+    """A moment as on-call people read it in a text, to the minute in UTC ("2026-11-26 04:00 UTC"), as the dashboard
+    writes times; records keep the ISO text. An ISO text is read first; text that is not a moment is returned as it
+    is (a hand-written record), None stays None."""
+    if moment is None or moment == "":
+        return None
+    if not isinstance(moment, datetime):
+        try:
+            moment = datetime.fromisoformat(str(moment))
+        except ValueError:
+            return str(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"

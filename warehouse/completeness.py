@@ -148,16 +148,18 @@ def completeness_alert(health: SourceHealth, now: datetime, notify: list[str] | 
                        dashboard_url: str = "") -> dict:
     """The alert of a source with a problem. Its id is stable per outage (stale: the last event's time) or per
     day (dropping, rejecting), so a check every few minutes alerts once."""
+    from tokenmeter.measures import count_of
     from tokenmeter.records import alert_record
+    from tokenmeter.timefmt import people_utc
 
     onset = health.last_event.isoformat() if health.status == "stale" and health.last_event else now.date().isoformat()
     key = f"tokenmeter:completeness:{health.source}:{health.status}:{onset}"
     last = health.last_event.isoformat() if health.last_event else None
     usual = f"{health.usual.normalize():f}" if health.usual is not None else None
     summary = (f"Source {health.source} is {health.status}: {PROBLEMS[health.status]}. Last event "
-               f"{last or 'never'}; {health.last_hour} event(s) in the last hour"
+               f"{people_utc(health.last_event) or 'never'}; {count_of(health.last_hour, 'event')} in the last hour"
                + (f" (usually {usual})" if usual is not None else "")
-               + f"; {health.deadletters_last_hour} dead letter(s) in the last hour.")
+               + f"; {count_of(health.deadletters_last_hour, 'dead letter')} in the last hour.")
     return alert_record(
         id="completeness-" + hashlib.sha256(key.encode()).hexdigest()[:24], source="completeness",
         kind=f"source_{health.status}", action="trigger", severity="error" if health.status == "stale" else "warning",

@@ -44,6 +44,18 @@ def _is_numeric(dtype: pl.DataType) -> bool:
     return dtype.is_numeric() or isinstance(dtype, pl.Decimal)
 
 
+def _say_unpriced(columns: list[str], rows: list[tuple], cells: list[list[str]]) -> None:
+    """In the table for people, a group whose every call had no price shows `unpriced` as its cost, not
+    0.000000000000 (its cost is unknown, not zero: the dashboard's rule). A group with some priced calls keeps its exact
+    priced cost beside its unpriced_events count; JSON and CSV keep the numbers."""
+    if not {"events", "unpriced_events", "cost_usd"} <= set(columns):
+        return
+    events, unpriced, cost = (columns.index(name) for name in ("events", "unpriced_events", "cost_usd"))
+    for row, cell in zip(rows, cells):
+        if row[events] and row[unpriced] == row[events] and not row[cost]:
+            cell[cost] = "unpriced"
+
+
 def render_report(df: pl.DataFrame, fmt: str = "table") -> str:
     """fmt: "table" (aligned, numbers right-aligned), "json" (array of objects, Decimals as strings) or "csv"."""
     if fmt not in FORMATS:
@@ -63,6 +75,7 @@ def render_report(df: pl.DataFrame, fmt: str = "table") -> str:
         writer.writerows([[safe_text(v) if isinstance(v, str) else _text(v) for v in row] for row in rows])
         return out.getvalue()
     cells = [[_text(v) if v != "" else "(none)" for v in row] for row in rows]
+    _say_unpriced(df.columns, rows, cells)
     widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(df.columns)]
     right = [_is_numeric(dtype) for dtype in df.dtypes]
 

@@ -5,6 +5,7 @@ are recorded here too, so a demo or a new deployment shows what it would have se
 from __future__ import annotations
 
 import logging
+import re
 
 import dash
 from dash import Input, Output, callback, dcc, html
@@ -30,11 +31,29 @@ def layout(start: str | None = None, end: str | None = None, **_):
     ])
 
 
+# `warehouse.analytics.alerts_history` writes each route's state as "route:status(attempts)" (the API's field)
+DELIVERY = re.compile(r"([\w.-]+):(\w+)\((\d+)\)")
+
+
+def delivery_text(deliveries: str | None) -> str:
+    """Each route as the Budgets page writes it, "slack: delivered", with the attempts when there were several:
+    "webhook:delivered(1), pagerduty:failed(3)" -> "webhook: delivered, pagerduty: failed after 3 attempts"."""
+    if not deliveries:
+        return "no route"
+
+    def one(match: re.Match) -> str:
+        route, status, attempts = match.group(1), match.group(2), int(match.group(3))
+        after = f" after {attempts} attempts" if attempts > 1 and status != "retrying" else ""
+        return f"{route}: {status}{after}" if status != "retrying" else f"{route}: retrying ({attempts} so far)"
+
+    return DELIVERY.sub(one, deliveries)
+
+
 def alert_rows(rows: list[dict]) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in HEADERS]))
     body = []
     for r in rows:
-        delivery = r.get("deliveries") or ("no route" if not r.get("delivery_state") else "")
+        delivery = delivery_text(r.get("deliveries")) if r.get("deliveries") or not r.get("delivery_state") else ""
         body.append(html.Tr(className=SEVERITY_CLASS.get(r["severity"], ""), **{"data-source": r["source"]}, children=[
             html.Td(r["at"].strftime("%Y-%m-%d %H:%M")), html.Td(r["source"]), html.Td(r["kind"]),
             html.Td(r["severity"]),

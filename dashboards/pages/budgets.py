@@ -21,7 +21,7 @@ dash.register_page(__name__, path="/budgets", name="Budgets", title="tokenmeter 
 
 log = logging.getLogger(__name__)
 STATUS_HEADERS = ("Budget", "Scope", "State", "Committed", "Held", "Headroom", "Limit", "%", "Expired holds",
-                  "Forecast at period end", "Expected breach", "Enforcement", "Updated")
+                  "Forecast at period end", "Expected breach (UTC)", "Enforcement", "Updated (UTC)")
 ALERT_HEADERS = ("When (UTC)", "Budget", "Alert", "Severity", "Delivered")
 STATE_CLASS = {"over budget": "row-bad", "at risk": "row-warn", "ok": ""}
 
@@ -49,6 +49,23 @@ def _amount(status: BudgetStatus, value) -> str:
     return format_usd(value) if status.metric == "cost_usd" else f"{format_count(int(value))} tokens"
 
 
+def _forecast(status: BudgetStatus) -> tuple[str, str]:
+    """The "Forecast at period end" cell and its tooltip. The ledger publishes a projection (spend + the last hour's
+    burn rate x time left) once it has seen 10 minutes of the period's spend; a bare "-" read as "no forecast"
+    where the projection was merely below the limit (records before 2026-12-06 published none then)."""
+    if status.projected is not None:
+        within = status.projected < status.limit
+        return (_amount(status, status.projected) + (" (within limit)" if within else ""),
+                "spend so far + the last hour's burn rate until the period ends")
+    if status.period_key.startswith("rolling:"):
+        return "none (rolling window)", "a rolling window has no period end to project to"
+    if status.spend >= status.limit:
+        return "limit reached", "spend has reached the limit"
+    if not status.spend:
+        return "no spend yet", "nothing spent in this period"
+    return "not enough data yet", "a forecast needs 10 minutes of spend in this period"
+
+
 def status_rows(statuses: list[BudgetStatus]) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in STATUS_HEADERS]))
     body = [html.Tr(className=STATE_CLASS[s.state], children=[
@@ -61,9 +78,10 @@ def status_rows(statuses: list[BudgetStatus]) -> list:
         html.Td(f"{s.percent}%", className="num"),
         html.Td(format_count(s.reservations_expired), className="num",
                 title="reservations whose usage never came within TOKENMETER_RESERVATION_TTL_SECONDS"),
-        html.Td(_amount(s, s.projected), className="num"),
+        html.Td(_forecast(s)[0], className="num", title=_forecast(s)[1]),
         html.Td(s.expected_breach_at.strftime("%Y-%m-%d %H:%M") if s.expected_breach_at else "-"),
-        html.Td(s.action + (f" ({s.reason})" if s.reason else "")),
+        # "allow (budget 'search-monthly' within its limit)" repeated the row's name: the reason is for a refusal
+        html.Td(s.action + (f" ({s.reason})" if s.reason and s.action != "allow" else ""), title=s.reason),
         html.Td(s.updated_at.strftime("%Y-%m-%d %H:%M")),
     ]) for s in statuses]
     return [header, html.Tbody(body)]

@@ -18,14 +18,18 @@ from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, status_banner
 from dashboards.reconciliation_data import FLAG_RATIO, ReconRow, reconcile, totals
 from dashboards.tables import TableMissing
+from tokenmeter.measures import count_of
 
 dash.register_page(__name__, path="/reconciliation", name="Reconciliation", title="tokenmeter - reconciliation",
                    order=5, finance_only=True)
 
 log = logging.getLogger(__name__)
-HEADERS = ("Day", "Provider", "Model", "Metered", "Provider-reported", "Difference", "Metered tokens",
-           "Provider tokens")
-DRIFT_HEADERS = ("Day", "Provider", "Model", "Provider-reported", "Metered", "Gap", "Coverage", "Likely cause")
+# The two tables subtract in opposite directions (the drift check's gap is what the bill holds beyond what was
+# metered): the headers say which way, so "-$1.40" in one and "+$1.40" in the other do not read as a contradiction.
+HEADERS = ("Day", "Provider", "Model", "Metered", "Provider-reported", "Difference (metered − reported)",
+           "Metered tokens", "Provider tokens")
+DRIFT_HEADERS = ("Day", "Provider", "Model", "Provider-reported", "Metered", "Gap (reported − metered)", "Coverage",
+                 "Likely cause")
 
 
 def layout(start: str | None = None, end: str | None = None, **_):
@@ -112,10 +116,14 @@ def drift_view(wh, filters: Filters) -> tuple[list, str]:
         explained = sum((t.explained for t in part), Decimal(0))
         share = f"{(explained * 100 / billed).quantize(Decimal('0.1'))}%" if billed > 0 else "n/a"
         coverage.append(f"{provider}: {share} of {format_usd(billed)} billed")
-    summary = ("Coverage (share of each provider's bill explained by metered traffic) — " + "; ".join(coverage)
-               + f". {len(shown)} gap(s) above {limits.pct}% and {format_usd(limits.min_usd)}."
-               if coverage else "No provider cost reports in this range.")
-    return drift_rows(shown), summary
+    return drift_rows(shown), drift_summary(coverage, len(shown), limits)
+
+
+def drift_summary(coverage: list[str], gaps: int, limits) -> str:
+    if not coverage:
+        return "No provider cost reports in this range."
+    return ("Coverage (share of each provider's bill explained by metered traffic) — " + "; ".join(coverage)
+            + f". {count_of(gaps, 'gap')} above {limits.pct}% and {format_usd(limits.min_usd)}.")
 
 
 def table_rows(rows: list[ReconRow]) -> list:
@@ -134,6 +142,14 @@ def table_rows(rows: list[ReconRow]) -> list:
             html.Td("-" if r.provider_tokens is None else format_count(r.provider_tokens), className="num"),
         ]))
     return [header, html.Tbody(body)]
+
+
+def recon_summary(rows: list[ReconRow]) -> str:
+    ours, theirs = totals(rows)
+    flagged = sum(1 for r in rows if r.flagged)
+    return (f"On days and models the providers reported: metered {format_usd(ours)}, provider-reported "
+            f"{format_usd(theirs)}, difference {format_usd_change(ours - theirs)}. {count_of(flagged, 'row')} "
+            f"{'differs' if flagged == 1 else 'differ'} by more than {FLAG_RATIO * 100:.0f}%.")
 
 
 @callback(
@@ -166,11 +182,7 @@ def refresh_reconciliation(start, end, _n_intervals):
     except Exception as exc:  # noqa: BLE001
         log.exception("reconciliation query failed")
         return *empty, table_rows([]), reconciliation_chart([]), "", *banner_content(f"Query failed: {exc}", "error")
-    ours, theirs = totals(rows)
-    flagged = sum(1 for r in rows if r.flagged)
-    summary = (f"On days and models the providers reported: metered {format_usd(ours)}, provider-reported "
-               f"{format_usd(theirs)}, difference {format_usd_change(ours - theirs)}. {flagged} row(s) differ by more "
-               f"than {FLAG_RATIO * 100:.0f}%.")
+    summary = recon_summary(rows)
     message = None if rows else "Nothing to compare in this range."
     return (dedup_table, drift_table, drift_summary, table_rows(rows), reconciliation_chart(rows), summary,
             *banner_content(message))

@@ -152,7 +152,9 @@ def recent_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` alerts (latest record per id) with their delivery states; notify lists masked. Read from
     the warehouse (history across restarts of the embedded broker, which forgets its topics) and the alerts topic
     (alerts not loaded yet, and the freshest delivery states), the topic's copy winning."""
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    from tokenmeter.kafka_topics import broker_problem
 
     from .state import TopicReadError
 
@@ -161,7 +163,8 @@ def recent_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
         rows.update({a["id"]: a for a in topic_alerts(settings)})
     except (TopicReadError, KafkaError, OSError) as exc:
         if not rows:
-            raise TopicReadError(f"cannot read the alerts topic on {settings.bootstrap_servers}: {exc}") from None
+            why = broker_problem(exc, settings.bootstrap_servers) if isinstance(exc, KafkaConnectionError) else exc
+            raise TopicReadError(f"cannot read the alerts topic on {settings.bootstrap_servers}: {why}") from None
         click.echo(f"note: the broker is unreachable ({exc}); showing the warehouse's alerts only", err=True)
     return sorted(rows.values(), key=lambda a: str(a.get("at") or ""), reverse=True)[:limit]
 

@@ -15,6 +15,7 @@ import orjson
 
 from tokenmeter.measures import format_band, format_measure, format_observed
 from tokenmeter.records import scope_label
+from tokenmeter.timefmt import people_utc
 
 from .routes import mask_notify
 
@@ -51,8 +52,13 @@ def show_amount(value: Any, metric: str = "cost_usd") -> str:
 
 
 def _percent(value: Any) -> str:
+    """Two decimals, as the alert's summary ("104.40% of the limit") and the Budgets page write the same figure."""
     number = _decimal(value)
-    return f"{number.quantize(Decimal('0.1'), ROUND_HALF_UP)}%" if number is not None else "n/a"
+    return f"{number.quantize(Decimal('0.01'), ROUND_HALF_UP)}%" if number is not None else "n/a"
+
+
+def _span(start: Any, end: Any) -> str:
+    return f"{people_utc(start) or '?'} → {people_utc(end) or '?'}"
 
 
 def budget_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
@@ -72,9 +78,9 @@ def budget_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
     if d.get("projected") is not None:
         fields.append(("Forecast for the period", show_amount(d.get("projected"), metric)))
     if d.get("expected_breach_at"):
-        fields.append(("Expected breach", str(d["expected_breach_at"])))
+        fields.append(("Expected breach", people_utc(d["expected_breach_at"])))
     if d.get("period_start") or d.get("period_end"):
-        fields.append(("Period", f"{d.get('period_start', '?')} → {d.get('period_end', '?')}"))
+        fields.append(("Period", _span(d.get("period_start"), d.get("period_end"))))
     if d.get("budget_action"):
         fields.append(("Action at 100%", str(d["budget_action"])))
     return [(name, value) for name, value in fields if value != "n/a"]  # e.g. a resolve has no spend
@@ -93,20 +99,20 @@ def anomaly_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
         ("Expected", expected),
     ]
     if d.get("start") or d.get("end"):
-        fields.append(("Window", f"{d.get('start', '?')} → {d.get('end', '?')}"))
+        fields.append(("Window", _span(d.get("start"), d.get("end"))))
     return fields
 
 
 def drift_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
     d = alert.get("details") or {}
-    pct = f" ({d['gap_pct']} %)" if d.get("gap_pct") is not None else ""
+    pct = f" ({d['gap_pct']}%)" if d.get("gap_pct") is not None else ""  # "33.33%", as the summary and the page
     fields = [
         ("Day", str(d.get("day", "n/a"))),
         ("Scope", scope_label(alert.get("scope") or {})),
         ("Provider-reported", show_amount(d.get("reported_cost"), "cost_usd")),
         ("Metered", show_amount(d.get("metered_cost"), "cost_usd")),
         ("Gap", show_amount(d.get("gap"), "cost_usd") + pct),
-        ("Coverage of the bill", f"{d['coverage_pct']} %" if d.get("coverage_pct") is not None else "n/a"),
+        ("Coverage of the bill", f"{d['coverage_pct']}%" if d.get("coverage_pct") is not None else "n/a"),
         ("Likely cause", str(d.get("cause_detail") or d.get("cause") or "n/a")),
     ]
     return [(name, value) for name, value in fields if value != "n/a"]
@@ -117,7 +123,7 @@ def completeness_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
     fields = [
         ("Source", str(d.get("source", "n/a"))),
         ("Problem", str(d.get("problem", "n/a"))),
-        ("Last event", str(d.get("last_event_at") or "never")),
+        ("Last event", people_utc(d.get("last_event_at")) or "never"),
         ("Events in the last hour", str(d.get("events_last_hour", "n/a"))),
         ("Usual events per hour", str(d.get("usual_per_hour", "n/a"))),
         ("Dead letters in the last hour", str(d.get("deadletters_last_hour", "n/a"))),
@@ -155,7 +161,7 @@ def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
                                                    "text": _cut(f"*Why*\n{explanation}", SLACK_TEXT_MAX)}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
         f"tokenmeter {alert.get('source')} · {alert.get('kind')} · {alert.get('severity')} · "
-        f"{'resolved' if resolved else 'triggered'} · at {alert.get('at')} · alert `{alert.get('id')}`",
+        f"{'resolved' if resolved else 'triggered'} · at {people_utc(alert.get('at'))} · alert `{alert.get('id')}`",
         SLACK_TEXT_MAX)}]})
     if str(alert.get("dashboard_url", "")).startswith(("http://", "https://")):
         blocks.append({"type": "actions", "elements": [{

@@ -10,6 +10,7 @@ the same kind (the team's spend spike that is one key's loop) is recorded but al
 from __future__ import annotations
 
 from tokenmeter.records import alert_record
+from tokenmeter.timefmt import people_utc
 
 from .engine import AnomalyUpdate
 
@@ -33,7 +34,7 @@ def alert_for(update: AnomalyUpdate, notify: list[str], dashboard_url: str = "")
     return alert_record(
         id=f"{a['id']}:{action}", source="anomaly", kind=a["kind"], action=action, severity=a["severity"],
         dedup_key=a["id"], title=title, summary=a["explanation"] if action == "trigger" else
-        f"Back to normal since {a['end']}. It was: {a['explanation']}",
+        f"Back to normal since {people_utc(a['end'])}. It was: {a['explanation']}",
         at=a["detected_at"], scope={a["scope_dim"]: a["scope_value"]}, notify=list(notify),
         details={"anomaly_id": a["id"], "observed": a["observed"], "expected": a["expected"],
                  "expected_low": a["expected_low"], "expected_high": a["expected_high"], "unit": a["unit"],

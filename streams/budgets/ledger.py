@@ -267,8 +267,10 @@ class BudgetLedger:
                                           projected=forecast[0], expected_breach_at=forecast[1]))
         return out
 
-    def _forecast(self, budget: Budget, key: str, spend: Amount, start: datetime, end: datetime,
-                  now: datetime) -> tuple[Amount, datetime] | None:
+    def projection(self, budget: Budget, key: str, spend: Amount, start: datetime, end: datetime,
+                   now: datetime) -> tuple[Decimal, Decimal] | None:
+        """(spend + burn rate x time left, the rate per second), exact, whether or not it reaches the limit; None
+        while the ledger has not observed `forecast_min_elapsed` of burn in the period (not enough to project)."""
         burn = self.burn[budget.name][key]
         if not burn:
             return None
@@ -281,15 +283,25 @@ class BudgetLedger:
             return None
         first_minute = since.strftime("%Y-%m-%dT%H:%M")
         recent = sum((v for m, v in burn.items() if m >= first_minute), Decimal(0))
-        if recent <= 0:
-            return None
         rate = Decimal(recent) / Decimal(str(elapsed))  # per second of event time
-        projected = Decimal(spend) + rate * Decimal(str((end - now).total_seconds()))
-        if projected < budget.limit:
+        return Decimal(spend) + rate * Decimal(str((end - now).total_seconds())), rate
+
+    def rounded(self, budget: Budget, projected: Decimal) -> Amount:
+        return int(projected) if budget.metric == "tokens" else projected.quantize(Decimal("1e-12"))
+
+    @staticmethod
+    def breach_at(budget: Budget, spend: Amount, projected: Decimal, rate: Decimal, now: datetime) -> datetime | None:
+        """When spend reaches the limit at `rate`, if the projection reaches it (None: it stays within)."""
+        if rate <= 0 or projected < budget.limit:
             return None
-        breach_at = now + timedelta(seconds=float((Decimal(budget.limit) - Decimal(spend)) / rate))
-        projected_out: Amount = int(projected) if budget.metric == "tokens" else projected.quantize(Decimal("1e-12"))
-        return projected_out, breach_at
+        return now + timedelta(seconds=float((Decimal(budget.limit) - Decimal(spend)) / rate))
+
+    def _forecast(self, budget: Budget, key: str, spend: Amount, start: datetime, end: datetime,
+                  now: datetime) -> tuple[Amount, datetime] | None:
+        """The projection and the expected breach time, only when the projection reaches the limit."""
+        found = self.projection(budget, key, spend, start, end, now)
+        breach = None if found is None else self.breach_at(budget, spend, *found, now)
+        return None if breach is None else (self.rounded(budget, found[0]), breach)
 
     def _window_total(self, budget: Budget, at: datetime) -> tuple[Amount, datetime, datetime, str]:
         start, end, key = rolling_window(budget.rolling_hours or 1, at)

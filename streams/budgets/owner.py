@@ -22,8 +22,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from tokenmeter.measures import count_of
 from tokenmeter.period_names import period_name
 from tokenmeter.records import alert_record, iso, money, scope_label
+from tokenmeter.timefmt import people_utc
 
 from .expiry import ExpiryIndex
 from .holds import Hold, hold_from_json
@@ -427,9 +429,11 @@ class BudgetOwner:
         percent = (Decimal(spend) * 100 / Decimal(limit)).quantize(Decimal("0.01")) if limit else Decimal(0)
         projected = expected = None
         if budget.rolling_hours is None:
-            forecast = rt.ledger._forecast(budget, key, spend, start, end, now)  # noqa: SLF001 - same package
-            if forecast:
-                projected, expected = forecast
+            # the projection whether or not it reaches the limit (the Budgets page shows it); a breach time only if so
+            found = rt.ledger.projection(budget, key, spend, start, end, now)
+            if found is not None:
+                projected = rt.ledger.rounded(budget, found[0])
+                expected = rt.ledger.breach_at(budget, spend, *found, now)
         action = decision.decision if decision.budget == budget.name else "allow"
         return {
             "budget": budget.name, "scope": dict(budget.scope), "action": action,
@@ -475,8 +479,8 @@ class BudgetOwner:
             severity = "warning"
             title = f"Budget {budget.name} ({scope}) is forecast to exceed {limit} {unit}"
             summary = (f"At the current burn rate, spend reaches the limit of {limit} {unit} around "
-                       f"{iso(crossing.expected_breach_at)} (projected {human_amount(crossing.projected)} {unit} by "
-                       f"{iso(crossing.period_end)}). Spent so far: {spend} {unit} ({crossing.percent}%).")
+                       f"{people_utc(crossing.expected_breach_at)} (projected {human_amount(crossing.projected)} {unit} "
+                       f"by {people_utc(crossing.period_end)}). Spent so far: {spend} {unit} ({crossing.percent}%).")
         else:
             threshold = crossing.threshold or 0
             severity = "critical" if threshold >= 100 else "error" if threshold >= 80 else "warning"
@@ -486,7 +490,8 @@ class BudgetOwner:
             summary = (f"Spend in {period_name(crossing.period_key, crossing.at)} is {spend} {unit}, {crossing.percent}% of the limit "
                        f"{limit} {unit}. " + (consequence.get(crossing.action, "") if threshold >= 100 else ""))
         if unpriced:
-            summary += f" {unpriced} event(s) in this scope could not be priced (unknown model) and are not in spend."
+            summary += (f" {count_of(unpriced, 'event')} in this scope could not be priced (unknown model) and "
+                        f"{'is' if unpriced == 1 else 'are'} not in spend.")
         rt.incident = crossing.period_key
         details = crossing.to_json() | {"budget_action": budget.action, "unpriced_events": unpriced}
         return alert_record(

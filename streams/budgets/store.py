@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from streams.alerts.route_secrets import RouteSecrets
 from streams.alerts.routes import mask_notify
 from streams.topic_reader import TopicReadError, read_compacted
+from tokenmeter.kafka_topics import broker_problem
 from tokenmeter.topics import BUDGETS
 
 from .model import Budget, BudgetError, parse_budget
@@ -53,13 +54,13 @@ def load_budgets(bootstrap: str, timeout: float = 15.0, *,
     try:
         return asyncio.run(_load(bootstrap, timeout, fetch_wait))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot read {BUDGETS} from {bootstrap}: {exc!r}") from None
+        raise BudgetStoreError(f"cannot read {BUDGETS} from {bootstrap}: {broker_problem(exc, bootstrap)}") from None
 
 
 async def _write(bootstrap: str, records: list[tuple[str, bytes | None]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     try:
+        await producer.start()  # inside: a start that fails (no broker) still closes it, no "Unclosed" warning
         for name, value in records:
             await producer.send_and_wait(BUDGETS, key=name.encode(), value=value)
     finally:
@@ -92,14 +93,14 @@ def write_budgets(bootstrap: str, budgets: list[Budget], data_dir: Path | str | 
     try:
         asyncio.run(_write(bootstrap, [(b.name, orjson.dumps(b.to_json())) for b in budgets]))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {exc!r}") from None
+        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {broker_problem(exc, bootstrap)}") from None
 
 
 def delete_budget(bootstrap: str, name: str) -> None:
     try:
         asyncio.run(_write(bootstrap, [(name, None)]))
     except KafkaError as exc:
-        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {exc!r}") from None
+        raise BudgetStoreError(f"cannot write to {BUDGETS} on {bootstrap}: {broker_problem(exc, bootstrap)}") from None
 
 
 def parse_budget_file(path: str | Path) -> list[Budget]:

@@ -272,3 +272,100 @@ def test_an_unpriced_new_model_is_not_observed_at_zero_dollars(app_and_warehouse
     _, body = sys.modules["pages.anomalies"].table_rows(anomalies)
     observed = {a["id"]: _text(row.children[4]) for a, row in zip(anomalies, body.children)}
     assert observed == {found["id"]: "unpriced (cost unknown)", "anom-older-unpriced": "$0.00/hour"}
+
+
+def test_reconciliation_counts_in_words_and_says_which_way_each_table_subtracts(app_and_warehouse):
+    """The summaries read "1 row(s) differ" and "1 gap(s) above"; the drift table's "Gap" (reported − metered) and
+    the reconciliation's "Difference" (metered − reported) carried opposite signs for the same shortfall, unlabelled."""
+    from datetime import date
+
+    from dashboards.reconciliation_data import ReconRow
+    from warehouse.drift import Thresholds
+
+    page = sys.modules["pages.reconciliation"]
+    day = date(2026, 11, 30)
+    rows = [ReconRow(day, "openai", "gpt-4o", Decimal("0.5"), Decimal("0.6"), 10, 10),
+            ReconRow(day, "openai", "gpt-4o-mini", Decimal("1.234"), Decimal("1.234"), 10, 10)]
+    assert page.recon_summary(rows) == ("On days and models the providers reported: metered $1.73, provider-reported "
+                                        "$1.83, difference -$0.1000. 1 row differs by more than 2%.")
+    assert page.recon_summary(rows[:1] * 2).endswith(". 2 rows differ by more than 2%.")
+    assert page.drift_summary(["openai: 99.8% of $31.30 billed"], 1, Thresholds()).endswith(
+        ". 1 gap above 5% and $1.00.")
+    headers = [_text(cell) for cell in page.table_rows(rows)[0].children.children]
+    drift_headers = [_text(cell) for cell in page.drift_rows([])[0].children.children]
+    assert headers[5] == "Difference (metered − reported)" and drift_headers[5] == "Gap (reported − metered)"
+
+
+def test_the_allocation_table_says_rounded_figures_may_differ_by_a_cent_and_the_close_when_and_by_whom(
+        app_and_warehouse):
+    """The demo's allocation: support-bot $16.08 direct + $4.33 allocated read $20.42 total, and the allocated
+    column's rounded rows summed to -$0.01 under a $0.00 total, with no word on rounding. The closed-month note
+    read "2026-11 is closed (2026-12-06T00:28:15Z)"."""
+    import polars as pl
+
+    from dashboards.finance_panel import closed_note, finance_table
+    from warehouse.month_close import close_month, closes_dir
+
+    app, warehouse = app_and_warehouse
+    frame = pl.DataFrame({"team": ["support-bot", "platform"], "cost_center": ["CC-2100", "CC-9000"],
+                          "gl_account": ["6410", "6490"], "owner": ["a@x", "b@x"],
+                          "direct_usd": [Decimal("16.084"), Decimal("14.764")],
+                          "allocated_usd": [Decimal("4.334"), Decimal("-4.334")],
+                          "total_usd": [Decimal("20.418"), Decimal("10.430")]})
+    parts = finance_table(frame)
+    assert _text(parts[-1]).startswith("Amounts are rounded for reading (cents; 4 decimals below $1): a rounded row")
+    assert [_text(cell) for cell in parts[1].children[1].children[0].children][4:] == ["$16.08", "$4.33", "$20.42"]
+    assert len(finance_table(frame.head(0))) == 2  # no rows: a heading and an empty table, no note
+
+    with app.server.app_context():
+        from dashboards.handle import current_settings
+
+        settings = current_settings()
+        close_month(warehouse, closes_dir(settings), "2026-11", closed_by="cfo@example.com",
+                    now=datetime(2026, 12, 6, 0, 28, 15, tzinfo=timezone.utc))
+        [note] = closed_note(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 12, 1, tzinfo=timezone.utc))
+    assert _text(note) == ("2026-11 is closed (since 2026-12-06 00:28 UTC by cfo@example.com): these numbers are "
+                           "frozen; later changes are corrections in the first open month.")
+
+
+def test_budget_times_say_they_are_utc(app_and_warehouse):
+    headers = sys.modules["pages.budgets"].STATUS_HEADERS
+    assert "Expected breach (UTC)" in headers and "Updated (UTC)" in headers  # the alerts table's "When (UTC)"
+
+
+def test_a_cost_too_small_for_four_decimals_is_not_written_as_zero(app_and_warehouse):
+    """The demo's Reconciliation row of text-embedding-3-small on a fresh day read "$0.0000" metered (1,635 tokens,
+    $0.00003): neither the "$0.00" of nothing nor a figure. It reads "<$0.0001", with the exact amount on hover."""
+    from datetime import date
+
+    from dashboards.reconciliation_data import ReconRow
+
+    page = sys.modules["pages.reconciliation"]
+    rows = [ReconRow(date(2026, 12, 6), "openai", "text-embedding-3-small", Decimal("0.0000327"), None, 1635, None),
+            ReconRow(date(2026, 12, 6), "openai", "gpt-4o", Decimal("0"), None, 0, None)]
+    _, body = page.table_rows(rows)
+    cells = [row.children[3] for row in body.children]
+    assert [_text(c) for c in cells] == ["<$0.0001", "$0.00"] and cells[0].title == "$0.0000327"
+
+
+def test_alert_deliveries_and_budget_enforcement_read_as_the_budgets_page_writes_them(app_and_warehouse):
+    """The Alerts page wrote "webhook:delivered(1)" where Budgets writes "slack: delivered"; Budgets' Enforcement
+    cell read "allow (budget 'search-monthly' within its limit)" beside the row's own name."""
+    from dashboards.budgets_data import BudgetStatus
+
+    alerts = sys.modules["pages.alerts"]
+    assert alerts.delivery_text("pagerduty:failed(3), slack:delivered(1), webhook:retrying(2)") == (
+        "pagerduty: failed after 3 attempts, slack: delivered, webhook: retrying (2 so far)")
+    assert alerts.delivery_text("") == "no route"
+    start = datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+    def status(action: str, reason: str) -> BudgetStatus:
+        return BudgetStatus("search-monthly", {"team": "search"}, action, reason, "cost_usd", Decimal("2.42"),
+                            Decimal("25"), Decimal("9.68"), "month:2026-12@UTC", start, start + timedelta(days=31),
+                            None, None, start + timedelta(days=5))
+
+    _, body = sys.modules["pages.budgets"].status_rows([
+        status("allow", "budget 'search-monthly' within its limit"),
+        status("block", "budget 'search-monthly' reached its limit for this month (December 2026, UTC)")])
+    cells = [_text(row.children[11]) for row in body.children]
+    assert cells == ["allow", "block (budget 'search-monthly' reached its limit for this month (December 2026, UTC))"]

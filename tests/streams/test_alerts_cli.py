@@ -132,3 +132,13 @@ def test_dispatch_command_stops_cleanly_on_sigterm(kafka_bootstrap, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_alerts_list_without_a_broker_says_what_to_do(tmp_path):
+    """With the stack stopped and nothing in the warehouse, `tokenmeter alerts list` ended in "KafkaConnectionError:
+    Unable to bootstrap from [('127.0.0.1', 9092, <AddressFamily.AF_INET: 2>)]"."""
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = CliRunner().invoke(alerts, ["list"], env=_env(bootstrap, TOKENMETER_DATA_DIR=str(tmp_path)))
+    assert result.exit_code == 1, result.output
+    assert (f"cannot read the alerts topic on {bootstrap}: no Kafka broker answers at {bootstrap}; start the stack "
+            "(`tokenmeter up`) or point TOKENMETER_KAFKA_BOOTSTRAP at your brokers") in result.output, result.output

@@ -29,9 +29,9 @@ def test_slack_budget_message_has_blocks_fields_button_and_fallback():
               for f in b["fields"]}
     assert fields["*Budget*"] == "search" and fields["*Scope*"] == "team=search"
     assert fields["*Spend*"] == "$80.00" and fields["*Limit*"] == "$100.00"
-    assert fields["*Percent of limit*"] == "80.0%" and fields["*Threshold*"] == "80%"
+    assert fields["*Percent of limit*"] == "80.00%" and fields["*Threshold*"] == "80%"
     assert fields["*Forecast for the period*"] == "$131.50"
-    assert fields["*Expected breach*"] == "2026-11-26T04:00:00Z"
+    assert fields["*Expected breach*"] == "2026-11-26 04:00 UTC"
     button = msg["blocks"][-1]["elements"][0]
     assert button["type"] == "button" and button["url"] == "http://127.0.0.1:8050/"
     assert all(len(f["text"]) <= 2000 for b in msg["blocks"] if "fields" in b for f in b["fields"])

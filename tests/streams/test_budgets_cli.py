@@ -95,3 +95,17 @@ def test_apply_yaml_file(run, kafka_bootstrap, tmp_path):
     assert failed.exit_code != 0 and "name:" in failed.output and "not a float" in failed.output
     assert c not in load_budgets(kafka_bootstrap)  # all or nothing
     assert run("apply", str(tmp_path / "missing.yaml")).exit_code != 0
+
+
+@pytest.mark.parametrize("args", [("list",), ("set", "b1", "--limit-usd", "1"), ("delete", "b1")])
+def test_without_a_broker_the_error_says_what_to_do(args, tmp_path):
+    """`tokenmeter budget list` with the stack stopped ended in `KafkaConnectionError("Unable to bootstrap from
+    [('127.0.0.1', 9092, <AddressFamily.AF_INET: 2>)]")`: now it names the cause and the two ways out."""
+    from tokenmeter.settings import free_port
+
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = CliRunner().invoke(budget, list(args), env={"TOKENMETER_KAFKA_BOOTSTRAP": bootstrap,
+                                                         "TOKENMETER_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 1, result.output
+    assert f"no Kafka broker answers at {bootstrap}; start the stack (`tokenmeter up`)" in result.output, result.output
+    assert "TOKENMETER_KAFKA_BOOTSTRAP" in result.output and "AddressFamily" not in result.output

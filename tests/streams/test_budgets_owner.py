@@ -113,7 +113,7 @@ def test_unpriced_events_are_reported_in_alerts_and_decisions():
     router, owner = BudgetRouter(defs.values()), owner_with(defs)
     out = owner.process(messages(router, [(0, 1, priced("a", "0", pricing_status="unpriced", model="x")),
                                           (0, 2, priced("b", "9"))]), now=NOW)
-    assert "1 event(s) in this scope could not be priced" in out.alerts[-1]["summary"]
+    assert "1 event in this scope could not be priced (unknown model) and is not in spend." in out.alerts[-1]["summary"]
     assert out.alerts[-1]["details"]["unpriced_events"] == 1
     assert dict(out.enforcement)["search"]["unpriced_events"] == 1
 

@@ -152,3 +152,17 @@ def test_a_weekend_hour_is_judged_against_weekend_days(tmp_path):
         wh.close()
     assert (on_saturday.status, on_saturday.usual, on_saturday.last_hour) == ("ok", Decimal(3), 3)
     assert (on_monday.status, on_monday.usual, on_monday.last_hour) == ("dropping", Decimal(12), 3)
+
+
+def test_the_alert_summary_reads_as_people_write_it(health):
+    """Before: "Last event 2026-12-05T08:00:00.123000+00:00; 0 event(s) in the last hour (usually 6); 0 dead
+    letter(s) in the last hour." The details keep the ISO time."""
+    from warehouse.completeness import completeness_alert
+
+    stale = completeness_alert(health["litellm"], NOW)
+    last = health["litellm"].last_event.astimezone(timezone.utc)
+    assert stale["summary"].endswith(f"Last event {last:%Y-%m-%d %H:%M} UTC; 0 events in the last hour (usually 6); "
+                                     "0 dead letters in the last hour."), stale["summary"]
+    assert stale["details"]["last_event_at"] == health["litellm"].last_event.isoformat()
+    rejecting = completeness_alert(health["apisix"], NOW)
+    assert "; 8 dead letters in the last hour." in rejecting["summary"]

@@ -87,3 +87,17 @@ def test_event_row_flattening(make_event):
     assert row["cost_usd"] == Decimal("0.000123000000") and row["tags"] == [("env", "test")]
     assert row["price_entry"] == "openai/gpt-4o" and row["catalog_version"] == "t1"
     assert row["ts"] == datetime(2025, 3, 1, 10, 15, 30, 250000, tzinfo=timezone.utc)
+
+
+def test_report_table_says_unpriced_where_a_group_has_no_priced_call():
+    """`tokenmeter report --group-by team,model` printed the demo's unpriced model at 0.000000000000, a cost of zero;
+    its cost is unknown. A group with some priced calls keeps its exact cost; JSON and CSV keep the number."""
+    df = pl.DataFrame({"model": ["gpt-4o", "acme-internal-llm-v2", "mixed"], "events": [3, 72, 5],
+                       "unpriced_events": [0, 72, 2],
+                       "cost_usd": [Decimal("1.500000000000"), Decimal("0E-12"), Decimal("0.250000000000")]},
+                      schema_overrides={"cost_usd": pl.Decimal(38, 12)})
+    lines = render_report(df, "table").splitlines()
+    assert lines[3].split() == ["acme-internal-llm-v2", "72", "72", "unpriced"]
+    assert lines[2].split()[-1] == "1.500000000000" and lines[4].split()[-1] == "0.250000000000"
+    assert render_report(df, "csv").splitlines()[2] == "acme-internal-llm-v2,72,72,0.000000000000"
+    assert orjson.loads(render_report(df, "json"))[1]["cost_usd"] == "0.000000000000"
