@@ -50,6 +50,16 @@ def warehouse_totals(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
     return live_team_totals(data_dir)
 
 
+def zone_at_noon() -> str:
+    """A fixed-offset zone whose local time is about noon now (11:00-12:59): a day or month budget there cannot roll
+    over while a test runs (in UTC, a run across midnight started a new day mid-test whose budget admitted again:
+    CI at 23:57, 2026-12-05). Give it as the budget's `tz` wherever a running worker reads the real clock."""
+    from datetime import datetime, timezone
+
+    offset = 12 - datetime.now(timezone.utc).hour  # -11 .. +12 hours
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT-3 is UTC+3
+
+
 def now_inside_one_month(seconds: float = 300.0, settle: float = 5.0):
     """The current UTC time, at least `settle` seconds after the start of its month and at least `seconds` before
     the next: a test that seeds "this month" and then asks a running process (which reads the real clock) must not
