@@ -22,7 +22,7 @@ from warehouse.arrow_rows import rows_to_table
 from warehouse.loader import _accept, _Batch, _store_priced, build_priced, parse_record
 from warehouse.loader_frames import certify, read_message
 
-pytestmark = pytest.mark.slow(seconds=12)
+pytestmark = pytest.mark.slow(seconds=35)
 
 
 @pytest.fixture(scope="module")
