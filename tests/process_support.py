@@ -50,15 +50,41 @@ def warehouse_totals(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
     return live_team_totals(data_dir)
 
 
+def zone_at_noon() -> str:
+    """A fixed-offset zone whose local time is about noon now (11:00-12:59): a day or month budget there cannot roll
+    over while a test runs (in UTC, a run across midnight started a new day mid-test whose budget admitted again:
+    CI at 23:57, 2026-12-05). Give it as the budget's `tz` wherever a running worker reads the real clock."""
+    from datetime import datetime, timezone
+
+    offset = 12 - datetime.now(timezone.utc).hour  # -11 .. +12 hours
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT-3 is UTC+3
+
+
 def now_inside_one_month(seconds: float = 300.0, settle: float = 5.0):
     """The current UTC time, at least `settle` seconds after the start of its month and at least `seconds` before
     the next: a test that seeds "this month" and then asks a running process (which reads the real clock) must not
     straddle a month start. Near one, this waits it out (at most `seconds`, at most once a month)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import timedelta
+
+    return _now_inside(lambda now: now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+                       lambda start: (start + timedelta(days=32)).replace(day=1), seconds, settle)
+
+
+def now_inside_one_day(seconds: float = 120.0, settle: float = 2.0):
+    """The same for a UTC day: for a test that seeds "today" (a provider's incomplete bucket) and then runs a child
+    that reads the real clock. Near midnight, this waits it out (at most `seconds`, at most once a day)."""
+    from datetime import timedelta
+
+    return _now_inside(lambda now: now.replace(hour=0, minute=0, second=0, microsecond=0),
+                       lambda start: start + timedelta(days=1), seconds, settle)
+
+
+def _now_inside(period_start, next_start_of, seconds: float, settle: float):
+    from datetime import datetime, timezone
 
     now = datetime.now(timezone.utc)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    next_start = (start + timedelta(days=32)).replace(day=1)
+    start = period_start(now)
+    next_start = next_start_of(start)
     if (next_start - now).total_seconds() < seconds:
         time.sleep((next_start - now).total_seconds() + settle)
     elif (now - start).total_seconds() < settle:

@@ -17,6 +17,8 @@ import pytest
 from collectors import corpus, equivalence
 from collectors.batch import collection_paused
 
+pytestmark = pytest.mark.slow(seconds=18)  # rough seconds: longest files first (tests/suite_order.py)
+
 
 @pytest.mark.parametrize("dialect", corpus.DIALECTS)
 @pytest.mark.parametrize("custom_mapping", [False, True])

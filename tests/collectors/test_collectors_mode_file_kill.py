@@ -14,7 +14,7 @@ from test_collectors_mode_support import canonical_event, cli_env, events_of, re
 
 from tokenmeter import topics
 
-pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=22)  # rough seconds: longest files first (tests/suite_order.py)
 
 BATCH = 40
 

@@ -21,6 +21,7 @@ from test_collectors_mode_support import (
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
+pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
 KEY = "test-key-" + uuid.uuid4().hex
 
 

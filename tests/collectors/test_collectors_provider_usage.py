@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from process_support import now_inside_one_day
 from test_collectors_mode_support import cli_env, read_topic, start_cli, stop_process
 
 from collectors.provider_usage import AnthropicUsage, OpenAIUsage, ProviderFormatError, anthropic_client, openai_client
@@ -107,7 +108,9 @@ class FakeAdminApi:
 
 
 def _days() -> list[datetime]:
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    # the poller (a child) reads the real clock and fetches today's bucket again: a test that straddled midnight
+    # would find yesterday complete, so near midnight this waits it out
+    today = now_inside_one_day().replace(hour=0, minute=0, second=0)
     return [today - timedelta(days=2), today - timedelta(days=1), today]  # the last one is still incomplete
 
 

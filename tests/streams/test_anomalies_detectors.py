@@ -10,6 +10,7 @@ from streams.anomalies.detectors import Config
 from streams.anomalies.engine import AnomalyEngine
 from tests.streams.anomaly_traffic import MONDAY, event, traffic
 
+pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
 DAY = 86400
 HISTORY_END = MONDAY + 3 * DAY  # Thursday 00:00 UTC
 _cache: dict[str, bytes] = {}

@@ -14,7 +14,7 @@ from streams.anomalies.detectors import KINDS
 from streams.anomalies.evaluate import format_table, quiet_run, score
 from streams.anomalies.synthetic import generate
 
-pytestmark = pytest.mark.slow(seconds=13)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=27)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def test_evaluate_json_has_every_family_and_kind():

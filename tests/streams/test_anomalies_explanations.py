@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from functools import cache
 
+import pytest
+
 from streams.alerts.payloads import slack_message
 from streams.anomalies.detectors import Verdict, explain
 from streams.anomalies.publish import alert_for
 from tests.streams.test_anomalies_detectors import opened, run_with
+
+pytestmark = pytest.mark.slow(seconds=13)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def unpriced_model_on_k1(e, t):  # noqa: ARG001 - run_with's traffic hook: key k1 calls a model with no price

@@ -8,10 +8,14 @@ from __future__ import annotations
 import random
 import struct
 
+import pytest
+
 from streams.anomalies import sparse
 from streams.anomalies.baseline import FULL_SIZE, MIN_SAMPLES, Seasonal, full_slots, quiet_slot_runs
 from streams.anomalies.engine import AnomalyEngine
 from streams.anomalies.scope_state import ScopeState
+
+pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def _bits(base: Seasonal) -> tuple:

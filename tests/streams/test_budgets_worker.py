@@ -20,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from process_support import start_worker, stop, wait_for
+from process_support import start_worker, stop, wait_for, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
@@ -110,8 +110,8 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, worker):
     name = f"search-{uuid.uuid4().hex[:6]}"
     team = f"team-{uuid.uuid4().hex[:6]}"
     write_budgets(bootstrap, [parse_budget({
-        "name": name, "scope": {"team": team}, "period": "month", "limit": "10", "action": "block",
-        "thresholds": [50, 80, 100], "notify": ["webhook=http://127.0.0.1:9/hook"]})])
+        "name": name, "scope": {"team": team}, "period": "month", "tz": zone_at_noon(),
+        "limit": "10", "action": "block", "thresholds": [50, 80, 100], "notify": ["webhook=http://127.0.0.1:9/hook"]})])
     decision_url = f"http://127.0.0.1:{api_port}/v1/decision"
     try:
         # the worker was running before the budget was written: wait until it follows it (readiness, no fixed wait)
@@ -175,8 +175,8 @@ def test_overshoot_past_the_limit_is_small_for_a_gateway_that_asks_before_each_c
     limit only by what is in flight between the worker, the budget owner and the decision (stated in README)."""
     bootstrap, api_port = kafka_bootstrap, worker["port"]
     name, team = f"over-{uuid.uuid4().hex[:6]}", f"team-{uuid.uuid4().hex[:6]}"
-    write_budgets(bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day", "limit": "2",
-                                            "action": "block"})])
+    write_budgets(bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
+                                            "tz": zone_at_noon(), "limit": "2", "action": "block"})])
     wait_for(lambda: name in _budget_names(api_port), what="the budget loaded")
     try:
         per_event = Decimal("0.0125")  # gpt-4o: 5,000 input tokens at $2.50 / 1M
@@ -228,8 +228,8 @@ def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp
                 TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_LOG_LEVEL="info")
     tag = uuid.uuid4().hex[:6]
     teams = [f"multi-{tag}-{i}" for i in range(6)]
-    write_budgets(bootstrap, [parse_budget({"name": f"b-{t}", "scope": {"team": t}, "period": "month", "limit": "10",
-                                            "action": "block"}) for t in teams])
+    write_budgets(bootstrap, [parse_budget({"name": f"b-{t}", "scope": {"team": t}, "period": "month",
+                                            "tz": zone_at_noon(), "limit": "10", "action": "block"}) for t in teams])
     workers = [start_worker(dict(base, TOKENMETER_API_PORT=str(p)), tmp_path / f"worker{i}.log")
                for i, p in enumerate(ports)]
     try:

@@ -21,7 +21,7 @@ from tests.streams.test_worker_poison import ROOT, event, health, priced_ids, st
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=22)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 async def _produce_burst(bootstrap: str, key: bytes, values: list[bytes]) -> None:

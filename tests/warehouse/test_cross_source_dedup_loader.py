@@ -20,7 +20,7 @@ from tests.warehouse.test_cross_source_dedup import COSTS, linked_call
 from tokenmeter import topics
 from warehouse import run_loader
 
-pytestmark = pytest.mark.slow(seconds=5)  # a broker of its own and the loader
+pytestmark = pytest.mark.slow(seconds=10)  # a broker of its own and the loader
 WAIT_SECONDS = 60
 
 

@@ -23,7 +23,7 @@ import pytest
 from crash_support import SimulatedCrash, crash_after_statement, empty_every_table
 from tokenmeter.settings import Settings
 
-pytestmark = pytest.mark.slow(seconds=25)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=43)  # rough seconds: longest files first (tests/suite_order.py)
 
 ROLLUP_TABLES = ("spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily", "spend_daily_tags")
 FLOAT_MEASURES = ("latency_ms_sum", "ttft_ms_sum")  # Float64: equal to a rebuild up to rounding (docs/warehouse.md)

@@ -29,7 +29,7 @@ from tokenmeter.priced_wire import ARROW_HEADERS, FORMAT_HEADER, PricedFormatErr
 from warehouse.loader import _store_priced
 from warehouse.loader_arrow import build_arrow
 
-pytestmark = pytest.mark.slow(seconds=15)
+pytestmark = pytest.mark.slow(seconds=50)
 
 
 def _record(offset: int, value, headers=None, topic: str = topics.PRICED) -> SimpleNamespace:

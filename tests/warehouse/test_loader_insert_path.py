@@ -23,7 +23,7 @@ from warehouse import store
 from warehouse.arrow_rows import build_batch
 from warehouse.loader import _accept, _Batch, parse_record
 
-pytestmark = pytest.mark.slow(seconds=12)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=30)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def _staged_insert_new(self, table, anti_join: bool = True) -> int:

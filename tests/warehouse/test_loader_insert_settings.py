@@ -13,7 +13,7 @@ from tests.warehouse.test_loader_columnar_equivalence import TABLES, _contents, 
 from tests.warehouse.test_loader_insert_path import _randomised
 from warehouse import store
 
-pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=22)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def _unmerged(wh) -> dict[str, list]:

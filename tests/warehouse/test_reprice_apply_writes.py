@@ -14,7 +14,7 @@ import pytest
 from streams import price_event
 from test_warehouse_reprice import MODES, books, module_warehouse, priced_events, rollups, wh  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.slow(seconds=6)
+pytestmark = pytest.mark.slow(seconds=19)
 
 WRITTEN = re.compile(r"^INSERT INTO (spend_hourly|spend_hourly_tags|model_hourly|spend_daily|spend_daily_tags"
                      r"|priced_events_staging_reprice_copies) ")

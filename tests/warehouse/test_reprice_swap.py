@@ -18,7 +18,7 @@ from streams import price_event
 from test_warehouse_reprice import books, module_warehouse, rollups, wh  # noqa: F401 (fixtures)
 from tokenmeter.events import Attribution, Usage, UsageEvent
 
-pytestmark = pytest.mark.slow(seconds=30)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=70)  # rough seconds: longest files first (tests/suite_order.py)
 
 DAY = datetime(2021, 6, 1, tzinfo=timezone.utc)  # the new book's price rise starts at noon of this day
 UNTIL = datetime(2021, 7, 3, tzinfo=timezone.utc)

@@ -21,7 +21,7 @@ from tokenmeter.settings import Settings
 from warehouse import open_warehouse, run_loader
 from warehouse.endpoint import read_live_endpoint
 
-pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=17)  # rough seconds: longest files first (tests/suite_order.py)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from process_support import start_worker, stop, wait_for  # noqa: F401 - the reservation tests import them from here
+# the reservation tests import these from here
+from process_support import start_worker, stop, wait_for, zone_at_noon  # noqa: F401
 from tokenmeter import topics
 
 ROOT = Path(__file__).resolve().parents[3]

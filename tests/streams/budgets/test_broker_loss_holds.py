@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 
 from app.supervisor import Supervisor
-from reserve_support import call, send_usage, usage_event, wait_for
+from reserve_support import call, send_usage, usage_event, wait_for, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.budgets.journal import read_journal
 from streams.budgets.rebuild import expiry_grace
@@ -69,7 +69,8 @@ class Stack:
         self.broker = self.sup.spawn("broker", None, uses_kafka=False)
         self.sup.prepare_broker()
         write_budgets(self.settings.bootstrap_servers, [parse_budget(
-            {"name": self.name, "scope": {"team": self.team}, "period": "day", "limit": "1", "action": "block"})],
+            {"name": self.name, "scope": {"team": self.team}, "period": "day", "tz": zone_at_noon(),
+             "limit": "1", "action": "block"})],
             data_dir=self.settings.data_dir)
         self.worker = self.sup.spawn("worker", [sys.executable, "-m", "app", "worker"])
         self.sup.spawn("loader", [sys.executable, "-m", "app", "load"])

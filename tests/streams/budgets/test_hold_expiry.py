@@ -6,10 +6,14 @@ import time
 from datetime import timedelta
 from decimal import Decimal as D
 
+import pytest
+
 from streams.budgets.expiry import REBUILD_SLACK
 from streams.budgets.owner import EXPIRED_MEMORY
 
 from test_holds import LATER, NOW, defs, owner_with, priced, usage_messages
+
+pytestmark = pytest.mark.slow(seconds=17)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 def expired_ids(owner, at):

@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env
+from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.budgets.holds import Hold
 from streams.budgets.readiness import spend_partition
@@ -101,7 +101,8 @@ def _kill_after_the_usage_of_a_late_hold(kafka_bootstrap, tmp_path, filler: int)
     team, name = f"late-{uuid.uuid4().hex[:6]}", f"late-{uuid.uuid4().hex[:6]}"
     request_id = f"req-late-{uuid.uuid4().hex[:6]}"  # the tests share a broker: the usage is found by it
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
-                                                  "limit": "1", "action": "block"})], data_dir=tmp_path)
+                                                  "tz": zone_at_noon(), "limit": "1", "action": "block"})],
+                  data_dir=tmp_path)
     port = free_port()
     env = worker_env(kafka_bootstrap, tmp_path / "data", port, TOKENMETER_RESERVATION_TTL_SECONDS="600")
     log = tmp_path / "worker.log"

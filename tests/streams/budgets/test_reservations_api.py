@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env
+from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.budgets.reservations import GC_YOUNG_THRESHOLD
 from tokenmeter.settings import free_port
@@ -45,7 +45,7 @@ def test_reserve_settle_release_refuse_and_survive_a_kill(kafka_bootstrap, modul
     port, env = module_worker["port"], module_worker["env"]
     team, name = f"rsv-{uuid.uuid4().hex[:6]}", f"rsv-{uuid.uuid4().hex[:6]}"
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
-                                                  "limit": "1", "action": "block"})])
+                                                  "tz": zone_at_noon(), "limit": "1", "action": "block"})])
     url = f"http://127.0.0.1:{port}/v1/reservations"
     wait_for(lambda: ready(port), what="worker ready")
     # the worker was running before the budget was written: wait until it serves it (readiness, no fixed wait)
@@ -130,7 +130,8 @@ def test_a_model_budget_holds_a_reservation_that_names_an_alias_of_its_model(kaf
     alias (claude-sonnet-4-5): a budget on either name is held, never skipped."""
     name = f"snap-{uuid.uuid4().hex[:6]}"
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"model": "claude-sonnet-4-5-20250929"},
-                                                  "period": "day", "limit": "1000", "action": "block"})])
+                                                  "period": "day", "tz": zone_at_noon(),
+                                                  "limit": "1000", "action": "block"})])
     body = {"provider": "anthropic", "model": "claude-sonnet-4-5", "prompt_tokens": 1000, "max_output_tokens": 100,
             "request_id": f"alias-{uuid.uuid4().hex}"}
     status, answer = wait_for(lambda: (lambda r: r if r[0] == 201 and r[1]["holds"] else None)(
@@ -192,7 +193,7 @@ def test_the_admission_routes_answer_with_the_same_headers_and_the_hold_ack_is_s
 
     team, name = f"hdr-{uuid.uuid4().hex[:6]}", f"hdr-{uuid.uuid4().hex[:6]}"
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
-                                                  "limit": "1", "action": "block"})])
+                                                  "tz": zone_at_noon(), "limit": "1", "action": "block"})])
     url = f"{reservation_worker}/v1/reservations"
     wait_for(lambda: name in {b["budget"] for b in call("GET", url)[1].get("budgets", [])}, what="the budget loaded")
 
@@ -245,7 +246,8 @@ def test_a_reservation_that_asks_gets_its_phases_in_server_timing(kafka_bootstra
     team = f"phases-{uuid.uuid4().hex[:8]}"
     name = f"phases-{uuid.uuid4().hex[:8]}"
     write_budgets(kafka_bootstrap, [parse_budget(
-        {"name": name, "scope": {"team": team}, "period": "month", "limit": "100", "action": "block"})])
+        {"name": name, "scope": {"team": team}, "period": "month", "tz": zone_at_noon(),
+         "limit": "100", "action": "block"})])
     url = f"{reservation_worker}/v1/reservations"
     wait_for(lambda: name in {b["budget"] for b in call("GET", url)[1].get("budgets", [])}, what="the budget loaded")
 
@@ -301,7 +303,7 @@ def test_a_stale_owner_record_for_a_partition_this_worker_owns_is_not_followed(k
     port = module_worker["port"]
     team, name = f"stale-{uuid.uuid4().hex[:6]}", f"stale-{uuid.uuid4().hex[:6]}"
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
-                                                  "limit": "1", "action": "block"})])
+                                                  "tz": zone_at_noon(), "limit": "1", "action": "block"})])
     url = f"http://127.0.0.1:{port}/v1/reservations"
     wait_for(lambda: ready(port) and name in {b["budget"] for b in call("GET", url)[1].get("budgets", [])},
              what="the budget loaded")

@@ -13,7 +13,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from reserve_support import ready, start_worker, stop, wait_for, worker_env
+from reserve_support import ready, start_worker, stop, wait_for, worker_env, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from tokenmeter.settings import free_port
 
@@ -75,7 +75,7 @@ def test_litellm_style_guard_reserves_and_the_logged_payload_settles(kafka_boots
 
     team, name = f"llm-{uuid.uuid4().hex[:6]}", f"llm-{uuid.uuid4().hex[:6]}"
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
-                                                  "limit": "0.05", "action": "block"})])
+                                                  "tz": zone_at_noon(), "limit": "0.05", "action": "block"})])
     port, collector_port = free_port(), free_port()
     env = worker_env(kafka_bootstrap, tmp_path / "data", port)
     worker = start_worker(env, tmp_path / "worker.log")

@@ -8,14 +8,13 @@ import asyncio
 import random
 import time
 import uuid
-from datetime import datetime, timezone
 from decimal import Decimal
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from reserve_support import call, ready, start_worker, stop, usage_event, wait_for, worker_env
+from reserve_support import call, ready, start_worker, stop, usage_event, wait_for, worker_env, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.budgets.readiness import spend_partition
 from tokenmeter import topics
@@ -36,14 +35,6 @@ def distinct_names(tag: str) -> list[str]:
         used.add(spend_partition(f"{kind}-{tag}-{i}", 4))
         names.append(f"{kind}-{tag}-{i}")
     return names
-
-
-def zone_at_noon() -> str:
-    """A fixed-offset zone whose local time is about noon now: a day budget there cannot roll over during a test.
-    In UTC, a run across midnight (CI at 23:57, 2026-12-05) started a new day mid-test, whose budgets admitted the
-    gateways' next calls again, so their total real spend passed one day's limit."""
-    offset = 12 - datetime.now(timezone.utc).hour  # -11 .. +12 hours
-    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT-3 is UTC+3
 
 
 def write_three_budgets(bootstrap: str, tag: str, prefix: str) -> tuple[str, str, list[str], dict]:

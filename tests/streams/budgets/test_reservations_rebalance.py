@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env
+from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from tokenmeter.settings import free_port
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first 
 def test_holds_survive_the_owner_being_killed(kafka_bootstrap, tmp_path):
     team, name = f"reb-{uuid.uuid4().hex[:6]}", f"reb-{uuid.uuid4().hex[:6]}"
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
-                                                  "limit": "1", "action": "block"})])
+                                                  "tz": zone_at_noon(), "limit": "1", "action": "block"})])
     ports = [free_port(), free_port()]
     workers = [start_worker(worker_env(kafka_bootstrap, tmp_path / f"d{i}", port), tmp_path / f"w{i}.log")
                for i, port in enumerate(ports)]

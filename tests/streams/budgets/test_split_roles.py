@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env
+from reserve_support import call, ready, send_usage, start_worker, stop, usage_event, wait_for, worker_env, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from test_reservations_overshoot import CLIENTS, assert_never_past_a_limit, gateway, write_three_budgets
 from tokenmeter import topics
@@ -129,7 +129,7 @@ def test_split_roles_restarted_owner_restores_a_hold_then_settles_it_and_expires
     tag = uuid.uuid4().hex[:6]
     team, name = f"split-r-{tag}", f"split-r-{tag}"
     write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
-                                                  "limit": "5", "action": "block"})])
+                                                  "tz": zone_at_noon(), "limit": "5", "action": "block"})])
     extra = {"TOKENMETER_RESERVATION_TTL_SECONDS": "8"}
     processes = []
     try:
@@ -199,8 +199,8 @@ def test_a_switch_from_role_all_to_split_roles_keeps_one_owner_per_budget_and_th
     bootstrap = own_broker
     tag = uuid.uuid4().hex[:6]
     team, name = f"switch-{tag}", f"switch-{tag}"
-    write_budgets(bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day", "limit": "100",
-                                            "action": "block"})])
+    write_budgets(bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
+                                            "tz": zone_at_noon(), "limit": "100", "action": "block"})])
     cost = 800 * Decimal("2.50") / 1_000_000 + 50 * Decimal("10.00") / 1_000_000  # usage_event(team, 800, 50)
     processes = []
     try:
