@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from datetime import datetime
+from decimal import Decimal
 from typing import Iterator
 
 import orjson
@@ -66,11 +67,17 @@ class Written:
 
 
 def _money_text(pico: pl.Expr) -> pl.Expr:
-    """format(Decimal(pico) * 1e-12, "f") for a quantized amount: 12 decimal places. The fraction is written as
-    the 13 digits of 10**12 + (pico mod 10**12) without the leading 1 (polars' % takes the sign of the divisor, as
-    Python's: 0 <= mod < 10**12), a slice of the text instead of zfill's copy (~30 % cheaper)."""
-    return pl.concat_str((pico // 10**12).cast(pl.String), pl.lit("."),
-                         (pico % 10**12 + 10**12).cast(pl.String).str.slice(1))
+    """format(Decimal(pico) * 1e-12, "f") for a quantized, non-negative amount: 12 decimal places. polars' Decimal
+    (38, 12) writes exactly that text (pico / 10**12 is exact at scale 12), in one cast, ~40 % cheaper than the
+    integer and fraction digits cast and sliced separately (inproc14; the same text on 4,000,000 random amounts
+    over [0, 2**63); tests/streams/test_columnar_speed.py keeps the edges and 30,000 of them). Amounts are never
+    negative (counts, prices, multipliers and request fees are validated non-negative)."""
+    return (pico.cast(pl.Decimal(38, 0)) * pl.lit(_ONE, dtype=pl.Decimal(38, 12))
+            / pl.lit(_PICO_PER_USD, dtype=pl.Decimal(38, 0))).cast(pl.String)
+
+
+_ONE = Decimal("1.000000000000")  # scale 12: the quotient's
+_PICO_PER_USD = Decimal(10**12)
 
 
 def _line_texts(priced: pl.DataFrame) -> list[pl.Expr]:

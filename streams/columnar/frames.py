@@ -130,8 +130,11 @@ def _byte_counts(values: Sequence[bytes | None]) -> tuple[pl.DataFrame, pl.Serie
         plain=(text.str.starts_with("[") & ~text.str.contains("\\", literal=True)
                & ~text.str.contains(WHITESPACE_BEFORE_COLON) & ~text.str.contains(FRACTIONAL_TOKENS)).fill_null(False),
         keys=text.str.count_matches('":', literal=True),
-        strings=text.str.count_matches('":"', literal=True),
-        objects=text.str.count_matches('":{', literal=True),
+        # as regexes (the same counts: no needle here overlaps itself): polars counts a literal with the standard
+        # library's two-way searcher, the regex engine with a memchr prefilter, ~3x faster for `":{` (rare), ~1.2x
+        # for `":"` (measured, polars 2.1); for `":` (every key) the literal search is as fast
+        strings=text.str.count_matches('":"'),
+        objects=text.str.count_matches(r'":\{'),
         # counting a literal scans at ~0.1 us per event even when it never occurs; finding none is ~10x cheaper
         booleans=(text.str.count_matches('":t', literal=True) + text.str.count_matches('":f', literal=True)
                   if (text.str.contains('":t', literal=True) | text.str.contains('":f', literal=True)).any()
