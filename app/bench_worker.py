@@ -1,5 +1,5 @@
 """(c) alone, as CPU per event: `python -m app.bench_worker [--events 50000] [--rounds 3] [--tree PATH ...]
-[--in-process] [--tagged 0.5] [--reader-fetch-wait-ms 10]`.
+[--in-process] [--tagged 0.5] [--reader-fetch-wait-ms 10] [--format json --format arrow]`.
 
 `tokenmeter bench`'s (c) on its own: per round and per source tree, a fresh `tokenmeter worker` (started from that
 tree, as the bench starts it) on one embedded broker; after one warm-up event is priced and the worker's start-up
@@ -14,7 +14,8 @@ load hits them alike: compare a branch with an earlier commit (`git archive <com
 `--in-process`: instead of a worker, the pricing thread's work alone (`streams.batch_overlap._price` per ~4 MB
 chunk: the batch step, framing the priced messages, encoding dead letters) on the same traffic, best of 3 passes
 in a fresh process per tree and round (trees alternating), as events per CPU second of that process (polars' threads
-included). `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
+included). `--format json --format arrow`: each tree with each priced format (TOKENMETER_PRICED_FORMAT), all
+alternating (issue 14, arrow14). `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
 gateways' metadata becomes tags), for either mode.
 """
 
@@ -149,15 +150,18 @@ from streams.batch_overlap import _price, chunks
 from streams.columnar import process_batch_columnar
 from streams.pricing import load_price_book
 n, rounds, tagged, seed = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+fmt = sys.argv[5] if len(sys.argv) > 5 else None  # TOKENMETER_PRICED_FORMAT's messages (trees since loader11)
+price = (lambda part: _price(process_batch_columnar, part, book)) if fmt is None else (
+    lambda part: _price(process_batch_columnar, part, book, fmt))
 book = load_price_book()
 values = _micro_batches(tag(synthetic_events(n, seed=seed), tagged))
 parts = list(chunks([RawRecord(v, "tokenmeter.usage", i % 4, i) for i, (_, v) in enumerate(values)]))
-_price(process_batch_columnar, parts[0], book)  # the price table compiled and caches warm, as in a running worker
+price(parts[0])  # the price table compiled and caches warm, as in a running worker
 best = None
 for _ in range(rounds):
     cpu, wall = time.process_time(), time.perf_counter()
     for part in parts:
-        _price(process_batch_columnar, part, book)
+        price(part)
     run = (time.process_time() - cpu, time.perf_counter() - wall)
     best = run if best is None or run < best else best
 print(json.dumps({"events_per_cpu_s": round(n / best[0]), "cpu_us_per_event": round(best[0] / n * 1e6, 2),
@@ -165,39 +169,54 @@ print(json.dumps({"events_per_cpu_s": round(n / best[0]), "cpu_us_per_event": ro
 """
 
 
-def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float) -> dict[str, list[dict]]:
-    """The pricing thread's work per tree, each round in a fresh process, trees alternating."""
-    results: dict[str, list[dict]] = {tree: [] for tree in trees}
+def _runs(trees: list[str], formats: list[str | None]) -> list[tuple[str, str | None]]:
+    return [(tree, fmt) for tree in trees for fmt in formats]
+
+
+def _name(tree: str, fmt: str | None) -> str:
+    return tree if fmt is None else f"{tree} [{fmt}]"
+
+
+def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
+                       formats: tuple[str | None, ...] | list[str | None] = (None,)
+                       ) -> dict[str, list[dict]]:
+    """The pricing thread's work per tree (and priced format), each round in a fresh process, alternating."""
+    results: dict[str, list[dict]] = {_name(*run): [] for run in _runs(trees, formats)}
     for round_ in range(rounds):
-        for tree in trees:
+        for tree, fmt in _runs(trees, formats):
             load = os.getloadavg()[0]
             child = inspect.getsource(tag) + IN_PROCESS_CHILD  # `tag` from here: an older tree may lack it
-            out = subprocess.run([sys.executable, "-c", child, str(n), "3", str(tagged), str(100 + round_)],
-                                 env=dict(os.environ, PYTHONPATH=tree),
+            out = subprocess.run([sys.executable, "-c", child, str(n), "3", str(tagged), str(100 + round_),
+                                  *([fmt] if fmt else [])], env=dict(os.environ, PYTHONPATH=tree),
                                  cwd=tree, capture_output=True, text=True, check=True).stdout
-            results[tree].append({**json.loads(out.splitlines()[-1]), "load": round(load, 1)})
-            print(json.dumps({"tree": tree, **results[tree][-1]}), file=sys.stderr, flush=True)
+            name = _name(tree, fmt)
+            results[name].append({**json.loads(out.splitlines()[-1]), "load": round(load, 1)})
+            print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)
     return results
 
 
 def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0,
-            reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {tree: [] for tree in trees}
+            reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS,
+            formats: tuple[str | None, ...] | list[str | None] = (None,)
+            ) -> dict[str, list[dict]]:
+    results: dict[str, list[dict]] = {_name(*run): [] for run in _runs(trees, formats)}
     with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
         for round_ in range(rounds):
-            for index, tree in enumerate(trees):
+            for index, (tree, fmt) in enumerate(_runs(trees, formats)):
                 events = tag(synthetic_events(n, seed=100 + 10 * round_ + index), tagged)  # new event ids every run
                 api_port = free_port()
                 env = dict(os.environ, PYTHONPATH=tree, TOKENMETER_KAFKA_BOOTSTRAP=bootstrap, TOKENMETER_DATA_DIR=tmp,
-                           TOKENMETER_API_PORT=str(api_port), TOKENMETER_LOG_LEVEL="warning")
+                           TOKENMETER_API_PORT=str(api_port), TOKENMETER_LOG_LEVEL="warning",
+                           **({"TOKENMETER_PRICED_FORMAT": fmt} if fmt else {}))
                 proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, cwd=tree,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
                 try:
                     load = os.getloadavg()[0]
                     run = asyncio.run(time_worker(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500),
                                                   reader_fetch_wait_ms=reader_fetch_wait_ms))
-                    results[tree].append({**run, "load": round(load, 1)})
-                    print(json.dumps({"tree": tree, **results[tree][-1]}), file=sys.stderr, flush=True)
+                    name = _name(tree, fmt)
+                    results[name].append({**run, "load": round(load, 1)})
+                    print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)
                 finally:
                     proc.terminate()
                     proc.wait(30)
@@ -212,14 +231,19 @@ def main(argv: list[str] | None = None) -> int:
                         "default: this one)")
     parser.add_argument("--in-process", action="store_true", help="the pricing thread's work alone, no worker")
     parser.add_argument("--tagged", type=float, default=0.0, help="share of events with tags in their attribution")
+    parser.add_argument("--format", action="append", choices=["json", "arrow"],
+                        help="the worker's priced format (TOKENMETER_PRICED_FORMAT; repeat to compare, alternating "
+                        "with the trees; default: the environment's)")
     parser.add_argument("--reader-fetch-wait-ms", type=int, default=READER_FETCH_WAIT_MS,
                         help="the priced reader's fetch wait (500: aiokafka's default, (c) as measured before worker11)")
     args = parser.parse_args(argv)
     trees = [str(Path(t).resolve()) for t in (args.tree or [Path(__file__).resolve().parent.parent])]
+    formats: list[str | None] = list(args.format or [None])
     if args.in_process:
-        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged), indent=2))
+        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged, formats), indent=2))
     else:
-        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms), indent=2))
+        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms, formats),
+                         indent=2))
     return 0
 
 

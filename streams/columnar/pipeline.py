@@ -22,6 +22,7 @@ from streams.batch import MAX_PRICED_EVENT_BYTES, BatchResult, RawRecord, dead_l
 from streams.pricing import PriceBook
 from streams.pricing.book import PriceResult, fee_lines
 from streams.pricing.reported import with_reported_cost
+from tokenmeter.priced_wire import ARROW, JSON
 
 from .decode import decode_records, item_of
 from .frame_price import Written, _line_texts, _money_text, _ref_json, write_frame
@@ -50,21 +51,24 @@ def _pydantic_datetime(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: datetime | None = None) -> BatchResult:
-    """Validate, meter and price on columns; never raises on bad input (it becomes a dead letter)."""
+def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: datetime | None = None,
+                           priced_format: str = JSON) -> BatchResult:
+    """Validate, meter and price on columns; never raises on bad input (it becomes a dead letter). `priced_format`:
+    the messages the caller will ask for (`BatchResult.messages`); for Arrow the frame path writes no JSON text
+    unless something reads it (issue 14, arrow14). Either gives the same result."""
     # A batch builds hundreds of thousands of small acyclic objects that all stay alive until the batch is sent;
     # the cyclic GC would rescan them again and again while they pile up (measured: ~30% of the batch time).
     # Nothing here makes reference cycles, so collection waits until the batch is done.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _process(records, book, now or datetime.now(timezone.utc))
+        return _process(records, book, now or datetime.now(timezone.utc), priced_format != ARROW)
     finally:
         if collecting:
             gc.enable()
 
 
-def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> BatchResult:
+def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write_text: bool = True) -> BatchResult:
     records = list(records)
     frames_pay = READ_FRAMES and sum(len(r.value or b"") for r in records) >= FRAME_MIN_BYTES
     scanned = _scan(records) if frames_pay else None  # certified micro-batches straight into a frame (frames.py)
@@ -77,13 +81,13 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> Ba
     if scanned is not None:
         try:
             written = write_frame(scanned.frame, pl.Series(decoded.first_item, dtype=pl.Int64), price_table(book),
-                                  now, _pydantic_datetime(now))
+                                  now, _pydantic_datetime(now), write_text)
         except Exception:  # noqa: BLE001 - a bug must not stop the stream: every row of the frame takes the dict path
             log.exception("frame path failed; the batch's rows take the dict path")
             written = Written.nothing([i for i, item in enumerate(items) if item is None
                                        and record_of[i] in scanned.heights])
         if not decoded.letters and not written.rest and written.rows.height == len(items):  # all written, in order
-            return FramedResult(decoded, written.rows, (written.refs, written.priced_at))
+            return FramedResult(decoded, written)
         for i, key, encoded, unpriced, assumed in written.outcomes():
             outcomes[i] = ("json", key, encoded, unpriced, assumed)
         cache: dict[int, list] = {}
