@@ -10,7 +10,8 @@ message; a message that would reach MAX_MESSAGE_BYTES (which `_frame` would cut 
 the Python way instead, as does a result whose `priced` was read (a caller may change it).
 
 `priced`, `keys_in_order` and `origins` are built from the columns when first read (tests, re-price, budgets when a
-budget exists), so the result reads exactly as the one `_assemble` builds.
+budget exists), so the result reads exactly as the one `_assemble` builds. A batch priced for Arrow messages holds
+no JSON text until one of them, or `priced_messages`, reads it (frame_price.Written.texts; issue 14, arrow14).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from .frame_price import Written, _line_texts, _money_text, _ref_json, write_fra
 from .frames import scan
 from .framed import FramedResult
 from .fallback import process_row
+from .mixed_arrow import NOT_WRITTEN, ArrowSource
 from .encode import CORRELATION_FIELDS, USAGE_FIELDS, LazyOrigins, correlation_columns, encode_priced, fast_mask
 from .meter import TOKEN_PARTS, usage_frame
 from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
@@ -77,6 +78,7 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write
     records_list = decoded.records
     record_of = decoded.record_of
     outcomes: list[tuple | None] = [None] * len(items)
+    source, written_row = None, {}  # item index -> its row among the frame path's written rows (Arrow workers)
     todo: list[int] | None = None  # item indices for the dict path (None: every item)
     if scanned is not None:
         try:
@@ -88,8 +90,12 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write
                                        and record_of[i] in scanned.heights])
         if not decoded.letters and not written.rest and written.rows.height == len(items):  # all written, in order
             return FramedResult(decoded, written)
-        for i, key, encoded, unpriced, assumed in written.outcomes():
+        # an Arrow worker's mixed batch: its Arrow messages take the written rows' columns (mixed_arrow.py)
+        source = ArrowSource(written) if not write_text and written.rows.height else None
+        for row, (i, key, encoded, unpriced, assumed) in enumerate(written.outcomes()):
             outcomes[i] = ("json", key, encoded, unpriced, assumed)
+            if source is not None:
+                written_row[i] = row
         cache: dict[int, list] = {}
         first_item = decoded.first_item
         for i in written.rest:  # rows the frame path does not write: their dicts, as orjson decodes them
@@ -102,7 +108,12 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write
         _dict_path([items[i] for i in todo], records_list, [record_of[i] for i in todo], sub_outcomes, book, now)
         for i, outcome in zip(todo, sub_outcomes):
             outcomes[i] = outcome
-    return _assemble(decoded, outcomes, book, now)
+    result = _assemble(decoded, outcomes, book, now)
+    if source is not None:
+        for key, item in zip(result.keys_in_order, result.items_in_order):
+            source.rows[key].append(written_row.get(item, NOT_WRITTEN))
+        result.arrow_source = source
+    return result
 
 
 def _scan(records: list[RawRecord]):  # noqa: ANN202 - Scanned | None
@@ -332,6 +343,7 @@ def _assemble_written(decoded, outcomes: list[tuple]) -> BatchResult | None:
     for key, event in zip(keys, encoded):
         priced[key].append(event)
     result.keys_in_order = list(keys)
+    result.items_in_order = range(len(outcomes))
     result.unpriced_count = sum(unpriced)
     result.assumed_count = sum(assumed)
     return result
@@ -351,6 +363,7 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
     next_letter = 0
     priced = result.priced
     keys_in_order = result.keys_in_order
+    result.items_in_order = items_in_order = []
     deadletters = result.deadletters
     dumps = orjson.dumps
     unpriced_count = assumed_count = 0
@@ -382,6 +395,7 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
             continue
         priced[key].append(encoded)
         keys_in_order.append(key)
+        items_in_order.append(i)
         origins.append((record.partition, record.offset, event))
         unpriced_count += is_unpriced
         assumed_count += assumed
