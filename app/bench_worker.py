@@ -15,7 +15,8 @@ load hits them alike: compare a branch with an earlier commit (`git archive <com
 chunk: the batch step, framing the priced messages, encoding dead letters) on the same traffic, best of 3 passes
 in a fresh process per tree and round (trees alternating), as events per CPU second of that process (polars' threads
 included). `--format json --format arrow`: each tree with each priced format (TOKENMETER_PRICED_FORMAT), all
-alternating (issue 14, arrow14). `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
+alternating (issue 14, arrow14); `--mixed`: one message of reported-cost events per ~12 (batches the frame path
+writes only in part). `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
 gateways' metadata becomes tags), for either mode.
 """
 
@@ -150,11 +151,19 @@ from streams.batch_overlap import _price, chunks
 from streams.columnar import process_batch_columnar
 from streams.pricing import load_price_book
 n, rounds, tagged, seed = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-fmt = sys.argv[5] if len(sys.argv) > 5 else None  # TOKENMETER_PRICED_FORMAT's messages (trees since loader11)
+fmt = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "-" else None  # the priced format (trees since loader11)
 price = (lambda part: _price(process_batch_columnar, part, book)) if fmt is None else (
     lambda part: _price(process_batch_columnar, part, book, fmt))
 book = load_price_book()
 values = _micro_batches(tag(synthetic_events(n, seed=seed), tagged))
+if len(sys.argv) > 6 and sys.argv[6] == "mixed":  # one message of reported costs per ~12 (the frame path takes none)
+    import orjson
+    from streams.columnar.bench import traffic
+    extra = traffic(2000, seed=9, reported=0.5)
+    extra = [(b"", orjson.dumps(extra[i:i + 250])) for i in range(0, len(extra), 250)]
+    values = [v for i, value in enumerate(values) for v in ([value, extra[(i // 12) % len(extra)]] if i % 12 == 5
+                                                            else [value])]
+    n = sum(v.count(b'"event_id"') for _, v in values)
 parts = list(chunks([RawRecord(v, "tokenmeter.usage", i % 4, i) for i, (_, v) in enumerate(values)]))
 price(parts[0])  # the price table compiled and caches warm, as in a running worker
 best = None
@@ -178,7 +187,7 @@ def _name(tree: str, fmt: str | None) -> str:
 
 
 def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
-                       formats: tuple[str | None, ...] | list[str | None] = (None,)
+                       formats: tuple[str | None, ...] | list[str | None] = (None,), mixed: bool = False
                        ) -> dict[str, list[dict]]:
     """The pricing thread's work per tree (and priced format), each round in a fresh process, alternating."""
     results: dict[str, list[dict]] = {_name(*run): [] for run in _runs(trees, formats)}
@@ -187,7 +196,7 @@ def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
             load = os.getloadavg()[0]
             child = inspect.getsource(tag) + IN_PROCESS_CHILD  # `tag` from here: an older tree may lack it
             out = subprocess.run([sys.executable, "-c", child, str(n), "3", str(tagged), str(100 + round_),
-                                  *([fmt] if fmt else [])], env=dict(os.environ, PYTHONPATH=tree),
+                                  fmt or "-", *(["mixed"] if mixed else [])], env=dict(os.environ, PYTHONPATH=tree),
                                  cwd=tree, capture_output=True, text=True, check=True).stdout
             name = _name(tree, fmt)
             results[name].append({**json.loads(out.splitlines()[-1]), "load": round(load, 1)})
@@ -234,13 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", action="append", choices=["json", "arrow"],
                         help="the worker's priced format (TOKENMETER_PRICED_FORMAT; repeat to compare, alternating "
                         "with the trees; default: the environment's)")
+    parser.add_argument("--mixed", action="store_true", help="--in-process: add one message of events with a "
+                        "provider-reported cost (which the frame path does not take) per ~12 messages")
     parser.add_argument("--reader-fetch-wait-ms", type=int, default=READER_FETCH_WAIT_MS,
                         help="the priced reader's fetch wait (500: aiokafka's default, (c) as measured before worker11)")
     args = parser.parse_args(argv)
     trees = [str(Path(t).resolve()) for t in (args.tree or [Path(__file__).resolve().parent.parent])]
     formats: list[str | None] = list(args.format or [None])
     if args.in_process:
-        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged, formats), indent=2))
+        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged, formats, args.mixed),
+                         indent=2))
     else:
         print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms, formats),
                          indent=2))
