@@ -63,16 +63,19 @@ def _lines(frame: pl.DataFrame) -> pa.MapArray:
     return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
 
 
-def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str) -> pa.Table:
-    """SCHEMA rows of the written frame's rows (frame_price.ARROW_COLUMNS, those of them the batch has)."""
+def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str, tags: pa.Array | None = None
+                  ) -> pa.Table:
+    """SCHEMA rows of the written frame's rows (frame_price.ARROW_COLUMNS, those of them the batch has); `tags`:
+    the rows' tags as a map array, for rows without a `_tags` text column (the dict-fed path's: mixed_arrow.py)."""
     n = frame.height
 
     def column(name: str) -> pa.Array:
         return frame.get_column(name).to_arrow().cast(S)
 
     attribution = frame.get_column("attribution")
-    tags = (_decoded_once(frame.get_column("_tags").fill_null("{}"), pa.map_(S, S)) if "_tags" in frame.columns
-            else _empty_maps(n, S))
+    if tags is None:
+        tags = (_decoded_once(frame.get_column("_tags").fill_null("{}"), pa.map_(S, S)) if "_tags" in frame.columns
+                else _empty_maps(n, S))
     attribution = pa.StructArray.from_arrays(
         [*(attribution.struct.field(dim).to_arrow().cast(S) for dim in ATTRIBUTION_DIMENSIONS), tags],
         fields=list(SCHEMA.field("attribution").type))

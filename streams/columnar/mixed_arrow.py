@@ -25,9 +25,19 @@ class ArrowSource:
     """Where each priced event of a mixed batch is: `written` (frame_price.Written: the frame path's rows) and, per
     key in `BatchResult.priced`'s order, the row among them of each event (NOT_WRITTEN: none)."""
 
-    def __init__(self, written: Any) -> None:
-        self.written = written
+    def __init__(self) -> None:
+        self.parts: list[tuple] = []  # (rows, PriceRefs, priced_at, tags or None): arrow_encode.written_table's
+        self.height = 0
         self.rows: dict[bytes, list[int]] = defaultdict(list)
+
+    def add(self, rows: Any, refs: Any, priced_at: Any, tags: Any = None) -> int:
+        """Rows written from columns (the frame path's, or the dict-fed path's with their tags as a map array);
+        returns the row number of the first."""
+        first = self.height
+        if rows.height:
+            self.parts.append((rows, refs, priced_at, tags))
+            self.height += rows.height
+        return first
 
     def messages(self, result: Any) -> list[tuple[bytes, bytes]] | None:
         """The Arrow messages of `result` (whose events this source describes), cut as its JSON messages are;
@@ -43,7 +53,7 @@ class ArrowSource:
             return None
         ends = {key: list(accumulate((len(text) + 1 for text in texts), initial=0)) for key, texts in priced.items()}
         taken = dict.fromkeys(priced, 0)
-        written_rows = self.written.rows.height
+        written_rows = self.height
         order: list[int] = []
         converted: list[bytes] = []
         cuts: list[tuple[bytes, int]] = []
@@ -63,8 +73,7 @@ class ArrowSource:
                     order.append(row)
             cuts.append((key, last - first))
             taken[key] = last
-        w = self.written
-        table = written_table(w.rows, w.refs, w.priced_at) if written_rows else priced_arrow.SCHEMA.empty_table()
+        table = pa.concat_tables([written_table(*part) for part in self.parts] or [priced_arrow.SCHEMA.empty_table()])
         if converted:
             table = pa.concat_tables([table, priced_arrow.from_events([orjson.loads(text) for text in converted])])
         table = table.take(pa.array(order, pa.int64()))
@@ -75,4 +84,20 @@ class ArrowSource:
         return out
 
 
-__all__ = ["ArrowSource", "NOT_WRITTEN"]
+def attribution_columns(attribution: list[tuple]) -> tuple[Any, Any]:
+    """validate.py's attribution tuples as the frame path's columns: the dimensions as a polars struct named
+    `attribution`, the tags as an Arrow map array (each row's tags in their order, `{}` where none)."""
+    import polars as pl
+    import pyarrow as pa
+
+    from tokenmeter import priced_arrow
+    from tokenmeter.events import ATTRIBUTION_DIMENSIONS
+
+    struct = pl.DataFrame({dim: pl.Series([a[0].get(dim) for a in attribution], dtype=pl.String)
+                           for dim in ATTRIBUTION_DIMENSIONS}).to_struct("attribution")
+    tags_type = priced_arrow.SCHEMA.field("attribution").type.field("tags").type
+    tags = pa.array([dict(a[3]) if len(a) > 3 else {} for a in attribution], tags_type)
+    return struct, tags
+
+
+__all__ = ["ArrowSource", "NOT_WRITTEN", "attribution_columns"]

@@ -78,7 +78,9 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write
     records_list = decoded.records
     record_of = decoded.record_of
     outcomes: list[tuple | None] = [None] * len(items)
-    source, written_row = None, {}  # item index -> its row among the frame path's written rows (Arrow workers)
+    # an Arrow worker's batch not written whole by the frame path: its Arrow messages take the columns of the rows
+    # written from columns (mixed_arrow.py); written_row: item index -> its row among them
+    source, written_row = (None if write_text else ArrowSource()), {}
     todo: list[int] | None = None  # item indices for the dict path (None: every item)
     if scanned is not None:
         try:
@@ -90,26 +92,27 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write
                                        and record_of[i] in scanned.heights])
         if not decoded.letters and not written.rest and written.rows.height == len(items):  # all written, in order
             return FramedResult(decoded, written)
-        # an Arrow worker's mixed batch: its Arrow messages take the written rows' columns (mixed_arrow.py)
-        source = ArrowSource(written) if not write_text and written.rows.height else None
+        offset = source.add(written.rows, written.refs, written.priced_at) if source is not None else 0
         for row, (i, key, encoded, unpriced, assumed) in enumerate(written.outcomes()):
             outcomes[i] = ("json", key, encoded, unpriced, assumed)
             if source is not None:
-                written_row[i] = row
+                written_row[i] = offset + row
         cache: dict[int, list] = {}
         first_item = decoded.first_item
         for i in written.rest:  # rows the frame path does not write: their dicts, as orjson decodes them
             items[i] = item_of(records_list[record_of[i]], i - first_item[record_of[i]], cache)
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    arrow = (source, written_row) if source is not None else None
     if todo is None or len(todo) == len(items):
-        _dict_path(items, records_list, record_of, outcomes, book, now)
+        _dict_path(items, records_list, record_of, outcomes, book, now, arrow)
     elif todo:
         sub_outcomes: list[tuple | None] = [None] * len(todo)
-        _dict_path([items[i] for i in todo], records_list, [record_of[i] for i in todo], sub_outcomes, book, now)
+        _dict_path([items[i] for i in todo], records_list, [record_of[i] for i in todo], sub_outcomes, book, now,
+                   arrow and (source, written_row, todo))
         for i, outcome in zip(todo, sub_outcomes):
             outcomes[i] = outcome
     result = _assemble(decoded, outcomes, book, now)
-    if source is not None:
+    if source is not None and source.height:
         for key, item in zip(result.keys_in_order, result.items_in_order):
             source.rows[key].append(written_row.get(item, NOT_WRITTEN))
         result.arrow_source = source
@@ -125,17 +128,19 @@ def _scan(records: list[RawRecord]):  # noqa: ANN202 - Scanned | None
 
 
 def _dict_path(items: list, records: list[RawRecord], record_of: list[int], outcomes: list, book: PriceBook,
-               now: datetime) -> None:
-    """Outcomes of decoded items: validated as columns where provable (validate.py), else today's per-row path."""
+               now: datetime, arrow: tuple | None = None) -> None:
+    """Outcomes of decoded items: validated as columns where provable (validate.py), else today's per-row path.
+    `arrow` (an Arrow worker's): (ArrowSource, item index -> its row there[, item index of each of `items`]): the
+    rows written from columns are added to the source."""
     columns, fallback_rows = split(items, now)
     if columns.rows:
-        _price_columns(columns, book, now, outcomes, fallback_rows, records, record_of)
+        _price_columns(columns, book, now, outcomes, fallback_rows, records, record_of, arrow)
     for i in fallback_rows:
         outcomes[i] = process_row(items[i], records[record_of[i]], book, now)
 
 
 def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: list, fallback_rows: list[int],
-                   records: list[RawRecord], record_of: list[int]) -> None:
+                   records: list[RawRecord], record_of: list[int], arrow: tuple | None = None) -> None:
     table = price_table(book)
     usage = usage_frame(columns.usage)
     frame = usage.with_columns(
@@ -187,6 +192,9 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     fast = fast_mask(text_frame, fast_outcome)
     fast_list = fast.to_list()
     encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).cast(pl.Binary).to_list())
+    if arrow is not None and any(fast_list):  # an Arrow worker: these rows' Arrow columns, as the frame path's
+        _add_arrow_rows(arrow, text_frame.filter(fast), [a for a, f in zip(c.attribution, fast_list) if f],
+                        [row for row, f in zip(c.rows, fast_list) if f], table.refs, priced_at)
     unpriced_list = no_entry.to_list()
     for row, is_fast, scope_text, assumption, unpriced in zip(c.rows, fast_list, c.scope, c.usage_assumption,
                                                               unpriced_list):
@@ -274,6 +282,21 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
             key = key_bytes[scope_text] = scope_text.encode()
         outcomes[row] = ("priced", key, event, event["pricing_status"] != "priced", assumption is not None)
     fallback_rows.sort()
+
+
+def _add_arrow_rows(arrow: tuple, frame: pl.DataFrame, attribution: list[tuple], rows: list[int], refs: list,
+                    priced_at: str) -> None:
+    """The dict-fed rows written from columns (`frame`: text_frame's fast rows) added to the Arrow worker's source,
+    with their attribution as the frame path holds it (a struct of the dimensions, the tags as a map)."""
+    from .mixed_arrow import attribution_columns  # pyarrow only in a worker that writes Arrow
+
+    source, written_row = arrow[0], arrow[1]
+    item_of_row = arrow[2] if len(arrow) > 2 else None
+    struct, tags = attribution_columns(attribution)
+    frame = frame.with_columns(struct, pl.lit(None, dtype=pl.String).alias("unpriced_ref"))
+    offset = source.add(frame, refs, priced_at, tags)
+    for k, row in enumerate(rows):
+        written_row[item_of_row[row] if item_of_row is not None else row] = offset + k
 
 
 class _Ref:
