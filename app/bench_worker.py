@@ -16,7 +16,7 @@ chunk: the batch step, framing the priced messages, encoding dead letters) on th
 in a fresh process per tree and round (trees alternating), as events per CPU second of that process (polars' threads
 included). `--format json --format arrow`: each tree with each priced format (TOKENMETER_PRICED_FORMAT), all
 alternating (issue 14, arrow14); `--mixed`: one message of reported-cost events per ~12 (batches the frame path
-writes only in part). `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
+writes only in part); `--tools 0.01`: that share of events with a billed web search. `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
 gateways' metadata becomes tags), for either mode.
 """
 
@@ -155,7 +155,11 @@ fmt = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "-" else None  # the p
 price = (lambda part: _price(process_batch_columnar, part, book)) if fmt is None else (
     lambda part: _price(process_batch_columnar, part, book, fmt))
 book = load_price_book()
-values = _micro_batches(tag(synthetic_events(n, seed=seed), tagged))
+events = tag(synthetic_events(n, seed=seed), tagged)
+tools = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+for event in events[::round(1 / tools)] if tools > 0 else ():  # a billed web search (tool requests)
+    event["usage"] = {**event["usage"], "tool_requests": {"web_search": 1}}
+values = _micro_batches(events)
 if len(sys.argv) > 6 and sys.argv[6] == "mixed":  # one message of reported costs per ~12 (the frame path takes none)
     import orjson
     from streams.columnar.bench import traffic
@@ -187,8 +191,8 @@ def _name(tree: str, fmt: str | None) -> str:
 
 
 def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
-                       formats: tuple[str | None, ...] | list[str | None] = (None,), mixed: bool = False
-                       ) -> dict[str, list[dict]]:
+                       formats: tuple[str | None, ...] | list[str | None] = (None,), mixed: bool = False,
+                       tools: float = 0.0) -> dict[str, list[dict]]:
     """The pricing thread's work per tree (and priced format), each round in a fresh process, alternating."""
     results: dict[str, list[dict]] = {_name(*run): [] for run in _runs(trees, formats)}
     for round_ in range(rounds):
@@ -196,7 +200,8 @@ def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
             load = os.getloadavg()[0]
             child = inspect.getsource(tag) + IN_PROCESS_CHILD  # `tag` from here: an older tree may lack it
             out = subprocess.run([sys.executable, "-c", child, str(n), "3", str(tagged), str(100 + round_),
-                                  fmt or "-", *(["mixed"] if mixed else [])], env=dict(os.environ, PYTHONPATH=tree),
+                                  fmt or "-", "mixed" if mixed else "-", str(tools)],
+                                 env=dict(os.environ, PYTHONPATH=tree),
                                  cwd=tree, capture_output=True, text=True, check=True).stdout
             name = _name(tree, fmt)
             results[name].append({**json.loads(out.splitlines()[-1]), "load": round(load, 1)})
@@ -245,14 +250,16 @@ def main(argv: list[str] | None = None) -> int:
                         "with the trees; default: the environment's)")
     parser.add_argument("--mixed", action="store_true", help="--in-process: add one message of events with a "
                         "provider-reported cost (which the frame path does not take) per ~12 messages")
+    parser.add_argument("--tools", type=float, default=0.0, help="--in-process: share of events with a billed web "
+                        "search (tool requests: a message holding one is priced on the dict-fed path)")
     parser.add_argument("--reader-fetch-wait-ms", type=int, default=READER_FETCH_WAIT_MS,
                         help="the priced reader's fetch wait (500: aiokafka's default, (c) as measured before worker11)")
     args = parser.parse_args(argv)
     trees = [str(Path(t).resolve()) for t in (args.tree or [Path(__file__).resolve().parent.parent])]
     formats: list[str | None] = list(args.format or [None])
     if args.in_process:
-        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged, formats, args.mixed),
-                         indent=2))
+        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged, formats, args.mixed,
+                                            args.tools), indent=2))
     else:
         print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms, formats),
                          indent=2))
