@@ -40,11 +40,12 @@ def priced_formats(wh: Any, rows: int, batch: int, repeats: int = 3) -> dict[str
     book = load_price_book()
     seeds = iter(range(1000, 10_000))
 
-    def price(steps: dict[str, float]) -> list[Any]:
+    def price(steps: dict[str, float], priced_format: str = "json") -> list[Any]:
         usage = [RawRecord(value, "tokenmeter.usage", i % 4, i)
                  for i, (_, value) in enumerate(_micro_batches(synthetic_events(rows, next(seeds))))]
         mark = time.process_time()
-        results = [process_batch_columnar(usage[start:start + 20], book)  # ~10,000 events per worker batch
+        # ~10,000 events per worker batch, priced as a worker writing `priced_format` prices them (arrow14)
+        results = [process_batch_columnar(usage[start:start + 20], book, priced_format=priced_format)
                    for start in range(0, len(usage), 20)]
         steps["price"] += time.process_time() - mark
         return results
@@ -88,7 +89,7 @@ def priced_formats(wh: Any, rows: int, batch: int, repeats: int = 3) -> dict[str
     for round_ in range(repeats):
         for priced_format in ("json", "arrow") if round_ % 2 == 0 else ("arrow", "json"):
             steps: dict[str, float] = collections.defaultdict(float)
-            records = encode(price(steps), priced_format, steps)
+            records = encode(price(steps, priced_format), priced_format, steps)
             load_avg = os.getloadavg()[0]
             wall, cpu = time.perf_counter(), time.process_time()
             stored = load(records, steps)

@@ -1,5 +1,5 @@
 """(c) alone, as CPU per event: `python -m app.bench_worker [--events 50000] [--rounds 3] [--tree PATH ...]
-[--in-process] [--tagged 0.5] [--reader-fetch-wait-ms 10]`.
+[--in-process] [--tagged 0.5] [--reader-fetch-wait-ms 10] [--format json --format arrow]`.
 
 `tokenmeter bench`'s (c) on its own: per round and per source tree, a fresh `tokenmeter worker` (started from that
 tree, as the bench starts it) on one embedded broker; after one warm-up event is priced and the worker's start-up
@@ -14,7 +14,9 @@ load hits them alike: compare a branch with an earlier commit (`git archive <com
 `--in-process`: instead of a worker, the pricing thread's work alone (`streams.batch_overlap._price` per ~4 MB
 chunk: the batch step, framing the priced messages, encoding dead letters) on the same traffic, best of 3 passes
 in a fresh process per tree and round (trees alternating), as events per CPU second of that process (polars' threads
-included). `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
+included). `--format json --format arrow`: each tree with each priced format (TOKENMETER_PRICED_FORMAT), all
+alternating (issue 14, arrow14); `--mixed`: one message of reported-cost events per ~12 (batches the frame path
+writes only in part); `--tools 0.01`: that share of events with a billed web search. `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
 gateways' metadata becomes tags), for either mode.
 """
 
@@ -149,15 +151,30 @@ from streams.batch_overlap import _price, chunks
 from streams.columnar import process_batch_columnar
 from streams.pricing import load_price_book
 n, rounds, tagged, seed = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+fmt = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "-" else None  # the priced format (trees since loader11)
+price = (lambda part: _price(process_batch_columnar, part, book)) if fmt is None else (
+    lambda part: _price(process_batch_columnar, part, book, fmt))
 book = load_price_book()
-values = _micro_batches(tag(synthetic_events(n, seed=seed), tagged))
+events = tag(synthetic_events(n, seed=seed), tagged)
+tools = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+for event in events[::round(1 / tools)] if tools > 0 else ():  # a billed web search (tool requests)
+    event["usage"] = {**event["usage"], "tool_requests": {"web_search": 1}}
+values = _micro_batches(events)
+if len(sys.argv) > 6 and sys.argv[6] == "mixed":  # one message of reported costs per ~12 (the frame path takes none)
+    import orjson
+    from streams.columnar.bench import traffic
+    extra = traffic(2000, seed=9, reported=0.5)
+    extra = [(b"", orjson.dumps(extra[i:i + 250])) for i in range(0, len(extra), 250)]
+    values = [v for i, value in enumerate(values) for v in ([value, extra[(i // 12) % len(extra)]] if i % 12 == 5
+                                                            else [value])]
+    n = sum(v.count(b'"event_id"') for _, v in values)
 parts = list(chunks([RawRecord(v, "tokenmeter.usage", i % 4, i) for i, (_, v) in enumerate(values)]))
-_price(process_batch_columnar, parts[0], book)  # the price table compiled and caches warm, as in a running worker
+price(parts[0])  # the price table compiled and caches warm, as in a running worker
 best = None
 for _ in range(rounds):
     cpu, wall = time.process_time(), time.perf_counter()
     for part in parts:
-        _price(process_batch_columnar, part, book)
+        price(part)
     run = (time.process_time() - cpu, time.perf_counter() - wall)
     best = run if best is None or run < best else best
 print(json.dumps({"events_per_cpu_s": round(n / best[0]), "cpu_us_per_event": round(best[0] / n * 1e6, 2),
@@ -165,39 +182,55 @@ print(json.dumps({"events_per_cpu_s": round(n / best[0]), "cpu_us_per_event": ro
 """
 
 
-def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float) -> dict[str, list[dict]]:
-    """The pricing thread's work per tree, each round in a fresh process, trees alternating."""
-    results: dict[str, list[dict]] = {tree: [] for tree in trees}
+def _runs(trees: list[str], formats: list[str | None]) -> list[tuple[str, str | None]]:
+    return [(tree, fmt) for tree in trees for fmt in formats]
+
+
+def _name(tree: str, fmt: str | None) -> str:
+    return tree if fmt is None else f"{tree} [{fmt}]"
+
+
+def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
+                       formats: tuple[str | None, ...] | list[str | None] = (None,), mixed: bool = False,
+                       tools: float = 0.0) -> dict[str, list[dict]]:
+    """The pricing thread's work per tree (and priced format), each round in a fresh process, alternating."""
+    results: dict[str, list[dict]] = {_name(*run): [] for run in _runs(trees, formats)}
     for round_ in range(rounds):
-        for tree in trees:
+        for tree, fmt in _runs(trees, formats):
             load = os.getloadavg()[0]
             child = inspect.getsource(tag) + IN_PROCESS_CHILD  # `tag` from here: an older tree may lack it
-            out = subprocess.run([sys.executable, "-c", child, str(n), "3", str(tagged), str(100 + round_)],
+            out = subprocess.run([sys.executable, "-c", child, str(n), "3", str(tagged), str(100 + round_),
+                                  fmt or "-", "mixed" if mixed else "-", str(tools)],
                                  env=dict(os.environ, PYTHONPATH=tree),
                                  cwd=tree, capture_output=True, text=True, check=True).stdout
-            results[tree].append({**json.loads(out.splitlines()[-1]), "load": round(load, 1)})
-            print(json.dumps({"tree": tree, **results[tree][-1]}), file=sys.stderr, flush=True)
+            name = _name(tree, fmt)
+            results[name].append({**json.loads(out.splitlines()[-1]), "load": round(load, 1)})
+            print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)
     return results
 
 
 def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0,
-            reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {tree: [] for tree in trees}
+            reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS,
+            formats: tuple[str | None, ...] | list[str | None] = (None,)
+            ) -> dict[str, list[dict]]:
+    results: dict[str, list[dict]] = {_name(*run): [] for run in _runs(trees, formats)}
     with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
         for round_ in range(rounds):
-            for index, tree in enumerate(trees):
+            for index, (tree, fmt) in enumerate(_runs(trees, formats)):
                 events = tag(synthetic_events(n, seed=100 + 10 * round_ + index), tagged)  # new event ids every run
                 api_port = free_port()
                 env = dict(os.environ, PYTHONPATH=tree, TOKENMETER_KAFKA_BOOTSTRAP=bootstrap, TOKENMETER_DATA_DIR=tmp,
-                           TOKENMETER_API_PORT=str(api_port), TOKENMETER_LOG_LEVEL="warning")
+                           TOKENMETER_API_PORT=str(api_port), TOKENMETER_LOG_LEVEL="warning",
+                           **({"TOKENMETER_PRICED_FORMAT": fmt} if fmt else {}))
                 proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, cwd=tree,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
                 try:
                     load = os.getloadavg()[0]
                     run = asyncio.run(time_worker(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500),
                                                   reader_fetch_wait_ms=reader_fetch_wait_ms))
-                    results[tree].append({**run, "load": round(load, 1)})
-                    print(json.dumps({"tree": tree, **results[tree][-1]}), file=sys.stderr, flush=True)
+                    name = _name(tree, fmt)
+                    results[name].append({**run, "load": round(load, 1)})
+                    print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)
                 finally:
                     proc.terminate()
                     proc.wait(30)
@@ -212,14 +245,24 @@ def main(argv: list[str] | None = None) -> int:
                         "default: this one)")
     parser.add_argument("--in-process", action="store_true", help="the pricing thread's work alone, no worker")
     parser.add_argument("--tagged", type=float, default=0.0, help="share of events with tags in their attribution")
+    parser.add_argument("--format", action="append", choices=["json", "arrow"],
+                        help="the worker's priced format (TOKENMETER_PRICED_FORMAT; repeat to compare, alternating "
+                        "with the trees; default: the environment's)")
+    parser.add_argument("--mixed", action="store_true", help="--in-process: add one message of events with a "
+                        "provider-reported cost (which the frame path does not take) per ~12 messages")
+    parser.add_argument("--tools", type=float, default=0.0, help="--in-process: share of events with a billed web "
+                        "search (tool requests: a message holding one is priced on the dict-fed path)")
     parser.add_argument("--reader-fetch-wait-ms", type=int, default=READER_FETCH_WAIT_MS,
                         help="the priced reader's fetch wait (500: aiokafka's default, (c) as measured before worker11)")
     args = parser.parse_args(argv)
     trees = [str(Path(t).resolve()) for t in (args.tree or [Path(__file__).resolve().parent.parent])]
+    formats: list[str | None] = list(args.format or [None])
     if args.in_process:
-        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged), indent=2))
+        print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged, formats, args.mixed,
+                                            args.tools), indent=2))
     else:
-        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms), indent=2))
+        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms, formats),
+                         indent=2))
     return 0
 
 

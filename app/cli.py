@@ -247,6 +247,7 @@ _STAGE_MODULES = (
     ("streams.pricing.cli", "prices"),
     ("streams.budgets.cli", "budget"),
     ("app.reprice_cli", "reprice"),
+    ("app.priced_cli", "priced"),
     ("streams.alerts.cli", "alerts"),
     ("streams.anomalies.cli", "anomalies"),
     ("warehouse.export_cli", "export"),

@@ -52,6 +52,8 @@ class BatchResult:
     unpriced_count: int = 0
     assumed_count: int = 0  # events whose usage a collector read under an assumption (usage_assumption)
     keys_in_order: list[bytes] = field(default_factory=list)  # the key of every priced event, in input order
+    # Arrow workers' mixed batches (streams/columnar/mixed_arrow.py): where each priced event's Arrow row comes from
+    arrow_source: Any = None
 
     def add_counts(self, other: "BatchResult") -> None:
         """Add `other`'s counters and dead letters to this result (a batch priced in chunks, streams/batch_overlap.py;
@@ -84,6 +86,10 @@ class BatchResult:
         instead: streams/columnar/framed.py)."""
         from tokenmeter import priced_arrow  # pyarrow only in a worker that writes Arrow
 
+        if self.arrow_source is not None:
+            messages = self.arrow_source.messages(self)
+            if messages is not None:
+                return messages
         return [(key, priced_arrow.write_stream(priced_arrow.from_events(orjson.loads(value))))
                 for key, value in self.priced_messages()]
 

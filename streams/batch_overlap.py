@@ -18,8 +18,10 @@ The batch step is pure and keeps no state between calls except its caches; one t
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 from streams.batch import BatchResult, RawRecord
@@ -47,9 +49,18 @@ def chunks(records: Iterable[RawRecord], limit: int = CHUNK_BYTES) -> Iterator[l
         yield chunk
 
 
+@cache
+def _takes_format(step: Callable[..., BatchResult]) -> bool:
+    """Whether the batch step is told the priced format (the columnar one: an Arrow worker writes no JSON text)."""
+    try:
+        return "priced_format" in inspect.signature(step).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _price(step: Callable[..., BatchResult], records: list[RawRecord], book: Any, priced_format: str = JSON
            ) -> Outputs:
-    result = step(records, book)
+    result = step(records, book, priced_format=priced_format) if _takes_format(step) else step(records, book)
     return (result, result.messages(priced_format),
             [deadletters.encode(letter) for letter in result.deadletters])
 

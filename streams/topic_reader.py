@@ -36,11 +36,12 @@ class TopicRecord:
     offset: int
     key: str | None
     value: bytes | None
+    headers: tuple = ()  # (key, value) pairs: tokenmeter.priced names its format there (tokenmeter.priced_wire)
 
 
 def _topic_record(record) -> TopicRecord:  # noqa: ANN001 - aiokafka's ConsumerRecord
     key = record.key.decode(errors="replace") if record.key is not None else None  # keys are ours: UTF-8 text
-    return TopicRecord(record.partition, record.offset, key, record.value)
+    return TopicRecord(record.partition, record.offset, key, record.value, tuple(getattr(record, "headers", ()) or ()))
 
 
 async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, *,

@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     priced_format: Literal["json", "arrow"] = Field(
         "json", description="Format of the worker's messages on tokenmeter.priced: json (arrays of priced events, no "
         "header) or arrow (Arrow IPC streams of the same events, header tokenmeter-format: arrow; the loader stores "
-        "them without decoding JSON). Every reader of the topic reads both (tokenmeter/priced_wire.py).")
+        "them without decoding JSON: ~1.6x its rows per CPU-second). Every tokenmeter reader reads both "
+        "(tokenmeter/priced_wire.py; `tokenmeter priced tail` prints either as JSON). Still json by default: a worker "
+        "writing Arrow pays more CPU on batches with tool requests or reported costs (docs/warehouse.md, arrow14).")
     worker_role: Literal["all", "pricing", "budgets"] = Field(
         "all", description="What `tokenmeter worker` runs: all (pricing and budgets in one process), pricing (consumes "
         "tokenmeter.usage, sends priced records and budget spend; no reservations) or budgets (owns budgets from "

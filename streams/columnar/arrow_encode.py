@@ -11,7 +11,7 @@ Imported only by a worker configured for Arrow (pyarrow stays out of a JSON work
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -63,16 +63,19 @@ def _lines(frame: pl.DataFrame) -> pa.MapArray:
     return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
 
 
-def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str) -> pa.Table:
-    """SCHEMA rows of the written frame's rows (frame_price.ARROW_COLUMNS, those of them the batch has)."""
+def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str, tags: pa.Array | None = None
+                  ) -> pa.Table:
+    """SCHEMA rows of the written frame's rows (frame_price.ARROW_COLUMNS, those of them the batch has); `tags`:
+    the rows' tags as a map array, for rows without a `_tags` text column (the dict-fed path's: mixed_arrow.py)."""
     n = frame.height
 
     def column(name: str) -> pa.Array:
         return frame.get_column(name).to_arrow().cast(S)
 
     attribution = frame.get_column("attribution")
-    tags = (_decoded_once(frame.get_column("_tags").fill_null("{}"), pa.map_(S, S)) if "_tags" in frame.columns
-            else _empty_maps(n, S))
+    if tags is None:
+        tags = (_decoded_once(frame.get_column("_tags").fill_null("{}"), pa.map_(S, S)) if "_tags" in frame.columns
+                else _empty_maps(n, S))
     attribution = pa.StructArray.from_arrays(
         [*(attribution.struct.field(dim).to_arrow().cast(S) for dim in ATTRIBUTION_DIMENSIONS), tags],
         fields=list(SCHEMA.field("attribution").type))
@@ -116,24 +119,36 @@ def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: st
     return pa.Table.from_arrays([arrays[f.name].cast(f.type) for f in SCHEMA], schema=SCHEMA)
 
 
-def arrow_messages(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str) -> list[tuple[bytes, bytes]] | None:
-    """(key, Arrow IPC stream) messages of the written rows `frame` (its `key` and JSON `text` columns too), cut as
-    `framed.frame_messages` cuts their JSON; None when a JSON message would reach MAX_MESSAGE_BYTES (the caller
-    then converts the JSON messages, which `_frame` cuts by size)."""
+def arrow_messages(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str,
+                   exact_bytes: Callable[[], pl.Series] | None = None) -> list[tuple[bytes, bytes]] | None:
+    """(key, Arrow IPC stream) messages of the written rows `frame` (its `key` and `_size_bound` columns too), cut
+    as `framed.frame_messages` cuts their JSON; None when a JSON message would reach MAX_MESSAGE_BYTES (the caller
+    then converts the JSON messages, which `_frame` cuts by size). That test reads the bound of each row's JSON
+    bytes (text_size.py), no JSON text; only when the bound reaches the cut are the exact bytes asked for
+    (`exact_bytes`: the rows' text lengths; without it, None)."""
     if frame.height == 0:
         return []
-    if not {"key", "text", *ARROW_COLUMNS[0]} <= set(frame.columns):
+    if not {"key", "_size_bound", *ARROW_COLUMNS[0]} <= set(frame.columns):
         return None
-    groups = (frame.select("key", _bytes=pl.col("text").str.len_bytes()).with_row_index("_row")
+    groups = (frame.select("key", _bytes="_size_bound").with_row_index("_row")
               .with_columns(_segment=pl.col("_row") // PRICED_SEGMENT_EVENTS)
               .with_columns(_first=pl.col("_row").min().over("_segment", "key"),
                             _message=pl.int_range(pl.len(), dtype=pl.UInt32).over("_segment", "key")
                             // MAX_EVENTS_PER_MESSAGE)
               .sort("_segment", "_first", "_message", "_row"))
-    messages = groups.group_by("_segment", "_first", "_message", maintain_order=True).agg(
-        pl.col("key").first(), pl.len(), pl.col("_bytes").sum())
-    # frame_messages' test: the message "[" + texts joined by "," + "]" plus one byte reaches MAX_MESSAGE_BYTES
-    if (messages.get_column("_bytes") + messages.get_column("len") + 2).max() > MAX_MESSAGE_BYTES:
+
+    def cut(groups: pl.DataFrame) -> pl.DataFrame | None:
+        messages = groups.group_by("_segment", "_first", "_message", maintain_order=True).agg(
+            pl.col("key").first(), pl.len(), pl.col("_bytes").sum())
+        # frame_messages' test: the message "[" + texts joined by "," + "]" plus one byte reaches MAX_MESSAGE_BYTES
+        return None if (messages.get_column("_bytes") + messages.get_column("len") + 2).max() > MAX_MESSAGE_BYTES \
+            else messages
+
+    messages = cut(groups)
+    if messages is None and exact_bytes is not None:  # the bound reaches the cut: the exact bytes decide
+        groups = groups.with_columns(_bytes=exact_bytes().cast(pl.Int64).gather(groups.get_column("_row")))
+        messages = cut(groups)
+    if messages is None:
         return None
     table = written_table(frame, refs, priced_at).take(pa.array(groups.get_column("_row").to_numpy()))
     out, start = [], 0

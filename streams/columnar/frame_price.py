@@ -24,6 +24,7 @@ from .exprs import all_of
 from .frames import SCHEMA, row_checks
 from .meter import TOKEN_PARTS
 from .price import PRICED, UNPRICED, PriceTable, price_frame, unpriced_reason
+from .text_size import text_bound
 from .validate import EARLIEST_TS_US, KEY_DIMENSIONS, TS_FORMAT, USAGE_PARTS, _latest_ts_us, _pydantic_column
 
 LINE_PARTS = (*TOKEN_PARTS, "request")
@@ -34,7 +35,7 @@ PARSEABLE_TS = _HEAD + rf"(\.{_D}{{1,6}})?(Z|[+-]([01]{_D}|2[0-3]):[0-5]{_D})$"
 
 
 _WRITTEN_SCHEMA = {"_item": pl.Int64, "key": pl.Binary, "text": pl.String, "_unpriced": pl.Boolean,
-                   "_assumed": pl.Boolean}
+                   "_assumed": pl.Boolean}  # what `outcomes` gives per row (`text` from `texts`)
 # The written rows' columns an Arrow priced message is made of (arrow_encode.py, TOKENMETER_PRICED_FORMAT=arrow),
 # kept beside the JSON text (a select: no copy): (always there, there when the batch has them).
 ARROW_COLUMNS = (("event_id", "ts", "source", "provider", "model", "operation", "status", "attribution",
@@ -47,23 +48,39 @@ ARROW_COLUMNS = (("event_id", "ts", "source", "provider", "model", "operation", 
 @dataclass
 class Written:
     """The rows written from columns, in frame order (`rows`: `_item` their item indices, `key` partition keys
-    (Binary), `text` the priced JSON (String), `_unpriced` and `_assumed` whether each is unpriced and carries a
-    usage assumption); `rest`: item indices of the rows the dict path takes. Python values are taken from the
-    columns only when asked for (`outcomes`): a batch written whole is framed from the columns (framed.py)."""
+    (Binary), `_unpriced` and `_assumed` whether each is unpriced and carries a usage assumption, `_size_bound` its
+    JSON text's bytes or, when the text was not written, an upper bound of them (text_size.py), and ARROW_COLUMNS); `rest`: item indices of the rows the
+    dict path takes. The JSON text is written when first read (`texts`: JSON messages, budget origins, a mixed
+    batch), not by a worker that sends Arrow; Python values are taken from the columns only when asked for
+    (`outcomes`): a batch written whole is framed from the columns (framed.py)."""
 
     rows: pl.DataFrame
     rest: list[int]
     refs: list[dict] | None = None  # the price table's PriceRef per version and the batch's priced_at text: what
     priced_at: str | None = None  # the Arrow rows need beside `rows`' ARROW_COLUMNS
+    ref_json: list[bytes] | None = None  # the PriceRefs as JSON: what the text needs beside them
+    _text: pl.Series | None = None
 
     @classmethod
     def nothing(cls, rest: list[int]) -> "Written":
         return cls(pl.DataFrame(schema=_WRITTEN_SCHEMA), rest)
 
+    @property
+    def texts_written(self) -> bool:
+        """Whether the rows' JSON text was written (a worker sending Arrow without budgets never writes it)."""
+        return self._text is not None or self.rows.height == 0
+
+    def texts(self) -> pl.Series:
+        """The rows' priced JSON text (String, named `text`), written once."""
+        if self._text is None:
+            self._text = (_texts(self.rows, self.ref_json, self.priced_at) if self.rows.height
+                          else pl.Series("text", [], dtype=pl.String)).alias("text")
+        return self._text
+
     def outcomes(self) -> Iterator[tuple[int, bytes, bytes, bool, bool]]:
         """(item index, key, priced JSON as bytes, unpriced, assumed) of each written row, in frame order."""
-        rows = self.rows.with_columns(pl.col("text").cast(pl.Binary))
-        return zip(*(rows.get_column(name).to_list() for name in _WRITTEN_SCHEMA))
+        texts = self.texts().cast(pl.Binary).to_list()
+        return zip(*(texts if name == "text" else self.rows.get_column(name).to_list() for name in _WRITTEN_SCHEMA))
 
 
 def _money_text(pico: pl.Expr) -> pl.Expr:
@@ -147,8 +164,10 @@ def _ref_json(table: PriceTable) -> list[bytes]:
     return found
 
 
-def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: datetime, priced_at: str) -> Written:
-    """`frame`: `frames.scan`'s rows; `base`: per record index, the item index of its first item."""
+def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: datetime, priced_at: str,
+                write_text: bool = True) -> Written:
+    """`frame`: `frames.scan`'s rows; `base`: per record index, the item index of its first item; `write_text`:
+    whether the JSON text is written now (a JSON worker's; else when first read: `Written.texts`)."""
     ts = pl.col("ts")
     epoch = ts.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False).dt.epoch("us")
     usage = pl.col("usage").struct
@@ -229,18 +248,35 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     fast = written_outcome & _float_ok("latency_ms") & _float_ok("ttft_ms")
     text_frame = text_frame.with_columns(_fast=fast)
     written = text_frame.filter(pl.col("_fast"))
-    attribution_pieces = _attribution_exprs(tagged, *_dimensions_present(written))[0]
-    encoded = encode_priced(written, _ref_json(table), priced_at, attribution_pieces)
-    small = encoded.str.len_bytes() <= MAX_PRICED_EVENT_BYTES
     rest += text_frame.filter(~pl.col("_fast")).get_column("_item").to_list()
-    if not small.all():
-        rest += written.filter(~small).get_column("_item").to_list()
-        written, encoded = written.filter(small), encoded.filter(small)
+    ref_json = _ref_json(table)
+    text = None
+    if write_text:  # a JSON worker sends the text: its bytes are the size cut's measure
+        text = _texts(written, ref_json, priced_at)
+        size = text.str.len_bytes().cast(pl.Int64)
+        too_large = written.filter(size > MAX_PRICED_EVENT_BYTES)
+    else:  # an Arrow worker sends none: a bound of its bytes decides, the text only of rows the bound cannot clear
+        size = text_bound(written, list(map(len, ref_json)), priced_at)
+        too_large = written.filter(size > MAX_PRICED_EVENT_BYTES)
+        if too_large.height:
+            too_large = too_large.filter(_texts(too_large, ref_json, priced_at).str.len_bytes() > MAX_PRICED_EVENT_BYTES)
+    if too_large.height:
+        rest += too_large.get_column("_item").to_list()
+        keep = ~written.get_column("_item").is_in(too_large.get_column("_item"))
+        written, size = written.filter(keep), size.filter(keep)
+        text = text.filter(keep) if text is not None else None
     always, optional = ARROW_COLUMNS
-    return Written(written.select("_item", "key", text=encoded, _unpriced="_unpriced",
-                                  _assumed=pl.col("usage_assumption").is_not_null(),
+    return Written(written.select("_item", "key", _unpriced="_unpriced",
+                                  _assumed=pl.col("usage_assumption").is_not_null(), _size_bound=size,
                                   *(pl.col(name) for name in (*always, *(c for c in optional if c in written.columns)))),
-                   rest, table.refs, priced_at)
+                   rest, table.refs, priced_at, ref_json, text)
+
+
+def _texts(rows: pl.DataFrame, ref_json: list[bytes], priced_at: str) -> pl.Series:
+    """The priced JSON text (String) of written rows (`encode_priced` with the attribution written from the
+    struct, its dimensions present in every row or in none left flat)."""
+    pieces = _attribution_exprs("_tags" in rows.columns, *_dimensions_present(rows))[0]
+    return encode_priced(rows, ref_json, priced_at, pieces)
 
 
 __all__ = ["Written", "write_frame"]

@@ -10,7 +10,8 @@ message; a message that would reach MAX_MESSAGE_BYTES (which `_frame` would cut 
 the Python way instead, as does a result whose `priced` was read (a caller may change it).
 
 `priced`, `keys_in_order` and `origins` are built from the columns when first read (tests, re-price, budgets when a
-budget exists), so the result reads exactly as the one `_assemble` builds.
+budget exists), so the result reads exactly as the one `_assemble` builds. A batch priced for Arrow messages holds
+no JSON text until one of them, or `priced_messages`, reads it (frame_price.Written.texts; issue 14, arrow14).
 """
 
 from __future__ import annotations
@@ -47,24 +48,27 @@ def frame_messages(keys: pl.Series, texts: pl.Series) -> list[tuple[bytes, bytes
 
 
 class FramedResult(BatchResult):
-    """A BatchResult held as the frame path's columns (`rows`: `key`, `text`, `_unpriced`, `_assumed`, in input
-    order) until `priced`, `keys_in_order` or `origins` is read."""
+    """A BatchResult held as the frame path's written rows (frame_price.Written: `key`, `_unpriced`, `_assumed`,
+    `_size_bound` and the Arrow columns, in input order; the JSON text written when first read) until `priced`,
+    `keys_in_order` or `origins` is read."""
 
-    def __init__(self, decoded: Any, rows: pl.DataFrame, arrow: tuple[list[dict], str] | None = None) -> None:
+    def __init__(self, decoded: Any, written: Any) -> None:
+        rows = written.rows
         self._rows: pl.DataFrame | None = rows
-        self._arrow = arrow  # (PriceRef per version, priced_at): with `rows`' ARROW_COLUMNS, the Arrow messages
+        self._arrow = (written.refs, written.priced_at)  # with `rows`' ARROW_COLUMNS, the Arrow messages
+        self._texts = written.texts  # the JSON text, written on first call (JSON messages, origins, priced)
         super().__init__()
         self.events_in = self.priced_count = rows.height
         self.unpriced_count = int(rows.get_column("_unpriced").sum())
         self.assumed_count = int(rows.get_column("_assumed").sum())
         records, record_of = decoded.records, decoded.record_of
-        # the events as bytes, taken once when first needed; closures over the column, not over self: a reference
-        # cycle would keep the batch's columns alive until the cyclic GC ran
-        texts, taken = rows.get_column("text"), []
+        # the events as bytes, taken once when first needed; closures over the written rows, not over self: a
+        # reference cycle would keep the batch's columns alive until the cyclic GC ran
+        texts, taken = written.texts, []
 
         def encoded() -> list[bytes]:
             if not taken:
-                taken.append(texts.cast(pl.Binary).to_list())
+                taken.append(texts().cast(pl.Binary).to_list())
             return taken[0]
 
         self._encoded = encoded
@@ -91,7 +95,7 @@ class FramedResult(BatchResult):
 
     def priced_messages(self) -> Iterable[tuple[bytes, bytes]]:
         if self._rows is not None:
-            messages = frame_messages(self._rows.get_column("key"), self._rows.get_column("text"))
+            messages = frame_messages(self._rows.get_column("key"), self._texts())
             if messages is not None:
                 return messages
         return super().priced_messages()
@@ -101,7 +105,7 @@ class FramedResult(BatchResult):
         if self._rows is not None and self._arrow is not None:
             from .arrow_encode import arrow_messages  # pyarrow only in a worker that writes Arrow
 
-            messages = arrow_messages(self._rows, *self._arrow)
+            messages = arrow_messages(self._rows, *self._arrow, exact_bytes=lambda: self._texts().str.len_bytes())
             if messages is not None:
                 return messages
         return super().priced_arrow_messages()

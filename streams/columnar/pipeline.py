@@ -22,12 +22,14 @@ from streams.batch import MAX_PRICED_EVENT_BYTES, BatchResult, RawRecord, dead_l
 from streams.pricing import PriceBook
 from streams.pricing.book import PriceResult, fee_lines
 from streams.pricing.reported import with_reported_cost
+from tokenmeter.priced_wire import ARROW, JSON
 
 from .decode import decode_records, item_of
 from .frame_price import Written, _line_texts, _money_text, _ref_json, write_frame
 from .frames import scan
 from .framed import FramedResult
 from .fallback import process_row
+from .mixed_arrow import NOT_WRITTEN, ArrowSource
 from .encode import CORRELATION_FIELDS, USAGE_FIELDS, LazyOrigins, correlation_columns, encode_priced, fast_mask
 from .meter import TOKEN_PARTS, usage_frame
 from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
@@ -50,21 +52,24 @@ def _pydantic_datetime(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: datetime | None = None) -> BatchResult:
-    """Validate, meter and price on columns; never raises on bad input (it becomes a dead letter)."""
+def process_batch_columnar(records: Iterable[RawRecord], book: PriceBook, now: datetime | None = None,
+                           priced_format: str = JSON) -> BatchResult:
+    """Validate, meter and price on columns; never raises on bad input (it becomes a dead letter). `priced_format`:
+    the messages the caller will ask for (`BatchResult.messages`); for Arrow the frame path writes no JSON text
+    unless something reads it (issue 14, arrow14). Either gives the same result."""
     # A batch builds hundreds of thousands of small acyclic objects that all stay alive until the batch is sent;
     # the cyclic GC would rescan them again and again while they pile up (measured: ~30% of the batch time).
     # Nothing here makes reference cycles, so collection waits until the batch is done.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _process(records, book, now or datetime.now(timezone.utc))
+        return _process(records, book, now or datetime.now(timezone.utc), priced_format != ARROW)
     finally:
         if collecting:
             gc.enable()
 
 
-def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> BatchResult:
+def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write_text: bool = True) -> BatchResult:
     records = list(records)
     frames_pay = READ_FRAMES and sum(len(r.value or b"") for r in records) >= FRAME_MIN_BYTES
     scanned = _scan(records) if frames_pay else None  # certified micro-batches straight into a frame (frames.py)
@@ -73,32 +78,45 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime) -> Ba
     records_list = decoded.records
     record_of = decoded.record_of
     outcomes: list[tuple | None] = [None] * len(items)
+    # an Arrow worker's batch not written whole by the frame path: its Arrow messages take the columns of the rows
+    # written from columns (mixed_arrow.py); written_row: item index -> its row among them
+    source, written_row = (None if write_text else ArrowSource()), {}
     todo: list[int] | None = None  # item indices for the dict path (None: every item)
     if scanned is not None:
         try:
             written = write_frame(scanned.frame, pl.Series(decoded.first_item, dtype=pl.Int64), price_table(book),
-                                  now, _pydantic_datetime(now))
+                                  now, _pydantic_datetime(now), write_text)
         except Exception:  # noqa: BLE001 - a bug must not stop the stream: every row of the frame takes the dict path
             log.exception("frame path failed; the batch's rows take the dict path")
             written = Written.nothing([i for i, item in enumerate(items) if item is None
                                        and record_of[i] in scanned.heights])
         if not decoded.letters and not written.rest and written.rows.height == len(items):  # all written, in order
-            return FramedResult(decoded, written.rows, (written.refs, written.priced_at))
-        for i, key, encoded, unpriced, assumed in written.outcomes():
+            return FramedResult(decoded, written)
+        offset = source.add(written.rows, written.refs, written.priced_at) if source is not None else 0
+        for row, (i, key, encoded, unpriced, assumed) in enumerate(written.outcomes()):
             outcomes[i] = ("json", key, encoded, unpriced, assumed)
+            if source is not None:
+                written_row[i] = offset + row
         cache: dict[int, list] = {}
         first_item = decoded.first_item
         for i in written.rest:  # rows the frame path does not write: their dicts, as orjson decodes them
             items[i] = item_of(records_list[record_of[i]], i - first_item[record_of[i]], cache)
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    arrow = (source, written_row) if source is not None else None
     if todo is None or len(todo) == len(items):
-        _dict_path(items, records_list, record_of, outcomes, book, now)
+        _dict_path(items, records_list, record_of, outcomes, book, now, arrow)
     elif todo:
         sub_outcomes: list[tuple | None] = [None] * len(todo)
-        _dict_path([items[i] for i in todo], records_list, [record_of[i] for i in todo], sub_outcomes, book, now)
+        _dict_path([items[i] for i in todo], records_list, [record_of[i] for i in todo], sub_outcomes, book, now,
+                   arrow and (source, written_row, todo))
         for i, outcome in zip(todo, sub_outcomes):
             outcomes[i] = outcome
-    return _assemble(decoded, outcomes, book, now)
+    result = _assemble(decoded, outcomes, book, now)
+    if source is not None and source.height:
+        for key, item in zip(result.keys_in_order, result.items_in_order):
+            source.rows[key].append(written_row.get(item, NOT_WRITTEN))
+        result.arrow_source = source
+    return result
 
 
 def _scan(records: list[RawRecord]):  # noqa: ANN202 - Scanned | None
@@ -110,17 +128,19 @@ def _scan(records: list[RawRecord]):  # noqa: ANN202 - Scanned | None
 
 
 def _dict_path(items: list, records: list[RawRecord], record_of: list[int], outcomes: list, book: PriceBook,
-               now: datetime) -> None:
-    """Outcomes of decoded items: validated as columns where provable (validate.py), else today's per-row path."""
+               now: datetime, arrow: tuple | None = None) -> None:
+    """Outcomes of decoded items: validated as columns where provable (validate.py), else today's per-row path.
+    `arrow` (an Arrow worker's): (ArrowSource, item index -> its row there[, item index of each of `items`]): the
+    rows written from columns are added to the source."""
     columns, fallback_rows = split(items, now)
     if columns.rows:
-        _price_columns(columns, book, now, outcomes, fallback_rows, records, record_of)
+        _price_columns(columns, book, now, outcomes, fallback_rows, records, record_of, arrow)
     for i in fallback_rows:
         outcomes[i] = process_row(items[i], records[record_of[i]], book, now)
 
 
 def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: list, fallback_rows: list[int],
-                   records: list[RawRecord], record_of: list[int]) -> None:
+                   records: list[RawRecord], record_of: list[int], arrow: tuple | None = None) -> None:
     table = price_table(book)
     usage = usage_frame(columns.usage)
     frame = usage.with_columns(
@@ -172,6 +192,9 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     fast = fast_mask(text_frame, fast_outcome)
     fast_list = fast.to_list()
     encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).cast(pl.Binary).to_list())
+    if arrow is not None and any(fast_list):  # an Arrow worker: these rows' Arrow columns, as the frame path's
+        _add_arrow_rows(arrow, text_frame.filter(fast), [a for a, f in zip(c.attribution, fast_list) if f],
+                        [row for row, f in zip(c.rows, fast_list) if f], table.refs, priced_at)
     unpriced_list = no_entry.to_list()
     for row, is_fast, scope_text, assumption, unpriced in zip(c.rows, fast_list, c.scope, c.usage_assumption,
                                                               unpriced_list):
@@ -261,6 +284,21 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     fallback_rows.sort()
 
 
+def _add_arrow_rows(arrow: tuple, frame: pl.DataFrame, attribution: list[tuple], rows: list[int], refs: list,
+                    priced_at: str) -> None:
+    """The dict-fed rows written from columns (`frame`: text_frame's fast rows) added to the Arrow worker's source,
+    with their attribution as the frame path holds it (a struct of the dimensions, the tags as a map)."""
+    from .mixed_arrow import attribution_columns  # pyarrow only in a worker that writes Arrow
+
+    source, written_row = arrow[0], arrow[1]
+    item_of_row = arrow[2] if len(arrow) > 2 else None
+    struct, tags = attribution_columns(attribution)
+    frame = frame.with_columns(struct, pl.lit(None, dtype=pl.String).alias("unpriced_ref"))
+    offset = source.add(frame, refs, priced_at, tags)
+    for k, row in enumerate(rows):
+        written_row[item_of_row[row] if item_of_row is not None else row] = offset + k
+
+
 class _Ref:
     """What `with_reported_cost` reads of a PriceRef."""
 
@@ -328,6 +366,7 @@ def _assemble_written(decoded, outcomes: list[tuple]) -> BatchResult | None:
     for key, event in zip(keys, encoded):
         priced[key].append(event)
     result.keys_in_order = list(keys)
+    result.items_in_order = range(len(outcomes))
     result.unpriced_count = sum(unpriced)
     result.assumed_count = sum(assumed)
     return result
@@ -347,6 +386,7 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
     next_letter = 0
     priced = result.priced
     keys_in_order = result.keys_in_order
+    result.items_in_order = items_in_order = []
     deadletters = result.deadletters
     dumps = orjson.dumps
     unpriced_count = assumed_count = 0
@@ -378,6 +418,7 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
             continue
         priced[key].append(encoded)
         keys_in_order.append(key)
+        items_in_order.append(i)
         origins.append((record.partition, record.offset, event))
         unpriced_count += is_unpriced
         assumed_count += assumed

@@ -57,6 +57,35 @@ def test_other_batches_convert_their_json_messages(book):
         _assert_same_messages(result)
 
 
+@pytest.mark.parametrize("mix", ["invalid record", "reported costs", "correlated and tool requests",
+                                 "tool requests in every message"])
+def test_an_arrow_workers_mixed_batches_take_the_written_rows_columns(book, mix):
+    """A batch the frame path wrote only in part (a message it does not take beside messages it writes), priced by a
+    worker writing Arrow: the written rows' Arrow columns are taken and only the other rows are converted from their
+    JSON (arrow14; before, every JSON message was converted), with the JSON's cuts and dicts."""
+    records = records_of(tag(traffic(6_000, seed=6, correlated=0.3), 0.3))
+    if mix == "invalid record":
+        records.insert(3, RawRecord(b"{nope", "tokenmeter.usage", 0, 999))
+    elif mix == "reported costs":  # one message whose events carry a provider-reported cost
+        records.insert(5, records_of(traffic(400, seed=7, reported=0.5))[0])
+    elif mix == "correlated and tool requests":
+        events = traffic(300, seed=8, correlated=1.0)
+        for event in events[::3]:
+            event["usage"]["tool_requests"] = {"web_search": 2}
+        records.insert(7, records_of(events)[0])
+    else:  # the frame path takes none of the messages: the dict-fed path's rows give their columns (arrow14)
+        events = tag(traffic(6_000, seed=9, correlated=0.3), 0.3)
+        for event in events[::100]:
+            event["usage"]["tool_requests"] = {"web_search": 1}
+        records = records_of(events)
+    result = process_batch_columnar(records, book, priced_format="arrow")
+    assert not isinstance(result, FramedResult) and result.arrow_source is not None
+    rows = [row for rows in result.arrow_source.rows.values() for row in rows]
+    assert rows.count(-1) < len(rows) // 2  # most rows were written from columns
+    _assert_same_messages(result)
+    assert result.arrow_source.messages(result) is not None  # not left to the conversion
+
+
 def test_messages_cut_by_size_are_cut_alike(book):
     """A JSON message that would reach MAX_MESSAGE_BYTES is cut by size (`_frame`): the frame path then converts the
     JSON messages, so the Arrow ones keep those cuts."""

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.topic_reader import read_topic
 from tokenmeter import topics
+from tokenmeter.priced_wire import decode_priced
 from app.process import child_preexec
 from tokenmeter.settings import free_port
 
@@ -84,10 +85,10 @@ def priced_ids(bootstrap: str, team: str) -> list[str]:
     out = []
     for record in asyncio.run(read_topic(bootstrap, topics.PRICED)):
         try:  # other tests on this broker leave single objects and garbage on the priced topic
-            decoded = orjson.loads(record.value)
-        except orjson.JSONDecodeError:
+            decoded = decode_priced(record.value, record.headers)  # JSON or Arrow (the worker's default, arrow14)
+        except ValueError:
             continue
-        for e in decoded if isinstance(decoded, list) else [decoded]:
+        for e in decoded:
             if isinstance(e, dict) and (e.get("attribution") or {}).get("team") == team:
                 out.append(e["event_id"])
     return out

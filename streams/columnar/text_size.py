@@ -1,0 +1,67 @@
+"""An upper bound of each written row's priced JSON text in bytes, from the frame path's columns, without writing the
+text (issue 14, arrow14).
+
+The size cuts need the JSON's length: a priced event over MAX_PRICED_EVENT_BYTES is a dead letter, and a JSON
+message reaching MAX_MESSAGE_BYTES is cut by size (the Arrow messages are cut where the JSON is). A worker writing
+Arrow sends no JSON, so it decides both from this bound instead, and writes the text only for the rows (or the
+result) where the bound is not enough to decide (frame_price.write_frame, arrow_encode.arrow_messages).
+
+The bound follows `encode.encode_priced` piece by piece: every key and every string value counts its exact bytes
+(the frame path writes strings that need no escaping, so a value's JSON is its bytes and two quotes), an absent
+optional field counts nothing; only numbers count their widest text (a token count at most MAX_TOKENS: 13 digits, a
+latency FLOAT_TEXT_MAX) and each comma list one comma more than it may have. So the bound is at most ~120 bytes over
+the text (tests/streams/test_text_size.py checks bound >= text on the corpus, widest values included).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS, MAX_TOKENS
+
+from .encode import CORRELATION_FIELDS, LINE_PARTS, USAGE_FIELDS
+
+INT_TEXT_MAX = len(str(MAX_TOKENS))  # a usage count the frame path writes is 0..MAX_TOKENS
+# encode._float_text: an integral float below 1e15 is at most 15 digits + ".0"; a plain one in [1e-4, 1e15) at most 17
+# significant digits, a point and "0.000" before them (22); 24 leaves room.
+FLOAT_TEXT_MAX = 24
+
+
+def _keys(*names: str) -> int:
+    return sum(map(len, names))
+
+
+def text_bound(frame: pl.DataFrame, ref_bytes: list[int], priced_at: str) -> pl.Series:
+    """Per row of `frame` (frame_price's written rows: ARROW_COLUMNS with `cost` and the line texts), an upper bound
+    (Int64) of the bytes `encode_priced` writes for it; `ref_bytes`: the bytes of each catalog version's PriceRef
+    JSON (frame_price._ref_json)."""
+    c = pl.col
+    field = c("attribution").struct.field
+    fixed = (_keys('{"', *(f'"{name}":"",' for name in ("event_id", "ts", "source", "provider", "model", "operation",
+                                                          "status")), '"attribution":')
+             + _keys("{", '"tags":', "}")  # the attribution object around its dimensions and tags
+             + _keys(',"usage":{', *(f'"{name}":,' for name in USAGE_FIELDS), "}") + len(USAGE_FIELDS) * INT_TEXT_MAX
+             + _keys(',"batch":false', ',"tokens_source":"provider","cost_usd":""', ',"cost_breakdown":{}',
+                     ',"pricing_status":', f',"priced_at":"{priced_at}"}}'))
+    pieces = [pl.lit(fixed, dtype=pl.Int64),
+              *(c(name).str.len_bytes() for name in ("event_id", "ts", "source", "provider", "model", "operation",
+                                                     "status", "cost")),
+              *(field(dim).str.len_bytes() + len(f'"{dim}":"",') for dim in ATTRIBUTION_DIMENSIONS),
+              c("_tags").str.len_bytes() if "_tags" in frame.columns else pl.lit(0, dtype=pl.Int64),
+              pl.lit(2, dtype=pl.Int64),  # "{}" where a row has no tags (a row with tags counts both)
+              *(pl.when(c(name).is_not_null()).then(len(f',"{name}":') + FLOAT_TEXT_MAX)
+                for name in ("latency_ms", "ttft_ms")),
+              *(c(name).str.len_bytes() + len(f',"{name}":""') for name in ("service_tier", "usage_assumption")),
+              *(c(part).str.len_bytes() + len(f'"{part}":"",') for part in LINE_PARTS),
+              # priced: the version's PriceRef; unpriced: the reason and, where there is one, its PriceRef
+              pl.when(c("reason_json").is_null()).then(
+                  pl.lit(pl.Series(ref_bytes, dtype=pl.Int64)).gather(c("vid")) + len('"priced","price":')),
+              c("reason_json").str.len_bytes() + len('"unpriced","unpriced_reason":'),
+              c("unpriced_ref").str.len_bytes() + len(',"price":')]
+    if "has_correlation" in frame.columns:
+        pieces += [pl.when(c("has_correlation")).then(len(',"correlation":{}')),
+                   *(c(f"correlation_{name}").str.len_bytes() + len(f'"{name}":"",') for name in CORRELATION_FIELDS)]
+    return frame.select(pl.sum_horizontal(pieces).cast(pl.Int64).alias("bound")).to_series()
+
+
+__all__ = ["FLOAT_TEXT_MAX", "INT_TEXT_MAX", "text_bound"]
