@@ -82,7 +82,8 @@ class KindRules:
                         # Prompts are heavy-tailed and an agent's context grows along its session (a session with
                         # two 100k-token documents is not a template): longer prompts must last 15 minutes.
                         v.after = cfg.sustained_after
-                    if v_detail == "output" and dim != "api_key" and self._usual_sizes(sb, ok):
+                    if v.state in ("strong", "anomalous") and v_detail == "output" and dim != "api_key" \
+                            and self._usual_sizes(sb, ok):
                         # A broad scope's mean moves with who called: one key with long answers in a bucket of a
                         # project whose buckets are mostly another key's short ones is 5x its mean, each call its
                         # key's usual size (sparse seed 21, support-b: 5.8x, its calls +0.23 deviations each).
