@@ -68,3 +68,13 @@ def test_the_same_buckets_with_every_answer_longer_still_open_on_the_feature():
     opened, alerted = run(mult=2.5)
     assert ("feature", "chat") in {(r["scope_dim"], r["scope_value"]) for r in opened}, opened
     assert alerted, opened
+
+
+def test_a_broad_scopes_change_closes_when_its_usual_calls_come_back():
+    # Only a firing verdict is demoted: a usual bucket after the change stays "normal" and closes the anomaly (had
+    # it been made "elevated", hysteresis would have held the feature's anomaly open for as long as k-short calls).
+    engine, closed = AnomalyEngine(), []
+    for batch in traffic(mult=2.5):
+        closed += [u.record for u in engine.observe(batch, now=2e9) if u.action == "close"
+                   and u.record["kind"] == "tokens_per_request" and u.record["scope_dim"] == "feature"]
+    assert [r["scope_value"] for r in closed] == ["chat"], closed
