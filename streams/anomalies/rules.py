@@ -82,6 +82,12 @@ class KindRules:
                         # Prompts are heavy-tailed and an agent's context grows along its session (a session with
                         # two 100k-token documents is not a template): longer prompts must last 15 minutes.
                         v.after = cfg.sustained_after
+                    if v.state in ("strong", "anomalous") and v_detail == "output" and dim != "api_key" \
+                            and self._usual_sizes(sb, ok):
+                        # A broad scope's mean moves with who called: one key with long answers in a bucket of a
+                        # project whose buckets are mostly another key's short ones is 5x its mean, each call its
+                        # key's usual size (sparse seed 21, support-b: 5.8x, its calls +0.23 deviations each).
+                        v.state = "elevated"
             if dim in KIND_DIMS["tokens_per_request"]:
                 v = self._output_shift(st, sb, v, bucket)
             was_open = "tokens_per_request" in st.open
@@ -291,6 +297,14 @@ class KindRules:
         shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
         shift.detail = "output"
         return shift
+
+    def _usual_sizes(self, sb: list, ok: int) -> bool:
+        """Whether a bucket's answers are their own keys' usual sizes: most of its ok calls are scored against their
+        key's distribution and their log output is, on average, less than half the per-bucket rule's smallest jump
+        (ln `tpr_ratio` / 2, ~1.26x) above their keys' means. A changed template moves every changed call (2.5x: +0.92);
+        a change of which keys called moves none."""
+        n = sb[S_ZN]
+        return 2 * n >= ok > 0 and (sb[S_LSTD] - sb[S_MUSUM]) / n < math.log(self.cfg.tpr_ratio) / 2
 
     def _new_normal(self, st: ScopeState, updates: list) -> None:
         """Close a key's tokens-per-request anomaly open for `tpr_new_normal_s`: its calls since are its new normal."""
