@@ -189,7 +189,7 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
         frame = query(dims, since=start, until=end)
     finally:
         wh.close()
-    click.echo(render_report(frame, fmt))
+    click.echo(render_report(frame, fmt, total=not cost_lines))
 
 
 @main.command()

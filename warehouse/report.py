@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import orjson
@@ -56,8 +56,29 @@ def _say_unpriced(columns: list[str], rows: list[tuple], cells: list[list[str]])
             cell[cost] = "unpriced"
 
 
-def render_report(df: pl.DataFrame, fmt: str = "table") -> str:
-    """fmt: "table" (aligned, numbers right-aligned), "json" (array of objects, Decimals as strings) or "csv"."""
+ADDITIVE = ("events", "unpriced_events", "cost_usd")  # besides every "*_tokens" column: sums that mean something
+
+
+def _total_row(df: pl.DataFrame, rows: list[tuple]) -> tuple | None:
+    """The values of the table's last line for people: "total" under the first column, the exact sum of each additive
+    column (counts, tokens, cost: Decimal, never float), "" under the rest. None when there is nothing to add (one row
+    or none, or no additive column); JSON and CSV get no total (programs add their own)."""
+    additive = [i for i, name in enumerate(df.columns) if name in ADDITIVE or name.endswith("_tokens")]
+    if len(rows) < 2 or not additive or 0 in additive:
+        return None
+    total: list[Any] = [""] * len(df.columns)
+    total[0] = "total"
+    with localcontext() as exact:
+        exact.prec = 100  # Decimal(38, 12) amounts added without rounding (the default context keeps 28 digits)
+        for i in additive:
+            values = [row[i] for row in rows if row[i] is not None]
+            total[i] = sum(values, Decimal(0)) if isinstance(df.dtypes[i], pl.Decimal) else sum(values)
+    return tuple(total)
+
+
+def render_report(df: pl.DataFrame, fmt: str = "table", *, total: bool = False) -> str:
+    """fmt: "table" (aligned, numbers right-aligned), "json" (array of objects, Decimals as strings) or "csv".
+    total: the table ends with a total row of the additive columns (`tokenmeter report`); other formats ignore it."""
     if fmt not in FORMATS:
         raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
     rows = df.rows()
@@ -76,7 +97,12 @@ def render_report(df: pl.DataFrame, fmt: str = "table") -> str:
         return out.getvalue()
     cells = [[_text(v) if v != "" else "(none)" for v in row] for row in rows]
     _say_unpriced(df.columns, rows, cells)
-    widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(df.columns)]
+    totals = _total_row(df, rows) if total else None
+    sums = None if totals is None else [_text(v) for v in totals]
+    if totals is not None:
+        _say_unpriced(df.columns, [totals], [sums])  # a total of unpriced calls only is unpriced too
+    widths = [max([len(name)] + [len(row[i]) for row in cells + ([sums] if sums else [])])
+              for i, name in enumerate(df.columns)]
     right = [_is_numeric(dtype) for dtype in df.dtypes]
 
     def line(values: list[str]) -> str:
@@ -84,6 +110,8 @@ def render_report(df: pl.DataFrame, fmt: str = "table") -> str:
 
     lines = [line(list(df.columns)), line(["-" * w for w in widths])]
     lines += [line(row) for row in cells]
+    if sums is not None:
+        lines += [line(["-" * w for w in widths]), line(sums)]
     if not rows:
         lines.append("(no rows)")
     return "\n".join(lines) + "\n"

@@ -101,3 +101,27 @@ def test_report_table_says_unpriced_where_a_group_has_no_priced_call():
     assert lines[2].split()[-1] == "1.500000000000" and lines[4].split()[-1] == "0.250000000000"
     assert render_report(df, "csv").splitlines()[2] == "acme-internal-llm-v2,72,72,0.000000000000"
     assert orjson.loads(render_report(df, "json"))[1]["cost_usd"] == "0.000000000000"
+
+
+def test_report_table_ends_with_an_exact_total_row():
+    """`tokenmeter report` had no total: a finance reader added the groups by hand. The table now ends with the exact
+    sum of each count, token and cost column (Decimal, 28 significant digits are not enough for 12 decimals on large
+    totals); a total of unpriced calls only says unpriced; JSON and CSV stay the groups alone."""
+    df = pl.DataFrame({"team": ["search", "ads", "labs"], "events": [3, 4, 2], "unpriced_events": [0, 1, 0],
+                       "input_tokens": [10, 20, 30],
+                       "cost_usd": [Decimal("99999999999999999.999999999999"), Decimal("0.000000000001"),
+                                    Decimal("1.500000000000")]},
+                      schema_overrides={"cost_usd": pl.Decimal(38, 12)})
+    lines = render_report(df, "table", total=True).splitlines()
+    assert lines[-1].split() == ["total", "9", "1", "60", "100000000000000001.500000000000"]
+    assert set(lines[-2]) <= {"-", " "} and lines[1] == lines[-2]
+    assert len(lines[-1]) == len(lines[2])  # aligned with the groups
+    assert render_report(df, "table").splitlines()[-1].split()[0] == "labs"  # only when asked (other reports)
+    assert render_report(df, "csv", total=True) == render_report(df, "csv")
+    assert render_report(df, "json", total=True) == render_report(df, "json")
+    assert "total" not in render_report(df.head(1), "table", total=True)  # one group is its own total
+
+    unpriced = pl.DataFrame({"model": ["x", "y"], "events": [2, 3], "unpriced_events": [2, 3],
+                             "cost_usd": [Decimal("0E-12"), Decimal("0E-12")]},
+                            schema_overrides={"cost_usd": pl.Decimal(38, 12)})
+    assert render_report(unpriced, "table", total=True).splitlines()[-1].split() == ["total", "5", "5", "unpriced"]
