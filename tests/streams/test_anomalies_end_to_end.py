@@ -18,7 +18,7 @@ from tests.streams.test_anomalies_runner import produce, unpriced_batches
 from tokenmeter.settings import free_port, load_settings
 from tokenmeter.topics import PRICED
 
-pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=2)  # rough seconds: longest files first (tests/suite_order.py)
 
 
 async def until(check, timeout: float, what: str):
@@ -71,7 +71,9 @@ def test_injected_anomaly_reaches_webhook_and_dashboard(kafka_bootstrap, tmp_pat
         tasks, warehouse = [], None
         try:
             await produce(kafka_bootstrap, PRICED, unpriced_batches(model, 45))
-            tasks = [asyncio.create_task(Detector(settings, group_id=f"e2e-{uuid.uuid4().hex[:8]}").run(stop)),
+            # the events are on the topic before the detector starts: a 1 s trail instead of 10 (not under test here)
+            detector = Detector(settings, group_id=f"e2e-{uuid.uuid4().hex[:8]}", trail_s=1.0)
+            tasks = [asyncio.create_task(detector.run(stop)),
                      asyncio.create_task(run_dispatcher(settings, stop)),
                      asyncio.create_task(run_loader(settings, stop, ready=loaded.set))]
 
