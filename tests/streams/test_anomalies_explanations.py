@@ -87,16 +87,18 @@ def test_the_texts_round_as_the_dashboard_does():
         "api_key sk-burst is using 751,680 tokens/hour, far above the usual 7.8 for this hour of the week.")
 
 
+def shift_to_o1(e, t):
+    """Traffic hook: a third of the calls (ids ending 1-3) move to o1, priced at o1's $15 / $60 per 1M tokens."""
+    if e["event_id"].endswith(("1", "2", "3")):
+        pico = e["usage"]["input_tokens"] * 15_000_000 + e["usage"]["output_tokens"] * 60_000_000
+        e.update(model="o1", cost_usd=f"{pico // 10**12}.{pico % 10**12:012d}")
+    return e
+
+
 def test_a_model_shift_writes_its_shares_as_the_other_texts_do():
     """A model shift's share of the cost was a whole percent ("o1 now carries 94%") where the other figures go
     through tokenmeter.measures: one decimal, no trailing ".0" ("94.5%")."""
-    def shift(e, t):
-        if e["event_id"].endswith(("1", "2", "3")):
-            pico = e["usage"]["input_tokens"] * 15_000_000 + e["usage"]["output_tokens"] * 60_000_000
-            e.update(model="o1", cost_usd=f"{pico // 10**12}.{pico % 10**12:012d}")
-        return e
-
-    _, updates, _ = run_with(shift, hours=3)
+    _, updates, _ = run_with(shift_to_o1, hours=3)
     [found] = opened(updates, "model_shift", "api_key", "k1")
     assert "; o1 now carries 94.5% of its cost (usually 0%)" in found["explanation"], found["explanation"]
     [team] = opened(updates, "model_shift", "team", "search")
@@ -106,13 +108,8 @@ def test_a_model_shift_writes_its_shares_as_the_other_texts_do():
 _SHIFT_TEXTS = """
 import sys
 sys.path[:0] = [{tests!r}, {streams!r}]
-from test_anomalies_explanations import opened, run_with
-def shift(e, t):
-    if e["event_id"].endswith(("1", "2", "3")):
-        pico = e["usage"]["input_tokens"] * 15_000_000 + e["usage"]["output_tokens"] * 60_000_000
-        e.update(model="o1", cost_usd=f"{{pico // 10**12}}.{{pico % 10**12:012d}}")
-    return e
-_, updates, _ = run_with(shift, hours=3)
+from test_anomalies_explanations import run_with, shift_to_o1
+_, updates, _ = run_with(shift_to_o1, hours=3)
 print(sorted(u.record["explanation"] for u in updates))
 """
 

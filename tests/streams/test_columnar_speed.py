@@ -180,7 +180,9 @@ def test_a_too_large_event_in_a_common_batch_is_still_its_dead_letter(book):
 def test_money_text_is_decimal_format_of_pico_dollars():
     """frame_price._money_text (polars' Decimal(38, 12) text since inproc14; before, a slice of 10**12 + the
     fraction) against Decimal's text for amounts, the rounding's edges and large ones up to 2**63 - 1 included. An
-    amount is never negative: token counts, prices, multipliers and request fees are all validated non-negative."""
+    amount is never negative (token counts, prices, multipliers and request fees are validated non-negative); were one
+    to be, it gets Decimal's exact text too (before inproc14 it got the floor division's "-1.999999999999" for -1
+    pico, which this test pinned)."""
     from decimal import Decimal
 
     from streams.columnar.frame_price import _money_text
@@ -191,3 +193,6 @@ def test_money_text_is_decimal_format_of_pico_dollars():
     picos += [rng.randrange(2 ** rng.randrange(1, 64)) for _ in range(20_000)]
     texts = pl.select(_money_text(pl.lit(pl.Series(picos, dtype=pl.Int64)))).to_series().to_list()
     assert texts == [format(Decimal(p).scaleb(-12).quantize(Decimal("1e-12")), "f") for p in picos]
+    negative = [-1, -(10**12), -(10**12) - 7, -(10**15), -(2**63 - 1)]
+    assert pl.select(_money_text(pl.lit(pl.Series(negative, dtype=pl.Int64)))).to_series().to_list() == [
+        "-0.000000000001", "-1.000000000000", "-1.000000000007", "-1000.000000000000", "-9223372.036854775807"]
