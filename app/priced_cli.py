@@ -20,6 +20,8 @@ import orjson
 from tokenmeter import topics
 from tokenmeter.priced_wire import decode_priced, format_of
 
+MAX_TAIL = 100_000
+
 
 async def newest_priced(bootstrap: str, n: int, timeout: float = 30.0) -> list[tuple[int, int, str, Any]]:
     """(partition, offset, format, decoded event or the reason it could not be read) of at most the `n` newest priced
@@ -32,9 +34,9 @@ async def newest_priced(bootstrap: str, n: int, timeout: float = 30.0) -> list[t
     tps = await topic_partitions(bootstrap, topics.PRICED, timeout=timeout, wait=False)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                 auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000), **fetch_wait())
-    await consumer.start()
     records: list[Any] = []
     try:
+        await consumer.start()  # inside: a start that fails still closes the consumer
         # every message holds at least one event: the last n messages of a partition hold its last n events (the
         # embedded broker's end_offsets may under-report the end: the read still goes on to the high watermark)
         ends = await consumer.end_offsets(tps)
@@ -62,10 +64,14 @@ async def newest_priced(bootstrap: str, n: int, timeout: float = 30.0) -> list[t
     return sorted(events, key=priced_at)[-n:] if n else []
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}  # anyone can write to the topic: a wrong type prints as absent
+
+
 def _line(event: dict[str, Any]) -> str:
-    attribution = event.get("attribution") or {}
+    attribution = _object(event.get("attribution"))
     who = attribution.get("team") or attribution.get("project") or attribution.get("org") or "-"
-    usage = event.get("usage") or {}
+    usage = _object(event.get("usage"))
     tokens = f"{usage.get('input_tokens', 0)}+{usage.get('output_tokens', 0)} tok"
     cost = event.get("cost_usd", "?") if event.get("pricing_status") == "priced" else "unpriced"
     return f"{event.get('ts', '?')}  {who}  {event.get('provider', '?')}/{event.get('model', '?')}  {tokens}  {cost}"
@@ -77,15 +83,25 @@ def priced() -> None:
 
 
 @priced.command()
-@click.option("--n", "count", type=click.IntRange(min=0), default=10, show_default=True,
-              help="how many of the newest priced events")
+@click.option("--n", "count", type=click.IntRange(min=0, max=MAX_TAIL), default=10, show_default=True,
+              help=f"how many of the newest priced events (at most {MAX_TAIL:,}: each partition's last N messages are "
+              "read into memory)")
 @click.option("--json", "as_json", is_flag=True, help="each event as one line of its canonical JSON")
 def tail(count: int, as_json: bool) -> None:
     """The newest priced events, decoded from either format (TOKENMETER_PRICED_FORMAT)."""
     from app.cli import _settings
 
+    from aiokafka.errors import KafkaError
+
+    from tokenmeter.kafka_topics import broker_problem
+
     settings = _settings()
-    for partition, offset, name, event in asyncio.run(newest_priced(settings.bootstrap_servers, count)):
+    try:
+        newest = asyncio.run(newest_priced(settings.bootstrap_servers, count))
+    except KafkaError as exc:
+        raise click.ClickException(f"cannot read {topics.PRICED}: "
+                                   f"{broker_problem(exc, settings.bootstrap_servers)}") from None
+    for partition, offset, name, event in newest:
         if not isinstance(event, dict):
             click.echo(f"partition {partition} offset {offset}: not a priced message ({event})", err=True)
         elif as_json:

@@ -58,3 +58,23 @@ def test_tail_names_a_message_it_cannot_read_and_goes_on(broker):
     asyncio.run(_send(broker, [(b"k", b"{not json")], None))
     result = CliRunner().invoke(main, ["priced", "tail", "--n", "2"], catch_exceptions=False)
     assert result.exit_code == 0 and "not a priced message (JSONDecodeError" in result.stderr
+
+
+def test_tail_prints_wrong_typed_fields_as_absent(broker):
+    """Anyone can write to the topic: an event whose attribution or usage is not an object printed a traceback
+    (AttributeError: 'str' object has no attribute 'get') in the people's view."""
+    odd = orjson.dumps([{"ts": "2026-12-06T00:00:00Z", "attribution": "x", "usage": 5, "provider": "openai",
+                         "model": "gpt-4o", "pricing_status": "priced", "cost_usd": "0.1"}, 7])
+    asyncio.run(_send(broker, [(b"k", odd)], None))
+    result = CliRunner().invoke(main, ["priced", "tail", "--n", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2026-12-06T00:00:00Z  -  openai/gpt-4o  0+0 tok  0.1  [json p0@" in result.output
+    assert "not a priced message (7)" in result.stderr
+
+
+def test_tail_without_a_broker_says_so_and_bounds_n(monkeypatch):
+    monkeypatch.setenv("TOKENMETER_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    result = CliRunner().invoke(main, ["priced", "tail"])
+    assert result.exit_code == 1 and "no Kafka broker answers at 127.0.0.1:1" in result.output, result.output
+    too_many = CliRunner().invoke(main, ["priced", "tail", "--n", "100001"])
+    assert too_many.exit_code == 2 and "100000" in too_many.output
