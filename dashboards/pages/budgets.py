@@ -78,12 +78,12 @@ def status_rows(statuses: list[BudgetStatus]) -> list:
         html.Td(f"{s.percent}%", className="num"),
         html.Td(format_count(s.reservations_expired), className="num",
                 title="reservations whose usage never came within TOKENMETER_RESERVATION_TTL_SECONDS"),
-        html.Td(_forecast(s)[0], className="num", title=_forecast(s)[1]),
+        html.Td(forecast[0], className="num", title=forecast[1]),
         html.Td(s.expected_breach_at.strftime("%Y-%m-%d %H:%M") if s.expected_breach_at else "-"),
         # "allow (budget 'search-monthly' within its limit)" repeated the row's name: the reason is for a refusal
         html.Td(s.action + (f" ({s.reason})" if s.reason and s.action != "allow" else ""), title=s.reason),
         html.Td(s.updated_at.strftime("%Y-%m-%d %H:%M")),
-    ]) for s in statuses]
+    ]) for s in statuses for forecast in [_forecast(s)]]
     return [header, html.Tbody(body)]
 
 
