@@ -70,3 +70,13 @@ def test_the_text_reads_back_as_the_same_moment():
         # (timestamps: PEP 495 makes an ambiguous local time unequal to any moment in another zone)
         assert datetime.fromisoformat(iso_utc(moment)).timestamp() == moment.timestamp()
         assert datetime.fromisoformat(iso_utc(moment, "seconds")).timestamp() == int(moment.timestamp())
+
+
+def test_people_utc_writes_the_minute_or_the_second_in_utc():
+    from tokenmeter.timefmt import people_utc
+
+    moment = datetime(2026, 11, 26, 5, 0, 7, 512345, tzinfo=timezone(timedelta(hours=1)))
+    assert people_utc(moment) == "2026-11-26 04:00 UTC"
+    assert people_utc(moment, seconds=True) == "2026-11-26 04:00:07 UTC"
+    assert people_utc("2026-11-26T04:00:07.512345Z", seconds=True) == "2026-11-26 04:00:07 UTC"
+    assert people_utc(None, seconds=True) is None

@@ -12,6 +12,7 @@ Parsing needs no helper: on Python 3.11 `datetime.fromisoformat` reads the "Z" s
 For people (alert summaries, Slack fields), not for machine fields:
 
     people_utc("2026-11-26T04:00:07.512345Z")                                   -> "2026-11-26 04:00 UTC"
+    people_utc("2026-11-26T04:00:07.512345Z", seconds=True)                     -> "2026-11-26 04:00:07 UTC"
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def iso_effective(moment: Any) -> str | None:
     return moment.date().isoformat() if moment.time() == datetime.min.time() else moment.isoformat()
 
 
-def people_utc(moment: datetime | str | None) -> str | None:
+def people_utc(moment: datetime | str | None, seconds: bool = False) -> str | None:
     """A moment as on-call people read it in a text, to the minute in UTC ("2026-11-26 04:00 UTC"), as the dashboard
     writes times; records keep the ISO text. An ISO text is read first; text that is not a moment is returned as it
     is (a hand-written record), None stays None."""
@@ -59,4 +60,6 @@ def people_utc(moment: datetime | str | None) -> str | None:
             return str(moment)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    # seconds for "is it still sending?" views (a source's last event), where a minute hides a short silence
+    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC" if seconds \
+        else f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"

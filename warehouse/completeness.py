@@ -172,8 +172,16 @@ def completeness_alert(health: SourceHealth, now: datetime, notify: list[str] | 
         dashboard_url=dashboard_url)
 
 
-def as_dicts(rows: list[SourceHealth]) -> list[dict[str, Any]]:
-    return [{"source": h.source, "kind": h.kind, "status": h.status,
-             "last_event": h.last_event.isoformat() if h.last_event else "",
+def as_dicts(rows: list[SourceHealth], for_people: bool = False) -> list[dict[str, Any]]:
+    """Rows for the CLI's formats: JSON and CSV keep the exact ISO moment (machines read them); the table
+    (`for_people`) writes it as people read times, to the second in UTC."""
+    from tokenmeter.timefmt import people_utc
+
+    def last(h: SourceHealth) -> str:
+        if h.last_event is None:
+            return ""
+        return (people_utc(h.last_event, seconds=True) or "") if for_people else h.last_event.isoformat()
+
+    return [{"source": h.source, "kind": h.kind, "status": h.status, "last_event": last(h),
              "events_last_hour": h.last_hour, "usual_per_hour": "" if h.usual is None else f"{h.usual.normalize():f}",
              "deadletters_last_hour": h.deadletters_last_hour} for h in rows]

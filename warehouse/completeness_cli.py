@@ -43,7 +43,8 @@ def completeness(at: str | None, problems: bool, publish: bool, fmt: str) -> Non
     if not shown and fmt == "table":
         click.echo("no sources seen in the last 8 days" if not rows else "every source is sending as usual")
     else:
-        click.echo(render_report(pl.DataFrame(as_dicts(shown), infer_schema_length=None), fmt), nl=False)
+        click.echo(render_report(pl.DataFrame(as_dicts(shown, for_people=fmt == "table"), infer_schema_length=None),
+                                 fmt), nl=False)
     if publish:
         from streams.alerts.outbox import publish_alerts
 

@@ -124,6 +124,18 @@ def test_cli_lists_sources_and_problems(data_dir):
     assert rows["apisix"]["deadletters_last_hour"] == 8
 
 
+def test_the_table_writes_the_last_event_for_people_and_json_keeps_the_exact_moment(health):
+    from warehouse.completeness import as_dicts
+
+    rows = list(health.values())
+    exact = {r["source"]: r["last_event"] for r in as_dicts(rows)}
+    shown = {r["source"]: r["last_event"] for r in as_dicts(rows, for_people=True)}
+    last = health["litellm"].last_event.astimezone(timezone.utc)
+    assert exact["litellm"] == health["litellm"].last_event.isoformat()  # machine formats: unchanged, exact
+    assert shown["litellm"] == f"{last:%Y-%m-%d %H:%M:%S} UTC"  # the table: no microseconds, no offset
+    assert "." not in shown["litellm"] and "+00:00" not in shown["litellm"]
+
+
 def test_a_weekend_hour_is_judged_against_weekend_days(tmp_path):
     """Business traffic is lower on weekends. Judged against the median of the previous 7 days (5 of them
     weekdays), every weekend hour of such a source was "dropping" (seen at a Saturday-night start of the demo:
