@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS)
+from tokenmeter.exprs import all_of
 from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 from warehouse.arrow_rows import _MONEY, _PRICED_AT, _REPORTED_COST, _SIGNED_MONEY, _epoch_us, _micros
 from warehouse.fast_rows import CORRELATION_IDS, MAX_EXACT_FLOAT_INT, USAGE_PARTS
@@ -201,50 +202,51 @@ def scalar_checks() -> pl.Expr:
     the JSON frame path (`_row_checks`) and the Arrow message path (loader_arrow)."""
     usage = pl.col("usage").struct
     parts = {part: usage.field(part).fill_null(0) for part in USAGE_PARTS}
-    ok = (pl.col("event_id").str.len_chars().is_between(1, 512)
-          & (pl.col("source").str.len_bytes() > 0) & (pl.col("provider").str.len_bytes() > 0)
-          & (pl.col("model").str.len_bytes() > 0)
-          & pl.col("status").fill_null("ok").is_in(["ok", "error"])
-          & pl.col("ts").is_not_null() & pl.col("usage").is_not_null()
-          & (pl.col("usage_assumption").is_null() | pl.col("usage_assumption").str.len_chars().is_between(1, 200))
-          & pl.col("tokens_source").is_in(["provider", "estimated"])
-          & pl.col("pricing_status").is_in(["priced", "unpriced"])
-          & pl.col("cost_usd").str.contains(_ASCII_MONEY)
-          & (pl.col("price").is_null() | pl.col("price").struct.field("entry").is_not_null())
-          & (pl.col("reported_cost_usd").is_null() | pl.col("reported_cost_usd").str.contains(_ASCII_REPORTED_COST)))
+    checks = [pl.col("event_id").str.len_chars().is_between(1, 512),
+              pl.col("source").str.len_bytes() > 0, pl.col("provider").str.len_bytes() > 0,
+              pl.col("model").str.len_bytes() > 0,
+              pl.col("status").fill_null("ok").is_in(["ok", "error"]),
+              pl.col("ts").is_not_null(), pl.col("usage").is_not_null(),
+              pl.col("usage_assumption").is_null() | pl.col("usage_assumption").str.len_chars().is_between(1, 200),
+              pl.col("tokens_source").is_in(["provider", "estimated"]),
+              pl.col("pricing_status").is_in(["priced", "unpriced"]),
+              pl.col("cost_usd").str.contains(_ASCII_MONEY),
+              pl.col("price").is_null() | pl.col("price").struct.field("entry").is_not_null(),
+              pl.col("reported_cost_usd").is_null() | pl.col("reported_cost_usd").str.contains(_ASCII_REPORTED_COST)]
     for name in ("latency_ms", "ttft_ms"):  # an int from 2**53 up is the dict path's (2**53 + 1 reads as 2**53)
         value = pl.col(name)
-        ok = ok & (value.is_null() | ((value >= 0) & value.is_finite() & (value < MAX_EXACT_FLOAT_INT)))
-    for part in USAGE_PARTS:
-        ok = ok & parts[part].is_between(0, MAX_TOKENS)
-    return (ok & (parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"])
-            & (parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"])
-            & (parts["reasoning_tokens"] <= parts["output_tokens"]))
+        checks.append(value.is_null() | ((value >= 0) & value.is_finite() & (value < MAX_EXACT_FLOAT_INT)))
+    checks += [parts[part].is_between(0, MAX_TOKENS) for part in USAGE_PARTS]
+    checks += [parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"],
+               parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"],
+               parts["reasoning_tokens"] <= parts["output_tokens"]]
+    return all_of(*checks)  # a balanced tree: polars plans a left-deep chain in O(n^2) (streams.columnar.exprs)
 
 
 @cache
 def _row_checks() -> pl.Expr:
     """True for the rows `arrow_rows` would take as they are (its checks, on values of certified kinds)."""
     usage = pl.col("usage").struct
-    ok = scalar_checks()
+    checks = [scalar_checks()]
     if "correlation" in SCHEMA:
-        ok = ok & pl.col("correlation").is_null()
-    ok = ok & pl.col("event_id").is_not_null() & pl.col("cost_usd").is_not_null()
+        checks.append(pl.col("correlation").is_null())
+    checks += [pl.col("event_id").is_not_null(), pl.col("cost_usd").is_not_null()]
     lines = pl.col("cost_breakdown").struct
     # every line's amount is arrow_rows' signed money text: one pass over the row's lines text (which the
     # comparison below proves is exactly the lines read)
-    ok = ok & (pl.col("cost_breakdown").is_null() | pl.col("_lines_text").str.contains(_LINES_TEXT))
+    checks.append(pl.col("cost_breakdown").is_null() | pl.col("_lines_text").str.contains(_LINES_TEXT))
     rewritten = pl.concat_str(pl.lit('"cost_breakdown":{'), pl.concat_str(
         [pl.concat_str(pl.lit(f'"{name}":"'), lines.field(name), pl.lit('"')) for name in LINE_NAMES],
         separator=",", ignore_nulls=True), pl.lit("}"))
-    ok = ok & (pl.col("cost_breakdown").is_null() | (rewritten == pl.col("_lines_text")))
+    checks.append(pl.col("cost_breakdown").is_null() | (rewritten == pl.col("_lines_text")))
     tools = usage.field("tool_requests")
-    for kind in TOOL_REQUEST_KINDS:
-        ok = ok & (tools.struct.field(kind).is_null() | tools.struct.field(kind).is_between(0, MAX_TOOL_REQUESTS))
+    checks += [tools.struct.field(kind).is_null() | tools.struct.field(kind).is_between(0, MAX_TOOL_REQUESTS)
+               for kind in TOOL_REQUEST_KINDS]
     rewritten = pl.concat_str(pl.lit('"tool_requests":{'), pl.concat_str(
         [pl.concat_str(pl.lit(f'"{kind}":'), tools.struct.field(kind).cast(pl.String)) for kind in TOOL_REQUEST_KINDS],
         separator=",", ignore_nulls=True), pl.lit("}"))
-    ok = ok & (tools.is_null() | (rewritten == pl.col("_tools_text")))
+    checks.append(tools.is_null() | (rewritten == pl.col("_tools_text")))
+    ok = all_of(*checks)
     return ok.fill_null(False)
 
 

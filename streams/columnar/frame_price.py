@@ -18,9 +18,9 @@ import polars as pl
 
 from streams.batch import MAX_PRICED_EVENT_BYTES
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS
+from tokenmeter.exprs import all_of
 
 from .encode import ALL, CORRELATION_FIELDS, _float_ok, _nulls, encode_priced
-from .exprs import all_of
 from .frames import SCHEMA, row_checks
 from .meter import TOKEN_PARTS
 from .price import PRICED, UNPRICED, PriceTable, price_frame, unpriced_reason

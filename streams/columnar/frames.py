@@ -43,9 +43,9 @@ import polars as pl
 
 from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS, MAX_TOKENS
+from tokenmeter.exprs import all_of
 from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAG_KEY, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 
-from .exprs import all_of
 from .validate import CORRELATION_IDS, USAGE_PARTS
 
 S = pl.String

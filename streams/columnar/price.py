@@ -32,9 +32,9 @@ import polars as pl
 from streams.pricing import COST_QUANTUM, PriceBook, service_tier_of
 from streams.pricing.catalog import CatalogEntry
 from streams.pricing.schema import PriceSet, PriceVersion
+from tokenmeter.exprs import any_of
 from tokenmeter.timefmt import iso_effective
 
-from .exprs import any_of
 from .meter import TOKEN_PARTS
 
 PICO = Decimal(10) ** 12

@@ -5,6 +5,9 @@ subtree again for each node it resolves (types, projection height): a left-deep 
 conditions costs O(n^2) to plan. Measured with polars 2.1 on a 10-row frame: 40 conditions chained 0.94 ms, as a
 balanced tree 0.40 ms; 80 conditions 5.9 ms against 0.86 ms. `all_of` / `any_of` give the same truth values (`&` and
 `|` are associative, Kleene logic on nulls included) with a planning cost linear in n.
+
+Shared (the contract package) because two stages plan such checks: the worker's frame path and the loader's
+(`warehouse/loader_frames.py`, where the certificate's ~45 checks went 3.8 -> 2.6 ms per query).
 """
 
 from __future__ import annotations

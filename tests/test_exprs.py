@@ -10,7 +10,7 @@ import pytest
 
 from streams.columnar import frames
 from streams.columnar.corpus import Corpus
-from streams.columnar.exprs import all_of, any_of
+from tokenmeter.exprs import all_of, any_of
 from streams.pricing import load_price_book
 
 
