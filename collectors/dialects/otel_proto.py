@@ -172,15 +172,19 @@ def _raw_attributes(items: Any) -> dict[str, Any] | None:
             pair = _read_pair(data)
             if pair is None:
                 return None
-            if len(_PAIRS) >= _PAIRS_LIMIT:
-                _PAIRS.clear()
-            _PAIRS[data] = pair
+            if len(data) <= _PAIR_BYTES_LIMIT:
+                if len(_PAIRS) >= _PAIRS_LIMIT:
+                    _PAIRS.clear()
+                _PAIRS[data] = pair
         attributes[pair[0]] = pair[1]
     return attributes
 
 
-_PAIRS: dict[bytes, tuple[str, Any]] = {}  # a KeyValue's encoding -> its (key, value); bounded, cleared when full
+# A KeyValue's encoding -> its (key, value), for encodings of at most _PAIR_BYTES_LIMIT bytes (a logged prompt is not
+# kept); at most _PAIRS_LIMIT of them (~270 bytes each for the bench's: ~4.5 MB), all dropped when full.
+_PAIRS: dict[bytes, tuple[str, Any]] = {}
 _PAIRS_LIMIT = 16_384
+_PAIR_BYTES_LIMIT = 256
 
 
 def _read_pair(data: bytes) -> tuple[str, Any] | None:

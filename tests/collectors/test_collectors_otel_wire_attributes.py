@@ -188,3 +188,13 @@ def test_random_keyvalue_encodings_read_as_upb_parses_them():
     for data in encodings:
         assert _same_pair(_read_pair(data), _pair_of_message(data)), data
     assert sum(_read_pair(data) is not None for data in encodings) > 8_000  # the readable ones are many
+
+
+def test_long_attributes_are_not_kept_by_encoding():
+    """The pairs kept by encoding are bounded in size as in number: a logged prompt (gen_ai.input.messages can be
+    megabytes) must not stay in memory after its record."""
+    from collectors.dialects import otel_proto
+
+    prompt = _kv(b"gen_ai.input.messages", _string('[{"role":"user","content":"' + "x" * 20_000 + '"}]'))
+    assert parse_record(_record([prompt]), "otel", encoded=True)
+    assert all(len(encoding) < 1_000 for encoding in otel_proto._PAIRS)
