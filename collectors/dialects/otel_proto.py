@@ -243,7 +243,8 @@ def _pair_of_message(data: bytes) -> tuple[str, Any] | None:
 
 def _plain_attributes(items: Any) -> dict[str, Any] | None:
     """The attributes as `otel.attributes_of` reads their OTLP/JSON form, when every value is a string, an int,
-    a bool or a finite double under a non-empty key; None otherwise. `items`: parsed KeyValues."""
+    a bool, a finite double or an array of those under a non-empty key; None otherwise. `items`: parsed KeyValues.
+    Arrays: `gen_ai.response.finish_reasons` is on every chat span of the GenAI instrumentations."""
     attributes: dict[str, Any] = {}
     for item in items:
         key, value = item.key, item.value
@@ -252,11 +253,28 @@ def _plain_attributes(items: Any) -> dict[str, Any] | None:
             attributes[key] = getattr(value, kind)
         elif kind == "double_value" and math.isfinite(value.double_value):
             attributes[key] = value.double_value
+        elif kind == "array_value" and (values := _plain_array(value.array_value.values)) is not None:
+            attributes[key] = values  # shared by the spans that carry this encoding (`_PAIRS`): read, never changed
         else:
             return None
         if not key:
             return None
     return attributes
+
+
+def _plain_array(items: Any) -> list[Any] | None:
+    """An ArrayValue's values as `otel.any_value` reads their OTLP/JSON form (a list), when each is a string, an
+    int, a bool or a finite double; None otherwise."""
+    values = []
+    for value in items:
+        kind = value.WhichOneof("value")
+        if kind in _SCALAR_KINDS:
+            values.append(getattr(value, kind))
+        elif kind == "double_value" and math.isfinite(value.double_value):
+            values.append(value.double_value)
+        else:
+            return None
+    return values
 
 
 _SCALAR_KINDS = frozenset(("string_value", "int_value", "bool_value"))

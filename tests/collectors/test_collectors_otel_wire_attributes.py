@@ -52,6 +52,11 @@ def _kv(key: bytes, value: bytes) -> bytes:
     return _delimited(1, key) + _delimited(2, value)
 
 
+def _array(*values: bytes) -> bytes:
+    """An AnyValue holding an ArrayValue of these AnyValue encodings."""
+    return _delimited(5, b"".join(_delimited(1, value) for value in values))
+
+
 def _record(span_kvs: list[bytes], resource_kvs: list[bytes] = ()) -> bytes:
     """A bench record of two common spans, the first with `span_kvs` appended to its attributes and the resource
     with `resource_kvs` (KeyValue encodings, as they are)."""
@@ -101,7 +106,18 @@ WIRE_CASES: dict[str, tuple[list[bytes], list[bytes]]] = {
     "a UTF-8 surrogate in a value": ([_kv(b"tokenmeter.project", _string(b"\xed\xa0\x80"))], []),
     "invalid UTF-8 in a key": ([_kv(b"k\xc0\x80", _string("x"))], []),
     "truncated value": ([_delimited(1, b"tokenmeter.project") + _delimited(2, b"\x0a\x09abc")], []),
-    "array value": ([_kv(b"tags", _delimited(5, _delimited(1, _string("a"))))], []),
+    "array of strings (finish reasons)": ([_kv(b"gen_ai.response.finish_reasons", _array(_string("stop")))], []),
+    "array of scalars": ([_kv(b"tokenmeter.project", _array(_string("a"), _int(-3), _field(2, 0, b"\x01"),
+                                                            _field(4, 1, struct.pack("<d", -0.0))))], []),
+    "empty array": ([_kv(b"tokenmeter.project", _delimited(5, b""))], []),
+    "array with an empty value": ([_kv(b"tokenmeter.project", _array(_string("a"), b""))], []),
+    "array with NaN": ([_kv(b"tokenmeter.project", _array(_field(4, 1, struct.pack("<d", math.nan))))], []),
+    "nested array": ([_kv(b"tokenmeter.project", _array(_delimited(5, _delimited(1, _string("a")))))], []),
+    "array as the operation and the model": ([_kv(b"gen_ai.operation.name", _array(_string("chat"))),
+                                              _kv(b"gen_ai.response.model", _array(_string("gpt-4o")))], []),
+    "array as a token count": ([_kv(b"gen_ai.usage.input_tokens", _array(_int(3)))], []),
+    "resource: array": ([], [_kv(b"service.name", _array(_string("a"), _string("b")))]),
+    "kvlist value": ([_kv(b"tags", _delimited(6, _delimited(1, _kv(b"a", _string("b")))))], []),
     "bytes value": ([_kv(b"blob", _delimited(7, b"\x00\x01"))], []),
     "resource: long string": ([], [_kv(b"service.name", _string("s" * 300))]),
     "resource: negative int": ([], [_kv(b"team", _int(-12))]),
@@ -122,14 +138,19 @@ def test_wire_encodings_of_attributes_read_as_the_per_span_parser_reads_them(cas
         _assert_same(record, "otel", mapping)
 
 
-def test_records_of_the_exporters_layout_stay_in_the_batch_form():
-    """Short strings, ints, bools and doubles: the spans are read from the record (EncodedEvents)."""
+def test_records_of_the_exporters_layout_are_read_from_the_message():
+    """Short strings, ints, bools, doubles and arrays of them (`gen_ai.response.finish_reasons`, on every chat span
+    of the GenAI instrumentations): the spans are read from the protobuf record, not from its OTLP/JSON form."""
+    from collectors.dialects.otel import common_event, decode_encoded
+
     record = _record([_kv(b"tokenmeter.project", _string("p1")), _kv(b"n", _int(300)),
-                      _kv(b"flag", _field(2, 0, b"\x01")), _kv(b"t", _field(4, 1, struct.pack("<d", 0.5)))])
-    events = parse_record(record, "otel", encoded=True)
-    assert len(events) == 2 and all(type(event) is EncodedEvent for event in events)
+                      _kv(b"flag", _field(2, 0, b"\x01")), _kv(b"t", _field(4, 1, struct.pack("<d", 0.5))),
+                      _kv(b"gen_ai.response.finish_reasons", _array(_string("stop")))])
+    events = decode_encoded(record).common_events(common_event, AttributionMapping(), False)
+    assert events is not None and len(events) == 2 and all(type(event) is EncodedEvent for event in events)
     assert _read_pair(_kv(b"n", _int(300))) == ("n", 300)
     assert _read_pair(_kv(b"flag", _field(2, 0, b"\x01"))) == ("flag", True)
+    assert _read_pair(_kv(b"f", _array(_string("stop"), _string("length")))) == ("f", ["stop", "length"])
 
 
 def _random_kv(rng: random.Random) -> bytes:
