@@ -224,6 +224,13 @@ def _otel_variant(rng: random.Random, span: dict[str, Any]) -> None:
         attrs.append({"key": "gen_ai.usage.input_tokens", "value": {"intValue": rng.choice(["12", "-4", "1.5"])}})
     elif roll == 10:
         span["attributes"] = [_attr("http.method", "GET")]  # not a GenAI span: skipped
+    elif roll == 11:  # array attributes: the finish reasons of every GenAI instrumentation's chat span, and others
+        attrs.append({"key": "gen_ai.response.finish_reasons", "value": {"arrayValue": {"values": [
+            {"stringValue": reason} for reason in rng.choice([["stop"], ["length", "stop"], []])]}}})
+        if rng.random() < 0.3:
+            attrs.append({"key": rng.choice(["tokenmeter.project", "gen_ai.response.model"]), "value": {
+                "arrayValue": {"values": rng.choice([[{"intValue": "-3"}, {"boolValue": True}, {"doubleValue": 0.5}],
+                                                     [{"stringValue": "a"}, {}], [{"arrayValue": {}}]])}}})
 
 
 def otel_records(rng: random.Random, n: int) -> list[bytes | None]:
