@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 ENDPOINT_FILE = "warehouse.endpoint"
 SECRET_SUFFIX = ".secret"
 REPRICE_KEYS = {"event_id", "ts"}
+STOP_POLL_SECONDS = 0.05  # how often the serving thread looks for a stop request (an idle wake-up costs microseconds)
 _READ_ONLY_START = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 _TRAILING = re.compile(r"[\s;]+$")
 
@@ -232,7 +233,10 @@ class QueryEndpoint:
         self._server = _EndpointHTTPServer((host, 0), backend, str(getattr(backend, "path", "")), apply_repriced)
         port = self._server.server_address[1]
         self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="warehouse-endpoint", daemon=True)
+        # serve_forever checks for a stop request between select() timeouts: at its default 0.5 s every close of
+        # the warehouse (each loader stop, each test's warehouse) waited up to half a second for the serving thread.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": STOP_POLL_SECONDS},
+                                        name="warehouse-endpoint", daemon=True)
 
     def start(self) -> "QueryEndpoint":
         self._thread.start()

@@ -135,20 +135,28 @@ def seed_other_tables(warehouse, now: datetime) -> None:
         f"0.333333333333, {_t(now)})")
 
 
-def browser_login(dash_duo, app, user: str, password: str) -> None:
-    """Start `app` in dash_duo's server thread and sign in through the real login form."""
+def browser_login(dash_duo, app, user: str, password: str, page: str = "/") -> None:
+    """Start `app` in dash_duo's server thread, sign in through the real login form and land on `page` (the form's
+    `?next=`), with Dash's renderer loaded there: one load of the Dash app per sign-in."""
+    from urllib.parse import quote
+
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     if not dash_duo.server.started:
         dash_duo.server.start(app, start_timeout=10)
     driver = dash_duo.driver
-    driver.get(dash_duo.server.url + "/login")
+    driver.get(dash_duo.server.url + "/login?next=" + quote(page, safe="/"))
     driver.find_element(By.ID, "username").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "login-submit").click()
     WebDriverWait(driver, 10).until(lambda d: "/login" not in d.current_url)
-    dash_duo.server_url = dash_duo.server.url  # now signed in: the Dash app loads
+    # Signed in, and the redirect has opened `page`. dash's `server_url` setter would load "/" again (its
+    # wait_for_page): each sign-in loaded the overview twice, and a test that then opened its own page a third
+    # time (~2 CPU-s of Chromium renderer and the page's callbacks each). Set the URL without reloading and wait
+    # for the renderer on the page that is open.
+    dash_duo._url = dash_duo.server.url  # noqa: SLF001 - the setter's attribute, without its reload
+    dash_duo.wait_for_element_by_css_selector(dash_duo.dash_entry_locator, timeout=10)
 
 
 _ROWS_SCRIPT = ("return Array.from(document.querySelectorAll(arguments[0]))"

@@ -70,8 +70,8 @@ def _table_text(dash_duo) -> str:
 
 def test_showback_shows_cost_centers_and_allocation(dash_duo, finance_app):
     settings, warehouse, mapping = finance_app
-    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/showback?{RANGE}&by=team")
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass",
+                  page=f"/showback?{RANGE}&by=team")
     dash_duo.wait_for_contains_text("#showback-finance-table", "CC-ALPHA", timeout=40)
     text = _table_text(dash_duo)
     for needle in ("Direct", "Allocated", "Total", "unmapped", "alpha-lead@example.com", "gamma", "beta"):
@@ -84,8 +84,8 @@ def test_showback_shows_cost_centers_and_allocation(dash_duo, finance_app):
 
 def test_team_user_sees_only_their_row_and_bad_files_show_errors(dash_duo, finance_app):
     settings, warehouse, mapping = finance_app
-    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "al", "al-pass")
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/showback?{RANGE}&by=team")
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "al", "al-pass",
+                  page=f"/showback?{RANGE}&by=team")
     dash_duo.wait_for_contains_text("#showback-finance-table", "CC-ALPHA", timeout=40)
     text = _table_text(dash_duo)
     assert "beta" not in text and "gamma" not in text
@@ -126,8 +126,7 @@ def test_closed_months_are_marked(dash_duo, finance_app):
     previous_end = first - timedelta(days=1)
     previous = previous_end.strftime("%Y-%m")
     close_month(warehouse, closes_dir(settings), previous, closed_by="test")
-    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/export")
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass", page="/export")
     dash_duo.find_element("#export-month").click()
     dash_duo.wait_for_contains_text("body", f"{previous} (closed", timeout=20)  # the open options menu
     start = previous_end.replace(day=1).date()
@@ -165,8 +164,7 @@ def _enforcement_records() -> list[dict]:
 
 def test_the_forecast_column_says_within_limit_no_spend_or_not_enough_data(dash_duo, finance_app):
     settings, warehouse, _ = finance_app
-    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/budgets")
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass", page="/budgets")
     dash_duo.wait_for_contains_text("#budgets-table", "search-rolling", timeout=20)
     rows = {row[0]: row for row in table_rows(dash_duo, "#budgets-table tbody tr")}
     forecasts = {name: row[FORECAST] for name, row in rows.items()}
@@ -199,9 +197,9 @@ def test_the_mode_bar_leaves_a_long_chart_title_readable(dash_duo, finance_app):
     ran under its icons (title from x=37 to x=600 px, mode bar from x=449, on one row). The title now has its own
     row below the mode bar."""
     settings, warehouse, _ = finance_app
-    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
-    dash_duo.driver.set_window_size(760, 1000)
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/budgets?budget=search-steady")
+    dash_duo.driver.set_window_size(760, 1000)  # before the page loads, as a narrow window opens it
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass",
+                  page="/budgets?budget=search-steady")
 
     def burn_down_drawn(driver) -> dict | None:
         charts = driver.execute_script(_TITLES_AND_MODE_BARS)

@@ -81,7 +81,6 @@ def _rows(dash_duo) -> dict[str, list[str]]:
 def test_overview_shows_a_stale_source(dash_duo, sources_app):
     settings, warehouse = sources_app
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
     dash_duo.wait_for_contains_text("#overview-sources", "litellm", timeout=40)
     rows = _rows(dash_duo)
     assert rows["litellm"][1] == "stale" and rows["litellm"][3:5] == ["0", "4"]
@@ -95,16 +94,15 @@ def test_overview_shows_a_stale_source(dash_duo, sources_app):
 def test_team_user_does_not_see_sources(dash_duo, sources_app):
     settings, warehouse = sources_app
     browser_login(dash_duo, create_app(settings, warehouse=warehouse), "al", "al-pass")
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/")
     dash_duo.wait_for_contains_text("#overview-movers", "", timeout=40)
     dash_duo.wait_for_style_to_equal("#overview-sources-card", "display", "none", timeout=40)
 
 
 def test_reconciliation_shows_calls_seen_by_two_sources(dash_duo, sources_app):
     settings, warehouse = sources_app
-    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
     start = (NOW - timedelta(days=1)).date()
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/reconciliation?start={start}&end={NOW.date()}")
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass",
+                  page=f"/reconciliation?start={start}&end={NOW.date()}")
     dash_duo.wait_for_contains_text("#dedup-table", "gateway", timeout=40)
     rows = dash_duo.driver.execute_script(
         "return Array.from(document.querySelectorAll('#dedup-table tbody tr'))"
@@ -113,10 +111,17 @@ def test_reconciliation_shows_calls_seen_by_two_sources(dash_duo, sources_app):
 
 
 def test_alert_inbox_lists_finance_alerts_with_their_delivery(dash_duo, sources_app):
+    import flask
+
     settings, warehouse = sources_app
-    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass")
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/alerts")
+    app = create_app(settings, warehouse=warehouse)
+    layouts = []  # Dash asks for its layout once per load of the app in the browser
+    app.server.before_request(lambda: layouts.append(flask.request.referrer) if flask.request.path == "/_dash-layout"
+                              else None)
+    browser_login(dash_duo, app, "fin", "fin-pass", page="/alerts")
     dash_duo.wait_for_contains_text("#alerts-table", "Source litellm is stale", timeout=40)
     (cells,) = table_rows(dash_duo, "#alerts-table tbody tr[data-source='completeness']")
     assert cells[1:4] == ["completeness", "source_stale", "error"] and cells[5] == "webhook: delivered"  # as Budgets writes it (was "webhook:delivered(1)")
     assert "usually 4" in cells[4]
+    # the sign-in opened the page it named, once: it loaded the overview twice first (dash's server_url setter)
+    assert layouts == [f"{dash_duo.server.url}/alerts"], layouts

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -188,6 +189,18 @@ def test_owner_removes_endpoint_on_close_and_stale_files_are_ignored(owner):
     dead.wait()
     endpoint.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": dead.pid}))
     assert read_live_endpoint(settings.data_dir) is None
+
+
+def test_an_owner_lets_go_of_the_warehouse_at_once_when_closed(tmp_path):
+    """Closing stops the endpoint's serving thread, which looked for the stop request only between its select()
+    timeouts (0.5 s by default): every close (a loader's stop, each test's warehouse) took half a second."""
+    warehouse = open_warehouse(Settings(data_dir=tmp_path, raw_retention_days=3650), writer=True)
+    assert (tmp_path / ENDPOINT_FILE).exists()  # it serves other processes
+    started = time.monotonic()
+    warehouse.close()
+    took = time.monotonic() - started
+    assert not (tmp_path / ENDPOINT_FILE).exists()
+    assert took < 0.3, f"close took {took:.2f} s"
 
 
 def test_select_only_check():

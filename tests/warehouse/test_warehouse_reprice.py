@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def module_warehouse(tmp_path_factory):
     """The module's one warehouse (chDB allows one path per process at a time). Not served: no other process reads
-    it, and stopping the endpoint's server costs 0.5 s per close."""
+    it."""
     warehouse = open_warehouse(Settings(data_dir=tmp_path_factory.mktemp("reprice-data"), load_flush_seconds=0.2,
                                         raw_retention_days=3650), writer=True, serve=False)
     yield warehouse
