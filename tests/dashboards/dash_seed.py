@@ -159,26 +159,47 @@ def browser_login(dash_duo, app, user: str, password: str, page: str = "/") -> N
     dash_duo.wait_for_element_by_css_selector(dash_duo.dash_entry_locator, timeout=10)
 
 
-_ROWS_SCRIPT = ("return Array.from(document.querySelectorAll(arguments[0]))"
-                ".map(tr => Array.from(tr.querySelectorAll('td, th')).map(td => td.innerText.trim()));")
+# dcc.Loading hides its children (visibility: hidden) while their callback runs, and innerText of a hidden element
+# is "": the scripts answer null then, and the helpers ask again until the page's refresh has shown them again.
+_HIDDEN = "const hidden = el => getComputedStyle(el).visibility !== 'visible';"
+_ROWS_SCRIPT = (_HIDDEN + "const rows = Array.from(document.querySelectorAll(arguments[0]));"
+                "if (rows.some(hidden)) return null;"
+                "return rows.map(tr => Array.from(tr.querySelectorAll('td, th')).map(td => td.innerText.trim()));")
+
+
+def _shown(dash_duo, script: str, *args, timeout: float = 20):
+    """The script's answer once it is not null (the element is shown), within `timeout` seconds."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    answers: list = []
+
+    def answered(driver) -> bool:
+        answers[:] = [driver.execute_script(script, *args)]
+        return answers[0] is not None
+
+    WebDriverWait(dash_duo.driver, timeout, poll_frequency=0.1).until(
+        answered, f"{args[0]} still hidden by a refresh after {timeout} s")
+    return answers[0]
 
 
 def table_rows(dash_duo, selector: str) -> list[list[str]]:
     """The cell texts of every row matching `selector`, read in ONE script call. Dash re-renders a table while
     its callbacks settle; row elements fetched first and read one by one may be replaced in between (a
-    StaleElementReferenceException, seen in CI), while one script reads a single consistent DOM."""
-    return dash_duo.driver.execute_script(_ROWS_SCRIPT, selector)
+    StaleElementReferenceException, seen in CI), while one script reads a single consistent DOM. Rows hidden by a
+    refresh in flight are read when it has shown them again."""
+    return _shown(dash_duo, _ROWS_SCRIPT, selector)
 
 
-_TEXT_SCRIPT = "const el = document.querySelector(arguments[0]); return el ? el.innerText : '';"
+_TEXT_SCRIPT = (_HIDDEN + "const el = document.querySelector(arguments[0]);"
+                "return el ? (hidden(el) ? null : el.innerText) : '';")
 _ATTRIBUTE_SCRIPT = "const el = document.querySelector(arguments[0]); return el ? el.getAttribute(arguments[1]) : null;"
 
 
 def element_text(dash_duo, selector: str) -> str:
     """The visible text of the first element matching `selector` ('' when there is none), found and read in ONE
     script call: an element fetched first and read afterwards may be re-rendered in between (stale), as
-    `table_rows` explains."""
-    return dash_duo.driver.execute_script(_TEXT_SCRIPT, selector) or ""
+    `table_rows` explains; one hidden by a refresh in flight is read when it is shown again."""
+    return _shown(dash_duo, _TEXT_SCRIPT, selector)
 
 
 def element_attribute(dash_duo, selector: str, name: str) -> str | None:

@@ -209,3 +209,33 @@ def test_the_mode_bar_leaves_a_long_chart_title_readable(dash_duo, finance_app):
     assert burn_down["title"] and burn_down["bar"], burn_down
     assert burn_down["title"]["right"] > burn_down["bar"]["left"], "the title is long enough to reach the mode bar"
     assert not _overlap(burn_down["title"], burn_down["bar"]), burn_down
+
+
+def test_table_rows_wait_while_dcc_loading_hides_a_table_being_refreshed(dash_duo):
+    """dcc.Loading hides its children (visibility: hidden) while their callback runs, and innerText of a hidden cell
+    is "": a read that fell inside a page's periodic refresh saw every cell empty (the forecast test's KeyError
+    'search-steady' under load). The helpers wait for the table to be shown again."""
+    import threading
+
+    from dash import Dash, Input, Output, dcc, html
+
+    release = threading.Event()
+    app = Dash(__name__)
+    app.layout = html.Div([html.Button("refresh", id="again"), dcc.Loading(html.Table(id="t"))])
+
+    @app.callback(Output("t", "children"), Input("again", "n_clicks"))
+    def rows(clicks):
+        if clicks:
+            release.wait(10)  # a slow refresh, held until the test has read
+        return [html.Tbody([html.Tr([html.Td("search-steady"), html.Td("ok")])])]
+
+    try:
+        dash_duo.start_server(app)
+        dash_duo.wait_for_contains_text("#t", "search-steady", timeout=10)
+        dash_duo.find_element("#again").click()
+        dash_duo.wait_for_element_by_css_selector("[data-dash-is-loading]", timeout=10)
+        threading.Timer(1.0, release.set).start()  # the refresh ends while table_rows waits
+        assert table_rows(dash_duo, "#t tbody tr") == [["search-steady", "ok"]]
+        assert element_text(dash_duo, "#t") == "search-steady\tok"
+    finally:
+        release.set()
