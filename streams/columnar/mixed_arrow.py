@@ -73,6 +73,8 @@ class ArrowParts:
         from .arrow_encode import written_table  # pyarrow only in a worker that writes Arrow
 
         rows = written.rows
+        if rows.height == 0:  # nothing written (Written.nothing: the frame path failed, its rows take the dict path)
+            return
         self.add(rows.select("_item", "key", "_unpriced", "_assumed", _bytes="_size_bound",
                              _too_large=pl.lit(False)),  # the frame path hands too large rows to the dict path
                  rows, lambda taken: written_table(taken, written.refs, written.priced_at),
@@ -136,6 +138,8 @@ class ArrowResult(ColumnsResult):
 
     def priced_arrow_messages(self) -> list[tuple[bytes, bytes]]:
         """The parts' rows in message order (`ArrowParts.table`), cut as `priced_messages` cuts the JSON."""
+        if self._index is not None and self._index.height == 0:  # only dead letters, or no record
+            return []
         if self._index is not None:
             from .arrow_encode import message_cuts, write_messages
 

@@ -155,3 +155,38 @@ def test_an_arrow_workers_mixed_batch_writes_no_json_text(book, monkeypatch):
         assert orjson.dumps(decode_priced(arrow_value, ARROW_HEADERS)) == json_value
     assert list(as_arrow.origins) == list(as_json.origins)
     assert as_arrow.keys_in_order == as_json.keys_in_order and as_arrow.priced == as_json.priced
+
+
+def test_a_failure_of_the_frame_path_leaves_an_arrow_workers_batch_to_the_dict_path(book, monkeypatch):
+    """A bug in the frame path (write_frame raising) must not stop an Arrow worker's batch either: its rows take the
+    dict path, with the JSON worker's events and dead letters (arrow16: the empty written rows added to the parts)."""
+    from streams.columnar import pipeline
+
+    records, now = _mixed_records(), datetime.now(timezone.utc)
+    as_json = process_batch_columnar(records, book, now)
+
+    def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, "write_frame", fail)
+    as_arrow = process_batch_columnar(records, book, now, priced_format="arrow")
+    assert _timeless(as_arrow.deadletters) == _timeless(as_json.deadletters)
+    assert as_arrow.priced_count == as_json.priced_count > 13_000
+    json_messages = as_json.messages("json")
+    arrow_messages = as_arrow.messages("arrow")
+    assert [key for key, _ in arrow_messages] == [key for key, _ in json_messages]
+    for (_, json_value), (_, arrow_value) in zip(json_messages, arrow_messages):
+        assert orjson.dumps(decode_priced(arrow_value, ARROW_HEADERS)) == json_value
+
+
+@pytest.mark.parametrize("values", [[b"{nope"], [orjson.dumps([{"event_id": "x"}])], []],
+                         ids=["not JSON", "invalid event", "no record"])
+def test_an_arrow_workers_batch_without_priced_events_has_no_messages(book, values):
+    """Only dead letters (or nothing): no priced message in either format, the same letters (arrow16: the Arrow
+    worker's result of no part must not fail, or the worker would retry the batch for ever)."""
+    records = [RawRecord(value, "tokenmeter.usage", 0, i) for i, value in enumerate(values)]
+    as_arrow = process_batch_columnar(records, book, priced_format="arrow")
+    as_json = process_batch_columnar(records, book)
+    assert as_arrow.messages("arrow") == as_json.messages("json") == []
+    assert _timeless(as_arrow.deadletters) == _timeless(as_json.deadletters) and len(as_json.deadletters) == len(values)
+    assert list(as_arrow.origins) == [] and as_arrow.priced_count == 0
