@@ -11,8 +11,9 @@ Now no JSON text is written for such a batch unless something reads it. Its pric
 (an upper bound of each row's JSON bytes decides the size cuts, text_size.py), and the rows priced as dicts (the
 per-row path's, tool fees, reported costs) are converted once (`priced_arrow.from_events`). Each part gives index
 rows (item, key, bytes, unpriced, assumed, its row in the parts' table); the batch's events are those rows sorted
-by item, and its messages are the parts' tables concatenated and taken in message order (`arrow_encode.message_cuts`:
-the JSON messages' cuts), not gathered per event in Python. Dead letters, counts and order are `_assemble`'s.
+by item, and its messages cut as the JSON messages are (`arrow_encode.message_cuts`): each part's rows gathered in
+message order in polars before they become Arrow, then one Arrow take interleaving the parts, not gathered per event
+in Python. Dead letters, counts and order are `_assemble`'s.
 
 `priced`, `keys_in_order` and `origins` are made when first read (tests, re-price, budgets when a budget exists):
 the texts from each part (the frame path's `Written.texts`, `encode_priced` of the dict-fed rows, the dicts' own
@@ -97,25 +98,19 @@ class ArrowParts:
         interleave, the one take that interleaves them."""
         import pyarrow as pa
 
-        part_of = np.searchsorted(self.starts, src, side="right") - 1
-        tables, within = [], np.empty(len(src), dtype=np.int64)
-        offset = 0
+        starts = np.array([index.get_column("_src")[0] for index in self.index], dtype=np.int64)
+        part_of = np.searchsorted(starts, src, side="right") - 1
+        tables, within = [], np.empty(len(src), dtype=np.int64)  # within: each row's place in the tables concatenated
         for p, (rows, make) in enumerate(zip(self.rows, self.tables)):
             mine = np.flatnonzero(part_of == p)
-            if not len(mine):
-                continue
-            local = src[mine] - self.starts[p]
-            tables.append(make(rows[local] if isinstance(rows, pl.DataFrame) else list(map(rows.__getitem__, local))))
-            within[mine] = offset + np.arange(len(mine))
-            offset += len(mine)
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        if len(tables) == 1:
-            return table
-        return table.take(pa.array(within))
-
-    @property
-    def starts(self) -> np.ndarray:
-        return np.array([index.get_column("_src")[0] for index in self.index], dtype=np.int64)
+            if len(mine):
+                local = src[mine] - starts[p]
+                within[mine] = sum(t.num_rows for t in tables) + np.arange(len(mine))
+                tables.append(make(rows[local] if isinstance(rows, pl.DataFrame)
+                                   else list(map(rows.__getitem__, local))))
+        if len(tables) == 1:  # one part: its rows are already in order
+            return tables[0]
+        return pa.concat_tables(tables).take(pa.array(within))
 
 
 class ArrowResult(ColumnsResult):
