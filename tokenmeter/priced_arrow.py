@@ -150,21 +150,50 @@ def _difference(schema: pa.Schema) -> str:
 
 def to_events(table: pa.Table) -> list[dict[str, Any]]:
     """Each row as the priced event dict its JSON decodes to: nulls left out, maps as dicts (a duplicate key keeps
-    its last value, as a JSON object does)."""
-    events = []
-    for row in table.to_pylist():
-        event = {}
-        for name, value in row.items():
-            if value is None:
-                continue
-            if name in STRUCTS:
-                maps = STRUCTS[name]
-                value = {k: (dict(v) if k in maps else v) for k, v in value.items() if v is not None}
-            elif name in MAPS:
-                value = dict(value)
-            event[name] = value
-        events.append(event)
+    its last value, as a JSON object does). Column by column (arrow16): each column's values converted by pyarrow
+    at once, each row's dict made by one `dict(zip(...))` and only the fields null in some rows checked;
+    `Table.to_pylist` and a filtered comprehension per row cost ~2-3x as much."""
+    names, columns, nullable = [], [], []
+    rows = table.num_rows
+    for name in table.column_names:
+        column = table.column(name)
+        nulls = column.null_count
+        if nulls == rows:
+            continue
+        values = column.to_pylist()
+        if name in STRUCTS:
+            _struct_dicts(column, values, STRUCTS[name])
+        elif name in MAPS:
+            values = [None if value is None else dict(value) for value in values]
+        names.append(name)
+        columns.append(values)
+        if nulls:
+            nullable.append(name)
+    events = [dict(zip(names, row)) for row in zip(*columns)] if columns else [{} for _ in range(rows)]
+    _drop_nulls(events, nullable)
     return events
+
+
+def _drop_nulls(dicts: list[dict[str, Any] | None], keys: list[str]) -> None:
+    for key in keys:
+        for value in dicts:
+            if value is not None and value[key] is None:
+                del value[key]
+
+
+def _struct_dicts(column: pa.ChunkedArray, values: list[dict[str, Any] | None], maps: tuple[str, ...]) -> None:
+    """A struct column's values (`to_pylist`'s dicts) as JSON decodes the object: null children left out, map
+    children as dicts; in place."""
+    children = column.type
+    nullable = [children.field(i).name for i in range(children.num_fields)
+                if any(chunk.field(i).null_count for chunk in column.chunks)]
+    _drop_nulls(values, nullable)
+    for name in maps:
+        for value in values:
+            if value is not None:
+                found = value.get(name)
+                if found is not None:
+                    value[name] = dict(found)
 
 
 def from_events(events: list[dict[str, Any]]) -> pa.Table:

@@ -48,6 +48,11 @@ def _decoded_once(texts: pl.Series, value_type: pa.DataType) -> pa.Array:
     return pa.array(values, value_type).take(index.to_arrow())
 
 
+def _constant(text: str, n: int) -> pa.Array:
+    """`text` in each of `n` rows, made from one value (a numpy array of n Python strings cost ~0.05 us per row)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text], S)).cast(S)
+
+
 def _lines(frame: pl.DataFrame) -> pa.MapArray:
     """The cost lines (LINE_PARTS order, each where its text is not null), as `_breakdown` writes them."""
     n = frame.height
@@ -63,22 +68,24 @@ def _lines(frame: pl.DataFrame) -> pa.MapArray:
     return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
 
 
-def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str, tags: pa.Array | None = None
-                  ) -> pa.Table:
-    """SCHEMA rows of the written frame's rows (frame_price.ARROW_COLUMNS, those of them the batch has); `tags`:
-    the rows' tags as a map array, for rows without a `_tags` text column (the dict-fed path's: mixed_arrow.py)."""
+def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str) -> pa.Table:
+    """SCHEMA rows of the written frame's rows (frame_price.ARROW_COLUMNS, those of them the batch has); the
+    attribution from the `attribution` struct and the `_tags` texts (the frame path's rows), or from each row's
+    `attribution_json` text (the dict-fed path's, pipeline._price_columns), decoded once per distinct text."""
     n = frame.height
 
     def column(name: str) -> pa.Array:
         return frame.get_column(name).to_arrow().cast(S)
 
-    attribution = frame.get_column("attribution")
-    if tags is None:
+    if "attribution_json" in frame.columns:
+        attribution = _decoded_once(frame.get_column("attribution_json"), SCHEMA.field("attribution").type)
+    else:
+        struct = frame.get_column("attribution")
         tags = (_decoded_once(frame.get_column("_tags").fill_null("{}"), pa.map_(S, S)) if "_tags" in frame.columns
                 else _empty_maps(n, S))
-    attribution = pa.StructArray.from_arrays(
-        [*(attribution.struct.field(dim).to_arrow().cast(S) for dim in ATTRIBUTION_DIMENSIONS), tags],
-        fields=list(SCHEMA.field("attribution").type))
+        attribution = pa.StructArray.from_arrays(
+            [*(struct.struct.field(dim).to_arrow().cast(S) for dim in ATTRIBUTION_DIMENSIONS), tags],
+            fields=list(SCHEMA.field("attribution").type))
     usage = pa.StructArray.from_arrays(
         [*(frame.get_column(part).to_arrow().cast(pa.int64()) for part in USAGE_FIELDS),
          pa.nulls(n, SCHEMA.field("usage").type.field("tool_requests").type)],
@@ -93,7 +100,7 @@ def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: st
         status = pc.if_else(unpriced, "unpriced", "priced")
     else:
         reason = pa.nulls(n, S)
-        status = pa.array(np.full(n, "priced", object), S) if n else pa.array([], S)
+        status = _constant("priced", n)
     correlation_type = SCHEMA.field("correlation").type
     if "has_correlation" in frame.columns:
         correlation = pa.StructArray.from_arrays(
@@ -102,9 +109,6 @@ def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: st
     else:
         correlation = pa.nulls(n, correlation_type)
 
-    def constant(text: str) -> pa.Array:
-        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text], S)).cast(S)
-
     arrays = {
         **{name: column(name) for name in ("event_id", "ts", "source", "provider", "model", "operation", "status")},
         "attribution": attribution, "usage": usage,
@@ -112,50 +116,74 @@ def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: st
         "batch": frame.get_column("batch").to_arrow(),
         "service_tier": column("service_tier"), "usage_assumption": column("usage_assumption"),
         "reported_cost_usd": pa.nulls(n, S), "correlation": correlation,
-        "tokens_source": constant("provider"), "cost_usd": column("cost"), "cost_breakdown": _lines(frame),
+        "tokens_source": _constant("provider", n), "cost_usd": column("cost"), "cost_breakdown": _lines(frame),
         "pricing_status": status, "unpriced_reason": reason, "price": price,
-        "priced_at": constant(priced_at), "reported_cost_check": pa.nulls(n, S),
+        "priced_at": _constant(priced_at, n), "reported_cost_check": pa.nulls(n, S),
     }
     return pa.Table.from_arrays([arrays[f.name].cast(f.type) for f in SCHEMA], schema=SCHEMA)
 
 
-def arrow_messages(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str,
-                   exact_bytes: Callable[[], pl.Series] | None = None) -> list[tuple[bytes, bytes]] | None:
-    """(key, Arrow IPC stream) messages of the written rows `frame` (its `key` and `_size_bound` columns too), cut
-    as `framed.frame_messages` cuts their JSON; None when a JSON message would reach MAX_MESSAGE_BYTES (the caller
-    then converts the JSON messages, which `_frame` cuts by size). That test reads the bound of each row's JSON
-    bytes (text_size.py), no JSON text; only when the bound reaches the cut are the exact bytes asked for
-    (`exact_bytes`: the rows' text lengths; without it, None)."""
-    if frame.height == 0:
-        return []
-    if not {"key", "_size_bound", *ARROW_COLUMNS[0]} <= set(frame.columns):
-        return None
-    groups = (frame.select("key", _bytes="_size_bound").with_row_index("_row")
-              .with_columns(_segment=pl.col("_row") // PRICED_SEGMENT_EVENTS)
-              .with_columns(_first=pl.col("_row").min().over("_segment", "key"),
-                            _message=pl.int_range(pl.len(), dtype=pl.UInt32).over("_segment", "key")
-                            // MAX_EVENTS_PER_MESSAGE)
-              .sort("_segment", "_first", "_message", "_row"))
+def message_cuts(keys: pl.Series, sizes: pl.Series, exact_bytes: Callable[[], pl.Series] | None = None
+                 ) -> tuple[np.ndarray, list[tuple[bytes, int]]] | None:
+    """(the rows in message order, (key, events) of each message) for priced events with partition keys `keys`
+    (Binary) in input order, cut as `BatchResult.priced_messages` and `framed.frame_messages` cut their JSON: per
+    segment of PRICED_SEGMENT_EVENTS rows, the keys in the order they first appear in it, each key's rows in order,
+    MAX_EVENTS_PER_MESSAGE per message. `sizes`: each row's JSON bytes or an upper bound of them (text_size.py);
+    None when a JSON message would reach MAX_MESSAGE_BYTES (`_frame` would cut it by size), by the bound and then
+    by `exact_bytes` (the rows' exact JSON bytes, asked for only when the bound reaches the cut; without it, None).
+    One stable sort on each row's (segment, key) group, named by the group's first row, which orders the segments
+    too (arrow16; a polars group_by and a four-column sort before)."""
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, np.int64), []
+    first = (pl.DataFrame([keys.alias("key")]).with_row_index("_row")
+             .select(pl.col("_row").min().over(pl.col("_row") // PRICED_SEGMENT_EVENTS, "key"))
+             .to_series().to_numpy())
+    order = np.argsort(first, kind="stable")
+    groups = first[order]
+    group_starts = np.flatnonzero(np.diff(groups, prepend=-1))
+    group_ends = np.append(group_starts[1:], n)
+    starts = np.concatenate([np.arange(a, b, MAX_EVENTS_PER_MESSAGE) for a, b in zip(group_starts, group_ends)])
+    ends = np.append(starts[1:], n)
+    counts = ends - starts
 
-    def cut(groups: pl.DataFrame) -> pl.DataFrame | None:
-        messages = groups.group_by("_segment", "_first", "_message", maintain_order=True).agg(
-            pl.col("key").first(), pl.len(), pl.col("_bytes").sum())
+    def reaches_cut(sizes: pl.Series) -> bool:
         # frame_messages' test: the message "[" + texts joined by "," + "]" plus one byte reaches MAX_MESSAGE_BYTES
-        return None if (messages.get_column("_bytes") + messages.get_column("len") + 2).max() > MAX_MESSAGE_BYTES \
-            else messages
+        total = np.concatenate([[0], np.cumsum(sizes.cast(pl.Int64).to_numpy()[order])])
+        return bool(((total[ends] - total[starts]) + counts + 2).max() > MAX_MESSAGE_BYTES)
 
-    messages = cut(groups)
-    if messages is None and exact_bytes is not None:  # the bound reaches the cut: the exact bytes decide
-        groups = groups.with_columns(_bytes=exact_bytes().cast(pl.Int64).gather(groups.get_column("_row")))
-        messages = cut(groups)
-    if messages is None:
+    if reaches_cut(sizes) and (exact_bytes is None or reaches_cut(exact_bytes())):
         return None
-    table = written_table(frame, refs, priced_at).take(pa.array(groups.get_column("_row").to_numpy()))
+    return order, list(zip(keys.gather(order[starts]).to_list(), counts.tolist()))
+
+
+def write_messages(table: pa.Table, cuts: list[tuple[bytes, int]]) -> list[tuple[bytes, bytes]]:
+    """(key, Arrow IPC stream) of each message: `table`'s rows in message order, `cuts` (key, events) in turn."""
     out, start = [], 0
-    for key, length in zip(messages.get_column("key").to_list(), messages.get_column("len").to_list()):
+    for key, length in cuts:
         out.append((key, priced_arrow.write_stream(table.slice(start, length))))
         start += length
     return out
 
 
-__all__ = ["arrow_messages", "written_table"]
+def arrow_messages(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: str,
+                   exact_bytes: Callable[[], pl.Series] | None = None) -> list[tuple[bytes, bytes]] | None:
+    """(key, Arrow IPC stream) messages of the written rows `frame` (its `key` and `_size_bound` columns too), cut
+    as `framed.frame_messages` cuts their JSON (`message_cuts`); None when a JSON message would reach
+    MAX_MESSAGE_BYTES (the caller then converts the JSON messages, which `_frame` cuts by size). That test reads the
+    bound of each row's JSON bytes (text_size.py), no JSON text; only when the bound reaches the cut are the exact
+    bytes asked for (`exact_bytes`: the rows' text lengths; without it, None)."""
+    if frame.height == 0:
+        return []
+    if not {"key", "_size_bound", *ARROW_COLUMNS[0]} <= set(frame.columns):
+        return None
+    cuts = message_cuts(frame.get_column("key"), frame.get_column("_size_bound"), exact_bytes)
+    if cuts is None:
+        return None
+    order, messages = cuts
+    # the rows gathered in message order before they become Arrow (a polars gather of flat columns: ~0.1 us per
+    # row less than taking the Arrow table's nested ones)
+    return write_messages(written_table(frame[order], refs, priced_at), messages)
+
+
+__all__ = ["arrow_messages", "message_cuts", "write_messages", "written_table"]

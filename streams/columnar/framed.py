@@ -47,7 +47,34 @@ def frame_messages(keys: pl.Series, texts: pl.Series) -> list[tuple[bytes, bytes
     return list(zip(messages.get_column("key").to_list(), messages.get_column("message").cast(pl.Binary).to_list()))
 
 
-class FramedResult(BatchResult):
+class ColumnsResult(BatchResult):
+    """A BatchResult whose `priced` and `keys_in_order` are built by `_materialise` when first read (the rows are
+    held as columns until then: FramedResult here, mixed_arrow.ArrowResult)."""
+
+    # dataclass fields the base __init__ assigns: kept aside, filled from the columns when first read
+    @property
+    def priced(self) -> dict[bytes, list[bytes]]:
+        self._materialise()
+        return self.__dict__["priced"]
+
+    @priced.setter
+    def priced(self, value: dict[bytes, list[bytes]]) -> None:
+        self.__dict__["priced"] = value
+
+    @property
+    def keys_in_order(self) -> list[bytes]:
+        self._materialise()
+        return self.__dict__["keys_in_order"]
+
+    @keys_in_order.setter
+    def keys_in_order(self, value: list[bytes]) -> None:
+        self.__dict__["keys_in_order"] = value
+
+    def _materialise(self) -> None:
+        raise NotImplementedError
+
+
+class FramedResult(ColumnsResult):
     """A BatchResult held as the frame path's written rows (frame_price.Written: `key`, `_unpriced`, `_assumed`,
     `_size_bound` and the Arrow columns, in input order; the JSON text written when first read) until `priced`,
     `keys_in_order` or `origins` is read."""
@@ -73,25 +100,6 @@ class FramedResult(BatchResult):
 
         self._encoded = encoded
         self.origins = LazyOrigins.deferred(lambda: _origins(records, record_of, encoded()))
-
-    # dataclass fields the base __init__ assigns: kept aside, filled from the columns when first read
-    @property
-    def priced(self) -> dict[bytes, list[bytes]]:
-        self._materialise()
-        return self.__dict__["priced"]
-
-    @priced.setter
-    def priced(self, value: dict[bytes, list[bytes]]) -> None:
-        self.__dict__["priced"] = value
-
-    @property
-    def keys_in_order(self) -> list[bytes]:
-        self._materialise()
-        return self.__dict__["keys_in_order"]
-
-    @keys_in_order.setter
-    def keys_in_order(self, value: list[bytes]) -> None:
-        self.__dict__["keys_in_order"] = value
 
     def priced_messages(self) -> Iterable[tuple[bytes, bytes]]:
         if self._rows is not None:
@@ -129,4 +137,4 @@ def _origins(records: list, record_of: list[int], encoded: list[bytes]) -> Itera
     return zip(map(partitions.__getitem__, record_of), map(offsets.__getitem__, record_of), encoded)
 
 
-__all__ = ["FramedResult", "frame_messages"]
+__all__ = ["ColumnsResult", "FramedResult", "frame_messages"]

@@ -13,8 +13,9 @@ import gc
 import logging
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Iterable
+from typing import Any, Iterable
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -29,10 +30,11 @@ from .frame_price import Written, _line_texts, _money_text, _ref_json, write_fra
 from .frames import scan
 from .framed import FramedResult
 from .fallback import process_row
-from .mixed_arrow import NOT_WRITTEN, ArrowSource
+from .mixed_arrow import IN_PARTS, ArrowParts, assemble
 from .encode import CORRELATION_FIELDS, USAGE_FIELDS, LazyOrigins, correlation_columns, encode_priced, fast_mask
 from .meter import TOKEN_PARTS, usage_frame
 from .price import FALLBACK, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
+from .text_size import text_bound
 from .validate import Columns, attribution_of, split
 
 PICO = Decimal(10) ** 12
@@ -78,9 +80,9 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write
     records_list = decoded.records
     record_of = decoded.record_of
     outcomes: list[tuple | None] = [None] * len(items)
-    # an Arrow worker's batch not written whole by the frame path: its Arrow messages take the columns of the rows
-    # written from columns (mixed_arrow.py); written_row: item index -> its row among them
-    source, written_row = (None if write_text else ArrowSource()), {}
+    # an Arrow worker's batch not written whole by the frame path: its events are held in parts, the rows written
+    # from columns as columns, no JSON text written unless read (mixed_arrow.py)
+    parts = None if write_text else ArrowParts()
     todo: list[int] | None = None  # item indices for the dict path (None: every item)
     if scanned is not None:
         try:
@@ -92,31 +94,30 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write
                                        and record_of[i] in scanned.heights])
         if not decoded.letters and not written.rest and written.rows.height == len(items):  # all written, in order
             return FramedResult(decoded, written)
-        offset = source.add(written.rows, written.refs, written.priced_at) if source is not None else 0
-        for row, (i, key, encoded, unpriced, assumed) in enumerate(written.outcomes()):
-            outcomes[i] = ("json", key, encoded, unpriced, assumed)
-            if source is not None:
-                written_row[i] = offset + row
+        if parts is not None:
+            parts.add_written(written)
+            rest = np.ones(len(items), dtype=bool)
+            rest[written.rows.get_column("_item").to_numpy()] = False
+            todo = np.flatnonzero(rest).tolist()
+        else:
+            for i, key, encoded, unpriced, assumed in written.outcomes():
+                outcomes[i] = ("json", key, encoded, unpriced, assumed)
+            todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
         cache: dict[int, list] = {}
         first_item = decoded.first_item
         for i in written.rest:  # rows the frame path does not write: their dicts, as orjson decodes them
             items[i] = item_of(records_list[record_of[i]], i - first_item[record_of[i]], cache)
-        todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
-    arrow = (source, written_row) if source is not None else None
     if todo is None or len(todo) == len(items):
-        _dict_path(items, records_list, record_of, outcomes, book, now, arrow)
+        _dict_path(items, records_list, record_of, outcomes, book, now, parts and (parts, None))
     elif todo:
         sub_outcomes: list[tuple | None] = [None] * len(todo)
         _dict_path([items[i] for i in todo], records_list, [record_of[i] for i in todo], sub_outcomes, book, now,
-                   arrow and (source, written_row, todo))
+                   parts and (parts, todo))
         for i, outcome in zip(todo, sub_outcomes):
             outcomes[i] = outcome
-    result = _assemble(decoded, outcomes, book, now)
-    if source is not None and source.height:
-        for key, item in zip(result.keys_in_order, result.items_in_order):
-            source.rows[key].append(written_row.get(item, NOT_WRITTEN))
-        result.arrow_source = source
-    return result
+    if parts is not None:
+        return assemble(decoded, outcomes, todo, parts, book, now)
+    return _assemble(decoded, outcomes, book, now)
 
 
 def _scan(records: list[RawRecord]):  # noqa: ANN202 - Scanned | None
@@ -130,8 +131,8 @@ def _scan(records: list[RawRecord]):  # noqa: ANN202 - Scanned | None
 def _dict_path(items: list, records: list[RawRecord], record_of: list[int], outcomes: list, book: PriceBook,
                now: datetime, arrow: tuple | None = None) -> None:
     """Outcomes of decoded items: validated as columns where provable (validate.py), else today's per-row path.
-    `arrow` (an Arrow worker's): (ArrowSource, item index -> its row there[, item index of each of `items`]): the
-    rows written from columns are added to the source."""
+    `arrow` (an Arrow worker's): (ArrowParts, the item index of each of `items` or None: the same): the rows
+    written from columns are added to the parts, their outcome IN_PARTS."""
     columns, fallback_rows = split(items, now)
     if columns.rows:
         _price_columns(columns, book, now, outcomes, fallback_rows, records, record_of, arrow)
@@ -191,18 +192,22 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
         fast_outcome = fast_outcome & pl.Series([r is None for r in c.reported_cost], dtype=pl.Boolean)
     fast = fast_mask(text_frame, fast_outcome)
     fast_list = fast.to_list()
-    encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).cast(pl.Binary).to_list())
-    if arrow is not None and any(fast_list):  # an Arrow worker: these rows' Arrow columns, as the frame path's
-        _add_arrow_rows(arrow, text_frame.filter(fast), [a for a, f in zip(c.attribution, fast_list) if f],
-                        [row for row, f in zip(c.rows, fast_list) if f], table.refs, priced_at)
-    unpriced_list = no_entry.to_list()
-    for row, is_fast, scope_text, assumption, unpriced in zip(c.rows, fast_list, c.scope, c.usage_assumption,
-                                                              unpriced_list):
-        if is_fast:
-            key = key_bytes.get(scope_text)
-            if key is None:
-                key = key_bytes[scope_text] = scope_text.encode()
-            outcomes[row] = ("json", key, next(encoded_fast), unpriced, assumption is not None)
+    if arrow is None:
+        encoded_fast = iter(encode_priced(text_frame.filter(fast), _ref_json(table), priced_at).cast(pl.Binary)
+                            .to_list())
+        unpriced_list = no_entry.to_list()
+        for row, is_fast, scope_text, assumption, unpriced in zip(c.rows, fast_list, c.scope, c.usage_assumption,
+                                                                  unpriced_list):
+            if is_fast:
+                key = key_bytes.get(scope_text)
+                if key is None:
+                    key = key_bytes[scope_text] = scope_text.encode()
+                outcomes[row] = ("json", key, next(encoded_fast), unpriced, assumption is not None)
+    elif any(fast_list):  # an Arrow worker: these rows stay columns, their JSON text written only if read
+        _add_arrow_rows(arrow, text_frame.filter(fast), fast, no_entry, c, table, priced_at)
+        for row, is_fast in zip(c.rows, fast_list):
+            if is_fast:
+                outcomes[row] = IN_PARTS
     slow = [j for j, is_fast in enumerate(fast_list) if not is_fast]
     if not slow:
         fallback_rows.sort()
@@ -284,19 +289,38 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
     fallback_rows.sort()
 
 
-def _add_arrow_rows(arrow: tuple, frame: pl.DataFrame, attribution: list[tuple], rows: list[int], refs: list,
-                    priced_at: str) -> None:
-    """The dict-fed rows written from columns (`frame`: text_frame's fast rows) added to the Arrow worker's source,
-    with their attribution as the frame path holds it (a struct of the dimensions, the tags as a map)."""
-    from .mixed_arrow import attribution_columns  # pyarrow only in a worker that writes Arrow
+def _add_arrow_rows(arrow: tuple, frame: pl.DataFrame, fast: pl.Series, no_entry: pl.Series, c: Columns,
+                    table: Any, priced_at: str) -> None:
+    """The dict-fed rows written from columns (`frame`: text_frame's `fast` rows) added to the Arrow worker's parts
+    (their attribution from its JSON text, as arrow_encode.written_table decodes it), with an upper bound of their
+    JSON bytes (text_size.py): their text is written only for rows the bound cannot clear (then exact: a row over
+    MAX_PRICED_EVENT_BYTES is a dead letter), or when read."""
+    from .arrow_encode import written_table  # pyarrow only in a worker that writes Arrow
 
-    source, written_row = arrow[0], arrow[1]
-    item_of_row = arrow[2] if len(arrow) > 2 else None
-    struct, tags = attribution_columns(attribution)
-    frame = frame.with_columns(struct, pl.lit(None, dtype=pl.String).alias("unpriced_ref"))
-    offset = source.add(frame, refs, priced_at, tags)
-    for k, row in enumerate(rows):
-        written_row[item_of_row[row] if item_of_row is not None else row] = offset + k
+    parts, item_of_row = arrow
+    frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("unpriced_ref"))  # as the frame path's rows
+    fast_list = fast.to_list()
+    rows = [row for row, f in zip(c.rows, fast_list) if f]
+    ref_json = _ref_json(table)
+    texts: list[list[bytes]] = []
+
+    def encoded() -> list[bytes]:
+        if not texts:
+            texts.append(encode_priced(frame, ref_json, priced_at).cast(pl.Binary).to_list())
+        return texts[0]
+
+    size = text_bound(frame, list(map(len, ref_json)), priced_at)
+    too_large = pl.Series([False] * frame.height, dtype=pl.Boolean)
+    if (size > MAX_PRICED_EVENT_BYTES).any():  # the bound cannot clear them: their text decides
+        exact = pl.Series(list(map(len, encoded())), dtype=pl.Int64)
+        size = pl.select(pl.when(size > MAX_PRICED_EVENT_BYTES).then(exact).otherwise(size)).to_series()
+        too_large = exact > MAX_PRICED_EVENT_BYTES
+    index = pl.DataFrame({
+        "_item": [item_of_row[row] for row in rows] if item_of_row is not None else rows,
+        "key": pl.Series([s for s, f in zip(c.scope, fast_list) if f], dtype=pl.String).cast(pl.Binary),
+        "_bytes": size, "_too_large": too_large, "_unpriced": no_entry.filter(fast),
+        "_assumed": frame.get_column("usage_assumption").is_not_null()}, schema_overrides={"_item": pl.Int64})
+    parts.add(index, frame, lambda rows: written_table(rows, table.refs, priced_at), encoded)
 
 
 class _Ref:
@@ -366,7 +390,6 @@ def _assemble_written(decoded, outcomes: list[tuple]) -> BatchResult | None:
     for key, event in zip(keys, encoded):
         priced[key].append(event)
     result.keys_in_order = list(keys)
-    result.items_in_order = range(len(outcomes))
     result.unpriced_count = sum(unpriced)
     result.assumed_count = sum(assumed)
     return result
@@ -386,7 +409,6 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
     next_letter = 0
     priced = result.priced
     keys_in_order = result.keys_in_order
-    result.items_in_order = items_in_order = []
     deadletters = result.deadletters
     dumps = orjson.dumps
     unpriced_count = assumed_count = 0
@@ -418,7 +440,6 @@ def _assemble(decoded, outcomes: list[tuple], book: PriceBook, now: datetime) ->
             continue
         priced[key].append(encoded)
         keys_in_order.append(key)
-        items_in_order.append(i)
         origins.append((record.partition, record.offset, event))
         unpriced_count += is_unpriced
         assumed_count += assumed

@@ -32,23 +32,20 @@ def _keys(*names: str) -> int:
 
 
 def text_bound(frame: pl.DataFrame, ref_bytes: list[int], priced_at: str) -> pl.Series:
-    """Per row of `frame` (frame_price's written rows: ARROW_COLUMNS with `cost` and the line texts), an upper bound
+    """Per row of `frame` (frame_price's written rows: ARROW_COLUMNS with `cost` and the line texts; or the dict-fed
+    path's written rows, with `attribution_json`), an upper bound
     (Int64) of the bytes `encode_priced` writes for it; `ref_bytes`: the bytes of each catalog version's PriceRef
     JSON (frame_price._ref_json)."""
     c = pl.col
-    field = c("attribution").struct.field
     fixed = (_keys('{"', *(f'"{name}":"",' for name in ("event_id", "ts", "source", "provider", "model", "operation",
                                                           "status")), '"attribution":')
-             + _keys("{", '"tags":', "}")  # the attribution object around its dimensions and tags
              + _keys(',"usage":{', *(f'"{name}":,' for name in USAGE_FIELDS), "}") + len(USAGE_FIELDS) * INT_TEXT_MAX
              + _keys(',"batch":false', ',"tokens_source":"provider","cost_usd":""', ',"cost_breakdown":{}',
                      ',"pricing_status":', f',"priced_at":"{priced_at}"}}'))
     pieces = [pl.lit(fixed, dtype=pl.Int64),
               *(c(name).str.len_bytes() for name in ("event_id", "ts", "source", "provider", "model", "operation",
                                                      "status", "cost")),
-              *(field(dim).str.len_bytes() + len(f'"{dim}":"",') for dim in ATTRIBUTION_DIMENSIONS),
-              c("_tags").str.len_bytes() if "_tags" in frame.columns else pl.lit(0, dtype=pl.Int64),
-              pl.lit(2, dtype=pl.Int64),  # "{}" where a row has no tags (a row with tags counts both)
+              *_attribution_bytes(frame),
               *(pl.when(c(name).is_not_null()).then(len(f',"{name}":') + FLOAT_TEXT_MAX)
                 for name in ("latency_ms", "ttft_ms")),
               *(c(name).str.len_bytes() + len(f',"{name}":""') for name in ("service_tier", "usage_assumption")),
@@ -62,6 +59,18 @@ def text_bound(frame: pl.DataFrame, ref_bytes: list[int], priced_at: str) -> pl.
         pieces += [pl.when(c("has_correlation")).then(len(',"correlation":{}')),
                    *(c(f"correlation_{name}").str.len_bytes() + len(f'"{name}":"",') for name in CORRELATION_FIELDS)]
     return frame.select(pl.sum_horizontal(pieces).cast(pl.Int64).alias("bound")).to_series()
+
+
+def _attribution_bytes(frame: pl.DataFrame) -> list[pl.Expr]:
+    """The attribution object's bytes: exact where the rows hold it as JSON text (`attribution_json`: the dict-fed
+    path's, pipeline._price_columns), else bounded from the frame path's struct and `_tags` text."""
+    if "attribution_json" in frame.columns:
+        return [pl.col("attribution_json").str.len_bytes()]
+    field = pl.col("attribution").struct.field
+    return [pl.lit(_keys("{", '"tags":', "}"), dtype=pl.Int64),  # the object around its dimensions and tags
+            *(field(dim).str.len_bytes() + len(f'"{dim}":"",') for dim in ATTRIBUTION_DIMENSIONS),
+            pl.col("_tags").str.len_bytes() if "_tags" in frame.columns else pl.lit(0, dtype=pl.Int64),
+            pl.lit(2, dtype=pl.Int64)]  # "{}" where a row has no tags (a row with tags counts both)
 
 
 __all__ = ["FLOAT_TEXT_MAX", "INT_TEXT_MAX", "text_bound"]

@@ -5,6 +5,8 @@ for that JSON."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import orjson
 import pytest
 
@@ -14,6 +16,7 @@ from streams.columnar import process_batch_columnar
 from streams.columnar.arrow_encode import arrow_messages
 from streams.columnar.bench import records_of, traffic
 from streams.columnar.framed import FramedResult
+from streams.columnar.mixed_arrow import ArrowResult
 from streams.pricing import load_price_book
 from tokenmeter.microbatch import MAX_MESSAGE_BYTES
 from tokenmeter.priced_wire import ARROW_HEADERS, decode_priced
@@ -30,7 +33,9 @@ def _assert_same_messages(result) -> None:  # noqa: ANN001
     as_json, as_arrow = result.messages("json"), result.messages("arrow")
     assert [key for key, _ in as_arrow] == [key for key, _ in as_json]  # the same cuts, keys in the same order
     for (_, json_value), (_, arrow_value) in zip(as_json, as_arrow):
-        assert decode_priced(arrow_value, ARROW_HEADERS) == orjson.loads(json_value)
+        decoded = decode_priced(arrow_value, ARROW_HEADERS)
+        assert decoded == orjson.loads(json_value)
+        assert orjson.dumps(decoded) == json_value  # the same keys in the same order, the same numbers
 
 
 @pytest.mark.parametrize("tags", [0.0, 0.3])
@@ -79,11 +84,13 @@ def test_an_arrow_workers_mixed_batches_take_the_written_rows_columns(book, mix)
             event["usage"]["tool_requests"] = {"web_search": 1}
         records = records_of(events)
     result = process_batch_columnar(records, book, priced_format="arrow")
-    assert not isinstance(result, FramedResult) and result.arrow_source is not None
-    rows = [row for rows in result.arrow_source.rows.values() for row in rows]
-    assert rows.count(-1) < len(rows) // 2  # most rows were written from columns
-    _assert_same_messages(result)
-    assert result.arrow_source.messages(result) is not None  # not left to the conversion
+    assert isinstance(result, ArrowResult)
+    assert result._parts.converted < result.priced_count // 10  # noqa: SLF001 - most rows written from columns
+    as_arrow = result.messages("arrow")  # before anything reads the JSON: from the parts' columns, no JSON text
+    as_json = result.messages("json")
+    assert [key for key, _ in as_arrow] == [key for key, _ in as_json]
+    for (_, json_value), (_, arrow_value) in zip(as_json, as_arrow):
+        assert decode_priced(arrow_value, ARROW_HEADERS) == orjson.loads(json_value)
 
 
 def test_messages_cut_by_size_are_cut_alike(book):
@@ -98,3 +105,88 @@ def test_messages_cut_by_size_are_cut_alike(book):
     sizes = [len(value) for _, value in result.messages("json")]
     assert max(sizes) <= MAX_MESSAGE_BYTES and min(len(orjson.loads(v)) for _, v in result.messages("json")) < 500
     _assert_same_messages(result)
+
+
+def _mixed_records() -> list[RawRecord]:
+    """Tool requests in every message (the frame path takes none of those messages), a message of reported costs,
+    an invalid record and an invalid event: every kind of row a mixed batch holds."""
+    events = tag(traffic(6_000, seed=11, correlated=0.3), 0.3)
+    for event in events[::100]:
+        event["usage"]["tool_requests"] = {"web_search": 1}
+    records = records_of(events)
+    records.insert(2, records_of(traffic(400, seed=12, reported=0.5))[0])
+    records.insert(4, RawRecord(b"{nope", "tokenmeter.usage", 0, 999))
+    records.insert(6, RawRecord(orjson.dumps([{"event_id": "x"}]), "tokenmeter.usage", 0, 1000))
+    return records + records_of(tag(traffic(8_000, seed=13), 0.3))  # messages the frame path writes
+
+
+def _timeless(letters: list[dict]) -> list[dict]:
+    return [{k: v for k, v in letter.items() if k != "at"} for letter in letters]
+
+
+def test_an_arrow_workers_mixed_batch_writes_no_json_text(book, monkeypatch):
+    """arrow16: an Arrow worker's mixed batch writes no JSON text for its Arrow messages (arrow14 wrote the text of
+    every row written from columns, the frame path's and the dict-fed path's, and gathered the messages event by
+    event from it); its dead letters, counts, keys, origins and events are the JSON worker's."""
+    from streams.columnar import frame_price, pipeline
+
+    written_rows = []
+
+    def counting(encode):  # noqa: ANN001, ANN202 - the real encoder, its rows counted
+        def encode_priced(frame, *args, **kwargs):  # noqa: ANN001, ANN202
+            written_rows.append(frame.height)
+            return encode(frame, *args, **kwargs)
+        return encode_priced
+
+    monkeypatch.setattr(pipeline, "encode_priced", counting(pipeline.encode_priced))
+    monkeypatch.setattr(frame_price, "encode_priced", counting(frame_price.encode_priced))
+    records, now = _mixed_records(), datetime.now(timezone.utc)
+    as_arrow = process_batch_columnar(records, book, now, priced_format="arrow")
+    arrow_messages = as_arrow.messages("arrow")
+    assert sum(written_rows) == 0 and as_arrow.priced_count > 13_000
+    as_json = process_batch_columnar(records, book, now)
+    assert sum(written_rows) > 13_000  # the JSON worker writes them
+    assert _timeless(as_arrow.deadletters) == _timeless(as_json.deadletters) and len(as_json.deadletters) == 2
+    for count in ("events_in", "priced_count", "unpriced_count", "assumed_count"):
+        assert getattr(as_arrow, count) == getattr(as_json, count)
+    json_messages = as_json.messages("json")
+    assert [key for key, _ in arrow_messages] == [key for key, _ in json_messages]
+    for (_, json_value), (_, arrow_value) in zip(json_messages, arrow_messages):
+        assert orjson.dumps(decode_priced(arrow_value, ARROW_HEADERS)) == json_value
+    assert list(as_arrow.origins) == list(as_json.origins)
+    assert as_arrow.keys_in_order == as_json.keys_in_order and as_arrow.priced == as_json.priced
+
+
+def test_a_failure_of_the_frame_path_leaves_an_arrow_workers_batch_to_the_dict_path(book, monkeypatch):
+    """A bug in the frame path (write_frame raising) must not stop an Arrow worker's batch either: its rows take the
+    dict path, with the JSON worker's events and dead letters (arrow16: the empty written rows added to the parts)."""
+    from streams.columnar import pipeline
+
+    records, now = _mixed_records(), datetime.now(timezone.utc)
+    as_json = process_batch_columnar(records, book, now)
+
+    def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, "write_frame", fail)
+    as_arrow = process_batch_columnar(records, book, now, priced_format="arrow")
+    assert _timeless(as_arrow.deadletters) == _timeless(as_json.deadletters)
+    assert as_arrow.priced_count == as_json.priced_count > 13_000
+    json_messages = as_json.messages("json")
+    arrow_messages = as_arrow.messages("arrow")
+    assert [key for key, _ in arrow_messages] == [key for key, _ in json_messages]
+    for (_, json_value), (_, arrow_value) in zip(json_messages, arrow_messages):
+        assert orjson.dumps(decode_priced(arrow_value, ARROW_HEADERS)) == json_value
+
+
+@pytest.mark.parametrize("values", [[b"{nope"], [orjson.dumps([{"event_id": "x"}])], []],
+                         ids=["not JSON", "invalid event", "no record"])
+def test_an_arrow_workers_batch_without_priced_events_has_no_messages(book, values):
+    """Only dead letters (or nothing): no priced message in either format, the same letters (arrow16: the Arrow
+    worker's result of no part must not fail, or the worker would retry the batch for ever)."""
+    records = [RawRecord(value, "tokenmeter.usage", 0, i) for i, value in enumerate(values)]
+    as_arrow = process_batch_columnar(records, book, priced_format="arrow")
+    as_json = process_batch_columnar(records, book)
+    assert as_arrow.messages("arrow") == as_json.messages("json") == []
+    assert _timeless(as_arrow.deadletters) == _timeless(as_json.deadletters) and len(as_json.deadletters) == len(values)
+    assert list(as_arrow.origins) == [] and as_arrow.priced_count == 0

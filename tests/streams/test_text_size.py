@@ -81,6 +81,27 @@ def test_the_bound_is_never_below_the_text(book):
     assert rows > 5_000
 
 
+def test_the_bound_of_the_dict_fed_rows_is_never_below_their_text(book):
+    """arrow16: an Arrow worker's rows written from columns on the dict-fed path (batches under FRAME_MIN_BYTES,
+    messages the frame path does not take) are cut by the same bound, counted over their attribution's JSON text:
+    bound >= the text's bytes on the randomised corpus, the widest numbers and tagged traffic with tool requests."""
+    corpus = Corpus(book, seed=23)
+    tools = tag(traffic(2_000, seed=3), 0.5)
+    for event in tools[::7]:
+        event["usage"]["tool_requests"] = {"web_search": 1}
+    batches = [list(corpus.records(1_500)) for _ in range(3)] + [records_of(_widest(book), per_message=5),
+                                                                   records_of(tools)]
+    rows = 0
+    for records in batches:
+        result = process_batch_columnar(records, book, priced_format="arrow")
+        parts = result._parts  # noqa: SLF001 - mixed_arrow.ArrowParts
+        for index, texts in zip(parts.index, parts.texts):
+            slack = index.get_column("_bytes") - pl.Series(list(map(len, texts())), dtype=pl.Int64)
+            assert slack.min() >= 0 and slack.max() <= 200
+            rows += index.height
+    assert rows > 6_000
+
+
 def test_a_worker_sending_arrow_writes_no_json_text(book):
     """The frame path's Arrow messages are written without the JSON text (it was written for every row before,
     for the size cuts); its JSON messages and origins still read the very text."""
