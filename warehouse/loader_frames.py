@@ -220,7 +220,7 @@ def scalar_checks() -> pl.Expr:
     checks += [parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"],
                parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"],
                parts["reasoning_tokens"] <= parts["output_tokens"]]
-    return all_of(*checks)  # a balanced tree: polars plans a left-deep chain in O(n^2) (streams.columnar.exprs)
+    return all_of(*checks)  # a balanced tree: polars plans a left-deep chain in O(n^2) (tokenmeter.exprs)
 
 
 @cache

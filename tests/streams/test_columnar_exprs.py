@@ -1,5 +1,5 @@
 """The columnar path's cheaper-to-plan forms (inproc14) give the values of the forms they replaced: balanced boolean
-trees (streams/columnar/exprs.py) against left-deep chains, Kleene nulls included; the kind totals of a frame read by
+trees (tokenmeter/exprs.py) against left-deep chains, Kleene nulls included; the kind totals of a frame read by
 `frames.scan` from null counts against the per-row sums."""
 
 import itertools
