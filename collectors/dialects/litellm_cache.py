@@ -71,7 +71,8 @@ def resolve_cache_convention(counts: dict[str, int], payload: dict[str, Any]) ->
         return counts, None  # reads are inside prompt_tokens in every version: nothing to decide
     prompt, reads = counts["input_tokens"], counts["cached_input_tokens"]
     candidates: list[dict[str, int]] = []
-    chat = payload.get("call_type") in _CHAT_CALL_TYPES
+    call_type = payload.get("call_type")  # anyone can write the payload: a list or object here is no call type
+    chat = type(call_type) is str and call_type in _CHAT_CALL_TYPES
     for _name, reads_inside, writes_inside in _READINGS:
         if chat and not reads_inside:
             continue

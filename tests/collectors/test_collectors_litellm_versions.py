@@ -141,3 +141,19 @@ def test_cache_reads_beyond_prompt_tokens_are_a_dead_letter_not_a_crash():
     bridge = KafkaBridge("127.0.0.1:9", "source", "litellm", "group", KafkaSink("127.0.0.1:9", "collect-kafka"))
     events, letters = bridge._convert({TopicPartition("source", 0): [Message(0, json.dumps(payload).encode())]})
     assert events == [] and "exceed input_tokens" in letters[0]["reason"]
+
+
+@pytest.mark.parametrize("call_type", [["acompletion"], {"type": "completion"}])
+def test_a_call_type_that_is_not_text_is_read_as_absent_not_a_crash(call_type):
+    """A cache-write payload whose `call_type` is a list or an object (found by the declared-shape corpus,
+    tests/collectors/test_declared_shapes.py): settling the cache convention tested it for membership in a set and
+    raised TypeError ("unhashable type"), which stopped the Kafka bridge. It is read as an absent call type (the
+    operation is already the default for it): the same event as without one."""
+    payload = real("1_110_2")
+    without = dict(payload)
+    del without["call_type"]
+    [expected] = litellm.parse(without)
+    [event] = litellm.parse({**payload, "call_type": call_type})
+    assert event.model_dump_json() == expected.model_dump_json()
+    [encoded] = litellm.parse(json.dumps({**payload, "call_type": call_type}).encode(), encoded=True)
+    assert encoded.model_dump_json() == expected.model_dump_json()
