@@ -23,14 +23,14 @@ from typing import Any
 
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, dig, epoch_to_datetime, to_datetime, to_float, to_str
-from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
+from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
 from collectors.dialects.common import content_or_none, prompt_from_request, text_of
 from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
     plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import apisix_usage
-from tokenmeter.events import UsageEvent, derive_event_id
+from tokenmeter.events import UsageEvent
 
 NAME = "apisix"
 
@@ -70,7 +70,7 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
     status_error = http_status_is_error(dig(entry, "response.status"))
     return [make_event(
         path,
-        event_id=request_id or derive_event_id(NAME, entry),
+        event_id=request_id or derived_event_id(NAME, entry, path),
         ts=ts,
         source=NAME,
         provider=provider,

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import orjson
 from pydantic import ValidationError
 
 from collectors.attribution import DEFAULT_MAPPING, AttributionMapping
 from collectors.decode import _loads as loads_json, decode
 from collectors.encoded import EncodedEvent
 from collectors.errors import DialectError, join_path
-from tokenmeter.events import UsageEvent, describe_validation_error
+from tokenmeter.events import UsageEvent, derive_event_id, describe_validation_error
 
 _JSON_OPENERS = (b"{", b"[")
 
@@ -124,6 +125,16 @@ def correlation_of(**ids: Any) -> dict[str, str] | None:
 
 
 _ID_LIMITS = {"response_id": 256, "request_id": 256, "trace_id": 64, "span_id": 32}
+
+
+def derived_event_id(source: str, record: Any, path: str) -> str:
+    """`derive_event_id(source, record)` for a record that names no id; a DialectError (a dead letter) when the
+    record cannot be written to be hashed: orjson reads JSON nested up to 1024 levels but writes only 254."""
+    try:
+        return derive_event_id(source, record)
+    except orjson.JSONEncodeError:
+        raise DialectError("no event id, and the record nests too deeply to derive one (over 254 levels)",
+                           path or None) from None
 
 
 def now_utc() -> datetime:

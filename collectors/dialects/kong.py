@@ -37,7 +37,7 @@ from typing import Any
 from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView, view_headers
 from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_datetime, float_field, int_field, \
     str_field, to_datetime, to_str
-from collectors.dialects.base import Dialect, http_status_is_error, make_event, require_object
+from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
 from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request
 from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
@@ -45,7 +45,7 @@ from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
 from collectors.usage import OPENAI_DETAIL_KEYS, openai_usage
-from tokenmeter.events import Usage, UsageEvent, derive_event_id
+from tokenmeter.events import Usage, UsageEvent
 
 NAME = "kong"
 PRIMARY_BLOCKS = ("proxy", "ai-proxy", "ai-proxy-advanced")
@@ -233,7 +233,7 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
             payload = as_dict(block.get("payload"), join_path(block_path, "payload"))
             content = content_or_none(prompt_from_request(payload.get("request")),
                                       completion_from_response(payload.get("response")))
-        base_id = request_id or derive_event_id(NAME, entry)
+        base_id = request_id or derived_event_id(NAME, entry, path)
         tags = {"cache_status": cache_status} if cache_status else {}
         if index:
             tags["kong_plugin"] = key

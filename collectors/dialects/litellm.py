@@ -29,7 +29,7 @@ from typing import Any
 
 from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView, view_headers
 from collectors.coerce import as_dict, as_list, to_datetime, to_str
-from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
+from collectors.dialects.base import Dialect, correlation_of, derived_event_id, make_event, require_object
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_usage, reported_cost
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
 from collectors.dialects.common import completion_from_response, content_or_none, maybe_json, normalize_operation, \
@@ -38,7 +38,7 @@ from collectors.encoded import EncodedEvent, encoded_event, naive_utc_text, plai
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import OPENAI_DETAIL_KEYS, build_usage, openai_counts
-from tokenmeter.events import Usage, UsageEvent, derive_event_id
+from tokenmeter.events import Usage, UsageEvent
 
 NAME = "litellm"
 
@@ -149,7 +149,7 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
     view = RecordView(payload, headers=metadata.get("requester_custom_headers"))
     return [make_event(
         path,
-        event_id=event_id or derive_event_id(NAME, payload),
+        event_id=event_id or derived_event_id(NAME, payload, path),
         ts=start,
         source=NAME,
         provider=provider,

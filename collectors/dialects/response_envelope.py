@@ -19,11 +19,11 @@ from typing import Any
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, to_datetime, to_str
 from collectors.decode import decode
-from collectors.dialects.base import correlation_of, make_event, now_utc
+from collectors.dialects.base import correlation_of, derived_event_id, make_event, now_utc
 from collectors.dialects.common import content_or_none, prompt_from_request
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
-from tokenmeter.events import UsageEvent, derive_event_id
+from tokenmeter.events import UsageEvent
 
 WRAPPER_KEY = "tokenmeter"
 _WRAPPER_FIELDS = {"attribution", "event_id", "ts", "provider", "model", "source", "operation"}
@@ -73,7 +73,7 @@ def build_response_event(env: Envelope, dialect: str, mapping: AttributionMappin
     event_ts = to_datetime(meta.get("ts"), join_path(meta_path, "ts")) or ts or now_utc()
     event_id = to_str(meta.get("event_id"), join_path(meta_path, "event_id")) or (
         str(response_id).strip() if isinstance(response_id, (str, int)) and str(response_id).strip()
-        else derive_event_id(dialect, env.record))
+        else derived_event_id(dialect, env.record, env.path))
     native = as_dict(meta.get("attribution"), join_path(meta_path, "attribution"))
     if fields.get("usage") is None:
         fields["content"] = content_or_none(prompt_from_request(env.request), completion)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterator
 
+import orjson
 import pytest
 
 from collectors import DialectError, parse_record
@@ -51,3 +52,27 @@ def test_wrong_types_never_crash(payload, name):
                     continue
                 for event in events:  # whatever parsed is a valid event
                     type(event).model_validate(event.model_dump())
+
+
+@pytest.mark.parametrize("dialect, name, id_path", [("kong", "kong_openai", ("request", "id")),
+                                                    ("litellm", "litellm_success", ("id",)),
+                                                    ("apisix", "apisix_entry", ("request_id",))])
+def test_a_record_nested_too_deeply_to_derive_its_id_is_a_dead_letter_not_a_crash(payload, dialect, name, id_path):
+    """A record that names no id gets one hashed from its JSON (derive_event_id); orjson reads JSON nested up to
+    1024 levels but writes only 254, so a record with a deeper value anywhere (found by the declared-shape corpus,
+    tests/collectors/test_declared_shapes.py) raised TypeError ("Recursion limit reached") and stopped the Kafka
+    bridge. It is a dead letter naming the cause."""
+    from aiokafka.structs import TopicPartition
+
+    from collectors.equivalence import Message
+    from collectors.kafka_bridge import KafkaBridge
+    from collectors.sink import KafkaSink
+
+    record = replaced(payload(name), id_path, None)
+    for block in ("request", "response"):  # Kong's and APISIX's other places of the request id
+        record.get(block, {}).get("headers", {}).pop("x-kong-request-id" if dialect == "kong" else "x-request-id", None)
+    raw = orjson.dumps(record)[:-1] + b',"deep":' + b"[" * 600 + b"]" * 600 + b"}"
+    bridge = KafkaBridge("127.0.0.1:9", "source", dialect, "group", KafkaSink("127.0.0.1:9", "collect-kafka"))
+    events, letters = bridge._convert({TopicPartition("source", 0): [Message(0, raw)]})
+    assert events == [] and len(letters) == 1
+    assert "nests too deeply to derive one" in letters[0]["reason"], letters[0]["reason"]
