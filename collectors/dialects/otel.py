@@ -34,7 +34,7 @@ import orjson
 from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
 from collectors.decode import decode
-from collectors.dialects.base import Dialect, correlation_of, make_event, require_object
+from collectors.dialects.base import Dialect, correlation_of, derived_event_id, make_event, require_object
 from collectors.dialects.common import content_or_none, normalize_operation, text_of
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
@@ -42,7 +42,7 @@ from collectors.encoded import EncodedEvent, encoded_event, epoch_micros_text, p
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import OTEL_USAGE_KEYS, OTEL_USAGE_PART_KEYS, otel_usage
-from tokenmeter.events import UsageEvent, derive_event_id
+from tokenmeter.events import UsageEvent
 
 NAME = "otel"
 WRAPPER_OPERATIONS = frozenset({"invoke_agent", "create_agent", "execute_tool", "agent_step"})
@@ -188,7 +188,7 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
     if isinstance(trace_id, str) and isinstance(span_id, str) and trace_id and span_id:
         event_id = f"{_hex_id(trace_id)}:{_hex_id(span_id)}"
     else:
-        event_id = derive_event_id(NAME, span)
+        event_id = derived_event_id(NAME, span, path)
     failed = _failed(span, attrs, path)
     tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
     view = RecordView(span, span_attrs=attrs, resource_attrs=resource)

@@ -76,3 +76,25 @@ def test_a_record_nested_too_deeply_to_derive_its_id_is_a_dead_letter_not_a_cras
     events, letters = bridge._convert({TopicPartition("source", 0): [Message(0, raw)]})
     assert events == [] and len(letters) == 1
     assert "nests too deeply to derive one" in letters[0]["reason"], letters[0]["reason"]
+
+
+def test_an_otel_span_nested_too_deeply_to_derive_its_id_is_a_dead_letter_not_a_crash(payload):
+    """The OTel dialect's span without trace and span ids gets its id hashed from the span's JSON, as the
+    gateways' records above: a span whose attribute nests deeper than orjson writes (254 levels) raised
+    TypeError and stopped the Kafka bridge. It is a dead letter naming the cause."""
+    from aiokafka.structs import TopicPartition
+
+    from collectors.equivalence import Message
+    from collectors.kafka_bridge import KafkaBridge
+    from collectors.sink import KafkaSink
+
+    record = copy.deepcopy(payload("otlp_traces"))
+    span = record["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    del span["traceId"], span["spanId"]
+    span["attributes"].append({"key": "deep", "value": "DEEP"})
+    deep = b'{"arrayValue":{"values":[' * 100 + b'{"stringValue":"x"}' + b"]}}" * 100  # 300 levels, as JSON text
+    raw = orjson.dumps(record).replace(b'"DEEP"', deep)
+    bridge = KafkaBridge("127.0.0.1:9", "source", "otel", "group", KafkaSink("127.0.0.1:9", "collect-kafka"))
+    events, letters = bridge._convert({TopicPartition("source", 0): [Message(0, raw)]})
+    assert events == [] and len(letters) == 1
+    assert "nests too deeply to derive one" in letters[0]["reason"], letters[0]["reason"]
