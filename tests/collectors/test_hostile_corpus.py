@@ -38,6 +38,7 @@ from collectors.sink import KafkaSink
 from tests.conformance.test_conformance import CASES, _record
 from tokenmeter.events import UsageEvent
 
+pytestmark = pytest.mark.slow(seconds=16)  # rough seconds: longest files first (tests/suite_order.py)
 PAYLOADS = Path(__file__).parent / "payloads"
 MARK = orjson.dumps("\x00fuzz16\x00")  # stands for the hostile value in the written record
 KINDS: list[list[bytes]] = [  # hostile values as JSON text (a 300-level nesting cannot be written by orjson)
