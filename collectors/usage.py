@@ -285,14 +285,15 @@ def responses_tool_requests(output: Any) -> dict[str, int] | None:
     for item in output if isinstance(output, list) else ():
         if not isinstance(item, dict):
             continue
-        kind = _RESPONSES_TOOL_ITEMS.get(item.get("type"))
+        item_type = item.get("type")  # anyone can write the log: a list or object here is no tool call
+        kind = _RESPONSES_TOOL_ITEMS.get(item_type) if type(item_type) is str else None
         if kind == "web_search":
             action = item.get("action")
             if isinstance(action, dict) and action.get("type") not in (None, "search"):
                 continue
         if kind:
             counts[kind] = counts.get(kind, 0) + 1
-        elif item.get("type") == "code_interpreter_call":
+        elif item_type == "code_interpreter_call":
             container = item.get("container_id")
             containers.add(container if isinstance(container, str) and container else f"item:{item.get('id')}")
     if containers:

@@ -44,7 +44,7 @@ from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event
     plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
-from collectors.usage import OPENAI_DETAIL_KEYS, openai_usage
+from collectors.usage import OPENAI_DETAIL_KEYS, build_usage, openai_usage
 from tokenmeter.events import Usage, UsageEvent
 
 NAME = "kong"
@@ -202,7 +202,7 @@ def _rag_embedding(block: dict[str, Any], mapping: AttributionMapping, path: str
     if not provider:
         raise DialectError("missing embeddings_provider beside embeddings_tokens", rag_path)
     return {"provider": provider, "model": model, "operation": "embeddings",
-            "usage": Usage(input_tokens=tokens, output_tokens=0),
+            "usage": build_usage(join_path(rag_path, "embeddings_tokens"), input_tokens=tokens, output_tokens=0),
             "latency_ms": float_field(rag, "embeddings_latency", rag_path)}
 
 

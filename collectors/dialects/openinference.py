@@ -30,13 +30,19 @@ _TOKEN_NAMES = {
 _PROVIDERS = {"aws": "bedrock"}  # OpenInference's llm.provider values that name a cloud, not its model service
 
 
+def _kind(attributes: dict[str, Any]) -> str | None:
+    """The span kind when it is text: anyone can write a span, and a list or object here is no kind."""
+    kind = attributes.get(SPAN_KIND)
+    return kind if type(kind) is str else None
+
+
 def is_metered_span(attributes: dict[str, Any]) -> bool:
-    return attributes.get(SPAN_KIND) in METERED_KINDS
+    return _kind(attributes) in METERED_KINDS
 
 
 def as_genai(attributes: dict[str, Any]) -> dict[str, Any]:
     """The span's attributes with the GenAI names added for an OpenInference LLM/EMBEDDING span; else unchanged."""
-    kind = attributes.get(SPAN_KIND)
+    kind = _kind(attributes)
     if kind not in METERED_KINDS or any(key.startswith("gen_ai.") for key in attributes):
         return attributes
     translated = dict(attributes)

@@ -48,3 +48,13 @@ def test_an_unreadable_embedding_record_is_refused_naming_the_field(payload, rag
     with pytest.raises(DialectError) as refused:
         kong.parse(_entry(payload, rag))
     assert reason in str(refused.value)
+
+
+@pytest.mark.parametrize("tokens", [2**64, 10**13, 1e308])
+def test_embedding_tokens_beyond_the_contract_are_a_dead_letter_naming_the_field(payload, tokens):
+    """A count above the contract's bound built the embedding's Usage outside the event's validation: pydantic's
+    ValidationError escaped parse_record and stopped the Kafka bridge (found by
+    tests/collectors/test_hostile_corpus.py). It is a DialectError naming the field."""
+    with pytest.raises(DialectError) as refused:
+        kong.parse(_entry(payload, dict(RAG, embeddings_tokens=tokens)))
+    assert "rag-inject" in str(refused.value) and "input_tokens" in str(refused.value), str(refused.value)

@@ -87,3 +87,15 @@ def test_failed_span_without_a_model_is_refused_saying_the_call_failed():
     with pytest.raises(DialectError, match=r"missing model on a failed call \(span status ERROR\)") as refused:
         parse_record(traces(failed))
     assert "sk-live" not in str(refused.value) and "BadRequestError" not in str(refused.value)
+
+
+@pytest.mark.parametrize("kind", [[], ["LLM"], {}, {"a": 1}])
+def test_a_span_kind_that_is_not_text_is_no_metered_span_not_a_crash(kind):
+    """`openinference.span.kind` as a list or object (an AnyValue `{"stringValue": []}`, or a flattened
+    attribute map) was looked up in a dict: TypeError 'unhashable type' escaped parse_record and stopped the
+    Kafka bridge (found by tests/collectors/test_hostile_corpus.py on envoy/chat_tools). Such a span is no
+    OpenInference LLM or EMBEDDING span: skipped, as any other kind."""
+    record = traces(span(llm__model_name="gpt-4o", llm__token_count__prompt=5))
+    record["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].append(
+        {"key": "openinference.span.kind", "value": {"stringValue": kind}})
+    assert parse_record(record, "otel") == []

@@ -110,3 +110,14 @@ def test_hostile_tool_counts_are_refused_with_the_field_named(sourced, payload):
     message["usage"]["server_tool_use"] = {"web_search_requests": 10**12}
     with pytest.raises(DialectError, match="less than or equal to 100000"):
         DIALECTS["anthropic"].parse(message)
+
+
+@pytest.mark.parametrize("item_type", [[], ["web_search_call"], {}, {"a": 1}])
+def test_a_responses_output_item_type_that_is_not_text_is_no_tool_call_not_a_crash(sourced, item_type):
+    """An output item whose `type` is a list or object was looked up in a dict: TypeError 'unhashable type'
+    escaped parse_record and stopped the Kafka bridge (found by tests/collectors/test_hostile_corpus.py). It is
+    no billed tool call; the search item beside it still counts."""
+    response, _ = sourced("openai_responses_web_search")
+    response["output"].insert(0, {"type": item_type, "id": "x_1", "status": "completed"})
+    [event] = parse_record(response)
+    assert event.usage.tool_requests == {"web_search": 1}
