@@ -156,6 +156,11 @@ class Usage(_Strict):
         return self.input_tokens + self.output_tokens
 
 
+# Usage's token counts in model order: the fields every columnar reader and writer names (tool_requests aside)
+USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
+               "reasoning_tokens")
+
+
 class Content(_Strict):
     """Text of the call, used only to count tokens when usage is missing. Never stored downstream."""
 

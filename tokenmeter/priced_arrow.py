@@ -27,12 +27,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from tokenmeter.events import ATTRIBUTION_DIMENSIONS, Correlation
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS, USAGE_PARTS, Correlation
 from tokenmeter.microbatch import MAX_EVENTS_PER_RECORD
 
 S = pa.string()
-USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
-               "output_tokens", "reasoning_tokens")
 CORRELATION_IDS = tuple(Correlation.model_fields)
 PRICE_FIELDS = ("entry", "effective_from", "catalog_version", "override")
 # In PricedEvent's field order (what `exclude_none` JSON writes), so `to_events` gives the JSON's key order.

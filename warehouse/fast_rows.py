@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
-                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, Correlation, PricedEvent)
+                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, USAGE_PARTS, Correlation, PricedEvent)
 from warehouse.dedup import call_keys
 
 PRICED_KEYS = frozenset(PricedEvent.model_fields) - {"content"}
@@ -26,8 +26,6 @@ PRICED_KEYS = frozenset(PricedEvent.model_fields) - {"content"}
 # text below MAX_REPORTED_COST_USD with at most 12 decimals, as the worker writes it; any other form, pydantic.
 _REPORTED_COST = re.compile(r"(0|[1-9]\d{0,5})(\.\d{1,12})?")
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
-USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
-               "reasoning_tokens")
 USAGE_KEYS = frozenset((*USAGE_PARTS, "tool_requests"))
 PRICE_KEYS = frozenset(("entry", "effective_from", "catalog_version", "override"))
 TOOL_KINDS = frozenset(TOOL_REQUEST_KINDS)

@@ -41,9 +41,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
+from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS)
-from tokenmeter.exprs import all_of
+from tokenmeter.exprs import all_of, usage_checks
 from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 from warehouse.arrow_rows import _MONEY, _PRICED_AT, _REPORTED_COST, _SIGNED_MONEY, _epoch_us, _micros
 from warehouse.fast_rows import CORRELATION_IDS, MAX_EXACT_FLOAT_INT, USAGE_PARTS
@@ -200,8 +200,6 @@ def _scatter(present: np.ndarray, values: pl.Series) -> pl.Series:
 def scalar_checks() -> pl.Expr:
     """`arrow_rows`' checks of a row's scalar fields and usage counts, on values of known kinds: one definition for
     the JSON frame path (`_row_checks`) and the Arrow message path (loader_arrow)."""
-    usage = pl.col("usage").struct
-    parts = {part: usage.field(part).fill_null(0) for part in USAGE_PARTS}
     checks = [pl.col("event_id").str.len_chars().is_between(1, 512),
               pl.col("source").str.len_bytes() > 0, pl.col("provider").str.len_bytes() > 0,
               pl.col("model").str.len_bytes() > 0,
@@ -216,10 +214,7 @@ def scalar_checks() -> pl.Expr:
     for name in ("latency_ms", "ttft_ms"):  # an int from 2**53 up is the dict path's (2**53 + 1 reads as 2**53)
         value = pl.col(name)
         checks.append(value.is_null() | ((value >= 0) & value.is_finite() & (value < MAX_EXACT_FLOAT_INT)))
-    checks += [parts[part].is_between(0, MAX_TOKENS) for part in USAGE_PARTS]
-    checks += [parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"],
-               parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"],
-               parts["reasoning_tokens"] <= parts["output_tokens"]]
+    checks += usage_checks(pl.col("usage"))
     return all_of(*checks)  # a balanced tree: polars plans a left-deep chain in O(n^2) (tokenmeter.exprs)
 
 

@@ -42,8 +42,8 @@ from typing import Sequence
 import polars as pl
 
 from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord
-from tokenmeter.events import ATTRIBUTION_DIMENSIONS, MAX_TOKENS
-from tokenmeter.exprs import all_of
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS
+from tokenmeter.exprs import all_of, usage_checks
 from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAG_KEY, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 
 from .validate import CORRELATION_IDS, USAGE_PARTS
@@ -224,8 +224,6 @@ def _with_tags(frame: pl.DataFrame, tags: pl.Series) -> pl.DataFrame:
 def row_checks() -> pl.Expr:
     """True for rows the columnar path takes as they are (the rest take the dict path): what validate.py checks
     of a decoded dict, for values polars read into their own fields (so types are already right)."""
-    usage = pl.col("usage").struct
-    parts = {part: usage.field(part).fill_null(0) for part in USAGE_PARTS}
     # Lengths in bytes (O(1) per row) where they decide as characters would or conservatively: a string of at
     # most n bytes has at most n characters; one of more bytes but few enough characters takes the dict path.
     checks = [pl.col("event_id").str.len_bytes().is_between(1, 512),
@@ -236,10 +234,7 @@ def row_checks() -> pl.Expr:
               pl.col("usage_assumption").is_null() | pl.col("usage_assumption").str.len_bytes().is_between(1, 200),
               pl.col("latency_ms").is_null() | (pl.col("latency_ms") >= 0),
               pl.col("ttft_ms").is_null() | (pl.col("ttft_ms") >= 0)]
-    checks += [parts[part].is_between(0, MAX_TOKENS) for part in USAGE_PARTS]
-    checks += [parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"],
-               parts["cache_write_1h_tokens"] <= parts["cache_write_tokens"],
-               parts["reasoning_tokens"] <= parts["output_tokens"]]
+    checks += usage_checks(pl.col("usage"))
     if "correlation" in SCHEMA:
         correlation = pl.col("correlation").struct
         for name, low, high in CORRELATION_IDS:

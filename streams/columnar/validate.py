@@ -25,7 +25,7 @@ import orjson
 import polars as pl
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
-                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, Correlation, UsageEvent)
+                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, USAGE_PARTS, Correlation, UsageEvent)
 
 TOP_KEYS = frozenset(UsageEvent.model_fields)
 # A provider-reported cost taken here: plain decimal text below MAX_REPORTED_COST_USD (10^6) with at most 12
@@ -34,8 +34,6 @@ TOP_KEYS = frozenset(UsageEvent.model_fields)
 REPORTED_COST = re.compile(r"(0|[1-9]\d{0,5})(\.\d{1,12})?")
 _PICO = Decimal("1e-12")
 ATTRIBUTION_KEYS = frozenset((*ATTRIBUTION_DIMENSIONS, "tags"))
-USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
-               "reasoning_tokens")
 USAGE_KEYS = frozenset((*USAGE_PARTS, "tool_requests"))
 TOOL_KINDS = frozenset(TOOL_REQUEST_KINDS)
 
