@@ -36,6 +36,7 @@ from collectors.encoded import EncodedEvent
 from collectors.equivalence import Message
 from collectors.kafka_bridge import KafkaBridge
 from collectors.sink import KafkaSink
+from tests.collectors.test_collectors_robustness import paths
 from tests.conformance.test_conformance import CASES, _record
 from tokenmeter.events import UsageEvent
 
@@ -66,17 +67,6 @@ def _payloads() -> Iterator[tuple[str, Any]]:
 
 
 RECORDS = dict(_payloads())
-
-
-def _paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
-    if isinstance(value, dict):
-        for key, child in value.items():
-            yield prefix + (key,)
-            yield from _paths(child, prefix + (key,))
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            yield prefix + (index,)
-            yield from _paths(child, prefix + (index,))
 
 
 def _edited(record: Any, path: tuple, new: Any = None, delete: bool = False) -> bytes:
@@ -142,7 +132,7 @@ def _where(name: str, path: tuple, value: bytes) -> str:
 def test_every_path_takes_hostile_values_and_is_deleted_without_a_crash(reader, name):
     record = RECORDS[name]
     dialect = detect_dialect(record)
-    for index, path in enumerate([(), *_paths(record)]):
+    for index, path in enumerate([(), *paths(record)]):
         written = _edited(record, path, orjson.loads(MARK))
         for kind in KINDS:
             value = kind[index % len(kind)]
