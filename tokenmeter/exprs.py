@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
+from tokenmeter.events import MAX_TOKENS, USAGE_PARTS
+
 
 def _balanced(conditions: Sequence[pl.Expr], combine: Callable[[pl.Expr, pl.Expr], pl.Expr]) -> pl.Expr:
     level = list(conditions)
@@ -44,8 +46,6 @@ def usage_checks(usage: pl.Expr) -> list[pl.Expr]:
     """`tokenmeter.events.Usage`'s rules on a struct column of its token counts (an absent count is 0): each within
     0..MAX_TOKENS, and the parts within their totals (`Usage._parts_within_totals`). One definition for the worker's
     frame path (streams/columnar/frames.py) and the loader's (warehouse/loader_frames.py)."""
-    from tokenmeter.events import MAX_TOKENS, USAGE_PARTS
-
     parts = {part: usage.struct.field(part).fill_null(0) for part in USAGE_PARTS}
     return [*(parts[part].is_between(0, MAX_TOKENS) for part in USAGE_PARTS),
             parts["cached_input_tokens"] + parts["cache_write_tokens"] <= parts["input_tokens"],

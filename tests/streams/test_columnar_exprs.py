@@ -42,3 +42,31 @@ def test_kind_totals_equal_the_per_row_sums(seed):
             kinds.append(pl.col("attribution").struct.field("tags").is_not_null())
         assert frames._kind_totals(frame, tagged) == frame.select(k.sum().alias(f"k{i}") for i, k in
                                                                  enumerate(kinds)).row(0)
+
+
+def test_usage_checks_take_exactly_what_the_usage_model_takes():
+    """tokenmeter.exprs.usage_checks is Usage's rules as columns (the worker's and the loader's row checks use it):
+    on random counts, edges and absent parts, a row passes exactly when `Usage` validates it."""
+    import random
+
+    import polars as pl
+    from pydantic import ValidationError
+
+    from tokenmeter.events import MAX_TOKENS, USAGE_PARTS, Usage
+    from tokenmeter.exprs import all_of, usage_checks
+
+    rng = random.Random(7)
+    values = [None, 0, 1, 5, 10, 100, MAX_TOKENS, MAX_TOKENS + 1, -1]
+    rows = [{part: rng.choice(values) for part in USAGE_PARTS} for _ in range(3000)]
+    frame = pl.DataFrame({"usage": rows}, schema={"usage": pl.Struct({part: pl.Int64 for part in USAGE_PARTS})})
+    taken = frame.select(all_of(*usage_checks(pl.col("usage")))).to_series().to_list()
+
+    def valid(row: dict) -> bool:
+        try:
+            Usage(**{part: value for part, value in row.items() if value is not None})
+        except ValidationError:
+            return False
+        return True
+
+    assert taken == [valid(row) for row in rows]
+    assert any(taken) and not all(taken)
