@@ -24,7 +24,8 @@ from collectors import DialectError, parse_record
 from streams.batch import RawRecord
 from streams.columnar.equivalence import compare
 from streams.pricing import load_price_book
-from tests.collectors.test_hostile_corpus import KINDS, MARK, RECORDS, _edited, _paths
+from tests.collectors.test_collectors_robustness import paths
+from tests.collectors.test_hostile_corpus import KINDS, MARK, RECORDS, _edited
 
 WORKER_KINDS = KINDS + [[b'"NaN"', b'"-1"', b'"1e400"', b'"0.000000000001"'],  # decimal texts (reported cost)
                         [b'"9999-12-31T23:59:59Z"', b'"0001-01-01T00:00:00+14:00"', b'"2026-02-30T00:00:00Z"'],
@@ -61,7 +62,7 @@ def book():
 
 def _edits(event: dict[str, Any]) -> list[bytes]:
     edits = []
-    for index, path in enumerate([(), *_paths(event)]):
+    for index, path in enumerate([(), *paths(event)]):
         written = _edited(event, path, orjson.loads(MARK))
         edits += [written.replace(MARK, kind[index % len(kind)], 1) for kind in WORKER_KINDS]
         if path:

@@ -112,7 +112,8 @@ def test_the_workers_priced_corpus_with_hostile_fields_through_accept_is_stored_
 
     from streams.batch import RawRecord, process_batch
     from streams.pricing import load_price_book
-    from tests.collectors.test_hostile_corpus import KINDS, MARK, _edited, _paths
+    from tests.collectors.test_collectors_robustness import paths
+    from tests.collectors.test_hostile_corpus import KINDS, MARK, _edited
     from tests.streams.test_worker_hostile_fields import EVENTS, micro_batches
     from tokenmeter.commitloop import Batch
     from warehouse.loader import _accept
@@ -124,7 +125,7 @@ def test_the_workers_priced_corpus_with_hostile_fields_through_accept_is_stored_
     edits = []
     for number, event in enumerate(e for _, value in worker.priced_messages() for e in orjson.loads(value)):
         event["event_id"], event["attribution"]["org"] = f"{org}-{number}", org
-        for index, path in enumerate([(), *_paths(event)]):
+        for index, path in enumerate([(), *paths(event)]):
             written = _edited(event, path, orjson.loads(MARK))
             edits += [written.replace(MARK, kind[index % len(kind)], 1) for kind in kinds]
             if path:
