@@ -32,43 +32,55 @@ def history() -> dict[str, list[dict]]:
     return usage_history(DAYS)[0]
 
 
-def run_backfill(tmp_path, order: str) -> tuple[Detector, int]:
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """One broker and one worker for both orders (a worker's start and group join is ~5 s and ~2.5 CPU-s of the
+    file). Each order's history reaches a worker that is already running, as a backfill reaches `up`'s worker."""
+    tmp = tmp_path_factory.mktemp("backfill-stack")
+    with embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap, worker(bootstrap, tmp) as proc:
+        yield bootstrap, proc, tmp
+
+
+def run_backfill(stack, tmp_path, order: str) -> tuple[Detector, int]:
+    """The runner reads tokenmeter.priced as `up` runs it: from its group's committed offsets (the first order's
+    detector starts at the beginning, the next one after what the previous one committed, i.e. only its own
+    order's history), running before the history arrives."""
+    bootstrap, proc, stack_dir = stack
     per_team = history()
     items = messages(per_team, order)
     total = sum(map(len, per_team.values()))
-    with embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap, worker(bootstrap, tmp_path) as proc:
-        settings = load_settings(kafka_bootstrap=bootstrap, data_dir=tmp_path / "detector", anomaly_notify=[])
+    settings = load_settings(kafka_bootstrap=bootstrap, data_dir=tmp_path / "detector", anomaly_notify=[])
 
-        async def scenario() -> Detector:
-            detector = Detector(settings, snapshot_every_s=3600)
-            stop = asyncio.Event()
-            task = asyncio.create_task(detector.run(stop))  # running before the history arrives, as in `up`
-            try:
-                await produce(bootstrap, items)
-                deadline = time.monotonic() + 150
-                while detector.engine.stats["events"] < total and time.monotonic() < deadline:
-                    assert proc.poll() is None, f"worker exited: {(tmp_path / 'worker.log').read_text()[-2000:]}"
-                    if task.done():
-                        task.result()
-                    await asyncio.sleep(0.3)
-                # Idle polls after the backfill: the watermark trails by a few seconds (new keys), then closes the
-                # history's buckets; the wall clock must not (it is far ahead of the history).
-                deadline = time.monotonic() + 30
-                while detector.engine.stats["buckets_closed"] < DAYS * 288 - 12 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.3)
-                await asyncio.sleep(1.0)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 30)
-            return detector
+    async def scenario() -> Detector:
+        detector = Detector(settings, snapshot_every_s=3600)
+        stop = asyncio.Event()
+        task = asyncio.create_task(detector.run(stop))  # running before the history arrives, as in `up`
+        try:
+            await produce(bootstrap, items)
+            deadline = time.monotonic() + 150
+            while detector.engine.stats["events"] < total and time.monotonic() < deadline:
+                assert proc.poll() is None, f"worker exited: {(stack_dir / 'worker.log').read_text()[-2000:]}"
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.3)
+            # Idle polls after the backfill: the watermark trails by a few seconds (new keys), then closes the
+            # history's buckets; the wall clock must not (it is far ahead of the history).
+            deadline = time.monotonic() + 30
+            while detector.engine.stats["buckets_closed"] < DAYS * 288 - 12 and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return detector
 
-        return asyncio.run(scenario()), total
+    return asyncio.run(scenario()), total
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("order", ["global", "concurrent"])
-def test_usage_backfill_through_the_worker_builds_baselines(tmp_path, order):
-    detector, total = run_backfill(tmp_path, order)
+def test_usage_backfill_through_the_worker_builds_baselines(stack, tmp_path, order):
+    detector, total = run_backfill(stack, tmp_path, order)
     stats = detector.engine.stats
     assert stats["events"] == total and stats["bad_events"] == 0, stats
     assert stats["late_events"] <= total * 0.001, stats
