@@ -228,7 +228,8 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
                 bucket["after_evidence"].append(max(0.0, min(found) - evidence_at))
         if odds:
             bucket["detectability"].append({**odds, "description": lab["description"], "found": bool(found),
-                                            "delay_s": round(min(found) - lab["first_affected"]) if found else None})
+                                            "delay_s": round(min(found) - lab["first_affected"]) if found else None,
+                                            **({} if lab.get("hostable", True) else {"hostable": False})})
     result = {}
     for kind, b in per_kind.items():
         detected = b["tp"] + b["fp"]
@@ -254,6 +255,9 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
                 "injections": odds, "detectable_in_15m": sum(o["detectable_in_15m"] for o in odds),
                 "detectable": sum(o["detectable"] for o in odds),
                 "recalled_of_detectable": sum(o["found"] for o in odds if o["detectable"])}
+            unhosted = sum(not o.get("hostable", True) for o in odds)
+            if unhosted:  # incidents.py found no start on any feature busy enough (template_hosting.py)
+                result[kind]["detectability"]["placed_where_no_feature_hosts"] = unhosted
     return result
 
 
@@ -330,6 +334,10 @@ def format_table(result: dict) -> str:
                          f"needs, vs the calls each change touched; counted in recall all the same): "
                          f"{odds['detectable_in_15m']} of {len(odds['injections'])} detectable within 15 minutes, "
                          f"{odds['detectable']} at all, {odds['recalled_of_detectable']} of those found")
+            if odds.get("placed_where_no_feature_hosts"):
+                lines.append(f"{kind}: NO FEATURE of this family can host a change that the optimal test finds within "
+                             f"15 minutes (expected calls, with margin): {odds['placed_where_no_feature_hosts']} of "
+                             f"{len(odds['injections'])} were placed at its busiest starts instead")
             for o in odds["injections"]:
                 found = f"found after {o['delay_s'] / 60:.0f} min" if o["found"] else "missed"
                 lines.append(f"- {o['description']}: needs ~{o['calls_needed']} changed calls (shift "

@@ -87,7 +87,8 @@ class Incident:
     def label(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "allowed": list(self.allowed),
                 "scopes": sorted(self.scopes), "description": self.description, "affected": 0,
-                "first_affected": None, "affected_first_15m": 0, "output_multiplier": self.params.get("tout_mult")}
+                "first_affected": None, "affected_first_15m": 0, "output_multiplier": self.params.get("tout_mult"),
+                "hostable": self.params.get("hostable", True)}
 
     def touched(self, t: float) -> None:
         self.record["affected"] += 1
@@ -209,6 +210,7 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
               lambda i, inc: i not in placed or hosts.still_fits(placed[i], inc.start))
     for i, hosting in placed.items():
         final = hosts.check(hosting.feature, plans[i].start)
+        plans[i].params["hostable"] = final.hosts
         if hosting.hosts and not final.hosts:  # no free day kept it hosted
             plans[i].description += final.note("moved by whole days off every hosting start by the no-overlap rule:")
     for inc in plans:

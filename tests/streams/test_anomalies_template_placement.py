@@ -78,3 +78,21 @@ def test_sparse_template_changes_are_hostable_or_say_they_are_not():
             assert ratio >= 1.0, (inc.description, ratio)
         else:
             assert best < 1.5 and ratio >= 0.8 * best, (inc.description, ratio, best)
+
+
+def test_evaluate_says_when_a_template_change_had_no_feature_to_host_it():
+    """A label marked not hostable by plan is counted and named in the report, not only in its description."""
+    from streams.anomalies.evaluate import format_table, score
+
+    odds = {"sigma": 0.8, "shift_sd": 1.15, "calls_per_day": 600.0, "calls_needed": 15, "changed_first_15m": 11,
+            "changed": 60, "detectable_in_15m": False, "detectable": True}
+    label = {"kind": "tokens_per_request", "start": 1000, "end": 9000, "allowed": ["tokens_per_request"],
+             "scopes": [["feature", "f"]], "description": "template change on feature f", "affected": 60,
+             "first_affected": 1060, "affected_first_15m": 11, "hostable": False, "detectability": odds}
+    hosted = {**label, "hostable": True, "scopes": [["feature", "g"]]}
+    result = score([], [label, hosted], {})
+    assert result["tokens_per_request"]["detectability"]["placed_where_no_feature_hosts"] == 1
+    table = format_table({"kinds": result, "cold_start": {"anomalies_first_day": 0, "kinds": []}, "seed": 1,
+                          "days": 1, "events": 1, "injections": 2, "anomalies": 0, "observe_events_per_s": 1,
+                          "targets_met": False})
+    assert "NO FEATURE of this family can host" in table and "1 of 2 were placed at its busiest starts" in table
