@@ -99,7 +99,6 @@ class KindRules:
             if was_open and "tokens_per_request" not in st.open:
                 st.cusum = 0.0  # closed: the evidence is spent
                 st.held = None  # ... and the change reverted: the calls held during it are not this key's normal
-                st.deferred = []
             errors, requests = sb[S_ERR], sb[S_REQ]
             if requests < cfg.error_window_requests:
                 # A quiet scope: this bucket and its two previous buckets with calls, within `error_window_s`
@@ -204,10 +203,10 @@ class KindRules:
             # Not from a loop, a leak or an explosion (their calls are not this key's own). During its own template
             # change the key holds its calls instead of learning them: learnt, the same change the next day needed
             # ~1.5x the calls (held-out sparse seed 34). A change that lasts is adopted (`_new_normal`).
-            # Nor while its CUSUM builds up (`defer_out_log`): a change not opened yet is not this key's normal either.
-            st.defer_out_log(bucket, sb[S_LN], sb[S_LSUM], sb[S_LSQ], st.cusum > 0, bool(st.open),
-                             lambda n, ls, lq: st.learn_out_log(n, ls, lq, cfg.tpr_key_min_calls,
-                                                                cfg.tpr_young_bucket_calls))
+            if st.open:
+                st.hold_out_log(bucket, sb[S_LN], sb[S_LSUM], sb[S_LSQ])
+            else:
+                st.learn_out_log(sb[S_LN], sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls, cfg.tpr_young_bucket_calls)
         if ok:
             if not any(kind in st.open for kind in ("spend_rate", "token_rate", "request_burst")):
                 # Not from a loop, a leak or an explosion: their calls are not this scope's (a leaked client's 500

@@ -8,7 +8,6 @@ from .baseline import DAILY_SIZE, FULL_SIZE, Seasonal, quiet_slot_runs
 
 OUT_SD_FLOOR = math.log(1.6)
 MAX_BUCKET_WEIGHT = 0.05
-MAX_DEFERRED = 36  # buckets with calls an API key defers learning while its tokens-per-request CUSUM builds
 
 
 def _owing_quiet(slot: str) -> property:
@@ -31,7 +30,7 @@ class ScopeState:
     __slots__ = ("dim", "value", "first", "last_active", "age", "_spend", "_tokens", "_requests", "tpr_out",
                  "tpr_in", "err", "cpt", "models", "streaks", "open", "recent", "call_cost", "call_tokens", "pending",
                  "busy", "recent_cost", "out_log", "cusum", "out_rate", "busy_pending", "steady", "quiet",
-                 "held", "deferred", "adopting", "shifted", "mix", "templated")
+                 "held", "adopting", "shifted", "mix", "templated")
 
     def __init__(self, dim: str, value: str, first: int):
         self.dim, self.value, self.first, self.last_active, self.age = dim, value, first, first, 0
@@ -88,10 +87,6 @@ class ScopeState:
         # calls, sum and sum of squares of log(1 + output tokens)], or None. Dropped when the change reverts (the
         # anomaly closes), adopted as its new normal once the anomaly has lasted `Config.tpr_new_normal_s`.
         self.held: list | None = None
-        # An API key's ok buckets [bucket, calls, sum, sum of squares of log(1 + output)] not learnt yet because its
-        # tokens-per-request CUSUM was above zero when they closed (the evidence of a change building up): learnt in
-        # order once the CUSUM is back at zero, held with the change if it opens (`defer_out_log`).
-        self.deferred: list = []
 
     def owe_quiet(self, bucket: int, bucket_s: int) -> None:
         """The rate baselines learn that `bucket` was quiet (zero spend, tokens and requests), when next read."""
@@ -154,31 +149,6 @@ class ScopeState:
             held[2] += log_sum
             held[3] += log_sq
 
-    def defer_out_log(self, bucket: int, calls: int, log_sum: float, log_sq: float, building: bool, opened: bool,
-                      learn) -> None:
-        """One closed bucket of an API key's ok calls, after its judgement: held while its own change is open (with
-        the buckets deferred while its evidence built up), deferred while the CUSUM is above zero (`building`), else
-        learnt (`learn(calls, log_sum, log_sq)`) after the deferred ones. Learnt at once, the calls of a change that
-        had not opened yet pulled the key's mean towards them: 40 changed calls moved sparse seed 8's sk-sparse-01 by
-        0.3 of its 0.8 spread before it opened, and each further changed call scored ~0.8 instead of ~1.15."""
-        if opened:
-            for entry in self.deferred:
-                self.hold_out_log(*entry)
-            self.deferred = []
-            self.hold_out_log(bucket, calls, log_sum, log_sq)
-            return
-        if building:
-            self.deferred.append([bucket, calls, log_sum, log_sq])
-            if len(self.deferred) <= MAX_DEFERRED:
-                return
-            calls_learnt = self.deferred.pop(0)  # evidence building for hours is no change to wait for
-            learn(*calls_learnt[1:])
-            return
-        for entry in self.deferred:
-            learn(*entry[1:])
-        self.deferred = []
-        learn(calls, log_sum, log_sq)
-
     def adopt_held(self, min_calls: int) -> None:
         """The held calls are this key's new normal: its mean becomes theirs (and its spread, with enough of them)."""
         held, self.held = self.held, None
@@ -226,7 +196,7 @@ class ScopeState:
                 "recent": self.recent, "call_size": [self.call_cost, self.call_tokens], "pending": self.pending,
                 "busy": self.busy.to_json(), "recent_cost": self.recent_cost,
                 "out_log": self.out_log, "cusum": self.cusum, "out_rate": self.out_rate, "busy_pending": self.busy_pending,
-                "steady": self.steady, "held": self.held, "deferred": self.deferred, "adopting": self.adopting,
+                "steady": self.steady, "held": self.held, "adopting": self.adopting,
                 "shifted": self.shifted, "mix": self.mix, "templated": self.templated,
                 **{name: getattr(self, name).to_json() for name in ("spend", "tokens", "tpr_out", "tpr_in", "err", "cpt")},
                 "requests": self.requests.to_json() if self.requests else None}
@@ -246,7 +216,6 @@ class ScopeState:
         state.busy_pending = data.get("busy_pending")
         state.steady = list(data.get("steady", state.steady))
         state.held = data.get("held")
-        state.deferred = data.get("deferred", [])
         state.adopting = data.get("adopting", {})
         state.shifted = data.get("shifted", {})
         state.templated = data.get("templated", {})
