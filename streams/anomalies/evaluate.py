@@ -30,14 +30,12 @@ from .engine import AnomalyEngine
 from . import office, sparse, synthetic
 from .aggregate import SCOPE_DIMS
 from .synthetic import BUCKET
+from .optimal_test import BUDGET_DAYS, calls_needed, optimal_cusum_calls  # noqa: F401 (evaluate's names)
 
 FAMILIES = {"synthetic": synthetic.generate, "sparse": sparse.generate, "office": office.generate}
 TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900, "false_alerts_per_100_scope_days": 1.0}
 MIN_EVIDENCE = 5  # changed calls in the first 15 minutes; one suffices for a new or unpriced model
 MIN_EVIDENCE_KIND = {"new_model": 1, "unpriced_usage": 1}
-# Detectability of a tokens-per-request change: the false-alert budget (1 per 100 active scope-days) spent on one scope
-# means one chance alarm per BUDGET_DAYS days of its calls.
-BUDGET_DAYS = 100
 
 
 class OutputSpread:
@@ -85,31 +83,10 @@ class OutputSpread:
         days = max((lab["start"] - self.start) / 86400, 1.0)
         per_day = calls / days
         delta = math.log(mult) / sigma
-        needed = math.ceil(optimal_cusum_calls(delta, max(per_day * BUDGET_DAYS, 2.0)))
+        needed = calls_needed(mult, sigma, per_day)
         return {"sigma": round(sigma, 3), "shift_sd": round(delta, 3), "calls_per_day": round(per_day, 1),
                 "calls_needed": needed, "changed_first_15m": lab["affected_first_15m"], "changed": lab["affected"],
                 "detectable_in_15m": lab["affected_first_15m"] >= needed, "detectable": lab["affected"] >= needed}
-
-
-def _cusum_arl(drift: float, k: float, h: float) -> float:
-    """Siegmund's approximation of the average run length (steps from 0 to an alarm) of a one-sided CUSUM
-    S = max(0, S + x - k) with threshold h on N(drift, 1) steps (0.583 = the Gaussian overshoot constant)."""
-    b, d = h + 2 * 0.583, drift - k
-    if abs(d) < 1e-9:
-        return b * b
-    return (math.exp(-2 * d * b) + 2 * d * b - 1) / (2 * d * d)
-
-
-def optimal_cusum_calls(delta: float, arl0_calls: float) -> float:
-    """Expected changed calls until the optimal CUSUM for a known shift of `delta` standard deviations (reference
-    delta / 2) alarms, with its threshold set so that it alarms by chance once per `arl0_calls` unchanged calls."""
-    k, lo, hi = delta / 2, 0.0, 1.0
-    while _cusum_arl(0.0, k, hi) < arl0_calls:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _cusum_arl(0.0, k, mid) < arl0_calls else (lo, mid)
-    return _cusum_arl(delta, k, hi)
 
 
 # What a kind's rule needs before it may speak, as (changed calls within an hour, what). A missed injection below it is
@@ -251,7 +228,8 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
                 bucket["after_evidence"].append(max(0.0, min(found) - evidence_at))
         if odds:
             bucket["detectability"].append({**odds, "description": lab["description"], "found": bool(found),
-                                            "delay_s": round(min(found) - lab["first_affected"]) if found else None})
+                                            "delay_s": round(min(found) - lab["first_affected"]) if found else None,
+                                            **({} if lab.get("hostable", True) else {"hostable": False})})
     result = {}
     for kind, b in per_kind.items():
         detected = b["tp"] + b["fp"]
@@ -277,6 +255,9 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
                 "injections": odds, "detectable_in_15m": sum(o["detectable_in_15m"] for o in odds),
                 "detectable": sum(o["detectable"] for o in odds),
                 "recalled_of_detectable": sum(o["found"] for o in odds if o["detectable"])}
+            unhosted = sum(not o.get("hostable", True) for o in odds)
+            if unhosted:  # incidents.py found no start on any feature busy enough (template_hosting.py)
+                result[kind]["detectability"]["placed_where_no_feature_hosts"] = unhosted
     return result
 
 
@@ -353,6 +334,10 @@ def format_table(result: dict) -> str:
                          f"needs, vs the calls each change touched; counted in recall all the same): "
                          f"{odds['detectable_in_15m']} of {len(odds['injections'])} detectable within 15 minutes, "
                          f"{odds['detectable']} at all, {odds['recalled_of_detectable']} of those found")
+            if odds.get("placed_where_no_feature_hosts"):
+                lines.append(f"{kind}: NO FEATURE of this family can host a change that the optimal test finds within "
+                             f"15 minutes (expected calls, with margin): {odds['placed_where_no_feature_hosts']} of "
+                             f"{len(odds['injections'])} were placed at its busiest starts instead")
             for o in odds["injections"]:
                 found = f"found after {o['delay_s'] / 60:.0f} min" if o["found"] else "missed"
                 lines.append(f"- {o['description']}: needs ~{o['calls_needed']} changed calls (shift "

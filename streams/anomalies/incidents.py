@@ -3,7 +3,8 @@
 A family supplies its clean traffic (batches of priced events in time order) and its actors: who calls (the
 attribution of one API key), with which models, how big its calls usually are, and its expected call rate at a
 time. `plan` picks incidents at times the affected actors are busy enough to show them (a template change at 3 a.m.
-on a key that calls twice a night is not an incident anyone can see), `overlay` changes the calls an incident
+on a key that calls twice a night is not an incident anyone can see; for template changes, template_hosting.py's rule:
+calls enough for the optimal test to find it within 15 minutes, and a label that says so when no feature has them), `overlay` changes the calls an incident
 touches and adds the calls it brings (a loop, a leaked key's client, a bulk job), and `label` describes each for
 evaluate.py: its scopes, the kinds it legitimately causes, and the calls it changed (evidence).
 """
@@ -14,6 +15,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from .template_hosting import TemplateHosting
+
 BUCKET = 300
 PRICES = {  # USD per 1M input / output tokens
     "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.0), "gpt-4.1-nano": (0.10, 0.40), "claude-3-5-haiku": (0.80, 4.0),
@@ -21,6 +24,7 @@ PRICES = {  # USD per 1M input / output tokens
     "o1": (15.0, 60.0), "claude-opus-4": (15.0, 75.0), "deepseek-chat": (0.27, 1.10),
 }
 PREMIUM = ("claude-opus-4", "o1")
+TEMPLATE_MULT = 2.5  # a template change multiplies its feature's output tokens by this
 PICO_PER_TOKEN = {m: (int(i * 10**6), int(o * 10**6)) for m, (i, o) in PRICES.items()}
 
 
@@ -55,6 +59,7 @@ class Actor:
     tin: float  # median input / output tokens of a call
     tout: float
     rate: object  # callable(t) -> expected calls per second at epoch second t
+    tout_sigma: float = 1.0  # spread of ln(output tokens) of its calls (where a template change can be seen)
 
     @property
     def key(self) -> str:
@@ -82,7 +87,8 @@ class Incident:
     def label(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "allowed": list(self.allowed),
                 "scopes": sorted(self.scopes), "description": self.description, "affected": 0,
-                "first_affected": None, "affected_first_15m": 0, "output_multiplier": self.params.get("tout_mult")}
+                "first_affected": None, "affected_first_15m": 0, "output_multiplier": self.params.get("tout_mult"),
+                "hostable": self.params.get("hostable", True)}
 
     def touched(self, t: float) -> None:
         self.record["affected"] += 1
@@ -136,6 +142,8 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
     used_models = {m for a in actors for m in a.models}
     new_pairs: set[tuple[str, str]] = set()
     cheap = min(PRICES, key=lambda m: sum(PRICES[m]))
+    hosts = TemplateHosting(by_feature, TEMPLATE_MULT, start, start + days * 86400, lo, hi)
+    placed: dict[int, object] = {}  # plans' index of a template change -> where it was placed (template_hosting)
     for n in range(per_kind):
         a = rng.choice(actors)
         t0 = rng.randrange(lo, hi, 60)
@@ -151,11 +159,16 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
                                "model_shift"), {"extra_rps": 0.05, "extra_model": cheap, "tin": 90_000, "tout": 200},
                               a.scopes() | {("model", cheap)}, f"token explosion: 90k-token prompts from {a.key}"))
         feature = rng.choice(sorted(by_feature))
-        group = by_feature[feature]
-        t0 = _busy_time(rng, group, lo, hi, 20)
+        t0 = _busy_time(rng, by_feature[feature], lo, hi, 20)
+        hosting = hosts.check(feature, t0)
+        if not hosting.hosts:  # its own rng: the other kinds' draws stay what they were
+            hosting = hosts.relocate(random.Random(f"{feature}:{t0}"), feature)
+        feature, t0, group = hosting.feature, hosting.start, by_feature[hosting.feature]
+        placed[len(plans)] = hosting
         plans.append(Incident("tokens_per_request", t0, t0 + rng.randrange(120, 300) * 60, group,
-                              ("tokens_per_request", "token_rate", "spend_rate"), {"tout_mult": 2.5, "tin_mult": 1.0},
-                              set().union(*(x.scopes() for x in group)), f"template change on feature {feature}"))
+                              ("tokens_per_request", "token_rate", "spend_rate"), {"tout_mult": TEMPLATE_MULT, "tin_mult": 1.0},
+                              set().union(*(x.scopes() for x in group)),
+                              f"template change on feature {feature}" + ("" if hosting.hosts else hosting.note())))
         a = rng.choice(actors)
         t0 = rng.randrange(lo, hi, 60)
         plans.append(Incident("request_burst", t0, t0 + rng.randrange(20, 60) * 60, [a],
@@ -193,23 +206,36 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
                               ("unpriced_usage", "new_model", "token_rate", "request_burst"),
                               {"extra_rps": rng.uniform(0.02, 0.08), "extra_model": unknown, "tin": 1500, "tout": 400,
                                "unpriced": True}, a.scopes() | {("model", unknown)}, f"{a.key} calls unpriced {unknown}"))
-    _separate(plans, start, days, first_day)
+    _separate(plans, start, days, first_day,
+              lambda i, inc: i not in placed or hosts.still_fits(placed[i], inc.start))
+    for i, hosting in placed.items():
+        final = hosts.check(hosting.feature, plans[i].start)
+        plans[i].params["hostable"] = final.hosts
+        if hosting.hosts and not final.hosts:  # no free day kept it hosted
+            plans[i].description += final.note("moved by whole days off every hosting start by the no-overlap rule:")
     for inc in plans:
         inc.record = inc.label()
     return plans
 
 
-def _separate(plans: list[Incident], start: int, days: int, first_day: int) -> None:
-    """No two incidents on shared scopes overlap (with an hour between): move the later one by whole days."""
+def _separate(plans: list[Incident], start: int, days: int, first_day: int, fits=lambda i, inc: True) -> None:
+    """No two incidents on shared scopes overlap (with an hour between): move the later one by whole days, to the
+    first day where it `fits` (a template change: still hosted, template_hosting.py), else to the first free one."""
     for i, inc in enumerate(plans):
+        first_free = None
         for _ in range(days):
             clash = any(o.scopes & inc.scopes and o.start < inc.end + 3600 and inc.start < o.end + 3600
                         for o in plans[:i])
             if not clash:
-                break
+                if fits(i, inc):
+                    break
+                first_free = first_free or (inc.start, inc.end)
             step = 86400 if inc.end + 86400 < start + days * 86400 else -(days - first_day - 1) * 86400
             inc.start += step
             inc.end += step
+        else:
+            if first_free:
+                inc.start, inc.end = first_free
 
 
 def overlay(batch: list[dict], bucket: int, incidents: list[Incident], rng: random.Random, counter: list[int]) -> list[dict]:

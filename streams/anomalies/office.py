@@ -27,6 +27,7 @@ import numpy as np
 from .incidents import BUCKET, Actor, overlay, plan, priced_event
 
 START = datetime(2026, 10, 5, tzinfo=timezone.utc)  # a Monday; Europe leaves summer time on Oct 25, the US on Nov 1
+TOUT_SIGMA = 0.6  # spread of ln(output tokens) of a workload's calls
 OFFICES = {  # office: (zone, teams with (models, median input, median output) and staff count)
     "nyc": ("America/New_York", {"sales": ({"gpt-4o-mini": 0.7, "gpt-4o": 0.3}, 900, 250, 5),
                                  "legal": ({"claude-sonnet-4": 0.8, "claude-3-5-haiku": 0.2}, 5000, 600, 3)}),
@@ -117,7 +118,7 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 10) -> tuple[Iterato
     start = int(START.timestamp())
     end = start + days * 86400
     workloads = build(rng, start, days)
-    actors = [Actor(w.attribution, w.models, w.tin, w.tout, w.rate) for w in workloads if not w.appears]
+    actors = [Actor(w.attribution, w.models, w.tin, w.tout, w.rate, TOUT_SIGMA) for w in workloads if not w.appears]
     incidents = plan(rng, actors, start, days, per_kind) if per_kind else []
     facts = {"start": start, "end": end, "clients": len(workloads), "injections": len(incidents), "fresh": []}
 
@@ -136,7 +137,7 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 10) -> tuple[Iterato
                         n += 1
                         t = minute + rng.randrange(60)
                         tin = min(int(rng.lognormvariate(math.log(w.tin), 0.7)), 120_000)
-                        tout = int(rng.lognormvariate(math.log(w.tout), 0.6))
+                        tout = int(rng.lognormvariate(math.log(w.tout), TOUT_SIGMA))
                         batch.append(priced_event(f"of-{seed}-{n}", t, w.attribution, rng.choices(names, weights)[0],
                                                   tin, tout, rng.random() < w.error_p))
             yield overlay(batch, bucket, incidents, rng, counter)

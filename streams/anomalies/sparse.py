@@ -25,6 +25,7 @@ from .incidents import BUCKET, PREMIUM, Actor, overlay, plan, priced_event
 
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)  # a Monday
 TEAMS = ("search", "support", "growth", "research", "legal", "sales", "infra", "mobile")
+TOUT_SIGMA = 0.8  # spread of ln(output tokens) of a key's calls
 MAIN = ("gpt-4o-mini", "claude-3-5-haiku", "gemini-2.0-flash", "gpt-4o", "claude-sonnet-4", "mistral-large")
 
 
@@ -81,7 +82,7 @@ def _calls(rng: random.Random, key: Key, start: int, end: int, tag: str) -> list
                 tin = int(rng.uniform(20_000, 120_000))
             else:
                 tin = min(int(rng.lognormvariate(math.log(key.tin * context), 1.1)), 120_000)
-            tout = min(int(rng.lognormvariate(math.log(key.tout), 0.8)), 8_000)
+            tout = min(int(rng.lognormvariate(math.log(key.tout), TOUT_SIGMA)), 8_000)
             error = rng.random() < key.error_p
             n += 1
             called = key.premium if key.premium and rng.random() < key.premium_p else model
@@ -101,7 +102,7 @@ def generate(seed: int = 1, days: int = 30, per_kind: int = 10) -> tuple[Iterato
     start = int(START.timestamp())
     end = start + days * 86400
     keys = [Key(rng, i) for i in range(60)]
-    actors = [Actor(k.attribution, k.models, k.tin, k.tout, k.rate) for k in keys]  # premium calls: not a usual mix
+    actors = [Actor(k.attribution, k.models, k.tin, k.tout, k.rate, TOUT_SIGMA) for k in keys]  # premium calls: not a usual mix
     incidents = plan(rng, actors, start, days, per_kind) if per_kind else []
     facts = {"start": start, "end": end, "clients": len(keys), "injections": len(incidents), "fresh": []}
     streams = [_calls(random.Random(seed * 1000 + i), k, start, end, f"{seed}-{i}") for i, k in enumerate(keys)]
