@@ -12,7 +12,7 @@ import pytest
 
 from tokenmeter.settings import Settings
 
-pytestmark = pytest.mark.slow(seconds=55)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=33)  # rough seconds: longest files first (tests/suite_order.py)
 
 NOW = datetime(2026, 12, 4, 21, 30, tzinfo=timezone.utc)
 
