@@ -40,6 +40,10 @@ from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
 log = logging.getLogger("tokenmeter.collect.kafka")
 
+# Records converted between two turns of the event loop while the previous batch is in flight (`_prepare`):
+# ~2-4 ms of conversion, so an acknowledgement waits at most that long for the loop.
+CONVERT_SLICE = 250
+
 
 class KafkaBridge:
     def __init__(self, source_bootstrap: str, topic: str, dialect: str | None, group: str, sink: KafkaSink, *,
@@ -65,6 +69,7 @@ class KafkaBridge:
         # A killed run's pending batch: {"ranges": {(topic, partition): [start, end)}, "positions": ...}
         self.recovery: dict[str, Any] | None = self._load_state()
         self._recovery_checked = False
+        self._prepared_ahead = 0  # batches converted by `_prepare`, not yet processed
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -81,7 +86,7 @@ class KafkaBridge:
         try:
             async with loop:
                 log.info("bridging %s (%s, group %s) -> %s", self.topic, self.label, self.group, self.sink.topic)
-                await loop.run(lambda batch: self._process(batch, consumer, stop), stop)
+                await loop.run(lambda batch: self._process(batch, consumer, stop), stop, prepare=self._prepare)
         finally:
             stop.set()
             await reporter
@@ -101,14 +106,42 @@ class KafkaBridge:
         if not self._recovery_checked:
             await self._settle_recovery(consumer)
         async with collection_paused_until_delivered():  # collect once the batch's events are gone
-            events, letters = self._convert(batch.records)
+            if batch.prepared is not None:
+                (events, letters, self._doubtful_ids), batch.prepared = batch.prepared, None
+                self._prepared_ahead -= 1
+                for messages in batch.records.values():  # counted now, as an unprepared batch is
+                    self.sink.counters.count(self.label, "read", len(messages))
+            else:
+                events, letters = self._convert(batch.records)
             if not await self._deliver(stop, batch.records, events, letters):
                 return {}  # stopped while Kafka was down: offsets not committed, the batch is read again
             rejected = len(letters)
             del events, letters
+        if self._prepared_ahead:
+            fault_point("after-ack-next-prepared")  # the window `_prepare` opens: N acked, N+1 converted
         fault_point("after-ack")
         self.sink.counters.count(self.label, "rejected", rejected)
         return None
+
+    async def _prepare(self, batch: Batch) -> None:
+        """Convert a batch while the previous one is being produced, acknowledged and committed (commitloop.py,
+        protocol 8): the broker's work on batch N then overlaps this process's conversion of N+1. The conversion
+        writes nothing and records nothing, so the pending record and the commit stay one batch at a time, in
+        order. It gives the event loop a turn between slices of records, so N's produce requests (aiokafka has
+        one in flight per broker) and acknowledgements go on meanwhile. Not done for the first batch (its
+        recovery is settled first) nor while a killed run's batch is in doubt (the conversion marks its records)."""
+        if not len(batch) or not self._recovery_checked or self.recovery is not None:
+            return
+        events: list[UsageEvent] = []
+        letters: list[dict[str, Any]] = []
+        for tp, messages in batch.records.items():
+            for first in range(0, len(messages), CONVERT_SLICE):
+                with collection_paused():
+                    for message in messages[first:first + CONVERT_SLICE]:
+                        self._convert_one(tp, message, events, letters)
+                await asyncio.sleep(0)
+        batch.prepared = (events, letters, set())
+        self._prepared_ahead += 1
 
     def _committed(self, ends: Offsets) -> None:
         fault_point("after-commit")
