@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from collectors import AttributionMapping, DialectError, parse_record
-from collectors.batch import collection_paused, collection_paused_until_delivered
+from collectors.batch import DeliveryPause, collection_paused
 from collectors.delivery import (
     DeliveryGuard,
     Positions,
@@ -33,7 +33,7 @@ from collectors.delivery import (
     positions_from_json,
     write_json_atomically,
 )
-from collectors.sink import KafkaSink, log_counters_every
+from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from tokenmeter.events import UsageEvent
 from tokenmeter.settings import fetch_wait as settings_fetch_wait
@@ -69,7 +69,8 @@ class KafkaBridge:
         # A killed run's pending batch: {"ranges": {(topic, partition): [start, end)}, "positions": ...}
         self.recovery: dict[str, Any] | None = self._load_state()
         self._recovery_checked = False
-        self._prepared_ahead = 0  # batches converted by `_prepare`, not yet processed
+        # batches converted by `_prepare`, not yet delivered: their GC pause -> their early end offsets
+        self._ahead: dict[DeliveryPause, asyncio.Future] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -89,6 +90,10 @@ class KafkaBridge:
                 await loop.run(lambda batch: self._process(batch, consumer, stop), stop, prepare=self._prepare)
         finally:
             stop.set()
+            for pause, early_ends in self._ahead.items():  # converted ahead, dropped unprocessed (stop, failure)
+                pause.end()
+                early_ends.cancel()
+            self._ahead.clear()
             await reporter
             await self.guard.stop()
             await self.sink.stop()
@@ -96,6 +101,7 @@ class KafkaBridge:
     async def _process(self, batch: Batch, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> Offsets | None:
         """One batch of the commit loop: convert, deliver exactly once; the loop then commits the source."""
         now = asyncio.get_running_loop().time()
+        events = letters = None
         if not len(batch):
             if not consumer.assignment():
                 self._last_record = now  # still joining the group: not idle yet
@@ -105,19 +111,27 @@ class KafkaBridge:
         self._last_record = now
         if not self._recovery_checked:
             await self._settle_recovery(consumer)
-        async with collection_paused_until_delivered():  # collect once the batch's events are gone
-            if batch.prepared is not None:
-                (events, letters, self._doubtful_ids), batch.prepared = batch.prepared, None
-                self._prepared_ahead -= 1
-                for messages in batch.records.values():  # counted now, as an unprepared batch is
-                    self.sink.counters.count(self.label, "read", len(messages))
-            else:
+        early_ends = None
+        if batch.prepared is not None:  # converted ahead: its pause began then
+            (events, letters, pause, early_ends), batch.prepared = batch.prepared, None
+            self._doubtful_ids = set()
+            for messages in batch.records.values():  # counted now, as an unprepared batch is
+                self.sink.counters.count(self.label, "read", len(messages))
+        else:
+            pause = DeliveryPause().begin()  # collect once the batch's events are gone
+        try:
+            if early_ends is not None:
+                early_ends = await early_ends
+            if events is None:
                 events, letters = self._convert(batch.records)
-            if not await self._deliver(stop, batch.records, events, letters):
+            if not await self._deliver(stop, batch.records, events, letters, early_ends):
                 return {}  # stopped while Kafka was down: offsets not committed, the batch is read again
             rejected = len(letters)
             del events, letters
-        if self._prepared_ahead:
+        finally:
+            pause.end()
+            self._ahead.pop(pause, None)
+        if self._ahead:
             fault_point("after-ack-next-prepared")  # the window `_prepare` opens: N acked, N+1 converted
         fault_point("after-ack")
         self.sink.counters.count(self.label, "rejected", rejected)
@@ -132,16 +146,31 @@ class KafkaBridge:
         recovery is settled first) nor while a killed run's batch is in doubt (the conversion marks its records)."""
         if not len(batch) or not self._recovery_checked or self.recovery is not None:
             return
+        # The output's end offsets asked for now, answered while converting: a lower bound of where this batch
+        # will land (ends only grow), so its pending record needs no request of its own (`DeliveryGuard.positions`).
+        early_ends = asyncio.ensure_future(self._early_ends())
+        pause = DeliveryPause().begin()  # until this batch is delivered, as `_process` does
+        self._ahead[pause] = early_ends
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
-        for tp, messages in batch.records.items():
-            for first in range(0, len(messages), CONVERT_SLICE):
-                with collection_paused():
+        try:
+            for tp, messages in batch.records.items():
+                for first in range(0, len(messages), CONVERT_SLICE):
                     for message in messages[first:first + CONVERT_SLICE]:
                         self._convert_one(tp, message, events, letters)
-                await asyncio.sleep(0)
-        batch.prepared = (events, letters, set())
-        self._prepared_ahead += 1
+                    await asyncio.sleep(0)
+        except BaseException:
+            pause.end()
+            self._ahead.pop(pause, None)
+            early_ends.cancel()
+            raise
+        batch.prepared = (events, letters, pause, early_ends)
+
+    async def _early_ends(self) -> dict[TopicPartition, int] | None:
+        try:
+            return await self.guard.log_ends()
+        except SinkUnavailable:
+            return None  # asked again when the batch is delivered
 
     def _committed(self, ends: Offsets) -> None:
         fault_point("after-commit")
@@ -195,7 +224,7 @@ class KafkaBridge:
             self.recovery = None
 
     async def _deliver(self, stop: asyncio.Event, batch: dict[TopicPartition, list[Any]], events: list[UsageEvent],
-                       letters: list[dict[str, Any]]) -> bool:
+                       letters: list[dict[str, Any]], early_ends: dict[TopicPartition, int] | None = None) -> bool:
         ranges = {(tp.topic, tp.partition): (messages[0].offset, messages[-1].offset + 1)
                   for tp, messages in batch.items()}
         positions, in_doubt, letter_in_doubt = None, None, None
@@ -215,7 +244,8 @@ class KafkaBridge:
         return await deliver(self.sink, self.guard, events, letters, label=self.label, letter_key=_letter_key,
                              record_pending=lambda found: self._save_state(ranges, found),
                              stopped=lambda s: _sleep(stop, s), positions=positions,
-                             in_doubt=in_doubt, letter_in_doubt=letter_in_doubt)
+                             in_doubt=in_doubt, letter_in_doubt=letter_in_doubt,
+                             early_ends=early_ends if positions is None else None)
 
     def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[UsageEvent], list[dict[str, Any]]]:
         events: list[UsageEvent] = []
