@@ -34,6 +34,42 @@ def collection_paused() -> Iterator[None]:
 DELIVERY_PAUSE_LIMIT_S = 5.0
 
 
+class DeliveryPause:
+    """The cyclic GC paused from a batch's conversion until its delivery (`begin`, then `end` once), at most
+    DELIVERY_PAUSE_LIMIT_S. Pauses of batches that overlap (the bridge converts batch N+1 while N is delivered)
+    are counted: collection resumes when the LAST one ends, not when the first does (which would let a
+    collection scan the next batch's events, alive until their own acknowledgement)."""
+
+    _holders = 0  # pauses begun and not ended, process-wide
+    _resume_after = False  # whether collection was on when the first of them began
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._held = False
+
+    def begin(self) -> "DeliveryPause":
+        cls = DeliveryPause
+        if cls._holders == 0:
+            cls._resume_after = gc.isenabled()
+        gc.disable()
+        cls._holders += 1
+        self._held = True
+        if cls._resume_after:
+            self._timer = asyncio.get_running_loop().call_later(DELIVERY_PAUSE_LIMIT_S, gc.enable)
+        return self
+
+    def end(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        if self._timer is not None:
+            self._timer.cancel()
+        cls = DeliveryPause
+        cls._holders -= 1
+        if cls._holders == 0 and cls._resume_after:
+            gc.enable()
+
+
 @asynccontextmanager
 async def collection_paused_until_delivered() -> AsyncIterator[None]:
     """`collection_paused` over a batch's conversion AND its delivery (awaits included), at most
@@ -41,12 +77,8 @@ async def collection_paused_until_delivered() -> AsyncIterator[None]:
     collection no longer scans a batch's events that are alive only until their acknowledgement (~1-2 us per
     event in `tokenmeter bench`: a gen-0 collection over everything the batch made, promoted, scanned again).
     The pause is process-wide: other tasks that run during the awaits also wait for that collection."""
-    collecting = gc.isenabled()
-    gc.disable()
-    resume = asyncio.get_running_loop().call_later(DELIVERY_PAUSE_LIMIT_S, gc.enable) if collecting else None
+    pause = DeliveryPause().begin()
     try:
         yield
     finally:
-        if resume is not None:
-            resume.cancel()
-            gc.enable()
+        pause.end()

@@ -97,12 +97,17 @@ class DeliveryGuard:
         self.fetch_wait = fetch_wait
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[int]] = {}
+        self._starting = asyncio.Lock()  # the bridge asks for end offsets ahead while a batch asks for its own
 
     @property
     def topics(self) -> list[str]:
         return [self.sink.topic, self.sink.deadletter_topic]
 
     async def _client(self) -> AIOKafkaConsumer:
+        async with self._starting:
+            return await self._start_client()
+
+    async def _start_client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.sink.bootstrap_servers, group_id=None,
                                         enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000),
@@ -127,18 +132,25 @@ class DeliveryGuard:
                 self._partitions.setdefault(tp.topic, []).append(tp.partition)
         return [TopicPartition(t, p) for t in self.topics for p in self._partitions[t]]
 
-    async def positions(self) -> Positions:
-        """Per output partition, an offset at or below where the next message will be written."""
+    async def log_ends(self) -> dict[TopicPartition, int]:
+        """The output partitions' end offsets as the broker reports them now (ListOffsets: never above the end)."""
         try:
             consumer = await self._client()
             tps = await self._topic_partitions()
-            ends = await asyncio.wait_for(consumer.end_offsets(tps), self.timeout_s)
+            return await asyncio.wait_for(consumer.end_offsets(tps), self.timeout_s)
         except SinkUnavailable:
             await self._reset()
             raise
         except Exception as exc:  # noqa: BLE001 - broker trouble: the caller retries
             await self._reset()
             raise SinkUnavailable(f"cannot read the output topics' end offsets: {exc!r}") from None
+
+    async def positions(self, ends: dict[TopicPartition, int] | None = None) -> Positions:
+        """Per output partition, an offset at or below where the next message will be written. `ends`: a
+        `log_ends()` taken earlier (ends only grow, so it is still a lower bound), raised to just past our own
+        acknowledged messages, as a fresh one is."""
+        if ends is None:
+            ends = await self.log_ends()
         out: Positions = {}
         for tp, end in ends.items():
             acked = self.sink.acked_end(tp.topic, tp.partition)
@@ -194,21 +206,25 @@ async def deliver(sink: KafkaSink, guard: DeliveryGuard, events: list[UsageEvent
                   *, label: str, letter_key: LetterKey, record_pending: Callable[[Positions], None],
                   stopped: Callable[[float], Awaitable[bool]], positions: Positions | None = None,
                   in_doubt: Callable[[UsageEvent], bool] | None = None,
-                  letter_in_doubt: Callable[[dict[str, Any]], bool] | None = None) -> bool:
+                  letter_in_doubt: Callable[[dict[str, Any]], bool] | None = None,
+                  early_ends: dict[TopicPartition, int] | None = None) -> bool:
     """Publish events, then dead letters, each exactly once; True when all are acknowledged, False if stopped.
 
     `record_pending(positions)` must durably store the positions before anything is produced. With
     `positions` given (a pending batch found at start), that was done by the previous run, which may have
     written part of the batch: the batch is first filtered against what is on the topics. The same filter
     runs before every retry of a failed send, whose outcome is unknown. `in_doubt`/`letter_in_doubt` limit
-    that filter to the records the pending batch covered (default: all of them).
+    that filter to the records the pending batch covered (default: all of them). `early_ends`: the output's end
+    offsets asked for ahead (`DeliveryGuard.log_ends`, while the previous batch was in flight), used for the
+    first attempt's positions instead of asking now.
     """
     delay = 0.5
     doubtful = positions is not None
     while True:
         try:
             if positions is None:
-                positions = await guard.positions()
+                positions = await guard.positions(early_ends)
+                early_ends = None  # a retry asks afresh
                 record_pending(positions)
                 fault_point("after-pending")
             if doubtful:

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from collectors import AttributionMapping, DialectError, parse_record
-from collectors.batch import collection_paused, collection_paused_until_delivered
+from collectors.batch import DeliveryPause, collection_paused
 from collectors.delivery import (
     DeliveryGuard,
     Positions,
@@ -33,12 +33,16 @@ from collectors.delivery import (
     positions_from_json,
     write_json_atomically,
 )
-from collectors.sink import KafkaSink, log_counters_every
+from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from tokenmeter.events import UsageEvent
 from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
 log = logging.getLogger("tokenmeter.collect.kafka")
+
+# Records converted between two turns of the event loop while the previous batch is in flight (`_prepare`):
+# ~2-4 ms of conversion, so an acknowledgement waits at most that long for the loop.
+CONVERT_SLICE = 250
 
 
 class KafkaBridge:
@@ -65,6 +69,8 @@ class KafkaBridge:
         # A killed run's pending batch: {"ranges": {(topic, partition): [start, end)}, "positions": ...}
         self.recovery: dict[str, Any] | None = self._load_state()
         self._recovery_checked = False
+        # batches converted by `_prepare`, not yet delivered: their GC pause -> their early end offsets
+        self._ahead: dict[DeliveryPause, asyncio.Future] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -81,9 +87,13 @@ class KafkaBridge:
         try:
             async with loop:
                 log.info("bridging %s (%s, group %s) -> %s", self.topic, self.label, self.group, self.sink.topic)
-                await loop.run(lambda batch: self._process(batch, consumer, stop), stop)
+                await loop.run(lambda batch: self._process(batch, consumer, stop), stop, prepare=self._prepare)
         finally:
             stop.set()
+            for pause, early_ends in self._ahead.items():  # converted ahead, dropped unprocessed (stop, failure)
+                pause.end()
+                early_ends.cancel()
+            self._ahead.clear()
             await reporter
             await self.guard.stop()
             await self.sink.stop()
@@ -91,6 +101,7 @@ class KafkaBridge:
     async def _process(self, batch: Batch, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> Offsets | None:
         """One batch of the commit loop: convert, deliver exactly once; the loop then commits the source."""
         now = asyncio.get_running_loop().time()
+        events = letters = None
         if not len(batch):
             if not consumer.assignment():
                 self._last_record = now  # still joining the group: not idle yet
@@ -100,15 +111,66 @@ class KafkaBridge:
         self._last_record = now
         if not self._recovery_checked:
             await self._settle_recovery(consumer)
-        async with collection_paused_until_delivered():  # collect once the batch's events are gone
-            events, letters = self._convert(batch.records)
-            if not await self._deliver(stop, batch.records, events, letters):
+        early_ends = None
+        if batch.prepared is not None:  # converted ahead: its pause began then
+            (events, letters, pause, early_ends), batch.prepared = batch.prepared, None
+            self._doubtful_ids = set()
+            for messages in batch.records.values():  # counted now, as an unprepared batch is
+                self.sink.counters.count(self.label, "read", len(messages))
+        else:
+            pause = DeliveryPause().begin()  # collect once the batch's events are gone
+        try:
+            if early_ends is not None:
+                early_ends = await early_ends
+            if events is None:
+                events, letters = self._convert(batch.records)
+            if not await self._deliver(stop, batch.records, events, letters, early_ends):
                 return {}  # stopped while Kafka was down: offsets not committed, the batch is read again
             rejected = len(letters)
             del events, letters
+        finally:
+            pause.end()
+            self._ahead.pop(pause, None)
+        if self._ahead:
+            fault_point("after-ack-next-prepared")  # the window `_prepare` opens: N acked, N+1 converted
         fault_point("after-ack")
         self.sink.counters.count(self.label, "rejected", rejected)
         return None
+
+    async def _prepare(self, batch: Batch) -> None:
+        """Convert a batch while the previous one is being produced, acknowledged and committed (commitloop.py,
+        protocol 8): the broker's work on batch N then overlaps this process's conversion of N+1. The conversion
+        writes nothing and records nothing, so the pending record and the commit stay one batch at a time, in
+        order. It gives the event loop a turn between slices of records, so N's produce requests (aiokafka has
+        one in flight per broker) and acknowledgements go on meanwhile. Not done for the first batch (its
+        recovery is settled first) nor while a killed run's batch is in doubt (the conversion marks its records)."""
+        if not len(batch) or not self._recovery_checked or self.recovery is not None:
+            return
+        # The output's end offsets asked for now, answered while converting: a lower bound of where this batch
+        # will land (ends only grow), so its pending record needs no request of its own (`DeliveryGuard.positions`).
+        early_ends = asyncio.ensure_future(self._early_ends())
+        pause = DeliveryPause().begin()  # until this batch is delivered, as `_process` does
+        self._ahead[pause] = early_ends
+        events: list[UsageEvent] = []
+        letters: list[dict[str, Any]] = []
+        try:
+            for tp, messages in batch.records.items():
+                for first in range(0, len(messages), CONVERT_SLICE):
+                    for message in messages[first:first + CONVERT_SLICE]:
+                        self._convert_one(tp, message, events, letters)
+                    await asyncio.sleep(0)
+        except BaseException:
+            pause.end()
+            self._ahead.pop(pause, None)
+            early_ends.cancel()
+            raise
+        batch.prepared = (events, letters, pause, early_ends)
+
+    async def _early_ends(self) -> dict[TopicPartition, int] | None:
+        try:
+            return await self.guard.log_ends()
+        except SinkUnavailable:
+            return None  # asked again when the batch is delivered
 
     def _committed(self, ends: Offsets) -> None:
         fault_point("after-commit")
@@ -162,7 +224,7 @@ class KafkaBridge:
             self.recovery = None
 
     async def _deliver(self, stop: asyncio.Event, batch: dict[TopicPartition, list[Any]], events: list[UsageEvent],
-                       letters: list[dict[str, Any]]) -> bool:
+                       letters: list[dict[str, Any]], early_ends: dict[TopicPartition, int] | None = None) -> bool:
         ranges = {(tp.topic, tp.partition): (messages[0].offset, messages[-1].offset + 1)
                   for tp, messages in batch.items()}
         positions, in_doubt, letter_in_doubt = None, None, None
@@ -182,7 +244,8 @@ class KafkaBridge:
         return await deliver(self.sink, self.guard, events, letters, label=self.label, letter_key=_letter_key,
                              record_pending=lambda found: self._save_state(ranges, found),
                              stopped=lambda s: _sleep(stop, s), positions=positions,
-                             in_doubt=in_doubt, letter_in_doubt=letter_in_doubt)
+                             in_doubt=in_doubt, letter_in_doubt=letter_in_doubt,
+                             early_ends=early_ends if positions is None else None)
 
     def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[UsageEvent], list[dict[str, Any]]]:
         events: list[UsageEvent] = []

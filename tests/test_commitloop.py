@@ -266,3 +266,49 @@ def test_await_acks_waits_for_every_output_before_raising_the_first_refusal():
         await await_acks([])  # nothing sent: nothing to wait for
 
     asyncio.run(scenario())
+
+
+def test_preparing_ahead_keeps_processing_and_commits_in_order(kafka_bootstrap):
+    """Protocol 8: `prepare(N+1)` runs while N's step is in flight, `process` sees the batches in fetch order, one at
+    a time, each prepared exactly once (or not at all). And a batch that stops unfinished (offsets not committed, as
+    the bridge's does when stopped while Kafka is down) is not overtaken: the batch prepared behind it is neither
+    processed nor committed, else its commit would skip the unfinished one's records."""
+
+    async def scenario():
+        topic = await _topic_with_records(kafka_bootstrap, 40)
+        group = f"g-{topic}"
+        order: list[tuple[str, int]] = []
+        processed: list[list[bytes]] = []
+        in_step = 0
+
+        async def prepare(batch):
+            if len(batch):
+                order.append(("prepare", in_step))
+                batch.prepared = [r.value for r in batch]
+                await asyncio.sleep(0.01)
+
+        async def process(batch):
+            nonlocal in_step
+            if not len(batch):
+                return None
+            in_step += 1
+            try:
+                assert batch.prepared is None or batch.prepared == [r.value for r in batch]
+                await asyncio.sleep(0.05)  # acks, commit: the next batch is prepared meanwhile
+                processed.append(sorted(r.value for r in batch))
+                if len(processed) == 3:
+                    stop.set()
+                    return {}  # stopped unfinished: nothing of this batch committed
+                return None
+            finally:
+                in_step -= 1
+
+        stop = asyncio.Event()
+        async with _Assigned(kafka_bootstrap, group, topic, max_records=5) as loop:
+            await asyncio.wait_for(loop.run(process, stop, prepare=prepare), 30)
+        assert len(processed) == 3
+        assert any(busy for _, busy in order), "no batch was prepared while another was in flight"
+        committed = await _committed(kafka_bootstrap, topic, group)
+        assert sum(o or 0 for o in committed.values()) == len(processed[0]) + len(processed[1])
+
+    asyncio.run(scenario())

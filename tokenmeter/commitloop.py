@@ -35,6 +35,10 @@ THE PROTOCOL (role modules refer here; docs/commit-loop.md is the operator's ver
    partitions are still ours (`on_revoked` returns those offsets).
 7. A failed commit (a rebalance in between, a broker hiccup) is logged and counted, not fatal: everything up to
    it is processed and acknowledged, and the next commit covers it; at worst a restart repeats a batch.
+8. Preparing ahead (optional, `run(..., prepare=)`): while batch N's processing, acknowledgements and commit are in
+   flight, the loop fetches batch N+1 and runs `prepare(N+1)`, work that produces nothing and records nothing
+   (e.g. decoding). Processing stays strictly in order: `process(N+1)` starts only after N is committed (or
+   failed), so steps 2-7 hold for each batch as above; a revocation counts against every batch still open.
 
 The Faust worker (streams/worker.py) follows the same protocol with a second driver: Faust owns its consumer and
 acks offsets after the `take_events` body returns, so the body awaits every produced record's future with
@@ -67,6 +71,8 @@ class Batch:
     state: Any = None  # the role's parsed view, built by its `accept` as records arrive
     size: int = 0  # in the role's unit (records unless `accept` says otherwise)
     producer: AIOKafkaProducer | None = None
+    prepared: Any = None  # what `prepare` made of it ahead of `process` (protocol 8)
+    revoked: set[TopicPartition] = field(default_factory=set)  # partitions revoked since it was fetched
     _acks: list[asyncio.Future] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -121,6 +127,7 @@ class LoopStats:
 
 
 Process = Callable[[Batch], Awaitable["Offsets | None"]]
+Prepare = Callable[[Batch], Awaitable[None]]
 
 
 class CommitLoop:
@@ -162,6 +169,7 @@ class CommitLoop:
         self.stats = LoopStats()
         self._held = False
         self._revoked_since_fetch: set[TopicPartition] = set()
+        self._open: list[Batch] = []  # fetched and not yet committed or failed (two while preparing ahead)
 
     # Lifecycle ---------------------------------------------------------------------------------------------
     async def __aenter__(self) -> "CommitLoop":
@@ -182,33 +190,58 @@ class CommitLoop:
             log.warning("%s: error stopping the consumer: %r", self.name, error)
 
     # The loop ----------------------------------------------------------------------------------------------
-    async def run(self, process: Process, stop: asyncio.Event) -> None:
-        """Batches until `stop` is set (steps 1-7 of the protocol); a processing failure propagates."""
-        while not stop.is_set():
-            self._apply_hold()
-            batch = await self._gather(stop)
-            if batch is None:
-                break
-            await self.step(batch, process)
+    async def run(self, process: Process, stop: asyncio.Event, *, prepare: Prepare | None = None) -> None:
+        """Batches until `stop` is set (steps 1-7 of the protocol, 8 with `prepare`); a processing failure
+        propagates."""
+        in_flight: asyncio.Task | None = None  # the previous batch's step, while the next one is prepared
+        try:
+            while not stop.is_set():
+                self._apply_hold()
+                batch = await self._gather(stop)
+                if batch is None:
+                    break
+                if prepare is None:
+                    await self.step(batch, process)
+                    continue
+                try:
+                    await prepare(batch)
+                finally:
+                    if in_flight is not None:
+                        in_flight, previous = None, in_flight
+                        await previous  # its failure propagates (this batch is then fetched again, unprocessed)
+                if stop.is_set():
+                    # the previous batch may have stopped unfinished (its offsets not committed): committing this
+                    # later one would skip it. Not processed, it is fetched again from the last commit.
+                    self._open.remove(batch)
+                    break
+                in_flight = asyncio.create_task(self.step(batch, process))
+        finally:
+            if in_flight is not None:
+                await in_flight
 
     async def step(self, batch: Batch, process: Process) -> None:
         """Process one gathered batch, await its acknowledgements, commit what is done and still owned."""
         try:
-            finished = await process(batch)
-            await batch.acked()
-        except BaseException:
-            self.stats.failed_batches += 1
-            self._rewind(batch)
-            raise
-        self.stats.batches += 1
-        self.stats.records += len(batch)
-        await self.commit(batch.next_offsets() if finished is None else finished)
+            try:
+                finished = await process(batch)
+                await batch.acked()
+            except BaseException:
+                self.stats.failed_batches += 1
+                self._rewind(batch)
+                raise
+            self.stats.batches += 1
+            self.stats.records += len(batch)
+            await self.commit(batch.next_offsets() if finished is None else finished, batch)
+        finally:
+            if batch in self._open:
+                self._open.remove(batch)
 
-    async def commit(self, offsets: Offsets) -> Offsets:
-        """Commit `offsets` for the partitions owned without interruption since the last fetch (protocol 5-7);
-        returns what was committed."""
+    async def commit(self, offsets: Offsets, batch: Batch | None = None) -> Offsets:
+        """Commit `offsets` for the partitions owned without interruption since `batch` (default: the last
+        fetch) was fetched (protocol 5-7); returns what was committed."""
         owned = self.consumer.assignment()
-        keep = {tp: offset for tp, offset in offsets.items() if tp in owned and tp not in self._revoked_since_fetch}
+        revoked = batch.revoked if batch is not None else self._revoked_since_fetch
+        keep = {tp: offset for tp, offset in offsets.items() if tp in owned and tp not in revoked}
         self.stats.dropped_revoked += len(offsets) - len(keep)
         if not keep:
             return {}
@@ -239,6 +272,7 @@ class CommitLoop:
         """One window's records; None when stopped before anything was fetched."""
         batch = Batch(state=self.start_batch() if self.start_batch else None, producer=self.producer)
         self._revoked_since_fetch = set()
+        self._open.append(batch)
         deadline = time.monotonic() + self.window_s
         while True:
             wait_s = min(self.fetch_timeout_ms / 1000, max(0.0, deadline - time.monotonic()))
@@ -248,7 +282,10 @@ class CommitLoop:
                                                                              self.max_size - batch.size))
             fetched = await self._fetch_unless_stopped(stop, int(wait_s * 1000), room)
             if fetched is None:
-                return batch if len(batch) else None
+                if len(batch):
+                    return batch
+                self._open.remove(batch)
+                return None
             if fetched:
                 batch.add(fetched)
                 new = [record for records in fetched.values() for record in records]
@@ -286,6 +323,8 @@ class CommitLoop:
             if final:  # still ours while the listener runs: the documented place to commit finished work
                 await self.commit({tp: o for tp, o in final.items() if tp in revoked})
         self._revoked_since_fetch |= revoked
+        for batch in self._open:
+            batch.revoked |= revoked
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         if self.on_assigned is not None:

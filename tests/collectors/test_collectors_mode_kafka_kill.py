@@ -33,7 +33,17 @@ def test_sigkill_before_commit_then_restart_is_exactly_once(kafka_bootstrap, tmp
     # Killed after the batch's events were acknowledged but before its dead letter was sent and before the
     # commit: the restart must skip the events and still send the letter. (One point only: each restart in
     # the same group waits ~20 s for the killed member to time out of the group.)
-    point = "after-publish"
+    _killed_then_restarted(kafka_bootstrap, tmp_path, payload, "after-publish:2")
+
+
+def test_sigkill_while_the_next_batch_is_converted_ahead_is_exactly_once(kafka_bootstrap, tmp_path, payload):
+    # The bridge converts batch N+1 while N is produced and committed (KafkaBridge._prepare): killed when N is
+    # acknowledged, not committed, and N+1 already converted. N's pending record must still be the one on disk
+    # (a version that recorded N+1's while converting it resent N: duplicates).
+    _killed_then_restarted(kafka_bootstrap, tmp_path, payload, "after-ack-next-prepared")
+
+
+def _killed_then_restarted(kafka_bootstrap, tmp_path, payload, fault: str) -> None:
     topic, group = f"kong-kill-{uuid.uuid4().hex[:8]}", f"bridge-{uuid.uuid4().hex}"
     ids, values = [], []
     marker = uuid.uuid4().hex
@@ -51,7 +61,7 @@ def test_sigkill_before_commit_then_restart_is_exactly_once(kafka_bootstrap, tmp
 
     args = ["kafka", "--topic", topic, "--dialect", "kong", "--group", group, "--from-beginning",
             "--batch-records", "5", "--exit-when-idle", "2", "--state-file", str(tmp_path / "state.json")]
-    proc = start_cli(args, cli_env(kafka_bootstrap, tmp_path, TOKENMETER_COLLECT_FAULT=f"{point}:2"),
+    proc = start_cli(args, cli_env(kafka_bootstrap, tmp_path, TOKENMETER_COLLECT_FAULT=fault),
                      tmp_path / "run1.log")
     try:
         assert proc.wait(90) == -signal.SIGKILL, (tmp_path / "run1.log").read_text()
