@@ -145,16 +145,18 @@ def _canonical_ts(ts: pl.Expr) -> pl.Expr:
                   ~ts.str.ends_with("-00:00")).fill_null(False)
 
 
-def _pydantic_text(ts: pl.Series, canonical: pl.Series) -> pl.Series:
-    """validate._pydantic_column for PARSEABLE_TS text, with the common rewrite done by a slice: a zero offset
-    (+00:00, -00:00) after no or 6 fraction digits (not .000000) becomes Z (Python's isoformat() writes +00:00)."""
+@cache  # expressions are immutable: built once
+def _ts_text() -> pl.Expr:
+    """pydantic's text of a PARSEABLE_TS timestamp, in the query that checks the rows (inproc17: it was three more
+    queries per batch): the text itself where `_canonical_ts` holds, else the common rewrite done by a slice (a zero
+    offset, +00:00 or -00:00, after no or 6 fraction digits, not .000000, becomes Z: Python's isoformat() writes
+    +00:00); null where neither applies (then validate._pydantic_column writes the batch's text)."""
+    ts = pl.col("ts")
     length = ts.str.len_bytes()
-    zero_offset = (ts.str.ends_with("+00:00") | ts.str.ends_with("-00:00")) & length.is_in([25, 32])
-    simple = zero_offset & ~ts.str.contains(".000000", literal=True)
-    if not (canonical | simple).all():
-        return _pydantic_column(ts, canonical)
-    return pl.select(pl.when(canonical).then(pl.lit(ts))
-                     .otherwise(pl.concat_str(pl.lit(ts).str.head(-6), pl.lit("Z")))).to_series()
+    zero_offset = ts.str.ends_with("+00:00") | ts.str.ends_with("-00:00")
+    simple = zero_offset & length.is_in([25, 32]) & ~ts.str.contains(".000000", literal=True)
+    return (pl.when(_canonical_ts(ts)).then(ts)
+            .when(simple.fill_null(False)).then(pl.concat_str(ts.str.head(-6), pl.lit("Z"))))
 
 
 def _ref_json(table: PriceTable) -> list[bytes]:
@@ -178,15 +180,15 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
         _good=all_of(row_checks(), *([pl.col("_tags_ok")] if tagged else []),
                      ts.str.contains(PARSEABLE_TS).fill_null(False),
                      pl.col("ts_us").is_between(EARLIEST_TS_US, _latest_ts_us(now)).fill_null(False)),
-        _canonical=_canonical_ts(ts),
+        _ts_text=_ts_text(),
     )
     good = frame.filter(pl.col("_good"))
     rest = frame.filter(~pl.col("_good")).get_column("_item").to_list()
     if good.height == 0:
         return Written.nothing(rest)
-    ts_text = good.get_column("ts")
-    if not good.get_column("_canonical").all():
-        ts_text = _pydantic_text(ts_text, good.get_column("_canonical"))
+    ts_text = good.get_column("_ts_text")
+    if ts_text.null_count():  # a timestamp pydantic rewrites otherwise (a fraction padded or dropped, ...)
+        ts_text = _pydantic_column(good.get_column("ts"), good.select(_canonical_ts(pl.col("ts"))).to_series())
     parts = {name: usage.field(name).fill_null(0) for name in USAGE_PARTS}
     inputs = good.select(
         "_item", "provider", "model", "source", "event_id", "ts_us", "usage_assumption", "latency_ms", "ttft_ms",

@@ -32,19 +32,34 @@ def frame_messages(keys: pl.Series, texts: pl.Series) -> list[tuple[bytes, bytes
     input order, as `BatchResult.priced_messages` frames them; None when a message reaches the byte cut."""
     if texts.len() == 0:
         return []
-    messages = (pl.DataFrame([keys.alias("key"), texts.alias("text")]).with_row_index("_row")
-                .with_columns(_segment=pl.col("_row") // PRICED_SEGMENT_EVENTS)
-                .with_columns(_first=pl.col("_row").min().over("_segment", "key"),  # keys as they first appear
-                              _message=pl.int_range(pl.len(), dtype=pl.UInt32).over("_segment", "key")
-                              // MAX_EVENTS_PER_MESSAGE)  # 0, 1, ... per key and segment
-                .group_by("_segment", "_first", "_message")
-                .agg(pl.col("key").first(), pl.col("text").str.join(","))
-                .sort("_segment", "_first", "_message")
-                .select("key", message=pl.concat_str(pl.lit("["), "text", pl.lit("]"))))
+    frame = pl.DataFrame([keys.alias("key"), texts.alias("text")])
+    # The common case (inproc17): no key has more than MAX_EVENTS_PER_MESSAGE events in a segment, so each (segment,
+    # key) is one message, and a group_by keeping the order of first appearance lists them in the order wanted (the
+    # segment grows with the row): no window functions, no sort; the events joined as a list (~2x cheaper than
+    # str.join as an aggregation, measured on 12,500 events of 600 bytes: 2.96 against 5.07 ms for the whole).
+    groups = frame.group_by((pl.int_range(pl.len(), dtype=pl.UInt32) // PRICED_SEGMENT_EVENTS).alias("_segment"),
+                            "key", maintain_order=True).agg(pl.len().alias("_n"), pl.col("text"))
+    if groups.get_column("_n").max() <= MAX_EVENTS_PER_MESSAGE:
+        messages = groups.select("key", message=pl.concat_str(pl.lit("["), pl.col("text").list.join(","), pl.lit("]")))
+    else:
+        messages = _cut_messages(frame)
     # `_frame` joins a run of events at once only when 2 + their bytes + their count <= MAX_MESSAGE_BYTES
     if messages.get_column("message").str.len_bytes().max() + 1 > MAX_MESSAGE_BYTES:
         return None
     return list(zip(messages.get_column("key").to_list(), messages.get_column("message").cast(pl.Binary).to_list()))
+
+
+def _cut_messages(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame_messages`' (key, message) rows when a key has more than MAX_EVENTS_PER_MESSAGE events in a segment."""
+    return (frame.with_row_index("_row")
+            .with_columns(_segment=pl.col("_row") // PRICED_SEGMENT_EVENTS)
+            .with_columns(_first=pl.col("_row").min().over("_segment", "key"),  # keys as they first appear
+                          _message=pl.int_range(pl.len(), dtype=pl.UInt32).over("_segment", "key")
+                          // MAX_EVENTS_PER_MESSAGE)  # 0, 1, ... per key and segment
+            .group_by("_segment", "_first", "_message")
+            .agg(pl.col("key").first(), pl.col("text").str.join(","))
+            .sort("_segment", "_first", "_message")
+            .select("key", message=pl.concat_str(pl.lit("["), "text", pl.lit("]"))))
 
 
 class ColumnsResult(BatchResult):

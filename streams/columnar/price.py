@@ -178,6 +178,14 @@ def _round_half_even(numerator: pl.Expr, divisor: pl.Expr) -> pl.Expr:
     return quotient + up.cast(pl.Int64)
 
 
+def _lookup(frame: pl.DataFrame, keys: pl.DataFrame, name: str, dtype: pl.DataType, values: list) -> pl.Series:
+    """A Series `name`: for each row of `frame`, `values[i]` where the row equals row i of `keys` (distinct rows) on
+    `keys`' columns, nulls equal; null where no row of `keys` matches."""
+    table = keys.with_columns(pl.Series(name, values, dtype=dtype))
+    return frame.select(keys.columns).join(table, on=keys.columns, how="left", nulls_equal=True,
+                                           maintain_order="left").get_column(name)
+
+
 def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
     """Add to `frame` (columns provider, model, org, ts_us, batch, service_tier, status_ok, input_tokens, t_<part>):
     outcome (PRICED/UNPRICED/FALLBACK), vid, sid, reason_code, line_<part> and line_request (pico, null when the
@@ -227,12 +235,8 @@ def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
     for vid, tier, input_tier, thinking in combo_frame.iter_rows():
         found = table.combo(vid, tier, input_tier, thinking)
         combo_sids[(vid, tier, input_tier, thinking)] = found if isinstance(found, int) else -1
-    if combo_sids:
-        keys = list(combo_sids)
-        combo_key = joined.select(pl.concat_str(pl.col("vid").cast(pl.String), "tier", pl.col("long").cast(pl.String),
-                                                pl.col("thinking").cast(pl.String), separator="\x1f")).to_series()
-        sid = combo_key.replace_strict([f"{v}\x1f{t}\x1f{i}\x1f{str(th).lower()}" for v, t, i, th in keys],
-                                       [combo_sids[k] for k in keys], default=None, return_dtype=pl.Int64)
+    if combo_sids:  # joined on the four columns (inproc17: 3x cheaper than a text key per row and replace_strict)
+        sid = _lookup(joined, combo_frame, "sid", pl.Int64, [combo_sids[k] for k in combo_frame.iter_rows()])
     else:
         sid = pl.Series("sid", [None] * joined.height, dtype=pl.Int64)
     joined = joined.with_columns(sid=sid)

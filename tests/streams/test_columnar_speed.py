@@ -2,6 +2,7 @@
 whole micro-batches framed at once, and the batch assembled without a per-event loop where every row is common."""
 
 import random
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -78,6 +79,7 @@ def test_priced_messages_framed_by_polars_are_the_python_framing():
 
     rng = random.Random(12)
     framed_by_polars = cut_by_size = 0
+    one_per_key = 0  # batches whose keys have at most 500 events per segment (framed.py's group_by, inproc17)
     for _ in range(40):
         n = rng.choice([1, 499, 500, 501, PRICED_SEGMENT_EVENTS - 1, PRICED_SEGMENT_EVENTS + 1, rng.randrange(12_000)])
         keys = [f"team:{rng.randrange(rng.choice([1, 3, 40]))}".encode() for _ in range(n)]
@@ -95,7 +97,10 @@ def test_priced_messages_framed_by_polars_are_the_python_framing():
             continue
         framed_by_polars += 1
         assert got == expected
+        segments = [Counter(keys[i:i + PRICED_SEGMENT_EVENTS]) for i in range(0, n, PRICED_SEGMENT_EVENTS)]
+        one_per_key += max(max(counts.values()) for counts in segments) <= 500
     assert framed_by_polars > 20 and cut_by_size > 0
+    assert 5 < one_per_key < framed_by_polars - 5  # both ways of framing were compared
 
 
 def test_a_framed_result_reads_as_the_assembled_one(book, monkeypatch):
