@@ -195,7 +195,9 @@ def test_finance_pages(dash_duo, app_settings):
     _screenshot(dash_duo, "anomalies")
     ack = "[id='" + json.dumps({"action": "ack", "id": "anom-alpha", "type": "anomaly-action"},
                                separators=(",", ":")) + "']"
-    dash_duo.find_element(ack).click()
+    # the table re-renders once its band figure and refresh come in: a button found just before was stale when clicked
+    # (a CI run at load 20): find and click again until one click lands
+    _wait(dash_duo, lambda: _click(dash_duo, ack))
     dash_duo.wait_for_contains_text("#anomalies-ack-result", "Acknowledged", timeout=20)
     records = _read_acks(settings.bootstrap_servers, "anom-alpha")
     assert records and records[0]["action"] == "ack" and records[0]["by"] == "fin"
