@@ -30,12 +30,12 @@ from .engine import AnomalyEngine
 from . import office, sparse, synthetic
 from .aggregate import SCOPE_DIMS
 from .synthetic import BUCKET
+# Changed calls in the first 15 minutes below which an injection is unobservable (placement uses them too).
+from .hosting import MIN_EVIDENCE, MIN_EVIDENCE_KIND
 from .optimal_test import BUDGET_DAYS, calls_needed, optimal_cusum_calls  # noqa: F401 (evaluate's names)
 
 FAMILIES = {"synthetic": synthetic.generate, "sparse": sparse.generate, "office": office.generate}
 TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900, "false_alerts_per_100_scope_days": 1.0}
-MIN_EVIDENCE = 5  # changed calls in the first 15 minutes; one suffices for a new or unpriced model
-MIN_EVIDENCE_KIND = {"new_model": 1, "unpriced_usage": 1}
 
 
 class OutputSpread:
