@@ -223,8 +223,9 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
     for i, (rule, hosting) in placed.items():
         final = rule.check(hosting.group, plans[i].start)
         plans[i].params["hostable"] = final.hosts
-        if hosting.hosts and not final.hosts:  # no free day kept it hosted
-            plans[i].description += final.note("moved by whole days off every hosting start by the no-overlap rule:")
+        if not rule.still_fits(hosting, plans[i].start):  # no free day kept it where it was placed
+            where = "every hosting start" if hosting.hosts else "the family's busiest starts"
+            plans[i].description += final.note(f"moved by whole days off {where} by the no-overlap rule:")
     for inc in plans:
         inc.record = inc.label()
     return plans
