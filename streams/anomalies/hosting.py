@@ -59,6 +59,10 @@ class Placement:
     """Hosting starts of one kind of incident over the family's groups (features, teams): a subclass says what a start
     is expected to give (`_score`, `_grid_scores`) and how that compares with what finding it needs (`_judge`)."""
 
+    # When no group of the family hosts one: a start among the family's busiest (True), or among the drawn group's own
+    # busiest (False: for incidents that are not independent when repeated on one group).
+    pool_when_none_hosts = True
+
     def __init__(self, groups: dict[str, list], lo: int, hi: int):
         self.groups, self.lo, self.hi = groups, lo, hi
         self._grid: dict[str, list[tuple[int, float, bool]]] | None = None
@@ -98,14 +102,14 @@ class Placement:
     def relocate(self, rng: random.Random, group: str) -> Hosting:
         """A hosting start: on `group` when it has one (at random among them), else on another group (at random among
         those that have one); when no group has one, a start among the family's busiest (within NEAR_BEST of its best
-        ratio), marked as not hosting."""
+        ratio; the group's own busiest unless `pool_when_none_hosts`), marked as not hosting."""
         grid = self.grid()
         hosting = {g: [t for t, _, hosts in starts if hosts] for g, starts in grid.items()}
         groups = [group] if hosting[group] else sorted(g for g, starts in hosting.items() if starts)
         if groups:
             group = rng.choice(groups)
             return self.check(group, rng.choice(hosting[group]))
-        ratio = {(g, t): r for g, starts in grid.items() for t, r, _ in starts}
+        ratio = {(g, t): r for g, starts in grid.items() if self.pool_when_none_hosts or g == group for t, r, _ in starts}
         best = max(ratio.values())
         near = sorted(k for k, r in ratio.items() if r >= NEAR_BEST * best)
         return self.check(*rng.choice(near))

@@ -24,6 +24,11 @@ class ShiftHosting(Placement):
     """Per team: its keys' expected calls in each 15-minute window of a 5-minute grid of [lo, hi), the move's share of
     them changed."""
 
+    # No team hosts one: each shift stays on its drawn team, at that team's busiest starts. Pooled on the family's
+    # busiest team (sparse seed 8: all ten on team research), a team's later moves to o1 and claude-opus-4 are not
+    # independent of its first ones (its keys have called them since): 6 of 8 found where 9 of 9 were.
+    pool_when_none_hosts = False
+
     def __init__(self, by_team: dict[str, list], share: float, lo: int, hi: int, config: Config | None = None):
         super().__init__(by_team, lo, hi)
         self.share, cfg = share, config or Config()
