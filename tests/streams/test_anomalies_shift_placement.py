@@ -80,22 +80,24 @@ def test_sparse_seed_11_model_shifts_are_placed_where_the_rules_can_see_them():
         assert _evidence(group, inc.start) >= 1.0, (inc.description, _evidence(group, inc.start))
 
 
-def test_sparse_seed_8_model_shifts_say_no_team_hosts_and_sit_at_the_busiest():
+def test_sparse_seed_8_model_shifts_say_no_team_hosts_and_sit_at_their_teams_busiest():
     """Sparse seed 8: no team reaches the rules' evidence with margin at any start; each shift says so and sits
-    among the family's busiest starts (at least 0.8 of the best ratio), not at any random draw's best, or says that
-    the no-overlap rule moved it off them (at most one here)."""
+    among its own team's busiest starts (at least 0.8 of that team's best ratio), not at any random draw's best, or
+    says that the no-overlap rule moved it off them (at most one here). Shifts stay spread over the drawn teams (all on
+    the family's busiest team, a team's later moves were not independent of its first: 6 of 8 found, 9 of 9 before)."""
     actors, start, rng = _sparse_actors(8)
     by_team: dict[str, list[Actor]] = {}
     for a in actors:
         by_team.setdefault(a.attribution["team"], []).append(a)
     lo, hi = start + 3 * 86400, start + DAYS * 86400 - 6 * 3600
-    best = max(_evidence(g, t, step=300) for g in by_team.values() for t in range(lo, hi, 900))
-    assert best < MARGIN
-    moved = 0
+    best = {team: max(_evidence(g, t, step=300) for t in range(lo, hi, 900)) for team, g in by_team.items()}
+    assert max(best.values()) < MARGIN
+    moved, teams = 0, set()
     for inc, team, group in _shifts(actors, start, rng):
+        teams.add(team)
         assert "no team of this family can host a model shift" in inc.description and not inc.params["hostable"]
         if "moved by whole days off the family's busiest starts" in inc.description:
             moved += 1
         else:
-            assert _evidence(group, inc.start) >= 0.8 * best, (inc.description, _evidence(group, inc.start), best)
-    assert moved <= 1
+            assert _evidence(group, inc.start) >= 0.8 * best[team], (inc.description, _evidence(group, inc.start))
+    assert moved <= 1 and len(teams) > 1
