@@ -110,8 +110,8 @@ HOST_GROUPS = {"tokens_per_request": ("feature", "the optimal test finds"),
 
 def _unhosted_line(kind: str, unhosted: int, of: int) -> str:
     group, what = HOST_GROUPS[kind]
-    return (f"{kind}: NO {group.upper()} of this family can host a change that {what} within 15 minutes (expected calls,"
-            f" with margin): {unhosted} of {of} were placed at its busiest starts instead")
+    return (f"{kind}: NO {group.upper()} of this family can host a change that {what} within 15 minutes (expected "
+            f"calls, with margin): {unhosted} of {of} were placed at its busiest starts instead")
 
 
 def _below_rule_evidence(lab: dict) -> int | None:

@@ -109,7 +109,8 @@ class Placement:
         if groups:
             group = rng.choice(groups)
             return self.check(group, rng.choice(hosting[group]))
-        ratio = {(g, t): r for g, starts in grid.items() if self.pool_when_none_hosts or g == group for t, r, _ in starts}
+        pool = [g for g in grid if self.pool_when_none_hosts or g == group]
+        ratio = {(g, t): r for g in pool for t, r, _ in grid[g]}
         best = max(ratio.values())
         near = sorted(k for k, r in ratio.items() if r >= NEAR_BEST * best)
         return self.check(*rng.choice(near))
