@@ -30,12 +30,12 @@ from .engine import AnomalyEngine
 from . import office, sparse, synthetic
 from .aggregate import SCOPE_DIMS
 from .synthetic import BUCKET
+# Changed calls in the first 15 minutes below which an injection is unobservable (placement uses them too).
+from .hosting import MIN_EVIDENCE, MIN_EVIDENCE_KIND
 from .optimal_test import BUDGET_DAYS, calls_needed, optimal_cusum_calls  # noqa: F401 (evaluate's names)
 
 FAMILIES = {"synthetic": synthetic.generate, "sparse": sparse.generate, "office": office.generate}
 TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900, "false_alerts_per_100_scope_days": 1.0}
-MIN_EVIDENCE = 5  # changed calls in the first 15 minutes; one suffices for a new or unpriced model
-MIN_EVIDENCE_KIND = {"new_model": 1, "unpriced_usage": 1}
 
 
 class OutputSpread:
@@ -99,6 +99,19 @@ RULE_EVIDENCE = {"new_model": (Config.new_model_team_min_calls, "calls of a mode
 # not a shift); the cost-per-token rule needs two anomalous buckets, which a job ending minutes after the onset never
 # gives (office seed 34: finance's close run, 29 changed calls in its last 3 minutes).
 ONE_KEY_SHIFT_EVIDENCE = (Config.shift_session_calls, "calls of one API key on a model it rarely uses within 15 minutes")
+
+
+# Kinds incidents.py places where their group can host them (hosting.py): per kind, the group and what hosting means, as
+# the report names them. A template change's count lives in its detectability (its optimal test); a model shift's, on
+# the kind, over all its incidents (scored or unobservable).
+HOST_GROUPS = {"tokens_per_request": ("feature", "the optimal test finds"),
+               "model_shift": ("team", "the model shift rules can see")}
+
+
+def _unhosted_line(kind: str, unhosted: int, of: int) -> str:
+    group, what = HOST_GROUPS[kind]
+    return (f"{kind}: NO {group.upper()} of this family can host a change that {what} within 15 minutes (expected "
+            f"calls, with margin): {unhosted} of {of} were placed at its busiest starts instead")
 
 
 def _below_rule_evidence(lab: dict) -> int | None:
@@ -183,7 +196,7 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
         lab["_scopes"] = {tuple(s) for s in lab["scopes"]}
     per_kind = {k: {"tp": 0, "fp": 0, "alert_tp": 0, "alerts": 0, "delays": [], "injected": 0, "recalled": 0, "fp_examples": [],
                     "unobservable": 0, "detectability": [], "below_rule": [], "evidence_waits": [],
-                    "after_evidence": []} for k in KINDS}
+                    "after_evidence": [], "unhosted": 0} for k in KINDS}
     for det in detections:
         start, scope = _epoch(det["start"]), (det["scope_dim"], det["scope_value"])
         hit = any(det["kind"] in lab["allowed"] and scope in lab["_scopes"]
@@ -200,6 +213,7 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
                 bucket["fp_examples"].append(f"{det['start']} {det['scope_dim']}={det['scope_value']}: {det['explanation']}")
     for lab in labels:
         bucket = per_kind[lab["kind"]]
+        bucket["unhosted"] += not lab.get("hostable", True)
         if lab["affected_first_15m"] < MIN_EVIDENCE_KIND.get(lab["kind"], MIN_EVIDENCE):
             bucket["unobservable"] += 1
             continue
@@ -258,6 +272,9 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
             unhosted = sum(not o.get("hostable", True) for o in odds)
             if unhosted:  # incidents.py found no start on any feature busy enough (template_hosting.py)
                 result[kind]["detectability"]["placed_where_no_feature_hosts"] = unhosted
+        if kind in HOST_GROUPS and "detectability" not in result[kind] and b["unhosted"]:
+            # ... nor on any team busy enough for the model shift rules (shift_hosting.py)
+            result[kind][f"placed_where_no_{HOST_GROUPS[kind][0]}_hosts"] = b["unhosted"]
     return result
 
 
@@ -335,15 +352,17 @@ def format_table(result: dict) -> str:
                          f"{odds['detectable_in_15m']} of {len(odds['injections'])} detectable within 15 minutes, "
                          f"{odds['detectable']} at all, {odds['recalled_of_detectable']} of those found")
             if odds.get("placed_where_no_feature_hosts"):
-                lines.append(f"{kind}: NO FEATURE of this family can host a change that the optimal test finds within "
-                             f"15 minutes (expected calls, with margin): {odds['placed_where_no_feature_hosts']} of "
-                             f"{len(odds['injections'])} were placed at its busiest starts instead")
+                lines.append(_unhosted_line(kind, odds["placed_where_no_feature_hosts"], len(odds["injections"])))
             for o in odds["injections"]:
                 found = f"found after {o['delay_s'] / 60:.0f} min" if o["found"] else "missed"
                 lines.append(f"- {o['description']}: needs ~{o['calls_needed']} changed calls (shift "
                              f"{o['shift_sd']:.2f} sd per call, {o['calls_per_day']:.0f} calls/day); changed "
                              f"{o['changed_first_15m']} in its first 15 min, {o['changed']} in all; {found}")
     lines.append("")
+    for kind, k in result["kinds"].items():
+        unhosted = k.get(f"placed_where_no_{HOST_GROUPS[kind][0]}_hosts") if kind in HOST_GROUPS else None
+        if unhosted:  # of all its incidents, scored or not
+            lines.append(_unhosted_line(kind, unhosted, k["injected"] + k["unobservable"]))
     for kind, k in result["kinds"].items():
         below = k.get("missed_below_rule_evidence")
         if below:

@@ -3,8 +3,10 @@
 A family supplies its clean traffic (batches of priced events in time order) and its actors: who calls (the
 attribution of one API key), with which models, how big its calls usually are, and its expected call rate at a
 time. `plan` picks incidents at times the affected actors are busy enough to show them (a template change at 3 a.m.
-on a key that calls twice a night is not an incident anyone can see; for template changes, template_hosting.py's rule:
-calls enough for the optimal test to find it within 15 minutes, and a label that says so when no feature has them), `overlay` changes the calls an incident
+on a key that calls twice a night is not an incident anyone can see; hosting.py's rule, for template changes
+(template_hosting.py: calls enough for the optimal test to find it within 15 minutes) and model shifts
+(shift_hosting.py: changed calls enough for the model shift rules to speak), and a label that says so when no feature
+or team has them), `overlay` changes the calls an incident
 touches and adds the calls it brings (a loop, a leaked key's client, a bulk job), and `label` describes each for
 evaluate.py: its scopes, the kinds it legitimately causes, and the calls it changed (evidence).
 """
@@ -15,6 +17,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from .shift_hosting import ShiftHosting
 from .template_hosting import TemplateHosting
 
 BUCKET = 300
@@ -25,6 +28,7 @@ PRICES = {  # USD per 1M input / output tokens
 }
 PREMIUM = ("claude-opus-4", "o1")
 TEMPLATE_MULT = 2.5  # a template change multiplies its feature's output tokens by this
+SHIFT_SHARE = 0.8  # a model shift moves this share of its team's calls to the premium model
 PICO_PER_TOKEN = {m: (int(i * 10**6), int(o * 10**6)) for m, (i, o) in PRICES.items()}
 
 
@@ -143,7 +147,9 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
     new_pairs: set[tuple[str, str]] = set()
     cheap = min(PRICES, key=lambda m: sum(PRICES[m]))
     hosts = TemplateHosting(by_feature, TEMPLATE_MULT, start, start + days * 86400, lo, hi)
-    placed: dict[int, object] = {}  # plans' index of a template change -> where it was placed (template_hosting)
+    shift_hosts = ShiftHosting(by_team, SHIFT_SHARE, lo, hi)
+    # plans' index of a template change or a model shift -> (its placement rule, where it was placed: hosting.py)
+    placed: dict[int, tuple] = {}
     for n in range(per_kind):
         a = rng.choice(actors)
         t0 = rng.randrange(lo, hi, 60)
@@ -164,7 +170,7 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
         if not hosting.hosts:  # its own rng: the other kinds' draws stay what they were
             hosting = hosts.relocate(random.Random(f"{feature}:{t0}"), feature)
         feature, t0, group = hosting.feature, hosting.start, by_feature[hosting.feature]
-        placed[len(plans)] = hosting
+        placed[len(plans)] = (hosts, hosting)
         plans.append(Incident("tokens_per_request", t0, t0 + rng.randrange(120, 300) * 60, group,
                               ("tokens_per_request", "token_rate", "spend_rate"), {"tout_mult": TEMPLATE_MULT, "tin_mult": 1.0},
                               set().union(*(x.scopes() for x in group)),
@@ -194,11 +200,17 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
         team = rng.choice(sorted(by_team))
         group = by_team[team]
         pricey = rng.choice(PREMIUM)
-        t0 = _busy_time(rng, group, lo, hi, 20)
+        t0 = _busy_time(rng, group, lo, hi, 20)  # (the old draw: kept when it hosts, and for the draws after it)
+        hosting = shift_hosts.check(team, t0)
+        if not hosting.hosts:  # its own rng: the other kinds' draws stay what they were
+            hosting = shift_hosts.relocate(random.Random(f"model_shift:{team}:{t0}"), team)
+        team, t0, group = hosting.group, hosting.start, by_team[hosting.group]
+        placed[len(plans)] = (shift_hosts, hosting)
         plans.append(Incident("model_shift", t0, t0 + rng.randrange(120, 480) * 60, group,
-                              ("model_shift", "spend_rate", "new_model", "token_rate"), {"model": pricey, "share": 0.8},
-                              set().union(*(x.scopes() for x in group)) | {("model", pricey)},
-                              f"team {team} switches to premium {pricey}"))
+                              ("model_shift", "spend_rate", "new_model", "token_rate"),
+                              {"model": pricey, "share": SHIFT_SHARE}, set().union(*(x.scopes() for x in group))
+                              | {("model", pricey)},
+                              f"team {team} switches to premium {pricey}" + ("" if hosting.hosts else hosting.note())))
         a = rng.choice(actors)
         unknown = f"acme-internal-llm-v{n + 2}"
         t0 = rng.randrange(lo, hi, 60)
@@ -207,12 +219,13 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
                               {"extra_rps": rng.uniform(0.02, 0.08), "extra_model": unknown, "tin": 1500, "tout": 400,
                                "unpriced": True}, a.scopes() | {("model", unknown)}, f"{a.key} calls unpriced {unknown}"))
     _separate(plans, start, days, first_day,
-              lambda i, inc: i not in placed or hosts.still_fits(placed[i], inc.start))
-    for i, hosting in placed.items():
-        final = hosts.check(hosting.feature, plans[i].start)
+              lambda i, inc: i not in placed or placed[i][0].still_fits(placed[i][1], inc.start))
+    for i, (rule, hosting) in placed.items():
+        final = rule.check(hosting.group, plans[i].start)
         plans[i].params["hostable"] = final.hosts
-        if hosting.hosts and not final.hosts:  # no free day kept it hosted
-            plans[i].description += final.note("moved by whole days off every hosting start by the no-overlap rule:")
+        if not rule.still_fits(hosting, plans[i].start):  # no free day kept it where it was placed
+            where = "every hosting start" if hosting.hosts else "the family's busiest starts"
+            plans[i].description += final.note(f"moved by whole days off {where} by the no-overlap rule:")
     for inc in plans:
         inc.record = inc.label()
     return plans
@@ -220,7 +233,7 @@ def plan(rng: random.Random, actors: list[Actor], start: int, days: int, per_kin
 
 def _separate(plans: list[Incident], start: int, days: int, first_day: int, fits=lambda i, inc: True) -> None:
     """No two incidents on shared scopes overlap (with an hour between): move the later one by whole days, to the
-    first day where it `fits` (a template change: still hosted, template_hosting.py), else to the first free one."""
+    first day where it `fits` (a template change, a model shift: still hosted, hosting.py), else to the first free one."""
     for i, inc in enumerate(plans):
         first_free = None
         for _ in range(days):
