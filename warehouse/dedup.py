@@ -1,7 +1,8 @@
 """Cross-source dedup: one LLM call seen by several sources (a gateway log, an OTel span, an SDK event) is
 stored and counted once, and the copy counted is the preferred source's, whatever the arrival order.
 
-Events name the call through `correlation` (tokenmeter.events.Correlation); each id becomes a call key:
+Events name the call through `correlation` (tokenmeter.events.Correlation); each id becomes a call key
+(tokenmeter.call_keys, which the anomaly detector counts a call once by too):
 - `response:<provider>:<response id>`: the provider's id of the response (`chatcmpl-...`, `msg_...`), the
   strongest: unique per call and known to the gateway log, the OTel span (`gen_ai.response.id`) and the SDK;
 - `request:<request id>`: a request id the gateway logs and the client sent or received (`x-request-id`);
@@ -38,23 +39,6 @@ from typing import Any
 import polars as pl
 
 log = logging.getLogger(__name__)
-
-
-def call_keys(provider: str, correlation: dict[str, str] | None) -> list[str]:
-    """The call keys of an event (sorted, no duplicates); [] when it carries no usable correlation id."""
-    if not correlation:
-        return []
-    keys = set()
-    response_id = (correlation.get("response_id") or "").strip()
-    if response_id:
-        keys.add(f"response:{provider.strip().lower()}:{response_id}")
-    request_id = (correlation.get("request_id") or "").strip()
-    if request_id:
-        keys.add(f"request:{request_id.lower()}")
-    trace_id, span_id = (correlation.get("trace_id") or "").strip(), (correlation.get("span_id") or "").strip()
-    if trace_id and span_id and trace_id.strip("0") and span_id.strip("0"):  # all-zero ids are invalid in W3C
-        keys.add(f"span:{trace_id.lower()}:{span_id.lower()}")
-    return sorted(keys)
 
 
 Identity = tuple[str, str]  # (event_id, source): two sources may both use the response id as event_id

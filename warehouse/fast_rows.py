@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from tokenmeter.call_keys import call_keys
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, USAGE_PARTS, Correlation, PricedEvent)
-from warehouse.dedup import call_keys
 
 PRICED_KEYS = frozenset(PricedEvent.model_fields) - {"content"}
 # A provider-reported cost taken here (the row has no column of its own: the cost and lines carry it): decimal

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 from pydantic import ValidationError
 
+from tokenmeter.call_keys import call_keys
 from tokenmeter.events import PricedEvent, describe_validation_error
-from warehouse.dedup import call_keys
 from warehouse.fast_rows import fast_row
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from math import log1p
 
+from tokenmeter.call_keys import call_keys
+
 PICO = 10**12
 SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
 # Raw key positions: 0 bucket, 1..5 attribution dims, 6 model, 7 is_error, 8 is_unpriced
@@ -100,6 +102,20 @@ class BucketAggregator:
                 self.duplicates += 1
                 return
             seen.add(event_id)
+        correlation = event.get("correlation")
+        if correlation:
+            # One call seen by two sources (a gateway log and an OTel span with the same response id) is one call here
+            # too, as in the warehouse: counted twice, its size was twice the evidence of a template change (the demo
+            # month from 2026-11-08T09:00: an o4-mini answer of sk-glo-grow-ivy, scored twice, made the CUSUM page).
+            keys = [("call", key) for key in call_keys(event.get("provider") or "", correlation)]
+            if keys:
+                seen = self.seen.get(bucket)
+                if seen is None:
+                    seen = self.seen[bucket] = set()
+                if any(key in seen for key in keys):
+                    self.duplicates += 1
+                    return
+                seen.update(keys)
         attribution = event.get("attribution") or {}
         error = event.get("status") == "error"
         unpriced = event.get("pricing_status") == "unpriced"
