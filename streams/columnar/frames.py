@@ -28,6 +28,11 @@ string field, true -> 1 and 5.5 -> 5 for an integer field). A message is certifi
   that equality and takes the dict path. Duplicate tag keys (pydantic keeps the last value) are left to the dict
   path row by row (`_tags_ok`).
 
+- tool requests (arrow18): `usage.tool_requests` is read as a struct of `TOOL_REQUEST_KINDS`, counted with the
+  objects and numbers like any other field, so a message holding one stays certified; the rows holding one (even
+  an empty object) fail `row_checks` and take the dict path, which prices the fees, while their neighbours are
+  written from columns.
+
 Rows of a certified message are then checked as columns (lengths, ranges, timestamps, parts within totals) by
 `row_checks`; a row that fails, and every row of a message not certified, takes the dict path (validate.py and the
 per-row fallback), whose dead letters are today's.
@@ -42,7 +47,7 @@ from typing import Sequence
 import polars as pl
 
 from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord
-from tokenmeter.events import ATTRIBUTION_DIMENSIONS
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS, TOOL_REQUEST_KINDS
 from tokenmeter.exprs import all_of, usage_checks
 from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAG_KEY, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 
@@ -56,7 +61,10 @@ CORRELATION_NAMES = tuple(name for name, _, _ in CORRELATION_IDS or ())
 SCHEMA = {
     **{name: S for name in TOP_STRINGS[:7]},
     "attribution": pl.Struct({**{dim: S for dim in ATTRIBUTION_DIMENSIONS}, "tags": pl.Struct({})}),
-    "usage": pl.Struct({part: pl.Int64 for part in USAGE_PARTS}),
+    # tool requests read so they are counted (a message with them stays certified); a row holding them takes the
+    # dict path (row_checks), which prices the fees
+    "usage": pl.Struct({**{part: pl.Int64 for part in USAGE_PARTS},
+                        "tool_requests": pl.Struct({kind: pl.Int64 for kind in TOOL_REQUEST_KINDS})}),
     "latency_ms": pl.Float64, "ttft_ms": pl.Float64, "batch": pl.Boolean,
     "service_tier": S, "usage_assumption": S,
     **({"correlation": pl.Struct({name: S for name in CORRELATION_NAMES})} if CORRELATION_IDS else {}),
@@ -68,13 +76,15 @@ def _kind_fields() -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr], list[pl
     """The fields polars reads, by kind of value: strings, objects, booleans, numbers."""
     strings = [pl.col(name) for name in TOP_STRINGS]
     strings += [pl.col("attribution").struct.field(dim) for dim in ATTRIBUTION_DIMENSIONS]
-    objects = [pl.col("attribution"), pl.col("attribution").struct.field("tags"), pl.col("usage")]
+    tools = pl.col("usage").struct.field("tool_requests")
+    objects = [pl.col("attribution"), pl.col("attribution").struct.field("tags"), pl.col("usage"), tools]
     if "correlation" in SCHEMA:
         strings += [pl.col("correlation").struct.field(name) for name in CORRELATION_NAMES]
         objects.append(pl.col("correlation"))
     booleans = [pl.col("batch")]
     numbers = [pl.col(name) for name in NUMBERS]
     numbers += [pl.col("usage").struct.field(part) for part in USAGE_PARTS]
+    numbers += [tools.struct.field(kind) for kind in TOOL_REQUEST_KINDS]
     return strings, objects, booleans, numbers
 
 
@@ -231,6 +241,7 @@ def row_checks() -> pl.Expr:
               pl.col("model").str.len_bytes() > 0,
               pl.col("status").fill_null("ok").is_in(["ok", "error"]),
               pl.col("ts").is_not_null(), pl.col("usage").is_not_null(),
+              pl.col("usage").struct.field("tool_requests").is_null(),  # tool fees: priced as a dict
               pl.col("usage_assumption").is_null() | pl.col("usage_assumption").str.len_bytes().is_between(1, 200),
               pl.col("latency_ms").is_null() | (pl.col("latency_ms") >= 0),
               pl.col("ttft_ms").is_null() | (pl.col("ttft_ms") >= 0)]

@@ -86,7 +86,11 @@ TWISTS = [
     ('"tags":{}', '"tags":{},"tags":{}'),
     ('"source":', '"meta":{},"source":'),
     ('"attribution":{', '"attribution":{"department":"x",'),
-    ('"usage":{', '"usage":{"tool_requests":{"web_search":2},'),
+    ('"usage":{', '"usage":{"tool_requests":{"web_search":2,"x":1},'),  # an unknown kind: dropped by polars
+    ('"usage":{', '"usage":{"tool_requests":{"web_search":2,"web_search":3},'),  # polars keeps the first
+    ('"usage":{', '"usage":{"tool_requests":null,'),
+    ('"usage":{', '"usage":{"tool_requests":[],'),
+    ('"usage":{', '"usage":{"tool_requests":{"web_search":"2"},'),
     ('"latency_ms":', '"latency_ms":"5","x":'),
     ('"latency_ms":', '"latency_ms":[5],"x":'),
     (',"batch":', ',"content":{"prompt":"hi"},"batch":'),
@@ -132,6 +136,22 @@ def test_certified_rows_of_every_common_shape_price_as_today(book, extra):
     rows = [collector_event(i, **extra) if i % 2 else collector_event(i) for i in range(12)]
     if "ts" in extra:  # as written, not as pydantic writes it back
         rows = [orjson.dumps({**orjson.loads(row), "ts": extra["ts"]}) if i % 2 else row for i, row in enumerate(rows)]
+    values = (message(rows),)
+    scanned = frames.scan(records_of(*values))
+    assert scanned is not None and scanned.heights == {0: 12}
+    assert compare_batch(records_of(*values), book) == []
+
+
+@pytest.mark.parametrize("tools", [{"web_search": 2}, {"code_interpreter": 1, "x_search": 100_001}, {},
+                                   {"web_fetch": 0}, {"file_search": -1}, {"web_search": 1.5}])
+def test_a_message_with_tool_requests_stays_certified_and_their_rows_take_the_dict_path(book, tools):
+    """issue 14, arrow18: a message holding a tool request is read as a frame (its other rows priced from columns);
+    the rows with tool requests (valid, empty, negative or fractional) are priced or worded as today."""
+    rows = [collector_event(i) for i in range(12)]
+    for i in (3, 8):
+        event = orjson.loads(rows[i])
+        event["usage"]["tool_requests"] = tools
+        rows[i] = orjson.dumps(event)
     values = (message(rows),)
     scanned = frames.scan(records_of(*values))
     assert scanned is not None and scanned.heights == {0: 12}
