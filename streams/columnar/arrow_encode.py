@@ -38,14 +38,15 @@ def _empty_maps(n: int, value_type: pa.DataType) -> pa.MapArray:
 
 
 def _decoded_once(texts: pl.Series, value_type: pa.DataType) -> pa.Array:
-    """JSON texts (a handful distinct per batch: reasons, refs, tags) decoded once each, as `value_type`."""
-    distinct = texts.unique(maintain_order=True)
-    values = [None if t is None else orjson.loads(t) for t in distinct.to_list()]
+    """JSON texts (a handful distinct per batch: reasons, refs, tags) decoded once each, as `value_type`. The
+    distinct texts (in order of appearance, null kept as one) from Arrow's dictionary_encode: ~0.1 ms per call
+    against ~0.4 for polars' unique and replace_strict, whose fixed cost a small part's written_table paid 3x
+    (arrow18: the dict-fed rows of a `--mixed` batch, ~0.2 us per event of the batch)."""
+    encoded = pc.dictionary_encode(texts.to_arrow(), null_encoding="encode")
+    values = [None if t is None else orjson.loads(t) for t in encoded.dictionary.to_pylist()]
     if isinstance(value_type, pa.MapType):
         values = [None if v is None else list(v.items()) for v in values]
-    index = texts.fill_null("\x00").replace_strict(distinct.fill_null("\x00"), pl.Series(range(len(distinct))),
-                                                   return_dtype=pl.UInt32)
-    return pa.array(values, value_type).take(index.to_arrow())
+    return pa.array(values, value_type).take(encoded.indices)
 
 
 def _constant(text: str, n: int) -> pa.Array:

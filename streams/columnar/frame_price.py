@@ -178,6 +178,7 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     frame = frame.with_columns(ts_us=epoch).with_columns(  # parsed once (one with_columns evaluated it twice)
         _item=pl.lit(base).gather(pl.col("_rec")) + pl.col("_pos"),
         _good=all_of(row_checks(), *([pl.col("_tags_ok")] if tagged else []),
+                     *([pl.col("_no_tools")] if "_no_tools" in frame.columns else []),  # frames.scan: tool fees
                      ts.str.contains(PARSEABLE_TS).fill_null(False),
                      pl.col("ts_us").is_between(EARLIEST_TS_US, _latest_ts_us(now)).fill_null(False)),
         _ts_text=_ts_text(),

@@ -108,8 +108,8 @@ def test_messages_cut_by_size_are_cut_alike(book):
 
 
 def _mixed_records() -> list[RawRecord]:
-    """Tool requests in every message (the frame path takes none of those messages), a message of reported costs,
-    an invalid record and an invalid event: every kind of row a mixed batch holds."""
+    """Tool requests in every message (the frame path hands those rows to the dict path: arrow18), a message of
+    reported costs, an invalid record and an invalid event: every kind of row a mixed batch holds."""
     events = tag(traffic(6_000, seed=11, correlated=0.3), 0.3)
     for event in events[::100]:
         event["usage"]["tool_requests"] = {"web_search": 1}
@@ -155,6 +155,30 @@ def test_an_arrow_workers_mixed_batch_writes_no_json_text(book, monkeypatch):
         assert orjson.dumps(decode_priced(arrow_value, ARROW_HEADERS)) == json_value
     assert list(as_arrow.origins) == list(as_json.origins)
     assert as_arrow.keys_in_order == as_json.keys_in_order and as_arrow.priced == as_json.priced
+
+
+def test_messages_of_one_part_are_sliced_and_those_mixing_parts_taken_alike(book):
+    """arrow18: a message whose rows all come from one part is a slice of that part's table, only the rows of
+    messages mixing parts are taken; both kinds decode to the JSON worker's messages, in its order."""
+    import numpy as np
+
+    from streams.columnar.arrow_encode import message_cuts
+
+    records, now = _mixed_records(), datetime.now(timezone.utc)
+    as_arrow = process_batch_columnar(records, book, now, priced_format="arrow")
+    assert isinstance(as_arrow, ArrowResult)
+    index, parts = as_arrow._index, as_arrow._parts
+    order, cuts = message_cuts(index.get_column("key"), index.get_column("_bytes"))
+    starts = [part.get_column("_src")[0] for part in parts.index]
+    part_of = np.searchsorted(starts, index.get_column("_src").to_numpy()[order], side="right") - 1
+    ends = np.cumsum([count for _, count in cuts])
+    kinds = [len(set(part_of[end - count:end])) for end, (_, count) in zip(ends, cuts)]
+    assert len(parts.index) == 3 and kinds.count(1) >= 10 and sum(kind > 1 for kind in kinds) >= 5
+    arrow_messages = as_arrow.messages("arrow")  # before the JSON is read (which materialises the result)
+    json_messages = process_batch_columnar(records, book, now).messages("json")
+    assert [key for key, _ in arrow_messages] == [key for key, _ in json_messages]
+    for (_, json_value), (_, arrow_value) in zip(json_messages, arrow_messages):
+        assert orjson.dumps(decode_priced(arrow_value, ARROW_HEADERS)) == json_value
 
 
 def test_a_failure_of_the_frame_path_leaves_an_arrow_workers_batch_to_the_dict_path(book, monkeypatch):
