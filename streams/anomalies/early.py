@@ -14,7 +14,7 @@ snapshot carries it (no second alert after a restart). Nothing is learnt early: 
 from __future__ import annotations
 
 from .baseline import daily_slots
-from .detectors import KIND_DIMS, error_verdict
+from .detectors import KIND_DIMS, error_window_verdict
 from .gating import AnomalyUpdate
 
 DIMS = ("team", "project", "user", "api_key", "feature", "model")  # positions 1..6 of a raw aggregate key
@@ -95,11 +95,9 @@ class EarlyChecks:
         recent = st.recent
         window += [(recent[4], recent[0], recent[1]), (recent[5], recent[2], recent[3])]
         bucket, errors, requests = window[0]
+        counts = [(errors, requests)]
         if requests < cfg.error_window_requests:
             horizon = bucket - cfg.error_window_s
-            for b, e, r in window[1:3]:
-                if b >= horizon and r:
-                    errors += e
-                    requests += r
-        v = error_verdict(errors, requests, st.err, daily_slots(bucket), cfg)
+            counts += [(e, r) for b, e, r in window[1:3] if b >= horizon and r]
+        v = error_window_verdict(counts, st.err, daily_slots(bucket), cfg)
         return (bucket, v) if v is not None and v.state == "strong" else None

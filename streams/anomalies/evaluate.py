@@ -9,7 +9,9 @@ of the first call the injection changed: a key revoked at 3 a.m. is observable a
 An injection that changed fewer than `MIN_EVIDENCE` calls (one for new_model and unpriced_usage) in the first
 15 minutes after that onset (a model
 outage at night with one call every few minutes) cannot be detected within the 15-minute target by anyone: it
-is reported as `unobservable` and left out of recall (its detections still count for precision).
+is reported as `unobservable` and left out of recall (its detections still count for precision). An error storm is
+also unobservable when its failures in those 15 minutes are fewer than the error rule's own bar asks of its key, even
+all in a row (error_evidence.py: 6 on a key that usually fails more than 3.98 % of its calls); the report names them.
 
 Families: the project's own month (synthetic.py) and two independently shaped ones, `sparse` (sparse.py: quiet
 keys, heavy-tailed token sizes, rare premium calls) and `office` (office.py: three time zones, a nightly batch job,
@@ -30,6 +32,7 @@ from .engine import AnomalyEngine
 from . import office, sparse, synthetic
 from .aggregate import SCOPE_DIMS
 from .synthetic import BUCKET
+from .error_evidence import ErrorShare
 # Changed calls in the first 15 minutes below which an injection is unobservable (placement uses them too).
 from .hosting import MIN_EVIDENCE, MIN_EVIDENCE_KIND
 from .optimal_test import BUDGET_DAYS, calls_needed, optimal_cusum_calls  # noqa: F401 (evaluate's names)
@@ -126,6 +129,17 @@ def _below_rule_evidence(lab: dict) -> int | None:
     return None
 
 
+def _rule_needed(lab: dict) -> int:
+    """The changed calls a kind's rule needs for this injection (an error storm's: at its key's usual share)."""
+    return (lab.get("error_evidence") or {}).get("failures_needed") or RULE_EVIDENCE[lab["kind"]][0]
+
+
+def _min_evidence(lab: dict) -> int:
+    """Changed calls in the first 15 minutes below which the injection is unobservable."""
+    least = MIN_EVIDENCE_KIND.get(lab["kind"], MIN_EVIDENCE)
+    return max(least, _rule_needed(lab)) if lab["kind"] == "error_rate" else least
+
+
 def _evidence_needed(kind: str) -> tuple[int, str]:
     return RULE_EVIDENCE.get(kind) or ONE_KEY_SHIFT_EVIDENCE
 
@@ -153,10 +167,13 @@ def run_month(seed: int, days: int, per_kind: int, config: Config | None = None,
     alerted: list[dict] = []
     active_days: set = set()  # (day, dim, value) with at least one call
     spread = OutputSpread(labels, facts["start"])
+    shares = ErrorShare(labels, config or Config())
     for batch in batches:
         events += len(batch)
         if spread.cutoff:
             spread.add(batch)
+        if shares.cutoff:
+            shares.add(batch)
         if count_scopes:
             for e in batch:
                 day, a = e["ts"][:10], e["attribution"]
@@ -184,6 +201,8 @@ def run_month(seed: int, days: int, per_kind: int, config: Config | None = None,
     for lab in labels:
         if lab["kind"] == "tokens_per_request":
             lab["detectability"] = spread.detectability(lab)
+        if lab["kind"] == "error_rate":
+            lab["error_evidence"] = shares.evidence(lab)
     return detections, labels, facts, {"events": events, "observe_s": spent, "engine": engine, "alerts": alerts,
                                        "alerted": alerted, "active_scope_days": len(active_days)}
 
@@ -196,7 +215,7 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
         lab["_scopes"] = {tuple(s) for s in lab["scopes"]}
     per_kind = {k: {"tp": 0, "fp": 0, "alert_tp": 0, "alerts": 0, "delays": [], "injected": 0, "recalled": 0, "fp_examples": [],
                     "unobservable": 0, "detectability": [], "below_rule": [], "evidence_waits": [],
-                    "after_evidence": [], "unhosted": 0} for k in KINDS}
+                    "after_evidence": [], "unhosted": 0, "under_bar": []} for k in KINDS}
     for det in detections:
         start, scope = _epoch(det["start"]), (det["scope_dim"], det["scope_value"])
         hit = any(det["kind"] in lab["allowed"] and scope in lab["_scopes"]
@@ -214,8 +233,16 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
     for lab in labels:
         bucket = per_kind[lab["kind"]]
         bucket["unhosted"] += not lab.get("hostable", True)
-        if lab["affected_first_15m"] < MIN_EVIDENCE_KIND.get(lab["kind"], MIN_EVIDENCE):
+        if lab["affected_first_15m"] < _min_evidence(lab):
             bucket["unobservable"] += 1
+            if lab["affected_first_15m"] >= MIN_EVIDENCE_KIND.get(lab["kind"], MIN_EVIDENCE):
+                ev = lab["error_evidence"]  # unobservable by the rule's own bar, not by the count alone: say why
+                bucket["under_bar"].append(
+                    f"{lab['description']} at {datetime.utcfromtimestamp(lab['start'])}: {lab['affected_first_15m']} "
+                    f"failed calls in its first 15 minutes ({lab['affected']} in all); the key failed "
+                    f"{ev['errors_before']} of its {ev['calls_before']} calls before it ({ev['usual_share']:.1%}), "
+                    f"where {MIN_EVIDENCE} failures in a row happen by chance {ev['chance_of_min_run']:.1e} of the "
+                    f"time: the rule's bar ({Config.error_p_value:.0e}) needs {ev['failures_needed']}")
             continue
         odds = lab.get("detectability")
         bucket["injected"] += 1
@@ -259,6 +286,8 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
             # Misses that never gave the rule its evidence (RULE_EVIDENCE): their busiest hour's changed calls.
             "missed_below_rule_evidence": sorted(b["below_rule"]),
         }
+        if b["under_bar"]:  # error storms whose key's usual share asks more failures than they had (error_evidence.py)
+            result[kind]["unobservable_below_rule_bar"] = b["under_bar"]
         if b["evidence_waits"]:
             result[kind]["median_evidence_wait_s"] = round(statistics.median(b["evidence_waits"]))
             result[kind]["median_delay_after_evidence_s"] = round(statistics.median(b["after_evidence"]))
@@ -369,6 +398,9 @@ def format_table(result: dict) -> str:
             needed, what = _evidence_needed(kind)
             lines.append(f"{kind}: {len(below)} of {k['injected'] - k['recalled']} misses never reached the rule's "
                          f"evidence (>= {needed} {what}; they had {', '.join(map(str, below))}); counted as missed")
+    for kind, k in result["kinds"].items():
+        for line in k.get("unobservable_below_rule_bar", []):
+            lines.append(f"{kind}: UNOBSERVABLE by the rule's own bar: {line}")
     for kind, k in result["kinds"].items():
         if "median_evidence_wait_s" in k:
             needed, what = RULE_EVIDENCE[kind]

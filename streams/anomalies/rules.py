@@ -7,7 +7,7 @@ import math
 
 from .aggregate import PICO, pico_to_str
 from .baseline import GLOBAL
-from .detectors import KIND_DIMS, Verdict, error_verdict, rate_verdict, ratio_verdict
+from .detectors import KIND_DIMS, Verdict, error_window_verdict, rate_verdict, ratio_verdict
 from .gating import SUSTAINED_KINDS, AnomalyUpdate
 from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LN, S_LSQ, S_LSTD, S_LSUM, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK,
                            S_MINUTES, S_MODELS, S_MUSUM, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT,
@@ -99,18 +99,16 @@ class KindRules:
             if was_open and "tokens_per_request" not in st.open:
                 st.cusum = 0.0  # closed: the evidence is spent
                 st.held = None  # ... and the change reverted: the calls held during it are not this key's normal
-            errors, requests = sb[S_ERR], sb[S_REQ]
-            if requests < cfg.error_window_requests:
+            window = [(sb[S_ERR], sb[S_REQ])]
+            if sb[S_REQ] < cfg.error_window_requests:
                 # A quiet scope: this bucket and its two previous buckets with calls, within `error_window_s`
                 # (a key calling every few minutes puts a storm's five failures into four buckets, one empty).
                 recent, horizon = st.recent, bucket - cfg.error_window_s
                 if recent[4] >= horizon:
-                    errors += recent[0]
-                    requests += recent[1]
+                    window.append((recent[0], recent[1]))
                 if recent[5] >= horizon:
-                    errors += recent[2]
-                    requests += recent[3]
-            track(st, "error_rate", "error_rate", error_verdict(errors, requests, st.err, daily, cfg),
+                    window.append((recent[2], recent[3]))
+            track(st, "error_rate", "error_rate", error_window_verdict(window, st.err, daily, cfg),
                   bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
                 v = None
