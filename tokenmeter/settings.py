@@ -69,7 +69,7 @@ class Settings(BaseSettings):
                                   "false: the per-event path (streams/batch.py). Both give identical output.")
     priced_format: Literal["json", "arrow"] = Field(
         "arrow", description="Format of the worker's messages on tokenmeter.priced: arrow (Arrow IPC streams of priced "
-        "events, header tokenmeter-format: arrow; the loader stores them without decoding JSON: ~1.6x its rows per "
+        "events, header tokenmeter-format: arrow; the loader stores them without decoding JSON: ~1.4-1.9x its rows per "
         "CPU-second; the default since issue 14, arrow19) or json (arrays of the same events, no header: for "
         "deployments with readers of the topic outside tokenmeter that expect JSON). Every tokenmeter reader reads "
         "both (tokenmeter/priced_wire.py; `tokenmeter priced tail` prints either as JSON).")
