@@ -94,12 +94,13 @@ def test_worker_role_is_validated_and_the_flag_wins(monkeypatch):
 
 
 def test_priced_format_is_validated(monkeypatch):
-    """TOKENMETER_PRICED_FORMAT (issue 14, loader11): json (default) or arrow; anything else is refused with the
-    variable's name, never guessed (a worker writing a format its readers cannot read would dead-letter everything)."""
+    """TOKENMETER_PRICED_FORMAT (issue 14, loader11): arrow (the default since arrow19) or json; anything else is
+    refused with the variable's name, never guessed (a worker writing a format its readers cannot read would
+    dead-letter everything)."""
     monkeypatch.delenv("TOKENMETER_PRICED_FORMAT", raising=False)
+    assert load_settings().priced_format == "arrow"  # the default since issue 14, arrow19
+    monkeypatch.setenv("TOKENMETER_PRICED_FORMAT", "json")
     assert load_settings().priced_format == "json"
-    monkeypatch.setenv("TOKENMETER_PRICED_FORMAT", "arrow")
-    assert load_settings().priced_format == "arrow"
     for bad in ("ARROW", "parquet", "", "json,arrow", " arrow"):
         monkeypatch.setenv("TOKENMETER_PRICED_FORMAT", bad)
         with pytest.raises(SettingsError, match="TOKENMETER_PRICED_FORMAT"):

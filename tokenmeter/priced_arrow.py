@@ -207,12 +207,22 @@ def from_events(events: list[dict[str, Any]]) -> pa.Table:
                                  for field in SCHEMA], schema=SCHEMA)
 
 
+_SCHEMA_MESSAGE = SCHEMA.serialize().to_pybytes()  # the stream's first message, the same for every stream
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
 def write_stream(table: pa.Table) -> bytes:
-    """One message: the table as an Arrow IPC stream (uncompressed)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, SCHEMA) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    """One message: the table as an Arrow IPC stream (uncompressed), byte for byte what `pa.ipc.new_stream`
+    writes (tests/test_priced_arrow.py), assembled from the schema's message made once, each record batch's
+    `serialize` and the end-of-stream marker (arrow19: ~0.04-0.05 us per row less than the stream writer, which grew
+    its output buffer while writing a ~300 KB message). SCHEMA has no dictionary column, whose batches this could
+    not write; a table of another schema goes to the writer, which refuses it."""
+    if not table.schema.equals(SCHEMA):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, SCHEMA) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+    return b"".join([_SCHEMA_MESSAGE, *(batch.serialize() for batch in table.to_batches()), _END_OF_STREAM])
 
 
 __all__ = ["ArrowMessageError", "SCHEMA", "from_events", "read_table", "to_events", "write_stream"]

@@ -68,11 +68,11 @@ class Settings(BaseSettings):
     worker_columnar: bool = Field(True, description="Price batches on the columnar path (streams/columnar); "
                                   "false: the per-event path (streams/batch.py). Both give identical output.")
     priced_format: Literal["json", "arrow"] = Field(
-        "json", description="Format of the worker's messages on tokenmeter.priced: json (arrays of priced events, no "
-        "header) or arrow (Arrow IPC streams of the same events, header tokenmeter-format: arrow; the loader stores "
-        "them without decoding JSON: ~1.6x its rows per CPU-second). Every tokenmeter reader reads both "
-        "(tokenmeter/priced_wire.py; `tokenmeter priced tail` prints either as JSON). Still json by default: a worker "
-        "writing Arrow pays more CPU on batches with tool requests or reported costs (docs/warehouse.md, arrow14).")
+        "arrow", description="Format of the worker's messages on tokenmeter.priced: arrow (Arrow IPC streams of priced "
+        "events, header tokenmeter-format: arrow; the loader stores them without decoding JSON: ~1.4-1.9x its rows per "
+        "CPU-second; the default since issue 14, arrow19) or json (arrays of the same events, no header: for "
+        "deployments with readers of the topic outside tokenmeter that expect JSON). Every tokenmeter reader reads "
+        "both (tokenmeter/priced_wire.py; `tokenmeter priced tail` prints either as JSON).")
     worker_role: Literal["all", "pricing", "budgets"] = Field(
         "all", description="What `tokenmeter worker` runs: all (pricing and budgets in one process), pricing (consumes "
         "tokenmeter.usage, sends priced records and budget spend; no reservations) or budgets (owns budgets from "

@@ -49,6 +49,20 @@ def _decoded_once(texts: pl.Series, value_type: pa.DataType) -> pa.Array:
     return pa.array(values, value_type).take(encoded.indices)
 
 
+_REFS: dict[int, tuple[list, int, pa.Array]] = {}  # id of a price table's refs -> (the refs, their count, as Arrow)
+
+
+def _refs_array(refs: list[dict[str, Any]]) -> pa.Array:
+    """The price table's PriceRefs (one per catalog version, ~1,200) as Arrow, made once per table: ~0.3 ms a call
+    that every `written_table` paid (arrow19). A table's refs are made when it is compiled, never changed after."""
+    found = _REFS.get(id(refs))
+    if found is None or found[0] is not refs or found[1] != len(refs):
+        if len(_REFS) > 8:  # a reloaded catalog is a new table
+            _REFS.clear()
+        found = _REFS[id(refs)] = (refs, len(refs), pa.array(refs, SCHEMA.field("price").type))
+    return found[2]
+
+
 def _constant(text: str, n: int) -> pa.Array:
     """`text` in each of `n` rows, made from one value (a numpy array of n Python strings cost ~0.05 us per row)."""
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text], S)).cast(S)
@@ -57,14 +71,17 @@ def _constant(text: str, n: int) -> pa.Array:
 def _lines(frame: pl.DataFrame) -> pa.MapArray:
     """The cost lines (LINE_PARTS order, each where its text is not null), as `_breakdown` writes them."""
     n = frame.height
-    columns = [(part, frame.get_column(part)) for part in LINE_PARTS if frame.get_column(part).null_count() < n]
+    columns = [(part, frame.get_column(part).to_arrow().cast(S)) for part in LINE_PARTS
+               if frame.get_column(part).null_count() < n]
     if not columns:
         return _empty_maps(n, S)
-    present = np.stack([c.is_not_null().to_numpy() for _, c in columns], axis=1)
+    # which lines a row has, read from the Arrow arrays: a polars Series' is_not_null runs a query (~60 us each,
+    # a fixed cost of every call that a small part's call paid for a few hundred rows; arrow19)
+    present = np.stack([c.is_valid().to_numpy(zero_copy_only=False) for _, c in columns], axis=1)
     rows, which = np.nonzero(present)  # row-major: each row's lines in LINE_PARTS order
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(present.sum(axis=1), out=offsets[1:])
-    values = pa.concat_arrays([c.to_arrow().cast(S) for _, c in columns]).take(pa.array(which * n + rows))
+    values = pa.concat_arrays([c for _, c in columns]).take(pa.array(which * n + rows))
     keys = pa.array([part for part, _ in columns], S).take(pa.array(which))
     return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
 
@@ -81,18 +98,20 @@ def written_table(frame: pl.DataFrame, refs: list[dict[str, Any]], priced_at: st
     if "attribution_json" in frame.columns:
         attribution = _decoded_once(frame.get_column("attribution_json"), SCHEMA.field("attribution").type)
     else:
-        struct = frame.get_column("attribution")
+        # the dimensions from the Arrow struct (flatten: a null struct's fields are null too), not polars'
+        # `struct.field`, which runs a query per dimension (~40 us each, a fixed cost of every call; arrow19)
+        struct = frame.get_column("attribution").to_arrow()
+        dims = dict(zip((field.name for field in struct.type), struct.flatten()))
         tags = (_decoded_once(frame.get_column("_tags").fill_null("{}"), pa.map_(S, S)) if "_tags" in frame.columns
                 else _empty_maps(n, S))
-        attribution = pa.StructArray.from_arrays(
-            [*(struct.struct.field(dim).to_arrow().cast(S) for dim in ATTRIBUTION_DIMENSIONS), tags],
-            fields=list(SCHEMA.field("attribution").type))
+        attribution = pa.StructArray.from_arrays([*(dims[dim].cast(S) for dim in ATTRIBUTION_DIMENSIONS), tags],
+                                                 fields=list(SCHEMA.field("attribution").type))
     usage = pa.StructArray.from_arrays(
         [*(frame.get_column(part).to_arrow().cast(pa.int64()) for part in USAGE_FIELDS),
          pa.nulls(n, SCHEMA.field("usage").type.field("tool_requests").type)],
         fields=list(SCHEMA.field("usage").type))
     ref_type = SCHEMA.field("price").type
-    price = pa.array(refs, ref_type).take(frame.get_column("vid").to_arrow())
+    price = _refs_array(refs).take(frame.get_column("vid").to_arrow())
     reason_json = frame.get_column("reason_json")
     if reason_json.null_count() < n:  # unpriced rows: the reason and its PriceRef (if any) from their JSON texts
         unpriced = reason_json.is_not_null().to_arrow()

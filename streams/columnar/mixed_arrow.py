@@ -95,31 +95,45 @@ class ArrowParts:
 
     def messages(self, src: np.ndarray, cuts: list[tuple[bytes, int]]) -> list[tuple[bytes, bytes]]:
         """(key, Arrow IPC stream) of each message: the rows at `src` (places in the parts, in message order) cut
-        by `cuts` (key, events). Each part's rows are gathered in message order in polars before they become Arrow
-        (cheaper than taking Arrow's nested columns); a message whose rows all come from one part is then a run of
-        that part's table, sliced; only the rows of messages mixing parts are interleaved by one Arrow take
-        (arrow18: the take of every row was ~4 % of a mixed batch's CPU, while 64-88 % of the rows of `--tools 0.01`
-        and `--mixed` traffic sit in messages of one part)."""
+        by `cuts` (key, events). Each part's rows are gathered in polars before they become Arrow (cheaper than
+        taking Arrow's nested columns): first its rows in messages mixing parts, then the others, each in message
+        order. A message whose rows all come from one part is then a run of that part's table, sliced (arrow18:
+        64-88 % of the rows of `--tools 0.01` and `--mixed` traffic); the rows of the messages mixing parts, each
+        part's first rows, are copied into one table and interleaved by one Arrow take of it (arrow19: a take
+        across the parts' tables, one chunk each, cost ~2x the take of one contiguous table plus that copy)."""
         import pyarrow as pa
 
         from tokenmeter.priced_arrow import write_stream
 
         starts = np.array([index.get_column("_src")[0] for index in self.index], dtype=np.int64)
         part_of = np.searchsorted(starts, src, side="right") - 1
-        tables, within = [], np.empty(len(src), dtype=np.int64)  # within: each row's place in the tables concatenated
-        for p, (rows, make) in enumerate(zip(self.rows, self.tables)):
-            mine = np.flatnonzero(part_of == p)
-            if len(mine):
-                local = src[mine] - starts[p]
-                within[mine] = sum(t.num_rows for t in tables) + np.arange(len(mine))
-                tables.append(make(rows[local] if isinstance(rows, pl.DataFrame)
-                                   else list(map(rows.__getitem__, local))))
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         counts = np.array([count for _, count in cuts], dtype=np.int64)
         begins = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         one_part = (np.maximum.reduceat(part_of, begins) == np.minimum.reduceat(part_of, begins)) if len(cuts) else []
-        mixing = [np.arange(b, b + c) for b, c, one in zip(begins, counts, one_part) if not one]
-        taken = table.take(pa.array(within[np.concatenate(mixing)])) if mixing else None
+        mixing = np.zeros(len(src), dtype=bool)  # the rows of messages mixing parts
+        for begin, count, one in zip(begins.tolist(), counts.tolist(), one_part):
+            if not one:
+                mixing[begin:begin + count] = True
+        tables, heads = [], []  # each part's table, and its first rows: those of messages mixing parts
+        within = np.empty(len(src), dtype=np.int64)  # each row's place in the parts' tables concatenated
+        mixed_at = np.empty(len(src), dtype=np.int64)  # a mixing message's row: its place in the heads concatenated
+        placed = mixed = 0
+        for p, (rows, make) in enumerate(zip(self.rows, self.tables)):
+            mine = part_of == p
+            head, rest = np.flatnonzero(mine & mixing), np.flatnonzero(mine & ~mixing)
+            order = np.concatenate([head, rest])
+            if len(order):
+                local = src[order] - starts[p]
+                within[order] = placed + np.arange(len(order))
+                mixed_at[head] = mixed + np.arange(len(head))
+                table = make(rows[local] if isinstance(rows, pl.DataFrame) else list(map(rows.__getitem__, local)))
+                tables.append(table)
+                heads.append(table.slice(0, len(head)))
+                placed += len(order)
+                mixed += len(head)
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        taken = (pa.concat_tables(heads).combine_chunks().take(pa.array(mixed_at[mixing])) if mixing.any()
+                 else None)
         out, at = [], 0
         for (key, count), begin, one in zip(cuts, begins.tolist(), one_part):
             if one:  # a run of one part's table (in message order): sliced, not copied

@@ -214,3 +214,64 @@ def test_an_arrow_workers_batch_without_priced_events_has_no_messages(book, valu
     assert as_arrow.messages("arrow") == as_json.messages("json") == []
     assert _timeless(as_arrow.deadletters) == _timeless(as_json.deadletters) and len(as_json.deadletters) == len(values)
     assert list(as_arrow.origins) == [] and as_arrow.priced_count == 0
+
+
+def test_a_stream_is_the_stream_writers_bytes(book):
+    """arrow19: `write_stream` assembles a message from the schema's message, each batch's `serialize` and the
+    end-of-stream marker; the bytes are the stream writer's for every kind of table the worker writes (a worker
+    table's slices, its dicts' table, parts concatenated, a take across them, no rows); another schema is refused
+    as the writer refuses it."""
+    import pyarrow as pa
+
+    from tokenmeter import priced_arrow
+
+    def by_the_writer(table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, priced_arrow.SCHEMA) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    result = process_batch_columnar(_mixed_records(), book, priced_format="arrow")
+    parts = result._parts
+    assert len(parts.rows) == 3  # the frame path's rows, the dict-fed rows written from columns, the dicts
+    columns = parts.tables[0](parts.rows[0])  # written_table of the frame path's rows
+    dicts = priced_arrow.from_events(parts.rows[2])
+    both = pa.concat_tables([columns.slice(10, 300), dicts.slice(5, 40), columns.slice(900, 7)])
+    tables = [columns.slice(777, 500), columns.slice(0, 1), dicts, both, both.take(pa.array([0, 305, 2, 346, 7])),
+              both.combine_chunks(), priced_arrow.SCHEMA.empty_table(), columns.slice(50, 0)]
+    for table in tables:
+        assert priced_arrow.write_stream(table) == by_the_writer(table)
+        assert priced_arrow.read_table(priced_arrow.write_stream(table)).equals(table.combine_chunks())
+    other = columns.drop_columns(["priced_at"])
+    with pytest.raises(pa.ArrowInvalid):
+        by_the_writer(other)
+    with pytest.raises(pa.ArrowInvalid):
+        priced_arrow.write_stream(other)
+
+
+def test_written_tables_of_two_price_tables_carry_each_tables_refs(book):
+    """arrow19: a price table's PriceRefs become Arrow once per table (`arrow_encode._refs_array`); another table's
+    refs, or refs grown since, are never read from an earlier table's array."""
+    import copy
+
+    from streams.columnar.arrow_encode import written_table
+    from streams.columnar.price import price_table
+
+    import polars as pl
+
+    result = process_batch_columnar(records_of(traffic(3_000, seed=5)), book, priced_format="arrow")
+    rows, refs = result._rows.filter(pl.col("reason_json").is_null()), price_table(book).refs  # priced: a PriceRef
+    assert rows.height > 2_000
+    first = written_table(rows, refs, "2026-12-06T00:00:00Z").column("price").to_pylist()
+    other = copy.deepcopy(refs)
+    for ref in other:
+        ref["catalog_version"] = "another"
+    second = written_table(rows, other, "2026-12-06T00:00:00Z").column("price").to_pylist()
+    assert {ref["catalog_version"] for ref in second} == {"another"}
+    assert [{**ref, "catalog_version": "another"} for ref in first] == second
+    grown = list(refs)
+    written_table(rows, grown, "2026-12-06T00:00:00Z")
+    vid = rows.get_column("vid")[0]
+    grown[vid] = {**grown[vid], "catalog_version": "grown"}
+    grown.append({"entry": "x", "effective_from": "2026-01-01", "catalog_version": "new"})  # a new version
+    assert written_table(rows, grown, "2026-12-06T00:00:00Z").column("price")[0].as_py()["catalog_version"] == "grown"
