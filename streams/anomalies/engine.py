@@ -19,6 +19,7 @@ from .aggregate import AGG_SIZE, BadEvent, BucketAggregator
 from .baseline import daily_slots, full_slots
 from .detectors import Config
 from .early import EarlyChecks
+from .early_shifts import EarlyShifts
 from .gating import AlertGating, AnomalyUpdate  # noqa: F401  (AnomalyUpdate: imported from here by callers)
 from .model_rules import ModelRules
 from .rules import KindRules
@@ -28,7 +29,7 @@ from .scope_state import ScopeState
 SNAPSHOT_VERSION = 1
 
 
-class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
+class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, EarlyShifts):
     def __init__(self, config: Config | None = None):
         self.cfg = config or Config()
         self.agg = BucketAggregator(self.cfg.bucket_s)
@@ -85,6 +86,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
         self._combine()
         updates = self._close_ready()
         self._early(updates)  # the running bucket, when new failures may already suffice (early.py)
+        self._early_shifts(updates)  # ... and new calls on models their keys rarely use (early_shifts.py)
         return updates
 
     def set_behind(self, sources) -> list[AnomalyUpdate]:

@@ -113,31 +113,7 @@ class KindRules:
             track(st, "error_rate", "error_rate", error_verdict(errors, requests, st.err, daily, cfg),
                   bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
-                v = None
-                # A quiet scope's last three buckets are judged together (like error shares).
-                w_ok, w_cost, w_tokens, windowed = ok, sb[S_COST], tokens, ok < cfg.shift_min_requests
-                if windowed and ok:
-                    for r_ok, r_cost, r_tokens, *_ in st.recent_cost:
-                        w_ok, w_cost, w_tokens = w_ok + r_ok, w_cost + r_cost, w_tokens + r_tokens
-                if w_ok >= cfg.shift_min_requests and w_tokens > 0 and sb[S_COST] > 0:
-                    v = ratio_verdict(w_cost / PICO * 1000 / w_tokens, st.cpt, daily, ratio=cfg.shift_ratio,
-                                      z=cfg.ratio_z, unit="usd_per_1k_tokens")
-                    if v and v.state in ("strong", "anomalous"):
-                        v.detail, model, calls = self._shift_detail(st, sb)
-                        v.model = model
-                        if windowed:
-                            calls += sum(r[3].get(model, 0) for r in st.recent_cost)
-                        if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
-                            v.state = "elevated"
-                        elif st.mix_share(model) >= cfg.shift_routine_share:
-                            # A session on a model that usually takes a good share of this scope's calls (its
-                            # second model, one session in five) is its usual mix, not a shift.
-                            v.state = "elevated"
-                        elif sb[S_KNOWN] and sb[S_RARE] + sum(len(r) > 9 and r[4] for r in st.recent_cost
-                                                              if windowed) < cfg.shift_min_model_calls:
-                            # The same for a broad scope: the calls that took over the cost are on models their own
-                            # keys use routinely (one key's second model is 2-10 % of its feature's calls).
-                            v.state = "elevated"
+                v = self._cost_shift(st, sb, ok, tokens, daily)
                 adopted = self._new_model_takeover(st, sb, bucket, daily)  # (its bookkeeping runs every bucket)
                 if v is None or v.state not in ("strong", "anomalous"):
                     v = self._rare_model_takeover(st, sb, daily) or adopted or v
