@@ -20,6 +20,7 @@ from .baseline import daily_slots, full_slots
 from .detectors import Config
 from .early import EarlyChecks
 from .early_shifts import EarlyShifts
+from .early_sizes import EarlySizes
 from .gating import AlertGating, AnomalyUpdate  # noqa: F401  (AnomalyUpdate: imported from here by callers)
 from .model_rules import ModelRules
 from .rules import KindRules
@@ -29,7 +30,7 @@ from .scope_state import ScopeState
 SNAPSHOT_VERSION = 1
 
 
-class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, EarlyShifts):
+class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, EarlyShifts, EarlySizes):
     def __init__(self, config: Config | None = None):
         self.cfg = config or Config()
         self.agg = BucketAggregator(self.cfg.bucket_s)
@@ -87,6 +88,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
         updates = self._close_ready()
         self._early(updates)  # the running bucket, when new failures may already suffice (early.py)
         self._early_shifts(updates)  # ... and new calls on models their keys rarely use (early_shifts.py)
+        self._early_sizes(updates)  # ... and new calls of keys with a known output size (early_sizes.py)
         return updates
 
     def set_behind(self, sources) -> list[AnomalyUpdate]:

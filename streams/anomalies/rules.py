@@ -234,26 +234,8 @@ class KindRules:
         S = max(0, S + sum(z) - k * n), the bucket's contribution clipped to 3 sqrt(n) (one huge answer is not a
         template). S >= h with new evidence in this bucket opens; the anomaly stays open while S >= h / 2 (calls
         back to normal pull S down by k each), and its close resets S."""
-        cfg, n = self.cfg, sb[S_ZN]
-        step = 0.0
-        # The threshold follows the scope's volume, so chance alarms are bounded per day, not per call: the CUSUM's
-        # in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100) (~190 days between
-        # chance alarms at any volume). Quieter scopes too, down to `tpr_cusum_h_min`: kept at h = 8 they waited for
-        # ~13 changed calls where ~10 do at the same budget (sparse seed 8, search-agent: 173 -> 68 minutes).
-        per_day = st.out_rate[1] * 86400 / OUT_RATE_TAU_S
-        h = max(cfg.tpr_cusum_h_min, cfg.tpr_cusum_h + math.log(max(per_day, 1e-9) / 100))
-        if n:
-            if st.cusum and cfg.tpr_cusum_half_life_s:
-                # Evidence fades while the scope is silent (`out_rate[0]`: its last bucket with calls, learnt after
-                # this judgement): sums of small excesses over days, or a change that ended yesterday, are not a
-                # template change now.
-                pause = bucket - st.out_rate[0] - cfg.tpr_cusum_fade_after_s
-                if pause > 0:
-                    st.cusum *= 0.5 ** (pause / cfg.tpr_cusum_half_life_s)
-            step = sb[S_ZSUM] - cfg.tpr_cusum_k * n
-            bound = 3.0 * math.sqrt(n)
-            step = bound if step > bound else (-bound if step < -bound else step)
-            st.cusum = min(max(0.0, st.cusum + step), 2 * h)
+        n = sb[S_ZN]
+        st.cusum, step, h = self._cusum_step(st, n, sb[S_ZSUM], bucket)
         if v is not None and v.state == "strong":
             return v
         if st.cusum >= h and step > 0:
@@ -267,10 +249,37 @@ class KindRules:
             state = "elevated"
         else:
             return v
+        return self._size_verdict(state, n, sb[S_LSTD], sb[S_MUSUM])
+
+    def _cusum_step(self, st: ScopeState, n: int, zsum: float, bucket: int) -> tuple[float, float, float]:
+        """(the CUSUM after `n` calls scoring `zsum` in `bucket`, the bucket's clipped step, the threshold h). Pure:
+        judged at a bucket's close (which keeps the result) and on the running bucket (early_sizes.py)."""
+        cfg, cusum, step = self.cfg, st.cusum, 0.0
+        # The threshold follows the scope's volume, so chance alarms are bounded per day, not per call: the CUSUM's
+        # in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100) (~190 days between
+        # chance alarms at any volume). Quieter scopes too, down to `tpr_cusum_h_min`: kept at h = 8 they waited for
+        # ~13 changed calls where ~10 do at the same budget (sparse seed 8, search-agent: 173 -> 68 minutes).
+        per_day = st.out_rate[1] * 86400 / OUT_RATE_TAU_S
+        h = max(cfg.tpr_cusum_h_min, cfg.tpr_cusum_h + math.log(max(per_day, 1e-9) / 100))
+        if n:
+            if cusum and cfg.tpr_cusum_half_life_s:
+                # Evidence fades while the scope is silent (`out_rate[0]`: its last bucket with calls, learnt after
+                # this judgement): sums of small excesses over days, or a change that ended yesterday, are not a
+                # template change now.
+                pause = bucket - st.out_rate[0] - cfg.tpr_cusum_fade_after_s
+                if pause > 0:
+                    cusum *= 0.5 ** (pause / cfg.tpr_cusum_half_life_s)
+            step = zsum - cfg.tpr_cusum_k * n
+            bound = 3.0 * math.sqrt(n)
+            step = bound if step > bound else (-bound if step < -bound else step)
+            cusum = min(max(0.0, cusum + step), 2 * h)
+        return cusum, step, h
+
+    def _size_verdict(self, state: str, n: int, log_sum: float, mu_sum: float) -> Verdict:
         if not n:
             return Verdict(state, 0.0, 0.0, 0.0, 0.0, "tokens_per_request")
-        observed, expected = math.exp(sb[S_LSTD] / n) - 1, math.exp(sb[S_MUSUM] / n) - 1
-        shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
+        observed, expected = math.exp(log_sum / n) - 1, math.exp(mu_sum / n) - 1
+        shift = Verdict(state, observed, expected, 0.0, expected * self.cfg.tpr_ratio, "tokens_per_request")
         shift.detail = "output"
         return shift
 
