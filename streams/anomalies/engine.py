@@ -55,9 +55,12 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
 
     # Input ---------------------------------------------------------------------------------------------------
-    def observe(self, priced_events: list[dict], now: float | None = None, source: int = 0) -> list[AnomalyUpdate]:
+    def observe(self, priced_events: list[dict], now: float | None = None, source: int = 0,
+                early: bool = True) -> list[AnomalyUpdate]:
         """Fold events of one input (`source`, e.g. a partition; events of one input arrive in about event-time
-        order) and close the buckets the watermark has passed."""
+        order), close the buckets the watermark has passed and (`early`) judge the running bucket. A caller folding
+        several inputs per poll passes early=False and calls `judge_running` once after them: each early check
+        reads the whole running bucket."""
         agg, bucket_s, stats = self.agg, self.cfg.bucket_s, self.stats
         limit = (now if now is not None else time.time()) + self.max_future_s
         watermark, next_close = self.sources.get(source, 0), self.next_close
@@ -86,6 +89,13 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
         self.next_close = next_close
         self._combine()
         updates = self._close_ready()
+        if early:
+            self.judge_running(updates)
+        return updates
+
+    def judge_running(self, updates: list[AnomalyUpdate] | None = None) -> list[AnomalyUpdate]:
+        """The early checks of the running bucket (appended to `updates`, which is returned)."""
+        updates = [] if updates is None else updates
         self._early(updates)  # the running bucket, when new failures may already suffice (early.py)
         self._early_shifts(updates)  # ... and new calls on models their keys rarely use (early_shifts.py)
         self._early_sizes(updates)  # ... and new calls of keys with a known output size (early_sizes.py)
