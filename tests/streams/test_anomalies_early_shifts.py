@@ -18,7 +18,7 @@ from tests.streams.anomaly_traffic import event, traffic
 from tests.streams.test_anomalies_model_takeover import DAY, HISTORY_END, KEYS, MODELS, heavy_tailed, history
 
 ONSET, UNTIL = HISTORY_END + 14 * 3600, HISTORY_END + 16 * 3600  # Saturday afternoon: ~1 call per key and bucket
-pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=3)  # rough seconds: longest files first (tests/suite_order.py)
 
 CLOSE_ONLY = Config(early_kinds=("error_rate",))  # the model shift rules judged at the close only, as before
 
