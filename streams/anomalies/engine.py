@@ -19,6 +19,8 @@ from .aggregate import AGG_SIZE, BadEvent, BucketAggregator
 from .baseline import daily_slots, full_slots
 from .detectors import Config
 from .early import EarlyChecks
+from .early_shifts import EarlyShifts
+from .early_sizes import EarlySizes
 from .gating import AlertGating, AnomalyUpdate  # noqa: F401  (AnomalyUpdate: imported from here by callers)
 from .model_rules import ModelRules
 from .rules import KindRules
@@ -28,7 +30,7 @@ from .scope_state import ScopeState
 SNAPSHOT_VERSION = 1
 
 
-class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
+class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, EarlyShifts, EarlySizes):
     def __init__(self, config: Config | None = None):
         self.cfg = config or Config()
         self.agg = BucketAggregator(self.cfg.bucket_s)
@@ -53,9 +55,12 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
 
     # Input ---------------------------------------------------------------------------------------------------
-    def observe(self, priced_events: list[dict], now: float | None = None, source: int = 0) -> list[AnomalyUpdate]:
+    def observe(self, priced_events: list[dict], now: float | None = None, source: int = 0,
+                early: bool = True) -> list[AnomalyUpdate]:
         """Fold events of one input (`source`, e.g. a partition; events of one input arrive in about event-time
-        order) and close the buckets the watermark has passed."""
+        order), close the buckets the watermark has passed and (`early`) judge the running bucket. A caller folding
+        several inputs per poll passes early=False and calls `judge_running` once after them: each early check
+        reads the whole running bucket."""
         agg, bucket_s, stats = self.agg, self.cfg.bucket_s, self.stats
         limit = (now if now is not None else time.time()) + self.max_future_s
         watermark, next_close = self.sources.get(source, 0), self.next_close
@@ -84,7 +89,16 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks):
         self.next_close = next_close
         self._combine()
         updates = self._close_ready()
+        if early:
+            self.judge_running(updates)
+        return updates
+
+    def judge_running(self, updates: list[AnomalyUpdate] | None = None) -> list[AnomalyUpdate]:
+        """The early checks of the running bucket (appended to `updates`, which is returned)."""
+        updates = [] if updates is None else updates
         self._early(updates)  # the running bucket, when new failures may already suffice (early.py)
+        self._early_shifts(updates)  # ... and new calls on models their keys rarely use (early_shifts.py)
+        self._early_sizes(updates)  # ... and new calls of keys with a known output size (early_sizes.py)
         return updates
 
     def set_behind(self, sources) -> list[AnomalyUpdate]:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from tokenmeter.measures import format_percent
 
 from .aggregate import PICO, pico_to_str
-from .detectors import Verdict, binomial_tail
+from .detectors import Verdict, binomial_tail, ratio_verdict
 from .gating import RAW_INDEX, iso_epoch
 from .scope_bucket import (S_COST, S_KNOWN, S_MODELS, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TEAMS, S_TIN,
                            S_TOUT)
@@ -17,6 +17,37 @@ from .scope_state import ScopeState
 
 class ModelRules:
     """Mixin of AnomalyEngine (uses `self.cfg` and the gating's `_track`)."""
+
+    def _cost_shift(self, st: ScopeState, sb: list, ok: int, tokens: int, daily) -> Verdict | None:
+        """The bucket's cost per token against its hour's level (a quiet scope's last three buckets together, like
+        error shares), firing only when the calls that took over the cost are on a model the scope rarely uses.
+        Pure: judged at a bucket's close and on the running bucket (early_shifts.py)."""
+        cfg = self.cfg
+        v = None
+        w_ok, w_cost, w_tokens, windowed = ok, sb[S_COST], tokens, ok < cfg.shift_min_requests
+        if windowed and ok:
+            for r_ok, r_cost, r_tokens, *_ in st.recent_cost:
+                w_ok, w_cost, w_tokens = w_ok + r_ok, w_cost + r_cost, w_tokens + r_tokens
+        if w_ok >= cfg.shift_min_requests and w_tokens > 0 and sb[S_COST] > 0:
+            v = ratio_verdict(w_cost / PICO * 1000 / w_tokens, st.cpt, daily, ratio=cfg.shift_ratio,
+                              z=cfg.ratio_z, unit="usd_per_1k_tokens")
+            if v and v.state in ("strong", "anomalous"):
+                v.detail, model, calls = self._shift_detail(st, sb)
+                v.model = model
+                if windowed:
+                    calls += sum(r[3].get(model, 0) for r in st.recent_cost)
+                if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
+                    v.state = "elevated"
+                elif st.mix_share(model) >= cfg.shift_routine_share:
+                    # A session on a model that usually takes a good share of this scope's calls (its
+                    # second model, one session in five) is its usual mix, not a shift.
+                    v.state = "elevated"
+                elif sb[S_KNOWN] and sb[S_RARE] + sum(len(r) > 9 and r[4] for r in st.recent_cost
+                                                      if windowed) < cfg.shift_min_model_calls:
+                    # The same for a broad scope: the calls that took over the cost are on models their own
+                    # keys use routinely (one key's second model is 2-10 % of its feature's calls).
+                    v.state = "elevated"
+        return v
 
     def _rare_model_takeover(self, st: ScopeState, sb: list, daily) -> Verdict | None:
         """Calls moved to models their own keys rarely use (< `shift_routine_share` of the key's calls, or never), at

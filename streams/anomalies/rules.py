@@ -111,31 +111,7 @@ class KindRules:
             track(st, "error_rate", "error_rate", error_window_verdict(window, st.err, daily, cfg),
                   bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
-                v = None
-                # A quiet scope's last three buckets are judged together (like error shares).
-                w_ok, w_cost, w_tokens, windowed = ok, sb[S_COST], tokens, ok < cfg.shift_min_requests
-                if windowed and ok:
-                    for r_ok, r_cost, r_tokens, *_ in st.recent_cost:
-                        w_ok, w_cost, w_tokens = w_ok + r_ok, w_cost + r_cost, w_tokens + r_tokens
-                if w_ok >= cfg.shift_min_requests and w_tokens > 0 and sb[S_COST] > 0:
-                    v = ratio_verdict(w_cost / PICO * 1000 / w_tokens, st.cpt, daily, ratio=cfg.shift_ratio,
-                                      z=cfg.ratio_z, unit="usd_per_1k_tokens")
-                    if v and v.state in ("strong", "anomalous"):
-                        v.detail, model, calls = self._shift_detail(st, sb)
-                        v.model = model
-                        if windowed:
-                            calls += sum(r[3].get(model, 0) for r in st.recent_cost)
-                        if calls < cfg.shift_min_model_calls * (2 if windowed else 1):  # one premium call is not a shift
-                            v.state = "elevated"
-                        elif st.mix_share(model) >= cfg.shift_routine_share:
-                            # A session on a model that usually takes a good share of this scope's calls (its
-                            # second model, one session in five) is its usual mix, not a shift.
-                            v.state = "elevated"
-                        elif sb[S_KNOWN] and sb[S_RARE] + sum(len(r) > 9 and r[4] for r in st.recent_cost
-                                                              if windowed) < cfg.shift_min_model_calls:
-                            # The same for a broad scope: the calls that took over the cost are on models their own
-                            # keys use routinely (one key's second model is 2-10 % of its feature's calls).
-                            v.state = "elevated"
+                v = self._cost_shift(st, sb, ok, tokens, daily)
                 adopted = self._new_model_takeover(st, sb, bucket, daily)  # (its bookkeeping runs every bucket)
                 if v is None or v.state not in ("strong", "anomalous"):
                     v = self._rare_model_takeover(st, sb, daily) or adopted or v
@@ -256,26 +232,8 @@ class KindRules:
         S = max(0, S + sum(z) - k * n), the bucket's contribution clipped to 3 sqrt(n) (one huge answer is not a
         template). S >= h with new evidence in this bucket opens; the anomaly stays open while S >= h / 2 (calls
         back to normal pull S down by k each), and its close resets S."""
-        cfg, n = self.cfg, sb[S_ZN]
-        step = 0.0
-        # The threshold follows the scope's volume, so chance alarms are bounded per day, not per call: the CUSUM's
-        # in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100) (~190 days between
-        # chance alarms at any volume). Quieter scopes too, down to `tpr_cusum_h_min`: kept at h = 8 they waited for
-        # ~13 changed calls where ~10 do at the same budget (sparse seed 8, search-agent: 173 -> 68 minutes).
-        per_day = st.out_rate[1] * 86400 / OUT_RATE_TAU_S
-        h = max(cfg.tpr_cusum_h_min, cfg.tpr_cusum_h + math.log(max(per_day, 1e-9) / 100))
-        if n:
-            if st.cusum and cfg.tpr_cusum_half_life_s:
-                # Evidence fades while the scope is silent (`out_rate[0]`: its last bucket with calls, learnt after
-                # this judgement): sums of small excesses over days, or a change that ended yesterday, are not a
-                # template change now.
-                pause = bucket - st.out_rate[0] - cfg.tpr_cusum_fade_after_s
-                if pause > 0:
-                    st.cusum *= 0.5 ** (pause / cfg.tpr_cusum_half_life_s)
-            step = sb[S_ZSUM] - cfg.tpr_cusum_k * n
-            bound = 3.0 * math.sqrt(n)
-            step = bound if step > bound else (-bound if step < -bound else step)
-            st.cusum = min(max(0.0, st.cusum + step), 2 * h)
+        n = sb[S_ZN]
+        st.cusum, step, h = self._cusum_step(st, n, sb[S_ZSUM], bucket)
         if v is not None and v.state == "strong":
             return v
         if st.cusum >= h and step > 0:
@@ -289,10 +247,37 @@ class KindRules:
             state = "elevated"
         else:
             return v
+        return self._size_verdict(state, n, sb[S_LSTD], sb[S_MUSUM])
+
+    def _cusum_step(self, st: ScopeState, n: int, zsum: float, bucket: int) -> tuple[float, float, float]:
+        """(the CUSUM after `n` calls scoring `zsum` in `bucket`, the bucket's clipped step, the threshold h). Pure:
+        judged at a bucket's close (which keeps the result) and on the running bucket (early_sizes.py)."""
+        cfg, cusum, step = self.cfg, st.cusum, 0.0
+        # The threshold follows the scope's volume, so chance alarms are bounded per day, not per call: the CUSUM's
+        # in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100) (~190 days between
+        # chance alarms at any volume). Quieter scopes too, down to `tpr_cusum_h_min`: kept at h = 8 they waited for
+        # ~13 changed calls where ~10 do at the same budget (sparse seed 8, search-agent: 173 -> 68 minutes).
+        per_day = st.out_rate[1] * 86400 / OUT_RATE_TAU_S
+        h = max(cfg.tpr_cusum_h_min, cfg.tpr_cusum_h + math.log(max(per_day, 1e-9) / 100))
+        if n:
+            if cusum and cfg.tpr_cusum_half_life_s:
+                # Evidence fades while the scope is silent (`out_rate[0]`: its last bucket with calls, learnt after
+                # this judgement): sums of small excesses over days, or a change that ended yesterday, are not a
+                # template change now.
+                pause = bucket - st.out_rate[0] - cfg.tpr_cusum_fade_after_s
+                if pause > 0:
+                    cusum *= 0.5 ** (pause / cfg.tpr_cusum_half_life_s)
+            step = zsum - cfg.tpr_cusum_k * n
+            bound = 3.0 * math.sqrt(n)
+            step = bound if step > bound else (-bound if step < -bound else step)
+            cusum = min(max(0.0, cusum + step), 2 * h)
+        return cusum, step, h
+
+    def _size_verdict(self, state: str, n: int, log_sum: float, mu_sum: float) -> Verdict:
         if not n:
             return Verdict(state, 0.0, 0.0, 0.0, 0.0, "tokens_per_request")
-        observed, expected = math.exp(sb[S_LSTD] / n) - 1, math.exp(sb[S_MUSUM] / n) - 1
-        shift = Verdict(state, observed, expected, 0.0, expected * cfg.tpr_ratio, "tokens_per_request")
+        observed, expected = math.exp(log_sum / n) - 1, math.exp(mu_sum / n) - 1
+        shift = Verdict(state, observed, expected, 0.0, expected * self.cfg.tpr_ratio, "tokens_per_request")
         shift.detail = "output"
         return shift
 

@@ -197,9 +197,11 @@ class Detector:
         updates = self.engine.set_behind(self.inputs.holders(partitions, behind) | {TRAIL_SOURCE})
         for sid, events in per_substream.items():
             late = self.engine.stats["late_events"]
-            updates += self.engine.observe(events, source=sid)
+            updates += self.engine.observe(events, source=sid, early=False)
             if self.engine.stats["late_events"] > late:
                 self._late(sid, self.engine.stats["late_events"] - late)
+        if per_substream:
+            self.engine.judge_running(updates)  # once per poll, not per substream (each reads the running bucket)
         newest = max((t for s, t in sources.items() if s != TRAIL_SOURCE), default=0)
         live = not behind and bool(newest) and time.time() - newest <= self.engine.cfg.live_lag_s
         if live:

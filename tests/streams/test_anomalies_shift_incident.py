@@ -85,17 +85,19 @@ def _paged(opened: list[dict]) -> list[tuple[str, str, str]]:
     return [(r["scope_dim"], r["scope_value"], r["detected_at"][11:16]) for r in opened if r["_notify"]]
 
 
+# (Alerted at 14:15, the end of the newest minute of the 5-minute batch that completed the evidence: model shifts are
+# judged on the running bucket too, early_shifts.py; at the close of 14:10-14:15 plus the grace it was 14:17.)
 HOUR = 3600
 TO_O1 = (0, 20 * 60, "o1")  # feature chat's two keys call o1 (new to the team) for 20 minutes from 14:00
 
 
 def test_a_sibling_features_shift_to_the_same_model_while_the_first_is_open_joins_its_alert():
-    # Feature chat's keys move at 14:00 (alerted at 14:17); feature agent's key k3 too, its shift opening a bucket
+    # Feature chat's keys move at 14:00 (alerted at 14:15); feature agent's key k3 too, its shift opening a bucket
     # later (14:22): the old code paged it again.
     opened = shifts_after({"k1": [(0, 3 * HOUR, "o1")], "k2": [(0, 3 * HOUR, "o1")], "k3": [(0, 3 * HOUR, "o1")]})
-    assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
+    assert _paged(opened) == [("feature", "chat", "14:15")], _paged(opened)
     joined = [(r["scope_dim"], r["scope_value"]) for r in opened
-              if "Part of the model shift to o1 alerted on feature chat at 14:17 UTC (not alerted again)." in
+              if "Part of the model shift to o1 alerted on feature chat at 14:15 UTC (not alerted again)." in
               r["explanation"]]
     assert ("api_key", "k3") in joined, opened
 
@@ -105,7 +107,7 @@ def test_a_shift_to_the_same_model_after_the_first_resolved_within_the_hour_join
     # shift opens at 15:02 (sparse seed 8: project research-b at 12:52, resolved 13:07, feature research-agent 13:32).
     opened = shifts_after({"k1": [TO_O1], "k2": [TO_O1], "k3": [(45 * 60, 2 * HOUR, "o1")],
                            "k4": [(45 * 60, 2 * HOUR, "o1")]})
-    assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
+    assert _paged(opened) == [("feature", "chat", "14:15")], _paged(opened)
     assert any(r["scope_dim"] == "feature" and r["scope_value"] == "agent" and not r["_notify"] and
                "Part of the model shift to o1 alerted on feature chat" in r["explanation"] for r in opened), opened
 
@@ -115,13 +117,13 @@ def test_a_restart_between_the_two_keeps_the_move_one_incident():
     # its alerted move to o1 is part of the saved state.
     opened = shifts_after({"k1": [TO_O1], "k2": [TO_O1], "k3": [(45 * 60, 2 * HOUR, "o1")],
                            "k4": [(45 * 60, 2 * HOUR, "o1")]}, restart_at=40 * 60)
-    assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
+    assert _paged(opened) == [("feature", "chat", "14:15")], _paged(opened)
 
 
 def test_the_same_move_again_after_more_than_the_gap_is_paged_again():
     again = (3 * HOUR, 4 * HOUR, "o1")
     opened = shifts_after({"k1": [TO_O1, again], "k2": [TO_O1, again]})
-    assert [page[2] for page in _paged(opened)] == ["14:17", "17:57"], _paged(opened)
+    assert [page[2] for page in _paged(opened)] == ["14:15", "17:53"], _paged(opened)
 
 
 def test_a_move_to_another_model_within_the_hour_is_paged():
@@ -135,14 +137,14 @@ AGENT_LATER = (2 * HOUR, 3 * HOUR, "o1")  # feature agent's keys move two hours 
 
 
 def test_a_move_whose_records_pause_while_the_team_calls_the_model_in_sessions_is_paged_once():
-    # Chat's shift is alerted at 14:17 and resolves; k1 goes on calling o1 in 5-minute sessions 20-25 minutes apart
+    # Chat's shift is alerted at 14:15 and resolves; k1 goes on calling o1 in 5-minute sessions 20-25 minutes apart
     # (too few calls for a record), feature agent's keys move at 16:00: the old code paged it at 16:32, more than an
     # hour after chat's last shift record.
     sessions = [(start * 60, (start + 5) * 60, "o1") for start in (45, 70, 95)]
     opened = shifts_after({"k1": [TO_O1, *sessions], "k2": [TO_O1], "k3": [AGENT_LATER], "k4": [AGENT_LATER]})
-    assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
+    assert _paged(opened) == [("feature", "chat", "14:15")], _paged(opened)
     assert any(r["scope_dim"] == "feature" and r["scope_value"] == "agent" and not r["_notify"] and
-               "Part of the model shift to o1 alerted on feature chat at 14:17 UTC" in r["explanation"]
+               "Part of the model shift to o1 alerted on feature chat at 14:15 UTC" in r["explanation"]
                for r in opened), opened
 
 
@@ -150,4 +152,4 @@ def test_a_move_whose_records_pause_while_one_key_stays_on_the_model_is_paged_on
     # k1 stays on o1 for three hours; the team's and project's shift records pause from 14:37 to 16:07 (the old code
     # paged project search-app at 16:07).
     opened = shifts_after({"k1": [(0, 3 * HOUR, "o1")], "k2": [TO_O1], "k3": [AGENT_LATER], "k4": [AGENT_LATER]})
-    assert _paged(opened) == [("feature", "chat", "14:17")], _paged(opened)
+    assert _paged(opened) == [("feature", "chat", "14:15")], _paged(opened)
