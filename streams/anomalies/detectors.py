@@ -237,6 +237,9 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     return min(total, 1.0)
 
 
+ERROR_P0_FLOOR = 0.005  # the usual error share is never taken below this (error_evidence.py uses it too)
+
+
 def error_verdict(errors: int, requests: int, base: Seasonal, slots: Slots, cfg: Config,
                   tries: int = 1) -> Verdict | None:
     """Error share against its usual level, judged by the exact binomial tail so that a few errors in a quiet
@@ -249,7 +252,7 @@ def error_verdict(errors: int, requests: int, base: Seasonal, slots: Slots, cfg:
     if n < MIN_SAMPLES:
         return None
     overall = base.level[slots[-1][0]] if base.n[slots[-1][0]] >= MIN_SAMPLES else 0.0
-    p0 = min(max(expected, overall, 0.005), 0.9)  # the higher of this time of day and all day: never too low
+    p0 = min(max(expected, overall, ERROR_P0_FLOOR), 0.9)  # the higher of this time of day and all day: never too low
     obs = errors / requests
     threshold = max(3 * p0, p0 + cfg.error_min_increase)
     tail = tries * binomial_tail(errors, requests, p0) if obs >= threshold and errors >= cfg.error_min_errors else 1.0

@@ -70,20 +70,29 @@ class EarlyChecks:
         if not strong:
             return
         # Opened together, explained together (as at a close): a key's storm is also its team's, alerted once.
-        saved_now, saved_opened = self._now, self._opened
-        self._opened = []
+        self._open_early(strong, "error_rate", {key: row for raw in agg.open.values() for key, row in raw.items()},
+                         updates)
+
+    def _open_early(self, found: list, kind: str, raw: dict, updates: list[AnomalyUpdate]) -> None:
+        """Open the (scope state, running bucket, verdict) triples of `kind` as a close would, explained together over
+        the aggregate rows `raw` (one alert per incident); shared by every early check (early_shifts.py,
+        early_sizes.py)."""
+        cfg = self.cfg
+        saved_now, saved_opened, saved_raw = self._now, self._opened, self._raw
+        self._opened, self._raw = [], raw
         try:
-            for st, bucket, v in strong:
+            newest = max(self.sources.values(), default=self.watermark)
+            for st, bucket, v in found:
                 # Detection time in event time: the end of the newest minute read (never after the bucket's close).
                 self._now = min(max(newest, bucket) + 60, bucket + cfg.bucket_s + cfg.grace_s)
-                self._track(st, "error_rate", "error_rate", v, bucket, updates, f"{st.dim} {st.value}")
+                self._track(st, kind, kind, v, bucket, updates, f"{st.dim} {st.value}")
             if self._opened:
                 for *_, anomaly, _update in self._opened:
                     anomaly["_early"] = True
                 self.stats["early_alerts"] += len(self._opened)
-                self._explain({key: row for raw in agg.open.values() for key, row in raw.items()})
+                self._explain(raw)
         finally:
-            self._now, self._opened = saved_now, saved_opened
+            self._now, self._opened, self._raw = saved_now, saved_opened, saved_raw
 
     def _early_error(self, st, per_bucket: dict[int, list[int]]):
         """(bucket, verdict) when the newest running bucket with calls of this scope, windowed as at its close, is

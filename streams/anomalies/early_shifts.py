@@ -63,26 +63,7 @@ class EarlyShifts:
                 continue
             streak = st.streaks.get("model_shift")
             if v.state == "strong" or (streak is not None and streak[0] + 1 >= (v.after or cfg.open_after)):
-                found.append((st, v))  # opens now (an anomalous one that would start a streak waits for the close)
+                # opens now (an anomalous one that would start a streak waits for the close)
+                found.append((st, bucket, v))
         if found:
-            self._open_early(found, "model_shift", bucket, raw, updates)
-
-    def _open_early(self, found: list, kind: str, bucket: int, raw: dict, updates: list[AnomalyUpdate]) -> None:
-        """Open the (scope state, verdict) pairs of `kind` found on the running `bucket` (rows `raw`) as a close would,
-        explained together (one alert per incident)."""
-        cfg = self.cfg
-        saved_now, saved_opened, saved_raw = self._now, self._opened, self._raw
-        self._opened, self._raw = [], raw
-        try:
-            # Detection time in event time: the end of the newest minute read (never after the bucket's close).
-            newest = max(self.sources.values(), default=self.watermark)
-            self._now = min(max(newest, bucket) + 60, bucket + cfg.bucket_s + cfg.grace_s)
-            for st, v in sorted(found, key=lambda f: (f[0].dim, f[0].value)):
-                self._track(st, kind, kind, v, bucket, updates, f"{st.dim} {st.value}")
-            if self._opened:
-                for *_, anomaly, _update in self._opened:
-                    anomaly["_early"] = True
-                self.stats["early_alerts"] += len(self._opened)
-                self._explain(raw)
-        finally:
-            self._now, self._opened, self._raw = saved_now, saved_opened, saved_raw
+            self._open_early(sorted(found, key=lambda f: (f[0].dim, f[0].value)), "model_shift", raw, updates)

@@ -64,6 +64,6 @@ class EarlySizes:
                 continue
             cusum, step, h = self._cusum_step(st, n, zsum, bucket)
             if cusum >= h and step > 0:
-                found.append((st, self._size_verdict("strong", n, log_sum, mu_sum)))
+                found.append((st, bucket, self._size_verdict("strong", n, log_sum, mu_sum)))
         if found:
-            self._open_early(found, "tokens_per_request", bucket, raw, updates)
+            self._open_early(sorted(found, key=lambda f: (f[0].dim, f[0].value)), "tokens_per_request", raw, updates)

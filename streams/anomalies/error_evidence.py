@@ -19,9 +19,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from .detectors import Config
-
-P0_FLOOR = 0.005  # error_verdict's floor on the usual share
+from .detectors import ERROR_P0_FLOOR as P0_FLOOR, Config
 
 
 def failures_needed(share: float, cfg: Config = Config()) -> int:
@@ -30,18 +28,25 @@ def failures_needed(share: float, cfg: Config = Config()) -> int:
     return max(cfg.error_min_errors, math.floor(math.log(cfg.error_p_value) / math.log(p0)) + 1)
 
 
+def first_start_per_key(labels: list[dict], kind: str) -> dict[str, str]:
+    """Per API key touched by an injection of `kind`: the start of its first one, as an event `ts` string (the calls
+    before it are the key's own, clean)."""
+    cutoff: dict[str, str] = {}
+    for lab in labels:
+        if lab["kind"] == kind:
+            cut = datetime.utcfromtimestamp(lab["start"]).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for dim, value in lab["scopes"]:
+                if dim == "api_key" and (value not in cutoff or cut < cutoff[value]):
+                    cutoff[value] = cut
+    return cutoff
+
+
 class ErrorShare:
     """Per API key of an error storm: its calls and failures before the first storm that touches it."""
 
     def __init__(self, labels: list[dict], cfg: Config = Config()):
         self.cfg = cfg
-        self.cutoff: dict[str, str] = {}
-        for lab in labels:
-            if lab["kind"] == "error_rate":
-                cut = datetime.utcfromtimestamp(lab["start"]).strftime("%Y-%m-%dT%H:%M:%SZ")
-                for dim, value in lab["scopes"]:
-                    if dim == "api_key" and (value not in self.cutoff or cut < self.cutoff[value]):
-                        self.cutoff[value] = cut
+        self.cutoff = first_start_per_key(labels, "error_rate")
         self.stats: dict[str, list[int]] = {k: [0, 0] for k in self.cutoff}
 
     def add(self, batch: list[dict]) -> None:

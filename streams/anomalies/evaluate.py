@@ -32,7 +32,7 @@ from .engine import AnomalyEngine
 from . import office, sparse, synthetic
 from .aggregate import SCOPE_DIMS
 from .synthetic import BUCKET
-from .error_evidence import ErrorShare
+from .error_evidence import ErrorShare, first_start_per_key
 # Changed calls in the first 15 minutes below which an injection is unobservable (placement uses them too).
 from .hosting import MIN_EVIDENCE, MIN_EVIDENCE_KIND
 from .optimal_test import BUDGET_DAYS, calls_needed, optimal_cusum_calls  # noqa: F401 (evaluate's names)
@@ -46,13 +46,7 @@ class OutputSpread:
     tokens-per-request change that touches it (its own clean distribution), and the time they span."""
 
     def __init__(self, labels: list[dict], start: float):
-        self.cutoff: dict[str, str] = {}
-        for lab in labels:
-            if lab["kind"] == "tokens_per_request":
-                cut = datetime.utcfromtimestamp(lab["start"]).strftime("%Y-%m-%dT%H:%M:%SZ")
-                for dim, value in lab["scopes"]:
-                    if dim == "api_key" and (value not in self.cutoff or cut < self.cutoff[value]):
-                        self.cutoff[value] = cut
+        self.cutoff = first_start_per_key(labels, "tokens_per_request")
         self.stats: dict[str, list] = {k: [0, 0.0, 0.0] for k in self.cutoff}
         self.start = start
 
