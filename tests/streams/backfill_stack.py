@@ -99,6 +99,20 @@ async def produce(bootstrap: str, items: list[tuple[bytes, bytes]], topic: str =
         await producer.stop()
 
 
+async def wait_for_backfill(detector, total: int, buckets: int, *, read_s: float, check=lambda: None) -> None:
+    """Until the detector has read `total` events (within `read_s`; `check()` between polls may raise), then until
+    its idle polls closed `buckets` buckets (the watermark trails new keys by a few seconds; within 30 s), then one
+    more second of idle polls: the wall clock, far ahead of the history, must close nothing more."""
+    deadline = time.monotonic() + read_s
+    while detector.engine.stats["events"] < total and time.monotonic() < deadline:
+        check()
+        await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while detector.engine.stats["buckets_closed"] < buckets and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(1.0)  # a window to show that nothing happens, not a wait for something that does
+
+
 @contextmanager
 def worker(bootstrap: str, tmp_path: Path) -> Iterator[subprocess.Popen]:
     """The real Faust worker as a child process; always stopped."""

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from streams.anomalies.baseline import MIN_SAMPLES
 from streams.anomalies.runner import Detector
 from tests.streams.anomaly_traffic import MONDAY, traffic
+from tests.streams.backfill_stack import wait_for_backfill
 from app.broker import embedded_broker
 from tokenmeter.settings import free_port, load_settings
 from tokenmeter.topics import PRICED
@@ -78,15 +79,7 @@ def test_backfill_on_four_partitions_builds_baselines(tmp_path):
             stop = asyncio.Event()
             task = asyncio.create_task(detector.run(stop))
             try:
-                deadline = time.monotonic() + 120
-                while detector.engine.stats["events"] < total and time.monotonic() < deadline:
-                    await asyncio.sleep(0.2)
-                # Idle polls after the backfill: the watermark trails by a few seconds (new keys), then closes the
-                # history's buckets; the wall clock must not (it is far ahead of the history).
-                deadline = time.monotonic() + 30
-                while detector.engine.stats["buckets_closed"] < 4 * 288 - 4 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.3)
-                await asyncio.sleep(1.0)
+                await wait_for_backfill(detector, total, 4 * 288 - 4, read_s=120)
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 30)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 
 import pytest
 
 from app.broker import embedded_broker
 from streams.anomalies.baseline import MIN_SAMPLES
 from streams.anomalies.runner import Detector
-from tests.streams.backfill_stack import TEAMS, messages, produce, usage_history, worker
+from tests.streams.backfill_stack import TEAMS, messages, produce, usage_history, wait_for_backfill, worker
 from tokenmeter.settings import free_port, load_settings
 
 pytestmark = pytest.mark.slow(seconds=60)  # rough seconds: longest files first (tests/suite_order.py)
@@ -57,18 +56,12 @@ def run_backfill(stack, tmp_path, order: str) -> tuple[Detector, int]:
         task = asyncio.create_task(detector.run(stop))  # running before the history arrives, as in `up`
         try:
             await produce(bootstrap, items)
-            deadline = time.monotonic() + 150
-            while detector.engine.stats["events"] < total and time.monotonic() < deadline:
+            def check() -> None:
                 assert proc.poll() is None, f"worker exited: {(stack_dir / 'worker.log').read_text()[-2000:]}"
                 if task.done():
                     task.result()
-                await asyncio.sleep(0.3)
-            # Idle polls after the backfill: the watermark trails by a few seconds (new keys), then closes the
-            # history's buckets; the wall clock must not (it is far ahead of the history).
-            deadline = time.monotonic() + 30
-            while detector.engine.stats["buckets_closed"] < DAYS * 288 - 12 and time.monotonic() < deadline:
-                await asyncio.sleep(0.3)
-            await asyncio.sleep(1.0)
+
+            await wait_for_backfill(detector, total, DAYS * 288 - 12, read_s=150, check=check)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
