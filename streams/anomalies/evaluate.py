@@ -77,8 +77,10 @@ class OutputSpread:
         calls = sum(self.stats[k][0] for k in keys)
         pooled = sum(s[2] - s[1] * s[1] / s[0] for s in (self.stats[k] for k in keys)) / max(calls - len(keys), 1)
         sigma = math.sqrt(max(pooled, 1e-6))
-        days = max((lab["start"] - self.start) / 86400, 1.0)
-        per_day = calls / days
+        # Each key's calls over the days they were counted in (up to its *first* change): divided by the days to this
+        # change, a key's later changes read a lower rate (tpr20: 81-612 calls a day for a key pair of ~680).
+        per_day = sum(self.stats[k][0] / max((_epoch(self.cutoff[k].replace("Z", "+00:00")) - self.start) / 86400, 1.0)
+                      for k in keys)
         delta = math.log(mult) / sigma
         needed = calls_needed(mult, sigma, per_day)
         return {"sigma": round(sigma, 3), "shift_sd": round(delta, 3), "calls_per_day": round(per_day, 1),

@@ -113,6 +113,28 @@ def test_detectability_of_a_template_change_is_the_calls_an_optimal_test_needs_a
     assert odds["detectable_in_15m"] is False and odds["detectable"] is True
 
 
+def test_a_keys_later_template_change_reads_its_call_rate_over_the_days_its_calls_were_counted():
+    """tpr20: a key's clean calls are counted up to its *first* template change, but were divided by the days to *this*
+    change, so its later changes read a lower call rate (sparse seed 8's support-chat: 81-612 calls a day for a key
+    pair of ~680) and a bound of up to 4 calls fewer. A key of 100 calls a day, changed on days 10 and 20: both read
+    100 a day and need the same calls."""
+    import math
+    import random
+
+    from streams.anomalies.evaluate import OutputSpread
+
+    start, rng = 1_700_000_000, random.Random(5)
+    labels = [{"kind": "tokens_per_request", "start": start + day * 86400, "scopes": [["api_key", "k1"]],
+               "output_multiplier": 2.5, "affected_first_15m": 6, "affected": 20, "description": "template change"}
+              for day in (10, 20)]
+    spread = OutputSpread(labels, start)
+    spread.add([{"ts": _iso(start + i * 864), "status": "ok", "attribution": {"api_key": "k1"},
+                 "usage": {"output_tokens": int(rng.lognormvariate(math.log(300), 0.8))}} for i in range(3000)])
+    first, later = (spread.detectability(lab) for lab in labels)
+    assert abs(first["calls_per_day"] - 100) < 1 and abs(later["calls_per_day"] - 100) < 1, (first, later)
+    assert later["calls_needed"] == first["calls_needed"]
+
+
 def _markov_cusum_arl(k: float, h: float, drift: float, cells: int = 40) -> float:
     """Brook & Evans (1972): the CUSUM S = max(0, S + x - k), x ~ N(drift, 1), as a Markov chain on `cells` cells of
     [0, h); the expected steps from 0 to S >= h solve (I - P) N = 1. An independent check of the closed forms."""
