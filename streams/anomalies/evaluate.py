@@ -32,58 +32,14 @@ from .engine import AnomalyEngine
 from . import office, sparse, synthetic
 from .aggregate import SCOPE_DIMS
 from .synthetic import BUCKET
-from .error_evidence import ErrorShare, first_start_per_key
+from .error_evidence import ErrorShare
 # Changed calls in the first 15 minutes below which an injection is unobservable (placement uses them too).
 from .hosting import MIN_EVIDENCE, MIN_EVIDENCE_KIND
 from .optimal_test import BUDGET_DAYS, calls_needed, optimal_cusum_calls  # noqa: F401 (evaluate's names)
+from .output_spread import OutputSpread  # noqa: F401 (tests import it from here)
 
 FAMILIES = {"synthetic": synthetic.generate, "sparse": sparse.generate, "office": office.generate}
 TARGETS = {"precision": 0.8, "recall": 0.9, "median_delay_s": 900, "false_alerts_per_100_scope_days": 1.0}
-
-
-class OutputSpread:
-    """Per API key: calls, sum and sum of squares of log(1 + output tokens) of its ok calls before the first
-    tokens-per-request change that touches it (its own clean distribution), and the time they span."""
-
-    def __init__(self, labels: list[dict], start: float):
-        self.cutoff = first_start_per_key(labels, "tokens_per_request")
-        self.stats: dict[str, list] = {k: [0, 0.0, 0.0] for k in self.cutoff}
-        self.start = start
-
-    def add(self, batch: list[dict]) -> None:
-        cutoff, stats = self.cutoff, self.stats
-        for e in batch:
-            key = e["attribution"].get("api_key")
-            # The family's own calls only (not a loop's or a leaked client's, whose sizes are the incident's).
-            if key in cutoff and e["status"] == "ok" and e["ts"] < cutoff[key] and e.get("source") != "incident":
-                x = math.log1p(e["usage"].get("output_tokens") or 0)
-                s = stats[key]
-                s[0] += 1
-                s[1] += x
-                s[2] += x * x
-
-    def detectability(self, lab: dict) -> dict | None:
-        """The changed calls an optimal sequential test needs to find this change at the false-alert budget. The test:
-        Page's CUSUM of the exact log-likelihood ratio for the known shift (the mean of log output moved by
-        ln(multiplier), each key against its own spread sigma; delta = ln(multiplier) / sigma), which no test beats on
-        its worst-case delay at a given rate of chance alarms (Moustakides 1986). Its threshold is set so that it alarms
-        by chance once per BUDGET_DAYS days of the scope's calls, and the figure is its expected delay in calls
-        (`optimal_cusum_calls`: Siegmund's approximations, exact to a few per cent for Gaussian steps, where the
-        asymptotic A / KL of the earlier rounds overstated it by 2-3 calls at these run lengths)."""
-        mult = lab.get("output_multiplier")
-        keys = [v for d, v in lab["scopes"] if d == "api_key" and v in self.stats and self.stats[v][0] >= 2]
-        if not mult or not keys:
-            return None
-        calls = sum(self.stats[k][0] for k in keys)
-        pooled = sum(s[2] - s[1] * s[1] / s[0] for s in (self.stats[k] for k in keys)) / max(calls - len(keys), 1)
-        sigma = math.sqrt(max(pooled, 1e-6))
-        days = max((lab["start"] - self.start) / 86400, 1.0)
-        per_day = calls / days
-        delta = math.log(mult) / sigma
-        needed = calls_needed(mult, sigma, per_day)
-        return {"sigma": round(sigma, 3), "shift_sd": round(delta, 3), "calls_per_day": round(per_day, 1),
-                "calls_needed": needed, "changed_first_15m": lab["affected_first_15m"], "changed": lab["affected"],
-                "detectable_in_15m": lab["affected_first_15m"] >= needed, "detectable": lab["affected"] >= needed}
 
 
 # What a kind's rule needs before it may speak, as (changed calls within an hour, what). A missed injection below it is
@@ -292,6 +248,11 @@ def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set 
                 "injections": odds, "detectable_in_15m": sum(o["detectable_in_15m"] for o in odds),
                 "detectable": sum(o["detectable"] for o in odds),
                 "recalled_of_detectable": sum(o["found"] for o in odds if o["detectable"])}
+            # The optimal test on the calls the changes drew (output_spread.py): how fast any test at the budget was.
+            best = [o["optimal_test_delay_s"] for o in odds if o.get("optimal_test_delay_s") is not None]
+            result[kind]["detectability"].update(
+                optimal_test_found=len(best), optimal_test_found_in_15m=sum(d <= 900 for d in best),
+                optimal_test_median_delay_s=round(statistics.median(best)) if best else None)
             unhosted = sum(not o.get("hostable", True) for o in odds)
             if unhosted:  # incidents.py found no start on any feature busy enough (template_hosting.py)
                 result[kind]["detectability"]["placed_where_no_feature_hosts"] = unhosted
@@ -374,13 +335,20 @@ def format_table(result: dict) -> str:
                          f"needs, vs the calls each change touched; counted in recall all the same): "
                          f"{odds['detectable_in_15m']} of {len(odds['injections'])} detectable within 15 minutes, "
                          f"{odds['detectable']} at all, {odds['recalled_of_detectable']} of those found")
+            if odds.get("optimal_test_median_delay_s") is not None:
+                lines.append(f"the optimal test on the changed calls themselves (judged after every call): found "
+                             f"{odds['optimal_test_found']} of {len(odds['injections'])}, "
+                             f"{odds['optimal_test_found_in_15m']} within 15 minutes, median "
+                             f"{odds['optimal_test_median_delay_s'] / 60:.1f} min after the first changed call")
             if odds.get("placed_where_no_feature_hosts"):
                 lines.append(_unhosted_line(kind, odds["placed_where_no_feature_hosts"], len(odds["injections"])))
             for o in odds["injections"]:
                 found = f"found after {o['delay_s'] / 60:.0f} min" if o["found"] else "missed"
                 lines.append(f"- {o['description']}: needs ~{o['calls_needed']} changed calls (shift "
                              f"{o['shift_sd']:.2f} sd per call, {o['calls_per_day']:.0f} calls/day); changed "
-                             f"{o['changed_first_15m']} in its first 15 min, {o['changed']} in all; {found}")
+                             f"{o['changed_first_15m']} in its first 15 min, {o['changed']} in all; {found}"
+                             + (f"; the optimal test on its calls: after {o['optimal_test_calls']}, "
+                                f"{o['optimal_test_delay_s'] / 60:.0f} min" if o.get("optimal_test_calls") else ""))
     lines.append("")
     for kind, k in result["kinds"].items():
         unhosted = k.get(f"placed_where_no_{HOST_GROUPS[kind][0]}_hosts") if kind in HOST_GROUPS else None

@@ -113,6 +113,71 @@ def test_detectability_of_a_template_change_is_the_calls_an_optimal_test_needs_a
     assert odds["detectable_in_15m"] is False and odds["detectable"] is True
 
 
+def test_a_keys_later_template_change_reads_its_call_rate_over_the_days_its_calls_were_counted():
+    """tpr20: a key's clean calls are counted up to its *first* template change, but were divided by the days to *this*
+    change, so its later changes read a lower call rate (sparse seed 8's support-chat: 81-612 calls a day for a key
+    pair of ~680) and a bound of up to 4 calls fewer. A key of 100 calls a day, changed on days 10 and 20: both read
+    100 a day and need the same calls."""
+    import math
+    import random
+
+    from streams.anomalies.evaluate import OutputSpread
+
+    start, rng = 1_700_000_000, random.Random(5)
+    labels = [{"kind": "tokens_per_request", "start": start + day * 86400, "scopes": [["api_key", "k1"]],
+               "output_multiplier": 2.5, "affected_first_15m": 6, "affected": 20, "description": "template change"}
+              for day in (10, 20)]
+    spread = OutputSpread(labels, start)
+    spread.add([{"ts": _iso(start + i * 864), "status": "ok", "attribution": {"api_key": "k1"},
+                 "usage": {"output_tokens": int(rng.lognormvariate(math.log(300), 0.8))}} for i in range(3000)])
+    first, later = (spread.detectability(lab) for lab in labels)
+    assert abs(first["calls_per_day"] - 100) < 1 and abs(later["calls_per_day"] - 100) < 1, (first, later)
+    assert later["calls_needed"] == first["calls_needed"]
+
+
+def test_the_optimal_test_is_also_run_on_the_calls_a_change_drew():
+    """tpr20: a change's expected need (~15 changed calls on a sparse feature) said nothing of its draw: the changes the
+    detector found late were those whose unchanged sizes happened to be small (the changed calls scored 0.4-0.6, each
+    still 1.1 above what it would have scored unchanged). So the bound is also run on the calls themselves, judged after
+    every call. Here every changed call is exactly 2.5x the key's mean size, one a minute: a score of delta each, so
+    the optimal test (reference delta / 2, its threshold for one chance alarm per 100 days of calls, from an independent
+    Markov chain) alarms at call ceil(h / (delta / 2)); a loop's call in the window is not the change's."""
+    import math
+    import random
+
+    from streams.anomalies.evaluate import OutputSpread
+
+    start, rng = 1_700_000_000, random.Random(6)
+    label = {"kind": "tokens_per_request", "start": start + 10 * 86400, "end": start + 10 * 86400 + 7200,
+             "scopes": [["api_key", "k1"]], "output_multiplier": 2.5, "affected_first_15m": 15, "affected": 40,
+             "first_affected": start + 10 * 86400 + 30, "description": "template change"}
+    spread = OutputSpread([label], start)
+    clean = [int(rng.lognormvariate(math.log(300), 0.8)) for _ in range(1000)]
+    spread.add([{"ts": _iso(start + i * 864), "status": "ok", "attribution": {"api_key": "k1"},
+                 "usage": {"output_tokens": tokens}} for i, tokens in enumerate(clean)])
+    mean = sum(math.log1p(t) for t in clean) / len(clean)
+    changed = round(math.expm1(mean + math.log(2.5)))
+    t0 = label["first_affected"]
+    spread.add([{"ts": _iso(t0 + 60 * i), "status": "ok", "attribution": {"api_key": "k1"},
+                 "usage": {"output_tokens": changed}, **({"source": "incident"} if i == 3 else {})} for i in range(40)])
+    odds = spread.detectability(label)
+    delta, budget = odds["shift_sd"], odds["calls_per_day"] * 100
+    k, lo, hi = delta / 2, 0.5, 15.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _markov_cusum_arl(k, mid, 0.0) < budget else (lo, mid)
+    calls = math.ceil(hi / k)  # each scored call adds delta - k = k
+    assert abs(odds["optimal_test_calls"] - calls) <= 1, (odds, hi)
+    assert odds["optimal_test_delay_s"] == 60 * odds["optimal_test_calls"]  # (the loop's call at minute 3 skipped)
+    same = {**label, "start": label["start"] + 86400, "end": label["end"] + 86400, "first_affected": t0 + 86400}
+    spread = OutputSpread([same], start)  # unchanged calls in the window: no alarm
+    spread.add([{"ts": _iso(start + i * 864), "status": "ok", "attribution": {"api_key": "k1"},
+                 "usage": {"output_tokens": tokens}} for i, tokens in enumerate(clean)])
+    spread.add([{"ts": _iso(t0 + 86400 + 60 * i), "status": "ok", "attribution": {"api_key": "k1"},
+                 "usage": {"output_tokens": tokens}} for i, tokens in enumerate(clean[:40])])
+    assert spread.detectability(same)["optimal_test_calls"] is None
+
+
 def _markov_cusum_arl(k: float, h: float, drift: float, cells: int = 40) -> float:
     """Brook & Evans (1972): the CUSUM S = max(0, S + x - k), x ~ N(drift, 1), as a Markov chain on `cells` cells of
     [0, h); the expected steps from 0 to S >= h solve (I - P) N = 1. An independent check of the closed forms."""
