@@ -25,6 +25,7 @@ from aiokafka.structs import TopicPartition
 
 from collectors import AttributionMapping, DialectError, parse_record
 from collectors.batch import DeliveryPause, collection_paused
+from collectors.convert_process import ConvertProcess
 from collectors.delivery import (
     DeliveryGuard,
     Positions,
@@ -33,6 +34,7 @@ from collectors.delivery import (
     positions_from_json,
     write_json_atomically,
 )
+from collectors.encoded import EncodedEvent
 from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from tokenmeter.events import UsageEvent
@@ -50,7 +52,7 @@ class KafkaBridge:
                  mapping: AttributionMapping | None = None, from_beginning: bool = False,
                  batch_records: int = 5000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
                  state_path: Path | None = None, group_timeouts: dict[str, int] | None = None,
-                 fetch_wait: dict[str, int] | None = None):
+                 fetch_wait: dict[str, int] | None = None, convert_process: bool = False):
         self.source_bootstrap = source_bootstrap
         self.group_timeouts = group_timeouts or {}  # Settings.group_timeouts; empty: aiokafka's defaults
         self.fetch_wait = fetch_wait  # Settings.fetch_wait; None: the environment's settings
@@ -71,6 +73,8 @@ class KafkaBridge:
         self._recovery_checked = False
         # batches converted by `_prepare`, not yet delivered: their GC pause -> their early end offsets
         self._ahead: dict[DeliveryPause, asyncio.Future] = {}
+        # convert_process: batches converted in a child process (collectors/convert_process.py), beside this one
+        self.converter = ConvertProcess(dialect, mapping) if convert_process else None
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -85,6 +89,8 @@ class KafkaBridge:
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
         self._last_record = asyncio.get_running_loop().time()
         try:
+            if self.converter is not None:
+                await self.converter.start()
             async with loop:
                 log.info("bridging %s (%s, group %s) -> %s", self.topic, self.label, self.group, self.sink.topic)
                 await loop.run(lambda batch: self._process(batch, consumer, stop), stop, prepare=self._prepare)
@@ -95,6 +101,8 @@ class KafkaBridge:
                 early_ends.cancel()
             self._ahead.clear()
             await reporter
+            if self.converter is not None:
+                await self.converter.stop()
             await self.guard.stop()
             await self.sink.stop()
 
@@ -122,6 +130,11 @@ class KafkaBridge:
         try:
             if early_ends is not None:
                 early_ends = await early_ends
+            if events is None and self.converter is not None and self.recovery is None:
+                self._doubtful_ids = set()
+                for messages in batch.records.values():
+                    self.sink.counters.count(self.label, "read", len(messages))
+                events, letters = await self._convert_in_child(batch.records)
             if events is None:
                 events, letters = self._convert(batch.records)
             if not await self._deliver(stop, batch.records, events, letters, early_ends):
@@ -154,11 +167,14 @@ class KafkaBridge:
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
         try:
-            for tp, messages in batch.records.items():
-                for first in range(0, len(messages), CONVERT_SLICE):
-                    for message in messages[first:first + CONVERT_SLICE]:
-                        self._convert_one(tp, message, events, letters)
-                    await asyncio.sleep(0)
+            if self.converter is not None:  # in the child: this loop delivers batch N meanwhile
+                events, letters = await self._convert_in_child(batch.records)
+            else:
+                for tp, messages in batch.records.items():
+                    for first in range(0, len(messages), CONVERT_SLICE):
+                        for message in messages[first:first + CONVERT_SLICE]:
+                            self._convert_one(tp, message, events, letters)
+                        await asyncio.sleep(0)
         except BaseException:
             pause.end()
             self._ahead.pop(pause, None)
@@ -246,6 +262,22 @@ class KafkaBridge:
                              stopped=lambda s: _sleep(stop, s), positions=positions,
                              in_doubt=in_doubt, letter_in_doubt=letter_in_doubt,
                              early_ends=early_ends if positions is None else None)
+
+    async def _convert_in_child(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """`_convert` (without a killed run's batch in doubt) done by the conversion process: the same events,
+        written, and the same dead letters in the same order."""
+        assert self.converter is not None
+        values = [message.value for messages in batch.values() for message in messages]
+        ids, keys, jsons, found, skipped, _ = await self.converter.convert(values)
+        letters: list[dict[str, Any]] = []
+        if found:
+            located = [(tp, message) for tp, messages in batch.items() for message in messages]
+            for index, reason, payload in found:
+                tp, message = located[index]
+                letters.append(self.sink.letter(reason, payload, **self._where(tp, message)))
+        if skipped:
+            self.sink.counters.count(self.label, "skipped", skipped)
+        return list(map(EncodedEvent, ids, keys, jsons)), letters
 
     def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[UsageEvent], list[dict[str, Any]]]:
         events: list[UsageEvent] = []
