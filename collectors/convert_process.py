@@ -28,14 +28,13 @@ import pickle
 import signal
 import struct
 import sys
-import time
 from typing import Any
 
 LENGTH = struct.Struct(">Q")
 
 # One batch's answer: (event ids, partition keys, event JSONs, [(record index, reason, printable payload or None)],
-# records without a call, the child's CPU seconds for this batch)
-Answer = tuple[list[str], list[bytes], list[bytes], list[tuple[int, str, Any]], int, float]
+# records without a call)
+Answer = tuple[list[str], list[bytes], list[bytes], list[tuple[int, str, Any]], int]
 
 
 def mapping_fields(mapping: Any) -> tuple[Any, ...] | None:
@@ -53,7 +52,6 @@ def convert_values(values: list[bytes | None], dialect: str | None, mapping: Any
     from collectors.kafka_bridge import _printable
     from tokenmeter.events import partition_key
 
-    started = time.process_time()
     ids: list[str] = []
     keys: list[bytes] = []
     jsons: list[bytes] = []
@@ -85,7 +83,7 @@ def convert_values(values: list[bytes | None], dialect: str | None, mapping: Any
             if not found:
                 skipped += 1
             add(found)
-    return ids, keys, jsons, letters, skipped, time.process_time() - started
+    return ids, keys, jsons, letters, skipped
 
 
 class ConvertProcess:
@@ -95,7 +93,6 @@ class ConvertProcess:
         self.dialect = dialect
         self.mapping = mapping
         self.child: asyncio.subprocess.Process | None = None
-        self.cpu_s = 0.0  # the child's CPU over the batches it converted (the bench counts it)
         self._lock = asyncio.Lock()  # one batch at a time on the pipe
 
     async def start(self) -> None:
@@ -118,14 +115,21 @@ class ConvertProcess:
 
     async def convert(self, values: list[bytes | None]) -> Answer:
         async with self._lock:
-            await self._send(values)
+            if self.child is None:  # not started, or dropped after an interrupted batch
+                await self.start()
             assert self.child is not None and self.child.stdout is not None
             try:
+                await self._send(values)
                 size = LENGTH.unpack(await self.child.stdout.readexactly(LENGTH.size))[0]
                 answer = pickle.loads(await self.child.stdout.readexactly(size))
-            except asyncio.IncompleteReadError:
-                raise RuntimeError(f"the conversion process ended (exit code {await self.child.wait()})") from None
-        self.cpu_s += answer[-1]
+            except BaseException as exc:
+                # Interrupted (cancelled, or the child died) between a batch and its answer: the pipe may still hold
+                # that answer, which the next batch would read as its own. The child goes; the next batch starts one.
+                child, self.child = self.child, None
+                code = await _kill(child)
+                if isinstance(exc, asyncio.IncompleteReadError):
+                    raise RuntimeError(f"the conversion process ended (exit code {code})") from None
+                raise
         return answer
 
     async def _send(self, message: Any) -> None:
@@ -136,17 +140,38 @@ class ConvertProcess:
         await self.child.stdin.drain()
 
     async def stop(self) -> None:
+        """End the child: at the end of its input when idle, killed when a batch is still on its way (a pure
+        function of the values: nothing of it needs to finish)."""
         child, self.child = self.child, None
         if child is None:
             return
+        if self._lock.locked() or child.stdin is None:
+            await _kill(child)
+            return
+        child.stdin.close()
         try:
-            if child.stdin is not None:
-                child.stdin.close()  # end of input: the child exits
             await asyncio.wait_for(child.wait(), 5)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - a stuck or broken child is killed
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
+        except asyncio.TimeoutError:
+            await _kill(child)
+
+
+async def _kill(child: asyncio.subprocess.Process) -> int | None:
+    if child.returncode is None:
+        try:
+            child.kill()
+        except ProcessLookupError:
+            pass
+    return await child.wait()
+
+
+def _widen(fd: int) -> None:
+    """The pipe's buffer raised to 1 MB (Linux; the default system-wide limit), where allowed: a batch is MBs,
+    and through 64 KB pipes the bridge's event loop woke for every 64 KB."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):
+        pass  # another system, or a lower limit: only slower
 
 
 def _read_message(stream: Any) -> Any:
@@ -163,6 +188,8 @@ def main() -> int:
     from collectors.attribution import AttributionMapping
 
     source, sink = sys.stdin.buffer, sys.stdout.buffer
+    _widen(source.fileno())
+    _widen(sink.fileno())
     setup = _read_message(source)
     if setup is EOFError:
         return 0

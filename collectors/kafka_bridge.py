@@ -268,7 +268,7 @@ class KafkaBridge:
         written, and the same dead letters in the same order."""
         assert self.converter is not None
         values = [message.value for messages in batch.values() for message in messages]
-        ids, keys, jsons, found, skipped, _ = await self.converter.convert(values)
+        ids, keys, jsons, found, skipped = await self.converter.convert(values)
         letters: list[dict[str, Any]] = []
         if found:
             located = [(tp, message) for tp, messages in batch.items() for message in messages]
