@@ -31,6 +31,7 @@ import sys
 from typing import Any
 
 LENGTH = struct.Struct(">Q")
+PIPE_SIZE = 1 << 20  # each pipe's buffer (`_widen`), and the slices a batch is written in
 
 # One batch's answer: (event ids, partition keys, event JSONs, [(record index, reason, printable payload or None)],
 # records without a call)
@@ -99,7 +100,7 @@ class ConvertProcess:
         self.child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "collectors.convert_process", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
-            limit=1 << 20)
+            limit=1 << 26)  # an answer is read whole: below it the reader would pause and resume the pipe
         await self._send((self.dialect, mapping_fields(self.mapping)))
 
     def child_cpu_s(self) -> float:
@@ -134,10 +135,13 @@ class ConvertProcess:
 
     async def _send(self, message: Any) -> None:
         assert self.child is not None and self.child.stdin is not None
-        data = pickle.dumps(message, protocol=5)
+        data = memoryview(pickle.dumps(message, protocol=5))
         self.child.stdin.write(LENGTH.pack(len(data)))
-        self.child.stdin.write(data)
-        await self.child.stdin.drain()
+        # In slices of the pipe's size: what the pipe does not take at once, asyncio's pipe transport keeps in a
+        # buffer that it shifts down after every write (a batch of several MB moved again and again).
+        for start in range(0, len(data), PIPE_SIZE):
+            self.child.stdin.write(data[start:start + PIPE_SIZE])
+            await self.child.stdin.drain()
 
     async def stop(self) -> None:
         """End the child: at the end of its input when idle, killed when a batch is still on its way (a pure
@@ -169,7 +173,7 @@ def _widen(fd: int) -> None:
     and through 64 KB pipes the bridge's event loop woke for every 64 KB."""
     try:
         import fcntl
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     except (ImportError, AttributeError, OSError):
         pass  # another system, or a lower limit: only slower
 

@@ -45,6 +45,10 @@ log = logging.getLogger("tokenmeter.collect.kafka")
 # Records converted between two turns of the event loop while the previous batch is in flight (`_prepare`):
 # ~2-4 ms of conversion, so an acknowledgement waits at most that long for the loop.
 CONVERT_SLICE = 250
+# Source bytes per slice of a batch shared with the conversion process (`_convert_shared`; ~200 LiteLLM payloads,
+# 4 Kong arrays of 50): a few ms of conversion per slice, so the two sides meet within a few ms of the ideal split,
+# while the child's round trips stay a small part of its work.
+SHARED_SLICE_BYTES = 256 * 1024
 
 
 class KafkaBridge:
@@ -167,8 +171,8 @@ class KafkaBridge:
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
         try:
-            if self.converter is not None:  # in the child: this loop delivers batch N meanwhile
-                events, letters = await self._convert_in_child(batch.records)
+            if self.converter is not None:
+                events, letters = await self._convert_shared(batch.records)
             else:
                 for tp, messages in batch.records.items():
                     for first in range(0, len(messages), CONVERT_SLICE):
@@ -263,6 +267,45 @@ class KafkaBridge:
                              in_doubt=in_doubt, letter_in_doubt=letter_in_doubt,
                              early_ends=early_ends if positions is None else None)
 
+    async def _convert_shared(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """`_convert` of a batch shared between the conversion process and this one, meeting in the middle: the
+        child takes slices from the front, this loop converts slices from the back between its other work (batch
+        N's produce and acknowledgements). Each side takes a slice when it is free, so the split follows what each
+        gets of the machine: with a spare core the child takes most; when the cores are busy (where the child's
+        pickling and pipe are a cost, not a gain) this process converts more itself. Events and letters in the
+        batch's order, as `_convert` gives them."""
+        slices = _slices([(tp, message) for tp, messages in batch.items() for message in messages], SHARED_SLICE_BYTES)
+        done: list[tuple[list[Any], list[dict[str, Any]]] | None] = [None] * len(slices)
+        front, back = 0, len(slices)  # slices [front, back) not yet taken (one event loop: no race)
+
+        async def child_side() -> None:
+            nonlocal front
+            while front < back:
+                front += 1
+                done[front - 1] = await self._convert_in_child(_as_batch(slices[front - 1]))
+
+        child = asyncio.ensure_future(child_side())
+        try:
+            await asyncio.sleep(0)  # the child's first slice on its way before this side starts
+            while front < back:
+                back -= 1
+                events: list[Any] = []
+                letters: list[dict[str, Any]] = []
+                for tp, message in slices[back]:
+                    self._convert_one(tp, message, events, letters)
+                done[back] = events, letters
+                await asyncio.sleep(0)
+            await child
+        finally:
+            if not child.done():
+                child.cancel()
+                await asyncio.gather(child, return_exceptions=True)
+        events, letters = [], []
+        for part_events, part_letters in done:  # type: ignore[misc]
+            events += part_events
+            letters += part_letters
+        return events, letters
+
     async def _convert_in_child(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
         """`_convert` (without a killed run's batch in doubt) done by the conversion process: the same events,
         written, and the same dead letters in the same order."""
@@ -320,6 +363,27 @@ class KafkaBridge:
     def _where(self, tp: TopicPartition, message: Any) -> dict[str, Any]:
         """A dead letter's source location (also its key for the read-back after a crash, `_letter_key`)."""
         return {"topic": tp.topic, "partition": tp.partition, "offset": message.offset, "dialect": self.label}
+
+
+def _slices(items: list[tuple[TopicPartition, Any]], size: int) -> list[list[tuple[TopicPartition, Any]]]:
+    """(partition, message) pairs cut, in order, into slices of about `size` bytes of message values."""
+    slices: list[list[tuple[TopicPartition, Any]]] = [[]]
+    held = 0
+    for item in items:
+        if held >= size:
+            slices.append([])
+            held = 0
+        slices[-1].append(item)
+        held += len(item[1].value or b"")
+    return slices
+
+
+def _as_batch(items: list[tuple[TopicPartition, Any]]) -> dict[TopicPartition, list[Any]]:
+    """(partition, message) pairs in batch order, as the batch's {partition: messages}."""
+    batch: dict[TopicPartition, list[Any]] = {}
+    for tp, message in items:
+        batch.setdefault(tp, []).append(message)
+    return batch
 
 
 def _letter_key(letter: dict[str, Any]) -> tuple[Any, Any, Any]:
