@@ -102,6 +102,9 @@ class ConvertProcess:
             stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
             limit=1 << 26)  # an answer is read whole: below it the reader would pause and resume the pipe
         await self._send((self.dialect, mapping_fields(self.mapping)))
+        # ready: its imports done (~0.5 s of CPU), so the first batch does not wait for them
+        assert self.child.stdout is not None
+        await self.child.stdout.readexactly(LENGTH.size)
 
     def child_cpu_s(self) -> float:
         """The child's CPU seconds so far, all of it (reading, converting, writing); 0 without a child."""
@@ -189,6 +192,7 @@ def _read_message(stream: Any) -> Any:
 def main() -> int:
     """The child: setup, then one answer per batch until end of input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the bridge, which ends us by closing the pipe
+    import collectors.kafka_bridge  # noqa: F401 - everything a conversion imports, before the first batch
     from collectors.attribution import AttributionMapping
 
     source, sink = sys.stdin.buffer, sys.stdout.buffer
@@ -200,6 +204,8 @@ def main() -> int:
     dialect, fields = setup
     mapping = None if fields is None else AttributionMapping(
         dimensions=fields[0], tags=fields[1], provider=fields[2], inherit_defaults=fields[3])
+    sink.write(LENGTH.pack(0))  # ready
+    sink.flush()
     while True:
         values = _read_message(source)
         if values is EOFError:
