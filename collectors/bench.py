@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 
-from collectors.kafka_bridge import KafkaBridge
+from collectors.kafka_bridge import KafkaBridge, convert_process_enabled
 from collectors.sink import KafkaSink
 from tokenmeter import topics
 from tokenmeter.kafka_topics import read_to_end, topic_partitions
@@ -306,7 +306,8 @@ class _DialectRun:
         self.state_dir = tempfile.TemporaryDirectory(prefix="tokenmeter-bench-")  # the pending-batch record
         self.bridge = _TimedBridge(bootstrap, self.source, dialect, f"bench-collect-{dialect}-{self.run_id}",
                                    self.sink, from_beginning=True, log_every_s=3600,
-                                   state_path=Path(self.state_dir.name) / "state.json", convert_process=True)
+                                   state_path=Path(self.state_dir.name) / "state.json",
+                                   convert_process=convert_process_enabled())
         if self.bridge.converter is not None:
             self.sink.child_cpu = self.bridge.converter.child_cpu_s
         self.stop = asyncio.Event()

@@ -136,9 +136,10 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
 @click.option("--exit-when-idle", type=float, default=None, help="Stop after this many seconds without records.")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), envvar="TOKENMETER_COLLECT_STATE_FILE",
               help="Pending-batch record for exactly-once restarts (default: <data_dir>/collect-kafka/<group>.json).")
-@click.option("--convert-process/--convert-in-process", default=True, show_default=True,
+@click.option("--convert-process/--convert-in-process", default=False, show_default=True,
               envvar="TOKENMETER_COLLECT_CONVERT_PROCESS",
-              help="Convert each batch in a second process, beside this one's Kafka work (uses a second core).")
+              help="Share each batch's conversion with a second process (a second core; ~15-25 % more CPU per "
+                   "event: docs/collectors.md, speed round 11).")
 @mapping_option
 def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap: str | None, from_beginning: bool,
                   batch_records: int, exit_when_idle: float | None, state_file: Path | None, convert_process: bool,

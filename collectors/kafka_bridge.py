@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +364,11 @@ class KafkaBridge:
     def _where(self, tp: TopicPartition, message: Any) -> dict[str, Any]:
         """A dead letter's source location (also its key for the read-back after a crash, `_letter_key`)."""
         return {"topic": tp.topic, "partition": tp.partition, "offset": message.offset, "dialect": self.label}
+
+
+def convert_process_enabled() -> bool:
+    """`TOKENMETER_COLLECT_CONVERT_PROCESS` (what `collect kafka --convert-process` reads; off unless 1/true/yes)."""
+    return os.environ.get("TOKENMETER_COLLECT_CONVERT_PROCESS", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _slices(items: list[tuple[TopicPartition, Any]], size: int) -> list[list[tuple[TopicPartition, Any]]]:
