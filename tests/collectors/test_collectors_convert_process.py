@@ -21,7 +21,7 @@ from collectors.convert_process import ConvertProcess
 from collectors.kafka_bridge import KafkaBridge
 from collectors.sink import KafkaSink, encode_batches
 
-pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
 
 Message = namedtuple("Message", "offset value")
 
