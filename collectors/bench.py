@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 
-from collectors.kafka_bridge import KafkaBridge, convert_process_enabled
+from collectors.kafka_bridge import KafkaBridge
 from collectors.sink import KafkaSink
 from tokenmeter import topics
 from tokenmeter.kafka_topics import read_to_end, topic_partitions
@@ -204,8 +204,6 @@ class _TimedSink(KafkaSink):
         self.records = records
         self.done_at: float | None = None
         self.done_cpu: float | None = None  # this process's CPU clock then (the bridge runs in-process)
-        self.child_cpu = lambda: 0.0  # the bridge's conversion process's CPU clock (set by _DialectRun)
-        self.done_child_cpu = 0.0
         self.done = asyncio.Event()
 
     async def publish(self, events: list[Any], dialect: str = "?") -> int:
@@ -213,7 +211,6 @@ class _TimedSink(KafkaSink):
         if self.done_at is None and (self.counters.written >= self.target or self.counters.read >= self.records):
             self.done_at = time.perf_counter()
             self.done_cpu = time.process_time()
-            self.done_child_cpu = self.child_cpu()
             self.done.set()
         return written
 
@@ -231,7 +228,6 @@ class _TimedBridge(KafkaBridge):
         self.abandoned = False  # the measurement ended before this bridge's turn
         self.first_batch_at: float | None = None
         self.first_batch_cpu: float | None = None
-        self.child_cpu_at_go = 0.0  # the conversion process's CPU clock then (Linux /proc)
 
     async def _settle_recovery(self, consumer: AIOKafkaConsumer) -> None:  # called once, with the first batch
         self.at_door.set()
@@ -240,7 +236,6 @@ class _TimedBridge(KafkaBridge):
             raise CollectorBenchError(f"{self.label}: abandoned before its turn")
         self.first_batch_at = time.perf_counter()
         self.first_batch_cpu = time.process_time()
-        self.child_cpu_at_go = self.converter.child_cpu_s() if self.converter is not None else 0.0
         await super()._settle_recovery(consumer)
 
 
@@ -306,10 +301,7 @@ class _DialectRun:
         self.state_dir = tempfile.TemporaryDirectory(prefix="tokenmeter-bench-")  # the pending-batch record
         self.bridge = _TimedBridge(bootstrap, self.source, dialect, f"bench-collect-{dialect}-{self.run_id}",
                                    self.sink, from_beginning=True, log_every_s=3600,
-                                   state_path=Path(self.state_dir.name) / "state.json",
-                                   convert_process=convert_process_enabled())
-        if self.bridge.converter is not None:
-            self.sink.child_cpu = self.bridge.converter.child_cpu_s
+                                   state_path=Path(self.state_dir.name) / "state.json")
         self.stop = asyncio.Event()
         self.running: asyncio.Task | None = None
         self.cpu_rate: float | None = None
@@ -347,8 +339,7 @@ class _DialectRun:
                                       f"{self.usage_topic} exactly once (first: {missing[:3]})")
         assert self.bridge.first_batch_at is not None and self.sink.done_at is not None
         assert self.bridge.first_batch_cpu is not None and self.sink.done_cpu is not None
-        child_cpu = self.sink.done_child_cpu - self.bridge.child_cpu_at_go  # the conversion process's
-        self.cpu_rate = self.n / max(self.sink.done_cpu - self.bridge.first_batch_cpu + child_cpu, 1e-9)
+        self.cpu_rate = self.n / max(self.sink.done_cpu - self.bridge.first_batch_cpu, 1e-9)
         return self.n / (self.sink.done_at - self.bridge.first_batch_at)
 
     async def _until(self, waiter: asyncio.Task, timeout_message: str) -> None:

@@ -136,13 +136,9 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
 @click.option("--exit-when-idle", type=float, default=None, help="Stop after this many seconds without records.")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), envvar="TOKENMETER_COLLECT_STATE_FILE",
               help="Pending-batch record for exactly-once restarts (default: <data_dir>/collect-kafka/<group>.json).")
-@click.option("--convert-process/--convert-in-process", default=False, show_default=True,
-              envvar="TOKENMETER_COLLECT_CONVERT_PROCESS",
-              help="Share each batch's conversion with a second process (a second core; ~15-25 % more CPU per "
-                   "event: docs/collectors.md, speed round 11).")
 @mapping_option
 def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap: str | None, from_beginning: bool,
-                  batch_records: int, exit_when_idle: float | None, state_file: Path | None, convert_process: bool,
+                  batch_records: int, exit_when_idle: float | None, state_file: Path | None,
                   mapping: Path | None) -> None:
     """Bridge a gateway's own topic (Kong kafka-log, OTel collector kafka exporter) into tokenmeter.usage."""
     from collectors.kafka_bridge import KafkaBridge
@@ -158,7 +154,7 @@ def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap:
         group, KafkaSink(settings.bootstrap_servers, "collect:kafka"),
         mapping=_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
         exit_when_idle=exit_when_idle, state_path=state_file, group_timeouts=settings.group_timeouts,
-        fetch_wait=settings.fetch_wait, convert_process=convert_process)
+        fetch_wait=settings.fetch_wait)
     run_service(bridge.run)
 
 # Provider usage pollers add their commands to the same group (kept in their own package).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from aiokafka.structs import TopicPartition
 
 from collectors import AttributionMapping, DialectError, parse_record
 from collectors.batch import DeliveryPause, collection_paused
-from collectors.convert_process import ConvertProcess
 from collectors.delivery import (
     DeliveryGuard,
     Positions,
@@ -35,7 +33,6 @@ from collectors.delivery import (
     positions_from_json,
     write_json_atomically,
 )
-from collectors.encoded import EncodedEvent
 from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from tokenmeter.events import UsageEvent
@@ -46,10 +43,6 @@ log = logging.getLogger("tokenmeter.collect.kafka")
 # Records converted between two turns of the event loop while the previous batch is in flight (`_prepare`):
 # ~2-4 ms of conversion, so an acknowledgement waits at most that long for the loop.
 CONVERT_SLICE = 250
-# Source bytes per slice of a batch shared with the conversion process (`_convert_shared`; ~200 LiteLLM payloads,
-# 4 Kong arrays of 50): a few ms of conversion per slice, so the two sides meet within a few ms of the ideal split,
-# while the child's round trips stay a small part of its work.
-SHARED_SLICE_BYTES = 256 * 1024
 
 
 class KafkaBridge:
@@ -57,7 +50,7 @@ class KafkaBridge:
                  mapping: AttributionMapping | None = None, from_beginning: bool = False,
                  batch_records: int = 5000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
                  state_path: Path | None = None, group_timeouts: dict[str, int] | None = None,
-                 fetch_wait: dict[str, int] | None = None, convert_process: bool = False):
+                 fetch_wait: dict[str, int] | None = None):
         self.source_bootstrap = source_bootstrap
         self.group_timeouts = group_timeouts or {}  # Settings.group_timeouts; empty: aiokafka's defaults
         self.fetch_wait = fetch_wait  # Settings.fetch_wait; None: the environment's settings
@@ -78,8 +71,6 @@ class KafkaBridge:
         self._recovery_checked = False
         # batches converted by `_prepare`, not yet delivered: their GC pause -> their early end offsets
         self._ahead: dict[DeliveryPause, asyncio.Future] = {}
-        # convert_process: batches converted in a child process (collectors/convert_process.py), beside this one
-        self.converter = ConvertProcess(dialect, mapping) if convert_process else None
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -94,8 +85,6 @@ class KafkaBridge:
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
         self._last_record = asyncio.get_running_loop().time()
         try:
-            if self.converter is not None:
-                await self.converter.start()
             async with loop:
                 log.info("bridging %s (%s, group %s) -> %s", self.topic, self.label, self.group, self.sink.topic)
                 await loop.run(lambda batch: self._process(batch, consumer, stop), stop, prepare=self._prepare)
@@ -106,8 +95,6 @@ class KafkaBridge:
                 early_ends.cancel()
             self._ahead.clear()
             await reporter
-            if self.converter is not None:
-                await self.converter.stop()
             await self.guard.stop()
             await self.sink.stop()
 
@@ -135,11 +122,6 @@ class KafkaBridge:
         try:
             if early_ends is not None:
                 early_ends = await early_ends
-            if events is None and self.converter is not None and self.recovery is None:
-                self._doubtful_ids = set()
-                for messages in batch.records.values():
-                    self.sink.counters.count(self.label, "read", len(messages))
-                events, letters = await self._convert_in_child(batch.records)
             if events is None:
                 events, letters = self._convert(batch.records)
             if not await self._deliver(stop, batch.records, events, letters, early_ends):
@@ -172,14 +154,11 @@ class KafkaBridge:
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
         try:
-            if self.converter is not None:
-                events, letters = await self._convert_shared(batch.records)
-            else:
-                for tp, messages in batch.records.items():
-                    for first in range(0, len(messages), CONVERT_SLICE):
-                        for message in messages[first:first + CONVERT_SLICE]:
-                            self._convert_one(tp, message, events, letters)
-                        await asyncio.sleep(0)
+            for tp, messages in batch.records.items():
+                for first in range(0, len(messages), CONVERT_SLICE):
+                    for message in messages[first:first + CONVERT_SLICE]:
+                        self._convert_one(tp, message, events, letters)
+                    await asyncio.sleep(0)
         except BaseException:
             pause.end()
             self._ahead.pop(pause, None)
@@ -268,61 +247,6 @@ class KafkaBridge:
                              in_doubt=in_doubt, letter_in_doubt=letter_in_doubt,
                              early_ends=early_ends if positions is None else None)
 
-    async def _convert_shared(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
-        """`_convert` of a batch shared between the conversion process and this one, meeting in the middle: the
-        child takes slices from the front, this loop converts slices from the back between its other work (batch
-        N's produce and acknowledgements). Each side takes a slice when it is free, so the split follows what each
-        gets of the machine: with a spare core the child takes most; when the cores are busy (where the child's
-        pickling and pipe are a cost, not a gain) this process converts more itself. Events and letters in the
-        batch's order, as `_convert` gives them."""
-        slices = _slices([(tp, message) for tp, messages in batch.items() for message in messages], SHARED_SLICE_BYTES)
-        done: list[tuple[list[Any], list[dict[str, Any]]] | None] = [None] * len(slices)
-        front, back = 0, len(slices)  # slices [front, back) not yet taken (one event loop: no race)
-
-        async def child_side() -> None:
-            nonlocal front
-            while front < back:
-                front += 1
-                done[front - 1] = await self._convert_in_child(_as_batch(slices[front - 1]))
-
-        child = asyncio.ensure_future(child_side())
-        try:
-            await asyncio.sleep(0)  # the child's first slice on its way before this side starts
-            while front < back:
-                back -= 1
-                events: list[Any] = []
-                letters: list[dict[str, Any]] = []
-                for tp, message in slices[back]:
-                    self._convert_one(tp, message, events, letters)
-                done[back] = events, letters
-                await asyncio.sleep(0)
-            await child
-        finally:
-            if not child.done():
-                child.cancel()
-                await asyncio.gather(child, return_exceptions=True)
-        events, letters = [], []
-        for part_events, part_letters in done:  # type: ignore[misc]
-            events += part_events
-            letters += part_letters
-        return events, letters
-
-    async def _convert_in_child(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
-        """`_convert` (without a killed run's batch in doubt) done by the conversion process: the same events,
-        written, and the same dead letters in the same order."""
-        assert self.converter is not None
-        values = [message.value for messages in batch.values() for message in messages]
-        ids, keys, jsons, found, skipped = await self.converter.convert(values)
-        letters: list[dict[str, Any]] = []
-        if found:
-            located = [(tp, message) for tp, messages in batch.items() for message in messages]
-            for index, reason, payload in found:
-                tp, message = located[index]
-                letters.append(self.sink.letter(reason, payload, **self._where(tp, message)))
-        if skipped:
-            self.sink.counters.count(self.label, "skipped", skipped)
-        return list(map(EncodedEvent, ids, keys, jsons)), letters
-
     def _convert(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[UsageEvent], list[dict[str, Any]]]:
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
@@ -364,32 +288,6 @@ class KafkaBridge:
     def _where(self, tp: TopicPartition, message: Any) -> dict[str, Any]:
         """A dead letter's source location (also its key for the read-back after a crash, `_letter_key`)."""
         return {"topic": tp.topic, "partition": tp.partition, "offset": message.offset, "dialect": self.label}
-
-
-def convert_process_enabled() -> bool:
-    """`TOKENMETER_COLLECT_CONVERT_PROCESS` (what `collect kafka --convert-process` reads; off unless 1/true/yes)."""
-    return os.environ.get("TOKENMETER_COLLECT_CONVERT_PROCESS", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _slices(items: list[tuple[TopicPartition, Any]], size: int) -> list[list[tuple[TopicPartition, Any]]]:
-    """(partition, message) pairs cut, in order, into slices of about `size` bytes of message values."""
-    slices: list[list[tuple[TopicPartition, Any]]] = [[]]
-    held = 0
-    for item in items:
-        if held >= size:
-            slices.append([])
-            held = 0
-        slices[-1].append(item)
-        held += len(item[1].value or b"")
-    return slices
-
-
-def _as_batch(items: list[tuple[TopicPartition, Any]]) -> dict[TopicPartition, list[Any]]:
-    """(partition, message) pairs in batch order, as the batch's {partition: messages}."""
-    batch: dict[TopicPartition, list[Any]] = {}
-    for tp, message in items:
-        batch.setdefault(tp, []).append(message)
-    return batch
 
 
 def _letter_key(letter: dict[str, Any]) -> tuple[Any, Any, Any]:
