@@ -204,15 +204,16 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
-def ensure_port_free(host: str, port: int, field_name: str) -> None:
-    """Fail early with the variable to change, instead of a bind error deep inside a library."""
+def ensure_port_free(host: str, port: int, field_name: str, change: str | None = None) -> None:
+    """Fail early with the variable to change (or `change`: what else sets that port, e.g. a command's option),
+    instead of a bind error deep inside a library."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
             raise SettingsError(
-                f"port {port} on {host} is already in use; set {env_name(field_name)} to a free port"
+                f"port {port} on {host} is already in use; set {change or env_name(field_name)} to a free port"
             ) from None
 
 

@@ -1,0 +1,50 @@
+"""Wrong invocations a new user makes (walk20): each ends with a message that says what is wrong and how to fix
+it, exit status 1 or 2, and no Python traceback. In-process through the CLI root (`app.cli.main`), so the root's
+handling of settings errors is part of what is tested; nothing here reaches Kafka or a warehouse."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    # A Kafka address nobody listens on: a command that got as far as Kafka would fail differently (and slowly).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    return {"TOKENMETER_DATA_DIR": str(tmp_path / "data"), "TOKENMETER_KAFKA_BOOTSTRAP": f"127.0.0.1:{dead_port}"}
+
+
+@pytest.fixture
+def taken_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _clean_failure(result, *needles: str) -> str:
+    # click's own errors are SystemExit; anything else escaping the command is the traceback a user would see
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+    return result.output
+
+
+def test_collect_http_on_a_port_in_use_names_the_option_to_change(env, taken_port):
+    result = CliRunner().invoke(main, ["collect", "http", "--port", str(taken_port)], env=env)
+    _clean_failure(result, f"port {taken_port}", "already in use", "--port", "TOKENMETER_COLLECT_PORT")
+
+
+def test_alerts_dispatch_on_a_port_in_use_names_the_variable(env, taken_port):
+    result = CliRunner().invoke(main, ["alerts", "dispatch"], env={**env, "TOKENMETER_ALERTS_PORT": str(taken_port)})
+    _clean_failure(result, f"port {taken_port}", "already in use", "TOKENMETER_ALERTS_PORT")
