@@ -48,3 +48,10 @@ def test_collect_http_on_a_port_in_use_names_the_option_to_change(env, taken_por
 def test_alerts_dispatch_on_a_port_in_use_names_the_variable(env, taken_port):
     result = CliRunner().invoke(main, ["alerts", "dispatch"], env={**env, "TOKENMETER_ALERTS_PORT": str(taken_port)})
     _clean_failure(result, f"port {taken_port}", "already in use", "TOKENMETER_ALERTS_PORT")
+
+
+def test_export_into_a_missing_directory_says_so_before_querying(env, tmp_path):
+    out = tmp_path / "no-such-dir" / "nov.csv"
+    result = CliRunner().invoke(main, ["export", "--month", "2026-11", "--out", str(out)], env=env)
+    _clean_failure(result, str(out.parent), "does not exist")
+    assert not (tmp_path / "data" / "warehouse").exists()  # failed before opening the warehouse
