@@ -115,6 +115,10 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
     if checkpoint is None:
         digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
         checkpoint = settings.data_dir / "collect-file" / f"{path.name}.{digest}.json"
+    if exit_at_eof and not path.exists() and not checkpoint.exists():
+        # a backfill of a file that is not there is a typo, not "nothing to read" (without --exit-at-eof the
+        # tailer waits for the file to appear; with a checkpoint, a rotated leftover may still be read)
+        raise click.ClickException(f"{path} does not exist (--exit-at-eof reads a file that is there)")
     resolved = _mapping(mapping)
     sink = KafkaSink(settings.bootstrap_servers, "collect:file")
     tailer = FileTailer(path, None if dialect == "auto" else dialect, checkpoint, sink, mapping=resolved,

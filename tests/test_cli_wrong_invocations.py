@@ -55,3 +55,10 @@ def test_export_into_a_missing_directory_says_so_before_querying(env, tmp_path):
     result = CliRunner().invoke(main, ["export", "--month", "2026-11", "--out", str(out)], env=env)
     _clean_failure(result, str(out.parent), "does not exist")
     assert not (tmp_path / "data" / "warehouse").exists()  # failed before opening the warehouse
+
+
+def test_collect_file_exit_at_eof_on_a_missing_file_is_an_error(env, tmp_path):
+    missing = tmp_path / "kong-ai.log"
+    result = CliRunner().invoke(main, ["collect", "file", str(missing), "--dialect", "kong", "--exit-at-eof"],
+                                env=env)
+    _clean_failure(result, str(missing), "does not exist")
