@@ -62,3 +62,10 @@ def test_collect_file_exit_at_eof_on_a_missing_file_is_an_error(env, tmp_path):
     result = CliRunner().invoke(main, ["collect", "file", str(missing), "--dialect", "kong", "--exit-at-eof"],
                                 env=env)
     _clean_failure(result, str(missing), "does not exist")
+
+
+@pytest.mark.parametrize("command", [["showback", "--month", "2026-11"], ["export", "--month", "2026-11"]])
+def test_a_missing_cost_centers_file_names_its_variable(env, tmp_path, command):
+    missing = tmp_path / "finance.yaml"
+    result = CliRunner().invoke(main, command, env={**env, "TOKENMETER_COST_CENTERS_FILE": str(missing)})
+    _clean_failure(result, str(missing), "cannot read", "TOKENMETER_COST_CENTERS_FILE")
