@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import typing
 from functools import cached_property
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "TOKENMETER_"
 
@@ -193,6 +196,21 @@ def load_settings(**overrides: Any) -> Settings:
             name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper()
             lines.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    except SourceError as exc:  # a list or map variable that is not JSON never reaches validation
+        raise SettingsError("invalid settings:\n  " + _not_json(str(exc))) from None
+
+
+def _not_json(message: str) -> str:
+    """pydantic-settings says only 'error parsing value for field "x" from source ...': name the variable, the
+    value and the form it must take."""
+    field = re.search(r'field "([^"]+)"', message)
+    if field is None or field.group(1) not in Settings.model_fields:
+        return message
+    name = env_name(field.group(1))
+    value = next((v for k, v in os.environ.items() if k.upper() == name), None)
+    kind = typing.get_origin(Settings.model_fields[field.group(1)].annotation)
+    form = '{"key": "value"}' if kind is dict else '["a", "b"]'
+    return f"{name}: must be JSON, e.g. {form} (got {value!r})"
 
 
 def fetch_wait(settings: Settings | None = None) -> dict[str, int]:
