@@ -69,3 +69,9 @@ def test_a_missing_cost_centers_file_names_its_variable(env, tmp_path, command):
     missing = tmp_path / "finance.yaml"
     result = CliRunner().invoke(main, command, env={**env, "TOKENMETER_COST_CENTERS_FILE": str(missing)})
     _clean_failure(result, str(missing), "cannot read", "TOKENMETER_COST_CENTERS_FILE")
+
+
+def test_report_against_an_unreachable_clickhouse_is_a_clear_error(env):
+    # port 1: refused at once, so this is quick
+    result = CliRunner().invoke(main, ["report"], env={**env, "TOKENMETER_CLICKHOUSE_URL": "http://127.0.0.1:1/db"})
+    _clean_failure(result, "cannot connect to ClickHouse", "TOKENMETER_CLICKHOUSE_URL")
