@@ -75,3 +75,8 @@ def test_report_against_an_unreachable_clickhouse_is_a_clear_error(env):
     # port 1: refused at once, so this is quick
     result = CliRunner().invoke(main, ["report"], env={**env, "TOKENMETER_CLICKHOUSE_URL": "http://127.0.0.1:1/db"})
     _clean_failure(result, "cannot connect to ClickHouse", "TOKENMETER_CLICKHOUSE_URL")
+
+
+def test_budget_rebuild_without_a_broker_is_a_clear_error(env):
+    result = CliRunner().invoke(main, ["budget", "rebuild"], env=env)
+    _clean_failure(result, "no Kafka broker answers")
