@@ -80,3 +80,11 @@ def test_report_against_an_unreachable_clickhouse_is_a_clear_error(env):
 def test_budget_rebuild_without_a_broker_is_a_clear_error(env):
     result = CliRunner().invoke(main, ["budget", "rebuild"], env=env)
     _clean_failure(result, "no Kafka broker answers")
+
+
+def test_price_with_a_missing_overrides_file_names_the_variable(env, tmp_path):
+    missing = tmp_path / "overrides.yaml"
+    line = ('{"event_id":"a1","ts":"2026-11-01T10:00:00Z","source":"sdk","provider":"openai","model":"gpt-4o",'
+            '"usage":{"input_tokens":10,"output_tokens":5}}\n')
+    result = CliRunner().invoke(main, ["price"], input=line, env={**env, "TOKENMETER_PRICE_OVERRIDES": str(missing)})
+    _clean_failure(result, str(missing), "TOKENMETER_PRICE_OVERRIDES")
