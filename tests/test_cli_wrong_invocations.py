@@ -88,3 +88,9 @@ def test_price_with_a_missing_overrides_file_names_the_variable(env, tmp_path):
             '"usage":{"input_tokens":10,"output_tokens":5}}\n')
     result = CliRunner().invoke(main, ["price"], input=line, env={**env, "TOKENMETER_PRICE_OVERRIDES": str(missing)})
     _clean_failure(result, str(missing), "TOKENMETER_PRICE_OVERRIDES")
+
+
+def test_a_host_that_is_not_this_machines_is_not_called_a_port_in_use(env):
+    result = CliRunner().invoke(main, ["dash"], env={**env, "TOKENMETER_HOST": "192.0.2.1"})  # TEST-NET-1
+    output = _clean_failure(result, "192.0.2.1", "TOKENMETER_HOST")
+    assert "already in use" not in output

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -229,10 +230,14 @@ def ensure_port_free(host: str, port: int, field_name: str, change: str | None =
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            raise SettingsError(
-                f"port {port} on {host} is already in use; set {change or env_name(field_name)} to a free port"
-            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SettingsError(
+                    f"port {port} on {host} is already in use; set {change or env_name(field_name)} to a free port"
+                ) from None
+            # not this machine's address (or not an address): the port is not the problem
+            raise SettingsError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); set TOKENMETER_HOST to "
+                                "an address of this machine (127.0.0.1, 0.0.0.0 or one of its interfaces)") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
