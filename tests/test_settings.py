@@ -139,3 +139,12 @@ def test_a_json_setting_that_is_not_json_names_the_variable_and_the_form(monkeyp
     assert var in str(err.value) and "JSON" in str(err.value) and value in str(err.value)
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 1 and var in result.output and "Traceback" not in result.output
+
+
+def test_an_unknown_log_level_is_a_settings_error(monkeypatch):
+    """walk20: TOKENMETER_LOG_LEVEL=loud passed and every service then died in logging.basicConfig."""
+    monkeypatch.setenv("TOKENMETER_LOG_LEVEL", "loud")
+    with pytest.raises(SettingsError, match="TOKENMETER_LOG_LEVEL"):
+        load_settings()
+    monkeypatch.setenv("TOKENMETER_LOG_LEVEL", "DEBUG")
+    assert load_settings().log_level.upper() == "DEBUG"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         "long after the demo traffic, search's a minute after it.")
     demo_inbox_port: int = Field(8025, ge=1, le=65535, description="Port of the demo's local alert inbox.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:  # checked here: an unknown one killed services in logging setup
+        if value.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError("must be debug, info, warning, error or critical")
+        return value.lower()
+
     price_overrides: Path | None = Field(None, description="YAML of negotiated discounts and custom models.")
     azure_deployments: dict[str, str] = Field(
         default_factory=dict, description="Azure OpenAI deployment name -> model (JSON in the env variable)."
