@@ -102,6 +102,9 @@ def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> Non
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             last = exc
             time.sleep(0.1)
+    if last is None:  # the listener never answered: no Kafka error to show, say what is wrong instead
+        raise BrokerError(f"nothing accepts connections at {bootstrap} (waited {timeout:.0f} s): start the Kafka "
+                          "brokers there, or point TOKENMETER_KAFKA_BOOTSTRAP at yours")
     raise BrokerError(f"broker at {bootstrap} did not accept topic creation within {timeout:.0f} s: {last!r}")
 
 

@@ -175,7 +175,7 @@ def demo(events: int | None, rate: float | None, seed: int | None, calendar: boo
               help="One row per cost line per group: token parts, request fee, server-side tool fees (web_search, ...).")
 def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_lines: bool = False) -> None:
     """Cost and tokens grouped by dimensions; works while the stack runs and when it does not."""
-    from warehouse import DIMENSIONS, open_warehouse, render_report
+    from warehouse import DIMENSIONS, WarehouseError, open_warehouse, render_report
 
     dims = [d.strip() for d in group_by.split(",") if d.strip()]
     unknown = [d for d in dims if d not in DIMENSIONS]
@@ -183,12 +183,15 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
         raise click.BadParameter(f"unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
     start, end = time_option(since, "--since"), time_option(until, "--until")  # before opening the warehouse
     s = _settings()
-    wh = open_warehouse(s)
-    try:
-        query = wh.cost_lines if cost_lines else wh.spend
-        frame = query(dims, since=start, until=end)
-    finally:
-        wh.close()
+    try:  # an unreachable ClickHouse says so (naming its variable) like every other warehouse command
+        wh = open_warehouse(s)
+        try:
+            query = wh.cost_lines if cost_lines else wh.spend
+            frame = query(dims, since=start, until=end)
+        finally:
+            wh.close()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(render_report(frame, fmt, total=not cost_lines))
 
 

@@ -15,7 +15,7 @@ import click
 import yaml
 
 from tokenmeter.cli_support import cli_settings, configure_logging, run_service
-from tokenmeter.settings import Settings
+from tokenmeter.settings import Settings, ensure_port_free
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -81,6 +81,8 @@ def http_command(port: int, api_keys: tuple[str, ...], api_keys_file: Path | Non
     from collectors.sink import KafkaSink
 
     settings = _settings()
+    # before Kafka is touched: a port in use is the user's to change, not a bind traceback after startup
+    ensure_port_free(settings.host, port, "collect_port", change="--port (or TOKENMETER_COLLECT_PORT)")
     keys = [k for k in api_keys if k.strip()]
     if api_keys_file:
         keys += [line.strip() for line in api_keys_file.read_text().splitlines()
@@ -113,6 +115,10 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
     if checkpoint is None:
         digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
         checkpoint = settings.data_dir / "collect-file" / f"{path.name}.{digest}.json"
+    if exit_at_eof and not path.exists() and not checkpoint.exists():
+        # a backfill of a file that is not there is a typo, not "nothing to read" (without --exit-at-eof the
+        # tailer waits for the file to appear; with a checkpoint, a rotated leftover may still be read)
+        raise click.ClickException(f"{path} does not exist (--exit-at-eof reads a file that is there)")
     resolved = _mapping(mapping)
     sink = KafkaSink(settings.bootstrap_servers, "collect:file")
     tailer = FileTailer(path, None if dialect == "auto" else dialect, checkpoint, sink, mapping=resolved,

@@ -16,6 +16,7 @@ A team user's queries are limited to their team; naming another team answers 403
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Any
 
 import flask
@@ -41,6 +42,13 @@ def _list(name: str) -> list[str]:
 
 def _filters() -> Filters:
     args = flask.request.args
+    for name in ("start", "end"):  # the pages fall back to the default week; a script must not get it silently
+        value = args.get(name)
+        if value:
+            try:
+                date.fromisoformat(value[:10])
+            except ValueError:
+                raise BadRequest(f"{name}={value!r} is not a date; use YYYY-MM-DD") from None
     return Filters.from_inputs(args.get("start"), args.get("end"), _list("team"))
 
 

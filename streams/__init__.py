@@ -19,13 +19,20 @@ __getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 def load_book(settings):
     """The price book a worker uses, from the bundled catalog plus the user's imports and overrides."""
-    from streams.pricing import load_price_book
+    from streams.pricing import CatalogError, load_price_book
+    from tokenmeter.settings import SettingsError
 
-    return load_price_book(
-        data_dir=settings.data_dir,
-        overrides_path=settings.price_overrides,
-        azure_deployments=settings.azure_deployments,
-    )
+    try:
+        return load_price_book(
+            data_dir=settings.data_dir,
+            overrides_path=settings.price_overrides,
+            azure_deployments=settings.azure_deployments,
+        )
+    except CatalogError as exc:  # the overrides file's errors start with its path: name the variable that set it
+        overrides = settings.price_overrides
+        if overrides is not None and str(exc).startswith(str(overrides)):
+            raise SettingsError(f"TOKENMETER_PRICE_OVERRIDES={exc}") from None
+        raise
 
 
 def create_worker_app(settings, **kwargs):

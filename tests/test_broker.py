@@ -57,3 +57,20 @@ def test_broker_command_serves_topics_and_stops_on_sigterm(tmp_path):
         assert proc.wait(15) == 0
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0  # the tansu child is gone too
+
+
+def test_topic_creation_against_nothing_listening_says_so():
+    """walk20: `up` with TOKENMETER_KAFKA_BOOTSTRAP at a dead address ended in "... within 20 s: None"."""
+    import socket
+
+    import pytest
+
+    from app.broker import BrokerError, ensure_topics
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    with pytest.raises(BrokerError) as err:
+        ensure_topics(dead, 1, timeout=0.3)
+    assert "nothing accepts connections" in str(err.value) and "TOKENMETER_KAFKA_BOOTSTRAP" in str(err.value)
+    assert "None" not in str(err.value)

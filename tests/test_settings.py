@@ -125,3 +125,26 @@ def test_worker_scheduling_settings_are_validated(monkeypatch, variable, attribu
         monkeypatch.setenv(variable, value)
         with pytest.raises(SettingsError, match=variable):
             load_settings()
+
+
+@pytest.mark.parametrize("var, value", [("TOKENMETER_DEDUP_SOURCE_PREFERENCE", "otel,gateway"),
+                                        ("TOKENMETER_FINANCE_NOTIFY", "slack=https://hooks.example/x"),
+                                        ("TOKENMETER_AZURE_DEPLOYMENTS", "prod-4o: gpt-4o")])
+def test_a_json_setting_that_is_not_json_names_the_variable_and_the_form(monkeypatch, var, value):
+    """walk20: `TOKENMETER_DEDUP_SOURCE_PREFERENCE=otel,gateway` ended every command in a pydantic-settings
+    traceback instead of the settings error that names the variable."""
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert var in str(err.value) and "JSON" in str(err.value) and value in str(err.value)
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 1 and var in result.output and "Traceback" not in result.output
+
+
+def test_an_unknown_log_level_is_a_settings_error(monkeypatch):
+    """walk20: TOKENMETER_LOG_LEVEL=loud passed and every service then died in logging.basicConfig."""
+    monkeypatch.setenv("TOKENMETER_LOG_LEVEL", "loud")
+    with pytest.raises(SettingsError, match="TOKENMETER_LOG_LEVEL"):
+        load_settings()
+    monkeypatch.setenv("TOKENMETER_LOG_LEVEL", "DEBUG")
+    assert load_settings().log_level.upper() == "DEBUG"

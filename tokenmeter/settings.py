@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import socket
+import typing
 from functools import cached_property
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "TOKENMETER_"
 
@@ -97,6 +101,14 @@ class Settings(BaseSettings):
         "long after the demo traffic, search's a minute after it.")
     demo_inbox_port: int = Field(8025, ge=1, le=65535, description="Port of the demo's local alert inbox.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:  # checked here: an unknown one killed services in logging setup
+        if value.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError("must be debug, info, warning, error or critical")
+        return value.lower()
+
     price_overrides: Path | None = Field(None, description="YAML of negotiated discounts and custom models.")
     azure_deployments: dict[str, str] = Field(
         default_factory=dict, description="Azure OpenAI deployment name -> model (JSON in the env variable)."
@@ -193,6 +205,21 @@ def load_settings(**overrides: Any) -> Settings:
             name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper()
             lines.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    except SourceError as exc:  # a list or map variable that is not JSON never reaches validation
+        raise SettingsError("invalid settings:\n  " + _not_json(str(exc))) from None
+
+
+def _not_json(message: str) -> str:
+    """pydantic-settings says only 'error parsing value for field "x" from source ...': name the variable, the
+    value and the form it must take."""
+    field = re.search(r'field "([^"]+)"', message)
+    if field is None or field.group(1) not in Settings.model_fields:
+        return message
+    name = env_name(field.group(1))
+    value = next((v for k, v in os.environ.items() if k.upper() == name), None)
+    kind = typing.get_origin(Settings.model_fields[field.group(1)].annotation)
+    form = '{"key": "value"}' if kind is dict else '["a", "b"]'
+    return f"{name}: must be JSON, e.g. {form} (got {value!r})"
 
 
 def fetch_wait(settings: Settings | None = None) -> dict[str, int]:
@@ -204,16 +231,21 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
-def ensure_port_free(host: str, port: int, field_name: str) -> None:
-    """Fail early with the variable to change, instead of a bind error deep inside a library."""
+def ensure_port_free(host: str, port: int, field_name: str, change: str | None = None) -> None:
+    """Fail early with the variable to change (or `change`: what else sets that port, e.g. a command's option),
+    instead of a bind error deep inside a library."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            raise SettingsError(
-                f"port {port} on {host} is already in use; set {env_name(field_name)} to a free port"
-            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SettingsError(
+                    f"port {port} on {host} is already in use; set {change or env_name(field_name)} to a free port"
+                ) from None
+            # not this machine's address (or not an address): the port is not the problem
+            raise SettingsError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); set TOKENMETER_HOST to "
+                                "an address of this machine (127.0.0.1, 0.0.0.0 or one of its interfaces)") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import orjson
@@ -27,6 +28,8 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
     from warehouse.month_close import closes_dir
 
     settings = cli_settings()
+    if out != "-":  # say so before a month's query, not with a traceback after it
+        _check_writable(out)
     dims = [d.strip() for d in group_by.split(",") if d.strip()]
     try:
         finance = finance_from_settings(settings)
@@ -43,8 +46,11 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        with open(out, "wb") as handle:
-            handle.write(data)
+        try:
+            with open(out, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write --out {out}: {exc.strerror}") from None
         click.echo(f"wrote {len(data)} bytes to {out}", err=True)
         if fmt == "focus":  # FOCUS metadata (FocusVersion, column definitions) next to the data, as the spec asks
             from importlib.metadata import PackageNotFoundError, version
@@ -57,3 +63,11 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
             with open(meta, "wb") as handle:
                 handle.write(orjson.dumps(focus_metadata(generator_version=generator), option=orjson.OPT_INDENT_2))
             click.echo(f"wrote FOCUS {focus_metadata()['Schemas'][0]['FocusVersion']} metadata to {meta}", err=True)
+
+
+def _check_writable(out: str) -> None:
+    parent = Path(out).absolute().parent
+    if not parent.is_dir():
+        raise click.ClickException(f"--out {out}: directory {parent} does not exist (create it first)")
+    if Path(out).is_dir():
+        raise click.ClickException(f"--out {out} is a directory; give a file name")

@@ -64,7 +64,13 @@ def load_finance(cost_centers_file: Path | str | None, allocation_file: Path | s
 
 
 def finance_from_settings(settings) -> FinanceConfig:
-    return load_finance(getattr(settings, "cost_centers_file", None), getattr(settings, "allocation_file", None))
+    centers, allocation = getattr(settings, "cost_centers_file", None), getattr(settings, "allocation_file", None)
+    try:
+        return load_finance(centers, allocation)
+    except WarehouseError as exc:  # the user set a variable, not a path: name it, so they know what to fix
+        named = ", ".join(f"{name}={value}" for name, value in (("TOKENMETER_COST_CENTERS_FILE", centers),
+                                                               ("TOKENMETER_ALLOCATION_FILE", allocation)) if value)
+        raise WarehouseError(f"{exc}\n(the file(s) named by {named})") from None
 
 
 def allocated_charges(wh, config: FinanceConfig, since: datetime, until: datetime, extra_dims: list[str] = (),

@@ -14,7 +14,7 @@ import click
 import orjson
 
 from tokenmeter.cli_support import cli_settings, configure_logging, run_service
-from tokenmeter.settings import Settings
+from tokenmeter.settings import Settings, ensure_port_free
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -32,6 +32,8 @@ def dispatch() -> None:
     from .dispatcher import run_dispatcher
 
     s = _settings()
+    if s.alerts_port is not None:  # a clear error naming the variable, not a bind traceback
+        ensure_port_free(s.host, s.alerts_port, "alerts_port")
     configure_logging(s)
     run_service(lambda stop: run_dispatcher(s, stop))
 

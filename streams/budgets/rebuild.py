@@ -313,8 +313,13 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
 @click.option("--all", "rebuild_all", is_flag=True, help="Also budgets that have live state (replaces it).")
 def rebuild_command(rebuild_all: bool) -> None:
     """Rebuild budget spend for the current periods from the warehouse (after the embedded broker lost it)."""
+    from streams.budgets.store import BudgetStoreError
     from tokenmeter.cli_support import cli_settings
+    from warehouse.backends import WarehouseError
 
     settings = cli_settings()
-    lines = rebuild(settings, only_missing=not rebuild_all)
+    try:
+        lines = rebuild(settings, only_missing=not rebuild_all)
+    except (BudgetStoreError, WarehouseError) as exc:  # no broker, no warehouse: say which and what to do
+        raise click.ClickException(str(exc)) from None
     click.echo("\n".join(lines) if lines else "every budget already has state; nothing rebuilt (use --all)")

@@ -191,3 +191,13 @@ def test_users_cli_adds_hashes_and_lists_roles(tmp_path):
     assert bad.exit_code != 0 and "finance" in bad.output
     listed = runner.invoke(users, ["list", "--file", str(path)])
     assert listed.output.strip() == "bob\tteam:search"
+
+
+@pytest.mark.parametrize("query", ["start=yesterday", "end=2026-11-31", "start=2026-13-01&end=2026-12-01"])
+def test_an_unreadable_date_is_refused_not_replaced_by_last_week(app_and_warehouse, query):
+    """walk20: `/api/v1/spend?start=yesterday` answered 200 with the default week; a script or BI tool asking for a
+    day that does not exist got another window's money without a word."""
+    app, _ = app_and_warehouse
+    response = app.server.test_client().get(f"/api/v1/spend?group_by=team&{query}", headers=FIN)
+    assert response.status_code == 400, response.get_json()
+    assert "YYYY-MM-DD" in response.get_json()["error"]

@@ -1,0 +1,96 @@
+"""Wrong invocations a new user makes (walk20): each ends with a message that says what is wrong and how to fix
+it, exit status 1 or 2, and no Python traceback. In-process through the CLI root (`app.cli.main`), so the root's
+handling of settings errors is part of what is tested; nothing here reaches Kafka or a warehouse."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    # A Kafka address nobody listens on: a command that got as far as Kafka would fail differently (and slowly).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    return {"TOKENMETER_DATA_DIR": str(tmp_path / "data"), "TOKENMETER_KAFKA_BOOTSTRAP": f"127.0.0.1:{dead_port}"}
+
+
+@pytest.fixture
+def taken_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _clean_failure(result, *needles: str) -> str:
+    # click's own errors are SystemExit; anything else escaping the command is the traceback a user would see
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+    return result.output
+
+
+def test_collect_http_on_a_port_in_use_names_the_option_to_change(env, taken_port):
+    result = CliRunner().invoke(main, ["collect", "http", "--port", str(taken_port)], env=env)
+    _clean_failure(result, f"port {taken_port}", "already in use", "--port", "TOKENMETER_COLLECT_PORT")
+
+
+def test_alerts_dispatch_on_a_port_in_use_names_the_variable(env, taken_port):
+    result = CliRunner().invoke(main, ["alerts", "dispatch"], env={**env, "TOKENMETER_ALERTS_PORT": str(taken_port)})
+    _clean_failure(result, f"port {taken_port}", "already in use", "TOKENMETER_ALERTS_PORT")
+
+
+def test_export_into_a_missing_directory_says_so_before_querying(env, tmp_path):
+    out = tmp_path / "no-such-dir" / "nov.csv"
+    result = CliRunner().invoke(main, ["export", "--month", "2026-11", "--out", str(out)], env=env)
+    _clean_failure(result, str(out.parent), "does not exist")
+    assert not (tmp_path / "data" / "warehouse").exists()  # failed before opening the warehouse
+
+
+def test_collect_file_exit_at_eof_on_a_missing_file_is_an_error(env, tmp_path):
+    missing = tmp_path / "kong-ai.log"
+    result = CliRunner().invoke(main, ["collect", "file", str(missing), "--dialect", "kong", "--exit-at-eof"],
+                                env=env)
+    _clean_failure(result, str(missing), "does not exist")
+
+
+@pytest.mark.parametrize("command", [["showback", "--month", "2026-11"], ["export", "--month", "2026-11"]])
+def test_a_missing_cost_centers_file_names_its_variable(env, tmp_path, command):
+    missing = tmp_path / "finance.yaml"
+    result = CliRunner().invoke(main, command, env={**env, "TOKENMETER_COST_CENTERS_FILE": str(missing)})
+    _clean_failure(result, str(missing), "cannot read", "TOKENMETER_COST_CENTERS_FILE")
+
+
+def test_report_against_an_unreachable_clickhouse_is_a_clear_error(env):
+    # port 1: refused at once, so this is quick
+    result = CliRunner().invoke(main, ["report"], env={**env, "TOKENMETER_CLICKHOUSE_URL": "http://127.0.0.1:1/db"})
+    _clean_failure(result, "cannot connect to ClickHouse", "TOKENMETER_CLICKHOUSE_URL")
+
+
+def test_budget_rebuild_without_a_broker_is_a_clear_error(env):
+    result = CliRunner().invoke(main, ["budget", "rebuild"], env=env)
+    _clean_failure(result, "no Kafka broker answers")
+
+
+def test_price_with_a_missing_overrides_file_names_the_variable(env, tmp_path):
+    missing = tmp_path / "overrides.yaml"
+    line = ('{"event_id":"a1","ts":"2026-11-01T10:00:00Z","source":"sdk","provider":"openai","model":"gpt-4o",'
+            '"usage":{"input_tokens":10,"output_tokens":5}}\n')
+    result = CliRunner().invoke(main, ["price"], input=line, env={**env, "TOKENMETER_PRICE_OVERRIDES": str(missing)})
+    _clean_failure(result, str(missing), "TOKENMETER_PRICE_OVERRIDES")
+
+
+def test_a_host_that_is_not_this_machines_is_not_called_a_port_in_use(env):
+    result = CliRunner().invoke(main, ["dash"], env={**env, "TOKENMETER_HOST": "192.0.2.1"})  # TEST-NET-1
+    output = _clean_failure(result, "192.0.2.1", "TOKENMETER_HOST")
+    assert "already in use" not in output
