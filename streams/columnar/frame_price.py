@@ -30,7 +30,8 @@ from .validate import EARLIEST_TS_US, KEY_DIMENSIONS, TS_FORMAT, USAGE_PARTS, _l
 LINE_PARTS = (*TOKEN_PARTS, "request")
 # validate.py's PARSEABLE_TS with byte classes ([0-9], not the Unicode \d: a non-ASCII digit fails the parse anyway)
 _D = "[0-9]"
-_HEAD = f"^[1-9]{_D}{{3}}-{_D}{{2}}-{_D}{{2}}T{_D}{{2}}:{_D}{{2}}:{_D}{{2}}"
+# seconds 00-59: chrono's parser takes a second 60 (as the next minute's first) that pydantic refuses (fast20)
+_HEAD = f"^[1-9]{_D}{{3}}-{_D}{{2}}-{_D}{{2}}T{_D}{{2}}:{_D}{{2}}:[0-5]{_D}"
 PARSEABLE_TS = _HEAD + rf"(\.{_D}{{1,6}})?(Z|[+-]([01]{_D}|2[0-3]):[0-5]{_D})$"
 
 
