@@ -263,3 +263,16 @@ def test_event_times_parsed_by_arrow_or_chrono_price_as_today(book, seconds, off
         rows[0] = rows[0].replace(b'"event_id":', b'"event_id" :', 1)
     values = (message(rows),)
     assert compare_batch(records_of(*values), book) == []
+
+
+def test_a_chunk_read_on_two_threads_keeps_each_message_in_its_place(book):
+    """From 8 certifiable messages on, the second half is read on the reader thread (frames._read_all, fast20): the
+    frames come back in message order, and a message polars refuses (in either half) takes the dict path."""
+    values = [message([collector_event(i + 5 * m) for i in range(5)]) for m in range(12)]
+    values[2] = values[2][:-1] + b",]"  # a trailing comma: polars refuses it (simd-json), orjson too
+    values[9] = values[9][:-1] + b",]"
+    assert len(values) >= 2 * (frames._SPLIT_MIN // 2)
+    assert compare_batch(records_of(*values), book) == []
+    scanned = frames.scan(records_of(*values))
+    assert sorted(scanned.heights) == [m for m in range(12) if m not in (2, 9)]
+    assert scanned.frame.get_column("_rec").unique(maintain_order=True).to_list() == sorted(scanned.heights)
