@@ -11,7 +11,7 @@ event (user and system, /proc), with the load average. Trees alternate within ea
 load hits them alike: compare a branch with an earlier commit (`git archive <commit> | tar -x -C /tmp/base`, then
 `--tree /tmp/base --tree .`). Rates per event of worker CPU are steadier than events/s on a loaded machine.
 
-`--in-process`: instead of a worker, the pricing thread's work alone (`streams.batch_overlap._price` per ~4 MB
+`--in-process`: instead of a worker, the pricing thread's work alone (`streams.batch_overlap._price` per ~8 MB
 chunk: the batch step, framing the priced messages, encoding dead letters) on the same traffic, best of 3 passes
 in a fresh process per tree and round (trees alternating), as events per CPU second of that process (polars' threads
 included). `--format json --format arrow`: each tree with each priced format (TOKENMETER_PRICED_FORMAT), all

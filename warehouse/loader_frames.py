@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS)
 from tokenmeter.exprs import all_of, usage_checks
+from tokenmeter.iso_times import epoch_us
 from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 from warehouse.arrow_rows import _MONEY, _PRICED_AT, _REPORTED_COST, _SIGNED_MONEY, _epoch_us, _micros
 from warehouse.fast_rows import CORRELATION_IDS, MAX_EXACT_FLOAT_INT, USAGE_PARTS
@@ -303,10 +304,11 @@ def _ts_micros(ts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(valid, µs since the epoch) of the event times: texts of `_TS_SHAPE` (every one `arrow_rows._TS` takes
     with a time of day that exists: hour <= 23, minute and second <= 59) on a real calendar day, by chrono's parser
     (which alone would take a leap second or 7 fractional digits: the shape rules them out first)."""
+    arrow = epoch_us(ts)  # Arrow's parser: chrono's values, ~12x cheaper; None sends the column to chrono (fast20)
     frame = pl.select(shape=ts.str.contains(_TS_SHAPE).fill_null(False),
-                      us=ts.str.replace(r"Z$", "+00:00").str.strptime(pl.Datetime("us", "UTC"),
-                                                                        "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False)
-                      .dt.epoch("us"))
+                      us=pl.lit(arrow) if arrow is not None else
+                      ts.str.replace(r"Z$", "+00:00").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%:z",
+                                                                   strict=False).dt.epoch("us"))
     micros = frame.get_column("us")
     valid = frame.get_column("shape").to_numpy() & micros.is_not_null().to_numpy()
     return valid, micros.fill_null(0).to_numpy()

@@ -19,6 +19,7 @@ import polars as pl
 from streams.batch import MAX_PRICED_EVENT_BYTES
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS
 from tokenmeter.exprs import all_of
+from tokenmeter.iso_times import epoch_us
 
 from .encode import ALL, CORRELATION_FIELDS, _float_ok, _nulls, encode_priced
 from .frames import SCHEMA, row_checks
@@ -30,7 +31,8 @@ from .validate import EARLIEST_TS_US, KEY_DIMENSIONS, TS_FORMAT, USAGE_PARTS, _l
 LINE_PARTS = (*TOKEN_PARTS, "request")
 # validate.py's PARSEABLE_TS with byte classes ([0-9], not the Unicode \d: a non-ASCII digit fails the parse anyway)
 _D = "[0-9]"
-_HEAD = f"^[1-9]{_D}{{3}}-{_D}{{2}}-{_D}{{2}}T{_D}{{2}}:{_D}{{2}}:{_D}{{2}}"
+# seconds 00-59: chrono's parser takes a second 60 (as the next minute's first) that pydantic refuses (fast20)
+_HEAD = f"^[1-9]{_D}{{3}}-{_D}{{2}}-{_D}{{2}}T{_D}{{2}}:{_D}{{2}}:[0-5]{_D}"
 PARSEABLE_TS = _HEAD + rf"(\.{_D}{{1,6}})?(Z|[+-]([01]{_D}|2[0-3]):[0-5]{_D})$"
 
 
@@ -171,7 +173,9 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     """`frame`: `frames.scan`'s rows; `base`: per record index, the item index of its first item; `write_text`:
     whether the JSON text is written now (a JSON worker's; else when first read: `Written.texts`)."""
     ts = pl.col("ts")
-    epoch = ts.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False).dt.epoch("us")
+    arrow = epoch_us(frame.get_column("ts"))  # chrono's values, ~12x cheaper; None: chrono parses (tokenmeter/iso_times.py)
+    epoch = (pl.lit(arrow) if arrow is not None
+             else ts.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False).dt.epoch("us"))
     usage = pl.col("usage").struct
     tagged = "_tags" in frame.columns
     scope = _attribution_exprs(tagged)[1]

@@ -41,6 +41,7 @@ per-row fallback), whose dead letters are today's.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Sequence
@@ -164,6 +165,30 @@ def _byte_counts(values: Sequence[bytes | None]) -> tuple[pl.DataFrame, pl.Serie
     return counts, tags, tools
 
 
+# polars' JSON reader releases the GIL, and one chunk's messages are read one by one (~1.2 us per event, a quarter
+# of the frame path): the second half of a chunk's messages is read on this thread while the caller reads the first
+# (fast20). It buys wall time only where a second core is free; the CPU per event is the same.
+_READER = ThreadPoolExecutor(1, thread_name_prefix="tokenmeter-json-reader")
+_SPLIT_MIN = 8  # messages: below that the hand-off (~0.1 ms) is not worth it
+
+
+def _read(value: bytes, schema: dict) -> pl.DataFrame | None:
+    try:
+        return pl.read_json(value, schema=schema)
+    except Exception:  # noqa: BLE001 - not JSON, not an array of objects, ...: the dict path words it
+        return None
+
+
+def _read_all(values: list[bytes], schema: dict) -> list[pl.DataFrame | None]:
+    """Each value read with `schema` (None where polars refuses it), in order."""
+    half = len(values) // 2
+    if half < _SPLIT_MIN // 2:
+        return [_read(value, schema) for value in values]
+    second = _READER.submit(lambda: [_read(value, schema) for value in values[half:]])
+    first = [_read(value, schema) for value in values[:half]]
+    return first + second.result()
+
+
 def scan(records: Sequence[RawRecord]) -> Scanned | None:
     """Certified messages read into one frame, or None when no message is certified."""
     if not records:
@@ -171,15 +196,10 @@ def scan(records: Sequence[RawRecord]) -> Scanned | None:
     counts, tags, tools = _byte_counts([r.value for r in records])
     schema = TOOLS_SCHEMA if tools else SCHEMA
     plain = counts.get_column("plain").to_list()
+    candidates = [index for index, ok in enumerate(plain) if ok]
     frames, taken = [], []
-    for index, (record, ok) in enumerate(zip(records, plain)):
-        if not ok:
-            continue
-        try:
-            frame = pl.read_json(record.value, schema=schema)
-        except Exception:  # noqa: BLE001 - not JSON, not an array of objects, ...: the dict path words it
-            continue
-        if 0 < frame.height <= MAX_EVENTS_PER_RECORD:
+    for index, frame in zip(candidates, _read_all([records[i].value for i in candidates], schema)):
+        if frame is not None and 0 < frame.height <= MAX_EVENTS_PER_RECORD:
             frames.append(frame)
             taken.append(index)
     if not frames:

@@ -60,7 +60,8 @@ MAX_EXACT_FLOAT_INT = 2**53
 # four-digit year from 1000.
 CANONICAL_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
 # Also taken, and rewritten the way pydantic writes them: 1-6 fraction digits, +00:00 / -00:00 offsets.
-PARSEABLE_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+# seconds 00-59: chrono's parser takes a second 60 (as the next minute's first), pydantic refuses it (fast20)
+PARSEABLE_TS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
