@@ -52,3 +52,12 @@ def test_parquet_export_to_a_terminal_is_refused_before_querying(env, tmp_path):
     assert "--out" in stderr and "terminal" in stderr, stderr
     assert b"PAR1" not in shown  # no Parquet bytes on the screen
     assert not (tmp_path / "data" / "warehouse").exists()  # refused before opening the warehouse
+
+
+def test_budget_list_at_an_unreachable_kafka_prints_only_the_clean_error(env):
+    proc = subprocess.run([sys.executable, "-m", "app", "budget", "list"], capture_output=True, env=env, cwd=ROOT,
+                          timeout=60)
+    stderr = proc.stderr.decode().strip()
+    assert proc.returncode == 1, (proc.returncode, stderr)
+    assert stderr.splitlines() == [stderr.splitlines()[0]] and stderr.startswith("Error: cannot read"), stderr
+    assert "no Kafka broker answers" in stderr, stderr
