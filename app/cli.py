@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from tokenmeter.cli_support import (cli_settings, collect_young_objects_less_often, configure_logging, run_service,
-                                    time_option)
+from tokenmeter.cli_support import (cli_settings, collect_young_objects_less_often, configure_logging,
+                                    quiet_library_logs, run_service, time_option)
 from tokenmeter.settings import Settings, SettingsError
 
 
@@ -47,6 +47,7 @@ class _Commands(click.Group):
 def main() -> None:
     """tokenmeter: streaming usage analytics and cost attribution for LLM traffic."""
     collect_young_objects_less_often()
+    quiet_library_logs()
 
 
 @main.command()

@@ -97,6 +97,7 @@ class FileTailer:
     async def run(self, stop: asyncio.Event) -> None:
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
         current: OpenFile | None = self._open_rotated_leftover()
+        said_waiting = False  # a path typed wrong would otherwise wait without a word
         try:
             while not stop.is_set():
                 if current is None:
@@ -104,6 +105,10 @@ class FileTailer:
                     if current is None:
                         if self.exit_at_eof:
                             break
+                        if not said_waiting and not self.path.exists():
+                            log.info("%s does not exist (yet); waiting for it to appear (check the path; "
+                                     "--exit-at-eof reads only a file that is there)", self.path)
+                            said_waiting = True
                         await _sleep(stop, self.poll_interval)
                         continue
                 lines = self._read_lines(current, final=False, until=self._pending_end(current))

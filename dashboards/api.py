@@ -25,11 +25,11 @@ from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.filters import Filters
 from dashboards.handle import WarehouseUnavailable
 from dashboards.tables import TableMissing, frame_records, json_value
+from warehouse.queries import DIMENSIONS
 
 log = logging.getLogger(__name__)
 api_blueprint = flask.Blueprint("tokenmeter_api", __name__, url_prefix="/api/v1")
-SPEND_DIMS = ("org", "team", "project", "user", "api_key", "feature", "route", "provider", "model",
-              "pricing_status", "source", "operation", "status", "service_tier", "tokens_source")
+SPEND_DIMS = DIMENSIONS  # `tokenmeter report`'s own list: a copy here had missed usage_assumption
 
 
 class BadRequest(ValueError):

@@ -94,3 +94,19 @@ def test_a_host_that_is_not_this_machines_is_not_called_a_port_in_use(env):
     result = CliRunner().invoke(main, ["dash"], env={**env, "TOKENMETER_HOST": "192.0.2.1"})  # TEST-NET-1
     output = _clean_failure(result, "192.0.2.1", "TOKENMETER_HOST")
     assert "already in use" not in output
+
+
+def test_an_empty_webhook_secret_is_unset_and_said_so(env):
+    """walk21: docker-compose.yml passes `TOKENMETER_WEBHOOK_SECRET: ${TOKENMETER_WEBHOOK_SECRET:-}`, i.e. an empty
+    string when the operator set none. Empty was taken as a secret: webhooks went out unsigned (an empty key signs
+    nothing) and neither `alerts test` nor the dispatcher said so, as they do when the variable is unset."""
+    from tokenmeter.settings import load_settings
+
+    with socket.socket() as sock:  # a webhook nobody answers: refused at once, one attempt
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    result = CliRunner().invoke(main, ["alerts", "test", "--notify", f"webhook=http://127.0.0.1:{dead}/hook",
+                                       "--attempts", "1"], env={**env, "TOKENMETER_WEBHOOK_SECRET": ""})
+    assert "webhooks are sent unsigned" in result.output, result.output
+    for name in ("webhook_secret", "admin_token", "dashboard_secret_key"):
+        assert getattr(load_settings(**{name: " "}), name) is None, name

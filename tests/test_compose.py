@@ -8,7 +8,8 @@ from app.cli import main
 from tokenmeter.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-OUR_SERVICES = {"topics", "worker", "budgets", "loader", "dashboard", "alerts", "anomalies", "collector-http", "collector-otel-kafka"}
+OUR_SERVICES = {"topics", "worker", "budgets", "loader", "dashboard", "alerts", "anomalies", "finance-watch", "collector-http",
+                "collector-otel-kafka"}
 
 
 def load_compose() -> dict:
@@ -64,3 +65,15 @@ def test_dockerfile_installs_every_stage():
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in ("tokenmeter", "collectors", "streams", "warehouse", "dashboards"):
         assert f"COPY {package} {package}" in dockerfile
+
+
+def test_the_dashboard_and_finance_watch_have_what_they_read():
+    """walk21: the dashboard ran without the data volume, so its users file (the `admin` password printed once),
+    `docker compose run --rm dashboard users add ...` and the closed months (`<data_dir>/closes`, which exports and
+    showback of a closed month read) lived in a container of their own; and nothing ran `finance-watch`, which
+    `up` runs, so drift and completeness never alerted in production."""
+    services = load_compose()["services"]
+    assert "tokenmeter-data:/data" in services["dashboard"]["volumes"]
+    watch = services["finance-watch"]
+    assert watch["command"][0] == "finance-watch" and "tokenmeter-data:/data" in watch["volumes"]
+    assert watch["depends_on"]["clickhouse"] == {"condition": "service_healthy"}

@@ -56,3 +56,20 @@ def test_every_setting_is_in_the_settings_table():
 
     table = REFERENCE.split("## Settings", 1)[1]
     assert [env_name(f) for f in Settings.model_fields if f"`{env_name(f)}`" not in table] == []
+
+
+def test_each_setting_has_one_row_and_a_default_not_a_pointer():
+    """walk21: `TOKENMETER_WORKER_BATCH_SECONDS` and the alert backoffs had two rows each (one with another
+    default's spelling), and `TOKENMETER_ANOMALY_NOTIFY`'s default read "see docs/anomalies.md", which gives none."""
+    from tokenmeter.settings import Settings, env_name
+
+    every = [env_name(f) for f in Settings.model_fields]
+    table = REFERENCE.split("## Settings", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| `TOKENMETER_")]
+    names = []
+    for line in rows:  # `TOKENMETER_WORKER_BATCH_SIZE` / `_BATCH_SECONDS`: the short one shares the first word
+        first, *short = re.findall(r"`(_?[A-Z0-9_]+)`", line.split("|")[1])
+        head = "_".join(first.split("_")[:2]) + "_"
+        names += [first] + [next((n for n in every if n.startswith(head) and n.endswith(s)), s) for s in short]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+    assert [line for line in rows if "| see " in line] == []

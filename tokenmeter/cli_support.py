@@ -54,6 +54,17 @@ def collect_young_objects_less_often() -> None:
         gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def quiet_library_logs() -> None:
+    """A one-shot command configures no logging, so a library's warning or error (aiokafka's `Unable connect to
+    ...` when Kafka is down) reached stderr through logging's last-resort handler, before the command's own clear
+    error. A NullHandler on the library's logger ends that; the records still propagate, so a service's handlers
+    (`configure_logging`) and pytest's capture see them as before."""
+    for name in ("aiokafka",):
+        library = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in library.handlers):
+            library.addHandler(logging.NullHandler())
+
+
 def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
 

@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     demo_inbox_port: int = Field(8025, ge=1, le=65535, description="Port of the demo's local alert inbox.")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
+    @field_validator("webhook_secret", "admin_token", "dashboard_secret_key", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        # `KEY: ${KEY:-}` in docker-compose.yml passes "" when nobody set it: an empty key signs nothing, so it
+        # must take the unset path (webhooks unsigned *and said so*, a token file, a random session key)
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:  # checked here: an unknown one killed services in logging setup

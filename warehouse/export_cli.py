@@ -30,6 +30,9 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
     settings = cli_settings()
     if out != "-":  # say so before a month's query, not with a traceback after it
         _check_writable(out)
+    elif fmt == "parquet" and sys.stdout.isatty():  # binary on a screen garbles the terminal; CSV/FOCUS are text
+        raise click.ClickException("Parquet is binary, not for a terminal: give --out FILE, "
+                                   "or redirect stdout (> nov.parquet)")
     dims = [d.strip() for d in group_by.split(",") if d.strip()]
     try:
         finance = finance_from_settings(settings)

@@ -141,7 +141,9 @@ def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datet
     owner, with the report's counts (input_tokens includes cached and cache-write tokens, output_tokens the
     reasoning ones, as everywhere else) and direct_usd, allocated_usd, cost_usd (= total)."""
     totals: dict[tuple, list] = {}
-    for charge in allocated_charges(wh, config, since, until, extra_dims=group_by, by_day=False,
+    # per UTC day, the charge grain showback, the dashboard and FOCUS split shared cost at: split once per month,
+    # the 1e-12 truncations landed elsewhere and the same team's allocated_usd differed by ~1e-9 (walk21)
+    for charge in allocated_charges(wh, config, since, until, extra_dims=group_by, by_day=True,
                                     closes=closes).charges:
         if team is not None and charge["team"] != team:
             continue

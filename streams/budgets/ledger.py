@@ -122,6 +122,12 @@ class _Batch:
     touched: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
+def _zero(budget: Budget) -> Amount:
+    """No spend yet, in the budget's unit: an int 0 for a USD budget reached the JSON answers as `0` beside the
+    decimal strings of every other amount (`money()` keeps ints, the token counts, as ints)."""
+    return 0 if budget.metric == "tokens" else Decimal(0)
+
+
 class BudgetLedger:
     def __init__(self, budgets: Iterable[Budget] | dict[str, Budget] = (), *, max_seen_ids: int = 200_000,
                  forecast_lookback: timedelta = HOUR, forecast_min_elapsed: timedelta = timedelta(minutes=10)):
@@ -308,7 +314,7 @@ class BudgetLedger:
         # Hour keys (`hour:YYYY-mm-ddTHHZ`, fixed width) sort as their hours do: compared as text, not parsed.
         # Parsing each bucket (strptime) cost ~0.5 ms per admission for a 24 h window, ~30 ms for 90 days.
         first, following = hour_key(start), hour_key(end)
-        total: Amount = 0
+        total: Amount = _zero(budget)
         for bucket, amount in self.spend.get(budget.name, {}).items():
             if first <= bucket < following:
                 total += amount
@@ -383,7 +389,7 @@ class BudgetLedger:
         if budget.rolling_hours is not None:
             return self._window_total(budget, at)
         start, end, key = period_window(budget, at)
-        return self.spend.get(budget.name, {}).get(key, 0), start, end, key
+        return self.spend.get(budget.name, {}).get(key, _zero(budget)), start, end, key
 
     def _rolling_until(self, budget: Budget, at: datetime, total: Amount) -> datetime:
         """When enough hourly buckets leave the window for spend to fall below the limit."""

@@ -36,6 +36,7 @@ from aiohttp.web import Response
 from faust.utils import json as faust_json
 
 from tokenmeter import topics
+from tokenmeter.events import Attribution
 from tokenmeter.records import iso, money
 
 from .decisions import attributes_from_request
@@ -51,6 +52,7 @@ log = logging.getLogger("tokenmeter.reservations")
 FORWARD_TIMEOUT_S = 2.0
 ID_PREFIX = "rsv_"
 MAX_ID = 200  # request ids, reservation ids
+ATTRIBUTION_KEYS = tuple(name for name in Attribution.model_fields if name != "tags")  # the usage event's
 LOG_FLUSH_SECONDS = 0.1  # hold log records are sent in batches this often (the journal has them at once)
 LOG_BATCH = 500  # log records per Kafka record (a JSON array, ~150 KB)
 GC_YOUNG_THRESHOLD = 7_000  # the cyclic GC's generation-0 threshold once the heap is frozen (freeze_startup_heap)
@@ -390,9 +392,19 @@ class ReservationService:
         if not isinstance(attribution, dict):
             raise ReservationError(400, "attribution must be an object (team, user, ..., tags)")
         for key, value in attribution.items():
-            if key == "tags" and isinstance(value, dict):
-                attrs.update({f"tag:{k}": str(v) for k, v in value.items() if v is not None})
-            elif isinstance(value, str) and value:
+            # a key or value budgets cannot match with is refused, not dropped: dropped, no budget's scope matched
+            # and a hard budget was admitted without a hold (the event contract refuses unknown fields likewise)
+            if key == "tags":
+                if value is not None and not isinstance(value, dict):
+                    raise ReservationError(400, "attribution.tags must be an object of strings ({\"env\": \"prod\"})")
+                attrs.update({f"tag:{k}": str(v) for k, v in (value or {}).items() if v is not None})
+            elif key not in ATTRIBUTION_KEYS:
+                raise ReservationError(400, f"attribution.{key} is not an attribution field (use "
+                                            f"{', '.join(ATTRIBUTION_KEYS)} or tags; provider and model are "
+                                            "top-level fields)")
+            elif value is not None and not isinstance(value, str):
+                raise ReservationError(400, f"attribution.{key} must be a string")
+            elif value:
                 attrs.setdefault(key, value)
         provider, model = body.get("provider"), body.get("model")
         if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:

@@ -201,3 +201,20 @@ def test_an_unreadable_date_is_refused_not_replaced_by_last_week(app_and_warehou
     response = app.server.test_client().get(f"/api/v1/spend?group_by=team&{query}", headers=FIN)
     assert response.status_code == 400, response.get_json()
     assert "YYYY-MM-DD" in response.get_json()["error"]
+
+
+def test_the_api_groups_and_filters_by_every_report_dimension(app_and_warehouse):
+    """walk21: `/api/v1/spend?group_by=usage_assumption` was a 400 (`unknown dimension`) while `tokenmeter report
+    --group-by usage_assumption` answered; the API's list was a copy of the report's that missed it."""
+    from warehouse.queries import DIMENSIONS
+
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    response = client.get("/api/v1/spend?group_by=usage_assumption", headers=FIN)
+    assert response.status_code == 200, response.get_json()
+    rows = response.get_json()["rows"]
+    assert sum(Decimal(row["cost_usd"]) for row in rows) == TOTAL and {row["usage_assumption"] for row in rows} == {""}
+    daily = client.get("/api/v1/spend?group_by=usage_assumption&bucket=day&usage_assumption=", headers=FIN)
+    assert daily.status_code == 200, daily.get_json()
+    unknown = client.get("/api/v1/spend?group_by=nope", headers=FIN).get_json()["error"]
+    assert all(dim in unknown for dim in DIMENSIONS), unknown

@@ -131,3 +131,17 @@ def test_budget_redefinition_rearms_and_deletion_drops_state():
     assert kinds(ledger.apply([ev("b", "5")])) == [("threshold", 50)]
     ledger.set_budgets([])
     assert "search" not in ledger.spend
+
+
+def test_a_usd_budget_without_spend_yet_has_a_decimal_spend_not_the_integer_zero():
+    """walk21: a new USD budget answered `"spend": 0` (refused reservations) and `"committed": 0` (GET
+    /v1/reservations) while every other amount, and the same fields a moment later, are decimal strings: `money()`
+    keeps ints as ints (token counts), and the ledger's default for a period without spend was the int 0."""
+    from tokenmeter.records import money
+
+    ledger = BudgetLedger([budget(), budget("rolling", period="rolling:24h"), budget("tokens", metric="tokens",
+                                                                                    limit=1000)])
+    for name in ("search", "rolling"):
+        spend = ledger.current_spend(ledger.budgets[name], T0)[0]
+        assert isinstance(spend, Decimal) and money(spend) == "0", (name, spend)
+    assert ledger.current_spend(ledger.budgets["tokens"], T0)[0] == 0  # tokens stay an integer
