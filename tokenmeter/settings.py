@@ -128,7 +128,8 @@ class Settings(BaseSettings):
     alert_max_attempts: int = Field(8, ge=1, description="Delivery attempts per alert and route before giving up.")
     alert_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay; doubles per attempt.")
     alert_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")
-    anomaly_notify: list[str] = Field(default_factory=list, description="Routes for anomaly alerts (JSON list).")
+    anomaly_notify: list[str] = Field(default_factory=list, description=(
+        "Routes for anomaly alerts (JSON list); read by the alert dispatcher, never published."))
     alert_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one delivery HTTP request.")
     alert_max_in_flight: int = Field(16, ge=1, description="Delivery HTTP requests in flight at once.")
     alerts_port: int | None = Field(None, ge=1, le=65535, description="Dispatcher /health + /metrics; unset: off.")
@@ -160,7 +161,8 @@ class Settings(BaseSettings):
         description="Cross-source dedup: which copy of a call is counted, best first (JSON list of sources or the "
         "groups gateway, otel, sdk); unlisted sources rank last.")
     # Finance alerts (cost drift, source completeness): routed by the alert dispatcher like budget alerts -------
-    finance_notify: list[str] = Field(default_factory=list, description="Routes for drift and completeness alerts (JSON list).")
+    finance_notify: list[str] = Field(default_factory=list, description=(
+        "Routes for drift and completeness alerts (JSON list); read by the alert dispatcher, never published."))
     drift_threshold_pct: Decimal = Field(Decimal(5), ge=0, description="Drift alert: gap above this % of the provider's cost...")
     drift_min_usd: Decimal = Field(Decimal(1), ge=0, description="...and above this many USD (per day, provider and model).")
     completeness_stale_minutes: int = Field(60, ge=1, description="A source that usually sends is stale after this long silent.")

@@ -144,10 +144,10 @@ def source_health(wh: Any, now: datetime | None = None, limits: Limits | None = 
     return out
 
 
-def completeness_alert(health: SourceHealth, now: datetime, notify: list[str] | None = None,
-                       dashboard_url: str = "") -> dict:
+def completeness_alert(health: SourceHealth, now: datetime, *, dashboard_url: str = "") -> dict:
     """The alert of a source with a problem. Its id is stable per outage (stale: the last event's time) or per
-    day (dropping, rejecting), so a check every few minutes alerts once."""
+    day (dropping, rejecting), so a check every few minutes alerts once. No routes in it: the dispatcher delivers
+    it to its own TOKENMETER_FINANCE_NOTIFY (routes are secrets; every client of tokenmeter.alerts reads it)."""
     from tokenmeter.measures import count_of
     from tokenmeter.records import alert_record
     from tokenmeter.timefmt import people_utc
@@ -164,7 +164,7 @@ def completeness_alert(health: SourceHealth, now: datetime, notify: list[str] | 
         id="completeness-" + hashlib.sha256(key.encode()).hexdigest()[:24], source="completeness",
         kind=f"source_{health.status}", action="trigger", severity="error" if health.status == "stale" else "warning",
         dedup_key=key, title=f"Source {health.source} is {health.status}", summary=summary, at=now,
-        scope={"source": health.source}, notify=list(notify or []),
+        scope={"source": health.source}, notify=[],
         details={"source": health.source, "source_kind": health.kind, "problem": health.status,
                  "problem_detail": PROBLEMS[health.status], "last_event_at": last,
                  "events_last_hour": health.last_hour, "usual_per_hour": usual,

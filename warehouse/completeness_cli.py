@@ -1,6 +1,6 @@
 """`tokenmeter completeness`: per source, the last event, events in the last hour against its usual level, dead
 letters in the last hour, and whether it is stale, dropping or rejecting; `--publish` alerts on problems
-(routes: TOKENMETER_FINANCE_NOTIFY)."""
+(delivered by the alert dispatcher to its TOKENMETER_FINANCE_NOTIFY)."""
 
 from __future__ import annotations
 
@@ -46,12 +46,15 @@ def completeness(at: str | None, problems: bool, publish: bool, fmt: str) -> Non
         click.echo(render_report(pl.DataFrame(as_dicts(shown, for_people=fmt == "table"), infer_schema_length=None),
                                  fmt), nl=False)
     if publish:
-        from streams.alerts.outbox import publish_alerts
+        from streams.alerts.outbox import publish_alerts, routes_note
 
-        alerts = [completeness_alert(h, now, list(settings.finance_notify)) for h in rows if h.problem]
+        alerts = [completeness_alert(h, now) for h in rows if h.problem]
         try:
             sent = publish_alerts(settings.bootstrap_servers, alerts)
         except Exception as exc:  # noqa: BLE001 - the broker's client raises many kinds; say what failed
             raise click.ClickException(f"cannot publish completeness alerts to {settings.bootstrap_servers}: "
                                        f"{exc}") from None
+        note = routes_note("TOKENMETER_FINANCE_NOTIFY", settings.finance_notify)
+        if note:
+            click.echo(f"note: {note}", err=True)
         click.echo(f"{sent} completeness alert(s) sent to the outbox", err=True)

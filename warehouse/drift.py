@@ -164,9 +164,10 @@ def complete_days(days: int, today: date | None = None) -> tuple[date, date]:
     return until - timedelta(days=days), until
 
 
-def drift_alert(row: DriftRow, limits: Thresholds, notify: list[str] | None = None, dashboard_url: str = "") -> dict:
+def drift_alert(row: DriftRow, limits: Thresholds, *, dashboard_url: str = "") -> dict:
     """The alert record (tokenmeter.records contract) of a drifting row; its id is stable per (provider, model,
-    day), so a re-run or a redelivery is delivered once."""
+    day), so a re-run or a redelivery is delivered once. No routes in it: the dispatcher delivers it to its own
+    TOKENMETER_FINANCE_NOTIFY (routes are secrets; every client of tokenmeter.alerts reads the records)."""
     from tokenmeter.measures import format_money
     from tokenmeter.records import alert_record
 
@@ -186,7 +187,7 @@ def drift_alert(row: DriftRow, limits: Thresholds, notify: list[str] | None = No
         id="drift-" + hashlib.sha256(key.encode()).hexdigest()[:24], source="drift", kind="cost_drift",
         action="trigger", severity="error" if severe else "warning", dedup_key=key,
         title=f"Cost drift {what} on {row.day.isoformat()}: {row.cause.replace('_', ' ')}", summary=summary,
-        at=datetime.combine(row.day, time(), timezone.utc), scope=scope, notify=list(notify or []),
+        at=datetime.combine(row.day, time(), timezone.utc), scope=scope, notify=[],
         details={"day": row.day.isoformat(), "provider": row.provider, "model": row.model,
                  "metered_cost": str(row.metered_cost), "reported_cost": str(row.reported_cost),
                  "gap": str(row.gap), "gap_pct": None if gap_pct is None else str(gap_pct),
@@ -198,12 +199,12 @@ def drift_alert(row: DriftRow, limits: Thresholds, notify: list[str] | None = No
 
 
 def drift_alerts(rows: list[DriftRow], totals: list[DriftRow], limits: Thresholds,
-                 notify: list[str] | None = None, dashboard_url: str = "") -> list[dict]:
+                 *, dashboard_url: str = "") -> list[dict]:
     """Alerts for drifting model rows, and for drifting provider totals whose models do not drift one by one
     (small gaps on many models that add up); never both for the same gap."""
-    alerts = [drift_alert(r, limits, notify, dashboard_url) for r in rows if r.cause]
+    alerts = [drift_alert(r, limits, dashboard_url=dashboard_url) for r in rows if r.cause]
     flagged_days = {(r.day, r.provider) for r in rows if r.cause}
-    alerts += [drift_alert(t, limits, notify, dashboard_url) for t in totals
+    alerts += [drift_alert(t, limits, dashboard_url=dashboard_url) for t in totals
                if t.cause and (t.day, t.provider) not in flagged_days]
     return alerts
 

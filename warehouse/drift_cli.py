@@ -1,5 +1,6 @@
 """`tokenmeter drift`: provider-billed vs metered cost per day, provider and model, with coverage and the likely
-cause of each gap; `--publish` puts an alert per drifting row in the outbox (routes: TOKENMETER_FINANCE_NOTIFY)."""
+cause of each gap; `--publish` puts an alert per drifting row in the outbox (delivered by the alert dispatcher to its
+TOKENMETER_FINANCE_NOTIFY)."""
 
 from __future__ import annotations
 
@@ -63,11 +64,14 @@ def drift(days: int, since: str | None, until: str | None, provider: str | None,
     else:
         click.echo(render_report(pl.DataFrame(as_dicts(shown), infer_schema_length=None), fmt), nl=False)
     if publish:
-        from streams.alerts.outbox import publish_alerts
+        from streams.alerts.outbox import publish_alerts, routes_note
 
-        alerts = drift_alerts(rows, provider_totals, limits, list(settings.finance_notify))
+        alerts = drift_alerts(rows, provider_totals, limits)
         try:
             sent = publish_alerts(settings.bootstrap_servers, alerts)
         except Exception as exc:  # noqa: BLE001 - the broker's client raises many kinds; say what failed
             raise click.ClickException(f"cannot publish drift alerts to {settings.bootstrap_servers}: {exc}") from None
+        note = routes_note("TOKENMETER_FINANCE_NOTIFY", settings.finance_notify)
+        if note:
+            click.echo(f"note: {note}", err=True)
         click.echo(f"{sent} drift alert(s) sent to the outbox", err=True)

@@ -1,6 +1,7 @@
 """`tokenmeter finance-watch`: the finance checks as a service (started by `tokenmeter up`). Every
 `--interval` seconds it reads the warehouse, checks cost drift over the last complete days and every source's
-completeness, and puts an alert per problem in the outbox, routed by TOKENMETER_FINANCE_NOTIFY.
+completeness, and puts an alert per problem in the outbox; the alert dispatcher delivers them to its own
+TOKENMETER_FINANCE_NOTIFY (the records carry no routes: they are secrets, and the topic is read by many).
 
 Alert ids are stable (drift: provider, model and day; completeness: source and outage), so the dispatcher
 delivers each once however often the check runs; this process also skips ids it already sent since it started.
@@ -27,14 +28,14 @@ def check_once(settings: Any, now: datetime | None = None) -> list[dict]:
     from warehouse.store import open_warehouse
 
     now = now or datetime.now(timezone.utc)
-    notify, url = list(settings.finance_notify), f"{settings.dashboard_url}/reconciliation"
+    url = f"{settings.dashboard_url}/reconciliation"
     limits = Thresholds.from_settings(settings)
     wh = open_warehouse(settings)
     try:
         rows, totals = drift(wh, *complete_days(DRIFT_DAYS, now.date()), limits)
         health = source_health(wh, now, Limits.from_settings(settings))
-        alerts = drift_alerts(rows, totals, limits, notify, url)
-        alerts += [completeness_alert(h, now, notify, settings.dashboard_url) for h in health if h.problem]
+        alerts = drift_alerts(rows, totals, limits, dashboard_url=url)
+        alerts += [completeness_alert(h, now, dashboard_url=settings.dashboard_url) for h in health if h.problem]
         done = settled(wh, [a["id"] for a in alerts], _route_ids(settings))
     finally:
         wh.close()
@@ -42,6 +43,8 @@ def check_once(settings: Any, now: datetime | None = None) -> list[dict]:
 
 
 def _route_ids(settings: Any) -> list[str]:
+    """The route ids the dispatcher records for finance alerts, when this process has the same routes (`up` gives
+    every process the same environment); without routes here, an alert recorded in the warehouse is settled."""
     from streams.alerts.route_secrets import RouteSecrets
     from streams.alerts.routes import parse_routes
 
@@ -73,8 +76,11 @@ def _served(settings: Any) -> bool:
 
 
 async def watch(settings: Any, stop: asyncio.Event, interval: float, first_check_after: float = 0.0) -> None:
-    from streams.alerts.outbox import publish_alerts_async
+    from streams.alerts.outbox import publish_alerts_async, routes_note
 
+    note = routes_note("TOKENMETER_FINANCE_NOTIFY", settings.finance_notify)
+    if note:
+        log.info(note)
     sent: set[str] = set()
     if first_check_after > 0:
         try:
@@ -107,7 +113,8 @@ async def watch(settings: Any, stop: asyncio.Event, interval: float, first_check
               help="Seconds before the first check (`up --demo`: until its live traffic has caught up with the "
                    "clock, or the first check judges an hour the demo has not sent yet as a dropping source).")
 def finance_watch(interval: float, first_check_after: float) -> None:
-    """Check cost drift and source completeness every INTERVAL seconds and alert (TOKENMETER_FINANCE_NOTIFY)."""
+    """Check cost drift and source completeness every INTERVAL seconds and alert (the alert dispatcher delivers
+    them to its TOKENMETER_FINANCE_NOTIFY)."""
     from tokenmeter.cli_support import cli_settings, configure_logging, run_service
 
     settings = cli_settings()

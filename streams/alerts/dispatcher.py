@@ -1,6 +1,7 @@
 """The alert dispatcher: its own process (never inside the metering worker, so a dead endpoint cannot slow
 metering). It consumes the outbox `tokenmeter.alerts` in consumer group "tokenmeter-alerts" and delivers every
-alert to every route of its `notify` list (anomalies without routes use Settings.anomaly_notify).
+alert to every route of its `notify` list. Anomaly, drift and completeness alerts are published without routes
+(a route is a secret; the topic is read by many) and go to this process's Settings.anomaly_notify / finance_notify.
 
 Exactly one delivery per (alert id, route), across duplicate records and restarts:
 - every state change (retrying, delivered, failed) is written, acknowledged, to the compacted topic

@@ -1,12 +1,26 @@
 """Putting alert records built outside the streams (finance checks: cost drift, source completeness) into the
 outbox `tokenmeter.alerts`, keyed by dedup_key like every alert, so the dispatcher routes and delivers them once
-per alert id and route."""
+per alert id and route.
+
+Anomaly and finance alerts are published without routes (`notify` empty): the dispatcher delivers them to its own
+TOKENMETER_ANOMALY_NOTIFY / TOKENMETER_FINANCE_NOTIFY. Every client of the topic reads its records, and a route is
+a secret (a Slack URL, a PagerDuty routing key), so it is never copied there (leak21)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import orjson
+
+ROUTES_MOVED = ("%s is set for this process, but its alerts are published without routes: they are read by the "
+                "alert dispatcher (`tokenmeter alerts dispatch`, compose service `alerts`) from ITS OWN %s, so set "
+                "it there (`tokenmeter up` gives every process the same)")
+
+
+def routes_note(variable: str, routes: list[str]) -> str | None:
+    """What a producer of routeless alerts says once at start when its own settings hold routes: an operator who
+    set them only on the detector or finance-watch learns where they are read now (never the routes themselves)."""
+    return ROUTES_MOVED % (variable, variable) if routes else None
 
 
 async def publish_alerts_async(bootstrap: str, alerts: list[dict]) -> int:

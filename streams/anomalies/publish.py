@@ -1,5 +1,6 @@
 """Anomaly updates -> records: the anomaly record itself (`tokenmeter.anomalies`, key = id) and, when an anomaly
-opens or closes, an alert record (`tokenmeter.alerts`, source "anomaly") that the alert dispatcher delivers.
+opens or closes, an alert record (`tokenmeter.alerts`, source "anomaly") that the alert dispatcher delivers to its
+own anomaly routes.
 
 One trigger per anomaly id and one resolve when it closes; both carry dedup_key = the anomaly id, so PagerDuty
 groups them and a redelivered record (same alert id) is delivered once. Updates of an ongoing anomaly are only
@@ -22,8 +23,10 @@ TITLES = {
 }
 
 
-def alert_for(update: AnomalyUpdate, notify: list[str], dashboard_url: str = "") -> dict | None:
-    """The alert record of an update (trigger on open, resolve on close), or None for an ongoing update."""
+def alert_for(update: AnomalyUpdate, dashboard_url: str = "") -> dict | None:
+    """The alert record of an update (trigger on open, resolve on close), or None for an ongoing update. Its
+    `notify` is empty: the dispatcher delivers it to its own TOKENMETER_ANOMALY_NOTIFY. Routes are secrets (Slack
+    URLs, routing keys) and every client of tokenmeter.alerts reads the records (leak21)."""
     if update.action not in ("open", "close") or not update.notify:
         return None
     a = update.record
@@ -35,7 +38,7 @@ def alert_for(update: AnomalyUpdate, notify: list[str], dashboard_url: str = "")
         id=f"{a['id']}:{action}", source="anomaly", kind=a["kind"], action=action, severity=a["severity"],
         dedup_key=a["id"], title=title, summary=a["explanation"] if action == "trigger" else
         f"Back to normal since {people_utc(a['end'])}. It was: {a['explanation']}",
-        at=a["detected_at"], scope={a["scope_dim"]: a["scope_value"]}, notify=list(notify),
+        at=a["detected_at"], scope={a["scope_dim"]: a["scope_value"]}, notify=[],
         details={"anomaly_id": a["id"], "observed": a["observed"], "expected": a["expected"],
                  "expected_low": a["expected_low"], "expected_high": a["expected_high"], "unit": a["unit"],
                  "start": a["start"], "end": a["end"], "status": a["status"],

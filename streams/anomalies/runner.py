@@ -30,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streams.alerts.outbox import routes_note
 from tokenmeter import deadletters
 from tokenmeter.priced_wire import decode_value, record_headers
 from tokenmeter.commitloop import Batch, CommitLoop
@@ -107,6 +108,9 @@ class Detector:
 
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.bootstrap_servers
+        note = routes_note("TOKENMETER_ANOMALY_NOTIFY", self.settings.anomaly_notify)
+        if note:
+            log.info(note)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=self.group_id, enable_auto_commit=False,
                                     auto_offset_reset="earliest", max_poll_records=self.max_records,
                                     **self.settings.group_timeouts, **self.settings.fetch_wait)
@@ -218,7 +222,7 @@ class Detector:
             record = update.record
             outputs.append((ANOMALIES, record["id"].encode(), orjson.dumps(record)))
             self.counters["anomaly_records"] += 1
-            alert = alert_for(update, self.settings.anomaly_notify, self.settings.dashboard_url)
+            alert = alert_for(update, self.settings.dashboard_url)
             if alert is None:
                 continue
             if self.mutes.muted(record["kind"], record["scope_dim"], record["scope_value"], now):

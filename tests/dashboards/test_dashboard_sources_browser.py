@@ -58,7 +58,7 @@ def sources_app(tmp_path_factory, kafka_bootstrap):
         from warehouse.records_load import record_to_row
 
         stale = completeness_alert(SourceHealth("litellm", "events", NOW - timedelta(hours=3), 0, Decimal(4), 0,
-                                                "stale"), NOW - timedelta(minutes=5), ["webhook=http://127.0.0.1:9/x"])
+                                                "stale"), NOW - timedelta(minutes=5))
         warehouse.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, stale)[1]])
         delivered = {"alert_id": stale["id"], "route": "webhook", "route_id": "webhook", "target": "http://127.0.0.1:9/***",
                      "status": "delivered", "attempts": 1, "last_error": "", "http_status": 200, "at": NOW.isoformat()}

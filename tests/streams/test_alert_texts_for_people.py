@@ -67,7 +67,7 @@ def _closed_anomaly() -> dict:
 
 def test_an_anomalys_resolve_says_since_when_in_words_and_its_window_in_utc():
     """Before: "Back to normal since 2026-11-30T16:00:00Z." and "Window: 2026-11-30T15:20:00Z → ..."."""
-    alert = alert_for(AnomalyUpdate("close", _closed_anomaly()), ["webhook=http://127.0.0.1:9/x"])
+    alert = alert_for(AnomalyUpdate("close", _closed_anomaly()))
     assert alert["summary"].startswith("Back to normal since 2026-11-30 16:00 UTC. It was: api_key sk-1")
     assert _fields(alert)["Window"] == "2026-11-30 15:20 UTC → 2026-11-30 16:00 UTC"
     assert alert["details"]["end"] == "2026-11-30T16:00:00Z"  # the record's field as before

@@ -47,7 +47,7 @@ def test_an_unpriced_new_model_alert_does_not_observe_zero_dollars():
     [update] = [u for u in updates if u.action == "open" and u.record["kind"] == "new_model"
                 and u.record["scope_value"] == "k1"]
     assert update.record["unpriced"] is True
-    alert = alert_for(update, ["slack=https://hooks.slack.com/services/T/B/x"])
+    alert = alert_for(update)
     assert alert["details"]["unpriced"] is True and float(alert["details"]["observed"]) == 0
     fields = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for b in slack_message(alert)["blocks"]
               if "fields" in b for f in b["fields"]}

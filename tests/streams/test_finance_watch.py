@@ -69,10 +69,12 @@ def test_drift_and_stale_source_alert_once_through_the_dispatcher(tmp_path, kafk
         _seed(wh)
         with threaded_endpoint() as ep:
             env = {**os.environ, "TOKENMETER_DATA_DIR": str(tmp_path), "TOKENMETER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-                   "TOKENMETER_FINANCE_NOTIFY": json.dumps([f"webhook={ep.url('/finance')}"]),
                    "TOKENMETER_ALERT_BACKOFF_SECONDS": "0.1"}
+            # leak21: the routes are the dispatcher's; a route set only on finance-watch is not used (nor published)
+            routes = {"finance-watch": f"webhook={ep.url('/watch-side')}", "alerts": f"webhook={ep.url('/finance')}"}
             for args in (["finance-watch", "--interval", "1"], ["alerts", "dispatch"]):
-                procs.append(subprocess.Popen([sys.executable, "-m", "app", *args], env=env,
+                own = {**env, "TOKENMETER_FINANCE_NOTIFY": json.dumps([routes[args[0]]])}
+                procs.append(subprocess.Popen([sys.executable, "-m", "app", *args], env=own,
                                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{args[0]}.log", "w")))
             deadline = time.monotonic() + 60
             while len(ep.on("/finance")) < 2:
@@ -81,6 +83,9 @@ def test_drift_and_stale_source_alert_once_through_the_dispatcher(tmp_path, kafk
                 time.sleep(0.2)
             time.sleep(3)  # three more checks: nothing is sent again
             bodies = [s.json() for s in ep.on("/finance")]
+            assert not ep.on("/watch-side")
+            log = (tmp_path / "finance-watch.log").read_text()
+            assert "read by the alert dispatcher" in log and "/watch-side" not in log
     finally:
         for proc in procs:
             stop(proc)
@@ -92,3 +97,28 @@ def test_drift_and_stale_source_alert_once_through_the_dispatcher(tmp_path, kafk
     stale = next(b for b in bodies if b["source"] == "completeness")
     assert stale["kind"] == "source_stale" and stale["scope"] == {"source": "kong"}
     assert all(p.returncode in (0, -15) for p in procs)
+
+
+def test_finance_alerts_carry_no_route_and_go_to_the_dispatchers_routes(tmp_path):
+    """leak21: finance-watch copied TOKENMETER_FINANCE_NOTIFY into each drift and completeness alert's `notify`,
+    so a Slack URL or PagerDuty routing key set there was plain on `tokenmeter.alerts` for any of its readers. The
+    records now carry no route; the dispatcher delivers them to its own finance routes (checked on the record as
+    published, engine-level: no processes)."""
+    from streams.alerts.dispatcher import routes_for
+    from warehouse import open_warehouse
+    from warehouse.finance_watch import check_once
+
+    secret = "https://hooks.slack.com/services/T0/B0/finance-secret"
+    watch_settings = Settings(data_dir=tmp_path, finance_notify=[f"slack={secret}"])
+    wh = open_warehouse(watch_settings, writer=True)  # serves the query endpoint, as the loader does
+    try:
+        _seed(wh)
+        alerts = check_once(watch_settings, NOW)
+    finally:
+        wh.close()
+    assert sorted(a["source"] for a in alerts) == ["completeness", "drift"]
+    assert [a["notify"] for a in alerts] == [[], []] and "finance-secret" not in json.dumps(alerts)
+    dispatcher = Settings(data_dir=tmp_path / "dispatcher", finance_notify=["webhook=http://127.0.0.1:9/finance"])
+    for alert in alerts:
+        routes, failed = routes_for(alert, dispatcher)
+        assert [(r.kind, r.target) for r in routes] == [("webhook", "http://127.0.0.1:9/finance")] and not failed

@@ -109,7 +109,8 @@ def test_alerts_once_per_drifting_model_and_day_with_stable_ids(computed):
 
     rows, totals = computed
     limits = Thresholds()
-    alerts = drift_alerts(rows, totals, limits, ["webhook=http://127.0.0.1:9/finance"])
+    alerts = drift_alerts(rows, totals, limits)
+    assert {str(a["notify"]) for a in alerts} == {"[]"}  # the dispatcher's TOKENMETER_FINANCE_NOTIFY routes them
     assert sorted(a["scope"]["model"] for a in alerts) == ["gpt-4.1", "gpt-4o-mini", "o3", "o4-mini"]
     assert [a["id"] for a in alerts] == [a["id"] for a in drift_alerts(rows, totals, limits)]  # re-run: same ids
     o3 = next(a for a in alerts if a["scope"]["model"] == "o3")
