@@ -13,7 +13,8 @@ the missing block); other plugin blocks under `ai` that carry their own
   ttft_ms = usage.time_to_first_token. Kong's own `usage.cost` is ignored (we price).
 - Streaming bug (Kong/kong#14535, #14768): with request_mode=stream Kong may log completion_tokens=0. Such
   usage is NOT trusted: it is dropped (usage=None) so the worker counts the logged payload text instead
-  (log_payloads on); without payloads the event stays unmetered rather than priced as zero output.
+  (log_payloads on); without payloads the entry is dead-lettered saying so, rather than priced as zero output.
+  A successful call with no usage block at all is dead-lettered naming log_statistics.
 - Semantic cache hit (cache.cache_status=Hit): no upstream call; usage is zero and tagged cache_status.
 - AI RAG Injector (`<block>.rag-inject`, 3.10+ and v2): its query embedding is a call the embeddings provider
   bills (`embeddings_tokens` / `embeddings_provider` / `embeddings_model`); it becomes its own event
