@@ -185,6 +185,22 @@ def test_otlp_spans_that_cannot_be_read_are_a_partial_success_and_dead_letters(s
     [letter] = _letters_about(kafka_bootstrap, trace_id)
     assert "missing model" in letter["reason"] and letter["route"] == "/v1/traces"
 
+    # The same as OTLP/protobuf (what the otlphttp exporter and Envoy AI Gateway send): the answer's partial_success
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
+                                                                          ExportTraceServiceResponse)
+
+    for span in spans:
+        span["traceId"] = uuid.uuid4().hex
+    request = json_format.ParseDict(otlp, ExportTraceServiceRequest())  # proto JSON: ids read as base64
+    body = request.SerializeToString()
+    response = _post(server, "/v1/traces", body, "application/x-protobuf")
+    assert (response.status_code, response.headers["X-Tokenmeter-Accepted"]) == (200, "1")
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 1 and "missing model" in answer.partial_success.error_message
+    [letter] = _letters_about(kafka_bootstrap, request.resource_spans[0].scope_spans[0].spans[1].trace_id.hex())
+    assert letter["payload"].startswith("hex:")  # the protobuf body as it came
+
 
 def test_auth_and_size_limit(server):
     event = canonical_event(f"auth-{uuid.uuid4().hex}")
