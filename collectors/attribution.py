@@ -48,11 +48,15 @@ DEFAULT_SELECTORS: dict[str, dict[str, list[str]]] = {
         "feature": _headers("feature", "x-feature"),
         "route": ["field:route.name", "field:route.id"],
     },
+    # APISIX's loggers write `consumer` as {username} only (log-util.lua get_full_log): its group reaches an entry
+    # only as a field the operator adds (`log_format_extra` (3.18+) or `log_format`: consumer_group_id =
+    # "$consumer_group_id"); `consumer.group_id` stays for entries that carry the whole consumer. ai-proxy logs the
+    # request's end user (`safety_identifier` / `user`) as llm_summary.end_user_id.
     "apisix": {
         "org": _headers("org", "x-org"),
-        "team": [*_headers("team", "x-team"), "field:consumer.group_id"],
+        "team": [*_headers("team", "x-team"), "field:consumer_group_id", "field:consumer.group_id"],
         "project": [*_headers("project", "x-project"), "field:service_id"],
-        "user": ["field:consumer.username", *_headers("user", "x-user-id")],
+        "user": ["field:consumer.username", "field:llm_summary.end_user_id", *_headers("user", "x-user-id")],
         "api_key": _headers("api_key"),
         "feature": _headers("feature", "x-feature"),
         "route": ["field:route_name", "field:route_id"],

@@ -16,15 +16,17 @@ class DialectError(ValueError):
     in `partial`, so a collector can still publish them and dead-letter only the broken ones.
     """
 
-    def __init__(self, reason: str, path: str | None = None, partial: list["UsageEvent"] | None = None):
+    def __init__(self, reason: str, path: str | None = None, partial: list["UsageEvent"] | None = None,
+                 failed: int = 1):
         self.reason = reason
         self.path = path or None
         self.partial: list[UsageEvent] = list(partial or [])
+        self.failed = failed  # entries of the record that failed (OTLP's rejectedSpans); 1 for a whole record
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
     def under(self, prefix: str) -> "DialectError":
         """The same error seen from an enclosing record (`prefix` is prepended to the path)."""
-        return DialectError(self.reason, join_path(prefix, self.path), self.partial)
+        return DialectError(self.reason, join_path(prefix, self.path), self.partial, self.failed)
 
 
 def join_path(prefix: str | None, suffix: str | None) -> str:

@@ -10,12 +10,19 @@ Routes
 
 Answers: 202 {"accepted": N, "skipped": M} once Kafka acknowledged every event (OTLP gets 200 and an empty
 ExportTraceServiceResponse in the request's encoding, as the OTLP spec asks); 400 {"error", "errors": [{index,
-path, reason}]} for bad input; 401 bad/missing key; 408 when the body does not arrive within
+path, reason}]} for bad input to /v1/events; 401 bad/missing key; 408 when the body does not arrive within
 TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS (the connection is closed: a slow client cannot hold it); 413 body too
 large (--max-body-bytes / TOKENMETER_COLLECT_MAX_BODY_BYTES); 415 a Content-Type the route does not read
 (JSON, JSON lines, CloudEvents, OTLP protobuf: see ROUTE_TYPES); 503 + Retry-After when Kafka does not
-acknowledge. A request with any bad record is rejected WHOLE (nothing written): the sender fixes or drops the
-listed records and re-sends, and since event ids are deterministic a re-send never double counts.
+acknowledge. A request to /v1/events with any bad record is rejected WHOLE (nothing written): the sender fixes
+or drops the listed records and re-sends, and since event ids are deterministic a re-send never double counts.
+
+/v1/logs/{dialect} and /v1/traces are what gateways and OTel exporters post, and none of them re-sends a corrected
+batch (Kong's http-log retries the same body, then drops it; APISIX's loggers, LiteLLM's generic_api and the
+Collector's otlphttp exporter drop it on a 400), so a 400 there lost every good entry of the batch and left no dead
+letter. Those routes write the good entries, dead-letter each bad record with its reason (stage `collect:http`,
+with the route and the record's index), and answer 202 {"accepted", "skipped", "dead_lettered", "errors"}; OTLP
+answers 200 with `partialSuccess` {rejectedSpans, errorMessage}. A body that is not JSON at all is still a 400.
 """
 
 from __future__ import annotations
@@ -119,6 +126,26 @@ def parse_all(records: list[Any], dialect: str | None,
     return events, skipped
 
 
+def parse_keeping(records: list[Any], dialect: str | None, mapping: AttributionMapping | None
+                  ) -> tuple[list[UsageEvent], int, list[tuple[int, DialectError]]]:
+    """(events, records holding no LLM call, (index, error) of every record that failed): the good entries of a
+    partly bad record are among the events, as the file and Kafka collectors keep them."""
+    events: list[UsageEvent] = []
+    failures: list[tuple[int, DialectError]] = []
+    skipped = 0
+    with collection_paused():
+        for index, record in enumerate(records):
+            try:
+                found = parse_record(record, dialect, mapping, encoded=True)
+            except DialectError as exc:
+                failures.append((index, exc))
+                events.extend(exc.partial)
+                continue
+            skipped += not found
+            events.extend(found)
+    return events, skipped, failures
+
+
 class IngestServer:
     def __init__(self, sink: KafkaSink, api_keys: list[str], max_body_bytes: int,
                  mapping: AttributionMapping | None = None, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S):
@@ -190,7 +217,31 @@ class IngestServer:
         name = request.match_info["dialect"]
         if name != "auto" and name not in DIALECTS:
             return _json({"error": f"unknown dialect {name!r}", "known": ["auto", *DIALECTS]}, 404)
-        return await self._ingest(request, None if name == "auto" else name)
+        dialect = None if name == "auto" else name
+        label = dialect or "auto"
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            records = split_records(body, request.content_type, dialect)
+        except BadRequest as exc:
+            return self._bad_request(exc, label, 1)
+        events, skipped, failures = parse_keeping(records, dialect, self.mapping)
+        response = await self._publish(events, label, len(records), skipped,
+                                       self._letters(request, records, failures, label))
+        if response.status != 202 or not failures:
+            return response
+        return _json({"accepted": len(events), "skipped": skipped, "dead_lettered": len(failures),
+                      "errors": [RecordError(i, e.reason, e.path).to_json() for i, e in failures[:100]]}, 202)
+
+    def _letters(self, request: web.Request, records: list[Any], failures: list[tuple[int, DialectError]],
+                 label: str) -> list[dict[str, Any]]:
+        """One dead letter per failed record, saying where it came from (the sender cannot re-send it fixed)."""
+        if failures:
+            log.warning("%s: %d of %d record(s) dead-lettered, e.g. [%d] %s", request.path, len(failures),
+                        len(records), failures[0][0], failures[0][1])
+        return [self.sink.letter(exc.reason, records[index], route=request.path, index=index, path=exc.path,
+                                 dialect=label, peer=request.remote or "") for index, exc in failures]
 
     async def post_traces(self, request: web.Request) -> web.Response:
         protobuf = request.content_type == "application/x-protobuf"
@@ -206,16 +257,22 @@ class IngestServer:
                 records = [record]
             else:
                 records = split_records(body, request.content_type, "otel")
-            events, skipped = parse_all(records, "otel", self.mapping)
         except BadRequest as exc:
             return self._bad_request(exc, "otel", 1)
-        response = await self._publish(events, "otel", 1, skipped)
+        events, skipped, failures = parse_keeping(records, "otel", self.mapping)
+        as_sent = ["hex:" + body.hex()] if protobuf else records  # a dead letter holds the record as it came
+        response = await self._publish(events, "otel", len(records), skipped,
+                                       self._letters(request, as_sent, failures, "otel"))
         if response.status != 202:
             return response
         headers = {"X-Tokenmeter-Accepted": str(len(events))}
-        if protobuf:  # an empty ExportTraceServiceResponse: full success
-            return web.Response(body=b"", status=200, content_type="application/x-protobuf", headers=headers)
-        return _json({}, 200, headers=headers)
+        rejected = sum(exc.failed for _, exc in failures)
+        message = "; ".join(str(exc) for _, exc in failures[:5])[:2000]
+        if protobuf:  # an empty ExportTraceServiceResponse is full success; else its partial_success
+            answer = b"" if not failures else _otlp_partial_success(rejected, message)
+            return web.Response(body=answer, status=200, content_type="application/x-protobuf", headers=headers)
+        partial = {"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": message}} if failures else {}
+        return _json(partial, 200, headers=headers)
 
     async def _ingest(self, request: web.Request, dialect: str | None) -> web.Response:
         label = dialect or "auto"
@@ -258,10 +315,14 @@ class IngestServer:
         return _json({"error": str(exc), "errors": [e.to_json() for e in exc.errors[:100]],
                       "error_count": len(exc.errors)}, 400)
 
-    async def _publish(self, events: list[UsageEvent], dialect: str, records: int, skipped: int) -> web.Response:
+    async def _publish(self, events: list[UsageEvent], dialect: str, records: int, skipped: int,
+                       letters: list[dict[str, Any]] | None = None) -> web.Response:
         self.sink.counters.count(dialect, "read", records)
         try:
             await self.sink.publish(events, dialect)
+            if letters:  # after the events: a 503 here makes the sender re-send them (same ids, counted once)
+                await self.sink.dead_letter(letters)
+                self.sink.counters.count(dialect, "rejected", len(letters))
         except SinkUnavailable as exc:
             log.warning("503: %s", exc)
             return _json({"error": "event store unavailable, retry later", "detail": str(exc)}, 503,
@@ -289,6 +350,16 @@ class IngestServer:
                 lines.append(f'{name}{{dialect="{dialect}"}} {counts.get(what, 0)}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _otlp_partial_success(rejected_spans: int, message: str) -> bytes:
+    """An ExportTraceServiceResponse with partial_success set (the OTLP spec's answer when some spans were refused)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    answer = ExportTraceServiceResponse()
+    answer.partial_success.rejected_spans = rejected_spans
+    answer.partial_success.error_message = message
+    return answer.SerializeToString()
 
 
 def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:

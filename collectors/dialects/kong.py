@@ -13,7 +13,8 @@ the missing block); other plugin blocks under `ai` that carry their own
   ttft_ms = usage.time_to_first_token. Kong's own `usage.cost` is ignored (we price).
 - Streaming bug (Kong/kong#14535, #14768): with request_mode=stream Kong may log completion_tokens=0. Such
   usage is NOT trusted: it is dropped (usage=None) so the worker counts the logged payload text instead
-  (log_payloads on); without payloads the event stays unmetered rather than priced as zero output.
+  (log_payloads on); without payloads the entry is dead-lettered saying so, rather than priced as zero output.
+  A successful call with no usage block at all is dead-lettered naming log_statistics.
 - Semantic cache hit (cache.cache_status=Hit): no upstream call; usage is zero and tagged cache_status.
 - AI RAG Injector (`<block>.rag-inject`, 3.10+ and v2): its query embedding is a call the embeddings provider
   bills (`embeddings_tokens` / `embeddings_provider` / `embeddings_model`); it becomes its own event
@@ -222,6 +223,7 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
     status = "error" if _is_error(entry) else "ok"
 
     events = []
+    unmeterable: DialectError | None = None
     for index, (key, block) in enumerate(_blocks(ai, join_path(path, "ai"))):
         block_path = join_path(path, f"ai.{key}")
         meta = dict_field(block, "meta", block_path)
@@ -241,29 +243,46 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
         raw_usage = dict_field(block, "usage", block_path)
         ttft = float_field(raw_usage, "time_to_first_token", block_path, "usage.time_to_first_token")
         provider, model = _provider(meta, block, mapping, block_path), _model(meta, block, block_path)
-        events.append(make_event(
-            block_path,
-            event_id=base_id if index == 0 else f"{base_id}:{key}",
-            ts=ts,
-            source=NAME,
-            provider=provider,
-            model=model,
-            operation=_operation(meta, block),
-            status=status,
-            attribution=mapping.resolve(NAME, view, auto_tags=tags),
-            usage=usage,
-            content=content,
-            latency_ms=latency,
-            ttft_ms=ttft or None,
-            usage_assumption=_known_gap(provider, model, usage),
-        ))
+        if usage is None and content is None and status == "ok":
+            # Nothing to meter a successful call with: say why here (the worker could only say "neither usage nor
+            # content"); the entry's other events (a RAG embedding, other plugin blocks) still count.
+            unmeterable = unmeterable or DialectError(_unmeterable_reason(block, meta), join_path(block_path, "usage"))
+        else:
+            events.append(make_event(
+                block_path,
+                event_id=base_id if index == 0 else f"{base_id}:{key}",
+                ts=ts,
+                source=NAME,
+                provider=provider,
+                model=model,
+                operation=_operation(meta, block),
+                status=status,
+                attribution=mapping.resolve(NAME, view, auto_tags=tags),
+                usage=usage,
+                content=content,
+                latency_ms=latency,
+                ttft_ms=ttft or None,
+                usage_assumption=_known_gap(provider, model, usage),
+            ))
         embedding = _rag_embedding(block, mapping, block_path)
         if embedding:
             tags = {**tags, "kong_plugin": RAG_INJECT}
             events.append(make_event(
                 join_path(block_path, RAG_INJECT), event_id=f"{base_id}:{RAG_INJECT}", ts=ts, source=NAME,
                 status=status, attribution=mapping.resolve(NAME, view, auto_tags=tags), **embedding))
+    if unmeterable is not None:
+        raise DialectError(unmeterable.reason, unmeterable.path, events)
     return events
+
+
+def _unmeterable_reason(block: dict[str, Any], meta: dict[str, Any]) -> str:
+    if not isinstance(block.get("usage"), dict) or not block["usage"]:
+        return ("no usage logged: Kong writes token counts only with ai-proxy logging.log_statistics on (and the "
+                "text to count only with logging.log_payloads)")
+    if meta.get("request_mode") == "stream":
+        return ("streamed call logged completion_tokens 0, which Kong writes for streams whatever was answered "
+                "(Kong/kong#14535), and no payload to count the text of: turn on ai-proxy logging.log_payloads")
+    return "no token counts in usage and no payload to count from (ai-proxy logging.log_payloads)"
 
 
 # --- the batch form ----------------------------------------------------------------------------------------

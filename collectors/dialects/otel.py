@@ -354,7 +354,8 @@ def parse_traces(record: Any, mapping: AttributionMapping, path: str, encoded: b
                     events.append(event)
     if failures:
         detail = "; ".join(str(f) for f in failures[:5]) + ("; ..." if len(failures) > 5 else "")
-        raise DialectError(f"{len(failures)} of {spans_seen} spans failed: {detail}", path or None, events)
+        raise DialectError(f"{len(failures)} of {spans_seen} spans failed: {detail}", path or None, events,
+                           failed=len(failures))
     return events
 
 

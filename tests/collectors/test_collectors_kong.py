@@ -82,6 +82,38 @@ def test_stream_with_zero_completion_tokens_is_not_trusted(payload):
     assert event.content.completion == "The answer to 1 + 1 is 2."
 
 
+def test_stream_with_zero_completion_tokens_and_no_payload_is_a_dead_letter_saying_why(payload):
+    """walk22: without `log_payloads` there is nothing to count; the event went on to the worker and was
+    dead-lettered there as "neither usage nor content", which does not say that Kong logged a count it cannot be
+    trusted with nor what to turn on. The collector now dead-letters it naming both; other entries of a batch count."""
+    entry = payload("kong_openai")
+    entry["ai"]["proxy"]["meta"]["request_mode"] = "stream"
+    entry["ai"]["proxy"]["usage"].update(completion_tokens=0)
+    good = payload("kong_openai")
+    good["request"]["id"] = "good-one"
+    with pytest.raises(DialectError) as info:
+        kong.parse([good, entry])
+    assert "Kong/kong#14535" in info.value.reason and "log_payloads" in info.value.reason
+    assert "[1].ai.proxy.usage" in str(info.value)
+    assert [e.event_id for e in info.value.partial] == ["good-one"]
+
+
+def test_a_block_without_usage_is_a_dead_letter_naming_log_statistics(payload):
+    entry = payload("kong_openai")
+    del entry["ai"]["proxy"]["usage"]
+    with pytest.raises(DialectError) as info:
+        parse_record(entry, "kong", encoded=True)
+    assert "log_statistics" in info.value.reason
+
+
+def test_a_failed_call_without_usage_is_still_an_error_event(payload):
+    entry = payload("kong_openai")
+    del entry["ai"]["proxy"]["usage"]
+    entry["upstream_status"] = 500
+    [event] = kong.parse(entry)
+    assert (event.status, event.usage) == ("error", None)  # the worker meters a failed call as zero
+
+
 def test_stream_with_real_completion_count_is_kept(payload):
     entry = payload("kong_openai")
     entry["ai"]["proxy"]["meta"]["request_mode"] = "stream"

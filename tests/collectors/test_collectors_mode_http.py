@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import uuid
 
@@ -13,6 +14,7 @@ from test_collectors_mode_support import (
     cli_env,
     count_ids,
     events_of,
+    read_topic,
     start_cli,
     stop_process,
     wait_for,
@@ -134,6 +136,70 @@ def test_bad_input_is_400_with_per_record_errors(server):
     assert lines["errors"][0]["index"] == 1
     assert _post(server, "/v1/logs/nosuch", {}).status_code == 404
     assert _post(server, "/v1/traces", b"\x00\x01garbage", "application/x-protobuf").status_code == 400
+
+
+def _letters_about(bootstrap: str, marker: str) -> list[dict]:
+    values = read_topic(bootstrap, topics.DEADLETTER, lambda vs: any(marker in orjson.dumps(v).decode() for v in vs))
+    return [v for v in values if marker in orjson.dumps(v).decode()]
+
+
+def test_a_gateway_batch_with_a_bad_entry_keeps_the_rest_and_dead_letters_it(server, kafka_bootstrap, payload):
+    """Kong's http-log, APISIX's http-logger and LiteLLM's generic_api post batches and never send a corrected one:
+    on a 400 Kong retries the same body until `max_retry_time` and drops it, APISIX and LiteLLM drop it at once. One
+    entry tokenmeter could not read made the whole batch (up to 100 Kong entries, 512 LiteLLM payloads) a 400:
+    nothing metered, nothing dead-lettered. /v1/logs now writes the good entries and dead-letters the bad one."""
+    good = payload("kong_openai")
+    good["request"]["id"] = good_id = uuid.uuid4().hex
+    bad = copy.deepcopy(good)
+    bad["request"]["id"] = bad_id = uuid.uuid4().hex
+    del bad["started_at"]
+    response = _post(server, "/v1/logs/kong", [good, bad])
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["accepted"], body["dead_lettered"]) == (1, 1)
+    assert body["errors"][0]["index"] == 1 and "started_at" in body["errors"][0]["reason"]
+    assert count_ids(kafka_bootstrap, topics.USAGE, {good_id}) == {good_id: 1}
+    [letter] = _letters_about(kafka_bootstrap, bad_id)
+    assert "missing started_at" in letter["reason"] and letter["stage"] == "collect:http"
+    assert (letter["route"], letter["index"]) == ("/v1/logs/kong", 1)
+
+
+def test_otlp_spans_that_cannot_be_read_are_a_partial_success_and_dead_letters(server, kafka_bootstrap, payload):
+    """The Collector's otlphttp exporter drops a batch answered 400 (a permanent error): a span without a model took
+    the batch's good spans with it. Now the good spans are written, the record dead-lettered, and the answer is the
+    OTLP partial success (`rejectedSpans`), which the exporter logs."""
+    otlp = payload("otlp_traces")
+    spans = otlp["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    trace_id = uuid.uuid4().hex
+    spans[0]["traceId"] = trace_id
+    broken = copy.deepcopy(spans[0])
+    broken["spanId"] = "0123456789abcdef"
+    broken["attributes"] = [a for a in broken["attributes"] if "model" not in a["key"]]
+    spans.append(broken)
+    response = _post(server, "/v1/traces", otlp)
+    assert response.status_code == 200, response.text
+    assert response.json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert "missing model" in response.json()["partialSuccess"]["errorMessage"]
+    good_id = f"{trace_id}:{spans[0]['spanId']}"
+    assert count_ids(kafka_bootstrap, topics.USAGE, {good_id}) == {good_id: 1}
+    [letter] = _letters_about(kafka_bootstrap, trace_id)
+    assert "missing model" in letter["reason"] and letter["route"] == "/v1/traces"
+
+    # The same as OTLP/protobuf (what the otlphttp exporter and Envoy AI Gateway send): the answer's partial_success
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
+                                                                          ExportTraceServiceResponse)
+
+    for span in spans:
+        span["traceId"] = uuid.uuid4().hex
+    request = json_format.ParseDict(otlp, ExportTraceServiceRequest())  # proto JSON: ids read as base64
+    body = request.SerializeToString()
+    response = _post(server, "/v1/traces", body, "application/x-protobuf")
+    assert (response.status_code, response.headers["X-Tokenmeter-Accepted"]) == (200, "1")
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 1 and "missing model" in answer.partial_success.error_message
+    [letter] = _letters_about(kafka_bootstrap, request.resource_spans[0].scope_spans[0].spans[1].trace_id.hex())
+    assert letter["payload"].startswith("hex:")  # the protobuf body as it came
 
 
 def test_auth_and_size_limit(server):
