@@ -7,8 +7,13 @@ keeps the payload only up to `MAX_PAYLOAD_CHARS` characters of its text, and alw
 size in bytes and its SHA-256, so an operator can match the letter to the record in the source topic or
 log. An encoded letter is at most a few tens of KB, far under Kafka's 1 MB default message limit.
 
-Shape (JSON): {reason, stage, payload, payload_bytes, payload_sha256, payload_truncated, at, ...context}
-where context is where the input came from (topic/partition/offset for a Kafka record; file/line, peer ...).
+Credentials are redacted from what is kept (tokenmeter.redaction): gateways log the request's headers, so a
+record we cannot read may carry an end user's `Authorization` / `apikey` / `cookie`. `payload_bytes` and
+`payload_sha256` stay those of the original (to find it in the source; a hash reveals nothing) and
+`payload_redacted` says how many values were replaced. The reason is scrubbed too (exception texts quote input).
+
+Shape (JSON): {reason, stage, payload, payload_bytes, payload_sha256, payload_truncated, payload_redacted, at,
+...context} where context is where the input came from (topic/partition/offset for a Kafka record; file/line, peer ...).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
+
+from tokenmeter.redaction import redact_text, redact_value
 
 MAX_PAYLOAD_CHARS = 16_384  # enough to read a bad event; small enough that any letter fits a Kafka message
 MAX_REASON_CHARS = 2_000  # exception texts can quote the whole input
@@ -57,18 +64,35 @@ def dead_letter(reason: str, payload: Any, stage: str, **context: Any) -> dict[s
     # A small JSON value is kept as structure (easier to read and to replay); anything else as its text, cut.
     kept: Any = payload if (isinstance(payload, (dict, list)) and not truncated and _encodes(payload)) \
         else text[:MAX_PAYLOAD_CHARS]
+    kept, redacted = _redacted(kept)
     letter: dict[str, Any] = {
-        "reason": _clip(str(reason), MAX_REASON_CHARS),
+        "reason": redact_text(_clip(str(reason), MAX_REASON_CHARS))[0],
         "stage": stage,
         "payload": kept,
         "payload_bytes": len(raw),
         "payload_sha256": hashlib.sha256(raw).hexdigest(),
         "payload_truncated": truncated,
+        "payload_redacted": redacted,
     }
     for key, value in context.items():
         letter[key] = _clip(value, MAX_CONTEXT_CHARS) if isinstance(value, str) else value
     letter["at"] = datetime.now(timezone.utc).isoformat()
     return letter
+
+
+def _redacted(kept: Any) -> tuple[Any, int]:
+    """The kept payload without credential values. JSON text that parses is redacted as structure (names
+    decide), then re-encoded as text: the letter keeps the form the payload came in."""
+    if isinstance(kept, str):
+        try:
+            parsed = orjson.loads(kept)
+        except orjson.JSONDecodeError:
+            return redact_text(kept)
+        if not isinstance(parsed, (dict, list)):
+            return redact_text(kept)
+        value, count = redact_value(parsed)
+        return (orjson.dumps(value).decode(), count) if count else (kept, 0)
+    return redact_value(kept)
 
 
 def _encodes(payload: Any) -> bool:
