@@ -109,20 +109,10 @@ def _lines(body: bytes) -> list[Any]:
 def parse_all(records: list[Any], dialect: str | None,
               mapping: AttributionMapping | None) -> tuple[list[UsageEvent], int]:
     """(events, records holding no LLM call), or BadRequest listing every failing record by index."""
-    events: list[UsageEvent] = []
-    errors: list[RecordError] = []
-    skipped = 0
-    with collection_paused():
-        for index, record in enumerate(records):
-            try:
-                found = parse_record(record, dialect, mapping, encoded=True)
-            except DialectError as exc:
-                errors.append(RecordError(index, exc.reason, exc.path))
-                continue
-            skipped += not found
-            events.extend(found)
-    if errors:
-        raise BadRequest(f"{len(errors)} of {len(records)} record(s) rejected; nothing was written", errors)
+    events, skipped, failures = parse_keeping(records, dialect, mapping)
+    if failures:
+        raise BadRequest(f"{len(failures)} of {len(records)} record(s) rejected; nothing was written",
+                         [RecordError(index, exc.reason, exc.path) for index, exc in failures])
     return events, skipped
 
 
@@ -260,7 +250,8 @@ class IngestServer:
         except BadRequest as exc:
             return self._bad_request(exc, "otel", 1)
         events, skipped, failures = parse_keeping(records, "otel", self.mapping)
-        as_sent = ["hex:" + body.hex()] if protobuf else records  # a dead letter holds the record as it came
+        # a dead letter holds the record as it came (the body's hex only when a span failed: bodies run to MBs)
+        as_sent = ["hex:" + body.hex()] if protobuf and failures else records
         response = await self._publish(events, "otel", len(records), skipped,
                                        self._letters(request, as_sent, failures, "otel"))
         if response.status != 202:
