@@ -46,15 +46,7 @@ def completeness(at: str | None, problems: bool, publish: bool, fmt: str) -> Non
         click.echo(render_report(pl.DataFrame(as_dicts(shown, for_people=fmt == "table"), infer_schema_length=None),
                                  fmt), nl=False)
     if publish:
-        from streams.alerts.outbox import publish_alerts, routes_note
+        from streams.alerts.outbox import publish_finance_alerts_from_cli
 
         alerts = [completeness_alert(h, now) for h in rows if h.problem]
-        try:
-            sent = publish_alerts(settings.bootstrap_servers, alerts)
-        except Exception as exc:  # noqa: BLE001 - the broker's client raises many kinds; say what failed
-            raise click.ClickException(f"cannot publish completeness alerts to {settings.bootstrap_servers}: "
-                                       f"{exc}") from None
-        note = routes_note("TOKENMETER_FINANCE_NOTIFY", settings.finance_notify)
-        if note:
-            click.echo(f"note: {note}", err=True)
-        click.echo(f"{sent} completeness alert(s) sent to the outbox", err=True)
+        publish_finance_alerts_from_cli(settings, alerts, "completeness")

@@ -64,14 +64,7 @@ def drift(days: int, since: str | None, until: str | None, provider: str | None,
     else:
         click.echo(render_report(pl.DataFrame(as_dicts(shown), infer_schema_length=None), fmt), nl=False)
     if publish:
-        from streams.alerts.outbox import publish_alerts, routes_note
+        from streams.alerts.outbox import publish_finance_alerts_from_cli
 
         alerts = drift_alerts(rows, provider_totals, limits)
-        try:
-            sent = publish_alerts(settings.bootstrap_servers, alerts)
-        except Exception as exc:  # noqa: BLE001 - the broker's client raises many kinds; say what failed
-            raise click.ClickException(f"cannot publish drift alerts to {settings.bootstrap_servers}: {exc}") from None
-        note = routes_note("TOKENMETER_FINANCE_NOTIFY", settings.finance_notify)
-        if note:
-            click.echo(f"note: {note}", err=True)
-        click.echo(f"{sent} drift alert(s) sent to the outbox", err=True)
+        publish_finance_alerts_from_cli(settings, alerts, "drift")

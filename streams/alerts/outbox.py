@@ -43,3 +43,18 @@ async def publish_alerts_async(bootstrap: str, alerts: list[dict]) -> int:
 def publish_alerts(bootstrap: str, alerts: list[dict]) -> int:
     """Send the records (acks=all) and return how many; raises the producer's error when the broker is down."""
     return asyncio.run(publish_alerts_async(bootstrap, alerts))
+
+
+def publish_finance_alerts_from_cli(settings, alerts: list[dict], what: str) -> None:
+    """`tokenmeter drift|completeness --publish`: send the finance check's alerts, say where their routes are read
+    (once, on stderr) and how many went out; a broker that cannot be reached is a one-line error, not a traceback."""
+    import click
+
+    try:
+        sent = publish_alerts(settings.bootstrap_servers, alerts)
+    except Exception as exc:  # noqa: BLE001 - the broker's client raises many kinds; say what failed
+        raise click.ClickException(f"cannot publish {what} alerts to {settings.bootstrap_servers}: {exc}") from None
+    note = routes_note("TOKENMETER_FINANCE_NOTIFY", settings.finance_notify)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{sent} {what} alert(s) sent to the outbox", err=True)
