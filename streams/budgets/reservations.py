@@ -465,7 +465,9 @@ class ReservationService:
                 raise ReservationError(400, "body must be a JSON object")
             if ext_authz_path is not None:  # Envoy ext_authz: the provider's own request body
                 body = provider_request(body, request.headers, ext_authz_path, self.settings.decision_header_prefix)
-            call = self.parse(body, request.query, request.headers)
+            # Envoy appends the client's own path and query to the prefix: that query is the end user's, so
+            # only the gateway's <prefix>* headers attribute an ext_authz call (a `?team=` would pick the budget)
+            call = self.parse(body, {} if ext_authz_path is not None else request.query, request.headers)
             case = worst_case(self.book, call["provider"], call["model"], call["prompt_tokens"],
                               call["max_output_tokens"], org=call["attributes"].get("org"),
                               service_tier=call["service_tier"], prompt_estimated=call["estimated"])

@@ -349,19 +349,23 @@ class BudgetService:
                         "(`tokenmeter budget apply`) so the topic holds references only", budget.name, topics.BUDGETS)
         return protected
 
-    def decision_response(self, web: Any, request: Any) -> Any:
+    def decision_response(self, web: Any, request: Any, client_path: bool = False) -> Any:
+        """`client_path`: Envoy's ext_authz route, whose query string is the end user's original one (Envoy appends
+        the client's path and query to the prefix): only the gateway's headers attribute it, or a caller could
+        name another team's budget with `?team=`."""
         self.stats["decision_requests"] += 1
         why = self.not_ready()
         if why is not None:
             self.stats["not_ready_answers"] = self.stats.get("not_ready_answers", 0) + 1
             return self.not_ready_response(web, why)
-        attrs = attributes_from_request(request.query, request.headers, self.settings.decision_header_prefix)
+        query = {} if client_path else request.query
+        attrs = attributes_from_request(query, request.headers, self.settings.decision_header_prefix)
         body = self.view.decide(attrs)
         headers = {"Cache-Control": "no-store", "X-Tokenmeter-Action": body["action"]}
         if body.get("retry_after_s") and body["action"] == "throttle":
             headers["Retry-After"] = str(body["retry_after_s"])
         status = http_status(body["action"])
-        if body["action"] == "throttle" and request.query.get("throttle_status") == "403":
+        if body["action"] == "throttle" and query.get("throttle_status") == "403":
             status = 403  # nginx auth_request treats any status but 2xx/401/403 as an error (500)
         return web.json(body, status=status, headers=headers)
 
@@ -429,8 +433,8 @@ class BudgetService:
 
         @app.page("/v1/decision/{path:.*}")
         async def decision_ext_authz(web, request, path):  # noqa: ANN001, ARG001
-            # Envoy's HTTP ext_authz appends the original request path to the configured prefix.
-            return service.decision_response(web, request)
+            # Envoy's HTTP ext_authz appends the original request path (and its query) to the configured prefix.
+            return service.decision_response(web, request, client_path=True)
 
         @app.page("/v1/budgets")
         async def budgets_page(web, request):  # noqa: ANN001

@@ -134,6 +134,12 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, worker):
         with pytest.raises(urllib.error.HTTPError) as blocked:
             urllib.request.urlopen(req, timeout=2)
         assert blocked.value.code == 403  # attribution from headers, as nginx auth_request / ext_authz send it
+        # Envoy's ext_authz appends the client's path and query: the end user's `?team=` must not choose the budget
+        spoof = urllib.request.Request(f"{decision_url}/v1/chat/completions?team=someone-else",
+                                       headers={"x-tokenmeter-team": team})
+        with pytest.raises(urllib.error.HTTPError) as still_blocked:
+            urllib.request.urlopen(spoof, timeout=2)
+        assert still_blocked.value.code == 403
 
         enforcement = orjson.loads(records(bootstrap, topics.ENFORCEMENT)[f"budget:{name}"])
         assert enforcement["action"] == "block" and Decimal(enforcement["spend"]) == Decimal("10.5")

@@ -125,6 +125,24 @@ def test_envoy_ext_authz_reserves_from_the_provider_request_body(reservation_wor
     assert status == 400 and "request_id" in answer["error"]
 
 
+def test_envoy_ext_authz_ignores_the_clients_query_string(kafka_bootstrap, reservation_worker):
+    """Envoy appends the client's original path AND query to the prefix: `?team=` there is the end user's, so it
+    must not pick the budget that the gateway's x-tokenmeter-team header (set from the caller's identity) names.
+    It did (query parameters won over headers): a blocked team's caller admitted itself as another team."""
+    team, name = f"ext-{uuid.uuid4().hex[:6]}", f"ext-{uuid.uuid4().hex[:6]}"
+    write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
+                                                  "tz": zone_at_noon(), "limit": "0.0001", "action": "block"})])
+    listing = f"{reservation_worker}/v1/reservations"
+    wait_for(lambda: name in {b["budget"] for b in call("GET", listing)[1].get("budgets", [])}, what="the budget")
+    body = {"model": "gpt-4o", "max_completion_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+    base = f"{reservation_worker}/v1/reservations/ext_authz/v1/chat/completions"
+    status, refusal = call("POST", base, body, {"x-request-id": f"{team}-1", "x-tokenmeter-team": team})
+    assert status == 403 and refusal["budget"] == name, refusal
+    status, spoofed = call("POST", f"{base}?team=someone-else&tag:env=free", body,
+                           {"x-request-id": f"{team}-2", "x-tokenmeter-team": team})
+    assert status == 403 and spoofed["budget"] == name, spoofed
+
+
 def test_a_model_budget_holds_a_reservation_that_names_an_alias_of_its_model(kafka_bootstrap, reservation_worker):
     """The usage log may carry the dated name (claude-sonnet-4-5-20250929) of the model a gateway reserves by its
     alias (claude-sonnet-4-5): a budget on either name is held, never skipped."""
