@@ -83,6 +83,15 @@ def test_the_dashboard_and_finance_watch_have_what_they_read():
     assert watch["depends_on"]["clickhouse"] == {"condition": "service_healthy"}
 
 
+def test_the_anomaly_detector_keeps_its_baselines_across_a_redeploy():
+    """The detector saves its engine (weeks of learnt baselines) and the offsets it reflects to
+    `<data_dir>/anomalies/engine.json`; without the data volume that file lived in the container, so every
+    `docker compose up -d --build` (a new container) started from the committed offsets with an empty engine:
+    no baselines, so weeks of warm-up with its alerts off or wrong."""
+    detector = load_compose()["services"]["anomalies"]
+    assert "tokenmeter-data:/data" in detector.get("volumes", [])
+
+
 def test_anomaly_and_finance_routes_are_the_dispatchers():
     """leak21: the detector and finance-watch publish their alerts without routes (a route is a secret and every
     client of tokenmeter.alerts reads the records); the dispatcher (`alerts`) delivers them to its own settings.
