@@ -92,5 +92,15 @@ def attributes_from_request(query: Mapping[str, str], headers: Mapping[str, str]
     return out
 
 
+ANSWER_PARAMETERS = ("throttle_status",)  # how to answer, not who is asking
+
+
+def ignored_parameters(query: Mapping[str, str]) -> list[str]:
+    """Query parameters /v1/decision does not read: a gateway configured with `?tema=search` would otherwise get
+    the answer for no team at all (allow) with nothing to say why."""
+    return sorted({name for name in query if name not in QUERY_DIMENSIONS and not name.startswith("tag:")
+                   and name not in ANSWER_PARAMETERS})
+
+
 def http_status(action: str) -> int:
     return {"allow": 200, "throttle": 429, "block": 403}[action]

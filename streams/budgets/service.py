@@ -24,7 +24,7 @@ import orjson
 
 from tokenmeter import topics
 
-from .decisions import EnforcementView, attributes_from_request, http_status
+from .decisions import QUERY_DIMENSIONS, EnforcementView, attributes_from_request, http_status, ignored_parameters
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_records
@@ -86,6 +86,7 @@ class BudgetService:
         self.reservations: Any = None  # ReservationService (reservations.py) when mounted: holds are state too
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
                       "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
+        self._ignored_said: set[tuple[str, ...]] = set()  # unknown /v1/decision parameter sets already logged
 
     # Pricing side -----------------------------------------------------------------------------------------
     async def send_spend(self, origins: list[tuple[int, int, dict[str, Any]]]) -> list[Any]:
@@ -361,6 +362,14 @@ class BudgetService:
         query = {} if client_path else request.query
         attrs = attributes_from_request(query, request.headers, self.settings.decision_header_prefix)
         body = self.view.decide(attrs)
+        ignored = ignored_parameters(query)
+        if ignored:  # said in the answer (and counted, logged once per set) rather than silently answered for less
+            body = {**body, "ignored_parameters": ignored}
+            self.stats["ignored_parameters"] = self.stats.get("ignored_parameters", 0) + 1
+            if tuple(ignored) not in self._ignored_said and len(self._ignored_said) < 100:
+                self._ignored_said.add(tuple(ignored))
+                log.warning("/v1/decision ignores unknown query parameter(s) %s (it reads %s, tag:<name> and "
+                            "throttle_status)", ", ".join(ignored), ", ".join(QUERY_DIMENSIONS))
         headers = {"Cache-Control": "no-store", "X-Tokenmeter-Action": body["action"]}
         if body.get("retry_after_s") and body["action"] == "throttle":
             headers["Retry-After"] = str(body["retry_after_s"])

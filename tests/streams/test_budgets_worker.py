@@ -130,6 +130,9 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, worker):
         status, body = wait_for(lambda: (r := get(f"{decision_url}?team={team}"))[0] == 403 and r, what="block")
         assert body["action"] == "block" and body["budget"] == name and body["until"]
         assert get(f"{decision_url}?team=someone-else")[0] == 200
+        # a misspelt parameter is answered for what was read, and the answer says what was not (it was silent)
+        assert get(f"{decision_url}?tema={team}&throttle_status=403") == (
+            200, {"action": "allow", "ignored_parameters": ["tema"]})
         req = urllib.request.Request(decision_url, headers={"x-tokenmeter-team": team})
         with pytest.raises(urllib.error.HTTPError) as blocked:
             urllib.request.urlopen(req, timeout=2)
