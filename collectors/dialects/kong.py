@@ -39,8 +39,8 @@ from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_datetime, float_field, int_field, \
     str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
-from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
-    normalize_operation, prompt_from_request
+from collectors.dialects.common import ZERO_USAGE_COUNTED, completion_from_response, content_or_none, list_or_empty, \
+    normalize_operation, prompt_from_request, zero_usage_is_not_a_count
 from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
     plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
@@ -229,12 +229,19 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
         meta = dict_field(block, "meta", block_path)
         cache = dict_field(block, "cache", block_path)
         cache_status = str_field(cache, "cache_status", block_path, "cache.cache_status")
-        usage = _usage(block, meta, (cache_status or "").lower() == "hit", block_path)
-        content = None
-        if usage is None:  # only then is the text needed, to count tokens
+        cache_hit = (cache_status or "").lower() == "hit"
+        usage = _usage(block, meta, cache_hit, block_path)
+        operation = _operation(meta, block)
+        content, assumption = None, None
+        lost_count = not cache_hit and zero_usage_is_not_a_count(usage, status, operation)
+        if usage is None or lost_count:  # only then is the text needed, to count tokens
             payload = as_dict(block.get("payload"), join_path(block_path, "payload"))
             content = content_or_none(prompt_from_request(payload.get("request")),
                                       completion_from_response(payload.get("response")))
+            if lost_count and content is not None:
+                usage, assumption = None, ZERO_USAGE_COUNTED  # all zeros beside logged text: the count was lost
+            elif lost_count:
+                content = None  # nothing to count: the zeros are all there is
         base_id = request_id or derived_event_id(NAME, entry, path)
         tags = {"cache_status": cache_status} if cache_status else {}
         if index:
@@ -255,14 +262,14 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
                 source=NAME,
                 provider=provider,
                 model=model,
-                operation=_operation(meta, block),
+                operation=operation,
                 status=status,
                 attribution=mapping.resolve(NAME, view, auto_tags=tags),
                 usage=usage,
                 content=content,
                 latency_ms=latency,
                 ttft_ms=ttft or None,
-                usage_assumption=_known_gap(provider, model, usage),
+                usage_assumption=assumption or _known_gap(provider, model, usage),
             ))
         embedding = _rag_embedding(block, mapping, block_path)
         if embedding:
@@ -313,8 +320,8 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     prompt, completion = raw_usage.get("prompt_tokens"), raw_usage.get("completion_tokens")
     if not (token_count(prompt) and token_count(completion)) or not raw_usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
         return None
-    if completion == 0 and meta.get("request_mode") == "stream":
-        return None  # Kong/kong#14535: counted from the payload text by parse_entry
+    if completion == 0 and (meta.get("request_mode") == "stream" or prompt == 0):
+        return None  # Kong/kong#14535, or all zeros: parse_entry decides from the payload text
     name, model, operation = meta.get("provider_name"), meta.get("response_model"), meta.get("operation_name")
     if model is None or (type(model) is str and not model.strip()):
         model = meta.get("request_model")  # as _model: an absent or blank response model
