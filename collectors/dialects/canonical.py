@@ -33,7 +33,9 @@ def parse_event(record: Any, mapping: AttributionMapping, path: str) -> list[Usa
         raise DialectError(f"invalid event: {describe_validation_error(exc)}", path or None) from None
     if mapping.dimensions or mapping.tags:
         event.attribution = mapping.resolve(NAME, RecordView(record), native=event.attribution)
-    if event.content is not None and zero_usage_is_not_a_count(event.usage, event.status, event.operation):
+    content = event.content
+    if content is not None and (content.prompt or content.completion or content.tools) \
+            and zero_usage_is_not_a_count(event.usage, event.status, event.operation):
         # All zeros beside the call's text: a lost count, as in every gateway log (collectors.dialects.common)
         event.usage, event.usage_assumption = None, event.usage_assumption or ZERO_USAGE_COUNTED
     return [event]

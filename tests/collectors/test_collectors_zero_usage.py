@@ -120,3 +120,5 @@ def test_canonical_zero_usage_with_content_is_counted():
     _counted(event)
     [failed] = _both(dict(record, status="error"), "canonical")
     assert failed.usage.total_tokens == 0
+    [textless] = _both(dict(record, content={"prompt": None}), "canonical")  # nothing to count: zeros as given
+    assert textless.usage.total_tokens == 0 and textless.usage_assumption is None
