@@ -20,7 +20,9 @@ import pytest
 from collectors import DialectError, parse_record
 from collectors.dialects.common import ZERO_USAGE_COUNTED
 from collectors.sink import encode_batches
+from streams.enrich import price_event
 from streams.metering.meter import meter
+from streams.pricing.book import load_price_book
 
 MESSAGES = [{"role": "user", "content": "Summarize the quarterly report in three sentences, please."}]
 ANSWER = "Revenue grew 12 percent. Costs held flat. Margins widened to 31 percent."
@@ -54,6 +56,9 @@ def test_litellm_zero_usage_with_messages_is_counted_from_the_text(payload):
     _counted(event)
     assert event.content.completion == ANSWER
     assert meter(event)[0].output_tokens > 0
+    priced = price_event(event, load_price_book())  # the worker's step: no longer $0 as provider usage
+    assert (priced.tokens_source, priced.pricing_status) == ("estimated", "priced") and priced.cost_usd > 0
+    assert priced.usage_assumption == ZERO_USAGE_COUNTED
 
 
 def test_litellm_zero_response_usage_defers_to_a_count_logged_elsewhere(payload):
