@@ -50,6 +50,7 @@ from warehouse.reprice import (APPLY_BATCH, OWNER_APPLY_BATCH, RepriceBatchFn, R
 from warehouse.reprice_apply import apply_staged_copies, replace_priced_rows, stage_priced_rows
 from warehouse.reprice_columnar import RepriceColumnsFn, plan_and_apply_columns
 from warehouse.schema import COLUMNS, RowError, apply_migrations, rows_to_arrow
+from warehouse.writer_lease import WriterLease
 
 log = logging.getLogger(__name__)
 # Held by an owner's re-price from its first staged apply call to its finish: one re-price's copies table at a time
@@ -119,6 +120,8 @@ class Warehouse:
         # chDB: the backend's re-entrant lock, shared by every Warehouse of this process on that path.
         self._insert_lock = getattr(backend, "insert_lock", None) or threading.Lock()
         self.last_insert_seconds: float | None = None
+        # A writer on a ClickHouse server holds the server's writer lease (warehouse/writer_lease.py); chDB: None.
+        self._lease: WriterLease | None = None
 
     @property
     def kind(self) -> str:
@@ -406,6 +409,8 @@ class Warehouse:
         new_rows = table.num_rows
         if not new_rows:
             return 0
+        if self._lease is not None:
+            self._lease.check()
         # A kill inside the INSERT can leave raw rows whose materialized-view (rollup) rows were never written,
         # and the replay then skips them (their ids are stored): the soak saw the rollup 2-3 events per team under
         # raw after loader SIGKILLs. So the hours are marked first (0017: a key-value table, cheap to delete from)
@@ -473,6 +478,23 @@ class Warehouse:
     def reprice(self, since: TimeArg, until: TimeArg = None, *, reprice_fn: RepriceFn,
                 dry_run: bool = False, reprice_batch: RepriceBatchFn | None = None,
                 reprice_columns: RepriceColumnsFn | None = None) -> RepriceReport:
+        """`_reprice` (below); on a ClickHouse server a handle without the writer lease (`tokenmeter reprice` opens a
+        reader) takes it for the re-price's length, or is refused while another writer (the loader) holds it: the
+        re-price heals and rewrites hours that writer may be inserting into."""
+        if dry_run or self.kind != "clickhouse" or self._lease is not None:
+            return self._reprice(since, until, reprice_fn=reprice_fn, dry_run=dry_run, reprice_batch=reprice_batch,
+                                 reprice_columns=reprice_columns)
+        self._lease = WriterLease(self.backend).acquire()
+        try:
+            return self._reprice(since, until, reprice_fn=reprice_fn, dry_run=dry_run, reprice_batch=reprice_batch,
+                                 reprice_columns=reprice_columns)
+        finally:
+            lease, self._lease = self._lease, None
+            lease.release()
+
+    def _reprice(self, since: TimeArg, until: TimeArg = None, *, reprice_fn: RepriceFn,
+                 dry_run: bool = False, reprice_batch: RepriceBatchFn | None = None,
+                 reprice_columns: RepriceColumnsFn | None = None) -> RepriceReport:
         """Price the stored events of [since, until) again with `reprice_fn` (the current book) and, unless
         dry_run, replace the changed ones in the raw table and the rollup. Works on a reader too: the changed
         rows then go to the owning process, which applies them under its insert lock. `reprice_batch` (optional)
@@ -490,6 +512,8 @@ class Warehouse:
             apply, apply_batch = self.apply_repriced_events, OWNER_APPLY_BATCH
             if not dry_run:
                 with self._insert_lock:  # finish a re-price that stopped half-way, so the plan reads clean raw
+                    if self._lease is not None:
+                        self._lease.check()
                     heal_pending_hours(self.backend)
         else:
             apply = getattr(self.backend, "apply_repriced_events", None)
@@ -740,18 +764,29 @@ def open_warehouse(settings: Any, writer: bool = False, *, serve: bool = True, w
     owns it, or read through the owner's HTTP endpoint when one does. writer=True refuses to read remotely."""
     if settings.clickhouse_url:
         backend = ClickHouseBackend(settings.clickhouse_url)
-        if writer:
-            apply_migrations(backend)
-            apply_retention(backend, getattr(settings, "raw_retention_days", 400))
-        staging = f"priced_events_staging_{uuid.uuid4().hex[:12]}"  # per process: loaders may run side by side
-        warehouse = Warehouse(backend, writer=writer, staging_table=staging,
-                              retention_days=getattr(settings, "raw_retention_days", None),
-                              source_preference=_source_preference(settings))
-        warehouse._on_close = lambda: _close_server_handle(warehouse)
-        if writer:
-            with warehouse._insert_lock:
-                heal_cross_source_demotions(backend)  # a replaced copy whose removal a crash interrupted
-                heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
+        lease = None
+        try:
+            if writer:
+                apply_migrations(backend)
+                # One writer per server, before anything heals or writes (warehouse/writer_lease.py); a killed
+                # predecessor's lease lapses within LEASE_SECONDS, which the loader's wait covers.
+                lease = WriterLease(backend).acquire(wait_seconds)
+                apply_retention(backend, getattr(settings, "raw_retention_days", 400))
+            staging = f"priced_events_staging_{uuid.uuid4().hex[:12]}"  # per process: its own Memory tables
+            warehouse = Warehouse(backend, writer=writer, staging_table=staging,
+                                  retention_days=getattr(settings, "raw_retention_days", None),
+                                  source_preference=_source_preference(settings))
+            warehouse._lease = lease
+            warehouse._on_close = lambda: _close_server_handle(warehouse)
+            if writer:
+                with warehouse._insert_lock:
+                    heal_cross_source_demotions(backend)  # a replaced copy whose removal a crash interrupted
+                    heal_pending_hours(backend)  # a re-price that crashed half-way: rebuild its hours first
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            backend.close()
+            raise
         return warehouse
 
     path = Path(settings.warehouse_path).resolve()
@@ -796,6 +831,9 @@ def _source_preference(settings: Any) -> SourcePreference:
 
 
 def _close_server_handle(warehouse: Warehouse) -> None:
+    lease, warehouse._lease = warehouse._lease, None
+    if lease is not None:
+        lease.release()
     staging_tables = ([warehouse._staging, *(f"{warehouse._staging}_{name}" for name in ("keys", "ids", "event_ids", "new"))]
                       if warehouse._staging_ready else [])
     if warehouse._reprice_staging_ready:

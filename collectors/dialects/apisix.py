@@ -24,7 +24,8 @@ from typing import Any
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, dig, epoch_to_datetime, to_datetime, to_float, to_str
 from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
-from collectors.dialects.common import content_or_none, prompt_from_request, text_of
+from collectors.dialects.common import ZERO_USAGE_COUNTED, content_or_none, prompt_from_request, text_of, \
+    zero_usage_is_not_a_count
 from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
     plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
@@ -60,14 +61,18 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
                             .get("content")) or None
     request_uri = to_str(dig(entry, "request.uri"), join_path(path, "request.uri"))
     usage = apisix_usage(summary, summary_path, provider, request_uri)
+    status_error = http_status_is_error(dig(entry, "response.status"))
+    assumption = None
     if usage is not None and usage.output_tokens == 0 and response_text:
         usage = None  # a logged answer with zero completion tokens: the count was lost (streaming), count text
+    elif zero_usage_is_not_a_count(usage, "error" if status_error else "ok", "chat") \
+            and prompt_from_request(request) is not None:
+        usage, assumption = None, ZERO_USAGE_COUNTED  # all zeros beside a logged request: the count was lost
     content = content_or_none(prompt_from_request(request), response_text) if usage is None else None
 
     headers = as_dict(dig(entry, "request.headers"), join_path(path, "request.headers"))
     view = RecordView(entry, headers=headers)
     request_id = view.lookup("header:x-request-id") or to_str(entry.get("request_id"), join_path(path, "request_id"))
-    status_error = http_status_is_error(dig(entry, "response.status"))
     return [make_event(
         path,
         event_id=request_id or derived_event_id(NAME, entry, path),
@@ -81,6 +86,7 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
         content=content,
         latency_ms=to_float(entry.get("latency"), join_path(path, "latency")),
         ttft_ms=to_float(summary.get("duration"), join_path(summary_path, "duration")),
+        usage_assumption=assumption,
     )]
 
 
@@ -103,6 +109,8 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     if not (token_count(prompt) and token_count(completion)) \
             or any(summary.get(key) is not None for key in _CACHE_AND_REASONING):
         return None  # without cache parts both readings of prompt_tokens (collectors.usage.apisix_usage) agree
+    if prompt == 0 and completion == 0:
+        return None  # all zeros: parse_entry counts a logged request instead
     model, provider_name = summary.get("model"), summary.get("provider")
     if model is None or (type(model) is str and not model.strip()):
         model = summary.get("request_model")

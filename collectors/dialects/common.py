@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from tokenmeter.events import Content
+from tokenmeter.events import Content, Usage
 
 # Kong route types and LiteLLM call types, folded into the operation names OTel uses.
 _OPERATIONS = {
@@ -140,3 +140,18 @@ def content_or_none(prompt: Any, completion: Any) -> Content | None:
     if not prompt and not completion:
         return None
     return Content(prompt=prompt or None, completion=completion or None)
+
+
+# Operations priced per token, whose text the worker can count. Image, audio and rerank calls are billed per image,
+# second or search: a zero token count there is no sign of a lost count, and counting their prompt would invent one.
+TOKEN_BILLED_OPERATIONS = frozenset({"chat", "text_completion", "embeddings"})
+ZERO_USAGE_COUNTED = "zero-usage-counted-from-text"
+
+
+def zero_usage_is_not_a_count(usage: Usage | None, status: str, operation: str) -> bool:
+    """A successful token-billed call logged with all counts zero: no provider bills a call with a prompt as
+    zero tokens, so the zeros say the log lost the count (LiteLLM writes zeros when the response object carried no
+    usage; Kong and APISIX for streams that lost theirs), not that the call was free. The caller counts the logged
+    text instead (marking the event `ZERO_USAGE_COUNTED`) when there is text; a failed call stays zero (not billed)."""
+    return (usage is not None and status == "ok" and operation in TOKEN_BILLED_OPERATIONS
+            and usage.input_tokens == 0 and usage.output_tokens == 0 and not usage.tool_requests)

@@ -11,9 +11,14 @@ the missing block); other plugin blocks under `ai` that carry their own
   status: error when upstream_status >= 400 (int or text).
 - usage: OpenAI-shaped, `prompt_token`/`completion_token` spellings too; latency_ms = meta.llm_latency,
   ttft_ms = usage.time_to_first_token. Kong's own `usage.cost` is ignored (we price).
-- Streaming bug (Kong/kong#14535, #14768): with request_mode=stream Kong may log completion_tokens=0. Such
-  usage is NOT trusted: it is dropped (usage=None) so the worker counts the logged payload text instead
-  (log_payloads on); without payloads the entry is dead-lettered saying so, rather than priced as zero output.
+- Streams: Kong logs the provider's prompt_tokens (from its usage frame) and, as completion_tokens, its own
+  estimate of ceil(chars / 4) per frame's delta text, with or without log_payloads (Kong/kong
+  kong/llm/plugin/shared-filters/normalize-sse-chunk.lua). completion_tokens=0 on a successful stream means Kong read
+  no text from the frames (Kong/kong#14535, #14768), not an empty answer; the payload then lacks the answer too, as a
+  rule. Such a count is not trusted for output: with a logged answer the text is counted (usage=None); else the
+  logged prompt count is kept with output 0 and the event marked `kong-stream-output-not-logged` (its cost a lower
+  bound, reportable by usage_assumption), or, with no prompt count, the logged request is counted, marked the same;
+  with nothing at all the entry is dead-lettered saying so.
   A successful call with no usage block at all is dead-lettered naming log_statistics.
 - Semantic cache hit (cache.cache_status=Hit): no upstream call; usage is zero and tagged cache_status.
 - AI RAG Injector (`<block>.rag-inject`, 3.10+ and v2): its query embedding is a call the embeddings provider
@@ -39,8 +44,8 @@ from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_datetime, float_field, int_field, \
     str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
-from collectors.dialects.common import completion_from_response, content_or_none, list_or_empty, \
-    normalize_operation, prompt_from_request
+from collectors.dialects.common import ZERO_USAGE_COUNTED, completion_from_response, content_or_none, list_or_empty, \
+    normalize_operation, prompt_from_request, zero_usage_is_not_a_count
 from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
     plain_usage, token_count, utc_text
 from collectors.errors import DialectError, join_path
@@ -173,10 +178,33 @@ def _usage(block: dict[str, Any], meta: dict[str, Any], cache_hit: bool, path: s
     raw = as_dict(block.get("usage"), usage_path)
     if cache_hit:
         return Usage()
-    usage = openai_usage(raw, usage_path)
-    if usage is not None and meta.get("request_mode") == "stream" and usage.output_tokens == 0:
-        return None  # Kong/kong#14535: streamed completion_tokens=0 is a logging bug, not an empty answer
-    return usage
+    return openai_usage(raw, usage_path)
+
+
+KONG_STREAM_OUTPUT_NOT_LOGGED = "kong-stream-output-not-logged"
+
+
+def _stream_without_output(usage: Usage | None, meta: dict[str, Any], cache_hit: bool) -> bool:
+    """Kong/kong#14535: a stream logged with completion_tokens 0 (Kong read no text from its frames)."""
+    return not cache_hit and usage is not None and usage.output_tokens == 0 and meta.get("request_mode") == "stream"
+
+
+def _metered(usage: Usage | None, payload: dict[str, Any], stream_lost: bool, lost_count: bool) \
+        -> tuple[Usage | None, Any, str | None]:
+    """Usage, content and marker of a block whose logged usage is missing (None), lost (all zeros on a successful
+    call) or a stream without its output count, from what its payload holds."""
+    prompt = prompt_from_request(payload.get("request"))
+    answer = completion_from_response(payload.get("response"))
+    if stream_lost:
+        if answer:
+            return None, content_or_none(prompt, answer), None  # the text Kong logged: counted
+        if usage is not None and usage.input_tokens:
+            return usage, None, KONG_STREAM_OUTPUT_NOT_LOGGED  # the provider's prompt count; output unknown
+        return None, content_or_none(prompt, None), KONG_STREAM_OUTPUT_NOT_LOGGED if prompt else None
+    content = content_or_none(prompt, answer)
+    if lost_count:
+        return (None, content, ZERO_USAGE_COUNTED) if content is not None else (usage, None, None)
+    return usage, content, None
 
 
 def _operation(meta: dict[str, Any], block: dict[str, Any]) -> str:
@@ -229,12 +257,17 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
         meta = dict_field(block, "meta", block_path)
         cache = dict_field(block, "cache", block_path)
         cache_status = str_field(cache, "cache_status", block_path, "cache.cache_status")
-        usage = _usage(block, meta, (cache_status or "").lower() == "hit", block_path)
-        content = None
-        if usage is None:  # only then is the text needed, to count tokens
+        cache_hit = (cache_status or "").lower() == "hit"
+        usage = _usage(block, meta, cache_hit, block_path)
+        operation = _operation(meta, block)
+        content, assumption = None, None
+        stream_lost = _stream_without_output(usage, meta, cache_hit)
+        if stream_lost and status != "ok":
+            usage, stream_lost = None, False  # a failed stream: metered as an error (zero), as before
+        lost_count = not cache_hit and zero_usage_is_not_a_count(usage, status, operation)
+        if usage is None or lost_count or stream_lost:  # only then is the text needed, to count tokens
             payload = as_dict(block.get("payload"), join_path(block_path, "payload"))
-            content = content_or_none(prompt_from_request(payload.get("request")),
-                                      completion_from_response(payload.get("response")))
+            usage, content, assumption = _metered(usage, payload, stream_lost, lost_count)
         base_id = request_id or derived_event_id(NAME, entry, path)
         tags = {"cache_status": cache_status} if cache_status else {}
         if index:
@@ -255,14 +288,14 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
                 source=NAME,
                 provider=provider,
                 model=model,
-                operation=_operation(meta, block),
+                operation=operation,
                 status=status,
                 attribution=mapping.resolve(NAME, view, auto_tags=tags),
                 usage=usage,
                 content=content,
                 latency_ms=latency,
                 ttft_ms=ttft or None,
-                usage_assumption=_known_gap(provider, model, usage),
+                usage_assumption=assumption or _known_gap(provider, model, usage),
             ))
         embedding = _rag_embedding(block, mapping, block_path)
         if embedding:
@@ -280,8 +313,9 @@ def _unmeterable_reason(block: dict[str, Any], meta: dict[str, Any]) -> str:
         return ("no usage logged: Kong writes token counts only with ai-proxy logging.log_statistics on (and the "
                 "text to count only with logging.log_payloads)")
     if meta.get("request_mode") == "stream":
-        return ("streamed call logged completion_tokens 0, which Kong writes for streams whatever was answered "
-                "(Kong/kong#14535), and no payload to count the text of: turn on ai-proxy logging.log_payloads")
+        return ("streamed call logged no token counts (completion_tokens 0 is what Kong writes when it read no text "
+                "from the stream, Kong/kong#14535, #14768) and no payload to count the text of: turn on ai-proxy "
+                "logging.log_payloads")
     return "no token counts in usage and no payload to count from (ai-proxy logging.log_payloads)"
 
 
@@ -313,8 +347,8 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     prompt, completion = raw_usage.get("prompt_tokens"), raw_usage.get("completion_tokens")
     if not (token_count(prompt) and token_count(completion)) or not raw_usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
         return None
-    if completion == 0 and meta.get("request_mode") == "stream":
-        return None  # Kong/kong#14535: counted from the payload text by parse_entry
+    if completion == 0 and (meta.get("request_mode") == "stream" or prompt == 0):
+        return None  # Kong/kong#14535, or all zeros: parse_entry decides from the payload text
     name, model, operation = meta.get("provider_name"), meta.get("response_model"), meta.get("operation_name")
     if model is None or (type(model) is str and not model.strip()):
         model = meta.get("request_model")  # as _model: an absent or blank response model

@@ -13,6 +13,12 @@
   1.110.2 alike); that is the event's reported_cost_usd (with a bring-your-own-key call's upstream cost added, see
   `openrouter`). LiteLLM's own response_cost is not used: for a BYOK call it is 0.0, not what was billed.
 - cache_hit=true: answered from LiteLLM's cache, no provider call: usage is zero, tagged cache_hit.
+- All-zero usage on a successful chat/completion/embedding call: LiteLLM writes zeros whenever the response object
+  it logs has no `usage` (`StandardLoggingPayloadSetup.get_usage_from_response_obj`), i.e. the count was lost, not
+  the call free. The logged messages and response are counted instead (marked `zero-usage-counted-from-text`);
+  with no text at all the zeros stay (nothing says otherwise); with the text redacted by LiteLLM
+  (`turn_off_message_logging`: "redacted-by-litellm") the payload is dead-lettered saying so. A failed call
+  (status failure) keeps its zeros.
 - latency_ms: endTime - startTime; ttft_ms: completionStartTime - startTime for streams.
 - tags: request_tags ("k:v" / "k=v" -> k: v, plain "x" -> x: "true") and end_user.
 - SpendLogs rows (the proxy's LiteLLM_SpendLogs table, its /spend/logs API, the GCS Pub/Sub logger) carry the same
@@ -32,13 +38,13 @@ from collectors.coerce import as_dict, as_list, to_datetime, to_str
 from collectors.dialects.base import Dialect, correlation_of, derived_event_id, make_event, require_object
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_usage, reported_cost
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
-from collectors.dialects.common import completion_from_response, content_or_none, maybe_json, normalize_operation, \
-    prompt_from_request
+from collectors.dialects.common import ZERO_USAGE_COUNTED, completion_from_response, content_or_none, maybe_json, \
+    normalize_operation, prompt_from_request, text_of, zero_usage_is_not_a_count
 from collectors.encoded import EncodedEvent, encoded_event, naive_utc_text, plain_float, plain_usage, token_count
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import OPENAI_DETAIL_KEYS, build_usage, openai_counts
-from tokenmeter.events import Usage, UsageEvent
+from tokenmeter.events import Content, Usage, UsageEvent
 
 NAME = "litellm"
 
@@ -55,12 +61,36 @@ def _usage(payload: dict[str, Any], path: str) -> tuple[Usage | None, str | None
         if isinstance(holder.get("usage_object"), dict):
             sources.append((holder["usage_object"], join_path(path, f"{container}.usage_object")))
     sources.append(({k: payload.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}, path))
+    zeros = None
     for raw, where in sources:
         counts = openai_counts(raw, where)
-        if counts is not None:
-            counts, assumption = resolve_cache_convention(counts, payload)
-            return build_usage(where, **counts), assumption, reported_cost(raw, where)
+        if counts is None:
+            continue
+        if not any(counts[key] for key in ("input_tokens", "output_tokens")) and not counts["tool_requests"]:
+            zeros = zeros or (counts, raw, where)  # LiteLLM's "no usage": a later place may hold the count
+            continue
+        counts, assumption = resolve_cache_convention(counts, payload)
+        return build_usage(where, **counts), assumption, reported_cost(raw, where)
+    if zeros is not None:
+        counts, raw, where = zeros
+        return build_usage(where, **counts), None, reported_cost(raw, where)
     return None, None, None
+
+
+REDACTED = "redacted-by-litellm"  # LiteLLM's stand-in for messages and answers when message logging is off
+
+
+def _logged_text(payload: dict[str, Any]) -> tuple[Content | None, bool]:
+    """The call's text to count, and whether LiteLLM redacted any of it (its stand-in is no text to count)."""
+    prompt = prompt_from_request({"messages": payload.get("messages")})
+    completion = completion_from_response(payload.get("response"))
+    redacted = False
+    if isinstance(prompt, list) and all(text_of(m.get("content")) == REDACTED for m in prompt) \
+            or prompt == REDACTED:
+        prompt, redacted = None, True
+    if completion is not None and not completion.replace(REDACTED, ""):
+        completion, redacted = None, True
+    return content_or_none(prompt, completion), redacted
 
 
 def _tags(payload: dict[str, Any], path: str) -> dict[str, str]:
@@ -135,13 +165,21 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
     status = payload.get("status")
     if status not in (None, "success", "failure"):
         raise DialectError(f"expected 'success' or 'failure', got {status!r}", join_path(path, "status"))
-    usage, assumption, cost = (Usage(), None, None) if payload.get("cache_hit") is True else _usage(payload, path)
+    cache_hit = payload.get("cache_hit") is True
+    usage, assumption, cost = (Usage(), None, None) if cache_hit else _usage(payload, path)
     if provider != OPENROUTER:
         cost = None  # LiteLLM adds its own computed `cost` to streamed usage: not a provider's bill
+    event_status, operation = ("error" if status == "failure" else "ok"), normalize_operation(payload.get("call_type"))
     content = None
-    if usage is None:
-        content = content_or_none(prompt_from_request({"messages": payload.get("messages")}),
-                                  completion_from_response(payload.get("response")))
+    lost_count = not cache_hit and zero_usage_is_not_a_count(usage, event_status, operation)
+    if usage is None or lost_count:
+        content, redacted = _logged_text(payload)
+        if content is None and redacted and event_status == "ok":
+            raise DialectError(f"{'zero' if lost_count else 'no'} usage logged for a successful call and its text "
+                               f"redacted by LiteLLM ({REDACTED!r}, turn_off_message_logging): nothing to count "
+                               "tokens from", join_path(path, "response.usage"))
+        if lost_count and content is not None:
+            usage, assumption = None, ZERO_USAGE_COUNTED  # the worker counts the text, marked estimated
 
     event_id = next((str(payload[k]) for k in ("id", "request_id", "litellm_call_id", "call_id")
                      if isinstance(payload.get(k), (str, int)) and str(payload[k]).strip()), None)
@@ -154,8 +192,8 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
         source=NAME,
         provider=provider,
         model=model,
-        operation=normalize_operation(payload.get("call_type")),
-        status="error" if status == "failure" else "ok",
+        operation=operation,
+        status=event_status,
         attribution=mapping.resolve(NAME, view, auto_tags=_tags(payload, path)),
         usage=usage,
         content=content,
@@ -224,6 +262,8 @@ def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent |
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if not (token_count(prompt) and token_count(completion)) or not usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
         return None  # no cache writes: resolve_cache_convention keeps the counts
+    if prompt == 0 and completion == 0:
+        return None  # LiteLLM's "no usage": parse_payload looks elsewhere and at the text
     model, provider_name, status, call_id = response.get("model"), payload.get("custom_llm_provider"), \
         payload.get("status"), payload.get("id")
     if model is None or (type(model) is str and not model.strip()):

@@ -35,7 +35,8 @@ from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
 from collectors.decode import decode
 from collectors.dialects.base import Dialect, correlation_of, derived_event_id, make_event, require_object
-from collectors.dialects.common import content_or_none, normalize_operation, text_of
+from collectors.dialects.common import ZERO_USAGE_COUNTED, content_or_none, normalize_operation, text_of, \
+    zero_usage_is_not_a_count
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
 from collectors.encoded import EncodedEvent, encoded_event, epoch_micros_text, plain_float, plain_usage, token_count
@@ -190,6 +191,12 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
     else:
         event_id = derived_event_id(NAME, span, path)
     failed = _failed(span, attrs, path)
+    operation = normalize_operation(operation)
+    content, assumption = (_content(attrs), None) if usage is None else (None, None)
+    if zero_usage_is_not_a_count(usage, "error" if failed else "ok", operation):
+        content = _content(attrs)
+        if content is not None:  # all zeros beside the logged messages: the count was lost, count the text
+            usage, assumption = None, ZERO_USAGE_COUNTED
     tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
     view = RecordView(span, span_attrs=attrs, resource_attrs=resource)
     return make_event(
@@ -199,11 +206,12 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
         source=NAME,
         provider=provider,
         model=model,
-        operation=normalize_operation(operation),
+        operation=operation,
         status="error" if failed else "ok",
         attribution=mapping.resolve(NAME, view),
         usage=usage,
-        content=_content(attrs) if usage is None else None,
+        content=content if usage is None else None,
+        usage_assumption=assumption,
         latency_ms=(end_ns - start_ns) / 1e6 if end_ns and end_ns >= start_ns else None,
         service_tier=tier if isinstance(tier, str) and tier else None,
         reported_cost_usd=reported_cost_attribute(attrs, attr_path) if provider == OPENROUTER else None,
@@ -243,8 +251,8 @@ def common_event(attrs: dict[str, Any], resource: dict[str, Any], mapping: Attri
         return None
     input_tokens, output_tokens = attrs.get(OTEL_USAGE_KEYS[0]), attrs.get(OTEL_USAGE_KEYS[1])
     if not (token_count(input_tokens) and token_count(output_tokens)) \
-            or not attrs.keys().isdisjoint(OTEL_USAGE_PART_KEYS):
-        return None
+            or not attrs.keys().isdisjoint(OTEL_USAGE_PART_KEYS) or input_tokens == output_tokens == 0:
+        return None  # all zeros: _span_event counts logged messages instead
     model = attrs.get("gen_ai.response.model")
     if model is None or (type(model) is str and not model.strip()):
         model = attrs.get("gen_ai.request.model")

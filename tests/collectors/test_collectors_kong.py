@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from collectors import DIALECTS, AttributionMapping, DialectError, parse_record
+from collectors.dialects.kong import KONG_STREAM_OUTPUT_NOT_LOGGED
 
 kong = DIALECTS["kong"]
 
@@ -82,13 +83,45 @@ def test_stream_with_zero_completion_tokens_is_not_trusted(payload):
     assert event.content.completion == "The answer to 1 + 1 is 2."
 
 
-def test_stream_with_zero_completion_tokens_and_no_payload_is_a_dead_letter_saying_why(payload):
-    """walk22: without `log_payloads` there is nothing to count; the event went on to the worker and was
-    dead-lettered there as "neither usage nor content", which does not say that Kong logged a count it cannot be
-    trusted with nor what to turn on. The collector now dead-letters it naming both; other entries of a batch count."""
+# What Kong logs for a stream (Kong/kong kong/llm/plugin/shared-filters/normalize-sse-chunk.lua @ 007d34e): with
+# log_statistics on, ai.proxy.usage.prompt_tokens is the provider's count from its usage frame and completion_tokens
+# Kong's own estimate, ceil(chars / 4) of each frame's choices[0].delta.content, added whether or not log_payloads
+# is on. completion_tokens 0 therefore means Kong read no text from the frames (Kong/kong#14535, Kong 3.10 through
+# OpenRouter: "completion_tokens to 0 and no response logging"; #14768, Responses API SSE: all counts 0), not an
+# empty answer. The prompt count it did log is the provider's: billed. So such a call is metered with the logged
+# prompt and marked a lower bound (left23; it was a dead letter, walk22), and only a stream with no count at all and
+# no payload is a dead letter. The entries below are the Kong docs' reference entry (payloads/kong_openai.json, see
+# /work/shared/reference/formats.md) turned into such a stream.
+
+
+def _stream_without_output(payload, prompt_tokens=18):
     entry = payload("kong_openai")
     entry["ai"]["proxy"]["meta"]["request_mode"] = "stream"
-    entry["ai"]["proxy"]["usage"].update(completion_tokens=0)
+    entry["ai"]["proxy"]["usage"].update(prompt_tokens=prompt_tokens, completion_tokens=0, total_tokens=prompt_tokens)
+    return entry
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_stream_with_zero_completion_tokens_and_no_payload_is_a_marked_lower_bound(payload, encoded):
+    [event] = parse_record(_stream_without_output(payload), "kong", encoded=encoded)
+    assert (event.usage.input_tokens, event.usage.output_tokens) == (18, 0)
+    assert event.usage_assumption == KONG_STREAM_OUTPUT_NOT_LOGGED
+
+
+def test_stream_whose_payload_lost_the_answer_keeps_the_logged_prompt_count(payload):
+    """#14535: the body buffer is filled from the same frames, so the payload holds the request but no answer;
+    the provider's prompt count beats a count of the prompt text, and the event says output is missing."""
+    entry = _stream_without_output(payload)
+    entry["ai"]["proxy"]["payload"] = {"request": json.dumps({"messages": [{"role": "user", "content": "1+1?"}]})}
+    [event] = kong.parse(entry)
+    assert (event.usage.input_tokens, event.usage.output_tokens, event.content) == (18, 0, None)
+    assert event.usage_assumption == KONG_STREAM_OUTPUT_NOT_LOGGED
+
+
+def test_stream_with_no_count_and_no_payload_is_a_dead_letter_saying_why(payload):
+    """Nothing logged at all (#14768's Responses stream): a dead letter naming the issue and log_payloads; the
+    batch's other entries still count."""
+    entry = _stream_without_output(payload, prompt_tokens=0)
     good = payload("kong_openai")
     good["request"]["id"] = "good-one"
     with pytest.raises(DialectError) as info:
