@@ -23,6 +23,7 @@ SLACK_HEADER_MAX = 150  # Block Kit limits, exceeding them gets 400 invalid_bloc
 SLACK_FIELD_MAX = 2000
 SLACK_TEXT_MAX = 3000
 PAGERDUTY_SUMMARY_MAX = 1024
+PAGERDUTY_DEDUP_KEY_MAX = 255  # Events API v2: a longer dedup_key makes the event invalid
 SEVERITY_EMOJI = {"info": ":information_source:", "warning": ":warning:", "error": ":red_circle:",
                   "critical": ":rotating_light:"}
 
@@ -36,6 +37,15 @@ def _mrkdwn(text: str) -> str:
     `<url|label>` is a link) and its formatting reference says to send them as entities. Names in alerts come
     from traffic (a user or key name a gateway logged), so every value is escaped; our own *bold* stays."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def pagerduty_dedup_key(key: str) -> str:
+    """The record's dedup_key, or for one longer than PagerDuty takes, its start plus a SHA-256 of all of it:
+    stable, so a trigger and its resolve still name the same incident, and distinct per condition."""
+    if len(key) <= PAGERDUTY_DEDUP_KEY_MAX:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[:PAGERDUTY_DEDUP_KEY_MAX - len(digest) - 8]}:sha256:{digest}"
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -181,7 +191,7 @@ def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
 def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
     """Events API v2. A resolve carries only what PagerDuty reads for it: key, action and the trigger's dedup_key."""
     event: dict[str, Any] = {"routing_key": routing_key, "event_action": alert["action"],
-                             "dedup_key": alert["dedup_key"]}
+                             "dedup_key": pagerduty_dedup_key(alert["dedup_key"])}
     if alert["action"] == "resolve":
         return event
     details = _masked_details(alert)
@@ -195,7 +205,7 @@ def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
         "group": str(group),
         "class": f"{alert.get('source')}.{alert.get('kind')}",
         "custom_details": {"summary": alert.get("summary", ""), "alert_id": alert["id"],
-                           "scope": alert.get("scope") or {}, **details},
+                           "dedup_key": alert["dedup_key"], "scope": alert.get("scope") or {}, **details},
     }
     event["client"] = "tokenmeter"
     if str(alert.get("dashboard_url", "")).startswith(("http://", "https://")):

@@ -200,3 +200,17 @@ def test_slack_mrkdwn_escapes_control_characters_of_names_from_traffic():
     assert any(t.startswith("*Scope*\nuser=&lt;!channel&gt;") for t in texts)  # a field
     assert "&amp;lt;" not in joined  # escaped once
 
+
+def test_pagerduty_dedup_key_longer_than_255_is_shortened_the_same_for_trigger_and_resolve():
+    """walk23: PagerDuty's Events API v2 takes a dedup_key of at most 255 characters; a completeness alert's key
+    carries the source name (no length limit on events), a drift alert's the model name, so a long one made
+    every event of that condition invalid."""
+    key = "tokenmeter:completeness:" + "s" * 300 + ":stale:2026-12-06T12:00:00"
+    trigger = pagerduty_event(make_alert([], dedup_key=key), PD_KEY)
+    resolve = pagerduty_event(make_alert([], action="resolve", dedup_key=key), PD_KEY)
+    assert len(trigger["dedup_key"]) <= 255 and trigger["dedup_key"] == resolve["dedup_key"]
+    other = pagerduty_event(make_alert([], dedup_key=key.replace("stale", "dropping")), PD_KEY)
+    assert other["dedup_key"] != trigger["dedup_key"]  # another condition stays another incident
+    assert trigger["payload"]["custom_details"]["dedup_key"] == key  # the full key is still there to read
+    short = "tokenmeter:budget:search:month:2026-12@UTC"
+    assert pagerduty_event(make_alert([], dedup_key=short), PD_KEY)["dedup_key"] == short  # unchanged
