@@ -105,6 +105,8 @@ class BudgetOwner:
             rt = self.runtimes[name]
             new = budgets.get(name)
             if new is None:
+                if rt.incident:  # its state goes: nothing else would ever close its incident
+                    out.alerts.append(self._resolve(rt, "the budget was deleted", now))
                 del self.runtimes[name]
                 out.states.append((name, None))
                 out.enforcement.append((name, None))

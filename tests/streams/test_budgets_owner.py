@@ -229,3 +229,15 @@ def test_a_rolling_budgets_breach_is_one_incident_resolved_when_its_window_has_s
     fresh = owner.process(messages(router, [(0, 3, priced("c", "11", ts=again))]), now=again).alerts
     assert [a["details"]["threshold"] for a in fresh] == [50, 80, 100]  # a new breach, a new incident
     assert fresh[0]["dedup_key"] != triggers[0]["dedup_key"] and len({a["dedup_key"] for a in fresh}) == 1
+
+
+def test_deleting_a_budget_with_an_open_incident_resolves_it():
+    """walk23: a budget deleted while over its limit dropped its state; its PagerDuty incident stayed open."""
+    defs = budgets()
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    trigger = owner.process(messages(router, [(0, 1, priced("a", "12"))]), now=NOW).alerts[-1]
+    out = owner.set_definitions({}, now=NOW)
+    assert [a["action"] for a in out.alerts] == ["resolve"] and out.alerts[0]["dedup_key"] == trigger["dedup_key"]
+    assert out.states == [("search", None)]
+    quiet = owner_with(defs)  # no incident: nothing to resolve
+    assert quiet.set_definitions({}, now=NOW).alerts == []
