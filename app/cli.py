@@ -183,6 +183,9 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
     if unknown:
         raise click.BadParameter(f"unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
     start, end = time_option(since, "--since"), time_option(until, "--until")  # before opening the warehouse
+    if start and end and start >= end:  # an empty range printed "(no rows)": read as "nothing was spent"
+        raise click.BadParameter(f"{until} is not after --since {since}: the range is empty (swapped?)",
+                                 param_hint="--until")
     s = _settings()
     try:  # an unreachable ClickHouse says so (naming its variable) like every other warehouse command
         wh = open_warehouse(s)

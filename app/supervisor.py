@@ -23,6 +23,7 @@ from typing import Callable
 
 from app.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topics, start_broker
 from app.broker_gate import BrokerGate, create_topics_direct
+from app.child_liveness import HUNG_AFTER_S, PROBE_EVERY_S, LivenessProbe, liveness_changes
 from app.process import child_preexec
 from tokenmeter.settings import Settings, SettingsError, ensure_port_free, free_port
 from tokenmeter.timefmt import iso_utc
@@ -62,6 +63,11 @@ class Child:
     restart_at: float | None = None  # monotonic time of a scheduled restart
     last_exit_code: int | None = None
     last_exit_at: float | None = None  # unix time
+    liveness: Callable[[], bool] | None = None  # a health check while it runs (app.child_liveness)
+    suspended: bool = False  # set by the liveness probe
+    answered_at: float | None = None  # monotonic; None: no answer since its (re)start
+    unanswered_since: float | None = None
+    reported: str | None = None  # "suspended" or "hung" once said, so it is said once
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -75,9 +81,20 @@ class Child:
         self.restart_at = now + delay
         return delay
 
-    def status(self, now: float) -> dict:
-        state = "running" if self.alive() else ("backoff" if self.restart_at is not None else "stopped")
+    def condition(self, now: float, hung_after_s: float = HUNG_AFTER_S) -> str:
+        if not self.alive():
+            return "backoff" if self.restart_at is not None else "stopped"
+        if self.suspended:
+            return "suspended"
+        if self.unanswered_since is not None and now - self.unanswered_since >= hung_after_s:
+            return "hung"
+        return "running"
+
+    def status(self, now: float, hung_after_s: float = HUNG_AFTER_S) -> dict:
+        state = self.condition(now, hung_after_s)
+        unanswered = round(now - self.unanswered_since, 1) if state == "hung" else None
         return {"name": self.name, "pid": self.proc.pid if self.alive() else None, "state": state,
+                "unanswered_s": unanswered, "health": getattr(self.liveness, "url", None),
                 "restarts": self.restarts, "last_exit_code": self.last_exit_code,
                 "last_exit_at": _iso(self.last_exit_at), "uptime_s": round(now - self.started_at, 1)
                 if self.alive() else None, "next_restart_in_s": round(max(0.0, self.restart_at - now), 1)
@@ -106,6 +123,7 @@ def _http_ok(url: str) -> Callable[[], bool]:
         except OSError:
             return False
 
+    check.url = url  # named in the "not answering" report
     return check
 
 
@@ -126,6 +144,8 @@ class Supervisor:
         self.status_path = settings.data_dir.resolve() / STATUS_FILE
         self.stopping = False
         self.state = "starting"
+        self.liveness: LivenessProbe | None = None
+        self.hung_after_s = HUNG_AFTER_S
         self.broker_restarts = 0
         self.broker_losses: list[dict] = []  # one entry per broker crash: what may have been lost
         self.previous_run: dict | None = None  # an earlier `up` that did not stop cleanly
@@ -188,10 +208,11 @@ class Supervisor:
                 )
         child.started_at = time.monotonic()
         child.restart_at = None
+        child.suspended, child.answered_at, child.unanswered_since = False, None, None
 
     def spawn(self, name: str, args: list[str] | None, ready: Callable[[], bool] = lambda: True,
-              uses_kafka: bool = True) -> Child:
-        child = Child(name, args, self.log_dir / f"{name}.log", ready, uses_kafka)
+              uses_kafka: bool = True, liveness: Callable[[], bool] | None = None) -> Child:
+        child = Child(name, args, self.log_dir / f"{name}.log", ready, uses_kafka, liveness=liveness)
         self.children.append(child)
         self.launch(child)
         return child
@@ -260,7 +281,8 @@ class Supervisor:
         # readiness is still awaited and reported one after the other.
         t0 = time.monotonic()
         self.echo(f"[2/{total}] starting worker (API http://{s.host}:{s.api_port}) ...")
-        worker = self.spawn("worker", me + ["worker"], _http_ok(f"http://{s.host}:{s.api_port}/health"))
+        health = _http_ok(f"http://{s.host}:{s.api_port}/health")
+        worker = self.spawn("worker", me + ["worker"], health, liveness=health)
         warehouse = s.clickhouse_url or str(s.warehouse_path)
         endpoint_file = s.data_dir.resolve() / "warehouse.endpoint"
         loader_ready = (lambda: True) if s.clickhouse_url else endpoint_file.exists
@@ -281,10 +303,11 @@ class Supervisor:
         inbox = None
         if self.demo:  # before the alert dispatcher: the demo's alerts are routed to this local inbox; it starts
             # with the dashboard (neither needs the other)
-            inbox = self.spawn("inbox", me + ["demo-inbox"], _http_ok(f"http://{s.host}:{s.demo_inbox_port}/"),
-                               uses_kafka=False)
+            inbox_ok = _http_ok(f"http://{s.host}:{s.demo_inbox_port}/")
+            inbox = self.spawn("inbox", me + ["demo-inbox"], inbox_ok, uses_kafka=False, liveness=inbox_ok)
+        dash_ok = _http_ok(s.dashboard_url)
         step(4, f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(  # its Kafka clients reconnect alone
-            self.spawn("dashboard", me + ["dash"], _http_ok(s.dashboard_url), uses_kafka=False), 60))
+            self.spawn("dashboard", me + ["dash"], dash_ok, uses_kafka=False, liveness=dash_ok), 60))
         import importlib.util
 
         if inbox is not None:
@@ -307,6 +330,7 @@ class Supervisor:
             step(5, f"demo traffic (~{s.demo_events_per_s:g} events/s)", lambda: self.spawn("demo", me + ["demo"]))
         if s.embedded_broker:
             self.watcher = BacklogWatcher(s.bootstrap_servers, s.partitions).start()
+        self.start_liveness()
         self.state = "running"
         self.write_status(force=True)
         self.echo("")
@@ -352,6 +376,11 @@ class Supervisor:
                 self.echo(f"      rebuilt from the warehouse: {line}")
 
     # -- keeping children alive ------------------------------------------------------------------------
+    def start_liveness(self, every_s: float = PROBE_EVERY_S, hung_after_s: float = HUNG_AFTER_S) -> None:
+        self.hung_after_s = hung_after_s
+        self.liveness = LivenessProbe(lambda: self.children, every_s)
+        self.liveness.start()
+
     def watch(self) -> int:
         """Restart crashed children until a signal; returns the exit code for `up` (0: stopped on request)."""
         while not self.stopping:
@@ -383,6 +412,8 @@ class Supervisor:
                 child.restarts += 1
                 self.launch(child)
                 self.echo(f"{child.name} restarted (pid {child.proc.pid}, restart #{child.restarts})")
+        for line in liveness_changes(self.children, now, self.hung_after_s):
+            self.echo(line)
         self.write_status()
 
     def broker_crashed(self, broker: Child, now: float) -> None:
@@ -453,20 +484,24 @@ class Supervisor:
         if self.settings.embedded_broker:
             self.echo(f"!!! {describe_backlog(previous.get('backlog'))}.")
 
+    def status(self, now: float | None = None) -> dict:
+        """What `tokenmeter status` prints (written to `<data_dir>/supervisor.json`)."""
+        now = time.monotonic() if now is None else now
+        return {"pid": os.getpid(), "state": self.state, "updated_at": _iso(time.time()),
+                "bootstrap": self.settings.bootstrap_servers,
+                "children": [c.status(now, self.hung_after_s) for c in self.children],
+                "broker_restarts": self.broker_restarts, "broker_losses": self.broker_losses,
+                "backlog": self.watcher.latest if self.watcher else None, "previous_run": self.previous_run}
+
     def write_status(self, force: bool = False) -> None:
         """`<data_dir>/supervisor.json`, about once a second: what `tokenmeter status` prints."""
         now = time.monotonic()
         if not force and now - self._status_written < 1.0:
             return
         self._status_written = now
-        status = {"pid": os.getpid(), "state": self.state, "updated_at": _iso(time.time()),
-                  "bootstrap": self.settings.bootstrap_servers,
-                  "children": [c.status(now) for c in self.children],
-                  "broker_restarts": self.broker_restarts, "broker_losses": self.broker_losses,
-                  "backlog": self.watcher.latest if self.watcher else None, "previous_run": self.previous_run}
         tmp = self.status_path.with_suffix(".json.tmp")
         try:
-            tmp.write_text(json.dumps(status, indent=1))
+            tmp.write_text(json.dumps(self.status(now), indent=1))
             os.replace(tmp, self.status_path)
         except OSError:
             pass
@@ -478,12 +513,15 @@ class Supervisor:
         self.stopping = True
         if self.watcher:
             self.watcher.stop()
+        if self.liveness:
+            self.liveness.stop()
         deadline = time.monotonic() + 15
         clients = [c for c in reversed(self.children) if c.args is not None]
         for group in (clients, [c for c in reversed(self.children) if c.args is None]):
             for child in group:
                 if child.alive():
                     child.proc.terminate()
+                    child.proc.send_signal(signal.SIGCONT)  # a suspended child handles its SIGTERM only then
             for child in group:
                 if child.proc is None:
                     continue
@@ -551,7 +589,11 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
         for c in status.get("children", []):
             extra = f", last exit {c['last_exit_code']} at {c['last_exit_at']}" if c.get("last_exit_at") else ""
             wait = f", restart in {c['next_restart_in_s']} s" if c.get("next_restart_in_s") is not None else ""
-            echo(f"  {c['name']:<10} {c['state']:<8} pid {c['pid'] or '-':<8} restarts {c['restarts']}{extra}{wait}")
+            if c["state"] == "suspended":
+                wait += ", stopped (SIGSTOP?): no work until SIGCONT"
+            elif c["state"] == "hung":
+                wait += f", no answer on {c.get('health')} for {c.get('unanswered_s')} s"
+            echo(f"  {c['name']:<10} {c['state']:<9} pid {c['pid'] or '-':<8} restarts {c['restarts']}{extra}{wait}")
         for loss in status.get("broker_losses", []):
             echo(f"  broker crash at {loss['at']}: {describe_backlog(loss.get('backlog_sample'))}")
         if status.get("previous_run"):

@@ -110,3 +110,10 @@ def test_an_empty_webhook_secret_is_unset_and_said_so(env):
     assert "webhooks are sent unsigned" in result.output, result.output
     for name in ("webhook_secret", "admin_token", "dashboard_secret_key"):
         assert getattr(load_settings(**{name: " "}), name) is None, name
+
+
+def test_a_report_range_whose_start_is_not_before_its_end_is_refused(env):
+    """walk23: `report --since 2026-12-05 --until 2026-12-01` answered "(no rows)", exit 0: a finance analyst who
+    swapped the dates read that nothing was spent (the dashboard swaps such a range; `reprice` refused it already)."""
+    result = CliRunner().invoke(main, ["report", "--since", "2026-12-05", "--until", "2026-12-01"], env=env)
+    _clean_failure(result, "--until", "2026-12-01", "2026-12-05")

@@ -46,14 +46,30 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")  # OWASP; NUL from ASVS 5.0 1.2.10
 
 
 def safe_text(text: str) -> str:
-    """A text cell a spreadsheet will not run: a leading = + - @ tab or CR gets a ' in front (OWASP CSV
+    """A text cell a spreadsheet will not run: a leading = + - @ tab, CR or NUL gets a ' in front (OWASP CSV
     injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text. Only for text values: numbers
     (int, Decimal) are written as they are and stay numbers."""
     return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def spreadsheet_csv(columns: list[str], rows: list[list[str]]) -> str:
+    """CSV of ready cells, "\n" between rows, every cell holding a CR or LF quoted. Python's writer quotes only
+    the characters of its own line terminator: with "\n", a team `ops\r=1+1` went out unquoted, and Excel and
+    LibreOffice end a row at a bare CR, so `=1+1` began a row of its own and ran (walk23). Written with "\r\n"
+    (CR and LF both quoted), each row's terminator is then put back to "\n"."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    lines = []
+    for row in [columns, *rows]:
+        writer.writerow(row)
+        lines.append(out.getvalue()[:-2])
+        out.seek(0)
+        out.truncate()
+    return "".join(line + "\n" for line in lines)
 
 
 def _cell(value: Any) -> str:
@@ -71,11 +87,7 @@ def _cell(value: Any) -> str:
 
 
 def _csv(columns: list[str], rows: list[list[Any]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([[_cell(v) for v in row] for row in rows])
-    return out.getvalue().encode()
+    return spreadsheet_csv(list(columns), [[_cell(v) for v in row] for row in rows]).encode()
 
 
 def month_frame(wh, month: str, group_by: list[str], team: str | None = None) -> pl.DataFrame:

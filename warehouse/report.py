@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date, datetime
 from decimal import Decimal, localcontext
 from typing import Any
@@ -88,13 +86,10 @@ def render_report(df: pl.DataFrame, fmt: str = "table", *, total: bool = False) 
             option=orjson.OPT_INDENT_2,
         ).decode()
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(df.columns)
-        from warehouse.export import safe_text  # text cells that would run as a spreadsheet formula get a '
+        from warehouse.export import safe_text, spreadsheet_csv  # formula-like text gets a ', CR/LF quoted
 
-        writer.writerows([[safe_text(v) if isinstance(v, str) else _text(v) for v in row] for row in rows])
-        return out.getvalue()
+        return spreadsheet_csv(df.columns, [[safe_text(v) if isinstance(v, str) else _text(v) for v in row]
+                                            for row in rows])
     cells = [[_text(v) if v != "" else "(none)" for v in row] for row in rows]
     _say_unpriced(df.columns, rows, cells)
     totals = _total_row(df, rows) if total else None

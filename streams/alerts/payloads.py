@@ -23,12 +23,29 @@ SLACK_HEADER_MAX = 150  # Block Kit limits, exceeding them gets 400 invalid_bloc
 SLACK_FIELD_MAX = 2000
 SLACK_TEXT_MAX = 3000
 PAGERDUTY_SUMMARY_MAX = 1024
+PAGERDUTY_DEDUP_KEY_MAX = 255  # Events API v2: a longer dedup_key makes the event invalid
 SEVERITY_EMOJI = {"info": ":information_source:", "warning": ":warning:", "error": ":red_circle:",
                   "critical": ":rotating_light:"}
 
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mrkdwn(text: str) -> str:
+    """Text shown as itself in Slack mrkdwn: Slack parses &, < and > there (`<!channel>` pings a channel,
+    `<url|label>` is a link) and its formatting reference says to send them as entities. Names in alerts come
+    from traffic (a user or key name a gateway logged), so every value is escaped; our own *bold* stays."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def pagerduty_dedup_key(key: str) -> str:
+    """The record's dedup_key, or for one longer than PagerDuty takes, its start plus a SHA-256 of all of it:
+    stable, so a trigger and its resolve still name the same incident, and distinct per condition."""
+    if len(key) <= PAGERDUTY_DEDUP_KEY_MAX:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[:PAGERDUTY_DEDUP_KEY_MAX - len(digest) - 8]}:sha256:{digest}"
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -150,30 +167,31 @@ def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
                                     "text": _cut(f"{emoji} {alert['title']}".strip(), SLACK_HEADER_MAX)}},
     ]
     if alert.get("summary"):
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(alert["summary"], SLACK_TEXT_MAX)}})
-    fields = [{"type": "mrkdwn", "text": _cut(f"*{name}*\n{value}", SLACK_FIELD_MAX)}
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": _cut(_mrkdwn(alert["summary"]), SLACK_TEXT_MAX)}})
+    fields = [{"type": "mrkdwn", "text": _cut(f"*{name}*\n{_mrkdwn(value)}", SLACK_FIELD_MAX)}
               for name, value in alert_fields(alert)]
     for start in range(0, len(fields), 10):  # at most 10 fields per section
         blocks.append({"type": "section", "fields": fields[start : start + 10]})
     explanation = (alert.get("details") or {}).get("explanation")
     if alert.get("source") == "anomaly" and explanation and explanation != alert.get("summary"):
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": _cut(f"*Why*\n{explanation}", SLACK_TEXT_MAX)}})
+                                                   "text": _cut(f"*Why*\n{_mrkdwn(explanation)}", SLACK_TEXT_MAX)}})
+    context = (f"tokenmeter {alert.get('source')} · {alert.get('kind')} · {alert.get('severity')} · "
+               f"{'resolved' if resolved else 'triggered'} · at {people_utc(alert.get('at'))} · alert ")
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
-        f"tokenmeter {alert.get('source')} · {alert.get('kind')} · {alert.get('severity')} · "
-        f"{'resolved' if resolved else 'triggered'} · at {people_utc(alert.get('at'))} · alert `{alert.get('id')}`",
-        SLACK_TEXT_MAX)}]})
+        f"{_mrkdwn(context)}`{_mrkdwn(str(alert.get('id')))}`", SLACK_TEXT_MAX)}]})
     if str(alert.get("dashboard_url", "")).startswith(("http://", "https://")):
         blocks.append({"type": "actions", "elements": [{
             "type": "button", "action_id": "tokenmeter_open_dashboard", "url": alert["dashboard_url"],
             "text": {"type": "plain_text", "text": "Open dashboard"}}]})
-    return {"text": _cut(fallback_text(alert), SLACK_TEXT_MAX), "blocks": blocks}
+    return {"text": _cut(_mrkdwn(fallback_text(alert)), SLACK_TEXT_MAX), "blocks": blocks}  # mrkdwn too
 
 
 def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
     """Events API v2. A resolve carries only what PagerDuty reads for it: key, action and the trigger's dedup_key."""
     event: dict[str, Any] = {"routing_key": routing_key, "event_action": alert["action"],
-                             "dedup_key": alert["dedup_key"]}
+                             "dedup_key": pagerduty_dedup_key(alert["dedup_key"])}
     if alert["action"] == "resolve":
         return event
     details = _masked_details(alert)
@@ -187,7 +205,7 @@ def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
         "group": str(group),
         "class": f"{alert.get('source')}.{alert.get('kind')}",
         "custom_details": {"summary": alert.get("summary", ""), "alert_id": alert["id"],
-                           "scope": alert.get("scope") or {}, **details},
+                           "dedup_key": alert["dedup_key"], "scope": alert.get("scope") or {}, **details},
     }
     event["client"] = "tokenmeter"
     if str(alert.get("dashboard_url", "")).startswith(("http://", "https://")):

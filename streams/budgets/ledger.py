@@ -320,6 +320,11 @@ class BudgetLedger:
                 total += amount
         return total, start, end, key
 
+    def evaluate_rolling_at(self, budget_name: str, at: datetime) -> list[Crossing]:
+        """A rolling budget's thresholds for the window ending at `at` (time passing, no new event)."""
+        budget = self.budgets.get(budget_name)
+        return [] if budget is None or budget.rolling_hours is None else self._evaluate_rolling(budget, at)
+
     def _evaluate_rolling(self, budget: Budget, at: datetime) -> list[Crossing]:
         total, start, end, key = self._window_total(budget, at)
         latched = self.latched[budget.name]

@@ -105,6 +105,8 @@ class BudgetOwner:
             rt = self.runtimes[name]
             new = budgets.get(name)
             if new is None:
+                if rt.incident:  # its state goes: nothing else would ever close its incident
+                    out.alerts.append(self._resolve(rt, "the budget was deleted", now))
                 del self.runtimes[name]
                 out.states.append((name, None))
                 out.enforcement.append((name, None))
@@ -416,6 +418,8 @@ class BudgetOwner:
             if rt.incident and rt.budget.rolling_hours is None and rt.incident != _period_key(rt.budget, now):
                 out.alerts.append(self._resolve(rt, "a new budget period started", now))
                 rt.dirty = True
+            elif rt.incident and rt.budget.rolling_hours is not None:
+                out.alerts.extend(self._rolling_window_moved(rt, now))
             out.extend(self._publish(rt, now))
         return out
 
@@ -492,14 +496,29 @@ class BudgetOwner:
         if unpriced:
             summary += (f" {count_of(unpriced, 'event')} in this scope could not be priced (unknown model) and "
                         f"{'is' if unpriced == 1 else 'are'} not in spend.")
-        rt.incident = crossing.period_key
+        # A rolling budget's thresholds fire in different hours' windows: the first one's key names the incident
+        # until it is resolved, so PagerDuty updates one incident (a calendar period is its own incident).
+        rolling_open = budget.rolling_hours is not None and rt.incident
+        rt.incident = rt.incident if rolling_open else crossing.period_key
         details = crossing.to_json() | {"budget_action": budget.action, "unpriced_events": unpriced}
         return alert_record(
             id=crossing.id, source="budget", kind=crossing.kind, action="trigger", severity=severity,
-            dedup_key=self._dedup_key(budget, crossing.period_key), title=title, summary=summary.strip(),
+            dedup_key=self._dedup_key(budget, rt.incident), title=title, summary=summary.strip(),
             at=crossing.at, scope=dict(budget.scope), notify=list(budget.notify), details=details,
             dashboard_url=self._link(budget),
         )
+
+    def _rolling_window_moved(self, rt: _BudgetRuntime, now: datetime) -> list[dict[str, Any]]:
+        """A rolling budget's window at `now`: thresholds its spend left are re-armed (the ledger); once it is below
+        every threshold, the open incident is resolved (with no traffic, only time moves the window)."""
+        before = dict(rt.ledger.latched.get(rt.budget.name, {}))
+        alerts = [self.alert_for(rt, c) for c in rt.ledger.evaluate_rolling_at(rt.budget.name, now)]
+        if not rt.ledger.latched.get(rt.budget.name):
+            alerts.append(self._resolve(rt, f"spend in the last {rt.budget.period.split(':')[1]} fell below every "
+                                            "threshold", now))
+        if alerts or before != rt.ledger.latched.get(rt.budget.name, {}):
+            rt.dirty = True  # the re-armed thresholds are state too
+        return alerts
 
     def _resolve(self, rt: _BudgetRuntime, why: str, now: datetime | None) -> dict[str, Any]:
         budget, period_key = rt.budget, rt.incident or ""

@@ -172,3 +172,45 @@ def test_an_alert_record_too_deep_to_re_encode_is_refused_not_shown_or_sent():
     value = orjson.dumps(record).replace(b'"DEEP"', b"[" * 300 + b"]" * 300)  # orjson reads it, cannot write it
     with pytest.raises(AlertInputError, match="re-encoded"):
         parse_alert(value)
+
+
+def _mrkdwn_texts(msg: dict) -> list[str]:
+    """Every string Slack parses as mrkdwn: the top-level text, mrkdwn text objects, fields, context elements."""
+    texts = [msg["text"]]
+    for block in msg["blocks"]:
+        objects = [block.get("text")] + block.get("fields", []) + block.get("elements", [])
+        texts += [o["text"] for o in objects if isinstance(o, dict) and o.get("type") == "mrkdwn"]
+    return texts
+
+
+def test_slack_mrkdwn_escapes_control_characters_of_names_from_traffic():
+    """walk23: Slack parses &, < and > in mrkdwn (its formatting reference: they "must be escaped"); a user or
+    key name from gateway traffic, `<!channel>` or `<https://evil.example|Open dashboard>`, pinged the whole
+    channel or showed a link of the sender's choosing in an anomaly message."""
+    user = "<!channel> & <https://evil.example|Open dashboard>"
+    alert = make_alert([], source="anomaly", kind="spend_spike", severity="warning", scope={"user": user},
+                       title=f"Spend rate anomaly: user={user}", summary=f"Spend of user {user} tripled",
+                       details={"kind": "spend_spike", "observed": "12.4", "expected": "3", "unit": "usd_per_hour",
+                                "explanation": f"calls by user {user} tripled"})
+    texts = _mrkdwn_texts(slack_message(alert))
+    joined = "\n".join(texts)
+    assert "<!channel>" not in joined and "<https://evil" not in joined
+    assert "&lt;!channel&gt; &amp; &lt;https://evil.example|Open dashboard&gt;" in joined
+    assert any("Spend of user &lt;!channel&gt;" in t for t in texts)  # the summary section
+    assert any(t.startswith("*Scope*\nuser=&lt;!channel&gt;") for t in texts)  # a field
+    assert "&amp;lt;" not in joined  # escaped once
+
+
+def test_pagerduty_dedup_key_longer_than_255_is_shortened_the_same_for_trigger_and_resolve():
+    """walk23: PagerDuty's Events API v2 takes a dedup_key of at most 255 characters; a completeness alert's key
+    carries the source name (no length limit on events), a drift alert's the model name, so a long one made
+    every event of that condition invalid."""
+    key = "tokenmeter:completeness:" + "s" * 300 + ":stale:2026-12-06T12:00:00"
+    trigger = pagerduty_event(make_alert([], dedup_key=key), PD_KEY)
+    resolve = pagerduty_event(make_alert([], action="resolve", dedup_key=key), PD_KEY)
+    assert len(trigger["dedup_key"]) <= 255 and trigger["dedup_key"] == resolve["dedup_key"]
+    other = pagerduty_event(make_alert([], dedup_key=key.replace("stale", "dropping")), PD_KEY)
+    assert other["dedup_key"] != trigger["dedup_key"]  # another condition stays another incident
+    assert trigger["payload"]["custom_details"]["dedup_key"] == key  # the full key is still there to read
+    short = "tokenmeter:budget:search:month:2026-12@UTC"
+    assert pagerduty_event(make_alert([], dedup_key=short), PD_KEY)["dedup_key"] == short  # unchanged

@@ -207,3 +207,37 @@ def test_alert_texts_and_reasons_name_the_period_in_words_and_keep_the_key_in_th
     texts = {a["details"]["budget"]: a["summary"] for a in resolved.alerts}
     assert texts["search"].startswith("The alerts of last month (November 2026, UTC) for budget search are resolved")
     assert texts["daily"].startswith("The alerts of 2026-11-20 (UTC) for budget daily are resolved"), texts
+
+
+def test_a_rolling_budgets_breach_is_one_incident_resolved_when_its_window_has_slid_past_the_spend():
+    """walk23: a rolling budget's alerts carried the key of the window each threshold fired in (PagerDuty opened one
+    incident per hour a threshold was crossed) and none was ever resolved (resolves were for calendar periods)."""
+    defs = budgets(period="rolling:24h")
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    first = owner.process(messages(router, [(0, 1, priced("a", "6"))]), now=NOW)  # 50 % at 12:00
+    later = NOW + timedelta(hours=3)
+    second = owner.process(messages(router, [(0, 2, priced("b", "5", ts=later))]), now=later)  # 80, 100 % at 15:00
+    triggers = first.alerts + second.alerts
+    assert [a["details"]["threshold"] for a in triggers] == [50, 80, 100]
+    assert len({a["dedup_key"] for a in triggers}) == 1  # one incident, updated by each threshold
+    assert owner.tick(now=NOW + timedelta(hours=20)).alerts == []  # both calls still in the window
+    assert owner.tick(now=NOW + timedelta(hours=25)).alerts == []  # 5 of 10 left: still above 50 %
+    resolved = owner.tick(now=NOW + timedelta(hours=28)).alerts  # the window has slid past both calls
+    assert [a["action"] for a in resolved] == ["resolve"] and resolved[0]["dedup_key"] == triggers[0]["dedup_key"]
+    assert owner.tick(now=NOW + timedelta(hours=29)).alerts == []  # once
+    again = NOW + timedelta(hours=30)
+    fresh = owner.process(messages(router, [(0, 3, priced("c", "11", ts=again))]), now=again).alerts
+    assert [a["details"]["threshold"] for a in fresh] == [50, 80, 100]  # a new breach, a new incident
+    assert fresh[0]["dedup_key"] != triggers[0]["dedup_key"] and len({a["dedup_key"] for a in fresh}) == 1
+
+
+def test_deleting_a_budget_with_an_open_incident_resolves_it():
+    """walk23: a budget deleted while over its limit dropped its state; its PagerDuty incident stayed open."""
+    defs = budgets()
+    router, owner = BudgetRouter(defs.values()), owner_with(defs)
+    trigger = owner.process(messages(router, [(0, 1, priced("a", "12"))]), now=NOW).alerts[-1]
+    out = owner.set_definitions({}, now=NOW)
+    assert [a["action"] for a in out.alerts] == ["resolve"] and out.alerts[0]["dedup_key"] == trigger["dedup_key"]
+    assert out.states == [("search", None)]
+    quiet = owner_with(defs)  # no incident: nothing to resolve
+    assert quiet.set_definitions({}, now=NOW).alerts == []

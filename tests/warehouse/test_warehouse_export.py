@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -128,3 +129,30 @@ def test_report_csv_neutralises_formulas_but_keeps_negative_numbers():
     rows = list(csv.reader(io.StringIO(render_report(frame, "csv"))))
     assert rows[1][0] == "'=cmd|' /C calc'!A0"
     assert rows[1][1].startswith("-1.5")  # a negative number is a number, not a formula: no quote
+
+
+LINE_BREAKING = {"team": "ops\r=1+1", "project": "a,b \"q\"\nline2", "user": "\x00=1+1"}
+
+
+def test_csv_cell_with_a_bare_carriage_return_is_quoted_so_no_row_starts_with_a_formula(wh, make_event):
+    """walk23: `ops\\r=1+1` was written unquoted (Python's csv quotes only what its line terminator "\\n" holds);
+    Excel and LibreOffice end a row at a bare CR, so `=1+1,...` began a new row and ran as a formula."""
+    event = make_event("crlf-0", "crlf-org", team=LINE_BREAKING["team"], cost="0.000321000000",
+                       ts="2024-03-10T10:00:00Z")
+    event["attribution"].update({k: v for k, v in LINE_BREAKING.items() if k != "team"})
+    wh.insert_priced([event])
+    from warehouse.report import render_report
+
+    dims = ["team", "project", "user"]
+    texts = [export_month(wh, "2024-03", "csv", dims).decode(),  # the dashboard's export, `tokenmeter export`
+             render_report(wh.spend(dims, since=datetime(2024, 3, 1, tzinfo=timezone.utc),
+                                      until=datetime(2024, 4, 1, tzinfo=timezone.utc)), "csv")]  # `report`
+    for text in texts:
+        # a spreadsheet's reading: CR, LF and CRLF end a row outside quotes, as Python's reader with newline=""
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        assert len(rows) == 2, rows  # the header and the one group: nothing split off into a row of its own
+        assert all(not cell.startswith(("=", "+", "@", "\t", "\r", "\x00")) for row in rows for cell in row), rows
+        header, row = rows
+        cells = dict(zip(header, row))
+        assert cells["team"] == "ops\r=1+1" and cells["project"] == LINE_BREAKING["project"]
+        assert cells["user"] == "'\x00=1+1"

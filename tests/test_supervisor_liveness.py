@@ -1,0 +1,89 @@
+"""`tokenmeter up` notices a child that is alive but not working (walk23): one stopped by SIGSTOP (state T) and one
+whose health URL does not answer. Before, `status` said "running" for a worker SIGSTOPped for 60 s while its
+API timed out and the usage backlog grew. Engine-level: a Supervisor with small stand-in children, no broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+from process_support import wait_for
+
+from tokenmeter.settings import free_port
+
+# A child with a health URL: it answers GET / with 200 until it gets SIGUSR1, then holds every connection
+# without answering (a deadlocked event loop: the process runs, the port accepts, nothing answers).
+SERVER = """
+import http.server, signal, threading, time
+stuck = threading.Event()
+signal.signal(signal.SIGUSR1, lambda *a: stuck.set())
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        while stuck.is_set():
+            time.sleep(0.05)
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
+"""
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    from app.supervisor import Supervisor
+    from tokenmeter.settings import load_settings
+
+    lines: list[str] = []
+    sup = Supervisor(load_settings(data_dir=tmp_path / "data"), demo=False, echo=lines.append)
+    sup.log_dir.mkdir(parents=True)
+    sup.echoed = lines
+    try:
+        yield sup
+    finally:
+        sup.stop()  # stops the probe and every child, SIGCONT first for a stopped one
+
+
+def _state(sup, name: str) -> dict:
+    sup.tend()
+    return next(c for c in sup.status()["children"] if c["name"] == name)
+
+
+def test_a_sigstopped_child_is_reported_suspended_and_running_again_after_sigcont(supervisor):
+    from app.supervisor import print_status
+
+    child = supervisor.spawn("loader", [sys.executable, "-c", "import time; time.sleep(120)"])
+    supervisor.start_liveness(every_s=0.2, hung_after_s=1.0)
+    assert _state(supervisor, "loader")["state"] == "running"
+    os.kill(child.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: _state(supervisor, "loader")["state"] == "suspended", 10, "suspended in status")
+        supervisor.write_status(force=True)
+        out: list[str] = []
+        assert print_status(supervisor.settings, False, out.append) == 1  # not all running: exit 1
+        assert any("loader" in line and "suspended" in line and "SIGSTOP" in line for line in out), out
+        assert any("loader" in line and "suspended" in line for line in supervisor.echoed), supervisor.echoed
+    finally:
+        os.kill(child.proc.pid, signal.SIGCONT)
+    wait_for(lambda: _state(supervisor, "loader")["state"] == "running", 10, "running again")
+    assert any("loader" in line and "working again" in line for line in supervisor.echoed), supervisor.echoed
+    assert child.restarts == 0  # noticed, not restarted
+
+
+def test_a_child_whose_health_url_stops_answering_is_reported_hung(supervisor):
+    from app.supervisor import _http_ok
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    child = supervisor.spawn("dashboard", [sys.executable, "-c", SERVER.format(port=port)], _http_ok(url),
+                             uses_kafka=False, liveness=_http_ok(url))
+    supervisor.wait_ready(child, 30)
+    supervisor.start_liveness(every_s=0.2, hung_after_s=1.0)
+    wait_for(lambda: child.answered_at is not None, 10, "a first answer (no answer yet is starting, not hung)")
+    os.kill(child.proc.pid, signal.SIGUSR1)
+    started = time.monotonic()
+    status = wait_for(lambda: (s := _state(supervisor, "dashboard"))["state"] == "hung" and s, 15, "hung in status")
+    assert time.monotonic() - started >= 1.0  # not before hung_after_s without an answer
+    assert status["pid"] == child.proc.pid and status["unanswered_s"] >= 1.0
+    assert any("dashboard" in line and "not answering" in line for line in supervisor.echoed), supervisor.echoed
