@@ -11,7 +11,8 @@ Routes
 Answers: 202 {"accepted": N, "skipped": M} once Kafka acknowledged every event (OTLP gets 200 and an empty
 ExportTraceServiceResponse in the request's encoding, as the OTLP spec asks); 400 {"error", "errors": [{index,
 path, reason}]} for bad input to /v1/events; 401 bad/missing key; 408 when the body does not arrive within
-TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS (the connection is closed: a slow client cannot hold it); 413 body too
+TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS (the connection is closed: a slow client cannot hold it; a connection
+whose request head does not arrive within that time is closed without an answer); 413 body too
 large (--max-body-bytes / TOKENMETER_COLLECT_MAX_BODY_BYTES); 415 a Content-Type the route does not read
 (JSON, JSON lines, CloudEvents, OTLP protobuf: see ROUTE_TYPES); 503 + Retry-After when Kafka does not
 acknowledge. A request to /v1/events with any bad record is rejected WHOLE (nothing written): the sender fixes
@@ -365,7 +366,10 @@ async def serve_http(sink: KafkaSink, host: str, port: int, api_keys: list[str],
                     "Use --api-key / --api-keys-file (TOKENMETER_COLLECT_API_KEYS) in production. !!!", host, port)
     await sink.start()
     server = IngestServer(sink, api_keys, max_body_bytes, mapping, body_timeout_s)
-    runner = web.AppRunner(server.app(), access_log=None)
+    # keepalive_timeout bounds the wait for a request head too (aiohttp closes a connection still waiting for one):
+    # its default, 3630 s, let a client hold a connection with half a head or nothing (hostile24). An idle keep-alive
+    # connection is closed after the same time; senders reconnect.
+    runner = web.AppRunner(server.app(), access_log=None, keepalive_timeout=body_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
