@@ -203,7 +203,7 @@ class IngestServer:
     def _key_ok(self, request: web.Request) -> bool:
         auth = request.headers.get("Authorization", "")
         given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-        given_bytes = given.encode()
+        given_bytes = given.encode("utf-8", "surrogatepass")  # undecodable bytes arrive as lone surrogates: a 401
         # Compare with every key, no early exit, so timing does not reveal which key nearly matched.
         matched = False
         for key in self.api_keys:
