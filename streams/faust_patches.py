@@ -292,7 +292,7 @@ def patch_classes() -> None:
 
 
 def patch_app(app: Any, settings: Settings | None = None) -> None:
-    """The per-app patch (3), for an app built after `patch_classes()`; and the fetch wait of patch 1 from
+    """The per-app patches (3, 6), for an app built after `patch_classes()`; and the fetch wait of patch 1 from
     `settings` (without: the environment's settings)."""
     if settings is not None:
         setattr(app, FETCH_WAIT_ATTRIBUTE, settings.fetch_max_wait_ms)
