@@ -37,6 +37,19 @@ from tokenmeter.events import UsageEvent
 
 log = logging.getLogger("tokenmeter.collect.file")
 
+# Longest line read. readline() had no limit: a 2 GB line without its newline was read whole into memory at every
+# poll (hostile24). Longer lines are skipped to their newline, never held, and dead-lettered with their length.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+_SCAN_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OverlongLine:
+    """A line longer than the limit, in place of its text: its first bytes (for the dead letter) and its length."""
+
+    head: bytes
+    length: int
+
 
 @dataclass
 class Checkpoint:
@@ -75,13 +88,16 @@ class OpenFile:
     offset: int
     line: int
     finishing: bool = False  # a rotated-away file: read to its end, then move on
+    scanned: int = 0  # an overlong line at `offset` has no newline before this offset (not scanned again)
 
 
 class FileTailer:
     def __init__(self, path: Path, dialect: str | None, checkpoint_path: Path, sink: KafkaSink, *,
                  mapping: AttributionMapping | None = None, batch_lines: int = 2000, poll_interval: float = 0.25,
-                 exit_at_eof: bool = False, log_every_s: float = 30.0, fetch_wait: dict[str, int] | None = None):
+                 exit_at_eof: bool = False, log_every_s: float = 30.0, fetch_wait: dict[str, int] | None = None,
+                 max_line_bytes: int = MAX_LINE_BYTES):
         self.path = path
+        self.max_line_bytes = max_line_bytes
         self.dialect = dialect
         self.label = dialect or "auto"
         self.checkpoint_path = checkpoint_path
@@ -129,7 +145,7 @@ class FileTailer:
                     continue
                 if self._truncated(current):
                     log.warning("%s was truncated; reading it again from the start", self.path)
-                    current.offset = current.line = 0
+                    current.offset = current.line = current.scanned = 0
                     current.handle.seek(0)
                     continue
                 if self.exit_at_eof:
@@ -189,26 +205,58 @@ class FileTailer:
             return pending["end"]
         return None
 
-    def _read_lines(self, current: OpenFile, final: bool, until: int | None = None) -> list[tuple[int, bytes, int]]:
+    def _read_lines(self, current: OpenFile, final: bool, until: int | None = None
+                    ) -> list[tuple[int, bytes | OverlongLine, int]]:
         """Up to batch_lines complete lines as (line number, text, end offset); a partial last line waits
         for its newline unless the file is final (rotated away). With `until`, exactly the lines up to that
-        offset (the pending batch of a killed run, whatever batch_lines is now)."""
-        out: list[tuple[int, bytes, int]] = []
+        offset (the pending batch of a killed run, whatever batch_lines is now). A line longer than
+        max_line_bytes comes as an OverlongLine once its end is known."""
+        out: list[tuple[int, bytes | OverlongLine, int]] = []
         position, number = current.offset, current.line
         current.handle.seek(position)
         while (len(out) < self.batch_lines) if until is None else (position < until):
-            raw = current.handle.readline()
-            if not raw or (not raw.endswith(b"\n") and not final and until is None):
-                break
-            position += len(raw)
+            raw: bytes | OverlongLine = current.handle.readline(self.max_line_bytes + 1)
+            if len(raw) > self.max_line_bytes and not raw.endswith(b"\n"):
+                end = self._overlong_end(current, position, final or until is not None)
+                if end is None:
+                    break  # its newline has not been written yet
+                raw = OverlongLine(raw[:1024], end - position)
+                size = end - position
+                current.handle.seek(end)
+            else:
+                if not raw or (not raw.endswith(b"\n") and not final and until is None):
+                    break
+                size = len(raw)
+            position += size
             number += 1
             out.append((number, raw, position))
         return out
 
-    def _convert(self, current: OpenFile, lines: list[tuple[int, bytes, int]], events: list[UsageEvent],
+    def _overlong_end(self, current: OpenFile, start: int, final: bool) -> int | None:
+        """The offset after the newline of the overlong line at `start` (the file's end when final), reading in
+        chunks from where an earlier poll stopped; None while its newline is still to come."""
+        position = max(start + self.max_line_bytes + 1, current.scanned if current.offset == start else 0)
+        current.handle.seek(position)
+        while chunk := current.handle.read(_SCAN_CHUNK):
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return position + newline + 1
+            position += len(chunk)
+        if final:
+            return position
+        if current.offset == start:
+            current.scanned = position
+        return None
+
+    def _convert(self, current: OpenFile, lines: list[tuple[int, bytes | OverlongLine, int]], events: list[UsageEvent],
                  letters: list[dict[str, Any]]) -> None:
         counters = self.sink.counters
         for number, raw, _ in lines:
+            if isinstance(raw, OverlongLine):
+                counters.count(self.label, "read")
+                letters.append(self._letter(f"line {number}: {raw.length} bytes, longer than the "
+                                            f"{self.max_line_bytes} byte limit: not read", raw.head, current, number))
+                continue
             if not raw.strip():
                 continue
             counters.count(self.label, "read")
@@ -226,7 +274,7 @@ class FileTailer:
             events.extend(found)
 
     # Shipping ----------------------------------------------------------------------------------------
-    async def _ship(self, current: OpenFile, lines: list[tuple[int, bytes, int]], stop: asyncio.Event) -> bool:
+    async def _ship(self, current: OpenFile, lines: list[tuple[int, bytes | OverlongLine, int]], stop: asyncio.Event) -> bool:
         """Parse, publish, dead-letter, then checkpoint. False when stopped before Kafka acknowledged."""
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []

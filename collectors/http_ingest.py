@@ -11,10 +11,12 @@ Routes
 Answers: 202 {"accepted": N, "skipped": M} once Kafka acknowledged every event (OTLP gets 200 and an empty
 ExportTraceServiceResponse in the request's encoding, as the OTLP spec asks); 400 {"error", "errors": [{index,
 path, reason}]} for bad input to /v1/events; 401 bad/missing key; 408 when the body does not arrive within
-TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS (the connection is closed: a slow client cannot hold it); 413 body too
+TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS (the connection is closed: a slow client cannot hold it; a connection
+whose request head does not arrive within that time is closed without an answer); 413 body too
 large (--max-body-bytes / TOKENMETER_COLLECT_MAX_BODY_BYTES); 415 a Content-Type the route does not read
 (JSON, JSON lines, CloudEvents, OTLP protobuf: see ROUTE_TYPES); 503 + Retry-After when Kafka does not
-acknowledge. A request to /v1/events with any bad record is rejected WHOLE (nothing written): the sender fixes
+acknowledge. A body of more than MAX_RECORDS_PER_REQUEST records (array entries or lines) is a 400 naming the limit.
+A request to /v1/events with any bad record is rejected WHOLE (nothing written): the sender fixes
 or drops the listed records and re-sends, and since event ids are deterministic a re-send never double counts.
 
 /v1/logs/{dialect} and /v1/traces are what gateways and OTel exporters post, and none of them re-sends a corrected
@@ -56,6 +58,9 @@ ROUTE_TYPES = {  # Content-Types each route reads; anything else (text/plain, fo
     "/v1/logs/{dialect}": JSON_TYPES,
 }
 DEFAULT_BODY_TIMEOUT_S = 10.0
+# Records in one request body. Real batches are far smaller (APISIX 1000, OTel 512 spans, a 5 MB body holds a few
+# thousand gateway entries); a body of a million `1`s took the event loop for 77 s and 2.2 GB (hostile24).
+MAX_RECORDS_PER_REQUEST = 100_000
 
 
 @dataclass
@@ -88,13 +93,20 @@ def split_records(body: bytes, content_type: str, dialect: str | None) -> list[A
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     batches = dialect is None or DIALECTS[dialect].arrays_are_batches
     if isinstance(value, list) and batches:
-        return value
+        return _counted(value)
     return [value]
+
+
+def _counted(records: list[Any]) -> list[Any]:
+    if len(records) > MAX_RECORDS_PER_REQUEST:
+        raise BadRequest(f"body holds {len(records)} records; at most {MAX_RECORDS_PER_REQUEST} per request: "
+                         "send smaller batches")
+    return records
 
 
 def _lines(body: bytes) -> list[Any]:
     records, errors = [], []
-    for number, line in enumerate(body.splitlines()):
+    for number, line in enumerate(_counted(body.splitlines())):
         if not line.strip():
             continue
         try:
@@ -127,8 +139,8 @@ def parse_keeping(records: list[Any], dialect: str | None, mapping: AttributionM
         for index, record in enumerate(records):
             try:
                 found = parse_record(record, dialect, mapping, encoded=True)
-            except DialectError as exc:
-                failures.append((index, exc))
+            except DialectError as exc:  # kept without its frames: ~1.9 KB each, a million in one hostile body
+                failures.append((index, exc.with_traceback(None)))
                 events.extend(exc.partial)
                 continue
             skipped += not found
@@ -191,7 +203,7 @@ class IngestServer:
     def _key_ok(self, request: web.Request) -> bool:
         auth = request.headers.get("Authorization", "")
         given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-        given_bytes = given.encode()
+        given_bytes = given.encode("utf-8", "surrogatepass")  # undecodable bytes arrive as lone surrogates: a 401
         # Compare with every key, no early exit, so timing does not reveal which key nearly matched.
         matched = False
         for key in self.api_keys:
@@ -365,7 +377,10 @@ async def serve_http(sink: KafkaSink, host: str, port: int, api_keys: list[str],
                     "Use --api-key / --api-keys-file (TOKENMETER_COLLECT_API_KEYS) in production. !!!", host, port)
     await sink.start()
     server = IngestServer(sink, api_keys, max_body_bytes, mapping, body_timeout_s)
-    runner = web.AppRunner(server.app(), access_log=None)
+    # keepalive_timeout bounds the wait for a request head too (aiohttp closes a connection still waiting for one):
+    # its default, 3630 s, let a client hold a connection with half a head or nothing (hostile24). An idle keep-alive
+    # connection is closed after the same time; senders reconnect.
+    runner = web.AppRunner(server.app(), access_log=None, keepalive_timeout=body_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -121,7 +121,10 @@ def _guard() -> Any:
     session = _sessions().get(flask.session.get("sid"))
     principal = store.principal(session.user) if session else None
     if principal is None and path.startswith("/api/"):
-        basic = flask.request.authorization
+        try:
+            basic = flask.request.authorization
+        except ValueError:  # werkzeug's base64 decoding of non-ASCII credentials (hostile24: was a 500): none given
+            basic = None
         if basic is not None and basic.type == "basic" and basic.username:
             principal, wait = _authenticate(basic.username, basic.password or "")
             if wait:

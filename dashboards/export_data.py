@@ -33,8 +33,8 @@ def recent_months(today: date, count: int = 12) -> list[str]:
 
 def export_file(wh: Any, month: str, fmt: str, group_by: str) -> tuple[str, str, bytes]:
     """(file name, MIME type, bytes). ValueError names a bad argument."""
-    if not MONTH.match(month or ""):
-        raise ValueError(f"month must be YYYY-MM, got {month!r}")
+    if not MONTH.match(month or "") or not "0001-01" <= month <= "9999-11":  # the months Python's dates can bound
+        raise ValueError(f"month must be YYYY-MM (0001-01..9999-11), got {month!r}")
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     dims = [d for d in group_by.split(",") if d]

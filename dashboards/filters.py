@@ -10,6 +10,11 @@ DEFAULT_DAYS = 7
 # Up to this many days an hourly series stays readable; beyond it, one bar per day.
 HOURLY_MAX_DAYS = 3
 NO_TEAM_LABEL = "(no team)"
+# Days a range is clamped to: the warehouse's DateTime64 range. A range reaching year 1 or 9999 was a 500 (the
+# day after 9999-12-31 and "the period before" overflowed Python's dates; hostile24). No event is stored outside
+# it (events are accepted from 2020 to a day ahead), so the clamped answer is the whole answer.
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(2299, 12, 30)
 
 
 def _parse_date(text: str | None) -> date | None:
@@ -48,6 +53,7 @@ class Filters:
         end_day = _parse_date(end) or default.end
         if end_day < start_day:
             start_day, end_day = end_day, start_day
+        start_day, end_day = (min(max(day, FIRST_DAY), LAST_DAY) for day in (start_day, end_day))
         return cls(start=start_day, end=end_day, teams=_split_teams(teams))
 
     @classmethod

@@ -30,6 +30,10 @@ worker restarting; tests/streams/test_worker_rewind.py):
    has stopped (`Worker._sentinel_task`) stays: a worker that exited 0.1 s after its LeaveGroup, while the group
    rebalanced for another member's leave, left the embedded broker's group stuck (the next worker joined and
    re-joined every ~6 s, never assigned; /tmp/suite4/twostop1.py, docs/testing.md suite4).
+6. Idle connections to the worker API are closed after IDLE_TIMEOUT_S. Faust's web driver builds its aiohttp
+   AppRunner with the keep-alive default, 3630 s, which is also how long aiohttp waits for a request head: a
+   client sending half a head, or nothing, held the connection for an hour (hostile24). `patch_app` replaces the
+   runner (not yet set up) with one whose keepalive_timeout is IDLE_TIMEOUT_S.
 
 Upstream: faust-streaming issue #596 "A race condition in recovery causes unrecoverable gaps in acked offsets and
 consequently blocks committing" (open; the clearing of queues on resume, patch 3); #216 "Recovery without tables
@@ -71,6 +75,8 @@ REPLACED_ATTRIBUTES = [
     ("faust.tables.manager", "TableManager", "on_start"),
 ]
 PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
+    ("faust.web.drivers.aiohttp", "Web", "_runner"),  # patch 6: an instance attribute, replaced per app
+    ("faust.web.drivers.aiohttp", "Web", "web_app"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "call_thread"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "seek"),
@@ -286,11 +292,25 @@ def patch_classes() -> None:
 
 
 def patch_app(app: Any, settings: Settings | None = None) -> None:
-    """The per-app patch (3), for an app built after `patch_classes()`; and the fetch wait of patch 1 from
+    """The per-app patches (3, 6), for an app built after `patch_classes()`; and the fetch wait of patch 1 from
     `settings` (without: the environment's settings)."""
     if settings is not None:
         setattr(app, FETCH_WAIT_ATTRIBUTE, settings.fetch_max_wait_ms)
     _seek_back_records_cleared_on_resume(app)
+    _close_idle_connections(app)
+
+
+# Patch 6: seconds a connection to the worker API may stay silent (no request head, or idle between requests).
+# Faust's AppRunner keeps aiohttp's default, 3630 s: a client holding connections with half a head, or none, kept
+# them for an hour (hostile24: 100 silent sockets, none closed after 20 s). `collect http` uses its body timeout.
+IDLE_TIMEOUT_S = 30.0
+
+
+def _close_idle_connections(app: Any) -> None:
+    from aiohttp.web import AppRunner
+
+    web = app.web  # the runner is only set up when the worker starts: replacing it here is in time
+    web._runner = AppRunner(web.web_app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S)  # noqa: SLF001
 
 
 

@@ -136,7 +136,8 @@ def test_a_json_setting_that_is_not_json_names_the_variable_and_the_form(monkeyp
     monkeypatch.setenv(var, value)
     with pytest.raises(SettingsError) as err:
         load_settings()
-    assert var in str(err.value) and "JSON" in str(err.value) and value in str(err.value)
+    assert var in str(err.value) and "JSON" in str(err.value)
+    assert (value in str(err.value)) is (var != "TOKENMETER_FINANCE_NOTIFY")  # routes hold secrets (hostile24)
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 1 and var in result.output and "Traceback" not in result.output
 
@@ -148,3 +149,20 @@ def test_an_unknown_log_level_is_a_settings_error(monkeypatch):
         load_settings()
     monkeypatch.setenv("TOKENMETER_LOG_LEVEL", "DEBUG")
     assert load_settings().log_level.upper() == "DEBUG"
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("TOKENMETER_ANOMALY_NOTIFY", "slack=https://hooks.slack.com/services/T0/B0/HOOKSECRET1"),  # not JSON
+    ("TOKENMETER_FINANCE_NOTIFY", "pagerduty=PDSECRETKEY0123456789abcdef0"),
+    ("TOKENMETER_ANOMALY_NOTIFY", '[{"slack": "https://hooks.slack.com/services/T0/B0/HOOKSECRET1"}]'),  # wrong type
+    ("TOKENMETER_FINANCE_NOTIFY", '"pagerduty=PDSECRETKEY0123456789abcdef0"'),
+])
+def test_a_bad_secret_bearing_variable_is_named_without_its_value(monkeypatch, variable, value):
+    """hostile24: `up` with a route list that was not JSON printed the Slack URL / PagerDuty key in its error
+    (`(got 'pagerduty=...')`), on the terminal and in compose's logs."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert variable in message and "not shown" in message, message
+    assert "HOOKSECRET1" not in message and "PDSECRETKEY" not in message, message

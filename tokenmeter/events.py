@@ -161,12 +161,36 @@ USAGE_PARTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cac
                "reasoning_tokens")
 
 
+# Deepest nesting of content.prompt / content.tools (levels below the field; a chat message list with a tool call
+# and a JSON schema is ~10-20). The JSON writers stop near 255 levels (pydantic-core, orjson): deeper content was
+# accepted here, then every collector's sink failed to write the event, and `collect http` answered 500 to the
+# whole request (hostile24). Checked iteratively: a deep value must not recurse either.
+MAX_CONTENT_DEPTH = 100
+
+
+def _check_depth(value: Any, limit: int = MAX_CONTENT_DEPTH) -> Any:
+    level = [value]
+    for depth in range(limit + 1):
+        level = [child for item in level if isinstance(item, (dict, list))
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return value
+        if depth == limit - 1 and any(isinstance(item, (dict, list)) for item in level):
+            raise ValueError(f"nested deeper than {limit} levels")
+    return value
+
+
 class Content(_Strict):
     """Text of the call, used only to count tokens when usage is missing. Never stored downstream."""
 
     prompt: str | list[dict[str, Any]] | None = None  # plain text or chat messages
     completion: str | None = None
     tools: list[dict[str, Any]] | None = None  # tool/function definitions sent with the prompt
+
+    @field_validator("prompt", "tools", mode="before")
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        return _check_depth(value)
 
 
 class UsageEvent(_Strict):
@@ -272,6 +296,7 @@ def describe_validation_error(error: ValidationError) -> str:
 
 __all__ = [
     "ATTRIBUTION_DIMENSIONS",
+    "MAX_CONTENT_DEPTH",
     "MAX_TOOL_REQUESTS",
     "TOOL_REQUEST_KINDS",
     "CONTRACT_VERSION",

@@ -214,7 +214,7 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for item in exc.errors(include_url=False):
             name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper()
-            lines.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"{name}: {item['msg']} ({_shown(str(item['loc'][0]), item.get('input'))})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
     except SourceError as exc:  # a list or map variable that is not JSON never reaches validation
         raise SettingsError("invalid settings:\n  " + _not_json(str(exc))) from None
@@ -230,7 +230,19 @@ def _not_json(message: str) -> str:
     value = next((v for k, v in os.environ.items() if k.upper() == name), None)
     kind = typing.get_origin(Settings.model_fields[field.group(1)].annotation)
     form = '{"key": "value"}' if kind is dict else '["a", "b"]'
-    return f"{name}: must be JSON, e.g. {form} (got {value!r})"
+    return f"{name}: must be JSON, e.g. {form} ({_shown(field.group(1), value)})"
+
+
+# Settings whose values hold secrets: webhook URLs and routing keys (the notify lists), keys and tokens. An error
+# names the variable, never the value (hostile24: a route list that was not JSON was printed with its Slack URL).
+SECRET_SETTINGS = frozenset({"anomaly_notify", "finance_notify", "webhook_secret", "admin_token",
+                             "dashboard_secret_key"})
+
+
+def _shown(field_name: str, value: Any) -> str:
+    if field_name in SECRET_SETTINGS:
+        return "value not shown: it may hold secrets"
+    return f"got {value!r}"
 
 
 def fetch_wait(settings: Settings | None = None) -> dict[str, int]:

@@ -45,7 +45,8 @@ def param_text(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+        # isoformat, not strftime: "%Y" writes year 1 as "1", which ClickHouse refused (a 500 on the dashboard API)
+        return value.isoformat(" ", "milliseconds")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bool):

@@ -41,8 +41,11 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     match = _MONTH.match(month.strip()) if isinstance(month, str) else None
     if not match or not 1 <= int(match[2]) <= 12:
         raise WarehouseError(f"month: {month!r} is not YYYY-MM")
-    start = datetime(int(match[1]), int(match[2]), 1, tzinfo=timezone.utc)
-    end = (start + timedelta(days=32)).replace(day=1)
+    try:  # year 0 and 9999-12 (its end) are outside Python's dates: a ValueError / OverflowError traceback before
+        start = datetime(int(match[1]), int(match[2]), 1, tzinfo=timezone.utc)
+        end = (start + timedelta(days=32)).replace(day=1)
+    except (ValueError, OverflowError):
+        raise WarehouseError(f"month: {month!r} is outside 0001-01..9999-11") from None
     return start, end
 
 

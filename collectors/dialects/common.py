@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
-from tokenmeter.events import Content, Usage
+from collectors.errors import DialectError
+from tokenmeter.events import Content, Usage, describe_validation_error
 
 # Kong route types and LiteLLM call types, folded into the operation names OTel uses.
 _OPERATIONS = {
@@ -139,7 +141,10 @@ def completion_from_response(response: Any) -> str | None:
 def content_or_none(prompt: Any, completion: Any) -> Content | None:
     if not prompt and not completion:
         return None
-    return Content(prompt=prompt or None, completion=completion or None)
+    try:
+        return Content(prompt=prompt or None, completion=completion or None)
+    except ValidationError as exc:  # a logged prompt nested deeper than MAX_CONTENT_DEPTH: this record's error
+        raise DialectError(f"content.{describe_validation_error(exc)}") from None
 
 
 # Operations priced per token, whose text the worker can count. Image, audio and rerank calls are billed per image,

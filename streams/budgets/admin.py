@@ -65,7 +65,10 @@ def bearer_ok(header: str | None, token: str) -> bool:
     """Constant-time check of an `Authorization: Bearer <token>` header."""
     text = header or ""
     given = text[7:].strip() if text[:7].lower() == "bearer " else ""
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+    # surrogatepass: aiohttp decodes a header's non-UTF-8 bytes as lone surrogates, which plain encode() refused
+    # with a 500 (hostile24); encoded this way they are bytes no valid token has
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                               token.encode("utf-8", "surrogatepass"))
 
 
 class _AdminRoutes:

@@ -81,3 +81,23 @@ def test_wrong_content_type_is_415(server, path, content_type):
     response = httpx.post(f"http://127.0.0.1:{server}{path}", content=body, headers=headers, timeout=30)
     assert response.status_code == 415, response.text
     assert "application/json" in response.json()["accepted"]
+
+
+def test_slow_or_silent_heads_are_closed_too(server):
+    """hostile24: the 408 covered a slow body only. A client that sent half a request head (or nothing) held its
+    connection for aiohttp's keep-alive default, 3630 s, so a few thousand such sockets used up the descriptors.
+    The head must now arrive within the body timeout as well."""
+    started = time.monotonic()
+    half_heads = [socket.create_connection(("127.0.0.1", server), timeout=10) for _ in range(20)]
+    for sock in half_heads:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Ty")
+    silent = [socket.create_connection(("127.0.0.1", server), timeout=10) for _ in range(20)]
+    try:
+        answers = [read_all(sock) for sock in half_heads + silent]  # socket timeout 10 s: the old server held them
+    finally:
+        for sock in half_heads + silent:
+            sock.close()
+    assert all(not a or a.startswith(b"HTTP/1.1 408") for a in answers), answers[0][:200]
+    assert time.monotonic() - started < 8
+    ok = httpx.get(f"http://127.0.0.1:{server}/healthz", timeout=30)
+    assert ok.status_code == 200

@@ -218,3 +218,27 @@ def test_the_api_groups_and_filters_by_every_report_dimension(app_and_warehouse)
     assert daily.status_code == 200, daily.get_json()
     unknown = client.get("/api/v1/spend?group_by=nope", headers=FIN).get_json()["error"]
     assert all(dim in unknown for dim in DIMENSIONS), unknown
+
+
+@pytest.mark.parametrize("query", ["start=0001-01-01&end=9999-12-31", "start=9999-12-31&end=0001-01-01",
+                                   "start=0001-01-01&end=9999-12-31&bucket=day", "start=2020-01-01&end=9999-12-31"])
+def test_far_dated_ranges_answer_the_whole_spend(app_and_warehouse, query):
+    """hostile24: a range reaching year 1 or 9999 was a 500 (the end day + 1 overflowed Python's dates; year 1 went
+    to ClickHouse as "1-01-01 ...", which it refused). Nothing is stored outside the accepted event times, so the
+    answer is the whole spend."""
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    response = client.get(f"/api/v1/spend?group_by=team&{query}", headers=FIN)
+    assert response.status_code == 200, response.data[:300]
+    assert sum(Decimal(row["cost_usd"]) for row in response.get_json()["rows"]) == TOTAL
+    overview = client.get(f"/api/v1/overview?{query}", headers=FIN)
+    assert overview.status_code == 200 and Decimal(overview.get_json()["kpis"]["cost_usd"]) == TOTAL
+
+
+@pytest.mark.parametrize("month", ["9999-12", "0001-01", "0000-01"])
+def test_an_export_of_a_far_month_is_a_clear_answer(app_and_warehouse, month):
+    app, _ = app_and_warehouse
+    response = app.server.test_client().get(f"/api/v1/export?month={month}&format=csv", headers=FIN)
+    assert response.status_code in (200, 400, 501), (response.status_code, response.data[:300])
+    if response.status_code == 400:
+        assert month in response.get_json()["error"]

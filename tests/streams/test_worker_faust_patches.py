@@ -84,3 +84,39 @@ def test_every_private_stream_attribute_take_batches_uses_is_checked():
     used = set(re.findall(r"stream\.(_[a-z_]+)", Path(batch_take.__file__).read_text()))
     checked = {attribute for module, cls, attribute in PATCHED_ATTRIBUTES if (module, cls) == ("faust.streams", "Stream")}
     assert used and used <= checked, used - checked
+
+
+def test_the_worker_api_closes_silent_connections(tmp_path, monkeypatch):
+    """Patch 6 (hostile24): the worker API kept a connection that sent half a request head, or nothing, for aiohttp's
+    keep-alive default, 3630 s. The app's own web runner, on a real socket, with the idle time shortened to 1 s."""
+    import asyncio
+    import time
+
+    from aiohttp.web import TCPSite
+
+    from streams import faust_patches
+    from streams.worker import create_worker_app
+    from tokenmeter.settings import Settings
+
+    monkeypatch.setattr(faust_patches, "IDLE_TIMEOUT_S", 1.0)
+
+    async def closed_after() -> list[float]:
+        app = create_worker_app(Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9", api_port=free_port()))
+        runner = app.web._runner
+        await runner.setup()
+        port = free_port()
+        try:
+            await TCPSite(runner, "127.0.0.1", port).start()
+            started = time.monotonic()
+            times = []
+            for head in (b"", b"GET /health HTTP/1.1\r\nHost: x\r\n"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(head)
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server, without an answer
+                times.append(time.monotonic() - started)
+                writer.close()
+            return times
+        finally:
+            await runner.cleanup()
+
+    assert all(elapsed < 8 for elapsed in asyncio.run(closed_after()))
