@@ -22,6 +22,7 @@ log = logging.getLogger("tokenmeter.demo.inbox")
 INBOX_FILE = "demo-inbox.jsonl"
 MAX_BODY = 1024 * 1024
 SHOWN = 50
+IDLE_TIMEOUT_S = 30.0  # a silent connection is closed after this (the dispatcher reconnects)
 
 
 def inbox_url(settings: Any) -> str:
@@ -90,7 +91,8 @@ async def serve(settings: Any, stop: asyncio.Event) -> None:
     from aiohttp import web
 
     inbox = Inbox(Path(settings.data_dir).resolve() / INBOX_FILE)
-    runner = web.AppRunner(inbox.app(), access_log=None)
+    # keepalive_timeout bounds the wait for a request head too (aiohttp's default held a silent client 3630 s)
+    runner = web.AppRunner(inbox.app(), access_log=None, keepalive_timeout=IDLE_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.demo_inbox_port)
     await site.start()

@@ -18,6 +18,8 @@ METRICS = (  # counter name, help, counter attribute / health key, type
     ("tokenmeter_alerts_open", "Outbox records whose deliveries are not final yet.", "open_alerts", "gauge"),
 )
 
+IDLE_TIMEOUT_S = 30.0  # a connection silent this long is closed; Prometheus and health checks reconnect
+
 
 def metrics_text(health: dict[str, Any]) -> str:
     lines = []
@@ -27,7 +29,7 @@ def metrics_text(health: dict[str, Any]) -> str:
 
 
 @asynccontextmanager
-async def serve(dispatcher: Any, host: str, port: int) -> AsyncIterator[None]:
+async def serve(dispatcher: Any, host: str, port: int, idle_timeout_s: float = IDLE_TIMEOUT_S) -> AsyncIterator[None]:
     async def health(_: web.Request) -> web.Response:
         return web.json_response(dispatcher.health())
 
@@ -37,7 +39,9 @@ async def serve(dispatcher: Any, host: str, port: int) -> AsyncIterator[None]:
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
+    # keepalive_timeout also bounds the wait for a request head: aiohttp's default, 3630 s, let a client that sends
+    # nothing (or half a head) hold a connection for an hour (hostile24 found it on the other servers)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle_timeout_s)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
