@@ -18,6 +18,8 @@ snapshot has the running bucket's sums but not its calls: the calls before a res
 
 from __future__ import annotations
 
+import math
+
 from .detectors import KIND_DIMS
 from .gating import AnomalyUpdate
 
@@ -29,8 +31,9 @@ class EarlySizes:
     """Mixin of AnomalyEngine (uses `self.cfg`, `self.agg`, `self.scopes`, the rules' CUSUM, `_open_early`)."""
 
     # The oldest open bucket's walk so far: [bucket, calls judged, {scope: [calls, sum of scores, of log outputs, of
-    # keys' means] or None when the scope is not judged}]. Rebuilt from its first call when the oldest bucket changes
-    # (the close before it changed the keys' distributions and the scopes' CUSUMs).
+    # keys' means, state, its CUSUM faded to this bucket, h] or None when not judged}, {api key: (mean, sd) or None}].
+    # Rebuilt from its first call when the oldest bucket changes (the close before it changed the keys' distributions
+    # and the scopes' CUSUMs; until then they are fixed, so each is read once per bucket, not once per call).
     _size_walk: list | None = None
 
     def _early_sizes(self, updates: list[AnomalyUpdate]) -> None:
@@ -40,41 +43,47 @@ class EarlySizes:
         calls = self.agg.calls.get(bucket)
         walk = self._size_walk
         if walk is None or walk[0] != bucket:
-            walk = self._size_walk = [bucket, 0, {}]
+            walk = self._size_walk = [bucket, 0, {}, {}]
         if not calls or walk[1] >= len(calls):
             return
-        sums, min_calls, dims, warmup = walk[2], cfg.tpr_key_min_calls, KIND_DIMS["tokens_per_request"], cfg.warmup_buckets
-        unseen = _UNSEEN
+        sums, keys, min_calls, k = walk[2], walk[3], cfg.tpr_key_min_calls, cfg.tpr_cusum_k
+        dims, warmup, unseen = KIND_DIMS["tokens_per_request"], cfg.warmup_buckets, _UNSEEN
         earliest, latest = bucket + cfg.grace_s, bucket + cfg.bucket_s + cfg.grace_s
         found, newest = [], 0
         for second, key, log_out in calls[walk[1]:]:
-            newest = max(newest, second)
-            owner = scopes.get(("api_key", key[4]))
-            if owner is None or owner.out_log[0] < min_calls:
-                continue  # (as in the fan-out: a key without a distribution of its own scores nothing)
-            mu = owner.out_log[1]
-            z = (log_out - mu) / owner.out_sd()
+            if second > newest:
+                newest = second
+            dist = keys.get(key[4], unseen)
+            if dist is unseen:
+                owner = scopes.get(("api_key", key[4]))
+                # (as in the fan-out: a key without a distribution of its own scores nothing)
+                ok = owner is not None and owner.out_log[0] >= min_calls
+                dist = keys[key[4]] = (owner.out_log[1], owner.out_sd()) if ok else None
+            if dist is None:
+                continue
+            mu = dist[0]
+            z = (log_out - mu) / dist[1]
             for dim, value in zip(DIMS, key[1:6]):
                 if not value:
                     continue
-                scope = (dim, value)
-                s = sums.get(scope, unseen)
+                s = sums.get((dim, value), unseen)
                 if s is unseen:
-                    st = scopes.get(scope)
+                    st = scopes.get((dim, value))
                     judged = st is not None and dim in dims and st.age >= warmup and "tokens_per_request" not in st.open
-                    s = sums[scope] = [0, 0.0, 0.0, 0.0, st] if judged else None
+                    s = sums[(dim, value)] = [0, 0.0, 0.0, 0.0, st, *self._cusum_base(st, bucket)] if judged else None
                 if s is None:
                     continue
                 s[0] += 1
                 s[1] += z
                 s[2] += log_out
                 s[3] += mu
-                cusum, step, h = self._cusum_step(s[4], s[0], s[1], bucket)
-                if cusum >= h and step > 0:
+                # `_cusum_step`'s arithmetic: S = faded S + the step clipped to 3 sqrt(n) reaches h, the step positive
+                step = s[1] - k * s[0]
+                if step > 0 and s[5] + step >= s[6] and s[5] + min(step, 3.0 * math.sqrt(s[0])) >= s[6]:
                     # Opened at this call: its time (the newest call judged), within the bounds above.
                     found.append((s[4], bucket, self._size_verdict("strong", s[0], s[2], s[3]),
                                   min(max(newest, earliest), latest)))
-                    sums[scope] = None  # (open now: the close extends it)
+                    sums[(dim, value)] = None  # (open now: the close extends it)
         walk[1] = len(calls)
         if found:
             found.sort(key=lambda f: (f[0].dim, f[0].value))
