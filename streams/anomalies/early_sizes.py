@@ -31,13 +31,14 @@ class EarlySizes:
     """Mixin of AnomalyEngine (uses `self.cfg`, `self.agg`, `self.scopes`, the rules' CUSUM, `_open_early`)."""
 
     # The oldest open bucket's walk so far: [bucket, calls judged, {scope: [calls, sum of scores, of log outputs, of
-    # keys' means, state, its CUSUM faded to this bucket, h] or None when not judged}, {api key: (mean, sd) or None}].
-    # Rebuilt from its first call when the oldest bucket changes (the close before it changed the keys' distributions
-    # and the scopes' CUSUMs; until then they are fixed, so each is read once per bucket, not once per call).
+    # keys' means, state, its CUSUM faded to this bucket, h, still judged] or None when not judged}, {raw key: (its
+    # key's mean, sd, the sums of its judged scopes) or None}]. Rebuilt from its first call when the oldest bucket
+    # changes (the close before it changed the keys' distributions and the scopes' CUSUMs; until then they are fixed,
+    # so each is read once per bucket and raw key, not once per call).
     _size_walk: list | None = None
 
     def _early_sizes(self, updates: list[AnomalyUpdate]) -> None:
-        cfg, bucket, scopes = self.cfg, self.next_close, self.scopes
+        cfg, bucket = self.cfg, self.next_close
         if "tokens_per_request" not in cfg.early_kinds or bucket is None:
             return
         calls = self.agg.calls.get(bucket)
@@ -46,32 +47,21 @@ class EarlySizes:
             walk = self._size_walk = [bucket, 0, {}, {}]
         if not calls or walk[1] >= len(calls):
             return
-        sums, keys, min_calls, k = walk[2], walk[3], cfg.tpr_key_min_calls, cfg.tpr_cusum_k
-        dims, warmup, unseen = KIND_DIMS["tokens_per_request"], cfg.warmup_buckets, _UNSEEN
+        rows, k, unseen = walk[3], cfg.tpr_cusum_k, _UNSEEN
         earliest, latest = bucket + cfg.grace_s, bucket + cfg.bucket_s + cfg.grace_s
         found, newest = [], 0
         for second, key, log_out in calls[walk[1]:]:
             if second > newest:
                 newest = second
-            dist = keys.get(key[4], unseen)
-            if dist is unseen:
-                owner = scopes.get(("api_key", key[4]))
-                # (as in the fan-out: a key without a distribution of its own scores nothing)
-                ok = owner is not None and owner.out_log[0] >= min_calls
-                dist = keys[key[4]] = (owner.out_log[1], owner.out_sd()) if ok else None
-            if dist is None:
+            row = rows.get(key, unseen)
+            if row is unseen:
+                row = rows[key] = self._size_row(key, walk[2])
+            if row is None:
                 continue
-            mu = dist[0]
-            z = (log_out - mu) / dist[1]
-            for dim, value in zip(DIMS, key[1:6]):
-                if not value:
-                    continue
-                s = sums.get((dim, value), unseen)
-                if s is unseen:
-                    st = scopes.get((dim, value))
-                    judged = st is not None and dim in dims and st.age >= warmup and "tokens_per_request" not in st.open
-                    s = sums[(dim, value)] = [0, 0.0, 0.0, 0.0, st, *self._cusum_base(st, bucket)] if judged else None
-                if s is None:
+            mu, sd, targets = row
+            z = (log_out - mu) / sd
+            for s in targets:
+                if not s[7]:
                     continue
                 s[0] += 1
                 s[1] += z
@@ -83,8 +73,29 @@ class EarlySizes:
                     # Opened at this call: its time (the newest call judged), within the bounds above.
                     found.append((s[4], bucket, self._size_verdict("strong", s[0], s[2], s[3]),
                                   min(max(newest, earliest), latest)))
-                    sums[(dim, value)] = None  # (open now: the close extends it)
+                    s[7] = False  # (open now: the close extends it)
         walk[1] = len(calls)
         if found:
             found.sort(key=lambda f: (f[0].dim, f[0].value))
             self._open_early(found, "tokens_per_request", self.agg.open.get(bucket, {}), updates)
+
+    def _size_row(self, key: tuple, sums: dict) -> tuple | None:
+        """(mean, sd of the call's key, the running sums of the scopes it counts for), or None when its key has no
+        distribution of its own (as in the fan-out: it scores nothing) or none of its scopes is judged."""
+        cfg, scopes, bucket = self.cfg, self.scopes, self._size_walk[0]
+        owner = scopes.get(("api_key", key[4]))
+        if owner is None or owner.out_log[0] < cfg.tpr_key_min_calls:
+            return None
+        dims, targets = KIND_DIMS["tokens_per_request"], []
+        for dim, value in zip(DIMS, key[1:6]):
+            if not value:
+                continue
+            s = sums.get((dim, value), _UNSEEN)
+            if s is _UNSEEN:
+                st = scopes.get((dim, value))
+                judged = (st is not None and dim in dims and st.age >= cfg.warmup_buckets
+                          and "tokens_per_request" not in st.open)
+                s = sums[(dim, value)] = [0, 0.0, 0.0, 0.0, st, *self._cusum_base(st, bucket), True] if judged else None
+            if s is not None:
+                targets.append(s)
+        return (owner.out_log[1], owner.out_sd(), targets) if targets else None
