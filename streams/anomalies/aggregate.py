@@ -64,12 +64,27 @@ def epoch_seconds(ts) -> float:
     return parsed.timestamp()
 
 
+def second_of(ts, minute: int) -> int:
+    """Epoch second of an event time whose UTC minute is known (`minute_of`): its seconds read off a UTC string."""
+    utc = isinstance(ts, str) and len(ts) >= 19 and ts[16] == ":" and (ts[-1] == "Z" or ts.endswith("+00:00"))
+    if minute >= 0 and utc:
+        seconds = ts[17:19]
+        if seconds.isdigit():
+            return minute + int(seconds)
+    return int(epoch_seconds(ts))
+
+
 class BucketAggregator:
     """Open buckets of raw aggregates, plus a cache from a UTC minute prefix to its epoch second."""
 
-    def __init__(self, bucket_s: int):
+    def __init__(self, bucket_s: int, keep_calls: bool = False):
         self.bucket_s = bucket_s
         self.open: dict[int, dict[tuple, list[int]]] = {}
+        # With `keep_calls`: per open bucket, its ok priced calls of an API key in arrival order, as (epoch second, raw
+        # key, log(1 + output tokens)): tokens per request is judged after each call (early_sizes.py), and a bucket's
+        # sums cannot say which call crossed the threshold, nor when it came. Dropped when the bucket closes.
+        self.keep_calls = keep_calls
+        self.calls: dict[int, list[tuple]] = {}
         # event ids per open bucket: an event delivered twice (at-least-once upstream) is counted once
         self.seen: dict[int, set] = {}
         self.duplicates = 0
@@ -149,9 +164,15 @@ class BucketAggregator:
             agg[MAXOUT] = tout
         if tin + tout > agg[MAXTOK]:
             agg[MAXTOK] = tin + tout
+        lo = 0.0
         if tout > 0:
             lo = log1p(tout)
             agg[LOGOUT] += lo
             agg[LOGSQ] += lo * lo
+        if self.keep_calls and not error and not unpriced and key[4]:
+            calls = self.calls.get(bucket)
+            if calls is None:
+                calls = self.calls[bucket] = []
+            calls.append((second_of(event["ts"], minute), key, lo))
         if unpriced and model not in self.unpriced_reasons:
             self.unpriced_reasons[model] = str(event.get("unpriced_reason") or "no price for this model")

@@ -47,10 +47,9 @@ class Config:
     close_after: int = 3  # normal buckets in a row before it closes
     # Kinds judged on the running bucket too, as soon as its evidence suffices (early.py, early_shifts.py): a verdict
     # that would open at the close opens before the bucket closes. () judges every kind at the close only.
-    # "tokens_per_request" (early_sizes.py) is not on by default: judged on every partial bucket, the CUSUM looks
-    # more often and raised more chance alarms on broad scopes (held-out sparse seed 34: a project's early crossing
-    # that its bucket's later calls pulled back; docs/anomalies.md, shift19).
-    early_kinds: tuple = ("error_rate", "model_shift")
+    # "tokens_per_request" (early_sizes.py) is judged after each call, alerted at the call that crossed (tpr23: sparse
+    # seed 21's changes crossed 2.9-6.7 minutes before the close that alerted them).
+    early_kinds: tuple = ("error_rate", "model_shift", "tokens_per_request")
     # Cold start: a scope's first two days raise only absolute-floor kinds (bursts of a new key, unpriced usage).
     # Two, because a scope's first UTC day can be its local weekend.
     warmup_buckets: int = 576

@@ -74,17 +74,18 @@ class EarlyChecks:
                          updates)
 
     def _open_early(self, found: list, kind: str, raw: dict, updates: list[AnomalyUpdate]) -> None:
-        """Open the (scope state, running bucket, verdict) triples of `kind` as a close would, explained together over
-        the aggregate rows `raw` (one alert per incident); shared by every early check (early_shifts.py,
+        """Open the (scope state, running bucket, verdict[, detection time]) of `kind` as a close would, explained
+        together over the aggregate rows `raw` (one alert per incident); shared by every early check (early_shifts.py,
         early_sizes.py)."""
         cfg = self.cfg
         saved_now, saved_opened, saved_raw = self._now, self._opened, self._raw
         self._opened, self._raw = [], raw
         try:
             newest = max(self.sources.values(), default=self.watermark)
-            for st, bucket, v in found:
-                # Detection time in event time: the end of the newest minute read (never after the bucket's close).
-                self._now = min(max(newest, bucket) + 60, bucket + cfg.bucket_s + cfg.grace_s)
+            for st, bucket, v, *at in found:
+                # Detection time in event time: the end of the newest minute read (never after the bucket's close), or
+                # the time of the call that concluded it when the check knows it (early_sizes.py: judged per call).
+                self._now = at[0] if at else min(max(newest, bucket) + 60, bucket + cfg.bucket_s + cfg.grace_s)
                 self._track(st, kind, kind, v, bucket, updates, f"{st.dim} {st.value}")
             if self._opened:
                 for *_, anomaly, _update in self._opened:

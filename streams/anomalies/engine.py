@@ -33,7 +33,7 @@ SNAPSHOT_VERSION = 1
 class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, EarlyShifts, EarlySizes):
     def __init__(self, config: Config | None = None):
         self.cfg = config or Config()
-        self.agg = BucketAggregator(self.cfg.bucket_s)
+        self.agg = BucketAggregator(self.cfg.bucket_s, keep_calls="tokens_per_request" in self.cfg.early_kinds)
         self.scopes: dict[tuple[str, str], ScopeState] = {}
         self.next_close: int | None = None  # start of the oldest bucket not closed yet
         self.started: int = 0  # the first bucket this engine closed (its own warm-up)
@@ -149,6 +149,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
             self.started = bucket
         raw = self.agg.open.pop(bucket, {})
         self.agg.seen.pop(bucket, None)
+        self.agg.calls.pop(bucket, None)
         self.stats["duplicate_events"] = self.agg.duplicates
         per_scope = self._fan_out(raw)
         self._raw, self._raw_by_model = raw, None  # (which keys called a model: `_new_model_takeover`)

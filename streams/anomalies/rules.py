@@ -252,26 +252,31 @@ class KindRules:
     def _cusum_step(self, st: ScopeState, n: int, zsum: float, bucket: int) -> tuple[float, float, float]:
         """(the CUSUM after `n` calls scoring `zsum` in `bucket`, the bucket's clipped step, the threshold h). Pure:
         judged at a bucket's close (which keeps the result) and on the running bucket (early_sizes.py)."""
-        cfg, cusum, step = self.cfg, st.cusum, 0.0
+        faded, h = self._cusum_base(st, bucket)
+        if not n:
+            return st.cusum, 0.0, h
+        step = zsum - self.cfg.tpr_cusum_k * n
+        bound = 3.0 * math.sqrt(n)
+        step = bound if step > bound else (-bound if step < -bound else step)
+        return min(max(0.0, faded + step), 2 * h), step, h
+
+    def _cusum_base(self, st: ScopeState, bucket: int) -> tuple[float, float]:
+        """(the scope's CUSUM faded over its pause before `bucket`, its threshold h): what a bucket's calls add to."""
+        cfg, cusum = self.cfg, st.cusum
         # The threshold follows the scope's volume, so chance alarms are bounded per day, not per call: the CUSUM's
         # in-control run length grows about as e^(2 k h) = e^h, hence h + ln(calls per day / 100) (~190 days between
         # chance alarms at any volume). Quieter scopes too, down to `tpr_cusum_h_min`: kept at h = 8 they waited for
         # ~13 changed calls where ~10 do at the same budget (sparse seed 8, search-agent: 173 -> 68 minutes).
         per_day = st.out_rate[1] * 86400 / OUT_RATE_TAU_S
         h = max(cfg.tpr_cusum_h_min, cfg.tpr_cusum_h + math.log(max(per_day, 1e-9) / 100))
-        if n:
-            if cusum and cfg.tpr_cusum_half_life_s:
-                # Evidence fades while the scope is silent (`out_rate[0]`: its last bucket with calls, learnt after
-                # this judgement): sums of small excesses over days, or a change that ended yesterday, are not a
-                # template change now.
-                pause = bucket - st.out_rate[0] - cfg.tpr_cusum_fade_after_s
-                if pause > 0:
-                    cusum *= 0.5 ** (pause / cfg.tpr_cusum_half_life_s)
-            step = zsum - cfg.tpr_cusum_k * n
-            bound = 3.0 * math.sqrt(n)
-            step = bound if step > bound else (-bound if step < -bound else step)
-            cusum = min(max(0.0, cusum + step), 2 * h)
-        return cusum, step, h
+        if cusum and cfg.tpr_cusum_half_life_s:
+            # Evidence fades while the scope is silent (`out_rate[0]`: its last bucket with calls, learnt after
+            # this judgement): sums of small excesses over days, or a change that ended yesterday, are not a
+            # template change now.
+            pause = bucket - st.out_rate[0] - cfg.tpr_cusum_fade_after_s
+            if pause > 0:
+                cusum *= 0.5 ** (pause / cfg.tpr_cusum_half_life_s)
+        return cusum, h
 
     def _size_verdict(self, state: str, n: int, log_sum: float, mu_sum: float) -> Verdict:
         if not n:
