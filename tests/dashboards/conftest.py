@@ -2,15 +2,8 @@
 
 dash_duo's threaded server takes ports from one class counter that starts at 58050 in every process, so the four
 xdist workers asked for the same ports: a start found its port taken, retried the next two and gave up ("threaded
-server failed to start", seen in a CI run and in a loaded `-n 4` run of tests/dashboards). Each file's servers
-start on a port the OS handed out for that file instead.
-
-One port per file, not per test: the file's tests share one Chromium (below), and Chromium keeps a script it has
-compiled (Dash's renderer, React, plotly.js) for its origin, scheme://host:port. A test's first page load on an
-origin the browser has not seen cost the renderer ~1.9 CPU-s, a load on a known one 0.4-0.5, also after that
-origin's server was stopped and started again (docs/testing.md, suite23). Only Dash's fingerprinted static files
-are cached; pages, layouts and callbacks are not. If the port was taken meanwhile, the runner takes the next one
-(a cold load, as before)."""
+server failed to start", seen in a CI run and in a loaded `-n 4` run of tests/dashboards). Each test's server
+starts on a port the OS just handed out instead."""
 
 from __future__ import annotations
 
@@ -19,17 +12,11 @@ import pytest
 from tokenmeter.settings import free_port
 
 
-@pytest.fixture(scope="module")
-def _file_dash_port() -> int:
-    return free_port()
-
-
 @pytest.fixture(autouse=True)
-def _dash_server_port(_file_dash_port):
+def _dash_server_port():
     from dash.testing.application_runners import BaseDashRunner
 
-    # the runner has no port option for dash_duo.start_server, and it moves its counter on after every start
-    BaseDashRunner._next_port = _file_dash_port  # noqa: SLF001
+    BaseDashRunner._next_port = free_port()  # noqa: SLF001 - the runner has no port option for dash_duo.start_server
     yield
 
 
@@ -40,11 +27,6 @@ def _dash_server_port(_file_dash_port):
 # about:blank, no cookies (the login's session cookie is per host, not per port), the last server's storage cleared,
 # the default window size, an empty console log and downloads going to this test's own directory.
 WINDOW_SIZE = (1400, 1000)  # tests/conftest.py's --window-size
-# What a page can store and read back, cleared after each test: every storage type of CDP's Storage domain but
-# "all", which also empties the HTTP cache and with it the scripts compiled for the origin (the file's one port,
-# above). The HTTP cache holds only Dash's fingerprinted static files: the same bytes for every app of the run.
-SITE_STORAGE = ",".join(("cookies", "file_systems", "indexeddb", "local_storage", "shader_cache", "websql",
-                         "service_workers", "cache_storage", "interest_groups", "shared_storage", "storage_buckets"))
 
 
 @pytest.fixture(scope="module")  # not the session: an idle Chromium still uses ~0.005 CPU-s a second
@@ -98,7 +80,7 @@ def dash_duo(request, dash_thread_server, tmpdir, _one_chromium):
             try:  # what this server's pages stored goes with it; the browser stays for the next test
                 if self.server.started:
                     self.driver.execute_cdp_cmd("Storage.clearDataForOrigin", {
-                        "origin": self.server.url.rstrip("/"), "storageTypes": SITE_STORAGE})
+                        "origin": self.server.url.rstrip("/"), "storageTypes": "all"})
                 self.driver.get("about:blank")
             except WebDriverException:
                 _one_chromium.pop("driver", None)

