@@ -92,10 +92,8 @@ def worker(role: str | None) -> None:
 def load() -> None:
     """Consume priced events and insert them into the warehouse (deduplicated on event_id)."""
     from streams import load_book
-    from streams.allocator import keep_arrow_freed_memory
     from warehouse import run_loader
 
-    keep_arrow_freed_memory()  # before the first window's buffers (streams/allocator.py)
     s = _settings()
     configure_logging(s)
     book = load_book(s)  # the loader records the catalog's history (cache savings use list prices)

@@ -25,7 +25,6 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 128 * 1024 * 1024
 OPERATOR_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
-ARROW_DECAY_MS = 30_000  # pyarrow's freed pages kept this long, as polars' (streams/worker.py)
 
 
 def keep_freed_memory() -> bool:
@@ -42,25 +41,4 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-def keep_arrow_freed_memory() -> bool:
-    """pyarrow's buffers from its bundled jemalloc, keeping freed pages ARROW_DECAY_MS (the loader's process).
-
-    pyarrow's default pool (mimalloc in the wheels) gave the pages of a window's freed buffers back to the kernel
-    between the loader's windows, so each 100,000-row window's build faulted its working set in again: ~0.8-1.0 µs
-    of system time per row in `build_priced`, ~0.2 with this pool (docs/warehouse.md, fast23). Buffers made before
-    the call stay in their own pool. False where pyarrow has no jemalloc or the operator chose a pool
-    (`ARROW_DEFAULT_MEMORY_POOL`): then nothing changes. Imports pyarrow: call it only where it is used anyway."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return False
-    import pyarrow as pa
-
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without jemalloc
-        return False
-    pa.jemalloc_set_decay_ms(ARROW_DECAY_MS)
-    pa.set_memory_pool(pool)
-    return True
-
-
-__all__ = ["keep_arrow_freed_memory", "keep_freed_memory"]
+__all__ = ["keep_freed_memory"]

@@ -270,9 +270,6 @@ def main() -> None:
 
     import orjson
 
-    from streams.allocator import keep_arrow_freed_memory
-
-    keep_arrow_freed_memory()  # as the loader's process (its path is timed here)
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
     load_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
     result = bench_warehouse(None, rows, load_rows=load_rows, progress=lambda m: print(m, file=sys.stderr, flush=True))

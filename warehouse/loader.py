@@ -594,11 +594,9 @@ async def _stop_quietly(awaitable: Any, what: str) -> None:
 
 def main() -> None:
     """`python -m warehouse.loader`: run the loader with the environment's settings until SIGTERM."""
-    from streams.allocator import keep_arrow_freed_memory
     from tokenmeter.cli_support import configure_logging, run_service
     from tokenmeter.settings import load_settings
 
-    keep_arrow_freed_memory()  # before the first window's buffers (streams/allocator.py)
     settings = load_settings()
     configure_logging(settings)
     run_service(lambda stop: run_loader(settings, stop=stop))
