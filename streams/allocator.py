@@ -46,9 +46,9 @@ def keep_freed_memory() -> bool:
 def keep_freed_pages() -> None:
     """Both allocators keep freed pages in this process: polars' jemalloc (`_RJEM_MALLOC_CONF`, read when polars is
     imported, so call this first; an operator's value wins) and glibc's (`keep_freed_memory`). For the loader's
-    process (fast23): each 100,000-row window's build gave its pages back and faulted them in again (polars' threads
-    0.9 -> 0.5-0.6 µs per row, the path ~1.15x per CPU second; docs/warehouse.md). The worker sets the same two
-    settings at the top of streams/worker.py."""
+    process (fast23): each 100,000-row window's build gave its pages back and faulted them in again (polars'
+    threads 0.8-1.0 -> 0.5-0.6 µs per row, the loader path a median 1.09x per CPU second; docs/warehouse.md). The
+    worker sets the same two settings at the top of streams/worker.py."""
     os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_DECAY)
     keep_freed_memory()
 
