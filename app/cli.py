@@ -102,6 +102,9 @@ def worker(role: str | None) -> None:
 @main.command()
 def load() -> None:
     """Consume priced events and insert them into the warehouse (deduplicated on event_id)."""
+    from streams.allocator import keep_freed_pages
+
+    keep_freed_pages()  # before polars loads: as warehouse/loader.py, which `streams` below may import it after
     from streams import load_book
     from warehouse import run_loader
 

@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-import numpy as np
-import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
+from streams.allocator import keep_freed_pages
+
+keep_freed_pages()  # before polars loads (below): the loader's windows keep their freed pages (streams/allocator.py)
+
+import numpy as np  # noqa: E402 - after the allocator setting
+import orjson  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 

@@ -47,3 +47,15 @@ def test_an_operators_glibc_setting_wins():
     code = "from streams.allocator import keep_freed_memory; assert keep_freed_memory() is False"
     assert faults_per_round(code, MALLOC_TRIM_THRESHOLD_="0") > 1000
     assert faults_per_round(code, GLIBC_TUNABLES="glibc.malloc.trim_threshold=0") > 1000
+
+
+def test_the_loader_process_keeps_freed_pages_of_both_allocators():
+    # fast23: the loader's 100,000-row windows gave their pages back between windows (polars' jemalloc after
+    # 0.5-1 s, glibc above its thresholds) and faulted them in again; its module sets both when imported, before
+    # polars loads (`tokenmeter load` sets them first thing too)
+    code = "import os, warehouse.loader; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+    env = {k: v for k, v in os.environ.items() if "MALLOC" not in k and k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("dirty_decay_ms:30000,muzzy_decay_ms:30000")  # polars reads the last value
+    assert faults_per_round("import warehouse.loader") < 100
