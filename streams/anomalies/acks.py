@@ -65,8 +65,8 @@ async def publish_ack(bootstrap: str, record: dict) -> None:
     """Validate and write one ack record (key = anomaly id), waiting for Kafka's acknowledgement."""
     record = ack_record(**record)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     try:
+        await producer.start()  # inside the try: a broker that is down leaves no unclosed producer behind
         await producer.send_and_wait(ANOMALY_ACKS, key=record["anomaly_id"].encode(), value=orjson.dumps(record))
     finally:
         await producer.stop()
