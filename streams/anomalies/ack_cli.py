@@ -15,6 +15,13 @@ from .detectors import KINDS
 SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
 
 
+def login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a container user without a passwd entry or LOGNAME
+        return "cli"
+
+
 def parse_scope(_ctx, _param, value: str) -> tuple[str, str]:
     dim, sep, scope_value = value.partition("=")
     if not sep or dim not in SCOPE_DIMS or not scope_value:
@@ -26,7 +33,7 @@ def parse_scope(_ctx, _param, value: str) -> tuple[str, str]:
 def target(fn):
     """The options naming what an ack record is about: the anomaly id and its kind and scope (the alert has all)."""
     fn = click.option("--note", default="", help="Why (kept with the record).")(fn)
-    fn = click.option("--by", default=getpass.getuser, show_default="your login name", help="Who acts.")(fn)
+    fn = click.option("--by", default=login_name, show_default="your login name", help="Who acts.")(fn)
     fn = click.option("--scope", required=True, callback=parse_scope,
                       help="The alert's scope as DIM=VALUE, e.g. api_key=search-k1.")(fn)
     fn = click.option("--kind", required=True, type=click.Choice(KINDS), help="The alert's kind.")(fn)
