@@ -10,6 +10,8 @@ the same kind (the team's spend spike that is one key's loop) is recorded but al
 
 from __future__ import annotations
 
+import shlex
+
 from tokenmeter.records import alert_record
 from tokenmeter.timefmt import people_utc
 
@@ -26,8 +28,8 @@ TITLES = {
 def mute_command(anomaly: dict) -> str:
     """What on-call runs to silence an anomaly's kind on its scope (`tokenmeter anomalies mute`, 24 h by default;
     the dashboard's Mute button does the same). Detection goes on; `unmute` with the same arguments lifts it."""
-    return (f"tokenmeter anomalies mute {anomaly['id']} --kind {anomaly['kind']} "
-            f"--scope {anomaly['scope_dim']}={anomaly['scope_value']}")
+    scope = shlex.quote(f"{anomaly['scope_dim']}={anomaly['scope_value']}")  # a user "Jane Doe", a team "R&D"
+    return f"tokenmeter anomalies mute {anomaly['id']} --kind {anomaly['kind']} --scope {scope}"
 
 
 def alert_for(update: AnomalyUpdate, dashboard_url: str = "") -> dict | None:

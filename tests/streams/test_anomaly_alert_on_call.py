@@ -47,3 +47,8 @@ def test_a_resolve_keeps_its_window_and_no_command():
     assert alert["summary"].startswith("Back to normal since 2026-12-06 13:50 UTC. It was: api_key search-k1")
     assert "mute" not in alert["summary"] and "mute_command" not in alert["details"]
     assert _fields(alert)["Window"] == "2026-12-06 13:20 UTC → 2026-12-06 13:50 UTC"
+
+
+def test_the_command_quotes_a_scope_a_shell_would_split():
+    alert = alert_for(AnomalyUpdate("open", {**OPEN, "scope_dim": "team", "scope_value": "R&D ops"}))
+    assert alert["details"]["mute_command"].endswith("--kind spend_rate --scope 'team=R&D ops'")
