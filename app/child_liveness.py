@@ -38,10 +38,10 @@ class LivenessProbe(threading.Thread):
         super().__init__(name="tokenmeter-liveness", daemon=True)
         self.children = children
         self.every_s = every_s
-        self._stop = threading.Event()
+        self._halt = threading.Event()  # not `_stop`: that is threading.Thread._stop, called after a fork and in join()
 
     def run(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while not self._halt.wait(self.every_s):
             for child in list(self.children()):
                 self.probe(child)
 
@@ -60,7 +60,7 @@ class LivenessProbe(threading.Thread):
             child.unanswered_since = now  # a restarted worker takes seconds (a minute under load) to answer
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
 
 def liveness_changes(children: Iterable, now: float, hung_after_s: float = HUNG_AFTER_S) -> list[str]:

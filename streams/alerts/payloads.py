@@ -115,7 +115,11 @@ def anomaly_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
         ("Observed (peak)", format_observed(d.get("observed"), unit, d.get("unpriced") is True)),
         ("Expected", expected),
     ]
-    if d.get("start") or d.get("end"):
+    if alert.get("action") == "trigger" and d.get("status") == "open" and d.get("start"):
+        # a trigger's `end` is the end of the bucket that opened it, not of the anomaly: "Window 13:20 → 13:25"
+        # read as over when it had just begun
+        fields.append(("Since", f"{people_utc(d['start'])} (ongoing)"))
+    elif d.get("start") or d.get("end"):
         fields.append(("Window", _span(d.get("start"), d.get("end"))))
     return fields
 

@@ -65,8 +65,8 @@ async def publish_ack(bootstrap: str, record: dict) -> None:
     """Validate and write one ack record (key = anomaly id), waiting for Kafka's acknowledgement."""
     record = ack_record(**record)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     try:
+        await producer.start()  # inside the try: a broker that is down leaves no unclosed producer behind
         await producer.send_and_wait(ANOMALY_ACKS, key=record["anomaly_id"].encode(), value=orjson.dumps(record))
     finally:
         await producer.stop()
@@ -82,10 +82,14 @@ class MuteTable:
 
     A mute applies to the kind and scope of the anomaly it names, so later anomalies of the same kind on the
     same scope stay silent too until `mute_until`; `unmute` lifts it; `ack` only records that someone saw it.
+    The newest mute or unmute of a scope (by its `at`) wins, whatever order the records are read in: the topic is
+    keyed by anomaly id, so a mute from one anomaly and an unmute from a later one of the same scope sit on
+    different partitions, and a restart reads partitions in fetch order (anom24).
     """
 
     def __init__(self) -> None:
         self._until: dict[tuple[str, str, str], datetime] = {}
+        self._decided_at: dict[tuple[str, str, str], datetime] = {}  # `at` of the mute/unmute in force per scope
         self.acked: dict[str, dict] = {}
         self.rejected = 0
 
@@ -99,14 +103,19 @@ class MuteTable:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.rejected += 1  # a bad ack must not stop the runner; counted and skipped
             return
-        if action == "mute":
-            until = parse_time(record.get("mute_until"))
+        until = parse_time(record.get("mute_until")) if action == "mute" else None
+        if action == "mute" and until is None:
+            self.rejected += 1
+            return
+        if action in ("mute", "unmute"):
+            at = parse_time(record.get("at")) or datetime.min.replace(tzinfo=timezone.utc)
+            if at < self._decided_at.get(key, at):
+                return  # an older decision read after a newer one (another partition): the newer one stands
+            self._decided_at[key] = at
             if until is None:
-                self.rejected += 1
-                return
-            self._until[key] = until
-        elif action == "unmute":
-            self._until.pop(key, None)
+                self._until.pop(key, None)
+            else:
+                self._until[key] = until
         elif action == "ack":
             self.acked[str(record.get("anomaly_id"))] = record
         else:

@@ -70,3 +70,9 @@ def bench(events: int) -> None:
     from .bench import observe_throughput
 
     click.echo(json.dumps(observe_throughput(events)))
+
+
+from .ack_cli import ack, mute, mutes, unmute  # noqa: E402 - the on-call commands, kept in their own module
+
+for _command in (ack, mute, unmute, mutes):
+    anomalies.add_command(_command)

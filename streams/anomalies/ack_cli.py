@@ -1,0 +1,102 @@
+"""`tokenmeter anomalies ack|mute|unmute|mutes`: what the dashboard's Acknowledge / Mute / Unmute buttons do, from a
+terminal (an on-call engineer paged in Slack or PagerDuty may not have the dashboard at hand). Each writes one ack
+record (contract in tokenmeter/records.py) to `tokenmeter.anomaly-acks`; the detector follows the topic."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from datetime import datetime, timedelta, timezone
+
+import click
+
+from .detectors import KINDS
+
+SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
+
+
+def login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a container user without a passwd entry or LOGNAME
+        return "cli"
+
+
+def parse_scope(_ctx, _param, value: str) -> tuple[str, str]:
+    dim, sep, scope_value = value.partition("=")
+    if not sep or dim not in SCOPE_DIMS or not scope_value:
+        raise click.BadParameter(f"DIM=VALUE with DIM one of {', '.join(SCOPE_DIMS)} (as the alert's scope), "
+                                 f"got {value!r}")
+    return dim, scope_value
+
+
+def target(fn):
+    """The options naming what an ack record is about: the anomaly id and its kind and scope (the alert has all)."""
+    fn = click.option("--note", default="", help="Why (kept with the record).")(fn)
+    fn = click.option("--by", default=login_name, show_default="your login name", help="Who acts.")(fn)
+    fn = click.option("--scope", required=True, callback=parse_scope,
+                      help="The alert's scope as DIM=VALUE, e.g. api_key=search-k1.")(fn)
+    fn = click.option("--kind", required=True, type=click.Choice(KINDS), help="The alert's kind.")(fn)
+    return click.argument("anomaly_id")(fn)
+
+
+def publish(action: str, anomaly_id: str, kind: str, scope: tuple[str, str], by: str, note: str,
+            mute_until: datetime | None = None) -> None:
+    from tokenmeter.cli_support import cli_settings
+    from tokenmeter.kafka_topics import broker_problem
+
+    from .acks import publish_ack
+
+    settings = cli_settings()
+    record = {"anomaly_id": anomaly_id, "kind": kind, "scope_dim": scope[0], "scope_value": scope[1],
+              "action": action, "by": by, "note": note, "mute_until": mute_until}
+    try:
+        asyncio.run(asyncio.wait_for(publish_ack(settings.bootstrap_servers, record), 30))
+    except Exception as exc:  # noqa: BLE001 - say what failed and exit 1, no traceback for a stopped stack
+        raise click.ClickException(f"not recorded: {broker_problem(exc, settings.bootstrap_servers)}") from None
+
+
+@click.command("ack")
+@target
+def ack(anomaly_id: str, kind: str, scope: tuple[str, str], by: str, note: str) -> None:
+    """Record that someone is on ANOMALY_ID (alerts go on; the dashboard shows who)."""
+    publish("ack", anomaly_id, kind, scope, by, note)
+    click.echo(f"acknowledged {anomaly_id} ({kind} on {scope[0]}={scope[1]}) by {by}")
+
+
+@click.command("mute")
+@target
+@click.option("--hours", default=24.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="How long no alert of this kind on this scope is sent (detection goes on).")
+def mute(anomaly_id: str, kind: str, scope: tuple[str, str], by: str, note: str, hours: float) -> None:
+    """Silence alerts of KIND on SCOPE for --hours (this anomaly's resolve included); detection goes on."""
+    until = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=hours)
+    publish("mute", anomaly_id, kind, scope, by, note, until)
+    click.echo(f"muted {kind} on {scope[0]}={scope[1]} until {until:%Y-%m-%d %H:%M} UTC by {by} "
+               f"(undo: tokenmeter anomalies unmute {anomaly_id} --kind {kind} --scope {scope[0]}={scope[1]})")
+
+
+@click.command("unmute")
+@target
+def unmute(anomaly_id: str, kind: str, scope: tuple[str, str], by: str, note: str) -> None:
+    """Lift a mute of KIND on SCOPE (the next anomaly there alerts again)."""
+    publish("unmute", anomaly_id, kind, scope, by, note)
+    click.echo(f"unmuted {kind} on {scope[0]}={scope[1]} by {by}")
+
+
+@click.command("mutes")
+def mutes() -> None:
+    """The mutes in force now (kind, scope, until)."""
+    from tokenmeter.cli_support import cli_settings
+
+    from .acks import parse_time, read_mutes
+
+    settings = cli_settings()
+    table = asyncio.run(read_mutes(settings.bootstrap_servers, fetch_wait=settings.fetch_wait))
+    now = datetime.now(timezone.utc)
+    live = {key: until for key, until in table.to_json().items() if (parse_time(until) or now) > now}
+    for key, until in sorted(live.items()):
+        kind, dim, value = key.split("|", 2)
+        click.echo(f"{kind:<20} {dim}={value:<30} until {until}")
+    if not live:
+        click.echo("no mutes in force")
