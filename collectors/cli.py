@@ -81,6 +81,10 @@ def http_command(port: int, api_keys: tuple[str, ...], api_keys_file: Path | Non
     from collectors.sink import KafkaSink
 
     settings = _settings()
+    if click.get_current_context().get_parameter_source("api_keys") is click.core.ParameterSource.COMMANDLINE:
+        # the key is in the process list (ps, /proc/<pid>/cmdline) for every user of the host to read (hostile24)
+        click.echo("warning: --api-key puts the key in the process list, readable by every user of this host; "
+                   "give keys in TOKENMETER_COLLECT_API_KEYS or --api-keys-file instead", err=True)
     # before Kafka is touched: a port in use is the user's to change, not a bind traceback after startup
     ensure_port_free(settings.host, port, "collect_port", change="--port (or TOKENMETER_COLLECT_PORT)")
     keys = [k for k in api_keys if k.strip()]
