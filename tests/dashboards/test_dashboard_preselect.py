@@ -6,6 +6,7 @@ after the callback that loaded the real options: the anomaly an alert linked to 
 from __future__ import annotations
 
 import pytest
+from dash_pages import page_modules_alone
 
 
 def _dropdown(component, component_id: str):
@@ -25,13 +26,8 @@ def _dropdown(component, component_id: str):
     ("dashboards.pages.budgets", "budgets-select", {"budget": "alpha-monthly"}),
 ])
 def test_a_value_from_the_url_is_among_the_dropdowns_first_options(module, component_id, query):
-    import importlib
-
-    import dash
-
-    if not dash.page_registry:  # the pages register themselves with an app
-        dash.Dash(__name__, use_pages=True, pages_folder="")
-    layout = importlib.import_module(module).layout(**query)
+    with page_modules_alone() as import_page:  # no registration left for a later app (tests/dash_pages.py)
+        layout = import_page(module).layout(**query)
     dropdown = _dropdown(layout, component_id)
     value = next(iter(query.values()))
     assert dropdown.value == value
@@ -39,10 +35,7 @@ def test_a_value_from_the_url_is_among_the_dropdowns_first_options(module, compo
 
 
 def test_without_a_value_the_dropdown_starts_empty():
-    import dash
+    with page_modules_alone() as import_page:
+        layout = import_page("dashboards.pages.anomalies").layout
 
-    if not dash.page_registry:
-        dash.Dash(__name__, use_pages=True, pages_folder="")
-    from dashboards.pages.anomalies import layout
-
-    assert _dropdown(layout(), "anomalies-select").options == []
+        assert _dropdown(layout(), "anomalies-select").options == []

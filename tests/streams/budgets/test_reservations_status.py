@@ -17,15 +17,11 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def page():
-    """The Budgets page module; dash wants an app with pages before a page module is imported."""
-    import importlib
-    import sys
+    """The Budgets page module, imported without leaving its registration to a later app (tests/dash_pages.py)."""
+    from dash_pages import page_modules_alone
 
-    import dash
-
-    if "dashboards.pages.budgets" not in sys.modules:
-        dash.Dash(__name__, use_pages=True, pages_folder="")
-    return importlib.import_module("dashboards.pages.budgets")
+    with page_modules_alone() as import_page:
+        yield import_page("dashboards.pages.budgets")
 
 
 def _texts(component) -> list[str]:
