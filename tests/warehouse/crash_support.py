@@ -2,6 +2,8 @@
 the emptying of their module's one warehouse between tests."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 class SimulatedCrash(RuntimeError):
     pass
@@ -29,3 +31,13 @@ def empty_every_table(warehouse) -> None:
         " AND name != 'schema_migrations'").to_dicts()
     for table in tables:
         warehouse.backend.command(f"TRUNCATE TABLE {table['name']}")
+
+
+def raw_and_rollup_totals(wh, org: str) -> tuple[tuple, tuple]:
+    """(events, cost) of `org` in the raw table and in the hourly rollup: equal unless a crash or a second writer
+    left the rollup short or counted an insert twice."""
+    raw = wh.query("SELECT count() AS n, toDecimal128(sum(cost_usd), 12) AS cost FROM priced_events "
+                   "WHERE org = {org:String}", {"org": org}).to_dicts()[0]
+    rollup = wh.query("SELECT sum(events) AS n, toDecimal128(sum(cost_usd), 12) AS cost FROM spend_hourly "
+                      "WHERE org = {org:String}", {"org": org}).to_dicts()[0]
+    return (raw["n"], Decimal(raw["cost"])), (rollup["n"] or 0, Decimal(rollup["cost"] or 0))

@@ -8,17 +8,11 @@ from decimal import Decimal
 
 from warehouse.reprice import heal_pending_hours
 
+from crash_support import raw_and_rollup_totals
+
 
 class KilledInsideInsert(Exception):
     pass
-
-
-def _totals(wh, org: str) -> tuple[tuple, tuple]:
-    raw = wh.query("SELECT count() AS n, toDecimal128(sum(cost_usd), 12) AS cost FROM priced_events "
-                   "WHERE org = {org:String}", {"org": org}).to_dicts()[0]
-    rollup = wh.query("SELECT sum(events) AS n, toDecimal128(sum(cost_usd), 12) AS cost FROM spend_hourly "
-                      "WHERE org = {org:String}", {"org": org}).to_dicts()[0]
-    return (raw["n"], Decimal(raw["cost"])), (rollup["n"] or 0, Decimal(rollup["cost"] or 0))
 
 
 def _insert_killed_inside(wh, monkeypatch, events, leave_out: str) -> None:
@@ -61,7 +55,7 @@ def test_rollup_heals_after_a_kill_inside_the_raw_insert(wh, org, make_event, mo
     assert wh.query("SELECT count() AS n FROM rollup_insert_pending").to_dicts()[0]["n"] == 1
     heal_pending_hours(wh.backend)  # what the owner runs on open, before serving or loading
     assert wh.insert_priced(events) == 0  # the replay of the batch: every id is stored already
-    raw, rollup = _totals(wh, org)
+    raw, rollup = raw_and_rollup_totals(wh, org)
     assert raw == (6, Decimal("0.0006")) and rollup == raw
     assert wh.query("SELECT count() AS n FROM rollup_rebuild_pending").to_dicts()[0]["n"] == 0
     assert wh.query("SELECT count() AS n FROM rollup_insert_pending").to_dicts()[0]["n"] == 0
@@ -83,7 +77,7 @@ def test_event_ids_heal_after_a_kill_inside_the_raw_insert(wh, org, make_event, 
     shifted = dict(events[3], ts="2025-03-01T10:17:00.250Z")  # the soak's copy logged again 90 s later
     stored_again = wh.insert_priced([*events, shifted])  # the replay of the batch, and the shifted copy
     wh.backend.command("OPTIMIZE TABLE priced_events FINAL")  # what a background merge does, at any time
-    raw, rollup = _totals(wh, org)
+    raw, rollup = raw_and_rollup_totals(wh, org)
     assert raw == (6, Decimal("0.0006")) and rollup == raw
     assert stored_again == 0  # every id is stored already
     stored = wh.query("SELECT count() AS n FROM priced_event_ids WHERE event_id LIKE {p:String}", {"p": f"{org}-%"})
@@ -102,5 +96,5 @@ def test_call_keys_heal_after_a_kill_inside_the_raw_insert(wh, org, make_event, 
     spans = [dict(make_event(f"{org}-span-{i}", org, cost="0.000100000000"), source="otel",
                   correlation={"response_id": f"resp-{org}-{i}"}) for i in range(3)]
     assert wh.insert_priced(spans) == 0  # the same three calls, seen by the other source: counted once
-    raw, rollup = _totals(wh, org)
+    raw, rollup = raw_and_rollup_totals(wh, org)
     assert raw == (3, Decimal("0.0003")) and rollup == raw

@@ -20,6 +20,8 @@ from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
 from warehouse import store
 
+from crash_support import raw_and_rollup_totals
+
 
 class ServerSession:
     """One process's connection to the stand-in server; `before_command(sql)` runs before each statement."""
@@ -44,14 +46,6 @@ class ServerSession:
 
     def close(self) -> None:
         pass  # the stand-in server outlives its clients
-
-
-def _totals(wh, org: str) -> tuple[tuple, tuple]:
-    raw = wh.query("SELECT count() AS n, toDecimal128(sum(cost_usd), 12) AS cost FROM priced_events "
-                   "WHERE org = {org:String}", {"org": org}).to_dicts()[0]
-    rollup = wh.query("SELECT sum(events) AS n, toDecimal128(sum(cost_usd), 12) AS cost FROM spend_hourly "
-                      "WHERE org = {org:String}", {"org": org}).to_dicts()[0]
-    return (raw["n"], Decimal(raw["cost"])), (rollup["n"] or 0, Decimal(rollup["cost"] or 0))
 
 
 @pytest.fixture
@@ -101,7 +95,7 @@ def test_a_second_writer_starting_during_the_loaders_insert_cannot_heal_its_hour
     events = [make_event(f"{org}-{i}", org, cost="0.000100000000") for i in range(5)]
     try:
         assert loader.insert_priced(events) == 5
-        raw, rollup = _totals(loader, org)
+        raw, rollup = raw_and_rollup_totals(loader, org)
         assert raw == (5, Decimal("0.0005"))
         assert rollup == raw, f"the rollup counted the loader's insert twice: {rollup} over raw {raw}"
         second = outcome["second"]
