@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.dialects.base import Dialect, require_object
-from collectors.dialects.common import ZERO_USAGE_COUNTED, zero_usage_is_not_a_count
+from collectors.dialects.common import count_lost_zero_usage
 from collectors.encoded import EncodedEvent, encoded_event, plain_float, token_count, utc_text
 from collectors.errors import DialectError
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS, Correlation, UsageEvent, describe_validation_error
@@ -33,12 +33,7 @@ def parse_event(record: Any, mapping: AttributionMapping, path: str) -> list[Usa
         raise DialectError(f"invalid event: {describe_validation_error(exc)}", path or None) from None
     if mapping.dimensions or mapping.tags:
         event.attribution = mapping.resolve(NAME, RecordView(record), native=event.attribution)
-    content = event.content
-    if content is not None and (content.prompt or content.completion or content.tools) \
-            and zero_usage_is_not_a_count(event.usage, event.status, event.operation):
-        # All zeros beside the call's text: a lost count, as in every gateway log (collectors.dialects.common)
-        event.usage, event.usage_assumption = None, event.usage_assumption or ZERO_USAGE_COUNTED
-    return [event]
+    return [count_lost_zero_usage(event)]
 
 
 # --- the batch form ----------------------------------------------------------------------------------------

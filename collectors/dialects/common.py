@@ -8,7 +8,7 @@ import orjson
 from pydantic import ValidationError
 
 from collectors.errors import DialectError
-from tokenmeter.events import Content, Usage, describe_validation_error
+from tokenmeter.events import Content, Usage, UsageEvent, describe_validation_error
 
 # Kong route types and LiteLLM call types, folded into the operation names OTel uses.
 _OPERATIONS = {
@@ -160,3 +160,13 @@ def zero_usage_is_not_a_count(usage: Usage | None, status: str, operation: str) 
     text instead (marking the event `ZERO_USAGE_COUNTED`) when there is text; a failed call stays zero (not billed)."""
     return (usage is not None and status == "ok" and operation in TOKEN_BILLED_OPERATIONS
             and usage.input_tokens == 0 and usage.output_tokens == 0 and not usage.tool_requests)
+
+
+def count_lost_zero_usage(event: UsageEvent) -> UsageEvent:
+    """`event` (a contract event: canonical, a CloudEvent's canonical-like body) with all-zero usage beside its
+    `content` read as no usage, marked `ZERO_USAGE_COUNTED`: the worker counts the text, as for every gateway log."""
+    content = event.content
+    if content is not None and (content.prompt or content.completion or content.tools) \
+            and zero_usage_is_not_a_count(event.usage, event.status, event.operation):
+        event.usage, event.usage_assumption = None, event.usage_assumption or ZERO_USAGE_COUNTED
+    return event

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -127,3 +128,91 @@ def test_canonical_zero_usage_with_content_is_counted():
     assert failed.usage.total_tokens == 0
     [textless] = _both(dict(record, content={"prompt": None}), "canonical")  # nothing to count: zeros as given
     assert textless.usage.total_tokens == 0 and textless.usage_assumption is None
+
+
+# --- provider responses and CloudEvents (left24): the same rule where the shape carries text -----------------
+
+ZERO_OPENAI = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def _wrapped(response: Any) -> dict[str, Any]:
+    """A captured call: the request body beside the response (the prompt to count)."""
+    return {"tokenmeter": {"attribution": {"team": "search"}, "ts": "2026-11-02T10:20:30Z"},
+            "request": {"model": "gpt-4o", "messages": MESSAGES}, "response": response}
+
+
+def test_openai_response_with_zero_usage_beside_its_text_is_counted(payload):
+    response = payload("openai_chat")
+    response["usage"] = dict(ZERO_OPENAI)
+    response["choices"][0]["message"]["content"] = ANSWER
+    [event] = _both(_wrapped(response), "openai")
+    _counted(event)
+    assert event.content.completion == ANSWER and meter(event)[0].output_tokens > 0
+    [bare] = _both(response, "openai")  # no request logged: the answer alone is counted (a lower bound on input)
+    assert bare.usage is None and bare.usage_assumption == ZERO_USAGE_COUNTED and meter(bare)[0].output_tokens > 0
+
+
+def test_openai_stream_with_zero_usage_chunk_is_counted(payload):
+    from collectors.decode import parse_sse
+    chunks = parse_sse(payload("openai_stream"))
+    chunks[-1]["usage"] = dict(ZERO_OPENAI)
+    [event] = _both(_wrapped(chunks), "openai")
+    _counted(event)
+    assert event.content.completion == "Hello there!"
+
+
+def test_anthropic_message_with_zero_usage_beside_its_text_is_counted(payload):
+    message = payload("anthropic_message")
+    message["usage"] = {"input_tokens": 0, "output_tokens": 0}
+    message["content"] = [{"type": "text", "text": ANSWER}]
+    [event] = _both(_wrapped(message), "anthropic")
+    _counted(event)
+    assert event.content.completion == ANSWER
+
+
+def test_gemini_response_with_zero_usage_beside_its_text_is_counted(payload):
+    response = payload("gemini_response")
+    response["usageMetadata"] = {"promptTokenCount": 0, "candidatesTokenCount": 0, "totalTokenCount": 0}
+    response["candidates"] = [{"content": {"role": "model", "parts": [{"text": ANSWER}]}, "finishReason": "STOP"}]
+    [event] = _both(_wrapped(response), "gemini")
+    _counted(event)
+    assert event.content.completion == ANSWER
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_provider_zero_usage_that_stays_zero(payload, dialect):
+    """A failed call keeps its zeros; a reported cost stays the cost of record beside the counted text."""
+    if dialect == "openai":
+        response = payload("openai_chat") | {"usage": dict(ZERO_OPENAI), "status": "failed", "object": "response",
+                                             "output": [], "created_at": 1741570283}
+    else:
+        response = payload("anthropic_message") | {"usage": {"input_tokens": 0, "output_tokens": 0}}
+        response = [{"type": "message_start", "message": response}, {"type": "error", "error": {"type": "x"}},
+                    {"type": "message_delta", "usage": {"output_tokens": 0}}]
+    [event] = _both(_wrapped(response), dialect)
+    assert event.status == "error" and event.usage.total_tokens == 0 and event.usage_assumption is None
+
+
+def test_openrouter_zero_usage_keeps_its_reported_cost_and_counts_the_text(payload):
+    response = payload("openai_chat") | {"id": "gen-1", "provider": "OpenAI"}
+    response["usage"] = dict(ZERO_OPENAI, cost=0.0021, is_byok=False)
+    response["choices"][0]["message"]["content"] = ANSWER
+    [event] = _both(_wrapped(response), "openai")
+    _counted(event)
+    assert event.provider == "openrouter" and event.reported_cost_usd == Decimal("0.0021")
+
+
+def _cloudevent(data: dict[str, Any]) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": "ce-1", "source": "my-app", "type": "llm.call",
+            "time": "2026-11-02T10:20:30Z", "data": data}
+
+
+def test_cloudevent_canonical_body_with_zero_usage_beside_content_is_counted():
+    data = {"provider": "openai", "model": "gpt-4o", "usage": {"input_tokens": 0, "output_tokens": 0},
+            "content": {"prompt": MESSAGES, "completion": ANSWER}}
+    [event] = _both(_cloudevent(data), "cloudevents")
+    _counted(event)
+    [failed] = _both(_cloudevent(dict(data, status="error")), "cloudevents")
+    assert failed.usage.total_tokens == 0 and failed.usage_assumption is None
+    [textless] = _both(_cloudevent({k: v for k, v in data.items() if k != "content"}), "cloudevents")
+    assert textless.usage.total_tokens == 0
