@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -54,9 +55,17 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")  # OWASP; NUL from ASV
 
 def safe_text(text: str) -> str:
     """A text cell a spreadsheet will not run: a leading = + - @ tab, CR or NUL gets a ' in front (OWASP CSV
-    injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text. Only for text values: numbers
-    (int, Decimal) are written as they are and stay numbers."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text; so does a leading sign whose
+    compatibility form (NFKC) is one of them: full-width ＝ ＋ － ＠ and the small forms ﹦ ﹢ ﹣ ﹫ (left24: whether a
+    spreadsheet folds them to a formula on import is documented nowhere we found; CSV writers that guard against
+    it exist, and a quote in front of a name that starts with such a sign costs nothing). Only for text values:
+    numbers (int, Decimal) are written as they are and stay numbers."""
+    if text.startswith(FORMULA_STARTS):
+        return "'" + text
+    first = text[:1]
+    if first > "\x7f" and unicodedata.normalize("NFKC", first).startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
 
 
 def spreadsheet_csv(columns: list[str], rows: list[list[str]]) -> str:
