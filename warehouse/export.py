@@ -56,10 +56,10 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")  # OWASP; NUL from ASV
 def safe_text(text: str) -> str:
     """A text cell a spreadsheet will not run: a leading = + - @ tab, CR or NUL gets a ' in front (OWASP CSV
     injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text; so does a leading sign whose
-    compatibility form (NFKC) is one of them: full-width ＝ ＋ － ＠ and the small forms ﹦ ﹢ ﹣ ﹫ (left24: whether a
-    spreadsheet folds them to a formula on import is documented nowhere we found; CSV writers that guard against
-    it exist, and a quote in front of a name that starts with such a sign costs nothing). Only for text values:
-    numbers (int, Decimal) are written as they are and stay numbers."""
+    compatibility form (NFKC) is one of them: full-width ＝ ＋ － ＠ and the small forms ﹦ ﹢ ﹣ ﹫ (left24: SpreadJS
+    documents that typed or pasted input may start a formula with full-width ＝ ＋ －, "East Asian Full-Width Formula
+    Input"; for Excel's and Calc's CSV import we found no statement either way, and the quote costs nothing). Only
+    for text values: numbers (int, Decimal) are written as they are and stay numbers."""
     if text.startswith(FORMULA_STARTS):
         return "'" + text
     first = text[:1]
