@@ -151,6 +151,9 @@ def content_or_none(prompt: Any, completion: Any) -> Content | None:
 # second or search: a zero token count there is no sign of a lost count, and counting their prompt would invent one.
 TOKEN_BILLED_OPERATIONS = frozenset({"chat", "text_completion", "embeddings"})
 ZERO_USAGE_COUNTED = "zero-usage-counted-from-text"
+# The same zeros with no text to count: metered as logged ($0, a lower bound), marked so the call is never a silent
+# free line (left24); dead-lettering it would drop a real call from request counts and tell no more.
+ZERO_USAGE_UNCOUNTED = "zero-usage-no-text-to-count"
 
 
 def zero_usage_is_not_a_count(usage: Usage | None, status: str, operation: str) -> bool:
@@ -165,8 +168,10 @@ def zero_usage_is_not_a_count(usage: Usage | None, status: str, operation: str) 
 def count_lost_zero_usage(event: UsageEvent) -> UsageEvent:
     """`event` (a contract event: canonical, a CloudEvent's canonical-like body) with all-zero usage beside its
     `content` read as no usage, marked `ZERO_USAGE_COUNTED`: the worker counts the text, as for every gateway log."""
-    content = event.content
-    if content is not None and (content.prompt or content.completion or content.tools) \
-            and zero_usage_is_not_a_count(event.usage, event.status, event.operation):
-        event.usage, event.usage_assumption = None, event.usage_assumption or ZERO_USAGE_COUNTED
+    if zero_usage_is_not_a_count(event.usage, event.status, event.operation):
+        content = event.content
+        if content is not None and (content.prompt or content.completion or content.tools):
+            event.usage, event.usage_assumption = None, event.usage_assumption or ZERO_USAGE_COUNTED
+        else:
+            event.usage_assumption = event.usage_assumption or ZERO_USAGE_UNCOUNTED
     return event

@@ -44,7 +44,7 @@ from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_datetime, float_field, int_field, \
     str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
-from collectors.dialects.common import ZERO_USAGE_COUNTED, completion_from_response, content_or_none, list_or_empty, \
+from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request, zero_usage_is_not_a_count
 from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
     plain_usage, token_count, utc_text
@@ -223,8 +223,8 @@ def _metered(usage: Usage | None, payload: dict[str, Any], stream_lost: bool, lo
             return usage, None, KONG_STREAM_OUTPUT_NOT_LOGGED  # the provider's prompt count; output unknown
         return None, content_or_none(prompt, None), KONG_STREAM_OUTPUT_NOT_LOGGED if prompt else None
     content = content_or_none(prompt, answer)
-    if lost_count:
-        return (None, content, ZERO_USAGE_COUNTED) if content is not None else (usage, None, None)
+    if lost_count:  # the text counted; none: the zeros as logged, marked
+        return (None, content, ZERO_USAGE_COUNTED) if content is not None else (usage, None, ZERO_USAGE_UNCOUNTED)
     return usage, content, None
 
 

@@ -20,8 +20,8 @@ from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, to_datetime, to_str
 from collectors.decode import decode
 from collectors.dialects.base import correlation_of, derived_event_id, make_event, now_utc
-from collectors.dialects.common import ZERO_USAGE_COUNTED, content_or_none, prompt_from_request, \
-    zero_usage_is_not_a_count
+from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, content_or_none, \
+    prompt_from_request, zero_usage_is_not_a_count
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
 from tokenmeter.events import UsageEvent
@@ -86,6 +86,8 @@ def build_response_event(env: Envelope, dialect: str, mapping: AttributionMappin
             # All zeros beside the call's text: no provider bills a call with text as zero tokens; an OpenAI-shaped
             # server or proxy that lost the count wrote them (collectors.dialects.common). A reported cost stays.
             fields["usage"], fields["usage_assumption"] = None, ZERO_USAGE_COUNTED
+        elif lost_count:
+            fields["usage_assumption"] = ZERO_USAGE_UNCOUNTED  # nothing to count: zeros as logged, marked
         if fields["usage"] is None:
             fields["content"] = content
     return make_event(
