@@ -18,7 +18,10 @@ the missing block); other plugin blocks under `ai` that carry their own
   rule. Such a count is not trusted for output: with a logged answer the text is counted (usage=None); else the
   logged prompt count is kept with output 0 and the event marked `kong-stream-output-not-logged` (its cost a lower
   bound, reportable by usage_assumption), or, with no prompt count, the logged request is counted, marked the same;
-  with nothing at all the entry is dead-lettered saying so.
+  with nothing at all the entry is dead-lettered saying so. A non-zero streamed count from any provider but
+  gemini/vertex_ai (whose driver SETS the provider's count) is that estimate, or in older Kong the estimate plus the
+  provider's count: recounted from the payload when it holds request and answer, else kept and marked
+  `kong-stream-output-estimated` (left24). Markers that both apply are joined with `+`.
   A successful call with no usage block at all is dead-lettered naming log_statistics.
 - Semantic cache hit (cache.cache_status=Hit): no upstream call; usage is zero and tagged cache_status.
 - AI RAG Injector (`<block>.rag-inject`, 3.10+ and v2): its query embedding is a call the embeddings provider
