@@ -160,7 +160,8 @@ def zero_usage_is_not_a_count(usage: Usage | None, status: str, operation: str) 
     """A successful token-billed call logged with all counts zero: no provider bills a call with a prompt as
     zero tokens, so the zeros say the log lost the count (LiteLLM writes zeros when the response object carried no
     usage; Kong and APISIX for streams that lost theirs), not that the call was free. The caller counts the logged
-    text instead (marking the event `ZERO_USAGE_COUNTED`) when there is text; a failed call stays zero (not billed)."""
+    text instead (marking the event `ZERO_USAGE_COUNTED`) when there is text, else keeps the zeros marked
+    `ZERO_USAGE_UNCOUNTED`; a failed call stays zero, unmarked (not billed)."""
     return (usage is not None and status == "ok" and operation in TOKEN_BILLED_OPERATIONS
             and usage.input_tokens == 0 and usage.output_tokens == 0 and not usage.tool_requests)
 
