@@ -29,7 +29,7 @@ THEIRS_SQL = (
     "toDecimal128(sumIf(ifNull(cost_usd, toDecimal128(0, 12)), kind = 'cost'), 12) AS provider_cost, "
     "accurateCast(sumIf(toInt128(ifNull(input_tokens, 0)), kind = 'usage'), 'UInt64') AS provider_input_tokens, "
     "accurateCast(sumIf(toInt128(ifNull(output_tokens, 0)), kind = 'usage'), 'UInt64') AS provider_output_tokens, "
-    "countIf(kind = 'usage') AS usage_rows "
+    "countIf(kind = 'usage') AS usage_rows, countIf(kind = 'cost') AS cost_rows "
     "FROM provider_usage FINAL "
     "WHERE bucket_start >= {since:DateTime64(3, 'UTC')} AND bucket_start < {until:DateTime64(3, 'UTC')} "
     "GROUP BY day, provider, model"
@@ -42,7 +42,7 @@ class ReconRow:
     provider: str
     model: str
     ours_cost: Decimal
-    provider_cost: Decimal | None  # None: the provider reported nothing for this day and model
+    provider_cost: Decimal | None  # None: the provider reported no cost for this day and model (maybe usage)
     ours_tokens: int
     provider_tokens: int | None
 
@@ -71,7 +71,8 @@ def reconcile(wh: Any, since: datetime, until: datetime) -> list[ReconRow]:
         rows.append(ReconRow(
             day=key[0], provider=key[1], model=key[2],
             ours_cost=dec(o["ours_cost"]) if o else Decimal(0),
-            provider_cost=dec(t["provider_cost"]) if t else None,
+            # Usage buckets alone (the cost report lags the usage report): not reported, never a $0 bill (left24).
+            provider_cost=dec(t["provider_cost"]) if t and t["cost_rows"] else None,
             ours_tokens=int(o["ours_input_tokens"] + o["ours_output_tokens"]) if o else 0,
             # Cost-only reports carry no token counts: "-" rather than a misleading 0.
             provider_tokens=(int(t["provider_input_tokens"] + t["provider_output_tokens"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -54,9 +55,17 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")  # OWASP; NUL from ASV
 
 def safe_text(text: str) -> str:
     """A text cell a spreadsheet will not run: a leading = + - @ tab, CR or NUL gets a ' in front (OWASP CSV
-    injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text. Only for text values: numbers
-    (int, Decimal) are written as they are and stay numbers."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text; so does a leading sign whose
+    compatibility form (NFKC) is one of them: full-width ＝ ＋ － ＠ and the small forms ﹦ ﹢ ﹣ ﹫ (left24: SpreadJS
+    documents that typed or pasted input may start a formula with full-width ＝ ＋ －, "East Asian Full-Width Formula
+    Input"; for Excel's and Calc's CSV import we found no statement either way, and the quote costs nothing). Only
+    for text values: numbers (int, Decimal) are written as they are and stay numbers."""
+    if text.startswith(FORMULA_STARTS):
+        return "'" + text
+    first = text[:1]
+    if first > "\x7f" and unicodedata.normalize("NFKC", first).startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
 
 
 def spreadsheet_csv(columns: list[str], rows: list[list[str]]) -> str:

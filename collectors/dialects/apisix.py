@@ -24,7 +24,7 @@ from typing import Any
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, dig, epoch_to_datetime, to_datetime, to_float, to_str
 from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
-from collectors.dialects.common import ZERO_USAGE_COUNTED, content_or_none, prompt_from_request, text_of, \
+from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, content_or_none, prompt_from_request, text_of, \
     zero_usage_is_not_a_count
 from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
     plain_usage, token_count, utc_text
@@ -65,9 +65,11 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
     assumption = None
     if usage is not None and usage.output_tokens == 0 and response_text:
         usage = None  # a logged answer with zero completion tokens: the count was lost (streaming), count text
-    elif zero_usage_is_not_a_count(usage, "error" if status_error else "ok", "chat") \
-            and prompt_from_request(request) is not None:
-        usage, assumption = None, ZERO_USAGE_COUNTED  # all zeros beside a logged request: the count was lost
+    elif zero_usage_is_not_a_count(usage, "error" if status_error else "ok", "chat"):
+        if prompt_from_request(request) is not None:
+            usage, assumption = None, ZERO_USAGE_COUNTED  # all zeros beside a logged request: the count was lost
+        else:
+            assumption = ZERO_USAGE_UNCOUNTED  # nothing to count: the zeros as logged, marked
     content = content_or_none(prompt_from_request(request), response_text) if usage is None else None
 
     headers = as_dict(dig(entry, "request.headers"), join_path(path, "request.headers"))

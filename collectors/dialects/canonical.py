@@ -4,7 +4,8 @@ Attribution in the event wins; a source's mapping only fills dimensions the even
 `const:` org for everything an internal SDK sends).
 Versions covered: contract v1, including `reported_cost_usd` (a cost the provider billed, taken as the cost of
 record). Carries everything the contract has; nothing is inferred, except that all-zero usage on a successful
-token-billed call beside its `content` is read as no usage (the text is counted, marked `zero-usage-counted-from-text`).
+token-billed call beside its `content` is read as no usage (the text is counted, marked `zero-usage-counted-from-text`);
+without content the zeros stay, marked `zero-usage-no-text-to-count` (left24).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.dialects.base import Dialect, require_object
-from collectors.dialects.common import ZERO_USAGE_COUNTED, zero_usage_is_not_a_count
+from collectors.dialects.common import TOKEN_BILLED_OPERATIONS, count_lost_zero_usage
 from collectors.encoded import EncodedEvent, encoded_event, plain_float, token_count, utc_text
 from collectors.errors import DialectError
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS, Correlation, UsageEvent, describe_validation_error
@@ -33,12 +34,7 @@ def parse_event(record: Any, mapping: AttributionMapping, path: str) -> list[Usa
         raise DialectError(f"invalid event: {describe_validation_error(exc)}", path or None) from None
     if mapping.dimensions or mapping.tags:
         event.attribution = mapping.resolve(NAME, RecordView(record), native=event.attribution)
-    content = event.content
-    if content is not None and (content.prompt or content.completion or content.tools) \
-            and zero_usage_is_not_a_count(event.usage, event.status, event.operation):
-        # All zeros beside the call's text: a lost count, as in every gateway log (collectors.dialects.common)
-        event.usage, event.usage_assumption = None, event.usage_assumption or ZERO_USAGE_COUNTED
-    return [event]
+    return [count_lost_zero_usage(event)]
 
 
 # --- the batch form ----------------------------------------------------------------------------------------
@@ -86,8 +82,9 @@ def _common_event(record: Any) -> EncodedEvent | None:
     usage = record.get("usage")
     if usage is not None:
         usage = _usage(usage)
-        if usage is None:
-            return None
+        if usage is None or (status == "ok" and operation in TOKEN_BILLED_OPERATIONS
+                             and usage["input_tokens"] == usage["output_tokens"] == 0):
+            return None  # all zeros on a billed call: parse_event marks them (count_lost_zero_usage)
         fields["usage"] = usage
     for name in ("latency_ms", "ttft_ms"):
         value = record.get(name)

@@ -25,6 +25,7 @@ import orjson
 from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, to_datetime, to_str, to_tokens
 from collectors.dialects.base import Dialect, make_event, now_utc, require_object
+from collectors.dialects.common import count_lost_zero_usage
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from tokenmeter.events import UsageEvent
@@ -108,7 +109,7 @@ def parse_envelope(envelope: Any, mapping: AttributionMapping, path: str) -> lis
     native = data.get("attribution")
     body["attribution"] = mapping.resolve(NAME, view, native=as_dict(native, join_path(path, "data.attribution")))
     try:
-        return [make_event("", **body)]
+        return [count_lost_zero_usage(make_event("", **body))]  # zeros beside content: a lost count, as canonical
     except DialectError as exc:
         raise DialectError(exc.reason.replace("invalid event: ", "invalid event in data: "),
                            join_path(path, "data")) from None

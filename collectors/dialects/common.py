@@ -8,7 +8,7 @@ import orjson
 from pydantic import ValidationError
 
 from collectors.errors import DialectError
-from tokenmeter.events import Content, Usage, describe_validation_error
+from tokenmeter.events import Content, Usage, UsageEvent, describe_validation_error
 
 # Kong route types and LiteLLM call types, folded into the operation names OTel uses.
 _OPERATIONS = {
@@ -151,12 +151,28 @@ def content_or_none(prompt: Any, completion: Any) -> Content | None:
 # second or search: a zero token count there is no sign of a lost count, and counting their prompt would invent one.
 TOKEN_BILLED_OPERATIONS = frozenset({"chat", "text_completion", "embeddings"})
 ZERO_USAGE_COUNTED = "zero-usage-counted-from-text"
+# The same zeros with no text to count: metered as logged ($0, a lower bound), marked so the call is never a silent
+# free line (left24); dead-lettering it would drop a real call from request counts and tell no more.
+ZERO_USAGE_UNCOUNTED = "zero-usage-no-text-to-count"
 
 
 def zero_usage_is_not_a_count(usage: Usage | None, status: str, operation: str) -> bool:
     """A successful token-billed call logged with all counts zero: no provider bills a call with a prompt as
     zero tokens, so the zeros say the log lost the count (LiteLLM writes zeros when the response object carried no
     usage; Kong and APISIX for streams that lost theirs), not that the call was free. The caller counts the logged
-    text instead (marking the event `ZERO_USAGE_COUNTED`) when there is text; a failed call stays zero (not billed)."""
+    text instead (marking the event `ZERO_USAGE_COUNTED`) when there is text, else keeps the zeros marked
+    `ZERO_USAGE_UNCOUNTED`; a failed call stays zero, unmarked (not billed)."""
     return (usage is not None and status == "ok" and operation in TOKEN_BILLED_OPERATIONS
             and usage.input_tokens == 0 and usage.output_tokens == 0 and not usage.tool_requests)
+
+
+def count_lost_zero_usage(event: UsageEvent) -> UsageEvent:
+    """`event` (a contract event: canonical, a CloudEvent's canonical-like body) with all-zero usage beside its
+    `content` read as no usage, marked `ZERO_USAGE_COUNTED`: the worker counts the text, as for every gateway log."""
+    if zero_usage_is_not_a_count(event.usage, event.status, event.operation):
+        content = event.content
+        if content is not None and (content.prompt or content.completion or content.tools):
+            event.usage, event.usage_assumption = None, event.usage_assumption or ZERO_USAGE_COUNTED
+        else:
+            event.usage_assumption = event.usage_assumption or ZERO_USAGE_UNCOUNTED
+    return event

@@ -18,7 +18,10 @@ the missing block); other plugin blocks under `ai` that carry their own
   rule. Such a count is not trusted for output: with a logged answer the text is counted (usage=None); else the
   logged prompt count is kept with output 0 and the event marked `kong-stream-output-not-logged` (its cost a lower
   bound, reportable by usage_assumption), or, with no prompt count, the logged request is counted, marked the same;
-  with nothing at all the entry is dead-lettered saying so.
+  with nothing at all the entry is dead-lettered saying so. A non-zero streamed count from any provider but
+  gemini/vertex_ai (whose driver SETS the provider's count) is that estimate, or in older Kong the estimate plus the
+  provider's count: recounted from the payload when it holds request and answer, else kept and marked
+  `kong-stream-output-estimated` (left24). Markers that both apply are joined with `+`.
   A successful call with no usage block at all is dead-lettered naming log_statistics.
 - Semantic cache hit (cache.cache_status=Hit): no upstream call; usage is zero and tagged cache_status.
 - AI RAG Injector (`<block>.rag-inject`, 3.10+ and v2): its query embedding is a call the embeddings provider
@@ -44,7 +47,7 @@ from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_datetime, float_field, int_field, \
     str_field, to_datetime, to_str
 from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
-from collectors.dialects.common import ZERO_USAGE_COUNTED, completion_from_response, content_or_none, list_or_empty, \
+from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request, zero_usage_is_not_a_count
 from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
     plain_usage, token_count, utc_text
@@ -182,6 +185,22 @@ def _usage(block: dict[str, Any], meta: dict[str, Any], cache_hit: bool, path: s
 
 
 KONG_STREAM_OUTPUT_NOT_LOGGED = "kong-stream-output-not-logged"
+KONG_STREAM_OUTPUT_ESTIMATED = "kong-stream-output-estimated"
+# Kong's drivers whose stream frames carry the provider's output count and SET it (normalize-sse-chunk.lua): for
+# every other provider a streamed completion_tokens is Kong's chars/4 estimate (or, in older Kong, that plus the
+# provider's count), see the module docstring.
+_STREAM_COUNT_IS_THE_PROVIDERS = frozenset({"gemini", "vertex_ai"})
+
+
+def _stream_output_estimated(usage: Usage | None, meta: dict[str, Any], cache_hit: bool, provider: str) -> bool:
+    """A successful stream's non-zero completion_tokens that is Kong's estimate, not the provider's count."""
+    return not cache_hit and usage is not None and usage.output_tokens > 0 \
+        and meta.get("request_mode") == "stream" and provider not in _STREAM_COUNT_IS_THE_PROVIDERS
+
+
+def _markers(*markers: str | None) -> str | None:
+    """Every gap that applies, joined: an Anthropic stream lacks cache tokens AND carries Kong's output estimate."""
+    return "+".join(m for m in markers if m) or None
 
 
 def _stream_without_output(usage: Usage | None, meta: dict[str, Any], cache_hit: bool) -> bool:
@@ -189,12 +208,17 @@ def _stream_without_output(usage: Usage | None, meta: dict[str, Any], cache_hit:
     return not cache_hit and usage is not None and usage.output_tokens == 0 and meta.get("request_mode") == "stream"
 
 
-def _metered(usage: Usage | None, payload: dict[str, Any], stream_lost: bool, lost_count: bool) \
-        -> tuple[Usage | None, Any, str | None]:
+def _metered(usage: Usage | None, payload: dict[str, Any], stream_lost: bool, lost_count: bool,
+             stream_estimated: bool = False) -> tuple[Usage | None, Any, str | None]:
     """Usage, content and marker of a block whose logged usage is missing (None), lost (all zeros on a successful
-    call) or a stream without its output count, from what its payload holds."""
+    call), a stream without its output count or a stream whose output count is Kong's estimate, from what its
+    payload holds."""
     prompt = prompt_from_request(payload.get("request"))
     answer = completion_from_response(payload.get("response"))
+    if stream_estimated:
+        if prompt and answer:  # both logged: the worker's tokenizer beats chars/4 (tokens source `estimated`)
+            return None, content_or_none(prompt, answer), None
+        return usage, None, KONG_STREAM_OUTPUT_ESTIMATED  # the provider's prompt count; output Kong's estimate
     if stream_lost:
         if answer:
             return None, content_or_none(prompt, answer), None  # the text Kong logged: counted
@@ -202,8 +226,8 @@ def _metered(usage: Usage | None, payload: dict[str, Any], stream_lost: bool, lo
             return usage, None, KONG_STREAM_OUTPUT_NOT_LOGGED  # the provider's prompt count; output unknown
         return None, content_or_none(prompt, None), KONG_STREAM_OUTPUT_NOT_LOGGED if prompt else None
     content = content_or_none(prompt, answer)
-    if lost_count:
-        return (None, content, ZERO_USAGE_COUNTED) if content is not None else (usage, None, None)
+    if lost_count:  # the text counted; none: the zeros as logged, marked
+        return (None, content, ZERO_USAGE_COUNTED) if content is not None else (usage, None, ZERO_USAGE_UNCOUNTED)
     return usage, content, None
 
 
@@ -265,9 +289,11 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
         if stream_lost and status != "ok":
             usage, stream_lost = None, False  # a failed stream: metered as an error (zero), as before
         lost_count = not cache_hit and zero_usage_is_not_a_count(usage, status, operation)
-        if usage is None or lost_count or stream_lost:  # only then is the text needed, to count tokens
+        provider, model = _provider(meta, block, mapping, block_path), _model(meta, block, block_path)
+        stream_estimated = status == "ok" and _stream_output_estimated(usage, meta, cache_hit, provider)
+        if usage is None or lost_count or stream_lost or stream_estimated:  # only then is the text needed
             payload = as_dict(block.get("payload"), join_path(block_path, "payload"))
-            usage, content, assumption = _metered(usage, payload, stream_lost, lost_count)
+            usage, content, assumption = _metered(usage, payload, stream_lost, lost_count, stream_estimated)
         base_id = request_id or derived_event_id(NAME, entry, path)
         tags = {"cache_status": cache_status} if cache_status else {}
         if index:
@@ -275,7 +301,6 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
         latency = float_field(meta, "llm_latency", block_path, "meta.llm_latency")
         raw_usage = dict_field(block, "usage", block_path)
         ttft = float_field(raw_usage, "time_to_first_token", block_path, "usage.time_to_first_token")
-        provider, model = _provider(meta, block, mapping, block_path), _model(meta, block, block_path)
         if usage is None and content is None and status == "ok":
             # Nothing to meter a successful call with: say why here (the worker could only say "neither usage nor
             # content"); the entry's other events (a RAG embedding, other plugin blocks) still count.
@@ -295,7 +320,7 @@ def parse_entry(entry: Any, mapping: AttributionMapping, path: str) -> list[Usag
                 content=content,
                 latency_ms=latency,
                 ttft_ms=ttft or None,
-                usage_assumption=assumption or _known_gap(provider, model, usage),
+                usage_assumption=_markers(_known_gap(provider, model, usage), assumption),
             ))
         embedding = _rag_embedding(block, mapping, block_path)
         if embedding:
@@ -378,10 +403,19 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     if ttft_ms:
         fields["ttft_ms"] = ttft_ms
     fields["batch"] = False
+    gap = None
     if provider == "anthropic":
-        fields["usage_assumption"] = "kong-anthropic-input-excludes-cache-tokens"
+        gap = "kong-anthropic-input-excludes-cache-tokens"
     elif provider in ("gemini", "vertex_ai") and _GEMINI_THINKING.match(model.lower()):
-        fields["usage_assumption"] = "kong-gemini-output-excludes-thinking-tokens"
+        gap = "kong-gemini-output-excludes-thinking-tokens"
+    estimated = None
+    if status < 400 and meta.get("request_mode") == "stream" and provider not in _STREAM_COUNT_IS_THE_PROVIDERS:
+        if "payload" in block:
+            return None  # Kong's output estimate beside logged text: parse_entry decides whether to recount
+        estimated = KONG_STREAM_OUTPUT_ESTIMATED
+    marker = _markers(gap, estimated)
+    if marker:
+        fields["usage_assumption"] = marker
     return encoded_event(fields)
 
 

@@ -38,7 +38,7 @@ from collectors.coerce import as_dict, as_list, to_datetime, to_str
 from collectors.dialects.base import Dialect, correlation_of, derived_event_id, make_event, require_object
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter_usage, reported_cost
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
-from collectors.dialects.common import ZERO_USAGE_COUNTED, completion_from_response, content_or_none, maybe_json, \
+from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, completion_from_response, content_or_none, maybe_json, \
     normalize_operation, prompt_from_request, text_of, zero_usage_is_not_a_count
 from collectors.encoded import EncodedEvent, encoded_event, naive_utc_text, plain_float, plain_usage, token_count
 from collectors.errors import DialectError, join_path
@@ -180,6 +180,8 @@ def parse_payload(payload: Any, mapping: AttributionMapping, path: str) -> list[
                                "tokens from", join_path(path, "response.usage"))
         if lost_count and content is not None:
             usage, assumption = None, ZERO_USAGE_COUNTED  # the worker counts the text, marked estimated
+        elif lost_count:
+            assumption = ZERO_USAGE_UNCOUNTED  # no text to count: the zeros as logged, marked
 
     event_id = next((str(payload[k]) for k in ("id", "request_id", "litellm_call_id", "call_id")
                      if isinstance(payload.get(k), (str, int)) and str(payload[k]).strip()), None)

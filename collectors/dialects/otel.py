@@ -35,7 +35,7 @@ from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
 from collectors.decode import decode
 from collectors.dialects.base import Dialect, correlation_of, derived_event_id, make_event, require_object
-from collectors.dialects.common import ZERO_USAGE_COUNTED, content_or_none, normalize_operation, text_of, \
+from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, content_or_none, normalize_operation, text_of, \
     zero_usage_is_not_a_count
 from collectors.dialects.openinference import SPAN_KIND as OPENINFERENCE_KIND, as_genai, is_metered_span
 from collectors.dialects.openrouter import PROVIDER as OPENROUTER, reported_cost_attribute
@@ -197,6 +197,8 @@ def _span_event(span: dict[str, Any], resource: dict[str, Any], mapping: Attribu
         content = _content(attrs)
         if content is not None:  # all zeros beside the logged messages: the count was lost, count the text
             usage, assumption = None, ZERO_USAGE_COUNTED
+        else:
+            assumption = ZERO_USAGE_UNCOUNTED  # nothing to count: the zeros as logged, marked
     tier = attrs.get("gen_ai.openai.response.service_tier") or attrs.get("gen_ai.openai.request.service_tier")
     view = RecordView(span, span_attrs=attrs, resource_attrs=resource)
     return make_event(

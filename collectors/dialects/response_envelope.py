@@ -20,7 +20,8 @@ from collectors.attribution import AttributionMapping, RecordView
 from collectors.coerce import as_dict, to_datetime, to_str
 from collectors.decode import decode
 from collectors.dialects.base import correlation_of, derived_event_id, make_event, now_utc
-from collectors.dialects.common import content_or_none, prompt_from_request
+from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, content_or_none, \
+    prompt_from_request, zero_usage_is_not_a_count
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
 from tokenmeter.events import UsageEvent
@@ -75,10 +76,20 @@ def build_response_event(env: Envelope, dialect: str, mapping: AttributionMappin
         str(response_id).strip() if isinstance(response_id, (str, int)) and str(response_id).strip()
         else derived_event_id(dialect, env.record, env.path))
     native = as_dict(meta.get("attribution"), join_path(meta_path, "attribution"))
-    if fields.get("usage") is None:
-        fields["content"] = content_or_none(prompt_from_request(env.request), completion)
     if meta.get("operation"):
         fields["operation"] = str(meta["operation"])
+    usage = fields.get("usage")
+    lost_count = zero_usage_is_not_a_count(usage, fields.get("status", "ok"), fields.get("operation", "chat"))
+    if usage is None or lost_count:
+        content = content_or_none(prompt_from_request(env.request), completion)
+        if lost_count and content is not None:
+            # All zeros beside the call's text: no provider bills a call with text as zero tokens; an OpenAI-shaped
+            # server or proxy that lost the count wrote them (collectors.dialects.common). A reported cost stays.
+            fields["usage"], fields["usage_assumption"] = None, ZERO_USAGE_COUNTED
+        elif lost_count:
+            fields["usage_assumption"] = ZERO_USAGE_UNCOUNTED  # nothing to count: zeros as logged, marked
+        if fields["usage"] is None:
+            fields["content"] = content
     return make_event(
         env.path,
         event_id=event_id,

@@ -303,3 +303,23 @@ def test_money_conversions_are_exact():
         OpenAIUsage(group_by=("workspace_id",))
     assert retry_after_seconds("3") == 3.0 and retry_after_seconds(None) is None
     assert openai_client  # exported
+
+
+def test_a_usage_row_of_requests_without_tokens_is_kept_as_the_provider_reported():
+    """left24: all-zero token counts beside requests in a provider's usage report are not a lost count of ours: the
+    report is the provider's own statement (never priced into spend; the cost report carries the money), so it is
+    kept as reported, not refused (a format error stops the poller) nor dropped. Drift reads 0 tokens as "no token
+    count to compare" (warehouse.drift.likely_cause), so such a row never makes a gap look like a price change."""
+    from datetime import date
+
+    from warehouse.drift import DriftRow, Thresholds, likely_cause
+
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    record = OpenAIUsage()._usage({"object": "organization.usage.completions.result", "model": "gpt-4o",
+                                   "input_tokens": 0, "output_tokens": 0, "num_model_requests": 4},
+                                  "data[0].results[0]", start, start + timedelta(days=1), "2026-11-02T00:00:00Z")
+    assert (record["requests"], record["input_tokens"], record["output_tokens"]) == (4, 0, 0)
+    row = DriftRow(day=date(2026, 11, 1), provider="openai", model="gpt-4o", metered_cost=Decimal("1"),
+                   reported_cost=Decimal("3"), metered_tokens=1000, reported_tokens=record["input_tokens"],
+                   unpriced_events=0, explained=Decimal("1"))
+    assert likely_cause(row, Thresholds()) == "missing_source"  # not "price_change" on tokens that "agree"

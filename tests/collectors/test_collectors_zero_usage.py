@@ -5,14 +5,15 @@ LiteLLM writes prompt/completion/total 0 whenever the response object it logs ca
 litellm_logging.py, commit 00145a6: `usage = response_obj.get("usage", None) or {}` ... `Usage(prompt_tokens=0,
 completion_tokens=0, total_tokens=0)`), e.g. a pass-through or a stream whose usage was not assembled; such a payload
 with its messages was priced $0 as provider-reported usage (walk22). Every dialect now counts the logged text
-instead, marked; a call with no text keeps its zeros, a failed call too, a cache hit too, and a call billed per
-image or second is not counted from its prompt. Each case is read per record and in the batch form (the collectors'
+instead, marked; a call with no text keeps its zeros, marked as such (left24: it was an unmarked $0 line), a failed
+call keeps them unmarked, a cache hit too, and a call billed per image or second is not counted from its prompt. Each case is read per record and in the batch form (the collectors'
 entry points), which must agree."""
 
 from __future__ import annotations
 
 import copy
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -68,11 +69,10 @@ def test_litellm_zero_response_usage_defers_to_a_count_logged_elsewhere(payload)
     assert (event.usage.input_tokens, event.usage.output_tokens, event.usage_assumption) == (21, 17, None)
 
 
-@pytest.mark.parametrize("case", ["failure", "cache hit", "no text", "image generation"])
+@pytest.mark.parametrize("case", ["failure", "cache hit", "image generation"])
 def test_litellm_zero_usage_that_stays_zero(payload, case):
+    """Zeros that are true: a failed call, a cache hit, a call billed per image. (No text to count: marked, below.)"""
     changes = {"failure": {"status": "failure"}, "cache hit": {"cache_hit": True},
-               "no text": {"messages": None, "response": {"model": "gpt-4o", "usage": {
-                   "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}},
                "image generation": {"call_type": "aimage_generation"}}[case]
     [event] = _both(_litellm_zero(payload, **changes), "litellm")
     assert event.usage is not None and event.usage.total_tokens == 0 and event.usage_assumption is None
@@ -125,5 +125,134 @@ def test_canonical_zero_usage_with_content_is_counted():
     _counted(event)
     [failed] = _both(dict(record, status="error"), "canonical")
     assert failed.usage.total_tokens == 0
-    [textless] = _both(dict(record, content={"prompt": None}), "canonical")  # nothing to count: zeros as given
-    assert textless.usage.total_tokens == 0 and textless.usage_assumption is None
+    [textless] = _both(dict(record, content={"prompt": None}), "canonical")  # nothing to count: zeros, marked
+    assert textless.usage.total_tokens == 0 and textless.usage_assumption == "zero-usage-no-text-to-count"
+
+
+# --- provider responses and CloudEvents (left24): the same rule where the shape carries text -----------------
+
+ZERO_OPENAI = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def _wrapped(response: Any) -> dict[str, Any]:
+    """A captured call: the request body beside the response (the prompt to count)."""
+    return {"tokenmeter": {"attribution": {"team": "search"}, "ts": "2026-11-02T10:20:30Z"},
+            "request": {"model": "gpt-4o", "messages": MESSAGES}, "response": response}
+
+
+def test_openai_response_with_zero_usage_beside_its_text_is_counted(payload):
+    response = payload("openai_chat")
+    response["usage"] = dict(ZERO_OPENAI)
+    response["choices"][0]["message"]["content"] = ANSWER
+    [event] = _both(_wrapped(response), "openai")
+    _counted(event)
+    assert event.content.completion == ANSWER and meter(event)[0].output_tokens > 0
+    [bare] = _both(response, "openai")  # no request logged: the answer alone is counted (a lower bound on input)
+    assert bare.usage is None and bare.usage_assumption == ZERO_USAGE_COUNTED and meter(bare)[0].output_tokens > 0
+
+
+def test_openai_stream_with_zero_usage_chunk_is_counted(payload):
+    from collectors.decode import parse_sse
+    chunks = parse_sse(payload("openai_stream"))
+    chunks[-1]["usage"] = dict(ZERO_OPENAI)
+    [event] = _both(_wrapped(chunks), "openai")
+    _counted(event)
+    assert event.content.completion == "Hello there!"
+
+
+def test_anthropic_message_with_zero_usage_beside_its_text_is_counted(payload):
+    message = payload("anthropic_message")
+    message["usage"] = {"input_tokens": 0, "output_tokens": 0}
+    message["content"] = [{"type": "text", "text": ANSWER}]
+    [event] = _both(_wrapped(message), "anthropic")
+    _counted(event)
+    assert event.content.completion == ANSWER
+
+
+def test_gemini_response_with_zero_usage_beside_its_text_is_counted(payload):
+    response = payload("gemini_response")
+    response["usageMetadata"] = {"promptTokenCount": 0, "candidatesTokenCount": 0, "totalTokenCount": 0}
+    response["candidates"] = [{"content": {"role": "model", "parts": [{"text": ANSWER}]}, "finishReason": "STOP"}]
+    [event] = _both(_wrapped(response), "gemini")
+    _counted(event)
+    assert event.content.completion == ANSWER
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_provider_zero_usage_that_stays_zero(payload, dialect):
+    """A failed call keeps its zeros; a reported cost stays the cost of record beside the counted text."""
+    if dialect == "openai":
+        response = payload("openai_chat") | {"usage": dict(ZERO_OPENAI), "status": "failed", "object": "response",
+                                             "output": [], "created_at": 1741570283}
+    else:
+        response = payload("anthropic_message") | {"usage": {"input_tokens": 0, "output_tokens": 0}}
+        response = [{"type": "message_start", "message": response}, {"type": "error", "error": {"type": "x"}},
+                    {"type": "message_delta", "usage": {"output_tokens": 0}}]
+    [event] = _both(_wrapped(response), dialect)
+    assert event.status == "error" and event.usage.total_tokens == 0 and event.usage_assumption is None
+
+
+def test_openrouter_zero_usage_keeps_its_reported_cost_and_counts_the_text(payload):
+    response = payload("openai_chat") | {"id": "gen-1", "provider": "OpenAI"}
+    response["usage"] = dict(ZERO_OPENAI, cost=0.0021, is_byok=False)
+    response["choices"][0]["message"]["content"] = ANSWER
+    [event] = _both(_wrapped(response), "openai")
+    _counted(event)
+    assert event.provider == "openrouter" and event.reported_cost_usd == Decimal("0.0021")
+
+
+def _cloudevent(data: dict[str, Any]) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": "ce-1", "source": "my-app", "type": "llm.call",
+            "time": "2026-11-02T10:20:30Z", "data": data}
+
+
+def test_cloudevent_canonical_body_with_zero_usage_beside_content_is_counted():
+    data = {"provider": "openai", "model": "gpt-4o", "usage": {"input_tokens": 0, "output_tokens": 0},
+            "content": {"prompt": MESSAGES, "completion": ANSWER}}
+    [event] = _both(_cloudevent(data), "cloudevents")
+    _counted(event)
+    [failed] = _both(_cloudevent(dict(data, status="error")), "cloudevents")
+    assert failed.usage.total_tokens == 0 and failed.usage_assumption is None
+    [textless] = _both(_cloudevent({k: v for k, v in data.items() if k != "content"}), "cloudevents")
+    assert textless.usage.total_tokens == 0 and textless.usage_assumption == "zero-usage-no-text-to-count"
+
+
+# --- all zeros and nothing to count (left24): metered as logged, but never silently ---------------------------
+
+def _no_text_records(payload) -> dict[str, tuple[Any, str]]:
+    litellm = _litellm_zero(payload, messages=None, response={"model": "gpt-4o", "usage": dict(ZERO_OPENAI)})
+    kong = payload("kong_openai")
+    kong["ai"]["proxy"]["usage"].update(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+    apisix = payload("apisix_entry")
+    apisix["llm_summary"].update(prompt_tokens=0, completion_tokens=0)
+    otel = payload("otlp_traces")
+    attributes = otel["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
+    attributes[:] = [a for a in attributes if a["key"] != "gen_ai.usage.cache_read.input_tokens"]
+    for attribute in attributes:
+        if attribute["key"] in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
+            attribute["value"] = {"intValue": "0"}
+    canonical = {"event_id": "evt-zero", "ts": "2026-11-02T10:20:30Z", "source": "sdk", "provider": "openai",
+                 "model": "gpt-4o", "usage": {"input_tokens": 0, "output_tokens": 0}}
+    openai = payload("openai_chat") | {"usage": dict(ZERO_OPENAI)}
+    openai["choices"][0]["message"]["content"] = None
+    cloudevent = _cloudevent({"provider": "openai", "model": "gpt-4o",
+                              "usage": {"input_tokens": 0, "output_tokens": 0}})
+    return {"litellm": (litellm, "litellm"), "kong": (kong, "kong"), "apisix": (apisix, "apisix"),
+            "otel": (otel, "otel"), "canonical": (canonical, "canonical"), "openai": (openai, "openai"),
+            "cloudevents": (cloudevent, "cloudevents")}
+
+
+@pytest.mark.parametrize("name", ["litellm", "kong", "apisix", "otel", "canonical", "openai", "cloudevents"])
+def test_zero_usage_with_nothing_to_count_is_marked_not_silently_free(payload, name):
+    """A successful token-billed call logged with every count 0 and no text: nothing to count, and dead-lettering it
+    would drop a real call from request counts. It is metered as logged ($0, a lower bound) and marked, so `report
+    --group-by usage_assumption` and the worker's usage_assumed count show it (it was an unmarked $0 line)."""
+    record, dialect = _no_text_records(payload)[name]
+    if name == "otel":
+        assert not any(a["key"].startswith("gen_ai.input") for a in
+                       record["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"])
+    [event] = _both(record, dialect)
+    assert event.usage is not None and event.usage.total_tokens == 0
+    assert event.usage_assumption == "zero-usage-no-text-to-count"
+    priced = price_event(event, load_price_book())
+    assert priced.cost_usd == 0 and priced.usage_assumption == "zero-usage-no-text-to-count"

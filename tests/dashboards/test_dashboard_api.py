@@ -203,6 +203,21 @@ def test_an_unreadable_date_is_refused_not_replaced_by_last_week(app_and_warehou
     assert "YYYY-MM-DD" in response.get_json()["error"]
 
 
+@pytest.mark.parametrize("path", ["spend?group_by=team&", "spend?bucket=day&", "overview?", "models?", "anomalies?",
+                                  "reconciliation?"])
+def test_a_reversed_range_is_refused_not_swapped(app_and_warehouse, path):
+    """left24: `/api/v1/spend?start=2026-11-05&end=2026-11-01` answered 200 for 1-5 November (swapped without a word)
+    while `tokenmeter report --since 2026-11-05 --until 2026-11-01` refuses the range; a script that built its range
+    wrong must hear so, as from the CLI. The same day twice is one day, not reversed."""
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    response = client.get(f"/api/v1/{path}start=2026-11-05&end=2026-11-01", headers=FIN)
+    assert response.status_code == 400, response.data[:300]
+    error = response.get_json()["error"]
+    assert "end=2026-11-01 is before start=2026-11-05" in error and "swapped?" in error
+    assert client.get(f"/api/v1/{path}start=2026-11-05&end=2026-11-05", headers=FIN).status_code == 200
+
+
 def test_the_api_groups_and_filters_by_every_report_dimension(app_and_warehouse):
     """walk21: `/api/v1/spend?group_by=usage_assumption` was a 400 (`unknown dimension`) while `tokenmeter report
     --group-by usage_assumption` answered; the API's list was a copy of the report's that missed it."""
@@ -220,8 +235,8 @@ def test_the_api_groups_and_filters_by_every_report_dimension(app_and_warehouse)
     assert all(dim in unknown for dim in DIMENSIONS), unknown
 
 
-@pytest.mark.parametrize("query", ["start=0001-01-01&end=9999-12-31", "start=9999-12-31&end=0001-01-01",
-                                   "start=0001-01-01&end=9999-12-31&bucket=day", "start=2020-01-01&end=9999-12-31"])
+@pytest.mark.parametrize("query", ["start=0001-01-01&end=9999-12-31", "start=0001-01-01&end=9999-12-31&bucket=day",
+                                   "start=2020-01-01&end=9999-12-31"])
 def test_far_dated_ranges_answer_the_whole_spend(app_and_warehouse, query):
     """hostile24: a range reaching year 1 or 9999 was a 500 (the end day + 1 overflowed Python's dates; year 1 went
     to ClickHouse as "1-01-01 ...", which it refused). Nothing is stored outside the accepted event times, so the

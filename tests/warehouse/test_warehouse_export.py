@@ -131,6 +131,28 @@ def test_report_csv_neutralises_formulas_but_keeps_negative_numbers():
     assert rows[1][1].startswith("-1.5")  # a negative number is a number, not a formula: no quote
 
 
+# Full-width (U+FF1D = U+FF0B + U+FF0D - U+FF20 @) and small-form (U+FE66 =, U+FE62 +, U+FE63 -, U+FE6B @) signs: NFKC
+# folds them to the ASCII ones; they get the same quote (docs/finance.md).
+WIDE_FORMULAS = ["\uff1dHYPERLINK(\"http://evil.example/\",\"x\")", "\uff0b1+1", "\uff0d2+3", "\uff20SUM(A1:A9)",
+                 "\ufe66cmd|' /C calc'!A0", "\ufe62\u0031", "\ufe63\u0031", "\ufe6bSUM(A1)"]
+
+
+def test_full_width_formula_signs_are_neutralised_as_the_ascii_ones():
+    """left24: a team named `＝HYPERLINK(...)` went out as it was while `=HYPERLINK(...)` got its quote."""
+    import polars as pl
+
+    from warehouse.export import _csv
+    from warehouse.report import render_report
+
+    frame = pl.DataFrame({"team": WIDE_FORMULAS, "cost_usd": [Decimal("-1.5")] * len(WIDE_FORMULAS)})
+    for text in (render_report(frame, "csv"), _csv(["team", "cost_usd"], frame.rows()).decode()):
+        rows = list(csv.reader(io.StringIO(text, newline="")))[1:]
+        assert [row[0] for row in rows] == ["'" + cell for cell in WIDE_FORMULAS]
+        assert all(row[1].startswith("-1.5") for row in rows)  # numbers stay numbers
+    plain = ["\uff21team", "\u30c1\u30fc\u30e0", "\uff11\uff12"]  # a full-width letter, katakana, full-width digits
+    assert list(csv.reader(io.StringIO(_csv(["team"], [[c] for c in plain]).decode())))[1:] == [[c] for c in plain]
+
+
 LINE_BREAKING = {"team": "ops\r=1+1", "project": "a,b \"q\"\nline2", "user": "\x00=1+1"}
 
 
