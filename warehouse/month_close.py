@@ -209,7 +209,7 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "",
     pq.write_table(table, temporary)
     os.replace(temporary, target / "charges.parquet")
     info = {"month": month, "closed_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "closed_by": closed_by,
-            "total_usd": format(sum((Decimal(c) for c in columns["cost"]), Decimal(0)), "f"),
+            "total_usd": format(sum((Decimal(c) for c in columns["cost"]), Decimal("0E-12")), "f"),
             "events": sum(int(e) for e in columns["events"]), "charges": len(rows),
             "corrections_booked": sorted({r["corrects"] for r in rows if r["corrects"]}),
             "sha256": hashlib.sha256((target / "charges.parquet").read_bytes()).hexdigest()}

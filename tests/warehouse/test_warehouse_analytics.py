@@ -247,8 +247,9 @@ def test_reconciliation_day_without_a_cost_report_is_not_reported_not_zero(wh, o
     yet (left24), while this query summed it as provider_cost_usd 0 and difference_usd = all of our cost, so any
     total over the query's rows counted an unbilled day as a $0 bill. NULL now, as the page; tokens likewise NULL
     when the provider sent no usage bucket (a cost-only report carries no token counts)."""
-    assert wh.insert_priced([_event(make_event, f"{org}-j1", org, cost="0.300000000000", ts="2025-07-01T10:00:00Z"),
-                             _event(make_event, f"{org}-j2", org, cost="0.400000000000", ts="2025-07-02T10:00:00Z")]) == 2
+    july = [_event(make_event, f"{org}-j1", org, cost="0.300000000000", ts="2025-07-01T10:00:00Z"),
+            _event(make_event, f"{org}-j2", org, cost="0.400000000000", ts="2025-07-02T10:00:00Z")]
+    assert wh.insert_priced(july) == 2
     usage = {"id": f"pu-{org}-u", "provider": "openai", "kind": "usage", "bucket_start": "2025-07-02T00:00:00Z",
              "bucket_end": "2025-07-03T00:00:00Z", "model": "gpt-4o", "input_tokens": 100, "output_tokens": 20,
              "requests": 1, "fetched_at": "2025-07-03T00:00:00Z"}

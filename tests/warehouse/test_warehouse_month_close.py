@@ -119,3 +119,8 @@ def test_a_month_whose_corrections_a_later_close_booked_cannot_be_closed_again(w
     shutil.rmtree(closes / "2024-09")  # re-opened together, in order: each counted once
     assert Decimal(close_month(wh, closes, "2024-08")["total_usd"]) == Decimal("0.15")
     assert Decimal(close_month(wh, closes, "2024-09")["total_usd"]) == 0
+
+
+def test_an_empty_month_closes_with_its_total_at_the_money_scale(wh, tmp_path):
+    """walk25: `close --list` printed "total 0 USD" for a month without events beside "56.301671870000 USD"."""
+    assert close_month(wh, tmp_path / "closes", "2023-02")["total_usd"] == "0.000000000000"
