@@ -89,8 +89,11 @@ def original_text(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
 
 
+_NEEDS_QUOTES = re.compile("[" + re.escape("".join(_QUOTED)) + "]")
+
+
 def _field(cell: str) -> str:
-    if any(c in cell for c in _QUOTED):
+    if _NEEDS_QUOTES.search(cell):
         return '"' + cell.replace('"', '""') + '"'
     return cell
 
