@@ -60,7 +60,10 @@ def drift(days: int, since: str | None, until: str | None, provider: str | None,
         shown = [r for r in shown if r.cause]
     if not shown and fmt == "table":
         click.echo(f"no provider cost reports between {first} and {end} (run `tokenmeter collect openai-usage` or "
-                   "`anthropic-usage`)" if not rows else "no drift")
+                   "`anthropic-usage`)" if not rows else
+                   # The thresholds differ between shells (`up --demo` gives its children 0.10 USD): say which held.
+                   f"no drift: no gap above {_plain(limits.pct)}% of the bill and {_plain(limits.min_usd)} USD "
+                   "(TOKENMETER_DRIFT_THRESHOLD_PCT, TOKENMETER_DRIFT_MIN_USD)")
     else:
         click.echo(render_report(pl.DataFrame(as_dicts(shown), infer_schema_length=None), fmt), nl=False)
     if publish:
@@ -68,3 +71,9 @@ def drift(days: int, since: str | None, until: str | None, provider: str | None,
 
         alerts = drift_alerts(rows, provider_totals, limits)
         publish_finance_alerts_from_cli(settings, alerts, "drift")
+
+
+def _plain(value) -> str:
+    """5, 0.1, 1000: a setting as one would type it (settings hold floats: 1000.0, 0.10)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

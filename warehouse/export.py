@@ -11,7 +11,6 @@ cost (negotiated overrides are already in it; list prices are not split out). Th
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 import unicodedata
@@ -50,37 +49,65 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")  # OWASP; NUL from ASVS 5.0 1.2.10
+# A cell starting with one of these is neutralised: OWASP's = + - @ tab CR LF, NUL (ASVS 5.0 1.2.10), and | % as
+# Superset and defusedcsv do (`|` is DDE's `cmd|' /C calc'!A0`).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00", "|", "%")
+# Inside a cell these may end it for a reader whose list separator they are (`;` in many European locales, tab
+# for pasted or TSV-imported data), letting a sign after them start a cell (OWASP): such cells are quoted.
+SEPARATORS = (";", "\t")
+_QUOTED = (",", '"', "\r", "\n", *SEPARATORS)  # RFC 4180's comma, quote, CR and LF, and the separators above
+
+
+def _starts_a_formula(text: str) -> bool:
+    if text.startswith(FORMULA_STARTS):
+        return True
+    # Spreadsheets skip white space before a formula (" =1+1" runs): look at the first visible character, past
+    # spaces of any kind and invisible format characters (zero-width space, BOM).
+    first = next((c for c in text if not (c.isspace() or unicodedata.category(c) == "Cf")), "")
+    if first.startswith(FORMULA_STARTS):
+        return True
+    # Full-width ＝ ＋ － ＠ and the small forms ﹦ ﹢ ﹣ ﹫ fold to the ASCII signs under NFKC (left24: SpreadJS documents
+    # that typed or pasted input may start a formula with full-width ＝ ＋ －; for Excel's and Calc's CSV import we
+    # found no statement either way, and the quote costs nothing).
+    return first > "\x7f" and unicodedata.normalize("NFKC", first).startswith(FORMULA_STARTS)
 
 
 def safe_text(text: str) -> str:
-    """A text cell a spreadsheet will not run: a leading = + - @ tab, CR or NUL gets a ' in front (OWASP CSV
-    injection advice), so `=HYPERLINK(...)` in a team or tag name shows as text; so does a leading sign whose
-    compatibility form (NFKC) is one of them: full-width ＝ ＋ － ＠ and the small forms ﹦ ﹢ ﹣ ﹫ (left24: SpreadJS
-    documents that typed or pasted input may start a formula with full-width ＝ ＋ －, "East Asian Full-Width Formula
-    Input"; for Excel's and Calc's CSV import we found no statement either way, and the quote costs nothing). Only
-    for text values: numbers (int, Decimal) are written as they are and stay numbers."""
-    if text.startswith(FORMULA_STARTS):
-        return "'" + text
-    first = text[:1]
-    if first > "\x7f" and unicodedata.normalize("NFKC", first).startswith(FORMULA_STARTS):
+    """A text cell a spreadsheet will not run (OWASP CSV injection advice): a ' in front when it starts, or its
+    first visible character is, a formula sign (FORMULA_STARTS, or one folding to it under NFKC), so
+    `=HYPERLINK(...)` or ` =1+1` in a team or tag name shows as text. Text that already starts with ' gets one
+    more, so every cell starting with ' had exactly one added and `original_text` reads the stored name back.
+    Only for text values: numbers (int, Decimal) are written as they are and stay numbers."""
+    if text.startswith("'") or _starts_a_formula(text):
         return "'" + text
     return text
 
 
+def original_text(cell: str) -> str:
+    """A text cell of our CSV as it was stored: one leading ' dropped (safe_text adds exactly one to every text
+    cell starting with ' after it)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+_NEEDS_QUOTES = re.compile("[" + re.escape("".join(_QUOTED)) + "]")
+
+
+def _field(cell: str) -> str:
+    if _NEEDS_QUOTES.search(cell):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
 def spreadsheet_csv(columns: list[str], rows: list[list[str]]) -> str:
-    """CSV of ready cells, "\n" between rows, every cell holding a CR or LF quoted. Python's writer quotes only
-    the characters of its own line terminator: with "\n", a team `ops\r=1+1` went out unquoted, and Excel and
-    LibreOffice end a row at a bare CR, so `=1+1` began a row of its own and ran (walk23). Written with "\r\n"
-    (CR and LF both quoted), each row's terminator is then put back to "\n"."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    """CSV of ready cells, "\n" after every row. A cell holding a comma, quote, CR or LF is quoted (RFC 4180), and so
+    is one holding `;` or tab (SEPARATORS). Until walk23 a bare CR went out unquoted (Python's writer quotes only
+    the characters of its own line terminator), and Excel and LibreOffice end a row at a bare CR, so a team
+    `ops\r=1+1` put `=1+1` at the start of a row of its own; until walk25 `ops;=1+1` was unquoted, two cells in a
+    `;`-separated reading. Written here rather than by `csv.writer`, which cannot be told to quote more; for cells
+    without `;` or tab the bytes are the writer's (QUOTE_MINIMAL, checked in the tests)."""
     lines = []
     for row in [columns, *rows]:
-        writer.writerow(row)
-        lines.append(out.getvalue()[:-2])
-        out.seek(0)
-        out.truncate()
+        lines.append('""' if row == [""] else ",".join(_field(str(cell)) for cell in row))
     return "".join(line + "\n" for line in lines)
 
 

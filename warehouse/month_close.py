@@ -176,7 +176,8 @@ def month_charges(wh, directory: Path | None, month: str, start: datetime, end: 
 def close_month(wh, directory: Path, month: str, *, closed_by: str = "",
                 now: datetime | None = None) -> dict[str, Any]:
     """Freeze `month` (its live charges plus the corrections of earlier closed months it is the first open
-    month of). Refuses a month that is already closed or has not ended."""
+    month of). Refuses a month that is already closed or has not ended, and one whose corrections a later closed
+    month booked (re-opened by removing its directory alone)."""
     from warehouse.export import month_bounds
 
     start, end = month_bounds(month)
@@ -187,6 +188,15 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "",
     if month in closed_months(directory):
         raise WarehouseError(f"month {month} is already closed; later changes go to "
                              f"{first_open_after(month, closed_months(directory))} as corrections")
+    # A month re-opened by removing its directory (docs/finance.md) whose late changes a later close already froze
+    # as corrections: a new snapshot would hold them too, counted twice (walk25).
+    booked = sorted(later for later, info in closed_months(directory).items()
+                    if later > month and month in info.get("corrections_booked", []))
+    if booked:
+        raise WarehouseError(
+            f"closed month {', '.join(booked)} booked corrections of {month}; closing {month} again would count them "
+            f"twice: re-open {', '.join(booked)} too (remove {', '.join(str(directory / b) for b in booked)}) and "
+            f"close {month} first, then {', '.join(booked)}")
     rows = _month_rows(wh, directory, month, start, end)
     target = directory / month
     target.mkdir(parents=True, exist_ok=True)
@@ -199,7 +209,7 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "",
     pq.write_table(table, temporary)
     os.replace(temporary, target / "charges.parquet")
     info = {"month": month, "closed_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "closed_by": closed_by,
-            "total_usd": format(sum((Decimal(c) for c in columns["cost"]), Decimal(0)), "f"),
+            "total_usd": format(sum((Decimal(c) for c in columns["cost"]), Decimal("0E-12")), "f"),
             "events": sum(int(e) for e in columns["events"]), "charges": len(rows),
             "corrections_booked": sorted({r["corrects"] for r in rows if r["corrects"]}),
             "sha256": hashlib.sha256((target / "charges.parquet").read_bytes()).hexdigest()}

@@ -31,6 +31,9 @@ def reconciliation(wh, *, since: Any = None, until: Any = None, provider: str | 
     fetch of each provider cost bucket), difference_usd = metered - provider, difference_pct (of the provider's
     cost; NULL when it is 0), and tokens on both sides (metered_input_tokens, metered_output_tokens,
     provider_input_tokens, provider_output_tokens from provider usage buckets). Days with data on either side.
+    provider_cost_usd, difference_usd and difference_pct are NULL when the provider sent no cost bucket for the
+    day and model (its cost report lags its usage report): not reported, never a $0 bill, as the dashboard's
+    Reconciliation page shows it (walk25); the provider token columns are NULL without a usage bucket.
     Model names are compared as stored: ours as the gateway logged them, the provider's as it reports them."""
     params: dict[str, Any] = {}
     start, end = to_utc(since, "since"), to_utc(until, "until")
@@ -45,26 +48,30 @@ def reconciliation(wh, *, since: Any = None, until: Any = None, provider: str | 
     m_where = ("WHERE " + " AND ".join(metered)) if metered else ""
     p_where = ("WHERE " + " AND ".join(reported)) if reported else ""
     zero = "toDecimal128(0, 12)"
+    # Whether the provider reported a cost / usage at all is counted apart from the sums: a sum of 0 could be a
+    # real $0 bill, but no cost bucket is "not reported yet", and a total over the rows must not count it as $0.
+    billed, counted = "sum(p_costs) > 0", "sum(p_usages) > 0"
     sql = (
         "SELECT day, provider, model, toDecimal128(sum(m_cost), 12) AS metered_cost_usd,"
-        " toDecimal128(sum(p_cost), 12) AS provider_cost_usd,"
-        " toDecimal128(sum(m_cost) - sum(p_cost), 12) AS difference_usd,"
+        f" if({billed}, toDecimal128(sum(p_cost), 12), NULL) AS provider_cost_usd,"
+        f" if({billed}, toDecimal128(sum(m_cost) - sum(p_cost), 12), NULL) AS difference_usd,"
         " if(sum(p_cost) = 0, NULL, toDecimal128(round(toDecimal128(sum(m_cost) - sum(p_cost), 12) * 100"
         " / nullIf(toDecimal128(sum(p_cost), 12), 0), 2), 2)) AS difference_pct,"
         " accurateCast(sum(m_in), 'UInt64') AS metered_input_tokens,"
         " accurateCast(sum(m_out), 'UInt64') AS metered_output_tokens,"
-        " accurateCast(sum(p_in), 'UInt64') AS provider_input_tokens,"
-        " accurateCast(sum(p_out), 'UInt64') AS provider_output_tokens"
+        f" if({counted}, accurateCast(sum(p_in), 'UInt64'), NULL) AS provider_input_tokens,"
+        f" if({counted}, accurateCast(sum(p_out), 'UInt64'), NULL) AS provider_output_tokens"
         " FROM ("
         f"SELECT toDate({column}) AS day, toString(provider) AS provider, toString(model) AS model,"
         f" toDecimal128(cost_usd, 12) AS m_cost, {zero} AS p_cost,"
-        " toInt128(input_tokens) AS m_in, toInt128(output_tokens) AS m_out, toInt128(0) AS p_in, toInt128(0) AS p_out"
+        " toInt128(input_tokens) AS m_in, toInt128(output_tokens) AS m_out, toInt128(0) AS p_in, toInt128(0) AS p_out,"
+        " toUInt64(0) AS p_costs, toUInt64(0) AS p_usages"
         f" FROM {table} {m_where}"
         " UNION ALL "
         "SELECT toDate(bucket_start) AS day, toString(provider) AS provider, model,"
         f" {zero} AS m_cost, if(kind = 'cost', toDecimal128(cost_usd, 12), {zero}) AS p_cost,"
         " toInt128(0), toInt128(0), toInt128(if(kind = 'usage', input_tokens, 0)),"
-        " toInt128(if(kind = 'usage', output_tokens, 0))"
+        " toInt128(if(kind = 'usage', output_tokens, 0)), toUInt64(kind = 'cost'), toUInt64(kind = 'usage')"
         f" FROM provider_usage FINAL {p_where}"
         ") GROUP BY day, provider, model ORDER BY day, provider, model"
     )

@@ -155,6 +155,19 @@ def test_cli_reports_drift_as_json(data_dir):
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
 
 
+def test_cli_says_which_thresholds_found_no_drift(data_dir):
+    """walk25: README's month close runs `tokenmeter drift` in a second shell, where the default 1 USD minimum hides
+    the demo's 0.26 USD price-change gap that the dashboard (given 0.10 by `up --demo`) shows; a bare "no drift"
+    did not say why. It names the thresholds in force and their settings now."""
+    env = {"TOKENMETER_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin", "TOKENMETER_DRIFT_MIN_USD": "1000"}
+    out = subprocess.run([sys.executable, "-m", "app", "drift", "--since", str(DAY), "--until",
+                          str(DAY + timedelta(days=1)), "--only-drift"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("no drift: no gap above 5% of the bill and 1000 USD (TOKENMETER_DRIFT_THRESHOLD_PCT,"
+                                  " TOKENMETER_DRIFT_MIN_USD)")
+
+
 def test_alerts_the_warehouse_shows_delivered_are_not_sent_again(data_dir):
     """After a restart the embedded broker has no delivery states; the watch asks the warehouse instead."""
     from streams.alerts.delivery import DeliveryState

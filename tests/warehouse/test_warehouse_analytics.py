@@ -240,3 +240,29 @@ def test_every_query_runs_through_the_owner_endpoint(wh, org, data, warehouse_se
             assert (far.rows() if hasattr(far, "rows") else far) == (local.rows() if hasattr(local, "rows") else local)
     finally:
         remote.close()
+
+
+def test_reconciliation_day_without_a_cost_report_is_not_reported_not_zero(wh, org, make_event):
+    """walk25: the dashboard said "not reported" for a day and model with provider usage buckets but no cost bucket
+    yet (left24), while this query summed it as provider_cost_usd 0 and difference_usd = all of our cost, so any
+    total over the query's rows counted an unbilled day as a $0 bill. NULL now, as the page; tokens likewise NULL
+    when the provider sent no usage bucket (a cost-only report carries no token counts)."""
+    july = [_event(make_event, f"{org}-j1", org, cost="0.300000000000", ts="2025-07-01T10:00:00Z"),
+            _event(make_event, f"{org}-j2", org, cost="0.400000000000", ts="2025-07-02T10:00:00Z")]
+    assert wh.insert_priced(july) == 2
+    usage = {"id": f"pu-{org}-u", "provider": "openai", "kind": "usage", "bucket_start": "2025-07-02T00:00:00Z",
+             "bucket_end": "2025-07-03T00:00:00Z", "model": "gpt-4o", "input_tokens": 100, "output_tokens": 20,
+             "requests": 1, "fetched_at": "2025-07-03T00:00:00Z"}
+    cost = {"id": f"pu-{org}-c", "provider": "openai", "kind": "cost", "bucket_start": "2025-07-01T00:00:00Z",
+            "bucket_end": "2025-07-02T00:00:00Z", "line_item": "gpt-4o, input", "cost_usd": "0.25",
+            "group": {"line_item": "gpt-4o, input"}, "fetched_at": "2025-07-02T00:00:00Z"}
+    _store(wh, topics.PROVIDER_USAGE, [usage, cost])
+    recon = providers.reconciliation(wh, since="2025-07-01", until="2025-07-03", provider="openai")
+    rows = {(str(r["day"]), r["model"]): r for r in recon.iter_rows(named=True)}
+    unbilled = rows[("2025-07-02", "gpt-4o")]  # our 0.4 and the provider's usage, no cost bucket yet
+    assert unbilled["metered_cost_usd"] == D("0.4") and unbilled["provider_input_tokens"] == 100
+    assert (unbilled["provider_cost_usd"], unbilled["difference_usd"], unbilled["difference_pct"]) == (None,) * 3
+    billed = rows[("2025-07-01", "gpt-4o")]  # a cost bucket, no usage bucket: a cost, tokens not reported
+    assert billed["provider_cost_usd"] == D("0.25") and billed["difference_usd"] == D("0.05")
+    assert (billed["provider_input_tokens"], billed["provider_output_tokens"]) == (None, None)
+    assert recon["provider_cost_usd"].sum() == D("0.25")  # a total over the rows: the billed day only

@@ -178,3 +178,63 @@ def test_csv_cell_with_a_bare_carriage_return_is_quoted_so_no_row_starts_with_a_
         cells = dict(zip(header, row))
         assert cells["team"] == "ops\r=1+1" and cells["project"] == LINE_BREAKING["project"]
         assert cells["user"] == "'\x00=1+1"
+
+
+# walk25: OWASP's CSV injection page: no cell may begin with = + - @ tab CR LF, and a separator (`,` or `;`) or
+# quote inside a cell must not let a dangerous sign start a cell of its own. Spreadsheets skip leading white space
+# before a formula (Superset and defusedcsv check past it; both also quote `|` and `%`, `|` being DDE's `cmd|`).
+SPACED = [" =1+1", "  +1+1", "\u00a0-2+3", "\u3000@SUM(A1)", "\u200b=1+1", "|calc", "%0A=1+1", "\n=1+1",
+          " \uff1d1+1"]
+SEPARATED = ["ops;=1+1", "ops\t=1+1"]  # a `;` or tab list separator would split these: quoted, kept whole
+LITERAL = ["'=1+1", "'plain"]  # a name already starting with ' gets one more, so reading back is exact
+
+
+def test_csv_neutralises_signs_behind_white_space_pipes_and_separators_and_reads_back_exactly(wh, make_event):
+    import polars as pl
+
+    from warehouse.export import _csv, original_text
+    from warehouse.report import render_report
+
+    cells = SPACED + SEPARATED + LITERAL + ["plain team", " padded"]
+    frame = pl.DataFrame({"team": cells, "cost_usd": [Decimal("-1.5")] * len(cells)})
+    for text in (render_report(frame, "csv"), _csv(["team", "cost_usd"], frame.rows()).decode()):
+        rows = list(csv.reader(io.StringIO(text, newline="")))[1:]
+        assert [row[0] for row in rows] == ["'" + c for c in SPACED] + SEPARATED + ["'" + c for c in LITERAL] + [
+            "plain team", " padded"]
+        assert [original_text(row[0]) for row in rows] == cells  # one leading ' dropped: the stored name
+        assert all(row[1].startswith("-1.5") for row in rows)  # numbers stay numbers
+        for cell in SEPARATED:  # in the file itself the cell is quoted, so a `;` or tab split keeps it whole
+            assert f'\n"{cell}",' in text
+    event = make_event("spaced-0", "spaced-org", team=" =1+1", cost="0.000200000000", ts="2024-05-10T10:00:00Z")
+    event["attribution"]["project"] = "|calc"
+    wh.insert_priced([event])
+    focus = export_month(wh, "2024-05", "focus", ["team", "project"])
+    assert focus == export_month(wh, "2024-05", "focus", ["team", "project"])  # byte-reproducible
+    rows = [r for r in csv.DictReader(io.StringIO(focus.decode())) if "calc" in (r["SubAccountName"] or "")]
+    # FOCUS names a group "team=...,project=...": the names are inside the cell, which starts with "team="
+    assert rows and {r["SubAccountName"] for r in rows} == {"team= =1+1,project=|calc"}
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == Decimal("0.0002")
+    assert all(not cell.lstrip().startswith(("=", "+", "@", "|")) for r in rows for cell in r.values() if cell)
+
+
+def test_spreadsheet_csv_writes_the_bytes_of_pythons_writer_where_it_quoted_enough():
+    """walk25 writes rows itself (to quote `;` and tab too): every other cell comes out as csv.writer wrote it, so
+    FOCUS and chargeback files without those characters are byte for byte what they were."""
+    import random
+
+    from warehouse.export import spreadsheet_csv
+
+    alphabet = ["a", "Z", "0", " ", ",", '"', "'", "\r", "\n", "=", "-", "\u00e9", "\uff1d", "{", ":", ".", "\x00"]
+    pick = random.Random(25)
+    for _ in range(300):
+        rows = [["".join(pick.choice(alphabet) for _ in range(pick.randrange(6))) for _ in range(pick.randrange(1, 4))]
+                for _ in range(pick.randrange(1, 4))]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        expected = ""
+        for row in rows:
+            writer.writerow(row)
+            expected += out.getvalue()[:-2] + "\n"
+            out.seek(0)
+            out.truncate()
+        assert spreadsheet_csv(rows[0], rows[1:]) == expected, rows

@@ -99,3 +99,28 @@ def _bounds(month: str):
     from warehouse.export import month_bounds
 
     return month_bounds(month)
+
+
+def test_a_month_whose_corrections_a_later_close_booked_cannot_be_closed_again(wh, make_event, tmp_path):
+    """walk25: docs/finance.md's way to re-open a month is to remove its directory. Once a later month's close had
+    booked its corrections, closing it again froze them twice: August's late 0.05 was in the new August snapshot
+    and in September's (as a correction), closed totals 0.20 against 0.15 metered. Refused now, naming the month
+    to re-open with it."""
+    import shutil
+
+    closes = tmp_path / "closes"
+    wh.insert_priced([make_event("aug-0", "reopen-org", team="a", cost="0.1", ts="2024-08-10T08:00:00Z")])
+    close_month(wh, closes, "2024-08")
+    wh.insert_priced([make_event("aug-late", "reopen-org", team="a", cost="0.05", ts="2024-08-20T08:00:00Z")])
+    assert close_month(wh, closes, "2024-09")["corrections_booked"] == ["2024-08"]
+    shutil.rmtree(closes / "2024-08")  # "remove the month's directory deliberately"
+    with pytest.raises(WarehouseError, match="2024-09 booked corrections of 2024-08.*would count them twice"):
+        close_month(wh, closes, "2024-08")
+    shutil.rmtree(closes / "2024-09")  # re-opened together, in order: each counted once
+    assert Decimal(close_month(wh, closes, "2024-08")["total_usd"]) == Decimal("0.15")
+    assert Decimal(close_month(wh, closes, "2024-09")["total_usd"]) == 0
+
+
+def test_an_empty_month_closes_with_its_total_at_the_money_scale(wh, tmp_path):
+    """walk25: `close --list` printed "total 0 USD" for a month without events beside "56.301671870000 USD"."""
+    assert close_month(wh, tmp_path / "closes", "2023-02")["total_usd"] == "0.000000000000"
