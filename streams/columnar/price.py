@@ -33,7 +33,7 @@ import polars as pl
 from streams.pricing import COST_QUANTUM, PriceBook, service_tier_of
 from streams.pricing.catalog import CatalogEntry
 from streams.pricing.schema import PriceSet, PriceVersion
-from tokenmeter.exprs import any_of
+from tokenmeter.exprs import any_of, run_plan
 from tokenmeter.timefmt import iso_effective
 
 from .meter import TOKEN_PARTS
@@ -251,7 +251,7 @@ def _keyed(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
             plan = plan.with_columns(pl.lit(None, dtype=dtype).alias(name))
         else:
             plan = plan.join(lookup.lazy(), on=keys, how="left", nulls_equal=True, maintain_order="left")
-    return plan.select("entry_id", "tier", "ruled").collect()
+    return run_plan(plan.select("entry_id", "tier", "ruled"))
 
 
 def _learn_sets(table: PriceTable, joined: pl.DataFrame, priced: pl.DataFrame) -> bool:
@@ -325,7 +325,7 @@ def _priced(table: PriceTable, joined: pl.DataFrame) -> pl.DataFrame:
     else:
         plan = plan.join(table.set_rows.lazy(), on=list(_SET_KEYS), how="left", nulls_equal=True,
                          maintain_order="left")
-    return plan.with_columns(lines).with_columns(totals).select(_PRICED_GIVES).collect()
+    return run_plan(plan.with_columns(lines).with_columns(totals).select(_PRICED_GIVES))
 
 
 def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
@@ -342,10 +342,10 @@ def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
     frame = frame.hstack(keyed.get_columns())
     # the as-of join on the three columns it needs, its version columns put back beside the frame: sorting the
     # whole frame (its strings and structs) there and back cost twice as much
-    versions = (frame.lazy().select("ts_us", "entry_id").with_row_index("_row").sort("ts_us")
-                .join_asof(table.version_frame.lazy(), left_on="ts_us", right_on="from_us", by="entry_id",
-                           strategy="backward", check_sortedness=False)
-                .sort("_row").drop("_row", "ts_us", "entry_id").collect())
+    versions = run_plan(frame.lazy().select("ts_us", "entry_id").with_row_index("_row").sort("ts_us")
+                        .join_asof(table.version_frame.lazy(), left_on="ts_us", right_on="from_us", by="entry_id",
+                                   strategy="backward", check_sortedness=False)
+                        .sort("_row").drop("_row", "ts_us", "entry_id"))
     joined = frame.with_row_index("_row").hstack(versions.get_columns())
     priced = _priced(table, joined)
     while _learn_sets(table, joined, priced):
