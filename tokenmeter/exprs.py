@@ -39,7 +39,19 @@ def any_of(*conditions: pl.Expr) -> pl.Expr:
     return _balanced(conditions, operator.or_)
 
 
-__all__ = ["all_of", "any_of", "usage_checks"]
+__all__ = ["all_of", "any_of", "run_plan", "usage_checks"]
+
+# What polars' own eager calls (DataFrame.select, with_columns, filter) plan with: expression simplification only.
+# A lazy `collect()` runs every optimizer pass (projection and predicate pushdown, common subexpressions, clustering
+# of with_columns, ...), ~0.3 ms more for a query of 20 small expressions (fuse24, polars 2.1): more than a fused
+# query saves over the separate eager ones. A chunk's queries are planned once each and read every column they
+# name, so those passes find nothing to do.
+EAGER_PLANNING = pl.QueryOptFlags.none(simplify_expression=True)
+
+
+def run_plan(plan: pl.LazyFrame) -> pl.DataFrame:
+    """`plan` collected as polars collects an eager query (EAGER_PLANNING)."""
+    return plan.collect(optimizations=EAGER_PLANNING)
 
 
 def usage_checks(usage: pl.Expr) -> list[pl.Expr]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import datetime, timedelta, timezone
 from fnmatch import fnmatchcase
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -32,7 +33,7 @@ import polars as pl
 from streams.pricing import COST_QUANTUM, PriceBook, service_tier_of
 from streams.pricing.catalog import CatalogEntry
 from streams.pricing.schema import PriceSet, PriceVersion
-from tokenmeter.exprs import any_of
+from tokenmeter.exprs import any_of, run_plan
 from tokenmeter.timefmt import iso_effective
 
 from .meter import TOKEN_PARTS
@@ -87,6 +88,12 @@ class PriceTable:
     _combos: dict[tuple[int, str, int, bool], int | str] = field(default_factory=dict)
     sets: list[CompiledSet] = field(default_factory=list)
     threshold_count: int = 0  # the most input-length thresholds any version has
+    # price_frame's lookups (None: empty): (provider, model) -> entry_id; (batch, service_tier) -> tier; (org,
+    # entry_id) -> ruled; (vid, tier, long, thinking) -> sid and its set's integers (_SET_SCHEMA)
+    pair_ids: pl.DataFrame | None = None
+    tier_names: pl.DataFrame | None = None
+    org_rules: pl.DataFrame | None = None
+    set_rows: pl.DataFrame | None = None
 
     @classmethod
     def compile(cls, book: PriceBook) -> "PriceTable":
@@ -172,109 +179,178 @@ def _tier_name(batch: bool, service_tier: str | None) -> str:
 
 
 def _round_half_even(numerator: pl.Expr, divisor: pl.Expr) -> pl.Expr:
+    """numerator / divisor rounded half to even (divisor > 0): the quotient goes up when twice the rest is over the
+    divisor, or equal to it with an odd quotient, i.e. when twice the rest plus the quotient's parity (0 or 1: floor
+    division and modulo) is over it. One comparison where there were five nodes (fuse24: every node is planned
+    and run per chunk)."""
     quotient = numerator // divisor
-    twice_rest = (numerator % divisor) * 2
-    up = (twice_rest > divisor) | ((twice_rest == divisor) & (quotient % 2 == 1))
-    return quotient + up.cast(pl.Int64)
+    return quotient + ((numerator % divisor) * 2 + quotient % 2 > divisor).cast(pl.Int64)
 
 
-def _lookup(frame: pl.DataFrame, keys: pl.DataFrame, name: str, dtype: pl.DataType, values: list) -> pl.Series:
-    """A Series `name`: for each row of `frame`, `values[i]` where the row equals row i of `keys` (distinct rows) on
-    `keys`' columns, nulls equal; null where no row of `keys` matches."""
-    table = keys.with_columns(pl.Series(name, values, dtype=dtype))
-    return frame.select(keys.columns).join(table, on=keys.columns, how="left", nulls_equal=True,
-                                           maintain_order="left").get_column(name)
+# Distinct keys a chunk's rows are looked up by, remembered per price table (their answers never change for a book);
+# a table of more rows than this is started afresh (provider, model and org are input: unbounded)
+LOOKUP_ROWS_MAX = 4096
+_NO_SET = CompiledSet((0,) * 6, (1,) * 6, (LINE_LIMIT,) * 6, 0, False)  # what a combo without prices gathers
+_SET_SCHEMA = {"vid": pl.Int64, "tier": pl.String, "long": pl.Int64, "thinking": pl.Boolean, "sid": pl.Int64,
+               **{f"_{what}_{part}": pl.Int64 for part in TOKEN_PARTS for what in ("num", "div", "limit")},
+               "_request": pl.Int64, "_bills": pl.Boolean}
+_SET_KEYS = ("vid", "tier", "long", "thinking")
+
+
+def _learn(old: pl.DataFrame | None, keys: pl.DataFrame, missing: pl.Series, answer) -> pl.DataFrame:  # noqa: ANN001
+    """`old` (a lookup: key columns and answers) with the keys of `keys` (one row per frame row) where `missing`,
+    answered by `answer(distinct keys) -> Series`. Past LOOKUP_ROWS_MAX it is started afresh with all the chunk's
+    keys (not only the missing ones, so the next query finds every one)."""
+    wanted = keys.filter(missing).unique()
+    if old is not None and old.height + wanted.height > LOOKUP_ROWS_MAX:
+        old, wanted = None, keys.unique()
+    learnt = wanted.with_columns(answer(wanted))
+    return learnt if old is None else pl.concat([old, learnt], how="vertical")
+
+
+def _learn_keys(table: PriceTable, frame: pl.DataFrame, keyed: pl.DataFrame) -> bool:
+    """Add to the table's lookups the keys of `frame` `keyed` (`_keyed`'s answers) found no answer for; whether
+    there were any. Entries first: the rule lookup is keyed by their ids."""
+    book = table.book
+    entry_ids = keyed.get_column("entry_id")
+    if entry_ids.null_count():
+        table.pair_ids = _learn(table.pair_ids, frame.select("provider", "model"), entry_ids.is_null(), lambda pairs: (
+            pl.Series("entry_id", [table.entry_id(p, m) for p, m in pairs.iter_rows()], dtype=pl.Int64)))
+        return True
+    learnt = False
+    tiers = keyed.get_column("tier")
+    if tiers.null_count():  # a missing service tier is asked as "" (as it always was), never as None
+        table.tier_names = _learn(table.tier_names, frame.select("batch", "service_tier"), tiers.is_null(),
+                                  lambda keys: pl.Series("tier", [_tier_name(b, s or "") for b, s in keys.iter_rows()],
+                                                         dtype=pl.String))
+        learnt = True
+    ruled = keyed.get_column("ruled")
+    if book.overrides is not None and ruled.null_count():
+        table.org_rules = _learn(table.org_rules, pl.DataFrame([frame.get_column("org"), entry_ids]), ruled.is_null(),
+                                 lambda keys: pl.Series("ruled", [
+                                     entry_id >= 0 and _rule_may_apply(book, None if org in (None, "\x00") else org,
+                                                                       table.entries[entry_id])
+                                     for org, entry_id in keys.iter_rows()], dtype=pl.Boolean))
+        learnt = True
+    return learnt
+
+
+def _keyed(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
+    """entry_id, tier and ruled for each row of `frame`, from the table's lookups (null where a key is not in them
+    yet), in one query of three joins on the key columns only (each was a select, a unique and a replace_strict:
+    ~12 queries per chunk)."""
+    overrides = table.book.overrides is not None
+    plan = frame.lazy().select("provider", "model", "batch", "service_tier", *(["org"] if overrides else []))
+    lookups = (("entry_id", pl.Int64, table.pair_ids, ["provider", "model"]),
+               ("tier", pl.String, table.tier_names, ["batch", "service_tier"]),
+               ("ruled", pl.Boolean, table.org_rules, ["org", "entry_id"]))
+    for name, dtype, lookup, keys in lookups:
+        if name == "ruled" and not overrides:
+            plan = plan.with_columns(ruled=pl.lit(False))
+        elif lookup is None:
+            plan = plan.with_columns(pl.lit(None, dtype=dtype).alias(name))
+        else:
+            plan = plan.join(lookup.lazy(), on=keys, how="left", nulls_equal=True, maintain_order="left")
+    return run_plan(plan.select("entry_id", "tier", "ruled"))
+
+
+def _learn_sets(table: PriceTable, joined: pl.DataFrame, priced: pl.DataFrame) -> bool:
+    """Add to the table's set lookup the (vid, tier, long, thinking) combos of `joined`'s rows `priced` (`_priced`'s
+    columns) found no row for (a row with a version and no sid); whether there were any."""
+    sid, vid = priced.get_column("sid"), joined.get_column("vid")
+    if sid.null_count() == vid.null_count():  # rows without a version have none: the rest all have one
+        return False
+
+    def answer(combos: pl.DataFrame) -> list[pl.Series]:
+        rows = []
+        for key in combos.iter_rows():
+            found = table.combo(*key)
+            compiled = table.sets[found] if isinstance(found, int) else _NO_SET
+            rows.append((found if isinstance(found, int) else -1,
+                         *(value for i in range(len(TOKEN_PARTS))
+                           for value in (compiled.num[i], compiled.div[i], compiled.limit[i])),
+                         compiled.request_pico, compiled.bills_request))
+        schema = {name: dtype for name, dtype in _SET_SCHEMA.items() if name not in _SET_KEYS}
+        return pl.DataFrame(rows, schema=schema, orient="row").get_columns()
+
+    versioned = vid.is_not_null()
+    keys = pl.DataFrame([vid, joined.get_column("tier"), priced.get_column("long"), priced.get_column("thinking")])
+    table.set_rows = _learn(table.set_rows, keys.filter(versioned), sid.filter(versioned).is_null(), answer)
+    return True
+
+
+@cache
+def _pricing_exprs(threshold_count: int) -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
+    """The expressions `price_frame` prices with, per number of input-length thresholds (built once: building them
+    was ~2 ms of Python per chunk): (the input tier and thinking flag, the lines and too_big, the outcome and
+    totals)."""
+    exceeded = [(pl.col(f"th_{k + 1}").is_not_null() & (pl.col("input_tokens") > pl.col(f"th_{k + 1}")))
+                .fill_null(False).cast(pl.Int64) for k in range(threshold_count)]
+    tiers = [(pl.sum_horizontal(exceeded) if exceeded else pl.lit(0, dtype=pl.Int64)).alias("long"),
+             (pl.col("thinks") & (pl.col("t_reasoning") > 0)).fill_null(False).alias("thinking")]
+    priced_ok = pl.col("sid").fill_null(-1) >= 0
+    too_big, lines = [pl.lit(False)], []  # too_big goes first (the columns' order as before)
+    for part in TOKEN_PARTS:
+        # a part no row has (no cache writes, no reasoning) ends a null line: tokens are 0 in every row
+        tokens = pl.col(f"t_{part}")
+        too_big.append(tokens > pl.col(f"_limit_{part}"))
+        amount = _round_half_even(tokens * pl.col(f"_num_{part}"), pl.col(f"_div_{part}"))
+        lines.append(pl.when(priced_ok & (tokens != 0)).then(amount).alias(f"line_{part}"))
+    lines.append(pl.when(priced_ok & pl.col("status_ok") & pl.col("_bills")).then(pl.col("_request"))
+                 .alias("line_request"))
+    # rows without a version have no set (null limits): not too big, as the empty set's limits said
+    lines.insert(0, any_of(*too_big).fill_null(False).alias("too_big"))  # balanced: exprs.py
+    line_names = [f"line_{p}" for p in (*TOKEN_PARTS, "request")]
+    outcome = (pl.when(pl.col("ruled") | (priced_ok & pl.col("too_big"))).then(FALLBACK)
+               .when(priced_ok).then(PRICED).otherwise(UNPRICED))
+    totals = [outcome.alias("outcome"), pl.sum_horizontal(line_names).fill_null(0).alias("cost_pico"),
+              pl.any_horizontal([pl.col(c).is_not_null() for c in line_names]).fill_null(False).alias("has_lines")]
+    return tiers, lines, totals
+
+
+_PRICED_NEEDS = ("vid", "tier", "thinks", "input_tokens", "status_ok", "ruled", *(f"t_{part}" for part in TOKEN_PARTS))
+_PRICED_GIVES = ("long", "thinking", "sid", "too_big", *(f"line_{p}" for p in (*TOKEN_PARTS, "request")), "outcome",
+                 "cost_pico", "has_lines")
+
+
+def _priced(table: PriceTable, joined: pl.DataFrame) -> pl.DataFrame:
+    """_PRICED_GIVES for each row of `joined`, in one query on the columns it needs (a join on the whole frame
+    would copy every column)."""
+    tiers, lines, totals = _pricing_exprs(table.threshold_count)
+    thresholds = [f"th_{k + 1}" for k in range(table.threshold_count)]
+    plan = joined.lazy().select(*_PRICED_NEEDS, *thresholds).with_columns(tiers)
+    if table.set_rows is None:
+        plan = plan.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in _SET_SCHEMA.items()
+                                 if name not in _SET_KEYS)
+    else:
+        plan = plan.join(table.set_rows.lazy(), on=list(_SET_KEYS), how="left", nulls_equal=True,
+                         maintain_order="left")
+    return run_plan(plan.with_columns(lines).with_columns(totals).select(_PRICED_GIVES))
 
 
 def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
     """Add to `frame` (columns provider, model, org, ts_us, batch, service_tier, status_ok, input_tokens, t_<part>):
     outcome (PRICED/UNPRICED/FALLBACK), vid, sid, reason_code, line_<part> and line_request (pico, null when the
-    breakdown has no such line), cost_pico and has_lines."""
-    book = table.book
-    pair_keys = frame.select(pl.concat_str("provider", "model", separator="\x1f")).to_series()
-    uniques = pair_keys.unique().to_list()
-    ids = [table.entry_id(*key.split("\x1f", 1)) for key in uniques]
-    frame = frame.with_columns(entry_id=pair_keys.replace_strict(uniques, ids, return_dtype=pl.Int64))
+    breakdown has no such line), cost_pico and has_lines.
 
-    tier_keys = frame.select(pl.concat_str(pl.col("batch").cast(pl.String), pl.col("service_tier").fill_null(""),
-                                           separator="\x1f")).to_series()
-    tier_uniques = tier_keys.unique().to_list()
-    tier_names = [_tier_name(k.split("\x1f", 1)[0] == "true", k.split("\x1f", 1)[1]) for k in tier_uniques]
-    frame = frame.with_columns(tier=tier_keys.replace_strict(tier_uniques, tier_names, return_dtype=pl.String))
-
-    if book.overrides is not None:
-        org_keys = frame.select(pl.concat_str(pl.col("org").fill_null("\x00"), pl.col("entry_id").cast(pl.String),
-                                              separator="\x1f")).to_series()
-        org_uniques = org_keys.unique().to_list()
-        flags = []
-        for key in org_uniques:
-            org, entry_id = key.rsplit("\x1f", 1)
-            entry_id = int(entry_id)
-            flags.append(entry_id >= 0 and _rule_may_apply(book, None if org == "\x00" else org,
-                                                            table.entries[entry_id]))
-        frame = frame.with_columns(ruled=org_keys.replace_strict(org_uniques, flags, return_dtype=pl.Boolean))
-    else:
-        frame = frame.with_columns(ruled=pl.lit(False))
-
+    Three queries per chunk in the common case (fuse24; there were ~30): the keys looked up, the as-of join, the
+    prices and lines. Keys the table's lookups lack (a new model, service tier, org or price set: the first chunks,
+    rarely later) are answered in Python once and the query run again."""
+    keyed = _keyed(table, frame)
+    while _learn_keys(table, frame, keyed):
+        keyed = _keyed(table, frame)
+    frame = frame.hstack(keyed.get_columns())
     # the as-of join on the three columns it needs, its version columns put back beside the frame: sorting the
     # whole frame (its strings and structs) there and back cost twice as much
-    versions = (frame.select("ts_us", "entry_id").with_row_index("_row").sort("ts_us")
-                .join_asof(table.version_frame, left_on="ts_us", right_on="from_us", by="entry_id", strategy="backward",
-                           check_sortedness=False)
-                .sort("_row").drop("_row", "ts_us", "entry_id"))
+    versions = run_plan(frame.lazy().select("ts_us", "entry_id").with_row_index("_row").sort("ts_us")
+                        .join_asof(table.version_frame.lazy(), left_on="ts_us", right_on="from_us", by="entry_id",
+                                   strategy="backward", check_sortedness=False)
+                        .sort("_row").drop("_row", "ts_us", "entry_id"))
     joined = frame.with_row_index("_row").hstack(versions.get_columns())
-    exceeded = [(pl.col(f"th_{k + 1}").is_not_null() & (pl.col("input_tokens") > pl.col(f"th_{k + 1}")))
-                .fill_null(False).cast(pl.Int64) for k in range(table.threshold_count)]
-    joined = joined.with_columns(
-        long=pl.sum_horizontal(exceeded) if exceeded else pl.lit(0, dtype=pl.Int64),
-        thinking=(pl.col("thinks") & (pl.col("t_reasoning") > 0)).fill_null(False))
-
-    has_version = joined.get_column("vid").is_not_null()
-    combo_frame = joined.filter(has_version).select("vid", "tier", "long", "thinking").unique()
-    combo_sids = {}
-    for vid, tier, input_tier, thinking in combo_frame.iter_rows():
-        found = table.combo(vid, tier, input_tier, thinking)
-        combo_sids[(vid, tier, input_tier, thinking)] = found if isinstance(found, int) else -1
-    if combo_sids:  # joined on the four columns (inproc17: 3x cheaper than a text key per row and replace_strict)
-        sid = _lookup(joined, combo_frame, "sid", pl.Int64, [combo_sids[k] for k in combo_frame.iter_rows()])
-    else:
-        sid = pl.Series("sid", [None] * joined.height, dtype=pl.Int64)
-    joined = joined.with_columns(sid=sid)
-
-    gather = joined.get_column("sid").fill_null(0).clip(lower_bound=0).cast(pl.UInt32)
-    sets = table.sets
-    line_columns = []
-    too_big = [pl.lit(False)]
-    # which token parts the batch has at all, in one query (a Series comparison and `any` per part were twelve)
-    present = joined.select((pl.col(f"t_{part}") != 0).any() for part in TOKEN_PARTS).row(0)
-    for i, part in enumerate(TOKEN_PARTS):
-        if not present[i]:  # no such tokens in the batch (no cache writes, no reasoning):
-            line_columns.append(pl.lit(None, dtype=pl.Int64).alias(f"line_{part}"))  # a null line, nothing to cap
-            continue
-        num = pl.Series([s.num[i] for s in sets], dtype=pl.Int64).gather(gather)
-        div = pl.Series([s.div[i] for s in sets], dtype=pl.Int64).gather(gather)
-        limit = pl.Series([s.limit[i] for s in sets], dtype=pl.Int64).gather(gather)
-        tokens = pl.col(f"t_{part}")
-        too_big.append(tokens > pl.lit(limit))
-        amount = _round_half_even(tokens * pl.lit(num), pl.lit(div))
-        line_columns.append(pl.when(tokens != 0).then(amount).otherwise(None).alias(f"line_{part}"))
-    request = pl.Series([s.request_pico for s in sets], dtype=pl.Int64).gather(gather)
-    bills = pl.Series([s.bills_request for s in sets], dtype=pl.Boolean).gather(gather)
-    line_columns.append(pl.when(pl.col("status_ok") & pl.lit(bills)).then(pl.lit(request))
-                        .otherwise(None).alias("line_request") if bills.any()
-                        else pl.lit(None, dtype=pl.Int64).alias("line_request"))
-
-    priced_ok = pl.col("sid").fill_null(-1) >= 0
-    joined = joined.with_columns(too_big=any_of(*too_big)).with_columns(  # balanced: exprs.py
-        [pl.when(priced_ok).then(c).otherwise(None) for c in line_columns])
-    line_names = [f"line_{p}" for p in (*TOKEN_PARTS, "request")]
-    outcome = (pl.when(pl.col("ruled") | (priced_ok & pl.col("too_big"))).then(FALLBACK)
-               .when(priced_ok).then(PRICED).otherwise(UNPRICED))
-    return joined.with_columns(
-        outcome=outcome,
-        cost_pico=pl.sum_horizontal(line_names).fill_null(0),
-        has_lines=pl.any_horizontal([pl.col(c).is_not_null() for c in line_names]).fill_null(False),
-    )
+    priced = _priced(table, joined)
+    while _learn_sets(table, joined, priced):
+        priced = _priced(table, joined)
+    return joined.hstack(priced.get_columns())
 
 
 def unpriced_reason(table: PriceTable, provider: str, model: str, entry_id: int, vid: int | None, tier: str,
