@@ -135,16 +135,27 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
     # Bucket close --------------------------------------------------------------------------------------------
     def _close_ready(self) -> list[AnomalyUpdate]:
         updates: list[AnomalyUpdate] = []
-        cfg = self.cfg
-        while self.next_close is not None and self.next_close + cfg.bucket_s + cfg.grace_s <= self.watermark + 60:
+        while self.next_close is not None and self.close_time(self.next_close) <= self.watermark:
             self._close(self.next_close, updates)
-            self.next_close += cfg.bucket_s
+            self.next_close += self.cfg.bucket_s
         return updates
 
+    @property
+    def _close_lag(self) -> int:
+        # The watermark is the minute an event fell in (`minute_of`): an event of minute m says events up to the end
+        # of that minute are in, so a bucket's grace is reached a minute before its end + grace.
+        return self.cfg.bucket_s + self.cfg.grace_s - 60
+
+    def close_time(self, bucket: int) -> int:
+        """The event time at which `bucket` closes: the watermark (the minute of the newest event) reaching it. An
+        anomaly judged at the close is stamped with it (`detected_at`, the alert's `at`): before oncall24 it was
+        stamped a minute later than the close ran, so alerts arrived stamped in the future."""
+        return bucket + self._close_lag
+
     def _close(self, bucket: int, updates: list[AnomalyUpdate]) -> None:
-        # Detection time in event time: the earliest moment this bucket could close, so figures do not depend
-        # on how events were batched.
-        self._now = bucket + self.cfg.bucket_s + self.cfg.grace_s
+        # Detection time in event time: the earliest moment this bucket could close (`close_time`), so figures do not
+        # depend on how events were batched.
+        self._now = bucket + self._close_lag
         if not self.stats["buckets_closed"]:
             self.started = bucket
         raw = self.agg.open.pop(bucket, {})

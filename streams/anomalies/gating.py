@@ -151,7 +151,7 @@ class AlertGating:
                     if info is not None:
                         if len(info) < 5:  # (entries of older snapshots)
                             info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
-                        info[3] = [self._now - self.cfg.bucket_s - self.cfg.grace_s, f"{st.dim} {st.value}"]
+                        info[3] = [self._now - self._close_lag, f"{st.dim} {st.value}"]
 
     def _narrower_open(self, st: ScopeState, kind_key: str, anomaly: dict, raw: dict) -> tuple[str, str] | None:
         """The narrowest scope sharing this scope's traffic in this bucket with an open anomaly of the same kind (for
@@ -314,7 +314,7 @@ class AlertGating:
         """The scope whose new-model alert for `model` went out, on a team of this scope's traffic in this bucket, in an
         earlier bucket within the last `new_model_window_buckets`: this scope reaching its evidence later is the same
         news (one key's two calls alerted, or the team's from two keys; a third key's later calls)."""
-        index, bucket = RAW_INDEX[st.dim], self._now - self.cfg.bucket_s - self.cfg.grace_s
+        index, bucket = RAW_INDEX[st.dim], self._now - self._close_lag
         window = self.cfg.new_model_window_buckets * self.cfg.bucket_s
         for team in sorted({key[1] for key in raw if key[index] == st.value}):
             known = self.scopes.get(("team", team))
@@ -330,7 +330,7 @@ class AlertGating:
         for the first time (a quiet key's mix shows up slowly) is recorded, not alerted. On the sparse family's
         incident-free days that was 7 of 8 new_model alerts. None when the model is new to any team of the scope,
         or only a trace in its mix (then it is news, alerted on the narrowest scope)."""
-        index, bucket = RAW_INDEX[st.dim], self._now - self.cfg.bucket_s - self.cfg.grace_s
+        index, bucket = RAW_INDEX[st.dim], self._now - self._close_lag
         teams = {key[1] for key in raw if key[index] == st.value}
         for team in teams:
             known = self.scopes.get(("team", team))
