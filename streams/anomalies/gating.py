@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from .aggregate import COST, TIN, TOUT
 from .detectors import Verdict, explain, severity
+from .kinds import KindIncidents
 from .scope_state import ScopeState
 
 UNITS = {"spend_rate": "usd_per_hour", "token_rate": "tokens_per_hour", "request_burst": "requests_per_hour",
@@ -39,10 +40,16 @@ class AnomalyUpdate:
     action: str  # "open" (new anomaly: alert trigger), "update" (still ongoing, later end), "close" (resolve)
     record: dict  # anomaly record per tokenmeter/records.py
     notify: bool = True  # False: explained by a narrower anomaly of the same kind, recorded but not alerted
+    # How an alerted anomaly reaches on-call when several kinds open on one scope (kinds.py, oncall24): None (its own
+    # trigger and resolve, as before), or {"id": the incident's (first anomaly's) id, "role": "page" (the trigger,
+    # listing "kinds" / "records" opened with it), "on_page" (listed on another's page), "join" (a later kind: a
+    # trigger on the incident's dedup_key, which PagerDuty folds into the open incident), "held" (closed, others of
+    # the incident still open: no resolve yet) or "resolve" (the last one closed: the incident's resolve)}.
+    incident: dict | None = None
 
 
 
-class AlertGating:
+class AlertGating(KindIncidents):
     """Mixin of AnomalyEngine (uses `self.cfg`, `self.scopes`, `self.stats`, `self._now`, `self._opened`)."""
 
     # Lifecycle -----------------------------------------------------------------------------------------------
@@ -91,7 +98,8 @@ class AlertGating:
         anomaly["status"] = "closed"
         anomaly["detected_at"] = iso_epoch(self._now)
         self.stats["anomalies_closed"] += 1
-        updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by")))
+        updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by"),
+                                     incident=self._incident_close(st, anomaly)))
 
     def _explain(self, raw: dict) -> None:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
@@ -140,6 +148,7 @@ class AlertGating:
         for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "tokens_per_request" and st.dim in TEMPLATE_DIMS:
                 self._template_incident(st, anomaly, update, raw)
+        self._merge_kinds()
         for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "new_model" and update.notify:
                 # Alerted: marked on its teams' entry of the model, so that the keys, users and features of those teams
@@ -398,5 +407,8 @@ class AlertGating:
                                       f"{anomaly['_explained_by']} at {anomaly['_incident']} UTC (not alerted again).")
         elif anomaly.get("_explained_by"):
             record["explanation"] += f" Part of the anomaly of {anomaly['_explained_by']} (alerted there)."
+        elif anomaly.get("_page_joined"):
+            record["explanation"] += (f" Same incident as the {anomaly['_page_joined']} alerted on this scope at "
+                                      f"{anomaly['_page_at'][11:16]} UTC (one page).")
         return record
 
