@@ -2,9 +2,8 @@
 standardized log output is judged after each call of the running bucket, so a template change is alerted at the time
 of the call that crossed the threshold, not at its bucket's close plus the grace (the sixth round's quiet key: one
 call an hour; close-only alerted at :11, :12 before oncall24, per call at the call). The same statistic (same
-threshold, same calls); the
-unchanged key raises nothing judged after every call; one alert per change, not one per call; a restart after the
-early alert does not alert again."""
+threshold, same calls); the unchanged key raises nothing judged after every call; one alert per change, not one per
+call; a restart after the early alert does not alert again."""
 
 from __future__ import annotations
 
