@@ -67,6 +67,7 @@ def test_kinds_opening_together_share_one_trigger_in_every_format():
     assert len(page["details"]["mute_commands"]) == len(page["details"]["kinds"])
     slack = orjson.dumps(slack_message(page)).decode()
     assert "k1" in slack and page["title"][:40] in slack
+    assert "*Kinds*\\n" + ", ".join(page["details"]["kinds"]) in slack, slack
     event_ = pagerduty_event(page, "R" * 32)
     assert event_["dedup_key"] and event_["payload"]["custom_details"]["kinds"] == page["details"]["kinds"]
     body = orjson.loads(webhook_body(page))
