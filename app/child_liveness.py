@@ -6,9 +6,11 @@ out and the usage backlog grew. This probe, a thread beside the supervisor's loo
 - hung: a child with a health URL (worker API, dashboard, demo inbox) that answered once since its start and has
   not answered for `hung_after_s` (a blocked event loop answers nothing; one slow answer under load is not enough).
 
-It only observes: the supervisor reports the change once and `status` shows it. A hung child is not restarted (a
-stopped process may be a debugger's, and a loaded machine can stall a healthy worker for seconds); kill it and
-`up` restarts it."""
+The supervisor reports the change once and `status` shows it. A child suspended or hung for a further
+`TOKENMETER_CHILD_RESTART_UNRESPONSIVE_SECONDS` (60 s; 0: never) is killed and restarted like a crashed one, counted
+and logged (`unresponsive_restarts`; oncall24): a suspended or deadlocked worker does no work, and every service
+is at-least-once with idempotent outputs, so a kill loses nothing. Not a traced one (state t: a debugger's), and
+not before its grace: a loaded machine can stall a healthy worker's health URL for seconds, not for 90."""
 
 from __future__ import annotations
 
@@ -20,14 +22,19 @@ PROBE_EVERY_S = 5.0
 HUNG_AFTER_S = 30.0
 
 
-def process_suspended(pid: int) -> bool:
-    """True when the process is stopped (state T, or t when traced), from /proc/<pid>/stat."""
+def process_state(pid: int) -> bytes:
+    """The process's state letter from /proc/<pid>/stat (b"" when unknown)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()  # the command name may hold spaces and ")"
     except (OSError, IndexError):
-        return False
-    return bool(fields) and fields[0] in (b"T", b"t")
+        return b""
+    return fields[0] if fields else b""
+
+
+def process_suspended(pid: int) -> bool:
+    """True when the process is stopped (state T, or t when traced), from /proc/<pid>/stat."""
+    return process_state(pid) in (b"T", b"t")
 
 
 class LivenessProbe(threading.Thread):
@@ -50,10 +57,15 @@ class LivenessProbe(threading.Thread):
         proc = child.proc
         if proc is None or proc.poll() is not None:
             return
-        child.suspended = process_suspended(proc.pid)
+        state = process_state(proc.pid)
+        now = time.monotonic()
+        child.suspended, child.traced = state in (b"T", b"t"), state == b"t"
+        if not child.suspended:
+            child.suspended_since = None
+        elif child.suspended_since is None:
+            child.suspended_since = now
         if child.suspended or child.liveness is None:
             return  # a stopped process answers nothing: suspended says more than hung
-        now = time.monotonic()
         if child.liveness():
             child.answered_at, child.unanswered_since = now, None
         elif child.answered_at is not None and child.unanswered_since is None:  # not before its first answer:
@@ -63,7 +75,8 @@ class LivenessProbe(threading.Thread):
         self._halt.set()
 
 
-def liveness_changes(children: Iterable, now: float, hung_after_s: float = HUNG_AFTER_S) -> list[str]:
+def liveness_changes(children: Iterable, now: float, hung_after_s: float = HUNG_AFTER_S,
+                     restart_after_s: float = 0.0) -> list[str]:
     """What to say about the children: once when a live one stops working (suspended, hung), once when it works
     again (each child's `reported` remembers what was said)."""
     lines = []
@@ -74,7 +87,10 @@ def liveness_changes(children: Iterable, now: float, hung_after_s: float = HUNG_
                     if condition == "suspended" else
                     f"is not answering {getattr(child.liveness, 'url', 'its health check')} "
                     f"({now - child.unanswered_since:.0f} s without an answer)")
-            lines.append(f"{child.name} (pid {child.proc.pid}) {what}; not restarted: kill it and it is")
+            then = ("not restarted (a debugger's stop)" if condition == "suspended" and child.traced else
+                    f"restarted if it still is in {restart_after_s:.0f} s" if restart_after_s else
+                    "not restarted (TOKENMETER_CHILD_RESTART_UNRESPONSIVE_SECONDS=0): kill it and it is")
+            lines.append(f"{child.name} (pid {child.proc.pid}) {what}; {then}")
             child.reported = condition
         elif condition == "running" and child.reported is not None:
             lines.append(f"{child.name} (pid {child.proc.pid}) is working again (it was {child.reported})")
@@ -82,3 +98,13 @@ def liveness_changes(children: Iterable, now: float, hung_after_s: float = HUNG_
         elif condition in ("backoff", "stopped"):
             child.reported = None  # its exit is reported as such; a restart starts over
     return lines
+
+
+def unresponsive_for(child, now: float, hung_after_s: float = HUNG_AFTER_S) -> float | None:
+    """Seconds a live child has been suspended or hung (not traced: a debugger's stop is left alone), else None."""
+    condition = child.condition(now, hung_after_s)
+    if condition == "suspended" and not child.traced and child.suspended_since is not None:
+        return now - child.suspended_since
+    if condition == "hung":
+        return now - child.unanswered_since - hung_after_s
+    return None

@@ -23,7 +23,7 @@ from typing import Callable
 
 from app.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topics, start_broker
 from app.broker_gate import BrokerGate, create_topics_direct
-from app.child_liveness import HUNG_AFTER_S, PROBE_EVERY_S, LivenessProbe, liveness_changes
+from app.child_liveness import HUNG_AFTER_S, PROBE_EVERY_S, LivenessProbe, liveness_changes, unresponsive_for
 from app.process import child_preexec
 from tokenmeter.settings import Settings, SettingsError, ensure_port_free, free_port
 from tokenmeter.timefmt import iso_utc
@@ -65,6 +65,9 @@ class Child:
     last_exit_at: float | None = None  # unix time
     liveness: Callable[[], bool] | None = None  # a health check while it runs (app.child_liveness)
     suspended: bool = False  # set by the liveness probe
+    suspended_since: float | None = None  # monotonic; set by the liveness probe
+    traced: bool = False  # stopped by a debugger (state t): never restarted for it
+    unresponsive_restarts: int = 0  # restarts because it was suspended or hung (counted in `restarts` too)
     answered_at: float | None = None  # monotonic; None: no answer since its (re)start
     unanswered_since: float | None = None
     reported: str | None = None  # "suspended" or "hung" once said, so it is said once
@@ -95,7 +98,8 @@ class Child:
         unanswered = round(now - self.unanswered_since, 1) if state == "hung" else None
         return {"name": self.name, "pid": self.proc.pid if self.alive() else None, "state": state,
                 "unanswered_s": unanswered, "health": getattr(self.liveness, "url", None),
-                "restarts": self.restarts, "last_exit_code": self.last_exit_code,
+                "restarts": self.restarts, "unresponsive_restarts": self.unresponsive_restarts,
+                "last_exit_code": self.last_exit_code,
                 "last_exit_at": _iso(self.last_exit_at), "uptime_s": round(now - self.started_at, 1)
                 if self.alive() else None, "next_restart_in_s": round(max(0.0, self.restart_at - now), 1)
                 if self.restart_at is not None else None, "log": str(self.log_path)}
@@ -209,6 +213,7 @@ class Supervisor:
         child.started_at = time.monotonic()
         child.restart_at = None
         child.suspended, child.answered_at, child.unanswered_since = False, None, None
+        child.suspended_since, child.traced = None, False
 
     def spawn(self, name: str, args: list[str] | None, ready: Callable[[], bool] = lambda: True,
               uses_kafka: bool = True, liveness: Callable[[], bool] | None = None) -> Child:
@@ -401,6 +406,7 @@ class Supervisor:
         for child in self.children:
             if self.stopping:  # Ctrl-C reaches the children too: do not restart what is being stopped
                 return
+            self.kill_unresponsive(child, now)
             if child.restart_at is None and not child.alive():
                 code = child.proc.returncode
                 child.last_exit_code, child.last_exit_at = code, time.time()
@@ -412,9 +418,29 @@ class Supervisor:
                 child.restarts += 1
                 self.launch(child)
                 self.echo(f"{child.name} restarted (pid {child.proc.pid}, restart #{child.restarts})")
-        for line in liveness_changes(self.children, now, self.hung_after_s):
+        for line in liveness_changes(self.children, now, self.hung_after_s,
+                                     self.settings.child_restart_unresponsive_seconds):
             self.echo(line)
         self.write_status()
+
+    def kill_unresponsive(self, child: Child, now: float) -> None:
+        """SIGKILL a child suspended or hung for longer than its grace; the crash path below restarts it. Nothing is
+        lost: every child is at-least-once (offsets committed after its outputs) with idempotent outputs."""
+        grace = self.settings.child_restart_unresponsive_seconds
+        if not grace or child.args is None or not child.alive():
+            return  # (the broker: memory-only, its loss is handled as a crash, never provoked)
+        since = unresponsive_for(child, now, self.hung_after_s)
+        if since is None or since < grace:
+            return
+        condition = child.condition(now, self.hung_after_s)
+        child.unresponsive_restarts += 1
+        what = (f"suspended for {since:.0f} s" if condition == "suspended" else
+                f"hung (no answer for {since + self.hung_after_s:.0f} s)")
+        self.echo(f"{child.name} (pid {child.proc.pid}) has been {what}, past its {grace:.0f} s grace: killing it "
+                  f"so that it restarts (unresponsive restart #{child.unresponsive_restarts}; nothing is lost: "
+                  f"it resumes from its committed offsets)")
+        child.proc.kill()  # SIGKILL ends a stopped process too
+        child.proc.wait()
 
     def broker_crashed(self, broker: Child, now: float) -> None:
         """Say loudly what the memory-only broker took with it, stop the children that talk to Kafka (their

@@ -40,7 +40,7 @@ def running_up(tmp_path: Path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path / "data"),
                TOKENMETER_EMBEDDED_BROKER_PORT=str(broker_port), TOKENMETER_API_PORT=str(free_port()),
                TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning",
-               TOKENMETER_LOAD_FLUSH_SECONDS="0.3")
+               TOKENMETER_LOAD_FLUSH_SECONDS="0.3", TOKENMETER_CHILD_RESTART_UNRESPONSIVE_SECONDS="3")
     log_path = tmp_path / "up.log"
     log = open(log_path, "w")
     up = subprocess.Popen([sys.executable, "-m", "app", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -167,6 +167,38 @@ def test_sigkilled_children_are_restarted_and_totals_stay_exact(stack):
     restarts = {c["name"]: c["restarts"] for c in status["children"]}
     assert restarts["worker"] >= 1 and restarts["loader"] >= 1 and restarts["alerts"] >= 1
     assert restarts["broker"] == 0
+
+
+def test_a_sigstopped_worker_is_replaced_and_totals_stay_exact(stack):
+    """oncall24: a suspended child was reported, not restarted (a SIGSTOPped worker priced nothing until someone
+    killed it). Past its grace (3 s here, 60 s by default) `up` kills and restarts it; the usage produced while it was
+    stopped is priced once by its successor (at-least-once, the warehouse keeps one row per event id)."""
+    up, env, log_path, sent = stack.up, stack.env, stack.log_path, stack.sent
+    bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
+    asyncio.run(produce(bootstrap, before := make_events(100, "before-stop")))
+    sent += before
+    victim = wait_for(lambda: child(up, "worker"), 30, "a running worker")
+    victim.suspend()  # SIGSTOP, mid-traffic
+    try:
+        asyncio.run(produce(bootstrap, during := make_events(150, "while-stopped")))
+        sent += during
+        wait_for(lambda: (c := child(up, "worker")) is not None and c.pid != victim.pid, 90, "the worker replaced")
+    finally:
+        try:
+            victim.resume()  # (only if it is still there: then the test has failed already)
+        except psutil.Error:
+            pass
+    expected = expected_by_team(sent)
+    try:
+        wait_for(lambda: served_by_team(env) == expected, 180, "exact totals after the replacement", interval=0.5)
+    except AssertionError:
+        print(log_path.read_text()[-6000:])
+        raise
+    text = log_path.read_text()
+    assert "worker (pid %d) is suspended" % victim.pid in text and "has been suspended for" in text, text[-3000:]
+    status = json.loads((stack.data / "supervisor.json").read_text())
+    worker = next(c for c in status["children"] if c["name"] == "worker")
+    assert worker["unresponsive_restarts"] == 1 and worker["state"] == "running", worker
 
 
 def test_broker_crash_is_reported_with_its_backlog_and_the_stack_recovers(stack):

@@ -87,3 +87,24 @@ def test_a_child_whose_health_url_stops_answering_is_reported_hung(supervisor):
     assert time.monotonic() - started >= 1.0  # not before hung_after_s without an answer
     assert status["pid"] == child.proc.pid and status["unanswered_s"] >= 1.0
     assert any("dashboard" in line and "not answering" in line for line in supervisor.echoed), supervisor.echoed
+
+
+def test_a_child_suspended_past_its_grace_is_killed_and_restarted(supervisor):
+    """oncall24: a suspended (or hung) child was reported and left so: a SIGSTOPped worker did no work until someone
+    killed it. Past TOKENMETER_CHILD_RESTART_UNRESPONSIVE_SECONDS it is killed and restarted, counted and logged
+    (totals through a real worker: tests/test_supervisor.py)."""
+    supervisor.settings = supervisor.settings.model_copy(update={"child_restart_unresponsive_seconds": 1.0})
+    child = supervisor.spawn("loader", [sys.executable, "-c", "import time; time.sleep(120)"])
+    supervisor.start_liveness(every_s=0.2, hung_after_s=1.0)
+    first = child.proc.pid
+    os.kill(first, signal.SIGSTOP)
+    started = time.monotonic()
+    wait_for(lambda: _state(supervisor, "loader")["pid"] not in (None, first), 20, "a new loader")
+    assert time.monotonic() - started >= 1.0  # not before its grace
+    status = _state(supervisor, "loader")
+    assert status["restarts"] == 1 and status["unresponsive_restarts"] == 1, status
+    assert status["last_exit_code"] == -signal.SIGKILL
+    said = "\n".join(supervisor.echoed)
+    assert "loader (pid %d) is suspended" % first in said and "restarted if it still is in 1 s" in said, said
+    assert "has been suspended for" in said and "unresponsive restart #1" in said, said
+    assert "loader restarted (pid" in said, said

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./.tokenmeter"), description="Where chDB, checkpoints and state live.")
     host: str = Field("127.0.0.1", description="Address our servers bind to.")
     embedded_broker_port: int = Field(9092, ge=1, le=65535, description="Port of the embedded broker.")
+    child_restart_unresponsive_seconds: float = Field(
+        60.0, ge=0, le=86400, description="`tokenmeter up` restarts a child that has been suspended (SIGSTOP) or hung "
+        "(its health URL silent for 30 s) this long; 0: report it, never restart it.")
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: embedded broker.")
     kafka_session_timeout_seconds: float = Field(
         10.0, ge=1, le=300, description="Consumer groups: a member silent this long is dropped. The embedded broker "

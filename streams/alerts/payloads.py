@@ -110,7 +110,9 @@ def anomaly_fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
     if d.get("expected_low") is not None and d.get("expected_high") is not None:
         expected += f" ({format_band(d['expected_low'], d['expected_high'], unit)})"
     fields = [
-        ("Kind", str(d.get("kind") or alert.get("kind", "n/a"))),
+        # an incident's page or resolve lists every kind of it (streams/anomalies/kinds.py)
+        ("Kinds" if len(d.get("kinds") or ()) > 1 else "Kind",
+         ", ".join(d["kinds"]) if len(d.get("kinds") or ()) > 1 else str(d.get("kind") or alert.get("kind", "n/a"))),
         ("Scope", scope_label(alert.get("scope") or {})),
         ("Observed (peak)", format_observed(d.get("observed"), unit, d.get("unpriced") is True)),
         ("Expected", expected),

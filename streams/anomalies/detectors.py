@@ -79,6 +79,9 @@ class Config:
     # A key's tokens-per-request anomaly open this long is its new normal: the key adopts the calls it held (not
     # learnt) meanwhile, and the anomaly resolves. Shorter changes revert; their calls are dropped.
     tpr_new_normal_s: int = 24 * 3600
+    # A tokens-per-request anomaly of a scope without ok calls this long resolves (a ratio needs calls: it stayed open
+    # until the scope called again; oncall24). A key calling every hour keeps it.
+    tpr_quiet_close_s: int = 3600
     burst_ratio: float = 3.0
     burst_min_delta_per_hour: float = 600
     burst_floor_per_hour: float = 7200  # a key doing 2 requests/s with no history is a burst on its own

@@ -85,7 +85,7 @@ class EarlyChecks:
             for st, bucket, v, *at in found:
                 # Detection time in event time: the end of the newest minute read (never after the bucket's close), or
                 # the time of the call that concluded it when the check knows it (early_sizes.py: judged per call).
-                self._now = at[0] if at else min(max(newest, bucket) + 60, bucket + cfg.bucket_s + cfg.grace_s)
+                self._now = at[0] if at else min(max(newest, bucket) + 60, self.close_time(bucket))
                 self._track(st, kind, kind, v, bucket, updates, f"{st.dim} {st.value}")
             if self._opened:
                 for *_, anomaly, _update in self._opened:

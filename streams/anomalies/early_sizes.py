@@ -10,7 +10,7 @@ opens here: S >= h with a positive step. Not the per-bucket mean rule of busy sc
 bucket). Opened through the same lifecycle and gating as at the close (`_open_early`); the close then extends it,
 and keeps the CUSUM (nothing is learnt or kept early). Only the oldest open bucket is judged (its scopes' state is
 the one its close will judge with), as for model shifts. The alert carries the crossing call's time, but not before
-the previous bucket's close (bucket + grace: the state it was judged with) nor after this bucket's own close.
+the previous bucket's close (`close_time`: the state it was judged with) nor after this bucket's own close.
 
 The calls come from `BucketAggregator.calls` (kept only when "tokens_per_request" is an early kind). A restored
 snapshot has the running bucket's sums but not its calls: the calls before a restart are judged at the close only.
@@ -48,7 +48,7 @@ class EarlySizes:
         if not calls or walk[1] >= len(calls):
             return
         rows, k, unseen = walk[3], cfg.tpr_cusum_k, _UNSEEN
-        earliest, latest = bucket + cfg.grace_s, bucket + cfg.bucket_s + cfg.grace_s
+        earliest, latest = self.close_time(bucket - cfg.bucket_s), self.close_time(bucket)
         found, newest = [], 0
         for second, key, log_out in calls[walk[1]:]:
             if second > newest:

@@ -30,6 +30,35 @@ from .scope_state import ScopeState
 SNAPSHOT_VERSION = 1
 
 
+# `Config.early_kinds` of the releases before tpr23 (tokens per request judged at the close only) and before shift19.
+PAST_DEFAULT_EARLY_KINDS = (("error_rate",), ("error_rate", "model_shift"))
+
+
+def restored_config(data: dict) -> tuple[Config, str]:
+    """The Config a snapshot is restored with, and what was migrated (or ""). The detector process always runs with
+    the default Config, so a saved default is today's default: a state saved before a release that changed a default
+    must not keep the old one until someone deletes the state (tpr23's per-call tokens-per-request checks stayed
+    off on a restored state; oncall24). A snapshot says whether its Config was the default (`config_is_default`);
+    one saved before that marker counts as default when it differs from today's only by a past default of
+    `early_kinds` and by fields it does not know. Any other Config (a test's, an evaluation's) is kept as saved."""
+    saved, default = data["config"], Config()
+    known = {k: v for k, v in saved.items() if k in Config.__dataclass_fields__}
+    if data.get("config_is_default"):
+        return default, ""
+    if "config_is_default" not in data:
+        current = asdict(default)
+        differs = {k for k, v in known.items() if _as_tuple(v) != _as_tuple(current[k])}
+        early = tuple(known.get("early_kinds", ()))
+        if differs <= {"early_kinds"} and (not differs or early in PAST_DEFAULT_EARLY_KINDS):
+            return default, (f"early checks {list(early)} -> {list(default.early_kinds)} (a default saved before "
+                             f"they changed)" if differs else "")
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()}), ""
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
 class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, EarlyShifts, EarlySizes):
     def __init__(self, config: Config | None = None):
         self.cfg = config or Config()
@@ -53,6 +82,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
         self._raw: dict = {}  # aggregate rows of the bucket close being processed
         self._raw_by_model: dict | None = None  # the same rows per model, built when first asked (`_rows_of_model`)
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
+        self.restored_note = ""  # what `restore` migrated (the runner logs it)
 
     # Input ---------------------------------------------------------------------------------------------------
     def observe(self, priced_events: list[dict], now: float | None = None, source: int = 0,
@@ -135,16 +165,27 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
     # Bucket close --------------------------------------------------------------------------------------------
     def _close_ready(self) -> list[AnomalyUpdate]:
         updates: list[AnomalyUpdate] = []
-        cfg = self.cfg
-        while self.next_close is not None and self.next_close + cfg.bucket_s + cfg.grace_s <= self.watermark + 60:
+        while self.next_close is not None and self.close_time(self.next_close) <= self.watermark:
             self._close(self.next_close, updates)
-            self.next_close += cfg.bucket_s
+            self.next_close += self.cfg.bucket_s
         return updates
 
+    @property
+    def _close_lag(self) -> int:
+        # The watermark is the minute an event fell in (`minute_of`): an event of minute m says events up to the end
+        # of that minute are in, so a bucket's grace is reached a minute before its end + grace.
+        return self.cfg.bucket_s + self.cfg.grace_s - 60
+
+    def close_time(self, bucket: int) -> int:
+        """The event time at which `bucket` closes: the watermark (the minute of the newest event) reaching it. An
+        anomaly judged at the close is stamped with it (`detected_at`, the alert's `at`): before oncall24 it was
+        stamped a minute later than the close ran, so alerts arrived stamped in the future."""
+        return bucket + self._close_lag
+
     def _close(self, bucket: int, updates: list[AnomalyUpdate]) -> None:
-        # Detection time in event time: the earliest moment this bucket could close, so figures do not depend
-        # on how events were batched.
-        self._now = bucket + self.cfg.bucket_s + self.cfg.grace_s
+        # Detection time in event time: the earliest moment this bucket could close (`close_time`), so figures do not
+        # depend on how events were batched.
+        self._now = bucket + self._close_lag
         if not self.stats["buckets_closed"]:
             self.started = bucket
         raw = self.agg.open.pop(bucket, {})
@@ -203,7 +244,8 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
 
     def snapshot(self) -> dict:
         """JSON-ready state (money as integer pico-dollars or decimal strings, never floats)."""
-        return {"version": SNAPSHOT_VERSION, "config": asdict(self.cfg), "next_close": self.next_close,
+        return {"version": SNAPSHOT_VERSION, "config": asdict(self.cfg), "config_is_default": self.cfg == Config(),
+                "next_close": self.next_close,
                 "watermark": self.watermark, "started": self.started, "stats": dict(self.stats),
                 "sources": {str(k): v for k, v in self.sources.items()},
                 "open_buckets": {str(b): [[list(k[1:]), v] for k, v in raw.items()] for b, raw in self.agg.open.items()},
@@ -214,7 +256,9 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
     def restore(cls, data: dict) -> "AnomalyEngine":
         if data.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"anomaly engine snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
-        engine = cls(Config(**data["config"]))
+        config, engine_note = restored_config(data)
+        engine = cls(config)
+        engine.restored_note = engine_note
         engine.next_close, engine.watermark, engine.started = data["next_close"], data["watermark"], data["started"]
         engine.stats.update(data["stats"])
         engine.agg.duplicates = engine.stats.get("duplicate_events", 0)

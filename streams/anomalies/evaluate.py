@@ -113,7 +113,7 @@ def run_month(seed: int, days: int, per_kind: int, config: Config | None = None,
     engine = AnomalyEngine(config)
     first: dict[str, dict] = {}
     last: dict[str, dict] = {}
-    spent, events, alerts = 0.0, 0, 0
+    spent, events, alerts, pages = 0.0, 0, 0, 0
     alerted: list[dict] = []
     active_days: set = set()  # (day, dim, value) with at least one call
     spread = OutputSpread(labels, facts["start"])
@@ -144,6 +144,8 @@ def run_month(seed: int, days: int, per_kind: int, config: Config | None = None,
             if u.action == "open" and u.notify:
                 alerts += 1
                 alerted.append(u.record)
+                # a new incident's trigger (kinds.py: a kind on another's page or joining an open incident is not)
+                pages += u.incident is None or u.incident["role"] == "page"
     for u in engine.advance_to(facts["end"] + 3600):
         first.setdefault(u.record["id"], u.record)
         last[u.record["id"]] = u.record
@@ -154,7 +156,7 @@ def run_month(seed: int, days: int, per_kind: int, config: Config | None = None,
         if lab["kind"] == "error_rate":
             lab["error_evidence"] = shares.evidence(lab)
     return detections, labels, facts, {"events": events, "observe_s": spent, "engine": engine, "alerts": alerts,
-                                       "alerted": alerted, "active_scope_days": len(active_days)}
+                                       "pages": pages, "alerted": alerted, "active_scope_days": len(active_days)}
 
 
 def score(detections: list[dict], labels: list[dict], facts: dict, alerted: set | None = None) -> dict:
@@ -281,7 +283,7 @@ def quiet_run(seed: int, days: int, config: Config | None = None, family: str = 
         per_kind[record["kind"]] += 1
     scope_days = run["active_scope_days"] or 1
     return {"days": days, "events": run["events"], "active_scope_days": run["active_scope_days"],
-            "false_alerts": len(run["alerted"]),
+            "false_alerts": len(run["alerted"]), "false_pages": run["pages"],
             "per_100_scope_days": round(100 * len(run["alerted"]) / scope_days, 3),
             "per_kind_per_100_scope_days": {k: round(100 * v / scope_days, 3) for k, v in per_kind.items()},
             "examples": [f"{r['start']} {r['kind']} {r['scope_dim']}={r['scope_value']}: {r['explanation']}"
@@ -302,6 +304,7 @@ def evaluate(seed: int = 8, days: int = 30, per_kind: int = 10, config: Config |
         "family": family, "seed": seed, "days": days, "events": run["events"], "injections": len(labels),
         "observe_events_per_s": round(run["events"] / run["observe_s"]) if run["observe_s"] else None,
         "wall_s": round(time.perf_counter() - t0, 1), "anomalies": len(detections), "alerts": run["alerts"],
+        "pages": run["pages"],
         "scopes": len(engine.scopes), "cold_start": cold_start(detections, facts), "kinds": kinds,
         "quiet": quiet,
         "targets_met": all((k["recall"] is None or k["recall"] >= TARGETS["recall"])

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from .aggregate import COST, TIN, TOUT
 from .detectors import Verdict, explain, severity
+from .kinds import KindIncidents
 from .scope_state import ScopeState
 
 UNITS = {"spend_rate": "usd_per_hour", "token_rate": "tokens_per_hour", "request_burst": "requests_per_hour",
@@ -39,10 +40,16 @@ class AnomalyUpdate:
     action: str  # "open" (new anomaly: alert trigger), "update" (still ongoing, later end), "close" (resolve)
     record: dict  # anomaly record per tokenmeter/records.py
     notify: bool = True  # False: explained by a narrower anomaly of the same kind, recorded but not alerted
+    # How an alerted anomaly reaches on-call when several kinds open on one scope (kinds.py, oncall24): None (its own
+    # trigger and resolve, as before), or {"id": the incident's (first anomaly's) id, "role": "page" (the trigger,
+    # listing "kinds" / "records" opened with it), "on_page" (listed on another's page), "join" (a later kind: a
+    # trigger on the incident's dedup_key, which PagerDuty folds into the open incident), "held" (closed, others of
+    # the incident still open: no resolve yet) or "resolve" (the last one closed: the incident's resolve)}.
+    incident: dict | None = None
 
 
 
-class AlertGating:
+class AlertGating(KindIncidents):
     """Mixin of AnomalyEngine (uses `self.cfg`, `self.scopes`, `self.stats`, `self._now`, `self._opened`)."""
 
     # Lifecycle -----------------------------------------------------------------------------------------------
@@ -91,7 +98,8 @@ class AlertGating:
         anomaly["status"] = "closed"
         anomaly["detected_at"] = iso_epoch(self._now)
         self.stats["anomalies_closed"] += 1
-        updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by")))
+        updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by"),
+                                     incident=self._incident_close(st, anomaly)))
 
     def _explain(self, raw: dict) -> None:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
@@ -140,6 +148,7 @@ class AlertGating:
         for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "tokens_per_request" and st.dim in TEMPLATE_DIMS:
                 self._template_incident(st, anomaly, update, raw)
+        self._merge_kinds()
         for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "new_model" and update.notify:
                 # Alerted: marked on its teams' entry of the model, so that the keys, users and features of those teams
@@ -151,7 +160,7 @@ class AlertGating:
                     if info is not None:
                         if len(info) < 5:  # (entries of older snapshots)
                             info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
-                        info[3] = [self._now - self.cfg.bucket_s - self.cfg.grace_s, f"{st.dim} {st.value}"]
+                        info[3] = [self._now - self._close_lag, f"{st.dim} {st.value}"]
 
     def _narrower_open(self, st: ScopeState, kind_key: str, anomaly: dict, raw: dict) -> tuple[str, str] | None:
         """The narrowest scope sharing this scope's traffic in this bucket with an open anomaly of the same kind (for
@@ -314,7 +323,7 @@ class AlertGating:
         """The scope whose new-model alert for `model` went out, on a team of this scope's traffic in this bucket, in an
         earlier bucket within the last `new_model_window_buckets`: this scope reaching its evidence later is the same
         news (one key's two calls alerted, or the team's from two keys; a third key's later calls)."""
-        index, bucket = RAW_INDEX[st.dim], self._now - self.cfg.bucket_s - self.cfg.grace_s
+        index, bucket = RAW_INDEX[st.dim], self._now - self._close_lag
         window = self.cfg.new_model_window_buckets * self.cfg.bucket_s
         for team in sorted({key[1] for key in raw if key[index] == st.value}):
             known = self.scopes.get(("team", team))
@@ -330,7 +339,7 @@ class AlertGating:
         for the first time (a quiet key's mix shows up slowly) is recorded, not alerted. On the sparse family's
         incident-free days that was 7 of 8 new_model alerts. None when the model is new to any team of the scope,
         or only a trace in its mix (then it is news, alerted on the narrowest scope)."""
-        index, bucket = RAW_INDEX[st.dim], self._now - self.cfg.bucket_s - self.cfg.grace_s
+        index, bucket = RAW_INDEX[st.dim], self._now - self._close_lag
         teams = {key[1] for key in raw if key[index] == st.value}
         for team in teams:
             known = self.scopes.get(("team", team))
@@ -398,5 +407,8 @@ class AlertGating:
                                       f"{anomaly['_explained_by']} at {anomaly['_incident']} UTC (not alerted again).")
         elif anomaly.get("_explained_by"):
             record["explanation"] += f" Part of the anomaly of {anomaly['_explained_by']} (alerted there)."
+        elif anomaly.get("_page_joined"):
+            record["explanation"] += (f" Same incident as the {anomaly['_page_joined']} alerted on this scope at "
+                                      f"{anomaly['_page_at'][11:16]} UTC (one page).")
         return record
 

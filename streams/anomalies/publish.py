@@ -38,7 +38,15 @@ def alert_for(update: AnomalyUpdate, dashboard_url: str = "") -> dict | None:
     URLs, routing keys) and every client of tokenmeter.alerts reads the records (leak21)."""
     if update.action not in ("open", "close") or not update.notify:
         return None
+    incident = update.incident or {}
+    role = incident.get("role")
+    if role in ("on_page", "held"):
+        return None  # on another anomaly's page; or closed while others of its incident are open (resolved with them)
     a = update.record
+    if role == "page" and len(incident["kinds"]) > 1:
+        return _page(incident, a, dashboard_url)
+    if role in ("join", "resolve") and (role == "join" or len(incident["kinds"]) > 1):
+        return _incident_alert(incident, a, dashboard_url)
     action = "trigger" if update.action == "open" else "resolve"
     title = f"{TITLES.get(a['kind'], a['kind'])}: {a['scope_dim']}={a['scope_value']}"
     if action == "resolve":
@@ -55,5 +63,66 @@ def alert_for(update: AnomalyUpdate, dashboard_url: str = "") -> dict | None:
                  "start": a["start"], "end": a["end"], "status": a["status"],
                  **({"unpriced": True} if a.get("unpriced") else {}),  # optional, as on the record
                  **({"mute_command": mute} if action == "trigger" else {})},
+        dashboard_url=f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}" if dashboard_url else "",
+    )
+
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
+
+
+def _kinds_title(kinds: list[str]) -> str:
+    return ", ".join(TITLES.get(k, k) for k in kinds)
+
+
+def _page(incident: dict, lead: dict, dashboard_url: str) -> dict:
+    """One trigger for several kinds opened together on one scope (kinds.py): titled by all of them, the summary one
+    line per kind, severity the highest, mute commands for each kind."""
+    records = incident["records"]
+    scope = f"{lead['scope_dim']}={lead['scope_value']}"
+    mutes = [mute_command(r) for r in records]
+    lines = [f"{TITLES.get(r['kind'], r['kind'])}: {r['explanation']}" for r in records]
+    return alert_record(
+        id=f"{lead['id']}:trigger", source="anomaly", kind=lead["kind"], action="trigger",
+        severity=max((r["severity"] for r in records), key=lambda s: SEVERITY_RANK.get(s, 0)),
+        dedup_key=incident["id"], title=f"{_kinds_title(incident['kinds'])}: {scope}",
+        summary=(f"One incident, {len(records)} kinds on {scope}, since {people_utc(lead['start'])}. "
+                 + " ".join(lines) + " Silence a kind on this scope for 24 h: " + "; ".join(mutes)),
+        at=lead["detected_at"], scope={lead["scope_dim"]: lead["scope_value"]}, notify=[],
+        details={"anomaly_id": lead["id"], "incident_id": incident["id"], "kinds": list(incident["kinds"]),
+                 "anomaly_ids": [r["id"] for r in records], "observed": lead["observed"], "expected": lead["expected"],
+                 "expected_low": lead["expected_low"], "expected_high": lead["expected_high"], "unit": lead["unit"],
+                 "start": lead["start"], "end": lead["end"], "status": lead["status"],
+                 **({"unpriced": True} if lead.get("unpriced") else {}),
+                 "mute_command": mutes[0], "mute_commands": mutes},
+        dashboard_url=f"{dashboard_url.rstrip('/')}/anomalies?id={lead['id']}" if dashboard_url else "",
+    )
+
+
+def _incident_alert(incident: dict, a: dict, dashboard_url: str) -> dict:
+    """A later kind joining an open incident (a trigger on the incident's dedup_key: PagerDuty appends it, no second
+    page), or the incident's resolve once its last anomaly closed (listing every kind it had)."""
+    scope = f"{a['scope_dim']}={a['scope_value']}"
+    kinds, since = incident["kinds"], people_utc(incident.get("at") or a["start"])
+    if incident["role"] == "join":
+        mute = mute_command(a)
+        action, alert_id = "trigger", f"{a['id']}:trigger"
+        title = f"{TITLES.get(a['kind'], a['kind'])}: {scope} (same incident as {_kinds_title(kinds[:-1])})"
+        summary = (f"{a['explanation']} Since {people_utc(a['start'])}, in the incident paged on this scope at "
+                   f"{since}. Silence this kind on this scope for 24 h: {mute}")
+        extra = {"mute_command": mute}
+    else:
+        action, alert_id = "resolve", f"{incident['id']}:resolve"
+        title = f"Resolved: {_kinds_title(kinds)}: {scope}"
+        summary = (f"Back to normal since {people_utc(a['end'])}: every kind of the incident paged at {since} "
+                   f"({', '.join(kinds)}). The last to close: {a['explanation']}")
+        extra = {}
+    return alert_record(
+        id=alert_id, source="anomaly", kind=a["kind"], action=action, severity=a["severity"],
+        dedup_key=incident["id"], title=title, summary=summary, at=a["detected_at"],
+        scope={a["scope_dim"]: a["scope_value"]}, notify=[],
+        details={"anomaly_id": a["id"], "incident_id": incident["id"], "kinds": list(kinds),
+                 "observed": a["observed"], "expected": a["expected"], "expected_low": a["expected_low"],
+                 "expected_high": a["expected_high"], "unit": a["unit"], "start": a["start"], "end": a["end"],
+                 "status": a["status"], **({"unpriced": True} if a.get("unpriced") else {}), **extra},
         dashboard_url=f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}" if dashboard_url else "",
     )

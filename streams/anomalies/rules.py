@@ -8,7 +8,7 @@ import math
 from .aggregate import PICO, pico_to_str
 from .baseline import GLOBAL
 from .detectors import KIND_DIMS, Verdict, error_window_verdict, rate_verdict, ratio_verdict
-from .gating import SUSTAINED_KINDS, AnomalyUpdate
+from .gating import SUSTAINED_KINDS, AnomalyUpdate, iso_epoch
 from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LN, S_LSQ, S_LSTD, S_LSUM, S_MAXCOST, S_MAXIN, S_MAXOUT, S_MAXTOK,
                            S_MINUTES, S_MODELS, S_MUSUM, S_RARE, S_RCOST, S_REQ, S_RKEYS, S_RP, S_RTOK, S_TIN, S_TOUT,
                            S_UREQ, S_UTOK, S_ZN, S_ZSUM)
@@ -94,6 +94,10 @@ class KindRules:
             if was_open and st.held is not None and bucket - st.held[0] >= cfg.tpr_new_normal_s:
                 # A change that lasts is the key's new normal: it adopts the held calls and the anomaly resolves.
                 self._new_normal(st, updates)
+            elif was_open and not ok and bucket - st.out_rate[0] >= cfg.tpr_quiet_close_s:
+                # A ratio is judged on calls: without any, the CUSUM neither grows nor falls, and the anomaly (and
+                # its page) stayed open until the scope called again (anom24). Quiet this long: resolved, saying so.
+                self._quiet_close(st, updates)
             else:
                 track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
             if was_open and "tokens_per_request" not in st.open:
@@ -301,6 +305,15 @@ class KindRules:
         anomaly = st.open["tokens_per_request"]
         anomaly["explanation"] += (f" It lasted {hours:.0f} hours: learnt as the new normal of {st.dim} {st.value}"
                                    f" (resolved).")
+        self._finish(st, "tokens_per_request", updates)
+
+    def _quiet_close(self, st: ScopeState, updates: list) -> None:
+        """Close a tokens-per-request anomaly of a scope without calls for `tpr_quiet_close_s`: no evidence that the
+        change goes on (a change that comes back with the calls is judged afresh; the close resets the CUSUM)."""
+        last = iso_epoch(st.out_rate[0] + self.cfg.bucket_s)[11:16]
+        minutes = self.cfg.tpr_quiet_close_s / 60
+        st.open["tokens_per_request"]["explanation"] += (f" No calls since {last} UTC ({minutes:.0f} minutes quiet):"
+                                                         f" resolved, nothing says the change goes on.")
         self._finish(st, "tokens_per_request", updates)
 
     @staticmethod

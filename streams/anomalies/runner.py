@@ -69,7 +69,10 @@ def load_state(path: Path) -> tuple[AnomalyEngine, dict[int, int]]:
         return AnomalyEngine(), {}
     try:
         data = orjson.loads(path.read_bytes())
-        return AnomalyEngine.restore(data["engine"]), {int(p): int(o) for p, o in data["offsets"].items()}
+        engine = AnomalyEngine.restore(data["engine"])
+        if engine.restored_note:
+            log.warning("anomaly state %s restored with today's defaults: %s", path, engine.restored_note)
+        return engine, {int(p): int(o) for p, o in data["offsets"].items()}
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         log.error("cannot restore anomaly state from %s (%s); starting fresh", path, exc)
         return AnomalyEngine(), {}
@@ -225,7 +228,10 @@ class Detector:
             alert = alert_for(update, self.settings.dashboard_url)
             if alert is None:
                 continue
-            if self.mutes.muted(record["kind"], record["scope_dim"], record["scope_value"], now):
+            # A page or resolve of several kinds (kinds.py) is silenced only when every kind on it is muted.
+            joins = (update.incident or {}).get("role") == "join"  # (a later kind: its own mute)
+            kinds = [record["kind"]] if joins else alert["details"].get("kinds") or [record["kind"]]
+            if all(self.mutes.muted(kind, record["scope_dim"], record["scope_value"], now) for kind in kinds):
                 self.counters["alerts_muted"] += 1
                 continue
             outputs.append((ALERTS, alert["dedup_key"].encode(), orjson.dumps(alert)))

@@ -1,9 +1,9 @@
 """Early tokens-per-request checks (shift19 opt-in, tpr23 on by default and judged per call): a key's CUSUM of
 standardized log output is judged after each call of the running bucket, so a template change is alerted at the time
 of the call that crossed the threshold, not at its bucket's close plus the grace (the sixth round's quiet key: one
-call an hour; close-only alerted at :12, per call at the call). The same statistic (same threshold, same calls); the
-unchanged key raises nothing judged after every call; one alert per change, not one per call; a restart after the
-early alert does not alert again."""
+call an hour; close-only alerted at :11, :12 before oncall24, per call at the call). The same statistic (same
+threshold, same calls); the unchanged key raises nothing judged after every call; one alert per change, not one per
+call; a restart after the early alert does not alert again."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_a_template_change_whose_crossing_call_arrives_mid_bucket_is_alerted_at_
     assert early and late, (early, late)
     # The same call crossed (same hour, same bucket); alerted at its own time (07:35) instead of the close + grace.
     assert late[0]["detected_at"][:14] == early[0]["detected_at"][:14] and late[0]["start"] == early[0]["start"]
-    assert late[0]["detected_at"][14:] == "12:00Z", late[0]
+    assert late[0]["detected_at"][14:] == "11:00Z", late[0]  # the close (end + grace - 1 min: oncall24)
     assert early[0]["detected_at"][14:] == "07:35Z", early[0]
     assert len(early) == len(late) == 1
 

@@ -49,7 +49,8 @@ def test_two_calls_of_a_model_no_key_of_the_team_used_alert_on_the_key():
     opened = feed(history(), "gemini-2.0-flash", [10, 22])
     alerted = [u.record for u in opened if u.notify]
     assert [(r["scope_dim"], r["scope_value"]) for r in alerted] == [("api_key", "k2")]
-    assert alerted[0]["start"].startswith("2026-09-10T02:20") and alerted[0]["detected_at"] == "2026-09-10T02:27:00Z"
+    # at the close: end + grace - 1 min (oncall24)
+    assert alerted[0]["start"].startswith("2026-09-10T02:20") and alerted[0]["detected_at"] == "2026-09-10T02:26:00Z"
     assert "api_key k2 started using gemini-2.0-flash" in alerted[0]["explanation"]
     assert any(u.record["scope_dim"] == "team" and not u.notify for u in opened)  # the same incident
 
@@ -58,7 +59,7 @@ def test_one_call_each_from_two_keys_alerts_once_and_a_key_later_is_part_of_it()
     """Two keys, one call each: the narrowest scope holding both calls alerts (here their shared feature), once."""
     opened = feed(history(), "gemini-2.0-flash", [10, 22, 35, 50], ["k1", "k2", "k2", "k2"])
     assert [(u.record["scope_dim"], u.record["detected_at"]) for u in opened if u.notify] == \
-        [("feature", "2026-09-10T02:27:00Z")]
+        [("feature", "2026-09-10T02:26:00Z")]
     on_k2 = [u.record for u in opened if u.record["scope_value"] == "k2"]
     assert len(on_k2) == 1 and on_k2[0]["explanation"].endswith("Part of the anomaly of feature chat (alerted there).")
 

@@ -29,7 +29,8 @@ def test_a_loop_calling_every_minute_opens_after_two_buckets():
     assert len(found) == 1, found
     # 14:00 and 14:05 are anomalous, with calls in every minute since 14:01: open at the close of 14:05-14:10, 14:12
     # (11 minutes after the first call), not at the third bucket's, 14:17.
-    assert _epoch(found[0]["detected_at"]) == HISTORY_END + 14 * 3600 + 2 * 300 + 120
+    # at the close: end + grace - 1 min (oncall24)
+    assert _epoch(found[0]["detected_at"]) == HISTORY_END + 14 * 3600 + 2 * 300 + 60
 
 
 def test_the_same_spend_in_bursts_with_quiet_minutes_waits_for_the_third_bucket():
@@ -41,4 +42,4 @@ def test_the_same_spend_in_bursts_with_quiet_minutes_waits_for_the_third_bucket(
         return [e for e in loop if int(e["ts"][14:16]) % 2 == 0]  # every other minute only
 
     found = [a for a in spend_alerts(bursts) if a["scope_dim"] == "api_key"]
-    assert len(found) == 1 and _epoch(found[0]["detected_at"]) == HISTORY_END + 14 * 3600 + 3 * 300 + 120
+    assert len(found) == 1 and _epoch(found[0]["detected_at"]) == HISTORY_END + 14 * 3600 + 3 * 300 + 60
