@@ -144,7 +144,8 @@ def test_closing_a_month_without_events_is_refused_unless_allowed(warehouse_sett
         close_month(wh, tmp_path / "closes", "2023-04")
 
 
-def test_corrections_of_a_closed_month_are_shown_apart_from_the_months_own_spend(wh, make_event, tmp_path):
+def test_corrections_of_a_closed_month_are_shown_apart_from_the_months_own_spend(warehouse_settings, wh, make_event,
+                                                                                   tmp_path):
     """walk25: December's chargeback CSV and showback folded November's corrections (late events after its close)
     into the teams' direct_usd with nothing saying so; only FOCUS marked them. Showback has corrections_usd (direct
     and allocated are the month's own), the CSV/Parquet a row per corrected month (`corrects_month`); totals and
@@ -153,7 +154,7 @@ def test_corrections_of_a_closed_month_are_shown_apart_from_the_months_own_spend
 
     from warehouse.focus import focus_rows
 
-    closes = tmp_path / "closes"
+    closes = Path(warehouse_settings.data_dir).resolve() / "closes"  # the CLI's, for `showback` below
     path = tmp_path / "finance.yaml"
     path.write_text("allocation:\n  - name: platform-shared\n    scope: {team: platform}\n    basis: fixed\n"
                     "    shares: {a: 1, b: 1}\n    remainder_to: a\n")
@@ -181,3 +182,10 @@ def test_corrections_of_a_closed_month_are_shown_apart_from_the_months_own_spend
                        ("a", "2023-05"): (d("0.05"), d("0.01"), d("0.06"), 1),
                        ("b", "2023-05"): (0, d("0.01"), d("0.01"), 0),
                        ("platform", "2023-05"): (d("0.02"), d("-0.02"), 0, 1)}, (fmt, got)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir),
+               TOKENMETER_COST_CENTERS_FILE=str(path))
+    run = subprocess.run([sys.executable, "-m", "app", "showback", "--month", "2023-06"], env=env,
+                         capture_output=True, timeout=120)
+    assert run.returncode == 0 and b"corrections_usd" in run.stdout.splitlines()[0], run.stderr
+    assert run.stdout.endswith(b"corrections_usd: late changes (events, re-prices) to closed month 2023-05, booked "
+                               b"in 2023-06; direct_usd and allocated_usd are 2023-06's own spend.\n"), run.stdout
