@@ -189,3 +189,14 @@ def test_corrections_of_a_closed_month_are_shown_apart_from_the_months_own_spend
     assert run.returncode == 0 and b"corrections_usd" in run.stdout.splitlines()[0], run.stderr
     assert run.stdout.endswith(b"corrections_usd: late changes (events, re-prices) to closed month 2023-05, booked "
                                b"in 2023-06; direct_usd and allocated_usd are 2023-06's own spend.\n"), run.stdout
+
+
+def test_a_month_whose_raw_events_retention_removed_is_not_closed_with_less(wh, make_event, tmp_path):
+    """close25: exports and showback refuse a window whose raw events are gone (the rollups still count them), but
+    `close` froze what was left: 0.5 of a metered 1.0 for good (a closed month's exports read only the snapshot)."""
+    wh.insert_priced([make_event(f"kept-{i}", "kept-org", team="t", cost="0.5", ts=f"2023-07-0{1 + i}T09:00:00Z")
+                      for i in range(2)])
+    wh.backend.command("ALTER TABLE priced_events DELETE WHERE event_id = 'kept-0' SETTINGS mutations_sync = 2")
+    with pytest.raises(WarehouseError, match="removed by retention"):
+        close_month(wh, tmp_path / "closes", "2023-07")
+    assert not closed_months(tmp_path / "closes")
