@@ -12,7 +12,7 @@ from dash import html
 
 from dashboards.formatting import format_usd, format_usd_exact
 from tokenmeter.timefmt import people_utc
-from warehouse.finance import FinanceConfig, corrections_note, finance_from_settings, finance_showback
+from warehouse.finance import FinanceConfig, corrections_note, finance_from_settings, showback_and_corrected
 
 HINT = ("No cost centers or allocation rules configured: set TOKENMETER_COST_CENTERS_FILE "
         "(and optionally TOKENMETER_ALLOCATION_FILE); see docs/finance.md.")
@@ -25,16 +25,9 @@ def finance_config(settings: Any) -> FinanceConfig | None:
 
 
 def finance_rows(scoped: Any, config: FinanceConfig, since: datetime, until: datetime):
-    """Rows for the scoped user (finance: all teams; a team user: their team only)."""
-    return finance_showback(scoped._warehouse, config, since, until, team=scoped.team, closes=app_closes())
-
-
-def corrected_in(since: datetime, until: datetime) -> tuple[list[str], str]:
-    """(the closed months whose corrections the range books, the range's month): ([], "") unless a whole month."""
-    from warehouse.month_close import corrected_months, whole_month
-
-    month = whole_month(since, until)
-    return (corrected_months(app_closes(), month), month) if month else ([], "")
+    """(Rows for the scoped user (finance: all teams; a team user: their team only), the closed months whose
+    corrections they show)."""
+    return showback_and_corrected(scoped._warehouse, config, since, until, team=scoped.team, closes=app_closes())
 
 
 def _money(amount) -> html.Td:
@@ -42,10 +35,10 @@ def _money(amount) -> html.Td:
 
 
 def finance_table(frame, corrected: list[str] = (), month: str = "") -> list:
-    """The team table; a Corrections column (and a line saying what it holds) when the range is the first open
-    month of closed months (`corrected`) and books changes to them: Direct and Allocated are then its own spend."""
+    """The team table; a Corrections column (and a line saying what it holds) when `month` books changes to
+    closed months (`corrected`): Direct and Allocated are then its own spend."""
     money = ["direct_usd", "allocated_usd"]
-    if "corrections_usd" in frame.columns and any(frame["corrections_usd"]):
+    if corrected:
         money.append("corrections_usd")
     money.append("total_usd")
     names = {"direct_usd": "Direct", "allocated_usd": "Allocated", "corrections_usd": "Corrections",

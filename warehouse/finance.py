@@ -105,7 +105,14 @@ def check_complete(wh, rows: list[dict[str, Any]], since: datetime, until: datet
 
 def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime, *, by: str = "team",
                      team: str | None = None, closes: Path | None = None) -> pl.DataFrame:
-    """One row per `by` ("team" or "cost_center") with cost_center, gl_account, owner, direct_usd,
+    """showback_and_corrected's table."""
+    return showback_and_corrected(wh, config, since, until, by=by, team=team, closes=closes)[0]
+
+
+def showback_and_corrected(wh, config: FinanceConfig, since: datetime, until: datetime, *, by: str = "team",
+                           team: str | None = None,
+                           closes: Path | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """(the table, the closed months whose corrections it shows). One row per `by` ("team" or "cost_center") with cost_center, gl_account, owner, direct_usd,
     allocated_usd, corrections_usd, total_usd (exact Decimals; total = the other three); `team` limits it to one
     team's rows (team-scoped users). Direct and allocated are the window's own spend; corrections_usd is what the
     window (an open month after a closed one) books for closed months (late events, re-prices: direct and
@@ -115,6 +122,7 @@ def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime
     if by not in GROUPS:
         raise ValueError(f"by: {by!r} is not one of {', '.join(GROUPS)}")
     totals: dict[tuple, list[Decimal]] = {}
+    corrected = set()
     for charge in allocated_charges(wh, config, since, until, closes=closes).charges:
         if team is not None and charge["team"] != team:
             continue
@@ -122,6 +130,7 @@ def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime
         key = (charge["team"], center, account, owner) if by == "team" else (center, account, owner)
         sums = totals.setdefault(key, [Decimal(0), Decimal(0), Decimal(0)])
         if charge.get("corrects"):
+            corrected.add(charge["corrects"])
             sums[2] += charge["direct"] + charge["allocated"]
         else:
             sums[0] += charge["direct"]
@@ -131,14 +140,15 @@ def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime
     rows.sort(key=lambda r: (-r[-1], r[0]))
     schema = {n: pl.String for n in names} | {"direct_usd": MONEY, "allocated_usd": MONEY,
                                               "corrections_usd": MONEY, "total_usd": MONEY}
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return pl.DataFrame(rows, schema=schema, orient="row"), sorted(corrected)
 
 
 
 def corrections_note(month: str, corrected: list[str], column: str = "corrections_usd",
                      own: str = "direct_usd and allocated_usd") -> str:
     """What the corrections column holds, in words (a reader reconciles the month's own spend against a bill)."""
-    return (f"{column}: late changes (events, re-prices) to closed month {', '.join(corrected)}, booked in "
+    months = "closed month" + ("s " if len(corrected) > 1 else " ") + ", ".join(corrected)
+    return (f"{column}: late changes (events, re-prices) to {months}, booked in "
             f"{month}; {own} are {month}'s own spend.")
 
 

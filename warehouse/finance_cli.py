@@ -20,8 +20,8 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
     from warehouse.export import month_bounds
-    from warehouse.finance import corrections_note, finance_from_settings, finance_showback
-    from warehouse.month_close import closes_dir, corrected_months
+    from warehouse.finance import corrections_note, finance_from_settings, showback_and_corrected
+    from warehouse.month_close import closes_dir
     from warehouse.report import render_report
 
     settings = cli_settings()
@@ -30,14 +30,15 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
         start, end = month_bounds(month)
         wh = open_warehouse(settings)
         try:
-            frame = finance_showback(wh, config, start, end, by=by, team=team, closes=closes_dir(settings))
+            frame, corrected = showback_and_corrected(wh, config, start, end, by=by, team=team,
+                                                      closes=closes_dir(settings))
         finally:
             wh.close()
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(render_report(frame, fmt), nl=False)
-    if fmt == "table" and any(frame["corrections_usd"]):
-        click.echo(corrections_note(month.strip(), corrected_months(closes_dir(settings), month.strip())))
+    if fmt == "table" and corrected:
+        click.echo(corrections_note(month.strip(), corrected))
 
 
 @click.command("close")

@@ -184,8 +184,9 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: da
                 allow_empty: bool = False) -> dict[str, Any]:
     """Freeze `month` (its live charges plus the corrections of earlier closed months it is the first open
     month of). Refuses a month that is already closed or has not ended, one whose corrections a later closed
-    month booked (re-opened by removing its directory alone), and one with nothing to freeze unless
-    `allow_empty` (a typo such as 2026-10 would turn that month's late events into corrections: close25)."""
+    month booked (re-opened by removing its directory alone), one whose raw events retention removed (the
+    snapshot would hold less than was metered), and one with nothing to freeze unless `allow_empty` (a typo such
+    as 2026-10 would turn that month's late events into corrections: close25)."""
     from warehouse.export import month_bounds
 
     start, end = month_bounds(month)
@@ -206,6 +207,10 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: da
             f"twice: re-open {', '.join(booked)} too (remove {', '.join(str(directory / b) for b in booked)}) and "
             f"close {month} first, then {', '.join(booked)}")
     rows = _month_rows(wh, directory, month, start, end)
+    # A snapshot is all its exports read from then on: raw events gone (retention) would be frozen as less spend.
+    from warehouse.finance import check_complete  # (warehouse.finance reads months through this module)
+
+    check_complete(wh, [r for r in rows if not r["corrects"]], start, end)
     if not rows and not allow_empty:
         raise WarehouseError(
             f"month {month} has no events (and no corrections of a closed month to book): closing it would freeze "

@@ -14,11 +14,12 @@ from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, 
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.charts import showback_chart
 from dashboards.formatting import format_count, format_usd, format_usd_exact, to_decimal
-from dashboards.finance_panel import HINT, closed_note, corrected_in, finance_config, finance_rows, finance_table
+from dashboards.finance_panel import HINT, closed_note, finance_config, finance_rows, finance_table
 from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, status_banner
 from dashboards.showback_data import DRILL, GROUP_DIMS, ShowbackView, showback_series, showback_totals
 from warehouse.backends import WarehouseError
+from warehouse.month_close import whole_month
 
 dash.register_page(__name__, path="/showback", name="Showback", title="tokenmeter - showback", order=1)
 
@@ -199,10 +200,10 @@ def _finance(wh, view: ShowbackView) -> list:
     if config is None:
         return note + [html.P(HINT, className="hint")]
     try:
-        rows = finance_rows(wh, config, view.filters.since, view.filters.until)
+        rows, corrected = finance_rows(wh, config, view.filters.since, view.filters.until)
     except WarehouseError as exc:  # e.g. raw events of the range gone: say so, keep the rest of the page
         return note + [html.Pre(str(exc), className="banner error", id="showback-finance-error")]
-    return note + finance_table(rows, *corrected_in(view.filters.since, view.filters.until))
+    return note + finance_table(rows, corrected, whole_month(view.filters.since, view.filters.until) or "")
 
 
 def series_empty():
