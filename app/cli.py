@@ -293,8 +293,9 @@ _STAGE_HELP = {
     "alerts": "Deliver budget and anomaly alerts to Slack, PagerDuty and signed webhooks.",
     "anomalies": "Spend anomaly detection: run the detector, measure it on labelled traffic of three families.",
     "export": "Chargeback for a month as FOCUS 1.3, CSV or Parquet; totals equal `tokenmeter report`.",
-    "showback": ("Direct, allocated and total cost per team or cost center, with GL account and owner (from "
-                 "TOKENMETER_COST_CENTERS_FILE; allocation rules from it or TOKENMETER_ALLOCATION_FILE)."),
+    "showback": ("Direct, allocated, corrections (of closed months) and total cost per team or cost center, with "
+                 "GL account and owner (from TOKENMETER_COST_CENTERS_FILE; allocation rules from it or "
+                 "TOKENMETER_ALLOCATION_FILE)."),
     "close": ("Lock a month: its charges are frozen (exports of it stay byte-for-byte the same) and later "
               "events, re-prices or corrections for it are booked as correction lines in the first open month."),
     "drift": ("Compare the providers' cost reports (`tokenmeter collect openai-usage` / `anthropic-usage`) with "

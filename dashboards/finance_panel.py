@@ -12,7 +12,7 @@ from dash import html
 
 from dashboards.formatting import format_usd, format_usd_exact
 from tokenmeter.timefmt import people_utc
-from warehouse.finance import FinanceConfig, finance_from_settings, finance_showback
+from warehouse.finance import FinanceConfig, corrections_note, finance_from_settings, showback_and_corrected
 
 HINT = ("No cost centers or allocation rules configured: set TOKENMETER_COST_CENTERS_FILE "
         "(and optionally TOKENMETER_ALLOCATION_FILE); see docs/finance.md.")
@@ -25,32 +25,44 @@ def finance_config(settings: Any) -> FinanceConfig | None:
 
 
 def finance_rows(scoped: Any, config: FinanceConfig, since: datetime, until: datetime):
-    """Rows for the scoped user (finance: all teams; a team user: their team only)."""
-    return finance_showback(scoped._warehouse, config, since, until, team=scoped.team, closes=app_closes())
+    """(Rows for the scoped user (finance: all teams; a team user: their team only), the closed months whose
+    corrections they show)."""
+    return showback_and_corrected(scoped._warehouse, config, since, until, team=scoped.team, closes=app_closes())
 
 
 def _money(amount) -> html.Td:
     return html.Td(format_usd(amount), title=format_usd_exact(amount), className="num")
 
 
-def finance_table(frame) -> list:
-    header = html.Thead(html.Tr([html.Th(h) for h in ("Team", "Cost center", "GL account", "Owner", "Direct",
-                                                      "Allocated", "Total")]))
+def finance_table(frame, corrected: list[str] = (), month: str = "") -> list:
+    """The team table; a Corrections column (and a line saying what it holds) when `month` books changes to
+    closed months (`corrected`): Direct and Allocated are then its own spend."""
+    money = ["direct_usd", "allocated_usd"]
+    if corrected:
+        money.append("corrections_usd")
+    money.append("total_usd")
+    names = {"direct_usd": "Direct", "allocated_usd": "Allocated", "corrections_usd": "Corrections",
+             "total_usd": "Total"}
+    header = html.Thead(html.Tr([html.Th(h) for h in ("Team", "Cost center", "GL account", "Owner",
+                                                      *[names[m] for m in money])]))
     body = []
     for row in frame.iter_rows(named=True):
         unmapped = row["cost_center"] == "unmapped"
         body.append(html.Tr(className="unmapped" if unmapped else None, children=[
             html.Td(row["team"] or "(untagged)"), html.Td(row["cost_center"]), html.Td(row["gl_account"]),
-            html.Td(row["owner"]), _money(row["direct_usd"]), _money(row["allocated_usd"]),
-            _money(row["total_usd"])]))
+            html.Td(row["owner"]), *[_money(row[m]) for m in money]]))
     if frame.height:
         body.append(html.Tr(className="total", children=[html.Td("Total"), html.Td(""), html.Td(""), html.Td(""),
-                                                         _money(sum(frame["direct_usd"])),
-                                                         _money(sum(frame["allocated_usd"])),
-                                                         _money(sum(frame["total_usd"]))]))
-    note = ([html.P("Amounts are rounded for reading (cents; 4 decimals below $1): a rounded row or total can differ "
-                    "by a cent from the sum of its rounded parts. Hover an amount for its exact value; exports keep "
-                    "every digit.", className="hint", id="showback-finance-rounding")] if frame.height else [])
+                                                         *[_money(sum(frame[m])) for m in money]]))
+    if "corrections_usd" in money:
+        body_note = [html.P(corrections_note(month, list(corrected), "Corrections", "Direct and Allocated"),
+                            className="hint", id="showback-finance-corrections")]
+    else:
+        body_note = []
+    note = body_note + ([html.P(
+        "Amounts are rounded for reading (cents; 4 decimals below $1): a rounded row or total can differ by a cent "
+        "from the sum of its rounded parts. Hover an amount for its exact value; exports keep every digit.",
+        className="hint", id="showback-finance-rounding")] if frame.height else [])
     return [html.H3("Cost centers and shared-cost allocation"),
             html.Table(id="showback-finance-table", className="data-table", children=[header, html.Tbody(body)]),
             *note]

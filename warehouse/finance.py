@@ -105,28 +105,51 @@ def check_complete(wh, rows: list[dict[str, Any]], since: datetime, until: datet
 
 def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime, *, by: str = "team",
                      team: str | None = None, closes: Path | None = None) -> pl.DataFrame:
-    """One row per `by` ("team" or "cost_center") with cost_center, gl_account, owner, direct_usd,
-    allocated_usd, total_usd (exact Decimals); `team` limits it to one team's rows (team-scoped users).
+    """showback_and_corrected's table."""
+    return showback_and_corrected(wh, config, since, until, by=by, team=team, closes=closes)[0]
+
+
+def showback_and_corrected(wh, config: FinanceConfig, since: datetime, until: datetime, *, by: str = "team",
+                           team: str | None = None,
+                           closes: Path | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """(the table, the closed months whose corrections it shows). One row per `by` ("team" or "cost_center") with cost_center, gl_account, owner, direct_usd,
+    allocated_usd, corrections_usd, total_usd (exact Decimals; total = the other three); `team` limits it to one
+    team's rows (team-scoped users). Direct and allocated are the window's own spend; corrections_usd is what the
+    window (an open month after a closed one) books for closed months (late events, re-prices: direct and
+    allocated together), so the month's own spend can be reconciled apart from them (close25).
     Untagged usage is team "" and unmapped spend the cost center "unmapped", both visible rows.
     The same charges (day x provider x model x part) as the FOCUS export, so both agree to the last digit."""
     if by not in GROUPS:
         raise ValueError(f"by: {by!r} is not one of {', '.join(GROUPS)}")
     totals: dict[tuple, list[Decimal]] = {}
+    corrected = set()
     for charge in allocated_charges(wh, config, since, until, closes=closes).charges:
         if team is not None and charge["team"] != team:
             continue
         center, account, owner = config.cost_center_of(charge)
         key = (charge["team"], center, account, owner) if by == "team" else (center, account, owner)
-        sums = totals.setdefault(key, [Decimal(0), Decimal(0)])
-        sums[0] += charge["direct"]
-        sums[1] += charge["allocated"]
+        sums = totals.setdefault(key, [Decimal(0), Decimal(0), Decimal(0)])
+        if charge.get("corrects"):
+            corrected.add(charge["corrects"])
+            sums[2] += charge["direct"] + charge["allocated"]
+        else:
+            sums[0] += charge["direct"]
+            sums[1] += charge["allocated"]
     names = (["team"] if by == "team" else []) + ["cost_center", "gl_account", "owner"]
-    rows = [list(key) + [d, a, d + a] for key, (d, a) in totals.items()]
+    rows = [list(key) + [d, a, c, d + a + c] for key, (d, a, c) in totals.items()]
     rows.sort(key=lambda r: (-r[-1], r[0]))
-    schema = {n: pl.String for n in names} | {"direct_usd": MONEY, "allocated_usd": MONEY, "total_usd": MONEY}
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    schema = {n: pl.String for n in names} | {"direct_usd": MONEY, "allocated_usd": MONEY,
+                                              "corrections_usd": MONEY, "total_usd": MONEY}
+    return pl.DataFrame(rows, schema=schema, orient="row"), sorted(corrected)
 
 
+
+def corrections_note(month: str, corrected: list[str], column: str = "corrections_usd",
+                     own: str = "direct_usd and allocated_usd") -> str:
+    """What the corrections column holds, in words (a reader reconciles the month's own spend against a bill)."""
+    months = "closed month" + ("s " if len(corrected) > 1 else " ") + ", ".join(corrected)
+    return (f"{column}: late changes (events, re-prices) to {months}, booked in "
+            f"{month}; {own} are {month}'s own spend.")
 
 
 PART_TOKENS = {"input": "input_tokens", "cached_input": "cached_input_tokens", "cache_write_5m": "cache_write_tokens",
@@ -137,9 +160,11 @@ COUNT_COLUMNS = ("events", "unpriced_events", "input_tokens", "output_tokens", "
 
 def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datetime, group_by: list[str],
                         team: str | None = None, closes: Path | None = None) -> pl.DataFrame:
-    """The CSV/Parquet export with finance applied: one row per group_by values, cost center, GL account and
-    owner, with the report's counts (input_tokens includes cached and cache-write tokens, output_tokens the
-    reasoning ones, as everywhere else) and direct_usd, allocated_usd, cost_usd (= total)."""
+    """The CSV/Parquet export with finance applied: one row per corrects_month, group_by values, cost center,
+    GL account and owner, with the report's counts (input_tokens includes cached and cache-write tokens,
+    output_tokens the reasoning ones, as everywhere else) and direct_usd, allocated_usd, cost_usd (= total).
+    corrects_month is "" for the window's own usage and the closed month a row corrects otherwise (late events
+    and re-prices booked in its first open month), so corrections have their own rows, counts and money (close25)."""
     totals: dict[tuple, list] = {}
     # per UTC day, the charge grain showback, the dashboard and FOCUS split shared cost at: split once per month,
     # the 1e-12 truncations landed elsewhere and the same team's allocated_usd differed by ~1e-9 (walk21)
@@ -148,7 +173,7 @@ def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datet
         if team is not None and charge["team"] != team:
             continue
         center = config.cost_center_of(charge)
-        key = tuple(str(charge.get(d) or "") for d in group_by) + center
+        key = (charge.get("corrects") or "",) + tuple(str(charge.get(d) or "") for d in group_by) + center
         sums = totals.setdefault(key, [0] * len(COUNT_COLUMNS) + [Decimal(0), Decimal(0)])
         if "origin_team" not in charge:
             # Usage counts stay with the team that consumed it; only money moves.
@@ -163,7 +188,7 @@ def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datet
                     sums[COUNT_COLUMNS.index("output_tokens")] += charge["quantity"]
         sums[-2] += charge["direct"]
         sums[-1] += charge["allocated"]
-    names = list(group_by) + ["cost_center", "gl_account", "owner"]
+    names = ["corrects_month", *group_by, "cost_center", "gl_account", "owner"]
     rows = [list(k) + v[:-2] + [v[-2], v[-1], v[-2] + v[-1]] for k, v in sorted(totals.items())]
     schema = ({n: pl.String for n in names} | {c: pl.UInt64 for c in COUNT_COLUMNS}
               | {"direct_usd": MONEY, "allocated_usd": MONEY, "cost_usd": MONEY})

@@ -124,9 +124,8 @@ def _frozen_and_corrections(wh, directory: Path | None, month: str, start: datet
     if month in closed:
         return _snapshot(directory, month), []
     corrections = []
-    for earlier in sorted(closed):
-        if earlier < month and first_open_after(earlier, closed) == month:
-            corrections += _corrections(wh, directory, earlier, closed)
+    for earlier in corrected_months(directory, month):
+        corrections += _corrections(wh, directory, earlier, closed)
     return [], corrections
 
 
@@ -136,6 +135,14 @@ def _month_rows(wh, directory: Path | None, month: str, start: datetime, end: da
         return _snapshot(directory, month)
     _, corrections = _frozen_and_corrections(wh, directory, month, start, end)
     return [dict(r, corrects="") for r in _live(wh, start, end)] + corrections
+
+
+def corrected_months(directory: Path | None, month: str) -> list[str]:
+    """The closed months whose corrections `month` carries (it is their first open month); [] if it is closed."""
+    closed = closed_months(directory)
+    if month in closed:
+        return []
+    return [m for m in sorted(closed) if m < month and first_open_after(m, closed) == month]
 
 
 def whole_month(since: datetime, until: datetime) -> str | None:
@@ -173,11 +180,13 @@ def month_charges(wh, directory: Path | None, month: str, start: datetime, end: 
                    for key, (q, c, e, u) in sorted(sums.items(), key=lambda item: tuple(map(str, item[0])))]
 
 
-def close_month(wh, directory: Path, month: str, *, closed_by: str = "",
-                now: datetime | None = None) -> dict[str, Any]:
+def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: datetime | None = None,
+                allow_empty: bool = False) -> dict[str, Any]:
     """Freeze `month` (its live charges plus the corrections of earlier closed months it is the first open
-    month of). Refuses a month that is already closed or has not ended, and one whose corrections a later closed
-    month booked (re-opened by removing its directory alone)."""
+    month of). Refuses a month that is already closed or has not ended, one whose corrections a later closed
+    month booked (re-opened by removing its directory alone), one whose raw events retention removed (the
+    snapshot would hold less than was metered), and one with nothing to freeze unless `allow_empty` (a typo such
+    as 2026-10 would turn that month's late events into corrections: close25)."""
     from warehouse.export import month_bounds
 
     start, end = month_bounds(month)
@@ -198,6 +207,15 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "",
             f"twice: re-open {', '.join(booked)} too (remove {', '.join(str(directory / b) for b in booked)}) and "
             f"close {month} first, then {', '.join(booked)}")
     rows = _month_rows(wh, directory, month, start, end)
+    # A snapshot is all its exports read from then on: raw events gone (retention) would be frozen as less spend.
+    from warehouse.finance import check_complete  # (warehouse.finance reads months through this module)
+
+    check_complete(wh, [r for r in rows if not r["corrects"]], start, end)
+    if not rows and not allow_empty:
+        raise WarehouseError(
+            f"month {month} has no events (and no corrections of a closed month to book): closing it would freeze "
+            f"nothing and turn its late events into corrections; check the month, or give --allow-empty to close "
+            f"it anyway")
     target = directory / month
     target.mkdir(parents=True, exist_ok=True)
     columns = {name: [row.get(name) for row in rows] for name in SCHEMA.names}

@@ -19,6 +19,7 @@ from dashboards.handle import WarehouseUnavailable, current_settings
 from dashboards.panels import banner_content, date_range_filter, status_banner
 from dashboards.showback_data import DRILL, GROUP_DIMS, ShowbackView, showback_series, showback_totals
 from warehouse.backends import WarehouseError
+from warehouse.month_close import whole_month
 
 dash.register_page(__name__, path="/showback", name="Showback", title="tokenmeter - showback", order=1)
 
@@ -199,10 +200,10 @@ def _finance(wh, view: ShowbackView) -> list:
     if config is None:
         return note + [html.P(HINT, className="hint")]
     try:
-        rows = finance_rows(wh, config, view.filters.since, view.filters.until)
+        rows, corrected = finance_rows(wh, config, view.filters.since, view.filters.until)
     except WarehouseError as exc:  # e.g. raw events of the range gone: say so, keep the rest of the page
         return note + [html.Pre(str(exc), className="banner error", id="showback-finance-error")]
-    return note + finance_table(rows)
+    return note + finance_table(rows, corrected, whole_month(view.filters.since, view.filters.until) or "")
 
 
 def series_empty():

@@ -328,6 +328,27 @@ def test_the_allocation_table_says_rounded_figures_may_differ_by_a_cent_and_the_
                            "frozen; later changes are corrections in the first open month.")
 
 
+def test_the_allocation_table_shows_corrections_of_a_closed_month_apart():
+    """close25: a month booking a closed month's late changes has a Corrections column, and says Direct and
+    Allocated are its own spend; a month without any has no such column."""
+    import polars as pl
+
+    from dashboards.finance_panel import finance_table
+
+    frame = pl.DataFrame({"team": ["a"], "cost_center": ["CC-1"], "gl_account": ["6410"], "owner": ["a@x"],
+                          "direct_usd": [Decimal("30")], "allocated_usd": [Decimal("0")],
+                          "corrections_usd": [Decimal("6")], "total_usd": [Decimal("36")]})
+    parts = finance_table(frame, ["2023-05"], "2023-06")
+    assert [_text(cell) for cell in parts[1].children[0].children.children][4:] == [
+        "Direct", "Allocated", "Corrections", "Total"]
+    assert [_text(cell) for cell in parts[1].children[1].children[0].children][4:] == [
+        "$30.00", "$0.00", "$6.00", "$36.00"]
+    assert _text(parts[2]) == ("Corrections: late changes (events, re-prices) to closed month 2023-05, booked in "
+                               "2023-06; Direct and Allocated are 2023-06's own spend.")
+    plain = finance_table(frame.with_columns(pl.lit(Decimal(0)).alias("corrections_usd")))
+    assert "Corrections" not in [_text(cell) for cell in plain[1].children[0].children.children]
+
+
 def test_budget_times_say_they_are_utc(app_and_warehouse):
     headers = sys.modules["pages.budgets"].STATUS_HEADERS
     assert "Expected breach (UTC)" in headers and "Updated (UTC)" in headers  # the alerts table's "When (UTC)"

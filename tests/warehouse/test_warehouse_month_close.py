@@ -118,9 +118,85 @@ def test_a_month_whose_corrections_a_later_close_booked_cannot_be_closed_again(w
         close_month(wh, closes, "2024-08")
     shutil.rmtree(closes / "2024-09")  # re-opened together, in order: each counted once
     assert Decimal(close_month(wh, closes, "2024-08")["total_usd"]) == Decimal("0.15")
-    assert Decimal(close_month(wh, closes, "2024-09")["total_usd"]) == 0
+    assert Decimal(close_month(wh, closes, "2024-09", allow_empty=True)["total_usd"]) == 0
 
 
 def test_an_empty_month_closes_with_its_total_at_the_money_scale(wh, tmp_path):
     """walk25: `close --list` printed "total 0 USD" for a month without events beside "56.301671870000 USD"."""
-    assert close_month(wh, tmp_path / "closes", "2023-02")["total_usd"] == "0.000000000000"
+    assert close_month(wh, tmp_path / "closes", "2023-02", allow_empty=True)["total_usd"] == "0.000000000000"
+
+
+def test_closing_a_month_without_events_is_refused_unless_allowed(warehouse_settings, wh, tmp_path):
+    """walk25: `close --month 2026-10` (a typo; the demo has no October) closed a month nobody meant to close, and
+    late events of it then became corrections. A month with nothing to freeze (no events, no corrections to book)
+    is refused with the way to close it anyway."""
+    closes = Path(warehouse_settings.data_dir).resolve() / "closes"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir))
+    run = subprocess.run([sys.executable, "-m", "app", "close", "--month", "2023-03"], env=env, capture_output=True,
+                         timeout=120)
+    assert run.returncode != 0 and b"Traceback" not in run.stderr, run.stderr
+    assert b"2023-03 has no events" in run.stderr and b"--allow-empty" in run.stderr, run.stderr
+    assert "2023-03" not in closed_months(closes)
+    run = subprocess.run([sys.executable, "-m", "app", "close", "--month", "2023-03", "--allow-empty"], env=env,
+                         capture_output=True, timeout=120)
+    assert run.returncode == 0 and b"closed 2023-03: 0.000000000000 USD, 0 events" in run.stdout, run.stderr
+    with pytest.raises(WarehouseError, match="2023-04 has no events"):
+        close_month(wh, tmp_path / "closes", "2023-04")
+
+
+def test_corrections_of_a_closed_month_are_shown_apart_from_the_months_own_spend(warehouse_settings, wh, make_event,
+                                                                                   tmp_path):
+    """walk25: December's chargeback CSV and showback folded November's corrections (late events after its close)
+    into the teams' direct_usd with nothing saying so; only FOCUS marked them. Showback has corrections_usd (direct
+    and allocated are the month's own), the CSV/Parquet a row per corrected month (`corrects_month`); totals and
+    FOCUS as before."""
+    import polars as pl
+
+    from warehouse.focus import focus_rows
+
+    closes = Path(warehouse_settings.data_dir).resolve() / "closes"  # the CLI's, for `showback` below
+    path = tmp_path / "finance.yaml"
+    path.write_text("allocation:\n  - name: platform-shared\n    scope: {team: platform}\n    basis: fixed\n"
+                    "    shares: {a: 1, b: 1}\n    remainder_to: a\n")
+    config = load_finance(path)
+    wh.insert_priced([make_event("may-0", "apart-org", team="a", cost="0.1", ts="2023-05-10T08:00:00Z")])
+    close_month(wh, closes, "2023-05")
+    wh.insert_priced([make_event("may-late-a", "apart-org", team="a", cost="0.05", ts="2023-05-20T08:00:00Z"),
+                      make_event("may-late-p", "apart-org", team="platform", cost="0.02", ts="2023-05-21T08:00:00Z"),
+                      make_event("jun-a", "apart-org", team="a", cost="0.3", ts="2023-06-03T08:00:00Z"),
+                      make_event("jun-b", "apart-org", team="b", cost="0.4", ts="2023-06-04T08:00:00Z")])
+    june = _bounds("2023-06")
+    shown = {r["team"]: (r["direct_usd"], r["allocated_usd"], r["corrections_usd"], r["total_usd"])
+             for r in finance_showback(wh, config, *june, closes=closes).iter_rows(named=True)}
+    d = Decimal
+    assert shown == {"a": (d("0.3"), 0, d("0.06"), d("0.36")), "b": (d("0.4"), 0, d("0.01"), d("0.41")),
+                     "platform": (0, 0, 0, 0)}, shown
+    focus = focus_rows(wh, config, *june, ["team"], closes=closes)
+    assert sum(r["BilledCost"] for r in focus if r["ChargeClass"] == "Correction") == d("0.07")
+    for fmt in ("csv", "parquet"):
+        data = export_month(wh, "2023-06", fmt, ["team"], finance=config, closes=closes)
+        rows = _rows(data) if fmt == "csv" else pl.read_parquet(io.BytesIO(data)).to_dicts()
+        got = {(r["team"], r["corrects_month"] or ""): (d(str(r["direct_usd"])), d(str(r["allocated_usd"])),
+                                                        d(str(r["cost_usd"])), int(r["events"])) for r in rows}
+        assert got == {("a", ""): (d("0.3"), 0, d("0.3"), 1), ("b", ""): (d("0.4"), 0, d("0.4"), 1),
+                       ("a", "2023-05"): (d("0.05"), d("0.01"), d("0.06"), 1),
+                       ("b", "2023-05"): (0, d("0.01"), d("0.01"), 0),
+                       ("platform", "2023-05"): (d("0.02"), d("-0.02"), 0, 1)}, (fmt, got)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir),
+               TOKENMETER_COST_CENTERS_FILE=str(path))
+    run = subprocess.run([sys.executable, "-m", "app", "showback", "--month", "2023-06"], env=env,
+                         capture_output=True, timeout=120)
+    assert run.returncode == 0 and b"corrections_usd" in run.stdout.splitlines()[0], run.stderr
+    assert run.stdout.endswith(b"corrections_usd: late changes (events, re-prices) to closed month 2023-05, booked "
+                               b"in 2023-06; direct_usd and allocated_usd are 2023-06's own spend.\n"), run.stdout
+
+
+def test_a_month_whose_raw_events_retention_removed_is_not_closed_with_less(wh, make_event, tmp_path):
+    """close25: exports and showback refuse a window whose raw events are gone (the rollups still count them), but
+    `close` froze what was left: 0.5 of a metered 1.0 for good (a closed month's exports read only the snapshot)."""
+    wh.insert_priced([make_event(f"kept-{i}", "kept-org", team="t", cost="0.5", ts=f"2023-07-0{1 + i}T09:00:00Z")
+                      for i in range(2)])
+    wh.backend.command("ALTER TABLE priced_events DELETE WHERE event_id = 'kept-0' SETTINGS mutations_sync = 2")
+    with pytest.raises(WarehouseError, match="removed by retention"):
+        close_month(wh, tmp_path / "closes", "2023-07")
+    assert not closed_months(tmp_path / "closes")
