@@ -6,7 +6,8 @@ Dedupe protocol (at-least-once in, exactly-once totals out); event_id alone deci
 2. it is split by month of ts into inserts of at most `MAX_MONTHS_PER_INSERT` partitions (ClickHouse refuses
    an INSERT touching more than 100), each going through steps 3-5;
 3. its event_ids are looked up in `priced_event_ids` (migration 0009: every stored id, kept by a view on
-   priced_events, looked up by key) in ONE query (the ids through a one-column Memory table);
+   priced_events, looked up by key) in ONE query (the ids through a one-column Memory table); ids the in-process
+   filter of those keys rules out (warehouse/stored_ids.py, a superset of them) are not sent;
 4. the rows whose id was not found are filtered in Arrow and inserted straight into `priced_events` in ONE
    insert (its hours marked in `rollup_insert_pending` around it);
 5. the materialized views therefore only ever see new rows, and the rollups stay exact.

@@ -2,8 +2,8 @@
 
 Why: the dedupe lookup of a window's ids in `priced_event_ids` (EmbeddedRocksDB, migration 0009) cost 1-2 CPU us per
 id, RocksDB's per-key read (fast23), and nearly every id a loader sees is new. The filter answers "surely not stored"
-for most new ids in ~0.03 us; only ids it cannot rule out (stored ones and ~0.5 % false positives) go to RocksDB, whose
-answer decides as before. So what is stored is unchanged as long as the filter holds every key `priced_event_ids`
+for most new ids in ~0.03-0.06 us; only ids it cannot rule out (stored ones and ~1 % false positives) go to RocksDB,
+whose answer decides as before. So what is stored is unchanged as long as the filter holds every key `priced_event_ids`
 holds (a superset is always safe: a key deleted since, by retention, is just a false positive). That is kept by
 - building it from a scan of `priced_event_ids` under the insert lock, after the writer opened (migrations, heals,
   and on a server the writer lease: no other writer can add keys while this one holds it);
@@ -14,8 +14,9 @@ holds (a superset is always safe: a key deleted since, by retention, is just a f
 A crash loses it with the process; the next writer builds it again from the keys.
 
 Memory: a word-blocked Bloom filter of 10 bits per id of capacity, built with a quarter more room than the keys it is
-built from (1.56 MB per million stored ids, at least 1.25 MB; the scan's hashes take 8 bytes per id while it is built).
-It grows by layers of twice the capacity, never by a rebuild: at most ~2.5 MB per million ids it holds. Cost of a build: the scan of RocksDB, ~1 CPU us per stored id (measured: docs/warehouse.md, load24).
+built from (1.56 MB per million stored ids, at least 1.25 MB; the scan's hashes take 8 bytes per id while it is
+built). It grows by layers of twice the capacity, never by a rebuild: at most ~2.5 MB per million ids it holds. A
+build is a scan of RocksDB, ~0.6-0.9 CPU us per stored id, once per start (docs/warehouse.md, load24).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 
 BITS_PER_ID = 10
-PROBES = 6  # bits set per id inside its 64-bit word: ~0.3-0.7 % false positives at capacity (measured)
+PROBES = 6  # bits set per id inside its 64-bit word: ~0.9 % false positives at 80 % of capacity (measured)
 MIN_CAPACITY = 1 << 20
 _SEED = 0x5EED_1D5  # polars' string hash, seeded: the same function on the scan and on every window (one process)
 _ONE = np.uint64(1)
