@@ -11,7 +11,7 @@ import re
 import threading
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
 
@@ -81,6 +81,17 @@ def _chdb_params(params: dict[str, Any] | None) -> dict[str, str]:
     return {k: str(v).translate(_CHDB_ESCAPES) for k, v in normalize_params(params).items()}
 
 
+# Statements that may add dedupe keys: an INSERT into priced_events (its view writes priced_event_ids) or into
+# priced_event_ids itself. Each backend counts them (`key_writes`), so the loader's in-process filter of the keys
+# (warehouse/stored_ids.py) knows when a write it did not make may have added one, and is built again.
+_KEY_WRITE = re.compile(r"\s*INSERT\s+INTO\s+`?priced_event(s|_ids)`?[\s(]", re.IGNORECASE)
+KEY_TABLES = ("priced_events", "priced_event_ids")
+
+
+def writes_keys(sql: str) -> bool:
+    return _KEY_WRITE.match(sql) is not None
+
+
 def _settings_clause(settings: dict[str, int] | None) -> str:
     """` SETTINGS name=value, ...` of an INSERT's query-level settings (integers only: they go into the SQL text)."""
     if not settings:
@@ -102,6 +113,8 @@ class ChdbBackend:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()  # one chDB session, used by the loader and the endpoint's threads
         self.insert_lock = self._lock  # the staging-table sequence of Warehouse.insert_rows runs under it too
+        self.key_writes = 0  # statements that may have added dedupe keys (warehouse/stored_ids.py)
+        self.stored_id_filter: Any = None
         try:
             self._session = session.Session(str(self.path))
         except Exception as exc:
@@ -121,6 +134,8 @@ class ChdbBackend:
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._lock:
+            if writes_keys(sql):
+                self.key_writes += 1
             try:
                 self._session.query(sql, "CSV", params=_chdb_params(params))
             except Exception as exc:
@@ -132,11 +147,22 @@ class ChdbBackend:
         sql = (f"INSERT INTO {check_identifier(table_name)} ({columns}) SELECT {columns} FROM Python(arrow_rows)"
                + _settings_clause(settings))
         with self._lock:
+            if table_name in KEY_TABLES:
+                self.key_writes += 1
             try:
                 self._session.query(sql)
             except Exception as exc:
                 raise WarehouseError(f"insert into {table_name} failed: {exc}") from None
         del arrow_rows
+
+    def scan_arrow(self, sql: str) -> Iterator[pa.Table]:
+        """A query's result in Arrow chunks as chDB streams them (a scan too large to hold as one table)."""
+        with self._lock:
+            try:
+                for chunk in self._session.send_query(sql, "ArrowStream"):
+                    yield pa.ipc.open_stream(pa.py_buffer(chunk.bytes())).read_all()
+            except Exception as exc:
+                raise WarehouseError(f"query failed: {exc}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -158,6 +184,8 @@ class ClickHouseBackend:
 
         self.url = url
         self._lock = threading.Lock()  # one HTTP session id: clickhouse-connect refuses concurrent queries on it
+        self.key_writes = 0  # statements that may have added dedupe keys (warehouse/stored_ids.py)
+        self.stored_id_filter: Any = None
         try:
             self._client = clickhouse_connect.get_client(dsn=url, connect_timeout=connect_timeout)
         except ClickHouseError as exc:
@@ -174,6 +202,8 @@ class ClickHouseBackend:
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._lock:
+            if writes_keys(sql):
+                self.key_writes += 1
             try:
                 self._client.command(sql, parameters=normalize_params(params) or None)
             except Exception as exc:
@@ -181,10 +211,22 @@ class ClickHouseBackend:
 
     def insert_arrow(self, table_name: str, table: pa.Table, settings: dict[str, int] | None = None) -> None:
         with self._lock:
+            if table_name in KEY_TABLES:
+                self.key_writes += 1
             try:
                 self._client.insert_arrow(check_identifier(table_name), table, settings=settings)
             except Exception as exc:
                 raise WarehouseError(f"insert into {table_name} failed: {exc}") from None
+
+    def scan_arrow(self, sql: str) -> Iterator[pa.Table]:
+        """A query's result in Arrow blocks as the server streams them (a scan too large to hold as one table)."""
+        with self._lock:
+            try:
+                with self._client.query_arrow_stream(sql) as blocks:
+                    for block in blocks:
+                        yield pa.Table.from_batches([block]) if isinstance(block, pa.RecordBatch) else block
+            except Exception as exc:
+                raise WarehouseError(f"query failed: {exc}") from None
 
     def close(self) -> None:
         self._client.close()

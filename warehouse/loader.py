@@ -532,6 +532,9 @@ async def run_loader(
     stop = stop or asyncio.Event()
     stats = LoaderStats()
     warehouse = await asyncio.to_thread(open_warehouse, settings, True, wait_seconds=60.0)
+    # The in-process filter of the dedupe keys (warehouse/stored_ids.py) is built from a scan of them now, before
+    # the first window, which would otherwise pay it (~1 CPU us per stored id, once per start).
+    await asyncio.to_thread(warehouse.load_stored_ids)
     if price_book is not None:
         try:
             written = await asyncio.to_thread(warehouse.record_price_catalog, price_catalog_rows(price_book))

@@ -6,7 +6,8 @@ Dedupe protocol (at-least-once in, exactly-once totals out); event_id alone deci
 2. it is split by month of ts into inserts of at most `MAX_MONTHS_PER_INSERT` partitions (ClickHouse refuses
    an INSERT touching more than 100), each going through steps 3-5;
 3. its event_ids are looked up in `priced_event_ids` (migration 0009: every stored id, kept by a view on
-   priced_events, looked up by key) in ONE query (the ids through a one-column Memory table);
+   priced_events, looked up by key) in ONE query (the ids through a one-column Memory table); ids the in-process
+   filter of those keys rules out (warehouse/stored_ids.py, a superset of them) are not sent;
 4. the rows whose id was not found are filtered in Arrow and inserted straight into `priced_events` in ONE
    insert (its hours marked in `rollup_insert_pending` around it);
 5. the materialized views therefore only ever see new rows, and the rollups stay exact.
@@ -40,7 +41,7 @@ from warehouse.backends import (
     WarehouseError,
     WarehouseLocked,
 )
-from warehouse import dedup
+from warehouse import dedup, stored_ids
 from warehouse.dedup import DUPLICATE_COLUMNS, BatchPlan, SourcePreference, duplicate_record, plan_batch
 from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
@@ -243,6 +244,13 @@ class Warehouse:
         self.last_insert_seconds = time.perf_counter() - started
         return new_rows
 
+    def load_stored_ids(self) -> int:
+        """Build the in-process filter of the dedupe keys now (warehouse/stored_ids.py; otherwise the first insert
+        builds it); returns the keys it was built from, 0 for a backend without one."""
+        with self._insert_lock:
+            id_filter = stored_ids.current(self.backend)
+            return id_filter.count if id_filter is not None else 0
+
     def _with_ids(self, name: str, columns: dict[str, list[str]], sql: str) -> list[dict[str, Any]]:
         """Run `sql` with {ids} standing for a Memory table holding `columns`: ids come from outside and may hold
         any character, so they go through a table, never into the SQL text."""
@@ -402,8 +410,9 @@ class Warehouse:
         if pc.count_distinct(table.column("event_id")).as_py() < table.num_rows:  # the old LIMIT 1 BY's safety net
             first = pl.from_arrow(table.select(["event_id"])).select(pl.col("event_id").is_first_distinct())
             table = table.filter(first.to_series().to_arrow())
+        id_filter = stored_ids.current(self.backend)
         if anti_join:
-            stored = self._stored_ids(table.column("event_id"))
+            stored = self._stored_ids(table.column("event_id"), id_filter)
             if len(stored):
                 table = table.filter(pc.invert(pc.is_in(table.column("event_id"), value_set=stored)))
         new_rows = table.num_rows
@@ -411,6 +420,8 @@ class Warehouse:
             return 0
         if self._lease is not None:
             self._lease.check()
+        if id_filter is not None:  # before the INSERT: a failed or killed one leaves a superset, which is safe
+            id_filter.add(table.column("event_id"))
         # A kill inside the INSERT can leave raw rows whose materialized-view (rollup) rows were never written,
         # and the replay then skips them (their ids are stored): the soak saw the rollup 2-3 events per team under
         # raw after loader SIGKILLs. So the hours are marked first (0017: a key-value table, cheap to delete from)
@@ -422,12 +433,23 @@ class Warehouse:
                  .cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_pylist()}
         self.backend.command("INSERT INTO rollup_insert_pending (hour)"
                              f" SELECT arrayJoin({_PENDING_HOURS})", hours)
-        self.backend.insert_arrow("priced_events", table, settings=PRICED_INSERT_SETTINGS)
+        try:
+            self.backend.insert_arrow("priced_events", table, settings=PRICED_INSERT_SETTINGS)
+        finally:  # this INSERT's keys are in the filter, stored or not; any other key write leaves it stale
+            if id_filter is not None and self.backend.key_writes == id_filter.key_writes + 1:
+                id_filter.key_writes += 1
         self.backend.command(f"DELETE FROM rollup_insert_pending WHERE hour IN {_PENDING_HOURS}", hours)
         return new_rows
 
-    def _stored_ids(self, event_ids: Any) -> pa.Array:
-        """The ids among `event_ids` that `priced_event_ids` holds (one key lookup per id)."""
+    def _stored_ids(self, event_ids: Any, id_filter: stored_ids.StoredIdFilter | None = None) -> pa.Array:
+        """The ids among `event_ids` that `priced_event_ids` holds (one key lookup per id). With the in-process
+        filter of the keys (warehouse/stored_ids.py) only the ids it cannot rule out are looked up."""
+        if id_filter is not None:
+            maybe = id_filter.may_hold(event_ids)
+            if not maybe.any():
+                return pa.array([], pa.string())
+            if not maybe.all():
+                event_ids = event_ids.filter(pa.array(maybe))
         ids = f"{self._staging}_event_ids"
         self.backend.command(f"TRUNCATE TABLE {ids}")
         try:

@@ -103,7 +103,11 @@ class WriterLease:
             time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
 
     def check(self) -> None:
-        """Refuse to write once the lease is lost (no query: the renewal thread found out)."""
+        """Refuse to write once the lease is lost (no query: the renewal thread found out), or may be: a holder
+        paused past LEASE_SECONDS since its last renewal may have been replaced, and its renewal thread only finds
+        out at its next wake-up, after the paused thread may have written (load24)."""
+        if self.lost is None and self._thread is not None and time.monotonic() - self._last_renewal > self.seconds:
+            self.lost = f"no renewal for over {self.seconds:.0f} s: another writer may have taken over"
         if self.lost is not None:
             raise WarehouseError(f"this writer lost the server's writer lease ({self.lost}); restart it")
 

@@ -172,3 +172,23 @@ def test_a_killed_writers_lease_lapses(wh, monkeypatch):
         assert successor.holder()["owner"] == "next-writer"
     finally:
         successor.release()
+
+
+def test_a_writer_paused_past_its_lease_refuses_before_its_renewal_thread_notices(wh, monkeypatch):
+    """A holder paused longer than its lease (SIGSTOP, a long GC, a VM pause) may have been replaced by a writer
+    that wrote meanwhile. Its renewal thread finds out at its next wake-up (every third of the lease), but the paused
+    thread may be inside `_insert_new` already: `check` must refuse from the clock alone, not wait for the thread.
+    (Since load24 the loader also trusts its in-process filter of the dedupe keys only while it holds the lease.)"""
+    from warehouse.writer_lease import WriterLease
+
+    monkeypatch.setattr("warehouse.writer_lease.SETTLE_SECONDS", 0.01)
+    paused = WriterLease(wh.backend, owner="paused-writer", seconds=0.5).acquire()
+    paused._stop.set()  # the process stops: its renewal thread does not run again before the insert goes on
+    paused._thread.join()
+    successor = WriterLease(wh.backend, owner="writer-after-the-pause", seconds=0.5).acquire(wait_seconds=5)
+    try:
+        assert paused.lost is None  # the renewal thread never woke to see it
+        with pytest.raises(WarehouseError, match="lease"):
+            paused.check()
+    finally:
+        successor.release()
