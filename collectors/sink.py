@@ -25,6 +25,10 @@ from tokenmeter.events import UsageEvent, partition_key
 
 log = logging.getLogger("tokenmeter.collect")
 
+# Under Kafka's default 1 MB message.max.bytes and every consumer's default 1 MB partition fetch, as a lone
+# 900 KB micro-batch message already is.
+PRODUCE_BATCH_BYTES = 1_000_000
+
 
 
 class SinkUnavailable(Exception):
@@ -99,10 +103,14 @@ class KafkaSink:
             if self._producer is not None:
                 return self._producer
             # linger 0: a publish hands all its messages to the producer before it yields, then awaits their
-            # acknowledgement; a linger would only add its wait to every batch (5 ms per bridge fetch)
+            # acknowledgement; a linger would only add its wait to every batch (5 ms per bridge fetch).
+            # Record batches of up to PRODUCE_BATCH_BYTES: aiokafka sends one request at a time per broker with
+            # one batch per partition in it, so with its 16 KB default each message was a batch of its own and a
+            # publish of n messages to a partition waited for n round trips (docs/collectors.md, coll24).
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=0,
-                max_request_size=1_048_576, request_timeout_ms=int(self.timeout_s * 1000),
+                max_request_size=1_048_576, max_batch_size=PRODUCE_BATCH_BYTES,
+                request_timeout_ms=int(self.timeout_s * 1000),
             )
             try:
                 await asyncio.wait_for(producer.start(), self.timeout_s)
