@@ -7,8 +7,8 @@ serves it on settings.host:settings.dash_port.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
