@@ -153,9 +153,9 @@ def test_events_flow_to_the_warehouse_exactly_once_across_a_priced_format_switch
     (TOKENMETER_PRICED_FORMAT=json, no header), then is restarted writing Arrow IPC (the default), as a deployment
     switching formats does, while the same loader runs. Each format's events are stored exactly once, a batch of the
     JSON phase replayed in the Arrow phase (and once more at the end) counts nothing twice, bad records are dead
-    letters of either worker, and `tokenmeter report` gives the exact totals through the loader and from chDB after the stop.
-    (Two stacks before, one per format: suite24 took each format's whole start and `report` children down to the
-    worker's restart; every check of either run is made here, per format where the format matters.)"""
+    letters of either worker, and `tokenmeter report` gives the exact totals through the loader and from chDB after
+    the stop. (A stack per format before: suite24 took one broker, loader and set of `report` children away, for a
+    worker restart; every check of either run is made here, per format where the format matters.)"""
     bootstrap = stack_env["TOKENMETER_KAFKA_BOOTSTRAP"]
     first, second = make_events(150), make_events(150)
     everything = first + second
