@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from dashboards.formatting import describe_freshness
 from dashboards.handle import CONFIG_KEY, SETTINGS_KEY, WarehouseHandle, WarehouseUnavailable
 
 HERE = Path(__file__).parent
-REFRESH_MS = 5000  # live demo: charts and freshness move every 5 s
 log = logging.getLogger(__name__)
 
 
@@ -64,7 +64,8 @@ def user_badge() -> html.Div:
     ])
 
 
-def shell_layout() -> html.Div:
+def shell_layout(refresh_ms: int) -> html.Div:
+    """The page frame; `refresh_ms`: the period of the `refresh` interval every page's callbacks listen to."""
     return html.Div(className="shell", children=[
         html.Header(className="topbar", children=[
             html.Div(className="brand", children=[html.Span("tokenmeter", className="brand-name"),
@@ -79,7 +80,7 @@ def shell_layout() -> html.Div:
             user_badge(),
         ]),
         html.Main(dash.page_container, className="content"),
-        dcc.Interval(id="refresh", interval=REFRESH_MS, n_intervals=0),
+        dcc.Interval(id="refresh", interval=refresh_ms, n_intervals=0),
     ])
 
 
@@ -111,7 +112,7 @@ def create_app(settings: Any, warehouse: Any = None) -> Dash:
         pages_folder=str(HERE / "pages"),
         assets_folder=str(HERE / "assets"),
         title="tokenmeter",
-        update_title=None,  # no "Updating..." flicker in the tab every 5 s
+        update_title=None,  # no "Updating..." flicker in the tab at every refresh
         suppress_callback_exceptions=True,  # page components exist only while their page is shown
     )
     handle = WarehouseHandle(settings, warehouse)
@@ -121,7 +122,7 @@ def create_app(settings: Any, warehouse: Any = None) -> Dash:
     from dashboards.api import api_blueprint  # imported here: the API imports page data modules
 
     app.server.register_blueprint(api_blueprint)
-    app.layout = shell_layout
+    app.layout = partial(shell_layout, round(settings.dashboard_refresh_seconds * 1000))  # a function: per request
     _register_shell_callbacks(app, handle)
     return app
 

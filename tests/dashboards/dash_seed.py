@@ -11,6 +11,12 @@ from tokenmeter.events import PricedEvent
 from dashboards.anomalies_data import ANOMALY_COLUMNS  # named columns: the table may have more
 from dashboards.budgets_data import STATUS_COLUMNS  # named columns: the table may have more
 
+# The pages' refresh period of the browser tests that never wait for a refresh (TOKENMETER_DASHBOARD_REFRESH_SECONDS):
+# their data is written before the page opens, and a page reads it when it opens or a filter changes. At the default
+# 5 s an open page re-ran every callback of the page every 5 s, ~0.13 CPU-s a second of server and Chromium while a
+# test waited or read (docs/testing.md, suite24). A test that waits for new data to appear keeps the default.
+QUIET_REFRESH = {"dashboard_refresh_seconds": 3600.0}
+
 # team -> costs of its priced events; 12 decimals so the exact total is not a 2-decimal number
 COSTS = {
     "alpha": [Decimal("1.234567890123"), Decimal("0.000000000001")],
@@ -160,7 +166,8 @@ def browser_login(dash_duo, app, user: str, password: str, page: str = "/") -> N
 
 
 # dcc.Loading hides its children (visibility: hidden) while their callback runs, and innerText of a hidden element
-# is "": the scripts answer null then, and the helpers ask again until the page's refresh has shown them again.
+# is "": the scripts answer null then, and the helpers ask again until the callback in flight (the page opening, a
+# filter, a periodic refresh) has ended and shown them again.
 _HIDDEN = "const hidden = el => getComputedStyle(el).visibility !== 'visible';"
 _ROWS_SCRIPT = (_HIDDEN + "const rows = Array.from(document.querySelectorAll(arguments[0]));"
                 "if (rows.some(hidden)) return null;"

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import TOTAL, browser_login, element_text, priced_events, table_rows
+from dash_seed import QUIET_REFRESH, TOTAL, browser_login, element_text, priced_events, table_rows
 from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
@@ -53,7 +53,7 @@ def finance_app(tmp_path_factory, kafka_bootstrap):
     mapping = data_dir / "finance.yaml"
     mapping.write_text(FINANCE)
     settings = load_settings(data_dir=data_dir, dashboard_users_file=users, kafka_bootstrap=kafka_bootstrap,
-                             dashboard_secret_key="s" * 32, cost_centers_file=mapping)
+                             dashboard_secret_key="s" * 32, cost_centers_file=mapping, **QUIET_REFRESH)
     warehouse = open_warehouse(settings, writer=True, serve=False)
     try:
         warehouse.insert_priced(priced_events(NOW))

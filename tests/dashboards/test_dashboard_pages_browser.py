@@ -20,7 +20,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import COSTS, TOTAL, browser_login, element_text, priced_events, seed_other_tables, table_rows
+from dash_seed import (COSTS, QUIET_REFRESH, TOTAL, browser_login, element_text, priced_events, seed_other_tables,
+                       table_rows)
 from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
@@ -44,7 +45,7 @@ def app_settings(tmp_path_factory, kafka_bootstrap):
     add_user(users, "fin", "fin-pass", "finance")
     add_user(users, "al", "al-pass", "team:alpha")
     settings = load_settings(data_dir=data_dir, dashboard_users_file=users, kafka_bootstrap=kafka_bootstrap,
-                             dashboard_secret_key="s" * 32)
+                             dashboard_secret_key="s" * 32, **QUIET_REFRESH)
     warehouse = open_warehouse(settings, writer=True, serve=False)
     try:
         warehouse.insert_priced(priced_events(NOW))

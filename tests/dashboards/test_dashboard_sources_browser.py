@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from dash_seed import browser_login, table_rows
+from dash_seed import QUIET_REFRESH, browser_login, table_rows
 from dashboards import create_app
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
@@ -44,7 +44,7 @@ def sources_app(tmp_path_factory, kafka_bootstrap):
     add_user(users, "fin", "fin-pass", "finance")
     add_user(users, "al", "al-pass", "team:alpha")
     settings = load_settings(data_dir=data_dir, dashboard_users_file=users, kafka_bootstrap=kafka_bootstrap,
-                             dashboard_secret_key="s" * 32)
+                             dashboard_secret_key="s" * 32, **QUIET_REFRESH)
     warehouse = open_warehouse(settings, writer=True, serve=False)
     try:
         warehouse.insert_priced(steady("kong", 4, 8) + steady("litellm", 4, 8, silent_for=timedelta(hours=3)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import browser_login, element_attribute
+from dash_seed import QUIET_REFRESH, browser_login, element_attribute
 from dashboards import create_app
 from dashboards.formatting import format_usd, format_usd_exact
 from dashboards.users import add_user
@@ -58,7 +58,7 @@ def populated_warehouse(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("dash-warehouse")
     add_user(data_dir / "users.yaml", "fin", "fin-pass", "finance")
-    settings = load_settings(data_dir=data_dir, dashboard_users_file=data_dir / "users.yaml")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=data_dir / "users.yaml", **QUIET_REFRESH)
     warehouse = open_warehouse(settings, writer=True)
     try:
         warehouse.insert_priced(priced_events(datetime.now(timezone.utc)))

@@ -86,23 +86,24 @@ async def _fill_spend_partition(bootstrap: str, partition: int, count: int) -> N
         await producer.stop()
 
 
-def test_a_hold_whose_usage_is_counted_is_not_restored_after_a_kill(kafka_bootstrap, tmp_path):
-    _kill_after_the_usage_of_a_late_hold(kafka_bootstrap, tmp_path, filler=0)
-
-
-def test_the_restore_finds_the_usage_behind_more_than_2000_newer_spend_messages(kafka_bootstrap, tmp_path):
-    """Issue 15: "restore looks back 2,000 spend messages". Under high traffic (many budgets on one budget-spend
-    partition) the usage that settled a hold is more than 2,000 messages back well within the hold's life: the old
-    restore did not see it and held the worst case again. The restore now reads back to the hold's admission."""
-    _kill_after_the_usage_of_a_late_hold(kafka_bootstrap, tmp_path, filler=2500)
-
-
-def _kill_after_the_usage_of_a_late_hold(kafka_bootstrap, tmp_path, filler: int) -> None:
-    team, name = f"late-{uuid.uuid4().hex[:6]}", f"late-{uuid.uuid4().hex[:6]}"
-    request_id = f"req-late-{uuid.uuid4().hex[:6]}"  # the tests share a broker: the usage is found by it
-    write_budgets(kafka_bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
-                                                  "tz": zone_at_noon(), "limit": "1", "action": "block"})],
-                  data_dir=tmp_path)
+@pytest.fixture(scope="module")
+def restored(kafka_bootstrap, tmp_path_factory):
+    """Both cases on one worker, killed once (each case had a worker of its own, started twice: a start is ~1 CPU-s
+    of imports and a group join; suite24): budget `recent`, whose settling usage is the last message of its
+    budget-spend partition, and budget `buried`, whose partition gets 2,500 newer spend messages before the kill.
+    The two budgets are on different budget-spend partitions, so the filler is behind `buried`'s usage only."""
+    tmp_path = tmp_path_factory.mktemp("hold-reappears")
+    cases = {}
+    for case in ("recent", "buried"):
+        while True:  # a name whose spend partition differs from the other case's
+            name = f"late-{uuid.uuid4().hex[:6]}"
+            if all(spend_partition(name, PARTITIONS) != spend_partition(c["name"], PARTITIONS) for c in cases.values()):
+                break
+        cases[case] = {"name": name, "team": f"late-{uuid.uuid4().hex[:6]}",
+                       "request_id": f"req-late-{uuid.uuid4().hex[:6]}"}  # the usage is found by it
+    write_budgets(kafka_bootstrap, [parse_budget({"name": c["name"], "scope": {"team": c["team"]}, "period": "day",
+                                                  "tz": zone_at_noon(), "limit": "1", "action": "block"})
+                                    for c in cases.values()], data_dir=tmp_path)
     port = free_port()
     env = worker_env(kafka_bootstrap, tmp_path / "data", port, TOKENMETER_RESERVATION_TTL_SECONDS="600")
     log = tmp_path / "worker.log"
@@ -110,32 +111,54 @@ def _kill_after_the_usage_of_a_late_hold(kafka_bootstrap, tmp_path, filler: int)
     url = f"http://127.0.0.1:{port}/v1/reservations"
     budgets = lambda: {b["budget"]: b for b in call("GET", url)[1].get("budgets", [])}  # noqa: E731
     try:
-        wait_for(lambda: ready(port) and name in budgets(), timeout=120, what="the budget loaded by its owner")
-        # The hold the old owner acknowledged after this owner had read the topic: $0.25 for request req-late.
-        now = datetime.now(timezone.utc)
-        hold = Hold(new_reservation_id([spend_partition(name, PARTITIONS)]), name, request_id, Decimal("0.25"), now,
-                    now + timedelta(seconds=600))
-        asyncio.run(_write_hold(kafka_bootstrap, hold))
-        # The call's usage ($0.05) arrives and is committed by this owner, which has no hold to settle.
-        asyncio.run(send_usage(kafka_bootstrap, [usage_event(team, 20_000, 0, event_id=request_id)]))
-        wait_for(lambda: Decimal(budgets().get(name, {}).get("committed", "0")) == Decimal("0.05"),
-                 what="the usage committed")
-        positions = wait_for(lambda: (lambda o: o if len(o) == 2 else None)(
-            asyncio.run(_offsets_of(kafka_bootstrap, name, request_id))), what="the usage and spend records")
-        wait_for(lambda: asyncio.run(_committed_past(kafka_bootstrap, positions)), what="the group's offsets")
-        if filler:
-            asyncio.run(_fill_spend_partition(kafka_bootstrap, spend_partition(name, PARTITIONS), filler))
+        names = {c["name"] for c in cases.values()}
+        wait_for(lambda: ready(port) and names <= set(budgets()), timeout=120, what="the budgets loaded by their owner")
+        for case in cases.values():
+            # The hold the old owner acknowledged after this owner had read the topic: $0.25 for request req-late.
+            now = datetime.now(timezone.utc)
+            case["hold"] = Hold(new_reservation_id([spend_partition(case["name"], PARTITIONS)]), case["name"],
+                                case["request_id"], Decimal("0.25"), now, now + timedelta(seconds=600))
+            asyncio.run(_write_hold(kafka_bootstrap, case["hold"]))
+        # Each call's usage ($0.05) arrives and is committed by this owner, which has no hold to settle.
+        asyncio.run(send_usage(kafka_bootstrap, [usage_event(c["team"], 20_000, 0, event_id=c["request_id"])
+                                                 for c in cases.values()]))
+        for case in cases.values():
+            wait_for(lambda: Decimal(budgets().get(case["name"], {}).get("committed", "0")) == Decimal("0.05"),
+                     what=f"the usage of {case['name']} committed")
+            positions = wait_for(lambda: (lambda o: o if len(o) == 2 else None)(
+                asyncio.run(_offsets_of(kafka_bootstrap, case["name"], case["request_id"]))),
+                what="the usage and spend records")
+            wait_for(lambda: asyncio.run(_committed_past(kafka_bootstrap, positions)), what="the group's offsets")
+        asyncio.run(_fill_spend_partition(kafka_bootstrap, spend_partition(cases["buried"]["name"], PARTITIONS), 2500))
         stop(proc, signal.SIGKILL)
         proc = start_worker(env, log)
-        wait_for(lambda: ready(port) and name in budgets(), timeout=120, what="the budget restored after the kill")
-        view = budgets()[name]
-        assert (Decimal(view["committed"]), Decimal(view["held"]), view["open_reservations"]) == (
-            Decimal("0.05"), Decimal("0"), 0), view
-        status, answer = call("POST", url, {"provider": "openai", "model": "gpt-4o", "service_tier": "default",
-                                            "attribution": {"team": team}, "prompt_tokens": 380_000,
-                                            "max_output_tokens": 0, "request_id": "req-next"})
-        assert status == 201, answer  # $0.95 worst case fits the $0.95 left: the settled hold holds nothing
-        stored = asyncio.run(read_compacted(kafka_bootstrap, topics.BUDGET_HOLDS))
-        assert stored.get(hold.key.decode(), b"") is None  # tombstoned: the next restart does not read it either
+        wait_for(lambda: ready(port) and names <= set(budgets()), timeout=120,
+                 what="the budgets restored after the kill")
+        yield cases, url, budgets
     finally:
         stop(proc)
+
+
+def _not_held_again(kafka_bootstrap, restored, case: str) -> None:
+    cases, url, budgets = restored
+    name, team, hold = cases[case]["name"], cases[case]["team"], cases[case]["hold"]
+    view = budgets()[name]
+    assert (Decimal(view["committed"]), Decimal(view["held"]), view["open_reservations"]) == (
+        Decimal("0.05"), Decimal("0"), 0), view
+    status, answer = call("POST", url, {"provider": "openai", "model": "gpt-4o", "service_tier": "default",
+                                        "attribution": {"team": team}, "prompt_tokens": 380_000,
+                                        "max_output_tokens": 0, "request_id": f"req-next-{case}"})
+    assert status == 201, answer  # $0.95 worst case fits the $0.95 left: the settled hold holds nothing
+    stored = asyncio.run(read_compacted(kafka_bootstrap, topics.BUDGET_HOLDS))
+    assert stored.get(hold.key.decode(), b"") is None  # tombstoned: the next restart does not read it either
+
+
+def test_a_hold_whose_usage_is_counted_is_not_restored_after_a_kill(kafka_bootstrap, restored):
+    _not_held_again(kafka_bootstrap, restored, "recent")
+
+
+def test_the_restore_finds_the_usage_behind_more_than_2000_newer_spend_messages(kafka_bootstrap, restored):
+    """Issue 15: "restore looks back 2,000 spend messages". Under high traffic (many budgets on one budget-spend
+    partition) the usage that settled a hold is more than 2,000 messages back well within the hold's life: the old
+    restore did not see it and held the worst case again. The restore now reads back to the hold's admission."""
+    _not_held_again(kafka_bootstrap, restored, "buried")
