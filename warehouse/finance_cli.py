@@ -13,9 +13,10 @@ import click
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--team", default=None, help="Only this team's rows.")
 def showback(month: str, by: str, fmt: str, team: str | None) -> None:
-    """Direct, allocated and total cost per team or cost center, with GL account and owner (from
-    TOKENMETER_COST_CENTERS_FILE; allocation rules from it or TOKENMETER_ALLOCATION_FILE); corrections_usd is
-    what the month books for closed months (late events, re-prices), apart from its own direct and allocated.
+    """Direct, allocated, corrections (of closed months) and total cost per team or cost center, with GL account and
+    owner (from TOKENMETER_COST_CENTERS_FILE; allocation rules from it or TOKENMETER_ALLOCATION_FILE).
+    corrections_usd is what the month books for closed months (late events, re-prices), apart from its own direct
+    and allocated.
     Unmapped spend is the row "unmapped"; untagged usage is team "" ("(none)" in the table)."""
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
