@@ -6,7 +6,8 @@ committed the usage without knowing the hold, and wrote no tombstone), or the ow
 settled spend and writing the tombstone while its consumer group had already committed past the usage. A restart
 then read the hold back as open: its worst case was held again, on top of the committed real cost, until its TTL.
 This test leaves exactly that on the topics with a real worker (hold record written late, usage committed and the
-group's offsets past it), kills the worker with SIGKILL and checks the restarted owner does not hold it again.
+group's offsets past it), checks it is there at the kill (the hold record still open), kills the worker with SIGKILL
+and checks the restarted owner does not hold it again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from reserve_support import call, ready, send_usage, start_worker, stop, usage_e
 from streams.budgets import parse_budget, write_budgets
 from streams.budgets.holds import Hold
 from streams.budgets.readiness import spend_partition
+from streams.budgets.recent import CHUNK
 from streams.budgets.reservations import new_reservation_id
 from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
@@ -33,6 +35,10 @@ from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow(seconds=15)
 PARTITIONS = 4  # the test brokers' partition count (tests/conftest.py)
+# The restore reads budget-spend backwards CHUNK records at a time and always reads the first chunk whole, so only
+# more newer messages than a chunk put `buried`'s usage where the time look-back (BudgetService._lookback) alone
+# finds it (with 2,500 both the look-back and a look-back of nothing found it in the first chunk; hold25).
+FILLER = CHUNK + 500
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +135,12 @@ def restored(kafka_bootstrap, tmp_path_factory):
                 asyncio.run(_offsets_of(kafka_bootstrap, case["name"], case["request_id"]))),
                 what="the usage and spend records")
             wait_for(lambda: asyncio.run(_committed_past(kafka_bootstrap, positions)), what="the group's offsets")
-        asyncio.run(_fill_spend_partition(kafka_bootstrap, spend_partition(cases["buried"]["name"], PARTITIONS), 2500))
+        asyncio.run(_fill_spend_partition(kafka_bootstrap, spend_partition(cases["buried"]["name"], PARTITIONS),
+                                          FILLER))
+        # The race's state, or the restore is not what these tests reach: each hold record open on the topic (no
+        # tombstone) while its usage is committed and the group is past it.
+        stored = asyncio.run(read_compacted(kafka_bootstrap, topics.BUDGET_HOLDS))
+        assert all(stored.get(c["hold"].key.decode()) for c in cases.values()), "a hold settled before the kill"
         stop(proc, signal.SIGKILL)
         proc = start_worker(env, log)
         wait_for(lambda: ready(port) and names <= set(budgets()), timeout=120,
@@ -160,5 +171,6 @@ def test_a_hold_whose_usage_is_counted_is_not_restored_after_a_kill(kafka_bootst
 def test_the_restore_finds_the_usage_behind_more_than_2000_newer_spend_messages(kafka_bootstrap, restored):
     """Issue 15: "restore looks back 2,000 spend messages". Under high traffic (many budgets on one budget-spend
     partition) the usage that settled a hold is more than 2,000 messages back well within the hold's life: the old
-    restore did not see it and held the worst case again. The restore now reads back to the hold's admission."""
+    restore did not see it and held the worst case again. The restore now reads back to the hold's admission (here
+    FILLER messages back, more than the one chunk any read back covers)."""
     _not_held_again(kafka_bootstrap, restored, "buried")
