@@ -8,6 +8,7 @@ import orjson
 import polars as pl
 import pytest
 
+from price_support import SELF_HOSTED_AND_ACME
 from streams.batch import RawRecord, process_batch
 from streams.columnar import process_batch_columnar
 from streams.columnar.equivalence import compare_batch, fingerprint, run
@@ -16,20 +17,7 @@ from streams.pricing import load_price_book
 
 pytestmark = pytest.mark.slow(seconds=23)  # rough seconds: longest files first (tests/suite_order.py)
 
-OVERRIDES = """
-custom_models:
-  self-hosted:
-    source: internal GPU cost model
-    models:
-      llama-3.1-8b-internal:
-        aliases: [llama-internal]
-        versions:
-          - {effective_from: 2025-01-01, input: "0.05", output: "0.10", request: "0.0001"}
-negotiated:
-  - name: acme-all
-    org: acme
-    discount_percent: "10"
-  - name: everyone-openai-2025
+OVERRIDES = SELF_HOSTED_AND_ACME + """  - name: everyone-openai-2025
     providers: [openai]
     effective_from: 2025-01-01
     effective_until: 2026-01-01

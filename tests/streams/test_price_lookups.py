@@ -7,25 +7,13 @@ import itertools
 import orjson
 import pytest
 
+from price_support import SELF_HOSTED_AND_ACME
 from streams.batch import RawRecord
 from streams.columnar import pipeline, price
 from streams.columnar.equivalence import compare_batch
 from streams.pricing import load_price_book
 
-OVERRIDES = """
-custom_models:
-  self-hosted:
-    source: internal GPU cost model
-    models:
-      llama-3.1-8b-internal:
-        aliases: [llama-internal]
-        versions:
-          - {effective_from: 2025-01-01, input: "0.05", output: "0.10", request: "0.0001"}
-negotiated:
-  - name: acme-all
-    org: acme
-    discount_percent: "10"
-"""
+OVERRIDES = SELF_HOSTED_AND_ACME
 
 
 def event(i: int, **extra) -> dict:
