@@ -105,14 +105,20 @@ def test_apisix_zero_usage_with_the_request_logged_is_counted(payload):
     _counted(event)
 
 
-def test_otel_zero_usage_with_messages_is_counted(payload):
+def _otel_zero(payload) -> dict:
+    """The OTLP traces payload with its span's input and output token counts 0 (and no cache-read count)."""
     record = payload("otlp_traces")
     attributes = record["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
     attributes[:] = [a for a in attributes if a["key"] != "gen_ai.usage.cache_read.input_tokens"]
     for attribute in attributes:
         if attribute["key"] in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
             attribute["value"] = {"intValue": "0"}
-    attributes.append({"key": "gen_ai.input.messages", "value": {"stringValue": json.dumps(MESSAGES)}})
+    return record
+
+
+def test_otel_zero_usage_with_messages_is_counted(payload):
+    record = _otel_zero(payload)
+    record["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].append({"key": "gen_ai.input.messages", "value": {"stringValue": json.dumps(MESSAGES)}})
     [event] = _both(record, "otel")
     _counted(event)
 
@@ -225,12 +231,7 @@ def _no_text_records(payload) -> dict[str, tuple[Any, str]]:
     kong["ai"]["proxy"]["usage"].update(prompt_tokens=0, completion_tokens=0, total_tokens=0)
     apisix = payload("apisix_entry")
     apisix["llm_summary"].update(prompt_tokens=0, completion_tokens=0)
-    otel = payload("otlp_traces")
-    attributes = otel["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
-    attributes[:] = [a for a in attributes if a["key"] != "gen_ai.usage.cache_read.input_tokens"]
-    for attribute in attributes:
-        if attribute["key"] in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
-            attribute["value"] = {"intValue": "0"}
+    otel = _otel_zero(payload)
     canonical = {"event_id": "evt-zero", "ts": "2026-11-02T10:20:30Z", "source": "sdk", "provider": "openai",
                  "model": "gpt-4o", "usage": {"input_tokens": 0, "output_tokens": 0}}
     openai = payload("openai_chat") | {"usage": dict(ZERO_OPENAI)}
