@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 
-from tokenmeter.records import alert_record
+from tokenmeter.records import SEVERITIES, alert_record
 from tokenmeter.timefmt import people_utc
 
 from .engine import AnomalyUpdate
@@ -58,16 +58,20 @@ def alert_for(update: AnomalyUpdate, dashboard_url: str = "") -> dict | None:
             f"{a['explanation']} Since {people_utc(a['start'])}. Silence this kind on this scope for 24 h: {mute}"
             if action == "trigger" else f"Back to normal since {people_utc(a['end'])}. It was: {a['explanation']}"),
         at=a["detected_at"], scope={a["scope_dim"]: a["scope_value"]}, notify=[],
-        details={"anomaly_id": a["id"], "observed": a["observed"], "expected": a["expected"],
-                 "expected_low": a["expected_low"], "expected_high": a["expected_high"], "unit": a["unit"],
-                 "start": a["start"], "end": a["end"], "status": a["status"],
-                 **({"unpriced": True} if a.get("unpriced") else {}),  # optional, as on the record
-                 **({"mute_command": mute} if action == "trigger" else {})},
-        dashboard_url=f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}" if dashboard_url else "",
+        details={"anomaly_id": a["id"], **_figures(a), **({"mute_command": mute} if action == "trigger" else {})},
+        dashboard_url=_anomaly_url(a, dashboard_url),
     )
 
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
+def _figures(a: dict) -> dict:
+    """What every anomaly alert's details carry of the record (`unpriced` optional, as on the record)."""
+    return {"observed": a["observed"], "expected": a["expected"], "expected_low": a["expected_low"],
+            "expected_high": a["expected_high"], "unit": a["unit"], "start": a["start"], "end": a["end"],
+            "status": a["status"], **({"unpriced": True} if a.get("unpriced") else {})}
+
+
+def _anomaly_url(a: dict, dashboard_url: str) -> str:
+    return f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}" if dashboard_url else ""
 
 
 def _kinds_title(kinds: list[str]) -> str:
@@ -83,18 +87,15 @@ def _page(incident: dict, lead: dict, dashboard_url: str) -> dict:
     lines = [f"{TITLES.get(r['kind'], r['kind'])}: {r['explanation']}" for r in records]
     return alert_record(
         id=f"{lead['id']}:trigger", source="anomaly", kind=lead["kind"], action="trigger",
-        severity=max((r["severity"] for r in records), key=lambda s: SEVERITY_RANK.get(s, 0)),
+        severity=max((r["severity"] for r in records), key=SEVERITIES.index),
         dedup_key=incident["id"], title=f"{_kinds_title(incident['kinds'])}: {scope}",
         summary=(f"One incident, {len(records)} kinds on {scope}, since {people_utc(lead['start'])}. "
                  + " ".join(lines) + " Silence a kind on this scope for 24 h: " + "; ".join(mutes)),
         at=lead["detected_at"], scope={lead["scope_dim"]: lead["scope_value"]}, notify=[],
         details={"anomaly_id": lead["id"], "incident_id": incident["id"], "kinds": list(incident["kinds"]),
-                 "anomaly_ids": [r["id"] for r in records], "observed": lead["observed"], "expected": lead["expected"],
-                 "expected_low": lead["expected_low"], "expected_high": lead["expected_high"], "unit": lead["unit"],
-                 "start": lead["start"], "end": lead["end"], "status": lead["status"],
-                 **({"unpriced": True} if lead.get("unpriced") else {}),
+                 "anomaly_ids": [r["id"] for r in records], **_figures(lead),
                  "mute_command": mutes[0], "mute_commands": mutes},
-        dashboard_url=f"{dashboard_url.rstrip('/')}/anomalies?id={lead['id']}" if dashboard_url else "",
+        dashboard_url=_anomaly_url(lead, dashboard_url),
     )
 
 
@@ -120,9 +121,6 @@ def _incident_alert(incident: dict, a: dict, dashboard_url: str) -> dict:
         id=alert_id, source="anomaly", kind=a["kind"], action=action, severity=a["severity"],
         dedup_key=incident["id"], title=title, summary=summary, at=a["detected_at"],
         scope={a["scope_dim"]: a["scope_value"]}, notify=[],
-        details={"anomaly_id": a["id"], "incident_id": incident["id"], "kinds": list(kinds),
-                 "observed": a["observed"], "expected": a["expected"], "expected_low": a["expected_low"],
-                 "expected_high": a["expected_high"], "unit": a["unit"], "start": a["start"], "end": a["end"],
-                 "status": a["status"], **({"unpriced": True} if a.get("unpriced") else {}), **extra},
-        dashboard_url=f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}" if dashboard_url else "",
+        details={"anomaly_id": a["id"], "incident_id": incident["id"], "kinds": list(kinds), **_figures(a), **extra},
+        dashboard_url=_anomaly_url(a, dashboard_url),
     )
