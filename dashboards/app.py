@@ -7,7 +7,6 @@ serves it on settings.host:settings.dash_port.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import dash
 from dash import Dash, Input, Output, dcc, html
 
+from dashboards import metrics
 from dashboards.access import scoped_warehouse
 from dashboards.auth import csrf_token, current_principal, install_auth
 from dashboards.formatting import describe_freshness
@@ -133,20 +133,13 @@ def create_app(settings: Any, warehouse: Any = None) -> Dash:
 IDLE_TIMEOUT_S = 30.0
 
 
-_idle_closes = 0
-_idle_closes_lock = threading.Lock()
-
-
 def idle_connections_closed() -> int:
     """Connections this process closed for sitting silent past IDLE_TIMEOUT_S (since it started)."""
-    return _idle_closes
+    return metrics.total("idle_closes")
 
 
 def _count_idle_close() -> int:
-    global _idle_closes
-    with _idle_closes_lock:
-        _idle_closes += 1
-        return _idle_closes
+    return metrics.count("idle_closes")
 
 
 def idle_closing_handler() -> type:

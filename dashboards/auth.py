@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import flask
 
+from dashboards import metrics
 from dashboards.auth_state import LoginThrottle, SessionRegistry, describe_wait
 from dashboards.users import Principal, UserStore, users_file_path
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 USER_STORE_KEY = "TOKENMETER_USER_STORE"
 SESSIONS_KEY = "TOKENMETER_SESSIONS"
 THROTTLE_KEY = "TOKENMETER_LOGIN_THROTTLE"
-PUBLIC_PATHS = ("/login", "/logout", "/_favicon.ico")
+PUBLIC_PATHS = ("/login", "/logout", "/_favicon.ico", "/healthz", "/metrics")  # the last two: counts only
 PUBLIC_PREFIXES = ("/assets/",)  # the stylesheet; no data
 # Dash's own JSON routes: a browser without a session gets a 401, not an HTML login page it cannot parse.
 JSON_PREFIXES = ("/api/", "/_dash-", "/_reload-hash")
@@ -81,13 +82,16 @@ def _authenticate(name: str, password: str) -> tuple[Principal | None, int]:
     throttle, ip = _throttle(), _client_ip()
     wait = throttle.retry_after(name, ip)
     if wait:
+        metrics.sign_in("locked_out")
         return None, wait
     principal = _store().authenticate(name, password)
     if principal is None:
         throttle.failed(name, ip)
+        metrics.sign_in("wrong")
         log.warning("dashboard login failed for user %r from %s", name, ip)  # the name only, never the password
         return None, throttle.retry_after(name, ip)
     throttle.succeeded(name)
+    metrics.sign_in("ok")
     return principal, 0
 
 
@@ -205,5 +209,8 @@ def install_auth(server: flask.Flask, settings: Any) -> None:
     server.before_request(_guard)
     server.add_url_rule("/login", "tokenmeter_login", login, methods=["GET", "POST"])
     server.add_url_rule("/logout", "tokenmeter_logout", logout, methods=["POST"])
+    server.add_url_rule("/healthz", "tokenmeter_healthz", metrics.healthz, methods=["GET"])
+    server.add_url_rule("/metrics", "tokenmeter_metrics", lambda: metrics.metrics_page(_sessions().live),
+                        methods=["GET"])
     # Without this, Dash's catch-all page route would answer a GET /logout with the app (and no logout).
     server.add_url_rule("/logout", "tokenmeter_logout_get", _logout_needs_post, methods=["GET"])

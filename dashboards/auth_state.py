@@ -48,6 +48,12 @@ class SessionRegistry:
                 return None
             return session
 
+    def live(self) -> int:
+        """Sessions neither ended nor expired (for /metrics)."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for s in self._sessions.values() if s.expires > now)
+
     def end(self, sid: object) -> None:
         if isinstance(sid, str):
             with self._lock:
