@@ -310,7 +310,7 @@ class Supervisor:
             # with the dashboard (neither needs the other)
             inbox_ok = _http_ok(f"http://{s.host}:{s.demo_inbox_port}/")
             inbox = self.spawn("inbox", me + ["demo-inbox"], inbox_ok, uses_kafka=False, liveness=inbox_ok)
-        dash_ok = _http_ok(s.dashboard_url)
+        dash_ok = _http_ok(s.dashboard_url + "healthz")  # no sign-in redirect, no page rendered per probe
         step(4, f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(  # its Kafka clients reconnect alone
             self.spawn("dashboard", me + ["dash"], dash_ok, uses_kafka=False, liveness=dash_ok), 60))
         import importlib.util
