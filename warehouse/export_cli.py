@@ -25,7 +25,7 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
     from warehouse.export import export_month
     from warehouse.finance import finance_from_settings
     from warehouse.focus import focus_metadata
-    from warehouse.month_close import closes_dir
+    from warehouse.month_close import closes_dir, reopened_note
 
     settings = cli_settings()
     if out != "-":  # say so before a month's query, not with a traceback after it
@@ -55,6 +55,9 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
         except OSError as exc:
             raise click.ClickException(f"cannot write --out {out}: {exc.strerror}") from None
         click.echo(f"wrote {len(data)} bytes to {out}", err=True)
+    note = reopened_note(closes_dir(settings), month.strip())
+    if note:  # the file is right (each dollar once) but holds less than the month's live spend: say why
+        click.echo(note, err=True)
         if fmt == "focus":  # FOCUS metadata (FocusVersion, column definitions) next to the data, as the spec asks
             from importlib.metadata import PackageNotFoundError, version
 
