@@ -55,9 +55,6 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
         except OSError as exc:
             raise click.ClickException(f"cannot write --out {out}: {exc.strerror}") from None
         click.echo(f"wrote {len(data)} bytes to {out}", err=True)
-    note = reopened_note(closes_dir(settings), month.strip())
-    if note:  # the file is right (each dollar once) but holds less than the month's live spend: say why
-        click.echo(note, err=True)
         if fmt == "focus":  # FOCUS metadata (FocusVersion, column definitions) next to the data, as the spec asks
             from importlib.metadata import PackageNotFoundError, version
 
@@ -69,6 +66,9 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
             with open(meta, "wb") as handle:
                 handle.write(orjson.dumps(focus_metadata(generator_version=generator), option=orjson.OPT_INDENT_2))
             click.echo(f"wrote FOCUS {focus_metadata()['Schemas'][0]['FocusVersion']} metadata to {meta}", err=True)
+    note = reopened_note(closes_dir(settings), month.strip())
+    if note:  # the file is right (each dollar once) but holds less than the month's live spend: say why
+        click.echo(note, err=True)
 
 
 def _check_writable(out: str) -> None:

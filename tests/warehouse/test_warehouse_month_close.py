@@ -260,7 +260,8 @@ def test_a_months_shared_cost_is_split_by_its_own_usage_not_by_the_corrections_i
     assert export_month(wh, "2022-04", "focus", ["team"], finance=config, closes=closes) == focus_open
 
 
-def test_a_month_reopened_by_hand_does_not_count_what_a_later_close_booked_twice(wh, make_event, tmp_path):
+def test_a_month_reopened_by_hand_does_not_count_what_a_later_close_booked_twice(warehouse_settings, wh, make_event,
+                                                                                 tmp_path):
     """walk25 left it open: with July re-opened (its directory removed) after August's close had booked July's late
     0.05, every export of July (FOCUS, CSV, Parquet, showback; the dashboard and /api/v1 call the same functions)
     read July live, 0.45, and August's frozen 0.25 held the 0.05 too: 0.70 against 0.65 metered. July now reads
@@ -270,41 +271,56 @@ def test_a_month_reopened_by_hand_does_not_count_what_a_later_close_booked_twice
 
     import polars as pl
 
-    closes = tmp_path / "closes"
-    d = Decimal
-    wh.insert_priced([make_event("r-jul-0", "reopened-org", team="a", cost="0.1", ts="2022-07-10T08:00:00Z"),
-                      make_event("r-jul-1", "reopened-org", team="b", cost="0.3", ts="2022-07-11T08:00:00Z")])
-    close_month(wh, closes, "2022-07")
-    wh.insert_priced([make_event("r-jul-late", "reopened-org", team="a", cost="0.05", ts="2022-07-20T08:00:00Z"),
-                      make_event("r-aug-0", "reopened-org", team="a", cost="0.2", ts="2022-08-03T08:00:00Z")])
-    assert close_month(wh, closes, "2022-08")["corrections_booked"] == ["2022-07"]
-    july_closed = export_month(wh, "2022-07", "focus", ["team"], closes=closes)
-    august = _total(_rows(export_month(wh, "2022-08", "focus", ["team"], closes=closes)))
-    assert august == d("0.25")
-    shutil.rmtree(closes / "2022-07")  # re-opened by hand, August still closed
+    closes = Path(warehouse_settings.data_dir).resolve() / "closes"  # the CLI's, for `showback` and `export`
+    try:
+        d = Decimal
+        wh.insert_priced([make_event("r-jul-0", "reopened-org", team="a", cost="0.1", ts="2022-07-10T08:00:00Z"),
+                          make_event("r-jul-1", "reopened-org", team="b", cost="0.3", ts="2022-07-11T08:00:00Z")])
+        close_month(wh, closes, "2022-07")
+        wh.insert_priced([make_event("r-jul-late", "reopened-org", team="a", cost="0.05", ts="2022-07-20T08:00:00Z"),
+                          make_event("r-aug-0", "reopened-org", team="a", cost="0.2", ts="2022-08-03T08:00:00Z")])
+        assert close_month(wh, closes, "2022-08")["corrections_booked"] == ["2022-07"]
+        july_closed = export_month(wh, "2022-07", "focus", ["team"], closes=closes)
+        august = _total(_rows(export_month(wh, "2022-08", "focus", ["team"], closes=closes)))
+        assert august == d("0.25")
+        shutil.rmtree(closes / "2022-07")  # re-opened by hand, August still closed
 
-    july_open = export_month(wh, "2022-07", "focus", ["team"], closes=closes)
-    assert _total(_rows(july_open)) + august == d("0.1") + d("0.3") + d("0.05") + d("0.2")  # each dollar once
-    assert july_open == july_closed  # nothing new since July's close: the same file
-    # `showback`, `export` and the Showback page say what the re-opened month leaves out, and what to do
-    assert reopened_note(closes, "2022-07") == (
-        "2022-07 is open again, but closed month 2022-08 booked 0.050000000000 USD of its late changes as "
-        "corrections: they are counted there, not in 2022-07's numbers here; to restate 2022-07, re-open 2022-08 "
-        "too and close 2022-07 first")
-    assert reopened_note(closes, "2022-08") == reopened_note(closes, "2022-06") == ""
-    july = _bounds("2022-07")
-    assert _shown(finance_showback(wh, load_finance(None), *july, closes=closes)) == {
-        "b": (d("0.3"), 0, 0, d("0.3")), "a": (d("0.1"), 0, 0, d("0.1"))}
-    for fmt in ("csv", "parquet"):
-        data = export_month(wh, "2022-07", fmt, ["team"], closes=closes)
-        rows = _rows(data) if fmt == "csv" else pl.read_parquet(io.BytesIO(data)).to_dicts()
-        assert {r["team"]: (d(str(r["cost_usd"])), int(r["events"])) for r in rows} == {
-            "a": (d("0.1"), 1), "b": (d("0.3"), 1)}, fmt
+        july_open = export_month(wh, "2022-07", "focus", ["team"], closes=closes)
+        assert _total(_rows(july_open)) + august == d("0.1") + d("0.3") + d("0.05") + d("0.2")  # each dollar once
+        assert july_open == july_closed  # nothing new since July's close: the same file
+        # `showback`, `export` and the Showback page say what the re-opened month leaves out, and what to do
+        assert reopened_note(closes, "2022-07") == (
+            "2022-07 is open again, but closed month 2022-08 booked 0.050000000000 USD of its late changes as "
+            "corrections: they are counted there, not in 2022-07's numbers here; to restate 2022-07, re-open 2022-08 "
+            "too and close 2022-07 first")
+        assert reopened_note(closes, "2022-08") == reopened_note(closes, "2022-06") == ""
+        july = _bounds("2022-07")
+        assert _shown(finance_showback(wh, load_finance(None), *july, closes=closes)) == {
+            "b": (d("0.3"), 0, 0, d("0.3")), "a": (d("0.1"), 0, 0, d("0.1"))}
+        for fmt in ("csv", "parquet"):
+            data = export_month(wh, "2022-07", fmt, ["team"], closes=closes)
+            rows = _rows(data) if fmt == "csv" else pl.read_parquet(io.BytesIO(data)).to_dicts()
+            assert {r["team"]: (d(str(r["cost_usd"])), int(r["events"])) for r in rows} == {
+                "a": (d("0.1"), 1), "b": (d("0.3"), 1)}, fmt
 
-    # A later change of July is July's own until July is closed again (no month books it meanwhile).
-    wh.insert_priced([make_event("r-jul-later", "reopened-org", team="b", cost="0.01", ts="2022-07-25T08:00:00Z")])
-    focus = _rows(export_month(wh, "2022-07", "focus", ["team"], closes=closes))
-    assert _total(focus) + august == d("0.1") + d("0.3") + d("0.05") + d("0.01") + d("0.2")
-    assert not [r for r in focus if r["ChargeClass"]]
-    with pytest.raises(WarehouseError, match="2022-08 booked corrections of 2022-07"):
-        export_month(wh, "2022-07", "focus", ["route"], closes=closes)  # the frozen part has no route
+        # The CLI says it too (the file itself is exact): `showback` under its table, `export` on stderr.
+        env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir))
+        run = subprocess.run([sys.executable, "-m", "app", "showback", "--month", "2022-07"], env=env,
+                             capture_output=True, timeout=120)
+        assert run.returncode == 0 and run.stdout.endswith(reopened_note(closes, "2022-07").encode() + b"\n"), run
+        out = tmp_path / "july.csv"
+        run = subprocess.run([sys.executable, "-m", "app", "export", "--month", "2022-07", "--format", "csv",
+                              "--out", str(out)], env=env, capture_output=True, timeout=120)
+        assert run.returncode == 0 and reopened_note(closes, "2022-07").encode() in run.stderr, run
+        assert out.read_bytes() == export_month(wh, "2022-07", "csv", ["team"], closes=closes)
+
+        # A later change of July is July's own until July is closed again (no month books it meanwhile).
+        wh.insert_priced([make_event("r-jul-later", "reopened-org", team="b", cost="0.01", ts="2022-07-25T08:00:00Z")])
+        focus = _rows(export_month(wh, "2022-07", "focus", ["team"], closes=closes))
+        assert _total(focus) + august == d("0.1") + d("0.3") + d("0.05") + d("0.01") + d("0.2")
+        assert not [r for r in focus if r["ChargeClass"]]
+        with pytest.raises(WarehouseError, match="2022-08 booked corrections of 2022-07"):
+            export_month(wh, "2022-07", "focus", ["route"], closes=closes)  # the frozen part has no route
+    finally:  # other tests of this module list the CLI's closed months
+        for month in ("2022-07", "2022-08"):
+            shutil.rmtree(closes / month, ignore_errors=True)
