@@ -92,12 +92,15 @@ def allocated_charges(wh, config: FinanceConfig, since: datetime, until: datetim
     if not corrected or not rules:
         return allocate(rows, rules)
     # A month's shared cost is split by its own usage; its corrections of closed month M carry their own direct
-    # cost, and a late shared charge of M is split by M's usage, as it would have been on time (fin26). Until fin26
-    # one split over all rows: a late event of M moved the month's own split.
+    # cost, and a late shared charge of M is split by M's usage as M was closed, the weights of M's own shared cost
+    # (fin26). Until fin26 one split over all rows: a late event of M moved the month's own split.
     result = allocate([r for r in rows if not r["corrects"]], rules)
     for earlier in corrected:
-        booked = allocate([r for r in rows if r["corrects"] == earlier], rules,
-                          basis=own_usage(wh, closes, earlier, dims))
+        part = [r for r in rows if r["corrects"] == earlier]
+        # M's usage (its snapshot) is read only when a correction is shared cost split by usage (cost / tokens)
+        owners = {next((r.name for r in rules if r.matches(c)), None) for c in part}
+        weighted = any(r.name in owners for r in rules if r.basis != "fixed")
+        booked = allocate(part, rules, basis=own_usage(wh, closes, earlier, config.dimensions) if weighted else [])
         result.charges += booked.charges
         result.unallocated += [name for name in booked.unallocated if name not in result.unallocated]
     return result

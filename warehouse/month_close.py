@@ -182,8 +182,9 @@ def _cut(rows: list[dict[str, Any]], dims: list[str], by_day: bool, sign: int = 
     """Finest-grain rows summed to (day?, provider, model, dims, part, corrects) -> [quantity, cost, events,
     unpriced_events], `sign` times each row, into `sums`."""
     sums = {} if sums is None else sums
+    tagged = any(is_tag(d) for d in dims)
     for row in rows:
-        tags = orjson.loads(row.get("tags_json") or "{}")
+        tags = orjson.loads(row.get("tags_json") or "{}") if tagged else {}  # (a month's rows: skip when unasked)
         values = tuple((tags.get(d[len(TAG_PREFIX):], "") if is_tag(d) else str(row.get(d) or "")) for d in dims)
         day = _key(row)[0]
         key = ((day,) if by_day else ()) + (row["provider"], row["model"]) + values + (row["part"], row["corrects"])

@@ -211,8 +211,8 @@ def test_a_months_shared_cost_is_split_by_its_own_usage_not_by_the_corrections_i
     """close25 left it open: April's platform cost was split with weights that held April's corrections of a closed
     March, so a late March event of team a (1.0 USD) moved April's own split (a 0.1 -> 0.18333..., b down by as
     much). A month's shared cost is split by its own usage; a correction carries its own direct cost, and a late
-    shared charge of March is split by March's usage (as it would have been on time). Every dollar once, in
-    showback, FOCUS and the CSV alike, open and after April's close."""
+    shared charge of March is split by March's usage as closed, like March's own platform cost. Every dollar once,
+    in showback, FOCUS and the CSV alike, open and after April's close."""
     closes = tmp_path / "closes"
     path = tmp_path / "finance.yaml"
     path.write_text("allocation:\n  - name: platform-shared\n    scope: {team: platform}\n    basis: cost\n")
