@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse.backends import WarehouseError
@@ -249,6 +250,17 @@ def month_charges(wh, directory: Path | None, month: str, start: datetime, end: 
 def own_usage(wh, directory: Path | None, month: str, dims: list[str]) -> list[dict[str, Any]]:
     """Month `month`'s own charges (no corrections of earlier months), per provider, model, `dims` and part: the
     usage its shared cost is split by, also for its corrections booked in a later month (fin26)."""
+    keys = list(dict.fromkeys(["provider", "model", *dims, "part"]))
+    if month in closed_months(directory) and all(k in SCHEMA.names for k in keys):
+        # A closed month without tag dimensions: summed by Arrow from the columns needed (to_pylist of a whole
+        # snapshot cost ~0.1 s per 10,000 events)
+        table = pq.read_table(directory / month / "charges.parquet",
+                              columns=[*keys, "quantity", "cost", "events", "unpriced_events", "corrects"])
+        table = table.filter(pc.equal(table["corrects"], ""))
+        measures = ("quantity", "cost", "events", "unpriced_events")
+        grouped = table.group_by(keys).aggregate([(m, "sum") for m in measures])
+        return [dict({k: row[k] for k in keys}, corrects="", **{m: row[f"{m}_sum"] for m in measures})
+                for row in grouped.to_pylist()]
     start = datetime(int(month[:4]), int(month[5:]), 1, tzinfo=timezone.utc)
     end = (start + timedelta(days=32)).replace(day=1)
     return month_charges(wh, directory, month, start, end, dims, by_day=False, corrections=False)
