@@ -185,7 +185,7 @@ def _cut(rows: list[dict[str, Any]], dims: list[str], by_day: bool, sign: int = 
     sums = {} if sums is None else sums
     tagged = any(is_tag(d) for d in dims)
     for row in rows:
-        tags = orjson.loads(row.get("tags_json") or "{}") if tagged else {}  # (a month's rows: skip when unasked)
+        tags = orjson.loads(row.get("tags_json") or "{}") if tagged else {}  # parsed only when a tag is asked
         values = tuple((tags.get(d[len(TAG_PREFIX):], "") if is_tag(d) else str(row.get(d) or "")) for d in dims)
         day = _key(row)[0]
         key = ((day,) if by_day else ()) + (row["provider"], row["model"]) + values + (row["part"], row["corrects"])
@@ -252,8 +252,8 @@ def own_usage(wh, directory: Path | None, month: str, dims: list[str]) -> list[d
     usage its shared cost is split by, also for its corrections booked in a later month (fin26)."""
     keys = list(dict.fromkeys(["provider", "model", *dims, "part"]))
     if month in closed_months(directory) and all(k in SCHEMA.names for k in keys):
-        # A closed month without tag dimensions: summed by Arrow from the columns needed (to_pylist of a whole
-        # snapshot cost ~0.1 s per 10,000 events)
+        # A closed month without tag dimensions: summed by Arrow from the columns needed (reading the whole snapshot
+        # into Python added ~0.25 CPU-s a showback of a month correcting a 20,000-event one: docs/finance.md fin26)
         table = pq.read_table(directory / month / "charges.parquet",
                               columns=[*keys, "quantity", "cost", "events", "unpriced_events", "corrects"])
         table = table.filter(pc.equal(table["corrects"], ""))
