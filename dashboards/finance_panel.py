@@ -99,10 +99,13 @@ def month_options(months: list[str]) -> list[dict[str, str]]:
 
 
 def closed_note(since: datetime, until: datetime) -> list:
-    from warehouse.month_close import closed_months, whole_month
+    from warehouse.month_close import closed_months, reopened_note, whole_month
 
     month = whole_month(since, until)
     info = closed_months(app_closes()).get(month or "")
+    reopened = reopened_note(app_closes(), month) if month and not info else ""
+    if reopened:
+        return [html.P(reopened + ".", className="hint reopened-month", id="reopened-month-note")]
     if not info:
         return []
     by = f" by {info['closed_by']}" if info.get("closed_by") else ""

@@ -174,20 +174,29 @@ def _weights(rule: AllocationRule, basis_cost: dict[str, Decimal], basis_tokens:
     return {team: usage.get(team, Decimal(0)) for team in teams if usage.get(team, Decimal(0)) > 0}
 
 
-def allocate(charges: Iterable[dict[str, Any]], rules: list[AllocationRule]) -> Allocated:
-    """Apply the rules to charges (dicts with team, part, cost, quantity and the scope dimensions)."""
-    charges = list(charges)
-    owner: list[AllocationRule | None] = [next((r for r in rules if r.matches(c)), None) for c in charges]
+def _usage(charges: Iterable[dict[str, Any]], rules: list[AllocationRule]) -> tuple[dict, dict]:
+    """(cost, tokens) per team of the charges outside every rule's scope: the weights of basis cost / tokens."""
     basis_cost: dict[str, Decimal] = {}
     basis_tokens: dict[str, Decimal] = {}
-    for charge, rule in zip(charges, owner):
-        if rule is None:
+    for charge in charges:
+        if not any(r.matches(charge) for r in rules):
             team = str(charge.get("team") or "")
             basis_cost[team] = basis_cost.get(team, Decimal(0)) + charge["cost"]
             if charge["part"] in TOKEN_PARTS:
                 basis_tokens[team] = basis_tokens.get(team, Decimal(0)) + Decimal(charge["quantity"])
     basis_cost.pop("", None)  # untagged usage never receives shared cost
     basis_tokens.pop("", None)
+    return basis_cost, basis_tokens
+
+
+def allocate(charges: Iterable[dict[str, Any]], rules: list[AllocationRule],
+             basis: Iterable[dict[str, Any]] | None = None) -> Allocated:
+    """Apply the rules to charges (dicts with team, part, cost, quantity and the scope dimensions). The weights of
+    basis cost / tokens are the usage of `basis` (default: the charges themselves): a month's corrections of a
+    closed month are split by that month's usage, not by the month that books them (fin26)."""
+    charges = list(charges)
+    owner: list[AllocationRule | None] = [next((r for r in rules if r.matches(c)), None) for c in charges]
+    basis_cost, basis_tokens = _usage(charges if basis is None else basis, rules)
     weights = {rule.name: _weights(rule, basis_cost, basis_tokens) for rule in rules}
     result = Allocated()
     for rule in rules:

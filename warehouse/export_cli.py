@@ -25,7 +25,7 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
     from warehouse.export import export_month
     from warehouse.finance import finance_from_settings
     from warehouse.focus import focus_metadata
-    from warehouse.month_close import closes_dir
+    from warehouse.month_close import closes_dir, reopened_note
 
     settings = cli_settings()
     if out != "-":  # say so before a month's query, not with a traceback after it
@@ -66,6 +66,9 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
             with open(meta, "wb") as handle:
                 handle.write(orjson.dumps(focus_metadata(generator_version=generator), option=orjson.OPT_INDENT_2))
             click.echo(f"wrote FOCUS {focus_metadata()['Schemas'][0]['FocusVersion']} metadata to {meta}", err=True)
+    note = reopened_note(closes_dir(settings), month.strip())
+    if note:  # the file is right (each dollar once) but holds less than the month's live spend: say why
+        click.echo(note, err=True)
 
 
 def _check_writable(out: str) -> None:

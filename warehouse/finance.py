@@ -14,7 +14,7 @@ import polars as pl
 from warehouse.allocation import Allocated, AllocationRule, allocate, parse_allocation
 from warehouse.backends import WarehouseError
 from warehouse.charges import charges
-from warehouse.month_close import closed_months, month_charges, whole_month
+from warehouse.month_close import booked_later, closed_months, month_charges, own_usage, whole_month
 from warehouse.showback import showback
 from warehouse.cost_centers import CostCenterMap, parse_cost_centers, read_yaml
 
@@ -80,14 +80,30 @@ def allocated_charges(wh, config: FinanceConfig, since: datetime, until: datetim
     closed, plus corrections of closed months when it is their first open month."""
     dims = config.dimensions + [d for d in extra_dims if d not in config.dimensions]
     month = whole_month(since, until) if closes is not None else None
+    rules = list(config.allocation)
     if month is None:
         rows = charges(wh, dims, since, until, by_day=by_day)
         check_complete(wh, rows, since, until)
-    else:
-        rows = month_charges(wh, closes, month, since, until, dims, by_day)
-        if month not in closed_months(closes):
-            check_complete(wh, [r for r in rows if not r["corrects"]], since, until)
-    return allocate(rows, list(config.allocation))
+        return allocate(rows, rules)
+    rows = month_charges(wh, closes, month, since, until, dims, by_day)
+    if month not in closed_months(closes):  # (a re-opened month's own rows are net of what later closes booked)
+        check_complete(wh, [r for r in rows if not r["corrects"]] + booked_later(closes, month), since, until)
+    corrected = sorted({r["corrects"] for r in rows if r["corrects"]})
+    if not corrected or not rules:
+        return allocate(rows, rules)
+    # A month's shared cost is split by its own usage; its corrections of closed month M carry their own direct
+    # cost, and a late shared charge of M is split by M's usage as M was closed, the weights of M's own shared cost
+    # (fin26). Until fin26 one split over all rows: a late event of M moved the month's own split.
+    result = allocate([r for r in rows if not r["corrects"]], rules)
+    for earlier in corrected:
+        part = [r for r in rows if r["corrects"] == earlier]
+        # M's usage (its snapshot) is read only when a correction is shared cost split by usage (cost / tokens)
+        owners = {next((r.name for r in rules if r.matches(c)), None) for c in part}
+        weighted = any(r.name in owners for r in rules if r.basis != "fixed")
+        booked = allocate(part, rules, basis=own_usage(wh, closes, earlier, config.dimensions) if weighted else [])
+        result.charges += booked.charges
+        result.unallocated += [name for name in booked.unallocated if name not in result.unallocated]
+    return result
 
 
 def check_complete(wh, rows: list[dict[str, Any]], since: datetime, until: datetime) -> None:

@@ -22,7 +22,7 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
     from warehouse import WarehouseError, open_warehouse
     from warehouse.export import month_bounds
     from warehouse.finance import corrections_note, finance_from_settings, showback_and_corrected
-    from warehouse.month_close import closes_dir
+    from warehouse.month_close import closes_dir, reopened_note
     from warehouse.report import render_report
 
     settings = cli_settings()
@@ -40,6 +40,8 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
     click.echo(render_report(frame, fmt), nl=False)
     if fmt == "table" and corrected:
         click.echo(corrections_note(month.strip(), corrected))
+    if fmt == "table" and reopened_note(closes_dir(settings), month.strip()):
+        click.echo(reopened_note(closes_dir(settings), month.strip()))
 
 
 @click.command("close")

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse.backends import WarehouseError
@@ -74,9 +75,12 @@ def _snapshot(directory: Path, month: str) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
+def _utc(day: datetime) -> datetime:
+    return day.astimezone(timezone.utc) if day.tzinfo else day.replace(tzinfo=timezone.utc)
+
+
 def _key(row: dict[str, Any]) -> tuple:
-    day = row["day"]
-    day = day.astimezone(timezone.utc) if day.tzinfo else day.replace(tzinfo=timezone.utc)
+    day = _utc(row["day"])
     return (day, row["provider"], row["model"], *[str(row.get(d) or "") for d in GRAIN],
             row.get("tags_json") or "{}", row["part"])
 
@@ -151,33 +155,115 @@ def whole_month(since: datetime, until: datetime) -> str | None:
     return month_of(since) if (since + timedelta(days=32)).replace(day=1) == until else None
 
 
-def month_charges(wh, directory: Path | None, month: str, start: datetime, end: datetime, dims: list[str],
-                  by_day: bool = True) -> list[dict[str, Any]]:
-    """The month's charges (live or frozen, plus corrections) grouped by day?, provider, model, `dims`, part,
-    corrects (the month a correction is for, '' otherwise); the same shape as `charges`."""
-    if month in closed_months(directory):
-        frozen, live = _snapshot(directory, month), []
-    else:
-        _, frozen = _frozen_and_corrections(wh, directory, month, start, end)  # corrections only
-        live = [dict(r, corrects="") for r in charges(wh, dims, start, end, by_day=by_day)]
-    unknown = [d for d in dims if not (is_tag(d) or d in GRAIN)]
-    if frozen and unknown:
-        raise WarehouseError(f"closed months keep {', '.join(GRAIN)} and tags; cannot group or allocate "
-                             f"{month} by {', '.join(unknown)}")
-    sums: dict[tuple, list] = {}
-    for row in frozen:
-        tags = orjson.loads(row.get("tags_json") or "{}")
+def booked_later(directory: Path | None, month: str) -> list[dict[str, Any]]:
+    """The corrections of `month` that later closed months froze (finest grain), while `month` is open: re-opened
+    by hand (its directory removed) after a later close booked its late changes. Those are already counted there."""
+    closed = closed_months(directory)
+    if month in closed:
+        return []
+    return [dict(row, booked_in=later) for later, info in sorted(closed.items())
+            if later > month and month in info.get("corrections_booked", [])
+            for row in _snapshot(directory, later) if row["corrects"] == month]
+
+
+def reopened_note(directory: Path | None, month: str) -> str:
+    """What a re-opened month's numbers leave out, in words ('' when nothing): the late changes a later close booked."""
+    booked = booked_later(directory, month)
+    if not booked:
+        return ""
+    later = ", ".join(sorted({row["booked_in"] for row in booked}))
+    total = sum((Decimal(row["cost"]) for row in booked), Decimal("0E-12"))
+    return (f"{month} is open again, but closed month {later} booked {total:f} USD of its late changes as corrections: "
+            f"they are counted there, not in {month}'s numbers here; to restate {month}, re-open {later} too and close "
+            f"{month} first")
+
+
+def _cut(rows: list[dict[str, Any]], dims: list[str], by_day: bool, sign: int = 1,
+         sums: dict[tuple, list] | None = None) -> dict[tuple, list]:
+    """Finest-grain rows summed to (day?, provider, model, dims, part, corrects) -> [quantity, cost, events,
+    unpriced_events], `sign` times each row, into `sums`."""
+    sums = {} if sums is None else sums
+    tagged = any(is_tag(d) for d in dims)
+    for row in rows:
+        tags = orjson.loads(row.get("tags_json") or "{}") if tagged else {}  # parsed only when a tag is asked
         values = tuple((tags.get(d[len(TAG_PREFIX):], "") if is_tag(d) else str(row.get(d) or "")) for d in dims)
         day = _key(row)[0]
         key = ((day,) if by_day else ()) + (row["provider"], row["model"]) + values + (row["part"], row["corrects"])
+        total = sums.setdefault(key, [0, Decimal(0), 0, 0])
+        total[0] += sign * int(row["quantity"])
+        total[1] += sign * Decimal(row["cost"])
+        total[2] += sign * int(row["events"])
+        total[3] += sign * int(row["unpriced_events"])
+    return sums
+
+
+def _net_of_booked(live: list[dict[str, Any]], booked: list[dict[str, Any]], month: str, dims: list[str],
+                   by_day: bool) -> list[dict[str, Any]]:
+    """A re-opened month's live charges less the corrections of it that later closes froze, so the month and those
+    closes together count each late change once (fin26; `close` refuses such a month until they are re-opened)."""
+    unknown = [d for d in dims if not (is_tag(d) or d in GRAIN)]
+    if unknown:
+        later = sorted({row["booked_in"] for row in booked})
+        raise WarehouseError(
+            f"closed month {', '.join(later)} booked corrections of {month} (re-opened), and those keep only "
+            f"{', '.join(GRAIN)} and tags: cannot group {month} by {', '.join(unknown)} without counting them twice; "
+            f"re-open {', '.join(later)} too, or group by {', '.join(GRAIN)} or tags")
+    names = (["day"] if by_day else []) + ["provider", "model", *dims, "part", "corrects"]
+    sums: dict[tuple, list] = {}
+    for row in live:
+        key = tuple((_utc(row["day"]) if name == "day" else str(row.get(name) or "")) for name in names)
         total = sums.setdefault(key, [0, Decimal(0), 0, 0])
         total[0] += int(row["quantity"])
         total[1] += Decimal(row["cost"])
         total[2] += int(row["events"])
         total[3] += int(row["unpriced_events"])
+    _cut([dict(r, corrects="") for r in booked], dims, by_day, -1, sums)
+    return [dict(zip(names, key), quantity=q, cost=c, events=e, unpriced_events=u)
+            for key, (q, c, e, u) in sums.items() if q or c or e or u]
+
+
+def month_charges(wh, directory: Path | None, month: str, start: datetime, end: datetime, dims: list[str],
+                  by_day: bool = True, corrections: bool = True) -> list[dict[str, Any]]:
+    """The month's charges (live or frozen, plus corrections unless `corrections` is false) grouped by day?,
+    provider, model, `dims`, part, corrects (the month a correction is for, '' otherwise); the same shape as
+    `charges`. An open month that later closes booked corrections of is read net of them (`booked_later`)."""
+    if month in closed_months(directory):
+        frozen, live = _snapshot(directory, month), []
+        if not corrections:
+            frozen = [row for row in frozen if not row["corrects"]]
+    else:
+        frozen = _frozen_and_corrections(wh, directory, month, start, end)[1] if corrections else []
+        live = [dict(r, corrects="") for r in charges(wh, dims, start, end, by_day=by_day)]
+        booked = booked_later(directory, month)
+        if booked:
+            live = _net_of_booked(live, booked, month, dims, by_day)
+    unknown = [d for d in dims if not (is_tag(d) or d in GRAIN)]
+    if frozen and unknown:
+        raise WarehouseError(f"closed months keep {', '.join(GRAIN)} and tags; cannot group or allocate "
+                             f"{month} by {', '.join(unknown)}")
+    sums = _cut(frozen, dims, by_day)
     names = (["day"] if by_day else []) + ["provider", "model", *dims, "part", "corrects"]
     return live + [dict(zip(names, key), quantity=q, cost=c, events=e, unpriced_events=u)
                    for key, (q, c, e, u) in sorted(sums.items(), key=lambda item: tuple(map(str, item[0])))]
+
+
+def own_usage(wh, directory: Path | None, month: str, dims: list[str]) -> list[dict[str, Any]]:
+    """Month `month`'s own charges (no corrections of earlier months), per provider, model, `dims` and part: the
+    usage its shared cost is split by, also for its corrections booked in a later month (fin26)."""
+    keys = list(dict.fromkeys(["provider", "model", *dims, "part"]))
+    if month in closed_months(directory) and all(k in SCHEMA.names for k in keys):
+        # A closed month without tag dimensions: summed by Arrow from the columns needed (reading the whole snapshot
+        # into Python added ~0.25 CPU-s a showback of a month correcting a 20,000-event one: docs/finance.md fin26)
+        table = pq.read_table(directory / month / "charges.parquet",
+                              columns=[*keys, "quantity", "cost", "events", "unpriced_events", "corrects"])
+        table = table.filter(pc.equal(table["corrects"], ""))
+        measures = ("quantity", "cost", "events", "unpriced_events")
+        grouped = table.group_by(keys).aggregate([(m, "sum") for m in measures])
+        return [dict({k: row[k] for k in keys}, corrects="", **{m: row[f"{m}_sum"] for m in measures})
+                for row in grouped.to_pylist()]
+    start = datetime(int(month[:4]), int(month[5:]), 1, tzinfo=timezone.utc)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return month_charges(wh, directory, month, start, end, dims, by_day=False, corrections=False)
 
 
 def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: datetime | None = None,

@@ -349,6 +349,57 @@ def test_the_allocation_table_shows_corrections_of_a_closed_month_apart():
     assert "Corrections" not in [_text(cell) for cell in plain[1].children[0].children.children]
 
 
+def test_a_month_reopened_by_hand_is_exported_once_by_the_api_and_the_showback_page_says_what_it_leaves_out(
+        app_and_warehouse):
+    """fin26: with a month re-opened by hand (its directory removed) after the next month's close booked its late
+    event, /api/v1/export of it read it live, so the two months' files held the late 0.001 twice. It is read net of
+    what the later close booked, and the Showback page says so and what to do."""
+    import csv
+    import io
+    import shutil
+
+    from dashboards.finance_panel import closed_note
+    from warehouse.month_close import close_month, closes_dir, month_of, next_month
+
+    app, warehouse = app_and_warehouse
+    with app.server.app_context():
+        from dashboards.handle import current_settings
+
+        closes = closes_dir(current_settings())
+    # Two ended months within raw retention (400 days), clear of the fixture's November 2026
+    first = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=100)).replace(day=1, hour=8, minute=0, second=0, microsecond=0)
+    early, later = month_of(first), next_month(month_of(first))
+
+    def event(i: int, moment: datetime) -> dict:
+        return {**_event(i, moment, 10), "attribution": {"team": "reopened"}}
+
+    try:
+        warehouse.insert_priced([event(400, first + timedelta(days=9))])
+        close_month(warehouse, closes, early)
+        warehouse.insert_priced([event(401, first + timedelta(days=19)), event(402, first + timedelta(days=40))])
+        assert close_month(warehouse, closes, later)["corrections_booked"] == [early]
+        shutil.rmtree(closes / early)
+        client = app.server.test_client()
+        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        total = Decimal(0)
+        for month in (early, later):
+            response = client.get(f"/api/v1/export?month={month}&format=csv&group_by=team")
+            assert response.status_code == 200, response.data[:300]
+            total += sum(Decimal(r["cost_usd"]) for r in csv.DictReader(io.StringIO(response.data.decode()))
+                         if r["team"] == "reopened")
+        assert total == Decimal("0.003")  # three events of 0.001, each once
+        with app.server.app_context():
+            start = first.replace(hour=0)
+            [note] = closed_note(start, (start + timedelta(days=32)).replace(day=1))
+        assert _text(note) == (
+            f"{early} is open again, but closed month {later} booked 0.001000000000 USD of its late changes as "
+            f"corrections: they are counted there, not in {early}'s numbers here; to restate {early}, re-open "
+            f"{later} too and close {early} first.")
+    finally:
+        for month in (early, later):
+            shutil.rmtree(closes / month, ignore_errors=True)
+
+
 def test_budget_times_say_they_are_utc(app_and_warehouse):
     headers = sys.modules["pages.budgets"].STATUS_HEADERS
     assert "Expected breach (UTC)" in headers and "Updated (UTC)" in headers  # the alerts table's "When (UTC)"
