@@ -4,9 +4,8 @@ Before, `price_and_send` priced the whole batch on the event loop and only then 
 (receiving ~2x the input bytes as priced messages) and the CPU took turns, and for the length of a batch (a
 second for 50,000 events) the loop answered nothing: no `/health`, no `/v1/decision`, no reservation.
 
-Now each chunk of about `CHUNK_BYTES` of input (the batch's first: `FIRST_CHUNK_BYTES`, so its sends start sooner)
-is priced (and its messages and dead letters encoded) on one pricing thread, and its outputs are handed to `send` on
-the loop while the next chunk is priced. Sends stay in
+Now each chunk of about `CHUNK_BYTES` of input is priced (and its messages and dead letters encoded) on one
+pricing thread, and its outputs are handed to `send` on the loop while the next chunk is priced. Sends stay in
 input order: a chunk's `send` starts only after the chunk before it has handed every output to the producer, so a
 key's priced messages keep their order (docs/worker.md, "Order of priced messages"). The caller awaits every
 send's acknowledgement before the batch's offsets are acked (at-least-once, unchanged); on any failure the whole
@@ -35,31 +34,22 @@ from tokenmeter.priced_wire import JSON
 # A batch's first sends start after its first chunk is priced (~0.1 s at 8 MB; batches under 8 MB are one chunk
 # either way).
 CHUNK_BYTES = 8_000_000
-# A batch's first chunk closes at this size: nothing of a batch is sent before its first chunk is priced, and the
-# sends are the slower stage (issue 14, worker26: ~60 priced messages of ~340 KB, one 8 MB chunk's, took 0.36-0.47 s
-# to hand over and acknowledge against ~0.09 s of CPU to price them; aiokafka keeps one request in flight per broker,
-# one message per partition in it). With 8 MB the broker waited ~0.1 s of CPU (0.2-1.0 s wall on a loaded machine)
-# at the start of every batch; 2 MB (~7,000 bench events, ~35 ms) starts the sends after a quarter of that, and the
-# next 8 MB chunk is priced while they go out. One more chunk per batch over 2 MB: ~10 ms of CPU.
-FIRST_CHUNK_BYTES = 2_000_000
 
 Outputs = tuple[BatchResult, list[tuple[bytes, bytes]], list[bytes]]
 Send = Callable[[BatchResult, list[tuple[bytes, bytes]], list[bytes]], Awaitable[list[Any]]]
 
 
-def chunks(records: Iterable[RawRecord], limit: int = CHUNK_BYTES, first: int | None = None
-           ) -> Iterator[list[RawRecord]]:
-    """Consecutive runs of records, each closed once its values reach `limit` bytes (the first run: `first` bytes,
-    when given; a larger record is a run of its own)."""
+def chunks(records: Iterable[RawRecord], limit: int = CHUNK_BYTES) -> Iterator[list[RawRecord]]:
+    """Consecutive runs of records, each closed once its values reach `limit` bytes (a larger record is a run of
+    its own)."""
     chunk: list[RawRecord] = []
     size = 0
-    close_at = limit if first is None else first
     for record in records:
         chunk.append(record)
         size += len(record.value or b"")
-        if size >= close_at:
+        if size >= limit:
             yield chunk
-            chunk, size, close_at = [], 0, limit
+            chunk, size = [], 0
     if chunk:
         yield chunk
 
@@ -82,11 +72,10 @@ def _price(step: Callable[..., BatchResult], records: list[RawRecord], book: Any
 
 class OverlappedPricing:
     def __init__(self, step: Callable[..., BatchResult], book: Any, chunk_bytes: int = CHUNK_BYTES,
-                 priced_format: str = JSON, first_chunk_bytes: int = FIRST_CHUNK_BYTES) -> None:
+                 priced_format: str = JSON) -> None:
         self.step = step
         self.book = book
         self.chunk_bytes = chunk_bytes
-        self.first_chunk_bytes = min(first_chunk_bytes, chunk_bytes)
         self.priced_format = priced_format  # TOKENMETER_PRICED_FORMAT: the priced messages' format
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tokenmeter-pricing")
 
@@ -96,7 +85,7 @@ class OverlappedPricing:
         total = BatchResult()
         sending: asyncio.Future | None = None
         try:
-            for chunk in chunks(records, self.chunk_bytes, self.first_chunk_bytes):
+            for chunk in chunks(records, self.chunk_bytes):
                 result, messages, letters = await loop.run_in_executor(self.pool, _price, self.step, chunk, self.book,
                                                                    self.priced_format)
                 total.add_counts(result)
@@ -116,4 +105,4 @@ async def _after(before: asyncio.Future | None, send: Send, result: BatchResult,
     return futures + await send(result, messages, letters)
 
 
-__all__ = ["CHUNK_BYTES", "FIRST_CHUNK_BYTES", "OverlappedPricing", "chunks"]
+__all__ = ["CHUNK_BYTES", "OverlappedPricing", "chunks"]

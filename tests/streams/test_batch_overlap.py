@@ -32,34 +32,6 @@ def test_chunks_close_at_the_byte_limit_and_keep_every_record_in_order():
     assert list(chunks([], limit=6)) == []
 
 
-def test_a_batchs_first_chunk_closes_at_its_own_smaller_limit():
-    # the batch's sends start once its first chunk is priced: a smaller first chunk starts them sooner (worker26)
-    records = [RawRecord(b"x" * 2, "t", 0, i) for i in range(8)]
-    got = list(chunks(records, limit=6, first=2))
-    assert [[r.offset for r in c] for c in got] == [[0], [1, 2, 3], [4, 5, 6], [7]]
-
-
-def test_the_worker_prices_a_smaller_first_chunk_then_full_ones():
-    book = load_price_book()
-    records = _records(12)  # ~25 KB per message
-    priced: list[int] = []
-
-    def step(chunk, book):
-        priced.append(len(chunk))
-        return process_batch_columnar(chunk, book)
-
-    async def send(result, messages, letters):
-        return [len(messages)]
-
-    async def main():
-        return await OverlappedPricing(step, book, chunk_bytes=100_000, first_chunk_bytes=30_000).run(records, send)
-
-    total, _ = asyncio.run(main())
-    assert total.events_in == total.priced_count == 2_400  # nothing lost, nothing twice
-    assert priced == [len(c) for c in chunks(records, 100_000, first=30_000)]
-    assert priced[0] < priced[1] and sum(priced) == 12
-
-
 def test_outputs_are_handed_over_in_input_order_while_later_chunks_are_priced():
     book = load_price_book()
     records = _records(12)
