@@ -1,5 +1,5 @@
 """(c) alone, as CPU per event: `python -m app.bench_worker [--events 50000] [--rounds 3] [--tree PATH ...]
-[--in-process] [--tagged 0.5] [--reader-fetch-wait-ms 10] [--format json --format arrow]`.
+[--timed-rounds 1] [--in-process] [--tagged 0.5] [--reader-fetch-wait-ms 10] [--format json --format arrow]`.
 
 `tokenmeter bench`'s (c) on its own: per round and per source tree, a fresh `tokenmeter worker` (started from that
 tree, as the bench starts it) on one embedded broker; after one warm-up event is priced and the worker's start-up
@@ -10,6 +10,8 @@ the runs; `--reader-fetch-wait-ms 500` measures the old way). Reports events/s a
 event (user and system, /proc), with the load average. Trees alternate within each round, so a shared machine's
 load hits them alike: compare a branch with an earlier commit (`git archive <commit> | tar -x -C /tmp/base`, then
 `--tree /tmp/base --tree .`). Rates per event of worker CPU are steadier than events/s on a loaded machine.
+`--timed-rounds K`: each worker timed K times one round after the other (new event ids); the first round stays the
+figure, all rounds and their median beside it (as `tokenmeter bench` reports (c) with K = 3 since worker26).
 
 `--in-process`: instead of a worker, the pricing thread's work alone (`streams.batch_overlap._price` per ~8 MB
 chunk: the batch step, framing the priced messages, encoding dead letters) on the same traffic, best of 3 passes
@@ -27,6 +29,7 @@ import asyncio
 import inspect
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,10 +86,13 @@ def priced_reader(bootstrap: str, fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> 
 
 
 async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: int, timeout: float,
-                      reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> dict:
+                      reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS, rounds: int = 1) -> dict:
     """(c): warm the running worker `pid` up with one event, wait for its start-up work, then time producing `events`
     as collector micro-batches until the last is priced (seen by `priced_reader`); events/s and the worker's CPU per
-    event."""
+    event. With `rounds` > 1 the same events (new ids) are timed that many times, one round after the other on
+    the same worker: `events_per_s` stays the first round's, `events_per_s_rounds` and `events_per_s_median` show
+    how far one ~1 s round is from the next (docs/benchmarks.md, worker26: later rounds run ~5 % faster on the warmer
+    worker, so the median is not the headline figure)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
     consumer = priced_reader(bootstrap, reader_fetch_wait_ms)
     await producer.start()
@@ -109,16 +115,27 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
         await producer.send_and_wait(topics.USAGE, orjson.dumps([warmup]), key=partition_key(warmup))
         seen = await priced_until(1, 0)
         settled = await wait_for_startup(api_port)
-        (user, system), started = _cpu(pid), time.perf_counter()
-        await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key) for key, value in _micro_batches(events)])
-        await priced_until(len(events) + 1, seen)
-        wall = time.perf_counter() - started
-        user_after, system_after = _cpu(pid)
         n = len(events)
-        return {"events_per_s": round(n / wall), "worker_cpu_us_per_event": round((user_after - user + system_after
-                                                                                    - system) / n * 1e6, 2),
-                "user_us": round((user_after - user) / n * 1e6, 2), "system_us": round((system_after - system) / n * 1e6, 2),
-                "startup_wait_s": round(settled, 2), "reader_fetch_wait_ms": reader_fetch_wait_ms}
+        timed: list[tuple[float, float, float]] = []  # (wall, user, system) per round
+        for round_ in range(rounds):
+            batch = events if round_ == 0 else [dict(e, event_id=f"{e['event_id']}-r{round_}") for e in events]
+            (user, system), started = _cpu(pid), time.perf_counter()
+            await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key)
+                                   for key, value in _micro_batches(batch)])
+            seen = await priced_until(seen + n, seen)
+            wall = time.perf_counter() - started
+            user_after, system_after = _cpu(pid)
+            timed.append((wall, user_after - user, system_after - system))
+        rates = [round(n / wall) for wall, _, _ in timed]
+        _, user_s, system_s = timed[0]
+        out = {"events_per_s": rates[0], "worker_cpu_us_per_event": round((user_s + system_s) / n * 1e6, 2),
+               "user_us": round(user_s / n * 1e6, 2), "system_us": round(system_s / n * 1e6, 2),
+               "startup_wait_s": round(settled, 2), "reader_fetch_wait_ms": reader_fetch_wait_ms}
+        if rounds > 1:
+            out |= {"events_per_s_median": round(statistics.median(n / wall for wall, _, _ in timed)),
+                    "events_per_s_rounds": rates,
+                    "worker_cpu_us_per_event_rounds": [round((u + s) / n * 1e6, 2) for _, u, s in timed]}
+        return out
     finally:
         await consumer.stop()
         await producer.stop()
@@ -211,7 +228,7 @@ def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
 
 def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0,
             reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS,
-            formats: tuple[str | None, ...] | list[str | None] = (None,)
+            formats: tuple[str | None, ...] | list[str | None] = (None,), timed_rounds: int = 1
             ) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {_name(*run): [] for run in _runs(trees, formats)}
     with tempfile.TemporaryDirectory() as tmp, embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
@@ -227,7 +244,8 @@ def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0,
                 try:
                     load = os.getloadavg()[0]
                     run = asyncio.run(time_worker(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500),
-                                                  reader_fetch_wait_ms=reader_fetch_wait_ms))
+                                                  reader_fetch_wait_ms=reader_fetch_wait_ms,
+                                                  rounds=timed_rounds))
                     name = _name(tree, fmt)
                     results[name].append({**run, "load": round(load, 1)})
                     print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)
@@ -254,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                         "search (tool requests: a message holding one is priced on the dict-fed path)")
     parser.add_argument("--reader-fetch-wait-ms", type=int, default=READER_FETCH_WAIT_MS,
                         help="the priced reader's fetch wait (500: aiokafka's default, (c) as measured before worker11)")
+    parser.add_argument("--timed-rounds", type=int, default=1, help="(c) timed this many times on each worker, one "
+                        "round after the other (the first round is the figure; all rounds and their median beside it, "
+                        "as `tokenmeter bench`, which times 3)")
     args = parser.parse_args(argv)
     trees = [str(Path(t).resolve()) for t in (args.tree or [Path(__file__).resolve().parent.parent])]
     formats: list[str | None] = list(args.format or [None])
@@ -261,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_in_process(trees, args.events, args.rounds, args.tagged, formats, args.mixed,
                                             args.tools), indent=2))
     else:
-        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms, formats),
-                         indent=2))
+        print(json.dumps(measure(trees, args.events, args.rounds, args.tagged, args.reader_fetch_wait_ms, formats,
+                                 args.timed_rounds), indent=2))
     return 0
 
 
