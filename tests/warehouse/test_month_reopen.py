@@ -4,15 +4,27 @@ re-open, closing again counts each dollar once; closes and re-opens of one close
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from warehouse.backends import WarehouseError
+from warehouse.export import export_month, month_bounds
+from warehouse.finance import finance_showback, load_finance
 from warehouse.month_close import close_month, closed_months
+from warehouse.month_reopen import reopen_history, reopen_month
 
 pytestmark = pytest.mark.slow(seconds=10)  # rough seconds: longest files first (tests/suite_order.py)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_two_closes_of_one_month_at_once_close_it_once(wh, make_event, tmp_path):
@@ -42,3 +54,109 @@ def test_two_closes_of_one_month_at_once_close_it_once(wh, make_event, tmp_path)
     assert "already closed" in str(refused[0])
     assert closed_months(closes)["2021-02"]["closed_by"] == done[0]["closed_by"]
     assert Decimal(done[0]["total_usd"]) == Decimal("0.3")
+
+
+def _cli(settings, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(settings.data_dir))
+    return subprocess.run([sys.executable, "-m", "app", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _focus_by_team(wh, month: str, closes) -> dict[str, Decimal]:
+    rows = list(csv.DictReader(io.StringIO(export_month(wh, month, "focus", ["team"], closes=closes).decode())))
+    totals: dict[str, Decimal] = {}
+    for row in rows:
+        team = row["SubAccountId"][len("team="):]
+        totals[team] = totals.get(team, Decimal(0)) + Decimal(row["BilledCost"])
+    return totals
+
+
+def _live_by_team(wh, first: str, last: str) -> dict[str, Decimal]:
+    since, until = month_bounds(first)[0], month_bounds(last)[1]
+    return {r["team"]: Decimal(str(r["cost_usd"])) for r in wh.spend(["team"], since=since, until=until).to_dicts()}
+
+
+def test_reopen_cascade_then_close_again_counts_each_dollar_once(warehouse_settings, wh, make_event):
+    """The whole cycle on real chDB: May closed; a late May event booked by June's close; `reopen --month May`
+    refused (June holds May's late change) until `--cascade`, which archives June then May (nothing deleted, both
+    listed with who, when and why); another late May event; May and June closed again in order: the totals are
+    the old ones plus the new event, and FOCUS per team equals the live spend."""
+    closes = Path(warehouse_settings.data_dir).resolve() / "closes"  # the CLI's
+    d = Decimal
+    try:
+        wh.insert_priced([make_event("c-may-a", "cycle-org", team="a", cost="0.1", ts="2021-05-10T08:00:00Z"),
+                          make_event("c-may-b", "cycle-org", team="b", cost="0.3", ts="2021-05-11T08:00:00Z")])
+        may_close = close_month(wh, closes, "2021-05", closed_by="cfo")
+        may_file = (closes / "2021-05" / "charges.parquet").read_bytes()
+        wh.insert_priced([make_event("c-may-late", "cycle-org", team="a", cost="0.05", ts="2021-05-20T08:00:00Z"),
+                          make_event("c-jun-a", "cycle-org", team="a", cost="0.2", ts="2021-06-03T08:00:00Z")])
+        june_close = close_month(wh, closes, "2021-06", closed_by="cfo")
+        assert june_close["corrections_booked"] == ["2021-05"]
+        before = d(may_close["total_usd"]) + d(june_close["total_usd"])
+        assert before == d("0.65")
+
+        run = _cli(warehouse_settings, "reopen", "--month", "2021-05", "--by", "controller", "--reason", "late bill")
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run
+        assert "closed month 2021-06 booked corrections of 2021-05" in run.stderr and "--cascade" in run.stderr
+        assert set(closed_months(closes)) == {"2021-05", "2021-06"}  # refused: nothing moved
+
+        run = _cli(warehouse_settings, "reopen", "--month", "2021-05", "--by", "controller", "--reason", "late bill",
+                   "--cascade")
+        assert run.returncode == 0, run
+        lines = run.stdout.splitlines()
+        assert lines[0].startswith("re-opened 2021-06, with 2021-05 (closed ") and lines[1].startswith(
+            "re-opened 2021-05 (closed "), lines
+        assert lines[2] == ("close again oldest first: tokenmeter close --month 2021-05, "
+                            "then tokenmeter close --month 2021-06")
+        assert not closed_months(closes)
+        history = reopen_history(closes)
+        assert [(r["month"], r["reopened_by"], r["reason"], r["reopened_with"]) for r in history] == [
+            ("2021-05", "controller", "late bill", ""), ("2021-06", "controller", "late bill", "2021-05")]
+        assert history[0]["close"] == may_close  # the close record as it was, its snapshot kept byte for byte
+        assert (closes / history[0]["archived"] / "charges.parquet").read_bytes() == may_file
+        listed = _cli(warehouse_settings, "close", "--list").stdout.splitlines()
+        assert listed[0].startswith("2021-05  re-opened ") and "by controller: late bill" in listed[0]
+        assert listed[1].startswith("2021-06  re-opened ") and "(with 2021-05)" in listed[1]
+        assert f"was closed {may_close['closed_at']}  total 0.400000000000 USD  2 events  cfo" in listed[0]
+
+        # Open again, each read live and once: May holds its late change, June only its own spend.
+        assert _focus_by_team(wh, "2021-05", closes) == {"a": d("0.15"), "b": d("0.3")}
+        assert _focus_by_team(wh, "2021-06", closes) == {"a": d("0.2")}
+        wh.insert_priced([make_event("c-may-later", "cycle-org", team="b", cost="0.01", ts="2021-05-25T08:00:00Z")])
+
+        may = close_month(wh, closes, "2021-05", closed_by="cfo")
+        june = close_month(wh, closes, "2021-06", closed_by="cfo")
+        assert june["corrections_booked"] == [] and d(june["total_usd"]) == d("0.2")
+        assert d(may["total_usd"]) + d(june["total_usd"]) == before + d("0.01")
+        may_focus, june_focus = _focus_by_team(wh, "2021-05", closes), _focus_by_team(wh, "2021-06", closes)
+        assert may_focus == _live_by_team(wh, "2021-05", "2021-05") == {"a": d("0.15"), "b": d("0.31")}
+        assert june_focus == _live_by_team(wh, "2021-06", "2021-06") == {"a": d("0.2")}
+        showback = finance_showback(wh, load_finance(None), *month_bounds("2021-05"), closes=closes)
+        assert {r["team"]: r["total_usd"] for r in showback.iter_rows(named=True)} == may_focus
+
+        # Re-opened once more (June booked nothing of May now: no --cascade needed), within the same second too.
+        again = reopen_month(closes, "2021-05", reopened_by="cfo", reason="typo in a tag")
+        assert [r["month"] for r in again] == ["2021-05"] and set(closed_months(closes)) == {"2021-06"}
+        assert [r["reason"] for r in reopen_history(closes) if r["month"] == "2021-05"] == ["late bill",
+                                                                                          "typo in a tag"]
+        assert close_month(wh, closes, "2021-05")["total_usd"] == may["total_usd"]
+    finally:  # the CLI's closes directory is this module's
+        shutil.rmtree(closes, ignore_errors=True)
+
+
+def test_reopen_refuses_what_it_cannot_reopen_with_clear_errors(warehouse_settings, wh, make_event, tmp_path):
+    closes = tmp_path / "closes"
+    wh.insert_priced([make_event("x-mar", "refuse-org", team="a", cost="0.1", ts="2021-03-10T08:00:00Z")])
+    close_month(wh, closes, "2021-03", closed_by="cfo")
+    cases = {"2021-13": "'2021-13' is not YYYY-MM", "2021-04": r"2021-04 is not closed \(closed months: 2021-03\)",
+             "2099-01": "2099-01 has not ended yet"}
+    for month, error in cases.items():
+        with pytest.raises(WarehouseError, match=error):
+            reopen_month(closes, month, reopened_by="cfo", reason="why")
+    for by, reason, error in (("", "why", "give --by"), ("cfo", "  ", "give --reason")):
+        with pytest.raises(WarehouseError, match=error):
+            reopen_month(closes, "2021-03", reopened_by=by, reason=reason)
+    reopen_month(closes, "2021-03", reopened_by="cfo", reason="why")
+    with pytest.raises(WarehouseError, match="2021-03 is not closed; it was re-opened .* by cfo"):
+        reopen_month(closes, "2021-03", reopened_by="cfo", reason="why")
+    run = _cli(warehouse_settings, "reopen", "--month", "2021-03", "--reason", "why")
+    assert run.returncode == 2 and "Missing option '--by'" in run.stderr, run
