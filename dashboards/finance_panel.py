@@ -106,9 +106,16 @@ def closed_note(since: datetime, until: datetime) -> list:
     reopened = reopened_note(app_closes(), month) if month and not info else ""
     if reopened:
         return [html.P(reopened + ".", className="hint reopened-month", id="reopened-month-note")]
+    from warehouse.month_reopen import reopen_history
+
+    earlier = [r for r in reopen_history(app_closes()) if r["month"] == month]
+    last = (f"re-opened {people_utc(earlier[-1]['reopened_at'])} by {earlier[-1]['reopened_by']} "
+            f"({earlier[-1]['reason']})") if earlier else ""
     if not info:
-        return []
+        return [html.P(f"{month} was {last}: these numbers are live until it is closed again.",
+                       className="hint reopened-month", id="reopened-month-note")] if last else []
     by = f" by {info['closed_by']}" if info.get("closed_by") else ""
+    before = f" It was closed before and {last}." if last else ""
     return [html.P(f"{month} is closed (since {people_utc(info['closed_at'])}{by}): these numbers are frozen; later "
-                   "changes are corrections in the first open month.", className="hint closed-month",
+                   f"changes are corrections in the first open month.{before}", className="hint closed-month",
                    id="closed-month-note")]
