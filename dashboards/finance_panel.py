@@ -90,12 +90,14 @@ def app_closes():
 
 
 def month_options(months: list[str]) -> list[dict[str, str]]:
-    """Dropdown options with closed months marked "(closed)"."""
+    """Dropdown options with closed months marked "(closed <date>)", re-opened ones "(re-opened <date>)"."""
     from warehouse.month_close import closed_months
+    from warehouse.month_reopen import reopen_history
 
     closed = closed_months(app_closes())
-    return [{"label": f"{m} (closed {closed[m]['closed_at'][:10]})" if m in closed else m, "value": m}
-            for m in months]
+    reopened = {r["month"]: r["reopened_at"][:10] for r in reopen_history(app_closes())}  # the latest per month
+    return [{"label": f"{m} (closed {closed[m]['closed_at'][:10]})" if m in closed
+             else f"{m} (re-opened {reopened[m]})" if m in reopened else m, "value": m} for m in months]
 
 
 def closed_note(since: datetime, until: datetime) -> list:

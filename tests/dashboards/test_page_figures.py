@@ -444,11 +444,11 @@ def test_alert_deliveries_and_budget_enforcement_read_as_the_budgets_page_writes
 
 
 def test_the_showback_note_says_when_by_whom_and_why_a_month_was_re_opened(app_and_warehouse):
-    """reopen26: a re-opened month's Showback note said nothing (its numbers are live again), and once closed again
-    the note did not say it had been restated."""
+    """reopen26: a re-opened month's Showback note said nothing (its numbers are live again), the Export page listed it
+    as any open month, and once closed again the note did not say it had been restated."""
     import shutil
 
-    from dashboards.finance_panel import closed_note
+    from dashboards.finance_panel import closed_note, month_options
     from warehouse.month_close import close_month, closes_dir, month_of
     from warehouse.month_reopen import ARCHIVE, reopen_month
 
@@ -470,6 +470,7 @@ def test_the_showback_note_says_when_by_whom_and_why_a_month_was_re_opened(app_a
             [note] = closed_note(start, end)
             assert _text(note) == (f"{month} was re-opened 2026-12-06 19:00 UTC by controller (late invoice): these "
                                    "numbers are live until it is closed again.")
+            assert month_options([month]) == [{"label": f"{month} (re-opened 2026-12-06)", "value": month}]
             close_month(warehouse, closes, month, closed_by="cfo",
                         now=datetime(2026, 12, 6, 19, 30, tzinfo=timezone.utc))
             [note] = closed_note(start, end)

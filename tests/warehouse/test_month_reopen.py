@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -133,11 +134,14 @@ def test_reopen_cascade_then_close_again_counts_each_dollar_once(warehouse_setti
         showback = finance_showback(wh, load_finance(None), *month_bounds("2021-05"), closes=closes)
         assert {r["team"]: r["total_usd"] for r in showback.iter_rows(named=True)} == may_focus
 
-        # Re-opened once more (June booked nothing of May now: no --cascade needed), within the same second too.
-        again = reopen_month(closes, "2021-05", reopened_by="cfo", reason="typo in a tag")
+        # Re-opened once more (June booked nothing of May now: no --cascade needed), stamped the same second as the
+        # first re-open: its archive gets a name of its own.
+        first = datetime.strptime(history[0]["reopened_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        again = reopen_month(closes, "2021-05", reopened_by="cfo", reason="typo in a tag", now=first)
         assert [r["month"] for r in again] == ["2021-05"] and set(closed_months(closes)) == {"2021-06"}
         assert [r["reason"] for r in reopen_history(closes) if r["month"] == "2021-05"] == ["late bill",
                                                                                           "typo in a tag"]
+        assert again[0]["archived"] == history[0]["archived"] + "-2"
         assert close_month(wh, closes, "2021-05")["total_usd"] == may["total_usd"]
     finally:  # the CLI's closes directory is this module's
         shutil.rmtree(closes, ignore_errors=True)
@@ -160,3 +164,37 @@ def test_reopen_refuses_what_it_cannot_reopen_with_clear_errors(warehouse_settin
         reopen_month(closes, "2021-03", reopened_by="cfo", reason="why")
     run = _cli(warehouse_settings, "reopen", "--month", "2021-03", "--reason", "why")
     assert run.returncode == 2 and "Missing option '--by'" in run.stderr, run
+
+
+def test_a_reopen_and_a_close_at_once_leave_the_closes_consistent(wh, make_event, tmp_path):
+    """A `reopen` of July while August closes, booking July's late change: one runs after the other. Either August
+    booked it first and the re-open alone is refused, or July re-opened first and August books nothing of it; never
+    a July open alone with August holding its late change (July could not be closed again)."""
+    closes = tmp_path / "closes"
+    wh.insert_priced([make_event("rc-jul", "rc-org", team="a", cost="0.1", ts="2021-07-10T08:00:00Z")])
+    close_month(wh, closes, "2021-07")
+    wh.insert_priced([make_event("rc-jul-late", "rc-org", team="a", cost="0.05", ts="2021-07-20T08:00:00Z"),
+                      make_event("rc-aug", "rc-org", team="a", cost="0.2", ts="2021-08-03T08:00:00Z")])
+    start, results = threading.Barrier(2), {}
+
+    def run(name, step) -> None:
+        start.wait()
+        try:
+            results[name] = step()
+        except Exception as exc:  # noqa: BLE001 (unlocked, the close read July's snapshot while it moved away)
+            results[name] = exc
+
+    steps = {"close": lambda: close_month(wh, closes, "2021-08"),
+             "reopen": lambda: reopen_month(closes, "2021-07", reopened_by="cfo", reason="restate")}
+    threads = [threading.Thread(target=run, args=item) for item in steps.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    closed = closed_months(closes)
+    assert "2021-08" in closed, results
+    if "2021-07" in closed:  # August first: the re-open alone refused
+        assert closed["2021-08"]["corrections_booked"] == ["2021-07"] and "--cascade" in str(results["reopen"])
+    else:  # July first: August froze its own spend only, and July closes again with its late change
+        assert closed["2021-08"]["corrections_booked"] == [] and Decimal(closed["2021-08"]["total_usd"]) == Decimal("0.2")
+        assert Decimal(close_month(wh, closes, "2021-07")["total_usd"]) == Decimal("0.15")
