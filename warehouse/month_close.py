@@ -315,8 +315,8 @@ def _close_locked(wh, directory: Path, month: str, start: datetime, end: datetim
     if booked:
         raise WarehouseError(
             f"closed month {', '.join(booked)} booked corrections of {month}; closing {month} again would count them "
-            f"twice: re-open {', '.join(booked)} too (tokenmeter reopen --month {month} --cascade) and close {month} "
-            f"first, then {', '.join(booked)}")
+            f"twice: re-open {', '.join(booked)} too (`tokenmeter reopen --month {booked[-1]} --cascade`, each of them "
+            f"latest first) and close {month} first, then {', '.join(booked)}")
     rows = _month_rows(wh, directory, month, start, end)
     # A snapshot is all its exports read from then on: raw events gone (retention) would be frozen as less spend.
     from warehouse.finance import check_complete  # (warehouse.finance reads months through this module)

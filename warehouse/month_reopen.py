@@ -62,8 +62,11 @@ def reopen_month(directory: Path, month: str, *, reopened_by: str, reason: str, 
             earlier = [r for r in reopen_history(directory) if r["month"] == month]
             last = (f"; it was re-opened {earlier[-1]['reopened_at']} by {earlier[-1]['reopened_by']}"
                     if earlier else "")
+            booked = booking_later(closed, month)  # re-opened by hand (its directory removed) after they booked it
+            hint = (f"; closed month {', '.join(booked)} booked corrections of it: re-open {booked[-1]} (latest "
+                    f"first) before closing {month} again" if booked else "")
             raise WarehouseError(f"month {month} is not closed{last} (closed months: "
-                                 f"{', '.join(sorted(closed)) or 'none'})")
+                                 f"{', '.join(sorted(closed)) or 'none'}){hint}")
         later = booking_later(closed, month)
         if later and not cascade:
             raise WarehouseError(

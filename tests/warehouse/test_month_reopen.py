@@ -162,6 +162,17 @@ def test_reopen_refuses_what_it_cannot_reopen_with_clear_errors(warehouse_settin
     reopen_month(closes, "2021-03", reopened_by="cfo", reason="why")
     with pytest.raises(WarehouseError, match="2021-03 is not closed; it was re-opened .* by cfo"):
         reopen_month(closes, "2021-03", reopened_by="cfo", reason="why")
+    # Re-opened by hand (the unsupported way) after a later close booked it: both errors name the month to re-open.
+    close_month(wh, closes, "2021-03")
+    wh.insert_priced([make_event("x-mar-late", "refuse-org", team="a", cost="0.1", ts="2021-03-20T08:00:00Z")])
+    assert close_month(wh, closes, "2021-04")["corrections_booked"] == ["2021-03"]
+    shutil.rmtree(closes / "2021-03")
+    with pytest.raises(WarehouseError, match="closed month 2021-04 booked corrections of it: re-open 2021-04"):
+        reopen_month(closes, "2021-03", reopened_by="cfo", reason="why")
+    with pytest.raises(WarehouseError, match=r"`tokenmeter reopen --month 2021-04 --cascade`"):
+        close_month(wh, closes, "2021-03")
+    reopen_month(closes, "2021-04", reopened_by="cfo", reason="restate March")
+    assert Decimal(close_month(wh, closes, "2021-03")["total_usd"]) == Decimal("0.2")
     run = _cli(warehouse_settings, "reopen", "--month", "2021-03", "--reason", "why")
     assert run.returncode == 2 and "Missing option '--by'" in run.stderr, run
 
