@@ -289,9 +289,10 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: da
                 allow_empty: bool = False) -> dict[str, Any]:
     """Freeze `month` (its live charges plus the corrections of earlier closed months it is the first open
     month of). Refuses a month that is already closed or has not ended, one whose corrections a later closed
-    month booked (re-opened by removing its directory alone), one whose raw events retention removed (the
-    snapshot would hold less than was metered), and one with nothing to freeze unless `allow_empty` (a typo such
-    as 2026-10 would turn that month's late events into corrections: close25)."""
+    month booked (re-opened alone by hand; `reopen` refuses that without --cascade), one whose raw events
+    retention removed (the snapshot would hold less than was metered), and one with nothing to freeze unless
+    `allow_empty` (a typo such as 2026-10 would turn that month's late events into corrections: close25). Holds
+    the closes directory's lock throughout (`closes_lock`)."""
     from warehouse.export import month_bounds
 
     start, end = month_bounds(month)
