@@ -274,6 +274,7 @@ _STAGE_MODULES = (
     ("warehouse.export_cli", "export"),
     ("warehouse.finance_cli", "showback"),
     ("warehouse.finance_cli", "close"),
+    ("warehouse.finance_cli", "reopen"),
     ("warehouse.drift_cli", "drift"),
     ("warehouse.completeness_cli", "completeness"),
     ("warehouse.finance_watch", "finance_watch"),
@@ -298,6 +299,9 @@ _STAGE_HELP = {
                  "TOKENMETER_ALLOCATION_FILE)."),
     "close": ("Lock a month: its charges are frozen (exports of it stay byte-for-byte the same) and later "
               "events, re-prices or corrections for it are booked as correction lines in the first open month."),
+    "reopen": ("Re-open a closed month to restate it: its close is archived with who, when and why (never "
+               "deleted; listed by `close --list`), its numbers are live again until `close --month` freezes them "
+               "again."),
     "drift": ("Compare the providers' cost reports (`tokenmeter collect openai-usage` / `anthropic-usage`) with "
               "the metered cost."),
     "completeness": ("Is every source (gateway or collector dialect, dead-lettering stage, provider usage "

@@ -90,12 +90,14 @@ def app_closes():
 
 
 def month_options(months: list[str]) -> list[dict[str, str]]:
-    """Dropdown options with closed months marked "(closed)"."""
+    """Dropdown options with closed months marked "(closed <date>)", re-opened ones "(re-opened <date>)"."""
     from warehouse.month_close import closed_months
+    from warehouse.month_reopen import reopen_history
 
     closed = closed_months(app_closes())
-    return [{"label": f"{m} (closed {closed[m]['closed_at'][:10]})" if m in closed else m, "value": m}
-            for m in months]
+    reopened = {r["month"]: r["reopened_at"][:10] for r in reopen_history(app_closes())}  # the latest per month
+    return [{"label": f"{m} (closed {closed[m]['closed_at'][:10]})" if m in closed
+             else f"{m} (re-opened {reopened[m]})" if m in reopened else m, "value": m} for m in months]
 
 
 def closed_note(since: datetime, until: datetime) -> list:
@@ -106,9 +108,16 @@ def closed_note(since: datetime, until: datetime) -> list:
     reopened = reopened_note(app_closes(), month) if month and not info else ""
     if reopened:
         return [html.P(reopened + ".", className="hint reopened-month", id="reopened-month-note")]
+    from warehouse.month_reopen import reopen_history
+
+    earlier = [r for r in reopen_history(app_closes()) if r["month"] == month]
+    last = (f"re-opened {people_utc(earlier[-1]['reopened_at'])} by {earlier[-1]['reopened_by']} "
+            f"({earlier[-1]['reason']})") if earlier else ""
     if not info:
-        return []
+        return [html.P(f"{month} was {last}: these numbers are live until it is closed again.",
+                       className="hint reopened-month", id="reopened-month-note")] if last else []
     by = f" by {info['closed_by']}" if info.get("closed_by") else ""
+    before = f" It was closed before and {last}." if last else ""
     return [html.P(f"{month} is closed (since {people_utc(info['closed_at'])}{by}): these numbers are frozen; later "
-                   "changes are corrections in the first open month.", className="hint closed-month",
+                   f"changes are corrections in the first open month.{before}", className="hint closed-month",
                    id="closed-month-note")]

@@ -46,7 +46,7 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
 
 @click.command("close")
 @click.option("--month", default=None, help="Month to close, YYYY-MM (UTC); it must have ended.")
-@click.option("--list", "show", is_flag=True, help="List closed months instead.")
+@click.option("--list", "show", is_flag=True, help="List closed months, and the closes re-opened before, instead.")
 @click.option("--by", "closed_by", default="", help="Who closes it (recorded in close.json).")
 @click.option("--allow-empty", is_flag=True,
               help="Close a month without events (refused otherwise: usually a mistyped month).")
@@ -56,15 +56,21 @@ def close(month: str | None, show: bool, closed_by: str, allow_empty: bool) -> N
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
     from warehouse.month_close import close_month, closed_months, closes_dir
+    from warehouse.month_reopen import reopen_history
 
     settings = cli_settings()
     directory = closes_dir(settings)
     if show or not month:
         if not show:
             raise click.ClickException("give --month YYYY-MM (or --list)")
-        for name, info in closed_months(directory).items():
-            click.echo(f"{name}  closed {info['closed_at']}  total {info['total_usd']} USD  "
-                       f"{info['events']} events  {info['closed_by']}".rstrip())
+        closed, reopened = closed_months(directory), reopen_history(directory)
+        for name in sorted({*closed, *(r["month"] for r in reopened)}):
+            for record in (r for r in reopened if r["month"] == name):  # the history first, oldest first
+                click.echo(_reopened_line(record))
+            if name in closed:
+                info = closed[name]
+                click.echo(f"{name}  closed {info['closed_at']}  total {info['total_usd']} USD  "
+                           f"{info['events']} events  {info['closed_by']}".rstrip())
         return
     try:
         wh = open_warehouse(settings)
@@ -77,3 +83,40 @@ def close(month: str | None, show: bool, closed_by: str, allow_empty: bool) -> N
     click.echo(f"closed {info['month']}: {info['total_usd']} USD, {info['events']} events, "
                f"{info['charges']} charges" + (f"; booked corrections for {', '.join(info['corrections_booked'])}"
                                                if info["corrections_booked"] else ""))
+
+
+def _reopened_line(record: dict) -> str:
+    close = record.get("close", {})
+    was = (f"was closed {close.get('closed_at', '?')}  total {close.get('total_usd', '?')} USD  "
+           f"{close.get('events', '?')} events  {close.get('closed_by', '')}").rstrip()
+    along = f" (with {record['reopened_with']})" if record.get("reopened_with") else ""
+    return (f"{record['month']}  re-opened {record['reopened_at']}  by {record['reopened_by']}{along}: "
+            f"{record['reason']}  [{was}; kept in closes/{record['archived']}]")
+
+
+@click.command("reopen")
+@click.option("--month", required=True, help="Closed month to re-open, YYYY-MM (UTC).")
+@click.option("--by", "reopened_by", required=True, help="Who re-opens it (kept with the archived close).")
+@click.option("--reason", required=True, help="Why (kept with the archived close).")
+@click.option("--cascade", is_flag=True,
+              help="Also re-open the later closed months that booked corrections of it (refused otherwise).")
+def reopen(month: str, reopened_by: str, reason: str, cascade: bool) -> None:
+    """Re-open a closed month to restate it: its close is archived with who, when and why (never deleted; listed by
+    `close --list`), its numbers are live again until `close --month` freezes them again."""
+    from tokenmeter.cli_support import cli_settings
+    from warehouse import WarehouseError
+    from warehouse.month_close import closes_dir
+    from warehouse.month_reopen import reopen_month
+
+    directory = closes_dir(cli_settings())
+    try:
+        done = reopen_month(directory, month, reopened_by=reopened_by, reason=reason, cascade=cascade)
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    for record in done:
+        close = record["close"]
+        along = f", with {record['reopened_with']}" if record["reopened_with"] else ""
+        click.echo(f"re-opened {record['month']}{along} (closed {close['closed_at']} by {close.get('closed_by') or '?'}"
+                   f", {close['total_usd']} USD; kept in {directory / record['archived']})")
+    months = [record["month"] for record in reversed(done)]
+    click.echo("close again oldest first: " + ", then ".join(f"tokenmeter close --month {m}" for m in months))

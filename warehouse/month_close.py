@@ -15,12 +15,14 @@ Reading a month (`month_charges`):
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 import pyarrow as pa
@@ -42,6 +44,23 @@ SCHEMA = pa.schema([("day", pa.timestamp("s", tz="UTC")), ("provider", pa.string
 
 def closes_dir(settings: Any) -> Path:
     return Path(settings.data_dir).resolve() / "closes"
+
+
+LOCK = ".lock"  # in the closes directory: `close` and `reopen` hold it while they read and change closed months
+
+
+@contextmanager
+def closes_lock(directory: Path) -> Iterator[None]:
+    """One `close`/`reopen` at a time on `directory` (threads and processes alike: flock is per open file, and
+    the kernel drops it when the holder dies, so a crash leaves no stale lock). Two closes of one month at once
+    both passed the "already closed" check and both reported success (reopen26)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK, "ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for the other one: a close takes seconds
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def month_of(moment: datetime) -> str:
@@ -270,9 +289,10 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: da
                 allow_empty: bool = False) -> dict[str, Any]:
     """Freeze `month` (its live charges plus the corrections of earlier closed months it is the first open
     month of). Refuses a month that is already closed or has not ended, one whose corrections a later closed
-    month booked (re-opened by removing its directory alone), one whose raw events retention removed (the
-    snapshot would hold less than was metered), and one with nothing to freeze unless `allow_empty` (a typo such
-    as 2026-10 would turn that month's late events into corrections: close25)."""
+    month booked (re-opened alone by hand; `reopen` refuses that without --cascade), one whose raw events
+    retention removed (the snapshot would hold less than was metered), and one with nothing to freeze unless
+    `allow_empty` (a typo such as 2026-10 would turn that month's late events into corrections: close25). Holds
+    the closes directory's lock throughout (`closes_lock`)."""
     from warehouse.export import month_bounds
 
     start, end = month_bounds(month)
@@ -280,18 +300,24 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: da
     now = now or datetime.now(timezone.utc)
     if end > now:
         raise WarehouseError(f"month {month} has not ended yet (it ends {end:%Y-%m-%d} UTC); close it after that")
+    with closes_lock(directory):  # the checks below and the write are one step against another close or reopen
+        return _close_locked(wh, directory, month, start, end, closed_by, now, allow_empty)
+
+
+def _close_locked(wh, directory: Path, month: str, start: datetime, end: datetime, closed_by: str, now: datetime,
+                  allow_empty: bool) -> dict[str, Any]:
     if month in closed_months(directory):
         raise WarehouseError(f"month {month} is already closed; later changes go to "
                              f"{first_open_after(month, closed_months(directory))} as corrections")
-    # A month re-opened by removing its directory (docs/finance.md) whose late changes a later close already froze
-    # as corrections: a new snapshot would hold them too, counted twice (walk25).
+    # A month re-opened alone (by hand, its directory removed) whose late changes a later close already froze as
+    # corrections: a new snapshot would hold them too, counted twice (walk25). `reopen` refuses this without --cascade.
     booked = sorted(later for later, info in closed_months(directory).items()
                     if later > month and month in info.get("corrections_booked", []))
     if booked:
         raise WarehouseError(
             f"closed month {', '.join(booked)} booked corrections of {month}; closing {month} again would count them "
-            f"twice: re-open {', '.join(booked)} too (remove {', '.join(str(directory / b) for b in booked)}) and "
-            f"close {month} first, then {', '.join(booked)}")
+            f"twice: re-open {', '.join(booked)} too (`tokenmeter reopen --month {booked[-1]} --cascade`, each of them "
+            f"latest first) and close {month} first, then {', '.join(booked)}")
     rows = _month_rows(wh, directory, month, start, end)
     # A snapshot is all its exports read from then on: raw events gone (retention) would be frozen as less spend.
     from warehouse.finance import check_complete  # (warehouse.finance reads months through this module)

@@ -441,3 +441,44 @@ def test_alert_deliveries_and_budget_enforcement_read_as_the_budgets_page_writes
         status("block", "budget 'search-monthly' reached its limit for this month (December 2026, UTC)")])
     cells = [_text(row.children[11]) for row in body.children]
     assert cells == ["allow", "block (budget 'search-monthly' reached its limit for this month (December 2026, UTC))"]
+
+
+def test_the_showback_note_says_when_by_whom_and_why_a_month_was_re_opened(app_and_warehouse):
+    """reopen26: a re-opened month's Showback note said nothing (its numbers are live again), the Export page listed it
+    as any open month, and once closed again the note did not say it had been restated."""
+    import shutil
+
+    from dashboards.finance_panel import closed_note, month_options
+    from warehouse.month_close import close_month, closes_dir, month_of
+    from warehouse.month_reopen import ARCHIVE, reopen_month
+
+    app, warehouse = app_and_warehouse
+    with app.server.app_context():
+        from dashboards.handle import current_settings
+
+        closes = closes_dir(current_settings())
+    start = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=160)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0)  # within raw retention, clear of the other tests' months
+    month, end = month_of(start), (start + timedelta(days=32)).replace(day=1)
+    try:
+        warehouse.insert_priced([{**_event(500, start + timedelta(days=3, hours=8), 10),
+                                  "attribution": {"team": "restated"}}])
+        close_month(warehouse, closes, month, closed_by="cfo")
+        reopen_month(closes, month, reopened_by="controller", reason="late invoice",
+                     now=datetime(2026, 12, 6, 19, 0, tzinfo=timezone.utc))
+        with app.server.app_context():
+            [note] = closed_note(start, end)
+            assert _text(note) == (f"{month} was re-opened 2026-12-06 19:00 UTC by controller (late invoice): these "
+                                   "numbers are live until it is closed again.")
+            assert month_options([month]) == [{"label": f"{month} (re-opened 2026-12-06)", "value": month}]
+            close_month(warehouse, closes, month, closed_by="cfo",
+                        now=datetime(2026, 12, 6, 19, 30, tzinfo=timezone.utc))
+            [note] = closed_note(start, end)
+        assert _text(note) == (
+            f"{month} is closed (since 2026-12-06 19:30 UTC by cfo): these numbers are frozen; later changes are "
+            f"corrections in the first open month. It was closed before and re-opened 2026-12-06 19:00 UTC by "
+            f"controller (late invoice).")
+    finally:
+        shutil.rmtree(closes / month, ignore_errors=True)
+        for archived in (closes / ARCHIVE).glob(f"{month}-*"):
+            shutil.rmtree(archived)
