@@ -193,8 +193,8 @@ def reopened_note(directory: Path | None, month: str) -> str:
     later = ", ".join(sorted({row["booked_in"] for row in booked}))
     total = sum((Decimal(row["cost"]) for row in booked), Decimal("0E-12"))
     return (f"{month} is open again, but closed month {later} booked {total:f} USD of its late changes as corrections: "
-            f"they are counted there, not in {month}'s numbers here; to restate {month}, re-open {later} too and close "
-            f"{month} first")
+            f"they are counted there, not in {month}'s numbers here; to restate {month}, re-open {later} too "
+            f"(`tokenmeter reopen`, latest first) and close {month} first")
 
 
 def _cut(rows: list[dict[str, Any]], dims: list[str], by_day: bool, sign: int = 1,
@@ -208,12 +208,17 @@ def _cut(rows: list[dict[str, Any]], dims: list[str], by_day: bool, sign: int = 
         values = tuple((tags.get(d[len(TAG_PREFIX):], "") if is_tag(d) else str(row.get(d) or "")) for d in dims)
         day = _key(row)[0]
         key = ((day,) if by_day else ()) + (row["provider"], row["model"]) + values + (row["part"], row["corrects"])
-        total = sums.setdefault(key, [0, Decimal(0), 0, 0])
-        total[0] += sign * int(row["quantity"])
-        total[1] += sign * Decimal(row["cost"])
-        total[2] += sign * int(row["events"])
-        total[3] += sign * int(row["unpriced_events"])
+        _add(sums, key, row, sign)
     return sums
+
+
+def _add(sums: dict[tuple, list], key: tuple, row: dict[str, Any], sign: int = 1) -> None:
+    """`sign` times the row's quantity, cost, events and unpriced events onto `sums[key]`."""
+    total = sums.setdefault(key, [0, Decimal(0), 0, 0])
+    total[0] += sign * int(row["quantity"])
+    total[1] += sign * Decimal(row["cost"])
+    total[2] += sign * int(row["events"])
+    total[3] += sign * int(row["unpriced_events"])
 
 
 def _net_of_booked(live: list[dict[str, Any]], booked: list[dict[str, Any]], month: str, dims: list[str],
@@ -231,11 +236,7 @@ def _net_of_booked(live: list[dict[str, Any]], booked: list[dict[str, Any]], mon
     sums: dict[tuple, list] = {}
     for row in live:
         key = tuple((_utc(row["day"]) if name == "day" else str(row.get(name) or "")) for name in names)
-        total = sums.setdefault(key, [0, Decimal(0), 0, 0])
-        total[0] += int(row["quantity"])
-        total[1] += Decimal(row["cost"])
-        total[2] += int(row["events"])
-        total[3] += int(row["unpriced_events"])
+        _add(sums, key, row)
     _cut([dict(r, corrects="") for r in booked], dims, by_day, -1, sums)
     return [dict(zip(names, key), quantity=q, cost=c, events=e, unpriced_events=u)
             for key, (q, c, e, u) in sums.items() if q or c or e or u]

@@ -394,7 +394,7 @@ def test_a_month_reopened_by_hand_is_exported_once_by_the_api_and_the_showback_p
         assert _text(note) == (
             f"{early} is open again, but closed month {later} booked 0.001000000000 USD of its late changes as "
             f"corrections: they are counted there, not in {early}'s numbers here; to restate {early}, re-open "
-            f"{later} too and close {early} first.")
+            f"{later} too (`tokenmeter reopen`, latest first) and close {early} first.")
     finally:
         for month in (early, later):
             shutil.rmtree(closes / month, ignore_errors=True)

@@ -292,7 +292,7 @@ def test_a_month_reopened_by_hand_does_not_count_what_a_later_close_booked_twice
         assert reopened_note(closes, "2022-07") == (
             "2022-07 is open again, but closed month 2022-08 booked 0.050000000000 USD of its late changes as "
             "corrections: they are counted there, not in 2022-07's numbers here; to restate 2022-07, re-open 2022-08 "
-            "too and close 2022-07 first")
+            "too (`tokenmeter reopen`, latest first) and close 2022-07 first")
         assert reopened_note(closes, "2022-08") == reopened_note(closes, "2022-06") == ""
         july = _bounds("2022-07")
         assert _shown(finance_showback(wh, load_finance(None), *july, closes=closes)) == {
