@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,12 @@ from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
 log = logging.getLogger("tokenmeter.collect.kafka")
 
-# Records converted between two turns of the event loop while the previous batch is in flight (`_prepare`):
-# ~2-4 ms of conversion, so an acknowledgement waits at most that long for the loop.
-CONVERT_SLICE = 250
+# Wall time converted between two turns of the event loop while the previous batch is in flight (`_prepare`): an
+# acknowledgement, an offsets answer or the next fetch waits at most about that long for the loop. Counted in time,
+# not records: a Kong record holds up to 50 entries (~0.5 ms), a LiteLLM record one (~10 us), and a batch of Kong's
+# (one partition's 4 MB fetch, ~80 records) was converted in one slice with the loop stopped (docs/collectors.md,
+# coll26).
+CONVERT_TURN_S = 0.002
 
 
 class KafkaBridge:
@@ -154,11 +158,18 @@ class KafkaBridge:
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
         try:
+            # Two turns first: the fetcher task, woken when `getmany` took the buffered records, then the fetch
+            # request it starts as a task of its own. The broker serves the next batch while this one converts.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            clock = time.perf_counter
+            turn_at = clock() + CONVERT_TURN_S
             for tp, messages in batch.records.items():
-                for first in range(0, len(messages), CONVERT_SLICE):
-                    for message in messages[first:first + CONVERT_SLICE]:
-                        self._convert_one(tp, message, events, letters)
-                    await asyncio.sleep(0)
+                for message in messages:
+                    self._convert_one(tp, message, events, letters)
+                    if clock() >= turn_at:
+                        await asyncio.sleep(0)
+                        turn_at = clock() + CONVERT_TURN_S
         except BaseException:
             pause.end()
             self._ahead.pop(pause, None)
