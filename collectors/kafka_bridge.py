@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,12 @@ from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
 log = logging.getLogger("tokenmeter.collect.kafka")
 
-# Wall time converted between two turns of the event loop while the previous batch is in flight (`_prepare`): an
-# acknowledgement, an offsets answer or the next fetch waits at most about that long for the loop. Counted in time,
-# not records: a Kong record holds up to 50 entries (~0.5 ms), a LiteLLM record one (~10 us), and a batch of Kong's
-# (one partition's 4 MB fetch, ~80 records) was converted in one slice with the loop stopped (docs/collectors.md,
-# coll26).
-CONVERT_TURN_S = 0.002
+# Work converted between two turns of the event loop while the previous batch is in flight (`_prepare`), counted as
+# records + events made (+ dead letters): ~2 ms, so an acknowledgement, an offsets answer or the next fetch waits
+# about that long for the loop. Not records alone: a Kong record holds up to 50 entries (~0.5 ms), a LiteLLM record
+# one (~10 us), and Kong's batches (one partition's 4 MB fetch, ~80 records) were converted in one slice of 250
+# records with the loop stopped (docs/collectors.md, coll26). Not wall time: under load every record would be a turn.
+CONVERT_TURN_WORK = 256
 
 
 class KafkaBridge:
@@ -162,14 +161,15 @@ class KafkaBridge:
             # request it starts as a task of its own. The broker serves the next batch while this one converts.
             await asyncio.sleep(0)
             await asyncio.sleep(0)
-            clock = time.perf_counter
-            turn_at = clock() + CONVERT_TURN_S
+            records = 0
+            turn_at = CONVERT_TURN_WORK
             for tp, messages in batch.records.items():
                 for message in messages:
                     self._convert_one(tp, message, events, letters)
-                    if clock() >= turn_at:
+                    records += 1
+                    if records + len(events) + len(letters) >= turn_at:
                         await asyncio.sleep(0)
-                        turn_at = clock() + CONVERT_TURN_S
+                        turn_at = records + len(events) + len(letters) + CONVERT_TURN_WORK
         except BaseException:
             pause.end()
             self._ahead.pop(pause, None)
