@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import orjson
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from kafka_support import create_topic
 
-from collectors.bench import gateway_records
+from collectors.bench import _TimedBridge, gateway_records
 from collectors.kafka_bridge import KafkaBridge
 from collectors.sink import KafkaSink
 from tokenmeter.commitloop import Batch
+from tokenmeter.settings import Settings
 
 
 class _CountingBridge(KafkaBridge):
@@ -75,3 +79,53 @@ def test_preparing_a_kong_batch_gives_the_loop_turns_first_and_throughout(kafka_
     assert seen[0] >= 2, f"the loop stood still until the conversion began: {seen[:3]}"
     # and turns while the batch converts, not only after it
     assert seen[-1] > seen[0], f"no turn between the first and the last record: {seen[0]} .. {seen[-1]} of {total}"
+
+
+class _NotingBridge(_TimedBridge):
+    """The bench's bridge; notes, per processed batch, its records and whether it had been converted ahead."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.converted_ahead: list[tuple[int, bool]] = []
+
+    async def _process(self, batch, consumer, stop):
+        if len(batch):
+            self.converted_ahead.append((len(batch), batch.prepared is not None))
+        return await super()._process(batch, consumer, stop)
+
+
+def test_the_bench_converts_the_second_batch_ahead_as_the_bridge_does_unheld(kafka_bootstrap, tmp_path):
+    # `tokenmeter bench` holds each bridge at a door with its first batch fetched. 10 records in one record batch,
+    # bridge batches of 5: the first fetch brings all 10, so the second batch is in the consumer's buffer at the
+    # door. With the door inside the first batch's recovery check, the loop took the second batch meanwhile and,
+    # the recovery not yet settled, did not convert it ahead: [(5, False), (5, False)]; an unheld bridge does.
+    records, _ = gateway_records("kong", 10 * 50)
+    records = [orjson.dumps(orjson.loads(value)[:2]) for value in records]  # arrays of 2 entries
+    topic = f"kong-ahead-{uuid.uuid4().hex[:8]}"
+    settings = Settings(kafka_bootstrap=kafka_bootstrap)
+
+    async def scenario() -> list[tuple[int, bool]]:
+        await create_topic(kafka_bootstrap, topic, 1)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=100, max_batch_size=1_000_000)
+        await producer.start()
+        try:  # one record batch: the broker hands all 10 to the first fetch
+            await asyncio.gather(*[await producer.send(topic, value, partition=0) for value in records])
+        finally:
+            await producer.stop()
+        sink = KafkaSink(kafka_bootstrap, "collect:kafka")
+        bridge = _NotingBridge(kafka_bootstrap, topic, "kong", f"bridge-{topic}", sink, from_beginning=True,
+                               batch_records=5, exit_when_idle=1.0, state_path=tmp_path / "state.json",
+                               group_timeouts=settings.group_timeouts)
+        running = asyncio.create_task(bridge.run(asyncio.Event()))
+        try:
+            await asyncio.wait_for(bridge.at_door.wait(), 60)
+            bridge.go.set()
+            await asyncio.wait_for(asyncio.shield(running), 60)
+        finally:
+            bridge.abandoned = not bridge.go.is_set()
+            bridge.go.set()
+            await asyncio.gather(running, return_exceptions=True)
+        assert (sink.counters.read, sink.counters.written, sink.counters.rejected) == (10, 20, 0)
+        return bridge.converted_ahead
+
+    assert asyncio.run(scenario()) == [(5, False), (5, True)]
