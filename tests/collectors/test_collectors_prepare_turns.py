@@ -114,14 +114,19 @@ def test_the_bench_converts_the_second_batch_ahead_as_the_bridge_does_unheld(kaf
             await producer.stop()
         sink = KafkaSink(kafka_bootstrap, "collect:kafka")
         bridge = _NotingBridge(kafka_bootstrap, topic, "kong", f"bridge-{topic}", sink, from_beginning=True,
-                               batch_records=5, exit_when_idle=1.0, state_path=tmp_path / "state.json",
+                               batch_records=5, state_path=tmp_path / "state.json",
                                group_timeouts=settings.group_timeouts)
-        running = asyncio.create_task(bridge.run(asyncio.Event()))
+        stop = asyncio.Event()
+        running = asyncio.create_task(bridge.run(stop))
         try:
             await asyncio.wait_for(bridge.at_door.wait(), 60)
             bridge.go.set()
-            await asyncio.wait_for(asyncio.shield(running), 60)
+            deadline = asyncio.get_running_loop().time() + 60
+            while sink.counters.written < 20 and not running.done():  # both batches acknowledged
+                assert asyncio.get_running_loop().time() < deadline, sink.counters.summary()
+                await asyncio.sleep(0.01)
         finally:
+            stop.set()
             bridge.abandoned = not bridge.go.is_set()
             bridge.go.set()
             await asyncio.gather(running, return_exceptions=True)
