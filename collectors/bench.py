@@ -37,6 +37,7 @@ from aiokafka.structs import TopicPartition
 from collectors.kafka_bridge import KafkaBridge
 from collectors.sink import KafkaSink
 from tokenmeter import topics
+from tokenmeter.commitloop import Batch
 from tokenmeter.kafka_topics import read_to_end, topic_partitions
 
 DIALECTS = ("kong", "apisix", "litellm", "otel", "canonical")
@@ -219,7 +220,10 @@ class _TimedBridge(KafkaBridge):
     """The real bridge, held at the door: it joins its group and fetches its first batch, then waits for its
     turn (`go`) before converting anything, and notes when its turn began. So the four bridges' group joins
     (~5 s each on the embedded broker, which holds a new group's JoinGroup for half the session timeout) overlap,
-    while their conversions still run one dialect at a time."""
+    while their conversions still run one dialect at a time. The door is in `_prepare` of the first batch, where
+    the commit loop awaits it before it starts that batch's step and fetches the next one: the whole bridge waits,
+    and then runs as it does unheld. (The door used to be in the first batch's recovery check, inside its step:
+    the loop meanwhile took the second batch and, the recovery not yet settled, never converted it ahead.)"""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -229,14 +233,15 @@ class _TimedBridge(KafkaBridge):
         self.first_batch_at: float | None = None
         self.first_batch_cpu: float | None = None
 
-    async def _settle_recovery(self, consumer: AIOKafkaConsumer) -> None:  # called once, with the first batch
-        self.at_door.set()
-        await self.go.wait()
-        if self.abandoned:
-            raise CollectorBenchError(f"{self.label}: abandoned before its turn")
-        self.first_batch_at = time.perf_counter()
-        self.first_batch_cpu = time.process_time()
-        await super()._settle_recovery(consumer)
+    async def _prepare(self, batch: Batch) -> None:
+        if len(batch) and not self.at_door.is_set():  # the first batch
+            self.at_door.set()
+            await self.go.wait()
+            if self.abandoned:
+                raise CollectorBenchError(f"{self.label}: abandoned before its turn")
+            self.first_batch_at = time.perf_counter()
+            self.first_batch_cpu = time.process_time()
+        await super()._prepare(batch)
 
 
 async def _create_topic(bootstrap: str, name: str) -> None:

@@ -40,9 +40,12 @@ from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
 log = logging.getLogger("tokenmeter.collect.kafka")
 
-# Records converted between two turns of the event loop while the previous batch is in flight (`_prepare`):
-# ~2-4 ms of conversion, so an acknowledgement waits at most that long for the loop.
-CONVERT_SLICE = 250
+# Work converted between two turns of the event loop while the previous batch is in flight (`_prepare`), counted as
+# records + events made (+ dead letters): ~2 ms, so an acknowledgement, an offsets answer or the next fetch waits
+# about that long for the loop. Not records alone: a Kong record holds up to 50 entries (~0.5 ms), a LiteLLM record
+# one (~10 us), and Kong's batches (one partition's 4 MB fetch, ~80 records) were converted in one slice of 250
+# records with the loop stopped (docs/collectors.md, coll26). Not wall time: under load every record would be a turn.
+CONVERT_TURN_WORK = 256
 
 
 class KafkaBridge:
@@ -154,11 +157,19 @@ class KafkaBridge:
         events: list[UsageEvent] = []
         letters: list[dict[str, Any]] = []
         try:
+            # Two turns first: the fetcher task, woken when `getmany` took the buffered records, then the fetch
+            # request it starts as a task of its own. The broker serves the next batch while this one converts.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            records = 0
+            turn_at = CONVERT_TURN_WORK
             for tp, messages in batch.records.items():
-                for first in range(0, len(messages), CONVERT_SLICE):
-                    for message in messages[first:first + CONVERT_SLICE]:
-                        self._convert_one(tp, message, events, letters)
-                    await asyncio.sleep(0)
+                for message in messages:
+                    self._convert_one(tp, message, events, letters)
+                    records += 1
+                    if records + len(events) + len(letters) >= turn_at:
+                        await asyncio.sleep(0)
+                        turn_at = records + len(events) + len(letters) + CONVERT_TURN_WORK
         except BaseException:
             pause.end()
             self._ahead.pop(pause, None)
