@@ -15,9 +15,6 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-
 from app.process import child_preexec
 from tokenmeter import topics
 from tokenmeter.topics import topic_specs
@@ -56,6 +53,11 @@ def start_broker(host: str, port: int, log_path: str | None = None,
 
 
 async def _create_topics(bootstrap: str, partitions: int) -> None:
+    # aiokafka is imported where a Kafka client is made, not with the module: `tokenmeter status` reads only the
+    # status file, through app.supervisor (aiokafka was ~0.05 of its ~0.35 CPU-s, suite26)
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     await admin.start()
     try:
@@ -92,6 +94,8 @@ def _wait_for_listener(bootstrap: str, deadline: float) -> None:
 
 def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> None:
     """Create tokenmeter's topics, retrying while the broker comes up (readiness check, not a sleep)."""
+    from aiokafka.errors import KafkaError
+
     deadline = time.monotonic() + timeout
     _wait_for_listener(bootstrap, deadline)
     last: Exception | None = None
@@ -140,6 +144,7 @@ async def unconsumed_backlog(bootstrap: str, partitions: int) -> dict[str, int]:
     i.e. what exists only in the broker right now. The embedded broker's ListOffsets under-reports the end a
     little (environment.md), so this is a lower bound, "as far as knowable"."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,

@@ -18,9 +18,6 @@ import os
 import socket
 import threading
 
-from aiokafka.conn import create_conn
-from aiokafka.protocol.admin import CreateTopicsRequest
-
 from tokenmeter.topics import topic_specs
 
 log = logging.getLogger(__name__)
@@ -30,6 +27,9 @@ _CHUNK = 1 << 16
 
 
 async def _create_topics_direct(host: str, port: int, partitions: int, timeout_s: float) -> None:
+    from aiokafka.conn import create_conn  # here, not with the module: as app/broker.py (`tokenmeter status`)
+    from aiokafka.protocol.admin import CreateTopicsRequest
+
     conn = await create_conn(host, port, request_timeout_ms=int(timeout_s * 1000))
     try:
         request = CreateTopicsRequest(create_topic_requests=[

@@ -1,5 +1,5 @@
-"""A process death right after a chosen warehouse write, for the crash-and-heal tests of re-price and dedup, and
-the emptying of their module's one warehouse between tests."""
+"""A process death right after a chosen warehouse write, for the crash-and-heal tests of re-price and dedup, the
+emptying of their module's one warehouse between tests, and the rebuild from raw they compare the rollups with."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -41,3 +41,26 @@ def raw_and_rollup_totals(wh, org: str) -> tuple[tuple, tuple]:
     rollup = wh.query("SELECT sum(events) AS n, toDecimal128(sum(cost_usd), 12) AS cost FROM spend_hourly "
                       "WHERE org = {org:String}", {"org": org}).to_dicts()[0]
     return (raw["n"], Decimal(raw["cost"])), (rollup["n"] or 0, Decimal(rollup["cost"] or 0))
+
+
+ROLLUP_TABLES = ("spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily", "spend_daily_tags")
+
+
+def write_rebuilt_rollups(wh, org: str) -> str:
+    """What a rebuild of every rollup from raw writes for `org` (the statements of `warehouse.rollups.
+    rebuild_statements`), written into empty `rebuilt_<rollup>` copies instead of over the rollups: no lightweight
+    DELETE of raw or rollup rows to wait for (a heal of every hour of `org` as the check cost ~0.6 CPU-s a test in
+    test_reprice_swap.py, suite26). Returns the table prefix to read them with."""
+    from warehouse.rollups import DAILY_ROLLUPS, ROLLUPS, _daily
+
+    for table in ROLLUP_TABLES:
+        wh.backend.command(f"CREATE TABLE IF NOT EXISTS rebuilt_{table} AS {table}")
+        wh.backend.command(f"TRUNCATE TABLE rebuilt_{table}")
+    for table, build in ROLLUPS.items():
+        statement = build("org = {org:String}")
+        assert statement.startswith(f"INSERT INTO {table} ")
+        wh.backend.command(f"INSERT INTO rebuilt_{statement[len('INSERT INTO '):]}", {"org": org})
+    days = "(SELECT DISTINCT toDateTime(toStartOfDay(hour), 'UTC') FROM rebuilt_spend_hourly)"
+    for table, (hourly, keys) in DAILY_ROLLUPS.items():
+        wh.backend.command("INSERT INTO rebuilt_" + _daily(table, f"rebuilt_{hourly}", keys, days)[len("INSERT INTO "):])
+    return "rebuilt_"

@@ -20,12 +20,11 @@ from decimal import Decimal
 
 import pytest
 
-from crash_support import SimulatedCrash, crash_after_statement, empty_every_table
+from crash_support import ROLLUP_TABLES, SimulatedCrash, crash_after_statement, empty_every_table, write_rebuilt_rollups
 from tokenmeter.settings import Settings
 
 pytestmark = pytest.mark.slow(seconds=43)  # rough seconds: longest files first (tests/suite_order.py)
 
-ROLLUP_TABLES = ("spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily", "spend_daily_tags")
 FLOAT_MEASURES = ("latency_ms_sum", "ttft_ms_sum")  # Float64: equal to a rebuild up to rounding (docs/warehouse.md)
 START = datetime(2025, 5, 31, 10, tzinfo=timezone.utc)  # 30 hours from here cross a day and a month
 
@@ -116,22 +115,8 @@ def rollups(wh, org: str, prefix: str = "") -> dict[str, list[tuple[dict, dict]]
 
 
 def rebuilt(wh, org: str) -> dict[str, list[tuple[dict, dict]]]:
-    """What a rebuild of every rollup from raw writes for `org` (the statements of `warehouse.rollups.
-    rebuild_statements`, written into empty `rebuilt_<rollup>` copies instead of over the rollups: no lightweight
-    DELETE to wait for)."""
-    from warehouse.rollups import DAILY_ROLLUPS, ROLLUPS, _daily
-
-    for table in ROLLUP_TABLES:
-        wh.backend.command(f"CREATE TABLE IF NOT EXISTS rebuilt_{table} AS {table}")
-        wh.backend.command(f"TRUNCATE TABLE rebuilt_{table}")
-    for table, build in ROLLUPS.items():
-        statement = build("org = {org:String}")
-        assert statement.startswith(f"INSERT INTO {table} ")
-        wh.backend.command(f"INSERT INTO rebuilt_{statement[len('INSERT INTO '):]}", {"org": org})
-    days = "(SELECT DISTINCT toDateTime(toStartOfDay(hour), 'UTC') FROM rebuilt_spend_hourly)"
-    for table, (hourly, keys) in DAILY_ROLLUPS.items():
-        wh.backend.command("INSERT INTO rebuilt_" + _daily(table, f"rebuilt_{hourly}", keys, days)[len("INSERT INTO "):])
-    return rollups(wh, org, "rebuilt_")
+    """What a rebuild of every rollup from raw writes for `org` (crash_support.write_rebuilt_rollups)."""
+    return rollups(wh, org, write_rebuilt_rollups(wh, org))
 
 
 def assert_rollups_equal_a_rebuild(wh, org: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 from streams import price_event
 from streams.pricing import load_price_book
 from tokenmeter.events import Attribution, Usage, UsageEvent
-from crash_support import SimulatedCrash, crash_after_statement, empty_every_table
+from crash_support import ROLLUP_TABLES, SimulatedCrash, crash_after_statement, empty_every_table
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
 
@@ -267,20 +267,23 @@ def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
 
 
 MODES = {"rebuild": 0.0, "deltas": 1.0}  # warehouse.reprice_apply.DELTA_SHARE: every apply rebuilds / adds deltas
-ROLLUP_TABLES = ("spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily", "spend_daily_tags")
+_COLUMNS: dict[str, list[dict]] = {}
 
 
-def rollups(wh, org: str) -> dict[str, list[dict]]:
-    """Every rollup's rows of `org` summed per key (what readers see), keys whose measures all sum to 0 left out
-    (a delta can leave such a key until a merge folds it; a rebuild never writes one)."""
+def rollups(wh, org: str, prefix: str = "") -> dict[str, list[dict]]:
+    """Every rollup's rows of `org` (in the tables named `prefix` + rollup) summed per key (what readers see), keys
+    whose measures all sum to 0 left out (a delta can leave such a key until a merge folds it; a rebuild never writes
+    one)."""
     found = {}
     for table in ROLLUP_TABLES:
-        columns = wh.query("SELECT name, is_in_sorting_key AS key FROM system.columns WHERE database = currentDatabase()"
-                           " AND table = {t:String} ORDER BY position", {"t": table}).to_dicts()
-        keys = [c["name"] for c in columns if c["key"]]
-        measures = [c["name"] for c in columns if not c["key"]]
+        if table not in _COLUMNS:  # the schema's, the same for the module
+            _COLUMNS[table] = wh.query("SELECT name, is_in_sorting_key AS key FROM system.columns"
+                                       " WHERE database = currentDatabase() AND table = {t:String} ORDER BY position",
+                                       {"t": table}).to_dicts()
+        keys = [c["name"] for c in _COLUMNS[table] if c["key"]]
+        measures = [c["name"] for c in _COLUMNS[table] if not c["key"]]
         sums = ", ".join(f"sum({m}) AS {m}" for m in measures)
-        rows = wh.query(f"SELECT {', '.join(keys)}, {sums} FROM {table} WHERE org = {{org:String}}"
+        rows = wh.query(f"SELECT {', '.join(keys)}, {sums} FROM {prefix}{table} WHERE org = {{org:String}}"
                         f" GROUP BY {', '.join(keys)} HAVING {' OR '.join(f'{m} != 0' for m in measures)}"
                         f" ORDER BY {', '.join(keys)}", {"org": org}).to_dicts()
         found[table] = rows
