@@ -187,8 +187,13 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
                      pl.col("ts_us").is_between(EARLIEST_TS_US, _latest_ts_us(now)).fill_null(False)),
         _ts_text=_ts_text(),
     )
+    # the rows not good: their items from their one column (filtering the whole frame for them cost ~2 ms of a
+    # 25,000-row chunk even with no such row; inproc26). The good rows are filtered as before even when all are
+    # good: without that query (`good = frame`), or with an eager filter by the Series, the chunk cost ~6 % more
+    # (measured, not explained; the frame is ~54 chunks, one per message read)
+    checked = frame.get_column("_good")
     good = frame.filter(pl.col("_good"))
-    rest = frame.filter(~pl.col("_good")).get_column("_item").to_list()
+    rest = [] if checked.all() else frame.get_column("_item").filter(~checked).to_list()
     if good.height == 0:
         return Written.nothing(rest)
     ts_text = good.get_column("_ts_text")
