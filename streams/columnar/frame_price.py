@@ -260,7 +260,8 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     fast = written_outcome & _float_ok("latency_ms") & _float_ok("ttft_ms")
     text_frame = text_frame.with_columns(_fast=fast)
     written = text_frame.filter(pl.col("_fast"))
-    rest += text_frame.filter(~pl.col("_fast")).get_column("_item").to_list()
+    fast_rows = text_frame.get_column("_fast")  # the others' items from their column, as for `_good` above
+    rest += [] if fast_rows.all() else text_frame.get_column("_item").filter(~fast_rows).to_list()
     ref_json = _ref_json(table)
     text = None
     if write_text:  # a JSON worker sends the text: its bytes are the size cut's measure
