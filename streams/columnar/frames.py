@@ -225,7 +225,9 @@ def scan(records: Sequence[RawRecord]) -> Scanned | None:
     lengths = pl.lit(pl.Series(heights, dtype=pl.UInt32))
     positions = pl.select(_rec=pl.lit(pl.Series(taken, dtype=pl.UInt32)).repeat_by(lengths).explode(),
                           _pos=pl.int_ranges(0, lengths, dtype=pl.UInt32).explode())
-    frame = pl.concat(frames, how="vertical").with_columns(positions.get_column("_rec"), positions.get_column("_pos"))
+    # one chunk: the queries that check, price and write these rows run ~5 % faster on contiguous columns than on
+    # one chunk per message read, more than the copy costs (inproc26: 1.045x and 1.056x, one process alternating)
+    frame = pl.concat(frames, how="vertical", rechunk=True).with_columns(positions.get_column("_rec"), positions.get_column("_pos"))
     expected = counts.select(
         _rec=pl.int_range(pl.len(), dtype=pl.UInt32), s="strings", o="objects", b="booleans",
         n=pl.col("keys") - pl.col("strings") - pl.col("objects") - pl.col("booleans"),
