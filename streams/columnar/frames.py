@@ -164,9 +164,10 @@ def _key_kinds(values: Sequence[bytes | None]) -> dict[str, pl.Series]:
     """Per message, its `":` (`keys`) and those followed by `"`, `{`, or `t`/`f` (`strings`, `objects`,
     `booleans`): one numpy pass per message finds every `":` and reads the byte after it. Polars counted each
     needle in a pass of its own (4-6 passes: ~0.40 us per event against ~0.15, one 8 MB chunk; inproc26).
-    These are the counts polars' `count_matches` gave, except that an `":"` overlapping another (only inside a
-    string value starting with `:`, e.g. `"k":":"`) now counts once more as a string instead of as another key:
-    either way a count above the values read, so the message is not certified (module docstring)."""
+    These are the counts polars' `count_matches` gave, except where an `":"` overlaps another (only inside a
+    string value starting with `:`, e.g. `"k":":"`): the second now counts as a string, where it counted among the
+    other keys (numbers) before. Either way it is a count above the values read, so the message is not certified
+    (each count only has to be at least the true one: module docstring)."""
     counts: dict[str, list[int]] = {"keys": [], **{kind: [] for kind in _KINDS}}
     for value in values:
         data = np.frombuffer(value or b"", np.uint8)
@@ -227,7 +228,8 @@ def scan(records: Sequence[RawRecord]) -> Scanned | None:
                           _pos=pl.int_ranges(0, lengths, dtype=pl.UInt32).explode())
     # one chunk: the queries that check, price and write these rows run ~5 % faster on contiguous columns than on
     # one chunk per message read, more than the copy costs (inproc26: 1.045x and 1.056x, one process alternating)
-    frame = pl.concat(frames, how="vertical", rechunk=True).with_columns(positions.get_column("_rec"), positions.get_column("_pos"))
+    frame = pl.concat(frames, how="vertical", rechunk=True).with_columns(positions.get_column("_rec"),
+                                                                         positions.get_column("_pos"))
     expected = counts.select(
         _rec=pl.int_range(pl.len(), dtype=pl.UInt32), s="strings", o="objects", b="booleans",
         n=pl.col("keys") - pl.col("strings") - pl.col("objects") - pl.col("booleans"),

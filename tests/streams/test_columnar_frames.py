@@ -106,6 +106,9 @@ TWISTS = [
     ('"event_id":"ev-1"', '"event_id":42,"x":["a"]'),
     ('"model":"claude-sonnet-4-5"', '"model":"claude-sonnet-4-5","x": "y"'),
     ('"input_tokens":1', '"input_tokens":1,"x":["a",5],"y":1'),
+    # a string value starting with `:` holds a `":` of its own: counted above the values read (uncertified)
+    ('"source":"litellm"', '"source":":"'),
+    ('"source":"litellm"', '"source":":litellm"'),
 ]
 
 
