@@ -187,8 +187,13 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
                      pl.col("ts_us").is_between(EARLIEST_TS_US, _latest_ts_us(now)).fill_null(False)),
         _ts_text=_ts_text(),
     )
+    # the rows not good: their items from their one column (filtering the whole frame for them cost ~2 ms of a
+    # 25,000-row chunk even with no such row; inproc26). The good rows are filtered as before even when all are
+    # good: without that query (`good = frame`), or with an eager filter by the Series, the chunk cost ~6 % more
+    # (measured, not explained; the frame is ~54 chunks, one per message read)
+    checked = frame.get_column("_good")
     good = frame.filter(pl.col("_good"))
-    rest = frame.filter(~pl.col("_good")).get_column("_item").to_list()
+    rest = [] if checked.all() else frame.get_column("_item").filter(~checked).to_list()
     if good.height == 0:
         return Written.nothing(rest)
     ts_text = good.get_column("_ts_text")
@@ -255,7 +260,8 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     fast = written_outcome & _float_ok("latency_ms") & _float_ok("ttft_ms")
     text_frame = text_frame.with_columns(_fast=fast)
     written = text_frame.filter(pl.col("_fast"))
-    rest += text_frame.filter(~pl.col("_fast")).get_column("_item").to_list()
+    fast_rows = text_frame.get_column("_fast")  # the others' items from their column, as for `_good` above
+    rest += [] if fast_rows.all() else text_frame.get_column("_item").filter(~fast_rows).to_list()
     ref_json = _ref_json(table)
     text = None
     if write_text:  # a JSON worker sends the text: its bytes are the size cut's measure

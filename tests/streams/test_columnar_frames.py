@@ -100,6 +100,15 @@ TWISTS = [
     ('"output_tokens":', '"output_tokens":0,"output_tokens":'),
     ('"usage":{', '"usage":{"input_tokens":"7",'),
     ('"attribution":{', '"attribution":{"org":{"name":"acme"},"x":{'),
+    # strings where the key bound (half the quotes, less `":"`) counts more than keys: in an array, after a space
+    ('"event_id":"ev-1"', '"event_id":["ev-1"]'),
+    ('"source":', '"labels":["a","b"],"source":'),
+    ('"event_id":"ev-1"', '"event_id":42,"x":["a"]'),
+    ('"model":"claude-sonnet-4-5"', '"model":"claude-sonnet-4-5","x": "y"'),
+    ('"input_tokens":1', '"input_tokens":1,"x":["a",5],"y":1'),
+    # a string value starting with `:` holds a `":` of its own: counted above the values read (uncertified)
+    ('"source":"litellm"', '"source":":"'),
+    ('"source":"litellm"', '"source":":litellm"'),
 ]
 
 
