@@ -86,7 +86,8 @@ def priced_reader(bootstrap: str, fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> 
 
 
 async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: int, timeout: float,
-                      reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS, rounds: int = 1) -> dict:
+                      reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS, rounds: int = 1,
+                      broker_pid: int | None = None) -> dict:
     """(c): warm the running worker `pid` up with one event, wait for its start-up work, then time producing `events`
     as collector micro-batches until the last is priced (seen by `priced_reader`); events/s and the worker's CPU per
     event. With `rounds` > 1 the same events (new ids) are timed that many times, one round after the other on
@@ -117,20 +118,27 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
         settled = await wait_for_startup(api_port)
         n = len(events)
         timed: list[tuple[float, float, float]] = []  # (wall, user, system) per round
+        others: list[tuple[float, float]] = []  # the broker's and this process's (producer, reader) CPU, per round
         for round_ in range(rounds):
             batch = events if round_ == 0 else [dict(e, event_id=f"{e['event_id']}-r{round_}") for e in events]
             (user, system), started = _cpu(pid), time.perf_counter()
+            broker_before, own_before = sum(_cpu(broker_pid)) if broker_pid else 0.0, time.process_time()
             await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key)
                                    for key, value in _micro_batches(batch)])
             seen = await priced_until(seen + n, seen)
             wall = time.perf_counter() - started
             user_after, system_after = _cpu(pid)
             timed.append((wall, user_after - user, system_after - system))
+            others.append(((sum(_cpu(broker_pid)) if broker_pid else 0.0) - broker_before,
+                           time.process_time() - own_before))
         rates = [round(n / wall) for wall, _, _ in timed]
         _, user_s, system_s = timed[0]
         out = {"events_per_s": rates[0], "worker_cpu_us_per_event": round((user_s + system_s) / n * 1e6, 2),
                "user_us": round(user_s / n * 1e6, 2), "system_us": round(system_s / n * 1e6, 2),
-               "startup_wait_s": round(settled, 2), "reader_fetch_wait_ms": reader_fetch_wait_ms}
+               "startup_wait_s": round(settled, 2), "reader_fetch_wait_ms": reader_fetch_wait_ms,
+               "bench_cpu_us_per_event": round(others[0][1] / n * 1e6, 2)}
+        if broker_pid:  # the broker copies every priced byte twice (in from the worker, out to the reader)
+            out["broker_cpu_us_per_event"] = round(others[0][0] / n * 1e6, 2)
         if rounds > 1:
             out |= {"events_per_s_median": round(statistics.median(n / wall for wall, _, _ in timed)),
                     "events_per_s_rounds": rates,
@@ -139,6 +147,15 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def _broker_pid() -> int | None:
+    """The embedded broker this process started (app.broker.embedded_broker), if exactly one."""
+    import psutil
+
+    from app.broker import broker_binary
+    found = [child.pid for child in psutil.Process().children() if child.exe() == broker_binary()]
+    return found[0] if len(found) == 1 else None
 
 
 def tag(events: list[dict], share: float) -> list[dict]:
@@ -245,7 +262,7 @@ def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0,
                     load = os.getloadavg()[0]
                     run = asyncio.run(time_worker(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500),
                                                   reader_fetch_wait_ms=reader_fetch_wait_ms,
-                                                  rounds=timed_rounds))
+                                                  rounds=timed_rounds, broker_pid=_broker_pid()))
                     name = _name(tree, fmt)
                     results[name].append({**run, "load": round(load, 1)})
                     print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)
