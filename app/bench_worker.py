@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.bench import _micro_batches, synthetic_events
 from app.broker import embedded_broker
 from app.process import child_preexec
-from tokenmeter import topics
+from tokenmeter import kafka_inflate, topics
 from tokenmeter.priced_wire import count_priced
 from tokenmeter.events import partition_key
 from tokenmeter.settings import free_port
@@ -81,6 +81,7 @@ READER_FETCH_WAIT_MS = 10
 
 def priced_reader(bootstrap: str, fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> AIOKafkaConsumer:
     """The bench's consumer of the worker's output (not started)."""
+    kafka_inflate.install()  # as every tokenmeter reader: a batch inflates at most 64x (tokenmeter/kafka_inflate.py)
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8_000_000,
                             fetch_max_wait_ms=fetch_wait_ms)
 
