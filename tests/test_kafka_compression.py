@@ -98,3 +98,18 @@ def test_a_batch_inflating_beyond_the_bound_is_refused(kafka_bootstrap, codec):
     with pytest.raises(ValueError, match="inflates beyond|corrupt or inflates"):
         got = asyncio.run(scenario())
         raise AssertionError(f"inflated without a bound: {[len(r.value) for r in got]} bytes")
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "gzip"])
+def test_bounded_decoders_give_aiokafkas_output(codec):
+    """Every path of the bounded decoders (a batch whose bound fits the thread's kept buffer, and one larger than it,
+    which gets a mapping of its own) returns what aiokafka's decoder returns."""
+    import os
+
+    from aiokafka import codec as aiokafka_codec
+
+    from tokenmeter import kafka_inflate
+
+    encode, decode = getattr(aiokafka_codec, f"{codec}_encode"), getattr(kafka_inflate, f"{codec}_decode")
+    for payload in (b"", b"x" * 1000, os.urandom(400_000) + bytes(1_000_000), _priced_messages(300)[0][1]):
+        assert decode(encode(payload)) == getattr(aiokafka_codec, f"{codec}_decode")(encode(payload)) == payload
