@@ -7,7 +7,8 @@ work is done (the budget owner's heap freeze, `GET /v1/reservations` `gc.frozen_
 produced as collector micro-batches and timed until the bench's reader has seen the last one priced (its fetch wait
 is 10 ms since worker11: with aiokafka's 500 ms the embedded broker held the last outputs ~0.25 s in about half of
 the runs; `--reader-fetch-wait-ms 500` measures the old way). Reports events/s and the worker's CPU per
-event (user and system, /proc), with the load average. Trees alternate within each round, so a shared machine's
+event (user and system, /proc), with the load average; beside it the CPU per event of the worker's main thread (its
+event loop), of the embedded broker and of the bench itself (producer and reader; squeeze27). Trees alternate within each round, so a shared machine's
 load hits them alike: compare a branch with an earlier commit (`git archive <commit> | tar -x -C /tmp/base`, then
 `--tree /tmp/base --tree .`). Rates per event of worker CPU are steadier than events/s on a loaded machine.
 `--timed-rounds K`: each worker timed K times one round after the other (new event ids); the first round stays the
@@ -49,9 +50,10 @@ from tokenmeter.events import partition_key
 from tokenmeter.settings import free_port
 
 
-def _cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu(pid: int, thread: int | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (or of its thread `thread`) so far (Linux /proc)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
 
@@ -119,11 +121,13 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
         settled = await wait_for_startup(api_port)
         n = len(events)
         timed: list[tuple[float, float, float]] = []  # (wall, user, system) per round
-        others: list[tuple[float, float]] = []  # the broker's and this process's (producer, reader) CPU, per round
+        others: list[tuple[float, float, float]] = []  # CPU of the broker, this process (producer, reader) and the
+        # worker's event loop, per round
         for round_ in range(rounds):
             batch = events if round_ == 0 else [dict(e, event_id=f"{e['event_id']}-r{round_}") for e in events]
             (user, system), started = _cpu(pid), time.perf_counter()
             broker_before, own_before = sum(_cpu(broker_pid)) if broker_pid else 0.0, time.process_time()
+            loop_before = sum(_cpu(pid, pid))  # the worker's main thread: its event loop, where every send is built
             await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key)
                                    for key, value in _micro_batches(batch)])
             seen = await priced_until(seen + n, seen)
@@ -131,13 +135,14 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
             user_after, system_after = _cpu(pid)
             timed.append((wall, user_after - user, system_after - system))
             others.append(((sum(_cpu(broker_pid)) if broker_pid else 0.0) - broker_before,
-                           time.process_time() - own_before))
+                           time.process_time() - own_before, sum(_cpu(pid, pid)) - loop_before))
         rates = [round(n / wall) for wall, _, _ in timed]
         _, user_s, system_s = timed[0]
         out = {"events_per_s": rates[0], "worker_cpu_us_per_event": round((user_s + system_s) / n * 1e6, 2),
                "user_us": round(user_s / n * 1e6, 2), "system_us": round(system_s / n * 1e6, 2),
                "startup_wait_s": round(settled, 2), "reader_fetch_wait_ms": reader_fetch_wait_ms,
-               "bench_cpu_us_per_event": round(others[0][1] / n * 1e6, 2)}
+               "bench_cpu_us_per_event": round(others[0][1] / n * 1e6, 2),
+               "worker_loop_cpu_us_per_event": round(others[0][2] / n * 1e6, 2)}
         if broker_pid:  # the broker copies every priced byte twice (in from the worker, out to the reader)
             out["broker_cpu_us_per_event"] = round(others[0][0] / n * 1e6, 2)
         if rounds > 1:
