@@ -113,3 +113,17 @@ def test_bounded_decoders_give_aiokafkas_output(codec):
     encode, decode = getattr(aiokafka_codec, f"{codec}_encode"), getattr(kafka_inflate, f"{codec}_decode")
     for payload in (b"", b"x" * 1000, os.urandom(400_000) + bytes(1_000_000), _priced_messages(300)[0][1]):
         assert decode(encode(payload)) == getattr(aiokafka_codec, f"{codec}_decode")(encode(payload)) == payload
+
+
+@pytest.mark.parametrize(("setting", "codec"), [(None, "snappy"), ("none", None)])
+def test_the_workers_producer_takes_the_setting(tmp_path, setting, codec):
+    from streams.worker import create_worker_app
+    from tokenmeter.settings import Settings, free_port
+
+    async def producer_codec():
+        extra = {} if setting is None else {"worker_compression": setting}
+        app = create_worker_app(Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9", api_port=free_port(),
+                                         **extra))
+        return app.conf.producer_compression_type  # what Faust hands aiokafka's producer (compression_type)
+
+    assert asyncio.run(producer_codec()) == codec
