@@ -21,7 +21,6 @@ from streams.columnar import process_batch_columnar
 from streams.pricing import load_price_book
 from tokenmeter.priced_wire import count_priced
 
-pytest.importorskip("cramjam")  # aiokafka's lz4, snappy and zstd codecs (pyproject: aiokafka[lz4])
 
 
 def _priced_messages(n: int = 3000) -> list[tuple[bytes, bytes, list]]:

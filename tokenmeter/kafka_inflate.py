@@ -3,8 +3,8 @@
 aiokafka decompresses every compressed record batch it fetches whole, whatever codec the batch declares and however
 large it inflates (aiokafka/codec.py): a producer of any topic we read can send a batch of a few KB that a consumer
 inflates to gigabytes before any of our own guards (priced_arrow's declared sizes, dead letters) sees a record.
-gzip, in the standard library, does that today at ~1,000x; cramjam (aiokafka[lz4]) adds lz4 (~160x) and zstd
-(~31,000x: 16 MiB of zeros in 534 bytes). Measured legitimate ratios are far below the bound: collectors' usage
+gzip, in the standard library, did that at ~1,000x; cramjam (a dependency since the worker sends snappy) adds lz4
+(~160x) and zstd (~31,000x: 16 MiB of zeros in 534 bytes). Measured legitimate ratios are far below the bound: collectors' usage
 micro-batches 4-9x, the worker's Arrow priced messages 5-12x (docs/benchmarks.md, squeeze27).
 
 So each batch may inflate to at most MAX_INFLATE_RATIO times its compressed size, and the decoders stop at that
