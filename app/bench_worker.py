@@ -7,7 +7,8 @@ work is done (the budget owner's heap freeze, `GET /v1/reservations` `gc.frozen_
 produced as collector micro-batches and timed until the bench's reader has seen the last one priced (its fetch wait
 is 10 ms since worker11: with aiokafka's 500 ms the embedded broker held the last outputs ~0.25 s in about half of
 the runs; `--reader-fetch-wait-ms 500` measures the old way). Reports events/s and the worker's CPU per
-event (user and system, /proc), with the load average. Trees alternate within each round, so a shared machine's
+event (user and system, /proc), with the load average; beside it the CPU per event of the worker's main thread (its
+event loop), of the embedded broker and of the bench itself (producer and reader; squeeze27). Trees alternate within each round, so a shared machine's
 load hits them alike: compare a branch with an earlier commit (`git archive <commit> | tar -x -C /tmp/base`, then
 `--tree /tmp/base --tree .`). Rates per event of worker CPU are steadier than events/s on a loaded machine.
 `--timed-rounds K`: each worker timed K times one round after the other (new event ids); the first round stays the
@@ -43,15 +44,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.bench import _micro_batches, synthetic_events
 from app.broker import embedded_broker
 from app.process import child_preexec
-from tokenmeter import topics
+from tokenmeter import kafka_inflate, topics
 from tokenmeter.priced_wire import count_priced
 from tokenmeter.events import partition_key
 from tokenmeter.settings import free_port
 
 
-def _cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu(pid: int, thread: int | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (or of its thread `thread`) so far (Linux /proc)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
 
@@ -81,12 +83,14 @@ READER_FETCH_WAIT_MS = 10
 
 def priced_reader(bootstrap: str, fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> AIOKafkaConsumer:
     """The bench's consumer of the worker's output (not started)."""
+    kafka_inflate.install()  # as every tokenmeter reader: a batch inflates at most 64x (tokenmeter/kafka_inflate.py)
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8_000_000,
                             fetch_max_wait_ms=fetch_wait_ms)
 
 
 async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: int, timeout: float,
-                      reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS, rounds: int = 1) -> dict:
+                      reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS, rounds: int = 1,
+                      broker_pid: int | None = None) -> dict:
     """(c): warm the running worker `pid` up with one event, wait for its start-up work, then time producing `events`
     as collector micro-batches until the last is priced (seen by `priced_reader`); events/s and the worker's CPU per
     event. With `rounds` > 1 the same events (new ids) are timed that many times, one round after the other on
@@ -117,20 +121,30 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
         settled = await wait_for_startup(api_port)
         n = len(events)
         timed: list[tuple[float, float, float]] = []  # (wall, user, system) per round
+        others: list[tuple[float, float, float]] = []  # CPU of the broker, this process (producer, reader) and the
+        # worker's event loop, per round
         for round_ in range(rounds):
             batch = events if round_ == 0 else [dict(e, event_id=f"{e['event_id']}-r{round_}") for e in events]
             (user, system), started = _cpu(pid), time.perf_counter()
+            broker_before, own_before = sum(_cpu(broker_pid)) if broker_pid else 0.0, time.process_time()
+            loop_before = sum(_cpu(pid, pid))  # the worker's main thread: its event loop, where every send is built
             await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key)
                                    for key, value in _micro_batches(batch)])
             seen = await priced_until(seen + n, seen)
             wall = time.perf_counter() - started
             user_after, system_after = _cpu(pid)
             timed.append((wall, user_after - user, system_after - system))
+            others.append(((sum(_cpu(broker_pid)) if broker_pid else 0.0) - broker_before,
+                           time.process_time() - own_before, sum(_cpu(pid, pid)) - loop_before))
         rates = [round(n / wall) for wall, _, _ in timed]
         _, user_s, system_s = timed[0]
         out = {"events_per_s": rates[0], "worker_cpu_us_per_event": round((user_s + system_s) / n * 1e6, 2),
                "user_us": round(user_s / n * 1e6, 2), "system_us": round(system_s / n * 1e6, 2),
-               "startup_wait_s": round(settled, 2), "reader_fetch_wait_ms": reader_fetch_wait_ms}
+               "startup_wait_s": round(settled, 2), "reader_fetch_wait_ms": reader_fetch_wait_ms,
+               "bench_cpu_us_per_event": round(others[0][1] / n * 1e6, 2),
+               "worker_loop_cpu_us_per_event": round(others[0][2] / n * 1e6, 2)}
+        if broker_pid:  # the broker copies every priced byte twice (in from the worker, out to the reader)
+            out["broker_cpu_us_per_event"] = round(others[0][0] / n * 1e6, 2)
         if rounds > 1:
             out |= {"events_per_s_median": round(statistics.median(n / wall for wall, _, _ in timed)),
                     "events_per_s_rounds": rates,
@@ -139,6 +153,15 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def _broker_pid() -> int | None:
+    """The embedded broker this process started (app.broker.embedded_broker), if exactly one."""
+    import psutil
+
+    from app.broker import broker_binary
+    found = [child.pid for child in psutil.Process().children() if child.exe() == broker_binary()]
+    return found[0] if len(found) == 1 else None
 
 
 def tag(events: list[dict], share: float) -> list[dict]:
@@ -245,7 +268,7 @@ def measure(trees: list[str], n: int, rounds: int, tagged: float = 0.0,
                     load = os.getloadavg()[0]
                     run = asyncio.run(time_worker(bootstrap, events, proc.pid, api_port, timeout=max(180, n / 500),
                                                   reader_fetch_wait_ms=reader_fetch_wait_ms,
-                                                  rounds=timed_rounds))
+                                                  rounds=timed_rounds, broker_pid=_broker_pid()))
                     name = _name(tree, fmt)
                     results[name].append({**run, "load": round(load, 1)})
                     print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)

@@ -58,6 +58,10 @@ from typing import Any, Awaitable, Callable, Iterator, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from tokenmeter import kafka_inflate
+
+kafka_inflate.install()  # bounded decoders before this process's first fetch (as tokenmeter.kafka_topics does)
+
 log = logging.getLogger("tokenmeter.commitloop")
 
 Offsets = dict[TopicPartition, int]  # partition -> next offset to read (what Kafka stores as committed)

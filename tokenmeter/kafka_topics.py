@@ -18,6 +18,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from tokenmeter import kafka_inflate
+
+# Every process that reads a topic imports this module (directly or through tokenmeter.commitloop): aiokafka's
+# decoders are bounded there before its first fetch (tokenmeter/kafka_inflate.py).
+kafka_inflate.install()
+
 
 class TopicMissing(KafkaError):
     """A topic does not exist (yet) on the broker; the message names it and the command that creates it."""

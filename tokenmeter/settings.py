@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         "CPU-second; the default since issue 14, arrow19) or json (arrays of the same events, no header: for "
         "deployments with readers of the topic outside tokenmeter that expect JSON). Every tokenmeter reader reads "
         "both (tokenmeter/priced_wire.py; `tokenmeter priced tail` prints either as JSON).")
+    # issue 14, squeeze27: the priced output is ~2.5x the usage it prices and crosses the broker twice; snappy
+    # batches are ~3.5x smaller, halve the embedded broker's CPU per event and cost the worker's event loop nothing
+    # measurable (zstd ~8x smaller but dearer to the loop; aiokafka's lz4 is level 9, ~3x the producer's CPU:
+    # docs/benchmarks.md). Faust has one producer per worker: the codec applies to everything it sends.
+    worker_compression: Literal["none", "snappy", "lz4", "zstd", "gzip"] = Field(
+        "snappy", description="Kafka compression of the record batches `tokenmeter worker` produces (tokenmeter.priced, "
+        "dead letters, budget spend: one producer); none sends them as before. Consumers decompress whatever a batch "
+        "declares (each batch at most 64x its size, tokenmeter/kafka_inflate.py); snappy, lz4 and zstd use cramjam "
+        "(declared in pyproject.toml). The Arrow IPC bodies stay uncompressed either way.")
     worker_role: Literal["all", "pricing", "budgets"] = Field(
         "all", description="What `tokenmeter worker` runs: all (pricing and budgets in one process), pricing (consumes "
         "tokenmeter.usage, sends priced records and budget spend; no reservations) or budgets (owns budgets from "
