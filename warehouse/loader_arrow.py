@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from functools import cache
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -27,7 +27,7 @@ from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOOL_REQU
 from tokenmeter.priced_arrow import PRICE_FIELDS
 from warehouse.arrow_rows import _micros
 from warehouse.fast_rows import USAGE_PARTS
-from warehouse.loader_frames import _ASCII_SIGNED_MONEY, _priced_at_micros, _ts_micros, scalar_checks
+from warehouse.loader_frames import _ASCII_SIGNED_MONEY, _priced_at_micros, _ts_micros, field_columns, scalar_checks
 from warehouse.schema import ARROW_SCHEMA, ATTRIBUTION_COLUMNS, COST_TYPE
 
 
@@ -73,60 +73,6 @@ def _map_of(lengths: np.ndarray, keys: pa.Array, values: pa.Array) -> pa.MapArra
     return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
 
 
-# `loader_frames.field_columns`' defaults (a missing field is stored as the dict path stores it)
-_DEFAULTS = {"operation": "chat", "status": "ok", "batch": False, "service_tier": "", "unpriced_reason": "",
-             "usage_assumption": ""}
-_PRICE_COLUMNS = {"price_entry": "entry", "price_effective_from": "effective_from",
-                  "catalog_version": "catalog_version", "price_override": "override"}
-
-
-def _field_arrays(table: pa.Table, keep: pa.Array | None) -> dict[str, pa.Array]:
-    """`loader_frames.field_columns` read straight from the message columns (`keep`: the taken rows; None: all), in
-    the warehouse's types. A struct's children are read with its validity (`flatten`): polars reads a child under a
-    null struct as null whatever the child holds. Not through polars: its frame holds texts as views, and `to_arrow`
-    copied every text column back (with the pages it faulted in; load26)."""
-
-    def column(name: str) -> pa.Array:
-        return table.column(name).chunk(0)
-
-    def kept(array: pa.Array, default: Any = None, to: pa.DataType = pa.string()) -> pa.Array:
-        if keep is not None:
-            array = array.filter(keep)
-        if default is not None and array.null_count:
-            array = pc.fill_null(array, pa.scalar(default, array.type))
-        return array.cast(to) if array.type != to else array
-
-    def fields(name: str) -> dict[str, pa.Array]:
-        struct = column(name)
-        return dict(zip((f.name for f in struct.type), struct.flatten()))
-
-    attribution, usage, price = fields("attribution"), fields("usage"), fields("price")
-    arrays = {name: kept(column(name)) for name in ("event_id", "source", "provider", "model", "tokens_source",
-                                                    "pricing_status")}
-    arrays.update({name: kept(column(name), default) for name, default in _DEFAULTS.items()})
-    arrays["batch"] = kept(column("batch"), False, pa.bool_())
-    arrays.update({dim: kept(attribution[dim], "") for dim in ATTRIBUTION_COLUMNS})
-    arrays.update({part: kept(usage[part], 0, pa.uint64()) for part in USAGE_PARTS})
-    arrays.update({name: kept(column(name), to=pa.float64()) for name in ("latency_ms", "ttft_ms")})
-    arrays.update({name: kept(price[field], "") for name, field in _PRICE_COLUMNS.items()})
-    return arrays
-
-
-_UNCHECKED = ("operation", "service_tier", "batch", "unpriced_reason", "cost_breakdown", "reported_cost_check")
-
-
-def _checked_columns(table: pa.Table) -> pa.Table:
-    """The columns `_row_checks` and the time parses read, without the maps (cost lines, tags, tool counts: checked
-    in Arrow below) and the texts only filled and copied: polars copies every text and map it is given into its own
-    layout (~0.05 µs per row less; load26)."""
-    columns = {name: table.column(name).combine_chunks() for name in table.column_names if name not in _UNCHECKED}
-    for struct, fields in (("attribution", ATTRIBUTION_COLUMNS), ("usage", USAGE_PARTS)):
-        array = columns[struct]
-        columns[struct] = pa.StructArray.from_arrays([array.field(f) for f in fields], fields=[
-            array.type.field(f) for f in fields], mask=pc.is_null(array) if array.null_count else None)
-    return pa.table(columns)
-
-
 @cache
 def _row_checks() -> pl.Expr:
     """`loader_frames.scalar_checks` (the schema fixed the kinds), plus: no correlation (the dict path's rows with one
@@ -143,7 +89,7 @@ def build_arrow(tables: Sequence[pa.Table], now: datetime | None = None) -> tupl
     """(the `priced_events` table of the rows the checks take, in order; per row of the tables concatenated, whether
     it was taken). The others are the dict path's."""
     table = pa.concat_tables(tables).combine_chunks()  # polars pays per chunk: ~3 µs per row at 500-row messages
-    frame = pl.from_arrow(_checked_columns(table))
+    frame = pl.from_arrow(table)
     ok = frame.select(_row_checks()).to_series().to_numpy()
     attribution = table.column("attribution").chunk(0) if table.num_rows else None
     usage = table.column("usage").chunk(0) if table.num_rows else None
@@ -172,9 +118,10 @@ def build_arrow(tables: Sequence[pa.Table], now: datetime | None = None) -> tupl
         return ARROW_SCHEMA.empty_table(), ok
     taken = ok.all()
     if not taken:
+        frame = frame.filter(pl.Series(ok))
         ts_us, at_us, at_present = ts_us[ok], at_us[ok], at_present[ok]
-    arrays = _field_arrays(table, None if taken else pa.array(ok))
-    n = len(ts_us)
+    arrays = field_columns(frame)
+    n = frame.height
 
     def kept_map(entries: tuple[np.ndarray, pa.StructArray], value_type: pa.DataType, keep_entry: np.ndarray | None
                  = None) -> pa.MapArray:
