@@ -27,6 +27,9 @@ TRIM_THRESHOLD = 128 * 1024 * 1024
 OPERATOR_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 # polars' jemalloc keeps freed pages 30 s instead of its 0.5-1 s (polars appends this to its own setting on import)
 POLARS_DECAY = "dirty_decay_ms:30000,muzzy_decay_ms:30000"
+# pyarrow's mimalloc likewise keeps freed pages 30 s instead of its 10 ms (its segments are transparent huge pages
+# here: each purged 2 MB faulted in again was zeroed by the kernel, a third of the loader build's CPU; load26)
+ARROW_PURGE_DELAY_MS = "30000"
 
 
 def keep_freed_memory() -> bool:
@@ -44,13 +47,15 @@ def keep_freed_memory() -> bool:
 
 
 def keep_freed_pages() -> None:
-    """Both allocators keep freed pages in this process: polars' jemalloc (`_RJEM_MALLOC_CONF`, read when polars is
-    imported, so call this first; an operator's value wins) and glibc's (`keep_freed_memory`). For the loader's
-    process (fast23): each 100,000-row window's build gave its pages back and faulted them in again (polars'
-    threads 0.8-1.0 -> 0.5-0.6 µs per row, the loader path a median 1.09x per CPU second; docs/warehouse.md). The
-    worker sets the same two settings at the top of streams/worker.py."""
+    """The allocators keep freed pages in this process: polars' jemalloc (`_RJEM_MALLOC_CONF`, read when polars is
+    imported, so call this first; an operator's value wins), pyarrow's mimalloc (`MIMALLOC_PURGE_DELAY`, read when
+    pyarrow loads: load26, docs/warehouse.md) and glibc's (`keep_freed_memory`). For the loader's process (fast23):
+    each 100,000-row window's build gave its pages back and faulted them in again (polars' threads 0.8-1.0 -> 0.5-0.6
+    µs per row, the loader path a median 1.09x per CPU second; docs/warehouse.md). The
+    worker sets polars' and glibc's at the top of streams/worker.py (pyarrow's is not measured there)."""
     os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_DECAY)
+    os.environ.setdefault("MIMALLOC_PURGE_DELAY", ARROW_PURGE_DELAY_MS)
     keep_freed_memory()
 
 
-__all__ = ["POLARS_DECAY", "keep_freed_memory", "keep_freed_pages"]
+__all__ = ["ARROW_PURGE_DELAY_MS", "POLARS_DECAY", "keep_freed_memory", "keep_freed_pages"]

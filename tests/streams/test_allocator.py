@@ -59,3 +59,26 @@ def test_the_loader_process_keeps_freed_pages_of_both_allocators():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("dirty_decay_ms:30000,muzzy_decay_ms:30000")  # polars reads the last value
     assert faults_per_round("import warehouse.loader") < 100
+
+
+def test_the_loader_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
+    # load26: pyarrow's mimalloc gave freed pages back after 10 ms, and each 100,000-row window's build faulted them
+    # in again as huge pages the kernel zeroed (a third of the build's CPU in the loader's path). mimalloc reads
+    # MIMALLOC_PURGE_DELAY when libarrow loads, so the loader's module must set it before pyarrow is imported.
+    code = ("import os, sys\n"
+            "class Watch:\n"
+            "    seen = None\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'pyarrow' and Watch.seen is None:\n"
+            "            Watch.seen = os.environ.get('MIMALLOC_PURGE_DELAY', 'unset')\n"
+            "sys.meta_path.insert(0, Watch())\n"
+            "import warehouse.loader\n"
+            "print(Watch.seen)")
+    env = {k: v for k, v in os.environ.items() if "MALLOC" not in k and k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "30000"
+    # an operator's value wins
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env={**env, "MIMALLOC_PURGE_DELAY": "10"})
+    assert out.stdout.strip() == "10"
