@@ -114,6 +114,20 @@ def test_bounded_decoders_give_aiokafkas_output(codec):
         assert decode(encode(payload)) == getattr(aiokafka_codec, f"{codec}_decode")(encode(payload)) == payload
 
 
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "gzip"])
+def test_a_small_batch_beyond_the_ratio_but_under_the_floor_is_inflated(codec):
+    """1 MiB of one repeated record: ~100-1,000x, far beyond the ratio, but a few MiB harm nobody; refusing it would
+    stop a reader on a legitimate batch."""
+    from aiokafka import codec as aiokafka_codec
+
+    from tokenmeter import kafka_inflate
+
+    payload = b'{"model":"gpt-4o","input_tokens":1}\n' * 30_000
+    packed = getattr(aiokafka_codec, f"{codec}_encode")(payload)
+    assert len(payload) > kafka_inflate.MAX_INFLATE_RATIO * len(packed)
+    assert getattr(kafka_inflate, f"{codec}_decode")(packed) == payload
+
+
 @pytest.mark.parametrize(("setting", "codec"), [(None, "snappy"), ("none", None)])
 def test_the_workers_producer_takes_the_setting(tmp_path, setting, codec):
     from streams.worker import create_worker_app
