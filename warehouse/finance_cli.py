@@ -40,8 +40,9 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
     click.echo(render_report(frame, fmt), nl=False)
     if fmt == "table" and corrected:
         click.echo(corrections_note(month.strip(), corrected))
-    if fmt == "table" and reopened_note(closes_dir(settings), month.strip()):
-        click.echo(reopened_note(closes_dir(settings), month.strip()))
+    note = reopened_note(closes_dir(settings), month.strip()) if fmt == "table" else ""
+    if note:
+        click.echo(note)
 
 
 @click.command("close")
