@@ -115,9 +115,10 @@ def test_bounded_decoders_give_aiokafkas_output(codec):
 
 
 @pytest.mark.parametrize("codec", ["lz4", "zstd", "gzip"])
-def test_a_small_batch_beyond_the_ratio_but_under_the_floor_is_inflated(codec):
-    """1 MiB of one repeated record: ~100-1,000x, far beyond the ratio, but a few MiB harm nobody; refusing it would
-    stop a reader on a legitimate batch."""
+def test_the_bound_is_a_ratio_even_for_a_small_batch(codec):
+    """No floor in bytes: 500 tiny batches in one fetch, each allowed a floor, would inflate a few KB to gigabytes
+    (a floor of 8 MiB was tried after squeeze27 and removed for that). So a small batch of one record repeated
+    30,000 times (~100-1,000x, no real gateway's log) is refused like any batch past 64x."""
     from aiokafka import codec as aiokafka_codec
 
     from tokenmeter import kafka_inflate
@@ -125,7 +126,9 @@ def test_a_small_batch_beyond_the_ratio_but_under_the_floor_is_inflated(codec):
     payload = b'{"model":"gpt-4o","input_tokens":1}\n' * 30_000
     packed = getattr(aiokafka_codec, f"{codec}_encode")(payload)
     assert len(payload) > kafka_inflate.MAX_INFLATE_RATIO * len(packed)
-    assert getattr(kafka_inflate, f"{codec}_decode")(packed) == payload
+    assert not hasattr(kafka_inflate, "MIN_INFLATE_BYTES")
+    with pytest.raises(kafka_inflate.InflateRefused, match="inflates beyond"):
+        getattr(kafka_inflate, f"{codec}_decode")(packed)
 
 
 @pytest.mark.parametrize(("setting", "codec"), [(None, "snappy"), ("none", None)])

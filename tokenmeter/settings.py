@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     worker_compression: Literal["none", "snappy", "lz4", "zstd", "gzip"] = Field(
         "snappy", description="Kafka compression of the record batches `tokenmeter worker` produces (tokenmeter.priced, "
         "dead letters, budget spend: one producer); none sends them as before. Consumers decompress whatever a batch "
-        "declares (each batch at most 64x its size or 8 MiB, tokenmeter/kafka_inflate.py); snappy, lz4 and zstd use cramjam "
+        "declares (each batch at most 64x its size, tokenmeter/kafka_inflate.py); snappy, lz4 and zstd use cramjam "
         "(declared in pyproject.toml). The Arrow IPC bodies stay uncompressed either way.")
     worker_role: Literal["all", "pricing", "budgets"] = Field(
         "all", description="What `tokenmeter worker` runs: all (pricing and budgets in one process), pricing (consumes "
