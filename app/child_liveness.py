@@ -14,12 +14,39 @@ not before its grace: a loaded machine can stall a healthy worker's health URL f
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 PROBE_EVERY_S = 5.0
 HUNG_AFTER_S = 30.0
+# A heartbeat file untouched this long says "not answering" (the children touch it every second,
+# tokenmeter/heartbeat.py); `hung` then needs HUNG_AFTER_S more of it, as for a health URL.
+HEARTBEAT_STALE_S = 10.0
+
+
+class FileHeartbeat:
+    """The liveness of a child without a health URL: its event loop touched `path` within `stale_after_s`
+    (tokenmeter/heartbeat.py). A child that never touches it (not run through `run_service`) never answers, so it
+    is never called hung: as for a health URL, only a child that answered once since its start can stop answering."""
+
+    def __init__(self, path: Path, stale_after_s: float = HEARTBEAT_STALE_S):
+        self.path = path
+        self.stale_after_s = stale_after_s
+        self.url = path.resolve().as_uri()  # `status` shows it where a health URL goes
+
+    def reset(self) -> None:
+        """Before a (re)start: a beat of the previous process must not count for the new one."""
+        self.path.unlink(missing_ok=True)
+
+    def __call__(self) -> bool:
+        try:
+            touched = os.stat(self.path).st_mtime
+        except OSError:
+            return False
+        return time.time() - touched <= self.stale_after_s
 
 
 def process_state(pid: int) -> bytes:
@@ -83,10 +110,15 @@ def liveness_changes(children: Iterable, now: float, hung_after_s: float = HUNG_
     for child in children:
         condition = child.condition(now, hung_after_s)
         if condition in ("suspended", "hung") and child.reported != condition:
-            what = ("is suspended (stopped: SIGSTOP, SIGTSTP or a debugger); it does no work until SIGCONT"
-                    if condition == "suspended" else
-                    f"is not answering {getattr(child.liveness, 'url', 'its health check')} "
-                    f"({now - child.unanswered_since:.0f} s without an answer)")
+            if condition == "suspended":
+                what = "is suspended (stopped: SIGSTOP, SIGTSTP or a debugger); it does no work until SIGCONT"
+            elif isinstance(child.liveness, FileHeartbeat):
+                what = (f"has not touched its heartbeat file {child.liveness.path} for "
+                        f"{now - child.unanswered_since + child.liveness.stale_after_s:.0f} s (its event loop "
+                        f"stopped turning: a deadlock or a blocking call)")
+            else:
+                what = (f"is not answering {getattr(child.liveness, 'url', 'its health check')} "
+                        f"({now - child.unanswered_since:.0f} s without an answer)")
             then = ("not restarted (a debugger's stop)" if condition == "suspended" and child.traced else
                     f"restarted if it still is in {restart_after_s:.0f} s" if restart_after_s else
                     "not restarted (TOKENMETER_CHILD_RESTART_UNRESPONSIVE_SECONDS=0): kill it and it is")

@@ -23,8 +23,10 @@ from typing import Callable
 
 from app.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topics, start_broker
 from app.broker_gate import BrokerGate, create_topics_direct
-from app.child_liveness import HUNG_AFTER_S, PROBE_EVERY_S, LivenessProbe, liveness_changes, unresponsive_for
+from app.child_liveness import (HEARTBEAT_STALE_S, HUNG_AFTER_S, PROBE_EVERY_S, FileHeartbeat, LivenessProbe,
+                                liveness_changes, unresponsive_for)
 from app.process import child_preexec
+from tokenmeter.heartbeat import HEARTBEAT_FILE_ENV
 from tokenmeter.settings import Settings, SettingsError, ensure_port_free, free_port
 from tokenmeter.timefmt import iso_utc
 
@@ -149,6 +151,7 @@ class Supervisor:
         self.stopping = False
         self.state = "starting"
         self.liveness: LivenessProbe | None = None
+        self.heartbeat_stale_s = HEARTBEAT_STALE_S
         self.hung_after_s = HUNG_AFTER_S
         self.broker_restarts = 0
         self.broker_losses: list[dict] = []  # one entry per broker crash: what may have been lost
@@ -205,9 +208,13 @@ class Supervisor:
             child.proc = start_broker(s.host, self.broker_private_port, str(child.log_path),
                                       advertised_port=s.embedded_broker_port)
         else:
+            env = self.child_env()
+            if isinstance(child.liveness, FileHeartbeat):
+                child.liveness.reset()
+                env[HEARTBEAT_FILE_ENV] = str(child.liveness.path)
             with open(child.log_path, "ab") as out:
                 child.proc = subprocess.Popen(
-                    child.args, env=self.child_env(), stdout=out, stderr=subprocess.STDOUT,
+                    child.args, env=env, stdout=out, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
                 )
         child.started_at = time.monotonic()
@@ -217,6 +224,8 @@ class Supervisor:
 
     def spawn(self, name: str, args: list[str] | None, ready: Callable[[], bool] = lambda: True,
               uses_kafka: bool = True, liveness: Callable[[], bool] | None = None) -> Child:
+        if liveness is None and args is not None:  # no health URL: its event loop's heartbeat file
+            liveness = FileHeartbeat(self.settings.data_dir.resolve() / "heartbeats" / name, self.heartbeat_stale_s)
         child = Child(name, args, self.log_dir / f"{name}.log", ready, uses_kafka, liveness=liveness)
         self.children.append(child)
         self.launch(child)
@@ -618,7 +627,10 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
             if c["state"] == "suspended":
                 wait += ", stopped (SIGSTOP?): no work until SIGCONT"
             elif c["state"] == "hung":
-                wait += f", no answer on {c.get('health')} for {c.get('unanswered_s')} s"
+                health = c.get("health") or ""
+                wait += (f", its event loop stopped turning (heartbeat {health[len('file://'):]} stale) for "
+                         f"{c.get('unanswered_s')} s" if health.startswith("file://") else
+                         f", no answer on {health} for {c.get('unanswered_s')} s")
             echo(f"  {c['name']:<10} {c['state']:<9} pid {c['pid'] or '-':<8} restarts {c['restarts']}{extra}{wait}")
         for loss in status.get("broker_losses", []):
             echo(f"  broker crash at {loss['at']}: {describe_backlog(loss.get('backlog_sample'))}")

@@ -108,3 +108,54 @@ def test_a_child_suspended_past_its_grace_is_killed_and_restarted(supervisor):
     assert "loader (pid %d) is suspended" % first in said and "restarted if it still is in 1 s" in said, said
     assert "has been suspended for" in said and "unresponsive restart #1" in said, said
     assert "loader restarted (pid" in said, said
+
+
+# A service run as every tokenmeter role is (`run_service`) whose event loop blocks on SIGUSR1 (a deadlock or a
+# blocking call: the process runs, serves nothing, touches nothing). SIGTERM is left deadly so the test stops it at once.
+BLOCKING_SERVICE = """
+import asyncio, signal, time
+from tokenmeter.cli_support import run_service
+async def service(stop):
+    blocked = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, blocked.set)
+    await blocked.wait()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    time.sleep(120)
+run_service(service)
+"""
+
+
+def test_a_child_without_a_health_url_whose_loop_stops_turning_is_reported_hung(supervisor):
+    """The loader, the detector, the alert dispatcher, the finance watch and the demo serve no health URL: one whose
+    event loop blocked stayed "running" in `status` forever (the probe had nothing to ask). Every service run through
+    `run_service` under `up` now touches a heartbeat file from its loop (tokenmeter/heartbeat.py)."""
+    from app.supervisor import print_status
+
+    supervisor.heartbeat_stale_s = 1.0
+    child = supervisor.spawn("loader", [sys.executable, "-c", BLOCKING_SERVICE])
+    supervisor.start_liveness(every_s=0.2, hung_after_s=1.0)
+    wait_for(lambda: child.answered_at is not None, 30, "a first heartbeat")
+    assert _state(supervisor, "loader")["state"] == "running"
+    os.kill(child.proc.pid, signal.SIGUSR1)
+    status = wait_for(lambda: (s := _state(supervisor, "loader"))["state"] == "hung" and s, 15, "hung in status")
+    assert status["pid"] == child.proc.pid and status["health"].startswith("file://"), status
+    said = "\n".join(supervisor.echoed)
+    assert "loader (pid %d) has not touched its heartbeat file" % child.proc.pid in said, said
+    assert "event loop stopped turning" in said, said
+    supervisor.write_status(force=True)
+    out: list[str] = []
+    assert print_status(supervisor.settings, False, out.append) == 1
+    assert any("loader" in line and "hung" in line and "event loop stopped turning" in line for line in out), out
+
+
+def test_a_restarted_child_is_not_taken_for_alive_by_its_predecessors_heartbeat(supervisor):
+    """The file of a killed child is removed before its successor starts: a fresh beat of the old process must not
+    make a new one that never turned its loop look alive."""
+    from app.child_liveness import FileHeartbeat
+
+    beat = FileHeartbeat(supervisor.settings.data_dir.resolve() / "heartbeats" / "demo", stale_after_s=60)
+    beat.path.parent.mkdir(parents=True)
+    beat.path.touch()
+    assert beat()
+    supervisor.spawn("demo", [sys.executable, "-c", "import time; time.sleep(120)"], liveness=beat)
+    assert not beat.path.exists() and not beat()

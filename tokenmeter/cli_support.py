@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 
 import click
 
+from tokenmeter.heartbeat import beat, heartbeat_path
 from tokenmeter.settings import Settings, SettingsError, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -71,14 +72,21 @@ def configure_logging(settings: Settings) -> None:
 
 def run_service(make: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run `make(stop)` until it returns; SIGINT and SIGTERM set `stop`, so the service ends cleanly (flushes,
-    commits) instead of dying mid-batch."""
+    commits) instead of dying mid-batch. Under `tokenmeter up` the loop also touches its heartbeat file
+    (tokenmeter/heartbeat.py)."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await make(stop)
+        path = heartbeat_path()  # set by `tokenmeter up`: its liveness probe sees a loop that stopped turning
+        beating = asyncio.create_task(beat(path)) if path is not None else None
+        try:
+            await make(stop)
+        finally:
+            if beating is not None:
+                beating.cancel()
 
     asyncio.run(main())
 
