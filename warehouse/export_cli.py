@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -16,12 +17,16 @@ import orjson
 @click.option("--group-by", "group_by", default="team", show_default=True,
               help="Comma-separated dimensions (report dimensions or tag:<key>); '' for one total.")
 @click.option("--team", default=None, help="Only this team's usage.")
-def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> None:
+@click.option("--archived", default=None, metavar="NAME",
+              help="Export the month as an archived close (one `close --list` shows, re-opened since) gave it.")
+def export(month: str, fmt: str, out: str, group_by: str, team: str | None, archived: str | None) -> None:
     """Chargeback for a month as FOCUS 1.3, CSV or Parquet; totals equal `tokenmeter report`. FOCUS to a file
     also writes FILE.metadata.json (FocusVersion, column definitions). With TOKENMETER_COST_CENTERS_FILE /
-    TOKENMETER_ALLOCATION_FILE set, cost centers and shared-cost allocation are applied."""
+    TOKENMETER_ALLOCATION_FILE set, cost centers and shared-cost allocation are applied. With --archived, the file
+    a re-opened close gave (its snapshot checked against the sha256 its close recorded)."""
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
+    from warehouse.archived_close import archived_close_view, archived_note
     from warehouse.export import export_month
     from warehouse.finance import finance_from_settings
     from warehouse.focus import focus_metadata
@@ -34,15 +39,18 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
         raise click.ClickException("Parquet is binary, not for a terminal: give --out FILE, "
                                    "or redirect stdout (> nov.parquet)")
     dims = [d.strip() for d in group_by.split(",") if d.strip()]
+    note, closes = None, closes_dir(settings)
     try:
         finance = finance_from_settings(settings)
         configured = settings.cost_centers_file or settings.allocation_file
-        wh = open_warehouse(settings)
-        try:
+        with ExitStack() as stack:
+            if archived is not None:
+                closes, record = stack.enter_context(archived_close_view(closes, month, archived))
+                note = archived_note(record)
+            wh = open_warehouse(settings)
+            stack.callback(wh.close)
             data = export_month(wh, month, fmt, dims, team=team, finance=finance if configured else None,
-                                closes=closes_dir(settings))
-        finally:
-            wh.close()
+                                closes=closes)
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
     if out == "-":
@@ -66,7 +74,7 @@ def export(month: str, fmt: str, out: str, group_by: str, team: str | None) -> N
             with open(meta, "wb") as handle:
                 handle.write(orjson.dumps(focus_metadata(generator_version=generator), option=orjson.OPT_INDENT_2))
             click.echo(f"wrote FOCUS {focus_metadata()['Schemas'][0]['FocusVersion']} metadata to {meta}", err=True)
-    note = reopened_note(closes_dir(settings), month.strip())
+    note = note or reopened_note(closes_dir(settings), month.strip())
     if note:  # the file is right (each dollar once) but holds less than the month's live spend: say why
         click.echo(note, err=True)
 

@@ -1,0 +1,71 @@
+"""Export a month as a close that was later re-opened gave it: `tokenmeter export --month M --archived NAME`.
+
+`tokenmeter reopen` moves a close aside (`<closes>/.reopened/<M>-<stamp>/`, warehouse/month_reopen.py), never
+deletes it, and `close --list` names it; an auditor asking "what did we send finance for November before the
+restatement?" needs that file again, in the formats `export` writes. A closed month's export reads only its frozen
+snapshot (charges.parquet: its charges plus the corrections of earlier months it booked) and, for a shared cost
+split by an earlier month's usage, that month's close. So the archived close is exported through a closes directory
+of links: M as the archived close, every other month as it is closed now. Nothing is copied or written in the closes
+directory. The snapshot's sha256 must still be the one its close recorded: a changed archive is refused, not exported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from warehouse.backends import WarehouseError
+from warehouse.month_reopen import ARCHIVE, reopen_history
+
+
+def find_archived_close(directory: Path | None, month: str, name: str) -> dict[str, Any]:
+    """The re-open record of `month`'s archived close called `name`: as `close --list` shows it
+    (`.reopened/2026-11-20261206T203000Z`, with or without `closes/`) or its last part. Only names listed by
+    `reopen_history` match (no path from the command line is ever opened)."""
+    month, wanted = month.strip(), name.strip().rstrip("/")
+    records = [r for r in reopen_history(directory) if r["month"] == month]
+    for record in records:
+        if wanted in (record["archived"], f"closes/{record['archived']}", record["archived"].rsplit("/", 1)[-1]):
+            return record
+    listed = ", ".join(r["archived"] for r in records) or "none (tokenmeter close --list shows every archived close)"
+    raise WarehouseError(f"no archived close {name!r} of {month}; archived closes of {month}: {listed}")
+
+
+def check_snapshot(directory: Path, record: dict[str, Any]) -> None:
+    """The archived snapshot is the one its close recorded (sha256 in close.json)."""
+    snapshot = directory / record["archived"] / "charges.parquet"
+    try:
+        digest = hashlib.sha256(snapshot.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise WarehouseError(f"cannot read the archived close {record['archived']}: {exc.strerror}") from None
+    recorded = (record.get("close") or {}).get("sha256")
+    if digest != recorded:
+        raise WarehouseError(f"the archived close {record['archived']} changed since it was closed (charges.parquet "
+                             f"sha256 {digest[:12]}..., its close.json recorded {str(recorded)[:12]}...): not exported")
+
+
+@contextmanager
+def archived_close_view(directory: Path, month: str, name: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A closes directory (temporary, links only) in which `month` is closed as the archived close `name` closed it
+    and every other month as it is closed now; yields it with the close's re-open record."""
+    record = find_archived_close(directory, month, name)
+    check_snapshot(directory, record)
+    with tempfile.TemporaryDirectory(prefix="tokenmeter-archived-close-") as tmp:
+        view = Path(tmp)
+        for other in directory.iterdir():
+            if other.name not in (ARCHIVE, record["month"]) and (other / "close.json").is_file():
+                (view / other.name).symlink_to(other.resolve(), target_is_directory=True)
+        (view / record["month"]).symlink_to((directory / record["archived"]).resolve(), target_is_directory=True)
+        yield view, record
+
+
+def archived_note(record: dict[str, Any]) -> str:
+    """What the exported file is, for stderr: not the month's current books."""
+    close = record.get("close") or {}
+    return (f"exported {record['month']} as closed {close.get('closed_at', '?')} by {close.get('closed_by') or '?'} "
+            f"({close.get('total_usd', '?')} USD), the close re-opened {record['reopened_at']} by "
+            f"{record['reopened_by']}: {record['reason']}. Not the month's current books: "
+            f"`tokenmeter export --month {record['month']}` gives those.")
