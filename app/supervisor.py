@@ -209,6 +209,7 @@ class Supervisor:
                                       advertised_port=s.embedded_broker_port)
         else:
             env = self.child_env()
+            env.pop(HEARTBEAT_FILE_ENV, None)  # never a file inherited from whoever started `up`
             if isinstance(child.liveness, FileHeartbeat):
                 child.liveness.reset()
                 env[HEARTBEAT_FILE_ENV] = str(child.liveness.path)
