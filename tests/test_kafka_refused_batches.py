@@ -45,12 +45,12 @@ async def _send_batch(bootstrap: str, topic: str, values: list[bytes], codec: st
 
 
 async def _good_bomb_good(bootstrap: str, topic: str, first: list[bytes], second: list[bytes],
-                          key: bytes | None = None, partition: int | None = 0) -> list[int]:
-    """A good gzip batch, the bomb (a gzip batch of its own), a good uncompressed batch; the bomb's offset."""
+                          key: bytes | None = None, partition: int | None = 0, bomb: tuple[bytes, ...] = (BOMB,)):
+    """A good gzip batch, the bomb (a gzip batch of its own), a good uncompressed batch; the bomb's (first) offset."""
     await _send_batch(bootstrap, topic, first, "gzip", key, partition)
-    [bomb] = await _send_batch(bootstrap, topic, [BOMB], "gzip", key, partition)
+    offsets = await _send_batch(bootstrap, topic, list(bomb), "gzip", key, partition)
     await _send_batch(bootstrap, topic, second, None, key, partition)
-    return bomb
+    return offsets[0]
 
 
 def _letters(bootstrap: str, topic: str) -> list[dict]:
@@ -69,12 +69,12 @@ def _assert_the_letter(letters: list[dict], topic: str, bomb: int, stage: str) -
 
 def test_a_consumer_gets_one_marker_in_place_of_a_refused_batch_and_reads_on(kafka_bootstrap):
     """aiokafka itself: the good records before the bomb in the same fetch are not lost, the position moves past
-    the batch, the records after it come."""
+    the batch, the records after it come. The refused batch holds two records: one marker, at its last offset."""
     topic = f"refused-raw-{uuid.uuid4().hex[:8]}"
 
     async def scenario():
         await create_topic(kafka_bootstrap, topic, 1)
-        bomb = await _good_bomb_good(kafka_bootstrap, topic, [b"a", b"b"], [b"c"])
+        bomb = await _good_bomb_good(kafka_bootstrap, topic, [b"a", b"b"], [b"c"], bomb=(BOMB, b"hidden"))
         consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
@@ -91,10 +91,14 @@ def test_a_consumer_gets_one_marker_in_place_of_a_refused_batch_and_reads_on(kaf
             await consumer.stop()
 
     bomb, got, position = asyncio.run(scenario())
-    assert [(r.offset, r.value) for r in got] == [(0, b"a"), (1, b"b"), (bomb, None), (bomb + 1, b"c")]
+    assert [(r.offset, r.value) for r in got] == [(0, b"a"), (1, b"b"), (bomb + 1, None), (bomb + 2, b"c")]
     marker = got[2]
-    assert marker.key is None and [name for name, _ in marker.headers] == ["tokenmeter-refused-batch"]
-    assert position == bomb + 2
+    [(name, about)] = marker.headers
+    assert marker.key is None and name == "tokenmeter-refused-batch"
+    about = orjson.loads(about)
+    assert (about["first_offset"], about["last_offset"], about["codec"]) == (bomb, bomb + 1, "gzip")
+    assert about["bound_bytes"] == 64 * about["compressed_bytes"] and "inflates beyond" in about["reason"]
+    assert position == bomb + 3
 
 
 def test_the_commit_loop_dead_letters_a_refused_batch_commits_past_it_and_a_restart_skips_it(kafka_bootstrap):
