@@ -34,6 +34,7 @@ from collectors.delivery import (
     write_json_atomically,
 )
 from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
+from tokenmeter import kafka_refused
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
 from tokenmeter.events import UsageEvent
 from tokenmeter.settings import fetch_wait as settings_fetch_wait
@@ -84,7 +85,8 @@ class KafkaBridge:
         # The shared loop (tokenmeter/commitloop.py has the protocol); the source offsets it commits after each
         # batch's events and dead letters are acknowledged.
         loop = CommitLoop(consumer, topics=[self.topic], name=f"bridge {self.topic}", max_records=self.batch_records,
-                          fetch_timeout_ms=500, on_committed=self._committed)
+                          fetch_timeout_ms=500, on_committed=self._committed,
+                          pass_refused=True)  # a refused batch's marker is dead-lettered by _convert_one
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
         self._last_record = asyncio.get_running_loop().time()
         try:
@@ -283,6 +285,11 @@ class KafkaBridge:
 
     def _convert_one(self, tp: TopicPartition, message: Any, events: list[UsageEvent],
                      letters: list[dict[str, Any]]) -> None:
+        if message.value is None and kafka_refused.refusal(message) is not None:  # over the inflation bound
+            reason, about = kafka_refused.letter_fields(message)
+            letters.append(self.sink.letter(reason, None, **self._where(tp, message), **about))
+            self.sink.counters.count(self.label, "refused_batches")
+            return
         if message.value is None:
             letters.append(self.sink.letter("empty message (tombstone)", None, **self._where(tp, message)))
             return

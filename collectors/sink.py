@@ -41,6 +41,7 @@ class Counters:
     written: int = 0  # canonical events acknowledged on the usage topic
     rejected: int = 0  # records that could not become events (dead-lettered or refused)
     skipped: int = 0  # records holding no LLM call (non-AI routes, non-GenAI spans)
+    refused_batches: int = 0  # Kafka batches over the inflation bound, one dead letter each (tokenmeter/kafka_refused.py)
     by_dialect: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
 
     def count(self, dialect: str, what: str, n: int = 1) -> None:
@@ -48,7 +49,8 @@ class Counters:
         self.by_dialect[dialect][what] += n
 
     def summary(self) -> str:
-        return f"read={self.read} written={self.written} rejected={self.rejected} skipped={self.skipped}"
+        refused = f" refused_batches={self.refused_batches}" if self.refused_batches else ""
+        return f"read={self.read} written={self.written} rejected={self.rejected} skipped={self.skipped}{refused}"
 
 
 def dead_letter_record(reason: str, payload: Any, stage: str, **context: Any) -> dict[str, Any]:

@@ -50,14 +50,15 @@ class OffsetGaps:
         With commit=False the expected offsets are not advanced (see `missing_records`)."""
         gaps = []
         expected_now = dict(self.expected)
-        for partition, offset in positions:
+        for position in positions:  # (partition, offset), or (partition, first, last) for a refused batch's marker
+            partition, offset, last = position[0], position[1], position[-1]
             expected = expected_now.get(partition)
             if expected is None:
                 expected = SEEK_POSITIONS.get((self.topic, partition))
             if expected is not None and offset > expected:
                 gaps.append((partition, expected, offset))
             if expected is None or offset >= expected:
-                expected_now[partition] = offset + 1
+                expected_now[partition] = last + 1
         if commit:
             self.expected = expected_now
         self._pending = expected_now

@@ -44,7 +44,7 @@ from streams.budgets.service import BudgetService
 from streams.columnar import process_batch_columnar
 from streams.gaps import OffsetGaps
 from streams.priority import lower_cpu_priority, request_time_slice
-from tokenmeter import topics
+from tokenmeter import deadletters, kafka_refused, topics
 from tokenmeter.commitloop import await_acks
 from tokenmeter.priced_wire import headers_for
 from tokenmeter.settings import Settings
@@ -60,6 +60,7 @@ class WorkerStats:
         self.priced = 0
         self.unpriced = 0
         self.deadlettered = 0
+        self.refused_batches = 0  # compressed usage batches over the inflation bound (also in deadlettered)
         self.usage_assumed = 0  # priced events whose usage a collector read under an assumption
         self.refetched = 0  # usage records the consumer skipped around a rebalance, re-read (streams/gaps.py)
         self.last_batch_at: float | None = None
@@ -168,6 +169,13 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
         futures += await budgets.send_spend(result.origins)
         return futures
 
+    async def send_refused(markers: list) -> None:  # noqa: ANN001 - Faust's messages
+        letters = [kafka_refused.dead_letter(m, "worker") for m in markers]
+        await await_acks([await deadletter.send(key=b"worker", value=deadletters.encode(letter))
+                          for letter in letters])
+        stats.refused_batches += len(letters)
+        stats.deadlettered += len(letters)
+
     async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
         result, futures = await pricing.run(records, send_outputs)
         # Outputs must be stored before the input offsets are acked (at-least-once): a failure here raises, and
@@ -188,15 +196,26 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
     async def _meter_and_price(stream) -> None:  # noqa: ANN001
         # a batch ends when the stream goes quiet (streams/batch_take.py), not on Faust's fixed take_events timer
         async for events in take_batches(stream, settings.worker_batch_size, within=settings.worker_batch_seconds):
-            records = [
-                RawRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events
-            ]
-            positions = [(r.partition, r.offset) for r in records]
+            records, positions, refused = [], [], []
+            for e in events:
+                m = e.message
+                about = kafka_refused.refusal(m) if m.value is None else None
+                if about is None:
+                    records.append(RawRecord(m.value, m.topic, m.partition, m.offset))
+                    positions.append((m.partition, m.offset))
+                else:  # a refused batch's marker (tokenmeter/kafka_refused.py): it stands for all its offsets
+                    refused.append(m)
+                    positions.append((m.partition, about["first_offset"], about["last_offset"]))
+            if refused:  # its dead letter is acknowledged before Faust acks the batch past it
+                await retry_until_done("meter_and_price", health, lambda: send_refused(refused))
             skipped = await retry_until_done("meter_and_price", health, lambda: usage_gaps.missing_records(
                 settings.bootstrap_servers, positions), "re-reading skipped records")
             if skipped:  # processed with this batch, so their outputs are stored before it is acked
                 records = [RawRecord(r.value, topics.USAGE, r.partition, r.offset) for r in skipped] + records
                 stats.refetched += len(skipped)
+            if not records:  # only refused batches: dead-lettered above, nothing to price
+                stats.messages += len(events)
+                continue
             result = await retry_until_done("meter_and_price", health, lambda: price_and_send(records))
             stats.messages += len(events)
             stats.events_in += result.events_in
@@ -235,6 +254,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
             f'tokenmeter_worker_priced_total{{status="priced"}} {stats.priced - stats.unpriced}',
             f'tokenmeter_worker_priced_total{{status="unpriced"}} {stats.unpriced}',
             f"tokenmeter_worker_deadletter_total {stats.deadlettered}",
+            "# TYPE tokenmeter_worker_refused_batches_total counter",
+            f"tokenmeter_worker_refused_batches_total {stats.refused_batches}",
             "# TYPE tokenmeter_worker_usage_assumed_total counter",
             f"tokenmeter_worker_usage_assumed_total {stats.usage_assumed}",
             "# TYPE tokenmeter_worker_agent_errors_total counter",

@@ -39,6 +39,11 @@ THE PROTOCOL (role modules refer here; docs/commit-loop.md is the operator's ver
    flight, the loop fetches batch N+1 and runs `prepare(N+1)`, work that produces nothing and records nothing
    (e.g. decoding). Processing stays strictly in order: `process(N+1)` starts only after N is committed (or
    failed), so steps 2-7 hold for each batch as above; a revocation counts against every batch still open.
+9. A refused batch (tokenmeter/kafka_refused.py: a compressed batch over the inflation bound arrives as one marker
+   record at the batch's last offset). The loop takes the markers out of what the role sees, sends one dead letter
+   per marker through the batch (`batch.send`: acknowledged with the outputs, step 3), counts it
+   (`stats.refused_batches`, the role's `on_refused`) and commits past it with the batch. A role whose own
+   conversion handles them (`pass_refused=True`: the collectors' bridge) gets them in its records instead.
 
 The Faust worker (streams/worker.py) follows the same protocol with a second driver: Faust owns its consumer and
 acks offsets after the `take_events` body returns, so the body awaits every produced record's future with
@@ -58,7 +63,7 @@ from typing import Any, Awaitable, Callable, Iterator, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from tokenmeter import kafka_inflate
+from tokenmeter import deadletters, kafka_inflate, kafka_refused, topics
 
 kafka_inflate.install()  # bounded decoders before this process's first fetch (as tokenmeter.kafka_topics does)
 
@@ -77,6 +82,7 @@ class Batch:
     producer: AIOKafkaProducer | None = None
     prepared: Any = None  # what `prepare` made of it ahead of `process` (protocol 8)
     revoked: set[TopicPartition] = field(default_factory=set)  # partitions revoked since it was fetched
+    refused: list[Any] = field(default_factory=list)  # marker records of refused batches (protocol 9)
     _acks: list[asyncio.Future] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -91,11 +97,20 @@ class Batch:
             self.records.setdefault(tp, []).extend(records)
 
     def next_offsets(self) -> Offsets:
-        """Per partition, one past the last record of the batch: what committing the whole batch stores."""
-        return {tp: records[-1].offset + 1 for tp, records in self.records.items() if records}
+        """Per partition, one past the last record (or refused batch, protocol 9) of the batch: what committing it all
+        stores."""
+        ends = {tp: records[-1].offset + 1 for tp, records in self.records.items() if records}
+        for marker in self.refused:
+            tp = TopicPartition(marker.topic, marker.partition)
+            ends[tp] = max(ends.get(tp, 0), marker.offset + 1)
+        return ends
 
     def first_offsets(self) -> Offsets:
-        return {tp: records[0].offset for tp, records in self.records.items() if records}
+        firsts = {tp: records[0].offset for tp, records in self.records.items() if records}
+        for marker in self.refused:  # seeking to the marker's offset fetches its batch again (aiokafka skips none)
+            tp = TopicPartition(marker.topic, marker.partition)
+            firsts[tp] = min(firsts.get(tp, marker.offset), marker.offset)
+        return firsts
 
     async def send(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
         """Produce one output of this batch; the loop awaits its acknowledgement before committing."""
@@ -128,6 +143,7 @@ class LoopStats:
     commit_failures: int = 0
     failed_batches: int = 0  # processing failures: nothing committed, batch rewound
     dropped_revoked: int = 0  # partitions whose offsets were not committed because they were revoked mid-batch
+    refused_batches: int = 0  # compressed batches over the inflation bound, dead-lettered (protocol 9)
 
 
 Process = Callable[[Batch], Awaitable["Offsets | None"]]
@@ -155,6 +171,9 @@ class CommitLoop:
         on_assigned: Callable[[set[TopicPartition]], Awaitable[None] | None] | None = None,
         on_revoked: Callable[[set[TopicPartition]], Awaitable[Offsets | None] | Offsets | None] | None = None,
         on_committed: Callable[[Offsets], None] | None = None,
+        on_refused: Callable[[dict[str, Any]], None] | None = None,
+        pass_refused: bool = False,
+        stage: str | None = None,
     ):
         self.consumer = consumer
         self.topics = list(topics) if topics else None
@@ -170,6 +189,9 @@ class CommitLoop:
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
         self.on_committed = on_committed
+        self.on_refused = on_refused  # the role counts a refused batch's dead letter (protocol 9)
+        self.pass_refused = pass_refused
+        self.stage = stage or name  # a refused batch's dead letter's stage
         self.stats = LoopStats()
         self._held = False
         self._revoked_since_fetch: set[TopicPartition] = set()
@@ -228,6 +250,7 @@ class CommitLoop:
         try:
             try:
                 finished = await process(batch)
+                await self._dead_letter_refused(batch)
                 await batch.acked()
             except BaseException:
                 self.stats.failed_batches += 1
@@ -235,6 +258,7 @@ class CommitLoop:
                 raise
             self.stats.batches += 1
             self.stats.records += len(batch)
+            self.stats.refused_batches += len(batch.refused)
             await self.commit(batch.next_offsets() if finished is None else finished, batch)
         finally:
             if batch in self._open:
@@ -260,6 +284,17 @@ class CommitLoop:
         if self.on_committed is not None:
             self.on_committed(keep)
         return keep
+
+    async def _dead_letter_refused(self, batch: Batch) -> None:
+        """One dead letter per refused batch, sent through the batch: acknowledged before anything is committed."""
+        for marker in batch.refused:
+            letter = kafka_refused.dead_letter(marker, self.stage)
+            if self.producer is None:  # nowhere to put it: stop on it as before, rather than skip it unrecorded
+                raise kafka_inflate.InflateRefused(f"{self.name}: {letter['reason']} (no producer for its dead "
+                                                   "letter)", letter["codec"], b"")
+            await batch.send(topics.DEADLETTER, deadletters.encode(letter))
+            if self.on_refused is not None:
+                self.on_refused(letter)
 
     # Fetching ----------------------------------------------------------------------------------------------
     def _apply_hold(self) -> None:
@@ -290,6 +325,8 @@ class CommitLoop:
                     return batch
                 self._open.remove(batch)
                 return None
+            if fetched and not self.pass_refused:
+                fetched = _without_refused(fetched, batch.refused)
             if fetched:
                 batch.add(fetched)
                 new = [record for records in fetched.values() for record in records]
@@ -335,6 +372,20 @@ class CommitLoop:
             result = self.on_assigned(assigned)
             if asyncio.iscoroutine(result):
                 await result
+
+
+def _without_refused(fetched: dict[TopicPartition, list[Any]], refused: list[Any]) -> dict[TopicPartition, list[Any]]:
+    """`fetched` without the marker records of refused batches (kept in `refused`); records with a value (nearly
+    all) cost one comparison each."""
+    out = {}
+    for tp, records in fetched.items():
+        markers = [r for r in records if r.value is None and kafka_refused.refusal(r) is not None]
+        if markers:
+            refused.extend(markers)
+            records = [r for r in records if r not in markers]
+        if records:
+            out[tp] = records
+    return out
 
 
 class _Listener(ConsumerRebalanceListener):

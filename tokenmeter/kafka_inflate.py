@@ -9,8 +9,9 @@ micro-batches 4-9x, the worker's Arrow priced messages 5-12x (docs/benchmarks.md
 
 So each batch may inflate to at most MAX_INFLATE_RATIO times its compressed size, and the decoders stop at that
 bound instead of checking afterwards: the memory a fetch can cost is bounded by the ratio times the fetch's bytes.
-A refused batch raises in the consumer (as a batch in a codec without its library always did): the reader stops
-on it rather than exhausting the host's memory. snappy needs no bound: its format cannot exceed ~22x.
+A refused batch does not stop its reader (inflate28): aiokafka's fetcher gets it as one marker record in its place
+(tokenmeter/kafka_refused.py), which every reader turns into a dead letter before committing past it. snappy needs
+no bound: its format cannot exceed ~22x.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ _RECORD_MODULES = ("aiokafka.record._crecords.default_records", "aiokafka.record
 
 
 class InflateRefused(ValueError):
-    """A compressed record batch that would inflate beyond MAX_INFLATE_RATIO times its size, or that is corrupt."""
+    """A compressed record batch that would inflate beyond MAX_INFLATE_RATIO times its size, or that is corrupt.
+    Carries what its dead letter reports (tokenmeter/kafka_refused.py): codec, compressed size, bound."""
+
+    def __init__(self, message: str, codec: str, payload: bytes | bytearray | memoryview):
+        super().__init__(message)
+        self.codec, self.compressed_bytes, self.bound = codec, len(payload), _limit(payload)
 
 
 def _limit(payload: bytes | bytearray | memoryview) -> int:
@@ -47,12 +53,12 @@ def gzip_decode(payload: bytes | bytearray | memoryview) -> bytes:
         try:
             chunk = inflater.decompress(data, left + 1)
         except zlib.error as exc:
-            raise InflateRefused(f"gzip batch is corrupt: {exc}") from exc
+            raise InflateRefused(f"gzip batch is corrupt: {exc}", "gzip", payload) from exc
         if len(chunk) > left or inflater.unconsumed_tail:
             raise InflateRefused(f"gzip batch of {len(payload)} bytes inflates beyond {_limit(payload)} bytes "
-                                 f"({MAX_INFLATE_RATIO}x)")
+                                 f"({MAX_INFLATE_RATIO}x)", "gzip", payload)
         if not inflater.eof:
-            raise InflateRefused("gzip batch is truncated")
+            raise InflateRefused("gzip batch is truncated", "gzip", payload)
         out.append(chunk)
         left -= len(chunk)
         data = inflater.unused_data
@@ -72,7 +78,7 @@ def _into(codec: str, payload: bytes | bytearray | memoryview) -> bytes:
             return bytes(window[:size])
     except cramjam.DecompressionError as exc:
         raise InflateRefused(f"{codec} batch of {len(payload)} bytes is corrupt or inflates beyond "
-                             f"{_limit(payload)} bytes ({MAX_INFLATE_RATIO}x): {exc}") from exc
+                             f"{_limit(payload)} bytes ({MAX_INFLATE_RATIO}x): {exc}", codec, payload) from exc
     finally:
         if not kept:
             buffer.close()
@@ -105,8 +111,12 @@ _BOUNDED = {"gzip_decode": gzip_decode, "lz4_decode": lz4_decode, "zstd_decode":
 
 
 def install() -> None:
-    """Replace aiokafka's unbounded decoders with the bounded ones (idempotent; every process that reads a topic
-    imports tokenmeter.kafka_topics or tokenmeter.commitloop, which call this)."""
+    """Replace aiokafka's unbounded decoders with the bounded ones, and let its fetcher step past a refused batch
+    (tokenmeter/kafka_refused.py). Idempotent; every process that reads a topic imports tokenmeter.kafka_topics or
+    tokenmeter.commitloop, which call this."""
+    from tokenmeter import kafka_refused
+
+    kafka_refused.install()
     for name in _RECORD_MODULES:
         try:
             module = importlib.import_module(name)

@@ -55,6 +55,7 @@ class LoaderStats:
     records_inserted: int = 0  # rows of the record topics (alerts, enforcement, anomalies, ...)
     duplicates_skipped: int = 0
     dead_letters: int = 0
+    refused_batches: int = 0  # compressed batches over the inflation bound (also in dead_letters; kafka_refused.py)
     commit_failures: int = 0
     insert_seconds: list[float] = field(default_factory=list)  # recent insert latencies (bounded)
     lag: int = 0
@@ -555,7 +556,8 @@ async def run_loader(
     # `load_flush_seconds`, stored and its dead letters acknowledged before its offsets are committed.
     commit_loop = CommitLoop(consumer, topics=[topics.PRICED, *RECORD_TOPICS], producer=producer, name="loader",
                              max_records=5000, fetch_timeout_ms=500, window_s=settings.load_flush_seconds,
-                             max_size=settings.load_batch_rows, start_batch=_Batch, accept=_accept)
+                             max_size=settings.load_batch_rows, start_batch=_Batch, accept=_accept,
+                             stage="load", on_refused=lambda letter: _count_refused(stats))
     progress = {"started": time.monotonic(), "rows": 0}
 
     async def process(window: Batch) -> Offsets | None:
@@ -590,6 +592,12 @@ async def run_loader(
         log.info("loader stopped: %d rows inserted, %d duplicates skipped, %d dead letters",
                  stats.rows_inserted, stats.duplicates_skipped, stats.dead_letters)
     return stats
+
+
+def _count_refused(stats: LoaderStats) -> None:
+    """A refused compressed batch's dead letter, sent by the commit loop (protocol 9): one dead letter more."""
+    stats.dead_letters += 1
+    stats.refused_batches += 1
 
 
 async def _stop_quietly(awaitable: Any, what: str) -> None:

@@ -144,7 +144,9 @@ class Dispatcher:
         # The shared loop (tokenmeter/commitloop.py has the protocol). Alerts finish when their deliveries are
         # final, after their batch: each round commits what the OffsetTracker says is final, and a revocation
         # commits the revoked partitions' final offsets while they are still ours.
-        self._loop = CommitLoop(consumer, topics=[self.alerts_topic], name="alert dispatcher", max_records=500,
+        # producer: the dead letter of a refused compressed batch (commitloop.py, protocol 9)
+        self._loop = CommitLoop(consumer, topics=[self.alerts_topic], producer=self._producer,
+                                name="alert dispatcher", max_records=500,
                                 fetch_timeout_ms=200, hold=self._hold, on_assigned=self.on_assigned,
                                 on_revoked=self.on_revoked, on_committed=self._committed)
         await self._producer.start()

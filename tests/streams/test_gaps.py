@@ -24,6 +24,19 @@ def test_jumps_after_the_seek_position_and_inside_a_batch_are_gaps():
         SEEK_POSITIONS.pop(("t-find", 0), None)
 
 
+def test_a_refused_batchs_marker_stands_for_all_its_offsets():
+    """A compressed batch refused by the inflation bound reaches the worker as one marker record at its last offset
+    (tokenmeter/kafka_refused.py); the worker passes (partition, first, last) for it: its other offsets are not
+    a gap to re-read (they would be the same refused batch)."""
+    gaps = OffsetGaps("t-refused")
+    SEEK_POSITIONS[("t-refused", 0)] = 5
+    try:
+        assert gaps.find([(0, 5), (0, 6, 9), (0, 10)]) == []
+        assert gaps.find([(0, 11, 14), (0, 16)]) == [(0, 15, 16)]
+    finally:
+        SEEK_POSITIONS.pop(("t-refused", 0), None)
+
+
 def test_missing_records_are_read_from_the_broker(kafka_bootstrap):
     topic = f"gaps-{uuid.uuid4().hex[:8]}"
 

@@ -221,3 +221,48 @@ def test_loader_process_owns_serves_and_stops_on_sigterm(tmp_path, kafka_bootstr
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_loader_dead_letters_a_refused_compressed_batch_and_reads_on_exactly(loader_settings, wh, org, make_event):
+    """A gzip batch over the inflation bound between two good ones (inflate28, tokenmeter/kafka_refused.py): the
+    loader stays up, stores the good events once, sends one dead letter for the batch (no payload) and counts it,
+    and commits past it only then: a restart neither reads nor dead-letters it again. Before: InflateRefused
+    stopped the loader on it, and every restart again. Last in this file: the loaders above share its group."""
+    bootstrap = loader_settings.bootstrap_servers
+    events = [make_event(f"{org}-{i}", org, cost=f"0.{i + 1:012d}") for i in range(6)]
+
+    async def send(values: list[bytes], codec: str | None) -> list[int]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec, linger_ms=50,
+                                    max_request_size=32 << 20, max_batch_size=32 << 20)
+        await producer.start()
+        try:  # one record batch
+            sent = await asyncio.gather(*[await producer.send(topics.PRICED, v, partition=0) for v in values])
+            return [meta.offset for meta in sent]
+        finally:
+            await producer.stop()
+
+    bomb_at: list[int] = []
+
+    async def produce():
+        await send([orjson.dumps(events[:2]), orjson.dumps(events[2:4])], "gzip")
+        bomb_at.extend(await send([bytes(4 << 20)], "gzip"))  # 4 MiB of zeros in ~4 KB: ~1,000x
+        await send([orjson.dumps(events[4:])], None)
+
+    async def scenario():
+        stats1 = await _run_until_drained(loader_settings, wh, org, make_event, "refused-a", produce)
+        stats2 = await _run_until_drained(loader_settings, wh, org, make_event, "refused-b", lambda: asyncio.sleep(0))
+        return stats1, stats2
+
+    stats1, stats2 = asyncio.run(scenario())
+    totals = wh.spend([], filters={"org": [org], "team": ["search"]})
+    assert totals["events"].to_list() == [6]
+    assert totals["cost_usd"].to_list() == [sum(Decimal(e["cost_usd"]) for e in events)]
+    assert (stats1.refused_batches, stats1.dead_letters) == (1, 1)
+    assert (stats2.refused_batches, stats2.dead_letters) == (0, 0)
+    from streams.topic_reader import read_topic
+
+    letters = [orjson.loads(r.value) for r in asyncio.run(read_topic(bootstrap, topics.DEADLETTER))]
+    [letter] = [x for x in letters if x.get("topic") == topics.PRICED and "record batch refused" in x["reason"]]
+    assert (letter["partition"], letter["offset"], letter["first_offset"], letter["last_offset"]) == \
+        (0, bomb_at[0], bomb_at[0], bomb_at[0])
+    assert letter["stage"] == "load" and letter["codec"] == "gzip" and letter["payload_bytes"] == 0
