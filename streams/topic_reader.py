@@ -19,6 +19,7 @@ from typing import Awaitable, Callable, Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from tokenmeter import kafka_refused
 from tokenmeter.kafka_topics import ReadIncomplete, TopicMissing, partitions_behind, read_to_end, topic_partitions
 from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
@@ -102,6 +103,8 @@ async def follow_compacted(bootstrap: str, topic: str, on_change: Callable[[Reco
                     for record in records:
                         if record.key is not None:
                             changed[record.key.decode()] = record.value
+                        elif kafka_refused.refusal(record) is not None:  # a refused batch: said, read past
+                            kafka_refused.letter_fields(record)
                 at_end = caught_up or not await partitions_behind(consumer, tps, ends)
                 if changed or (at_end and not caught_up):
                     caught_up = caught_up or at_end

@@ -231,3 +231,30 @@ def test_the_worker_dead_letters_a_refused_usage_batch_prices_the_rest_once_and_
     ids = priced_ids(kafka_bootstrap, team)
     assert sorted(ids) == sorted(f"{team}-{n}" for n in (1, 2, 3, 4, 5))  # each exactly once
     _assert_the_letter(_letters(kafka_bootstrap, topics.USAGE), topics.USAGE, bomb, "worker")
+
+
+def test_read_to_end_logs_and_skips_a_refused_batch(kafka_bootstrap, caplog):
+    """The state readers (budgets, mutes, acknowledgements) and the topic listings read through `read_to_end`
+    and write no dead letters: a refused batch's marker (no value: a tombstone to a state table) never reaches
+    their callback; the refusal is logged as an error with its offsets."""
+    from tokenmeter.kafka_topics import read_to_end
+
+    topic = f"refused-read-{uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        await create_topic(kafka_bootstrap, topic, 1)
+        bomb = await _good_bomb_good(kafka_bootstrap, topic, [b"a", b"b"], [b"c"])
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            got: list = []
+            await read_to_end(consumer, [TopicPartition(topic, 0)], got.append, timeout=30)
+            return bomb, got
+        finally:
+            await consumer.stop()
+
+    with caplog.at_level("ERROR", logger="tokenmeter.kafka_refused"):
+        bomb, got = asyncio.run(scenario())
+    assert [(r.offset, r.value) for r in got] == [(0, b"a"), (1, b"b"), (bomb + 1, b"c")]
+    assert any(f"{topic}[0] offsets {bomb}..{bomb}" in r.getMessage() and "refused" in r.getMessage()
+               for r in caplog.records), caplog.records

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from tokenmeter import kafka_inflate
+from tokenmeter import kafka_inflate, kafka_refused
 
 # Every process that reads a topic imports this module (directly or through tokenmeter.commitloop): aiokafka's
 # decoders are bounded there before its first fetch (tokenmeter/kafka_inflate.py).
@@ -99,7 +99,9 @@ async def read_to_end(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPart
     pass every fetched record to `on_record` until each partition's position reaches its end: `end[tp]` if given,
     else the partition's high watermark as the first fetch sees it (records written later do not prolong the
     read). Raises ReadIncomplete after `timeout` seconds. The consumer stays assigned: a caller can keep
-    following the partitions with `getmany`."""
+    following the partitions with `getmany`. A compressed batch refused for its inflation (tokenmeter/kafka_refused.py)
+    is logged as an error and skipped: its marker record (no value) never reaches `on_record`, which reads state
+    (budgets, mutes, acknowledgements) or lists a topic, where a None value would read as a tombstone."""
     tps = list(partitions)
     consumer.assign(tps)
     if start is None:
@@ -116,4 +118,7 @@ async def read_to_end(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPart
             raise ReadIncomplete(f"could not read to the end within {timeout:.0f} s: {short}")
         for records in (await consumer.getmany(*pending, timeout_ms=200)).values():
             for record in records:
-                on_record(record)
+                if kafka_refused.refusal(record) is None:
+                    on_record(record)
+                else:  # state and listing reads write no dead letters: said once, loudly, and read past
+                    kafka_refused.letter_fields(record)
