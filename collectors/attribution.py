@@ -391,7 +391,8 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
     mapped: set[str] = set()  # the first-step variables also read as a dict once (`<name>_map`)
 
     def step_read(key_name: str, number: int, step: str) -> str:
-        read = f"x.get({key_name}[{number}]) if isinstance(x, dict) else "
+        env[f"{key_name}_s{number}"] = step  # a name of its own: no tuple subscript per read
+        read = f"x.get({key_name}_s{number}) if isinstance(x, dict) else "
         if step.lstrip("-").isdigit():  # a list index (dict keys first, as dig_steps)
             env[f"{key_name}_i{number}"] = int(step)
             return read + (f"(x[{key_name}_i{number}] if isinstance(x, list) and "
@@ -408,7 +409,11 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
                 first = firsts.get(key[0])
                 if first is None:  # the record's value at this first step, read once for every selector
                     first = firsts[key[0]] = f"first{len(firsts)}"
-                    prologue.extend(["    x = record", f"    {first} = {step_read(key_name, 0, key[0])}"])
+                    if key[0].lstrip("-").isdigit():  # a list record's index (dig_steps): the general read
+                        prologue.extend(["    x = record", f"    {first} = {step_read(key_name, 0, key[0])}"])
+                    else:
+                        env[f"{first}_step"] = key[0]
+                        prologue.append(f"    {first} = record_map.get({first}_step)")
                 if len(key) == 2 and not key[1].lstrip("-").isdigit():  # the common `a.b`: one get, the key a constant
                     if first not in mapped:
                         mapped.add(first)
@@ -453,6 +458,8 @@ def _compile_resolver(dims: Mapping[str, tuple[str, ...]],
     lines += ["    values['tags'] = tags", "    return values", "",
               "def resolve(view, auto_tags):",
               "    return resolve_parts(view.record, view.headers, view.span_attrs, view.resource_attrs, auto_tags)"]
+    if prologue:  # the record tested for a dict once, not once per first step (dig_steps: None otherwise)
+        prologue.insert(0, "    record_map = record if isinstance(record, dict) else empty")
     lines[1:1] = prologue
     exec(compile("\n".join(lines), "<attribution resolver>", "exec"), env)  # noqa: S102 - our own text
     return env["resolve"], env["resolve_parts"]

@@ -122,7 +122,28 @@ def epoch_micros_text(micros: int) -> str | None:
     return f"{text}.{fraction:06d}Z" if fraction else text + "Z"
 
 
+def epoch_millis_text(millis: int) -> str | None:
+    """`epoch_micros_text(millis * 1000)` (Kong's `started_at`), its fraction from a table of the 1,000 millisecond
+    suffixes instead of formatting six digits per event (~0.2 us of a Kong entry's ~7 us of Python)."""
+    micros = millis * 1000
+    if micros < _EARLIEST_MICROS:
+        return None
+    if monotonic() - _LATEST[2] >= 1.0:
+        _latest_accepted()
+    if micros > _LATEST[3]:
+        return None
+    seconds, fraction = divmod(millis, 1000)
+    text = _SECOND_TEXT.get(seconds)
+    if text is None:
+        if len(_SECOND_TEXT) >= 4096:
+            _SECOND_TEXT.clear()
+        text = _SECOND_TEXT[seconds] = (_EPOCH + timedelta(seconds=seconds)).isoformat()[:-6]
+    return text + _MILLI_SUFFIX[fraction]
+
+
 _SECOND_TEXT: dict[int, str] = {}  # whole seconds since the epoch -> "2026-12-05T11:05:48"
+# a whole second's millisecond as pydantic writes it after the second: "Z" for none, else ".719000Z"
+_MILLI_SUFFIX = ("Z", *(f".{ms * 1000:06d}Z" for ms in range(1, 1000)))
 # Epoch milliseconds up to 2**33 s (year 2242) as a float of seconds (what `coerce.epoch_to_datetime` divides them
 # into) round to the exact millisecond; above that the float's spacing passes a microsecond.
 EXACT_EPOCH_MS_LIMIT = 2**33 * 1000

@@ -49,12 +49,12 @@ from collectors.coerce import as_dict, as_list, dict_field, dig_steps, epoch_to_
 from collectors.dialects.base import Dialect, derived_event_id, http_status_is_error, make_event, require_object
 from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, completion_from_response, content_or_none, list_or_empty, \
     normalize_operation, prompt_from_request, zero_usage_is_not_a_count
-from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_micros_text, plain_float, \
-    plain_usage, token_count, utc_text
+from collectors.encoded import EXACT_EPOCH_MS_LIMIT, EncodedEvent, encoded_event, epoch_millis_text, plain_float, \
+    utc_text
 from collectors.errors import DialectError, join_path
 from collectors.providers import normalize_provider
 from collectors.usage import OPENAI_DETAIL_KEYS, build_usage, openai_usage
-from tokenmeter.events import Usage, UsageEvent
+from tokenmeter.events import MAX_TOKENS, Usage, UsageEvent
 
 NAME = "kong"
 PRIMARY_BLOCKS = ("proxy", "ai-proxy", "ai-proxy-advanced")
@@ -370,7 +370,9 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     if not request_id or len(request_id) > 512 or type(status) is not int:
         return None
     prompt, completion = raw_usage.get("prompt_tokens"), raw_usage.get("completion_tokens")
-    if not (token_count(prompt) and token_count(completion)) or not raw_usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
+    # `encoded.token_count` of both, inline (this runs once per entry of every Kong batch)
+    if type(prompt) is not int or type(completion) is not int or not 0 <= prompt <= MAX_TOKENS \
+            or not 0 <= completion <= MAX_TOKENS or not raw_usage.keys().isdisjoint(OPENAI_DETAIL_KEYS):
         return None
     if completion == 0 and (meta.get("request_mode") == "stream" or prompt == 0):
         return None  # Kong/kong#14535, or all zeros: parse_entry decides from the payload text
@@ -382,13 +384,14 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
     provider, model = normalize_provider(name), model.strip()
     if not provider or not model:
         return None
-    provider = _upstream_provider(provider, block)
-    latency, ttft = meta.get("llm_latency"), raw_usage.get("time_to_first_token")
-    latency = None if latency is None else plain_float(latency)
+    if provider == "gemini":
+        provider = _upstream_provider(provider, block)
+    logged_latency, ttft = meta.get("llm_latency"), raw_usage.get("time_to_first_token")
+    latency = None if logged_latency is None else plain_float(logged_latency)
     ttft_ms = None if ttft is None else plain_float(ttft)
-    if (latency is None and meta.get("llm_latency") is not None) or (ttft_ms is None and ttft is not None):
+    if (latency is None and logged_latency is not None) or (ttft_ms is None and ttft is not None):
         return None
-    ts = epoch_micros_text(started * 1000) if started < EXACT_EPOCH_MS_LIMIT \
+    ts = epoch_millis_text(started) if started < EXACT_EPOCH_MS_LIMIT \
         else utc_text(epoch_to_datetime(started, "started_at"))
     if ts is None:
         return None
@@ -396,7 +399,8 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
         "event_id": request_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(operation), "status": "error" if status >= 400 else "ok",
         "attribution": mapping.resolve_parts(NAME)(entry, view_headers(headers), NO_ATTRIBUTES, NO_ATTRIBUTES, None),
-        "usage": plain_usage(prompt, completion),
+        "usage": {"input_tokens": prompt, "cached_input_tokens": 0, "cache_write_tokens": 0,  # `plain_usage`
+                  "cache_write_1h_tokens": 0, "output_tokens": completion, "reasoning_tokens": 0},
     }
     if latency is not None:
         fields["latency_ms"] = latency
@@ -413,9 +417,8 @@ def _common_entry(entry: Any, mapping: AttributionMapping) -> EncodedEvent | Non
         if "payload" in block:
             return None  # Kong's output estimate beside logged text: parse_entry decides whether to recount
         estimated = KONG_STREAM_OUTPUT_ESTIMATED
-    marker = _markers(gap, estimated)
-    if marker:
-        fields["usage_assumption"] = marker
+    if gap or estimated:  # `_markers(gap, estimated)`, inline: most entries have neither
+        fields["usage_assumption"] = f"{gap}+{estimated}" if gap and estimated else gap or estimated
     return encoded_event(fields)
 
 

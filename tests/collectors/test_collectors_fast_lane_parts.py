@@ -9,7 +9,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 from collectors.coerce import epoch_to_datetime
-from collectors.encoded import EXACT_EPOCH_MS_LIMIT, epoch_micros_text, utc_text
+from collectors.encoded import EXACT_EPOCH_MS_LIMIT, epoch_micros_text, epoch_millis_text, utc_text
 from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -29,6 +29,9 @@ def test_epoch_milliseconds_read_as_the_kong_and_apisix_parsers_read_them() -> N
         + [rng.randrange(now_ms - 10**11, now_ms + 3 * 86_400_000) for _ in range(5000)]
     for ms in samples:
         assert epoch_micros_text(ms * 1000) == utc_text(epoch_to_datetime(ms, "started_at")), ms
+        assert epoch_millis_text(ms) == epoch_micros_text(ms * 1000), ms  # Kong's: the fraction from a table
+    for ms in range(1_787_113_201_000, 1_787_113_202_001):  # every millisecond suffix, a whole second's too
+        assert epoch_millis_text(ms) == epoch_micros_text(ms * 1000), ms
 
 
 def test_epoch_microseconds_read_as_the_otel_parser_reads_them() -> None:
@@ -110,7 +113,8 @@ def test_resolve_parts_is_resolve_values_of_the_same_view() -> None:
         "team": ["header:X-Team", "field:a.0.b", "attr:team"], "org": "const: acme ",
         "project": ["span:p", "resource:p", "field:deep.er"], "user": ["field:u", "header:x-user"],
         "route": ["resource:r", "span:r"], "feature": ["attr:f", "header:X-F"],
-        "tags": {"t": ["header:x-t", "attr:t"], "r": "resource:r", "s": "span:s", "c": "const:k"},
+        "tags": {"t": ["header:x-t", "attr:t"], "r": "resource:r", "s": "span:s", "c": "const:k",
+                 "i": ["field:0.b", "field:-1"]},  # a list record's index as the first step
         "inherit_defaults": False})
     mappings = [(custom, "x")] + [(AttributionMapping(), name) for name in ("kong", "litellm", "otel", "apisix")]
     values: list = [None, "", "  ", " v ", 0, 7, 1.5, True, [], ["h1", "h2"], [" ", "h"], {}, {"k": "v"}]
@@ -120,6 +124,8 @@ def test_resolve_parts_is_resolve_values_of_the_same_view() -> None:
             return copy.deepcopy(rng.choice(values))
         record = {"a": [{"b": pick()}], "deep": {"er": pick()}, "u": pick(), "consumer": {"username": pick()},
                   "metadata": {"user_api_key_team_id": pick(), "user_api_key_hash": pick()}, "route": {"name": pick()}}
+        if rng.random() < 0.1:  # not an object: a field selector finds nothing there (or an index in a list)
+            record = rng.choice([[{"b": pick()}, pick()], [], "text", 3, None])
         headers = rng.choice([None, [], "x", {name: pick() for name in ("X-Team", "x-t", "X-F", "x-feature",
                                                                           "x-tokenmeter-team", "X-User")
                                               if rng.random() < 0.5}])
