@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from text_waits import QuickTextWaits
 from tokenmeter.settings import free_port
 
 
@@ -56,12 +55,11 @@ def _hand_over(driver, download_path: str) -> None:
 
 @pytest.fixture
 def dash_duo(request, dash_thread_server, tmpdir, _one_chromium):
-    """dash's `dash_duo` (same server thread, same options and helpers) on the file's one browser; its text waits
-    read the page with a small script between dash's own checks (tests/dashboards/text_waits.py)."""
+    """dash's `dash_duo` (same server thread, same options and helpers) on the file's one browser."""
     from dash.testing.composite import DashComposite
     from selenium.common.exceptions import WebDriverException
 
-    class SharedBrowserDuo(QuickTextWaits, DashComposite):
+    class SharedBrowserDuo(DashComposite):
         def _try_get_webdriver(self):
             driver = _one_chromium.get("driver")
             if driver is not None:

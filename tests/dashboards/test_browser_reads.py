@@ -41,22 +41,3 @@ def test_elements_read_after_a_re_render_are_stale_but_one_script_reads_are_not(
     assert element_attribute(dash_duo, "#kpi", "title") == "$2.00"
     assert table_rows(dash_duo, "#t tr") == [["alpha", "2"], ["gamma", "0"]]
     assert element_text(dash_duo, "#missing") == "" and element_attribute(dash_duo, "#missing", "title") is None
-
-
-LATE_PAGE = ("data:text/html,<div id='blocks'><div>a</div><div>b</div></div><input id='typed' value='in the box'>"
-             "<div id='late' style='text-transform: uppercase'></div>")
-SHOW_LATE = "setTimeout(() => { document.getElementById('late').textContent = 'shown late'; }, 300)"
-
-
-def test_text_waits_keep_dash_s_verdict_behind_the_quick_read(dash_duo):
-    """tests/dashboards/text_waits.py: the quick read skips polls, never a match: `.text` joins blocks with a newline,
-    a value counts, and CSS-uppercased text the quick read cannot see is found by dash's own check within 2 s."""
-    from selenium.common.exceptions import TimeoutException
-
-    dash_duo.driver.get(LATE_PAGE)
-    assert dash_duo.wait_for_text_to_equal("#blocks", "a\nb", timeout=5)
-    assert dash_duo.wait_for_contains_text("#typed", "the box", timeout=5)
-    dash_duo.driver.execute_script(SHOW_LATE)
-    assert dash_duo.wait_for_text_to_equal("#late", "SHOWN LATE", timeout=8)
-    with pytest.raises(TimeoutException, match="text -> never not found inside element within 1s"):
-        dash_duo.wait_for_contains_text("#late", "never", timeout=1)
