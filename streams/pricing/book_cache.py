@@ -11,7 +11,9 @@ bytes layer by layer, the overrides file's, the Azure deployments, and the code 
 (the pricing modules' sources, the Python and pydantic versions). Editing any of them gives another key.
 A file that cannot be read back (truncated, garbage, classes since renamed) is ignored and written again.
 A pickle runs code when read, so one is read only from a directory and file this user owns that nobody else may
-write to; a directory that is not so is neither read nor written.
+write to; a directory that is not so is neither read nor written. The directory keeps the KEEP books used last
+(~0.7 MB each; a read marks a book used): catalogs in temporary directories (tests, `prices import --dry-run`) would
+otherwise add one a run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger("tokenmeter.pricing")
 
 CACHE_ENV = "TOKENMETER_PRICE_BOOK_CACHE"
 FORMAT = b"price-book-cache 1"
+KEEP = 16
 # The modules whose classes a built book holds or whose code decides what it holds.
 _CODE = ("book.py", "catalog.py", "schema.py", "resolve.py", "overrides.py")
 
@@ -111,6 +114,16 @@ def _write(path: Path, book: Any) -> None:
             pass
 
 
+def _prune(directory: Path) -> None:
+    """Only the KEEP books used last stay (by modification time, which a read refreshes)."""
+    try:
+        books = sorted(directory.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for stale in books[KEEP:]:
+            stale.unlink()
+    except OSError:  # another process pruned the same file first
+        pass
+
+
 def cached_build(layers: list[list[Path]], overrides_file: Path | None, deployments: dict[str, str],
                  build: Callable[[], Any], book_type: type) -> Any:
     """The book `build()` would return: read from the cache when its key is there, else built and stored."""
@@ -123,7 +136,12 @@ def cached_build(layers: list[list[Path]], overrides_file: Path | None, deployme
         return build()  # a file vanished or is unreadable: the build reports it as it always did
     book = _read(path)
     if isinstance(book, book_type):
+        try:
+            os.utime(path)  # used now: the last to be pruned
+        except OSError:
+            pass
         return book
     book = build()
     _write(path, book)
+    _prune(directory)
     return book

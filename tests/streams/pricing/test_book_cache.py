@@ -115,3 +115,30 @@ def test_an_empty_setting_turns_the_cache_off(catalog, monkeypatch, tmp_path):
     book_module.load_price_book(catalog_dir=directory)
     assert len(reads) == 4
     assert not cache.exists()
+
+
+def test_the_cache_keeps_the_books_used_last(catalog, monkeypatch):
+    """Catalogs in temporary directories give a new key each run: the directory keeps KEEP books, the ones used last."""
+    from streams.pricing import book_cache
+
+    directory, cache, reads = catalog
+    monkeypatch.setattr(book_cache, "KEEP", 2)
+    path = directory / "openai.yaml"
+    text = path.read_text()
+
+    def load(price: str | None):
+        path.write_text(text if price is None else text.replace(
+            'input: "2.50"\n        cached_input: "1.25"', f'input: "{price}"\n        cached_input: "1.25"', 1))
+        _new_process(monkeypatch)
+        return book_module.load_price_book(catalog_dir=directory)
+
+    first = load(None)
+    [a] = cache.glob("*.pickle")
+    load("2.71")
+    [b] = set(cache.glob("*.pickle")) - {a}
+    load(None)  # the first book read again: used after the "2.71" one
+    load("2.72")
+    assert len(list(cache.glob("*.pickle"))) == 2 and a.exists() and not b.exists()
+    reads.clear()
+    assert pickle.dumps(load(None)) == pickle.dumps(first)
+    assert reads == []
