@@ -34,6 +34,11 @@ worker restarting; tests/streams/test_worker_rewind.py):
    AppRunner with the keep-alive default, 3630 s, which is also how long aiohttp waits for a request head: a
    client sending half a head, or nothing, held the connection for an hour (hostile24). `patch_app` replaces the
    runner (not yet set up) with one whose keepalive_timeout is IDLE_TIMEOUT_S.
+7. No venusian markers. Every `app.agent`, `app.task`, `app.page`, `app.timer` and `app.service` decorator calls
+   `faust.utils.venusian.attach`, which reads its caller's frame with `inspect`; the first call walks every loaded
+   module's file path (~1,100 `realpath`s): ~0.04 CPU-s of every worker start (docs/testing.md suite26). The markers
+   are read only by autodiscovery's scan, whose callback (`faust.utils.venusian._on_found`) does nothing, and the
+   worker disables autodiscovery: `attach` becomes a no-op (checked: the module and its `attach` exist).
 
 Upstream: faust-streaming issue #596 "A race condition in recovery causes unrecoverable gaps in acked offsets and
 consequently blocks committing" (open; the clearing of queues on resume, patch 3); #216 "Recovery without tables
@@ -105,6 +110,10 @@ PATCHED_ATTRIBUTES = REPLACED_ATTRIBUTES + [
 ]
 
 
+# (module, attribute) at module level a patch replaces (patch 7).
+REPLACED_MODULE_ATTRIBUTES = [("faust.utils.venusian", "attach"), ("faust.app.base", "venusian")]
+
+
 class FaustPatchError(SettingsError):
     """The installed Faust stack is not the one the worker's patches were written for."""
 
@@ -140,6 +149,15 @@ def _has_attribute(module_name: str, class_name: str, attribute: str, own: bool 
         return False
 
 
+def _has_module_attribute(module_name: str, attribute: str) -> bool:
+    import importlib
+
+    try:
+        return hasattr(importlib.import_module(module_name), attribute)
+    except ImportError:
+        return False
+
+
 def check() -> None:
     """Raise FaustPatchError naming every mismatch (versions first, then missing attributes)."""
     problems = []
@@ -152,6 +170,9 @@ def check() -> None:
             own = (module_name, class_name, attribute) in REPLACED_ATTRIBUTES
             if not _has_attribute(module_name, class_name, attribute, own):
                 problems.append(f"{module_name}.{class_name}.{attribute} is missing (a patch replaces or reads it)")
+        for module_name, attribute in REPLACED_MODULE_ATTRIBUTES:
+            if not _has_module_attribute(module_name, attribute):
+                problems.append(f"{module_name}.{attribute} is missing (a patch replaces it)")
     if problems:
         raise FaustPatchError(
             "the worker's Faust patches (streams/faust_patches.py) cannot be applied safely:\n  "
@@ -252,6 +273,18 @@ def _no_fixed_wait_at_start() -> None:
     TableManager._tokenmeter_no_wait = True
 
 
+def _no_marker(*args: Any, **kwargs: Any) -> None:
+    """Patch 7: what `faust.utils.venusian.attach` does for an app without autodiscovery."""
+
+
+def _no_venusian_markers() -> None:
+    """Patch 7: Faust's decorators call `venusian.attach` through the module `faust.utils.venusian`, so replacing
+    the module's function is enough."""
+    import faust.utils.venusian
+
+    faust.utils.venusian.attach = _no_marker
+
+
 def _seek_back_records_cleared_on_resume(app: Any) -> None:
     """(Records of revoked partitions are cleared by Faust's own `flow_control.clear()` at revocation, not here.)"""
     flow = app.flow_control
@@ -283,12 +316,13 @@ def _seek_back_records_cleared_on_resume(app: Any) -> None:
 
 
 def patch_classes() -> None:
-    """The class-level patches (1, 2, 4 and 5); checked first. Idempotent."""
+    """The class- and module-level patches (1, 2, 4, 5 and 7); checked first. Idempotent."""
     check()
     _shorten_fetch_wait()
     _rewind_uncommitted_partitions()
     _leave_in_generation_zero()
     _no_fixed_wait_at_start()
+    _no_venusian_markers()
 
 
 def patch_app(app: Any, settings: Settings | None = None) -> None:

@@ -30,6 +30,7 @@ import orjson
 from tokenmeter.events import TOOL_REQUEST_KINDS, PriceRef, Usage, UsageEvent
 from tokenmeter.timefmt import iso_effective
 
+from .book_cache import cached_build
 from .catalog import BUNDLED_CATALOG_DIR, CatalogBuilder, CatalogEntry, catalog_files
 from .overrides import Overrides, load_overrides
 from .resolve import Resolution, Resolver
@@ -205,7 +206,8 @@ def load_price_book(extra_paths: Iterable[str | Path] = (), overrides_path: str 
     directories), then the overrides' custom models, each layer on top of the previous.
 
     Cached: the same arguments and unchanged files give the same PriceBook object; editing a file gives a
-    fresh one on the next call.
+    fresh one on the next call. Across processes the built book is kept on disk, keyed by the files' contents
+    (streams/pricing/book_cache.py).
     """
     layers: list[list[Path]] = [catalog_files([Path(catalog_dir)])]
     if data_dir is not None and imported_catalog_dir(Path(data_dir)).is_dir():
@@ -218,7 +220,9 @@ def load_price_book(extra_paths: Iterable[str | Path] = (), overrides_path: str 
     with _book_lock:
         book = _book_cache.get(key)
         if book is None:
-            book = _book_cache[key] = _build_book(layers, overrides_file, dict(deployments))
+            book = _book_cache[key] = cached_build(  # another process may have built it: streams/pricing/book_cache.py
+                layers, overrides_file, dict(deployments),
+                lambda: _build_book(layers, overrides_file, dict(deployments)), PriceBook)
         return book
 
 

@@ -165,6 +165,23 @@ def browser_login(dash_duo, app, user: str, password: str, page: str = "/") -> N
     dash_duo.wait_for_element_by_css_selector(dash_duo.dash_entry_locator, timeout=10)
 
 
+# Another page of the app opened as its navigation bar opens it (a dcc.Link: history.pushState and Dash's own event),
+# not by loading the URL: a load runs Dash's and plotly's bundles again, ~1.0-1.4 CPU-s of Chromium against ~0.5 for
+# the page's own callbacks and drawing (docs/testing.md suiteB28). For tests about a page's content; a test about
+# what a typed or shared URL opens loads it (dash_duo.wait_for_page).
+_NAVIGATE = ("window.history.pushState({}, '', arguments[0]);"
+             "window.dispatchEvent(new CustomEvent('_dashprivate_pushstate'));")
+
+
+def open_page(dash_duo, path: str) -> None:
+    """Open `path` (with its query) in the Dash app already loaded, as a click on a dcc.Link to it would."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dash_duo.driver.execute_script(_NAVIGATE, path)
+    WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1).until(
+        lambda d: d.current_url.startswith(dash_duo.server.url.rstrip("/") + path.split("?")[0]))
+
+
 # dcc.Loading hides its children (visibility: hidden) while their callback runs, and innerText of a hidden element
 # is "": the scripts answer null then, and the helpers ask again until the callback in flight (the page opening, a
 # filter, a periodic refresh) has ended and shown them again.

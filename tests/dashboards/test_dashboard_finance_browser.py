@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import QUIET_REFRESH, TOTAL, browser_login, element_text, priced_events, table_rows
+from dash_seed import QUIET_REFRESH, TOTAL, browser_login, element_text, open_page, priced_events, table_rows
 from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
@@ -130,7 +130,7 @@ def test_closed_months_are_marked(dash_duo, finance_app):
     dash_duo.find_element("#export-month").click()
     dash_duo.wait_for_contains_text("body", f"{previous} (closed", timeout=20)  # the open options menu
     start = previous_end.replace(day=1).date()
-    dash_duo.wait_for_page(url=f"{dash_duo.server.url}/showback?start={start}&end={previous_end.date()}&by=team")
+    open_page(dash_duo, f"/showback?start={start}&end={previous_end.date()}&by=team")
     dash_duo.wait_for_contains_text("#closed-month-note", f"{previous} is closed", timeout=20)
 
 

@@ -20,8 +20,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import (COSTS, QUIET_REFRESH, TOTAL, browser_login, element_text, priced_events, seed_other_tables,
-                       table_rows)
+from dash_seed import (COSTS, QUIET_REFRESH, TOTAL, browser_login, element_text, open_page, priced_events,
+                       seed_other_tables, table_rows)
 from dashboards import create_app
 from dashboards.formatting import format_usd
 from dashboards.users import add_user
@@ -157,7 +157,7 @@ def test_finance_pages(dash_duo, app_settings):
     _screenshot(dash_duo, "overview")
 
     # Showback: split by team, then click alpha's bar to drill down to its users.
-    dash_duo.wait_for_page(url=f"{base}/showback?{RANGE}&by=team")
+    open_page(dash_duo, f"/showback?{RANGE}&by=team")
     _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"alpha", "beta", "gamma"})
     dash_duo.wait_for_contains_text("#showback-table", "gamma")
     # Plotly listens on its drag layer above the bars: a real mouse click at the bar's centre.
@@ -180,7 +180,7 @@ def test_finance_pages(dash_duo, app_settings):
     _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"bea"})
 
     # Budgets: worst first, burn-down with a forecast line, alert history with delivery state.
-    dash_duo.wait_for_page(url=f"{base}/budgets")
+    open_page(dash_duo, f"/budgets")
     dash_duo.wait_for_contains_text("#budgets-table", "alpha-monthly", timeout=20)
     dash_duo.wait_for_contains_text("#budgets-table", "at risk")
     dash_duo.wait_for_contains_text("#budgets-table", "Headroom")  # reservations' columns (issue 15)
@@ -189,13 +189,13 @@ def test_finance_pages(dash_duo, app_settings):
     _screenshot(dash_duo, "budgets")
 
     # Models: economics per model and output drivers.
-    dash_duo.wait_for_page(url=f"{base}/models?{RANGE}")
+    open_page(dash_duo, f"/models?{RANGE}")
     dash_duo.wait_for_contains_text("#models-table", "gpt-4o-mini", timeout=20)
     dash_duo.wait_for_contains_text("#models-drivers", "chat")
     _screenshot(dash_duo, "models")
 
     # Reconciliation: the model whose provider bill differs is highlighted.
-    dash_duo.wait_for_page(url=f"{base}/reconciliation?{RANGE}")
+    open_page(dash_duo, f"/reconciliation?{RANGE}")
     dash_duo.wait_for_contains_text("#recon-table", "gpt-4o-mini", timeout=20)
     assert [row[2] for row in table_rows(dash_duo, "#recon-table tr.row-bad")] == ["gpt-4o-mini"]
     # Drift: coverage of the provider's bill, and the gap past the thresholds with its likely cause
@@ -223,7 +223,7 @@ def test_finance_pages(dash_duo, app_settings):
     # Chargeback export: a FOCUS file whose total equals the warehouse report for the month.
     pytest.importorskip("warehouse.export", reason="warehouse.export_month not built yet")
     month = NOW.strftime("%Y-%m")
-    dash_duo.wait_for_page(url=f"{base}/export?month={month}&group_by=team&format=focus")
+    open_page(dash_duo, f"/export?month={month}&group_by=team&format=focus")
     _screenshot(dash_duo, "export")
     dash_duo.find_element("#export-download-button").click()
     dash_duo.wait_for_contains_text("#export-result", "bytes", timeout=30)
@@ -251,11 +251,11 @@ def test_team_user_sees_only_their_team(dash_duo, app_settings):
     # Asking for another team by URL shows nothing of it.
     dash_duo.wait_for_page(url=f"{base}/showback?{RANGE}&by=team&team=beta")
     dash_duo.wait_for_contains_text("#showback-status", "may only see team alpha", timeout=20)
-    dash_duo.wait_for_page(url=f"{base}/showback?{RANGE}&by=user")
+    open_page(dash_duo, f"/showback?{RANGE}&by=user")
     _wait(dash_duo, lambda: set(_figure(dash_duo, "showback-graph")["names"]) == {"ann", "al"})
-    dash_duo.wait_for_page(url=f"{base}/anomalies?{RANGE}")
+    open_page(dash_duo, f"/anomalies?{RANGE}")
     dash_duo.wait_for_contains_text("#anomalies-table", "team=alpha", timeout=20)
     anomalies = element_text(dash_duo, "#anomalies-table")
     assert "team=alpha" in anomalies and "team=beta" not in anomalies
-    dash_duo.wait_for_page(url=f"{base}/reconciliation")
+    open_page(dash_duo, f"/reconciliation")
     dash_duo.wait_for_contains_text("#recon-status", "finance only", timeout=20)

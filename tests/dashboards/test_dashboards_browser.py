@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dash_seed import QUIET_REFRESH, browser_login, element_attribute
+from dash_seed import QUIET_REFRESH, browser_login, element_attribute, open_page
 from dashboards import create_app
 from dashboards.formatting import format_usd, format_usd_exact
 from dashboards.users import add_user
@@ -119,10 +119,10 @@ def test_overview_shows_exact_totals_and_follows_the_team_filter(dash_duo, popul
     _wait_for_graph_x(dash_duo, "cost_by_team", {"beta"})
 
     # A range without events shows the waiting state, not an error.
-    dash_duo.wait_for_page(url=dash_duo.server_url + "/?start=2001-01-01&end=2001-01-02")
+    open_page(dash_duo, "/?start=2001-01-01&end=2001-01-02")
     dash_duo.wait_for_contains_text("#overview-status", "waiting for events", timeout=20)
 
-    dash_duo.wait_for_page(url=dash_duo.server_url + "/models")
+    open_page(dash_duo, "/models")
     dash_duo.wait_for_contains_text("#models-table", "gpt-4o-mini", timeout=20)
     dash_duo.wait_for_contains_text("#models-table", "mystery-1")
     _screenshot(dash_duo, "models")
