@@ -8,7 +8,7 @@ is pickled to `<cache dir>/<key>.pickle` and read back in ~0.015 CPU-s. The cach
 
 Never a stale book: the key is a sha256 of everything the book is built from, the catalog files' paths and
 bytes layer by layer, the overrides file's, the Azure deployments, and the code that builds and holds the book
-(the pricing modules' sources, the Python and pydantic versions). Editing any of them gives another key.
+(the pricing modules' sources and those of ours they import, the Python, pydantic and PyYAML versions). Editing any of them gives another key.
 A file that cannot be read back (truncated, garbage, classes since renamed) is ignored and written again.
 A pickle runs code when read, so one is read only from a directory and file this user owns that nobody else may
 write to; a directory that is not so is neither read nor written. The directory keeps the KEEP books used last
@@ -34,8 +34,13 @@ log = logging.getLogger("tokenmeter.pricing")
 CACHE_ENV = "TOKENMETER_PRICE_BOOK_CACHE"
 FORMAT = b"price-book-cache 1"
 KEEP = 16
-# The modules whose classes a built book holds or whose code decides what it holds.
-_CODE = ("book.py", "catalog.py", "schema.py", "resolve.py", "overrides.py")
+# The modules whose classes a built book holds or whose code decides what it holds: the pricing modules and every
+# module of ours they import (tokenmeter.events holds the tool-request kinds the schema validates against), paths
+# from the repository's root. tests/streams/pricing/test_book_cache.py checks the list against their imports.
+_CODE = ("streams/pricing/book.py", "streams/pricing/book_cache.py", "streams/pricing/catalog.py",
+         "streams/pricing/overrides.py", "streams/pricing/resolve.py", "streams/pricing/schema.py",
+         "tokenmeter/events.py", "tokenmeter/timefmt.py")
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cache_dir() -> Path | None:
@@ -48,11 +53,12 @@ def cache_dir() -> Path | None:
 @lru_cache(maxsize=1)
 def _code_digest() -> bytes:
     import pydantic
+    import yaml  # the catalog's YAML reader decides the values the blocks are validated from
 
-    digest = hashlib.sha256(FORMAT + b"\0" + sys.version.encode() + b"\0" + pydantic.VERSION.encode())
-    here = Path(__file__).parent
+    digest = hashlib.sha256(FORMAT + b"\0" + sys.version.encode() + b"\0" + pydantic.VERSION.encode() + b"\0"
+                            + yaml.__version__.encode())
     for name in _CODE:
-        digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+        digest.update(name.encode() + b"\0" + (_ROOT / name).read_bytes() + b"\0")
     return digest.digest()
 
 

@@ -8,6 +8,7 @@ import os
 import pickle
 import shutil
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,40 @@ def test_the_cache_keeps_the_books_used_last(catalog, monkeypatch):
     reads.clear()
     assert pickle.dumps(load(None)) == pickle.dumps(first)
     assert reads == []
+
+
+def test_the_key_covers_every_module_of_ours_the_book_is_built_with():
+    """A module that decides what the built book holds but is missing from the key would serve a stale book after
+    an upgrade (a wrong price, silently). Before, tokenmeter/events.py (the tool-request kinds the schema validates)
+    and tokenmeter/timefmt.py were imported by the pricing modules and not in the key."""
+    import ast
+
+    from streams.pricing import book_cache
+
+    root = Path(book_cache.__file__).resolve().parents[2]
+
+    def ours(module: str | None, current: Path, level: int) -> Path | None:
+        if level:
+            base = current.parent
+            for _ in range(level - 1):
+                base = base.parent
+            path = base / (module or "").replace(".", "/")
+        elif module and module.split(".")[0] in ("tokenmeter", "streams"):
+            path = root / module.replace(".", "/")
+        else:
+            return None
+        return next((c for c in (path.with_suffix(".py"), path / "__init__.py") if c.is_file()), None)
+
+    seen: set[Path] = set()
+    todo = [root / "streams/pricing" / name for name in ("book.py", "catalog.py", "schema.py", "resolve.py",
+                                                          "overrides.py")]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for node in ast.walk(ast.parse(current.read_text())):
+            found = ([ours(node.module, current, node.level)] if isinstance(node, ast.ImportFrom) else
+                     [ours(alias.name, current, 0) for alias in node.names] if isinstance(node, ast.Import) else [])
+            todo += [path for path in found if path is not None and path.name != "__init__.py"]
+    assert {str(path.relative_to(root)) for path in seen} == set(book_cache._CODE)
