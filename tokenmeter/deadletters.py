@@ -40,31 +40,16 @@ _deep_repr.maxlist = _deep_repr.maxdict = _deep_repr.maxtuple = 50
 def payload_bytes(payload: Any) -> bytes:
     """The payload as bytes: raw bytes as they came, text as UTF-8, anything else as its JSON (or, when it
     cannot be encoded as JSON at all, e.g. nested deeper than orjson allows, a bounded repr)."""
-    return _payload_bytes(payload)[0]
-
-
-def _payload_bytes(payload: Any) -> tuple[bytes, str]:
-    """`payload_bytes(payload)` and how they were made: "raw" (bytes or text as they came), "json" (orjson's JSON of
-    the value, every part of it JSON-native), "json-default" (some part encoded as its str()) or "repr". The
-    builder encodes a value once: whether it encodes and the text the credential screen reads come from here
-    (suiteA28: each letter of a dict encoded it three times, for the size, for `_encodes` and for the screen)."""
     if payload is None:
-        return b"", "raw"
+        return b""
     if isinstance(payload, (bytes, bytearray, memoryview)):
-        return bytes(payload), "raw"
+        return bytes(payload)
     if isinstance(payload, str):
-        return payload.encode("utf-8", "surrogatepass"), "raw"
-    defaulted = False
-
-    def as_text(value: Any) -> str:
-        nonlocal defaulted
-        defaulted = True
-        return str(value)
-
+        return payload.encode("utf-8", "surrogatepass")
     try:
-        return orjson.dumps(payload, default=as_text), "json-default" if defaulted else "json"
+        return orjson.dumps(payload, default=str)
     except (TypeError, orjson.JSONEncodeError, RecursionError):
-        return _deep_repr.repr(payload).encode(), "repr"
+        return _deep_repr.repr(payload).encode()
 
 
 def _clip(text: str, limit: int) -> str:
@@ -73,16 +58,13 @@ def _clip(text: str, limit: int) -> str:
 
 def dead_letter(reason: str, payload: Any, stage: str, **context: Any) -> dict[str, Any]:
     """A dead-letter record that always encodes (see `encode`) and always fits a Kafka message."""
-    raw, made = _payload_bytes(payload)
+    raw = payload_bytes(payload)
     text = raw.decode("utf-8", "replace")
     truncated = len(text) > MAX_PAYLOAD_CHARS
     # A small JSON value is kept as structure (easier to read and to replay); anything else as its text, cut.
-    # (`made` says whether it encodes: "repr" only when orjson refused it.)
-    if isinstance(payload, (dict, list)) and not truncated and made != "repr":
-        # orjson's output is valid UTF-8, so `text` is the value's JSON as the screen reads it
-        kept, redacted = redact_value(payload, encoded=text if made == "json" else None)
-    else:
-        kept, redacted = _redacted(text[:MAX_PAYLOAD_CHARS])
+    kept: Any = payload if (isinstance(payload, (dict, list)) and not truncated and _encodes(payload)) \
+        else text[:MAX_PAYLOAD_CHARS]
+    kept, redacted = _redacted(kept)
     letter: dict[str, Any] = {
         "reason": redact_text(_clip(str(reason), MAX_REASON_CHARS))[0],
         "stage": stage,
@@ -111,6 +93,14 @@ def _redacted(kept: Any) -> tuple[Any, int]:
         value, count = redact_value(parsed)
         return (orjson.dumps(value).decode(), count) if count else (kept, 0)
     return redact_value(kept)
+
+
+def _encodes(payload: Any) -> bool:
+    try:
+        orjson.dumps(payload, default=str)
+        return True
+    except (TypeError, orjson.JSONEncodeError, RecursionError):
+        return False
 
 
 def encode(letter: dict[str, Any]) -> bytes:

@@ -85,13 +85,12 @@ def might_hold_credentials(text: str) -> bool:
     return False
 
 
-def redact_value(value: Any, encoded: str | None = None) -> tuple[Any, int]:
+def redact_value(value: Any) -> tuple[Any, int]:
     """A copy of `value` with credential values replaced by REDACTED, and how many were replaced; `value` itself
     when its JSON holds nothing a credential needs (`might_hold_credentials`) and it is shallow enough to encode.
-    Anything deeper than MAX_DEPTH is replaced whole (it cannot be encoded as JSON anyway). `encoded`: the value's
-    `orjson.dumps(value).decode()` when the caller has made it already (the dead-letter builder), read as is."""
+    Anything deeper than MAX_DEPTH is replaced whole (it cannot be encoded as JSON anyway)."""
     try:
-        if not might_hold_credentials(encoded if encoded is not None else orjson.dumps(value).decode()):
+        if not might_hold_credentials(orjson.dumps(value).decode()):
             return value, 0
     except (TypeError, orjson.JSONEncodeError):
         pass  # not JSON-shaped (a non-str key, deeper than orjson allows, an object): walk it
