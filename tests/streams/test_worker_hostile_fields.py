@@ -71,16 +71,12 @@ def _edits(event: dict[str, Any]) -> list[bytes]:
     return edits
 
 
-def micro_batches(edits: list[bytes], per_message: int) -> list[bytes]:
-    """JSON arrays of `per_message` edited events; an edit that is no JSON (a lone surrogate escape, a bare NaN)
-    goes alone, so it does not turn its neighbours into one not-JSON dead letter."""
-    return [message for message, _ in counted_micro_batches(edits, per_message)]
-
-
 def counted_micro_batches(edits: list[bytes], per_message: int,
                           items: list[int | None] | None = None) -> list[tuple[bytes, int | None]]:
-    """`micro_batches` with each message's events as the worker decodes it (`_items`: None, not JSON), counted
-    while building it (every message decoded once); `items`: the edits' own counts when the caller has them."""
+    """JSON arrays of `per_message` edited events, each with its events as the worker decodes it (None: not JSON),
+    counted while batching (no message is decoded again to check it); `items`: the edits' `_items` when the caller
+    has them. An edit that is no JSON (a lone surrogate escape, a bare NaN) goes alone, so it does not turn its
+    neighbours into one not-JSON dead letter."""
     good, bad = [], []
     for edit, count in zip(edits, items if items is not None else map(_items, edits)):
         (good if count is not None else bad).append(edit)
