@@ -349,16 +349,19 @@ def version_rows(table: PriceTable, ts_us: pl.Series, entry_id: pl.Series) -> pl
         keys = entries[order] * span + np.searchsorted(distinct, starts[order], side="right")
         table._version_keys = (order, entries[order], keys, distinct)
     order, entries, keys, distinct = table._version_keys
+    if not len(keys):  # a book without versions: nothing in force
+        return table.version_frame.drop("entry_id").gather(pl.Series([None] * len(ts_us), dtype=pl.get_index_type()))
     span = len(distinct) + 1
-    times, ids = ts_us.fill_null(0).to_numpy(), entry_id.fill_null(-1).to_numpy()
-    at = np.searchsorted(keys, ids * span + np.searchsorted(distinct, times, side="right"), side="right") - 1
-    found = (at >= 0) & (ids >= 0) & (entries[np.maximum(at, 0)] == ids)
+    ids = entry_id.fill_null(-1).to_numpy()
+    wanted = ids * span + np.searchsorted(distinct, ts_us.fill_null(0).to_numpy(), side="right")
+    at = np.maximum(np.searchsorted(keys, wanted, side="right") - 1, 0)  # the last key <= the row's (or the first)
+    found = (ids >= 0) & (entries[at] == ids) & (keys[at] <= wanted)
     if ts_us.null_count():
         found &= ts_us.is_not_null().to_numpy()
-    rows = pl.Series("_v", order[np.maximum(at, 0)], dtype=pl.Int64)
+    rows = pl.Series("_v", order[at], dtype=pl.get_index_type())
     if not found.all():
         rows = rows.scatter(np.flatnonzero(~found), None)
-    return table.version_frame.drop("entry_id")[rows]
+    return table.version_frame.drop("entry_id").gather(rows)  # a null row where none is in force
 
 
 def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:

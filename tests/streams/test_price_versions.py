@@ -61,3 +61,15 @@ def test_versions_sharing_a_start_and_entries_without_versions():
     found = version_rows(table, ts_us, entry_id)
     assert found.get_column("vid").to_list() == [None, 0, 0, 2, 2, 2, 3, 3, None, None, 4, None, None, None]
     assert found.equals(joined(table, ts_us, entry_id))
+
+
+def test_rows_with_no_version_in_force_at_all_and_a_book_without_versions():
+    table = PriceTable.compile(load_price_book())
+    for ts_us, entry_id in (([5], [0]), ([None, 10**15], [-1, None]), ([], [])):
+        ts, ids = pl.Series(ts_us, dtype=pl.Int64), pl.Series(entry_id, dtype=pl.Int64)
+        found = version_rows(table, ts, ids)
+        assert found.equals(joined(table, ts, ids)) and found.get_column("vid").null_count() == len(ts_us)
+    empty = PriceTable(load_price_book())
+    empty.version_frame = table.version_frame.clear()
+    ts, ids = pl.Series([5, None], dtype=pl.Int64), pl.Series([0, 1], dtype=pl.Int64)
+    assert version_rows(empty, ts, ids).equals(joined(empty, ts, ids))
