@@ -75,6 +75,15 @@ def _lines(frame: pl.DataFrame) -> pa.MapArray:
                if frame.get_column(part).null_count() < n]
     if not columns:
         return _empty_maps(n, S)
+    count = len(columns)
+    if all(c.null_count == 0 for _, c in columns):  # every row has each of these lines (the common case): row i's
+        # are entries i*count .. i*count+count-1; no search for which a row has (~0.035 us per row less, inproc28)
+        offsets = np.arange(0, (n + 1) * count, count, dtype=np.int32)
+        row_major = np.arange(count * n).reshape(count, n).T.ravel()  # line j of row i: entry j*n + i of the concat
+        values = pa.concat_arrays([c for _, c in columns]).take(pa.array(row_major))
+        keys = pa.DictionaryArray.from_arrays(pa.array(np.tile(np.arange(count, dtype=np.int32), n)),
+                                              pa.array([part for part, _ in columns], S)).cast(S)
+        return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
     # which lines a row has, read from the Arrow arrays: a polars Series' is_not_null runs a query (~60 us each,
     # a fixed cost of every call that a small part's call paid for a few hundred rows; arrow19)
     present = np.stack([c.is_valid().to_numpy(zero_copy_only=False) for _, c in columns], axis=1)

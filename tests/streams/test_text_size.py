@@ -157,3 +157,19 @@ def test_messages_the_bound_cannot_clear_are_cut_by_their_text(book):
     as_json = result.messages("json")
     assert len(as_json) == 1 and len(as_json[0][1]) < MAX_MESSAGE_BYTES
     _assert_same_messages(result)
+
+
+def test_a_rows_bound_does_not_depend_on_the_rest_of_its_batch(book):  # noqa: ANN001
+    """text_bound leaves out the pieces of columns null in every row of the batch (inproc28): each row's bound is the
+    one it gets beside rows that have those fields (a latency, a tier, an assumption, an unpriced model, every line)."""
+    plain = traffic(300, seed=28)
+    for event in plain:
+        for name in ("latency_ms", "ttft_ms", "service_tier", "usage_assumption"):
+            event.pop(name, None)
+    full = _widest(book)
+    alone = _written([RawRecord(orjson.dumps(plain), "tokenmeter.usage", 0, 0)], book).rows
+    beside = _written([RawRecord(orjson.dumps(plain), "tokenmeter.usage", 0, 0),
+                       RawRecord(orjson.dumps(full), "tokenmeter.usage", 0, 1)], book).rows
+    assert alone.height == 300 and beside.height > 300
+    assert alone.get_column("latency_ms").null_count() == 300
+    assert alone.get_column("_size_bound").to_list() == beside.get_column("_size_bound").head(300).to_list()
