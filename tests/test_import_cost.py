@@ -28,7 +28,8 @@ ROLES = [
             "collectors.demo_inbox", "warehouse.demo_history"],
      {"polars", "pyarrow", "numpy", "chdb", "dash", "flask", "plotly", "aiohttp", "httpx", "tiktoken"}),
     # `tokenmeter status` reads the status file `up` writes: no Kafka client (aiokafka was ~0.05 of ~0.35 CPU-s)
-    ("status", ["app.cli", "app.supervisor"], set(HEAVY)),
+    # ... nor an event loop's modules (floor28: asyncio with ssl and subprocess, app.broker's at module level)
+    ("status", ["app.cli", "app.supervisor"], set(HEAVY) | {"asyncio"}),
     ("alerts dispatch", ["app.cli", "streams.alerts.cli", "streams.alerts.dispatcher"],
      {"polars", "pyarrow", "chdb", "dash", "httpx", "tiktoken"}),
     ("anomalies run", ["app.cli", "streams.anomalies.cli", "streams.anomalies.runner"],
