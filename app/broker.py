@@ -6,7 +6,6 @@ and exact state (warehouse totals, budget spend) is rebuilt from the warehouse, 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -94,6 +93,8 @@ def _wait_for_listener(bootstrap: str, deadline: float) -> None:
 
 def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> None:
     """Create tokenmeter's topics, retrying while the broker comes up (readiness check, not a sleep)."""
+    import asyncio  # here, like aiokafka: `tokenmeter status` imports this module and runs no loop (floor28)
+
     from aiokafka.errors import KafkaError
 
     deadline = time.monotonic() + timeout
@@ -185,6 +186,8 @@ class BacklogWatcher:
         self._stop.set()
 
     def _run(self) -> None:
+        import asyncio
+
         while not self._stop.is_set():
             try:
                 backlog = asyncio.run(asyncio.wait_for(unconsumed_backlog(self.bootstrap, self.partitions), 10))

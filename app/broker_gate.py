@@ -12,7 +12,6 @@ While the broker is down or being prepared, the public port refuses connections:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -47,6 +46,7 @@ def create_topics_direct(host: str, port: int, partitions: int, timeout_s: float
     """Create tokenmeter's topics on the broker at host:port over one connection to exactly that address (an
     admin client would follow the advertised address, i.e. the still closed public port). Retries while the
     broker comes up."""
+    import asyncio  # here: `tokenmeter status` imports this module (through app.supervisor) and runs no loop
     import time
 
     deadline = time.monotonic() + timeout_s

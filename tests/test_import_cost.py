@@ -15,6 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("polars", "pyarrow", "numpy", "chdb", "clickhouse_connect", "dash", "flask", "plotly", "aiohttp", "faust",
          "httpx", "tiktoken", "aiokafka")
+# floor28: what the CLI root and the settings (every `tokenmeter` child's floor) imported and no command needs before
+# its work: pydantic-settings (~0.04 CPU-s, for an env source of a few lines), asyncio with ssl and subprocess (~0.04,
+# pydantic-settings' and `run_service`'s; a one-shot `report`, `close` or `status` runs no event loop) and PyYAML
+# (~0.01, read only when TOKENMETER_CONFIG names a file)
+FLOOR = ("pydantic_settings", "asyncio", "yaml")
 
 # (what runs, the modules it imports before its work starts, heavy libraries it must not import)
 ROLES = [
@@ -23,7 +28,8 @@ ROLES = [
             "collectors.demo_inbox", "warehouse.demo_history"],
      {"polars", "pyarrow", "numpy", "chdb", "dash", "flask", "plotly", "aiohttp", "httpx", "tiktoken"}),
     # `tokenmeter status` reads the status file `up` writes: no Kafka client (aiokafka was ~0.05 of ~0.35 CPU-s)
-    ("status", ["app.cli", "app.supervisor"], set(HEAVY)),
+    # ... nor an event loop's modules (floor28: asyncio with ssl and subprocess, app.broker's at module level)
+    ("status", ["app.cli", "app.supervisor"], set(HEAVY) | {"asyncio"}),
     ("alerts dispatch", ["app.cli", "streams.alerts.cli", "streams.alerts.dispatcher"],
      {"polars", "pyarrow", "chdb", "dash", "httpx", "tiktoken"}),
     ("anomalies run", ["app.cli", "streams.anomalies.cli", "streams.anomalies.runner"],
@@ -33,6 +39,10 @@ ROLES = [
     ("finance-watch", ["app.cli", "warehouse.finance_watch"], {"polars", "pyarrow", "chdb", "dash", "httpx"}),
     ("worker", ["app.cli", "streams.worker"], {"pyarrow", "chdb", "dash", "httpx"}),
     ("the stage packages alone", ["streams", "warehouse", "dashboards", "collectors"], set(HEAVY)),
+    # `tokenmeter report --help`, and what every command imports before its own modules: the CLI root, the settings,
+    # the helpers every stage CLI shares
+    ("the CLI root and the settings", ["app.cli", "tokenmeter.settings", "tokenmeter.cli_support",
+                                       "tokenmeter.heartbeat"], set(HEAVY) | set(FLOOR)),
 ]
 
 
@@ -71,8 +81,8 @@ for name, modules in json.loads(sys.argv[1]):
 def probed() -> dict[str, dict]:
     roles = [[role, modules] for role, modules, _ in ROLES]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(roles), json.dumps(HEAVY)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(roles), json.dumps(HEAVY + FLOOR)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     found = dict(json.loads(line) for line in out.stdout.splitlines() if line.startswith("["))
     errors = {role: f["error"] for role, f in found.items() if "error" in f}

@@ -166,3 +166,18 @@ def test_a_bad_secret_bearing_variable_is_named_without_its_value(monkeypatch, v
     message = str(raised.value)
     assert variable in message and "not shown" in message, message
     assert "HOOKSECRET1" not in message and "PDSECRETKEY" not in message, message
+
+
+def test_the_sources_in_their_order(monkeypatch, tmp_path):
+    """floor28: the settings read their sources without pydantic-settings; what it did stays: a variable's name in any
+    case, keyword overrides over variables over the YAML file, its keys in any case and unknown ones ignored, a map
+    merged key by key across the sources."""
+    config = tmp_path / "tokenmeter.yaml"
+    config.write_text("Dash_Port: 9000\napi_port: 9001\nno_such_setting: 1\nazure_deployments: {a: gpt-4o, b: x}\n")
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    monkeypatch.setenv("tokenmeter_api_port", "7000")
+    monkeypatch.setenv("TOKENMETER_AZURE_DEPLOYMENTS", '{"b": "gpt-4o-mini"}')
+    s = load_settings(partitions=8)
+    assert (s.dash_port, s.api_port, s.partitions) == (9000, 7000, 8)
+    assert s.azure_deployments == {"a": "gpt-4o", "b": "gpt-4o-mini"}
+    assert load_settings(api_port=7100).api_port == 7100

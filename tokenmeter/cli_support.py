@@ -8,17 +8,19 @@ them (`configure_logging`); one-shot commands keep stderr quiet.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import signal
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import click
 
 from tokenmeter.heartbeat import beat, heartbeat_path
 from tokenmeter.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # asyncio (with ssl, subprocess, concurrent.futures: ~0.04 CPU-s) is imported by `run_service`, its
+    import asyncio  # only user here: a one-shot command (`report`, `close`, `status`) runs no event loop (floor28)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -74,6 +76,7 @@ def run_service(make: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run `make(stop)` until it returns; SIGINT and SIGTERM set `stop`, so the service ends cleanly (flushes,
     commits) instead of dying mid-batch. Under `tokenmeter up` the loop also touches its heartbeat file
     (tokenmeter/heartbeat.py)."""
+    import asyncio
 
     async def main() -> None:
         stop = asyncio.Event()

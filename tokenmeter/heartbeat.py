@@ -13,7 +13,6 @@ is unset and nothing beats."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -38,6 +37,8 @@ def touch(path: Path) -> None:
 
 async def beat(path: Path, every_s: float = BEAT_EVERY_S) -> None:
     """Touch `path` now and every `every_s` until cancelled."""
+    import asyncio  # here: `up` and every command line import this module; only a running service's loop beats
+
     while True:
         touch(path)
         await asyncio.sleep(every_s)

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
-import re
 import socket
 import typing
 from functools import cached_property
@@ -13,10 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings import SettingsError as SourceError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "TOKENMETER_"
 
@@ -25,29 +22,62 @@ class SettingsError(Exception):
     """Raised with every problem of a configuration, one per line."""
 
 
-class _YamlSource(PydanticBaseSettingsSource):
-    def __init__(self, settings_cls: type[BaseSettings]):
-        super().__init__(settings_cls)
-        path = os.environ.get(ENV_PREFIX + "CONFIG")
-        self._data: dict[str, Any] = {}
-        if path:
+# floor28: the sources are read here, not by pydantic-settings. Importing it cost every `tokenmeter` child ~0.04
+# CPU-s (its CLI, dotenv and cloud secret providers, and asyncio with ssl and subprocess, ~0.04 more for a command
+# that runs no event loop) for what is below: each field from TOKENMETER_<FIELD> (any case), a list or map field
+# as JSON, below that the YAML file TOKENMETER_CONFIG names, keyword overrides above both; maps merged key by key
+# across the sources, as pydantic-settings' deep update did.
+
+
+def _yaml_values() -> dict[str, Any]:
+    path = os.environ.get(ENV_PREFIX + "CONFIG")
+    if not path:
+        return {}
+    import yaml  # only with a config file: ~0.01 CPU-s a process otherwise
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SettingsError(f"TOKENMETER_CONFIG={path}: cannot read YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"TOKENMETER_CONFIG={path}: expected a mapping at the top level")
+    data = {str(k).lower(): v for k, v in loaded.items()}
+    return {k: v for k, v in data.items() if k in Settings.model_fields}
+
+
+def _env_values() -> dict[str, Any]:
+    """TOKENMETER_<FIELD> in any case; a list or map field's value is JSON (every one that is not is reported)."""
+    environ = {k.lower(): v for k, v in os.environ.items()}
+    values, not_json = {}, []
+    for name in Settings.model_fields:
+        value = environ.get((ENV_PREFIX + name).lower())
+        if value is None:
+            continue
+        if name in _JSON_FIELDS:
             try:
-                loaded = yaml.safe_load(Path(path).read_text()) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise SettingsError(f"TOKENMETER_CONFIG={path}: cannot read YAML: {exc}") from exc
-            if not isinstance(loaded, dict):
-                raise SettingsError(f"TOKENMETER_CONFIG={path}: expected a mapping at the top level")
-            self._data = {str(k).lower(): v for k, v in loaded.items()}
-
-    def get_field_value(self, field, field_name):  # pragma: no cover - required by the base class
-        return self._data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+                value = json.loads(value)
+            except ValueError:
+                not_json.append(_not_json(name))
+                continue
+        values[name] = value
+    if not_json:  # a list or map variable that is not JSON never reaches validation
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(not_json))
+    return values
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+def _merged(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """`high` over `low`; two maps merge key by key."""
+    merged = dict(low)
+    for key, value in high.items():
+        old = merged.get(key)
+        merged[key] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return merged
+
+
+class Settings(BaseModel):
+    """The one configuration: keyword overrides, then TOKENMETER_* variables, then the TOKENMETER_CONFIG YAML file."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     data_dir: Path = Field(Path("./.tokenmeter"), description="Where chDB, checkpoints and state live.")
     host: str = Field("127.0.0.1", description="Address our servers bind to.")
@@ -189,9 +219,8 @@ class Settings(BaseSettings):
     collect_body_timeout_seconds: float = Field(
         10.0, gt=0, description="HTTP collector: a request body must arrive within this; slower clients get 408.")
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-        return (init_settings, env_settings, _YamlSource(settings_cls))
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__(**_merged(_merged(_yaml_values(), _env_values()), overrides))
 
     # Derived values -------------------------------------------------------------------------------
     @property
@@ -232,21 +261,20 @@ def load_settings(**overrides: Any) -> Settings:
             name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper()
             lines.append(f"{name}: {item['msg']} ({_shown(str(item['loc'][0]), item.get('input'))})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
-    except SourceError as exc:  # a list or map variable that is not JSON never reaches validation
-        raise SettingsError("invalid settings:\n  " + _not_json(str(exc))) from None
 
 
-def _not_json(message: str) -> str:
-    """pydantic-settings says only 'error parsing value for field "x" from source ...': name the variable, the
-    value and the form it must take."""
-    field = re.search(r'field "([^"]+)"', message)
-    if field is None or field.group(1) not in Settings.model_fields:
-        return message
-    name = env_name(field.group(1))
+# The fields whose variable holds JSON: lists and maps (pydantic-settings' "complex" fields among ours).
+_JSON_FIELDS = frozenset(name for name, field in Settings.model_fields.items()
+                         if typing.get_origin(field.annotation) in (list, dict))
+
+
+def _not_json(field_name: str) -> str:
+    """Name the variable, the value and the form it must take."""
+    name = env_name(field_name)
     value = next((v for k, v in os.environ.items() if k.upper() == name), None)
-    kind = typing.get_origin(Settings.model_fields[field.group(1)].annotation)
+    kind = typing.get_origin(Settings.model_fields[field_name].annotation)
     form = '{"key": "value"}' if kind is dict else '["a", "b"]'
-    return f"{name}: must be JSON, e.g. {form} ({_shown(field.group(1), value)})"
+    return f"{name}: must be JSON, e.g. {form} ({_shown(field_name, value)})"
 
 
 # Settings whose values hold secrets: webhook URLs and routing keys (the notify lists), keys and tokens. An error
