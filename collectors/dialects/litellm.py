@@ -40,7 +40,7 @@ from collectors.dialects.openrouter import PROVIDER as OPENROUTER, is_openrouter
 from collectors.dialects.litellm_cache import ASSUMED_CACHE_WRITES_IN_PROMPT, resolve_cache_convention
 from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, completion_from_response, content_or_none, maybe_json, \
     normalize_operation, prompt_from_request, text_of, zero_usage_is_not_a_count
-from collectors.encoded import EncodedEvent, encoded_event, naive_utc_text, plain_float, plain_usage, token_count
+from collectors.encoded import EncodedEvent, encoded_event, naive_utc_text, plain_usage, token_count
 from collectors.errors import DialectError, join_path
 from collectors.providers import guess_provider, normalize_provider
 from collectors.usage import OPENAI_DETAIL_KEYS, build_usage, openai_counts
@@ -102,20 +102,38 @@ def _tags_of(raw_tags: list[Any], payload: dict[str, Any]) -> dict[str, str]:
     a cache hit, as tags."""
     tags: dict[str, str] = {}
     for raw in raw_tags:
-        if not isinstance(raw, str) or not raw.strip():
-            continue
-        if "=" in raw or ":" in raw:
-            key, sep, value = raw.replace("=", ":", 1).partition(":")
-            value = value.strip()
-            tags[key.strip()] = value if sep and value else "true"
+        if type(raw) is str:  # a gateway sends a handful of tag texts: each split once (a pure function of it)
+            pair = _TAG_PAIRS.get(raw)
+            if pair is None:
+                if len(_TAG_PAIRS) >= 4096:  # many distinct tags (ids in tags, hostile input): a bounded cache
+                    _TAG_PAIRS.clear()
+                pair = _TAG_PAIRS[raw] = _tag_pair(raw)
+        elif isinstance(raw, str):
+            pair = _tag_pair(raw)
         else:
-            tags[raw.strip()] = "true"
+            continue
+        if pair:
+            tags[pair[0]] = pair[1]
     end_user = payload.get("end_user")
     if isinstance(end_user, str) and end_user.strip():
         tags["end_user"] = end_user.strip()
     if payload.get("cache_hit") is True:
         tags["cache_hit"] = "true"
     return tags
+
+
+def _tag_pair(raw: str) -> tuple[str, str] | tuple[()]:
+    """A `request_tags` text as (key, value); () for a blank one (no tag)."""
+    if not raw.strip():
+        return ()
+    if "=" in raw or ":" in raw:
+        key, sep, value = raw.replace("=", ":", 1).partition(":")
+        value = value.strip()
+        return key.strip(), (value if sep and value else "true")
+    return raw.strip(), "true"
+
+
+_TAG_PAIRS: dict[str, tuple[str, str] | tuple[()]] = {}  # a tag's text -> _tag_pair of it
 
 
 def _millis_between(start: datetime | None, end: datetime | None) -> float | None:
@@ -246,6 +264,10 @@ def _common_tags(payload: dict[str, Any]) -> dict[str, str] | None:
     return _tags_of(raw_tags or (), payload)
 
 
+_NO_HEADERS: dict[str, Any] = {}  # read only: the resolver only looks names up in it
+_LAST_RESOLVER: list[Any] = [None, None]  # [the mapping last read with, its resolve_parts(NAME)]
+
+
 def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent | None:
     """The event of a payload of the common shape (`response.usage` with int prompt/completion tokens and no
     detail parts, LiteLLM's time text, a string id, model and provider, not OpenRouter, not a cache hit), written
@@ -282,18 +304,27 @@ def _common_payload(payload: Any, mapping: AttributionMapping) -> EncodedEvent |
     tags = _common_tags(payload)
     if tags is None:
         return None
-    latency = _millis_between(start, end)
-    ttft = _millis_between(start, first_token) if payload.get("stream") else None
-    latency_ms = None if latency is None else plain_float(latency)
-    ttft_ms = None if ttft is None else plain_float(ttft)
+    # _millis_between and plain_float of a float, inline: a float in [1e-4, 1e15) or 0 is written as it is
+    latency_ms = ttft_ms = None
+    if end is not None and end >= start:
+        latency_ms = (end - start).total_seconds() * 1000.0
+        if not (latency_ms == 0 or 1e-4 <= latency_ms < 1e15):
+            return None
+    if first_token is not None and first_token >= start and payload.get("stream"):
+        ttft_ms = (first_token - start).total_seconds() * 1000.0
+        if not (ttft_ms == 0 or 1e-4 <= ttft_ms < 1e15):
+            return None
     ts = naive_utc_text(start, payload["startTime"])  # the text `_time` read it from
-    if (latency_ms is None and latency is not None) or (ttft_ms is None and ttft is not None) or ts is None:
+    if ts is None:
         return None
-    headers = view_headers((metadata or {}).get("requester_custom_headers"))
+    headers = metadata.get("requester_custom_headers") if metadata else None
+    headers = view_headers(headers) if headers else _NO_HEADERS  # most payloads carry none: no call
+    if _LAST_RESOLVER[0] is not mapping:  # one mapping per bridge: its resolver looked up once, not per payload
+        _LAST_RESOLVER[:] = [mapping, mapping.resolve_parts(NAME)]
     fields: dict[str, Any] = {
         "event_id": call_id, "ts": ts, "source": NAME, "provider": provider, "model": model,
         "operation": normalize_operation(payload.get("call_type")), "status": "error" if status == "failure" else "ok",
-        "attribution": mapping.resolve_parts(NAME)(payload, headers, NO_ATTRIBUTES, NO_ATTRIBUTES, tags),
+        "attribution": _LAST_RESOLVER[1](payload, headers, NO_ATTRIBUTES, NO_ATTRIBUTES, tags),
         "usage": plain_usage(prompt, completion),
     }
     if latency_ms is not None:

@@ -269,3 +269,33 @@ def test_headers_already_lower_case_are_read_as_lower_cased_headers() -> None:
         view_headers({f"x-h{i}": "v"})
     assert len(attribution._ALREADY_LOWER) <= 1024
     assert view_headers(None) == {} and view_headers([("x", "y")]) == {} and view_headers({}) == {}
+
+
+def test_litellm_tag_texts_split_once_read_as_split_each_time() -> None:
+    """`_tags_of` keeps each tag text's split in a bounded cache: the same tags, first time and again, as the
+    split written out per tag (the loop it replaced), and a str subclass is split without the cache."""
+    from collectors.dialects import litellm
+
+    def split_each_time(raw_tags: list) -> dict:
+        tags = {}
+        for raw in raw_tags:
+            if not isinstance(raw, str) or not raw.strip():
+                continue
+            if "=" in raw or ":" in raw:
+                key, sep, value = raw.replace("=", ":", 1).partition(":")
+                value = value.strip()
+                tags[key.strip()] = value if sep and value else "true"
+            else:
+                tags[raw.strip()] = "true"
+        return tags
+
+    class Text(str):
+        pass
+
+    raw_tags = ["a:b", "c=d", "e", " f : ", "g=h:i", "j:k=l", "", "  ", 3, None, ["x"], "=v", ":", "a:again",
+                Text("s:t"), Text("  "), "k=", "k:"]
+    for _ in range(2):
+        assert litellm._tags_of(raw_tags, {}) == split_each_time(raw_tags)
+    many = [f"t{i}:v{i}" for i in range(5000)]
+    assert litellm._tags_of(many, {}) == split_each_time(many)
+    assert len(litellm._TAG_PAIRS) <= 4096
