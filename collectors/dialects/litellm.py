@@ -102,8 +102,8 @@ def _tags_of(raw_tags: list[Any], payload: dict[str, Any]) -> dict[str, str]:
     a cache hit, as tags."""
     tags: dict[str, str] = {}
     for raw in raw_tags:
-        if type(raw) is str:  # a gateway sends a handful of tag texts: each split once (a pure function of it)
-            pair = _TAG_PAIRS.get(raw)
+        if type(raw) is str and len(raw) <= _TAG_CACHED_CHARS:  # a gateway sends a handful of short tag texts:
+            pair = _TAG_PAIRS.get(raw)  # each split once (a pure function of it)
             if pair is None:
                 if len(_TAG_PAIRS) >= 4096:  # many distinct tags (ids in tags, hostile input): a bounded cache
                     _TAG_PAIRS.clear()
@@ -134,6 +134,8 @@ def _tag_pair(raw: str) -> tuple[str, str] | tuple[()]:
 
 
 _TAG_PAIRS: dict[str, tuple[str, str] | tuple[()]] = {}  # a tag's text -> _tag_pair of it
+# Only texts this short are kept: 4,096 kept texts of a megabyte each (a hostile record's tags) would hold 4 GB.
+_TAG_CACHED_CHARS = 256
 
 
 def _millis_between(start: datetime | None, end: datetime | None) -> float | None:

@@ -299,3 +299,6 @@ def test_litellm_tag_texts_split_once_read_as_split_each_time() -> None:
     many = [f"t{i}:v{i}" for i in range(5000)]
     assert litellm._tags_of(many, {}) == split_each_time(many)
     assert len(litellm._TAG_PAIRS) <= 4096
+    huge = ["k:" + "v" * 1_000_000]  # a hostile record's tag: read, never kept (4,096 of them would hold 4 GB)
+    assert litellm._tags_of(huge, {}) == split_each_time(huge)
+    assert not any(len(text) > litellm._TAG_CACHED_CHARS for text in litellm._TAG_PAIRS)
