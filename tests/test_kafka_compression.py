@@ -148,3 +148,21 @@ def test_the_workers_producer_takes_the_setting(tmp_path, setting, codec):
         return app.conf.producer_compression_type  # what Faust hands aiokafka's producer (compression_type)
 
     assert asyncio.run(producer_codec()) == codec
+
+
+def test_an_aiokafka_without_the_decoders_is_refused_loudly(monkeypatch):
+    """The bound replaces aiokafka's private decoder functions by name: an aiokafka that moved them would have left
+    every batch inflating unbounded, with no sign. install() now says so (aiokafka is pinned exactly)."""
+    import importlib
+
+    from tokenmeter import kafka_inflate
+
+    for name in kafka_inflate._RECORD_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "zstd_decode"):
+            monkeypatch.delattr(module, "zstd_decode")
+    with pytest.raises(RuntimeError, match="aiokafka's zstd_decode not found"):
+        kafka_inflate.install()

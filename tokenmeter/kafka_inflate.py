@@ -117,6 +117,7 @@ def install() -> None:
     from tokenmeter import kafka_refused
 
     kafka_refused.install()
+    replaced: set[str] = set()
     for name in _RECORD_MODULES:
         try:
             module = importlib.import_module(name)
@@ -125,3 +126,7 @@ def install() -> None:
         for function, bounded in _BOUNDED.items():
             if hasattr(module, function):
                 setattr(module, function, bounded)
+                replaced.add(function)
+    if missing := sorted(set(_BOUNDED) - replaced):  # an aiokafka that moved them would inflate unbounded, silently
+        raise RuntimeError(f"aiokafka's {', '.join(missing)} not found in {', '.join(_RECORD_MODULES)}: the inflation "
+                           "bound (tokenmeter/kafka_inflate.py) cannot be installed; aiokafka is pinned in pyproject.toml")
