@@ -38,8 +38,12 @@ class FileHeartbeat:
         self.url = path.resolve().as_uri()  # `status` shows it where a health URL goes
 
     def reset(self) -> None:
-        """Before a (re)start: a beat of the previous process must not count for the new one."""
-        self.path.unlink(missing_ok=True)
+        """Before a (re)start: a beat of the previous process must not count for the new one. A file that cannot be
+        removed (a read-only data directory) must not stop the restart: its age still says when it was last touched."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def __call__(self) -> bool:
         try:

@@ -159,3 +159,15 @@ def test_a_restarted_child_is_not_taken_for_alive_by_its_predecessors_heartbeat(
     assert beat()
     supervisor.spawn("demo", [sys.executable, "-c", "import time; time.sleep(120)"], liveness=beat)
     assert not beat.path.exists() and not beat()
+
+
+def test_a_heartbeat_file_that_cannot_be_removed_does_not_stop_a_restart(tmp_path):
+    """`launch` removes a child's heartbeat file before starting it; on a read-only data directory that raised and
+    the supervisor's restart of the child failed with it. Here the "file" is a non-empty directory: unlink fails."""
+    from app.child_liveness import FileHeartbeat
+
+    beat = FileHeartbeat(tmp_path / "loader")
+    beat.path.mkdir()
+    (beat.path / "x").touch()
+    beat.reset()  # no error
+    assert beat.path.exists()

@@ -21,8 +21,9 @@ BEAT_EVERY_S = 1.0
 
 
 def touch(path: Path) -> None:
-    """Set the file's modification time to now, creating it if needed; an unwritable path is ignored (a full or
-    read-only disk must not stop the service whose liveness it reports: the supervisor then sees it hung)."""
+    """Set the file's modification time to now, creating it if needed; an unwritable path is ignored (a read-only
+    disk must not stop the service whose liveness it reports: the supervisor then sees no fresh beat, i.e. a child
+    that beat before is called hung, one that never could is never called so)."""
     try:
         os.utime(path)
     except FileNotFoundError:
