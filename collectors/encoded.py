@@ -115,11 +115,7 @@ def epoch_micros_text(micros: int) -> str | None:
     if micros > _LATEST[3]:
         return None
     seconds, fraction = divmod(micros, 1_000_000)
-    text = _SECOND_TEXT.get(seconds)
-    if text is None:
-        if len(_SECOND_TEXT) >= 4096:  # times far apart (a backfill): a bounded cache
-            _SECOND_TEXT.clear()
-        text = _SECOND_TEXT[seconds] = (_EPOCH + timedelta(seconds=seconds)).isoformat()[:-6]
+    text = _SECOND_TEXT.get(seconds) or _new_second_text(seconds)
     return f"{text}.{fraction:06d}Z" if fraction else text + "Z"
 
 
@@ -134,12 +130,15 @@ def epoch_millis_text(millis: int) -> str | None:
     if micros > _LATEST[3]:
         return None
     seconds, fraction = divmod(millis, 1000)
-    text = _SECOND_TEXT.get(seconds)
-    if text is None:
-        if len(_SECOND_TEXT) >= 4096:
-            _SECOND_TEXT.clear()
-        text = _SECOND_TEXT[seconds] = (_EPOCH + timedelta(seconds=seconds)).isoformat()[:-6]
-    return text + _MILLI_SUFFIX[fraction]
+    return (_SECOND_TEXT.get(seconds) or _new_second_text(seconds)) + _MILLI_SUFFIX[fraction]
+
+
+def _new_second_text(seconds: int) -> str:
+    """A whole second's text, kept (the cache's miss path: the hits above make no call)."""
+    if len(_SECOND_TEXT) >= 4096:  # times far apart (a backfill): a bounded cache
+        _SECOND_TEXT.clear()
+    text = _SECOND_TEXT[seconds] = (_EPOCH + timedelta(seconds=seconds)).isoformat()[:-6]
+    return text
 
 
 _SECOND_TEXT: dict[int, str] = {}  # whole seconds since the epoch -> "2026-12-05T11:05:48"
