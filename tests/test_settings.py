@@ -181,3 +181,19 @@ def test_the_sources_in_their_order(monkeypatch, tmp_path):
     assert (s.dash_port, s.api_port, s.partitions) == (9000, 7000, 8)
     assert s.azure_deployments == {"a": "gpt-4o", "b": "gpt-4o-mini"}
     assert load_settings(api_port=7100).api_port == 7100
+
+
+def test_deeply_nested_values_are_clear_errors_not_tracebacks(monkeypatch, tmp_path):
+    """A list variable or a YAML file nested 100,000 deep raised RecursionError out of `json.loads` / PyYAML: every
+    command ended in a traceback instead of naming the setting."""
+    from tokenmeter.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("TOKENMETER_ANOMALY_NOTIFY", "[" * 100_000)
+    with pytest.raises(SettingsError, match="TOKENMETER_ANOMALY_NOTIFY: must be JSON"):
+        load_settings()
+    monkeypatch.delenv("TOKENMETER_ANOMALY_NOTIFY")
+    config = tmp_path / "deep.yaml"
+    config.write_text("partitions: " + "[" * 100_000)
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    with pytest.raises(SettingsError, match="cannot read YAML"):
+        load_settings()

@@ -37,7 +37,7 @@ def _yaml_values() -> dict[str, Any]:
 
     try:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, RecursionError) as exc:  # RecursionError: a file nested thousands deep
         raise SettingsError(f"TOKENMETER_CONFIG={path}: cannot read YAML: {exc}") from exc
     if not isinstance(loaded, dict):
         raise SettingsError(f"TOKENMETER_CONFIG={path}: expected a mapping at the top level")
@@ -56,7 +56,7 @@ def _env_values() -> dict[str, Any]:
         if name in _JSON_FIELDS:
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to read
                 not_json.append(_not_json(name))
                 continue
         values[name] = value
