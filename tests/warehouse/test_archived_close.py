@@ -69,6 +69,13 @@ def test_archived_close_names_and_changed_snapshots_are_refused(wh, make_event, 
                                                  + record["archived"]):
             with archived_close_view(closes, "2020-03", hostile):
                 pass
+    with pytest.raises(WarehouseError) as huge:
+        with archived_close_view(closes, "2020-03", "x" * 1_000_000):
+            pass
+    assert len(str(huge.value)) < 400  # named, not echoed whole
+    with pytest.raises(WarehouseError, match="is not YYYY-MM"):
+        with archived_close_view(closes, "../2020-03", record["archived"]):
+            pass
     with pytest.raises(WarehouseError, match="archived closes of 2020-04: none"):
         with archived_close_view(closes, "2020-04", record["archived"]):
             pass
