@@ -108,11 +108,7 @@ def epoch_micros_text(micros: int) -> str | None:
     the range test on the integer, the text from the second's text (made once per second, kept in a small
     cache) and the fraction, as pydantic writes it (`.719000`, none when zero). Making the datetime from an
     epoch and writing it (`fromtimestamp`, the aware comparisons, `isoformat`) was ~15% of a Kong entry's time."""
-    if micros < _EARLIEST_MICROS:
-        return None
-    if monotonic() - _LATEST[2] >= 1.0:
-        _latest_accepted()
-    if micros > _LATEST[3]:
+    if _out_of_range(micros):
         return None
     seconds, fraction = divmod(micros, 1_000_000)
     text = _SECOND_TEXT.get(seconds) or _new_second_text(seconds)
@@ -122,15 +118,20 @@ def epoch_micros_text(micros: int) -> str | None:
 def epoch_millis_text(millis: int) -> str | None:
     """`epoch_micros_text(millis * 1000)` (Kong's `started_at`), its fraction from a table of the 1,000 millisecond
     suffixes instead of formatting six digits per event (~0.2 us of a Kong entry's ~7 us of Python)."""
-    micros = millis * 1000
-    if micros < _EARLIEST_MICROS:
-        return None
-    if monotonic() - _LATEST[2] >= 1.0:
-        _latest_accepted()
-    if micros > _LATEST[3]:
+    if _out_of_range(millis * 1000):
         return None
     seconds, fraction = divmod(millis, 1000)
     return (_SECOND_TEXT.get(seconds) or _new_second_text(seconds)) + _MILLI_SUFFIX[fraction]
+
+
+def _out_of_range(micros: int) -> bool:
+    """Before 2020 or past the accepted future (refreshed once a second). One call per event: ~30 ns of a Kong
+    entry's ~16 us, measured against it written into both writers (the duplicate it was)."""
+    if micros < _EARLIEST_MICROS:
+        return True
+    if monotonic() - _LATEST[2] >= 1.0:
+        _latest_accepted()
+    return micros > _LATEST[3]
 
 
 def _new_second_text(seconds: int) -> str:
