@@ -380,9 +380,10 @@ def _without_refused(fetched: dict[TopicPartition, list[Any]], refused: list[Any
     out = {}
     for tp, records in fetched.items():
         markers = [r for r in records if r.value is None and kafka_refused.refusal(r) is not None]
-        if markers:
+        if markers:  # (by identity: a record equal to a marker is not one)
             refused.extend(markers)
-            records = [r for r in records if r not in markers]
+            marked = {id(m) for m in markers}
+            records = [r for r in records if id(r) not in marked]
         if records:
             out[tp] = records
     return out
