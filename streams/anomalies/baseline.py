@@ -179,7 +179,24 @@ class Seasonal:
                 count += 1
                 times -= 1
             count += times
-            for _ in range(times):  # ... then mature, where its rate is `alpha` for good (count only grows)
+            # ... then mature, where its rate is `alpha` for good (count only grows). While the scale's floor is the
+            # largest of the three bounds (a level decayed below its deviation floor: most of a quiet night), the
+            # bound is the same every step, so it is worked out once; the steps are the same operations in the same
+            # order, and the first step where the floor is not the largest leaves for the general loop below.
+            if floor > 1e-12:
+                fixed = clip * floor
+                while times:
+                    low = 0.05 * lv if lv > 0 else -0.05 * lv
+                    if dv > floor or low > floor:
+                        break
+                    d = x - lv
+                    if d > fixed:
+                        d = fixed
+                    elif d < -fixed:
+                        d = -fixed
+                    lv, dv = lv + alpha * d, dv + alpha * ((d if d >= 0 else -d) - dv)
+                    times -= 1
+            for _ in range(times):
                 bound = 0.05 * lv if lv > 0 else -0.05 * lv
                 if dv > bound:
                     bound = dv

@@ -27,26 +27,29 @@ class KindRules:
         per_hour = 3600 / cfg.bucket_s
         warm = st.age >= cfg.warmup_buckets
         dim = st.dim
+        open_kinds = st.open  # (usually empty: the checks of open kinds below test it first, without a generator)
         cost_usd = sb[S_COST] / PICO
         tokens = sb[S_TIN] + sb[S_TOUT]
         ok = sb[S_REQ] - sb[S_ERR]
         label = f"{dim} {st.value}"
         track = self._track
+        spend, token_base, requests = st.rate_baselines()
         # False when spend or tokens are anomalous for a second bucket in a row (a loop in the making): then the bucket
         # does not teach what a busy bucket is. One anomalous bucket (a session) still does.
         quiet_volume = True
-        steady = dim == "api_key" and self._steady_loop(st, sb[S_MINUTES], sb[S_REQ], bucket)
+        # What a busy bucket reaches (cost, tokens, calls): read several times below, learnt only after the judgement.
+        busy_cost, busy_tokens, busy_calls = st.busy_highs()
+        steady = dim == "api_key" and self._steady_loop(st, sb[S_MINUTES], sb[S_REQ], bucket, busy_calls)
 
         # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
         # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
         trim_cost = (sb[S_COST] - sb[S_MAXCOST]) / PICO
         trim_tokens = float(tokens - sb[S_MAXTOK])
-        busy_cost, busy_tokens = st.busy_high(0), st.busy_high(1)
         # Opening at once needs more calls than this scope's busy buckets hold (a loop, not a long session).
-        strong_calls = max(cfg.strong_min_calls, cfg.strong_busy_calls * st.busy_high(2))
+        strong_calls = max(cfg.strong_min_calls, cfg.strong_busy_calls * busy_calls)
         if warm:
             floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost, busy_cost)
-            v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
+            v = rate_verdict(cost_usd, spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
                              unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
@@ -57,7 +60,7 @@ class KindRules:
             quiet_volume = not (v is not None and v.state in ("strong", "anomalous") and "spend_rate" in st.streaks)
             track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
-            v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
+            v = rate_verdict(float(tokens), token_base, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
                              counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
@@ -129,10 +132,9 @@ class KindRules:
         if dim in KIND_DIMS["request_burst"]:
             v = None
             if warm:
-                v = rate_verdict(float(sb[S_REQ]), st.requests, full, z=cfg.z, ratio=cfg.burst_ratio,
+                v = rate_verdict(float(sb[S_REQ]), requests, full, z=cfg.z, ratio=cfg.burst_ratio,
                                  min_delta=cfg.burst_min_delta_per_hour / per_hour, counts=True,
                                  unit="requests_per_hour", per_hour=per_hour)
-                busy_calls = st.busy_high(2)
                 if v is None and busy_calls:
                     # A key with history at an hour it was never seen in (its nightly job moved by daylight saving
                     # or running late) is judged against its own busy buckets, not as a key without history.
@@ -161,10 +163,10 @@ class KindRules:
             self._new_models(st, sb, bucket, warm, per_hour, updates, label)
 
         # Learn from this bucket after judging it.
-        st.spend.update(full, cost_usd)
-        st.tokens.update(full, float(tokens))
-        if st.requests is not None:
-            st.requests.update(full, float(sb[S_REQ]))
+        spend.update(full, cost_usd)
+        token_base.update(full, float(tokens))
+        if requests is not None:
+            requests.update(full, float(sb[S_REQ]))
         if ok >= 3:
             st.tpr_out.update(daily, (sb[S_TOUT] - sb[S_MAXOUT]) / (ok - 1))
             st.tpr_in.update(daily, (sb[S_TIN] - sb[S_MAXIN]) / (ok - 1))
@@ -177,7 +179,7 @@ class KindRules:
         if dim in KIND_DIMS["model_shift"]:
             st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}, sb[S_RARE], sb[S_KNOWN],
                                sb[S_RP], sb[S_RCOST], sb[S_RTOK], sb[S_RKEYS] or {}], st.recent_cost[0]]
-        if sb[S_LN] and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
+        if sb[S_LN] and dim == "api_key" and (not open_kinds or all(k == "tokens_per_request" for k in open_kinds)):
             # Not from a loop, a leak or an explosion (their calls are not this key's own). During its own template
             # change the key holds its calls instead of learning them: learnt, the same change the next day needed
             # ~1.5x the calls (held-out sparse seed 34). A change that lasts is adopted (`_new_normal`).
@@ -186,7 +188,7 @@ class KindRules:
             else:
                 st.learn_out_log(sb[S_LN], sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls, cfg.tpr_young_bucket_calls)
         if ok:
-            if not any(kind in st.open for kind in ("spend_rate", "token_rate", "request_burst")):
+            if not open_kinds or not any(kind in open_kinds for kind in ("spend_rate", "token_rate", "request_burst")):
                 # Not from a loop, a leak or an explosion: their calls are not this scope's (a leaked client's 500
                 # cheap calls a bucket took the weekly report key's typical call from $0.079 to $0.054, office seed 8).
                 st.learn_call_size(cost_usd / ok, tokens / ok)
@@ -199,7 +201,7 @@ class KindRules:
             # sparse seed 1, whose sessions then alerted). Broad scopes learn at once: their busy buckets are many keys'
             # sessions together.
             sample = (trim_cost, trim_tokens, float(sb[S_REQ]))
-            calm = not any(k in st.open for k in SUSTAINED_KINDS)
+            calm = not open_kinds or not any(k in open_kinds for k in SUSTAINED_KINDS)
             if dim == "api_key":
                 pending, st.busy_pending = st.busy_pending, None
                 if quiet_volume:
@@ -224,8 +226,8 @@ class KindRules:
                     if len(info) < 3:
                         info.append(0.0)
                     info[2] += 0.02 * ((m[0] / sb[S_REQ] if m else 0.0) - info[2])
-            if "model_shift" not in st.open and not any(k in st.open for k in ("spend_rate", "token_rate",
-                                                                                "request_burst")):
+            if not open_kinds or "model_shift" not in open_kinds and not any(
+                    k in open_kinds for k in ("spend_rate", "token_rate", "request_burst")):
                 # The usual share of calls per model, per call (the routine test of the model shift rules); not from a
                 # shift, a loop, a leak or an explosion (their calls are not this scope's usual mix).
                 st.learn_mix(sb[S_MODELS], sb[S_REQ], cfg.shift_mix_horizon_calls, cfg.shift_mix_bucket_calls)
@@ -373,7 +375,7 @@ class KindRules:
                     f"at an hour it is usually quiet (a loop?).")
         return v
 
-    def _steady_loop(self, st: ScopeState, mask: int, calls: int, bucket: int) -> bool:
+    def _steady_loop(self, st: ScopeState, mask: int, calls: int, bucket: int, busy_calls: float) -> bool:
         """A loop, not a session: calls in each of the last `steady_minutes` minutes, and in the two buckets they span
         loop-sized counts (>= max(`strong_min_calls`, `busy_excess_calls` x a busy bucket's calls) per 5 minutes). The
         sustained rule's three buckets keep a session from alerting, but a loop starting at 21:46 was then found at 22:02
@@ -385,7 +387,7 @@ class KindRules:
         while trailing < minutes and mask >> (minutes - 1 - trailing) & 1:
             trailing += 1
         # (pro rata for the minutes of the run in this bucket: a loop starting at 21:46 has 4 of 21:45's 5)
-        loop_sized = calls >= max(cfg.strong_min_calls, cfg.busy_excess_calls * st.busy_high(2)) * trailing / minutes
+        loop_sized = calls >= max(cfg.strong_min_calls, cfg.busy_excess_calls * busy_calls) * trailing / minutes
         before = st.steady
         if trailing == minutes and before[0] == bucket - cfg.bucket_s:
             st.steady = [bucket, before[1] + minutes, loop_sized]

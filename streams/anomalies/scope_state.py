@@ -105,6 +105,13 @@ class ScopeState:
             if base is not None:
                 base.update_zeros(runs)
 
+    def rate_baselines(self) -> tuple[Seasonal, Seasonal, Seasonal | None]:
+        """(spend, tokens, requests) with the quiet buckets owed to them learnt: a bucket's step reads them several
+        times, and each read through the properties below is a Python call."""
+        if self.quiet is not None:
+            self.learn_quiet()
+        return self._spend, self._tokens, self._requests
+
     # The rate baselines: each read or replaced only after the quiet buckets owed to them are learnt.
     spend = _owing_quiet("_spend")
     tokens = _owing_quiet("_tokens")
@@ -192,6 +199,12 @@ class ScopeState:
         if self.busy.n[slot] < 12:
             return 0.0
         return self.busy.level[slot] + 3 * self.busy.dev[slot]
+
+    def busy_highs(self) -> tuple[float, float, float]:
+        """`busy_high` of the three slots (cost, tokens, calls) at once: a bucket's step reads them several times."""
+        n, level, dev = self.busy.n, self.busy.level, self.busy.dev
+        return (0.0 if n[0] < 12 else level[0] + 3 * dev[0], 0.0 if n[1] < 12 else level[1] + 3 * dev[1],
+                0.0 if n[2] < 12 else level[2] + 3 * dev[2])
 
     def learn_call_size(self, cost: float, tokens: float) -> None:
         self.call_cost = _clipped_mean(self.call_cost, cost)
