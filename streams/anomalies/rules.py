@@ -15,6 +15,7 @@ from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LN, S_LSQ, S_LSTD, S_LSUM, 
 from .scope_state import ScopeState
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
+FIRING = ("strong", "anomalous")  # verdict states that open or extend an anomaly (`AlertGating._track`)
 OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), for the tokens-per-request CUSUM
 
 
@@ -28,6 +29,9 @@ class KindRules:
         warm = st.age >= cfg.warmup_buckets
         dim = st.dim
         open_kinds = st.open  # (usually empty: the checks of open kinds below test it first, without a generator)
+        streaks = st.streaks
+        # A kind is tracked (`_track`) only when its verdict fires or it is open or in a streak: otherwise tracking
+        # does nothing but drop a streak that is not there (most kinds of most steps; the call was ~5 a step).
         cost_usd = sb[S_COST] / PICO
         tokens = sb[S_TIN] + sb[S_TOUT]
         ok = sb[S_REQ] - sb[S_ERR]
@@ -58,7 +62,9 @@ class KindRules:
             if steady and v is not None and v.state == "anomalous" and not v.after:
                 v.after = 2
             quiet_volume = not (v is not None and v.state in ("strong", "anomalous") and "spend_rate" in st.streaks)
-            track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
+            if "spend_rate" in open_kinds or "spend_rate" in streaks or v is not None and v.state in FIRING:
+                track(st, "spend_rate", "spend_rate", v, bucket, updates, label,
+                      exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
             v = rate_verdict(float(tokens), token_base, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
                              counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
@@ -66,7 +72,8 @@ class KindRules:
                              strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
             quiet_volume = quiet_volume and not (v is not None and v.state in ("strong", "anomalous")
                                                  and "token_rate" in st.streaks)
-            track(st, "token_rate", "token_rate", v, bucket, updates, label)
+            if "token_rate" in open_kinds or "token_rate" in streaks or v is not None and v.state in FIRING:
+                track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
                 # Means without the largest call: one 120k-token document is not a changed template.
@@ -102,7 +109,9 @@ class KindRules:
                 # its page) stayed open until the scope called again (anom24). Quiet this long: resolved, saying so.
                 self._quiet_close(st, updates)
             else:
-                track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
+                if "tokens_per_request" in open_kinds or "tokens_per_request" in streaks \
+                        or v is not None and v.state in FIRING:
+                    track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
             if was_open and "tokens_per_request" not in st.open:
                 st.cusum = 0.0  # closed: the evidence is spent
                 st.held = None  # ... and the change reverted: the calls held during it are not this key's normal
@@ -115,8 +124,9 @@ class KindRules:
                     window.append((recent[0], recent[1]))
                 if recent[5] >= horizon:
                     window.append((recent[2], recent[3]))
-            track(st, "error_rate", "error_rate", error_window_verdict(window, st.err, daily, cfg),
-                  bucket, updates, label)
+            v = error_window_verdict(window, st.err, daily, cfg)
+            if "error_rate" in open_kinds or "error_rate" in streaks or v is not None and v.state in FIRING:
+                track(st, "error_rate", "error_rate", v, bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
                 v = self._cost_shift(st, sb, ok, tokens, daily)
                 adopted = self._new_model_takeover(st, sb, bucket, daily)  # (its bookkeeping runs every bucket)
@@ -125,7 +135,8 @@ class KindRules:
                 if st.shifted and sb[S_REQ]:
                     self._shift_calls_go_on(st, sb[S_MODELS], sb[S_REQ])  # (a team's alerted moves: gating)
                 ongoing = st.open.get("model_shift")
-                track(st, "model_shift", "model_shift", v, bucket, updates, label)
+                if ongoing is not None or "model_shift" in streaks or v is not None and v.state in FIRING:
+                    track(st, "model_shift", "model_shift", v, bucket, updates, label)
                 if ongoing is not None and v is not None and v.state in ("strong", "anomalous"):
                     self._shift_goes_on(st, ongoing)  # (an opening is judged against the marks first: gating)
 
@@ -149,7 +160,8 @@ class KindRules:
                 rate = sb[S_REQ] * per_hour
                 v = Verdict("strong" if rate >= cfg.burst_floor_per_hour else "normal", rate, 0.0, 0.0,
                             cfg.burst_floor_per_hour, "requests_per_hour")
-            track(st, "request_burst", "request_burst", v, bucket, updates, label)
+            if "request_burst" in open_kinds or "request_burst" in streaks or v is not None and v.state in FIRING:
+                track(st, "request_burst", "request_burst", v, bucket, updates, label)
 
         if dim in KIND_DIMS["unpriced_usage"]:
             v = None
@@ -158,7 +170,8 @@ class KindRules:
                             "unpriced_tokens_per_hour")
                 reason = self.agg.unpriced_reasons.get(st.value, "no price")
                 v.detail = f"{st.value} ({sb[S_UREQ]} calls in 5 minutes; {reason})" if sb[S_UREQ] else st.value
-            track(st, "unpriced_usage", "unpriced_usage", v, bucket, updates, label)
+            if "unpriced_usage" in open_kinds or "unpriced_usage" in streaks or v is not None and v.state in FIRING:
+                track(st, "unpriced_usage", "unpriced_usage", v, bucket, updates, label)
         if dim in KIND_DIMS["new_model"]:
             self._new_models(st, sb, bucket, warm, per_hour, updates, label)
 

@@ -207,8 +207,12 @@ class ScopeState:
                 0.0 if n[2] < 12 else level[2] + 3 * dev[2])
 
     def learn_call_size(self, cost: float, tokens: float) -> None:
-        self.call_cost = _clipped_mean(self.call_cost, cost)
-        self.call_tokens = _clipped_mean(self.call_tokens, tokens)
+        # A slow mean of each, every step clipped to 4x / 0.25x of the level (inline: once per active bucket of every
+        # scope).
+        level = self.call_cost
+        self.call_cost = cost if level <= 0 else level + 0.05 * (min(max(cost, 0.25 * level), 4 * level) - level)
+        level = self.call_tokens
+        self.call_tokens = tokens if level <= 0 else level + 0.05 * (min(max(tokens, 0.25 * level), 4 * level) - level)
 
     def to_json(self) -> dict:
         return {"dim": self.dim, "value": self.value, "first": self.first, "last_active": self.last_active,
@@ -248,8 +252,3 @@ class ScopeState:
         state.requests = Seasonal.from_json(data["requests"]) if data.get("requests") else None
         return state
 
-
-def _clipped_mean(level: float, x: float, rate: float = 0.05) -> float:
-    if level <= 0:
-        return x
-    return level + rate * (min(max(x, 0.25 * level), 4 * level) - level)
