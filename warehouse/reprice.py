@@ -26,10 +26,10 @@ Apply (only in the process that owns the data; a reader sends the changed rows t
 Why a crash anywhere is safe: nothing readers see changes before step 2; the raw table never lacks an event (the
 new copy is in before the old one goes, or both in one atomic swap), and two copies differ in `loaded_at`, so
 "keep the newest copy" (step 4, also what the ReplacingMergeTree merge keeps) is unambiguous and idempotent. The
-hour stays pending until step 5 finishes, and a pending hour's rollup is rebuilt from raw by the heal (idempotent),
-whatever deltas reached it (the heal corrects each key to the raw aggregation). A writer that opens the warehouse runs steps 4-6 for every pending hour
-(`heal_pending_hours`), so a crash at any point heals on the next start; re-running reprice heals too (it rebuilds
-all pending hours, not only its own). Staged copies a crash leaves are never applied: each re-price empties the
+hour stays pending until step 5 finishes, and a pending hour's rollup is brought back to the raw aggregation by the
+heal (idempotent: per key, raw minus stored), whatever deltas reached it. A writer that opens the warehouse runs
+steps 4-6 for every pending hour (`heal_pending_hours`), so a crash at any point heals on the next start; re-running
+reprice heals too (it heals all pending hours, not only its own). Staged copies a crash leaves are never applied: each re-price empties the
 copies table first.
 """
 
