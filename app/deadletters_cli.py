@@ -145,7 +145,7 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
     makes them good. Only whole payloads (not cut, nothing redacted, matching their SHA-256); events already in
     the warehouse are skipped (already ok); a record that fails again becomes a new dead letter."""
     from app.deadletters_read import Filters
-    from app.deadletters_replay import REPLAY_TARGETS, not_replayable, plan, publish, stored_ids
+    from app.deadletters_replay import REPLAY_TARGETS, Planner, not_replayable, publish, stored_ids
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
 
@@ -153,13 +153,13 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
     if why is not None:
         raise click.ClickException(f"letters of stage {stage[:80]!r} are not replayed: {why}")
     start = since_option(since)
-    letters: list[Any] = []
-    read = _read(Filters(start, source, stage, reason_contains), letters.append)
+    planner = Planner()
+    read = _read(Filters(start, source, stage, reason_contains), planner.add)
     settings = cli_settings()
     try:  # which events are stored already: never re-sent (the budgets' memory of ids is a window)
         wh = open_warehouse(settings)
         try:
-            chosen, outcome = plan(letters, stored_ids(wh))
+            chosen, outcome = planner.finish(stored_ids(wh))
         finally:
             wh.close()
     except WarehouseError as exc:
@@ -172,7 +172,7 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
         outcome.replayed = asyncio.run(publish(settings.bootstrap_servers, target, chosen, progress))
     else:
         outcome.replayed = len(chosen)
-    result = {"stage": stage, "to": target, "since": start.isoformat(), "letters": len(letters), "read": read,
+    result = {"stage": stage, "to": target, "since": start.isoformat(), "letters": planner.letters, "read": read,
               **outcome.as_dict(dry_run)}
     if fmt == "json":
         import orjson
@@ -180,7 +180,7 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
     verb = "would replay" if dry_run else "replayed"
-    click.echo(f"{len(letters)} letter(s) of stage {stage} since {start.isoformat(timespec='seconds')}: {verb} "
+    click.echo(f"{planner.letters} letter(s) of stage {stage} since {start.isoformat(timespec='seconds')}: {verb} "
                f"{outcome.replayed} to {target}, {outcome.already_ok} already ok (stored), "
                f"{outcome.repeated} repeated letter(s) of one record, {sum(outcome.refused.values())} refused")
     for reason, count in outcome.refused.most_common():

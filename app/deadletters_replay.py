@@ -59,8 +59,10 @@ def not_replayable(stage: str) -> str | None:
 
 @dataclass
 class Candidate:
-    """A letter whose payload is the record: the bytes to re-send and the event ids they carry."""
-    letter: Letter
+    """A letter whose payload is the record: the bytes to re-send, the event ids they carry, and the letter's
+    position (the decoded letter itself is not kept: a replay of many letters holds only what it sends)."""
+    partition: int
+    offset: int
     value: bytes
     event_ids: list[str]
     key: bytes
@@ -105,7 +107,7 @@ def candidate(item: Letter) -> Candidate | str:
         return REFUSED_NOT_JSON
     events = decoded if isinstance(decoded, list) else [decoded]
     ids = [e["event_id"] for e in events if isinstance(e, dict) and isinstance(e.get("event_id"), str)]
-    return Candidate(item, value, ids, _key(decoded))
+    return Candidate(item.partition, item.offset, value, ids, _key(decoded))
 
 
 def _key(decoded: Any) -> bytes:
@@ -119,40 +121,60 @@ def _key(decoded: Any) -> bytes:
         return b"unattributed"
 
 
-def plan(letters: Iterable[Letter], stored: Callable[[list[str]], set[str]]) -> tuple[list[Candidate], Outcome]:
-    """Which letters to re-send: refused ones counted by reason, repeats and already-stored ones skipped.
-    `stored(ids)` answers which of `ids` the warehouse holds."""
-    outcome, chosen, seen = Outcome(), [], set()
-    for item in letters:
+class Planner:
+    """Letters in as they are read (`add`), each judged at once; `finish` asks the warehouse which events are
+    stored and returns what to send and the outcome."""
+
+    def __init__(self) -> None:
+        self.outcome, self.chosen, self.letters = Outcome(), [], 0
+        self._seen: set[bytes] = set()
+
+    def add(self, item: Letter) -> None:
+        self.letters += 1
         found = candidate(item)
         if isinstance(found, str):
-            outcome.refused[found] += 1
-            continue
+            self.outcome.refused[found] += 1
+            return
         digest = hashlib.sha256(found.value).digest()
-        if digest in seen:
-            outcome.repeated += 1
-            continue
-        seen.add(digest)
-        chosen.append(found)
-    known: set[str] = set()
-    ids = sorted({i for c in chosen for i in c.event_ids})
-    for start in range(0, len(ids), ID_CHUNK):
-        known |= stored(ids[start:start + ID_CHUNK])
-    kept = []
-    for found in chosen:
-        if found.event_ids and all(i in known for i in found.event_ids):
-            outcome.already_ok += 1
-        else:
-            kept.append(found)
-    return kept, outcome
+        if digest in self._seen:  # the same record lettered again (a redelivery): sent once
+            self.outcome.repeated += 1
+            return
+        self._seen.add(digest)
+        self.chosen.append(found)
+
+    def finish(self, stored: Callable[[list[str]], set[str]]) -> tuple[list[Candidate], Outcome]:
+        """`stored(ids)` answers which of `ids` the warehouse holds."""
+        known: set[str] = set()
+        ids = sorted({i for c in self.chosen for i in c.event_ids})
+        for start in range(0, len(ids), ID_CHUNK):
+            known |= stored(ids[start:start + ID_CHUNK])
+        kept = []
+        for found in self.chosen:
+            if found.event_ids and all(i in known for i in found.event_ids):
+                self.outcome.already_ok += 1
+            else:
+                kept.append(found)
+        return kept, self.outcome
 
 
-STORED_SQL = "SELECT event_id FROM priced_event_ids WHERE event_id IN {ids:Array(String)}"
+def plan(letters: Iterable[Letter], stored: Callable[[list[str]], set[str]]) -> tuple[list[Candidate], Outcome]:
+    planner = Planner()
+    for item in letters:
+        planner.add(item)
+    return planner.finish(stored)
+
+
+# The ids as one JSON text: an Array parameter is not passed the same way by chDB, clickhouse-connect and the
+# owner's HTTP endpoint (chDB refused a Python list); a String is.
+STORED_SQL = ("SELECT event_id FROM priced_event_ids"
+              " WHERE event_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)')))")
 
 
 def stored_ids(wh: Any) -> Callable[[list[str]], set[str]]:
     def lookup(ids: list[str]) -> set[str]:
-        return set(wh.query(STORED_SQL, {"ids": ids})["event_id"].to_list()) if ids else set()
+        if not ids:
+            return set()
+        return set(wh.query(STORED_SQL, {"ids": orjson.dumps(ids).decode()})["event_id"].to_list())
     return lookup
 
 
@@ -166,7 +188,7 @@ async def publish(bootstrap: str, topic: str, chosen: list[Candidate],
     try:
         pending = []
         for done, found in enumerate(chosen, 1):
-            where = f"{topics.DEADLETTER}:{found.letter.partition}:{found.letter.offset}".encode()
+            where = f"{topics.DEADLETTER}:{found.partition}:{found.offset}".encode()
             pending.append(await producer.send(topic, found.value, key=found.key,
                                                headers=[("tokenmeter-replayed-from", where)]))
             if done % every == 0:
