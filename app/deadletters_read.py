@@ -152,7 +152,9 @@ def _shown_value(value: Any, limit: int) -> Any:
 
 def shown(item: Letter, payload_chars: int = MAX_PAYLOAD_CHARS) -> dict[str, Any]:
     """The letter as `show` prints it: position, Kafka time, the letter's own fields, context, payload as kept."""
-    out: dict[str, Any] = {"partition": item.partition, "offset": item.offset,
+    # The letter's own place on tokenmeter.deadletter, named apart from the context's topic/partition/offset (where
+    # the rejected record was), which the letter holds under those names.
+    out: dict[str, Any] = {"letter_partition": item.partition, "letter_offset": item.offset,
                            "written": item.timestamp.isoformat(timespec="milliseconds"), "source": item.source}
     if item.letter is None:
         out.update(stage="unknown", reason=item.problem, letter_bytes=item.size)
@@ -161,7 +163,7 @@ def shown(item: Letter, payload_chars: int = MAX_PAYLOAD_CHARS) -> dict[str, Any
     for name in LETTER_FIELDS:
         if name in letter:
             out[name] = _shown_value(letter[name], MAX_TEXT_CHARS)
-    context = [name for name in letter if name not in LETTER_FIELDS and name not in ("payload", "source")]
+    context = [name for name in letter if name not in LETTER_FIELDS and name not in out and name != "payload"]
     for name in context[:MAX_KEYS]:
         out[clip(str(name), 100)] = _shown_value(letter[name], MAX_TEXT_CHARS)
     if len(context) > MAX_KEYS:
@@ -182,9 +184,9 @@ def for_terminal(text: str) -> str:
 def table_block(entry: dict[str, Any]) -> str:
     """One letter as a few lines for people: a header line, the reason, the context, then the payload."""
     head = (f"{entry['written']}  {entry['source']}  stage={entry.get('stage', 'unknown')}  "
-            f"partition {entry['partition']} offset {entry['offset']}")
+            f"(letter {entry['letter_partition']}:{entry['letter_offset']})")
     lines = [for_terminal(head), "  reason: " + for_terminal(str(entry.get("reason", "")))]
-    skip = {"written", "source", "stage", "partition", "offset", "reason", "payload"}
+    skip = {"written", "source", "stage", "letter_partition", "letter_offset", "reason", "payload"}
     rest = [f"{name}={_one_line(value)}" for name, value in entry.items() if name not in skip]
     if rest:
         lines.append("  " + for_terminal("  ".join(rest)))

@@ -114,11 +114,12 @@ def test_show_keeps_hostile_letters_bounded_and_secrets_redacted(kafka_bootstrap
     shown = orjson.loads(out.output)
     ours = {e["reason"].split(" ")[1][:4]: e for e in shown["letters"] if e["reason"].startswith(mark)}
     assert "[REDACTED]" in orjson.dumps(ours["inva"]["payload"]).decode() and ours["inva"]["payload_redacted"] == 1
+    assert (ours["inva"]["topic"], ours["inva"]["partition"], ours["inva"]["offset"]) == (topics.USAGE, 0, 1)
     assert len(ours["yyyy"]["reason"]) < 1_000 and "more characters" in ours["yyyy"]["reason"]
     assert isinstance(ours["deep"]["payload"], str) and len(ours["deep"]["payload"]) < 1_000
     unreadable = [e for e in shown["letters"] if e["reason"] == "not a dead letter: not JSON"]
-    assert len(unreadable) == 1 and set(unreadable[0]) == {"partition", "offset", "written", "source", "stage",
-                                                           "reason", "letter_bytes"}
+    assert len(unreadable) == 1 and set(unreadable[0]) == {"letter_partition", "letter_offset", "written", "source",
+                                                           "stage", "reason", "letter_bytes"}
     table = cli(kafka_bootstrap, tmp_path, "show", "--since", since.isoformat(), "--reason-contains", mark).output
     assert "\x1b" not in table and "\\x1b[31mred" in table and SECRET not in table
     assert "5 letter(s) match" not in table and "4 letter(s) match" in table  # the non-letter has no such reason
