@@ -8,6 +8,7 @@ import asyncio
 import re
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import click
@@ -139,13 +140,19 @@ def show(since: str, source: str | None, stage: str | None, reason_contains: str
 @click.option("--source", default=None, help="Only this source.")
 @click.option("--reason-contains", default=None, help="Only letters whose reason contains this text (any case).")
 @click.option("--dry-run", is_flag=True, help="Say what would be re-sent and what refused; send nothing.")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="TOKENMETER_COLLECT_MAPPING",
+              help="Collector stages: the attribution mapping YAML the collector runs with.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def replay(stage: str, since: str, source: str | None, reason_contains: str | None, dry_run: bool, fmt: str) -> None:
-    """Re-send the payloads of a stage's letters to the topic it reads (worker: tokenmeter.usage), once a fix
-    makes them good. Only whole payloads (not cut, nothing redacted, matching their SHA-256); events already in
-    the warehouse are skipped (already ok); a record that fails again becomes a new dead letter."""
+def replay(stage: str, since: str, source: str | None, reason_contains: str | None, dry_run: bool,
+           mapping: Path | None, fmt: str) -> None:
+    """Re-send what a stage's letters hold to tokenmeter.usage, once a fix makes them good: the worker's records
+    as they were; a collector's (collect:http, collect:file, collect:kafka) collected again with today's
+    collectors. Only whole payloads (not cut, nothing redacted, matching their SHA-256); events already in the
+    warehouse are skipped (already ok); a worker record that fails again becomes a new dead letter, a gateway
+    record the collectors still reject is refused with their reason."""
     from app.deadletters_read import Filters
-    from app.deadletters_replay import REPLAY_TARGETS, Planner, not_replayable, publish, stored_ids
+    from app.deadletters_replay import REPLAY_TARGETS, Planner, candidate, not_replayable, publish, stored_ids
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
 
@@ -153,7 +160,14 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
     if why is not None:
         raise click.ClickException(f"letters of stage {stage[:80]!r} are not replayed: {why}")
     start = since_option(since)
-    planner = Planner()
+    judge = candidate
+    if stage.startswith("collect:"):
+        from app.deadletters_collected import collected
+        from collectors.cli import load_mapping
+
+        attribution = load_mapping(mapping)
+        judge = lambda item: collected(item, attribution)  # noqa: E731
+    planner = Planner(judge)
     read = _read(Filters(start, source, stage, reason_contains), planner.add)
     settings = cli_settings()
     try:  # which events are stored already: never re-sent (the budgets' memory of ids is a window)
@@ -180,9 +194,11 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
     verb = "would replay" if dry_run else "replayed"
+    unit = "event(s)" if stage.startswith("collect:") else "record(s)"
     click.echo(f"{planner.letters} letter(s) of stage {stage} since {start.isoformat(timespec='seconds')}: {verb} "
-               f"{outcome.replayed} to {target}, {outcome.already_ok} already ok (stored), "
-               f"{outcome.repeated} repeated letter(s) of one record, {sum(outcome.refused.values())} refused")
+               f"{outcome.replayed} {unit} to {target}, {outcome.already_ok} already ok (stored), "
+               f"{outcome.repeated} repeated (one record lettered again), {sum(outcome.refused.values())} "
+               "letter(s) refused")
     for reason, count in outcome.refused.most_common():
         click.echo(f"  refused {count}: {reason}")
     sys.stdout.flush()

@@ -5,7 +5,9 @@ What is replayable, per stage:
 - worker: its letters keep the canonical event it could not price (or the whole message it could not decode);
   they go back to tokenmeter.usage, where the worker prices them as any event. One that fails again is a new dead
   letter (the normal path).
-- every other stage is refused, with the reason (`NOT_REPLAYABLE`): their payloads are not canonical usage.
+- collect:http / collect:file / collect:kafka: their letters keep the gateway's record; it is collected again
+  with today's collectors and its canonical events go to tokenmeter.usage (app/deadletters_collected.py).
+- the other stages are refused, with the reason (`NOT_REPLAYABLE`): their payloads are not usage to re-send.
 
 A payload is re-sent only when it IS the record: not cut (`payload_truncated`), nothing redacted
 (`payload_redacted` 0), and its bytes hash to the letter's `payload_sha256`, the hash of what the stage read (a
@@ -29,15 +31,15 @@ import orjson
 from app.deadletters_read import Letter
 from tokenmeter import topics
 
-REPLAY_TARGETS = {"worker": topics.USAGE}
+# The collectors' letters are collected again first (app/deadletters_collected.py), then sent as the worker's are.
+REPLAY_TARGETS = {"worker": topics.USAGE, "collect:http": topics.USAGE, "collect:file": topics.USAGE,
+                  "collect:kafka": topics.USAGE}
 NOT_REPLAYABLE = {
     "load": ("its input (tokenmeter.priced) is also read by budgets and the anomaly detector, which would see the "
              "spend again; fix the cause, then re-price (`tokenmeter reprice`) or re-send the usage events"),
     "alerts": "its letters are alerts or deliveries, not usage; the dispatcher retries deliveries itself",
     "anomalies": "its letters are priced events the detector could not read; they are in the warehouse already",
 }
-COLLECTOR_NOT_REPLAYABLE = ("its payload is the gateway's own record, not a canonical event; re-collect it from "
-                            "the gateway's log or topic (or check a fix with `tokenmeter price`)")
 ID_CHUNK = 1_000  # event ids per warehouse lookup
 
 REFUSED_CUT = "payload cut at 16 KB (payload_truncated): not the record"
@@ -52,9 +54,7 @@ def not_replayable(stage: str) -> str | None:
     """Why letters of `stage` are never replayed, or None for a stage `replay` handles."""
     if stage in REPLAY_TARGETS:
         return None
-    if stage.startswith("collect"):
-        return COLLECTOR_NOT_REPLAYABLE
-    return NOT_REPLAYABLE.get(stage, "no stage of that name replays (known: worker)")
+    return NOT_REPLAYABLE.get(stage, f"no stage of that name replays (replayable: {', '.join(REPLAY_TARGETS)})")
 
 
 @dataclass
@@ -80,8 +80,9 @@ class Outcome:
                 "repeated_letters": self.repeated, "refused": dict(self.refused.most_common())}
 
 
-def candidate(item: Letter) -> Candidate | str:
-    """The record a worker letter holds, ready to re-send, or why it is refused."""
+def whole_payload(item: Letter) -> tuple[bytes, Any] | str:
+    """The payload's bytes (as the stage read them) and the payload as kept, when the letter holds the whole
+    record; else why not."""
     letter = item.letter or {}
     if "payload_truncated" not in letter or "payload_redacted" not in letter:
         return REFUSED_UNSAID
@@ -102,13 +103,22 @@ def candidate(item: Letter) -> Candidate | str:
             return REFUSED_HASH
     if hashlib.sha256(value).hexdigest() != letter.get("payload_sha256"):
         return REFUSED_HASH
+    return value, payload
+
+
+def candidate(item: Letter) -> list[Candidate] | str:
+    """The record a worker letter holds, ready to re-send as it was, or why it is refused."""
+    whole = whole_payload(item)
+    if isinstance(whole, str):
+        return whole
+    value, payload = whole
     try:
         decoded = orjson.loads(value) if isinstance(payload, str) else payload
     except orjson.JSONDecodeError:
         return REFUSED_NOT_JSON
     events = decoded if isinstance(decoded, list) else [decoded]
     ids = [e["event_id"] for e in events if isinstance(e, dict) and isinstance(e.get("event_id"), str)]
-    return Candidate(item.partition, item.offset, value, ids, _key(decoded))
+    return [Candidate(item.partition, item.offset, value, ids, _key(decoded))]
 
 
 def _key(decoded: Any) -> bytes:
@@ -126,22 +136,23 @@ class Planner:
     """Letters in as they are read (`add`), each judged at once; `finish` asks the warehouse which events are
     stored and returns what to send and the outcome."""
 
-    def __init__(self) -> None:
-        self.outcome, self.chosen, self.letters = Outcome(), [], 0
+    def __init__(self, judge: Callable[[Letter], list[Candidate] | str] = candidate) -> None:
+        self.outcome, self.chosen, self.letters, self.judge = Outcome(), [], 0, judge
         self._seen: set[bytes] = set()
 
     def add(self, item: Letter) -> None:
         self.letters += 1
-        found = candidate(item)
+        found = self.judge(item)
         if isinstance(found, str):
             self.outcome.refused[found] += 1
             return
-        digest = hashlib.sha256(found.value).digest()
-        if digest in self._seen:  # the same record lettered again (a redelivery): sent once
-            self.outcome.repeated += 1
-            return
-        self._seen.add(digest)
-        self.chosen.append(found)
+        for message in found:
+            digest = hashlib.sha256(message.value).digest()
+            if digest in self._seen:  # the same record lettered again (a redelivery): sent once
+                self.outcome.repeated += 1
+                continue
+            self._seen.add(digest)
+            self.chosen.append(message)
 
     def finish(self, stored: Callable[[list[str]], set[str]]) -> tuple[list[Candidate], Outcome]:
         """`stored(ids)` answers which of `ids` the warehouse holds."""
@@ -158,8 +169,9 @@ class Planner:
         return kept, self.outcome
 
 
-def plan(letters: Iterable[Letter], stored: Callable[[list[str]], set[str]]) -> tuple[list[Candidate], Outcome]:
-    planner = Planner()
+def plan(letters: Iterable[Letter], stored: Callable[[list[str]], set[str]],
+         judge: Callable[[Letter], list[Candidate] | str] = candidate) -> tuple[list[Candidate], Outcome]:
+    planner = Planner(judge)
     for item in letters:
         planner.add(item)
     return planner.finish(stored)

@@ -183,8 +183,8 @@ def replayed(bootstrap: str, mark: str) -> list:
 
 
 def test_replay_refuses_stages_whose_letters_are_not_usage(kafka_bootstrap):
-    for stage, said in (("load", "tokenmeter.priced"), ("collect:file", "gateway's own record"),
-                        ("nonsense", "known: worker")):
+    for stage, said in (("load", "tokenmeter.priced"), ("alerts", "not usage"),
+                        ("nonsense", "replayable: worker, collect:http, collect:file, collect:kafka")):
         out = CliRunner().invoke(main, ["deadletters", "replay", "--stage", stage],
                                  env={"TOKENMETER_KAFKA_BOOTSTRAP": kafka_bootstrap})
         assert out.exit_code == 1 and said in out.output, out.output
@@ -234,3 +234,36 @@ def test_summary_groups_reasons_and_counts_a_redelivered_letter_once(data_dir):
     assert [g["source"] for g in only] == ["kong"]
     table = cli("127.0.0.1:9", data_dir, "summary", "--since", "7d").output
     assert "\x1b" not in table and "too old" in table and "6 letter(s) in 5 group(s)" in table
+
+
+def collector_letter(stage: str, reason: str, payload, **where) -> bytes:
+    return deadletters.encode(deadletters.dead_letter(reason, payload, stage, **where))
+
+
+def test_a_collector_letter_is_collected_again_and_only_its_unstored_events_are_sent(kafka_bootstrap, data_dir):
+    """A gateway's record the collector rejected then (say a collector bug, since fixed) is collected again with
+    today's collectors; of a batch whose good entries were published at the time, only the others are sent."""
+    mark = f"collect-{uuid.uuid4().hex[:8]}"
+    since = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+    new, published, stored_http = event(f"{mark}-new"), event(f"{mark}-published"), event(f"{mark}-http")
+    assert store(data_dir, [orjson.dumps(published), orjson.dumps(stored_http)]) == 2
+    line = orjson.dumps([published, event(f"{mark}-batch")])  # one line, two events: the first published then
+    produce(kafka_bootstrap, [
+        collector_letter("collect:file", f"{mark} line 1", orjson.dumps(new), file="/var/log/gw.log", line=1,
+                         dialect="auto"),
+        collector_letter("collect:file", f"{mark} line 2", line, file="/var/log/gw.log", line=2, dialect="canonical"),
+        collector_letter("collect:file", f"{mark} line 3", b'{"no": "usage here", "n": 3}', file="/var/log/gw.log",
+                         line=3, dialect="auto"),
+        collector_letter("collect:http", f"{mark} record 0", stored_http, route="/v1/events", index=0,
+                         dialect="canonical"),
+    ])
+    args = ("--since", since, "--reason-contains", mark, "--format", "json")
+    http = orjson.loads(cli(kafka_bootstrap, data_dir, "replay", "--stage", "collect:http", "--dry-run", *args).stdout)
+    assert (http["would_replay"], http["already_ok"], http["refused"]) == (0, 1, {})
+    out = cli(kafka_bootstrap, data_dir, "replay", "--stage", "collect:file", *args)
+    done = orjson.loads(out.stdout)
+    assert (done["letters"], done["replayed"], done["already_ok"]) == (3, 2, 1), done
+    [(reason, count)] = done["refused"].items()
+    assert count == 1 and reason.startswith("the collectors still reject it: ")
+    sent = sorted(orjson.loads(r.value)["event_id"] for r in replayed(kafka_bootstrap, mark))
+    assert sent == sorted([new["event_id"], f"replay-{mark}-batch"])
