@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -151,7 +150,7 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
     collectors. Only whole payloads (not cut, nothing redacted, matching their SHA-256); events already in the
     warehouse are skipped (already ok); a worker record that fails again becomes a new dead letter, a gateway
     record the collectors still reject is refused with their reason."""
-    from app.deadletters_read import Filters
+    from app.deadletters_read import Filters, for_terminal
     from app.deadletters_replay import REPLAY_TARGETS, Planner, candidate, not_replayable, publish, stored_ids
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
@@ -200,5 +199,4 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
                f"{outcome.repeated} repeated (one record lettered again), {sum(outcome.refused.values())} "
                "letter(s) refused")
     for reason, count in outcome.refused.most_common():
-        click.echo(f"  refused {count}: {reason}")
-    sys.stdout.flush()
+        click.echo(f"  refused {count}: {for_terminal(reason)}")  # a collector's reason quotes the record

@@ -155,7 +155,7 @@ def shown(item: Letter, payload_chars: int = MAX_PAYLOAD_CHARS) -> dict[str, Any
     # The letter's own place on tokenmeter.deadletter, named apart from the context's topic/partition/offset (where
     # the rejected record was), which the letter holds under those names.
     out: dict[str, Any] = {"letter_partition": item.partition, "letter_offset": item.offset,
-                           "written": item.timestamp.isoformat(timespec="milliseconds"), "source": item.source}
+                           "written": item.timestamp.isoformat(timespec="milliseconds"), "source": clip(item.source, 200)}
     if item.letter is None:
         out.update(stage="unknown", reason=item.problem, letter_bytes=item.size)
         return out

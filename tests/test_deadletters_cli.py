@@ -106,7 +106,8 @@ def test_show_keeps_hostile_letters_bounded_and_secrets_redacted(kafka_bootstrap
         orjson.dumps({"reason": f"{mark} " + "y" * 1_000_000, "stage": "worker", "payload": None}),  # not our builder
         b'{"reason": "' + mark.encode() + b' deep", "stage": "worker", "payload": ' + deep + b"}",
         b"\x00not json " + SECRET.encode(),  # not a letter: only its position and size are shown
-        orjson.dumps({"reason": f"{mark} \x1b[31mred\x1b[0m", "stage": "worker", "payload": "x"}),
+        orjson.dumps({"reason": f"{mark} \x1b[31mred\x1b[0m", "stage": "worker", "payload": "x",
+                      "dialect": "d" * 1_000_000}),
     ])
     out = cli(kafka_bootstrap, tmp_path, "show", "--since", since.isoformat(), "--limit", "50", "--format", "json")
     assert out.exit_code == 0, out.output
