@@ -22,7 +22,10 @@ def since_option(value: str, option: str = "--since", now: datetime | None = Non
 
     span = _SPAN.match(value)
     if span:
-        return (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
+        try:
+            return (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
+        except OverflowError:  # 999999w: before year 1
+            raise click.BadParameter(f"{value.strip()} reaches back before year 1", param_hint=option) from None
     if len(value) > 80:
         raise click.BadParameter(f"{value[:80]!r}... is not a span (24h, 90m, 7d) or an ISO 8601 time",
                                  param_hint=option)

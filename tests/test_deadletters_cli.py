@@ -269,3 +269,17 @@ def test_a_collector_letter_is_collected_again_and_only_its_unstored_events_are_
     assert count == 1 and reason.startswith("the collectors still reject it: ")
     sent = sorted(orjson.loads(r.value)["event_id"] for r in replayed(kafka_bootstrap, mark))
     assert sent == sorted([new["event_id"], f"replay-{mark}-batch"])
+
+
+def test_since_reads_spans_and_times_and_refuses_a_span_before_year_one():
+    from click import BadParameter
+
+    from app.deadletters_cli import since_option
+
+    now = datetime(2026, 12, 7, 12, tzinfo=timezone.utc)
+    assert since_option("90m", now=now) == now - timedelta(minutes=90)
+    assert since_option("2026-12-01", now=now) == datetime(2026, 12, 1, tzinfo=timezone.utc)
+    for wrong in ("999999w", "yesterday", "x" * 10_000):
+        with pytest.raises(BadParameter) as caught:
+            since_option(wrong, now=now)
+        assert len(str(caught.value)) < 300
