@@ -185,7 +185,15 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
         def progress(done: int, total: int) -> None:
             click.echo(f"replayed {done} of {total} to {target}", err=True)
 
-        outcome.replayed = asyncio.run(publish(settings.bootstrap_servers, target, chosen, progress))
+        from aiokafka.errors import KafkaError
+
+        from tokenmeter.kafka_topics import broker_problem
+
+        try:
+            outcome.replayed = asyncio.run(publish(settings.bootstrap_servers, target, chosen, progress))
+        except (KafkaError, OSError) as exc:  # part may be sent: the next run skips what was priced meanwhile
+            raise click.ClickException(f"{broker_problem(exc, settings.bootstrap_servers)}; replay stopped (the "
+                                       "progress above says how far): running it again is safe") from None
     else:
         outcome.replayed = len(chosen)
     result = {"stage": stage, "to": target, "since": start.isoformat(), "letters": planner.letters, "read": read,
