@@ -37,8 +37,9 @@ REPLAY_TARGETS = {"worker": topics.USAGE, "collect:http": topics.USAGE, "collect
 NOT_REPLAYABLE = {
     "load": ("its input (tokenmeter.priced) is also read by budgets and the anomaly detector, which would see the "
              "spend again; fix the cause, then re-price (`tokenmeter reprice`) or re-send the usage events"),
-    "alerts": "its letters are alerts or deliveries, not usage; the dispatcher retries deliveries itself",
-    "anomalies": "its letters are priced events the detector could not read; they are in the warehouse already",
+    "alerts": "its letters are alert records the dispatcher could not read, not usage",
+    "anomalies": ("its letters are tokenmeter.priced messages the detector could not read, not usage (the loader "
+                  "reads the same messages on its own: `deadletters summary --stage load` says if it failed too)"),
 }
 ID_CHUNK = 1_000  # event ids per warehouse lookup
 
