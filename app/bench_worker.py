@@ -17,8 +17,10 @@ figure, all rounds and their median beside it (as `tokenmeter bench` reports (c)
 `--in-process`: instead of a worker, the pricing thread's work alone (`streams.batch_overlap._price` per ~8 MB
 chunk: the batch step, framing the priced messages, encoding dead letters) on the same traffic, best of 3 passes
 in a fresh process per tree and round (trees alternating), as events per CPU second of that process (polars' threads
-included). `--format json --format arrow`: each tree with each priced format (TOKENMETER_PRICED_FORMAT), all
-alternating (issue 14, arrow14); `--mixed`: one message of reported-cost events per ~12 (batches the frame path
+included), after one whole pass reported apart (`cold_*`: first plans, imports, lookups learnt, heap grown). The
+priced format is the one a worker would send (TOKENMETER_PRICED_FORMAT, Arrow by default; before inproc29 the
+child priced JSON unless told), read back from the messages (`format`). `--format json --format arrow`: each tree
+with each priced format, all alternating (issue 14, arrow14); `--mixed`: one message of reported-cost events per ~12 (batches the frame path
 writes only in part); `--tools 0.01`: that share of events with a billed web search. `--tagged`: the share of events whose attribution carries tags (`{"env": ..., "region": ...}`, as
 gateways' metadata becomes tags), for either mode.
 """
@@ -47,7 +49,7 @@ from app.process import child_preexec
 from tokenmeter import kafka_inflate, topics
 from tokenmeter.priced_wire import count_priced
 from tokenmeter.events import partition_key
-from tokenmeter.settings import free_port
+from tokenmeter.settings import free_port, load_settings
 
 
 def _cpu(pid: int, thread: int | None = None) -> tuple[float, float]:
@@ -209,7 +211,14 @@ if len(sys.argv) > 6 and sys.argv[6] == "mixed":  # one message of reported cost
                                                             else [value])]
     n = sum(v.count(b'"event_id"') for _, v in values)
 parts = list(chunks([RawRecord(v, "tokenmeter.usage", i % 4, i) for i, (_, v) in enumerate(values)]))
-price(parts[0])  # the price table compiled and caches warm, as in a running worker
+# the first pass, reported apart as the cold figure: the price table compiled, first polars plans, pyarrow imported,
+# every chunk's lookup keys learnt and the heap grown, all of which a running worker has paid long before
+cpu, wall = time.process_time(), time.perf_counter()
+first = [price(part) for part in parts]
+cold = (time.process_time() - cpu, time.perf_counter() - wall)
+priced = next(value for _, messages, _ in first for _, value in messages)
+written = "json" if priced[:1] in (b"[", b"{") else "arrow"  # what was sent, read from the bytes (an IPC stream)
+del first
 best = None
 for _ in range(rounds):
     cpu, wall = time.process_time(), time.perf_counter()
@@ -218,7 +227,8 @@ for _ in range(rounds):
     run = (time.process_time() - cpu, time.perf_counter() - wall)
     best = run if best is None or run < best else best
 print(json.dumps({"events_per_cpu_s": round(n / best[0]), "cpu_us_per_event": round(best[0] / n * 1e6, 2),
-                  "events_per_s_wall": round(n / best[1]), "chunks": len(parts)}))
+                  "events_per_s_wall": round(n / best[1]), "chunks": len(parts), "format": written,
+                  "cold_cpu_us_per_event": round(cold[0] / n * 1e6, 2), "cold_events_per_s_wall": round(n / cold[1])}))
 """
 
 
@@ -233,7 +243,10 @@ def _name(tree: str, fmt: str | None) -> str:
 def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
                        formats: tuple[str | None, ...] | list[str | None] = (None,), mixed: bool = False,
                        tools: float = 0.0) -> dict[str, list[dict]]:
-    """The pricing thread's work per tree (and priced format), each round in a fresh process, alternating."""
+    """The pricing thread's work per tree (and priced format), each round in a fresh process, alternating. A format
+    of None is the one a worker started here would send (TOKENMETER_PRICED_FORMAT): until inproc29 the child was
+    then left to `_price`'s default argument, JSON, while workers send Arrow by default (arrow19)."""
+    formats = [fmt or load_settings().priced_format for fmt in formats]
     results: dict[str, list[dict]] = {_name(*run): [] for run in _runs(trees, formats)}
     for round_ in range(rounds):
         for tree, fmt in _runs(trees, formats):

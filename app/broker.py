@@ -140,10 +140,11 @@ BACKLOG_STAGES = (
 )
 
 
-async def unconsumed_backlog(bootstrap: str, partitions: int) -> dict[str, int]:
+async def unconsumed_backlog(bootstrap: str, partitions: int) -> dict[str, dict[str, int]]:
     """Per stage topic: records the broker acknowledged (end offset) minus those its consumer group committed,
-    i.e. what exists only in the broker right now. The embedded broker's ListOffsets under-reports the end a
-    little (environment.md), so this is a lower bound, "as far as knowable"."""
+    i.e. what exists only in the broker right now (`backlog`), and the group's committed offsets summed
+    (`committed`: whether the stage moves). The embedded broker's ListOffsets under-reports the end a little
+    (environment.md), so the backlog is a lower bound, "as far as knowable"."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -154,13 +155,15 @@ async def unconsumed_backlog(bootstrap: str, partitions: int) -> dict[str, int]:
     await consumer.start()
     try:
         backlog: dict[str, int] = {}
+        done: dict[str, int] = {}
         for topic, group, _ in BACKLOG_STAGES:
             tps = [TopicPartition(topic, p) for p in range(partitions)]
             ends = await consumer.end_offsets(tps)
             committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-            backlog[topic] = sum(max(0, ends[tp] - (committed[tp].offset if tp in committed and
-                                                     committed[tp].offset >= 0 else 0)) for tp in tps)
-        return backlog
+            offsets = {tp: committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0 for tp in tps}
+            backlog[topic] = sum(max(0, ends[tp] - offsets[tp]) for tp in tps)
+            done[topic] = sum(offsets.values())
+        return {"backlog": backlog, "committed": done}
     finally:
         await consumer.stop()
         await admin.close()
@@ -174,7 +177,9 @@ class BacklogWatcher:
         import threading
 
         self.bootstrap, self.partitions, self.every_s = bootstrap, partitions, every_s
-        self.latest: dict | None = None  # {"at": unix time, "backlog": {topic: records}}
+        # {"at": unix time, "backlog": {topic: records}, "committed": {topic: offsets summed},
+        #  "progress_at": {topic: unix time its group last committed more, or had nothing waiting}}
+        self.latest: dict | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backlog-watcher", daemon=True)
 
@@ -190,8 +195,20 @@ class BacklogWatcher:
 
         while not self._stop.is_set():
             try:
-                backlog = asyncio.run(asyncio.wait_for(unconsumed_backlog(self.bootstrap, self.partitions), 10))
-                self.latest = {"at": time.time(), "backlog": backlog}
+                sample = asyncio.run(asyncio.wait_for(unconsumed_backlog(self.bootstrap, self.partitions), 10))
+                self.latest = with_progress(self.latest, dict(sample, at=time.time()))
             except Exception as exc:  # broker down or restarting: keep the last good sample
                 log.debug("backlog sample failed: %r", exc)
             self._stop.wait(self.every_s)
+
+
+def with_progress(previous: dict | None, sample: dict) -> dict:
+    """`sample` with `progress_at` per stage topic: when its group last committed more than at the sample before,
+    or had nothing waiting. A child whose event loop turns (its heartbeat is fresh) but whose consumer is stuck
+    shows as records waiting with an old `progress_at`: `tokenmeter status` says so."""
+    before = (previous or {}).get("progress_at", {})
+    progress = {}
+    for topic, waiting in sample["backlog"].items():
+        moved = previous is None or sample["committed"].get(topic) != previous.get("committed", {}).get(topic)
+        progress[topic] = sample["at"] if waiting == 0 or moved or topic not in before else before[topic]
+    return dict(sample, progress_at=progress)

@@ -269,6 +269,7 @@ _STAGE_MODULES = (
     ("streams.budgets.cli", "budget"),
     ("app.reprice_cli", "reprice"),
     ("app.priced_cli", "priced"),
+    ("app.deadletters_cli", "deadletters"),
     ("streams.alerts.cli", "alerts"),
     ("streams.anomalies.cli", "anomalies"),
     ("warehouse.export_cli", "export"),
@@ -290,6 +291,8 @@ _STAGE_HELP = {
     "prices": "Price catalog: import LiteLLM's cost map, list prices in force, explain a model's price.",
     "budget": "Budgets per team, user, key, model or tag: alert at thresholds, throttle or block at 100%.",
     "reprice": "Re-price stored events with the current price book (prices in force at each event's time).",
+    "deadletters": ("Dead letters: what was rejected and why, the (redacted) letters, and replaying what a fix "
+                    "makes good."),
     "priced": "Read tokenmeter.priced (JSON or Arrow messages) as people and scripts do.",
     "alerts": "Deliver budget and anomaly alerts to Slack, PagerDuty and signed webhooks.",
     "anomalies": "Spend anomaly detection: run the detector, measure it on labelled traffic of three families.",

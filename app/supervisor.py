@@ -121,6 +121,22 @@ def describe_backlog(sample: dict | None) -> str:
     return (f"at the last sample ({age:.0f} s earlier) the broker alone held " + "; ".join(parts)
             + ". Records acknowledged after that sample are gone too and cannot be counted")
 
+STALLED_S = 60  # records waiting and no commit for this long: said in `status` (a dispatcher retrying is one cause)
+
+
+def describe_stages(sample: dict, now: float) -> str:
+    """`status`'s backlog line: records waiting per stage, and a stage that committed nothing for STALLED_S while
+    records waited (its child may be running, heartbeat and all, with a stuck consumer)."""
+    parts = []
+    for topic, group, _ in BACKLOG_STAGES:
+        waiting = sample.get("backlog", {}).get(topic, 0)
+        idle = now - sample.get("progress_at", {}).get(topic, sample["at"])
+        stalled = f" (nothing committed for {idle:.0f} s)" if waiting and idle >= STALLED_S else ""
+        parts.append(f"{group.removeprefix('tokenmeter-')} {waiting:,}{stalled}")
+    return (f"  waiting in the broker (sampled {max(0.0, now - sample['at']):.0f} s ago; a lower bound): "
+            + ", ".join(parts))
+
+
 def _http_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
@@ -633,6 +649,8 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
                          f"{c.get('unanswered_s')} s" if health.startswith("file://") else
                          f", no answer on {health} for {c.get('unanswered_s')} s")
             echo(f"  {c['name']:<10} {c['state']:<9} pid {c['pid'] or '-':<8} restarts {c['restarts']}{extra}{wait}")
+        if status.get("backlog") and status["state"] == "running":
+            echo(describe_stages(status["backlog"], time.time()))
         for loss in status.get("broker_losses", []):
             echo(f"  broker crash at {loss['at']}: {describe_backlog(loss.get('backlog_sample'))}")
         if status.get("previous_run"):

@@ -36,7 +36,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _mapping(path: Path | None) -> Any:
+def load_mapping(path: Path | None) -> Any:
     if path is None:
         return None
     from collectors import AttributionMapping
@@ -92,7 +92,7 @@ def http_command(port: int, api_keys: tuple[str, ...], api_keys_file: Path | Non
         keys += [line.strip() for line in api_keys_file.read_text().splitlines()
                  if line.strip() and not line.lstrip().startswith("#")]
     limit = parse_size(max_body_bytes)
-    resolved = _mapping(mapping)
+    resolved = load_mapping(mapping)
     run_service(lambda stop: serve_http(
         KafkaSink(settings.bootstrap_servers, "collect:http", timeout_s=kafka_timeout),
         settings.host, port, keys, limit, resolved, stop, settings.collect_body_timeout_seconds))
@@ -123,7 +123,7 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
         # a backfill of a file that is not there is a typo, not "nothing to read" (without --exit-at-eof the
         # tailer waits for the file to appear; with a checkpoint, a rotated leftover may still be read)
         raise click.ClickException(f"{path} does not exist (--exit-at-eof reads a file that is there)")
-    resolved = _mapping(mapping)
+    resolved = load_mapping(mapping)
     sink = KafkaSink(settings.bootstrap_servers, "collect:file")
     tailer = FileTailer(path, None if dialect == "auto" else dialect, checkpoint, sink, mapping=resolved,
                         batch_lines=batch_lines, poll_interval=poll_interval, exit_at_eof=exit_at_eof,
@@ -162,7 +162,7 @@ def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap:
     bridge = KafkaBridge(
         source_bootstrap or settings.bootstrap_servers, topic, None if dialect == "auto" else dialect,
         group, KafkaSink(settings.bootstrap_servers, "collect:kafka"),
-        mapping=_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
+        mapping=load_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
         exit_when_idle=exit_when_idle, state_path=state_file, group_timeouts=settings.group_timeouts,
         fetch_wait=settings.fetch_wait)
     run_service(bridge.run)

@@ -10,7 +10,8 @@ A team user's queries are limited to their team; naming another team answers 403
     GET /api/v1/budgets            GET /api/v1/budgets/<name>   (history of its latest period + alerts)
     GET /api/v1/anomalies?start&end
     GET /api/v1/reconciliation?start&end                         (finance only)
-    GET /api/v1/export?month=YYYY-MM&format=csv|parquet|focus&group_by=team   (a file)
+    GET /api/v1/export?month=YYYY-MM&format=csv|parquet|focus&group_by=team   (a file; &archived=NAME: a
+                                                                              re-opened close, as close --list names it)
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def export():
     try:
         with scoped_warehouse() as wh:
             name, mimetype, body = export_file(wh, args.get("month", ""), args.get("format", "csv"),
-                                               args.get("group_by", "team"))
+                                               args.get("group_by", "team"), args.get("archived", ""))
     except ExportUnavailable as exc:
         return flask.jsonify({"error": str(exc)}), 501
     except ValueError as exc:

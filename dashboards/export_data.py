@@ -31,8 +31,9 @@ def recent_months(today: date, count: int = 12) -> list[str]:
     return months
 
 
-def export_file(wh: Any, month: str, fmt: str, group_by: str) -> tuple[str, str, bytes]:
-    """(file name, MIME type, bytes). ValueError names a bad argument."""
+def export_file(wh: Any, month: str, fmt: str, group_by: str, archived: str = "") -> tuple[str, str, bytes]:
+    """(file name, MIME type, bytes). ValueError names a bad argument. `archived`: an archived close of the month
+    (as `archived_versions` lists it) instead of the month's current books: the file that close gave."""
     if not MONTH.match(month or "") or not "0001-01" <= month <= "9999-11":  # the months Python's dates can bound
         raise ValueError(f"month must be YYYY-MM (0001-01..9999-11), got {month!r}")
     if fmt not in FORMATS:
@@ -46,8 +47,46 @@ def export_file(wh: Any, month: str, fmt: str, group_by: str) -> tuple[str, str,
         raise ExportUnavailable("chargeback export is not available in this build (warehouse.export missing)") from exc
     from dashboards.finance_panel import app_closes, app_finance
 
-    body = export_month(wh.raw, month, fmt, dims, team=wh.team, finance=app_finance(),  # cost centers, allocation
-                        closes=app_closes())  # closed months frozen, corrections in the first open month
     ext, mimetype, _ = FORMATS[fmt]
     suffix = f"-{wh.team}" if wh.team else ""
+    if archived:
+        return (f"tokenmeter-{month}-as-closed-{_stamp(archived)}-by-{'-'.join(dims)}{suffix}.{ext}", mimetype,
+                _archived_export(wh, month, fmt, dims, archived, app_finance(), app_closes()))
+    body = export_month(wh.raw, month, fmt, dims, team=wh.team, finance=app_finance(),  # cost centers, allocation
+                        closes=app_closes())  # closed months frozen, corrections in the first open month
     return f"tokenmeter-{month}-by-{'-'.join(dims)}{suffix}.{ext}", mimetype, body
+
+
+def _archived_export(wh: Any, month: str, fmt: str, dims: list[str], archived: str, finance: Any,
+                     closes: Any) -> bytes:
+    """`tokenmeter export --month M --archived NAME`, for the page and the API (warehouse/archived_close.py)."""
+    from warehouse.archived_close import archived_close_view
+    from warehouse.backends import WarehouseError
+    from warehouse.export import export_month
+
+    if closes is None:
+        raise ValueError("archived closes need the data directory (no closes directory here)")
+    try:
+        with archived_close_view(closes, month, archived) as (view, _record):
+            return export_month(wh.raw, month, fmt, dims, team=wh.team, finance=finance, closes=view)
+    except WarehouseError as exc:  # not one of the month's archived closes, or its snapshot changed
+        raise ValueError(str(exc)) from None
+
+
+def _stamp(archived: str) -> str:
+    """The UTC stamp of an archived close's name (`.reopened/2026-11-20270105T101500Z` -> 20270105T101500Z)."""
+    return re.sub(r"[^0-9A-Za-z]", "", archived.rsplit("-", 1)[-1])[:20] or "archived"
+
+
+def archived_versions(month: str, closes: Any) -> list[dict[str, str]]:
+    """The Export page's "Version" options for `month`: its current books, then each close re-opened since, newest
+    first (what finance was sent before a restatement)."""
+    from warehouse.month_reopen import reopen_history
+
+    options = [{"label": "current books", "value": ""}]
+    for record in reversed([r for r in reopen_history(closes) if r["month"] == month]):
+        close = record.get("close") or {}
+        by = f" by {close['closed_by']}" if close.get("closed_by") else ""
+        options.append({"label": f"as closed {str(close.get('closed_at', '?'))[:10]}{by} (re-opened "
+                                 f"{record['reopened_at'][:10]}: {record['reason']})", "value": record["archived"]})
+    return options

@@ -25,7 +25,7 @@ def find_archived_close(directory: Path | None, month: str, name: str) -> dict[s
     """The re-open record of `month`'s archived close called `name`: as `close --list` shows it
     (`.reopened/2026-11-20261206T203000Z`, with or without `closes/`) or its last part. Only names listed by
     `reopen_history` match (no path from the command line is ever opened)."""
-    from warehouse.export import month_bounds
+    from warehouse.export import month_bounds, shown_argument
 
     month_bounds(month)  # a month that is not YYYY-MM gets export's own error, before any file is read
     month, wanted = month.strip(), name.strip().rstrip("/")
@@ -34,8 +34,7 @@ def find_archived_close(directory: Path | None, month: str, name: str) -> dict[s
         if wanted in (record["archived"], f"closes/{record['archived']}", record["archived"].rsplit("/", 1)[-1]):
             return record
     listed = ", ".join(r["archived"] for r in records) or "none (tokenmeter close --list shows every archived close)"
-    shown = name if len(name) <= 80 else name[:80] + "..."  # a hostile argument is not echoed whole
-    raise WarehouseError(f"no archived close {shown!r} of {month}; archived closes of {month}: {listed}")
+    raise WarehouseError(f"no archived close {shown_argument(name)} of {month}; archived closes of {month}: {listed}")
 
 
 def check_snapshot(directory: Path, record: dict[str, Any]) -> None:

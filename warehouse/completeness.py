@@ -41,10 +41,15 @@ EVENTS_SQL = (
     " FROM priced_events WHERE ts >= {since:DateTime64(3, 'UTC')} AND ts < {now:DateTime64(3, 'UTC')}"
     " GROUP BY source"
 )
+# A record a stage read again after a crash (at-least-once) is lettered again with a new `at`, which the table's
+# key holds: a letter at a Kafka position (topic, partition, offset, payload hash) counts once, at its first `at`.
+# Letters without a position (HTTP ingest, files) count by their own time: two requests are two rejections.
 DEAD_SQL = (
-    "SELECT toString(source) AS source, countIf(at >= {now:DateTime64(3, 'UTC')} - INTERVAL 1 HOUR) AS last_hour,"
-    " max(at) AS last_at FROM dead_letters FINAL"
-    " WHERE at >= {since:DateTime64(3, 'UTC')} AND at < {now:DateTime64(3, 'UTC')} GROUP BY source"
+    "SELECT source, countIf(first_at >= {now:DateTime64(3, 'UTC')} - INTERVAL 1 HOUR) AS last_hour,"
+    " max(first_at) AS last_at FROM (SELECT toString(source) AS source, min(at) AS first_at FROM dead_letters FINAL"
+    " WHERE at >= {since:DateTime64(3, 'UTC')} AND at < {now:DateTime64(3, 'UTC')}"
+    " GROUP BY source, stage, topic, partition, offset, payload_sha256,"
+    " if(topic != '' AND offset >= 0, toDateTime64(0, 3, 'UTC'), at)) GROUP BY source"
 )
 POLLERS_SQL = (
     "SELECT toString(provider) AS provider, max(fetched_at) AS last_fetch,"
@@ -122,7 +127,9 @@ def source_health(wh: Any, now: datetime | None = None, limits: Limits | None = 
     events = {r["source"]: r for r in wh.query(EVENTS_SQL, params).iter_rows(named=True)}
     try:
         dead = {r["source"]: r for r in wh.query(DEAD_SQL, params).iter_rows(named=True)}
-    except Exception:  # noqa: BLE001 - a warehouse from before migration 0012: no dead-letter counts
+    except Exception as exc:  # noqa: BLE001 - a warehouse from before migration 0012: no dead-letter counts
+        if "UNKNOWN_TABLE" not in str(exc):  # any other failure is not "no dead letters" (it hid a broken query)
+            raise
         dead = {}
     out: list[SourceHealth] = []
     for source in sorted(set(events) | set(dead)):

@@ -391,7 +391,8 @@ def write_history(settings: Any, now: datetime | None = None, publish: bool = Fa
         previous = (first_of_month - timedelta(days=1)).strftime("%Y-%m")
         closed = None
         if first_of_month - now + timedelta(days=DAYS) > timedelta(0) and previous not in closed_months(closes_dir(settings)):
-            closed = close_month(wh, closes_dir(settings), previous, closed_by="demo", now=now)["month"]
+            closed = close_month(wh, closes_dir(settings), previous, closed_by="demo", now=now,
+                                 finance_files=(settings.cost_centers_file, settings.allocation_file))["month"]
     finally:
         wh.close()
     published = 0

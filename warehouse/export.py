@@ -40,13 +40,20 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     """"YYYY-MM" -> [first instant, first instant of the next month) in UTC."""
     match = _MONTH.match(month.strip()) if isinstance(month, str) else None
     if not match or not 1 <= int(match[2]) <= 12:
-        raise WarehouseError(f"month: {month!r} is not YYYY-MM")
+        raise WarehouseError(f"month: {shown_argument(month)} is not YYYY-MM")
     try:  # year 0 and 9999-12 (its end) are outside Python's dates: a ValueError / OverflowError traceback before
         start = datetime(int(match[1]), int(match[2]), 1, tzinfo=timezone.utc)
         end = (start + timedelta(days=32)).replace(day=1)
     except (ValueError, OverflowError):
-        raise WarehouseError(f"month: {month!r} is outside 0001-01..9999-11") from None
+        raise WarehouseError(f"month: {shown_argument(month.strip())} is outside 0001-01..9999-11") from None
     return start, end
+
+
+def shown_argument(value: object, limit: int = 80) -> str:
+    """A command-line argument as an error names it: its repr, cut at `limit` characters (a hostile 1 MB argument
+    is not echoed whole)."""
+    text = value if isinstance(value, str) else str(type(value).__name__)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 # A cell starting with one of these is neutralised: OWASP's = + - @ tab CR LF, NUL (ASVS 5.0 1.2.10), and | % as

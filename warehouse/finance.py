@@ -63,6 +63,18 @@ def load_finance(cost_centers_file: Path | str | None, allocation_file: Path | s
     return FinanceConfig(mapping, tuple(rules))
 
 
+def finance_as_closed(config: FinanceConfig, closes: Path | None, since: datetime, until: datetime) -> FinanceConfig:
+    """The finance configuration a window is read with: for a closed month, the files it was closed with
+    (warehouse/closed_finance.py); otherwise, and for closes that kept none (written before), `config`."""
+    month = whole_month(since, until) if closes is not None else None
+    record = closed_months(closes).get(month, {}).get("finance") if month else None
+    if record is None:
+        return config
+    from warehouse.closed_finance import frozen_finance_files
+
+    return load_finance(*frozen_finance_files(closes / month, record))
+
+
 def finance_from_settings(settings) -> FinanceConfig:
     centers, allocation = getattr(settings, "cost_centers_file", None), getattr(settings, "allocation_file", None)
     try:
@@ -137,6 +149,7 @@ def showback_and_corrected(wh, config: FinanceConfig, since: datetime, until: da
     The same charges (day x provider x model x part) as the FOCUS export, so both agree to the last digit."""
     if by not in GROUPS:
         raise ValueError(f"by: {by!r} is not one of {', '.join(GROUPS)}")
+    config = finance_as_closed(config, closes, since, until)
     totals: dict[tuple, list[Decimal]] = {}
     corrected = set()
     for charge in allocated_charges(wh, config, since, until, closes=closes).charges:
@@ -181,6 +194,7 @@ def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datet
     output_tokens the reasoning ones, as everywhere else) and direct_usd, allocated_usd, cost_usd (= total).
     corrects_month is "" for the window's own usage and the closed month a row corrects otherwise (late events
     and re-prices booked in its first open month), so corrections have their own rows, counts and money (close25)."""
+    config = finance_as_closed(config, closes, since, until)
     totals: dict[tuple, list] = {}
     # per UTC day, the charge grain showback, the dashboard and FOCUS split shared cost at: split once per month,
     # the 1e-12 truncations landed elsewhere and the same team's allocated_usd differed by ~1e-9 (walk21)

@@ -76,7 +76,8 @@ def close(month: str | None, show: bool, closed_by: str, allow_empty: bool) -> N
     try:
         wh = open_warehouse(settings)
         try:
-            info = close_month(wh, directory, month, closed_by=closed_by, allow_empty=allow_empty)
+            info = close_month(wh, directory, month, closed_by=closed_by, allow_empty=allow_empty,
+                               finance_files=(settings.cost_centers_file, settings.allocation_file))
         finally:
             wh.close()
     except WarehouseError as exc:
@@ -84,6 +85,17 @@ def close(month: str | None, show: bool, closed_by: str, allow_empty: bool) -> N
     click.echo(f"closed {info['month']}: {info['total_usd']} USD, {info['events']} events, "
                f"{info['charges']} charges" + (f"; booked corrections for {', '.join(info['corrections_booked'])}"
                                                if info["corrections_booked"] else ""))
+    click.echo(_finance_line(info["finance"]))
+
+
+def _finance_line(finance: dict) -> str:
+    """Which finance files the close kept: a month closed without them stays unmapped in every later export."""
+    kept = [f"{finance[f'{kind}_file']} (sha256 {finance[f'{kind}_sha256'][:12]})"
+            for kind in ("cost_centers", "allocation") if finance.get(f"{kind}_file")]
+    if kept:
+        return f"kept with the close, for every export of it: {', '.join(kept)}"
+    return ("no finance files (TOKENMETER_COST_CENTERS_FILE, TOKENMETER_ALLOCATION_FILE): the month is closed without "
+            "cost centers or allocation; to add them, reopen it and close it with the files set")
 
 
 def _reopened_line(record: dict) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from warehouse.charges import TOKEN_PARTS, UNITEMIZED
-from warehouse.finance import FinanceConfig, allocated_charges
+from warehouse.finance import FinanceConfig, allocated_charges, finance_as_closed
 from warehouse.showback import TAG_PREFIX, check_dims, is_tag
 
 FOCUS_VERSION = "1.3"
@@ -123,6 +123,7 @@ def focus_rows(wh, config: FinanceConfig, start: datetime, end: datetime, group_
     """FOCUS 1.3 rows (dicts keyed by FOCUS_COLUMNS) of [start, end) = one billing period; `closes`: the
     month-close directory (closed months frozen, corrections in the first open month)."""
     dims = check_dims(list(group_by), "group_by")
+    config = finance_as_closed(config, closes, start, end)
     allocated = allocated_charges(wh, config, start, end, extra_dims=dims, closes=closes)
     rows = []
     for charge in allocated.charges:

@@ -287,13 +287,15 @@ def own_usage(wh, directory: Path | None, month: str, dims: list[str]) -> list[d
 
 
 def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: datetime | None = None,
-                allow_empty: bool = False) -> dict[str, Any]:
+                allow_empty: bool = False, finance_files: tuple[Any, Any] = (None, None)) -> dict[str, Any]:
     """Freeze `month` (its live charges plus the corrections of earlier closed months it is the first open
     month of). Refuses a month that is already closed or has not ended, one whose corrections a later closed
     month booked (re-opened alone by hand; `reopen` refuses that without --cascade), one whose raw events
     retention removed (the snapshot would hold less than was metered), and one with nothing to freeze unless
     `allow_empty` (a typo such as 2026-10 would turn that month's late events into corrections: close25). Holds
-    the closes directory's lock throughout (`closes_lock`)."""
+    the closes directory's lock throughout (`closes_lock`). `finance_files` (cost centers, allocation; the
+    settings' files) are kept with the close and every later read of the month uses them
+    (warehouse/closed_finance.py); an invalid one refuses the close."""
     from warehouse.export import month_bounds
 
     start, end = month_bounds(month)
@@ -302,11 +304,11 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: da
     if end > now:
         raise WarehouseError(f"month {month} has not ended yet (it ends {end:%Y-%m-%d} UTC); close it after that")
     with closes_lock(directory):  # the checks below and the write are one step against another close or reopen
-        return _close_locked(wh, directory, month, start, end, closed_by, now, allow_empty)
+        return _close_locked(wh, directory, month, start, end, closed_by, now, allow_empty, finance_files)
 
 
 def _close_locked(wh, directory: Path, month: str, start: datetime, end: datetime, closed_by: str, now: datetime,
-                  allow_empty: bool) -> dict[str, Any]:
+                  allow_empty: bool, finance_files: tuple[Any, Any]) -> dict[str, Any]:
     if month in closed_months(directory):
         raise WarehouseError(f"month {month} is already closed; later changes go to "
                              f"{first_open_after(month, closed_months(directory))} as corrections")
@@ -331,6 +333,7 @@ def _close_locked(wh, directory: Path, month: str, start: datetime, end: datetim
             f"it anyway")
     target = directory / month
     target.mkdir(parents=True, exist_ok=True)
+    finance = _freeze_finance(target, finance_files)
     columns = {name: [row.get(name) for row in rows] for name in SCHEMA.names}
     columns["day"] = [_key(row)[0] for row in rows]
     columns["tags_json"] = [row.get("tags_json") or "{}" for row in rows]
@@ -343,7 +346,22 @@ def _close_locked(wh, directory: Path, month: str, start: datetime, end: datetim
             "total_usd": format(sum((Decimal(c) for c in columns["cost"]), Decimal("0E-12")), "f"),
             "events": sum(int(e) for e in columns["events"]), "charges": len(rows),
             "corrections_booked": sorted({r["corrects"] for r in rows if r["corrects"]}),
-            "sha256": hashlib.sha256((target / "charges.parquet").read_bytes()).hexdigest()}
+            "sha256": hashlib.sha256((target / "charges.parquet").read_bytes()).hexdigest(), "finance": finance}
     (target / "close.json.tmp").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
     os.replace(target / "close.json.tmp", target / "close.json")  # the close exists once this file does
     return info
+
+
+def _freeze_finance(target: Path, finance_files: tuple[Any, Any]) -> dict[str, Any]:
+    """Copies of the finance files into the month's directory, checked the way every read will load them."""
+    from warehouse.closed_finance import freeze_finance_files, remove_copies
+    from warehouse.finance import load_finance
+
+    try:
+        load_finance(*finance_files)  # the user's files, named in the errors
+        record, copies = freeze_finance_files(target, finance_files)
+        load_finance(*copies)  # (a file edited between the two reads)
+    except WarehouseError as exc:
+        remove_copies(target)
+        raise WarehouseError(f"{exc}\n(the month is not closed: its finance files must be valid)") from None
+    return record

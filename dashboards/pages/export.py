@@ -1,5 +1,6 @@
 """Chargeback export ("/export"): pick a month and a grouping, download CSV, Parquet or a FOCUS 1.x file.
-A team user's file only ever holds their own team."""
+A team user's file only ever holds their own team. A month re-opened after a close also offers that close's
+file ("Version"), byte for byte what it gave (`tokenmeter export --archived`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.finance_panel import month_options
-from dashboards.export_data import FORMATS, GROUPINGS, ExportUnavailable, export_file, recent_months
+from dashboards.export_data import (FORMATS, GROUPINGS, ExportUnavailable, archived_versions, export_file,
+                                    recent_months)
 
 dash.register_page(__name__, path="/export", name="Export", title="tokenmeter - chargeback export", order=6)
 
@@ -29,6 +31,11 @@ def layout(month: str | None = None, group_by: str | None = None, format: str | 
                 dcc.Dropdown(id="export-month", options=month_options(months),
                              value=month if month in months else months[0], clearable=False,
                              style={"width": "240px"}),
+            ]),
+            html.Div(className="filter", children=[
+                html.Label("Version", className="filter-label"),
+                dcc.Dropdown(id="export-version", options=[{"label": "current books", "value": ""}], value="",
+                             clearable=False, style={"width": "360px"}),
             ]),
             html.Div(className="filter", children=[
                 html.Label("Group by", className="filter-label"),
@@ -50,20 +57,33 @@ def layout(month: str | None = None, group_by: str | None = None, format: str | 
 
 
 @callback(
+    Output("export-version", "options"),
+    Output("export-version", "value"),
+    Input("export-month", "value"),
+)
+def versions(month):
+    """A month re-opened after a close lists that close: the file finance was sent before the restatement."""
+    from dashboards.finance_panel import app_closes
+
+    return archived_versions(month or "", app_closes()), ""
+
+
+@callback(
     Output("export-download", "data"),
     Output("export-result", "children"),
     Input("export-download-button", "n_clicks"),
     State("export-month", "value"),
     State("export-group", "value"),
     State("export-format", "value"),
+    State("export-version", "value"),
     prevent_initial_call=True,
 )
-def download(n_clicks, month, group_by, fmt):
+def download(n_clicks, month, group_by, fmt, version):
     if not n_clicks:
         return no_update, no_update
     try:
         with scoped_warehouse() as wh:
-            name, _mimetype, body = export_file(wh, month, fmt, group_by)
+            name, _mimetype, body = export_file(wh, month, fmt, group_by, version or "")
     except (ExportUnavailable, AccessDenied, ValueError) as exc:
         return no_update, str(exc)
     except Exception as exc:  # noqa: BLE001

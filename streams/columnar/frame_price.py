@@ -125,9 +125,20 @@ def _attribution_exprs(tagged: bool = False, always: frozenset[str] = frozenset(
         elif dim not in never:
             pieces.append(pl.concat_str(pl.lit(f'"{dim}":"'), field(dim), pl.lit('",')))
     pieces += tags
-    scope = pl.coalesce([pl.when(field(dim).str.len_bytes() > 0).then(pl.concat_str(pl.lit(f"{dim}:"), field(dim)))
-                         for dim in KEY_DIMENSIONS] + [pl.lit("unattributed")])
-    return pieces, scope
+    return pieces, _scope(field)
+
+
+def _scope(field) -> pl.Expr:  # noqa: ANN001 - pl.col("attribution").struct.field
+    """The partition key text: `dim:value` of the first non-empty of KEY_DIMENSIONS, else `unattributed`. The
+    prefix (a literal) and the value (the row's own string) are picked by one when-chain each and joined once: a
+    coalesce of one `concat_str` per dimension built every dimension's text for every row (polars evaluates each
+    branch whole), 1.9 against 1.0 ms a 25,000-row chunk (inproc29; the same keys on every mix of null, empty and
+    set dimensions, tests/streams/test_columnar_frames.py)."""
+    nonempty = [(dim, field(dim).str.len_bytes() > 0) for dim in KEY_DIMENSIONS]
+    prefix = value = pl  # pl.when, then the chain's own .when
+    for dim, present in nonempty:
+        prefix, value = prefix.when(present).then(pl.lit(f"{dim}:")), value.when(present).then(field(dim))
+    return pl.coalesce(pl.concat_str(prefix, value), pl.lit("unattributed"))
 
 
 def _dimensions_present(frame: pl.DataFrame) -> tuple[frozenset[str], frozenset[str]]:

@@ -482,3 +482,54 @@ def test_the_showback_note_says_when_by_whom_and_why_a_month_was_re_opened(app_a
         shutil.rmtree(closes / month, ignore_errors=True)
         for archived in (closes / ARCHIVE).glob(f"{month}-*"):
             shutil.rmtree(archived)
+
+
+def test_a_reopened_close_is_offered_on_export_and_gives_the_file_it_gave_byte_for_byte(app_and_warehouse, tmp_path):
+    """A finance user re-opened a month (a restatement) and closed it again with other cost centers: the Export page
+    and /api/v1/export gave only the current books, so the file sent before the restatement was reachable only with
+    the CLI (`export --archived`). The page's "Version" lists the archived close; its file is the one it gave."""
+    import shutil
+
+    from dashboards.export_data import archived_versions
+    from warehouse.month_close import close_month, closes_dir, month_of
+    from warehouse.month_reopen import reopen_history, reopen_month
+
+    app, warehouse = app_and_warehouse
+    with app.server.app_context():
+        from dashboards.handle import current_settings
+
+        closes = closes_dir(current_settings())
+    first = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=160)).replace(day=1, hour=8, minute=0,
+                                                                                      second=0, microsecond=0)
+    month = month_of(first)
+    before, after = tmp_path / "before.yaml", tmp_path / "after.yaml"
+    for path, center in ((before, "CC-BEFORE"), (after, "CC-AFTER")):
+        path.write_text(f"cost_centers:\n  - match: {{team: restated}}\n    cost_center: {center}\n"
+                        f"    gl_account: \"6400\"\n    owner: fin@example.com\n")
+    try:
+        warehouse.insert_priced([{**_event(500, first + timedelta(days=3), 10), "attribution": {"team": "restated"}}])
+        close_month(warehouse, closes, month, closed_by="cfo", finance_files=(before, None))
+        client = app.server.test_client()
+        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        url = f"/api/v1/export?month={month}&format=focus&group_by=team"
+        sent = client.get(url).data
+        assert b"CC-BEFORE" in sent
+        reopen_month(closes, month, reopened_by="cfo", reason="restatement")
+        close_month(warehouse, closes, month, closed_by="cfo", finance_files=(after, None))
+        assert b"CC-AFTER" in client.get(url).data  # the current books
+
+        (record,) = [r for r in reopen_history(closes) if r["month"] == month]
+        options = archived_versions(month, closes)
+        assert [o["value"] for o in options] == ["", record["archived"]]
+        assert options[1]["label"].startswith("as closed ") and "by cfo" in options[1]["label"]
+        assert "restatement" in options[1]["label"]
+        archived = client.get(f"{url}&archived={record['archived']}")
+        assert archived.status_code == 200 and archived.data == sent
+        assert "-as-closed-" in archived.headers["Content-Disposition"]
+        hostile = client.get(f"{url}&archived=../../../etc/passwd")
+        assert hostile.status_code == 400 and b"no archived close" in hostile.data
+    finally:
+        shutil.rmtree(closes / month, ignore_errors=True)
+        for record in reopen_history(closes):
+            if record["month"] == month:
+                shutil.rmtree(closes / record["archived"], ignore_errors=True)

@@ -285,3 +285,21 @@ def test_a_chunk_read_on_two_threads_keeps_each_message_in_its_place(book):
     scanned = frames.scan(records_of(*values))
     assert sorted(scanned.heights) == [m for m in range(12) if m not in (2, 9)]
     assert scanned.frame.get_column("_rec").unique(maintain_order=True).to_list() == sorted(scanned.heights)
+
+
+def test_partition_keys_of_every_mix_of_absent_empty_and_set_dimensions_are_todays(book):
+    """The key (`dim:value` of the first non-empty of team, org, project, api_key, user) as one prefix and one value
+    joined once (inproc29: one concat_str per dimension before); 3**5 attributions in one certified message."""
+    from itertools import product
+
+    from streams.columnar.validate import KEY_DIMENSIONS
+
+    rows = []
+    for i, picks in enumerate(product((None, "", "v"), repeat=len(KEY_DIMENSIONS))):
+        event = orjson.loads(collector_event(i))
+        event["attribution"] = {dim: f"{dim}-{i}" if pick == "v" else pick
+                                for dim, pick in zip(KEY_DIMENSIONS, picks) if pick is not None}
+        rows.append(orjson.dumps(event))
+    values = (message(rows),)
+    assert frames.scan(records_of(*values)).heights == {0: len(rows)}
+    assert compare_batch(records_of(*values), book) == []

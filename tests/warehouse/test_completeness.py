@@ -179,3 +179,33 @@ def test_the_alert_summary_reads_as_people_write_it(health):
     assert stale["details"]["last_event_at"] == health["litellm"].last_event.isoformat()
     rejecting = completeness_alert(health["apisix"], NOW)
     assert "; 8 dead letters in the last hour." in rejecting["summary"]
+
+
+def test_a_record_dead_lettered_again_after_a_redelivery_counts_once(tmp_path):
+    """At-least-once: a stage that crashed before committing reads its record again and writes a second letter for
+    it, with a new `at`; the table's key holds `at`, so both rows stayed and the source's dead letters of the hour
+    (its `rejecting` status, the alert text) counted the record twice. A letter at a Kafka position (topic,
+    partition, offset, payload hash) counts once, at its first `at`; letters without one (HTTP ingest, files) by
+    their own time, as before."""
+    from warehouse import open_warehouse
+    from warehouse.completeness import source_health
+    from warehouse.records_load import record_to_row
+
+    def kafka_letter(offset: int, minutes: int) -> dict:
+        return {"reason": "invalid event: usage.input_tokens: negative", "stage": "worker", "source": "worker",
+                "topic": "tokenmeter.usage", "partition": 2, "offset": offset, "payload_sha256": "ab" * 32,
+                "at": (NOW - timedelta(minutes=minutes)).isoformat()}
+
+    http = {"reason": "not JSON", "stage": "ingest", "dialect": "http", "payload_sha256": "cd" * 32}
+    letters = [kafka_letter(7, 50), kafka_letter(7, 20), kafka_letter(7, 5),  # one record, lettered three times
+               kafka_letter(8, 90), kafka_letter(8, 30),  # its first letter before the hour: not in the hour
+               dict(http, at=(NOW - timedelta(minutes=9)).isoformat()),  # two requests with the same body
+               dict(http, at=(NOW - timedelta(minutes=4)).isoformat())]
+    wh = open_warehouse(Settings(data_dir=tmp_path), writer=True, serve=False)
+    try:
+        wh.insert_records(topics.DEADLETTER, [record_to_row(topics.DEADLETTER, item)[1] for item in letters])
+        health = {h.source: h for h in source_health(wh, NOW)}
+    finally:
+        wh.close()
+    assert health["worker"].deadletters_last_hour == 1
+    assert health["http"].deadletters_last_hour == 2

@@ -32,7 +32,9 @@ def written(tmp_path_factory):
     from warehouse import demo_history, open_warehouse
     from warehouse.demo_history import write_history
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("demo-history"))
+    data_dir = tmp_path_factory.mktemp("demo-history")
+    # as `up --demo` runs it: the demo's finance file set (the close of the previous month keeps it)
+    settings = Settings(data_dir=data_dir, cost_centers_file=demo_history.demo_finance_file(data_dir))
     month = _priced_month(NOW)
     with pytest.MonkeyPatch.context() as patch:  # write_history prices `history_events(now)`: the module's month
         patch.setattr(demo_history, "history_events", lambda now: now)
@@ -178,7 +180,7 @@ def test_the_demo_maps_cost_centers_and_allocates_the_platform_teams_spend(writt
     _, _, _, settings = written
     for name in ("TOKENMETER_COST_CENTERS_FILE", "TOKENMETER_ALLOCATION_FILE"):
         monkeypatch.delenv(name, raising=False)
-    env = Supervisor(settings, demo=True).child_env()
+    env = Supervisor(Settings(data_dir=settings.data_dir), demo=True).child_env()
     path = env["TOKENMETER_COST_CENTERS_FILE"]
     assert path == str(settings.data_dir.resolve() / "demo-finance.yaml")
     mine = Settings(data_dir=tmp_path, cost_centers_file=tmp_path / "mine.yaml")

@@ -238,3 +238,16 @@ def test_spreadsheet_csv_writes_the_bytes_of_pythons_writer_where_it_quoted_enou
             out.seek(0)
             out.truncate()
         assert spreadsheet_csv(rows[0], rows[1:]) == expected, rows
+
+
+def test_a_malformed_month_is_named_in_80_characters_not_echoed_whole():
+    """A 1 MB `--month` argument (or a month cell of a hostile file) filled the error and the terminal."""
+    from warehouse.export import month_bounds
+
+    for hostile in ("1" * 1_000_000, "2026-" + "1" * 200):
+        with pytest.raises(WarehouseError) as caught:
+            month_bounds(hostile)
+        message = str(caught.value)
+        assert len(message) < 160 and "is not YYYY-MM" in message and "..." in message
+    with pytest.raises(WarehouseError, match=r"month: '2021-13' is not YYYY-MM"):
+        month_bounds("2021-13")

@@ -46,6 +46,7 @@ def test_closed_month_is_frozen_and_late_changes_are_corrections(warehouse_setti
     run = subprocess.run([sys.executable, "-m", "app", "close", "--month", "2025-11", "--by", "cfo"],
                          env=env, capture_output=True, timeout=120)
     assert run.returncode == 0 and b"closed 2025-11: 0.400000000004 USD, 4 events" in run.stdout, run.stderr
+    assert b"no finance files (TOKENMETER_COST_CENTERS_FILE" in run.stdout  # closed unmapped: it says so
     cli_closes = Path(warehouse_settings.data_dir).resolve() / "closes"
     listed = subprocess.run([sys.executable, "-m", "app", "close", "--list"], env=env,
                             capture_output=True, timeout=120)
@@ -221,7 +222,7 @@ def test_a_months_shared_cost_is_split_by_its_own_usage_not_by_the_corrections_i
     wh.insert_priced([make_event("s-mar-a", "split-org", team="a", cost="0.1", ts="2022-03-10T08:00:00Z"),
                       make_event("s-mar-b", "split-org", team="b", cost="0.3", ts="2022-03-11T08:00:00Z"),
                       make_event("s-mar-p", "split-org", team="platform", cost="0.04", ts="2022-03-12T08:00:00Z")])
-    close_month(wh, closes, "2022-03")
+    close_month(wh, closes, "2022-03", finance_files=(path, None))
     april_events = [make_event("s-apr-a", "split-org", team="a", cost="0.1", ts="2022-04-03T08:00:00Z"),
                     make_event("s-apr-b", "split-org", team="b", cost="0.1", ts="2022-04-04T08:00:00Z"),
                     make_event("s-apr-p", "split-org", team="platform", cost="0.2", ts="2022-04-05T08:00:00Z")]
@@ -255,7 +256,7 @@ def test_a_months_shared_cost_is_split_by_its_own_usage_not_by_the_corrections_i
                    ("b", "2022-03"): (0, d("0.015")), ("platform", "2022-03"): (d("0.02"), d("-0.02"))}, got
 
     # Closed, April reads its snapshot and splits it the same way: its exports do not change at the close.
-    close_month(wh, closes, "2022-04")
+    close_month(wh, closes, "2022-04", finance_files=(path, None))
     assert _shown(finance_showback(wh, config, *april, closes=closes)) == expected
     assert export_month(wh, "2022-04", "focus", ["team"], finance=config, closes=closes) == focus_open
 
@@ -324,3 +325,96 @@ def test_a_month_reopened_by_hand_does_not_count_what_a_later_close_booked_twice
     finally:  # other tests of this module list the CLI's closed months
         for month in ("2022-07", "2022-08"):
             shutil.rmtree(closes / month, ignore_errors=True)
+
+
+REORG_BEFORE = """cost_centers:
+  - match: {team: a}
+    cost_center: CC-A
+    gl_account: "6400"
+    owner: a-lead@example.com
+allocation:
+  - name: platform-shared
+    scope: {team: platform}
+    basis: cost
+"""
+REORG_AFTER = """cost_centers:
+  - match: {team: a}
+    cost_center: CC-REORG
+    gl_account: "6999"
+    owner: new-owner@example.com
+  - match: {team: b}
+    cost_center: CC-B
+    gl_account: "6401"
+    owner: b-lead@example.com
+allocation:
+  - name: platform-shared
+    scope: {team: platform}
+    basis: fixed
+    shares: {a: 1}
+"""
+
+
+def test_a_closed_month_keeps_the_cost_centers_and_allocation_it_was_closed_with(wh, make_event, tmp_path):
+    """A re-org after the close (team a moved to another cost center, platform's cost now all on a) rewrote the
+    closed month's FOCUS file, CSV and showback: the finance files were read at every export, so 'byte for byte the
+    same forever' held only while nobody edited them. The close now keeps the files it was closed with."""
+    closes, path = tmp_path / "closes", tmp_path / "finance.yaml"
+    path.write_text(REORG_BEFORE)
+    wh.insert_priced([make_event("r-a", "reorg-org", team="a", cost="0.1", ts="2023-05-10T08:00:00Z"),
+                      make_event("r-b", "reorg-org", team="b", cost="0.3", ts="2023-05-11T08:00:00Z"),
+                      make_event("r-p", "reorg-org", team="platform", cost="0.04", ts="2023-05-12T08:00:00Z")])
+    config, may = load_finance(path), _bounds("2023-05")
+    exported = {fmt: export_month(wh, "2023-05", fmt, ["team"], finance=config, closes=closes)
+                for fmt in ("focus", "csv", "parquet")}
+    shown = finance_showback(wh, config, *may, by="cost_center", closes=closes)
+    info = close_month(wh, closes, "2023-05", finance_files=(path, None))
+    assert info["finance"]["cost_centers_sha256"] and info["finance"]["allocation_file"] is None
+
+    path.write_text(REORG_AFTER)  # the re-org, after the close
+    reorg = load_finance(path)
+    for fmt, before in exported.items():
+        assert export_month(wh, "2023-05", fmt, ["team"], finance=reorg, closes=closes) == before, fmt
+    assert finance_showback(wh, reorg, *may, by="cost_center", closes=closes).equals(shown)
+    assert "CC-REORG" not in export_month(wh, "2023-05", "focus", ["team"], finance=reorg, closes=closes).decode()
+    # the open month after it uses today's files
+    wh.insert_priced([make_event("r-a-jun", "reorg-org", team="a", cost="0.2", ts="2023-06-10T08:00:00Z")])
+    assert "CC-REORG" in export_month(wh, "2023-06", "focus", ["team"], finance=reorg, closes=closes).decode()
+    # Re-opened and closed again with the new files: the new mapping; the archived close still exports as it was.
+    from warehouse.archived_close import archived_close_view
+    from warehouse.month_reopen import reopen_month
+
+    (archived,) = reopen_month(closes, "2023-05", reopened_by="cfo", reason="re-org")
+    close_month(wh, closes, "2023-05", finance_files=(path, None))
+    assert "CC-REORG" in export_month(wh, "2023-05", "focus", ["team"], finance=None, closes=closes).decode()
+    with archived_close_view(closes, "2023-05", archived["archived"]) as (view, _):
+        assert export_month(wh, "2023-05", "focus", ["team"], finance=reorg, closes=view) == exported["focus"]
+
+
+def test_a_close_refuses_an_invalid_finance_file_and_a_changed_copy_is_not_read(wh, make_event, tmp_path):
+    closes, path = tmp_path / "closes", tmp_path / "finance.yaml"
+    wh.insert_priced([make_event("f-a", "frozen-org", team="a", cost="0.1", ts="2023-02-10T08:00:00Z")])
+    path.write_text("cost_centers:\n  - match: {colour: red}\n    cost_center: CC-1\n")
+    with pytest.raises(WarehouseError, match=r"(?s)finance.yaml:.*colour.*the month is not closed") as caught:
+        close_month(wh, closes, "2023-02", finance_files=(path, None))
+    assert "\n" in str(caught.value) and "2023-02" not in closed_months(closes)
+    assert not (closes / "2023-02" / "cost_centers.yaml").exists()
+    with pytest.raises(WarehouseError, match=r"missing.yaml: cannot read \(No such file"):
+        close_month(wh, closes, "2023-02", finance_files=(tmp_path / "missing.yaml", None))
+
+    path.write_text(REORG_BEFORE)
+    info = close_month(wh, closes, "2023-02", finance_files=(None, path))  # the allocation file alone
+    assert info["finance"]["cost_centers_file"] is None and info["finance"]["allocation_file"] == str(path)
+    assert export_month(wh, "2023-02", "csv", ["team"], closes=closes)
+    (closes / "2023-02" / "allocation.yaml").write_text(REORG_AFTER)  # edited by hand after the close
+    with pytest.raises(WarehouseError, match="allocation.yaml, the allocation file 2023-02 was closed with, changed"):
+        export_month(wh, "2023-02", "csv", ["team"], closes=closes)
+
+
+def test_a_month_closed_without_finance_files_stays_unmapped_when_files_are_set_later(wh, make_event, tmp_path):
+    closes, path = tmp_path / "closes", tmp_path / "finance.yaml"
+    wh.insert_priced([make_event("u-a", "unmapped-org", team="a", cost="0.1", ts="2023-03-10T08:00:00Z")])
+    assert close_month(wh, closes, "2023-03")["finance"] == {"cost_centers_file": None, "cost_centers_sha256": None,
+                                                              "allocation_file": None, "allocation_sha256": None}
+    path.write_text(REORG_BEFORE)
+    shown = finance_showback(wh, load_finance(path), *_bounds("2023-03"), by="cost_center", closes=closes)
+    assert shown["cost_center"].to_list() == ["unmapped"]

@@ -1,0 +1,52 @@
+"""`tokenmeter deadletters summary`: dead letters per source, stage and kind of reason, from the warehouse table
+`dead_letters` (migration 0012; the loader writes it from tokenmeter.deadletter, without payloads).
+
+Reasons carry details ("invalid event: usage.input_tokens: -5 is negative", "line 812: not JSON"), so one cause
+would be thousands of rows. They are grouped by a normalised reason: quoted values become '…', hexadecimal runs
+of 8 or more characters (hashes, ids) H, numbers N, cut at 160 characters; one real reason is shown per group.
+A record a stage lettered again after a redelivery (same topic, partition, offset and payload hash) counts once,
+as `tokenmeter completeness` counts it (warehouse/completeness.py DEAD_SQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+# re2 (ClickHouse) syntax, passed as query parameters (no SQL string escaping to get wrong). The order matters:
+# quotes first (they may hold digits), then words mixing digits and hex letters (hashes, ids), then numbers.
+REASON_PATTERNS = {
+    "quoted": "'[^']*'|\"[^\"]*\"",
+    "hexid": "\\b[0-9a-fA-F]*([0-9][0-9a-fA-F]*[a-fA-F]|[a-fA-F][0-9a-fA-F]*[0-9])[0-9a-fA-F]*\\b",
+    "number": "[0-9]+([.][0-9]+)?",
+}
+NORMALISED_REASON = (
+    "substringUTF8(replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(reason, {quoted:String}, '\\'…\\''),"
+    " {hexid:String}, 'H'), {number:String}, 'N'), 1, 160)"
+)
+# One letter per Kafka position (redeliveries), then groups. Letters without a position (HTTP ingest, files) are
+# distinct by their own time: two requests are two rejections.
+SUMMARY_SQL = (
+    "SELECT source, stage, kind, count() AS letters, any(one_reason) AS example, min(lettered) AS first_at,"
+    " max(lettered) AS last_at FROM ("
+    " SELECT toString(source) AS source, toString(stage) AS stage, " + NORMALISED_REASON + " AS kind,"
+    " any(reason) AS one_reason, min(at) AS lettered FROM dead_letters FINAL"
+    " WHERE at >= {since:DateTime64(3, 'UTC')} AND at < {until:DateTime64(3, 'UTC')}{filters}"
+    " GROUP BY source, stage, kind, topic, partition, offset, payload_sha256,"
+    " if(topic != '' AND offset >= 0, toDateTime64(0, 3, 'UTC'), at))"
+    " GROUP BY source, stage, kind ORDER BY letters DESC, source, stage, kind LIMIT {limit:UInt32}"
+)
+MAX_GROUPS = 500  # a hostile source can invent reasons without end; the table says when it is cut
+
+
+def summary_rows(wh: Any, since: datetime, until: datetime, source: str | None = None, stage: str | None = None,
+                 limit: int = MAX_GROUPS) -> list[dict[str, Any]]:
+    """Groups of dead letters in [since, until), most letters first (at most `limit` + 1: one more says "cut")."""
+    filters, params = "", {"since": since, "until": until, "limit": limit + 1, **REASON_PATTERNS}
+    if source:
+        filters += " AND source = {source:String}"
+        params["source"] = source
+    if stage:
+        filters += " AND stage = {stage:String}"
+        params["stage"] = stage
+    frame = wh.query(SUMMARY_SQL.replace("{filters}", filters), params)
+    return list(frame.iter_rows(named=True))
