@@ -179,7 +179,23 @@ class Seasonal:
                 count += 1
                 times -= 1
             count += times
-            for _ in range(times):  # ... then mature, where its rate is `alpha` for good (count only grows)
+            # ... then mature, where its rate is `alpha` for good (count only grows). While the scale's floor is the
+            # largest of the three bounds (a level decayed below its deviation floor: most of a quiet night), the
+            # bound is the same every step, so it is worked out once; the steps are the same operations in the same
+            # order, and the first step where the deviation exceeds the floor leaves for the general loop below. The
+            # level's share (0.05 |level|) is checked once: a zero sample never moves the level away from zero (the
+            # step is at most the level itself, or less when clipped), so once under the floor it stays under.
+            if floor > 1e-12 and (0.05 * lv if lv > 0 else -0.05 * lv) <= floor:
+                fixed = clip * floor
+                while times and dv <= floor:
+                    d = x - lv
+                    if d > fixed:
+                        d = fixed
+                    elif d < -fixed:
+                        d = -fixed
+                    lv, dv = lv + alpha * d, dv + alpha * ((d if d >= 0 else -d) - dv)
+                    times -= 1
+            for _ in range(times):
                 bound = 0.05 * lv if lv > 0 else -0.05 * lv
                 if dv > bound:
                     bound = dv

@@ -184,12 +184,12 @@ class ModelRules:
         # a narrower scope all of whose teams never called it (alerted there, the narrowest; the team is part of it).
         team = st.dim == "team"
         for model, (requests, cost, _tokens) in sb[S_MODELS].items():
-            needed = cfg.new_model_team_min_calls if team or self._new_to_teams(sb[S_TEAMS], model, bucket) \
-                else cfg.new_model_min_calls
             if not self._new_to_scope(st, model, bucket):
                 # Known (on a team: called within `new_model_forgotten_s`; a model one user tried three weeks ago
                 # and nobody since is news again, synthetic seeds 11 and 21).
                 continue
+            needed = cfg.new_model_team_min_calls if team or self._new_to_teams(sb[S_TEAMS], model, bucket) \
+                else cfg.new_model_min_calls
             if warm:
                 # One call of a model is not news (a rare premium call); `needed` calls within an hour are.
                 first, calls, spent, buckets = (st.pending.get(model) or [bucket, 0, 0, 0])[:4]

@@ -15,6 +15,7 @@ from .scope_bucket import (S_COST, S_ERR, S_KNOWN, S_LN, S_LSQ, S_LSTD, S_LSUM, 
 from .scope_state import ScopeState
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
+FIRING = ("strong", "anomalous")  # verdict states that open or extend an anomaly (`AlertGating._track`)
 OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), for the tokens-per-request CUSUM
 
 
@@ -27,26 +28,32 @@ class KindRules:
         per_hour = 3600 / cfg.bucket_s
         warm = st.age >= cfg.warmup_buckets
         dim = st.dim
+        open_kinds = st.open  # (usually empty: the checks of open kinds below test it first, without a generator)
+        streaks = st.streaks
+        # A kind is tracked (`_track`) only when its verdict fires or it is open or in a streak: otherwise tracking
+        # does nothing but drop a streak that is not there (most kinds of most steps; the call was ~5 a step).
         cost_usd = sb[S_COST] / PICO
         tokens = sb[S_TIN] + sb[S_TOUT]
         ok = sb[S_REQ] - sb[S_ERR]
         label = f"{dim} {st.value}"
         track = self._track
+        spend, token_base, requests = st.rate_baselines()
         # False when spend or tokens are anomalous for a second bucket in a row (a loop in the making): then the bucket
         # does not teach what a busy bucket is. One anomalous bucket (a session) still does.
         quiet_volume = True
-        steady = dim == "api_key" and self._steady_loop(st, sb[S_MINUTES], sb[S_REQ], bucket)
+        # What a busy bucket reaches (cost, tokens, calls): read several times below, learnt only after the judgement.
+        busy_cost, busy_tokens, busy_calls = st.busy_highs()
+        steady = dim == "api_key" and self._steady_loop(st, sb[S_MINUTES], sb[S_REQ], bucket, busy_calls)
 
         # Evidence, not one call: volumes are judged without the bucket's largest call, need a few calls, and must
         # exceed what `typical_calls` of this scope's usual calls would add (its own call-size scale).
         trim_cost = (sb[S_COST] - sb[S_MAXCOST]) / PICO
         trim_tokens = float(tokens - sb[S_MAXTOK])
-        busy_cost, busy_tokens = st.busy_high(0), st.busy_high(1)
         # Opening at once needs more calls than this scope's busy buckets hold (a loop, not a long session).
-        strong_calls = max(cfg.strong_min_calls, cfg.strong_busy_calls * st.busy_high(2))
+        strong_calls = max(cfg.strong_min_calls, cfg.strong_busy_calls * busy_calls)
         if warm:
             floor = max(cfg.spend_min_delta_usd_per_hour / per_hour, cfg.typical_calls * st.call_cost, busy_cost)
-            v = rate_verdict(cost_usd, st.spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
+            v = rate_verdict(cost_usd, spend, full, z=cfg.z, ratio=cfg.spend_ratio, min_delta=floor, counts=False,
                              unit="usd_per_hour", per_hour=per_hour, trimmed=trim_cost, calls=sb[S_REQ],
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_cost, sb[S_REQ]))
@@ -55,15 +62,18 @@ class KindRules:
             if steady and v is not None and v.state == "anomalous" and not v.after:
                 v.after = 2
             quiet_volume = not (v is not None and v.state in ("strong", "anomalous") and "spend_rate" in st.streaks)
-            track(st, "spend_rate", "spend_rate", v, bucket, updates, label, exact=pico_to_str(sb[S_COST] * int(per_hour)))
+            if "spend_rate" in open_kinds or "spend_rate" in streaks or v is not None and v.state in FIRING:
+                track(st, "spend_rate", "spend_rate", v, bucket, updates, label,
+                      exact=pico_to_str(sb[S_COST] * int(per_hour)))
             floor = max(cfg.token_min_delta_per_hour / per_hour, cfg.typical_calls * st.call_tokens, busy_tokens)
-            v = rate_verdict(float(tokens), st.tokens, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
+            v = rate_verdict(float(tokens), token_base, full, z=cfg.z, ratio=cfg.token_ratio, min_delta=floor,
                              counts=True, unit="tokens_per_hour", per_hour=per_hour, trimmed=trim_tokens, calls=ok,
                              min_calls=cfg.volume_min_calls, strong_calls=strong_calls,
                              strong_volume=self._strong_volume(busy_tokens, sb[S_REQ]))
             quiet_volume = quiet_volume and not (v is not None and v.state in ("strong", "anomalous")
                                                  and "token_rate" in st.streaks)
-            track(st, "token_rate", "token_rate", v, bucket, updates, label)
+            if "token_rate" in open_kinds or "token_rate" in streaks or v is not None and v.state in FIRING:
+                track(st, "token_rate", "token_rate", v, bucket, updates, label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
                 # Means without the largest call: one 120k-token document is not a changed template.
@@ -99,7 +109,9 @@ class KindRules:
                 # its page) stayed open until the scope called again (anom24). Quiet this long: resolved, saying so.
                 self._quiet_close(st, updates)
             else:
-                track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
+                if "tokens_per_request" in open_kinds or "tokens_per_request" in streaks \
+                        or v is not None and v.state in FIRING:
+                    track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
             if was_open and "tokens_per_request" not in st.open:
                 st.cusum = 0.0  # closed: the evidence is spent
                 st.held = None  # ... and the change reverted: the calls held during it are not this key's normal
@@ -112,8 +124,9 @@ class KindRules:
                     window.append((recent[0], recent[1]))
                 if recent[5] >= horizon:
                     window.append((recent[2], recent[3]))
-            track(st, "error_rate", "error_rate", error_window_verdict(window, st.err, daily, cfg),
-                  bucket, updates, label)
+            v = error_window_verdict(window, st.err, daily, cfg)
+            if "error_rate" in open_kinds or "error_rate" in streaks or v is not None and v.state in FIRING:
+                track(st, "error_rate", "error_rate", v, bucket, updates, label)
             if dim in KIND_DIMS["model_shift"]:
                 v = self._cost_shift(st, sb, ok, tokens, daily)
                 adopted = self._new_model_takeover(st, sb, bucket, daily)  # (its bookkeeping runs every bucket)
@@ -122,17 +135,17 @@ class KindRules:
                 if st.shifted and sb[S_REQ]:
                     self._shift_calls_go_on(st, sb[S_MODELS], sb[S_REQ])  # (a team's alerted moves: gating)
                 ongoing = st.open.get("model_shift")
-                track(st, "model_shift", "model_shift", v, bucket, updates, label)
+                if ongoing is not None or "model_shift" in streaks or v is not None and v.state in FIRING:
+                    track(st, "model_shift", "model_shift", v, bucket, updates, label)
                 if ongoing is not None and v is not None and v.state in ("strong", "anomalous"):
                     self._shift_goes_on(st, ongoing)  # (an opening is judged against the marks first: gating)
 
         if dim in KIND_DIMS["request_burst"]:
             v = None
             if warm:
-                v = rate_verdict(float(sb[S_REQ]), st.requests, full, z=cfg.z, ratio=cfg.burst_ratio,
+                v = rate_verdict(float(sb[S_REQ]), requests, full, z=cfg.z, ratio=cfg.burst_ratio,
                                  min_delta=cfg.burst_min_delta_per_hour / per_hour, counts=True,
                                  unit="requests_per_hour", per_hour=per_hour)
-                busy_calls = st.busy_high(2)
                 if v is None and busy_calls:
                     # A key with history at an hour it was never seen in (its nightly job moved by daylight saving
                     # or running late) is judged against its own busy buckets, not as a key without history.
@@ -147,7 +160,8 @@ class KindRules:
                 rate = sb[S_REQ] * per_hour
                 v = Verdict("strong" if rate >= cfg.burst_floor_per_hour else "normal", rate, 0.0, 0.0,
                             cfg.burst_floor_per_hour, "requests_per_hour")
-            track(st, "request_burst", "request_burst", v, bucket, updates, label)
+            if "request_burst" in open_kinds or "request_burst" in streaks or v is not None and v.state in FIRING:
+                track(st, "request_burst", "request_burst", v, bucket, updates, label)
 
         if dim in KIND_DIMS["unpriced_usage"]:
             v = None
@@ -156,15 +170,16 @@ class KindRules:
                             "unpriced_tokens_per_hour")
                 reason = self.agg.unpriced_reasons.get(st.value, "no price")
                 v.detail = f"{st.value} ({sb[S_UREQ]} calls in 5 minutes; {reason})" if sb[S_UREQ] else st.value
-            track(st, "unpriced_usage", "unpriced_usage", v, bucket, updates, label)
+            if "unpriced_usage" in open_kinds or "unpriced_usage" in streaks or v is not None and v.state in FIRING:
+                track(st, "unpriced_usage", "unpriced_usage", v, bucket, updates, label)
         if dim in KIND_DIMS["new_model"]:
             self._new_models(st, sb, bucket, warm, per_hour, updates, label)
 
         # Learn from this bucket after judging it.
-        st.spend.update(full, cost_usd)
-        st.tokens.update(full, float(tokens))
-        if st.requests is not None:
-            st.requests.update(full, float(sb[S_REQ]))
+        spend.update(full, cost_usd)
+        token_base.update(full, float(tokens))
+        if requests is not None:
+            requests.update(full, float(sb[S_REQ]))
         if ok >= 3:
             st.tpr_out.update(daily, (sb[S_TOUT] - sb[S_MAXOUT]) / (ok - 1))
             st.tpr_in.update(daily, (sb[S_TIN] - sb[S_MAXIN]) / (ok - 1))
@@ -177,7 +192,7 @@ class KindRules:
         if dim in KIND_DIMS["model_shift"]:
             st.recent_cost = [[ok, sb[S_COST], tokens, {m: c[0] for m, c in sb[S_MODELS].items()}, sb[S_RARE], sb[S_KNOWN],
                                sb[S_RP], sb[S_RCOST], sb[S_RTOK], sb[S_RKEYS] or {}], st.recent_cost[0]]
-        if sb[S_LN] and dim == "api_key" and all(k == "tokens_per_request" for k in st.open):
+        if sb[S_LN] and dim == "api_key" and (not open_kinds or all(k == "tokens_per_request" for k in open_kinds)):
             # Not from a loop, a leak or an explosion (their calls are not this key's own). During its own template
             # change the key holds its calls instead of learning them: learnt, the same change the next day needed
             # ~1.5x the calls (held-out sparse seed 34). A change that lasts is adopted (`_new_normal`).
@@ -186,7 +201,7 @@ class KindRules:
             else:
                 st.learn_out_log(sb[S_LN], sb[S_LSUM], sb[S_LSQ], cfg.tpr_key_min_calls, cfg.tpr_young_bucket_calls)
         if ok:
-            if not any(kind in st.open for kind in ("spend_rate", "token_rate", "request_burst")):
+            if not open_kinds or not any(kind in open_kinds for kind in ("spend_rate", "token_rate", "request_burst")):
                 # Not from a loop, a leak or an explosion: their calls are not this scope's (a leaked client's 500
                 # cheap calls a bucket took the weekly report key's typical call from $0.079 to $0.054, office seed 8).
                 st.learn_call_size(cost_usd / ok, tokens / ok)
@@ -199,7 +214,7 @@ class KindRules:
             # sparse seed 1, whose sessions then alerted). Broad scopes learn at once: their busy buckets are many keys'
             # sessions together.
             sample = (trim_cost, trim_tokens, float(sb[S_REQ]))
-            calm = not any(k in st.open for k in SUSTAINED_KINDS)
+            calm = not open_kinds or not any(k in open_kinds for k in SUSTAINED_KINDS)
             if dim == "api_key":
                 pending, st.busy_pending = st.busy_pending, None
                 if quiet_volume:
@@ -224,8 +239,8 @@ class KindRules:
                     if len(info) < 3:
                         info.append(0.0)
                     info[2] += 0.02 * ((m[0] / sb[S_REQ] if m else 0.0) - info[2])
-            if "model_shift" not in st.open and not any(k in st.open for k in ("spend_rate", "token_rate",
-                                                                                "request_burst")):
+            if not open_kinds or "model_shift" not in open_kinds and not any(
+                    k in open_kinds for k in ("spend_rate", "token_rate", "request_burst")):
                 # The usual share of calls per model, per call (the routine test of the model shift rules); not from a
                 # shift, a loop, a leak or an explosion (their calls are not this scope's usual mix).
                 st.learn_mix(sb[S_MODELS], sb[S_REQ], cfg.shift_mix_horizon_calls, cfg.shift_mix_bucket_calls)
@@ -373,7 +388,7 @@ class KindRules:
                     f"at an hour it is usually quiet (a loop?).")
         return v
 
-    def _steady_loop(self, st: ScopeState, mask: int, calls: int, bucket: int) -> bool:
+    def _steady_loop(self, st: ScopeState, mask: int, calls: int, bucket: int, busy_calls: float) -> bool:
         """A loop, not a session: calls in each of the last `steady_minutes` minutes, and in the two buckets they span
         loop-sized counts (>= max(`strong_min_calls`, `busy_excess_calls` x a busy bucket's calls) per 5 minutes). The
         sustained rule's three buckets keep a session from alerting, but a loop starting at 21:46 was then found at 22:02
@@ -385,7 +400,7 @@ class KindRules:
         while trailing < minutes and mask >> (minutes - 1 - trailing) & 1:
             trailing += 1
         # (pro rata for the minutes of the run in this bucket: a loop starting at 21:46 has 4 of 21:45's 5)
-        loop_sized = calls >= max(cfg.strong_min_calls, cfg.busy_excess_calls * st.busy_high(2)) * trailing / minutes
+        loop_sized = calls >= max(cfg.strong_min_calls, cfg.busy_excess_calls * busy_calls) * trailing / minutes
         before = st.steady
         if trailing == minutes and before[0] == bucket - cfg.bucket_s:
             st.steady = [bucket, before[1] + minutes, loop_sized]

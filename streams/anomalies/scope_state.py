@@ -105,6 +105,13 @@ class ScopeState:
             if base is not None:
                 base.update_zeros(runs)
 
+    def rate_baselines(self) -> tuple[Seasonal, Seasonal, Seasonal | None]:
+        """(spend, tokens, requests) with the quiet buckets owed to them learnt: a bucket's step reads them several
+        times, and each read through the properties below is a Python call."""
+        if self.quiet is not None:
+            self.learn_quiet()
+        return self._spend, self._tokens, self._requests
+
     # The rate baselines: each read or replaced only after the quiet buckets owed to them are learnt.
     spend = _owing_quiet("_spend")
     tokens = _owing_quiet("_tokens")
@@ -193,9 +200,19 @@ class ScopeState:
             return 0.0
         return self.busy.level[slot] + 3 * self.busy.dev[slot]
 
+    def busy_highs(self) -> tuple[float, float, float]:
+        """`busy_high` of the three slots (cost, tokens, calls) at once: a bucket's step reads them several times."""
+        n, level, dev = self.busy.n, self.busy.level, self.busy.dev
+        return (0.0 if n[0] < 12 else level[0] + 3 * dev[0], 0.0 if n[1] < 12 else level[1] + 3 * dev[1],
+                0.0 if n[2] < 12 else level[2] + 3 * dev[2])
+
     def learn_call_size(self, cost: float, tokens: float) -> None:
-        self.call_cost = _clipped_mean(self.call_cost, cost)
-        self.call_tokens = _clipped_mean(self.call_tokens, tokens)
+        # A slow mean of each, every step clipped to 4x / 0.25x of the level (inline: once per active bucket of every
+        # scope).
+        level = self.call_cost
+        self.call_cost = cost if level <= 0 else level + 0.05 * (min(max(cost, 0.25 * level), 4 * level) - level)
+        level = self.call_tokens
+        self.call_tokens = tokens if level <= 0 else level + 0.05 * (min(max(tokens, 0.25 * level), 4 * level) - level)
 
     def to_json(self) -> dict:
         return {"dim": self.dim, "value": self.value, "first": self.first, "last_active": self.last_active,
@@ -235,8 +252,3 @@ class ScopeState:
         state.requests = Seasonal.from_json(data["requests"]) if data.get("requests") else None
         return state
 
-
-def _clipped_mean(level: float, x: float, rate: float = 0.05) -> float:
-    if level <= 0:
-        return x
-    return level + rate * (min(max(x, 0.25 * level), 4 * level) - level)

@@ -330,10 +330,26 @@ def test_the_apply_leaves_every_rollup_as_a_rebuild_from_raw_would(wh, org, tmp_
     after = rollups(wh, org)
     assert after != before and all(after[t] for t in ROLLUP_TABLES)
 
-    wh.backend.command("INSERT INTO rollup_rebuild_pending (hour) SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC')"
-                       " FROM priced_events WHERE org = {org:String}", {"org": org})
+    # The heal corrects every pending hour's rollups to the raw aggregation, also without a DELETE mutation (suite29:
+    # the five rollup DELETEs were most of a small heal's CPU): a stray rollup row (a copy of one) is taken out, and a
+    # heal of rollups that are already right writes no row.
+    wh.backend.command("INSERT INTO spend_hourly SELECT * FROM spend_hourly WHERE org = {org:String} LIMIT 1",
+                       {"org": org})
+    assert rollups(wh, org) != after
+    mark_pending = ("INSERT INTO rollup_rebuild_pending (hour) SELECT DISTINCT toDateTime(toStartOfHour(ts), 'UTC')"
+                    " FROM priced_events WHERE org = {org:String}")
+    wh.backend.command(mark_pending, {"org": org})
+    healed = []
+    monkeypatch.setattr(wh.backend, "command", lambda sql, *a, **k: healed.append(sql) or real_command(sql, *a, **k))
     assert heal_pending_hours(wh.backend) > 2
+    monkeypatch.undo()
+    assert not [sql for sql in healed if sql.startswith(tuple(f"DELETE FROM {t}" for t in ROLLUP_TABLES))]
     assert rollups(wh, org) == after
+    stored = "SELECT " + ", ".join(f"(SELECT count() FROM {t}) AS {t}" for t in ROLLUP_TABLES)
+    rows = wh.query(stored).to_dicts()
+    wh.backend.command(mark_pending, {"org": org})
+    assert heal_pending_hours(wh.backend) > 2
+    assert wh.query(stored).to_dicts() == rows and rollups(wh, org) == after
 
 
 # Every write of an apply, in order, when it rebuilds the touched hours' rollups and when it adds deltas
