@@ -10,6 +10,7 @@ kafka` subprocess that SIGKILLs itself at a fault point (TOKENMETER_COLLECT_FAUL
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 import uuid
@@ -74,12 +75,13 @@ async def _until(condition, what: str, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _all_committed(bootstrap: str, topic: str, group: str, timeout: float = 90.0) -> None:
+async def _all_committed(bootstrap: str, topic: str, group: str, timeout: float = 90.0,
+                         partitions: int = PARTITIONS) -> None:
     """Every source record processed and committed by the group (then nothing more will be written)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         ends = await consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout
         while True:
@@ -178,3 +180,46 @@ def test_a_member_killed_at_each_point_is_taken_over_exactly_once(kafka_bootstra
             _assert_once(kafka_bootstrap, ids)
         except AssertionError as failure:
             raise AssertionError(f"killed at {fault}: {failure}") from None
+
+
+def test_processes_runs_members_restarts_a_killed_one_and_writes_each_event_once(kafka_bootstrap, tmp_path, payload):
+    # `--processes 3` on a 2-partition topic: clamped to 2 with a message; member 1 SIGKILLed mid-stream is
+    # restarted; Ctrl-C (SIGTERM) stops both; every event once; each member's log lines (counters too) name it.
+    topic, group = f"kong-procs-{uuid.uuid4().hex[:8]}", f"bridge-{uuid.uuid4().hex}"
+    log = tmp_path / "members.log"
+
+    def logged(text: str) -> bool:
+        return text in log.read_text()
+
+    async def scenario() -> tuple[list[str], int]:
+        await create_topic(kafka_bootstrap, topic, 2)
+        stream = _Stream(kafka_bootstrap, topic, payload)
+        producing = asyncio.create_task(stream.run(pause_s=0.05))
+        parent = start_cli(["kafka", "--topic", topic, "--dialect", "kong", "--group", group, "--from-beginning",
+                            "--batch-records", "5", "--processes", "3"],
+                           cli_env(kafka_bootstrap, tmp_path, TOKENMETER_FETCH_MAX_WAIT_MS="20"), log)
+        try:
+            for k in (1, 2):  # both members given a partition: the group is settled
+                await _until(lambda k=k: logged(f"[member {k}/2]: Setting newly assigned partitions {{Topic"),
+                             f"member {k} assigned")
+            [pid] = [int(line.split("(pid ")[1].rstrip(")")) for line in log.read_text().splitlines()
+                     if line.startswith("member 1/2 running")]
+            os.kill(pid, signal.SIGKILL)
+            await _until(lambda: logged("member 1/2 exited with code -9"), "the kill seen")
+            await _until(lambda: log.read_text().count("member 1/2 running") == 2, "member 1 restarted")
+            stream.running = False
+            await producing
+            await _all_committed(kafka_bootstrap, topic, group, partitions=2)
+            return stream.ids, stop_process(parent)
+        finally:
+            stream.running = False
+            stop_process(parent)
+            await asyncio.gather(producing, return_exceptions=True)
+
+    ids, code = asyncio.run(scenario())
+    text = log.read_text()
+    assert code == 0, text
+    assert "--processes 3: topic" in text and "running 2 process(es)" in text
+    for k in (1, 2):
+        assert f"[member {k}/2]: collect:kafka: stopped; read=" in text, text[-3000:]
+    _assert_once(kafka_bootstrap, ids)
