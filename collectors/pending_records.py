@@ -99,11 +99,29 @@ class PendingRecords:
     # Records ---------------------------------------------------------------------------------------------------
     def save(self, ranges: Ranges, positions: Positions) -> None:
         """The batch's record, before any of it is produced: one file per source partition of the batch."""
-        for key, (start, end) in ranges.items():
+        for key in ranges:
             if key not in self._locks:  # only the holder writes (a bug here would be a silent duplicate later)
                 raise RuntimeError(f"pending record of {key} written without holding its lock")
+        if len(ranges) == 1:
+            [(key, (start, end))] = ranges.items()
             write_json_atomically(self.directory / f"{_name(key)}.json", {
                 "topic": key[0], "partition": key[1], "start": start, "end": end, "positions": positions})
+            return
+        # Several partitions: each file written and fsynced, renamed, then ONE fsync of the directory for all the
+        # renames (a crash leaves each file old or new; the directory's fsync makes them durable before any send).
+        for key, (start, end) in ranges.items():
+            tmp = self.directory / f"{_name(key)}.json.tmp"
+            with open(tmp, "wb") as handle:
+                handle.write(orjson.dumps({"topic": key[0], "partition": key[1], "start": start, "end": end,
+                                           "positions": positions}, option=orjson.OPT_NON_STR_KEYS))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.directory / f"{_name(key)}.json")
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _read(self, key: Partition) -> tuple[tuple[int, int], Positions] | None:
         path = self.directory / f"{_name(key)}.json"

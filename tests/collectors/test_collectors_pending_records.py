@@ -57,3 +57,18 @@ def test_a_partition_is_written_by_its_holder_only_and_taken_after_it_lets_go(tm
 
 def test_several_batches_in_doubt_are_read_back_from_the_lowest_positions():
     assert lowest([{"u": {0: 40, 1: 7}}, {"u": {0: 35, 1: 9}, "d": {0: 2}}]) == {"u": {0: 35, 1: 7}, "d": {0: 2}}
+
+
+def test_a_batch_of_several_partitions_is_recorded_for_each(tmp_path):
+    records, reader = PendingRecords(tmp_path / "state.json"), PendingRecords(tmp_path / "state.json")
+
+    async def scenario() -> tuple:
+        await records.take({("kong", 0), ("kong", 3)})
+        records.save({("kong", 0): (5, 9), ("kong", 3): (7, 12)}, POSITIONS)
+        records.release_all()
+        return await reader.take({("kong", 0), ("kong", 3)})
+
+    ranges, positions = asyncio.run(scenario())
+    assert ranges == {("kong", 0): (5, 9), ("kong", 3): (7, 12)} and positions[("kong", 3)] == POSITIONS
+    assert not list((tmp_path / "state.pending").glob("*.tmp"))
+    reader.release_all()
