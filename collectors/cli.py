@@ -145,12 +145,15 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
                    "costs an offsets request, a pending-batch write and a commit.")
 @click.option("--exit-when-idle", type=float, default=None, help="Stop after this many seconds without records.")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), envvar="TOKENMETER_COLLECT_STATE_FILE",
-              help="Pending-batch record for exactly-once restarts (default: <data_dir>/collect-kafka/<group>.json).")
+              help="Names the pending-batch records for exactly-once restarts and takeovers: the directory "
+                   "<stem>.pending/ beside it, one record per source partition, shared by the group's members on this "
+                   "host (default: <data_dir>/collect-kafka/<group>.<topic>.json; an old single file there is moved "
+                   "into the directory).")
 @mapping_option
 @click.option("--processes", type=click.IntRange(1), default=1, show_default=True,
               envvar="TOKENMETER_COLLECT_PROCESSES",
-              help="Bridge processes in the group (one ~16 CPU-us per event each). More than the topic's partitions "
-                   "would sit idle: clamped to them. Children are restarted if they die and stopped on Ctrl-C; "
+              help="Bridge processes in the group (each spends ~16 CPU-us per event). More than the topic's "
+                   "partitions would sit idle: clamped to them. Children are restarted if they die and stopped on Ctrl-C; "
                    "each log line names its member.")
 @click.option("--member", default=None, hidden=True, help="K/N: set by --processes on its children (log lines).")
 def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap: str | None, from_beginning: bool,
