@@ -153,8 +153,8 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
 @click.option("--processes", type=click.IntRange(1), default=1, show_default=True,
               envvar="TOKENMETER_COLLECT_PROCESSES",
               help="Bridge processes in the group (each spends ~16 CPU-us per event). More than the topic's "
-                   "partitions would sit idle: clamped to them. Children are restarted if they die and stopped on Ctrl-C; "
-                   "each log line names its member.")
+                   "partitions would sit idle: clamped to them. Children are restarted if they die and stopped on "
+                   "Ctrl-C; each log line names its member.")
 @click.option("--member", default=None, hidden=True, help="K/N: set by --processes on its children (log lines).")
 def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap: str | None, from_beginning: bool,
                   batch_records: int, exit_when_idle: float | None, state_file: Path | None,

@@ -87,7 +87,8 @@ class KafkaBridge:
         # batch's events and dead letters are acknowledged.
         loop = CommitLoop(consumer, topics=[self.topic], name=f"bridge {self.topic}", max_records=self.batch_records,
                           fetch_timeout_ms=500, on_committed=self._committed, on_revoked=self._revoked,
-                          on_assigned=self.on_assigned, finish_before_revoke=True,  # no repeats when members join or leave (protocol 6)
+                          on_assigned=self.on_assigned,
+                          finish_before_revoke=True,  # no repeats when members join or leave (protocol 6)
                           pass_refused=True)  # a refused batch's marker is dead-lettered by _convert_one
         self.loop = loop
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
