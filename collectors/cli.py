@@ -190,7 +190,7 @@ def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap:
         group, KafkaSink(settings.bootstrap_servers, "collect:kafka"),
         mapping=_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
         exit_when_idle=exit_when_idle, state_path=state_file, group_timeouts=settings.group_timeouts,
-        fetch_wait=settings.fetch_wait)
+        fetch_wait=settings.fetch_wait, leave_group_on_stop=member is None)  # members: see CommitLoop's reason
     run_service(bridge.run)
 
 def _clamp_to_partitions(processes: int, bootstrap: str, topic: str) -> int:

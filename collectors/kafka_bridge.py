@@ -49,10 +49,11 @@ class KafkaBridge:
                  mapping: AttributionMapping | None = None, from_beginning: bool = False,
                  batch_records: int = 5000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
                  state_path: Path | None = None, group_timeouts: dict[str, int] | None = None,
-                 fetch_wait: dict[str, int] | None = None):
+                 fetch_wait: dict[str, int] | None = None, leave_group_on_stop: bool = True):
         self.source_bootstrap = source_bootstrap
         self.group_timeouts = group_timeouts or {}  # Settings.group_timeouts; empty: aiokafka's defaults
         self.fetch_wait = fetch_wait  # Settings.fetch_wait; None: the environment's settings
+        self.leave_group_on_stop = leave_group_on_stop  # False for `--processes` members (CommitLoop says why)
         self.topic = topic
         self.dialect = dialect
         self.label = dialect or "auto"
@@ -89,6 +90,7 @@ class KafkaBridge:
                           fetch_timeout_ms=500, on_committed=self._committed, on_revoked=self._revoked,
                           on_assigned=self.on_assigned,
                           finish_before_revoke=True,  # no repeats when members join or leave (protocol 6)
+                          leave_group_on_stop=self.leave_group_on_stop,
                           pass_refused=True)  # a refused batch's marker is dead-lettered by _convert_one
         self.loop = loop
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))

@@ -181,6 +181,7 @@ class CommitLoop:
         pass_refused: bool = False,
         stage: str | None = None,
         finish_before_revoke: bool = False,
+        leave_group_on_stop: bool = True,
     ):
         self.consumer = consumer
         self.topics = list(topics) if topics else None
@@ -206,6 +207,7 @@ class CommitLoop:
         if finish_before_revoke and window_s > 0:  # a window's early records would be old, its later ones new
             raise ValueError("finish_before_revoke needs one fetch per batch (window_s=0)")
         self.finish_before_revoke = finish_before_revoke  # protocol 6, second paragraph
+        self.leave_group_on_stop = leave_group_on_stop  # False: the group notices at the session timeout instead
         self._revocations = 0  # counted as a revocation begins: a fetch answered before it holds old records
         self._answered_in = 0  # `_revocations` when the last fetch was answered
         self._gathering: Batch | None = None  # the batch whose fetch is open (its records come after any revocation)
@@ -225,7 +227,10 @@ class CommitLoop:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        _leave_group_even_in_generation_zero(self.consumer)
+        if self.leave_group_on_stop:
+            _leave_group_even_in_generation_zero(self.consumer)
+        else:
+            _stop_without_leaving(self.consumer)
         try:
             await self.consumer.stop()
         except Exception as error:  # shutting down: report, never mask the error that brought us here
@@ -463,3 +468,14 @@ def _leave_group_even_in_generation_zero(consumer: AIOKafkaConsumer) -> None:
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is not None and getattr(coordinator, "generation", None) == 0 and coordinator.member_id:
         coordinator.generation = 1
+
+
+def _stop_without_leaving(consumer: AIOKafkaConsumer) -> None:
+    """No LeaveGroup on stop: the group drops the member at its session timeout. For members stopped together
+    (`collect kafka --processes N` on Ctrl-C): on the embedded broker (tansu) two LeaveGroups a few ms apart, the second
+    during the rebalance the first began, left the group stuck for the next run (its members rejoined every ~6 s and
+    were never assigned: 1 of 3-4 restarts, docs/collectors.md multi29); members that vanish were never stuck (5 of
+    5), the next run assigned after ~9 s (4 s session). aiokafka leaves only when its generation is > 0."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+        coordinator.generation = -1
