@@ -9,7 +9,8 @@ restart, join or leave at any moment.
 This parent only keeps the children running, as `tokenmeter up` keeps its own (app/supervisor.py: the same `Child`
 back-off and the same no-orphan `child_preexec`; not its Supervisor, which is the whole stack's: broker, status file,
 liveness). A child that exits 0 (`--exit-when-idle`) is done; one that fails or is killed is restarted with back-off.
-Ctrl-C or SIGTERM stops every child (each commits and leaves the group) and then the parent. The children write to
+Ctrl-C or SIGTERM stops every child (each finishes and commits its batch; none sends a LeaveGroup, see
+`commitloop._stop_without_leaving`) and then the parent. The children write to
 the parent's terminal, each log line naming its member ("member 2/3"), counters included.
 """
 
@@ -80,9 +81,9 @@ class Members:
                 self.launch(child)
 
     def stop(self) -> None:
-        """SIGTERM every member at once (each finishes its batch, commits, leaves), SIGKILL after the grace. At
-        once, not one by one: a member leaving while the group rebalances for the previous one is what sticks the
-        embedded broker's group (docs/testing.md), and together they all leave in one rebalance."""
+        """SIGTERM every member at once (each finishes its batch and commits; members do not send LeaveGroup, so
+        the group drops them at its session timeout: two leaves a few ms apart stuck the embedded broker's group),
+        SIGKILL after the grace."""
         self.stopping = True
         running = [c for c in self.children if c.alive()]
         for child in running:
