@@ -148,7 +148,7 @@ def _run_child(args: list[str], env: dict) -> subprocess.Popen:
 
 
 def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, budget_samples: int = 100,
-              warehouse_rows: int = 10_000_000) -> dict:
+              warehouse_rows: int = 10_000_000, collector_processes: int = 1) -> dict:
     events = synthetic_events(n)
     results: dict = {"events": n}
     say = (lambda msg: None) if as_json else (lambda msg: print(msg, flush=True))
@@ -166,9 +166,25 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
         results["collectors_events_per_s"] = measure_collectors(bootstrap, n, usage_topic="bench.collectors.usage",
                                                                 cpu_rates=cpu_rates)
         results["collectors_cpu_events_per_s"] = cpu_rates
+        results["collectors_cpu_us_per_event"] = {d: 1e6 / rate for d, rate in cpu_rates.items()}
         for dialect, rate in results["collectors_events_per_s"].items():
-            say(f"(a') collector {dialect}: gateway topic -> usage topic (parse, validate, produce, acks=all): "
-                f"{rate:,.0f} events/s ({cpu_rates[dialect]:,.0f} per CPU second of the collector)")
+            say(f"(a') collector {dialect}, 1 process: gateway topic -> usage topic (parse, validate, produce, "
+                f"acks=all): {rate:,.0f} events/s ({cpu_rates[dialect]:,.0f} per CPU second of the collector, "
+                f"{1e6 / cpu_rates[dialect]:.1f} CPU-us per event)")
+        if collector_processes > 1:  # `collect kafka --processes N`: said so, beside the 1-process figure
+            from collectors.bench_processes import measure_collectors_processes
+
+            several = measure_collectors_processes(bootstrap, n, collector_processes,
+                                                   tuple(results["collectors_events_per_s"]),
+                                                   usage_topic="bench.collectors.usage")
+            results["collectors_processes"] = collector_processes
+            results["collectors_processes_events_per_s"] = {d: f["events_per_s"] for d, f in several.items()}
+            results["collectors_processes_cpu_us_per_event"] = {d: f["cpu_us_per_event"] for d, f in several.items()}
+            for dialect, found in several.items():
+                one = results["collectors_events_per_s"][dialect]
+                say(f"(a'') collector {dialect}, {found['processes']} processes in one group: "
+                    f"{found['events_per_s']:,.0f} events/s ({found['events_per_s'] / one:.2f}x the 1-process "
+                    f"figure; {found['cpu_us_per_event']:.1f} CPU-us per event, all members)")
 
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=tmp, TOKENMETER_API_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning")
@@ -272,12 +288,17 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
     slowest_collector = min(results["collectors_events_per_s"].values())
     results["collector_min_vs_raw"] = slowest_collector / results["raw_events_per_s"]
     results["collector_min_vs_pipeline"] = slowest_collector / results["pipeline_events_per_s"]
+    if "collectors_processes_events_per_s" in results:  # the same ratio with N bridge processes per source
+        slowest_several = min(results["collectors_processes_events_per_s"].values())
+        results["collector_processes_min_vs_pipeline"] = slowest_several / results["pipeline_events_per_s"]
     peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     results["peak_rss_mb"] = round(peak_kb / 1024, 1)
     if as_json:
         print(json.dumps(results))
     else:
         say(f"ratios: c/b = {results['pipeline_vs_naive']:.1f}x, c/a = {results['pipeline_vs_raw']:.2f}x, "
-            f"slowest collector / c = {results['collector_min_vs_pipeline']:.2f}x; "
+            f"slowest collector / c = {results['collector_min_vs_pipeline']:.2f}x (1 process)"
+            + (f", {results['collector_processes_min_vs_pipeline']:.2f}x ({results['collectors_processes']} processes)"
+               if "collector_processes_min_vs_pipeline" in results else "") + "; "
             f"peak RSS of any one process: {results['peak_rss_mb']} MB")
     return results

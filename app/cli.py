@@ -233,13 +233,16 @@ def price(source, target, dialect: str | None) -> None:  # noqa: ANN001
               help="Budget threshold crossings timed end to end to a webhook (0: skip alerts and decisions).")
 @click.option("--warehouse-rows", type=int, default=10_000_000, show_default=True,
               help="Events generated in chDB for the dashboard-query and loader figures (0: skip).")
-def bench(events: int, as_json: bool, alert_samples: int, warehouse_rows: int) -> None:
+@click.option("--collector-processes", type=click.IntRange(1, 4), default=2, show_default=True,
+              help="Also measure each collector with this many bridge processes in one group (`collect kafka "
+                   "--processes N`), reported beside the 1-process figure with its CPU per event (1: skip).")
+def bench(events: int, as_json: bool, alert_samples: int, warehouse_rows: int, collector_processes: int) -> None:
     """Measure raw aiokafka, a naive per-event Faust agent and tokenmeter's worker side by side, budget alert and
     decision latency, and the warehouse's query latency and insert rate."""
     from app.bench import run_bench
 
     run_bench(events, as_json, _settings(), budgets=alert_samples > 0, budget_samples=max(alert_samples, 2),
-              warehouse_rows=warehouse_rows)
+              warehouse_rows=warehouse_rows, collector_processes=collector_processes)
 
 
 @main.command()

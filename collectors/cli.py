@@ -145,12 +145,24 @@ def file_command(path: Path, dialect: str, checkpoint: Path | None, batch_lines:
                    "costs an offsets request, a pending-batch write and a commit.")
 @click.option("--exit-when-idle", type=float, default=None, help="Stop after this many seconds without records.")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), envvar="TOKENMETER_COLLECT_STATE_FILE",
-              help="Pending-batch record for exactly-once restarts (default: <data_dir>/collect-kafka/<group>.json).")
+              help="Names the pending-batch records for exactly-once restarts and takeovers: the directory "
+                   "<stem>.pending/ beside it, one record per source partition, shared by the group's members on this "
+                   "host (default: <data_dir>/collect-kafka/<group>.<topic>.json; an old single file there is moved "
+                   "into the directory).")
 @mapping_option
+@click.option("--processes", type=click.IntRange(1), default=1, show_default=True,
+              envvar="TOKENMETER_COLLECT_PROCESSES",
+              help="Bridge processes in the group (each spends ~16 CPU-us per event). More than the topic's "
+                   "partitions would sit idle: clamped to them. Children are restarted if they die and stopped on "
+                   "Ctrl-C; each log line names its member.")
+@click.option("--member", default=None, hidden=True, help="K/N: set by --processes on its children (log lines).")
 def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap: str | None, from_beginning: bool,
                   batch_records: int, exit_when_idle: float | None, state_file: Path | None,
-                  mapping: Path | None) -> None:
-    """Bridge a gateway's own topic (Kong kafka-log, OTel collector kafka exporter) into tokenmeter.usage."""
+                  mapping: Path | None, processes: int, member: str | None) -> None:
+    """Bridge a gateway's own topic (Kong kafka-log, OTel collector kafka exporter) into tokenmeter.usage.
+
+    With --processes N, N bridges share the topic's consumer group and its pending-batch records (a member killed
+    or restarted, joining or leaving, repeats and loses nothing; docs/collectors.md)."""
     from collectors.kafka_bridge import KafkaBridge
     from collectors.sink import KafkaSink
 
@@ -159,13 +171,52 @@ def kafka_command(topic: str, dialect: str, group: str | None, source_bootstrap:
     if state_file is None:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{group}.{topic}")
         state_file = settings.data_dir / "collect-kafka" / f"{safe}.json"
+    if member is not None:
+        _name_member_in_logs(member)
+    elif processes > 1:
+        processes = _clamp_to_partitions(processes, source_bootstrap or settings.bootstrap_servers, topic)
+        if processes > 1:
+            from collectors.kafka_members import run_members
+
+            args = ["--topic", topic, "--dialect", dialect, "--group", group, "--batch-records", str(batch_records),
+                    "--state-file", str(state_file)]
+            args += ["--source-bootstrap", source_bootstrap] if source_bootstrap else []
+            args += ["--from-beginning"] if from_beginning else []
+            args += ["--exit-when-idle", repr(exit_when_idle)] if exit_when_idle is not None else []
+            args += ["--mapping", str(mapping)] if mapping is not None else []
+            raise SystemExit(run_members(processes, args, lambda line: click.echo(line, err=True)))
     bridge = KafkaBridge(
         source_bootstrap or settings.bootstrap_servers, topic, None if dialect == "auto" else dialect,
         group, KafkaSink(settings.bootstrap_servers, "collect:kafka"),
         mapping=load_mapping(mapping), from_beginning=from_beginning, batch_records=batch_records,
         exit_when_idle=exit_when_idle, state_path=state_file, group_timeouts=settings.group_timeouts,
-        fetch_wait=settings.fetch_wait)
+        fetch_wait=settings.fetch_wait, leave_group_on_stop=member is None)  # members: see CommitLoop's reason
     run_service(bridge.run)
+
+def _clamp_to_partitions(processes: int, bootstrap: str, topic: str) -> int:
+    """A group gives each partition to one member: members beyond the partitions would only wait."""
+    import asyncio
+
+    from tokenmeter.kafka_topics import TopicMissing, topic_partitions
+
+    try:
+        partitions = len(asyncio.run(topic_partitions(bootstrap, topic, timeout=30.0)))
+    except TopicMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    if processes > partitions:
+        click.echo(f"--processes {processes}: topic {topic} has {partitions} partition(s), and a group gives each to "
+                   f"one member; running {partitions} process(es)", err=True)
+    return min(processes, partitions)
+
+
+def _name_member_in_logs(member: str) -> None:
+    import logging
+
+    from tokenmeter.cli_support import LOG_FORMAT
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT.replace("%(name)s", f"%(name)s [member {member}]")))
+
 
 # Provider usage pollers add their commands to the same group (kept in their own package).
 from collectors.provider_usage.cli_commands import register as _register_provider_usage  # noqa: E402

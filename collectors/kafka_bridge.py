@@ -5,11 +5,13 @@ the OpenTelemetry Collector kafka exporter (topic `otlp_spans`, otlp_proto or ot
 Source offsets are committed only after Kafka acknowledged the events and dead letters of that fetch (the shared
 commit loop, tokenmeter/commitloop.py, writes the protocol), so a crash never loses a record. Kafka transactions
 are not available (the embedded broker cannot do them), and the embedded broker drops offset-commit metadata, so
-each fetch is first recorded as *pending* in a local state file
-(source offset ranges + output positions, see collectors.delivery). A restart whose committed offsets are still
-inside a pending range reads the output back and does not send again what the killed run had written.
-Limit: if the group hands an in-doubt partition to ANOTHER bridge process (which has no state file), that one
-batch can be written twice, with the same event ids (the warehouse deduplicates on event_id).
+each fetch is first recorded as *pending* (source offset ranges + output positions, see collectors.delivery), one
+record per source partition in a directory the group's members share (collectors/pending_records.py: taken under a
+lock by whoever is assigned the partition). A member given a partition whose committed offset is still inside its
+pending range (the previous owner was killed mid-batch: this process before a restart, or another member) reads the
+output back and does not send again what was written. A rebalance waits for the batch in flight to be acknowledged
+and committed before the partitions are given up, and a batch converted ahead for them is dropped unsent (the
+commit loop's `finish_before_revoke`), so members joining and leaving repeat nothing either.
 """
 
 from __future__ import annotations
@@ -19,20 +21,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from collectors import AttributionMapping, DialectError, parse_record
 from collectors.batch import DeliveryPause, collection_paused
-from collectors.delivery import (
-    DeliveryGuard,
-    Positions,
-    deliver,
-    fault_point,
-    positions_from_json,
-    write_json_atomically,
-)
+from collectors.delivery import DeliveryGuard, Positions, deliver, fault_point
+from collectors.pending_records import PendingRecords, lowest
 from collectors.sink import KafkaSink, SinkUnavailable, log_counters_every
 from tokenmeter import kafka_refused
 from tokenmeter.commitloop import Batch, CommitLoop, Offsets
@@ -54,10 +49,11 @@ class KafkaBridge:
                  mapping: AttributionMapping | None = None, from_beginning: bool = False,
                  batch_records: int = 5000, exit_when_idle: float | None = None, log_every_s: float = 30.0,
                  state_path: Path | None = None, group_timeouts: dict[str, int] | None = None,
-                 fetch_wait: dict[str, int] | None = None):
+                 fetch_wait: dict[str, int] | None = None, leave_group_on_stop: bool = True):
         self.source_bootstrap = source_bootstrap
         self.group_timeouts = group_timeouts or {}  # Settings.group_timeouts; empty: aiokafka's defaults
         self.fetch_wait = fetch_wait  # Settings.fetch_wait; None: the environment's settings
+        self.leave_group_on_stop = leave_group_on_stop  # False for `--processes` members (CommitLoop says why)
         self.topic = topic
         self.dialect = dialect
         self.label = dialect or "auto"
@@ -69,14 +65,20 @@ class KafkaBridge:
         self.exit_when_idle = exit_when_idle
         self.log_every_s = log_every_s
         self.state_path = state_path  # None: no pending record, a kill -9 may resend one batch (same ids)
+        # the records live in `<state_path stem>.pending/`, one per source partition (pending_records.py)
+        self.pending = PendingRecords(state_path) if state_path is not None else None
         self.guard = DeliveryGuard(sink, fetch_wait=fetch_wait)
-        # A killed run's pending batch: {"ranges": {(topic, partition): [start, end)}, "positions": ...}
-        self.recovery: dict[str, Any] | None = self._load_state()
+        # A killed owner's pending batches of partitions taken: {"ranges": {(topic, partition): [start, end)},
+        # "by_partition": {(topic, partition): positions}, "positions": the lowest of those still in doubt}
+        self.recovery: dict[str, Any] | None = None
         self._recovery_checked = False
         # batches converted by `_prepare`, not yet delivered: their GC pause -> their early end offsets
         self._ahead: dict[DeliveryPause, asyncio.Future] = {}
+        self.on_assigned: Any = None  # the group's assignment callback (the multi-process bench watches it)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.pending is not None:
+            self.pending.migrate_legacy()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.source_bootstrap, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
@@ -85,8 +87,12 @@ class KafkaBridge:
         # The shared loop (tokenmeter/commitloop.py has the protocol); the source offsets it commits after each
         # batch's events and dead letters are acknowledged.
         loop = CommitLoop(consumer, topics=[self.topic], name=f"bridge {self.topic}", max_records=self.batch_records,
-                          fetch_timeout_ms=500, on_committed=self._committed,
+                          fetch_timeout_ms=500, on_committed=self._committed, on_revoked=self._revoked,
+                          on_assigned=self.on_assigned,
+                          finish_before_revoke=True,  # no repeats when members join or leave (protocol 6)
+                          leave_group_on_stop=self.leave_group_on_stop,
                           pass_refused=True)  # a refused batch's marker is dead-lettered by _convert_one
+        self.loop = loop
         reporter = asyncio.create_task(log_counters_every(self.sink, stop, self.log_every_s))
         self._last_record = asyncio.get_running_loop().time()
         try:
@@ -102,6 +108,8 @@ class KafkaBridge:
             await reporter
             await self.guard.stop()
             await self.sink.stop()
+            if self.pending is not None:
+                self.pending.release_all()
 
     async def _process(self, batch: Batch, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> Offsets | None:
         """One batch of the commit loop: convert, deliver exactly once; the loop then commits the source."""
@@ -114,6 +122,12 @@ class KafkaBridge:
                 stop.set()
             return {}
         self._last_record = now
+        if batch.revoked:  # fetched before a rebalance: its partitions start again from the last commit
+            self._drop_revoked(batch)
+            if not len(batch):
+                return {}
+        if self.pending is not None:
+            await self._take(batch)
         if not self._recovery_checked:
             await self._settle_recovery(consumer)
         early_ends = None
@@ -149,7 +163,7 @@ class KafkaBridge:
         order. It gives the event loop a turn between slices of records, so N's produce requests (aiokafka has
         one in flight per broker) and acknowledgements go on meanwhile. Not done for the first batch (its
         recovery is settled first) nor while a killed run's batch is in doubt (the conversion marks its records)."""
-        if not len(batch) or not self._recovery_checked or self.recovery is not None:
+        if not len(batch) or not self._recovery_checked or self.recovery is not None or not self._held(batch):
             return
         # The output's end offsets asked for now, answered while converting: a lower bound of where this batch
         # will land (ends only grow), so its pending record needs no request of its own (`DeliveryGuard.positions`).
@@ -190,41 +204,77 @@ class KafkaBridge:
         self._recovered(ends)
 
     # Pending batches -----------------------------------------------------------------------------------
-    def _load_state(self) -> dict[str, Any] | None:
-        if self.state_path is None:
-            return None
-        try:
-            raw = orjson.loads(self.state_path.read_bytes())
-            ranges = {(r["topic"], int(r["partition"])): (int(r["start"]), int(r["end"])) for r in raw["ranges"]}
-            return {"ranges": ranges, "positions": positions_from_json(raw["positions"])}
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SystemExit(f"state file {self.state_path} is unreadable ({exc}); fix or delete it") from None
+    def _held(self, batch: Batch) -> bool:
+        if self.pending is None:
+            return True
+        held = self.pending.held()
+        return all((tp.topic, tp.partition) in held for tp in batch.records)
+
+    async def _take(self, batch: Batch) -> None:
+        """Lock the batch's partitions not yet ours and read their pending records (a previous owner's batch in
+        doubt); settled against the committed offsets before the batch is converted."""
+        wanted = {(tp.topic, tp.partition) for tp in batch.records} - self.pending.held()
+        if not wanted:
+            return
+        ranges, positions = await self.pending.take(wanted)
+        if ranges:
+            if self.recovery is None:
+                self.recovery = {"ranges": {}, "by_partition": {}, "positions": {}}
+            self.recovery["ranges"].update(ranges)
+            self.recovery["by_partition"].update(positions)
+            self._recovery_checked = False
+
+    def _revoked(self, revoked: set[TopicPartition]) -> None:
+        """The loop has committed the batch in flight (finish_before_revoke): give the partitions up."""
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        if self.recovery is not None:  # still in doubt: the record stays on disk for the next owner
+            for key in keys:
+                self.recovery["ranges"].pop(key, None)
+                self.recovery["by_partition"].pop(key, None)
+            self._recovery_positions()
+        if self.pending is not None:
+            self.pending.release(keys)
+
+    def _drop_revoked(self, batch: Batch) -> None:
+        """A batch fetched (and maybe converted) before its partitions were revoked is not sent: the new owner (or
+        this process, assigned them again) reads them from the commit the revocation waited for."""
+        dropped = [tp for tp in batch.records if tp in batch.revoked]
+        if not dropped:
+            return
+        for tp in dropped:
+            del batch.records[tp]
+        if batch.prepared is not None:  # converted with the dropped records: converted again without them
+            (_, _, pause, early_ends), batch.prepared = batch.prepared, None
+            pause.end()
+            self._ahead.pop(pause, None)
+            early_ends.cancel()
+        log.info("dropped a batch of %s fetched before a rebalance (read again from the last commit)", dropped)
 
     def _save_state(self, ranges: dict[tuple[str, int], tuple[int, int]], positions: Positions) -> None:
-        if self.state_path is not None:
-            write_json_atomically(self.state_path, {
-                "ranges": [{"topic": t, "partition": p, "start": a, "end": b} for (t, p), (a, b) in ranges.items()],
-                "positions": positions})
+        if self.pending is not None:
+            self.pending.save(ranges, positions)
 
     async def _settle_recovery(self, consumer: AIOKafkaConsumer) -> None:
-        """Drop in-doubt ranges already committed, or of partitions this process was not given."""
+        """Drop in-doubt ranges already committed (their batch was finished), or of partitions not ours now."""
         self._recovery_checked = True
         if self.recovery is None:
             return
         assigned = consumer.assignment()
         for (topic, partition), (_, end) in list(self.recovery["ranges"].items()):
             tp = TopicPartition(topic, partition)
-            if tp not in assigned:
-                log.warning("in-doubt batch of %s went to another group member; it may be written twice", tp)
-            elif (await consumer.committed(tp) or 0) < end:
+            if tp in assigned and (await consumer.committed(tp) or 0) < end:
                 continue
             del self.recovery["ranges"][(topic, partition)]
+            self.recovery["by_partition"].pop((topic, partition), None)
+        self._recovery_positions()
+        if self.recovery is not None:
+            log.info("resuming the batch a previous owner was producing: %s", self.recovery["ranges"])
+
+    def _recovery_positions(self) -> None:
         if not self.recovery["ranges"]:
             self.recovery = None
-        else:
-            log.info("resuming the batch a previous run was producing: %s", self.recovery["ranges"])
+        else:  # read back from the lowest position of any batch still in doubt
+            self.recovery["positions"] = lowest(list(self.recovery["by_partition"].values()))
 
     def _recovered(self, ends: dict[TopicPartition, int]) -> None:
         if self.recovery is None:
@@ -233,8 +283,8 @@ class KafkaBridge:
             window = self.recovery["ranges"].get((tp.topic, tp.partition))
             if window is not None and end >= window[1]:
                 del self.recovery["ranges"][(tp.topic, tp.partition)]
-        if not self.recovery["ranges"]:
-            self.recovery = None
+                self.recovery["by_partition"].pop((tp.topic, tp.partition), None)
+        self._recovery_positions()
 
     async def _deliver(self, stop: asyncio.Event, batch: dict[TopicPartition, list[Any]], events: list[UsageEvent],
                        letters: list[dict[str, Any]], early_ends: dict[TopicPartition, int] | None = None) -> bool:

@@ -213,6 +213,54 @@ def test_a_revoke_mid_batch_commits_nothing_for_partitions_no_longer_owned(kafka
     asyncio.run(scenario())
 
 
+def test_finish_before_revoke_commits_the_batch_in_flight_and_the_new_owner_starts_after_it(kafka_bootstrap):
+    # The collectors' bridge's variant of protocol 6: the revocation waits for the batch being processed, whose
+    # commit then goes through (the partitions are still ours while the listener runs); the next owner starts there.
+    async def scenario():
+        topic = await _topic_with_records(kafka_bootstrap, 40)
+        group = f"g-{topic}"
+        first = CommitLoop(_consumer(kafka_bootstrap, group), topics=[topic], name="first", max_records=10,
+                           finish_before_revoke=True)
+        second_consumer = _consumer(kafka_bootstrap, group)
+        second = CommitLoop(second_consumer, topics=[topic], name="second")
+        stop_first, stop_second = asyncio.Event(), asyncio.Event()
+        in_flight: dict[TopicPartition, int] = {}
+        second_read: list[tuple[int, int]] = []
+        second_run: list[asyncio.Task] = []
+
+        async def read_second(batch):
+            second_read.extend((r.partition, r.offset) for r in batch)
+            return None
+
+        async def slow_first(batch):
+            if not len(batch) or in_flight:
+                stop_first.set()
+                return {}
+            in_flight.update(batch.next_offsets())
+            await second.__aenter__()  # a second member joins while this batch is being processed
+            second_run.append(asyncio.create_task(second.run(read_second, stop_second)))
+            await _wait(lambda: first._revocations, "the revocation to begin (it now waits for this batch)")
+            return None
+
+        try:
+            async with first:
+                await asyncio.wait_for(first.run(slow_first, stop_first), 60)
+                committed = await _committed(kafka_bootstrap, topic, group)
+                assert {tp: committed[tp.partition] for tp in in_flight} == in_flight
+                assert first.stats.commit_failures == 0 and first.stats.dropped_revoked == 0
+            await _wait(lambda: len(second_read) >= 40 - sum(in_flight.values()), "the rest read", 60)
+            again = [(p, o) for p, o in second_read if TopicPartition(topic, p) in in_flight
+                     and o < in_flight[TopicPartition(topic, p)]]
+            assert not again, f"the second member read the committed batch again: {again}"
+        finally:
+            stop_second.set()
+            for task in second_run:
+                await asyncio.wait_for(task, 30)
+            await second.__aexit__(None, None, None)
+
+    asyncio.run(scenario())
+
+
 def test_an_output_never_acknowledged_leaves_the_batch_uncommitted(kafka_bootstrap):
     """Outputs go to another cluster (as the Kafka bridge's do) whose broker dies after the record is handed to the
     producer: the acknowledgement fails, and the input batch stays uncommitted."""

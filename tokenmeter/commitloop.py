@@ -33,6 +33,12 @@ THE PROTOCOL (role modules refer here; docs/commit-loop.md is the operator's ver
    for the batch: a slow batch must not stall the group's rebalance. What a role has already finished when
    partitions are revoked (e.g. alerts whose deliveries are final) is committed from the listener, while the
    partitions are still ours (`on_revoked` returns those offsets).
+   A role whose outputs cannot absorb a repeat cheaply (the collectors' bridge: `finish_before_revoke=True`) asks
+   the other way round: the listener WAITS for the batch being processed, which is then committed normally (the
+   partitions are still ours while the listener runs), and a batch fetched ahead (protocol 8) is marked revoked so
+   the role drops it unsent; the new assignment starts from that commit, so its records are read again by whoever
+   owns them. A fetch answered before the revocation but not yet taken by the loop is discarded for the same
+   reason. A batch slow to finish then delays the group's rebalance (bounded by the role's own stop).
 7. A failed commit (a rebalance in between, a broker hiccup) is logged and counted, not fatal: everything up to
    it is processed and acknowledged, and the next commit covers it; at worst a restart repeats a batch.
 8. Preparing ahead (optional, `run(..., prepare=)`): while batch N's processing, acknowledgements and commit are in
@@ -174,6 +180,8 @@ class CommitLoop:
         on_refused: Callable[[dict[str, Any]], None] | None = None,
         pass_refused: bool = False,
         stage: str | None = None,
+        finish_before_revoke: bool = False,
+        leave_group_on_stop: bool = True,
     ):
         self.consumer = consumer
         self.topics = list(topics) if topics else None
@@ -196,6 +204,16 @@ class CommitLoop:
         self._held = False
         self._revoked_since_fetch: set[TopicPartition] = set()
         self._open: list[Batch] = []  # fetched and not yet committed or failed (two while preparing ahead)
+        if finish_before_revoke and window_s > 0:  # a window's early records would be old, its later ones new
+            raise ValueError("finish_before_revoke needs one fetch per batch (window_s=0)")
+        self.finish_before_revoke = finish_before_revoke  # protocol 6, second paragraph
+        self.leave_group_on_stop = leave_group_on_stop  # False: the group notices at the session timeout instead
+        self._revocations = 0  # counted as a revocation begins: a fetch answered before it holds old records
+        self._answered_in = 0  # `_revocations` when the last fetch was answered
+        self._gathering: Batch | None = None  # the batch whose fetch is open (its records come after any revocation)
+        self._stepping: Batch | None = None  # the batch being processed, acknowledged and committed
+        self._step_done = asyncio.Event()
+        self._step_done.set()
 
     # Lifecycle ---------------------------------------------------------------------------------------------
     async def __aenter__(self) -> "CommitLoop":
@@ -209,7 +227,10 @@ class CommitLoop:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        _leave_group_even_in_generation_zero(self.consumer)
+        if self.leave_group_on_stop:
+            _leave_group_even_in_generation_zero(self.consumer)
+        else:
+            _stop_without_leaving(self.consumer)
         try:
             await self.consumer.stop()
         except Exception as error:  # shutting down: report, never mask the error that brought us here
@@ -247,6 +268,8 @@ class CommitLoop:
 
     async def step(self, batch: Batch, process: Process) -> None:
         """Process one gathered batch, await its acknowledgements, commit what is done and still owned."""
+        self._stepping = batch
+        self._step_done.clear()
         try:
             try:
                 finished = await process(batch)
@@ -263,6 +286,8 @@ class CommitLoop:
         finally:
             if batch in self._open:
                 self._open.remove(batch)
+            self._stepping = None
+            self._step_done.set()
 
     async def commit(self, offsets: Offsets, batch: Batch | None = None) -> Offsets:
         """Commit `offsets` for the partitions owned without interruption since `batch` (default: the last
@@ -312,6 +337,13 @@ class CommitLoop:
         batch = Batch(state=self.start_batch() if self.start_batch else None, producer=self.producer)
         self._revoked_since_fetch = set()
         self._open.append(batch)
+        self._gathering = batch
+        try:
+            return await self._gather_into(batch, stop)
+        finally:
+            self._gathering = None
+
+    async def _gather_into(self, batch: Batch, stop: asyncio.Event) -> Batch | None:
         deadline = time.monotonic() + self.window_s
         while True:
             wait_s = min(self.fetch_timeout_ms / 1000, max(0.0, deadline - time.monotonic()))
@@ -320,6 +352,10 @@ class CommitLoop:
             room = self.max_records if self.max_size is None else max(1, min(self.max_records,
                                                                              self.max_size - batch.size))
             fetched = await self._fetch_unless_stopped(stop, int(wait_s * 1000), room)
+            if fetched and self.finish_before_revoke and self._answered_in != self._revocations:
+                # answered before a revocation that began since (aiokafka holds a fetch waiting across one until
+                # the new assignment): old records, fetched again from the commit by whoever owns them now
+                fetched = {}
             if fetched is None:
                 if len(batch):
                     return batch
@@ -337,7 +373,7 @@ class CommitLoop:
 
     async def _fetch_unless_stopped(self, stop: asyncio.Event, timeout_ms: int, max_records: int) -> dict | None:
         """getmany() can block for a whole group join (~5 s on the embedded broker); a stop must not wait for it."""
-        fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+        fetch = asyncio.ensure_future(self._getmany(timeout_ms, max_records))
         stopped = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -349,6 +385,11 @@ class CommitLoop:
         await asyncio.gather(fetch, return_exceptions=True)
         return None
 
+    async def _getmany(self, timeout_ms: int, max_records: int) -> dict:
+        fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        self._answered_in = self._revocations  # noted as it returns, not when the loop gets to it
+        return fetched
+
     def _rewind(self, batch: Batch) -> None:
         owned = self.consumer.assignment()
         for tp, offset in batch.first_offsets().items():
@@ -357,6 +398,8 @@ class CommitLoop:
 
     # Rebalances --------------------------------------------------------------------------------------------
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        if self.finish_before_revoke:
+            await self._finish_before_revoke(revoked)
         if self.on_revoked is not None:
             final = self.on_revoked(revoked)
             if asyncio.iscoroutine(final):
@@ -365,7 +408,24 @@ class CommitLoop:
                 await self.commit({tp: o for tp, o in final.items() if tp in revoked})
         self._revoked_since_fetch |= revoked
         for batch in self._open:
-            batch.revoked |= revoked
+            if not (self.finish_before_revoke and batch is self._gathering):  # its records come from the new
+                batch.revoked |= revoked  # assignment (an older answer is discarded in `_gather_into`)
+
+    async def _finish_before_revoke(self, revoked: set[TopicPartition]) -> None:
+        """Protocol 6, second paragraph: batches fetched ahead are marked first (so the loop, once the running step
+        ends, drops them rather than send them), then the running step is awaited: its commit goes through, as the
+        partitions are still ours until this listener returns."""
+        if not revoked:
+            return  # the first join (aiokafka calls the listener with nothing to revoke)
+        self._revocations += 1
+        for batch in self._open:
+            if batch is not self._stepping and batch is not self._gathering:
+                batch.revoked |= revoked
+        if self._stepping is not None:
+            started = time.monotonic()
+            await self._step_done.wait()
+            log.info("%s: revocation waited %.2f s for the batch in flight to be committed", self.name,
+                     time.monotonic() - started)
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         if self.on_assigned is not None:
@@ -408,3 +468,14 @@ def _leave_group_even_in_generation_zero(consumer: AIOKafkaConsumer) -> None:
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is not None and getattr(coordinator, "generation", None) == 0 and coordinator.member_id:
         coordinator.generation = 1
+
+
+def _stop_without_leaving(consumer: AIOKafkaConsumer) -> None:
+    """No LeaveGroup on stop: the group drops the member at its session timeout. For members stopped together
+    (`collect kafka --processes N` on Ctrl-C): on the embedded broker (tansu) two LeaveGroups a few ms apart, the second
+    during the rebalance the first began, left the group stuck for the next run (its members rejoined every ~6 s and
+    were never assigned: 1 of 3-4 restarts, docs/collectors.md multi29); members that vanish were never stuck (5 of
+    5), the next run assigned after ~9 s (4 s session). aiokafka leaves only when its generation is > 0."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+        coordinator.generation = -1
