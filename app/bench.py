@@ -148,7 +148,7 @@ def _run_child(args: list[str], env: dict) -> subprocess.Popen:
 
 
 def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, budget_samples: int = 100,
-              warehouse_rows: int = 10_000_000, collector_processes: int = 1) -> dict:
+              warehouse_rows: int = 10_000_000, collector_processes: int = 1, in_process: bool = True) -> dict:
     events = synthetic_events(n)
     results: dict = {"events": n}
     say = (lambda msg: None) if as_json else (lambda msg: print(msg, flush=True))
@@ -249,6 +249,22 @@ def run_bench(n: int, as_json: bool, settings: Settings, budgets: bool = True, b
                 f"p99 {results['reserve_server_latency_p99_ms']} ms; the client's CPU "
                 f"{results['reserve_client_cpu_ms']} ms per request); 8 clients: "
                 f"{results['reserve_requests_per_s']:,.0f} reservations/s")
+    if in_process:
+        # Issue 14 names this figure: the pricing thread's work alone (a batch of messages -> priced messages in the
+        # format a worker sends), in a fresh process of this tree, best of 3 warm passes; the first pass apart (cold).
+        from app.bench_worker import measure_in_process
+
+        say("in-process batch path: the worker's pricing of the same events, no Kafka ...")
+        root = str(Path(__file__).resolve().parents[1])
+        found = next(iter(measure_in_process([root], n, 1, 0.0, progress=False).values()))[0]
+        results.update({"in_process_events_per_s": found["events_per_s_wall"],
+                        "in_process_events_per_cpu_s": found["events_per_cpu_s"],
+                        "in_process_cpu_us_per_event": found["cpu_us_per_event"],
+                        "in_process_cold_cpu_us_per_event": found["cold_cpu_us_per_event"],
+                        "in_process_format": found["format"]})
+        say(f"in-process batch path ({found['format']} out): {found['events_per_s_wall']:,} events/s "
+            f"({found['events_per_cpu_s']:,} per CPU second, {found['cpu_us_per_event']} CPU-us per event; the "
+            f"first, cold pass {found['cold_cpu_us_per_event']} CPU-us per event)")
     if warehouse_rows:
         # Its own process: chDB allows one open data path per process.
         # The loader is timed on as many rows as the warehouse holds, at most 200,000 (a small run stays small).

@@ -242,7 +242,7 @@ def _name(tree: str, fmt: str | None) -> str:
 
 def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
                        formats: tuple[str | None, ...] | list[str | None] = (None,), mixed: bool = False,
-                       tools: float = 0.0) -> dict[str, list[dict]]:
+                       tools: float = 0.0, progress: bool = True) -> dict[str, list[dict]]:
     """The pricing thread's work per tree (and priced format), each round in a fresh process, alternating. A format
     of None is the one a worker started here would send (TOKENMETER_PRICED_FORMAT): until inproc29 the child was
     then left to `_price`'s default argument, JSON, while workers send Arrow by default (arrow19)."""
@@ -258,7 +258,8 @@ def measure_in_process(trees: list[str], n: int, rounds: int, tagged: float,
                                  cwd=tree, capture_output=True, text=True, check=True).stdout
             name = _name(tree, fmt)
             results[name].append({**json.loads(out.splitlines()[-1]), "load": round(load, 1)})
-            print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)
+            if progress:
+                print(json.dumps({"run": name, **results[name][-1]}), file=sys.stderr, flush=True)
     return results
 
 

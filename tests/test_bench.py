@@ -20,6 +20,9 @@ def test_bench_json_reports_all_figures(tmp_path):
                          capture_output=True, text=True, timeout=420)
     assert out.returncode == 0, out.stderr[-2000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
+    # issue 14's in-process figure, in the format a worker sends (Arrow by default)
+    assert figures["in_process_events_per_s"] > 0 and figures["in_process_format"] == "arrow"
+    assert figures["in_process_cpu_us_per_event"] > 0 and figures["in_process_cold_cpu_us_per_event"] > 0
     for key in ("raw_events_per_s", "naive_events_per_s", "pipeline_events_per_s", "peak_rss_mb",
                 "pipeline_vs_naive", "pipeline_vs_raw", "collector_min_vs_raw", "collector_min_vs_pipeline"):
         assert figures[key] > 0, key
