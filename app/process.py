@@ -1,34 +1,4 @@
-"""Child-process hygiene shared by `tokenmeter up`, the broker and the tests: no orphans."""
+"""Child-process hygiene for the app shell: tokenmeter/child_process.py (in the contract, as a stage's own
+command starts children too)."""
 
-from __future__ import annotations
-
-import ctypes
-import os
-import signal
-import sys
-
-_PR_SET_PDEATHSIG = 1
-
-
-def child_preexec() -> None:
-    """`preexec_fn` for subprocess.Popen: the child dies at once (SIGKILL) when the process that spawned it dies,
-    even by SIGKILL.
-
-    SIGKILL, not SIGTERM: a supervisor that was killed cannot wait for a graceful shutdown, and the tansu broker
-    and Faust take seconds to stop on SIGTERM, holding their ports (a restarted `up` found the broker port still
-    taken ~4 s later). Nothing is lost by it that SIGTERM would save: the broker is memory-only and every other
-    child is at-least-once with idempotent writes. Linux sends the signal when the *thread* that forked the
-    child exits, so spawn children from the main thread (`up` does).
-
-    The child also gets a process group of its own: a terminal's Ctrl-C signals the whole foreground group, which
-    killed the embedded broker together with its clients and left the worker retrying it until `up`'s stop deadline.
-    Now only the parent gets the Ctrl-C and stops its children in its own order (app/supervisor.py)."""
-    os.setpgid(0, 0)
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    except OSError:
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect: nobody would ever kill us
-        os._exit(1)
+from tokenmeter.child_process import child_preexec  # noqa: F401 - the app's modules import it from here

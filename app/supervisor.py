@@ -26,15 +26,12 @@ from app.broker_gate import BrokerGate, create_topics_direct
 from app.child_liveness import (HEARTBEAT_STALE_S, HUNG_AFTER_S, PROBE_EVERY_S, FileHeartbeat, LivenessProbe,
                                 liveness_changes, unresponsive_for)
 from app.process import child_preexec
+from tokenmeter.child_process import BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S, restart_delay  # noqa: F401
 from tokenmeter.heartbeat import HEARTBEAT_FILE_ENV
 from tokenmeter.settings import Settings, SettingsError, ensure_port_free, free_port
 from tokenmeter.timefmt import iso_utc
 
 
-
-BACKOFF_FIRST_S = 0.5  # first restart delay after a crash; doubles per crash ...
-BACKOFF_MAX_S = 30.0  # ... up to this
-STABLE_AFTER_S = 60.0  # a child that ran this long before crashing starts over at the first delay
 STATUS_FILE = "supervisor.json"
 # `up --demo`: the finance watch's first check waits until the demo's live traffic has caught up with the clock. The
 # history ends at the top of the hour and the demo sends the rest of the hour on its first tick; checked before
@@ -79,10 +76,7 @@ class Child:
 
     def schedule_restart(self, now: float) -> float:
         """Exponential back-off, capped; a child that had been up for a while starts over at the first delay."""
-        if now - self.started_at >= STABLE_AFTER_S:
-            self.backoff_s = BACKOFF_FIRST_S
-        delay = self.backoff_s
-        self.backoff_s = min(self.backoff_s * 2, BACKOFF_MAX_S)
+        delay, self.backoff_s = restart_delay(self.backoff_s, now - self.started_at)
         self.restart_at = now + delay
         return delay
 

@@ -30,11 +30,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from app.process import child_preexec
 from collectors.bench import (SOURCE_PARTITIONS, CollectorBenchError, _create_topic, _end_offsets, _ids_written,
                               _produce, gateway_records)
 from collectors.kafka_bridge import KafkaBridge
 from collectors.sink import KafkaSink
+from tokenmeter.child_process import child_preexec
 from tokenmeter.commitloop import Batch
 
 DOOR_POLL_S = 0.005

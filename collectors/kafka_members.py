@@ -6,9 +6,9 @@ its batch in flight before a rebalance takes its partitions and keeps its pendin
 directory the members share (collectors/kafka_bridge.py, collectors/pending_records.py); so a member can die,
 restart, join or leave at any moment.
 
-This parent only keeps the children running, as `tokenmeter up` keeps its own (app/supervisor.py: the same `Child`
-back-off and the same no-orphan `child_preexec`; not its Supervisor, which is the whole stack's: broker, status file,
-liveness). A child that exits 0 (`--exit-when-idle`) is done; one that fails or is killed is restarted with back-off.
+This parent only keeps the children running, as `tokenmeter up` keeps its own (the same back-off and the same
+no-orphan `child_preexec`, tokenmeter/child_process.py; not `up`'s Supervisor, which is the whole stack's: broker,
+status file, liveness). A child that exits 0 (`--exit-when-idle`) is done; one that fails or is killed is restarted with back-off.
 Ctrl-C or SIGTERM stops every child (each finishes and commits its batch; none sends a LeaveGroup, see
 `commitloop._stop_without_leaving`) and then the parent. The children write to
 the parent's terminal, each log line naming its member ("member 2/3"), counters included.
@@ -21,11 +21,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
-from app.process import child_preexec
-from app.supervisor import Child
+from tokenmeter.child_process import BACKOFF_FIRST_S, child_preexec, restart_delay
 
 STOP_GRACE_S = 30.0  # a member's clean stop finishes its batch, commits and leaves the group
 
@@ -34,16 +33,37 @@ def member_args(child_args: list[str], k: int, n: int) -> list[str]:
     return [sys.executable, "-m", "app", "collect", "kafka", *child_args, "--member", f"{k}/{n}"]
 
 
+@dataclass
+class Member:
+    """One bridge child: its command line, process and restart state."""
+    name: str
+    args: list[str]
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff_s: float = BACKOFF_FIRST_S
+    restart_at: float | None = None  # monotonic time of a scheduled restart
+    last_exit_code: int | None = None
+    last_exit_at: float | None = None  # unix time
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def schedule_restart(self, now: float) -> float:
+        delay, self.backoff_s = restart_delay(self.backoff_s, now - self.started_at)
+        self.restart_at = now + delay
+        return delay
+
+
 class Members:
     def __init__(self, processes: int, child_args: list[str], echo: Callable[[str], None]):
         self.echo = echo
-        # Child wants a log path (for `up`'s status); members write to the terminal instead
-        self.children = [Child(f"member {k}/{processes}", member_args(child_args, k, processes), Path(os.devnull))
+        self.children = [Member(f"member {k}/{processes}", member_args(child_args, k, processes))
                          for k in range(1, processes + 1)]
         self.finished: set[str] = set()
         self.stopping = False
 
-    def launch(self, child: Child) -> None:
+    def launch(self, child: Member) -> None:
         child.proc = subprocess.Popen(child.args, env=dict(os.environ, PYTHONUNBUFFERED="1"),
                                       stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
         child.started_at, child.restart_at = time.monotonic(), None
