@@ -569,3 +569,33 @@ def test_api_export_of_a_closed_month_whose_kept_finance_file_changed_answers_js
         assert "changed since the close" in answer.get_json()["error"]
     finally:
         shutil.rmtree(closes / month, ignore_errors=True)
+
+
+def test_a_damaged_close_record_is_a_banner_on_the_export_and_showback_pages_not_a_failed_page(app_and_warehouse):
+    """walk29: a close.json cut short made the Export page's layout (its month list marks closed months), its
+    Version list and the Showback note raise (orjson's error, then the named WarehouseError): the page did not
+    render. The pages now render and say which file is damaged."""
+    import shutil
+
+    from dashboards.finance_panel import closed_note
+    from warehouse.month_close import closes_dir, month_of
+
+    app, _warehouse = app_and_warehouse
+    export_page = sys.modules["pages.export"]  # the page module as the app loaded it (Dash pages)
+    start = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=40)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0)
+    month, end = month_of(start), (start + timedelta(days=32)).replace(day=1)
+    with app.server.test_request_context():
+        from dashboards.handle import current_settings
+
+        closes = closes_dir(current_settings())
+        (closes / month).mkdir(parents=True)
+        try:
+            (closes / month / "close.json").write_bytes(b'{"month": "' + month.encode())
+            page = str(export_page.layout())
+            assert "close.json is not a close record" in page and month in page
+            assert export_page.versions(month) == ([{"label": "current books", "value": ""}], "")
+            [note] = closed_note(start, end)
+            assert "close.json is not a close record" in _text(note)
+        finally:
+            shutil.rmtree(closes / month, ignore_errors=True)
