@@ -137,7 +137,9 @@ def show(since: str, source: str | None, stage: str | None, reason_contains: str
 
 
 @deadletters.command("replay")
-@click.option("--stage", required=True, help="The stage whose letters to re-send (replayable: worker).")
+@click.option("--stage", required=True,
+              help="The stage whose letters to re-send (replayable: worker, collect:http, collect:file, "
+                   "collect:kafka).")
 @_since
 @click.option("--source", default=None, help="Only this source.")
 @click.option("--reason-contains", default=None, help="Only letters whose reason contains this text (any case).")

@@ -12,6 +12,7 @@ from dash import html
 
 from dashboards.formatting import format_usd, format_usd_exact
 from tokenmeter.timefmt import people_utc
+from warehouse.backends import WarehouseError
 from warehouse.finance import FinanceConfig, corrections_note, finance_from_settings, showback_and_corrected
 
 HINT = ("No cost centers or allocation rules configured: set TOKENMETER_COST_CENTERS_FILE "
@@ -89,8 +90,15 @@ def app_closes():
     return closes_dir(current_settings()) if flask.has_app_context() else None
 
 
+def damaged_closes_banner(exc: Exception) -> html.Pre:
+    """A close or re-open record that cannot be read (warehouse.month_close.read_record): said on the page, which
+    still renders (walk29: the page failed)."""
+    return html.Pre(str(exc), className="banner error", id="closes-damaged")
+
+
 def month_options(months: list[str]) -> list[dict[str, str]]:
-    """Dropdown options with closed months marked "(closed <date>)", re-opened ones "(re-opened <date>)"."""
+    """Dropdown options with closed months marked "(closed <date>)", re-opened ones "(re-opened <date>)". Raises
+    WarehouseError naming a damaged close record (the caller shows it and lists the months unmarked)."""
     from warehouse.month_close import closed_months
     from warehouse.month_reopen import reopen_history
 
@@ -101,6 +109,13 @@ def month_options(months: list[str]) -> list[dict[str, str]]:
 
 
 def closed_note(since: datetime, until: datetime) -> list:
+    try:
+        return _closed_note(since, until)
+    except WarehouseError as exc:
+        return [damaged_closes_banner(exc)]
+
+
+def _closed_note(since: datetime, until: datetime) -> list:
     from warehouse.month_close import closed_months, reopened_note, whole_month
 
     month = whole_month(since, until)

@@ -145,6 +145,7 @@ def process_batch(records: Iterable[RawRecord], book: PriceBook) -> BatchResult:
 
 def _price_item(item: Any, record: RawRecord, book: PriceBook, now: datetime, result: BatchResult) -> dict | None:
     """Price one event into `result`; returns its dead letter instead when it cannot be priced or sent."""
+    kept = b"null" if item is None else item  # JSON null: a letter's payload None is a tombstone's, kept as nothing
     try:
         event = UsageEvent.model_validate(item)
         priced = price_event(event, book, priced_at=now)
@@ -152,13 +153,13 @@ def _price_item(item: Any, record: RawRecord, book: PriceBook, now: datetime, re
         priced_json = priced.to_json()
         encoded = orjson.dumps(priced_json)
     except ValidationError as exc:
-        return dead_letter(f"invalid event: {describe_validation_error(exc)}", item, record)
+        return dead_letter(f"invalid event: {describe_validation_error(exc)}", kept, record)
     except MeteringError as exc:
-        return dead_letter(f"cannot meter: {exc}", item, record)
+        return dead_letter(f"cannot meter: {exc}", kept, record)
     except Exception as exc:  # noqa: BLE001 - a bug or a hostile value must not stop the stream: keep it, say why
-        return dead_letter(f"internal error: {type(exc).__name__}: {exc}", item, record)
+        return dead_letter(f"internal error: {type(exc).__name__}: {exc}", kept, record)
     if len(encoded) > MAX_PRICED_EVENT_BYTES:
-        return dead_letter(f"event too large: {len(encoded)} bytes priced, at most {MAX_PRICED_EVENT_BYTES}", item,
+        return dead_letter(f"event too large: {len(encoded)} bytes priced, at most {MAX_PRICED_EVENT_BYTES}", kept,
                            record)
     result.priced[key].append(encoded)
     result.keys_in_order.append(key)

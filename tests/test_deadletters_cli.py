@@ -283,3 +283,14 @@ def test_since_reads_spans_and_times_and_refuses_a_span_before_year_one():
         with pytest.raises(BadParameter) as caught:
             since_option(wrong, now=now)
         assert len(str(caught.value)) < 300
+
+
+def test_replay_help_names_every_stage_it_replays():
+    """walk29: `deadletters replay --help` said "--stage ... (replayable: worker)" while the collectors' letters
+    (collect:http, collect:file, collect:kafka) are replayed too, as its own error for a wrong stage lists."""
+    from app.deadletters_replay import REPLAY_TARGETS
+
+    from app.deadletters_cli import deadletters as group
+
+    (stage_option,) = [p for p in group.commands["replay"].params if p.name == "stage"]
+    assert all(stage in stage_option.help for stage in REPLAY_TARGETS), stage_option.help

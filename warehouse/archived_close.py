@@ -48,6 +48,30 @@ def check_snapshot(directory: Path, record: dict[str, Any]) -> None:
     if digest != recorded:
         raise WarehouseError(f"the archived close {record['archived']} changed since it was closed (charges.parquet "
                              f"sha256 {digest[:12]}..., its close.json recorded {str(recorded)[:12]}...): not exported")
+    _check_finance_copies(directory / record["archived"], record)
+
+
+def _check_finance_copies(archive: Path, record: dict[str, Any]) -> None:
+    """The finance files kept with the archived close are the ones it recorded. Checked here, by the archive's own
+    name: the read through the view would name the month (whose current close is another) and advise a re-close."""
+    from warehouse.closed_finance import COPIES, KINDS
+
+    finance = (record.get("close") or {}).get("finance")
+    if not isinstance(finance, dict):  # closed before closes kept finance files (or damaged: the read says so)
+        return
+    for kind in KINDS:
+        if not finance.get(f"{kind}_file"):
+            continue
+        try:
+            digest = hashlib.sha256((archive / COPIES[kind]).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise WarehouseError(f"cannot read {COPIES[kind]} of the archived close {record['archived']}: "
+                                 f"{exc.strerror}") from None
+        recorded = finance.get(f"{kind}_sha256")
+        if digest != recorded:
+            raise WarehouseError(f"the archived close {record['archived']} changed since it was closed "
+                                 f"({COPIES[kind]} sha256 {digest[:12]}..., its close.json recorded "
+                                 f"{str(recorded)[:12]}...): not exported")
 
 
 @contextmanager

@@ -70,6 +70,9 @@ def finance_as_closed(config: FinanceConfig, closes: Path | None, since: datetim
     record = closed_months(closes).get(month, {}).get("finance") if month else None
     if record is None:
         return config
+    if not isinstance(record, dict):
+        raise WarehouseError(f"{closes / month / 'close.json'}: its finance entry is not an object ({record!r:.40}); "
+                             "restore the file from a backup")
     from warehouse.closed_finance import frozen_finance_files
 
     return load_finance(*frozen_finance_files(closes / month, record))

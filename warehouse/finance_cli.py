@@ -64,14 +64,17 @@ def close(month: str | None, show: bool, closed_by: str, allow_empty: bool) -> N
     if show or not month:
         if not show:
             raise click.ClickException("give --month YYYY-MM (or --list)")
-        closed, reopened = closed_months(directory), reopen_history(directory)
+        try:
+            closed, reopened = closed_months(directory), reopen_history(directory)
+        except WarehouseError as exc:  # a damaged close.json / reopen.json, named (walk29)
+            raise click.ClickException(str(exc)) from None
         for name in sorted({*closed, *(r["month"] for r in reopened)}):
             for record in (r for r in reopened if r["month"] == name):  # the history first, oldest first
                 click.echo(_reopened_line(record))
             if name in closed:
                 info = closed[name]
-                click.echo(f"{name}  closed {info['closed_at']}  total {info['total_usd']} USD  "
-                           f"{info['events']} events  {info['closed_by']}".rstrip())
+                click.echo(f"{name}  closed {info.get('closed_at', '?')}  total {info.get('total_usd', '?')} USD  "
+                           f"{info.get('events', '?')} events  {info.get('closed_by', '')}".rstrip())
         return
     try:
         wh = open_warehouse(settings)

@@ -78,8 +78,21 @@ def closed_months(directory: Path | None) -> dict[str, dict[str, Any]]:
         return {}
     found = {}
     for path in sorted(directory.glob("*/close.json")):
-        found[path.parent.name] = orjson.loads(path.read_bytes())
+        found[path.parent.name] = read_record(path, "close")
     return found
+
+
+def read_record(path: Path, kind: str) -> dict[str, Any]:
+    """A close's (or re-open's) JSON record. One cut short or edited into something else is named with its path:
+    every read of the closes goes through here, and orjson's error alone (a traceback) did not say which file."""
+    try:
+        record = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise WarehouseError(f"{path} is not a {kind} record (not JSON: {exc}); restore it from a backup") from None
+    if not isinstance(record, dict):
+        raise WarehouseError(f"{path} is not a {kind} record (a JSON {type(record).__name__.replace('list', 'array')}"
+                             f", not an object); restore it from a backup")
+    return record
 
 
 def first_open_after(month: str, closed: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from warehouse.backends import WarehouseError
-from warehouse.month_close import closed_months, closes_lock
+from warehouse.month_close import closed_months, closes_lock, read_record
 
 ARCHIVE = ".reopened"  # not a month name, so `closed_months` (<closes>/*/close.json) never reads what is in it
 RECORD = "reopen.json"
@@ -107,6 +107,6 @@ def reopen_history(directory: Path | None) -> list[dict[str, Any]]:
     found = []
     for path in (directory / ARCHIVE).glob(f"*/{RECORD}"):
         close = path.parent / "close.json"
-        found.append(dict(orjson.loads(path.read_bytes()), archived=str(path.parent.relative_to(directory)),
-                          close=orjson.loads(close.read_bytes()) if close.exists() else {}))
+        found.append(dict(read_record(path, "re-open"), archived=str(path.parent.relative_to(directory)),
+                          close=read_record(close, "close") if close.exists() else {}))
     return sorted(found, key=lambda r: (r["month"], r["reopened_at"], r["archived"]))

@@ -11,9 +11,10 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboards.access import AccessDenied, scoped_warehouse
-from dashboards.finance_panel import month_options
+from dashboards.finance_panel import damaged_closes_banner, month_options
 from dashboards.export_data import (FORMATS, GROUPINGS, ExportUnavailable, archived_versions, export_file,
                                     recent_months)
+from warehouse.backends import WarehouseError
 
 dash.register_page(__name__, path="/export", name="Export", title="tokenmeter - chargeback export", order=6)
 
@@ -22,13 +23,18 @@ log = logging.getLogger(__name__)
 
 def layout(month: str | None = None, group_by: str | None = None, format: str | None = None, **_):  # noqa: A002
     months = recent_months(datetime.now(timezone.utc).date())
+    try:
+        options, damaged = month_options(months), []
+    except WarehouseError as exc:  # a damaged close record: said, and the months listed unmarked
+        options, damaged = [{"label": m, "value": m} for m in months], [damaged_closes_banner(exc)]
     return html.Div(className="page", children=[
+        *damaged,
         html.P("A month of cost per group, for chargeback. FOCUS is the FinOps Open Cost and Usage "
                "Specification (1.x columns such as BilledCost, EffectiveCost, ChargePeriodStart).", className="hint"),
         html.Div(className="filter-bar", children=[
             html.Div(className="filter", children=[
                 html.Label("Month (UTC)", className="filter-label"),
-                dcc.Dropdown(id="export-month", options=month_options(months),
+                dcc.Dropdown(id="export-month", options=options,
                              value=month if month in months else months[0], clearable=False,
                              style={"width": "240px"}),
             ]),
@@ -65,7 +71,10 @@ def versions(month):
     """A month re-opened after a close lists that close: the file finance was sent before the restatement."""
     from dashboards.finance_panel import app_closes
 
-    return archived_versions(month or "", app_closes()), ""
+    try:
+        return archived_versions(month or "", app_closes()), ""
+    except WarehouseError:  # a damaged re-open record: the layout's banner names it; the current books stay
+        return [{"label": "current books", "value": ""}], ""
 
 
 @callback(

@@ -533,3 +533,69 @@ def test_a_reopened_close_is_offered_on_export_and_gives_the_file_it_gave_byte_f
         for record in reopen_history(closes):
             if record["month"] == month:
                 shutil.rmtree(closes / record["archived"], ignore_errors=True)
+
+
+def test_api_export_of_a_closed_month_whose_kept_finance_file_changed_answers_json_with_the_reason(
+        app_and_warehouse, tmp_path):
+    """walk29: a closed month's kept cost-centers copy edited after the close made `tokenmeter export` say so, but
+    /api/v1/export answered Flask's HTML '500 Internal Server Error' page (the WarehouseError was not handled): a
+    script got no reason. It now answers JSON naming the changed file."""
+    import shutil
+
+    from warehouse.month_close import close_month, closes_dir, month_of
+
+    app, warehouse = app_and_warehouse
+    with app.server.app_context():
+        from dashboards.handle import current_settings
+
+        closes = closes_dir(current_settings())
+    first = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=100)).replace(day=1, hour=8, minute=0,
+                                                                                      second=0, microsecond=0)
+    month = month_of(first)
+    centers = tmp_path / "centers.yaml"
+    centers.write_text("cost_centers:\n  - match: {team: kept}\n    cost_center: CC-KEPT\n    gl_account: \"6400\"\n"
+                       "    owner: fin@example.com\n")
+    try:
+        warehouse.insert_priced([{**_event(700, first + timedelta(days=2), 10), "attribution": {"team": "kept"}}])
+        close_month(warehouse, closes, month, closed_by="cfo", finance_files=(centers, None))
+        client = app.server.test_client()
+        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        url = f"/api/v1/export?month={month}&format=csv&group_by=team"
+        assert b"CC-KEPT" in client.get(url).data
+        (kept,) = (closes / month).glob("cost_centers*")
+        kept.write_text(kept.read_text().replace("CC-KEPT", "CC-EDITED"))
+        answer = client.get(url)
+        assert answer.status_code == 500 and answer.is_json, answer.data[:200]
+        assert "changed since the close" in answer.get_json()["error"]
+    finally:
+        shutil.rmtree(closes / month, ignore_errors=True)
+
+
+def test_a_damaged_close_record_is_a_banner_on_the_export_and_showback_pages_not_a_failed_page(app_and_warehouse):
+    """walk29: a close.json cut short made the Export page's layout (its month list marks closed months), its
+    Version list and the Showback note raise (orjson's error, then the named WarehouseError): the page did not
+    render. The pages now render and say which file is damaged."""
+    import shutil
+
+    from dashboards.finance_panel import closed_note
+    from warehouse.month_close import closes_dir, month_of
+
+    app, _warehouse = app_and_warehouse
+    export_page = sys.modules["pages.export"]  # the page module as the app loaded it (Dash pages)
+    start = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=40)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0)
+    month, end = month_of(start), (start + timedelta(days=32)).replace(day=1)
+    with app.server.test_request_context():
+        from dashboards.handle import current_settings
+
+        closes = closes_dir(current_settings())
+        (closes / month).mkdir(parents=True)
+        try:
+            (closes / month / "close.json").write_bytes(b'{"month": "' + month.encode())
+            page = str(export_page.layout())
+            assert "close.json is not a close record" in page and month in page
+            assert export_page.versions(month) == ([{"label": "current books", "value": ""}], "")
+            [note] = closed_note(start, end)
+            assert "close.json is not a close record" in _text(note)
+        finally:
+            shutil.rmtree(closes / month, ignore_errors=True)

@@ -74,3 +74,22 @@ def test_limits_give_dead_letters_not_unsendable_messages(book):
     messages = list(result.priced_messages())
     assert max(len(value) for _, value in messages) <= MAX_MESSAGE_BYTES  # 100 x 20 KB: cut by size, not count
     assert sum(len(orjson.loads(value)) for _, value in messages) == 101
+
+
+def test_a_json_null_event_is_lettered_as_null_not_as_an_empty_tombstone(book):
+    """walk29: a message `null` (or an array item null) was lettered with payload "" (0 bytes, the sha256 of
+    nothing), so `deadletters show` showed an empty payload and `replay --dry-run` refused it as "no payload kept
+    (a tombstone ...)": the letter did not hold the record. It keeps `null` now."""
+    import hashlib
+
+    records = [RawRecord(b"null", "tokenmeter.usage", 0, 1), RawRecord(b"[null]", "tokenmeter.usage", 0, 2),
+               RawRecord(None, "tokenmeter.usage", 0, 3)]
+    from streams.columnar.pipeline import process_batch_columnar
+
+    letters = process_batch(records, book).deadletters
+    assert [(d["payload"], d["payload_bytes"]) for d in process_batch_columnar(records, book).deadletters] == [
+        ("null", 4), ("null", 4), ("", 0)]  # the worker's columnar path letters through the same step
+    for letter in letters[:2]:
+        assert (letter["payload"], letter["payload_bytes"]) == ("null", 4), letter
+        assert letter["payload_sha256"] == hashlib.sha256(b"null").hexdigest()
+    assert letters[2]["payload_bytes"] == 0 and "tombstone" in letters[2]["reason"]  # a real tombstone: nothing

@@ -85,3 +85,24 @@ def test_archived_close_names_and_changed_snapshots_are_refused(wh, make_event, 
         with archived_close_view(closes, "2020-03", record["archived"]):
             pass
     assert [r["archived"] for r in reopen_history(closes)] == [record["archived"]]
+
+
+def test_an_archived_close_whose_kept_finance_file_changed_is_refused_by_its_own_name(wh, make_event, closes,
+                                                                                         tmp_path):
+    """walk29: an archived close's kept cost-centers copy edited by hand was refused as "cost_centers.yaml, the
+    cost-centers file 2020-05 was closed with, changed ...: re-open and close the month": that names the month's
+    current close (whose copy was untouched) and advice an archived close cannot take. It names the archive now."""
+    centers = tmp_path / "centers.yaml"
+    centers.write_text("cost_centers:\n  - match: {team: a}\n    cost_center: CC-A\n    gl_account: \"6400\"\n"
+                       "    owner: fin@example.com\n")
+    wh.insert_priced([make_event("af-t", "arch-fin-org", team="a", cost="0.2", ts="2020-05-10T08:00:00Z")])
+    close_month(wh, closes, "2020-05", closed_by="cfo", finance_files=(centers, None))
+    [record] = reopen_month(closes, "2020-05", reopened_by="controller", reason="restate")
+    close_month(wh, closes, "2020-05", closed_by="cfo", finance_files=(centers, None))
+    kept = closes / record["archived"] / "cost_centers.yaml"
+    kept.write_text(kept.read_text().replace("CC-A", "CC-EDITED"))
+    with pytest.raises(WarehouseError, match=rf"the archived close {record['archived']} changed since it was closed "
+                                             r"\(cost_centers.yaml sha256 .*\): not exported"):
+        with archived_close_view(closes, "2020-05", record["archived"]) as (view, _):
+            export_month(wh, "2020-05", "csv", ["team"], closes=view)
+    assert b"CC-A" in export_month(wh, "2020-05", "csv", ["team"], closes=closes)  # the current close: untouched

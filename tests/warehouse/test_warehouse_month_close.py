@@ -418,3 +418,38 @@ def test_a_month_closed_without_finance_files_stays_unmapped_when_files_are_set_
     path.write_text(REORG_BEFORE)
     shown = finance_showback(wh, load_finance(path), *_bounds("2023-03"), by="cost_center", closes=closes)
     assert shown["cost_center"].to_list() == ["unmapped"]
+
+
+def test_a_damaged_close_record_is_named_not_a_traceback(wh, make_event, tmp_path):
+    """walk29: a close.json cut short (a full disk, an editor) made every read of the closes (export, close --list,
+    report) end in orjson's JSONDecodeError traceback, and a `finance` entry that is not an object in an
+    AttributeError; both are now a WarehouseError naming the file."""
+    from warehouse.month_reopen import reopen_history
+
+    closes = tmp_path / "closes"
+    wh.insert_priced([make_event("d-a", "damaged-org", team="a", cost="0.1", ts="2023-04-10T08:00:00Z")])
+    close_month(wh, closes, "2023-04")
+    record = closes / "2023-04" / "close.json"
+    whole = record.read_bytes()
+    record.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(WarehouseError, match=r"2023-04/close.json is not a close record \(not JSON"):
+        closed_months(closes)
+    with pytest.raises(WarehouseError, match=r"2023-04/close.json is not a close record"):
+        export_month(wh, "2023-04", "csv", ["team"], closes=closes)
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    listed = CliRunner().invoke(main, ["close", "--list"], env={"TOKENMETER_DATA_DIR": str(tmp_path)})
+    assert listed.exit_code == 1 and "close.json is not a close record" in listed.output, listed.output
+    record.write_bytes(b"[1, 2]")
+    with pytest.raises(WarehouseError, match=r"close.json is not a close record \(a JSON array, not an object"):
+        closed_months(closes)
+    record.write_bytes(whole.replace(b'"finance": {', b'"finance": "garbage", "was": {'))
+    with pytest.raises(WarehouseError, match=r"2023-04/close.json: its finance entry is not an object"):
+        export_month(wh, "2023-04", "csv", ["team"], closes=closes)
+    archived = closes / ".reopened" / "2023-04-20230501T000000Z"
+    archived.mkdir(parents=True)
+    (archived / "reopen.json").write_bytes(b"{")
+    with pytest.raises(WarehouseError, match=r"reopen.json is not a re-open record \(not JSON"):
+        reopen_history(closes)
