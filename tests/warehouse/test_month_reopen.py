@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,9 +157,16 @@ def test_reopen_refuses_what_it_cannot_reopen_with_clear_errors(warehouse_settin
     for month, error in cases.items():
         with pytest.raises(WarehouseError, match=error):
             reopen_month(closes, month, reopened_by="cfo", reason="why")
-    for by, reason, error in (("", "why", "give --by"), ("cfo", "  ", "give --reason")):
-        with pytest.raises(WarehouseError, match=error):
+    for by, reason, error in (("", "why", "give --by"), ("cfo", "  ", "give --reason"),
+                              ("cfo", "late\x1b[2Jbill", "--reason: control characters"),
+                              ("cfo\x07", "why", "--by: control characters"),
+                              ("cfo", "x" * 1001, "--reason: 1,001 characters; at most 1,000")):
+        with pytest.raises(WarehouseError, match=re.escape(error)):
             reopen_month(closes, "2021-03", reopened_by=by, reason=reason)
+    # a reason written over lines is kept on one (it split its `close --list` entry in two: walk29)
+    (done,) = reopen_month(closes, "2021-03", reopened_by="cfo", reason="late bill\n\tfrom Azure")
+    assert done["reason"] == "late bill from Azure"
+    close_month(wh, closes, "2021-03", closed_by="cfo")
     reopen_month(closes, "2021-03", reopened_by="cfo", reason="why")
     with pytest.raises(WarehouseError, match="2021-03 is not closed; it was re-opened .* by cfo"):
         reopen_month(closes, "2021-03", reopened_by="cfo", reason="why")
