@@ -643,7 +643,8 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
                          f"{c.get('unanswered_s')} s" if health.startswith("file://") else
                          f", no answer on {health} for {c.get('unanswered_s')} s")
             echo(f"  {c['name']:<10} {c['state']:<9} pid {c['pid'] or '-':<8} restarts {c['restarts']}{extra}{wait}")
-        if status.get("backlog") and status["state"] == "running":
+        if isinstance(status.get("backlog"), dict) and isinstance(status["backlog"].get("at"), (int, float)) \
+                and status["state"] == "running":  # (a file written by another version may lack it)
             echo(describe_stages(status["backlog"], time.time()))
         for loss in status.get("broker_losses", []):
             echo(f"  broker crash at {loss['at']}: {describe_backlog(loss.get('backlog_sample'))}")

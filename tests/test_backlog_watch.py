@@ -77,3 +77,9 @@ def test_status_prints_the_backlog_line_of_a_running_up(tmp_path):
     out: list[str] = []
     assert print_status(Settings(data_dir=tmp_path), False, out.append) == 0
     assert any("worker 3, loader 1,204 (nothing committed for 95 s), alerts 0" in line for line in out), out
+    for damaged in ({"backlog": {}}, "not an object", {"at": "soon"}):  # no traceback from status (walk29)
+        (tmp_path / STATUS_FILE).write_text(json.dumps({"pid": os.getppid(), "state": "running", "children": [],
+                                                        "backlog": damaged}))
+        out.clear()
+        assert print_status(Settings(data_dir=tmp_path), False, out.append) == 0
+        assert not any("waiting in the broker" in line for line in out)
