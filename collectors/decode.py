@@ -22,11 +22,7 @@ def decode(record: Any) -> Any:
             raise DialectError("empty record")
         from collectors.dialects.otel_proto import traces_data_to_json  # protobuf is only needed here
 
-        try:
-            return traces_data_to_json(data)
-        except DialectError:
-            _refuse_json_scalar(data)  # `null`, `42`: JSON, not binary; said so (walk29), tried after OTLP only
-            raise
+        return traces_data_to_json(data)
     if isinstance(record, str):
         text = record.strip()
         if text[:1] in ("{", "["):
@@ -35,21 +31,8 @@ def decode(record: Any) -> Any:
             return parse_sse(text)
         if not text:
             raise DialectError("empty record")
-        _refuse_json_scalar(text)
         raise DialectError(f"text record is neither JSON nor server-sent events: {text[:40]!r}")
     return record
-
-
-_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
-
-
-def _refuse_json_scalar(data: str | bytes) -> None:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return
-    raise DialectError(f"record is JSON {_JSON_KINDS.get(type(value), 'a value')}, not an object or an array of "
-                       "objects") from None
 
 
 def _utf8(data: bytes) -> str:
