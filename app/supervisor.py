@@ -26,7 +26,7 @@ from app.broker_gate import BrokerGate, create_topics_direct
 from app.child_liveness import (HEARTBEAT_STALE_S, HUNG_AFTER_S, PROBE_EVERY_S, FileHeartbeat, LivenessProbe,
                                 liveness_changes, unresponsive_for)
 from app.process import child_preexec
-from tokenmeter.child_process import BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S, restart_delay  # noqa: F401
+from tokenmeter.child_process import BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S, RestartingChild  # noqa: F401
 from tokenmeter.heartbeat import HEARTBEAT_FILE_ENV
 from tokenmeter.settings import Settings, SettingsError, ensure_port_free, free_port
 from tokenmeter.timefmt import iso_utc
@@ -49,19 +49,11 @@ def watch_services(demo: bool) -> tuple[tuple[str, str, list[str]], ...]:
 
 
 @dataclass
-class Child:
-    name: str
-    args: list[str] | None  # None: the embedded broker (tansu, started by app.broker)
+class Child(RestartingChild):
+    """One of up's children (args None: the embedded broker, tansu, started by app.broker)."""
     log_path: Path
     ready: Callable[[], bool] = field(default=lambda: True)
     uses_kafka: bool = True  # restarted with the broker, which forgets consumer groups and topics
-    proc: subprocess.Popen | None = None
-    started_at: float = 0.0
-    restarts: int = 0
-    backoff_s: float = BACKOFF_FIRST_S
-    restart_at: float | None = None  # monotonic time of a scheduled restart
-    last_exit_code: int | None = None
-    last_exit_at: float | None = None  # unix time
     liveness: Callable[[], bool] | None = None  # a health check while it runs (app.child_liveness)
     suspended: bool = False  # set by the liveness probe
     suspended_since: float | None = None  # monotonic; set by the liveness probe
@@ -70,15 +62,6 @@ class Child:
     answered_at: float | None = None  # monotonic; None: no answer since its (re)start
     unanswered_since: float | None = None
     reported: str | None = None  # "suspended" or "hung" once said, so it is said once
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def schedule_restart(self, now: float) -> float:
-        """Exponential back-off, capped; a child that had been up for a while starts over at the first delay."""
-        delay, self.backoff_s = restart_delay(self.backoff_s, now - self.started_at)
-        self.restart_at = now + delay
-        return delay
 
     def condition(self, now: float, hung_after_s: float = HUNG_AFTER_S) -> str:
         if not self.alive():

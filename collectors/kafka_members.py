@@ -21,38 +21,15 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from typing import Callable
 
-from tokenmeter.child_process import BACKOFF_FIRST_S, child_preexec, restart_delay
+from tokenmeter.child_process import RestartingChild as Member, child_preexec
 
 STOP_GRACE_S = 30.0  # a member's clean stop finishes its batch, commits and leaves the group
 
 
 def member_args(child_args: list[str], k: int, n: int) -> list[str]:
     return [sys.executable, "-m", "app", "collect", "kafka", *child_args, "--member", f"{k}/{n}"]
-
-
-@dataclass
-class Member:
-    """One bridge child: its command line, process and restart state."""
-    name: str
-    args: list[str]
-    proc: subprocess.Popen | None = None
-    started_at: float = 0.0
-    restarts: int = 0
-    backoff_s: float = BACKOFF_FIRST_S
-    restart_at: float | None = None  # monotonic time of a scheduled restart
-    last_exit_code: int | None = None
-    last_exit_at: float | None = None  # unix time
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def schedule_restart(self, now: float) -> float:
-        delay, self.backoff_s = restart_delay(self.backoff_s, now - self.started_at)
-        self.restart_at = now + delay
-        return delay
 
 
 class Members:

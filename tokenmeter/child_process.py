@@ -8,7 +8,9 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
+from dataclasses import dataclass, field
 
 _PR_SET_PDEATHSIG = 1
 
@@ -47,3 +49,28 @@ def restart_delay(backoff_s: float, ran_s: float) -> tuple[float, float]:
     exponential, capped; a child that had been up for a while starts over at the first delay."""
     delay = BACKOFF_FIRST_S if ran_s >= STABLE_AFTER_S else backoff_s
     return delay, min(delay * 2, BACKOFF_MAX_S)
+
+
+@dataclass
+class RestartingChild:
+    """A child process kept running: its command line, its process and its restart back-off. `up`'s children
+    (app/supervisor.Child adds readiness, liveness and the log) and `collect kafka --processes`'s members. The state
+    is keyword-only, so a subclass may add positional fields."""
+    name: str
+    args: list[str] | None  # None: started by other means (up's embedded broker)
+    proc: subprocess.Popen | None = field(default=None, kw_only=True)
+    started_at: float = field(default=0.0, kw_only=True)  # monotonic
+    restarts: int = field(default=0, kw_only=True)
+    backoff_s: float = field(default=BACKOFF_FIRST_S, kw_only=True)
+    restart_at: float | None = field(default=None, kw_only=True)  # monotonic time of a scheduled restart
+    last_exit_code: int | None = field(default=None, kw_only=True)
+    last_exit_at: float | None = field(default=None, kw_only=True)  # unix time
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def schedule_restart(self, now: float) -> float:
+        """Exponential back-off, capped; a child that had been up for a while starts over at the first delay."""
+        delay, self.backoff_s = restart_delay(self.backoff_s, now - self.started_at)
+        self.restart_at = now + delay
+        return delay
