@@ -12,6 +12,7 @@ import json
 import sys
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -349,6 +350,21 @@ def test_the_allocation_table_shows_corrections_of_a_closed_month_apart():
     assert "Corrections" not in [_text(cell) for cell in plain[1].children[0].children.children]
 
 
+
+def _closes_and_month(app, days_back: int) -> tuple[Path, datetime]:
+    """The app's closes directory, and 00:00 UTC on the first day of the month `days_back` days before this month's
+    first: an ended month within raw retention (400 days). Each test that closes a month takes its own (100: two
+    months from there, 130, 160, 190), as they close, re-open and remove it."""
+    from warehouse.month_close import closes_dir
+
+    with app.server.app_context():
+        from dashboards.handle import current_settings
+
+        closes = closes_dir(current_settings())
+    start = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=days_back)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0)
+    return closes, start
+
 def test_a_month_reopened_by_hand_is_exported_once_by_the_api_and_the_showback_page_says_what_it_leaves_out(
         app_and_warehouse):
     """fin26: with a month re-opened by hand (its directory removed) after the next month's close booked its late
@@ -359,15 +375,12 @@ def test_a_month_reopened_by_hand_is_exported_once_by_the_api_and_the_showback_p
     import shutil
 
     from dashboards.finance_panel import closed_note
-    from warehouse.month_close import close_month, closes_dir, month_of, next_month
+    from warehouse.month_close import close_month, month_of, next_month
 
     app, warehouse = app_and_warehouse
-    with app.server.app_context():
-        from dashboards.handle import current_settings
-
-        closes = closes_dir(current_settings())
     # Two ended months within raw retention (400 days), clear of the fixture's November 2026
-    first = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=100)).replace(day=1, hour=8, minute=0, second=0, microsecond=0)
+    closes, start = _closes_and_month(app, 100)
+    first = start + timedelta(hours=8)
     early, later = month_of(first), next_month(month_of(first))
 
     def event(i: int, moment: datetime) -> dict:
@@ -449,16 +462,11 @@ def test_the_showback_note_says_when_by_whom_and_why_a_month_was_re_opened(app_a
     import shutil
 
     from dashboards.finance_panel import closed_note, month_options
-    from warehouse.month_close import close_month, closes_dir, month_of
+    from warehouse.month_close import close_month, month_of
     from warehouse.month_reopen import ARCHIVE, reopen_month
 
     app, warehouse = app_and_warehouse
-    with app.server.app_context():
-        from dashboards.handle import current_settings
-
-        closes = closes_dir(current_settings())
-    start = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=160)).replace(
-        day=1, hour=0, minute=0, second=0, microsecond=0)  # within raw retention, clear of the other tests' months
+    closes, start = _closes_and_month(app, 160)
     month, end = month_of(start), (start + timedelta(days=32)).replace(day=1)
     try:
         warehouse.insert_priced([{**_event(500, start + timedelta(days=3, hours=8), 10),
@@ -491,23 +499,19 @@ def test_a_reopened_close_is_offered_on_export_and_gives_the_file_it_gave_byte_f
     import shutil
 
     from dashboards.export_data import archived_versions
-    from warehouse.month_close import close_month, closes_dir, month_of
+    from warehouse.month_close import close_month, month_of
     from warehouse.month_reopen import reopen_history, reopen_month
 
     app, warehouse = app_and_warehouse
-    with app.server.app_context():
-        from dashboards.handle import current_settings
-
-        closes = closes_dir(current_settings())
-    first = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=160)).replace(day=1, hour=8, minute=0,
-                                                                                      second=0, microsecond=0)
+    closes, start = _closes_and_month(app, 130)
+    first = start + timedelta(hours=8)
     month = month_of(first)
     before, after = tmp_path / "before.yaml", tmp_path / "after.yaml"
     for path, center in ((before, "CC-BEFORE"), (after, "CC-AFTER")):
         path.write_text(f"cost_centers:\n  - match: {{team: restated}}\n    cost_center: {center}\n"
                         f"    gl_account: \"6400\"\n    owner: fin@example.com\n")
     try:
-        warehouse.insert_priced([{**_event(500, first + timedelta(days=3), 10), "attribution": {"team": "restated"}}])
+        warehouse.insert_priced([{**_event(510, first + timedelta(days=3), 10), "attribution": {"team": "restated"}}])
         close_month(warehouse, closes, month, closed_by="cfo", finance_files=(before, None))
         client = app.server.test_client()
         assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
@@ -542,15 +546,11 @@ def test_api_export_of_a_closed_month_whose_kept_finance_file_changed_answers_js
     script got no reason. It now answers JSON naming the changed file."""
     import shutil
 
-    from warehouse.month_close import close_month, closes_dir, month_of
+    from warehouse.month_close import close_month, month_of
 
     app, warehouse = app_and_warehouse
-    with app.server.app_context():
-        from dashboards.handle import current_settings
-
-        closes = closes_dir(current_settings())
-    first = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=100)).replace(day=1, hour=8, minute=0,
-                                                                                      second=0, microsecond=0)
+    closes, start = _closes_and_month(app, 190)
+    first = start + timedelta(hours=8)
     month = month_of(first)
     centers = tmp_path / "centers.yaml"
     centers.write_text("cost_centers:\n  - match: {team: kept}\n    cost_center: CC-KEPT\n    gl_account: \"6400\"\n"
