@@ -128,6 +128,10 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
         loaded = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise WarehouseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise WarehouseError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise WarehouseError(f"{path}: nested too deeply to be a finance file") from None
     except yaml.YAMLError as exc:
         raise WarehouseError(f"{path}: not valid YAML ({exc})") from None
     if loaded is None:

@@ -149,6 +149,13 @@ def test_bad_finance_file_is_a_clear_error(tmp_path):
         load_finance(path)
     with pytest.raises(WarehouseError, match="cannot read"):
         load_finance(tmp_path / "missing.yaml")
+    # hostile files: a UnicodeDecodeError and a RecursionError traceback from every export, showback and close
+    path.write_bytes(b"\xff\xfe\x00cost_centers: []")
+    with pytest.raises(WarehouseError, match="finance.yaml: not UTF-8 text"):
+        load_finance(path)
+    path.write_text("cost_centers: " + "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(WarehouseError, match="finance.yaml: nested too deeply"):
+        load_finance(path)
 
 
 def test_showback_cli_and_its_errors(warehouse_settings, wh, august, tmp_path):
