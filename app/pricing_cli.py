@@ -20,6 +20,7 @@ def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, setting
     A line that cannot be read becomes an error record on `errors` (line number and reason) and the run goes on.
     """
     from collectors import DialectError, parse_record
+    from collectors.decode import refuse_json_value
     from streams import load_book, price_event
     from streams.metering import MeteringError
 
@@ -31,7 +32,9 @@ def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, setting
         if not line:
             continue
         try:
-            events = parse_record(orjson.loads(line), dialect)
+            value = orjson.loads(line)
+            refuse_json_value(value)  # a line's JSON string is not a text record: "42" is refused as a string
+            events = parse_record(value, dialect)
             priced = [price_event(event, book, priced_at=now).to_json() for event in events]
         except orjson.JSONDecodeError as exc:
             reason = f"not JSON: {exc}"

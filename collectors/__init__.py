@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from collectors.attribution import DEFAULT_SELECTORS, AttributionMapping
-from collectors.decode import decode
+from collectors.decode import decode, refuse_top_level_scalar
 from collectors.detect import detect_dialect
 from collectors.dialects import DIALECTS, Dialect
 from collectors.errors import DialectError
@@ -31,6 +31,7 @@ def parse_record(record: Any, dialect: str | None = None, mapping: AttributionMa
     if encoded and dialect in DIALECTS:  # the dialect decodes (its batch form may read protobuf as it is)
         return DIALECTS[dialect].parse(record, mapping, encoded)
     record = decode(record)
+    refuse_top_level_scalar(record)  # before detection, which would call it an unknown shape
     if isinstance(record, list) and not record:
         return []
     name = dialect or detect_dialect(record)

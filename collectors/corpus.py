@@ -424,7 +424,8 @@ def canonical_records(rng: random.Random, n: int) -> list[bytes | None]:
 
 
 _BROKEN: list[bytes | None] = [None, b"", b"   ", b"{", b"[1, 2", b"not json", b"\xff\xfe\x00", b"[]", b"{}", b"null",
-                               b"42", b'"text"', b"data: {}\n\n", b"\x0a\x02\x08\x01"]
+                               b"42", b'"text"', b"true", b"-1.5", b"data: {}\n\n",
+                               b"\x0a\x02\x08\x01"]
 
 
 def records(dialect: str, n: int, seed: int | str = 0) -> list[bytes | None]:

@@ -20,6 +20,7 @@ def decode(record: Any) -> Any:
             return parse_sse(_utf8(data))
         if not head:
             raise DialectError("empty record")
+        refuse_json_scalar(data, head)
         from collectors.dialects.otel_proto import traces_data_to_json  # protobuf is only needed here
 
         return traces_data_to_json(data)
@@ -27,12 +28,51 @@ def decode(record: Any) -> Any:
         text = record.strip()
         if text[:1] in ("{", "["):
             return _loads(text)
-        if text.startswith(("data:", "event:", "id:", ":")):
+        if text.startswith(_SSE_HEADS):
             return parse_sse(text)
         if not text:
             raise DialectError("empty record")
+        refuse_json_scalar(text, text[:1])
         raise DialectError(f"text record is neither JSON nor server-sent events: {text[:40]!r}")
     return record
+
+
+def refuse_json_scalar(data: str | bytes, head: str | bytes) -> None:
+    """A DialectError saying what the record is when it is a whole JSON number, string, boolean or null (else
+    nothing: the caller reads it on as SSE, protobuf or text). Not "neither JSON nor ...": it is JSON, of a kind
+    no dialect reads. Only a record that starts like a scalar is parsed; protobuf fails orjson within bytes."""
+    first = head[:1]
+    if (first in _SCALAR_HEADS) if isinstance(first, bytes) else (first.encode() in _SCALAR_HEADS):
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        refuse_top_level_scalar(value)
+
+
+def refuse_top_level_scalar(record: Any) -> None:
+    """The same DialectError for a record already read as JSON (a value passed in). A str is text to read (a
+    file's line): see `refuse_json_value` for a value that came as JSON."""
+    if record is None:
+        raise DialectError("record is JSON null, not an object or array")
+    if isinstance(record, (bool, int, float, str)):
+        kind = "boolean" if isinstance(record, bool) else "string" if isinstance(record, str) else "number"
+        raise DialectError(f"record is a JSON {kind}, not an object or array")
+
+
+def refuse_json_value(value: Any) -> None:
+    """`refuse_top_level_scalar` for a value read from JSON (an HTTP body's): a JSON string is refused as one
+    unless `decode` reads its text (a record sent JSON-encoded twice, or SSE, is read as before)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:1] in ("{", "[") or text.startswith(_SSE_HEADS):
+            return
+        raise DialectError("record is a JSON string, not an object or array")
+    refuse_top_level_scalar(value)
+
+
+_SSE_HEADS = ("data:", "event:", "id:", ":")
+_SCALAR_HEADS = frozenset(bytes([byte]) for byte in b'"-0123456789tfn')
 
 
 def _utf8(data: bytes) -> str:

@@ -41,6 +41,7 @@ from aiohttp import web
 
 from collectors import DIALECTS, AttributionMapping, DialectError, parse_record
 from collectors.batch import collection_paused
+from collectors.decode import refuse_json_value
 from collectors.dialects.otel import decode_encoded
 from collectors.sink import KafkaSink, SinkUnavailable
 from tokenmeter.events import UsageEvent
@@ -138,6 +139,7 @@ def parse_keeping(records: list[Any], dialect: str | None, mapping: AttributionM
     with collection_paused():
         for index, record in enumerate(records):
             try:
+                refuse_json_value(record)  # a body's value is JSON: a string in it is not a text record
                 found = parse_record(record, dialect, mapping, encoded=True)
             except DialectError as exc:  # kept without its frames: ~1.9 KB each, a million in one hostile body
                 failures.append((index, exc.with_traceback(None)))

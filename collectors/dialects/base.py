@@ -10,7 +10,7 @@ import orjson
 from pydantic import ValidationError
 
 from collectors.attribution import DEFAULT_MAPPING, AttributionMapping
-from collectors.decode import _loads as loads_json, decode
+from collectors.decode import _loads as loads_json, decode, refuse_top_level_scalar
 from collectors.encoded import EncodedEvent
 from collectors.errors import DialectError, join_path
 from tokenmeter.events import UsageEvent, derive_event_id, describe_validation_error
@@ -47,6 +47,7 @@ class Dialect:
             record = loads_json(record)
         else:
             record = (self.decode_encoded if encoded and self.decode_encoded is not None else decode)(record)
+            refuse_top_level_scalar(record)  # a value read before (an HTTP body's): what decode says of its text
         mapping = mapping or DEFAULT_MAPPING
         parse_one = self.parse_one_encoded if encoded and self.parse_one_encoded is not None else self.parse_one
         read_common = self.read_common if encoded else None
