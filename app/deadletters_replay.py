@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from app.deadletters_read import Letter
-from tokenmeter import topics
+from tokenmeter import deadletters, topics
 
 # The collectors' letters are collected again first (app/deadletters_collected.py), then sent as the worker's are.
 REPLAY_TARGETS = {"worker": topics.USAGE, "collect:http": topics.USAGE, "collect:file": topics.USAGE,
@@ -204,7 +204,7 @@ async def publish(bootstrap: str, topic: str, chosen: list[Candidate],
         for done, found in enumerate(chosen, 1):
             where = f"{topics.DEADLETTER}:{found.partition}:{found.offset}".encode()
             pending.append(await producer.send(topic, found.value, key=found.key,
-                                               headers=[("tokenmeter-replayed-from", where)]))
+                                               headers=[(deadletters.REPLAYED_FROM_HEADER, where)]))
             if done % every == 0:
                 for future in pending:
                     await future

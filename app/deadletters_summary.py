@@ -5,7 +5,9 @@ Reasons carry details ("invalid event: usage.input_tokens: -5 is negative", "lin
 would be thousands of rows. They are grouped by a normalised reason: quoted values become '…', hexadecimal runs
 of 8 or more characters (hashes, ids) H, numbers N, cut at 160 characters; one real reason is shown per group.
 A record a stage lettered again after a redelivery (same topic, partition, offset and payload hash) counts once,
-as `tokenmeter completeness` counts it (warehouse/completeness.py DEAD_SQL)."""
+as `tokenmeter completeness` counts it (warehouse/completeness.py DEAD_SQL). A record `deadletters replay` re-sent
+and the worker lettered again (`replayed_from`) is a letter here (a replay that failed is what the operator looks
+for), though completeness does not count it as a new rejection."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import orjson
 from pydantic import ValidationError
@@ -38,6 +38,20 @@ class RawRecord:
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    replayed_from: str = ""  # the letter a `deadletters replay` re-sent it from (`replayed_from(headers)`), or ""
+
+
+def replayed_from(headers: Any) -> str:
+    """The replay mark of a Kafka record's headers (aiokafka's (key, bytes) pairs, or a mapping), as text of at
+    most REPLAYED_FROM_CHARS characters; "" when it has none."""
+    if not headers:
+        return ""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for key, value in pairs:
+        if key == deadletters.REPLAYED_FROM_HEADER and isinstance(value, (bytes, str)):
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            return text[:deadletters.REPLAYED_FROM_CHARS]
+    return ""
 
 
 @dataclass
@@ -114,6 +128,9 @@ def _frame(encoded: list[bytes]) -> Iterable[bytes]:
 
 
 def dead_letter(reason: str, payload: Any, record: RawRecord, stage: str = "worker") -> dict[str, Any]:
+    if record.replayed_from:  # a replayed record lettered again: not a new rejection (warehouse/completeness.py)
+        return deadletters.dead_letter(reason, payload, stage, topic=record.topic, partition=record.partition,
+                                       offset=record.offset, replayed_from=record.replayed_from)
     return deadletters.dead_letter(reason, payload, stage, topic=record.topic, partition=record.partition,
                                    offset=record.offset)
 

@@ -36,7 +36,7 @@ from aiohttp.web import Response
 from streams import faust_patches
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.assignment_guard import SourceAssignment
-from streams.batch import RawRecord, process_batch
+from streams.batch import RawRecord, process_batch, replayed_from
 from streams.batch_overlap import OverlappedPricing
 from streams.batch_take import take_batches
 from streams.budgets.reservations import ReservationService
@@ -201,7 +201,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
                 m = e.message
                 about = kafka_refused.refusal(m) if m.value is None else None
                 if about is None:
-                    records.append(RawRecord(m.value, m.topic, m.partition, m.offset))
+                    records.append(RawRecord(m.value, m.topic, m.partition, m.offset, replayed_from(m.headers)))
                     positions.append((m.partition, m.offset))
                 else:  # a refused batch's marker (tokenmeter/kafka_refused.py): it stands for all its offsets
                     refused.append(m)
@@ -211,7 +211,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
             skipped = await retry_until_done("meter_and_price", health, lambda: usage_gaps.missing_records(
                 settings.bootstrap_servers, positions), "re-reading skipped records")
             if skipped:  # processed with this batch, so their outputs are stored before it is acked
-                records = [RawRecord(r.value, topics.USAGE, r.partition, r.offset) for r in skipped] + records
+                records = [RawRecord(r.value, topics.USAGE, r.partition, r.offset, replayed_from(r.headers))
+                           for r in skipped] + records
                 stats.refetched += len(skipped)
             if not records:  # only refused batches: dead-lettered above, nothing to price
                 stats.messages += len(events)

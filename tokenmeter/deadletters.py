@@ -30,6 +30,10 @@ from tokenmeter.redaction import redact_text, redact_value
 MAX_PAYLOAD_CHARS = 16_384  # enough to read a bad event; small enough that any letter fits a Kafka message
 MAX_REASON_CHARS = 2_000  # exception texts can quote the whole input
 MAX_CONTEXT_CHARS = 1_000  # per context value
+# The Kafka header `tokenmeter deadletters replay` puts on a record it re-sends ("tokenmeter.deadletter:P:O", the
+# letter's own place); a stage that letters such a record again copies it into the letter as `replayed_from`.
+REPLAYED_FROM_HEADER = "tokenmeter-replayed-from"
+REPLAYED_FROM_CHARS = 200
 
 _deep_repr = reprlib.Repr()
 _deep_repr.maxlevel = 20

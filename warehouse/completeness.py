@@ -44,10 +44,12 @@ EVENTS_SQL = (
 # A record a stage read again after a crash (at-least-once) is lettered again with a new `at`, which the table's
 # key holds: a letter at a Kafka position (topic, partition, offset, payload hash) counts once, at its first `at`.
 # Letters without a position (HTTP ingest, files) count by their own time: two requests are two rejections.
+# A letter about a record `deadletters replay` re-sent (`replayed_from`) is not counted: the record's rejection was,
+# when it was first lettered (the re-sent record is at a new position, so the key above cannot tell).
 DEAD_SQL = (
     "SELECT source, countIf(first_at >= {now:DateTime64(3, 'UTC')} - INTERVAL 1 HOUR) AS last_hour,"
     " max(first_at) AS last_at FROM (SELECT toString(source) AS source, min(at) AS first_at FROM dead_letters FINAL"
-    " WHERE at >= {since:DateTime64(3, 'UTC')} AND at < {now:DateTime64(3, 'UTC')}"
+    " WHERE at >= {since:DateTime64(3, 'UTC')} AND at < {now:DateTime64(3, 'UTC')} AND replayed_from = ''"
     " GROUP BY source, stage, topic, partition, offset, payload_sha256,"
     " if(topic != '' AND offset >= 0, toDateTime64(0, 3, 'UTC'), at)) GROUP BY source"
 )

@@ -248,7 +248,8 @@ def deadletter_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     stage = text("stage") or "unknown"
     return {"at": at, "stage": stage, "source": text("dialect") or text("source") or stage,
             "reason": text("reason", 1000), "topic": text("topic"), "partition": number("partition"),
-            "offset": number("offset"), "payload_sha256": text("payload_sha256", 64), "loaded_at": now}
+            "offset": number("offset"), "payload_sha256": text("payload_sha256", 64), "loaded_at": now,
+            "replayed_from": text("replayed_from")}
 
 
 HOLD_STATUSES = ("held", "settled", "released", "expired")
@@ -310,7 +311,8 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
         ("settled_amount", MONEY), ("created_at", UTC_MS), ("expires_at", UTC_MS), ("at", UTC_MS))),
     topics.DEADLETTER: ("dead_letters", deadletter_row, _schema(
         ("at", UTC_MS), *_strings("stage", "source", "reason", "topic"), ("partition", pa.int64()),
-        ("offset", pa.int64()), ("payload_sha256", pa.string()), ("loaded_at", UTC_MS))),
+        ("offset", pa.int64()), ("payload_sha256", pa.string()), ("loaded_at", UTC_MS),
+        ("replayed_from", pa.string()))),
 }
 RECORD_TOPICS = tuple(TABLES)
 
