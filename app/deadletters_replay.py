@@ -83,7 +83,7 @@ class Outcome:
 
 def whole_payload(item: Letter) -> tuple[bytes, Any] | str:
     """The payload's bytes (as the stage read them) and the payload as kept, when the letter holds the whole
-    record; else why not."""
+    record; else why not. A binary record kept as hex comes back as its bytes, twice (payload: those bytes)."""
     letter = item.letter or {}
     if "payload_truncated" not in letter or "payload_redacted" not in letter:
         return REFUSED_UNSAID
@@ -96,15 +96,30 @@ def whole_payload(item: Letter) -> tuple[bytes, Any] | str:
         return REFUSED_EMPTY
     if isinstance(payload, str):
         value = payload.encode("utf-8", "surrogatepass")
+        if payload.startswith(deadletters.HEX_PREFIX) and _sha256(value) != letter.get("payload_sha256"):
+            raw = _from_hex(payload)  # a binary record a collector kept as hex (deadletters.binary_dead_letter)
+            if raw is not None and _sha256(raw) == letter.get("payload_sha256"):
+                return raw, raw
     else:
         try:  # as tokenmeter.deadletters.payload_bytes encoded it when the letter was written; copied to its
             # exact size: orjson's bytes keep a 4 KB buffer (replay --dry-run of 51,000 letters peaked at 589 MiB)
             value = bytes(memoryview(orjson.dumps(payload)))
         except (TypeError, orjson.JSONEncodeError):
             return REFUSED_HASH
-    if hashlib.sha256(value).hexdigest() != letter.get("payload_sha256"):
+    if _sha256(value) != letter.get("payload_sha256"):
         return REFUSED_HASH
     return value, payload
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _from_hex(payload: str) -> bytes | None:
+    try:
+        return bytes.fromhex(payload[len(deadletters.HEX_PREFIX):])
+    except ValueError:
+        return None
 
 
 def candidate(item: Letter) -> list[Candidate] | str:
@@ -113,6 +128,8 @@ def candidate(item: Letter) -> list[Candidate] | str:
     if isinstance(whole, str):
         return whole
     value, payload = whole
+    if isinstance(payload, bytes):  # a binary record (OTLP protobuf): a collector's, never a usage record
+        return REFUSED_NOT_JSON
     try:
         decoded = orjson.loads(value) if isinstance(payload, str) else payload
     except orjson.JSONDecodeError:

@@ -244,8 +244,9 @@ class IngestServer:
         if failures:
             log.warning("%s: %d of %d record(s) dead-lettered, e.g. [%d] %s", request.path, len(failures),
                         len(records), failures[0][0], failures[0][1])
-        return [self.sink.letter(exc.reason, records[index], route=request.path, index=index, path=exc.path,
-                                 dialect=label, peer=request.remote or "") for index, exc in failures]
+        return [(self.sink.binary_letter if type(records[index]) is bytes else self.sink.letter)(
+            exc.reason, records[index], route=request.path, index=index, path=exc.path, dialect=label,
+            peer=request.remote or "") for index, exc in failures]
 
     async def post_traces(self, request: web.Request) -> web.Response:
         protobuf = request.content_type == "application/x-protobuf"
@@ -264,8 +265,8 @@ class IngestServer:
         except BadRequest as exc:
             return self._bad_request(exc, "otel", 1)
         events, skipped, failures = parse_keeping(records, "otel", self.mapping)
-        # a dead letter holds the record as it came (the body's hex only when a span failed: bodies run to MBs)
-        as_sent = ["hex:" + body.hex()] if protobuf and failures else records
+        # a dead letter holds the record as it came (the body kept as hex only when a span failed: bodies run to MBs)
+        as_sent = [body] if protobuf and failures else records
         response = await self._publish(events, "otel", len(records), skipped,
                                        self._letters(request, as_sent, failures, "otel"))
         if response.status != 202:

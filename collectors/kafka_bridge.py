@@ -346,12 +346,19 @@ class KafkaBridge:
         try:
             found = parse_record(message.value, self.dialect, self.mapping, encoded=True)
         except DialectError as exc:
-            letters.append(self.sink.letter(str(exc), _printable(message.value), **self._where(tp, message)))
+            letters.append(self._letter(str(exc), message.value, **self._where(tp, message)))
             events.extend(exc.partial)  # the good entries of a partly bad batch still count
             return
         if not found:
             self.sink.counters.count(self.label, "skipped")
         events.extend(found)
+
+    def _letter(self, reason: str, value: bytes, **where: Any) -> dict[str, Any]:
+        """Dead-letter payloads are JSON: text stays text, binary (OTLP protobuf) is kept as hex."""
+        try:
+            return self.sink.letter(reason, value.decode("utf-8"), **where)
+        except UnicodeDecodeError:
+            return self.sink.binary_letter(reason, value, **where)
 
     def _where(self, tp: TopicPartition, message: Any) -> dict[str, Any]:
         """A dead letter's source location (also its key for the read-back after a crash, `_letter_key`)."""
@@ -375,10 +382,3 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
     except asyncio.TimeoutError:
         return False
 
-
-def _printable(value: bytes) -> str:
-    """Dead-letter payloads are JSON: text stays text, binary (OTLP protobuf) becomes hex."""
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return "hex:" + value.hex()

@@ -152,6 +152,10 @@ class KafkaSink:
     def letter(self, reason: str, payload: Any, **context: Any) -> dict[str, Any]:
         return dead_letter_record(reason, payload, self.stage, **context)
 
+    def binary_letter(self, reason: str, raw: bytes, **context: Any) -> dict[str, Any]:
+        """A letter for a binary record (OTLP protobuf): kept as hex, its size and hash those of the bytes."""
+        return deadletters.binary_dead_letter(reason, raw, self.stage, **context)
+
     async def stop(self) -> None:
         async with self._lock:
             producer, self._producer = self._producer, None

@@ -34,6 +34,7 @@ MAX_CONTEXT_CHARS = 1_000  # per context value
 # letter's own place); a stage that letters such a record again copies it into the letter as `replayed_from`.
 REPLAYED_FROM_HEADER = "tokenmeter-replayed-from"
 REPLAYED_FROM_CHARS = 200
+HEX_PREFIX = "hex:"  # a binary record's payload (`binary_dead_letter`): "hex:" + the hex of its bytes
 
 _deep_repr = reprlib.Repr()
 _deep_repr.maxlevel = 20
@@ -69,6 +70,24 @@ def dead_letter(reason: str, payload: Any, stage: str, **context: Any) -> dict[s
     kept: Any = payload if (isinstance(payload, (dict, list)) and not truncated and _encodes(payload)) \
         else text[:MAX_PAYLOAD_CHARS]
     kept, redacted = _redacted(kept)
+    return _letter(reason, stage, kept, raw, truncated, redacted, context)
+
+
+def binary_dead_letter(reason: str, raw: bytes, stage: str, **context: Any) -> dict[str, Any]:
+    """`dead_letter` for a record of bytes that are not text (OTLP protobuf): a letter is JSON, so they are kept as
+    HEX_PREFIX + their hex (cut like any payload), while `payload_bytes` and `payload_sha256` are those of the bytes
+    themselves, as for every letter (to find the record in its source; `deadletters replay` decodes the hex and
+    checks the hash against them). When the bytes read as text show a credential (protobuf keeps a string field's
+    bytes as they are), that text is kept redacted instead: never a secret in hex (and, redacted, not replayed)."""
+    text, redacted = redact_text(raw.decode("utf-8", "replace"))
+    if not redacted:
+        text = HEX_PREFIX + raw.hex()
+    truncated = len(text) > MAX_PAYLOAD_CHARS
+    return _letter(reason, stage, text[:MAX_PAYLOAD_CHARS], raw, truncated, redacted, context)
+
+
+def _letter(reason: str, stage: str, kept: Any, raw: bytes, truncated: bool, redacted: int,
+            context: dict[str, Any]) -> dict[str, Any]:
     letter: dict[str, Any] = {
         "reason": redact_text(_clip(str(reason), MAX_REASON_CHARS))[0],
         "stage": stage,

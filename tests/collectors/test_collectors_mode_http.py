@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import uuid
 
 import httpx
@@ -199,7 +200,9 @@ def test_otlp_spans_that_cannot_be_read_are_a_partial_success_and_dead_letters(s
     answer = ExportTraceServiceResponse.FromString(response.content)
     assert answer.partial_success.rejected_spans == 1 and "missing model" in answer.partial_success.error_message
     [letter] = _letters_about(kafka_bootstrap, request.resource_spans[0].scope_spans[0].spans[1].trace_id.hex())
-    assert letter["payload"].startswith("hex:")  # the protobuf body as it came
+    assert letter["payload"] == "hex:" + body.hex()  # the protobuf body as it came
+    # its size and hash are the body's, not the hex text's: replay decodes the hex and checks them (fix30)
+    assert (letter["payload_bytes"], letter["payload_sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
 
 
 def test_auth_and_size_limit(server):
