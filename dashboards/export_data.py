@@ -60,8 +60,7 @@ def export_file(wh: Any, month: str, fmt: str, group_by: str, archived: str = ""
 def _archived_export(wh: Any, month: str, fmt: str, dims: list[str], archived: str, finance: Any,
                      closes: Any) -> bytes:
     """`tokenmeter export --month M --archived NAME`, for the page and the API (warehouse/archived_close.py)."""
-    from warehouse.archived_close import archived_close_view
-    from warehouse.backends import WarehouseError
+    from warehouse.archived_close import NoSuchArchivedClose, archived_close_view
     from warehouse.export import export_month
 
     if closes is None:
@@ -69,8 +68,8 @@ def _archived_export(wh: Any, month: str, fmt: str, dims: list[str], archived: s
     try:
         with archived_close_view(closes, month, archived) as (view, _record):
             return export_month(wh.raw, month, fmt, dims, team=wh.team, finance=finance, closes=view)
-    except WarehouseError as exc:  # not one of the month's archived closes, or its snapshot changed
-        raise ValueError(str(exc)) from None
+    except NoSuchArchivedClose as exc:  # the request's: a bad argument. A changed archive (WarehouseError) is the
+        raise ValueError(str(exc)) from None  # server's state, as a changed current close: the API's 500 JSON
 
 
 def _stamp(archived: str) -> str:

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from warehouse.backends import WarehouseError
+from warehouse.closed_finance import changed_since_the_close
 from warehouse.month_reopen import ARCHIVE, reopen_history
+
+
+class NoSuchArchivedClose(WarehouseError):
+    """The name asked for is not one of the month's archived closes (the request's fault, not the books')."""
 
 
 def find_archived_close(directory: Path | None, month: str, name: str) -> dict[str, Any]:
@@ -34,7 +39,8 @@ def find_archived_close(directory: Path | None, month: str, name: str) -> dict[s
         if wanted in (record["archived"], f"closes/{record['archived']}", record["archived"].rsplit("/", 1)[-1]):
             return record
     listed = ", ".join(r["archived"] for r in records) or "none (tokenmeter close --list shows every archived close)"
-    raise WarehouseError(f"no archived close {shown_argument(name)} of {month}; archived closes of {month}: {listed}")
+    raise NoSuchArchivedClose(f"no archived close {shown_argument(name)} of {month}; archived closes of {month}: "
+                              f"{listed}")
 
 
 def check_snapshot(directory: Path, record: dict[str, Any]) -> None:
@@ -46,8 +52,8 @@ def check_snapshot(directory: Path, record: dict[str, Any]) -> None:
         raise WarehouseError(f"cannot read the archived close {record['archived']}: {exc.strerror}") from None
     recorded = (record.get("close") or {}).get("sha256")
     if digest != recorded:
-        raise WarehouseError(f"the archived close {record['archived']} changed since it was closed (charges.parquet "
-                             f"sha256 {digest[:12]}..., its close.json recorded {str(recorded)[:12]}...): not exported")
+        raise WarehouseError(changed_since_the_close(f"charges.parquet of the archived close {record['archived']}",
+                                                     digest, recorded, "not exported"))
     _check_finance_copies(directory / record["archived"], record)
 
 
@@ -69,9 +75,8 @@ def _check_finance_copies(archive: Path, record: dict[str, Any]) -> None:
                                  f"{exc.strerror}") from None
         recorded = finance.get(f"{kind}_sha256")
         if digest != recorded:
-            raise WarehouseError(f"the archived close {record['archived']} changed since it was closed "
-                                 f"({COPIES[kind]} sha256 {digest[:12]}..., its close.json recorded "
-                                 f"{str(recorded)[:12]}...): not exported")
+            raise WarehouseError(changed_since_the_close(f"{COPIES[kind]} of the archived close {record['archived']}",
+                                                         digest, recorded, "not exported"))
 
 
 @contextmanager

@@ -51,6 +51,14 @@ def remove_copies(target: Path) -> None:
         (target / name).unlink(missing_ok=True)
 
 
+def changed_since_the_close(file: str, digest: str, recorded: Any, advice: str) -> str:
+    """The one wording of a closed month's file (current or archived close) whose bytes no longer hash to what its
+    close.json recorded: the file first, both hashes, then what to do. The server's state, not a request's (the
+    API answers it 500)."""
+    return (f"{file} changed since the close (sha256 {digest[:12]}..., its close.json recorded "
+            f"{str(recorded)[:12]}...): {advice}")
+
+
 def frozen_finance_files(month_dir: Path, record: dict[str, Any]) -> tuple[Path | None, ...]:
     """The copies a close recorded, checked against their sha256: a changed copy is refused, not read."""
     copies: list[Path | None] = []
@@ -65,8 +73,8 @@ def frozen_finance_files(month_dir: Path, record: dict[str, Any]) -> tuple[Path 
             raise WarehouseError(f"cannot read {copy.name}, the {kind.replace('_', '-')} file {month_dir.name} was "
                                  f"closed with: {exc.strerror}") from None
         if digest != record.get(f"{kind}_sha256"):
-            raise WarehouseError(f"{copy.name}, the {kind.replace('_', '-')} file {month_dir.name} was closed with, "
-                                 f"changed since the close (sha256 {digest[:12]}...): re-open and close the month to "
-                                 f"use other finance files")
+            raise WarehouseError(changed_since_the_close(
+                f"{copy.name}, the {kind.replace('_', '-')} file {month_dir.name} was closed with,", digest,
+                record.get(f"{kind}_sha256"), "re-open and close the month to use other finance files"))
         copies.append(copy)
     return tuple(copies)

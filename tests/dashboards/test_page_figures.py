@@ -571,6 +571,58 @@ def test_api_export_of_a_closed_month_whose_kept_finance_file_changed_answers_js
         shutil.rmtree(closes / month, ignore_errors=True)
 
 
+def test_api_export_of_a_changed_archived_close_answers_as_a_changed_current_close(app_and_warehouse, tmp_path):
+    """fix30: /api/v1/export with &archived=NAME of an archived close whose kept files changed since it was closed
+    answered 400 (the client's fault), while the same change in the current close answered 500 JSON. Both are the
+    server's state (the books on disk no longer match their recorded sha256): both 500, JSON, the message naming
+    the file in one shape. A name that is no archived close stays the client's 400."""
+    import shutil
+
+    from warehouse.month_close import close_month, month_of
+    from warehouse.month_reopen import reopen_history, reopen_month
+
+    app, warehouse = app_and_warehouse
+    closes, start = _closes_and_month(app, 220)
+    first = start + timedelta(hours=8)
+    month = month_of(first)
+    centers = tmp_path / "centers.yaml"
+    centers.write_text("cost_centers:\n  - match: {team: kept}\n    cost_center: CC-KEPT\n    gl_account: \"6400\"\n"
+                       "    owner: fin@example.com\n")
+    try:
+        warehouse.insert_priced([{**_event(720, first + timedelta(days=2), 10), "attribution": {"team": "kept"}}])
+        close_month(warehouse, closes, month, closed_by="cfo", finance_files=(centers, None))
+        reopen_month(closes, month, reopened_by="cfo", reason="restatement")
+        close_month(warehouse, closes, month, closed_by="cfo", finance_files=(centers, None))
+        (record,) = [r for r in reopen_history(closes) if r["month"] == month]
+        client = app.server.test_client()
+        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        url = f"/api/v1/export?month={month}&format=csv&group_by=team"
+        archived_url = f"{url}&archived={record['archived']}"
+        assert client.get(archived_url).status_code == client.get(url).status_code == 200
+        assert client.get(f"{url}&archived=.reopened/{month}-nope").status_code == 400  # the request's fault
+
+        for directory in (closes / record["archived"], closes / month):
+            (kept,) = directory.glob("cost_centers*")
+            kept.write_text(kept.read_text().replace("CC-KEPT", "CC-EDITED"))
+        answers = {"archived": client.get(archived_url), "current": client.get(url)}
+        for which, answer in answers.items():
+            assert answer.status_code == 500 and answer.is_json, (which, answer.status_code, answer.data[:300])
+            error = answer.get_json()["error"]
+            assert error.startswith("cost_centers.yaml") and "changed since the close (sha256 " in error, error
+            assert "its close.json recorded " in error, error
+        assert record["archived"] in answers["archived"].get_json()["error"]
+
+        snapshot = closes / record["archived"] / "charges.parquet"
+        snapshot.write_bytes(snapshot.read_bytes() + b"\0")
+        answer = client.get(archived_url)
+        assert answer.status_code == 500 and answer.get_json()["error"].startswith("charges.parquet of the archived")
+    finally:
+        shutil.rmtree(closes / month, ignore_errors=True)
+        for record in reopen_history(closes):
+            if record["month"] == month:
+                shutil.rmtree(closes / record["archived"], ignore_errors=True)
+
+
 def test_a_damaged_close_record_is_a_banner_on_the_export_and_showback_pages_not_a_failed_page(app_and_warehouse):
     """walk29: a close.json cut short made the Export page's layout (its month list marks closed months), its
     Version list and the Showback note raise (orjson's error, then the named WarehouseError): the page did not
