@@ -20,7 +20,8 @@ def decode(record: Any) -> Any:
             return parse_sse(_utf8(data))
         if not head:
             raise DialectError("empty record")
-        refuse_json_scalar(data, head)
+        if head[:1] in SCALAR_HEADS:
+            refuse_json_scalar(data)
         from collectors.dialects.otel_proto import traces_data_to_json  # protobuf is only needed here
 
         return traces_data_to_json(data)
@@ -32,22 +33,23 @@ def decode(record: Any) -> Any:
             return parse_sse(text)
         if not text:
             raise DialectError("empty record")
-        refuse_json_scalar(text, text[:1])
+        if text[:1] in SCALAR_HEADS_TEXT:
+            refuse_json_scalar(text)
         raise DialectError(f"text record is neither JSON nor server-sent events: {text[:40]!r}")
     return record
 
 
-def refuse_json_scalar(data: str | bytes, head: str | bytes) -> None:
+def refuse_json_scalar(data: str | bytes) -> None:
     """A DialectError saying what the record is when it is a whole JSON number, string, boolean or null (else
     nothing: the caller reads it on as SSE, protobuf or text). Not "neither JSON nor ...": it is JSON, of a kind
-    no dialect reads. Only a record that starts like a scalar is parsed; protobuf fails orjson within bytes."""
-    first = head[:1]
-    if (first in _SCALAR_HEADS) if isinstance(first, bytes) else (first.encode() in _SCALAR_HEADS):
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        refuse_top_level_scalar(value)
+    no dialect reads. Callers call it only for a record whose first non-blank character is in SCALAR_HEADS (the
+    test inline: ~0.25 us a call, on every protobuf record otherwise); protobuf whose length byte looks like one
+    fails orjson at once (a MB of it: ~75 us, orjson's UTF-8 check)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return
+    refuse_top_level_scalar(value)
 
 
 def refuse_top_level_scalar(record: Any) -> None:
@@ -72,7 +74,8 @@ def refuse_json_value(value: Any) -> None:
 
 
 _SSE_HEADS = ("data:", "event:", "id:", ":")
-_SCALAR_HEADS = frozenset(bytes([byte]) for byte in b'"-0123456789tfn')
+SCALAR_HEADS = frozenset(bytes([byte]) for byte in b'"-0123456789tfn')  # how a JSON scalar can start
+SCALAR_HEADS_TEXT = frozenset('"-0123456789tfn')
 
 
 def _utf8(data: bytes) -> str:

@@ -33,7 +33,7 @@ import orjson
 
 from collectors.attribution import NO_ATTRIBUTES, AttributionMapping, RecordView
 from collectors.coerce import as_dict, as_list, dict_field, int_field, str_field, to_float, to_int, to_str
-from collectors.decode import decode, refuse_json_scalar
+from collectors.decode import SCALAR_HEADS, decode, refuse_json_scalar
 from collectors.dialects.base import Dialect, correlation_of, derived_event_id, make_event, require_object
 from collectors.dialects.common import ZERO_USAGE_COUNTED, ZERO_USAGE_UNCOUNTED, content_or_none, normalize_operation, text_of, \
     zero_usage_is_not_a_count
@@ -317,7 +317,8 @@ def decode_encoded(record: Any) -> Any:
         data = bytes(record)
         head = data.lstrip()[:6]
         if head and head[:1] not in (b"{", b"[") and not head.startswith((b"data:", b"event:", b"id:", b":")):
-            refuse_json_scalar(data, head)  # `decode`'s reason for JSON of the wrong kind, not protobuf's
+            if head[:1] in SCALAR_HEADS:
+                refuse_json_scalar(data)  # `decode`'s reason for JSON of the wrong kind, not protobuf's
             from collectors.dialects.otel_proto import ProtoTraces  # protobuf is only needed here
 
             return ProtoTraces(data)
