@@ -153,8 +153,15 @@ class KafkaSink:
         return dead_letter_record(reason, payload, self.stage, **context)
 
     def binary_letter(self, reason: str, raw: bytes, **context: Any) -> dict[str, Any]:
-        """A letter for a binary record (OTLP protobuf): kept as hex, its size and hash those of the bytes."""
-        return deadletters.binary_dead_letter(reason, raw, self.stage, **context)
+        """A letter for a binary record (OTLP protobuf): kept as hex, its size and hash those of the bytes; read as
+        OTLP/JSON first where it is OTLP, so that a credential in a span's attributes is found by its name."""
+        from collectors.dialects.otel_proto import traces_data_to_json  # protobuf is only needed here
+
+        try:
+            json_form = traces_data_to_json(raw)
+        except Exception:  # noqa: BLE001 - not OTLP (DialectError) or hostile: the letter is written whatever it holds
+            json_form = None
+        return deadletters.binary_dead_letter(reason, raw, self.stage, json_form, **context)
 
     async def stop(self) -> None:
         async with self._lock:

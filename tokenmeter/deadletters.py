@@ -73,12 +73,21 @@ def dead_letter(reason: str, payload: Any, stage: str, **context: Any) -> dict[s
     return _letter(reason, stage, kept, raw, truncated, redacted, context)
 
 
-def binary_dead_letter(reason: str, raw: bytes, stage: str, **context: Any) -> dict[str, Any]:
+def binary_dead_letter(reason: str, raw: bytes, stage: str, json_form: Any = None, **context: Any) -> dict[str, Any]:
     """`dead_letter` for a record of bytes that are not text (OTLP protobuf): a letter is JSON, so they are kept as
     HEX_PREFIX + their hex (cut like any payload), while `payload_bytes` and `payload_sha256` are those of the bytes
     themselves, as for every letter (to find the record in its source; `deadletters replay` decodes the hex and
-    checks the hash against them). When the bytes read as text show a credential (protobuf keeps a string field's
-    bytes as they are), that text is kept redacted instead: never a secret in hex (and, redacted, not replayed)."""
+    checks the hash against them). Never a secret in hex: protobuf keeps a string field's bytes as they are, so
+    when the record shows a credential, its redacted readable form is kept instead (and, redacted, not replayed):
+    `json_form`, the record read as JSON where it could be (OTLP/JSON: a header attribute is named there, which
+    the bytes cannot show), else the bytes read as text."""
+    if json_form is not None:
+        form, redacted = redact_value(json_form)
+        if redacted:
+            text = payload_bytes(form).decode("utf-8", "replace")
+            truncated = len(text) > MAX_PAYLOAD_CHARS
+            kept = form if not truncated and isinstance(form, (dict, list)) else text[:MAX_PAYLOAD_CHARS]
+            return _letter(reason, stage, kept, raw, truncated, redacted, context)
     text, redacted = redact_text(raw.decode("utf-8", "replace"))
     if not redacted:
         text = HEX_PREFIX + raw.hex()

@@ -117,3 +117,20 @@ def test_a_binary_record_holding_a_credential_is_kept_redacted_never_as_hex():
     assert secret.encode() not in encoded and secret.encode().hex().encode() not in encoded
     assert letter["payload_redacted"] >= 1 and not letter["payload"].startswith(deadletters.HEX_PREFIX)
     assert (letter["payload_bytes"], letter["payload_sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_an_otlp_header_attribute_named_like_a_credential_is_found_by_its_name():
+    """A secret that is not token-shaped shows only by its attribute's name, which the protobuf bytes read as text
+    cannot pair with it: the collectors' letter reads the record as OTLP/JSON first."""
+    from collectors.sink import KafkaSink
+
+    spans = [Span(trace_id=bytes(16), span_id=bytes(8), name="chat", attributes=[KeyValue(
+        key="http.request.header.x-api-key", value=AnyValue(string_value="plainsecretvalue123"))])]
+    data = TracesData(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
+    letter = KafkaSink("127.0.0.1:9", "collect:kafka").binary_letter("1 of 1 spans failed", data, topic="t")
+    encoded = deadletters.encode(letter)
+    assert b"plainsecretvalue123" not in encoded and b"plainsecretvalue123".hex().encode() not in encoded
+    assert letter["payload_redacted"] == 1 and letter["payload"]["resourceSpans"]  # readable, redacted
+    assert (letter["payload_bytes"], letter["payload_sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert KafkaSink("127.0.0.1:9", "collect:kafka").binary_letter("x", b"\xff\x00garbage")["payload"] == \
+        deadletters.HEX_PREFIX + b"\xff\x00garbage".hex()  # not OTLP, nothing named: kept as hex
