@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from warehouse.backends import WarehouseError
 from warehouse.charges import charges
+from warehouse.closed_finance import changed_since_the_close
 from warehouse.showback import TAG_PREFIX, is_tag
 
 GRAIN = ("org", "team", "project", "user", "api_key", "feature")
@@ -103,8 +104,25 @@ def first_open_after(month: str, closed: dict[str, Any]) -> str:
 
 
 def _snapshot(directory: Path, month: str) -> list[dict[str, Any]]:
-    table = pq.read_table(directory / month / "charges.parquet")
-    return table.to_pylist()
+    return snapshot_table(directory, month).to_pylist()
+
+
+def snapshot_table(directory: Path, month: str, columns: list[str] | None = None) -> pa.Table:
+    """A closed month's charges.parquet, checked against the sha256 its close.json recorded: a snapshot changed
+    after the close is refused (the server's books, as a changed kept finance file), never read as the month's
+    books. The bytes are read once, so what is hashed is what is read. Closes that recorded no sha256 are read."""
+    path = directory / month / "charges.parquet"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WarehouseError(f"cannot read {path}, the charges {month} was closed with: {exc.strerror}") from None
+    recorded = read_record(directory / month / "close.json", "close").get("sha256")
+    digest = hashlib.sha256(data).hexdigest()
+    if recorded is not None and digest != recorded:
+        raise WarehouseError(changed_since_the_close(
+            f"charges.parquet of the close of {month}", digest, recorded,
+            "restore it from a backup, or re-open and close the month to snapshot it again"))
+    return pq.read_table(pa.BufferReader(data), columns=columns)
 
 
 def _utc(day: datetime) -> datetime:
@@ -287,8 +305,8 @@ def own_usage(wh, directory: Path | None, month: str, dims: list[str]) -> list[d
     if month in closed_months(directory) and all(k in SCHEMA.names for k in keys):
         # A closed month without tag dimensions: summed by Arrow from the columns needed (reading the whole snapshot
         # into Python added ~0.25 CPU-s a showback of a month correcting a 20,000-event one: docs/finance.md fin26)
-        table = pq.read_table(directory / month / "charges.parquet",
-                              columns=[*keys, "quantity", "cost", "events", "unpriced_events", "corrects"])
+        table = snapshot_table(directory, month,
+                               columns=[*keys, "quantity", "cost", "events", "unpriced_events", "corrects"])
         table = table.filter(pc.equal(table["corrects"], ""))
         measures = ("quantity", "cost", "events", "unpriced_events")
         grouped = table.group_by(keys).aggregate([(m, "sum") for m in measures])

@@ -95,6 +95,9 @@ def download(n_clicks, month, group_by, fmt, version):
             name, _mimetype, body = export_file(wh, month, fmt, group_by, version or "")
     except (ExportUnavailable, AccessDenied, ValueError) as exc:
         return no_update, str(exc)
+    except WarehouseError as exc:  # the books on disk (a changed close, a damaged record): said, not a traceback
+        log.warning("export of %s refused: %s", month, exc)
+        return no_update, str(exc)
     except Exception as exc:  # noqa: BLE001
         log.exception("export failed")
         return no_update, f"Export failed: {exc}"
