@@ -147,8 +147,10 @@ def status(as_json: bool) -> None:
 def demo_inbox() -> None:
     """The demo's local alert inbox: a webhook receiver that stores alerts in <data_dir>/demo-inbox.jsonl."""
     from collectors.demo_inbox import serve
+    from tokenmeter.settings import ensure_port_free
 
     s = _settings()
+    ensure_port_free(s.host, s.demo_inbox_port, "demo_inbox_port")  # names the variable, not a bind traceback
     configure_logging(s)
     run_service(lambda stop: serve(s, stop))
 

@@ -117,3 +117,11 @@ def test_a_report_range_whose_start_is_not_before_its_end_is_refused(env):
     swapped the dates read that nothing was spent (the dashboard swaps such a range; `reprice` refused it already)."""
     result = CliRunner().invoke(main, ["report", "--since", "2026-12-05", "--until", "2026-12-01"], env=env)
     _clean_failure(result, "--until", "2026-12-01", "2026-12-05")
+
+
+def test_demo_inbox_on_a_port_in_use_names_the_variable(env, taken_port):
+    """walk30: `tokenmeter demo-inbox` beside a running `up --demo` ended in aiohttp's OSError traceback ("error
+    while attempting to bind"), while every other server command names the variable to change."""
+    result = CliRunner().invoke(main, ["demo-inbox"], env={**env, "TOKENMETER_DEMO_INBOX_PORT": str(taken_port)})
+    _clean_failure(result, f"port {taken_port}", "already in use", "TOKENMETER_DEMO_INBOX_PORT")
+
