@@ -106,12 +106,15 @@ def load() -> None:
 
     keep_freed_pages()  # before polars loads: as warehouse/loader.py, which `streams` below may import it after
     from streams import load_book
-    from warehouse import run_loader
+    from warehouse import WarehouseLocked, run_loader
 
     s = _settings()
     configure_logging(s)
     book = load_book(s)  # the loader records the catalog's history (cache savings use list prices)
-    run_service(lambda stop: run_loader(s, stop=stop, price_book=book))
+    try:
+        run_service(lambda stop: run_loader(s, stop=stop, price_book=book))
+    except WarehouseLocked as exc:  # a second loader (one beside `up`'s): its message says what to do
+        raise click.ClickException(f"{exc} (`tokenmeter status` shows whether `tokenmeter up` runs one)") from None
 
 
 @main.command()

@@ -125,3 +125,26 @@ def test_demo_inbox_on_a_port_in_use_names_the_variable(env, taken_port):
     result = CliRunner().invoke(main, ["demo-inbox"], env={**env, "TOKENMETER_DEMO_INBOX_PORT": str(taken_port)})
     _clean_failure(result, f"port {taken_port}", "already in use", "TOKENMETER_DEMO_INBOX_PORT")
 
+
+def test_load_beside_the_warehouse_owner_is_a_clear_error(env, tmp_path, monkeypatch):
+    """walk30: a second `tokenmeter load` while `up`'s loader owns the warehouse waited its 60 s for the owner,
+    then ended in a WarehouseLocked traceback. The wait is the loader's (a reader opening chDB lets go within
+    seconds); only its length is shortened here. The owner is a live process named in the endpoint file, as the
+    loader writes it."""
+    import subprocess
+    import sys
+
+    from warehouse import loader
+    from warehouse.endpoint import endpoint_path
+
+    monkeypatch.setattr(loader, "OWNER_WAIT_SECONDS", 0.5)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        endpoint_path(data_dir).write_text(f'{{"url": "http://127.0.0.1:1", "pid": {owner.pid}}}')
+        result = CliRunner().invoke(main, ["load"], env=env)
+    finally:
+        owner.kill()
+        owner.wait()
+    _clean_failure(result, "owned by another process", "stop it")
