@@ -51,7 +51,7 @@ def start_broker(host: str, port: int, log_path: str | None = None,
             out.close()
 
 
-async def _create_topics(bootstrap: str, partitions: int) -> None:
+async def _create_topics(bootstrap: str, partitions: int, source_topics: tuple[str, ...] = ()) -> None:
     # aiokafka is imported where a Kafka client is made, not with the module: `tokenmeter status` reads only the
     # status file, through app.supervisor (aiokafka was ~0.05 of its ~0.35 CPU-s, suite26)
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -71,6 +71,8 @@ async def _create_topics(bootstrap: str, partitions: int) -> None:
             for spec in topic_specs()
             if spec.name not in existing
         ]
+        new += [NewTopic(name, num_partitions=partitions, replication_factor=1)
+                for name in dict.fromkeys(source_topics) if name not in existing and name not in {t.name for t in new}]
         if new:
             try:
                 await admin.create_topics(new)
@@ -91,8 +93,9 @@ def _wait_for_listener(bootstrap: str, deadline: float) -> None:
             time.sleep(0.05)
 
 
-def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> None:
-    """Create tokenmeter's topics, retrying while the broker comes up (readiness check, not a sleep)."""
+def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0, source_topics: tuple[str, ...] = ()) -> None:
+    """Create tokenmeter's topics, and `source_topics` (gateways' topics a `collect kafka` bridge reads, on a
+    cluster that does not auto-create them), retrying while the broker comes up (readiness check, not a sleep)."""
     import asyncio  # here, like aiokafka: `tokenmeter status` imports this module and runs no loop (floor28)
 
     from aiokafka.errors import KafkaError
@@ -102,7 +105,7 @@ def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> Non
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            asyncio.run(_create_topics(bootstrap, partitions))
+            asyncio.run(_create_topics(bootstrap, partitions, source_topics))
             return
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             last = exc

@@ -75,13 +75,16 @@ def broker() -> None:
 
 
 @main.command()
-def topics() -> None:
+@click.option("--source-topic", "source_topics", multiple=True, metavar="TOPIC",
+              help="Also create this topic a `collect kafka` bridge reads (repeatable; e.g. otlp_spans): gateways and "
+                   "the OpenTelemetry Collector do not create theirs on a cluster that does not auto-create topics.")
+def topics(source_topics: tuple[str, ...]) -> None:
     """Create tokenmeter's topics on the configured Kafka (idempotent); for production clusters."""
     from app.broker import BrokerError, ensure_topics
 
     s = _settings()
     try:
-        ensure_topics(s.bootstrap_servers, s.partitions, timeout=60)
+        ensure_topics(s.bootstrap_servers, s.partitions, timeout=60, source_topics=source_topics)
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"topics ready on {s.bootstrap_servers}")

@@ -74,3 +74,31 @@ def test_topic_creation_against_nothing_listening_says_so():
         ensure_topics(dead, 1, timeout=0.3)
     assert "nothing accepts connections" in str(err.value) and "TOKENMETER_KAFKA_BOOTSTRAP" in str(err.value)
     assert "None" not in str(err.value)
+
+
+def test_topics_command_creates_the_source_topics_it_is_given(kafka_bootstrap):
+    """walk30: `tokenmeter topics --source-topic otlp_spans` creates a bridge's source topic beside tokenmeter's own,
+    for clusters that do not auto-create topics (docker-compose.yml's); run twice, it is still idempotent."""
+    import uuid
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    name = f"otlp_spans-{uuid.uuid4().hex[:8]}"
+    env = {"TOKENMETER_KAFKA_BOOTSTRAP": kafka_bootstrap, "TOKENMETER_PARTITIONS": "3"}
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["topics", "--source-topic", name], env=env)
+        assert result.exit_code == 0, result.output
+
+    async def described():
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            return await admin.describe_topics([name])
+        finally:
+            await admin.close()
+
+    [topic] = asyncio.run(described())
+    assert topic["error_code"] == 0 and len(topic["partitions"]) == 3, topic
