@@ -148,3 +148,12 @@ def test_load_beside_the_warehouse_owner_is_a_clear_error(env, tmp_path, monkeyp
         owner.kill()
         owner.wait()
     _clean_failure(result, "owned by another process", "stop it")
+
+
+@pytest.mark.parametrize("command", ["summary", "show", "replay"])
+def test_an_unreadable_deadletters_since_names_both_forms(env, command):
+    """walk30: `deadletters show --since yesterday` answered "'yesterday' is not an ISO 8601 / RFC 3339 time", while
+    the option's help (and the default, 24h) is a span back from now: the error named only one of the two forms."""
+    extra = ["--stage", "worker"] if command == "replay" else []
+    result = CliRunner().invoke(main, ["deadletters", command, "--since", "yesterday", *extra], env=env)
+    _clean_failure(result, "--since", "'yesterday'", "24h", "ISO 8601")
