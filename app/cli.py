@@ -224,12 +224,16 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
 @main.command()
 @click.option("--in", "source", type=click.File("rb"), default="-", help="JSON lines input (default stdin).")
 @click.option("--out", "target", type=click.File("w"), default="-", help="Priced JSON lines output (default stdout).")
-@click.option("--dialect", default=None, help="Input format; auto-detected per line when omitted.")
+@click.option("--dialect", default=None, help="Input format (as `collect file --dialect`); auto-detected per line "
+                                                "when omitted or auto.")
 def price(source, target, dialect: str | None) -> None:  # noqa: ANN001
     """Price JSON lines (canonical events, provider responses, gateway logs): one priced event per input event."""
     from app.pricing_cli import price_lines
+    from collectors import DIALECTS  # here, not a click.Choice: the CLI root imports no stage (tests/test_cli.py)
 
-    failed = price_lines(source, target, dialect, _settings())
+    if dialect is not None and dialect != "auto" and dialect not in DIALECTS:  # refused once, not on every line
+        raise click.BadParameter(f"{dialect!r} is not one of auto, {', '.join(DIALECTS)}", param_hint="--dialect")
+    failed = price_lines(source, target, None if dialect == "auto" else dialect, _settings())
     if failed:
         raise SystemExit(1)
 

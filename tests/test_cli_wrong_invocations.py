@@ -157,3 +157,15 @@ def test_an_unreadable_deadletters_since_names_both_forms(env, command):
     extra = ["--stage", "worker"] if command == "replay" else []
     result = CliRunner().invoke(main, ["deadletters", command, "--since", "yesterday", *extra], env=env)
     _clean_failure(result, "--since", "'yesterday'", "24h", "ISO 8601")
+
+
+def test_price_with_an_unknown_dialect_is_refused_once_before_reading(env):
+    """walk30: `price --dialect nope` printed the same "unknown dialect" error for every input line (a million
+    lines: a million errors) and exit 1, instead of refusing the option once, as `collect file --dialect` does."""
+    line = ('{"event_id":"a1","ts":"2026-11-01T10:00:00Z","source":"sdk","provider":"openai","model":"gpt-4o",'
+            '"usage":{"input_tokens":10,"output_tokens":5}}\n')
+    result = CliRunner().invoke(main, ["price", "--dialect", "nope"], input=line * 3, env=env)
+    output = _clean_failure(result, "--dialect", "'nope'", "kong", "litellm")
+    assert result.exit_code == 2 and output.count("nope") == 1, output
+    auto = CliRunner().invoke(main, ["price", "--dialect", "auto"], input=line, env=env)
+    assert auto.exit_code == 0 and '"cost_usd"' in auto.output, auto.output
