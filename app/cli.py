@@ -171,9 +171,21 @@ def demo_inbox() -> None:
 def demo(events: int | None, rate: float | None, seed: int | None, calendar: bool = False,
          started: float | None = None) -> None:
     """Produce realistic demo traffic into tokenmeter.usage."""
-    from collectors.demo import generate
+    from aiokafka.errors import KafkaConnectionError
+
+    from tokenmeter.kafka_topics import broker_problem
 
     s = _settings()
+    try:
+        _demo_traffic(s, events, rate, seed, calendar, started)
+    except KafkaConnectionError as exc:  # the stack is not running: say so and what to do, not aiokafka's traceback
+        raise click.ClickException(broker_problem(exc, s.bootstrap_servers)) from None
+
+
+def _demo_traffic(s: Settings, events: int | None, rate: float | None, seed: int | None, calendar: bool,
+                  started: float | None) -> None:
+    from collectors.demo import generate
+
     configure_logging(s)
     decisions = f"http://{s.host}:{s.api_port}/v1/decision"  # obey budgets like a gateway (fails open)
     if calendar:  # `up --demo` after its history: no cliff at 'now' for the anomaly detector (collectors/demo_live.py)

@@ -169,3 +169,12 @@ def test_price_with_an_unknown_dialect_is_refused_once_before_reading(env):
     assert result.exit_code == 2 and output.count("nope") == 1, output
     auto = CliRunner().invoke(main, ["price", "--dialect", "auto"], input=line, env=env)
     assert auto.exit_code == 0 and '"cost_usd"' in auto.output, auto.output
+
+
+@pytest.mark.parametrize("command", [["anomalies", "mutes"], ["demo", "--events", "5"]])
+def test_commands_without_a_broker_say_so_without_a_traceback(env, command):
+    """walk30: with the stack stopped, `anomalies mutes` and `demo` ended in aiokafka's KafkaConnectionError
+    traceback ("Unable to bootstrap from ..."), while `anomalies ack`, `budget list` and the other Kafka commands
+    say that no broker answers and what to do."""
+    result = CliRunner().invoke(main, command, env=env)
+    _clean_failure(result, "no Kafka broker answers", "tokenmeter up")
