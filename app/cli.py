@@ -30,6 +30,16 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except SettingsError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            # A service started where no Kafka answers (the loader, the dispatcher, the detector, a bridge): the
+            # usual cause and its fix, not aiokafka's traceback. aiokafka is looked up, not imported: a command that
+            # never loaded it cannot have raised its error, and the CLI root stays cheap (tests/test_cli.py).
+            errors = sys.modules.get("aiokafka.errors")
+            if errors is None or not isinstance(exc, errors.KafkaConnectionError):
+                raise
+            from tokenmeter.kafka_topics import broker_problem
+
+            raise click.ClickException(broker_problem(exc, cli_settings().bootstrap_servers)) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in _STAGE_COMMANDS:

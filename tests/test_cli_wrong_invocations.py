@@ -178,3 +178,13 @@ def test_commands_without_a_broker_say_so_without_a_traceback(env, command):
     say that no broker answers and what to do."""
     result = CliRunner().invoke(main, command, env=env)
     _clean_failure(result, "no Kafka broker answers", "tokenmeter up")
+
+
+@pytest.mark.parametrize("command", [["load"], ["alerts", "dispatch"], ["anomalies", "run"],
+                                     ["collect", "kafka", "--topic", "kong-ai-logs", "--dialect", "kong"]])
+def test_services_without_a_broker_say_so_without_a_traceback(env, command):
+    """walk30: started against a Kafka that does not answer (compose before its broker is up, a wrong
+    TOKENMETER_KAFKA_BOOTSTRAP), the loader, the alert dispatcher, the anomaly detector and the Kafka bridge ended in
+    aiokafka's KafkaConnectionError traceback. They exit 1 saying that no broker answers there and what to do."""
+    result = CliRunner().invoke(main, command, env=env)
+    _clean_failure(result, "no Kafka broker answers at " + env["TOKENMETER_KAFKA_BOOTSTRAP"], "TOKENMETER_KAFKA_BOOTSTRAP")
