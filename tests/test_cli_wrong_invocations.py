@@ -188,3 +188,17 @@ def test_services_without_a_broker_say_so_without_a_traceback(env, command):
     aiokafka's KafkaConnectionError traceback. They exit 1 saying that no broker answers there and what to do."""
     result = CliRunner().invoke(main, command, env=env)
     _clean_failure(result, "no Kafka broker answers at " + env["TOKENMETER_KAFKA_BOOTSTRAP"], "TOKENMETER_KAFKA_BOOTSTRAP")
+
+
+def test_worker_without_a_broker_says_so_without_a_traceback(env):
+    """walk30: `tokenmeter worker` against a Kafka that does not answer logged Faust's KafkaConnectionError traceback
+    (mode's worker) and exited 1; it now checks the listener first and says what the other services say."""
+    env = {**env, "TOKENMETER_API_PORT": str(_free_port())}
+    result = CliRunner().invoke(main, ["worker"], env=env)
+    _clean_failure(result, "no Kafka broker answers at " + env["TOKENMETER_KAFKA_BOOTSTRAP"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
