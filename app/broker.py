@@ -51,7 +51,16 @@ def start_broker(host: str, port: int, log_path: str | None = None,
             out.close()
 
 
-async def _create_topics(bootstrap: str, partitions: int) -> None:
+def topic_replication(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replicas and configs of a topic we create on a cluster of `brokers` nodes: three copies where it has three
+    nodes or more, with min.insync.replicas 2 so a producer's acks=all means two of them (one broker may fail without
+    losing an acknowledged record or stopping writes); fewer nodes hold one copy each. aiokafka speaks CreateTopics
+    v0-v3 only, which cannot ask for the broker's own default.replication.factor."""
+    replicas = max(1, min(3, brokers))
+    return replicas, ({"min.insync.replicas": "2"} if replicas >= 3 else {})
+
+
+async def _create_topics(bootstrap: str, partitions: int, source_topics: tuple[str, ...] = ()) -> None:
     # aiokafka is imported where a Kafka client is made, not with the module: `tokenmeter status` reads only the
     # status file, through app.supervisor (aiokafka was ~0.05 of its ~0.35 CPU-s, suite26)
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -61,16 +70,19 @@ async def _create_topics(bootstrap: str, partitions: int) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        replicas, configs = topic_replication(len((await admin.describe_cluster())["brokers"]))
         new = [
             NewTopic(
                 spec.name,
                 num_partitions=partitions,
-                replication_factor=1,
-                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                replication_factor=replicas,
+                topic_configs={**configs, "cleanup.policy": "compact"} if spec.compacted else configs,
             )
             for spec in topic_specs()
             if spec.name not in existing
         ]
+        new += [NewTopic(name, num_partitions=partitions, replication_factor=replicas, topic_configs=configs)
+                for name in dict.fromkeys(source_topics) if name not in existing and name not in {t.name for t in new}]
         if new:
             try:
                 await admin.create_topics(new)
@@ -91,8 +103,9 @@ def _wait_for_listener(bootstrap: str, deadline: float) -> None:
             time.sleep(0.05)
 
 
-def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> None:
-    """Create tokenmeter's topics, retrying while the broker comes up (readiness check, not a sleep)."""
+def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0, source_topics: tuple[str, ...] = ()) -> None:
+    """Create tokenmeter's topics, and `source_topics` (gateways' topics a `collect kafka` bridge reads, on a
+    cluster that does not auto-create them), retrying while the broker comes up (readiness check, not a sleep)."""
     import asyncio  # here, like aiokafka: `tokenmeter status` imports this module and runs no loop (floor28)
 
     from aiokafka.errors import KafkaError
@@ -102,7 +115,7 @@ def ensure_topics(bootstrap: str, partitions: int, timeout: float = 20.0) -> Non
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            asyncio.run(_create_topics(bootstrap, partitions))
+            asyncio.run(_create_topics(bootstrap, partitions, source_topics))
             return
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             last = exc

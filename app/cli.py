@@ -30,6 +30,16 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except SettingsError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            # A service started where no Kafka answers (the loader, the dispatcher, the detector, a bridge): the
+            # usual cause and its fix, not aiokafka's traceback. aiokafka is looked up, not imported: a command that
+            # never loaded it cannot have raised its error, and the CLI root stays cheap (tests/test_cli.py).
+            errors = sys.modules.get("aiokafka.errors")
+            if errors is None or not isinstance(exc, errors.KafkaConnectionError):
+                raise
+            from tokenmeter.kafka_topics import broker_problem
+
+            raise click.ClickException(broker_problem(exc, cli_settings().bootstrap_servers)) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in _STAGE_COMMANDS:
@@ -75,13 +85,16 @@ def broker() -> None:
 
 
 @main.command()
-def topics() -> None:
+@click.option("--source-topic", "source_topics", multiple=True, metavar="TOPIC",
+              help="Also create this topic a `collect kafka` bridge reads (repeatable; e.g. otlp_spans): gateways and "
+                   "the OpenTelemetry Collector do not create theirs on a cluster that does not auto-create topics.")
+def topics(source_topics: tuple[str, ...]) -> None:
     """Create tokenmeter's topics on the configured Kafka (idempotent); for production clusters."""
     from app.broker import BrokerError, ensure_topics
 
     s = _settings()
     try:
-        ensure_topics(s.bootstrap_servers, s.partitions, timeout=60)
+        ensure_topics(s.bootstrap_servers, s.partitions, timeout=60, source_topics=source_topics)
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"topics ready on {s.bootstrap_servers}")
@@ -106,12 +119,15 @@ def load() -> None:
 
     keep_freed_pages()  # before polars loads: as warehouse/loader.py, which `streams` below may import it after
     from streams import load_book
-    from warehouse import run_loader
+    from warehouse import WarehouseLocked, run_loader
 
     s = _settings()
     configure_logging(s)
     book = load_book(s)  # the loader records the catalog's history (cache savings use list prices)
-    run_service(lambda stop: run_loader(s, stop=stop, price_book=book))
+    try:
+        run_service(lambda stop: run_loader(s, stop=stop, price_book=book))
+    except WarehouseLocked as exc:  # a second loader (one beside `up`'s): its message says what to do
+        raise click.ClickException(f"{exc} (`tokenmeter status` shows whether `tokenmeter up` runs one)") from None
 
 
 @main.command()
@@ -147,8 +163,10 @@ def status(as_json: bool) -> None:
 def demo_inbox() -> None:
     """The demo's local alert inbox: a webhook receiver that stores alerts in <data_dir>/demo-inbox.jsonl."""
     from collectors.demo_inbox import serve
+    from tokenmeter.settings import ensure_port_free
 
     s = _settings()
+    ensure_port_free(s.host, s.demo_inbox_port, "demo_inbox_port")  # names the variable, not a bind traceback
     configure_logging(s)
     run_service(lambda stop: serve(s, stop))
 
@@ -163,9 +181,21 @@ def demo_inbox() -> None:
 def demo(events: int | None, rate: float | None, seed: int | None, calendar: bool = False,
          started: float | None = None) -> None:
     """Produce realistic demo traffic into tokenmeter.usage."""
-    from collectors.demo import generate
+    from aiokafka.errors import KafkaConnectionError
+
+    from tokenmeter.kafka_topics import broker_problem
 
     s = _settings()
+    try:
+        _demo_traffic(s, events, rate, seed, calendar, started)
+    except KafkaConnectionError as exc:  # the stack is not running: say so and what to do, not aiokafka's traceback
+        raise click.ClickException(broker_problem(exc, s.bootstrap_servers)) from None
+
+
+def _demo_traffic(s: Settings, events: int | None, rate: float | None, seed: int | None, calendar: bool,
+                  started: float | None) -> None:
+    from collectors.demo import generate
+
     configure_logging(s)
     decisions = f"http://{s.host}:{s.api_port}/v1/decision"  # obey budgets like a gateway (fails open)
     if calendar:  # `up --demo` after its history: no cliff at 'now' for the anomaly detector (collectors/demo_live.py)
@@ -216,12 +246,16 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
 @main.command()
 @click.option("--in", "source", type=click.File("rb"), default="-", help="JSON lines input (default stdin).")
 @click.option("--out", "target", type=click.File("w"), default="-", help="Priced JSON lines output (default stdout).")
-@click.option("--dialect", default=None, help="Input format; auto-detected per line when omitted.")
+@click.option("--dialect", default=None, help="Input format (as `collect file --dialect`); auto-detected per line "
+                                                "when omitted or auto.")
 def price(source, target, dialect: str | None) -> None:  # noqa: ANN001
     """Price JSON lines (canonical events, provider responses, gateway logs): one priced event per input event."""
     from app.pricing_cli import price_lines
+    from collectors import DIALECTS  # here, not a click.Choice: the CLI root imports no stage (tests/test_cli.py)
 
-    failed = price_lines(source, target, dialect, _settings())
+    if dialect is not None and dialect != "auto" and dialect not in DIALECTS:  # refused once, not on every line
+        raise click.BadParameter(f"{dialect!r} is not one of auto, {', '.join(DIALECTS)}", param_hint="--dialect")
+    failed = price_lines(source, target, None if dialect == "auto" else dialect, _settings())
     if failed:
         raise SystemExit(1)
 

@@ -29,7 +29,11 @@ def since_option(value: str, option: str = "--since", now: datetime | None = Non
     if len(value) > 80:
         raise click.BadParameter(f"{value[:80]!r}... is not a span (24h, 90m, 7d) or an ISO 8601 time",
                                  param_hint=option)
-    moment = time_option(value, option)
+    try:
+        moment = time_option(value, option)
+    except click.BadParameter:  # its message names the ISO form only; the default (24h) is a span
+        raise click.BadParameter(f"{value.strip()!r} is neither a span back from now (90m, 24h, 7d, 2w) nor an "
+                                 "ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)", param_hint=option) from None
     assert moment is not None
     return moment
 

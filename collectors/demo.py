@@ -162,11 +162,11 @@ async def generate(bootstrap: str, events_per_s: float, total: int | None = None
     teams = {p.team for p in people}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, compression_type=None)
     session = aiohttp.ClientSession() if decision_url else None
-    await producer.start()
     sent = refused = attempted = 0  # attempted: calls the demo's clients made, refused ones included
     blocked: set[str] = set()
     tick = 0.5
     try:
+        await producer.start()  # inside: a broker that does not answer still closes the session and the producer
         while (total is None or attempted < total) and not (stop and stop.is_set()):
             started = time.monotonic()
             count = max(1, int(rng.gauss(events_per_s * tick, events_per_s * tick * 0.2)))

@@ -178,7 +178,13 @@ async def generate_live(bootstrap: str, stop: asyncio.Event | None = None, decis
         cursor = datetime.now(timezone.utc)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
     session = aiohttp.ClientSession() if decision_url else None
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:  # no broker: close what was opened (the caller says what failed)
+        await producer.stop()
+        if session is not None:
+            await session.close()
+        raise
     sent = refused = 0
     blocked: set[str] = set()
     log.info("demo traffic: the history's calendar continued (%d cop%s), agent loops of %s", copies,

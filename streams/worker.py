@@ -285,6 +285,9 @@ def run_worker(settings: Settings) -> None:
     lower_cpu_priority(settings.worker_nice)  # before its threads start: they inherit both
     request_time_slice(settings.worker_sched_slice_ms)
     ensure_port_free(settings.host, settings.api_port, "api_port")
+    from tokenmeter.kafka_topics import require_listener
+
+    require_listener(settings.bootstrap_servers)  # no broker: the CLI's clear error, not Faust's logged traceback
     if settings.budgets_file:  # definitions from a file join the shared topic; `tokenmeter budget` edits them live
         from streams.budgets import BudgetStoreError, parse_budget_file, write_budgets
         from tokenmeter.settings import SettingsError

@@ -74,3 +74,67 @@ def test_topic_creation_against_nothing_listening_says_so():
         ensure_topics(dead, 1, timeout=0.3)
     assert "nothing accepts connections" in str(err.value) and "TOKENMETER_KAFKA_BOOTSTRAP" in str(err.value)
     assert "None" not in str(err.value)
+
+
+def test_topics_command_creates_the_source_topics_it_is_given(kafka_bootstrap):
+    """walk30: `tokenmeter topics --source-topic otlp_spans` creates a bridge's source topic beside tokenmeter's own,
+    for clusters that do not auto-create topics (docker-compose.yml's); run twice, it is still idempotent."""
+    import uuid
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    name = f"otlp_spans-{uuid.uuid4().hex[:8]}"
+    env = {"TOKENMETER_KAFKA_BOOTSTRAP": kafka_bootstrap, "TOKENMETER_PARTITIONS": "3"}
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["topics", "--source-topic", name], env=env)
+        assert result.exit_code == 0, result.output
+
+    async def described():
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            return await admin.describe_topics([name])
+        finally:
+            await admin.close()
+
+    [topic] = asyncio.run(described())
+    assert topic["error_code"] == 0 and len(topic["partitions"]) == 3, topic
+
+
+def test_topics_are_replicated_as_far_as_the_cluster_allows():
+    """walk30: `tokenmeter topics` ("for production clusters") created every topic with replication factor 1, so on
+    a three-broker cluster one broker's loss lost usage, holds and budget state although every producer waits for
+    acks=all, and production.md promises that a real cluster keeps them. Now three replicas where the cluster has
+    three brokers or more (and min.insync.replicas 2, so acks=all means two copies), else one per broker."""
+    from app.broker import topic_replication
+
+    assert topic_replication(1) == (1, {})
+    assert topic_replication(2) == (2, {})
+    assert topic_replication(3) == (3, {"min.insync.replicas": "2"})
+    assert topic_replication(9) == (3, {"min.insync.replicas": "2"})
+
+
+def test_topics_on_a_single_broker_have_one_replica(kafka_bootstrap):
+    """The embedded broker (one node) still gets topics it can hold: one replica, in sync."""
+    import uuid
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from app.broker import ensure_topics
+
+    name = f"walk30-replicas-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_bootstrap, 2, source_topics=(name,))
+
+    async def described():
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            return await admin.describe_topics([name])
+        finally:
+            await admin.close()
+
+    [topic] = asyncio.run(described())
+    assert [len(p["replicas"]) for p in topic["partitions"]] == [1, 1], topic

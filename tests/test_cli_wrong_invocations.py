@@ -117,3 +117,88 @@ def test_a_report_range_whose_start_is_not_before_its_end_is_refused(env):
     swapped the dates read that nothing was spent (the dashboard swaps such a range; `reprice` refused it already)."""
     result = CliRunner().invoke(main, ["report", "--since", "2026-12-05", "--until", "2026-12-01"], env=env)
     _clean_failure(result, "--until", "2026-12-01", "2026-12-05")
+
+
+def test_demo_inbox_on_a_port_in_use_names_the_variable(env, taken_port):
+    """walk30: `tokenmeter demo-inbox` beside a running `up --demo` ended in aiohttp's OSError traceback ("error
+    while attempting to bind"), while every other server command names the variable to change."""
+    result = CliRunner().invoke(main, ["demo-inbox"], env={**env, "TOKENMETER_DEMO_INBOX_PORT": str(taken_port)})
+    _clean_failure(result, f"port {taken_port}", "already in use", "TOKENMETER_DEMO_INBOX_PORT")
+
+
+def test_load_beside_the_warehouse_owner_is_a_clear_error(env, tmp_path, monkeypatch):
+    """walk30: a second `tokenmeter load` while `up`'s loader owns the warehouse waited its 60 s for the owner,
+    then ended in a WarehouseLocked traceback. The wait is the loader's (a reader opening chDB lets go within
+    seconds); only its length is shortened here. The owner is a live process named in the endpoint file, as the
+    loader writes it."""
+    import subprocess
+    import sys
+
+    from warehouse import loader
+    from warehouse.endpoint import endpoint_path
+
+    monkeypatch.setattr(loader, "OWNER_WAIT_SECONDS", 0.5)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        endpoint_path(data_dir).write_text(f'{{"url": "http://127.0.0.1:1", "pid": {owner.pid}}}')
+        result = CliRunner().invoke(main, ["load"], env=env)
+    finally:
+        owner.kill()
+        owner.wait()
+    _clean_failure(result, "owned by another process", "stop it")
+
+
+@pytest.mark.parametrize("command", ["summary", "show", "replay"])
+def test_an_unreadable_deadletters_since_names_both_forms(env, command):
+    """walk30: `deadletters show --since yesterday` answered "'yesterday' is not an ISO 8601 / RFC 3339 time", while
+    the option's help (and the default, 24h) is a span back from now: the error named only one of the two forms."""
+    extra = ["--stage", "worker"] if command == "replay" else []
+    result = CliRunner().invoke(main, ["deadletters", command, "--since", "yesterday", *extra], env=env)
+    _clean_failure(result, "--since", "'yesterday'", "24h", "ISO 8601")
+
+
+def test_price_with_an_unknown_dialect_is_refused_once_before_reading(env):
+    """walk30: `price --dialect nope` printed the same "unknown dialect" error for every input line (a million
+    lines: a million errors) and exit 1, instead of refusing the option once, as `collect file --dialect` does."""
+    line = ('{"event_id":"a1","ts":"2026-11-01T10:00:00Z","source":"sdk","provider":"openai","model":"gpt-4o",'
+            '"usage":{"input_tokens":10,"output_tokens":5}}\n')
+    result = CliRunner().invoke(main, ["price", "--dialect", "nope"], input=line * 3, env=env)
+    output = _clean_failure(result, "--dialect", "'nope'", "kong", "litellm")
+    assert result.exit_code == 2 and output.count("nope") == 1, output
+    auto = CliRunner().invoke(main, ["price", "--dialect", "auto"], input=line, env=env)
+    assert auto.exit_code == 0 and '"cost_usd"' in auto.output, auto.output
+
+
+@pytest.mark.parametrize("command", [["anomalies", "mutes"], ["demo", "--events", "5"]])
+def test_commands_without_a_broker_say_so_without_a_traceback(env, command):
+    """walk30: with the stack stopped, `anomalies mutes` and `demo` ended in aiokafka's KafkaConnectionError
+    traceback ("Unable to bootstrap from ..."), while `anomalies ack`, `budget list` and the other Kafka commands
+    say that no broker answers and what to do."""
+    result = CliRunner().invoke(main, command, env=env)
+    _clean_failure(result, "no Kafka broker answers", "tokenmeter up")
+
+
+@pytest.mark.parametrize("command", [["load"], ["alerts", "dispatch"], ["anomalies", "run"],
+                                     ["collect", "kafka", "--topic", "kong-ai-logs", "--dialect", "kong"]])
+def test_services_without_a_broker_say_so_without_a_traceback(env, command):
+    """walk30: started against a Kafka that does not answer (compose before its broker is up, a wrong
+    TOKENMETER_KAFKA_BOOTSTRAP), the loader, the alert dispatcher, the anomaly detector and the Kafka bridge ended in
+    aiokafka's KafkaConnectionError traceback. They exit 1 saying that no broker answers there and what to do."""
+    result = CliRunner().invoke(main, command, env=env)
+    _clean_failure(result, "no Kafka broker answers at " + env["TOKENMETER_KAFKA_BOOTSTRAP"], "TOKENMETER_KAFKA_BOOTSTRAP")
+
+
+def test_worker_without_a_broker_says_so_without_a_traceback(env):
+    """walk30: `tokenmeter worker` against a Kafka that does not answer logged Faust's KafkaConnectionError traceback
+    (mode's worker) and exited 1; it now checks the listener first and says what the other services say."""
+    env = {**env, "TOKENMETER_API_PORT": str(_free_port())}
+    result = CliRunner().invoke(main, ["worker"], env=env)
+    _clean_failure(result, "no Kafka broker answers at " + env["TOKENMETER_KAFKA_BOOTSTRAP"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

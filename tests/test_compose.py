@@ -100,3 +100,18 @@ def test_anomaly_and_finance_routes_are_the_dispatchers():
     for name in ("TOKENMETER_ANOMALY_NOTIFY", "TOKENMETER_FINANCE_NOTIFY"):
         assert services["alerts"]["environment"][name] == f"${{{name}:-[]}}"
         assert name not in services["anomalies"]["environment"] and name not in services["finance-watch"]["environment"]
+
+
+def test_every_source_topic_a_bridge_reads_is_created_by_the_topics_job():
+    """walk30: the Kafka service runs with KAFKA_AUTO_CREATE_TOPICS_ENABLE "false" and `collector-otel-kafka` bridges
+    `otlp_spans`, which nothing created: the OpenTelemetry Collector's kafka exporter does not create topics (they
+    must exist, or the cluster must auto-create them), so its exports failed and the bridge waited on a topic that
+    never came. The `topics` job creates each bridge's source topic too (`tokenmeter topics --source-topic T`)."""
+    services = load_compose()["services"]
+    assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    read = {command[command.index("--topic") + 1] for command in (s.get("command") or [] for s in services.values())
+            if command[:2] == ["collect", "kafka"]}
+    assert read  # the OTel bridge
+    created = services["topics"]["command"]
+    assert created[0] == "topics"
+    assert read <= {created[i + 1] for i, word in enumerate(created) if word == "--source-topic"}

@@ -39,6 +39,21 @@ def broker_problem(exc: BaseException, bootstrap: str) -> str:
     return repr(exc)
 
 
+def require_listener(bootstrap: str, timeout: float = 5.0) -> None:
+    """KafkaConnectionError unless some bootstrap address accepts a TCP connection: for a service whose framework
+    (Faust's worker) would log a traceback of the same error instead of letting the CLI say it (`broker_problem`)."""
+    import socket
+
+    for address in filter(None, (part.strip() for part in bootstrap.split(","))):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError):
+            continue
+    raise KafkaConnectionError(f"Unable to bootstrap from {bootstrap}")
+
+
 async def partition_map(bootstrap: str, timeout: float = 30.0) -> dict[str, list[int]]:
     """Every topic of the cluster and its partition numbers, from fresh metadata."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))

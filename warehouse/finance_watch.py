@@ -99,7 +99,9 @@ async def watch(settings: Any, stop: asyncio.Event, interval: float, first_check
             except Exception as exc:  # noqa: BLE001 - a failed check is retried next round, never fatal
                 log.error("finance checks failed (retrying in %.0f s): %s", interval, exc)
         else:
-            log.info("warehouse not served yet (the loader owns it): skipping this round")
+            # It reads only through a running loader's endpoint (opening chDB itself would lock the loader out)
+            log.info("no loader serves the warehouse of %s yet: skipping this round (start `tokenmeter load`, or "
+                     "`tokenmeter up`, or set TOKENMETER_CLICKHOUSE_URL)", settings.data_dir)
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except asyncio.TimeoutError:

@@ -523,6 +523,11 @@ def _store_priced(warehouse: Warehouse, batch: _Batch) -> int:
     return stored
 
 
+# How long a starting loader waits for another process's hold on the warehouse to end: a reader that found no
+# owner opened chDB itself and lets go within seconds; a second loader beside `up`'s never does.
+OWNER_WAIT_SECONDS = 60.0
+
+
 async def run_loader(
     settings: Any, stop: asyncio.Event | None = None, ready: Callable[[], Any] | None = None,
     price_book: Any = None,
@@ -532,7 +537,7 @@ async def run_loader(
     `price_book` (a streams.pricing PriceBook, optional): its entry versions go to price_catalog_history."""
     stop = stop or asyncio.Event()
     stats = LoaderStats()
-    warehouse = await asyncio.to_thread(open_warehouse, settings, True, wait_seconds=60.0)
+    warehouse = await asyncio.to_thread(open_warehouse, settings, True, wait_seconds=OWNER_WAIT_SECONDS)
     # The in-process filter of the dedupe keys (warehouse/stored_ids.py) is built from a scan of them now, before
     # the first window, which would otherwise pay it (~1 CPU us per stored id, once per start).
     await asyncio.to_thread(warehouse.load_stored_ids)

@@ -46,13 +46,7 @@ def sample_alert(anomaly: bool, resolve: bool, notify: list[str], dashboard_url:
     common = {"id": f"test-{uuid.uuid4().hex[:12]}", "action": "resolve" if resolve else "trigger",
               "at": now, "notify": notify, "dashboard_url": dashboard_url}
     if anomaly:
-        return alert_record(
-            **common, source="anomaly", kind="spend_spike", severity="warning", dedup_key="test-anomaly:team=search",
-            title="TEST: spend spike for team search", scope={"team": "search"},
-            summary="TEST alert from `tokenmeter alerts test`: spend is 4.1x the usual level for this hour.",
-            details={"anomaly_id": "test", "kind": "spend_spike", "observed": "12.400000", "expected": "3.000000",
-                     "expected_low": "2.100000", "expected_high": "3.900000", "unit": "usd_per_hour",
-                     "start": now, "end": now, "explanation": "Model gpt-4o calls from user ana tripled."})
+        return _sample_anomaly_alert(common, now)
     return alert_record(
         **common, source="budget", kind="threshold", severity="critical", dedup_key="test-budget:search:2026-11",
         title="TEST: budget search reached 100% ($1,000.00 of $1,000.00)", scope={"team": "search"},
@@ -61,6 +55,25 @@ def sample_alert(anomaly: bool, resolve: bool, notify: list[str], dashboard_url:
                  "spend": "1000.004200000000", "limit": "1000", "percent": "100.00", "period_start": now,
                  "period_end": now, "projected": "1800.000000000000", "expected_breach_at": None,
                  "budget_action": "block"})
+
+
+def _sample_anomaly_alert(common: dict[str, Any], now: str) -> dict[str, Any]:
+    """The detector's own alert (streams/anomalies/publish.py) of a spend rate anomaly, marked TEST: a receiver
+    tested with it sees the kinds, fields and mute command production sends."""
+    from streams.anomalies.gating import AnomalyUpdate
+    from streams.anomalies.publish import alert_for
+
+    resolve = common["action"] == "resolve"
+    anomaly = {"id": "test", "kind": "spend_rate", "scope_dim": "team", "scope_value": "search",
+               "severity": "warning", "status": "closed" if resolve else "open", "start": now, "end": now,
+               "detected_at": now, "observed": "12.400000000000", "expected": "3.000000000000",
+               "expected_low": "0.000000000000", "expected_high": "3.900000000000", "unit": "usd_per_hour",
+               "explanation": "TEST alert from `tokenmeter alerts test`: team search is spending $12.40/hour, 4.1x "
+                              "the $3.00/hour usual for this hour of the week (normal up to $3.90/hour)."}
+    alert = alert_for(AnomalyUpdate("close" if resolve else "open", anomaly), common["dashboard_url"])
+    assert alert is not None  # an alerted open or close always gives one
+    return {**alert, "id": common["id"], "dedup_key": "test-anomaly:team=search", "notify": common["notify"],
+            "title": f"TEST: {alert['title']}"}
 
 
 async def _send_test(settings: Settings, alert: dict[str, Any]) -> list[tuple[Any, Any, float]]:

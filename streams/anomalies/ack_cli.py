@@ -87,12 +87,18 @@ def unmute(anomaly_id: str, kind: str, scope: tuple[str, str], by: str, note: st
 @click.command("mutes")
 def mutes() -> None:
     """The mutes in force now (kind, scope, until)."""
+    from aiokafka.errors import KafkaConnectionError
+
     from tokenmeter.cli_support import cli_settings
+    from tokenmeter.kafka_topics import broker_problem
 
     from .acks import parse_time, read_mutes
 
     settings = cli_settings()
-    table = asyncio.run(read_mutes(settings.bootstrap_servers, fetch_wait=settings.fetch_wait))
+    try:
+        table = asyncio.run(read_mutes(settings.bootstrap_servers, fetch_wait=settings.fetch_wait))
+    except KafkaConnectionError as exc:  # the stack is not running: say so, as `anomalies ack` does
+        raise click.ClickException(broker_problem(exc, settings.bootstrap_servers)) from None
     now = datetime.now(timezone.utc)
     live = {key: until for key, until in table.to_json().items() if (parse_time(until) or now) > now}
     for key, until in sorted(live.items()):

@@ -146,8 +146,8 @@ async def read_mutes(bootstrap: str, timeout: float = 15.0, *,
     `Settings.fetch_wait`, else the environment's)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", **(fetch_wait or settings_fetch_wait()))
-    await consumer.start()
     try:
+        await consumer.start()  # inside: stopped (no "Unclosed AIOKafkaConsumer") when no broker answers
         table = MuteTable()
         await follow_acks(bootstrap, consumer, table, timeout)
         return table

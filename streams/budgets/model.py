@@ -8,7 +8,7 @@ reports all mistakes at once); `parse_budget` raises `BudgetError` carrying that
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -159,6 +159,12 @@ def _problems_period(period: Any, tz: Any) -> list[str]:
     return problems
 
 
+# Every enforcement record carries the limit to the warehouse's `budget_status.limit_amount`, Decimal(38, 12): a
+# limit it cannot store made each record of the budget a dead letter at the loader (walk30), so it is refused here.
+LIMIT_BELOW = Decimal(10) ** 26
+LIMIT_DECIMALS = 12
+
+
 def _problems_limit(limit: Any, metric: Any) -> list[str]:
     if limit is None:
         return ["limit: required (USD for cost_usd, a token count for tokens)"]
@@ -167,13 +173,22 @@ def _problems_limit(limit: Any, metric: Any) -> list[str]:
     if metric == "tokens":
         if isinstance(limit, bool) or not (isinstance(limit, int) or (isinstance(limit, str) and limit.isdigit())):
             return [f"limit: token limit must be a whole number, got {limit!r}"]
-        return [] if int(limit) > 0 else ["limit: must be > 0"]
+        if int(limit) <= 0:
+            return ["limit: must be > 0"]
+        return [] if int(limit) < LIMIT_BELOW else [f"limit: must be below 10^26 tokens, got {str(limit)[:40]}..."]
     try:
         value = Decimal(str(limit))
     except InvalidOperation:
         return [f"limit: {limit!r} is not a decimal amount of USD"]
     if not value.is_finite() or value <= 0:
         return [f"limit: must be a positive USD amount, got {limit!r}"]
+    if value >= LIMIT_BELOW:
+        return [f"limit: must be below 10^26 USD, got {str(limit)[:40]!r}"]
+    with localcontext() as context:  # 38 digits: the default 28 cannot quantize a limit near 10^26 to 12 places
+        context.prec = 40
+        exact = value == value.quantize(Decimal(1).scaleb(-LIMIT_DECIMALS))
+    if not exact:
+        return [f"limit: at most {LIMIT_DECIMALS} decimal places of USD, got {limit!r}"]
     return []
 
 

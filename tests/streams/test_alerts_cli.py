@@ -142,3 +142,23 @@ def test_alerts_list_without_a_broker_says_what_to_do(tmp_path):
     assert result.exit_code == 1, result.output
     assert (f"cannot read the alerts topic on {bootstrap}: no Kafka broker answers at {bootstrap}; start the stack "
             "(`tokenmeter up`) or point TOKENMETER_KAFKA_BOOTSTRAP at your brokers") in result.output, result.output
+
+
+def test_the_sample_anomaly_alert_has_the_shape_of_the_detectors():
+    """walk30: `alerts test --anomaly` sent kind `spend_spike`, which the detector never sends (its kinds are
+    streams/anomalies/kinds.py's), without the `mute_command` a real trigger carries: a receiver routing on `kind`
+    was tested against a record production never writes. The sample is now the detector's own trigger of a spend
+    rate anomaly, marked TEST."""
+    from streams.alerts.cli import sample_alert
+    from streams.anomalies.kinds import KIND_ORDER
+
+    trigger = sample_alert(True, False, ["webhook=http://127.0.0.1:1/in"], "http://127.0.0.1:8050/")
+    assert trigger["kind"] in KIND_ORDER and trigger["source"] == "anomaly" and trigger["action"] == "trigger"
+    assert trigger["title"].startswith("TEST: ") and trigger["id"].startswith("test-")
+    assert trigger["notify"] == ["webhook=http://127.0.0.1:1/in"]
+    assert {"anomaly_id", "observed", "expected", "expected_low", "expected_high", "unit", "start", "end", "status",
+            "mute_command"} <= set(trigger["details"])
+    assert trigger["details"]["mute_command"].startswith(f"tokenmeter anomalies mute test --kind {trigger['kind']} ")
+    resolve = sample_alert(True, True, [], "")
+    assert resolve["kind"] == trigger["kind"] and resolve["action"] == "resolve"
+    assert resolve["dedup_key"] == trigger["dedup_key"] and "mute_command" not in resolve["details"]

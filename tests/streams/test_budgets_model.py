@@ -75,3 +75,19 @@ def test_amounts_are_exact():
     tok = parse_budget({"name": "t", "scope": {}, "metric": "tokens", "limit": 10})
     assert usd.amount(priced()) == Decimal("0.0065") and isinstance(usd.amount(priced()), Decimal)
     assert tok.amount(priced()) == 1500
+
+
+@pytest.mark.parametrize("limit,metric,problem", [
+    ("1e400", "cost_usd", "limit: must be below 10^26"),
+    ("100000000000000000000000000", "cost_usd", "limit: must be below 10^26"),
+    ("0.0000000000001", "cost_usd", "at most 12 decimal places"),
+    ("1" + "0" * 26, "tokens", "limit: must be below 10^26"),
+])
+def test_a_limit_the_warehouse_cannot_store_is_refused_when_set(limit, metric, problem):
+    """walk30: `budget set x --limit-usd 1e400` was saved and enforced, and every enforcement record of the budget
+    was then a dead letter at the loader (`budget_status.limit_amount` is Decimal(38, 12): "too long for a
+    number"), so its history never reached the warehouse or the Budgets page. The definition is refused instead."""
+    budget = {"name": "b", "scope": {"team": "search"}, "metric": metric, "limit": limit}
+    assert any(problem in p for p in validate_budget(budget)), validate_budget(budget)
+    assert validate_budget({**budget, "limit": "99999999999999.000000000001" if metric == "cost_usd"
+                            else "9" * 25}) == []
