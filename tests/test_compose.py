@@ -115,3 +115,15 @@ def test_every_source_topic_a_bridge_reads_is_created_by_the_topics_job():
     created = services["topics"]["command"]
     assert created[0] == "topics"
     assert read <= {created[i + 1] for i, word in enumerate(created) if word == "--source-topic"}
+
+
+def test_every_kafka_bridge_keeps_its_pending_batches_on_the_data_volume():
+    """walk30 noticed: `collect kafka` records each batch it sends as pending under `<data_dir>/collect-kafka/`
+    before the produce and clears it after the commit; a restarted bridge reads it to skip the part already sent.
+    `collector-otel-kafka` had no data volume, so that record lived in the container and a recreated container
+    (`docker compose up -d` after an image change, a crash that the engine replaces) sent the batch again."""
+    services = load_compose()["services"]
+    bridges = {name: s for name, s in services.items() if (s.get("command") or [])[:2] == ["collect", "kafka"]}
+    assert bridges
+    for name, bridge in bridges.items():
+        assert "tokenmeter-data:/data" in bridge.get("volumes", []), name
