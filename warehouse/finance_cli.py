@@ -4,6 +4,8 @@ by side."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
 
@@ -48,10 +50,11 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
 @click.command("close")
 @click.option("--month", default=None, help="Month to close, YYYY-MM (UTC); it must have ended.")
 @click.option("--list", "show", is_flag=True, help="List closed months, and the closes re-opened before, instead.")
-@click.option("--by", "closed_by", default="", help="Who closes it (recorded in close.json).")
+@click.option("--by", "closed_by", default=None,
+              help="Who closes it (recorded in close.json; default: the login name running the command).")
 @click.option("--allow-empty", is_flag=True,
               help="Close a month without events (refused otherwise: usually a mistyped month).")
-def close(month: str | None, show: bool, closed_by: str, allow_empty: bool) -> None:
+def close(month: str | None, show: bool, closed_by: str | None, allow_empty: bool) -> None:
     """Lock a month: its charges are frozen (exports of it stay byte-for-byte the same) and later events,
     re-prices or corrections for it are booked as correction lines in the first open month."""
     from tokenmeter.cli_support import cli_settings
@@ -76,6 +79,8 @@ def close(month: str | None, show: bool, closed_by: str, allow_empty: bool) -> N
                 click.echo(f"{name}  closed {info.get('closed_at', '?')}  total {info.get('total_usd', '?')} USD  "
                            f"{info.get('events', '?')} events  {info.get('closed_by', '')}".rstrip())
         return
+    by_login = closed_by is None  # a close records who made it, as a re-open does
+    closed_by = _login_name() if by_login else closed_by
     try:
         wh = open_warehouse(settings)
         try:
@@ -88,7 +93,20 @@ def close(month: str | None, show: bool, closed_by: str, allow_empty: bool) -> N
     click.echo(f"closed {info['month']}: {info['total_usd']} USD, {info['events']} events, "
                f"{info['charges']} charges" + (f"; booked corrections for {', '.join(info['corrections_booked'])}"
                                                if info["corrections_booked"] else ""))
+    if by_login:
+        click.echo(f"closed by {info['closed_by']} (the login name; --by names someone else)")
     click.echo(_finance_line(info["finance"]))
+
+
+def _login_name() -> str:
+    """Who runs the command, as `close` records it without --by: the login name, else the numeric user (a container
+    user without a passwd entry)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def _finance_line(finance: dict) -> str:

@@ -317,6 +317,21 @@ def own_usage(wh, directory: Path | None, month: str, dims: list[str]) -> list[d
     return month_charges(wh, directory, month, start, end, dims, by_day=False, corrections=False)
 
 
+MAX_TEXT = 1_000  # --by (close, reopen) and --reason: shown on one line by close --list, the Export page and Showback
+
+
+def one_line(text: str | None, option: str) -> str:
+    """`text` as the record keeps it: white space (newlines, tabs) as single spaces, since every place that shows it
+    is one line (a reason with a newline split its `close --list` entry in two); control characters such as a
+    terminal escape, or a text longer than MAX_TEXT, refused."""
+    text = " ".join((text or "").split())
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        raise WarehouseError(f"{option}: control characters (a terminal escape?) are not kept; write plain text")
+    if len(text) > MAX_TEXT:
+        raise WarehouseError(f"{option}: {len(text):,} characters; at most {MAX_TEXT:,} (it is shown on one line)")
+    return text
+
+
 def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: datetime | None = None,
                 allow_empty: bool = False, finance_files: tuple[Any, Any] = (None, None)) -> dict[str, Any]:
     """Freeze `month` (its live charges plus the corrections of earlier closed months it is the first open
@@ -331,6 +346,7 @@ def close_month(wh, directory: Path, month: str, *, closed_by: str = "", now: da
 
     start, end = month_bounds(month)
     month = month.strip()
+    closed_by = one_line(closed_by, "--by")
     now = now or datetime.now(timezone.utc)
     if end > now:
         raise WarehouseError(f"month {month} has not ended yet (it ends {end:%Y-%m-%d} UTC); close it after that")

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from warehouse.backends import WarehouseError
-from warehouse.month_close import closed_months, closes_lock, read_record
+from warehouse.month_close import closed_months, closes_lock, one_line, read_record
 
 ARCHIVE = ".reopened"  # not a month name, so `closed_months` (<closes>/*/close.json) never reads what is in it
 RECORD = "reopen.json"
@@ -39,21 +39,6 @@ def booking_later(closed: dict[str, dict[str, Any]], month: str) -> list[str]:
         chosen |= more
 
 
-MAX_TEXT = 1_000  # --by and --reason: shown on one line by close --list, the Export page's Version and Showback
-
-
-def _one_line(text: str | None, option: str) -> str:
-    """`text` as the record keeps it: white space (newlines, tabs) as single spaces, since every place that shows it
-    is one line (a reason with a newline split its `close --list` entry in two); control characters such as a
-    terminal escape, or a text longer than MAX_TEXT, refused."""
-    text = " ".join((text or "").split())
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
-        raise WarehouseError(f"{option}: control characters (a terminal escape?) are not kept; write plain text")
-    if len(text) > MAX_TEXT:
-        raise WarehouseError(f"{option}: {len(text):,} characters; at most {MAX_TEXT:,} (it is shown on one line)")
-    return text
-
-
 def reopen_month(directory: Path, month: str, *, reopened_by: str, reason: str, cascade: bool = False,
                  now: datetime | None = None) -> list[dict[str, Any]]:
     """Re-open closed month `month` (and with `cascade` the later closed months that booked its corrections);
@@ -62,7 +47,7 @@ def reopen_month(directory: Path, month: str, *, reopened_by: str, reason: str, 
 
     _, end = month_bounds(month)
     month = month.strip()
-    reopened_by, reason = _one_line(reopened_by, "--by"), _one_line(reason, "--reason")
+    reopened_by, reason = one_line(reopened_by, "--by"), one_line(reason, "--reason")
     if not reopened_by:
         raise WarehouseError("give --by: who re-opens the month (it is kept in the close's record)")
     if not reason:

@@ -218,3 +218,26 @@ def test_a_reopen_and_a_close_at_once_leave_the_closes_consistent(wh, make_event
         assert closed["2021-08"]["corrections_booked"] == []
         assert Decimal(closed["2021-08"]["total_usd"]) == Decimal("0.2")
         assert Decimal(close_month(wh, closes, "2021-07")["total_usd"]) == Decimal("0.15")
+
+
+def test_close_records_who_closed_on_one_line_and_defaults_to_the_login_name(wh, make_event, tmp_path):
+    """walk30 noticed: `close` without `--by` recorded nobody (reference.md shows `--by WHO`; `reopen` requires it),
+    and a `--by` with a newline or a terminal escape was kept as given (reopen's were refused or joined: walk29), so
+    `close --list` split its line or ran the escape. The CLI now records the login name when `--by` is not given
+    (and says so); close's `--by` is kept like reopen's."""
+    import getpass
+
+    closes = tmp_path / "closes"
+    wh.insert_priced([make_event("x-may", "by-org", team="a", cost="0.1", ts="2021-05-10T08:00:00Z")])
+    for by, error in (("cfo\x1b[2J", "--by: control characters"), ("x" * 1001, "--by: 1,001 characters")):
+        with pytest.raises(WarehouseError, match=re.escape(error)):
+            close_month(wh, closes, "2021-05", closed_by=by)
+    assert close_month(wh, closes, "2021-05", closed_by="cfo\n  of record")["closed_by"] == "cfo of record"
+
+    data_dir = tmp_path / "cli"  # a warehouse of its own: this process holds `wh`'s
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(data_dir))
+    run = subprocess.run([sys.executable, "-m", "app", "close", "--month", "2021-06", "--allow-empty"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run
+    assert f"closed by {getpass.getuser()} (the login name; --by names someone else)" in run.stdout, run.stdout
+    assert closed_months(data_dir / "closes")["2021-06"]["closed_by"] == getpass.getuser()
