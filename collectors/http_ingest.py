@@ -6,7 +6,7 @@ Routes
     POST /v1/traces          OTLP/HTTP traces, JSON or application/x-protobuf (gzip is decoded by aiohttp)
     POST /v1/logs/{dialect}  gateway log entries: kong, apisix, litellm, ... or `auto` (detected per record);
                              an object, an array (a batch), or newline-separated objects (APISIX `new_line`)
-    GET  /healthz, GET /metrics (Prometheus text)
+    GET  /healthz (liveness), GET /readyz (readiness: Kafka answers now), GET /metrics (Prometheus text)
 
 Answers: 202 {"accepted": N, "skipped": M} once Kafka acknowledged every event (OTLP gets 200 and an empty
 ExportTraceServiceResponse in the request's encoding, as the OTLP spec asks); 400 {"error", "errors": [{index,
@@ -51,7 +51,7 @@ log = logging.getLogger("tokenmeter.collect.http")
 RETRY_AFTER_S = "5"
 NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-lines", "application/x-jsonlines"}
 CLOUDEVENT_TYPES = {"application/cloudevents+json", "application/cloudevents-batch+json"}
-OPEN_PATHS = {"/healthz", "/metrics"}
+OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
 JSON_TYPES = {"application/json"} | NDJSON_TYPES
 ROUTE_TYPES = {  # Content-Types each route reads; anything else (text/plain, forms, none) is 415
     "/v1/events": JSON_TYPES | CLOUDEVENT_TYPES,
@@ -167,6 +167,7 @@ class IngestServer:
         app.router.add_post("/v1/traces", self.post_traces)
         app.router.add_post("/v1/logs/{dialect}", self.post_logs)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         return app
 
@@ -340,6 +341,14 @@ class IngestServer:
         c = self.sink.counters
         return _json({"status": "ok", "read": c.read, "written": c.written, "rejected": c.rejected,
                       "skipped": c.skipped}, 200)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """The readiness probe: 503 while Kafka does not answer (every POST would get 503), so a load balancer
+        sends the gateway's requests elsewhere. /healthz stays the liveness probe: a restart brings no broker back."""
+        problem = await self.sink.readiness()
+        if problem is not None:
+            return _json({"status": "unavailable", "detail": problem}, 503, headers={"Retry-After": RETRY_AFTER_S})
+        return _json({"status": "ready"}, 200)
 
     async def metrics(self, request: web.Request) -> web.Response:
         c = self.sink.counters

@@ -100,6 +100,22 @@ class KafkaSink:
             log.warning("%s: broker %s not reachable yet: %s", self.stage, self.bootstrap_servers, exc)
             return False
 
+    async def readiness(self, timeout_s: float = 3.0) -> str | None:
+        """None when Kafka answers a metadata request now and has our topic; else why not (a readiness probe's
+        answer). Asks the broker each time: the producer's cached metadata would say ready after it died."""
+        try:
+            producer = await asyncio.wait_for(self._ensure_producer(), timeout_s)
+            updated = await asyncio.wait_for(producer.client.force_metadata_update(), timeout_s)
+        except SinkUnavailable as exc:
+            return str(exc)
+        except asyncio.TimeoutError:
+            return f"Kafka at {self.bootstrap_servers} did not answer within {timeout_s:g} s"
+        if not updated:
+            return f"Kafka at {self.bootstrap_servers} did not answer a metadata request"
+        if not producer.client.cluster.partitions_for_topic(self.topic):
+            return f"Kafka at {self.bootstrap_servers} has no topic {self.topic} (tokenmeter topics creates it)"
+        return None
+
     async def _ensure_producer(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is not None:

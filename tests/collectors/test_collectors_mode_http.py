@@ -205,6 +205,12 @@ def test_otlp_spans_that_cannot_be_read_are_a_partial_success_and_dead_letters(s
     assert (letter["payload_bytes"], letter["payload_sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
 
 
+def test_readyz_answers_200_while_kafka_answers(server):
+    """The readiness probe asks Kafka now (a metadata request), without an API key, as /healthz."""
+    ready = httpx.get(server + "/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
+
+
 def test_auth_and_size_limit(server):
     event = canonical_event(f"auth-{uuid.uuid4().hex}")
     assert _post(server, "/v1/events", event, key=None).status_code == 401
@@ -227,6 +233,12 @@ def test_dead_broker_answers_503(tmp_path):
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
         assert "unavailable" in response.json()["error"]
+        # walk30 noticed: /healthz said ok while every POST got 503. It stays the liveness probe (a restart does not
+        # bring Kafka back); /readyz is the readiness probe a load balancer takes the collector out of rotation by.
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+        ready = httpx.get(url + "/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["status"] == "unavailable", ready.text
+        assert dead in ready.json()["detail"], ready.text
     finally:
         stop_process(proc)
     assert "NO API KEYS CONFIGURED" in (tmp_path / f"http-{url.rsplit(':', 1)[1]}.log").read_text()
