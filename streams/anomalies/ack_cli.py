@@ -54,6 +54,32 @@ def publish(action: str, anomaly_id: str, kind: str, scope: tuple[str, str], by:
         asyncio.run(asyncio.wait_for(publish_ack(settings.bootstrap_servers, record), 30))
     except Exception as exc:  # noqa: BLE001 - say what failed and exit 1, no traceback for a stopped stack
         raise click.ClickException(f"not recorded: {broker_problem(exc, settings.bootstrap_servers)}") from None
+    note = _not_the_anomalys(settings, anomaly_id, kind, scope)
+    if note:
+        click.echo(note, err=True)
+
+
+def _not_the_anomalys(settings, anomaly_id: str, kind: str, scope: tuple[str, str]) -> str | None:
+    """A note when ANOMALY_ID is on no anomaly record, or the kind/scope given are not that anomaly's: a typo there
+    acknowledged nothing the dashboard shows, or muted a scope that is not paging. Said, not refused: the record is
+    written (a mute is keyed by kind and scope; an old anomaly may be past the topic's retention)."""
+    from tokenmeter.kafka_topics import ReadIncomplete
+
+    from .acks import find_anomaly
+
+    try:
+        found = asyncio.run(find_anomaly(settings.bootstrap_servers, anomaly_id, fetch_wait=settings.fetch_wait))
+    except (ReadIncomplete, asyncio.TimeoutError):
+        return None  # recorded; whether the id is known could not be read in time
+    if found is None:
+        return (f"note: no anomaly {anomaly_id} on tokenmeter.anomalies (a typo? the alert and the Anomalies page "
+                f"name it); recorded for {kind} on {scope[0]}={scope[1]} anyway")
+    given = (kind, scope[0], scope[1])
+    theirs = (str(found.get("kind")), str(found.get("scope_dim")), str(found.get("scope_value") or ""))
+    if given != theirs:
+        return (f"note: anomaly {anomaly_id} is {theirs[0]} on {theirs[1]}={theirs[2]}, not {kind} on "
+                f"{scope[0]}={scope[1]}; recorded as given")
+    return None
 
 
 @click.command("ack")

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tokenmeter.kafka_topics import ReadIncomplete, read_to_end, topic_partitions
 from tokenmeter.records import RecordError, iso
 from tokenmeter.settings import fetch_wait as settings_fetch_wait
-from tokenmeter.topics import ANOMALY_ACKS
+from tokenmeter.topics import ANOMALIES, ANOMALY_ACKS
 
 log = logging.getLogger("tokenmeter.anomalies")
 ACK_ACTIONS = ("ack", "mute", "unmute")
@@ -153,3 +153,30 @@ async def read_mutes(bootstrap: str, timeout: float = 15.0, *,
         return table
     finally:
         await consumer.stop()
+
+
+async def find_anomaly(bootstrap: str, anomaly_id: str, timeout: float = 10.0, *,
+                       fetch_wait: Mapping[str, int] | None = None) -> dict[str, Any] | None:
+    """The latest record of anomaly `anomaly_id` on tokenmeter.anomalies (keyed by id), None when the topic holds
+    none (a typo, or one older than the topic's retention). Raises ReadIncomplete past `timeout`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", **(fetch_wait or settings_fetch_wait()))
+    wanted, found = anomaly_id.encode(), []
+
+    def keep(record: Any) -> None:
+        if record.key == wanted and record.value:
+            found.append(record.value)
+
+    try:
+        await consumer.start()
+        await read_to_end(consumer, await topic_partitions(bootstrap, ANOMALIES), keep, timeout=timeout)
+    finally:
+        await consumer.stop()
+    for value in reversed(found):
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            return record
+    return None

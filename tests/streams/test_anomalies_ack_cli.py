@@ -47,3 +47,43 @@ def test_a_stopped_stack_is_said_in_one_line():
     result = CliRunner().invoke(anomalies, ["ack", "a", "--kind", "spend_rate", "--scope", "team=x"],
                                 env={"TOKENMETER_KAFKA_BOOTSTRAP": "127.0.0.1:9"})
     assert result.exit_code == 1 and "not recorded:" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.timeout(90)
+def test_an_id_or_scope_that_is_not_the_anomalys_is_said(kafka_bootstrap):
+    """walk30 noticed: `anomalies ack|mute` of an id no anomaly has (a typo) was recorded with exit 0 and said nothing,
+    so the engineer believed the anomaly acknowledged (the dashboard shows no ack) or muted the wrong scope (the
+    right one keeps paging). The CLI reads the anomaly from tokenmeter.anomalies and says when the id is unknown or
+    the kind/scope given are not the anomaly's; the record is still written (a mute is keyed by kind and scope, and an
+    on-call engineer is not blocked)."""
+    from aiokafka import AIOKafkaProducer
+    import orjson
+
+    from tokenmeter.topics import ANOMALIES
+
+    anomaly_id = f"anom-{uuid.uuid4().hex[:8]}"
+    key = f"key-{uuid.uuid4().hex[:6]}"
+
+    async def publish() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(ANOMALIES, orjson.dumps(
+                {"id": anomaly_id, "kind": "spend_rate", "scope_dim": "api_key", "scope_value": key,
+                 "status": "open"}), key=anomaly_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    env = {"TOKENMETER_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    run = CliRunner().invoke
+    right = run(anomalies, ["ack", anomaly_id, "--kind", "spend_rate", "--scope", f"api_key={key}", "--by", "dana"],
+                env=env)
+    assert right.exit_code == 0 and "note:" not in right.output, right.output
+    typo = run(anomalies, ["ack", anomaly_id + "x", "--kind", "spend_rate", "--scope", f"api_key={key}"], env=env)
+    assert typo.exit_code == 0, typo.output
+    assert f"note: no anomaly {anomaly_id}x on tokenmeter.anomalies" in typo.output, typo.output
+    wrong = run(anomalies, ["mute", anomaly_id, "--kind", "token_rate", "--scope", "api_key=other"], env=env)
+    assert wrong.exit_code == 0, wrong.output
+    assert (f"note: anomaly {anomaly_id} is spend_rate on api_key={key}, not token_rate on api_key=other"
+            in wrong.output), wrong.output
