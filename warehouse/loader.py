@@ -593,6 +593,7 @@ async def run_loader(
     finally:
         stats.commit_failures = commit_loop.stats.commit_failures
         await _stop_quietly(producer.stop(), "producer")
+        await _stop_quietly(consumer.stop(), "consumer")  # never started when the producer's start failed
         await asyncio.to_thread(warehouse.close)
         log.info("loader stopped: %d rows inserted, %d duplicates skipped, %d dead letters",
                  stats.rows_inserted, stats.duplicates_skipped, stats.dead_letters)

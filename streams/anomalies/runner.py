@@ -149,6 +149,9 @@ class Detector:
         finally:
             for client in reversed(started):
                 await client.stop()
+            for client in (consumer, acks, producer):  # made but never started (a start failed): closed too
+                if client not in started:
+                    await client.stop()
             log.info("anomaly detector stopped: %s, engine %s", self.counters, self.engine.stats)
 
     async def _process(self, batch: Batch, acks: AIOKafkaConsumer, consumer: AIOKafkaConsumer, stop: asyncio.Event,
