@@ -26,10 +26,12 @@ _template: Path | None = None
 
 
 def _run_root(tmp_path_factory) -> Path:
-    """A directory of this test run that every xdist worker of it shares (a worker's basetemp is one level
-    below the run's), or the process's own basetemp without xdist."""
+    """A directory of this test run that every xdist worker of it shares (a worker's basetemp is
+    `<the run's>/popen-gwN`), or the process's own basetemp without xdist (checked by the name, not by the worker's
+    variable alone, which a pytest started by a test inherits)."""
     base = Path(tmp_path_factory.getbasetemp())
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return base.parent if worker and base.name == f"popen-{worker}" else base
 
 
 def template_dir(tmp_path_factory) -> Path:
