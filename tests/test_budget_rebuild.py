@@ -13,6 +13,7 @@ from streams.budgets import parse_budget
 from tokenmeter import topics
 from streams.budgets.rebuild import rebuild_states
 from tokenmeter.settings import Settings
+from warehouse_template import empty_warehouse_in
 
 def clear_of_month_start(now: datetime) -> datetime:
     """The tests place events up to 6 hours before NOW and expect them in NOW's monthly period: in the first hours
@@ -28,7 +29,8 @@ NOW = clear_of_month_start(datetime.now(timezone.utc).replace(microsecond=0))
 def wh(tmp_path_factory):
     from warehouse import open_warehouse
 
-    warehouse = open_warehouse(Settings(data_dir=tmp_path_factory.mktemp("rebuild")), writer=True, serve=False)
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("rebuild"), tmp_path_factory)
+    warehouse = open_warehouse(Settings(data_dir=data_dir), writer=True, serve=False)
     yield warehouse
     warehouse.close()
 

@@ -26,6 +26,7 @@ from streams.pricing import load_price_book
 from streams.topic_reader import read_topic
 from tokenmeter import deadletters, topics
 from tokenmeter.settings import Settings
+from warehouse_template import empty_warehouse_in
 
 SECRET = "sk-proj-EndUserSecret0123456789"
 
@@ -39,7 +40,7 @@ def kafka_bootstrap(own_broker):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """One warehouse for the file: its migrations cost ~1.7 s wall per fresh directory."""
-    return tmp_path_factory.mktemp("deadletters")
+    return empty_warehouse_in(tmp_path_factory.mktemp("deadletters"), tmp_path_factory)
 
 
 def event(n: str) -> dict:

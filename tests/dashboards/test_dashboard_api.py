@@ -19,6 +19,7 @@ from dashboards.users import Principal, add_user, ensure_users_file, read_users,
 from dash_seed import COSTS, TOTAL, priced_events, seed_other_tables
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
+from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.slow(seconds=8)  # rough seconds: longest files first (
 def app_and_warehouse(tmp_path_factory):
     from warehouse import open_warehouse
 
-    data_dir = tmp_path_factory.mktemp("dash-api")
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("dash-api"), tmp_path_factory)
     users_file = data_dir / "users.yaml"
     add_user(users_file, "fin", "fin-pass", "finance")
     add_user(users_file, "al", "al-pass", "team:alpha")

@@ -21,6 +21,7 @@ from dashboards.users import add_user
 from tests.streams.test_budgets_owner import budgets, messages, owner_with, priced
 from tokenmeter import topics
 from tokenmeter.settings import load_settings
+from warehouse_template import empty_warehouse_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=33)]  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -46,7 +47,7 @@ def finance_app(tmp_path_factory, kafka_bootstrap):
     from warehouse import open_warehouse
     from warehouse.records_load import record_to_row
 
-    data_dir = tmp_path_factory.mktemp("dash-finance")
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("dash-finance"), tmp_path_factory)
     users = data_dir / "users.yaml"
     add_user(users, "fin", "fin-pass", "finance")
     add_user(users, "al", "al-pass", "team:alpha")

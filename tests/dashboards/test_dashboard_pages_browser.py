@@ -28,6 +28,7 @@ from dashboards.users import add_user
 from tokenmeter.settings import load_settings
 from warehouse import render_report
 from tokenmeter.topics import ANOMALY_ACKS
+from warehouse_template import empty_warehouse_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=35)]  # rough seconds: longest files first (tests/suite_order.py)
 SCREENSHOT_DIR = os.environ.get("TOKENMETER_SCREENSHOT_DIR")  # e.g. docs/screenshots
@@ -40,7 +41,7 @@ RANGE = f"start={(NOW - timedelta(days=1)).date()}&end={NOW.date()}"
 def app_settings(tmp_path_factory, kafka_bootstrap):
     from warehouse import open_warehouse
 
-    data_dir = tmp_path_factory.mktemp("dash-pages")
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("dash-pages"), tmp_path_factory)
     users = data_dir / "users.yaml"
     add_user(users, "fin", "fin-pass", "finance")
     add_user(users, "al", "al-pass", "team:alpha")

@@ -14,6 +14,7 @@ from dash_seed import QUIET_REFRESH, browser_login, table_rows
 from dashboards import create_app
 from dashboards.users import add_user
 from tokenmeter.settings import load_settings
+from warehouse_template import empty_warehouse_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=30)]  # rough seconds: longest files first (tests/suite_order.py)
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -39,7 +40,7 @@ def sources_app(tmp_path_factory, kafka_bootstrap):
     global NOW  # the time of seeding, not of collection: a loaded xdist run may start this file many minutes
     NOW = datetime.now(timezone.utc).replace(microsecond=0)  # later, and "the last hour" had lost kong's events
 
-    data_dir = tmp_path_factory.mktemp("dash-sources")
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("dash-sources"), tmp_path_factory)
     users = data_dir / "users.yaml"
     add_user(users, "fin", "fin-pass", "finance")
     add_user(users, "al", "al-pass", "team:alpha")

@@ -17,6 +17,7 @@ from dashboards.formatting import format_usd, format_usd_exact
 from dashboards.users import add_user
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
+from warehouse_template import empty_warehouse_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow(seconds=28)]  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -56,7 +57,7 @@ def populated_warehouse(tmp_path_factory):
     """chDB allows one data path per process: one module-scoped warehouse, written here, read by the app."""
     from warehouse import open_warehouse
 
-    data_dir = tmp_path_factory.mktemp("dash-warehouse")
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("dash-warehouse"), tmp_path_factory)
     add_user(data_dir / "users.yaml", "fin", "fin-pass", "finance")
     settings = load_settings(data_dir=data_dir, dashboard_users_file=data_dir / "users.yaml", **QUIET_REFRESH)
     warehouse = open_warehouse(settings, writer=True)

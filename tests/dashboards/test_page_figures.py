@@ -23,6 +23,7 @@ from dashboards.anomalies_data import ANOMALY_COLUMNS, list_anomalies
 from dashboards.users import Principal, add_user
 from tokenmeter.events import PricedEvent
 from tokenmeter.settings import load_settings
+from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=6)
 
@@ -58,7 +59,7 @@ def _t(moment: datetime) -> str:
 def app_and_warehouse(tmp_path_factory):
     from warehouse import open_warehouse
 
-    data_dir = tmp_path_factory.mktemp("dash-anomaly-figures")
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("dash-anomaly-figures"), tmp_path_factory)
     users_file = data_dir / "users.yaml"
     add_user(users_file, "fin", "fin-pass", "finance")
     settings = load_settings(data_dir=data_dir, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)

@@ -13,12 +13,13 @@ from dashboards.access import ScopedWarehouse
 from dashboards.reconciliation_data import reconcile, totals
 from dashboards.users import Principal
 from tokenmeter.settings import load_settings
+from warehouse_template import empty_warehouse_in
 
 
-def test_usage_without_a_cost_report_is_not_a_zero_bill(tmp_path):
+def test_usage_without_a_cost_report_is_not_a_zero_bill(tmp_path, tmp_path_factory):
     from warehouse import open_warehouse
 
-    wh = open_warehouse(load_settings(data_dir=tmp_path), writer=True, serve=False)
+    wh = open_warehouse(load_settings(data_dir=empty_warehouse_in(tmp_path, tmp_path_factory)), writer=True, serve=False)
     try:
         now = datetime.now(timezone.utc)
         wh.insert_priced(priced_events(now))

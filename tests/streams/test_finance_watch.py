@@ -17,6 +17,7 @@ import pytest
 from process_support import stop
 from tokenmeter import topics
 from tokenmeter.settings import Settings
+from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -57,12 +58,12 @@ def _seed(wh) -> None:
     wh.insert_records(topics.PROVIDER_USAGE, [record_to_row(topics.PROVIDER_USAGE, r)[1] for r in records])
 
 
-def test_drift_and_stale_source_alert_once_through_the_dispatcher(tmp_path, kafka_bootstrap):
+def test_drift_and_stale_source_alert_once_through_the_dispatcher(tmp_path, tmp_path_factory, kafka_bootstrap):
     from test_alerts_support import threaded_endpoint
 
     from warehouse import open_warehouse
 
-    settings = Settings(data_dir=tmp_path, kafka_bootstrap=kafka_bootstrap)
+    settings = Settings(data_dir=empty_warehouse_in(tmp_path, tmp_path_factory), kafka_bootstrap=kafka_bootstrap)
     wh = open_warehouse(settings, writer=True)  # serves the query endpoint, as the loader does
     procs: list[subprocess.Popen] = []
     try:
@@ -99,7 +100,7 @@ def test_drift_and_stale_source_alert_once_through_the_dispatcher(tmp_path, kafk
     assert all(p.returncode in (0, -15) for p in procs)
 
 
-def test_finance_alerts_carry_no_route_and_go_to_the_dispatchers_routes(tmp_path):
+def test_finance_alerts_carry_no_route_and_go_to_the_dispatchers_routes(tmp_path, tmp_path_factory):
     """leak21: finance-watch copied TOKENMETER_FINANCE_NOTIFY into each drift and completeness alert's `notify`,
     so a Slack URL or PagerDuty routing key set there was plain on `tokenmeter.alerts` for any of its readers. The
     records now carry no route; the dispatcher delivers them to its own finance routes (checked on the record as
@@ -109,7 +110,7 @@ def test_finance_alerts_carry_no_route_and_go_to_the_dispatchers_routes(tmp_path
     from warehouse.finance_watch import check_once
 
     secret = "https://hooks.slack.com/services/T0/B0/finance-secret"
-    watch_settings = Settings(data_dir=tmp_path, finance_notify=[f"slack={secret}"])
+    watch_settings = Settings(data_dir=empty_warehouse_in(tmp_path, tmp_path_factory), finance_notify=[f"slack={secret}"])
     wh = open_warehouse(watch_settings, writer=True)  # serves the query endpoint, as the loader does
     try:
         _seed(wh)

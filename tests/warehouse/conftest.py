@@ -11,12 +11,14 @@ from typing import Any, Callable
 import pytest
 
 from tokenmeter.settings import Settings
+from warehouse_template import empty_warehouse_in
 
 
 @pytest.fixture(scope="module")
 def warehouse_settings(tmp_path_factory) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("warehouse-data"), load_flush_seconds=0.2,
-                    raw_retention_days=3650)  # the fixtures use 2025 dates
+    """Settings of a new, empty warehouse (a copy of the run's freshly migrated one: tests/warehouse_template.py)."""
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("warehouse-data"), tmp_path_factory)
+    return Settings(data_dir=data_dir, load_flush_seconds=0.2, raw_retention_days=3650)  # the fixtures use 2025 dates
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 
 from tokenmeter import topics
 from tokenmeter.settings import Settings
+from warehouse_template import empty_warehouse_in
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 DAYS = 8
@@ -52,7 +53,7 @@ def data_dir(tmp_path_factory):
     from warehouse import open_warehouse
     from warehouse.records_load import record_to_row
 
-    directory = tmp_path_factory.mktemp("completeness")
+    directory = empty_warehouse_in(tmp_path_factory.mktemp("completeness"), tmp_path_factory)
     wh = open_warehouse(Settings(data_dir=directory), writer=True, serve=False)
     try:
         quiet_hours = {(NOW.hour + h) % 24 for h in range(9, 15)}  # sends only around the opposite hours

@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 
 from tokenmeter.settings import Settings
+from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=45)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -45,7 +46,7 @@ def one_call(team: str, response: str) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("dedup")
+    return empty_warehouse_in(tmp_path_factory.mktemp("dedup"), tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

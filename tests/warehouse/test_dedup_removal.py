@@ -22,6 +22,7 @@ import pytest
 
 from crash_support import ROLLUP_TABLES, SimulatedCrash, crash_after_statement, empty_every_table, write_rebuilt_rollups
 from tokenmeter.settings import Settings
+from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=43)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -33,7 +34,8 @@ START = datetime(2025, 5, 31, 10, tzinfo=timezone.utc)  # 30 hours from here cro
 def module_warehouse(tmp_path_factory):
     from warehouse import open_warehouse
 
-    warehouse = open_warehouse(Settings(data_dir=tmp_path_factory.mktemp("dedup-removal"), raw_retention_days=3650),
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("dedup-removal"), tmp_path_factory)
+    warehouse = open_warehouse(Settings(data_dir=data_dir, raw_retention_days=3650),
                                writer=True, serve=False)
     yield warehouse
     warehouse.close()

@@ -13,6 +13,7 @@ import pytest
 
 from tokenmeter import topics
 from tokenmeter.settings import Settings
+from warehouse_template import empty_warehouse_in
 
 DAY = datetime.now(timezone.utc).date() - timedelta(days=3)
 START = datetime.combine(DAY, time(10), timezone.utc)
@@ -54,7 +55,7 @@ def data_dir(tmp_path_factory):
     from warehouse import open_warehouse
     from warehouse.records_load import record_to_row
 
-    directory = tmp_path_factory.mktemp("drift")
+    directory = empty_warehouse_in(tmp_path_factory.mktemp("drift"), tmp_path_factory)
     wh = open_warehouse(Settings(data_dir=directory), writer=True, serve=False)
     try:
         events, records = [], []

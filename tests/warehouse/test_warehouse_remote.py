@@ -17,6 +17,7 @@ import pytest
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, WarehouseLocked, open_warehouse
 from warehouse.endpoint import ENDPOINT_FILE, check_select_only, read_endpoint_secret, read_live_endpoint
+from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=30)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -62,16 +63,16 @@ def running_owner(data_dir: Path, make_event):
 
 
 @pytest.fixture
-def owner(tmp_path, make_event):
+def owner(tmp_path, tmp_path_factory, make_event):
     """An owner for a test that stops it or writes through it."""
-    with running_owner(tmp_path, make_event) as running:
+    with running_owner(empty_warehouse_in(tmp_path, tmp_path_factory), make_event) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def reading_owner(tmp_path_factory, make_event):
     """One owner for the tests that only read through it or are refused (each owner start costs 2-4 s)."""
-    with running_owner(tmp_path_factory.mktemp("remote-owner"), make_event) as running:
+    with running_owner(empty_warehouse_in(tmp_path_factory.mktemp("remote-owner"), tmp_path_factory), make_event) as running:
         yield running
 
 

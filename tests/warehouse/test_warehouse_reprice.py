@@ -24,6 +24,7 @@ from tokenmeter.events import Attribution, Usage, UsageEvent
 from crash_support import ROLLUP_TABLES, SimulatedCrash, crash_after_statement, empty_every_table
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
+from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=70)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -34,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 def module_warehouse(tmp_path_factory):
     """The module's one warehouse (chDB allows one path per process at a time). Not served: no other process reads
     it."""
-    warehouse = open_warehouse(Settings(data_dir=tmp_path_factory.mktemp("reprice-data"), load_flush_seconds=0.2,
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("reprice-data"), tmp_path_factory)
+    warehouse = open_warehouse(Settings(data_dir=data_dir, load_flush_seconds=0.2,
                                         raw_retention_days=3650), writer=True, serve=False)
     yield warehouse
     warehouse.close()
@@ -199,12 +201,12 @@ wh.close()
 """
 
 
-def test_reprice_through_the_owners_endpoint(tmp_path, monkeypatch):
+def test_reprice_through_the_owners_endpoint(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setattr("warehouse.backends.MAX_BODY_BYTES", 1500)  # forces the reader to split its requests
     day = datetime(2021, 8, 1, tzinfo=timezone.utc)
     old_book, new_book = books(tmp_path, day)
     org = "remote-reprice"
-    data_dir = tmp_path / "data"
+    data_dir = empty_warehouse_in(tmp_path / "data", tmp_path_factory)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     owner = subprocess.Popen(
         [sys.executable, "-c", OWNER, str(data_dir), json.dumps(priced_events(org, day, old_book))],
@@ -434,10 +436,10 @@ wh.close()
 """
 
 
-def test_a_killed_reprice_heals_when_the_owner_reopens(tmp_path):
+def test_a_killed_reprice_heals_when_the_owner_reopens(tmp_path, tmp_path_factory):
     day = datetime(2021, 9, 1, tzinfo=timezone.utc)
     old_book, _ = books(tmp_path, day)
-    data_dir = tmp_path / "data"
+    data_dir = empty_warehouse_in(tmp_path / "data", tmp_path_factory)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_OWNER, str(data_dir), json.dumps(priced_events("killed", day, old_book)),

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from tokenmeter.settings import Settings
 from warehouse.backends import WarehouseError
 from warehouse.retention import apply_retention, current_retention_days
 from warehouse.rollups import DAILY_ROLLUPS, ROLLUPS, rebuild_statements
@@ -15,6 +16,13 @@ from warehouse.schema import apply_migrations, load_migrations
 TABLES = ("priced_events", "spend_hourly", "spend_hourly_tags", "model_hourly", "spend_daily", "spend_daily_tags", "alerts", "alert_deliveries",
           "budget_status", "anomalies", "anomaly_acks", "provider_usage", "price_catalog_history",
           "rollup_rebuild_pending", "schema_migrations", "priced_event_ids")
+
+
+@pytest.fixture(scope="module")
+def warehouse_settings(tmp_path_factory) -> Settings:
+    """A warehouse the migrations create here (not the run's copied one, tests/warehouse_template.py): this file
+    tests them."""
+    return Settings(data_dir=tmp_path_factory.mktemp("schema-data"), load_flush_seconds=0.2, raw_retention_days=3650)
 
 
 def test_migrations_applied_once_and_idempotent(wh):

@@ -17,6 +17,7 @@ from streams.budgets.rebuild import carried_holds
 from tokenmeter import topics
 from tokenmeter.settings import Settings
 from warehouse.records_load import RecordRowError, record_to_row
+from warehouse_template import empty_warehouse_in
 
 # Noon of the day before: holds are carried until their day's end at most, so a NOW of the wall clock failed the
 # grace test whenever the suite ran in the last 15 minutes before midnight UTC (CI at 23:57, 2026-12-05)
@@ -28,7 +29,8 @@ pytestmark = pytest.mark.slow(seconds=3)  # one chDB warehouse (migrations) for 
 def wh(tmp_path_factory):
     from warehouse import open_warehouse
 
-    warehouse = open_warehouse(Settings(data_dir=tmp_path_factory.mktemp("carried")), writer=True, serve=False)
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("carried"), tmp_path_factory)
+    warehouse = open_warehouse(Settings(data_dir=data_dir), writer=True, serve=False)
     yield warehouse
     warehouse.close()
 
