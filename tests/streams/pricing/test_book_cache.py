@@ -37,6 +37,24 @@ def catalog(tmp_path, monkeypatch):
     return directory, tmp_path / "cache", reads
 
 
+def _same_state(value):
+    """A book's whole state as plain values, to compare two books. Not `pickle.dumps(a) == pickle.dumps(b)`: pickle
+    writes a string met twice as a reference to the first, and which equal strings are one object depends on what the
+    process interned before (unpickling interns attribute names), so equal books pickled differently once run after
+    other tests in one xdist worker (CI, 2026-12-07: index 40175, b'\\xdc' != b'D')."""
+    if isinstance(value, dict):
+        return {"dict": sorted(((repr(k), _same_state(v)) for k, v in value.items()), key=lambda kv: kv[0])}
+    if isinstance(value, (list, tuple)):
+        return [type(value).__name__, [_same_state(v) for v in value]]
+    if isinstance(value, (set, frozenset)):
+        return ["set", sorted(repr(_same_state(v)) for v in value)]
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return [type(value).__qualname__, _same_state(vars(value))]
+    if hasattr(value, "__slots__"):
+        return [type(value).__qualname__, [_same_state(getattr(value, n, None)) for n in value.__slots__]]
+    return [type(value).__qualname__, repr(value)]
+
+
 def _new_process(monkeypatch) -> None:
     monkeypatch.setattr(book_module, "_book_cache", {})
 
@@ -55,7 +73,7 @@ def test_the_next_process_reads_the_book_the_first_built(catalog, monkeypatch):
     cached = book_module.load_price_book(catalog_dir=directory)
     assert reads == []  # no YAML parsed, nothing validated
     assert cached is not built
-    assert pickle.dumps(cached) == pickle.dumps(built)  # the same entries, versions, patterns and resolver
+    assert _same_state(cached) == _same_state(built)  # the same entries, versions, patterns and resolver
     assert cached.catalog_version == built.catalog_version
     for provider, model in (("openai", "gpt-4o-2024-11-20"), ("openai", "GPT-4o"), ("anthropic", "claude-3-5-haiku-latest"),
                             ("openai", "ft:gpt-4o-mini-2024-07-18:org::abc"), ("openai", "no-such-model")):
@@ -87,7 +105,7 @@ def test_a_corrupt_cache_file_is_ignored_and_written_again(catalog, monkeypatch)
         reads.clear()
         book = book_module.load_price_book(catalog_dir=directory)
         assert sorted(reads) == ["anthropic.yaml", "openai.yaml"]
-        assert pickle.dumps(book) == pickle.dumps(good)
+        assert _same_state(book) == _same_state(good)
         assert pickle.loads(path.read_bytes()).catalog_version == good.catalog_version  # written again, whole
     assert [p.name for p in cache.iterdir()] == [path.name]  # no temporary file left behind
 
@@ -144,7 +162,7 @@ def test_the_cache_keeps_the_books_used_last(catalog, monkeypatch):
     load("2.72")
     assert len(list(cache.glob("*.pickle"))) == 2 and a.exists() and not b.exists()
     reads.clear()
-    assert pickle.dumps(load(None)) == pickle.dumps(first)
+    assert _same_state(load(None)) == _same_state(first)
     assert reads == []
 
 

@@ -1,0 +1,18 @@
+"""The test tree itself: pytest imports test files by their base name (rootdir conftest, no __init__.py packages),
+so two files of one name in different folders cannot both run: the second is an "import file mismatch" ERROR, and
+its tests never run (walk30's tests/warehouse/test_finance_watch.py beside tests/streams/test_finance_watch.py, CI
+2026-12-07). Caught here, in the file that adds the second, not only in a whole-suite run."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_no_two_test_files_share_a_name():
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for path in TESTS.rglob("test_*.py"):
+        by_name[path.name].append(str(path.relative_to(TESTS)))
+    assert not {name: paths for name, paths in by_name.items() if len(paths) > 1}
