@@ -72,14 +72,21 @@ def _not_the_anomalys(settings, anomaly_id: str, kind: str, scope: tuple[str, st
     except (ReadIncomplete, asyncio.TimeoutError):
         return None  # recorded; whether the id is known could not be read in time
     if found is None:
-        return (f"note: no anomaly {anomaly_id} on tokenmeter.anomalies (a typo? the alert and the Anomalies page "
-                f"name it); recorded for {kind} on {scope[0]}={scope[1]} anyway")
+        return (f"note: no anomaly {_plain(anomaly_id)} on tokenmeter.anomalies (a typo? the alert and the Anomalies "
+                f"page name it); recorded for {kind} on {scope[0]}={_plain(scope[1])} anyway")
     given = (kind, scope[0], scope[1])
     theirs = (str(found.get("kind")), str(found.get("scope_dim")), str(found.get("scope_value") or ""))
     if given != theirs:
-        return (f"note: anomaly {anomaly_id} is {theirs[0]} on {theirs[1]}={theirs[2]}, not {kind} on "
-                f"{scope[0]}={scope[1]}; recorded as given")
+        return (f"note: anomaly {_plain(anomaly_id)} is {_plain(theirs[0])} on {_plain(theirs[1])}={_plain(theirs[2])}"
+                f", not {kind} on {scope[0]}={_plain(scope[1])}; recorded as given")
     return None
+
+
+def _plain(text: str, limit: int = 120) -> str:
+    """A value read from a topic (anyone who may write to it wrote it) or given, as the terminal shows it: control
+    characters (a terminal escape) as '?', cut at `limit` characters."""
+    shown = "".join("?" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
 
 
 @click.command("ack")

@@ -75,6 +75,19 @@ def test_an_id_or_scope_that_is_not_the_anomalys_is_said(kafka_bootstrap):
             await producer.stop()
 
     asyncio.run(publish())
+    hostile_id = anomaly_id + "-esc"
+
+    async def publish_hostile() -> None:  # a record someone else wrote to the topic: its text is not run
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(ANOMALIES, orjson.dumps(
+                {"id": hostile_id, "kind": "spend_rate\x1b[2J", "scope_dim": "api_key", "scope_value": "k" * 5000}),
+                key=hostile_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish_hostile())
     env = {"TOKENMETER_KAFKA_BOOTSTRAP": kafka_bootstrap}
     run = CliRunner().invoke
     right = run(anomalies, ["ack", anomaly_id, "--kind", "spend_rate", "--scope", f"api_key={key}", "--by", "dana"],
@@ -87,3 +100,6 @@ def test_an_id_or_scope_that_is_not_the_anomalys_is_said(kafka_bootstrap):
     assert wrong.exit_code == 0, wrong.output
     assert (f"note: anomaly {anomaly_id} is spend_rate on api_key={key}, not token_rate on api_key=other"
             in wrong.output), wrong.output
+    hostile = run(anomalies, ["ack", hostile_id, "--kind", "spend_rate", "--scope", "api_key=x"], env=env)
+    assert hostile.exit_code == 0 and "note: anomaly" in hostile.output, hostile.output
+    assert "\x1b" not in hostile.output and "spend_rate?[2J" in hostile.output and len(hostile.output) < 1000
