@@ -81,7 +81,6 @@ def test_topics_command_creates_the_source_topics_it_is_given(kafka_bootstrap):
     for clusters that do not auto-create topics (docker-compose.yml's); run twice, it is still idempotent."""
     import uuid
 
-    from aiokafka.admin import AIOKafkaAdminClient
     from click.testing import CliRunner
 
     from app.cli import main
@@ -92,15 +91,7 @@ def test_topics_command_creates_the_source_topics_it_is_given(kafka_bootstrap):
         result = CliRunner().invoke(main, ["topics", "--source-topic", name], env=env)
         assert result.exit_code == 0, result.output
 
-    async def described():
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            return await admin.describe_topics([name])
-        finally:
-            await admin.close()
-
-    [topic] = asyncio.run(described())
+    [topic] = _described(kafka_bootstrap, name)
     assert topic["error_code"] == 0 and len(topic["partitions"]) == 3, topic
 
 
@@ -121,20 +112,25 @@ def test_topics_on_a_single_broker_have_one_replica(kafka_bootstrap):
     """The embedded broker (one node) still gets topics it can hold: one replica, in sync."""
     import uuid
 
-    from aiokafka.admin import AIOKafkaAdminClient
-
     from app.broker import ensure_topics
 
     name = f"walk30-replicas-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_bootstrap, 2, source_topics=(name,))
 
+    [topic] = _described(kafka_bootstrap, name)
+    assert [len(p["replicas"]) for p in topic["partitions"]] == [1, 1], topic
+
+
+def _described(bootstrap: str, name: str) -> list[dict]:
+    """The broker's own description of topic `name` (partitions, replicas), as an operator's admin client reads it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
     async def described():
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
             return await admin.describe_topics([name])
         finally:
             await admin.close()
 
-    [topic] = asyncio.run(described())
-    assert [len(p["replicas"]) for p in topic["partitions"]] == [1, 1], topic
+    return asyncio.run(described())

@@ -123,8 +123,7 @@ def _band_figure(client, anomaly_id: str) -> dict:
 
 def test_the_band_chart_draws_what_the_detector_measured(app_and_warehouse):
     app, _ = app_and_warehouse
-    client = app.server.test_client()
-    assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+    client = _finance_client(app)
     figure = _band_figure(client, "anom-burst")
     series = figure["data"][0]
     assert "requests per hour" in series["name"] and "5-minute" in series["name"]
@@ -172,8 +171,7 @@ def test_top_movers_say_when_the_previous_period_has_no_usage(app_and_warehouse)
     """The demo's month-long range starts with its history: every mover read "+$7.47 (new)", as if each team had just
     started on each model. The table now says the previous period holds nothing."""
     app, _ = app_and_warehouse
-    client = app.server.test_client()
-    assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+    client = _finance_client(app)
     payload = {"output": "overview-movers.children", "outputs": {"id": "overview-movers", "property": "children"},
                "inputs": [{"id": "overview-dates", "property": "start_date", "value": "2026-11-29"},
                           {"id": "overview-dates", "property": "end_date", "value": "2026-11-30"},
@@ -352,6 +350,21 @@ def test_the_allocation_table_shows_corrections_of_a_closed_month_apart():
 
 
 
+def _finance_client(app):
+    """A test client of the app signed in as the finance user (sees every team)."""
+    client = app.server.test_client()
+    assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+    return client
+
+
+def _kept_team_centers(tmp_path: Path) -> Path:
+    """A cost-centers file mapping team `kept` to CC-KEPT (the tests edit their close's copy of it)."""
+    centers = tmp_path / "centers.yaml"
+    centers.write_text("cost_centers:\n  - match: {team: kept}\n    cost_center: CC-KEPT\n    gl_account: \"6400\"\n"
+                       "    owner: fin@example.com\n")
+    return centers
+
+
 def _closes_and_month(app, days_back: int) -> tuple[Path, datetime]:
     """The app's closes directory, and 00:00 UTC on the first day of the month `days_back` days before this month's
     first: an ended month within raw retention (400 days). Each test that closes a month takes its own (100: two
@@ -393,8 +406,7 @@ def test_a_month_reopened_by_hand_is_exported_once_by_the_api_and_the_showback_p
         warehouse.insert_priced([event(401, first + timedelta(days=19)), event(402, first + timedelta(days=40))])
         assert close_month(warehouse, closes, later)["corrections_booked"] == [early]
         shutil.rmtree(closes / early)
-        client = app.server.test_client()
-        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        client = _finance_client(app)
         total = Decimal(0)
         for month in (early, later):
             response = client.get(f"/api/v1/export?month={month}&format=csv&group_by=team")
@@ -514,8 +526,7 @@ def test_a_reopened_close_is_offered_on_export_and_gives_the_file_it_gave_byte_f
     try:
         warehouse.insert_priced([{**_event(510, first + timedelta(days=3), 10), "attribution": {"team": "restated"}}])
         close_month(warehouse, closes, month, closed_by="cfo", finance_files=(before, None))
-        client = app.server.test_client()
-        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        client = _finance_client(app)
         url = f"/api/v1/export?month={month}&format=focus&group_by=team"
         sent = client.get(url).data
         assert b"CC-BEFORE" in sent
@@ -553,14 +564,11 @@ def test_api_export_of_a_closed_month_whose_kept_finance_file_changed_answers_js
     closes, start = _closes_and_month(app, 190)
     first = start + timedelta(hours=8)
     month = month_of(first)
-    centers = tmp_path / "centers.yaml"
-    centers.write_text("cost_centers:\n  - match: {team: kept}\n    cost_center: CC-KEPT\n    gl_account: \"6400\"\n"
-                       "    owner: fin@example.com\n")
+    centers = _kept_team_centers(tmp_path)
     try:
         warehouse.insert_priced([{**_event(700, first + timedelta(days=2), 10), "attribution": {"team": "kept"}}])
         close_month(warehouse, closes, month, closed_by="cfo", finance_files=(centers, None))
-        client = app.server.test_client()
-        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        client = _finance_client(app)
         url = f"/api/v1/export?month={month}&format=csv&group_by=team"
         assert b"CC-KEPT" in client.get(url).data
         (kept,) = (closes / month).glob("cost_centers*")
@@ -586,17 +594,14 @@ def test_api_export_of_a_changed_archived_close_answers_as_a_changed_current_clo
     closes, start = _closes_and_month(app, 220)
     first = start + timedelta(hours=8)
     month = month_of(first)
-    centers = tmp_path / "centers.yaml"
-    centers.write_text("cost_centers:\n  - match: {team: kept}\n    cost_center: CC-KEPT\n    gl_account: \"6400\"\n"
-                       "    owner: fin@example.com\n")
+    centers = _kept_team_centers(tmp_path)
     try:
         warehouse.insert_priced([{**_event(720, first + timedelta(days=2), 10), "attribution": {"team": "kept"}}])
         close_month(warehouse, closes, month, closed_by="cfo", finance_files=(centers, None))
         reopen_month(closes, month, reopened_by="cfo", reason="restatement")
         close_month(warehouse, closes, month, closed_by="cfo", finance_files=(centers, None))
         (record,) = [r for r in reopen_history(closes) if r["month"] == month]
-        client = app.server.test_client()
-        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        client = _finance_client(app)
         url = f"/api/v1/export?month={month}&format=csv&group_by=team"
         archived_url = f"{url}&archived={record['archived']}"
         assert client.get(archived_url).status_code == client.get(url).status_code == 200
@@ -676,8 +681,7 @@ def test_a_changed_current_close_snapshot_is_refused_by_the_api_and_said_by_the_
     try:
         warehouse.insert_priced([{**_event(750, first + timedelta(days=2), 10), "attribution": {"team": "kept"}}])
         close_month(warehouse, closes, month, closed_by="cfo")
-        client = app.server.test_client()
-        assert client.post("/login", data={"username": "fin", "password": "fin-pass"}).status_code == 302
+        client = _finance_client(app)
         url = f"/api/v1/export?month={month}&format=csv&group_by=team"
         assert client.get(url).status_code == 200
         snapshot = closes / month / "charges.parquet"  # made a valid file of no charges: the month "cost" nothing
