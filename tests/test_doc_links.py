@@ -1,4 +1,4 @@
-"""Every local link of the README and docs/*.md points at a file that exists and, with `#anchor`, at a heading of
+"""Every local link of the README and docs/**/*.md (docs/rounds/ too) points at a file that exists and, with `#anchor`, at a heading of
 it (walk20: docs/production.md linked docs/docs/...; renamed headings left anchors that GitHub cannot find).
 Anchors are GitHub's heading ids: the heading's text (links as their text, no code ticks) lower-cased, everything
 but letters, digits, `_`, `-` and spaces dropped, spaces as `-`, a repeated id suffixed -1, -2, ..."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 CODE_SPAN = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
@@ -35,7 +35,7 @@ def local_links(page: Path) -> list[str]:
     return [link for link in LINK.findall(text) if not re.match(r"[a-z]+:", link)]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_local_link_resolves_to_a_file_and_heading(page):
     broken = []
     for link in local_links(page):
