@@ -3,7 +3,7 @@
 Each round runs `collectors.bench.measure_collectors` (the real Kafka bridge, gateway topic -> usage topic, acks=all)
 once per tree, each tree in a subprocess of its own (a `git archive` of the commit), on one embedded broker started
 here; which tree goes first alternates from round to round (`round_order`): with a fixed order the second tree's
-wall rate was ~+-20 % off at load 5-9 (docs/collectors.md, speed round 10). Per dialect it prints the best events
+wall rate was ~+-20 % off at load 5-9 (docs/rounds/collectors.md, speed round 10). Per dialect it prints the best events
 per CPU second of the bridge's process (steadier than the wall rate on a shared machine) and the best wall rate of
 each tree, with their ratios, the median of the per-round ratios, and the load average.
 

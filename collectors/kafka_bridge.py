@@ -40,7 +40,7 @@ log = logging.getLogger("tokenmeter.collect.kafka")
 # records + events made (+ dead letters): ~2 ms, so an acknowledgement, an offsets answer or the next fetch waits
 # about that long for the loop. Not records alone: a Kong record holds up to 50 entries (~0.5 ms), a LiteLLM record
 # one (~10 us), and Kong's batches (one partition's 4 MB fetch, ~80 records) were converted in one slice of 250
-# records with the loop stopped (docs/collectors.md, coll26). Not wall time: under load every record would be a turn.
+# records with the loop stopped (docs/rounds/collectors.md, coll26). Not wall time: under load every record would be a turn.
 CONVERT_TURN_WORK = 256
 
 

@@ -2,7 +2,7 @@
 
 Why per partition: the consumer group moves partitions between members (a kill, a join, a leave). The member given
 a partition must find the in-doubt batch the partition's previous owner was writing, whoever that was, so the record
-lives with the partition, not with the process (a file per process was the limit docs/collectors.md "Judged, not
+lives with the partition, not with the process (a file per process was the limit docs/rounds/collectors.md "Judged, not
 built" described: a survivor given a killed member's partition wrote its batch twice).
 
 Why a lock per partition (fcntl.flock on `<topic>@<partition>.lock`): a partition's record is read and written only by

@@ -124,7 +124,7 @@ class KafkaSink:
             # acknowledgement; a linger would only add its wait to every batch (5 ms per bridge fetch).
             # Record batches of up to PRODUCE_BATCH_BYTES: aiokafka sends one request at a time per broker with
             # one batch per partition in it, so with its 16 KB default each message was a batch of its own and a
-            # publish of n messages to a partition waited for n round trips (docs/collectors.md, coll24).
+            # publish of n messages to a partition waited for n round trips (docs/rounds/collectors.md, coll24).
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=0,
                 max_request_size=1_048_576, max_batch_size=PRODUCE_BATCH_BYTES,

@@ -1,5 +1,5 @@
 """`app.bench_collectors_compare` alternates which tree runs first (a fixed order was worth ~+-20 % of wall rate at
-load 5-9: docs/collectors.md, speed round 10)."""
+load 5-9: docs/rounds/collectors.md, speed round 10)."""
 
 from app.bench_collectors_compare import _median, round_order
 

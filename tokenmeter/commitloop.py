@@ -474,7 +474,7 @@ def _stop_without_leaving(consumer: AIOKafkaConsumer) -> None:
     """No LeaveGroup on stop: the group drops the member at its session timeout. For members stopped together
     (`collect kafka --processes N` on Ctrl-C): on the embedded broker (tansu) two LeaveGroups a few ms apart, the second
     during the rebalance the first began, left the group stuck for the next run (its members rejoined every ~6 s and
-    were never assigned: 1 of 3-4 restarts, docs/collectors.md multi29); members that vanish were never stuck (5 of
+    were never assigned: 1 of 3-4 restarts, docs/rounds/collectors.md multi29); members that vanish were never stuck (5 of
     5), the next run assigned after ~9 s (4 s session). aiokafka leaves only when its generation is > 0."""
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is not None:

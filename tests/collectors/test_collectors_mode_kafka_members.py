@@ -1,7 +1,7 @@
 """Several `collect kafka` bridges in one consumer group (issue 14, multi29): members join, leave and are killed
 while records stream in, and every source event reaches tokenmeter.usage exactly once.
 
-The old bridge repeated batches here for two reasons (docs/collectors.md, "Judged, not built"): a rebalance dropped
+The old bridge repeated batches here for two reasons (docs/rounds/collectors.md, "Judged, not built"): a rebalance dropped
 the commit of the batch in flight, so the partition's next owner read it again; and the pending-batch record was a
 file per process, so a survivor given a killed member's partition did not know the batch in doubt and wrote it
 again. The bridges under test run in this process (one event loop); the killed member is a `tokenmeter collect

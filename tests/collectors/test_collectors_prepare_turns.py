@@ -4,7 +4,7 @@ While batch N+1 converts, the loop has other work: aiokafka's fetcher sends the 
 once `getmany` has taken the buffered records, and only from its own task), and batch N's offsets request, produce,
 acknowledgements and commit go on. A Kong batch (one partition's 4 MB fetch, ~80 records of 50 entries) used to be
 converted in one slice of 250 records: none of that ran until the whole batch was converted, so in `tokenmeter bench`
-the next fetch went out only after the conversion and the bridge then waited for it (docs/collectors.md, coll26).
+the next fetch went out only after the conversion and the bridge then waited for it (docs/rounds/collectors.md, coll26).
 A stand-in task counts the loop's turns the way those tasks would get them."""
 
 from __future__ import annotations
