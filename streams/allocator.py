@@ -49,9 +49,9 @@ def keep_freed_memory() -> bool:
 def keep_freed_pages() -> None:
     """The allocators keep freed pages in this process: polars' jemalloc (`_RJEM_MALLOC_CONF`, read when polars is
     imported, so call this first; an operator's value wins), pyarrow's mimalloc (`MIMALLOC_PURGE_DELAY`, read when
-    pyarrow loads: load26, docs/warehouse.md) and glibc's (`keep_freed_memory`). For the loader's process (fast23):
+    pyarrow loads: load26, docs/rounds/warehouse.md) and glibc's (`keep_freed_memory`). For the loader's process (fast23):
     each 100,000-row window's build gave its pages back and faulted them in again (polars' threads 0.8-1.0 -> 0.5-0.6
-    µs per row, the loader path a median 1.09x per CPU second; docs/warehouse.md). The
+    µs per row, the loader path a median 1.09x per CPU second; docs/rounds/warehouse.md, fast23). The
     worker sets polars' and glibc's at the top of streams/worker.py (pyarrow's is not measured there)."""
     os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_DECAY)
     os.environ.setdefault("MIMALLOC_PURGE_DELAY", ARROW_PURGE_DELAY_MS)

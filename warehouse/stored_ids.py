@@ -16,7 +16,7 @@ A crash loses it with the process; the next writer builds it again from the keys
 Memory: a word-blocked Bloom filter of 10 bits per id of capacity, built with a quarter more room than the keys it is
 built from (1.56 MB per million stored ids, at least 1.25 MB; the scan's hashes take 8 bytes per id while it is
 built). It grows by layers of twice the capacity, never by a rebuild: at most ~2.5 MB per million ids it holds. A
-build is a scan of RocksDB, ~0.6-0.9 CPU us per stored id, once per start (docs/warehouse.md, load24).
+build is a scan of RocksDB, ~0.6-0.9 CPU us per stored id, once per start (docs/rounds/warehouse.md, load24).
 """
 
 from __future__ import annotations

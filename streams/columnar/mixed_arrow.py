@@ -19,7 +19,7 @@ Dead letters, counts and order are `_assemble`'s.
 `priced`, `keys_in_order` and `origins` are made when first read (tests, re-price, budgets when a budget exists):
 the texts from each part (the frame path's `Written.texts`, `encode_priced` of the dict-fed rows, the dicts' own
 bytes), the origins' events from the dicts already made and from the texts, which orjson decodes faster than the
-columns are turned into dicts (measured: arrow16 in docs/warehouse.md).
+columns are turned into dicts (measured: arrow16 in docs/rounds/warehouse.md).
 """
 
 from __future__ import annotations
