@@ -783,7 +783,7 @@ def main() -> None:
     parser.add_argument("--roles", choices=("all", "split"), default="all",
                         help="all: one worker prices and admits (role all); split: a budgets-role worker admits (the "
                              "one measured) and a pricing-role worker beside it prices the usage (docs/budgets.md, "
-                             "admit9)")
+                             "\"Worker roles\")")
     parser.add_argument("--pricing-nice", type=int, default=0, metavar="N",
                         help="with --roles split: the pricing worker's TOKENMETER_WORKER_NICE (its CPU priority)")
     parser.add_argument("--worker-slice-ms", type=float, default=None, metavar="MS",

@@ -1,5 +1,5 @@
 """What ran on a process's event loop while a reservation waited: a diagnostic for `python -m app.bench_reserve
---trace-loop` (docs/budgets.md, reserve11), not part of any role.
+--trace-loop` (docs/rounds/budgets.md, reserve11), not part of any role.
 
 asyncio's own slow-callback log (`loop.slow_callback_duration`) works only in debug mode, which also wraps every
 coroutine and checks every call's thread: far more CPU than the reservation it would explain. This records the

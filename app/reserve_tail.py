@@ -1,4 +1,4 @@
-"""Where the slowest reservations' time went (`python -m app.bench_reserve`, docs/budgets.md reserve11).
+"""Where the slowest reservations' time went (`python -m app.bench_reserve`, docs/rounds/budgets.md reserve11).
 
 Each open-loop request is timed by the client (scheduled, written, answered) and, when the worker gives its phases
 in Server-Timing (streams/budgets/reservations.py `phase_timing`), by the worker; both on the machine's

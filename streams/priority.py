@@ -2,7 +2,7 @@
 machine): `TOKENMETER_WORKER_NICE` lowers a throughput-bound worker's priority (pricing), so it yields the cores
 first; `TOKENMETER_WORKER_SCHED_SLICE_MS` asks the kernel for short time slices for a latency-bound one (budgets,
 which answers reservations), so a request that arrives while other work runs is served within a short slice
-instead of after the kernel's default one (docs/budgets.md, reserve10). Both apply to every thread of the process:
+instead of after the kernel's default one (docs/budgets.md, "Priority"; measured: docs/rounds/budgets.md, reserve10). Both apply to every thread of the process:
 Linux keeps them per thread, and a new thread inherits its creator's."""
 
 from __future__ import annotations

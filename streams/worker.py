@@ -1,7 +1,7 @@
 """The Faust worker: `tokenmeter.usage` -> validate, meter, price -> `tokenmeter.priced`, with dead letters, and the
 budgets (streams/budgets/service.py). docs/worker.md describes it for operators. `TOKENMETER_WORKER_ROLE` runs
 either half alone, as its own consumer group (pricing, or budgets: the owners and reservations, with no usage on
-their event loop; ROLE_APP_IDS, docs/budgets.md admit9).
+their event loop; ROLE_APP_IDS, docs/budgets.md "Worker roles").
 
 Delivery is at-least-once: a batch's priced messages and dead letters are acknowledged by the broker BEFORE the
 batch's input offsets are acked (take_events acks after the loop body returns), so a crash re-sends, never

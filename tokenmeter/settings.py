@@ -123,15 +123,15 @@ class Settings(BaseModel):
         "all", description="What `tokenmeter worker` runs: all (pricing and budgets in one process), pricing (consumes "
         "tokenmeter.usage, sends priced records and budget spend; no reservations) or budgets (owns budgets from "
         "tokenmeter.budget-spend, answers /v1/decision and /v1/reservations; no usage). Split roles are two consumer "
-        "groups (budgets shares role all's); docs/budgets.md, admit9.")
+        "groups (budgets shares role all's); docs/budgets.md, 'Worker roles'.")
     worker_nice: int = Field(
         0, ge=0, le=19, description="CPU priority of `tokenmeter worker` (Unix nice, 0-19: higher yields the cores "
         "to the rest), applied to every thread at start. For the pricing role beside an admitting budgets worker on "
-        "the same cores: pricing is throughput-bound, admission latency-bound (docs/budgets.md, reserve10).")
+        "the same cores: pricing is throughput-bound, admission latency-bound (docs/budgets.md, 'Priority').")
     worker_sched_slice_ms: float | None = Field(
         None, ge=0.1, le=100, description="Time slice `tokenmeter worker` asks the kernel for (Linux 6.12+ EEVDF, "
         "sched_setattr; every thread): e.g. 0.3 for a budgets worker, so an arriving reservation preempts other work "
-        "within that instead of the default slice. Unset: the kernel's default (docs/budgets.md, reserve10).")
+        "within that instead of the default slice. Unset: the kernel's default (docs/budgets.md, 'Priority').")
     # 100,000 (was 20,000; issue 14, loader9): each insert pays ~70-90 ms of chDB work whatever its size (7 views
     # planned, a part per table), ~3.5-4.5 µs per row at 20,000; a window holds ~2 KB per row at its peak
     # (docs/warehouse.md). Live traffic is cut at load_flush_seconds first: only a backlog fills a window.

@@ -1,6 +1,6 @@
 """The open holds of one budget ordered by expiry time, so the owner's 5-second tick finds the expired ones in
 O(expired x log n) instead of scanning every open hold: the scan took 1.4 ms of the admitting event loop with
-20,000 open holds and 8.6 ms with 100,000, every tick (docs/budgets.md, 2026-12-05).
+20,000 open holds and 8.6 ms with 100,000, every tick (docs/rounds/budgets.md, reserve7 and reserve8).
 
 A min-heap of (expiry as a POSIX timestamp, admission number, reservation id): floats compare several times faster
 than aware datetimes (a push or pop compares log n times), and holds of equal expiry leave in the order they were

@@ -5,7 +5,7 @@ A task sleeps INTERVAL_S again and again and records how late it woke (`lag`). F
 the thread's CPU time over that interval: a lag with CPU ~ wall is the loop's own work (a long synchronous step,
 or simply more work than the loop can do); a lag with little CPU is the process waiting off-CPU (preempted by
 other processes on the shared cores, or a blocking call). That is the split the reservation tail needs
-(docs/budgets.md, "Where the client-minus-worker gap comes from").
+(docs/rounds/budgets.md, reserve7: "Where the client-minus-worker gap and the tail come from").
 
 Cost: one wake per INTERVAL_S (measured at load 18: 11 ms of CPU per second at a 5 ms interval, ~2 % of the
 worker's CPU at 2,000 reservations/s; 7 ms per second at 10 ms). The loop's timers have a resolution of ~1 ms

@@ -125,7 +125,7 @@ def freeze_startup_heap() -> None:
     generation (138-418 collections per 10,000 reservations), promoting whatever was in flight (requests, holds) to
     the older generations, whose collections followed (13-38 and 1-3 full ones, pauses up to ~20 ms at load 20);
     at 7,000, 4-11 young collections and no full one in the same bench, GC time per reservation ~10-50x less
-    (docs/budgets.md, reserve7). Each young collection scans more objects: 1-2 ms of wall time at load 17-20."""
+    (docs/rounds/budgets.md, reserve7). Each young collection scans more objects: 1-2 ms of wall time at load 17-20."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
