@@ -170,10 +170,10 @@ def test_a_bad_secret_bearing_variable_is_named_without_its_value(monkeypatch, v
 
 def test_the_sources_in_their_order(monkeypatch, tmp_path):
     """floor28: the settings read their sources without pydantic-settings; what it did stays: a variable's name in any
-    case, keyword overrides over variables over the YAML file, its keys in any case and unknown ones ignored, a map
-    merged key by key across the sources."""
+    case, keyword overrides over variables over the YAML file, its keys in any case, a map merged key by key across
+    the sources. (Unknown keys were ignored as pydantic-settings did; now refused: the tests below.)"""
     config = tmp_path / "tokenmeter.yaml"
-    config.write_text("Dash_Port: 9000\napi_port: 9001\nno_such_setting: 1\nazure_deployments: {a: gpt-4o, b: x}\n")
+    config.write_text("Dash_Port: 9000\napi_port: 9001\nazure_deployments: {a: gpt-4o, b: x}\n")
     monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
     monkeypatch.setenv("tokenmeter_api_port", "7000")
     monkeypatch.setenv("TOKENMETER_AZURE_DEPLOYMENTS", '{"b": "gpt-4o-mini"}')
@@ -197,3 +197,52 @@ def test_deeply_nested_values_are_clear_errors_not_tracebacks(monkeypatch, tmp_p
     monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
     with pytest.raises(SettingsError, match="cannot read YAML"):
         load_settings()
+
+
+def test_a_config_file_may_spell_its_keys_as_the_variables_are_named(monkeypatch, tmp_path):
+    """docs/reference.md says a TOKENMETER_CONFIG file holds "the same names in lower case" as the variables: a file
+    of `tokenmeter_dash_port: 9000` was read, the key taken for an unknown one and dropped without a word (the
+    dashboard came up on 8050)."""
+    config = tmp_path / "tokenmeter.yaml"
+    config.write_text("tokenmeter_dash_port: 9000\nTOKENMETER_API_PORT: 9001\npartitions: 4\n")
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    s = load_settings()
+    assert (s.dash_port, s.api_port, s.partitions) == (9000, 9001, 4)
+
+
+def test_every_unknown_key_of_a_config_file_is_an_error_with_the_setting_meant(monkeypatch, tmp_path):
+    """A typo in the config file (`dash_prot`, `webhook_secrte`) was ignored: the service started on its defaults
+    (an unsigned webhook, the wrong port) and nothing said why. Every unknown key is reported at once, with the
+    setting it is closest to; values are never shown (a misspelt secret's key still holds the secret)."""
+    config = tmp_path / "tokenmeter.yaml"
+    config.write_text("dash_prot: 9000\nwebhook_secrte: s3cr3t-value\napi_port: 9001\nno_such_setting: 1\n")
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "dash_prot" in text and "dash_port" in text and "webhook_secrte" in text and "webhook_secret" in text
+    assert "no_such_setting" in text and "s3cr3t-value" not in text and str(config) in text
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 1 and "dash_prot" in result.output and "Traceback" not in result.output
+
+
+def test_a_key_given_twice_in_a_config_file_is_an_error(monkeypatch, tmp_path):
+    """PyYAML keeps the last of two equal keys without a word, so a file that set `dash_port` twice (or `dash_port`
+    and `TOKENMETER_DASH_PORT`) ran on whichever came last."""
+    config = tmp_path / "tokenmeter.yaml"
+    for text in ("dash_port: 9000\ndash_port: 9001\n", "dash_port: 9000\nTOKENMETER_DASH_PORT: 9001\n",
+                 "azure_deployments: {a: gpt-4o, a: gpt-4o-mini}\n"):
+        config.write_text(text)
+        monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+        with pytest.raises(SettingsError, match="twice"):
+            load_settings()
+
+
+def test_a_yaml_merge_key_may_be_overridden_below_it(monkeypatch, tmp_path):
+    """`<<: *base` then the same key set again is YAML's override, not a key given twice."""
+    config = tmp_path / "tokenmeter.yaml"
+    config.write_text("azure_deployments:\n  <<: {a: gpt-4o, b: gpt-4o}\n  b: gpt-4o-mini\ndash_port: 9000\n")
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    s = load_settings()
+    assert s.azure_deployments == {"a": "gpt-4o", "b": "gpt-4o-mini"} and s.dash_port == 9000

@@ -30,19 +30,61 @@ class SettingsError(Exception):
 
 
 def _yaml_values() -> dict[str, Any]:
+    """The TOKENMETER_CONFIG file's settings. Its keys are the settings' names (`dash_port`) or their variables'
+    (`TOKENMETER_DASH_PORT`), in any case. A key that names no setting, or a setting given twice, is an error (all
+    of them at once, with the setting a misspelt key is closest to): ignored, a typo left a service on its default
+    (an unsigned webhook, the wrong port) without a word. Values are never shown (a misspelt secret is a secret)."""
     path = os.environ.get(ENV_PREFIX + "CONFIG")
     if not path:
         return {}
     import yaml  # only with a config file: ~0.01 CPU-s a process otherwise
 
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = yaml.load(Path(path).read_text(), Loader=_loader_refusing_repeated_keys(yaml)) or {}
     except (OSError, yaml.YAMLError, RecursionError) as exc:  # RecursionError: a file nested thousands deep
         raise SettingsError(f"TOKENMETER_CONFIG={path}: cannot read YAML: {exc}") from exc
     if not isinstance(loaded, dict):
         raise SettingsError(f"TOKENMETER_CONFIG={path}: expected a mapping at the top level")
-    data = {str(k).lower(): v for k, v in loaded.items()}
-    return {k: v for k, v in data.items() if k in Settings.model_fields}
+    values: dict[str, Any] = {}
+    problems = []
+    for key, value in loaded.items():
+        name = str(key).lower()
+        name = name[len(ENV_PREFIX):] if name.startswith(ENV_PREFIX.lower()) else name
+        if name not in Settings.model_fields:
+            problems.append(f"{key}: no such setting{_closest_setting(name)}")
+        elif name in values:
+            problems.append(f"{key}: {name} is given twice")
+        else:
+            values[name] = value
+    if problems:
+        raise SettingsError(f"TOKENMETER_CONFIG={path}:\n  " + "\n  ".join(problems))
+    return values
+
+
+def _closest_setting(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, Settings.model_fields, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _loader_refusing_repeated_keys(yaml: Any) -> type:
+    """PyYAML's safe loader, except that a mapping holding one key twice is an error (PyYAML keeps the last one)."""
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be set again below it
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, typing.Hashable):
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"the key {key!r} is given twice", key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
 
 
 def _env_values() -> dict[str, Any]:
