@@ -304,7 +304,8 @@ def own_usage(wh, directory: Path | None, month: str, dims: list[str]) -> list[d
     keys = list(dict.fromkeys(["provider", "model", *dims, "part"]))
     if month in closed_months(directory) and all(k in SCHEMA.names for k in keys):
         # A closed month without tag dimensions: summed by Arrow from the columns needed (reading the whole snapshot
-        # into Python added ~0.25 CPU-s a showback of a month correcting a 20,000-event one: docs/finance.md fin26)
+        # into Python added ~0.25 CPU-s a showback of a month correcting a 20,000-event one:
+        # docs/rounds/finance.md fin26)
         table = snapshot_table(directory, month,
                                columns=[*keys, "quantity", "cost", "events", "unpriced_events", "corrects"])
         table = table.filter(pc.equal(table["corrects"], ""))

@@ -1,6 +1,6 @@
 """Early checks: judge the running (not yet closed) bucket when its evidence already suffices, instead of waiting
 for the bucket to close. A quiet key's error storm whose fifth failure lands at 11:45:00 was otherwise alerted at
-11:52 (the close of 11:45-11:50 plus the 2-minute grace; sparse seed 8, docs/anomalies.md, seventh round).
+11:52 (the close of 11:45-11:50 plus the 2-minute grace; sparse seed 8, docs/rounds/anomalies.md, seventh round).
 
 Only for error shares (`Config.early_kinds`), and only a "strong" verdict opens early (one that would open at once at
 the close too; a verdict that needs a second bucket cannot be concluded before it). The check runs when new failures

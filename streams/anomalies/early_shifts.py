@@ -3,7 +3,7 @@ their keys rarely use arrive, instead of waiting for its close. A shift's eviden
 first minutes, and the close adds the rest of the bucket plus the 2-minute grace: sparse seed 8's "team research
 switches to premium o1" (key sk-sparse-35's cost per token anomalous for a second bucket) had that bucket's evidence
 by the minute 13:58 and was alerted at 14:02 (the close of 13:55-14:00), 15.8 minutes after its first changed call;
-now at 13:59 (docs/anomalies.md, shift19).
+now at 13:59 (docs/rounds/anomalies.md, shift19).
 
 The same rules as at the close, on the same window (`_cost_shift`, `_rare_model_takeover`: this bucket's calls so far,
 and a quiet scope's two previous buckets with calls), and only a verdict that would open now at the close too: a

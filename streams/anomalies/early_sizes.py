@@ -1,7 +1,7 @@
 """Early tokens-per-request checks: the CUSUM of a scope's standardized log output (rules.py, `_output_shift`) judged
 after each call of the running (not yet closed) bucket, as the call arrives, instead of at the bucket's close. The
 close added the rest of the bucket plus the 2-minute grace to every detection: on sparse seed 21 every template change
-was alerted at a close, 2.9-6.7 minutes after the call that had taken its bucket's CUSUM over h (docs/anomalies.md,
+was alerted at a close, 2.9-6.7 minutes after the call that had taken its bucket's CUSUM over h (docs/rounds/anomalies.md,
 tpr23).
 
 The same statistic as at the close (`_cusum_step`: the scope's CUSUM, faded over its pause, plus this bucket's calls

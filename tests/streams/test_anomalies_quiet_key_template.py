@@ -1,9 +1,9 @@
 """A template change on a quiet key (issue 17, sixth round). A key making one call an hour never has the 8 calls a
-bucket's mean needs; the per-call CUSUM finds a 2.5x longer output after about the changed calls an optimal sequential
-test needs at the false-alert budget (~10 at 24 calls a day, docs/anomalies.md "sixth round"). Before, the threshold
-never went below h = 8, which was tuned for scopes of 100 calls a day and more (on this key: ~800 days between chance
-alarms instead of ~190), and it took 14 changed calls; now h = 8 + ln(calls per day / 100) for quiet scopes too, down
-to `tpr_cusum_h_min` = 6."""
+bucket's mean needs; the per-call CUSUM finds a 2.5x longer output after about the changed calls an optimal
+sequential test needs at the false-alert budget (~10 at 24 calls a day, docs/rounds/anomalies.md "sixth round").
+Before, the threshold never went below h = 8, which was tuned for scopes of 100 calls a day and more (on this key:
+~800 days between chance alarms instead of ~190), and it took 14 changed calls; now h = 8 + ln(calls per day / 100)
+for quiet scopes too, down to `tpr_cusum_h_min` = 6."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""The detector's fast paths compute exactly what the plain code computes (docs/anomalies.md, "Detector speed"): a
-quiet stretch learnt at once (`Seasonal.update_zeros` over `quiet_slot_runs`) is `Seasonal.update(slots, 0.0)` bucket
-by bucket, bit for bit, on any slot state; and an engine that defers its quiet scopes' zero samples finds the same
-anomalies and ends with the same baselines, to the last bit of every float, as one learning them bucket by bucket."""
+"""The detector's fast paths compute exactly what the plain code computes (docs/rounds/anomalies.md, "Detector speed"):
+a quiet stretch learnt at once (`Seasonal.update_zeros` over `quiet_slot_runs`) is `Seasonal.update(slots, 0.0)`
+bucket by bucket, bit for bit, on any slot state; and an engine that defers its quiet scopes' zero samples finds the
+same anomalies and ends with the same baselines, to the last bit of every float, as one learning them bucket by
+bucket."""
 
 from __future__ import annotations
 
