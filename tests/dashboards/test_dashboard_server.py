@@ -1,0 +1,65 @@
+"""dash31: `tokenmeter dash` as production runs it (compose's `dashboard` service, `tokenmeter up`'s child): the real
+command in a child process, real HTTP. Before, it ran Flask's development server: werkzeug's "This is a development
+server. Do not use it in a production deployment" at every start, a request's whole query string in its access line
+(a token given as `?token=` included), and SIGTERM (compose's and `up`'s stop) killed it where it stood (exit -15,
+the warehouse handle never closed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from app.process import child_preexec
+from tests.process_support import stop, wait_for
+from tokenmeter.settings import free_port
+
+SECRET_QUERY = "q-s3cret-in-the-query"
+SECRET_COOKIE = "c-s3cret-in-the-cookie"
+SECRET_BASIC = "YWw6YS1zM2NyZXQtcGFzc3dvcmQ="  # al:a-s3cret-password
+
+
+def test_dash_serves_without_the_development_warning_logs_no_secret_and_stops_on_sigterm(tmp_path):
+    port = free_port()
+    env = dict(os.environ, TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_DASH_PORT=str(port),
+               TOKENMETER_HOST="127.0.0.1", TOKENMETER_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+    log_path = tmp_path / "dash.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "app", "dash"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=child_preexec)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, timeout=60, what="the dashboard's /healthz")
+        answer = httpx.get(f"{base}/api/v1/me?start=2026-11-01&token={SECRET_QUERY}",
+                           headers={"Authorization": f"Basic {SECRET_BASIC}", "Cookie": f"session={SECRET_COOKIE}"},
+                           timeout=10)
+        assert answer.status_code == 401  # no such user: refused, and one access line written
+        assert httpx.get(f"{base}/assets/no-such-file.css", timeout=10).status_code == 404
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+        stopped_in = time.monotonic() - signalled
+    finally:
+        stop(proc)
+    text = log_path.read_text()
+    assert "development server" not in text.lower(), text
+    assert code == 0, (code, text)  # was -15: killed by the signal, no cleanup ran
+    assert stopped_in < 6, stopped_in
+    assert "GET /healthz" not in text  # a successful probe is logged at DEBUG: `up` probes every 5 s
+    line = next(li for li in text.splitlines() if "GET /api/v1/me" in li)
+    assert " 401 " in line and "start=2026-11-01" in line and "token=***" in line, line
+    for secret in (SECRET_QUERY, SECRET_COOKIE, SECRET_BASIC, "a-s3cret-password"):
+        assert secret not in text, (secret, text)
+    assert '"GET /assets/no-such-file.css HTTP/1.1" 404' in text, text
+    assert "Traceback" not in text, text
