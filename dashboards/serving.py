@@ -29,8 +29,9 @@ CHECK_EVERY_S = 2
 # costs a socket and a buffer, no thread: room for hostile24's 300 silent sockets beside the real users. poll(), not
 # select(): select fails on any descriptor numbered 1024 or more, which chDB and Kafka clients can push it past.
 CONNECTION_LIMIT = 1000
-# A request still running at SIGTERM gets this long to finish before the process exits.
+# Requests running at SIGTERM get this long to finish and have their answers sent before the process exits.
 STOP_GRACE_S = 5
+LOOP_WAIT_S = 0.5  # the I/O loop's longest wait: a stop signal is acted on within this (one wake-up when idle)
 MAX_LOGGED_TARGET = 500  # characters of path and query in an access line
 # Answered at DEBUG when they succeed: `tokenmeter up` probes /healthz every 5 s, Prometheus scrapes /metrics (720 and
 # more lines an hour that tell nothing); a failing probe is logged at INFO as every other request.
@@ -83,21 +84,45 @@ def make_server(wsgi_app: Callable, host: str, port: int, threads: int, idle_tim
 
 
 def serve(server: Any) -> None:
-    """Serve until SIGINT or SIGTERM; then stop taking requests, give running ones STOP_GRACE_S, close every socket.
-    waitress ends its loop on KeyboardInterrupt: SIGTERM (compose's and `tokenmeter up`'s stop) is made one, which it
-    was not (the process died where it stood, its cleanup never ran)."""
+    """Serve until SIGINT or SIGTERM (compose's and `tokenmeter up`'s stop; before, SIGTERM killed the process where it
+    stood, its cleanup never ran); then `drain`, then `stop`. waitress's own `run()` stops its threads at Ctrl-C
+    while answers they wrote still wait for its loop to send them: those were lost."""
+    from waitress import wasyncore
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    stopping: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    socket_map = _socket_map(server)
     try:
-        server.run()  # returns after shutting its threads down on KeyboardInterrupt
-    except KeyboardInterrupt:  # one that came while run() was outside waitress's loop
-        pass
+        while not stopping and socket_map:  # a signal is seen within LOOP_WAIT_S (the poll's timeout)
+            wasyncore.loop(timeout=LOOP_WAIT_S, map=socket_map, use_poll=True, count=1)
+        if stopping:
+            log.info("stopping on %s: no new connections, %d s for the requests running",
+                     signal.Signals(stopping[0]).name, STOP_GRACE_S)
+            drain(socket_map, STOP_GRACE_S)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         stop(server)
+
+
+def drain(socket_map: dict, grace_s: float) -> None:
+    """Close the listening sockets (a new connection is refused, not left in the backlog), then keep the loop turning
+    until no connection has a request running or an answer unsent, at most `grace_s`. A connection still sending its
+    request is not waited for."""
+    from waitress import wasyncore
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+
+    for listener in [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]:
+        wasyncore.dispatcher.close(listener)  # its socket only: BaseWSGIServer.close also closes the shared trigger
+    deadline = time.monotonic() + grace_s
+
+    def busy() -> bool:
+        return any(c.requests or c.total_outbufs_len for c in list(socket_map.values()) if isinstance(c, HTTPChannel))
+
+    while busy() and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.05, map=socket_map, use_poll=True, count=1)
 
 
 def stop(server: Any) -> None:
@@ -106,7 +131,11 @@ def stop(server: Any) -> None:
     from waitress import wasyncore
 
     server.task_dispatcher.shutdown(timeout=STOP_GRACE_S)
-    wasyncore.close_all(getattr(server, "map", None) or server._map)  # noqa: SLF001 - MultiSocketServer: .map
+    wasyncore.close_all(_socket_map(server))
+
+
+def _socket_map(server: Any) -> dict:
+    return server.map if hasattr(server, "map") else server._map  # noqa: SLF001 - MultiSocketServer / TcpWSGIServer
 
 
 def with_access_log(wsgi_app: Callable) -> Callable:

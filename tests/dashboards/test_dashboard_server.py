@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
+import flask
 import httpx
+import pytest
 
 from app.process import child_preexec
+from dashboards import serving
 from tests.process_support import stop, wait_for
 from tokenmeter.settings import free_port
 
 SECRET_QUERY = "q-s3cret-in-the-query"
 SECRET_COOKIE = "c-s3cret-in-the-cookie"
 SECRET_BASIC = "YWw6YS1zM2NyZXQtcGFzc3dvcmQ="  # al:a-s3cret-password
+BODY = bytes(range(256)) * (8 * 4096)  # 8 MB
 
 
 def test_dash_serves_without_the_development_warning_logs_no_secret_and_stops_on_sigterm(tmp_path):
@@ -63,3 +69,46 @@ def test_dash_serves_without_the_development_warning_logs_no_secret_and_stops_on
         assert secret not in text, (secret, text)
     assert '"GET /assets/no-such-file.css HTTP/1.1" 404' in text, text
     assert "Traceback" not in text, text
+
+
+def test_sigterm_lets_a_running_request_finish_and_refuses_new_connections():
+    """`serving.serve` in this (main) thread, as `tokenmeter dash` runs it, SIGTERM sent while a request runs: its
+    whole answer still arrives, a new connection is refused, and the stop takes about the request's remaining time.
+    The answer is 8 MB (plotly's bundle, which every first page load fetches, is ~4.5 MB): more than a socket takes
+    at once, so its rest waits for the server's I/O loop. waitress's own stop (`run()` on Ctrl-C) ended that loop
+    and closed the sockets once the threads were done: the client got a cut answer."""
+    site = flask.Flask("slow")
+    running = threading.Event()
+
+    @site.get("/slow")
+    def slow():
+        running.set()
+        time.sleep(1.0)
+        return BODY
+
+    port = free_port()
+    server = serving.make_server(site.wsgi_app, "127.0.0.1", port, threads=2)
+    answers: list = []
+    client = threading.Thread(target=lambda: answers.append(httpx.get(f"http://127.0.0.1:{port}/slow", timeout=10)))
+
+    def terminate_once_running() -> None:
+        if running.wait(10):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=terminate_once_running)
+    client.start()
+    killer.start()
+    handler_before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        serving.serve(server)
+        took = time.monotonic() - started
+    finally:
+        killer.join(15)
+        client.join(15)
+    assert [(a.status_code, len(a.content)) for a in answers] == [(200, len(BODY))]
+    assert answers[0].content == BODY
+    assert took < 4, took
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # put back
