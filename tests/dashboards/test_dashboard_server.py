@@ -112,3 +112,28 @@ def test_sigterm_lets_a_running_request_finish_and_refuses_new_connections():
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
     assert signal.getsignal(signal.SIGTERM) is handler_before  # put back
+
+
+def test_an_error_is_logged_once_with_its_traceback_and_its_access_line(caplog):
+    """A route that raises: Flask's one ERROR record with the traceback, then the request's access line (500); the
+    server adds no second report of it."""
+    import logging
+
+    from tests.dashboards.test_dashboard_idle_connections import running
+
+    caplog.set_level(logging.DEBUG)
+    site = flask.Flask("failing")
+
+    @site.get("/boom")
+    def boom():
+        raise RuntimeError("the warehouse said no")
+
+    with running(site, threads=2, idle_timeout_s=30) as port:
+        assert httpx.get(f"http://127.0.0.1:{port}/boom?api_key=k-s3cret", timeout=10).status_code == 500
+        wait_for(lambda: any(r.name == "dashboards.access" for r in caplog.records), timeout=10, what="access line")
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.exc_info[0]) for r in errors] == [("failing", RuntimeError)], [r.getMessage() for r in errors]
+    access = [r.getMessage() for r in caplog.records if r.name == "dashboards.access"]
+    assert len(access) == 1 and '"GET /boom?api_key=*** HTTP/1.1" 500' in access[0], access
+    server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]  # not the client's
+    assert not any("k-s3cret" in r.getMessage() for r in server_side)
