@@ -137,3 +137,19 @@ def test_an_error_is_logged_once_with_its_traceback_and_its_access_line(caplog):
     assert len(access) == 1 and '"GET /boom?api_key=*** HTTP/1.1" 500' in access[0], access
     server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]  # not the client's
     assert not any("k-s3cret" in r.getMessage() for r in server_side)
+
+
+def test_forwarded_headers_are_not_trusted():
+    """docs/security.md: the client IP (the sign-in lock-out's key) is the TCP peer; a client's `X-Forwarded-For`
+    neither changes it nor reaches the app."""
+    from tests.dashboards.test_dashboard_idle_connections import running
+
+    site = flask.Flask("peer")
+    site.get("/peer")(lambda: {"addr": flask.request.remote_addr, "scheme": flask.request.scheme,
+                               "forwarded": [k for k in flask.request.headers.keys() if "forward" in k.lower()]})
+    with running(site, threads=1, idle_timeout_s=30) as port:
+        seen = httpx.get(f"http://127.0.0.1:{port}/peer", timeout=10, headers={
+            "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "Forwarded": "for=203.0.113.9"}).json()
+        server = httpx.get(f"http://127.0.0.1:{port}/peer", timeout=10).headers["server"]
+    assert seen == {"addr": "127.0.0.1", "scheme": "http", "forwarded": []}
+    assert server == "tokenmeter"
