@@ -7,6 +7,7 @@ the warehouse handle never closed)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -153,3 +154,44 @@ def test_forwarded_headers_are_not_trusted():
         server = httpx.get(f"http://127.0.0.1:{port}/peer", timeout=10).headers["server"]
     assert seen == {"addr": "127.0.0.1", "scheme": "http", "forwarded": []}
     assert server == "tokenmeter"
+
+
+def _can_unshare_pid() -> bool:
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _can_unshare_pid(), reason="needs unshare --pid (root or user namespaces)")
+def test_sigterm_stops_it_as_pid_1_of_a_container(tmp_path):
+    """The compose image runs `tokenmeter dash` as PID 1 (no init). Linux delivers no signal to PID 1 that it has no
+    handler for, so Python's default SIGTERM did nothing there: `docker compose stop` waited its 10 s and killed it.
+    Here: PID 1 of its own PID namespace, SIGTERM from outside."""
+    import psutil
+
+    port = free_port()
+    env = dict(os.environ, TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_DASH_PORT=str(port),
+               TOKENMETER_HOST="127.0.0.1")
+    log_path = tmp_path / "dash.log"
+    with open(log_path, "wb") as log:
+        wrapper = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "app", "dash"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+    try:
+        def healthy() -> bool:
+            assert wrapper.poll() is None, log_path.read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, timeout=60, what="the dashboard's /healthz")
+        dash = psutil.Process(wrapper.pid).children()[0]
+        status = open(f"/proc/{dash.pid}/status").read()
+        assert re.search(r"^NSpid:\s+\d+\s+1$", status, re.M), status  # PID 1 inside
+        dash.send_signal(signal.SIGTERM)
+        dash.wait(6)  # psutil.TimeoutExpired before: still serving
+        assert wrapper.wait(10) == 0, log_path.read_text()
+    finally:
+        stop(wrapper, signal.SIGKILL)  # --kill-child: the namespace goes with it
+    assert "dashboard stopped" in log_path.read_text()
