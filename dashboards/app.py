@@ -1,7 +1,7 @@
 """The finance dashboard: a multi-page Dash app over the warehouse query layer.
 
 `create_app(settings)` builds the app (the warehouse opens on the first request); `run_dashboard(settings)`
-serves it on settings.host:settings.dash_port.
+serves it on settings.host:settings.dash_port (waitress: dashboards/serving.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 import dash
 from dash import Dash, Input, Output, dcc, html
 
-from dashboards import metrics
 from dashboards.access import scoped_warehouse
 from dashboards.auth import csrf_token, current_principal, install_auth
 from dashboards.formatting import describe_freshness
@@ -127,52 +126,20 @@ def create_app(settings: Any, warehouse: Any = None) -> Dash:
     return app
 
 
-# Seconds a connection may sit without sending (its request head, or the next request on a kept-alive one) before
-# the server closes it. Flask's threaded server has no limit: each silent connection held a thread for good
-# (hostile24: 300 silent sockets, 300 threads, none closed).
-IDLE_TIMEOUT_S = 30.0
-
-
-def idle_connections_closed() -> int:
-    """Connections this process closed for sitting silent past IDLE_TIMEOUT_S (since it started)."""
-    return metrics.total("idle_closes")
-
-
-def _count_idle_close() -> int:
-    return metrics.count("idle_closes")
-
-
-def idle_closing_handler() -> type:
-    """werkzeug's request handler with a socket timeout (socketserver applies `timeout` to each connection).
-    http.server reports each such close as an error ("Request timed out: TimeoutError('timed out')", werkzeug logs
-    it at ERROR): one line per idle browser tab or probe, noise on-call reads past (left24). The close is the
-    intended behaviour, so it is counted and logged at debug; every other error line stays as werkzeug writes it."""
-    from werkzeug.serving import WSGIRequestHandler
-
-    class IdleClosingHandler(WSGIRequestHandler):
-        timeout = IDLE_TIMEOUT_S
-
-        def log_error(self, format: str, *args: Any) -> None:
-            if format.startswith("Request timed out"):  # http.server's handle_one_request, on TimeoutError
-                total = _count_idle_close()
-                log.debug("closed an idle connection from %s after %.0f s (%d so far)", self.address_string(),
-                          IDLE_TIMEOUT_S, total)
-                return
-            super().log_error(format, *args)
-
-    return IdleClosingHandler
-
-
 def run_dashboard(settings: Any) -> None:
-    """Serve on settings.host:settings.dash_port until interrupted (Flask's threaded server, no extra deps)."""
+    """Serve on settings.host:settings.dash_port with waitress (dashboards/serving.py) until SIGINT or SIGTERM."""
+    from dashboards import serving
     from dashboards.users import ensure_users_file
+    from tokenmeter.cli_support import configure_logging
 
+    configure_logging(settings)  # the access lines and the app's own (Flask's development server wrote its own)
     for line in ensure_users_file(settings, demo=False):
         print(line, flush=True)  # stdout, not the log: a generated password is shown once, to the operator
     app = create_app(settings)
-    log.info("dashboard on %s", settings.dashboard_url)
     try:
-        app.run(host=settings.host, port=settings.dash_port, debug=False, threaded=True,
-                request_handler=idle_closing_handler())
+        server = serving.make_server(app.server, settings.host, settings.dash_port, settings.dashboard_threads)
+        log.info("dashboard on %s (waitress, %d threads)", settings.dashboard_url, settings.dashboard_threads)
+        serving.serve(server)
     finally:
         app.server.config[CONFIG_KEY].close()
+    log.info("dashboard stopped")

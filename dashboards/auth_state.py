@@ -2,7 +2,7 @@
 and the failed-login throttle (per user name and per client IP, with a temporary lock-out).
 
 Both live in the dashboard process's memory: a restart signs everyone out and forgets failures (documented in
-docs/security.md); one dashboard process serves all requests (Flask's threaded server)."""
+docs/security.md); one dashboard process serves all requests (waitress's threads: dashboards/serving.py)."""
 
 from __future__ import annotations
 

@@ -235,6 +235,11 @@ class Settings(BaseModel):
     dashboard_session_hours: float = Field(12.0, gt=0, description="A dashboard session ends this long after sign-in.")
     dashboard_login_max_failures: int = Field(5, ge=1, description="Failed sign-ins per user name before a lock-out.")
     dashboard_login_ip_max_failures: int = Field(20, ge=1, description="Failed sign-ins per client IP before a lock-out.")
+    # dash31: waitress's pool. Warehouse queries run one at a time (dashboards/handle.py); the other threads keep
+    # sign-ins, assets and /healthz answering while a page's callbacks wait for it.
+    dashboard_threads: int = Field(
+        8, ge=1, le=64, description="Threads serving dashboard requests (waitress); requests past them wait in a queue. "
+        "Connections hold none while idle.")
     # suite24: every tick re-runs the open page's callbacks (server and browser ~0.13 CPU-s a second an idle page)
     dashboard_refresh_seconds: float = Field(
         5.0, ge=1, le=86400, description="Open dashboard pages re-read their charts, tables and freshness this often "

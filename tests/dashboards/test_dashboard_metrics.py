@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from dashboards import app as dashboard_app
+from dashboards import serving
 from tests.dashboards.test_dashboard_login_security import login, make_app
 
 
@@ -35,7 +35,7 @@ def test_sign_ins_and_idle_closes_are_counted(tmp_path):
         login(client, user="al", password="guess")
     assert login(client, user="al", password="al-pass").status_code == 429  # locked out: refused unchecked
     assert server.test_client().get("/api/v1/me", headers={"Authorization": "Basic YWw6Z3Vlc3M="}).status_code == 429  # al:guess
-    dashboard_app._count_idle_close()
+    serving._count_idle_close()
     after = scrape(client)
 
     def grew(name: str) -> float:

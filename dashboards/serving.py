@@ -1,0 +1,207 @@
+"""The dashboard's HTTP server: waitress (a production WSGI server, pure Python), one process with a pool of threads.
+
+One process because sessions and sign-in lock-outs live in it (dashboards/auth_state.py). waitress reads requests
+and writes answers on one I/O thread and hands only complete requests to the pool, so a connection that sends
+nothing, or half a request head, holds no thread (Flask's development server held one per connection until its
+socket timeout); such a connection is closed after IDLE_TIMEOUT_S and counted for /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qsl, quote, urlencode
+
+from dashboards import metrics
+from tokenmeter.redaction import is_credential_name
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("dashboards.access")
+
+# Seconds a connection may sit without sending (its request head, or the next request on a kept-alive one) before
+# the server closes it (hostile24: 300 silent sockets held 300 threads of Flask's server, none closed). waitress
+# checks every CHECK_EVERY_S, so a close comes between IDLE_TIMEOUT_S and IDLE_TIMEOUT_S + CHECK_EVERY_S.
+IDLE_TIMEOUT_S = 30
+CHECK_EVERY_S = 2
+# Open connections at most; past it waitress accepts no more until one closes (the kernel's backlog holds them). Each
+# costs a socket and a buffer, no thread: room for hostile24's 300 silent sockets beside the real users. poll(), not
+# select(): select fails on any descriptor numbered 1024 or more, which chDB and Kafka clients can push it past.
+CONNECTION_LIMIT = 1000
+# Requests running at SIGTERM get this long to finish and have their answers sent before the process exits.
+STOP_GRACE_S = 5
+LOOP_WAIT_S = 0.5  # the I/O loop's longest wait: a stop signal is acted on within this (one wake-up when idle)
+MAX_LOGGED_TARGET = 500  # characters of path and query in an access line
+# Answered at DEBUG when they succeed: `tokenmeter up` probes /healthz every 5 s, Prometheus scrapes /metrics (720 and
+# more lines an hour that tell nothing); a failing probe is logged at INFO as every other request.
+PROBE_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+def idle_connections_closed() -> int:
+    """Connections this process closed for sitting silent past IDLE_TIMEOUT_S (since it started)."""
+    return metrics.total("idle_closes")
+
+
+def _count_idle_close() -> int:
+    return metrics.count("idle_closes")
+
+
+def make_server(wsgi_app: Callable, host: str, port: int, threads: int, idle_timeout_s: float | None = None) -> Any:
+    """A waitress server bound to host:port (not yet serving: `serve` or `.run()`), each request access-logged."""
+    from waitress.adjustments import Adjustments
+    from waitress.server import MultiSocketServer, TcpWSGIServer
+    from waitress.task import ThreadedTaskDispatcher
+
+    class IdleCountingServer(TcpWSGIServer):
+        def maintenance(self, now: float) -> None:
+            """waitress's: marks each channel silent past channel_timeout (and not serving a request) for closing.
+            Counted here because waitress closes them without a word."""
+            cutoff = now - self.adj.channel_timeout
+            idle = [c for c in list(self.active_channels.values())
+                    if not c.requests and c.last_activity < cutoff and not c.will_close]
+            super().maintenance(now)
+            for channel in idle:
+                total = _count_idle_close()
+                log.debug("closed an idle connection from %s after %d s (%d so far)", channel.addr[0],
+                          self.adj.channel_timeout, total)
+
+    adj = Adjustments(
+        host=host, port=port, threads=threads,
+        channel_timeout=max(1, round(IDLE_TIMEOUT_S if idle_timeout_s is None else idle_timeout_s)),
+        cleanup_interval=CHECK_EVERY_S, connection_limit=CONNECTION_LIMIT, asyncore_use_poll=True,
+        ident="tokenmeter",  # the Server header: no server name and version for a scanner
+        # X-Forwarded-* are removed, never trusted (docs/security.md: the client IP is the TCP peer)
+        clear_untrusted_proxy_headers=True,
+    )
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    socket_map: dict = {}
+    app = with_access_log(wsgi_app)
+    servers = [IdleCountingServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=info)
+               for info in adj.listen]  # a host name may stand for more than one address
+    return servers[0] if len(servers) == 1 else MultiSocketServer(socket_map, adj, servers, dispatcher)
+
+
+def serve(server: Any) -> None:
+    """Serve until SIGINT or SIGTERM (compose's and `tokenmeter up`'s stop; before, SIGTERM killed the process where it
+    stood, its cleanup never ran); then `drain`, then `stop`. waitress's own `run()` stops its threads at Ctrl-C
+    while answers they wrote still wait for its loop to send them: those were lost."""
+    from waitress import wasyncore
+
+    stopping: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    socket_map = _socket_map(server)
+    try:
+        while not stopping and socket_map:  # a signal is seen within LOOP_WAIT_S (the poll's timeout)
+            wasyncore.loop(timeout=LOOP_WAIT_S, map=socket_map, use_poll=True, count=1)
+        if stopping:
+            log.info("stopping on %s: no new connections, %d s for the requests running",
+                     signal.Signals(stopping[0]).name, STOP_GRACE_S)
+            drain(socket_map, STOP_GRACE_S)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop(server)
+
+
+def drain(socket_map: dict, grace_s: float) -> None:
+    """Close the listening sockets (a new connection is refused, not left in the backlog), then keep the loop turning
+    until no connection has a request running or an answer unsent, at most `grace_s`. A connection still sending its
+    request is not waited for."""
+    from waitress import wasyncore
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+
+    for listener in [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]:
+        wasyncore.dispatcher.close(listener)  # its socket only: BaseWSGIServer.close also closes the shared trigger
+    deadline = time.monotonic() + grace_s
+
+    def busy() -> bool:
+        return any(c.requests or c.total_outbufs_len for c in list(socket_map.values()) if isinstance(c, HTTPChannel))
+
+    while busy() and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.05, map=socket_map, use_poll=True, count=1)
+
+
+def stop(server: Any) -> None:
+    """Stop `server` (from the thread that ran it, after its loop ended): its threads given STOP_GRACE_S, then every
+    socket closed."""
+    from waitress import wasyncore
+
+    server.task_dispatcher.shutdown(timeout=STOP_GRACE_S)
+    wasyncore.close_all(_socket_map(server))
+
+
+def _socket_map(server: Any) -> dict:
+    return server.map if hasattr(server, "map") else server._map  # noqa: SLF001 - MultiSocketServer / TcpWSGIServer
+
+
+def with_access_log(wsgi_app: Callable) -> Callable:
+    """One INFO line per request on `dashboards.access`, once its answer is sent: client, method, path and query,
+    status, bytes, milliseconds (DEBUG for a successful probe or scrape: PROBE_PATHS). No header or cookie is logged; a query value whose name is a credential's (`token`,
+    `api_key`, `password`, ... tokenmeter/redaction.py) reads `***`; control characters are escaped."""
+
+    def logged(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        answer: dict[str, Any] = {}
+
+        def recording_start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
+            answer["status"] = status.split(" ", 1)[0]
+            answer["length"] = next((v for k, v in headers if k.lower() == "content-length"), "-")
+            return start_response(status, headers, exc_info)
+
+        def write_line() -> None:
+            status = answer.get("status", "-")
+            quiet = status.startswith("2") and environ.get("PATH_INFO") in PROBE_PATHS
+            access_log.log(logging.DEBUG if quiet else logging.INFO, '%s "%s %s %s" %s %s %.0fms',
+                           environ.get("REMOTE_ADDR", "-"),
+                           _printable(environ.get("REQUEST_METHOD", "-"))[:20], logged_target(environ),
+                           _printable(environ.get("SERVER_PROTOCOL", "-"))[:20], status, answer.get("length", "-"),
+                           (time.perf_counter() - started) * 1000)
+
+        try:
+            body = wsgi_app(environ, recording_start_response)
+        except BaseException:  # waitress logs the error; the access line still records the request
+            answer.setdefault("status", "500")
+            write_line()
+            raise
+        if type(body) is environ.get("wsgi.file_wrapper"):  # a file waitress sends itself: kept as it is
+            write_line()
+            return body
+        return _Closing(body, write_line)
+
+    return logged
+
+
+def logged_target(environ: dict) -> str:
+    path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
+    query = environ.get("QUERY_STRING", "")
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        path += "?" + urlencode([(k, "***" if is_credential_name(k) else v) for k, v in pairs], safe="*,:")
+    return path if len(path) <= MAX_LOGGED_TARGET else path[:MAX_LOGGED_TARGET] + "…"
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+class _Closing:
+    """The answer's iterable, with `on_close` called once after the server closed it (the answer was sent)."""
+
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]):
+        self._body = body
+        self._on_close = on_close
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close()
