@@ -34,7 +34,7 @@ RAW_TOPIC = "bench.raw"
 # (c) is timed this many times on the same warmed-up worker, one round after the other. The figure stays the first
 # round; the others show how far one ~1 s round of 50,000 events is from the next on this 2-core machine (35-59k/s
 # on unchanged code). Their median is reported too but is not the figure: later rounds run ~5 % faster on the warmer
-# worker, and at load 11-14 it was no steadier than one round (docs/benchmarks.md, worker26).
+# worker, and at load 11-14 it was no steadier than one round (docs/rounds/benchmarks.md, worker26).
 PIPELINE_ROUNDS = 3
 NAIVE_TOPIC = "bench.naive"
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-flash")]

@@ -79,7 +79,7 @@ async def wait_for_startup(api_port: int, limit: float = 20.0) -> float:
 # does not answer a waiting fetch when data arrives (streams/faust_patches.py, patch 1): with aiokafka's default
 # 500 ms, a record stored just after the reader had caught up reached it ~0.25 s later (tests/test_bench_reader.py),
 # so (c) of 50,000 events stopped 0.2-0.25 s after the worker had finished in about half of the runs (its "two
-# modes", docs/benchmarks.md, worker11). `--reader-fetch-wait-ms 500` gives the definition before.
+# modes", docs/rounds/benchmarks.md, worker11). `--reader-fetch-wait-ms 500` gives the definition before.
 READER_FETCH_WAIT_MS = 10
 
 
@@ -97,8 +97,8 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
     as collector micro-batches until the last is priced (seen by `priced_reader`); events/s and the worker's CPU per
     event. With `rounds` > 1 the same events (new ids) are timed that many times, one round after the other on
     the same worker: `events_per_s` stays the first round's, `events_per_s_rounds` and `events_per_s_median` show
-    how far one ~1 s round is from the next (docs/benchmarks.md, worker26: later rounds run ~5 % faster on the warmer
-    worker, so the median is not the headline figure)."""
+    how far one ~1 s round is from the next (docs/rounds/benchmarks.md, worker26: later rounds run ~5 % faster on
+    the warmer worker, so the median is not the headline figure)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
     consumer = priced_reader(bootstrap, reader_fetch_wait_ms)
     await producer.start()

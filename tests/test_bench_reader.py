@@ -3,7 +3,7 @@
 The embedded broker does not answer a waiting fetch when data arrives. With aiokafka's default fetch wait (500 ms)
 the bench's reader, having caught up with the worker's output, sent a fetch that held the worker's last outputs
 ~0.25 s: `tokenmeter bench`'s (c) stopped 0.2-0.25 s after the worker had finished in about half of the runs (its two
-modes, docs/benchmarks.md). The test builds exactly that moment: the reader has just read everything (so its next
+modes, docs/rounds/benchmarks.md). The test builds exactly that moment: the reader has just read everything (so its next
 fetch is waiting), and one more record is stored."""
 
 import asyncio

@@ -5,7 +5,7 @@ large it inflates (aiokafka/codec.py): a producer of any topic we read can send 
 inflates to gigabytes before any of our own guards (priced_arrow's declared sizes, dead letters) sees a record.
 gzip, in the standard library, did that at ~1,000x; cramjam (a dependency since the worker sends snappy) adds lz4
 (~160x) and zstd (~31,000x: 16 MiB of zeros in 534 bytes). Measured legitimate ratios are far below the bound: collectors' usage
-micro-batches 4-9x, the worker's Arrow priced messages 5-12x (docs/benchmarks.md, squeeze27).
+micro-batches 4-9x, the worker's Arrow priced messages 5-12x (docs/rounds/benchmarks.md, squeeze27).
 
 So each batch may inflate to at most MAX_INFLATE_RATIO times its compressed size, and the decoders stop at that
 bound instead of checking afterwards: the memory a fetch can cost is bounded by the ratio times the fetch's bytes.

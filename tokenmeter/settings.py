@@ -155,7 +155,7 @@ class Settings(BaseModel):
     # issue 14, squeeze27: the priced output is ~2.5x the usage it prices and crosses the broker twice; snappy
     # batches are ~3.5x smaller, halve the embedded broker's CPU per event and cost the worker's event loop nothing
     # measurable (zstd ~8x smaller but dearer to the loop; aiokafka's lz4 is level 9, ~3x the producer's CPU:
-    # docs/benchmarks.md). Faust has one producer per worker: the codec applies to everything it sends.
+    # docs/rounds/benchmarks.md). Faust has one producer per worker: the codec applies to everything it sends.
     worker_compression: Literal["none", "snappy", "lz4", "zstd", "gzip"] = Field(
         "snappy", description="Kafka compression of the record batches `tokenmeter worker` produces (tokenmeter.priced, "
         "dead letters, budget spend: one producer); none sends them as before. Consumers decompress whatever a batch "

@@ -13,7 +13,7 @@ chDB's time goes in one insert.
   since loader6), alternating, median of `--repeats`, with background merges running and stopped;
 - `--decoders`: CPU µs per row of three JSON decoders over the same worker-framed messages: orjson (the loader's,
   to dicts), chDB's `JSONEachRow` into typed columns and `pyarrow.json` with the explicit schema (what issue 14
-  item 1 weighed; see docs/benchmarks.md for why neither replaces orjson + `arrow_rows` exactly).
+  item 1 weighed; see docs/rounds/benchmarks.md for why neither replaces orjson + `arrow_rows` exactly).
 - `--loader-paths`: the loader's own path from worker-framed message bytes, the dict path (`parse_record`: orjson
   per message, then `arrow_rows`) and the polars path (`_accept`: `loader_frames`), alternating, best of
   `--repeats` rounds by CPU; CPU µs per row of decode (on arrival), build and store, rows/s wall and per CPU-s;

@@ -76,7 +76,7 @@ MAX_MONTHS_PER_INSERT = 50
 # runs each engine's merge (Replacing, Summing) over every inserted block, which here finds nothing to fold: the rows
 # are unique by event_id (deduplicated above) and each view's GROUP BY already sums its block. Off, the parts are
 # written as the merge would have left them, minus that pass: ~30-35 % of the insert's CPU (issue 14, loader6,
-# docs/benchmarks.md). Readers sum() the rollups and never rely on a folded part, as between any two merges.
+# docs/rounds/benchmarks.md). Readers sum() the rollups and never rely on a folded part, as between any two merges.
 PRICED_INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 

@@ -2,7 +2,7 @@
 reference (`warehouse.reprice._pricing_of`: the two maps compared as dicts), on random maps that are equal, equal
 in another order, of other amounts, other keys, other lengths or empty. The rows that need the sorted comparison
 (same length, not equal as lists) are most of a price change's changed rows; reprice7 moved that comparison from
-per-row strings to exploded, sorted columns (docs/benchmarks.md, "Re-price diff ... reprice7")."""
+per-row strings to exploded, sorted columns (docs/rounds/benchmarks.md, "Re-price diff ... reprice7")."""
 
 from __future__ import annotations
 
