@@ -29,16 +29,17 @@ worker restarting; tests/streams/test_worker_rewind.py):
    (every test that starts one, every restart by `tokenmeter up`) was 1 s longer. mode's 1 s after every service
    has stopped (`Worker._sentinel_task`) stays: a worker that exited 0.1 s after its LeaveGroup, while the group
    rebalanced for another member's leave, left the embedded broker's group stuck (the next worker joined and
-   re-joined every ~6 s, never assigned; /tmp/suite4/twostop1.py, docs/testing.md suite4).
+   re-joined every ~6 s, never assigned; /tmp/suite4/twostop1.py, docs/rounds/testing.md suite4).
 6. Idle connections to the worker API are closed after IDLE_TIMEOUT_S. Faust's web driver builds its aiohttp
    AppRunner with the keep-alive default, 3630 s, which is also how long aiohttp waits for a request head: a
    client sending half a head, or nothing, held the connection for an hour (hostile24). `patch_app` replaces the
    runner (not yet set up) with one whose keepalive_timeout is IDLE_TIMEOUT_S.
 7. No venusian markers. Every `app.agent`, `app.task`, `app.page`, `app.timer` and `app.service` decorator calls
    `faust.utils.venusian.attach`, which reads its caller's frame with `inspect`; the first call walks every loaded
-   module's file path (~1,100 `realpath`s): ~0.04 CPU-s of every worker start (docs/testing.md suite26). The markers
-   are read only by autodiscovery's scan, whose callback (`faust.utils.venusian._on_found`) does nothing, and the
-   worker disables autodiscovery: `attach` becomes a no-op (checked: the module and its `attach` exist).
+   module's file path (~1,100 `realpath`s): ~0.04 CPU-s of every worker start (docs/rounds/testing.md suite26).
+   The markers are read only by autodiscovery's scan, whose callback (`faust.utils.venusian._on_found`) does
+   nothing, and the worker disables autodiscovery: `attach` becomes a no-op (checked: the module and its `attach`
+   exist).
 
 Upstream: faust-streaming issue #596 "A race condition in recovery causes unrecoverable gaps in acked offsets and
 consequently blocks committing" (open; the clearing of queues on resume, patch 3); #216 "Recovery without tables

@@ -3,7 +3,7 @@
 pytest compiles every test module with its assertions rewritten and caches the result next to it
 (`__pycache__/<name>.cpython-311-pytest-<version>.pyc`, checked by a hash of the source, not by its mtime). In a fresh
 clone no such file exists, and the six workers start together: each collects the whole suite, so each rewrote and
-compiled all ~210 test modules itself (1.5-2 CPU-s a worker, docs/testing.md "suite3"). This does it once, with
+compiled all ~210 test modules itself (1.5-2 CPU-s a worker, docs/rounds/testing.md "suite3"). This does it once, with
 pytest's own rewriter, without importing the modules; a worker then finds a valid file and only loads it.
 
 Best effort: a file it cannot write, or a pytest whose internals moved, leaves the workers to rewrite as before."""

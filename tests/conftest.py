@@ -47,7 +47,7 @@ def pytest_setup_options():
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--no-first-run", "--window-size=1400,1000",
                 # Chromium 156 preloads its omnibox popup (two WebUI pages in a renderer of their own) at every start:
-                # a browser start cost 1.47 CPU-s with it, 0.67 without (docs/testing.md suiteB28). chromedriver
+                # a browser start cost 1.47 CPU-s with it, 0.67 without (docs/rounds/testing.md suiteB28). chromedriver
                 # joins this list to its own (IgnoreDuplicateNavs,Prewarm).
                 "--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup"):
         options.add_argument(arg)

@@ -17,7 +17,7 @@ Within a file, a test that builds much (a month of events, a detector's state fo
 collection every 700 allocations, and every tenth of every tenth of those was a full one while the heap grew:
 the young threshold is 10,000 in the test processes (the children a test starts keep Python's defaults). Ten heavy
 in-process files in one process: 10.9 CPU-s in the collector before, 5.8 with the freeze, 2.1 with both
-(docs/testing.md, eleventh round)."""
+(docs/rounds/testing.md, eleventh round)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """Slow files first, the longest of them (`pytest.mark.slow(seconds=...)`, a rough figure: about half the
-    file's time in a loaded 4-worker run of the whole suite, docs/testing.md) before the rest. The sort is stable, so tests keep their order within a file."""
+    file's time in a loaded 4-worker run of the whole suite, docs/rounds/testing.md) before the rest. The sort is
+    stable, so tests keep their order within a file."""
     def key(item) -> tuple[int, float]:
         slow = item.get_closest_marker("slow")
         return (0, -float(slow.kwargs.get("seconds", 0))) if slow else (1, 0.0)

@@ -1,4 +1,4 @@
-"""What each process `tokenmeter up` starts imports before it does anything (docs/testing.md, seventh round): a
+"""What each process `tokenmeter up` starts imports before it does anything (docs/rounds/testing.md, seventh round): a
 role imports the heavy libraries it uses and no others. A stage package imports its public names on first use, so
 importing one of its modules does not load the whole stage (polars, pyarrow, Dash, httpx, tiktoken)."""
 

@@ -1,7 +1,7 @@
 """A test warehouse that starts empty, as a copy of one freshly migrated warehouse built once per test run.
 
 Creating a chDB warehouse runs every migration (~40 tables and views, ~76 statements): ~0.55 CPU-s in a process that
-has chDB loaded already. Opening a copy of a closed, freshly migrated warehouse costs ~0.25 (docs/testing.md,
+has chDB loaded already. Opening a copy of a closed, freshly migrated warehouse costs ~0.25 (docs/rounds/testing.md,
 suite30): `open_warehouse` still runs everything it runs on any start (the migrations check, retention, the heals);
 only the CREATE statements are done once. The template is built in a child process by `open_warehouse` itself, with
 this run's migrations, so the copies are what a new warehouse is. chDB's tables are UUID-named directories behind

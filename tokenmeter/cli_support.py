@@ -47,7 +47,7 @@ def cli_settings(**overrides: Any) -> Settings:
 # much (a month of demo history, the loader's batches, the detector's state) ran a young collection every 700
 # allocations and, while its heap grew, a full one (which walks every object, the imported libraries included) every
 # few seconds: `up --demo`'s demo-history spent 0.76 of 5.2 CPU-s in the collector, the loader 0.69 of 4.1
-# (docs/testing.md, eleventh round). The worker sets its own once it owns budgets (7,000, measured for the
+# (docs/rounds/testing.md, eleventh round). The worker sets its own once it owns budgets (7,000, measured for the
 # admission latency: streams/budgets/reservations.freeze_startup_heap); the test processes use this one (tests/module_gc.py).
 YOUNG_GC_THRESHOLD = 10_000
 

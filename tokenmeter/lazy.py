@@ -1,5 +1,6 @@
 """Public names of a package imported on first use (PEP 562), so importing one module of a stage does not load the
-heavy libraries (polars, pyarrow, Dash, httpx, tiktoken) that other modules of it need (docs/testing.md, startcost)."""
+heavy libraries (polars, pyarrow, Dash, httpx, tiktoken) that other modules of it need (docs/rounds/testing.md,
+startcost)."""
 
 from __future__ import annotations
 

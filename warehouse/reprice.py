@@ -405,8 +405,8 @@ def heal_pending_hours(backend: Any) -> int:
     # Every rollup of priced_events corrected to the hours' raw aggregation (warehouse.rollups): per key, what the raw
     # rows give minus what the rollup holds, as the apply does (reprice8). It used to DELETE the hours' rollup rows and
     # insert them again: five lightweight DELETEs, mutations of every part holding those hours, ~0.13 of a small
-    # heal's ~0.24 CPU-s (suite29, docs/testing.md); the correction reads the rollup rows instead and writes nothing
-    # for a key that is already right (a heal run twice corrects nothing the second time).
+    # heal's ~0.24 CPU-s (suite29, docs/rounds/testing.md); the correction reads the rollup rows instead and writes
+    # nothing for a key that is already right (a heal run twice corrects nothing the second time).
     for statement in correction_statements(_PENDING):
         backend.command(statement)
     # The loader's marked hours: the anti-join's key table (priced_event_ids, migration 0009) is a view of the same

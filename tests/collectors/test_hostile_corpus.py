@@ -8,15 +8,15 @@ record goes through the three ways production reads it:
 - `KafkaBridge._convert` (the batch form, `encoded=True`, what `collect kafka`, the file tail and HTTP ingest run):
   every dead letter has a reason; every event is the canonical JSON `UsageEvent` writes, byte for byte;
 - `parse_record(raw)` (dialect detected) or `parse_record(raw, dialect)`, alternating by path (each path takes
-  the bridge and one of the two; the suite's time, docs/testing.md): a DialectError with a reason, or events
+  the bridge and one of the two; the suite's time, docs/rounds/testing.md): a DialectError with a reason, or events
   that validate.
 Every key is also deleted in turn, and every payload is read by every dialect (a topic fed the wrong gateway).
 
 To stay fast (~10 s), each path takes one value of each KIND below (null, text, small number, huge number, bool,
 list, object, 300-level nesting), the member of a kind rotating with the path's index: every path meets every
 type, and every value meets a share of the paths. The full product (all 20 values at every path, ~520,000 reads,
-~33 s) ran clean when this file was written (fuzz16, docs/testing.md); what it found then is fixed and has its own
-test: an OpenAI Responses output item `type` that is a list or object, a Kong `rag-inject.embeddings_tokens`
+~33 s) ran clean when this file was written (fuzz16, docs/rounds/testing.md); what it found then is fixed and has
+its own test: an OpenAI Responses output item `type` that is a list or object, a Kong `rag-inject.embeddings_tokens`
 above the contract's bound, an OpenInference `span.kind` that is a list or object.
 """
 

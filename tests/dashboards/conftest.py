@@ -22,7 +22,7 @@ def _dash_server_port():
 
 # One Chromium per test file instead of one per test ---------------------------------------------------------------
 # dash's `dash_duo` starts a Chromium (and its chromedriver) for every test and quits it after: the browser's own
-# processes (main, GPU, network, zygote, driver) cost ~0.6 CPU-s per start (docs/testing.md "suite3"). Here the
+# processes (main, GPU, network, zygote, driver) cost ~0.6 CPU-s per start (docs/rounds/testing.md "suite3"). Here the
 # browser tests of a file get the same browser, handed over as a fresh one would be: one tab on
 # about:blank, no cookies (the login's session cookie is per host, not per port), the last server's storage cleared,
 # the default window size, an empty console log and downloads going to this test's own directory.

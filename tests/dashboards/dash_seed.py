@@ -14,7 +14,7 @@ from dashboards.budgets_data import STATUS_COLUMNS  # named columns: the table m
 # The pages' refresh period of the browser tests that never wait for a refresh (TOKENMETER_DASHBOARD_REFRESH_SECONDS):
 # their data is written before the page opens, and a page reads it when it opens or a filter changes. At the default
 # 5 s an open page re-ran every callback of the page every 5 s, ~0.13 CPU-s a second of server and Chromium while a
-# test waited or read (docs/testing.md, suite24). A test that waits for new data to appear keeps the default.
+# test waited or read (docs/rounds/testing.md, suite24). A test that waits for new data to appear keeps the default.
 QUIET_REFRESH = {"dashboard_refresh_seconds": 3600.0}
 
 # team -> costs of its priced events; 12 decimals so the exact total is not a 2-decimal number
@@ -167,7 +167,7 @@ def browser_login(dash_duo, app, user: str, password: str, page: str = "/") -> N
 
 # Another page of the app opened as its navigation bar opens it (a dcc.Link: history.pushState and Dash's own event),
 # not by loading the URL: a load runs Dash's and plotly's bundles again, ~1.0-1.4 CPU-s of Chromium against ~0.5 for
-# the page's own callbacks and drawing (docs/testing.md suiteB28). For tests about a page's content; a test about
+# the page's own callbacks and drawing (docs/rounds/testing.md suiteB28). For tests about a page's content; a test about
 # what a typed or shared URL opens loads it (dash_duo.wait_for_page).
 _NAVIGATE = ("window.history.pushState({}, '', arguments[0]);"
              "window.dispatchEvent(new CustomEvent('_dashprivate_pushstate'));")

@@ -5,7 +5,7 @@ the real budget owner wrote (streams.budgets.owner -> the loader's row builder -
 burn-down's title clear of plotly's mode bar.
 
 The forecast tests had a file of their own (its own Chromium and warehouse, ~4 CPU-s alone); they share this file's
-browser and warehouse (docs/testing.md, "suite6"): the budget records touch no table the showback pages read."""
+browser and warehouse (docs/rounds/testing.md, "suite6"): the budget records touch no table the showback pages read."""
 
 from __future__ import annotations
 

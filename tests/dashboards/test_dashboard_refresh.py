@@ -1,6 +1,6 @@
 """The pages' refresh period is a setting (TOKENMETER_DASHBOARD_REFRESH_SECONDS): the `refresh` interval every
 page's callbacks listen to ticks at it. The browser tests that do not wait for a refresh raise it (an idle open
-page re-ran its callbacks every 5 s: ~0.13 CPU-s a second of server and Chromium, docs/testing.md suite24)."""
+page re-ran its callbacks every 5 s: ~0.13 CPU-s a second of server and Chromium, docs/rounds/testing.md suite24)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ rotating with the path's index) and a few the worker reads specially (decimal an
 deleted. Each edited event goes in a message of its own, and again ten to a message (the micro-batch form).
 
 The full product (all 27 values at every path, both forms) ran clean when this file was written (fuzz16,
-docs/testing.md): nothing to fix at this stage.
+docs/rounds/testing.md): nothing to fix at this stage.
 """
 
 from __future__ import annotations

@@ -114,16 +114,16 @@ def test_the_detector_finds_one_anomaly_of_each_kind_in_the_history_and_little_e
 # calendar (the month drawn from its first hour with one random stream) 6 of 7 start times raised 10 or 11 alerts: a
 # second model_shift, spend_rate, tokens_per_request or error_rate on another scope of the same injection
 # (the existing test above covers 2026-12-04T21:30).
-# Each start costs 5-20 CPU-s (the detector over the month), so the suite keeps one that still fails on the old
-# calendar with today's detector (suite10, docs/testing.md: of the seven, 11-01T12:00, 10-31T08:20, 11-29T14:00 and
+# Each start costs 5-20 CPU-s (the detector over the month), so the suite keeps one that still fails on the old calendar
+# with today's detector (suite10, docs/rounds/testing.md: of the seven, 11-01T12:00, 10-31T08:20, 11-29T14:00 and
 # 11-14T19:30 still do, each with a second alert of one kind; 11-03T23:59 and 11-30T06:40, kept until then, no longer
 # did), the cheapest of those that pass on today's code: the first of a month, a Sunday noon (spend_rate twice on the
-# old calendar). The calendar itself (same weekday and hour, same calls) is the test after this one (0.6 s; it fails
-# on the old calendar too). The sweep over 126 start times across a week and 12 others was run once by hand
+# old calendar). The calendar itself (same weekday and hour, same calls) is the test after this one (0.6 s; it fails on
+# the old calendar too). The sweep over 126 start times across a week and 12 others was run once by hand
 # (docs/finance.md, "A demo with a past"). Two more that failed on 2026-12-06's detector (suite10 found them, demo17
-# fixed them): 11-29T14:00 (a month from a Friday afternoon: 3 extra tokens_per_request alerts, a key's mean held at
-# its first 30 calls' low draw, tests/streams/test_anomalies_key_mean_settles.py) and 11-08T09:00 (1 extra: a call
-# and its OTel copy scored twice, tests/streams/test_anomalies_cross_source_copies.py).
+# fixed them): 11-29T14:00 (a month from a Friday afternoon: 3 extra tokens_per_request alerts, a key's mean held at its
+# first 30 calls' low draw, tests/streams/test_anomalies_key_mean_settles.py) and 11-08T09:00 (1 extra: a call and its
+# OTel copy scored twice, tests/streams/test_anomalies_cross_source_copies.py).
 START_TIMES = ["2026-11-01T12:00", "2026-11-29T14:00", "2026-11-08T09:00"]
 
 

@@ -105,7 +105,8 @@ def test_the_workers_priced_corpus_with_hostile_fields_through_accept_is_stored_
     kind of tests/collectors/test_hostile_corpus.py KINDS plus HOSTILE above (rotating with the path's index),
     every key deleted, ten events a message (an edit that is no JSON alone). Every event is stored by the real
     table or dead-lettered with its reason; a message that is not JSON is one dead letter. The full product (31
-    values at every path, one and ten a message) ran clean when this test was written (fuzz16, docs/testing.md)."""
+    values at every path, one and ten a message) ran clean when this test was written (fuzz16,
+    docs/rounds/testing.md)."""
     from collections import Counter
 
     import orjson
