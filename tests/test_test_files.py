@@ -16,3 +16,11 @@ def test_no_two_test_files_share_a_name():
     for path in TESTS.rglob("test_*.py"):
         by_name[path.name].append(str(path.relative_to(TESTS)))
     assert not {name: paths for name, paths in by_name.items() if len(paths) > 1}
+
+
+def test_every_file_that_drives_chromium_is_marked_browser():
+    """`-m "not browser"` is how a machine without Chromium runs the rest (docs/testing.md); a file using dash's
+    `dash_duo` without the mark (test_shared_browser.py did) was still run there, and failed."""
+    unmarked = [str(path.relative_to(TESTS)) for path in TESTS.rglob("test_*.py")
+                if "dash_duo" in (text := path.read_text()) and "mark.browser" not in text]
+    assert unmarked == []

@@ -4,8 +4,10 @@ origin, a second tab, another window size, console messages). Run in file order.
 
 from __future__ import annotations
 
+import pytest
 from dash import Dash, html
 
+pytestmark = pytest.mark.browser  # drives Chromium: `-m "not browser"` leaves it out
 WINDOW = {"width": 1400, "height": 1000}
 LEFT: dict = {}  # what the first test leaves for the second
 
