@@ -246,3 +246,15 @@ def test_a_yaml_merge_key_may_be_overridden_below_it(monkeypatch, tmp_path):
     monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
     s = load_settings()
     assert s.azure_deployments == {"a": "gpt-4o", "b": "gpt-4o-mini"} and s.dash_port == 9000
+
+
+@pytest.mark.parametrize("variable, value", [("TOKENMETER_DEDUP_SOURCE_PREFERENCE", '["otel", 5]'),
+                                             ("TOKENMETER_AZURE_DEPLOYMENTS", '{"prod": 4}')])
+def test_a_bad_item_of_a_list_or_map_names_the_variable_as_it_is_spelt(monkeypatch, variable, value):
+    """proxy31: the error named TOKENMETER_DEDUP_SOURCE_PREFERENCE_1 (the item's index glued to the name), a
+    variable that does not exist; now the variable and then the item."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    line = str(raised.value).splitlines()[1]
+    assert line.startswith(f"  {variable} (item ") or line.startswith(f"  {variable} (key "), line

@@ -305,9 +305,16 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for item in exc.errors(include_url=False):
-            name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper()
+            name = env_name(str(item["loc"][0])) + _item_named(item["loc"][1:])
             lines.append(f"{name}: {item['msg']} ({_shown(str(item['loc'][0]), item.get('input'))})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def _item_named(path: tuple) -> str:
+    """Where in a list or map setting the bad value is: ` (item 1)`, ` (key 'prod')`. Glued to the name, as before,
+    they spelt a variable that does not exist (TOKENMETER_DEDUP_SOURCE_PREFERENCE_1)."""
+    parts = [f"item {p}" if isinstance(p, int) else f"key {str(p)!r}" for p in path]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 # The fields whose variable holds JSON: lists and maps (pydantic-settings' "complex" fields among ours).
