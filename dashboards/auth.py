@@ -73,7 +73,9 @@ def _throttle() -> LoginThrottle:
 
 
 def _client_ip() -> str:
-    return flask.request.remote_addr or "unknown"  # X-Forwarded-For is not trusted: any client can set it
+    # The TCP peer, or behind a trusted proxy the client it forwarded for (dashboards/forwarded.py); a client's own
+    # X-Forwarded-For never reaches here: any client can set it
+    return flask.request.remote_addr or "unknown"
 
 
 def _authenticate(name: str, password: str) -> tuple[Principal | None, int]:
