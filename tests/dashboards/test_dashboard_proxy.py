@@ -175,3 +175,22 @@ def test_from_a_peer_not_trusted_the_headers_are_removed():
         seen = _seen(port, {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
                             "Forwarded": "for=203.0.113.9", "X-Forwarded-Host": "evil.example"})
     assert seen == {"addr": "127.0.0.1", "scheme": "http", "forwarded": []}
+
+
+@pytest.mark.parametrize("peer, forwarded_for, expected", [
+    ("::ffff:127.0.0.1", "203.0.113.9", "203.0.113.9"),  # an IPv4 proxy on a dual-stack socket matches 127.0.0.1
+    ("::1", "203.0.113.9", "203.0.113.9"),  # an IPv6 proxy
+    ("::2", "203.0.113.9", "::2"),  # not trusted
+    ("::1", "::ffff:10.1.2.3, ::ffff:203.0.113.9", "203.0.113.9"),
+    ("::1", "203.0.113.9, ::ffff:10.1.2.3", "203.0.113.9"),  # a mapped trusted hop is skipped like 10.1.2.3
+])
+def test_ipv6_and_mapped_peers_and_hops(peer, forwarded_for, expected):
+    """waitress binds IPv6 sockets V6ONLY, so it never hands a mapped peer; a server or a proxy that does is read
+    the same."""
+    from dashboards.forwarded import from_trusted_proxies, parse_networks
+
+    seen = {}
+    app = from_trusted_proxies(lambda environ, start: seen.update(addr=environ["REMOTE_ADDR"]) or [],
+                               parse_networks(["127.0.0.1", "::1", "10.0.0.0/8"]))
+    app({"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded_for}, None)
+    assert seen == {"addr": expected}
