@@ -194,3 +194,24 @@ def test_ipv6_and_mapped_peers_and_hops(peer, forwarded_for, expected):
                                parse_networks(["127.0.0.1", "::1", "10.0.0.0/8"]))
     app({"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded_for}, None)
     assert seen == {"addr": expected}
+
+
+@pytest.mark.parametrize("proto, secure", [("https", True), ("http", False), (None, False)])
+def test_the_session_cookie_is_secure_when_the_proxy_says_https(tmp_path, proto, secure):
+    """The real dashboard app on the real server, TOKENMETER_DASHBOARD_SECURE_COOKIES unset: a sign-in that reached
+    the proxy over HTTPS gets a Secure cookie (a browser then never sends it over plain HTTP); over HTTP, as before."""
+    from dashboards import create_app
+    from tokenmeter.settings import load_settings
+
+    users_file = tmp_path / "users.yaml"
+    add_user(users_file, "al", "al-pass", "team:alpha")
+    settings = load_settings(data_dir=tmp_path, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)
+    assert settings.dashboard_secure_cookies is False
+    app = create_app(settings)
+    headers = {"X-Forwarded-For": CLIENT_A} | ({"X-Forwarded-Proto": proto} if proto else {})
+    with running(app.server, threads=2, idle_timeout_s=30, trusted_proxies=["127.0.0.1"]) as port:
+        answer = httpx.post(f"http://127.0.0.1:{port}/login", data={"username": "al", "password": "al-pass"},
+                            headers=headers, timeout=30)
+    assert answer.status_code == 302
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and ("Secure" in cookie) is secure, cookie
