@@ -50,7 +50,9 @@ def parse_address(text: str) -> Address | None:
         if not bracket:
             return None
     elif text.count(":") == 1:  # IPv4 with a port (an IPv6 address has two colons at least)
-        text = text.split(":", 1)[0]
+        text, _, port = text.partition(":")
+        if not (port.isascii() and port.isdigit()):
+            return None
     if not text.isascii():  # int() reads other scripts' digits; an address has none
         return None
     try:

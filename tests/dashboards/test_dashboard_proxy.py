@@ -123,6 +123,7 @@ FORWARDED_FOR_CASES = [  # (X-Forwarded-For as the trusted proxy at 127.0.0.1 pa
     ("[2001:db8::2]:8443", "2001:db8::2"),
     ("198.51.100.1, 2001:DB8:0:0::3", "2001:db8::3"),
     ("203.0.113.7:51234", "203.0.113.7"),  # Azure Application Gateway adds the client's port
+    ("203.0.113.7:http", "127.0.0.1"),
     ('"203.0.113.8"', "203.0.113.8"),
     ("garbage", "127.0.0.1"),  # not an address: the nearest one known, the proxy's own
     ("203.0.113.9, garbage", "127.0.0.1"),  # the proxy did not add 203.0.113.9: never chosen
