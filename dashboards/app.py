@@ -137,8 +137,12 @@ def run_dashboard(settings: Any) -> None:
         print(line, flush=True)  # stdout, not the log: a generated password is shown once, to the operator
     app = create_app(settings)
     try:
-        server = serving.make_server(app.server, settings.host, settings.dash_port, settings.dashboard_threads)
+        server = serving.make_server(app.server, settings.host, settings.dash_port, settings.dashboard_threads,
+                                     trusted_proxies=settings.dashboard_trusted_proxies)
         log.info("dashboard on %s (waitress, %d threads)", settings.dashboard_url, settings.dashboard_threads)
+        if settings.dashboard_trusted_proxies:
+            log.info("client addresses from X-Forwarded-For and -Proto of the trusted proxies %s",
+                     ", ".join(settings.dashboard_trusted_proxies))
         serving.serve(server)
     finally:
         app.server.config[CONFIG_KEY].close()

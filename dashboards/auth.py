@@ -3,7 +3,7 @@
 Pages redirect to /login; Dash's JSON endpoints and the JSON API answer 401 instead. The JSON API also
 accepts HTTP Basic, for BI tools and scripts. The signed-in user is `flask.g.principal` (dashboards.users).
 
-The cookie (HttpOnly, SameSite=Lax, Secure with TOKENMETER_DASHBOARD_SECURE_COOKIES) only names a server-side
+The cookie (HttpOnly, SameSite=Lax, Secure with TOKENMETER_DASHBOARD_SECURE_COOKIES or over HTTPS) only names a server-side
 session (dashboards.auth_state), so logout (POST /logout with the session's CSRF token) ends it for good.
 Failed sign-ins (form and Basic) are throttled per user name and per client IP, with a temporary lock-out:
 429 + Retry-After, and the page says how long to wait.
@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import flask
+from flask.sessions import SecureCookieSessionInterface
 
 from dashboards import metrics
 from dashboards.auth_state import LoginThrottle, SessionRegistry, describe_wait
@@ -73,7 +74,9 @@ def _throttle() -> LoginThrottle:
 
 
 def _client_ip() -> str:
-    return flask.request.remote_addr or "unknown"  # X-Forwarded-For is not trusted: any client can set it
+    # The TCP peer, or behind a trusted proxy the client it forwarded for (dashboards/forwarded.py); a client's own
+    # X-Forwarded-For never reaches here: any client can set it
+    return flask.request.remote_addr or "unknown"
 
 
 def _authenticate(name: str, password: str) -> tuple[Principal | None, int]:
@@ -189,6 +192,14 @@ def _logout_needs_post() -> Any:
                           headers={"Allow": "POST"})
 
 
+class _SecureOverHttps(SecureCookieSessionInterface):
+    """The session cookie is Secure with TOKENMETER_DASHBOARD_SECURE_COOKIES, and also for a request that came over
+    HTTPS (the scheme a trusted proxy forwarded: dashboards/forwarded.py), so a browser never sends it over HTTP."""
+
+    def get_cookie_secure(self, app: flask.Flask) -> bool:
+        return super().get_cookie_secure(app) or (flask.has_request_context() and flask.request.scheme == "https")
+
+
 def install_auth(server: flask.Flask, settings: Any) -> None:
     """Require a login on every route of `server` (the Dash app's Flask server)."""
     secret = settings.dashboard_secret_key.get_secret_value() if settings.dashboard_secret_key else None
@@ -197,10 +208,12 @@ def install_auth(server: flask.Flask, settings: Any) -> None:
                     "end when the dashboard restarts")
         secret = secrets.token_hex(32)
     server.secret_key = secret
+    server.session_interface = _SecureOverHttps()
     server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                          SESSION_COOKIE_SECURE=bool(settings.dashboard_secure_cookies))
     if not settings.dashboard_secure_cookies:
-        log.info("session cookies are not marked Secure; behind HTTPS set TOKENMETER_DASHBOARD_SECURE_COOKIES=true")
+        log.info("session cookies are marked Secure only for requests a trusted proxy forwarded over HTTPS; behind "
+                 "HTTPS set TOKENMETER_DASHBOARD_SECURE_COOKIES=true")
     server.config[USER_STORE_KEY] = UserStore(users_file_path(settings))
     server.config[SESSIONS_KEY] = SessionRegistry(settings.dashboard_session_hours * 3600)
     server.config[THROTTLE_KEY] = LoginThrottle(settings.dashboard_login_max_failures,

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, quote, urlencode
 
 from dashboards import metrics
+from dashboards.forwarded import from_trusted_proxies, parse_networks
 from tokenmeter.redaction import is_credential_name
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,16 @@ def _count_idle_close() -> int:
     return metrics.count("idle_closes")
 
 
-def make_server(wsgi_app: Callable, host: str, port: int, threads: int, idle_timeout_s: float | None = None) -> Any:
-    """A waitress server bound to host:port (not yet serving: `serve` or `.run()`), each request access-logged."""
+def make_server(wsgi_app: Callable, host: str, port: int, threads: int, idle_timeout_s: float | None = None,
+                trusted_proxies: Iterable[str] = ()) -> Any:
+    """A waitress server bound to host:port (not yet serving: `serve` or `.run()`), each request access-logged.
+    `trusted_proxies` (addresses or CIDR networks, TOKENMETER_DASHBOARD_TRUSTED_PROXIES): from these peers the client
+    address and scheme come from X-Forwarded-For and -Proto (dashboards/forwarded.py); none: the TCP peer's."""
     from waitress.adjustments import Adjustments
     from waitress.server import MultiSocketServer, TcpWSGIServer
     from waitress.task import ThreadedTaskDispatcher
+
+    networks = parse_networks(trusted_proxies)
 
     class IdleCountingServer(TcpWSGIServer):
         def maintenance(self, now: float) -> None:
@@ -71,13 +77,16 @@ def make_server(wsgi_app: Callable, host: str, port: int, threads: int, idle_tim
         channel_timeout=max(1, round(IDLE_TIMEOUT_S if idle_timeout_s is None else idle_timeout_s)),
         cleanup_interval=CHECK_EVERY_S, connection_limit=CONNECTION_LIMIT, asyncore_use_poll=True,
         ident="tokenmeter",  # the Server header: no server name and version for a scanner
-        # X-Forwarded-* are removed, never trusted (docs/security.md: the client IP is the TCP peer)
-        clear_untrusted_proxy_headers=True,
+        # No trusted proxy: waitress removes X-Forwarded-* and Forwarded (the client IP is the TCP peer). With some,
+        # from_trusted_proxies reads them from those peers and removes them from every request itself.
+        clear_untrusted_proxy_headers=not networks,
     )
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
     app = with_access_log(wsgi_app)
+    if networks:  # outside the access log: its line names the client, not the proxy
+        app = from_trusted_proxies(app, networks)
     servers = [IdleCountingServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=info)
                for info in adj.listen]  # a host name may stand for more than one address
     return servers[0] if len(servers) == 1 else MultiSocketServer(socket_map, adj, servers, dispatcher)

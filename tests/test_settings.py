@@ -246,3 +246,38 @@ def test_a_yaml_merge_key_may_be_overridden_below_it(monkeypatch, tmp_path):
     monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
     s = load_settings()
     assert s.azure_deployments == {"a": "gpt-4o", "b": "gpt-4o-mini"} and s.dash_port == 9000
+
+
+@pytest.mark.parametrize("value, shown", [('["10.0.0.1/8"]', "'10.0.0.1/8' is not an IP address or CIDR network"),
+                                          ('["proxy.internal"]', "'proxy.internal' is not an IP address"),
+                                          ('["10.0.0.0/33"]', "'10.0.0.0/33' is not an IP address"),
+                                          ('"10.0.0.1"', "valid list"),
+                                          ('[10]', "valid string")])
+def test_a_bad_trusted_proxy_is_a_settings_error_naming_the_variable(monkeypatch, value, shown):
+    """proxy31: TOKENMETER_DASHBOARD_TRUSTED_PROXIES. 10.0.0.1/8 (host bits set) is refused, not read as 10.0.0.0/8:
+    a typo in what decides whose X-Forwarded-For is believed must not widen it."""
+    monkeypatch.setenv("TOKENMETER_DASHBOARD_TRUSTED_PROXIES", value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "\n  TOKENMETER_DASHBOARD_TRUSTED_PROXIES" in message and shown in message, message
+    assert "TRUSTED_PROXIES_" not in message, message  # the variable as it is spelt, not with an index glued on
+
+
+def test_trusted_proxies_are_read_as_networks(monkeypatch):
+    monkeypatch.delenv("TOKENMETER_DASHBOARD_TRUSTED_PROXIES", raising=False)
+    assert load_settings().dashboard_trusted_proxies == []  # trust none: the client is the TCP peer
+    monkeypatch.setenv("TOKENMETER_DASHBOARD_TRUSTED_PROXIES", '["10.0.0.0/8", " 172.18.0.2 ", "fd00::/8", "::1"]')
+    assert load_settings().dashboard_trusted_proxies == ["10.0.0.0/8", "172.18.0.2/32", "fd00::/8", "::1/128"]
+
+
+@pytest.mark.parametrize("variable, value", [("TOKENMETER_DEDUP_SOURCE_PREFERENCE", '["otel", 5]'),
+                                             ("TOKENMETER_AZURE_DEPLOYMENTS", '{"prod": 4}')])
+def test_a_bad_item_of_a_list_or_map_names_the_variable_as_it_is_spelt(monkeypatch, variable, value):
+    """proxy31: the error named TOKENMETER_DEDUP_SOURCE_PREFERENCE_1 (the item's index glued to the name), a
+    variable that does not exist; now the variable and then the item."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    line = str(raised.value).splitlines()[1]
+    assert line.startswith(f"  {variable} (item ") or line.startswith(f"  {variable} (key "), line

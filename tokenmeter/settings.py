@@ -195,6 +195,19 @@ class Settings(BaseModel):
             return None
         return value
 
+    @field_validator("dashboard_trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        networks = []
+        for entry in value:
+            try:  # strict: "10.0.0.1/8" (host bits set) is a typo or a misunderstanding, not a network to guess at
+                networks.append(str(ipaddress.ip_network(entry.strip(), strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network ({exc})") from None
+        return networks
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:  # checked here: an unknown one killed services in logging setup
@@ -246,6 +259,12 @@ class Settings(BaseModel):
         "(a page also reads them when it opens or a filter changes); longer costs the server and the browser less.")
     dashboard_lockout_seconds: float = Field(
         300.0, gt=0, description="Lock-out after too many failed sign-ins (also the window they are counted in).")
+    # proxy31: behind a proxy every client was the proxy's address, so 20 failed sign-ins by anyone locked all out
+    dashboard_trusted_proxies: list[str] = Field(
+        default_factory=list, description="Reverse proxies in front of the dashboard (JSON list of IP addresses or CIDR "
+        "networks, e.g. [\"10.0.0.0/8\"]): only from these peers are X-Forwarded-For (the client: the right-most "
+        "address not itself a trusted proxy) and X-Forwarded-Proto read; from any other peer they are removed. Unset: "
+        "trust none, the client is the TCP peer.")
     cost_centers_file: Path | None = Field(None, description="YAML: team/project/tag -> cost center, GL account, owner.")
     allocation_file: Path | None = Field(None, description="YAML of shared-cost allocation rules; unset: the cost-centers file's.")
     raw_retention_days: int = Field(400, ge=1, description="Days of raw priced events kept; rollups are kept.")
@@ -305,9 +324,16 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for item in exc.errors(include_url=False):
-            name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper()
+            name = env_name(str(item["loc"][0])) + _item_named(item["loc"][1:])
             lines.append(f"{name}: {item['msg']} ({_shown(str(item['loc'][0]), item.get('input'))})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def _item_named(path: tuple) -> str:
+    """Where in a list or map setting the bad value is: ` (item 1)`, ` (key 'prod')`. Glued to the name, as before,
+    they spelt a variable that does not exist (TOKENMETER_DEDUP_SOURCE_PREFERENCE_1)."""
+    parts = [f"item {p}" if isinstance(p, int) else f"key {str(p)!r}" for p in path]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 # The fields whose variable holds JSON: lists and maps (pydantic-settings' "complex" fields among ours).

@@ -22,12 +22,12 @@ from tokenmeter.settings import free_port
 
 
 @contextlib.contextmanager
-def running(site: flask.Flask, threads: int, idle_timeout_s: float):
+def running(site: flask.Flask, threads: int, idle_timeout_s: float, **options):
     """The dashboard's server (`serving.make_server`) on a free port, in a thread; stopped as `serve` stops it."""
     from waitress import wasyncore
 
     port = free_port()
-    server = serving.make_server(site.wsgi_app, "127.0.0.1", port, threads, idle_timeout_s=idle_timeout_s)
+    server = serving.make_server(site.wsgi_app, "127.0.0.1", port, threads, idle_timeout_s=idle_timeout_s, **options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
