@@ -127,3 +127,27 @@ def test_every_kafka_bridge_keeps_its_pending_batches_on_the_data_volume():
     assert bridges
     for name, bridge in bridges.items():
         assert "tokenmeter-data:/data" in bridge.get("volumes", []), name
+
+
+# The probe each HTTP-serving service answers (docs/production.md "What to monitor"), by its port's variable.
+HTTP_PROBES = {"worker": ("TOKENMETER_API_PORT", "/health"), "budgets": ("TOKENMETER_API_PORT", "/health"),
+               "dashboard": ("TOKENMETER_DASH_PORT", "/healthz"), "collector-http": ("TOKENMETER_COLLECT_PORT", "/healthz"),
+               "alerts": ("TOKENMETER_ALERTS_PORT", "/health")}
+
+
+def test_every_service_that_serves_http_has_a_healthcheck_on_its_probe():
+    """Only kafka and clickhouse had healthchecks: `docker compose ps` said nothing of a worker whose agents failed or
+    a dashboard that hung, and the alert dispatcher served no probe at all under compose (no TOKENMETER_ALERTS_PORT).
+    The check runs the image's Python (slim images have no curl); urlopen raises on a 503, so unhealthy is exit 1."""
+    services = load_compose()["services"]
+    for name, (variable, path) in HTTP_PROBES.items():
+        service = services[name]
+        port = service["environment"].get(variable)
+        assert port and port.isdigit(), f"{name}: {variable} not set"
+        check = service.get("healthcheck")
+        assert check, f"{name}: no healthcheck"
+        command = check["test"]
+        assert command[:3] == ["CMD", "python", "-c"], f"{name}: {command}"
+        assert f"http://127.0.0.1:{port}{path}" in command[3], f"{name}: probes {command[3]}"
+        compile(command[3], name, "exec")
+        assert check.get("interval") and check.get("retries")
