@@ -54,7 +54,7 @@ def test_our_services_run_real_commands_with_known_settings(monkeypatch):
         # A variable is either a setting or the env fallback of one of this command's own options.
         option_vars = {p.envvar for p in command.params if getattr(p, "envvar", None)}
         env = service["environment"]
-        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - settings_vars - option_vars
+        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - settings_vars - option_vars - {"TOKENMETER_HEARTBEAT_FILE"}
         assert not unknown, f"{name}: variables the settings code does not read: {unknown}"
         # Production points at the real Kafka and ClickHouse, not the embedded defaults.
         assert env["TOKENMETER_KAFKA_BOOTSTRAP"] == "kafka:9092"
@@ -151,3 +151,38 @@ def test_every_service_that_serves_http_has_a_healthcheck_on_its_probe():
         assert f"http://127.0.0.1:{port}{path}" in command[3], f"{name}: probes {command[3]}"
         compile(command[3], name, "exec")
         assert check.get("interval") and check.get("retries")
+
+
+HEARTBEAT_ROLES = ("loader", "anomalies", "finance-watch", "collector-otel-kafka")
+
+
+def test_every_long_running_service_without_http_is_checked_by_its_heartbeat(tmp_path):
+    """The loader, the detector, finance-watch and the OTel bridge serve nothing over HTTP, so compose saw them
+    'running' with a blocked event loop (the warehouse or the alerts falling behind). Under compose their loop
+    touches TOKENMETER_HEARTBEAT_FILE as under `up` (tokenmeter/heartbeat.py), and the healthcheck's own command,
+    run here, passes on a fresh file and fails on one 60 s old or missing."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tokenmeter.heartbeat import HEARTBEAT_FILE_ENV
+
+    services = load_compose()["services"]
+    for name in HEARTBEAT_ROLES:
+        service = services[name]
+        path = service["environment"].get(HEARTBEAT_FILE_ENV)
+        assert path, f"{name}: no {HEARTBEAT_FILE_ENV}"
+        command = service["healthcheck"]["test"]
+        assert command[:3] == ["CMD", "python", "-c"] and repr(path) in command[3], f"{name}: {command}"
+        beat = tmp_path / name
+        local = command[3].replace(repr(path), repr(str(beat)))
+
+        def check() -> int:
+            return subprocess.run([sys.executable, "-c", local], capture_output=True).returncode
+
+        assert check() != 0  # missing
+        beat.touch()
+        assert check() == 0
+        os.utime(beat, (time.time() - 60, time.time() - 60))
+        assert check() != 0

@@ -9,7 +9,8 @@ stops turning stops touching it. A file's modification time, not its content: on
 needs no reader of ours in the child.
 
 This is the supervisor's protocol with its children, not a user setting (not in Settings): outside `up` the variable
-is unset and nothing beats."""
+is unset and nothing beats, except where docker-compose.yml sets it for the roles without an HTTP probe, whose
+healthcheck reads the file's age the same way."""
 
 from __future__ import annotations
 
