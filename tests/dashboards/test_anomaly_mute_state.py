@@ -34,7 +34,8 @@ def _anomaly(anomaly_id: str, start: datetime, model: str = "llm-x") -> dict:
     return {"id": anomaly_id, "kind": "unpriced_usage", "scope_dim": "model", "scope_value": model,
             "severity": "warning", "observed": "66000", "expected": "0", "expected_low": "0", "expected_high": "0",
             "unit": "unpriced_tokens_per_hour", "start": _iso(start), "end": _iso(start + timedelta(minutes=5)),
-            "status": "open", "explanation": "llm-x cannot be priced", "detected_at": _iso(start + timedelta(minutes=6))}
+            "status": "open", "explanation": "llm-x cannot be priced",
+            "detected_at": _iso(start + timedelta(minutes=6))}
 
 
 def _ack(anomaly_id: str, action: str, by: str, at: datetime, hours: float = 24, model: str = "llm-x") -> dict:
@@ -82,7 +83,8 @@ def test_a_mute_stays_shown_after_an_ack_and_on_every_anomaly_of_its_kind_and_sc
     assert first["mute_until"] == until, first  # ... and the mute of its kind and scope, still in force
     assert later["mute_until"] == until and later["muted_by"] == "ann", later  # silenced by that mute too
     page = {a["id"]: a for a in _page_rows(wh)}
-    assert _ack_state(page["an-first"]).startswith("muted until") and "acknowledged by bob" in _ack_state(page["an-first"])
+    first_state = _ack_state(page["an-first"])
+    assert first_state.startswith("muted until") and "acknowledged by bob" in first_state
     assert _ack_state(page["an-later"]).startswith("muted until") and "by ann" in _ack_state(page["an-later"])
 
     # An unmute clicked on the later anomaly lifts the mute for both (the detector's rule: newest mute/unmute wins).

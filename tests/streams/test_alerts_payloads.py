@@ -114,7 +114,8 @@ def test_routes_parse_dedupe_and_reject_with_reasons():
 def test_masking_hides_slack_path_routing_key_and_query_values():
     assert mask_target("slack", SLACK) == "https://hooks.slack.com/services/***"
     assert mask_target("pagerduty", PD_KEY) == "****cdef"
-    assert mask_target("webhook", "https://u:p@x.example:8443/in/abc?token=abc") == "https://x.example:8443/in/***?token=***"
+    masked = mask_target("webhook", "https://u:p@x.example:8443/in/abc?token=abc")
+    assert masked == "https://x.example:8443/in/***?token=***"
 
 
 @pytest.mark.parametrize("target, secret", [
