@@ -239,6 +239,10 @@ def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datet
         sums[-1] += charge["allocated"]
     names = ["corrects_month", *group_by, "cost_center", "gl_account", "owner"]
     rows = [list(k) + v[:-2] + [v[-2], v[-1], v[-2] + v[-1]] for k, v in sorted(totals.items())]
-    schema = ({n: pl.String for n in names} | {c: pl.UInt64 for c in COUNT_COLUMNS}
+    # A correction row's counts are changes and can be negative (a closed month's unpriced event priced later: -1
+    # unpriced events); UInt64 columns made that month's export a polars traceback (walk31). Int64 only then, so
+    # every other file keeps its bytes (a closed month's Parquet is byte-for-byte what it was).
+    signed = any(value < 0 for v in totals.values() for value in v[:len(COUNT_COLUMNS)])
+    schema = ({n: pl.String for n in names} | {c: pl.Int64 if signed else pl.UInt64 for c in COUNT_COLUMNS}
               | {"direct_usd": MONEY, "allocated_usd": MONEY, "cost_usd": MONEY})
     return pl.DataFrame(rows, schema=schema, orient="row")
