@@ -25,11 +25,13 @@ def _money(value: Decimal) -> str:
     return format(value, "f")
 
 
-def render_reprice(report, fmt: str, top: int = 10) -> str:  # noqa: ANN001 - warehouse.RepriceReport
+def render_reprice(report, fmt: str, top: int = 10, by_owner: bool = False) -> str:  # noqa: ANN001 - RepriceReport
     if fmt == "json":
         return orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode()
     window = f"[{report.since.isoformat()}, {report.until.isoformat() if report.until else 'now'})"
     action = "dry run: nothing written" if report.dry_run else f"{report.applied} event(s) rewritten"
+    if by_owner and report.applied < report.changed:
+        action = f"{report.applied} of them rewritten by the warehouse owner: see below"
     lines = [
         f"window            {window}",
         f"events considered {report.events}",
@@ -71,13 +73,31 @@ def reprice(since: str, until: str | None, dry_run: bool, fmt: str) -> None:
     try:
         warehouse = open_warehouse(settings)
         try:
+            by_owner = not dry_run and not warehouse.backend.writable
             report = warehouse.reprice(start, end, reprice_fn=lambda event: price_event(event, book, priced_at),
                                        dry_run=dry_run, reprice_columns=columnar_reprice_columns(book, priced_at))
         finally:
             warehouse.close()
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(render_reprice(report, fmt))
+    click.echo(render_reprice(report, fmt, by_owner=by_owner))
+    if by_owner and report.applied < report.changed:
+        raise click.ClickException(owner_skipped(report, settings))
+
+
+def owner_skipped(report, settings: Settings) -> str:  # noqa: ANN001 - warehouse.RepriceReport
+    """Why the owner (the loader of `tokenmeter up`) rewrote fewer events than this shell's book changes: it names
+    the events and prices each with its own settings (a caller never sets a cost), and those differ from this
+    shell's. Without this the report read as done (walk31: "unpriced events 73 -> 72", exit 0, nothing changed)."""
+    here = [f"TOKENMETER_PRICE_OVERRIDES={settings.price_overrides or '(unset)'}"]
+    if settings.azure_deployments:
+        here.append("TOKENMETER_AZURE_DEPLOYMENTS (set)")
+    return (f"the warehouse owner (the loader of `tokenmeter up`) re-priced {report.applied} of the "
+            f"{report.changed} event(s) this shell's price book changes: it prices them with its own settings, "
+            f"those it was started with, and they differ from this shell's ({', '.join(here)}). The totals above "
+            "are this shell's, not the warehouse's. Start `tokenmeter up` with the same settings (stop it, export "
+            "them, start it again: new events need them too), or stop it and run `tokenmeter reprice` again; "
+            "`<data_dir>/pricing` imports (`tokenmeter prices import`) are read by both.")
 
 
 def columnar_reprice_batch(book, priced_at: datetime):  # noqa: ANN001, ANN201 - PriceBook -> RepriceBatchFn

@@ -41,13 +41,23 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_anomalies(wh: Any, since: datetime, until: datetime, limit: int = 500) -> list[dict[str, Any]]:
-    """Anomalies overlapping [since, until), newest first, with `ack_action`, `ack_by`, `mute_until`."""
+    """Anomalies overlapping [since, until), newest first, with `ack_action`, `ack_by`, `ack_at` (the anomaly's own
+    newest ack record) and `mute_until`, `muted_by`: the mute in force on its kind and scope, as the detector applies
+    it (the newest mute or unmute of that kind and scope, whichever anomaly it was given on; migration 0023). Until
+    walk31 the mute was read from the anomaly's own newest record: an ack after a mute hid it, a later anomaly of the
+    muted kind and scope showed none, and an ended mute still read "muted until" a past time."""
     base = (f"SELECT * FROM anomalies FINAL WHERE {anomaly_condition(wh)} "
             "AND start_at < {until:DateTime64(3, 'UTC')} AND end_at >= {since:DateTime64(3, 'UTC')}")
     params = {"since": since, "until": until, "limit": limit}
-    sql = (f"SELECT a.*, ifNull(k.action, '') AS ack_action, ifNull(k.by, '') AS ack_by, k.mute_until AS mute_until, "
-           f"k.at AS ack_at FROM ({base}) AS a LEFT JOIN (SELECT anomaly_id, action, by, mute_until, at "
+    # The mutes' columns renamed: with two joins, names the anomalies share with them came back qualified ('a.kind').
+    muted = "(m.m_action = 'mute' AND m.m_until > now64(3))"
+    sql = (f"SELECT a.*, ifNull(k.action, '') AS ack_action, ifNull(k.by, '') AS ack_by, k.at AS ack_at, "
+           f"if({muted}, m.m_until, NULL) AS mute_until, if({muted}, m.m_by, '') AS muted_by "
+           f"FROM ({base}) AS a LEFT JOIN (SELECT anomaly_id, action, by, at "
            "FROM anomaly_acks FINAL) AS k ON k.anomaly_id = a.id "
+           "LEFT JOIN (SELECT kind AS m_kind, scope_dim AS m_dim, scope_value AS m_value, action AS m_action, "
+           "by AS m_by, mute_until AS m_until FROM anomaly_mutes FINAL) AS m "
+           "ON m.m_kind = a.kind AND m.m_dim = a.scope_dim AND m.m_value = a.scope_value "
            "ORDER BY a.start_at DESC, a.id LIMIT {limit:UInt32}")
     try:
         frame = run(wh.query, sql, params)
@@ -56,7 +66,7 @@ def list_anomalies(wh: Any, since: datetime, until: datetime, limit: int = 500) 
             raise
         frame = run(wh.query, base + " ORDER BY start_at DESC, id LIMIT {limit:UInt32}", params).with_columns(
             pl.lit("").alias("ack_action"), pl.lit("").alias("ack_by"), pl.lit(None).alias("mute_until"),
-            pl.lit(None).alias("ack_at"))
+            pl.lit(None).alias("ack_at"), pl.lit("").alias("muted_by"))
     return [_row(r) for r in frame.iter_rows(named=True)]
 
 

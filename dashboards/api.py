@@ -42,6 +42,18 @@ def _list(name: str) -> list[str]:
     return [v for item in flask.request.args.getlist(name) for v in item.split(",") if v.strip()]
 
 
+def _reads(*names: str) -> None:
+    """Refuse a query parameter the endpoint does not read: a filter it ignored answered with unfiltered money
+    (walk31: `spend?group_by=team&teams=alpha`, a typo, gave every team's cost; `export?...&team=search` the whole
+    organisation's file; `anomalies?team=search` every team's anomalies)."""
+    unknown = sorted(set(flask.request.args) - set(names))
+    if unknown:
+        raise BadRequest(f"unknown parameter(s) {unknown}; this endpoint reads {', '.join(names) or 'none'}")
+
+
+_RANGE = ("start", "end")
+
+
 def _filters() -> Filters:
     args = flask.request.args
     days = {}
@@ -106,6 +118,7 @@ def overview():
     from dashboards.overview_data import build_overview
     from dashboards.summary_data import headline, top_movers
 
+    _reads(*_RANGE, "team")
     filters = _filters()
     with scoped_warehouse() as wh:
         data = build_overview(wh, filters)
@@ -126,6 +139,7 @@ def overview():
 
 @api_blueprint.get("/spend")
 def spend():
+    _reads("group_by", "bucket", *_RANGE, *SPEND_DIMS)
     dims = _list("group_by") or ["team"]
     unknown = [d for d in dims if d not in SPEND_DIMS]
     if unknown:
@@ -148,6 +162,7 @@ def spend():
 def models():
     from dashboards.models_data import economics_json, model_economics, output_drivers
 
+    _reads(*_RANGE, "team")
     filters = _filters()
     with scoped_warehouse() as wh:
         rows = [economics_json(r) for r in model_economics(wh, filters)]
@@ -159,6 +174,7 @@ def models():
 def budgets():
     from dashboards.budgets_data import latest_statuses, status_json
 
+    _reads()
     with scoped_warehouse() as wh:
         return _json({"budgets": [status_json(s) for s in latest_statuses(wh)]})
 
@@ -167,6 +183,7 @@ def budgets():
 def budget(name: str):
     from dashboards.budgets_data import alert_history, budget_history, status_json
 
+    _reads("period_key")
     with scoped_warehouse() as wh:
         history = budget_history(wh, name, flask.request.args.get("period_key"))
         if not history:
@@ -179,6 +196,7 @@ def budget(name: str):
 def anomalies():
     from dashboards.anomalies_data import list_anomalies
 
+    _reads(*_RANGE)  # every anomaly a team user may see is of their team already; finance sees all
     filters = _filters()
     with scoped_warehouse() as wh:
         return _json({"anomalies": list_anomalies(wh, filters.since, filters.until)})
@@ -188,6 +206,7 @@ def anomalies():
 def reconciliation():
     from dashboards.reconciliation_data import reconcile, totals
 
+    _reads(*_RANGE)  # provider bills are whole-organisation: no team to filter by
     filters = _filters()
     with scoped_warehouse() as wh:
         rows = reconcile(wh, filters.since, filters.until)
@@ -200,6 +219,7 @@ def reconciliation():
 def export():
     from dashboards.export_data import ExportUnavailable, export_file
 
+    _reads("month", "format", "group_by", "archived")  # a team user's file holds their team only
     args = flask.request.args
     try:
         with scoped_warehouse() as wh:

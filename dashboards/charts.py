@@ -152,11 +152,11 @@ def _peak_at(anomaly: dict[str, Any], measures: dict[str, list] | None):
     return min(inside, key=lambda p: abs(p[1] - observed))[0]
 
 
-def reconciliation_chart(rows: list[Any]) -> go.Figure:
+def reconciliation_chart(rows: list[Any], empty_message: str = "No provider usage reports in this range") -> go.Figure:
     title = "Metered vs provider-reported cost per day"
     reported = [r for r in rows if r.provider_cost is not None or r.ours_cost]
     if not reported:
-        return empty_figure(title, "No provider usage reports in this range")
+        return empty_figure(title, empty_message)
     days = sorted({r.day for r in reported})
     ours = {d: sum((r.ours_cost for r in reported if r.day == d), Decimal(0)) for d in days}
     theirs = {d: sum((r.provider_cost or Decimal(0) for r in reported if r.day == d), Decimal(0)) for d in days}

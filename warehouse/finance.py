@@ -141,15 +141,16 @@ def finance_showback(wh, config: FinanceConfig, since: datetime, until: datetime
 
 
 def showback_and_corrected(wh, config: FinanceConfig, since: datetime, until: datetime, *, by: str = "team",
-                           team: str | None = None,
-                           closes: Path | None = None) -> tuple[pl.DataFrame, list[str]]:
+                           team: str | None = None, closes: Path | None = None,
+                           unpriced: dict[str, int] | None = None) -> tuple[pl.DataFrame, list[str]]:
     """(the table, the closed months whose corrections it shows). One row per `by` ("team" or "cost_center") with cost_center, gl_account, owner, direct_usd,
     allocated_usd, corrections_usd, total_usd (exact Decimals; total = the other three); `team` limits it to one
     team's rows (team-scoped users). Direct and allocated are the window's own spend; corrections_usd is what the
     window (an open month after a closed one) books for closed months (late events, re-prices: direct and
     allocated together), so the month's own spend can be reconciled apart from them (close25).
     Untagged usage is team "" and unmapped spend the cost center "unmapped", both visible rows.
-    The same charges (day x provider x model x part) as the FOCUS export, so both agree to the last digit."""
+    The same charges (day x provider x model x part) as the FOCUS export, so both agree to the last digit.
+    `unpriced` (a dict, optional) receives each team's unpriced events of the window: cost in no amount."""
     if by not in GROUPS:
         raise ValueError(f"by: {by!r} is not one of {', '.join(GROUPS)}")
     config = finance_as_closed(config, closes, since, until)
@@ -158,6 +159,9 @@ def showback_and_corrected(wh, config: FinanceConfig, since: datetime, until: da
     for charge in allocated_charges(wh, config, since, until, closes=closes).charges:
         if team is not None and charge["team"] != team:
             continue
+        if unpriced is not None and charge.get("unpriced_events") and not charge.get("corrects"):
+            # the window's own events: a correction's count is a change of a closed month's (a re-priced one: -1)
+            unpriced[charge["team"]] = unpriced.get(charge["team"], 0) + charge["unpriced_events"]
         center, account, owner = config.cost_center_of(charge)
         key = (charge["team"], center, account, owner) if by == "team" else (center, account, owner)
         sums = totals.setdefault(key, [Decimal(0), Decimal(0), Decimal(0)])
@@ -182,6 +186,18 @@ def corrections_note(month: str, corrected: list[str], column: str = "correction
     months = "closed month" + ("s " if len(corrected) > 1 else " ") + ", ".join(corrected)
     return (f"{column}: late changes (events, re-prices) to {months}, booked in "
             f"{month}; {own} are {month}'s own spend.")
+
+
+def unpriced_note(unpriced: dict[str, int], since: datetime, until: datetime) -> str:
+    """What showback's amounts leave out: events with no price are in no amount (unknown, never $0), per team, and the
+    command that names their models (walk31: the demo's 72 calls of an unknown model stood behind platform's row
+    without a word)."""
+    total = sum(unpriced.values())
+    teams = ", ".join(f"team {name or '(none)'} {count}" for name, count in sorted(unpriced.items()))
+    return (f"unpriced: {total} event{'' if total == 1 else 's'} {'has' if total == 1 else 'have'} no price, so "
+            f"{'its' if total == 1 else 'their'} cost is in no amount above (unknown, not $0): {teams}; "
+            f"`tokenmeter report --group-by team,model --since {since.date().isoformat()} --until "
+            f"{until.date().isoformat()}` names the models.")
 
 
 PART_TOKENS = {"input": "input_tokens", "cached_input": "cached_input_tokens", "cache_write_5m": "cache_write_tokens",
@@ -223,6 +239,10 @@ def finance_month_frame(wh, config: FinanceConfig, since: datetime, until: datet
         sums[-1] += charge["allocated"]
     names = ["corrects_month", *group_by, "cost_center", "gl_account", "owner"]
     rows = [list(k) + v[:-2] + [v[-2], v[-1], v[-2] + v[-1]] for k, v in sorted(totals.items())]
-    schema = ({n: pl.String for n in names} | {c: pl.UInt64 for c in COUNT_COLUMNS}
+    # A correction row's counts are changes and can be negative (a closed month's unpriced event priced later: -1
+    # unpriced events); UInt64 columns made that month's export a polars traceback (walk31). Int64 only then, so
+    # every other file keeps its bytes (a closed month's Parquet is byte-for-byte what it was).
+    signed = any(value < 0 for v in totals.values() for value in v[:len(COUNT_COLUMNS)])
+    schema = ({n: pl.String for n in names} | {c: pl.Int64 if signed else pl.UInt64 for c in COUNT_COLUMNS}
               | {"direct_usd": MONEY, "allocated_usd": MONEY, "cost_usd": MONEY})
     return pl.DataFrame(rows, schema=schema, orient="row")

@@ -23,7 +23,7 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
     from warehouse.export import month_bounds
-    from warehouse.finance import corrections_note, finance_from_settings, showback_and_corrected
+    from warehouse.finance import corrections_note, finance_from_settings, showback_and_corrected, unpriced_note
     from warehouse.month_close import closes_dir, reopened_note
     from warehouse.report import render_report
 
@@ -33,8 +33,9 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
         start, end = month_bounds(month)
         wh = open_warehouse(settings)
         try:
+            unpriced: dict[str, int] = {}
             frame, corrected = showback_and_corrected(wh, config, start, end, by=by, team=team,
-                                                      closes=closes_dir(settings))
+                                                      closes=closes_dir(settings), unpriced=unpriced)
         finally:
             wh.close()
     except WarehouseError as exc:
@@ -42,6 +43,9 @@ def showback(month: str, by: str, fmt: str, team: str | None) -> None:
     click.echo(render_report(frame, fmt), nl=False)
     if fmt == "table" and corrected:
         click.echo(corrections_note(month.strip(), corrected))
+    unpriced = {name: count for name, count in unpriced.items() if count > 0}
+    if fmt == "table" and unpriced:
+        click.echo(unpriced_note(unpriced, start, end))
     note = reopened_note(closes_dir(settings), month.strip()) if fmt == "table" else ""
     if note:
         click.echo(note)

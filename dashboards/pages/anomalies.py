@@ -67,11 +67,13 @@ def layout(start: str | None = None, end: str | None = None, anomaly: str | None
 
 
 def _ack_state(a: dict) -> str:
-    if a.get("ack_action") == "mute" and a.get("mute_until"):
-        return f"muted until {a['mute_until']:%Y-%m-%d %H:%M} by {a['ack_by']}"
+    """The mute in force on the anomaly's kind and scope (whoever gave it, on whichever anomaly), and its own ack."""
+    states = []
+    if a.get("mute_until"):
+        states.append(f"muted until {a['mute_until']:%Y-%m-%d %H:%M} by {a.get('muted_by') or a['ack_by']}")
     if a.get("ack_action") == "ack":
-        return f"acknowledged by {a['ack_by']}"
-    return a["status"]
+        states.append(f"acknowledged by {a['ack_by']}")
+    return "; ".join(states) or a["status"]
 
 
 def _buttons(anomaly_id: str) -> html.Td:

@@ -54,8 +54,11 @@ DEDUP_HEADERS = ("Counted from", "Also seen by", "Calls", "Cost not counted twic
                  "By request id", "By trace", "Counted, then replaced")
 
 
-def dedup_rows(rows: list[dict]) -> list:
+def dedup_rows(rows: list[dict] | None) -> list:
+    """The table; `None`: the headers alone (nothing was read, so nothing is claimed about the range)."""
     header = html.Thead(html.Tr([html.Th(h) for h in DEDUP_HEADERS]))
+    if rows is None:
+        return [header, html.Tbody([])]
     if not rows:
         return [header, html.Tbody(html.Tr(html.Td("No call was seen by two sources in this range.", colSpan=len(DEDUP_HEADERS))))]
     return [header, html.Tbody([html.Tr([
@@ -169,6 +172,9 @@ def recon_summary(rows: list[ReconRow]) -> str:
 def refresh_reconciliation(start, end, _n_intervals):
     filters = Filters.from_inputs(start, end, None)
     empty = (dedup_rows([]), drift_rows([]), "")
+    # Nothing was read (refused, unavailable, failed): the banner says why, no table or chart says "none in this
+    # range" (walk31: a team user read "No call was seen by two sources in this range" under "finance only").
+    unread = (dedup_rows(None), drift_rows([]), "", table_rows([]), reconciliation_chart([], ""), "")
     try:
         with scoped_warehouse() as wh:
             rows = reconcile(wh, filters.since, filters.until)
@@ -178,10 +184,10 @@ def refresh_reconciliation(start, end, _n_intervals):
         return *empty, table_rows([]), reconciliation_chart([]), "", *banner_content(
             "No provider usage yet: run `tokenmeter collect openai-usage` or `anthropic-usage`.")
     except (WarehouseUnavailable, AccessDenied) as exc:
-        return *empty, table_rows([]), reconciliation_chart([]), "", *banner_content(str(exc), "error")
+        return *unread, *banner_content(str(exc), "error")
     except Exception as exc:  # noqa: BLE001
         log.exception("reconciliation query failed")
-        return *empty, table_rows([]), reconciliation_chart([]), "", *banner_content(f"Query failed: {exc}", "error")
+        return *unread, *banner_content(f"Query failed: {exc}", "error")
     summary = recon_summary(rows)
     message = None if rows else "Nothing to compare in this range."
     return (dedup_table, drift_table, drift_summary, table_rows(rows), reconciliation_chart(rows), summary,

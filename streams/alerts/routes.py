@@ -94,8 +94,9 @@ def parse_routes(notify: list[str], resolve: Callable[[str], str] | None = None
 
 
 def mask_target(kind: str, target: str) -> str:
-    """Slack and webhooks: host and first path segment only (tokens hide in paths: Slack, Discord, Teams), no
-    userinfo, query names without values; PagerDuty: last 4 characters of the key."""
+    """Slack and webhooks: host and, when more segments follow it, the first path segment only (tokens hide in paths:
+    Slack, Discord, Teams, webhook.site, ntfy.sh), no userinfo, query names without values; PagerDuty: last 4
+    characters of the key."""
     if kind == "pagerduty":
         return "****" + target[-4:] if len(target) > 8 else "****"
     try:
@@ -106,9 +107,11 @@ def mask_target(kind: str, target: str) -> str:
         return "<invalid url>"
     netloc = f"{host}:{port}" if port else host
     segments = [p for p in parts.path.split("/") if p]
+    # The first segment names the route (`/services/`, `/hook/`) only when more follow; alone it is the token
+    # (webhook.site's id, an ntfy.sh topic): walk31 saw such URLs whole in budget lists and validation errors.
+    path = f"/{segments[0]}/***" if len(segments) > 1 else "/***" if segments else ""
     if kind == "slack":
-        return urlunsplit((parts.scheme, netloc, f"/{segments[0]}/***" if segments else "/***", "", ""))
-    path = "/" + segments[0] + ("/***" if len(segments) > 1 else "") if segments else parts.path
+        return urlunsplit((parts.scheme, netloc, path or "/***", "", ""))
     query = "&".join(f"{kv.partition('=')[0]}=***" for kv in parts.query.split("&") if kv) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, path, query, ""))
 

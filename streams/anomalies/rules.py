@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from tokenmeter.measures import count_of
+
 from .aggregate import PICO, pico_to_str
 from .baseline import GLOBAL
 from .detectors import KIND_DIMS, Verdict, error_window_verdict, rate_verdict, ratio_verdict
@@ -169,7 +171,8 @@ class KindRules:
                 v = Verdict("strong" if sb[S_UREQ] else "normal", sb[S_UTOK] * per_hour, 0.0, 0.0, 0.0,
                             "unpriced_tokens_per_hour")
                 reason = self.agg.unpriced_reasons.get(st.value, "no price")
-                v.detail = f"{st.value} ({sb[S_UREQ]} calls in 5 minutes; {reason})" if sb[S_UREQ] else st.value
+                calls = count_of(sb[S_UREQ], "call")  # "1 call", "4 calls" (walk31: "1 calls")
+                v.detail = f"{st.value} ({calls} in 5 minutes; {reason})" if sb[S_UREQ] else st.value
             if "unpriced_usage" in open_kinds or "unpriced_usage" in streaks or v is not None and v.state in FIRING:
                 track(st, "unpriced_usage", "unpriced_usage", v, bucket, updates, label)
         if dim in KIND_DIMS["new_model"]:

@@ -247,7 +247,7 @@ def test_far_dated_ranges_answer_the_whole_spend(app_and_warehouse, query):
     response = client.get(f"/api/v1/spend?group_by=team&{query}", headers=FIN)
     assert response.status_code == 200, response.data[:300]
     assert sum(Decimal(row["cost_usd"]) for row in response.get_json()["rows"]) == TOTAL
-    overview = client.get(f"/api/v1/overview?{query}", headers=FIN)
+    overview = client.get(f"/api/v1/overview?{query.replace('&bucket=day', '')}", headers=FIN)  # not an overview's
     assert overview.status_code == 200 and Decimal(overview.get_json()["kpis"]["cost_usd"]) == TOTAL
 
 
@@ -258,3 +258,31 @@ def test_an_export_of_a_far_month_is_a_clear_answer(app_and_warehouse, month):
     assert response.status_code in (200, 400, 501), (response.status_code, response.data[:300])
     if response.status_code == 400:
         assert month in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("path", ["spend?group_by=team&teams=alpha", "spend?group_by=team&modle=m1",
+                                  "overview?teams=alpha", "models?user=ann", "anomalies?team=alpha",
+                                  "reconciliation?team=alpha", "budgets?team=alpha", "export?month=2026-11&team=alpha"])
+def test_a_parameter_the_endpoint_does_not_read_is_refused_not_ignored(app_and_warehouse, path):
+    """walk31: `/api/v1/spend?group_by=team&colour=red` (or a typo, `teams=alpha`) answered 200 with every team's
+    money, `/api/v1/export?month=...&team=search` the whole organisation's file and `/api/v1/anomalies?team=search`
+    every team's anomalies: a script or BI tool that named a filter the endpoint does not read got unfiltered
+    numbers without a word. It is a 400 naming the parameter and what the endpoint reads."""
+    app, _ = app_and_warehouse
+    response = app.server.test_client().get(f"/api/v1/{path}", headers=FIN)
+    assert response.status_code == 400, (response.status_code, response.data[:300])
+    name = path.rsplit("&", 1)[-1].split("?")[-1].split("=")[0]
+    error = response.get_json()["error"]
+    assert f"unknown parameter(s) ['{name}']" in error and "this endpoint reads" in error, error
+
+
+def test_every_documented_parameter_is_still_read(app_and_warehouse):
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    for path in ("spend?group_by=team&bucket=day&team=alpha&model=m1&start=2026-11-01&end=2026-11-02",
+                 "overview?team=alpha&start=2026-11-01&end=2026-11-02", "models?team=alpha&start=2026-11-01",
+                 "anomalies?start=2026-11-01&end=2026-11-02", "reconciliation?start=2026-11-01&end=2026-11-02",
+                 "budgets", "budgets/alpha-monthly?period_key=x", "me"):
+        response = client.get(f"/api/v1/{path}", headers=FIN)
+        assert response.status_code in (200, 404), (path, response.data[:300])
+        assert response.status_code == 200 or "visible to you" in response.get_json()["error"], path

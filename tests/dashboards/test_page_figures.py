@@ -698,3 +698,29 @@ def test_a_changed_current_close_snapshot_is_refused_by_the_api_and_said_by_the_
         assert not [r for r in caplog.records if r.exc_info], "a books error is said, not logged as a traceback"
     finally:
         shutil.rmtree(closes / month, ignore_errors=True)
+
+
+def test_a_team_user_on_reconciliation_reads_finance_only_not_empty_findings(app_and_warehouse):
+    """walk31: a team user who opened /reconciliation by URL read "reconciliation compares whole-organization provider
+    bills: finance only" above a chart saying "No provider usage reports in this range" and a table saying "No call
+    was seen by two sources in this range": claims about data they may not see. Refused, the page says only that."""
+    from dashboards.app import SETTINGS_KEY
+
+    app, _ = app_and_warehouse
+    add_user(app.server.config[SETTINGS_KEY].dashboard_users_file, "sea", "sea-pass", "team:search")
+    client = app.server.test_client()
+    assert client.post("/login", data={"username": "sea", "password": "sea-pass"}).status_code == 302
+    outputs = [("dedup-table", "children"), ("drift-table", "children"), ("drift-summary", "children"),
+               ("recon-table", "children"), ("recon-chart", "figure"), ("recon-summary", "children"),
+               ("recon-status", "children"), ("recon-status", "style"), ("recon-status", "className")]
+    payload = {"output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
+               "outputs": [{"id": i, "property": p} for i, p in outputs],
+               "inputs": [{"id": "recon-dates", "property": "start_date", "value": "2026-11-01"},
+                          {"id": "recon-dates", "property": "end_date", "value": "2026-11-30"},
+                          {"id": "refresh", "property": "n_intervals", "value": 0}],
+               "changedPropIds": ["recon-dates.start_date"], "state": []}
+    response = client.post("/_dash-update-component", json=payload)
+    assert response.status_code == 200, response.data[:500]
+    text = response.get_data(as_text=True)
+    assert "finance only" in text
+    assert "No call was seen by two sources" not in text and "No provider usage reports" not in text, text[:2000]

@@ -114,7 +114,23 @@ def test_routes_parse_dedupe_and_reject_with_reasons():
 def test_masking_hides_slack_path_routing_key_and_query_values():
     assert mask_target("slack", SLACK) == "https://hooks.slack.com/services/***"
     assert mask_target("pagerduty", PD_KEY) == "****cdef"
-    assert mask_target("webhook", "https://u:p@x.example:8443/in?token=abc") == "https://x.example:8443/in?token=***"
+    masked = mask_target("webhook", "https://u:p@x.example:8443/in/abc?token=abc")
+    assert masked == "https://x.example:8443/in/***?token=***"
+
+
+@pytest.mark.parametrize("target, secret", [
+    ("https://webhook.site/6f1c9e2a-1b2c-4d5e-8f90-123456789abc", "6f1c9e2a"),  # the token is the whole path
+    ("https://ntfy.sh/ops-alerts-x7Kq2", "x7Kq2"),  # a topic: whoever knows it can read and post
+    ("https://x.example/abc123SECRET?token=t", "SECRET"),
+    ("notaurl SECRETX", "SECRETX"),  # not a URL at all: its path is all of it
+])
+def test_a_one_segment_path_is_masked_whole(target, secret):
+    """walk31: webhooks keep "the first path segment" (`/hook/***`), which for a one-segment path is all of it: a
+    webhook.site or ntfy.sh URL went out whole in `budget list`, the dashboard, alert records and webhook bodies,
+    and `budget set` with a mistyped target echoed it ("webhook target 'notaurl SECRETX' is not ...")."""
+    for kind in ("webhook", "slack"):
+        masked = mask_target(kind, target)
+        assert secret not in masked and "***" in masked, (kind, masked)
 
 
 def test_anomaly_without_routes_uses_settings_anomaly_notify():

@@ -129,3 +129,20 @@ def test_which_equally_narrow_scope_explains_a_shift_does_not_depend_on_the_hash
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
                               env=dict(os.environ, PYTHONHASHSEED=seed)).stdout for seed in ("0", "1", "2")}
     assert len(outputs) == 1
+
+
+def test_one_unpriced_call_is_one_call():
+    """walk31: a single call of an unknown model read "(1 calls in 5 minutes; unknown model ...)" in the Unpriced
+    usage alert and on the Anomalies page."""
+    marked = []
+
+    def one_unpriced_call(e, t):  # noqa: ARG001 - run_with's traffic hook: k1's first call of the window only
+        if e["attribution"]["api_key"] == "k1" and not marked:
+            marked.append(e["event_id"])
+            e.update(model="acme-llm", cost_usd="0.000000000000", pricing_status="unpriced",
+                     unpriced_reason="unknown model acme-llm")
+        return e
+
+    updates = run_with(one_unpriced_call, hours=0.5)[1]
+    [found] = opened(updates, "unpriced_usage", "model", "acme-llm")
+    assert "(1 call in 5 minutes;" in found["explanation"], found["explanation"]

@@ -185,6 +185,36 @@ def test_showback_cli_and_its_errors(warehouse_settings, wh, august, tmp_path):
     assert b"match key 'teem'" in bad.stderr and b"`basis` must be one of" in bad.stderr
 
 
+def test_showback_says_which_teams_have_unpriced_usage(warehouse_settings, wh, make_event, tmp_path):
+    """walk31: `tokenmeter showback --month 2026-11` on the demo listed platform at 11.88 USD direct without a word
+    about its 72 calls of a model with no price (`report` says `unpriced`, the dashboard "+ 72 unpriced", the CSV
+    export `unpriced_events`): a finance lead read the table as the team's whole cost. The table now ends with a line
+    naming the teams and counts (the amounts unchanged; JSON and CSV unchanged)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.warehouse.test_warehouse_focus import REPO
+
+    wh.insert_priced([make_event("unp-1", "unp-org", team="lab", cost="0.5", ts="2025-06-03T09:00:00Z"),
+                      *[make_event(f"unp-{i}", "unp-org", team="lab", model="home-llm", provider="acme",
+                                   priced=False, ts=f"2025-06-0{i}T09:00:00Z") for i in (4, 5)],
+                      make_event("unp-6", "unp-org", team="ops", model="home-llm", provider="acme", priced=False,
+                                 ts="2025-06-06T09:00:00Z")])
+    path = tmp_path / "finance.yaml"
+    path.write_text(FINANCE)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENMETER_DATA_DIR=str(warehouse_settings.data_dir),
+               TOKENMETER_COST_CENTERS_FILE=str(path))
+    command = [sys.executable, "-m", "app", "showback", "--month", "2025-06"]
+    table = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert ("unpriced: 3 events have no price, so their cost is in no amount above (unknown, not $0): team lab 2,"
+            " team ops 1") in table.stdout, table.stdout
+    assert "tokenmeter report --group-by team,model --since 2025-06-01 --until 2025-07-01" in table.stdout
+    as_json = subprocess.run(command + ["--format", "json"], env=env, capture_output=True, text=True, timeout=120)
+    assert as_json.returncode == 0 and "unpriced" not in as_json.stdout  # the importers' format is unchanged
+
+
 def test_missing_raw_events_are_an_error_not_a_smaller_bill(wh, make_event):
     from warehouse.focus import focus_rows
 

@@ -192,6 +192,32 @@ def test_corrections_of_a_closed_month_are_shown_apart_from_the_months_own_spend
                                b"in 2023-06; direct_usd and allocated_usd are 2023-06's own spend.\n"), run.stdout
 
 
+def test_a_closed_months_unpriced_event_priced_later_is_a_correction_the_csv_and_parquet_export(wh, make_event,
+                                                                                                   tmp_path):
+    """walk31: the demo's unknown model, priced after November's close (an import, then `tokenmeter reprice`, as the
+    unpriced-usage alert says to do), made December's chargeback CSV and Parquet exports a polars traceback: the
+    correction row counts -1 unpriced events and the count columns were UInt64. FOCUS had it (`x_UnpricedEvents` -1).
+    A month without a negative count keeps UInt64 columns, so every file written before is unchanged."""
+    import polars as pl
+
+    closes = tmp_path / "closes"
+    unpriced = make_event("may21-u", "neg-org", team="a", priced=False, ts="2021-05-10T08:00:00Z")
+    wh.insert_priced([unpriced, make_event("may21-p", "neg-org", team="b", cost="0.2", ts="2021-05-11T08:00:00Z")])
+    close_month(wh, closes, "2021-05")
+    parquet_before = export_month(wh, "2021-05", "parquet", ["team"], closes=closes)
+    priced = dict(unpriced, cost_usd="0.100000000000", pricing_status="priced", cost_breakdown={"input": "0.1"})
+    assert wh.apply_repriced_events([priced]) == 1
+    for fmt in ("csv", "parquet"):
+        data = export_month(wh, "2021-06", fmt, ["team"], closes=closes)
+        rows = _rows(data) if fmt == "csv" else pl.read_parquet(io.BytesIO(data)).to_dicts()
+        [row] = rows
+        assert (row["corrects_month"], row["team"], int(row["events"]), int(row["unpriced_events"])) == \
+            ("2021-05", "a", 0, -1), (fmt, row)
+        assert Decimal(str(row["cost_usd"])) == Decimal("0.1")
+    assert export_month(wh, "2021-05", "parquet", ["team"], closes=closes) == parquet_before  # frozen, as it was
+    assert pl.read_parquet(io.BytesIO(parquet_before)).schema["unpriced_events"] == pl.UInt64
+
+
 def test_a_month_whose_raw_events_retention_removed_is_not_closed_with_less(wh, make_event, tmp_path):
     """close25: exports and showback refuse a window whose raw events are gone (the rollups still count them), but
     `close` froze what was left: 0.5 of a metered 1.0 for good (a closed month's exports read only the snapshot)."""

@@ -1,0 +1,127 @@
+"""The mute state the Anomalies page and `/api/v1/anomalies` show is the detector's: a mute silences a kind on a
+scope (docs/anomalies.md, "Acknowledge / mute"), whichever anomaly it was clicked on, until an unmute or its end.
+
+walk31: on-call muted an unpriced_usage anomaly (`tokenmeter anomalies mute ...`, as the alert says), a colleague
+then acknowledged it: the page said "acknowledged by ..." and the API `mute_until: null`, while
+`tokenmeter anomalies mutes` listed the mute and the detector kept the kind silent for 24 hours. The acks table keeps
+one row per anomaly id (the newest record), so the mute was gone from it; and a later anomaly of the same kind and
+scope, silenced by that mute, showed no mute at all."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from dashboards import create_app
+from dashboards.users import add_user
+from tokenmeter import topics
+from tokenmeter.settings import load_settings
+from warehouse.records_load import record_to_row
+from warehouse_template import empty_warehouse_in
+
+pytestmark = pytest.mark.slow(seconds=6)  # rough seconds: longest files first (tests/suite_order.py)
+
+FIN = {"Authorization": "Basic " + base64.b64encode(b"fin:fin-pass").decode()}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _anomaly(anomaly_id: str, start: datetime, model: str = "llm-x") -> dict:
+    return {"id": anomaly_id, "kind": "unpriced_usage", "scope_dim": "model", "scope_value": model,
+            "severity": "warning", "observed": "66000", "expected": "0", "expected_low": "0", "expected_high": "0",
+            "unit": "unpriced_tokens_per_hour", "start": _iso(start), "end": _iso(start + timedelta(minutes=5)),
+            "status": "open", "explanation": "llm-x cannot be priced",
+            "detected_at": _iso(start + timedelta(minutes=6))}
+
+
+def _ack(anomaly_id: str, action: str, by: str, at: datetime, hours: float = 24, model: str = "llm-x") -> dict:
+    return {"anomaly_id": anomaly_id, "kind": "unpriced_usage", "scope_dim": "model", "scope_value": model,
+            "action": action, "by": by, "note": "",
+            "mute_until": _iso(at + timedelta(hours=hours)) if action == "mute" else None, "at": _iso(at)}
+
+
+@pytest.fixture(scope="module")
+def app_and_warehouse(tmp_path_factory):  # one app a process: Dash registers its pages once
+    from warehouse import open_warehouse
+
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("mute-state"), tmp_path_factory)
+    users_file = data_dir / "users.yaml"
+    add_user(users_file, "fin", "fin-pass", "finance")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)
+    warehouse = open_warehouse(settings, writer=True, serve=False)
+    try:
+        yield create_app(settings, warehouse=warehouse), warehouse
+    finally:
+        warehouse.close()
+
+
+def _store(wh, topic, records):
+    wh.insert_records(topic, [record_to_row(topic, record)[1] for record in records])
+
+
+def _shown(app) -> dict[str, dict]:
+    response = app.server.test_client().get("/api/v1/anomalies", headers=FIN)
+    assert response.status_code == 200, response.data[:300]
+    return {a["id"]: a for a in response.get_json()["anomalies"]}
+
+
+def test_a_mute_stays_shown_after_an_ack_and_on_every_anomaly_of_its_kind_and_scope(app_and_warehouse):
+    app, wh = app_and_warehouse
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    _store(wh, topics.ANOMALIES, [_anomaly("an-first", now - timedelta(hours=2)),
+                                  _anomaly("an-later", now - timedelta(minutes=30))])
+    _store(wh, topics.ANOMALY_ACKS, [_ack("an-first", "mute", "ann", now - timedelta(hours=1))])
+    _store(wh, topics.ANOMALY_ACKS, [_ack("an-first", "ack", "bob", now - timedelta(minutes=50))])
+    shown = _shown(app)
+    until = (now + timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")  # the API's form
+    first, later = shown["an-first"], shown["an-later"]
+    assert (first["ack_action"], first["ack_by"]) == ("ack", "bob")  # the anomaly's own newest record
+    assert first["mute_until"] == until, first  # ... and the mute of its kind and scope, still in force
+    assert later["mute_until"] == until and later["muted_by"] == "ann", later  # silenced by that mute too
+    page = {a["id"]: a for a in _page_rows(wh)}
+    first_state = _ack_state(page["an-first"])
+    assert first_state.startswith("muted until") and "acknowledged by bob" in first_state
+    assert _ack_state(page["an-later"]).startswith("muted until") and "by ann" in _ack_state(page["an-later"])
+
+    # An unmute clicked on the later anomaly lifts the mute for both (the detector's rule: newest mute/unmute wins).
+    _store(wh, topics.ANOMALY_ACKS, [_ack("an-later", "unmute", "cy", now - timedelta(minutes=10))])
+    shown = _shown(app)
+    assert shown["an-first"]["mute_until"] is None and shown["an-later"]["mute_until"] is None
+    page = {a["id"]: a for a in _page_rows(wh)}
+    assert _ack_state(page["an-first"]) == "acknowledged by bob" and "muted" not in _ack_state(page["an-later"])
+
+
+def test_a_mute_that_ended_is_not_shown(app_and_warehouse):
+    app, wh = app_and_warehouse
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    _store(wh, topics.ANOMALIES, [_anomaly("an-old", now - timedelta(hours=30), model="llm-y")])
+    _store(wh, topics.ANOMALY_ACKS, [_ack("an-old", "mute", "ann", now - timedelta(hours=29), hours=1, model="llm-y")])
+    assert _shown(app)["an-old"]["mute_until"] is None
+    assert "muted" not in _ack_state({a["id"]: a for a in _page_rows(wh)}["an-old"])
+
+
+def _ack_state(anomaly: dict) -> str:
+    from dashboards.pages.anomalies import _ack_state as state  # a page module: only once an app registered it
+
+    return state(anomaly)
+
+
+def _page_rows(wh) -> list[dict]:
+    from dashboards.access import ScopedWarehouse
+    from dashboards.anomalies_data import list_anomalies
+    from dashboards.users import Principal
+
+    now = datetime.now(timezone.utc)
+    return list_anomalies(ScopedWarehouse(wh, Principal("fin", "finance")), now - timedelta(days=3),
+                          now + timedelta(hours=1))
+
+
+def test_the_rows_keep_the_anomalies_own_columns(app_and_warehouse):
+    """The page's table reads `scope_dim`, `kind`, ... by name: the mutes' join must not rename them."""
+    _, wh = app_and_warehouse
+    rows = _page_rows(wh)
+    assert rows and all({"id", "kind", "scope_dim", "scope_value", "severity", "unit"} <= set(row) for row in rows)
