@@ -105,9 +105,11 @@ def test_a_mute_that_ended_is_not_shown(app_and_warehouse):
 
 
 def _ack_state(anomaly: dict) -> str:
-    from dashboards.pages.anomalies import _ack_state as state  # a page module: only once an app registered it
+    """The page module as the app loaded it (Dash names it `pages.anomalies`): importing `dashboards.pages.anomalies`
+    registered its path a second time, and a later app in this process answered 500 (tests/dash_pages.py)."""
+    import sys
 
-    return state(anomaly)
+    return sys.modules["pages.anomalies"]._ack_state(anomaly)
 
 
 def _page_rows(wh) -> list[dict]:
