@@ -24,3 +24,16 @@ def test_every_file_that_drives_chromium_is_marked_browser():
     unmarked = [str(path.relative_to(TESTS)) for path in TESTS.rglob("test_*.py")
                 if "dash_duo" in (text := path.read_text()) and "mark.browser" not in text]
     assert unmarked == []
+
+
+def test_no_test_imports_a_dashboard_page_module_by_its_package_name():
+    """Dash loads the pages as `pages.<name>`; a test importing `dashboards.pages.<name>` registers the page's path a
+    second time, and the next app in that xdist worker answers 500 ("duplicate paths"): a failure that depends on
+    which files share a worker (walk31's mute-state test, 2026-12-07). Use `sys.modules["pages.<name>"]` after
+    `create_app`, or tests/dash_pages.py's `page_modules_alone`."""
+    import re
+
+    direct = re.compile(r"^\s*(from dashboards\.pages\.\w+ import|from dashboards\.pages import|import dashboards\.pages\.)", re.M)
+    found = [str(path.relative_to(TESTS)) for path in TESTS.rglob("*.py")
+             if path.name != "dash_pages.py" and direct.search(path.read_text())]
+    assert found == []
