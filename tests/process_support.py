@@ -19,6 +19,40 @@ def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, preexec_fn=child_preexec)
 
 
+def start_dashboard(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str, Path]:
+    """`tokenmeter dash` as production runs it (a child process, waitress, a free port on 127.0.0.1, INFO logs to
+    `tmp_path/dash.log`), returned once its /healthz answers 200: (process, base URL, log path). The caller stops it
+    (`stop`), in a `finally`; a start that fails is stopped here."""
+    import os
+
+    import httpx
+
+    from tokenmeter.settings import free_port
+
+    port = free_port()
+    environ = dict(os.environ, TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_DASH_PORT=str(port),
+                   TOKENMETER_HOST="127.0.0.1", TOKENMETER_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1", **env)
+    log_path = tmp_path / "dash.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "app", "dash"], env=environ, stdout=log,
+                                stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=60, what="the dashboard's /healthz")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, base, log_path
+
+
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
     """Signal `proc` and wait up to `timeout` s for it to exit; killed after that."""
     if proc.poll() is None:

@@ -9,21 +9,16 @@ untrusted client the same test connecting from 127.0.0.2."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 
 import flask
 import httpx
 import pytest
 
-from app.process import child_preexec
 from dashboards.forwarded import MAX_FORWARDED_HOPS
 from dashboards.users import add_user
 from tests.dashboards.test_dashboard_idle_connections import running
-from tests.process_support import stop, wait_for
-from tokenmeter.settings import free_port
+from tests.process_support import start_dashboard, stop
 
 pytestmark = pytest.mark.slow(seconds=20)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -41,26 +36,10 @@ def _sign_in(base: str, name: str, password: str, forwarded_for: str | None = No
 def test_behind_a_trusted_proxy_the_lock_out_is_per_forwarded_client_and_spoofing_gains_nothing(tmp_path):
     users_file = tmp_path / "users.yaml"
     add_user(users_file, "al", "al-pass", "team:alpha")
-    port = free_port()
-    env = dict(os.environ, TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_DASH_PORT=str(port),
-               TOKENMETER_HOST="127.0.0.1", TOKENMETER_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
-               TOKENMETER_DASHBOARD_USERS_FILE=str(users_file), TOKENMETER_DASHBOARD_LOGIN_IP_MAX_FAILURES="20",
-               TOKENMETER_DASHBOARD_TRUSTED_PROXIES='["127.0.0.1"]')
-    log_path = tmp_path / "dash.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app", "dash"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=child_preexec)
-    base = f"http://127.0.0.1:{port}"
+    proc, base, log_path = start_dashboard(tmp_path, TOKENMETER_DASHBOARD_USERS_FILE=str(users_file),
+                                           TOKENMETER_DASHBOARD_LOGIN_IP_MAX_FAILURES="20",
+                                           TOKENMETER_DASHBOARD_TRUSTED_PROXIES='["127.0.0.1"]')
     try:
-        def healthy() -> bool:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, timeout=60, what="the dashboard's /healthz")
-
         # A client that is not a trusted proxy (127.0.0.2) sends its own X-Forwarded-For, a new one each time: the
         # header is ignored, its 20 failures lock out its own address all the same.
         spoofed = [_sign_in(base, f"nobody{i}", "x", forwarded_for=f"192.0.2.{i}", from_address="127.0.0.2")

@@ -21,7 +21,7 @@ import pytest
 
 from app.process import child_preexec
 from dashboards import serving
-from tests.process_support import stop, wait_for
+from tests.process_support import start_dashboard, stop, wait_for
 from tokenmeter.settings import free_port
 
 SECRET_QUERY = "q-s3cret-in-the-query"
@@ -31,23 +31,8 @@ BODY = bytes(range(256)) * (8 * 4096)  # 8 MB
 
 
 def test_dash_serves_without_the_development_warning_logs_no_secret_and_stops_on_sigterm(tmp_path):
-    port = free_port()
-    env = dict(os.environ, TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_DASH_PORT=str(port),
-               TOKENMETER_HOST="127.0.0.1", TOKENMETER_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
-    log_path = tmp_path / "dash.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app", "dash"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=child_preexec)
-    base = f"http://127.0.0.1:{port}"
+    proc, base, log_path = start_dashboard(tmp_path)
     try:
-        def healthy() -> bool:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, timeout=60, what="the dashboard's /healthz")
         answer = httpx.get(f"{base}/api/v1/me?start=2026-11-01&token={SECRET_QUERY}",
                            headers={"Authorization": f"Basic {SECRET_BASIC}", "Cookie": f"session={SECRET_COOKIE}"},
                            timeout=10)
