@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -21,22 +18,10 @@ from streams.pricing import load_price_book
 from tokenmeter.events import Attribution, Usage, UsageEvent
 from tokenmeter.settings import Settings
 from warehouse import open_warehouse
+from warehouse_owner import warehouse_owner
 from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=15)  # rough seconds: longest files first (tests/suite_order.py)
-
-REPO = Path(__file__).resolve().parents[1]
-
-# The loader's part: owns the warehouse (serving its endpoint) with its own settings, which have no overrides.
-OWNER = """
-import sys, json
-from tokenmeter.settings import Settings
-from warehouse import open_warehouse
-wh = open_warehouse(Settings(data_dir=sys.argv[1], raw_retention_days=3650), writer=True)
-print(wh.insert_priced(json.loads(sys.argv[2])), flush=True)
-sys.stdin.read()
-wh.close()
-"""
 
 OVERRIDES = """
 custom_models:
@@ -59,12 +44,10 @@ def test_a_reprice_the_owner_does_not_apply_fails_and_says_why(tmp_path, tmp_pat
     data_dir = empty_warehouse_in(tmp_path / "data", tmp_path_factory)
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text(OVERRIDES)
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("TOKENMETER_PRICE_OVERRIDES", None)
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(data_dir), json.dumps([stored])],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert owner.stdout.readline().strip() == "1"
+    env = dict(os.environ)
+    env.pop("TOKENMETER_PRICE_OVERRIDES", None)  # the owner prices with its own settings: no overrides
+    with warehouse_owner(data_dir, [stored], env) as (_, stored_count):
+        assert stored_count == 1
         from app.reprice_cli import reprice
 
         shell = {"TOKENMETER_DATA_DIR": str(data_dir), "TOKENMETER_PRICE_OVERRIDES": str(overrides)}
@@ -86,10 +69,3 @@ def test_a_reprice_the_owner_does_not_apply_fails_and_says_why(tmp_path, tmp_pat
         assert as_json.exit_code == 1
         shown = json.loads(as_json.stdout)
         assert (shown["changed"], shown["applied"]) == (1, 0)
-    finally:
-        owner.stdin.close()
-        try:
-            owner.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            owner.kill()
-            owner.wait()

@@ -17,23 +17,10 @@ import pytest
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, WarehouseLocked, open_warehouse
 from warehouse.endpoint import ENDPOINT_FILE, check_select_only, read_endpoint_secret, read_live_endpoint
+from warehouse_owner import warehouse_owner
 from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=30)  # rough seconds: longest files first (tests/suite_order.py)
-
-REPO = Path(__file__).resolve().parents[2]
-
-# The owner: opens the warehouse as writer (which serves the endpoint), loads the events given on the
-# command line, says "ready", and closes cleanly when its stdin closes.
-OWNER = """
-import sys, json
-from tokenmeter.settings import Settings
-from warehouse import open_warehouse
-wh = open_warehouse(Settings(data_dir=sys.argv[1], raw_retention_days=3650), writer=True)
-print(wh.insert_priced(json.loads(sys.argv[2])), flush=True)
-sys.stdin.read()
-wh.close()
-"""
 
 
 def auth(settings) -> dict:
@@ -44,22 +31,9 @@ def auth(settings) -> dict:
 def running_owner(data_dir: Path, make_event):
     events = [make_event(f"r{i}", "remote-org", team=f"t{i % 2}", cost="0.000000000333") for i in range(30)]
     events.append(make_event("r0", "remote-org"))  # a duplicate
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(data_dir), json.dumps(events)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        assert process.stdout.readline().strip() == "30"
+    with warehouse_owner(data_dir, events) as (process, stored):
+        assert stored == 30
         yield Settings(data_dir=data_dir), process
-    finally:
-        if process.poll() is None:
-            process.stdin.close()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from tokenmeter.events import Attribution, Usage, UsageEvent
 from crash_support import ROLLUP_TABLES, SimulatedCrash, crash_after_statement, empty_every_table
 from tokenmeter.settings import Settings
 from warehouse import WarehouseError, open_warehouse
+from warehouse_owner import warehouse_owner
 from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=70)  # rough seconds: longest files first (tests/suite_order.py)
@@ -190,30 +191,15 @@ def test_reprice_refuses_rows_that_change_more_than_the_price(wh, org, tmp_path,
     assert raw["cost_usd"].to_list() == [D("0.5")] == wh.spend(["team"], filters={"org": [org]})["cost_usd"].to_list()
 
 
-OWNER = """
-import sys, json
-from tokenmeter.settings import Settings
-from warehouse import open_warehouse
-wh = open_warehouse(Settings(data_dir=sys.argv[1], raw_retention_days=3650), writer=True)
-print(wh.insert_priced(json.loads(sys.argv[2])), flush=True)
-sys.stdin.read()
-wh.close()
-"""
-
-
 def test_reprice_through_the_owners_endpoint(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setattr("warehouse.backends.MAX_BODY_BYTES", 1500)  # forces the reader to split its requests
     day = datetime(2021, 8, 1, tzinfo=timezone.utc)
     old_book, new_book = books(tmp_path, day)
     org = "remote-reprice"
     data_dir = empty_warehouse_in(tmp_path / "data", tmp_path_factory)
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(data_dir), json.dumps(priced_events(org, day, old_book))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        assert owner.stdout.readline().strip() == "5"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))  # the CLI child's
+    with warehouse_owner(data_dir, priced_events(org, day, old_book)) as (_, stored):
+        assert stored == 5
         # The owner prices with its own catalog (never a cost sent by the reader): the new prices are an import
         # in its data dir, which both sides read.
         owner_catalog = data_dir / "pricing" / "acme.yaml"
@@ -259,13 +245,6 @@ def test_reprice_through_the_owners_endpoint(tmp_path, tmp_path_factory, monkeyp
             assert bad.exit_code == 2 and "--since" in bad.stderr
         finally:
             reader.close()
-    finally:
-        owner.stdin.close()
-        try:
-            owner.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            owner.kill()
-            owner.wait()
 
 
 MODES = {"rebuild": 0.0, "deltas": 1.0}  # warehouse.reprice_apply.DELTA_SHARE: every apply rebuilds / adds deltas
