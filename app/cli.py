@@ -212,7 +212,8 @@ def _demo_traffic(s: Settings, events: int | None, rate: float | None, seed: int
 
 
 @main.command()
-@click.option("--group-by", "group_by", default="team", show_default=True, help="Comma-separated dimensions.")
+@click.option("--group-by", "group_by", default="team", show_default=True,
+              help="Comma-separated dimensions (report dimensions or tag:<key>; untagged events grouped under '').")
 @click.option("--since", default=None, help="Start time (inclusive), RFC 3339 or a date.")
 @click.option("--until", default=None, help="End time (exclusive), RFC 3339 or a date.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
@@ -220,12 +221,17 @@ def _demo_traffic(s: Settings, events: int | None, rate: float | None, seed: int
               help="One row per cost line per group: token parts, request fee, server-side tool fees (web_search, ...).")
 def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_lines: bool = False) -> None:
     """Cost and tokens grouped by dimensions; works while the stack runs and when it does not."""
-    from warehouse import DIMENSIONS, WarehouseError, open_warehouse, render_report
+    from warehouse import WarehouseError, open_warehouse, render_report
+    from warehouse.showback import check_dims, is_tag, report_spend  # tags grouped as export and Showback group them
 
     dims = [d.strip() for d in group_by.split(",") if d.strip()]
-    unknown = [d for d in dims if d not in DIMENSIONS]
-    if unknown:
-        raise click.BadParameter(f"unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    try:  # before opening the warehouse
+        check_dims(dims, "--group-by")
+    except WarehouseError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--group-by: "), param_hint="--group-by") from None
+    if cost_lines and any(is_tag(d) for d in dims):
+        raise click.BadParameter(f"--cost-lines groups by report dimensions only, not {', '.join(filter(is_tag, dims))}",
+                                 param_hint="--group-by")
     start, end = time_option(since, "--since"), time_option(until, "--until")  # before opening the warehouse
     if start and end and start >= end:  # an empty range printed "(no rows)": read as "nothing was spent"
         raise click.BadParameter(f"{until} is not after --since {since}: the range is empty (swapped?)",
@@ -234,8 +240,10 @@ def report(group_by: str, since: str | None, until: str | None, fmt: str, cost_l
     try:  # an unreachable ClickHouse says so (naming its variable) like every other warehouse command
         wh = open_warehouse(s)
         try:
-            query = wh.cost_lines if cost_lines else wh.spend
-            frame = query(dims, since=start, until=end)
+            if cost_lines:
+                frame = wh.cost_lines(dims, since=start, until=end)
+            else:
+                frame = report_spend(wh, dims, since=start, until=end)
         finally:
             wh.close()
     except WarehouseError as exc:

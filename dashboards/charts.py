@@ -153,17 +153,39 @@ def _peak_at(anomaly: dict[str, Any], measures: dict[str, list] | None):
 
 
 def reconciliation_chart(rows: list[Any], empty_message: str = "No provider usage reports in this range") -> go.Figure:
+    """Per day, the metered cost of the days and models a provider billed against that bill: what the page's headline
+    compares (`totals`). Metered cost without a cost report (a provider that sends none, a cost report not in yet) is
+    left out and said under the chart; until left31 it was in the metered bar (gemini against openai's bill)."""
     title = "Metered vs provider-reported cost per day"
-    reported = [r for r in rows if r.provider_cost is not None or r.ours_cost]
-    if not reported:
-        return empty_figure(title, empty_message)
-    days = sorted({r.day for r in reported})
-    ours = {d: sum((r.ours_cost for r in reported if r.day == d), Decimal(0)) for d in days}
-    theirs = {d: sum((r.provider_cost or Decimal(0) for r in reported if r.day == d), Decimal(0)) for d in days}
-    fig = go.Figure([
-        go.Bar(name="metered by tokenmeter", x=days, y=[float(ours[d]) for d in days], marker_color="#2563eb",
-               hovertext=[format_usd(ours[d]) for d in days], hovertemplate="%{x}<br>%{hovertext}<extra></extra>"),
-        go.Bar(name="reported by provider", x=days, y=[float(theirs[d]) for d in days], marker_color="#9ca3af",
-               hovertext=[format_usd(theirs[d]) for d in days], hovertemplate="%{x}<br>%{hovertext}<extra></extra>"),
-    ])
-    return _base_layout(fig, title, barmode="group", yaxis_tickprefix="$", xaxis_tickformat="%b %d")
+    compared = [r for r in rows if r.provider_cost is not None]
+    left_out: dict[str, Decimal] = {}
+    for r in rows:
+        if r.provider_cost is None and r.ours_cost:
+            left_out[r.provider] = left_out.get(r.provider, Decimal(0)) + r.ours_cost
+    note = not_compared_note(left_out)
+    if not compared:
+        fig = empty_figure(title, empty_message)
+    else:
+        days = sorted({r.day for r in compared})
+        ours = {d: sum((r.ours_cost for r in compared if r.day == d), Decimal(0)) for d in days}
+        theirs = {d: sum((r.provider_cost for r in compared if r.day == d), Decimal(0)) for d in days}
+        fig = _base_layout(go.Figure([
+            go.Bar(name="metered by tokenmeter", x=days, y=[float(ours[d]) for d in days], marker_color="#2563eb",
+                   hovertext=[format_usd(ours[d]) for d in days], hovertemplate="%{x}<br>%{hovertext}<extra></extra>"),
+            go.Bar(name="reported by provider", x=days, y=[float(theirs[d]) for d in days], marker_color="#9ca3af",
+                   hovertext=[format_usd(theirs[d]) for d in days], hovertemplate="%{x}<br>%{hovertext}<extra></extra>"),
+        ]), title, barmode="group", yaxis_tickprefix="$", xaxis_tickformat="%b %d")
+    if note:
+        fig.add_annotation(text=note, showarrow=False, font={"size": 11, "color": "#6b7280"}, xref="paper",
+                           yref="paper", x=0, xanchor="left", y=-0.34, yanchor="top", align="left")
+        fig.update_layout(margin={**fig.layout.margin.to_plotly_json(), "b": 80})
+    return fig
+
+
+def not_compared_note(left_out: dict[str, Decimal]) -> str:
+    """'Not compared: $X metered without a provider cost report (azure $a, gemini $b)', '' when nothing is left out."""
+    if not left_out:
+        return ""
+    total = sum(left_out.values(), Decimal(0))
+    parts = ", ".join(f"{provider} {format_usd(amount)}" for provider, amount in sorted(left_out.items()))
+    return f"Not compared: {format_usd(total)} metered without a provider cost report ({parts})"

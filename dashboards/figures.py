@@ -73,12 +73,21 @@ def _model_label(cost, unpriced_events: int) -> str:
     return format_usd(cost)
 
 
+def model_labels(rows: list[ModelSpend]) -> list[str]:
+    """The model's name, or "provider/model" where two providers serve that name: one axis label per bar, so
+    openai's and azure's gpt-4o are two bars, not one drawn over the other."""
+    providers: dict[str, set[str]] = {}
+    for row in rows:
+        providers.setdefault(row.model, set()).add(row.provider)
+    return [f"{row.provider}/{row.model}" if len(providers[row.model]) > 1 else row.model for row in rows]
+
+
 def cost_by_model(by_model: list[ModelSpend], top: int = 12) -> go.Figure:
     title = "Cost by model"
     if not by_model:
         return empty_figure(title)
     rows = list(reversed(by_model[:top]))  # largest at the top of a horizontal bar chart
-    models = [row.model for row in rows]
+    models = model_labels(rows)
     costs = [row.cost_usd for row in rows]
     unpriced = [row.unpriced_events for row in rows]
     labels = [_model_label(cost, n) for cost, n in zip(costs, unpriced)]

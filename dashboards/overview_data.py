@@ -143,7 +143,9 @@ def build_overview(warehouse: Any, filters: Filters) -> OverviewData:
     where = filters.warehouse_filters()
     team_status = warehouse.spend(["team", "pricing_status"], since=filters.since, until=filters.until, filters=where)
     kpis, by_team = summarize_by_team(team_status)
-    by_model = per_model(warehouse.spend(["model"], since=filters.since, until=filters.until, filters=where))
+    # By provider and model: one model name served by two providers (openai/gpt-4o, azure/gpt-4o) is two bills.
+    by_model = per_model(warehouse.spend(["provider", "model"], since=filters.since, until=filters.until,
+                                         filters=where))
     over_time = label_missing(
         warehouse.spend_over_time(filters.bucket, "team", since=filters.since, until=filters.until, filters=where),
         "team",

@@ -119,6 +119,17 @@ def test_a_report_range_whose_start_is_not_before_its_end_is_refused(env):
     _clean_failure(result, "--until", "2026-12-01", "2026-12-05")
 
 
+@pytest.mark.parametrize("args, needles", [
+    (["--group-by", "tag:"], ["tag:", "needs a tag key"]),
+    (["--group-by", "team,nope"], ["nope", "tag:<key>"]),
+    (["--group-by", "tag:env,tag:env"], ["listed twice"]),
+    (["--group-by", "tag:env", "--cost-lines"], ["--cost-lines", "tag:env"]),
+])
+def test_report_refuses_a_grouping_it_cannot_answer_before_opening_the_warehouse(env, args, needles):
+    result = CliRunner().invoke(main, ["report", *args], env=env)
+    _clean_failure(result, *needles)
+
+
 def test_demo_inbox_on_a_port_in_use_names_the_variable(env, taken_port):
     """walk30: `tokenmeter demo-inbox` beside a running `up --demo` ended in aiohttp's OSError traceback ("error
     while attempting to bind"), while every other server command names the variable to change."""

@@ -194,3 +194,12 @@ def showback(wh, group_by: list[str] | tuple[str, ...] = (), *, bucket: str | No
     sql, params, _ = showback_sql(dims, bucket, to_utc(since, "since"), to_utc(until, "until"), clean, possible)
     frame = wh.query(sql, params)
     return frame.rename({f"d{i}": name for i, name in enumerate(dims)})
+
+
+def report_spend(wh, group_by: list[str], *, since: TimeArg = None, until: TimeArg = None) -> pl.DataFrame:
+    """`tokenmeter report`'s rows: the warehouse's spend per report dimensions; with a `tag:<key>` among them,
+    showback's grouping (the export's and the Showback page's), events without the tag under ''. Same columns."""
+    dims = check_dims(list(group_by), "group_by")
+    if any(is_tag(dim) for dim in dims):
+        return showback(wh, dims, since=since, until=until)
+    return wh.spend(dims, since=since, until=until)

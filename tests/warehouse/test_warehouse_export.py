@@ -75,6 +75,44 @@ def test_focus_totals_and_columns_equal_tokenmeter_report(warehouse_settings, wh
         assert set(orjson.loads(row["Tags"])) == {"team", "env"} and row["SubAccountType"] == "team+tag:env"
 
 
+def test_report_groups_by_a_tag_as_the_export_does(warehouse_settings, wh, month_data):
+    """walk31: `tokenmeter report --group-by tag:env` was refused ("unknown dimension") while `export --group-by
+    tag:env` and the Showback page group by tags. Same rows as the export's now: untagged events under ''."""
+    report = orjson.loads(_cli(warehouse_settings, "report", "--group-by", "team,tag:env", "--since", "2025-05-01",
+                               "--until", "2025-06-01", "--format", "json"))
+    export = csv.DictReader(io.StringIO(export_month(wh, "2025-05", "csv", ["team", "tag:env"]).decode()))
+
+    def groups(rows) -> dict:
+        return {(r["team"], r["tag:env"]): (Decimal(r["cost_usd"]), int(r["events"]), int(r["unpriced_events"]))
+                for r in rows}
+
+    assert groups(report) == groups(export)
+    assert {env for _, env in groups(report)} == {"prod", ""}  # events without the tag: '' as the export has them
+    assert sum(cost for cost, _, _ in groups(report).values()) == sum(Decimal(e["cost_usd"]) for e in month_data)
+
+
+HOSTILE_TAG_KEYS = ("x' OR 1=1 --", "k" * 1000, "環境", "{tag_key_0:String}", "a]`b\\c")
+
+
+def test_report_tag_keys_are_parameters_never_sql(wh, make_event):
+    """A tag key is bound as a query parameter and names the column as given (SQL-ish, 1,000 characters, unicode,
+    a parameter placeholder), on the rollup path (one tag) and on the raw table (several tags)."""
+    from warehouse.showback import report_spend
+
+    tagged = make_event("hostile-tag-0", "hostile-tag-org", ts="2024-07-10T10:00:00Z", cost="0.000200000000")
+    tagged["attribution"]["tags"] = {key: f"value-{i}" for i, key in enumerate(HOSTILE_TAG_KEYS)}
+    wh.insert_priced([tagged, make_event("hostile-tag-1", "hostile-tag-org", ts="2024-07-11T10:00:00Z")])
+    window = {"since": "2024-07-01", "until": "2024-08-01"}
+    for i, key in enumerate(HOSTILE_TAG_KEYS):
+        frame = report_spend(wh, [f"tag:{key}"], **window)
+        assert frame.columns[0] == f"tag:{key}"
+        assert dict(zip(frame[f"tag:{key}"], frame["events"])) == {f"value-{i}": 1, "": 1}, key
+    dims = [f"tag:{key}" for key in HOSTILE_TAG_KEYS]
+    frame = report_spend(wh, ["team", *dims], **window)
+    assert frame.columns[:len(dims) + 1] == ["team", *dims] and frame["events"].to_list() == [1, 1]
+    assert report_spend(wh, ["tag:no such key"], **window)["tag:no such key"].to_list() == [""]
+
+
 def test_csv_and_parquet_are_exact(wh, month_data):
     text = export_month(wh, "2025-05", "csv", ["team"]).decode()
     rows = list(csv.DictReader(io.StringIO(text)))
