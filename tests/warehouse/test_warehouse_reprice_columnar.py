@@ -26,7 +26,7 @@ import pytest
 
 from app.reprice_cli import columnar_reprice_batch, columnar_reprice_columns
 from streams import price_event
-from streams.columnar import process_batch_columnar
+from streams.batch import process_batch
 from streams.columnar.corpus import Corpus
 from streams.columnar.reprice import price_stored
 from streams.pricing import load_price_book
@@ -58,13 +58,12 @@ negotiated:
 
 
 def stored_history(org: str, records: int, seed: int) -> list[dict]:
-    """Priced corpus events of `org` over [START, START + SPAN), about half stored at other prices. Priced by the
-    worker's default columnar step (the same priced events as `process_batch`, issue 14, for less CPU)."""
+    """Priced corpus events of `org` over [START, START + SPAN), about half stored at other prices."""
     book = load_price_book()
     rng = random.Random(seed)
     corpus = list(itertools.islice(Corpus(book, seed).records(records * 3), records))
     events = [orjson.loads(e) for batch in range(0, len(corpus), 5000)
-              for values in process_batch_columnar(corpus[batch:batch + 5000], book).priced.values() for e in values]
+              for values in process_batch(corpus[batch:batch + 5000], book).priced.values() for e in values]
     # What Decimal(18,12) can store, now and after the re-price (`test_a_cost_too_large_to_store_...` has the rest)
     events = [e for e in events if len(e["cost_usd"].split(".")[0]) <= 6
               and max(v for k, v in e["usage"].items() if k != "tool_requests") < 10**9]
