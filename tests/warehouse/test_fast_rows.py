@@ -11,7 +11,7 @@ import random
 import orjson
 import pytest
 
-from streams.columnar import process_batch_columnar
+from streams.batch import process_batch
 from streams.columnar.corpus import Corpus
 from streams.pricing import load_price_book
 from warehouse.fast_rows import fast_row
@@ -21,12 +21,10 @@ from warehouse.schema import RowError, event_to_row, validated_row
 @pytest.fixture(scope="module")
 def priced() -> list[dict]:
     """Priced events as the worker writes them, from the columnar equivalence corpus (every usage kind, tier,
-    attribution shape, unpriced reason, tool requests, usage assumptions), priced by the worker's default
-    columnar step (the same priced events as `process_batch`, issue 14; ~0.6 against ~1.0 CPU-s here, and seven
-    test modules build this fixture)."""
+    attribution shape, unpriced reason, tool requests, usage assumptions)."""
     book = load_price_book()
     records = list(itertools.islice(Corpus(book, 5).records(6000), 400))
-    result = process_batch_columnar(records, book)
+    result = process_batch(records, book)
     return [orjson.loads(e) for events in result.priced.values() for e in events]
 
 
