@@ -48,8 +48,9 @@ def traffic(start: int, end: int, *, peak: float = 12.0, seed: int = 1, keys=("k
             count = max(0, int(rng.gauss(expected, math.sqrt(expected) + 0.5) + 0.5))
             for i in range(count):
                 t = b + rng.randrange(300)
-                e = event(t, key, team, rng.choices(names, cum_weights=cum_weights)[0], int(rng.lognormvariate(math.log(1000), 0.4)),
-                          int(rng.lognormvariate(math.log(300), 0.4)), "error" if rng.random() < 0.01 else "ok", n=i)
+                e = event(t, key, team, rng.choices(names, cum_weights=cum_weights)[0],
+                          int(rng.lognormvariate(math.log(1000), 0.4)), int(rng.lognormvariate(math.log(300), 0.4)),
+                          "error" if rng.random() < 0.01 else "ok", n=i)
                 batch.append(modify(e, t) if modify else e)
         batches.append([e for e in batch if e is not None])
     return batches
