@@ -31,21 +31,22 @@ def _without_priced_at(events: list[dict]) -> list[tuple]:
     return [tuple((k, v) for k, v in e.items() if k != "priced_at") for e in events]
 
 
-def test_the_history_is_priced_as_the_per_event_step_prices_it():
+def test_the_history_is_priced_as_the_per_event_step_prices_it(monkeypatch):
     from collectors.demo import callers, make_event
     from warehouse import demo_history
     from warehouse.demo_history import history_events, priced_history
 
     month = history_events(NOW)
-    # every fourth call of the month: the injections (an unpriced model among them), the OTel pilot's copies, and
-    # more than one batch
-    sample = month[::4]
-    assert len(sample) > demo_history.HISTORY_BATCH
+    # every eighth call of the month (the injections, an unpriced model among them, the OTel pilot's copies), in
+    # batches of 1,000 so that several batch boundaries fall inside
+    sample = month[::8]
+    monkeypatch.setattr(demo_history, "HISTORY_BATCH", 1000)
     rng = random.Random(3)  # and the flat demo's calls (collectors/demo.py), as the live-demo tests price them
     sample += [make_event(rng, caller, NOW + timedelta(seconds=i)) for i, caller in enumerate(callers() * 3)]
-    assert {e.get("pricing_status", "priced") for e in _per_event(sample)} >= {"priced", "unpriced"}
+    expected = _per_event(sample)
+    assert {e["pricing_status"] for e in expected} == {"priced", "unpriced"}
     assert any(e.get("correlation") for e in sample)
-    assert _without_priced_at(priced_history(sample)) == _without_priced_at(_per_event(sample))
+    assert _without_priced_at(priced_history(sample)) == _without_priced_at(expected)
 
 
 def test_a_call_that_cannot_be_priced_is_refused():
