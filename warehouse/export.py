@@ -65,7 +65,14 @@ SEPARATORS = (";", "\t")
 _QUOTED = (",", '"', "\r", "\n", *SEPARATORS)  # RFC 4180's comma, quote, CR and LF, and the separators above
 
 
+# A visible ASCII character that is no formula sign: a text starting with one is its own first visible character
+# and starts no formula, so the checks below are skipped (most cells of an export: names, ids, dates, numbers).
+_PLAIN_FIRST = frozenset(chr(c) for c in range(0x21, 0x7f)) - set(FORMULA_STARTS)
+
+
 def _starts_a_formula(text: str) -> bool:
+    if text[:1] in _PLAIN_FIRST:
+        return False
     if text.startswith(FORMULA_STARTS):
         return True
     # Spreadsheets skip white space before a formula (" =1+1" runs): look at the first visible character, past
@@ -119,6 +126,8 @@ def spreadsheet_csv(columns: list[str], rows: list[list[str]]) -> str:
 
 
 def _cell(value: Any) -> str:
+    if type(value) is str:  # most cells: the last case below, checked first
+        return safe_text(value)
     if value is None:
         return ""
     if isinstance(value, bool):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+import time
 from datetime import datetime, timezone
 
 MONDAY = int(datetime(2026, 9, 7, tzinfo=timezone.utc).timestamp())
@@ -21,7 +23,7 @@ def event(t: int, key: str = "k1", team: str = "search", model: str = "gpt-4o-mi
           tout: int = 300, status: str = "ok", pricing: str = "priced", n: int = 0, user: str | None = None) -> dict:
     pin, pout = PRICE.get(model, (0, 0))
     pico = 0 if status == "error" or pricing == "unpriced" else tin * pin + tout * pout
-    ts = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # datetime's strftime, at a third of the CPU
     out = {"event_id": f"{key}-{t}-{n}", "ts": ts, "source": "test", "provider": "openai", "model": model,
            "status": status, "attribution": {"team": team, "project": f"{team}-app", "user": user or f"u-{key}",
                                              "api_key": key, "feature": "chat", "tags": {}},
@@ -36,7 +38,8 @@ def traffic(start: int, end: int, *, peak: float = 12.0, seed: int = 1, keys=("k
             models=(("gpt-4o-mini", 0.7), ("gpt-4o", 0.3)), modify=None) -> list[list[dict]]:
     """One batch per 5 minutes: ~`peak` calls per key per bucket at 13:00 UTC on weekdays, fewer at night."""
     rng = random.Random(seed)
-    names, weights = [m for m, _ in models], [w for _, w in models]
+    names = [m for m, _ in models]
+    cum_weights = list(itertools.accumulate(w for _, w in models))  # what `choices(names, weights)` sums per call
     batches = []
     for b in range(start, end, 300):
         batch = []
@@ -45,8 +48,9 @@ def traffic(start: int, end: int, *, peak: float = 12.0, seed: int = 1, keys=("k
             count = max(0, int(rng.gauss(expected, math.sqrt(expected) + 0.5) + 0.5))
             for i in range(count):
                 t = b + rng.randrange(300)
-                e = event(t, key, team, rng.choices(names, weights)[0], int(rng.lognormvariate(math.log(1000), 0.4)),
-                          int(rng.lognormvariate(math.log(300), 0.4)), "error" if rng.random() < 0.01 else "ok", n=i)
+                e = event(t, key, team, rng.choices(names, cum_weights=cum_weights)[0],
+                          int(rng.lognormvariate(math.log(1000), 0.4)), int(rng.lognormvariate(math.log(300), 0.4)),
+                          "error" if rng.random() < 0.01 else "ok", n=i)
                 batch.append(modify(e, t) if modify else e)
         batches.append([e for e in batch if e is not None])
     return batches
