@@ -6,6 +6,7 @@ docs/security.md); one dashboard process serves all requests (waitress's threads
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import secrets
 import threading
@@ -77,7 +78,7 @@ class LoginThrottle:
         self._lock = threading.Lock()
 
     def _keys(self, user: str, ip: str) -> list[tuple[str, int]]:
-        return [(f"user:{user.lower()}", self.user_limit), (f"ip:{ip}", self.ip_limit)]
+        return [(f"user:{user.lower()}", self.user_limit), (f"ip:{client_key(ip)}", self.ip_limit)]
 
     def retry_after(self, user: str, ip: str) -> int:
         """Seconds until a sign-in for `user` from `ip` is allowed again; 0 if it is allowed now."""
@@ -102,6 +103,21 @@ class LoginThrottle:
     def succeeded(self, user: str) -> None:
         with self._lock:
             self._entries.pop(f"user:{user.lower()}", None)
+
+
+def client_key(ip: str) -> str:
+    """What the per-client count is kept by: an IPv4 address as it is (an IPv4-mapped IPv6 one as its IPv4 address),
+    an IPv6 address by its /64 (a client is handed a whole /64 and moves within it at will: counted per address, it
+    sprayed 19 names from each and was never locked), anything else as given."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])  # a zone (`fe80::1%eth0`) names the link, not the host
+    except ValueError:
+        return ip
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def describe_wait(seconds: int) -> str:

@@ -100,3 +100,34 @@ def test_settings_reject_nonsense(tmp_path, field):
 
     with pytest.raises(SettingsError, match=field.upper()):
         load_settings(data_dir=tmp_path, **{field: 0})
+
+
+def test_an_ipv6_client_cannot_escape_the_ip_lock_out_by_moving_within_its_64(tmp_path):
+    """An IPv6 client is given a /64 (2^64 addresses): it sprayed 19 names from each of its addresses and was never
+    locked (the count was per address; proxy31's note). Counted per /64 now, as rate limiters do; an IPv4-mapped
+    address counts as its IPv4 address; another /64 is not affected."""
+    server = make_app(tmp_path, dashboard_login_max_failures=5, dashboard_login_ip_max_failures=20)
+    client = server.test_client()
+    for i in range(19):
+        assert client.post("/login", data={"username": f"user{i}", "password": "x"},
+                           environ_base={"REMOTE_ADDR": f"2001:db8:1:2::{i + 1:x}"}).status_code == 401
+    moved = client.post("/login", data={"username": "user19", "password": "x"},
+                        environ_base={"REMOTE_ADDR": "2001:db8:1:2:ffff:ffff:ffff:fffe"})
+    assert moved.status_code == 429
+    neighbour = server.test_client().post("/login", data={"username": "al", "password": "al-pass"},
+                                          environ_base={"REMOTE_ADDR": "2001:db8:1:3::1"})
+    assert neighbour.status_code == 302
+    for i in range(20):
+        client.post("/login", data={"username": f"v4user{i}", "password": "x"},
+                    environ_base={"REMOTE_ADDR": "::ffff:198.51.100.9" if i % 2 else "198.51.100.9"})
+    assert server.test_client().post("/login", data={"username": "al", "password": "al-pass"},
+                                     environ_base={"REMOTE_ADDR": "198.51.100.9"}).status_code == 429
+
+
+def test_the_ip_lock_out_key(tmp_path):
+    from dashboards.auth_state import client_key
+
+    assert client_key("2001:db8:1:2::5") == client_key("2001:DB8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert client_key("::ffff:198.51.100.9") == client_key("198.51.100.9") == "198.51.100.9"
+    assert client_key("not an address") == "not an address" and client_key("") == ""
+    assert client_key("fe80::1%eth0") == "fe80::/64"
