@@ -388,3 +388,32 @@ def _load_stage_command(name: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run() -> None:
+    """The `tokenmeter` entry point: `main`, then the process ends without the native libraries' exit-time teardown.
+    A command that read Parquet through pyarrow beside polars' thread pools (`showback`, `export` of a closed month)
+    finished its work and output, then aborted in that teardown now and then ("terminate called without an active
+    exception", exit -6; 3 of 10 `showback` runs on one machine) or hung in it. Once `main` has returned and no
+    Python thread of ours is left running, output and logs are flushed and the process exits with main's code."""
+    import logging
+    import os
+    import threading
+
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)  # a thread still working: Python's own exit waits for it
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    logging.shutdown()
+    os._exit(code or 0)
