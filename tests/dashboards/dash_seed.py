@@ -4,8 +4,10 @@ warehouse's migrations do not have them yet (IF NOT EXISTS: the real migration w
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any, Iterator
 
 from tokenmeter.events import PricedEvent
 from dashboards.anomalies_data import ANOMALY_COLUMNS  # named columns: the table may have more
@@ -229,3 +231,24 @@ def element_text(dash_duo, selector: str) -> str:
 def element_attribute(dash_duo, selector: str, name: str) -> str | None:
     """An attribute of the first element matching `selector`, found and read in one script call (see element_text)."""
     return dash_duo.driver.execute_script(_ATTRIBUTE_SCRIPT, selector, name)
+
+
+@contextmanager
+def finance_warehouse(tmp_path_factory, name: str) -> Iterator[tuple[Any, Any]]:
+    """(settings, warehouse) for one module's app: an empty warehouse (a copy of the migrated template) opened as
+    writer in this process without an endpoint, a users file holding `fin` (finance, password fin-pass), a fixed
+    session key. Closed afterwards."""
+    from dashboards.users import add_user
+    from tokenmeter.settings import load_settings
+    from warehouse import open_warehouse
+    from warehouse_template import empty_warehouse_in
+
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp(name), tmp_path_factory)
+    users_file = data_dir / "users.yaml"
+    add_user(users_file, "fin", "fin-pass", "finance")
+    settings = load_settings(data_dir=data_dir, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)
+    warehouse = open_warehouse(settings, writer=True, serve=False)
+    try:
+        yield settings, warehouse
+    finally:
+        warehouse.close()

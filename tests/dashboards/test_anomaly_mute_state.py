@@ -15,11 +15,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from dashboards import create_app
-from dashboards.users import add_user
+from dash_seed import finance_warehouse
 from tokenmeter import topics
-from tokenmeter.settings import load_settings
 from warehouse.records_load import record_to_row
-from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=6)  # rough seconds: longest files first (tests/suite_order.py)
 
@@ -46,17 +44,8 @@ def _ack(anomaly_id: str, action: str, by: str, at: datetime, hours: float = 24,
 
 @pytest.fixture(scope="module")
 def app_and_warehouse(tmp_path_factory):  # one app a process: Dash registers its pages once
-    from warehouse import open_warehouse
-
-    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("mute-state"), tmp_path_factory)
-    users_file = data_dir / "users.yaml"
-    add_user(users_file, "fin", "fin-pass", "finance")
-    settings = load_settings(data_dir=data_dir, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)
-    warehouse = open_warehouse(settings, writer=True, serve=False)
-    try:
+    with finance_warehouse(tmp_path_factory, "mute-state") as (settings, warehouse):
         yield create_app(settings, warehouse=warehouse), warehouse
-    finally:
-        warehouse.close()
 
 
 def _store(wh, topic, records):

@@ -14,15 +14,13 @@ from decimal import Decimal
 
 import pytest
 
-from dash_seed import EXTRA_TABLES, _t
+from dash_seed import EXTRA_TABLES, _t, finance_warehouse
 from dashboards import create_app
 from dashboards.access import ScopedWarehouse
 from dashboards.filters import Filters
 from dashboards.overview_data import build_overview
-from dashboards.users import Principal, add_user
+from dashboards.users import Principal
 from tokenmeter.events import PricedEvent
-from tokenmeter.settings import load_settings
-from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=3)
 
@@ -46,14 +44,7 @@ def _event(i: int, provider: str, model: str, cost: Decimal) -> dict:
 
 @pytest.fixture(scope="module")
 def app_and_warehouse(tmp_path_factory):
-    from warehouse import open_warehouse
-
-    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("left31-views"), tmp_path_factory)
-    users_file = data_dir / "users.yaml"
-    add_user(users_file, "fin", "fin-pass", "finance")
-    settings = load_settings(data_dir=data_dir, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)
-    warehouse = open_warehouse(settings, writer=True, serve=False)
-    try:
+    with finance_warehouse(tmp_path_factory, "left31-views") as (settings, warehouse):
         warehouse.insert_priced([_event(i, p, m, c) for i, ((p, m), c) in enumerate(CALLS.items())])
         warehouse.backend.command(EXTRA_TABLES["provider_usage"])
         day = f"{_t(DAY)}, {_t(DAY + timedelta(days=1))}"
@@ -62,8 +53,6 @@ def app_and_warehouse(tmp_path_factory):
             f" output_tokens, fetched_at) VALUES ('l31-cost', 'openai', 'cost', {day}, 'gpt-4o', 0.9, 0, 0, {_t(DAY)}),"
             f" ('l31-usage', 'openai', 'usage', {day}, 'gpt-4o-mini', 0, 100, 10, {_t(DAY)})")
         yield create_app(settings, warehouse=warehouse), warehouse
-    finally:
-        warehouse.close()
 
 
 def _client(app):

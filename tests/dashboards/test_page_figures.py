@@ -16,14 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from dash_seed import EXTRA_TABLES
+from dash_seed import EXTRA_TABLES, _t, finance_warehouse
 from dashboards import create_app
 from dashboards.access import ScopedWarehouse
 from dashboards.anomalies_data import ANOMALY_COLUMNS, list_anomalies
 from dashboards.users import Principal, add_user
 from tokenmeter.events import PricedEvent
-from tokenmeter.settings import load_settings
-from warehouse_template import empty_warehouse_in
 
 pytestmark = pytest.mark.slow(seconds=6)
 
@@ -51,20 +49,9 @@ def _event(i: int, ts: datetime, output_tokens: int) -> dict:
     ).to_json()
 
 
-def _t(moment: datetime) -> str:
-    return "toDateTime64('" + moment.strftime("%Y-%m-%d %H:%M:%S") + "', 3, 'UTC')"
-
-
 @pytest.fixture(scope="module")
 def app_and_warehouse(tmp_path_factory):
-    from warehouse import open_warehouse
-
-    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("dash-anomaly-figures"), tmp_path_factory)
-    users_file = data_dir / "users.yaml"
-    add_user(users_file, "fin", "fin-pass", "finance")
-    settings = load_settings(data_dir=data_dir, dashboard_users_file=users_file, dashboard_secret_key="k" * 32)
-    warehouse = open_warehouse(settings, writer=True, serve=False)
-    try:
+    with finance_warehouse(tmp_path_factory, "dash-anomaly-figures") as (settings, warehouse):
         # Two hours before the burst: 3 long answers (9,000 output tokens in that hour, 3 requests). The burst:
         # 71 short calls within 5 minutes (852 requests/hour as the detector counts), 9 more later in the hour.
         events = [_event(i, BURST_AT - timedelta(hours=2, minutes=-i), 3000) for i in range(3)]
@@ -82,8 +69,6 @@ def app_and_warehouse(tmp_path_factory):
                 for a, kind, dim, value, obs, exp, low, high, unit, start, end in ANOMALIES]
         warehouse.backend.command(f"INSERT INTO anomalies ({ANOMALY_COLUMNS}) VALUES " + ", ".join(rows))
         yield create_app(settings, warehouse=warehouse), warehouse
-    finally:
-        warehouse.close()
 
 
 def _text(component) -> str:
