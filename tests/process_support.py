@@ -19,9 +19,10 @@ def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, preexec_fn=child_preexec)
 
 
-def start_dashboard(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str, Path]:
+def start_dashboard(tmp_path: Path, prefix: tuple[str, ...] = (), **env: str) -> tuple[subprocess.Popen, str, Path]:
     """`tokenmeter dash` as production runs it (a child process, waitress, a free port on 127.0.0.1, INFO logs to
-    `tmp_path/dash.log`), returned once its /healthz answers 200: (process, base URL, log path). The caller stops it
+    `tmp_path/dash.log`; `prefix`: a command it runs under, e.g. `unshare`), returned once its /healthz answers 200:
+    (process, base URL, log path). The caller stops it
     (`stop`), in a `finally`; a start that fails is stopped here."""
     import os
 
@@ -34,7 +35,7 @@ def start_dashboard(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str, 
                    TOKENMETER_HOST="127.0.0.1", TOKENMETER_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1", **env)
     log_path = tmp_path / "dash.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app", "dash"], env=environ, stdout=log,
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "app", "dash"], env=environ, stdout=log,
                                 stderr=subprocess.STDOUT, preexec_fn=child_preexec)
     base = f"http://127.0.0.1:{port}"
 

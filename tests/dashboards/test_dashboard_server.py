@@ -11,7 +11,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +18,6 @@ import flask
 import httpx
 import pytest
 
-from app.process import child_preexec
 from dashboards import serving
 from tests.process_support import start_dashboard, stop, wait_for
 from tokenmeter.settings import free_port
@@ -155,22 +153,8 @@ def test_sigterm_stops_it_as_pid_1_of_a_container(tmp_path):
     Here: PID 1 of its own PID namespace, SIGTERM from outside."""
     import psutil
 
-    port = free_port()
-    env = dict(os.environ, TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_DASH_PORT=str(port),
-               TOKENMETER_HOST="127.0.0.1")
-    log_path = tmp_path / "dash.log"
-    with open(log_path, "wb") as log:
-        wrapper = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "app", "dash"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+    wrapper, _, log_path = start_dashboard(tmp_path, prefix=("unshare", "--pid", "--fork", "--kill-child"))
     try:
-        def healthy() -> bool:
-            assert wrapper.poll() is None, log_path.read_text()
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, timeout=60, what="the dashboard's /healthz")
         dash = psutil.Process(wrapper.pid).children()[0]
         status = open(f"/proc/{dash.pid}/status").read()
         assert re.search(r"^NSpid:\s+\d+\s+1$", status, re.M), status  # PID 1 inside
