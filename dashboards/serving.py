@@ -96,22 +96,32 @@ def serve(server: Any) -> None:
     """Serve until SIGINT or SIGTERM (compose's and `tokenmeter up`'s stop; before, SIGTERM killed the process where it
     stood, its cleanup never ran); then `drain`, then `stop`. waitress's own `run()` stops its threads at Ctrl-C
     while answers they wrote still wait for its loop to send them: those were lost."""
-    from waitress import wasyncore
-
     stopping: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
-    socket_map = _socket_map(server)
     try:
-        while not stopping and socket_map:  # a signal is seen within LOOP_WAIT_S (the poll's timeout)
-            wasyncore.loop(timeout=LOOP_WAIT_S, map=socket_map, use_poll=True, count=1)
-        if stopping:
-            log.info("stopping on %s: no new connections, %d s for the requests running",
-                     signal.Signals(stopping[0]).name, STOP_GRACE_S)
-            drain(socket_map, STOP_GRACE_S)
+        serve_until(server, lambda: stopping, lambda: signal.Signals(stopping[0]).name)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def serve_until(server: Any, stop_requested: Callable[[], Any], reason: Callable[[], str] = lambda: "request",
+                wait_s: float = LOOP_WAIT_S) -> None:
+    """Turn the server's I/O loop in this thread until `stop_requested()` is true (looked at every `wait_s` at
+    most), then `drain` and `stop`. Another thread asks for a stop only through `stop_requested`, never through
+    waitress's trigger: a thunk pulled onto the trigger may run (and close the trigger) before the pulling thread's
+    write reaches it, which then fails with EBADF, or writes into whatever reused that descriptor."""
+    from waitress import wasyncore
+
+    socket_map = _socket_map(server)
+    try:
+        while not stop_requested() and socket_map:
+            wasyncore.loop(timeout=wait_s, map=socket_map, use_poll=True, count=1)
+        if stop_requested():
+            log.info("stopping on %s: no new connections, %d s for the requests running", reason(), STOP_GRACE_S)
+            drain(socket_map, STOP_GRACE_S)
+    finally:
         stop(server)
 
 

@@ -23,19 +23,21 @@ from tokenmeter.settings import free_port
 
 @contextlib.contextmanager
 def running(site: flask.Flask, threads: int, idle_timeout_s: float, **options):
-    """The dashboard's server (`serving.make_server`) on a free port, in a thread; stopped as `serve` stops it."""
-    from waitress import wasyncore
-
+    """The dashboard's server (`serving.make_server`) on a free port, served in a thread by `serving.serve_until` (the
+    loop `serve` runs) and stopped as SIGTERM stops it. Not by pulling waitress's trigger from this thread: the
+    closing thunk could run before this thread's write to the trigger, which then failed with EBADF (2 of 6 local
+    runs of the three files using this with -n 2 on a loaded machine)."""
     port = free_port()
     server = serving.make_server(site.wsgi_app, "127.0.0.1", port, threads, idle_timeout_s=idle_timeout_s, **options)
-    thread = threading.Thread(target=server.run, daemon=True)
+    stopping = threading.Event()
+    thread = threading.Thread(target=serving.serve_until, args=(server, stopping.is_set), kwargs={"wait_s": 0.05},
+                              daemon=True)
     thread.start()
     try:
         yield port
-    finally:  # what SIGTERM does in `serve`, from another thread: the loop ends once its sockets are closed
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # noqa: SLF001
+    finally:
+        stopping.set()
         thread.join(10)
-        serving.stop(server)
         assert not thread.is_alive()
 
 
