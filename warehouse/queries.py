@@ -63,14 +63,32 @@ def to_utc(value: datetime | date | str | None, name: str) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def check_dimensions(names: list[str] | tuple[str, ...], what: str) -> list[str]:
+def check_dimensions(names: list[str] | tuple[str, ...], what: str, tags: bool = False) -> list[str]:
+    """`names` if every one is a dimension (or, with `tags`, `tag:<key>`) and none is repeated; otherwise one error
+    naming every problem, each name shortened (it is the user's text, possibly hostile) with the closest dimension."""
+    import difflib
+
     names = list(names)
-    for name in names:
-        if name not in DIMENSIONS:
-            raise WarehouseError(f"{what}: unknown dimension {name!r}; choose from {', '.join(DIMENSIONS)}")
-    if len(set(names)) != len(names):
-        raise WarehouseError(f"{what}: dimension listed twice in {names}")
+    problems = []
+    for name in dict.fromkeys(names):
+        if tags and name.startswith("tag:"):
+            if name == "tag:":
+                problems.append(f"{name!r} needs a tag key, e.g. tag:env")
+        elif name not in DIMENSIONS:
+            close = difflib.get_close_matches(name[:64], DIMENSIONS, n=1, cutoff=0.75)
+            problems.append(f"unknown dimension {_shown(name)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+    if repeated:
+        problems.append("dimension listed twice: " + ", ".join(_shown(name) for name in repeated[:5]))
+    if problems:
+        choices = ", ".join(DIMENSIONS) + (" or tag:<key>" if tags else "")
+        shown = problems[:5] + ([f"and {len(problems) - 5} more"] if len(problems) > 5 else [])
+        raise WarehouseError(f"{what}: {'; '.join(shown)}; choose from {choices}")
     return names
+
+
+def _shown(name: str, limit: int = 40) -> str:
+    return repr(name if len(name) <= limit else name[:limit] + "...")
 
 
 def _on_the_hour(moment: datetime | None) -> bool:

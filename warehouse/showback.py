@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from warehouse.backends import WarehouseError
-from warehouse.queries import DIMENSIONS, ROLLUP_DIMENSIONS, TOKEN_MEASURES, to_utc, token_sum
+from warehouse.queries import ROLLUP_DIMENSIONS, TOKEN_MEASURES, check_dimensions, to_utc, token_sum
 
 TAG_PREFIX = "tag:"
 BUCKETS = {"hour": "toStartOfHour", "day": "toStartOfDay", "week": "toMonday", "month": "toStartOfMonth"}
@@ -34,16 +34,8 @@ def is_tag(dim: str) -> bool:
 
 
 def check_dims(names: list[str], what: str) -> list[str]:
-    for name in names:
-        if is_tag(name):
-            if not name[len(TAG_PREFIX):]:
-                raise WarehouseError(f"{what}: {name!r} needs a tag key, e.g. tag:env")
-        elif name not in DIMENSIONS:
-            raise WarehouseError(
-                f"{what}: unknown dimension {name!r}; choose from {', '.join(DIMENSIONS)} or tag:<key>")
-    if len(set(names)) != len(names):
-        raise WarehouseError(f"{what}: dimension listed twice in {names}")
-    return list(names)
+    """check_dimensions with `tag:<key>` names allowed."""
+    return check_dimensions(names, what, tags=True)
 
 
 def scoped_filters(filters: dict[str, Any] | None, team: str | None) -> tuple[dict[str, list[str]], bool]:
