@@ -60,6 +60,17 @@ def make_server(wsgi_app: Callable, host: str, port: int, threads: int, idle_tim
     networks = parse_networks(trusted_proxies)
 
     class IdleCountingServer(TcpWSGIServer):
+        def add_task(self, channel: Any) -> None:
+            """A probe (PROBE_PATHS) to its own thread: in the pool it waited behind pages whose callbacks wait on
+            the warehouse (one query at a time), and `tokenmeter up` restarts a dashboard whose /healthz goes
+            unanswered for 30 s, so a busy dashboard was restarted and everyone signed out. A pipelined request
+            after it is handed back here by waitress when the probe is answered."""
+            request = channel.requests[0]
+            if request.path in PROBE_PATHS and request.command in ("GET", "HEAD") and not request.error:
+                probes.add_task(channel)
+            else:
+                super().add_task(channel)
+
         def maintenance(self, now: float) -> None:
             """waitress's: marks each channel silent past channel_timeout (and not serving a request) for closing.
             Counted here because waitress closes them without a word."""
@@ -83,13 +94,17 @@ def make_server(wsgi_app: Callable, host: str, port: int, threads: int, idle_tim
     )
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
+    probes = ThreadedTaskDispatcher()  # /healthz and /metrics: answered in microseconds, never queued behind pages
+    probes.set_thread_count(1)
     socket_map: dict = {}
     app = with_access_log(wsgi_app)
     if networks:  # outside the access log: its line names the client, not the proxy
         app = from_trusted_proxies(app, networks)
     servers = [IdleCountingServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=info)
                for info in adj.listen]  # a host name may stand for more than one address
-    return servers[0] if len(servers) == 1 else MultiSocketServer(socket_map, adj, servers, dispatcher)
+    server = servers[0] if len(servers) == 1 else MultiSocketServer(socket_map, adj, servers, dispatcher)
+    server.probe_dispatcher = probes  # stopped with the pool (`stop`)
+    return server
 
 
 def serve(server: Any) -> None:
@@ -150,6 +165,7 @@ def stop(server: Any) -> None:
     from waitress import wasyncore
 
     server.task_dispatcher.shutdown(timeout=STOP_GRACE_S)
+    server.probe_dispatcher.shutdown(timeout=1)
     wasyncore.close_all(_socket_map(server))
 
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import flask
 import httpx
@@ -164,3 +165,29 @@ def test_sigterm_stops_it_as_pid_1_of_a_container(tmp_path):
     finally:
         stop(wrapper, signal.SIGKILL)  # --kill-child: the namespace goes with it
     assert "dashboard stopped" in log_path.read_text()
+
+
+def test_probes_are_answered_while_every_thread_waits_on_a_page():
+    """The liveness probe (`tokenmeter up` restarts a dashboard whose /healthz goes unanswered for 30 s) and the
+    Prometheus scrape queued behind page requests: with every pool thread waiting (on the warehouse, which serves one
+    query at a time, dashboards/handle.py), /healthz waited too, so `up` would restart the dashboard (and sign every
+    user out) exactly when it was busiest. Probes have their own thread now; pages still wait their turn."""
+    from tests.dashboards.test_dashboard_idle_connections import running
+
+    release, started = threading.Event(), []
+    site = flask.Flask("busy")
+    site.add_url_rule("/slow", "slow", lambda: (started.append(1), release.wait(30), "slow")[2])
+    site.add_url_rule("/healthz", "healthz", lambda: "ok\n")
+    site.add_url_rule("/metrics", "metrics", lambda: "counts\n")
+    with running(site, threads=2, idle_timeout_s=30) as port:
+        base = f"http://127.0.0.1:{port}"
+        with ThreadPoolExecutor(4) as pool:
+            try:
+                pages = [pool.submit(httpx.get, f"{base}/slow", timeout=40) for _ in range(3)]  # 2 threads, 1 queued
+                wait_for(lambda: len(started) == 2, timeout=10, what="both threads serving a page")
+                assert httpx.get(f"{base}/healthz", timeout=3).text == "ok\n"  # ReadTimeout before
+                assert httpx.get(f"{base}/metrics", timeout=3).text == "counts\n"
+                assert not any(page.done() for page in pages)
+            finally:
+                release.set()
+            assert [page.result().text for page in pages] == ["slow"] * 3
