@@ -162,3 +162,15 @@ def test_the_sample_anomaly_alert_has_the_shape_of_the_detectors():
     resolve = sample_alert(True, True, [], "")
     assert resolve["kind"] == trigger["kind"] and resolve["action"] == "resolve"
     assert resolve["dedup_key"] == trigger["dedup_key"] and "mute_command" not in resolve["details"]
+
+
+def test_a_notify_entry_without_kind_is_a_usage_error_that_hides_it():
+    """walk32: `--notify slack:https://…` (a colon for the `=`) or a bare URL ended in a Python traceback; an entry
+    without `=` was also echoed whole ("unknown route 'slack:https://hooks.slack.com/services/…'")."""
+    for entry in ("slack:https://hooks.slack.com/services/T0/B0/topsecret1",
+                  "https://hooks.slack.com/services/T0/B0/topsecret2", "pagerduty topsecret3topsecret3topsecret3"):
+        result = CliRunner().invoke(alerts, ["test", "--notify", entry], env=_env("127.0.0.1:1"))
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+        assert "is not slack=URL, pagerduty=ROUTING_KEY or webhook=URL" in result.output
+        assert "topsecret" not in result.output

@@ -228,3 +228,26 @@ def test_a_route_retrying_does_not_hold_the_next_alert_of_its_condition_on_other
             assert severities == ["warning"] * 3 + ["critical"] * 3
 
     asyncio.run(run())
+
+
+def test_a_misspelt_anomaly_route_is_a_failed_delivery_that_does_not_show_its_secret(kafka_bootstrap, caplog):
+    """walk32: TOKENMETER_ANOMALY_NOTIFY='["slack:https://hooks.slack.com/services/…"]' (a colon for the `=`) was
+    recorded as a failed delivery whose route and reason held the whole URL: on tokenmeter.alert-deliveries, in
+    the warehouse, `alerts list`, the dashboard and the dispatcher's log."""
+    async def run():
+        names = await new_topics(kafka_bootstrap)
+        async with endpoint() as ok:
+            settings = alert_settings(kafka_bootstrap, anomaly_notify=[
+                "slack:https://hooks.slack.com/services/T0/B0/walk32secret", f"webhook={ok.url('/fine')}"])
+            alert = make_alert([], source="anomaly", kind="spend_rate")
+            await produce(kafka_bootstrap, names.alerts, [alert])
+            async with running_dispatcher(settings, names):
+                await ok.wait_for(1, "/fine")
+                await wait_until(lambda: _all_final(kafka_bootstrap, names.deliveries, 2), what="2 final states")
+            states = await deliveries(kafka_bootstrap, names.deliveries)
+        failed = [s for s in states.values() if s["status"] == "failed"]
+        assert len(failed) == 1 and "is not slack=URL" in failed[0]["last_error"]
+        assert "walk32secret" not in orjson.dumps(states).decode().lower()
+        assert "walk32secret" not in caplog.text.lower()
+
+    asyncio.run(run())
