@@ -440,10 +440,15 @@ class BudgetService:
             why = service.not_ready()
             return web.json({"ready": True}) if why is None else service.not_ready_response(web, why)
 
-        @app.page("/v1/decision/{path:.*}")
-        async def decision_ext_authz(web, request, path):  # noqa: ANN001, ARG001
-            # Envoy's HTTP ext_authz appends the original request path (and its query) to the configured prefix.
-            return service.decision_response(web, request, client_path=True)
+        async def decision_ext_authz(request):  # noqa: ANN001
+            # Envoy's HTTP ext_authz appends the original request path (and its query) to the configured prefix and
+            # asks with the client's own method (an LLM call: POST; its body is not read): any method, not GET only
+            # (walk32: every POST was refused by a 405 from here).
+            from .reservations import LEAN_WEB
+
+            return service.decision_response(LEAN_WEB, request, client_path=True)
+
+        app.web.web_app.router.add_route("*", "/v1/decision/{path:.*}", decision_ext_authz)
 
         @app.page("/v1/budgets")
         async def budgets_page(web, request):  # noqa: ANN001
