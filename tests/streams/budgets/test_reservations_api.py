@@ -93,6 +93,12 @@ def test_reserve_settle_release_refuse_and_survive_a_kill(kafka_bootstrap, modul
      422, "cannot price"),
     ({"provider": "openai", "model": "gpt-4o", "prompt": "hello there", "max_output_tokens": 1,
       "request_id": "r" * 201}, 400, "request_id"),
+    # walk32: a misspelt top-level field was dropped: `attribtion` admitted the call with no attribution, so no
+    # team's hard budget held it (`attribution.teem` was refused already)
+    ({"provider": "openai", "model": "gpt-4o", "prompt": "hi", "max_output_tokens": 1, "request_id": "x",
+      "attribtion": {"team": "search"}}, 400, "attribtion is not a reservation field (did you mean attribution?)"),
+    ({"provider": "openai", "model": "gpt-4o", "prompt": "hi", "max_output_tokens": 1, "request_id": "x",
+      "team": "search"}, 400, "team is not a reservation field"),
 ])
 def test_bad_reservations_get_a_clear_error(reservation_worker, body, status, message):
     got, answer = call("POST", f"{reservation_worker}/v1/reservations", body)
