@@ -40,7 +40,7 @@ from tokenmeter import topics
 from tokenmeter.events import Attribution
 from tokenmeter.records import iso, money
 
-from .decisions import attributes_from_request
+from .decisions import attributes_from_request, ignored_headers, ignored_parameters
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
 from .looplag import GcPauses, LoopLagProbe
@@ -398,6 +398,11 @@ class ReservationService:
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise ReservationError(400, f"{str(key)[:64]} is not a reservation field{hint} (use "
                                             f"{', '.join(RESERVATION_FIELDS)}; team, user, ... go in attribution)")
+        unread = ignored_headers(headers, self.settings.decision_header_prefix) + ignored_parameters(query)
+        if unread:  # a misspelt header or parameter named no team: the call was admitted past its budget (walk32)
+            raise ReservationError(400, f"{', '.join(unread)}: not an attribution header or parameter (use "
+                                        f"{self.settings.decision_header_prefix}<{'|'.join(ATTRIBUTION_KEYS)}>, "
+                                        f"{self.settings.decision_header_prefix}tag-<name>, or the body's attribution)")
         attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix)
         attribution = body.get("attribution") or {}
         if not isinstance(attribution, dict):

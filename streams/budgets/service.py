@@ -24,7 +24,8 @@ import orjson
 
 from tokenmeter import topics
 
-from .decisions import QUERY_DIMENSIONS, EnforcementView, attributes_from_request, http_status, ignored_parameters
+from .decisions import (QUERY_DIMENSIONS, EnforcementView, attributes_from_request, http_status, ignored_headers,
+                        ignored_parameters)
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_records
@@ -370,6 +371,15 @@ class BudgetService:
                 self._ignored_said.add(tuple(ignored))
                 log.warning("/v1/decision ignores unknown query parameter(s) %s (it reads %s, tag:<name> and "
                             "throttle_status)", ", ".join(ignored), ", ".join(QUERY_DIMENSIONS))
+        prefix = self.settings.decision_header_prefix
+        unread = ignored_headers(request.headers, prefix)
+        if unread:  # the same for a misspelt attribution header (walk32)
+            body = {**body, "ignored_headers": unread}
+            self.stats["ignored_headers"] = self.stats.get("ignored_headers", 0) + 1
+            if ("header",) + tuple(unread) not in self._ignored_said and len(self._ignored_said) < 100:
+                self._ignored_said.add(("header",) + tuple(unread))
+                log.warning("/v1/decision ignores unknown header(s) %s (it reads %s<dimension> for %s, and "
+                            "%stag-<name>)", ", ".join(unread), prefix, ", ".join(QUERY_DIMENSIONS), prefix)
         headers = {"Cache-Control": "no-store", "X-Tokenmeter-Action": body["action"]}
         if body.get("retry_after_s") and body["action"] == "throttle":
             headers["Retry-After"] = str(body["retry_after_s"])

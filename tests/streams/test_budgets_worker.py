@@ -255,6 +255,21 @@ def test_envoy_ext_authz_asks_with_the_clients_method(kafka_bootstrap, worker):
     assert ask("POST", "someone-else") == (200, {"action": "allow"})
 
 
+def test_a_misspelt_attribution_header_is_said_in_the_answer(worker):
+    """walk32: `?tema=` was reported (`ignored_parameters`), but `x-tokenmeter-tema: search`, the header the nginx,
+    Envoy and Traefik recipes send, was dropped without a word: the answer was an unexplained allow."""
+    url = f"http://127.0.0.1:{worker['port']}/v1/decision"
+    req = urllib.request.Request(url, headers={"x-tokenmeter-tema": "search", "X-Tokenmeter-Tag-Env": "prod",
+                                               "x-tokenmeter-api-key": "k1", "x-tokenmeter-timing": "1"})
+    with urllib.request.urlopen(req, timeout=2) as resp:
+        body = json.loads(resp.read())
+    assert body == {"action": "allow", "ignored_headers": ["x-tokenmeter-tema"]}
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"x-tokenmeter-team": "t"}), timeout=2) as resp:
+        assert json.loads(resp.read()) == {"action": "allow"}  # nothing to say: no key added
+    stats = get(f"http://127.0.0.1:{worker['port']}/v1/stats")[1]
+    assert "x-tokenmeter-tema" in worker["log"].read_text() and stats
+
+
 def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp_path, module_worker):
     """Budgets are owned by partition of tokenmeter.budget-spend: with two workers each budget has one owner; when
     one worker is killed the other takes its budgets over from the state topic, without refiring or losing spend.

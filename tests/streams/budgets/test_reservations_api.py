@@ -105,6 +105,18 @@ def test_bad_reservations_get_a_clear_error(reservation_worker, body, status, me
     assert got == status and message in answer["error"], answer
 
 
+def test_a_misspelt_attribution_header_or_parameter_refuses_the_reservation(reservation_worker):
+    """walk32: `x-tokenmeter-tema: search` (or `?tema=search`) was dropped and the call admitted with no team, past
+    the team's hard budget; the body's `attribution.teem` was refused already."""
+    body = {"provider": "openai", "model": "gpt-4o", "prompt": "hi", "max_output_tokens": 1, "request_id": "walk32-h"}
+    got, answer = call("POST", f"{reservation_worker}/v1/reservations", body, {"x-tokenmeter-tema": "search"})
+    assert got == 400 and "x-tokenmeter-tema" in answer["error"], answer
+    got, answer = call("POST", f"{reservation_worker}/v1/reservations?tema=search", body)
+    assert got == 400 and "tema" in answer["error"], answer
+    got, answer = call("POST", f"{reservation_worker}/v1/reservations?team=t-ok", body, {"x-tokenmeter-user": "u"})
+    assert got == 201, answer
+
+
 @pytest.fixture
 def reservation_worker(module_worker):
     wait_for(lambda: ready(module_worker["port"]), what="worker ready")  # restarted by the kill test if it ran
