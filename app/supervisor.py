@@ -291,7 +291,9 @@ class Supervisor:
         self.echo(f"[2/{total}] starting worker (API http://{s.host}:{s.api_port}) ...")
         health = _http_ok(f"http://{s.host}:{s.api_port}/health")
         worker = self.spawn("worker", me + ["worker"], health, liveness=health)
-        warehouse = s.clickhouse_url or str(s.warehouse_path)
+        from tokenmeter.redaction import redact_url  # the URL's password is never shown (walk32: it was printed)
+
+        warehouse = redact_url(s.clickhouse_url) if s.clickhouse_url else str(s.warehouse_path)
         endpoint_file = s.data_dir.resolve() / "warehouse.endpoint"
         loader_ready = (lambda: True) if s.clickhouse_url else endpoint_file.exists
         if not s.clickhouse_url:

@@ -7,6 +7,7 @@ TOKENMETER_DATA_DIR); mode options are CLI options with TOKENMETER_COLLECT_* env
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,12 @@ def http_command(port: int, api_keys: tuple[str, ...], api_keys_file: Path | Non
     if api_keys_file:
         keys += [line.strip() for line in api_keys_file.read_text().splitlines()
                  if line.strip() and not line.lstrip().startswith("#")]
+    blank_variable = os.environ.get("TOKENMETER_COLLECT_API_KEYS", "").isspace()  # click reads it as no key at all
+    if not keys and (api_keys or api_keys_file or blank_variable):
+        # keys were meant (an empty secret file, a blank variable): never start open on that (walk32: it did)
+        given = f"--api-keys-file {api_keys_file}" if api_keys_file else "--api-key / TOKENMETER_COLLECT_API_KEYS"
+        raise click.UsageError(f"{given} holds no key: the collector would accept writes from anyone; give at least "
+                               "one key, or neither option to run open on purpose")
     limit = parse_size(max_body_bytes)
     resolved = load_mapping(mapping)
     run_service(lambda stop: serve_http(

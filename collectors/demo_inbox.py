@@ -1,7 +1,7 @@
 """The demo's local alert inbox: a webhook receiver on 127.0.0.1 that `tokenmeter up --demo` routes every budget
 and anomaly alert to (`webhook=http://127.0.0.1:<TOKENMETER_DEMO_INBOX_PORT>/inbox`), so alert delivery is real
 and visible without Slack or PagerDuty: the dashboard's Budgets page lists each alert with its delivery to this
-route, and every alert received is appended to `<data_dir>/demo-inbox.jsonl` (GET / shows the last 50).
+route, and every alert received is appended to `<data_dir>/demo-inbox.jsonl` (GET / or /inbox shows the last 50).
 
 Deliveries are at-least-once: a redelivered alert (same `X-Tokenmeter-Alert-Id`) is acknowledged and not stored
 twice, as docs/alerts.md advises receivers to do."""
@@ -84,6 +84,7 @@ class Inbox:
 
         app.router.add_post("/inbox", hook)
         app.router.add_get("/", listing)
+        app.router.add_get("/inbox", listing)  # the URL `up --demo` prints: opened in a browser, it lists the alerts
         return app
 
 

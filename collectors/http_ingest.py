@@ -53,6 +53,14 @@ NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-l
 CLOUDEVENT_TYPES = {"application/cloudevents+json", "application/cloudevents-batch+json"}
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
 JSON_TYPES = {"application/json"} | NDJSON_TYPES
+def _decoded_codings() -> tuple[str, ...]:
+    """The Content-Encodings aiohttp's parser decodes here (brotli and zstd only with their modules installed)."""
+    from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
+
+    return ("gzip", "deflate") + (("zstd",) if HAS_ZSTD else ()) + (("br",) if HAS_BROTLI else ())
+
+
+DECODED_CODINGS = _decoded_codings()
 ROUTE_TYPES = {  # Content-Types each route reads; anything else (text/plain, forms, none) is 415
     "/v1/events": JSON_TYPES | CLOUDEVENT_TYPES,
     "/v1/traces": {"application/json", "application/x-protobuf"},
@@ -200,6 +208,15 @@ class IngestServer:
                                        f"{', '.join(sorted(accepted))}", "accepted": sorted(accepted)}, 415,
                              headers={"Accept-Post": ", ".join(sorted(accepted))})
             response.force_close()  # the body was not read
+            return response
+        coding = request.headers.get("Content-Encoding", "").strip().lower()
+        if accepted and request.method == "POST" and coding not in ("", "identity", *DECODED_CODINGS):
+            # aiohttp hands over a body in another coding as it came: read as JSON it was a 400 about invalid UTF-8
+            # in "line 1", "line 2"... (walk32: otlphttp's `compression: snappy` or `lz4`)
+            response = _json({"error": f"Content-Encoding {coding[:64]!r} is not decoded here; send one of "
+                                       f"{', '.join(DECODED_CODINGS)} or none"}, 415,
+                             headers={"Accept-Encoding": ", ".join(DECODED_CODINGS)})
+            response.force_close()
             return response
         return await handler(request)
 

@@ -197,3 +197,9 @@ def _redact_text(text: str) -> tuple[str, int]:
     text = _BEARER.sub(token, text)
     text = _KEY_LIKE.sub(token, text)
     return text, count
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a URL's user info (a ClickHouse DSN) before it reaches output, a log or an error; up to
+    the last `@` before the path, so a password holding `@` is hidden whole."""
+    return re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", url)

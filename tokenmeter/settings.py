@@ -140,6 +140,10 @@ class Settings(BaseModel):
         "consumer); a Kafka cluster answers when data arrives, so a larger value costs nothing there.")
     clickhouse_url: str | None = Field(None, description="ClickHouse server URL; unset: embedded chDB.")
     dash_port: int = Field(8050, ge=1, le=65535, description="Dashboard port.")
+    dashboard_public_url: str | None = Field(
+        None, description="The dashboard's address as people open it (behind a "
+        "proxy: https://tokenmeter.example.com/): alert links (Slack button, PagerDuty link, webhook dashboard_url) "
+        "point there. Unset: http://<TOKENMETER_HOST>:<TOKENMETER_DASH_PORT>/, localhost for 0.0.0.0 or ::.")
     api_port: int = Field(6066, ge=1, le=65535, description="Workers' HTTP API port (decisions, health).")
     partitions: int = Field(4, ge=1, le=256, description="Partitions of topics the embedded broker creates.")
     worker_batch_size: int = Field(10000, ge=1, description="Max Kafka messages per worker batch.")
@@ -194,6 +198,18 @@ class Settings(BaseModel):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("dashboard_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL people open, e.g. https://tokenmeter.example.com/")
+        return value.strip()
 
     @field_validator("dashboard_trusted_proxies")
     @classmethod
@@ -314,7 +330,14 @@ class Settings(BaseModel):
 
     @cached_property
     def dashboard_url(self) -> str:
-        return f"http://{self.host}:{self.dash_port}/"
+        """Where alert links point: TOKENMETER_DASHBOARD_PUBLIC_URL, else the dashboard's own address. A wildcard bind
+        address (0.0.0.0, docker-compose.yml's) is no address to open: localhost instead (walk32: links read
+        http://0.0.0.0:8050/)."""
+        if self.dashboard_public_url:
+            return self.dashboard_public_url
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.dash_port}/"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -15,6 +15,8 @@ from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
 
+from tokenmeter.redaction import redact_url
+
 
 MAX_BODY_BYTES = 1 << 20  # largest request the owner's endpoint accepts
 
@@ -230,11 +232,6 @@ class ClickHouseBackend:
 
     def close(self) -> None:
         self._client.close()
-
-
-def redact_url(url: str) -> str:
-    """Hide a password in a DSN before it reaches a log or an error message."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 # The owner's HTTP endpoint ------------------------------------------------------------------------------

@@ -76,6 +76,16 @@ def _sample_anomaly_alert(common: dict[str, Any], now: str) -> dict[str, Any]:
             "title": f"TEST: {alert['title']}"}
 
 
+def _check_notify(settings: Settings, notify: tuple[str, ...]) -> None:
+    """A usage error naming each entry that cannot be a route (its target never shown)."""
+    from .route_secrets import RouteSecrets
+    from .routes import parse_routes
+
+    _, bad = parse_routes(list(notify), RouteSecrets(settings.data_dir).resolve)
+    if bad:
+        raise click.BadParameter("; ".join(reason for _, reason in bad), param_hint="--notify")
+
+
 async def _send_test(settings: Settings, alert: dict[str, Any]) -> list[tuple[Any, Any, float]]:
     import aiohttp
 
@@ -110,6 +120,7 @@ def test_alert(notify: tuple[str, ...], anomaly: bool, resolve: bool, attempts: 
     """Send a sample alert directly to each route and print the outcome (exit 1 if any failed)."""
     s = _settings()
     s = s.model_copy(update={"alert_max_attempts": attempts})
+    _check_notify(s, notify)  # before the sample alert, whose record refuses an entry without `=` (a traceback)
     alert = sample_alert(anomaly, resolve, list(notify), s.dashboard_url)
     if s.webhook_secret is None and any(n.strip().lower().startswith("webhook=") for n in notify):
         click.echo("note: TOKENMETER_WEBHOOK_SECRET is not set, webhooks are sent unsigned", err=True)

@@ -136,7 +136,7 @@ class Sender:
         self._timeout = aiohttp.ClientTimeout(total=settings.alert_timeout_seconds)
 
     def request_for(self, route: Route, alert: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
-        """URL, headers and body of one attempt (webhook signatures are fresh per attempt)."""
+        """URL, headers and body of one attempt, unsigned (`signed` adds a webhook's signature when it is sent)."""
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         if route.kind == "slack":
             return route.target, headers, orjson.dumps(slack_message(alert))
@@ -144,11 +144,16 @@ class Sender:
             return self.settings.pagerduty_url, headers, orjson.dumps(pagerduty_event(alert, route.target))
         body = webhook_body(alert)
         headers["X-Tokenmeter-Alert-Id"] = alert["id"]
-        if self._secret:
-            timestamp = str(int(time.time()))
-            headers["X-Tokenmeter-Timestamp"] = timestamp
-            headers["X-Tokenmeter-Signature"] = sign(self._secret, timestamp, body)
         return route.target, headers, body
+
+    def signed(self, route: Route, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        """A webhook's headers with a signature of now: taken once the request has its slots, so waiting for a slow
+        host does not age it past a receiver's replay window (walk32: it was signed before the wait)."""
+        if route.kind != "webhook" or not self._secret:
+            return headers
+        timestamp = str(int(time.time()))
+        return {**headers, "X-Tokenmeter-Timestamp": timestamp,
+                "X-Tokenmeter-Signature": sign(self._secret, timestamp, body)}
 
     async def attempt(self, route: Route, alert: dict[str, Any], stop: asyncio.Event | None = None) -> Outcome | None:
         """One HTTP attempt; None if `stop` was set while waiting for a free slot (nothing was sent)."""
@@ -166,7 +171,7 @@ class Sender:
         try:
             self.counters.in_flight += 1
             try:
-                return await self._post(url, headers, body)
+                return await self._post(url, self.signed(route, headers, body), body)
             except aiohttp.InvalidURL as exc:
                 return Outcome(False, False, None, f"invalid URL: {redact(str(exc), [route])}")
             except aiohttp.TooManyRedirects:

@@ -116,7 +116,8 @@ class Dispatcher:
         self.tracker = OffsetTracker()
         self.deliveries: dict[str, dict[str, Any]] = {}  # `<alert id>|<route_id>` -> latest delivery record
         self.jobs: dict[str, _Job] = {}  # alert id -> job in progress
-        self.chains: dict[str, asyncio.Task] = {}  # dedup_key -> the newest job of that condition
+        # (dedup_key, route kind, target) -> the newest delivery of that condition to that route
+        self.chains: dict[tuple[str, str, str], asyncio.Task] = {}
         self.tasks: set[asyncio.Task] = set()
         self.assigned: set[TopicPartition] = set()
         self.started = False
@@ -222,27 +223,39 @@ class Dispatcher:
             return
         job = _Job(alert, [(tp, record.offset)])
         self.jobs[alert["id"]] = job
-        # Alerts of one condition (same dedup_key: a trigger, its escalations, its resolve) are delivered in outbox
-        # order, so a PagerDuty resolve never overtakes the trigger that is still being retried.
+        # Alerts of one condition (same dedup_key: a trigger, its escalations, its resolve) reach each route in
+        # outbox order, so a PagerDuty resolve never overtakes the trigger that is still being retried there. The
+        # order is per route (walk32): a 100 % alert's Slack message waited for the 50 % one's PagerDuty retries.
         chain_key = alert.get("dedup_key") or alert["id"]
-        before = self.chains.get(chain_key)
-        task = asyncio.create_task(self._run_job(job, todo, invalid, before), name=f"alert {alert['id']}")
-        self.chains[chain_key] = task
+        deliveries = [self._chained((chain_key, r.kind, r.target), alert, r) for r in todo]
+        task = asyncio.create_task(self._run_job(job, deliveries, invalid), name=f"alert {alert['id']}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        task.add_done_callback(lambda t, k=chain_key: self.chains.pop(k, None) if self.chains.get(k) is t else None)
 
-    async def _run_job(self, job: _Job, routes: list[Route], invalid: list[DeliveryState],
-                       before: asyncio.Task | None = None) -> None:
-        final = True
-        try:
+    def _chained(self, key: tuple[str, str, str], alert: dict[str, Any], route: Route) -> asyncio.Task:
+        """The delivery of `alert` to `route`, started once the condition's previous delivery there is done."""
+        before = self.chains.get(key)
+
+        async def deliver() -> DeliveryState:
             if before is not None and not before.done():
                 await asyncio.wait([before])
+            return await self._deliver(alert, route)
+
+        task = asyncio.create_task(deliver(), name=f"alert {alert['id']} -> {route.route_id}")
+        self.chains[key] = task
+        self.tasks.add(task)  # _drain waits for it (or cuts it off) like the job
+        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda t: self.chains.pop(key, None) if self.chains.get(key) is t else None)
+        return task
+
+    async def _run_job(self, job: _Job, deliveries: list[asyncio.Task], invalid: list[DeliveryState]) -> None:
+        final = True
+        try:
             for state in invalid:
                 self.counters.failed += 1
                 log.error("alert %s: route %s cannot be delivered: %s", state.alert_id, state.route.kind, state.last_error)
                 await self._save(state)
-            results = await asyncio.gather(*(self._deliver(job.alert, r) for r in routes), return_exceptions=True)
+            results = await asyncio.gather(*deliveries, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
                     final = False

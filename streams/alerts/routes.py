@@ -14,6 +14,15 @@ ROUTE_KINDS = ("slack", "pagerduty", "webhook")
 # `<kind>=<masked target>#secret=r-<16 hex>`. It is safe to show as it is.
 REF_MARK = "#secret="
 REF_PATTERN = re.compile(r"^r-[0-9a-f]{16}$")
+# A route kind as a person types one (`sms`, `slak`); anything else before the `=` may be the secret itself (a
+# URL or routing key typed without its kind) and is never echoed.
+_SHOWN_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,19}$")
+NOT_A_ROUTE = "is not slack=URL, pagerduty=ROUTING_KEY or webhook=URL"
+
+
+def shown_kind(kind: str) -> str:
+    """The kind part of a notify entry as safe to show: itself when it reads as a kind, else `***`."""
+    return kind if _SHOWN_KIND.match(kind) else "***"
 
 
 class RouteError(ValueError):
@@ -33,7 +42,7 @@ class Route:
 
 def _check(kind: str, target: str) -> None:
     if kind not in ROUTE_KINDS:
-        raise RouteError(f"unknown route {kind!r} (expected one of {', '.join(ROUTE_KINDS)})")
+        raise RouteError(f"unknown route {shown_kind(kind)!r} (expected one of {', '.join(ROUTE_KINDS)})")
     if not target:
         raise RouteError(f"route {kind!r} has an empty target")
     if kind in ("slack", "webhook"):
@@ -74,12 +83,15 @@ def parse_routes(notify: list[str], resolve: Callable[[str], str] | None = None
             except ValueError as exc:
                 bad.append((reference[0], str(exc)))
                 continue
-        kind, _, target = str(entry).partition("=")
+        kind, sep, target = str(entry).partition("=")
         kind, target = kind.strip().lower(), target.strip()
+        if not sep:  # `slack:https://…`, a bare URL or key: the whole entry may be the secret (walk32)
+            bad.append(("unknown", f"'***' {NOT_A_ROUTE}"))
+            continue
         try:
             _check(kind, target)
         except RouteError as exc:
-            bad.append((kind or "unknown", str(exc)))
+            bad.append((shown_kind(kind) if kind else "unknown", str(exc)))
             continue
         if (kind, target) not in pairs:
             pairs.append((kind, target))
@@ -132,5 +144,6 @@ def mask_notify(notify: list[str]) -> list[str]:
             out.append(str(entry))
             continue
         kind, sep, target = str(entry).partition("=")
-        out.append(f"{kind}={mask_target(kind.strip().lower(), target.strip())}" if sep else "***")
+        kind = kind.strip().lower()
+        out.append(f"{shown_kind(kind)}={mask_target(kind, target.strip())}" if sep else "***")
     return out

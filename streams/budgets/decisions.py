@@ -102,5 +102,25 @@ def ignored_parameters(query: Mapping[str, str]) -> list[str]:
                    and name not in ANSWER_PARAMETERS})
 
 
+OTHER_HEADERS = ("timing", "reservation", "action")  # <prefix>timing asks for Server-Timing; the others are ours
+
+
+def ignored_headers(headers: Mapping[str, str], header_prefix: str) -> list[str]:
+    """`<prefix>*` request headers that name no dimension (`x-tokenmeter-tema`): said like ignored_parameters, since
+    the gateway recipes attribute by headers and a misspelt one was an unexplained allow (walk32). At most 10 names
+    of at most 64 characters (a client may add headers through a proxy that forwards the prefix)."""
+    prefix = header_prefix.lower()
+    out = set()
+    for name in headers:
+        lower = name.lower()
+        if not lower.startswith(prefix):
+            continue
+        rest = lower[len(prefix):]
+        dim = rest.replace("-", "_")
+        if dim not in QUERY_DIMENSIONS and not (dim.startswith("tag_") and len(dim) > 4) and rest not in OTHER_HEADERS:
+            out.add(lower[:64])
+    return sorted(out)[:10]
+
+
 def http_status(action: str) -> int:
     return {"allow": 200, "throttle": 429, "block": 403}[action]

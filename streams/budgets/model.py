@@ -204,6 +204,21 @@ def _problems_thresholds(thresholds: Any) -> list[str]:
     return problems
 
 
+def _normalized_notify(notify: Any) -> Any:
+    """`kind=target` entries as the dispatcher reads them (streams/alerts/routes.py: kind stripped and lower-cased,
+    target stripped), so validation judges the route that will be used (walk32: `slack= https://…` was refused
+    with a message naming what looked like a valid route)."""
+    if not isinstance(notify, (list, tuple)):
+        return notify
+    out = []
+    for entry in notify:
+        if isinstance(entry, str) and "=" in entry and split_reference(entry) is None:
+            kind, _, target = entry.partition("=")
+            entry = f"{kind.strip().lower()}={target.strip()}"
+        out.append(entry)
+    return out
+
+
 def _problems_notify(notify: Any) -> list[str]:
     if not isinstance(notify, (list, tuple)):
         return ["notify: expected a list of kind=target routes"]
@@ -244,7 +259,7 @@ def validate_budget(data: Any) -> list[str]:
     action = data.get("action", "alert")
     if action not in ACTIONS:
         problems.append(f"action: {action!r} is not alert, throttle or block")
-    problems += _problems_notify(data.get("notify", []))
+    problems += _problems_notify(_normalized_notify(data.get("notify", [])))
     return problems
 
 
@@ -256,7 +271,8 @@ def parse_budget(data: Any) -> Budget:
     metric = data.get("metric", "cost_usd")
     limit = int(data["limit"]) if metric == "tokens" else Decimal(str(data["limit"]))
     thresholds = tuple(sorted({int(t) for t in data.get("thresholds", DEFAULT_THRESHOLDS)}))
-    return Budget(**{**data, "limit": limit, "thresholds": thresholds, "notify": tuple(data.get("notify", ()))})
+    return Budget(**{**data, "limit": limit, "thresholds": thresholds,
+                     "notify": tuple(_normalized_notify(data.get("notify", ())))})
 
 
 __all__ = [

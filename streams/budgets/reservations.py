@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import difflib
 import gc
 import logging
 import time
@@ -39,7 +40,7 @@ from tokenmeter import topics
 from tokenmeter.events import Attribution
 from tokenmeter.records import iso, money
 
-from .decisions import attributes_from_request
+from .decisions import attributes_from_request, ignored_headers, ignored_parameters
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
 from .looplag import GcPauses, LoopLagProbe
@@ -53,6 +54,8 @@ FORWARD_TIMEOUT_S = 2.0
 ID_PREFIX = "rsv_"
 MAX_ID = 200  # request ids, reservation ids
 ATTRIBUTION_KEYS = tuple(name for name in Attribution.model_fields if name != "tags")  # the usage event's
+RESERVATION_FIELDS = ("provider", "model", "attribution", "prompt_tokens", "prompt", "max_output_tokens", "request_id",
+                      "service_tier")  # docs/budgets.md, "The reservation API"
 LOG_FLUSH_SECONDS = 0.1  # hold log records are sent in batches this often (the journal has them at once)
 LOG_BATCH = 500  # log records per Kafka record (a JSON array, ~150 KB)
 GC_YOUNG_THRESHOLD = 7_000  # the cyclic GC's generation-0 threshold once the heap is frozen (freeze_startup_heap)
@@ -387,6 +390,19 @@ class ReservationService:
             return 421, {"error": f"owner of partition {partition} at {url} unreachable: {exc}"}
 
     def parse(self, body: dict[str, Any], query: Any, headers: Any) -> dict[str, Any]:
+        for key in body:
+            # refused, not dropped (walk32): `attribtion` was dropped and the call admitted with no attribution,
+            # past every team's hard budget; `attribution.<typo>` was refused already
+            if key not in RESERVATION_FIELDS:
+                close = difflib.get_close_matches(str(key), RESERVATION_FIELDS, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ReservationError(400, f"{str(key)[:64]} is not a reservation field{hint} (use "
+                                            f"{', '.join(RESERVATION_FIELDS)}; team, user, ... go in attribution)")
+        unread = ignored_headers(headers, self.settings.decision_header_prefix) + ignored_parameters(query)
+        if unread:  # a misspelt header or parameter named no team: the call was admitted past its budget (walk32)
+            raise ReservationError(400, f"{', '.join(unread)}: not an attribution header or parameter (use "
+                                        f"{self.settings.decision_header_prefix}<{'|'.join(ATTRIBUTION_KEYS)}>, "
+                                        f"{self.settings.decision_header_prefix}tag-<name>, or the body's attribution)")
         attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix)
         attribution = body.get("attribution") or {}
         if not isinstance(attribution, dict):

@@ -24,7 +24,8 @@ import orjson
 
 from tokenmeter import topics
 
-from .decisions import QUERY_DIMENSIONS, EnforcementView, attributes_from_request, http_status, ignored_parameters
+from .decisions import (QUERY_DIMENSIONS, EnforcementView, attributes_from_request, http_status, ignored_headers,
+                        ignored_parameters)
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_records
@@ -370,6 +371,15 @@ class BudgetService:
                 self._ignored_said.add(tuple(ignored))
                 log.warning("/v1/decision ignores unknown query parameter(s) %s (it reads %s, tag:<name> and "
                             "throttle_status)", ", ".join(ignored), ", ".join(QUERY_DIMENSIONS))
+        prefix = self.settings.decision_header_prefix
+        unread = ignored_headers(request.headers, prefix)
+        if unread:  # the same for a misspelt attribution header (walk32)
+            body = {**body, "ignored_headers": unread}
+            self.stats["ignored_headers"] = self.stats.get("ignored_headers", 0) + 1
+            if ("header",) + tuple(unread) not in self._ignored_said and len(self._ignored_said) < 100:
+                self._ignored_said.add(("header",) + tuple(unread))
+                log.warning("/v1/decision ignores unknown header(s) %s (it reads %s<dimension> for %s, and "
+                            "%stag-<name>)", ", ".join(unread), prefix, ", ".join(QUERY_DIMENSIONS), prefix)
         headers = {"Cache-Control": "no-store", "X-Tokenmeter-Action": body["action"]}
         if body.get("retry_after_s") and body["action"] == "throttle":
             headers["Retry-After"] = str(body["retry_after_s"])
@@ -440,10 +450,15 @@ class BudgetService:
             why = service.not_ready()
             return web.json({"ready": True}) if why is None else service.not_ready_response(web, why)
 
-        @app.page("/v1/decision/{path:.*}")
-        async def decision_ext_authz(web, request, path):  # noqa: ANN001, ARG001
-            # Envoy's HTTP ext_authz appends the original request path (and its query) to the configured prefix.
-            return service.decision_response(web, request, client_path=True)
+        async def decision_ext_authz(request):  # noqa: ANN001
+            # Envoy's HTTP ext_authz appends the original request path (and its query) to the configured prefix and
+            # asks with the client's own method (an LLM call: POST; its body is not read): any method, not GET only
+            # (walk32: every POST was refused by a 405 from here).
+            from .reservations import LEAN_WEB
+
+            return service.decision_response(LEAN_WEB, request, client_path=True)
+
+        app.web.web_app.router.add_route("*", "/v1/decision/{path:.*}", decision_ext_authz)
 
         @app.page("/v1/budgets")
         async def budgets_page(web, request):  # noqa: ANN001

@@ -38,3 +38,25 @@ def test_inbox_stores_each_alert_once_and_lists_them(tmp_path):
     asyncio.run(scenario())
     assert len((tmp_path / "inbox.jsonl").read_bytes().splitlines()) == 1
     assert Inbox(tmp_path / "inbox.jsonl").receive("a1", b"{}") is False  # remembered across restarts
+
+
+def test_the_url_up_prints_shows_the_alerts_in_a_browser(tmp_path):
+    """walk32: `up --demo` prints "alert inbox on http://…/inbox"; opening it answered 405 (only POST was routed
+    there, the listing was on `/`)."""
+    async def scenario() -> None:
+        inbox = Inbox(tmp_path / "inbox.jsonl")
+        inbox.receive("a1", orjson.dumps({"id": "a1", "title": "t"}))
+        runner = web.AppRunner(inbox.app())
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/inbox") as resp:
+                    assert resp.status == 200
+                    listing = await resp.json()
+            assert listing["received"] == 1 and listing["last"][0]["title"] == "t"
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())

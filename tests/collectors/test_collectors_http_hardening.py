@@ -83,6 +83,25 @@ def test_wrong_content_type_is_415(server, path, content_type):
     assert "application/json" in response.json()["accepted"]
 
 
+@pytest.mark.parametrize("encoding", ["snappy", "lz4", "x-custom"])
+def test_a_content_encoding_it_cannot_decode_is_415_naming_the_ones_it_can(server, encoding):
+    """walk32: the OpenTelemetry Collector's otlphttp exporter offers `compression: snappy | lz4 | zstd | gzip |
+    deflate`; a body in a coding aiohttp does not decode was read as it came, and the sender got a 400 about invalid
+    UTF-8 in 'line 1', 'line 2', ... (the exporter drops a batch on 400, with that message to go on)."""
+    import zlib
+
+    body = zlib.compress(orjson.dumps(canonical_event(f"enc-{uuid.uuid4().hex}")))
+    response = httpx.post(f"http://127.0.0.1:{server}/v1/traces", content=body, timeout=30,
+                          headers={"content-type": "application/json", "content-encoding": encoding})
+    assert response.status_code == 415, response.text
+    assert encoding in response.json()["error"] and "gzip" in response.headers["Accept-Encoding"]
+    plain = orjson.dumps(canonical_event(f"enc-ok-{uuid.uuid4().hex}"))
+    for coding, data in (("gzip", __import__("gzip").compress(plain)), ("identity", plain)):
+        ok = httpx.post(f"http://127.0.0.1:{server}/v1/events", content=data, timeout=30,
+                        headers={"content-type": "application/json", "content-encoding": coding})
+        assert ok.status_code == 202, (coding, ok.text)
+
+
 def test_slow_or_silent_heads_are_closed_too(server):
     """hostile24: the 408 covered a slow body only. A client that sent half a request head (or nothing) held its
     connection for aiohttp's keep-alive default, 3630 s, so a few thousand such sockets used up the descriptors.

@@ -162,3 +162,35 @@ def test_the_sample_anomaly_alert_has_the_shape_of_the_detectors():
     resolve = sample_alert(True, True, [], "")
     assert resolve["kind"] == trigger["kind"] and resolve["action"] == "resolve"
     assert resolve["dedup_key"] == trigger["dedup_key"] and "mute_command" not in resolve["details"]
+
+
+def test_a_notify_entry_without_kind_is_a_usage_error_that_hides_it():
+    """walk32: `--notify slack:https://…` (a colon for the `=`) or a bare URL ended in a Python traceback; an entry
+    without `=` was also echoed whole ("unknown route 'slack:https://hooks.slack.com/services/…'")."""
+    for entry in ("slack:https://hooks.slack.com/services/T0/B0/topsecret1",
+                  "https://hooks.slack.com/services/T0/B0/topsecret2", "pagerduty topsecret3topsecret3topsecret3"):
+        result = CliRunner().invoke(alerts, ["test", "--notify", entry], env=_env("127.0.0.1:1"))
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+        assert "is not slack=URL, pagerduty=ROUTING_KEY or webhook=URL" in result.output
+        assert "topsecret" not in result.output
+
+
+def test_alert_links_point_at_the_dashboards_public_address():
+    """walk32: with TOKENMETER_HOST=0.0.0.0 (docker-compose.yml) every alert's Open dashboard button, PagerDuty link
+    and webhook `dashboard_url` was http://0.0.0.0:8050/..., which no on-call browser opens, and nothing set it."""
+    with threaded_endpoint() as ep:
+        env = {**_env("127.0.0.1:1"), "TOKENMETER_HOST": "0.0.0.0", "TOKENMETER_DASH_PORT": "8050"}
+        public = {**env, "TOKENMETER_DASHBOARD_PUBLIC_URL": "https://tokenmeter.example.com/"}
+        result = CliRunner().invoke(alerts, ["test", "--notify", f"webhook={ep.url('/public')}",
+                                             "--notify", f"slack={ep.url('/services/T/B/x')}"], env=public)
+        assert result.exit_code == 0, result.output
+        result = CliRunner().invoke(alerts, ["test", "--notify", f"webhook={ep.url('/default')}"], env=env)
+        assert result.exit_code == 0, result.output
+        bad = CliRunner().invoke(alerts, ["test", "--notify", f"webhook={ep.url('/x')}"],
+                                 env={**env, "TOKENMETER_DASHBOARD_PUBLIC_URL": "tokenmeter.example.com"})
+        hooks = {s.path: s for s in ep.seen}
+    assert hooks["/public"].json()["dashboard_url"] == "https://tokenmeter.example.com/"
+    assert "https://tokenmeter.example.com/" in hooks["/services/T/B/x"].body.decode()
+    assert hooks["/default"].json()["dashboard_url"] == "http://localhost:8050/"  # never a wildcard address
+    assert bad.exit_code != 0 and "TOKENMETER_DASHBOARD_PUBLIC_URL" in str(bad.exception) + bad.output

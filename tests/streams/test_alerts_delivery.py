@@ -131,3 +131,38 @@ def test_pagerduty_trigger_then_resolve_with_the_same_dedup_key():
             assert first["routing_key"] == "0123456789abcdef0123456789abcdef"
 
     asyncio.run(run())
+
+
+def test_a_webhook_is_signed_when_it_is_sent_not_while_it_waits_for_a_slot():
+    """walk32: the signature's timestamp was taken before waiting for one of the host's 2 request slots; in an alert
+    storm to a slow receiver it aged in the queue, and a receiver checking the age (docs/alerts.md: 300 s) refused
+    it as a replay (401: failed at once, not retried). Here each answer takes 1.5 s, 8 alerts share the host."""
+    from aiohttp import web
+
+    arrivals: list[tuple[float, int]] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        arrivals.append((time.time(), int(request.headers["X-Tokenmeter-Timestamp"])))
+        await asyncio.sleep(1.5)
+        return web.Response(text="ok")
+
+    async def run():
+        app = web.Application()
+        app.router.add_post("/hook", slow)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            settings = alert_settings(BOOTSTRAP, alert_timeout_seconds=10.0)
+            route = parse_routes([f"webhook=http://127.0.0.1:{port}/hook"])[0][0]
+            async with aiohttp.ClientSession() as session:
+                sender = Sender(settings, session, Counters())
+                states = await asyncio.gather(*(sender.deliver(make_alert([]), route) for _ in range(8)))
+            assert all(s.status == "delivered" for s in states)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+    ages = [arrived - signed for arrived, signed in arrivals]
+    assert len(ages) == 8 and max(ages) < 2.0, f"signatures aged {max(ages):.1f} s before they were sent"

@@ -201,3 +201,53 @@ def test_resolve_waits_for_its_trigger_being_retried(kafka_bootstrap):
             assert actions == ["trigger", "trigger", "trigger", "resolve"]
 
     asyncio.run(run())
+
+
+def test_a_route_retrying_does_not_hold_the_next_alert_of_its_condition_on_other_routes(kafka_bootstrap):
+    """walk32: a budget batch crossing 50, 80 and 100 % publishes three alerts with one dedup_key. With PagerDuty
+    down, the 100 % (critical, "blocked") alert waited for the 50 % one's PagerDuty retries before going to Slack
+    too (minutes with the default backoff, up to an hour per Retry-After). Order is kept per route only."""
+    async def run():
+        names = await new_topics(kafka_bootstrap)
+        async with endpoint() as pd, endpoint() as ok:
+            pd.default = (500, "down", {})  # every PagerDuty attempt fails
+            settings = alert_settings(kafka_bootstrap, pagerduty_url=pd.url("/v2/enqueue"), alert_max_attempts=3,
+                                      alert_backoff_seconds=3.0, alert_backoff_max_seconds=3.0)
+            routes = [f"pagerduty={PD_KEY}", f"slack={ok.url('/slack')}"]
+            first = make_alert(routes, severity="warning")
+            last = make_alert(routes, severity="critical", dedup_key=first["dedup_key"])
+            await produce(kafka_bootstrap, names.alerts, [first, last])
+            async with running_dispatcher(settings, names):
+                slack = await ok.wait_for(2, "/slack", timeout=20)
+                waited = slack[1].at - slack[0].at
+                assert waited < 1.5, f"the critical alert's Slack message waited {waited:.2f} s for PagerDuty"
+                assert first["id"] in slack[0].body.decode() and last["id"] in slack[1].body.decode()
+                seen = await pd.wait_for(6, "/v2/enqueue", timeout=30)
+            # PagerDuty still gets the condition's alerts in outbox order: the first one's attempts, then the next
+            severities = [s.json()["payload"]["severity"] for s in seen]
+            assert severities == ["warning"] * 3 + ["critical"] * 3
+
+    asyncio.run(run())
+
+
+def test_a_misspelt_anomaly_route_is_a_failed_delivery_that_does_not_show_its_secret(kafka_bootstrap, caplog):
+    """walk32: TOKENMETER_ANOMALY_NOTIFY='["slack:https://hooks.slack.com/services/…"]' (a colon for the `=`) was
+    recorded as a failed delivery whose route and reason held the whole URL: on tokenmeter.alert-deliveries, in
+    the warehouse, `alerts list`, the dashboard and the dispatcher's log."""
+    async def run():
+        names = await new_topics(kafka_bootstrap)
+        async with endpoint() as ok:
+            settings = alert_settings(kafka_bootstrap, anomaly_notify=[
+                "slack:https://hooks.slack.com/services/T0/B0/walk32secret", f"webhook={ok.url('/fine')}"])
+            alert = make_alert([], source="anomaly", kind="spend_rate")
+            await produce(kafka_bootstrap, names.alerts, [alert])
+            async with running_dispatcher(settings, names):
+                await ok.wait_for(1, "/fine")
+                await wait_until(lambda: _all_final(kafka_bootstrap, names.deliveries, 2), what="2 final states")
+            states = await deliveries(kafka_bootstrap, names.deliveries)
+        failed = [s for s in states.values() if s["status"] == "failed"]
+        assert len(failed) == 1 and "is not slack=URL" in failed[0]["last_error"]
+        assert "walk32secret" not in orjson.dumps(states).decode().lower()
+        assert "walk32secret" not in caplog.text.lower()
+
+    asyncio.run(run())

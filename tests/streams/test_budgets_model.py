@@ -91,3 +91,13 @@ def test_a_limit_the_warehouse_cannot_store_is_refused_when_set(limit, metric, p
     assert any(problem in p for p in validate_budget(budget)), validate_budget(budget)
     assert validate_budget({**budget, "limit": "99999999999999.000000000001" if metric == "cost_usd"
                             else "9" * 25}) == []
+
+
+def test_a_notify_entry_with_spaces_or_capitals_is_the_route_it_names():
+    """walk32: `--notify "slack= https://hooks.slack.com/…"` (or `Slack=…` in YAML) was refused with "'slack=https://
+    hooks.slack.com/services/***' is not slack=URL, …", a message naming what looked like a valid route, while the
+    dispatcher reads the same entry fine (it strips and lower-cases the kind)."""
+    budget = parse_budget({"name": "b", "scope": {}, "limit": "1", "notify": [" Slack = https://hooks.slack.com/services/T/B/x ",
+                                                                  "pagerduty= 0123456789abcdef0123456789abcdef"]})
+    assert budget.notify == ("slack=https://hooks.slack.com/services/T/B/x",
+                             "pagerduty=0123456789abcdef0123456789abcdef")

@@ -226,6 +226,50 @@ def test_overshoot_past_the_limit_is_small_for_a_gateway_that_asks_before_each_c
         print(worker["log"].read_text()[-2000:])
 
 
+def test_envoy_ext_authz_asks_with_the_clients_method(kafka_bootstrap, worker):
+    """walk32: Envoy's HTTP ext_authz sends the check with the client's own method (an LLM call: POST) to
+    `<path_prefix><client path>`; /v1/decision/<path> answered GET and HEAD only, so with docs/budgets.md's Envoy
+    recipe every POST was refused by a 405 from tokenmeter, blocked budget or not."""
+    bootstrap, api_port = kafka_bootstrap, worker["port"]
+    name, team = f"envoy-{uuid.uuid4().hex[:6]}", f"team-{uuid.uuid4().hex[:6]}"
+    write_budgets(bootstrap, [parse_budget({"name": name, "scope": {"team": team}, "period": "day",
+                                            "tz": zone_at_noon(), "limit": "1", "action": "block"})])
+    wait_for(lambda: name in _budget_names(api_port), what="the budget loaded")
+
+    def ask(method: str, who: str) -> tuple[int, dict]:
+        req = urllib.request.Request(f"http://127.0.0.1:{api_port}/v1/decision/v1/chat/completions?team=x",
+                                     method=method, data=b"" if method != "GET" else None,
+                                     headers={"x-tokenmeter-team": who, "Content-Length": "0"})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    for method in ("POST", "PUT", "DELETE", "PATCH", "GET"):
+        assert ask(method, team) == (200, {"action": "allow"}), method
+    asyncio.run(produce(bootstrap, [[event(team, 1_000_000, 0)]]))  # $2.50 past the $1 limit
+    wait_for(lambda: ask("GET", team)[0] == 403, what="block")
+    status, body = ask("POST", team)
+    assert status == 403 and body["action"] == "block" and body["budget"] == name
+    assert ask("POST", "someone-else") == (200, {"action": "allow"})
+
+
+def test_a_misspelt_attribution_header_is_said_in_the_answer(worker):
+    """walk32: `?tema=` was reported (`ignored_parameters`), but `x-tokenmeter-tema: search`, the header the nginx,
+    Envoy and Traefik recipes send, was dropped without a word: the answer was an unexplained allow."""
+    url = f"http://127.0.0.1:{worker['port']}/v1/decision"
+    req = urllib.request.Request(url, headers={"x-tokenmeter-tema": "search", "X-Tokenmeter-Tag-Env": "prod",
+                                               "x-tokenmeter-api-key": "k1", "x-tokenmeter-timing": "1"})
+    with urllib.request.urlopen(req, timeout=2) as resp:
+        body = json.loads(resp.read())
+    assert body == {"action": "allow", "ignored_headers": ["x-tokenmeter-tema"]}
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"x-tokenmeter-team": "t"}), timeout=2) as resp:
+        assert json.loads(resp.read()) == {"action": "allow"}  # nothing to say: no key added
+    stats = get(f"http://127.0.0.1:{worker['port']}/v1/stats")[1]
+    assert "x-tokenmeter-tema" in worker["log"].read_text() and stats
+
+
 def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp_path, module_worker):
     """Budgets are owned by partition of tokenmeter.budget-spend: with two workers each budget has one owner; when
     one worker is killed the other takes its budgets over from the state topic, without refiring or losing spend.

@@ -125,3 +125,8 @@ def test_report_table_ends_with_an_exact_total_row():
                              "cost_usd": [Decimal("0E-12"), Decimal("0E-12")]},
                             schema_overrides={"cost_usd": pl.Decimal(38, 12)})
     assert render_report(unpriced, "table", total=True).splitlines()[-1].split() == ["total", "5", "5", "unpriced"]
+
+
+def test_redact_url_hides_a_password_holding_an_at_sign():
+    assert redact_url("http://u:p@ss@h:8123/db") == "http://u:***@h:8123/db"  # walk32: `ss@h` was left
+    assert redact_url("http://h:8123/db") == "http://h:8123/db"

@@ -93,10 +93,28 @@ def test_reserve_settle_release_refuse_and_survive_a_kill(kafka_bootstrap, modul
      422, "cannot price"),
     ({"provider": "openai", "model": "gpt-4o", "prompt": "hello there", "max_output_tokens": 1,
       "request_id": "r" * 201}, 400, "request_id"),
+    # walk32: a misspelt top-level field was dropped: `attribtion` admitted the call with no attribution, so no
+    # team's hard budget held it (`attribution.teem` was refused already)
+    ({"provider": "openai", "model": "gpt-4o", "prompt": "hi", "max_output_tokens": 1, "request_id": "x",
+      "attribtion": {"team": "search"}}, 400, "attribtion is not a reservation field (did you mean attribution?)"),
+    ({"provider": "openai", "model": "gpt-4o", "prompt": "hi", "max_output_tokens": 1, "request_id": "x",
+      "team": "search"}, 400, "team is not a reservation field"),
 ])
 def test_bad_reservations_get_a_clear_error(reservation_worker, body, status, message):
     got, answer = call("POST", f"{reservation_worker}/v1/reservations", body)
     assert got == status and message in answer["error"], answer
+
+
+def test_a_misspelt_attribution_header_or_parameter_refuses_the_reservation(reservation_worker):
+    """walk32: `x-tokenmeter-tema: search` (or `?tema=search`) was dropped and the call admitted with no team, past
+    the team's hard budget; the body's `attribution.teem` was refused already."""
+    body = {"provider": "openai", "model": "gpt-4o", "prompt": "hi", "max_output_tokens": 1, "request_id": "walk32-h"}
+    got, answer = call("POST", f"{reservation_worker}/v1/reservations", body, {"x-tokenmeter-tema": "search"})
+    assert got == 400 and "x-tokenmeter-tema" in answer["error"], answer
+    got, answer = call("POST", f"{reservation_worker}/v1/reservations?tema=search", body)
+    assert got == 400 and "tema" in answer["error"], answer
+    got, answer = call("POST", f"{reservation_worker}/v1/reservations?team=t-ok", body, {"x-tokenmeter-user": "u"})
+    assert got == 201, answer
 
 
 @pytest.fixture
