@@ -37,6 +37,7 @@ from .readiness import Readiness, spend_partition
 from .holds import hold_from_json
 from .recent import records_since
 from .routing import BudgetRouter, spend_messages
+from .seed import BudgetSeeder, seeded_ids
 
 log = logging.getLogger("tokenmeter.budgets")
 TICK_SECONDS = 5.0
@@ -206,6 +207,7 @@ class BudgetService:
             for record in recent.get(name, []):
                 if record.key == name and record.value:
                     entries = _entries(record.value)
+                    ids += self.owner.remember_ids(name, seeded_ids(record.value))  # the seed's (seed.py)
                     # only entries the restored state already counts (a loader-restored budget's later entries
                     # are still to be applied)
                     counted += [e for e in entries if int(e[1]) <= self.owner.applied_offset(name, e[0])]
@@ -422,6 +424,10 @@ class BudgetService:
         @app.timer(TICK_SECONDS)
         async def budget_tick() -> None:
             await service.tick()
+
+        @app.task
+        async def seed_budgets() -> None:  # the period's spend from before a budget existed (seed.py)
+            await BudgetSeeder(service).run()
 
         @app.on_partitions_assigned.connect
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001

@@ -1,0 +1,151 @@
+"""A budget defined while the stack runs counts its period's spend from the period's start (seed32; walk31 saw a
+budget set at 06:09 read 0.0015 USD while the team had spent 0.1688 USD that day): the real broker, worker, loader
+and chDB warehouse; spend for a team, then the budget, then more spend and duplicate resends of old and new events.
+The budget's spend must equal the warehouse's total of the period, before and after a worker restart, and the
+thresholds passed before the budget existed are told in one alert, not in one per threshold."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from app.process import child_preexec
+from process_support import start_worker, stop, wait_for, warehouse_totals, zone_at_noon
+from streams.budgets import parse_budget, write_budgets
+from streams.topic_reader import read_topic
+from tokenmeter import topics
+from tokenmeter.settings import free_port
+
+pytestmark = pytest.mark.slow(seconds=60)  # rough seconds: longest files first (tests/suite_order.py)
+ROOT = Path(__file__).resolve().parents[3]
+COST = Decimal("0.35")  # gpt-4o: 100k input tokens at $2.50 / 1M + 10k output at $10 / 1M
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """A broker of this file's own: the loader reads tokenmeter.priced from its start."""
+    return own_broker
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+    except OSError:
+        return 0, {}
+
+
+def event(team: str, event_id: str | None = None) -> dict:
+    return {"event_id": event_id or str(uuid.uuid4()), "ts": datetime.now(timezone.utc).isoformat(),
+            "source": "test", "provider": "openai", "model": "gpt-4o", "attribution": {"team": team, "user": "u1"},
+            "usage": {"input_tokens": 100_000, "output_tokens": 10_000}}
+
+
+def produce(bootstrap: str, events: list[dict]) -> None:
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            key = f"team:{events[0]['attribution']['team']}".encode()
+            await producer.send_and_wait(topics.USAGE, key=key, value=orjson.dumps(events))
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def warehouse_team(data_dir: Path, team: str) -> tuple[int, Decimal] | None:
+    return (warehouse_totals(data_dir) or {}).get(team)
+
+
+def budget_record(port: int, name: str) -> dict | None:
+    """The budget's decision record as the worker serves it (/v1/budgets, which `budget list` reads too)."""
+    decisions = get(f"http://127.0.0.1:{port}/v1/budgets")[1].get("decisions", [])
+    found = [d for d in decisions if d and d.get("budget") == name]
+    return found[0] if found else None
+
+
+def budget_spend(port: int, name: str) -> Decimal | None:
+    record = budget_record(port, name)
+    return Decimal(record["spend"]) if record else None
+
+
+def budget_alerts(bootstrap: str, name: str) -> list[dict]:
+    found = [orjson.loads(r.value) for r in asyncio.run(read_topic(bootstrap, topics.ALERTS)) if r.value]
+    return [a for a in found if a["details"].get("budget") == name and a["action"] == "trigger"]
+
+
+def test_a_budget_set_mid_period_counts_the_period_spend_exactly(kafka_bootstrap, tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=kafka_bootstrap,
+               TOKENMETER_DATA_DIR=str(data_dir), TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="info",
+               TOKENMETER_WORKER_BATCH_SECONDS="0.2", TOKENMETER_LOAD_FLUSH_SECONDS="0.3")
+    team = f"team-{uuid.uuid4().hex[:6]}"
+    name = f"seed-{team}"
+    worker = start_worker(env, tmp_path / "worker.log")
+    with open(tmp_path / "loader.log", "ab") as log:
+        loader = subprocess.Popen([sys.executable, "-m", "app", "load"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+    try:
+        before = [event(team) for _ in range(3)]  # 1.05 USD before the budget exists
+        produce(kafka_bootstrap, before)
+        wait_for(lambda: warehouse_team(data_dir, team) == (3, 3 * COST), timeout=120, what="the spend loaded")
+
+        # limit 2: the 1.05 spent already is 52.5 % (50 % passed before the budget existed)
+        write_budgets(kafka_bootstrap, [parse_budget({
+            "name": name, "scope": {"team": team}, "period": "month", "tz": zone_at_noon(), "limit": "2",
+            "thresholds": [50, 80, 100], "action": "block"})], data_dir=data_dir)
+        wait_for(lambda: budget_record(port, name), timeout=60, what="the budget's first decision")
+        mid = event(team)  # while the spend from before is being taken from the warehouse (or just after)
+        produce(kafka_bootstrap, [mid])
+        wait_for(lambda: (r := budget_record(port, name)) and r.get("spend_before_definition") != "pending"
+                 and Decimal(r["spend"]) == 4 * COST, timeout=60,
+                 what="the period's spend 1.40 counted")
+
+        after = event(team)  # 1.75 USD: 87.5 %, the 80 % crossing happens live
+        produce(kafka_bootstrap, [after])
+        produce(kafka_bootstrap, [dict(before[0]), dict(mid)])  # a collector resending an old and a new event
+        wait_for(lambda: warehouse_team(data_dir, team) == (5, 5 * COST), timeout=120, what="all spend loaded")
+        wait_for(lambda: budget_spend(port, name) == 5 * COST, timeout=60,
+                 what="the budget's spend = the warehouse's 1.75")
+
+        stop(worker)  # a worker restart: the state topic carries the seeded spend
+        worker = start_worker(env, tmp_path / "worker.log")
+        produce(kafka_bootstrap, [dict(before[1]), dict(after)])  # resends after the restart
+        last = event(team)
+        produce(kafka_bootstrap, [last])
+        wait_for(lambda: warehouse_team(data_dir, team) == (6, 6 * COST), timeout=120, what="the last event loaded")
+        wait_for(lambda: budget_spend(port, name) == 6 * COST, timeout=60,
+                 what="the spend 2.10 after the restart")
+        status, body = get(f"http://127.0.0.1:{port}/v1/decision?team={team}")
+        assert status == 403 and body["budget"] == name, body
+
+        alerts = budget_alerts(kafka_bootstrap, name)
+        by_threshold: dict[int, list[dict]] = {}
+        for alert in alerts:
+            by_threshold.setdefault(alert["details"].get("threshold"), []).append(alert)
+        # 50 %: passed before the budget existed, said once as such; 80 % and 100 %: crossed live, once each
+        assert sorted(by_threshold) == [50, 80, 100], alerts
+        assert all(len({a["id"] for a in v}) == 1 for v in by_threshold.values()), alerts
+        assert "defined" in by_threshold[50][0]["summary"], by_threshold[50][0]
+    finally:
+        stop(worker)
+        stop(loader)
+        for log in ("worker.log", "loader.log"):
+            print(f"--- {log}\n" + (tmp_path / log).read_text()[-4000:])
