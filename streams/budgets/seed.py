@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from streams.agent_health import retry_until_done
 from tokenmeter import topics
 
 from .readiness import spend_partition
@@ -111,11 +112,17 @@ class BudgetSeeder:
                                                    live) if live else {})
             newest = await asyncio.to_thread(budget_newest_ids, reader, scope, start, end, SEED_IDS)
             # the ids first: on budget-spend, where a restarted owner re-reads its window of counted ids (RECENT_MESSAGES)
-            futures = [await service.spend_topic.send(key=name.encode(), value=value)
-                       for value in seeded_messages(name, newest)]
-            await asyncio.gather(*futures)
+            await retry_until_done("budget_seed", service.health, lambda: self._send_ids(name, newest),
+                                   "writing the seeded event ids")
             outcome = owner.complete_seed(name, stored, stored_live, newest, now)
-            await service._publish(outcome)
+            # once: the owner's state moved on, so its records must reach the topics (a retry only publishes again)
+            await retry_until_done("budget_seed", service.health, lambda: service._publish(outcome),
+                                   "publishing the seeded state")
+
+    async def _send_ids(self, name: str, event_ids: list[str]) -> None:
+        futures = [await self.service.spend_topic.send(key=name.encode(), value=value)
+                   for value in seeded_messages(name, event_ids)]
+        await asyncio.gather(*futures)
 
     async def _read_live_ids(self, name: str, rt: Any) -> None:
         """After a restore, the ids this budget's owner counted live since the seed began: the budget-spend entries

@@ -85,6 +85,22 @@ def budget_spend(port: int, name: str) -> Decimal | None:
     return Decimal(record["spend"]) if record else None
 
 
+def page_spend(data_dir: Path, name: str) -> Decimal | None:
+    """The spend the dashboard's Budgets page shows (warehouse.analytics.budget_status, through the loader)."""
+    from tokenmeter.settings import Settings
+    from warehouse.analytics import budget_status
+    from warehouse.endpoint import live_reader
+
+    reader = live_reader(Settings(data_dir=data_dir))
+    if reader is None:
+        return None
+    try:
+        rows = budget_status(reader, budgets=[name]).to_dicts()
+    finally:
+        reader.close()
+    return Decimal(rows[0]["spend"]) if rows else None
+
+
 def budget_alerts(bootstrap: str, name: str) -> list[dict]:
     found = [orjson.loads(r.value) for r in asyncio.run(read_topic(bootstrap, topics.ALERTS)) if r.value]
     return [a for a in found if a["details"].get("budget") == name and a["action"] == "trigger"]
@@ -135,6 +151,8 @@ def test_a_budget_set_mid_period_counts_the_period_spend_exactly(kafka_bootstrap
                  what="the spend 2.10 after the restart")
         status, body = get(f"http://127.0.0.1:{port}/v1/decision?team={team}")
         assert status == 403 and body["budget"] == name, body
+        # the Budgets page's data: the enforcement records the loader stored (budget_status)
+        wait_for(lambda: page_spend(data_dir, name) == 6 * COST, timeout=60, what="the Budgets page's spend 2.10")
 
         alerts = budget_alerts(kafka_bootstrap, name)
         by_threshold: dict[int, list[dict]] = {}
