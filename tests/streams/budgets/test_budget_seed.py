@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+import time
 import subprocess
 import sys
 import urllib.error
@@ -29,7 +31,7 @@ from streams.topic_reader import read_topic
 from tokenmeter import topics
 from tokenmeter.settings import free_port
 
-pytestmark = pytest.mark.slow(seconds=60)  # rough seconds: longest files first (tests/suite_order.py)
+pytestmark = pytest.mark.slow(seconds=70)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[3]
 COST = Decimal("0.35")  # gpt-4o: 100k input tokens at $2.50 / 1M + 10k output at $10 / 1M
 
@@ -106,64 +108,112 @@ def budget_alerts(bootstrap: str, name: str) -> list[dict]:
     return [a for a in found if a["details"].get("budget") == name and a["action"] == "trigger"]
 
 
-def test_a_budget_set_mid_period_counts_the_period_spend_exactly(kafka_bootstrap, tmp_path):
-    data_dir = tmp_path / "data"
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap, tmp_path_factory):
+    """A worker and a loader on this file's broker, sharing a data dir (the loader's endpoint serves the worker's
+    seed); the first test restarts the worker in place. Logs printed at the end."""
+    tmp = tmp_path_factory.mktemp("seed")
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=kafka_bootstrap,
-               TOKENMETER_DATA_DIR=str(data_dir), TOKENMETER_API_PORT=str(port), TOKENMETER_LOG_LEVEL="info",
-               TOKENMETER_WORKER_BATCH_SECONDS="0.2", TOKENMETER_LOAD_FLUSH_SECONDS="0.3")
+    held = {"port": port, "data_dir": tmp / "data", "tmp": tmp,
+            "env": dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=kafka_bootstrap,
+                        TOKENMETER_DATA_DIR=str(tmp / "data"), TOKENMETER_API_PORT=str(port),
+                        TOKENMETER_LOG_LEVEL="info", TOKENMETER_WORKER_BATCH_SECONDS="0.2",
+                        TOKENMETER_LOAD_FLUSH_SECONDS="0.3")}
+    held["worker"] = start_worker(held["env"], tmp / "worker.log")
+    try:
+        with open(tmp / "loader.log", "ab") as log:
+            held["loader"] = subprocess.Popen([sys.executable, "-m", "app", "load"], env=held["env"], stdout=log,
+                                              stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+        yield held
+    finally:
+        stop(held["worker"])
+        if "loader" in held:
+            stop(held["loader"])
+        for log in ("worker.log", "loader.log"):
+            print(f"--- {log}\n" + (tmp / log).read_text()[-4000:])
+
+
+def test_a_budget_set_mid_period_counts_the_period_spend_exactly(kafka_bootstrap, stack):
+    data_dir, port, env = stack["data_dir"], stack["port"], stack["env"]
     team = f"team-{uuid.uuid4().hex[:6]}"
     name = f"seed-{team}"
-    worker = start_worker(env, tmp_path / "worker.log")
-    with open(tmp_path / "loader.log", "ab") as log:
-        loader = subprocess.Popen([sys.executable, "-m", "app", "load"], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+    before = [event(team) for _ in range(3)]  # 1.05 USD before the budget exists
+    produce(kafka_bootstrap, before)
+    wait_for(lambda: warehouse_team(data_dir, team) == (3, 3 * COST), timeout=120, what="the spend loaded")
+
+    # limit 2: the 1.05 spent already is 52.5 % (50 % passed before the budget existed)
+    write_budgets(kafka_bootstrap, [parse_budget({
+        "name": name, "scope": {"team": team}, "period": "month", "tz": zone_at_noon(), "limit": "2",
+        "thresholds": [50, 80, 100], "action": "block"})], data_dir=data_dir)
+    wait_for(lambda: budget_record(port, name), timeout=60, what="the budget's first decision")
+    mid = event(team)  # while the spend from before is being taken from the warehouse (or just after)
+    produce(kafka_bootstrap, [mid])
+    wait_for(lambda: (r := budget_record(port, name)) and r.get("spend_before_definition") != "pending"
+             and Decimal(r["spend"]) == 4 * COST, timeout=60,
+             what="the period's spend 1.40 counted")
+
+    after = event(team)  # 1.75 USD: 87.5 %, the 80 % crossing happens live
+    produce(kafka_bootstrap, [after])
+    produce(kafka_bootstrap, [dict(before[0]), dict(mid)])  # a collector resending an old and a new event
+    wait_for(lambda: warehouse_team(data_dir, team) == (5, 5 * COST), timeout=120, what="all spend loaded")
+    wait_for(lambda: budget_spend(port, name) == 5 * COST, timeout=60,
+             what="the budget's spend = the warehouse's 1.75")
+
+    stop(stack["worker"])  # a worker restart: the state topic carries the seeded spend
+    stack["worker"] = start_worker(env, stack["tmp"] / "worker.log")
+    produce(kafka_bootstrap, [dict(before[1]), dict(after)])  # resends after the restart
+    last = event(team)
+    produce(kafka_bootstrap, [last])
+    wait_for(lambda: warehouse_team(data_dir, team) == (6, 6 * COST), timeout=120, what="the last event loaded")
+    wait_for(lambda: budget_spend(port, name) == 6 * COST, timeout=60,
+             what="the spend 2.10 after the restart")
+    status, body = get(f"http://127.0.0.1:{port}/v1/decision?team={team}")
+    assert status == 403 and body["budget"] == name, body
+    # the Budgets page's data: the enforcement records the loader stored (budget_status)
+    wait_for(lambda: page_spend(data_dir, name) == 6 * COST, timeout=60, what="the Budgets page's spend 2.10")
+
+    alerts = budget_alerts(kafka_bootstrap, name)
+    by_threshold: dict[int, list[dict]] = {}
+    for alert in alerts:
+        by_threshold.setdefault(alert["details"].get("threshold"), []).append(alert)
+    # 50 %: passed before the budget existed, said once as such; 80 % and 100 %: crossed live, once each
+    assert sorted(by_threshold) == [50, 80, 100], alerts
+    assert all(len({a["id"] for a in v}) == 1 for v in by_threshold.values()), alerts
+    assert "defined" in by_threshold[50][0]["summary"], by_threshold[50][0]
+
+
+def test_traffic_across_the_definition_counts_each_event_once(kafka_bootstrap, stack):
+    """The seam itself: a team's calls keep coming (with resends) while its budget is defined, so some were priced
+    before any router knew the budget (only in the warehouse, some loaded only after the definition), some routed
+    live and loaded before or after the seed. The budget must read the warehouse's total, no more, no less."""
+    data_dir, port = stack["data_dir"], stack["port"]
+    team = f"flow-{uuid.uuid4().hex[:6]}"
+    name = f"seed-{team}"
+    budget = parse_budget({"name": name, "scope": {"team": team}, "period": "month", "tz": zone_at_noon(),
+                           "limit": "20", "action": "alert"})  # each call moves the percent: a decision per batch
+    sent: list[dict] = []
+    stop_sending = threading.Event()
+
+    def send() -> None:
+        while not stop_sending.is_set():
+            batch = [event(team) for _ in range(2)]
+            sent.extend(batch)
+            resend = [dict(sent[i]) for i in (0, len(sent) // 2)]  # an early and a recent one again
+            produce(kafka_bootstrap, batch + resend)
+            time.sleep(0.05)  # pacing the traffic, not waiting for a condition
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
     try:
-        before = [event(team) for _ in range(3)]  # 1.05 USD before the budget exists
-        produce(kafka_bootstrap, before)
-        wait_for(lambda: warehouse_team(data_dir, team) == (3, 3 * COST), timeout=120, what="the spend loaded")
-
-        # limit 2: the 1.05 spent already is 52.5 % (50 % passed before the budget existed)
-        write_budgets(kafka_bootstrap, [parse_budget({
-            "name": name, "scope": {"team": team}, "period": "month", "tz": zone_at_noon(), "limit": "2",
-            "thresholds": [50, 80, 100], "action": "block"})], data_dir=data_dir)
+        wait_for(lambda: (warehouse_team(data_dir, team) or (0,))[0] >= 10, timeout=120, what="traffic loaded")
+        write_budgets(kafka_bootstrap, [budget], data_dir=data_dir)
         wait_for(lambda: budget_record(port, name), timeout=60, what="the budget's first decision")
-        mid = event(team)  # while the spend from before is being taken from the warehouse (or just after)
-        produce(kafka_bootstrap, [mid])
-        wait_for(lambda: (r := budget_record(port, name)) and r.get("spend_before_definition") != "pending"
-                 and Decimal(r["spend"]) == 4 * COST, timeout=60,
-                 what="the period's spend 1.40 counted")
-
-        after = event(team)  # 1.75 USD: 87.5 %, the 80 % crossing happens live
-        produce(kafka_bootstrap, [after])
-        produce(kafka_bootstrap, [dict(before[0]), dict(mid)])  # a collector resending an old and a new event
-        wait_for(lambda: warehouse_team(data_dir, team) == (5, 5 * COST), timeout=120, what="all spend loaded")
-        wait_for(lambda: budget_spend(port, name) == 5 * COST, timeout=60,
-                 what="the budget's spend = the warehouse's 1.75")
-
-        stop(worker)  # a worker restart: the state topic carries the seeded spend
-        worker = start_worker(env, tmp_path / "worker.log")
-        produce(kafka_bootstrap, [dict(before[1]), dict(after)])  # resends after the restart
-        last = event(team)
-        produce(kafka_bootstrap, [last])
-        wait_for(lambda: warehouse_team(data_dir, team) == (6, 6 * COST), timeout=120, what="the last event loaded")
-        wait_for(lambda: budget_spend(port, name) == 6 * COST, timeout=60,
-                 what="the spend 2.10 after the restart")
-        status, body = get(f"http://127.0.0.1:{port}/v1/decision?team={team}")
-        assert status == 403 and body["budget"] == name, body
-        # the Budgets page's data: the enforcement records the loader stored (budget_status)
-        wait_for(lambda: page_spend(data_dir, name) == 6 * COST, timeout=60, what="the Budgets page's spend 2.10")
-
-        alerts = budget_alerts(kafka_bootstrap, name)
-        by_threshold: dict[int, list[dict]] = {}
-        for alert in alerts:
-            by_threshold.setdefault(alert["details"].get("threshold"), []).append(alert)
-        # 50 %: passed before the budget existed, said once as such; 80 % and 100 %: crossed live, once each
-        assert sorted(by_threshold) == [50, 80, 100], alerts
-        assert all(len({a["id"] for a in v}) == 1 for v in by_threshold.values()), alerts
-        assert "defined" in by_threshold[50][0]["summary"], by_threshold[50][0]
+        wait_for(lambda: (r := budget_record(port, name)) and r.get("spend_before_definition") != "pending",
+                 timeout=60, what="the seed")
     finally:
-        stop(worker)
-        stop(loader)
-        for log in ("worker.log", "loader.log"):
-            print(f"--- {log}\n" + (tmp_path / log).read_text()[-4000:])
+        stop_sending.set()
+        sender.join(30)
+    total = len(sent) * COST
+    wait_for(lambda: warehouse_team(data_dir, team) == (len(sent), total), timeout=120, what="every call loaded")
+    wait_for(lambda: budget_spend(port, name) == total, timeout=60, what=f"the budget's spend {total}")
+
