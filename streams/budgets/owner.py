@@ -89,12 +89,12 @@ class _BudgetRuntime:
     # The seed (seed.py): pending since when (None: the period's spend from before the budget is counted), the event
     # ids applied live meanwhile (the warehouse's copies of them are not added again), whether that set is complete
     # (False after a restore: seed.py re-reads it from budget-spend), when this owner took the budget (the routers'
-    # settle time runs from there) and the tokenmeter.priced end offsets the loader must have stored first.
+    # settle time runs from there) and the offsets the loader and this owner must have reached first.
     seed_since: datetime | None = None
     seed_live: set[str] = field(default_factory=set)
     seed_live_complete: bool = True
     seed_taken: float = field(default_factory=time.monotonic)
-    seed_target: dict[int, int] | None = None
+    seed_target: dict[str, Any] | None = None  # {"priced": {partition: end}, "spend": (partition, end)} (seed.py)
 
 
 class BudgetOwner:

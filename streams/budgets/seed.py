@@ -8,10 +8,15 @@ The seam, per budget whose state has no seed yet (new, or its scope, metric, per
 1. The owner counts live entries as always and keeps the event ids it applied meanwhile (`seed_live`).
 2. After SETTLE_SECONDS (every pricing worker follows the definitions topic and routes the budget by then; a batch
    priced before it knew the budget has been written to tokenmeter.priced), the end offsets of tokenmeter.priced
-   are taken; once the loader's committed offsets reach them, the warehouse holds every event not routed live.
-3. Under the owner's lock: the window's warehouse spend per hour, less the warehouse's copies of the `seed_live`
-   events, is added; the window's newest SEED_IDS loaded ids are remembered as counted (a resend of one, or a routed
-   entry applied after its row was loaded, counts once); the thresholds passed alert once (owner._seeded_alert).
+   and of the budget's budget-spend partition are taken; once the loader's committed offsets reach the former, the
+   warehouse holds every event not routed live; once this owner has applied the latter, every event routed until
+   then is in `seed_live` (a backlog of entries, e.g. budgets workers down while pricing workers ran, is applied
+   first: otherwise its events, already in the warehouse, would be added by the seed and again when applied).
+3. Under the owner's lock, over the window's rows loaded until the newest one then (one consistent set while the
+   loader goes on): their spend per hour, less the warehouse's copies of the `seed_live` events, is added; their
+   newest SEED_IDS ids are remembered as counted (a resend of one, or a routed entry applied after its row was
+   loaded, counts once; a row loaded later is not in the seed, so its id must not be remembered); the thresholds
+   passed alert once (owner._seeded_alert).
 
 Each event thus counts once whether it reached the warehouse before the seed or after. What this assumes: a pricing
 worker follows a new definition within SETTLE_SECONDS (it reads the definitions topic continuously; one stalled for
@@ -82,20 +87,26 @@ class BudgetSeeder:
             if untargeted:
                 ends = await priced_ends(settings)
                 for name in untargeted:
-                    owner.runtimes[name].seed_target = ends
+                    partition = spend_partition(name, self.service.readiness.partitions)
+                    spend_end = await high_watermark(settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
+                                                     fetch_wait=settings.fetch_wait)
+                    owner.runtimes[name].seed_target = {"priced": ends, "spend": (partition, spend_end)}
             stored = await loader_committed(settings)
             for name in due:
                 rt = owner.runtimes.get(name)
                 if rt is None or rt.seed_target is None:
                     continue
-                if any(stored.get(p, -1) < end for p, end in rt.seed_target.items() if end > 0):
+                if any(stored.get(p, -1) < end for p, end in rt.seed_target["priced"].items() if end > 0):
                     continue  # the loader has not stored every event priced before the budget was routed
+                partition, spend_end = rt.seed_target["spend"]
+                if self.service.spend_applied.get(partition, -1) + 1 < spend_end:
+                    continue  # entries routed before then are not applied yet: they would not be in `seed_live`
                 await self._seed(name, rt, reader)
         finally:
             await asyncio.to_thread(reader.close)
 
     async def _seed(self, name: str, rt: Any, reader: Any) -> None:
-        from warehouse.analytics import budget_newest_ids, budget_spend_by_hour
+        from warehouse.analytics import budget_loaded_until, budget_newest_ids, budget_spend_by_hour
 
         service, owner = self.service, self.service.owner
         async with service._owner_lock:  # nothing is applied live between the queries and the addition
@@ -106,11 +117,19 @@ class BudgetSeeder:
             budget, now = rt.budget, datetime.now(timezone.utc)
             start, end = owner.seed_window(name, now)
             scope = dict(budget.scope)
-            stored = await asyncio.to_thread(budget_spend_by_hour, reader, scope, budget.metric, start, end)
-            live = sorted(rt.seed_live)
-            stored_live = (await asyncio.to_thread(budget_spend_by_hour, reader, scope, budget.metric, start, end,
-                                                   live) if live else {})
-            newest = await asyncio.to_thread(budget_newest_ids, reader, scope, start, end, SEED_IDS)
+            # One set of rows for the three queries, however long they take while the loader goes on: those loaded
+            # until the newest one now (a row loaded in between was subtracted without being added, and its id
+            # remembered as counted while only its live entry, still to come, counts it). The loader stored every
+            # unrouted event before it committed the target offsets, which `step` saw before this.
+            until = await asyncio.to_thread(budget_loaded_until, reader, scope, start, end)
+            stored, stored_live, newest = {}, {}, []
+            if until is not None:
+                stored = await asyncio.to_thread(budget_spend_by_hour, reader, scope, budget.metric, start, end,
+                                                 None, until)
+                live = sorted(rt.seed_live)
+                stored_live = (await asyncio.to_thread(budget_spend_by_hour, reader, scope, budget.metric, start,
+                                                       end, live, until) if live else {})
+                newest = await asyncio.to_thread(budget_newest_ids, reader, scope, start, end, SEED_IDS, until)
             # the ids first: on budget-spend, where a restarted owner re-reads its window of counted ids (RECENT_MESSAGES)
             await retry_until_done("budget_seed", service.health, lambda: self._send_ids(name, newest),
                                    "writing the seeded event ids")

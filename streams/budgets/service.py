@@ -84,6 +84,7 @@ class BudgetService:
         self._load_wanted = asyncio.Event()
         self._ids_pending: set[str] = set()  # restored budgets whose recent event ids are not remembered yet
         self._partitions_checked = False
+        self.spend_applied: dict[int, int] = {}  # budget-spend partition -> highest offset applied by this owner
         self.reservations: Any = None  # ReservationService (reservations.py) when mounted: holds are state too
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
                       "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
@@ -293,6 +294,8 @@ class BudgetService:
                     outcome.extend(self.owner.republish(name))
                 before = self.owner.stats["skipped_redelivered"]
                 outcome.extend(self.owner.process(messages))  # once: a retry only publishes again
+                for partition, offset in positions:  # how far this owner applied each partition (seed.py waits)
+                    self.spend_applied[partition] = max(offset, self.spend_applied.get(partition, -1))
                 self.stats["skipped_redelivered"] += self.owner.stats["skipped_redelivered"] - before
                 await retry_until_done("evaluate_budgets", self.health, lambda: self._publish(outcome),
                                        "publishing alerts, decisions and state")

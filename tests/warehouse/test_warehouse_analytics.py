@@ -127,6 +127,25 @@ def test_budget_spend_by_hour_and_of_named_events_and_newest_ids(wh, org, data):
     assert len(analytics.budget_newest_ids(wh, scope, "2025-03-01", "2025-04-01", 2)) == 2
 
 
+def test_the_seed_queries_cut_at_a_load_time_see_one_set_of_rows(wh, org, data, make_event):
+    """Rows loaded after `budget_loaded_until` are in none of the seed's queries (the loader goes on meanwhile)."""
+    from datetime import datetime, timezone
+
+    scope = {"org": org, "team": "ads"}
+    until = analytics.budget_loaded_until(wh, scope, "2025-03-01", "2025-04-01")
+    assert analytics.budget_loaded_until(wh, {"org": org, "team": "nobody"}, "2025-03-01", "2025-04-01") is None
+    wh.insert_priced([_event(make_event, f"{org}-later", org, team="ads", cost="5", ts="2025-03-02T08:45:00Z")])
+    assert analytics.budget_loaded_until(wh, scope, "2025-03-01", "2025-04-01") > until
+    at_eight = datetime(2025, 3, 2, 8, tzinfo=timezone.utc)
+    assert analytics.budget_spend_by_hour(wh, scope, "cost_usd", "2025-03-01", "2025-04-01", None, until)[at_eight] \
+        == D("0.4")
+    assert analytics.budget_spend_by_hour(wh, scope, "cost_usd", "2025-03-01", "2025-04-01")[at_eight] == D("5.4")
+    assert analytics.budget_spend_by_hour(wh, scope, "cost_usd", "2025-03-01", "2025-04-01", [f"{org}-later"],
+                                          until) == {}
+    assert f"{org}-later" not in analytics.budget_newest_ids(wh, scope, "2025-03-01", "2025-04-01", 10, until)
+    assert analytics.budget_newest_ids(wh, scope, "2025-03-01", "2025-04-01", 1) == [f"{org}-later"]
+
+
 def _store(wh, topic, records):
     wh.insert_records(topic, [record_to_row(topic, r)[1] for r in records])
 
