@@ -9,9 +9,10 @@ The seam, per budget whose state has no seed yet (new, or its scope, metric, per
 2. After SETTLE_SECONDS (every pricing worker follows the definitions topic and routes the budget by then; a batch
    priced before it knew the budget has been written to tokenmeter.priced), the end offsets of tokenmeter.priced
    and of the budget's budget-spend partition are taken; once the loader's committed offsets reach the former, the
-   warehouse holds every event not routed live; once this owner has applied the latter, every event routed until
-   then is in `seed_live` (a backlog of entries, e.g. budgets workers down while pricing workers ran, is applied
-   first: otherwise its events, already in the warehouse, would be added by the seed and again when applied).
+   warehouse holds every event not routed live; once this owner has applied the latter (or the worker group had
+   committed it before this process started), every event routed until then is in `seed_live` (a backlog of
+   entries, e.g. budgets workers down while pricing workers ran, is applied first: otherwise its events, already in
+   the warehouse, would be added by the seed and again when applied).
 3. Under the owner's lock, over the window's rows loaded until the newest one then (one consistent set while the
    loader goes on): their spend per hour, less the warehouse's copies of the `seed_live` events, is added; their
    newest SEED_IDS ids are remembered as counted (a resend of one, or a routed entry applied after its row was
@@ -91,7 +92,8 @@ class BudgetSeeder:
                     spend_end = await high_watermark(settings.bootstrap_servers, topics.BUDGET_SPEND, partition,
                                                      fetch_wait=settings.fetch_wait)
                     owner.runtimes[name].seed_target = {"priced": ends, "spend": (partition, spend_end)}
-            stored = await loader_committed(settings)
+            stored = await committed_offsets(settings, LOADER_GROUP, topics.PRICED)
+            owned: dict[int, int] | None = None
             for name in due:
                 rt = owner.runtimes.get(name)
                 if rt is None or rt.seed_target is None:
@@ -100,7 +102,11 @@ class BudgetSeeder:
                     continue  # the loader has not stored every event priced before the budget was routed
                 partition, spend_end = rt.seed_target["spend"]
                 if self.service.spend_applied.get(partition, -1) + 1 < spend_end:
-                    continue  # entries routed before then are not applied yet: they would not be in `seed_live`
+                    # not applied by this process; maybe before it started (committed by the group, never read again)
+                    owned = owned if owned is not None else await committed_offsets(
+                        settings, self.service.app.conf.id, topics.BUDGET_SPEND)
+                    if owned.get(partition, -1) < spend_end:
+                        continue  # entries routed before then are not applied yet: they would not be in `seed_live`
                 await self._seed(name, rt, reader)
         finally:
             await asyncio.to_thread(reader.close)
@@ -189,17 +195,19 @@ async def priced_ends(settings: Any) -> dict[int, int]:
     return out
 
 
-async def loader_committed(settings: Any) -> dict[int, int]:
-    """The loader group's committed offset per tokenmeter.priced partition (-1: none): what the warehouse holds."""
+async def committed_offsets(settings: Any, group: str, topic: str) -> dict[int, int]:
+    """A consumer group's committed offset per partition of `topic` (-1: none): for the loader's group and
+    tokenmeter.priced, what the warehouse holds; for the worker's and tokenmeter.budget-spend, what its owners
+    applied."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     from tokenmeter.kafka_topics import topic_partitions
 
-    partitions = await topic_partitions(settings.bootstrap_servers, topics.PRICED)
+    partitions = await topic_partitions(settings.bootstrap_servers, topic)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(LOADER_GROUP, partitions=partitions)
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in committed.items()}

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from app.process import child_preexec
 from process_support import start_worker, stop, wait_for, warehouse_totals, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
+from streams.budgets.readiness import spend_partition
 from streams.topic_reader import read_topic
 from tokenmeter import topics
 from tokenmeter.settings import free_port
@@ -159,8 +160,20 @@ def test_a_budget_set_mid_period_counts_the_period_spend_exactly(kafka_bootstrap
     wait_for(lambda: budget_spend(port, name) == 5 * COST, timeout=60,
              what="the budget's spend = the warehouse's 1.75")
 
+    quiet_team = f"quiet-{uuid.uuid4().hex[:6]}"  # spends before the restart, then nothing more
+    produce(kafka_bootstrap, [event(quiet_team) for _ in range(2)])
+    wait_for(lambda: warehouse_team(data_dir, quiet_team) == (2, 2 * COST), timeout=120, what="quiet spend loaded")
+
     stop(stack["worker"])  # a worker restart: the state topic carries the seeded spend
     stack["worker"] = start_worker(env, stack["tmp"] / "worker.log")
+    # A budget defined after the restart for a team with no traffic since, in a budget-spend partition with messages
+    # the restarted worker never reads again (committed before): it is seeded all the same.
+    quiet = next(n for n in (f"seed-{quiet_team}-{i}" for i in range(100))
+                 if spend_partition(n, 4) == spend_partition(name, 4))
+    write_budgets(kafka_bootstrap, [parse_budget({"name": quiet, "scope": {"team": quiet_team}, "period": "month",
+                                                  "tz": zone_at_noon(), "limit": "10"})], data_dir=data_dir)
+    wait_for(lambda: (r := budget_record(port, quiet)) and r.get("spend_before_definition") != "pending"
+             and Decimal(r["spend"]) == 2 * COST, timeout=60, what="the quiet team's budget seeded")
     produce(kafka_bootstrap, [dict(before[1]), dict(after)])  # resends after the restart
     last = event(team)
     produce(kafka_bootstrap, [last])
