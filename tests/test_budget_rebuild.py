@@ -159,3 +159,23 @@ def _budget_with_alerts(wh, notify: list[str]):
                   "dashboard_url": ""} for t in (50, 80)}
     wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, a)[1] for a in alerts.values()])
     return budget, alerts
+
+
+def test_rebuild_marks_fired_the_thresholds_a_seeded_alert_stands_for(wh):
+    """A budget defined at 86 % alerted 50 % and 80 % in one alert (streams/budgets/seed.py): after a restart's rebuild
+    neither alerts again."""
+    from streams.budgets.periods import period_window
+    from warehouse.records_load import record_to_row
+
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    budget = parse_budget({"name": f"s-{team}", "scope": {"team": team}, "period": "month", "limit": "10"})
+    wh.insert_priced([priced(f"{team}-0", team, "8.6", NOW - timedelta(minutes=1))])
+    key = period_window(budget, NOW)[2]
+    seeded = {"id": f"seeded-{team}", "source": "budget", "kind": "threshold", "action": "trigger",
+              "severity": "error", "dedup_key": "d", "title": "t", "summary": "s", "at": NOW.isoformat(),
+              "scope": {"team": team}, "notify": [], "dashboard_url": "",
+              "details": {"budget": budget.name, "period_key": key, "threshold": 80, "passed_thresholds": [50, 80]}}
+    wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, seeded)[1]])
+    states, alerts = rebuild_states(wh, [budget], now=NOW)
+    assert alerts == []
+    assert sorted(states[0][1]["ledger"]["fired"][budget.name][key]) == ["50", "80"]

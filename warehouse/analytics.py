@@ -151,6 +151,76 @@ def budget_spend(wh, scope: dict[str, str], metric: str, start: Any, end: Any) -
     return row["cost_usd"] if row["cost_usd"] is not None else Decimal(0)
 
 
+ID_CHUNK = 500  # event ids per lookup (one String parameter each)
+
+
+def _budget_amount(metric: str) -> str:
+    if metric == "cost_usd":
+        return "toDecimal128(sum(cost_usd), 12)"
+    if metric == "tokens":
+        return "accurateCast(sum(toInt128(input_tokens) + output_tokens), 'UInt64')"
+    raise WarehouseError(f"metric: {metric!r} is not cost_usd or tokens")
+
+
+def budget_loaded_until(wh, scope: dict[str, str], start: Any, end: Any) -> int | None:
+    """When the newest stored event of a budget scope over [start, end) was loaded (epoch milliseconds of
+    `loaded_at`; None: no event). The writer inserts one batch at a time, so every row loaded until then is visible
+    once this one is: the seed's queries below, cut at it, read one consistent set of rows however many they are."""
+    clauses, params = [], {}
+    _window(start, end, "ts", clauses, params)
+    _scope_clauses(scope, clauses, params)
+    row = wh.query(f"SELECT toUnixTimestamp64Milli(max(loaded_at)) AS until, count() AS n FROM priced_events "
+                   f"{_where(clauses)}", params).row(0, named=True)
+    return int(row["until"]) if row["n"] else None
+
+
+def _loaded_until(until_ms: int | None, clauses: list[str], params: dict[str, Any]) -> None:
+    if until_ms is not None:
+        clauses.append("toUnixTimestamp64Milli(loaded_at) <= {loaded_until:Int64}")
+        params["loaded_until"] = int(until_ms)
+
+
+def budget_spend_by_hour(wh, scope: dict[str, str], metric: str, start: Any, end: Any,
+                         event_ids: list[str] | None = None,
+                         loaded_until: int | None = None) -> dict[datetime, Decimal | int]:
+    """`budget_spend` per UTC hour of ts (the hour's start -> amount; hours without spend are absent), of every
+    event in [start, end), or only of those of `event_ids` (looked up ID_CHUNK at a time), loaded until
+    `loaded_until` (epoch ms, `budget_loaded_until`) if given. A budget defined mid-period takes its spend from
+    before it existed from here, less what its owner counted live (streams/budgets/seed.py)."""
+    chunks = [None] if event_ids is None else [event_ids[i:i + ID_CHUNK] for i in range(0, len(event_ids), ID_CHUNK)]
+    out: dict[datetime, Decimal | int] = {}
+    for chunk in chunks:
+        clauses, params = [], {}
+        _window(start, end, "ts", clauses, params)
+        _scope_clauses(scope, clauses, params)
+        _loaded_until(loaded_until, clauses, params)
+        if chunk is not None:
+            names = [f"e{i}" for i in range(len(chunk))]
+            params.update(zip(names, chunk))
+            clauses.append("event_id IN (" + ", ".join(f"{{{n}:String}}" for n in names) + ")")
+        # the hour as epoch seconds: a DateTime column arrives as a datetime from chDB but not through every backend
+        frame = wh.query(f"SELECT toUnixTimestamp(toStartOfHour(ts)) AS hour, {_budget_amount(metric)} AS amount "
+                         f"FROM priced_events FINAL {_where(clauses)} GROUP BY hour", params)
+        for row in frame.to_dicts() if frame.height else []:
+            hour = datetime.fromtimestamp(int(row["hour"]), timezone.utc)
+            amount = int(row["amount"] or 0) if metric == "tokens" else Decimal(row["amount"] or 0)
+            out[hour] = out.get(hour, 0) + amount
+    return out
+
+
+def budget_newest_ids(wh, scope: dict[str, str], start: Any, end: Any, limit: int,
+                      loaded_until: int | None = None) -> list[str]:
+    """The event ids in a budget scope over [start, end) (loaded until `loaded_until`, epoch ms, if given), the
+    `limit` most recently loaded first."""
+    clauses, params = [], {"limit": int(limit)}
+    _window(start, end, "ts", clauses, params)
+    _scope_clauses(scope, clauses, params)
+    _loaded_until(loaded_until, clauses, params)
+    frame = wh.query(f"SELECT event_id FROM priced_events FINAL {_where(clauses)} "
+                     "ORDER BY loaded_at DESC LIMIT {limit:UInt64}", params)
+    return frame["event_id"].to_list() if frame.height else []
+
+
 def budget_status(wh, *, budgets: list[str] | None = None, team: str | None = None) -> pl.DataFrame:
     """The latest enforcement record per budget: every budget_status column plus scope_label."""
     clauses, params = [], {}

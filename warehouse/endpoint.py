@@ -279,3 +279,17 @@ def live_team_totals(data_dir: Path) -> dict[str, tuple[int, Any]] | None:
     finally:
         wh.close()
     return {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in rows}
+
+
+def live_reader(settings: Any) -> Any:
+    """A read handle on the warehouse for a process that must never own it (a worker): the ClickHouse server of
+    `clickhouse_url`, or the chDB owner's endpoint (the loader's). None while no owner serves: opening chDB here
+    would take the warehouse from the loader. The caller closes it."""
+    from warehouse.backends import ClickHouseBackend, RemoteBackend
+    from warehouse.store import Warehouse
+
+    if getattr(settings, "clickhouse_url", None):
+        return Warehouse(ClickHouseBackend(settings.clickhouse_url))
+    data_dir = Path(settings.data_dir).resolve()
+    url = read_live_endpoint(data_dir)
+    return None if url is None else Warehouse(RemoteBackend(url, timeout=30, secret=read_endpoint_secret(data_dir)))

@@ -390,6 +390,35 @@ class BudgetLedger:
         self.latched[budget_name] = {t: "rebuilt" for t in fired if t != "forecast"}
         return self.rebuild_from_totals(budget_name, hour_key(now), self.spend[budget_name].get(hour_key(now), 0))
 
+    def add_seed(self, budget_name: str, amounts: dict[str, Amount], now: datetime) -> tuple[Crossing | None, list[int]]:
+        """Spend from before the budget existed, taken from the warehouse (streams/budgets/seed.py), added per
+        period key (a rolling budget: per `hour_key`). The thresholds it makes reached are marked fired (latched)
+        at once, and ONE crossing stands for them all: the highest, with the list of those passed, so a budget
+        defined at 96 % alerts once ("defined at 96 %"), not three times for crossings that happened before it
+        existed. Returns (that crossing or None, the thresholds it stands for)."""
+        budget = self.budgets[budget_name]
+        for key, amount in amounts.items():
+            if amount:
+                self.spend[budget_name][key] = self.spend[budget_name].get(key, _zero(budget)) + amount
+        if budget.rolling_hours is not None:
+            self.newest[budget_name] = max(self.newest.get(budget_name, now), now)
+            spend, start, end, key = self._window_total(budget, now)
+            marks = self.latched[budget_name]
+        else:
+            start, end, key = period_window(budget, now)
+            spend = self.spend[budget_name].get(key, _zero(budget))
+            self.newest.setdefault(budget_name, now)
+            marks = self.fired[budget_name][key]
+        passed = [t for t in budget.thresholds if str(t) not in marks and spend * 100 >= t * budget.limit]
+        if not passed:
+            return None, []
+        for threshold in passed:
+            if isinstance(marks, dict):
+                marks[str(threshold)] = key
+            else:
+                marks.add(str(threshold))
+        return self._crossing(budget, key, max(passed), spend, start, end, now), passed
+
     def current_spend(self, budget: Budget, at: datetime) -> tuple[Amount, datetime, datetime, str]:
         if budget.rolling_hours is not None:
             return self._window_total(budget, at)

@@ -7,7 +7,9 @@ touched the budget and acknowledged before the batch's input offsets are committ
 - `applied`: the highest usage offset applied per usage partition (exact dedupe of re-priced batches);
 - `unpriced`: events in the budget's scope that could not be priced, per period (reported in alerts);
 - `incident`: the period whose alerts are open (PagerDuty incident), resolved when a new period starts or
-  the limit is raised above spend.
+  the limit is raised above spend;
+- `seed`: while the spend of the period from before the budget existed (or before its scope changed) is not taken
+  from the warehouse yet, `{"since": ...}` (streams/budgets/seed.py); null once it is.
 The state topic is read to its high watermark (not Faust's changelog recovery, which stops at the embedded
 broker's under-reported end offsets), so a restarted worker continues exactly.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -31,7 +34,7 @@ from .expiry import ExpiryIndex
 from .holds import Hold, hold_from_json
 from .ledger import BudgetLedger, Crossing, _ts, human_amount, window_for_key
 from .model import Budget, BudgetError, parse_budget
-from .periods import hour_key, period_window
+from .periods import HOUR, hour_floor, hour_key, period_window
 
 log = logging.getLogger("tokenmeter.budgets")
 STATE_VERSION = 1
@@ -83,6 +86,15 @@ class _BudgetRuntime:
     # OrderedDict: forgetting takes the oldest first, and a plain dict finds its first entry by skipping every slot
     # deleted before it, so forgetting m holds in a tick cost O(m^2) (50,000: ~0.5 s of the admitting loop)
     expired_recently: OrderedDict[str, Hold] = field(default_factory=OrderedDict)
+    # The seed (seed.py): pending since when (None: the period's spend from before the budget is counted), the event
+    # ids applied live meanwhile (the warehouse's copies of them are not added again), whether that set is complete
+    # (False after a restore: seed.py re-reads it from budget-spend), when this owner took the budget (the routers'
+    # settle time runs from there) and the offsets the loader and this owner must have reached first.
+    seed_since: datetime | None = None
+    seed_live: set[str] = field(default_factory=set)
+    seed_live_complete: bool = True
+    seed_taken: float = field(default_factory=time.monotonic)
+    seed_target: dict[str, Any] | None = None  # {"priced": {partition: end}, "spend": (partition, end)} (seed.py)
 
 
 class BudgetOwner:
@@ -115,6 +127,8 @@ class BudgetOwner:
                 continue
             old, rt.budget = rt.budget, new
             rt.ledger.set_budgets([new])  # keeps spend if what is counted is unchanged; re-arms thresholds
+            if any(getattr(old, f) != getattr(new, f) for f in ("scope", "metric", "period", "tz")):
+                _start_seed(rt, now or _now())  # spend started again from nothing: the warehouse has the period's
             rt.dirty = True
             rt.last_published = None
             if rt.incident and new.limit > old.limit:
@@ -144,8 +158,16 @@ class BudgetOwner:
             rt.applied = {str(k): int(v) for k, v in state.get("applied", {}).items()}
             rt.unpriced = {str(k): int(v) for k, v in state.get("unpriced", {}).items()}
             rt.incident = state.get("incident")
+            seed = state.get("seed")
+            if any(getattr(written_under, f) != getattr(budget, f) for f in ("scope", "metric", "period", "tz")):
+                _start_seed(rt, _now())  # counted differently since: spend starts again from the warehouse's
+            elif isinstance(seed, dict) and seed.get("since"):
+                _start_seed(rt, _ts(seed["since"]))
+                rt.seed_live_complete = False  # the live ids went with the process: seed.py reads them again
             counts = state.get("reservations") or {}
             rt.reservations.update({k: int(counts[k]) for k in RESERVATION_COUNTS if isinstance(counts.get(k), int)})
+        else:  # no state: a budget new to the state topic counts its period's spend from before it (seed.py)
+            _start_seed(rt, _now())
         for record in holds or ():
             hold = hold_from_json(record)
             if hold is not None and hold.budget == name:
@@ -183,7 +205,16 @@ class BudgetOwner:
             return 0
         for entry in entries:
             rt.ledger.mark_seen(name, entry[2])
+            if rt.seed_since is not None:
+                rt.seed_live.add(entry[2])
         return len(entries)
+
+    def remember_ids(self, name: str, event_ids: list[str]) -> int:
+        """Mark event ids counted by a seed (seed.py) as seen, as `remember` does entries'."""
+        rt = self.runtimes.get(name)
+        for event_id in event_ids if rt is not None else ():
+            rt.ledger.mark_seen(name, event_id)
+        return len(event_ids) if rt is not None else 0
 
     def rebuild(self, name: str, now: datetime, fired: dict[str, set[str]], period_total: Any = 0,
                 hour_totals: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -192,6 +223,7 @@ class BudgetOwner:
         (alerts already recorded). Returns the state record and the alerts reached but never sent."""
         self.restore(name, None)
         rt = self.runtimes[name]
+        rt.seed_since = None  # the warehouse totals are the whole period's spend
         if rt.budget.rolling_hours is not None:
             every = {t for keys in fired.values() for t in keys}
             crossings = rt.ledger.restore_rolling(name, hour_totals or {}, every, now)
@@ -224,7 +256,73 @@ class BudgetOwner:
             "version": STATE_VERSION, "budget": rt.budget.name, "definition": rt.budget.to_json(),
             "ledger": rt.ledger.snapshot(include_seen=False), "applied": rt.applied, "unpriced": rt.unpriced,
             "incident": rt.incident, "reservations": dict(rt.reservations), "updated_at": iso(_now()),
+            "seed": None if rt.seed_since is None else {"since": iso(rt.seed_since)},
         }
+
+    # Seed: the period's spend from before the budget existed (seed.py) ------------------------------------------
+    def seeds_pending(self) -> list[str]:
+        return [name for name, rt in self.runtimes.items() if rt.seed_since is not None]
+
+    def seed_window(self, name: str, now: datetime) -> tuple[datetime, datetime]:
+        """[start, end) of the spend the seed takes from the warehouse: the current calendar period, or the hours
+        of the rolling window (and the hour before it, as `budget rebuild` takes them)."""
+        budget = self.runtimes[name].budget
+        if budget.rolling_hours is not None:
+            end = hour_floor(now) + HOUR
+            return end - (budget.rolling_hours + 1) * HOUR, end
+        start, end, _ = period_window(budget, now)
+        return start, end
+
+    def complete_seed(self, name: str, stored: dict[datetime, Any], stored_live: dict[datetime, Any],
+                      newest_ids: list[str], now: datetime | None = None) -> Outcome:
+        """Add the warehouse's spend of the seed window (`stored`, per UTC hour) less its copies of the events this
+        owner counted live (`stored_live`, the same query restricted to `seed_live`), so each event counts once
+        whether it reached the warehouse before or after; remember `newest_ids` (the window's most recently loaded
+        ids) as counted, so a resend of them, or a routed entry applied after its row was loaded, is not counted
+        again. Thresholds passed by then alert once, as "defined at N %" (ledger.add_seed)."""
+        now = now or _now()
+        out = Outcome()
+        rt = self.runtimes[name]
+        budget = rt.budget
+        amounts: dict[str, Any] = {}
+        for hour, amount in stored.items():
+            key = hour_key(hour) if budget.rolling_hours is not None else period_window(budget, now)[2]
+            amounts[key] = amounts.get(key, 0) + amount - stored_live.get(hour, 0)
+        if budget.metric == "tokens":
+            amounts = {k: int(v) for k, v in amounts.items()}
+        for event_id in reversed(newest_ids):  # oldest first: the newest stay longest in the ledger's window
+            rt.ledger.mark_seen(name, event_id)
+        crossing, passed = rt.ledger.add_seed(name, amounts, now)
+        rt.seed_since, rt.seed_live, rt.seed_target = None, set(), None
+        rt.dirty = True
+        if crossing is not None:
+            out.alerts.append(self._seeded_alert(rt, crossing, passed))
+        out.extend(self._publish(rt, now, force=True))
+        self.stats["alerts"] += len(out.alerts)
+        log.info("budget %r: %s of its period's spend from before it counted from the warehouse (%d event ids "
+                 "remembered)", name, money(sum(amounts.values(), 0)), len(newest_ids))
+        return out
+
+    def _seeded_alert(self, rt: _BudgetRuntime, crossing: Crossing, passed: list[int]) -> dict[str, Any]:
+        """The one alert for thresholds passed before the budget existed: the highest threshold's id (a restart's
+        rebuild knows it fired), the others listed in `passed_thresholds` (rebuild marks them fired too)."""
+        alert = self.alert_for(rt, crossing)
+        budget = rt.budget
+        unit = "USD" if budget.metric == "cost_usd" else "tokens"
+        spend, limit = human_amount(crossing.spend), human_amount(crossing.limit)
+        listed = ", ".join(f"{t} %" for t in passed)
+        alert["title"] = (f"Budget {budget.name} ({scope_label(budget.scope)}) was defined at {crossing.percent}%: "
+                          f"{spend} of {limit} {unit}")
+        consequence = {"block": " Requests in this scope are blocked until the period ends.",
+                       "throttle": " Requests in this scope are throttled until the period ends."}
+        alert["summary"] = (f"When the budget was defined, spend in {period_name(crossing.period_key, crossing.at)} "
+                            f"was already {spend} {unit}, {crossing.percent}% of the limit {limit} {unit}: the "
+                            f"threshold{'s' if len(passed) > 1 else ''} {listed} passed before it existed (this one "
+                            "alert stands for them)." + (consequence.get(crossing.action, "")
+                                                         if (crossing.threshold or 0) >= 100 else ""))
+        alert["details"] = {**alert["details"], "passed_thresholds": passed, "defined_at_percent":
+                            format(crossing.percent, "f")}
+        return alert
 
     # Feeding ----------------------------------------------------------------------------------------------
     def process(self, messages: list[dict[str, Any]], now: datetime | None = None) -> Outcome:
@@ -399,6 +497,8 @@ class BudgetOwner:
                 key = _period_key(budget, ts)
                 rt.unpriced[key] = rt.unpriced.get(key, 0) + 1
         crossings = rt.ledger.apply_amounts(budget.name, items)
+        if rt.seed_since is not None:  # counted live: the seed leaves the warehouse's copies of these out
+            rt.seed_live.update(item[0] for item in items if item[0] is not None)
         current_key = _period_key(budget, now)
         if rt.incident and rt.incident != current_key and budget.rolling_hours is None:
             out.alerts.append(self._resolve(rt, "a new budget period started", now))
@@ -450,6 +550,8 @@ class BudgetOwner:
             # reservations (issue 15): held by open holds, what is left, holds that expired unsettled
             "held": money(held), "headroom": money(limit - spend - held), "open_reservations": len(rt.holds),
             "reservations_expired": rt.reservations["expired"],
+            # the period's spend from before the budget existed: "pending" until taken from the warehouse (seed.py)
+            "spend_before_definition": "pending" if rt.seed_since is not None else "counted",
         }
 
     def _publish(self, rt: _BudgetRuntime, now: datetime, force: bool = False) -> Outcome:
@@ -535,6 +637,11 @@ class BudgetOwner:
             details={"budget": budget.name, "period_key": period_key, "reason": why, "limit": money(budget.limit)},
             dashboard_url=self._link(budget),
         )
+
+
+def _start_seed(rt: _BudgetRuntime, since: datetime) -> None:
+    rt.seed_since, rt.seed_live, rt.seed_live_complete = since, set(), True
+    rt.seed_taken, rt.seed_target = time.monotonic(), None
 
 
 def _well_formed(entries: Any) -> bool:

@@ -37,6 +37,8 @@ def _fired(wh: Any, name: str) -> dict[str, set[str]]:
         key = data.get("period_key")
         if key:
             out.setdefault(key, set()).add("forecast" if data.get("kind") == "forecast" else str(data.get("threshold")))
+            # a budget defined past some thresholds alerted them in one alert (owner._seeded_alert)
+            out[key].update(str(t) for t in data.get("passed_thresholds") or ())
     return out
 
 

@@ -38,6 +38,7 @@ from .readiness import Readiness, spend_partition
 from .holds import hold_from_json
 from .recent import records_since
 from .routing import BudgetRouter, spend_messages
+from .seed import BudgetSeeder, seeded_ids
 
 log = logging.getLogger("tokenmeter.budgets")
 TICK_SECONDS = 5.0
@@ -84,6 +85,7 @@ class BudgetService:
         self._load_wanted = asyncio.Event()
         self._ids_pending: set[str] = set()  # restored budgets whose recent event ids are not remembered yet
         self._partitions_checked = False
+        self.spend_applied: dict[int, int] = {}  # budget-spend partition -> highest offset applied by this owner
         self.reservations: Any = None  # ReservationService (reservations.py) when mounted: holds are state too
         self.stats = {"budgets": 0, "alerts": 0, "decisions_published": 0, "decision_requests": 0,
                       "routed_entries": 0, "skipped_redelivered": 0, "refetched": 0}
@@ -207,6 +209,7 @@ class BudgetService:
             for record in recent.get(name, []):
                 if record.key == name and record.value:
                     entries = _entries(record.value)
+                    ids += self.owner.remember_ids(name, seeded_ids(record.value))  # the seed's (seed.py)
                     # only entries the restored state already counts (a loader-restored budget's later entries
                     # are still to be applied)
                     counted += [e for e in entries if int(e[1]) <= self.owner.applied_offset(name, e[0])]
@@ -292,6 +295,8 @@ class BudgetService:
                     outcome.extend(self.owner.republish(name))
                 before = self.owner.stats["skipped_redelivered"]
                 outcome.extend(self.owner.process(messages))  # once: a retry only publishes again
+                for partition, offset in positions:  # how far this owner applied each partition (seed.py waits)
+                    self.spend_applied[partition] = max(offset, self.spend_applied.get(partition, -1))
                 self.stats["skipped_redelivered"] += self.owner.stats["skipped_redelivered"] - before
                 await retry_until_done("evaluate_budgets", self.health, lambda: self._publish(outcome),
                                        "publishing alerts, decisions and state")
@@ -432,6 +437,10 @@ class BudgetService:
         @app.timer(TICK_SECONDS)
         async def budget_tick() -> None:
             await service.tick()
+
+        @app.task
+        async def seed_budgets() -> None:  # the period's spend from before a budget existed (seed.py)
+            await BudgetSeeder(service).run()
 
         @app.on_partitions_assigned.connect
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001

@@ -108,6 +108,44 @@ def test_budget_spend_is_exact_and_counts_each_event_once(wh, org, data, make_ev
         analytics.budget_spend(wh, scope, "euros", "2025-03-01", "2025-04-01")
 
 
+def test_budget_spend_by_hour_and_of_named_events_and_newest_ids(wh, org, data):
+    """A seed's queries (streams/budgets/seed.py): spend per UTC hour, of every event or of named ones only, and the
+    most recently loaded ids; the same through the owner's endpoint (what a worker reads)."""
+    from datetime import datetime, timezone
+
+    scope = {"org": org, "team": "ads"}
+    hours = analytics.budget_spend_by_hour(wh, scope, "cost_usd", "2025-03-01", "2025-04-01")
+    assert hours == {datetime(2025, 3, 1, 10, tzinfo=timezone.utc): D("0.3"),
+                     datetime(2025, 3, 2, 8, tzinfo=timezone.utc): D("0.4"),
+                     datetime(2025, 3, 2, 9, tzinfo=timezone.utc): D("0")}  # the unpriced event: no dollars
+    named = analytics.budget_spend_by_hour(wh, scope, "cost_usd", "2025-03-01", "2025-04-01", [f"{org}-4", "nope"])
+    assert named == {datetime(2025, 3, 2, 8, tzinfo=timezone.utc): D("0.4")}
+    assert analytics.budget_spend_by_hour(wh, scope, "tokens", "2025-03-02", "2025-04-01", [f"{org}-4"]) == {
+        datetime(2025, 3, 2, 8, tzinfo=timezone.utc): 120}
+    assert sorted(analytics.budget_newest_ids(wh, scope, "2025-03-01", "2025-04-01", 10)) == [
+        f"{org}-3", f"{org}-4", f"{org}-5"]
+    assert len(analytics.budget_newest_ids(wh, scope, "2025-03-01", "2025-04-01", 2)) == 2
+
+
+def test_the_seed_queries_cut_at_a_load_time_see_one_set_of_rows(wh, org, data, make_event):
+    """Rows loaded after `budget_loaded_until` are in none of the seed's queries (the loader goes on meanwhile)."""
+    from datetime import datetime, timezone
+
+    scope = {"org": org, "team": "ads"}
+    until = analytics.budget_loaded_until(wh, scope, "2025-03-01", "2025-04-01")
+    assert analytics.budget_loaded_until(wh, {"org": org, "team": "nobody"}, "2025-03-01", "2025-04-01") is None
+    wh.insert_priced([_event(make_event, f"{org}-later", org, team="ads", cost="5", ts="2025-03-02T08:45:00Z")])
+    assert analytics.budget_loaded_until(wh, scope, "2025-03-01", "2025-04-01") > until
+    at_eight = datetime(2025, 3, 2, 8, tzinfo=timezone.utc)
+    assert analytics.budget_spend_by_hour(wh, scope, "cost_usd", "2025-03-01", "2025-04-01", None, until)[at_eight] \
+        == D("0.4")
+    assert analytics.budget_spend_by_hour(wh, scope, "cost_usd", "2025-03-01", "2025-04-01")[at_eight] == D("5.4")
+    assert analytics.budget_spend_by_hour(wh, scope, "cost_usd", "2025-03-01", "2025-04-01", [f"{org}-later"],
+                                          until) == {}
+    assert f"{org}-later" not in analytics.budget_newest_ids(wh, scope, "2025-03-01", "2025-04-01", 10, until)
+    assert analytics.budget_newest_ids(wh, scope, "2025-03-01", "2025-04-01", 1) == [f"{org}-later"]
+
+
 def _store(wh, topic, records):
     wh.insert_records(topic, [record_to_row(topic, r)[1] for r in records])
 
@@ -229,6 +267,8 @@ def test_every_query_runs_through_the_owner_endpoint(wh, org, data, warehouse_se
         lambda w: analytics.unpriced_reasons(w, since="2025-03-01", until="2025-03-03"),
         lambda w: analytics.budget_spend(w, {"org": org, "tag:env": "prod"}, "cost_usd", "2025-03-01", "2025-04-01"),
         lambda w: analytics.budget_status(w),
+        lambda w: analytics.budget_spend_by_hour(w, {"org": org}, "cost_usd", "2025-03-01", "2025-04-01", [f"{org}-1"]),
+        lambda w: sorted(analytics.budget_newest_ids(w, {"org": org}, "2025-03-01", "2025-04-01", 10)),
         lambda w: analytics.alerts_history(w, since="2025-03-01"),
         lambda w: analytics.anomalies(w, since="2025-03-01"),
         lambda w: providers.reconciliation(w, since="2025-03-01", until="2025-03-03"),
