@@ -39,7 +39,7 @@ from tokenmeter import topics
 from tokenmeter.events import Attribution
 from tokenmeter.records import iso, money
 
-from .decisions import attributes_from_request
+from .decisions import ConflictingAttributes, attributes_from_request
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
 from .looplag import GcPauses, LoopLagProbe
@@ -387,7 +387,10 @@ class ReservationService:
             return 421, {"error": f"owner of partition {partition} at {url} unreachable: {exc}"}
 
     def parse(self, body: dict[str, Any], query: Any, headers: Any) -> dict[str, Any]:
-        attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix)
+        try:
+            attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix)
+        except ConflictingAttributes as exc:
+            raise ReservationError(400, str(exc)) from None
         attribution = body.get("attribution") or {}
         if not isinstance(attribution, dict):
             raise ReservationError(400, "attribution must be an object (team, user, ..., tags)")
@@ -397,7 +400,9 @@ class ReservationService:
             if key == "tags":
                 if value is not None and not isinstance(value, dict):
                     raise ReservationError(400, "attribution.tags must be an object of strings ({\"env\": \"prod\"})")
-                attrs.update({f"tag:{k}": str(v) for k, v in (value or {}).items() if v is not None})
+                for tag, tag_value in (value or {}).items():  # the gateway's headers win here too, as below
+                    if tag_value is not None:
+                        attrs.setdefault(f"tag:{tag}", str(tag_value))
             elif key not in ATTRIBUTION_KEYS:
                 raise ReservationError(400, f"attribution.{key} is not an attribution field (use "
                                             f"{', '.join(ATTRIBUTION_KEYS)} or tags; provider and model are "
