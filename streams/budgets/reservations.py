@@ -26,6 +26,7 @@ import gc
 import logging
 import time
 import secrets
+import sys
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -69,6 +70,24 @@ class ReservationError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+# A prompt in a body larger than this, or any prompt before a tokenizer is loaded (the first load takes 0.5-4 s), is
+# counted in a thread: tiktoken encodes without the GIL, so the event loop keeps answering decisions and smaller
+# reservations meanwhile. On the loop, one ~850 KB prompt took 0.5 s of the loop's CPU and held it 2 s (hostile32);
+# a small prompt stays on the loop, where counting costs less than the hop to a thread.
+COUNT_OFF_LOOP_BYTES = 32 * 1024
+
+
+async def _count_off_loop(body: dict[str, Any], size: int) -> int | None:
+    """The prompt's tokens counted in a thread when it is long, else None (`parse` counts it, or refuses the body)."""
+    prompt, model = body.get("prompt"), body.get("model")
+    if body.get("prompt_tokens") is not None or prompt is None or not isinstance(model, str) or not model:
+        return None
+    tokenizers = sys.modules.get("streams.metering.tokenizers")  # imported by the first count, not here (tiktoken)
+    if size <= COUNT_OFF_LOOP_BYTES and tokenizers is not None and tokenizers.get_encoding.cache_info().currsize:
+        return None
+    return await asyncio.to_thread(count_prompt_tokens, prompt, model)
 
 
 def _json(web: Any, body: dict[str, Any], status: int, **headers: str) -> Any:
@@ -386,7 +405,8 @@ class ReservationService:
         except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
             return 421, {"error": f"owner of partition {partition} at {url} unreachable: {exc}"}
 
-    def parse(self, body: dict[str, Any], query: Any, headers: Any) -> dict[str, Any]:
+    def parse(self, body: dict[str, Any], query: Any, headers: Any, counted: int | None = None) -> dict[str, Any]:
+        """The call a request describes; `counted`: its prompt's tokens when already counted (`_count_off_loop`)."""
         try:
             attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix)
         except ConflictingAttributes as exc:
@@ -423,7 +443,8 @@ class ReservationService:
             if body.get("prompt") is None:
                 raise ReservationError(400, "give prompt_tokens, or prompt (text or chat messages) to count")
             try:
-                prompt_tokens, estimated = count_prompt_tokens(body["prompt"], model), True
+                prompt_tokens = counted if counted is not None else count_prompt_tokens(body["prompt"], model)
+                estimated = True
             except WorstCaseError as exc:
                 raise ReservationError(exc.status, exc.reason) from None
         max_output = body.get("max_output_tokens")
@@ -472,7 +493,8 @@ class ReservationService:
                 body = provider_request(body, request.headers, ext_authz_path, self.settings.decision_header_prefix)
             # Envoy appends the client's own path and query to the prefix: that query is the end user's, so
             # only the gateway's <prefix>* headers attribute an ext_authz call (a `?team=` would pick the budget)
-            call = self.parse(body, {} if ext_authz_path is not None else request.query, request.headers)
+            counted = await _count_off_loop(body, len(raw))
+            call = self.parse(body, {} if ext_authz_path is not None else request.query, request.headers, counted)
             case = worst_case(self.book, call["provider"], call["model"], call["prompt_tokens"],
                               call["max_output_tokens"], org=call["attributes"].get("org"),
                               service_tier=call["service_tier"], prompt_estimated=call["estimated"])
