@@ -291,7 +291,11 @@ class Supervisor:
         self.echo(f"[2/{total}] starting worker (API http://{s.host}:{s.api_port}) ...")
         health = _http_ok(f"http://{s.host}:{s.api_port}/health")
         worker = self.spawn("worker", me + ["worker"], health, liveness=health)
-        warehouse = s.clickhouse_url or str(s.warehouse_path)
+        warehouse = str(s.warehouse_path)
+        if s.clickhouse_url:  # its password must not reach the terminal (hostile32); pyarrow is imported only then
+            from warehouse.backends import redact_url
+
+            warehouse = redact_url(s.clickhouse_url)
         endpoint_file = s.data_dir.resolve() / "warehouse.endpoint"
         loader_ready = (lambda: True) if s.clickhouse_url else endpoint_file.exists
         if not s.clickhouse_url:

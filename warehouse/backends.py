@@ -233,8 +233,11 @@ class ClickHouseBackend:
 
 
 def redact_url(url: str) -> str:
-    """Hide a password in a DSN before it reaches a log or an error message."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """Hide a password in a DSN before it reaches a log, an error message or CLI output: `user:password@` and a
+    `password=` (or `secret=`, `token=`, `key=`) query value, which ClickHouse's HTTP interface also reads."""
+    url = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&](?:password|passwd|pwd|secret|token|key|access_token)=)[^&#]*", r"\1***", url,
+                  flags=re.IGNORECASE)
 
 
 # The owner's HTTP endpoint ------------------------------------------------------------------------------
