@@ -2,8 +2,9 @@
 (`tokenmeter.enforcement`, compacted, one record per budget), in memory, in microseconds.
 
 A caller matches a decision when every dimension of the budget's scope equals the caller's attribute (tags as
-`tag:<key>`; one of its values when the request gave several). The most severe matching decision wins (block > throttle > allow); a decision whose `until` has
-passed no longer applies (the period ended even if no event arrived to say so).
+`tag:<key>`; one of its values when the request gave several). The most severe matching decision wins
+(block > throttle > allow); a decision whose `until` has passed no longer applies (the period ended even if no event
+arrived to say so).
 """
 
 from __future__ import annotations
@@ -78,12 +79,21 @@ class EnforcementView:
                 "limit": best.get("limit"), "metric": best.get("metric")}
 
 
-def attribute_values(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str) -> dict[str, set[str]]:
+def header_tag_form(key: str) -> str:
+    """A tag key as a header can carry it: HTTP lower-cases header names and proxies drop names with `_` (nginx by
+    default), so the tag `cost_center` arrives as `x-tokenmeter-tag-cost-center`."""
+    return key.lower().replace("_", "-")
+
+
+def attribute_values(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str,
+                     tag_keys: Mapping[str, set[str]] | None = None) -> dict[str, set[str]]:
     """Every value the request gives each caller attribute, from query parameters (`team=`, `tag:env=`) and headers
     (`x-tokenmeter-team`, `x-tokenmeter-tag-env`; `api-key` and `api_key` are one name); a dimension the query names
     is read from the query only, so a proxy can pin values it knows. Repeated names keep all their values: a
     gateway that overwrites the caller's header cannot know every other spelling or copy a client may add, and
-    reading only the last one let a client pick its own identity (hostile32)."""
+    reading only the last one let a client pick its own identity (hostile32). `tag_keys`: the budgets' scope tag
+    keys by `header_tag_form`; a tag header also reads as each of them, or a `tag:Env` / `tag:cost_center` scope could
+    never be matched from headers (hostile32)."""
     from_headers: dict[str, set[str]] = {}
     prefix = header_prefix.lower()
     for name, value in headers.items():
@@ -92,7 +102,9 @@ def attribute_values(query: Mapping[str, str], headers: Mapping[str, str], heade
             continue
         dim = lower[len(prefix):].replace("-", "_")
         if dim.startswith("tag_"):
-            from_headers.setdefault("tag:" + lower[len(prefix) + 4:], set()).add(value)
+            key = lower[len(prefix) + 4:]
+            for spelling in {key, *(tag_keys or {}).get(header_tag_form(key), ())}:
+                from_headers.setdefault("tag:" + spelling, set()).add(value)
         elif dim in QUERY_DIMENSIONS:
             from_headers.setdefault(dim, set()).add(value)
     from_query: dict[str, set[str]] = {}
@@ -106,10 +118,11 @@ class ConflictingAttributes(ValueError):
     """A request naming one dimension with several values, where one owner is needed (a reservation's hold)."""
 
 
-def attributes_from_request(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str) -> dict[str, str]:
+def attributes_from_request(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str,
+                            tag_keys: Mapping[str, set[str]] | None = None) -> dict[str, str]:
     """One value per caller attribute (`attribute_values`); ConflictingAttributes naming the dimensions given more
     than one (never their values: an api_key may be a key)."""
-    values = attribute_values(query, headers, header_prefix)
+    values = attribute_values(query, headers, header_prefix, tag_keys)
     repeated = sorted(dim for dim, given in values.items() if len(given) > 1)
     if repeated:
         raise ConflictingAttributes(f"{', '.join(repeated)} given more than one value (repeated header or query "

@@ -407,8 +407,10 @@ class ReservationService:
 
     def parse(self, body: dict[str, Any], query: Any, headers: Any, counted: int | None = None) -> dict[str, Any]:
         """The call a request describes; `counted`: its prompt's tokens when already counted (`_count_off_loop`)."""
+        router = getattr(self.service, "router", None)  # the scope tag keys a tag header may name
         try:
-            attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix)
+            attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix,
+                                            router.header_tag_keys if router is not None else None)
         except ConflictingAttributes as exc:
             raise ReservationError(400, str(exc)) from None
         attribution = body.get("attribution") or {}

@@ -360,7 +360,8 @@ class BudgetService:
             self.stats["not_ready_answers"] = self.stats.get("not_ready_answers", 0) + 1
             return self.not_ready_response(web, why)
         query = {} if client_path else request.query
-        attrs = attribute_values(query, request.headers, self.settings.decision_header_prefix)
+        attrs = attribute_values(query, request.headers, self.settings.decision_header_prefix,
+                                 self.router.header_tag_keys)
         body = self.view.decide(attrs)
         ignored = ignored_parameters(query)
         if ignored:  # said in the answer (and counted, logged once per set) rather than silently answered for less

@@ -75,3 +75,46 @@ def _values(query, headers, prefix):
     """Every value each dimension is given (`attribute_values`; before it, the one `attributes_from_request` kept)."""
     read = getattr(decisions, "attribute_values", decisions.attributes_from_request)
     return read(query, headers, prefix)
+
+
+def test_a_tag_header_finds_a_scope_whose_key_has_capitals_or_underscores():
+    """hostile32: HTTP lower-cases header names and nginx drops those with `_`, so a gateway sends
+    `x-tokenmeter-tag-cost-center` for the tag `cost_center` (and `...-tag-Env` arrives as `env`): a budget scoped
+    `tag:cost_center` or `tag:Env` was never matched from headers, so /v1/decision answered allow at its block and a
+    reservation held nothing for it. A tag header now also reads as every scope key of that header form."""
+    from streams.budgets import parse_budget
+    from streams.budgets.routing import BudgetRouter
+
+    budgets = [parse_budget({"name": n, "scope": scope, "limit": "1", "period": "day", "action": "block"})
+               for n, scope in (("cc", {"tag:cost_center": "cc1"}), ("env", {"tag:Env": "prod"}))]
+    router = BudgetRouter(budgets)
+    view = EnforcementView()
+    for budget in budgets:
+        view.update(budget.name, {"budget": budget.name, "action": "block", "scope": budget.scope})
+    cases = (("x-tokenmeter-tag-cost-center", "cc1", "cc"), ("X-Tokenmeter-Tag-Env", "prod", "env"),
+             ("x-tokenmeter-tag-cost_center", "cc1", "cc"))
+    for header, value, blocked_by in cases:
+        attrs = _tagged(CIMultiDict([(header, value)]), router)
+        assert view.decide(attrs).get("budget") == blocked_by, (header, attrs)
+    assert view.decide(_tagged(CIMultiDict([("x-tokenmeter-tag-env", "dev")]), router)) == {"action": "allow"}
+
+
+def _tagged(headers, router):
+    """attribute_values with the router's tag keys (before hostile32 it took none: then as it was)."""
+    try:
+        return decisions.attribute_values(MultiDict(), headers, PREFIX, router.header_tag_keys)
+    except (TypeError, AttributeError):
+        return decisions.attribute_values(MultiDict(), headers, PREFIX)
+
+
+def test_a_reservations_tag_header_reads_as_the_scopes_key_too(tmp_path):
+    from streams.budgets import parse_budget
+    from streams.budgets.routing import BudgetRouter
+
+    router = BudgetRouter([parse_budget({"name": "cc", "scope": {"tag:cost_center": "cc1"}, "limit": "1",
+                                         "period": "day", "action": "block"})])
+    service = SimpleNamespace(settings=Settings(data_dir=tmp_path), router=router)
+    body = {"provider": "openai", "model": "gpt-4o", "prompt_tokens": 10, "max_output_tokens": 10, "request_id": "r"}
+    call = ReservationService(service, book=None).parse(body, MultiDict(),
+                                                        CIMultiDict([("x-tokenmeter-tag-cost-center", "cc1")]))
+    assert call["attributes"]["tag:cost_center"] == "cc1" and router.budgets["cc"].matches(call["attributes"])
