@@ -58,7 +58,8 @@ def summary(since: str, source: str | None, stage: str | None, fmt: str) -> None
     each), with the first and last time; from the warehouse (works while `tokenmeter up` runs)."""
     import polars as pl
 
-    from app.deadletters_read import clip, for_terminal
+    from app.deadletters_read import clip
+    from tokenmeter.terminal_text import for_terminal
     from app.deadletters_summary import MAX_GROUPS, summary_rows
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
@@ -159,7 +160,8 @@ def replay(stage: str, since: str, source: str | None, reason_contains: str | No
     collectors. Only whole payloads (not cut, nothing redacted, matching their SHA-256); events already in the
     warehouse are skipped (already ok); a worker record that fails again becomes a new dead letter, a gateway
     record the collectors still reject is refused with their reason."""
-    from app.deadletters_read import Filters, for_terminal
+    from app.deadletters_read import Filters
+    from tokenmeter.terminal_text import for_terminal
     from app.deadletters_replay import REPLAY_TARGETS, Planner, candidate, not_replayable, publish, stored_ids
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse

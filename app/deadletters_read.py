@@ -22,6 +22,7 @@ from typing import Any, Callable
 import orjson
 
 from tokenmeter import topics
+from tokenmeter.terminal_text import for_terminal
 
 MAX_TEXT_CHARS = 500  # per value shown (a reason, a context value); a letter's builder clips reasons to 2,000
 MAX_KEYS = 40  # context fields shown per letter
@@ -170,15 +171,6 @@ def shown(item: Letter, payload_chars: int = MAX_PAYLOAD_CHARS) -> dict[str, Any
         out["more_fields"] = len(context) - MAX_KEYS
     out["payload"] = _shown_value(letter.get("payload"), payload_chars)
     return out
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if c not in (0x0a,)}
-_CONTROL[0x0a] = "\\n"
-
-
-def for_terminal(text: str) -> str:
-    """Text a person's terminal shows as text: control characters (ANSI escapes in a hostile reason) escaped."""
-    return text.translate(_CONTROL)
 
 
 def table_block(entry: dict[str, Any]) -> str:

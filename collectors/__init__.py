@@ -17,6 +17,7 @@ from typing import Any
 from collectors.attribution import DEFAULT_SELECTORS, AttributionMapping
 from collectors.decode import decode, refuse_top_level_scalar
 from collectors.detect import detect_dialect
+from collectors.encoded import sendable
 from collectors.dialects import DIALECTS, Dialect
 from collectors.errors import DialectError
 from collectors.providers import guess_provider, normalize_provider
@@ -26,8 +27,26 @@ from tokenmeter.events import UsageEvent
 
 def parse_record(record: Any, dialect: str | None = None, mapping: AttributionMapping | None = None,
                  encoded: bool = False) -> list[UsageEvent]:
-    """Events of one record in `dialect` (auto-detected when None). `encoded`: the dialect's batch form, whose
-    common-shape events are `EncodedEvent`s (already written; for callers that only publish them)."""
+    """Events of one record in `dialect` (auto-detected when None). `encoded`: the dialect's batch form, every
+    event an `EncodedEvent` (already written; for the collectors, which only publish them), one too large for a
+    Kafka message a record error like any other (the others kept in `partial`)."""
+    if not encoded:
+        return _parse(record, dialect, mapping, encoded)
+    try:
+        found = _parse(record, dialect, mapping, encoded)
+    except DialectError as exc:
+        kept, refused = sendable(exc.partial)
+        if refused:
+            raise DialectError("; ".join([exc.reason, *refused]), exc.path, kept, exc.failed + len(refused)) from None
+        exc.partial = kept
+        raise
+    kept, refused = sendable(found)
+    if refused:
+        raise DialectError("; ".join(refused), None, kept, len(refused))
+    return kept
+
+
+def _parse(record: Any, dialect: str | None, mapping: AttributionMapping | None, encoded: bool) -> list[UsageEvent]:
     if encoded and dialect in DIALECTS:  # the dialect decodes (its batch form may read protobuf as it is)
         return DIALECTS[dialect].parse(record, mapping, encoded)
     record = decode(record)

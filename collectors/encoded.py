@@ -22,7 +22,14 @@ from typing import Any
 
 import orjson
 
-from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS, PARTITION_DIMENSIONS
+from tokenmeter.events import (EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS, PARTITION_DIMENSIONS, UsageEvent,
+                               partition_key)
+from tokenmeter.microbatch import MAX_MESSAGE_BYTES
+
+# An event is sent as a message of its own at worst: with its partition key (an attribution value, so a 700 KB team
+# is in the message twice) it must fit the sink's 1 MiB producer request and Kafka's default message.max.bytes.
+# Past it the producer refused the message and the sink took that for an unavailable broker (hostile32).
+MAX_SENDABLE_EVENT_BYTES = MAX_MESSAGE_BYTES
 
 
 class EncodedEvent:
@@ -42,6 +49,24 @@ class EncodedEvent:
 def encoded_event(fields: dict[str, Any]) -> EncodedEvent:
     """`fields`: the event's JSON form in model order, None fields left out, attribution a plain dict."""
     return EncodedEvent(fields["event_id"], attribution_key(fields["attribution"]), kept_copy(orjson.dumps(fields)))
+
+
+def sendable(events: list[Any]) -> tuple[list[Any], list[str]]:
+    """(the events that fit one Kafka message, written as EncodedEvents; why each other one does not). A model is
+    written here instead of in the sink, so this costs no second encoding."""
+    kept: list[Any] = []
+    refused: list[str] = []
+    for event in events:
+        if isinstance(event, UsageEvent):
+            event = EncodedEvent(event.event_id, partition_key(event), event.model_dump_json(exclude_none=True).encode())
+        size = len(event.key) + len(event.json) + 2  # the message's key and its one-event array
+        if size <= MAX_SENDABLE_EVENT_BYTES:
+            kept.append(event)
+        else:
+            refused.append(f"event too large to send: {size} bytes (its JSON and partition key), at most "
+                           f"{MAX_SENDABLE_EVENT_BYTES} (event_id {event.event_id[:100]!r}; a long attribution "
+                           "value, tags or content)")
+    return kept, refused
 
 
 def kept_copy(written: bytes) -> bytes:

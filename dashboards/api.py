@@ -181,13 +181,18 @@ def budgets():
 
 @api_blueprint.get("/budgets/<name>")
 def budget(name: str):
-    from dashboards.budgets_data import alert_history, budget_history, status_json
+    from dashboards.budgets_data import alert_history, budget_history, budget_periods, status_json
 
     _reads("period_key")
+    period_key = flask.request.args.get("period_key")
     with scoped_warehouse() as wh:
-        history = budget_history(wh, name, flask.request.args.get("period_key"))
+        history = budget_history(wh, name, period_key)
         if not history:
-            return flask.jsonify({"error": f"no budget {name!r} visible to you"}), 404
+            periods = budget_periods(wh, name) if period_key is not None else []
+            if periods:  # the budget is there: the period is not (until hostile32 this said the budget was not)
+                return flask.jsonify({"error": f"budget {name!r} has no period {period_key[:100]!r} (its periods, "
+                                               f"newest first: {', '.join(periods)})"}), 404
+            return flask.jsonify({"error": f"no budget {name[:200]!r} visible to you"}), 404
         alerts = alert_history(wh, name)
     return _json({"budget": name, "history": [status_json(s) for s in history], "alerts": alerts})
 

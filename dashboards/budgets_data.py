@@ -102,6 +102,13 @@ def budget_history(wh: Any, budget: str, period_key: str | None = None) -> list[
     return [_status(r) for r in run(wh.query, sql, params).iter_rows(named=True)]
 
 
+def budget_periods(wh: Any, budget: str, limit: int = 12) -> list[str]:
+    """The periods one budget has records of, newest first (at most `limit`): empty when none is visible."""
+    sql = (f"SELECT period_key, max(updated_at) AS at FROM budget_status WHERE budget = {{budget:String}} AND "
+           f"{budget_condition(wh)} GROUP BY period_key ORDER BY at DESC LIMIT {int(limit)}")
+    return [r["period_key"] for r in run(wh.query, sql, {"budget": budget}).iter_rows(named=True)]
+
+
 def alert_history(wh: Any, budget: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Budget alerts, newest first, with how each delivery route fared."""
     team_cond = wh.team_condition("a.scope['team']")

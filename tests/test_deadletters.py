@@ -120,3 +120,22 @@ def test_hostile_payloads_with_credentials_stay_bounded_and_deliverable():
         for secret in (SECRETS[0], SECRETS[4], "abc123def"):
             assert secret.encode() not in encoded
     assert "Bearer [REDACTED]" in deadletters.dead_letter("r", free_text, "c")["payload"]
+
+
+def test_a_credential_in_a_logged_url_query_is_redacted():
+    """hostile32: Kong's key-auth reads a key from the query string (`key_names: apikey`, `?apikey=<key>`), and
+    Kong logs the request's `url` and `upstream_uri` with that query, APISIX its `request.url` / `uri`: the
+    `querystring` object was redacted by name, the same key in the URL strings went into the dead letter as sent."""
+    entry = json.loads((PAYLOADS / "kong" / "v2_log_format_openai_gpt4o.json").read_text())
+    entry["request"]["url"] = f"http://kong:8000/openai?apikey={SECRETS[1]}&stream=false"
+    entry["request"]["querystring"] = {"apikey": SECRETS[1], "stream": "false"}
+    entry["upstream_uri"] = f"/v1/chat/completions?x=1&api_key={SECRETS[4]}#frag"
+    entry["ai"] = "not an object"
+    for letter in _collector_letters(entry, "kong"):
+        _assert_no_secret(letter)
+        assert letter["payload"]["request"]["url"] == "http://kong:8000/openai?apikey=[REDACTED]&stream=false"
+        assert letter["payload"]["upstream_uri"] == "/v1/chat/completions?x=1&api_key=[REDACTED]#frag"
+    reason = deadletters.dead_letter(f"cannot fetch /v1/models?token={SECRETS[0]}: 401", None, "collector")["reason"]
+    assert SECRETS[0] not in reason
+    assert deadletters.dead_letter("bad", "/v1/usage?prompt_tokens=12&x=1", "c")["payload"] == \
+        "/v1/usage?prompt_tokens=12&x=1"  # a count named like a credential's ending is no credential

@@ -1,6 +1,6 @@
 """`tokenmeter up` never prints a secret it was given (walk32): a ClickHouse URL carries its password
 (`http://user:pass@host:8123/db`, docs/reference.md's own example), and `up` echoed it whole in
-"starting loader into ...". Real process; its output read until that line, then stopped."""
+"starting loader into ..." (hostile32 found it too). Real process; its output read until that line, then stopped."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from process_support import wait_for
 from tokenmeter.settings import free_port
+from warehouse.backends import redact_url
 
+pytestmark = pytest.mark.slow(seconds=10)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,3 +46,9 @@ def test_up_does_not_print_the_clickhouse_password(tmp_path):
     logs = tmp_path / "data" / "logs"
     for path in logs.glob("*.log") if logs.exists() else []:
         assert "walk32pw" not in path.read_text(errors="replace"), path
+
+
+def test_a_password_in_the_query_is_masked_too():
+    """ClickHouse's HTTP interface reads `?password=` too (hostile32)."""
+    assert redact_url("http://h:8123/db?user=u&password=pw1&x=1") == "http://h:8123/db?user=u&password=***&x=1"
+    assert redact_url("https://u:pw1@h/db") == "https://u:***@h/db"

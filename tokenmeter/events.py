@@ -21,10 +21,12 @@ import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeFloat,
     PlainSerializer,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -67,7 +69,19 @@ MAX_EVENT_FUTURE = timedelta(seconds=float(os.environ.get("TOKENMETER_MAX_EVENT_
 # (10M tokens), so no real call comes near it, and sums of such counts cannot overflow the warehouse's
 # 128-bit sums. A larger value (2^64-1 from a broken gateway) is a dead letter, never summed.
 MAX_TOKENS = 10**12
-TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1: a count or a duration of `true` is a broken producer, refused as the
+    # gateway dialects refuse it (collectors/coerce.py), not one token (hostile32)
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got boolean {str(value).lower()}")
+    return value
+
+
+NotBoolean = BeforeValidator(_not_a_boolean)
+TokenCount = Annotated[int, NotBoolean, Field(ge=0, le=MAX_TOKENS)]
+Duration = Annotated[NonNegativeFloat, NotBoolean]
 
 
 # A cost a provider or router reported for one call (OpenRouter's usage.cost): at most this much, kept to 12
@@ -127,7 +141,7 @@ class Usage(_Strict):
     output_tokens: TokenCount = 0  # reasoning included
     reasoning_tokens: TokenCount = 0  # part of output_tokens
     # Billable server-side tool requests of the call by kind (not tokens; priced per request). None when none.
-    tool_requests: dict[ToolRequestKind, Annotated[int, Field(ge=0, le=MAX_TOOL_REQUESTS)]] | None = None
+    tool_requests: dict[ToolRequestKind, Annotated[int, NotBoolean, Field(ge=0, le=MAX_TOOL_REQUESTS)]] | None = None
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> "Usage":
@@ -204,9 +218,10 @@ class UsageEvent(_Strict):
     attribution: Attribution = Field(default_factory=Attribution)
     usage: Usage | None = None
     content: Content | None = None
-    latency_ms: NonNegativeFloat | None = None
-    ttft_ms: NonNegativeFloat | None = None
-    batch: bool = False
+    latency_ms: Duration | None = None
+    ttft_ms: Duration | None = None
+    # true or false only: lax mode took 1, "yes", "on" as true, a call priced at batch rates (half price) silently
+    batch: StrictBool = False
     service_tier: str | None = None
     # Set by a collector when the source format is ambiguous and the usage was read under an assumption (e.g.
     # `litellm-cache-writes-in-prompt`): the event is metered with the best rule and this says which, so such

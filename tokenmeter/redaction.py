@@ -157,6 +157,9 @@ def _quoted_pair(quote: str) -> re.Pattern[str]:
 
 _QUOTED_PAIRS = (_quoted_pair('"'), _quoted_pair("'"))
 _HEADER_LINE = re.compile(r'(?im)^[ \t]*([A-Za-z0-9_.-]{1,100})[ \t]*[:=][ \t]*(\S[^\r\n]{0,4000})')
+# A URL's query pair (`?apikey=...`, `&access_token=...`): Kong's key-auth takes its key from the query string and
+# Kong / APISIX log the URL with it (hostile32). The value ends at the next pair, fragment, quote or white space.
+_QUERY_PAIR = re.compile(r'[?&;]([A-Za-z0-9_.-]{1,100})=([^&#;\s"\'<>]++)')
 _BEARER = re.compile(r'(?i)\b(Bearer)\s+[A-Za-z0-9._~+/=:-]{6,}')
 _KEY_LIKE = re.compile(r'\b(?:sk|pk|rk)-[A-Za-z0-9_-]{8,}|\bAIza[0-9A-Za-z_-]{20,}')
 
@@ -186,6 +189,13 @@ def _redact_text(text: str) -> tuple[str, int]:
         count += 1
         return match.group(0)[:match.start(2) - match.start(0)] + REDACTED
 
+    def query_pair(match: re.Match[str]) -> str:
+        nonlocal count
+        if not is_credential_name(match.group(1)) or match.group(2).startswith(REDACTED):
+            return match.group(0)
+        count += 1
+        return match.group(0)[:match.start(2) - match.start(0)] + REDACTED
+
     def token(match: re.Match[str]) -> str:
         nonlocal count
         count += 1
@@ -194,6 +204,7 @@ def _redact_text(text: str) -> tuple[str, int]:
     for pattern in _QUOTED_PAIRS:
         text = pattern.sub(name_value, text)
     text = _HEADER_LINE.sub(header_line, text)
+    text = _QUERY_PAIR.sub(query_pair, text)
     text = _BEARER.sub(token, text)
     text = _KEY_LIKE.sub(token, text)
     return text, count
@@ -201,5 +212,8 @@ def _redact_text(text: str) -> tuple[str, int]:
 
 def redact_url(url: str) -> str:
     """Hide the password of a URL's user info (a ClickHouse DSN) before it reaches output, a log or an error; up to
-    the last `@` before the path, so a password holding `@` is hidden whole."""
-    return re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", url)
+    the last `@` before the path, so a password holding `@` is hidden whole. A `password=` (or `secret=`, `token=`,
+    `key=`) query value, which ClickHouse's HTTP interface also reads, is hidden too (hostile32)."""
+    url = re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", url)
+    return re.sub(r"([?&](?:password|passwd|pwd|secret|token|key|access_token)=)[^&#]*", r"\1***", url,
+                  flags=re.IGNORECASE)

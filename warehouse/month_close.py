@@ -43,6 +43,11 @@ SCHEMA = pa.schema([("day", pa.timestamp("s", tz="UTC")), ("provider", pa.string
                     ("unpriced_events", pa.int64()), ("corrects", pa.string())])
 
 
+class NotKeptByTheClose(WarehouseError, ValueError):
+    """A closed month asked for by a dimension its close did not keep: the caller's choice to change (the dashboard
+    API answers 400, hostile32; it answered 500 as if the books were damaged), a WarehouseError for the CLI."""
+
+
 def closes_dir(settings: Any) -> Path:
     return Path(settings.data_dir).resolve() / "closes"
 
@@ -290,7 +295,7 @@ def month_charges(wh, directory: Path | None, month: str, start: datetime, end: 
             live = _net_of_booked(live, booked, month, dims, by_day)
     unknown = [d for d in dims if not (is_tag(d) or d in GRAIN)]
     if frozen and unknown:
-        raise WarehouseError(f"closed months keep {', '.join(GRAIN)} and tags; cannot group or allocate "
+        raise NotKeptByTheClose(f"closed months keep {', '.join(GRAIN)} and tags; cannot group or allocate "
                              f"{month} by {', '.join(unknown)}")
     sums = _cut(frozen, dims, by_day)
     names = (["day"] if by_day else []) + ["provider", "model", *dims, "part", "corrects"]

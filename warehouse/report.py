@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import polars as pl
 
+from tokenmeter.terminal_text import for_terminal
+
 FORMATS = ("table", "json", "csv")
 
 
@@ -90,20 +92,20 @@ def render_report(df: pl.DataFrame, fmt: str = "table", *, total: bool = False) 
 
         return spreadsheet_csv(df.columns, [[safe_text(v) if isinstance(v, str) else _text(v) for v in row]
                                             for row in rows])
-    cells = [[_text(v) if v != "" else "(none)" for v in row] for row in rows]
+    cells = [[for_terminal(_text(v)) if v != "" else "(none)" for v in row] for row in rows]  # gateways' text
     _say_unpriced(df.columns, rows, cells)
     totals = _total_row(df, rows) if total else None
     sums = None if totals is None else [_text(v) for v in totals]
     if totals is not None:
         _say_unpriced(df.columns, [totals], [sums])  # a total of unpriced calls only is unpriced too
-    widths = [max([len(name)] + [len(row[i]) for row in cells + ([sums] if sums else [])])
+    widths = [max([len(for_terminal(name))] + [len(row[i]) for row in cells + ([sums] if sums else [])])
               for i, name in enumerate(df.columns)]
     right = [_is_numeric(dtype) for dtype in df.dtypes]
 
     def line(values: list[str]) -> str:
         return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
 
-    lines = [line(list(df.columns)), line(["-" * w for w in widths])]
+    lines = [line([for_terminal(name) for name in df.columns]), line(["-" * w for w in widths])]
     lines += [line(row) for row in cells]
     if sums is not None:
         lines += [line(["-" * w for w in widths]), line(sums)]

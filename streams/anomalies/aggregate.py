@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from math import log1p
 
 from tokenmeter.call_keys import call_keys
+from tokenmeter.events import MAX_TOKENS
 
 PICO = 10**12
 SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
@@ -42,6 +43,28 @@ def parse_pico(value) -> int:
         raise BadEvent(f"cost_usd {value!r} is not a decimal")
     amount = int(whole or "0") * PICO + int(frac)
     return -amount if negative else amount
+
+
+# The contract's bounds (tokenmeter.events; the loader letters what is outside them). Folded in, a 10^19-token or
+# 40-digit-cost event from any producer to the priced topic made the saved state an integer past 64 bits that orjson
+# cannot write: the detector exited, restarted from the same offsets and exited again (hostile32).
+MAX_COST_PICO = 10**6 * PICO  # the warehouse's Decimal(18,12) holds costs below 1,000,000 USD
+
+
+def _amounts(event: dict) -> tuple[int, int, int]:
+    """(input tokens, output tokens, cost in pico-dollars) of a priced event; BadEvent outside the contract."""
+    usage = event.get("usage") or {}
+    counts = []
+    for name in ("input_tokens", "output_tokens"):
+        count = usage.get(name) or 0
+        if type(count) is not int or not 0 <= count <= MAX_TOKENS:
+            raise BadEvent(f"usage.{name} {str(count)[:40]!r} is not a token count (0..{MAX_TOKENS})")
+        counts.append(count)
+    cost = event.get("cost_usd")
+    cost_pico = parse_pico(cost) if cost and cost != "0.000000000000" else 0
+    if abs(cost_pico) >= MAX_COST_PICO:
+        raise BadEvent(f"cost_usd {str(cost)[:40]!r} is outside the warehouse's range (below 1,000,000 USD)")
+    return counts[0], counts[1], cost_pico
 
 
 def pico_to_str(amount: int) -> str:
@@ -108,6 +131,7 @@ class BucketAggregator:
         return seconds - seconds % 60
 
     def add(self, event: dict, bucket: int, minute: int = -1) -> None:
+        tin, tout, cost_pico = _amounts(event)  # first: a bad event changes nothing, not even the dedupe set
         event_id = event.get("event_id")
         if event_id is not None:
             seen = self.seen.get(bucket)
@@ -137,9 +161,6 @@ class BucketAggregator:
         model = event.get("model") or ""
         key = (bucket, attribution.get("team"), attribution.get("project"), attribution.get("user"),
                attribution.get("api_key"), attribution.get("feature"), model, error, unpriced)
-        usage = event.get("usage") or {}
-        cost = event.get("cost_usd")
-        cost_pico = parse_pico(cost) if cost and cost != "0.000000000000" else 0
         open_bucket = self.open.get(bucket)
         if open_bucket is None:
             open_bucket = self.open[bucket] = {}
@@ -148,8 +169,6 @@ class BucketAggregator:
             agg = open_bucket[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0]
         if minute >= bucket:  # (a late event counted in a later bucket marks no minute of it)
             agg[MINUTES] |= 1 << ((minute - bucket) // 60)
-        tin = usage.get("input_tokens") or 0
-        tout = usage.get("output_tokens") or 0
         agg[REQ] += 1
         if error:
             self.errors += 1

@@ -2,8 +2,9 @@
 (`tokenmeter.enforcement`, compacted, one record per budget), in memory, in microseconds.
 
 A caller matches a decision when every dimension of the budget's scope equals the caller's attribute (tags as
-`tag:<key>`). The most severe matching decision wins (block > throttle > allow); a decision whose `until` has
-passed no longer applies (the period ended even if no event arrived to say so).
+`tag:<key>`; one of its values when the request gave several). The most severe matching decision wins
+(block > throttle > allow); a decision whose `until` has passed no longer applies (the period ended even if no event
+arrived to say so).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ QUERY_DIMENSIONS = ("org", "team", "project", "user", "api_key", "feature", "mod
 
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _given(attribute: str | set[str] | None, value: Any) -> bool:
+    return value in attribute if isinstance(attribute, set) else attribute == value
 
 
 class EnforcementView:
@@ -45,7 +50,9 @@ class EnforcementView:
             except orjson.JSONDecodeError:
                 continue
 
-    def decide(self, attributes: Mapping[str, str], now: datetime | None = None) -> dict[str, Any]:
+    def decide(self, attributes: Mapping[str, str | set[str]], now: datetime | None = None) -> dict[str, Any]:
+        """The most severe decision of a budget whose scope the caller matches; a dimension given several values
+        (`attribute_values`) matches with any of them, so a second value can only make the answer stricter."""
         now = now or datetime.now(timezone.utc)
         best: dict[str, Any] | None = None
         for budget, record in self.records.items():
@@ -56,7 +63,7 @@ class EnforcementView:
             if until is not None and until <= now:
                 continue
             scope = record.get("scope") or {}
-            if any(attributes.get(dim) != value for dim, value in scope.items()):
+            if not all(_given(attributes.get(dim), value) for dim, value in scope.items()):
                 continue
             if best is None or SEVERITY[action] > SEVERITY[best["action"]] or (
                     action == best["action"] and (record.get("until") or "") > (best.get("until") or "")):
@@ -72,10 +79,22 @@ class EnforcementView:
                 "limit": best.get("limit"), "metric": best.get("metric")}
 
 
-def attributes_from_request(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str) -> dict[str, str]:
-    """Caller attributes from query parameters (`team=`, `tag:env=`) and headers (`x-tokenmeter-team`,
-    `x-tokenmeter-tag-env`); query parameters win, so a proxy can pin values it knows."""
-    out: dict[str, str] = {}
+def header_tag_form(key: str) -> str:
+    """A tag key as a header can carry it: HTTP lower-cases header names and proxies drop names with `_` (nginx by
+    default), so the tag `cost_center` arrives as `x-tokenmeter-tag-cost-center`."""
+    return key.lower().replace("_", "-")
+
+
+def attribute_values(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str,
+                     tag_keys: Mapping[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """Every value the request gives each caller attribute, from query parameters (`team=`, `tag:env=`) and headers
+    (`x-tokenmeter-team`, `x-tokenmeter-tag-env`; `api-key` and `api_key` are one name); a dimension the query names
+    is read from the query only, so a proxy can pin values it knows. Repeated names keep all their values: a
+    gateway that overwrites the caller's header cannot know every other spelling or copy a client may add, and
+    reading only the last one let a client pick its own identity (hostile32). `tag_keys`: the budgets' scope tag
+    keys by `header_tag_form`; a tag header also reads as each of them, or a `tag:Env` / `tag:cost_center` scope could
+    never be matched from headers (hostile32)."""
+    from_headers: dict[str, set[str]] = {}
     prefix = header_prefix.lower()
     for name, value in headers.items():
         lower = name.lower()
@@ -83,13 +102,32 @@ def attributes_from_request(query: Mapping[str, str], headers: Mapping[str, str]
             continue
         dim = lower[len(prefix):].replace("-", "_")
         if dim.startswith("tag_"):
-            out["tag:" + lower[len(prefix) + 4:]] = value
+            key = lower[len(prefix) + 4:]
+            for spelling in {key, *(tag_keys or {}).get(header_tag_form(key), ())}:
+                from_headers.setdefault("tag:" + spelling, set()).add(value)
         elif dim in QUERY_DIMENSIONS:
-            out[dim] = value
+            from_headers.setdefault(dim, set()).add(value)
+    from_query: dict[str, set[str]] = {}
     for name, value in query.items():
         if value and (name in QUERY_DIMENSIONS or name.startswith("tag:")):
-            out[name] = value
-    return out
+            from_query.setdefault(name, set()).add(value)
+    return {**from_headers, **from_query}
+
+
+class ConflictingAttributes(ValueError):
+    """A request naming one dimension with several values, where one owner is needed (a reservation's hold)."""
+
+
+def attributes_from_request(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str,
+                            tag_keys: Mapping[str, set[str]] | None = None) -> dict[str, str]:
+    """One value per caller attribute (`attribute_values`); ConflictingAttributes naming the dimensions given more
+    than one (never their values: an api_key may be a key)."""
+    values = attribute_values(query, headers, header_prefix, tag_keys)
+    repeated = sorted(dim for dim, given in values.items() if len(given) > 1)
+    if repeated:
+        raise ConflictingAttributes(f"{', '.join(repeated)} given more than one value (repeated header or query "
+                                    "parameter, or the api-key and api_key spellings): one caller, one value each")
+    return {dim: next(iter(given)) for dim, given in values.items()}
 
 
 ANSWER_PARAMETERS = ("throttle_status",)  # how to answer, not who is asking

@@ -27,6 +27,7 @@ import gc
 import logging
 import time
 import secrets
+import sys
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -40,7 +41,7 @@ from tokenmeter import topics
 from tokenmeter.events import Attribution
 from tokenmeter.records import iso, money
 
-from .decisions import attributes_from_request, ignored_headers, ignored_parameters
+from .decisions import ConflictingAttributes, attributes_from_request, ignored_headers, ignored_parameters
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
 from .looplag import GcPauses, LoopLagProbe
@@ -72,6 +73,24 @@ class ReservationError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+# A prompt in a body larger than this, or any prompt before a tokenizer is loaded (the first load takes 0.5-4 s), is
+# counted in a thread: tiktoken encodes without the GIL, so the event loop keeps answering decisions and smaller
+# reservations meanwhile. On the loop, one ~850 KB prompt took 0.5 s of the loop's CPU and held it 2 s (hostile32);
+# a small prompt stays on the loop, where counting costs less than the hop to a thread.
+COUNT_OFF_LOOP_BYTES = 32 * 1024
+
+
+async def _count_off_loop(body: dict[str, Any], size: int) -> int | None:
+    """The prompt's tokens counted in a thread when it is long, else None (`parse` counts it, or refuses the body)."""
+    prompt, model = body.get("prompt"), body.get("model")
+    if body.get("prompt_tokens") is not None or prompt is None or not isinstance(model, str) or not model:
+        return None
+    tokenizers = sys.modules.get("streams.metering.tokenizers")  # imported by the first count, not here (tiktoken)
+    if size <= COUNT_OFF_LOOP_BYTES and tokenizers is not None and tokenizers.get_encoding.cache_info().currsize:
+        return None
+    return await asyncio.to_thread(count_prompt_tokens, prompt, model)
 
 
 def _json(web: Any, body: dict[str, Any], status: int, **headers: str) -> Any:
@@ -389,7 +408,8 @@ class ReservationService:
         except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
             return 421, {"error": f"owner of partition {partition} at {url} unreachable: {exc}"}
 
-    def parse(self, body: dict[str, Any], query: Any, headers: Any) -> dict[str, Any]:
+    def parse(self, body: dict[str, Any], query: Any, headers: Any, counted: int | None = None) -> dict[str, Any]:
+        """The call a request describes; `counted`: its prompt's tokens when already counted (`_count_off_loop`)."""
         for key in body:
             # refused, not dropped (walk32): `attribtion` was dropped and the call admitted with no attribution,
             # past every team's hard budget; `attribution.<typo>` was refused already
@@ -403,7 +423,12 @@ class ReservationService:
             raise ReservationError(400, f"{', '.join(unread)}: not an attribution header or parameter (use "
                                         f"{self.settings.decision_header_prefix}<{'|'.join(ATTRIBUTION_KEYS)}>, "
                                         f"{self.settings.decision_header_prefix}tag-<name>, or the body's attribution)")
-        attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix)
+        router = getattr(self.service, "router", None)  # the scope tag keys a tag header may name
+        try:
+            attrs = attributes_from_request(query, headers, self.settings.decision_header_prefix,
+                                            router.header_tag_keys if router is not None else None)
+        except ConflictingAttributes as exc:
+            raise ReservationError(400, str(exc)) from None
         attribution = body.get("attribution") or {}
         if not isinstance(attribution, dict):
             raise ReservationError(400, "attribution must be an object (team, user, ..., tags)")
@@ -413,7 +438,9 @@ class ReservationService:
             if key == "tags":
                 if value is not None and not isinstance(value, dict):
                     raise ReservationError(400, "attribution.tags must be an object of strings ({\"env\": \"prod\"})")
-                attrs.update({f"tag:{k}": str(v) for k, v in (value or {}).items() if v is not None})
+                for tag, tag_value in (value or {}).items():  # the gateway's headers win here too, as below
+                    if tag_value is not None:
+                        attrs.setdefault(f"tag:{tag}", str(tag_value))
             elif key not in ATTRIBUTION_KEYS:
                 raise ReservationError(400, f"attribution.{key} is not an attribution field (use "
                                             f"{', '.join(ATTRIBUTION_KEYS)} or tags; provider and model are "
@@ -434,7 +461,8 @@ class ReservationService:
             if body.get("prompt") is None:
                 raise ReservationError(400, "give prompt_tokens, or prompt (text or chat messages) to count")
             try:
-                prompt_tokens, estimated = count_prompt_tokens(body["prompt"], model), True
+                prompt_tokens = counted if counted is not None else count_prompt_tokens(body["prompt"], model)
+                estimated = True
             except WorstCaseError as exc:
                 raise ReservationError(exc.status, exc.reason) from None
         max_output = body.get("max_output_tokens")
@@ -483,7 +511,8 @@ class ReservationService:
                 body = provider_request(body, request.headers, ext_authz_path, self.settings.decision_header_prefix)
             # Envoy appends the client's own path and query to the prefix: that query is the end user's, so
             # only the gateway's <prefix>* headers attribute an ext_authz call (a `?team=` would pick the budget)
-            call = self.parse(body, {} if ext_authz_path is not None else request.query, request.headers)
+            counted = await _count_off_loop(body, len(raw))
+            call = self.parse(body, {} if ext_authz_path is not None else request.query, request.headers, counted)
             case = worst_case(self.book, call["provider"], call["model"], call["prompt_tokens"],
                               call["max_output_tokens"], org=call["attributes"].get("org"),
                               service_tier=call["service_tier"], prompt_estimated=call["estimated"])

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import orjson
 
+from .decisions import header_tag_form
 from .model import Budget
 
 MAX_ENTRIES_PER_MESSAGE = 5000  # keeps messages far below Kafka's 1 MB default (~80 bytes per entry)
@@ -42,6 +43,13 @@ class BudgetRouter:
         # only) are checked for every event. `matches` still checks the whole scope.
         self._index: dict[str, dict[str, list[Budget]]] = defaultdict(lambda: defaultdict(list))
         self._always: list[Budget] = []
+        # Scope tag keys by the form a header carries them in (decisions.header_tag_form): `tag:cost_center` and
+        # `tag:Env` must be found from `x-tokenmeter-tag-cost-center` / `...-tag-env` (hostile32).
+        self.header_tag_keys: dict[str, set[str]] = {}
+        for budget in self.budgets.values():
+            for key in budget.scope:
+                if key.startswith("tag:"):
+                    self.header_tag_keys.setdefault(header_tag_form(key[4:]), set()).add(key[4:])
         for budget in self.budgets.values():
             plain = sorted((k, v) for k, v in budget.scope.items() if not k.startswith("tag:"))
             if plain:

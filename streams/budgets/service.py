@@ -24,7 +24,7 @@ import orjson
 
 from tokenmeter import topics
 
-from .decisions import (QUERY_DIMENSIONS, EnforcementView, attributes_from_request, http_status, ignored_headers,
+from .decisions import (QUERY_DIMENSIONS, EnforcementView, attribute_values, http_status, ignored_headers,
                         ignored_parameters)
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.gaps import OffsetGaps
@@ -366,7 +366,8 @@ class BudgetService:
             self.stats["not_ready_answers"] = self.stats.get("not_ready_answers", 0) + 1
             return self.not_ready_response(web, why)
         query = {} if client_path else request.query
-        attrs = attributes_from_request(query, request.headers, self.settings.decision_header_prefix)
+        attrs = attribute_values(query, request.headers, self.settings.decision_header_prefix,
+                                 self.router.header_tag_keys)
         body = self.view.decide(attrs)
         ignored = ignored_parameters(query)
         if ignored:  # said in the answer (and counted, logged once per set) rather than silently answered for less

@@ -285,4 +285,19 @@ def test_every_documented_parameter_is_still_read(app_and_warehouse):
                  "budgets", "budgets/alpha-monthly?period_key=x", "me"):
         response = client.get(f"/api/v1/{path}", headers=FIN)
         assert response.status_code in (200, 404), (path, response.data[:300])
-        assert response.status_code == 200 or "visible to you" in response.get_json()["error"], path
+        assert response.status_code == 200 or "visible to you" in response.get_json()["error"] \
+            or "has no period 'x'" in response.get_json()["error"], path
+
+
+def test_a_period_a_visible_budget_does_not_have_is_named_as_such(app_and_warehouse):
+    """hostile32: `/api/v1/budgets/<name>?period_key=<unknown>` answered 404 "no budget '<name>' visible to you" for
+    a budget the user sees: a false statement (and the same words another team's budget gets). It now says the
+    period is unknown and which periods the budget has; another team's budget still gets the first answer."""
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    answer = client.get("/api/v1/budgets/alpha-monthly?period_key=%27%20OR%201%3D1", headers=ALPHA)
+    assert answer.status_code == 404 and "visible" not in answer.get_json()["error"], answer.get_json()
+    assert "has no period \"' OR 1=1\"" in answer.get_json()["error"], answer.get_json()
+    assert datetime.now(timezone.utc).strftime("%Y-%m") in answer.get_json()["error"]  # the periods it has
+    other = client.get("/api/v1/budgets/beta-monthly?period_key=x", headers=ALPHA)
+    assert other.status_code == 404 and "no budget 'beta-monthly' visible to you" in other.get_json()["error"]

@@ -709,3 +709,27 @@ def test_a_team_user_on_reconciliation_reads_finance_only_not_empty_findings(app
     text = response.get_data(as_text=True)
     assert "finance only" in text
     assert "No call was seen by two sources" not in text and "No provider usage reports" not in text, text[:2000]
+
+
+def test_api_export_of_a_closed_month_by_a_dimension_it_does_not_keep_is_a_400(app_and_warehouse, tmp_path):
+    """hostile32: `/api/v1/export?month=<closed>&group_by=model` answered 500 (as if the books were damaged) with a
+    message that names the client's choice: closed months keep org, team, project, user, api_key, feature and tags.
+    A parameter the closed month cannot be cut by is the client's to change: 400, the same words."""
+    import shutil
+
+    from warehouse.month_close import close_month, month_of
+
+    app, warehouse = app_and_warehouse
+    closes, start = _closes_and_month(app, 191)
+    first = start + timedelta(hours=8)
+    month = month_of(first)
+    try:
+        warehouse.insert_priced([{**_event(701, first + timedelta(days=2), 10), "attribution": {"team": "kept"}}])
+        close_month(warehouse, closes, month, closed_by="cfo", finance_files=(_kept_team_centers(tmp_path), None))
+        client = _finance_client(app)
+        assert client.get(f"/api/v1/export?month={month}&format=focus&group_by=team").status_code == 200
+        answer = client.get(f"/api/v1/export?month={month}&format=focus&group_by=model")
+        assert answer.status_code == 400 and answer.is_json, answer.data[:200]
+        assert "closed months keep" in answer.get_json()["error"] and "by model" in answer.get_json()["error"]
+    finally:
+        shutil.rmtree(closes / month, ignore_errors=True)

@@ -260,3 +260,25 @@ def test_one_incident_is_alerted_on_its_narrowest_scope():
     assert all("Part of the anomaly of api_key k1" in u.record["explanation"] for u in quiet)
     closes = [u for u in updates if u.action == "close" and u.record["kind"] == "spend_rate"]
     assert [u.record["scope_dim"] for u in closes if u.notify] == ["api_key"]  # no resolve for the quiet ones
+
+
+def test_out_of_contract_amounts_are_bad_events_and_the_state_still_saves():
+    """hostile32: a priced event (any producer to tokenmeter.priced) with 10^19 input tokens or a 40-digit cost was
+    folded into the detector's sums; its saved state then held an integer past 64 bits, orjson refused to write it
+    (`TypeError: Integer exceeds 64-bit range` in save_state), and the detector exited, restarted from the same
+    offsets and exited again: 23 restarts in 20 minutes on the demo, no anomaly detection. Counts and costs outside
+    the contract (tokenmeter.events: at most 10^12 tokens, costs below 1,000,000 USD) are bad events, folded into
+    nothing."""
+    engine = AnomalyEngine()
+    good = event(MONDAY, "k1")
+    hostile = [{**good, "event_id": "t", "usage": {"input_tokens": 10**19, "output_tokens": 1}},
+               {**good, "event_id": "c", "cost_usd": "1" * 40},
+               {**good, "event_id": "n", "usage": {"input_tokens": -5, "output_tokens": True}},
+               {**good, "event_id": "s", "usage": {"input_tokens": "12", "output_tokens": 1}}]
+    engine.observe([*hostile, good], now=2e9)
+    assert engine.stats["bad_events"] == 4 and engine.stats["events"] == 5, engine.stats
+    orjson.dumps(engine.snapshot())  # what save_state writes
+    only_good = AnomalyEngine()
+    only_good.observe([good], now=2e9)
+    state, expected = engine.snapshot(), only_good.snapshot()
+    assert {k: v for k, v in state.items() if k != "stats"} == {k: v for k, v in expected.items() if k != "stats"}

@@ -93,3 +93,19 @@ def test_a_json_null_event_is_lettered_as_null_not_as_an_empty_tombstone(book):
         assert (letter["payload"], letter["payload_bytes"]) == ("null", 4), letter
         assert letter["payload_sha256"] == hashlib.sha256(b"null").hexdigest()
     assert letters[2]["payload_bytes"] == 0 and "tombstone" in letters[2]["reason"]  # a real tombstone: nothing
+
+
+
+def test_a_boolean_where_a_count_is_due_or_a_non_boolean_batch_flag_is_a_dead_letter(book):
+    """hostile32: `batch: 1` or `"yes"` priced a call at batch rates (half price for gpt-4o), `input_tokens: true`
+    counted one token: the gateway dialects refuse a boolean count ("expected an integer, got boolean"), the
+    canonical contract coerced both silently. (A loop, not parametrize: test_batch_columnar runs this again.)"""
+    cases = [("batch", 1), ("batch", "yes"), ("batch", "on"), ("batch", "false"),
+             ("usage", {"input_tokens": True, "output_tokens": 10}), ("usage", {"input_tokens": 100, "output_tokens": False}),
+             ("usage", {"input_tokens": 10, "tool_requests": {"web_search": True}}), ("latency_ms", True),
+             ("ttft_ms", False)]
+    for n, (field, value) in enumerate(cases):
+        result = process_batch([RawRecord(orjson.dumps([event(1), event(2, **{field: value})]), "u", 0, n)], book)
+        assert result.priced_count == 1 and len(result.deadletters) == 1, (field, value, result.deadletters)
+        reason = result.deadletters[0]["reason"]
+        assert reason.startswith("invalid event") and field in reason, reason

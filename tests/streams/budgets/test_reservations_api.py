@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import uuid
 from decimal import Decimal
 
@@ -351,3 +352,23 @@ def test_a_stale_owner_record_for_a_partition_this_worker_owns_is_not_followed(k
     wait_for(lambda: set(call("GET", url)[1]["owners"].values()) == {dead}, what="the stale owner records read")
     status, body = call("POST", url, reservation(team, "stale-2", prompt_tokens=1000))
     assert status == 201, (status, body)
+
+
+def test_a_long_prompt_is_counted_off_the_event_loop(reservation_worker):
+    """hostile32: `prompt` was counted with tiktoken on the worker's event loop, so one 900 KB prompt (any caller on
+    the host can send one) held every decision and reservation behind it for ~0.2-0.8 s, and the first prompt after
+    a start also loaded the encoding there. The loop's own CPU in its longest late interval (looplag.py's
+    `stall_cpu_max_ms`: CPU time, so the shared cores' load does not move it) stays far below one count's."""
+    words = " ".join(f"w{i % 9973}x{i % 31}" for i in range(90_000))  # ~850 KB of varied words: a costly count
+    call("POST", reservation_worker + "/v1/reservations", {"provider": "openai", "model": "gpt-4o", "prompt": "hi",
+                                                           "max_output_tokens": 1, "request_id": "warm-up"})
+    started = time.monotonic()  # the worker's start and the first count (which loads the encoding) lie before
+    for n, prompt in enumerate((words, [{"role": "user", "content": words}])):
+        status, body = call("POST", reservation_worker + "/v1/reservations",
+                            {"provider": "openai", "model": "gpt-4o", "prompt": prompt, "max_output_tokens": 1,
+                             "request_id": f"long-prompt-{n}-{uuid.uuid4().hex}"})
+        assert status == 201 and body["worst_case"]["prompt_counted"], body
+        assert body["worst_case"]["prompt_tokens"] > 100_000
+    window = time.monotonic() - started + 0.5
+    lag = call("GET", reservation_worker + f"/v1/reservations?window_s={window:.1f}")[1]["loop_lag_ms"]
+    assert lag.get("stall_cpu_max_ms", 0) < 60, lag
