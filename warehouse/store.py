@@ -77,10 +77,7 @@ MAX_MONTHS_PER_INSERT = 50
 # are unique by event_id (deduplicated above) and each view's GROUP BY already sums its block. Off, the parts are
 # written as the merge would have left them, minus that pass: ~30-35 % of the insert's CPU (issue 14, loader6,
 # docs/rounds/benchmarks.md). Readers sum() the rollups and never rely on a folded part, as between any two merges.
-# `parallel_view_processing`: the 7 views push the inserted block on threads instead of one after another (~2 of the
-# INSERT's ~3.5-4 CPU us per row are the views); the rows they write are the same (issue 14, load32,
-# docs/rounds/warehouse.md). A failure or kill inside the INSERT is healed as before: its hours are marked.
-PRICED_INSERT_SETTINGS = {"optimize_on_insert": 0, "parallel_view_processing": 1}
+PRICED_INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 
 # The hours of an insert (seconds since the epoch, a bound parameter) as the marker table's DateTime('UTC') values.

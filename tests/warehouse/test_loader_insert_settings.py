@@ -1,6 +1,5 @@
 """The loader's insert into priced_events runs with `optimize_on_insert=0` (issue 14, loader6: the engines' merge pass
-over each inserted block found nothing to fold and cost ~30 % of the insert's CPU) and `parallel_view_processing=1`
-(load32: the 7 views on threads, not one after another). It stores exactly what the insert
+over each inserted block found nothing to fold and cost ~30 % of the insert's CPU). It stores exactly what the insert
 with the default stored: the same raw rows, rollup rows, dedupe keys, markers and dead letters, merged or not, on a
 randomised batch (ids stored before, redelivered copies, hostile rows, several months)."""
 
@@ -41,7 +40,7 @@ def test_insert_settings_reach_the_engine(wh):
         assert sorted(rows) == [1, 2, 3]  # folded (3) by the default insert, 1 and 2 as sent by the other
     finally:
         wh.backend.command("DROP TABLE insert_settings_probe")
-    assert store.PRICED_INSERT_SETTINGS == {"optimize_on_insert": 0, "parallel_view_processing": 1}
+    assert store.PRICED_INSERT_SETTINGS == {"optimize_on_insert": 0}
 
 
 @pytest.mark.parametrize("seed", [6, 23])
