@@ -339,7 +339,7 @@ def _scan_with_fields(records, sent):  # noqa: ANN001, ANN202
     {"usage": {"input_tokens": 10, "cache_write_tokens": 4, "cache_write_1h_tokens": 2, "output_tokens": 5,
                "reasoning_tokens": 3, "tool_requests": {"web_search": 1}}},
 ], ids=lambda extra: ",".join(extra) or "plain")
-def test_frames_read_with_only_the_fields_sent_are_the_frames_read_with_every_field(extra):
+def test_frames_read_with_only_the_fields_sent_are_the_frames_read_with_every_field(book, extra):
     """inproc32: polars reads with only the fields the traffic has sent (frames._Fields); a message with a key of
     a field left out makes the chunk be read again with every field, and the frame is the one read with every field
     (schema, values, nulls), whatever was learnt before; the fields it sent are learnt, and the next such chunk is
@@ -361,6 +361,9 @@ def test_frames_read_with_only_the_fields_sent_are_the_frames_read_with_every_fi
     assert reads == [False] and once_more.frame.equals(everything.frame)
     alone, reads = _scan_with_fields(plain, frames._LEARNT[False].sent)  # fewer fields than learnt: read once
     assert reads == [False] and alone.frame.equals(_scan_with_fields(plain, frozenset())[0].frame)
+    for records in (plain, shaped):  # read with the fields sent, priced byte for byte as the per-event path
+        _scan_with_fields(records, frozenset())
+        assert compare_batch(records, book) == []
 
 
 def test_a_twisted_message_read_with_only_the_fields_sent_takes_the_dict_path_as_before(book):
