@@ -15,6 +15,8 @@ the text (tests/streams/test_text_size.py checks bound >= text on the corpus, wi
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import polars as pl
 
 from tokenmeter.events import ATTRIBUTION_DIMENSIONS, MAX_TOKENS
@@ -36,20 +38,31 @@ def text_bound(frame: pl.DataFrame, ref_bytes: list[int], priced_at: str) -> pl.
     path's written rows, with `attribution_json`), an upper bound
     (Int64) of the bytes `encode_priced` writes for it; `ref_bytes`: the bytes of each catalog version's PriceRef
     JSON (frame_price._ref_json)."""
-    c = pl.col
     # a column null in every row adds nothing to any row's sum (sum_horizontal skips nulls): its pieces are left
     # out, ~10 of ~45 for most batches (no latencies, tiers, assumptions, unpriced rows, 4 of 7 lines; inproc28)
     nulls = frame.null_count().row(0, named=True)
-    absent = {name for name, count in nulls.items() if count == frame.height}
+    absent = frozenset(name for name, count in nulls.items() if count == frame.height)
+    pieces = _pieces(absent, "attribution_json" in frame.columns, "_tags" in frame.columns,
+                     "has_correlation" in frame.columns, len(priced_at), tuple(ref_bytes))
+    return frame.select(pl.sum_horizontal(pieces).cast(pl.Int64).alias("bound")).to_series()
+
+
+@lru_cache(maxsize=64)  # expressions are immutable: built once per shape of batch (~0.5-1 ms of Python a chunk)
+def _pieces(absent: frozenset[str], attribution_json: bool, tagged: bool, correlated: bool, priced_at_bytes: int,
+            ref_bytes: tuple[int, ...]) -> list[pl.Expr]:
+    """`text_bound`'s summands for a batch whose columns null in every row are `absent`, with or without the
+    dict-fed path's `attribution_json`, the frame path's `_tags` and the correlation columns; `priced_at_bytes`:
+    its priced_at text's length."""
+    c = pl.col
     fixed = (_keys('{"', *(f'"{name}":"",' for name in ("event_id", "ts", "source", "provider", "model", "operation",
                                                           "status")), '"attribution":')
              + _keys(',"usage":{', *(f'"{name}":,' for name in USAGE_FIELDS), "}") + len(USAGE_FIELDS) * INT_TEXT_MAX
              + _keys(',"batch":false', ',"tokens_source":"provider","cost_usd":""', ',"cost_breakdown":{}',
-                     ',"pricing_status":', f',"priced_at":"{priced_at}"}}'))
+                     ',"pricing_status":', ',"priced_at":""}') + priced_at_bytes)
     pieces = [pl.lit(fixed, dtype=pl.Int64),
               *(c(name).str.len_bytes() for name in ("event_id", "ts", "source", "provider", "model", "operation",
                                                      "status", "cost")),
-              *_attribution_bytes(frame),
+              *_attribution_bytes(attribution_json, tagged),
               *(pl.when(c(name).is_not_null()).then(len(f',"{name}":') + FLOAT_TEXT_MAX)
                 for name in ("latency_ms", "ttft_ms") if name not in absent),
               *(c(name).str.len_bytes() + len(f',"{name}":""') for name in ("service_tier", "usage_assumption")
@@ -60,21 +73,21 @@ def text_bound(frame: pl.DataFrame, ref_bytes: list[int], priced_at: str) -> pl.
                   pl.lit(pl.Series(ref_bytes, dtype=pl.Int64)).gather(c("vid")) + len('"priced","price":')),
               *(c(name).str.len_bytes() + len(extra) for name, extra in (
                   ("reason_json", '"unpriced","unpriced_reason":'), ("unpriced_ref", ',"price":')) if name not in absent)]
-    if "has_correlation" in frame.columns:
+    if correlated:
         pieces += [pl.when(c("has_correlation")).then(len(',"correlation":{}')),
                    *(c(f"correlation_{name}").str.len_bytes() + len(f'"{name}":"",') for name in CORRELATION_FIELDS)]
-    return frame.select(pl.sum_horizontal(pieces).cast(pl.Int64).alias("bound")).to_series()
+    return pieces
 
 
-def _attribution_bytes(frame: pl.DataFrame) -> list[pl.Expr]:
+def _attribution_bytes(attribution_json: bool, tagged: bool) -> list[pl.Expr]:
     """The attribution object's bytes: exact where the rows hold it as JSON text (`attribution_json`: the dict-fed
     path's, pipeline._price_columns), else bounded from the frame path's struct and `_tags` text."""
-    if "attribution_json" in frame.columns:
+    if attribution_json:
         return [pl.col("attribution_json").str.len_bytes()]
     field = pl.col("attribution").struct.field
     return [pl.lit(_keys("{", '"tags":', "}"), dtype=pl.Int64),  # the object around its dimensions and tags
             *(field(dim).str.len_bytes() + len(f'"{dim}":"",') for dim in ATTRIBUTION_DIMENSIONS),
-            pl.col("_tags").str.len_bytes() if "_tags" in frame.columns else pl.lit(0, dtype=pl.Int64),
+            pl.col("_tags").str.len_bytes() if tagged else pl.lit(0, dtype=pl.Int64),
             pl.lit(2, dtype=pl.Int64)]  # "{}" where a row has no tags (a row with tags counts both)
 
 

@@ -303,3 +303,100 @@ def test_partition_keys_of_every_mix_of_absent_empty_and_set_dimensions_are_toda
     values = (message(rows),)
     assert frames.scan(records_of(*values)).heights == {0: len(rows)}
     assert compare_batch(records_of(*values), book) == []
+
+
+def bare_event(i: int) -> bytes:
+    """An event with only the fields the bench's traffic sends (app.bench.synthetic_events)."""
+    return orjson.dumps({"event_id": f"ev-{i}", "ts": (NOW - timedelta(minutes=i)).isoformat(), "source": "litellm",
+                         "provider": "openai", "model": "gpt-4o",
+                         "attribution": {"org": "acme", "team": f"team-{i % 3}", "user": f"u{i % 7}"},
+                         "usage": {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "output_tokens": 50}})
+
+
+def _scan_with_fields(records, sent):  # noqa: ANN001, ANN202
+    """frames.scan with the fields learnt so far set to `sent` (both schemas), and the reads it made (full or not)."""
+    reads = []
+    original = frames._frame_of
+
+    def counting(records, candidates, schema):  # noqa: ANN001, ANN202
+        reads.append(schema is frames.SCHEMA or schema is frames.TOOLS_SCHEMA)
+        return original(records, candidates, schema)
+
+    for learnt in frames._LEARNT.values():
+        learnt.sent, learnt.skip = sent, 0
+    frames._frame_of = counting
+    try:
+        return frames.scan(records), reads
+    finally:
+        frames._frame_of = original
+
+
+@pytest.mark.parametrize("extra", [
+    {}, {"status": "error"}, {"operation": "embeddings", "batch": True}, {"service_tier": "flex"},
+    {"usage_assumption": "litellm-cache-writes-in-prompt"}, {"ttft_ms": 12.0},
+    {"attribution": {"org": "acme", "project": "p", "tags": {"env": "prod"}}},
+    {"attribution": {"org": "acme", "tags": {}}}, {"correlation": {"response_id": "r-1"}},
+    {"usage": {"input_tokens": 10, "cache_write_tokens": 4, "cache_write_1h_tokens": 2, "output_tokens": 5,
+               "reasoning_tokens": 3, "tool_requests": {"web_search": 1}}},
+], ids=lambda extra: ",".join(extra) or "plain")
+def test_frames_read_with_only_the_fields_sent_are_the_frames_read_with_every_field(book, extra):
+    """inproc32: polars reads with only the fields the traffic has sent (frames._Fields); a message with a key of
+    a field left out makes the chunk be read again with every field, and the frame is the one read with every field
+    (schema, values, nulls), whatever was learnt before; the fields it sent are learnt, and the next such chunk is
+    read once."""
+    plain = records_of(*(message([bare_event(i + 5 * m) for i in range(5)]) for m in range(3)))
+    shaped = records_of(*(message([collector_event(i + 5 * m, **(extra if i % 2 else {})) for i in range(5)])
+                          for m in range(3)))
+    everything, reads = _scan_with_fields(shaped, frozenset())
+    assert reads == [True]  # nothing learnt: every field
+    assert _scan_with_fields(plain, frozenset())[1] == [True]
+    learnt_from_plain = frames._LEARNT[False].sent
+    assert ("event_id",) in learnt_from_plain and ("status",) not in learnt_from_plain
+    again, reads = _scan_with_fields(shaped, learnt_from_plain)
+    assert reads == [False, True]  # fields not sent before (status, operation, ...): read again, every field
+    assert again.heights == everything.heights
+    assert again.frame.schema == everything.frame.schema and again.frame.equals(everything.frame)
+    tools = "tool_requests" in str(extra)
+    once_more, reads = _scan_with_fields(shaped, frames._LEARNT[tools].sent)  # now learnt
+    assert reads == [False] and once_more.frame.equals(everything.frame)
+    alone, reads = _scan_with_fields(plain, frames._LEARNT[False].sent)  # fewer fields than learnt: read once
+    assert reads == [False] and alone.frame.equals(_scan_with_fields(plain, frozenset())[0].frame)
+    for records in (plain, shaped):  # read with the fields sent, priced byte for byte as the per-event path
+        _scan_with_fields(records, frozenset())
+        assert compare_batch(records, book) == []
+
+
+def test_a_twisted_message_read_with_only_the_fields_sent_takes_the_dict_path_as_before(book):
+    """The fields sent by plain traffic learnt first: each twist still leaves its message to the dict path."""
+    plain = records_of(*(message([bare_event(i + 5 * m) for i in range(5)]) for m in range(3)))
+    _scan_with_fields(plain, frozenset())
+    sent = frames._LEARNT[False].sent
+    for old, new in TWISTS:
+        values = twisted_values(collector_event, old, new)
+        scanned, _ = _scan_with_fields(records_of(*values), sent)
+        assert scanned is not None and set(scanned.heights) == {0, 2}, new
+        for learnt in frames._LEARNT.values():
+            learnt.sent, learnt.skip = sent, 0
+        assert compare_batch(records_of(*values), book) == [], new
+
+
+def test_chunks_with_messages_not_certified_are_read_twice_once_in_a_while():
+    """A chunk read again without a field to learn (a message not certified: here a duplicated key) makes the next
+    BACK_OFF chunks be read with every field at once; then the fields sent are tried again."""
+    plain = records_of(*(message([bare_event(i + 5 * m) for i in range(5)]) for m in range(3)))
+    _scan_with_fields(plain, frozenset())
+    sent = frames._LEARNT[False].sent
+    twisted = records_of(*twisted_values(bare_event, '"output_tokens":', '"output_tokens":0,"output_tokens":'))
+    first, reads = _scan_with_fields(twisted, sent)
+    assert reads == [False, True] and set(first.heights) == {0, 2}
+    learnt = frames._LEARNT[False]
+    assert learnt.sent == sent and learnt.skip == learnt.BACK_OFF
+    original, reads = frames._frame_of, []
+    frames._frame_of = lambda records, candidates, schema: reads.append(schema is frames.SCHEMA) or original(
+        records, candidates, schema)
+    try:
+        for _ in range(learnt.BACK_OFF + 1):
+            assert set(frames.scan(twisted).heights) == {0, 2}
+    finally:
+        frames._frame_of = original
+    assert reads == [True] * learnt.BACK_OFF + [False, True]

@@ -275,3 +275,23 @@ def test_written_tables_of_two_price_tables_carry_each_tables_refs(book):
     grown[vid] = {**grown[vid], "catalog_version": "grown"}
     grown.append({"entry": "x", "effective_from": "2026-01-01", "catalog_version": "new"})  # a new version
     assert written_table(rows, grown, "2026-12-06T00:00:00Z").column("price")[0].as_py()["catalog_version"] == "grown"
+
+
+def test_a_message_carries_only_its_own_rows(book):
+    """inproc32: an Arrow message's bytes are its rows' own, whatever else its batch held. The frame path's rows had
+    `usage.tool_requests` as `pa.nulls` of a map: a map child as long as the whole batch, which `serialize` wrote
+    whole into every message sliced from it (4 bytes per row of the batch: ~253 bytes a row in the bench's messages
+    of ~450 events; a message of one event from a 28,000-row chunk ~112 KB). The first segment's messages are now
+    the same rows in the same bytes, but for the alignment padding of a string buffer ending a table (tens of
+    bytes), in a batch of one segment and in one of three."""
+    from tokenmeter import priced_arrow
+
+    events, now = traffic(15_000, seed=5), datetime.now(timezone.utc)
+    small = process_batch_columnar(records_of(events[:5_000]), book, now, priced_format="arrow").messages("arrow")
+    large = process_batch_columnar(records_of(events), book, now, priced_format="arrow").messages("arrow")
+    assert len(large) > len(small) > 5
+    for (key, alone), (same_key, within) in zip(small, large):
+        rows = priced_arrow.read_table(alone)
+        assert key == same_key and priced_arrow.read_table(within).equals(rows)
+        assert abs(len(within) - len(alone)) <= 1_024, (len(within), len(alone))  # 40,000 more before
+        assert len(alone) < 600 * rows.num_rows + 8_000, (len(alone), rows.num_rows)
