@@ -36,7 +36,8 @@ HEADER_HINTS = {
 
 def layout(start: str | None = None, end: str | None = None, anomaly: str | None = None, id: str | None = None,  # noqa: A002
            **_):
-    # Alerts link here as /anomalies?id=<anomaly id> (streams/anomalies/publish.py): preselect that anomaly.
+    # Alerts link here as /anomalies?id=<anomaly id>&start=<its first day>&end=<its last day>
+    # (streams/anomalies/publish.py): preselect that anomaly, in a range that lists it.
     anomaly = anomaly or id
     filters = Filters.from_inputs(start, end, None)
     return html.Div(className="page", children=[

@@ -71,7 +71,14 @@ def _figures(a: dict) -> dict:
 
 
 def _anomaly_url(a: dict, dashboard_url: str) -> str:
-    return f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}" if dashboard_url else ""
+    """The Anomalies page on this anomaly: its id and its days (UTC). The page lists the anomalies of its date range
+    (the last 7 days unless given) and selects the first row when the id is not among them, so a link to an older
+    anomaly (the demo history's, a week-old Slack message) showed another anomaly's band (anom32)."""
+    if not dashboard_url:
+        return ""
+    days = "".join(f"&{name}={str(a.get(field) or '')[:10]}" for name, field in (("start", "start"), ("end", "end"))
+                   if len(str(a.get(field) or "")) >= 10)
+    return f"{dashboard_url.rstrip('/')}/anomalies?id={a['id']}{days}"
 
 
 def _kinds_title(kinds: list[str]) -> str:
