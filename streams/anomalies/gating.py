@@ -46,6 +46,9 @@ class AnomalyUpdate:
     # trigger on the incident's dedup_key, which PagerDuty folds into the open incident), "held" (closed, others of
     # the incident still open: no resolve yet) or "resolve" (the last one closed: the incident's resolve)}.
     incident: dict | None = None
+    # The teams whose traffic the scope carried in the bucket that opened the anomaly (its alerts name them: a key's
+    # or a model's scope says nothing of whose it is; anom32). Kept on the anomaly, so the resolve names them too.
+    teams: tuple[str, ...] = ()
 
 
 
@@ -99,10 +102,14 @@ class AlertGating(KindIncidents):
         anomaly["detected_at"] = iso_epoch(self._now)
         self.stats["anomalies_closed"] += 1
         updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by"),
-                                     incident=self._incident_close(st, anomaly)))
+                                     incident=self._incident_close(st, anomaly),
+                                     teams=tuple(anomaly.get("_teams", ()))))
 
     def _explain(self, raw: dict) -> None:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
+        for st, _kind_key, anomaly, update in self._opened:
+            anomaly["_teams"] = self._teams_of(st, raw)
+            update.teams = tuple(anomaly["_teams"])
         shifts = [o for o in self._opened if o[2]["kind"] == "model_shift"]
         if shifts:
             self._explain_shifts(sorted(shifts, key=lambda o: (SPECIFICITY[o[0].dim], o[0].value)), raw)
@@ -161,6 +168,14 @@ class AlertGating(KindIncidents):
                         if len(info) < 5:  # (entries of older snapshots)
                             info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
                         info[3] = [self._now - self._close_lag, f"{st.dim} {st.value}"]
+
+    @staticmethod
+    def _teams_of(st: ScopeState, raw: dict) -> list[str]:
+        """The teams of this scope's calls in the bucket (raw keys: bucket, team, ...), sorted; its own for a team."""
+        if st.dim == "team":
+            return [st.value]
+        index = RAW_INDEX[st.dim]
+        return sorted({key[1] for key in raw if key[index] == st.value and key[1]})
 
     def _narrower_open(self, st: ScopeState, kind_key: str, anomaly: dict, raw: dict) -> tuple[str, str] | None:
         """The narrowest scope sharing this scope's traffic in this bucket with an open anomaly of the same kind (for
