@@ -72,7 +72,9 @@ def _ack_state(a: dict) -> str:
     states = []
     if a.get("mute_until"):
         states.append(f"muted until {a['mute_until']:%Y-%m-%d %H:%M} by {a.get('muted_by') or a['ack_by']}")
-    if a.get("ack_action") == "ack":
+    if a.get("acknowledged_by"):  # the newest ack, also after a later mute or unmute of the anomaly (anom32)
+        states.append(f"acknowledged by {a['acknowledged_by']}")
+    elif a.get("ack_action") == "ack":
         states.append(f"acknowledged by {a['ack_by']}")
     return "; ".join(states) or a["status"]
 
