@@ -157,6 +157,8 @@ class AlertGating(KindIncidents):
                 self._template_incident(st, anomaly, update, raw)
         self._merge_kinds()
         for st, kind_key, anomaly, update in self._opened:
+            if st.dim == "api_key" and update.notify and anomaly["kind"] in SUSTAINED_KINDS:
+                self._quiet_key_pages(st, kind_key, raw)
             if anomaly["kind"] == "new_model" and update.notify:
                 # Alerted: marked on its teams' entry of the model, so that the keys, users and features of those teams
                 # reaching their own evidence later are this news, not another one (`_team_reported`).
@@ -168,6 +170,20 @@ class AlertGating(KindIncidents):
                         if len(info) < 5:  # (entries of older snapshots)
                             info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
                         info[3] = [self._now - self._close_lag, f"{st.dim} {st.value}"]
+
+    def _quiet_key_pages(self, st: ScopeState, kind_key: str, raw: dict) -> None:
+        """This key now pages for its own anomaly of the kind: the broader ones opened before as "mostly the traffic
+        of" it, "within that key's own usual range", are part of its anomaly from their next record on (anom32: the
+        demo's feature agent-loop kept saying so while its key paged at 171x)."""
+        mark, index = f"api_key {st.value}", RAW_INDEX["api_key"]
+        for key in raw:
+            if key[index] != st.value:
+                continue
+            for dim, i in RAW_INDEX.items():
+                other = self.scopes.get((dim, key[i])) if dim != "api_key" and key[i] else None
+                broad = other.open.get(kind_key) if other is not None else None
+                if broad is not None and broad.get("_quiet_key") and broad.get("_explained_by") == mark:
+                    del broad["_quiet_key"]
 
     @staticmethod
     def _teams_of(st: ScopeState, raw: dict) -> list[str]:
