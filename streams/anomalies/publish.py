@@ -10,12 +10,16 @@ the same kind (the team's spend spike that is one key's loop) is recorded but al
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from tokenmeter.records import SEVERITIES, alert_record
 from tokenmeter.timefmt import people_utc
 
 from .engine import AnomalyUpdate
+
+# detectors.explain's closing sentence on non-money kinds ("Spend meanwhile: $15.12/hour (usually $0.0407/hour).")
+_SPEND_SENTENCE = re.compile(r" Spend meanwhile: \$[^ ]+/hour(?: \(usually \$[^ ]+/hour\))?\.")
 
 TITLES = {
     "spend_rate": "Spend rate anomaly", "token_rate": "Token rate anomaly",
@@ -105,7 +109,10 @@ def _page(incident: dict, lead: dict, dashboard_url: str, teams: tuple[str, ...]
     records = incident["records"]
     scope = f"{lead['scope_dim']}={lead['scope_value']}"
     mutes = [mute_command(r) for r in records]
-    lines = [f"{TITLES.get(r['kind'], r['kind'])}: {r['explanation']}" for r in records]
+    # A spend anomaly's sentence is the incident's money: the other kinds' "Spend meanwhile" repeated it (anom32).
+    said = any(r["kind"] == "spend_rate" for r in records)
+    lines = [f"{TITLES.get(r['kind'], r['kind'])}: "
+             f"{_SPEND_SENTENCE.sub('', r['explanation']) if said else r['explanation']}" for r in records]
     return alert_record(
         id=f"{lead['id']}:trigger", source="anomaly", kind=lead["kind"], action="trigger",
         severity=max((r["severity"] for r in records), key=SEVERITIES.index),
@@ -129,8 +136,9 @@ def _incident_alert(incident: dict, a: dict, dashboard_url: str, teams: tuple[st
         mute = mute_command(a)
         action, alert_id = "trigger", f"{a['id']}:trigger"
         title = f"{TITLES.get(a['kind'], a['kind'])}: {scope} (same incident as {_kinds_title(kinds[:-1])})"
-        summary = (f"{a['explanation']} Since {people_utc(a['start'])}, in the incident paged on this scope at "
-                   f"{since}. Silence this kind on this scope for 24 h: {mute}")
+        # (the explanation already ends "Same incident as the … alerted on this scope at 03:06 UTC (one page).": the
+        # summary said it a second time, anom32)
+        summary = f"{a['explanation']} Since {people_utc(a['start'])}. Silence this kind on this scope for 24 h: {mute}"
         extra = {"mute_command": mute}
     else:
         action, alert_id = "resolve", f"{incident['id']}:resolve"
