@@ -16,7 +16,8 @@ def _loop_alerts() -> list[dict]:
     updates = feed(engine, traffic(HISTORY_END, LOOP_AT, seed=5)) + feed(engine, _loop_batches(LOOP_AT, LOOP_AT + 1800))
     longer = [[event(b + i * 2, "k1", model="gpt-4o", tin=3000, tout=300, n=i) for i in range(120)]
               for b in range(LOOP_AT + 1800, LOOP_AT + 3600, 300)]
-    return _k1(_alerts(updates + feed(engine, longer)))
+    updates += feed(engine, longer) + feed(engine, traffic(LOOP_AT + 3600, LOOP_AT + 4 * 3600, seed=6))  # and after
+    return _k1(_alerts(updates))
 
 
 def test_a_page_of_several_kinds_says_its_money_once():
@@ -33,3 +34,17 @@ def test_a_joining_kind_says_once_which_incident_it_joins():
     for join in joins:
         text = join["summary"]
         assert text.count("incident") == 1 or "Same incident as" not in text, text
+
+
+def test_a_long_incident_title_keeps_its_scope_in_the_slack_header():
+    """The resolve of the loop's four kinds is titled "Resolved: Spend rate anomaly, Request burst from an API key,
+    Token rate anomaly, Tokens per request jumped: api_key=k1 (team search)": with its emoji past Slack's 150-character
+    header, which
+    was cut at its end, so the header lost where it happened ("… (team searc…"). The kinds are shortened instead."""
+    from streams.alerts.payloads import SLACK_HEADER_MAX, slack_message
+
+    resolve = next(a for a in _loop_alerts() if a["action"] == "resolve")
+    assert len(":white_check_mark: " + resolve["title"]) > SLACK_HEADER_MAX, resolve["title"]  # the case
+    header = slack_message(resolve)["blocks"][0]["text"]["text"]
+    assert len(header) <= SLACK_HEADER_MAX and header.endswith(": api_key=k1 (team search)"), header
+    assert header.startswith(":white_check_mark: Resolved: Spend rate anomaly"), header
