@@ -32,7 +32,7 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     for name in ("observed", "expected", "expected_low", "expected_high"):
         out[name] = dec(row[name])
-    for name in ("start_at", "end_at", "detected_at", "mute_until", "ack_at"):
+    for name in ("start_at", "end_at", "detected_at", "mute_until", "ack_at", "acknowledged_at"):
         if name in out:
             out[name] = utc(out[name])
     if "ack_at" in out and not out.get("ack_action"):
@@ -51,10 +51,15 @@ def list_anomalies(wh: Any, since: datetime, until: datetime, limit: int = 500) 
     params = {"since": since, "until": until, "limit": limit}
     # The mutes' columns renamed: with two joins, names the anomalies share with them came back qualified ('a.kind').
     muted = "(m.m_action = 'mute' AND m.m_until > now64(3))"
+    # The newest acknowledgement on its own (migration 0024): the acks table's newest record may be a later mute or
+    # unmute of the anomaly, which hid who had acknowledged it (anom32).
     sql = (f"SELECT a.*, ifNull(k.action, '') AS ack_action, ifNull(k.by, '') AS ack_by, k.at AS ack_at, "
-           f"if({muted}, m.m_until, NULL) AS mute_until, if({muted}, m.m_by, '') AS muted_by "
+           f"if({muted}, m.m_until, NULL) AS mute_until, if({muted}, m.m_by, '') AS muted_by, "
+           "ifNull(c.c_by, '') AS acknowledged_by, if(c.c_by = '', NULL, c.c_at) AS acknowledged_at "
            f"FROM ({base}) AS a LEFT JOIN (SELECT anomaly_id, action, by, at "
            "FROM anomaly_acks FINAL) AS k ON k.anomaly_id = a.id "
+           "LEFT JOIN (SELECT anomaly_id AS c_id, by AS c_by, at AS c_at FROM anomaly_acknowledgements FINAL) AS c "
+           "ON c.c_id = a.id "
            "LEFT JOIN (SELECT kind AS m_kind, scope_dim AS m_dim, scope_value AS m_value, action AS m_action, "
            "by AS m_by, mute_until AS m_until FROM anomaly_mutes FINAL) AS m "
            "ON m.m_kind = a.kind AND m.m_dim = a.scope_dim AND m.m_value = a.scope_value "
@@ -66,7 +71,8 @@ def list_anomalies(wh: Any, since: datetime, until: datetime, limit: int = 500) 
             raise
         frame = run(wh.query, base + " ORDER BY start_at DESC, id LIMIT {limit:UInt32}", params).with_columns(
             pl.lit("").alias("ack_action"), pl.lit("").alias("ack_by"), pl.lit(None).alias("mute_until"),
-            pl.lit(None).alias("ack_at"), pl.lit("").alias("muted_by"))
+            pl.lit(None).alias("ack_at"), pl.lit("").alias("muted_by"), pl.lit("").alias("acknowledged_by"),
+            pl.lit(None).alias("acknowledged_at"))
     return [_row(r) for r in frame.iter_rows(named=True)]
 
 

@@ -36,7 +36,8 @@ HEADER_HINTS = {
 
 def layout(start: str | None = None, end: str | None = None, anomaly: str | None = None, id: str | None = None,  # noqa: A002
            **_):
-    # Alerts link here as /anomalies?id=<anomaly id> (streams/anomalies/publish.py): preselect that anomaly.
+    # Alerts link here as /anomalies?id=<anomaly id>&start=<its first day>&end=<its last day>
+    # (streams/anomalies/publish.py): preselect that anomaly, in a range that lists it.
     anomaly = anomaly or id
     filters = Filters.from_inputs(start, end, None)
     return html.Div(className="page", children=[
@@ -71,7 +72,9 @@ def _ack_state(a: dict) -> str:
     states = []
     if a.get("mute_until"):
         states.append(f"muted until {a['mute_until']:%Y-%m-%d %H:%M} by {a.get('muted_by') or a['ack_by']}")
-    if a.get("ack_action") == "ack":
+    if a.get("acknowledged_by"):  # the newest ack, also after a later mute or unmute of the anomaly (anom32)
+        states.append(f"acknowledged by {a['acknowledged_by']}")
+    elif a.get("ack_action") == "ack":
         states.append(f"acknowledged by {a['ack_by']}")
     return "; ".join(states) or a["status"]
 

@@ -32,6 +32,18 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _header(text: str) -> str:
+    """A Slack header within its limit. An anomaly incident's title ends with where it happened (`<kinds>: api_key=k1
+    (team search)`) and a page or resolve of four kinds runs past 150 characters: cut the kinds, not the scope (anom32:
+    the header read "… api_key=k1 (team searc…")."""
+    if len(text) <= SLACK_HEADER_MAX:
+        return text
+    head, sep, scope = text.rpartition(": ")
+    if sep and len(scope) <= SLACK_HEADER_MAX // 2:
+        return _cut(head, SLACK_HEADER_MAX - len(sep) - len(scope)) + sep + scope
+    return _cut(text, SLACK_HEADER_MAX)
+
+
 def _mrkdwn(text: str) -> str:
     """Text shown as itself in Slack mrkdwn: Slack parses &, < and > there (`<!channel>` pings a channel,
     `<url|label>` is a link) and its formatting reference says to send them as entities. Names in alerts come
@@ -170,7 +182,7 @@ def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
     emoji = ":white_check_mark:" if resolved else SEVERITY_EMOJI.get(alert.get("severity", ""), "")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                    "text": _cut(f"{emoji} {alert['title']}".strip(), SLACK_HEADER_MAX)}},
+                                    "text": _header(f"{emoji} {alert['title']}".strip())}},
     ]
     if alert.get("summary"):
         blocks.append({"type": "section", "text": {"type": "mrkdwn",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import shlex
 from datetime import datetime, timedelta, timezone
 
 import click
@@ -105,8 +106,11 @@ def mute(anomaly_id: str, kind: str, scope: tuple[str, str], by: str, note: str,
     """Silence alerts of KIND on SCOPE for --hours (this anomaly's resolve included); detection goes on."""
     until = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=hours)
     publish("mute", anomaly_id, kind, scope, by, note, until)
-    click.echo(f"muted {kind} on {scope[0]}={scope[1]} until {until:%Y-%m-%d %H:%M} UTC by {by} "
-               f"(undo: tokenmeter anomalies unmute {anomaly_id} --kind {kind} --scope {scope[0]}={scope[1]})")
+    # The undo is quoted as the alert's mute command is (publish.mute_command): a user "Jane Doe" or a team "R&D"
+    # pasted unquoted split the scope and click refused it (anom32).
+    undo = (f"tokenmeter anomalies unmute {shlex.quote(anomaly_id)} --kind {kind} "
+            f"--scope {shlex.quote(f'{scope[0]}={scope[1]}')}")
+    click.echo(f"muted {kind} on {scope[0]}={scope[1]} until {until:%Y-%m-%d %H:%M} UTC by {by} (undo: {undo})")
 
 
 @click.command("unmute")

@@ -167,6 +167,9 @@ class Verdict:
     model: str = ""  # a model_shift's model that took over (one incident per team and model: gating.py)
     after: int = 0  # anomalous buckets in a row before it opens (0: the kind's default)
     unpriced: bool = False  # a new_model whose calls have no price: its cost is unknown, never $0
+    # (spend per hour in the judged bucket, usual spend per hour or None): what a volume or size anomaly costs, said in
+    # its explanation (anom32: a token explosion, a burst or a template change said no dollar figure)
+    spend: tuple[float, float | None] | None = None
 
 
 def rate_verdict(obs: float, base: Seasonal, slots: Slots, *, z: float, ratio: float, min_delta: float,
@@ -312,6 +315,15 @@ def severity(kind: str, v: Verdict) -> str:
 def explain(kind: str, scope: str, v: Verdict) -> str:
     """The anomaly in words, its figures written as the dashboard and the alert texts write measures
     (tokenmeter.measures: "$0.00024 per 1k tokens", "4.5%", "852 requests/hour"); the record keeps the exact ones."""
+    text = _explain(kind, scope, v)
+    if v.spend is not None:
+        now, usual = v.spend
+        text += f" Spend meanwhile: {format_measure(now, 'usd_per_hour')}" + (
+            f" (usually {format_measure(usual, 'usd_per_hour')})." if usual is not None else ".")
+    return text
+
+
+def _explain(kind: str, scope: str, v: Verdict) -> str:
     ratio = f"{v.observed / v.expected:.1f}x" if v.expected > 0 and v.observed < 1000 * v.expected else "far above"
     if kind == "spend_rate":
         return (f"{scope} is spending {format_measure(v.observed, 'usd_per_hour')}, {ratio} the "

@@ -46,6 +46,9 @@ class AnomalyUpdate:
     # trigger on the incident's dedup_key, which PagerDuty folds into the open incident), "held" (closed, others of
     # the incident still open: no resolve yet) or "resolve" (the last one closed: the incident's resolve)}.
     incident: dict | None = None
+    # The teams whose traffic the scope carried in the bucket that opened the anomaly (its alerts name them: a key's
+    # or a model's scope says nothing of whose it is; anom32). Kept on the anomaly, so the resolve names them too.
+    teams: tuple[str, ...] = ()
 
 
 
@@ -99,10 +102,14 @@ class AlertGating(KindIncidents):
         anomaly["detected_at"] = iso_epoch(self._now)
         self.stats["anomalies_closed"] += 1
         updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by"),
-                                     incident=self._incident_close(st, anomaly)))
+                                     incident=self._incident_close(st, anomaly),
+                                     teams=tuple(anomaly.get("_teams", ()))))
 
     def _explain(self, raw: dict) -> None:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
+        for st, _kind_key, anomaly, update in self._opened:
+            anomaly["_teams"] = self._teams_of(st, raw)
+            update.teams = tuple(anomaly["_teams"])
         shifts = [o for o in self._opened if o[2]["kind"] == "model_shift"]
         if shifts:
             self._explain_shifts(sorted(shifts, key=lambda o: (SPECIFICITY[o[0].dim], o[0].value)), raw)
@@ -150,6 +157,8 @@ class AlertGating(KindIncidents):
                 self._template_incident(st, anomaly, update, raw)
         self._merge_kinds()
         for st, kind_key, anomaly, update in self._opened:
+            if st.dim == "api_key" and update.notify and anomaly["kind"] in SUSTAINED_KINDS:
+                self._quiet_key_pages(st, kind_key, raw)
             if anomaly["kind"] == "new_model" and update.notify:
                 # Alerted: marked on its teams' entry of the model, so that the keys, users and features of those teams
                 # reaching their own evidence later are this news, not another one (`_team_reported`).
@@ -161,6 +170,28 @@ class AlertGating(KindIncidents):
                         if len(info) < 5:  # (entries of older snapshots)
                             info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
                         info[3] = [self._now - self._close_lag, f"{st.dim} {st.value}"]
+
+    def _quiet_key_pages(self, st: ScopeState, kind_key: str, raw: dict) -> None:
+        """This key now pages for its own anomaly of the kind: the broader ones opened before as "mostly the traffic
+        of" it, "within that key's own usual range", are part of its anomaly from their next record on (anom32: the
+        demo's feature agent-loop kept saying so while its key paged at 171x)."""
+        mark, index = f"api_key {st.value}", RAW_INDEX["api_key"]
+        for key in raw:
+            if key[index] != st.value:
+                continue
+            for dim, i in RAW_INDEX.items():
+                other = self.scopes.get((dim, key[i])) if dim != "api_key" and key[i] else None
+                broad = other.open.get(kind_key) if other is not None else None
+                if broad is not None and broad.get("_quiet_key") and broad.get("_explained_by") == mark:
+                    del broad["_quiet_key"]
+
+    @staticmethod
+    def _teams_of(st: ScopeState, raw: dict) -> list[str]:
+        """The teams of this scope's calls in the bucket (raw keys: bucket, team, ...), sorted; its own for a team."""
+        if st.dim == "team":
+            return [st.value]
+        index = RAW_INDEX[st.dim]
+        return sorted({key[1] for key in raw if key[index] == st.value and key[1]})
 
     def _narrower_open(self, st: ScopeState, kind_key: str, anomaly: dict, raw: dict) -> tuple[str, str] | None:
         """The narrowest scope sharing this scope's traffic in this bucket with an open anomaly of the same kind (for

@@ -18,6 +18,16 @@ from .scope_state import ScopeState
 
 BUSY_COST, BUSY_TOKENS, BUSY_CALLS = ((0, 0.03),), ((1, 0.03),), ((2, 0.03),)
 FIRING = ("strong", "anomalous")  # verdict states that open or extend an anomaly (`AlertGating._track`)
+
+
+def _priced(v: Verdict | None, cost_usd: float, spend, slots, per_hour: float) -> Verdict | None:
+    """A firing verdict of a kind that is not about money, with the scope's spend in the bucket and its usual spend
+    at this hour of the week (the level the spend rule judges against; None while it is not mature): its explanation
+    says what the anomaly costs (anom32)."""
+    if v is not None and v.state in FIRING:
+        level, _dev, n = spend.expected(slots, allow_global=False)
+        v.spend = (cost_usd * per_hour, level * per_hour if n else None)
+    return v
 OUT_RATE_TAU_S = 2 * 86400  # memory of a scope's call volume (calls per day), for the tokens-per-request CUSUM
 
 
@@ -75,7 +85,8 @@ class KindRules:
             quiet_volume = quiet_volume and not (v is not None and v.state in ("strong", "anomalous")
                                                  and "token_rate" in st.streaks)
             if "token_rate" in open_kinds or "token_rate" in streaks or v is not None and v.state in FIRING:
-                track(st, "token_rate", "token_rate", v, bucket, updates, label)
+                track(st, "token_rate", "token_rate", _priced(v, cost_usd, spend, full, per_hour), bucket, updates,
+                      label)
             v = None
             if ok >= cfg.tpr_min_requests and dim in KIND_DIMS["tokens_per_request"]:
                 # Means without the largest call: one 120k-token document is not a changed template.
@@ -113,7 +124,8 @@ class KindRules:
             else:
                 if "tokens_per_request" in open_kinds or "tokens_per_request" in streaks \
                         or v is not None and v.state in FIRING:
-                    track(st, "tokens_per_request", "tokens_per_request", v, bucket, updates, label)
+                    track(st, "tokens_per_request", "tokens_per_request", _priced(v, cost_usd, spend, full, per_hour),
+                          bucket, updates, label)
             if was_open and "tokens_per_request" not in st.open:
                 st.cusum = 0.0  # closed: the evidence is spent
                 st.held = None  # ... and the change reverted: the calls held during it are not this key's normal
@@ -128,7 +140,8 @@ class KindRules:
                     window.append((recent[2], recent[3]))
             v = error_window_verdict(window, st.err, daily, cfg)
             if "error_rate" in open_kinds or "error_rate" in streaks or v is not None and v.state in FIRING:
-                track(st, "error_rate", "error_rate", v, bucket, updates, label)
+                track(st, "error_rate", "error_rate", _priced(v, cost_usd, spend, full, per_hour), bucket, updates,
+                      label)
             if dim in KIND_DIMS["model_shift"]:
                 v = self._cost_shift(st, sb, ok, tokens, daily)
                 adopted = self._new_model_takeover(st, sb, bucket, daily)  # (its bookkeeping runs every bucket)
@@ -163,7 +176,8 @@ class KindRules:
                 v = Verdict("strong" if rate >= cfg.burst_floor_per_hour else "normal", rate, 0.0, 0.0,
                             cfg.burst_floor_per_hour, "requests_per_hour")
             if "request_burst" in open_kinds or "request_burst" in streaks or v is not None and v.state in FIRING:
-                track(st, "request_burst", "request_burst", v, bucket, updates, label)
+                track(st, "request_burst", "request_burst", _priced(v, cost_usd, spend, full, per_hour), bucket,
+                      updates, label)
 
         if dim in KIND_DIMS["unpriced_usage"]:
             v = None

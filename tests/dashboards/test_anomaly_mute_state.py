@@ -116,3 +116,22 @@ def test_the_rows_keep_the_anomalies_own_columns(app_and_warehouse):
     _, wh = app_and_warehouse
     rows = _page_rows(wh)
     assert rows and all({"id", "kind", "scope_dim", "scope_value", "severity", "unit"} <= set(row) for row in rows)
+
+
+def test_an_acknowledgement_stays_shown_after_a_mute_and_an_unmute(app_and_warehouse):
+    """anom32: on-call acknowledged the live spend anomaly (`anomalies ack`), then muted and later unmuted it: the acks
+    table keeps one row per anomaly id (its newest record), so the page read "open" and the API `ack_action` "unmute":
+    who is on it was gone, while nobody had taken it back. The newest acknowledgement per anomaly is kept on its own
+    (migration 0024) and shown beside the mute state."""
+    app, wh = app_and_warehouse
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    _store(wh, topics.ANOMALIES, [_anomaly("an-acked", now - timedelta(hours=1), model="llm-ack")])
+    _store(wh, topics.ANOMALY_ACKS, [_ack("an-acked", "ack", "bob", now - timedelta(minutes=40), model="llm-ack")])
+    _store(wh, topics.ANOMALY_ACKS, [_ack("an-acked", "mute", "ann", now - timedelta(minutes=30), model="llm-ack")])
+    row = {a["id"]: a for a in _page_rows(wh)}["an-acked"]
+    assert _ack_state(row).startswith("muted until") and "acknowledged by bob" in _ack_state(row), _ack_state(row)
+    _store(wh, topics.ANOMALY_ACKS, [_ack("an-acked", "unmute", "ann", now - timedelta(minutes=20), model="llm-ack")])
+    assert _ack_state({a["id"]: a for a in _page_rows(wh)}["an-acked"]) == "acknowledged by bob"
+    shown = _shown(app)["an-acked"]
+    assert (shown["acknowledged_by"], shown["ack_action"], shown["mute_until"]) == ("bob", "unmute", None), shown
+    assert shown["acknowledged_at"].startswith((now - timedelta(minutes=40)).strftime("%Y-%m-%dT%H:%M")), shown

@@ -103,3 +103,21 @@ def test_an_id_or_scope_that_is_not_the_anomalys_is_said(kafka_bootstrap):
     hostile = run(anomalies, ["ack", hostile_id, "--kind", "spend_rate", "--scope", "api_key=x"], env=env)
     assert hostile.exit_code == 0 and "note: anomaly" in hostile.output, hostile.output
     assert "\x1b" not in hostile.output and "spend_rate?[2J" in hostile.output and len(hostile.output) < 1000
+
+
+@pytest.mark.timeout(90)
+def test_the_undo_command_a_mute_prints_runs_as_printed_for_a_scope_with_a_space(kafka_bootstrap):
+    """anom32: `mute` printed `(undo: tokenmeter anomalies unmute … --scope user=Jane Doe)` unquoted, so the pasted
+    undo split the scope in two and click refused it (the alert's own mute command was quoted, this one was not)."""
+    import shlex
+
+    name = f"Jane Doe {uuid.uuid4().hex[:4]} & co"
+    env = {"TOKENMETER_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    muted = CliRunner().invoke(anomalies, ["mute", "anomaly-undo", "--kind", "spend_rate", "--scope", f"user={name}",
+                                           "--by", "dana", "--hours", "1"], env=env)
+    assert muted.exit_code == 0, muted.output
+    undo = muted.output.split("(undo: ", 1)[1].rsplit(")", 1)[0]
+    argv = shlex.split(undo)
+    assert argv[:3] == ["tokenmeter", "anomalies", "unmute"] and argv[argv.index("--scope") + 1] == f"user={name}", argv
+    assert CliRunner().invoke(anomalies, argv[2:], env=env).exit_code == 0
+    assert not asyncio.run(read_mutes(kafka_bootstrap)).muted("spend_rate", "user", name, datetime.now(timezone.utc))

@@ -33,7 +33,7 @@ def test_a_trigger_says_since_when_and_how_to_silence_it():
     fields = _fields(alert)
     assert fields["Since"] == "2026-12-06 13:20 UTC (ongoing)" and "Window" not in fields, fields
     assert pagerduty_event(alert, "R" * 32)["payload"]["custom_details"]["mute_command"] == MUTE
-    assert alert["dashboard_url"].endswith("/anomalies?id=" + OPEN["id"])
+    assert alert["dashboard_url"].endswith(f"/anomalies?id={OPEN['id']}&start=2026-12-06&end=2026-12-06")
 
 
 def test_the_command_in_the_alert_runs_as_written():
