@@ -3,6 +3,7 @@ readiness condition by polling (never a fixed sleep). Shared by the budget, rese
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -52,6 +53,20 @@ def start_dashboard(tmp_path: Path, prefix: tuple[str, ...] = (), **env: str) ->
         stop(proc)
         raise
     return proc, base, log_path
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    """GET `url`: (status, its JSON body), an error status with its body too; (0, {}) while nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+    except OSError:
+        return 0, {}
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:

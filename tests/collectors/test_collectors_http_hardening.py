@@ -11,9 +11,8 @@ import uuid
 import httpx
 import orjson
 import pytest
-from test_collectors_mode_support import canonical_event, cli_env, start_cli, stop_process, wait_for
+from test_collectors_mode_support import canonical_event, start_http, stop_process
 
-from tokenmeter.settings import free_port
 
 BODY_TIMEOUT_S = 1.0
 
@@ -21,21 +20,10 @@ BODY_TIMEOUT_S = 1.0
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("http-hardening")
-    port = free_port()
-    env = cli_env(kafka_bootstrap, tmp, TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT_S))
-    proc = start_cli(["http", "--port", str(port), "--max-body-bytes", "64KB"], env, tmp / "http.log")
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, (tmp / "http.log").read_text()
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    url, proc = start_http(tmp, kafka_bootstrap, "--max-body-bytes", "64KB",
+                           TOKENMETER_COLLECT_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT_S))
     try:
-        wait_for(ready, 30, "collect http /healthz")
-        yield port
+        yield int(url.rsplit(":", 1)[1])
     finally:
         assert stop_process(proc) == 0
 

@@ -10,16 +10,7 @@ import uuid
 import httpx
 import orjson
 import pytest
-from test_collectors_mode_support import (
-    canonical_event,
-    cli_env,
-    count_ids,
-    events_of,
-    read_topic,
-    start_cli,
-    stop_process,
-    wait_for,
-)
+from test_collectors_mode_support import canonical_event, count_ids, events_of, read_topic, start_http, stop_process
 
 from tokenmeter import topics
 from tokenmeter.settings import free_port
@@ -28,30 +19,9 @@ pytestmark = pytest.mark.slow(seconds=11)  # rough seconds: longest files first 
 KEY = "test-key-" + uuid.uuid4().hex
 
 
-def _serve(tmp_path, bootstrap: str, *extra: str) -> tuple[str, object]:
-    port = free_port()
-    proc = start_cli(["http", "--port", str(port), *extra], cli_env(bootstrap, tmp_path),
-                     tmp_path / f"http-{port}.log")
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, (tmp_path / f"http-{port}.log").read_text()
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(ready, 30, "collect http /healthz")
-    except BaseException:
-        stop_process(proc)
-        raise
-    return url, proc
-
-
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap, tmp_path_factory):
-    url, proc = _serve(tmp_path_factory.mktemp("http"), kafka_bootstrap, "--api-key", "other-key",
+    url, proc = start_http(tmp_path_factory.mktemp("http"), kafka_bootstrap, "--api-key", "other-key",
                        "--api-key", KEY, "--max-body-bytes", "64KB")
     try:
         yield url
@@ -227,7 +197,7 @@ def test_auth_and_size_limit(server):
 
 def test_dead_broker_answers_503(tmp_path):
     dead = f"127.0.0.1:{free_port()}"
-    url, proc = _serve(tmp_path, dead, "--kafka-timeout", "2")
+    url, proc = start_http(tmp_path, dead, "--kafka-timeout", "2")
     try:
         response = _post(url, "/v1/events", canonical_event(f"dead-{uuid.uuid4().hex}"), key=None)
         assert response.status_code == 503

@@ -36,6 +36,33 @@ def start_cli(args: list[str], env: dict[str, str], log_path: Path) -> subproces
         log.close()
 
 
+def start_http(data_dir: Path, bootstrap: str, *args: str, **env: str) -> tuple[str, subprocess.Popen]:
+    """`tokenmeter collect http` on a free port with `args` (env: extra variables), answering /healthz: (its URL, the
+    process). Stopped here if it never answers; the caller stops it otherwise (`stop_process`)."""
+    import httpx
+
+    from tokenmeter.settings import free_port
+
+    port = free_port()
+    log_path = data_dir / f"http-{port}.log"
+    proc = start_cli(["http", "--port", str(port), *args], cli_env(bootstrap, data_dir, **env), log_path)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, 30, "collect http /healthz")
+    except BaseException:
+        stop_process(proc)
+        raise
+    return url, proc
+
+
 def stop_process(proc: subprocess.Popen) -> int:
     if proc.poll() is None:
         proc.terminate()

@@ -19,6 +19,7 @@ from test_collectors_mode_support import (
     events_of,
     read_topic,
     start_cli,
+    start_http,
     stop_process,
     wait_for,
 )
@@ -26,7 +27,6 @@ from test_collectors_mode_support import (
 from collectors import DialectError, parse_record
 from tokenmeter.microbatch import MAX_MESSAGE_BYTES
 from tokenmeter import topics
-from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow(seconds=12)
 TOO_LONG = "T" * 700_000  # under the limit once, over it as key and value together
@@ -70,18 +70,8 @@ def test_collect_file_letters_the_oversized_line_and_reads_on(kafka_bootstrap, t
 
 
 def test_collect_http_answers_400_naming_the_record_not_503(kafka_bootstrap, tmp_path):
-    port = free_port()
-    proc = start_cli(["http", "--port", str(port)], cli_env(kafka_bootstrap, tmp_path), tmp_path / "http.log")
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    url, proc = start_http(tmp_path, kafka_bootstrap)
     try:
-        wait_for(ready, 30, "collect http /healthz")
         big, good = f"big-{uuid.uuid4().hex}", f"good-{uuid.uuid4().hex}"
         response = httpx.post(url + "/v1/events", content=orjson.dumps([canonical_event(good), _big(big)]),
                               headers={"content-type": "application/json"}, timeout=60)

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from process_support import start_worker, stop, wait_for, zone_at_noon
+from process_support import get_json, start_worker, stop, wait_for, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.topic_reader import read_compacted, read_topic
 from tokenmeter import topics
@@ -32,14 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 
@@ -116,7 +108,7 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, worker):
     try:
         # the worker was running before the budget was written: wait until it follows it (readiness, no fixed wait)
         wait_for(lambda: name in _budget_names(api_port), what="the budget loaded")
-        assert get(f"{decision_url}?team={team}") == (200, {"action": "allow"})
+        assert get_json(f"{decision_url}?team={team}") == (200, {"action": "allow"})
 
         first = [event(team, 1_000_000, 100_000) for _ in range(2)]  # $7.00 -> 50% (70%)
         asyncio.run(produce(bootstrap, [first]))
@@ -127,11 +119,11 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, worker):
         asyncio.run(produce(bootstrap, [second]))
         wait_for(lambda: {50, 80, 100} <= {a["details"].get("threshold") for a in alerts_of(bootstrap)
                                            if a["details"].get("budget") == name}, what="80% and 100% alerts")
-        status, body = wait_for(lambda: (r := get(f"{decision_url}?team={team}"))[0] == 403 and r, what="block")
+        status, body = wait_for(lambda: (r := get_json(f"{decision_url}?team={team}"))[0] == 403 and r, what="block")
         assert body["action"] == "block" and body["budget"] == name and body["until"]
-        assert get(f"{decision_url}?team=someone-else")[0] == 200
+        assert get_json(f"{decision_url}?team=someone-else")[0] == 200
         # a misspelt parameter is answered for what was read, and the answer says what was not (it was silent)
-        assert get(f"{decision_url}?tema={team}&throttle_status=403") == (
+        assert get_json(f"{decision_url}?tema={team}&throttle_status=403") == (
             200, {"action": "allow", "ignored_parameters": ["tema"]})
         req = urllib.request.Request(decision_url, headers={"x-tokenmeter-team": team})
         with pytest.raises(urllib.error.HTTPError) as blocked:
@@ -162,13 +154,13 @@ def test_budget_alerts_once_blocks_and_survives_kill_9(kafka_bootstrap, worker):
 
         wait_for(spend_settled, what="spend 10.75 after restart")
         assert count_alert_messages(bootstrap, name) == messages_before == 3  # nothing refired
-        assert get(f"{decision_url}?team={team}")[0] == 403
+        assert get_json(f"{decision_url}?team={team}")[0] == 403
     finally:
         print(log_path.read_text()[-3000:])
 
 
 def _budget_names(port: int) -> set[str]:
-    return {b["name"] for b in get(f"http://127.0.0.1:{port}/v1/budgets")[1].get("budgets", [])}
+    return {b["name"] for b in get_json(f"http://127.0.0.1:{port}/v1/budgets")[1].get("budgets", [])}
 
 
 def _ok(url: str) -> bool:
@@ -193,7 +185,7 @@ def test_overshoot_past_the_limit_is_small_for_a_gateway_that_asks_before_each_c
 
         # Warm up: one call through the whole path, until this budget's first decision.
         asyncio.run(produce(bootstrap, [[event(team, 5000, 0)]]))
-        wait_for(lambda: any(d.get("budget") == name for d in get(f"http://127.0.0.1:{api_port}/v1/budgets")[1][
+        wait_for(lambda: any(d.get("budget") == name for d in get_json(f"http://127.0.0.1:{api_port}/v1/budgets")[1][
             "decisions"]), what="first decision")
 
         async def gateway() -> tuple[int, float]:
@@ -266,7 +258,7 @@ def test_a_misspelt_attribution_header_is_said_in_the_answer(worker):
     assert body == {"action": "allow", "ignored_headers": ["x-tokenmeter-tema"]}
     with urllib.request.urlopen(urllib.request.Request(url, headers={"x-tokenmeter-team": "t"}), timeout=2) as resp:
         assert json.loads(resp.read()) == {"action": "allow"}  # nothing to say: no key added
-    stats = get(f"http://127.0.0.1:{worker['port']}/v1/stats")[1]
+    stats = get_json(f"http://127.0.0.1:{worker['port']}/v1/stats")[1]
     assert "x-tokenmeter-tema" in worker["log"].read_text() and stats
 
 
@@ -316,7 +308,7 @@ def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp
         assert count_alert_messages(bootstrap, f"b-multi-{tag}") == 3 * len(teams)  # not one refired
         ours = {a["id"] for a in alerts_of(bootstrap) if a["details"].get("budget", "").startswith(f"b-multi-{tag}")}
         assert len(ours) == 3 * len(teams)  # one alert id per budget and threshold
-        status, body = wait_for(lambda: (r := get(f"http://127.0.0.1:{ports[1]}/v1/decision?team={teams[0]}"))[0]
+        status, body = wait_for(lambda: (r := get_json(f"http://127.0.0.1:{ports[1]}/v1/decision?team={teams[0]}"))[0]
                                 != 503 and r, what="the survivor ready after the takeover")
         assert status == 403 and body["budget"] == f"b-{teams[0]}"
     finally:

@@ -7,14 +7,11 @@ thresholds passed before the budget existed are told in one alert, not in one pe
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 import time
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -25,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from app.process import child_preexec
-from process_support import start_worker, stop, wait_for, warehouse_totals, zone_at_noon
+from process_support import get_json, start_worker, stop, wait_for, warehouse_totals, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.budgets.readiness import spend_partition
 from streams.topic_reader import read_topic
@@ -41,16 +38,6 @@ COST = Decimal("0.35")  # gpt-4o: 100k input tokens at $2.50 / 1M + 10k output a
 def kafka_bootstrap(own_broker):
     """A broker of this file's own: the loader reads tokenmeter.priced from its start."""
     return own_broker
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-    except OSError:
-        return 0, {}
 
 
 def event(team: str, event_id: str | None = None) -> dict:
@@ -78,7 +65,7 @@ def warehouse_team(data_dir: Path, team: str) -> tuple[int, Decimal] | None:
 
 def budget_record(port: int, name: str) -> dict | None:
     """The budget's decision record as the worker serves it (/v1/budgets, which `budget list` reads too)."""
-    decisions = get(f"http://127.0.0.1:{port}/v1/budgets")[1].get("decisions", [])
+    decisions = get_json(f"http://127.0.0.1:{port}/v1/budgets")[1].get("decisions", [])
     found = [d for d in decisions if d and d.get("budget") == name]
     return found[0] if found else None
 
@@ -180,7 +167,7 @@ def test_a_budget_set_mid_period_counts_the_period_spend_exactly(kafka_bootstrap
     wait_for(lambda: warehouse_team(data_dir, team) == (6, 6 * COST), timeout=120, what="the last event loaded")
     wait_for(lambda: budget_spend(port, name) == 6 * COST, timeout=60,
              what="the spend 2.10 after the restart")
-    status, body = get(f"http://127.0.0.1:{port}/v1/decision?team={team}")
+    status, body = get_json(f"http://127.0.0.1:{port}/v1/decision?team={team}")
     assert status == 403 and body["budget"] == name, body
     # the Budgets page's data: the enforcement records the loader stored (budget_status)
     wait_for(lambda: page_spend(data_dir, name) == 6 * COST, timeout=60, what="the Budgets page's spend 2.10")
