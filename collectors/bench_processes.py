@@ -144,8 +144,12 @@ def measure_dialect(bootstrap: str, dialect: str, n: int, processes: int, usage_
             deadline = time.monotonic() + timeout
             statuses = [Path(work) / f"{k}.json" for k in range(processes)]
             while not _settled(statuses, min(processes, SOURCE_PARTITIONS)):
-                if any(m.poll() is not None for m in members) or time.monotonic() > deadline:
-                    raise CollectorBenchError(f"{dialect}: the {processes} members did not settle at the door")
+                exited = [f"member {k} exited with {m.returncode}" for k, m in enumerate(members)
+                          if m.poll() is not None]
+                if exited or time.monotonic() > deadline:  # which of the two, and where each member stood
+                    raise CollectorBenchError(
+                        f"{dialect}: the {processes} members did not settle at the door: "
+                        f"{'; '.join(exited) or f'not within {timeout:.0f} s'}; statuses: {_statuses_said(statuses)}")
                 time.sleep(0.05)
             (Path(work) / "go").touch()
             asyncio.run(_all_committed(bootstrap, source, group, ends, deadline, members))
@@ -169,6 +173,17 @@ def measure_dialect(bootstrap: str, dialect: str, n: int, processes: int, usage_
     start, end = min(r["go_at"] for r in working), max(r["last_at"] for r in working)
     cpu = sum(r["last_cpu"] - r["go_cpu"] for r in working)
     return {"events_per_s": n / (end - start), "cpu_us_per_event": cpu / n * 1e6, "processes": len(working)}
+
+
+def _statuses_said(statuses: list[Path]) -> str:
+    """What each member last wrote of itself (assigned partitions, at the door), or that it wrote nothing."""
+    said = []
+    for path in statuses:
+        try:
+            said.append(f"{path.stem}: {path.read_text()[:200]}")
+        except OSError:
+            said.append(f"{path.stem}: nothing written")
+    return ", ".join(said)
 
 
 def _settled(statuses: list[Path], members: int) -> bool:
