@@ -3,7 +3,7 @@ priced, and show how close token estimates are to provider counts."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -51,7 +51,10 @@ def prices() -> None:
 @click.argument("source")
 @click.option("--providers", default=None, help="Comma-separated providers to import (default: all).")
 @click.option("--dry-run", is_flag=True, help="Only show what would change; write nothing.")
-def import_command(source: str, providers: str | None, dry_run: bool) -> None:
+@click.option("--effective-from", "effective_from", default=None, metavar="YYYY-MM-DD",
+              help="Day (00:00 UTC) the added and changed prices are in force from (default: today, UTC); "
+                   "events before it keep their price, or stay unpriced for a model new to the catalog.")
+def import_command(source: str, providers: str | None, dry_run: bool, effective_from: str | None) -> None:
     """Import LiteLLM's model_prices_and_context_window.json from a path or http(s) URL.
 
     Added and changed prices are written under <data_dir>/pricing/; the worker loads them on its next start.
@@ -59,15 +62,18 @@ def import_command(source: str, providers: str | None, dry_run: bool) -> None:
     from .litellm_import import import_litellm_cost_map
 
     settings = _settings()
+    since = _import_day(effective_from)
     wanted = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
     book = _book(settings, with_overrides=False)
     try:
         entries, report = import_litellm_cost_map(source, None if dry_run else settings.data_dir, book=book,
-                                                  providers=wanted)
+                                                  providers=wanted, effective_from=since)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
     by_key = {entry.key: entry for entry in entries}
     click.echo(f"LiteLLM cost map {source}")
+    click.echo(f"  added and changed prices in force from {since.isoformat()} (00:00 UTC); events before keep "
+               "their price (a new model's stay unpriced): --effective-from states another day")
     click.echo(f"  added: {len(report.added)}  changed: {len(report.changed)}  unchanged: {len(report.unchanged)}  "
                f"skipped: {sum(report.skipped.values())}  conflicts: {len(report.conflicts)}")
     for key in sorted(report.added):
@@ -88,6 +94,16 @@ def import_command(source: str, providers: str | None, dry_run: bool) -> None:
         click.echo(f"written to {report.written_to}; the worker uses it from its next start")
     else:
         click.echo("nothing to write: the catalog already has these prices")
+
+
+def _import_day(value: str | None) -> date:
+    if value is None:
+        return datetime.now(timezone.utc).date()
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a day (YYYY-MM-DD, e.g. 2026-11-01)",
+                                 param_hint="--effective-from") from None
 
 
 # list --------------------------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 Floats never touch prices: the JSON is parsed with `parse_float=Decimal`, so `2.5e-06` per token becomes
 exactly `2.5` per 1M. Every entry is compared with the current price book:
 
-- added: the catalog has no such model; it is priced at the imported price from `new_models_from`
-  (default 1970-01-01: LiteLLM's map is undated, and a model we never priced has no older price to keep);
+- added: the catalog has no such model; it is priced at the imported price from `new_models_from` (default:
+  `effective_from`). LiteLLM's map is undated: today's price says nothing of the past, so events before that
+  stay unpriced unless a date is stated (walk33: 1970-01-01 was the default, and `reprice` then priced a model's
+  whole past, closed months as corrections, at the price of the import's day);
 - changed: the catalog prices it differently; the imported prices become a new version of the catalog's
-  entry from `effective_from` (default: today), so events before that keep their old price;
+  entry from `effective_from` (default: today, UTC), so events before that keep their old price;
 - unchanged, skipped (not token-priced: images, audio, rerank ...) and conflicts are only reported.
 
 With a `data_dir`, added and changed entries are merged into `<data_dir>/pricing/litellm.yaml`, which
@@ -98,13 +100,14 @@ def _region_dropped(model: str, matched_name: str | None) -> bool:
 
 
 def import_litellm_cost_map(source: str | Path, data_dir: str | Path | None = None, *, book: PriceBook | None = None,
-                            effective_from: date | None = None, new_models_from: date = date(1970, 1, 1),
+                            effective_from: date | None = None, new_models_from: date | None = None,
                             providers: Iterable[str] | None = None) -> tuple[list[ImportedEntry], ImportReport]:
     """Convert the map at `source` (path or URL), diff it against `book` (default: the bundled catalog plus
     earlier imports under `data_dir`), and write added/changed entries under `data_dir` when given."""
     data = read_cost_map(source)
     book = book or load_price_book(data_dir=data_dir)
     since = (effective_from or datetime.now(timezone.utc).date()).isoformat()
+    added_since = new_models_from.isoformat() if new_models_from else since
     wanted = {canonical_provider(p) for p in providers} if providers else None
     report = ImportReport(source=str(source))
     added: dict[str, ImportedEntry] = {}
@@ -117,7 +120,7 @@ def import_litellm_cost_map(source: str | Path, data_dir: str | Path | None = No
             report.skip("provider not selected" if provider else "no litellm_provider")
             continue
         model = _model_id(key, str(raw.get("litellm_provider") or ""))
-        spec, why = convert_entry(raw, new_models_from.isoformat(), DEFAULT_SOURCE)
+        spec, why = convert_entry(raw, added_since, DEFAULT_SOURCE)
         if spec is None:
             report.skip(why or "not convertible")
             continue

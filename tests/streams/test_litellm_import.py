@@ -70,7 +70,7 @@ def test_conversion_and_diff_against_the_catalog(cost_map, tmp_path):
 
     by_key = {e.key: e for e in entries}
     acme = by_key["acme/acme-llm-1"].spec["versions"][0]
-    assert acme["effective_from"] == "1970-01-01"
+    assert acme["effective_from"] == "2026-06-01"  # the import's day: the undated map says nothing of the past
     cache_prices = (acme["cached_input"], acme["cache_write_5m"], acme["cache_write_1h"])
     assert (acme["input"], *cache_prices) == ("3", "0.3", "3.75", "6")
     assert (acme["output"], acme["reasoning"], acme["source"]) == ("15", "20", "https://acme.example/pricing")
@@ -105,7 +105,9 @@ def test_the_imported_layer_prices_events(cost_map, tmp_path):
     batch = book.price(event("openai", "gpt-4o-mini", datetime(2026, 7, 1, tzinfo=timezone.utc), batch=True), million)
     assert batch.cost_usd == D("0.4125")
     long_call = Usage(input_tokens=250_000, cached_input_tokens=50_000, output_tokens=1_000, reasoning_tokens=400)
-    acme = book.price(event("acme", "acme-llm-1", datetime(2025, 1, 1, tzinfo=timezone.utc)), long_call)
+    early = book.price(event("acme", "acme-llm-1", datetime(2026, 5, 31, tzinfo=timezone.utc)), long_call)
+    assert early.status == "unpriced"  # a model new to the catalog is priced from the import's day on
+    acme = book.price(event("acme", "acme-llm-1", datetime(2026, 6, 1, tzinfo=timezone.utc)), long_call)
     assert acme.breakdown == {"input": D("1.2"), "cached_input": D("0.03"), "output": D("0.0135"),
                               "reasoning": D("0.016")}
     # A second import of the same map finds nothing new.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -144,3 +145,30 @@ def test_accuracy_formats(env):
     rows = orjson.loads(run("accuracy", "--format", "json").output)
     assert {r["family"] for r in rows} >= {"openai-o200k", "openai-cl100k", "claude", "gemini"}
     assert "input err" in run("accuracy").output
+
+
+def test_a_model_new_to_the_catalog_is_priced_from_today_unless_a_date_is_stated(env):
+    """walk33: an added model was dated 1970-01-01, so `reprice` priced its whole past (closed months too, as
+    corrections) at the map's price of today. Like a changed price it now starts today (UTC), or on the day
+    `--effective-from` states, and the command says which."""
+    _, cost_map = env
+    today = datetime.now(timezone.utc).date()
+    result = run("import", str(cost_map), "--providers", "acme")
+    assert result.exit_code == 0, result.output
+    assert f"in force from {today.isoformat()}" in result.output
+    yesterday = (today - timedelta(days=1)).isoformat()
+    before = run("show", "acme-llm-1", "--provider", "acme", "--at", yesterday)
+    assert before.exit_code == 1 and f"first price from {today.isoformat()}" in before.output
+    assert run("show", "acme-llm-1", "--provider", "acme").exit_code == 0
+
+    stated = run("import", str(cost_map), "--providers", "acme,openai", "--effective-from", "2026-11-01")
+    assert stated.exit_code == 0, stated.output
+    assert "in force from 2026-11-01" in stated.output
+    in_force = run("show", "acme-llm-1", "--provider", "acme", "--at", "2026-11-01T00:00:00Z")
+    assert "2026-11-01  input 3  output 15  <- in force" in in_force.output
+    assert run("show", "acme-llm-1", "--provider", "acme", "--at", "2026-10-31T23:59:59Z").exit_code == 1
+    mini = run("show", "gpt-4o-mini", "--provider", "openai", "--at", "2026-11-01")
+    assert "2026-11-01  input 0.165  output 0.66  <- in force" in mini.output
+
+    bad = run("import", str(cost_map), "--effective-from", "next week")
+    assert bad.exit_code == 2 and "--effective-from" in bad.output
