@@ -49,6 +49,8 @@ class BudgetStatus:
     headroom: Decimal | None = None
     open_reservations: int = 0
     reservations_expired: int = 0
+    # the period's spend from before the budget was defined: pending | counted | unknown ('': records before walk33)
+    spend_before_definition: str = ""
 
     @property
     def state(self) -> str:
@@ -70,6 +72,7 @@ def _status(row: dict[str, Any]) -> BudgetStatus:
         held=dec(row.get("held")), headroom=dec(row.get("headroom")),
         open_reservations=int(row.get("open_reservations") or 0),
         reservations_expired=int(row.get("reservations_expired") or 0),
+        spend_before_definition=str(row.get("spend_before_definition") or ""),
     )
 
 

@@ -180,6 +180,8 @@ def enforcement_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
         "held": _decimal(record, "held", required=False), "headroom": _decimal(record, "headroom", required=False),
         "open_reservations": _count(record, "open_reservations", 32),
         "reservations_expired": _count(record, "reservations_expired"),
+        # pending | counted | unknown (seed32, walk33; absent from records written before: '')
+        "spend_before_definition": _text(record, "spend_before_definition"),
     }
 
 
@@ -292,7 +294,8 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any], datetime], dict[str, Any]
         ("metric", pa.string()), ("spend", MONEY), ("limit_amount", MONEY), ("percent", pa.decimal128(18, 2)),
         ("period_key", pa.string()), ("period_start", UTC_MS), ("period_end", UTC_MS), ("projected", MONEY),
         ("expected_breach_at", UTC_MS), ("updated_at", UTC_MS), ("held", MONEY), ("headroom", MONEY),
-        ("open_reservations", pa.uint32()), ("reservations_expired", pa.uint64()))),
+        ("open_reservations", pa.uint32()), ("reservations_expired", pa.uint64()),
+        ("spend_before_definition", pa.string()))),
     topics.ANOMALIES: ("anomalies", anomaly_row, _schema(
         *_strings("id", "kind", "scope_dim", "scope_value", "severity"),
         *[(n, MONEY) for n in ("observed", "expected", "expected_low", "expected_high")], ("unit", pa.string()),

@@ -24,6 +24,16 @@ STATUS_HEADERS = ("Budget", "Scope", "State", "Committed", "Held", "Headroom", "
                   "Forecast at period end", "Expected breach (UTC)", "Enforcement", "Updated (UTC)")
 ALERT_HEADERS = ("When (UTC)", "Budget", "Alert", "Severity", "Delivered")
 STATE_CLASS = {"over budget": "row-bad", "at risk": "row-warn", "ok": ""}
+# The period's spend from before a budget was defined (seed32): the decision record said "pending" while the page
+# showed the live spend alone as if it were the period's (walk33). What the Committed cell adds, and why.
+SPEND_BEFORE = {
+    "pending": ("+ spend from before the budget: pending",
+                "the period's spend from before the budget was defined is being taken from the warehouse (seconds "
+                "after the definition); until then Committed holds only what came since"),
+    "unknown": ("+ spend from before the budget: unknown",
+                "state written before 2026-12-07: a budget defined mid-period counted only from its definition; "
+                "`tokenmeter budget rebuild --all` counts the whole period"),
+}
 
 
 def layout(budget: str | None = None, **_):
@@ -66,11 +76,32 @@ def _forecast(status: BudgetStatus) -> tuple[str, str]:
     return "not enough data yet", "a forecast needs 10 minutes of spend in this period"
 
 
+def _committed(status: BudgetStatus):
+    before = SPEND_BEFORE.get(status.spend_before_definition)
+    if before is None:
+        return html.Td(_amount(status, status.spend), className="num")
+    return html.Td(f"{_amount(status, status.spend)} {before[0]}", className="num", title=before[1])
+
+
+def spend_before_message(statuses: list[BudgetStatus]) -> str | None:
+    """The banner's words for budgets whose Committed lacks the period's spend from before their definition."""
+    pending = [s.budget for s in statuses if s.spend_before_definition == "pending"]
+    unknown = [s.budget for s in statuses if s.spend_before_definition == "unknown"]
+    parts = []
+    if pending:
+        parts.append(f"{', '.join(pending)}: the period's spend from before the budget was defined is being counted "
+                     "from the warehouse (spend_before_definition: pending); Committed shows only what came since.")
+    if unknown:
+        parts.append(f"{', '.join(unknown)}: state from before 2026-12-07, when a budget defined mid-period counted "
+                     "only from its definition; run `tokenmeter budget rebuild --all` to count the whole period.")
+    return " ".join(parts) or None
+
+
 def status_rows(statuses: list[BudgetStatus]) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in STATUS_HEADERS]))
     body = [html.Tr(className=STATE_CLASS[s.state], children=[
         html.Td(s.budget), html.Td(", ".join(f"{k}={v}" for k, v in sorted(s.scope.items())) or "all traffic"),
-        html.Td(s.state), html.Td(_amount(s, s.spend), className="num"),
+        html.Td(s.state), _committed(s),
         html.Td(_amount(s, s.held) + (f" ({s.open_reservations} open)" if s.open_reservations else ""),
                 className="num", title="worst cases of open reservations (POST /v1/reservations)"),
         html.Td(_amount(s, s.headroom), className="num", title="limit - committed - held"),
@@ -122,7 +153,7 @@ def refresh_budgets(_n_intervals, selected):
     names = [s.budget for s in statuses]
     if selected not in names:
         selected = names[0] if names else None  # worst budget first
-    message = None if statuses else "No budget has reported status yet."
+    message = spend_before_message(statuses) if statuses else "No budget has reported status yet."
     return status_rows(statuses), [{"label": n, "value": n} for n in names], selected, *banner_content(message)
 
 

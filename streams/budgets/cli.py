@@ -103,6 +103,10 @@ def list_budgets(fmt: str) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    # walk33: where a user looks for a budget, say where its spend is and what a mid-period definition means
+    click.echo("spend: the dashboard's Budgets page or /v1/budgets. A budget defined mid-period adds its period's "
+               "spend from before it seconds later (spend_before_definition: pending, then counted); 'unknown' "
+               "(state from before 2026-12-07): run `tokenmeter budget rebuild --all`.")
 
 
 @budget.command("delete")

@@ -95,6 +95,10 @@ class _BudgetRuntime:
     seed_live_complete: bool = True
     seed_taken: float = field(default_factory=time.monotonic)
     seed_target: dict[str, Any] | None = None  # {"priced": {partition: end}, "spend": (partition, end)} (seed.py)
+    # A state written before seed32 (no "seed" key): a budget defined mid-period then counted from its definition
+    # on, and nothing says whether this one was. Until this moment (the end of the spend counted then: the period,
+    # or the rolling window) its spend from before the definition is "unknown"; `budget rebuild` counts it (walk33).
+    seed_unknown_until: datetime | None = None
 
 
 class BudgetOwner:
@@ -164,6 +168,10 @@ class BudgetOwner:
             elif isinstance(seed, dict) and seed.get("since"):
                 _start_seed(rt, _ts(seed["since"]))
                 rt.seed_live_complete = False  # the live ids went with the process: seed.py reads them again
+            elif "seed" not in state:
+                rt.seed_unknown_until = _counted_until(budget, _now())
+            elif isinstance(seed, dict) and seed.get("unknown_until"):
+                rt.seed_unknown_until = _ts(seed["unknown_until"])
             counts = state.get("reservations") or {}
             rt.reservations.update({k: int(counts[k]) for k in RESERVATION_COUNTS if isinstance(counts.get(k), int)})
         else:  # no state: a budget new to the state topic counts its period's spend from before it (seed.py)
@@ -256,7 +264,8 @@ class BudgetOwner:
             "version": STATE_VERSION, "budget": rt.budget.name, "definition": rt.budget.to_json(),
             "ledger": rt.ledger.snapshot(include_seen=False), "applied": rt.applied, "unpriced": rt.unpriced,
             "incident": rt.incident, "reservations": dict(rt.reservations), "updated_at": iso(_now()),
-            "seed": None if rt.seed_since is None else {"since": iso(rt.seed_since)},
+            "seed": {"since": iso(rt.seed_since)} if rt.seed_since is not None else
+                    {"unknown_until": iso(rt.seed_unknown_until)} if rt.seed_unknown_until is not None else None,
         }
 
     # Seed: the period's spend from before the budget existed (seed.py) ------------------------------------------
@@ -550,8 +559,11 @@ class BudgetOwner:
             # reservations (issue 15): held by open holds, what is left, holds that expired unsettled
             "held": money(held), "headroom": money(limit - spend - held), "open_reservations": len(rt.holds),
             "reservations_expired": rt.reservations["expired"],
-            # the period's spend from before the budget existed: "pending" until taken from the warehouse (seed.py)
-            "spend_before_definition": "pending" if rt.seed_since is not None else "counted",
+            # the period's spend from before the budget existed: "pending" until taken from the warehouse (seed.py),
+            # "unknown" for a state from before seed32 until its period ends or `budget rebuild --all` counts it
+            "spend_before_definition": "pending" if rt.seed_since is not None else
+                                       "unknown" if rt.seed_unknown_until is not None and now < rt.seed_unknown_until
+                                       else "counted",
         }
 
     def _publish(self, rt: _BudgetRuntime, now: datetime, force: bool = False) -> Outcome:
@@ -559,7 +571,7 @@ class BudgetOwner:
         record = self.enforcement_record(rt, now)
         held_percent = (Decimal(record["held"]) * 100 / Decimal(rt.budget.limit)).to_integral()  # limits are > 0
         signature = (record["action"], record["until"], record["period_key"], Decimal(record["percent"]).to_integral(),
-                     held_percent, record["reservations_expired"])
+                     held_percent, record["reservations_expired"], record["spend_before_definition"])
         stale = now.timestamp() - rt.last_published_at >= REPUBLISH_SECONDS
         if force or signature != rt.last_published or stale:
             out.enforcement.append((rt.budget.name, record))
@@ -640,8 +652,16 @@ class BudgetOwner:
 
 
 def _start_seed(rt: _BudgetRuntime, since: datetime) -> None:
-    rt.seed_since, rt.seed_live, rt.seed_live_complete = since, set(), True
+    rt.seed_since, rt.seed_live, rt.seed_live_complete, rt.seed_unknown_until = since, set(), True, None
     rt.seed_taken, rt.seed_target = time.monotonic(), None
+
+
+def _counted_until(budget: Budget, now: datetime) -> datetime:
+    """When the spend a budget counts at `now` holds nothing from before `now`: its period's end, or for a rolling
+    budget the end of the window that starts after the current hour."""
+    if budget.rolling_hours is not None:
+        return hour_floor(now) + (budget.rolling_hours + 1) * HOUR
+    return period_window(budget, now)[1]
 
 
 def _well_formed(entries: Any) -> bool:

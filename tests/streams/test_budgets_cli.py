@@ -43,6 +43,7 @@ def test_set_list_delete(run, kafka_bootstrap):
     assert entry["limit"] == "100.25" and entry["tz"] == "Europe/Berlin"
     table = run("list")
     assert name in table.output and "100.25 USD" in table.output
+    assert "spend_before_definition: pending" in table.output and "budget rebuild --all" in table.output  # walk33
 
     assert run("set", name, "--scope", "team=search", "--limit-tokens", "5000").exit_code == 0  # replace
     assert load_budgets(kafka_bootstrap)[name].limit == 5000

@@ -43,7 +43,7 @@ def _records(tag: str) -> dict[str, list]:
                               "until": "2025-04-01T00:00:00Z", "metric": "tokens", "spend": 1200, "limit": 1000,
                               "percent": "120", "period_key": "2025-03", "period_start": "2025-03-01T00:00:00Z",
                               "period_end": "2025-04-01T00:00:00Z", "projected": None, "expected_breach_at": None,
-                              "updated_at": at},
+                              "updated_at": at, "spend_before_definition": "pending"},
                              None,  # a tombstone: the budget was deleted
                              {"budget": f"b-{tag}-bad", "spend": 0.1}],  # floats and missing fields are refused
         topics.ANOMALIES: [[{"id": f"an-{tag}", "kind": "token_drift", "scope_dim": "model", "scope_value": "o3",
@@ -137,6 +137,7 @@ def test_record_topics_load_into_their_tables(loader_settings, wh):
     status = wh.query("SELECT * FROM budget_status WHERE budget = {b:String}", {"b": f"b-{tag}"}).row(0, named=True)
     assert (status["spend"], status["limit_amount"], status["percent"]) == (Decimal(1200), Decimal(1000), Decimal(120))
     assert status["action"] == "block" and status["until"].month == 4
+    assert status["spend_before_definition"] == "pending"  # the Budgets page shows it (walk33)
     anomaly = wh.query("SELECT observed FROM anomalies WHERE id = {i:String}", {"i": f"an-{tag}"})
     assert anomaly["observed"][0] == Decimal("1234.56789")
     usage = wh.query("SELECT * FROM provider_usage WHERE id = {i:String}", {"i": f"pu-{tag}"}).row(0, named=True)

@@ -1,0 +1,103 @@
+"""walk33: the Budgets page said nothing of a budget's `spend_before_definition` (seed32): a budget defined mid-period
+showed its live spend alone as the period's Committed while its decision record said "pending", and a budget whose
+state dates from before seed32 (defined mid-period, counted from its definition on) read like any other until
+`tokenmeter budget rebuild --all`. The owner's record, the warehouse row and the page now carry it."""
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal as D
+
+import orjson
+import pytest
+
+from dashboards.budgets_data import _status
+from streams.budgets import parse_budget
+from streams.budgets.owner import BudgetOwner
+from warehouse.records_load import enforcement_row
+
+UTC = timezone.utc
+
+
+@pytest.fixture(scope="module")
+def page():
+    from dash_pages import page_modules_alone
+
+    with page_modules_alone() as import_page:
+        yield import_page("dashboards.pages.budgets")
+
+
+def _texts(component) -> list[str]:
+    out = []
+    children = getattr(component, "children", None)
+    if isinstance(children, str):
+        out.append(children)
+    elif isinstance(children, (list, tuple)):
+        for child in children:
+            out += _texts(child)
+    elif children is not None:
+        out += _texts(children)
+    return out
+
+
+def _owner(period: str = "month") -> BudgetOwner:
+    budget = parse_budget({"name": "search", "scope": {"team": "search"}, "period": period, "limit": "10",
+                           "action": "block"})
+    return BudgetOwner({"search": budget})
+
+
+def _shown(page, record: dict, now: datetime) -> tuple[list[str], str | None]:
+    status = _status({**enforcement_row(record, now), "scope": {"team": "search"}})
+    return _texts(page.status_rows([status])[1]), page.spend_before_message([status])
+
+
+def test_a_pending_seed_is_on_the_page_and_gone_once_counted(page):
+    owner = _owner()
+    owner.restore("search", None)  # a new budget: its period's spend from before it is taken from the warehouse
+    now = datetime.now(UTC)
+    record = owner.enforcement_record(owner.runtimes["search"], now)
+    assert enforcement_row(record, now)["spend_before_definition"] == "pending"
+    cells, message = _shown(page, record, now)
+    assert "$0.00 + spend from before the budget: pending" in cells
+    assert message and "search: the period's spend from before the budget was defined is being counted" in message
+    out = owner.complete_seed("search", {now.replace(minute=0, second=0, microsecond=0): D("4")}, {}, [], now=now)
+    counted = out.enforcement[0][1]
+    assert counted["spend_before_definition"] == "counted" and counted["spend"] == "4"
+    cells, message = _shown(page, counted, now)
+    assert "$4.00" in cells and message is None
+
+
+def test_a_state_from_before_seed32_says_unknown_until_rebuilt_or_its_period_ends(page):
+    owner = _owner()
+    owner.restore("search", None)
+    owner.complete_seed("search", {}, {}, [])
+    old_state = owner.state_of(owner.runtimes["search"])
+    del old_state["seed"]  # as the code before seed32 wrote it
+    again = _owner()
+    again.restore("search", orjson.loads(orjson.dumps(old_state)))
+    now = datetime.now(UTC)
+    record = again.enforcement_record(again.runtimes["search"], now)
+    assert record["spend_before_definition"] == "unknown"
+    cells, message = _shown(page, record, now)
+    assert "$0.00 + spend from before the budget: unknown" in cells
+    assert message and "tokenmeter budget rebuild --all" in message
+    # the mark survives the state topic (a restart) and ends with the period whose spend it doubts
+    kept = _owner()
+    kept.restore("search", orjson.loads(orjson.dumps(again.state_of(again.runtimes["search"]))))
+    assert kept.enforcement_record(kept.runtimes["search"], now)["spend_before_definition"] == "unknown"
+    next_month = (now.replace(day=1) + timedelta(days=32)).replace(day=1, hour=1)
+    assert kept.enforcement_record(kept.runtimes["search"], next_month)["spend_before_definition"] == "counted"
+    # `budget rebuild` counts the whole period from the warehouse
+    state, _ = kept.rebuild("search", now, {}, period_total=D("3"))
+    rebuilt = _owner()
+    rebuilt.restore("search", state)
+    assert rebuilt.enforcement_record(rebuilt.runtimes["search"], now)["spend_before_definition"] == "counted"
+
+
+def test_records_written_before_say_nothing(page):
+    owner = _owner()
+    owner.restore("search", None)
+    owner.complete_seed("search", {}, {}, [])
+    now = datetime.now(UTC)
+    record = {k: v for k, v in owner.enforcement_record(owner.runtimes["search"], now).items()
+              if k != "spend_before_definition"}
+    cells, message = _shown(page, record, now)
+    assert "$0.00" in cells and message is None
