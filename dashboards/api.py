@@ -11,7 +11,8 @@ A team user's queries are limited to their team; naming another team answers 403
     GET /api/v1/anomalies?start&end
     GET /api/v1/reconciliation?start&end                         (finance only)
     GET /api/v1/export?month=YYYY-MM&format=csv|parquet|focus&group_by=team   (a file; &archived=NAME: a
-                                                                              re-opened close, as close --list names it)
+                                                                              re-opened close, as close --list names it;
+                                                                              group_by: report dimensions, tag:<key>)
 """
 
 from __future__ import annotations

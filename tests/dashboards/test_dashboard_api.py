@@ -301,3 +301,28 @@ def test_a_period_a_visible_budget_does_not_have_is_named_as_such(app_and_wareho
     assert datetime.now(timezone.utc).strftime("%Y-%m") in answer.get_json()["error"]  # the periods it has
     other = client.get("/api/v1/budgets/beta-monthly?period_key=x", headers=ALPHA)
     assert other.status_code == 404 and "no budget 'beta-monthly' visible to you" in other.get_json()["error"]
+
+
+def test_the_export_api_groups_as_the_export_command_does(app_and_warehouse):
+    """walk33: `/api/v1/export` took only the Export page's eight groupings, while `tokenmeter export --group-by`
+    takes every report dimension and `tag:<key>` (a cost-center or env tag is what chargeback is often split by):
+    `group_by=tag:env` and `group_by=route` were 400. Now the same choices; the file name stays a plain name."""
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    month = datetime.now(timezone.utc).strftime("%Y-%m")
+    by_tag = client.get(f"/api/v1/export?month={month}&format=csv&group_by=team,tag:env", headers=FIN)
+    assert by_tag.status_code == 200, by_tag.get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(by_tag.get_data(as_text=True))))
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == TOTAL
+    prod = sum((c for costs in COSTS.values() for c in costs[0::2]), Decimal(0))
+    assert sum(Decimal(r["cost_usd"]) for r in rows if r["tag:env"] == "prod") == prod
+    assert 'filename="tokenmeter-' + month + '-by-team-tag-env.csv"' in by_tag.headers["Content-Disposition"]
+    assert client.get(f"/api/v1/export?month={month}&format=focus&group_by=route", headers=FIN).status_code == 200
+    alpha = client.get(f"/api/v1/export?month={month}&format=csv&group_by=tag:env", headers=ALPHA)
+    assert sum(Decimal(r["cost_usd"]) for r in csv.DictReader(io.StringIO(alpha.get_data(as_text=True)))) == \
+        sum(COSTS["alpha"], Decimal(0))
+    hostile = client.get(f'/api/v1/export?month={month}&format=csv&group_by=tag:a"b', headers=FIN)
+    assert hostile.status_code == 200 and 'by-tag-a-b.csv"' in hostile.headers["Content-Disposition"]
+    wrong = client.get(f"/api/v1/export?month={month}&format=csv&group_by=teem", headers=FIN)
+    assert wrong.status_code == 400 and "did you mean 'team'" in wrong.get_json()["error"]
+    assert "tag:<key>" in wrong.get_json()["error"]
