@@ -100,7 +100,9 @@ def budget_history(wh: Any, budget: str, period_key: str | None = None) -> list[
     else:
         where += " AND period_key = {period_key:String}"
         params["period_key"] = period_key
-    sql = (f"SELECT {STATUS_COLUMNS} FROM budget_status WHERE {where} "
+    # every column, as latest_statuses: the named ones left spend_before_definition (and the holds) out of the
+    # history, so /api/v1/budgets/<name> read "" for a record that said "pending" (walk33)
+    sql = (f"SELECT * FROM budget_status WHERE {where} "
            "ORDER BY updated_at, spend LIMIT 1 BY updated_at, spend")
     return [_status(r) for r in run(wh.query, sql, params).iter_rows(named=True)]
 

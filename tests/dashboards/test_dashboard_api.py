@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -326,3 +326,23 @@ def test_the_export_api_groups_as_the_export_command_does(app_and_warehouse):
     wrong = client.get(f"/api/v1/export?month={month}&format=csv&group_by=teem", headers=FIN)
     assert wrong.status_code == 400 and "did you mean 'team'" in wrong.get_json()["error"]
     assert "tag:<key>" in wrong.get_json()["error"]
+
+
+def test_a_budgets_history_says_when_its_spend_from_before_it_was_pending(app_and_warehouse):
+    """walk33: a budget set mid-month read `spend_before_definition: pending` in its first record and `counted` 7 s
+    later; /api/v1/budgets showed the latest, but its history (`/api/v1/budgets/<name>`, the burn-down) read '' for
+    both: it selected named columns without it."""
+    app, warehouse = app_and_warehouse
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start = now.replace(day=1, hour=0, minute=0, second=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    t = "toDateTime64('{}', 3, 'UTC')".format
+    rows = [f"('gamma-new', map('team','gamma'), 'allow', '', NULL, 'cost_usd', {spend}, 10, {pct}, "
+            f"'{start:%Y-%m}', {t(f'{start:%Y-%m-%d %H:%M:%S}')}, {t(f'{end:%Y-%m-%d %H:%M:%S}')}, NULL, NULL, "
+            f"{t(f'{now + timedelta(seconds=at):%Y-%m-%d %H:%M:%S}')}, '{said}')"
+            for spend, pct, at, said in (("0.1", "1.00", -7, "pending"), ("0.9", "9.00", 0, "counted"))]
+    warehouse.backend.command("INSERT INTO budget_status (budget, scope, action, reason, until, metric, spend, "
+                              "limit_amount, percent, period_key, period_start, period_end, projected, "
+                              "expected_breach_at, updated_at, spend_before_definition) VALUES " + ", ".join(rows))
+    detail = app.server.test_client().get("/api/v1/budgets/gamma-new", headers=FIN).get_json()
+    assert [h["spend_before_definition"] for h in detail["history"]] == ["pending", "counted"]
