@@ -345,6 +345,14 @@ class BudgetOwner:
             name = message.get("budget")
             if not isinstance(name, str) or name not in self.runtimes:
                 continue
+            counted = message.get("counted_ids")
+            if isinstance(counted, list):
+                # ids a seed or `budget rebuild` counted from the warehouse (seed.py, rebuild.py): a re-send of one
+                # must not count again. The owner that seeded marked them already; a restored one reads them back
+                # from history, but one restored from a rebuild meets them here, after its committed offset (walk33)
+                for event_id in counted:
+                    if isinstance(event_id, str):
+                        self.runtimes[name].ledger.mark_seen(name, event_id)
             if not _well_formed(message.get("entries")):  # anyone can write to the topic: never crash on it
                 self.stats["malformed"] += 1
                 log.warning("malformed budget-spend message for budget %r skipped", name)
