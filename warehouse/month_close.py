@@ -295,6 +295,12 @@ def month_charges(wh, directory: Path | None, month: str, start: datetime, end: 
             live = _net_of_booked(live, booked, month, dims, by_day)
     unknown = [d for d in dims if not (is_tag(d) or d in GRAIN)]
     if frozen and unknown:
+        if live or month not in closed_months(directory):  # walk33: an open month read as if it were closed
+            corrected = sorted({str(row["corrects"]) for row in frozen if row.get("corrects")})
+            plural = "s" if len(corrected) > 1 else ""
+            raise NotKeptByTheClose(f"{month} is open but books corrections of closed month{plural} "
+                                    f"{', '.join(corrected)}, and closed months keep {', '.join(GRAIN)} and tags: "
+                                    f"cannot group or allocate {month} by {', '.join(unknown)}")
         raise NotKeptByTheClose(f"closed months keep {', '.join(GRAIN)} and tags; cannot group or allocate "
                              f"{month} by {', '.join(unknown)}")
     sums = _cut(frozen, dims, by_day)

@@ -91,6 +91,12 @@ def test_closed_month_is_frozen_and_late_changes_are_corrections(warehouse_setti
     with pytest.raises(WarehouseError, match="cannot group or allocate 2025-11 by route"):
         export_month(wh, "2025-11", "focus", ["route"], closes=closes)
     assert _rows(export_month(wh, "2026-02", "focus", ["route"], closes=closes)) == []  # open, no corrections
+    # walk33: an open month refused for the corrections it books read as if it were closed ("closed months keep
+    # ...; cannot group or allocate 2026-12 by route"): it now says which closed month's corrections stop it
+    with pytest.raises(WarehouseError, match="2026-01 is open but books corrections of closed month 2025-11, and "
+                                             "closed months keep .* and tags: cannot group or allocate 2026-01 by "
+                                             "route"):
+        export_month(wh, "2026-01", "csv", ["route"], closes=closes)
     with pytest.raises(WarehouseError, match="has not ended yet"):
         close_month(wh, closes, "2099-01")
     assert set(closed_months(closes)) == {"2025-11", "2025-12"}
