@@ -136,18 +136,20 @@ def floor_calls(start: datetime, end: datetime, copies: int = COPIES,
         rng = random.Random(int(minute.timestamp()))
         for n in range(max(0, per_minute - have)):
             ts = minute + timedelta(seconds=60 * (n + 0.5) / per_minute)
+            # every draw of a call whether or not it is due in [start, end): a call drawn only when due shifted the
+            # draws of the minute's later calls, so one id was another call when re-sent after a restart (walk33)
             caller = rng.choice(people)
             tin = max(1, int(rng.lognormvariate(0, 0.6) * FLOOR_SIZES[0]))
             tout = max(1, int(rng.lognormvariate(0, 0.5) * FLOOR_SIZES[1]))
+            feature, latency = rng.choice(FEATURES), round(rng.uniform(200, 2000), 1)
             if start <= ts < end:
                 out.append({"event_id": f"live-floor-{minute:%Y%m%dT%H%M}-{n}", "ts": ts.isoformat(),
                             "source": "demo", "provider": FLOOR_MODEL[0], "model": FLOOR_MODEL[1],
                             "operation": "chat", "status": "ok",
                             "attribution": {"org": caller.org, "team": caller.team, "project": caller.project,
                                             "user": caller.user, "api_key": caller.api_key,
-                                            "feature": rng.choice(FEATURES), "tags": {"env": "prod"}},
-                            "usage": {"input_tokens": tin, "output_tokens": tout},
-                            "latency_ms": round(rng.uniform(200, 2000), 1)})
+                                            "feature": feature, "tags": {"env": "prod"}},
+                            "usage": {"input_tokens": tin, "output_tokens": tout}, "latency_ms": latency})
         minute = following
     return out
 

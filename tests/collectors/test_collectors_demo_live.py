@@ -157,3 +157,19 @@ def test_the_sender_keeps_the_loop_at_its_rate_whatever_its_tick():
     expected = LOOP_PER_HOUR * 540 / 3600  # 45 in the nine minutes since the loop began
     assert expected * 0.5 < len(sent) < expected * 1.6
     assert len({e["event_id"] for e in sent}) == len(sent)
+
+
+def test_a_restarted_sender_sends_each_floor_call_as_it_was():
+    """walk33: `up` restarted within an hour re-sends the hour's calls with the same ids (the loader skips them),
+    but a floor call drew its feature and latency only when its time fell in the tick, so the calls after it in
+    that minute drew other callers: `live-floor-20261207T1245-1` was growth's call when sent live (1-second ticks)
+    and support-bot's when re-sent at once, and the support-bot budget counted it while the warehouse kept growth's.
+    An id now means one call however the sender's windows fall."""
+    from collectors.demo_live import floor_calls
+
+    night = datetime(2026, 11, 28, 22, 0, tzinfo=timezone.utc)  # the calendar's quietest hours: floor calls
+    at_once = floor_calls(night, night + timedelta(minutes=10))
+    ticked: list[dict] = []
+    for second in range(0, 600):  # the live sender's 1-second ticks
+        ticked += floor_calls(night + timedelta(seconds=second), night + timedelta(seconds=second + 1))
+    assert at_once and {e["event_id"]: e for e in ticked} == {e["event_id"]: e for e in at_once}
