@@ -99,6 +99,9 @@ class _BudgetRuntime:
     # on, and nothing says whether this one was. Until this moment (the end of the spend counted then: the period,
     # or the rolling window) its spend from before the definition is "unknown"; `budget rebuild` counts it (walk33).
     seed_unknown_until: datetime | None = None
+    # The `budget rebuild` this state descends from (its time): the rebuild's counted_ids messages on budget-spend
+    # are marked seen by an owner whose spend is that rebuild's total, and by no other (walk33)
+    rebuilt_at: str | None = None
 
 
 class BudgetOwner:
@@ -162,6 +165,8 @@ class BudgetOwner:
             rt.applied = {str(k): int(v) for k, v in state.get("applied", {}).items()}
             rt.unpriced = {str(k): int(v) for k, v in state.get("unpriced", {}).items()}
             rt.incident = state.get("incident")
+            rebuilt_at = state.get("rebuilt_at")
+            rt.rebuilt_at = rebuilt_at if isinstance(rebuilt_at, str) else None
             seed = state.get("seed")
             if any(getattr(written_under, f) != getattr(budget, f) for f in ("scope", "metric", "period", "tz")):
                 _start_seed(rt, _now())  # counted differently since: spend starts again from the warehouse's
@@ -232,6 +237,7 @@ class BudgetOwner:
         self.restore(name, None)
         rt = self.runtimes[name]
         rt.seed_since = None  # the warehouse totals are the whole period's spend
+        rt.rebuilt_at = iso(now)
         if rt.budget.rolling_hours is not None:
             every = {t for keys in fired.values() for t in keys}
             crossings = rt.ledger.restore_rolling(name, hour_totals or {}, every, now)
@@ -264,6 +270,7 @@ class BudgetOwner:
             "version": STATE_VERSION, "budget": rt.budget.name, "definition": rt.budget.to_json(),
             "ledger": rt.ledger.snapshot(include_seen=False), "applied": rt.applied, "unpriced": rt.unpriced,
             "incident": rt.incident, "reservations": dict(rt.reservations), "updated_at": iso(_now()),
+            **({"rebuilt_at": rt.rebuilt_at} if rt.rebuilt_at else {}),
             "seed": {"since": iso(rt.seed_since)} if rt.seed_since is not None else
                     {"unknown_until": iso(rt.seed_unknown_until)} if rt.seed_unknown_until is not None else None,
         }
@@ -346,10 +353,11 @@ class BudgetOwner:
             if not isinstance(name, str) or name not in self.runtimes:
                 continue
             counted = message.get("counted_ids")
-            if isinstance(counted, list):
-                # ids a seed or `budget rebuild` counted from the warehouse (seed.py, rebuild.py): a re-send of one
-                # must not count again. The owner that seeded marked them already; a restored one reads them back
-                # from history, but one restored from a rebuild meets them here, after its committed offset (walk33)
+            if isinstance(counted, list) and rt_rebuilt(self.runtimes[name], message):
+                # ids `budget rebuild` counted from the warehouse (rebuild.py): a re-send of one must not count
+                # again. An owner restored from that rebuild meets them here, after its committed offset (a seed's
+                # owner marked its own; a restored owner reads both back from history). Only the rebuild's own
+                # state's owner: one that counted live meanwhile may not have applied an id's entry yet (walk33)
                 for event_id in counted:
                     if isinstance(event_id, str):
                         self.runtimes[name].ledger.mark_seen(name, event_id)
@@ -662,6 +670,11 @@ class BudgetOwner:
 def _start_seed(rt: _BudgetRuntime, since: datetime) -> None:
     rt.seed_since, rt.seed_live, rt.seed_live_complete, rt.seed_unknown_until = since, set(), True, None
     rt.seed_taken, rt.seed_target = time.monotonic(), None
+
+
+def rt_rebuilt(rt: _BudgetRuntime, message: dict[str, Any]) -> bool:
+    """Whether a budget-spend message's counted ids are those of the rebuild `rt`'s state descends from."""
+    return rt.rebuilt_at is not None and message.get("rebuilt_at") == rt.rebuilt_at
 
 
 def _counted_until(budget: Budget, now: datetime) -> datetime:

@@ -285,8 +285,9 @@ async def _publish(bootstrap: str, states: list[tuple[str, dict]], alerts: list[
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
+        rebuilt = {name: state.get("rebuilt_at") for name, state in states}
         for name, event_ids in (ids or {}).items():  # keyed by budget as the routers' entries (the same partition)
-            for value in seeded_messages(name, event_ids):
+            for value in seeded_messages(name, event_ids, rebuilt.get(name)):
                 await producer.send_and_wait(topics.BUDGET_SPEND, value, key=name.encode())
         for hold in holds:  # before the states: an owner restoring a state reads the holds with it
             await producer.send_and_wait(topics.BUDGET_HOLDS, orjson.dumps(hold.to_json()), key=hold.key)

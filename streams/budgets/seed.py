@@ -167,10 +167,12 @@ class BudgetSeeder:
 IDS_PER_MESSAGE = 5000  # ~200 KB of ids: far below Kafka's 1 MB default message size
 
 
-def seeded_messages(name: str, event_ids: list[str]) -> list[bytes]:
-    """budget-spend messages carrying the ids a seed counted, oldest first (no entries: nothing to apply)."""
+def seeded_messages(name: str, event_ids: list[str], rebuilt_at: str | None = None) -> list[bytes]:
+    """budget-spend messages carrying the ids a seed (or the rebuild of `rebuilt_at`, rebuild.py) counted, oldest
+    first (no entries: nothing to apply)."""
     ordered = list(reversed(event_ids))
-    return [orjson.dumps({"budget": name, "entries": [], "counted_ids": ordered[i:i + IDS_PER_MESSAGE]})
+    extra = {"rebuilt_at": rebuilt_at} if rebuilt_at else {}
+    return [orjson.dumps({"budget": name, "entries": [], "counted_ids": ordered[i:i + IDS_PER_MESSAGE], **extra})
             for i in range(0, len(ordered), IDS_PER_MESSAGE)]
 
 

@@ -4,6 +4,7 @@ alert once; a pending seed survives a restore and a limit change, and a scope ch
 
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from decimal import Decimal as D
 
 import orjson
 
@@ -114,3 +115,27 @@ def test_the_loader_group_is_the_loaders():
     from warehouse.loader import GROUP_ID
 
     assert LOADER_GROUP == GROUP_ID
+
+
+def test_a_rebuilds_counted_ids_are_marked_by_the_owner_of_that_rebuild_only():
+    """walk33: `budget rebuild` writes the ids its total counted to budget-spend; an owner restored from that rebuild
+    skips a re-send of one, an owner that counted live meanwhile (its state not the rebuild's) ignores them, since
+    it may not have applied an id's own entry yet."""
+    from streams.budgets.seed import seeded_messages
+
+    budgets = defs()
+    owner, router = BudgetOwner(budgets), BudgetRouter(budgets.values())
+    state, _ = owner.rebuild("search", NOW, {}, period_total=D("3"))
+    ids = [orjson.loads(m) for m in seeded_messages("search", ["old-1"], state["rebuilt_at"])]
+    restored = BudgetOwner(budgets)
+    restored.restore("search", orjson.loads(orjson.dumps(state)))
+    restored.process(ids, now=NOW)
+    live(restored, router, 0, priced("old-1", "3"), priced("new", "1"))
+    assert spend(restored) == D("4")
+
+    other = BudgetOwner(budgets)
+    other.restore("search", None)
+    other.complete_seed("search", {}, {}, [], now=NOW)
+    other.process(ids, now=NOW)  # not this owner's rebuild: its entry for old-1 still counts
+    live(other, router, 0, priced("old-1", "3"))
+    assert spend(other) == D("3")
