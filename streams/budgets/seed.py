@@ -176,13 +176,16 @@ def seeded_messages(name: str, event_ids: list[str], rebuilt_at: str | None = No
             for i in range(0, len(ordered), IDS_PER_MESSAGE)]
 
 
-def seeded_ids(value: bytes) -> list[str]:
-    """The ids of a seed's budget-spend message ([] for any other message)."""
+def seeded_ids(value: bytes, rebuilt_at: str | None = None) -> list[str]:
+    """The ids of a seed's budget-spend message, or of the rebuild of `rebuilt_at` (the one the reader's state
+    descends from; another rebuild's are not the reader's to skip); [] for any other message."""
     try:
         message = orjson.loads(value)
     except orjson.JSONDecodeError:
         return []
-    ids = message.get("counted_ids") if isinstance(message, dict) else None
+    if not isinstance(message, dict) or message.get("rebuilt_at", rebuilt_at) != rebuilt_at:
+        return []
+    ids = message.get("counted_ids")
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 

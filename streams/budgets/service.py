@@ -209,7 +209,8 @@ class BudgetService:
             for record in recent.get(name, []):
                 if record.key == name and record.value:
                     entries = _entries(record.value)
-                    ids += self.owner.remember_ids(name, seeded_ids(record.value))  # the seed's (seed.py)
+                    rebuilt_at = self.owner.runtimes[name].rebuilt_at if self.owner.has(name) else None
+                    ids += self.owner.remember_ids(name, seeded_ids(record.value, rebuilt_at))  # seed.py, rebuild.py
                     # only entries the restored state already counts (a loader-restored budget's later entries
                     # are still to be applied)
                     counted += [e for e in entries if int(e[1]) <= self.owner.applied_offset(name, e[0])]

@@ -126,7 +126,10 @@ def test_a_rebuilds_counted_ids_are_marked_by_the_owner_of_that_rebuild_only():
     budgets = defs()
     owner, router = BudgetOwner(budgets), BudgetRouter(budgets.values())
     state, _ = owner.rebuild("search", NOW, {}, period_total=D("3"))
-    ids = [orjson.loads(m) for m in seeded_messages("search", ["old-1"], state["rebuilt_at"])]
+    messages = seeded_messages("search", ["old-1"], state["rebuilt_at"])
+    ids = [orjson.loads(m) for m in messages]
+    # read back from history (a restored owner's duplicate window): the same rule
+    assert seeded_ids(messages[0], state["rebuilt_at"]) == ["old-1"] and seeded_ids(messages[0]) == []
     restored = BudgetOwner(budgets)
     restored.restore("search", orjson.loads(orjson.dumps(state)))
     restored.process(ids, now=NOW)
