@@ -32,7 +32,8 @@ SPEND_BEFORE = {
                 "after the definition); until then Committed holds only what came since"),
     "unknown": ("+ spend from before the budget: unknown",
                 "state written before 2026-12-07: a budget defined mid-period counted only from its definition; "
-                "`tokenmeter budget rebuild --all` counts the whole period"),
+                "with the workers stopped, `tokenmeter budget rebuild --all` counts the whole period (`up` does it "
+                "at each start)"),
 }
 
 
@@ -93,7 +94,8 @@ def spend_before_message(statuses: list[BudgetStatus]) -> str | None:
                      "from the warehouse (spend_before_definition: pending); Committed shows only what came since.")
     if unknown:
         parts.append(f"{', '.join(unknown)}: state from before 2026-12-07, when a budget defined mid-period counted "
-                     "only from its definition; run `tokenmeter budget rebuild --all` to count the whole period.")
+                     "only from its definition; to count the whole period, stop the workers and run `tokenmeter "
+                     "budget rebuild --all` (restarting `tokenmeter up` does it).")
     return " ".join(parts) or None
 
 

@@ -106,7 +106,8 @@ def list_budgets(fmt: str) -> None:
     # walk33: where a user looks for a budget, say where its spend is and what a mid-period definition means
     click.echo("spend: the dashboard's Budgets page or /v1/budgets. A budget defined mid-period adds its period's "
                "spend from before it seconds later (spend_before_definition: pending, then counted); 'unknown' "
-               "(state from before 2026-12-07): run `tokenmeter budget rebuild --all`.")
+               "(state from before 2026-12-07): with the workers stopped, `tokenmeter budget rebuild --all` (restarting "
+               "`tokenmeter up` does it).")
 
 
 @budget.command("delete")

@@ -341,8 +341,35 @@ def rebuild(settings: Any, only_missing: bool = True) -> list[str]:
     return lines
 
 
+def running_owners(settings: Any) -> list[str]:
+    """The budget owners' URLs (as they announced them on `tokenmeter.budget-owners`) that answer now."""
+    import httpx
+
+    from streams.topic_reader import read_compacted
+    from tokenmeter import topics
+
+    urls = set()
+    for value in asyncio.run(read_compacted(settings.bootstrap_servers, topics.BUDGET_OWNERS,
+                                            fetch_wait=settings.fetch_wait)).values():
+        try:
+            url = orjson.loads(value).get("url") if value else None
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            urls.add(url.rstrip("/"))
+    alive = []
+    for url in sorted(urls):
+        try:
+            httpx.get(f"{url}/ready", timeout=2.0)  # any answer (503 while loading too): a worker is there
+        except httpx.HTTPError:
+            continue  # an announcement of a worker gone
+        alive.append(url)
+    return alive
+
+
 @click.command("rebuild")
-@click.option("--all", "rebuild_all", is_flag=True, help="Also budgets that have live state (replaces it).")
+@click.option("--all", "rebuild_all", is_flag=True, help="Also budgets that have live state (replaces it; "
+              "with the workers stopped).")
 def rebuild_command(rebuild_all: bool) -> None:
     """Rebuild budget spend for the current periods from the warehouse (after the embedded broker lost it)."""
     from streams.budgets.store import BudgetStoreError
@@ -350,6 +377,19 @@ def rebuild_command(rebuild_all: bool) -> None:
     from warehouse.backends import WarehouseError
 
     settings = cli_settings()
+    if rebuild_all:
+        # walk33: a running owner keeps the state it holds and writes it over the rebuilt one at its next batch, so
+        # `--all` while workers ran printed the rebuilt spend and changed nothing
+        try:
+            alive = running_owners(settings)
+        except Exception as exc:  # noqa: BLE001 - no broker: the rebuild below says so
+            log.debug("budget owners not read: %s", exc)
+            alive = []
+        if alive:
+            raise click.ClickException(
+                f"budget owners are running ({', '.join(alive)}): a running worker keeps the budget state it holds "
+                "and writes it over a rebuild. Stop the workers first, then run `tokenmeter budget rebuild --all` and "
+                "start them (`tokenmeter up` rebuilds every budget itself at each start: restarting it is enough)")
     try:
         lines = rebuild(settings, only_missing=not rebuild_all)
     except (BudgetStoreError, WarehouseError) as exc:  # no broker, no warehouse: say which and what to do

@@ -23,7 +23,7 @@ from app.process import child_preexec
 from process_support import get_json, start_worker, stop, wait_for, warehouse_totals, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from tokenmeter import topics
-from tokenmeter.settings import Settings, free_port
+from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow(seconds=60)  # rough seconds: longest files first (tests/suite_order.py)
 ROOT = Path(__file__).resolve().parents[3]
@@ -69,8 +69,10 @@ def start_loader(env: dict, log_path: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, preexec_fn=child_preexec)
 
 
-def test_events_resent_after_a_rebuild_count_once(kafka_bootstrap, tmp_path):
-    from streams.budgets.rebuild import rebuild
+def test_events_resent_after_a_rebuild_count_once(kafka_bootstrap, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from app.cli import main
 
     port, data_dir = free_port(), tmp_path / "data"
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=kafka_bootstrap,
@@ -91,10 +93,17 @@ def test_events_resent_after_a_rebuild_count_once(kafka_bootstrap, tmp_path):
                  what="the spend loaded")
         wait_for(lambda: budget_spend(port, name) == 3 * COST, timeout=60, what="the budget's 1.05")
 
+        # walk33: `--all` while the owner runs changed nothing (its next batch wrote its own state over the rebuilt
+        # one) and said nothing: it is refused, naming what to do
+        for name_, value in (("TOKENMETER_KAFKA_BOOTSTRAP", kafka_bootstrap), ("TOKENMETER_DATA_DIR", str(data_dir))):
+            monkeypatch.setenv(name_, value)
+        refused = CliRunner().invoke(main, ["budget", "rebuild", "--all"])
+        assert refused.exit_code == 1 and "budget owners are running" in refused.output, refused.output
+        assert "Stop the workers first" in refused.output
         stop(procs.pop("worker"))
         stop(procs.pop("loader"))
-        lines = rebuild(Settings(data_dir=data_dir, kafka_bootstrap=kafka_bootstrap), only_missing=False)
-        assert any(name in line and "1.05" in line for line in lines), lines
+        rebuilt = CliRunner().invoke(main, ["budget", "rebuild", "--all"])  # the stopped worker's announcement stays
+        assert rebuilt.exit_code == 0 and f"{name}: " in rebuilt.output and "1.05" in rebuilt.output, rebuilt.output
         procs["worker"] = start_worker(env, tmp_path / "worker.log")
         procs["loader"] = start_loader(env, tmp_path / "loader.log")
 

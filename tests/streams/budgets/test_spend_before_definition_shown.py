@@ -78,7 +78,7 @@ def test_a_state_from_before_seed32_says_unknown_until_rebuilt_or_its_period_end
     assert record["spend_before_definition"] == "unknown"
     cells, message = _shown(page, record, now)
     assert "$0.00 + spend from before the budget: unknown" in cells
-    assert message and "tokenmeter budget rebuild --all" in message
+    assert message and "stop the workers and run `tokenmeter budget rebuild --all`" in message
     # the mark survives the state topic (a restart) and ends with the period whose spend it doubts
     kept = _owner()
     kept.restore("search", orjson.loads(orjson.dumps(again.state_of(again.runtimes["search"]))))
