@@ -33,6 +33,8 @@ from pydantic import (
 )
 from typing_extensions import Annotated
 
+from tokenmeter.stored_money import MAX_STORED_COST_USD
+
 CONTRACT_VERSION = 1
 
 # Money travels as a decimal string so no JSON parser turns it into a float on the way.
@@ -87,7 +89,7 @@ Duration = Annotated[NonNegativeFloat, NotBoolean]
 # A cost a provider or router reported for one call (OpenRouter's usage.cost): at most this much, kept to 12
 # decimal places (pico-dollars, the warehouse's scale; the reported figure is a JSON float, so digits beyond
 # that are float noise, not money).
-MAX_REPORTED_COST_USD = Decimal(1_000_000)
+MAX_REPORTED_COST_USD = MAX_STORED_COST_USD  # what the warehouse stores (tokenmeter/stored_money.py)
 REPORTED_COST_QUANTUM = Decimal("1e-12")
 
 

@@ -109,3 +109,40 @@ def test_a_boolean_where_a_count_is_due_or_a_non_boolean_batch_flag_is_a_dead_le
         assert result.priced_count == 1 and len(result.deadletters) == 1, (field, value, result.deadletters)
         reason = result.deadletters[0]["reason"]
         assert reason.startswith("invalid event") and field in reason, reason
+
+
+# Calls the warehouse cannot store (cap33): gpt-4o at $2.50 / 1M input, $10 / 1M output, $0.025 a web search.
+OVER_LIMIT_USAGE = {
+    "sum": {"input_tokens": 220_000_000_000, "output_tokens": 50_000_000_000},  # lines of 550,000 and 500,000 USD
+    "line": {"output_tokens": 10**12},  # one line of 10,000,000 USD (too large for the columns' int64 lines)
+    "fees": {"input_tokens": 200_000_000_000, "output_tokens": 49_950_000_000,  # 999,500 USD of tokens ...
+             "tool_requests": {"web_search": 100_000}},  # ... + 2,500 USD of web searches
+}
+
+
+def test_a_call_costing_more_than_the_warehouse_stores_is_one_dead_letter_never_priced(book):
+    """cap33: such a call was priced and sent: the budget owner counted it, the loader then lettered it, and budget
+    and warehouse disagreed. The worker letters it now, naming the event, the amount and the limit. A reported cost
+    under the limit whose catalog lines are over it is lettered too (its reported_difference line is over)."""
+    from tokenmeter.stored_money import MAX_STORED_COST_USD
+
+    over = [event(100 + n, usage=usage) for n, usage in enumerate(OVER_LIMIT_USAGE.values())]
+    over.append(event(199, usage=OVER_LIMIT_USAGE["sum"], reported_cost_usd="10"))
+    edge = event(200, usage={"output_tokens": 99_999_999_999})  # 999,999.99999 USD: stored, so priced
+    batch = [event(1), *over, edge, event(2)]
+    result = process_batch([RawRecord(orjson.dumps(batch), "tokenmeter.usage", 0, 7)], book)
+    assert result.events_in == len(batch) and result.priced_count == 3, result.deadletters
+    assert [e["event_id"] for _, _, e in result.origins] == ["e1", "e200", "e2"]  # nothing over the limit for budgets
+    letters = result.deadletters
+    assert [d["payload"]["event_id"] for d in letters] == ["e100", "e101", "e102", "e199"]
+    for letter in letters:
+        reason = letter["reason"]
+        assert reason.startswith("cost too large: event 'e1") and "(openai/gpt-4o)" in reason, reason
+        assert f"at or above {MAX_STORED_COST_USD} USD" in reason and "Decimal(18,12)" in reason, reason
+        assert (letter["stage"], letter["partition"], letter["offset"]) == ("worker", 0, 7)
+    assert "cost_usd 1050000.000000000000 USD" in letters[0]["reason"]
+    assert "cost_usd 10000000.000000000000 USD" in letters[1]["reason"]
+    assert "cost_usd 1002000.000000000000 USD" in letters[2]["reason"]
+    assert "cost_breakdown.reported_difference -1049990.000000000000 USD" in letters[3]["reason"]
+    stored = [orjson.loads(v) for _, v in result.priced_messages()][0]
+    assert Decimal(stored[1]["cost_usd"]) == Decimal("999999.99999")
