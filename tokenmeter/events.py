@@ -122,6 +122,15 @@ class Correlation(_Strict):
     span_id: str | None = Field(default=None, min_length=1, max_length=32)
 
 
+# Bounds of one event's attribution (cap33): far above what a deployment sends, low enough that a hostile gateway
+# cannot make one event 10,000 tags (each a row of the tag rollups) or a 200 KB team name (a key of every rollup,
+# budget, anomaly series and dashboard list). OpenTelemetry's SDKs cap a span at 128 attributes by default
+# (OTEL_ATTRIBUTE_COUNT_LIMIT); an id, a name, a path or a tag value fits 1,024 characters, a tag key 128.
+MAX_TAGS = 128
+MAX_TAG_KEY_CHARS = 128
+MAX_ATTRIBUTION_CHARS = 1024  # an attribution value (org, team, project, user, api_key, feature, route) or tag value
+
+
 class Attribution(_Strict):
     org: str | None = None
     team: str | None = None
@@ -131,6 +140,46 @@ class Attribution(_Strict):
     feature: str | None = None
     route: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator(*ATTRIBUTION_DIMENSIONS)
+    @classmethod
+    def _not_too_long(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_ATTRIBUTION_CHARS:
+            raise ValueError(f"{len(value)} characters, at most {MAX_ATTRIBUTION_CHARS}")
+        return value
+
+    @field_validator("tags", mode="before")  # before: 100,000 tags are refused before pydantic copies them
+    @classmethod
+    def _not_too_many(cls, tags: Any) -> Any:
+        problem = tags_problem(tags) if isinstance(tags, dict) else None
+        if problem is not None:
+            raise ValueError(problem)
+        return tags
+
+
+def tags_problem(tags: dict[Any, Any]) -> str | None:
+    """What of a tags object is past its bounds, in words (the dead letter's), or None."""
+    if len(tags) > MAX_TAGS:
+        return f"{len(tags)} tags, at most {MAX_TAGS}"
+    for key, value in tags.items():
+        if isinstance(key, str) and len(key) > MAX_TAG_KEY_CHARS:
+            return f"a tag key of {len(key)} characters ({key[:40]!r}...), at most {MAX_TAG_KEY_CHARS}"
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTION_CHARS:
+            return f"tag {key[:40]!r}: a value of {len(value)} characters, at most {MAX_ATTRIBUTION_CHARS}"
+    return None
+
+
+def attribution_fits(attribution: dict[str, Any]) -> bool:
+    """Whether an attribution's JSON form (dimensions as text, `tags` a dict) is within the bounds above: the check
+    of the paths that write an event without the model (collectors' batch forms, the worker's columns), which leave
+    an event past them to the model, whose validators word its refusal."""
+    for name, value in attribution.items():
+        if name == "tags":
+            if value and type(value) is dict and tags_problem(value) is not None:
+                return False
+        elif type(value) is str and len(value) > MAX_ATTRIBUTION_CHARS:
+            return False
+    return True
 
 
 class Usage(_Strict):
@@ -302,17 +351,23 @@ def derive_event_id(source: str, *parts: Any) -> str:
     return f"{source}:{digest[:32]}"
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One line naming every bad field, e.g. `usage.input_tokens: Input should be >= 0`."""
+def describe_validation_error(error: ValidationError, under: str = "") -> str:
+    """One line naming every bad field, e.g. `usage.input_tokens: Input should be >= 0`; `under`: the field the
+    validated model is (`attribution` for an Attribution validated on its own)."""
     parts = []
     for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "event"
+        where = ".".join(str(p) for p in ((under,) if under else ()) + tuple(item["loc"])) or "event"
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
 
 
 __all__ = [
     "ATTRIBUTION_DIMENSIONS",
+    "MAX_ATTRIBUTION_CHARS",
+    "MAX_TAGS",
+    "MAX_TAG_KEY_CHARS",
+    "attribution_fits",
+    "tags_problem",
     "MAX_CONTENT_DEPTH",
     "MAX_TOOL_REQUESTS",
     "TOOL_REQUEST_KINDS",
