@@ -173,13 +173,20 @@ def attribution_fits(attribution: dict[str, Any]) -> bool:
     """Whether an attribution's JSON form (dimensions as text, `tags` a dict) is within the bounds above: the check
     of the paths that write an event without the model (collectors' batch forms, the worker's columns), which leave
     an event past them to the model, whose validators word its refusal."""
-    for name, value in attribution.items():
-        if name == "tags":
-            if value and type(value) is dict and tags_problem(value) is not None:
+    try:  # one pass of len() (the hot path of every collector's batch form: ~0.5-1 us an event)
+        for value in attribution.values():
+            if len(value) > MAX_ATTRIBUTION_CHARS:  # a dimension's characters (or more than 1,024 tags)
                 return False
-        elif type(value) is str and len(value) > MAX_ATTRIBUTION_CHARS:
-            return False
-    return True
+        tags = attribution.get("tags")
+        if tags:
+            if len(tags) > MAX_TAGS:
+                return False
+            for key, value in tags.items():
+                if len(key) > MAX_TAG_KEY_CHARS or len(value) > MAX_ATTRIBUTION_CHARS:
+                    return False
+        return True
+    except TypeError:  # a value without a length (a writer's bug): the model decides
+        return False
 
 
 class Usage(_Strict):
