@@ -165,7 +165,7 @@ def tags_problem(tags: dict[Any, Any]) -> str | None:
         if isinstance(key, str) and len(key) > MAX_TAG_KEY_CHARS:
             return f"a tag key of {len(key)} characters ({key[:40]!r}...), at most {MAX_TAG_KEY_CHARS}"
         if isinstance(value, str) and len(value) > MAX_ATTRIBUTION_CHARS:
-            return f"tag {key[:40]!r}: a value of {len(value)} characters, at most {MAX_ATTRIBUTION_CHARS}"
+            return f"tag {str(key)[:40]!r}: a value of {len(value)} characters, at most {MAX_ATTRIBUTION_CHARS}"
     return None
 
 
