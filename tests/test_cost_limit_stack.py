@@ -64,7 +64,8 @@ def test_a_call_over_what_the_warehouse_stores_is_counted_by_neither_budget_nor_
         worker = start_worker(env, tmp_path / "worker.log")
         try:
             wait_for(lambda: (d := decision()) and d["spend_before_definition"] == "counted", 90, "the budget ready")
-            asyncio.run(produce(kafka_bootstrap, f"team:{team}".encode(), [normal[0], over, long_user, many_tags, *normal[1:]]))
+            sent = [normal[0], over, long_user, many_tags, *normal[1:]]
+            asyncio.run(produce(kafka_bootstrap, f"team:{team}".encode(), sent))
             wait_for(lambda: (warehouse_totals(tmp_path / "data") or {}).get(team, (0,))[0] == 3, 90,
                      "the three normal calls in the warehouse")
             spend = wait_for(lambda: (d := decision()) and Decimal(d["spend"]) and Decimal(d["spend"]), 60,
