@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from pydantic import ValidationError
+
 from collectors.coerce import dig_steps
-from tokenmeter.events import ATTRIBUTION_DIMENSIONS, Attribution
+from collectors.errors import DialectError
+from tokenmeter.events import ATTRIBUTION_DIMENSIONS, Attribution, describe_validation_error
 
 SELECTOR_KINDS = ("header", "field", "attr", "span", "resource", "const")
 
@@ -261,7 +264,10 @@ class AttributionMapping:
         if isinstance(native, Attribution):
             native = native.model_dump()
         values = self.resolve_values(dialect, view, native, auto_tags)
-        return Attribution(**values)
+        try:
+            return Attribution(**values)
+        except ValidationError as exc:  # past the contract's bounds (a 5 MB header, 100,000 tags): this entry's error
+            raise DialectError(f"invalid event: {describe_validation_error(exc, 'attribution')}") from None
 
     def resolve_values(self, dialect: str, view: RecordView, native: Mapping[str, Any] | None = None,
                        auto_tags: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ What the readers must reproduce, collected here once:
 - the field order of the model (a dict built in that order; orjson keeps it);
 - the timestamp as pydantic writes an aware UTC datetime (`...:01.719000Z`, no fraction when zero);
 - floats: only values pydantic and orjson write alike (0, or 1e-4 <= x < 1e15; else the per-entry path);
-- the contract's bounds (token counts, parts within totals, event time range, string lengths).
+- the contract's bounds (token counts, parts within totals, event time range, string lengths, attribution sizes).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from tokenmeter.events import (EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS, PARTITION_DIMENSIONS, UsageEvent,
-                               partition_key)
+                               attribution_fits, partition_key)
 from tokenmeter.microbatch import MAX_MESSAGE_BYTES
 
 # An event is sent as a message of its own at worst: with its partition key (an attribution value, so a 700 KB team
@@ -46,8 +46,12 @@ class EncodedEvent:
         return f"EncodedEvent({self.json[:120]!r}...)"
 
 
-def encoded_event(fields: dict[str, Any]) -> EncodedEvent:
-    """`fields`: the event's JSON form in model order, None fields left out, attribution a plain dict."""
+def encoded_event(fields: dict[str, Any]) -> EncodedEvent | None:
+    """`fields`: the event's JSON form in model order, None fields left out, attribution a plain dict. None when the
+    attribution is past the contract's bounds (tokenmeter.events.attribution_fits): the entry then takes its dialect's
+    per-entry parser, whose model refuses it naming the field, its size and the limit (cap33)."""
+    if not attribution_fits(fields["attribution"]):
+        return None
     return EncodedEvent(fields["event_id"], attribution_key(fields["attribution"]), kept_copy(orjson.dumps(fields)))
 
 
@@ -64,8 +68,8 @@ def sendable(events: list[Any]) -> tuple[list[Any], list[str]]:
             kept.append(event)
         else:
             refused.append(f"event too large to send: {size} bytes (its JSON and partition key), at most "
-                           f"{MAX_SENDABLE_EVENT_BYTES} (event_id {event.event_id[:100]!r}; a long attribution "
-                           "value, tags or content)")
+                           f"{MAX_SENDABLE_EVENT_BYTES} (event_id {event.event_id[:100]!r}; a long source, model "
+                           "or content)")
     return kept, refused
 
 

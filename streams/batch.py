@@ -22,6 +22,7 @@ from tokenmeter import deadletters, microbatch
 from tokenmeter.priced_wire import ARROW
 from tokenmeter.microbatch import MAX_EVENTS_PER_MESSAGE, MAX_EVENTS_PER_RECORD, MAX_MESSAGE_BYTES  # noqa: F401
 from tokenmeter.events import UsageEvent, describe_validation_error, partition_key
+from tokenmeter.stored_money import too_much_money_reason, unstorable_money
 
 # Priced messages are framed like the usage topic's (tokenmeter.microbatch); a larger incoming micro-batch is one
 # dead letter.
@@ -166,6 +167,10 @@ def _price_item(item: Any, record: RawRecord, book: PriceBook, now: datetime, re
     try:
         event = UsageEvent.model_validate(item)
         priced = price_event(event, book, priced_at=now)
+        # money the warehouse cannot store is never sent: a budget would count what the loader then letters
+        unstorable = unstorable_money(priced.cost_usd, priced.cost_breakdown)
+        if unstorable is not None:
+            return dead_letter(too_much_money_reason(event, *unstorable), kept, record)
         key = partition_key(event)
         priced_json = priced.to_json()
         encoded = orjson.dumps(priced_json)

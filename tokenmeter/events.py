@@ -33,6 +33,8 @@ from pydantic import (
 )
 from typing_extensions import Annotated
 
+from tokenmeter.stored_money import MAX_STORED_COST_USD
+
 CONTRACT_VERSION = 1
 
 # Money travels as a decimal string so no JSON parser turns it into a float on the way.
@@ -87,7 +89,7 @@ Duration = Annotated[NonNegativeFloat, NotBoolean]
 # A cost a provider or router reported for one call (OpenRouter's usage.cost): at most this much, kept to 12
 # decimal places (pico-dollars, the warehouse's scale; the reported figure is a JSON float, so digits beyond
 # that are float noise, not money).
-MAX_REPORTED_COST_USD = Decimal(1_000_000)
+MAX_REPORTED_COST_USD = MAX_STORED_COST_USD  # what the warehouse stores (tokenmeter/stored_money.py)
 REPORTED_COST_QUANTUM = Decimal("1e-12")
 
 
@@ -120,6 +122,15 @@ class Correlation(_Strict):
     span_id: str | None = Field(default=None, min_length=1, max_length=32)
 
 
+# Bounds of one event's attribution (cap33): far above what a deployment sends, low enough that a hostile gateway
+# cannot make one event 10,000 tags (each a row of the tag rollups) or a 200 KB team name (a key of every rollup,
+# budget, anomaly series and dashboard list). OpenTelemetry's SDKs cap a span at 128 attributes by default
+# (OTEL_ATTRIBUTE_COUNT_LIMIT); an id, a name, a path or a tag value fits 1,024 characters, a tag key 128.
+MAX_TAGS = 128
+MAX_TAG_KEY_CHARS = 128
+MAX_ATTRIBUTION_CHARS = 1024  # an attribution value (org, team, project, user, api_key, feature, route) or tag value
+
+
 class Attribution(_Strict):
     org: str | None = None
     team: str | None = None
@@ -129,6 +140,53 @@ class Attribution(_Strict):
     feature: str | None = None
     route: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator(*ATTRIBUTION_DIMENSIONS)
+    @classmethod
+    def _not_too_long(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_ATTRIBUTION_CHARS:
+            raise ValueError(f"{len(value)} characters, at most {MAX_ATTRIBUTION_CHARS}")
+        return value
+
+    @field_validator("tags", mode="before")  # before: 100,000 tags are refused before pydantic copies them
+    @classmethod
+    def _not_too_many(cls, tags: Any) -> Any:
+        problem = tags_problem(tags) if isinstance(tags, dict) else None
+        if problem is not None:
+            raise ValueError(problem)
+        return tags
+
+
+def tags_problem(tags: dict[Any, Any]) -> str | None:
+    """What of a tags object is past its bounds, in words (the dead letter's), or None."""
+    if len(tags) > MAX_TAGS:
+        return f"{len(tags)} tags, at most {MAX_TAGS}"
+    for key, value in tags.items():
+        if isinstance(key, str) and len(key) > MAX_TAG_KEY_CHARS:
+            return f"a tag key of {len(key)} characters ({key[:40]!r}...), at most {MAX_TAG_KEY_CHARS}"
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTION_CHARS:
+            return f"tag {str(key)[:40]!r}: a value of {len(value)} characters, at most {MAX_ATTRIBUTION_CHARS}"
+    return None
+
+
+def attribution_fits(attribution: dict[str, Any]) -> bool:
+    """Whether an attribution's JSON form (dimensions as text, `tags` a dict) is within the bounds above: the check
+    of the paths that write an event without the model (collectors' batch forms, the worker's columns), which leave
+    an event past them to the model, whose validators word its refusal."""
+    try:  # one pass of len() (the hot path of every collector's batch form: ~0.5-1 us an event)
+        for value in attribution.values():
+            if len(value) > MAX_ATTRIBUTION_CHARS:  # a dimension's characters (or more than 1,024 tags)
+                return False
+        tags = attribution.get("tags")
+        if tags:
+            if len(tags) > MAX_TAGS:
+                return False
+            for key, value in tags.items():
+                if len(key) > MAX_TAG_KEY_CHARS or len(value) > MAX_ATTRIBUTION_CHARS:
+                    return False
+        return True
+    except TypeError:  # a value without a length (a writer's bug): the model decides
+        return False
 
 
 class Usage(_Strict):
@@ -300,17 +358,23 @@ def derive_event_id(source: str, *parts: Any) -> str:
     return f"{source}:{digest[:32]}"
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One line naming every bad field, e.g. `usage.input_tokens: Input should be >= 0`."""
+def describe_validation_error(error: ValidationError, under: str = "") -> str:
+    """One line naming every bad field, e.g. `usage.input_tokens: Input should be >= 0`; `under`: the field the
+    validated model is (`attribution` for an Attribution validated on its own)."""
     parts = []
     for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "event"
+        where = ".".join(str(p) for p in ((under,) if under else ()) + tuple(item["loc"])) or "event"
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
 
 
 __all__ = [
     "ATTRIBUTION_DIMENSIONS",
+    "MAX_ATTRIBUTION_CHARS",
+    "MAX_TAGS",
+    "MAX_TAG_KEY_CHARS",
+    "attribution_fits",
+    "tags_problem",
     "MAX_CONTENT_DEPTH",
     "MAX_TOOL_REQUESTS",
     "TOOL_REQUEST_KINDS",

@@ -20,6 +20,7 @@ from typing import Any
 from tokenmeter.call_keys import call_keys
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
                                MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, USAGE_PARTS, Correlation, PricedEvent)
+from tokenmeter.stored_money import COST_PRECISION, COST_SCALE
 
 PRICED_KEYS = frozenset(PricedEvent.model_fields) - {"content"}
 # A provider-reported cost taken here (the row has no column of its own: the cost and lines carry it): decimal
@@ -32,9 +33,12 @@ TOOL_KINDS = frozenset(TOOL_REQUEST_KINDS)
 MAX_EXACT_FLOAT_INT = 2**53
 _AWARE_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 _NAIVE_OR_AWARE_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
-# Decimal(18,12) without rounding: at most 6 integer digits and 12 decimals (schema._cost's limits).
-_MONEY = re.compile(r"\d{1,6}(\.\d{1,12})?")
-_SIGNED_MONEY = re.compile(r"-?\d{1,6}(\.\d{1,12})?")  # a breakdown line: reported_difference has either sign
+# Decimal(18,12) without rounding: at most 6 integer digits and 12 decimals (schema._cost's limits, named once in
+# tokenmeter/stored_money.py).
+_DIGITS, _DECIMALS = COST_PRECISION - COST_SCALE, COST_SCALE
+_MONEY = re.compile(rf"\d{{1,{_DIGITS}}}(\.\d{{1,{_DECIMALS}}})?")
+# a breakdown line: reported_difference has either sign
+_SIGNED_MONEY = re.compile(rf"-?\d{{1,{_DIGITS}}}(\.\d{{1,{_DECIMALS}}})?")
 _UTC = timezone.utc
 
 

@@ -19,15 +19,16 @@ from pydantic import ValidationError
 
 from tokenmeter.call_keys import call_keys
 from tokenmeter.events import PricedEvent, describe_validation_error
+from tokenmeter.stored_money import COST_PRECISION, COST_SCALE, MAX_STORED_COST_USD
 from warehouse.fast_rows import fast_row
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-# Decimal(18, 12): 6 integer digits, 12 fractional digits.
-COST_SCALE = 12
-COST_LIMIT = Decimal("1e6")
-COST_TYPE = pa.decimal128(18, COST_SCALE)
+# Decimal(18, 12): 6 integer digits, 12 fractional digits; the limit is the shared contract's (the worker letters a
+# call over it: tokenmeter/stored_money.py), migration 0001's columns are checked against it (test_stored_money_limit)
+COST_LIMIT = MAX_STORED_COST_USD
+COST_TYPE = pa.decimal128(COST_PRECISION, COST_SCALE)
 UTC_MS = pa.timestamp("ms", tz="UTC")
 
 # Column name -> Arrow type, in table order (loaded_at is filled by the server's DEFAULT).
@@ -104,7 +105,8 @@ def _cost(value: Decimal, field: str) -> Decimal:
         if not value.is_finite():
             raise RowError(f"{field}: not a finite number ({value})")
         if abs(value) >= COST_LIMIT:
-            raise RowError(f"{field}: {value} does not fit Decimal(18,12) (must be below 1,000,000 USD)")
+            raise RowError(f"{field}: {value} does not fit Decimal({COST_PRECISION},{COST_SCALE}) (must be below "
+                           f"{MAX_STORED_COST_USD:,} USD)")
         if value != value.quantize(Decimal(1).scaleb(-COST_SCALE)):
             raise RowError(f"{field}: {value} has more than {COST_SCALE} decimal places")
     except InvalidOperation as exc:

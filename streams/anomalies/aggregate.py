@@ -12,6 +12,7 @@ from math import log1p
 
 from tokenmeter.call_keys import call_keys
 from tokenmeter.events import MAX_TOKENS
+from tokenmeter.stored_money import MAX_STORED_COST_PICO
 
 PICO = 10**12
 SCOPE_DIMS = ("team", "project", "user", "api_key", "feature", "model")
@@ -48,7 +49,7 @@ def parse_pico(value) -> int:
 # The contract's bounds (tokenmeter.events; the loader letters what is outside them). Folded in, a 10^19-token or
 # 40-digit-cost event from any producer to the priced topic made the saved state an integer past 64 bits that orjson
 # cannot write: the detector exited, restarted from the same offsets and exited again (hostile32).
-MAX_COST_PICO = 10**6 * PICO  # the warehouse's Decimal(18,12) holds costs below 1,000,000 USD
+MAX_COST_PICO = MAX_STORED_COST_PICO  # the warehouse's Decimal(18,12) holds costs below 1,000,000 USD
 
 
 def _amounts(event: dict) -> tuple[int, int, int]:

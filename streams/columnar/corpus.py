@@ -20,7 +20,8 @@ import orjson
 
 from streams.batch import MAX_EVENTS_PER_RECORD, MAX_PRICED_EVENT_BYTES, RawRecord
 from streams.pricing import PriceBook
-from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS, UsageEvent
+from tokenmeter.events import (EARLIEST_EVENT_TS, MAX_ATTRIBUTION_CHARS, MAX_EVENT_FUTURE, MAX_TAG_KEY_CHARS, MAX_TAGS,
+                               MAX_TOKENS, UsageEvent)
 
 PROVIDER_SPELLINGS = {
     "openai": ["openai", "openai_api"], "azure": ["azure", "azure_openai", "az.ai.openai"],
@@ -35,6 +36,18 @@ ASSUMPTIONS = [None] * 40 + ["litellm-cache-writes-in-prompt"] * 8 + ["a" * 201,
 TOOL_KINDS = ["web_search", "web_fetch", "file_search", "code_interpreter", "grounding_prompts", "grounding_queries"]
 PROMPTS = ["Hello there", "Summarise this contract in three bullet points.", "def f(x):\n    return x * 2",
            "Bonjour, ça va ? 日本語のテキスト", ""]
+
+# Attributions at the contract's bounds (priced) and one past each (a dead letter naming it), in bytes and in
+# characters (a value of at most 1,024 characters in more bytes: frames.py hands it to the dict path to count).
+_BOUND_ATTRIBUTIONS = [
+    {"team": "t" * MAX_ATTRIBUTION_CHARS}, {"team": "t" * (MAX_ATTRIBUTION_CHARS + 1)},
+    {"team": "\u00e9" * MAX_ATTRIBUTION_CHARS}, {"team": "\u00e9" * (MAX_ATTRIBUTION_CHARS + 1)},
+    {"team": "a", "tags": {f"k{i}": "v" for i in range(MAX_TAGS)}},
+    {"team": "a", "tags": {f"k{i}": "v" for i in range(MAX_TAGS + 1)}},
+    {"team": "a", "tags": {"k" * MAX_TAG_KEY_CHARS: "v" * MAX_ATTRIBUTION_CHARS}},
+    {"team": "a", "tags": {"k" * (MAX_TAG_KEY_CHARS + 1): "v"}},
+    {"team": "a", "tags": {"env": "v" * (MAX_ATTRIBUTION_CHARS + 1)}},
+]
 
 
 def catalog_names(book: PriceBook) -> list[tuple[str, str]]:
@@ -248,11 +261,14 @@ class Corpus:
             event["model"] = rng.choice(["", 7])
         elif damage < 0.032:
             return rng.choice([5, "text", None, [], [1, 2], True])
-        elif damage < 0.0321:  # valid, but its priced JSON would not fit a message: a dead letter
-            tags = {"blob": "x" * rng.choice([MAX_PRICED_EVENT_BYTES - 2000, MAX_PRICED_EVENT_BYTES + 10])}
-            event["attribution"] = {"team": "big", "tags": tags}
+        elif damage < 0.0321:  # valid, but its priced JSON would not fit a message: a dead letter (a long source:
+            # no attribution can be this long since cap33)
+            event["source"] = "x" * rng.choice([MAX_PRICED_EVENT_BYTES - 2000, MAX_PRICED_EVENT_BYTES + 10])
+            event["attribution"] = {"team": "big"}
             event["ts"] = "2026-11-01T10:00:00Z"
             event["usage"] = {"input_tokens": 10, "output_tokens": 1}
+        elif damage < 0.0326:  # attributions at and past the contract's bounds (cap33)
+            event["attribution"] = rng.choice(_BOUND_ATTRIBUTIONS)
         correlation = self.correlation()
         if correlation is not _ABSENT:
             event["correlation"] = correlation
@@ -364,6 +380,9 @@ class Corpus:
                 event.attribution.tags = {rng.choice(["env", "route", "\u00e9quipe", "", "k,{}:"]) + str(i):
                                           rng.choice(["prod", "/v1/{id}", "\u65e5\u672c", "", "a:b,c}"])
                                           for i in range(rng.randint(0, 4))}
+            elif rng.random() < 0.002:  # at and past the bounds, in a message frames.py certifies (cap33)
+                bound = rng.choice(_BOUND_ATTRIBUTIONS)
+                event.attribution.team, event.attribution.tags = bound.get("team"), bound.get("tags", {})
             dumped = event.model_dump_json(exclude_none=True).encode()
             # escaped strings and tool requests take the dict path (the other records have plenty): a few only
             if (b"\\" in dumped or b"tool_requests" in dumped) and rng.random() < 0.995:

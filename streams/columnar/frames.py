@@ -50,11 +50,14 @@ import numpy as np
 import polars as pl
 
 from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord
-from tokenmeter.events import ATTRIBUTION_DIMENSIONS, TOOL_REQUEST_KINDS
+from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, MAX_ATTRIBUTION_CHARS, MAX_TAG_KEY_CHARS, MAX_TAGS,
+                               TOOL_REQUEST_KINDS)
 from tokenmeter.exprs import all_of, usage_checks
 from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAG_KEY, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 
 from .validate import CORRELATION_IDS, USAGE_PARTS
+
+TAG_VALUE = '":"[^"]*"'  # a value in a matched tags object, with the `":"` before it and its closing quote
 
 S = pl.String
 TOP_STRINGS = ("event_id", "ts", "source", "provider", "model", "operation", "status", "service_tier",
@@ -311,8 +314,14 @@ def _with_tags(frame: pl.DataFrame, tags: pl.Series) -> pl.DataFrame:
     # tags repeat (per team, environment): keys counted once per distinct object
     distinct = texts.unique()
     keys = distinct.str.extract_all(TAG_KEY)
-    repeating = distinct.filter(keys.list.len() != keys.list.n_unique())
-    return frame.with_columns(_tags_ok=~pl.col("_tags").is_in(repeating.implode()).fill_null(False))
+    # past the contract's bounds (tokenmeter/events.py, cap33): too many tags, a key or value too long in bytes (a
+    # string of at most n bytes has at most n characters; a longer one the dict path measures in characters)
+    values = distinct.str.extract_all(TAG_VALUE)
+    longest_key = keys.list.eval(pl.element().str.len_bytes()).list.max().fill_null(0).cast(pl.Int64) - len('"":"')
+    longest_value = values.list.eval(pl.element().str.len_bytes()).list.max().fill_null(0).cast(pl.Int64) - len('":""')
+    refused = distinct.filter((keys.list.len() != keys.list.n_unique()) | (keys.list.len() > MAX_TAGS)
+                              | (longest_key > MAX_TAG_KEY_CHARS) | (longest_value > MAX_ATTRIBUTION_CHARS))
+    return frame.with_columns(_tags_ok=~pl.col("_tags").is_in(refused.implode()).fill_null(False))
 
 
 class _Fields:
@@ -398,7 +407,10 @@ def row_checks() -> pl.Expr:
     of a decoded dict, for values polars read into their own fields (so types are already right)."""
     # Lengths in bytes (O(1) per row) where they decide as characters would or conservatively: a string of at
     # most n bytes has at most n characters; one of more bytes but few enough characters takes the dict path.
+    dimension = pl.col("attribution").struct.field
     checks = [pl.col("event_id").str.len_bytes().is_between(1, 512),
+              *(dimension(dim).is_null() | (dimension(dim).str.len_bytes() <= MAX_ATTRIBUTION_CHARS)
+                for dim in ATTRIBUTION_DIMENSIONS),
               pl.col("source").str.len_bytes() > 0, pl.col("provider").str.len_bytes() > 0,
               pl.col("model").str.len_bytes() > 0,
               pl.col("status").fill_null("ok").is_in(["ok", "error"]),

@@ -24,6 +24,7 @@ from streams.pricing import PriceBook
 from streams.pricing.book import PriceResult, fee_lines
 from streams.pricing.reported import with_reported_cost
 from tokenmeter.priced_wire import ARROW, JSON
+from tokenmeter.stored_money import MAX_STORED_COST_PICO
 
 from .decode import decode_records, item_of
 from .frame_price import Written, _line_texts, _money_text, _ref_json, write_frame
@@ -246,6 +247,9 @@ def _price_columns(columns: Columns, book: PriceBook, now: datetime, outcomes: l
             if kind == PRICED:  # per-request fees: today's fee_lines on these rows, added to the token lines
                 kind, cost, lines, pico, quantized, fee_reason = _with_fees(
                     table, entry_id[j], ts, tools, cost, lines, pico, quantized)
+                if pico >= MAX_STORED_COST_PICO:  # over what the warehouse stores once the fees are in: the per-row
+                    fallback_rows.append(row)  # path letters it (tokenmeter/stored_money.py)
+                    continue
         if latency is not None:
             event["latency_ms"] = latency
         if ttft is not None:

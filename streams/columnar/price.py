@@ -35,6 +35,7 @@ from streams.pricing import COST_QUANTUM, PriceBook, service_tier_of
 from streams.pricing.catalog import CatalogEntry
 from streams.pricing.schema import PriceSet, PriceVersion
 from tokenmeter.exprs import any_of, run_plan
+from tokenmeter.stored_money import MAX_STORED_COST_PICO
 from tokenmeter.timefmt import iso_effective
 
 from .meter import TOKEN_PARTS
@@ -303,9 +304,12 @@ def _pricing_exprs(threshold_count: int) -> tuple[list[pl.Expr], list[pl.Expr], 
     # rows without a version have no set (null limits): not too big, as the empty set's limits said
     lines.insert(0, any_of(*too_big).fill_null(False).alias("too_big"))  # balanced: exprs.py
     line_names = [f"line_{p}" for p in (*TOKEN_PARTS, "request")]
-    outcome = (pl.when(pl.col("ruled") | (priced_ok & pl.col("too_big"))).then(FALLBACK)
-               .when(priced_ok).then(PRICED).otherwise(UNPRICED))
-    totals = [outcome.alias("outcome"), pl.sum_horizontal(line_names).fill_null(0).alias("cost_pico"),
+    total = pl.sum_horizontal(line_names).fill_null(0)
+    # a total the warehouse cannot store takes the per-row path, which letters it (tokenmeter/stored_money.py); the
+    # lines are non-negative and each below the total, so the total alone decides
+    outcome = (pl.when(pl.col("ruled") | (priced_ok & (pl.col("too_big") | (total >= MAX_STORED_COST_PICO))))
+               .then(FALLBACK).when(priced_ok).then(PRICED).otherwise(UNPRICED))
+    totals = [outcome.alias("outcome"), total.alias("cost_pico"),
               pl.any_horizontal([pl.col(c).is_not_null() for c in line_names]).fill_null(False).alias("has_lines")]
     return tiers, lines, totals
 

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from streams.pricing import PriceBook
 from tokenmeter.events import EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS
+from tokenmeter.stored_money import COST_PRECISION, COST_SCALE, MAX_STORED_COST_PICO
 
 from .meter import TOKEN_PARTS
 from .price import EPOCH, PRICED, UNPRICED, price_frame, price_table, unpriced_reason
@@ -33,8 +34,8 @@ USAGE_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "c
 # What this module reads of a stored row (warehouse.schema names and Arrow types).
 READS = ("event_id", "ts", "source", "provider", "model", "status", "org", *USAGE_COLUMNS, "batch", "service_tier",
          "cost_breakdown", "tool_requests")
-MONEY = pa.decimal128(18, 12)  # the warehouse's cost type: its unscaled integer is the amount in pico-dollars
-MONEY_LIMIT = 10**18  # pico-dollars of 1,000,000 USD, the first amount Decimal(18,12) cannot hold
+MONEY = pa.decimal128(COST_PRECISION, COST_SCALE)  # the warehouse's cost type: its unscaled integer is pico-dollars
+MONEY_LIMIT = MAX_STORED_COST_PICO  # pico-dollars of 1,000,000 USD, the first amount Decimal(18,12) cannot hold
 REPORTED_LINES = ("reported", "reported_difference")  # streams.pricing.reported: the cost is the provider's
 # The pricing columns returned, in this order, with the warehouse's types.
 PRICED_SCHEMA = pa.schema([

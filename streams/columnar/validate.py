@@ -24,8 +24,9 @@ from typing import Any
 import orjson
 import polars as pl
 
-from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS,
-                               MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, USAGE_PARTS, Correlation, UsageEvent)
+from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_ATTRIBUTION_CHARS, MAX_EVENT_FUTURE,
+                               MAX_TOKENS, MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, USAGE_PARTS, Correlation,
+                               UsageEvent, tags_problem)
 
 TOP_KEYS = frozenset(UsageEvent.model_fields)
 # A provider-reported cost taken here: plain decimal text below MAX_REPORTED_COST_USD (10^6) with at most 12
@@ -144,7 +145,7 @@ def _normalise_attribution(value: dict) -> tuple[dict[str, Any], str] | None:
     for dim in ATTRIBUTION_DIMENSIONS:
         v = value.get(dim)
         if v is not None:
-            if type(v) is not str:
+            if type(v) is not str or len(v) > MAX_ATTRIBUTION_CHARS:  # past its bound: the model words the letter
                 return None
             out[dim] = v
     scope = next((f"{dim}:{out[dim]}" for dim in KEY_DIMENSIONS if out.get(dim)), "unattributed")
@@ -196,6 +197,8 @@ def _tagged_attribution(value: dict, tags: dict) -> tuple | None:
     for v in tags.values():
         if type(v) is not str:  # keys of a JSON object are always strings
             return None
+    if tags_problem(tags) is not None:  # past the tags' bounds: the model words the letter
+        return None
     found = _normalise_attribution(value)
     if found is None:
         return None

@@ -3,7 +3,8 @@ the message holds it twice; or a long prompt sent for counting) was accepted by 
 refused it (`MessageSizeTooLargeError`) and the sink called that "Kafka unavailable": `collect http` answered 503
 "retry later" for ever (the good records of the request not written), and `collect file` / `collect kafka` retried
 the batch for ever, every later line or record stuck behind it. Such an event is now a record error naming its
-size and the limit (400 / a dead letter), the others of its record and batch written."""
+size and the limit (400 / a dead letter), the others of its record and batch written. (Since cap33 an attribution
+value is at most 1,024 characters, refused as such: a 1.1 MB source stands in for the team here.)"""
 
 from __future__ import annotations
 
@@ -29,16 +30,16 @@ from tokenmeter.microbatch import MAX_MESSAGE_BYTES
 from tokenmeter import topics
 
 pytestmark = pytest.mark.slow(seconds=12)
-TOO_LONG = "T" * 700_000  # under the limit once, over it as key and value together
+TOO_LONG = "T" * 1_100_000  # a source: no attribution value can be this long since cap33 (at most 1,024 characters)
 
 
 def _big(event_id: str) -> dict:
-    return canonical_event(event_id, team=TOO_LONG)
+    return canonical_event(event_id, source=TOO_LONG)
 
 
 def test_a_record_with_an_event_too_large_to_send_is_a_record_error_keeping_the_others():
     good, big = f"good-{uuid.uuid4().hex}", f"big-{uuid.uuid4().hex}"
-    with pytest.raises(DialectError, match=r"event too large to send: 1400\d{3} bytes") as caught:
+    with pytest.raises(DialectError, match=r"event too large to send: 1100\d{3} bytes") as caught:
         parse_record(orjson.dumps([canonical_event(good), _big(big)]).decode(), "canonical", encoded=True)
     assert str(MAX_MESSAGE_BYTES) in caught.value.reason
     assert [e.event_id for e in caught.value.partial] == [good]

@@ -62,10 +62,12 @@ def test_priced_output_is_keyed_and_chunked(book):
 def test_limits_give_dead_letters_not_unsendable_messages(book):
     from streams.batch import MAX_EVENTS_PER_RECORD, MAX_MESSAGE_BYTES, MAX_PRICED_EVENT_BYTES
 
-    huge_tag = {"team": "search", "tags": {"blob": "x" * (MAX_PRICED_EVENT_BYTES + 1)}}
+    # an attribution within its bounds (cap33) stays under the limit: a long source (unbounded) goes over it
+    huge = {**event(2), "source": "x" * (MAX_PRICED_EVENT_BYTES + 1)}
     too_many = [event(i) for i in range(MAX_EVENTS_PER_RECORD + 1)]
-    wide = [{**event(i), "attribution": {"team": "search", "tags": {"note": "y" * 20_000}}} for i in range(100)]
-    result = process_batch([RawRecord(orjson.dumps([event(1), {**event(2), "attribution": huge_tag}]), "u", 0, 1),
+    notes = {f"note{n}": "y" * 1000 for n in range(20)}  # 20 KB of tags, within the bounds
+    wide = [{**event(i), "attribution": {"team": "search", "tags": notes}} for i in range(100)]
+    result = process_batch([RawRecord(orjson.dumps([event(1), huge]), "u", 0, 1),
                             RawRecord(orjson.dumps(too_many), "u", 0, 2),
                             RawRecord(orjson.dumps(wide), "u", 0, 3)], book)
     reasons = [d["reason"] for d in result.deadletters]
@@ -109,3 +111,79 @@ def test_a_boolean_where_a_count_is_due_or_a_non_boolean_batch_flag_is_a_dead_le
         assert result.priced_count == 1 and len(result.deadletters) == 1, (field, value, result.deadletters)
         reason = result.deadletters[0]["reason"]
         assert reason.startswith("invalid event") and field in reason, reason
+
+
+# Calls the warehouse cannot store (cap33): gpt-4o at $2.50 / 1M input, $10 / 1M output, $0.025 a web search.
+OVER_LIMIT_USAGE = {
+    "sum": {"input_tokens": 220_000_000_000, "output_tokens": 50_000_000_000},  # lines of 550,000 and 500,000 USD
+    "line": {"output_tokens": 10**12},  # one line of 10,000,000 USD (too large for the columns' int64 lines)
+    "fees": {"input_tokens": 200_000_000_000, "output_tokens": 49_950_000_000,  # 999,500 USD of tokens ...
+             "tool_requests": {"web_search": 100_000}},  # ... + 2,500 USD of web searches
+}
+
+
+def test_a_call_costing_more_than_the_warehouse_stores_is_one_dead_letter_never_priced(book):
+    """cap33: such a call was priced and sent: the budget owner counted it, the loader then lettered it, and budget
+    and warehouse disagreed. The worker letters it now, naming the event, the amount and the limit. A reported cost
+    under the limit whose catalog lines are over it is lettered too (its reported_difference line is over)."""
+    from tokenmeter.stored_money import MAX_STORED_COST_USD
+
+    over = [event(100 + n, usage=usage) for n, usage in enumerate(OVER_LIMIT_USAGE.values())]
+    over.append(event(199, usage=OVER_LIMIT_USAGE["sum"], reported_cost_usd="10"))
+    edge = event(200, usage={"output_tokens": 99_999_999_999})  # 999,999.99999 USD: stored, so priced
+    batch = [event(1), *over, edge, event(2)]
+    result = process_batch([RawRecord(orjson.dumps(batch), "tokenmeter.usage", 0, 7)], book)
+    assert result.events_in == len(batch) and result.priced_count == 3, result.deadletters
+    assert [e["event_id"] for _, _, e in result.origins] == ["e1", "e200", "e2"]  # nothing over the limit for budgets
+    letters = result.deadletters
+    assert [d["payload"]["event_id"] for d in letters] == ["e100", "e101", "e102", "e199"]
+    for letter in letters:
+        reason = letter["reason"]
+        assert reason.startswith("cost too large: event 'e1") and "(openai/gpt-4o)" in reason, reason
+        assert f"at or above {MAX_STORED_COST_USD} USD" in reason and "Decimal(18,12)" in reason, reason
+        assert (letter["stage"], letter["partition"], letter["offset"]) == ("worker", 0, 7)
+    assert "cost_usd 1050000.000000000000 USD" in letters[0]["reason"]
+    assert "cost_usd 10000000.000000000000 USD" in letters[1]["reason"]
+    assert "cost_usd 1002000.000000000000 USD" in letters[2]["reason"]
+    assert "cost_breakdown.reported_difference -1049990.000000000000 USD" in letters[3]["reason"]
+    stored = [orjson.loads(v) for _, v in result.priced_messages()][0]
+    assert Decimal(stored[1]["cost_usd"]) == Decimal("999999.99999")
+
+
+def hostile_attributions() -> dict[str, tuple[dict, str]]:
+    """Attributions just over each bound (tokenmeter/events.py), with the reason's field and size (cap33)."""
+    from tokenmeter.events import MAX_ATTRIBUTION_CHARS, MAX_TAG_KEY_CHARS, MAX_TAGS
+
+    over = MAX_ATTRIBUTION_CHARS + 1
+    return {
+        "team": ({"team": "t" * over}, f"attribution.team: Value error, {over} characters, at most "
+                                       f"{MAX_ATTRIBUTION_CHARS}"),
+        "route": ({"team": "a", "route": "/r" * 600}, f"attribution.route: Value error, 1200 characters, at most "
+                                                       f"{MAX_ATTRIBUTION_CHARS}"),
+        "tags": ({"team": "a", "tags": {f"k{i}": "v" for i in range(MAX_TAGS + 1)}},
+                 f"attribution.tags: Value error, {MAX_TAGS + 1} tags, at most {MAX_TAGS}"),
+        "tag key": ({"team": "a", "tags": {"k" * (MAX_TAG_KEY_CHARS + 1): "v"}},
+                    f"attribution.tags: Value error, a tag key of {MAX_TAG_KEY_CHARS + 1} characters"),
+        "tag value": ({"team": "a", "tags": {"env": "v" * over}},
+                      f"attribution.tags: Value error, tag 'env': a value of {over} characters, at most "
+                      f"{MAX_ATTRIBUTION_CHARS}"),
+    }
+
+
+def test_attribution_values_and_tags_past_their_bounds_are_dead_letters_naming_field_size_and_limit(book):
+    """cap33: nothing bounded the number of tags or the length of an attribution value: 10,000 tags per event (each
+    a rollup row in spend_hourly_tags and spend_daily_tags) or a 200 KB team name were priced and stored. Past the
+    contract's bounds an event is a dead letter naming the field, its size and the limit; at the bounds it is priced."""
+    from tokenmeter.events import MAX_ATTRIBUTION_CHARS, MAX_TAG_KEY_CHARS, MAX_TAGS
+
+    cases = hostile_attributions()
+    at_bounds = {"team": "t" * MAX_ATTRIBUTION_CHARS, "user": "ü" * MAX_ATTRIBUTION_CHARS,
+                 "tags": {**{f"k{i}": "v" for i in range(MAX_TAGS - 1)}, "k" * MAX_TAG_KEY_CHARS: "v" * MAX_ATTRIBUTION_CHARS}}
+    batch = [event(1), *(event(10 + n, attribution=a) for n, (a, _) in enumerate(cases.values())),
+             event(2, attribution=at_bounds)]
+    result = process_batch([RawRecord(orjson.dumps(batch), "tokenmeter.usage", 0, 3)], book)
+    assert result.priced_count == 2 and [e["event_id"] for _, _, e in result.origins] == ["e1", "e2"]
+    reasons = [d["reason"] for d in result.deadletters]
+    assert len(reasons) == len(cases)
+    for reason, (_, expected) in zip(reasons, cases.values()):
+        assert reason.startswith(f"invalid event: {expected}"), reason

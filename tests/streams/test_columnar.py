@@ -157,7 +157,7 @@ def _edges_of_the_contract() -> list[dict]:
     return ([event(i, ts=at(t)) for i, t in enumerate(times)]
             + [event(10 + i, usage=u, model=m) for i, u in enumerate(usages) for m in ("gpt-4o", "gpt-4o-mini")]
             + [event(30, usage_assumption="cache writes assumed in prompt"),
-               event(31, attribution={"team": "big", "tags": {"blob": "x" * 300_000}})])
+               event(31, source="s" * 300_000)])  # within the attribution bounds (cap33), tags cannot make it
 
 
 def test_edges_of_the_event_contract_match_todays_path(book):

@@ -13,7 +13,7 @@ from streams.columnar import frames, pipeline
 from streams.columnar.equivalence import compare_batch
 from tests.streams.test_columnar_frames import (book, frames_for_any_batch, message,  # noqa: F401 (fixtures)
                                                records_of, twisted_values)
-from tokenmeter.events import UsageEvent
+from tokenmeter.events import MAX_ATTRIBUTION_CHARS, MAX_TAGS, UsageEvent
 
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -53,9 +53,9 @@ def test_tagged_batches_are_priced_from_the_frame_alone(book, monkeypatch):
     {"route": "/v1/{id}", "q": "a,b:c", "brace": "}", "open": "{"},  # JSON punctuation inside the strings
     {"équipe": "日本", "emoji": "\U0001f600"},  # written as is by orjson
     {"": ""},
-    {f"k{i}": "v" * 50 for i in range(300)},
+    {f"k{i}": "v" * 50 for i in range(128)},  # MAX_TAGS (cap33)
     {"tags": "tags", "org": "not-a-dimension"},
-], ids=["punctuation", "non-ascii", "empty-strings", "300-tags", "tag-named-tags"])
+], ids=["punctuation", "non-ascii", "empty-strings", "128-tags", "tag-named-tags"])
 def test_tags_of_every_string_shape_are_written_from_the_frame(book, monkeypatch, tags):
     values = (message([tagged_event(i, tags=tags if i % 2 else None) for i in range(8)]),)
     assert frames.scan(records_of(*values)).heights == {0: 8}
@@ -94,13 +94,22 @@ def test_a_twisted_tags_object_keeps_todays_result(book, old, new):
     assert compare_batch(records_of(*values), book) == []
 
 
-def test_tags_making_a_priced_event_too_large_keep_todays_dead_letter(book):
-    rows = [tagged_event(i, tags={"blob": "x" * (MAX_PRICED_EVENT_BYTES - 1500 + 1000 * i)}) for i in range(3)]
+def test_tags_past_their_bounds_keep_todays_dead_letter(book):
+    """Tags the contract bounds (cap33: a priced event too large to send was the only limit before, at ~256 KB of
+    tags) are lettered alike on the frame path, whether the bytes decide (a long value, many tags) or only the
+    characters do (a value of at most 1,024 characters in more bytes: the dict path counts them)."""
+    sizes = (MAX_PRICED_EVENT_BYTES - 1500, MAX_ATTRIBUTION_CHARS + 1, MAX_ATTRIBUTION_CHARS)
+    rows = [tagged_event(i, tags={"blob": "x"}).replace(b'"blob":"x"', b'"blob":"' + b"x" * n + b'"')
+            for i, n in enumerate(sizes)]
+    rows += [tagged_event(5, tags={"blob": "é" * MAX_ATTRIBUTION_CHARS}),  # 2,048 bytes: priced
+             tagged_event(6, tags={f"k{i}": "v" for i in range(MAX_TAGS)}).replace(b'"k0":"v"', b'"k0":"v","kk":"v"')]
     values = (message([tagged_event(9), *rows]),)
-    assert frames.scan(records_of(*values)).heights == {0: 4}
+    assert frames.scan(records_of(*values)).heights == {0: 6}
     assert compare_batch(records_of(*values), book) == []
     result = pipeline.process_batch_columnar(records_of(*values), book)
-    assert [letter["reason"].startswith("event too large") for letter in result.deadletters] == [True, True]
+    assert [letter["reason"].split(",")[0] for letter in result.deadletters] == [
+        "invalid event: attribution.tags: Value error"] * 3
+    assert result.priced_count == 3
 
 
 def test_tagged_and_untagged_messages_mix_with_bad_records_in_order(book):

@@ -124,11 +124,12 @@ def test_rows_at_the_event_size_cut_are_cut_as_their_text_says(book):
     """Events whose JSON is just under, at and just over MAX_PRICED_EVENT_BYTES: the bound reaches the cut for all
     of them, their text decides (a dead letter only over it), in both formats."""
     base = traffic(1, seed=4)[0]
-    probe = process_batch_columnar(records_of([{**base, "attribution": {"team": "t", "tags": {"blob": ""}}}]), book)
-    overhead = len(next(iter(probe.priced.values()))[0])
-    events = [{**base, "event_id": f"edge-{delta}",
-               "attribution": {"team": "t", "tags": {"blob": "x" * (MAX_PRICED_EVENT_BYTES - overhead - len(
-                   f"edge-{delta}") + len(base["event_id"]) + delta)}}} for delta in (-1, 0, 1, 2)]
+    # a long source makes them so (an attribution value is at most 1,024 characters since cap33)
+    probe = process_batch_columnar(records_of([{**base, "source": "s", "attribution": {"team": "t"}}]), book)
+    overhead = len(next(iter(probe.priced.values()))[0]) - 1
+    events = [{**base, "event_id": f"edge-{delta}", "attribution": {"team": "t"},
+               "source": "s" * (MAX_PRICED_EVENT_BYTES - overhead - len(f"edge-{delta}") + len(base["event_id"]) + delta)}
+              for delta in (-1, 0, 1, 2)]
     records = [RawRecord(orjson.dumps(events + traffic(3_000, seed=6)), "tokenmeter.usage", 0, 0)]
     for priced_format in ("arrow", "json"):
         result = process_batch_columnar(records, book, priced_format=priced_format)
@@ -147,9 +148,11 @@ def test_messages_the_bound_cannot_clear_are_cut_by_their_text(book):
         event.pop("service_tier", None), event.pop("batch", None)
     probe = process_batch_columnar(records_of(events), book)
     texts = next(iter(probe.priced.values()))
-    per_event = (MAX_MESSAGE_BYTES - 2 - sum(map(len, texts)) - len(texts) - 30) // len(texts) - len('"feature":"",')
-    for event in events:
-        event["attribution"]["feature"] = "f" * per_event
+    per_event = ((MAX_MESSAGE_BYTES - 2 - sum(map(len, texts)) - len(texts) - 30) // len(texts)
+                 - len('"project":"",') - len('"feature":"",'))
+    for event in events:  # two values: each within the attribution bounds (cap33)
+        event["attribution"]["project"] = "p" * (per_event // 2)
+        event["attribution"]["feature"] = "f" * (per_event - per_event // 2)
     result = process_batch_columnar(records_of(events), book, priced_format="arrow")
     assert isinstance(result, FramedResult)
     bound = result._rows.get_column("_size_bound").sum() + len(events) + 1  # noqa: SLF001

@@ -173,6 +173,26 @@ def test_a_cost_too_large_to_store_is_refused_by_both_paths_alike(wh, org, make_
     assert errors[0] == errors[1] and f"{org}-huge" in errors[0] and "does not fit Decimal(18,12)" in errors[0]
 
 
+def test_a_re_price_over_what_the_warehouse_stores_writes_nothing(wh, org, make_event):
+    """cap33: a re-price that would price a stored call at or above 1,000,000 USD (tokenmeter/stored_money.py) is
+    refused with the error that names the event, its amount and the limit; it writes no corrupt, zero or second row:
+    every stored row keeps its price, the other events' changes of the window included (they are applied only
+    after the whole window priced, or per OWNER_APPLY_BATCH changes: docs/warehouse.md)."""
+    normal = make_event(f"{org}-normal", org, ts="2026-05-04T10:00:00Z", cost="0.5")  # its catalog price differs
+    huge = make_event(f"{org}-huge", org, ts="2026-05-05T10:00:00Z", input_tokens=10**12 - 1, output_tokens=0)
+    huge["usage"].update(cached_input_tokens=0, reasoning_tokens=0)
+    assert wh.insert_priced([normal, huge]) == 2
+    book, now = load_price_book(), datetime.now(timezone.utc)
+    window = (datetime(2026, 5, 4, tzinfo=timezone.utc), datetime(2026, 5, 6, tzinfo=timezone.utc))
+    with pytest.raises(WarehouseError) as caught:
+        wh.reprice(*window, reprice_fn=lambda e: price_event(e, book, now),
+                   reprice_columns=columnar_reprice_columns(book, now))
+    assert f"{org}-huge" in str(caught.value) and "below 1,000,000 USD" in str(caught.value), caught.value
+    stored = wh.query("SELECT event_id, toString(cost_usd) AS c FROM priced_events WHERE org = {org:String} "
+                      "ORDER BY event_id", {"org": org}).rows()
+    assert stored == [(f"{org}-huge", "0.000123"), (f"{org}-normal", "0.5")]
+
+
 def test_the_columnar_pricing_schema_is_the_warehouse_s_own():
     """streams/columnar/reprice.PRICED_SCHEMA restates the pricing columns of `priced_events` (a stage below the
     warehouse cannot import its schema): every column it hands back has the warehouse's name and type, so a

@@ -102,3 +102,19 @@ def test_retention_ttl_is_set_idempotently_and_rollups_keep_history(wh, org, mak
         assert current_retention_days(wh.backend) == 3651
     finally:
         apply_retention(wh.backend, 3650)
+
+
+def test_the_stored_money_columns_hold_what_the_shared_limit_says(wh):
+    """cap33: the worker letters a call at or above MAX_STORED_COST_USD (tokenmeter/stored_money.py) because the
+    warehouse's money columns cannot hold it: the migrations' column types and that limit are one fact."""
+    from warehouse.schema import COST_TYPE
+    from tokenmeter.stored_money import COST_PRECISION, COST_SCALE, MAX_STORED_COST_PICO, MAX_STORED_COST_USD
+
+    types = dict(wh.query("SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = "
+                          "'priced_events' AND name IN ('cost_usd', 'cost_breakdown')").rows())
+    money = f"Decimal({COST_PRECISION}, {COST_SCALE})"
+    assert types == {"cost_usd": money, "cost_breakdown": f"Map(String, {money})"}
+    assert (COST_TYPE.precision, COST_TYPE.scale) == (COST_PRECISION, COST_SCALE)
+    assert MAX_STORED_COST_USD == Decimal(10) ** (COST_PRECISION - COST_SCALE) == MAX_STORED_COST_PICO / 10**12
+    largest = Decimal(MAX_STORED_COST_PICO - 1).scaleb(-COST_SCALE)  # 999999.999999999999: the largest it holds
+    assert wh.query(f"SELECT toString(toDecimal128('{largest}', {COST_SCALE})::{money}) AS v").rows() == [(str(largest),)]
