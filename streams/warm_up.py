@@ -4,8 +4,8 @@ A fresh worker paid its cold start inside its first large batch: each allocator'
 page (glibc for Python's bytes, jemalloc for polars, mimalloc for pyarrow: ~18,000 faults for an 8 MB chunk), and
 the first queries on a full chunk ran cold. Pricing one full chunk (CHUNK_BYTES of input) in a fresh process took
 ~10 CPU-us per event against ~4-5 warm (docs/rounds/worker.md, first33), so the first batch after every start, often
-a backlog, was priced at half speed. Now the worker prices one chunk of
-generated traffic as it starts (~0.5 CPU-s, once) and drops every output: nothing is sent, counted or acked.
+a backlog, was priced at half speed. Now the worker prices one chunk of generated traffic as it starts (~0.7 CPU-s,
+once) and drops every output: nothing is sent, counted or acked.
 
 The step's only state beside its caches is the set of JSON fields the traffic has sent (streams/columnar/frames.py,
 `_LEARNT`): the warm-up's fields are not the traffic's, so that state is put back as it was.
