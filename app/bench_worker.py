@@ -6,7 +6,10 @@ tree, as the bench starts it) on one embedded broker; after one warm-up event is
 work is done (the budget owner's heap freeze, `GET /v1/reservations` `gc.frozen_objects`), the bench's events are
 produced as collector micro-batches and timed until the bench's reader has seen the last one priced (its fetch wait
 is 10 ms since worker11: with aiokafka's 500 ms the embedded broker held the last outputs ~0.25 s in about half of
-the runs; `--reader-fetch-wait-ms 500` measures the old way). Reports events/s and the worker's CPU per
+the runs; `--reader-fetch-wait-ms 500` measures the old way). One event never reached the frame path (messages under
+400 KB take the dict path), so the first round priced its first full chunks cold; since first33 the worker itself
+prices one 8 MB chunk of generated traffic as it starts (TOKENMETER_WORKER_WARM_UP, streams/warm_up.py), ahead of
+the warm-up event on its pricing thread. Reports events/s and the worker's CPU per
 event (user and system, /proc), with the load average; beside it the CPU per event of the worker's main thread (its
 event loop), of the embedded broker and of the bench itself (producer and reader; squeeze27). Trees alternate within each round, so a shared machine's
 load hits them alike: compare a branch with an earlier commit (`git archive <commit> | tar -x -C /tmp/base`, then

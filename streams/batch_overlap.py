@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
@@ -78,6 +78,14 @@ class OverlappedPricing:
         self.chunk_bytes = chunk_bytes
         self.priced_format = priced_format  # TOKENMETER_PRICED_FORMAT: the priced messages' format
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tokenmeter-pricing")
+
+    def warm_up(self) -> Future:
+        """Price one chunk of generated traffic on the pricing thread, outputs dropped (streams/warm_up.py): queued
+        first, so the first batch's chunks run after it, warm. The future gives the CPU seconds it took."""
+        from streams.warm_up import warm_up
+
+        return self.pool.submit(warm_up, lambda records: _price(self.step, records, self.book, self.priced_format),
+                                self.chunk_bytes)
 
     async def run(self, records: list[RawRecord], send: Send) -> tuple[BatchResult, list[Any]]:
         """(the batch's counters and dead letters, the futures of every output sent); raises what a send raised."""

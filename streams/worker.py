@@ -158,6 +158,9 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
     # Chunks of the batch are priced on a thread of their own while the loop sends those already priced and keeps
     # answering HTTP (streams/batch_overlap.py); the step is pure: a retry prices the same records again.
     pricing = OverlappedPricing(batch_step, book, priced_format=settings.priced_format)
+    if prices and settings.worker_warm_up:  # queued on the pricing thread ahead of any batch (streams/warm_up.py)
+        pricing.warm_up().add_done_callback(
+            lambda done: log.info("pricing warmed up: %.2f CPU-s on the pricing thread", done.result()))
     priced_headers = headers_for(settings.priced_format)  # JSON: none, as before; Arrow: the format header
 
     async def send_outputs(result, messages: list[tuple[bytes, bytes]], letters: list[bytes]) -> list:  # noqa: ANN001

@@ -150,6 +150,9 @@ class Settings(BaseModel):
     worker_batch_seconds: float = Field(0.2, gt=0, description="Max wait to fill a worker batch.")
     worker_columnar: bool = Field(True, description="Price batches on the columnar path (streams/columnar); "
                                   "false: the per-event path (streams/batch.py). Both give identical output.")
+    worker_warm_up: bool = Field(True, description="Price one chunk (8 MB) of generated traffic on the pricing thread "
+                                 "as the worker starts, outputs dropped, so its first batch is not priced cold "
+                                 "(~0.7 CPU-s once; streams/warm_up.py). false: the first batch pays it.")
     priced_format: Literal["json", "arrow"] = Field(
         "arrow", description="Format of the worker's messages on tokenmeter.priced: arrow (Arrow IPC streams of priced "
         "events, header tokenmeter-format: arrow; the loader stores them without decoding JSON: ~1.4-1.9x its rows per "

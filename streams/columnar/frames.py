@@ -401,6 +401,17 @@ def _padding(tools: bool, sent: frozenset[tuple[str, ...]]) -> list[pl.Expr]:
 _LEARNT = {False: _Fields(SCHEMA), True: _Fields(TOOLS_SCHEMA)}
 
 
+def learnt_state() -> dict[bool, tuple[frozenset, int]]:
+    """What the traffic has taught `_LEARNT` so far (fields sent, chunks left to back off), for `restore_learnt`."""
+    return {tools: (fields.sent, fields.skip) for tools, fields in _LEARNT.items()}
+
+
+def restore_learnt(state: dict[bool, tuple[frozenset, int]]) -> None:
+    """Put `_LEARNT` back as `learnt_state` saw it (streams/warm_up.py: generated traffic must not teach it)."""
+    for tools, (sent, skip) in state.items():
+        _LEARNT[tools].sent, _LEARNT[tools].skip = sent, skip
+
+
 @cache
 def row_checks() -> pl.Expr:
     """True for rows the columnar path takes as they are (the rest take the dict path): what validate.py checks
@@ -429,4 +440,4 @@ def row_checks() -> pl.Expr:
     return ok.fill_null(False)
 
 
-__all__ = ["SCHEMA", "TOOLS_SCHEMA", "Scanned", "row_checks", "scan"]
+__all__ = ["SCHEMA", "TOOLS_SCHEMA", "Scanned", "learnt_state", "restore_learnt", "row_checks", "scan"]
