@@ -17,6 +17,10 @@ from tokenmeter.settings import free_port
 # and a rejoin after a restart for about twice it (~18 s), so a shorter session makes every start and restart
 # quicker. 4 s still leaves the 1 s heartbeats room on a loaded 2-core machine.
 os.environ.setdefault("TOKENMETER_KAFKA_SESSION_TIMEOUT_SECONDS", "4")
+# The pricing worker's start-up warm-up (streams/warm_up.py) only makes a first large batch cheaper: ~0.7 CPU-s per
+# worker start, and the suite starts dozens. Off here; on in test_end_to_end.py (the real worker with it, as
+# `up` runs it) and tests/streams/test_warm_up.py.
+os.environ.setdefault("TOKENMETER_WORKER_WARM_UP", "false")
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,8 @@ def stack_env(tmp_path):
     with embedded_broker("127.0.0.1", free_port(), partitions=4) as bootstrap:
         env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_KAFKA_BOOTSTRAP=bootstrap,
                    TOKENMETER_DATA_DIR=str(tmp_path / "data"), TOKENMETER_API_PORT=str(free_port()),
-                   TOKENMETER_LOG_LEVEL="warning", TOKENMETER_LOAD_FLUSH_SECONDS="0.3")
+                   TOKENMETER_LOG_LEVEL="warning", TOKENMETER_LOAD_FLUSH_SECONDS="0.3",
+                   TOKENMETER_WORKER_WARM_UP="true")  # as `up` runs it (tests/conftest.py turns it off)
         yield env
 
 
