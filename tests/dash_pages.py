@@ -31,3 +31,17 @@ def page_modules_alone() -> Iterator[Any]:
         for name in set(sys.modules) - modules:
             if name.startswith("dashboards.pages."):
                 del sys.modules[name]
+
+
+def component_texts(component: Any) -> list[str]:
+    """Every text child under a Dash component, depth first: what a page's builder shows, without a browser."""
+    out = []
+    children = getattr(component, "children", None)
+    if isinstance(children, str):
+        out.append(children)
+    elif isinstance(children, (list, tuple)):
+        for child in children:
+            out += component_texts(child)
+    elif children is not None:
+        out += component_texts(children)
+    return out

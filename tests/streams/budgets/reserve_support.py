@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import urllib.error
@@ -69,3 +70,24 @@ async def send_usage(bootstrap: str, events: list[dict], producer: AIOKafkaProdu
     finally:
         if own:
             await producer.stop()
+
+
+def spend_event(team: str, event_id: str | None = None) -> dict:
+    """A gpt-4o call of 100,000 input and 10,000 output tokens (0.35 USD) for `team`: the seed tests' unit of spend."""
+    return {"event_id": event_id or str(uuid.uuid4()), "ts": datetime.now(timezone.utc).isoformat(),
+            "source": "test", "provider": "openai", "model": "gpt-4o", "attribution": {"team": team, "user": "u1"},
+            "usage": {"input_tokens": 100_000, "output_tokens": 10_000}}
+
+
+def produce_one_message(bootstrap: str, events: list[dict]) -> None:
+    """`events` (one team's) as ONE usage message, keyed by the first event's team: one batch for the worker."""
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            key = f"team:{events[0]['attribution']['team']}".encode()
+            await producer.send_and_wait(topics.USAGE, key=key, value=orjson.dumps(events))
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())

@@ -13,16 +13,15 @@ import time
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from app.process import child_preexec
 from process_support import get_json, start_worker, stop, wait_for, warehouse_totals, zone_at_noon
+from reserve_support import produce_one_message as produce, spend_event as event
 from streams.budgets import parse_budget, write_budgets
 from streams.budgets.readiness import spend_partition
 from streams.topic_reader import read_topic
@@ -40,23 +39,6 @@ def kafka_bootstrap(own_broker):
     return own_broker
 
 
-def event(team: str, event_id: str | None = None) -> dict:
-    return {"event_id": event_id or str(uuid.uuid4()), "ts": datetime.now(timezone.utc).isoformat(),
-            "source": "test", "provider": "openai", "model": "gpt-4o", "attribution": {"team": team, "user": "u1"},
-            "usage": {"input_tokens": 100_000, "output_tokens": 10_000}}
-
-
-def produce(bootstrap: str, events: list[dict]) -> None:
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await producer.start()
-        try:
-            key = f"team:{events[0]['attribution']['team']}".encode()
-            await producer.send_and_wait(topics.USAGE, key=key, value=orjson.dumps(events))
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
 
 
 def warehouse_team(data_dir: Path, team: str) -> tuple[int, Decimal] | None:

@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 from dash import html
 
+from dash_pages import component_texts
 from dashboards.budgets_data import _status
 from streams.budgets import parse_budget
 from streams.budgets.owner import BudgetOwner
@@ -22,19 +23,6 @@ def page():
 
     with page_modules_alone() as import_page:
         yield import_page("dashboards.pages.budgets")
-
-
-def _texts(component) -> list[str]:
-    out = []
-    children = getattr(component, "children", None)
-    if isinstance(children, str):
-        out.append(children)
-    elif isinstance(children, (list, tuple)):
-        for child in children:
-            out += _texts(child)
-    elif children is not None:
-        out += _texts(children)
-    return out
 
 
 def record_with_holds() -> dict:
@@ -60,7 +48,7 @@ def test_warehouse_row_and_dashboard_show_them(page):
         (D("2.5"), D("7.5"), 1, 1)
     status = _status({**row, "scope": {"team": "search"}})
     table = status_rows([status])
-    cells = _texts(table[1])
+    cells = component_texts(table[1])
     assert "$2.50 (1 open)" in cells and "$7.50" in cells and "1" in cells
     assert {"Committed", "Held", "Headroom", "Expired holds"} <= set(STATUS_HEADERS)
     assert len(table[1].children[0].children) == len(STATUS_HEADERS)
@@ -72,6 +60,6 @@ def test_records_from_before_reservations_still_load_and_show_a_dash(page):
            if k not in ("held", "headroom", "open_reservations", "reservations_expired")}
     row = enforcement_row(old, NOW)
     assert (row["held"], row["headroom"], row["open_reservations"], row["reservations_expired"]) == (None, None, 0, 0)
-    cells = _texts(status_rows([_status({**row, "scope": {}})])[1])
+    cells = component_texts(status_rows([_status({**row, "scope": {}})])[1])
     assert cells.count("-") >= 2
     assert isinstance(status_rows([])[0], html.Thead)

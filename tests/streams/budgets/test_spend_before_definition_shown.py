@@ -9,6 +9,7 @@ from decimal import Decimal as D
 import orjson
 import pytest
 
+from dash_pages import component_texts
 from dashboards.budgets_data import _status
 from streams.budgets import parse_budget
 from streams.budgets.owner import BudgetOwner
@@ -25,19 +26,6 @@ def page():
         yield import_page("dashboards.pages.budgets")
 
 
-def _texts(component) -> list[str]:
-    out = []
-    children = getattr(component, "children", None)
-    if isinstance(children, str):
-        out.append(children)
-    elif isinstance(children, (list, tuple)):
-        for child in children:
-            out += _texts(child)
-    elif children is not None:
-        out += _texts(children)
-    return out
-
-
 def _owner(period: str = "month") -> BudgetOwner:
     budget = parse_budget({"name": "search", "scope": {"team": "search"}, "period": period, "limit": "10",
                            "action": "block"})
@@ -46,7 +34,7 @@ def _owner(period: str = "month") -> BudgetOwner:
 
 def _shown(page, record: dict, now: datetime) -> tuple[list[str], str | None]:
     status = _status({**enforcement_row(record, now), "scope": {"team": "search"}})
-    return _texts(page.status_rows([status])[1]), page.spend_before_message([status])
+    return component_texts(page.status_rows([status])[1]), page.spend_before_message([status])
 
 
 def test_a_pending_seed_is_on_the_page_and_gone_once_counted(page):
