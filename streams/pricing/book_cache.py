@@ -39,7 +39,7 @@ KEEP = 16
 # from the repository's root. tests/streams/pricing/test_book_cache.py checks the list against their imports.
 _CODE = ("streams/pricing/book.py", "streams/pricing/book_cache.py", "streams/pricing/catalog.py",
          "streams/pricing/overrides.py", "streams/pricing/resolve.py", "streams/pricing/schema.py",
-         "tokenmeter/events.py", "tokenmeter/timefmt.py")
+         "tokenmeter/events.py", "tokenmeter/stored_money.py", "tokenmeter/timefmt.py")
 _ROOT = Path(__file__).resolve().parents[2]
 
 
