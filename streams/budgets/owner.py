@@ -353,7 +353,7 @@ class BudgetOwner:
             if not isinstance(name, str) or name not in self.runtimes:
                 continue
             counted = message.get("counted_ids")
-            if isinstance(counted, list) and rt_rebuilt(self.runtimes[name], message):
+            if isinstance(counted, list) and _counted_by_its_rebuild(self.runtimes[name], message):
                 # ids `budget rebuild` counted from the warehouse (rebuild.py): a re-send of one must not count
                 # again. An owner restored from that rebuild meets them here, after its committed offset (a seed's
                 # owner marked its own; a restored owner reads both back from history). Only the rebuild's own
@@ -672,7 +672,7 @@ def _start_seed(rt: _BudgetRuntime, since: datetime) -> None:
     rt.seed_taken, rt.seed_target = time.monotonic(), None
 
 
-def rt_rebuilt(rt: _BudgetRuntime, message: dict[str, Any]) -> bool:
+def _counted_by_its_rebuild(rt: _BudgetRuntime, message: dict[str, Any]) -> bool:
     """Whether a budget-spend message's counted ids are those of the rebuild `rt`'s state descends from."""
     return rt.rebuilt_at is not None and message.get("rebuilt_at") == rt.rebuilt_at
 
