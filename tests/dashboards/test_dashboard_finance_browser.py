@@ -171,7 +171,9 @@ def test_the_forecast_column_says_within_limit_no_spend_or_not_enough_data(dash_
     forecasts = {name: row[FORECAST] for name, row in rows.items()}
     # $0.07 in 30 minutes: $0.14/hour for the 10.5 days left of November -> $35.35, well within $100
     assert forecasts["search-steady"] == "$35.35 (within limit)"
-    assert rows["search-steady"][STATE] == "ok"
+    # these records' spend from before the budgets is not counted yet (owner_with's seeds are pending): "ok" was a
+    # guess beside the banner saying so (trust34); a forecast over the limit still says "at risk"
+    assert rows["search-steady"][STATE] == "pending"
     assert forecasts["ads-hot"] == "$1,767.50" and rows["ads-hot"][STATE] == "at risk"  # breach date beside it
     assert forecasts["idle"] == "no spend yet"
     assert forecasts["fresh"] == "not enough data yet"  # a minute of spend: too little to project
