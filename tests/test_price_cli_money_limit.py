@@ -22,8 +22,8 @@ def _call(event_id: str, **usage: int) -> dict:
 def test_a_call_over_the_money_limit_is_said_to_be_refused_not_printed_as_priced():
     over = _call("over", input_tokens=220_000_000_000, output_tokens=50_000_000_000)  # 1,050,000 USD
     edge = _call("edge", output_tokens=99_999_999_999)  # 999,999.99999 USD: stored, so priced
-    lines = b"\n".join(orjson.dumps(x) for x in (_call("first", input_tokens=10), [over, _call("beside", input_tokens=5)],
-                                                 edge)) + b"\n"
+    records = (_call("first", input_tokens=10), [over, _call("beside", input_tokens=5)], edge)
+    lines = b"\n".join(orjson.dumps(x) for x in records) + b"\n"
     out, errors = io.StringIO(), io.StringIO()
     failed = price_lines(io.BytesIO(lines), out, None, load_settings(), errors=errors)
     printed = [orjson.loads(line)["event_id"] for line in out.getvalue().splitlines()]
@@ -31,5 +31,6 @@ def test_a_call_over_the_money_limit_is_said_to_be_refused_not_printed_as_priced
     [error] = [orjson.loads(line) for line in errors.getvalue().splitlines()]
     assert error["line"] == 2, error
     reason = error["error"]
-    assert reason.startswith("cost too large: event 'over' (openai/gpt-4o) has cost_usd 1050000.000000000000 USD"), reason
+    assert reason.startswith("cost too large: event 'over' (openai/gpt-4o) has cost_usd 1050000.000000000000 USD"), \
+        reason
     assert f"at or above {MAX_STORED_COST_USD} USD" in reason and "not counted by any budget" in reason

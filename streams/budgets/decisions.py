@@ -89,8 +89,8 @@ def header_tag_form(key: str) -> str:
 
 class AttributeOutOfBounds(ValueError):
     """A caller attribute past the event contract's bounds (tokenmeter/events.py): a 400 naming the header or
-    parameter, its size and the limit, never its value (trust34: a 5,000-character team header or 10,000 tag headers
-    were read and matched against every budget)."""
+    parameter, its size and the limit, never its value (trust34: a 5,000-character team header or 200 `tag:`
+    parameters were read and matched against every budget)."""
 
 
 def _bound_of(dim: str) -> int:

@@ -425,7 +425,8 @@ def row_checks() -> pl.Expr:
               pl.col("source").str.len_bytes() > 0, pl.col("provider").str.len_bytes() > 0,
               pl.col("model").str.len_bytes() > 0,
               # the names' bounds (trust34); a null operation or tier is the model's default / none
-              *(pl.col(name).is_null() | (pl.col(name).str.len_bytes() <= bound) for name, bound in TEXT_BOUNDS.items()),
+              *(pl.col(name).is_null() | (pl.col(name).str.len_bytes() <= bound)
+                for name, bound in TEXT_BOUNDS.items()),
               pl.col("status").fill_null("ok").is_in(["ok", "error"]),
               pl.col("ts").is_not_null(), pl.col("usage").is_not_null(),
               pl.col("usage_assumption").is_null() | pl.col("usage_assumption").str.len_bytes().is_between(1, 200),
