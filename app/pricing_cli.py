@@ -11,13 +11,16 @@ from pydantic import ValidationError
 
 from tokenmeter.events import describe_validation_error
 from tokenmeter.settings import Settings
+from tokenmeter.stored_money import too_much_money_reason, unstorable_money
 
 
 def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, settings: Settings,
                 errors: IO[str] = sys.stderr) -> int:
     """Write one priced event per input event, in input order; return how many lines failed.
 
-    A line that cannot be read becomes an error record on `errors` (line number and reason) and the run goes on.
+    A line that cannot be read becomes an error record on `errors` (line number and reason) and the run goes on;
+    so does a call costing more than the warehouse stores, in the worker's dead letter's words (trust34: it was
+    printed as priced), the line's other calls printed.
     """
     from collectors import DialectError, parse_record
     from collectors.decode import refuse_json_value
@@ -35,7 +38,7 @@ def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, setting
             value = orjson.loads(line)
             refuse_json_value(value)  # a line's JSON string is not a text record: "42" is refused as a string
             events = parse_record(value, dialect)
-            priced = [price_event(event, book, priced_at=now).to_json() for event in events]
+            priced = [price_event(event, book, priced_at=now) for event in events]
         except orjson.JSONDecodeError as exc:
             reason = f"not JSON: {exc}"
         except DialectError as exc:
@@ -45,9 +48,16 @@ def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, setting
         except MeteringError as exc:
             reason = f"cannot meter: {exc}"
         else:
+            refused = []
             for event in priced:
-                target.write(orjson.dumps(event).decode() + "\n")
-            continue
+                unstorable = unstorable_money(event.cost_usd, event.cost_breakdown)
+                if unstorable is not None:  # the worker letters it: never sent, never counted by a budget
+                    refused.append(too_much_money_reason(event, *unstorable))
+                else:
+                    target.write(orjson.dumps(event.to_json()).decode() + "\n")
+            if not refused:
+                continue
+            reason = "; ".join(refused)
         failed += 1
         errors.write(orjson.dumps({"line": number, "error": reason}).decode() + "\n")
     target.flush()

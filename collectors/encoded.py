@@ -11,7 +11,8 @@ What the readers must reproduce, collected here once:
 - the field order of the model (a dict built in that order; orjson keeps it);
 - the timestamp as pydantic writes an aware UTC datetime (`...:01.719000Z`, no fraction when zero);
 - floats: only values pydantic and orjson write alike (0, or 1e-4 <= x < 1e15; else the per-entry path);
-- the contract's bounds (token counts, parts within totals, event time range, string lengths, attribution sizes).
+- the contract's bounds (token counts, parts within totals, event time range, string lengths, attribution sizes,
+  the names' lengths: TEXT_BOUNDS).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import orjson
 
 from tokenmeter.events import (EARLIEST_EVENT_TS, MAX_EVENT_FUTURE, MAX_TOKENS, PARTITION_DIMENSIONS, UsageEvent,
-                               attribution_fits, partition_key)
+                               attribution_fits, partition_key, texts_fit)
 from tokenmeter.microbatch import MAX_MESSAGE_BYTES
 
 # An event is sent as a message of its own at worst: with its partition key (an attribution value, so a 700 KB team
@@ -49,8 +50,9 @@ class EncodedEvent:
 def encoded_event(fields: dict[str, Any]) -> EncodedEvent | None:
     """`fields`: the event's JSON form in model order, None fields left out, attribution a plain dict. None when the
     attribution is past the contract's bounds (tokenmeter.events.attribution_fits): the entry then takes its dialect's
-    per-entry parser, whose model refuses it naming the field, its size and the limit (cap33)."""
-    if not attribution_fits(fields["attribution"]):
+    per-entry parser, whose model refuses it naming the field, its size and the limit (cap33). So for a source,
+    provider, model, operation or service tier past its bound (trust34)."""
+    if not (attribution_fits(fields["attribution"]) and texts_fit(fields)):
         return None
     return EncodedEvent(fields["event_id"], attribution_key(fields["attribution"]), kept_copy(orjson.dumps(fields)))
 

@@ -54,12 +54,14 @@ class BudgetStatus:
 
     @property
     def state(self) -> str:
-        """Plain words for people: ok, at risk (forecast to breach), over."""
+        """Plain words for people: ok, at risk (forecast to breach), over, or pending: the live spend is below the limit
+        but the period's spend from before the budget's definition is still being counted, so "ok" would be a guess
+        (trust34: the State column said "ok" beside the banner that said pending)."""
         if self.spend >= self.limit:
             return "over budget"
         if self.projected is not None and self.projected >= self.limit:
             return "at risk"
-        return "ok"
+        return "pending" if self.spend_before_definition == "pending" else "ok"
 
 
 def _status(row: dict[str, Any]) -> BudgetStatus:
@@ -86,7 +88,7 @@ def latest_statuses(wh: Any) -> list[BudgetStatus]:
     sql = (f"SELECT * FROM budget_status WHERE {budget_condition(wh)} "
            "ORDER BY budget, updated_at DESC LIMIT 1 BY budget")
     rows = [_status(r) for r in run(wh.query, sql).iter_rows(named=True)]
-    order = {"over budget": 0, "at risk": 1, "ok": 2}
+    order = {"over budget": 0, "at risk": 1, "pending": 2, "ok": 3}
     return sorted(rows, key=lambda s: (order[s.state], -s.percent, s.budget))
 
 

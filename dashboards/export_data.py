@@ -7,7 +7,7 @@ A team user's export is always limited to their team (the `team` argument), what
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime, time, timezone
 from typing import Any
 
 FORMATS = {  # format -> (file extension, MIME type, label)
@@ -15,7 +15,7 @@ FORMATS = {  # format -> (file extension, MIME type, label)
     "parquet": ("parquet", "application/vnd.apache.parquet", "Parquet"),
     "focus": ("focus.csv", "text/csv", "FOCUS 1.x (CSV)"),
 }
-GROUPINGS = ("team", "project", "user", "api_key", "feature", "model", "provider", "org")  # the Export page's choices
+TAG_KEYS_SHOWN = 200  # the month's tag keys offered as groupings; any other can be typed
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -31,14 +31,43 @@ def recent_months(today: date, count: int = 12) -> list[str]:
     return months
 
 
-def export_file(wh: Any, month: str, fmt: str, group_by: str, archived: str = "") -> tuple[str, str, bytes]:
+def grouping_options(tag_keys: list[str], typed: str | None = None, chosen: list[str] | None = None) -> list[dict]:
+    """The Export page's "Group by" choices: every dimension the API's `group_by` takes (walk33: the page offered
+    eight), the month's tag keys, what is already chosen, and a typed tag key (`tag:owner`, or `owner` offered as
+    `tag:owner` when it is no dimension)."""
+    from warehouse.queries import DIMENSIONS
+
+    values = list(DIMENSIONS) + [f"tag:{k}" for k in tag_keys if k]
+    typed = (typed or "").strip()
+    if typed and typed not in DIMENSIONS:
+        values.append(typed if typed.startswith("tag:") else f"tag:{typed}")
+    values += [c for c in chosen or [] if isinstance(c, str)]
+    return [{"label": v.replace("_", " ") if v in DIMENSIONS else v, "value": v}
+            for v in dict.fromkeys(v for v in values if v != "tag:")]
+
+
+def month_tag_keys(wh: Any, month: str) -> list[str]:
+    """The tag keys on the month's events that `wh` (team-scoped) may see, sorted, at most TAG_KEYS_SHOWN."""
+    if not MONTH.match(month or "") or not "0001-01" <= month <= "9999-11":
+        return []
+    start = date(int(month[:4]), int(month[5:]), 1)
+    end = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    sql = ("SELECT DISTINCT arrayJoin(mapKeys(tags)) AS key FROM priced_events WHERE ts >= {since:DateTime64(3, 'UTC')}"
+           f" AND ts < {{until:DateTime64(3, 'UTC')}} AND {wh.team_condition()} ORDER BY key LIMIT {TAG_KEYS_SHOWN}")
+    frame = wh.query(sql, {"since": datetime.combine(start, time.min, timezone.utc),
+                           "until": datetime.combine(end, time.min, timezone.utc)})
+    return [k for k in frame["key"].to_list() if k] if frame.height else []
+
+
+def export_file(wh: Any, month: str, fmt: str, group_by: str | list[str], archived: str = "") -> tuple[str, str, bytes]:
     """(file name, MIME type, bytes). ValueError names a bad argument. `archived`: an archived close of the month
     (as `archived_versions` lists it) instead of the month's current books: the file that close gave."""
     if not MONTH.match(month or "") or not "0001-01" <= month <= "9999-11":  # the months Python's dates can bound
         raise ValueError(f"month must be YYYY-MM (0001-01..9999-11), got {month!r}")
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    dims = [d.strip() for d in group_by.split(",") if d.strip()]
+    parts = group_by.split(",") if isinstance(group_by, str) else group_by or []  # the page sends a list
+    dims = [d.strip() for d in parts if isinstance(d, str) and d.strip()]
     try:
         from warehouse.export import export_month
         from warehouse.queries import check_dimensions

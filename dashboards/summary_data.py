@@ -22,7 +22,7 @@ class Headline:
 
     @property
     def at_risk(self) -> list[BudgetStatus]:
-        return [b for b in self.budgets if b.state != "ok"]
+        return [b for b in self.budgets if b.state in ("over budget", "at risk")]  # pending: not known to be at risk
 
 
 def _cost(wh: Any, since: datetime, until: datetime, filters: dict | None) -> Decimal:

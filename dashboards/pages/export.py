@@ -12,8 +12,8 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.finance_panel import damaged_closes_banner, month_options
-from dashboards.export_data import (FORMATS, GROUPINGS, ExportUnavailable, archived_versions, export_file,
-                                    recent_months)
+from dashboards.export_data import (FORMATS, ExportUnavailable, archived_versions, export_file, grouping_options,
+                                    month_tag_keys, recent_months)
 from warehouse.backends import WarehouseError
 
 dash.register_page(__name__, path="/export", name="Export", title="tokenmeter - chargeback export", order=6)
@@ -27,6 +27,7 @@ def layout(month: str | None = None, group_by: str | None = None, format: str | 
         options, damaged = month_options(months), []
     except WarehouseError as exc:  # a damaged close record: said, and the months listed unmarked
         options, damaged = [{"label": m, "value": m} for m in months], [damaged_closes_banner(exc)]
+    chosen = [g.strip() for g in (group_by or "team").split(",") if g.strip()] or ["team"]  # ?group_by=team,tag:env
     return html.Div(className="page", children=[
         *damaged,
         html.P("A month of cost per group, for chargeback. FOCUS is the FinOps Open Cost and Usage "
@@ -45,9 +46,9 @@ def layout(month: str | None = None, group_by: str | None = None, format: str | 
             ]),
             html.Div(className="filter", children=[
                 html.Label("Group by", className="filter-label"),
-                dcc.Dropdown(id="export-group", options=[{"label": g.replace("_", " "), "value": g} for g in GROUPINGS],
-                             value=group_by if group_by in GROUPINGS else "team", clearable=False,
-                             style={"width": "180px"}),
+                dcc.Dropdown(id="export-group", options=grouping_options([], chosen=chosen), value=chosen,
+                             multi=True, clearable=False, style={"minWidth": "260px"},
+                             placeholder="a dimension, or tag:KEY"),
             ]),
             html.Div(className="filter", children=[
                 html.Label("Format", className="filter-label"),
@@ -78,11 +79,28 @@ def versions(month):
 
 
 @callback(
+    Output("export-group", "options"),
+    Input("export-month", "value"),
+    Input("export-group", "search_value"),
+    State("export-group", "value"),
+)
+def group_options(month, typed, chosen):
+    """Every dimension, the chosen month's tag keys and a typed tag key: what `/api/v1/export?group_by=` takes."""
+    try:
+        with scoped_warehouse() as wh:
+            keys = month_tag_keys(wh, month or "")
+    except Exception as exc:  # noqa: BLE001 - tag keys are a convenience; typing one still works
+        log.debug("tag keys unavailable: %s", exc)
+        keys = []
+    return grouping_options(keys, typed, chosen)
+
+
+@callback(
     Output("export-download", "data"),
     Output("export-result", "children"),
     Input("export-download-button", "n_clicks"),
     State("export-month", "value"),
-    State("export-group", "value"),
+    State("export-group", "value"),  # a list: several groupings, as `group_by=team,tag:env`
     State("export-format", "value"),
     State("export-version", "value"),
     prevent_initial_call=True,

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import orjson
 
+from tokenmeter.events import MAX_ATTRIBUTION_CHARS, MAX_TAG_KEY_CHARS, MAX_TAGS, TEXT_BOUNDS
+
 SEVERITY = {"allow": 0, "throttle": 1, "block": 2}
 QUERY_DIMENSIONS = ("org", "team", "project", "user", "api_key", "feature", "model", "provider", "route")
 
@@ -85,6 +87,38 @@ def header_tag_form(key: str) -> str:
     return key.lower().replace("_", "-")
 
 
+class AttributeOutOfBounds(ValueError):
+    """A caller attribute past the event contract's bounds (tokenmeter/events.py): a 400 naming the header or
+    parameter, its size and the limit, never its value (trust34: a 5,000-character team header or 200 `tag:`
+    parameters were read and matched against every budget)."""
+
+
+def _bound_of(dim: str) -> int:
+    return TEXT_BOUNDS.get(dim, MAX_ATTRIBUTION_CHARS)  # model and provider as the event's; the rest attribution's
+
+
+def _check_value(name: str, dim: str, value: str) -> None:
+    if len(value) > _bound_of(dim):
+        raise AttributeOutOfBounds(f"{name[:64]}: {len(value)} characters, at most {_bound_of(dim)}")
+
+
+def _check_tag_key(name: str, key: str) -> None:
+    if len(key) > MAX_TAG_KEY_CHARS:
+        raise AttributeOutOfBounds(f"{name[:64]}: a tag key of {len(key)} characters, at most {MAX_TAG_KEY_CHARS}")
+
+
+def check_attribute(name: str, dim: str, tag_key: str | None, value: str) -> None:
+    """AttributeOutOfBounds when a value (or a tag's key) a request gives is past the event contract's bounds."""
+    if tag_key is not None:
+        _check_tag_key(name, tag_key)
+    _check_value(name, dim, value)
+
+
+def check_tag_count(keys: Any, where: str) -> None:
+    if len(keys) > MAX_TAGS:
+        raise AttributeOutOfBounds(f"{len(keys)} tags, at most {MAX_TAGS} ({where})")
+
+
 def attribute_values(query: Mapping[str, str], headers: Mapping[str, str], header_prefix: str,
                      tag_keys: Mapping[str, set[str]] | None = None) -> dict[str, set[str]]:
     """Every value the request gives each caller attribute, from query parameters (`team=`, `tag:env=`) and headers
@@ -93,9 +127,10 @@ def attribute_values(query: Mapping[str, str], headers: Mapping[str, str], heade
     gateway that overwrites the caller's header cannot know every other spelling or copy a client may add, and
     reading only the last one let a client pick its own identity (hostile32). `tag_keys`: the budgets' scope tag
     keys by `header_tag_form`; a tag header also reads as each of them, or a `tag:Env` / `tag:cost_center` scope could
-    never be matched from headers (hostile32)."""
+    never be matched from headers (hostile32). AttributeOutOfBounds past the event contract's bounds (trust34)."""
     from_headers: dict[str, set[str]] = {}
     prefix = header_prefix.lower()
+    tags_named: set[str] = set()  # the tags as the request names them (before the scope spellings are added)
     for name, value in headers.items():
         lower = name.lower()
         if not lower.startswith(prefix) or not value:
@@ -103,14 +138,23 @@ def attribute_values(query: Mapping[str, str], headers: Mapping[str, str], heade
         dim = lower[len(prefix):].replace("-", "_")
         if dim.startswith("tag_"):
             key = lower[len(prefix) + 4:]
+            _check_tag_key(lower, key)
+            _check_value(lower, "tag", value)
+            tags_named.add(key)
             for spelling in {key, *(tag_keys or {}).get(header_tag_form(key), ())}:
                 from_headers.setdefault("tag:" + spelling, set()).add(value)
         elif dim in QUERY_DIMENSIONS:
+            _check_value(lower, dim, value)
             from_headers.setdefault(dim, set()).add(value)
     from_query: dict[str, set[str]] = {}
     for name, value in query.items():
         if value and (name in QUERY_DIMENSIONS or name.startswith("tag:")):
+            if name.startswith("tag:"):
+                _check_tag_key(name, name[4:])
+                tags_named.add(header_tag_form(name[4:]))
+            _check_value(name, name if name in QUERY_DIMENSIONS else "tag", value)
             from_query.setdefault(name, set()).add(value)
+    check_tag_count(tags_named, f"{prefix}tag-* headers and tag: parameters")
     return {**from_headers, **from_query}
 
 

@@ -41,7 +41,8 @@ from tokenmeter import topics
 from tokenmeter.events import Attribution
 from tokenmeter.records import iso, money
 
-from .decisions import ConflictingAttributes, attributes_from_request, ignored_headers, ignored_parameters
+from .decisions import (AttributeOutOfBounds, ConflictingAttributes, attributes_from_request, check_attribute,
+                        check_tag_count, ignored_headers, ignored_parameters)
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
 from .looplag import GcPauses, LoopLagProbe
@@ -409,7 +410,14 @@ class ReservationService:
             return 421, {"error": f"owner of partition {partition} at {url} unreachable: {exc}"}
 
     def parse(self, body: dict[str, Any], query: Any, headers: Any, counted: int | None = None) -> dict[str, Any]:
-        """The call a request describes; `counted`: its prompt's tokens when already counted (`_count_off_loop`)."""
+        """The call a request describes; `counted`: its prompt's tokens when already counted (`_count_off_loop`).
+        Its attribution (headers, query, body) and names are held to the event contract's bounds (trust34)."""
+        try:
+            return self._parse(body, query, headers, counted)
+        except AttributeOutOfBounds as exc:
+            raise ReservationError(400, str(exc)) from None
+
+    def _parse(self, body: dict[str, Any], query: Any, headers: Any, counted: int | None) -> dict[str, Any]:
         for key in body:
             # refused, not dropped (walk32): `attribtion` was dropped and the call admitted with no attribution,
             # past every team's hard budget; `attribution.<typo>` was refused already
@@ -438,8 +446,10 @@ class ReservationService:
             if key == "tags":
                 if value is not None and not isinstance(value, dict):
                     raise ReservationError(400, "attribution.tags must be an object of strings ({\"env\": \"prod\"})")
+                check_tag_count(value or {}, "attribution.tags")
                 for tag, tag_value in (value or {}).items():  # the gateway's headers win here too, as below
                     if tag_value is not None:
+                        check_attribute(f"attribution.tags.{str(tag)[:40]}", "tag", str(tag), str(tag_value))
                         attrs.setdefault(f"tag:{tag}", str(tag_value))
             elif key not in ATTRIBUTION_KEYS:
                 raise ReservationError(400, f"attribution.{key} is not an attribution field (use "
@@ -448,10 +458,13 @@ class ReservationService:
             elif value is not None and not isinstance(value, str):
                 raise ReservationError(400, f"attribution.{key} must be a string")
             elif value:
+                check_attribute(f"attribution.{key}", key, None, value)
                 attrs.setdefault(key, value)
         provider, model = body.get("provider"), body.get("model")
         if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
             raise ReservationError(400, "provider and model are required strings")
+        check_attribute("provider", "provider", None, provider)
+        check_attribute("model", "model", None, model)
         request_id = body.get("request_id") or headers.get("x-request-id")
         if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_ID:
             raise ReservationError(400, "request_id is required (the gateway's request id its usage log carries, "
@@ -472,6 +485,8 @@ class ReservationService:
         tier = body.get("service_tier")
         if tier is not None and not isinstance(tier, str):
             raise ReservationError(400, "service_tier must be a string")
+        if tier is not None:
+            check_attribute("service_tier", "service_tier", None, tier)
         attrs["model"], attrs["provider"] = model, provider
         return {"attributes": attrs, "provider": provider, "model": model, "request_id": request_id,
                 "prompt_tokens": prompt_tokens, "max_output_tokens": max_output, "estimated": estimated,

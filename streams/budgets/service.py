@@ -24,8 +24,8 @@ import orjson
 
 from tokenmeter import topics
 
-from .decisions import (QUERY_DIMENSIONS, EnforcementView, attribute_values, http_status, ignored_headers,
-                        ignored_parameters)
+from .decisions import (QUERY_DIMENSIONS, AttributeOutOfBounds, EnforcementView, attribute_values, http_status,
+                        ignored_headers, ignored_parameters)
 from streams.agent_health import AgentHealth, retry_until_done
 from streams.gaps import OffsetGaps
 from streams.topic_reader import follow_compacted, read_compacted, read_records
@@ -367,8 +367,12 @@ class BudgetService:
             self.stats["not_ready_answers"] = self.stats.get("not_ready_answers", 0) + 1
             return self.not_ready_response(web, why)
         query = {} if client_path else request.query
-        attrs = attribute_values(query, request.headers, self.settings.decision_header_prefix,
-                                 self.router.header_tag_keys)
+        try:
+            attrs = attribute_values(query, request.headers, self.settings.decision_header_prefix,
+                                     self.router.header_tag_keys)
+        except AttributeOutOfBounds as exc:  # the event contract's bounds (trust34): named, never matched
+            self.stats["attributes_out_of_bounds"] = self.stats.get("attributes_out_of_bounds", 0) + 1
+            return web.json({"error": str(exc)}, status=400, headers={"Cache-Control": "no-store"})
         body = self.view.decide(attrs)
         ignored = ignored_parameters(query)
         if ignored:  # said in the answer (and counted, logged once per set) rather than silently answered for less

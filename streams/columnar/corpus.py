@@ -20,8 +20,8 @@ import orjson
 
 from streams.batch import MAX_EVENTS_PER_RECORD, MAX_PRICED_EVENT_BYTES, RawRecord
 from streams.pricing import PriceBook
-from tokenmeter.events import (EARLIEST_EVENT_TS, MAX_ATTRIBUTION_CHARS, MAX_EVENT_FUTURE, MAX_TAG_KEY_CHARS, MAX_TAGS,
-                               MAX_TOKENS, UsageEvent)
+from tokenmeter.events import (EARLIEST_EVENT_TS, MAX_ATTRIBUTION_CHARS, MAX_EVENT_FUTURE, MAX_MODEL_CHARS,
+                               MAX_NAME_CHARS, MAX_TAG_KEY_CHARS, MAX_TAGS, MAX_TOKENS, TEXT_BOUNDS, UsageEvent)
 
 PROVIDER_SPELLINGS = {
     "openai": ["openai", "openai_api"], "azure": ["azure", "azure_openai", "az.ai.openai"],
@@ -48,6 +48,33 @@ _BOUND_ATTRIBUTIONS = [
     {"team": "a", "tags": {"k" * (MAX_TAG_KEY_CHARS + 1): "v"}},
     {"team": "a", "tags": {"env": "v" * (MAX_ATTRIBUTION_CHARS + 1)}},
 ]
+
+# Names at their bounds (tokenmeter/events.py TEXT_BOUNDS: priced) and one past each (a dead letter naming it),
+# in bytes and in characters (trust34)
+_BOUND_NAMES = [
+    {"source": "s" * MAX_NAME_CHARS, "provider": "p" * MAX_NAME_CHARS, "operation": "o" * MAX_NAME_CHARS,
+     "service_tier": "t" * MAX_NAME_CHARS},
+    {"model": "m" * MAX_MODEL_CHARS}, {"model": "\u00e9" * MAX_MODEL_CHARS}, {"source": "\u00e9" * MAX_NAME_CHARS},
+    *({name: "x" * (bound + 1)} for name, bound in TEXT_BOUNDS.items()), {"model": "\u00e9" * (MAX_MODEL_CHARS + 1)},
+]
+_WIDE = "\U0001F600"  # 4 bytes of UTF-8 in one character: what lets a bounded event still outgrow a message
+
+
+def _text_of_bytes(size: int) -> str:
+    """A tag value of at most 1,024 characters whose UTF-8 is exactly `size` bytes (0..4096)."""
+    return _WIDE * (size // 4) + ("", "a", "\u00e9", "\u20ac")[size % 4]
+
+
+def padding_tags(size: int) -> dict[str, str]:
+    """Tags within the contract's bounds whose JSON is exactly `size` bytes longer than `{"p00":""}`'s: how a test
+    or the corpus makes a valid event of a given size, now that every other text is bounded (trust34; a long source
+    did it before)."""
+    tags, rest = {}, size
+    while rest > 4 * MAX_ATTRIBUTION_CHARS:
+        value = _text_of_bytes(min(4 * MAX_ATTRIBUTION_CHARS, rest - len(',"p00":""')))
+        tags[f"p{len(tags) + 1:02d}"] = value
+        rest -= len(',"p00":""') + len(value.encode())
+    return {"p00": _text_of_bytes(rest), **tags}
 
 
 def catalog_names(book: PriceBook) -> list[tuple[str, str]]:
@@ -261,14 +288,16 @@ class Corpus:
             event["model"] = rng.choice(["", 7])
         elif damage < 0.032:
             return rng.choice([5, "text", None, [], [1, 2], True])
-        elif damage < 0.0321:  # valid, but its priced JSON would not fit a message: a dead letter (a long source:
-            # no attribution can be this long since cap33)
-            event["source"] = "x" * rng.choice([MAX_PRICED_EVENT_BYTES - 2000, MAX_PRICED_EVENT_BYTES + 10])
-            event["attribution"] = {"team": "big"}
+        elif damage < 0.0321:  # valid, but its priced JSON would not fit a message: a dead letter (wide tags:
+            # no attribution value or name can be this long since cap33 and trust34)
+            event["attribution"] = {"team": "big", "tags": padding_tags(
+                rng.choice([MAX_PRICED_EVENT_BYTES - 2000, MAX_PRICED_EVENT_BYTES + 10]))}
             event["ts"] = "2026-11-01T10:00:00Z"
             event["usage"] = {"input_tokens": 10, "output_tokens": 1}
-        elif damage < 0.0326:  # attributions at and past the contract's bounds (cap33)
+        elif damage < 0.0324:  # attributions at and past the contract's bounds (cap33)
             event["attribution"] = rng.choice(_BOUND_ATTRIBUTIONS)
+        elif damage < 0.0326:  # names at and past theirs (trust34)
+            event.update(rng.choice(_BOUND_NAMES))
         correlation = self.correlation()
         if correlation is not _ABSENT:
             event["correlation"] = correlation

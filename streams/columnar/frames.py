@@ -51,7 +51,7 @@ import polars as pl
 
 from streams.batch import MAX_EVENTS_PER_RECORD, RawRecord
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, MAX_ATTRIBUTION_CHARS, MAX_TAG_KEY_CHARS, MAX_TAGS,
-                               TOOL_REQUEST_KINDS)
+                               TEXT_BOUNDS, TOOL_REQUEST_KINDS)
 from tokenmeter.exprs import all_of, usage_checks
 from tokenmeter.microbatch import FRACTIONAL_TOKENS, TAG_KEY, TAGS_OBJECT, TAGS_PREFIX, WHITESPACE_BEFORE_COLON
 
@@ -424,6 +424,9 @@ def row_checks() -> pl.Expr:
                 for dim in ATTRIBUTION_DIMENSIONS),
               pl.col("source").str.len_bytes() > 0, pl.col("provider").str.len_bytes() > 0,
               pl.col("model").str.len_bytes() > 0,
+              # the names' bounds (trust34); a null operation or tier is the model's default / none
+              *(pl.col(name).is_null() | (pl.col(name).str.len_bytes() <= bound)
+                for name, bound in TEXT_BOUNDS.items()),
               pl.col("status").fill_null("ok").is_in(["ok", "error"]),
               pl.col("ts").is_not_null(), pl.col("usage").is_not_null(),
               pl.col("usage_assumption").is_null() | pl.col("usage_assumption").str.len_bytes().is_between(1, 200),

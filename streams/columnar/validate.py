@@ -25,6 +25,7 @@ import orjson
 import polars as pl
 
 from tokenmeter.events import (ATTRIBUTION_DIMENSIONS, EARLIEST_EVENT_TS, MAX_ATTRIBUTION_CHARS, MAX_EVENT_FUTURE,
+                               MAX_MODEL_CHARS, MAX_NAME_CHARS,
                                MAX_TOKENS, MAX_TOOL_REQUESTS, TOOL_REQUEST_KINDS, USAGE_PARTS, Correlation,
                                UsageEvent, tags_problem)
 
@@ -373,10 +374,14 @@ def _scalars_ok(col: dict[str, Any], n: int) -> bool:
             and _types(col["provider"]) == {str} and "" not in col["provider"]
             and _types(col["model"]) == {str} and "" not in col["model"]
             and _types(col["operation"]) == {str}
+            # the names' bounds (tokenmeter.events.TEXT_BOUNDS, trust34): past one, the model words the letter
+            and max(map(len, col["source"])) <= MAX_NAME_CHARS and max(map(len, col["provider"])) <= MAX_NAME_CHARS
+            and max(map(len, col["model"])) <= MAX_MODEL_CHARS and max(map(len, col["operation"])) <= MAX_NAME_CHARS
             and _types(col["status"]) == {str} and set(col["status"]) <= {"ok", "error"}
             and col["content"].count(None) == n
             and _types(col["batch"]) == {bool}
             and _types(col["service_tier"]) <= {str, _NONE}
+            and max(map(len, filter(None, col["service_tier"])), default=0) <= MAX_NAME_CHARS
             and (_types(col["latency_ms"]) == {_NONE} or all(map(_float_ok, col["latency_ms"])))
             and (_types(col["ttft_ms"]) == {_NONE} or all(map(_float_ok, col["ttft_ms"])))
             and (_types(col["usage_assumption"]) == {_NONE}
@@ -384,10 +389,12 @@ def _scalars_ok(col: dict[str, Any], n: int) -> bool:
 
 
 def _scalar_ok(e, s, p, m, op, st, c, lat, tt, b, t, ua) -> bool:
-    return (type(e) is str and 0 < len(e) <= 512 and type(s) is str and s != "" and type(p) is str
-            and p != "" and type(m) is str and m != "" and type(op) is str and (st == "ok" or st == "error")
+    return (type(e) is str and 0 < len(e) <= 512 and type(s) is str and 0 < len(s) <= MAX_NAME_CHARS
+            and type(p) is str and 0 < len(p) <= MAX_NAME_CHARS and type(m) is str and 0 < len(m) <= MAX_MODEL_CHARS
+            and type(op) is str and len(op) <= MAX_NAME_CHARS and (st == "ok" or st == "error")
             and type(st) is str and c is None and _float_ok(lat) and _float_ok(tt) and type(b) is bool
-            and _optional_str(t) and (ua is None or (type(ua) is str and 0 < len(ua) <= 200)))
+            and _optional_str(t) and (t is None or len(t) <= MAX_NAME_CHARS)
+            and (ua is None or (type(ua) is str and 0 < len(ua) <= 200)))
 
 
 def _usage_column(column: tuple) -> list[tuple | None]:

@@ -30,11 +30,11 @@ from tokenmeter.microbatch import MAX_MESSAGE_BYTES
 from tokenmeter import topics
 
 pytestmark = pytest.mark.slow(seconds=12)
-TOO_LONG = "T" * 1_100_000  # a source: no attribution value can be this long since cap33 (at most 1,024 characters)
+TOO_LONG = "T" * 1_100_000  # a completion: no attribution value (cap33) nor name (trust34) can be this long
 
 
 def _big(event_id: str) -> dict:
-    return canonical_event(event_id, source=TOO_LONG)
+    return canonical_event(event_id, content={"completion": TOO_LONG})
 
 
 def test_a_record_with_an_event_too_large_to_send_is_a_record_error_keeping_the_others():

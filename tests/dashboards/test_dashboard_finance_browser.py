@@ -135,6 +135,25 @@ def test_closed_months_are_marked(dash_duo, finance_app):
     dash_duo.wait_for_contains_text("#closed-month-note", f"{previous} is closed", timeout=20)
 
 
+def test_the_export_page_takes_a_typed_tag_key(dash_duo, finance_app):
+    """trust34: Group by offers every dimension and the month's tag keys; a key typed into it (not seen this month)
+    is offered as `tag:<key>` and can be chosen, as `/api/v1/export?group_by=tag:<key>` takes it."""
+    from selenium.webdriver.common.by import By
+
+    settings, warehouse, _ = finance_app
+    browser_login(dash_duo, create_app(settings, warehouse=warehouse), "fin", "fin-pass", page="/export")
+    dash_duo.find_element("#export-group").click()
+    dash_duo.wait_for_contains_text("body", "service tier", timeout=20)  # the open menu: every dimension
+    typed = dash_duo.driver.switch_to.active_element
+    typed.send_keys("owner")
+    dash_duo.wait_for_contains_text("body", "tag:owner", timeout=20)
+    option = WebDriverWait(dash_duo.driver, 20).until(lambda d: next(
+        (e for e in d.find_elements(By.XPATH, "//*[normalize-space(text())='tag:owner']") if e.is_displayed()), None))
+    option.click()
+    dash_duo.find_element("#export-download-button").click()
+    dash_duo.wait_for_contains_text("#export-result", "-by-team-tag-owner", timeout=30)
+
+
 # The Budgets page's forecast (its records written at FORECAST_NOW, a fixed day of November 2026) -------------------
 # The ledger published a projection only while it reached the limit, so a budget comfortably within its limit showed
 # "-", the same as a budget with no spend at all: it read as "no forecast". Each state now says what it is. And the
@@ -171,7 +190,9 @@ def test_the_forecast_column_says_within_limit_no_spend_or_not_enough_data(dash_
     forecasts = {name: row[FORECAST] for name, row in rows.items()}
     # $0.07 in 30 minutes: $0.14/hour for the 10.5 days left of November -> $35.35, well within $100
     assert forecasts["search-steady"] == "$35.35 (within limit)"
-    assert rows["search-steady"][STATE] == "ok"
+    # these records' spend from before the budgets is not counted yet (owner_with's seeds are pending): "ok" was a
+    # guess beside the banner saying so (trust34); a forecast over the limit still says "at risk"
+    assert rows["search-steady"][STATE] == "pending"
     assert forecasts["ads-hot"] == "$1,767.50" and rows["ads-hot"][STATE] == "at risk"  # breach date beside it
     assert forecasts["idle"] == "no spend yet"
     assert forecasts["fresh"] == "not enough data yet"  # a minute of spend: too little to project

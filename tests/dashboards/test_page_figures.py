@@ -733,3 +733,49 @@ def test_api_export_of_a_closed_month_by_a_dimension_it_does_not_keep_is_a_400(a
         assert "closed months keep" in answer.get_json()["error"] and "by model" in answer.get_json()["error"]
     finally:
         shutil.rmtree(closes / month, ignore_errors=True)
+
+
+def test_the_export_page_offers_what_the_api_takes_and_gives_the_apis_file(app_and_warehouse):
+    """walk33 noticed, trust34: the Export page offered eight groupings while `/api/v1/export` and `tokenmeter export`
+    take every report dimension and `tag:KEY`. The page now offers every dimension, the tag keys seen in the chosen
+    month, a typed tag key, several groupings at once, and downloads the bytes the API gives."""
+    import base64
+
+    import flask
+
+    from warehouse.month_close import month_of
+    from warehouse.queries import DIMENSIONS
+
+    app, warehouse = app_and_warehouse
+    export_page = sys.modules["pages.export"]
+    _closes, start = _closes_and_month(app, 310)
+    month = month_of(start)
+    warehouse.insert_priced([{**_event(900 + i, start + timedelta(days=2, hours=i), 10),
+                              "attribution": {"team": team, "tags": {"cost_center": center, "env": "prod"}}}
+                             for i, (team, center) in enumerate((("kept", "CC-1"), ("other", "CC-2")))])
+    with app.server.test_request_context():
+        flask.g.principal = Principal("fin", "finance")
+        [group] = [c for c in _components(export_page.layout()) if getattr(c, "id", None) == "export-group"]
+        offered = {o["value"] for o in group.options}
+        assert set(DIMENSIONS) <= offered, set(DIMENSIONS) - offered
+        options = {o["value"] for o in export_page.group_options(month, None, ["team"])}
+        assert {"tag:cost_center", "tag:env"} <= options and set(DIMENSIONS) <= options
+        typed = {o["value"] for o in export_page.group_options(month, "tag:owner", ["team"])}
+        assert "tag:owner" in typed  # a key not seen this month (yet) can still be typed
+        assert "tag:desk" in {o["value"] for o in export_page.group_options(month, "desk", ["team"])}
+        download, said = export_page.download(1, month, ["team", "tag:cost_center"], "csv", "")
+    assert said.endswith(" bytes"), said
+    api = _finance_client(app).get(f"/api/v1/export?month={month}&format=csv&group_by=team,tag:cost_center")
+    assert api.status_code == 200, api.data[:300]
+    assert base64.b64decode(download["content"]) == api.data and b"CC-2" in api.data
+    assert download["filename"] in api.headers["Content-Disposition"]
+
+
+def _components(component) -> list:
+    """A Dash component and everything under it, depth first."""
+    found = [component]
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, (list, tuple)) else [children]:
+        if child is not None and not isinstance(child, str):
+            found += _components(child)
+    return found

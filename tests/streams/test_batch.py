@@ -62,8 +62,10 @@ def test_priced_output_is_keyed_and_chunked(book):
 def test_limits_give_dead_letters_not_unsendable_messages(book):
     from streams.batch import MAX_EVENTS_PER_RECORD, MAX_MESSAGE_BYTES, MAX_PRICED_EVENT_BYTES
 
-    # an attribution within its bounds (cap33) stays under the limit: a long source (unbounded) goes over it
-    huge = {**event(2), "source": "x" * (MAX_PRICED_EVENT_BYTES + 1)}
+    from streams.columnar.corpus import padding_tags
+
+    # every text is bounded (cap33, trust34): tags of 4-byte characters within the bounds still go over the limit
+    huge = {**event(2), "attribution": {"team": "search", "tags": padding_tags(MAX_PRICED_EVENT_BYTES + 1)}}
     too_many = [event(i) for i in range(MAX_EVENTS_PER_RECORD + 1)]
     notes = {f"note{n}": "y" * 1000 for n in range(20)}  # 20 KB of tags, within the bounds
     wide = [{**event(i), "attribution": {"team": "search", "tags": notes}} for i in range(100)]

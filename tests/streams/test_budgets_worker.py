@@ -262,6 +262,49 @@ def test_a_misspelt_attribution_header_is_said_in_the_answer(worker):
     assert "x-tokenmeter-tema" in worker["log"].read_text() and stats
 
 
+def test_attribution_headers_past_the_event_bounds_are_a_400_naming_them(worker):
+    """cap33 noticed, trust34: /v1/decision and /v1/reservations read attribution headers and parameters without the
+    bounds events have (tokenmeter/events.py): a 5,000-character team header or 200 `tag:` parameters were read,
+    matched against every budget and answered (200 allow). Now a 400 naming the header, the size and the limit;
+    within the bounds, answered as before. (10,000 tag headers never reached us: aiohttp refuses past 128 lines.)"""
+    import http.client
+
+    from tokenmeter.events import MAX_ATTRIBUTION_CHARS, MAX_TAGS
+
+    def ask(path: str, headers: dict, body: bytes | None = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", worker["port"], timeout=30)
+        try:
+            conn.request("POST" if body is not None else "GET", path, body=body,
+                         headers={**headers, "Content-Type": "application/json"})
+            answer = conn.getresponse()
+            text = answer.read()
+            try:
+                return answer.status, json.loads(text or b"{}")
+            except ValueError:  # not ours: the HTTP server's own refusal
+                return answer.status, {"text": text.decode(errors="replace")[:300]}
+        finally:
+            conn.close()
+
+    reservation = orjson.dumps({"provider": "openai", "model": "gpt-4o", "prompt_tokens": 10, "max_output_tokens": 10,
+                                "request_id": f"req-{uuid.uuid4().hex}"})
+    huge = {"x-tokenmeter-team": "t" * 5000}
+    many_tags = "?" + "&".join(f"tag:k{i}=v" for i in range(200))  # headers stop at aiohttp's 128 (below)
+    for path, body in (("/v1/decision", None), ("/v1/reservations", reservation)):
+        status, answer = ask(path, huge, body)
+        assert status == 400, (path, status, answer)
+        said = json.dumps(answer)
+        assert f"x-tokenmeter-team: 5000 characters, at most {MAX_ATTRIBUTION_CHARS}" in said and "t" * 100 not in said
+        status, answer = ask(path + many_tags, {"x-tokenmeter-team": "t"}, body)
+        assert status == 400 and f"200 tags, at most {MAX_TAGS}" in json.dumps(answer), (path, status, answer)
+        # 10,000 tag headers, or a value past 8,190 bytes, are refused by the HTTP server itself (aiohttp's defaults:
+        # 128 header lines, 8,190 bytes a line) before any of ours is read: a 400 all the same
+        status, answer = ask(path, {f"x-tokenmeter-tag-k{i}": "v" for i in range(10_000)}, body)
+        assert status == 400 and "Too many headers" in answer.get("text", ""), (path, status, answer)
+        assert ask(path, {"x-tokenmeter-team": "t" * 100_000}, body)[0] == 400
+    within = {"x-tokenmeter-team": "t" * MAX_ATTRIBUTION_CHARS, **{f"x-tokenmeter-tag-k{i}": "v" for i in range(100)}}
+    assert ask("/v1/decision" + "?" + "&".join(f"tag:q{i}=v" for i in range(28)), within) == (200, {"action": "allow"})
+
+
 def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp_path, module_worker):
     """Budgets are owned by partition of tokenmeter.budget-spend: with two workers each budget has one owner; when
     one worker is killed the other takes its budgets over from the state topic, without refiring or losing spend.

@@ -11,6 +11,7 @@ import pytest
 from price_support import SELF_HOSTED_AND_ACME
 from streams.batch import RawRecord, process_batch
 from streams.columnar import process_batch_columnar
+from streams.columnar.corpus import padding_tags
 from streams.columnar.equivalence import compare_batch, fingerprint, run
 from streams.columnar.price import _round_half_even, price_table
 from streams.pricing import load_price_book
@@ -157,7 +158,7 @@ def _edges_of_the_contract() -> list[dict]:
     return ([event(i, ts=at(t)) for i, t in enumerate(times)]
             + [event(10 + i, usage=u, model=m) for i, u in enumerate(usages) for m in ("gpt-4o", "gpt-4o-mini")]
             + [event(30, usage_assumption="cache writes assumed in prompt"),
-               event(31, source="s" * 300_000)])  # within the attribution bounds (cap33), tags cannot make it
+               event(31, attribution={"team": "t", "tags": padding_tags(300_000)})])  # bounded, too large
 
 
 def test_edges_of_the_event_contract_match_todays_path(book):

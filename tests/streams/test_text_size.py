@@ -14,7 +14,7 @@ from app.bench_worker import tag
 from streams.batch import MAX_PRICED_EVENT_BYTES, RawRecord
 from streams.columnar import process_batch_columnar
 from streams.columnar.bench import records_of, traffic
-from streams.columnar.corpus import Corpus
+from streams.columnar.corpus import Corpus, padding_tags
 from streams.columnar.decode import decode_records
 from streams.columnar.frame_price import write_frame
 from streams.columnar.framed import FramedResult
@@ -124,11 +124,11 @@ def test_rows_at_the_event_size_cut_are_cut_as_their_text_says(book):
     """Events whose JSON is just under, at and just over MAX_PRICED_EVENT_BYTES: the bound reaches the cut for all
     of them, their text decides (a dead letter only over it), in both formats."""
     base = traffic(1, seed=4)[0]
-    # a long source makes them so (an attribution value is at most 1,024 characters since cap33)
-    probe = process_batch_columnar(records_of([{**base, "source": "s", "attribution": {"team": "t"}}]), book)
-    overhead = len(next(iter(probe.priced.values()))[0]) - 1
-    events = [{**base, "event_id": f"edge-{delta}", "attribution": {"team": "t"},
-               "source": "s" * (MAX_PRICED_EVENT_BYTES - overhead - len(f"edge-{delta}") + len(base["event_id"]) + delta)}
+    # tags of 4-byte characters make them so (every text is bounded since cap33 and trust34)
+    probe = process_batch_columnar(records_of([{**base, "attribution": {"team": "t", "tags": {"p00": ""}}}]), book)
+    overhead = len(next(iter(probe.priced.values()))[0])
+    events = [{**base, "event_id": f"edge-{delta}", "attribution": {"team": "t", "tags": padding_tags(
+                   MAX_PRICED_EVENT_BYTES - overhead - len(f"edge-{delta}") + len(base["event_id"]) + delta)}}
               for delta in (-1, 0, 1, 2)]
     records = [RawRecord(orjson.dumps(events + traffic(3_000, seed=6)), "tokenmeter.usage", 0, 0)]
     for priced_format in ("arrow", "json"):

@@ -46,11 +46,14 @@ def test_a_pending_seed_is_on_the_page_and_gone_once_counted(page):
     cells, message = _shown(page, record, now)
     assert "$0.00 + spend from before the budget: pending" in cells
     assert message and "search: the period's spend from before the budget was defined is being counted" in message
+    state = page.status_rows([_status({**enforcement_row(record, now), "scope": {"team": "search"}})])[1].children[0]
+    assert state.children[2].children == "pending"  # trust34: the State column said "ok" beside the banner
+    assert "spend from before the budget was defined" in state.children[2].title
     out = owner.complete_seed("search", {now.replace(minute=0, second=0, microsecond=0): D("4")}, {}, [], now=now)
     counted = out.enforcement[0][1]
     assert counted["spend_before_definition"] == "counted" and counted["spend"] == "4"
     cells, message = _shown(page, counted, now)
-    assert "$4.00" in cells and message is None
+    assert "$4.00" in cells and message is None and "ok" in cells and "pending" not in cells
 
 
 def test_a_state_from_before_seed32_says_unknown_until_rebuilt_or_its_period_ends(page):
@@ -89,3 +92,17 @@ def test_records_written_before_say_nothing(page):
               if k != "spend_before_definition"}
     cells, message = _shown(page, record, now)
     assert "$0.00" in cells and message is None
+
+
+def test_a_pending_budget_already_over_its_limit_says_over_budget():
+    """The live spend alone past the limit is over budget whatever the seed adds (trust34)."""
+    now = datetime.now(UTC)
+    row = {**enforcement_row({**_owner_record(now), "spend": "11", "percent": "110"}, now), "scope": {"team": "search"}}
+    assert _status(row).state == "over budget"
+    assert _status({**row, "spend": "1", "percent": "10"}).state == "pending"
+
+
+def _owner_record(now: datetime) -> dict:
+    owner = _owner()
+    owner.restore("search", None)
+    return owner.enforcement_record(owner.runtimes["search"], now)
