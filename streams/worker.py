@@ -138,6 +138,13 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
     budgets.health = health
     app.tokenmeter_stats = stats  # type: ignore[attr-defined]
 
+    @app.on_before_shutdown.connect
+    async def say_stopped(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        # ops34: Faust's shutdown says only `Stopping...`; this replica's own account, for the log of a stop or restart
+        log.info("worker stopped (role %s) after %.0f s: %d message(s), %d event(s) in, %d priced (%d unpriced), "
+                 "%d dead letter(s), %d refused batch(es)", role, time.time() - stats.started, stats.messages,
+                 stats.events_in, stats.priced, stats.unpriced, stats.deadlettered, stats.refused_batches)
+
     usage_gaps = OffsetGaps(topics.USAGE, fetch_wait=settings.fetch_wait)
     batch_step = process_batch_columnar if settings.worker_columnar else process_batch  # same output (issue 14)
 
