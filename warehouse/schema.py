@@ -241,7 +241,8 @@ def apply_migrations(runner: SqlRunner, directory: Path = MIGRATIONS_DIR) -> lis
             continue
         # ops34: an upgrade said nothing; each migration is named as it starts (a slow or failing one is the last
         # line) and the whole once done, with the version the warehouse was at.
-        log.info("warehouse schema: applying migration %04d_%s", migration.version, migration.name)
+        log.log(logging.INFO if done else logging.DEBUG,  # a new warehouse: the summary line only
+                "warehouse schema: applying migration %04d_%s", migration.version, migration.name)
         for statement in migration.statements:
             runner.command(statement)
         runner.command(
@@ -250,8 +251,10 @@ def apply_migrations(runner: SqlRunner, directory: Path = MIGRATIONS_DIR) -> lis
         )
         applied.append(migration.version)
         names.append(f"{migration.version:04d}_{migration.name}")
-    if applied:
-        before = f"from version {max(done):04d}" if done else "new warehouse"
-        log.info("warehouse schema: applied %s (%s) in %.1f s, now at version %04d", ", ".join(names), before,
-                 time.monotonic() - started, max(applied))
+    if applied and done:
+        log.info("warehouse schema: applied %s (from version %04d) in %.1f s, now at version %04d", ", ".join(names),
+                 max(done), time.monotonic() - started, max(applied))
+    elif applied:
+        log.info("warehouse schema: created at version %04d (%d migrations) in %.1f s", max(applied), len(applied),
+                 time.monotonic() - started)
     return applied
