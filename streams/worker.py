@@ -138,6 +138,13 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
     budgets.health = health
     app.tokenmeter_stats = stats  # type: ignore[attr-defined]
 
+    @app.on_before_shutdown.connect
+    async def say_stopped(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        # ops34: Faust's shutdown says only `Stopping...`; this replica's own account, for the log of a stop or restart
+        log.info("worker stopped (role %s) after %.0f s: %d message(s), %d event(s) in, %d priced (%d unpriced), "
+                 "%d dead letter(s), %d refused batch(es)", role, time.time() - stats.started, stats.messages,
+                 stats.events_in, stats.priced, stats.unpriced, stats.deadlettered, stats.refused_batches)
+
     usage_gaps = OffsetGaps(topics.USAGE, fetch_wait=settings.fetch_wait)
     batch_step = process_batch_columnar if settings.worker_columnar else process_batch  # same output (issue 14)
 
@@ -255,8 +262,12 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
         lines = [
             "# TYPE tokenmeter_worker_events_total counter",
             f"tokenmeter_worker_events_total {stats.events_in}",
+            # ops34: every family typed (untyped ones became gauges in the OTel Collector's and Grafana Agent's
+            # Prometheus receivers); tests/streams/test_worker_metrics_format.py
+            "# TYPE tokenmeter_worker_priced_total counter",
             f'tokenmeter_worker_priced_total{{status="priced"}} {stats.priced - stats.unpriced}',
             f'tokenmeter_worker_priced_total{{status="unpriced"}} {stats.unpriced}',
+            "# TYPE tokenmeter_worker_deadletter_total counter",
             f"tokenmeter_worker_deadletter_total {stats.deadlettered}",
             "# TYPE tokenmeter_worker_refused_batches_total counter",
             f"tokenmeter_worker_refused_batches_total {stats.refused_batches}",
@@ -264,6 +275,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
             f"tokenmeter_worker_usage_assumed_total {stats.usage_assumed}",
             "# TYPE tokenmeter_worker_agent_errors_total counter",
             f"tokenmeter_worker_agent_errors_total {health.errors_total}",
+            "# TYPE tokenmeter_worker_agents_failing gauge",
             f"tokenmeter_worker_agents_failing {len(health.failing)}",
             "# TYPE tokenmeter_worker_source_partitions gauge",
             *(f'tokenmeter_worker_source_partitions{{topic="{t}"}} {len(p)}' for t, p in sources.held().items()),
@@ -273,6 +285,7 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
             f"tokenmeter_budget_alerts_total {budgets.stats['alerts']}",
             "# TYPE tokenmeter_decision_requests_total counter",
             f"tokenmeter_decision_requests_total {budgets.stats['decision_requests']}",
+            "# TYPE tokenmeter_budgets gauge",
             f"tokenmeter_budgets {budgets.stats['budgets']}",
             *(budgets.reservations.metrics_lines() if budgets.reservations is not None else ()),
         ]

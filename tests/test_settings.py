@@ -281,3 +281,49 @@ def test_a_bad_item_of_a_list_or_map_names_the_variable_as_it_is_spelt(monkeypat
         load_settings()
     line = str(raised.value).splitlines()[1]
     assert line.startswith(f"  {variable} (item ") or line.startswith(f"  {variable} (key "), line
+
+
+def test_every_problem_of_every_source_is_reported_in_one_error(monkeypatch, tmp_path):
+    """ops34: an operator's YAML file with a misspelt key, a list variable that was not JSON and a bad port were
+    reported one kind at a time (the YAML keys, then the JSON, then the values): three restarts to learn three
+    mistakes, while docs/reference.md says invalid settings are reported all at once."""
+    config = tmp_path / "tokenmeter.yaml"
+    config.write_text("dash_prot: 9000\npartitions: -3\n")
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    monkeypatch.setenv("TOKENMETER_DEDUP_SOURCE_PREFERENCE", "otel,gateway")
+    monkeypatch.setenv("TOKENMETER_API_PORT", "abc")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    text = str(raised.value)
+    for named in ("dash_prot", "TOKENMETER_DEDUP_SOURCE_PREFERENCE", "TOKENMETER_API_PORT", "TOKENMETER_PARTITIONS"):
+        assert named in text, text
+
+
+def test_a_bad_value_from_the_config_file_names_the_file(monkeypatch, tmp_path):
+    """ops34: a bad value read from the YAML file was named only as its variable (`TOKENMETER_PARTITIONS: ... got
+    -3`), which is set nowhere in the environment: the operator looked for it in the wrong place."""
+    config = tmp_path / "tokenmeter.yaml"
+    config.write_text("partitions: -3\n")
+    monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    monkeypatch.setenv("TOKENMETER_DASH_PORT", "99999")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    lines = str(raised.value).splitlines()
+    assert any("TOKENMETER_PARTITIONS" in line and str(config) in line for line in lines), lines
+    assert any("TOKENMETER_DASH_PORT" in line and str(config) not in line for line in lines), lines
+
+
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_a_bad_clickhouse_url_is_named_without_its_password(monkeypatch, tmp_path, source):
+    """ops34: TOKENMETER_CLICKHOUSE_URL holds the server's password (compose: http://tokenmeter:<password>@...); a
+    value of the wrong type was echoed whole in the settings error, on the terminal and in the container's log."""
+    if source == "file":
+        config = tmp_path / "tokenmeter.yaml"
+        config.write_text("clickhouse_url:\n  - http://tokenmeter:hunter2pw@clickhouse:8123/tokenmeter\n")
+        monkeypatch.setenv("TOKENMETER_CONFIG", str(config))
+    else:
+        monkeypatch.setenv("TOKENMETER_CLICKHOUSE_URL", "http://tokenmeter:hunter2pw@clickhouse:8123/tokenmeter")
+        monkeypatch.setenv("TOKENMETER_PARTITIONS", "0")  # so that the error is raised at all
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "hunter2pw" not in str(raised.value), str(raised.value)

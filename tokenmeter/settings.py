@@ -29,8 +29,8 @@ class SettingsError(Exception):
 # across the sources, as pydantic-settings' deep update did.
 
 
-def _yaml_values() -> dict[str, Any]:
-    """The TOKENMETER_CONFIG file's settings. Its keys are the settings' names (`dash_port`) or their variables'
+def _yaml_values(problems: list[str]) -> dict[str, Any]:
+    """The TOKENMETER_CONFIG file's settings; its bad keys appended to `problems` (reported with every other). Its keys are the settings' names (`dash_port`) or their variables'
     (`TOKENMETER_DASH_PORT`), in any case. A key that names no setting, or a setting given twice, is an error (all
     of them at once, with the setting a misspelt key is closest to): ignored, a typo left a service on its default
     (an unsigned webhook, the wrong port) without a word. Values are never shown (a misspelt secret is a secret)."""
@@ -46,18 +46,17 @@ def _yaml_values() -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise SettingsError(f"TOKENMETER_CONFIG={path}: expected a mapping at the top level")
     values: dict[str, Any] = {}
-    problems = []
+    bad_keys = []
     for key, value in loaded.items():
         name = str(key).lower()
         name = name[len(ENV_PREFIX):] if name.startswith(ENV_PREFIX.lower()) else name
         if name not in Settings.model_fields:
-            problems.append(f"{key}: no such setting{_closest_setting(name)}")
+            bad_keys.append(f"{key}: no such setting{_closest_setting(name)}")
         elif name in values:
-            problems.append(f"{key}: {name} is given twice")
+            bad_keys.append(f"{key}: {name} is given twice")
         else:
             values[name] = value
-    if problems:
-        raise SettingsError(f"TOKENMETER_CONFIG={path}:\n  " + "\n  ".join(problems))
+    problems.extend(f"TOKENMETER_CONFIG={path}: {problem}" for problem in bad_keys)
     return values
 
 
@@ -87,10 +86,11 @@ def _loader_refusing_repeated_keys(yaml: Any) -> type:
     return Loader
 
 
-def _env_values() -> dict[str, Any]:
-    """TOKENMETER_<FIELD> in any case; a list or map field's value is JSON (every one that is not is reported)."""
+def _env_values(problems: list[str]) -> dict[str, Any]:
+    """TOKENMETER_<FIELD> in any case; a list or map field's value is JSON (each that is not appended to
+    `problems`)."""
     environ = {k.lower(): v for k, v in os.environ.items()}
-    values, not_json = {}, []
+    values = {}
     for name in Settings.model_fields:
         value = environ.get((ENV_PREFIX + name).lower())
         if value is None:
@@ -99,11 +99,9 @@ def _env_values() -> dict[str, Any]:
             try:
                 value = json.loads(value)
             except (ValueError, RecursionError):  # not JSON, or nested too deep to read
-                not_json.append(_not_json(name))
+                problems.append(_not_json(name))  # never reaches validation
                 continue
         values[name] = value
-    if not_json:  # a list or map variable that is not JSON never reaches validation
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(not_json))
     return values
 
 
@@ -305,7 +303,19 @@ class Settings(BaseModel):
         10.0, gt=0, description="HTTP collector: a request body must arrive within this; slower clients get 408.")
 
     def __init__(self, **overrides: Any) -> None:
-        super().__init__(**_merged(_merged(_yaml_values(), _env_values()), overrides))
+        """ops34: every problem of every source in one SettingsError (the file's keys, variables that are not JSON,
+        bad values); they were raised one kind at a time, so an operator learnt a third mistake on the third start.
+        A bad value that came from the file names the file, as it is set nowhere in the environment."""
+        problems: list[str] = []
+        from_file = _yaml_values(problems)
+        from_env = _env_values(problems)
+        try:
+            super().__init__(**_merged(_merged(from_file, from_env), overrides))
+        except ValidationError as exc:
+            from_file_only = set(from_file) - set(from_env) - set(overrides)
+            problems.extend(_invalid_values(exc, from_file_only))
+        if problems:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
 
     # Derived values -------------------------------------------------------------------------------
     @property
@@ -344,15 +354,20 @@ class Settings(BaseModel):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, turning pydantic's report into one error listing every bad variable."""
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        lines = []
-        for item in exc.errors(include_url=False):
-            name = env_name(str(item["loc"][0])) + _item_named(item["loc"][1:])
-            lines.append(f"{name}: {item['msg']} ({_shown(str(item['loc'][0]), item.get('input'))})")
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    """Build the settings; a SettingsError lists every bad key, variable and value at once."""
+    return Settings(**overrides)
+
+
+def _invalid_values(exc: ValidationError, from_file: set[str]) -> list[str]:
+    """pydantic's report, one line per bad value, named by its variable (and the file, when it was set there)."""
+    lines = []
+    for item in exc.errors(include_url=False):
+        field_name = str(item["loc"][0])
+        name = env_name(field_name) + _item_named(item["loc"][1:])
+        if field_name in from_file:
+            name += f" (in TOKENMETER_CONFIG={os.environ.get(ENV_PREFIX + 'CONFIG')})"
+        lines.append(f"{name}: {item['msg']} ({_shown(field_name, item.get('input'))})")
+    return lines
 
 
 def _item_named(path: tuple) -> str:
@@ -378,8 +393,9 @@ def _not_json(field_name: str) -> str:
 
 # Settings whose values hold secrets: webhook URLs and routing keys (the notify lists), keys and tokens. An error
 # names the variable, never the value (hostile24: a route list that was not JSON was printed with its Slack URL).
+# ops34: the ClickHouse URL too (compose's holds the server's password: http://tokenmeter:<password>@clickhouse...).
 SECRET_SETTINGS = frozenset({"anomaly_notify", "finance_notify", "webhook_secret", "admin_token",
-                             "dashboard_secret_key"})
+                             "dashboard_secret_key", "clickhouse_url"})
 
 
 def _shown(field_name: str, value: Any) -> str:

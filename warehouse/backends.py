@@ -7,6 +7,7 @@ ClickHouse's `{name:Type}` syntax; nothing from a caller is ever formatted into 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from datetime import date, datetime, timezone
@@ -184,6 +185,9 @@ class ClickHouseBackend:
         import clickhouse_connect
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
+        # ops34: the driver logs a bare WARNING "Unexpected Http Driver Exception" before raising the error that
+        # carries the cause, which we report (URL password masked); on its own it only preceded every such error.
+        logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
         self.url = url
         self._lock = threading.Lock()  # one HTTP session id: clickhouse-connect refuses concurrent queries on it
         self.key_writes = 0  # statements that may have added dedupe keys (warehouse/stored_ids.py)

@@ -7,7 +7,9 @@ re-applies on the next open.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -18,6 +20,8 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from tokenmeter.call_keys import call_keys
+
+log = logging.getLogger(__name__)
 from tokenmeter.events import PricedEvent, describe_validation_error
 from tokenmeter.stored_money import COST_PRECISION, COST_SCALE, MAX_STORED_COST_USD
 from warehouse.fast_rows import fast_row
@@ -230,10 +234,15 @@ def apply_migrations(runner: SqlRunner, directory: Path = MIGRATIONS_DIR) -> lis
     """Apply the migrations not yet recorded, in version order; returns the versions applied now."""
     runner.command(SCHEMA_MIGRATIONS_DDL)
     done = applied_versions(runner)
-    applied = []
+    applied, names = [], []
+    started = time.monotonic()
     for migration in load_migrations(directory):
         if migration.version in done:
             continue
+        # ops34: an upgrade said nothing; each migration is named as it starts (a slow or failing one is the last
+        # line) and the whole once done, with the version the warehouse was at.
+        log.log(logging.INFO if done else logging.DEBUG,  # a new warehouse: the summary line only
+                "warehouse schema: applying migration %04d_%s", migration.version, migration.name)
         for statement in migration.statements:
             runner.command(statement)
         runner.command(
@@ -241,4 +250,11 @@ def apply_migrations(runner: SqlRunner, directory: Path = MIGRATIONS_DIR) -> lis
             {"version": migration.version, "name": migration.name},
         )
         applied.append(migration.version)
+        names.append(f"{migration.version:04d}_{migration.name}")
+    if applied and done:
+        log.info("warehouse schema: applied %s (from version %04d) in %.1f s, now at version %04d", ", ".join(names),
+                 max(done), time.monotonic() - started, max(applied))
+    elif applied:
+        log.info("warehouse schema: created at version %04d (%d migrations) in %.1f s", max(applied), len(applied),
+                 time.monotonic() - started)
     return applied

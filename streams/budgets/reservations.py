@@ -684,7 +684,7 @@ class ReservationService:
                   for k in ("admitted", "refused", "not_ready", "bad_requests")]
         lines.append("# TYPE tokenmeter_reservation_holds_total counter")
         lines += [f'tokenmeter_reservation_holds_total{{outcome="{k}"}} {v}' for k, v in totals.items()]
-        lines.append(f"tokenmeter_reservation_holds_open {open_holds}")
+        lines += ["# TYPE tokenmeter_reservation_holds_open gauge", f"tokenmeter_reservation_holds_open {open_holds}"]
         return lines
 
     def latency_ms(self, samples: list[float] | None = None) -> dict[str, float | None]:

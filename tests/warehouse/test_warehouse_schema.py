@@ -118,3 +118,20 @@ def test_the_stored_money_columns_hold_what_the_shared_limit_says(wh):
     assert MAX_STORED_COST_USD == Decimal(10) ** (COST_PRECISION - COST_SCALE) == MAX_STORED_COST_PICO / 10**12
     largest = Decimal(MAX_STORED_COST_PICO - 1).scaleb(-COST_SCALE)  # 999999.999999999999: the largest it holds
     assert wh.query(f"SELECT toString(toDecimal128('{largest}', {COST_SCALE})::{money}) AS v").rows() == [(str(largest),)]
+
+
+def test_an_upgrade_logs_the_migrations_it_applies(wh, caplog):
+    """ops34: the current loader started on a warehouse of an older release (migrations up to 0019) applied 0020-0025
+    without a word in its log: an operator upgrading could not tell whether, when or which schema changes ran. The
+    newest migration's record is removed here, so the open applies it again (every statement runs twice safely:
+    test_migrations_applied_once_and_idempotent)."""
+    newest = load_migrations()[-1]
+    wh.backend.command("DELETE FROM schema_migrations WHERE version = {v:UInt32}", {"v": newest.version})
+    with caplog.at_level("INFO", logger="warehouse.schema"):
+        assert apply_migrations(wh.backend) == [newest.version]
+    said = [r.getMessage() for r in caplog.records if r.name == "warehouse.schema"]
+    assert any(f"{newest.version:04d}_{newest.name}" in line and "applied" in line for line in said), said
+    caplog.clear()
+    with caplog.at_level("INFO", logger="warehouse.schema"):
+        assert apply_migrations(wh.backend) == []
+    assert not [r for r in caplog.records if r.name == "warehouse.schema" and r.levelno >= 20]  # quiet when current

@@ -130,3 +130,22 @@ def test_report_table_ends_with_an_exact_total_row():
 def test_redact_url_hides_a_password_holding_an_at_sign():
     assert redact_url("http://u:p@ss@h:8123/db") == "http://u:***@h:8123/db"  # walk32: `ss@h` was left
     assert redact_url("http://h:8123/db") == "http://h:8123/db"
+
+
+def test_an_unreachable_server_is_one_clear_error_without_the_drivers_warning(tmp_path):
+    """ops34: `tokenmeter report` with TOKENMETER_CLICKHOUSE_URL at a server that does not answer printed
+    clickhouse-connect's bare `Unexpected Http Driver Exception` (a WARNING, no detail) before tokenmeter's own
+    error, which names the URL (password masked) and the cause; services logged it before every such error."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), TOKENMETER_DATA_DIR=str(tmp_path),
+               TOKENMETER_CLICKHOUSE_URL=f"http://default:s3cret@127.0.0.1:{free_port()}/tokenmeter")
+    done = subprocess.run([sys.executable, "-m", "app", "report", "--group-by", "team"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "cannot connect to ClickHouse" in done.stderr, done.stderr
+    assert "Unexpected Http Driver Exception" not in done.stderr + done.stdout, done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
