@@ -11,12 +11,16 @@ import logging
 import re
 import threading
 from datetime import date, datetime, timezone
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import pyarrow as pa
 
 from tokenmeter.redaction import redact_url
+
+if TYPE_CHECKING:
+    import ssl
 
 
 MAX_BODY_BYTES = 1 << 20  # largest request the owner's endpoint accepts
@@ -241,6 +245,17 @@ class ClickHouseBackend:
 # The owner's HTTP endpoint ------------------------------------------------------------------------------
 
 
+@cache
+def tls_context() -> ssl.SSLContext:
+    """The verified SSL context httpx would build for a Client by default (certifi, or SSL_CERT_FILE / SSL_CERT_DIR),
+    built once per process and shared: httpx builds one per Client, loading the CA bundle each time (~45 CPU-ms here),
+    and a backend is made per poll of `live_team_totals` and per `live_reader` (suite34). A context may be shared
+    by clients; https is verified as before."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 class RemoteBackend:
     """Read-only client of the process that owns the chDB path (see warehouse.endpoint)."""
 
@@ -253,7 +268,7 @@ class RemoteBackend:
         self.url = url.rstrip("/")
         # The owner's secret (warehouse.endpoint.secret, 0600): without it every request gets 401.
         headers = {"authorization": f"Bearer {secret}"} if secret else {}
-        self._client = httpx.Client(timeout=timeout, headers=headers)
+        self._client = httpx.Client(timeout=timeout, headers=headers, verify=tls_context())
 
     def _post(self, path: str, payload: dict[str, Any], what: str) -> Any:
         import httpx

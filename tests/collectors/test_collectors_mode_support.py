@@ -39,8 +39,7 @@ def start_cli(args: list[str], env: dict[str, str], log_path: Path) -> subproces
 def start_http(data_dir: Path, bootstrap: str, *args: str, **env: str) -> tuple[str, subprocess.Popen]:
     """`tokenmeter collect http` on a free port with `args` (env: extra variables), answering /healthz: (its URL, the
     process). Stopped here if it never answers; the caller stops it otherwise (`stop_process`)."""
-    import httpx
-
+    from process_support import http_status
     from tokenmeter.settings import free_port
 
     port = free_port()
@@ -50,10 +49,7 @@ def start_http(data_dir: Path, bootstrap: str, *args: str, **env: str) -> tuple[
 
     def ready() -> bool:
         assert proc.poll() is None, log_path.read_text()
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+        return http_status(url + "/healthz", timeout=1) == 200
 
     try:
         wait_for(ready, 30, "collect http /healthz")
