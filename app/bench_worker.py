@@ -20,7 +20,8 @@ figure, all rounds and their median beside it (as `tokenmeter bench` reports (c)
 `--in-process`: instead of a worker, the pricing thread's work alone (`streams.batch_overlap._price` per ~8 MB
 chunk: the batch step, framing the priced messages, encoding dead letters) on the same traffic, best of 3 passes
 in a fresh process per tree and round (trees alternating), as events per CPU second of that process (polars' threads
-included), after one whole pass reported apart (`cold_*`: first plans, imports, lookups learnt, heap grown). The
+included; the process has the allocator settings of that tree's worker, whose module it imports first: since
+inproc34 pyarrow's too), after one whole pass reported apart (`cold_*`: first plans, imports, lookups learnt, heap grown). The
 priced format is the one a worker would send (TOKENMETER_PRICED_FORMAT, Arrow by default; before inproc29 the
 child priced JSON unless told), read back from the messages (`format`). `--format json --format arrow`: each tree
 with each priced format, all alternating (issue 14, arrow14); `--mixed`: one message of reported-cost events per ~12 (batches the frame path
@@ -190,6 +191,7 @@ try:  # glibc's thresholds, as streams/worker.py sets them in trees that have st
     keep_freed_memory()
 except ImportError:
     pass
+import streams.worker  # the tree's worker module: its process's allocator settings, set before polars and pyarrow load
 from app.bench import _micro_batches, synthetic_events
 from streams.batch import RawRecord
 from streams.batch_overlap import _price, chunks
@@ -231,7 +233,8 @@ for _ in range(rounds):
     best = run if best is None or run < best else best
 print(json.dumps({"events_per_cpu_s": round(n / best[0]), "cpu_us_per_event": round(best[0] / n * 1e6, 2),
                   "events_per_s_wall": round(n / best[1]), "chunks": len(parts), "format": written,
-                  "cold_cpu_us_per_event": round(cold[0] / n * 1e6, 2), "cold_events_per_s_wall": round(n / cold[1])}))
+                  "cold_cpu_us_per_event": round(cold[0] / n * 1e6, 2), "cold_events_per_s_wall": round(n / cold[1]),
+                  "mimalloc_purge_delay": os.environ.get("MIMALLOC_PURGE_DELAY")}))
 """
 
 

@@ -52,7 +52,7 @@ def keep_freed_pages() -> None:
     pyarrow loads: load26, docs/rounds/warehouse.md) and glibc's (`keep_freed_memory`). For the loader's process (fast23):
     each 100,000-row window's build gave its pages back and faulted them in again (polars' threads 0.8-1.0 -> 0.5-0.6
     µs per row, the loader path a median 1.09x per CPU second; docs/rounds/warehouse.md, fast23). The
-    worker sets polars' and glibc's at the top of streams/worker.py (pyarrow's is not measured there)."""
+    worker calls it at the top of streams/worker.py (pyarrow's side since inproc34: an Arrow worker's chunks)."""
     os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_DECAY)
     os.environ.setdefault("MIMALLOC_PURGE_DELAY", ARROW_PURGE_DELAY_MS)
     keep_freed_memory()

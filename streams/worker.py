@@ -23,12 +23,14 @@ from typing import Any
 # polars configures its allocator (jemalloc) to give freed pages back to the OS after 0.5-1 s (polars issue 18088),
 # so each batch page-faulted its working set in again: ~50,000 faults and ~2 us of system time per event on
 # 50,000-event batches, halved by keeping them 30 s. polars appends this variable to its own setting when it loads
-# (streams.columnar below), so it must be set first; an operator's value wins.
+# (streams.columnar below), so it must be set first; an operator's value wins. pyarrow's mimalloc (an Arrow
+# worker's priced tables) likewise gave its pages back after 10 ms, each chunk's faulted in again as huge pages the
+# kernel zeroed (inproc34); glibc's side of the same for Python's blocks. streams/allocator.py.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:30000,muzzy_decay_ms:30000")
 
-from streams.allocator import keep_freed_memory  # noqa: E402 - glibc's side of the same, for Python's blocks
+from streams.allocator import keep_freed_pages  # noqa: E402 - before polars and pyarrow load
 
-keep_freed_memory()
+keep_freed_pages()
 
 import faust  # noqa: E402 - after the allocator setting
 from aiohttp.web import Response

@@ -82,3 +82,28 @@ def test_the_loader_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
                          env={**env, "MIMALLOC_PURGE_DELAY": "10"})
     assert out.stdout.strip() == "10"
+
+
+def test_the_worker_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
+    # inproc34: a worker sending Arrow builds each chunk's priced table with pyarrow, whose mimalloc gave the freed
+    # pages back after 10 ms; the next chunk faulted them in again as huge pages the kernel zeroed (~4 % of the
+    # pricing thread's samples in `perf`). The worker's module sets the delay when imported, before pyarrow loads.
+    code = ("import os, sys\n"
+            "class Watch:\n"
+            "    seen = None\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'pyarrow' and Watch.seen is None:\n"
+            "            Watch.seen = os.environ.get('MIMALLOC_PURGE_DELAY', 'unset')\n"
+            "sys.meta_path.insert(0, Watch())\n"
+            "import streams.worker\n"
+            "import pyarrow\n"
+            "print(Watch.seen, os.environ.get('_RJEM_MALLOC_CONF'))")
+    env = {k: v for k, v in os.environ.items() if "MALLOC" not in k and k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    seen, polars_setting = out.stdout.split()
+    assert seen == "30000"
+    assert polars_setting.endswith("dirty_decay_ms:30000,muzzy_decay_ms:30000")  # polars reads the last value
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env={**env, "MIMALLOC_PURGE_DELAY": "10"})  # an operator's value wins
+    assert out.stdout.split()[0] == "10"
