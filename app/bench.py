@@ -4,7 +4,9 @@ and (c) tokenmeter's worker (micro-batches in, priced
 micro-batches out), in one run on a fresh embedded broker. Process start-up and group joins are excluded for all
 three: (a) is timed from its first fetch request, (b) from the first event handled to the last; (c) from the moment the events are produced
 to a warmed-up worker until the last one is priced (so it includes producing them, which favours (a) and (b)), three
-times on the same worker (new event ids each round): the first round is the figure, all three are reported."""
+times on the same worker (new event ids each round): the first round is the figure, all three are reported. Every
+figure's events are encoded before its timer: (a) and (b) read one JSON event per message produced before they
+start, (c) collector micro-batches encoded before each round (since pipe34; before, inside (c)'s window)."""
 
 from __future__ import annotations
 

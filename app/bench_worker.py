@@ -4,7 +4,8 @@
 `tokenmeter bench`'s (c) on its own: per round and per source tree, a fresh `tokenmeter worker` (started from that
 tree, as the bench starts it) on one embedded broker; after one warm-up event is priced and the worker's start-up
 work is done (the budget owner's heap freeze, `GET /v1/reservations` `gc.frozen_objects`), the bench's events are
-produced as collector micro-batches and timed until the bench's reader has seen the last one priced (its fetch wait
+encoded as collector micro-batches (before the timer since pipe34: a collector does that in its own process), then
+produced and timed until the bench's reader has seen the last one priced (its fetch wait
 is 10 ms since worker11: with aiokafka's 500 ms the embedded broker held the last outputs ~0.25 s in about half of
 the runs; `--reader-fetch-wait-ms 500` measures the old way). One event never reached the frame path (messages under
 400 KB take the dict path), so the first round priced its first full chunks cold; since first33 the worker itself
@@ -97,8 +98,8 @@ def priced_reader(bootstrap: str, fetch_wait_ms: int = READER_FETCH_WAIT_MS) -> 
 async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: int, timeout: float,
                       reader_fetch_wait_ms: int = READER_FETCH_WAIT_MS, rounds: int = 1,
                       broker_pid: int | None = None) -> dict:
-    """(c): warm the running worker `pid` up with one event, wait for its start-up work, then time producing `events`
-    as collector micro-batches until the last is priced (seen by `priced_reader`); events/s and the worker's CPU per
+    """(c): warm the running worker `pid` up with one event, wait for its start-up work, encode `events` as collector
+    micro-batches (untimed since pipe34), then time producing them until the last is priced (seen by `priced_reader`); events/s and the worker's CPU per
     event. With `rounds` > 1 the same events (new ids) are timed that many times, one round after the other on
     the same worker: `events_per_s` stays the first round's, `events_per_s_rounds` and `events_per_s_median` show
     how far one ~1 s round is from the next (docs/rounds/benchmarks.md, worker26: later rounds run ~5 % faster on
@@ -131,11 +132,13 @@ async def time_worker(bootstrap: str, events: list[dict], pid: int, api_port: in
         # worker's event loop, per round
         for round_ in range(rounds):
             batch = events if round_ == 0 else [dict(e, event_id=f"{e['event_id']}-r{round_}") for e in events]
+            # encoded before the timer (pipe34, the owner's definition): a collector does it in its own process;
+            # inside, it cost ~2.6 CPU-us per event on a core the worker shares. Producing them stays timed.
+            encoded = _micro_batches(batch)
             (user, system), started = _cpu(pid), time.perf_counter()
             broker_before, own_before = sum(_cpu(broker_pid)) if broker_pid else 0.0, time.process_time()
             loop_before = sum(_cpu(pid, pid))  # the worker's main thread: its event loop, where every send is built
-            await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key)
-                                   for key, value in _micro_batches(batch)])
+            await asyncio.gather(*[await producer.send(topics.USAGE, value, key=key) for key, value in encoded])
             seen = await priced_until(seen + n, seen)
             wall = time.perf_counter() - started
             user_after, system_after = _cpu(pid)
