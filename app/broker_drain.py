@@ -16,56 +16,24 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from app.broker import BACKLOG_STAGES
+from app.broker import BACKLOG_STAGES, stage_positions
 from tokenmeter import topics
 
 DRAINED_TOPICS = (topics.USAGE, topics.PRICED)  # in pipeline order: priced records come from the usage drained
-GROUPS = {topic: group for topic, group, _ in BACKLOG_STAGES}
 SAMPLE_EVERY_S = 0.3
+Positions = dict[str, dict[int, tuple[int, int]]]  # topic -> partition -> (end offset, committed offset)
 
 
-async def _positions(bootstrap: str, partitions: int, fetch_wait: dict[str, int]) -> dict[str, dict[int, tuple[int, int]]]:
-    """Per drained topic and partition: (end offset, offset its stage's group committed; 0 when none). The end is
-    the high watermark of a fetch response, never ListOffsets(latest), which the embedded broker under-reports (by
-    a whole produce batch: 50 records just produced read as 1 waiting)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    tps = [TopicPartition(topic, p) for topic in DRAINED_TOPICS for p in range(partitions)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                request_timeout_ms=3000, **fetch_wait)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = {}
-        for topic in DRAINED_TOPICS:  # before the ends: a commit seen is never ahead of the end read after it
-            committed.update(await admin.list_consumer_group_offsets(
-                GROUPS[topic], partitions=[tp for tp in tps if tp.topic == topic]))
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)  # a start near the end only: the fetch response says where the end is
-        while any(consumer.highwater(tp) is None for tp in tps):
-            await consumer.getmany(*tps, timeout_ms=200)
-        out: dict[str, dict[int, tuple[int, int]]] = {topic: {} for topic in DRAINED_TOPICS}
-        for tp in tps:
-            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
-            out[tp.topic][tp.partition] = (consumer.highwater(tp), done)
-        return out
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-def _sample(bootstrap: str, partitions: int, fetch_wait: dict[str, int]) -> dict[str, dict[int, tuple[int, int]]] | None:
+def _sample(bootstrap: str, partitions: int, fetch_wait: dict[str, int]) -> Positions | None:
     import asyncio  # here: `tokenmeter status` imports the supervisor and runs no loop
 
     try:
-        return asyncio.run(asyncio.wait_for(_positions(bootstrap, partitions, fetch_wait), 5))
+        return asyncio.run(asyncio.wait_for(stage_positions(bootstrap, partitions, DRAINED_TOPICS, fetch_wait), 5))
     except Exception:  # noqa: BLE001 - a busy broker: the next sample, or the deadline, decides
         return None
 
 
-def _left(sample: dict[str, dict[int, tuple[int, int]]], targets: dict[str, dict[int, int]]) -> dict[str, int]:
+def _left(sample: Positions, targets: dict[str, dict[int, int]]) -> dict[str, int]:
     """Per drained topic, records below the target offsets that its group has not committed yet."""
     return {topic: sum(max(0, min(target, sample[topic][p][0]) - sample[topic][p][1])
                        for p, target in targets.get(topic, {}).items()) for topic in DRAINED_TOPICS}
@@ -80,17 +48,18 @@ def drain_broker(bootstrap: str, partitions: int, fetch_wait: dict[str, int], ti
     deadline = time.monotonic() + timeout_s
     targets: dict[str, dict[int, int]] = {}
     left: dict[str, int] | None = None
-    announced = False
+    announced = priced_final = False
     while True:
         sample = _sample(bootstrap, partitions, fetch_wait)
         if sample is not None:
             if not targets:  # what the broker had acknowledged when the stop began
-                targets[topics.USAGE] = {p: end for p, (end, _) in sample[topics.USAGE].items()}
+                targets = {topic: {p: end for p, (end, _) in sample[topic].items()} for topic in DRAINED_TOPICS}
             left = _left(sample, targets)
-            if topics.PRICED not in targets and left[topics.USAGE] == 0:  # every priced output produced by now
+            if not priced_final and left[topics.USAGE] == 0:  # the priced outputs of that usage all exist now
                 targets[topics.PRICED] = {p: end for p, (end, _) in sample[topics.PRICED].items()}
+                priced_final = True
                 left = _left(sample, targets)
-            if topics.PRICED in targets and not any(left.values()):
+            if priced_final and not any(left.values()):
                 if announced:
                     echo("      drained: what the broker acknowledged before the stop is metered and loaded")
                 return None
