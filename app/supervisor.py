@@ -542,21 +542,26 @@ class Supervisor:
 
     def drain_before_stop(self) -> None:
         """The embedded broker keeps nothing across a stop: let the worker and the loader consume what it
-        acknowledged first (app/broker_drain.py), so a clean stop loses nothing a crash would not."""
+        acknowledged first (app/broker_drain.py); what they cannot is reported (`stop_loss`), as a crash's loss is."""
         s, broker = self.settings, self.child("broker")
         if not (s.embedded_broker and s.stop_drain_seconds > 0 and broker is not None and broker.alive()
                 and self.gate is not None and self.gate.is_open):
             return
         consumers = [c for c in self.children if c.name in ("worker", "loader")]
+
+        def consumers_run() -> bool:  # a stop during the start, or after a crash: nobody would drain it
+            return broker.alive() and len(consumers) == 2 and all(c.alive() for c in consumers)
+
         self.stop_loss = drain_broker(s.bootstrap_servers, s.partitions, s.fetch_wait, s.stop_drain_seconds,
-                                      lambda: broker.alive() and all(c.alive() for c in consumers), self.echo)
+                                      consumers_run, self.echo)
         if self.stop_loss is not None:
             self.stop_loss["at"] = _iso(self.stop_loss["at"])
 
     def stop(self) -> None:
-        """SIGTERM the children, the embedded broker's clients first and the broker once they are gone (15 s in
-        all, then SIGKILL): a client's clean stop commits and leaves its group through the broker. Stopped at
-        once, a worker retried the dead broker in a tight loop until the deadline killed it."""
+        """Drain the embedded broker (drain_before_stop), then SIGTERM the children, the embedded broker's clients
+        first and the broker once they are gone (15 s in all, then SIGKILL): a client's clean stop commits and
+        leaves its group through the broker. Stopped at once, a worker retried the dead broker in a tight loop
+        until the deadline killed it."""
         self.stopping = True
         if self.watcher:
             self.watcher.stop()
