@@ -655,6 +655,10 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
             echo(describe_stages(status["backlog"], time.time()))
         for loss in status.get("broker_losses", []):
             echo(f"  broker crash at {loss['at']}: {describe_backlog(loss.get('backlog_sample'))}")
+        if isinstance(status.get("stop_loss"), dict):
+            loss = status["stop_loss"]
+            echo(f"  the stop at {loss.get('at')} could not drain the memory-only broker: "
+                 f"{loss.get('at_risk_records')} acknowledged records lost ({loss.get('waiting')})")
         if status.get("previous_run"):
             echo(f"  the run before did not stop cleanly: {describe_backlog(status['previous_run'].get('backlog_sample'))}")
     running = alive and all(c["state"] == "running" for c in status.get("children", []))

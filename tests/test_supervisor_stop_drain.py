@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,8 @@ def test_what_a_clean_stop_cannot_drain_is_reported_as_lost(tmp_path, monkeypatc
     assert loss["waiting"][topics.USAGE] == 50 and loss["at_risk_records"] == 50, loss
     assert "STOPPING WITH RECORDS ONLY IN THE MEMORY-ONLY BROKER: 50 acknowledged usage records not yet metered" \
         in text, text[-2000:]
+    out = subprocess.run([sys.executable, "-m", "app", "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert "could not drain the memory-only broker: 50 acknowledged records lost" in out.stdout, out.stdout
 
 
 def test_what_a_restarted_broker_acknowledged_is_loaded_by_a_clean_stop_right_after(tmp_path, monkeypatch):
