@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from app.broker import BACKLOG_STAGES, BacklogWatcher, BrokerError, ensure_topics, start_broker
+from app.broker_drain import drain_broker
 from app.broker_gate import BrokerGate, create_topics_direct
 from app.child_liveness import (HEARTBEAT_STALE_S, HUNG_AFTER_S, PROBE_EVERY_S, FileHeartbeat, LivenessProbe,
                                 liveness_changes, unresponsive_for)
@@ -149,6 +150,7 @@ class Supervisor:
         self.broker_restarts = 0
         self.broker_losses: list[dict] = []  # one entry per broker crash: what may have been lost
         self.previous_run: dict | None = None  # an earlier `up` that did not stop cleanly
+        self.stop_loss: dict | None = None  # what a clean stop could not drain from the memory-only broker
         self.watcher: BacklogWatcher | None = None
         self.gate: BrokerGate | None = None  # the public broker port, open only while the broker has its topics
         self.broker_private_port = 0  # where the embedded broker really listens (the gate forwards to it)
@@ -522,7 +524,8 @@ class Supervisor:
                 "bootstrap": self.settings.bootstrap_servers,
                 "children": [c.status(now, self.hung_after_s) for c in self.children],
                 "broker_restarts": self.broker_restarts, "broker_losses": self.broker_losses,
-                "backlog": self.watcher.latest if self.watcher else None, "previous_run": self.previous_run}
+                "backlog": self.watcher.latest if self.watcher else None, "previous_run": self.previous_run,
+                "stop_loss": self.stop_loss}
 
     def write_status(self, force: bool = False) -> None:
         """`<data_dir>/supervisor.json`, about once a second: what `tokenmeter status` prints."""
@@ -537,15 +540,34 @@ class Supervisor:
         except OSError:
             pass
 
+    def drain_before_stop(self) -> None:
+        """The embedded broker keeps nothing across a stop: let the worker and the loader consume what it
+        acknowledged first (app/broker_drain.py); what they cannot is reported (`stop_loss`), as a crash's loss is."""
+        s, broker = self.settings, self.child("broker")
+        if not (s.embedded_broker and s.stop_drain_seconds > 0 and broker is not None and broker.alive()
+                and self.gate is not None and self.gate.is_open):
+            return
+        consumers = [c for c in self.children if c.name in ("worker", "loader")]
+
+        def consumers_run() -> bool:  # a stop during the start, or after a crash: nobody would drain it
+            return broker.alive() and len(consumers) == 2 and all(c.alive() for c in consumers)
+
+        self.stop_loss = drain_broker(s.bootstrap_servers, s.partitions, s.fetch_wait, s.stop_drain_seconds,
+                                      consumers_run, self.echo)
+        if self.stop_loss is not None:
+            self.stop_loss["at"] = _iso(self.stop_loss["at"])
+
     def stop(self) -> None:
-        """SIGTERM the children, the embedded broker's clients first and the broker once they are gone (15 s in
-        all, then SIGKILL): a client's clean stop commits and leaves its group through the broker. Stopped at
-        once, a worker retried the dead broker in a tight loop until the deadline killed it."""
+        """Drain the embedded broker (drain_before_stop), then SIGTERM the children, the embedded broker's clients
+        first and the broker once they are gone (15 s in all, then SIGKILL): a client's clean stop commits and
+        leaves its group through the broker. Stopped at once, a worker retried the dead broker in a tight loop
+        until the deadline killed it."""
         self.stopping = True
         if self.watcher:
             self.watcher.stop()
         if self.liveness:
             self.liveness.stop()
+        self.drain_before_stop()
         deadline = time.monotonic() + 15
         clients = [c for c in reversed(self.children) if c.args is not None]
         for group in (clients, [c for c in reversed(self.children) if c.args is None]):
@@ -633,6 +655,10 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
             echo(describe_stages(status["backlog"], time.time()))
         for loss in status.get("broker_losses", []):
             echo(f"  broker crash at {loss['at']}: {describe_backlog(loss.get('backlog_sample'))}")
+        if isinstance(status.get("stop_loss"), dict):
+            loss = status["stop_loss"]
+            echo(f"  the stop at {loss.get('at')} could not drain the memory-only broker: "
+                 f"{loss.get('at_risk_records')} acknowledged records lost ({loss.get('waiting')})")
         if status.get("previous_run"):
             echo(f"  the run before did not stop cleanly: {describe_backlog(status['previous_run'].get('backlog_sample'))}")
     running = alive and all(c["state"] == "running" for c in status.get("children", []))

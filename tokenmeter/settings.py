@@ -125,6 +125,10 @@ class Settings(BaseModel):
     child_restart_unresponsive_seconds: float = Field(
         60.0, ge=0, le=86400, description="`tokenmeter up` restarts a child that has been suspended (SIGSTOP) or hung "
         "(its health URL silent for 30 s) this long; 0: report it, never restart it.")
+    stop_drain_seconds: float = Field(
+        30.0, ge=0, le=3600, description="On a clean stop, `tokenmeter up` waits this long for the worker and the "
+        "loader to consume what the memory-only embedded broker holds before stopping them (it keeps nothing across "
+        "a stop); what is left then is reported as lost. 0: stop at once.")
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: embedded broker.")
     kafka_session_timeout_seconds: float = Field(
         10.0, ge=1, le=300, description="Consumer groups: a member silent this long is dropped. The embedded broker "

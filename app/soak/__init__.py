@@ -354,6 +354,8 @@ def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[di
     extra = sorted(set(stored_ids) - set(ledger.acked))
     lost = sorted(set(ledger.acked) - set(stored_ids))
     loss_times = [k["at"] for k in kills if k["victim"] in BROKER_LOSING]
+    # a clean stop of `up` that could not drain the memory-only broker in time says so (stop_loss): a broker loss too
+    loss_times += [s["stopped_at"] for s in statuses if s.get("stop_loss") and s.get("stopped_at")]
     explained = [i for i in lost if loss_times and ledger.acked_at[i] <= max(loss_times)]
     if lost_explained is not None:
         lost_explained.extend(explained)
@@ -366,6 +368,8 @@ def _totals(data_dir: Path, ledger: Ledger, kills: list[dict], statuses: list[di
         previous = (status.get("previous_run") or {}).get("backlog_sample")
         if previous:
             at_risk.append(sum(previous["backlog"].values()))
+        if status.get("stop_loss"):
+            at_risk.append(status["stop_loss"].get("at_risk_records"))
     reported = sum(a for a in at_risk if a is not None) if at_risk else None
     check = checks.totals_check(expected, stored, lost, explained, duplicated, extra, reported)
     raw = {r["team"]: (r["events"], Decimal(str(r["cost_usd"]))) for r in raw_by_team}

@@ -34,7 +34,7 @@ class Stack:
     collectors: dict[str, subprocess.Popen] = field(default_factory=dict)
     orphans_after_up_kill: list[str] = field(default_factory=list)
     killed_at: float = 0.0
-    run_statuses: list[dict] = field(default_factory=list)  # each `up` run's last status, taken before it ends
+    run_statuses: list[dict] = field(default_factory=list)  # each `up` run's last status (a stopped one: after it)
     stopping: bool = False  # set by stop(): a kill still running in a thread (time budget) starts nothing new
 
     # -- processes --------------------------------------------------------------------------------------
@@ -152,15 +152,20 @@ class Stack:
     def restart_up(self) -> float:
         """A clean restart (SIGTERM, wait, start); returns seconds until `up` runs again."""
         t0 = time.monotonic()
-        self.run_statuses.append(self.status())
         self.up.send_signal(signal.SIGTERM)
         try:
             self.up.wait(60)
         except subprocess.TimeoutExpired:
             self.up.kill()
             self.up.wait()
+        self.run_statuses.append(self.stopped_status())
         self.start_up()
         return time.monotonic() - t0
+
+    def stopped_status(self) -> dict:
+        """The status a stopped `up` left (read after it exited: a clean stop adds what it could not drain from the
+        memory-only broker, `stop_loss`), with when the soak saw it gone."""
+        return dict(self.status(), stopped_at=time.time())
 
     def status(self) -> dict:
         try:
@@ -176,12 +181,13 @@ class Stack:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         if self.up is not None and self.up.poll() is None:
-            self.run_statuses.append(self.status())
             self.up.send_signal(signal.SIGTERM)
             try:
                 self.up.wait(60)
             except subprocess.TimeoutExpired:
                 self.up.kill()
+                self.up.wait()
+            self.run_statuses.append(self.stopped_status())
         for proc in self.collectors.values():
             try:
                 proc.wait(20)
