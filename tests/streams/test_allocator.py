@@ -61,10 +61,9 @@ def test_the_loader_process_keeps_freed_pages_of_both_allocators():
     assert faults_per_round("import warehouse.loader") < 100
 
 
-def test_the_loader_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
-    # load26: pyarrow's mimalloc gave freed pages back after 10 ms, and each 100,000-row window's build faulted them
-    # in again as huge pages the kernel zeroed (a third of the build's CPU in the loader's path). mimalloc reads
-    # MIMALLOC_PURGE_DELAY when libarrow loads, so the loader's module must set it before pyarrow is imported.
+def _purge_delay_when_pyarrow_loads(module: str, **extra_env: str) -> list[str]:
+    """In a fresh process without allocator settings: MIMALLOC_PURGE_DELAY as pyarrow is first imported after
+    `import module`, and jemalloc's setting for polars after it."""
     code = ("import os, sys\n"
             "class Watch:\n"
             "    seen = None\n"
@@ -72,38 +71,30 @@ def test_the_loader_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
             "        if name == 'pyarrow' and Watch.seen is None:\n"
             "            Watch.seen = os.environ.get('MIMALLOC_PURGE_DELAY', 'unset')\n"
             "sys.meta_path.insert(0, Watch())\n"
-            "import warehouse.loader\n"
-            "print(Watch.seen)")
+            f"import {module}\n"
+            "import pyarrow\n"
+            "print(Watch.seen, os.environ.get('_RJEM_MALLOC_CONF'))")
     env = {k: v for k, v in os.environ.items() if "MALLOC" not in k and k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "30000"
-    # an operator's value wins
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                         env={**env, "MIMALLOC_PURGE_DELAY": "10"})
-    assert out.stdout.strip() == "10"
+                         env={**env, **extra_env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_the_loader_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
+    # load26: pyarrow's mimalloc gave freed pages back after 10 ms, and each 100,000-row window's build faulted them
+    # in again as huge pages the kernel zeroed (a third of the build's CPU in the loader's path). mimalloc reads
+    # MIMALLOC_PURGE_DELAY when libarrow loads, so the loader's module must set it before pyarrow is imported.
+    assert _purge_delay_when_pyarrow_loads("warehouse.loader")[0] == "30000"
+    # an operator's value wins
+    assert _purge_delay_when_pyarrow_loads("warehouse.loader", MIMALLOC_PURGE_DELAY="10")[0] == "10"
 
 
 def test_the_worker_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
     # inproc34: a worker sending Arrow builds each chunk's priced table with pyarrow, whose mimalloc gave the freed
     # pages back after 10 ms; the next chunk faulted them in again as huge pages the kernel zeroed (~4 % of the
     # pricing thread's samples in `perf`). The worker's module sets the delay when imported, before pyarrow loads.
-    code = ("import os, sys\n"
-            "class Watch:\n"
-            "    seen = None\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'pyarrow' and Watch.seen is None:\n"
-            "            Watch.seen = os.environ.get('MIMALLOC_PURGE_DELAY', 'unset')\n"
-            "sys.meta_path.insert(0, Watch())\n"
-            "import streams.worker\n"
-            "import pyarrow\n"
-            "print(Watch.seen, os.environ.get('_RJEM_MALLOC_CONF'))")
-    env = {k: v for k, v in os.environ.items() if "MALLOC" not in k and k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    assert out.returncode == 0, out.stderr
-    seen, polars_setting = out.stdout.split()
+    seen, polars_setting = _purge_delay_when_pyarrow_loads("streams.worker")
     assert seen == "30000"
     assert polars_setting.endswith("dirty_decay_ms:30000,muzzy_decay_ms:30000")  # polars reads the last value
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                         env={**env, "MIMALLOC_PURGE_DELAY": "10"})  # an operator's value wins
-    assert out.stdout.split()[0] == "10"
+    assert _purge_delay_when_pyarrow_loads("streams.worker", MIMALLOC_PURGE_DELAY="10")[0] == "10"  # an operator's wins
