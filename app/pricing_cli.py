@@ -15,7 +15,7 @@ from tokenmeter.stored_money import too_much_money_reason, unstorable_money
 
 
 def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, settings: Settings,
-                errors: IO[str] = sys.stderr) -> int:
+                errors: IO[str] | None = None) -> int:
     """Write one priced event per input event, in input order; return how many lines failed.
 
     A line that cannot be read becomes an error record on `errors` (line number and reason) and the run goes on;
@@ -24,6 +24,10 @@ def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, setting
     """
     from collectors import DialectError, parse_record
     from collectors.decode import refuse_json_value
+
+    # sys.stderr as it is now, not when this module was imported (a default argument would bind the stream of the
+    # first import: under click's CliRunner, or pytest's collection, the errors went to a stream nobody reads)
+    errors = sys.stderr if errors is None else errors
     from streams import load_book, price_event
     from streams.metering import MeteringError
 
