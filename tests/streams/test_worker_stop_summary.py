@@ -12,10 +12,18 @@ import sys
 import uuid
 
 import orjson
+import pytest
 
 from app.process import child_preexec
 from tests.streams.test_worker_poison import ROOT, event, health, produce, priced_ids, wait_for
 from tokenmeter.settings import free_port
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """A broker of its own: the worker's counts are the premise (on the session broker it also priced what earlier
+    files left on tokenmeter.usage: 22 messages for 2 in CI), and the file produces a non-JSON record."""
+    return own_broker
 
 
 def test_a_stopped_worker_says_what_it_did(kafka_bootstrap, tmp_path):
