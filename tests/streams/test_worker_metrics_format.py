@@ -10,6 +10,8 @@ import re
 import urllib.request
 import uuid
 
+import pytest
+
 from tests.streams.test_worker_poison import health, produce, start_worker, stop, wait_for
 from tokenmeter import topics
 from tokenmeter.settings import free_port
@@ -35,6 +37,13 @@ def _families(text: str) -> tuple[dict[str, str], list[tuple[str, float]]]:
 def _metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return resp.read().decode()
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(own_broker):
+    """A broker of its own: the file produces a non-JSON record to tokenmeter.usage, and its worker's dead-letter
+    count is the premise (on the session broker it would also letter what earlier files left there)."""
+    return own_broker
 
 
 def test_every_worker_metric_is_typed_and_the_dead_letter_counter_moves(kafka_bootstrap, tmp_path):
