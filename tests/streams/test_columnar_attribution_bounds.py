@@ -4,16 +4,13 @@ dimensions and the tags' text) and on the dict path, for a JSON and an Arrow wor
 
 from __future__ import annotations
 
-import orjson
 import pytest
+from columnar_bounds_support import lettered_alike, messages_of_500
 from test_batch import event, hostile_attributions  # same directory (pytest's rootdir-relative import)
 
 from streams import load_book
 from streams.batch import RawRecord
-from streams.columnar.equivalence import compare
-from streams.columnar.pipeline import FRAME_MIN_BYTES, process_batch_columnar
 from tokenmeter.events import MAX_ATTRIBUTION_CHARS, MAX_TAG_KEY_CHARS, MAX_TAGS
-from tokenmeter.priced_wire import ARROW
 from tokenmeter.settings import load_settings
 
 
@@ -33,21 +30,11 @@ def _records() -> tuple[list[RawRecord], list[str]]:
                  event(80_001, attribution={"team": "a", "tags": {f"k{i}": "v" for i in range(MAX_TAGS)}}),
                  event(80_002, attribution={"team": "a", "tags": {"k" * MAX_TAG_KEY_CHARS: "v" * MAX_ATTRIBUTION_CHARS}})]
     events[1010:1010] = hostile + at_bounds
-    records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", 0, i) for i in range(0, len(events), 500)]
-    return records, [e["event_id"] for e in hostile]
+    return messages_of_500(events), [e["event_id"] for e in hostile]
 
 
 @pytest.mark.parametrize("small", [False, True], ids=["frames", "dicts"])
 def test_past_the_bounds_is_lettered_alike_by_both_steps(book, small):
     records, hostile = _records()
-    if small:
-        records = records[2:3]
-    assert (sum(len(r.value) for r in records) >= FRAME_MIN_BYTES) is not small
-    problems, result = compare(records, book)
-    assert problems == []
-    assert [d["payload"]["event_id"] for d in result.deadletters] == hostile
+    result = lettered_alike(records, book, hostile, small)
     assert all(d["reason"].startswith("invalid event: attribution.") for d in result.deadletters)
-    assert {"e80000", "e80001", "e80002"} <= {e["event_id"] for _, _, e in result.origins}
-    arrow = process_batch_columnar(records, book, priced_format=ARROW)
-    assert [d["reason"] for d in arrow.deadletters] == [d["reason"] for d in result.deadletters]
-    assert arrow.priced_count == result.priced_count

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from columnar_bounds_support import lettered_alike, messages_of_500
 from test_batch import event  # same directory (pytest's rootdir-relative import)
 
 from streams import load_book, process_batch
 from streams.batch import RawRecord
-from streams.columnar.equivalence import compare
-from streams.columnar.pipeline import FRAME_MIN_BYTES, process_batch_columnar
 from tokenmeter.events import MAX_MODEL_CHARS, MAX_NAME_CHARS, TEXT_BOUNDS
-from tokenmeter.priced_wire import ARROW
 from tokenmeter.settings import load_settings
 
 
@@ -49,20 +47,10 @@ def _records() -> tuple[list[RawRecord], list[str]]:
     events = [event(i, team=f"t{i % 7}") for i in range(3000)]
     hostile = _hostile()
     events[1010:1010] = hostile + _at_bounds()
-    records = [RawRecord(orjson.dumps(events[i:i + 500]), "tokenmeter.usage", 0, i) for i in range(0, len(events), 500)]
-    return records, [e["event_id"] for e in hostile]
+    return messages_of_500(events), [e["event_id"] for e in hostile]
 
 
 @pytest.mark.parametrize("small", [False, True], ids=["frames", "dicts"])
 def test_the_columnar_step_letters_them_alike(book, small):
     records, hostile = _records()
-    if small:
-        records = records[2:3]
-    assert (sum(len(r.value) for r in records) >= FRAME_MIN_BYTES) is not small
-    problems, result = compare(records, book)
-    assert problems == []
-    assert [d["payload"]["event_id"] for d in result.deadletters] == hostile
-    assert {"e80000", "e80001", "e80002"} <= {e["event_id"] for _, _, e in result.origins}
-    arrow = process_batch_columnar(records, book, priced_format=ARROW)
-    assert [d["reason"] for d in arrow.deadletters] == [d["reason"] for d in result.deadletters]
-    assert arrow.priced_count == result.priced_count
+    lettered_alike(records, book, hostile, small)
