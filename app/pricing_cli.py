@@ -24,12 +24,12 @@ def price_lines(source: IO[bytes], target: IO[str], dialect: str | None, setting
     """
     from collectors import DialectError, parse_record
     from collectors.decode import refuse_json_value
+    from streams import load_book, price_event
+    from streams.metering import MeteringError
 
     # sys.stderr as it is now, not when this module was imported (a default argument would bind the stream of the
     # first import: under click's CliRunner, or pytest's collection, the errors went to a stream nobody reads)
     errors = sys.stderr if errors is None else errors
-    from streams import load_book, price_event
-    from streams.metering import MeteringError
 
     book = load_book(settings)
     failed = 0
