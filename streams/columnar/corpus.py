@@ -391,7 +391,7 @@ class Corpus:
             offset += 1
             yield RawRecord(orjson.dumps(edges[start:start + 500]), "tokenmeter.usage", 0, offset)
 
-    def collector_batch(self, size: int) -> tuple[bytes, int]:
+    def collector_batch(self, size: int, twists: bool = True) -> tuple[bytes, int]:
         """(a micro-batch of valid events as a collector writes them, `UsageEvent.model_dump_json(exclude_none=True)`
         joined in an array, its event count); one in three carries one twist that the frame path must not read
         as polars does (frames.py): a coerced, duplicated, unknown, null or escaped value, whitespace, ...."""
@@ -417,7 +417,7 @@ class Corpus:
             if (b"\\" in dumped or b"tool_requests" in dumped) and rng.random() < 0.995:
                 continue
             events.append(dumped)
-        if rng.random() < 0.34:
+        if twists and rng.random() < 0.34:
             j = rng.randrange(len(events))
             events[j] = self._twist(events[j])
         return b"[" + b",".join(events) + b"]", len(events)
