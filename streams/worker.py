@@ -172,13 +172,14 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
             lambda done: log.info("pricing warmed up: %.2f CPU-s on the pricing thread", done.result()))
     priced_headers = headers_for(settings.priced_format)  # JSON: none, as before; Arrow: the format header
 
-    async def send_outputs(result, messages: list[tuple[bytes, bytes]], letters: list[bytes]) -> list:  # noqa: ANN001
+    async def send_outputs(result, messages: list[tuple[bytes, bytes]], letters: list[bytes],  # noqa: ANN001
+                           spend_sent: dict) -> list:
         futures = []
         for key, value in messages:
             futures.append(await priced.send(key=key, value=value, headers=priced_headers))
         for letter in letters:
             futures.append(await deadletter.send(key=b"worker", value=letter))
-        futures += await budgets.send_spend(result.origins)
+        futures += await budgets.send_spend(result.origins, spend_sent)
         return futures
 
     async def send_refused(markers: list) -> None:  # noqa: ANN001 - Faust's messages
@@ -189,7 +190,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
         stats.deadlettered += len(letters)
 
     async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
-        result, futures = await pricing.run(records, send_outputs)
+        spend_sent: dict = {}  # this attempt's last spend message per budget (the next waits for it: send_spend)
+        result, futures = await pricing.run(records, lambda *outputs: send_outputs(*outputs, spend_sent))
         # Outputs must be stored before the input offsets are acked (at-least-once): a failure here raises, and
         # retry_until_done sends the batch again instead of letting Faust ack it.
         await await_acks(futures)
