@@ -54,14 +54,15 @@ class BudgetStatus:
 
     @property
     def state(self) -> str:
-        """Plain words for people: ok, at risk (forecast to breach), over, or pending: the live spend is below the limit
-        but the period's spend from before the budget's definition is still being counted, so "ok" would be a guess
-        (trust34: the State column said "ok" beside the banner that said pending)."""
+        """Plain words for people: ok, at risk (forecast to breach), over, or pending / unknown: the live spend is below
+        the limit but the period's spend from before the budget's definition is still being counted (pending) or was
+        never counted (unknown: a state from before seed32), so "ok" would be a guess (trust34: the State column said
+        "ok" beside the banner that said pending; trust35: the same for unknown)."""
         if self.spend >= self.limit:
             return "over budget"
         if self.projected is not None and self.projected >= self.limit:
             return "at risk"
-        return "pending" if self.spend_before_definition == "pending" else "ok"
+        return self.spend_before_definition if self.spend_before_definition in ("pending", "unknown") else "ok"
 
 
 def _status(row: dict[str, Any]) -> BudgetStatus:
@@ -88,7 +89,7 @@ def latest_statuses(wh: Any) -> list[BudgetStatus]:
     sql = (f"SELECT * FROM budget_status WHERE {budget_condition(wh)} "
            "ORDER BY budget, updated_at DESC LIMIT 1 BY budget")
     rows = [_status(r) for r in run(wh.query, sql).iter_rows(named=True)]
-    order = {"over budget": 0, "at risk": 1, "pending": 2, "ok": 3}
+    order = {"over budget": 0, "at risk": 1, "unknown": 2, "pending": 3, "ok": 4}
     return sorted(rows, key=lambda s: (order[s.state], -s.percent, s.budget))
 
 

@@ -172,13 +172,14 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
             lambda done: log.info("pricing warmed up: %.2f CPU-s on the pricing thread", done.result()))
     priced_headers = headers_for(settings.priced_format)  # JSON: none, as before; Arrow: the format header
 
-    async def send_outputs(result, messages: list[tuple[bytes, bytes]], letters: list[bytes]) -> list:  # noqa: ANN001
+    async def send_outputs(result, messages: list[tuple[bytes, bytes]], letters: list[bytes],  # noqa: ANN001
+                           spend_sent: dict) -> list:
         futures = []
         for key, value in messages:
             futures.append(await priced.send(key=key, value=value, headers=priced_headers))
         for letter in letters:
             futures.append(await deadletter.send(key=b"worker", value=letter))
-        futures += await budgets.send_spend(result.origins)
+        futures += await budgets.send_spend(result.origins, spend_sent)
         return futures
 
     async def send_refused(markers: list) -> None:  # noqa: ANN001 - Faust's messages
@@ -189,7 +190,8 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
         stats.deadlettered += len(letters)
 
     async def price_and_send(records: list[RawRecord]):  # noqa: ANN202
-        result, futures = await pricing.run(records, send_outputs)
+        spend_sent: dict = {}  # this attempt's last spend message per budget (the next waits for it: send_spend)
+        result, futures = await pricing.run(records, lambda *outputs: send_outputs(*outputs, spend_sent))
         # Outputs must be stored before the input offsets are acked (at-least-once): a failure here raises, and
         # retry_until_done sends the batch again instead of letting Faust ack it.
         await await_acks(futures)
@@ -261,20 +263,29 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001
+        # Each role serves the families of what it runs (trust35): a pricing worker's budget-owner counters and a
+        # budgets worker's pricing counters read 0 for ever, a real-looking zero to a sum or a per-replica alert.
         lines = [
-            "# TYPE tokenmeter_worker_events_total counter",
-            f"tokenmeter_worker_events_total {stats.events_in}",
-            # ops34: every family typed (untyped ones became gauges in the OTel Collector's and Grafana Agent's
-            # Prometheus receivers); tests/streams/test_worker_metrics_format.py
-            "# TYPE tokenmeter_worker_priced_total counter",
-            f'tokenmeter_worker_priced_total{{status="priced"}} {stats.priced - stats.unpriced}',
-            f'tokenmeter_worker_priced_total{{status="unpriced"}} {stats.unpriced}',
-            "# TYPE tokenmeter_worker_deadletter_total counter",
-            f"tokenmeter_worker_deadletter_total {stats.deadlettered}",
-            "# TYPE tokenmeter_worker_refused_batches_total counter",
-            f"tokenmeter_worker_refused_batches_total {stats.refused_batches}",
-            "# TYPE tokenmeter_worker_usage_assumed_total counter",
-            f"tokenmeter_worker_usage_assumed_total {stats.usage_assumed}",
+            "# TYPE tokenmeter_worker_info gauge",
+            f'tokenmeter_worker_info{{role="{role}"}} 1',
+        ]
+        if prices:
+            lines += [
+                "# TYPE tokenmeter_worker_events_total counter",
+                f"tokenmeter_worker_events_total {stats.events_in}",
+                # ops34: every family typed (untyped ones became gauges in the OTel Collector's and Grafana Agent's
+                # Prometheus receivers); tests/streams/test_worker_metrics_format.py
+                "# TYPE tokenmeter_worker_priced_total counter",
+                f'tokenmeter_worker_priced_total{{status="priced"}} {stats.priced - stats.unpriced}',
+                f'tokenmeter_worker_priced_total{{status="unpriced"}} {stats.unpriced}',
+                "# TYPE tokenmeter_worker_deadletter_total counter",
+                f"tokenmeter_worker_deadletter_total {stats.deadlettered}",
+                "# TYPE tokenmeter_worker_refused_batches_total counter",
+                f"tokenmeter_worker_refused_batches_total {stats.refused_batches}",
+                "# TYPE tokenmeter_worker_usage_assumed_total counter",
+                f"tokenmeter_worker_usage_assumed_total {stats.usage_assumed}",
+            ]
+        lines += [
             "# TYPE tokenmeter_worker_agent_errors_total counter",
             f"tokenmeter_worker_agent_errors_total {health.errors_total}",
             "# TYPE tokenmeter_worker_agents_failing gauge",
@@ -283,14 +294,17 @@ def create_worker_app(settings: Settings, book=None, app_id: str | None = None) 
             *(f'tokenmeter_worker_source_partitions{{topic="{t}"}} {len(p)}' for t, p in sources.held().items()),
             "# TYPE tokenmeter_worker_refetched_total counter",
             f"tokenmeter_worker_refetched_total {stats.refetched + budgets.stats['refetched']}",
-            "# TYPE tokenmeter_budget_alerts_total counter",
-            f"tokenmeter_budget_alerts_total {budgets.stats['alerts']}",
-            "# TYPE tokenmeter_decision_requests_total counter",
-            f"tokenmeter_decision_requests_total {budgets.stats['decision_requests']}",
-            "# TYPE tokenmeter_budgets gauge",
+            "# TYPE tokenmeter_budgets gauge",  # definitions followed: a pricing worker routes spend by them
             f"tokenmeter_budgets {budgets.stats['budgets']}",
-            *(budgets.reservations.metrics_lines() if budgets.reservations is not None else ()),
         ]
+        if owns_budgets:
+            lines += [
+                "# TYPE tokenmeter_budget_alerts_total counter",
+                f"tokenmeter_budget_alerts_total {budgets.stats['alerts']}",
+                "# TYPE tokenmeter_decision_requests_total counter",
+                f"tokenmeter_decision_requests_total {budgets.stats['decision_requests']}",
+                *(budgets.reservations.metrics_lines() if budgets.reservations is not None else ()),
+            ]
         return Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     return app

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,3 +36,24 @@ async def produce_values(bootstrap: str, topic: str, values: list[bytes], partit
             await producer.send_and_wait(topic, value, key=str(i).encode() if keyed else None, partition=partition)
     finally:
         await producer.stop()
+
+
+@contextmanager
+def schema_checked_broker(schemas: Path, partitions: int = 4) -> Iterator[str]:
+    """An embedded broker (tansu) with tokenmeter's topics that validates every produced record against the JSON
+    schema `schemas/<topic>.json` when that file exists (re-read at each produce: writing or deleting it takes
+    effect at once). A test makes the broker itself refuse a topic's records (InvalidRecord) for a while, a real
+    produce failure. tansu resolves a file:// registry against its working directory only, hence the chdir."""
+    import pytest
+
+    from app.broker import embedded_broker
+    from tokenmeter.settings import free_port
+
+    schemas.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as env:  # the broker's start only: its children inherit neither
+            env.chdir(schemas.parent)
+            env.setenv("SCHEMA_REGISTRY", f"file://./{schemas.name}")
+            bootstrap = stack.enter_context(embedded_broker("127.0.0.1", free_port(), partitions=partitions,
+                                                            log_path=str(schemas.parent / "broker.log")))
+        yield bootstrap

@@ -526,6 +526,10 @@ def _store_priced(warehouse: Warehouse, batch: _Batch) -> int:
 # How long a starting loader waits for another process's hold on the warehouse to end: a reader that found no
 # owner opened chDB itself and lets go within seconds; a second loader beside `up`'s never does.
 OWNER_WAIT_SECONDS = 60.0
+# How often a running loader deletes the dedupe and call keys past the raw retention (also done at each start).
+# Retention counts whole days; each prune costs a count and a delete scan of the key tables and, when keys went, a
+# rebuild of the in-process filter (~1 CPU-us per key left: warehouse/stored_ids.py).
+PRUNE_EVERY_SECONDS = 6 * 3600
 
 
 async def run_loader(
@@ -563,13 +567,16 @@ async def run_loader(
                              max_records=5000, fetch_timeout_ms=500, window_s=settings.load_flush_seconds,
                              max_size=settings.load_batch_rows, start_batch=_Batch, accept=_accept,
                              stage="load", on_refused=lambda letter: _count_refused(stats))
-    progress = {"started": time.monotonic(), "rows": 0}
+    progress = {"started": time.monotonic(), "rows": 0, "prune_at": time.monotonic() + PRUNE_EVERY_SECONDS}
 
     async def process(window: Batch) -> Offsets | None:
         if len(window):
             if not await _flush(window.state, warehouse, window, stats, stop):
                 return {}  # stopped before the rows were stored: nothing committed
             progress["rows"] += len(window.state.sources)
+        if time.monotonic() >= progress["prune_at"]:  # between windows: no insert of this loader in flight
+            progress["prune_at"] = time.monotonic() + PRUNE_EVERY_SECONDS
+            await _prune_keys(warehouse)
         elapsed = time.monotonic() - progress["started"]
         if elapsed >= PROGRESS_EVERY_SECONDS:
             stats.lag, stats.commit_failures = await _lag(consumer), commit_loop.stats.commit_failures
@@ -598,6 +605,20 @@ async def run_loader(
         log.info("loader stopped: %d rows inserted, %d duplicates skipped, %d dead letters",
                  stats.rows_inserted, stats.duplicates_skipped, stats.dead_letters)
     return stats
+
+
+async def _prune_keys(warehouse: Warehouse) -> None:
+    """The dedupe and call keys past the raw retention, deleted by the running loader (they were only at its start:
+    a loader running for weeks kept every key, and its filter of them, trust35). Logged with what it cost."""
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        deleted = await asyncio.to_thread(warehouse.prune_expired_keys)
+    except WarehouseError as exc:  # tried again at the next interval; loading goes on meanwhile
+        log.error("pruning the keys past the raw retention failed: %s", exc)
+        return
+    log.info("keys past the raw retention (%s days) pruned: %s in %.2f s (%.2f CPU-s of this process)",
+             warehouse.retention_days, ", ".join(f"{n} {t}" for t, n in deleted.items()) or "none",
+             time.perf_counter() - started, time.process_time() - cpu)
 
 
 def _count_refused(stats: LoaderStats) -> None:

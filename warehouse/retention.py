@@ -56,14 +56,23 @@ def apply_hold_retention(backend: Any, days: int) -> bool:
     return True
 
 
-def prune_event_ids(backend: Any, days: int) -> None:
+# The dedupe keys and call keys have no TTL (EmbeddedRocksDB has none): pruned here, at every writer open and by a
+# running loader every PRUNE_EVERY_SECONDS (warehouse/loader.py). Each table's expired keys are counted first (one
+# scan) and deleted only when there are some (a mutation otherwise rewrites nothing but costs its scan again).
+KEY_TABLES = ("priced_event_ids", "call_keys", "cross_source_copies")
+
+
+def prune_event_ids(backend: Any, days: int) -> dict[str, int]:
     """Forget the dedupe keys (migration 0009) of events older than the horizon: their raw rows have expired, and
     the loader refuses (dead-letters) such events anyway, so the key can no longer stop anything. Keeping them
-    would only cost disk; done on every writer open."""
-    backend.command(
-        f"ALTER TABLE priced_event_ids DELETE WHERE ts < now64(3) - INTERVAL {int(days)} DAY"
-    )
-    # the call keys of cross-source dedup (migration 0013), for the same reason
-    backend.command(f"ALTER TABLE call_keys DELETE WHERE ts < now64(3) - INTERVAL {int(days)} DAY")
-    # and the kept rows of copies not counted (migration 0018): an expired call can no longer be re-decided
-    backend.command(f"ALTER TABLE cross_source_copies DELETE WHERE ts < now64(3) - INTERVAL {int(days)} DAY")
+    would only cost disk (and the loader's in-process filter of them, warehouse/stored_ids.py). The call keys of
+    cross-source dedup (migration 0013) and the kept rows of copies not counted (migration 0018: an expired call can
+    no longer be re-decided) go for the same reason. Returns the keys deleted per table."""
+    horizon = f"now64(3) - INTERVAL {int(days)} DAY"
+    deleted = {}
+    for table in KEY_TABLES:
+        rows = backend.query_arrow(f"SELECT count() AS n FROM {table} WHERE ts < {horizon}").to_pylist()
+        deleted[table] = int(rows[0]["n"]) if rows else 0
+        if deleted[table]:
+            backend.command(f"ALTER TABLE {table} DELETE WHERE ts < {horizon}")
+    return deleted

@@ -45,7 +45,7 @@ from warehouse import dedup, stored_ids
 from warehouse.dedup import DUPLICATE_COLUMNS, BatchPlan, SourcePreference, duplicate_record, plan_batch
 from warehouse.endpoint import QueryEndpoint, read_endpoint_secret, read_live_endpoint
 from warehouse.records_load import TABLES, rows_to_table
-from warehouse.retention import apply_retention
+from warehouse.retention import apply_retention, prune_event_ids
 from warehouse.reprice import (APPLY_BATCH, OWNER_APPLY_BATCH, RepriceBatchFn, RepriceFn, RepriceReport, heal_pending_hours,
                                owner_reprice_fn, plan_and_apply, reprice_named_events)
 from warehouse.reprice_apply import apply_staged_copies, replace_priced_rows, stage_priced_rows
@@ -243,6 +243,19 @@ class Warehouse:
                     new_rows += self._insert_new(table.filter(pc.is_in(months, value_set=chunk)))
         self.last_insert_seconds = time.perf_counter() - started
         return new_rows
+
+    def prune_expired_keys(self) -> dict[str, int]:
+        """A running writer's prune of the keys past the raw retention (warehouse/retention.py, otherwise done only
+        at open): the keys deleted per table. When dedupe keys went, the in-process filter of them is built again
+        from those left, under the insert lock (it only ever grows otherwise: a pruned key stays in it)."""
+        if not self.retention_days:
+            return {}
+        with self._insert_lock:
+            deleted = prune_event_ids(self.backend, self.retention_days)
+            if deleted.get("priced_event_ids") and getattr(self.backend, "stored_id_filter", None) is not None:
+                self.backend.stored_id_filter = None
+                stored_ids.current(self.backend)
+        return deleted
 
     def load_stored_ids(self) -> int:
         """Build the in-process filter of the dedupe keys now (warehouse/stored_ids.py; otherwise the first insert

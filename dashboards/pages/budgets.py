@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 STATUS_HEADERS = ("Budget", "Scope", "State", "Committed", "Held", "Headroom", "Limit", "%", "Expired holds",
                   "Forecast at period end", "Expected breach (UTC)", "Enforcement", "Updated (UTC)")
 ALERT_HEADERS = ("When (UTC)", "Budget", "Alert", "Severity", "Delivered")
-STATE_CLASS = {"over budget": "row-bad", "at risk": "row-warn", "pending": "", "ok": ""}
+STATE_CLASS = {"over budget": "row-bad", "at risk": "row-warn", "pending": "", "unknown": "", "ok": ""}
 # The period's spend from before a budget was defined (seed32): the decision record said "pending" while the page
 # showed the live spend alone as if it were the period's (walk33). What the Committed cell adds, and why.
 SPEND_BEFORE = {
@@ -103,7 +103,7 @@ def status_rows(statuses: list[BudgetStatus]) -> list:
     header = html.Thead(html.Tr([html.Th(h) for h in STATUS_HEADERS]))
     body = [html.Tr(className=STATE_CLASS[s.state], children=[
         html.Td(s.budget), html.Td(", ".join(f"{k}={v}" for k, v in sorted(s.scope.items())) or "all traffic"),
-        html.Td(s.state, title=SPEND_BEFORE["pending"][1] if s.state == "pending" else None), _committed(s),
+        html.Td(s.state, title=SPEND_BEFORE[s.state][1] if s.state in SPEND_BEFORE else None), _committed(s),
         html.Td(_amount(s, s.held) + (f" ({s.open_reservations} open)" if s.open_reservations else ""),
                 className="num", title="worst cases of open reservations (POST /v1/reservations)"),
         html.Td(_amount(s, s.headroom), className="num", title="limit - committed - held"),

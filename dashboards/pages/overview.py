@@ -5,6 +5,7 @@ it is stale, dropping or rejecting (warehouse/completeness.py)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import timedelta
 
 import dash
@@ -75,7 +76,9 @@ def headline_texts(head: Headline | None) -> dict[str, tuple[str, str, str]]:
         budgets = ("none", "no budget reported yet", "")
     else:
         worst = head.budgets[0]
-        budgets = (f"{len(head.at_risk)} of {len(head.budgets)} at risk" if head.at_risk else f"{len(head.budgets)} ok",
+        states = Counter(b.state for b in head.budgets)  # pending / unknown: not counted as ok (trust35)
+        budgets = (f"{len(head.at_risk)} of {len(head.budgets)} at risk" if head.at_risk else
+                   ", ".join(f"{states[s]} {s}" for s in ("ok", "pending", "unknown") if states[s]),
                    f"worst: {worst.budget} {worst.percent}% ({worst.state})", "")
     return {"today": (format_usd(head.today_usd), "", format_usd_exact(head.today_usd)),
             "month": (format_usd(head.month_usd), "", format_usd_exact(head.month_usd)),

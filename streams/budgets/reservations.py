@@ -42,7 +42,7 @@ from tokenmeter.events import Attribution
 from tokenmeter.records import iso, money
 
 from .decisions import (AttributeOutOfBounds, ConflictingAttributes, attributes_from_request, check_attribute,
-                        check_tag_count, ignored_headers, ignored_parameters)
+                        check_tag_count, header_tag_form, ignored_headers, ignored_parameters)
 from .holds import Hold, hold_log_record
 from .journal import HoldJournal
 from .looplag import GcPauses, LoopLagProbe
@@ -460,6 +460,12 @@ class ReservationService:
             elif value:
                 check_attribute(f"attribution.{key}", key, None, value)
                 attrs.setdefault(key, value)
+        # the call's tags from headers, parameters and body together, as the event it settles with carries them (at
+        # most MAX_TAGS): each source alone was bounded, 100 + 100 passed (trust35). One tag per header form: a
+        # header's scope spellings (`tag:cost_center` for `...-tag-cost-center`) and a body copy of it are one tag
+        prefix = self.settings.decision_header_prefix
+        check_tag_count({header_tag_form(k[4:]) for k in attrs if k.startswith("tag:")},
+                        f"{prefix}tag-* headers, tag: parameters and attribution.tags together")
         provider, model = body.get("provider"), body.get("model")
         if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
             raise ReservationError(400, "provider and model are required strings")

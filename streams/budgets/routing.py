@@ -114,7 +114,9 @@ def settlement_id(event: dict[str, Any]) -> str | None:
 
 def spend_messages(routed: dict[str, list[list[Any]]]) -> list[tuple[bytes, bytes]]:
     """Kafka (key, value) pairs for `tokenmeter.budget-spend`. Chunks are cut only between usage records: the
-    owner's dedupe treats an offset it has applied as done, so one record's entries must travel together."""
+    owner's dedupe treats an offset it has applied as done, so one record's entries must travel together, and a
+    budget's chunks must be stored in order, none after one that was refused (service.send_spend sends each after
+    the one before it is acknowledged)."""
     messages = []
     for name, entries in routed.items():
         chunk: list[list[Any]] = []

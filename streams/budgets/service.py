@@ -92,16 +92,32 @@ class BudgetService:
         self._ignored_said: set[tuple[str, ...]] = set()  # unknown /v1/decision parameter sets already logged
 
     # Pricing side -----------------------------------------------------------------------------------------
-    async def send_spend(self, origins: list[tuple[int, int, dict[str, Any]]]) -> list[Any]:
-        """Route a priced batch; returns the send futures (the caller awaits them with its other outputs)."""
+    async def send_spend(self, origins: list[tuple[int, int, dict[str, Any]]],
+                         sent: dict[bytes, Any] | None = None) -> list[Any]:
+        """Route a priced batch; returns the send futures (the caller awaits them with its other outputs).
+
+        A budget's messages of one batch attempt are stored in order, each sent only once the one before it is
+        acknowledged (`sent`: the attempt's last message per budget, shared by its calls, one per pricing chunk).
+        The owner skips entries at or below the highest usage offset it applied: a later message stored while an
+        earlier one was refused made the retry's copy of the earlier one look applied, its spend lost (trust35)."""
         if not self.ready.is_set():
             await self.ready.wait()  # never price a batch before the definitions were read: its spend would be lost
         routed = self.router.route(origins)
+        sent = {} if sent is None else sent
         futures = []
         for key, value in spend_messages(routed):
-            futures.append(await self.spend_topic.send(key=key, value=value))
+            before = sent.get(key)
+            future = (await self.spend_topic.send(key=key, value=value) if before is None
+                      else asyncio.ensure_future(self._send_after(before, key, value)))
+            sent[key] = future
+            futures.append(future)
         self.stats["routed_entries"] += sum(len(v) for v in routed.values())
         return futures
+
+    async def _send_after(self, before: Any, key: bytes, value: bytes) -> Any:
+        """Send once `before` is stored; raises its error instead if it was refused (this one is not sent)."""
+        await before
+        return await (await self.spend_topic.send(key=key, value=value))
 
     # Owner side ---------------------------------------------------------------------------------------------
     async def _publish(self, outcome: Outcome) -> None:

@@ -34,3 +34,22 @@ def test_the_budget_set_example_parses_to_a_valid_budget():
                            "metric": "cost_usd", "limit": p["limit_usd"], "action": p["action"],
                            "thresholds": _parse_thresholds(p["thresholds"]), "notify": list(p["notify"])})
     assert budget.scope == {"team": "search"} and budget.action == "block"
+
+
+def test_the_litellm_hooks_make_one_http_client_and_reuse_it():
+    """trust35: both LiteLLM examples opened an httpx client per call, and each loads the CA bundle (~40-50 CPU-ms
+    per admitted call, measured in docs/rounds/budgets.md): one client, made when the module loads, serves every
+    call."""
+    import ast
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "budgets.md").read_text()
+    examples = re.findall(r"\*\*LiteLLM proxy\*\*.*?```python\n(.*?)```", text, re.S)
+    assert len(examples) == 2
+    for code in examples:
+        tree = ast.parse(code)
+        made_in_functions = [call for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                             for call in ast.walk(fn) if isinstance(call, ast.Call)
+                             and ast.unparse(call.func) == "httpx.AsyncClient"]
+        made = [call for call in ast.walk(tree) if isinstance(call, ast.Call)
+                and ast.unparse(call.func) == "httpx.AsyncClient"]
+        assert len(made) == 1 and not made_in_functions, code

@@ -15,11 +15,11 @@ from tokenmeter.events import MAX_ATTRIBUTION_CHARS, MAX_MODEL_CHARS, MAX_TAGS
 from tokenmeter.settings import Settings
 
 
-def _reserve(tmp_path, **body):
+def _reserve(tmp_path, headers: CIMultiDict | None = None, **body):
     service = SimpleNamespace(settings=Settings(data_dir=tmp_path))
     call = {"provider": "openai", "model": "gpt-4o", "attribution": {"team": "a"}, "prompt_tokens": 10,
             "max_output_tokens": 10, "request_id": "req-1", **body}
-    return ReservationService(service, book=None).parse(call, MultiDict(), CIMultiDict())
+    return ReservationService(service, book=None).parse(call, MultiDict(), headers or CIMultiDict())
 
 
 @pytest.mark.parametrize("body, said", [
@@ -54,3 +54,21 @@ def test_a_decisions_query_parameters_are_bounded_like_its_headers():
     headers = CIMultiDict([(f"x-tokenmeter-tag-k{i}", "v") for i in range(MAX_TAGS)])
     query = MultiDict([(f"tag:k{i}", "v") for i in range(MAX_TAGS)])
     assert len(attribute_values(query, headers, "x-tokenmeter-")) == MAX_TAGS
+
+
+def test_header_and_body_tags_are_bounded_together_as_the_settled_event_is(tmp_path):
+    """trust35: 100 tag headers and 100 body tags passed (128 each), though the event the call settles with may
+    carry 128 tags; a tag named by both is one."""
+    def headers(keys):
+        return CIMultiDict([(f"x-tokenmeter-tag-{k}", "v") for k in keys])
+
+    with pytest.raises(ReservationError) as refused:
+        _reserve(tmp_path, headers([f"h{i}" for i in range(100)]),
+                 attribution={"tags": {f"b{i}": "v" for i in range(100)}})
+    assert refused.value.status == 400
+    assert refused.value.message == (f"200 tags, at most {MAX_TAGS} (x-tokenmeter-tag-* headers, tag: parameters "
+                                     "and attribution.tags together)")
+    _reserve(tmp_path, headers([f"h{i}" for i in range(64)]), attribution={"tags": {f"b{i}": "v" for i in range(64)}})
+    both = _reserve(tmp_path, headers([f"k{i}" for i in range(100)]),
+                    attribution={"tags": {f"k{i}": "v" for i in range(100)}})
+    assert len([k for k in both["attributes"] if k.startswith("tag:")]) == 100

@@ -106,3 +106,20 @@ def _owner_record(now: datetime) -> dict:
     owner = _owner()
     owner.restore("search", None)
     return owner.enforcement_record(owner.runtimes["search"], now)
+
+
+def test_an_unknown_spend_before_the_definition_is_never_called_ok(page):
+    """trust35: a state from before seed32 ("unknown" spend before the definition) read "ok" in the State column
+    beside the banner saying its spend is not known complete, and counted in the Overview's "N ok"."""
+    from dashboards.pages.overview import headline_texts
+    from dashboards.summary_data import Headline
+
+    now = datetime.now(UTC)
+    row = {**enforcement_row(_owner_record(now), now), "scope": {"team": "search"}, "spend_before_definition": "unknown"}
+    state = page.status_rows([_status(row)])[1].children[0].children[2]
+    assert state.children == "unknown"
+    assert "`tokenmeter budget rebuild --all` counts the whole period" in state.title
+    assert _status({**row, "spend": "11", "percent": "110"}).state == "over budget"  # past the limit whatever it adds
+    counted = _status({**row, "budget": "ads", "spend_before_definition": "counted"})
+    head = Headline(today_usd=D(0), month_usd=D(0), budgets=[counted, _status(row)])
+    assert headline_texts(head)["budgets"][0] == "1 ok, 1 unknown"
