@@ -26,6 +26,7 @@ from tokenmeter import topics
 from tokenmeter.settings import free_port, load_settings
 from app.soak import checks
 from app.soak.receiver import ROUTES, Receiver
+from app.soak.settle import settle
 from app.soak.reserving import RESERVATION_TTL_S, RESERVE_BUDGET, RESERVE_TEAM, ReserveLog, new_call_event, \
     reserving_client
 from app.soak.stack import Stack
@@ -111,15 +112,6 @@ def _costs(events: list[dict]) -> dict[str, Decimal]:
     return {e["event_id"]: price_event(UsageEvent.model_validate(e), book).cost_usd for e in events}
 
 
-def _report(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
-    """(events, cost) per soak team while the stack runs (warehouse.endpoint.live_team_totals); None while no loader
-    serves it."""
-    from warehouse.endpoint import live_team_totals
-
-    totals = live_team_totals(data_dir)
-    return None if totals is None else {team: t for team, t in totals.items() if str(team).startswith("soak-")}
-
-
 async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float, shifted: bool,
                 echo: Callable[[str], None]) -> dict:
     started = time.monotonic()
@@ -164,6 +156,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     left: list[str] = []
     holds_state: list[dict | None] = [None]  # the reserving budget's holds once the TTL has passed
     alerts_seen: list = []  # [the drained spend per budget, the deliveries], checked after the totals
+    drain: dict = {}  # how the wait after the traffic ended, and why when it gave up (app/soak/settle.py)
     phase = ["starting `up`"]  # what the soak is waiting for, named when the time budget runs out
     budget_s = time_budget(seconds)
     deadline = time.monotonic() + budget_s
@@ -214,8 +207,11 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         echo(f"  traffic stopped: {len(ledger.acked)} events acknowledged ({ledger.sent}), {ledger.duplicates} "
              f"duplicates, {ledger.hostile} hostile records, {ledger.retries} retries; waiting for the warehouse")
         phase[0] = "waiting for the warehouse to hold what was acknowledged (drain)"
-        stored = await _settle(data_dir, ledger, stack, gateway_log, base / "tail-checkpoint.json", echo,
-                              limit_s=min(300.0, max(20.0, deadline - time.monotonic() - 90)))
+        expected = await asyncio.to_thread(expected_by_team, list(ledger.acked.values()))
+        settled = await settle(data_dir, expected, stack.status, gateway_log, base / "tail-checkpoint.json", echo,
+                               limit_s=min(300.0, max(20.0, deadline - time.monotonic() - 90)))
+        drain.update(settled.as_json())
+        stored = settled.stored
         spend = {f"budget-{t}": stored.get(t, (0, Decimal(0)))[1] for t in limits} if stored else {}
         over = [f"budget-{t}" for t, limit in limits.items() if spend.get(f"budget-{t}", Decimal(0)) >= limit]
         phase[0] = "waiting for alert deliveries"
@@ -265,42 +261,10 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
             "events_acknowledged": len(ledger.acked), "by_source": ledger.sent, "duplicates_sent": ledger.duplicates,
             "hostile_sent": ledger.hostile,
             "reservations": {**reserve_log.counts(), "unavailable_why": reserve_log.unavailable_why},
-            "kills": kills, "supervisor": _restarts(stack.run_statuses),
+            "kills": kills, "supervisor": _restarts(stack.run_statuses), "drain": drain or None,
+            "stop_losses": [s["stop_loss"] for s in stack.run_statuses if isinstance(s.get("stop_loss"), dict)],
             "checks": [{"name": c.name, "ok": c.ok, "summary": c.summary, "details": c.details} for c in checks_out],
             "logs": str(log_dir)}
-
-
-async def _settle(data_dir: Path, ledger: Ledger, stack: Stack, gateway_log: Path, checkpoint: Path,
-                  echo: Callable[[str], None], limit_s: float = 300) -> dict[str, tuple[int, Decimal]]:
-    """Wait until the warehouse holds exactly what was acknowledged, or until the pipeline is drained: the file
-    tailer at the end of its file, then a backlog sample of `up` (taken after that) with nothing acknowledged
-    left uncommitted by the worker and the loader, and the report unchanged since the previous poll."""
-    expected = await asyncio.to_thread(expected_by_team, list(ledger.acked.values()))
-    deadline = time.monotonic() + limit_s
-    size = gateway_log.stat().st_size if gateway_log.exists() else 0
-    while time.monotonic() < deadline:
-        try:
-            if json.loads(checkpoint.read_text()).get("offset", 0) >= size:
-                break
-        except (OSError, ValueError):
-            pass
-        await asyncio.sleep(0.5)
-    tailed_at = time.time()
-    last = None
-    while time.monotonic() < deadline:
-        got = await asyncio.to_thread(_report, data_dir)
-        if got == expected:
-            return got
-        sample = stack.status().get("backlog") or {}
-        backlog = sample.get("backlog") or {}
-        drained = sample.get("at", 0) > tailed_at and backlog.get(topics.USAGE) == backlog.get(topics.PRICED) == 0
-        if drained and got is not None and got == last:
-            echo("  pipeline drained (nothing acknowledged left uncommitted); checking what the warehouse holds")
-            return got
-        last = got
-        await asyncio.sleep(1)
-    echo(f"  pipeline not drained after {limit_s:.0f} s; checking what the warehouse holds")
-    return last or {}
 
 
 async def _decisions(api_port: int, budgets: list[str], asks: int = 10) -> dict[str, list[str]]:
@@ -457,6 +421,13 @@ def render(result: dict) -> str:
              f"{result['duplicates_sent']} duplicates and {result['hostile_sent']} hostile records sent",
              f"kills: {', '.join(k['victim'] + ('!' if 'error' in k else '') for k in result['kills'])}; "
              f"restarts seen by the supervisor: {result['supervisor']}"]
+    drain = result.get("drain")
+    if drain:
+        lines.append(f"drain after the traffic: {drain['outcome']} after {drain['waited_s']:.0f} s"
+                     + (f": {drain['why']}" if drain.get("why") else ""))
+    for loss in result.get("stop_losses") or []:
+        lines.append(f"a clean stop of `up` left {loss.get('at_risk_records')} records only in the broker "
+                     f"({loss.get('waiting')}): {loss.get('why') or 'no reason recorded'}")
     for c in result["checks"]:
         lines.append(f"  [{'PASS' if c['ok'] else 'FAIL'}] {c['name']}: {c['summary']}")
         if not c["ok"] and c["details"]:
