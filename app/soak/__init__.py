@@ -53,6 +53,21 @@ def run_soak(minutes: float, cycles: int, seed: int | None = None, base_dir: Pat
     return result
 
 
+def kill_plan(seed: int, cycles: int, seconds: float) -> list[tuple[int, str, float]]:
+    """(cycle from 1, victim, seconds into the traffic) of every SIGKILL, from the seed alone: `--seed` replays the
+    same kills at the same moments (the result's `plan`). The victims are shuffled over the cycles, each at least
+    once when cycles x kills per cycle allow, at random moments inside each cycle."""
+    rng = random.Random(seed)
+    per_cycle = max(1, math.ceil(len(VICTIMS) / cycles))
+    victims = list(VICTIMS)
+    rng.shuffle(victims)
+    victims = (victims * (cycles * per_cycle // len(victims) + 1))[:cycles * per_cycle]
+    cycle_s = seconds / cycles
+    return [(cycle + 1, victims[cycle * per_cycle + j],
+             round(cycle * cycle_s + (j + rng.uniform(0.15, 0.85)) * cycle_s / per_cycle, 3))
+            for cycle in range(cycles) for j in range(per_cycle)]
+
+
 def time_budget(traffic_s: float) -> float:
     """Seconds the soak may take before it stops the stack and fails naming what it waited for: the traffic,
     half as much again for kills that take long, and ~3 min for start, drain, alerts and the clean restart.
@@ -115,7 +130,7 @@ def _costs(events: list[dict]) -> dict[str, Decimal]:
 async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float, shifted: bool,
                 echo: Callable[[str], None]) -> dict:
     started = time.monotonic()
-    rng = random.Random(seed)
+    plan = kill_plan(seed, cycles, minutes * 60)
     data_dir, log_dir = (base / "data").resolve(), (base / "logs").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(run_id=uuid.uuid4().hex[:8], rng=random.Random(seed))
@@ -179,27 +194,19 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
                  asyncio.create_task(file_writer(gateway_log, ledger, stop, rate * 0.25)),
                  *(asyncio.create_task(reserving_client(f"http://127.0.0.1:{api_port}", bootstrap, ledger, reserve_log,
                                                         stop, rate * RESERVE_SHARE / 3, f"g{i}")) for i in range(3))]
-        per_cycle = max(1, math.ceil(len(VICTIMS) / cycles))
-        plan = list(VICTIMS)
-        rng.shuffle(plan)
-        plan = (plan * (cycles * per_cycle // len(plan) + 1))[:cycles * per_cycle]
-        cycle_s = seconds / cycles
         t0 = time.monotonic()
-        for cycle in range(cycles):
-            for j in range(per_cycle):
-                victim = plan[cycle * per_cycle + j]
-                at = t0 + cycle * cycle_s + (j + rng.uniform(0.15, 0.85)) * cycle_s / per_cycle
-                await asyncio.sleep(max(0.0, at - time.monotonic()))
-                killed_at = time.time()
-                try:
-                    phase[0] = f"waiting for {victim} to come back after its SIGKILL (cycle {cycle + 1})"
-                    killed_at, took = await asyncio.to_thread(stack.kill, victim)
-                    kills.append({"cycle": cycle + 1, "victim": victim, "at": killed_at, "back_after_s": round(took, 1)})
-                    echo(f"  cycle {cycle + 1}: SIGKILL {victim:<15} back after {took:5.1f} s "
-                         f"({len(ledger.acked)} events acknowledged so far)")
-                except Exception as exc:
-                    kills.append({"cycle": cycle + 1, "victim": victim, "at": killed_at, "error": str(exc)[-2000:]})
-                    echo(f"  cycle {cycle + 1}: SIGKILL {victim}: NOT RECOVERED: {str(exc)[-500:]}")
+        for cycle, victim, at_s in plan:
+            await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
+            killed_at = time.time()
+            try:
+                phase[0] = f"waiting for {victim} to come back after its SIGKILL (cycle {cycle})"
+                killed_at, took = await asyncio.to_thread(stack.kill, victim)
+                kills.append({"cycle": cycle, "victim": victim, "at": killed_at, "back_after_s": round(took, 1)})
+                echo(f"  cycle {cycle}: SIGKILL {victim:<15} back after {took:5.1f} s "
+                     f"({len(ledger.acked)} events acknowledged so far)")
+            except Exception as exc:
+                kills.append({"cycle": cycle, "victim": victim, "at": killed_at, "error": str(exc)[-2000:]})
+                echo(f"  cycle {cycle}: SIGKILL {victim}: NOT RECOVERED: {str(exc)[-500:]}")
         await asyncio.sleep(max(0.0, t0 + seconds - time.monotonic()))
         stop.set()
         phase[0] = "stopping the traffic senders"
@@ -257,6 +264,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
     checks_out.append(checks.Check("hostile input refused", ledger.hostile_accepted == 0,
                                    f"{ledger.hostile} hostile records sent, {ledger.hostile_accepted} accepted"))
     return {"run_id": ledger.run_id, "seed": seed, "minutes": minutes, "cycles": cycles,
+            "plan": [{"cycle": c, "victim": v, "at_s": at} for c, v, at in plan],
             "seconds": round(time.monotonic() - started, 1), "ok": all(c.ok for c in checks_out),
             "events_acknowledged": len(ledger.acked), "by_source": ledger.sent, "duplicates_sent": ledger.duplicates,
             "hostile_sent": ledger.hostile,
