@@ -113,3 +113,24 @@ def test_a_threshold_reached_only_with_usage_lost_with_the_broker_may_have_been_
     assert not alerts_check(limits, (50, 80, 100), spend, delivered, {"budget-soak-b": Decimal("0.0040")}).ok
     assert not alerts_check(limits, (50, 80, 100), spend, delivered).ok
     assert not alerts_check(limits, (50, 80, 100), spend, delivered[1:], {"budget-soak-b": Decimal("0.0046")}).ok
+
+
+def test_the_alert_verdict_reads_the_warehouse_after_the_stop_not_the_spend_when_the_wait_gave_up():
+    """A soak at load 27 (seed 97529815): the wait after the traffic gave up after 20 s with no loader serving, so
+    the spend it saw was {} and every delivered threshold read "delivered but spend is 0.0 %", while the warehouse
+    held $1.59-1.71 per budget once the stack was down. The verdict reads that warehouse (and says what the wait saw)."""
+    from decimal import Decimal
+
+    from app.soak import alert_check
+    from app.soak.receiver import ROUTES, Delivery
+
+    limits = {"soak-a": Decimal("2.00")}
+    delivered = [Delivery(route, "id-50", "threshold", "trigger", "budget-soak-a", 50) for route in ROUTES]
+    final = {"soak-a": (120, Decimal("1.59")), "soak-d": (80, Decimal("1.2"))}
+    check = alert_check(limits, {}, final, delivered, {})
+    assert check.ok, check.summary
+    assert check.details["spend_when_the_wait_ended"] == "none: no loader served"
+    assert "spend_when_the_wait_ended" not in alert_check(limits, {"budget-soak-a": Decimal("1.59")}, final,
+                                                          delivered, {}).details
+    assert not alert_check(limits, {}, {"soak-a": (1, Decimal("0.5"))}, delivered, {}).ok  # 25 %: not reached
+    assert not alert_check(limits, {}, final, [], {}).ok  # reached and not delivered
