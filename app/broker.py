@@ -153,59 +153,112 @@ BACKLOG_STAGES = (
 )
 
 
-async def stage_positions(bootstrap: str, partitions: int, stage_topics: tuple[str, ...] | None = None,
-                          fetch_wait: dict[str, int] | None = None) -> dict[str, dict[int, tuple[int, int]]]:
-    """Per stage topic and partition: (end offset, offset its stage's group committed; 0 when none). The end is the
-    high watermark of a fetch response, never ListOffsets(latest): the embedded broker under-reports that by a
-    produce batch (50 records just acknowledged in one batch read as 1; soak34). Commits are read before the ends,
-    so a commit is never ahead of the end it is compared with."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+Positions = dict[str, dict[int, tuple[int, int]]]  # topic -> partition -> (end offset, committed offset)
 
-    from tokenmeter.settings import fetch_wait as settings_fetch_wait
 
-    groups = {topic: group for topic, group, _ in BACKLOG_STAGES}
-    stage_topics = stage_topics or tuple(groups)
-    tps = [TopicPartition(topic, p) for topic in stage_topics for p in range(partitions)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                request_timeout_ms=3000, **(fetch_wait or settings_fetch_wait()))
-    await admin.start()
-    await consumer.start()
-    try:
+class StageSampler:
+    """Reads `stage_positions` with one admin client and one consumer kept from sample to sample (soak35). Opened
+    and closed for every sample, as before, `up`'s sample every 2 s cost its supervisor ~0.7 CPU-s a minute and the
+    embedded broker ~2.3 more (two clients' bootstrap, metadata and connections each time; docs/production.md).
+    The consumer is assigned every stage partition and paused between samples, so it fetches nothing then. Not
+    thread-safe; use it from one event loop. After an error, `close()` it: the next sample opens new clients."""
+
+    def __init__(self, bootstrap: str, partitions: int, fetch_wait: dict[str, int] | None = None):
+        self.bootstrap, self.partitions, self.fetch_wait = bootstrap, partitions, fetch_wait
+        self._admin = self._consumer = None
+
+    async def _open(self, tps: list) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from tokenmeter.settings import fetch_wait as settings_fetch_wait
+
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+        await self._admin.start()
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                          request_timeout_ms=3000, **(self.fetch_wait or settings_fetch_wait()))
+        await self._consumer.start()
+        self._consumer.assign(tps)
+        self._consumer.pause(*tps)
+
+    async def positions(self, stage_topics: tuple[str, ...] | None = None) -> Positions:
+        """Per stage topic and partition: (end offset, offset its stage's group committed; 0 when none). The end is
+        the high watermark of a fetch response, never ListOffsets(latest): the embedded broker under-reports that
+        by a produce batch (50 records just acknowledged in one batch read as 1; soak34). Commits are read before
+        the ends, so a commit is never ahead of the end it is compared with."""
+        from aiokafka import TopicPartition
+
+        groups = {topic: group for topic, group, _ in BACKLOG_STAGES}
+        stage_topics = stage_topics or tuple(groups)
+        every = [TopicPartition(topic, p) for topic in groups for p in range(self.partitions)]
+        tps = [tp for tp in every if tp.topic in stage_topics]
+        if self._consumer is None:
+            try:
+                await self._open(every)
+            except BaseException:
+                await self.close()
+                raise
         committed = {}
         for topic in stage_topics:
-            committed.update(await admin.list_consumer_group_offsets(
+            committed.update(await self._admin.list_consumer_group_offsets(
                 groups[topic], partitions=[tp for tp in tps if tp.topic == topic]))
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)  # a start near the end only: the fetch response says where the end is
-        while any(consumer.highwater(tp) is None for tp in tps):
-            await consumer.getmany(*tps, timeout_ms=200)
-        out: dict[str, dict[int, tuple[int, int]]] = {topic: {} for topic in stage_topics}
+        consumer = self._consumer
+        # near the end (ListOffsets lags by a batch), so a fetch carries little: the embedded broker ignores a
+        # fetch's byte limits (measured: max_partition_fetch_bytes=1 returned a 200 KB record and 20 more at once)
+        await consumer.seek_to_end(*tps)
+        asked_ms = int(time.time() * 1000)  # a response processed from here on was asked after the commits were read
+        consumer.resume(*tps)
+        try:
+            while any((consumer.last_poll_timestamp(tp) or 0) < asked_ms for tp in tps):
+                await consumer.getmany(*tps, timeout_ms=200)
+        finally:
+            consumer.pause(*tps)
+        out: Positions = {topic: {} for topic in stage_topics}
         for tp in tps:
             done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
             out[tp.topic][tp.partition] = (consumer.highwater(tp), done)
         return out
+
+    async def close(self) -> None:
+        consumer, admin, self._consumer, self._admin = self._consumer, self._admin, None, None
+        for client in (consumer, admin):
+            if client is not None:
+                try:
+                    await (client.stop() if client is consumer else client.close())
+                except Exception as exc:  # noqa: BLE001 - a broken connection: the client is dropped all the same
+                    log.debug("closing a backlog client: %r", exc)
+
+
+async def stage_positions(bootstrap: str, partitions: int, stage_topics: tuple[str, ...] | None = None,
+                          fetch_wait: dict[str, int] | None = None) -> Positions:
+    """`StageSampler.positions` once, with clients of its own."""
+    sampler = StageSampler(bootstrap, partitions, fetch_wait)
+    try:
+        return await sampler.positions(stage_topics)
     finally:
-        await consumer.stop()
-        await admin.close()
+        await sampler.close()
 
 
-async def unconsumed_backlog(bootstrap: str, partitions: int,
-                             fetch_wait: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
+def backlog_of(positions: Positions) -> dict[str, dict[str, int]]:
     """Per stage topic: records the broker acknowledged (end offset) minus those its consumer group committed,
     i.e. what exists only in the broker right now (`backlog`), and the group's committed offsets summed
     (`committed`: whether the stage moves). Records acknowledged after the sample are not in it: a lower bound."""
-    positions = await stage_positions(bootstrap, partitions, fetch_wait=fetch_wait)
     return {"backlog": {topic: sum(max(0, end - done) for end, done in by_partition.values())
                         for topic, by_partition in positions.items()},
             "committed": {topic: sum(done for _, done in by_partition.values())
                           for topic, by_partition in positions.items()}}
 
 
+async def unconsumed_backlog(bootstrap: str, partitions: int,
+                             fetch_wait: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
+    """`backlog_of` one sample taken with clients of its own."""
+    return backlog_of(await stage_positions(bootstrap, partitions, fetch_wait=fetch_wait))
+
+
 class BacklogWatcher:
-    """Samples `unconsumed_backlog` every few seconds in a daemon thread, so that when the broker dies (taking
-    its memory-only data with it) the supervisor can say what was at risk at the last sample."""
+    """Samples the backlog (`backlog_of`) every few seconds in a daemon thread, so that when the broker dies (taking
+    its memory-only data with it) the supervisor can say what was at risk at the last sample. One event loop and
+    one StageSampler for the thread's life; after a failed sample (broker down or restarting) new clients."""
 
     def __init__(self, bootstrap: str, partitions: int, every_s: float = 2.0):
         import threading
@@ -227,13 +280,20 @@ class BacklogWatcher:
     def _run(self) -> None:
         import asyncio
 
-        while not self._stop.is_set():
-            try:
-                sample = asyncio.run(asyncio.wait_for(unconsumed_backlog(self.bootstrap, self.partitions), 10))
-                self.latest = with_progress(self.latest, dict(sample, at=time.time()))
-            except Exception as exc:  # broker down or restarting: keep the last good sample
-                log.debug("backlog sample failed: %r", exc)
-            self._stop.wait(self.every_s)
+        loop = asyncio.new_event_loop()
+        sampler = StageSampler(self.bootstrap, self.partitions)
+        try:
+            while not self._stop.is_set():
+                try:
+                    positions = loop.run_until_complete(asyncio.wait_for(sampler.positions(), 10))
+                    self.latest = with_progress(self.latest, dict(backlog_of(positions), at=time.time()))
+                except Exception as exc:  # broker down or restarting: keep the last good sample, reconnect next time
+                    log.debug("backlog sample failed: %r", exc)
+                    loop.run_until_complete(sampler.close())
+                self._stop.wait(self.every_s)
+        finally:
+            loop.run_until_complete(sampler.close())
+            loop.close()
 
 
 def with_progress(previous: dict | None, sample: dict) -> dict:

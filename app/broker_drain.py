@@ -71,10 +71,22 @@ def drain_broker(bootstrap: str, partitions: int, fetch_wait: dict[str, int], ti
             announced = True
         time.sleep(SAMPLE_EVERY_S)
     records = sum(left.values()) if left is not None else None
-    echo(f"!!! STOPPING WITH RECORDS ONLY IN THE MEMORY-ONLY BROKER: {_describe(left) if left else 'not known'}, "
-         f"not consumed within {timeout_s:.0f} s{'' if consumers_alive() else ' (worker or loader not running)'}. "
-         "They are lost with this stop; re-send that range from its source if you can.")
-    return {"at": time.time(), "waiting": left, "at_risk_records": records}
+    why = _why(left, consumers_alive(), timeout_s, time.monotonic() - (deadline - timeout_s))
+    echo(f"!!! STOPPING WITH RECORDS ONLY IN THE MEMORY-ONLY BROKER: {_describe(left) if left else 'not known'}: "
+         f"{why}. They are lost with this stop; re-send that range from its source if you can.")
+    return {"at": time.time(), "waiting": left, "at_risk_records": records, "why": why}
+
+
+def _why(left: dict[str, int] | None, consumers_alive: bool, timeout_s: float, waited_s: float) -> str:
+    """Why the drain gave up, for the status file and the soak's result (soak35: the soak could not tell a drain
+    that timed out from one whose worker or loader was down, or whose broker never answered a sample)."""
+    if left is None:
+        return f"the broker answered no sample in {waited_s:.0f} s, so what it holds is not known"
+    if not consumers_alive:
+        return f"the worker or the loader is not running (gave up after {waited_s:.0f} s)"
+    stuck = " and ".join(who for topic, who in ((topics.USAGE, "the worker"), (topics.PRICED, "the loader"))
+                         if left.get(topic))
+    return f"not consumed within {timeout_s:.0f} s ({stuck or 'nobody'} still behind)"
 
 
 def _describe(left: dict[str, int]) -> str:

@@ -658,7 +658,8 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
         if isinstance(status.get("stop_loss"), dict):
             loss = status["stop_loss"]
             echo(f"  the stop at {loss.get('at')} could not drain the memory-only broker: "
-                 f"{loss.get('at_risk_records')} acknowledged records lost ({loss.get('waiting')})")
+                 f"{loss.get('at_risk_records')} acknowledged records lost ({loss.get('waiting')})"
+                 + (f": {loss['why']}" if loss.get("why") else ""))
         if status.get("previous_run"):
             echo(f"  the run before did not stop cleanly: {describe_backlog(status['previous_run'].get('backlog_sample'))}")
     running = alive and all(c["state"] == "running" for c in status.get("children", []))

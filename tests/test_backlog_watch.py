@@ -99,3 +99,54 @@ def test_the_backlog_counts_every_record_of_a_batch_the_broker_acknowledged(own_
         return await unconsumed_backlog(own_broker, 4)
 
     assert asyncio.run(scenario())["backlog"][topics.USAGE] == 50
+
+
+def test_the_watcher_keeps_its_connections_and_sees_records_acknowledged_between_samples(own_broker):
+    """soak35: each sample opened and closed an admin client and a consumer (bootstrap, metadata, new connections),
+    ~0.7 CPU-s a minute of `up`'s supervisor and ~2.3 of the broker at one sample every 2 s. The watcher now keeps
+    its clients: the same few connections from sample to sample, and still every record acknowledged in between."""
+    import time
+
+    import psutil
+
+    from app.broker import BacklogWatcher
+    from process_support import wait_for
+
+    port = int(own_broker.rsplit(":", 1)[1])
+
+    def local_ports() -> set[int]:
+        return {c.laddr.port for c in psutil.Process().net_connections("tcp")
+                if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED}
+
+    async def produce(n: int) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=own_broker)
+        await producer.start()
+        try:
+            for _ in range(n):
+                await producer.send_and_wait(topics.ALERTS, b"{}", partition=3)
+        finally:
+            await producer.stop()
+
+    watcher = BacklogWatcher(own_broker, 4, every_s=0.1).start()
+    try:
+        def sampled_after(moment: float) -> dict | None:
+            latest = watcher.latest
+            return latest if latest and latest["at"] > moment else None
+
+        wait_for(lambda: sampled_after(0), 30, "a first sample")
+        before = watcher.latest["backlog"][topics.ALERTS]
+        snapshots, samples, last_at = [], 0, 0.0
+        deadline = time.monotonic() + 30
+        while samples < 8 and time.monotonic() < deadline:
+            latest = wait_for(lambda: sampled_after(last_at), 30, "the next sample")
+            last_at, samples = latest["at"], samples + 1
+            snapshots.append(local_ports())
+        assert samples == 8
+        assert snapshots[0] and all(ports == snapshots[0] for ports in snapshots), \
+            f"the watcher's connections to the broker, after each of {samples} samples: {snapshots}"
+        asyncio.run(produce(7))
+        produced_at = time.time()
+        latest = wait_for(lambda: sampled_after(produced_at), 30, "a sample after the produce")
+        assert latest["backlog"][topics.ALERTS] == before + 7
+    finally:
+        watcher.stop()
