@@ -19,11 +19,17 @@ UTC = timezone.utc
 
 
 @pytest.fixture(scope="module")
-def page():
+def pages():
+    """The page modules, imported alone (tests/dash_pages.py: never as `dashboards.pages.<name>` for good)."""
     from dash_pages import page_modules_alone
 
     with page_modules_alone() as import_page:
-        yield import_page("dashboards.pages.budgets")
+        yield import_page
+
+
+@pytest.fixture(scope="module")
+def page(pages):
+    return pages("dashboards.pages.budgets")
 
 
 def _owner(period: str = "month") -> BudgetOwner:
@@ -108,12 +114,12 @@ def _owner_record(now: datetime) -> dict:
     return owner.enforcement_record(owner.runtimes["search"], now)
 
 
-def test_an_unknown_spend_before_the_definition_is_never_called_ok(page):
+def test_an_unknown_spend_before_the_definition_is_never_called_ok(page, pages):
     """trust35: a state from before seed32 ("unknown" spend before the definition) read "ok" in the State column
     beside the banner saying its spend is not known complete, and counted in the Overview's "N ok"."""
-    from dashboards.pages.overview import headline_texts
     from dashboards.summary_data import Headline
 
+    headline_texts = pages("dashboards.pages.overview").headline_texts
     now = datetime.now(UTC)
     row = {**enforcement_row(_owner_record(now), now), "scope": {"team": "search"}, "spend_before_definition": "unknown"}
     state = page.status_rows([_status(row)])[1].children[0].children[2]
