@@ -122,9 +122,11 @@ def test_spend_message_the_broker_refused_is_not_lost_behind_a_later_one_it_stor
     write_budgets(kafka_bootstrap, [budget])
     refusal = schemas / f"{topics.BUDGET_SPEND}.json"
     refusal.write_bytes(orjson.dumps(REFUSE_LONG))
-    # 5,000 entries (one message's worth) then 3 more: two spend messages of one batch (the worker is not running
-    # yet, so its first batch holds all eleven records)
-    asyncio.run(_produce(kafka_bootstrap, team, _events(team, *[RECORD_EVENTS] * 10, 3)))
+    # one record of 5,000 events (one message's worth: always refused, in whatever batch it lands) then one of 3: two
+    # spend messages of one batch when both records are in it (the worker is not running yet, so its first fetch
+    # has both). Ten records of 500 were split across batches by a quiet gap in one clean-clone CI run: no message
+    # reached 5,000 entries, nothing was refused, and the test timed out waiting for the refusal.
+    asyncio.run(_produce(kafka_bootstrap, team, _events(team, MAX_ENTRIES_PER_MESSAGE, 3)))
     port = worker.start()
     wait_for(lambda: _failing(port), what="the worker failing to store the batch's spend (first message refused)")
     refusal.unlink()  # the retry is stored
