@@ -16,20 +16,22 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from app.broker import BACKLOG_STAGES, stage_positions
+from app.broker import BACKLOG_STAGES, Positions, StageSampler
 from tokenmeter import topics
 
 DRAINED_TOPICS = (topics.USAGE, topics.PRICED)  # in pipeline order: priced records come from the usage drained
 SAMPLE_EVERY_S = 0.3
-Positions = dict[str, dict[int, tuple[int, int]]]  # topic -> partition -> (end offset, committed offset)
 
 
-def _sample(bootstrap: str, partitions: int, fetch_wait: dict[str, int]) -> Positions | None:
+def _sample(loop, sampler: StageSampler) -> Positions | None:  # noqa: ANN001 - an asyncio loop
+    """One sample with the drain's clients, kept from sample to sample as `up`'s backlog watcher keeps its own (new
+    clients for every sample every 0.3 s cost the stop what they cost the watcher: soak35)."""
     import asyncio  # here: `tokenmeter status` imports the supervisor and runs no loop
 
     try:
-        return asyncio.run(asyncio.wait_for(stage_positions(bootstrap, partitions, DRAINED_TOPICS, fetch_wait), 5))
-    except Exception:  # noqa: BLE001 - a busy broker: the next sample, or the deadline, decides
+        return loop.run_until_complete(asyncio.wait_for(sampler.positions(DRAINED_TOPICS), 5))
+    except Exception:  # noqa: BLE001 - a busy broker: the next sample, or the deadline, decides; new clients then
+        loop.run_until_complete(sampler.close())
         return None
 
 
@@ -45,12 +47,25 @@ def drain_broker(bootstrap: str, partitions: int, fetch_wait: dict[str, int], ti
     loader every priced record produced until then (records acknowledged meanwhile, e.g. by collectors outside
     `up`, are not chased: the stop has begun); at most `timeout_s` and only while both run. Returns None when
     drained, else the loss: {"at", "waiting", "at_risk_records"}."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    sampler = StageSampler(bootstrap, partitions, fetch_wait)
+    try:
+        return _drain(loop, sampler, timeout_s, consumers_alive, echo)
+    finally:
+        loop.run_until_complete(sampler.close())
+        loop.close()
+
+
+def _drain(loop, sampler: StageSampler, timeout_s: float, consumers_alive: Callable[[], bool],  # noqa: ANN001
+           echo: Callable[[str], None]) -> dict | None:
     deadline = time.monotonic() + timeout_s
     targets: dict[str, dict[int, int]] = {}
     left: dict[str, int] | None = None
     announced = priced_final = False
     while True:
-        sample = _sample(bootstrap, partitions, fetch_wait)
+        sample = _sample(loop, sampler)
         if sample is not None:
             if not targets:  # what the broker had acknowledged when the stop began
                 targets = {topic: {p: end for p, (end, _) in sample[topic].items()} for topic in DRAINED_TOPICS}
