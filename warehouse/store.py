@@ -253,8 +253,7 @@ class Warehouse:
         with self._insert_lock:
             deleted = prune_event_ids(self.backend, self.retention_days)
             if deleted.get("priced_event_ids") and getattr(self.backend, "stored_id_filter", None) is not None:
-                self.backend.stored_id_filter = None
-                stored_ids.current(self.backend)
+                self.backend.stored_id_filter = stored_ids.build(self.backend)
         return deleted
 
     def load_stored_ids(self) -> int:
