@@ -13,7 +13,8 @@ the baselines instead of being late).
 The engine state is saved to `<data_dir>/anomalies/engine.json` (atomic replace) with the input offsets it
 reflects; at start the runner restores it and seeks to those offsets, so the engine sees every event once even
 when the group's committed offsets are ahead of the last snapshot. Acks/mutes (`tokenmeter.anomaly-acks`) are
-read from the beginning and followed; a muted (kind, scope) gets no alerts (it is still detected and recorded).
+read from the beginning and followed; a muted (kind, scope) gets no pages (it is still detected and recorded), and
+a resolve follows its page (`Detector._withheld`).
 """
 
 from __future__ import annotations
@@ -47,35 +48,41 @@ log = logging.getLogger("tokenmeter.anomalies")
 GROUP_ID = "tokenmeter-anomalies"
 STATS_LOG_SECONDS = 60.0
 LATE_KEYS_KEPT = 100  # keys named in the late-event counts (bounded)
+WITHHELD_KEPT = 100_000  # dedup keys of pages a mute withheld, whose resolves are withheld too (oldest dropped)
 
 
 def state_path(settings: Settings) -> Path:
     return settings.data_dir.resolve() / "anomalies" / "engine.json"
 
 
-def save_state(path: Path, engine: AnomalyEngine, offsets: dict[int, int]) -> None:
-    """Write engine + offsets atomically: a crash leaves the previous file whole."""
+def save_state(path: Path, engine: AnomalyEngine, offsets: dict[int, int],
+               withheld: dict[str, int] | None = None) -> None:
+    """Write engine + offsets (+ the dedup keys of pages a mute withheld) atomically: a crash leaves the previous
+    file whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(orjson.dumps({"engine": engine.snapshot(), "offsets": {str(p): o for p, o in offsets.items()}}))
+    tmp.write_bytes(orjson.dumps({"engine": engine.snapshot(), "offsets": {str(p): o for p, o in offsets.items()},
+                                  "withheld": withheld or {}}))
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
-def load_state(path: Path) -> tuple[AnomalyEngine, dict[int, int]]:
-    """The saved engine and offsets, or a fresh engine when there is none or it cannot be read (logged)."""
+def load_state(path: Path) -> tuple[AnomalyEngine, dict[int, int], dict[str, int]]:
+    """The saved engine, offsets and withheld pages, or a fresh engine when there is none or it cannot be read
+    (logged). A state saved before 2026-12-07's withheld pages has none: a resolve of a page withheld then goes out."""
     if not path.exists():
-        return AnomalyEngine(), {}
+        return AnomalyEngine(), {}, {}
     try:
         data = orjson.loads(path.read_bytes())
         engine = AnomalyEngine.restore(data["engine"])
         if engine.restored_note:
             log.warning("anomaly state %s restored with today's defaults: %s", path, engine.restored_note)
-        return engine, {int(p): int(o) for p, o in data["offsets"].items()}
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        withheld = {str(k): int(v) for k, v in (data.get("withheld") or {}).items()}
+        return engine, {int(p): int(o) for p, o in data["offsets"].items()}, withheld
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         log.error("cannot restore anomaly state from %s (%s); starting fresh", path, exc)
-        return AnomalyEngine(), {}
+        return AnomalyEngine(), {}, {}
 
 
 def decode(value: bytes | None, headers: Any = None) -> list[dict]:
@@ -97,7 +104,7 @@ class Detector:
         self.snapshot_every_s = snapshot_every_s
         self.max_records = max_records
         self.path = state_path(settings)
-        self.engine, self.offsets = load_state(self.path)
+        self.engine, self.offsets, self.withheld = load_state(self.path)
         # Substreams are learnt again as they deliver (a saved engine may carry other ids, or partition numbers);
         # until each partition has delivered, it holds the watermark (substreams.py). The watermark itself stays.
         self.engine.sources.clear()
@@ -145,7 +152,7 @@ class Detector:
                          "its saved state" if self.offsets else "committed offsets")
                 self._last_save = self._last_log = time.monotonic()
                 await loop.run(lambda batch: self._process(batch, acks, consumer, stop, tps), stop)
-            save_state(self.path, self.engine, self.offsets)
+            save_state(self.path, self.engine, self.offsets, self.withheld)
         finally:
             for client in reversed(started):
                 await client.stop()
@@ -169,7 +176,7 @@ class Detector:
                      f"; last bad event: {self.engine.last_error}" if self.engine.last_error else "")
             self._last_log = time.monotonic()
         if time.monotonic() - self._last_save >= self.snapshot_every_s:
-            save_state(self.path, self.engine, self.offsets)
+            save_state(self.path, self.engine, self.offsets, self.withheld)
             self._last_save = time.monotonic()
 
     async def _behind(self, consumer: AIOKafkaConsumer, tps: list) -> set[int]:
@@ -231,10 +238,7 @@ class Detector:
             alert = alert_for(update, self.settings.dashboard_url)
             if alert is None:
                 continue
-            # A page or resolve of several kinds (kinds.py) is silenced only when every kind on it is muted.
-            joins = (update.incident or {}).get("role") == "join"  # (a later kind: its own mute)
-            kinds = [record["kind"]] if joins else alert["details"].get("kinds") or [record["kind"]]
-            if all(self.mutes.muted(kind, record["scope_dim"], record["scope_value"], now) for kind in kinds):
+            if self._withheld(update, alert, record, now):
                 self.counters["alerts_muted"] += 1
                 continue
             outputs.append((ALERTS, alert["dedup_key"].encode(), orjson.dumps(alert)))
@@ -243,6 +247,26 @@ class Detector:
             await self._send_all(batch, outputs, stop)
         # The engine has folded these offsets, whatever becomes of the commit (the snapshot records them).
         self.offsets.update({tp.partition: offset for tp, offset in batch.next_offsets().items()})
+
+    def _withheld(self, update, alert: dict, record: dict, now: datetime) -> bool:
+        """Whether a mute withholds this alert. A page (of several kinds, kinds.py) is withheld only when every kind
+        on it is muted, a joining kind's trigger when its own kind is. A resolve follows its page, whatever the mutes
+        say when it comes: a page muted after it went out (the mute command is in the page) still resolves, so the
+        PagerDuty incident and the Slack thread close; a page that was withheld gets no "Resolved" either, even
+        when the mute ended before the anomaly did. The withheld pages' dedup keys are in the saved state."""
+        key = alert["dedup_key"]
+        if alert["action"] == "resolve":
+            return self.withheld.pop(key, None) is not None
+        joins = (update.incident or {}).get("role") == "join"
+        kinds = [record["kind"]] if joins else alert["details"].get("kinds") or [record["kind"]]
+        if not all(self.mutes.muted(kind, record["scope_dim"], record["scope_value"], now) for kind in kinds):
+            self.withheld.pop(key, None)  # a joining kind's trigger opens the incident's page after all
+            return False
+        if not joins:  # a withheld join leaves its incident's page (and so its resolve) as it was
+            self.withheld[key] = int(now.timestamp())
+            while len(self.withheld) > WITHHELD_KEPT:  # bounded: anomalies close, but state must not grow unseen
+                self.withheld.pop(next(iter(self.withheld)))
+        return True
 
     def _late(self, sid: int, count: int) -> None:
         """Events of one key arrived behind the watermark: count them per key and say, once per key, why."""
