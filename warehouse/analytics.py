@@ -208,6 +208,20 @@ def budget_spend_by_hour(wh, scope: dict[str, str], metric: str, start: Any, end
     return out
 
 
+def budget_spend_by_minute(wh, scope: dict[str, str], metric: str, start: Any,
+                           end: Any) -> dict[datetime, Decimal | int]:
+    """`budget_spend` per UTC minute of ts over [start, end) (minute start -> amount; minutes without spend are
+    absent): the burn a rebuilt budget's forecast measures its rate on (streams/budgets/rebuild.py)."""
+    clauses, params = [], {}
+    _window(start, end, "ts", clauses, params)
+    _scope_clauses(scope, clauses, params)
+    frame = wh.query(f"SELECT toUnixTimestamp(toStartOfMinute(ts)) AS minute, {_budget_amount(metric)} AS amount "
+                     f"FROM priced_events FINAL {_where(clauses)} GROUP BY minute", params)
+    return {datetime.fromtimestamp(int(row["minute"]), timezone.utc):
+            int(row["amount"] or 0) if metric == "tokens" else Decimal(row["amount"] or 0)
+            for row in (frame.to_dicts() if frame.height else [])}
+
+
 def budget_newest_ids(wh, scope: dict[str, str], start: Any, end: Any, limit: int,
                       loaded_until: int | None = None) -> list[str]:
     """The event ids in a budget scope over [start, end) (loaded until `loaded_until`, epoch ms, if given), the

@@ -75,7 +75,7 @@ def _forecast(status: BudgetStatus) -> tuple[str, str]:
         return "limit reached", "spend has reached the limit"
     if not status.spend:
         return "no spend yet", "nothing spent in this period"
-    # spend taken from the warehouse (a start, `budget rebuild`) is a total, no burn rate: the worker measures it anew
+    # a seed's spend from before the budget is a total, no burn rate: the worker measures it from arriving spend
     return "not enough data yet", "a forecast needs 10 minutes of spend seen by the worker in this period"
 
 

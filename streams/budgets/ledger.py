@@ -388,10 +388,13 @@ class BudgetLedger:
         return self._evaluate_calendar(budget, period_key, at, at)
 
     def restore_calendar(self, budget_name: str, period_key: str, total: Amount, fired: set[str],
-                         at: datetime | None = None) -> list[Crossing]:
-        """A calendar budget's period rebuilt from the warehouse (at `at`): its exact spend, and the thresholds whose
-        alerts were already recorded (they stay quiet); returns the crossings reached but never alerted."""
+                         at: datetime | None = None, burn: dict[datetime, Amount] | None = None) -> list[Crossing]:
+        """A calendar budget's period rebuilt from the warehouse (at `at`): its exact spend, its spend per minute of
+        the last hour (`burn`, the forecast's rate), and the thresholds whose alerts were already recorded (they stay
+        quiet); returns the crossings reached but never alerted (a forecast too, on that burn)."""
         self.fired[budget_name][period_key] = set(fired)
+        self.burn[budget_name][period_key] = {minute.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"): amount
+                                              for minute, amount in (burn or {}).items() if amount}
         return self.rebuild_from_totals(budget_name, period_key, total, at) if total else []
 
     def restore_rolling(self, budget_name: str, hour_totals: dict[str, Amount], fired: set[str],

@@ -230,10 +230,12 @@ class BudgetOwner:
         return len(event_ids) if rt is not None else 0
 
     def rebuild(self, name: str, now: datetime, fired: dict[str, set[str]], period_total: Any = 0,
-                hour_totals: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                hour_totals: dict[str, Any] | None = None,
+                burn: dict[datetime, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A budget's state rebuilt from warehouse totals (`tokenmeter budget rebuild`): the current period's exact
-        spend (`period_total`; a rolling budget: `hour_totals` by hour key), `fired` thresholds per period key
-        (alerts already recorded). Returns the state record and the alerts reached but never sent."""
+        spend (`period_total`; a rolling budget: `hour_totals` by hour key) and its spend per minute of the hour
+        before `now` (`burn`, the forecast's rate), `fired` thresholds per period key (alerts already recorded).
+        Returns the state record and the alerts reached but never sent."""
         self.restore(name, None)
         rt = self.runtimes[name]
         rt.seed_since = None  # the warehouse totals are the whole period's spend
@@ -243,7 +245,8 @@ class BudgetOwner:
             crossings = rt.ledger.restore_rolling(name, hour_totals or {}, every, now)
         else:
             key = period_window(rt.budget, now)[2]
-            crossings = rt.ledger.restore_calendar(name, key, period_total, fired.get(key, set()), at=now)
+            crossings = rt.ledger.restore_calendar(name, key, period_total, fired.get(key, set()), at=now,
+                                                   burn=burn)
             rt.incident = key if fired.get(key, set()) - {"forecast"} else None
         alerts = [self.alert_for(rt, crossing) for crossing in crossings]  # reached, never alerted: alert now
         return self.state_of(rt), alerts

@@ -47,7 +47,7 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
     warehouse supplies the totals; the budget owner (`BudgetOwner.rebuild`) turns them into state."""
     from streams.budgets.owner import BudgetOwner
     from streams.budgets.periods import HOUR, hour_floor, hour_key, period_window
-    from warehouse.analytics import budget_spend
+    from warehouse.analytics import budget_spend, budget_spend_by_minute
 
     now = now or datetime.now(timezone.utc)
     owner = BudgetOwner({b.name: b for b in budgets})
@@ -63,7 +63,11 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
         else:
             start, end, _ = period_window(budget, now)
             total = budget_spend(wh, dict(budget.scope), budget.metric, start, end)
-            state, new_alerts = owner.rebuild(budget.name, now, fired, period_total=total)
+            # the minutes of the hour before `now`: the burn the ledger measures the forecast's rate on (without them
+            # every start read "not enough data yet" for 10 minutes, beside a forecast alert that still stood)
+            burn = budget_spend_by_minute(wh, dict(budget.scope), budget.metric,
+                                          max(start, now - HOUR - timedelta(minutes=1)), now)
+            state, new_alerts = owner.rebuild(budget.name, now, fired, period_total=total, burn=burn)
         states.append((budget.name, state))
         alerts += new_alerts
     return states, alerts
