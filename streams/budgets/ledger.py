@@ -393,8 +393,14 @@ class BudgetLedger:
         the last hour (`burn`, the forecast's rate), and the thresholds whose alerts were already recorded (they stay
         quiet); returns the crossings reached but never alerted (a forecast too, on that burn)."""
         self.fired[budget_name][period_key] = set(fired)
-        self.burn[budget_name][period_key] = {minute.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"): amount
-                                              for minute, amount in (burn or {}).items() if amount}
+        minutes = {minute.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"): amount
+                   for minute, amount in (burn or {}).items() if amount}
+        if burn is not None and at is not None and total != sum(minutes.values(), 0):
+            # Spend before the hour: the warehouse saw the whole hour, quiet minutes too, as a ledger that ran through
+            # it would have (its older minutes): a zero at the hour's start says burn was observed from there.
+            since = max(window_for_key(self.budgets[budget_name], period_key)[0], at - self.forecast_lookback)
+            minutes.setdefault(since.strftime("%Y-%m-%dT%H:%M"), _zero(self.budgets[budget_name]))
+        self.burn[budget_name][period_key] = minutes
         return self.rebuild_from_totals(budget_name, period_key, total, at) if total else []
 
     def restore_rolling(self, budget_name: str, hour_totals: dict[str, Amount], fired: set[str],
