@@ -179,3 +179,49 @@ def test_rebuild_marks_fired_the_thresholds_a_seeded_alert_stands_for(wh):
     states, alerts = rebuild_states(wh, [budget], now=NOW)
     assert alerts == []
     assert sorted(states[0][1]["ledger"]["fired"][budget.name][key]) == ["50", "80"]
+
+
+def test_a_rebuilt_budget_keeps_the_last_hours_burn_rate_and_its_forecast(wh):
+    """forecast36: a rebuild (every `up` start) took the period's total but no burn rate: the Budgets page said "not
+    enough data yet" after each start although the forecast alert still stood. The warehouse's minutes of the hour
+    before the rebuild are the burn the ledger would have seen; the forecast alerts once if it never did, and the
+    record published from the rebuilt state gives the same projection."""
+    from streams.budgets.owner import BudgetOwner
+
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    offset = 12 - NOW.hour  # a zone where NOW is about noon: the month's end is half a day away or more
+    budget = parse_budget({"name": f"f-{team}", "scope": {"team": team}, "period": "month", "limit": "20",
+                           "tz": "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"})
+    wh.insert_priced([priced(f"{team}-old", team, "8", NOW - timedelta(hours=3))]  # not the last hour's burn
+                     + [priced(f"{team}-{i}", team, "0.035", NOW - timedelta(minutes=30 - i)) for i in range(30)])
+    (name, state), = rebuild_states(wh, [budget], now=NOW)[0]
+    owner = BudgetOwner({budget.name: budget})
+    owner.restore(name, state)
+    (_, record), = owner.republish(name, NOW).enforcement
+    assert Decimal(record["spend"]) == Decimal("9.05")
+    # 1.05 USD over the last 30 minutes: 2.1 USD an hour until the period end, not "not enough data yet"
+    assert record["projected"] is not None and Decimal(record["projected"]) >= 20, record
+    _, alerts = rebuild_states(wh, [budget], now=NOW)
+    forecast, = [a for a in alerts if a["kind"] == "forecast"]  # never alerted before: alerted by the rebuild
+    assert (forecast["details"]["projected"], forecast["details"]["expected_breach_at"]) == (
+        record["projected"], record["expected_breach_at"])
+
+
+def test_a_rebuild_knows_the_whole_quiet_hour_before_a_few_minutes_of_calls(wh):
+    """The warehouse holds the whole hour before the rebuild, quiet minutes too: with the month's earlier spend, calls
+    of its last 5 minutes are 5 minutes of spend in an hour (a ledger that ran through that hour had its older
+    minutes, and projected), not "not enough data yet" because the first call of the hour was 5 minutes ago."""
+    from streams.budgets.owner import BudgetOwner
+
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    offset = 12 - NOW.hour
+    budget = parse_budget({"name": f"q-{team}", "scope": {"team": team}, "period": "month", "limit": "20",
+                           "tz": "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"})
+    wh.insert_priced([priced(f"{team}-old", team, "8", NOW - timedelta(hours=3))]
+                     + [priced(f"{team}-{i}", team, "0.01", NOW - timedelta(minutes=5 - i)) for i in range(5)])
+    (name, state), = rebuild_states(wh, [budget], now=NOW)[0]
+    owner = BudgetOwner({budget.name: budget})
+    owner.restore(name, state)
+    (_, record), = owner.republish(name, NOW).enforcement
+    # 0.05 USD in the hour: 0.05 USD an hour until the period end
+    assert record["projected"] is not None and Decimal(record["projected"]) > Decimal("8.05"), record

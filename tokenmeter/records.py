@@ -32,7 +32,8 @@ Enforcement record, topic `tokenmeter.enforcement` (compacted), key = `budget:<n
     updated_at. A tombstone (null value) = budget deleted. `projected` (spend at the period end at the recent
     burn rate) is null for rolling budgets and until the ledger observed 10 minutes of the period's burn; before
     2026-12-06 it was also null while the projection stayed below the limit. `expected_breach_at` is set only when
-    the projection reaches the limit.
+    the projection reaches the limit. Both are the forecast alert's own (streams/budgets/ledger.forecast, at the
+    owner's clock `updated_at`): the record published with a forecast alert carries the alert's `projected`.
 
 Anomaly ack record, topic `tokenmeter.anomaly-acks` (compacted), key = `<anomaly id>`:
     anomaly_id, kind, scope_dim, scope_value, action ("ack" | "mute" | "unmute"), by (user name), note,

@@ -208,6 +208,28 @@ def budget_spend_by_hour(wh, scope: dict[str, str], metric: str, start: Any, end
     return out
 
 
+def budget_spend_and_minutes(wh, scope: dict[str, str], metric: str, start: Any, end: Any,
+                             minutes_from: Any) -> tuple[Decimal | int, dict[datetime, Decimal | int]]:
+    """`budget_spend` over [start, end), and the part of it from `minutes_from` on per UTC minute of ts (minute start
+    -> amount; minutes without spend are absent): a rebuilt budget's spend and the burn its forecast measures the
+    rate on (streams/budgets/rebuild.py). One scan: the rows before `minutes_from` form one group of their own."""
+    clauses, params = [], {}
+    _window(start, end, "ts", clauses, params)
+    _scope_clauses(scope, clauses, params)
+    params["minutes_from"] = to_utc(minutes_from, "minutes_from")
+    frame = wh.query("SELECT if(ts >= {minutes_from:DateTime64(3, 'UTC')}, toUnixTimestamp(toStartOfMinute(ts)), 0) "
+                     f"AS minute, {_budget_amount(metric)} AS amount FROM priced_events FINAL {_where(clauses)} "
+                     "GROUP BY minute", params)
+    total: Decimal | int = 0 if metric == "tokens" else Decimal(0)
+    minutes: dict[datetime, Decimal | int] = {}
+    for row in frame.to_dicts() if frame.height else []:
+        amount = int(row["amount"] or 0) if metric == "tokens" else Decimal(row["amount"] or 0)
+        total += amount
+        if row["minute"]:
+            minutes[datetime.fromtimestamp(int(row["minute"]), timezone.utc)] = amount
+    return total, minutes
+
+
 def budget_newest_ids(wh, scope: dict[str, str], start: Any, end: Any, limit: int,
                       loaded_until: int | None = None) -> list[str]:
     """The event ids in a budget scope over [start, end) (loaded until `loaded_until`, epoch ms, if given), the

@@ -62,8 +62,9 @@ def _amount(status: BudgetStatus, value) -> str:
 
 def _forecast(status: BudgetStatus) -> tuple[str, str]:
     """The "Forecast at period end" cell and its tooltip. The ledger publishes a projection (spend + the last hour's
-    burn rate x time left) once it has seen 10 minutes of the period's spend; a bare "-" read as "no forecast"
-    where the projection was merely below the limit (records before 2026-12-06 published none then)."""
+    burn rate x time left, the forecast alert's own definition) once it has seen 10 minutes of the period's spend
+    arrive; a bare "-" read as "no forecast" where the projection was merely below the limit (records before
+    2026-12-06 published none then)."""
     if status.projected is not None:
         within = status.projected < status.limit
         return (_amount(status, status.projected) + (" (within limit)" if within else ""),
@@ -74,7 +75,8 @@ def _forecast(status: BudgetStatus) -> tuple[str, str]:
         return "limit reached", "spend has reached the limit"
     if not status.spend:
         return "no spend yet", "nothing spent in this period"
-    return "not enough data yet", "a forecast needs 10 minutes of spend in this period"
+    # a seed's spend from before the budget is a total, no burn rate: the worker measures it from arriving spend
+    return "not enough data yet", "a forecast needs 10 minutes of spend seen by the worker in this period"
 
 
 def _committed(status: BudgetStatus):

@@ -10,12 +10,16 @@ Exactly-once alerting rests on three pieces of state, all in the snapshot:
   ~15 MB in memory, a few MB of JSON) makes that redelivery count once. Replays older than that window could
   count twice: exact spend comes from the warehouse (deduplicated on event_id) via `rebuild_from_totals`.
 
-Forecast: the burn rate is the spend of the last `forecast_lookback` (default 1 h) of event time, in minute
-buckets, divided by the time elapsed in that lookback (at most 1 h; less at the start of a period or when the
-ledger has observed the period for less than that). Nothing is forecast before the ledger has observed
-`forecast_min_elapsed` (default 10 min) of the period, so one burst cannot project a breach. Projected = spend + rate * time left; a `forecast` crossing fires once per period when the
-projection reaches the limit while spend is still below it, with the expected breach time. Calendar periods
-only (a rolling window has no end to project to).
+Forecast (one definition, `BudgetLedger.forecast`, for the alert and for the enforcement record the Budgets page
+and /api read): evaluated at `now`, the evaluator's clock (the owner's wall clock; without one, the newest event
+time the ledger has seen). The burn rate is the spend whose event time lies in the last `forecast_lookback` (default
+1 h) before `now`, in minute buckets, divided by the time elapsed in that lookback (less at the start of a period,
+or when the ledger has observed the period's burn for less than that). Nothing is forecast before the ledger has
+observed `forecast_min_elapsed` (default 10 min) of the period's burn up to `now`, so one burst cannot project a
+breach. Events of older times count in spend, never as the last hour's burn. Projected = spend + rate * time left
+to the period end; a `forecast` crossing fires once per period when the projection reaches the limit while spend is
+still below it, with the expected breach time (after `now`). Calendar periods only (a rolling window has no end to
+project to).
 """
 
 from __future__ import annotations
@@ -116,6 +120,16 @@ class Decision:
         return {"decision": self.decision, "reason": self.reason, "budget": self.budget, "until": iso_utc(self.until)}
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """The period-end projection at `now` (rounded to the amount's precision), the burn rate per second of it, and
+    when spend reaches the limit at that rate (None: the projection stays within the limit)."""
+
+    projected: Amount
+    rate: Decimal
+    expected_breach_at: datetime | None
+
+
 @dataclass
 class _Batch:
     deltas: dict[tuple[str, str], Amount] = field(default_factory=dict)
@@ -180,8 +194,9 @@ class BudgetLedger:
             return newest is not None and ts < newest - (budget.rolling_hours + 1) * HOUR
         return key not in periods and len(periods) >= KEEP_PERIODS and key < min(periods)
 
-    def apply(self, events: Iterable[Any]) -> list[Crossing]:
-        """Add a batch of priced events (dicts or models); return the crossings it caused, each once."""
+    def apply(self, events: Iterable[Any], now: datetime | None = None) -> list[Crossing]:
+        """Add a batch of priced events (dicts or models); return the crossings it caused, each once. `now`: the
+        clock forecasts are evaluated at (None: the newest event time seen)."""
         batch = _Batch()
         for event in events:
             event_id = event.get("event_id") if isinstance(event, dict) else getattr(event, "event_id", None)
@@ -193,16 +208,17 @@ class BudgetLedger:
             for budget in self.budgets.values():
                 if budget.matches(event):
                     self._add(batch, budget, ts, budget.amount(event))
-        return self._finish(batch)
+        return self._finish(batch, now)
 
     def mark_seen(self, name: str, event_id: str) -> None:
         """Remember that `event_id` already counts toward budget `name` (restored or redelivered elsewhere)."""
         self._first_time(f"{name}|{event_id}")
 
-    def apply_amounts(self, name: str, items: Iterable[tuple[str | None, Any, Amount]]) -> list[Crossing]:
+    def apply_amounts(self, name: str, items: Iterable[tuple[str | None, Any, Amount]],
+                      now: datetime | None = None) -> list[Crossing]:
         """Add `(event_id, ts, amount)` items already matched to budget `name` (the worker matches events to
         budgets where they are priced and routes the amounts to the budget's owner). Duplicate ids count once
-        per budget; an unknown budget (deleted meanwhile) is ignored."""
+        per budget; an unknown budget (deleted meanwhile) is ignored. `now` as for `apply`."""
         budget = self.budgets.get(name)
         if budget is None:
             return []
@@ -213,7 +229,7 @@ class BudgetLedger:
                 continue
             self.stats["events"] += 1
             self._add(batch, budget, _ts(ts), amount)
-        return self._finish(batch)
+        return self._finish(batch, now)
 
     def _add(self, batch: "_Batch", budget: Budget, ts: datetime, amount: Amount) -> None:
         key = hour_key(ts) if budget.rolling_hours is not None else period_window(budget, ts)[2]
@@ -230,7 +246,7 @@ class BudgetLedger:
         if budget.name not in self.newest or ts > self.newest[budget.name]:
             self.newest[budget.name] = ts
 
-    def _finish(self, batch: "_Batch") -> list[Crossing]:
+    def _finish(self, batch: "_Batch", now: datetime | None) -> list[Crossing]:
         for (name, key), delta in batch.deltas.items():
             self.spend[name][key] = self.spend[name].get(key, 0) + delta
         crossings: list[Crossing] = []
@@ -242,7 +258,7 @@ class BudgetLedger:
                     rolling_done.add(name)
                     crossings += self._evaluate_rolling(budget, self.newest[name])
             else:
-                crossings += self._evaluate_calendar(budget, key, at)
+                crossings += self._evaluate_calendar(budget, key, at, now or self.newest[name])
         self._prune()
         return crossings
 
@@ -256,7 +272,7 @@ class BudgetLedger:
                         budget.metric, spend, budget.limit, start, end, at, action, dict(budget.scope),
                         tuple(budget.notify), **extra)
 
-    def _evaluate_calendar(self, budget: Budget, key: str, at: datetime) -> list[Crossing]:
+    def _evaluate_calendar(self, budget: Budget, key: str, at: datetime, now: datetime) -> list[Crossing]:
         start, end, _ = window_for_key(budget, key)
         spend = self.spend[budget.name].get(key, 0)
         fired = self.fired[budget.name][key]
@@ -266,48 +282,40 @@ class BudgetLedger:
                 fired.add(str(threshold))
                 out.append(self._crossing(budget, key, threshold, spend, start, end, at))
         if "forecast" not in fired and spend < budget.limit:
-            forecast = self._forecast(budget, key, spend, start, end, at)
-            if forecast is not None:
+            forecast = self.forecast(budget, key, spend, start, end, now)
+            if forecast is not None and forecast.expected_breach_at is not None:
                 fired.add("forecast")
                 out.append(self._crossing(budget, key, "forecast", spend, start, end, at,
-                                          projected=forecast[0], expected_breach_at=forecast[1]))
+                                          projected=forecast.projected,
+                                          expected_breach_at=forecast.expected_breach_at))
         return out
 
-    def projection(self, budget: Budget, key: str, spend: Amount, start: datetime, end: datetime,
-                   now: datetime) -> tuple[Decimal, Decimal] | None:
-        """(spend + burn rate x time left, the rate per second), exact, whether or not it reaches the limit; None
-        while the ledger has not observed `forecast_min_elapsed` of burn in the period (not enough to project)."""
-        burn = self.burn[budget.name][key]
-        if not burn:
+    def forecast(self, budget: Budget, key: str, spend: Amount, start: datetime, end: datetime,
+                 now: datetime) -> Forecast | None:
+        """The projection at `now` of period `key` ([start, end)), whether or not it reaches the limit: the one
+        definition the forecast alert and the enforcement record (Budgets page, /api) both use. None ("not enough
+        data yet") while the ledger has not observed `forecast_min_elapsed` of the period's burn up to `now`, and for
+        a period that `now` is not in."""
+        burn = self.burn[budget.name].get(key)
+        if not burn or not start <= now < end:
             return None
         # The rate is measured only over time this ledger observed: a budget created mid-period (or one burst)
-        # must not be read as an hour of burn.
+        # must not be read as an hour of burn; and only over the lookback before `now`: spend of older event times
+        # (a replay, a backfill) counts in spend, not as the current burn, nor do minutes after `now` (a skewed clock).
         observed_since = datetime.strptime(min(burn), "%Y-%m-%dT%H:%M").replace(tzinfo=timezone.utc)
         since = max(start, now - self.forecast_lookback, observed_since)
         elapsed = (now - since).total_seconds()
         if now - max(start, observed_since) < self.forecast_min_elapsed or elapsed <= 0:
             return None
-        first_minute = since.strftime("%Y-%m-%dT%H:%M")
-        recent = sum((v for m, v in burn.items() if m >= first_minute), Decimal(0))
-        rate = Decimal(recent) / Decimal(str(elapsed))  # per second of event time
-        return Decimal(spend) + rate * Decimal(str((end - now).total_seconds())), rate
-
-    def rounded(self, budget: Budget, projected: Decimal) -> Amount:
-        return int(projected) if budget.metric == "tokens" else projected.quantize(Decimal("1e-12"))
-
-    @staticmethod
-    def breach_at(budget: Budget, spend: Amount, projected: Decimal, rate: Decimal, now: datetime) -> datetime | None:
-        """When spend reaches the limit at `rate`, if the projection reaches it (None: it stays within)."""
-        if rate <= 0 or projected < budget.limit:
-            return None
-        return now + timedelta(seconds=float((Decimal(budget.limit) - Decimal(spend)) / rate))
-
-    def _forecast(self, budget: Budget, key: str, spend: Amount, start: datetime, end: datetime,
-                  now: datetime) -> tuple[Amount, datetime] | None:
-        """The projection and the expected breach time, only when the projection reaches the limit."""
-        found = self.projection(budget, key, spend, start, end, now)
-        breach = None if found is None else self.breach_at(budget, spend, *found, now)
-        return None if breach is None else (self.rounded(budget, found[0]), breach)
+        first_minute, last_minute = since.strftime("%Y-%m-%dT%H:%M"), now.strftime("%Y-%m-%dT%H:%M")
+        recent = sum((v for m, v in burn.items() if first_minute <= m <= last_minute), Decimal(0))
+        rate = Decimal(recent) / Decimal(str(elapsed))  # per second
+        projected = Decimal(spend) + rate * Decimal(str((end - now).total_seconds()))
+        breach = None
+        if rate > 0 and projected >= budget.limit:
+            breach = now + timedelta(seconds=float((Decimal(budget.limit) - Decimal(spend)) / rate))
+        rounded = int(projected) if budget.metric == "tokens" else projected.quantize(Decimal("1e-12"))
+        return Forecast(rounded, rate, breach)
 
     def _window_total(self, budget: Budget, at: datetime) -> tuple[Amount, datetime, datetime, str]:
         start, end, key = rolling_window(budget.rolling_hours or 1, at)
@@ -352,15 +360,21 @@ class BudgetLedger:
                 del periods[key]
                 self.fired.get(name, {}).pop(key, None)
                 self.burn.get(name, {}).pop(key, None)
-            horizon = (self.newest[name] - self.forecast_lookback - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
+            # Relative to the period's newest burn minute, not `newest`: a state rebuilt before forecast36 stored the
+            # period END as `newest`, and every batch's burn was then dropped right after its own evaluation.
             for burn in self.burn.get(name, {}).values():
-                for minute in [m for m in burn if m < horizon]:
-                    del burn[minute]
+                if burn:
+                    newest = datetime.strptime(max(burn), "%Y-%m-%dT%H:%M").replace(tzinfo=timezone.utc)
+                    horizon = (newest - self.forecast_lookback - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
+                    for minute in [m for m in burn if m < horizon]:
+                        del burn[minute]
 
     # Exact rebuild and decisions --------------------------------------------------------------------
-    def rebuild_from_totals(self, budget_name: str, period_key: str, total: Amount) -> list[Crossing]:
+    def rebuild_from_totals(self, budget_name: str, period_key: str, total: Amount,
+                            at: datetime | None = None) -> list[Crossing]:
         """Set the exact spend of one period (calendar key, or an `hour:` bucket of a rolling budget) from the
-        warehouse; returns any crossing that the corrected spend now reaches (already fired ones stay quiet)."""
+        warehouse; returns any crossing that the corrected spend now reaches (already fired ones stay quiet), at
+        `at` (the rebuild's time; None: the newest event seen, at most the period end)."""
         budget = self.budgets[budget_name]
         self.spend[budget_name][period_key] = int(total) if budget.metric == "tokens" else Decimal(str(total))
         if budget.rolling_hours is not None:
@@ -368,15 +382,26 @@ class BudgetLedger:
             self.newest[budget_name] = at
             return self._evaluate_rolling(budget, at)
         start, end, _ = window_for_key(budget, period_key)
-        at = min(self.newest.get(budget_name) or end, end)
-        self.newest.setdefault(budget_name, at)
-        return self._evaluate_calendar(budget, period_key, at)
+        # `newest` stays the newest EVENT time: a total from the warehouse is no event (before forecast36 the period
+        # end was stored here, in the future, and the burn of every later batch was pruned as over an hour old)
+        at = at or min(self.newest.get(budget_name) or end, end)
+        return self._evaluate_calendar(budget, period_key, at, at)
 
-    def restore_calendar(self, budget_name: str, period_key: str, total: Amount, fired: set[str]) -> list[Crossing]:
-        """A calendar budget's period rebuilt from the warehouse: its exact spend, and the thresholds whose alerts
-        were already recorded (they stay quiet); returns the crossings reached but never alerted."""
+    def restore_calendar(self, budget_name: str, period_key: str, total: Amount, fired: set[str],
+                         at: datetime | None = None, burn: dict[datetime, Amount] | None = None) -> list[Crossing]:
+        """A calendar budget's period rebuilt from the warehouse (at `at`): its exact spend, its spend per minute of
+        the last hour (`burn`, the forecast's rate), and the thresholds whose alerts were already recorded (they stay
+        quiet); returns the crossings reached but never alerted (a forecast too, on that burn)."""
         self.fired[budget_name][period_key] = set(fired)
-        return self.rebuild_from_totals(budget_name, period_key, total) if total else []
+        minutes = {minute.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"): amount
+                   for minute, amount in (burn or {}).items() if amount}
+        if burn is not None and at is not None and total != sum(minutes.values(), 0):
+            # Spend before the hour: the warehouse saw the whole hour, quiet minutes too, as a ledger that ran through
+            # it would have (its older minutes): a zero at the hour's start says burn was observed from there.
+            since = max(window_for_key(self.budgets[budget_name], period_key)[0], at - self.forecast_lookback)
+            minutes.setdefault(since.strftime("%Y-%m-%dT%H:%M"), _zero(self.budgets[budget_name]))
+        self.burn[budget_name][period_key] = minutes
+        return self.rebuild_from_totals(budget_name, period_key, total, at) if total else []
 
     def restore_rolling(self, budget_name: str, hour_totals: dict[str, Amount], fired: set[str],
                         now: datetime) -> list[Crossing]:
@@ -502,4 +527,4 @@ def window_for_key(budget: Budget, key: str) -> tuple[datetime, datetime, str]:
     return calendar_window(kind, tz, day.replace(tzinfo=ZoneInfo(tz)))
 
 
-__all__ = ["BudgetLedger", "Crossing", "Decision", "crossing_id", "window_for_key"]
+__all__ = ["BudgetLedger", "Crossing", "Decision", "Forecast", "crossing_id", "window_for_key"]

@@ -230,10 +230,12 @@ class BudgetOwner:
         return len(event_ids) if rt is not None else 0
 
     def rebuild(self, name: str, now: datetime, fired: dict[str, set[str]], period_total: Any = 0,
-                hour_totals: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                hour_totals: dict[str, Any] | None = None,
+                burn: dict[datetime, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A budget's state rebuilt from warehouse totals (`tokenmeter budget rebuild`): the current period's exact
-        spend (`period_total`; a rolling budget: `hour_totals` by hour key), `fired` thresholds per period key
-        (alerts already recorded). Returns the state record and the alerts reached but never sent."""
+        spend (`period_total`; a rolling budget: `hour_totals` by hour key) and its spend per minute of the hour
+        before `now` (`burn`, the forecast's rate), `fired` thresholds per period key (alerts already recorded).
+        Returns the state record and the alerts reached but never sent."""
         self.restore(name, None)
         rt = self.runtimes[name]
         rt.seed_since = None  # the warehouse totals are the whole period's spend
@@ -243,7 +245,8 @@ class BudgetOwner:
             crossings = rt.ledger.restore_rolling(name, hour_totals or {}, every, now)
         else:
             key = period_window(rt.budget, now)[2]
-            crossings = rt.ledger.restore_calendar(name, key, period_total, fired.get(key, set()))
+            crossings = rt.ledger.restore_calendar(name, key, period_total, fired.get(key, set()), at=now,
+                                                   burn=burn)
             rt.incident = key if fired.get(key, set()) - {"forecast"} else None
         alerts = [self.alert_for(rt, crossing) for crossing in crossings]  # reached, never alerted: alert now
         return self.state_of(rt), alerts
@@ -521,7 +524,9 @@ class BudgetOwner:
             if unpriced:
                 key = _period_key(budget, ts)
                 rt.unpriced[key] = rt.unpriced.get(key, 0) + 1
-        crossings = rt.ledger.apply_amounts(budget.name, items)
+        # forecasts at the owner's clock, the `now` its enforcement record below is computed at: the alert and the
+        # record give one projection (forecast36)
+        crossings = rt.ledger.apply_amounts(budget.name, items, now=now)
         if rt.seed_since is not None:  # counted live: the seed leaves the warehouse's copies of these out
             rt.seed_live.update(item[0] for item in items if item[0] is not None)
         current_key = _period_key(budget, now)
@@ -556,13 +561,11 @@ class BudgetOwner:
         limit = budget.limit
         held = self.held(budget.name)
         percent = (Decimal(spend) * 100 / Decimal(limit)).quantize(Decimal("0.01")) if limit else Decimal(0)
-        projected = expected = None
-        if budget.rolling_hours is None:
-            # the projection whether or not it reaches the limit (the Budgets page shows it); a breach time only if so
-            found = rt.ledger.projection(budget, key, spend, start, end, now)
-            if found is not None:
-                projected = rt.ledger.rounded(budget, found[0])
-                expected = rt.ledger.breach_at(budget, spend, *found, now)
+        # the projection whether or not it reaches the limit (the Budgets page shows it), a breach time only if so:
+        # the forecast alert's own definition (ledger.forecast) at the same clock
+        found = None if budget.rolling_hours is not None else rt.ledger.forecast(budget, key, spend, start, end, now)
+        projected = None if found is None else found.projected
+        expected = None if found is None else found.expected_breach_at
         action = decision.decision if decision.budget == budget.name else "allow"
         return {
             "budget": budget.name, "scope": dict(budget.scope), "action": action,

@@ -47,7 +47,7 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
     warehouse supplies the totals; the budget owner (`BudgetOwner.rebuild`) turns them into state."""
     from streams.budgets.owner import BudgetOwner
     from streams.budgets.periods import HOUR, hour_floor, hour_key, period_window
-    from warehouse.analytics import budget_spend
+    from warehouse.analytics import budget_spend, budget_spend_and_minutes
 
     now = now or datetime.now(timezone.utc)
     owner = BudgetOwner({b.name: b for b in budgets})
@@ -62,8 +62,12 @@ def rebuild_states(wh: Any, budgets: list[Any], now: datetime | None = None) -> 
             state, new_alerts = owner.rebuild(budget.name, now, fired, hour_totals=totals)
         else:
             start, end, _ = period_window(budget, now)
-            total = budget_spend(wh, dict(budget.scope), budget.metric, start, end)
-            state, new_alerts = owner.rebuild(budget.name, now, fired, period_total=total)
+            # with the minutes of the hour before `now`: the burn the ledger measures the forecast's rate on (without
+            # them every start read "not enough data yet" for 10 minutes, beside a forecast alert that still stood)
+            total, burn = budget_spend_and_minutes(wh, dict(budget.scope), budget.metric, start, end,
+                                                   now - HOUR - timedelta(minutes=1))
+            burn = {minute: amount for minute, amount in burn.items() if minute <= now}
+            state, new_alerts = owner.rebuild(budget.name, now, fired, period_total=total, burn=burn)
         states.append((budget.name, state))
         alerts += new_alerts
     return states, alerts
