@@ -20,6 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from kafka_support import TopicTail
 from process_support import get_json, start_worker, stop, wait_for, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.topic_reader import read_compacted, read_topic
@@ -58,9 +59,23 @@ def records(bootstrap: str, topic: str) -> dict:
     return asyncio.run(read_compacted(bootstrap, topic))
 
 
+_ALERTS: dict[str, tuple[TopicTail, list[dict]]] = {}  # bootstrap -> the alerts topic read so far, decoded
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _alert_tails():
+    yield
+    while _ALERTS:
+        _ALERTS.popitem()[1][0].close()
+
+
 def alerts_of(bootstrap: str) -> list[dict]:
-    """Every alert message on the outbox (keys are dedup keys: several alerts share one)."""
-    return [orjson.loads(r.value) for r in asyncio.run(read_topic(bootstrap, topics.ALERTS)) if r.value]
+    """Every alert message on the outbox (keys are dedup keys: several alerts share one). Polled: read on from the
+    last poll (kafka_support.TopicTail), not the session broker's whole alerts topic again."""
+    tail, decoded = _ALERTS.setdefault(bootstrap, (TopicTail(bootstrap, topics.ALERTS), []))
+    tail.read()
+    decoded.extend(orjson.loads(r.value) for r in tail.new if r.value)
+    return list(decoded)
 
 
 def count_alert_messages(bootstrap: str, budget_prefix: str = "") -> int:
