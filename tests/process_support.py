@@ -92,20 +92,15 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20)
 
 
 def wait_for(check, timeout: float = 60.0, what: str = "condition", interval: float = 0.1):
-    """The first truthy value of `check()`; AssertionError naming `what`. Polled every `interval` seconds at first,
-    then less often as the wait goes on (`poll_pause`): most checks here cost the process they ask too (a warehouse
-    poll is ~15-20 CPU-ms of the loader's chDB), and a worker start waited for at 0.1 s paid that ten times a second."""
-    start = time.monotonic()
-    deadline = start + timeout
-    while True:
-        asked = time.monotonic()
+    """The first truthy value of `check()`, polled every `interval` seconds; AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        now = time.monotonic()
-        if now >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {value!r}")
-        time.sleep(min(poll_pause(interval, now - start, now - asked), deadline - now))
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {value!r}")
 
 
 def load_factor() -> float:
@@ -127,16 +122,8 @@ def wait_for_scaled_by_load(check, idle_timeout: float, what: str = "condition",
         if spent >= idle_timeout:
             raise AssertionError(f"timed out after {time.monotonic() - start:.0f} s ({idle_timeout:g} s on an idle "
                                  f"machine; load now {os.getloadavg()[0]:.1f}) waiting for {what}; last: {value!r}")
-        pause = poll_pause(interval, asked - start, time.monotonic() - asked)
-        time.sleep(pause)
+        time.sleep(interval)
         spent += (time.monotonic() - asked) / load_factor()
-
-
-def poll_pause(interval: float, waited: float, check_took: float) -> float:
-    """The pause before the next poll: `interval`, or longer up to 1 s: a tenth of the time waited so far (a
-    condition met is seen at most ~10 % or 1 s late) or five times what the last check took (polls hold at most a
-    sixth of the wait; on a loaded machine, where a check takes longer, it polls less)."""
-    return max(interval, min(1.0, max(waited / 10, 5 * check_took)))
 
 
 def warehouse_totals(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:
