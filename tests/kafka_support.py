@@ -78,8 +78,10 @@ class TopicTail:
 
     def read(self) -> list:
         self.new = []
-        self._loop.run_until_complete(self._read_on())
-        self.records.extend(self.new)
+        try:
+            self._loop.run_until_complete(self._read_on())
+        finally:  # a read cut short keeps what it consumed: the next one goes on from the consumer's position
+            self.records.extend(self.new)
         return self.records
 
     async def _read_on(self) -> None:
