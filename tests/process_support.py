@@ -4,6 +4,7 @@ readiness condition by polling (never a fixed sleep). Shared by the budget, rese
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -100,6 +101,29 @@ def wait_for(check, timeout: float = 60.0, what: str = "condition", interval: fl
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {value!r}")
+
+
+def load_factor() -> float:
+    """How much slower than idle this machine runs now: the 1-minute load average per core, at least 1."""
+    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
+def wait_for_scaled_by_load(check, idle_timeout: float, what: str = "condition", interval: float = 0.5):
+    """`wait_for` whose bound is in an idle machine's seconds: each second waited counts 1 / `load_factor()`, so at
+    load 20 on 2 cores a check gets ten times the wall time (test_up_demo.py's waits failed at load 10-30 and passed
+    alone). For a wait whose length is not the premise; the caller's pytest timeout must leave room for it."""
+    start = time.monotonic()
+    spent = 0.0  # idle-machine seconds
+    while True:
+        asked = time.monotonic()
+        value = check()
+        if value:
+            return value
+        if spent >= idle_timeout:
+            raise AssertionError(f"timed out after {time.monotonic() - start:.0f} s ({idle_timeout:g} s on an idle "
+                                 f"machine; load now {os.getloadavg()[0]:.1f}) waiting for {what}; last: {value!r}")
+        time.sleep(interval)
+        spent += (time.monotonic() - asked) / load_factor()
 
 
 def warehouse_totals(data_dir: Path) -> dict[str, tuple[int, Decimal]] | None:

@@ -18,7 +18,12 @@ TREE = str(Path(__file__).resolve().parent.parent)
 
 
 @pytest.mark.parametrize("configured", [None, "json"])
-def test_in_process_prices_in_the_format_a_worker_would_send(monkeypatch, configured):
+def test_in_process_prices_in_the_format_a_worker_would_send_with_its_allocator_settings(monkeypatch, configured):
+    # inproc34: the child set polars' and glibc's settings itself, as streams/worker.py did; the worker now sets
+    # pyarrow's purge delay too, so the child imports the tree's worker module first and times what it runs (checked
+    # in these runs: a child of its own for it cost ~3 CPU-s, suite36). Unset here, since a worker module imported
+    # earlier in this process set it in os.environ, which the child would inherit.
+    monkeypatch.delenv("MIMALLOC_PURGE_DELAY", raising=False)
     if configured is None:
         monkeypatch.delenv("TOKENMETER_PRICED_FORMAT", raising=False)
     else:
@@ -29,11 +34,4 @@ def test_in_process_prices_in_the_format_a_worker_would_send(monkeypatch, config
     assert name.endswith(f"[{configured or 'arrow'}]")
     # the first pass (first plans, imports, lookups learnt) reported apart from the warm ones
     assert run["cold_cpu_us_per_event"] > 0 and run["cpu_us_per_event"] > 0
-
-
-def test_in_process_runs_with_the_allocator_settings_of_the_trees_worker(monkeypatch):
-    # inproc34: the child set polars' and glibc's settings itself, as streams/worker.py did; the worker now sets
-    # pyarrow's purge delay too, so the child imports the tree's worker module first and times what it runs
-    monkeypatch.delenv("MIMALLOC_PURGE_DELAY", raising=False)
-    [[run]] = measure_in_process([TREE], 2000, 1, 0.0).values()
     assert run["mimalloc_purge_delay"] == "30000"

@@ -4,6 +4,7 @@ every touched page a minor fault."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -29,16 +30,42 @@ print((faults() - before) / 10)
 
 
 def faults_per_round(setup: str, **env: str) -> float:
+    return faults_per_round_and_output(setup, **env)[0]
+
+
+def faults_per_round_and_output(setup: str, **env: str) -> tuple[float, list[str]]:
+    """The faults per round, and the lines `setup` printed before them (one fresh process for both)."""
     out = subprocess.run([sys.executable, "-c", FAULTS_PER_ROUND.format(setup=setup)], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env={**{k: v for k, v in os.environ.items() if "MALLOC" not in k
                                                         and k != "GLIBC_TUNABLES"}, **env})
     assert out.returncode == 0, out.stderr
-    return float(out.stdout.strip().splitlines()[-1])
+    *printed, faults = out.stdout.strip().splitlines()
+    return float(faults), printed
+
+
+_WATCH_PYARROW = ("import os, sys\n"
+                  "class Watch:\n"
+                  "    seen = None\n"
+                  "    def find_spec(self, name, path=None, target=None):\n"
+                  "        if name == 'pyarrow' and Watch.seen is None:\n"
+                  "            Watch.seen = os.environ.get('MIMALLOC_PURGE_DELAY', 'unset')\n"
+                  "sys.meta_path.insert(0, Watch())\n")
+
+
+@functools.cache
+def _fresh_process(module: str) -> tuple[float, str, str]:
+    """One fresh process without allocator settings per module, read by the tests below (a worker's or loader's
+    import is ~2 CPU-s; suite36): faults per round after `import module` and pyarrow, MIMALLOC_PURGE_DELAY as pyarrow
+    was first imported, and jemalloc's setting for polars."""
+    faults, [line] = faults_per_round_and_output(
+        _WATCH_PYARROW + f"import {module}\nimport pyarrow\nprint(Watch.seen, os.environ.get('_RJEM_MALLOC_CONF'))")
+    seen, polars_setting = line.split()
+    return faults, seen, polars_setting
 
 
 def test_the_worker_process_reuses_freed_large_blocks():
     # the worker's module sets it when imported (the CLI's `worker` command imports it before anything runs)
-    assert faults_per_round("import streams.worker") < 100
+    assert _fresh_process("streams.worker")[0] < 100
     # without it, glibc gives the freed top of its heap back each round: its ~2,200 pages fault in again
     assert faults_per_round("") > 1000
 
@@ -53,25 +80,15 @@ def test_the_loader_process_keeps_freed_pages_of_both_allocators():
     # fast23: the loader's 100,000-row windows gave their pages back between windows (polars' jemalloc after
     # 0.5-1 s, glibc above its thresholds) and faulted them in again; its module sets both when imported, before
     # polars loads (`tokenmeter load` sets them first thing too)
-    code = "import os, warehouse.loader; print(os.environ.get('_RJEM_MALLOC_CONF'))"
-    env = {k: v for k, v in os.environ.items() if "MALLOC" not in k and k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().endswith("dirty_decay_ms:30000,muzzy_decay_ms:30000")  # polars reads the last value
-    assert faults_per_round("import warehouse.loader") < 100
+    faults, _, polars_setting = _fresh_process("warehouse.loader")
+    assert polars_setting.endswith("dirty_decay_ms:30000,muzzy_decay_ms:30000")  # polars reads the last value
+    assert faults < 100
 
 
 def _purge_delay_when_pyarrow_loads(module: str, **extra_env: str) -> list[str]:
     """In a fresh process without allocator settings: MIMALLOC_PURGE_DELAY as pyarrow is first imported after
     `import module`, and jemalloc's setting for polars after it."""
-    code = ("import os, sys\n"
-            "class Watch:\n"
-            "    seen = None\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'pyarrow' and Watch.seen is None:\n"
-            "            Watch.seen = os.environ.get('MIMALLOC_PURGE_DELAY', 'unset')\n"
-            "sys.meta_path.insert(0, Watch())\n"
-            f"import {module}\n"
+    code = (_WATCH_PYARROW + f"import {module}\n"
             "import pyarrow\n"
             "print(Watch.seen, os.environ.get('_RJEM_MALLOC_CONF'))")
     env = {k: v for k, v in os.environ.items() if "MALLOC" not in k and k != "GLIBC_TUNABLES"}
@@ -85,7 +102,7 @@ def test_the_loader_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
     # load26: pyarrow's mimalloc gave freed pages back after 10 ms, and each 100,000-row window's build faulted them
     # in again as huge pages the kernel zeroed (a third of the build's CPU in the loader's path). mimalloc reads
     # MIMALLOC_PURGE_DELAY when libarrow loads, so the loader's module must set it before pyarrow is imported.
-    assert _purge_delay_when_pyarrow_loads("warehouse.loader")[0] == "30000"
+    assert _fresh_process("warehouse.loader")[1] == "30000"
     # an operator's value wins
     assert _purge_delay_when_pyarrow_loads("warehouse.loader", MIMALLOC_PURGE_DELAY="10")[0] == "10"
 
@@ -94,7 +111,7 @@ def test_the_worker_process_sets_pyarrows_purge_delay_before_pyarrow_loads():
     # inproc34: a worker sending Arrow builds each chunk's priced table with pyarrow, whose mimalloc gave the freed
     # pages back after 10 ms; the next chunk faulted them in again as huge pages the kernel zeroed (~4 % of the
     # pricing thread's samples in `perf`). The worker's module sets the delay when imported, before pyarrow loads.
-    seen, polars_setting = _purge_delay_when_pyarrow_loads("streams.worker")
+    _, seen, polars_setting = _fresh_process("streams.worker")
     assert seen == "30000"
     assert polars_setting.endswith("dirty_decay_ms:30000,muzzy_decay_ms:30000")  # polars reads the last value
     assert _purge_delay_when_pyarrow_loads("streams.worker", MIMALLOC_PURGE_DELAY="10")[0] == "10"  # an operator's wins

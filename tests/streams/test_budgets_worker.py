@@ -20,6 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from kafka_support import TopicTail
 from process_support import get_json, start_worker, stop, wait_for, zone_at_noon
 from streams.budgets import parse_budget, write_budgets
 from streams.topic_reader import read_compacted, read_topic
@@ -58,14 +59,33 @@ def records(bootstrap: str, topic: str) -> dict:
     return asyncio.run(read_compacted(bootstrap, topic))
 
 
+_ALERTS: dict[str, tuple[TopicTail, list[dict]]] = {}  # bootstrap -> the alerts topic read so far, decoded
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _alert_tails():
+    yield
+    while _ALERTS:
+        _ALERTS.popitem()[1][0].close()
+
+
 def alerts_of(bootstrap: str) -> list[dict]:
-    """Every alert message on the outbox (keys are dedup keys: several alerts share one)."""
+    """Every alert message on the outbox (keys are dedup keys: several alerts share one). Polled: read on from the
+    last poll (kafka_support.TopicTail), not the session broker's whole alerts topic again."""
+    tail, decoded = _ALERTS.setdefault(bootstrap, (TopicTail(bootstrap, topics.ALERTS), []))
+    tail.read()
+    decoded.extend(orjson.loads(r.value) for r in tail.new if r.value)
+    return list(decoded)
+
+
+def whole_alerts_topic(bootstrap: str) -> list[dict]:
+    """The alerts topic read whole, once, for a final count (the polls read on with `alerts_of`)."""
     return [orjson.loads(r.value) for r in asyncio.run(read_topic(bootstrap, topics.ALERTS)) if r.value]
 
 
 def count_alert_messages(bootstrap: str, budget_prefix: str = "") -> int:
     """Every message on the alerts topic of budgets named `budget_prefix*`: refires would show up here."""
-    return sum(1 for a in alerts_of(bootstrap) if a["details"].get("budget", "").startswith(budget_prefix))
+    return sum(1 for a in whole_alerts_topic(bootstrap) if a["details"].get("budget", "").startswith(budget_prefix))
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +369,8 @@ def test_two_workers_one_killed_alerts_once_and_spend_exact(kafka_bootstrap, tmp
         wait_for(settled, timeout=180, what="spend 14.00 on every budget after the takeover")
         assert all(v == {50, 80, 100} for v in thresholds().values())
         assert count_alert_messages(bootstrap, f"b-multi-{tag}") == 3 * len(teams)  # not one refired
-        ours = {a["id"] for a in alerts_of(bootstrap) if a["details"].get("budget", "").startswith(f"b-multi-{tag}")}
+        ours = {a["id"] for a in whole_alerts_topic(bootstrap)
+                if a["details"].get("budget", "").startswith(f"b-multi-{tag}")}
         assert len(ours) == 3 * len(teams)  # one alert id per budget and threshold
         status, body = wait_for(lambda: (r := get_json(f"http://127.0.0.1:{ports[1]}/v1/decision?team={teams[0]}"))[0]
                                 != 503 and r, what="the survivor ready after the takeover")
