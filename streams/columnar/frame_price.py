@@ -30,6 +30,13 @@ from .uniform_ts import uniform_ts
 from .validate import EARLIEST_TS_US, KEY_DIMENSIONS, TS_FORMAT, USAGE_PARTS, _latest_ts_us, _pydantic_column
 
 LINE_PARTS = (*TOKEN_PARTS, "request")
+# the usage counts each token part (the `t_<part>` inputs of price_frame, below) is computed from
+TOKEN_SOURCES = {"input": frozenset({"input_tokens", "cached_input_tokens", "cache_write_tokens"}),
+                 "cached_input": frozenset({"cached_input_tokens"}),
+                 "cache_write_5m": frozenset({"cache_write_tokens", "cache_write_1h_tokens"}),
+                 "cache_write_1h": frozenset({"cache_write_1h_tokens"}),
+                 "output": frozenset({"output_tokens", "reasoning_tokens"}),
+                 "reasoning": frozenset({"reasoning_tokens"})}
 # validate.py's PARSEABLE_TS with byte classes ([0-9], not the Unicode \d: a non-ASCII digit fails the parse anyway)
 _D = "[0-9]"
 # seconds 00-59: chrono's parser takes a second 60 (as the next minute's first) that pydantic refuses (fast20)
@@ -192,9 +199,10 @@ def _ref_json(table: PriceTable) -> list[bytes]:
 
 
 def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: datetime, priced_at: str,
-                write_text: bool = True) -> Written:
+                write_text: bool = True, sent: frozenset[tuple[str, ...]] | None = None) -> Written:
     """`frame`: `frames.scan`'s rows; `base`: per record index, the item index of its first item; `write_text`:
-    whether the JSON text is written now (a JSON worker's; else when first read: `Written.texts`)."""
+    whether the JSON text is written now (a JSON worker's; else when first read: `Written.texts`); `sent`:
+    `Scanned.sent` (the fields read, the others null in every row; None: read with every field)."""
     ts = pl.col("ts")
     arrow = epoch_us(frame.get_column("ts"))  # chrono's values, ~12x cheaper; None: chrono parses (tokenmeter/iso_times.py)
     epoch = (pl.lit(arrow) if arrow is not None
@@ -207,7 +215,7 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     uniform = uniform_ts(frame.get_column("ts")) if arrow is not None else None
     frame = frame.with_columns(ts_us=epoch).with_columns(  # parsed once (one with_columns evaluated it twice)
         _item=pl.lit(base).gather(pl.col("_rec")) + pl.col("_pos"),
-        _good=all_of(row_checks(), *([pl.col("_tags_ok")] if tagged else []),
+        _good=all_of(row_checks(sent), *([pl.col("_tags_ok")] if tagged else []),
                      *([pl.col("_no_tools")] if "_no_tools" in frame.columns else []),  # frames.scan: tool fees
                      *([ts.str.contains(PARSEABLE_TS).fill_null(False)] if uniform is None else []),
                      pl.col("ts_us").is_between(EARLIEST_TS_US, _latest_ts_us(now)).fill_null(False)),
@@ -225,7 +233,11 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
     ts_text = good.get_column("_ts_text")
     if ts_text.null_count():  # a timestamp pydantic rewrites otherwise (a fraction padded or dropped, ...)
         ts_text = _pydantic_column(good.get_column("ts"), good.select(_canonical_ts(pl.col("ts"))).to_series())
-    parts = {name: usage.field(name).fill_null(0) for name in USAGE_PARTS}
+    # usage counts the traffic does not send are null in every row of a frame read with the fields sent: 0 here
+    # without reading them, and the token parts made of them alone are 0 (price_frame computes no line for them)
+    absent = frozenset(name for name in USAGE_PARTS if sent is not None and ("usage", name) not in sent)
+    parts = {name: pl.lit(0, dtype=pl.Int64) if name in absent else usage.field(name).fill_null(0)
+             for name in USAGE_PARTS}
     inputs = good.select(
         "_item", "provider", "model", "source", "event_id", "ts_us", "usage_assumption", "latency_ms", "ttft_ms",
         "service_tier",
@@ -245,7 +257,7 @@ def write_frame(frame: pl.DataFrame, base: pl.Series, table: PriceTable, now: da
             **{f"correlation_{name}": pl.col("correlation").struct.field(name) for name in CORRELATION_FIELDS}}
            if "correlation" in SCHEMA and good.get_column("correlation").null_count() < good.height else {}),
     )
-    priced = price_frame(table, inputs)
+    priced = price_frame(table, inputs, frozenset(part for part, made_of in TOKEN_SOURCES.items() if made_of <= absent))
     no_entry = (pl.col("outcome") == UNPRICED) & (pl.col("entry_id") < 0)
     # the unpriced rows' reasons below are looked up per distinct pair or version; most batches have no unpriced
     # row, and then their six queries (~0.5 ms a batch) are not run, nor the filter (a Series comparison asks)

@@ -88,7 +88,7 @@ def _process(records: Iterable[RawRecord], book: PriceBook, now: datetime, write
     if scanned is not None:
         try:
             written = write_frame(scanned.frame, pl.Series(decoded.first_item, dtype=pl.Int64), price_table(book),
-                                  now, _pydantic_datetime(now), write_text)
+                                  now, _pydantic_datetime(now), write_text, scanned.sent)
         except Exception:  # noqa: BLE001 - a bug must not stop the stream: every row of the frame takes the dict path
             log.exception("frame path failed; the batch's rows take the dict path")
             written = Written.nothing([i for i, item in enumerate(items) if item is None

@@ -283,10 +283,13 @@ def _learn_sets(table: PriceTable, joined: pl.DataFrame, priced: pl.DataFrame) -
 
 
 @cache
-def _pricing_exprs(threshold_count: int) -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
+def _pricing_exprs(threshold_count: int, zero: frozenset[str] = frozenset()
+                   ) -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
     """The expressions `price_frame` prices with, per number of input-length thresholds (built once: building them
     was ~2 ms of Python per chunk): (the input tier and thinking flag, the lines and too_big, the outcome and
-    totals)."""
+    totals). `zero`: token parts 0 in every row (`price_frame`): their line is null (`tokens != 0` fails) and they are
+    never too big (`0 > limit` is false or null, and any_of(...).fill_null(False) is the same without them), so
+    neither is computed."""
     exceeded = [(pl.col(f"th_{k + 1}").is_not_null() & (pl.col("input_tokens") > pl.col(f"th_{k + 1}")))
                 .fill_null(False).cast(pl.Int64) for k in range(threshold_count)]
     tiers = [(pl.sum_horizontal(exceeded) if exceeded else pl.lit(0, dtype=pl.Int64)).alias("long"),
@@ -294,6 +297,9 @@ def _pricing_exprs(threshold_count: int) -> tuple[list[pl.Expr], list[pl.Expr], 
     priced_ok = pl.col("sid").fill_null(-1) >= 0
     too_big, lines = [pl.lit(False)], []  # too_big goes first (the columns' order as before)
     for part in TOKEN_PARTS:
+        if part in zero:
+            lines.append(pl.lit(None, dtype=pl.Int64).alias(f"line_{part}"))
+            continue
         # a part no row has (no cache writes, no reasoning) ends a null line: tokens are 0 in every row
         tokens = pl.col(f"t_{part}")
         too_big.append(tokens > pl.col(f"_limit_{part}"))
@@ -319,10 +325,10 @@ _PRICED_GIVES = ("long", "thinking", "sid", "too_big", *(f"line_{p}" for p in (*
                  "cost_pico", "has_lines")
 
 
-def _priced(table: PriceTable, joined: pl.DataFrame) -> pl.DataFrame:
+def _priced(table: PriceTable, joined: pl.DataFrame, zero: frozenset[str] = frozenset()) -> pl.DataFrame:
     """_PRICED_GIVES for each row of `joined`, in one query on the columns it needs (a join on the whole frame
-    would copy every column)."""
-    tiers, lines, totals = _pricing_exprs(table.threshold_count)
+    would copy every column); `zero`: token parts 0 in every row (`_pricing_exprs`)."""
+    tiers, lines, totals = _pricing_exprs(table.threshold_count, zero)
     thresholds = [f"th_{k + 1}" for k in range(table.threshold_count)]
     plan = joined.lazy().select(*_PRICED_NEEDS, *thresholds).with_columns(tiers)
     if table.set_rows is None:
@@ -368,23 +374,25 @@ def version_rows(table: PriceTable, ts_us: pl.Series, entry_id: pl.Series) -> pl
     return table.version_frame.drop("entry_id").gather(rows)  # a null row where none is in force
 
 
-def price_frame(table: PriceTable, frame: pl.DataFrame) -> pl.DataFrame:
+def price_frame(table: PriceTable, frame: pl.DataFrame, zero: frozenset[str] = frozenset()) -> pl.DataFrame:
     """Add to `frame` (columns provider, model, org, ts_us, batch, service_tier, status_ok, input_tokens, t_<part>):
     outcome (PRICED/UNPRICED/FALLBACK), vid, sid, reason_code, line_<part> and line_request (pico, null when the
     breakdown has no such line), cost_pico and has_lines.
 
     Two queries per chunk in the common case (fuse24; there were ~30): the keys looked up, and the prices and
     lines; between them the versions in force, by a binary search (`version_rows`; the third query until inproc28). Keys the table's lookups lack (a new model, service tier, org or price set: the first chunks,
-    rarely later) are answered in Python once and the query run again."""
+    rarely later) are answered in Python once and the query run again. `zero`: token parts (`t_<part>`) the caller
+    knows to be 0 in every row (frame_price.write_frame: usage counts the traffic never sends), whose lines are not
+    computed (null, as computed)."""
     keyed = _keyed(table, frame)
     while _learn_keys(table, frame, keyed):
         keyed = _keyed(table, frame)
     frame = frame.hstack(keyed.get_columns())
     versions = version_rows(table, frame.get_column("ts_us"), frame.get_column("entry_id"))
     joined = frame.with_row_index("_row").hstack(versions.get_columns())
-    priced = _priced(table, joined)
+    priced = _priced(table, joined, zero)
     while _learn_sets(table, joined, priced):
-        priced = _priced(table, joined)
+        priced = _priced(table, joined, zero)
     return joined.hstack(priced.get_columns())
 
 

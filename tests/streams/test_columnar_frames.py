@@ -400,3 +400,67 @@ def test_chunks_with_messages_not_certified_are_read_twice_once_in_a_while():
     finally:
         frames._frame_of = original
     assert reads == [True] * learnt.BACK_OFF + [False, True]
+
+
+USAGE_SHAPES = {  # usage counts a traffic sends (the rest never): checks and lines of the others are left out
+    "bench": ("input_tokens", "cached_input_tokens", "output_tokens"),
+    "no_cache": ("input_tokens", "output_tokens"),
+    "cache_writes_5m": ("input_tokens", "cache_write_tokens", "output_tokens"),
+    "cache_writes_1h_only": ("input_tokens", "cache_write_1h_tokens", "output_tokens"),
+    "reasoning_no_input": ("output_tokens", "reasoning_tokens"),
+    "every_count": ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                    "output_tokens", "reasoning_tokens"),
+}
+
+
+def shaped_event(i: int, counts: tuple[str, ...]) -> bytes:
+    """A bare event sending only `counts`, each row's values picked to pass or fail the usage checks: within range,
+    over MAX_TOKENS, negative, a part over its total (cached or writes over input, 1h over writes, reasoning over
+    output), names and dimensions too long."""
+    valid = {"input_tokens": 1000 + i, "cached_input_tokens": i % 500, "cache_write_tokens": 10,
+             "cache_write_1h_tokens": 5, "output_tokens": 50 + i, "reasoning_tokens": 20}
+    values = {name: valid[name] for name in counts}
+    twisted = counts[i % len(counts)]
+    if i % 7 == 1:
+        values[twisted] = 10**12 + 1
+    elif i % 7 == 2:
+        values[twisted] = -3
+    elif i % 7 == 3:  # a part over its total (or a total under its parts)
+        values[twisted] = 0 if twisted in ("input_tokens", "output_tokens", "cache_write_tokens") else 10**6
+    event = {"event_id": f"ev-{i}" if i % 11 else "x" * 600, "ts": (NOW - timedelta(minutes=i)).isoformat(),
+             "source": "litellm", "provider": "openai", "model": "gpt-4o" if i % 13 else "m" * 3000,
+             "attribution": {"org": "acme", "team": f"team-{i % 3}" if i % 17 else "t" * 300, "user": f"u{i % 7}"},
+             "usage": values}
+    return orjson.dumps(event)
+
+
+@pytest.mark.parametrize("shape", list(USAGE_SHAPES))
+def test_checks_and_lines_left_out_for_fields_not_sent_change_no_row(book, shape):
+    """inproc36: a frame read with only the fields sent is checked (`row_checks(sent)`), counted (`_kind_totals`)
+    and priced (`price_frame`'s lines of token parts 0 in every row) without the fields it lacks; every row passes or
+    fails exactly as with every check, and the batch is priced byte for byte as the per-event path."""
+    from streams.columnar.frame_price import write_frame
+    from streams.columnar.price import price_table
+    import polars as pl
+
+    records = records_of(*(message([shaped_event(i + 30 * m, USAGE_SHAPES[shape]) for i in range(30)])
+                           for m in range(3)))
+    _scan_with_fields(records, frozenset())  # learnt from a full read
+    sent = frames._LEARNT[False].sent
+    scanned, reads = _scan_with_fields(records, sent)
+    assert reads == [False] and scanned.sent == sent  # read with the fields sent
+    assert {("usage", name) for name in USAGE_SHAPES[shape]} <= sent
+    frame = scanned.frame
+    assert (frame.select(frames.row_checks(sent)).to_series().to_list()
+            == frame.select(frames.row_checks()).to_series().to_list())
+    assert frames._kind_totals(frame, False, False, sent) == frames._kind_totals(frame, False)
+    base = pl.Series([0, 30, 60], dtype=pl.Int64)
+    now = datetime.now(timezone.utc)
+    lean = write_frame(frame, base, price_table(book), now, "2026-01-01T00:00:00Z", False, sent)
+    full = write_frame(frame, base, price_table(book), now, "2026-01-01T00:00:00Z", False)
+    assert lean.rest == full.rest and lean.rows.equals(full.rows)
+    # some rows left to the dict path; some written (a write of 1h without writes fails `1h <= writes` always)
+    assert lean.rest and (lean.rows.height > 0 or shape == "cache_writes_1h_only")
+    for learnt in frames._LEARNT.values():
+        learnt.sent, learnt.skip = sent, 0
+    assert compare_batch(records, book) == []
