@@ -138,7 +138,7 @@ def refresh_anomalies(start, end, _n_intervals, click, selected):
         selected = ids[0] if ids else None
     options = [{"label": f"{a['start_at']:%m-%d %H:%M} {a['scope_dim']}={a['scope_value']} {a['kind']}",
                 "value": a["id"]} for a in anomalies]
-    return (table_rows(anomalies), anomaly_timeline(anomalies), options, selected,
+    return (table_rows(anomalies), anomaly_timeline(anomalies, filters.since, filters.until), options, selected,
             *banner_content(message, level))
 
 
