@@ -78,7 +78,10 @@ def burn_down(history: list[BudgetStatus], now: datetime | None = None) -> go.Fi
                         yaxis_tickformat="$,.4~f" if last.metric == "cost_usd" else "")  # -$0.20, not $-0.20
 
 
-def anomaly_timeline(anomalies: list[dict[str, Any]]) -> go.Figure:
+def anomaly_timeline(anomalies: list[dict[str, Any]], since: datetime | None = None,
+                     until: datetime | None = None) -> go.Figure:
+    """One marker per anomaly over the days picked (`since`, `until`): without a range Plotly spread one anomaly, or
+    several starting in one minute, over a millisecond (ticks 15:19:59.999 ... 15:20:00.0005; walk36)."""
     title = "Anomalies over time"
     if not anomalies:
         return empty_figure(title, "No anomalies in this range")
@@ -93,6 +96,8 @@ def anomaly_timeline(anomalies: list[dict[str, Any]]) -> go.Figure:
             customdata=[a["id"] for a in rows], hovertext=[a["explanation"] for a in rows],
             hovertemplate="%{y}<br>%{x}<br>%{hovertext}<extra></extra>",
         ))
+    if since is not None and until is not None:
+        fig.update_xaxes(range=[since, until])
     return _base_layout(fig, title, height=300)
 
 

@@ -68,15 +68,17 @@ def layout(start: str | None = None, end: str | None = None, anomaly: str | None
 
 
 def _ack_state(a: dict) -> str:
-    """The mute in force on the anomaly's kind and scope (whoever gave it, on whichever anomaly), and its own ack."""
-    states = []
+    """The anomaly's status (open / closed), then the mute in force on its kind and scope (whoever gave it, on whichever
+    anomaly) and its own ack. walk36: the mute and the ack replaced the status, so a burst muted after it had ended
+    read "muted until ...; acknowledged by ..." and on-call could not tell whether it was still going on."""
+    states = [a["status"]]
     if a.get("mute_until"):
         states.append(f"muted until {a['mute_until']:%Y-%m-%d %H:%M} by {a.get('muted_by') or a['ack_by']}")
     if a.get("acknowledged_by"):  # the newest ack, also after a later mute or unmute of the anomaly (anom32)
         states.append(f"acknowledged by {a['acknowledged_by']}")
     elif a.get("ack_action") == "ack":
         states.append(f"acknowledged by {a['ack_by']}")
-    return "; ".join(states) or a["status"]
+    return "; ".join(states)
 
 
 def _buttons(anomaly_id: str) -> html.Td:
@@ -136,7 +138,7 @@ def refresh_anomalies(start, end, _n_intervals, click, selected):
         selected = ids[0] if ids else None
     options = [{"label": f"{a['start_at']:%m-%d %H:%M} {a['scope_dim']}={a['scope_value']} {a['kind']}",
                 "value": a["id"]} for a in anomalies]
-    return (table_rows(anomalies), anomaly_timeline(anomalies), options, selected,
+    return (table_rows(anomalies), anomaly_timeline(anomalies, filters.since, filters.until), options, selected,
             *banner_content(message, level))
 
 

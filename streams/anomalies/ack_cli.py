@@ -106,11 +106,15 @@ def mute(anomaly_id: str, kind: str, scope: tuple[str, str], by: str, note: str,
     """Silence alerts of KIND on SCOPE for --hours (this anomaly's resolve included); detection goes on."""
     until = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=hours)
     publish("mute", anomaly_id, kind, scope, by, note, until)
-    # The undo is quoted as the alert's mute command is (publish.mute_command): a user "Jane Doe" or a team "R&D"
-    # pasted unquoted split the scope and click refused it (anom32).
-    undo = (f"tokenmeter anomalies unmute {shlex.quote(anomaly_id)} --kind {kind} "
+    click.echo(f"muted {kind} on {scope[0]}={scope[1]} until {until:%Y-%m-%d %H:%M} UTC by {by} "
+               f"(undo: {_unmute_command(anomaly_id, kind, scope)})")
+
+
+def _unmute_command(anomaly_id: str, kind: str, scope: tuple[str, str]) -> str:
+    """Quoted as the alert's mute command is (publish.mute_command): a user "Jane Doe" or a team "R&D" pasted unquoted
+    split the scope and click refused it (anom32)."""
+    return (f"tokenmeter anomalies unmute {shlex.quote(anomaly_id)} --kind {shlex.quote(kind)} "
             f"--scope {shlex.quote(f'{scope[0]}={scope[1]}')}")
-    click.echo(f"muted {kind} on {scope[0]}={scope[1]} until {until:%Y-%m-%d %H:%M} UTC by {by} (undo: {undo})")
 
 
 @click.command("unmute")
@@ -123,23 +127,28 @@ def unmute(anomaly_id: str, kind: str, scope: tuple[str, str], by: str, note: st
 
 @click.command("mutes")
 def mutes() -> None:
-    """The mutes in force now (kind, scope, until)."""
+    """The mutes in force now: kind, scope, until, who muted, and the unmute command that lifts each."""
     from aiokafka.errors import KafkaConnectionError
 
     from tokenmeter.cli_support import cli_settings
     from tokenmeter.kafka_topics import broker_problem
 
-    from .acks import parse_time, read_mutes
+    from .acks import read_mutes
 
     settings = cli_settings()
     try:
         table = asyncio.run(read_mutes(settings.bootstrap_servers, fetch_wait=settings.fetch_wait))
     except KafkaConnectionError as exc:  # the stack is not running: say so, as `anomalies ack` does
         raise click.ClickException(broker_problem(exc, settings.bootstrap_servers)) from None
-    now = datetime.now(timezone.utc)
-    live = {key: until for key, until in table.to_json().items() if (parse_time(until) or now) > now}
-    for key, until in sorted(live.items()):
-        kind, dim, value = key.split("|", 2)
-        click.echo(f"{kind:<20} {dim}={value:<30} until {until}")
+    live = table.in_force(datetime.now(timezone.utc))
+    # who muted and on which anomaly: `unmute` needs an ANOMALY_ID, which the list did not give (walk36); values
+    # read from the topic (anyone who may write to it wrote them) are shown plain, as the notes show them
+    for kind, dim, value, until, record in live:
+        by, anomaly_id = _plain(str(record.get("by") or "?")), _plain(str(record.get("anomaly_id") or "?"))
+        whole = 4096  # the undo names the scope in full (a value may be 1,024 characters), the columns cut it
+        undo = _unmute_command(_plain(str(record.get("anomaly_id") or "?"), whole), _plain(kind, whole),
+                               (_plain(dim, whole), _plain(value, whole)))
+        click.echo(f"{_plain(kind):<20} {_plain(dim)}={_plain(value):<30} until {until:%Y-%m-%d %H:%M} UTC by {by} "
+                   f"(undo: {undo})")
     if not live:
         click.echo("no mutes in force")

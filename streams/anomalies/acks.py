@@ -90,6 +90,7 @@ class MuteTable:
     def __init__(self) -> None:
         self._until: dict[tuple[str, str, str], datetime] = {}
         self._decided_at: dict[tuple[str, str, str], datetime] = {}  # `at` of the mute/unmute in force per scope
+        self._mute_records: dict[tuple[str, str, str], dict] = {}  # the mute in force per scope: who, on which anomaly
         self.acked: dict[str, dict] = {}
         self.rejected = 0
 
@@ -114,8 +115,10 @@ class MuteTable:
             self._decided_at[key] = at
             if until is None:
                 self._until.pop(key, None)
+                self._mute_records.pop(key, None)
             else:
                 self._until[key] = until
+                self._mute_records[key] = record
         elif action == "ack":
             self.acked[str(record.get("anomaly_id"))] = record
         else:
@@ -127,6 +130,12 @@ class MuteTable:
 
     def to_json(self) -> dict[str, str]:
         return {"|".join(k): iso(v) for k, v in self._until.items()}
+
+    def in_force(self, now: datetime) -> list[tuple[str, str, str, datetime, dict]]:
+        """(kind, scope_dim, scope_value, until, the mute record: `by`, `anomaly_id`) of every mute not ended at `now`,
+        sorted: what `anomalies mutes` lists, with who muted and the anomaly an unmute can name (walk36)."""
+        return [(*key, until, self._mute_records.get(key, {})) for key, until in sorted(self._until.items())
+                if until > now]
 
 
 async def follow_acks(bootstrap: str, consumer: AIOKafkaConsumer, table: MuteTable, timeout: float = 15.0) -> None:

@@ -460,10 +460,18 @@ class BudgetOwner:
                 continue
             headroom = budget.limit - spend - held
             unit = "USD" if budget.metric == "cost_usd" else "tokens"
-            spent_out = spend >= budget.limit  # nothing comes back before the period ends
+            # Nothing that comes back before the period ends makes room: holds settle into committed spend, which
+            # only grows within a calendar period, so a call that does not fit beside the committed spend alone
+            # never will (walk36: it was told retry_after_s 1 for the rest of the day). A rolling window frees
+            # spend as it slides: only a spent-out one is said so.
+            spent_out = (spend >= budget.limit if budget.rolling_hours is not None
+                         else spend + wanted[name] > budget.limit)
             reason = (f"budget {name!r}: committed {human_amount(spend)} + held {human_amount(held)} + this call's "
                       f"worst case {human_amount(wanted[name])} exceeds the limit {human_amount(budget.limit)} {unit} "
                       f"for {period_name(key, now)}")
+            if wanted[name] > budget.limit:  # the way out is the request's bound, not waiting
+                reason += ("; the worst case alone is above the limit: a smaller max_output_tokens (or prompt) "
+                           "would fit")
             candidate = {"action": budget.action, "reason": reason, "budget": name,
                          "until": iso(end) if spent_out else None,
                          "retry_after_s": max(1, int((end - now).total_seconds())) if spent_out else 1,

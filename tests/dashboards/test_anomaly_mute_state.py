@@ -73,15 +73,15 @@ def test_a_mute_stays_shown_after_an_ack_and_on_every_anomaly_of_its_kind_and_sc
     assert later["mute_until"] == until and later["muted_by"] == "ann", later  # silenced by that mute too
     page = {a["id"]: a for a in _page_rows(wh)}
     first_state = _ack_state(page["an-first"])
-    assert first_state.startswith("muted until") and "acknowledged by bob" in first_state
-    assert _ack_state(page["an-later"]).startswith("muted until") and "by ann" in _ack_state(page["an-later"])
+    assert first_state.startswith("open; muted until") and "acknowledged by bob" in first_state
+    assert _ack_state(page["an-later"]).startswith("open; muted until") and "by ann" in _ack_state(page["an-later"])
 
     # An unmute clicked on the later anomaly lifts the mute for both (the detector's rule: newest mute/unmute wins).
     _store(wh, topics.ANOMALY_ACKS, [_ack("an-later", "unmute", "cy", now - timedelta(minutes=10))])
     shown = _shown(app)
     assert shown["an-first"]["mute_until"] is None and shown["an-later"]["mute_until"] is None
     page = {a["id"]: a for a in _page_rows(wh)}
-    assert _ack_state(page["an-first"]) == "acknowledged by bob" and "muted" not in _ack_state(page["an-later"])
+    assert _ack_state(page["an-first"]) == "open; acknowledged by bob" and "muted" not in _ack_state(page["an-later"])
 
 
 def test_a_mute_that_ended_is_not_shown(app_and_warehouse):
@@ -129,9 +129,28 @@ def test_an_acknowledgement_stays_shown_after_a_mute_and_an_unmute(app_and_wareh
     _store(wh, topics.ANOMALY_ACKS, [_ack("an-acked", "ack", "bob", now - timedelta(minutes=40), model="llm-ack")])
     _store(wh, topics.ANOMALY_ACKS, [_ack("an-acked", "mute", "ann", now - timedelta(minutes=30), model="llm-ack")])
     row = {a["id"]: a for a in _page_rows(wh)}["an-acked"]
-    assert _ack_state(row).startswith("muted until") and "acknowledged by bob" in _ack_state(row), _ack_state(row)
+    assert _ack_state(row).startswith("open; muted until") and "acknowledged by bob" in _ack_state(row), _ack_state(row)
     _store(wh, topics.ANOMALY_ACKS, [_ack("an-acked", "unmute", "ann", now - timedelta(minutes=20), model="llm-ack")])
-    assert _ack_state({a["id"]: a for a in _page_rows(wh)}["an-acked"]) == "acknowledged by bob"
+    assert _ack_state({a["id"]: a for a in _page_rows(wh)}["an-acked"]) == "open; acknowledged by bob"
     shown = _shown(app)["an-acked"]
     assert (shown["acknowledged_by"], shown["ack_action"], shown["mute_until"]) == ("bob", "unmute", None), shown
     assert shown["acknowledged_at"].startswith((now - timedelta(minutes=40)).strftime("%Y-%m-%dT%H:%M")), shown
+
+
+def test_the_status_stays_shown_beside_a_mute_and_an_acknowledgement(app_and_warehouse):
+    """walk36: on-call muted and acknowledged the demo's request burst of 2026-11-30 (`anomalies mute`, `ack`, as its
+    alert says) after it had resolved: the Status column read "muted until 2026-12-08 22:24 by root; acknowledged by
+    root", so nobody could tell from the page whether the burst was still going on (an un-muted row reads "closed").
+    The anomaly's own status comes first, the mute and the acknowledgement after it."""
+    _, wh = app_and_warehouse
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    _store(wh, topics.ANOMALIES, [{**_anomaly("an-ended", now - timedelta(hours=3), model="llm-end"),
+                                   "status": "closed"},
+                                  _anomaly("an-going", now - timedelta(hours=2), model="llm-on")])
+    _store(wh, topics.ANOMALY_ACKS, [_ack("an-ended", "mute", "ann", now - timedelta(minutes=30), model="llm-end"),
+                                     _ack("an-ended", "ack", "bob", now - timedelta(minutes=20), model="llm-end"),
+                                     _ack("an-going", "ack", "cy", now - timedelta(minutes=20), model="llm-on")])
+    page = {a["id"]: a for a in _page_rows(wh)}
+    ended, going = _ack_state(page["an-ended"]), _ack_state(page["an-going"])
+    assert ended.startswith("closed; muted until") and ended.endswith("; acknowledged by bob"), ended
+    assert going == "open; acknowledged by cy", going

@@ -126,6 +126,37 @@ def test_the_band_chart_draws_what_the_detector_measured(app_and_warehouse):
     assert next(t for t in errors["data"] if t["name"] == "expected")["y"] == [pytest.approx(4.4833)] * 2
 
 
+def _timeline_figure(client, start: str, end: str) -> dict:
+    """The Anomalies page's refresh callback as the browser calls it when the date range changes."""
+    outputs = [("anomalies-table", "children"), ("anomalies-timeline", "figure"), ("anomalies-select", "options"),
+               ("anomalies-select", "value"), ("anomalies-status", "children"), ("anomalies-status", "style"),
+               ("anomalies-status", "className")]
+    payload = {"output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
+               "outputs": [{"id": i, "property": p} for i, p in outputs],
+               "inputs": [{"id": "anomalies-dates", "property": "start_date", "value": start},
+                          {"id": "anomalies-dates", "property": "end_date", "value": end},
+                          {"id": "refresh", "property": "n_intervals", "value": 0},
+                          {"id": "anomalies-timeline", "property": "clickData", "value": None}],
+               "changedPropIds": ["anomalies-dates.start_date"],
+               "state": [{"id": "anomalies-select", "property": "value", "value": None}]}
+    response = client.post("/_dash-update-component", json=payload)
+    assert response.status_code == 200, response.data[:500]
+    return json.loads(response.data)["response"]["anomalies-timeline"]["figure"]
+
+
+def test_the_timeline_of_one_anomaly_spans_the_days_picked(app_and_warehouse):
+    """walk36: the demo's request burst alone in its day (the alert's link opens /anomalies?id=...&start=2026-11-30
+    &end=2026-11-30) drew "Anomalies over time" with ticks 15:19:59.999, 15:19:59.9995, 15:20:00, 15:20:00.0005:
+    Plotly spreads one point over a millisecond. The time axis is the date range picked, so the point sits in its day."""
+    app, _ = app_and_warehouse
+    figure = _timeline_figure(_finance_client(app), "2026-11-30", "2026-11-30")
+    assert [len(t["x"]) for t in figure["data"]] == [1]
+    assert [value[:16] for value in figure["layout"]["xaxis"]["range"]] == ["2026-11-30T00:00", "2026-12-01T00:00"]
+    wider = _timeline_figure(_finance_client(app), "2026-11-25", "2026-11-30")
+    assert sum(len(t["x"]) for t in wider["data"]) == 4
+    assert [value[:10] for value in wider["layout"]["xaxis"]["range"]] == ["2026-11-25", "2026-12-01"]
+
+
 def test_models_tokens_per_request_has_thousands_separators(app_and_warehouse):
     from dashboards.models_data import ModelEconomics
 

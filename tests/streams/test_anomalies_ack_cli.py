@@ -121,3 +121,28 @@ def test_the_undo_command_a_mute_prints_runs_as_printed_for_a_scope_with_a_space
     assert argv[:3] == ["tokenmeter", "anomalies", "unmute"] and argv[argv.index("--scope") + 1] == f"user={name}", argv
     assert CliRunner().invoke(anomalies, argv[2:], env=env).exit_code == 0
     assert not asyncio.run(read_mutes(kafka_bootstrap)).muted("spend_rate", "user", name, datetime.now(timezone.utc))
+
+
+@pytest.mark.timeout(90)
+def test_the_mutes_listed_say_who_muted_and_how_to_lift_each(kafka_bootstrap):
+    """walk36: `anomalies mutes` listed `request_burst  api_key=sk-glo-plat-kai  until 2026-12-08T22:24:07Z` and no
+    more: not who muted it (the on-call engineer taking over cannot ask them), and not how to lift it, though `unmute`
+    needs an ANOMALY_ID the list did not give. Each line now says until when in the words `mute` printed, by whom,
+    and the unmute command that lifts it, ready to paste (quoted, as `mute`'s own undo)."""
+    import shlex
+
+    name = f"Jane Doe {uuid.uuid4().hex[:4]}"
+    env = {"TOKENMETER_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    muted = CliRunner().invoke(anomalies, ["mute", "anomaly-listed", "--kind", "token_rate", "--scope", f"user={name}",
+                                           "--by", "erin", "--hours", "3"], env=env)
+    assert muted.exit_code == 0, muted.output
+    until = muted.output.split(" until ", 1)[1].split(" by ", 1)[0]  # "2026-12-08 01:24 UTC"
+    listed = CliRunner().invoke(anomalies, ["mutes"], env=env)
+    assert listed.exit_code == 0, listed.output
+    line = next(line for line in listed.output.splitlines() if name in line)
+    assert f"until {until} by erin" in line, line
+    undo = line.split("(undo: ", 1)[1].rsplit(")", 1)[0]
+    argv = shlex.split(undo)
+    assert argv[:4] == ["tokenmeter", "anomalies", "unmute", "anomaly-listed"], argv
+    assert CliRunner().invoke(anomalies, argv[2:], env=env).exit_code == 0
+    assert not asyncio.run(read_mutes(kafka_bootstrap)).muted("token_rate", "user", name, datetime.now(timezone.utc))

@@ -178,3 +178,23 @@ def test_a_retried_reservation_of_the_same_request_replaces_its_hold_instead_of_
     assert [h.reservation_id for h in out.holds] == ["r2"] and owner.held("search") == D(0)
     _, refusal = owner.admit({"search": D("6")}, "r3", "req-2", LATER, NOW)  # another request: 2 + 6 <= 10
     assert refusal is None
+
+
+def test_a_call_that_cannot_fit_before_the_period_ends_is_told_so_not_to_retry_in_a_second():
+    """walk36: a gateway reserved gpt-4o with max_output_tokens 100,000 against the demo's growth-agent-daily (limit
+    $0.10): 403 with "this call's worst case 1.70 exceeds the limit", `until: null` and `retry_after_s: 1`, so a
+    gateway honouring it retries every second for the rest of the day. Holds coming back cannot help a call whose
+    worst case does not fit beside the committed spend alone, which only grows within a period: `until` is the
+    period's end then (as for a spent-out budget), and a worst case above the limit itself says what would fit."""
+    budgets = defs()
+    owner = owner_with(budgets)
+    owner.process(usage_messages(budgets, [(0, 1, priced("e1", "4"))]), now=NOW)
+    _, alone = owner.admit({"search": D("12")}, "r1", "req-1", LATER, NOW)
+    assert alone["until"] == "2026-12-01T00:00:00Z" and alone["retry_after_s"] == int((datetime(2026, 12, 1, tzinfo=UTC)
+                                                                                       - NOW).total_seconds())
+    assert "alone is above the limit" in alone["reason"] and "max_output_tokens" in alone["reason"], alone["reason"]
+    _, beside = owner.admit({"search": D("6.5")}, "r2", "req-2", LATER, NOW)  # 4 committed + 6.5 > 10, no holds
+    assert beside["until"] == "2026-12-01T00:00:00Z" and "alone" not in beside["reason"], beside
+    owner.admit({"search": D("5")}, "r3", "req-3", LATER, NOW)
+    _, held = owner.admit({"search": D("1.5")}, "r4", "req-4", LATER, NOW)  # fits once the hold of r3 settles
+    assert held["until"] is None and held["retry_after_s"] == 1, held
