@@ -13,6 +13,8 @@ A team user's queries are limited to their team; naming another team answers 403
     GET /api/v1/export?month=YYYY-MM&format=csv|parquet|focus&group_by=team   (a file; &archived=NAME: a
                                                                               re-opened close, as close --list names it;
                                                                               group_by: report dimensions, tag:<key>)
+
+Any other path under /api/ answers 404 JSON naming these; another method than GET on one of them, 405.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import date
 from typing import Any
 
 import flask
+from werkzeug.exceptions import HTTPException
 
 from dashboards.access import AccessDenied, scoped_warehouse
 from dashboards.filters import Filters
@@ -32,6 +35,10 @@ from warehouse.queries import DIMENSIONS
 
 log = logging.getLogger(__name__)
 api_blueprint = flask.Blueprint("tokenmeter_api", __name__, url_prefix="/api/v1")
+# Every other path under /api/: a JSON 404 naming the endpoints. Without it Dash's catch-all page route answered a
+# typo (or a page's name, /api/v1/showback) with 200 and the dashboard's HTML (walk36). The login guard runs first.
+api_unknown = flask.Blueprint("tokenmeter_api_unknown", __name__, url_prefix="/api")
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 SPEND_DIMS = DIMENSIONS  # `tokenmeter report`'s own list: a copy here had missed usage_assumption
 
 
@@ -100,6 +107,27 @@ def _books_refused(exc: WarehouseError):
     # events of the range gone): the reason, as the CLI says it, instead of Flask's HTML 500 page (walk29).
     log.warning("api: %s", exc)
     return flask.jsonify({"error": str(exc)}), 500
+
+
+def _endpoints() -> list[str]:
+    return sorted({rule.rule for rule in flask.current_app.url_map.iter_rules()
+                   if rule.endpoint.startswith(api_blueprint.name + ".")})
+
+
+@api_unknown.route("/", defaults={"rest": ""}, methods=ALL_METHODS)
+@api_unknown.route("/<path:rest>", methods=ALL_METHODS)
+def unknown(rest: str):
+    # A known endpoint asked with another method lands here too (this rule takes every method): say so (405).
+    try:
+        endpoint, _ = flask.current_app.url_map.bind("").match(flask.request.path, method="GET")
+    except HTTPException:
+        endpoint = None
+    if endpoint and endpoint.startswith(api_blueprint.name + "."):
+        response = flask.jsonify({"error": f"{flask.request.method} is not allowed on {flask.request.path}; use GET"})
+        response.headers["Allow"] = "GET, HEAD"
+        return response, 405
+    return flask.jsonify({"error": f"no API endpoint {flask.request.path}; the endpoints: {', '.join(_endpoints())}",
+                          "endpoints": _endpoints()}), 404
 
 
 def _json(body: Any):

@@ -118,9 +118,10 @@ def create_app(settings: Any, warehouse: Any = None) -> Dash:
     app.server.config[CONFIG_KEY] = handle
     app.server.config[SETTINGS_KEY] = settings
     install_auth(app.server, settings)
-    from dashboards.api import api_blueprint  # imported here: the API imports page data modules
+    from dashboards.api import api_blueprint, api_unknown  # imported here: the API imports page data modules
 
     app.server.register_blueprint(api_blueprint)
+    app.server.register_blueprint(api_unknown)
     app.layout = partial(shell_layout, round(settings.dashboard_refresh_seconds * 1000))  # a function: per request
     _register_shell_callbacks(app, handle)
     return app

@@ -346,3 +346,23 @@ def test_a_budgets_history_says_when_its_spend_from_before_it_was_pending(app_an
                               "expected_breach_at, updated_at, spend_before_definition) VALUES " + ", ".join(rows))
     detail = app.server.test_client().get("/api/v1/budgets/gamma-new", headers=FIN).get_json()
     assert [h["spend_before_definition"] for h in detail["history"]] == ["pending", "counted"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v1/showback", "/api/v2/spend", "/api/", "/api/v1/spend/x"])
+def test_an_unknown_api_path_is_a_json_404_not_the_dashboard_page(app_and_warehouse, path):
+    """walk36: `/api/v1/showback` (a page's name) or a typo answered 200 with the dashboard's HTML, so a script
+    parsing JSON failed far from the cause, and a monitoring probe of a wrong URL looked healthy. Now 404 JSON naming
+    the endpoints; the login comes first (without it 401, as every API path: nothing is listed to a stranger)."""
+    app, _ = app_and_warehouse
+    client = app.server.test_client()
+    assert client.get(path).status_code == 401
+    answer = client.get(path, headers=FIN)
+    assert answer.status_code == 404 and answer.is_json, (answer.status_code, answer.content_type)
+    assert "/api/v1/spend" in answer.get_json()["error"] and path in answer.get_json()["error"]
+    assert client.get("/api/v1/me", headers=FIN).get_json()["user"] == "fin"  # a known one still answers
+
+
+def test_a_wrong_method_on_an_api_path_is_json(app_and_warehouse):
+    app, _ = app_and_warehouse
+    answer = app.server.test_client().post("/api/v1/spend", headers=FIN)
+    assert answer.status_code == 405 and answer.is_json and "GET" in answer.get_json()["error"]
