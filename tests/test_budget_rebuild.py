@@ -177,8 +177,10 @@ def test_rebuild_marks_fired_the_thresholds_a_seeded_alert_stands_for(wh):
               "details": {"budget": budget.name, "period_key": key, "threshold": 80, "passed_thresholds": [50, 80]}}
     wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, seeded)[1]])
     states, alerts = rebuild_states(wh, [budget], now=NOW)
-    assert alerts == []
-    assert sorted(states[0][1]["ledger"]["fired"][budget.name][key]) == ["50", "80"]
+    # no threshold again; the 8.6 USD of the last (otherwise quiet) hour projects a breach, never alerted: that one
+    # goes out (a quiet hour is an hour of burn since walk36's runaway)
+    assert [a["kind"] for a in alerts] == ["forecast"]
+    assert sorted(states[0][1]["ledger"]["fired"][budget.name][key]) == ["50", "80", "forecast"]
 
 
 def test_a_rebuilt_budget_keeps_the_last_hours_burn_rate_and_its_forecast(wh):
@@ -225,3 +227,35 @@ def test_a_rebuild_knows_the_whole_quiet_hour_before_a_few_minutes_of_calls(wh):
     (_, record), = owner.republish(name, NOW).enforcement
     # 0.05 USD in the hour: 0.05 USD an hour until the period end
     assert record["projected"] is not None and Decimal(record["projected"]) > Decimal("8.05"), record
+
+
+def test_a_quiet_budgets_runaway_is_forecast_from_its_first_minutes(wh):
+    """walk36: `growth-agent-daily`, with no spend in its day when `up` started, read "not enough data yet" at 35 % and
+    80 % while an agent loop took it from 0 to 102 % in ~4 minutes: no forecast alert went out before the 100 % one.
+    The rebuild's warehouse had seen the whole quiet hour, but only a budget with earlier spend was marked observed
+    from the hour's start, so the 10-minute guard ran from the loop's first call. An hour known quiet is an hour of
+    burn: 3 minutes of the loop are 3 minutes of spend in that hour, and project the breach."""
+    import orjson
+
+    from streams.budgets.owner import BudgetOwner
+    from streams.budgets.routing import BudgetRouter, spend_messages
+
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    offset = 12 - NOW.hour  # a zone where NOW is about noon: half a day left in the budget's day
+    budget = parse_budget({"name": f"r-{team}", "scope": {"team": team}, "period": "day", "limit": "0.10",
+                           "thresholds": [50, 80, 100], "action": "block",
+                           "tz": "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"})
+    (name, state), = rebuild_states(wh, [budget], now=NOW)[0]  # nothing spent today
+    owner = BudgetOwner({budget.name: budget})
+    owner.restore(name, state)
+    owner.runtimes[name].seed_since = None
+    router = BudgetRouter()
+    router.set_budgets({budget.name: budget})
+    loop = [priced(f"{team}-{i}", team, "0.002", NOW + timedelta(seconds=10 * i)) for i in range(18)]  # 36 %
+    messages = [orjson.loads(v) for _, v in spend_messages(router.route([(0, i, e) for i, e in enumerate(loop)]))]
+    out = owner.process(messages, now=NOW + timedelta(minutes=3))
+    forecast, = [a for a in out.alerts if a["kind"] == "forecast"]
+    (_, record), = [(n, r) for n, r in out.enforcement if r is not None]
+    assert record["projected"] is not None and Decimal(record["projected"]) > Decimal("0.10"), record
+    assert (forecast["details"]["projected"], forecast["details"]["expected_breach_at"]) == (
+        record["projected"], record["expected_breach_at"])

@@ -366,8 +366,11 @@ class BudgetLedger:
                 if burn:
                     newest = datetime.strptime(max(burn), "%Y-%m-%dT%H:%M").replace(tzinfo=timezone.utc)
                     horizon = (newest - self.forecast_lookback - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
-                    for minute in [m for m in burn if m < horizon]:
+                    old = [m for m in burn if m < horizon]
+                    for minute in old:
                         del burn[minute]
+                    if old:  # the minutes since stay observed (quiet ones too): a zero at the horizon says so, or a
+                        burn.setdefault(horizon, _zero(budget))  # quiet hour's first call restarted the 10-min guard
 
     # Exact rebuild and decisions --------------------------------------------------------------------
     def rebuild_from_totals(self, budget_name: str, period_key: str, total: Amount,
@@ -395,9 +398,11 @@ class BudgetLedger:
         self.fired[budget_name][period_key] = set(fired)
         minutes = {minute.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"): amount
                    for minute, amount in (burn or {}).items() if amount}
-        if burn is not None and at is not None and total != sum(minutes.values(), 0):
-            # Spend before the hour: the warehouse saw the whole hour, quiet minutes too, as a ledger that ran through
-            # it would have (its older minutes): a zero at the hour's start says burn was observed from there.
+        if burn is not None and at is not None:
+            # The warehouse saw the whole hour, quiet minutes too, as a ledger that ran through it would have (its
+            # older minutes): a zero at the hour's start says burn was observed from there. Also for a period with no
+            # spend yet: a quiet hour is an hour of burn (walk36: a quiet budget's runaway read "not enough data
+            # yet" for its first 10 minutes, until past 80 %).
             since = max(window_for_key(self.budgets[budget_name], period_key)[0], at - self.forecast_lookback)
             minutes.setdefault(since.strftime("%Y-%m-%dT%H:%M"), _zero(self.budgets[budget_name]))
         self.burn[budget_name][period_key] = minutes
