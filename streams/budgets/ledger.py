@@ -86,7 +86,7 @@ class Crossing:
     limit: Amount
     period_start: datetime
     period_end: datetime
-    at: datetime  # event time of the newest event in the batch that crossed
+    at: datetime  # event time of the newest event in the batch that crossed (a forecast: when it was projected)
     action: str  # budget.action when threshold >= 100, else "alert"
     scope: dict[str, str] = field(default_factory=dict)
     notify: tuple[str, ...] = ()
@@ -285,7 +285,9 @@ class BudgetLedger:
             forecast = self.forecast(budget, key, spend, start, end, now)
             if forecast is not None and forecast.expected_breach_at is not None:
                 fired.add("forecast")
-                out.append(self._crossing(budget, key, "forecast", spend, start, end, at,
+                # dated when projected (`now`), not at the batch's newest event time: a catch-up batch's events
+                # are minutes old, older than a freshly started stack (walk36)
+                out.append(self._crossing(budget, key, "forecast", spend, start, end, now,
                                           projected=forecast.projected,
                                           expected_breach_at=forecast.expected_breach_at))
         return out

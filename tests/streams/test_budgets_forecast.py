@@ -62,6 +62,9 @@ def test_the_demos_start_the_alert_and_the_page_give_one_projection():
     assert record["expected_breach_at"] == forecast["details"]["expected_breach_at"]
     assert Decimal(record["projected"]) >= Decimal(record["limit"])
     assert forecast["details"]["expected_breach_at"] > NOW.isoformat()
+    # walk36: the alert was dated at the batch's newest event time (here 20:54:20; on a fresh `up --demo`, before the
+    # stack had started) while its projection is made at the owner's clock: it is dated when it was projected
+    assert forecast["at"] == record["updated_at"], (forecast["at"], record["updated_at"])
 
     # three minutes of live traffic later the page still shows a projection past the limit (it said "not enough data")
     live = [priced(f"live-{i}", NOW + timedelta(seconds=30 * i), "0.02") for i in range(6)]
