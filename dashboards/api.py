@@ -126,8 +126,9 @@ def unknown(rest: str):
         response = flask.jsonify({"error": f"{flask.request.method} is not allowed on {flask.request.path}; use GET"})
         response.headers["Allow"] = "GET, HEAD"
         return response, 405
-    return flask.jsonify({"error": f"no API endpoint {flask.request.path}; the endpoints: {', '.join(_endpoints())}",
-                          "endpoints": _endpoints()}), 404
+    endpoints = _endpoints()
+    return flask.jsonify({"error": f"no API endpoint {flask.request.path}; the endpoints: {', '.join(endpoints)}",
+                          "endpoints": endpoints}), 404
 
 
 def _json(body: Any):

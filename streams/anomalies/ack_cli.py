@@ -143,12 +143,11 @@ def mutes() -> None:
     live = table.in_force(datetime.now(timezone.utc))
     # who muted and on which anomaly: `unmute` needs an ANOMALY_ID, which the list did not give (walk36); values
     # read from the topic (anyone who may write to it wrote them) are shown plain, as the notes show them
+    whole = 4096  # the undo names the scope in full (a value may be 1,024 characters), the columns cut it
     for kind, dim, value, until, record in live:
-        by, anomaly_id = _plain(str(record.get("by") or "?")), _plain(str(record.get("anomaly_id") or "?"))
-        whole = 4096  # the undo names the scope in full (a value may be 1,024 characters), the columns cut it
         undo = _unmute_command(_plain(str(record.get("anomaly_id") or "?"), whole), _plain(kind, whole),
                                (_plain(dim, whole), _plain(value, whole)))
-        click.echo(f"{_plain(kind):<20} {_plain(dim)}={_plain(value):<30} until {until:%Y-%m-%d %H:%M} UTC by {by} "
-                   f"(undo: {undo})")
+        click.echo(f"{_plain(kind):<20} {_plain(dim)}={_plain(value):<30} until {until:%Y-%m-%d %H:%M} UTC by "
+                   f"{_plain(str(record.get('by') or '?'))} (undo: {undo})")
     if not live:
         click.echo("no mutes in force")

@@ -122,11 +122,10 @@ class Decision:
 
 @dataclass(frozen=True)
 class Forecast:
-    """The period-end projection at `now` (rounded to the amount's precision), the burn rate per second of it, and
-    when spend reaches the limit at that rate (None: the projection stays within the limit)."""
+    """The period-end projection at `now` (rounded to the amount's precision) and when spend reaches the limit at the
+    burn rate (None: the projection stays within the limit)."""
 
     projected: Amount
-    rate: Decimal
     expected_breach_at: datetime | None
 
 
@@ -317,7 +316,7 @@ class BudgetLedger:
         if rate > 0 and projected >= budget.limit:
             breach = now + timedelta(seconds=float((Decimal(budget.limit) - Decimal(spend)) / rate))
         rounded = int(projected) if budget.metric == "tokens" else projected.quantize(Decimal("1e-12"))
-        return Forecast(rounded, rate, breach)
+        return Forecast(rounded, breach)
 
     def _window_total(self, budget: Budget, at: datetime) -> tuple[Amount, datetime, datetime, str]:
         start, end, key = rolling_window(budget.rolling_hours or 1, at)
