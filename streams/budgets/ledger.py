@@ -258,7 +258,7 @@ class BudgetLedger:
                     crossings += self._evaluate_rolling(budget, self.newest[name])
             else:
                 crossings += self._evaluate_calendar(budget, key, at, now or self.newest[name])
-        self._prune()
+        self._prune(now)
         return crossings
 
     # Evaluation -------------------------------------------------------------------------------------
@@ -347,7 +347,9 @@ class BudgetLedger:
                 del latched[str(threshold)]  # spend left the window: the threshold may fire again later
         return out
 
-    def _prune(self) -> None:
+    def _prune(self, now: datetime | None = None) -> None:
+        """Drop periods beyond KEEP_PERIODS and burn minutes past the forecast's hour before `now` (the evaluator's
+        clock; None: each period's newest burn minute)."""
         for name, periods in self.spend.items():
             budget = self.budgets.get(name)
             if budget is None:
@@ -361,11 +363,14 @@ class BudgetLedger:
                 del periods[key]
                 self.fired.get(name, {}).pop(key, None)
                 self.burn.get(name, {}).pop(key, None)
-            # Relative to the period's newest burn minute, not `newest`: a state rebuilt before forecast36 stored the
-            # period END as `newest`, and every batch's burn was then dropped right after its own evaluation.
+            # Relative to the clock, at most the period's newest burn minute, not `newest`: a state rebuilt before
+            # forecast36 stored the period END as `newest`, and every batch's burn was then dropped right after its
+            # own evaluation; and one event of a gateway a day ahead (accepted: clock skew) dropped the last hour's.
+            clock = None if now is None else now.strftime("%Y-%m-%dT%H:%M")
             for burn in self.burn.get(name, {}).values():
                 if burn:
-                    newest = datetime.strptime(max(burn), "%Y-%m-%dT%H:%M").replace(tzinfo=timezone.utc)
+                    newest = datetime.strptime(min(max(burn), clock or max(burn)), "%Y-%m-%dT%H:%M").replace(
+                        tzinfo=timezone.utc)
                     horizon = (newest - self.forecast_lookback - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
                     old = [m for m in burn if m < horizon]
                     for minute in old:

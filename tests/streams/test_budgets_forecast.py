@@ -108,3 +108,20 @@ def test_a_state_rebuilt_before_the_fix_projects_again():
     for i in range(3):  # a batch a minute, as live traffic comes
         record = record_of(owner.process(spend(calls[10 * i:10 * i + 10], 10 * i), now=NOW + timedelta(minutes=i)))
     assert record["projected"] is not None and Decimal(record["projected"]) > Decimal("8.3")
+
+
+def test_one_event_from_a_gateway_a_day_ahead_does_not_erase_the_last_hours_burn():
+    """Events up to a day ahead are accepted (tokenmeter/events.py, clock skew between gateways). The ledger pruned
+    burn minutes older than an hour before its NEWEST minute: one skewed call 23 hours ahead dropped every real
+    minute of the last hour, and the page read "not enough data yet" (or a projection without that burn) until the
+    skewed minute was itself an hour old. The horizon is the owner's clock, at most the newest minute."""
+    owner = live_owner()
+    live = [priced(f"live-{i}", NOW - timedelta(minutes=30 - i), "0.01") for i in range(30)]  # 0.30 USD in 30 min
+    before = record_of(owner.process(spend(live, 0), now=NOW))
+    assert before["projected"] is not None
+    skewed = [priced("skewed", NOW + timedelta(hours=23), "0.01")]
+    owner.process(spend(skewed, 100), now=NOW + timedelta(seconds=5))  # (the record then is not republished: asked)
+    after = owner.enforcement_record(owner.runtimes[BUDGET.name], NOW + timedelta(seconds=5))
+    assert after["projected"] is not None, after
+    # the same half hour of burn, measured 5 s later (~0.3 % lower), not the skewed minute's burn alone
+    assert Decimal(after["projected"]) >= Decimal(before["projected"]) * Decimal("0.99"), (before, after)
