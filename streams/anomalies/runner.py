@@ -78,9 +78,8 @@ def load_state(path: Path) -> tuple[AnomalyEngine, dict[int, int], dict[str, int
         engine = AnomalyEngine.restore(data["engine"])
         if engine.restored_note:
             log.warning("anomaly state %s restored with today's defaults: %s", path, engine.restored_note)
-        withheld = {str(k): int(v) for k, v in (data.get("withheld") or {}).items()}
-        return engine, {int(p): int(o) for p, o in data["offsets"].items()}, withheld
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return engine, {int(p): int(o) for p, o in data["offsets"].items()}, _withheld_pages(data.get("withheld"))
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         log.error("cannot restore anomaly state from %s (%s); starting fresh", path, exc)
         return AnomalyEngine(), {}, {}
 
@@ -94,6 +93,13 @@ def decode(value: bytes | None, headers: Any = None) -> list[dict]:
     if isinstance(data, list) and all(isinstance(item, dict) for item in data):
         return data
     raise ValueError(f"expected a priced event object or an array of them, got {type(data).__name__}")
+
+
+def _withheld_pages(saved: Any) -> dict[str, int]:
+    """The saved withheld pages; an unreadable entry is dropped alone (its resolve then goes out), never the engine."""
+    if not isinstance(saved, dict):
+        return {}
+    return {str(k): v for k, v in saved.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 class Detector:

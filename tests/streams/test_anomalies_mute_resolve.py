@@ -95,3 +95,21 @@ def test_a_resolve_goes_out_exactly_when_its_page_did(kafka_bootstrap, tmp_path)
         assert [a for a in alerts if of(silent)(a)] == []  # never paged: no "Resolved" for it either
 
     asyncio.run(scenario())
+
+
+def test_an_unreadable_withheld_entry_costs_its_resolve_not_the_engine(tmp_path):
+    """The saved state's withheld pages are read entry by entry: a wrong-typed one (a hand-edited or foreign file) is
+    dropped alone; the engine and offsets are restored (a bad entry used to mean starting fresh)."""
+    from streams.anomalies.engine import AnomalyEngine
+    from streams.anomalies.runner import load_state, save_state
+
+    path = tmp_path / "engine.json"
+    save_state(path, AnomalyEngine(), {0: 42}, {"a:page": 1_796_000_000})
+    data = orjson.loads(path.read_bytes())
+    data["withheld"].update({"b": "soon", "c": None, "d": [1], "e": True, "f": 1_796_000_001})
+    path.write_bytes(orjson.dumps(data))
+    _, offsets, withheld = load_state(path)
+    assert offsets == {0: 42} and withheld == {"a:page": 1_796_000_000, "f": 1_796_000_001}
+    data["withheld"] = ["not", "a", "mapping"]
+    path.write_bytes(orjson.dumps(data))
+    assert load_state(path)[1:] == ({0: 42}, {})
