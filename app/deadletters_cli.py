@@ -14,6 +14,7 @@ import click
 
 _SPAN = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+SOURCE_HELP = "Only this source (the rejected event's, e.g. kong; else the collector's dialect; else the stage)."
 
 
 def since_option(value: str, option: str = "--since", now: datetime | None = None) -> datetime:
@@ -50,7 +51,7 @@ def deadletters() -> None:
 
 @deadletters.command("summary")
 @_since
-@click.option("--source", default=None, help="Only this source (a collector's dialect, else the stage).")
+@click.option("--source", default=None, help=SOURCE_HELP)
 @click.option("--stage", default=None, help="Only this stage (worker, load, collect:http, collect:file, ...).")
 @click.option("--full", is_flag=True, help="Each group's whole reason and one real example, wrapped to the "
               "terminal (the table cuts reasons to fit it).")
@@ -116,7 +117,7 @@ def _read(filters: Any, on_letter: Any) -> int:
 
 @deadletters.command("show")
 @_since
-@click.option("--source", default=None, help="Only this source (a collector's dialect, else the stage).")
+@click.option("--source", default=None, help=SOURCE_HELP)
 @click.option("--stage", default=None, help="Only this stage (worker, load, collect:http, ...).")
 @click.option("--reason-contains", default=None, help="Only letters whose reason contains this text (any case).")
 @click.option("--limit", type=click.IntRange(0), default=20, show_default=True, help="Show the newest N letters.")
