@@ -14,6 +14,7 @@ import click
 
 _SPAN = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+SOURCE_HELP = "Only this source (the rejected event's, e.g. kong; else the collector's dialect; else the stage)."
 
 
 def since_option(value: str, option: str = "--since", now: datetime | None = None) -> datetime:
@@ -50,20 +51,20 @@ def deadletters() -> None:
 
 @deadletters.command("summary")
 @_since
-@click.option("--source", default=None, help="Only this source (a collector's dialect, else the stage).")
+@click.option("--source", default=None, help=SOURCE_HELP)
 @click.option("--stage", default=None, help="Only this stage (worker, load, collect:http, collect:file, ...).")
+@click.option("--full", is_flag=True, help="Each group's whole reason and one real example, wrapped to the "
+              "terminal (the table cuts reasons to fit it).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def summary(since: str, source: str | None, stage: str | None, fmt: str) -> None:
-    """Dead letters per source, stage and kind of reason (numbers, quoted values and ids replaced: one example
-    each), with the first and last time; from the warehouse (works while `tokenmeter up` runs)."""
-    import polars as pl
+def summary(since: str, source: str | None, stage: str | None, full: bool, fmt: str) -> None:
+    """Dead letters per source (the event's own, e.g. kong, else the collector's dialect, else the stage), stage
+    (which rejected them) and kind of reason (numbers, quoted values and ids replaced: one example each), with the
+    first and last time; from the warehouse (works while `tokenmeter up` runs)."""
+    import shutil
 
-    from app.deadletters_read import clip
-    from tokenmeter.terminal_text import for_terminal
-    from app.deadletters_summary import MAX_GROUPS, summary_rows
+    from app.deadletters_summary import MAX_GROUPS, summary_blocks, summary_rows, summary_table
     from tokenmeter.cli_support import cli_settings
     from warehouse import WarehouseError, open_warehouse
-    from warehouse.report import render_report
 
     start, now = since_option(since), datetime.now(timezone.utc)
     try:
@@ -86,14 +87,18 @@ def summary(since: str, source: str | None, stage: str | None, fmt: str) -> None
     if not rows:
         click.echo(f"no dead letters since {start.isoformat(timespec='seconds')}")
         return
-    people = [{"source": for_terminal(r["source"]), "stage": for_terminal(r["stage"]), "letters": r["letters"],
-               "first": r["first_at"].strftime("%Y-%m-%d %H:%M:%S"), "last": r["last_at"].strftime("%Y-%m-%d %H:%M:%S"),
-               "reason": for_terminal(clip(r["kind"], 80)), "example": for_terminal(clip(r["example"], 120))}
-              for r in rows]
-    click.echo(render_report(pl.DataFrame(people, infer_schema_length=None), "table"), nl=False)
+    columns = shutil.get_terminal_size((120, 24)).columns  # COLUMNS, else the terminal, else 120 (a pipe)
+    reasons_cut = False
+    if full:
+        click.echo(summary_blocks(rows, columns), nl=False)
+    else:
+        table, reasons_cut = summary_table(rows, columns)
+        click.echo(table, nl=False)
     total = sum(r["letters"] for r in rows)
     click.echo(f"{total} letter(s) in {len(rows)} group(s) since {start.isoformat(timespec='seconds')} (UTC)"
                + (f"; only the {MAX_GROUPS} largest groups (narrow --since, --source, --stage)" if cut else ""))
+    if reasons_cut:
+        click.echo("reasons cut to fit: --full (or --format json) shows them whole, with an example")
 
 
 def _read(filters: Any, on_letter: Any) -> int:
@@ -112,7 +117,7 @@ def _read(filters: Any, on_letter: Any) -> int:
 
 @deadletters.command("show")
 @_since
-@click.option("--source", default=None, help="Only this source (a collector's dialect, else the stage).")
+@click.option("--source", default=None, help=SOURCE_HELP)
 @click.option("--stage", default=None, help="Only this stage (worker, load, collect:http, ...).")
 @click.option("--reason-contains", default=None, help="Only letters whose reason contains this text (any case).")
 @click.option("--limit", type=click.IntRange(0), default=20, show_default=True, help="Show the newest N letters.")

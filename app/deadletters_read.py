@@ -22,6 +22,7 @@ from typing import Any, Callable
 import orjson
 
 from tokenmeter import topics
+from tokenmeter.deadletters import letter_source
 from tokenmeter.terminal_text import for_terminal
 
 MAX_TEXT_CHARS = 500  # per value shown (a reason, a context value); a letter's builder clips reasons to 2,000
@@ -52,9 +53,9 @@ class Letter:
 
     @property
     def source(self) -> str:
-        """As the warehouse names it (warehouse/records_load.py deadletter_row): a collector's dialect, else the
-        letter's source, else its stage."""
-        return _text(self.letter, "dialect") or _text(self.letter, "source") or self.stage
+        """As the warehouse names it (tokenmeter/deadletters.py letter_source): a collector's dialect, else the
+        letter's source, else the source of the event it carries, else its stage."""
+        return letter_source(self.letter)
 
     @property
     def reason(self) -> str:

@@ -11,8 +11,11 @@ for), though completeness does not count it as a new rejection."""
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime
 from typing import Any
+
+from tokenmeter.terminal_text import for_terminal
 
 # re2 (ClickHouse) syntax, passed as query parameters (no SQL string escaping to get wrong). The order matters:
 # quotes first (they may hold digits), then words mixing digits and hex letters (hashes, ids), then numbers.
@@ -52,3 +55,47 @@ def summary_rows(wh: Any, since: datetime, until: datetime, source: str | None =
         params["stage"] = stage
     frame = wh.query(SUMMARY_SQL.replace("{filters}", filters), params)
     return list(frame.iter_rows(named=True))
+
+
+# The table is one line per group within the terminal's width: the reason is cut to what is left beside the other
+# columns (until walk36 lines were ~300 characters: reason and example side by side); `--full` prints each group's
+# whole reason and one real example, wrapped. Names from gateways are cut too (stored up to 200 characters).
+NAME_CHARS = 24
+MIN_REASON_CHARS = 20
+TIME_FORMAT = "%m-%d %H:%M"  # the year is in the line under the table ("since 2026-12-07T..."), and in --full
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:max(limit - 1, 0)] + "…"
+
+
+def summary_table(rows: list[dict[str, Any]], columns: int) -> tuple[str, bool]:
+    """The groups as a table at most `columns` wide (when the other columns leave the reason MIN_REASON_CHARS),
+    and whether a reason was cut."""
+    import polars as pl
+
+    from warehouse.report import render_report
+
+    people = [{"source": _cut(for_terminal(r["source"]), NAME_CHARS), "stage": _cut(for_terminal(r["stage"]),
+               NAME_CHARS), "letters": r["letters"], "first (UTC)": r["first_at"].strftime(TIME_FORMAT),
+               "last (UTC)": r["last_at"].strftime(TIME_FORMAT), "reason": for_terminal(r["kind"])} for r in rows]
+    others = [max(len(name), *(len(str(p[name])) for p in people)) for name in list(people[0])[:-1]]
+    room = max(MIN_REASON_CHARS, columns - sum(others) - 2 * len(others))
+    cut = any(len(p["reason"]) > room for p in people)
+    for p in people:
+        p["reason"] = _cut(p["reason"], room)
+    return render_report(pl.DataFrame(people, infer_schema_length=None), "table"), cut
+
+
+def summary_blocks(rows: list[dict[str, Any]], columns: int) -> str:
+    """Each group as a few lines wrapped to `columns`: who, how many and when, the whole (normalised) reason and
+    one real reason as it was lettered."""
+    width = max(columns, 40)
+    out = []
+    for r in rows:
+        out.append(_cut(f"{for_terminal(r['source'])} / {for_terminal(r['stage'])}: {r['letters']} letter(s), "
+                        f"{r['first_at']:%Y-%m-%d %H:%M:%S} .. {r['last_at']:%Y-%m-%d %H:%M:%S} UTC", width))
+        for label, text in (("reason:  ", r["kind"]), ("example: ", r["example"])):
+            out.append(textwrap.fill(for_terminal(text), width, initial_indent="  " + label,
+                                     subsequent_indent=" " * (2 + len(label))))
+    return "\n".join(out) + "\n"

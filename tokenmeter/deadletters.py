@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from tokenmeter import topics
 from tokenmeter.redaction import redact_text, redact_value
 
 MAX_PAYLOAD_CHARS = 16_384  # enough to read a bad event; small enough that any letter fits a Kafka message
@@ -133,6 +134,34 @@ def _encodes(payload: Any) -> bool:
         return True
     except (TypeError, orjson.JSONEncodeError, RecursionError):
         return False
+
+
+SOURCE_CHARS = 200  # a source as stored (warehouse `dead_letters.source`) and shown
+EVENT_TOPICS = (topics.USAGE, topics.PRICED)  # their records are usage events, each with its `source`
+
+
+def letter_source(letter: dict[str, Any] | None) -> str:
+    """Who sent what a letter rejected: the collector's dialect, else the letter's own `source`, else the `source`
+    of the usage event it carries (a letter of the worker or the loader about one event of a Kafka topic of
+    events), else the stage that rejected it (nothing says more: a record that is not JSON). Until walk36 a letter
+    of the worker said `worker` here for kong's events: the stage is its own column (`stage`)."""
+    letter = letter or {}
+    for name in ("dialect", "source"):
+        value = letter.get(name)
+        if isinstance(value, str) and value.strip():
+            return value[:SOURCE_CHARS]
+    if letter.get("topic") in EVENT_TOPICS:
+        payload = letter.get("payload")
+        if isinstance(payload, str) and payload.startswith("{"):  # kept as text: parse it (a cut one will not)
+            try:
+                payload = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                payload = None
+        value = payload.get("source") if isinstance(payload, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value[:SOURCE_CHARS]
+    stage = letter.get("stage")
+    return stage[:SOURCE_CHARS] if isinstance(stage, str) and stage else "unknown"
 
 
 def encode(letter: dict[str, Any]) -> bytes:

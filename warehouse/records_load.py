@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from tokenmeter import topics
+from tokenmeter.deadletters import letter_source
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 MONEY = pa.decimal128(38, 12)
@@ -248,7 +249,7 @@ def deadletter_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     except RecordRowError:
         at = now
     stage = text("stage") or "unknown"
-    return {"at": at, "stage": stage, "source": text("dialect") or text("source") or stage,
+    return {"at": at, "stage": stage, "source": letter_source(record),
             "reason": text("reason", 1000), "topic": text("topic"), "partition": number("partition"),
             "offset": number("offset"), "payload_sha256": text("payload_sha256", 64), "loaded_at": now,
             "replayed_from": text("replayed_from")}

@@ -15,6 +15,7 @@ import orjson
 
 from tokenmeter.cli_support import cli_settings, configure_logging, run_service
 from tokenmeter.settings import Settings, ensure_port_free
+from tokenmeter.timefmt import people_utc
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -192,7 +193,20 @@ def recent_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
             why = broker_problem(exc, settings.bootstrap_servers) if isinstance(exc, KafkaConnectionError) else exc
             raise TopicReadError(f"cannot read the alerts topic on {settings.bootstrap_servers}: {why}") from None
         click.echo(f"note: the broker is unreachable ({exc}); showing the warehouse's alerts only", err=True)
-    return sorted(rows.values(), key=lambda a: str(a.get("at") or ""), reverse=True)[:limit]
+    return sorted(rows.values(), key=_alert_time, reverse=True)[:limit]
+
+
+def _alert_time(alert: dict[str, Any]) -> datetime:
+    """When an alert happened, for ordering: its `at` read as a moment. The topic's copies carry the record's text
+    (a live budget alert's event time with microseconds, others in whole seconds, "Z"), the warehouse's an
+    isoformat with "+00:00": ordered as those strings, alerts within one second came in the strings' order (walk36).
+    An `at` that is not a moment sorts last."""
+    at = alert.get("at")
+    try:
+        moment = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 def topic_alerts(settings: Settings) -> list[dict[str, Any]]:
@@ -252,8 +266,10 @@ def list_alerts(limit: int, fmt: str) -> None:
         click.echo("no alerts")
         return
     header = ("AT", "SOURCE", "KIND", "SEVERITY", "ACTION", "TITLE", "DELIVERIES")
-    table = [header] + [(str(a["at"]), a["source"], a["kind"], a["severity"], a["action"],
-                         a["title"] if len(a["title"]) <= 60 else a["title"][:59] + "…",
+    # one precision for every row, as on-call texts write times (to the second, UTC); --format json keeps `at` as
+    # the record has it
+    table = [header] + [(people_utc(a["at"], seconds=True) or "-", a["source"], a["kind"], a["severity"],
+                         a["action"], a["title"] if len(a["title"]) <= 60 else a["title"][:59] + "…",
                          _delivery_summary(a["deliveries"])) for a in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
     for row in table:

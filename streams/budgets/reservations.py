@@ -49,6 +49,7 @@ from .looplag import GcPauses, LoopLagProbe
 from .murmur import DefaultPartitioner
 from .owner import RESERVATION_COUNTS
 from .readiness import spend_partition
+from .reservation_answer import admitted_answer
 from .worst_case import WorstCaseError, count_prompt_tokens, worst_case
 
 log = logging.getLogger("tokenmeter.reservations")
@@ -583,12 +584,8 @@ class ReservationService:
         if ext_authz_path is not None:  # ext_authz admits on 200 only; the id goes upstream as a header
             return _json(web, {"reservation_id": reservation_id, "request_id": call["request_id"]}, 200,
                          **{"X-Tokenmeter-Action": "allow", "X-Tokenmeter-Reservation": reservation_id})
-        return _json(web, {
-            "reservation_id": reservation_id, "request_id": call["request_id"], "expires_at": iso(expires_at),
-            "held": {"cost_usd": money(case.cost_usd), "tokens": case.tokens}, "holds": holds,
-            "worst_case": {"entry": case.entry, "rule": case.rule, "prompt_tokens": case.prompt_tokens,
-                           "prompt_counted": call["estimated"], "max_output_tokens": case.max_output_tokens},
-        }, 201, **{"X-Tokenmeter-Action": "allow", "Location": f"/v1/reservations/{reservation_id}"})
+        return _json(web, admitted_answer(reservation_id, call, iso(expires_at), case, budgets, holds), 201,
+                     **{"X-Tokenmeter-Action": "allow", "Location": f"/v1/reservations/{reservation_id}"})
 
     def _matching(self, attributes: dict[str, str], entry: str) -> list[Any]:
         """The budgets a reservation holds, found through the router's index of scopes (a scan of every budget cost

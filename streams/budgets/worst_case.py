@@ -17,6 +17,11 @@ A token budget holds prompt + max output tokens.
 
 Output tokens: `max_output_tokens` from the request; when absent, the model's output limit from the catalog
 (`max_output_tokens` of an entry, when the catalog has it) or a clear error: a reservation never guesses low.
+A request asking for more than that limit is held AT the limit (and says so): the provider never bills more output
+than its model's limit (OpenAI and Anthropic refuse a larger max_tokens with a 400, gateways that clamp send the
+limit), so holding the asked amount only refused calls the budget could afford (walk36: gpt-4o with 100,000, ~6x
+its 16,384). Not refused here either: whether the provider accepts the request is the provider's to say, and a
+catalog that lags a raised limit would refuse calls the provider serves.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ class WorstCase:
     cost_usd: Decimal  # rounded up to the book's quantum: a hold is never below the worst case
     tokens: int  # prompt + max output tokens (token budgets)
     prompt_tokens: int
-    max_output_tokens: int
+    max_output_tokens: int  # the output tokens held: the request's, at most the model's output limit
     entry: str  # catalog entry priced, e.g. openai/gpt-4o
     rule: str  # which prices were taken, for people: "priority, long context"
+    max_output_tokens_asked: int | None = None  # the request's own bound (None: not given, the limit was held)
+    output_limit: int | None = None  # the model's output limit from the catalog, when it has one
 
 
 def _tiers_for(service_tier: str | None, version: Any) -> list[str]:
@@ -78,13 +85,16 @@ def worst_case(book: Any, provider: str, model: str, prompt_tokens: int, max_out
     entry = resolution.entry
     if entry is None:
         raise WorstCaseError(f"cannot price {provider}/{model} in advance: {resolution.reason or 'unknown model'}")
+    asked, limit = max_output_tokens, output_limit(entry)
     if max_output_tokens is None:
-        max_output_tokens = output_limit(entry)
+        max_output_tokens = limit
         if max_output_tokens is None:
             raise WorstCaseError(f"max_output_tokens is required: the catalog has no output limit for {entry.key}",
                                  400)
     if max_output_tokens < 0:
         raise WorstCaseError("max_output_tokens must be >= 0", 400)
+    if limit is not None and max_output_tokens > limit:  # never billed: the provider refuses or clamps it
+        max_output_tokens = limit
     rule = book.overrides.rule_for(org, entry, at) if book.overrides else None
     version = rule.prices if rule is not None and rule.prices is not None else entry.version_at(at)
     if version is None:
@@ -113,8 +123,10 @@ def worst_case(book: Any, provider: str, model: str, prompt_tokens: int, max_out
     if rule is not None and rule.factor is not None:
         cost *= rule.factor
         label += f", override {rule.name}"
+    if asked is not None and asked > max_output_tokens:
+        label += f", max_output_tokens {asked} capped at the model's output limit {max_output_tokens}"
     return WorstCase(cost.quantize(COST_QUANTUM, ROUND_CEILING), prompt_tokens + max_output_tokens, prompt_tokens,
-                     max_output_tokens, entry.key, label)
+                     max_output_tokens, entry.key, label, asked, limit)
 
 
 def count_prompt_tokens(prompt: Any, model: str) -> int:

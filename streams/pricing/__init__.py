@@ -14,7 +14,7 @@ models:
     match: ['gpt-4o-\\d{4}-\\d{2}-\\d{2}']   # optional full-match regexes
     mode: chat                   # chat | embedding | ...
     max_output_tokens: 16384     # optional: the model's documented output limit (held by a reservation that
-                                 # names none; based_on entries inherit it)
+                                 # names none, and the most one holds; based_on entries inherit it)
     versions:                    # price history; the version in force at the event's ts applies
       - effective_from: 2024-10-02   # a date (00:00 UTC) or an ISO datetime
         input: "2.50"                # uncached input

@@ -209,8 +209,9 @@ class EntrySpec(_Spec):
     tiers: list[str] | None = None  # with based_on: which service tiers carry over (default: all)
     source: str | None = None
     notes: str | None = None
-    # The most output tokens one call can produce (the provider's documented limit), for reservations that name
-    # no max_output_tokens (streams/budgets/worst_case.py). Optional; with based_on the base's limit carries over.
+    # The most output tokens one call can produce (the provider's documented limit): held for reservations that
+    # name no max_output_tokens, and the most any reservation holds (streams/budgets/worst_case.py). Optional;
+    # with based_on the base's limit carries over.
     max_output_tokens: int | None = Field(default=None, gt=0, strict=True)
 
     @model_validator(mode="after")

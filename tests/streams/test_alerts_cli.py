@@ -194,3 +194,35 @@ def test_alert_links_point_at_the_dashboards_public_address():
     assert "https://tokenmeter.example.com/" in hooks["/services/T/B/x"].body.decode()
     assert hooks["/default"].json()["dashboard_url"] == "http://localhost:8050/"  # never a wildcard address
     assert bad.exit_code != 0 and "TOKENMETER_DASHBOARD_PUBLIC_URL" in str(bad.exception) + bad.output
+
+
+def test_alerts_list_shows_every_time_at_one_precision_newest_first(kafka_bootstrap, tmp_path_factory):
+    """walk36: `alerts list` printed AT as each alert carried it: a live budget alert's event time with
+    microseconds (2026-12-07T22:30:26.123456Z), others in whole seconds, the warehouse's copies as
+    2026-12-07T22:30:26+00:00; sorted as those strings, so within a second the order was the strings'. One column
+    of UTC times to the second now, in time order."""
+    from warehouse import open_warehouse
+    from warehouse.records_load import record_to_row
+    from warehouse_template import empty_warehouse_in
+
+    from tokenmeter.settings import Settings
+
+    mark = uuid.uuid4().hex[:8]
+    live = make_alert([], title=f"{mark} live budget", at="2030-01-02T03:04:05.987654Z")
+    whole = make_alert([], title=f"{mark} whole seconds", at="2030-01-02T03:04:05Z")
+    asyncio.run(produce(kafka_bootstrap, topics.ALERTS, [live, whole]))
+    data_dir = empty_warehouse_in(tmp_path_factory.mktemp("alerts-at"), tmp_path_factory)
+    stored = make_alert([], title=f"{mark} from the warehouse", at="2030-01-02T03:04:06.5Z")
+    wh = open_warehouse(Settings(data_dir=data_dir), writer=True, serve=False)
+    try:
+        wh.insert_records(topics.ALERTS, [record_to_row(topics.ALERTS, stored)[1]])
+    finally:
+        wh.close()
+    table = CliRunner().invoke(alerts, ["list", "--limit", "10000"],
+                               env=_env(kafka_bootstrap, TOKENMETER_DATA_DIR=str(data_dir)))
+    assert table.exit_code == 0, table.output
+    mine = [line for line in table.output.splitlines() if mark in line]
+    assert [line.split("  ")[0] for line in mine] == ["2030-01-02 03:04:06 UTC", "2030-01-02 03:04:05 UTC",
+                                                      "2030-01-02 03:04:05 UTC"], table.output
+    assert [line.split(mark)[1].split("  ")[0].strip() for line in mine] == [
+        "from the warehouse", "live budget", "whole seconds"], mine

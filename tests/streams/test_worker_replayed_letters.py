@@ -51,7 +51,8 @@ def _dead_letters_last_hour(data_dir, letters: list[dict]) -> int:
     wh = open_warehouse(Settings(data_dir=data_dir), writer=True, serve=False)
     try:
         wh.insert_records(topics.DEADLETTER, [record_to_row(topics.DEADLETTER, item)[1] for item in letters])
-        return {h.source: h for h in source_health(wh)}["worker"].deadletters_last_hour
+        # the event's own source ("test"), not the stage, since words37 (tokenmeter/deadletters.py letter_source)
+        return {h.source: h for h in source_health(wh)}["test"].deadletters_last_hour
     finally:
         wh.close()
 

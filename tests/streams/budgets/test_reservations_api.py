@@ -53,7 +53,7 @@ def test_reserve_settle_release_refuse_and_survive_a_kill(kafka_bootstrap, modul
     wait_for(lambda: name in {b["budget"] for b in call("GET", url)[1].get("budgets", [])}, what="the budget loaded")
     status, first = wait_for(lambda: (lambda r: r if r[0] == 201 else None)(
         call("POST", url, reservation(team, "req-1"))), timeout=120, what="first reservation")
-    assert first["held"] == {"cost_usd": "0.250000000000", "tokens": 100_000}
+    assert first["held"] == {"cost_usd": "0.250000000000", "tokens": 0}  # no token budget holds it (walk36)
     assert [h["budget"] for h in first["holds"]] == [name] and first["expires_at"]
     assert call("GET", f"{url}/{first['reservation_id']}")[1]["holds"][0]["request_id"] == "req-1"
     for i in (2, 3, 4):

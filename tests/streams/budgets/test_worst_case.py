@@ -18,19 +18,19 @@ def book():
 
 def test_no_tier_named_takes_the_dearest_non_batch_tier(book):
     # gpt-4o: standard 2.50/10.00, priority 4.25/17.00 per 1M; `auto` may serve priority
-    case = worst_case(book, "openai", "gpt-4o", 1_000_000, 1_000_000, at=AT)
-    assert (case.cost_usd, case.rule, case.tokens) == (D("21.25"), "priority", 2_000_000)
-    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 1_000_000, at=AT, service_tier="auto").cost_usd == D("21.25")
-    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 1_000_000, at=AT, service_tier="default").cost_usd == \
-        D("12.5")
-    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 1_000_000, at=AT, service_tier="batch").cost_usd == \
-        D("6.25")
+    case = worst_case(book, "openai", "gpt-4o", 1_000_000, 10_000, at=AT)
+    assert (case.cost_usd, case.rule, case.tokens) == (D("4.42"), "priority", 1_010_000)
+    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 10_000, at=AT, service_tier="auto").cost_usd == D("4.42")
+    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 10_000, at=AT, service_tier="default").cost_usd == \
+        D("2.6")
+    assert worst_case(book, "openai", "gpt-4o", 1_000_000, 10_000, at=AT, service_tier="batch").cost_usd == \
+        D("1.3")
 
 
 def test_prompt_tokens_take_the_dearest_input_price_cache_writes_included(book):
     # claude-sonnet-4-5: input 3.00, 1h cache write 6.00, output 15.00
-    case = worst_case(book, "anthropic", "claude-sonnet-4-5", 100_000, 100_000, at=AT)
-    assert case.cost_usd == D("2.1")  # 100k x 6.00 + 100k x 15.00 per 1M
+    case = worst_case(book, "anthropic", "claude-sonnet-4-5", 100_000, 10_000, at=AT)
+    assert case.cost_usd == D("0.75")  # 100k x 6.00 + 10k x 15.00 per 1M
     assert case.entry == "anthropic/claude-sonnet-4-5"
 
 
@@ -89,6 +89,27 @@ def test_without_max_output_tokens_the_catalogs_output_limit_is_held(book, provi
     case = worst_case(book, provider, model, 1_000, None, at=AT)
     assert (case.max_output_tokens, case.tokens) == (limit, 1_000 + limit)
     assert case.cost_usd == worst_case(book, provider, model, 1_000, limit, at=AT).cost_usd
+
+
+@pytest.mark.parametrize("provider, model, asked, limit, held", [
+    # output at 10.00 per 1M (default tier): 100,000 asked was $1.00 held, $0.16384 at the limit (walk36)
+    ("openai", "gpt-4o", 100_000, 16_384, D("0.16384")),
+    ("anthropic", "claude-sonnet-4-5-20250929", 200_000, 64_000, D("0.96")),  # 15.00 per 1M
+    ("azure", "gpt-5", 1_000_000, 128_000, D("1.28")),  # based_on openai/gpt-5: 10.00 per 1M
+])
+def test_a_max_output_above_the_models_limit_is_held_at_the_limit(book, provider, model, asked, limit, held):
+    """walk36: gpt-4o with max_output_tokens 100,000 (its limit 16,384) was held at 100,000 output tokens, ~6x
+    what the provider can bill: OpenAI answers such a request 400 "max_tokens is too large ... supports at most
+    16384 completion tokens", Anthropic 400 "max_tokens: N > 64000, which is the maximum allowed"; a gateway that
+    clamps sends the limit. The worst case is the limit's, and says it was capped."""
+    case = worst_case(book, provider, model, 0, asked, at=AT, service_tier="default")
+    assert (case.cost_usd, case.max_output_tokens, case.tokens) == (held, limit, limit)
+    assert (case.max_output_tokens_asked, case.output_limit) == (asked, limit)
+    assert case.rule.endswith(f"max_output_tokens {asked} capped at the model's output limit {limit}"), case.rule
+    at_limit = worst_case(book, provider, model, 0, limit, at=AT, service_tier="default")
+    assert (at_limit.cost_usd, at_limit.max_output_tokens_asked) == (held, limit) and "capped" not in at_limit.rule
+    unknown = worst_case(book, "openai", "gpt-6-sol", 0, 1_000_000)  # no limit known: held as asked
+    assert (unknown.max_output_tokens, unknown.output_limit) == (1_000_000, None) and "capped" not in unknown.rule
 
 
 def test_a_model_without_a_known_output_limit_is_refused_not_guessed(book):
@@ -162,4 +183,4 @@ def test_output_is_held_at_the_thinking_rate_when_the_model_has_one(book):
     without): the worst case held 1.20."""
     case = worst_case(book, "dashscope", "qwen-plus", 0, 1_000_000, at=AT)
     assert case.cost_usd == D("4") and "thinking" in case.rule
-    assert worst_case(book, "openai", "gpt-4o", 0, 1_000_000, at=AT, service_tier="default").rule == "standard"
+    assert worst_case(book, "openai", "gpt-4o", 0, 10_000, at=AT, service_tier="default").rule == "standard"
