@@ -215,8 +215,8 @@ class AlertGating(KindIncidents):
 
     def _quiet_key_pages(self, st: ScopeState, kind_key: str, raw: dict) -> None:
         """This key now pages for its own anomaly of the kind: the broader ones opened before as "mostly the traffic
-        of" it, "within that key's own usual range", are part of its anomaly from their next record on (anom32: the
-        demo's feature agent-loop kept saying so while its key paged at 171x)."""
+        of" it, "within that key's own usual range", are part of its anomaly from their record of this detection on
+        (`_restate`; anom32: the demo's feature agent-loop kept saying so while its key paged at 171x)."""
         mark, index = f"api_key {st.value}", RAW_INDEX["api_key"]
         for key in raw:
             if key[index] != st.value:
