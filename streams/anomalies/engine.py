@@ -79,6 +79,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
         self.last_error = ""
         self._now = 0  # event time of the bucket close being processed
         self._opened: list = []  # anomalies opened by the bucket close being processed
+        self._extended: list = []  # (update, anomaly) of the anomalies it extends (`_restate`)
         self._raw: dict = {}  # aggregate rows of the bucket close being processed
         self._raw_by_model: dict | None = None  # the same rows per model, built when first asked (`_rows_of_model`)
         self.max_future_s = 3600  # a client clock far ahead must not close every bucket at once
@@ -194,7 +195,7 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
         self.stats["duplicate_events"] = self.agg.duplicates
         per_scope = self._fan_out(raw)
         self._raw, self._raw_by_model = raw, None  # (which keys called a model: `_new_model_takeover`)
-        self._opened: list = []
+        self._opened, self._extended = [], []
         for key in per_scope:
             if key not in self.scopes:
                 self._admit(key, bucket)
@@ -220,6 +221,8 @@ class AnomalyEngine(FanOut, KindRules, ModelRules, AlertGating, EarlyChecks, Ear
             state.age += 1
         if self._opened:
             self._explain(raw)
+            self._restate()
+        self._extended = []
         self.stats["buckets_closed"] += 1
         if self.stats["buckets_closed"] % 12 == 0:
             self._expire(bucket, updates)

@@ -29,6 +29,11 @@ SUSTAINED_KINDS = ("spend_rate", "token_rate")
 LATER_NARROWER_EXPLAINED = ("error_rate",)
 # Scopes whose tokens-per-request anomalies join an alerted template change of their feature (`_template_incident`).
 TEMPLATE_DIMS = ("api_key", "user", "feature")
+# What an explained (not alerted) anomaly says about why (`_public`), taken over along a chain (`_end_chains`); an
+# explanation with one of the marks ENDS_A_CHAIN names no explained scope (a key within its range, a team's usual
+# model, an alerted template change or model shift).
+ENDS_A_CHAIN = ("_quiet_key", "_team_model", "_template", "_incident")
+EXPLANATION_FIELDS = ("_explained_by", *ENDS_A_CHAIN)
 
 
 def iso_epoch(seconds: float) -> str:
@@ -68,7 +73,9 @@ class AlertGating(KindIncidents):
                 if v.observed >= current["_peak"]:
                     self._fill(current, kind, v, label, exact)
                 current["detected_at"] = iso_epoch(self._now)
-                updates.append(AnomalyUpdate("update", self._public(current)))
+                update = AnomalyUpdate("update", self._public(current))
+                updates.append(update)
+                self._extended.append((update, current))
             elif v is not None and v.state == "elevated":
                 current["_normal"] = 0
             else:
@@ -104,6 +111,14 @@ class AlertGating(KindIncidents):
         updates.append(AnomalyUpdate("close", self._public(anomaly), notify=not anomaly.get("_explained_by"),
                                      incident=self._incident_close(st, anomaly),
                                      teams=tuple(anomaly.get("_teams", ()))))
+
+    def _restate(self) -> None:
+        """The records of this bucket close that extend an anomaly opened before were written at their scope's step,
+        before the gating of the anomalies this close opened, which may change what they say (a key paging now:
+        `_quiet_key_pages`). Written again now, so that the records of one detection tell one story: walk36's feature
+        agent-loop said "within that key's own usual range (not alerted)" in the very detection its key paged in."""
+        for update, anomaly in self._extended:
+            update.record = self._public(anomaly)
 
     def _explain(self, raw: dict) -> None:
         """Mark anomalies opened in this bucket that a narrower open anomaly of the same kind explains."""
@@ -155,6 +170,7 @@ class AlertGating(KindIncidents):
         for st, kind_key, anomaly, update in self._opened:
             if anomaly["kind"] == "tokens_per_request" and st.dim in TEMPLATE_DIMS:
                 self._template_incident(st, anomaly, update, raw)
+        self._end_chains()
         self._merge_kinds()
         for st, kind_key, anomaly, update in self._opened:
             if st.dim == "api_key" and update.notify and anomaly["kind"] in SUSTAINED_KINDS:
@@ -171,10 +187,36 @@ class AlertGating(KindIncidents):
                             info.extend((0.0, 0.0, None, info[0])[len(info) - 1:])
                         info[3] = [self._now - self._close_lag, f"{st.dim} {st.value}"]
 
+    def _end_chains(self) -> None:
+        """An anomaly explained by a narrower one that is itself explained (not alerted) takes that one's explanation:
+        "Part of the anomaly of X (alerted there)" names the scope whose anomaly was alerted, the end of the chain.
+        walk36 (the demo's search loop): team search and project search-prod opened with the quiet feature agent-loop
+        and read "Part of the anomaly of feature agent-loop (alerted there)", while the feature itself said "Mostly
+        the traffic of api_key sk-acm-sear-chen, within that key's own usual range (not alerted)": nothing had paged.
+        Now all three say the feature's sentence, and when the key pages all three become part of its anomaly
+        (`_quiet_key_pages` finds them by the key they name). Run after every rule has marked this detection's
+        openings (the template rule marks some only after the narrower-scope rule), narrowest first, so a narrower
+        one's explanation is its final one when a broader one reads it."""
+        for st, kind_key, anomaly, update in sorted(self._opened, key=lambda o: (SPECIFICITY[o[0].dim], o[0].value)):
+            seen = {id(anomaly)}
+            while anomaly.get("_explained_by") and not any(anomaly.get(flag) for flag in ENDS_A_CHAIN):
+                dim, _, value = anomaly["_explained_by"].partition(" ")
+                scope = self.scopes.get((dim, value))
+                other = scope.open.get(kind_key) if scope is not None else None
+                if other is None or id(other) in seen or not other.get("_explained_by"):
+                    break  # (alerted, or no longer open: the chain ends there)
+                seen.add(id(other))
+                for field in EXPLANATION_FIELDS:
+                    if field in other:
+                        anomaly[field] = other[field]
+                    else:
+                        anomaly.pop(field, None)
+                update.record = self._public(anomaly)
+
     def _quiet_key_pages(self, st: ScopeState, kind_key: str, raw: dict) -> None:
         """This key now pages for its own anomaly of the kind: the broader ones opened before as "mostly the traffic
-        of" it, "within that key's own usual range", are part of its anomaly from their next record on (anom32: the
-        demo's feature agent-loop kept saying so while its key paged at 171x)."""
+        of" it, "within that key's own usual range", are part of its anomaly from their record of this detection on
+        (`_restate`; anom32: the demo's feature agent-loop kept saying so while its key paged at 171x)."""
         mark, index = f"api_key {st.value}", RAW_INDEX["api_key"]
         for key in raw:
             if key[index] != st.value:
