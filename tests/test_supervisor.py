@@ -33,18 +33,25 @@ pytestmark = pytest.mark.slow(seconds=42)  # rough seconds: longest files first 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# roles37: what a stack test's `up` leaves out when its premise never touches those roles (each costs its start and
+# its life: the dashboard ~1.4 CPU-s, finance-watch ~1.2, the anomaly runner ~0.9, the dispatcher ~0.8 of a ~13.5
+# CPU-s stop-drain `up`, docs/rounds/testing.md suite36). `up --demo` and the screenshots keep every role.
+WITHOUT_ALL_OPTIONAL = ("--without", "dashboard,alerts,anomalies,finance")
+
+
 @contextmanager
-def running_up(tmp_path: Path):
-    """`tokenmeter up` on free ports in tmp_path; yields (process, env, log path); always stops it."""
+def running_up(tmp_path: Path, up_args: tuple[str, ...] = (), **env_overrides: str):
+    """`tokenmeter up UP_ARGS` on free ports in tmp_path; yields (process, env, log path); always stops it."""
     broker_port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path / "data"),
                TOKENMETER_EMBEDDED_BROKER_PORT=str(broker_port), TOKENMETER_API_PORT=str(free_port()),
                TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning",
                TOKENMETER_LOAD_FLUSH_SECONDS="0.3", TOKENMETER_CHILD_RESTART_UNRESPONSIVE_SECONDS="3")
+    env.update(env_overrides)
     log_path = tmp_path / "up.log"
     log = open(log_path, "w")
-    up = subprocess.Popen([sys.executable, "-m", "app", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                          cwd=tmp_path)
+    up = subprocess.Popen([sys.executable, "-m", "app", "up", *up_args], env=env, stdout=log,
+                          stderr=subprocess.STDOUT, cwd=tmp_path)
     family: list[psutil.Process] = []
     try:
         def started() -> bool:
@@ -73,11 +80,13 @@ def running_up(tmp_path: Path):
 def stack(tmp_path_factory):
     """ONE `tokenmeter up` for the file's stack tests (each start costs ~10 s, ~30 s on a loaded machine), in this
     order: the child-kill test (which needs a broker never restarted), the broker-crash test, then the test that
-    SIGKILLs `up` itself. `sent` holds every event acknowledged so far: totals are checked against all of them."""
+    SIGKILLs `up` itself. `sent` holds every event acknowledged so far: totals are checked against all of them.
+    Without the dashboard, the anomaly runner and finance-watch: no test here reads them (the alert dispatcher stays,
+    the first test kills and counts it); each is a child like the others for the SIGKILL of `up`."""
     from types import SimpleNamespace
 
     tmp_path = tmp_path_factory.mktemp("up")
-    with running_up(tmp_path) as (up, env, log_path):
+    with running_up(tmp_path, ("--without", "dashboard,anomalies,finance")) as (up, env, log_path):
         yield SimpleNamespace(up=up, env=env, log_path=log_path, data=tmp_path / "data", sent=[])
 
 
@@ -258,7 +267,7 @@ def test_sigkilled_up_takes_every_child_with_it_at_once(stack):
     """Last of the stack's tests: it ends the stack."""
     up, env = stack.up, stack.env
     family = psutil.Process(up.pid).children(recursive=True)
-    assert {"broker", "worker", "load", "dash"} <= {p.cmdline()[-1] for p in family}
+    assert {"broker", "worker", "load", "dispatch"} <= {p.cmdline()[-1] for p in family}  # (the fixture's roles)
     up.kill()
     up.wait(5)
     gone, alive = psutil.wait_procs(family, timeout=2.0)
