@@ -86,8 +86,12 @@ def stack(tmp_path_factory):
     from types import SimpleNamespace
 
     tmp_path = tmp_path_factory.mktemp("up")
-    with running_up(tmp_path, ("--without", "dashboard,anomalies,finance")) as (up, env, log_path):
-        yield SimpleNamespace(up=up, env=env, log_path=log_path, data=tmp_path / "data", sent=[])
+    with socket.socket() as dash_port_taken:  # by another program: a dashboard started or awaited fails `up`
+        dash_port_taken.bind(("127.0.0.1", 0))
+        dash_port_taken.listen()
+        with running_up(tmp_path, ("--without", "dashboard,anomalies,finance"),
+                        TOKENMETER_DASH_PORT=str(dash_port_taken.getsockname()[1])) as (up, env, log_path):
+            yield SimpleNamespace(up=up, env=env, log_path=log_path, data=tmp_path / "data", sent=[])
 
 
 def _children_by_env(env: dict) -> list[psutil.Process]:
@@ -144,6 +148,26 @@ def report_by_team(env: dict) -> dict[str, tuple[int, Decimal]]:
     if out.returncode != 0:
         return {"error": out.stderr[-500:]}  # type: ignore[dict-item]
     return {r["team"]: (r["events"], Decimal(r["cost_usd"])) for r in json.loads(out.stdout)}
+
+
+def test_the_roles_left_out_are_not_started_nor_awaited_and_up_and_status_say_so(stack):
+    """roles37: `up --without` leaves optional roles out; the fixture's `up` runs without the dashboard (whose port
+    another program holds), the anomaly runner and finance-watch. Nobody may take them for roles that died."""
+    children = {p.cmdline()[-1] for p in psutil.Process(stack.up.pid).children()}
+    assert children == {"broker", "worker", "load", "dispatch"}, children
+    text = stack.log_path.read_text()
+    assert "left out (TOKENMETER_UP_WITHOUT or --without): dashboard, anomalies, finance" in text, text
+    assert "tokenmeter is running (no dashboard: left out)." in text and "Dashboard:" not in text, text
+    assert "dashboard login" not in text and "[4/" not in text and "[3/3] loader ready" in text, text
+    assert "  alerts started" in text and "  not started (left out): dashboard, anomalies, finance" in text, text
+    status = json.loads((stack.data / "supervisor.json").read_text())
+    assert status["left_out"] == ["dashboard", "anomalies", "finance"]
+    assert [c["name"] for c in status["children"]] == ["broker", "worker", "loader", "alerts"]
+    shown = subprocess.run([sys.executable, "-m", "app", "status"], env=stack.env, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stdout + shown.stderr  # every child it started runs: nothing died
+    assert "left out (not started: TOKENMETER_UP_WITHOUT or --without): dashboard, anomalies, finance" \
+        in shown.stdout, shown.stdout
 
 
 def test_sigkilled_children_are_restarted_and_totals_stay_exact(stack):

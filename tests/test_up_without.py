@@ -1,53 +1,19 @@
 """`tokenmeter up` can leave out its optional roles (roles37): a headless host without the dashboard, a site whose
 anomaly detection or alert dispatching runs elsewhere. `up --without` / TOKENMETER_UP_WITHOUT name them; the
 broker, the worker and the loader are the core and cannot be left out. What is left out is never started, never
-awaited, and said so by `up` and `tokenmeter status`, so nobody takes it for a role that died."""
+awaited, and said so by `up` and `tokenmeter status`, so nobody takes it for a role that died: a real `up` without
+roles is checked on tests/test_supervisor.py's stack (its own `up` here would cost a whole start, ~6 CPU-s); its
+stop without them in tests/test_supervisor_stop_drain.py."""
 
 from __future__ import annotations
 
-import json
-import signal
 import socket
-import subprocess
-import sys
 
-import psutil
 import pytest
 from click.testing import CliRunner
 
 from app.cli import main
-from test_supervisor import WITHOUT_ALL_OPTIONAL, running_up
 from tokenmeter.settings import SettingsError, free_port, load_settings
-
-pytestmark = pytest.mark.slow(seconds=15)
-
-
-def test_a_left_out_role_is_not_started_nor_awaited_and_status_says_so(tmp_path):
-    """The dashboard's port is taken by another program: a dashboard `up` started or awaited would fail its start
-    (the port check, then its readiness); left out, `up` runs the core alone and says what it left out."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        dash_port = taken.getsockname()[1]
-        with running_up(tmp_path, WITHOUT_ALL_OPTIONAL, TOKENMETER_DASH_PORT=str(dash_port)) as (up, env, log_path):
-            children = {p.cmdline()[-1] for p in psutil.Process(up.pid).children()}
-            text = log_path.read_text()
-            status = json.loads((tmp_path / "data" / "supervisor.json").read_text())
-            shown = subprocess.run([sys.executable, "-m", "app", "status"], env=env, capture_output=True, text=True,
-                                   timeout=60)
-            up.send_signal(signal.SIGTERM)
-            assert up.wait(90) == 0, log_path.read_text()[-3000:]
-    assert children == {"broker", "worker", "load"}, children
-    assert status["left_out"] == ["dashboard", "alerts", "anomalies", "finance"]
-    assert [c["name"] for c in status["children"]] == ["broker", "worker", "loader"]
-    assert "left out (TOKENMETER_UP_WITHOUT or --without): dashboard, alerts, anomalies, finance" in text, text
-    assert "tokenmeter is running (no dashboard: left out)." in text and "Dashboard:" not in text
-    assert "dashboard login" not in text and "[4/" not in text and "[3/3] loader ready" in text
-    assert "  not started (left out): dashboard, alerts, anomalies, finance" in text
-    assert shown.returncode == 0, shown.stdout + shown.stderr  # every child it started runs: nothing died
-    assert "left out (not started: TOKENMETER_UP_WITHOUT or --without): dashboard, alerts, anomalies, finance" \
-        in shown.stdout, shown.stdout
-    assert json.loads((tmp_path / "data" / "supervisor.json").read_text())["state"] == "stopped"
 
 
 def test_the_variable_and_the_yaml_file_name_the_roles_as_the_option_does(monkeypatch, tmp_path):
