@@ -143,11 +143,26 @@ def dash() -> None:
 
 @main.command()
 @click.option("--demo", is_flag=True, help="Also generate realistic gateway traffic.")
-def up(demo: bool) -> None:
+@click.option("--without", "without", default=None, metavar="ROLE[,ROLE]",
+              help="Roles not to start: dashboard, alerts (dispatcher), anomalies, finance (finance-watch), inbox "
+                   "(--demo's alert inbox); the broker, worker and loader always run (default: TOKENMETER_UP_WITHOUT, "
+                   "else none; '' starts every role).")
+def up(demo: bool, without: str | None) -> None:
     """Start broker, worker, loader and dashboard (embedded unless configured otherwise); Ctrl-C stops all."""
     from app.supervisor import run_up
+    from tokenmeter.settings import up_roles, up_roles_problems
 
-    sys.exit(run_up(_settings(), demo))
+    if without is None:
+        settings = _settings()
+    else:  # checked here to name the option, not the variable it overrides
+        try:
+            problems = up_roles_problems(up_roles(without))
+        except ValueError as exc:  # a JSON list that is not JSON
+            problems = [str(exc)]
+        if problems:
+            raise click.BadParameter("; ".join(problems), param_hint="--without")
+        settings = cli_settings(up_without=without)
+    sys.exit(run_up(settings, demo))
 
 
 @main.command()

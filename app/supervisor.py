@@ -1,5 +1,6 @@
 """`tokenmeter up`: start broker, worker, loader, dashboard (and demo traffic) as child processes, show progress,
-keep them running, and stop every child on Ctrl-C or SIGTERM.
+keep them running, and stop every child on Ctrl-C or SIGTERM. The optional roles (dashboard, alert dispatcher,
+anomaly detector, finance-watch, the demo's inbox) can be left out (TOKENMETER_UP_WITHOUT, `up --without`).
 
 A crashed child is restarted with exponential back-off (counted, logged, in `<data_dir>/supervisor.json`, shown by
 `tokenmeter status`) while the memory-only embedded broker keeps running, so nothing it acknowledged is lost. A
@@ -102,15 +103,19 @@ def describe_backlog(sample: dict | None) -> str:
 STALLED_S = 60  # records waiting and no commit for this long: said in `status` (a dispatcher retrying is one cause)
 
 
-def describe_stages(sample: dict, now: float) -> str:
+def describe_stages(sample: dict, now: float, left_out: tuple[str, ...] = ()) -> str:
     """`status`'s backlog line: records waiting per stage, and a stage that committed nothing for STALLED_S while
-    records waited (its child may be running, heartbeat and all, with a stuck consumer)."""
+    records waited (its child may be running, heartbeat and all, with a stuck consumer). A stage whose consumer this
+    `up` left out (the alerts' dispatcher) is said so instead: nothing here consumes it, nothing is stuck."""
     parts = []
     for topic, group, _ in BACKLOG_STAGES:
+        stage = group.removeprefix("tokenmeter-")
         waiting = sample.get("backlog", {}).get(topic, 0)
         idle = now - sample.get("progress_at", {}).get(topic, sample["at"])
         stalled = f" (nothing committed for {idle:.0f} s)" if waiting and idle >= STALLED_S else ""
-        parts.append(f"{group.removeprefix('tokenmeter-')} {waiting:,}{stalled}")
+        if stage in left_out:
+            stalled = " (left out of this `up`)"
+        parts.append(f"{stage} {waiting:,}{stalled}")
     return (f"  waiting in the broker (sampled {max(0.0, now - sample['at']):.0f} s ago; a lower bound): "
             + ", ".join(parts))
 
@@ -155,6 +160,13 @@ class Supervisor:
         self.gate: BrokerGate | None = None  # the public broker port, open only while the broker has its topics
         self.broker_private_port = 0  # where the embedded broker really listens (the gate forwards to it)
         self._status_written = 0.0
+        # roles37: the optional roles TOKENMETER_UP_WITHOUT (or `up --without`) leaves out, of those this `up` would
+        # start (the inbox only with --demo): never spawned, so no restart, probe or stop looks for them
+        self.left_out = tuple(role for role in settings.up_without if role != "inbox" or demo)
+
+    def starts(self, role: str) -> bool:
+        """Whether this `up` runs an optional role (dashboard, alerts, anomalies, finance, inbox)."""
+        return role not in self.left_out
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -162,8 +174,9 @@ class Supervisor:
         if s.embedded_broker:
             ensure_port_free(s.host, s.embedded_broker_port, "embedded_broker_port")
         ensure_port_free(s.host, s.api_port, "api_port")
-        ensure_port_free(s.host, s.dash_port, "dash_port")
-        if self.demo:
+        if self.starts("dashboard"):
+            ensure_port_free(s.host, s.dash_port, "dash_port")
+        if self.demo and self.starts("inbox"):
             ensure_port_free(s.host, s.demo_inbox_port, "demo_inbox_port")
 
     def child_env(self) -> dict[str, str]:
@@ -171,6 +184,8 @@ class Supervisor:
         env["TOKENMETER_KAFKA_BOOTSTRAP"] = self.settings.bootstrap_servers
         env["TOKENMETER_DATA_DIR"] = str(self.settings.data_dir.resolve())
         env["PYTHONUNBUFFERED"] = "1"
+        env["TOKENMETER_UP_WITHOUT"] = ",".join(self.settings.up_without)  # `up --without`'s, not a variable's
+        # (a child reads its settings again: an invalid variable the option overrode would stop it)
         if self.demo and "TOKENMETER_DRIFT_MIN_USD" not in env and self.settings.drift_min_usd == 1:
             from warehouse.demo_history import DEMO_DRIFT_MIN_USD  # the demo spends a few USD a day
 
@@ -180,7 +195,8 @@ class Supervisor:
             from warehouse.demo_history import demo_finance_file  # the demo's cost centers and allocation rule
 
             env["TOKENMETER_COST_CENTERS_FILE"] = str(demo_finance_file(self.settings.data_dir.resolve()))
-        if self.demo:  # every alert of the demo goes to its local inbox, unless the user routes it elsewhere
+        if self.demo and self.starts("inbox"):  # every alert of the demo goes to its local inbox, unless the user
+            # routes it elsewhere (left out: the routes the user set, if any)
             from collectors.demo_inbox import inbox_url
 
             route = json.dumps([f"webhook={inbox_url(self.settings)}"])
@@ -257,14 +273,19 @@ class Supervisor:
         self.report_unclean_previous_run()
         self.write_status(force=True)
         me = [sys.executable, "-m", "app"]
-        steps = ["broker", "worker", "loader", "dashboard"] + (["demo traffic"] if self.demo else [])
+        steps = (["broker", "worker", "loader"] + (["dashboard"] if self.starts("dashboard") else [])
+                 + (["demo traffic"] if self.demo else []))
         total = len(steps)
+        number = {name: i for i, name in enumerate(steps, 1)}
 
         def step(i: int, what: str, action: Callable[[], None]) -> None:
             t0 = time.monotonic()
             self.echo(f"[{i}/{total}] starting {what} ...")
             action()
             self.echo(f"[{i}/{total}] {what} ready in {time.monotonic() - t0:.1f} s")
+
+        if self.left_out:  # said first, so nobody takes a role missing from `status` for one that died
+            self.echo(f"      left out (TOKENMETER_UP_WITHOUT or --without): {', '.join(self.left_out)}")
 
         history = None
         if self.demo and not s.clickhouse_url:  # 30 days of back-filled history, written while the broker starts;
@@ -306,20 +327,23 @@ class Supervisor:
         self.echo(f"[2/{total}] worker ready in {time.monotonic() - t0:.1f} s")
         self.wait_ready(loader, 60)
         self.echo(f"[3/{total}] loader ready in {time.monotonic() - t0:.1f} s")
-        from dashboards.users import UsersFileError, ensure_users_file  # the login is printed here, once
+        dashboard_login: list[str] = []
+        if self.starts("dashboard"):  # without one, no login to make or print (a later `up` with it prints it)
+            from dashboards.users import UsersFileError, ensure_users_file  # the login is printed here, once
 
-        try:
-            dashboard_login = ensure_users_file(s, demo=self.demo)
-        except UsersFileError as exc:
-            raise SettingsError(str(exc)) from None
+            try:
+                dashboard_login = ensure_users_file(s, demo=self.demo)
+            except UsersFileError as exc:
+                raise SettingsError(str(exc)) from None
         inbox = None
-        if self.demo:  # before the alert dispatcher: the demo's alerts are routed to this local inbox; it starts
-            # with the dashboard (neither needs the other)
+        if self.demo and self.starts("inbox"):  # before the alert dispatcher: the demo's alerts are routed to this
+            # local inbox; it starts with the dashboard (neither needs the other)
             inbox_ok = _http_ok(f"http://{s.host}:{s.demo_inbox_port}/")
             inbox = self.spawn("inbox", me + ["demo-inbox"], inbox_ok, uses_kafka=False, liveness=inbox_ok)
-        dash_ok = _http_ok(s.dashboard_url + "healthz")  # no sign-in redirect, no page rendered per probe
-        step(4, f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(  # its Kafka clients reconnect alone
-            self.spawn("dashboard", me + ["dash"], dash_ok, uses_kafka=False, liveness=dash_ok), 60))
+        if self.starts("dashboard"):  # its Kafka clients reconnect alone (uses_kafka False)
+            dash_ok = _http_ok(s.dashboard_url + "healthz")  # no sign-in redirect, no page rendered per probe
+            step(number["dashboard"], f"dashboard on {s.dashboard_url}", lambda: self.wait_ready(
+                self.spawn("dashboard", me + ["dash"], dash_ok, uses_kafka=False, liveness=dash_ok), 60))
         import importlib.util
 
         if inbox is not None:
@@ -329,30 +353,35 @@ class Supervisor:
             self.echo(f"      alert inbox on {inbox_url(s)} (alerts also in "
                       f"{s.data_dir.resolve() / 'demo-inbox.jsonl'})")
         for name, module, args in watch_services(self.demo):
-            if importlib.util.find_spec(module) is not None:
+            if self.starts(name) and importlib.util.find_spec(module) is not None:
                 self.spawn(name, me + args)
                 self.echo(f"      {name} started (log {self.log_dir / (name + '.log')})")
         if self.demo and history is not None and "demo_events_per_s" not in s.model_fields_set:
             # The history's calendar continued (collectors/demo_live.py): a flat 40 events/s after a month at ~70
             # calls an hour is a cliff every anomaly detector flags. TOKENMETER_DEMO_EVENTS_PER_S asks for the flat
             # load generator. --started: a restarted demo keeps its incident's schedule.
-            step(5, "demo traffic (the history's weekday/hour calendar continued, one live incident)",
-                 lambda: self.spawn("demo", me + ["demo", "--calendar", "--started", f"{time.time():.3f}"]))
+            step(number["demo traffic"], "demo traffic (the history's weekday/hour calendar continued, one live "
+                 "incident)", lambda: self.spawn("demo", me + ["demo", "--calendar", "--started",
+                                                              f"{time.time():.3f}"]))
         elif self.demo:
-            step(5, f"demo traffic (~{s.demo_events_per_s:g} events/s)", lambda: self.spawn("demo", me + ["demo"]))
+            step(number["demo traffic"], f"demo traffic (~{s.demo_events_per_s:g} events/s)",
+                 lambda: self.spawn("demo", me + ["demo"]))
         if s.embedded_broker:
             self.watcher = BacklogWatcher(s.bootstrap_servers, s.partitions).start()
         self.start_liveness()
         self.state = "running"
         self.write_status(force=True)
         self.echo("")
-        self.echo(f"tokenmeter is running. Dashboard: {s.dashboard_url}")
+        self.echo(f"tokenmeter is running. Dashboard: {s.dashboard_url}" if self.starts("dashboard") else
+                  "tokenmeter is running (no dashboard: left out).")
         for line in dashboard_login:
             self.echo(f"  {line}")
         self.echo(f"  send events to Kafka {s.bootstrap_servers} topic tokenmeter.usage")
         self.echo(f"  worker API: http://{s.host}:{s.api_port}/v1/stats   logs: {self.log_dir}")
         self.echo("  numbers on the command line: tokenmeter report --group-by team,model")
         self.echo("  children, restarts and broker losses: tokenmeter status")
+        if self.left_out:
+            self.echo(f"  not started (left out): {', '.join(self.left_out)}")
         self.echo("Press Ctrl-C to stop.")
 
     def prepare_broker(self) -> None:
@@ -374,7 +403,9 @@ class Supervisor:
         if not budgets and self.demo:
             from collectors.demo_inbox import inbox_url
 
-            budgets = [b.model_copy(update={"notify": (f"webhook={inbox_url(s)}",)}) for b in demo_budgets()]
+            budgets = demo_budgets()
+            if self.starts("inbox"):  # else their alerts have no route: none to an inbox nobody runs
+                budgets = [b.model_copy(update={"notify": (f"webhook={inbox_url(s)}",)}) for b in budgets]
         if budgets:
             write_budgets(s.bootstrap_servers, budgets)
             self.echo(f"      budgets: {', '.join(b.name for b in budgets)}")
@@ -521,7 +552,7 @@ class Supervisor:
         """What `tokenmeter status` prints (written to `<data_dir>/supervisor.json`)."""
         now = time.monotonic() if now is None else now
         return {"pid": os.getpid(), "state": self.state, "updated_at": _iso(time.time()),
-                "bootstrap": self.settings.bootstrap_servers,
+                "bootstrap": self.settings.bootstrap_servers, "left_out": list(self.left_out),
                 "children": [c.status(now, self.hung_after_s) for c in self.children],
                 "broker_restarts": self.broker_restarts, "broker_losses": self.broker_losses,
                 "backlog": self.watcher.latest if self.watcher else None, "previous_run": self.previous_run,
@@ -639,6 +670,10 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
     else:
         echo(f"up: {status['state']} (pid {status.get('pid')}, updated {status.get('updated_at')}), "
              f"broker restarts: {status.get('broker_restarts', 0)}")
+        named = status.get("left_out")  # (a file written by another version may lack it, or be damaged)
+        left_out = tuple(r for r in named if isinstance(r, str)) if isinstance(named, list) else ()
+        if left_out:  # not children: a role left out is no role that died
+            echo(f"  left out (not started: TOKENMETER_UP_WITHOUT or --without): {', '.join(left_out)}")
         for c in status.get("children", []):
             extra = f", last exit {c['last_exit_code']} at {c['last_exit_at']}" if c.get("last_exit_at") else ""
             wait = f", restart in {c['next_restart_in_s']} s" if c.get("next_restart_in_s") is not None else ""
@@ -652,7 +687,7 @@ def print_status(settings: Settings, as_json: bool, echo: Callable[[str], None])
             echo(f"  {c['name']:<10} {c['state']:<9} pid {c['pid'] or '-':<8} restarts {c['restarts']}{extra}{wait}")
         if isinstance(status.get("backlog"), dict) and isinstance(status["backlog"].get("at"), (int, float)) \
                 and status["state"] == "running":  # (a file written by another version may lack it)
-            echo(describe_stages(status["backlog"], time.time()))
+            echo(describe_stages(status["backlog"], time.time(), left_out))
         for loss in status.get("broker_losses", []):
             echo(f"  broker crash at {loss['at']}: {describe_backlog(loss.get('backlog_sample'))}")
         if isinstance(status.get("stop_loss"), dict):

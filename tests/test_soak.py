@@ -134,3 +134,12 @@ def test_the_alert_verdict_reads_the_warehouse_after_the_stop_not_the_spend_when
                                                           delivered, {}).details
     assert not alert_check(limits, {}, {"soak-a": (1, Decimal("0.5"))}, delivered, {}).ok  # 25 %: not reached
     assert not alert_check(limits, {}, final, [], {}).ok  # reached and not delivered
+
+
+def test_the_soak_runs_every_role_whatever_the_callers_setting(monkeypatch, tmp_path):
+    """roles37: TOKENMETER_UP_WITHOUT in the environment `tokenmeter soak` is started from would leave victims out of
+    its `up` (a kill then finds no dispatcher to kill, the hygiene check misses a role): the soak sets its own."""
+    from app.soak import stack_env
+
+    monkeypatch.setenv("TOKENMETER_UP_WITHOUT", "alerts,dashboard")
+    assert stack_env(tmp_path, 1, tmp_path / "budgets.yaml")["TOKENMETER_UP_WITHOUT"] == ""

@@ -33,18 +33,25 @@ pytestmark = pytest.mark.slow(seconds=42)  # rough seconds: longest files first 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# roles37: what a stack test's `up` leaves out when its premise never touches those roles (each costs its start and
+# its life: the dashboard ~1.4 CPU-s, finance-watch ~1.2, the anomaly runner ~0.9, the dispatcher ~0.8 of a ~13.5
+# CPU-s stop-drain `up`, docs/rounds/testing.md suite36). `up --demo` and the screenshots keep every role.
+WITHOUT_ALL_OPTIONAL = ("--without", "dashboard,alerts,anomalies,finance")
+
+
 @contextmanager
-def running_up(tmp_path: Path):
-    """`tokenmeter up` on free ports in tmp_path; yields (process, env, log path); always stops it."""
+def running_up(tmp_path: Path, up_args: tuple[str, ...] = (), **env_overrides: str):
+    """`tokenmeter up UP_ARGS` on free ports in tmp_path; yields (process, env, log path); always stops it."""
     broker_port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENMETER_DATA_DIR=str(tmp_path / "data"),
                TOKENMETER_EMBEDDED_BROKER_PORT=str(broker_port), TOKENMETER_API_PORT=str(free_port()),
                TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_LOG_LEVEL="warning",
                TOKENMETER_LOAD_FLUSH_SECONDS="0.3", TOKENMETER_CHILD_RESTART_UNRESPONSIVE_SECONDS="3")
+    env.update(env_overrides)
     log_path = tmp_path / "up.log"
     log = open(log_path, "w")
-    up = subprocess.Popen([sys.executable, "-m", "app", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                          cwd=tmp_path)
+    up = subprocess.Popen([sys.executable, "-m", "app", "up", *up_args], env=env, stdout=log,
+                          stderr=subprocess.STDOUT, cwd=tmp_path)
     family: list[psutil.Process] = []
     try:
         def started() -> bool:
@@ -73,12 +80,18 @@ def running_up(tmp_path: Path):
 def stack(tmp_path_factory):
     """ONE `tokenmeter up` for the file's stack tests (each start costs ~10 s, ~30 s on a loaded machine), in this
     order: the child-kill test (which needs a broker never restarted), the broker-crash test, then the test that
-    SIGKILLs `up` itself. `sent` holds every event acknowledged so far: totals are checked against all of them."""
+    SIGKILLs `up` itself. `sent` holds every event acknowledged so far: totals are checked against all of them.
+    Without the dashboard, the anomaly runner and finance-watch: no test here reads them (the alert dispatcher stays,
+    the first test kills and counts it); each is a child like the others for the SIGKILL of `up`."""
     from types import SimpleNamespace
 
     tmp_path = tmp_path_factory.mktemp("up")
-    with running_up(tmp_path) as (up, env, log_path):
-        yield SimpleNamespace(up=up, env=env, log_path=log_path, data=tmp_path / "data", sent=[])
+    with socket.socket() as dash_port_taken:  # by another program: a dashboard started or awaited fails `up`
+        dash_port_taken.bind(("127.0.0.1", 0))
+        dash_port_taken.listen()
+        with running_up(tmp_path, ("--without", "dashboard,anomalies,finance"),
+                        TOKENMETER_DASH_PORT=str(dash_port_taken.getsockname()[1])) as (up, env, log_path):
+            yield SimpleNamespace(up=up, env=env, log_path=log_path, data=tmp_path / "data", sent=[])
 
 
 def _children_by_env(env: dict) -> list[psutil.Process]:
@@ -135,6 +148,26 @@ def report_by_team(env: dict) -> dict[str, tuple[int, Decimal]]:
     if out.returncode != 0:
         return {"error": out.stderr[-500:]}  # type: ignore[dict-item]
     return {r["team"]: (r["events"], Decimal(r["cost_usd"])) for r in json.loads(out.stdout)}
+
+
+def test_the_roles_left_out_are_not_started_nor_awaited_and_up_and_status_say_so(stack):
+    """roles37: `up --without` leaves optional roles out; the fixture's `up` runs without the dashboard (whose port
+    another program holds), the anomaly runner and finance-watch. Nobody may take them for roles that died."""
+    children = {p.cmdline()[-1] for p in psutil.Process(stack.up.pid).children()}
+    assert children == {"broker", "worker", "load", "dispatch"}, children
+    text = stack.log_path.read_text()
+    assert "left out (TOKENMETER_UP_WITHOUT or --without): dashboard, anomalies, finance" in text, text
+    assert "tokenmeter is running (no dashboard: left out)." in text and "Dashboard:" not in text, text
+    assert "dashboard login" not in text and "[4/" not in text and "[3/3] loader ready" in text, text
+    assert "  alerts started" in text and "  not started (left out): dashboard, anomalies, finance" in text, text
+    status = json.loads((stack.data / "supervisor.json").read_text())
+    assert status["left_out"] == ["dashboard", "anomalies", "finance"]
+    assert [c["name"] for c in status["children"]] == ["broker", "worker", "loader", "alerts"]
+    shown = subprocess.run([sys.executable, "-m", "app", "status"], env=stack.env, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stdout + shown.stderr  # every child it started runs: nothing died
+    assert "left out (not started: TOKENMETER_UP_WITHOUT or --without): dashboard, anomalies, finance" \
+        in shown.stdout, shown.stdout
 
 
 def test_sigkilled_children_are_restarted_and_totals_stay_exact(stack):
@@ -258,7 +291,7 @@ def test_sigkilled_up_takes_every_child_with_it_at_once(stack):
     """Last of the stack's tests: it ends the stack."""
     up, env = stack.up, stack.env
     family = psutil.Process(up.pid).children(recursive=True)
-    assert {"broker", "worker", "load", "dash"} <= {p.cmdline()[-1] for p in family}
+    assert {"broker", "worker", "load", "dispatch"} <= {p.cmdline()[-1] for p in family}  # (the fixture's roles)
     up.kill()
     up.wait(5)
     gone, alive = psutil.wait_procs(family, timeout=2.0)

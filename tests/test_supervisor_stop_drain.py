@@ -3,7 +3,10 @@
 The soak lost acknowledged events without any broker loss: records the broker acknowledged while the worker or the
 loader was still starting (after a broker restart, under load) were still only in the broker when the soak stopped
 `up` cleanly, and the embedded broker keeps nothing across a stop. `up`'s stop now lets the worker and the loader
-consume what the broker holds before it stops them (bounded; what it cannot drain is reported)."""
+consume what the broker holds before it stops them (bounded; what it cannot drain is reported).
+
+The drain is the worker's and the loader's: each `up` here leaves out the dashboard, the dispatcher, the anomaly
+runner and finance-watch (roles37), which it never waits for."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_supervisor import child, make_events, produce, running_up
+from test_supervisor import WITHOUT_ALL_OPTIONAL, child, make_events, produce, running_up
 from process_support import wait_for
 from tokenmeter import topics
 from tokenmeter.settings import load_settings
@@ -38,7 +41,7 @@ def _stored_ids(data_dir: Path, prefix: str) -> set[str]:
 
 
 def test_a_clean_stop_loads_what_the_embedded_broker_acknowledged_first(tmp_path):
-    with running_up(tmp_path) as (up, env, log_path):
+    with running_up(tmp_path, WITHOUT_ALL_OPTIONAL) as (up, env, log_path):
         bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
         worker = wait_for(lambda: child(up, "worker"), 30, "a running worker")
         worker.suspend()  # a worker not consuming yet, like one still starting after a broker restart
@@ -60,7 +63,7 @@ def test_a_clean_stop_loads_what_the_embedded_broker_acknowledged_first(tmp_path
 def test_what_a_clean_stop_cannot_drain_is_reported_as_lost(tmp_path, monkeypatch):
     """A worker that does not consume (suspended here) within the drain's bound: the stop says what it takes."""
     monkeypatch.setenv("TOKENMETER_STOP_DRAIN_SECONDS", "2")
-    with running_up(tmp_path) as (up, env, log_path):
+    with running_up(tmp_path, WITHOUT_ALL_OPTIONAL) as (up, env, log_path):
         bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
         worker = wait_for(lambda: child(up, "worker"), 30, "a running worker")
         worker.suspend()  # `up`'s stop resumes it only with its SIGTERM, after the drain
@@ -81,7 +84,7 @@ def test_what_a_restarted_broker_acknowledged_is_loaded_by_a_clean_stop_right_af
     events are acknowledged by the new broker while the new worker is still starting, and `up` is stopped cleanly
     at once. Before, those events were lost unreported (the soak: 6 of 6 acknowledged after the kill)."""
     monkeypatch.setenv("TOKENMETER_STOP_DRAIN_SECONDS", "90")  # a worker's start on a loaded machine
-    with running_up(tmp_path) as (up, env, log_path):
+    with running_up(tmp_path, WITHOUT_ALL_OPTIONAL) as (up, env, log_path):
         bootstrap = f"127.0.0.1:{env['TOKENMETER_EMBEDDED_BROKER_PORT']}"
         broker = wait_for(lambda: child(up, "broker"), 30, "the broker")
         broker.kill()

@@ -114,6 +114,49 @@ def _merged(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# roles37: what `tokenmeter up` may leave out (`TOKENMETER_UP_WITHOUT`, `up --without`): a headless host needs no
+# dashboard, a site may run its anomaly detection or its alert dispatcher elsewhere. The broker (when embedded), the
+# worker and the loader are the pipeline itself (usage in, priced, stored) and are always started.
+UP_CORE_ROLES = ("broker", "worker", "loader")
+UP_OPTIONAL_ROLES = ("dashboard", "alerts", "anomalies", "finance", "inbox")
+
+
+def up_roles_problems(names: typing.Iterable[str]) -> list[str]:
+    """What is wrong with a list of roles to leave out, every name at once (empty: nothing)."""
+    core = [n for n in names if n in UP_CORE_ROLES]
+    unknown = [n for n in names if n not in UP_CORE_ROLES and n not in UP_OPTIONAL_ROLES]
+    problems = []
+    if core:
+        problems.append(f"{', '.join(core)}: always started (the core: {', '.join(UP_CORE_ROLES)})")
+    for name in unknown:
+        import difflib  # only for a misspelt name: every process validates its settings
+
+        close = difflib.get_close_matches(name, UP_OPTIONAL_ROLES, n=1, cutoff=0.6)
+        problems.append(f"{name!r}: no such role" + (f" (did you mean {close[0]}?)" if close else ""))
+    if problems:
+        problems.append(f"roles that can be left out: {', '.join(UP_OPTIONAL_ROLES)}")
+    return problems
+
+
+def up_roles(value: object) -> object:
+    """`dashboard,anomalies` (the variable's or the option's text) or a JSON list as the other list variables take,
+    as a tuple of lower-case names; anything else is left to the field's validation."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except (ValueError, RecursionError):
+                raise ValueError('must be role names separated by commas, or a JSON list: dashboard,alerts or '
+                                 '["dashboard", "alerts"]') from None
+        else:
+            value = text.split(",")
+    if isinstance(value, (list, tuple)):
+        names = [v.strip().lower() if isinstance(v, str) else v for v in value]
+        return tuple(dict.fromkeys(n for n in names if n != ""))  # a trailing comma, a name given twice
+    return value
+
+
 class Settings(BaseModel):
     """The one configuration: keyword overrides, then TOKENMETER_* variables, then the TOKENMETER_CONFIG YAML file."""
 
@@ -192,6 +235,10 @@ class Settings(BaseModel):
     demo_loops_after_seconds: float = Field(
         60.0, ge=0, le=3600, description="`up --demo`: growth's live agent loop (the one its budget blocks) starts this "
         "long after the demo traffic, search's a minute after it.")
+    up_without: tuple[str, ...] = Field(
+        (), description="Roles `tokenmeter up` does not start (names separated by commas, or a JSON list): dashboard, "
+        "alerts (the alert dispatcher), anomalies (the anomaly detector), finance (finance-watch), inbox (`--demo`'s "
+        "alert inbox). The broker, the worker and the loader are always started. `up --without` overrides it.")
     demo_inbox_port: int = Field(8025, ge=1, le=65535, description="Port of the demo's local alert inbox.")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
@@ -228,6 +275,19 @@ class Settings(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR network ({exc})") from None
         return networks
+
+    @field_validator("up_without", mode="before")
+    @classmethod
+    def _up_roles_named(cls, value: object) -> object:
+        return up_roles(value)
+
+    @field_validator("up_without")
+    @classmethod
+    def _up_roles_known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        problems = up_roles_problems(value)
+        if problems:  # one line, every bad name in it: the report names the variable once
+            raise ValueError("; ".join(problems))
+        return value
 
     @field_validator("log_level")
     @classmethod

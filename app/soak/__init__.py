@@ -127,6 +127,25 @@ def _costs(events: list[dict]) -> dict[str, Decimal]:
     return {e["event_id"]: price_event(UsageEvent.model_validate(e), book).cost_usd for e in events}
 
 
+def stack_env(data_dir: Path, api_port: int, budgets_file: Path) -> dict[str, str]:
+    """The environment of the soak's `up` and collectors: the caller's, with the stack's own ports, data dir, budgets
+    and settings over it. Its `up` runs every role whatever TOKENMETER_UP_WITHOUT says where the soak is started
+    (roles37): a role left out would be a victim the kill plan cannot find, or a process the hygiene check misses."""
+    env = dict(os.environ, TOKENMETER_DATA_DIR=str(data_dir), TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()),
+               TOKENMETER_API_PORT=str(api_port), TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_HOST="127.0.0.1",
+               TOKENMETER_LOG_LEVEL="warning", TOKENMETER_LOAD_FLUSH_SECONDS="0.3",
+               TOKENMETER_BUDGETS_FILE=str(budgets_file), TOKENMETER_ALERT_BACKOFF_SECONDS="0.2",
+               TOKENMETER_ALERT_BACKOFF_MAX_SECONDS="2", TOKENMETER_WEBHOOK_SECRET="soak-secret",
+               TOKENMETER_RESERVATION_TTL_SECONDS=str(RESERVATION_TTL_S),
+               TOKENMETER_UP_WITHOUT="",
+               PYTHONUNBUFFERED="1")
+    package_root = str(Path(__file__).resolve().parents[2])  # children run this very tokenmeter
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env.pop("TOKENMETER_KAFKA_BOOTSTRAP", None)
+    env.pop("TOKENMETER_CLICKHOUSE_URL", None)
+    return env
+
+
 async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float, shifted: bool,
                 echo: Callable[[str], None]) -> dict:
     started = time.monotonic()
@@ -148,17 +167,7 @@ async def _soak(minutes: float, cycles: int, seed: int, base: Path, rate: float,
         {"name": RESERVE_BUDGET, "scope": {"team": RESERVE_TEAM}, "period": "month", "limit": str(reserve_limit),
          "action": "block"}]}))
     api_port, http_port = free_port(), free_port()
-    env = dict(os.environ, TOKENMETER_DATA_DIR=str(data_dir), TOKENMETER_EMBEDDED_BROKER_PORT=str(free_port()),
-               TOKENMETER_API_PORT=str(api_port), TOKENMETER_DASH_PORT=str(free_port()), TOKENMETER_HOST="127.0.0.1",
-               TOKENMETER_LOG_LEVEL="warning", TOKENMETER_LOAD_FLUSH_SECONDS="0.3",
-               TOKENMETER_BUDGETS_FILE=str(budgets_file), TOKENMETER_ALERT_BACKOFF_SECONDS="0.2",
-               TOKENMETER_ALERT_BACKOFF_MAX_SECONDS="2", TOKENMETER_WEBHOOK_SECRET="soak-secret",
-               TOKENMETER_RESERVATION_TTL_SECONDS=str(RESERVATION_TTL_S),
-               PYTHONUNBUFFERED="1")
-    package_root = str(Path(__file__).resolve().parents[2])  # children run this very tokenmeter
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env.pop("TOKENMETER_KAFKA_BOOTSTRAP", None)
-    env.pop("TOKENMETER_CLICKHOUSE_URL", None)
+    env = stack_env(data_dir, api_port, budgets_file)
     gateway_log = base / "gateway.jsonl"
     stack = Stack(env, data_dir, log_dir, {
         "collector-http": ["collect", "http", "--port", str(http_port)],
