@@ -15,7 +15,7 @@ import orjson
 
 from tokenmeter.cli_support import cli_settings, configure_logging, run_service
 from tokenmeter.settings import Settings, ensure_port_free
-from tokenmeter.timefmt import people_utc
+from tokenmeter.timefmt import iso_utc, people_utc
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -168,7 +168,7 @@ def warehouse_alerts(settings: Settings, limit: int) -> list[dict[str, Any]]:
         rows.append({
             "id": row["id"], "source": row["source"], "kind": row["kind"], "action": row["action"],
             "severity": row["severity"], "dedup_key": row["dedup_key"], "title": row["title"],
-            "summary": row["summary"], "at": at.isoformat() if hasattr(at, "isoformat") else str(at),
+            "summary": row["summary"], "at": iso_utc(at) if isinstance(at, datetime) else str(at),  # as records say it
             "scope": dict(row.get("scope") or {}), "details": orjson.loads(row["details"] or "{}"),
             "dashboard_url": row.get("dashboard_url", ""), "notify": [],
             "deliveries": _parse_deliveries(row.get("deliveries")), "stored_in": "warehouse"})
@@ -267,7 +267,7 @@ def list_alerts(limit: int, fmt: str) -> None:
         return
     header = ("AT", "SOURCE", "KIND", "SEVERITY", "ACTION", "TITLE", "DELIVERIES")
     # one precision for every row, as on-call texts write times (to the second, UTC); --format json keeps `at` as
-    # the record has it
+    # the record has it (the warehouse's copies in the records' form: `warehouse_alerts`)
     table = [header] + [(people_utc(a["at"], seconds=True) or "-", a["source"], a["kind"], a["severity"],
                          a["action"], a["title"] if len(a["title"]) <= 60 else a["title"][:59] + "…",
                          _delivery_summary(a["deliveries"])) for a in rows]

@@ -226,3 +226,11 @@ def test_alerts_list_shows_every_time_at_one_precision_newest_first(kafka_bootst
                                                       "2030-01-02 03:04:05 UTC"], table.output
     assert [line.split(mark)[1].split("  ")[0].strip() for line in mine] == [
         "from the warehouse", "live budget", "whole seconds"], mine
+    # --format json: every `at` as alert records write times (UTC, "Z"), the warehouse's copy too (it said
+    # "2030-01-02T03:04:06.500000+00:00" beside the topic's "...Z": two forms in one list for a script to parse)
+    listed = CliRunner().invoke(alerts, ["list", "--limit", "10000", "--format", "json"],
+                                env=_env(kafka_bootstrap, TOKENMETER_DATA_DIR=str(data_dir)))
+    assert listed.exit_code == 0, listed.output
+    ats = {a["title"].removeprefix(f"{mark} "): a["at"] for a in orjson.loads(listed.output) if mark in a["title"]}
+    assert ats == {"from the warehouse": "2030-01-02T03:04:06.500000Z", "live budget": "2030-01-02T03:04:05.987654Z",
+                   "whole seconds": "2030-01-02T03:04:05Z"}, ats
