@@ -50,6 +50,11 @@ def watch_services(demo: bool) -> tuple[tuple[str, str, list[str]], ...]:
             ("finance", "warehouse.finance_watch", finance))  # drift, completeness
 
 
+class StartInterrupted(Exception):
+    """Ctrl-C or SIGTERM while `up` was starting: nothing more is started or awaited, what runs is stopped (until
+    roles37 noticed it, `up` went on starting and awaiting every remaining role, the dashboard up to 60 s)."""
+
+
 @dataclass
 class Child(RestartingChild):
     """One of up's children (args None: the embedded broker, tansu, started by app.broker)."""
@@ -148,6 +153,7 @@ class Supervisor:
         self.log_dir = settings.data_dir.resolve() / "logs"
         self.status_path = settings.data_dir.resolve() / STATUS_FILE
         self.stopping = False
+        self.history: subprocess.Popen | None = None  # `up --demo`'s history writer, while the start waits for it
         self.state = "starting"
         self.liveness: LivenessProbe | None = None
         self.heartbeat_stale_s = HEARTBEAT_STALE_S
@@ -236,6 +242,7 @@ class Supervisor:
 
     def spawn(self, name: str, args: list[str] | None, ready: Callable[[], bool] = lambda: True,
               uses_kafka: bool = True, liveness: Callable[[], bool] | None = None) -> Child:
+        self.stop_if_asked()
         if liveness is None and args is not None:  # no health URL: its event loop's heartbeat file
             liveness = FileHeartbeat(self.settings.data_dir.resolve() / "heartbeats" / name, self.heartbeat_stale_s)
         child = Child(name, args, self.log_dir / f"{name}.log", ready, uses_kafka, liveness=liveness)
@@ -243,9 +250,15 @@ class Supervisor:
         self.launch(child)
         return child
 
+    def stop_if_asked(self) -> None:
+        """During the start: a stop asked for (a signal) ends it here."""
+        if self.stopping and self.state != "running":
+            raise StartInterrupted()
+
     def wait_ready(self, child: Child, timeout: float) -> None:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
+            self.stop_if_asked()  # before the exit check: a terminal's Ctrl-C reaches the child too
             if child.proc.poll() is not None:
                 raise SettingsError(
                     f"{child.name} exited with code {child.proc.returncode}; last log lines "
@@ -258,11 +271,13 @@ class Supervisor:
 
     def wait_history(self, history: subprocess.Popen) -> None:
         """Wait for `demo-history` (at most 120 s) and echo its summary or its failure."""
-        try:
-            code = history.wait(120)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + 120
+        while (code := history.poll()) is None and time.monotonic() < deadline and not self.stopping:
+            time.sleep(0.2)
+        if code is None:  # too long, or a stop asked for
             history.kill()
             code = history.wait()
+            self.stop_if_asked()
         self.echo(f"      {(self.log_dir / 'demo-history.log').read_text().strip()[-300:]}"
                   if code == 0 else f"      demo history failed (exit {code}); see {self.log_dir / 'demo-history.log'}")
 
@@ -279,6 +294,7 @@ class Supervisor:
         number = {name: i for i, name in enumerate(steps, 1)}
 
         def step(i: int, what: str, action: Callable[[], None]) -> None:
+            self.stop_if_asked()
             t0 = time.monotonic()
             self.echo(f"[{i}/{total}] starting {what} ...")
             action()
@@ -291,7 +307,7 @@ class Supervisor:
         if self.demo and not s.clickhouse_url:  # 30 days of back-filled history, written while the broker starts;
             # the budget rebuild (its spend of the current periods), the worker and the loader (the warehouse's
             # owner) start after it (warehouse/demo_history.py)
-            history = subprocess.Popen(me + ["demo-history", "--publish"], env=self.child_env(),
+            history = self.history = subprocess.Popen(me + ["demo-history", "--publish"], env=self.child_env(),
                                        stdout=open(self.log_dir / "demo-history.log", "w"), stderr=subprocess.STDOUT)
 
         if s.embedded_broker:
@@ -594,6 +610,9 @@ class Supervisor:
         leaves its group through the broker. Stopped at once, a worker retried the dead broker in a tight loop
         until the deadline killed it."""
         self.stopping = True
+        if self.history is not None and self.history.poll() is None:  # a stop or an error during the start
+            self.history.kill()
+            self.history.wait()
         if self.watcher:
             self.watcher.stop()
         if self.liveness:
@@ -645,6 +664,9 @@ def run_up(settings: Settings, demo: bool) -> int:
     try:
         supervisor.start()
         code = supervisor.watch()
+    except StartInterrupted:
+        print("stopped during the start (Ctrl-C or SIGTERM)", file=sys.stderr)
+        code = 0
     except (SettingsError, BrokerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
