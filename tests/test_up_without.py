@@ -91,3 +91,18 @@ def test_the_backlog_line_says_a_left_out_dispatcher_is_not_a_stalled_one():
     now = 1000.0 + STALLED_S + 5
     assert f"alerts 7 (nothing committed for {STALLED_S + 5} s)" in describe_stages(sample, now)
     assert describe_stages(sample, now, ("alerts", "dashboard")).endswith("alerts 7 (left out of this `up`)")
+
+
+@pytest.mark.parametrize("value", ['[1]', '[{"a": 2}]', '[["dashboard"]]', '["dashboard", null]'])
+def test_a_json_list_of_other_than_names_is_a_settings_error_not_a_crash(monkeypatch, tmp_path, value):
+    """Review of roles37: a JSON list holding a number, an object or a list crashed every process that read its
+    settings (`TypeError: unhashable type: 'dict'` from `tokenmeter status` on), and `up --without` the same."""
+    monkeypatch.setenv("TOKENMETER_UP_WITHOUT", value)
+    with pytest.raises(SettingsError, match="TOKENMETER_UP_WITHOUT: .*role names"):
+        load_settings()
+    monkeypatch.delenv("TOKENMETER_UP_WITHOUT")
+    monkeypatch.setenv("TOKENMETER_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(main, ["up", "--without", value])
+    assert result.exit_code == 2 and "Invalid value for --without" in result.output and "role names" in result.output, \
+        (result.output, result.exception)
+    assert not (tmp_path / "data").exists()

@@ -152,8 +152,9 @@ def up_roles(value: object) -> object:
         else:
             value = text.split(",")
     if isinstance(value, (list, tuple)):
-        names = [v.strip().lower() if isinstance(v, str) else v for v in value]
-        return tuple(dict.fromkeys(n for n in names if n != ""))  # a trailing comma, a name given twice
+        if not all(isinstance(v, str) for v in value):  # a number, an object, a list: unhashable, unnamed
+            raise ValueError("must be role names (text), separated by commas or in a JSON list of strings")
+        return tuple(dict.fromkeys(n for v in value if (n := v.strip().lower())))  # a trailing comma, a name twice
     return value
 
 
