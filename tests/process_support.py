@@ -174,3 +174,18 @@ def _now_inside(period_start, next_start_of, seconds: float, settle: float):
     elif (now - start).total_seconds() < settle:
         time.sleep(settle - (now - start).total_seconds())
     return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def processes_of_data_dir(data_dir: str | Path) -> list:
+    """The processes (psutil) whose TOKENMETER_DATA_DIR is `data_dir`: a stack's children, found even when they
+    outlive a dead `up` (the hygiene of tests that start one)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("TOKENMETER_DATA_DIR") == str(data_dir):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found

@@ -24,7 +24,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from app.soak import expected_by_team
-from process_support import wait_for, warehouse_totals
+from process_support import processes_of_data_dir, wait_for, warehouse_totals
 
 from tokenmeter import topics
 from tokenmeter.settings import free_port
@@ -69,7 +69,7 @@ def running_up(tmp_path: Path, up_args: tuple[str, ...] = (), **env_overrides: s
             except subprocess.TimeoutExpired:
                 up.kill()
         log.close()
-        for proc in family + _children_by_env(env):
+        for proc in family + processes_of_data_dir(env["TOKENMETER_DATA_DIR"]):  # (outliving a dead `up`)
             try:
                 proc.kill()
             except psutil.Error:
@@ -92,18 +92,6 @@ def stack(tmp_path_factory):
         with running_up(tmp_path, ("--without", "dashboard,anomalies,finance"),
                         TOKENMETER_DASH_PORT=str(dash_port_taken.getsockname()[1])) as (up, env, log_path):
             yield SimpleNamespace(up=up, env=env, log_path=log_path, data=tmp_path / "data", sent=[])
-
-
-def _children_by_env(env: dict) -> list[psutil.Process]:
-    """Processes of this test's stack, found by their data dir (they outlive a dead `up` when hygiene fails)."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("TOKENMETER_DATA_DIR") == env["TOKENMETER_DATA_DIR"]:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def child(up: subprocess.Popen, role: str) -> psutil.Process | None:

@@ -10,25 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-from process_support import wait_for
+from process_support import processes_of_data_dir, wait_for
 from tokenmeter.settings import free_port
 
 pytestmark = pytest.mark.slow(seconds=10)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _ours(data_dir: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("TOKENMETER_DATA_DIR") == str(data_dir):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_a_sigterm_while_the_worker_starts_stops_up_without_starting_the_rest(tmp_path):
@@ -52,11 +40,11 @@ def test_a_sigterm_while_the_worker_starts_stops_up_without_starting_the_rest(tm
             if up.poll() is None:
                 up.kill()
                 up.wait()
-            for proc in _ours(data_dir):  # (hygiene, were the stop to fail)
+            for proc in processes_of_data_dir(data_dir):  # (hygiene, were the stop to fail)
                 proc.kill()
     out = log_path.read_text()
     assert code == 0, out
     assert "stopped during the start" in out, out
     assert "worker ready" not in out and "starting dashboard" not in out, out  # nothing more started or awaited
     assert "error:" not in out, out  # the user's stop is no failure
-    assert not _ours(data_dir)
+    assert not processes_of_data_dir(data_dir)
